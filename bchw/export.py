@@ -1,0 +1,523 @@
+"""Export: checkpoint → bundle (fold batch norm, quantize, pack ROM images), and bundle loading.
+
+A bundle is a directory holding ``manifest.json`` and the ROM images it
+names.  It is the only thing the golden model, the cycle model and the
+gateware read.
+
+ROM word layout (the one place it is defined; :func:`pack_weights` and
+:func:`unpack_weights` are tested by round trip):
+
+* **weights** of a layer with ``PE`` and ``SIMD``: ``NF = ceil(out/PE)`` neuron
+  folds by ``SF = ceil(in/SIMD)`` synapse folds; word address ``nf·SF + sf``;
+  bit ``p·SIMD + s`` of that word is the weight of neuron ``nf·PE + p`` for
+  input ``sf·SIMD + s``: 1 ↔ +1, 0 ↔ −1.  Padding bits (neurons or inputs past
+  the layer's size) are 0; padded inputs are zero, so they add nothing.
+* **params**: word address ``nf``; PE fields of ``mul_bits + shift_bits +
+  bias_bits`` bits, field ``p`` at bit ``p·param_bits``; within a field, ``M``
+  (two's complement) in the low bits, then ``S`` (unsigned), then ``B`` (two's
+  complement).  Padded neurons have M = S = B = 0, so they output 0.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from bchw import golden, romfmt
+from bchw.errors import BchwError, atomic_dir
+
+SCHEMA = "bchw-bundle"
+SCHEMA_VERSION = 1
+PIXEL_BITS = 8
+DEFAULT_MUL_BITS = 18
+DEFAULT_SCORE_BITS = 16
+DEFAULT_SCORE_FRAC_BITS = 7
+
+
+# --------------------------------------------------------------------------- configuration
+
+@dataclass
+class HardwareConfig:
+    """The accelerator configuration a bundle is packed for."""
+
+    pe: list[int]
+    simd: list[int]
+    in_lanes: int | None = None        # pixels per input beat; default: layer 0's SIMD
+    mul_bits: int = DEFAULT_MUL_BITS
+    score_bits: int = DEFAULT_SCORE_BITS
+    score_frac_bits: int = DEFAULT_SCORE_FRAC_BITS
+
+    @classmethod
+    def from_file(cls, path: str | os.PathLike) -> HardwareConfig:
+        """Read ``{"layers": [{"pe": .., "simd": ..}, ..], "in_lanes": .., ...}``."""
+        data = _read_json(path, "hardware config")
+        if not isinstance(data, dict):
+            raise BchwError("expected a JSON object", path=path)
+        known = {"layers", "in_lanes", "mul_bits", "score_bits", "score_frac_bits"}
+        for key in data:
+            if key not in known:
+                raise BchwError(f"unknown field (expected one of {sorted(known)})",
+                                path=path, field=key)
+        layers = data.get("layers")
+        if not isinstance(layers, list) or not layers:
+            raise BchwError("must be a non-empty list of {\"pe\": int, \"simd\": int}",
+                            path=path, field="layers")
+        pe, simd = [], []
+        for i, layer in enumerate(layers):
+            if not isinstance(layer, dict) or set(layer) != {"pe", "simd"}:
+                raise BchwError("must be an object with exactly 'pe' and 'simd'",
+                                path=path, field=f"layers[{i}]")
+            pe.append(_int_field(layer["pe"], path, f"layers[{i}].pe", 1))
+            simd.append(_int_field(layer["simd"], path, f"layers[{i}].simd", 1))
+        kwargs = {}
+        for key, lo, hi in (("in_lanes", 1, 4096), ("mul_bits", 2, 32),
+                            ("score_bits", 2, 32), ("score_frac_bits", 0, 16)):
+            if key in data:
+                kwargs[key] = _int_field(data[key], path, key, lo, hi)
+        return cls(pe=pe, simd=simd, **kwargs)
+
+    def check(self, sizes: Sequence[int], where: str) -> None:
+        """Raise :class:`BchwError` unless this folding fits layer ``sizes``."""
+        n_layers = len(sizes) - 1
+        for name, values in (("pe", self.pe), ("simd", self.simd)):
+            if len(values) != n_layers:
+                raise BchwError(f"{len(values)} values given for {n_layers} layers",
+                                path=where, field=name)
+        for i in range(n_layers):
+            if not 1 <= self.pe[i] <= sizes[i + 1]:
+                raise BchwError(f"pe={self.pe[i]} does not fit layer {i}: it must be between 1 "
+                                f"and the layer's {sizes[i + 1]} outputs",
+                                path=where, field=f"layers[{i}].pe")
+            if not 1 <= self.simd[i] <= sizes[i]:
+                raise BchwError(f"simd={self.simd[i]} does not fit layer {i}: it must be between "
+                                f"1 and the layer's {sizes[i]} inputs",
+                                path=where, field=f"layers[{i}].simd")
+        lanes = self.lanes
+        if not 1 <= lanes <= sizes[0]:
+            raise BchwError(f"in_lanes={lanes} must be between 1 and the {sizes[0]} inputs",
+                            path=where, field="in_lanes")
+        for name, v, lo, hi in (("mul_bits", self.mul_bits, 2, 32),
+                                ("score_bits", self.score_bits, 2, 32),
+                                ("score_frac_bits", self.score_frac_bits, 0, 16)):
+            if not lo <= v <= hi:
+                raise BchwError(f"{v} is out of range {lo}..{hi}", path=where, field=name)
+
+    @property
+    def lanes(self) -> int:
+        return self.in_lanes if self.in_lanes is not None else self.simd[0]
+
+
+def parse_int_list(text: str, what: str) -> list[int]:
+    """Parse ``"16,16,10"`` from the command line."""
+    try:
+        values = [int(v) for v in text.split(",")]
+    except ValueError:
+        raise BchwError(f"expected comma-separated integers, got {text!r}", field=what) from None
+    return values
+
+
+# --------------------------------------------------------------------------- ROM packing
+
+def fold_counts(n_out: int, n_in: int, pe: int, simd: int) -> tuple[int, int]:
+    """(NF, SF): neuron folds and synapse folds of a layer."""
+    return math.ceil(n_out / pe), math.ceil(n_in / simd)
+
+
+def pack_weights(weights: np.ndarray, pe: int, simd: int) -> list[int]:
+    """Pack ±1 ``weights`` [out, in] into ``NF·SF`` words of ``PE·SIMD`` bits."""
+    n_out, n_in = weights.shape
+    nf, sf = fold_counts(n_out, n_in, pe, simd)
+    bits = np.zeros((nf * pe, sf * simd), dtype=np.uint8)
+    bits[:n_out, :n_in] = weights > 0
+    # [nf, pe, sf, simd] -> [nf, sf, pe, simd]: one word per (nf, sf), bit p*SIMD+s
+    words = bits.reshape(nf, pe, sf, simd).transpose(0, 2, 1, 3).reshape(nf * sf, pe * simd)
+    packed = np.packbits(words, axis=1, bitorder="little")
+    return [int.from_bytes(row.tobytes(), "little") for row in packed]
+
+
+def unpack_weights(words: Sequence[int], n_out: int, n_in: int, pe: int, simd: int
+                   ) -> np.ndarray:
+    """Inverse of :func:`pack_weights`: ±1 int8 [out, in]."""
+    nf, sf = fold_counts(n_out, n_in, pe, simd)
+    width = pe * simd
+    nbytes = (width + 7) // 8
+    raw = np.frombuffer(b"".join(w.to_bytes(nbytes, "little") for w in words), dtype=np.uint8)
+    bits = np.unpackbits(raw.reshape(len(words), nbytes), axis=1, bitorder="little")[:, :width]
+    bits = bits.reshape(nf, sf, pe, simd).transpose(0, 2, 1, 3).reshape(nf * pe, sf * simd)
+    return np.where(bits[:n_out, :n_in] == 1, 1, -1).astype(np.int8)
+
+
+def pack_params(mul: np.ndarray, shift: np.ndarray, bias: np.ndarray, pe: int,
+                w: golden.LayerWidths) -> list[int]:
+    """Pack per-neuron (M, S, B) into ``NF`` words of ``PE·param_bits`` bits."""
+    n_out = len(mul)
+    nf = math.ceil(n_out / pe)
+    words = []
+    for f in range(nf):
+        word = 0
+        for p in range(pe):
+            j = f * pe + p
+            if j >= n_out:
+                continue
+            fields = ((int(mul[j]), w.mul_bits), (int(shift[j]), w.shift_bits),
+                      (int(bias[j]), w.bias_bits))
+            value, pos = 0, 0
+            for v, bits in fields:
+                value |= (v & ((1 << bits) - 1)) << pos
+                pos += bits
+            word |= value << (p * w.param_bits)
+        words.append(word)
+    return words
+
+
+def unpack_params(words: Sequence[int], n_out: int, pe: int, w: golden.LayerWidths
+                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Inverse of :func:`pack_params`."""
+    mul = np.zeros(n_out, dtype=np.int64)
+    shift = np.zeros(n_out, dtype=np.int64)
+    bias = np.zeros(n_out, dtype=np.int64)
+
+    def signed(v: int, bits: int) -> int:
+        return v - (1 << bits) if v >> (bits - 1) else v
+
+    for j in range(n_out):
+        field_ = (words[j // pe] >> ((j % pe) * w.param_bits)) & ((1 << w.param_bits) - 1)
+        mul[j] = signed(field_ & ((1 << w.mul_bits) - 1), w.mul_bits)
+        shift[j] = (field_ >> w.mul_bits) & ((1 << w.shift_bits) - 1)
+        bias[j] = signed(field_ >> (w.mul_bits + w.shift_bits), w.bias_bits)
+    return mul, shift, bias
+
+
+# --------------------------------------------------------------------------- the bundle
+
+@dataclass
+class LayerBundle:
+    """One layer as the hardware sees it."""
+
+    index: int
+    in_features: int
+    out_features: int
+    in_bits: int
+    pe: int
+    simd: int
+    widths: golden.LayerWidths
+    weights: np.ndarray          # int8 ±1 [out, in]
+    mul: np.ndarray              # int64 [out]
+    shift: np.ndarray
+    bias: np.ndarray
+    weight_file: str
+    param_file: str
+
+    @property
+    def nf(self) -> int:
+        return fold_counts(self.out_features, self.in_features, self.pe, self.simd)[0]
+
+    @property
+    def sf(self) -> int:
+        return fold_counts(self.out_features, self.in_features, self.pe, self.simd)[1]
+
+    @property
+    def weight_width(self) -> int:
+        return self.pe * self.simd
+
+    @property
+    def param_width(self) -> int:
+        return self.pe * self.widths.param_bits
+
+    @property
+    def last(self) -> bool:
+        return self.widths.out_signed
+
+
+@dataclass
+class Bundle:
+    """A loaded, validated bundle."""
+
+    path: Path
+    manifest: dict[str, Any]
+    layers: list[LayerBundle] = field(default_factory=list)
+
+    @property
+    def n_in(self) -> int:
+        return self.layers[0].in_features
+
+    @property
+    def num_classes(self) -> int:
+        return self.layers[-1].out_features
+
+    @property
+    def io(self) -> dict[str, int]:
+        return dict(self.manifest["io"])
+
+    @property
+    def dataset(self) -> str | None:
+        return self.manifest["model"].get("dataset")
+
+
+
+def io_layout(n_in: int, lanes: int, num_classes: int, score_bits: int) -> dict[str, int]:
+    class_bits = unsigned_class_bits(num_classes)
+    return {"n_in": n_in, "in_lanes": lanes, "in_beats": math.ceil(n_in / lanes),
+            "pixel_bits": PIXEL_BITS, "num_classes": num_classes, "class_bits": class_bits,
+            "score_bits": score_bits, "out_bits": class_bits + num_classes * score_bits}
+
+
+def unsigned_class_bits(num_classes: int) -> int:
+    return golden.unsigned_bits(num_classes - 1)
+
+
+def _layer_widths(fan_in: int, in_bits: int, last: bool, arith: dict[str, int]
+                  ) -> golden.LayerWidths:
+    return golden.layer_widths(fan_in, in_bits, mul_bits=arith["mul_bits"], last=last,
+                               act_bits=arith["act_bits"], score_bits=arith["score_bits"])
+
+
+def fold_checkpoint(ckpt: dict[str, Any], hw: HardwareConfig, where: str
+                    ) -> tuple[list[np.ndarray], list[tuple[np.ndarray, np.ndarray, np.ndarray]],
+                               dict[str, int]]:
+    """Fold input normalisation and batch norm into integer (M, S, B) per neuron.
+
+    Float model, per layer: ``y = W_b·x``; ``z = γ(y − μ)/√(σ² + ε) + β``;
+    hidden layers output ``clamp(round(z/s), 0, 2**A − 1)`` with
+    ``s = act_clip/(2**A − 1)``, the last layer outputs ``z``.  With integer
+    inputs, ``y = a·acc + y0`` (layer 0: ``a = 1/(255·std)``,
+    ``y0 = −mean/std · Σ_i w_i``; later layers: ``a = s``, ``y0 = 0``), so the
+    integer output is ``round(k·acc + c)`` with ``k = γ·a/(√(σ²+ε)·s_out)``
+    and ``c = (γ(y0 − μ)/√(σ²+ε) + β)/s_out``, where ``s_out = s`` for hidden
+    layers and ``2**−score_frac_bits`` for the scores.
+    """
+    cfg = ckpt["config"]
+    act_bits, act_clip = int(cfg["act_bits"]), float(cfg["act_clip"])
+    arith = {"act_bits": act_bits, "mul_bits": hw.mul_bits, "score_bits": hw.score_bits,
+             "score_frac_bits": hw.score_frac_bits, "pixel_bits": PIXEL_BITS}
+    s_act = act_clip / ((1 << act_bits) - 1)
+    mean, std = float(ckpt["input_norm"]["mean"]), float(ckpt["input_norm"]["std"])
+    weights, params = [], []
+    layers = ckpt["layers"]
+    for i, layer in enumerate(layers):
+        last = i == len(layers) - 1
+        wb = np.where(layer["weight"].double().numpy() >= 0, 1, -1).astype(np.int8)
+        if i == 0:
+            a = 1.0 / (255.0 * std)
+            y0 = -mean / std * wb.sum(axis=1, dtype=np.float64)
+            in_bits = PIXEL_BITS
+        else:
+            a, y0, in_bits = s_act, np.zeros(wb.shape[0]), act_bits
+        gamma = layer["bn_weight"].double().numpy()
+        beta = layer["bn_bias"].double().numpy()
+        mu = layer["bn_mean"].double().numpy()
+        sd = np.sqrt(layer["bn_var"].double().numpy() + float(layer["bn_eps"]))
+        s_out = 2.0 ** -hw.score_frac_bits if last else s_act
+        k = gamma * a / (sd * s_out)
+        c = (gamma * (y0 - mu) / sd + beta) / s_out
+        widths = _layer_widths(wb.shape[1], in_bits, last, arith)
+        try:
+            params.append(golden.requant_params(k, c, widths))
+        except golden.RequantRangeError as e:
+            raise BchwError(f"layer {i} {e}; raise mul_bits", path=where,
+                            field=f"layers[{i}]") from None
+        weights.append(wb)
+    return weights, params, arith
+
+
+def export_bundle(checkpoint: str | os.PathLike, out_dir: str | os.PathLike,
+                  hw: HardwareConfig, formats: Sequence[str] = romfmt.FORMATS) -> Bundle:
+    """Export ``checkpoint`` to a bundle directory ``out_dir`` (written atomically)."""
+    from bchw.nn import load_checkpoint
+
+    ckpt = load_checkpoint(checkpoint)
+    digest = hashlib.sha256(Path(checkpoint).read_bytes()).hexdigest()
+    return export_state(ckpt, out_dir, hw, formats, where=str(checkpoint), digest=digest)
+
+
+def export_state(ckpt: dict[str, Any], out_dir: str | os.PathLike, hw: HardwareConfig,
+                 formats: Sequence[str] = romfmt.FORMATS, where: str = "checkpoint",
+                 digest: str | None = None) -> Bundle:
+    """Export a loaded checkpoint dictionary (see :mod:`bchw.nn`) to a bundle."""
+    sizes = [int(v) for v in ckpt["config"]["spec"].split("-")]
+    hw.check(sizes, "hardware config")
+    weights, params, arith = fold_checkpoint(ckpt, hw, where)
+    cfg = ckpt["config"]
+    manifest: dict[str, Any] = {
+        "schema": SCHEMA, "version": SCHEMA_VERSION,
+        "model": {"spec": cfg["spec"], "dataset": cfg.get("dataset"),
+                  "binarize": cfg.get("binarize"), "act_clip": float(cfg["act_clip"]),
+                  "input_mean": float(ckpt["input_norm"]["mean"]),
+                  "input_std": float(ckpt["input_norm"]["std"]),
+                  "checkpoint_sha256": digest},
+        "arithmetic": arith,
+        "io": io_layout(sizes[0], hw.lanes, sizes[-1], hw.score_bits),
+        "layers": [],
+    }
+    with atomic_dir(out_dir) as tmp:
+        for i, (wb, (mul, shift, bias)) in enumerate(zip(weights, params)):
+            last = i == len(weights) - 1
+            in_bits = PIXEL_BITS if i == 0 else arith["act_bits"]
+            widths = _layer_widths(wb.shape[1], in_bits, last, arith)
+            pe, simd = hw.pe[i], hw.simd[i]
+            entry = _layer_manifest(i, wb.shape[1], wb.shape[0], in_bits, pe, simd, widths)
+            for kind, words, width in (
+                    ("weights", pack_weights(wb, pe, simd), pe * simd),
+                    ("params", pack_params(mul, shift, bias, pe, widths),
+                     pe * widths.param_bits)):
+                files = {}
+                for fmt in formats:
+                    files[fmt] = f"layer{i}_{kind}.{fmt}"
+                    romfmt.write_rom(tmp / files[fmt], words, width, fmt)
+                entry[kind]["files"] = files
+            manifest["layers"].append(entry)
+        (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
+    return load_bundle(out_dir)
+
+
+def _layer_manifest(i: int, n_in: int, n_out: int, in_bits: int, pe: int, simd: int,
+                    w: golden.LayerWidths) -> dict[str, Any]:
+    nf, sf = fold_counts(n_out, n_in, pe, simd)
+    return {
+        "index": i, "in_features": n_in, "out_features": n_out, "in_bits": in_bits,
+        "pe": pe, "simd": simd, "nf": nf, "sf": sf,
+        "acc_bits": w.acc_bits, "mul_bits": w.mul_bits, "shift_bits": w.shift_bits,
+        "bias_bits": w.bias_bits, "out_bits": w.out_bits, "out_signed": w.out_signed,
+        "out_min": w.out_lo, "out_max": w.out_hi,
+        "weights": {"width": pe * simd, "depth": nf * sf},
+        "params": {"width": pe * w.param_bits, "depth": nf},
+    }
+
+
+# --------------------------------------------------------------------------- loading and validation
+
+def _read_json(path: str | os.PathLike, what: str) -> Any:
+    try:
+        text = Path(path).read_text()
+    except FileNotFoundError:
+        raise BchwError(f"{what} not found", path=path) from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise BchwError(f"cannot read {what}: {e}", path=path) from None
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as e:
+        raise BchwError(f"not valid JSON ({e.msg} at line {e.lineno})", path=path) from None
+
+
+def _int_field(v: Any, path: Any, name: str, lo: int | None = None, hi: int | None = None
+               ) -> int:
+    if isinstance(v, bool) or not isinstance(v, int):
+        raise BchwError(f"must be an integer, got {json.dumps(v)}", path=path, field=name)
+    if (lo is not None and v < lo) or (hi is not None and v > hi):
+        rng = f"{lo if lo is not None else '-inf'}..{hi if hi is not None else 'inf'}"
+        raise BchwError(f"{v} is out of range {rng}", path=path, field=name)
+    return v
+
+
+def resolve_bundle_dir(path: str | os.PathLike) -> Path:
+    """A bundle directory, or a model directory holding one in ``bundle/``."""
+    p = Path(path)
+    if (p / "manifest.json").is_file():
+        return p
+    if (p / "bundle" / "manifest.json").is_file():
+        return p / "bundle"
+    if p.is_file() and p.name == "manifest.json":
+        return p.parent
+    raise BchwError("no bundle here (expected manifest.json, or bundle/manifest.json)", path=p)
+
+
+def load_bundle(path: str | os.PathLike) -> Bundle:
+    """Load and validate a bundle; every wrong field is reported by name."""
+    root = resolve_bundle_dir(path)
+    mpath = root / "manifest.json"
+    m = _read_json(mpath, "manifest")
+    if not isinstance(m, dict):
+        raise BchwError("manifest must be a JSON object", path=mpath)
+    if m.get("schema") != SCHEMA:
+        raise BchwError(f"expected {SCHEMA!r}, got {json.dumps(m.get('schema'))}",
+                        path=mpath, field="schema")
+    if m.get("version") != SCHEMA_VERSION:
+        raise BchwError(f"unsupported schema version {json.dumps(m.get('version'))}; this bchw "
+                        f"reads version {SCHEMA_VERSION}", path=mpath, field="version")
+    for key, kind in (("model", dict), ("arithmetic", dict), ("io", dict), ("layers", list)):
+        if not isinstance(m.get(key), kind):
+            raise BchwError(f"missing or not a JSON {kind.__name__.replace('dict', 'object')}",
+                            path=mpath, field=key)
+    arith = m["arithmetic"]
+    for key, lo, hi in (("act_bits", 1, 16), ("mul_bits", 2, 32), ("score_bits", 2, 32),
+                        ("score_frac_bits", 0, 16), ("pixel_bits", PIXEL_BITS, PIXEL_BITS)):
+        _int_field(arith.get(key), mpath, f"arithmetic.{key}", lo, hi)
+    layers_m = m["layers"]
+    if not layers_m:
+        raise BchwError("a bundle needs at least one layer", path=mpath, field="layers")
+    bundle = Bundle(path=root, manifest=m)
+    prev_out = None
+    for i, lm in enumerate(layers_m):
+        bundle.layers.append(_load_layer(root, mpath, i, lm, arith, prev_out,
+                                         last=i == len(layers_m) - 1))
+        prev_out = lm["out_features"]
+    io = m["io"]
+    expected_io = io_layout(bundle.n_in, _int_field(io.get("in_lanes"), mpath, "io.in_lanes", 1,
+                                                    bundle.n_in),
+                            bundle.num_classes, arith["score_bits"])
+    for key, value in expected_io.items():
+        if io.get(key) != value:
+            raise BchwError(f"expected {value}, got {json.dumps(io.get(key))}", path=mpath,
+                            field=f"io.{key}")
+    return bundle
+
+
+def _load_layer(root: Path, mpath: Path, i: int, lm: Any, arith: dict[str, int],
+                prev_out: int | None, last: bool) -> LayerBundle:
+    f = f"layers[{i}]"
+    if not isinstance(lm, dict):
+        raise BchwError("must be a JSON object", path=mpath, field=f)
+    n_in = _int_field(lm.get("in_features"), mpath, f"{f}.in_features", 1, 1 << 20)
+    n_out = _int_field(lm.get("out_features"), mpath, f"{f}.out_features", 1, 1 << 20)
+    if prev_out is not None and n_in != prev_out:
+        raise BchwError(f"{n_in} does not match the previous layer's {prev_out} outputs",
+                        path=mpath, field=f"{f}.in_features")
+    if i == 0 and n_in > 1 << 16:
+        raise BchwError(f"{n_in} inputs is more than bchw supports", path=mpath,
+                        field=f"{f}.in_features")
+    pe = _int_field(lm.get("pe"), mpath, f"{f}.pe", 1, n_out)
+    simd = _int_field(lm.get("simd"), mpath, f"{f}.simd", 1, n_in)
+    in_bits = PIXEL_BITS if i == 0 else arith["act_bits"]
+    widths = _layer_widths(n_in, in_bits, last, arith)
+    nf, sf = fold_counts(n_out, n_in, pe, simd)
+    expected = _layer_manifest(i, n_in, n_out, in_bits, pe, simd, widths)
+    for key, value in expected.items():
+        got = lm.get(key)
+        if isinstance(value, dict):
+            if not isinstance(got, dict):
+                raise BchwError("missing or not a JSON object", path=mpath, field=f"{f}.{key}")
+            for sub, v in value.items():
+                if got.get(sub) != v:
+                    raise BchwError(f"expected {v} for this layer, got {json.dumps(got.get(sub))}",
+                                    path=mpath, field=f"{f}.{key}.{sub}")
+        elif got != value or type(got) is not type(value):
+            raise BchwError(f"expected {json.dumps(value)} for this layer, got {json.dumps(got)}",
+                            path=mpath, field=f"{f}.{key}")
+    roms = {}
+    for kind, width, depth in (("weights", pe * simd, nf * sf),
+                               ("params", pe * widths.param_bits, nf)):
+        files = lm[kind].get("files")
+        if not isinstance(files, dict) or not isinstance(files.get("hex"), str):
+            raise BchwError("must name the hex image", path=mpath, field=f"{f}.{kind}.files.hex")
+        name = files["hex"]
+        if "/" in name or "\\" in name or name.startswith("."):
+            raise BchwError(f"{name!r} must be a plain file name inside the bundle", path=mpath,
+                            field=f"{f}.{kind}.files.hex")
+        roms[kind] = (name, romfmt.read_rom(root / name, width, depth, "hex"))
+    weights = unpack_weights(roms["weights"][1], n_out, n_in, pe, simd)
+    mul, shift, bias = unpack_params(roms["params"][1], n_out, pe, widths)
+    if (shift > widths.shift_max).any():
+        j = int(np.argmax(shift > widths.shift_max))
+        raise BchwError(f"neuron {j} has shift {int(shift[j])} > {widths.shift_max}",
+                        path=root / roms["params"][0], field=f"{f}.params")
+    return LayerBundle(index=i, in_features=n_in, out_features=n_out, in_bits=in_bits, pe=pe,
+                       simd=simd, widths=widths, weights=weights, mul=mul, shift=shift,
+                       bias=bias, weight_file=roms["weights"][0], param_file=roms["params"][0])

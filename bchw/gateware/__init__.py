@@ -1,0 +1,1 @@
+"""Amaranth gateware: the adder-tree accelerator, one engine per layer."""

@@ -1,0 +1,59 @@
+"""The input assembler: AXI4-Stream beats of pixels in, one whole image vector out."""
+
+from __future__ import annotations
+
+import math
+
+from amaranth.hdl import Cat, Module, Signal
+from amaranth.lib import stream, wiring
+from amaranth.lib.wiring import In, Out
+
+
+class InputAssembler(wiring.Component):
+    """Collects ``ceil(n_in / lanes)`` beats of ``lanes`` pixels into one vector.
+
+    Pixel ``k`` of an image travels in beat ``k // lanes``, lane ``k % lanes``;
+    the unused lanes of the last beat are dropped.  Beats are counted; ``tlast``
+    is accepted for AXI4-Stream compatibility and not needed.  The last beat
+    of an image is refused while the previous vector has not been taken.
+
+    Members
+    -------
+    tdata : In(lanes · pixel_bits)
+    tvalid : In(1)
+    tready : Out(1)
+    tlast : In(1)
+    m : Out(stream.Signature(n_in · pixel_bits))
+        The image, pixel ``k`` at bits ``[k·pixel_bits, (k+1)·pixel_bits)``.
+    """
+
+    def __init__(self, n_in: int, lanes: int, pixel_bits: int = 8):
+        self.n_in, self.lanes, self.pixel_bits = n_in, lanes, pixel_bits
+        self.beats = math.ceil(n_in / lanes)
+        super().__init__({"tdata": In(lanes * pixel_bits), "tvalid": In(1), "tready": Out(1),
+                          "tlast": In(1), "m": Out(stream.Signature(n_in * pixel_bits))})
+
+    def elaborate(self, platform):
+        m = Module()
+        beat_bits = self.lanes * self.pixel_bits
+        count = Signal(range(self.beats))
+        last_beat = count == self.beats - 1
+        m.d.comb += self.tready.eq(~(last_beat & self.m.valid & ~self.m.ready))
+        take = self.tvalid & self.tready
+        if self.beats > 1:
+            collected = Signal((self.beats - 1) * beat_bits, reset_less=True)
+            image = Cat(collected, self.tdata)
+        else:
+            image = self.tdata
+        with m.If(take & last_beat):
+            m.d.sync += [count.eq(0), self.m.valid.eq(1),
+                         self.m.payload.eq(image[:self.n_in * self.pixel_bits])]
+        with m.Else():
+            with m.If(take):
+                m.d.sync += count.eq(count + 1)
+            with m.If(self.m.ready):
+                m.d.sync += self.m.valid.eq(0)
+        if self.beats > 1:
+            with m.If(take & ~last_beat):
+                m.d.sync += collected.eq(Cat(collected[beat_bits:], self.tdata))
+        return m

@@ -1,0 +1,171 @@
+"""A layer engine: the layer's matrix folded over PE output neurons × SIMD input lanes."""
+
+from __future__ import annotations
+
+from amaranth.hdl import Cat, Module, Mux, Signal, Value, signed
+from amaranth.lib import stream, wiring
+from amaranth.lib.wiring import In, Out
+
+from bchw.gateware.adder_tree import AdderTree
+from bchw.gateware.requantizer import Requantizer
+from bchw.gateware.rom import Rom
+from bchw.golden import LayerWidths
+from bchw.perf import REQUANT_STAGES, engine_pipeline, tree_depth
+
+
+class LayerEngine(wiring.Component):
+    """Computes one layer for one input vector every ``NF·SF`` cycles.
+
+    Each cycle it reads one ``PE·SIMD``-bit weight word and adds ``SIMD``
+    inputs into ``PE`` accumulators through :class:`AdderTree` s; after ``SF``
+    cycles the ``PE`` sums are requantized and collected, and after ``NF``
+    such groups the whole output vector is offered downstream.  The next
+    input vector is accepted while the last step of the current one issues,
+    so back-to-back vectors need no bubble.  When the output register is
+    still full as the last group of the next vector arrives, the whole engine
+    stalls.  :func:`bchw.perf.engine_pipeline` gives the latency.
+
+    Members
+    -------
+    s : In(stream.Signature(in_features · in_bits))
+        Input vector, element ``i`` at bits ``[i·in_bits, (i+1)·in_bits)``.
+    m : Out(stream.Signature(out_features · out_bits))
+        Output vector, likewise (two's complement for the score layer).
+    """
+
+    def __init__(self, *, in_features: int, out_features: int, in_bits: int, pe: int,
+                 simd: int, widths: LayerWidths, nf: int, sf: int,
+                 weight_rom: dict, param_rom: dict):
+        self.n_in, self.n_out, self.in_bits = in_features, out_features, in_bits
+        self.pe, self.simd, self.nf, self.sf = pe, simd, nf, sf
+        self.widths = widths
+        self.weight_rom, self.param_rom = weight_rom, param_rom
+        super().__init__({
+            "s": In(stream.Signature(in_features * in_bits)),
+            "m": Out(stream.Signature(out_features * widths.out_bits))})
+
+    @classmethod
+    def from_layer(cls, layer, rom_mode: str) -> LayerEngine:
+        """An engine for a :class:`bchw.export.LayerBundle`."""
+        from bchw.export import pack_params, pack_weights
+
+        if rom_mode == "inline":
+            wrom = {"init": pack_weights(layer.weights, layer.pe, layer.simd)}
+            prom = {"init": pack_params(layer.mul, layer.shift, layer.bias, layer.pe,
+                                        layer.widths)}
+        else:
+            wrom, prom = {"init_file": layer.weight_file}, {"init_file": layer.param_file}
+        return cls(in_features=layer.in_features, out_features=layer.out_features,
+                   in_bits=layer.in_bits, pe=layer.pe, simd=layer.simd, widths=layer.widths,
+                   nf=layer.nf, sf=layer.sf, weight_rom=wrom, param_rom=prom)
+
+    def elaborate(self, platform):
+        m = Module()
+        w = self.widths
+        pe, simd, nf, sf, ib = self.pe, self.simd, self.nf, self.sf, self.in_bits
+        steps = nf * sf
+        slice_bits = simd * ib
+
+        m.submodules.weights = wrom = Rom(pe * simd, steps, **self.weight_rom)
+        m.submodules.params = prom = Rom(pe * w.param_bits, nf, **self.param_rom)
+
+        # --- stall: only when a finished vector meets a full output register
+        en = Signal()
+        out_done = Signal()           # the last group of a vector is at the requantizer output
+        m.d.comb += en.eq(~(self.m.valid & ~self.m.ready & out_done))
+
+        # --- issue: one (nf, sf) step per cycle
+        busy = Signal()
+        step = Signal(range(steps))
+        sfc = Signal(range(sf))
+        nfc = Signal(range(nf))
+        xbuf = Signal(sf * slice_bits, reset_less=True)
+        last_step = busy & (step == steps - 1)
+        m.d.comb += [self.s.ready.eq(en & (~busy | last_step)),
+                     wrom.en.eq(en), wrom.addr.eq(step)]
+        with m.If(en):
+            with m.If(self.s.valid & self.s.ready):
+                m.d.sync += [busy.eq(1), step.eq(0), sfc.eq(0), nfc.eq(0),
+                             xbuf.eq(self.s.payload)]
+            with m.Elif(last_step):
+                m.d.sync += busy.eq(0)
+            with m.Elif(busy):
+                m.d.sync += [step.eq(step + 1),
+                             xbuf.eq(Cat(xbuf[slice_bits:], xbuf[:slice_bits]))]
+                with m.If(sfc == sf - 1):
+                    m.d.sync += [sfc.eq(0), nfc.eq(nfc + 1)]
+                with m.Else():
+                    m.d.sync += sfc.eq(sfc + 1)
+
+        # --- stage 1: the ROM word arrives; the input slice and flags are registered with it
+        def delayed(value, stages, name):
+            """``value`` delayed by ``stages`` enabled cycles."""
+            for k in range(stages):
+                r = Signal(Value.cast(value).shape(), name=f"{name}_d{k}")
+                with m.If(en):
+                    m.d.sync += r.eq(value)
+                value = r
+            return value
+
+        x1 = Signal(slice_bits, reset_less=True)
+        with m.If(en):
+            m.d.sync += x1.eq(xbuf[:slice_bits])
+        flags = Cat(busy, sfc == 0, sfc == sf - 1, last_step, nfc)
+        flags1 = delayed(flags, 1, "f1")
+
+        # --- adder trees, one per PE
+        trees = []
+        for p in range(pe):
+            tree = AdderTree(simd, ib)
+            m.submodules[f"tree{p}"] = tree
+            m.d.comb += [tree.en.eq(en), tree.x.eq(x1),
+                         tree.w.eq(wrom.data[p * simd:(p + 1) * simd])]
+            trees.append(tree)
+        flags_t = delayed(flags1, tree_depth(simd), "ft")
+        valid_t, first_t, lastsf_t, end_t = flags_t[0], flags_t[1], flags_t[2], flags_t[3]
+        nf_t = flags_t[4:]
+
+        # --- accumulate; the params of the group are read alongside
+        m.d.comb += [prom.en.eq(en), prom.addr.eq(nf_t)]
+        accs = [Signal(signed(w.acc_bits), name=f"acc{p}", reset_less=True) for p in range(pe)]
+        acc_valid = Signal()
+        acc_end = Signal()
+        with m.If(en):
+            m.d.sync += [acc_valid.eq(valid_t & lastsf_t), acc_end.eq(valid_t & end_t)]
+            with m.If(valid_t):
+                for acc, tree in zip(accs, trees):
+                    m.d.sync += acc.eq(tree.sum if sf == 1 else Mux(first_t, 0, acc) + tree.sum)
+
+        # --- requantize
+        qs = []
+        for p in range(pe):
+            rq = Requantizer(w)
+            m.submodules[f"requant{p}"] = rq
+            field = prom.data[p * w.param_bits:(p + 1) * w.param_bits]
+            m.d.comb += [rq.en.eq(en), rq.acc.eq(accs[p]),
+                         rq.mul.eq(field[:w.mul_bits]),
+                         rq.shift.eq(field[w.mul_bits:w.mul_bits + w.shift_bits]),
+                         rq.bias.eq(field[w.mul_bits + w.shift_bits:])]
+            qs.append(rq.q)
+        q_valid = delayed(acc_valid, REQUANT_STAGES, "qv")
+        q_end = delayed(acc_end, REQUANT_STAGES, "qe")
+        m.d.comb += out_done.eq(q_valid & q_end)
+
+        # --- collect the groups; the last one completes the output vector
+        group = Cat(*[q.as_unsigned() for q in qs])
+        if nf > 1:
+            collected = Signal((nf - 1) * pe * w.out_bits, reset_less=True)
+            vector = Cat(collected, group)
+        else:
+            vector = group
+        with m.If(en & q_valid & q_end):
+            m.d.sync += [self.m.valid.eq(1),
+                         self.m.payload.eq(vector[:self.n_out * w.out_bits])]
+        with m.Elif(self.m.ready):
+            m.d.sync += self.m.valid.eq(0)
+        if nf > 1:
+            with m.If(en & q_valid & ~q_end):
+                m.d.sync += collected.eq(Cat(collected[pe * w.out_bits:], group))
+
+        assert engine_pipeline(simd) == 1 + tree_depth(simd) + 1 + REQUANT_STAGES + 1
+        return m

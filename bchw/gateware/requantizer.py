@@ -1,0 +1,57 @@
+"""Requantization: ``clamp((M·acc + B) >> S, lo, hi)``, pipelined."""
+
+from __future__ import annotations
+
+from amaranth.hdl import Module, Mux, Signal, signed, unsigned
+from amaranth.lib import wiring
+from amaranth.lib.wiring import In, Out
+
+from bchw.golden import LayerWidths
+from bchw.perf import REQUANT_STAGES
+
+
+class Requantizer(wiring.Component):
+    """One neuron's requantizer, the arithmetic of :func:`bchw.golden.requantize`.
+
+    Three register stages (:data:`bchw.perf.REQUANT_STAGES`): the product,
+    the sum with the offset, and the arithmetic shift with the clamp.  This
+    is the only multiplier of an engine, used once per output, not per input.
+
+    Members
+    -------
+    en : In(1)
+        Pipeline enable.
+    acc : In(signed(acc_bits))
+        The accumulated sum.
+    mul, shift, bias : In
+        The neuron's M (signed), S (unsigned) and B (signed).
+    q : Out(out_bits)
+        The clamped output, signed for the score layer, of three cycles ago.
+    """
+
+    def __init__(self, widths: LayerWidths):
+        self.w = widths
+        out = signed(widths.out_bits) if widths.out_signed else unsigned(widths.out_bits)
+        super().__init__({
+            "en": In(1), "acc": In(signed(widths.acc_bits)),
+            "mul": In(signed(widths.mul_bits)), "shift": In(unsigned(widths.shift_bits)),
+            "bias": In(signed(widths.bias_bits)), "q": Out(out)})
+
+    def elaborate(self, platform):
+        w = self.w
+        m = Module()
+        prod = Signal(signed(w.mul_bits + w.acc_bits), reset_less=True)
+        bias1 = Signal(signed(w.bias_bits), reset_less=True)
+        shift1 = Signal(unsigned(w.shift_bits), reset_less=True)
+        total = Signal(signed(max(w.mul_bits + w.acc_bits, w.bias_bits) + 1), reset_less=True)
+        shift2 = Signal(unsigned(w.shift_bits), reset_less=True)
+        shifted = Signal.like(total)
+        with m.If(self.en):
+            m.d.sync += [prod.eq(self.acc * self.mul), bias1.eq(self.bias),
+                         shift1.eq(self.shift),
+                         total.eq(prod + bias1), shift2.eq(shift1),
+                         self.q.eq(Mux(shifted < w.out_lo, w.out_lo,
+                                       Mux(shifted > w.out_hi, w.out_hi, shifted)))]
+        m.d.comb += shifted.eq(total >> shift2)
+        assert REQUANT_STAGES == 3
+        return m

@@ -1,0 +1,199 @@
+"""The cycle model: each engine's cycles, the initiation interval and the latency.
+
+It is computed from the bundle alone, and the gateware is built from the same
+constants (:func:`tree_depth`, :data:`REQUANT_STAGES`, :func:`engine_pipeline`),
+so the two cannot drift apart silently: the co-simulation checks every cycle.
+
+Conventions: cycle ``t`` is the ``t``-th rising edge; a beat "is accepted at
+t" when valid and ready are both high at edge ``t``; a register loaded at
+edge ``t`` is visible from edge ``t + 1`` on.  Cycle 0 is the edge at which
+the first beat of the first image is accepted.
+
+The dataflow is: input assembler → one engine per layer → argmax.  Each
+stage holds one result in its output register until the next stage takes it.
+
+* **Assembler**: accepts one beat per cycle; on the last beat of an image its
+  output register is loaded.  It refuses that last beat while its output
+  register is still full.
+* **Engine** with ``NF·SF`` steps per image: after accepting an input vector at
+  ``t`` it issues one ROM word per cycle at ``t+1 … t+NF·SF``; the result of
+  the last step reaches the output register ``engine_pipeline`` cycles after
+  it was issued.  It accepts the next vector while issuing its last step (or
+  whenever idle).  When its output register is full and the last group of
+  the next image is ready, the whole engine stalls.
+* **Argmax**: one register stage.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from bchw.export import Bundle
+
+#: Pipeline registers of the requantizer: product, sum, shift-and-clamp.
+REQUANT_STAGES = 3
+#: Register stages of the argmax unit.
+ARGMAX_STAGES = 1
+
+
+def clog2(n: int) -> int:
+    """Ceiling of log2(n) for n >= 1."""
+    return max(0, (n - 1).bit_length())
+
+
+def tree_depth(simd: int) -> int:
+    """Register stages of a SIMD-input adder tree: the negated inputs, then one per level."""
+    return 1 + clog2(simd)
+
+
+def engine_pipeline(simd: int) -> int:
+    """Cycles from issuing an engine's last step to its output register being visible.
+
+    ROM read (1) + adder tree + accumulator (1) + requantizer + output register (1).
+    """
+    return 1 + tree_depth(simd) + 1 + REQUANT_STAGES + 1
+
+
+@dataclass(frozen=True)
+class EngineTiming:
+    steps: int        # NF·SF: cycles of work per image, the engine's interval
+    pipeline: int     # cycles from last step issued to output visible
+    latency: int      # steps + pipeline: input accepted → output visible
+
+
+@dataclass
+class CycleModel:
+    """Timing of a bundle's accelerator."""
+
+    in_beats: int
+    engines: list[EngineTiming]
+
+    @property
+    def latency(self) -> int:
+        """Cycles from an image's first input beat accepted to its output accepted, pipeline empty,
+        output always ready."""
+        return self.in_beats + sum(e.latency for e in self.engines) + ARGMAX_STAGES
+
+    @property
+    def interval(self) -> int:
+        """Cycles between outputs in steady state with back-to-back input: the slowest stage."""
+        return max([self.in_beats] + [e.steps for e in self.engines])
+
+    def stream(self, n_images: int, in_valid: Callable[[int], bool] | None = None,
+               out_ready: Callable[[int], bool] | None = None, max_cycles: int | None = None
+               ) -> tuple[list[int], list[int]]:
+        """Simulate the stage-level protocol cycle by cycle.
+
+        ``in_valid(c)`` says whether the source offers a beat at cycle ``c``
+        (when it has one left), ``out_ready(c)`` whether the sink takes one,
+        ``c`` counting from the first cycle the source may offer a beat; both
+        default to always.  Returns, per image, the cycle its first beat was
+        accepted and the cycle its output was accepted, with cycle 0 the first
+        accepted beat.
+        """
+        return _simulate(self, n_images, in_valid or (lambda c: True),
+                         out_ready or (lambda c: True), max_cycles)
+
+
+def cycle_model(bundle: Bundle) -> CycleModel:
+    """The cycle model of a bundle's accelerator."""
+    engines = []
+    for layer in bundle.layers:
+        steps = layer.nf * layer.sf
+        pipe = engine_pipeline(layer.simd)
+        engines.append(EngineTiming(steps=steps, pipeline=pipe, latency=steps + pipe))
+    return CycleModel(in_beats=bundle.io["in_beats"], engines=engines)
+
+
+class _Engine:
+    def __init__(self, t: EngineTiming):
+        self.steps = t.steps
+        self.pipe = [None] * (t.pipeline - 1)   # tokens travelling to the last requant stage
+        self.busy = False
+        self.step = 0
+        self.img = None
+        self.out_valid = False
+        self.out_img = None
+
+
+def _simulate(model: CycleModel, n: int, in_valid: Callable[[int], bool],
+              out_ready: Callable[[int], bool], max_cycles: int | None
+              ) -> tuple[list[int], list[int]]:
+    beats = model.in_beats
+    engines = [_Engine(t) for t in model.engines]
+    asm_count, asm_valid, asm_img = 0, False, None
+    arg_valid = False
+    next_beat = 0                      # index of the next beat to send, over all images
+    first_in: list[int] = []
+    out_at: list[int] = []
+    limit = max_cycles if max_cycles is not None else 100 * (n + 2) * (model.latency + 10)
+    cycle = 0     # from the stream's start; results are shifted so that 0 is the first beat
+    origin = None
+    while len(out_at) < n:
+        if cycle > limit:
+            raise RuntimeError("cycle model did not finish: deadlock")
+        # combinational: ready signals from the sink backwards
+        m_ready = out_ready(cycle)
+        arg_ready = (not arg_valid) or m_ready
+        down_ready = arg_ready
+        en = [False] * len(engines)
+        s_ready = [False] * len(engines)
+        for k in range(len(engines) - 1, -1, -1):
+            e = engines[k]
+            head = e.pipe[-1]
+            en[k] = not (e.out_valid and not down_ready and head is not None)
+            last = e.busy and e.step == e.steps - 1
+            s_ready[k] = en[k] and (not e.busy or last)
+            down_ready = s_ready[k]
+        asm_ready = not (asm_count == beats - 1 and asm_valid and not down_ready)
+        src_valid = next_beat < n * beats and in_valid(cycle)
+        # transfers at this edge
+        if arg_valid and m_ready:
+            out_at.append(cycle)
+        arg_take = engines[-1].out_valid and arg_ready
+        take = [engines[k - 1].out_valid and s_ready[k] if k else asm_valid and s_ready[0]
+                for k in range(len(engines))]
+        beat = src_valid and asm_ready
+        # register updates
+        if arg_take:
+            arg_valid = True
+        elif arg_valid and m_ready:
+            arg_valid = False
+        for k, e in enumerate(engines):
+            released = (arg_take if k == len(engines) - 1 else take[k + 1])
+            incoming = (engines[k - 1].out_img if k else asm_img)
+            loaded = False
+            if en[k]:
+                head = e.pipe[-1]
+                last = e.busy and e.step == e.steps - 1
+                e.pipe = [e.img if last else None] + e.pipe[:-1]
+                if head is not None:
+                    e.out_valid, e.out_img, loaded = True, head, True
+                if take[k]:
+                    e.busy, e.step, e.img = True, 0, incoming
+                elif last:
+                    e.busy = False
+                elif e.busy:
+                    e.step += 1
+            if released and not loaded:
+                e.out_valid = False
+        if take[0] and not beat:
+            asm_valid = False
+        if beat:
+            img, b = divmod(next_beat, beats)
+            if b == 0:
+                if origin is None:
+                    origin = cycle
+                first_in.append(cycle)
+            if b == beats - 1:
+                asm_valid, asm_img = True, img
+            elif take[0]:
+                asm_valid = False
+            asm_count = 0 if b == beats - 1 else asm_count + 1
+            next_beat += 1
+        cycle += 1
+    base = origin or 0
+    return [c - base for c in first_in], [c - base for c in out_at]

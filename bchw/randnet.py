@@ -1,0 +1,65 @@
+"""Random BinaryConnect networks, as checkpoint dictionaries, for testing the hardware path.
+
+Random ±1 weights and random batch-norm statistics (negative scales
+included) give requantization parameters of every sign and size, which the
+trained reference models alone would not exercise.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+
+
+def random_state(sizes: list[int], *, act_bits: int = 8, seed: int = 0,
+                 act_clip: float = 2.0, negative_scales: bool = True) -> dict[str, Any]:
+    """A checkpoint dictionary (the :mod:`bchw.nn` contract) of a random MLP.
+
+    The batch-norm statistics are those of random calibration images, jittered,
+    so that every layer's outputs spread over their range instead of
+    saturating, as in a trained network.
+    """
+    rng = np.random.default_rng(seed)
+    mean, std = 0.3, 0.3
+    x = (random_images(256, sizes[0], seed + 1) / 255.0 - mean) / std
+    step = act_clip / ((1 << act_bits) - 1)
+    layers = []
+    for i, (n_in, n_out) in enumerate(zip(sizes[:-1], sizes[1:])):
+        weight = rng.uniform(-1, 1, size=(n_out, n_in))
+        y = x @ np.where(weight >= 0, 1.0, -1.0).T
+        mu = y.mean(axis=0) + rng.normal(0, 0.2, n_out) * (y.std(axis=0) + 1e-3)
+        var = (y.var(axis=0) + 1e-3) * rng.uniform(0.5, 2.0, n_out)
+        gamma = rng.uniform(0.5, 2.0, size=n_out)
+        if negative_scales:
+            gamma *= rng.choice([-1.0, 1.0], size=n_out, p=[0.2, 0.8])
+        beta = rng.normal(0.5, 0.5, size=n_out)
+        z = gamma * (y - mu) / np.sqrt(var + 1e-4) + beta
+        x = np.clip(np.round(z / step), 0, (1 << act_bits) - 1) * step
+        layers.append({
+            "weight": torch.tensor(weight, dtype=torch.float32),
+            "bn_mean": torch.tensor(mu, dtype=torch.float32),
+            "bn_var": torch.tensor(var, dtype=torch.float32),
+            "bn_weight": torch.tensor(gamma, dtype=torch.float32),
+            "bn_bias": torch.tensor(beta, dtype=torch.float32),
+            "bn_eps": 1e-4,
+        })
+    return {
+        "format": "bchw-checkpoint", "version": 1,
+        "config": {"spec": "-".join(map(str, sizes)), "act_bits": act_bits,
+                   "act_clip": act_clip, "dataset": None, "binarize": "det", "seed": seed},
+        "input_norm": {"mean": mean, "std": std},
+        "layers": layers,
+        "metrics": {},
+    }
+
+
+def random_images(n: int, n_in: int, seed: int = 0) -> np.ndarray:
+    """u8 images: uniform noise, with some all-zero and all-255 ones for the extremes."""
+    rng = np.random.default_rng(seed)
+    images = rng.integers(0, 256, size=(n, n_in), dtype=np.uint8)
+    if n >= 3:
+        images[0] = 0
+        images[1] = 255
+    return images
