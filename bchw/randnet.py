@@ -26,7 +26,7 @@ def random_state(sizes: list[int], *, act_bits: int = 8, seed: int = 0,
     x = (random_images(256, sizes[0], seed + 1) / 255.0 - mean) / std
     step = act_clip / ((1 << act_bits) - 1)
     layers = []
-    for i, (n_in, n_out) in enumerate(zip(sizes[:-1], sizes[1:])):
+    for _i, (n_in, n_out) in enumerate(zip(sizes[:-1], sizes[1:])):
         weight = rng.uniform(-1, 1, size=(n_out, n_in))
         y = x @ np.where(weight >= 0, 1.0, -1.0).T
         mu = y.mean(axis=0) + rng.normal(0, 0.2, n_out) * (y.std(axis=0) + 1e-3)

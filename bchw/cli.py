@@ -1,0 +1,387 @@
+"""The ``bchw`` command line: train, export, verilog, eval, sim, demo.
+
+Errors a user can cause print one line, ``bchw: error: FILE: field 'F': what``,
+and exit with status 2, without a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from bchw.errors import BchwError
+
+SIMULATORS = ("verilator", "icarus")
+DEFAULT_MODEL = Path(__file__).resolve().parent.parent / "models" / "fmnist-mlp256"
+
+
+# --------------------------------------------------------------------------- helpers
+
+def _checkpoint_path(path: str) -> Path:
+    """A checkpoint file, or a model/run directory holding ``checkpoint.pt``."""
+    p = Path(path)
+    if p.is_dir():
+        if not (p / "checkpoint.pt").is_file():
+            raise BchwError("directory holds no checkpoint.pt", path=p)
+        return p / "checkpoint.pt"
+    return p
+
+
+def _hardware_config(args: argparse.Namespace):
+    from bchw.export import HardwareConfig, parse_int_list
+
+    if args.config:
+        if args.pe or args.simd:
+            raise BchwError("give either --config or --pe/--simd, not both", field="--config")
+        hw = HardwareConfig.from_file(args.config)
+    else:
+        if not args.pe or not args.simd:
+            raise BchwError("give the folding: --pe and --simd (one value per layer), or --config",
+                            field="--pe/--simd")
+        hw = HardwareConfig(pe=parse_int_list(args.pe, "--pe"),
+                            simd=parse_int_list(args.simd, "--simd"))
+    if args.in_lanes is not None:
+        hw.in_lanes = args.in_lanes
+    return hw
+
+
+def _images(bundle, args: argparse.Namespace) -> tuple[np.ndarray, np.ndarray | None, str]:
+    """The images to run: a sample file, or the test split of a data set."""
+    if getattr(args, "samples", None):
+        return (*_load_samples(args.samples, bundle.n_in), str(args.samples))
+    from bchw.data import load_dataset
+
+    name = args.dataset or bundle.dataset
+    if not name:
+        raise BchwError("the bundle records no data set: give --dataset or --samples",
+                        field="--dataset")
+    data = load_dataset(name, args.data_dir)
+    if data.num_features != bundle.n_in:
+        raise BchwError(f"data set {name} has {data.num_features} features, the bundle takes "
+                        f"{bundle.n_in}", field="--dataset")
+    return data.test.images, data.test.labels, name
+
+
+def _load_samples(path: str | os.PathLike, n_in: int) -> tuple[np.ndarray, np.ndarray]:
+    """A held-out sample: ``.npz`` with ``images`` u8 [N, n_in] and ``labels`` [N]."""
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            images, labels = z["images"], z["labels"]
+    except FileNotFoundError:
+        raise BchwError("sample file not found", path=path) from None
+    except KeyError as e:
+        raise BchwError(f"missing array {e}", path=path, field=str(e).strip("'")) from None
+    except (OSError, ValueError) as e:
+        raise BchwError(f"not a readable .npz file ({e})", path=path) from None
+    if images.dtype != np.uint8 or images.ndim != 2 or images.shape[1] != n_in:
+        raise BchwError(f"must be uint8 [N, {n_in}], got {images.dtype} {list(images.shape)}",
+                        path=path, field="images")
+    if labels.shape != (len(images),):
+        raise BchwError(f"must be [{len(images)}], got {list(labels.shape)}", path=path,
+                        field="labels")
+    return images, labels.astype(np.int64)
+
+
+def _limit(images: np.ndarray, labels: np.ndarray | None, n: str
+           ) -> tuple[np.ndarray, np.ndarray | None]:
+    if n == "all":
+        return images, labels
+    try:
+        k = int(n)
+    except ValueError:
+        raise BchwError(f"expected a positive integer or 'all', got {n!r}",
+                        field="--images") from None
+    if k < 1:
+        raise BchwError(f"expected a positive integer or 'all', got {n!r}", field="--images")
+    if k > len(images):
+        raise BchwError(f"only {len(images)} images are available", field="--images")
+    return images[:k], None if labels is None else labels[:k]
+
+
+def _print_table(rows: Sequence[tuple[str, Any]]) -> None:
+    width = max(len(k) for k, _ in rows)
+    for key, value in rows:
+        print(f"  {key:<{width}}  {value}")
+
+
+def _emit(result: dict, as_json: bool, rows: Sequence[tuple[str, Any]]) -> None:
+    if as_json:
+        print(json.dumps(result))
+    else:
+        _print_table(rows)
+
+
+def cosimulate(bundle, rtl_dir: Path, images: np.ndarray, labels: np.ndarray | None,
+               simulator: str, *, seed: int = 0, waves: bool = False,
+               build_dir: str | None = None) -> dict:
+    """Golden model, cycle model and RTL on the same images; the runner compares them."""
+    from bchw import golden, perf
+    from bchw.cosim import runner
+
+    gold = golden.infer(bundle, images)
+    model = perf.cycle_model(bundle)
+    _, out_cycles = model.stream(len(images))
+    timing = {"latency": model.latency, "interval": model.interval,
+              "output_cycles": out_cycles}
+    result = runner.run(rtl_dir, images, bundle.io, gold.classes, gold.scores, timing,
+                        simulator=simulator, build_dir=build_dir, seed=seed, waves=waves,
+                        labels=labels)
+    result["golden_classes"] = gold.classes
+    return result
+
+
+def _sim_ok(result: dict) -> bool:
+    return (result["mismatches"] == 0 and result["cycles_match"] and result["reset_ok"]
+            and not result["deadlock"])
+
+
+# --------------------------------------------------------------------------- commands
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from bchw.train import config_from_args, train
+
+    train(config_from_args(args))
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from bchw.export import export_bundle
+    from bchw.romfmt import FORMATS
+
+    formats = tuple(args.formats.split(","))
+    bad = [f for f in formats if f not in FORMATS]
+    if bad or "hex" not in formats:
+        raise BchwError(f"formats must include hex and come from {', '.join(FORMATS)}",
+                        field="--formats")
+    bundle = export_bundle(_checkpoint_path(args.checkpoint), args.output,
+                           _hardware_config(args), formats)
+    print(f"wrote bundle {args.output}: {len(bundle.layers)} layers, "
+          f"folding {[(la.pe, la.simd) for la in bundle.layers]}")
+    return 0
+
+
+def cmd_verilog(args: argparse.Namespace) -> int:
+    from bchw.export import load_bundle
+    from bchw.gateware.top import write_verilog
+
+    bundle = load_bundle(args.bundle)
+    out = write_verilog(bundle, args.output)
+    print(f"wrote {out}/bchw_top.v, bchw_rom.v and {2 * len(bundle.layers)} hex images")
+    return 0
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from bchw import golden
+    from bchw.export import load_bundle, resolve_bundle_dir
+
+    if args.float:
+        from bchw.train import evaluate_float
+
+        r = evaluate_float(_checkpoint_path(args.path), args.dataset, args.data_dir)
+        result = {"mode": "float", "dataset": r["dataset"], "images": r["images"],
+                  "accuracy": r["accuracy"]}
+    else:
+        bundle = load_bundle(resolve_bundle_dir(args.path))
+        images, labels, name = _images(bundle, args)
+        classes = golden.infer(bundle, images).classes
+        result = {"mode": "golden", "dataset": name, "images": len(images),
+                  "accuracy": float((classes == labels).mean())}
+    _emit(result, args.json, [("data set", result["dataset"]), ("model", result["mode"]),
+                              ("images", result["images"]),
+                              ("accuracy", f"{result['accuracy']:.2%}")])
+    return 0
+
+
+def cmd_sim(args: argparse.Namespace) -> int:
+    from bchw.export import load_bundle
+    from bchw.gateware.top import write_verilog
+
+    bundle = load_bundle(args.bundle)
+    images, labels, name = _images(bundle, args)
+    images, labels = _limit(images, labels, args.images)
+    with tempfile.TemporaryDirectory(prefix="bchw-rtl-") as tmp:
+        rtl = Path(args.rtl) if args.rtl else write_verilog(bundle, Path(tmp) / "rtl")
+        if not (rtl / "bchw_top.v").is_file():
+            raise BchwError("no bchw_top.v here (generate it with 'bchw verilog')", path=rtl)
+        r = cosimulate(bundle, rtl, images, labels, args.simulator, seed=args.seed,
+                       waves=args.waves, build_dir=args.build_dir)
+    result = _sim_result(r, name)
+    rows = [("simulator", result["simulator"]), ("images", result["images"]),
+            ("accuracy (RTL)", f"{result['accuracy']:.2%}" if labels is not None else "-"),
+            ("mismatches", result["mismatches"]),
+            ("latency cycles (measured / model)",
+             f"{result['latency_cycles_measured']} / {result['latency_cycles_model']}"),
+            ("interval cycles (measured / model)",
+             f"{result['interval_cycles_measured']} / {result['interval_cycles_model']}"),
+            ("every output cycle as modelled", result["cycles_match"]),
+            ("reset in mid-stream recovered", result["reset_ok"])]
+    if r.get("first_mismatch"):
+        rows.append(("first mismatch", r["first_mismatch"]))
+    if r.get("waves"):
+        rows.append(("waves", r["waves"]))
+    _emit(result, args.json, rows)
+    ok = _sim_ok(r)
+    if not ok and not args.json:
+        print("bchw: RTL and models DIFFER", file=sys.stderr)
+    return 0 if ok else 1
+
+
+def _sim_result(r: dict, dataset: str) -> dict:
+    keys = ("images", "simulator", "mismatches", "latency_cycles_measured",
+            "latency_cycles_model", "interval_cycles_measured", "interval_cycles_model",
+            "cycles_match", "reset_ok", "deadlock", "first_mismatch", "sim_cycles", "wall_s")
+    result = {k: r.get(k) for k in keys}
+    result["dataset"] = dataset
+    result["accuracy"] = r.get("accuracy")
+    return json.loads(json.dumps(result, default=_jsonable))
+
+
+def _jsonable(v: Any) -> Any:
+    if isinstance(v, np.generic):
+        return v.item()
+    if isinstance(v, np.ndarray):
+        return v.tolist()
+    return str(v)
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from bchw import golden, perf
+    from bchw.export import HardwareConfig, export_bundle
+    from bchw.gateware.top import write_verilog
+    from bchw.nn import model_from_checkpoint
+    from bchw.train import predict
+
+    start = time.monotonic()
+    model_dir = Path(args.model)
+    ckpt_path = _checkpoint_path(str(model_dir))
+    hw = HardwareConfig.from_file(model_dir / "hardware.json")
+    with tempfile.TemporaryDirectory(prefix="bchw-demo-") as tmp:
+        bundle = export_bundle(ckpt_path, Path(tmp) / "bundle", hw)
+        rtl = write_verilog(bundle, Path(tmp) / "rtl")
+        images, labels = _load_samples(model_dir / "sample.npz", bundle.n_in)
+        images, labels = _limit(images, labels, args.images)
+        float_classes = predict(model_from_checkpoint(ckpt_path), images)
+        golden_classes = golden.infer(bundle, images).classes
+        r = cosimulate(bundle, rtl, images, labels, args.simulator, seed=args.seed,
+                       build_dir=args.build_dir)
+    model = perf.cycle_model(bundle)
+    result = _sim_result(r, str(model_dir / "sample.npz"))
+    result.update({
+        "model": model_dir.name,
+        "float_accuracy": float((float_classes == labels).mean()),
+        "golden_accuracy": float((golden_classes == labels).mean()),
+        "rtl_accuracy": r.get("accuracy"),
+        "float_golden_agreement": float((float_classes == golden_classes).mean()),
+        "throughput_at_100mhz": 100e6 / model.interval,
+        "time_s": round(time.monotonic() - start, 1),
+    })
+    result.pop("accuracy")
+    rows = [("model", (f"{result['model']} ({bundle.manifest['model']['spec']}, "
+                      f"A={bundle.manifest['arithmetic']['act_bits']})")),
+            ("folding (PE x SIMD)", ", ".join(f"{la.pe}x{la.simd}" for la in bundle.layers)),
+            ("simulator", result["simulator"]),
+            ("images (held-out sample)", result["images"]),
+            ("float accuracy", f"{result['float_accuracy']:.2%}"),
+            ("golden accuracy", f"{result['golden_accuracy']:.2%}"),
+            ("RTL accuracy", f"{result['rtl_accuracy']:.2%}"),
+            ("float/golden class agreement", f"{result['float_golden_agreement']:.2%}"),
+            ("mismatches (RTL vs golden)", result["mismatches"]),
+            ("latency cycles (measured / model)",
+             f"{result['latency_cycles_measured']} / {result['latency_cycles_model']}"),
+            ("interval cycles (measured / model)",
+             f"{result['interval_cycles_measured']} / {result['interval_cycles_model']}"),
+            ("every output cycle as modelled", result["cycles_match"]),
+            ("throughput at 100 MHz", f"{result['throughput_at_100mhz']:,.0f} inferences/s"),
+            ("time taken", f"{result['time_s']} s")]
+    _emit(result, args.json, rows)
+    return 0 if _sim_ok(r) else 1
+
+
+# --------------------------------------------------------------------------- parser
+
+def build_parser() -> argparse.ArgumentParser:
+    from bchw.romfmt import FORMATS
+
+    parser = argparse.ArgumentParser(prog="bchw", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("train", help="train a BinaryConnect MLP")
+    from bchw.train import add_train_arguments
+
+    add_train_arguments(p)
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("export", help="fold, quantize and pack a checkpoint into a bundle")
+    p.add_argument("checkpoint", help="checkpoint.pt, or a directory holding one")
+    p.add_argument("-o", "--output", required=True, help="bundle directory to write")
+    p.add_argument("--pe", help="output neurons per cycle, one per layer: 16,16,10")
+    p.add_argument("--simd", help="input lanes per cycle, one per layer: 28,16,16")
+    p.add_argument("--config", help="hardware config JSON: {\"layers\": [{\"pe\":..,\"simd\":..}]"
+                                    ", \"in_lanes\": ..}")
+    p.add_argument("--in-lanes", type=int, help="pixels per input beat (default: layer 0's SIMD)")
+    p.add_argument("--formats", default=",".join(FORMATS),
+                   help="ROM image formats to write (default: %(default)s)")
+    p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser("verilog", help="generate the accelerator's Verilog from a bundle")
+    p.add_argument("bundle")
+    p.add_argument("-o", "--output", required=True, help="directory to write")
+    p.set_defaults(func=cmd_verilog)
+
+    def data_args(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--dataset", help="data set (default: the bundle's)")
+        p.add_argument("--data-dir", help="directory of the data set's IDX files")
+        p.add_argument("--json", action="store_true", help="print one JSON object")
+
+    p = sub.add_parser("eval", help="accuracy of a bundle (golden model) or checkpoint (--float)")
+    p.add_argument("path", help="bundle directory, or a model directory holding bundle/")
+    p.add_argument("--float", action="store_true", help="evaluate the float checkpoint instead")
+    data_args(p)
+    p.set_defaults(func=cmd_eval, samples=None)
+
+    p = sub.add_parser("sim", help="co-simulate the RTL against the golden and cycle models")
+    p.add_argument("bundle")
+    data_args(p)
+    p.add_argument("--samples", help=".npz with images and labels, instead of a data set")
+    p.add_argument("--simulator", choices=SIMULATORS, default="verilator")
+    p.add_argument("--images", default="100", help="how many test images, or 'all'")
+    p.add_argument("--rtl", help="simulate this generated directory instead of generating one")
+    p.add_argument("--seed", type=int, default=0, help="seed of the stream gaps and back-pressure")
+    p.add_argument("--waves", action="store_true", help="write a waveform trace")
+    p.add_argument("--build-dir", help="where simulator builds are cached")
+    p.set_defaults(func=cmd_sim)
+
+    p = sub.add_parser("demo", help="reference model: export, Verilog, co-simulation, table")
+    p.add_argument("--model", default=str(DEFAULT_MODEL), help="model directory")
+    p.add_argument("--simulator", choices=SIMULATORS, default="verilator")
+    p.add_argument("--images", default="200", help="images of the held-out sample, or 'all'")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--build-dir", help="where simulator builds are cached")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.set_defaults(func=cmd_demo)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    os.environ.setdefault("AMARANTH_USE_YOSYS", "builtin")
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except BchwError as e:
+        print(f"bchw: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
