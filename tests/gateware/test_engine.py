@@ -1,0 +1,100 @@
+"""LayerEngine in Amaranth's simulator: each output vector is
+``golden.requantize(golden.accumulate(x))`` of its layer, the first
+``steps + engine_pipeline(simd)`` cycles after its input, then one every ``NF·SF`` cycles."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from bchw import golden, randnet
+from bchw.export import HardwareConfig, LayerBundle, export_state
+from bchw.gateware.engine import LayerEngine
+from bchw.gateware.simtools import (
+    always,
+    pack,
+    random_pattern,
+    simulate,
+    stream_get,
+    stream_put,
+)
+from bchw.perf import engine_pipeline
+
+# sizes, act_bits, PE, SIMD: odd sizes PE and SIMD mostly don't divide; B and C add the
+# one-step engine (PE = out, SIMD = in), SIMD 1 and PE 1.
+NETS = {
+    "A": ([23, 11, 7, 3], 5, [4, 3, 2], [5, 4, 3]),
+    "B": ([10, 6, 5], 8, [6, 1], [10, 4]),
+    "C": ([9, 13, 2], 1, [5, 2], [1, 13]),
+}
+LAYERS = [(net, i) for net, spec in NETS.items() for i in range(len(spec[0]) - 1)]
+
+
+@pytest.fixture(scope="module")
+def bundles(tmp_path_factory):
+    out = {}
+    for seed, (name, (sizes, act_bits, pe, simd)) in enumerate(NETS.items()):
+        state = randnet.random_state(sizes, act_bits=act_bits, seed=seed + 10)
+        out[name] = export_state(state, tmp_path_factory.mktemp(name) / "bundle",
+                                 HardwareConfig(pe=pe, simd=simd), formats=("hex",))
+    return out
+
+
+def layer_inputs(layer: LayerBundle, n: int, seed: int) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    x = rng.integers(0, 1 << layer.in_bits, size=(n, layer.in_features))
+    x[0], x[1] = (1 << layer.in_bits) - 1, 0
+    return x
+
+
+def golden_layer(layer: LayerBundle, x: np.ndarray) -> np.ndarray:
+    return golden.requantize(golden.accumulate(x, layer.weights), layer.mul, layer.shift,
+                             layer.bias, layer.widths.out_lo, layer.widths.out_hi)
+
+
+def run_engine(layer: LayerBundle, x: np.ndarray, valid=always, ready=always):
+    """Stream ``x`` through the layer's engine; check every output against golden.
+    Returns the input-accept cycles and the output transfers."""
+    dut = LayerEngine.from_layer(layer, "inline")
+    expected = [pack(y, layer.widths.out_bits) for y in golden_layer(layer, x)]
+    sent, got = [], []
+
+    async def producer(ctx):
+        sent.extend(await stream_put(ctx, dut.s, [pack(v, layer.in_bits) for v in x],
+                                     valid=valid))
+
+    async def consumer(ctx):
+        got.extend(await stream_get(ctx, dut.m, len(x), ready=ready))
+
+    steps = layer.nf * layer.sf
+    simulate(dut, producer, consumer, cycles=len(x) * (steps + 30) * 5 + 100)
+    for n, (transfer, want) in enumerate(zip(got, expected)):
+        assert transfer.payload == want, f"layer {layer.index}, vector {n}"
+    return sent, got
+
+
+@pytest.mark.parametrize("net, index", LAYERS)
+def test_back_to_back_exact_and_on_time(bundles, net: str, index: int):
+    layer = bundles[net].layers[index]
+    steps = layer.nf * layer.sf
+    sent, got = run_engine(layer, layer_inputs(layer, 6, seed=index))
+    # the next vector is accepted while the last step of the current one issues
+    assert np.diff(sent).tolist() == [steps] * (len(sent) - 1)
+    assert got[0].cycle - sent[0] == steps + engine_pipeline(layer.simd)
+    assert np.diff([t.cycle for t in got]).tolist() == [steps] * (len(got) - 1)
+
+
+@pytest.mark.parametrize("net, index", LAYERS)
+@pytest.mark.parametrize("in_rate, out_rate", [(1.0, 0.5), (0.6, 0.2), (1.0, 0.05)])
+def test_back_pressure_keeps_outputs_exact(bundles, net: str, index: int, in_rate: float,
+                                           out_rate: float):
+    layer = bundles[net].layers[index]
+    valid = always if in_rate == 1 else random_pattern(in_rate, seed=index)
+    run_engine(layer, layer_inputs(layer, 6, seed=100 + index), valid=valid,
+               ready=random_pattern(out_rate, seed=int(out_rate * 100)))
+
+
+def test_negative_scales_are_exercised(bundles):
+    """The random networks give negative multipliers, so both signs of M are checked."""
+    muls = np.concatenate([layer.mul for b in bundles.values() for layer in b.layers])
+    assert (muls < 0).any() and (muls > 0).any()
