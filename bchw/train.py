@@ -1,0 +1,271 @@
+"""Train a BinaryMLP with BinaryConnect: the config, the loop, the evaluation.
+
+The defaults are the paper's where it has one (batch 100, Adam from 1e-3
+decaying exponentially to 3e-6, square hinge loss, Glorot-scaled learning
+rate for the binary weights, weights clipped to [-1, 1], batch norm with
+eps 1e-4 and momentum 0.15). A run writes, into ``out``: checkpoint.pt (the
+epoch with the best validation error), config.json and metrics.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import dataclasses
+import json
+import math
+import os
+import subprocess
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from bchw.data import DATASETS, load_dataset
+from bchw.errors import BchwError, atomic_write_bytes
+from bchw.nn import (
+    BINARIZE_MODES,
+    BinaryMLP,
+    load_checkpoint,
+    model_from_checkpoint,
+    parse_spec,
+    save_checkpoint,
+    square_hinge_loss,
+)
+
+
+@dataclass
+class TrainConfig:
+    spec: str = "784-256-256-256-10"
+    dataset: str = "fashion-mnist"
+    data_dir: str | None = None
+    epochs: int = 20
+    batch_size: int = 100
+    lr_start: float = 1e-3
+    lr_end: float = 3e-6
+    binarize: str = "det"
+    act_bits: int = 8
+    # Post-BN pre-activations start near N(0, 1): [0, 2] holds 95% of the
+    # positive half at 8 bits in steps of 2/255; BN's learned scale adapts the rest.
+    act_clip: float = 2.0
+    float_act: bool = False
+    bn_eps: float = 1e-4
+    bn_momentum: float = 0.15
+    seed: int = 0
+    device: str = "auto"
+    out: str = "runs/train"
+
+    def __post_init__(self):
+        self.spec = "-".join(map(str, parse_spec(self.spec)))
+        checks = {
+            "dataset": (self.dataset in DATASETS, f"one of {', '.join(DATASETS)}"),
+            "epochs": (self.epochs >= 1, "at least 1"),
+            "batch_size": (self.batch_size >= 2, "at least 2 (batch norm needs a batch)"),
+            "lr_start": (self.lr_start > 0, "positive"),
+            "lr_end": (self.lr_end > 0, "positive"),
+            "binarize": (self.binarize in BINARIZE_MODES, f"one of {', '.join(BINARIZE_MODES)}"),
+            "act_bits": (1 <= self.act_bits <= 16, "in 1..16"),
+            "act_clip": (math.isfinite(self.act_clip) and self.act_clip > 0, "positive"),
+            "bn_eps": (self.bn_eps > 0, "positive"),
+            "bn_momentum": (0 < self.bn_momentum <= 1, "in (0, 1]"),
+            "device": (self.device in ("auto", "cpu") or self.device.startswith("cuda"),
+                       "auto, cpu or cuda[:N]"),
+        }
+        for field, (ok, right) in checks.items():
+            if not ok:
+                raise BchwError(f"must be {right}, not {getattr(self, field)!r}", field=field)
+
+
+def lr_at(config: TrainConfig, epoch: int) -> float:
+    """The paper's schedule: lr_start * decay**epoch, decay = (lr_end / lr_start)**(1 / epochs)."""
+    return config.lr_start * (config.lr_end / config.lr_start) ** (epoch / config.epochs)
+
+
+def make_optimizer(model: BinaryMLP, lr: float) -> torch.optim.Adam:
+    """Adam with the paper's per-layer Glorot scale on each binary layer's learning rate.
+
+    Each param group keeps its ``lr_scale``; set ``group["lr"] = lr * group["lr_scale"]``.
+    """
+    groups = [{"params": [lin.weight], "lr": lr * lin.lr_scale, "lr_scale": lin.lr_scale}
+              for lin in model.linears]
+    groups.append({"params": list(model.norms.parameters()), "lr": lr, "lr_scale": 1.0})
+    return torch.optim.Adam(groups, lr=lr)
+
+
+def train(config: TrainConfig, progress: Callable[[str], None] = print) -> dict:
+    """Train, keep the best-validation epoch, write it to ``config.out``; return the metrics."""
+    start = time.time()
+    device = torch.device("cuda" if config.device == "auto" and torch.cuda.is_available()
+                          else "cpu" if config.device == "auto" else config.device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise BchwError("CUDA is not available here; use --device cpu or auto", field="device")
+    data = load_dataset(config.dataset, config.data_dir)
+    sizes = parse_spec(config.spec)
+    if sizes[0] != data.num_features or sizes[-1] != data.num_classes:
+        raise BchwError(f"{config.dataset} has {data.num_features} features and "
+                        f"{data.num_classes} classes, so the spec must be "
+                        f"'{data.num_features}-...-{data.num_classes}', not {config.spec!r}",
+                        field="spec")
+    if len(data.train) < config.batch_size:
+        raise BchwError(f"larger than the {len(data.train)} training images",
+                        field="batch_size")
+
+    torch.manual_seed(config.seed)
+    shuffle = torch.Generator().manual_seed(config.seed)
+    model = BinaryMLP(config.spec, act_bits=config.act_bits, act_clip=config.act_clip,
+                      binarize=config.binarize, float_act=config.float_act,
+                      bn_eps=config.bn_eps, bn_momentum=config.bn_momentum,
+                      generator=torch.Generator(device).manual_seed(config.seed + 1))
+    pixels = data.train.images / 255.0
+    model.set_input_norm(float(pixels.mean()), float(pixels.std()))
+    model.to(device)
+
+    optimizer = make_optimizer(model, config.lr_start)
+
+    x_train = torch.as_tensor(data.train.images, dtype=torch.float32, device=device)
+    y_train = torch.as_tensor(data.train.labels, device=device)
+    steps = len(data.train) // config.batch_size  # the last partial batch is dropped
+    curves = {k: [] for k in ("lr", "train_loss", "val_error", "test_error", "seconds")}
+    best_epoch, best_state = -1, None
+    for epoch in range(config.epochs):
+        t0 = time.time()
+        lr = lr_at(config, epoch)
+        for group in optimizer.param_groups:
+            group["lr"] = lr * group["lr_scale"]
+        model.train()
+        order = torch.randperm(len(y_train), generator=shuffle).to(device)
+        total = torch.zeros((), device=device)
+        for step in range(steps):
+            idx = order[step * config.batch_size:(step + 1) * config.batch_size]
+            loss = square_hinge_loss(model(x_train[idx]), y_train[idx])
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            model.clip_()
+            total += loss.detach()
+        val_error = 1 - _accuracy(model, data.val.images, data.val.labels, device)
+        test_error = 1 - _accuracy(model, data.test.images, data.test.labels, device)
+        seconds = time.time() - t0
+        for key, value in zip(curves, (lr, float(total) / steps, val_error, test_error,
+                                       seconds)):
+            curves[key].append(value)
+        if best_state is None or val_error < curves["val_error"][best_epoch]:
+            best_epoch, best_state = epoch, copy.deepcopy(model.state_dict())
+        progress(f"epoch {epoch + 1:3d}/{config.epochs}  lr {lr:.2e}  "
+                 f"loss {curves['train_loss'][-1]:.4f}  val err {val_error:7.2%}  "
+                 f"test err {test_error:7.2%}  {seconds:5.1f}s")
+
+    model.load_state_dict(best_state)
+    metrics = {
+        "best_epoch": best_epoch + 1,
+        "best_val_accuracy": 1 - curves["val_error"][best_epoch],
+        "test_accuracy": 1 - curves["test_error"][best_epoch],
+        "epochs": curves,
+        "images": {"train": len(data.train), "val": len(data.val), "test": len(data.test)},
+        "wall_seconds": time.time() - start,
+        "device": str(device),
+        "torch_version": str(torch.__version__),
+        "git_commit": _git_commit(),
+    }
+    out = Path(config.out)
+    config_dict = dataclasses.asdict(config)
+    save_checkpoint(out / "checkpoint.pt", model.cpu(), config_dict, metrics)
+    _write_json(out / "config.json", config_dict)
+    _write_json(out / "metrics.json", metrics)
+    progress(f"best epoch {best_epoch + 1}: val acc {metrics['best_val_accuracy']:.2%}, "
+             f"test acc {metrics['test_accuracy']:.2%}; wrote {out}")
+    return metrics
+
+
+def evaluate_float(checkpoint_path: str | os.PathLike, dataset_name: str | None = None,
+                   data_dir: str | os.PathLike | None = None, split: str = "test") -> dict:
+    """Accuracy of a checkpoint's float model (eval mode) on a split of its data set."""
+    ckpt = load_checkpoint(checkpoint_path)
+    model = model_from_checkpoint(ckpt)
+    name = dataset_name or ckpt["config"]["dataset"]
+    data = load_dataset(name, data_dir or ckpt["config"].get("data_dir"))
+    if data.num_features != model.sizes[0] or data.num_classes != model.sizes[-1]:
+        raise BchwError(f"model {model.spec} does not fit {name} ({data.num_features} "
+                        f"features, {data.num_classes} classes)", path=checkpoint_path,
+                        field="dataset")
+    part = data.split(split)
+    predictions = predict(model, part.images)
+    return {"dataset": name, "split": split, "images": len(part),
+            "accuracy": float((predictions == part.labels).mean()),
+            "predictions": predictions, "labels": part.labels}
+
+
+@torch.no_grad()
+def predict(model: BinaryMLP, images: np.ndarray, device: torch.device | str = "cpu",
+            batch: int = 1000) -> np.ndarray:
+    """Classes (first index of the maximum score) of uint8 images, in eval mode."""
+    model.eval()
+    out = [model(torch.as_tensor(images[i:i + batch], dtype=torch.float32, device=device))
+           .argmax(1).cpu() for i in range(0, len(images), batch)]
+    return torch.cat(out).numpy().astype(np.int64) if out else np.zeros(0, np.int64)
+
+
+def _accuracy(model: BinaryMLP, images: np.ndarray, labels: np.ndarray,
+              device: torch.device) -> float:
+    return float((predict(model, images, device) == labels).mean())
+
+
+def _git_commit() -> str | None:
+    try:
+        root = Path(__file__).resolve().parent
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True,
+                                text=True, timeout=10, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain"], cwd=root, check=True,
+                               capture_output=True, text=True, timeout=10).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return commit + ("-dirty" if dirty else "")
+
+
+def _write_json(path: Path, value: dict) -> None:
+    atomic_write_bytes(path, (json.dumps(value, indent=2) + "\n").encode())
+
+
+# Command-line options, one per TrainConfig field; `bchw train` wires them up.
+
+_HELP = {
+    "spec": "layer sizes, input to classes, e.g. 784-256-256-256-10",
+    "dataset": f"data set: {', '.join(DATASETS)}",
+    "data_dir": "directory of the IDX files (fashion-mnist, mnist)",
+    "epochs": "training epochs",
+    "batch_size": "mini-batch size",
+    "lr_start": "Adam learning rate of the first epoch",
+    "lr_end": "learning rate the exponential per-epoch decay reaches after the last epoch",
+    "binarize": "weight binarization while training: det, stoch, or float (no binarization)",
+    "act_bits": "activation bits A between layers (1..16)",
+    "act_clip": "activation range [0, act_clip] quantized to 2**A - 1 steps",
+    "float_act": "plain ReLU activations instead of A-bit ones (baselines only)",
+    "bn_eps": "batch-norm epsilon",
+    "bn_momentum": "batch-norm running-average momentum (new = (1-m) old + m batch)",
+    "seed": "seed of initialisation, shuffling and stochastic binarization",
+    "device": "auto (cuda if available), cpu, or cuda[:N]",
+    "out": "output directory for checkpoint.pt, config.json, metrics.json",
+}
+
+
+def add_train_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add one --option per TrainConfig field, with the config's defaults."""
+    for field in dataclasses.fields(TrainConfig):
+        flag = "--" + field.name.replace("_", "-")
+        help = _HELP[field.name] + " (default: %(default)s)"
+        if isinstance(field.default, bool):
+            parser.add_argument(flag, action=argparse.BooleanOptionalAction,
+                                default=field.default, help=help)
+        elif field.name in ("binarize", "dataset"):
+            parser.add_argument(flag, default=field.default, help=help,
+                                choices=BINARIZE_MODES if field.name == "binarize" else DATASETS)
+        else:
+            kind = str if field.default is None else type(field.default)
+            parser.add_argument(flag, type=kind, default=field.default, help=help)
+
+
+def config_from_args(args: argparse.Namespace) -> TrainConfig:
+    return TrainConfig(**{f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig)})

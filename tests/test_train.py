@@ -1,0 +1,146 @@
+import argparse
+import dataclasses
+import json
+
+import pytest
+import torch
+
+from bchw.errors import BchwError
+from bchw.nn import BinaryMLP, load_checkpoint
+from bchw.train import (
+    TrainConfig,
+    add_train_arguments,
+    config_from_args,
+    evaluate_float,
+    lr_at,
+    make_optimizer,
+    train,
+)
+
+# Digits is small enough to train in a second; a higher learning rate and a
+# smaller batch than the paper's make up for the few steps.
+TINY = {"spec": "64-32-10", "dataset": "digits", "epochs": 3, "batch_size": 32,
+        "lr_start": 0.03}
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("run")
+    lines = []
+    metrics = train(TrainConfig(**TINY, out=str(out)), progress=lines.append)
+    return out, metrics, lines
+
+
+def test_tiny_digits_run_learns_and_writes_its_files(tiny_run):
+    out, metrics, lines = tiny_run
+    assert metrics["test_accuracy"] > 0.8 and metrics["best_val_accuracy"] > 0.8
+    assert sorted(p.name for p in out.iterdir()) == ["checkpoint.pt", "config.json",
+                                                     "metrics.json"]
+    assert json.loads((out / "config.json").read_text()) == dataclasses.asdict(
+        TrainConfig(**TINY, out=str(out)))
+    saved = json.loads((out / "metrics.json").read_text())
+    assert saved["best_epoch"] == metrics["best_epoch"]
+    assert all(len(saved["epochs"][k]) == 3 for k in ("lr", "train_loss", "val_error",
+                                                      "test_error", "seconds"))
+    assert saved["epochs"]["train_loss"][-1] < saved["epochs"]["train_loss"][0]
+    assert saved["torch_version"] == torch.__version__ and "git_commit" in saved
+    assert len(lines) == 4 and lines[0].startswith("epoch   1/3")
+
+
+def test_checkpoint_holds_the_best_epoch_with_clipped_weights(tiny_run):
+    out, metrics, _ = tiny_run
+    ckpt = load_checkpoint(out / "checkpoint.pt")
+    assert ckpt["config"]["spec"] == "64-32-10" and ckpt["config"]["dataset"] == "digits"
+    assert ckpt["metrics"]["best_epoch"] == metrics["best_epoch"]
+    assert all(layer["weight"].abs().max() <= 1 for layer in ckpt["layers"])
+    assert 0 < ckpt["input_norm"]["mean"] < 1
+    result = evaluate_float(out / "checkpoint.pt")
+    assert result["images"] == 300 and len(result["predictions"]) == 300
+    assert result["accuracy"] == pytest.approx(metrics["test_accuracy"])
+    val = evaluate_float(out / "checkpoint.pt", "digits", split="val")
+    assert val["accuracy"] == pytest.approx(metrics["best_val_accuracy"])
+
+
+@pytest.mark.parametrize("binarize", ["det", "stoch"])
+def test_training_is_deterministic_for_a_seed(tmp_path, binarize):
+    runs = []
+    for name in ("a", "b"):
+        config = TrainConfig(**{**TINY, "epochs": 1}, binarize=binarize,
+                             out=str(tmp_path / name))
+        metrics = train(config, progress=lambda s: None)
+        runs.append((metrics, load_checkpoint(tmp_path / name / "checkpoint.pt")))
+    (m1, c1), (m2, c2) = runs
+    assert m1["epochs"]["train_loss"] == m2["epochs"]["train_loss"]
+    for l1, l2 in zip(c1["layers"], c2["layers"]):
+        assert all(torch.equal(l1[k], l2[k]) for k in ("weight", "bn_mean", "bn_var"))
+
+
+def test_float_baseline_trains(tmp_path):
+    metrics = train(TrainConfig(**TINY, binarize="float", float_act=True, out=str(tmp_path)),
+                    progress=lambda s: None)
+    assert metrics["test_accuracy"] > 0.8
+    cfg = load_checkpoint(tmp_path / "checkpoint.pt")["config"]
+    assert cfg["binarize"] == "float" and cfg["float_act"] is True
+
+
+def test_optimizer_scales_binary_layers_learning_rate():
+    model = BinaryMLP("64-32-10")
+    optimizer = make_optimizer(model, 1e-3)
+    lrs = [g["lr"] for g in optimizer.param_groups]
+    assert lrs == pytest.approx([1e-3 * (96 / 1.5) ** 0.5, 1e-3 * (42 / 1.5) ** 0.5, 1e-3])
+    assert optimizer.param_groups[0]["params"][0] is model.linears[0].weight
+    assert len(optimizer.param_groups[2]["params"]) == 4  # BN weight and bias, two layers
+
+
+def test_learning_rate_decays_exponentially_to_lr_end():
+    config = TrainConfig(epochs=10)
+    assert lr_at(config, 0) == config.lr_start
+    assert lr_at(config, 10) == pytest.approx(config.lr_end)
+    ratios = [lr_at(config, e + 1) / lr_at(config, e) for e in range(9)]
+    assert ratios == pytest.approx([ratios[0]] * 9)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
+def test_unavailable_cuda_is_a_bchw_error(tmp_path):
+    with pytest.raises(BchwError) as e:
+        train(TrainConfig(**TINY, device="cuda", out=str(tmp_path)))
+    assert e.value.field == "device"
+
+
+def test_spec_must_fit_the_dataset(tmp_path):
+    with pytest.raises(BchwError) as e:
+        train(TrainConfig(spec="784-32-10", dataset="digits", out=str(tmp_path)))
+    assert e.value.field == "spec" and "64-...-10" in e.value.message
+
+
+@pytest.mark.parametrize("field,value", [
+    ("spec", "64"), ("dataset", "cifar"), ("epochs", 0), ("batch_size", 1), ("lr_start", 0.0),
+    ("binarize", "sign"), ("act_bits", 17), ("act_clip", -1.0), ("bn_eps", 0.0),
+    ("bn_momentum", 1.5), ("device", "tpu"),
+])
+def test_bad_config_fields_are_named(field, value):
+    with pytest.raises(BchwError) as e:
+        TrainConfig(**{field: value})
+    assert e.value.field == field
+
+
+def test_spec_is_normalised():
+    assert TrainConfig(spec=" 064-32-10 ").spec == "64-32-10"
+
+
+def test_command_line_options_cover_every_field():
+    parser = argparse.ArgumentParser()
+    add_train_arguments(parser)
+    assert config_from_args(parser.parse_args([])) == TrainConfig()
+    args = parser.parse_args(["--spec", "64-16-10", "--dataset", "digits", "--epochs", "2",
+                              "--lr-start", "0.01", "--binarize", "stoch", "--float-act",
+                              "--data-dir", "/data", "--act-clip", "3", "--seed", "5"])
+    config = config_from_args(args)
+    assert config == TrainConfig(spec="64-16-10", dataset="digits", epochs=2, lr_start=0.01,
+                                 binarize="stoch", float_act=True, data_dir="/data",
+                                 act_clip=3.0, seed=5)
+    with pytest.raises(SystemExit):
+        parser.parse_args(["--binarize", "sign"])
+    help_text = parser.format_help()
+    for field in dataclasses.fields(TrainConfig):
+        assert "--" + field.name.replace("_", "-") in help_text
