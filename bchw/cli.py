@@ -7,6 +7,7 @@ and exit with status 2, without a traceback.
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import os
 import sys
@@ -253,6 +254,20 @@ def _jsonable(v: Any) -> Any:
     return str(v)
 
 
+def cmd_sample(args: argparse.Namespace) -> int:
+    from bchw.data import load_dataset
+    from bchw.errors import atomic_write_bytes
+
+    split = load_dataset(args.dataset, args.data_dir).split(args.split)
+    images, labels = _limit(split.images, split.labels, args.images)
+    buf = io.BytesIO()
+    np.savez_compressed(buf, images=images, labels=labels)
+    atomic_write_bytes(args.output, buf.getvalue())
+    print(f"wrote {args.output}: the first {len(images)} images of {args.dataset}'s "
+          f"{args.split} split")
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from bchw import golden, perf
     from bchw.export import HardwareConfig, export_bundle
@@ -359,6 +374,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--waves", action="store_true", help="write a waveform trace")
     p.add_argument("--build-dir", help="where simulator builds are cached")
     p.set_defaults(func=cmd_sim)
+
+    p = sub.add_parser("sample", help="write a held-out sample (.npz) of a data set's split")
+    p.add_argument("--dataset", required=True)
+    p.add_argument("--data-dir", help="directory of the data set's IDX files")
+    p.add_argument("--split", default="test", choices=("train", "val", "test"))
+    p.add_argument("--images", default="250", help="how many images (the first ones), or 'all'")
+    p.add_argument("-o", "--output", required=True, help=".npz file to write")
+    p.set_defaults(func=cmd_sample)
 
     p = sub.add_parser("demo", help="reference model: export, Verilog, co-simulation, table")
     p.add_argument("--model", default=str(DEFAULT_MODEL), help="model directory")
