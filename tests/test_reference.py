@@ -1,0 +1,76 @@
+"""The reference model and design: rtl/ and the bundle are up to date, and the models agree."""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from bchw import golden, randnet
+from bchw.export import HardwareConfig, export_bundle, export_state, load_bundle
+from bchw.gateware.rom import ROM_VERILOG
+from bchw.gateware.top import generate_verilog, rom_files
+from bchw.nn import model_from_checkpoint
+from bchw.train import predict
+
+ROOT = Path(__file__).resolve().parent.parent
+MODEL = ROOT / "models" / "fmnist-mlp256"
+RTL = ROOT / "rtl"
+
+
+@pytest.fixture(scope="module")
+def bundle():
+    return load_bundle(MODEL / "bundle")
+
+
+def test_rtl_is_up_to_date(bundle):
+    """`make rtl` regenerates rtl/: what is committed must be what the generator makes now."""
+    expected = {"bchw_top.v": generate_verilog(bundle).encode(), "bchw_rom.v": ROM_VERILOG.encode()}
+    for name in rom_files(bundle):
+        expected[name] = (bundle.path / name).read_bytes()
+    assert sorted(p.name for p in RTL.iterdir()) == sorted(expected), "run `make rtl`"
+    for name, data in expected.items():
+        assert (RTL / name).read_bytes() == data, f"rtl/{name} is out of date: run `make rtl`"
+
+
+def test_bundle_is_up_to_date(tmp_path, bundle):
+    hw = HardwareConfig.from_file(MODEL / "hardware.json")
+    fresh = export_bundle(MODEL / "checkpoint.pt", tmp_path / "bundle", hw)
+    committed = sorted(p.name for p in bundle.path.iterdir())
+    assert committed == sorted(p.name for p in fresh.path.iterdir())
+    for name in committed:
+        assert (fresh.path / name).read_bytes() == (bundle.path / name).read_bytes(), name
+
+
+def test_new_weights_of_the_same_shape_give_identical_verilog(tmp_path, bundle):
+    hw = HardwareConfig.from_file(MODEL / "hardware.json")
+    other = export_state(randnet.random_state([784, 256, 256, 256, 10], seed=7),
+                         tmp_path / "other", hw)
+    assert any((other.path / n).read_bytes() != (bundle.path / n).read_bytes()
+               for n in rom_files(bundle))
+    assert generate_verilog(other) == (RTL / "bchw_top.v").read_text()
+
+
+def _agreement(images, labels):
+    float_classes = predict(model_from_checkpoint(MODEL / "checkpoint.pt"), images)
+    gold = golden.infer(load_bundle(MODEL / "bundle"), images).classes
+    agree = (float_classes == gold).mean()
+    gap = abs((float_classes == labels).mean() - (gold == labels).mean())
+    return agree, gap
+
+
+def test_golden_agrees_with_float_on_the_sample():
+    with np.load(MODEL / "sample.npz") as z:
+        agree, gap = _agreement(z["images"], z["labels"])
+    assert agree >= 0.99 and gap <= 0.005
+
+
+def test_golden_agrees_with_float_on_the_whole_test_set():
+    from bchw.data import FASHION_MNIST_DIR, load_dataset
+
+    if not Path(FASHION_MNIST_DIR).is_dir():
+        pytest.skip(f"Fashion-MNIST is not installed in {FASHION_MNIST_DIR} "
+                    "(apt-get install dataset-fashion-mnist; `make test` does it as root)")
+    test = load_dataset("fashion-mnist").test
+    agree, gap = _agreement(test.images, test.labels)
+    assert len(test) == 10000
+    assert agree >= 0.99 and gap <= 0.005
