@@ -13,6 +13,7 @@ import os
 import sys
 import tempfile
 import time
+import zipfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -81,7 +82,7 @@ def _load_samples(path: str | os.PathLike, n_in: int) -> tuple[np.ndarray, np.nd
         raise BchwError("sample file not found", path=path) from None
     except KeyError as e:
         raise BchwError(f"missing array {e}", path=path, field=str(e).strip("'")) from None
-    except (OSError, ValueError) as e:
+    except (OSError, ValueError, zipfile.BadZipFile, EOFError) as e:
         raise BchwError(f"not a readable .npz file ({e})", path=path) from None
     if images.dtype != np.uint8 or images.ndim != 2 or images.shape[1] != n_in:
         raise BchwError(f"must be uint8 [N, {n_in}], got {images.dtype} {list(images.shape)}",
@@ -187,7 +188,17 @@ def cmd_eval(args: argparse.Namespace) -> int:
     if args.float:
         from bchw.train import evaluate_float
 
-        r = evaluate_float(_checkpoint_path(args.path), args.dataset, args.data_dir)
+        ckpt = _checkpoint_path(args.path)
+        if args.samples:
+            from bchw.nn import model_from_checkpoint
+            from bchw.train import predict
+
+            model = model_from_checkpoint(ckpt)
+            images, labels = _load_samples(args.samples, model.sizes[0])
+            r = {"dataset": args.samples, "images": len(images),
+                 "accuracy": float((predict(model, images) == labels).mean())}
+        else:
+            r = evaluate_float(ckpt, args.dataset, args.data_dir)
         result = {"mode": "float", "dataset": r["dataset"], "images": r["images"],
                   "accuracy": r["accuracy"]}
     else:
@@ -355,18 +366,18 @@ def build_parser() -> argparse.ArgumentParser:
     def data_args(p: argparse.ArgumentParser) -> None:
         p.add_argument("--dataset", help="data set (default: the bundle's)")
         p.add_argument("--data-dir", help="directory of the data set's IDX files")
+        p.add_argument("--samples", help=".npz with images and labels, instead of a data set")
         p.add_argument("--json", action="store_true", help="print one JSON object")
 
     p = sub.add_parser("eval", help="accuracy of a bundle (golden model) or checkpoint (--float)")
     p.add_argument("path", help="bundle directory, or a model directory holding bundle/")
     p.add_argument("--float", action="store_true", help="evaluate the float checkpoint instead")
     data_args(p)
-    p.set_defaults(func=cmd_eval, samples=None)
+    p.set_defaults(func=cmd_eval)
 
     p = sub.add_parser("sim", help="co-simulate the RTL against the golden and cycle models")
     p.add_argument("bundle")
     data_args(p)
-    p.add_argument("--samples", help=".npz with images and labels, instead of a data set")
     p.add_argument("--simulator", choices=SIMULATORS, default="verilator")
     p.add_argument("--images", default="100", help="how many test images, or 'all'")
     p.add_argument("--rtl", help="simulate this generated directory instead of generating one")

@@ -342,10 +342,17 @@ def export_state(ckpt: dict[str, Any], out_dir: str | os.PathLike, hw: HardwareC
                  formats: Sequence[str] = romfmt.FORMATS, where: str = "checkpoint",
                  digest: str | None = None) -> Bundle:
     """Export a loaded checkpoint dictionary (see :mod:`bchw.nn`) to a bundle."""
-    sizes = [int(v) for v in ckpt["config"]["spec"].split("-")]
+    cfg = ckpt["config"]
+    if cfg.get("binarize") == "float":
+        raise BchwError("a float-weight baseline has no binary weights to export; train with "
+                        "--binarize det or stoch", path=where, field="config.binarize")
+    if cfg.get("float_act"):
+        raise BchwError("activations were not quantized in training, so the integer hardware "
+                        "would not match it; train without --float-act", path=where,
+                        field="config.float_act")
+    sizes = [int(v) for v in cfg["spec"].split("-")]
     hw.check(sizes, "hardware config")
     weights, params, arith = fold_checkpoint(ckpt, hw, where)
-    cfg = ckpt["config"]
     manifest: dict[str, Any] = {
         "schema": SCHEMA, "version": SCHEMA_VERSION,
         "model": {"spec": cfg["spec"], "dataset": cfg.get("dataset"),

@@ -48,7 +48,7 @@ def random_state(sizes: list[int], *, act_bits: int = 8, seed: int = 0,
     return {
         "format": "bchw-checkpoint", "version": 1,
         "config": {"spec": "-".join(map(str, sizes)), "act_bits": act_bits,
-                   "act_clip": act_clip, "dataset": None, "binarize": "det", "seed": seed},
+                   "act_clip": act_clip, "dataset": "random", "binarize": "det", "seed": seed},
         "input_norm": {"mean": mean, "std": std},
         "layers": layers,
         "metrics": {},
