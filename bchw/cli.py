@@ -151,7 +151,7 @@ def _sim_ok(result: dict) -> bool:
 def cmd_train(args: argparse.Namespace) -> int:
     from bchw.train import config_from_args, train
 
-    train(config_from_args(args))
+    train(config_from_args(args), progress=lambda line: print(line, flush=True))
     return 0
 
 
