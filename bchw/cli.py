@@ -124,19 +124,26 @@ def _emit(result: dict, as_json: bool, rows: Sequence[tuple[str, Any]]) -> None:
 
 def cosimulate(bundle, rtl_dir: Path, images: np.ndarray, labels: np.ndarray | None,
                simulator: str, *, seed: int = 0, waves: bool = False,
-               build_dir: str | None = None) -> dict:
-    """Golden model, cycle model and RTL on the same images; the runner compares them."""
+               build_dir: str | None = None, p_gap: float = 0.3, p_bp: float = 0.3) -> dict:
+    """Golden model, cycle model and RTL on the same images; the runner compares them.
+
+    The cycle model predicts every output cycle of the back-to-back phase and,
+    given the bench's own seeded gaps and back-pressure, of the stress phase.
+    """
     from bchw import golden, perf
     from bchw.cosim import runner
+    from bchw.cosim.bench import stress_stimulus
 
     gold = golden.infer(bundle, images)
     model = perf.cycle_model(bundle)
     _, out_cycles = model.stream(len(images))
+    gaps, draw = stress_stimulus(seed, p_gap, p_bp, len(images) * bundle.io["in_beats"])
+    _, stress_cycles = model.stream(len(images), in_gaps=gaps, out_draw=draw)
     timing = {"latency": model.latency, "interval": model.interval,
-              "output_cycles": out_cycles}
+              "output_cycles": out_cycles, "stress_output_cycles": stress_cycles}
     result = runner.run(rtl_dir, images, bundle.io, gold.classes, gold.scores, timing,
                         simulator=simulator, build_dir=build_dir, seed=seed, waves=waves,
-                        labels=labels)
+                        labels=labels, p_gap=p_gap, p_bp=p_bp)
     result["golden_classes"] = gold.classes
     return result
 
@@ -235,6 +242,7 @@ def cmd_sim(args: argparse.Namespace) -> int:
             ("interval cycles (measured / model)",
              f"{result['interval_cycles_measured']} / {result['interval_cycles_model']}"),
             ("every output cycle as modelled", result["cycles_match"]),
+            ("  (with random gaps and back-pressure)", result["stress_cycles_match"]),
             ("reset in mid-stream recovered", result["reset_ok"])]
     if r.get("first_mismatch"):
         rows.append(("first mismatch", r["first_mismatch"]))
@@ -250,7 +258,8 @@ def cmd_sim(args: argparse.Namespace) -> int:
 def _sim_result(r: dict, dataset: str) -> dict:
     keys = ("images", "simulator", "mismatches", "latency_cycles_measured",
             "latency_cycles_model", "interval_cycles_measured", "interval_cycles_model",
-            "cycles_match", "reset_ok", "deadlock", "first_mismatch", "sim_cycles", "wall_s")
+            "cycles_match", "stress_cycles_match", "reset_ok", "deadlock", "first_mismatch",
+            "first_cycle_mismatch", "sim_cycles", "wall_s")
     result = {k: r.get(k) for k in keys}
     result["dataset"] = dataset
     result["accuracy"] = r.get("accuracy")
@@ -326,6 +335,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
             ("interval cycles (measured / model)",
              f"{result['interval_cycles_measured']} / {result['interval_cycles_model']}"),
             ("every output cycle as modelled", result["cycles_match"]),
+            ("  (with random gaps and back-pressure)", result["stress_cycles_match"]),
             ("throughput at 100 MHz", f"{result['throughput_at_100mhz']:,.0f} inferences/s"),
             ("time taken", f"{result['time_s']} s")]
     _emit(result, args.json, rows)

@@ -26,7 +26,7 @@ stage holds one result in its output register until the next stage takes it.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -83,8 +83,9 @@ class CycleModel:
         return max([self.in_beats] + [e.steps for e in self.engines])
 
     def stream(self, n_images: int, in_valid: Callable[[int], bool] | None = None,
-               out_ready: Callable[[int], bool] | None = None, max_cycles: int | None = None
-               ) -> tuple[list[int], list[int]]:
+               out_ready: Callable[[int], bool] | None = None, max_cycles: int | None = None,
+               *, in_gaps: Sequence[int] | None = None,
+               out_draw: Callable[[], bool] | None = None) -> tuple[list[int], list[int]]:
         """Simulate the stage-level protocol cycle by cycle.
 
         ``in_valid(c)`` says whether the source offers a beat at cycle ``c``
@@ -93,9 +94,19 @@ class CycleModel:
         default to always.  Returns, per image, the cycle its first beat was
         accepted and the cycle its output was accepted, with cycle 0 the first
         accepted beat.
+
+        The co-simulation bench's AXI4-Stream source and sink are modelled too:
+        ``in_gaps[b]`` idle cycles precede beat ``b``, which is then offered
+        until taken; ``out_draw()`` is called after every cycle in which an
+        output was offered and gives ``m_axis_tready`` for the next cycle
+        (ready starts high).
         """
+        if in_gaps is not None and in_valid is not None:
+            raise ValueError("give in_valid or in_gaps, not both")
+        if out_draw is not None and out_ready is not None:
+            raise ValueError("give out_ready or out_draw, not both")
         return _simulate(self, n_images, in_valid or (lambda c: True),
-                         out_ready or (lambda c: True), max_cycles)
+                         out_ready or (lambda c: True), max_cycles, in_gaps, out_draw)
 
 
 def cycle_model(bundle: Bundle) -> CycleModel:
@@ -120,7 +131,8 @@ class _Engine:
 
 
 def _simulate(model: CycleModel, n: int, in_valid: Callable[[int], bool],
-              out_ready: Callable[[int], bool], max_cycles: int | None
+              out_ready: Callable[[int], bool], max_cycles: int | None,
+              in_gaps: Sequence[int] | None = None, out_draw: Callable[[], bool] | None = None
               ) -> tuple[list[int], list[int]]:
     beats = model.in_beats
     engines = [_Engine(t) for t in model.engines]
@@ -131,12 +143,14 @@ def _simulate(model: CycleModel, n: int, in_valid: Callable[[int], bool],
     out_at: list[int] = []
     limit = max_cycles if max_cycles is not None else 100 * (n + 2) * (model.latency + 10)
     cycle = 0     # from the stream's start; results are shifted so that 0 is the first beat
+    idle = in_gaps[0] if in_gaps is not None else 0   # idle cycles left before the next beat
+    drawn_ready = True
     origin = None
     while len(out_at) < n:
         if cycle > limit:
             raise RuntimeError("cycle model did not finish: deadlock")
         # combinational: ready signals from the sink backwards
-        m_ready = out_ready(cycle)
+        m_ready = out_ready(cycle) if out_draw is None else drawn_ready
         arg_ready = (not arg_valid) or m_ready
         down_ready = arg_ready
         en = [False] * len(engines)
@@ -149,10 +163,13 @@ def _simulate(model: CycleModel, n: int, in_valid: Callable[[int], bool],
             s_ready[k] = en[k] and (not e.busy or last)
             down_ready = s_ready[k]
         asm_ready = not (asm_count == beats - 1 and asm_valid and not down_ready)
-        src_valid = next_beat < n * beats and in_valid(cycle)
+        src_valid = next_beat < n * beats and (in_valid(cycle) if in_gaps is None
+                                                else idle == 0)
         # transfers at this edge
         if arg_valid and m_ready:
             out_at.append(cycle)
+        if out_draw is not None and arg_valid:
+            drawn_ready = out_draw()
         arg_take = engines[-1].out_valid and arg_ready
         take = [engines[k - 1].out_valid and s_ready[k] if k else asm_valid and s_ready[0]
                 for k in range(len(engines))]
@@ -194,6 +211,10 @@ def _simulate(model: CycleModel, n: int, in_valid: Callable[[int], bool],
                 asm_valid = False
             asm_count = 0 if b == beats - 1 else asm_count + 1
             next_beat += 1
+            if in_gaps is not None and next_beat < n * beats:
+                idle = in_gaps[next_beat]
+        elif in_gaps is not None and idle > 0:
+            idle -= 1
         cycle += 1
     base = origin or 0
     return [c - base for c in first_in], [c - base for c in out_at]

@@ -44,6 +44,7 @@ def test_random_network(tmp_path, build_dir, name, simulator):
     assert len(set(golden.infer(bundle, images).classes)) > 1, "a test that can tell classes apart"
     assert r["mismatches"] == 0, r["first_mismatch"]
     assert r["cycles_match"], r["first_cycle_mismatch"]
+    assert r["stress_cycles_match"] is True, "every cycle under gaps and back-pressure too"
     assert r["latency_cycles_measured"] == r["latency_cycles_model"]
     assert r["interval_cycles_measured"] == r["interval_cycles_model"]
     assert r["reset_ok"] and not r["deadlock"]

@@ -38,3 +38,16 @@ def test_cycle_model_of_a_bundle(small_bundle):
     m = perf.cycle_model(small_bundle)
     assert [e.steps for e in m.engines] == [la.nf * la.sf for la in small_bundle.layers]
     assert m.in_beats == 4
+
+
+def test_bench_source_and_sink():
+    m = _model(3, [5, 4])
+    assert m.stream(6, in_gaps=[0] * 18, out_draw=lambda: True) == m.stream(6)
+    # with idle cycles before every beat and an idle pipeline, beats come gap + 1 apart
+    first, _ = m.stream(2, in_gaps=[0, 2, 2, 4, 2, 2])
+    assert first == [0, 3 + 3 + 5]
+    # a sink that is ready every other offered cycle takes outputs no faster than that
+    toggle = iter([False, True] * 100)
+    _, out = m.stream(6, out_draw=lambda: next(toggle))
+    _, free = m.stream(6)
+    assert out[0] == free[0] and all(b > a for a, b in zip(free[1:], out[1:]))

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable
 import time
 import traceback
 from dataclasses import dataclass
@@ -163,12 +164,12 @@ class TB:
         dut.s_axis_tvalid.value = 0
         dut.s_axis_tlast.value = 0
 
-    async def receive(self, count: int, outputs: list[dict], rng: np.random.Generator | None = None,
-                      p_bp: float = 0.0) -> None:
+    async def receive(self, count: int, outputs: list[dict],
+                      draw: Callable[[], bool] | None = None) -> None:
         """Read ``count`` results from ``m_axis`` into ``outputs``.
 
-        With ``rng``, ``m_axis_tready`` is low with probability ``p_bp`` each
-        clock while a result waits.
+        With ``draw``, ``m_axis_tready`` for the next clock is ``draw()`` after
+        every clock in which a result waited (see :func:`backpressure`).
         """
         dut = self.dut
         clk, tvalid = dut.clk, dut.m_axis_tvalid
@@ -185,20 +186,20 @@ class TB:
                 outputs.append(self.decode(word, tlast))
             else:
                 await RisingEdge(clk)
-            if rng is not None:
-                ready = int(rng.random() >= p_bp)
+            if draw is not None:
+                ready = int(draw())
                 dut.m_axis_tready.value = ready
         dut.m_axis_tready.value = 1
 
-    async def collect(self, count: int, outputs: list[dict], rng: np.random.Generator | None = None,
-                      p_bp: float = 0.0) -> bool:
+    async def collect(self, count: int, outputs: list[dict],
+                      draw: Callable[[], bool] | None = None) -> bool:
         """:meth:`receive` under a watchdog; True (a deadlock) if a whole
         ``timeout_cycles`` window passes without a result.
 
         One watchdog timer at a time: a timer per awaited result would pile up
         cancelled timers in the simulator and slow it down more than linearly.
         """
-        monitor = cocotb.start_soon(self.receive(count, outputs, rng, p_bp))
+        monitor = cocotb.start_soon(self.receive(count, outputs, draw))
         seen = -1
         while not monitor.done():
             timer = Timer(self.timeout_cycles * self.period, unit="step")
@@ -228,6 +229,22 @@ def _gaps(rng: np.random.Generator, p_gap: float, beats: int) -> np.ndarray:
     return rng.geometric(1.0 - p_gap, size=beats) - 1
 
 
+def backpressure(rng: np.random.Generator, p_bp: float) -> Callable[[], bool]:
+    """``m_axis_tready`` draws: low with probability ``p_bp``."""
+    return lambda: bool(rng.random() >= p_bp)
+
+
+def stress_stimulus(seed: int, p_gap: float, p_bp: float, n_beats: int
+                    ) -> tuple[np.ndarray, Callable[[], bool]]:
+    """The stress phase's input gaps and output-ready draws.
+
+    :meth:`bchw.perf.CycleModel.stream` takes the same two (``in_gaps``,
+    ``out_draw``), so the model predicts every cycle of the stress phase too.
+    """
+    rng_in, rng_out = (np.random.default_rng([seed, k]) for k in (0, 1))
+    return _gaps(rng_in, p_gap, n_beats), backpressure(rng_out, p_bp)
+
+
 async def phase_timing(tb: TB, job: Job, beats: list[list[int]]) -> dict:
     await tb.reset()
     first, outs = [], []
@@ -250,14 +267,14 @@ async def phase_timing(tb: TB, job: Job, beats: list[list[int]]) -> dict:
 
 async def phase_stress(tb: TB, job: Job, beats: list[list[int]]) -> dict:
     await tb.reset()
-    rng_in, rng_out = (np.random.default_rng([job.seed, k]) for k in (0, 1))
     first, outs = [], []
-    gaps = _gaps(rng_in, job.p_gap, sum(map(len, beats)))
+    gaps, draw = stress_stimulus(job.seed, job.p_gap, job.p_bp, sum(map(len, beats)))
     driver = cocotb.start_soon(tb.send(beats, first, gaps))
-    deadlock = await tb.collect(len(beats), outs, rng_out, job.p_bp)
+    deadlock = await tb.collect(len(beats), outs, draw)
     driver.cancel()
     edge0 = first[0] if first else tb.edge()
-    return {"deadlock": deadlock, "outputs": _relative(outs, edge0)}
+    return {"deadlock": deadlock, "first_beat_cycles": [e - edge0 for e in first],
+            "outputs": _relative(outs, edge0)}
 
 
 async def phase_reset(tb: TB, job: Job, beats: list[list[int]]) -> dict:
@@ -272,7 +289,7 @@ async def phase_reset(tb: TB, job: Job, beats: list[list[int]]) -> dict:
     first, before = [], []
     driver = cocotb.start_soon(tb.send(beats, first, _gaps(rng_in, job.p_gap, sum(map(len, beats))),
                                        accepted, at_beat))
-    monitor = cocotb.start_soon(tb.receive(len(beats), before, rng_out, job.p_bp))
+    monitor = cocotb.start_soon(tb.receive(len(beats), before, backpressure(rng_out, job.p_bp)))
     timeout = Timer(tb.timeout_cycles * tb.period, unit="step")
     if await First(accepted.wait(), timeout) is timeout:
         driver.cancel()
@@ -294,7 +311,7 @@ async def phase_reset(tb: TB, job: Job, beats: list[list[int]]) -> dict:
     await RisingEdge(dut.clk)
     driver = cocotb.start_soon(tb.send(fresh, first, _gaps(rng_in, job.p_gap,
                                                            sum(map(len, fresh)))))
-    deadlock = await tb.collect(len(fresh), outs, rng_out, job.p_bp)
+    deadlock = await tb.collect(len(fresh), outs, backpressure(rng_out, job.p_bp))
     if not deadlock:
         # Nothing stale may follow the fresh results.
         monitor = cocotb.start_soon(tb.receive(1, extra))

@@ -229,7 +229,9 @@ def run(rtl_dir: str | os.PathLike, images, io: Mapping[str, int], expected_clas
     ``model_timing`` has ``latency`` (one image into an empty pipeline),
     ``interval`` and ``output_cycles`` (``N`` cycles at which each output is
     accepted when the images stream back to back, cycle 0 being the one that
-    accepts image 0's first beat). ``seed``, ``p_gap`` and ``p_bp`` set the
+    accepts image 0's first beat); with ``stress_output_cycles`` (the model's
+    cycles for the stress phase's stimulus, :func:`bchw.cosim.bench.stress_stimulus`)
+    the stress phase's output cycles are checked too. ``seed``, ``p_gap`` and ``p_bp`` set the
     random input gaps and output back-pressure of the stress and reset
     phases; ``reset_images`` is how many images are streamed after the
     mid-stream reset; ``timeout_cycles`` (default: generous, from the model)
@@ -243,7 +245,8 @@ def run(rtl_dir: str | os.PathLike, images, io: Mapping[str, int], expected_clas
     ``latency_cycles_measured`` and ``_model``; ``interval_cycles_measured``
     (spacing of the last two outputs of the timing phase) and ``_model``;
     ``output_cycles_measured``; ``cycles_match`` (the latency and every output
-    cycle equal the model's); ``interval_match``; ``first_cycle_mismatch``;
+    cycle equal the model's, in the stress phase too when it was modelled);
+    ``stress_cycles_match``; ``interval_match``; ``first_cycle_mismatch``;
     ``reset_ok``; ``deadlock``; ``tlast_missing``; ``sim_cycles``; ``wall_s``;
     ``accuracy`` (with ``labels``); and the paths ``build_dir``, ``run_dir``,
     ``result_file`` (the bench's full record) and ``waves``. Entries of phases
@@ -373,7 +376,8 @@ def _summarise(record: dict, n: int, classes: np.ndarray, scores: np.ndarray,
                      "deadlock": any(p["deadlock"] for p in phases.values()),
                      "latency_cycles_measured": None, "interval_cycles_measured": None,
                      "output_cycles_measured": None, "cycles_match": None,
-                     "interval_match": None, "first_cycle_mismatch": None, "reset_ok": None}
+                     "interval_match": None, "first_cycle_mismatch": None, "reset_ok": None,
+                     "stress_cycles_match": None}
 
     if "timing" in phases:
         timing = phases["timing"]
@@ -399,7 +403,21 @@ def _summarise(record: dict, n: int, classes: np.ndarray, scores: np.ndarray,
         summary["cycles_match"] = (not wrong and not timing["deadlock"]
                                    and isolated.get("latency") == int(model_timing["latency"]))
     if "stress" in phases:
-        mismatches += _compare("stress", phases["stress"]["outputs"], everything, classes, scores)
+        stress = phases["stress"]
+        mismatches += _compare("stress", stress["outputs"], everything, classes, scores)
+        if "stress_output_cycles" in model_timing:
+            measured = [out["cycle"] for out in stress["outputs"]]
+            model = [int(c) for c in model_timing["stress_output_cycles"]]
+            summary["stress_cycles_match"] = measured == model and not stress["deadlock"]
+            if not summary["stress_cycles_match"]:
+                k = next((k for k in range(n) if k >= len(measured) or measured[k] != model[k]),
+                         n - 1)
+                summary["first_cycle_mismatch"] = summary["first_cycle_mismatch"] or {
+                    "image": k, "phase": "stress", "model": model[k],
+                    "measured": measured[k] if k < len(measured) else None}
+            if summary["cycles_match"] is not None:
+                summary["cycles_match"] = summary["cycles_match"] and summary[
+                    "stress_cycles_match"]
     if "reset" in phases:
         reset = phases["reset"]
         fresh = range(reset["fresh_images"])
