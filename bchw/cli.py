@@ -237,12 +237,7 @@ def cmd_sim(args: argparse.Namespace) -> int:
     rows = [("simulator", result["simulator"]), ("images", result["images"]),
             ("accuracy (RTL)", f"{result['accuracy']:.2%}" if labels is not None else "-"),
             ("mismatches", result["mismatches"]),
-            ("latency cycles (measured / model)",
-             f"{result['latency_cycles_measured']} / {result['latency_cycles_model']}"),
-            ("interval cycles (measured / model)",
-             f"{result['interval_cycles_measured']} / {result['interval_cycles_model']}"),
-            ("every output cycle as modelled", result["cycles_match"]),
-            ("  (with random gaps and back-pressure)", result["stress_cycles_match"]),
+            *_timing_rows(result),
             ("reset in mid-stream recovered", result["reset_ok"])]
     if r.get("first_mismatch"):
         rows.append(("first mismatch", r["first_mismatch"]))
@@ -253,6 +248,15 @@ def cmd_sim(args: argparse.Namespace) -> int:
     if not ok and not args.json:
         print("bchw: RTL and models DIFFER", file=sys.stderr)
     return 0 if ok else 1
+
+
+def _timing_rows(result: dict) -> list[tuple[str, Any]]:
+    return [("latency cycles (measured / model)",
+             f"{result['latency_cycles_measured']} / {result['latency_cycles_model']}"),
+            ("interval cycles (measured / model)",
+             f"{result['interval_cycles_measured']} / {result['interval_cycles_model']}"),
+            ("every output cycle as modelled", result["cycles_match"]),
+            ("  (with random gaps and back-pressure)", result["stress_cycles_match"])]
 
 
 def _sim_result(r: dict, dataset: str) -> dict:
@@ -330,12 +334,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
             ("RTL accuracy", f"{result['rtl_accuracy']:.2%}"),
             ("float/golden class agreement", f"{result['float_golden_agreement']:.2%}"),
             ("mismatches (RTL vs golden)", result["mismatches"]),
-            ("latency cycles (measured / model)",
-             f"{result['latency_cycles_measured']} / {result['latency_cycles_model']}"),
-            ("interval cycles (measured / model)",
-             f"{result['interval_cycles_measured']} / {result['interval_cycles_model']}"),
-            ("every output cycle as modelled", result["cycles_match"]),
-            ("  (with random gaps and back-pressure)", result["stress_cycles_match"]),
+            *_timing_rows(result),
             ("throughput at 100 MHz", f"{result['throughput_at_100mhz']:,.0f} inferences/s"),
             ("time taken", f"{result['time_s']} s")]
     _emit(result, args.json, rows)
