@@ -122,32 +122,6 @@ def _emit(result: dict, as_json: bool, rows: Sequence[tuple[str, Any]]) -> None:
         _print_table(rows)
 
 
-def cosimulate(bundle, rtl_dir: Path, images: np.ndarray, labels: np.ndarray | None,
-               simulator: str, *, seed: int = 0, waves: bool = False,
-               build_dir: str | None = None, p_gap: float = 0.3, p_bp: float = 0.3) -> dict:
-    """Golden model, cycle model and RTL on the same images; the runner compares them.
-
-    The cycle model predicts every output cycle of the back-to-back phase and,
-    given the bench's own seeded gaps and back-pressure, of the stress phase.
-    """
-    from bchw import golden, perf
-    from bchw.cosim import runner
-    from bchw.cosim.bench import stress_stimulus
-
-    gold = golden.infer(bundle, images)
-    model = perf.cycle_model(bundle)
-    _, out_cycles = model.stream(len(images))
-    gaps, draw = stress_stimulus(seed, p_gap, p_bp, len(images) * bundle.io["in_beats"])
-    _, stress_cycles = model.stream(len(images), in_gaps=gaps, out_draw=draw)
-    timing = {"latency": model.latency, "interval": model.interval,
-              "output_cycles": out_cycles, "stress_output_cycles": stress_cycles}
-    result = runner.run(rtl_dir, images, bundle.io, gold.classes, gold.scores, timing,
-                        simulator=simulator, build_dir=build_dir, seed=seed, waves=waves,
-                        labels=labels, p_gap=p_gap, p_bp=p_bp)
-    result["golden_classes"] = gold.classes
-    return result
-
-
 def _sim_ok(result: dict) -> bool:
     return (result["mismatches"] == 0 and result["cycles_match"] and result["reset_ok"]
             and not result["deadlock"])
@@ -221,6 +195,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 
 def cmd_sim(args: argparse.Namespace) -> int:
+    from bchw.cosim import cosimulate
     from bchw.export import load_bundle
     from bchw.gateware.top import write_verilog
 
@@ -294,6 +269,7 @@ def cmd_sample(args: argparse.Namespace) -> int:
 
 def cmd_demo(args: argparse.Namespace) -> int:
     from bchw import golden, perf
+    from bchw.cosim import cosimulate
     from bchw.export import HardwareConfig, export_bundle
     from bchw.gateware.top import write_verilog
     from bchw.nn import model_from_checkpoint

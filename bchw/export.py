@@ -353,15 +353,29 @@ def export_state(ckpt: dict[str, Any], out_dir: str | os.PathLike, hw: HardwareC
     sizes = [int(v) for v in cfg["spec"].split("-")]
     hw.check(sizes, "hardware config")
     weights, params, arith = fold_checkpoint(ckpt, hw, where)
+    model = {"spec": cfg["spec"], "dataset": cfg.get("dataset"),
+             "binarize": cfg.get("binarize"), "act_clip": float(cfg["act_clip"]),
+             "input_mean": float(ckpt["input_norm"]["mean"]),
+             "input_std": float(ckpt["input_norm"]["std"]),
+             "checkpoint_sha256": digest}
+    return write_bundle(out_dir, weights, params, arith, hw, model, formats)
+
+
+def write_bundle(out_dir: str | os.PathLike, weights: Sequence[np.ndarray],
+                 params: Sequence[tuple[np.ndarray, np.ndarray, np.ndarray]],
+                 arith: dict[str, int], hw: HardwareConfig, model: dict[str, Any],
+                 formats: Sequence[str] = romfmt.FORMATS) -> Bundle:
+    """Write a bundle from integer weights (±1 [out, in] per layer) and (M, S, B) per layer.
+
+    ``arith`` holds ``act_bits``, ``mul_bits``, ``score_bits``,
+    ``score_frac_bits`` and ``pixel_bits``; ``model`` is recorded as it is.
+    """
+    sizes = [weights[0].shape[1]] + [w.shape[0] for w in weights]
+    hw.check(sizes, "hardware config")
     manifest: dict[str, Any] = {
-        "schema": SCHEMA, "version": SCHEMA_VERSION,
-        "model": {"spec": cfg["spec"], "dataset": cfg.get("dataset"),
-                  "binarize": cfg.get("binarize"), "act_clip": float(cfg["act_clip"]),
-                  "input_mean": float(ckpt["input_norm"]["mean"]),
-                  "input_std": float(ckpt["input_norm"]["std"]),
-                  "checkpoint_sha256": digest},
-        "arithmetic": arith,
-        "io": io_layout(sizes[0], hw.lanes, sizes[-1], hw.score_bits),
+        "schema": SCHEMA, "version": SCHEMA_VERSION, "model": model,
+        "arithmetic": dict(arith),
+        "io": io_layout(sizes[0], hw.lanes, sizes[-1], arith["score_bits"]),
         "layers": [],
     }
     with atomic_dir(out_dir) as tmp:

@@ -14,7 +14,8 @@ import numpy as np
 import pytest
 
 from bchw import golden, randnet, romfmt
-from bchw.cli import cosimulate, main
+from bchw.cli import main
+from bchw.cosim import cosimulate
 from bchw.export import HardwareConfig, export_state, load_bundle, pack_weights
 from bchw.gateware.top import write_verilog
 
