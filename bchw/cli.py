@@ -215,7 +215,9 @@ def cmd_sim(args: argparse.Namespace) -> int:
             *_timing_rows(result),
             ("reset in mid-stream recovered", result["reset_ok"])]
     if r.get("first_mismatch"):
-        rows.append(("first mismatch", r["first_mismatch"]))
+        rows += _mismatch_rows(r["first_mismatch"])
+    if r.get("first_cycle_mismatch"):
+        rows.append(("first cycle that differs", r["first_cycle_mismatch"]))
     if r.get("waves"):
         rows.append(("waves", r["waves"]))
     _emit(result, args.json, rows)
@@ -223,6 +225,24 @@ def cmd_sim(args: argparse.Namespace) -> int:
     if not ok and not args.json:
         print("bchw: RTL and models DIFFER", file=sys.stderr)
     return 0 if ok else 1
+
+
+def _mismatch_rows(m: dict) -> list[tuple[str, Any]]:
+    where = f"image {m['image']} ({m['phase']} phase)"
+    if m.get("layer") is not None:
+        where += f", layer {m['layer']}"
+        if m.get("neuron") is not None:
+            where += (f", neuron {m['neuron']}: expected {m['layer_expected']}, "
+                      f"got {m['layer_got']}")
+    rows = [("first difference", where)]
+    if m.get("note"):
+        rows.append(("", m["note"]))
+    return rows + [("  expected (class, scores)", _outcome(m["expected"])),
+                   ("  RTL gave", _outcome(m["got"]))]
+
+
+def _outcome(o: dict | None) -> str:
+    return "nothing" if o is None else f"{o['class']}, {o['scores']}"
 
 
 def _timing_rows(result: dict) -> list[tuple[str, Any]]:

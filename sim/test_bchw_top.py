@@ -90,3 +90,5 @@ def test_one_flipped_bit_is_caught(tmp_path, build_dir, capsys):
     assert rc == 1
     assert result["mismatches"] > 0
     assert result["first_mismatch"]["image"] == 0
+    # the debug build's per-layer taps name where it went wrong
+    assert (result["first_mismatch"]["layer"], result["first_mismatch"]["neuron"]) == (3, 0)

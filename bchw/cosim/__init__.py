@@ -35,4 +35,47 @@ def cosimulate(bundle, rtl_dir: Path, images: np.ndarray, labels: np.ndarray | N
                         simulator=simulator, build_dir=build_dir, seed=seed, waves=waves,
                         labels=labels, p_gap=p_gap, p_bp=p_bp)
     result["golden_classes"] = gold.classes
+    if result["first_mismatch"] is not None:
+        k = result["first_mismatch"]["image"]
+        result["first_mismatch"].update(localize(bundle, rtl_dir, images[k], simulator,
+                                                 build_dir=build_dir))
     return result
+
+
+def localize(bundle, rtl_dir: Path, image: np.ndarray, simulator: str, *,
+             build_dir: str | None = None) -> dict:
+    """The first layer and neuron where the RTL and the golden model part, for one image.
+
+    Builds the debug variant of the Verilog (per-layer output taps) with the
+    hex images of ``rtl_dir``, runs the image, and compares every layer's
+    output vector with the golden model's.
+    """
+    import shutil
+    import tempfile
+
+    from bchw import golden
+    from bchw.cosim import runner
+    from bchw.gateware.top import write_verilog
+
+    image = np.asarray(image, dtype=np.uint8).reshape(1, -1)
+    gold = golden.infer(bundle, image)
+    taps = [{"n": la.out_features, "bits": la.widths.out_bits, "signed": la.widths.out_signed}
+            for la in bundle.layers]
+    with tempfile.TemporaryDirectory(prefix="bchw-debug-") as tmp:
+        debug_rtl = write_verilog(bundle, Path(tmp) / "rtl", debug=True)
+        for hex_file in Path(rtl_dir).glob("*.hex"):
+            shutil.copyfile(hex_file, debug_rtl / hex_file.name)
+        r = runner.run(debug_rtl, image, bundle.io, gold.classes, gold.scores,
+                       {"latency": 0, "interval": 0, "output_cycles": [0]},
+                       simulator=simulator, build_dir=build_dir, phases=("timing",), taps=taps)
+    for i, (vectors, want) in enumerate(zip(r["layer_outputs"], gold.layers)):
+        got = vectors[0] if vectors else None
+        if got is None:
+            return {"layer": i, "neuron": None, "note": "no output from this layer"}
+        wrong = [j for j, (a, b) in enumerate(zip(got, want[0])) if a != int(b)]
+        if wrong:
+            j = wrong[0]
+            return {"layer": i, "neuron": j, "layer_expected": int(want[0][j]),
+                    "layer_got": got[j]}
+    return {"layer": None, "neuron": None,
+            "note": "every layer agrees: the difference is in the argmax or output stage"}

@@ -66,6 +66,7 @@ class Job:
     timeout_cycles: int
     drain_cycles: int
     reset_images: int
+    taps: tuple[dict, ...] = ()   # per layer {"n", "bits", "signed"}: a debug build's outputs
 
 
 def write_job(path: str | os.PathLike, job: Job) -> None:
@@ -74,6 +75,7 @@ def write_job(path: str | os.PathLike, job: Job) -> None:
         "io": job.io, "seed": job.seed, "p_gap": job.p_gap, "p_bp": job.p_bp,
         "phases": list(job.phases), "timeout_cycles": job.timeout_cycles,
         "drain_cycles": job.drain_cycles, "reset_images": job.reset_images,
+        "taps": list(job.taps),
     }
     with open(path, "wb") as f:
         np.savez(f, images=np.ascontiguousarray(job.images, dtype=np.uint8),
@@ -88,7 +90,8 @@ def read_job(path: str | os.PathLike) -> Job:
                p_gap=float(config["p_gap"]), p_bp=float(config["p_bp"]),
                phases=tuple(config["phases"]), timeout_cycles=int(config["timeout_cycles"]),
                drain_cycles=int(config["drain_cycles"]),
-               reset_images=int(config["reset_images"]))
+               reset_images=int(config["reset_images"]),
+               taps=tuple(config.get("taps", ())))
 
 
 class TB:
@@ -210,6 +213,26 @@ class TB:
                 seen = len(outputs)
         return False
 
+    async def tap(self, index: int, spec: dict, vectors: list[list[int] | None]) -> None:
+        """Record every vector engine ``index`` hands on (debug builds: ``dbg_l{index}_*``)."""
+        valid = getattr(self.dut, f"dbg_l{index}_valid")
+        data = getattr(self.dut, f"dbg_l{index}_data")
+        n, bits, signed = spec["n"], spec["bits"], spec["signed"]
+        while True:
+            await ReadOnly()
+            if valid.value != 1:
+                await RisingEdge(valid)
+                continue
+            word = data.value
+            await RisingEdge(self.dut.clk)
+            if not word.is_resolvable:
+                vectors.append(None)
+                continue
+            value = word.to_unsigned()
+            fields = [(value >> (k * bits)) & ((1 << bits) - 1) for k in range(n)]
+            vectors.append([f - (1 << bits) if signed and f >> (bits - 1) else f
+                            for f in fields])
+
     def decode(self, word, tlast) -> dict:
         out = {"edge": self.edge(), "tlast": int(tlast == 1)}
         if not word.is_resolvable:
@@ -257,12 +280,17 @@ async def phase_timing(tb: TB, job: Job, beats: list[list[int]]) -> dict:
 
     await tb.reset()
     first, outs = [], []
+    taps = [[] for _ in job.taps]
+    monitors = [cocotb.start_soon(tb.tap(i, spec, taps[i])) for i, spec in enumerate(job.taps)]
     driver = cocotb.start_soon(tb.send(beats, first))
     deadlock = await tb.collect(len(beats), outs)
     driver.cancel()
+    for monitor in monitors:
+        monitor.cancel()
     edge0 = first[0] if first else tb.edge()
     return {"isolated": isolated, "deadlock": deadlock or isolated["deadlock"],
-            "first_beat_cycles": [e - edge0 for e in first], "outputs": _relative(outs, edge0)}
+            "first_beat_cycles": [e - edge0 for e in first], "outputs": _relative(outs, edge0),
+            "layer_outputs": taps}
 
 
 async def phase_stress(tb: TB, job: Job, beats: list[list[int]]) -> dict:

@@ -221,7 +221,8 @@ def run(rtl_dir: str | os.PathLike, images, io: Mapping[str, int], expected_clas
         expected_scores, model_timing: Mapping, simulator: str = "verilator",
         build_dir: str | os.PathLike | None = None, seed: int = 0, p_gap: float = 0.3,
         p_bp: float = 0.3, phases: Sequence[str] = PHASES, waves: bool = False,
-        labels=None, timeout_cycles: int | None = None, reset_images: int = 4) -> dict:
+        labels=None, timeout_cycles: int | None = None, reset_images: int = 4,
+        taps: Sequence[Mapping] = ()) -> dict:
     """Simulate ``bchw_top`` on ``images`` and compare it with the golden and cycle models.
 
     ``images`` is u8 ``[N, n_in]``; ``expected_classes`` ``[N]`` and
@@ -236,7 +237,9 @@ def run(rtl_dir: str | os.PathLike, images, io: Mapping[str, int], expected_clas
     phases; ``reset_images`` is how many images are streamed after the
     mid-stream reset; ``timeout_cycles`` (default: generous, from the model)
     is how long without a result counts as a deadlock. ``build_dir`` defaults
-    to ``./sim_build``.
+    to ``./sim_build``. ``taps`` (a debug build's layers: ``n``, ``bits``,
+    ``signed`` each) records every layer's output vectors in the timing phase
+    as ``layer_outputs``.
 
     Returns a dict: ``images``, ``simulator``; ``mismatches`` (results of the
     timing and stress phases that differ from the expected ones, in class or
@@ -292,9 +295,11 @@ def run(rtl_dir: str | os.PathLike, images, io: Mapping[str, int], expected_clas
     job = Job(images=images, io=io, seed=int(seed), p_gap=float(p_gap), p_bp=float(p_bp),
               phases=tuple(phases), timeout_cycles=int(timeout_cycles),
               drain_cycles=2 * (latency_model + interval_model) + 16,
-              reset_images=min(n, reset_images))
+              reset_images=min(n, reset_images), taps=tuple(dict(t) for t in taps))
     record, wave_file = _simulate(job, simulator, build_path, test_dir, waves)
     summary = _summarise(record, n, classes, scores, model_timing, labels)
+    if taps and "timing" in record["phases"]:
+        summary["layer_outputs"] = record["phases"]["timing"]["layer_outputs"]
     summary.update(simulator=simulator, latency_cycles_model=latency_model,
                    interval_cycles_model=interval_model, wall_s=time.monotonic() - started,
                    build_dir=str(build_path), run_dir=str(test_dir),

@@ -34,18 +34,28 @@ class Accelerator(wiring.Component):
     m_axis_tvalid, m_axis_tlast : Out(1)
         One beat per image: ``tlast`` is high with every ``tvalid``.
     m_axis_tready : In(1)
+    dbg_l{i}_valid : Out(1)
+        Only with ``debug``: high in each cycle engine ``i`` hands an output vector on.
+    dbg_l{i}_data : Out(out_features · out_bits)
+        Only with ``debug``: that vector (the per-layer tap the golden model is compared with).
     """
 
-    def __init__(self, bundle, rom_mode: str = "readmemh"):
+    def __init__(self, bundle, rom_mode: str = "readmemh", debug: bool = False):
         if rom_mode not in ROM_MODES:
             raise ValueError(f"rom_mode must be one of {ROM_MODES}")
-        self.bundle, self.rom_mode = bundle, rom_mode
+        self.bundle, self.rom_mode, self.debug = bundle, rom_mode, debug
         io = bundle.io
-        super().__init__({
+        members = {
             "s_axis_tdata": In(io["in_lanes"] * io["pixel_bits"]), "s_axis_tvalid": In(1),
             "s_axis_tready": Out(1), "s_axis_tlast": In(1),
             "m_axis_tdata": Out(io["out_bits"]), "m_axis_tvalid": Out(1),
-            "m_axis_tready": In(1), "m_axis_tlast": Out(1)})
+            "m_axis_tready": In(1), "m_axis_tlast": Out(1)}
+        if debug:
+            for layer in bundle.layers:
+                members[f"dbg_l{layer.index}_valid"] = Out(1)
+                members[f"dbg_l{layer.index}_data"] = Out(layer.out_features
+                                                          * layer.widths.out_bits)
+        super().__init__(members)
 
     def elaborate(self, platform):
         m = Module()
@@ -60,6 +70,10 @@ class Accelerator(wiring.Component):
             m.submodules[f"engine{layer.index}"] = engine
             wiring.connect(m, upstream, engine.s)
             upstream = engine.m
+            if self.debug:
+                m.d.comb += [getattr(self, f"dbg_l{layer.index}_valid").eq(
+                                 engine.m.valid & engine.m.ready),
+                             getattr(self, f"dbg_l{layer.index}_data").eq(engine.m.payload)]
         m.submodules.argmax = arg = Argmax(io["num_classes"], io["score_bits"])
         wiring.connect(m, upstream, arg.s)
         m.d.comb += [self.m_axis_tdata.eq(arg.m.payload), self.m_axis_tvalid.eq(arg.m.valid),
@@ -67,10 +81,14 @@ class Accelerator(wiring.Component):
         return m
 
 
-def generate_verilog(bundle) -> str:
-    """The Verilog of ``bundle``'s accelerator; it depends on the shape and folding only."""
+def generate_verilog(bundle, debug: bool = False) -> str:
+    """The Verilog of ``bundle``'s accelerator; it depends on the shape and folding only.
+
+    ``debug`` adds the per-layer output taps (``dbg_l{i}_*`` ports).
+    """
     os.environ.setdefault("AMARANTH_USE_YOSYS", "builtin")
-    return verilog.convert(Accelerator(bundle, "readmemh"), name=TOP_NAME, emit_src=False)
+    return verilog.convert(Accelerator(bundle, "readmemh", debug), name=TOP_NAME,
+                           emit_src=False)
 
 
 def rom_files(bundle) -> list[str]:
@@ -78,9 +96,9 @@ def rom_files(bundle) -> list[str]:
     return [name for layer in bundle.layers for name in (layer.weight_file, layer.param_file)]
 
 
-def write_verilog(bundle, out_dir: str | os.PathLike) -> Path:
+def write_verilog(bundle, out_dir: str | os.PathLike, debug: bool = False) -> Path:
     """Write ``bchw_top.v``, ``bchw_rom.v`` and the hex images into ``out_dir`` (atomically)."""
-    text = generate_verilog(bundle)
+    text = generate_verilog(bundle, debug)
     with atomic_dir(out_dir) as tmp:
         (tmp / f"{TOP_NAME}.v").write_text(text)
         (tmp / "bchw_rom.v").write_text(ROM_VERILOG)
