@@ -10,6 +10,7 @@ set is scored on the same held-out images.
 from __future__ import annotations
 
 import gzip
+import math
 import os
 import zlib
 from dataclasses import dataclass
@@ -92,8 +93,12 @@ def _seeded_split(name: str, images: np.ndarray, labels: np.ndarray,
 def _load_idx_dataset(name: str, data_dir: Path, how_to_get: str) -> Dataset:
     train = read_idx_split(_find_idx(data_dir, "train-images", "idx3", how_to_get),
                            _find_idx(data_dir, "train-labels", "idx1", how_to_get), 10)
-    test = read_idx_split(_find_idx(data_dir, "t10k-images", "idx3", how_to_get),
-                          _find_idx(data_dir, "t10k-labels", "idx1", how_to_get), 10)
+    test_images = _find_idx(data_dir, "t10k-images", "idx3", how_to_get)
+    test = read_idx_split(test_images, _find_idx(data_dir, "t10k-labels", "idx1", how_to_get),
+                          10)
+    if test.images.shape[1] != train.images.shape[1]:
+        raise BchwError(f"images of {test.images.shape[1]} pixels, the training images have "
+                        f"{train.images.shape[1]}", path=test_images, field="dims")
     n_val = 10_000 if len(train) > 10_000 else len(train) // 6
     n_train = len(train) - n_val
     return Dataset(name, Split(train.images[:n_train], train.labels[:n_train]),
@@ -136,15 +141,16 @@ def read_idx(path: str | os.PathLike) -> np.ndarray:
                         + ", ".join(f"0x{k:02x}" for k in _IDX_DTYPES), path=path,
                         field="dtype")
     ndim = raw[3]
-    if ndim == 0:
-        raise BchwError("IDX file declares 0 dimensions", path=path, field="ndim")
+    if not 1 <= ndim <= 32:  # numpy arrays have at most 32 (numpy 1) or 64 dimensions
+        raise BchwError(f"IDX file declares {ndim} dimensions; bchw reads 1 to 32",
+                        path=path, field="ndim")
     header = 4 + 4 * ndim
     if len(raw) < header:
         raise BchwError(f"truncated header: {ndim} dimensions need {header} bytes, the file "
                         f"has {len(raw)}", path=path, field="dims")
     dims = tuple(int(d) for d in np.frombuffer(raw, ">u4", ndim, 4))
     dtype = np.dtype(_IDX_DTYPES[raw[2]])
-    expected = header + int(np.prod(dims, dtype=np.int64)) * dtype.itemsize
+    expected = header + math.prod(dims) * dtype.itemsize  # exact: int64 could wrap
     if len(raw) != expected:
         what = "truncated" if len(raw) < expected else "trailing bytes after the data"
         raise BchwError(f"{what}: dimensions {list(dims)} need {expected} bytes, "
@@ -164,6 +170,9 @@ def read_idx_split(images_path: str | os.PathLike, labels_path: str | os.PathLik
         raise BchwError(f"labels must be unsigned bytes with 1 dimension, not "
                         f"{labels.dtype} {list(labels.shape)}", path=labels_path,
                         field="dtype" if labels.dtype != np.uint8 else "ndim")
+    if 0 in images.shape:
+        raise BchwError(f"holds no pixels: dimensions {list(images.shape)}", path=images_path,
+                        field="dims")
     if len(images) != len(labels):
         raise BchwError(f"{len(labels)} labels for {len(images)} images in {images_path}",
                         path=labels_path, field="count")

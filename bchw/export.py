@@ -54,6 +54,7 @@ class HardwareConfig:
     mul_bits: int = DEFAULT_MUL_BITS
     score_bits: int = DEFAULT_SCORE_BITS
     score_frac_bits: int = DEFAULT_SCORE_FRAC_BITS
+    source: str | None = None          # the config file it came from, named in errors
 
     @classmethod
     def from_file(cls, path: str | os.PathLike) -> HardwareConfig:
@@ -75,22 +76,23 @@ class HardwareConfig:
             if not isinstance(layer, dict) or set(layer) != {"pe", "simd"}:
                 raise BchwError("must be an object with exactly 'pe' and 'simd'",
                                 path=path, field=f"layers[{i}]")
-            pe.append(_int_field(layer["pe"], path, f"layers[{i}].pe", 1))
-            simd.append(_int_field(layer["simd"], path, f"layers[{i}].simd", 1))
+            pe.append(_int_field(layer["pe"], path, f"layers[{i}].pe", 1, 1 << 20))
+            simd.append(_int_field(layer["simd"], path, f"layers[{i}].simd", 1, 1 << 20))
         kwargs = {}
         for key, lo, hi in (("in_lanes", 1, 4096), ("mul_bits", 2, 32),
                             ("score_bits", 2, 32), ("score_frac_bits", 0, 16)):
             if key in data:
                 kwargs[key] = _int_field(data[key], path, key, lo, hi)
-        return cls(pe=pe, simd=simd, **kwargs)
+        return cls(pe=pe, simd=simd, source=str(path), **kwargs)
 
     def check(self, sizes: Sequence[int], where: str) -> None:
         """Raise :class:`BchwError` unless this folding fits layer ``sizes``."""
+        where = self.source or where
         n_layers = len(sizes) - 1
         for name, values in (("pe", self.pe), ("simd", self.simd)):
             if len(values) != n_layers:
                 raise BchwError(f"{len(values)} values given for {n_layers} layers",
-                                path=where, field=name)
+                                path=where, field="layers" if self.source else name)
         for i in range(n_layers):
             if not 1 <= self.pe[i] <= sizes[i + 1]:
                 raise BchwError(f"pe={self.pe[i]} does not fit layer {i}: it must be between 1 "
@@ -426,6 +428,11 @@ def _read_json(path: str | os.PathLike, what: str) -> Any:
         return json.loads(text)
     except json.JSONDecodeError as e:
         raise BchwError(f"not valid JSON ({e.msg} at line {e.lineno})", path=path) from None
+    except ValueError:  # json refuses integers of thousands of digits
+        raise BchwError("not valid JSON for bchw (a number has too many digits)",
+                        path=path) from None
+    except RecursionError:
+        raise BchwError("not valid JSON for bchw (nested too deeply)", path=path) from None
 
 
 def _int_field(v: Any, path: Any, name: str, lo: int | None = None, hi: int | None = None
@@ -460,13 +467,17 @@ def load_bundle(path: str | os.PathLike) -> Bundle:
     if m.get("schema") != SCHEMA:
         raise BchwError(f"expected {SCHEMA!r}, got {json.dumps(m.get('schema'))}",
                         path=mpath, field="schema")
-    if m.get("version") != SCHEMA_VERSION:
+    if m.get("version") != SCHEMA_VERSION or type(m.get("version")) is not int:
         raise BchwError(f"unsupported schema version {json.dumps(m.get('version'))}; this bchw "
                         f"reads version {SCHEMA_VERSION}", path=mpath, field="version")
     for key, kind in (("model", dict), ("arithmetic", dict), ("io", dict), ("layers", list)):
         if not isinstance(m.get(key), kind):
             raise BchwError(f"missing or not a JSON {kind.__name__.replace('dict', 'object')}",
                             path=mpath, field=key)
+    dataset = m["model"].get("dataset")
+    if dataset is not None and not isinstance(dataset, str):
+        raise BchwError(f"must be a string or null, got {json.dumps(dataset)}", path=mpath,
+                        field="model.dataset")
     arith = m["arithmetic"]
     for key, lo, hi in (("act_bits", 1, 16), ("mul_bits", 2, 32), ("score_bits", 2, 32),
                         ("score_frac_bits", 0, 16), ("pixel_bits", PIXEL_BITS, PIXEL_BITS)):
@@ -485,7 +496,7 @@ def load_bundle(path: str | os.PathLike) -> Bundle:
                                                     bundle.n_in),
                             bundle.num_classes, arith["score_bits"])
     for key, value in expected_io.items():
-        if io.get(key) != value:
+        if io.get(key) != value or type(io.get(key)) is not int:
             raise BchwError(f"expected {value}, got {json.dumps(io.get(key))}", path=mpath,
                             field=f"io.{key}")
     return bundle
@@ -516,7 +527,7 @@ def _load_layer(root: Path, mpath: Path, i: int, lm: Any, arith: dict[str, int],
             if not isinstance(got, dict):
                 raise BchwError("missing or not a JSON object", path=mpath, field=f"{f}.{key}")
             for sub, v in value.items():
-                if got.get(sub) != v:
+                if got.get(sub) != v or type(got.get(sub)) is not int:
                     raise BchwError(f"expected {v} for this layer, got {json.dumps(got.get(sub))}",
                                     path=mpath, field=f"{f}.{key}.{sub}")
         elif got != value or type(got) is not type(value):
@@ -529,7 +540,7 @@ def _load_layer(root: Path, mpath: Path, i: int, lm: Any, arith: dict[str, int],
         if not isinstance(files, dict) or not isinstance(files.get("hex"), str):
             raise BchwError("must name the hex image", path=mpath, field=f"{f}.{kind}.files.hex")
         name = files["hex"]
-        if "/" in name or "\\" in name or name.startswith("."):
+        if not name or "/" in name or "\\" in name or "\0" in name or name.startswith("."):
             raise BchwError(f"{name!r} must be a plain file name inside the bundle", path=mpath,
                             field=f"{f}.{kind}.files.hex")
         roms[kind] = (name, romfmt.read_rom(root / name, width, depth, "hex"))

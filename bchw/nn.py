@@ -29,6 +29,11 @@ from bchw.errors import BchwError, atomic_write_bytes
 BINARIZE_MODES = ("det", "stoch", "float")
 CHECKPOINT_FORMAT = "bchw-checkpoint"
 CHECKPOINT_VERSION = 1
+# Numbers in a checkpoint lie within these magnitudes (positive ones at least
+# MIN_POSITIVE): beyond them they are nonsense for a network, and folding them
+# into integers in bchw.export would overflow float64.
+MAX_MAGNITUDE = 1e30
+MIN_POSITIVE = 1e-30
 
 
 def hard_sigmoid(w: torch.Tensor) -> torch.Tensor:
@@ -258,9 +263,12 @@ def load_checkpoint(path: str | os.PathLike) -> dict:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     # torch raises many types for truncated or foreign files; all mean the same here.
     except Exception as e:  # noqa: BLE001
+        # One line, the reason only: not torch's advice to load the pickled code anyway.
+        text = re.sub(r"\x1b\[[0-9;]*m", "", str(e)).split("WeightsUnpickler error:", 1)[-1]
+        reason = next((line.strip() for line in text.splitlines() if line.strip()), "")
         raise BchwError(f"not a readable bchw checkpoint (truncated, corrupt, or holding "
                         f"more than tensors and plain data): {type(e).__name__}: "
-                        f"{str(e).splitlines()[0] if str(e) else ''}", path=path) from None
+                        f"{reason.split('. ', 1)[0]}", path=path) from None
     _validate_checkpoint(ckpt, path)
     return ckpt
 
@@ -301,18 +309,20 @@ def _validate_checkpoint(ckpt: Any, path: str | os.PathLike) -> None:
         return value
 
     def number(d: dict, key: str, where: str, *, positive: bool) -> float:
-        value = float(get(d, key, (int, float), where))
-        if not math.isfinite(value) or (positive and value <= 0):
-            fail(f"{where}.{key}", f"must be a finite {'positive ' if positive else ''}"
-                                   f"number, not {value}")
-        return value
+        value = get(d, key, (int, float), where)
+        lo = MIN_POSITIVE if positive else -MAX_MAGNITUDE
+        if not lo <= value <= MAX_MAGNITUDE:  # NaN fails too; exact for huge ints
+            fail(f"{where}.{key}", f"must be a number in {lo:g}..{MAX_MAGNITUDE:g}, "
+                                   f"not {_show(value)}")
+        return float(value)
 
     if not isinstance(ckpt, dict):
         fail(None, f"must hold a dict, not {type(ckpt).__name__}")
     if get(ckpt, "format", str, "") != CHECKPOINT_FORMAT:
-        fail("format", f"must be {CHECKPOINT_FORMAT!r}, not {ckpt['format']!r}")
+        fail("format", f"must be {CHECKPOINT_FORMAT!r}, not {_show(ckpt['format'])}")
     if get(ckpt, "version", int, "") != CHECKPOINT_VERSION:
-        fail("version", f"this bchw reads version {CHECKPOINT_VERSION}, not {ckpt['version']}")
+        fail("version", f"this bchw reads version {CHECKPOINT_VERSION}, "
+                        f"not {_show(ckpt['version'])}")
 
     cfg = get(ckpt, "config", dict, "")
     try:
@@ -321,10 +331,10 @@ def _validate_checkpoint(ckpt: Any, path: str | os.PathLike) -> None:
         fail("config.spec", e.message)
     act_bits = get(cfg, "act_bits", int, "config")
     if not 1 <= act_bits <= 16:
-        fail("config.act_bits", f"must be in 1..16, not {act_bits}")
+        fail("config.act_bits", f"must be in 1..16, not {_show(act_bits)}")
     number(cfg, "act_clip", "config", positive=True)
     if get(cfg, "binarize", str, "config") not in BINARIZE_MODES:
-        fail("config.binarize", f"must be one of {BINARIZE_MODES}, not {cfg['binarize']!r}")
+        fail("config.binarize", f"must be one of {BINARIZE_MODES}, not {_show(cfg['binarize'])}")
     if "float_act" in cfg:
         get(cfg, "float_act", bool, "config")
     get(cfg, "dataset", str, "config")
@@ -347,6 +357,9 @@ def _validate_checkpoint(ckpt: Any, path: str | os.PathLike) -> None:
                   "bn_bias": (sizes[i + 1],)}
         for key, shape in shapes.items():
             t = get(layer, key, torch.Tensor, where)
+            if t.layout != torch.strided or t.device.type != "cpu":
+                fail(f"{where}.{key}", f"must be a dense CPU tensor, not {t.layout} on "
+                                       f"{t.device.type}")
             if not t.is_floating_point():
                 fail(f"{where}.{key}", f"must be a floating-point tensor, not {t.dtype}")
             if tuple(t.shape) != shape:
@@ -354,11 +367,21 @@ def _validate_checkpoint(ckpt: Any, path: str | os.PathLike) -> None:
                                        f"{cfg['spec']!r}, not {list(t.shape)}")
             if not torch.isfinite(t).all():
                 fail(f"{where}.{key}", "holds NaN or infinite values")
+            if t.abs().max() > MAX_MAGNITUDE:
+                fail(f"{where}.{key}", f"holds values beyond ±{MAX_MAGNITUDE:g}")
         if (layer["bn_var"] < 0).any():
             fail(f"{where}.bn_var", "holds negative variances")
         number(layer, "bn_eps", where, positive=True)
 
     get(ckpt, "metrics", dict, "")
+
+
+def _show(value: Any) -> str:
+    """A short one-line repr for a message: no huge integers, long strings cut."""
+    if isinstance(value, int) and value.bit_length() > 64:
+        return f"an integer of {value.bit_length()} bits"
+    text = repr(value)
+    return text if len(text) <= 40 else text[:40] + "..."
 
 
 def _type_names(types: type | tuple) -> str:

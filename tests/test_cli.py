@@ -152,7 +152,8 @@ def test_demo_and_train_bad_input(capsys, tmp_path):
     model = tmp_path / "model"
     shutil.copytree(MODEL, model, ignore=shutil.ignore_patterns("bundle"))
     (model / "hardware.json").write_text('{"layers": [{"pe": 16, "simd": 28}]}')
-    assert_user_error(capsys, ["demo", "--model", model], "field 'pe'", "1 values given")
+    assert_user_error(capsys, ["demo", "--model", model], "hardware.json", "field 'layers'",
+                      "1 values given")
     assert_user_error(capsys, ["train", "--spec", "784-x-10", "--out", tmp_path / "r"], "spec")
     assert_user_error(capsys, ["train", "--dataset", "mnist", "--data-dir", tmp_path,
                                "--out", tmp_path / "r"], str(tmp_path))
