@@ -220,6 +220,9 @@ def cmd_sim(args: argparse.Namespace) -> int:
     from bchw.export import load_bundle
     from bchw.gateware.top import write_verilog
 
+    if args.jobs < 1:
+        raise BchwError(f"expected a positive number of processes, got {args.jobs}",
+                        field="--jobs")
     bundle = load_bundle(args.bundle)
     images, labels, name = _images(bundle, args)
     images, labels = _limit(images, labels, args.images)
@@ -227,14 +230,27 @@ def cmd_sim(args: argparse.Namespace) -> int:
         rtl = Path(args.rtl) if args.rtl else write_verilog(bundle, Path(tmp) / "rtl")
         if not (rtl / "bchw_top.v").is_file():
             raise BchwError("no bchw_top.v here (generate it with 'bchw verilog')", path=rtl)
-        r = cosimulate(bundle, rtl, images, labels, args.simulator, seed=args.seed,
-                       waves=args.waves, build_dir=args.build_dir)
+        if args.jobs > 1:
+            if args.waves:
+                raise BchwError("waves come from one process: use --jobs 1", field="--waves")
+            from bchw.cosim.shard import run_sharded
+
+            r = run_sharded(bundle, rtl, images, labels, args.simulator, args.jobs,
+                            build_dir=args.build_dir, seed=args.seed,
+                            progress=None if args.json else
+                            lambda line: print(line, file=sys.stderr, flush=True))
+        else:
+            r = cosimulate(bundle, rtl, images, labels, args.simulator, seed=args.seed,
+                           waves=args.waves, build_dir=args.build_dir)
     result = _sim_result(r, name)
     rows = [("simulator", result["simulator"]), ("images", result["images"]),
             ("accuracy (RTL)", f"{result['accuracy']:.2%}" if labels is not None else "-"),
             ("mismatches", result["mismatches"]),
             *_timing_rows(result),
-            ("reset in mid-stream recovered", result["reset_ok"])]
+            ("reset in mid-stream recovered", result["reset_ok"]),
+            ("simulated", f"{result['sim_cycles']:,} cycles in {result['wall_s']:.1f} s: "
+                          f"{result['images'] / result['wall_s']:.1f} images/s, "
+                          f"{result['sim_cycles'] / result['wall_s']:,.0f} cycles/s")]
     if r.get("first_mismatch"):
         rows += _mismatch_rows(r["first_mismatch"])
     if r.get("first_cycle_mismatch"):
@@ -283,6 +299,9 @@ def _sim_result(r: dict, dataset: str) -> dict:
     result = {k: r.get(k) for k in keys}
     result["dataset"] = dataset
     result["accuracy"] = r.get("accuracy")
+    result["jobs"] = r.get("jobs", 1)
+    result["images_per_s"] = result["images"] / result["wall_s"]
+    result["sim_cycles_per_s"] = result["sim_cycles"] / result["wall_s"]
     return json.loads(json.dumps(result, default=_jsonable))
 
 
@@ -406,6 +425,8 @@ def build_parser() -> argparse.ArgumentParser:
     data_args(p)
     p.add_argument("--simulator", choices=SIMULATORS, default="verilator")
     p.add_argument("--images", default="100", help="how many test images, or 'all'")
+    p.add_argument("--jobs", type=int, default=1,
+                   help="shard the images over this many simulator processes")
     p.add_argument("--rtl", help="simulate this generated directory instead of generating one")
     p.add_argument("--seed", type=int, default=0, help="seed of the stream gaps and back-pressure")
     p.add_argument("--waves", action="store_true", help="write a waveform trace")

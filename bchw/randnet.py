@@ -7,6 +7,7 @@ trained reference models alone would not exercise.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -63,3 +64,56 @@ def random_images(n: int, n_in: int, seed: int = 0) -> np.ndarray:
         images[0] = 0
         images[1] = 255
     return images
+
+
+_PRIMES = [2, 3, 5, 7, 11, 13, 17, 19, 23, 29, 31, 37, 41, 43, 47, 53, 59, 61, 67, 71, 73, 79,
+           83, 89, 97, 101, 127, 131, 151, 173, 197, 211, 229, 251, 257, 263, 277, 293]
+
+
+@dataclass(frozen=True)
+class Architecture:
+    """A random network and accelerator configuration."""
+
+    sizes: list[int]
+    act_bits: int
+    pe: list[int]
+    simd: list[int]
+    in_lanes: int
+    seed: int
+
+    @property
+    def name(self) -> str:
+        fold = ",".join(f"{p}x{s}" for p, s in zip(self.pe, self.simd))
+        return f"{'-'.join(map(str, self.sizes))}_A{self.act_bits}_{fold}_L{self.in_lanes}"
+
+
+def random_architecture(seed: int, max_width: int = 300, max_lanes: int = 64,
+                        max_steps: int = 2048) -> Architecture:
+    """1 to 4 layers of widths 1..max_width (primes and small ones often), A from 1 to 8, and
+    a random folding, PE and SIMD dividing the sizes or not. An engine gets at most
+    ``max_lanes`` adder lanes (which bounds the simulators' build time) and, as far as that
+    allows, at most ``max_steps`` cycles per image (which bounds the simulation time)."""
+    rng = np.random.default_rng([seed, 0xBC])
+
+    def width() -> int:
+        kind = rng.integers(0, 4)
+        if kind == 0:
+            return int(rng.choice(_PRIMES))
+        if kind == 1:
+            return int(rng.integers(1, 9))
+        return int(rng.integers(1, max_width + 1))
+
+    def log_uniform(hi: int) -> int:
+        return min(hi, max(1, round(2 ** rng.uniform(0, np.log2(hi) + 0.5))))
+
+    n_layers = int(rng.integers(1, 5))
+    sizes = [width() for _ in range(n_layers + 1)]
+    pe, simd = [], []
+    for n_in, n_out in zip(sizes[:-1], sizes[1:]):
+        need = -(-n_in * n_out // max_steps)
+        lanes = int(rng.integers(min(need, max_lanes), max_lanes + 1))
+        p = log_uniform(min(n_out, lanes))
+        pe.append(p)
+        simd.append(min(n_in, -(-lanes // p)))
+    return Architecture(sizes=sizes, act_bits=int(rng.integers(1, 9)), pe=pe, simd=simd,
+                        in_lanes=log_uniform(min(sizes[0], 32)), seed=seed)
