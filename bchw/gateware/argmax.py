@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from amaranth.hdl import Cat, Const, Module, Mux
+from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed
 from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -42,8 +42,12 @@ class Argmax(wiring.Component):
                     nxt.append(nodes[i])
                     continue
                 (ia, va), (ib, vb) = nodes[i], nodes[i + 1]
-                right = vb > va
-                nxt.append((Mux(right, ib, ia), Mux(right, vb, va)))
+                # named signals, so each level refers to the one below instead of
+                # repeating its expressions (which would grow 3x a level)
+                idx = Signal(self.class_bits, name=f"idx_{len(nodes)}_{i // 2}")
+                val = Signal(signed(sb), name=f"max_{len(nodes)}_{i // 2}")
+                m.d.comb += [idx.eq(Mux(vb > va, ib, ia)), val.eq(Mux(vb > va, vb, va))]
+                nxt.append((idx, val))
             nodes = nxt
         cls = nodes[0][0]
         m.d.comb += self.s.ready.eq(~self.m.valid | self.m.ready)
