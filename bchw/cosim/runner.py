@@ -264,7 +264,8 @@ def run(rtl_dir: str | os.PathLike, images, io: Mapping[str, int], expected_clas
     cycle equal the model's, in the stress phase too when it was modelled);
     ``stress_cycles_match``; ``stress_cycles`` (cycles the stress phase streamed
     for, first beat to last output); ``interval_match``; ``first_cycle_mismatch``;
-    ``reset_ok``; ``deadlock``; ``tlast_missing``; ``sim_cycles``; ``wall_s``;
+    ``reset_ok``; ``deadlock``; ``tlast_missing``; ``sim_cycles``; ``sim_wall_s`` (the
+    bench's phases, without building and loading); ``wall_s``;
     ``accuracy`` (with ``labels``); and the paths ``build_dir``, ``run_dir``,
     ``result_file`` (the bench's full record) and ``waves``. Entries of phases
     not run are None. Raises :class:`BchwError` for bad arguments, a missing
@@ -392,6 +393,7 @@ def _summarise(record: dict, n: int, classes: np.ndarray, scores: np.ndarray,
     everything = range(n)
     mismatches: list[dict] = []
     summary: dict = {"images": n, "sim_cycles": record["sim_cycles"],
+                     "sim_wall_s": sum(p.get("wall_s", 0.0) for p in phases.values()),
                      "deadlock": any(p["deadlock"] for p in phases.values()),
                      "latency_cycles_measured": None, "interval_cycles_measured": None,
                      "output_cycles_measured": None, "cycles_match": None,
