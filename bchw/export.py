@@ -230,13 +230,6 @@ class LayerBundle:
     def weight_width(self) -> int:
         return self.pe * self.simd
 
-    @property
-    def param_width(self) -> int:
-        return self.pe * self.widths.param_bits
-
-    @property
-    def last(self) -> bool:
-        return self.widths.out_signed
 
 
 @dataclass
