@@ -59,6 +59,20 @@ def binarize(w: torch.Tensor, mode: str, generator: torch.Generator | None = Non
     raise ValueError(f"binarize mode must be one of {BINARIZE_MODES}, not {mode!r}")
 
 
+class _StraightThrough(torch.autograd.Function):
+    """Binarized weights forward, the gradient passed to the real weights unchanged
+    (identity straight-through), without the extra tensors of ``w + (wb - w).detach()``."""
+
+    @staticmethod
+    def forward(ctx, w: torch.Tensor, mode: str, generator: torch.Generator | None
+                ) -> torch.Tensor:
+        return binarize(w, mode, generator)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        return grad, None, None
+
+
 class BinaryLinear(nn.Module):
     """Linear layer without bias whose propagations use binarized weights.
 
@@ -86,9 +100,7 @@ class BinaryLinear(nn.Module):
             return self.weight
         if not self.training:
             return binarize(self.weight, "det")
-        wb = binarize(self.weight.detach(), self.mode, self.generator)
-        # Identity straight-through: d loss / d w = d loss / d wb.
-        return self.weight + (wb - self.weight).detach()
+        return _StraightThrough.apply(self.weight, self.mode, self.generator)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x @ self.binary_weight().t()
