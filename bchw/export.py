@@ -259,14 +259,10 @@ class Bundle:
 
 
 def io_layout(n_in: int, lanes: int, num_classes: int, score_bits: int) -> dict[str, int]:
-    class_bits = unsigned_class_bits(num_classes)
+    class_bits = golden.unsigned_bits(num_classes - 1)
     return {"n_in": n_in, "in_lanes": lanes, "in_beats": math.ceil(n_in / lanes),
             "pixel_bits": PIXEL_BITS, "num_classes": num_classes, "class_bits": class_bits,
             "score_bits": score_bits, "out_bits": class_bits + num_classes * score_bits}
-
-
-def unsigned_class_bits(num_classes: int) -> int:
-    return golden.unsigned_bits(num_classes - 1)
 
 
 def _layer_widths(fan_in: int, in_bits: int, last: bool, arith: dict[str, int]

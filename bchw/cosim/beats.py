@@ -55,18 +55,22 @@ def pack_image(image: np.ndarray, in_lanes: int) -> list[int]:
     return [int.from_bytes(row.tobytes(), "little") for row in padded.reshape(beats, in_lanes)]
 
 
+def unpack_fields(word: int, count: int, bits: int, signed: bool) -> list[int]:
+    """``count`` fields of ``bits`` bits, field 0 lowest; two's complement if ``signed``."""
+    mask, sign = (1 << bits) - 1, 1 << (bits - 1)
+    fields = []
+    for _ in range(count):
+        raw = word & mask
+        fields.append(raw - (1 << bits) if signed and raw & sign else raw)
+        word >>= bits
+    return fields
+
+
 def unpack_output(word: int, io: Mapping[str, int]) -> tuple[int, list[int]]:
     """Split an ``m_axis_tdata`` word into (class, signed scores)."""
-    class_bits, score_bits = io["class_bits"], io["score_bits"]
+    class_bits = io["class_bits"]
     cls = word & ((1 << class_bits) - 1)
-    word >>= class_bits
-    mask, sign = (1 << score_bits) - 1, 1 << (score_bits - 1)
-    scores = []
-    for _ in range(io["num_classes"]):
-        raw = word & mask
-        scores.append(raw - (1 << score_bits) if raw & sign else raw)
-        word >>= score_bits
-    return cls, scores
+    return cls, unpack_fields(word >> class_bits, io["num_classes"], io["score_bits"], True)
 
 
 def pack_output(cls: int, scores: list[int], io: Mapping[str, int]) -> int:

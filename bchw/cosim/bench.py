@@ -42,7 +42,7 @@ from cocotb.simtime import get_sim_time
 from cocotb.triggers import ClockCycles, Event, First, ReadOnly, RisingEdge, Timer
 from cocotb.utils import get_sim_steps
 
-from bchw.cosim.beats import check_io, output_width, pack_image, unpack_output
+from bchw.cosim.beats import check_io, output_width, pack_image, unpack_fields, unpack_output
 from bchw.errors import BchwError, atomic_write_bytes
 
 JOB_ENV = "BCHW_COSIM_JOB"
@@ -228,10 +228,7 @@ class TB:
             if not word.is_resolvable:
                 vectors.append(None)
                 continue
-            value = word.to_unsigned()
-            fields = [(value >> (k * bits)) & ((1 << bits) - 1) for k in range(n)]
-            vectors.append([f - (1 << bits) if signed and f >> (bits - 1) else f
-                            for f in fields])
+            vectors.append(unpack_fields(word.to_unsigned(), n, bits, signed))
 
     def decode(self, word, tlast) -> dict:
         out = {"edge": self.edge(), "tlast": int(tlast == 1)}
