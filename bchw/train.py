@@ -79,6 +79,30 @@ class TrainConfig:
                 raise BchwError(f"must be {right}, not {getattr(self, field)!r}", field=field)
 
 
+# Named presets: the network and data set of each reference model, on the
+# paper's recipe (TrainConfig's defaults). Any option given beside --preset wins.
+PRESETS: dict[str, dict] = {
+    # The paper's MNIST MLP (784-1024x3-10, batch 100, Adam 1e-3 -> 3e-6, square
+    # hinge, BN eps 1e-4 / alpha 0.15, Glorot LR scale, U(-1, 1) init, clipping),
+    # on Fashion-MNIST within a CPU budget of 50 epochs.
+    "fmnist-mlp1024": {"spec": "784-1024-1024-1024-10", "dataset": "fashion-mnist",
+                       "epochs": 50},
+    # The same on full MNIST, where the user has the IDX files (--data-dir).
+    "mnist-mlp1024": {"spec": "784-1024-1024-1024-10", "dataset": "mnist", "epochs": 50},
+    "fmnist-mlp256": {"spec": "784-256-256-256-10", "dataset": "fashion-mnist",
+                      "epochs": 20},
+    "mnist5k-mlp256": {"spec": "784-256-256-256-10", "dataset": "mnist5k", "epochs": 100},
+    "digits-mlp": {"spec": "64-64-64-10", "dataset": "digits", "epochs": 100},
+}
+
+
+def preset_config(name: str, **overrides) -> TrainConfig:
+    """The TrainConfig of preset ``name``, with ``overrides`` applied."""
+    if name not in PRESETS:
+        raise BchwError(f"must be one of {', '.join(PRESETS)}, not {name!r}", field="preset")
+    return TrainConfig(**{**PRESETS[name], **overrides})
+
+
 def lr_at(config: TrainConfig, epoch: int) -> float:
     """The paper's schedule: lr_start * decay**epoch, decay = (lr_end / lr_start)**(1 / epochs)."""
     return config.lr_start * (config.lr_end / config.lr_start) ** (epoch / config.epochs)
@@ -95,13 +119,67 @@ def make_optimizer(model: BinaryMLP, lr: float) -> torch.optim.Adam:
     return torch.optim.Adam(groups, lr=lr)
 
 
+class _World:
+    """The data-parallel group when torchrun started this process (WORLD_SIZE > 1), else one."""
+
+    def __init__(self, device: torch.device):
+        self.size = int(os.environ.get("WORLD_SIZE", "1"))
+        self.rank = int(os.environ.get("RANK", "0"))
+        self.joined = False
+        if self.size > 1 and not torch.distributed.is_initialized():
+            torch.distributed.init_process_group(
+                backend="nccl" if device.type == "cuda" else "gloo")
+            self.joined = True
+
+    def average_(self, tensors: list[torch.Tensor]) -> None:
+        """Replace each tensor with its mean over the ranks."""
+        for t in tensors if self.size > 1 else ():
+            torch.distributed.all_reduce(t)
+            t.div_(self.size)
+
+    def identical(self, model: torch.nn.Module) -> bool:
+        """Whether every rank holds the same parameters and buffers (a checksum each)."""
+        if self.size == 1:
+            return True
+        state = model.state_dict().values()
+        total = sum(t.double().sum() * (k + 1) for k, t in enumerate(state))
+        sums = [torch.zeros_like(total) for _ in range(self.size)]
+        torch.distributed.all_gather(sums, total)
+        return all(bool(x == sums[0]) for x in sums)
+
+    def leave(self) -> None:
+        if self.joined:
+            torch.distributed.destroy_process_group()
+
+
 def train(config: TrainConfig, progress: Callable[[str], None] = print) -> dict:
-    """Train, keep the best-validation epoch, write it to ``config.out``; return the metrics."""
+    """Train, keep the best-validation epoch, write it to ``config.out``; return the metrics.
+
+    Started by ``torchrun --nproc-per-node N``, it trains data-parallel: every
+    rank shuffles the same way and draws the same stochastic binary weights
+    (same seeds), takes its 1/N of each batch of ``batch_size``, and the
+    gradients are averaged (DistributedDataParallel), so the update is that of
+    the whole batch; clipping then acts on identical weights on every rank.
+    Batch-norm statistics are per rank within a step (as with any DDP batch
+    norm) and averaged over the ranks after each epoch. Rank 0 writes the output.
+    """
     start = time.time()
-    device = torch.device("cuda" if config.device == "auto" and torch.cuda.is_available()
+    local = int(os.environ.get("LOCAL_RANK", "0"))
+    device = torch.device(f"cuda:{local}" if config.device == "auto" and
+                          torch.cuda.is_available()
                           else "cpu" if config.device == "auto" else config.device)
     if device.type == "cuda" and not torch.cuda.is_available():
         raise BchwError("CUDA is not available here; use --device cpu or auto", field="device")
+    world = _World(device)
+    try:
+        return _train(config, progress if world.rank == 0 else lambda _: None, device,
+                      world, start)
+    finally:
+        world.leave()
+
+
+def _train(config: TrainConfig, progress: Callable[[str], None], device: torch.device,
+           world: _World, start: float) -> dict:
     data = load_dataset(config.dataset, config.data_dir)
     sizes = parse_spec(config.spec)
     if sizes[0] != data.num_features or sizes[-1] != data.num_classes:
@@ -113,6 +191,10 @@ def train(config: TrainConfig, progress: Callable[[str], None] = print) -> dict:
         raise BchwError(f"larger than the {len(data.train)} training images",
                         field="batch_size")
 
+    if config.batch_size % world.size:
+        raise BchwError(f"must be a multiple of the {world.size} data-parallel processes, "
+                        f"not {config.batch_size}", field="batch_size")
+    per_rank = config.batch_size // world.size
     torch.manual_seed(config.seed)
     shuffle = torch.Generator().manual_seed(config.seed)
     model = BinaryMLP(config.spec, act_bits=config.act_bits, act_clip=config.act_clip,
@@ -124,11 +206,20 @@ def train(config: TrainConfig, progress: Callable[[str], None] = print) -> dict:
     model.to(device)
 
     optimizer = make_optimizer(model, config.lr_start)
+    net = model
+    if world.size > 1:
+        net = torch.nn.parallel.DistributedDataParallel(
+            model, device_ids=[device.index] if device.type == "cuda" else None,
+            forward_sync_buffers=False)
+    norm_stats = [b for norm in model.norms for b in (norm.running_mean, norm.running_var)]
 
     x_train = torch.as_tensor(data.train.images, dtype=torch.float32, device=device)
     y_train = torch.as_tensor(data.train.labels, device=device)
     steps = len(data.train) // config.batch_size  # the last partial batch is dropped
+    real_eval = config.binarize == "stoch"
     curves = {k: [] for k in ("lr", "train_loss", "val_error", "test_error", "seconds")}
+    if real_eval:
+        curves.update(val_error_real=[], test_error_real=[])
     best_epoch, best_state = -1, None
     for epoch in range(config.epochs):
         t0 = time.time()
@@ -139,44 +230,76 @@ def train(config: TrainConfig, progress: Callable[[str], None] = print) -> dict:
         order = torch.randperm(len(y_train), generator=shuffle).to(device)
         total = torch.zeros((), device=device)
         for step in range(steps):
-            idx = order[step * config.batch_size:(step + 1) * config.batch_size]
-            loss = square_hinge_loss(model(x_train[idx]), y_train[idx])
+            first = step * config.batch_size + world.rank * per_rank
+            idx = order[first:first + per_rank]
+            loss = square_hinge_loss(net(x_train[idx]), y_train[idx])
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
             model.clip_()
             total += loss.detach()
+        world.average_([total, *norm_stats])
         val_error = 1 - _accuracy(model, data.val.images, data.val.labels, device)
         test_error = 1 - _accuracy(model, data.test.images, data.test.labels, device)
         seconds = time.time() - t0
         for key, value in zip(curves, (lr, float(total) / steps, val_error, test_error,
                                        seconds)):
             curves[key].append(value)
+        real = ""
+        if real_eval:  # the paper's test-time rule for stochastic BinaryConnect
+            model.set_eval_weights("real")
+            for split in ("val", "test"):
+                part = data.split(split)
+                curves[f"{split}_error_real"].append(
+                    1 - _accuracy(model, part.images, part.labels, device))
+            model.set_eval_weights("binary")
+            real = (f"  real weights: val err {curves['val_error_real'][-1]:7.2%}  "
+                    f"test err {curves['test_error_real'][-1]:7.2%}")
         if best_state is None or val_error < curves["val_error"][best_epoch]:
             best_epoch, best_state = epoch, copy.deepcopy(model.state_dict())
         progress(f"epoch {epoch + 1:3d}/{config.epochs}  lr {lr:.2e}  "
                  f"loss {curves['train_loss'][-1]:.4f}  val err {val_error:7.2%}  "
-                 f"test err {test_error:7.2%}  {seconds:5.1f}s")
+                 f"test err {test_error:7.2%}  {seconds:5.1f}s{real}")
 
     model.load_state_dict(best_state)
     metrics = {
         "best_epoch": best_epoch + 1,
         "best_val_accuracy": 1 - curves["val_error"][best_epoch],
         "test_accuracy": 1 - curves["test_error"][best_epoch],
+    }
+    if real_eval:
+        # Selected on its own validation curve, as the paper's code does (its
+        # validation pass uses the real weights too).
+        best_real = min(range(config.epochs), key=curves["val_error_real"].__getitem__)
+        metrics.update({
+            "best_epoch_real": best_real + 1,
+            "best_val_accuracy_real": 1 - curves["val_error_real"][best_real],
+            "test_accuracy_real": 1 - curves["test_error_real"][best_real],
+        })
+    metrics.update({
         "epochs": curves,
         "images": {"train": len(data.train), "val": len(data.val), "test": len(data.test)},
         "wall_seconds": time.time() - start,
         "device": str(device),
+        "processes": world.size,
         "torch_version": str(torch.__version__),
         "git_commit": _git_commit(),
-    }
+    })
+    if not world.identical(model):
+        raise RuntimeError("data-parallel replicas diverged: their weights differ")
     out = Path(config.out)
     config_dict = dataclasses.asdict(config)
+    if world.rank != 0:
+        return metrics
     save_checkpoint(out / "checkpoint.pt", model.cpu(), config_dict, metrics)
     _write_json(out / "config.json", config_dict)
     _write_json(out / "metrics.json", metrics)
     progress(f"best epoch {best_epoch + 1}: val acc {metrics['best_val_accuracy']:.2%}, "
              f"test acc {metrics['test_accuracy']:.2%}; wrote {out}")
+    if real_eval:
+        progress(f"real weights (the paper's stochastic evaluation): best epoch "
+                 f"{metrics['best_epoch_real']}: val acc {metrics['best_val_accuracy_real']:.2%}, "
+                 f"test acc {metrics['test_accuracy_real']:.2%}")
     return metrics
 
 
@@ -252,20 +375,31 @@ _HELP = {
 
 
 def add_train_arguments(parser: argparse.ArgumentParser) -> None:
-    """Add one --option per TrainConfig field, with the config's defaults."""
+    """Add --preset and one --option per TrainConfig field.
+
+    Options left out take the preset's value, else TrainConfig's default
+    (hence ``default=SUPPRESS``: :func:`config_from_args` sees only what was given).
+    """
+    parser.add_argument("--preset", choices=PRESETS, default=None,
+                        help="a reference model's network, data set and epochs: "
+                             + "; ".join(f"{k} ({v['spec']} on {v['dataset']}, "
+                                         f"{v['epochs']} epochs)" for k, v in PRESETS.items()))
     for field in dataclasses.fields(TrainConfig):
         flag = "--" + field.name.replace("_", "-")
-        help = _HELP[field.name] + " (default: %(default)s)"
+        help = f"{_HELP[field.name]} (default: {field.default})"
+        common = {"default": argparse.SUPPRESS, "help": help}
         if isinstance(field.default, bool):
-            parser.add_argument(flag, action=argparse.BooleanOptionalAction,
-                                default=field.default, help=help)
+            parser.add_argument(flag, action=argparse.BooleanOptionalAction, **common)
         elif field.name in ("binarize", "dataset"):
-            parser.add_argument(flag, default=field.default, help=help,
+            parser.add_argument(flag, **common,
                                 choices=BINARIZE_MODES if field.name == "binarize" else DATASETS)
         else:
             kind = str if field.default is None else type(field.default)
-            parser.add_argument(flag, type=kind, default=field.default, help=help)
+            parser.add_argument(flag, type=kind, **common)
 
 
 def config_from_args(args: argparse.Namespace) -> TrainConfig:
-    return TrainConfig(**{f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig)})
+    given = {f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig)
+             if hasattr(args, f.name)}
+    preset = getattr(args, "preset", None)
+    return preset_config(preset, **given) if preset else TrainConfig(**given)

@@ -144,3 +144,47 @@ def test_command_line_options_cover_every_field():
     help_text = parser.format_help()
     for field in dataclasses.fields(TrainConfig):
         assert "--" + field.name.replace("_", "-") in help_text
+
+
+def test_presets_give_the_reference_recipes_and_options_override_them():
+    from bchw.train import PRESETS, preset_config
+
+    paper = preset_config("fmnist-mlp1024")
+    assert paper.spec == "784-1024-1024-1024-10" and paper.epochs == 50
+    # The recipe itself is the defaults: the paper's batch, schedule, BN and binarization.
+    assert (paper.batch_size, paper.lr_start, paper.lr_end, paper.bn_eps, paper.bn_momentum,
+            paper.binarize) == (100, 1e-3, 3e-6, 1e-4, 0.15, "det")
+    assert set(PRESETS) >= {"fmnist-mlp1024", "fmnist-mlp256", "mnist5k-mlp256", "digits-mlp"}
+    parser = argparse.ArgumentParser()
+    add_train_arguments(parser)
+    config = config_from_args(parser.parse_args(["--preset", "digits-mlp", "--epochs", "3",
+                                                 "--binarize", "stoch"]))
+    assert (config.spec, config.dataset, config.epochs, config.binarize) == (
+        "64-64-64-10", "digits", 3, "stoch")
+    with pytest.raises(BchwError, match="preset"):
+        preset_config("nope")
+
+
+def test_real_weight_evaluation_uses_the_real_weights():
+    model = BinaryMLP("6-4-3", binarize="stoch").eval()
+    x = torch.rand(5, 6) * 255
+    binary = model(x)
+    model.set_eval_weights("real")
+    real = model(x)
+    w = model.linears[0].weight
+    assert torch.equal(model.linears[0].binary_weight(), w)
+    assert not torch.equal(real, binary)
+    model.set_eval_weights("binary")
+    assert torch.equal(model(x), binary)
+    assert set(model.linears[0].binary_weight().unique().tolist()) <= {-1.0, 1.0}
+
+
+def test_stochastic_run_reports_the_papers_real_weight_evaluation(tmp_path):
+    metrics = train(TrainConfig(**{**TINY, "binarize": "stoch"}, out=str(tmp_path)),
+                    progress=lambda _: None)
+    curves = metrics["epochs"]
+    assert len(curves["val_error_real"]) == len(curves["test_error_real"]) == 3
+    best = metrics["best_epoch_real"] - 1
+    assert curves["val_error_real"][best] == min(curves["val_error_real"])
+    assert metrics["test_accuracy_real"] == pytest.approx(1 - curves["test_error_real"][best])
+    assert metrics["test_accuracy"] > 0.5 and metrics["test_accuracy_real"] > 0.5
