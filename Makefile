@@ -49,7 +49,7 @@ rtl: $(STAMP)
 	$(BCHW) verilog models/fmnist-mlp256/bundle -o rtl
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check bchw tests sim bench
+	$(VENV)/bin/ruff check bchw tests sim bench models
 
 clean:
 	rm -rf build sim_build .pytest_cache
