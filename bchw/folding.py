@@ -1,0 +1,152 @@
+"""Folding search: choose PE and SIMD per layer for a throughput target or a LUT budget.
+
+Every engine's interval is ``NF·SF = ceil(out / PE) · ceil(in / SIMD)`` cycles
+and the slowest stage (an engine, or the input assembler's
+``ceil(n_in / in_lanes)`` beats) sets the accelerator's interval. For a cycle
+budget ``C`` each layer independently takes the cheapest ``(PE, SIMD)`` with
+``NF·SF <= C`` (cost: :func:`bchw.perf.engine_resources`' LUT estimate), so the
+engines are balanced at the budget and no adder lane is wasted on a layer
+that would only wait for a slower one. A throughput target fixes the budget
+(``C = floor(clock / fps)``); a LUT budget is met by the smallest ``C`` whose
+design fits, found by bisection (the cost falls as ``C`` grows).
+
+Adder utilisation = multiply-free MACs per inference / (adder lanes × interval),
+lanes = Σ PE·SIMD: the fraction of the lanes' cycles doing useful additions.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from bchw import golden, perf
+from bchw.errors import BchwError
+
+
+@dataclass(frozen=True)
+class Folding:
+    """A chosen folding and what it achieves, by the cycle and resource models."""
+
+    pe: list[int]
+    simd: list[int]
+    in_lanes: int
+    interval: int            # cycles
+    lanes: int               # Σ PE·SIMD adder lanes
+    macs: int                # multiply-free MACs per inference
+    luts: int                # the resource model's estimate
+    clock_mhz: float
+
+    @property
+    def utilisation(self) -> float:
+        return self.macs / (self.lanes * self.interval)
+
+    @property
+    def inferences_per_s(self) -> float:
+        return self.clock_mhz * 1e6 / self.interval
+
+    @property
+    def lower_bound(self) -> float:
+        """The interval of perfectly used lanes: MACs / lanes."""
+        return self.macs / self.lanes
+
+
+def layer_shapes(sizes: list[int], act_bits: int) -> list[tuple[int, int, int, bool]]:
+    """(in_features, out_features, in_bits, last) of each layer of an MLP."""
+    n = len(sizes) - 1
+    return [(sizes[i], sizes[i + 1], 8 if i == 0 else act_bits, i == n - 1) for i in range(n)]
+
+
+def best_layer_folding(n_in: int, n_out: int, in_bits: int, widths: golden.LayerWidths,
+                       budget: int) -> tuple[int, int, int]:
+    """(pe, simd, luts) of the cheapest folding of one layer within ``budget`` cycles."""
+    best = None
+    for pe in range(1, n_out + 1):
+        nf = -(-n_out // pe)
+        if pe > 1 and -(-n_out // (pe - 1)) == nf:
+            continue  # a smaller PE gives the same NF: never worse
+        sf_max = budget // nf
+        if sf_max < 1:
+            continue
+        simd = -(-n_in // min(sf_max, n_in))
+        simd = -(-n_in // -(-n_in // simd))  # the least SIMD with the same SF
+        luts = perf.engine_resources(n_in, n_out, in_bits, pe, simd, widths).luts
+        if best is None or (luts, pe * simd) < (best[2], best[0] * best[1]):
+            best = (pe, simd, luts)
+    if best is None:
+        raise BchwError(f"a {n_in}×{n_out} layer cannot finish within {budget} cycles",
+                        field="folding")
+    return best
+
+
+def fold_for_budget(sizes: list[int], act_bits: int, budget: int, *, mul_bits: int,
+                    score_bits: int, clock_mhz: float) -> Folding:
+    """The cheapest balanced folding whose interval is at most ``budget`` cycles.
+
+    The slowest layer may land below the budget (its sizes allow no folding
+    closer to it); the others are then folded again to that interval, which can
+    only make them cheaper, until nothing changes.
+    """
+    folding = _fold(sizes, act_bits, budget, mul_bits, score_bits, clock_mhz)
+    while folding.interval < budget:
+        budget = folding.interval
+        folding = _fold(sizes, act_bits, budget, mul_bits, score_bits, clock_mhz)
+    return folding
+
+
+def _fold(sizes: list[int], act_bits: int, budget: int, mul_bits: int, score_bits: int,
+          clock_mhz: float) -> Folding:
+    pe, simd, luts = [], [], 0
+    for n_in, n_out, in_bits, last in layer_shapes(sizes, act_bits):
+        widths = golden.layer_widths(n_in, in_bits, mul_bits=mul_bits, last=last,
+                                     act_bits=act_bits, score_bits=score_bits)
+        p, s, cost = best_layer_folding(n_in, n_out, in_bits, widths, budget)
+        pe.append(p)
+        simd.append(s)
+        luts += cost
+    in_lanes = -(-sizes[0] // min(budget, sizes[0]))
+    in_lanes = -(-sizes[0] // -(-sizes[0] // in_lanes))
+    interval = max([-(-sizes[0] // in_lanes)] + [
+        -(-o // p) * -(-i // s) for (i, o, _, _), p, s in zip(layer_shapes(sizes, act_bits),
+                                                            pe, simd)])
+    macs = sum(a * b for a, b in zip(sizes[:-1], sizes[1:]))
+    lanes = sum(p * s for p, s in zip(pe, simd))
+    return Folding(pe, simd, in_lanes, interval, lanes, macs,
+                   luts + perf.fixed_resources(sizes, act_bits, score_bits).luts, clock_mhz)
+
+
+def search_folding(sizes: list[int], act_bits: int, *, target_fps: float | None = None,
+                   max_luts: int | None = None, clock_mhz: float = 150.0,
+                   mul_bits: int = 18, score_bits: int = 16) -> Folding:
+    """The folding for a throughput target and/or a LUT budget (see the module docstring)."""
+    if target_fps is None and max_luts is None:
+        raise BchwError("give a throughput target or a LUT budget", field="--target-fps")
+    if target_fps is not None and not target_fps > 0:
+        raise BchwError(f"must be positive, not {target_fps}", field="--target-fps")
+    if max_luts is not None and max_luts < 1:
+        raise BchwError(f"must be positive, not {max_luts}", field="--max-luts")
+    if not clock_mhz > 0:
+        raise BchwError(f"must be positive, not {clock_mhz}", field="--clock-mhz")
+
+    def fold(budget: int) -> Folding:
+        return fold_for_budget(sizes, act_bits, budget, mul_bits=mul_bits,
+                               score_bits=score_bits, clock_mhz=clock_mhz)
+
+    slowest = max(a * b for a, b in zip(sizes[:-1], sizes[1:]))  # PE = SIMD = 1
+    hi = slowest if target_fps is None else int(clock_mhz * 1e6 // target_fps)
+    if hi < 1:
+        raise BchwError(f"{target_fps:g} inferences/s needs an interval under one cycle at "
+                        f"{clock_mhz:g} MHz", field="--target-fps")
+    best = fold(min(hi, slowest))
+    if max_luts is None:
+        return best
+    if best.luts > max_luts:
+        need = "" if target_fps is None else f" at {target_fps:g} inferences/s"
+        raise BchwError(f"no folding fits {max_luts:,} LUTs{need}: the smallest needs about "
+                        f"{best.luts:,}", field="--max-luts")
+    lo = 1  # the fastest folding; bisect for the smallest budget that fits
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if fold(mid).luts <= max_luts:
+            hi = mid
+        else:
+            lo = mid + 1
+    return fold(hi)
