@@ -1,21 +1,30 @@
-"""A pipelined adder tree that adds SIMD inputs, each negated where its weight bit is 0."""
+"""A pipelined adder tree that adds SIMD inputs, each negated, masked or scaled by its weight."""
 
 from __future__ import annotations
 
-from amaranth.hdl import Module, Mux, Signal, signed
+from amaranth.hdl import Module, Mux, Signal, signed, unsigned
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
 from bchw.perf import clog2, tree_depth
 
+#: How a lane applies its weight: ``negate`` (bit: ``x`` or ``−x``), ``mask`` (bit: ``x`` or
+#: 0) or ``multiply`` (signed ``weight_bits``-bit integer: ``w·x``).
+LANES = ("negate", "mask", "multiply")
+
 
 class AdderTree(wiring.Component):
-    """``sum = Σ_s (w[s] ? x[s] : −x[s])`` over ``simd`` unsigned ``in_bits``-bit lanes.
+    """``sum = Σ_s lane(w[s], x[s])`` over ``simd`` unsigned ``in_bits``-bit lanes.
 
-    There are no multipliers: a ±1 weight selects between a value and its
-    negation.  The negated lanes are registered, then every level of the
-    tree, so ``sum`` follows its inputs by :func:`bchw.perf.tree_depth`
-    cycles; the output width grows one bit a level and never truncates.
+    With ±1 weights there are no multipliers: in the ``negate`` lanes a
+    weight selects between a value and its negation (``Σ ±x``); in the
+    ``mask`` lanes between a value and zero (``Σ_{w=+1} x``, unsigned and a
+    bit narrower, from which an engine rebuilds ``Σ ±x = 2·Σ_{w=+1} x − Σ x``).
+    The ``multiply`` lanes hold the product with a signed integer weight: the
+    multiplier baseline that binary weights are measured against.  The lanes
+    are registered, then every level of the tree, so ``sum`` follows its
+    inputs by :func:`bchw.perf.tree_depth` cycles whatever the lane; the
+    output width grows one bit a level and never truncates.
 
     Members
     -------
@@ -23,28 +32,46 @@ class AdderTree(wiring.Component):
         Pipeline enable: every register holds while low.
     x : In(simd · in_bits)
         Lane ``s`` at bits ``[s·in_bits, (s+1)·in_bits)``, unsigned.
-    w : In(simd)
-        Weight bit of each lane: 1 ↔ +1, 0 ↔ −1.
-    sum : Out(signed(in_bits + 1 + clog2(simd)))
-        The sum of the inputs of ``tree_depth(simd)`` cycles ago.
+    w : In(simd · weight_bits)
+        Weight of each lane: for ``negate`` and ``mask`` one bit, 1 ↔ +1, 0 ↔ −1; for
+        ``multiply`` a two's complement integer at bits ``[s·weight_bits, (s+1)·weight_bits)``.
+    sum : Out(lane_bits + clog2(simd))
+        The sum of the inputs of ``tree_depth(simd)`` cycles ago; unsigned for ``mask``.
     """
 
-    def __init__(self, simd: int, in_bits: int):
-        self.simd, self.in_bits = simd, in_bits
+    def __init__(self, simd: int, in_bits: int, lane: str = "negate", weight_bits: int = 1):
+        if lane not in LANES:
+            raise ValueError(f"lane must be one of {LANES}, not {lane!r}")
+        if (lane == "multiply") != (weight_bits > 1):
+            raise ValueError("multiply lanes take weights of more than one bit, the others one")
+        self.simd, self.in_bits, self.lane, self.weight_bits = simd, in_bits, lane, weight_bits
         self.depth = tree_depth(simd)
-        self.sum_bits = in_bits + 1 + clog2(simd)
-        super().__init__({"en": In(1), "x": In(simd * in_bits), "w": In(simd),
-                          "sum": Out(signed(self.sum_bits))})
+        # |w·x| <= 2**(weight_bits-1) · (2**in_bits - 1) fits in_bits + weight_bits signed bits
+        self.lane_bits = {"negate": in_bits + 1, "mask": in_bits,
+                          "multiply": in_bits + weight_bits}[lane]
+        self.sum_bits = self.lane_bits + clog2(simd)
+        self.kind = unsigned if lane == "mask" else signed
+        super().__init__({"en": In(1), "x": In(simd * in_bits), "w": In(simd * weight_bits),
+                          "sum": Out(self.kind(self.sum_bits))})
 
     def elaborate(self, platform):
         m = Module()
-        bits = self.in_bits + 1
+        bits, wb = self.lane_bits, self.weight_bits
         level = []
         for s in range(self.simd):
             x = self.x[s * self.in_bits:(s + 1) * self.in_bits]
-            r = Signal(signed(bits), name=f"neg{s}", reset_less=True)
+            w = self.w[s * wb:(s + 1) * wb]
+            if self.lane == "negate":
+                r = Signal(signed(bits), name=f"neg{s}", reset_less=True)
+                value = Mux(w, x, -x)
+            elif self.lane == "mask":
+                r = Signal(unsigned(bits), name=f"mask{s}", reset_less=True)
+                value = Mux(w, x, 0)
+            else:
+                r = Signal(signed(bits), name=f"prod{s}", reset_less=True)
+                value = x * w.as_signed()
             with m.If(self.en):
-                m.d.sync += r.eq(Mux(self.w[s], x, -x))
+                m.d.sync += r.eq(value)
             level.append(r)
         depth = 0
         while len(level) > 1:
@@ -52,7 +79,7 @@ class AdderTree(wiring.Component):
             bits += 1
             nxt = []
             for i in range(0, len(level), 2):
-                r = Signal(signed(bits), name=f"l{depth}_{i // 2}", reset_less=True)
+                r = Signal(self.kind(bits), name=f"l{depth}_{i // 2}", reset_less=True)
                 value = level[i] + level[i + 1] if i + 1 < len(level) else level[i]
                 with m.If(self.en):
                     m.d.sync += r.eq(value)

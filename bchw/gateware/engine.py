@@ -12,18 +12,30 @@ from bchw.gateware.rom import Rom
 from bchw.golden import LayerWidths
 from bchw.perf import REQUANT_STAGES, engine_pipeline, tree_depth
 
+#: How an engine computes ``Σ ±x`` with ±1 weights: a conditional-negate tree per PE
+#: (``negate``), or ``2·Σ_{w=+1} x − Σ x`` with one ``Σ x`` tree shared by all PEs (``shared``).
+DATAPATHS = ("negate", "shared")
+
 
 class LayerEngine(wiring.Component):
     """Computes one layer for one input vector every ``NF·SF`` cycles.
 
-    Each cycle it reads one ``PE·SIMD``-bit weight word and adds ``SIMD``
-    inputs into ``PE`` accumulators through :class:`AdderTree` s; after ``SF``
+    Each cycle it reads one ``PE·SIMD·weight_bits``-bit weight word and adds
+    ``SIMD`` inputs into ``PE`` accumulators through :class:`AdderTree` s; after ``SF``
     cycles the ``PE`` sums are requantized and collected, and after ``NF``
     such groups the whole output vector is offered downstream.  The next
     input vector is accepted while the last step of the current one issues,
     so back-to-back vectors need no bubble.  When the output register is
     still full as the last group of the next vector arrives, the whole engine
     stalls.  :func:`bchw.perf.engine_pipeline` gives the latency.
+
+    ``datapath`` (one of :data:`DATAPATHS`) chooses how ±1 weights are
+    applied; both give the same bits at the same cycles, so which costs less
+    is a synthesis measurement.  The ``shared`` one adds the per-step
+    ``2·Σ_{w=+1} x − Σ x`` in the accumulate stage, keeping the pipeline
+    depth.  ``weight_bits`` above 1 makes the weights signed integers,
+    multiplied in the trees: the baseline of :mod:`bchw.gateware.baseline`,
+    with the same folding and timing and a ``widths`` for its accumulator.
 
     Members
     -------
@@ -35,17 +47,23 @@ class LayerEngine(wiring.Component):
 
     def __init__(self, *, in_features: int, out_features: int, in_bits: int, pe: int,
                  simd: int, widths: LayerWidths, nf: int, sf: int,
-                 weight_rom: dict, param_rom: dict):
+                 weight_rom: dict, param_rom: dict, datapath: str = "negate",
+                 weight_bits: int = 1):
+        if datapath not in DATAPATHS:
+            raise ValueError(f"datapath must be one of {DATAPATHS}, not {datapath!r}")
+        if weight_bits > 1 and datapath != "negate":
+            raise ValueError(f"the {datapath} datapath needs ±1 weights (weight_bits 1)")
         self.n_in, self.n_out, self.in_bits = in_features, out_features, in_bits
         self.pe, self.simd, self.nf, self.sf = pe, simd, nf, sf
         self.widths = widths
         self.weight_rom, self.param_rom = weight_rom, param_rom
+        self.datapath, self.weight_bits = datapath, weight_bits
         super().__init__({
             "s": In(stream.Signature(in_features * in_bits)),
             "m": Out(stream.Signature(out_features * widths.out_bits))})
 
     @classmethod
-    def from_layer(cls, layer, rom_mode: str) -> LayerEngine:
+    def from_layer(cls, layer, rom_mode: str, datapath: str = "negate") -> LayerEngine:
         """An engine for a :class:`bchw.export.LayerBundle`."""
         from bchw.export import pack_params, pack_weights
 
@@ -57,16 +75,18 @@ class LayerEngine(wiring.Component):
             wrom, prom = {"init_file": layer.weight_file}, {"init_file": layer.param_file}
         return cls(in_features=layer.in_features, out_features=layer.out_features,
                    in_bits=layer.in_bits, pe=layer.pe, simd=layer.simd, widths=layer.widths,
-                   nf=layer.nf, sf=layer.sf, weight_rom=wrom, param_rom=prom)
+                   nf=layer.nf, sf=layer.sf, weight_rom=wrom, param_rom=prom,
+                   datapath=datapath)
 
     def elaborate(self, platform):
         m = Module()
         w = self.widths
         pe, simd, nf, sf, ib = self.pe, self.simd, self.nf, self.sf, self.in_bits
+        wb = self.weight_bits
         steps = nf * sf
         slice_bits = simd * ib
 
-        m.submodules.weights = wrom = Rom(pe * simd, steps, **self.weight_rom)
+        m.submodules.weights = wrom = Rom(pe * simd * wb, steps, **self.weight_rom)
         m.submodules.params = prom = Rom(pe * w.param_bits, nf, **self.param_rom)
 
         # --- stall: only when a finished vector meets a full output register
@@ -113,14 +133,22 @@ class LayerEngine(wiring.Component):
         flags = Cat(busy, sfc == 0, sfc == sf - 1, last_step, nfc)
         flags1 = delayed(flags, 1, "f1")
 
-        # --- adder trees, one per PE
+        # --- adder trees, one per PE (and the shared Σ x one)
+        lane = {"negate": "negate", "shared": "mask"}[self.datapath] if wb == 1 else "multiply"
         trees = []
         for p in range(pe):
-            tree = AdderTree(simd, ib)
+            tree = AdderTree(simd, ib, lane, wb)
             m.submodules[f"tree{p}"] = tree
             m.d.comb += [tree.en.eq(en), tree.x.eq(x1),
-                         tree.w.eq(wrom.data[p * simd:(p + 1) * simd])]
+                         tree.w.eq(wrom.data[p * simd * wb:(p + 1) * simd * wb])]
             trees.append(tree)
+        if self.datapath == "shared":
+            m.submodules.tree_sum = total = AdderTree(simd, ib, "mask")
+            # every lane weighted +1: Σ x, the term common to all PEs
+            m.d.comb += [total.en.eq(en), total.x.eq(x1), total.w.eq((1 << simd) - 1)]
+            terms = [(tree.sum << 1) - total.sum for tree in trees]
+        else:
+            terms = [tree.sum for tree in trees]
         flags_t = delayed(flags1, tree_depth(simd), "ft")
         valid_t, first_t, lastsf_t, end_t = flags_t[0], flags_t[1], flags_t[2], flags_t[3]
         nf_t = flags_t[4:]
@@ -133,8 +161,8 @@ class LayerEngine(wiring.Component):
         with m.If(en):
             m.d.sync += [acc_valid.eq(valid_t & lastsf_t), acc_end.eq(valid_t & end_t)]
             with m.If(valid_t):
-                for acc, tree in zip(accs, trees):
-                    m.d.sync += acc.eq(tree.sum if sf == 1 else Mux(first_t, 0, acc) + tree.sum)
+                for acc, term in zip(accs, terms):
+                    m.d.sync += acc.eq(term if sf == 1 else Mux(first_t, 0, acc) + term)
 
         # --- requantize
         qs = []

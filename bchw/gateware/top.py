@@ -13,7 +13,7 @@ from amaranth.lib.wiring import In, Out
 from bchw.errors import atomic_dir
 from bchw.gateware.argmax import Argmax
 from bchw.gateware.assembler import InputAssembler
-from bchw.gateware.engine import LayerEngine
+from bchw.gateware.engine import DATAPATHS, LayerEngine
 from bchw.gateware.rom import ROM_VERILOG
 
 TOP_NAME = "bchw_top"
@@ -22,6 +22,9 @@ ROM_MODES = ("readmemh", "inline")
 
 class Accelerator(wiring.Component):
     """The whole network in hardware.
+
+    ``datapath`` (one of :data:`DATAPATHS`) is every engine's way of adding
+    ±1-weighted inputs; outputs and timing are the same with either.
 
     Members
     -------
@@ -40,10 +43,14 @@ class Accelerator(wiring.Component):
         Only with ``debug``: that vector (the per-layer tap the golden model is compared with).
     """
 
-    def __init__(self, bundle, rom_mode: str = "readmemh", debug: bool = False):
+    def __init__(self, bundle, rom_mode: str = "readmemh", debug: bool = False,
+                 datapath: str = "negate"):
         if rom_mode not in ROM_MODES:
             raise ValueError(f"rom_mode must be one of {ROM_MODES}")
+        if datapath not in DATAPATHS:
+            raise ValueError(f"datapath must be one of {DATAPATHS}, not {datapath!r}")
         self.bundle, self.rom_mode, self.debug = bundle, rom_mode, debug
+        self.datapath = datapath
         io = bundle.io
         members = {
             "s_axis_tdata": In(io["in_lanes"] * io["pixel_bits"]), "s_axis_tvalid": In(1),
@@ -57,6 +64,10 @@ class Accelerator(wiring.Component):
                                                           * layer.widths.out_bits)
         super().__init__(members)
 
+    def engine(self, layer) -> LayerEngine:
+        """The engine of a :class:`bchw.export.LayerBundle` (the int8 baseline makes its own)."""
+        return LayerEngine.from_layer(layer, self.rom_mode, self.datapath)
+
     def elaborate(self, platform):
         m = Module()
         io = self.bundle.io
@@ -66,7 +77,7 @@ class Accelerator(wiring.Component):
                      asm.tlast.eq(self.s_axis_tlast), self.s_axis_tready.eq(asm.tready)]
         upstream = asm.m
         for layer in self.bundle.layers:
-            engine = LayerEngine.from_layer(layer, self.rom_mode)
+            engine = self.engine(layer)
             m.submodules[f"engine{layer.index}"] = engine
             wiring.connect(m, upstream, engine.s)
             upstream = engine.m
@@ -81,14 +92,19 @@ class Accelerator(wiring.Component):
         return m
 
 
-def generate_verilog(bundle, debug: bool = False) -> str:
+def generate_verilog(bundle, debug: bool = False, datapath: str = "negate") -> str:
     """The Verilog of ``bundle``'s accelerator; it depends on the shape and folding only.
 
-    ``debug`` adds the per-layer output taps (``dbg_l{i}_*`` ports).
+    ``debug`` adds the per-layer output taps (``dbg_l{i}_*`` ports); ``datapath`` is one
+    of :data:`DATAPATHS`.
     """
+    return to_verilog(Accelerator(bundle, "readmemh", debug, datapath))
+
+
+def to_verilog(top: wiring.Component) -> str:
+    """``top`` as a Verilog module named :data:`TOP_NAME`, without source locations."""
     os.environ.setdefault("AMARANTH_USE_YOSYS", "builtin")
-    return verilog.convert(Accelerator(bundle, "readmemh", debug), name=TOP_NAME,
-                           emit_src=False)
+    return verilog.convert(top, name=TOP_NAME, emit_src=False)
 
 
 def rom_files(bundle) -> list[str]:
@@ -96,9 +112,10 @@ def rom_files(bundle) -> list[str]:
     return [name for layer in bundle.layers for name in (layer.weight_file, layer.param_file)]
 
 
-def write_verilog(bundle, out_dir: str | os.PathLike, debug: bool = False) -> Path:
+def write_verilog(bundle, out_dir: str | os.PathLike, debug: bool = False,
+                  datapath: str = "negate") -> Path:
     """Write ``bchw_top.v``, ``bchw_rom.v`` and the hex images into ``out_dir`` (atomically)."""
-    text = generate_verilog(bundle, debug)
+    text = generate_verilog(bundle, debug, datapath)
     with atomic_dir(out_dir) as tmp:
         (tmp / f"{TOP_NAME}.v").write_text(text)
         (tmp / "bchw_rom.v").write_text(ROM_VERILOG)
