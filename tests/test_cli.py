@@ -157,3 +157,19 @@ def test_demo_and_train_bad_input(capsys, tmp_path):
     assert_user_error(capsys, ["train", "--spec", "784-x-10", "--out", tmp_path / "r"], "spec")
     assert_user_error(capsys, ["train", "--dataset", "mnist", "--data-dir", tmp_path,
                                "--out", tmp_path / "r"], str(tmp_path))
+
+
+def test_export_searches_the_folding_for_a_target(capsys, tmp_path):
+    rc, out, _ = run(capsys, "export", MODEL, "-o", tmp_path / "b", "--target-fps", "500000",
+                     "--formats", "hex")
+    assert rc == 0 and "adder utilisation" in out
+    from bchw import perf
+    from bchw.export import load_bundle
+
+    bundle = load_bundle(tmp_path / "b")
+    assert 150e6 / perf.cycle_model(bundle).interval >= 500_000
+    assert_user_error(capsys, ["export", MODEL, "-o", tmp_path / "c", "--target-fps", "1e6",
+                               "--pe", "1,1,1,1"], "--target-fps")
+    assert_user_error(capsys, ["export", MODEL, "-o", tmp_path / "c", "--max-luts", "5"],
+                      "--max-luts")
+    assert not (tmp_path / "c").exists()

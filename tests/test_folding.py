@@ -1,0 +1,62 @@
+"""Folding search: balanced engines, targets met, budgets kept, bad requests refused."""
+
+import pytest
+
+from bchw import perf
+from bchw.errors import BchwError
+from bchw.folding import fold_for_budget, search_folding
+
+MLP256 = [784, 256, 256, 256, 10]
+MLP1024 = [784, 1024, 1024, 1024, 10]
+
+
+def _interval(sizes, folding):
+    return max([-(-sizes[0] // folding.in_lanes)] + [
+        -(-o // p) * -(-i // s)
+        for i, o, p, s in zip(sizes[:-1], sizes[1:], folding.pe, folding.simd)])
+
+
+@pytest.mark.parametrize("sizes", [MLP256, MLP1024], ids=["mlp256", "mlp1024"])
+@pytest.mark.parametrize("fps", [50_000, 200_000, 500_000, 1_000_000])
+def test_throughput_target_is_met_with_the_adders_busy(sizes, fps):
+    f = search_folding(sizes, 8, target_fps=fps, clock_mhz=150)
+    assert f.interval == _interval(sizes, f)          # the report is the cycle model's
+    assert f.inferences_per_s >= fps
+    assert f.macs == sum(a * b for a, b in zip(sizes[:-1], sizes[1:]))
+    assert f.lanes == sum(p * s for p, s in zip(f.pe, f.simd))
+    assert f.utilisation >= 0.90, f
+
+
+def test_lut_budget_is_kept_and_more_luts_buy_speed():
+    small = search_folding(MLP256, 8, max_luts=20_000)
+    large = search_folding(MLP256, 8, max_luts=60_000)
+    assert small.luts <= 20_000 and large.luts <= 60_000
+    assert large.interval < small.interval
+    both = search_folding(MLP256, 8, target_fps=100_000, max_luts=60_000)
+    assert both.inferences_per_s >= 100_000 and both.luts <= 60_000
+
+
+def test_the_estimate_is_the_resource_models():
+    f = fold_for_budget(MLP256, 8, 400, mul_bits=18, score_bits=16, clock_mhz=100)
+    assert f.interval <= 400
+    from bchw import golden
+
+    total = perf.fixed_resources(MLP256, 8, 16).luts
+    for k, (i, o) in enumerate(zip(MLP256[:-1], MLP256[1:])):
+        widths = golden.layer_widths(i, 8, mul_bits=18, last=k == 3, act_bits=8, score_bits=16)
+        total += perf.engine_resources(i, o, 8, f.pe[k], f.simd[k], widths).luts
+    assert f.luts == total
+
+
+@pytest.mark.parametrize("kwargs, field", [
+    ({}, "--target-fps"),
+    ({"target_fps": -1}, "--target-fps"),
+    ({"target_fps": 1e12}, "--target-fps"),
+    ({"max_luts": 0}, "--max-luts"),
+    ({"max_luts": 10}, "--max-luts"),
+    ({"target_fps": 1e6, "clock_mhz": 0}, "--clock-mhz"),
+])
+def test_impossible_requests_name_the_option(kwargs, field):
+    with pytest.raises(BchwError) as e:
+        search_folding(MLP256, 8, **kwargs)
+    assert e.value.field == field
