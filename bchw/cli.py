@@ -405,6 +405,71 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0 if _sim_ok(r) else 1
 
 
+def cmd_synth(args: argparse.Namespace) -> int:
+    import shutil
+
+    from bchw.errors import atomic_dir
+    from bchw.export import load_bundle
+    from bchw.synth import ToolError, check_target, relocate, synth_bundle
+
+    check_target(args.target)
+    bundle = load_bundle(args.bundle)
+    options = {"freq_mhz": args.freq, "seed": args.seed, "nodsp": args.nodsp}
+    failure = None
+    if args.keep:
+        keep = Path(args.keep)
+        with atomic_dir(keep) as tmp:
+            try:
+                result = relocate(synth_bundle(bundle, args.target, tmp, **options), keep)
+            except ToolError as e:   # keep the logs that say why
+                failure = e, keep / e.log.name
+    else:
+        tmp = Path(tempfile.mkdtemp(prefix="bchw-synth-"))
+        try:
+            result = relocate(synth_bundle(bundle, args.target, tmp, **options), None)
+        except ToolError as e:   # leave the directory for its logs
+            failure = e, e.log
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        else:
+            shutil.rmtree(tmp, ignore_errors=True)
+    if failure is not None:
+        e, log = failure
+        print(f"bchw: synth failed: {e.tool} {e.message} (log: {log})", file=sys.stderr)
+        return 1
+    r = result
+
+    def used(n: int, total: int | None, fraction: float | None) -> str:
+        return f"{n:,}" if total is None else f"{n:,} / {total:,} ({fraction:.1%})"
+
+    if r.place_and_route:
+        fmax = (f"{r.fmax_mhz:.1f} MHz ({'meets' if r.timing_met else 'misses'} the "
+                f"{r.freq_mhz:g} MHz constraint, seed {r.seed})")
+    else:
+        fmax = f"- (yosys only: {r.target} is not placed and routed)"
+    rows = [("target", f"{r.target} ({r.device or 'no device: yosys synth -lut 4'})"),
+            ("LUTs", used(r.luts, r.device_luts, r.lut_fraction)),
+            ("flip-flops", used(r.ffs, r.device_ffs, r.ff_fraction)),
+            ("block RAMs", used(r.brams, r.device_brams, r.bram_fraction)),
+            ("DSPs" + (" (--nodsp)" if r.nodsp else ""), used(r.dsps, r.device_dsps,
+                                                            r.dsp_fraction)),
+            ("Fmax", fmax),
+            ("interval / latency", f"{r.interval_cycles} / {r.latency_cycles} cycles"),
+            ("inferences/s at Fmax",
+             "-" if r.inferences_per_s is None else f"{r.inferences_per_s:,.0f}"),
+            ("counted", "the core alone, out of context (not its pin wrapper)"),
+            ("tools", ", ".join(f"{k} {v}" for k, v in r.tools.items())),
+            ("time", f"synthesis {r.synth_s:.1f} s" + (
+                "" if r.pnr_s is None else f", place and route {r.pnr_s:.1f} s"))]
+    if r.fits is False:
+        rows.append(("DOES NOT FIT", f"the core needs more than the {r.device} has"))
+    if r.work_dir:
+        rows.append(("logs", r.work_dir))
+    _emit(r.as_dict(), args.json, rows)
+    return 0
+
+
 # --------------------------------------------------------------------------- parser
 
 def build_parser() -> argparse.ArgumentParser:
@@ -485,6 +550,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--build-dir", help="where simulator builds are cached")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=cmd_demo)
+
+    from bchw.synth import DEFAULT_FREQ_MHZ, TARGETS
+
+    p = sub.add_parser("synth", help="LUTs, flip-flops, block RAMs, DSPs and Fmax of a bundle's "
+                                     "core (yosys, nextpnr)")
+    p.add_argument("bundle", help="bundle directory, or a model directory holding bundle/")
+    p.add_argument("--target", default="ecp5-85k",
+                   help=f"one of {', '.join(TARGETS)} (default: %(default)s)")
+    p.add_argument("--freq", type=float, default=DEFAULT_FREQ_MHZ,
+                   help="clock constraint for place and route, MHz (default: %(default)g)")
+    p.add_argument("--seed", type=int, default=1, help="place and route seed")
+    p.add_argument("--nodsp", action="store_true", help="keep multipliers out of DSP blocks")
+    p.add_argument("--keep", metavar="DIR", help="keep the netlist, reports and logs here")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.set_defaults(func=cmd_synth)
     return parser
 
 

