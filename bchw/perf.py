@@ -240,9 +240,11 @@ class Resources:
                          self.brams + other.brams, self.dsps + other.dsps)
 
 
-#: LUT4s per bit of each datapath part (fitted; see bench/hardware.py).
-LUT_COST = {"negate": 1.0, "tree": 1.0, "acc": 1.0, "xbuf": 1.0, "requant": 1.0,
-            "rom_bit": 1.0, "engine": 40.0}
+#: LUT4s per unit of each feature of :func:`engine_features` (fitted by
+#: ``bench/hardware.py --fit`` to synth_ecp5 runs of networks of several shapes
+#: and foldings).
+LUT_COST = {"negate": 1.0, "tree": 1.0, "acc": 1.0, "xbuf": 1.0, "shifter": 0.5,
+            "requant": 2.0, "rom_lut": 0.1, "engine": 40.0}
 #: DP16KD shapes (depth, width) usable as a ROM.
 BRAM_SHAPES = ((16384, 1), (8192, 2), (4096, 4), (2048, 9), (1024, 18), (512, 36))
 #: ROMs below this many bits become LUT logic in synth_ecp5 (memory_libmap's choice).
@@ -251,12 +253,11 @@ BRAM_MIN_BITS = 2048
 DSP_BITS = 18
 
 
-def rom_resources(width: int, depth: int) -> Resources:
-    """A synchronous ROM: block RAMs when large enough, else LUT logic plus its output register."""
-    bits = width * depth
-    if bits < BRAM_MIN_BITS:
-        return Resources(round(LUT_COST["rom_bit"] * width * max(1, depth // 16)), width, 0, 0)
-    return Resources(0, 0, min(-(-width // w) * -(-depth // d) for d, w in BRAM_SHAPES), 0)
+def rom_brams(width: int, depth: int) -> int:
+    """Block RAMs of a synchronous ROM (0: it becomes LUT logic)."""
+    if width * depth < BRAM_MIN_BITS:
+        return 0
+    return min(-(-width // w) * -(-depth // d) for d, w in BRAM_SHAPES)
 
 
 def tree_bits(simd: int, in_bits: int) -> tuple[int, int]:
@@ -270,28 +271,43 @@ def tree_bits(simd: int, in_bits: int) -> tuple[int, int]:
     return neg, adders
 
 
+def engine_features(n_in: int, n_out: int, in_bits: int, pe: int, simd: int,
+                    widths) -> dict[str, float]:
+    """The quantities an engine's LUT count is proportional to, part by part."""
+    nf, sf = -(-n_out // pe), -(-n_in // simd)
+    w = widths
+    neg, adders = tree_bits(simd, in_bits)
+    total_bits = max(w.mul_bits + w.acc_bits, w.bias_bits) + 1
+    rom_lut = sum(width * depth for width, depth in ((pe * simd, nf * sf),
+                                                     (pe * w.param_bits, nf))
+                  if rom_brams(width, depth) == 0)
+    return {"negate": pe * neg, "tree": pe * adders, "acc": pe * w.acc_bits * (sf > 1),
+            "xbuf": (sf > 1) * sf * simd * in_bits,
+            "shifter": pe * total_bits * max(1, w.shift_bits),
+            "requant": pe * (total_bits + w.out_bits), "rom_lut": rom_lut, "engine": 1}
+
+
 def engine_resources(n_in: int, n_out: int, in_bits: int, pe: int, simd: int,
                      widths) -> Resources:
-    """One layer engine (:class:`bchw.gateware.engine.LayerEngine`)."""
+    """One layer engine (:class:`bchw.gateware.engine.LayerEngine`, negate datapath)."""
     nf, sf = -(-n_out // pe), -(-n_in // simd)
     w = widths
     neg, adders = tree_bits(simd, in_bits)
     prod_bits = w.mul_bits + w.acc_bits
     total_bits = max(prod_bits, w.bias_bits) + 1
     flag_bits = 4 + clog2(nf)
+    roms = ((pe * simd, nf * sf), (pe * w.param_bits, nf))
     ffs = (sf * simd * in_bits + simd * in_bits                      # xbuf, x1
            + flag_bits * (1 + tree_depth(simd))                      # flags down the pipeline
            + pe * (neg + adders + w.acc_bits)                        # trees, accumulators
            + pe * (prod_bits + w.bias_bits + total_bits + 2 * w.shift_bits + w.out_bits)
            + (nf - 1) * pe * w.out_bits + n_out * w.out_bits         # collect, output
+           + sum(width for width, depth in roms if rom_brams(width, depth) == 0)
            + 2 * clog2(nf * sf) + clog2(sf) + clog2(nf) + 12)        # counters, valids
-    luts = (LUT_COST["negate"] * pe * neg + LUT_COST["tree"] * pe * adders
-            + LUT_COST["acc"] * pe * w.acc_bits + LUT_COST["xbuf"] * sf * simd * in_bits
-            + LUT_COST["requant"] * pe * total_bits * max(1, w.shift_bits)
-            + LUT_COST["engine"])
+    features = engine_features(n_in, n_out, in_bits, pe, simd, widths)
+    luts = sum(LUT_COST[k] * v for k, v in features.items())
     dsps = pe * -(-max(w.acc_bits, w.mul_bits) // DSP_BITS)
-    rom = rom_resources(pe * simd, nf * sf) + rom_resources(pe * w.param_bits, nf)
-    return Resources(round(luts), ffs, 0, dsps) + rom
+    return Resources(round(luts), ffs, sum(rom_brams(*r) for r in roms), dsps)
 
 
 def fixed_resources(sizes: list[int], act_bits: int, score_bits: int) -> Resources:

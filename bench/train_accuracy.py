@@ -225,6 +225,8 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=None, help="override the presets'")
     parser.add_argument("--mnist-dir", default=None, help="MNIST IDX files, for --datasets mnist")
     parser.add_argument("--jobs", type=int, default=2, help="runs in parallel")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch threads per run (default: cores / jobs)")
     parser.add_argument("--runs", type=Path, default=ROOT / "runs" / "train_accuracy")
     parser.add_argument("--results", type=Path, default=ROOT / "bench" / "results")
     args = parser.parse_args()
@@ -232,7 +234,7 @@ def main() -> None:
     bad = [d for d in datasets if d not in PRESET_OF]
     if bad or (("mnist" in datasets) and not args.mnist_dir):
         parser.error(f"unknown data sets {bad}" if bad else "mnist needs --mnist-dir")
-    threads = max(1, (os.cpu_count() or 1) // args.jobs)
+    threads = args.threads or max(1, (os.cpu_count() or 1) // args.jobs)
 
     jobs = []
     for dataset in datasets:

