@@ -188,3 +188,24 @@ def test_stochastic_run_reports_the_papers_real_weight_evaluation(tmp_path):
     assert curves["val_error_real"][best] == min(curves["val_error_real"])
     assert metrics["test_accuracy_real"] == pytest.approx(1 - curves["test_error_real"][best])
     assert metrics["test_accuracy"] > 0.5 and metrics["test_accuracy_real"] > 0.5
+
+
+def test_stochastic_runs_recalibrate_batch_norm_for_the_binary_weights(tmp_path):
+    from bchw.nn import model_from_checkpoint
+    from bchw.train import _accuracy, recalibrate_for_binary_weights
+
+    metrics = train(TrainConfig(**{**TINY, "binarize": "stoch"}, out=str(tmp_path)),
+                    progress=lambda _: None)
+    assert metrics["bn_recalibrated"]
+    # The checkpoint holds the recalibrated statistics: it scores what the metrics say.
+    from bchw.data import load_dataset
+
+    data = load_dataset("digits")
+    model = model_from_checkpoint(tmp_path / "checkpoint.pt")
+    assert _accuracy(model, data.test.images, data.test.labels, "cpu") == pytest.approx(
+        metrics["test_accuracy"])
+    # Recalibrating again changes nothing: the statistics are those of the binary weights.
+    again = recalibrate_for_binary_weights(model, data)
+    assert again["test_accuracy"] == pytest.approx(metrics["test_accuracy"], abs=1e-9)
+    assert again["test_accuracy_before_recalibration"] == pytest.approx(
+        metrics["test_accuracy"], abs=0.01)
