@@ -247,17 +247,18 @@ LUT_COST = {"negate": 1.0, "tree": 1.0, "acc": 1.0, "xbuf": 1.0, "shifter": 0.5,
             "requant": 2.0, "rom_lut": 0.1, "engine": 40.0}
 #: DP16KD shapes (depth, width) usable as a ROM.
 BRAM_SHAPES = ((16384, 1), (8192, 2), (4096, 4), (2048, 9), (1024, 18), (512, 36))
-#: ROMs below this many bits become LUT logic in synth_ecp5 (memory_libmap's choice).
-BRAM_MIN_BITS = 2048
+#: synth_ecp5 maps a ROM to block RAM only when that beats logic: observed to
+#: hold exactly when blocks · ROM_BITS_PER_BRAM < bits (ROMs 64 deep or less
+#: almost always become logic).
+ROM_BITS_PER_BRAM = 2048
 #: Signed operand width of one MULT18X18D.
 DSP_BITS = 18
 
 
 def rom_brams(width: int, depth: int) -> int:
     """Block RAMs of a synchronous ROM (0: it becomes LUT logic)."""
-    if width * depth < BRAM_MIN_BITS:
-        return 0
-    return min(-(-width // w) * -(-depth // d) for d, w in BRAM_SHAPES)
+    blocks = min(-(-width // w) * -(-depth // d) for d, w in BRAM_SHAPES)
+    return blocks if blocks * ROM_BITS_PER_BRAM < width * depth else 0
 
 
 def tree_bits(simd: int, in_bits: int) -> tuple[int, int]:
@@ -306,7 +307,10 @@ def engine_resources(n_in: int, n_out: int, in_bits: int, pe: int, simd: int,
            + 2 * clog2(nf * sf) + clog2(sf) + clog2(nf) + 12)        # counters, valids
     features = engine_features(n_in, n_out, in_bits, pe, simd, widths)
     luts = sum(LUT_COST[k] * v for k, v in features.items())
-    dsps = pe * -(-max(w.acc_bits, w.mul_bits) // DSP_BITS)
+    # The requantizer's M·acc: yosys splits the wider operand into 18-bit slices and
+    # leaves a 1-bit remainder slice to logic.
+    wide = max(w.acc_bits, w.mul_bits)
+    dsps = pe * (wide // DSP_BITS + (wide % DSP_BITS >= 2))
     return Resources(round(luts), ffs, sum(rom_brams(*r) for r in roms), dsps)
 
 
