@@ -56,8 +56,14 @@ def layer_shapes(sizes: list[int], act_bits: int) -> list[tuple[int, int, int, b
 
 
 def best_layer_folding(n_in: int, n_out: int, in_bits: int, widths: golden.LayerWidths,
-                       budget: int) -> tuple[int, int, int]:
-    """(pe, simd, luts) of the cheapest folding of one layer within ``budget`` cycles."""
+                       budget: int, busy: float = 0.0) -> tuple[int, int, int]:
+    """(pe, simd, luts) of the cheapest folding of one layer within ``budget`` cycles.
+
+    Foldings that keep their lanes busy for at least ``busy`` of the budget
+    (``NF·SF >= busy · budget``) come first: a faster layer would only wait for
+    the slowest one, its extra lanes idle. Others are taken only when the
+    layer's sizes allow none of those.
+    """
     best = None
     for pe in range(1, n_out + 1):
         nf = -(-n_out // pe)
@@ -66,15 +72,22 @@ def best_layer_folding(n_in: int, n_out: int, in_bits: int, widths: golden.Layer
         sf_max = budget // nf
         if sf_max < 1:
             continue
-        simd = -(-n_in // min(sf_max, n_in))
-        simd = -(-n_in // -(-n_in // simd))  # the least SIMD with the same SF
-        luts = perf.engine_resources(n_in, n_out, in_bits, pe, simd, widths).luts
-        if best is None or (luts, pe * simd) < (best[2], best[0] * best[1]):
-            best = (pe, simd, luts)
+        for sf in sorted({min(sf_max, n_in), *range(max(1, sf_max - 8), sf_max + 1)}):
+            simd = -(-n_in // sf)
+            sf = -(-n_in // simd)       # the least SIMD for this SF, and its real SF
+            simd = -(-n_in // sf)
+            luts = perf.engine_resources(n_in, n_out, in_bits, pe, simd, widths).luts
+            key = (nf * sf < busy * budget, luts, pe * simd)
+            if best is None or key < best[0]:
+                best = (key, pe, simd, luts)
     if best is None:
         raise BchwError(f"a {n_in}×{n_out} layer cannot finish within {budget} cycles",
                         field="folding")
-    return best
+    return best[1:]
+
+
+#: Lanes of a balanced folding are kept busy at least this fraction of the interval.
+BUSY = 0.95
 
 
 def fold_for_budget(sizes: list[int], act_bits: int, budget: int, *, mul_bits: int,
@@ -85,20 +98,22 @@ def fold_for_budget(sizes: list[int], act_bits: int, budget: int, *, mul_bits: i
     closer to it); the others are then folded again to that interval, which can
     only make them cheaper, until nothing changes.
     """
-    folding = _fold(sizes, act_bits, budget, mul_bits, score_bits, clock_mhz)
+    folding = _fold(sizes, act_bits, budget, mul_bits, score_bits, clock_mhz, 0.0)
     while folding.interval < budget:
         budget = folding.interval
-        folding = _fold(sizes, act_bits, budget, mul_bits, score_bits, clock_mhz)
-    return folding
+        folding = _fold(sizes, act_bits, budget, mul_bits, score_bits, clock_mhz, 0.0)
+    # Now balance: every layer as close below the interval as its sizes allow.
+    balanced = _fold(sizes, act_bits, budget, mul_bits, score_bits, clock_mhz, BUSY)
+    return balanced if balanced.interval <= budget else folding
 
 
 def _fold(sizes: list[int], act_bits: int, budget: int, mul_bits: int, score_bits: int,
-          clock_mhz: float) -> Folding:
+          clock_mhz: float, busy: float) -> Folding:
     pe, simd, luts = [], [], 0
     for n_in, n_out, in_bits, last in layer_shapes(sizes, act_bits):
         widths = golden.layer_widths(n_in, in_bits, mul_bits=mul_bits, last=last,
                                      act_bits=act_bits, score_bits=score_bits)
-        p, s, cost = best_layer_folding(n_in, n_out, in_bits, widths, budget)
+        p, s, cost = best_layer_folding(n_in, n_out, in_bits, widths, budget, busy)
         pe.append(p)
         simd.append(s)
         luts += cost
