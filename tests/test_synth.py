@@ -143,3 +143,19 @@ def test_tool_failure_exits_1_naming_the_log(capsys, tiny, monkeypatch):
     log = Path(err.rsplit("(log: ", 1)[1].rstrip(")\n"))
     assert log.is_file() and "no_such_command" in log.read_text()
     shutil.rmtree(log.parent)
+
+
+def test_resource_model_is_within_15_percent_of_synthesis(tmp_path):
+    """bchw.perf.resource_model against synth_ecp5 on a small design with BRAM, DSPs and both
+    kinds of ROM (bench/hardware.py measures the large designs)."""
+    from bchw.perf import resource_model
+
+    state = randnet.random_state([64, 64, 32, 10], seed=5)
+    bundle = export_state(state, tmp_path / "bundle", HardwareConfig(pe=[4, 4, 10],
+                                                                     simd=[4, 8, 16]))
+    r = synth.synth_bundle(bundle, "ecp5-85k", tmp_path / "synth", place_and_route=False)
+    model = resource_model(bundle)
+    assert model.brams == r.brams and model.dsps == r.dsps
+    for key in ("luts", "ffs"):
+        measured, predicted = getattr(r, key), getattr(model, key)
+        assert abs(predicted / measured - 1) <= 0.15, (key, predicted, measured)
