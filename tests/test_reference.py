@@ -94,7 +94,9 @@ def test_model_card_figures_are_what_the_bundle_gives(name):
     bundle = load_bundle(model / "bundle")
     cm = perf.cycle_model(bundle)
     assert (cm.interval, cm.latency) == (figures["interval_cycles"], figures["latency_cycles"])
-    assert abs(figures["golden_accuracy"] - figures["float_accuracy"]) <= 0.003
+    # 0.3 points, or one image of a small test set (digits: 300 images, 0.33 points each).
+    tolerance = max(0.003, 1 / figures["test_images"])
+    assert abs(figures["golden_accuracy"] - figures["float_accuracy"]) <= tolerance + 1e-12
     if figures["dataset"] == "fashion-mnist" and not Path(FASHION_MNIST_DIR).is_dir():
         pytest.skip("Fashion-MNIST is not installed (apt-get install dataset-fashion-mnist)")
     test = load_dataset(figures["dataset"]).test
