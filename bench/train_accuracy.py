@@ -253,8 +253,10 @@ def main() -> None:
                 config = run_config(dataset, variant, seed, args.runs, args.epochs,
                                     args.mnist_dir if dataset == "mnist" else None)
                 jobs.append((dataset, variant, config))
-    # Longest first (stochastic, 1024-wide) so the parallel runs finish together.
-    jobs.sort(key=lambda j: -(len(j[2].spec) * (2 if j[2].binarize == "stoch" else 1)))
+    # The 1024-wide sets first, and in each what the hardware runs (A-bit activations)
+    # before the baselines: stochastic, deterministic, then float activations, then float.
+    order = ["stoch", "det", "stoch-float-act", "det-float-act", "float"]
+    jobs.sort(key=lambda j: (-len(j[2].spec), order.index(j[1])))
     started = time.time()
     with ThreadPoolExecutor(args.jobs) as pool:
         futures = [(d, v, c, pool.submit(run, c, PRESET_OF[d], threads)) for d, v, c in jobs]
