@@ -11,7 +11,7 @@ import pytest
 from amaranth.hdl import Cat
 
 from bchw import golden, randnet
-from bchw.export import Bundle, HardwareConfig, LayerBundle, export_state
+from bchw.export import LayerBundle
 from bchw.gateware.adder_tree import AdderTree
 from bchw.gateware.engine import LayerEngine
 from bchw.gateware.simtools import (
@@ -28,24 +28,14 @@ from bchw.gateware.simtools import (
 from bchw.gateware.top import DATAPATHS, Accelerator, generate_verilog
 from bchw.perf import cycle_model, engine_pipeline, tree_depth
 
-# sizes, act_bits, PE, SIMD: sizes PE and SIMD mostly don't divide, SIMD 1, PE 1, the one-step
-# engine (PE = out, SIMD = in), and 1-bit activations (1-bit mask lanes)
-NETS = {
-    "A": ([23, 11, 7, 3], 5, [4, 3, 2], [5, 4, 3]),
-    "B": ([10, 6, 5], 8, [6, 1], [10, 4]),
-    "C": ([9, 13, 2], 1, [5, 2], [1, 13]),
-}
-LAYERS = [(net, i) for net, spec in NETS.items() for i in range(len(spec[0]) - 1)]
+from tests.gateware.nets import ENGINE_LAYERS as LAYERS
+from tests.gateware.nets import ENGINE_NETS as NETS
+from tests.gateware.nets import engine_bundles
 
 
 @pytest.fixture(scope="module")
-def bundles(tmp_path_factory) -> dict[str, Bundle]:
-    out = {}
-    for seed, (name, (sizes, act_bits, pe, simd)) in enumerate(NETS.items()):
-        state = randnet.random_state(sizes, act_bits=act_bits, seed=seed + 20)
-        out[name] = export_state(state, tmp_path_factory.mktemp(name) / "bundle",
-                                 HardwareConfig(pe=pe, simd=simd, in_lanes=3), formats=("hex",))
-    return out
+def bundles(tmp_path_factory):
+    return engine_bundles(tmp_path_factory, seed=20, in_lanes=3)
 
 
 @pytest.mark.parametrize("simd, in_bits", [(1, 1), (1, 8), (3, 1), (5, 8), (16, 4)])

@@ -7,8 +7,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from bchw import golden, randnet
-from bchw.export import HardwareConfig, LayerBundle, export_state
+from bchw import golden
+from bchw.export import LayerBundle
 from bchw.gateware.engine import LayerEngine
 from bchw.gateware.simtools import (
     always,
@@ -20,24 +20,13 @@ from bchw.gateware.simtools import (
 )
 from bchw.perf import engine_pipeline
 
-# sizes, act_bits, PE, SIMD: odd sizes PE and SIMD mostly don't divide; B and C add the
-# one-step engine (PE = out, SIMD = in), SIMD 1 and PE 1.
-NETS = {
-    "A": ([23, 11, 7, 3], 5, [4, 3, 2], [5, 4, 3]),
-    "B": ([10, 6, 5], 8, [6, 1], [10, 4]),
-    "C": ([9, 13, 2], 1, [5, 2], [1, 13]),
-}
-LAYERS = [(net, i) for net, spec in NETS.items() for i in range(len(spec[0]) - 1)]
+from tests.gateware.nets import ENGINE_LAYERS as LAYERS
+from tests.gateware.nets import engine_bundles
 
 
 @pytest.fixture(scope="module")
 def bundles(tmp_path_factory):
-    out = {}
-    for seed, (name, (sizes, act_bits, pe, simd)) in enumerate(NETS.items()):
-        state = randnet.random_state(sizes, act_bits=act_bits, seed=seed + 10)
-        out[name] = export_state(state, tmp_path_factory.mktemp(name) / "bundle",
-                                 HardwareConfig(pe=pe, simd=simd), formats=("hex",))
-    return out
+    return engine_bundles(tmp_path_factory, seed=10)
 
 
 def layer_inputs(layer: LayerBundle, n: int, seed: int) -> np.ndarray:
