@@ -89,7 +89,8 @@ def synth_one(job: dict) -> dict:
             "features": features, "seconds": time.time() - started}
 
 
-def run_jobs(jobs: list[dict], workers: int) -> list[dict]:
+def run_jobs(jobs: list[dict], workers: int, each=None) -> list[dict]:
+    """Synthesise ``jobs`` in ``workers`` processes; ``each(result)`` after every one."""
     results = []
     with ProcessPoolExecutor(workers) as pool:
         for r in pool.map(synth_one, jobs):
@@ -100,6 +101,8 @@ def run_jobs(jobs: list[dict], workers: int) -> list[dict]:
                   f"{r['model']['brams']}), {r['dsps']} DSPs{fmax}  [{r['seconds']:.0f} s]",
                   flush=True)
             results.append(r)
+            if each is not None:
+                each(r)
     return results
 
 
@@ -214,25 +217,34 @@ def main() -> None:
                          "variant": variant, "pnr": args.pnr, "target_fps": fps,
                          "utilisation": f.utilisation, "lanes": f.lanes})
     started = time.time()
-    results = run_jobs(jobs, args.jobs)
-    for r in results:
-        r["throughput"] = r["inferences_per_s"] or args.clock_mhz * 1e6 / r["interval"]
+    command = "python bench/hardware.py " + shlex.join(sys.argv[1:])
+    results: list[dict] = []
+
+    def write(r: dict | None) -> None:  # after every design: a long sweep can be cut short
+        if r is not None:
+            r["throughput"] = r["inferences_per_s"] or args.clock_mhz * 1e6 / r["interval"]
+            results.append(r)
+        write_results(results, args, command, time.time() - started)
+
+    run_jobs(jobs, args.jobs, write)
+    print((args.out / "hardware.md").read_text())
+
+
+def write_results(results: list[dict], args: argparse.Namespace, command: str,
+                  seconds: float) -> None:
     lines = ["| target/s | variant | PE | SIMD | interval | adder util. | LUTs (model) | "
              "FFs (model) | BRAMs (model) | DSPs | Fmax MHz | inferences/s |",
              "|" + "---|" * 12]
-    for r in results:
-        lines.append(table_row(r, args.clock_mhz))
-    command = "python bench/hardware.py " + shlex.join(sys.argv[1:])
+    lines += [table_row(r, args.clock_mhz) for r in results]
     text = (f"# Hardware sweep: {args.model.name} on ECP5-85F (LFE5U-85F, CABGA381, speed 8)\n\n"
-            + "\n".join(lines) + f"\n\nCommand: `{command}` ({time.time() - started:.0f} s). "
+            + "\n".join(lines) + f"\n\nCommand: `{command}` ({seconds:.0f} s). "
             "LUTs count a CCU2C carry cell as 2 LUT4s; the core alone, out of context. "
             "Inferences/s at Fmax where placed and routed, else at the nominal clock.\n")
     (args.out / "hardware.md").write_text(text)
     (args.out / "hardware.json").write_text(json.dumps(
         {"command": command, "results": results}, indent=2) + "\n")
-    pareto_plot(results, args.out / "hardware_pareto.png")
-    print(text)
-
+    if results:
+        pareto_plot(results, args.out / "hardware_pareto.png")
 
 if __name__ == "__main__":
     main()
