@@ -1,4 +1,4 @@
-"""The ``bchw`` command line: train, export, verilog, eval, sim, demo.
+"""The ``bchw`` command line: train, export, verilog, eval, sim, sample, demo, synth.
 
 Errors a user can cause print one line, ``bchw: error: FILE: field 'F': what``,
 and exit with status 2, without a traceback.
