@@ -35,8 +35,9 @@ if TYPE_CHECKING:
 
 #: Pipeline registers of the requantizer: product, sum, shift-and-clamp.
 REQUANT_STAGES = 3
-#: Register stages of the argmax unit.
-ARGMAX_STAGES = 1
+def argmax_stages(num_classes: int) -> int:
+    """Register stages of the argmax unit: one per level of its comparison tree (at least 1)."""
+    return max(1, clog2(num_classes))
 
 
 def clog2(n: int) -> int:
@@ -70,12 +71,13 @@ class CycleModel:
 
     in_beats: int
     engines: list[EngineTiming]
+    argmax: int = 1   # argmax register stages
 
     @property
     def latency(self) -> int:
         """Cycles from an image's first input beat accepted to its output accepted, pipeline empty,
         output always ready."""
-        return self.in_beats + sum(e.latency for e in self.engines) + ARGMAX_STAGES
+        return self.in_beats + sum(e.latency for e in self.engines) + self.argmax
 
     @property
     def interval(self) -> int:
@@ -116,7 +118,8 @@ def cycle_model(bundle: Bundle) -> CycleModel:
         steps = layer.nf * layer.sf
         pipe = engine_pipeline(layer.simd)
         engines.append(EngineTiming(steps=steps, pipeline=pipe, latency=steps + pipe))
-    return CycleModel(in_beats=bundle.io["in_beats"], engines=engines)
+    return CycleModel(in_beats=bundle.io["in_beats"], engines=engines,
+                      argmax=argmax_stages(bundle.io["num_classes"]))
 
 
 class _Engine:
@@ -137,7 +140,7 @@ def _simulate(model: CycleModel, n: int, in_valid: Callable[[int], bool],
     beats = model.in_beats
     engines = [_Engine(t) for t in model.engines]
     asm_count, asm_valid, asm_img = 0, False, None
-    arg_valid = False
+    arg_pipe: list[bool] = [False] * model.argmax   # argmax stages holding an image
     next_beat = 0                      # index of the next beat to send, over all images
     first_in: list[int] = []
     out_at: list[int] = []
@@ -151,7 +154,8 @@ def _simulate(model: CycleModel, n: int, in_valid: Callable[[int], bool],
             raise RuntimeError("cycle model did not finish: deadlock")
         # combinational: ready signals from the sink backwards
         m_ready = out_ready(cycle) if out_draw is None else drawn_ready
-        arg_ready = (not arg_valid) or m_ready
+        arg_valid = arg_pipe[-1]
+        arg_ready = (not arg_valid) or m_ready   # also the enable of its whole pipeline
         down_ready = arg_ready
         en = [False] * len(engines)
         s_ready = [False] * len(engines)
@@ -175,10 +179,8 @@ def _simulate(model: CycleModel, n: int, in_valid: Callable[[int], bool],
                 for k in range(len(engines))]
         beat = src_valid and asm_ready
         # register updates
-        if arg_take:
-            arg_valid = True
-        elif arg_valid and m_ready:
-            arg_valid = False
+        if arg_ready:
+            arg_pipe = [arg_take] + arg_pipe[:-1]
         for k, e in enumerate(engines):
             released = (arg_take if k == len(engines) - 1 else take[k + 1])
             incoming = (engines[k - 1].out_img if k else asm_img)

@@ -3,6 +3,8 @@
 (* top =  1  *)
 (* generator = "Amaranth" *)
 module bchw_top(s_axis_tvalid, s_axis_tlast, m_axis_tready, clk, rst, s_axis_tready, m_axis_tdata, m_axis_tvalid, m_axis_tlast, s_axis_tdata);
+  wire [3:0] \$1 ;
+  wire [159:0] \$2 ;
   input clk;
   wire clk;
   wire [6271:0] m__payload;
@@ -62,13 +64,14 @@ module bchw_top(s_axis_tvalid, s_axis_tlast, m_axis_tready, clk, rst, s_axis_tre
   wire tvalid;
   \bchw_top.argmax  argmax (
     .clk(clk),
-    .m__payload(m_axis_tdata),
+    .en(\m__ready$40 ),
+    .idx_3_0(\$1 ),
     .m__ready(m_axis_tready),
-    .m__valid(m_axis_tvalid),
     .rst(rst),
     .s__payload(\s__payload$38 ),
-    .s__ready(\m__ready$40 ),
-    .s__valid(\s__valid$42 )
+    .s__valid(\s__valid$42 ),
+    .scores_3(\$2 ),
+    .valid_3(m_axis_tvalid)
   );
   \bchw_top.assembler  assembler (
     .clk(clk),
@@ -139,136 +142,459 @@ module bchw_top(s_axis_tvalid, s_axis_tlast, m_axis_tready, clk, rst, s_axis_tre
   assign \m__payload$39  = \s__payload$38 ;
   assign \s__ready$41  = \m__ready$40 ;
   assign \m__valid$43  = \s__valid$42 ;
-  assign \m__payload$44  = m_axis_tdata;
+  assign \m__payload$44  = { \$2 , \$1  };
   assign \m__valid$45  = m_axis_tvalid;
   assign \m__ready$46  = m_axis_tready;
+  assign m_axis_tdata = { \$2 , \$1  };
   assign m_axis_tlast = 1'h1;
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.argmax (clk, rst, s__ready, s__valid, s__payload, m__valid, m__payload, m__ready);
+module \bchw_top.argmax (clk, rst, en, s__valid, s__payload, idx_3_0, scores_3, valid_3, m__ready);
   reg \$auto$verilog_backend.cc:2355:dump_module$1  = 0;
   wire \$1 ;
-  wire \$10 ;
+  wire [3:0] \$10 ;
   wire \$11 ;
-  wire \$12 ;
+  wire [15:0] \$12 ;
   wire \$13 ;
-  wire \$14 ;
+  wire [3:0] \$14 ;
   wire \$15 ;
-  wire \$16 ;
+  wire [15:0] \$16 ;
   wire \$17 ;
-  wire \$18 ;
+  wire [3:0] \$18 ;
   wire \$19 ;
-  wire \$2 ;
-  wire \$20 ;
-  reg \$21 ;
-  reg [163:0] \$22 ;
+  wire [3:0] \$2 ;
+  wire [15:0] \$20 ;
+  wire \$21 ;
+  wire \$22 ;
+  wire [3:0] \$23 ;
+  wire \$24 ;
+  wire [15:0] \$25 ;
+  wire \$26 ;
+  wire [3:0] \$27 ;
+  wire \$28 ;
+  wire [15:0] \$29 ;
   wire \$3 ;
-  wire \$4 ;
+  wire \$30 ;
+  wire [3:0] \$31 ;
+  wire \$32 ;
+  wire [15:0] \$33 ;
+  wire \$34 ;
+  wire [3:0] \$35 ;
+  wire \$36 ;
+  wire [15:0] \$37 ;
+  wire \$38 ;
+  wire \$39 ;
+  wire [15:0] \$4 ;
+  reg [3:0] \$40 ;
+  reg [15:0] \$41 ;
+  reg [3:0] \$42 ;
+  reg [15:0] \$43 ;
+  reg [3:0] \$44 ;
+  reg [15:0] \$45 ;
+  reg [3:0] \$46 ;
+  reg [15:0] \$47 ;
+  reg [3:0] \$48 ;
+  reg [15:0] \$49 ;
   wire \$5 ;
-  wire \$6 ;
+  reg [159:0] \$50 ;
+  reg \$51 ;
+  reg [3:0] \$52 ;
+  reg [15:0] \$53 ;
+  reg [3:0] \$54 ;
+  reg [15:0] \$55 ;
+  reg [3:0] \$56 ;
+  reg [15:0] \$57 ;
+  reg [159:0] \$58 ;
+  reg \$59 ;
+  wire [3:0] \$6 ;
+  reg [3:0] \$60 ;
+  reg [15:0] \$61 ;
+  reg [3:0] \$62 ;
+  reg [15:0] \$63 ;
+  reg [159:0] \$64 ;
+  reg \$65 ;
+  reg [3:0] \$66 ;
+  reg [15:0] \$67 ;
+  reg [159:0] \$68 ;
+  reg \$69 ;
   wire \$7 ;
-  wire \$8 ;
+  wire [15:0] \$8 ;
   wire \$9 ;
   input clk;
   wire clk;
-  wire [3:0] idx_10_0;
-  wire [3:0] idx_10_1;
-  wire [3:0] idx_10_2;
-  wire [3:0] idx_10_3;
-  wire [3:0] idx_10_4;
-  wire [3:0] idx_2_0;
-  wire [3:0] idx_3_0;
-  wire [3:0] idx_5_0;
-  wire [3:0] idx_5_1;
-  output [163:0] m__payload;
-  reg [163:0] m__payload = 164'h00000000000000000000000000000000000000000;
+  output en;
+  wire en;
+  reg [3:0] idx_0_0 = 4'h0;
+  reg [3:0] idx_0_1 = 4'h0;
+  reg [3:0] idx_0_2 = 4'h0;
+  reg [3:0] idx_0_3 = 4'h0;
+  reg [3:0] idx_0_4 = 4'h0;
+  reg [3:0] idx_1_0 = 4'h0;
+  reg [3:0] idx_1_1 = 4'h0;
+  reg [3:0] idx_1_2 = 4'h0;
+  reg [3:0] idx_2_0 = 4'h0;
+  reg [3:0] idx_2_1 = 4'h0;
+  output [3:0] idx_3_0;
+  reg [3:0] idx_3_0 = 4'h0;
+  wire [163:0] m__payload;
   input m__ready;
   wire m__ready;
-  output m__valid;
-  reg m__valid = 1'h0;
-  wire [15:0] max_10_0;
-  wire [15:0] max_10_1;
-  wire [15:0] max_10_2;
-  wire [15:0] max_10_3;
-  wire [15:0] max_10_4;
-  wire [15:0] max_2_0;
-  wire [15:0] max_3_0;
-  wire [15:0] max_5_0;
-  wire [15:0] max_5_1;
+  (* init = 1'h0 *)
+  wire m__valid;
+  reg [15:0] max_0_0 = 16'h0000;
+  reg [15:0] max_0_1 = 16'h0000;
+  reg [15:0] max_0_2 = 16'h0000;
+  reg [15:0] max_0_3 = 16'h0000;
+  reg [15:0] max_0_4 = 16'h0000;
+  reg [15:0] max_1_0 = 16'h0000;
+  reg [15:0] max_1_1 = 16'h0000;
+  reg [15:0] max_1_2 = 16'h0000;
+  reg [15:0] max_2_0 = 16'h0000;
+  reg [15:0] max_2_1 = 16'h0000;
+  reg [15:0] max_3_0 = 16'h0000;
   input rst;
   wire rst;
   input [159:0] s__payload;
   wire [159:0] s__payload;
-  output s__ready;
   wire s__ready;
   input s__valid;
   wire s__valid;
+  reg [159:0] scores_0 = 160'h0000000000000000000000000000000000000000;
+  reg [159:0] scores_1 = 160'h0000000000000000000000000000000000000000;
+  reg [159:0] scores_2 = 160'h0000000000000000000000000000000000000000;
+  output [159:0] scores_3;
+  reg [159:0] scores_3 = 160'h0000000000000000000000000000000000000000;
+  reg valid_0 = 1'h0;
+  reg valid_1 = 1'h0;
+  reg valid_2 = 1'h0;
+  output valid_3;
+  reg valid_3 = 1'h0;
+  assign \$31  = \$30  ? idx_1_1 : idx_1_0;
+  assign \$32  = $signed(max_1_1) > $signed(max_1_0);
+  assign \$33  = \$32  ? max_1_1 : max_1_0;
+  assign \$34  = $signed(max_2_1) > $signed(max_2_0);
+  assign \$35  = \$34  ? idx_2_1 : idx_2_0;
+  assign \$36  = $signed(max_2_1) > $signed(max_2_0);
+  assign \$37  = \$36  ? max_2_1 : max_2_0;
+  assign \$38  = ~ m__ready;
+  assign \$39  = valid_3 & \$38 ;
+  assign en = ~ \$39 ;
+  always @(posedge clk)
+    idx_0_0 <= \$40 ;
+  always @(posedge clk)
+    max_0_0 <= \$41 ;
+  always @(posedge clk)
+    idx_0_1 <= \$42 ;
+  always @(posedge clk)
+    max_0_1 <= \$43 ;
+  always @(posedge clk)
+    idx_0_2 <= \$44 ;
+  always @(posedge clk)
+    max_0_2 <= \$45 ;
+  always @(posedge clk)
+    idx_0_3 <= \$46 ;
+  always @(posedge clk)
+    max_0_3 <= \$47 ;
+  always @(posedge clk)
+    idx_0_4 <= \$48 ;
+  always @(posedge clk)
+    max_0_4 <= \$49 ;
+  always @(posedge clk)
+    scores_0 <= \$50 ;
+  always @(posedge clk)
+    valid_0 <= \$51 ;
+  always @(posedge clk)
+    idx_1_0 <= \$52 ;
+  always @(posedge clk)
+    max_1_0 <= \$53 ;
+  always @(posedge clk)
+    idx_1_1 <= \$54 ;
+  always @(posedge clk)
+    max_1_1 <= \$55 ;
+  always @(posedge clk)
+    idx_1_2 <= \$56 ;
+  always @(posedge clk)
+    max_1_2 <= \$57 ;
+  always @(posedge clk)
+    scores_1 <= \$58 ;
+  always @(posedge clk)
+    valid_1 <= \$59 ;
+  always @(posedge clk)
+    idx_2_0 <= \$60 ;
+  always @(posedge clk)
+    max_2_0 <= \$61 ;
+  always @(posedge clk)
+    idx_2_1 <= \$62 ;
+  always @(posedge clk)
+    max_2_1 <= \$63 ;
+  always @(posedge clk)
+    scores_2 <= \$64 ;
+  always @(posedge clk)
+    valid_2 <= \$65 ;
+  always @(posedge clk)
+    idx_3_0 <= \$66 ;
+  always @(posedge clk)
+    max_3_0 <= \$67 ;
+  always @(posedge clk)
+    scores_3 <= \$68 ;
+  always @(posedge clk)
+    valid_3 <= \$69 ;
   assign \$1  = $signed(s__payload[31:16]) > $signed(s__payload[15:0]);
-  assign idx_10_0 = \$1  ? 4'h1 : 4'h0;
-  assign \$2  = $signed(s__payload[31:16]) > $signed(s__payload[15:0]);
-  assign max_10_0 = \$2  ? s__payload[31:16] : s__payload[15:0];
-  assign \$3  = $signed(s__payload[63:48]) > $signed(s__payload[47:32]);
-  assign idx_10_1 = \$3  ? 4'h3 : 4'h2;
-  assign \$4  = $signed(s__payload[63:48]) > $signed(s__payload[47:32]);
-  assign max_10_1 = \$4  ? s__payload[63:48] : s__payload[47:32];
-  assign \$5  = $signed(s__payload[95:80]) > $signed(s__payload[79:64]);
-  assign idx_10_2 = \$5  ? 4'h5 : 4'h4;
-  assign \$6  = $signed(s__payload[95:80]) > $signed(s__payload[79:64]);
-  assign max_10_2 = \$6  ? s__payload[95:80] : s__payload[79:64];
-  assign \$7  = $signed(s__payload[127:112]) > $signed(s__payload[111:96]);
-  assign idx_10_3 = \$7  ? 4'h7 : 4'h6;
-  assign \$8  = $signed(s__payload[127:112]) > $signed(s__payload[111:96]);
-  assign max_10_3 = \$8  ? s__payload[127:112] : s__payload[111:96];
-  assign \$9  = $signed(s__payload[159:144]) > $signed(s__payload[143:128]);
-  assign idx_10_4 = \$9  ? 4'h9 : 4'h8;
-  assign \$10  = $signed(s__payload[159:144]) > $signed(s__payload[143:128]);
-  assign max_10_4 = \$10  ? s__payload[159:144] : s__payload[143:128];
-  assign \$11  = $signed(max_10_1) > $signed(max_10_0);
-  assign idx_5_0 = \$11  ? idx_10_1 : idx_10_0;
-  assign \$12  = $signed(max_10_1) > $signed(max_10_0);
-  assign max_5_0 = \$12  ? max_10_1 : max_10_0;
-  assign \$13  = $signed(max_10_3) > $signed(max_10_2);
-  assign idx_5_1 = \$13  ? idx_10_3 : idx_10_2;
-  assign \$14  = $signed(max_10_3) > $signed(max_10_2);
-  assign max_5_1 = \$14  ? max_10_3 : max_10_2;
-  assign \$15  = $signed(max_5_1) > $signed(max_5_0);
-  assign idx_3_0 = \$15  ? idx_5_1 : idx_5_0;
-  assign \$16  = $signed(max_5_1) > $signed(max_5_0);
-  assign max_3_0 = \$16  ? max_5_1 : max_5_0;
-  assign \$17  = $signed(max_10_4) > $signed(max_3_0);
-  assign idx_2_0 = \$17  ? idx_10_4 : idx_3_0;
-  assign \$18  = $signed(max_10_4) > $signed(max_3_0);
-  assign max_2_0 = \$18  ? max_10_4 : max_3_0;
-  assign \$19  = ~ m__valid;
-  assign s__ready = \$19  | m__ready;
-  assign \$20  = s__valid & s__ready;
-  always @(posedge clk)
-    m__valid <= \$21 ;
-  always @(posedge clk)
-    m__payload <= \$22 ;
+  assign \$2  = \$1  ? 4'h1 : 4'h0;
+  assign \$3  = $signed(s__payload[31:16]) > $signed(s__payload[15:0]);
+  assign \$4  = \$3  ? s__payload[31:16] : s__payload[15:0];
+  assign \$5  = $signed(s__payload[63:48]) > $signed(s__payload[47:32]);
+  assign \$6  = \$5  ? 4'h3 : 4'h2;
+  assign \$7  = $signed(s__payload[63:48]) > $signed(s__payload[47:32]);
+  assign \$8  = \$7  ? s__payload[63:48] : s__payload[47:32];
+  assign \$9  = $signed(s__payload[95:80]) > $signed(s__payload[79:64]);
+  assign \$10  = \$9  ? 4'h5 : 4'h4;
+  assign \$11  = $signed(s__payload[95:80]) > $signed(s__payload[79:64]);
+  assign \$12  = \$11  ? s__payload[95:80] : s__payload[79:64];
+  assign \$13  = $signed(s__payload[127:112]) > $signed(s__payload[111:96]);
+  assign \$14  = \$13  ? 4'h7 : 4'h6;
+  assign \$15  = $signed(s__payload[127:112]) > $signed(s__payload[111:96]);
+  assign \$16  = \$15  ? s__payload[127:112] : s__payload[111:96];
+  assign \$17  = $signed(s__payload[159:144]) > $signed(s__payload[143:128]);
+  assign \$18  = \$17  ? 4'h9 : 4'h8;
+  assign \$19  = $signed(s__payload[159:144]) > $signed(s__payload[143:128]);
+  assign \$20  = \$19  ? s__payload[159:144] : s__payload[143:128];
+  assign \$21  = s__valid & en;
+  assign \$22  = $signed(max_0_1) > $signed(max_0_0);
+  assign \$23  = \$22  ? idx_0_1 : idx_0_0;
+  assign \$24  = $signed(max_0_1) > $signed(max_0_0);
+  assign \$25  = \$24  ? max_0_1 : max_0_0;
+  assign \$26  = $signed(max_0_3) > $signed(max_0_2);
+  assign \$27  = \$26  ? idx_0_3 : idx_0_2;
+  assign \$28  = $signed(max_0_3) > $signed(max_0_2);
+  assign \$29  = \$28  ? max_0_3 : max_0_2;
+  assign \$30  = $signed(max_1_1) > $signed(max_1_0);
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$21  = m__valid;
-    if (\$20 ) begin
-      \$21  = 1'h1;
-    end else if (m__ready) begin
-      \$21  = 1'h0;
-    end
-    if (rst) begin
-      \$21  = 1'h0;
+    \$40  = idx_0_0;
+    if (en) begin
+      \$40  = \$2 ;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$22  = m__payload;
-    if (\$20 ) begin
-      \$22  = { s__payload, idx_2_0 };
-    end
-    if (rst) begin
-      \$22  = 164'h00000000000000000000000000000000000000000;
+    \$41  = max_0_0;
+    if (en) begin
+      \$41  = \$4 ;
     end
   end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$42  = idx_0_1;
+    if (en) begin
+      \$42  = \$6 ;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$43  = max_0_1;
+    if (en) begin
+      \$43  = \$8 ;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$44  = idx_0_2;
+    if (en) begin
+      \$44  = \$10 ;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$45  = max_0_2;
+    if (en) begin
+      \$45  = \$12 ;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$46  = idx_0_3;
+    if (en) begin
+      \$46  = \$14 ;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$47  = max_0_3;
+    if (en) begin
+      \$47  = \$16 ;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$48  = idx_0_4;
+    if (en) begin
+      \$48  = \$18 ;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$49  = max_0_4;
+    if (en) begin
+      \$49  = \$20 ;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$50  = scores_0;
+    if (en) begin
+      \$50  = s__payload;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$51  = valid_0;
+    if (en) begin
+      \$51  = \$21 ;
+    end
+    if (rst) begin
+      \$51  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$52  = idx_1_0;
+    if (en) begin
+      \$52  = \$23 ;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$53  = max_1_0;
+    if (en) begin
+      \$53  = \$25 ;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$54  = idx_1_1;
+    if (en) begin
+      \$54  = \$27 ;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$55  = max_1_1;
+    if (en) begin
+      \$55  = \$29 ;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$56  = idx_1_2;
+    if (en) begin
+      \$56  = idx_0_4;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$57  = max_1_2;
+    if (en) begin
+      \$57  = max_0_4;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$58  = scores_1;
+    if (en) begin
+      \$58  = scores_0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$59  = valid_1;
+    if (en) begin
+      \$59  = valid_0;
+    end
+    if (rst) begin
+      \$59  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$60  = idx_2_0;
+    if (en) begin
+      \$60  = \$31 ;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$61  = max_2_0;
+    if (en) begin
+      \$61  = \$33 ;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$62  = idx_2_1;
+    if (en) begin
+      \$62  = idx_1_2;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$63  = max_2_1;
+    if (en) begin
+      \$63  = max_1_2;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$64  = scores_2;
+    if (en) begin
+      \$64  = scores_1;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$65  = valid_2;
+    if (en) begin
+      \$65  = valid_1;
+    end
+    if (rst) begin
+      \$65  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$66  = idx_3_0;
+    if (en) begin
+      \$66  = \$35 ;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$67  = max_3_0;
+    if (en) begin
+      \$67  = \$37 ;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$68  = scores_3;
+    if (en) begin
+      \$68  = scores_2;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$69  = valid_3;
+    if (en) begin
+      \$69  = valid_2;
+    end
+    if (rst) begin
+      \$69  = 1'h0;
+    end
+  end
+  assign s__ready = en;
+  assign m__valid = valid_3;
+  assign m__payload = { scores_3, idx_3_0 };
 endmodule
 
 (* generator = "Amaranth" *)
