@@ -7,6 +7,7 @@ with the binary design's cycle model, which it must meet too.
 """
 
 from bchw import perf, randnet
+from sim.conftest import check_cosim as check
 from bchw.cosim import cosimulate, runner
 from bchw.cosim.bench import stress_stimulus
 from bchw.export import HardwareConfig, export_state
@@ -15,14 +16,6 @@ from bchw.gateware.top import TOP_NAME, write_verilog
 
 # PE and SIMD that don't divide the sizes, SIMD 1, PE 1 and a one-step (SF = 1) engine
 SIZES, ACT_BITS, PE, SIMD, LANES = [23, 13, 7, 5], 5, [4, 1, 5], [6, 1, 7], 5
-
-
-def check(r: dict) -> None:
-    assert r["mismatches"] == 0, r["first_mismatch"]
-    assert r["cycles_match"] and r["stress_cycles_match"], r["first_cycle_mismatch"]
-    assert r["latency_cycles_measured"] == r["latency_cycles_model"]
-    assert r["interval_cycles_measured"] == r["interval_cycles_model"]
-    assert r["reset_ok"] and not r["deadlock"]
 
 
 def bundle_of(path):

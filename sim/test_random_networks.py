@@ -11,19 +11,12 @@ import numpy as np
 import pytest
 
 from bchw import golden, randnet
+from sim.conftest import check_cosim as check
 from bchw.cosim import cosimulate
 from bchw.export import HardwareConfig, export_state, write_bundle
 from bchw.gateware.top import write_verilog
 
 NETWORKS = 25
-
-
-def check(r: dict) -> None:
-    assert r["mismatches"] == 0, r["first_mismatch"]
-    assert r["cycles_match"] and r["stress_cycles_match"], r["first_cycle_mismatch"]
-    assert r["latency_cycles_measured"] == r["latency_cycles_model"]
-    assert r["interval_cycles_measured"] == r["interval_cycles_model"]
-    assert r["reset_ok"] and not r["deadlock"]
 
 
 @pytest.mark.parametrize("seed", range(NETWORKS))
