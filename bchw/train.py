@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import copy
 import dataclasses
+import gc
 import json
 import math
 import os
@@ -147,9 +148,19 @@ class _World:
         torch.distributed.all_gather(sums, total)
         return all(bool(x == sums[0]) for x in sums)
 
-    def leave(self) -> None:
+    def leave(self, ok: bool = True) -> None:
+        """Leave together: every rank waits at a barrier, drops what still holds the
+        group (DistributedDataParallel's reducer), then destroys it. A rank that tore
+        its group down while another was still writing, or left gloo's threads to
+        interpreter shutdown, could abort ("terminate called without an active
+        exception") after a successful run."""
         if self.joined:
-            torch.distributed.destroy_process_group()
+            try:
+                if ok:  # a failed rank must not wait for the others
+                    torch.distributed.barrier()
+            finally:
+                gc.collect()
+                torch.distributed.destroy_process_group()
 
 
 def train(config: TrainConfig, progress: Callable[[str], None] = print) -> dict:
@@ -172,10 +183,13 @@ def train(config: TrainConfig, progress: Callable[[str], None] = print) -> dict:
         raise BchwError("CUDA is not available here; use --device cpu or auto", field="device")
     world = _World(device)
     try:
-        return _train(config, progress if world.rank == 0 else lambda _: None, device,
-                      world, start)
-    finally:
-        world.leave()
+        metrics = _train(config, progress if world.rank == 0 else lambda _: None, device,
+                         world, start)
+    except BaseException:
+        world.leave(ok=False)
+        raise
+    world.leave()
+    return metrics
 
 
 def _train(config: TrainConfig, progress: Callable[[str], None], device: torch.device,
