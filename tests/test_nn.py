@@ -10,6 +10,7 @@ from bchw.nn import (
     ActQuant,
     BinaryLinear,
     BinaryMLP,
+    BinaryNet,
     activation_codes,
     binarize,
     hard_sigmoid,
@@ -176,6 +177,22 @@ def test_model_structure_and_input_normalisation():
     # Hidden activations are A-bit codes times the step.
     z = model.norms[0](model.linears[0]((pixels / 255 - 0.25) / 0.5))
     assert torch.equal(model.acts[0](z), activation_codes(z, 4, 1.5) * model.acts[0].step)
+
+
+def test_mlp_module_names_are_those_of_its_checkpoints_and_state_dicts():
+    keys = ["input_mean", "input_std", "linears.0.weight", "linears.1.weight"] + [
+        f"norms.{i}.{k}" for i in range(2)
+        for k in ("weight", "bias", "running_mean", "running_var", "num_batches_tracked")]
+    assert sorted(BinaryMLP("12-6-4").state_dict()) == sorted(keys)
+    # A BinaryNet of the same spec is the same network, from the same random draws.
+    torch.manual_seed(0)
+    mlp = BinaryMLP("12-6-4", binarize="stoch")
+    torch.manual_seed(0)
+    net = BinaryNet("12-6-4", (1, 3, 4), binarize="stoch")
+    assert mlp.sizes == [12, 6, 4] and net.in_shape is None
+    assert net.architecture() == mlp.architecture()
+    for (k1, v1), (k2, v2) in zip(mlp.state_dict().items(), net.state_dict().items()):
+        assert k1 == k2 and torch.equal(v1, v2)
 
 
 # checkpoints

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from bchw.errors import BchwError
-from bchw.nn import BinaryMLP, load_checkpoint
+from bchw.nn import BinaryMLP, BinaryNet, load_checkpoint
 from bchw.train import (
     TrainConfig,
     add_train_arguments,
@@ -92,6 +92,17 @@ def test_optimizer_scales_binary_layers_learning_rate():
     assert len(optimizer.param_groups[2]["params"]) == 4  # BN weight and bias, two layers
 
 
+def test_optimizer_scales_convolutions_learning_rate_too():
+    model = BinaryNet("8C3-MP2-16C3-10", (1, 8, 8))
+    optimizer = make_optimizer(model, 1e-3)
+    weights = [model.convs[0].weight, model.convs[1].weight, model.linears[0].weight]
+    assert all(g["params"][0] is w for g, w in zip(optimizer.param_groups, weights))
+    # fan_in + fan_out: 1·9 + 8·9, 8·9 + 16·9, 16·4·4 + 10
+    assert [g["lr_scale"] for g in optimizer.param_groups] == pytest.approx(
+        [(81 / 1.5) ** 0.5, (216 / 1.5) ** 0.5, (266 / 1.5) ** 0.5, 1.0])
+    assert len(optimizer.param_groups[3]["params"]) == 6
+
+
 def test_learning_rate_decays_exponentially_to_lr_end():
     config = TrainConfig(epochs=10)
     assert lr_at(config, 0) == config.lr_start
@@ -113,8 +124,20 @@ def test_spec_must_fit_the_dataset(tmp_path):
     assert e.value.field == "spec" and "64-...-10" in e.value.message
 
 
+@pytest.mark.parametrize("spec,says", [
+    ("8C3-MP2-8C3-MP2-5", "must end with 10, not 5"),
+    ("8C3-MP3-10", "divisible by 3, not 8×8"),
+    ("8C3-MP2-8C3-MP2-8C3-MP2-8C3-MP2-10", "divisible by 2, not 1×1"),
+])
+def test_conv_spec_must_fit_the_images(tmp_path, spec, says):
+    with pytest.raises(BchwError, match=says) as e:
+        train(TrainConfig(spec=spec, dataset="digits", out=str(tmp_path)))
+    assert e.value.field == "spec"
+
+
 @pytest.mark.parametrize("field,value", [
-    ("spec", "64"), ("dataset", "cifar"), ("epochs", 0), ("batch_size", 1), ("lr_start", 0.0),
+    ("spec", "64"), ("spec", "MP2-10"), ("spec", "8C3-FC-10"), ("dataset", "cifar"),
+    ("epochs", 0), ("batch_size", 1), ("lr_start", 0.0),
     ("binarize", "sign"), ("act_bits", 17), ("act_clip", -1.0), ("bn_eps", 0.0),
     ("bn_momentum", 1.5), ("device", "tpu"),
 ])
@@ -126,6 +149,7 @@ def test_bad_config_fields_are_named(field, value):
 
 def test_spec_is_normalised():
     assert TrainConfig(spec=" 064-32-10 ").spec == "64-32-10"
+    assert TrainConfig(spec="2x8C3-MP2-2\u00d716FC-10").spec == "8C3-8C3-MP2-16FC-16FC-10"
 
 
 def test_command_line_options_cover_every_field():
@@ -154,7 +178,11 @@ def test_presets_give_the_reference_recipes_and_options_override_them():
     # The recipe itself is the defaults: the paper's batch, schedule, BN and binarization.
     assert (paper.batch_size, paper.lr_start, paper.lr_end, paper.bn_eps, paper.bn_momentum,
             paper.binarize) == (100, 1e-3, 3e-6, 1e-4, 0.15, "det")
-    assert set(PRESETS) >= {"fmnist-mlp1024", "fmnist-mlp256", "mnist5k-mlp256", "digits-mlp"}
+    assert set(PRESETS) >= {"fmnist-mlp1024", "fmnist-mlp256", "mnist5k-mlp256", "digits-mlp",
+                            "fmnist-cnn"}
+    cnn = preset_config("fmnist-cnn")
+    assert (cnn.spec, cnn.dataset, cnn.binarize, cnn.act_bits) == (
+        "32C3-MP2-64C3-MP2-512FC-10", "fashion-mnist", "det", 8)
     parser = argparse.ArgumentParser()
     add_train_arguments(parser)
     config = config_from_args(parser.parse_args(["--preset", "digits-mlp", "--epochs", "3",
@@ -209,3 +237,18 @@ def test_stochastic_runs_recalibrate_batch_norm_for_the_binary_weights(tmp_path)
     assert again["test_accuracy"] == pytest.approx(metrics["test_accuracy"], abs=1e-9)
     assert again["test_accuracy_before_recalibration"] == pytest.approx(
         metrics["test_accuracy"], abs=0.01)
+
+
+def test_stochastic_conv_runs_recalibrate_their_2d_batch_norms(tmp_path):
+    from bchw.data import load_dataset
+    from bchw.nn import model_from_checkpoint
+    from bchw.train import _accuracy
+
+    config = TrainConfig(**{**TINY, "spec": "8C3-MP2-16C3-MP2-10", "epochs": 2,
+                            "binarize": "stoch"}, out=str(tmp_path))
+    metrics = train(config, progress=lambda _: None)
+    assert metrics["bn_recalibrated"] and metrics["test_accuracy"] > 0.5
+    data = load_dataset("digits")
+    model = model_from_checkpoint(tmp_path / "checkpoint.pt")
+    assert _accuracy(model, data.test.images, data.test.labels, "cpu") == pytest.approx(
+        metrics["test_accuracy"])
