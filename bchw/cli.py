@@ -222,7 +222,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
             from bchw.train import predict
 
             model = model_from_checkpoint(ckpt)
-            images, labels = _load_samples(args.samples, model.sizes[0])
+            images, labels = _load_samples(args.samples, model.in_features)
             r = {"dataset": args.samples, "images": len(images),
                  "accuracy": float((predict(model, images) == labels).mean())}
         else:
@@ -478,7 +478,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="bchw", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    p = sub.add_parser("train", help="train a BinaryConnect MLP")
+    p = sub.add_parser("train", help="train a BinaryConnect network (MLP or CNN)")
     from bchw.train import add_train_arguments
 
     add_train_arguments(p)

@@ -341,7 +341,13 @@ def export_state(ckpt: dict[str, Any], out_dir: str | os.PathLike, hw: HardwareC
         raise BchwError("activations were not quantized in training, so the integer hardware "
                         "would not match it; train without --float-act", path=where,
                         field="config.float_act")
-    sizes = [int(v) for v in cfg["spec"].split("-")]
+    from bchw.nn import is_mlp_spec, parse_spec
+
+    if not is_mlp_spec(cfg["spec"]):
+        raise BchwError(f"{cfg['spec']!r} is a convolutional network: bchw exports MLPs "
+                        f"only so far (convolution and pooling engines are not built yet)",
+                        path=where, field="config.spec")
+    sizes = parse_spec(cfg["spec"])
     hw.check(sizes, "hardware config")
     weights, params, arith = fold_checkpoint(ckpt, hw, where)
     model = {"spec": cfg["spec"], "dataset": cfg.get("dataset"),

@@ -166,8 +166,10 @@ class BinaryConv2d(_BinaryWeights):
         self.kernel_size = kernel_size
         self.padding = (kernel_size - 1) // 2
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return nn.functional.conv2d(x, self.binary_weight(), padding=self.padding)
+    def forward(self, x: torch.Tensor, padding: int | None = None) -> torch.Tensor:
+        """The convolution, with ``padding`` instead of the layer's own when given."""
+        pad = self.padding if padding is None else padding
+        return nn.functional.conv2d(x, self.binary_weight(), padding=pad)
 
     def extra_repr(self) -> str:
         return (f"in={self.in_channels}, out={self.out_channels}, kernel={self.kernel_size}, "
@@ -441,7 +443,9 @@ class BinaryNet(nn.Module):
     data sets give them (a convolutional network reshapes them to
     [batch, C, H, W] itself, channel-major); the model normalises them,
     x = (pix / 255 - input_mean) / input_std, with scalar buffers set from the
-    training set (:meth:`set_input_norm`). Output: class scores [batch, classes].
+    training set (:meth:`set_input_norm`). The first convolution pads the
+    pixels with 0 before they are normalised (so the hardware pads with u8 0
+    and folds the normalisation exactly). Output: class scores [batch, classes].
 
     ``convs`` and ``linears`` hold the binary layers, ``norms`` their batch
     norms (convolutions first) and ``acts`` the activations of all but the
@@ -489,11 +493,17 @@ class BinaryNet(nn.Module):
         self.input_std.fill_(std)
 
     def forward(self, pixels: torch.Tensor) -> torch.Tensor:
-        x = (pixels / 255 - self.input_mean) / self.input_std
-        if self.convs:
-            x = x.reshape(-1, *self.in_shape)
+        if not self.convs:
+            x = (pixels / 255 - self.input_mean) / self.input_std
+        else:
+            # The first convolution's zero padding is of *pixels* (value 0, then
+            # normalised like every pixel), as the hardware pads its u8 input; the
+            # later ones pad activation code 0, which is the float 0.
+            pad = self.convs[0].padding
+            x = nn.functional.pad(pixels.reshape(-1, *self.in_shape), (pad,) * 4)
+            x = (x / 255 - self.input_mean) / self.input_std
         for i, (conv, pool) in enumerate(zip(self.convs, self.pools)):
-            x = self.acts[i](self.norms[i](pool(conv(x))))
+            x = self.acts[i](self.norms[i](pool(conv(x, padding=0 if i == 0 else None))))
         x = x.flatten(1)  # channel-major C·H·W: the order the hardware reads
         for i, linear in enumerate(self.linears, len(self.convs)):
             x = self.norms[i](linear(x))

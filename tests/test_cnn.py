@@ -194,8 +194,10 @@ def test_layer_order_is_conv_pool_batchnorm_activation():
         return activation_codes(z, 4, 1.5) * (1.5 / 15)
 
     def reference(pool_first: bool) -> torch.Tensor:
-        x = ((pixels / 255 - model.input_mean) / model.input_std).reshape(5, 2, 8, 8)
-        z = F.conv2d(x, sign(model.convs[0].weight), padding=1)
+        # the pixels are padded with 0 before normalisation, as the hardware pads
+        x = F.pad(pixels.reshape(5, 2, 8, 8), (1, 1, 1, 1), value=0.0)
+        x = (x / 255 - model.input_mean) / model.input_std
+        z = F.conv2d(x, sign(model.convs[0].weight))
         z = norm(0, F.max_pool2d(z, 2)) if pool_first else F.max_pool2d(norm(0, z), 2)
         x = act(z)
         x = act(norm(1, F.conv2d(x, sign(model.convs[1].weight), padding=1)))
@@ -217,12 +219,16 @@ def test_pixels_unflatten_and_features_flatten_channel_major():
     pixels = torch.randint(0, 256, (2, 48)).float()
     model(pixels)
     x = (pixels / 255 - model.input_mean) / model.input_std
+    pad = (0 - model.input_mean) / model.input_std       # a pixel of value 0, normalised
     maps, fc_in = seen["maps"], seen["fc_in"]
     assert maps.shape == (2, 3, 2, 3) and fc_in.shape == (2, 18)
+    conv_in = seen["conv_in"]                             # padded by 1 on every side
+    assert conv_in.shape == (2, 2, 6, 8)
+    assert torch.equal(conv_in[:, :, 0], torch.full((2, 2, 8), float(pad)))
     for c in range(2):
         for h in range(4):
             for w in range(6):
-                assert torch.equal(seen["conv_in"][:, c, h, w], x[:, c * 24 + h * 6 + w])
+                assert torch.equal(conv_in[:, c, h + 1, w + 1], x[:, c * 24 + h * 6 + w])
     for c in range(3):
         for h in range(2):
             for w in range(3):
@@ -323,3 +329,8 @@ def test_a_tiny_conv_net_trains_on_digits_from_the_command_line(tmp_path, capsys
     assert all(layer["weight"].abs().max() <= 1 for layer in ckpt["layers"])
     result = evaluate_float(out / "checkpoint.pt")
     assert result["accuracy"] == pytest.approx(metrics["test_accuracy"])
+    # conv layers have no export yet: a clean refusal, nothing written
+    bundle = tmp_path / "bundle"
+    assert main(["export", str(out / "checkpoint.pt"), "-o", str(bundle), "--pe", "1,1,1",
+                 "--simd", "1,1,1"]) == 2
+    assert "convolutional" in capsys.readouterr().err and not bundle.exists()
