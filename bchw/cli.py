@@ -69,7 +69,21 @@ def _images(bundle, args: argparse.Namespace) -> tuple[np.ndarray, np.ndarray | 
     if data.num_features != bundle.n_in:
         raise BchwError(f"data set {name} has {data.num_features} features, the bundle takes "
                         f"{bundle.n_in}", field="--dataset")
+    shape = bundle.layers[0].in_shape
+    if bundle.has_conv and tuple(data.image_shape) != shape:
+        raise BchwError(f"data set {name} has {'×'.join(map(str, data.image_shape))} images, "
+                        f"the bundle takes {'×'.join(map(str, shape))}", field="--dataset")
     return data.test.images, data.test.labels, name
+
+
+def _fully_connected_only(bundle) -> None:
+    """Refuse a bundle with convolutions where hardware is generated or simulated."""
+    for layer in bundle.layers:
+        if layer.kind == "conv":
+            raise BchwError("a convolution: bchw generates hardware for fully connected layers "
+                            "only so far (no sliding-window or pooling engines yet); `bchw "
+                            "eval` runs its golden model", path=bundle.path / "manifest.json",
+                            field=f"layers[{layer.index}].kind")
 
 
 def _load_samples(path: str | os.PathLike, n_in: int) -> tuple[np.ndarray, np.ndarray]:
@@ -189,9 +203,14 @@ def cmd_export(args: argparse.Namespace) -> int:
 def _searched_folding(ckpt: Path, args: argparse.Namespace):
     from bchw.export import HardwareConfig
     from bchw.folding import search_folding
-    from bchw.nn import load_checkpoint, parse_spec
+    from bchw.nn import is_mlp_spec, load_checkpoint, parse_spec
 
     cfg = load_checkpoint(ckpt)["config"]
+    if not is_mlp_spec(cfg["spec"]):
+        raise BchwError(f"the folding search knows MLPs only so far, and {cfg['spec']!r} is a "
+                        f"convolutional network: give its folding with --pe and --simd (or "
+                        f"--config)", path=ckpt,
+                        field="--target-fps" if args.target_fps is not None else "--max-luts")
     folding = search_folding(parse_spec(cfg["spec"]), cfg["act_bits"],
                              target_fps=args.target_fps, max_luts=args.max_luts,
                              clock_mhz=args.clock_mhz)
@@ -204,6 +223,7 @@ def cmd_verilog(args: argparse.Namespace) -> int:
     from bchw.gateware.top import write_verilog
 
     bundle = load_bundle(args.bundle)
+    _fully_connected_only(bundle)
     out = write_verilog(bundle, args.output)
     print(f"wrote {out}/bchw_top.v, bchw_rom.v and {2 * len(bundle.layers)} hex images")
     return 0
@@ -232,7 +252,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     else:
         bundle = load_bundle(resolve_bundle_dir(args.path))
         images, labels, name = _images(bundle, args)
-        classes = golden.infer(bundle, images).classes
+        classes = golden.classify(bundle, images)
         result = {"mode": "golden", "dataset": name, "images": len(images),
                   "accuracy": float((classes == labels).mean())}
     _emit(result, args.json, [("data set", result["dataset"]), ("model", result["mode"]),
@@ -250,6 +270,7 @@ def cmd_sim(args: argparse.Namespace) -> int:
         raise BchwError(f"expected a positive number of processes, got {args.jobs}",
                         field="--jobs")
     bundle = load_bundle(args.bundle)
+    _fully_connected_only(bundle)
     images, labels, name = _images(bundle, args)
     images, labels = _limit(images, labels, args.images)
     with tempfile.TemporaryDirectory(prefix="bchw-rtl-") as tmp:
@@ -369,6 +390,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     hw = HardwareConfig.from_file(model_dir / "hardware.json")
     with tempfile.TemporaryDirectory(prefix="bchw-demo-") as tmp:
         bundle = export_bundle(ckpt_path, Path(tmp) / "bundle", hw)
+        _fully_connected_only(bundle)
         rtl = write_verilog(bundle, Path(tmp) / "rtl")
         images, labels = _load_samples(model_dir / "sample.npz", bundle.n_in)
         images, labels = _limit(images, labels, args.images)
@@ -414,6 +436,7 @@ def cmd_synth(args: argparse.Namespace) -> int:
 
     check_target(args.target)
     bundle = load_bundle(args.bundle)
+    _fully_connected_only(bundle)
     options = {"freq_mhz": args.freq, "seed": args.seed, "nodsp": args.nodsp}
     failure = None
     if args.keep:
@@ -484,17 +507,22 @@ def build_parser() -> argparse.ArgumentParser:
     add_train_arguments(p)
     p.set_defaults(func=cmd_train)
 
-    p = sub.add_parser("export", help="fold, quantize and pack a checkpoint into a bundle")
+    p = sub.add_parser("export", help="fold, quantize and pack a checkpoint (MLP or CNN) into a "
+                                      "bundle")
     p.add_argument("checkpoint", help="checkpoint.pt, or a directory holding one")
     p.add_argument("-o", "--output", required=True, help="bundle directory to write")
-    p.add_argument("--pe", help="output neurons per cycle, one per layer: 16,16,10")
-    p.add_argument("--simd", help="input lanes per cycle, one per layer: 28,16,16")
+    p.add_argument("--pe", help="output neurons (a convolution's: output channels) per cycle, "
+                                "one per layer: 16,16,10")
+    p.add_argument("--simd", help="inputs (a convolution's: of its k·k·C window) per cycle, one "
+                                  "per layer: 28,16,16")
     p.add_argument("--config", help="hardware config JSON: {\"layers\": [{\"pe\":..,\"simd\":..}]"
                                     ", \"in_lanes\": ..}")
-    p.add_argument("--in-lanes", type=int, help="pixels per input beat (default: layer 0's SIMD)")
+    p.add_argument("--in-lanes", type=int,
+                   help="u8 values per input beat (default: layer 0's SIMD; a convolutional "
+                        "network takes one pixel a beat: its channels)")
     p.add_argument("--target-fps", type=float,
                    help="choose the folding: the cheapest balanced one reaching this many "
-                        "inferences/s at --clock-mhz")
+                        "inferences/s at --clock-mhz (MLPs only so far)")
     p.add_argument("--max-luts", type=int,
                    help="choose the folding: the fastest one the resource model fits in "
                         "this many LUTs (with --target-fps: both must hold)")

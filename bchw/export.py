@@ -16,6 +16,23 @@ ROM word layout (the one place it is defined; :func:`pack_weights` and
   bias_bits`` bits, field ``p`` at bit ``p·param_bits``; within a field, ``M``
   (two's complement) in the low bits, then ``S`` (unsigned), then ``B`` (two's
   complement).  Padded neurons have M = S = B = 0, so they output 0.
+
+Convolutional layers are matrices over windows (see :class:`LayerGeometry`):
+a k×k convolution of C input channels to C_out is the matrix
+[C_out, k·k·C] whose column ``(ky·k + kx)·C + c`` is kernel row ``ky``,
+column ``kx``, channel ``c`` (channel fastest), packed like any other layer.
+Feature maps travel in HWC order (raster order, the channels of a pixel
+together), so the first fully connected layer after a convolution has its
+columns permuted from PyTorch's C·H·W flattening to H·W·C, and a
+convolutional network takes its pixels in HWC order, one pixel (C u8
+values) a beat.
+
+The manifest of a network with convolutions tags every layer with ``kind``
+("fc" or "conv") and gives each convolution its ``in_shape`` [C, H, W],
+``kernel``, ``padding``, ``pool`` (0: none) and ``out_shape`` [C_out, H', W']
+(after pooling), and its ``io`` says ``"pixel_order": "hwc"``.  An MLP's
+manifest has none of these fields (its layers are all "fc"), so MLP bundles
+are what they were before convolutions existed, byte for byte.
 """
 
 from __future__ import annotations
@@ -50,7 +67,7 @@ class HardwareConfig:
 
     pe: list[int]
     simd: list[int]
-    in_lanes: int | None = None        # pixels per input beat; default: layer 0's SIMD
+    in_lanes: int | None = None        # u8 values a beat; default layer 0's SIMD, a CNN's C
     mul_bits: int = DEFAULT_MUL_BITS
     score_bits: int = DEFAULT_SCORE_BITS
     score_frac_bits: int = DEFAULT_SCORE_FRAC_BITS
@@ -86,26 +103,45 @@ class HardwareConfig:
         return cls(pe=pe, simd=simd, source=str(path), **kwargs)
 
     def check(self, sizes: Sequence[int], where: str) -> None:
-        """Raise :class:`BchwError` unless this folding fits layer ``sizes``."""
+        """Raise :class:`BchwError` unless this folding fits an MLP of layer ``sizes``."""
+        self.check_layers(mlp_geometry(sizes), where)
+
+    def check_layers(self, layers: Sequence[LayerGeometry], where: str) -> None:
+        """Raise :class:`BchwError` unless this folding fits ``layers``.
+
+        PE folds a layer's outputs (a convolution's output channels), SIMD its
+        inputs (a convolution's k·k·C window).  A convolutional network takes
+        one pixel a beat, so its ``in_lanes`` must be the image's channels.
+        """
         where = self.source or where
-        n_layers = len(sizes) - 1
+        n_layers = len(layers)
         for name, values in (("pe", self.pe), ("simd", self.simd)):
             if len(values) != n_layers:
                 raise BchwError(f"{len(values)} values given for {n_layers} layers",
                                 path=where, field="layers" if self.source else name)
-        for i in range(n_layers):
-            if not 1 <= self.pe[i] <= sizes[i + 1]:
+        for i, g in enumerate(layers):
+            outs, ins = f"{g.out_features} outputs", f"{g.in_features} inputs"
+            if g.kind == "conv":
+                outs += " (its output channels)"
+                ins += f" (its {g.kernel}×{g.kernel}×{g.in_shape[0]} window)"
+            if not 1 <= self.pe[i] <= g.out_features:
                 raise BchwError(f"pe={self.pe[i]} does not fit layer {i}: it must be between 1 "
-                                f"and the layer's {sizes[i + 1]} outputs",
+                                f"and the layer's {outs}",
                                 path=where, field=f"layers[{i}].pe")
-            if not 1 <= self.simd[i] <= sizes[i]:
+            if not 1 <= self.simd[i] <= g.in_features:
                 raise BchwError(f"simd={self.simd[i]} does not fit layer {i}: it must be between "
-                                f"1 and the layer's {sizes[i]} inputs",
+                                f"1 and the layer's {ins}",
                                 path=where, field=f"layers[{i}].simd")
-        lanes = self.lanes
-        if not 1 <= lanes <= sizes[0]:
-            raise BchwError(f"in_lanes={lanes} must be between 1 and the {sizes[0]} inputs",
-                            path=where, field="in_lanes")
+        lanes = self.input_lanes(layers)
+        if layers[0].kind == "conv":
+            channels = layers[0].in_shape[0]
+            if lanes != channels:
+                raise BchwError(f"in_lanes={lanes}: a convolutional network takes one pixel of "
+                                f"its {channels} channel(s) a beat, so in_lanes must be "
+                                f"{channels}", path=where, field="in_lanes")
+        elif not 1 <= lanes <= layers[0].in_features:
+            raise BchwError(f"in_lanes={lanes} must be between 1 and the "
+                            f"{layers[0].in_features} inputs", path=where, field="in_lanes")
         for name, v, lo, hi in (("mul_bits", self.mul_bits, 2, 32),
                                 ("score_bits", self.score_bits, 2, 32),
                                 ("score_frac_bits", self.score_frac_bits, 0, 16)):
@@ -114,7 +150,15 @@ class HardwareConfig:
 
     @property
     def lanes(self) -> int:
+        """Pixels per input beat of an MLP: ``in_lanes``, by default layer 0's SIMD."""
         return self.in_lanes if self.in_lanes is not None else self.simd[0]
+
+    def input_lanes(self, layers: Sequence[LayerGeometry]) -> int:
+        """Pixels per input beat for ``layers``: a convolutional network's default is one
+        pixel of all its channels, an MLP's :attr:`lanes`."""
+        if self.in_lanes is None and layers[0].kind == "conv":
+            return layers[0].in_shape[0]
+        return self.lanes
 
 
 def parse_int_list(text: str, what: str) -> list[int]:
@@ -124,6 +168,70 @@ def parse_int_list(text: str, what: str) -> list[int]:
     except ValueError:
         raise BchwError(f"expected comma-separated integers, got {text!r}", field=what) from None
     return values
+
+
+# --------------------------------------------------------------------------- layer geometry
+
+@dataclass(frozen=True)
+class LayerGeometry:
+    """What a layer maps per image, and so how its matrix is applied.
+
+    ``kind`` 'fc': a fully connected layer, ``in_shape`` (F_in, 1, 1) to
+    ``out_shape`` (F_out, 1, 1); ``kernel``, ``padding`` and ``pool`` are 0.
+    ``kind`` 'conv': ``in_shape`` (C, H, W) feature maps through
+    ``kernel``×``kernel`` windows, stride 1, zero ``padding`` (kernel − 1)/2
+    (H and W are kept), then, if ``pool`` > 0, ``pool``×``pool`` max pooling
+    of stride ``pool``, to ``out_shape`` (C_out, H/pool, W/pool).  Its matrix
+    is [C_out, k·k·C]: one neuron per output channel, applied to every window.
+    The values are :class:`bchw.nn.LayerSpec`'s.
+    """
+
+    kind: str
+    in_shape: tuple[int, int, int]
+    out_shape: tuple[int, int, int]
+    kernel: int = 0
+    padding: int = 0
+    pool: int = 0
+
+    @property
+    def in_features(self) -> int:
+        """Inputs of one neuron: a convolution's window k·k·C, a fully connected layer's F_in."""
+        if self.kind == "conv":
+            return self.kernel * self.kernel * self.in_shape[0]
+        return self.in_shape[0]
+
+    @property
+    def out_features(self) -> int:
+        return self.out_shape[0]
+
+    @classmethod
+    def fc(cls, n_in: int, n_out: int) -> LayerGeometry:
+        return cls("fc", (n_in, 1, 1), (n_out, 1, 1))
+
+
+def mlp_geometry(sizes: Sequence[int]) -> list[LayerGeometry]:
+    """The fully connected layers of an MLP of layer ``sizes``."""
+    return [LayerGeometry.fc(a, b) for a, b in zip(sizes[:-1], sizes[1:])]
+
+
+def checkpoint_geometry(cfg: dict[str, Any], where: str) -> list[LayerGeometry]:
+    """The layers of a checkpoint's ``config`` (its spec and, for a CNN, its ``in_shape``)."""
+    from bchw.nn import is_mlp_spec, parse_net_spec
+
+    spec, in_shape = cfg["spec"], None
+    if not is_mlp_spec(spec):
+        in_shape = cfg.get("in_shape")
+        if not (isinstance(in_shape, (list, tuple)) and len(in_shape) == 3
+                and all(type(v) is int and v >= 1 for v in in_shape)):
+            raise BchwError(f"a convolutional network's checkpoint records its input shape "
+                            f"[C, H, W], three positive integers, not {in_shape!r}",
+                            path=where, field="config.in_shape")
+    try:
+        specs = parse_net_spec(spec, in_shape)
+    except BchwError as e:
+        raise BchwError(e.message, path=where, field="config.spec") from None
+    return [LayerGeometry(s.kind, tuple(s.in_shape), tuple(s.out_shape), s.kernel, s.padding,
+                          s.pool) for s in specs]
 
 
 # --------------------------------------------------------------------------- ROM packing
@@ -202,7 +310,14 @@ def unpack_params(words: Sequence[int], n_out: int, pe: int, w: golden.LayerWidt
 
 @dataclass
 class LayerBundle:
-    """One layer as the hardware sees it."""
+    """One layer as the hardware sees it.
+
+    ``in_features`` and ``out_features`` are its matrix's: a convolution's
+    k·k·C window and its output channels.  The geometry fields are
+    :class:`LayerGeometry`'s (a fully connected layer: ``kind`` 'fc',
+    ``in_shape`` (in_features, 1, 1), ``out_shape`` (out_features, 1, 1),
+    ``kernel``, ``padding`` and ``pool`` 0).
+    """
 
     index: int
     in_features: int
@@ -211,12 +326,29 @@ class LayerBundle:
     pe: int
     simd: int
     widths: golden.LayerWidths
-    weights: np.ndarray          # int8 ±1 [out, in]
+    weights: np.ndarray          # int8 ±1 [out, in]; a convolution's columns (ky, kx, c)
     mul: np.ndarray              # int64 [out]
     shift: np.ndarray
     bias: np.ndarray
     weight_file: str
     param_file: str
+    kind: str = "fc"
+    in_shape: tuple[int, int, int] | None = None     # default (in_features, 1, 1)
+    kernel: int = 0
+    padding: int = 0
+    pool: int = 0
+    out_shape: tuple[int, int, int] | None = None    # default (out_features, 1, 1)
+
+    def __post_init__(self) -> None:
+        if self.in_shape is None:
+            self.in_shape = (self.in_features, 1, 1)
+        if self.out_shape is None:
+            self.out_shape = (self.out_features, 1, 1)
+
+    @property
+    def geometry(self) -> LayerGeometry:
+        return LayerGeometry(self.kind, self.in_shape, self.out_shape, self.kernel,
+                             self.padding, self.pool)
 
     @property
     def nf(self) -> int:
@@ -242,14 +374,20 @@ class Bundle:
 
     @property
     def n_in(self) -> int:
-        return self.layers[0].in_features
+        """u8 values per image: an MLP's inputs, a convolutional network's C·H·W pixels."""
+        return math.prod(self.layers[0].in_shape)
+
+    @property
+    def has_conv(self) -> bool:
+        """Whether any layer is a convolution (then pixels arrive in HWC order)."""
+        return any(la.kind == "conv" for la in self.layers)
 
     @property
     def num_classes(self) -> int:
         return self.layers[-1].out_features
 
     @property
-    def io(self) -> dict[str, int]:
+    def io(self) -> dict[str, Any]:
         return dict(self.manifest["io"])
 
     @property
@@ -258,11 +396,18 @@ class Bundle:
 
 
 
-def io_layout(n_in: int, lanes: int, num_classes: int, score_bits: int) -> dict[str, int]:
+def io_layout(n_in: int, lanes: int, num_classes: int, score_bits: int,
+              pixel_order: str | None = None) -> dict[str, Any]:
+    """The manifest's ``io``: ``pixel_order`` is recorded for convolutional networks only
+    ('hwc'), so that an MLP's ``io`` is what it always was."""
     class_bits = golden.unsigned_bits(num_classes - 1)
-    return {"n_in": n_in, "in_lanes": lanes, "in_beats": math.ceil(n_in / lanes),
-            "pixel_bits": PIXEL_BITS, "num_classes": num_classes, "class_bits": class_bits,
-            "score_bits": score_bits, "out_bits": class_bits + num_classes * score_bits}
+    io: dict[str, Any] = {
+        "n_in": n_in, "in_lanes": lanes, "in_beats": math.ceil(n_in / lanes),
+        "pixel_bits": PIXEL_BITS, "num_classes": num_classes, "class_bits": class_bits,
+        "score_bits": score_bits, "out_bits": class_bits + num_classes * score_bits}
+    if pixel_order is not None:
+        io["pixel_order"] = pixel_order
+    return io
 
 
 def _layer_widths(fan_in: int, in_bits: int, last: bool, arith: dict[str, int]
@@ -271,7 +416,28 @@ def _layer_widths(fan_in: int, in_bits: int, last: bool, arith: dict[str, int]
                                act_bits=arith["act_bits"], score_bits=arith["score_bits"])
 
 
-def fold_checkpoint(ckpt: dict[str, Any], hw: HardwareConfig, where: str
+def binary_matrix(weight: Any, geometry: LayerGeometry, previous: LayerGeometry | None
+                  ) -> np.ndarray:
+    """A layer's ±1 matrix [out, in] from its real weights, in the hardware's column order.
+
+    A convolution's weight [C_out, C, k, k] becomes [C_out, k·k·C] with
+    columns in window order (ky, kx, c), channel fastest: the order in which
+    the sliding window emits a window of HWC feature maps.  The first fully
+    connected layer after a convolution reads PyTorch's C·H·W flattening;
+    its columns are permuted to H·W·C, the order the maps travel in.  Zero
+    is +1 (bit 1), as in :func:`bchw.nn.binarize`.
+    """
+    w = weight.double().numpy()
+    if geometry.kind == "conv":
+        w = w.transpose(0, 2, 3, 1).reshape(w.shape[0], -1)
+    elif previous is not None and previous.kind == "conv":
+        c, h, wd = previous.out_shape
+        w = w.reshape(w.shape[0], c, h, wd).transpose(0, 2, 3, 1).reshape(w.shape[0], -1)
+    return np.where(w >= 0, 1, -1).astype(np.int8)
+
+
+def fold_checkpoint(ckpt: dict[str, Any], hw: HardwareConfig, where: str,
+                    geometry: Sequence[LayerGeometry] | None = None
                     ) -> tuple[list[np.ndarray], list[tuple[np.ndarray, np.ndarray, np.ndarray]],
                                dict[str, int]]:
     """Fold input normalisation and batch norm into integer (M, S, B) per neuron.
@@ -284,8 +450,17 @@ def fold_checkpoint(ckpt: dict[str, Any], hw: HardwareConfig, where: str
     integer output is ``round(k·acc + c)`` with ``k = γ·a/(√(σ²+ε)·s_out)``
     and ``c = (γ(y0 − μ)/√(σ²+ε) + β)/s_out``, where ``s_out = s`` for hidden
     layers and ``2**−score_frac_bits`` for the scores.
+
+    A convolution is the same per output channel, with its k·k·C window as
+    the input vector: layer 0 pads its *pixels* with 0, normalised like any
+    other, so ``y0`` sums the whole window's weights at every position.  Its
+    max pooling comes before the batch norm, on ``y``, and ``a > 0``, so it is
+    max pooling of ``acc`` (:func:`bchw.golden.infer`).  ``geometry`` defaults
+    to the checkpoint's (:func:`checkpoint_geometry`).
     """
     cfg = ckpt["config"]
+    if geometry is None:
+        geometry = checkpoint_geometry(cfg, where)
     act_bits, act_clip = int(cfg["act_bits"]), float(cfg["act_clip"])
     arith = {"act_bits": act_bits, "mul_bits": hw.mul_bits, "score_bits": hw.score_bits,
              "score_frac_bits": hw.score_frac_bits, "pixel_bits": PIXEL_BITS}
@@ -295,7 +470,7 @@ def fold_checkpoint(ckpt: dict[str, Any], hw: HardwareConfig, where: str
     layers = ckpt["layers"]
     for i, layer in enumerate(layers):
         last = i == len(layers) - 1
-        wb = np.where(layer["weight"].double().numpy() >= 0, 1, -1).astype(np.int8)
+        wb = binary_matrix(layer["weight"], geometry[i], geometry[i - 1] if i else None)
         if i == 0:
             a = 1.0 / (255.0 * std)
             y0 = -mean / std * wb.sum(axis=1, dtype=np.float64)
@@ -332,7 +507,7 @@ def export_bundle(checkpoint: str | os.PathLike, out_dir: str | os.PathLike,
 def export_state(ckpt: dict[str, Any], out_dir: str | os.PathLike, hw: HardwareConfig,
                  formats: Sequence[str] = romfmt.FORMATS, where: str = "checkpoint",
                  digest: str | None = None) -> Bundle:
-    """Export a loaded checkpoint dictionary (see :mod:`bchw.nn`) to a bundle."""
+    """Export a loaded checkpoint dictionary (see :mod:`bchw.nn`), MLP or CNN, to a bundle."""
     cfg = ckpt["config"]
     if cfg.get("binarize") == "float":
         raise BchwError("a float-weight baseline has no binary weights to export; train with "
@@ -341,38 +516,44 @@ def export_state(ckpt: dict[str, Any], out_dir: str | os.PathLike, hw: HardwareC
         raise BchwError("activations were not quantized in training, so the integer hardware "
                         "would not match it; train without --float-act", path=where,
                         field="config.float_act")
-    from bchw.nn import is_mlp_spec, parse_spec
-
-    if not is_mlp_spec(cfg["spec"]):
-        raise BchwError(f"{cfg['spec']!r} is a convolutional network: bchw exports MLPs "
-                        f"only so far (convolution and pooling engines are not built yet)",
-                        path=where, field="config.spec")
-    sizes = parse_spec(cfg["spec"])
-    hw.check(sizes, "hardware config")
-    weights, params, arith = fold_checkpoint(ckpt, hw, where)
+    geometry = checkpoint_geometry(cfg, where)
+    hw.check_layers(geometry, "hardware config")
+    weights, params, arith = fold_checkpoint(ckpt, hw, where, geometry)
     model = {"spec": cfg["spec"], "dataset": cfg.get("dataset"),
              "binarize": cfg.get("binarize"), "act_clip": float(cfg["act_clip"]),
              "input_mean": float(ckpt["input_norm"]["mean"]),
              "input_std": float(ckpt["input_norm"]["std"]),
              "checkpoint_sha256": digest}
-    return write_bundle(out_dir, weights, params, arith, hw, model, formats)
+    return write_bundle(out_dir, weights, params, arith, hw, model, formats, geometry=geometry)
 
 
 def write_bundle(out_dir: str | os.PathLike, weights: Sequence[np.ndarray],
                  params: Sequence[tuple[np.ndarray, np.ndarray, np.ndarray]],
                  arith: dict[str, int], hw: HardwareConfig, model: dict[str, Any],
-                 formats: Sequence[str] = romfmt.FORMATS) -> Bundle:
+                 formats: Sequence[str] = romfmt.FORMATS, *,
+                 geometry: Sequence[LayerGeometry] | None = None) -> Bundle:
     """Write a bundle from integer weights (±1 [out, in] per layer) and (M, S, B) per layer.
 
     ``arith`` holds ``act_bits``, ``mul_bits``, ``score_bits``,
     ``score_frac_bits`` and ``pixel_bits``; ``model`` is recorded as it is.
+    ``geometry`` gives each layer's :class:`LayerGeometry` (default: an MLP
+    of the weights' sizes); a convolution's weights are its window matrix
+    (:func:`binary_matrix`).
     """
-    sizes = [weights[0].shape[1]] + [w.shape[0] for w in weights]
-    hw.check(sizes, "hardware config")
+    if geometry is None:
+        geometry = mlp_geometry([weights[0].shape[1]] + [w.shape[0] for w in weights])
+    for i, (g, wb) in enumerate(zip(geometry, weights, strict=True)):
+        if wb.shape != (g.out_features, g.in_features):
+            raise ValueError(f"layer {i}: weights {list(wb.shape)} for a {g.kind} layer of "
+                             f"{g.out_features}×{g.in_features}")
+    hw.check_layers(geometry, "hardware config")
+    tagged = any(g.kind == "conv" for g in geometry)
     manifest: dict[str, Any] = {
         "schema": SCHEMA, "version": SCHEMA_VERSION, "model": model,
         "arithmetic": dict(arith),
-        "io": io_layout(sizes[0], hw.lanes, sizes[-1], arith["score_bits"]),
+        "io": io_layout(math.prod(geometry[0].in_shape), hw.input_lanes(geometry),
+                        geometry[-1].out_features, arith["score_bits"],
+                        "hwc" if tagged else None),
         "layers": [],
     }
     with atomic_dir(out_dir) as tmp:
@@ -381,7 +562,7 @@ def write_bundle(out_dir: str | os.PathLike, weights: Sequence[np.ndarray],
             in_bits = PIXEL_BITS if i == 0 else arith["act_bits"]
             widths = _layer_widths(wb.shape[1], in_bits, last, arith)
             pe, simd = hw.pe[i], hw.simd[i]
-            entry = _layer_manifest(i, wb.shape[1], wb.shape[0], in_bits, pe, simd, widths)
+            entry = _layer_manifest(i, geometry[i], in_bits, pe, simd, widths, tagged)
             for kind, words, width in (
                     ("weights", pack_weights(wb, pe, simd), pe * simd),
                     ("params", pack_params(mul, shift, bias, pe, widths),
@@ -396,18 +577,27 @@ def write_bundle(out_dir: str | os.PathLike, weights: Sequence[np.ndarray],
     return load_bundle(out_dir)
 
 
-def _layer_manifest(i: int, n_in: int, n_out: int, in_bits: int, pe: int, simd: int,
-                    w: golden.LayerWidths) -> dict[str, Any]:
+def _layer_manifest(i: int, g: LayerGeometry, in_bits: int, pe: int, simd: int,
+                    w: golden.LayerWidths, tagged: bool) -> dict[str, Any]:
+    """A layer's manifest entry; ``tagged`` (a network with convolutions) adds its ``kind``."""
+    n_in, n_out = g.in_features, g.out_features
     nf, sf = fold_counts(n_out, n_in, pe, simd)
-    return {
-        "index": i, "in_features": n_in, "out_features": n_out, "in_bits": in_bits,
+    entry: dict[str, Any] = {"index": i}
+    if tagged:
+        entry["kind"] = g.kind
+    if g.kind == "conv":
+        entry.update({"in_shape": list(g.in_shape), "kernel": g.kernel, "padding": g.padding,
+                      "pool": g.pool, "out_shape": list(g.out_shape)})
+    entry.update({
+        "in_features": n_in, "out_features": n_out, "in_bits": in_bits,
         "pe": pe, "simd": simd, "nf": nf, "sf": sf,
         "acc_bits": w.acc_bits, "mul_bits": w.mul_bits, "shift_bits": w.shift_bits,
         "bias_bits": w.bias_bits, "out_bits": w.out_bits, "out_signed": w.out_signed,
         "out_min": w.out_lo, "out_max": w.out_hi,
         "weights": {"width": pe * simd, "depth": nf * sf},
         "params": {"width": pe * w.param_bits, "depth": nf},
-    }
+    })
+    return entry
 
 
 # --------------------------------------------------------------------------- loading and validation
@@ -480,42 +670,114 @@ def load_bundle(path: str | os.PathLike) -> Bundle:
     layers_m = m["layers"]
     if not layers_m:
         raise BchwError("a bundle needs at least one layer", path=mpath, field="layers")
+    tagged = "conv" in [_layer_kind(mpath, i, lm) for i, lm in enumerate(layers_m)]
     bundle = Bundle(path=root, manifest=m)
-    prev_out = None
+    previous = None
     for i, lm in enumerate(layers_m):
-        bundle.layers.append(_load_layer(root, mpath, i, lm, arith, prev_out,
-                                         last=i == len(layers_m) - 1))
-        prev_out = lm["out_features"]
+        layer = _load_layer(root, mpath, i, lm, arith, previous, last=i == len(layers_m) - 1,
+                            tagged=tagged)
+        bundle.layers.append(layer)
+        previous = layer.geometry
     io = m["io"]
-    expected_io = io_layout(bundle.n_in, _int_field(io.get("in_lanes"), mpath, "io.in_lanes", 1,
-                                                    bundle.n_in),
-                            bundle.num_classes, arith["score_bits"])
+    first = bundle.layers[0]
+    lanes = _int_field(io.get("in_lanes"), mpath, "io.in_lanes", 1, bundle.n_in)
+    if first.kind == "conv":
+        lanes = first.in_shape[0]    # one pixel of all its channels a beat
+    expected_io = io_layout(bundle.n_in, lanes, bundle.num_classes, arith["score_bits"],
+                            "hwc" if tagged else None)
     for key, value in expected_io.items():
-        if io.get(key) != value or type(io.get(key)) is not int:
-            raise BchwError(f"expected {value}, got {json.dumps(io.get(key))}", path=mpath,
-                            field=f"io.{key}")
+        if io.get(key) != value or type(io.get(key)) is not type(value):
+            raise BchwError(f"expected {json.dumps(value)}, got {json.dumps(io.get(key))}",
+                            path=mpath, field=f"io.{key}")
     return bundle
 
 
-def _load_layer(root: Path, mpath: Path, i: int, lm: Any, arith: dict[str, int],
-                prev_out: int | None, last: bool) -> LayerBundle:
-    f = f"layers[{i}]"
+def _layer_kind(mpath: Path, i: int, lm: Any) -> str:
+    """A layer entry's ``kind``: 'fc' when absent (an MLP's manifest has none)."""
     if not isinstance(lm, dict):
-        raise BchwError("must be a JSON object", path=mpath, field=f)
+        raise BchwError("must be a JSON object", path=mpath, field=f"layers[{i}]")
+    kind = lm.get("kind", "fc")
+    if kind not in ("fc", "conv") or type(kind) is not str:
+        raise BchwError(f"must be \"fc\" or \"conv\", got {json.dumps(kind)}", path=mpath,
+                        field=f"layers[{i}].kind")
+    return kind
+
+
+def _shape_field(v: Any, path: Any, name: str) -> tuple[int, int, int]:
+    if not (isinstance(v, list) and len(v) == 3
+            and all(type(x) is int and 1 <= x <= 1 << 20 for x in v)):
+        raise BchwError(f"must be [C, H, W], three positive integers, got {json.dumps(v)}",
+                        path=path, field=name)
+    return (v[0], v[1], v[2])
+
+
+def _conv_geometry(mpath: Path, f: str, lm: dict[str, Any], n_in: int, n_out: int,
+                   previous: LayerGeometry | None) -> LayerGeometry:
+    """A convolution's geometry from its manifest entry, every field checked against the rest
+    and against the ``previous`` layer's output."""
+    in_shape = _shape_field(lm.get("in_shape"), mpath, f"{f}.in_shape")
+    if previous is not None and in_shape != previous.out_shape:
+        raise BchwError(f"{list(in_shape)} does not match the previous layer's out_shape "
+                        f"{list(previous.out_shape)}", path=mpath, field=f"{f}.in_shape")
+    if previous is None and math.prod(in_shape) > 1 << 16:
+        raise BchwError(f"{math.prod(in_shape)} pixels is more than bchw supports", path=mpath,
+                        field=f"{f}.in_shape")
+    kernel = _int_field(lm.get("kernel"), mpath, f"{f}.kernel", 1, 1 << 10)
+    if kernel % 2 == 0:
+        raise BchwError(f"must be odd, so that padding (kernel - 1)/2 keeps the size, got "
+                        f"{kernel}", path=mpath, field=f"{f}.kernel")
+    padding = _int_field(lm.get("padding"), mpath, f"{f}.padding", 0, 1 << 10)
+    if padding != (kernel - 1) // 2:
+        raise BchwError(f"expected (kernel - 1)/2 = {(kernel - 1) // 2}, got {padding}",
+                        path=mpath, field=f"{f}.padding")
+    channels, height, width = in_shape
+    pool = _int_field(lm.get("pool"), mpath, f"{f}.pool", 0, 1 << 20)
+    if pool == 1 or (pool and (height % pool or width % pool)):
+        raise BchwError(f"{pool} must be 0 (no pooling), or 2 or more dividing the "
+                        f"{height}×{width} maps", path=mpath, field=f"{f}.pool")
+    if n_in != kernel * kernel * channels:
+        raise BchwError(f"expected the {kernel}×{kernel}×{channels} window, "
+                        f"{kernel * kernel * channels} inputs, got {n_in}", path=mpath,
+                        field=f"{f}.in_features")
+    out_shape = (n_out, height // pool, width // pool) if pool else (n_out, height, width)
+    got = _shape_field(lm.get("out_shape"), mpath, f"{f}.out_shape")
+    if got != out_shape:
+        raise BchwError(f"expected {list(out_shape)} (out_features, and the maps after "
+                        f"pooling), got {list(got)}", path=mpath, field=f"{f}.out_shape")
+    return LayerGeometry("conv", in_shape, out_shape, kernel, padding, pool)
+
+
+def _load_layer(root: Path, mpath: Path, i: int, lm: Any, arith: dict[str, int],
+                previous: LayerGeometry | None, last: bool, tagged: bool) -> LayerBundle:
+    f = f"layers[{i}]"
+    kind = _layer_kind(mpath, i, lm)
     n_in = _int_field(lm.get("in_features"), mpath, f"{f}.in_features", 1, 1 << 20)
     n_out = _int_field(lm.get("out_features"), mpath, f"{f}.out_features", 1, 1 << 20)
-    if prev_out is not None and n_in != prev_out:
-        raise BchwError(f"{n_in} does not match the previous layer's {prev_out} outputs",
-                        path=mpath, field=f"{f}.in_features")
-    if i == 0 and n_in > 1 << 16:
-        raise BchwError(f"{n_in} inputs is more than bchw supports", path=mpath,
-                        field=f"{f}.in_features")
+    if kind == "conv":
+        if last:
+            raise BchwError("the last layer gives the class scores: it must be \"fc\"",
+                            path=mpath, field=f"{f}.kind")
+        if previous is not None and previous.kind != "conv":
+            raise BchwError("a convolution cannot follow a fully connected layer", path=mpath,
+                            field=f"{f}.kind")
+        geometry = _conv_geometry(mpath, f, lm, n_in, n_out, previous)
+    else:
+        geometry = LayerGeometry.fc(n_in, n_out)
+        if previous is not None and n_in != math.prod(previous.out_shape):
+            outputs = (f"{previous.out_features}" if previous.kind == "fc" else
+                       f"{'×'.join(map(str, previous.out_shape))} = "
+                       f"{math.prod(previous.out_shape)}")
+            raise BchwError(f"{n_in} does not match the previous layer's {outputs} outputs",
+                            path=mpath, field=f"{f}.in_features")
+        if i == 0 and n_in > 1 << 16:
+            raise BchwError(f"{n_in} inputs is more than bchw supports", path=mpath,
+                            field=f"{f}.in_features")
     pe = _int_field(lm.get("pe"), mpath, f"{f}.pe", 1, n_out)
     simd = _int_field(lm.get("simd"), mpath, f"{f}.simd", 1, n_in)
     in_bits = PIXEL_BITS if i == 0 else arith["act_bits"]
     widths = _layer_widths(n_in, in_bits, last, arith)
     nf, sf = fold_counts(n_out, n_in, pe, simd)
-    expected = _layer_manifest(i, n_in, n_out, in_bits, pe, simd, widths)
+    expected = _layer_manifest(i, geometry, in_bits, pe, simd, widths, tagged)
     for key, value in expected.items():
         got = lm.get(key)
         if isinstance(value, dict):
@@ -529,16 +791,16 @@ def _load_layer(root: Path, mpath: Path, i: int, lm: Any, arith: dict[str, int],
             raise BchwError(f"expected {json.dumps(value)} for this layer, got {json.dumps(got)}",
                             path=mpath, field=f"{f}.{key}")
     roms = {}
-    for kind, width, depth in (("weights", pe * simd, nf * sf),
+    for rom, width, depth in (("weights", pe * simd, nf * sf),
                                ("params", pe * widths.param_bits, nf)):
-        files = lm[kind].get("files")
+        files = lm[rom].get("files")
         if not isinstance(files, dict) or not isinstance(files.get("hex"), str):
-            raise BchwError("must name the hex image", path=mpath, field=f"{f}.{kind}.files.hex")
+            raise BchwError("must name the hex image", path=mpath, field=f"{f}.{rom}.files.hex")
         name = files["hex"]
         if not name or "/" in name or "\\" in name or "\0" in name or name.startswith("."):
             raise BchwError(f"{name!r} must be a plain file name inside the bundle", path=mpath,
-                            field=f"{f}.{kind}.files.hex")
-        roms[kind] = (name, romfmt.read_rom(root / name, width, depth, "hex"))
+                            field=f"{f}.{rom}.files.hex")
+        roms[rom] = (name, romfmt.read_rom(root / name, width, depth, "hex"))
     weights = unpack_weights(roms["weights"][1], n_out, n_in, pe, simd)
     mul, shift, bias = unpack_params(roms["params"][1], n_out, pe, widths)
     if (shift > widths.shift_max).any():
@@ -547,4 +809,7 @@ def _load_layer(root: Path, mpath: Path, i: int, lm: Any, arith: dict[str, int],
                         path=root / roms["params"][0], field=f"{f}.params")
     return LayerBundle(index=i, in_features=n_in, out_features=n_out, in_bits=in_bits, pe=pe,
                        simd=simd, widths=widths, weights=weights, mul=mul, shift=shift,
-                       bias=bias, weight_file=roms["weights"][0], param_file=roms["params"][0])
+                       bias=bias, weight_file=roms["weights"][0], param_file=roms["params"][0],
+                       kind=kind, in_shape=geometry.in_shape, kernel=geometry.kernel,
+                       padding=geometry.padding, pool=geometry.pool,
+                       out_shape=geometry.out_shape)

@@ -17,19 +17,33 @@ This module is the one source of truth for what the hardware computes:
   outputs are the class scores;
 * the class is the first index of the maximum score.
 
+A convolution (:class:`bchw.export.LayerGeometry`) is a matrix over windows:
+its feature maps are [N, H, W, C] (HWC, the order they travel in), padded
+with zeros, cut into k×k windows flattened in (ky, kx, c) order
+(:func:`windows`), accumulated like a fully connected layer's inputs; its
+max pooling takes the maximum *accumulator* of each pool×pool window
+(:func:`max_pool`), as training pools before its batch norm, and then
+requantizes.  The hardware may pool the requantized codes instead: that is
+the same, channel by channel (:func:`pool_codes`).
+
 The widths of every intermediate value are derived here from worst-case
 bounds, recorded in the manifest by the exporter and used by the gateware.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import numpy as np
 
 if TYPE_CHECKING:
-    from bchw.export import Bundle
+    from bchw.export import Bundle, LayerBundle
+
+#: Values of a layer's window matrix (or input vectors) per batch that :func:`infer`
+#: works on at once: 2**22 float64 values are 32 MiB, and the matrix products stay fast.
+BATCH_VALUES = 1 << 22
 
 
 def signed_bits(lo: int, hi: int) -> int:
@@ -147,19 +161,80 @@ def accumulate(x: np.ndarray, weights: np.ndarray) -> np.ndarray:
     float64 products and sums of integers below 2**53 are exact, and BLAS
     makes this fast; the bound is checked, not assumed.
     """
-    bound = float(np.abs(x).max(initial=0)) * weights.shape[1]
+    bound = max(abs(float(x.max(initial=0))), abs(float(x.min(initial=0)))) * weights.shape[1]
     if bound >= 2.0 ** 52:
         raise OverflowError("accumulator bound exceeds exact float64 range")
-    acc = x.astype(np.float64) @ weights.astype(np.float64).T
+    acc = np.asarray(x, dtype=np.float64) @ weights.astype(np.float64).T
     return np.rint(acc).astype(np.int64)
+
+
+def windows(maps: np.ndarray, kernel: int, padding: int) -> np.ndarray:
+    """The k×k windows of HWC feature ``maps`` [N, H, W, C], stride 1, zero ``padding``.
+
+    Gives [N, H', W', k·k·C] with H' = H + 2·padding − k + 1 (H when
+    padding = (k − 1)/2): the window at (y, x) holds the padded maps' values
+    at rows y..y+k−1 and columns x..x+k−1, flattened in (ky, kx, c) order,
+    channel fastest, as the sliding-window hardware emits them and as the
+    exported weight columns are ordered.
+    """
+    n, h, w, c = maps.shape
+    padded = np.pad(maps, ((0, 0), (padding, padding), (padding, padding), (0, 0)))
+    h_out, w_out = h + 2 * padding - kernel + 1, w + 2 * padding - kernel + 1
+    out = np.empty((n, h_out, w_out, kernel * kernel * c), dtype=maps.dtype)
+    for ky in range(kernel):
+        for kx in range(kernel):
+            j = (ky * kernel + kx) * c
+            out[..., j:j + c] = padded[:, ky:ky + h_out, kx:kx + w_out, :]
+    return out
+
+
+def max_pool(maps: np.ndarray, pool: int) -> np.ndarray:
+    """pool×pool max pooling, stride ``pool``, of HWC ``maps`` [N, H, W, C] (H, W divisible)."""
+    n, h, w, c = maps.shape
+    return maps.reshape(n, h // pool, pool, w // pool, pool, c).max(axis=(2, 4))
+
+
+def pool_codes(codes: np.ndarray, mul: np.ndarray, pool: int) -> np.ndarray:
+    """Pooling of requantized HWC ``codes`` [N, H, W, C] that equals pooling the accumulators.
+
+    ``clamp((M·acc + B) >> S)`` never decreases as ``acc`` grows when M >= 0
+    and never increases when M < 0, so requantizing the maximum accumulator
+    gives the maximum code of a channel with M >= 0 and the *minimum* code of
+    one with M < 0 (M = 0: all codes are equal).  Hardware that pools after
+    its requantizer pools this way.
+    """
+    negative = np.asarray(mul) < 0
+    return np.where(negative, -max_pool(-codes, pool), max_pool(codes, pool))
+
+
+def input_pixels(bundle: Bundle, images: np.ndarray) -> np.ndarray:
+    """u8 ``images`` [N, n_in] in the order the hardware takes them, as int64.
+
+    A data set's images are C·H·W, channel-major; a convolutional network
+    takes them in HWC order (``io.pixel_order`` "hwc"), one pixel of C values
+    a beat: [N, H·W·C].  An MLP takes them as they are.
+    """
+    x = np.asarray(images)
+    if x.ndim != 2 or x.shape[1] != bundle.n_in:
+        raise ValueError(f"images must be [N, {bundle.n_in}], got {list(x.shape)}")
+    x = x.astype(np.int64)
+    first = bundle.layers[0]
+    if first.kind == "conv":
+        c, h, w = first.in_shape
+        x = x.reshape(len(x), c, h, w).transpose(0, 2, 3, 1).reshape(len(x), c * h * w)
+    return x
 
 
 @dataclass
 class GoldenResult:
-    """Outputs of :func:`infer`: per-layer integer outputs, scores and classes."""
+    """Outputs of :func:`infer`: per-layer integer outputs, scores and classes.
 
-    layers: list[np.ndarray]     # output of each layer, int64 [N, out_features]
-    accs: list[np.ndarray]       # accumulator of each layer, int64 [N, out_features]
+    A convolution's output and accumulators are its feature maps after
+    pooling, flattened in HWC order (the order they travel in): [N, H'·W'·C].
+    """
+
+    layers: list[np.ndarray]     # output of each layer, int64 [N, out_features or H'·W'·C]
+    accs: list[np.ndarray]       # accumulators of each layer (a convolution's: max-pooled)
 
     @property
     def scores(self) -> np.ndarray:
@@ -170,17 +245,65 @@ class GoldenResult:
         return np.argmax(self.scores, axis=1)
 
 
-def infer(bundle: Bundle, images: np.ndarray) -> GoldenResult:
-    """Run the bundle's integer arithmetic on u8 ``images`` [N, n_in]."""
-    x = np.asarray(images)
-    if x.ndim != 2 or x.shape[1] != bundle.n_in:
-        raise ValueError(f"images must be [N, {bundle.n_in}], got {list(x.shape)}")
-    x = x.astype(np.int64)
-    layers, accs = [], []
-    for layer in bundle.layers:
+def layer_forward(layer: LayerBundle, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """One layer's (output, accumulators) for its input ``x``.
+
+    A fully connected layer takes [N, in_features] and gives [N, out_features];
+    a convolution takes HWC maps [N, H, W, C] and gives [N, H', W', C_out]
+    after pooling.
+    """
+    lo, hi = layer.widths.out_lo, layer.widths.out_hi
+    if layer.kind != "conv":
         acc = accumulate(x, layer.weights)
-        x = requantize(acc, layer.mul, layer.shift, layer.bias,
-                       layer.widths.out_lo, layer.widths.out_hi)
-        accs.append(acc)
-        layers.append(x)
+        return requantize(acc, layer.mul, layer.shift, layer.bias, lo, hi), acc
+    cols = windows(x.astype(np.float64), layer.kernel, layer.padding)   # accumulate's type
+    acc = accumulate(cols.reshape(-1, cols.shape[-1]), layer.weights)
+    acc = acc.reshape(*cols.shape[:3], layer.out_features)
+    if layer.pool:
+        acc = max_pool(acc, layer.pool)
+    return requantize(acc, layer.mul, layer.shift, layer.bias, lo, hi), acc
+
+
+def _batches(bundle: Bundle, images: np.ndarray) -> Iterator[list[tuple[np.ndarray, np.ndarray]]]:
+    """(output, accumulators) of every layer, flattened, for successive batches of images.
+
+    A batch's largest window matrix (or input vectors) holds about
+    :data:`BATCH_VALUES` values, whatever the image count.
+    """
+    x = input_pixels(bundle, images)
+    per_image = max(la.in_shape[1] * la.in_shape[2] * la.in_features for la in bundle.layers)
+    step = max(1, BATCH_VALUES // per_image)
+    for start in range(0, max(len(x), 1), step):
+        h = x[start:start + step]
+        outs = []
+        for layer in bundle.layers:
+            if layer.kind == "conv":   # HWC values (flat, or maps already) as maps
+                c, height, width = layer.in_shape
+                h = h.reshape(len(h), height, width, c)
+            else:
+                h = h.reshape(len(h), layer.in_features)
+            h, acc = layer_forward(layer, h)
+            outs.append((_flat(h), _flat(acc)))
+        yield outs
+
+
+def _flat(x: np.ndarray) -> np.ndarray:
+    """[N, ...] as [N, values] (HWC for maps), N = 0 included."""
+    return x.reshape(len(x), int(np.prod(x.shape[1:])))
+
+
+def infer(bundle: Bundle, images: np.ndarray) -> GoldenResult:
+    """Run the bundle's integer arithmetic on u8 ``images`` [N, n_in] (C·H·W, as data sets
+    give them), every layer's outputs and accumulators kept."""
+    batches = list(_batches(bundle, images))
+    n_layers = len(bundle.layers)
+    layers = [np.concatenate([b[i][0] for b in batches]) for i in range(n_layers)]
+    accs = [np.concatenate([b[i][1] for b in batches]) for i in range(n_layers)]
     return GoldenResult(layers=layers, accs=accs)
+
+
+def classify(bundle: Bundle, images: np.ndarray) -> np.ndarray:
+    """The classes of u8 ``images`` [N, n_in], as :func:`infer` gives them, keeping only the
+    scores (a convolutional network's hidden maps of a whole test set are gigabytes)."""
+    scores = [b[-1][0] for b in _batches(bundle, images)]
+    return np.argmax(np.concatenate(scores), axis=1)

@@ -4,6 +4,7 @@ import json
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -173,3 +174,26 @@ def test_export_searches_the_folding_for_a_target(capsys, tmp_path):
     assert_user_error(capsys, ["export", MODEL, "-o", tmp_path / "c", "--max-luts", "5"],
                       "--max-luts")
     assert not (tmp_path / "c").exists()
+
+
+def test_conv_bundles_are_evaluated_but_get_no_hardware_yet(capsys, tmp_path):
+    from bchw.nn import BinaryNet, save_checkpoint
+
+    torch.manual_seed(0)
+    model = BinaryNet("3C3-MP2-5", (4, 4, 4)).eval()   # 64 values, as digits' 1×8×8 images
+    save_checkpoint(tmp_path / "c.pt", model, {"dataset": "digits", "seed": 0}, {})
+    bundle = tmp_path / "bundle"
+    rc, out, _ = run(capsys, "export", tmp_path / "c.pt", "-o", bundle, "--pe", "3,5",
+                     "--simd", "36,12", "--formats", "hex")
+    assert rc == 0 and "2 layers" in out
+    assert_user_error(capsys, ["export", tmp_path / "c.pt", "-o", tmp_path / "b", "--pe", "3,5",
+                               "--simd", "36,12", "--in-lanes", "1"], "in_lanes", "must be 4")
+    assert_user_error(capsys, ["eval", bundle], "--dataset", "1×8×8", "4×4×4")
+    sample = tmp_path / "s.npz"
+    np.savez(sample, images=np.zeros((3, 64), np.uint8), labels=np.zeros(3, np.int64))
+    rc, out, _ = run(capsys, "eval", bundle, "--samples", sample, "--json")
+    assert rc == 0 and json.loads(out)["images"] == 3
+    for argv in (["verilog", bundle, "-o", tmp_path / "rtl"], ["sim", bundle, "--samples", sample],
+                 ["synth", bundle]):
+        assert_user_error(capsys, argv, "manifest.json", "layers[0].kind", "convolution")
+    assert not (tmp_path / "rtl").exists()

@@ -329,8 +329,10 @@ def test_a_tiny_conv_net_trains_on_digits_from_the_command_line(tmp_path, capsys
     assert all(layer["weight"].abs().max() <= 1 for layer in ckpt["layers"])
     result = evaluate_float(out / "checkpoint.pt")
     assert result["accuracy"] == pytest.approx(metrics["test_accuracy"])
-    # conv layers have no export yet: a clean refusal, nothing written
+    # it exports (tests/test_conv_export.py checks the bundle against the float model)
     bundle = tmp_path / "bundle"
     assert main(["export", str(out / "checkpoint.pt"), "-o", str(bundle), "--pe", "1,1,1",
-                 "--simd", "1,1,1"]) == 2
-    assert "convolutional" in capsys.readouterr().err and not bundle.exists()
+                 "--simd", "1,1,1", "--formats", "hex"]) == 0
+    assert "3 layers" in capsys.readouterr().out
+    assert [la["kind"] for la in json.loads((bundle / "manifest.json").read_text())["layers"]] \
+        == ["conv", "conv", "fc"]

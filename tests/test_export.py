@@ -143,3 +143,22 @@ def test_failed_export_keeps_the_old_bundle(tmp_path, small_bundle):
         export_state(state, small_bundle.path, HardwareConfig(pe=[99, 1, 1], simd=[1, 1, 1]))
     assert (small_bundle.path / "manifest.json").read_bytes() == before
     shutil.rmtree(small_bundle.path)
+
+
+def test_mlp_manifests_have_no_convolution_fields(small_bundle):
+    """Layer kinds, shapes and the pixel order are written for networks with convolutions
+    only, so MLP bundles stay byte for byte what they were before convolutions."""
+    m = _manifest(small_bundle)
+    assert "pixel_order" not in m["io"]
+    new_fields = {"kind", "in_shape", "kernel", "padding", "pool", "out_shape"}
+    assert not any(new_fields & set(entry) for entry in m["layers"])
+    assert not small_bundle.has_conv and small_bundle.n_in == 20
+    for layer in small_bundle.layers:
+        assert (layer.kind, layer.kernel, layer.padding, layer.pool) == ("fc", 0, 0, 0)
+        assert layer.in_shape == (layer.in_features, 1, 1)
+        assert layer.out_shape == (layer.out_features, 1, 1)
+    # a manifest that says "fc" where it may say nothing means the same
+    for entry in m["layers"]:
+        entry["kind"] = "fc"
+    (small_bundle.path / "manifest.json").write_text(json.dumps(m))
+    assert [la.kind for la in load_bundle(small_bundle.path).layers] == ["fc"] * 3

@@ -64,3 +64,32 @@ def test_classes_are_first_index_of_max(small_bundle):
     r = golden.infer(small_bundle, randnet.random_images(50, 20, seed=9))
     for scores, cls in zip(r.scores, r.classes):
         assert scores[cls] == scores.max() and (scores[:cls] < scores.max()).all()
+
+
+def test_golden_agrees_with_the_float_model_of_a_random_mlp(small_bundle):
+    """Classes nearly always, scores within a step or two of the float scores in steps of
+    2**-score_frac_bits (tests/test_conv_export.py does the same for convolutions)."""
+    import torch
+
+    from bchw.nn import model_from_checkpoint
+
+    model = model_from_checkpoint(randnet.random_state([20, 13, 7, 5], act_bits=4, seed=1))
+    images = randnet.random_images(1000, 20, seed=4)
+    with torch.no_grad():
+        scores = model(torch.tensor(images, dtype=torch.float32)).numpy()
+    r = golden.infer(small_bundle, images)
+    assert (scores.argmax(1) == r.classes).mean() >= 0.95
+    err = np.abs(scores * 2.0 ** small_bundle.manifest["arithmetic"]["score_frac_bits"]
+                 - r.scores)
+    assert (err <= 2).mean() >= 0.98 and np.median(err) <= 0.5
+
+
+def test_batches_change_nothing(small_bundle, monkeypatch):
+    images = randnet.random_images(300, 20, seed=8)
+    whole = golden.infer(small_bundle, images)
+    monkeypatch.setattr(golden, "BATCH_VALUES", 20 * 7)    # batches of 7 images
+    batched = golden.infer(small_bundle, images)
+    for a, b in zip(whole.layers + whole.accs, batched.layers + batched.accs):
+        assert np.array_equal(a, b)
+    assert np.array_equal(golden.classify(small_bundle, images), whole.classes)
+    assert golden.infer(small_bundle, images[:0]).scores.shape == (0, 5)
