@@ -119,9 +119,10 @@ def _fold(sizes: list[int], act_bits: int, budget: int, mul_bits: int, score_bit
         luts += cost
     in_lanes = -(-sizes[0] // min(budget, sizes[0]))
     in_lanes = -(-sizes[0] // -(-sizes[0] // in_lanes))
+    shapes = layer_shapes(sizes, act_bits)
     interval = max([-(-sizes[0] // in_lanes)] + [
-        -(-o // p) * -(-i // s) for (i, o, _, _), p, s in zip(layer_shapes(sizes, act_bits),
-                                                            pe, simd)])
+        perf.engine_interval(-(-o // p) * -(-i // s))
+        for (i, o, _, _), p, s in zip(shapes, pe, simd)])
     macs = sum(a * b for a, b in zip(sizes[:-1], sizes[1:]))
     lanes = sum(p * s for p, s in zip(pe, simd))
     return Folding(pe, simd, in_lanes, interval, lanes, macs,

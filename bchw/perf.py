@@ -20,7 +20,8 @@ stage holds one result in its output register until the next stage takes it.
   the last step reaches the output register ``engine_pipeline`` cycles after
   it was issued.  It accepts the next vector while issuing its last step (or
   whenever idle).  When its output register is full and the last group of
-  the next image is ready, the whole engine stalls.
+  the next image is ready, the whole engine stalls (even when the
+  register is being taken in that cycle: the stall looks at registers only).
 * **Argmax**: one register stage.
 """
 
@@ -35,9 +36,13 @@ if TYPE_CHECKING:
 
 #: Pipeline registers of the requantizer: product, sum, shift-and-clamp.
 REQUANT_STAGES = 3
+#: Cycles from a weight ROM address to its word in a register: the ROM's own read
+#: register, then one more (an ECP5 block RAM's clock-to-output is about 4 ns).
+ROM_STAGES = 2
 def argmax_stages(num_classes: int) -> int:
-    """Register stages of the argmax unit: one per level of its comparison tree (at least 1)."""
-    return max(1, clog2(num_classes))
+    """Register stages of the argmax unit: two per level of its comparison tree (compare,
+    then select), at least 1."""
+    return max(1, 2 * clog2(num_classes))
 
 
 def clog2(n: int) -> int:
@@ -45,22 +50,31 @@ def clog2(n: int) -> int:
     return max(0, (n - 1).bit_length())
 
 
-def tree_depth(simd: int) -> int:
-    """Register stages of a SIMD-input adder tree: the negated inputs, then one per level."""
-    return 1 + clog2(simd)
+def tree_depth(simd: int, levels: int = 1) -> int:
+    """Register stages of a SIMD-input adder tree: the negated inputs, then one after every
+    ``levels`` adder levels (and after the last)."""
+    return 1 + -(-clog2(simd) // levels)
 
 
-def engine_pipeline(simd: int) -> int:
+def engine_pipeline(simd: int, tree_levels: int = 1) -> int:
     """Cycles from issuing an engine's last step to its output register being visible.
 
-    ROM read (1) + adder tree + accumulator (1) + requantizer + output register (1).
+    ROM read and its register (:data:`ROM_STAGES`) + adder tree + accumulator (1) +
+    requantizer + output register (1).
     """
-    return 1 + tree_depth(simd) + 1 + REQUANT_STAGES + 1
+    return ROM_STAGES + tree_depth(simd, tree_levels) + 1 + REQUANT_STAGES + 1
+
+
+def engine_interval(steps: int) -> int:
+    """Cycles between an engine's outputs when nothing else limits it: its ``NF·SF`` steps,
+    but at least 2, because its stall looks at registers only (see the module docstring):
+    an engine of one step finds its output register still full for every other vector."""
+    return max(steps, 2)
 
 
 @dataclass(frozen=True)
 class EngineTiming:
-    steps: int        # NF·SF: cycles of work per image, the engine's interval
+    steps: int        # NF·SF: cycles of work per image
     pipeline: int     # cycles from last step issued to output visible
     latency: int      # steps + pipeline: input accepted → output visible
 
@@ -82,7 +96,7 @@ class CycleModel:
     @property
     def interval(self) -> int:
         """Cycles between outputs in steady state with back-to-back input: the slowest stage."""
-        return max([self.in_beats] + [e.steps for e in self.engines])
+        return max([self.in_beats] + [engine_interval(e.steps) for e in self.engines])
 
     def stream(self, n_images: int, in_valid: Callable[[int], bool] | None = None,
                out_ready: Callable[[int], bool] | None = None, max_cycles: int | None = None,
@@ -111,12 +125,13 @@ class CycleModel:
                          out_ready or (lambda c: True), max_cycles, in_gaps, out_draw)
 
 
-def cycle_model(bundle: Bundle) -> CycleModel:
-    """The cycle model of a bundle's accelerator."""
+def cycle_model(bundle: Bundle, tree_levels: int = 1) -> CycleModel:
+    """The cycle model of a bundle's accelerator, generated with ``tree_levels`` adder
+    levels per register stage (1, the default, registers every level)."""
     engines = []
     for layer in bundle.layers:
         steps = layer.nf * layer.sf
-        pipe = engine_pipeline(layer.simd)
+        pipe = engine_pipeline(layer.simd, tree_levels)
         engines.append(EngineTiming(steps=steps, pipeline=pipe, latency=steps + pipe))
     return CycleModel(in_beats=bundle.io["in_beats"], engines=engines,
                       argmax=argmax_stages(bundle.io["num_classes"]))
@@ -156,17 +171,15 @@ def _simulate(model: CycleModel, n: int, in_valid: Callable[[int], bool],
         m_ready = out_ready(cycle) if out_draw is None else drawn_ready
         arg_valid = arg_pipe[-1]
         arg_ready = (not arg_valid) or m_ready   # also the enable of its whole pipeline
-        down_ready = arg_ready
         en = [False] * len(engines)
         s_ready = [False] * len(engines)
         for k in range(len(engines) - 1, -1, -1):
             e = engines[k]
             head = e.pipe[-1]
-            en[k] = not (e.out_valid and not down_ready and head is not None)
+            en[k] = not (e.out_valid and head is not None)   # registers only
             last = e.busy and e.step == e.steps - 1
             s_ready[k] = en[k] and (not e.busy or last)
-            down_ready = s_ready[k]
-        asm_ready = not (asm_count == beats - 1 and asm_valid and not down_ready)
+        asm_ready = not (asm_count == beats - 1 and asm_valid and not s_ready[0])
         src_valid = next_beat < n * beats and (in_valid(cycle) if in_gaps is None
                                                 else idle == 0)
         # transfers at this edge
@@ -255,7 +268,7 @@ LUT_COST = {"negate": 1.621, "tree": 0.0, "acc": 0.0, "xbuf": 1.138, "shifter": 
 #: accumulator registers into the DSP blocks and removes ROM output bits that
 #: are constant; the weights stand in for that.
 FF_COST = {"xbuf": 2.084, "tree": 0.892, "acc": 0.0, "requant": 0.0, "collect": 1.205,
-           "rom": 0.574, "misc": 0.0}
+           "rom": 0.574, "misc": 0.0, "rom_out": 1.0}
 #: DP16KD shapes (depth, width) usable as a ROM.
 BRAM_SHAPES = ((16384, 1), (8192, 2), (4096, 4), (2048, 9), (1024, 18), (512, 36))
 #: synth_ecp5 maps a ROM to block RAM only when that beats logic: observed to
@@ -315,6 +328,9 @@ def engine_resources(n_in: int, n_out: int, in_bits: int, pe: int, simd: int,
         "requant": pe * (prod_bits + w.bias_bits + total_bits + 2 * w.shift_bits + w.out_bits),
         "collect": (nf - 1) * pe * w.out_bits + n_out * w.out_bits,
         "rom": sum(width for width, depth in roms if rom_brams(width, depth) == 0),
+        # the registered ROM words and the input slice that waits with them (added
+        # after the fit; counted one for one)
+        "rom_out": pe * simd + pe * w.param_bits + simd * in_bits,
         "misc": (4 + clog2(nf)) * (1 + tree_depth(simd)) + 2 * clog2(nf * sf) + 12,
     }
     ffs = sum(FF_COST[k] * v for k, v in registers.items())
@@ -332,7 +348,16 @@ def fixed_resources(sizes: list[int], act_bits: int, score_bits: int) -> Resourc
     classes = sizes[-1]
     class_bits = max(1, clog2(classes))
     argmax_luts = (classes - 1) * (score_bits + class_bits)
-    argmax_ffs = classes * score_bits + class_bits + 1
+    # every stage delays the scores and a valid bit; each level registers its operands
+    # and comparisons, then the selected (index, score) pairs
+    argmax_ffs = argmax_stages(classes) * (classes * score_bits + 1)
+    nodes = classes
+    while nodes > 1:
+        pairs = nodes // 2
+        argmax_ffs += (nodes + (nodes + 1) // 2) * (score_bits + class_bits) + pairs
+        nodes = (nodes + 1) // 2
+    if classes == 1:
+        argmax_ffs += score_bits + class_bits
     return Resources(round(argmax_luts) + 20, argmax_ffs + sizes[0] * 8 + 16, 0, 0)
 
 

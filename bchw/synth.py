@@ -464,12 +464,14 @@ def synthesize(design: str | os.PathLike | Mapping[str, str | bytes], target: st
 
 
 def synth_bundle(bundle: Any, target: str, work_dir: str | os.PathLike, *,
-                 verilog: str | None = None, **options: Any) -> SynthResult:
+                 verilog: str | None = None, tree_levels: int = 1,
+                 **options: Any) -> SynthResult:
     """:func:`synthesize` a bundle's generated core, with its interval and latency.
 
     ``bundle`` is a loaded bundle or its directory; ``options`` are those of
     :func:`synthesize`.  The Verilog is ``generate_verilog(bundle)``, or
-    ``verilog`` if given (another generator option of the same bundle), with
+    ``verilog`` if given (another generator option of the same bundle, generated
+    with ``tree_levels`` adder levels per register stage, which the latency needs), with
     ``bchw_rom`` and the bundle's hex images beside it, so the ROMs hold the
     real weights (a constant ROM would be optimised away).
     """
@@ -487,7 +489,7 @@ def synth_bundle(bundle: Any, target: str, work_dir: str | os.PathLike, *,
     for name in rom_files(bundle):
         files[name] = (bundle.path / name).read_bytes()
     result = synthesize(files, target, work_dir, top=TOP_NAME, **options)
-    timing = cycle_model(bundle)
+    timing = cycle_model(bundle, tree_levels)
     return dataclasses.replace(result, interval_cycles=timing.interval,
                                latency_cycles=timing.latency)
 

@@ -3,7 +3,8 @@
 For each throughput target the folding search (bchw.folding) picks PE and SIMD;
 each folding is generated as
 
-    negate       conditional-negate adder trees (the default)
+    negate       conditional-negate adder trees (the default), a register every level
+    negate-l2    the same with a register every second adder level (fewer flip-flops)
     shared       2·Σ_{w=+1} x − Σ x, the Σ x tree shared by the PEs
     int8         the multiplier baseline: int8 weights, same folding and timing, DSPs allowed
     int8-nodsp   the same with every multiplier in LUTs (synth_ecp5 -nodsp)
@@ -37,7 +38,12 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 os.environ.setdefault("AMARANTH_USE_YOSYS", "builtin")
 
-VARIANTS = ("negate", "shared", "int8", "int8-nodsp")
+VARIANTS = ("negate", "negate-l2", "shared", "int8", "int8-nodsp")
+
+
+def tree_levels(variant: str) -> int:
+    """Adder levels per register stage of a variant ("negate-l2": 2)."""
+    return int(variant.rsplit("-l", 1)[1]) if "-l" in variant else 1
 
 
 def make_bundle(model: Path | None, sizes: list[int], pe: list[int], simd: list[int],
@@ -57,7 +63,8 @@ def verilog_of(bundle, variant: str) -> str:
 
     if variant.startswith("int8"):
         return generate_int8_verilog(bundle)
-    return generate_verilog(bundle, datapath=variant)
+    return generate_verilog(bundle, datapath=variant.split("-")[0],
+                            tree_levels=tree_levels(variant))
 
 
 def synth_one(job: dict) -> dict:
@@ -71,6 +78,7 @@ def synth_one(job: dict) -> dict:
         started = time.time()
         r = synth_bundle(bundle, "ecp5-85k", Path(tmp) / "synth",
                          verilog=verilog_of(bundle, job["variant"]),
+                         tree_levels=tree_levels(job["variant"]),
                          nodsp=job["variant"] == "int8-nodsp",
                          place_and_route=job["pnr"], seed=job.get("seed", 1))
         model = perf.resource_model(bundle)
@@ -147,7 +155,8 @@ def fit(workers: int, out: Path) -> None:
 
 
 def table_row(r: dict, clock_mhz: float) -> str:
-    binary = not r["variant"].startswith("int8")
+    # the resource model describes the default generator (a register every adder level)
+    binary = not r["variant"].startswith("int8") and tree_levels(r["variant"]) == 1
 
     def model(key: str) -> str:
         if not binary or not r[key]:
@@ -169,7 +178,7 @@ def pareto_plot(results: list[dict], path: Path) -> None:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(7.5, 5))
-    for variant, marker in zip(VARIANTS, "o^sv"):
+    for variant, marker in zip(VARIANTS, "o<^sv"):
         pts = sorted((r["luts"], r["throughput"]) for r in results if r["variant"] == variant)
         if pts:
             ax.plot(*zip(*pts), marker=marker, label=variant)

@@ -70,8 +70,8 @@ module bchw_top(s_axis_tvalid, s_axis_tlast, m_axis_tready, clk, rst, s_axis_tre
     .rst(rst),
     .s__payload(\s__payload$38 ),
     .s__valid(\s__valid$42 ),
-    .scores_3(\$2 ),
-    .valid_3(m_axis_tvalid)
+    .scores_7(\$2 ),
+    .valid_7(m_axis_tvalid)
   );
   \bchw_top.assembler  assembler (
     .clk(clk),
@@ -150,109 +150,206 @@ module bchw_top(s_axis_tvalid, s_axis_tlast, m_axis_tready, clk, rst, s_axis_tre
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.argmax (clk, rst, en, s__valid, s__payload, idx_3_0, scores_3, valid_3, m__ready);
+module \bchw_top.argmax (clk, rst, en, s__valid, s__payload, idx_3_0, scores_7, valid_7, m__ready);
   reg \$auto$verilog_backend.cc:2355:dump_module$1  = 0;
   wire \$1 ;
   wire [3:0] \$10 ;
-  wire \$11 ;
-  wire [15:0] \$12 ;
-  wire \$13 ;
+  reg [3:0] \$100 ;
+  reg [15:0] \$101 ;
+  reg [159:0] \$102 ;
+  reg \$103 ;
+  reg [159:0] \$104 ;
+  reg \$105 ;
+  reg [159:0] \$106 ;
+  reg \$107 ;
+  reg [159:0] \$108 ;
+  reg \$109 ;
+  wire [15:0] \$11 ;
+  reg [159:0] \$110 ;
+  reg \$111 ;
+  reg [159:0] \$112 ;
+  reg \$113 ;
+  reg [159:0] \$114 ;
+  reg \$115 ;
+  reg [159:0] \$116 ;
+  reg \$117 ;
+  wire [3:0] \$12 ;
+  wire [15:0] \$13 ;
   wire [3:0] \$14 ;
-  wire \$15 ;
-  wire [15:0] \$16 ;
+  wire [15:0] \$15 ;
+  wire \$16 ;
   wire \$17 ;
   wire [3:0] \$18 ;
-  wire \$19 ;
-  wire [3:0] \$2 ;
-  wire [15:0] \$20 ;
-  wire \$21 ;
+  wire [15:0] \$19 ;
+  wire \$2 ;
+  wire [3:0] \$20 ;
+  wire [15:0] \$21 ;
   wire \$22 ;
   wire [3:0] \$23 ;
-  wire \$24 ;
-  wire [15:0] \$25 ;
-  wire \$26 ;
-  wire [3:0] \$27 ;
+  wire [15:0] \$24 ;
+  wire \$25 ;
+  wire [3:0] \$26 ;
+  wire [15:0] \$27 ;
   wire \$28 ;
-  wire [15:0] \$29 ;
+  wire \$29 ;
   wire \$3 ;
   wire \$30 ;
-  wire [3:0] \$31 ;
-  wire \$32 ;
-  wire [15:0] \$33 ;
-  wire \$34 ;
-  wire [3:0] \$35 ;
-  wire \$36 ;
-  wire [15:0] \$37 ;
-  wire \$38 ;
-  wire \$39 ;
-  wire [15:0] \$4 ;
-  reg [3:0] \$40 ;
-  reg [15:0] \$41 ;
-  reg [3:0] \$42 ;
-  reg [15:0] \$43 ;
-  reg [3:0] \$44 ;
-  reg [15:0] \$45 ;
+  reg [3:0] \$31 ;
+  reg [15:0] \$32 ;
+  reg [3:0] \$33 ;
+  reg [15:0] \$34 ;
+  reg \$35 ;
+  reg [3:0] \$36 ;
+  reg [15:0] \$37 ;
+  reg [3:0] \$38 ;
+  reg [15:0] \$39 ;
+  wire \$4 ;
+  reg \$40 ;
+  reg [3:0] \$41 ;
+  reg [15:0] \$42 ;
+  reg [3:0] \$43 ;
+  reg [15:0] \$44 ;
+  reg \$45 ;
   reg [3:0] \$46 ;
   reg [15:0] \$47 ;
   reg [3:0] \$48 ;
   reg [15:0] \$49 ;
   wire \$5 ;
-  reg [159:0] \$50 ;
-  reg \$51 ;
-  reg [3:0] \$52 ;
-  reg [15:0] \$53 ;
-  reg [3:0] \$54 ;
-  reg [15:0] \$55 ;
+  reg \$50 ;
+  reg [3:0] \$51 ;
+  reg [15:0] \$52 ;
+  reg [3:0] \$53 ;
+  reg [15:0] \$54 ;
+  reg \$55 ;
   reg [3:0] \$56 ;
   reg [15:0] \$57 ;
-  reg [159:0] \$58 ;
-  reg \$59 ;
+  reg [3:0] \$58 ;
+  reg [15:0] \$59 ;
   wire [3:0] \$6 ;
   reg [3:0] \$60 ;
   reg [15:0] \$61 ;
   reg [3:0] \$62 ;
   reg [15:0] \$63 ;
-  reg [159:0] \$64 ;
-  reg \$65 ;
+  reg [3:0] \$64 ;
+  reg [15:0] \$65 ;
   reg [3:0] \$66 ;
   reg [15:0] \$67 ;
-  reg [159:0] \$68 ;
-  reg \$69 ;
-  wire \$7 ;
-  wire [15:0] \$8 ;
-  wire \$9 ;
+  reg [3:0] \$68 ;
+  reg [15:0] \$69 ;
+  wire [15:0] \$7 ;
+  reg \$70 ;
+  reg [3:0] \$71 ;
+  reg [15:0] \$72 ;
+  reg [3:0] \$73 ;
+  reg [15:0] \$74 ;
+  reg \$75 ;
+  reg [3:0] \$76 ;
+  reg [15:0] \$77 ;
+  reg [3:0] \$78 ;
+  reg [15:0] \$79 ;
+  wire [3:0] \$8 ;
+  reg [3:0] \$80 ;
+  reg [15:0] \$81 ;
+  reg [3:0] \$82 ;
+  reg [15:0] \$83 ;
+  reg [3:0] \$84 ;
+  reg [15:0] \$85 ;
+  reg [3:0] \$86 ;
+  reg [15:0] \$87 ;
+  reg \$88 ;
+  reg [3:0] \$89 ;
+  wire [15:0] \$9 ;
+  reg [15:0] \$90 ;
+  reg [3:0] \$91 ;
+  reg [15:0] \$92 ;
+  reg [3:0] \$93 ;
+  reg [15:0] \$94 ;
+  reg [3:0] \$95 ;
+  reg [15:0] \$96 ;
+  reg [3:0] \$97 ;
+  reg [15:0] \$98 ;
+  reg \$99 ;
   input clk;
   wire clk;
   output en;
   wire en;
+  reg gt_0_0 = 1'h0;
+  reg gt_0_1 = 1'h0;
+  reg gt_0_2 = 1'h0;
+  reg gt_0_3 = 1'h0;
+  reg gt_0_4 = 1'h0;
+  reg gt_1_0 = 1'h0;
+  reg gt_1_1 = 1'h0;
+  reg gt_2_0 = 1'h0;
+  reg gt_3_0 = 1'h0;
   reg [3:0] idx_0_0 = 4'h0;
+  reg [3:0] idx_0_0_a = 4'h0;
+  reg [3:0] idx_0_0_b = 4'h0;
   reg [3:0] idx_0_1 = 4'h0;
+  reg [3:0] idx_0_1_a = 4'h0;
+  reg [3:0] idx_0_1_b = 4'h0;
   reg [3:0] idx_0_2 = 4'h0;
+  reg [3:0] idx_0_2_a = 4'h0;
+  reg [3:0] idx_0_2_b = 4'h0;
   reg [3:0] idx_0_3 = 4'h0;
+  reg [3:0] idx_0_3_a = 4'h0;
+  reg [3:0] idx_0_3_b = 4'h0;
   reg [3:0] idx_0_4 = 4'h0;
+  reg [3:0] idx_0_4_a = 4'h0;
+  reg [3:0] idx_0_4_b = 4'h0;
   reg [3:0] idx_1_0 = 4'h0;
+  reg [3:0] idx_1_0_a = 4'h0;
+  reg [3:0] idx_1_0_b = 4'h0;
   reg [3:0] idx_1_1 = 4'h0;
+  reg [3:0] idx_1_1_a = 4'h0;
+  reg [3:0] idx_1_1_b = 4'h0;
   reg [3:0] idx_1_2 = 4'h0;
+  reg [3:0] idx_1_2_a = 4'h0;
   reg [3:0] idx_2_0 = 4'h0;
+  reg [3:0] idx_2_0_a = 4'h0;
+  reg [3:0] idx_2_0_b = 4'h0;
   reg [3:0] idx_2_1 = 4'h0;
+  reg [3:0] idx_2_1_a = 4'h0;
   output [3:0] idx_3_0;
   reg [3:0] idx_3_0 = 4'h0;
+  reg [3:0] idx_3_0_a = 4'h0;
+  reg [3:0] idx_3_0_b = 4'h0;
   wire [163:0] m__payload;
   input m__ready;
   wire m__ready;
   (* init = 1'h0 *)
   wire m__valid;
   reg [15:0] max_0_0 = 16'h0000;
+  reg [15:0] max_0_0_a = 16'h0000;
+  reg [15:0] max_0_0_b = 16'h0000;
   reg [15:0] max_0_1 = 16'h0000;
+  reg [15:0] max_0_1_a = 16'h0000;
+  reg [15:0] max_0_1_b = 16'h0000;
   reg [15:0] max_0_2 = 16'h0000;
+  reg [15:0] max_0_2_a = 16'h0000;
+  reg [15:0] max_0_2_b = 16'h0000;
   reg [15:0] max_0_3 = 16'h0000;
+  reg [15:0] max_0_3_a = 16'h0000;
+  reg [15:0] max_0_3_b = 16'h0000;
   reg [15:0] max_0_4 = 16'h0000;
+  reg [15:0] max_0_4_a = 16'h0000;
+  reg [15:0] max_0_4_b = 16'h0000;
   reg [15:0] max_1_0 = 16'h0000;
+  reg [15:0] max_1_0_a = 16'h0000;
+  reg [15:0] max_1_0_b = 16'h0000;
   reg [15:0] max_1_1 = 16'h0000;
+  reg [15:0] max_1_1_a = 16'h0000;
+  reg [15:0] max_1_1_b = 16'h0000;
   reg [15:0] max_1_2 = 16'h0000;
+  reg [15:0] max_1_2_a = 16'h0000;
   reg [15:0] max_2_0 = 16'h0000;
+  reg [15:0] max_2_0_a = 16'h0000;
+  reg [15:0] max_2_0_b = 16'h0000;
   reg [15:0] max_2_1 = 16'h0000;
+  reg [15:0] max_2_1_a = 16'h0000;
   reg [15:0] max_3_0 = 16'h0000;
+  reg [15:0] max_3_0_a = 16'h0000;
+  reg [15:0] max_3_0_b = 16'h0000;
   input rst;
   wire rst;
   input [159:0] s__payload;
@@ -263,338 +360,862 @@ module \bchw_top.argmax (clk, rst, en, s__valid, s__payload, idx_3_0, scores_3, 
   reg [159:0] scores_0 = 160'h0000000000000000000000000000000000000000;
   reg [159:0] scores_1 = 160'h0000000000000000000000000000000000000000;
   reg [159:0] scores_2 = 160'h0000000000000000000000000000000000000000;
-  output [159:0] scores_3;
   reg [159:0] scores_3 = 160'h0000000000000000000000000000000000000000;
+  reg [159:0] scores_4 = 160'h0000000000000000000000000000000000000000;
+  reg [159:0] scores_5 = 160'h0000000000000000000000000000000000000000;
+  reg [159:0] scores_6 = 160'h0000000000000000000000000000000000000000;
+  output [159:0] scores_7;
+  reg [159:0] scores_7 = 160'h0000000000000000000000000000000000000000;
   reg valid_0 = 1'h0;
   reg valid_1 = 1'h0;
   reg valid_2 = 1'h0;
-  output valid_3;
   reg valid_3 = 1'h0;
-  assign \$31  = \$30  ? idx_1_1 : idx_1_0;
-  assign \$32  = $signed(max_1_1) > $signed(max_1_0);
-  assign \$33  = \$32  ? max_1_1 : max_1_0;
-  assign \$34  = $signed(max_2_1) > $signed(max_2_0);
-  assign \$35  = \$34  ? idx_2_1 : idx_2_0;
-  assign \$36  = $signed(max_2_1) > $signed(max_2_0);
-  assign \$37  = \$36  ? max_2_1 : max_2_0;
-  assign \$38  = ~ m__ready;
-  assign \$39  = valid_3 & \$38 ;
-  assign en = ~ \$39 ;
-  always @(posedge clk)
-    idx_0_0 <= \$40 ;
-  always @(posedge clk)
-    max_0_0 <= \$41 ;
-  always @(posedge clk)
-    idx_0_1 <= \$42 ;
-  always @(posedge clk)
-    max_0_1 <= \$43 ;
-  always @(posedge clk)
-    idx_0_2 <= \$44 ;
-  always @(posedge clk)
-    max_0_2 <= \$45 ;
-  always @(posedge clk)
-    idx_0_3 <= \$46 ;
-  always @(posedge clk)
-    max_0_3 <= \$47 ;
-  always @(posedge clk)
-    idx_0_4 <= \$48 ;
-  always @(posedge clk)
-    max_0_4 <= \$49 ;
-  always @(posedge clk)
-    scores_0 <= \$50 ;
-  always @(posedge clk)
-    valid_0 <= \$51 ;
-  always @(posedge clk)
-    idx_1_0 <= \$52 ;
-  always @(posedge clk)
-    max_1_0 <= \$53 ;
-  always @(posedge clk)
-    idx_1_1 <= \$54 ;
-  always @(posedge clk)
-    max_1_1 <= \$55 ;
-  always @(posedge clk)
-    idx_1_2 <= \$56 ;
-  always @(posedge clk)
-    max_1_2 <= \$57 ;
-  always @(posedge clk)
-    scores_1 <= \$58 ;
-  always @(posedge clk)
-    valid_1 <= \$59 ;
-  always @(posedge clk)
-    idx_2_0 <= \$60 ;
-  always @(posedge clk)
-    max_2_0 <= \$61 ;
-  always @(posedge clk)
-    idx_2_1 <= \$62 ;
-  always @(posedge clk)
-    max_2_1 <= \$63 ;
-  always @(posedge clk)
-    scores_2 <= \$64 ;
-  always @(posedge clk)
-    valid_2 <= \$65 ;
-  always @(posedge clk)
-    idx_3_0 <= \$66 ;
-  always @(posedge clk)
-    max_3_0 <= \$67 ;
-  always @(posedge clk)
-    scores_3 <= \$68 ;
-  always @(posedge clk)
-    valid_3 <= \$69 ;
+  reg valid_4 = 1'h0;
+  reg valid_5 = 1'h0;
+  reg valid_6 = 1'h0;
+  output valid_7;
+  reg valid_7 = 1'h0;
   assign \$1  = $signed(s__payload[31:16]) > $signed(s__payload[15:0]);
-  assign \$2  = \$1  ? 4'h1 : 4'h0;
-  assign \$3  = $signed(s__payload[31:16]) > $signed(s__payload[15:0]);
-  assign \$4  = \$3  ? s__payload[31:16] : s__payload[15:0];
-  assign \$5  = $signed(s__payload[63:48]) > $signed(s__payload[47:32]);
-  assign \$6  = \$5  ? 4'h3 : 4'h2;
-  assign \$7  = $signed(s__payload[63:48]) > $signed(s__payload[47:32]);
-  assign \$8  = \$7  ? s__payload[63:48] : s__payload[47:32];
-  assign \$9  = $signed(s__payload[95:80]) > $signed(s__payload[79:64]);
-  assign \$10  = \$9  ? 4'h5 : 4'h4;
-  assign \$11  = $signed(s__payload[95:80]) > $signed(s__payload[79:64]);
-  assign \$12  = \$11  ? s__payload[95:80] : s__payload[79:64];
-  assign \$13  = $signed(s__payload[127:112]) > $signed(s__payload[111:96]);
-  assign \$14  = \$13  ? 4'h7 : 4'h6;
-  assign \$15  = $signed(s__payload[127:112]) > $signed(s__payload[111:96]);
-  assign \$16  = \$15  ? s__payload[127:112] : s__payload[111:96];
-  assign \$17  = $signed(s__payload[159:144]) > $signed(s__payload[143:128]);
-  assign \$18  = \$17  ? 4'h9 : 4'h8;
-  assign \$19  = $signed(s__payload[159:144]) > $signed(s__payload[143:128]);
-  assign \$20  = \$19  ? s__payload[159:144] : s__payload[143:128];
-  assign \$21  = s__valid & en;
-  assign \$22  = $signed(max_0_1) > $signed(max_0_0);
-  assign \$23  = \$22  ? idx_0_1 : idx_0_0;
-  assign \$24  = $signed(max_0_1) > $signed(max_0_0);
-  assign \$25  = \$24  ? max_0_1 : max_0_0;
-  assign \$26  = $signed(max_0_3) > $signed(max_0_2);
-  assign \$27  = \$26  ? idx_0_3 : idx_0_2;
-  assign \$28  = $signed(max_0_3) > $signed(max_0_2);
-  assign \$29  = \$28  ? max_0_3 : max_0_2;
-  assign \$30  = $signed(max_1_1) > $signed(max_1_0);
+  assign \$2  = $signed(s__payload[63:48]) > $signed(s__payload[47:32]);
+  assign \$3  = $signed(s__payload[95:80]) > $signed(s__payload[79:64]);
+  assign \$4  = $signed(s__payload[127:112]) > $signed(s__payload[111:96]);
+  assign \$5  = $signed(s__payload[159:144]) > $signed(s__payload[143:128]);
+  assign \$6  = gt_0_0 ? idx_0_0_b : idx_0_0_a;
+  assign \$7  = gt_0_0 ? max_0_0_b : max_0_0_a;
+  assign \$8  = gt_0_1 ? idx_0_1_b : idx_0_1_a;
+  assign \$9  = gt_0_1 ? max_0_1_b : max_0_1_a;
+  assign \$10  = gt_0_2 ? idx_0_2_b : idx_0_2_a;
+  assign \$11  = gt_0_2 ? max_0_2_b : max_0_2_a;
+  assign \$12  = gt_0_3 ? idx_0_3_b : idx_0_3_a;
+  assign \$13  = gt_0_3 ? max_0_3_b : max_0_3_a;
+  assign \$14  = gt_0_4 ? idx_0_4_b : idx_0_4_a;
+  assign \$15  = gt_0_4 ? max_0_4_b : max_0_4_a;
+  assign \$16  = $signed(max_0_1) > $signed(max_0_0);
+  assign \$17  = $signed(max_0_3) > $signed(max_0_2);
+  assign \$18  = gt_1_0 ? idx_1_0_b : idx_1_0_a;
+  assign \$19  = gt_1_0 ? max_1_0_b : max_1_0_a;
+  assign \$20  = gt_1_1 ? idx_1_1_b : idx_1_1_a;
+  assign \$21  = gt_1_1 ? max_1_1_b : max_1_1_a;
+  assign \$22  = $signed(max_1_1) > $signed(max_1_0);
+  assign \$23  = gt_2_0 ? idx_2_0_b : idx_2_0_a;
+  assign \$24  = gt_2_0 ? max_2_0_b : max_2_0_a;
+  assign \$25  = $signed(max_2_1) > $signed(max_2_0);
+  assign \$26  = gt_3_0 ? idx_3_0_b : idx_3_0_a;
+  assign \$27  = gt_3_0 ? max_3_0_b : max_3_0_a;
+  assign \$28  = s__valid & en;
+  assign \$29  = ~ m__ready;
+  assign \$30  = valid_7 & \$29 ;
+  assign en = ~ \$30 ;
+  always @(posedge clk)
+    idx_0_0_a <= \$31 ;
+  always @(posedge clk)
+    max_0_0_a <= \$32 ;
+  always @(posedge clk)
+    idx_0_0_b <= \$33 ;
+  always @(posedge clk)
+    max_0_0_b <= \$34 ;
+  always @(posedge clk)
+    gt_0_0 <= \$35 ;
+  always @(posedge clk)
+    idx_0_1_a <= \$36 ;
+  always @(posedge clk)
+    max_0_1_a <= \$37 ;
+  always @(posedge clk)
+    idx_0_1_b <= \$38 ;
+  always @(posedge clk)
+    max_0_1_b <= \$39 ;
+  always @(posedge clk)
+    gt_0_1 <= \$40 ;
+  always @(posedge clk)
+    idx_0_2_a <= \$41 ;
+  always @(posedge clk)
+    max_0_2_a <= \$42 ;
+  always @(posedge clk)
+    idx_0_2_b <= \$43 ;
+  always @(posedge clk)
+    max_0_2_b <= \$44 ;
+  always @(posedge clk)
+    gt_0_2 <= \$45 ;
+  always @(posedge clk)
+    idx_0_3_a <= \$46 ;
+  always @(posedge clk)
+    max_0_3_a <= \$47 ;
+  always @(posedge clk)
+    idx_0_3_b <= \$48 ;
+  always @(posedge clk)
+    max_0_3_b <= \$49 ;
+  always @(posedge clk)
+    gt_0_3 <= \$50 ;
+  always @(posedge clk)
+    idx_0_4_a <= \$51 ;
+  always @(posedge clk)
+    max_0_4_a <= \$52 ;
+  always @(posedge clk)
+    idx_0_4_b <= \$53 ;
+  always @(posedge clk)
+    max_0_4_b <= \$54 ;
+  always @(posedge clk)
+    gt_0_4 <= \$55 ;
+  always @(posedge clk)
+    idx_0_0 <= \$56 ;
+  always @(posedge clk)
+    max_0_0 <= \$57 ;
+  always @(posedge clk)
+    idx_0_1 <= \$58 ;
+  always @(posedge clk)
+    max_0_1 <= \$59 ;
+  always @(posedge clk)
+    idx_0_2 <= \$60 ;
+  always @(posedge clk)
+    max_0_2 <= \$61 ;
+  always @(posedge clk)
+    idx_0_3 <= \$62 ;
+  always @(posedge clk)
+    max_0_3 <= \$63 ;
+  always @(posedge clk)
+    idx_0_4 <= \$64 ;
+  always @(posedge clk)
+    max_0_4 <= \$65 ;
+  always @(posedge clk)
+    idx_1_0_a <= \$66 ;
+  always @(posedge clk)
+    max_1_0_a <= \$67 ;
+  always @(posedge clk)
+    idx_1_0_b <= \$68 ;
+  always @(posedge clk)
+    max_1_0_b <= \$69 ;
+  always @(posedge clk)
+    gt_1_0 <= \$70 ;
+  always @(posedge clk)
+    idx_1_1_a <= \$71 ;
+  always @(posedge clk)
+    max_1_1_a <= \$72 ;
+  always @(posedge clk)
+    idx_1_1_b <= \$73 ;
+  always @(posedge clk)
+    max_1_1_b <= \$74 ;
+  always @(posedge clk)
+    gt_1_1 <= \$75 ;
+  always @(posedge clk)
+    idx_1_2_a <= \$76 ;
+  always @(posedge clk)
+    max_1_2_a <= \$77 ;
+  always @(posedge clk)
+    idx_1_0 <= \$78 ;
+  always @(posedge clk)
+    max_1_0 <= \$79 ;
+  always @(posedge clk)
+    idx_1_1 <= \$80 ;
+  always @(posedge clk)
+    max_1_1 <= \$81 ;
+  always @(posedge clk)
+    idx_1_2 <= \$82 ;
+  always @(posedge clk)
+    max_1_2 <= \$83 ;
+  always @(posedge clk)
+    idx_2_0_a <= \$84 ;
+  always @(posedge clk)
+    max_2_0_a <= \$85 ;
+  always @(posedge clk)
+    idx_2_0_b <= \$86 ;
+  always @(posedge clk)
+    max_2_0_b <= \$87 ;
+  always @(posedge clk)
+    gt_2_0 <= \$88 ;
+  always @(posedge clk)
+    idx_2_1_a <= \$89 ;
+  always @(posedge clk)
+    max_2_1_a <= \$90 ;
+  always @(posedge clk)
+    idx_2_0 <= \$91 ;
+  always @(posedge clk)
+    max_2_0 <= \$92 ;
+  always @(posedge clk)
+    idx_2_1 <= \$93 ;
+  always @(posedge clk)
+    max_2_1 <= \$94 ;
+  always @(posedge clk)
+    idx_3_0_a <= \$95 ;
+  always @(posedge clk)
+    max_3_0_a <= \$96 ;
+  always @(posedge clk)
+    idx_3_0_b <= \$97 ;
+  always @(posedge clk)
+    max_3_0_b <= \$98 ;
+  always @(posedge clk)
+    gt_3_0 <= \$99 ;
+  always @(posedge clk)
+    idx_3_0 <= \$100 ;
+  always @(posedge clk)
+    max_3_0 <= \$101 ;
+  always @(posedge clk)
+    scores_0 <= \$102 ;
+  always @(posedge clk)
+    valid_0 <= \$103 ;
+  always @(posedge clk)
+    scores_1 <= \$104 ;
+  always @(posedge clk)
+    valid_1 <= \$105 ;
+  always @(posedge clk)
+    scores_2 <= \$106 ;
+  always @(posedge clk)
+    valid_2 <= \$107 ;
+  always @(posedge clk)
+    scores_3 <= \$108 ;
+  always @(posedge clk)
+    valid_3 <= \$109 ;
+  always @(posedge clk)
+    scores_4 <= \$110 ;
+  always @(posedge clk)
+    valid_4 <= \$111 ;
+  always @(posedge clk)
+    scores_5 <= \$112 ;
+  always @(posedge clk)
+    valid_5 <= \$113 ;
+  always @(posedge clk)
+    scores_6 <= \$114 ;
+  always @(posedge clk)
+    valid_6 <= \$115 ;
+  always @(posedge clk)
+    scores_7 <= \$116 ;
+  always @(posedge clk)
+    valid_7 <= \$117 ;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$40  = idx_0_0;
+    \$31  = idx_0_0_a;
+    if (en) begin
+      \$31  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$32  = max_0_0_a;
+    if (en) begin
+      \$32  = s__payload[15:0];
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$33  = idx_0_0_b;
+    if (en) begin
+      \$33  = 4'h1;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$34  = max_0_0_b;
+    if (en) begin
+      \$34  = s__payload[31:16];
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$35  = gt_0_0;
+    if (en) begin
+      \$35  = \$1 ;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$36  = idx_0_1_a;
+    if (en) begin
+      \$36  = 4'h2;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$37  = max_0_1_a;
+    if (en) begin
+      \$37  = s__payload[47:32];
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$38  = idx_0_1_b;
+    if (en) begin
+      \$38  = 4'h3;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$39  = max_0_1_b;
+    if (en) begin
+      \$39  = s__payload[63:48];
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$40  = gt_0_1;
     if (en) begin
       \$40  = \$2 ;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$41  = max_0_0;
+    \$41  = idx_0_2_a;
     if (en) begin
-      \$41  = \$4 ;
+      \$41  = 4'h4;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$42  = idx_0_1;
+    \$42  = max_0_2_a;
     if (en) begin
-      \$42  = \$6 ;
+      \$42  = s__payload[79:64];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$43  = max_0_1;
+    \$43  = idx_0_2_b;
     if (en) begin
-      \$43  = \$8 ;
+      \$43  = 4'h5;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$44  = idx_0_2;
+    \$44  = max_0_2_b;
     if (en) begin
-      \$44  = \$10 ;
+      \$44  = s__payload[95:80];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$45  = max_0_2;
+    \$45  = gt_0_2;
     if (en) begin
-      \$45  = \$12 ;
+      \$45  = \$3 ;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$46  = idx_0_3;
+    \$46  = idx_0_3_a;
     if (en) begin
-      \$46  = \$14 ;
+      \$46  = 4'h6;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$47  = max_0_3;
+    \$47  = max_0_3_a;
     if (en) begin
-      \$47  = \$16 ;
+      \$47  = s__payload[111:96];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$48  = idx_0_4;
+    \$48  = idx_0_3_b;
     if (en) begin
-      \$48  = \$18 ;
+      \$48  = 4'h7;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$49  = max_0_4;
+    \$49  = max_0_3_b;
     if (en) begin
-      \$49  = \$20 ;
+      \$49  = s__payload[127:112];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$50  = scores_0;
+    \$50  = gt_0_3;
     if (en) begin
-      \$50  = s__payload;
+      \$50  = \$4 ;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$51  = valid_0;
+    \$51  = idx_0_4_a;
     if (en) begin
-      \$51  = \$21 ;
+      \$51  = 4'h8;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$52  = max_0_4_a;
+    if (en) begin
+      \$52  = s__payload[143:128];
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$53  = idx_0_4_b;
+    if (en) begin
+      \$53  = 4'h9;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$54  = max_0_4_b;
+    if (en) begin
+      \$54  = s__payload[159:144];
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$55  = gt_0_4;
+    if (en) begin
+      \$55  = \$5 ;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$56  = idx_0_0;
+    if (en) begin
+      \$56  = \$6 ;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$57  = max_0_0;
+    if (en) begin
+      \$57  = \$7 ;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$58  = idx_0_1;
+    if (en) begin
+      \$58  = \$8 ;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$59  = max_0_1;
+    if (en) begin
+      \$59  = \$9 ;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$60  = idx_0_2;
+    if (en) begin
+      \$60  = \$10 ;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$61  = max_0_2;
+    if (en) begin
+      \$61  = \$11 ;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$62  = idx_0_3;
+    if (en) begin
+      \$62  = \$12 ;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$63  = max_0_3;
+    if (en) begin
+      \$63  = \$13 ;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$64  = idx_0_4;
+    if (en) begin
+      \$64  = \$14 ;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$65  = max_0_4;
+    if (en) begin
+      \$65  = \$15 ;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$66  = idx_1_0_a;
+    if (en) begin
+      \$66  = idx_0_0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$67  = max_1_0_a;
+    if (en) begin
+      \$67  = max_0_0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$68  = idx_1_0_b;
+    if (en) begin
+      \$68  = idx_0_1;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$69  = max_1_0_b;
+    if (en) begin
+      \$69  = max_0_1;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$70  = gt_1_0;
+    if (en) begin
+      \$70  = \$16 ;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$71  = idx_1_1_a;
+    if (en) begin
+      \$71  = idx_0_2;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$72  = max_1_1_a;
+    if (en) begin
+      \$72  = max_0_2;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$73  = idx_1_1_b;
+    if (en) begin
+      \$73  = idx_0_3;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$74  = max_1_1_b;
+    if (en) begin
+      \$74  = max_0_3;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$75  = gt_1_1;
+    if (en) begin
+      \$75  = \$17 ;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$76  = idx_1_2_a;
+    if (en) begin
+      \$76  = idx_0_4;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$77  = max_1_2_a;
+    if (en) begin
+      \$77  = max_0_4;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$78  = idx_1_0;
+    if (en) begin
+      \$78  = \$18 ;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$79  = max_1_0;
+    if (en) begin
+      \$79  = \$19 ;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$80  = idx_1_1;
+    if (en) begin
+      \$80  = \$20 ;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$81  = max_1_1;
+    if (en) begin
+      \$81  = \$21 ;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$82  = idx_1_2;
+    if (en) begin
+      \$82  = idx_1_2_a;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$83  = max_1_2;
+    if (en) begin
+      \$83  = max_1_2_a;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$84  = idx_2_0_a;
+    if (en) begin
+      \$84  = idx_1_0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$85  = max_2_0_a;
+    if (en) begin
+      \$85  = max_1_0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$86  = idx_2_0_b;
+    if (en) begin
+      \$86  = idx_1_1;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$87  = max_2_0_b;
+    if (en) begin
+      \$87  = max_1_1;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$88  = gt_2_0;
+    if (en) begin
+      \$88  = \$22 ;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$89  = idx_2_1_a;
+    if (en) begin
+      \$89  = idx_1_2;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$90  = max_2_1_a;
+    if (en) begin
+      \$90  = max_1_2;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$91  = idx_2_0;
+    if (en) begin
+      \$91  = \$23 ;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$92  = max_2_0;
+    if (en) begin
+      \$92  = \$24 ;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$93  = idx_2_1;
+    if (en) begin
+      \$93  = idx_2_1_a;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$94  = max_2_1;
+    if (en) begin
+      \$94  = max_2_1_a;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$95  = idx_3_0_a;
+    if (en) begin
+      \$95  = idx_2_0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$96  = max_3_0_a;
+    if (en) begin
+      \$96  = max_2_0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$97  = idx_3_0_b;
+    if (en) begin
+      \$97  = idx_2_1;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$98  = max_3_0_b;
+    if (en) begin
+      \$98  = max_2_1;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$99  = gt_3_0;
+    if (en) begin
+      \$99  = \$25 ;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$100  = idx_3_0;
+    if (en) begin
+      \$100  = \$26 ;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$101  = max_3_0;
+    if (en) begin
+      \$101  = \$27 ;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$102  = scores_0;
+    if (en) begin
+      \$102  = s__payload;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$103  = valid_0;
+    if (en) begin
+      \$103  = \$28 ;
     end
     if (rst) begin
-      \$51  = 1'h0;
+      \$103  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$52  = idx_1_0;
+    \$104  = scores_1;
     if (en) begin
-      \$52  = \$23 ;
+      \$104  = scores_0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$53  = max_1_0;
+    \$105  = valid_1;
     if (en) begin
-      \$53  = \$25 ;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$54  = idx_1_1;
-    if (en) begin
-      \$54  = \$27 ;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$55  = max_1_1;
-    if (en) begin
-      \$55  = \$29 ;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$56  = idx_1_2;
-    if (en) begin
-      \$56  = idx_0_4;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$57  = max_1_2;
-    if (en) begin
-      \$57  = max_0_4;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$58  = scores_1;
-    if (en) begin
-      \$58  = scores_0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$59  = valid_1;
-    if (en) begin
-      \$59  = valid_0;
+      \$105  = valid_0;
     end
     if (rst) begin
-      \$59  = 1'h0;
+      \$105  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$60  = idx_2_0;
+    \$106  = scores_2;
     if (en) begin
-      \$60  = \$31 ;
+      \$106  = scores_1;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$61  = max_2_0;
+    \$107  = valid_2;
     if (en) begin
-      \$61  = \$33 ;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$62  = idx_2_1;
-    if (en) begin
-      \$62  = idx_1_2;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$63  = max_2_1;
-    if (en) begin
-      \$63  = max_1_2;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$64  = scores_2;
-    if (en) begin
-      \$64  = scores_1;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$65  = valid_2;
-    if (en) begin
-      \$65  = valid_1;
+      \$107  = valid_1;
     end
     if (rst) begin
-      \$65  = 1'h0;
+      \$107  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$66  = idx_3_0;
+    \$108  = scores_3;
     if (en) begin
-      \$66  = \$35 ;
+      \$108  = scores_2;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$67  = max_3_0;
+    \$109  = valid_3;
     if (en) begin
-      \$67  = \$37 ;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$68  = scores_3;
-    if (en) begin
-      \$68  = scores_2;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$69  = valid_3;
-    if (en) begin
-      \$69  = valid_2;
+      \$109  = valid_2;
     end
     if (rst) begin
-      \$69  = 1'h0;
+      \$109  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$110  = scores_4;
+    if (en) begin
+      \$110  = scores_3;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$111  = valid_4;
+    if (en) begin
+      \$111  = valid_3;
+    end
+    if (rst) begin
+      \$111  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$112  = scores_5;
+    if (en) begin
+      \$112  = scores_4;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$113  = valid_5;
+    if (en) begin
+      \$113  = valid_4;
+    end
+    if (rst) begin
+      \$113  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$114  = scores_6;
+    if (en) begin
+      \$114  = scores_5;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$115  = valid_6;
+    if (en) begin
+      \$115  = valid_5;
+    end
+    if (rst) begin
+      \$115  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$116  = scores_7;
+    if (en) begin
+      \$116  = scores_6;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$117  = valid_7;
+    if (en) begin
+      \$117  = valid_6;
+    end
+    if (rst) begin
+      \$117  = 1'h0;
     end
   end
   assign s__ready = en;
-  assign m__valid = valid_3;
-  assign m__payload = { scores_3, idx_3_0 };
+  assign m__valid = valid_7;
+  assign m__payload = { scores_7, idx_3_0 };
 endmodule
 
 (* generator = "Amaranth" *)
@@ -711,17 +1332,21 @@ module \bchw_top.engine0 (rst, s__ready, m__ready, s__valid, s__payload, m__vali
   reg \$auto$verilog_backend.cc:2355:dump_module$3  = 0;
   wire \$1 ;
   wire \$10 ;
-  wire [9:0] \$11 ;
+  reg \$100 ;
+  reg \$101 ;
+  reg [2047:0] \$102 ;
+  reg [1919:0] \$103 ;
+  wire \$11 ;
   wire \$12 ;
-  wire [4:0] \$13 ;
-  wire [5:0] \$14 ;
-  wire \$15 ;
-  wire \$16 ;
-  wire \$17 ;
-  wire \$18 ;
-  wire \$19 ;
+  wire [18:0] \$13 ;
+  wire [19:0] \$14 ;
+  wire [18:0] \$15 ;
+  wire [19:0] \$16 ;
+  wire [18:0] \$17 ;
+  wire [19:0] \$18 ;
+  wire [18:0] \$19 ;
   wire \$2 ;
-  wire \$20 ;
+  wire [19:0] \$20 ;
   wire [18:0] \$21 ;
   wire [19:0] \$22 ;
   wire [18:0] \$23 ;
@@ -742,21 +1367,21 @@ module \bchw_top.engine0 (rst, s__ready, m__ready, s__valid, s__payload, m__vali
   wire [18:0] \$37 ;
   wire [19:0] \$38 ;
   wire [18:0] \$39 ;
-  wire \$4 ;
+  wire [9:0] \$4 ;
   wire [19:0] \$40 ;
   wire [18:0] \$41 ;
   wire [19:0] \$42 ;
   wire [18:0] \$43 ;
   wire [19:0] \$44 ;
-  wire [18:0] \$45 ;
-  wire [19:0] \$46 ;
-  wire [18:0] \$47 ;
-  wire [19:0] \$48 ;
-  wire [18:0] \$49 ;
+  wire \$45 ;
+  wire \$46 ;
+  wire \$47 ;
+  wire \$48 ;
+  wire \$49 ;
   wire \$5 ;
-  wire [19:0] \$50 ;
-  wire [18:0] \$51 ;
-  wire [19:0] \$52 ;
+  wire \$50 ;
+  wire \$51 ;
+  wire \$52 ;
   wire \$53 ;
   wire \$54 ;
   wire \$55 ;
@@ -767,26 +1392,26 @@ module \bchw_top.engine0 (rst, s__ready, m__ready, s__valid, s__payload, m__vali
   wire \$6 ;
   reg [4:0] \$60 ;
   reg [3:0] \$61 ;
-  reg [6271:0] \$62 ;
-  reg [223:0] \$63 ;
-  reg [7:0] \$64 ;
-  reg [7:0] \$65 ;
-  reg [7:0] \$66 ;
+  reg \$62 ;
+  reg [6271:0] \$63 ;
+  reg [223:0] \$64 ;
+  reg [223:0] \$65 ;
+  reg [447:0] \$66 ;
   reg [7:0] \$67 ;
   reg [7:0] \$68 ;
   reg [7:0] \$69 ;
-  wire \$7 ;
+  wire [4:0] \$7 ;
   reg [7:0] \$70 ;
-  reg \$71 ;
-  reg \$72 ;
-  reg [18:0] \$73 ;
-  reg [18:0] \$74 ;
-  reg [18:0] \$75 ;
-  reg [18:0] \$76 ;
-  reg [18:0] \$77 ;
+  reg [7:0] \$71 ;
+  reg [7:0] \$72 ;
+  reg [7:0] \$73 ;
+  reg [7:0] \$74 ;
+  reg [975:0] \$75 ;
+  reg \$76 ;
+  reg \$77 ;
   reg [18:0] \$78 ;
   reg [18:0] \$79 ;
-  wire \$8 ;
+  wire [5:0] \$8 ;
   reg [18:0] \$80 ;
   reg [18:0] \$81 ;
   reg [18:0] \$82 ;
@@ -796,32 +1421,34 @@ module \bchw_top.engine0 (rst, s__ready, m__ready, s__valid, s__payload, m__vali
   reg [18:0] \$86 ;
   reg [18:0] \$87 ;
   reg [18:0] \$88 ;
-  reg \$89 ;
+  reg [18:0] \$89 ;
   wire \$9 ;
-  reg \$90 ;
-  reg \$91 ;
-  reg \$92 ;
-  reg \$93 ;
+  reg [18:0] \$90 ;
+  reg [18:0] \$91 ;
+  reg [18:0] \$92 ;
+  reg [18:0] \$93 ;
   reg \$94 ;
   reg \$95 ;
-  reg [2047:0] \$96 ;
-  reg [1919:0] \$97 ;
+  reg \$96 ;
+  reg \$97 ;
+  reg \$98 ;
+  reg \$99 ;
   reg [18:0] acc = 19'h00000;
-  reg [18:0] \acc$100  = 19'h00000;
-  reg [18:0] \acc$106  = 19'h00000;
-  reg [18:0] \acc$112  = 19'h00000;
-  reg [18:0] \acc$118  = 19'h00000;
-  reg [18:0] \acc$124  = 19'h00000;
-  reg [18:0] \acc$130  = 19'h00000;
-  reg [18:0] \acc$136  = 19'h00000;
-  reg [18:0] \acc$142  = 19'h00000;
-  reg [18:0] \acc$148  = 19'h00000;
-  reg [18:0] \acc$154  = 19'h00000;
-  reg [18:0] \acc$70  = 19'h00000;
-  reg [18:0] \acc$76  = 19'h00000;
-  reg [18:0] \acc$82  = 19'h00000;
-  reg [18:0] \acc$88  = 19'h00000;
-  reg [18:0] \acc$94  = 19'h00000;
+  reg [18:0] \acc$104  = 19'h00000;
+  reg [18:0] \acc$110  = 19'h00000;
+  reg [18:0] \acc$116  = 19'h00000;
+  reg [18:0] \acc$122  = 19'h00000;
+  reg [18:0] \acc$128  = 19'h00000;
+  reg [18:0] \acc$134  = 19'h00000;
+  reg [18:0] \acc$140  = 19'h00000;
+  reg [18:0] \acc$146  = 19'h00000;
+  reg [18:0] \acc$152  = 19'h00000;
+  reg [18:0] \acc$68  = 19'h00000;
+  reg [18:0] \acc$74  = 19'h00000;
+  reg [18:0] \acc$80  = 19'h00000;
+  reg [18:0] \acc$86  = 19'h00000;
+  reg [18:0] \acc$92  = 19'h00000;
+  reg [18:0] \acc$98  = 19'h00000;
   (* init = 19'h00000 *)
   wire [18:0] acc0;
   (* init = 19'h00000 *)
@@ -856,73 +1483,108 @@ module \bchw_top.engine0 (rst, s__ready, m__ready, s__valid, s__payload, m__vali
   wire [18:0] acc9;
   reg acc_end = 1'h0;
   reg acc_valid = 1'h0;
-  (* init = 9'h000 *)
-  wire [8:0] addr;
-  wire [3:0] \addr$60 ;
+  reg [8:0] addr = 9'h000;
+  wire [3:0] \addr$58 ;
   wire [37:0] bias;
-  wire [37:0] \bias$104 ;
-  wire [37:0] \bias$110 ;
-  wire [37:0] \bias$116 ;
-  wire [37:0] \bias$122 ;
-  wire [37:0] \bias$128 ;
-  wire [37:0] \bias$134 ;
-  wire [37:0] \bias$140 ;
-  wire [37:0] \bias$146 ;
-  wire [37:0] \bias$152 ;
-  wire [37:0] \bias$158 ;
-  wire [37:0] \bias$74 ;
-  wire [37:0] \bias$80 ;
-  wire [37:0] \bias$86 ;
-  wire [37:0] \bias$92 ;
-  wire [37:0] \bias$98 ;
+  wire [37:0] \bias$102 ;
+  wire [37:0] \bias$108 ;
+  wire [37:0] \bias$114 ;
+  wire [37:0] \bias$120 ;
+  wire [37:0] \bias$126 ;
+  wire [37:0] \bias$132 ;
+  wire [37:0] \bias$138 ;
+  wire [37:0] \bias$144 ;
+  wire [37:0] \bias$150 ;
+  wire [37:0] \bias$156 ;
+  wire [37:0] \bias$72 ;
+  wire [37:0] \bias$78 ;
+  wire [37:0] \bias$84 ;
+  wire [37:0] \bias$90 ;
+  wire [37:0] \bias$96 ;
   reg busy = 1'h0;
   input clk;
   wire clk;
   reg [1919:0] collected = 1920'h000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000;
   wire [447:0] data;
-  wire [975:0] \data$66 ;
-  wire en;
-  wire \en$105 ;
-  wire \en$111 ;
-  wire \en$117 ;
-  wire \en$123 ;
-  wire \en$129 ;
-  wire \en$135 ;
-  wire \en$14 ;
-  wire \en$141 ;
-  wire \en$147 ;
-  wire \en$153 ;
-  wire \en$17 ;
-  wire \en$20 ;
-  wire \en$23 ;
-  wire \en$26 ;
-  wire \en$29 ;
-  wire \en$32 ;
-  wire \en$35 ;
-  wire \en$38 ;
-  wire \en$41 ;
-  wire \en$44 ;
-  wire \en$47 ;
-  wire \en$50 ;
-  wire \en$53 ;
-  wire \en$56 ;
-  wire \en$59 ;
-  wire \en$62 ;
-  wire \en$69 ;
+  wire [975:0] \data$176 ;
+  reg en = 1'h1;
+  (* init = 1'h1 *)
+  wire \en$103 ;
+  (* init = 1'h1 *)
+  wire \en$109 ;
+  (* init = 1'h1 *)
+  wire \en$115 ;
+  (* init = 1'h1 *)
+  wire \en$12 ;
+  (* init = 1'h1 *)
+  wire \en$121 ;
+  (* init = 1'h1 *)
+  wire \en$127 ;
+  (* init = 1'h1 *)
+  wire \en$133 ;
+  (* init = 1'h1 *)
+  wire \en$139 ;
+  (* init = 1'h1 *)
+  wire \en$145 ;
+  (* init = 1'h1 *)
+  wire \en$15 ;
+  (* init = 1'h1 *)
+  wire \en$151 ;
+  (* init = 1'h1 *)
+  wire \en$18 ;
+  (* init = 1'h1 *)
+  wire \en$21 ;
+  (* init = 1'h1 *)
+  wire \en$24 ;
+  (* init = 1'h1 *)
+  wire \en$27 ;
+  (* init = 1'h1 *)
+  wire \en$30 ;
+  (* init = 1'h1 *)
+  wire \en$33 ;
+  (* init = 1'h1 *)
+  wire \en$36 ;
+  (* init = 1'h1 *)
+  wire \en$39 ;
+  (* init = 1'h1 *)
+  wire \en$4 ;
+  (* init = 1'h1 *)
+  wire \en$42 ;
+  (* init = 1'h1 *)
+  wire \en$45 ;
+  (* init = 1'h1 *)
+  wire \en$48 ;
+  (* init = 1'h1 *)
+  wire \en$51 ;
+  (* init = 1'h1 *)
+  wire \en$54 ;
+  (* init = 1'h1 *)
+  wire \en$57 ;
+  (* init = 1'h1 *)
+  wire \en$60 ;
+  (* init = 1'h1 *)
+  wire \en$67 ;
+  (* init = 1'h1 *)
   wire \en$7 ;
-  wire \en$75 ;
-  wire \en$81 ;
-  wire \en$87 ;
-  wire \en$9 ;
-  wire \en$93 ;
-  wire \en$99 ;
+  (* init = 1'h1 *)
+  wire \en$73 ;
+  (* init = 1'h1 *)
+  wire \en$79 ;
+  (* init = 1'h1 *)
+  wire \en$85 ;
+  (* init = 1'h1 *)
+  wire \en$91 ;
+  (* init = 1'h1 *)
+  wire \en$97 ;
   reg [7:0] f1_d0 = 8'h00;
+  reg [7:0] f1_d1 = 8'h00;
+  reg [7:0] fp_d0 = 8'h00;
+  reg [7:0] fp_d1 = 8'h00;
+  reg [7:0] fp_d2 = 8'h00;
+  reg [7:0] fp_d3 = 8'h00;
+  reg [7:0] fp_d4 = 8'h00;
   reg [7:0] ft_d0 = 8'h00;
-  reg [7:0] ft_d1 = 8'h00;
-  reg [7:0] ft_d2 = 8'h00;
-  reg [7:0] ft_d3 = 8'h00;
-  reg [7:0] ft_d4 = 8'h00;
-  reg [7:0] ft_d5 = 8'h00;
+  reg last_step = 1'h0;
   output [2047:0] m__payload;
   reg [2047:0] m__payload = 2048'h00000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000;
   input m__ready;
@@ -930,29 +1592,25 @@ module \bchw_top.engine0 (rst, s__ready, m__ready, s__valid, s__payload, m__vali
   output m__valid;
   reg m__valid = 1'h0;
   wire [17:0] mul;
-  wire [17:0] \mul$102 ;
-  wire [17:0] \mul$108 ;
-  wire [17:0] \mul$114 ;
-  wire [17:0] \mul$120 ;
-  wire [17:0] \mul$126 ;
-  wire [17:0] \mul$132 ;
-  wire [17:0] \mul$138 ;
-  wire [17:0] \mul$144 ;
-  wire [17:0] \mul$150 ;
-  wire [17:0] \mul$156 ;
-  wire [17:0] \mul$72 ;
-  wire [17:0] \mul$78 ;
-  wire [17:0] \mul$84 ;
-  wire [17:0] \mul$90 ;
-  wire [17:0] \mul$96 ;
+  wire [17:0] \mul$100 ;
+  wire [17:0] \mul$106 ;
+  wire [17:0] \mul$112 ;
+  wire [17:0] \mul$118 ;
+  wire [17:0] \mul$124 ;
+  wire [17:0] \mul$130 ;
+  wire [17:0] \mul$136 ;
+  wire [17:0] \mul$142 ;
+  wire [17:0] \mul$148 ;
+  wire [17:0] \mul$154 ;
+  wire [17:0] \mul$70 ;
+  wire [17:0] \mul$76 ;
+  wire [17:0] \mul$82 ;
+  wire [17:0] \mul$88 ;
+  wire [17:0] \mul$94 ;
   reg [3:0] nfc = 4'h0;
   wire out_done;
+  reg [975:0] params_d0 = 976'h0000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000;
   wire [7:0] q;
-  wire [7:0] \q$199 ;
-  wire [7:0] \q$200 ;
-  wire [7:0] \q$201 ;
-  wire [7:0] \q$202 ;
-  wire [7:0] \q$203 ;
   wire [7:0] \q$204 ;
   wire [7:0] \q$205 ;
   wire [7:0] \q$206 ;
@@ -963,12 +1621,17 @@ module \bchw_top.engine0 (rst, s__ready, m__ready, s__valid, s__payload, m__vali
   wire [7:0] \q$211 ;
   wire [7:0] \q$212 ;
   wire [7:0] \q$213 ;
+  wire [7:0] \q$214 ;
+  wire [7:0] \q$215 ;
+  wire [7:0] \q$216 ;
+  wire [7:0] \q$217 ;
+  wire [7:0] \q$218 ;
   reg qe_d0 = 1'h0;
   reg qe_d1 = 1'h0;
-  reg qe_d2 = 1'h0;
+  reg qe_last_d0 = 1'h0;
   reg qv_d0 = 1'h0;
   reg qv_d1 = 1'h0;
-  reg qv_d2 = 1'h0;
+  reg qv_last_d0 = 1'h0;
   input rst;
   wire rst;
   input [6271:0] s__payload;
@@ -979,26 +1642,24 @@ module \bchw_top.engine0 (rst, s__ready, m__ready, s__valid, s__payload, m__vali
   wire s__valid;
   reg [4:0] sfc = 5'h00;
   wire [4:0] shift;
-  wire [4:0] \shift$103 ;
-  wire [4:0] \shift$109 ;
-  wire [4:0] \shift$115 ;
-  wire [4:0] \shift$121 ;
-  wire [4:0] \shift$127 ;
-  wire [4:0] \shift$133 ;
-  wire [4:0] \shift$139 ;
-  wire [4:0] \shift$145 ;
-  wire [4:0] \shift$151 ;
-  wire [4:0] \shift$157 ;
-  wire [4:0] \shift$73 ;
-  wire [4:0] \shift$79 ;
-  wire [4:0] \shift$85 ;
-  wire [4:0] \shift$91 ;
-  wire [4:0] \shift$97 ;
-  reg [8:0] step = 9'h000;
+  wire [4:0] \shift$101 ;
+  wire [4:0] \shift$107 ;
+  wire [4:0] \shift$113 ;
+  wire [4:0] \shift$119 ;
+  wire [4:0] \shift$125 ;
+  wire [4:0] \shift$131 ;
+  wire [4:0] \shift$137 ;
+  wire [4:0] \shift$143 ;
+  wire [4:0] \shift$149 ;
+  wire [4:0] \shift$155 ;
+  wire [4:0] \shift$71 ;
+  wire [4:0] \shift$77 ;
+  wire [4:0] \shift$83 ;
+  wire [4:0] \shift$89 ;
+  wire [4:0] \shift$95 ;
+  (* init = 9'h000 *)
+  wire [8:0] step;
   wire [13:0] sum;
-  wire [13:0] \sum$177 ;
-  wire [13:0] \sum$178 ;
-  wire [13:0] \sum$179 ;
   wire [13:0] \sum$180 ;
   wire [13:0] \sum$181 ;
   wire [13:0] \sum$182 ;
@@ -1011,328 +1672,344 @@ module \bchw_top.engine0 (rst, s__ready, m__ready, s__valid, s__payload, m__vali
   wire [13:0] \sum$189 ;
   wire [13:0] \sum$190 ;
   wire [13:0] \sum$191 ;
+  wire [13:0] \sum$192 ;
+  wire [13:0] \sum$193 ;
+  wire [13:0] \sum$194 ;
   wire [27:0] w;
-  wire [27:0] \w$16 ;
-  wire [27:0] \w$19 ;
-  wire [27:0] \w$22 ;
-  wire [27:0] \w$25 ;
-  wire [27:0] \w$28 ;
-  wire [27:0] \w$31 ;
-  wire [27:0] \w$34 ;
-  wire [27:0] \w$37 ;
-  wire [27:0] \w$40 ;
-  wire [27:0] \w$43 ;
-  wire [27:0] \w$46 ;
-  wire [27:0] \w$49 ;
-  wire [27:0] \w$52 ;
-  wire [27:0] \w$55 ;
-  wire [27:0] \w$58 ;
+  wire [27:0] \w$14 ;
+  wire [27:0] \w$17 ;
+  wire [27:0] \w$20 ;
+  wire [27:0] \w$23 ;
+  wire [27:0] \w$26 ;
+  wire [27:0] \w$29 ;
+  wire [27:0] \w$32 ;
+  wire [27:0] \w$35 ;
+  wire [27:0] \w$38 ;
+  wire [27:0] \w$41 ;
+  wire [27:0] \w$44 ;
+  wire [27:0] \w$47 ;
+  wire [27:0] \w$50 ;
+  wire [27:0] \w$53 ;
+  wire [27:0] \w$56 ;
+  reg [447:0] wdata_d0 = 448'h0000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000;
   reg [223:0] x = 224'h00000000000000000000000000000000000000000000000000000000;
   (* init = 224'h00000000000000000000000000000000000000000000000000000000 *)
-  wire [223:0] \x$15 ;
+  wire [223:0] \x$13 ;
   (* init = 224'h00000000000000000000000000000000000000000000000000000000 *)
-  wire [223:0] \x$18 ;
+  wire [223:0] \x$16 ;
   (* init = 224'h00000000000000000000000000000000000000000000000000000000 *)
-  wire [223:0] \x$21 ;
+  wire [223:0] \x$19 ;
   (* init = 224'h00000000000000000000000000000000000000000000000000000000 *)
-  wire [223:0] \x$24 ;
+  wire [223:0] \x$22 ;
   (* init = 224'h00000000000000000000000000000000000000000000000000000000 *)
-  wire [223:0] \x$27 ;
+  wire [223:0] \x$25 ;
   (* init = 224'h00000000000000000000000000000000000000000000000000000000 *)
-  wire [223:0] \x$30 ;
+  wire [223:0] \x$28 ;
   (* init = 224'h00000000000000000000000000000000000000000000000000000000 *)
-  wire [223:0] \x$33 ;
+  wire [223:0] \x$31 ;
   (* init = 224'h00000000000000000000000000000000000000000000000000000000 *)
-  wire [223:0] \x$36 ;
+  wire [223:0] \x$34 ;
   (* init = 224'h00000000000000000000000000000000000000000000000000000000 *)
-  wire [223:0] \x$39 ;
+  wire [223:0] \x$37 ;
   (* init = 224'h00000000000000000000000000000000000000000000000000000000 *)
-  wire [223:0] \x$42 ;
+  wire [223:0] \x$40 ;
   (* init = 224'h00000000000000000000000000000000000000000000000000000000 *)
-  wire [223:0] \x$45 ;
+  wire [223:0] \x$43 ;
   (* init = 224'h00000000000000000000000000000000000000000000000000000000 *)
-  wire [223:0] \x$48 ;
+  wire [223:0] \x$46 ;
   (* init = 224'h00000000000000000000000000000000000000000000000000000000 *)
-  wire [223:0] \x$51 ;
+  wire [223:0] \x$49 ;
   (* init = 224'h00000000000000000000000000000000000000000000000000000000 *)
-  wire [223:0] \x$54 ;
+  wire [223:0] \x$52 ;
   (* init = 224'h00000000000000000000000000000000000000000000000000000000 *)
-  wire [223:0] \x$57 ;
+  wire [223:0] \x$55 ;
+  reg [223:0] x_d0 = 224'h00000000000000000000000000000000000000000000000000000000;
   (* init = 224'h00000000000000000000000000000000000000000000000000000000 *)
-  wire [223:0] x1;
+  wire [223:0] x_d1;
   reg [6271:0] xbuf = 6272'h00000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000;
-  assign \$3  = \$2  & out_done;
-  assign en = ~ \$3 ;
-  assign \$4  = ~ busy;
-  assign \$5  = step == 9'h1bf;
-  assign \$6  = busy & \$5 ;
-  assign \$7  = \$4  | \$6 ;
-  assign s__ready = en & \$7 ;
-  assign out_done = qv_d2 & qe_d2;
-  assign \$8  = s__valid & s__ready;
-  assign \$9  = step == 9'h1bf;
-  assign \$10  = busy & \$9 ;
-  assign \$11  = step + 1'h1;
-  assign \$12  = sfc == 5'h1b;
-  assign \$13  = nfc + 1'h1;
-  assign \$14  = sfc + 1'h1;
-  assign \$15  = ! sfc;
-  assign \$16  = sfc == 5'h1b;
-  assign \$17  = step == 9'h1bf;
-  assign \$18  = busy & \$17 ;
-  assign \$19  = ft_d5[0] & ft_d5[2];
-  assign \$20  = ft_d5[0] & ft_d5[3];
-  assign \$21  = ft_d5[1] ? 19'h00000 : acc;
-  assign \$22  = $signed(\$21 ) + $signed(sum);
-  assign \$23  = ft_d5[1] ? 19'h00000 : \acc$70 ;
-  assign \$24  = $signed(\$23 ) + $signed(\sum$177 );
-  assign \$25  = ft_d5[1] ? 19'h00000 : \acc$76 ;
-  assign \$26  = $signed(\$25 ) + $signed(\sum$178 );
-  assign \$27  = ft_d5[1] ? 19'h00000 : \acc$82 ;
-  assign \$28  = $signed(\$27 ) + $signed(\sum$179 );
-  assign \$29  = ft_d5[1] ? 19'h00000 : \acc$88 ;
-  assign \$30  = $signed(\$29 ) + $signed(\sum$180 );
-  assign \$31  = ft_d5[1] ? 19'h00000 : \acc$94 ;
-  assign \$32  = $signed(\$31 ) + $signed(\sum$181 );
-  assign \$33  = ft_d5[1] ? 19'h00000 : \acc$100 ;
-  assign \$34  = $signed(\$33 ) + $signed(\sum$182 );
-  assign \$35  = ft_d5[1] ? 19'h00000 : \acc$106 ;
-  assign \$36  = $signed(\$35 ) + $signed(\sum$183 );
-  assign \$37  = ft_d5[1] ? 19'h00000 : \acc$112 ;
-  assign \$38  = $signed(\$37 ) + $signed(\sum$184 );
-  assign \$39  = ft_d5[1] ? 19'h00000 : \acc$118 ;
-  assign \$40  = $signed(\$39 ) + $signed(\sum$185 );
-  assign \$41  = ft_d5[1] ? 19'h00000 : \acc$124 ;
-  assign \$42  = $signed(\$41 ) + $signed(\sum$186 );
-  assign \$43  = ft_d5[1] ? 19'h00000 : \acc$130 ;
-  assign \$44  = $signed(\$43 ) + $signed(\sum$187 );
-  assign \$45  = ft_d5[1] ? 19'h00000 : \acc$136 ;
-  assign \$46  = $signed(\$45 ) + $signed(\sum$188 );
-  assign \$47  = ft_d5[1] ? 19'h00000 : \acc$142 ;
-  assign \$48  = $signed(\$47 ) + $signed(\sum$189 );
-  assign \$49  = ft_d5[1] ? 19'h00000 : \acc$148 ;
-  assign \$50  = $signed(\$49 ) + $signed(\sum$190 );
-  assign \$51  = ft_d5[1] ? 19'h00000 : \acc$154 ;
-  assign \$52  = $signed(\$51 ) + $signed(\sum$191 );
-  assign \$53  = en & qv_d2;
-  assign \$54  = \$53  & qe_d2;
-  assign \$55  = en & qv_d2;
-  assign \$56  = ~ qe_d2;
+  assign \$1  = ~ busy;
+  assign \$2  = \$1  | last_step;
+  assign s__ready = en & \$2 ;
+  assign out_done = qv_last_d0 & qe_last_d0;
+  assign \$3  = s__valid & s__ready;
+  assign \$4  = addr + 1'h1;
+  assign \$5  = addr == 9'h1be;
+  assign \$6  = sfc == 5'h1b;
+  assign \$7  = nfc + 1'h1;
+  assign \$8  = sfc + 1'h1;
+  assign \$9  = ! sfc;
+  assign \$10  = sfc == 5'h1b;
+  assign \$11  = ft_d0[0] & ft_d0[2];
+  assign \$12  = ft_d0[0] & ft_d0[3];
+  assign \$13  = ft_d0[1] ? 19'h00000 : acc;
+  assign \$14  = $signed(\$13 ) + $signed(sum);
+  assign \$15  = ft_d0[1] ? 19'h00000 : \acc$68 ;
+  assign \$16  = $signed(\$15 ) + $signed(\sum$180 );
+  assign \$17  = ft_d0[1] ? 19'h00000 : \acc$74 ;
+  assign \$18  = $signed(\$17 ) + $signed(\sum$181 );
+  assign \$19  = ft_d0[1] ? 19'h00000 : \acc$80 ;
+  assign \$20  = $signed(\$19 ) + $signed(\sum$182 );
+  assign \$21  = ft_d0[1] ? 19'h00000 : \acc$86 ;
+  assign \$22  = $signed(\$21 ) + $signed(\sum$183 );
+  assign \$23  = ft_d0[1] ? 19'h00000 : \acc$92 ;
+  assign \$24  = $signed(\$23 ) + $signed(\sum$184 );
+  assign \$25  = ft_d0[1] ? 19'h00000 : \acc$98 ;
+  assign \$26  = $signed(\$25 ) + $signed(\sum$185 );
+  assign \$27  = ft_d0[1] ? 19'h00000 : \acc$104 ;
+  assign \$28  = $signed(\$27 ) + $signed(\sum$186 );
+  assign \$29  = ft_d0[1] ? 19'h00000 : \acc$110 ;
+  assign \$30  = $signed(\$29 ) + $signed(\sum$187 );
+  assign \$31  = ft_d0[1] ? 19'h00000 : \acc$116 ;
+  assign \$32  = $signed(\$31 ) + $signed(\sum$188 );
+  assign \$33  = ft_d0[1] ? 19'h00000 : \acc$122 ;
+  assign \$34  = $signed(\$33 ) + $signed(\sum$189 );
+  assign \$35  = ft_d0[1] ? 19'h00000 : \acc$128 ;
+  assign \$36  = $signed(\$35 ) + $signed(\sum$190 );
+  assign \$37  = ft_d0[1] ? 19'h00000 : \acc$134 ;
+  assign \$38  = $signed(\$37 ) + $signed(\sum$191 );
+  assign \$39  = ft_d0[1] ? 19'h00000 : \acc$140 ;
+  assign \$40  = $signed(\$39 ) + $signed(\sum$192 );
+  assign \$41  = ft_d0[1] ? 19'h00000 : \acc$146 ;
+  assign \$42  = $signed(\$41 ) + $signed(\sum$193 );
+  assign \$43  = ft_d0[1] ? 19'h00000 : \acc$152 ;
+  assign \$44  = $signed(\$43 ) + $signed(\sum$194 );
+  assign \$45  = en & out_done;
+  assign \$46  = ~ m__ready;
+  assign \$47  = m__valid & \$46 ;
+  assign \$48  = \$45  | \$47 ;
+  assign \$49  = qv_d1 & qe_d1;
+  assign \$50  = en ? \$49  : out_done;
+  assign \$51  = \$48  & \$50 ;
+  assign \$52  = ~ \$51 ;
+  assign \$53  = en & qv_last_d0;
+  assign \$54  = \$53  & qe_last_d0;
+  assign \$55  = en & qv_last_d0;
+  assign \$56  = ~ qe_last_d0;
   assign \$57  = \$55  & \$56 ;
   always @(posedge clk)
     busy <= \$58 ;
   always @(posedge clk)
-    step <= \$59 ;
+    addr <= \$59 ;
   always @(posedge clk)
     sfc <= \$60 ;
   always @(posedge clk)
     nfc <= \$61 ;
   always @(posedge clk)
-    xbuf <= \$62 ;
+    last_step <= \$62 ;
   always @(posedge clk)
-    x <= \$63 ;
+    xbuf <= \$63 ;
   always @(posedge clk)
-    f1_d0 <= \$64 ;
+    x_d0 <= \$64 ;
   always @(posedge clk)
-    ft_d0 <= \$65 ;
+    x <= \$65 ;
   always @(posedge clk)
-    ft_d1 <= \$66 ;
+    wdata_d0 <= \$66 ;
   always @(posedge clk)
-    ft_d2 <= \$67 ;
+    f1_d0 <= \$67 ;
   always @(posedge clk)
-    ft_d3 <= \$68 ;
+    f1_d1 <= \$68 ;
   always @(posedge clk)
-    ft_d4 <= \$69 ;
+    fp_d0 <= \$69 ;
   always @(posedge clk)
-    ft_d5 <= \$70 ;
+    fp_d1 <= \$70 ;
   always @(posedge clk)
-    acc_valid <= \$71 ;
+    fp_d2 <= \$71 ;
   always @(posedge clk)
-    acc_end <= \$72 ;
+    fp_d3 <= \$72 ;
   always @(posedge clk)
-    acc <= \$73 ;
+    fp_d4 <= \$73 ;
   always @(posedge clk)
-    \acc$70  <= \$74 ;
+    ft_d0 <= \$74 ;
   always @(posedge clk)
-    \acc$76  <= \$75 ;
+    params_d0 <= \$75 ;
   always @(posedge clk)
-    \acc$82  <= \$76 ;
+    acc_valid <= \$76 ;
   always @(posedge clk)
-    \acc$88  <= \$77 ;
+    acc_end <= \$77 ;
   always @(posedge clk)
-    \acc$94  <= \$78 ;
+    acc <= \$78 ;
   always @(posedge clk)
-    \acc$100  <= \$79 ;
+    \acc$68  <= \$79 ;
   always @(posedge clk)
-    \acc$106  <= \$80 ;
+    \acc$74  <= \$80 ;
   always @(posedge clk)
-    \acc$112  <= \$81 ;
+    \acc$80  <= \$81 ;
   always @(posedge clk)
-    \acc$118  <= \$82 ;
+    \acc$86  <= \$82 ;
   always @(posedge clk)
-    \acc$124  <= \$83 ;
+    \acc$92  <= \$83 ;
   always @(posedge clk)
-    \acc$130  <= \$84 ;
+    \acc$98  <= \$84 ;
   always @(posedge clk)
-    \acc$136  <= \$85 ;
+    \acc$104  <= \$85 ;
   always @(posedge clk)
-    \acc$142  <= \$86 ;
+    \acc$110  <= \$86 ;
   always @(posedge clk)
-    \acc$148  <= \$87 ;
+    \acc$116  <= \$87 ;
   always @(posedge clk)
-    \acc$154  <= \$88 ;
+    \acc$122  <= \$88 ;
   always @(posedge clk)
-    qv_d0 <= \$89 ;
+    \acc$128  <= \$89 ;
   always @(posedge clk)
-    qv_d1 <= \$90 ;
+    \acc$134  <= \$90 ;
   always @(posedge clk)
-    qv_d2 <= \$91 ;
+    \acc$140  <= \$91 ;
   always @(posedge clk)
-    qe_d0 <= \$92 ;
+    \acc$146  <= \$92 ;
   always @(posedge clk)
-    qe_d1 <= \$93 ;
+    \acc$152  <= \$93 ;
   always @(posedge clk)
-    qe_d2 <= \$94 ;
+    qv_d0 <= \$94 ;
   always @(posedge clk)
-    m__valid <= \$95 ;
+    qv_d1 <= \$95 ;
   always @(posedge clk)
-    m__payload <= \$96 ;
+    qe_d0 <= \$96 ;
   always @(posedge clk)
-    collected <= \$97 ;
-  assign \$1  = ~ m__ready;
-  assign \$2  = m__valid & \$1 ;
+    qe_d1 <= \$97 ;
+  always @(posedge clk)
+    qv_last_d0 <= \$98 ;
+  always @(posedge clk)
+    qe_last_d0 <= \$99 ;
+  always @(posedge clk)
+    en <= \$100 ;
+  always @(posedge clk)
+    m__valid <= \$101 ;
+  always @(posedge clk)
+    m__payload <= \$102 ;
+  always @(posedge clk)
+    collected <= \$103 ;
   \bchw_top.engine0.params  params (
-    .addr(ft_d5[7:4]),
+    .addr(fp_d4[7:4]),
     .clk(clk),
-    .data(\data$66 ),
+    .data(\data$176 ),
     .en(en)
   );
   \bchw_top.engine0.requant0  requant0 (
     .acc(acc),
     .clk(clk),
     .en(en),
-    .\port$105$0 (\data$66 [60:0]),
+    .\port$4462$0 (params_d0[60:0]),
     .q(q),
     .rst(rst)
   );
   \bchw_top.engine0.requant1  requant1 (
-    .acc(\acc$70 ),
+    .acc(\acc$68 ),
     .clk(clk),
     .en(en),
-    .\port$105$61 (\data$66 [121:61]),
-    .q(\q$199 ),
-    .rst(rst)
-  );
-  \bchw_top.engine0.requant10  requant10 (
-    .acc(\acc$124 ),
-    .clk(clk),
-    .en(en),
-    .\port$105$610 (\data$66 [670:610]),
-    .q(\q$208 ),
-    .rst(rst)
-  );
-  \bchw_top.engine0.requant11  requant11 (
-    .acc(\acc$130 ),
-    .clk(clk),
-    .en(en),
-    .\port$105$671 (\data$66 [731:671]),
-    .q(\q$209 ),
-    .rst(rst)
-  );
-  \bchw_top.engine0.requant12  requant12 (
-    .acc(\acc$136 ),
-    .clk(clk),
-    .en(en),
-    .\port$105$732 (\data$66 [792:732]),
-    .q(\q$210 ),
-    .rst(rst)
-  );
-  \bchw_top.engine0.requant13  requant13 (
-    .acc(\acc$142 ),
-    .clk(clk),
-    .en(en),
-    .\port$105$793 (\data$66 [853:793]),
-    .q(\q$211 ),
-    .rst(rst)
-  );
-  \bchw_top.engine0.requant14  requant14 (
-    .acc(\acc$148 ),
-    .clk(clk),
-    .en(en),
-    .\port$105$854 (\data$66 [914:854]),
-    .q(\q$212 ),
-    .rst(rst)
-  );
-  \bchw_top.engine0.requant15  requant15 (
-    .acc(\acc$154 ),
-    .clk(clk),
-    .en(en),
-    .\port$105$915 (\data$66 [975:915]),
-    .q(\q$213 ),
-    .rst(rst)
-  );
-  \bchw_top.engine0.requant2  requant2 (
-    .acc(\acc$76 ),
-    .clk(clk),
-    .en(en),
-    .\port$105$122 (\data$66 [182:122]),
-    .q(\q$200 ),
-    .rst(rst)
-  );
-  \bchw_top.engine0.requant3  requant3 (
-    .acc(\acc$82 ),
-    .clk(clk),
-    .en(en),
-    .\port$105$183 (\data$66 [243:183]),
-    .q(\q$201 ),
-    .rst(rst)
-  );
-  \bchw_top.engine0.requant4  requant4 (
-    .acc(\acc$88 ),
-    .clk(clk),
-    .en(en),
-    .\port$105$244 (\data$66 [304:244]),
-    .q(\q$202 ),
-    .rst(rst)
-  );
-  \bchw_top.engine0.requant5  requant5 (
-    .acc(\acc$94 ),
-    .clk(clk),
-    .en(en),
-    .\port$105$305 (\data$66 [365:305]),
-    .q(\q$203 ),
-    .rst(rst)
-  );
-  \bchw_top.engine0.requant6  requant6 (
-    .acc(\acc$100 ),
-    .clk(clk),
-    .en(en),
-    .\port$105$366 (\data$66 [426:366]),
+    .\port$4462$61 (params_d0[121:61]),
     .q(\q$204 ),
     .rst(rst)
   );
-  \bchw_top.engine0.requant7  requant7 (
-    .acc(\acc$106 ),
+  \bchw_top.engine0.requant10  requant10 (
+    .acc(\acc$122 ),
     .clk(clk),
     .en(en),
-    .\port$105$427 (\data$66 [487:427]),
+    .\port$4462$610 (params_d0[670:610]),
+    .q(\q$213 ),
+    .rst(rst)
+  );
+  \bchw_top.engine0.requant11  requant11 (
+    .acc(\acc$128 ),
+    .clk(clk),
+    .en(en),
+    .\port$4462$671 (params_d0[731:671]),
+    .q(\q$214 ),
+    .rst(rst)
+  );
+  \bchw_top.engine0.requant12  requant12 (
+    .acc(\acc$134 ),
+    .clk(clk),
+    .en(en),
+    .\port$4462$732 (params_d0[792:732]),
+    .q(\q$215 ),
+    .rst(rst)
+  );
+  \bchw_top.engine0.requant13  requant13 (
+    .acc(\acc$140 ),
+    .clk(clk),
+    .en(en),
+    .\port$4462$793 (params_d0[853:793]),
+    .q(\q$216 ),
+    .rst(rst)
+  );
+  \bchw_top.engine0.requant14  requant14 (
+    .acc(\acc$146 ),
+    .clk(clk),
+    .en(en),
+    .\port$4462$854 (params_d0[914:854]),
+    .q(\q$217 ),
+    .rst(rst)
+  );
+  \bchw_top.engine0.requant15  requant15 (
+    .acc(\acc$152 ),
+    .clk(clk),
+    .en(en),
+    .\port$4462$915 (params_d0[975:915]),
+    .q(\q$218 ),
+    .rst(rst)
+  );
+  \bchw_top.engine0.requant2  requant2 (
+    .acc(\acc$74 ),
+    .clk(clk),
+    .en(en),
+    .\port$4462$122 (params_d0[182:122]),
     .q(\q$205 ),
     .rst(rst)
   );
-  \bchw_top.engine0.requant8  requant8 (
-    .acc(\acc$112 ),
+  \bchw_top.engine0.requant3  requant3 (
+    .acc(\acc$80 ),
     .clk(clk),
     .en(en),
-    .\port$105$488 (\data$66 [548:488]),
+    .\port$4462$183 (params_d0[243:183]),
     .q(\q$206 ),
     .rst(rst)
   );
-  \bchw_top.engine0.requant9  requant9 (
-    .acc(\acc$118 ),
+  \bchw_top.engine0.requant4  requant4 (
+    .acc(\acc$86 ),
     .clk(clk),
     .en(en),
-    .\port$105$549 (\data$66 [609:549]),
+    .\port$4462$244 (params_d0[304:244]),
     .q(\q$207 ),
+    .rst(rst)
+  );
+  \bchw_top.engine0.requant5  requant5 (
+    .acc(\acc$92 ),
+    .clk(clk),
+    .en(en),
+    .\port$4462$305 (params_d0[365:305]),
+    .q(\q$208 ),
+    .rst(rst)
+  );
+  \bchw_top.engine0.requant6  requant6 (
+    .acc(\acc$98 ),
+    .clk(clk),
+    .en(en),
+    .\port$4462$366 (params_d0[426:366]),
+    .q(\q$209 ),
+    .rst(rst)
+  );
+  \bchw_top.engine0.requant7  requant7 (
+    .acc(\acc$104 ),
+    .clk(clk),
+    .en(en),
+    .\port$4462$427 (params_d0[487:427]),
+    .q(\q$210 ),
+    .rst(rst)
+  );
+  \bchw_top.engine0.requant8  requant8 (
+    .acc(\acc$110 ),
+    .clk(clk),
+    .en(en),
+    .\port$4462$488 (params_d0[548:488]),
+    .q(\q$211 ),
+    .rst(rst)
+  );
+  \bchw_top.engine0.requant9  requant9 (
+    .acc(\acc$116 ),
+    .clk(clk),
+    .en(en),
+    .\port$4462$549 (params_d0[609:549]),
+    .q(\q$212 ),
     .rst(rst)
   );
   \bchw_top.engine0.tree0  tree0 (
@@ -1340,131 +2017,131 @@ module \bchw_top.engine0 (rst, s__ready, m__ready, s__valid, s__payload, m__vali
     .en(en),
     .l5_0(sum),
     .rst(rst),
-    .w(data[27:0]),
+    .w(wdata_d0[27:0]),
     .x(x)
   );
   \bchw_top.engine0.tree1  tree1 (
     .clk(clk),
     .en(en),
-    .l5_0(\sum$177 ),
+    .l5_0(\sum$180 ),
     .rst(rst),
-    .w(data[55:28]),
+    .w(wdata_d0[55:28]),
     .x(x)
   );
   \bchw_top.engine0.tree10  tree10 (
     .clk(clk),
     .en(en),
-    .l5_0(\sum$186 ),
+    .l5_0(\sum$189 ),
     .rst(rst),
-    .w(data[307:280]),
+    .w(wdata_d0[307:280]),
     .x(x)
   );
   \bchw_top.engine0.tree11  tree11 (
     .clk(clk),
     .en(en),
-    .l5_0(\sum$187 ),
+    .l5_0(\sum$190 ),
     .rst(rst),
-    .w(data[335:308]),
+    .w(wdata_d0[335:308]),
     .x(x)
   );
   \bchw_top.engine0.tree12  tree12 (
     .clk(clk),
     .en(en),
-    .l5_0(\sum$188 ),
+    .l5_0(\sum$191 ),
     .rst(rst),
-    .w(data[363:336]),
+    .w(wdata_d0[363:336]),
     .x(x)
   );
   \bchw_top.engine0.tree13  tree13 (
     .clk(clk),
     .en(en),
-    .l5_0(\sum$189 ),
+    .l5_0(\sum$192 ),
     .rst(rst),
-    .w(data[391:364]),
+    .w(wdata_d0[391:364]),
     .x(x)
   );
   \bchw_top.engine0.tree14  tree14 (
     .clk(clk),
     .en(en),
-    .l5_0(\sum$190 ),
+    .l5_0(\sum$193 ),
     .rst(rst),
-    .w(data[419:392]),
+    .w(wdata_d0[419:392]),
     .x(x)
   );
   \bchw_top.engine0.tree15  tree15 (
     .clk(clk),
     .en(en),
-    .l5_0(\sum$191 ),
+    .l5_0(\sum$194 ),
     .rst(rst),
-    .w(data[447:420]),
+    .w(wdata_d0[447:420]),
     .x(x)
   );
   \bchw_top.engine0.tree2  tree2 (
     .clk(clk),
     .en(en),
-    .l5_0(\sum$178 ),
+    .l5_0(\sum$181 ),
     .rst(rst),
-    .w(data[83:56]),
+    .w(wdata_d0[83:56]),
     .x(x)
   );
   \bchw_top.engine0.tree3  tree3 (
     .clk(clk),
     .en(en),
-    .l5_0(\sum$179 ),
+    .l5_0(\sum$182 ),
     .rst(rst),
-    .w(data[111:84]),
+    .w(wdata_d0[111:84]),
     .x(x)
   );
   \bchw_top.engine0.tree4  tree4 (
     .clk(clk),
     .en(en),
-    .l5_0(\sum$180 ),
+    .l5_0(\sum$183 ),
     .rst(rst),
-    .w(data[139:112]),
+    .w(wdata_d0[139:112]),
     .x(x)
   );
   \bchw_top.engine0.tree5  tree5 (
     .clk(clk),
     .en(en),
-    .l5_0(\sum$181 ),
+    .l5_0(\sum$184 ),
     .rst(rst),
-    .w(data[167:140]),
+    .w(wdata_d0[167:140]),
     .x(x)
   );
   \bchw_top.engine0.tree6  tree6 (
     .clk(clk),
     .en(en),
-    .l5_0(\sum$182 ),
+    .l5_0(\sum$185 ),
     .rst(rst),
-    .w(data[195:168]),
+    .w(wdata_d0[195:168]),
     .x(x)
   );
   \bchw_top.engine0.tree7  tree7 (
     .clk(clk),
     .en(en),
-    .l5_0(\sum$183 ),
+    .l5_0(\sum$186 ),
     .rst(rst),
-    .w(data[223:196]),
+    .w(wdata_d0[223:196]),
     .x(x)
   );
   \bchw_top.engine0.tree8  tree8 (
     .clk(clk),
     .en(en),
-    .l5_0(\sum$184 ),
+    .l5_0(\sum$187 ),
     .rst(rst),
-    .w(data[251:224]),
+    .w(wdata_d0[251:224]),
     .x(x)
   );
   \bchw_top.engine0.tree9  tree9 (
     .clk(clk),
     .en(en),
-    .l5_0(\sum$185 ),
+    .l5_0(\sum$188 ),
     .rst(rst),
-    .w(data[279:252]),
+    .w(wdata_d0[279:252]),
     .x(x)
   );
   \bchw_top.engine0.weights  weights (
-    .addr(step),
+    .addr(addr),
     .clk(clk),
     .data(data),
     .en(en)
@@ -1473,9 +2150,9 @@ module \bchw_top.engine0 (rst, s__ready, m__ready, s__valid, s__payload, m__vali
     if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
     \$58  = busy;
     if (en) begin
-      if (\$8 ) begin
+      if (\$3 ) begin
         \$58  = 1'h1;
-      end else if (\$10 ) begin
+      end else if (last_step) begin
         \$58  = 1'h0;
       end
     end
@@ -1485,13 +2162,13 @@ module \bchw_top.engine0 (rst, s__ready, m__ready, s__valid, s__payload, m__vali
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$59  = step;
+    \$59  = addr;
     if (en) begin
-      if (\$8 ) begin
+      if (\$3 ) begin
         \$59  = 9'h000;
-      end else if (\$10 ) begin
+      end else if (last_step) begin
       end else if (busy) begin
-        \$59  = \$11 [8:0];
+        \$59  = \$4 [8:0];
       end
     end
     if (rst) begin
@@ -1502,15 +2179,15 @@ module \bchw_top.engine0 (rst, s__ready, m__ready, s__valid, s__payload, m__vali
     if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
     \$60  = sfc;
     if (en) begin
-      if (\$8 ) begin
+      if (\$3 ) begin
         \$60  = 5'h00;
-      end else if (\$10 ) begin
+      end else if (last_step) begin
       end else if (busy) begin
         (* full_case = 32'd1 *)
-        if (\$12 ) begin
+        if (\$6 ) begin
           \$60  = 5'h00;
         end else begin
-          \$60  = \$14 [4:0];
+          \$60  = \$8 [4:0];
         end
       end
     end
@@ -1522,12 +2199,12 @@ module \bchw_top.engine0 (rst, s__ready, m__ready, s__valid, s__payload, m__vali
     if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
     \$61  = nfc;
     if (en) begin
-      if (\$8 ) begin
+      if (\$3 ) begin
         \$61  = 4'h0;
-      end else if (\$10 ) begin
+      end else if (last_step) begin
       end else if (busy) begin
-        if (\$12 ) begin
-          \$61  = \$13 [3:0];
+        if (\$6 ) begin
+          \$61  = \$7 [3:0];
         end
       end
     end
@@ -1537,58 +2214,58 @@ module \bchw_top.engine0 (rst, s__ready, m__ready, s__valid, s__payload, m__vali
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$62  = xbuf;
+    \$62  = last_step;
     if (en) begin
-      if (\$8 ) begin
-        \$62  = s__payload;
-      end else if (\$10 ) begin
+      if (\$3 ) begin
+        \$62  = 1'h0;
+      end else if (last_step) begin
+        \$62  = 1'h0;
       end else if (busy) begin
-        \$62  = { xbuf[223:0], xbuf[6271:224] };
+        \$62  = \$5 ;
+      end
+    end
+    if (rst) begin
+      \$62  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
+    \$63  = xbuf;
+    if (en) begin
+      if (\$3 ) begin
+        \$63  = s__payload;
+      end else if (last_step) begin
+      end else if (busy) begin
+        \$63  = { xbuf[223:0], xbuf[6271:224] };
       end
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$63  = x;
+    \$64  = x_d0;
     if (en) begin
-      \$63  = xbuf[223:0];
+      \$64  = xbuf[223:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$64  = f1_d0;
+    \$65  = x;
     if (en) begin
-      \$64  = { nfc, \$18 , \$16 , \$15 , busy };
-    end
-    if (rst) begin
-      \$64  = 8'h00;
+      \$65  = x_d0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$65  = ft_d0;
+    \$66  = wdata_d0;
     if (en) begin
-      \$65  = f1_d0;
-    end
-    if (rst) begin
-      \$65  = 8'h00;
+      \$66  = data;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$66  = ft_d1;
+    \$67  = f1_d0;
     if (en) begin
-      \$66  = ft_d0;
-    end
-    if (rst) begin
-      \$66  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$67  = ft_d2;
-    if (en) begin
-      \$67  = ft_d1;
+      \$67  = { nfc, last_step, \$10 , \$9 , busy };
     end
     if (rst) begin
       \$67  = 8'h00;
@@ -1596,9 +2273,9 @@ module \bchw_top.engine0 (rst, s__ready, m__ready, s__valid, s__payload, m__vali
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$68  = ft_d3;
+    \$68  = f1_d1;
     if (en) begin
-      \$68  = ft_d2;
+      \$68  = f1_d0;
     end
     if (rst) begin
       \$68  = 8'h00;
@@ -1606,9 +2283,9 @@ module \bchw_top.engine0 (rst, s__ready, m__ready, s__valid, s__payload, m__vali
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$69  = ft_d4;
+    \$69  = fp_d0;
     if (en) begin
-      \$69  = ft_d3;
+      \$69  = f1_d1;
     end
     if (rst) begin
       \$69  = 8'h00;
@@ -1616,9 +2293,9 @@ module \bchw_top.engine0 (rst, s__ready, m__ready, s__valid, s__payload, m__vali
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$70  = ft_d5;
+    \$70  = fp_d1;
     if (en) begin
-      \$70  = ft_d4;
+      \$70  = fp_d0;
     end
     if (rst) begin
       \$70  = 8'h00;
@@ -1626,223 +2303,220 @@ module \bchw_top.engine0 (rst, s__ready, m__ready, s__valid, s__payload, m__vali
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$71  = acc_valid;
+    \$71  = fp_d2;
     if (en) begin
-      \$71  = \$19 ;
+      \$71  = fp_d1;
     end
     if (rst) begin
-      \$71  = 1'h0;
+      \$71  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$72  = acc_end;
+    \$72  = fp_d3;
     if (en) begin
-      \$72  = \$20 ;
+      \$72  = fp_d2;
     end
     if (rst) begin
-      \$72  = 1'h0;
+      \$72  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$73  = acc;
+    \$73  = fp_d4;
     if (en) begin
-      if (ft_d5[0]) begin
-        \$73  = \$22 [18:0];
-      end
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$74  = \acc$70 ;
-    if (en) begin
-      if (ft_d5[0]) begin
-        \$74  = \$24 [18:0];
-      end
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$75  = \acc$76 ;
-    if (en) begin
-      if (ft_d5[0]) begin
-        \$75  = \$26 [18:0];
-      end
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$76  = \acc$82 ;
-    if (en) begin
-      if (ft_d5[0]) begin
-        \$76  = \$28 [18:0];
-      end
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$77  = \acc$88 ;
-    if (en) begin
-      if (ft_d5[0]) begin
-        \$77  = \$30 [18:0];
-      end
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$78  = \acc$94 ;
-    if (en) begin
-      if (ft_d5[0]) begin
-        \$78  = \$32 [18:0];
-      end
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$79  = \acc$100 ;
-    if (en) begin
-      if (ft_d5[0]) begin
-        \$79  = \$34 [18:0];
-      end
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$80  = \acc$106 ;
-    if (en) begin
-      if (ft_d5[0]) begin
-        \$80  = \$36 [18:0];
-      end
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$81  = \acc$112 ;
-    if (en) begin
-      if (ft_d5[0]) begin
-        \$81  = \$38 [18:0];
-      end
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$82  = \acc$118 ;
-    if (en) begin
-      if (ft_d5[0]) begin
-        \$82  = \$40 [18:0];
-      end
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$83  = \acc$124 ;
-    if (en) begin
-      if (ft_d5[0]) begin
-        \$83  = \$42 [18:0];
-      end
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$84  = \acc$130 ;
-    if (en) begin
-      if (ft_d5[0]) begin
-        \$84  = \$44 [18:0];
-      end
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$85  = \acc$136 ;
-    if (en) begin
-      if (ft_d5[0]) begin
-        \$85  = \$46 [18:0];
-      end
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$86  = \acc$142 ;
-    if (en) begin
-      if (ft_d5[0]) begin
-        \$86  = \$48 [18:0];
-      end
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$87  = \acc$148 ;
-    if (en) begin
-      if (ft_d5[0]) begin
-        \$87  = \$50 [18:0];
-      end
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$88  = \acc$154 ;
-    if (en) begin
-      if (ft_d5[0]) begin
-        \$88  = \$52 [18:0];
-      end
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$89  = qv_d0;
-    if (en) begin
-      \$89  = acc_valid;
+      \$73  = fp_d3;
     end
     if (rst) begin
-      \$89  = 1'h0;
+      \$73  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$90  = qv_d1;
+    \$74  = ft_d0;
     if (en) begin
-      \$90  = qv_d0;
+      \$74  = fp_d4;
     end
     if (rst) begin
-      \$90  = 1'h0;
+      \$74  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$91  = qv_d2;
+    \$75  = params_d0;
     if (en) begin
-      \$91  = qv_d1;
+      \$75  = \data$176 ;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
+    \$76  = acc_valid;
+    if (en) begin
+      \$76  = \$11 ;
     end
     if (rst) begin
-      \$91  = 1'h0;
+      \$76  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$92  = qe_d0;
+    \$77  = acc_end;
     if (en) begin
-      \$92  = acc_end;
+      \$77  = \$12 ;
     end
     if (rst) begin
-      \$92  = 1'h0;
+      \$77  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$93  = qe_d1;
+    \$78  = acc;
     if (en) begin
-      \$93  = qe_d0;
-    end
-    if (rst) begin
-      \$93  = 1'h0;
+      if (ft_d0[0]) begin
+        \$78  = \$14 [18:0];
+      end
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$94  = qe_d2;
+    \$79  = \acc$68 ;
     if (en) begin
-      \$94  = qe_d1;
+      if (ft_d0[0]) begin
+        \$79  = \$16 [18:0];
+      end
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
+    \$80  = \acc$74 ;
+    if (en) begin
+      if (ft_d0[0]) begin
+        \$80  = \$18 [18:0];
+      end
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
+    \$81  = \acc$80 ;
+    if (en) begin
+      if (ft_d0[0]) begin
+        \$81  = \$20 [18:0];
+      end
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
+    \$82  = \acc$86 ;
+    if (en) begin
+      if (ft_d0[0]) begin
+        \$82  = \$22 [18:0];
+      end
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
+    \$83  = \acc$92 ;
+    if (en) begin
+      if (ft_d0[0]) begin
+        \$83  = \$24 [18:0];
+      end
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
+    \$84  = \acc$98 ;
+    if (en) begin
+      if (ft_d0[0]) begin
+        \$84  = \$26 [18:0];
+      end
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
+    \$85  = \acc$104 ;
+    if (en) begin
+      if (ft_d0[0]) begin
+        \$85  = \$28 [18:0];
+      end
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
+    \$86  = \acc$110 ;
+    if (en) begin
+      if (ft_d0[0]) begin
+        \$86  = \$30 [18:0];
+      end
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
+    \$87  = \acc$116 ;
+    if (en) begin
+      if (ft_d0[0]) begin
+        \$87  = \$32 [18:0];
+      end
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
+    \$88  = \acc$122 ;
+    if (en) begin
+      if (ft_d0[0]) begin
+        \$88  = \$34 [18:0];
+      end
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
+    \$89  = \acc$128 ;
+    if (en) begin
+      if (ft_d0[0]) begin
+        \$89  = \$36 [18:0];
+      end
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
+    \$90  = \acc$134 ;
+    if (en) begin
+      if (ft_d0[0]) begin
+        \$90  = \$38 [18:0];
+      end
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
+    \$91  = \acc$140 ;
+    if (en) begin
+      if (ft_d0[0]) begin
+        \$91  = \$40 [18:0];
+      end
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
+    \$92  = \acc$146 ;
+    if (en) begin
+      if (ft_d0[0]) begin
+        \$92  = \$42 [18:0];
+      end
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
+    \$93  = \acc$152 ;
+    if (en) begin
+      if (ft_d0[0]) begin
+        \$93  = \$44 [18:0];
+      end
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
+    \$94  = qv_d0;
+    if (en) begin
+      \$94  = acc_valid;
     end
     if (rst) begin
       \$94  = 1'h0;
@@ -1850,169 +2524,226 @@ module \bchw_top.engine0 (rst, s__ready, m__ready, s__valid, s__payload, m__vali
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$95  = m__valid;
+    \$95  = qv_d1;
+    if (en) begin
+      \$95  = qv_d0;
+    end
+    if (rst) begin
+      \$95  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
+    \$96  = qe_d0;
+    if (en) begin
+      \$96  = acc_end;
+    end
+    if (rst) begin
+      \$96  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
+    \$97  = qe_d1;
+    if (en) begin
+      \$97  = qe_d0;
+    end
+    if (rst) begin
+      \$97  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
+    \$98  = qv_last_d0;
+    if (en) begin
+      \$98  = qv_d1;
+    end
+    if (rst) begin
+      \$98  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
+    \$99  = qe_last_d0;
+    if (en) begin
+      \$99  = qe_d1;
+    end
+    if (rst) begin
+      \$99  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
+    \$100  = \$52 ;
+    if (rst) begin
+      \$100  = 1'h1;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
+    \$101  = m__valid;
     if (\$54 ) begin
-      \$95  = 1'h1;
+      \$101  = 1'h1;
     end else if (m__ready) begin
-      \$95  = 1'h0;
+      \$101  = 1'h0;
     end
     if (rst) begin
-      \$95  = 1'h0;
+      \$101  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$96  = m__payload;
+    \$102  = m__payload;
     if (\$54 ) begin
-      \$96  = { \q$213 , \q$212 , \q$211 , \q$210 , \q$209 , \q$208 , \q$207 , \q$206 , \q$205 , \q$204 , \q$203 , \q$202 , \q$201 , \q$200 , \q$199 , q, collected };
+      \$102  = { \q$218 , \q$217 , \q$216 , \q$215 , \q$214 , \q$213 , \q$212 , \q$211 , \q$210 , \q$209 , \q$208 , \q$207 , \q$206 , \q$205 , \q$204 , q, collected };
     end
     if (rst) begin
-      \$96  = 2048'h00000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000;
+      \$102  = 2048'h00000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$97  = collected;
+    \$103  = collected;
     if (\$57 ) begin
-      \$97  = { \q$213 , \q$212 , \q$211 , \q$210 , \q$209 , \q$208 , \q$207 , \q$206 , \q$205 , \q$204 , \q$203 , \q$202 , \q$201 , \q$200 , \q$199 , q, collected[1919:128] };
+      \$103  = { \q$218 , \q$217 , \q$216 , \q$215 , \q$214 , \q$213 , \q$212 , \q$211 , \q$210 , \q$209 , \q$208 , \q$207 , \q$206 , \q$205 , \q$204 , q, collected[1919:128] };
     end
   end
+  assign \en$4  = en;
+  assign step = addr;
   assign \en$7  = en;
-  assign addr = step;
-  assign \en$9  = en;
-  assign x1 = x;
-  assign w = data[27:0];
-  assign \en$14  = en;
-  assign \x$15  = x;
-  assign \w$16  = data[55:28];
-  assign \en$17  = en;
-  assign \x$18  = x;
-  assign \w$19  = data[83:56];
-  assign \en$20  = en;
-  assign \x$21  = x;
-  assign \w$22  = data[111:84];
-  assign \en$23  = en;
-  assign \x$24  = x;
-  assign \w$25  = data[139:112];
-  assign \en$26  = en;
-  assign \x$27  = x;
-  assign \w$28  = data[167:140];
-  assign \en$29  = en;
-  assign \x$30  = x;
-  assign \w$31  = data[195:168];
-  assign \en$32  = en;
-  assign \x$33  = x;
-  assign \w$34  = data[223:196];
-  assign \en$35  = en;
-  assign \x$36  = x;
-  assign \w$37  = data[251:224];
-  assign \en$38  = en;
-  assign \x$39  = x;
-  assign \w$40  = data[279:252];
-  assign \en$41  = en;
-  assign \x$42  = x;
-  assign \w$43  = data[307:280];
-  assign \en$44  = en;
-  assign \x$45  = x;
-  assign \w$46  = data[335:308];
-  assign \en$47  = en;
-  assign \x$48  = x;
-  assign \w$49  = data[363:336];
-  assign \en$50  = en;
-  assign \x$51  = x;
-  assign \w$52  = data[391:364];
-  assign \en$53  = en;
-  assign \x$54  = x;
-  assign \w$55  = data[419:392];
-  assign \en$56  = en;
-  assign \x$57  = x;
-  assign \w$58  = data[447:420];
-  assign \en$59  = en;
-  assign \addr$60  = ft_d5[7:4];
-  assign \en$62  = en;
+  assign x_d1 = x;
+  assign w = wdata_d0[27:0];
+  assign \en$12  = en;
+  assign \x$13  = x;
+  assign \w$14  = wdata_d0[55:28];
+  assign \en$15  = en;
+  assign \x$16  = x;
+  assign \w$17  = wdata_d0[83:56];
+  assign \en$18  = en;
+  assign \x$19  = x;
+  assign \w$20  = wdata_d0[111:84];
+  assign \en$21  = en;
+  assign \x$22  = x;
+  assign \w$23  = wdata_d0[139:112];
+  assign \en$24  = en;
+  assign \x$25  = x;
+  assign \w$26  = wdata_d0[167:140];
+  assign \en$27  = en;
+  assign \x$28  = x;
+  assign \w$29  = wdata_d0[195:168];
+  assign \en$30  = en;
+  assign \x$31  = x;
+  assign \w$32  = wdata_d0[223:196];
+  assign \en$33  = en;
+  assign \x$34  = x;
+  assign \w$35  = wdata_d0[251:224];
+  assign \en$36  = en;
+  assign \x$37  = x;
+  assign \w$38  = wdata_d0[279:252];
+  assign \en$39  = en;
+  assign \x$40  = x;
+  assign \w$41  = wdata_d0[307:280];
+  assign \en$42  = en;
+  assign \x$43  = x;
+  assign \w$44  = wdata_d0[335:308];
+  assign \en$45  = en;
+  assign \x$46  = x;
+  assign \w$47  = wdata_d0[363:336];
+  assign \en$48  = en;
+  assign \x$49  = x;
+  assign \w$50  = wdata_d0[391:364];
+  assign \en$51  = en;
+  assign \x$52  = x;
+  assign \w$53  = wdata_d0[419:392];
+  assign \en$54  = en;
+  assign \x$55  = x;
+  assign \w$56  = wdata_d0[447:420];
+  assign \en$57  = en;
+  assign \addr$58  = fp_d4[7:4];
+  assign \en$60  = en;
   assign acc0 = acc;
-  assign mul = \data$66 [17:0];
-  assign shift = \data$66 [22:18];
-  assign bias = \data$66 [60:23];
-  assign \en$69  = en;
-  assign acc1 = \acc$70 ;
-  assign \mul$72  = \data$66 [78:61];
-  assign \shift$73  = \data$66 [83:79];
-  assign \bias$74  = \data$66 [121:84];
-  assign \en$75  = en;
-  assign acc2 = \acc$76 ;
-  assign \mul$78  = \data$66 [139:122];
-  assign \shift$79  = \data$66 [144:140];
-  assign \bias$80  = \data$66 [182:145];
-  assign \en$81  = en;
-  assign acc3 = \acc$82 ;
-  assign \mul$84  = \data$66 [200:183];
-  assign \shift$85  = \data$66 [205:201];
-  assign \bias$86  = \data$66 [243:206];
-  assign \en$87  = en;
-  assign acc4 = \acc$88 ;
-  assign \mul$90  = \data$66 [261:244];
-  assign \shift$91  = \data$66 [266:262];
-  assign \bias$92  = \data$66 [304:267];
-  assign \en$93  = en;
-  assign acc5 = \acc$94 ;
-  assign \mul$96  = \data$66 [322:305];
-  assign \shift$97  = \data$66 [327:323];
-  assign \bias$98  = \data$66 [365:328];
-  assign \en$99  = en;
-  assign acc6 = \acc$100 ;
-  assign \mul$102  = \data$66 [383:366];
-  assign \shift$103  = \data$66 [388:384];
-  assign \bias$104  = \data$66 [426:389];
-  assign \en$105  = en;
-  assign acc7 = \acc$106 ;
-  assign \mul$108  = \data$66 [444:427];
-  assign \shift$109  = \data$66 [449:445];
-  assign \bias$110  = \data$66 [487:450];
-  assign \en$111  = en;
-  assign acc8 = \acc$112 ;
-  assign \mul$114  = \data$66 [505:488];
-  assign \shift$115  = \data$66 [510:506];
-  assign \bias$116  = \data$66 [548:511];
-  assign \en$117  = en;
-  assign acc9 = \acc$118 ;
-  assign \mul$120  = \data$66 [566:549];
-  assign \shift$121  = \data$66 [571:567];
-  assign \bias$122  = \data$66 [609:572];
-  assign \en$123  = en;
-  assign acc10 = \acc$124 ;
-  assign \mul$126  = \data$66 [627:610];
-  assign \shift$127  = \data$66 [632:628];
-  assign \bias$128  = \data$66 [670:633];
-  assign \en$129  = en;
-  assign acc11 = \acc$130 ;
-  assign \mul$132  = \data$66 [688:671];
-  assign \shift$133  = \data$66 [693:689];
-  assign \bias$134  = \data$66 [731:694];
-  assign \en$135  = en;
-  assign acc12 = \acc$136 ;
-  assign \mul$138  = \data$66 [749:732];
-  assign \shift$139  = \data$66 [754:750];
-  assign \bias$140  = \data$66 [792:755];
-  assign \en$141  = en;
-  assign acc13 = \acc$142 ;
-  assign \mul$144  = \data$66 [810:793];
-  assign \shift$145  = \data$66 [815:811];
-  assign \bias$146  = \data$66 [853:816];
-  assign \en$147  = en;
-  assign acc14 = \acc$148 ;
-  assign \mul$150  = \data$66 [871:854];
-  assign \shift$151  = \data$66 [876:872];
-  assign \bias$152  = \data$66 [914:877];
-  assign \en$153  = en;
-  assign acc15 = \acc$154 ;
-  assign \mul$156  = \data$66 [932:915];
-  assign \shift$157  = \data$66 [937:933];
-  assign \bias$158  = \data$66 [975:938];
+  assign mul = params_d0[17:0];
+  assign shift = params_d0[22:18];
+  assign bias = params_d0[60:23];
+  assign \en$67  = en;
+  assign acc1 = \acc$68 ;
+  assign \mul$70  = params_d0[78:61];
+  assign \shift$71  = params_d0[83:79];
+  assign \bias$72  = params_d0[121:84];
+  assign \en$73  = en;
+  assign acc2 = \acc$74 ;
+  assign \mul$76  = params_d0[139:122];
+  assign \shift$77  = params_d0[144:140];
+  assign \bias$78  = params_d0[182:145];
+  assign \en$79  = en;
+  assign acc3 = \acc$80 ;
+  assign \mul$82  = params_d0[200:183];
+  assign \shift$83  = params_d0[205:201];
+  assign \bias$84  = params_d0[243:206];
+  assign \en$85  = en;
+  assign acc4 = \acc$86 ;
+  assign \mul$88  = params_d0[261:244];
+  assign \shift$89  = params_d0[266:262];
+  assign \bias$90  = params_d0[304:267];
+  assign \en$91  = en;
+  assign acc5 = \acc$92 ;
+  assign \mul$94  = params_d0[322:305];
+  assign \shift$95  = params_d0[327:323];
+  assign \bias$96  = params_d0[365:328];
+  assign \en$97  = en;
+  assign acc6 = \acc$98 ;
+  assign \mul$100  = params_d0[383:366];
+  assign \shift$101  = params_d0[388:384];
+  assign \bias$102  = params_d0[426:389];
+  assign \en$103  = en;
+  assign acc7 = \acc$104 ;
+  assign \mul$106  = params_d0[444:427];
+  assign \shift$107  = params_d0[449:445];
+  assign \bias$108  = params_d0[487:450];
+  assign \en$109  = en;
+  assign acc8 = \acc$110 ;
+  assign \mul$112  = params_d0[505:488];
+  assign \shift$113  = params_d0[510:506];
+  assign \bias$114  = params_d0[548:511];
+  assign \en$115  = en;
+  assign acc9 = \acc$116 ;
+  assign \mul$118  = params_d0[566:549];
+  assign \shift$119  = params_d0[571:567];
+  assign \bias$120  = params_d0[609:572];
+  assign \en$121  = en;
+  assign acc10 = \acc$122 ;
+  assign \mul$124  = params_d0[627:610];
+  assign \shift$125  = params_d0[632:628];
+  assign \bias$126  = params_d0[670:633];
+  assign \en$127  = en;
+  assign acc11 = \acc$128 ;
+  assign \mul$130  = params_d0[688:671];
+  assign \shift$131  = params_d0[693:689];
+  assign \bias$132  = params_d0[731:694];
+  assign \en$133  = en;
+  assign acc12 = \acc$134 ;
+  assign \mul$136  = params_d0[749:732];
+  assign \shift$137  = params_d0[754:750];
+  assign \bias$138  = params_d0[792:755];
+  assign \en$139  = en;
+  assign acc13 = \acc$140 ;
+  assign \mul$142  = params_d0[810:793];
+  assign \shift$143  = params_d0[815:811];
+  assign \bias$144  = params_d0[853:816];
+  assign \en$145  = en;
+  assign acc14 = \acc$146 ;
+  assign \mul$148  = params_d0[871:854];
+  assign \shift$149  = params_d0[876:872];
+  assign \bias$150  = params_d0[914:877];
+  assign \en$151  = en;
+  assign acc15 = \acc$152 ;
+  assign \mul$154  = params_d0[932:915];
+  assign \shift$155  = params_d0[937:933];
+  assign \bias$156  = params_d0[975:938];
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine0.params (en, data, addr, clk);
+module \bchw_top.engine0.params (data, addr, en, clk);
   input [3:0] addr;
   wire [3:0] addr;
   input clk;
@@ -2035,7 +2766,7 @@ module \bchw_top.engine0.params (en, data, addr, clk);
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine0.requant0 (rst, en, \port$105$0 , acc, q, clk);
+module \bchw_top.engine0.requant0 (rst, \port$4462$0 , acc, en, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$4  = 0;
   wire [36:0] \$1 ;
   reg [38:0] \$10 ;
@@ -2058,8 +2789,8 @@ module \bchw_top.engine0.requant0 (rst, en, \port$105$0 , acc, q, clk);
   input en;
   wire en;
   wire [17:0] mul;
-  input [60:0] \port$105$0 ;
-  wire [60:0] \port$105$0 ;
+  input [60:0] \port$4462$0 ;
+  wire [60:0] \port$4462$0 ;
   reg [36:0] prod = 37'h0000000000;
   output [7:0] q;
   reg [7:0] q = 8'h00;
@@ -2070,7 +2801,7 @@ module \bchw_top.engine0.requant0 (rst, en, \port$105$0 , acc, q, clk);
   reg [4:0] shift2 = 5'h00;
   wire [38:0] shifted;
   reg [38:0] total = 39'h0000000000;
-  assign \$1  = $signed(acc) * $signed(\port$105$0 [17:0]);
+  assign \$1  = $signed(acc) * $signed(\port$4462$0 [17:0]);
   assign \$2  = $signed(prod) + $signed(bias1);
   assign \$3  = $signed(shifted) < $signed(1'h0);
   assign \$4  = $signed(shifted) > $signed(9'h0ff);
@@ -2100,14 +2831,14 @@ module \bchw_top.engine0.requant0 (rst, en, \port$105$0 , acc, q, clk);
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
     \$8  = bias1;
     if (en) begin
-      \$8  = \port$105$0 [60:23];
+      \$8  = \port$4462$0 [60:23];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
     \$9  = shift1;
     if (en) begin
-      \$9  = \port$105$0 [22:18];
+      \$9  = \port$4462$0 [22:18];
     end
   end
   always @* begin
@@ -2134,13 +2865,13 @@ module \bchw_top.engine0.requant0 (rst, en, \port$105$0 , acc, q, clk);
       \$12  = 8'h00;
     end
   end
-  assign mul = \port$105$0 [17:0];
-  assign bias = \port$105$0 [60:23];
-  assign shift = \port$105$0 [22:18];
+  assign mul = \port$4462$0 [17:0];
+  assign bias = \port$4462$0 [60:23];
+  assign shift = \port$4462$0 [22:18];
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine0.requant1 (rst, en, \port$105$61 , acc, q, clk);
+module \bchw_top.engine0.requant1 (rst, \port$4462$61 , acc, en, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$5  = 0;
   wire [36:0] \$1 ;
   reg [38:0] \$10 ;
@@ -2163,8 +2894,8 @@ module \bchw_top.engine0.requant1 (rst, en, \port$105$61 , acc, q, clk);
   input en;
   wire en;
   wire [17:0] mul;
-  input [60:0] \port$105$61 ;
-  wire [60:0] \port$105$61 ;
+  input [60:0] \port$4462$61 ;
+  wire [60:0] \port$4462$61 ;
   reg [36:0] prod = 37'h0000000000;
   output [7:0] q;
   reg [7:0] q = 8'h00;
@@ -2175,7 +2906,7 @@ module \bchw_top.engine0.requant1 (rst, en, \port$105$61 , acc, q, clk);
   reg [4:0] shift2 = 5'h00;
   wire [38:0] shifted;
   reg [38:0] total = 39'h0000000000;
-  assign \$1  = $signed(acc) * $signed(\port$105$61 [17:0]);
+  assign \$1  = $signed(acc) * $signed(\port$4462$61 [17:0]);
   assign \$2  = $signed(prod) + $signed(bias1);
   assign \$3  = $signed(shifted) < $signed(1'h0);
   assign \$4  = $signed(shifted) > $signed(9'h0ff);
@@ -2205,14 +2936,14 @@ module \bchw_top.engine0.requant1 (rst, en, \port$105$61 , acc, q, clk);
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
     \$8  = bias1;
     if (en) begin
-      \$8  = \port$105$61 [60:23];
+      \$8  = \port$4462$61 [60:23];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
     \$9  = shift1;
     if (en) begin
-      \$9  = \port$105$61 [22:18];
+      \$9  = \port$4462$61 [22:18];
     end
   end
   always @* begin
@@ -2239,13 +2970,13 @@ module \bchw_top.engine0.requant1 (rst, en, \port$105$61 , acc, q, clk);
       \$12  = 8'h00;
     end
   end
-  assign mul = \port$105$61 [17:0];
-  assign bias = \port$105$61 [60:23];
-  assign shift = \port$105$61 [22:18];
+  assign mul = \port$4462$61 [17:0];
+  assign bias = \port$4462$61 [60:23];
+  assign shift = \port$4462$61 [22:18];
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine0.requant10 (rst, en, \port$105$610 , acc, q, clk);
+module \bchw_top.engine0.requant10 (rst, \port$4462$610 , acc, en, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$6  = 0;
   wire [36:0] \$1 ;
   reg [38:0] \$10 ;
@@ -2268,8 +2999,8 @@ module \bchw_top.engine0.requant10 (rst, en, \port$105$610 , acc, q, clk);
   input en;
   wire en;
   wire [17:0] mul;
-  input [60:0] \port$105$610 ;
-  wire [60:0] \port$105$610 ;
+  input [60:0] \port$4462$610 ;
+  wire [60:0] \port$4462$610 ;
   reg [36:0] prod = 37'h0000000000;
   output [7:0] q;
   reg [7:0] q = 8'h00;
@@ -2280,7 +3011,7 @@ module \bchw_top.engine0.requant10 (rst, en, \port$105$610 , acc, q, clk);
   reg [4:0] shift2 = 5'h00;
   wire [38:0] shifted;
   reg [38:0] total = 39'h0000000000;
-  assign \$1  = $signed(acc) * $signed(\port$105$610 [17:0]);
+  assign \$1  = $signed(acc) * $signed(\port$4462$610 [17:0]);
   assign \$2  = $signed(prod) + $signed(bias1);
   assign \$3  = $signed(shifted) < $signed(1'h0);
   assign \$4  = $signed(shifted) > $signed(9'h0ff);
@@ -2310,14 +3041,14 @@ module \bchw_top.engine0.requant10 (rst, en, \port$105$610 , acc, q, clk);
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
     \$8  = bias1;
     if (en) begin
-      \$8  = \port$105$610 [60:23];
+      \$8  = \port$4462$610 [60:23];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
     \$9  = shift1;
     if (en) begin
-      \$9  = \port$105$610 [22:18];
+      \$9  = \port$4462$610 [22:18];
     end
   end
   always @* begin
@@ -2344,13 +3075,13 @@ module \bchw_top.engine0.requant10 (rst, en, \port$105$610 , acc, q, clk);
       \$12  = 8'h00;
     end
   end
-  assign mul = \port$105$610 [17:0];
-  assign bias = \port$105$610 [60:23];
-  assign shift = \port$105$610 [22:18];
+  assign mul = \port$4462$610 [17:0];
+  assign bias = \port$4462$610 [60:23];
+  assign shift = \port$4462$610 [22:18];
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine0.requant11 (rst, en, \port$105$671 , acc, q, clk);
+module \bchw_top.engine0.requant11 (rst, \port$4462$671 , acc, en, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$7  = 0;
   wire [36:0] \$1 ;
   reg [38:0] \$10 ;
@@ -2373,8 +3104,8 @@ module \bchw_top.engine0.requant11 (rst, en, \port$105$671 , acc, q, clk);
   input en;
   wire en;
   wire [17:0] mul;
-  input [60:0] \port$105$671 ;
-  wire [60:0] \port$105$671 ;
+  input [60:0] \port$4462$671 ;
+  wire [60:0] \port$4462$671 ;
   reg [36:0] prod = 37'h0000000000;
   output [7:0] q;
   reg [7:0] q = 8'h00;
@@ -2385,7 +3116,7 @@ module \bchw_top.engine0.requant11 (rst, en, \port$105$671 , acc, q, clk);
   reg [4:0] shift2 = 5'h00;
   wire [38:0] shifted;
   reg [38:0] total = 39'h0000000000;
-  assign \$1  = $signed(acc) * $signed(\port$105$671 [17:0]);
+  assign \$1  = $signed(acc) * $signed(\port$4462$671 [17:0]);
   assign \$2  = $signed(prod) + $signed(bias1);
   assign \$3  = $signed(shifted) < $signed(1'h0);
   assign \$4  = $signed(shifted) > $signed(9'h0ff);
@@ -2415,14 +3146,14 @@ module \bchw_top.engine0.requant11 (rst, en, \port$105$671 , acc, q, clk);
     if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
     \$8  = bias1;
     if (en) begin
-      \$8  = \port$105$671 [60:23];
+      \$8  = \port$4462$671 [60:23];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
     \$9  = shift1;
     if (en) begin
-      \$9  = \port$105$671 [22:18];
+      \$9  = \port$4462$671 [22:18];
     end
   end
   always @* begin
@@ -2449,13 +3180,13 @@ module \bchw_top.engine0.requant11 (rst, en, \port$105$671 , acc, q, clk);
       \$12  = 8'h00;
     end
   end
-  assign mul = \port$105$671 [17:0];
-  assign bias = \port$105$671 [60:23];
-  assign shift = \port$105$671 [22:18];
+  assign mul = \port$4462$671 [17:0];
+  assign bias = \port$4462$671 [60:23];
+  assign shift = \port$4462$671 [22:18];
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine0.requant12 (rst, en, \port$105$732 , acc, q, clk);
+module \bchw_top.engine0.requant12 (rst, \port$4462$732 , acc, en, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$8  = 0;
   wire [36:0] \$1 ;
   reg [38:0] \$10 ;
@@ -2478,8 +3209,8 @@ module \bchw_top.engine0.requant12 (rst, en, \port$105$732 , acc, q, clk);
   input en;
   wire en;
   wire [17:0] mul;
-  input [60:0] \port$105$732 ;
-  wire [60:0] \port$105$732 ;
+  input [60:0] \port$4462$732 ;
+  wire [60:0] \port$4462$732 ;
   reg [36:0] prod = 37'h0000000000;
   output [7:0] q;
   reg [7:0] q = 8'h00;
@@ -2490,7 +3221,7 @@ module \bchw_top.engine0.requant12 (rst, en, \port$105$732 , acc, q, clk);
   reg [4:0] shift2 = 5'h00;
   wire [38:0] shifted;
   reg [38:0] total = 39'h0000000000;
-  assign \$1  = $signed(acc) * $signed(\port$105$732 [17:0]);
+  assign \$1  = $signed(acc) * $signed(\port$4462$732 [17:0]);
   assign \$2  = $signed(prod) + $signed(bias1);
   assign \$3  = $signed(shifted) < $signed(1'h0);
   assign \$4  = $signed(shifted) > $signed(9'h0ff);
@@ -2520,14 +3251,14 @@ module \bchw_top.engine0.requant12 (rst, en, \port$105$732 , acc, q, clk);
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
     \$8  = bias1;
     if (en) begin
-      \$8  = \port$105$732 [60:23];
+      \$8  = \port$4462$732 [60:23];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
     \$9  = shift1;
     if (en) begin
-      \$9  = \port$105$732 [22:18];
+      \$9  = \port$4462$732 [22:18];
     end
   end
   always @* begin
@@ -2554,13 +3285,13 @@ module \bchw_top.engine0.requant12 (rst, en, \port$105$732 , acc, q, clk);
       \$12  = 8'h00;
     end
   end
-  assign mul = \port$105$732 [17:0];
-  assign bias = \port$105$732 [60:23];
-  assign shift = \port$105$732 [22:18];
+  assign mul = \port$4462$732 [17:0];
+  assign bias = \port$4462$732 [60:23];
+  assign shift = \port$4462$732 [22:18];
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine0.requant13 (rst, en, \port$105$793 , acc, q, clk);
+module \bchw_top.engine0.requant13 (rst, \port$4462$793 , acc, en, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$9  = 0;
   wire [36:0] \$1 ;
   reg [38:0] \$10 ;
@@ -2583,8 +3314,8 @@ module \bchw_top.engine0.requant13 (rst, en, \port$105$793 , acc, q, clk);
   input en;
   wire en;
   wire [17:0] mul;
-  input [60:0] \port$105$793 ;
-  wire [60:0] \port$105$793 ;
+  input [60:0] \port$4462$793 ;
+  wire [60:0] \port$4462$793 ;
   reg [36:0] prod = 37'h0000000000;
   output [7:0] q;
   reg [7:0] q = 8'h00;
@@ -2595,7 +3326,7 @@ module \bchw_top.engine0.requant13 (rst, en, \port$105$793 , acc, q, clk);
   reg [4:0] shift2 = 5'h00;
   wire [38:0] shifted;
   reg [38:0] total = 39'h0000000000;
-  assign \$1  = $signed(acc) * $signed(\port$105$793 [17:0]);
+  assign \$1  = $signed(acc) * $signed(\port$4462$793 [17:0]);
   assign \$2  = $signed(prod) + $signed(bias1);
   assign \$3  = $signed(shifted) < $signed(1'h0);
   assign \$4  = $signed(shifted) > $signed(9'h0ff);
@@ -2625,14 +3356,14 @@ module \bchw_top.engine0.requant13 (rst, en, \port$105$793 , acc, q, clk);
     if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
     \$8  = bias1;
     if (en) begin
-      \$8  = \port$105$793 [60:23];
+      \$8  = \port$4462$793 [60:23];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
     \$9  = shift1;
     if (en) begin
-      \$9  = \port$105$793 [22:18];
+      \$9  = \port$4462$793 [22:18];
     end
   end
   always @* begin
@@ -2659,13 +3390,13 @@ module \bchw_top.engine0.requant13 (rst, en, \port$105$793 , acc, q, clk);
       \$12  = 8'h00;
     end
   end
-  assign mul = \port$105$793 [17:0];
-  assign bias = \port$105$793 [60:23];
-  assign shift = \port$105$793 [22:18];
+  assign mul = \port$4462$793 [17:0];
+  assign bias = \port$4462$793 [60:23];
+  assign shift = \port$4462$793 [22:18];
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine0.requant14 (rst, en, \port$105$854 , acc, q, clk);
+module \bchw_top.engine0.requant14 (rst, \port$4462$854 , acc, en, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$10  = 0;
   wire [36:0] \$1 ;
   reg [38:0] \$10 ;
@@ -2688,8 +3419,8 @@ module \bchw_top.engine0.requant14 (rst, en, \port$105$854 , acc, q, clk);
   input en;
   wire en;
   wire [17:0] mul;
-  input [60:0] \port$105$854 ;
-  wire [60:0] \port$105$854 ;
+  input [60:0] \port$4462$854 ;
+  wire [60:0] \port$4462$854 ;
   reg [36:0] prod = 37'h0000000000;
   output [7:0] q;
   reg [7:0] q = 8'h00;
@@ -2700,7 +3431,7 @@ module \bchw_top.engine0.requant14 (rst, en, \port$105$854 , acc, q, clk);
   reg [4:0] shift2 = 5'h00;
   wire [38:0] shifted;
   reg [38:0] total = 39'h0000000000;
-  assign \$1  = $signed(acc) * $signed(\port$105$854 [17:0]);
+  assign \$1  = $signed(acc) * $signed(\port$4462$854 [17:0]);
   assign \$2  = $signed(prod) + $signed(bias1);
   assign \$3  = $signed(shifted) < $signed(1'h0);
   assign \$4  = $signed(shifted) > $signed(9'h0ff);
@@ -2730,14 +3461,14 @@ module \bchw_top.engine0.requant14 (rst, en, \port$105$854 , acc, q, clk);
     if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
     \$8  = bias1;
     if (en) begin
-      \$8  = \port$105$854 [60:23];
+      \$8  = \port$4462$854 [60:23];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
     \$9  = shift1;
     if (en) begin
-      \$9  = \port$105$854 [22:18];
+      \$9  = \port$4462$854 [22:18];
     end
   end
   always @* begin
@@ -2764,13 +3495,13 @@ module \bchw_top.engine0.requant14 (rst, en, \port$105$854 , acc, q, clk);
       \$12  = 8'h00;
     end
   end
-  assign mul = \port$105$854 [17:0];
-  assign bias = \port$105$854 [60:23];
-  assign shift = \port$105$854 [22:18];
+  assign mul = \port$4462$854 [17:0];
+  assign bias = \port$4462$854 [60:23];
+  assign shift = \port$4462$854 [22:18];
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine0.requant15 (rst, en, \port$105$915 , acc, q, clk);
+module \bchw_top.engine0.requant15 (rst, \port$4462$915 , acc, en, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$11  = 0;
   wire [36:0] \$1 ;
   reg [38:0] \$10 ;
@@ -2793,8 +3524,8 @@ module \bchw_top.engine0.requant15 (rst, en, \port$105$915 , acc, q, clk);
   input en;
   wire en;
   wire [17:0] mul;
-  input [60:0] \port$105$915 ;
-  wire [60:0] \port$105$915 ;
+  input [60:0] \port$4462$915 ;
+  wire [60:0] \port$4462$915 ;
   reg [36:0] prod = 37'h0000000000;
   output [7:0] q;
   reg [7:0] q = 8'h00;
@@ -2805,7 +3536,7 @@ module \bchw_top.engine0.requant15 (rst, en, \port$105$915 , acc, q, clk);
   reg [4:0] shift2 = 5'h00;
   wire [38:0] shifted;
   reg [38:0] total = 39'h0000000000;
-  assign \$1  = $signed(acc) * $signed(\port$105$915 [17:0]);
+  assign \$1  = $signed(acc) * $signed(\port$4462$915 [17:0]);
   assign \$2  = $signed(prod) + $signed(bias1);
   assign \$3  = $signed(shifted) < $signed(1'h0);
   assign \$4  = $signed(shifted) > $signed(9'h0ff);
@@ -2835,14 +3566,14 @@ module \bchw_top.engine0.requant15 (rst, en, \port$105$915 , acc, q, clk);
     if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
     \$8  = bias1;
     if (en) begin
-      \$8  = \port$105$915 [60:23];
+      \$8  = \port$4462$915 [60:23];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
     \$9  = shift1;
     if (en) begin
-      \$9  = \port$105$915 [22:18];
+      \$9  = \port$4462$915 [22:18];
     end
   end
   always @* begin
@@ -2869,13 +3600,13 @@ module \bchw_top.engine0.requant15 (rst, en, \port$105$915 , acc, q, clk);
       \$12  = 8'h00;
     end
   end
-  assign mul = \port$105$915 [17:0];
-  assign bias = \port$105$915 [60:23];
-  assign shift = \port$105$915 [22:18];
+  assign mul = \port$4462$915 [17:0];
+  assign bias = \port$4462$915 [60:23];
+  assign shift = \port$4462$915 [22:18];
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine0.requant2 (rst, en, \port$105$122 , acc, q, clk);
+module \bchw_top.engine0.requant2 (rst, \port$4462$122 , acc, en, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$12  = 0;
   wire [36:0] \$1 ;
   reg [38:0] \$10 ;
@@ -2898,8 +3629,8 @@ module \bchw_top.engine0.requant2 (rst, en, \port$105$122 , acc, q, clk);
   input en;
   wire en;
   wire [17:0] mul;
-  input [60:0] \port$105$122 ;
-  wire [60:0] \port$105$122 ;
+  input [60:0] \port$4462$122 ;
+  wire [60:0] \port$4462$122 ;
   reg [36:0] prod = 37'h0000000000;
   output [7:0] q;
   reg [7:0] q = 8'h00;
@@ -2910,7 +3641,7 @@ module \bchw_top.engine0.requant2 (rst, en, \port$105$122 , acc, q, clk);
   reg [4:0] shift2 = 5'h00;
   wire [38:0] shifted;
   reg [38:0] total = 39'h0000000000;
-  assign \$1  = $signed(acc) * $signed(\port$105$122 [17:0]);
+  assign \$1  = $signed(acc) * $signed(\port$4462$122 [17:0]);
   assign \$2  = $signed(prod) + $signed(bias1);
   assign \$3  = $signed(shifted) < $signed(1'h0);
   assign \$4  = $signed(shifted) > $signed(9'h0ff);
@@ -2940,14 +3671,14 @@ module \bchw_top.engine0.requant2 (rst, en, \port$105$122 , acc, q, clk);
     if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     \$8  = bias1;
     if (en) begin
-      \$8  = \port$105$122 [60:23];
+      \$8  = \port$4462$122 [60:23];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     \$9  = shift1;
     if (en) begin
-      \$9  = \port$105$122 [22:18];
+      \$9  = \port$4462$122 [22:18];
     end
   end
   always @* begin
@@ -2974,13 +3705,13 @@ module \bchw_top.engine0.requant2 (rst, en, \port$105$122 , acc, q, clk);
       \$12  = 8'h00;
     end
   end
-  assign mul = \port$105$122 [17:0];
-  assign bias = \port$105$122 [60:23];
-  assign shift = \port$105$122 [22:18];
+  assign mul = \port$4462$122 [17:0];
+  assign bias = \port$4462$122 [60:23];
+  assign shift = \port$4462$122 [22:18];
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine0.requant3 (rst, en, \port$105$183 , acc, q, clk);
+module \bchw_top.engine0.requant3 (rst, \port$4462$183 , acc, en, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$13  = 0;
   wire [36:0] \$1 ;
   reg [38:0] \$10 ;
@@ -3003,8 +3734,8 @@ module \bchw_top.engine0.requant3 (rst, en, \port$105$183 , acc, q, clk);
   input en;
   wire en;
   wire [17:0] mul;
-  input [60:0] \port$105$183 ;
-  wire [60:0] \port$105$183 ;
+  input [60:0] \port$4462$183 ;
+  wire [60:0] \port$4462$183 ;
   reg [36:0] prod = 37'h0000000000;
   output [7:0] q;
   reg [7:0] q = 8'h00;
@@ -3015,7 +3746,7 @@ module \bchw_top.engine0.requant3 (rst, en, \port$105$183 , acc, q, clk);
   reg [4:0] shift2 = 5'h00;
   wire [38:0] shifted;
   reg [38:0] total = 39'h0000000000;
-  assign \$1  = $signed(acc) * $signed(\port$105$183 [17:0]);
+  assign \$1  = $signed(acc) * $signed(\port$4462$183 [17:0]);
   assign \$2  = $signed(prod) + $signed(bias1);
   assign \$3  = $signed(shifted) < $signed(1'h0);
   assign \$4  = $signed(shifted) > $signed(9'h0ff);
@@ -3045,14 +3776,14 @@ module \bchw_top.engine0.requant3 (rst, en, \port$105$183 , acc, q, clk);
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
     \$8  = bias1;
     if (en) begin
-      \$8  = \port$105$183 [60:23];
+      \$8  = \port$4462$183 [60:23];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
     \$9  = shift1;
     if (en) begin
-      \$9  = \port$105$183 [22:18];
+      \$9  = \port$4462$183 [22:18];
     end
   end
   always @* begin
@@ -3079,13 +3810,13 @@ module \bchw_top.engine0.requant3 (rst, en, \port$105$183 , acc, q, clk);
       \$12  = 8'h00;
     end
   end
-  assign mul = \port$105$183 [17:0];
-  assign bias = \port$105$183 [60:23];
-  assign shift = \port$105$183 [22:18];
+  assign mul = \port$4462$183 [17:0];
+  assign bias = \port$4462$183 [60:23];
+  assign shift = \port$4462$183 [22:18];
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine0.requant4 (rst, en, \port$105$244 , acc, q, clk);
+module \bchw_top.engine0.requant4 (rst, \port$4462$244 , acc, en, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$14  = 0;
   wire [36:0] \$1 ;
   reg [38:0] \$10 ;
@@ -3108,8 +3839,8 @@ module \bchw_top.engine0.requant4 (rst, en, \port$105$244 , acc, q, clk);
   input en;
   wire en;
   wire [17:0] mul;
-  input [60:0] \port$105$244 ;
-  wire [60:0] \port$105$244 ;
+  input [60:0] \port$4462$244 ;
+  wire [60:0] \port$4462$244 ;
   reg [36:0] prod = 37'h0000000000;
   output [7:0] q;
   reg [7:0] q = 8'h00;
@@ -3120,7 +3851,7 @@ module \bchw_top.engine0.requant4 (rst, en, \port$105$244 , acc, q, clk);
   reg [4:0] shift2 = 5'h00;
   wire [38:0] shifted;
   reg [38:0] total = 39'h0000000000;
-  assign \$1  = $signed(acc) * $signed(\port$105$244 [17:0]);
+  assign \$1  = $signed(acc) * $signed(\port$4462$244 [17:0]);
   assign \$2  = $signed(prod) + $signed(bias1);
   assign \$3  = $signed(shifted) < $signed(1'h0);
   assign \$4  = $signed(shifted) > $signed(9'h0ff);
@@ -3150,14 +3881,14 @@ module \bchw_top.engine0.requant4 (rst, en, \port$105$244 , acc, q, clk);
     if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$8  = bias1;
     if (en) begin
-      \$8  = \port$105$244 [60:23];
+      \$8  = \port$4462$244 [60:23];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$9  = shift1;
     if (en) begin
-      \$9  = \port$105$244 [22:18];
+      \$9  = \port$4462$244 [22:18];
     end
   end
   always @* begin
@@ -3184,13 +3915,13 @@ module \bchw_top.engine0.requant4 (rst, en, \port$105$244 , acc, q, clk);
       \$12  = 8'h00;
     end
   end
-  assign mul = \port$105$244 [17:0];
-  assign bias = \port$105$244 [60:23];
-  assign shift = \port$105$244 [22:18];
+  assign mul = \port$4462$244 [17:0];
+  assign bias = \port$4462$244 [60:23];
+  assign shift = \port$4462$244 [22:18];
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine0.requant5 (rst, en, \port$105$305 , acc, q, clk);
+module \bchw_top.engine0.requant5 (rst, \port$4462$305 , acc, en, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$15  = 0;
   wire [36:0] \$1 ;
   reg [38:0] \$10 ;
@@ -3213,8 +3944,8 @@ module \bchw_top.engine0.requant5 (rst, en, \port$105$305 , acc, q, clk);
   input en;
   wire en;
   wire [17:0] mul;
-  input [60:0] \port$105$305 ;
-  wire [60:0] \port$105$305 ;
+  input [60:0] \port$4462$305 ;
+  wire [60:0] \port$4462$305 ;
   reg [36:0] prod = 37'h0000000000;
   output [7:0] q;
   reg [7:0] q = 8'h00;
@@ -3225,7 +3956,7 @@ module \bchw_top.engine0.requant5 (rst, en, \port$105$305 , acc, q, clk);
   reg [4:0] shift2 = 5'h00;
   wire [38:0] shifted;
   reg [38:0] total = 39'h0000000000;
-  assign \$1  = $signed(acc) * $signed(\port$105$305 [17:0]);
+  assign \$1  = $signed(acc) * $signed(\port$4462$305 [17:0]);
   assign \$2  = $signed(prod) + $signed(bias1);
   assign \$3  = $signed(shifted) < $signed(1'h0);
   assign \$4  = $signed(shifted) > $signed(9'h0ff);
@@ -3255,14 +3986,14 @@ module \bchw_top.engine0.requant5 (rst, en, \port$105$305 , acc, q, clk);
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
     \$8  = bias1;
     if (en) begin
-      \$8  = \port$105$305 [60:23];
+      \$8  = \port$4462$305 [60:23];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
     \$9  = shift1;
     if (en) begin
-      \$9  = \port$105$305 [22:18];
+      \$9  = \port$4462$305 [22:18];
     end
   end
   always @* begin
@@ -3289,13 +4020,13 @@ module \bchw_top.engine0.requant5 (rst, en, \port$105$305 , acc, q, clk);
       \$12  = 8'h00;
     end
   end
-  assign mul = \port$105$305 [17:0];
-  assign bias = \port$105$305 [60:23];
-  assign shift = \port$105$305 [22:18];
+  assign mul = \port$4462$305 [17:0];
+  assign bias = \port$4462$305 [60:23];
+  assign shift = \port$4462$305 [22:18];
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine0.requant6 (rst, en, \port$105$366 , acc, q, clk);
+module \bchw_top.engine0.requant6 (rst, \port$4462$366 , acc, en, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$16  = 0;
   wire [36:0] \$1 ;
   reg [38:0] \$10 ;
@@ -3318,8 +4049,8 @@ module \bchw_top.engine0.requant6 (rst, en, \port$105$366 , acc, q, clk);
   input en;
   wire en;
   wire [17:0] mul;
-  input [60:0] \port$105$366 ;
-  wire [60:0] \port$105$366 ;
+  input [60:0] \port$4462$366 ;
+  wire [60:0] \port$4462$366 ;
   reg [36:0] prod = 37'h0000000000;
   output [7:0] q;
   reg [7:0] q = 8'h00;
@@ -3330,7 +4061,7 @@ module \bchw_top.engine0.requant6 (rst, en, \port$105$366 , acc, q, clk);
   reg [4:0] shift2 = 5'h00;
   wire [38:0] shifted;
   reg [38:0] total = 39'h0000000000;
-  assign \$1  = $signed(acc) * $signed(\port$105$366 [17:0]);
+  assign \$1  = $signed(acc) * $signed(\port$4462$366 [17:0]);
   assign \$2  = $signed(prod) + $signed(bias1);
   assign \$3  = $signed(shifted) < $signed(1'h0);
   assign \$4  = $signed(shifted) > $signed(9'h0ff);
@@ -3360,14 +4091,14 @@ module \bchw_top.engine0.requant6 (rst, en, \port$105$366 , acc, q, clk);
     if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
     \$8  = bias1;
     if (en) begin
-      \$8  = \port$105$366 [60:23];
+      \$8  = \port$4462$366 [60:23];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
     \$9  = shift1;
     if (en) begin
-      \$9  = \port$105$366 [22:18];
+      \$9  = \port$4462$366 [22:18];
     end
   end
   always @* begin
@@ -3394,13 +4125,13 @@ module \bchw_top.engine0.requant6 (rst, en, \port$105$366 , acc, q, clk);
       \$12  = 8'h00;
     end
   end
-  assign mul = \port$105$366 [17:0];
-  assign bias = \port$105$366 [60:23];
-  assign shift = \port$105$366 [22:18];
+  assign mul = \port$4462$366 [17:0];
+  assign bias = \port$4462$366 [60:23];
+  assign shift = \port$4462$366 [22:18];
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine0.requant7 (rst, en, \port$105$427 , acc, q, clk);
+module \bchw_top.engine0.requant7 (rst, \port$4462$427 , acc, en, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$17  = 0;
   wire [36:0] \$1 ;
   reg [38:0] \$10 ;
@@ -3423,8 +4154,8 @@ module \bchw_top.engine0.requant7 (rst, en, \port$105$427 , acc, q, clk);
   input en;
   wire en;
   wire [17:0] mul;
-  input [60:0] \port$105$427 ;
-  wire [60:0] \port$105$427 ;
+  input [60:0] \port$4462$427 ;
+  wire [60:0] \port$4462$427 ;
   reg [36:0] prod = 37'h0000000000;
   output [7:0] q;
   reg [7:0] q = 8'h00;
@@ -3435,7 +4166,7 @@ module \bchw_top.engine0.requant7 (rst, en, \port$105$427 , acc, q, clk);
   reg [4:0] shift2 = 5'h00;
   wire [38:0] shifted;
   reg [38:0] total = 39'h0000000000;
-  assign \$1  = $signed(acc) * $signed(\port$105$427 [17:0]);
+  assign \$1  = $signed(acc) * $signed(\port$4462$427 [17:0]);
   assign \$2  = $signed(prod) + $signed(bias1);
   assign \$3  = $signed(shifted) < $signed(1'h0);
   assign \$4  = $signed(shifted) > $signed(9'h0ff);
@@ -3465,14 +4196,14 @@ module \bchw_top.engine0.requant7 (rst, en, \port$105$427 , acc, q, clk);
     if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
     \$8  = bias1;
     if (en) begin
-      \$8  = \port$105$427 [60:23];
+      \$8  = \port$4462$427 [60:23];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
     \$9  = shift1;
     if (en) begin
-      \$9  = \port$105$427 [22:18];
+      \$9  = \port$4462$427 [22:18];
     end
   end
   always @* begin
@@ -3499,13 +4230,13 @@ module \bchw_top.engine0.requant7 (rst, en, \port$105$427 , acc, q, clk);
       \$12  = 8'h00;
     end
   end
-  assign mul = \port$105$427 [17:0];
-  assign bias = \port$105$427 [60:23];
-  assign shift = \port$105$427 [22:18];
+  assign mul = \port$4462$427 [17:0];
+  assign bias = \port$4462$427 [60:23];
+  assign shift = \port$4462$427 [22:18];
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine0.requant8 (rst, en, \port$105$488 , acc, q, clk);
+module \bchw_top.engine0.requant8 (rst, \port$4462$488 , acc, en, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$18  = 0;
   wire [36:0] \$1 ;
   reg [38:0] \$10 ;
@@ -3528,8 +4259,8 @@ module \bchw_top.engine0.requant8 (rst, en, \port$105$488 , acc, q, clk);
   input en;
   wire en;
   wire [17:0] mul;
-  input [60:0] \port$105$488 ;
-  wire [60:0] \port$105$488 ;
+  input [60:0] \port$4462$488 ;
+  wire [60:0] \port$4462$488 ;
   reg [36:0] prod = 37'h0000000000;
   output [7:0] q;
   reg [7:0] q = 8'h00;
@@ -3540,7 +4271,7 @@ module \bchw_top.engine0.requant8 (rst, en, \port$105$488 , acc, q, clk);
   reg [4:0] shift2 = 5'h00;
   wire [38:0] shifted;
   reg [38:0] total = 39'h0000000000;
-  assign \$1  = $signed(acc) * $signed(\port$105$488 [17:0]);
+  assign \$1  = $signed(acc) * $signed(\port$4462$488 [17:0]);
   assign \$2  = $signed(prod) + $signed(bias1);
   assign \$3  = $signed(shifted) < $signed(1'h0);
   assign \$4  = $signed(shifted) > $signed(9'h0ff);
@@ -3570,14 +4301,14 @@ module \bchw_top.engine0.requant8 (rst, en, \port$105$488 , acc, q, clk);
     if (\$auto$verilog_backend.cc:2355:dump_module$18 ) begin end
     \$8  = bias1;
     if (en) begin
-      \$8  = \port$105$488 [60:23];
+      \$8  = \port$4462$488 [60:23];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$18 ) begin end
     \$9  = shift1;
     if (en) begin
-      \$9  = \port$105$488 [22:18];
+      \$9  = \port$4462$488 [22:18];
     end
   end
   always @* begin
@@ -3604,13 +4335,13 @@ module \bchw_top.engine0.requant8 (rst, en, \port$105$488 , acc, q, clk);
       \$12  = 8'h00;
     end
   end
-  assign mul = \port$105$488 [17:0];
-  assign bias = \port$105$488 [60:23];
-  assign shift = \port$105$488 [22:18];
+  assign mul = \port$4462$488 [17:0];
+  assign bias = \port$4462$488 [60:23];
+  assign shift = \port$4462$488 [22:18];
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine0.requant9 (rst, en, \port$105$549 , acc, q, clk);
+module \bchw_top.engine0.requant9 (rst, \port$4462$549 , acc, en, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$19  = 0;
   wire [36:0] \$1 ;
   reg [38:0] \$10 ;
@@ -3633,8 +4364,8 @@ module \bchw_top.engine0.requant9 (rst, en, \port$105$549 , acc, q, clk);
   input en;
   wire en;
   wire [17:0] mul;
-  input [60:0] \port$105$549 ;
-  wire [60:0] \port$105$549 ;
+  input [60:0] \port$4462$549 ;
+  wire [60:0] \port$4462$549 ;
   reg [36:0] prod = 37'h0000000000;
   output [7:0] q;
   reg [7:0] q = 8'h00;
@@ -3645,7 +4376,7 @@ module \bchw_top.engine0.requant9 (rst, en, \port$105$549 , acc, q, clk);
   reg [4:0] shift2 = 5'h00;
   wire [38:0] shifted;
   reg [38:0] total = 39'h0000000000;
-  assign \$1  = $signed(acc) * $signed(\port$105$549 [17:0]);
+  assign \$1  = $signed(acc) * $signed(\port$4462$549 [17:0]);
   assign \$2  = $signed(prod) + $signed(bias1);
   assign \$3  = $signed(shifted) < $signed(1'h0);
   assign \$4  = $signed(shifted) > $signed(9'h0ff);
@@ -3675,14 +4406,14 @@ module \bchw_top.engine0.requant9 (rst, en, \port$105$549 , acc, q, clk);
     if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
     \$8  = bias1;
     if (en) begin
-      \$8  = \port$105$549 [60:23];
+      \$8  = \port$4462$549 [60:23];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
     \$9  = shift1;
     if (en) begin
-      \$9  = \port$105$549 [22:18];
+      \$9  = \port$4462$549 [22:18];
     end
   end
   always @* begin
@@ -3709,13 +4440,13 @@ module \bchw_top.engine0.requant9 (rst, en, \port$105$549 , acc, q, clk);
       \$12  = 8'h00;
     end
   end
-  assign mul = \port$105$549 [17:0];
-  assign bias = \port$105$549 [60:23];
-  assign shift = \port$105$549 [22:18];
+  assign mul = \port$4462$549 [17:0];
+  assign bias = \port$4462$549 [60:23];
+  assign shift = \port$4462$549 [22:18];
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine0.tree0 (rst, en, w, x, l5_0, clk);
+module \bchw_top.engine0.tree0 (rst, x, w, en, l5_0, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$20  = 0;
   wire [8:0] \$1 ;
   wire [8:0] \$10 ;
@@ -4516,7 +5247,7 @@ module \bchw_top.engine0.tree0 (rst, en, w, x, l5_0, clk);
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine0.tree1 (rst, en, w, x, l5_0, clk);
+module \bchw_top.engine0.tree1 (rst, x, w, en, l5_0, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$21  = 0;
   wire [8:0] \$1 ;
   wire [8:0] \$10 ;
@@ -5317,7 +6048,7 @@ module \bchw_top.engine0.tree1 (rst, en, w, x, l5_0, clk);
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine0.tree10 (rst, en, w, x, l5_0, clk);
+module \bchw_top.engine0.tree10 (rst, x, w, en, l5_0, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$22  = 0;
   wire [8:0] \$1 ;
   wire [8:0] \$10 ;
@@ -6118,7 +6849,7 @@ module \bchw_top.engine0.tree10 (rst, en, w, x, l5_0, clk);
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine0.tree11 (rst, en, w, x, l5_0, clk);
+module \bchw_top.engine0.tree11 (rst, x, w, en, l5_0, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$23  = 0;
   wire [8:0] \$1 ;
   wire [8:0] \$10 ;
@@ -6919,7 +7650,7 @@ module \bchw_top.engine0.tree11 (rst, en, w, x, l5_0, clk);
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine0.tree12 (rst, en, w, x, l5_0, clk);
+module \bchw_top.engine0.tree12 (rst, x, w, en, l5_0, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$24  = 0;
   wire [8:0] \$1 ;
   wire [8:0] \$10 ;
@@ -7720,7 +8451,7 @@ module \bchw_top.engine0.tree12 (rst, en, w, x, l5_0, clk);
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine0.tree13 (rst, en, w, x, l5_0, clk);
+module \bchw_top.engine0.tree13 (rst, x, w, en, l5_0, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$25  = 0;
   wire [8:0] \$1 ;
   wire [8:0] \$10 ;
@@ -8521,7 +9252,7 @@ module \bchw_top.engine0.tree13 (rst, en, w, x, l5_0, clk);
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine0.tree14 (rst, en, w, x, l5_0, clk);
+module \bchw_top.engine0.tree14 (rst, x, w, en, l5_0, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$26  = 0;
   wire [8:0] \$1 ;
   wire [8:0] \$10 ;
@@ -9322,7 +10053,7 @@ module \bchw_top.engine0.tree14 (rst, en, w, x, l5_0, clk);
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine0.tree15 (rst, en, w, x, l5_0, clk);
+module \bchw_top.engine0.tree15 (rst, x, w, en, l5_0, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$27  = 0;
   wire [8:0] \$1 ;
   wire [8:0] \$10 ;
@@ -10123,7 +10854,7 @@ module \bchw_top.engine0.tree15 (rst, en, w, x, l5_0, clk);
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine0.tree2 (rst, en, w, x, l5_0, clk);
+module \bchw_top.engine0.tree2 (rst, x, w, en, l5_0, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$28  = 0;
   wire [8:0] \$1 ;
   wire [8:0] \$10 ;
@@ -10924,7 +11655,7 @@ module \bchw_top.engine0.tree2 (rst, en, w, x, l5_0, clk);
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine0.tree3 (rst, en, w, x, l5_0, clk);
+module \bchw_top.engine0.tree3 (rst, x, w, en, l5_0, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$29  = 0;
   wire [8:0] \$1 ;
   wire [8:0] \$10 ;
@@ -11725,7 +12456,7 @@ module \bchw_top.engine0.tree3 (rst, en, w, x, l5_0, clk);
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine0.tree4 (rst, en, w, x, l5_0, clk);
+module \bchw_top.engine0.tree4 (rst, x, w, en, l5_0, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$30  = 0;
   wire [8:0] \$1 ;
   wire [8:0] \$10 ;
@@ -12526,7 +13257,7 @@ module \bchw_top.engine0.tree4 (rst, en, w, x, l5_0, clk);
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine0.tree5 (rst, en, w, x, l5_0, clk);
+module \bchw_top.engine0.tree5 (rst, x, w, en, l5_0, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$31  = 0;
   wire [8:0] \$1 ;
   wire [8:0] \$10 ;
@@ -13327,7 +14058,7 @@ module \bchw_top.engine0.tree5 (rst, en, w, x, l5_0, clk);
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine0.tree6 (rst, en, w, x, l5_0, clk);
+module \bchw_top.engine0.tree6 (rst, x, w, en, l5_0, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$32  = 0;
   wire [8:0] \$1 ;
   wire [8:0] \$10 ;
@@ -14128,7 +14859,7 @@ module \bchw_top.engine0.tree6 (rst, en, w, x, l5_0, clk);
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine0.tree7 (rst, en, w, x, l5_0, clk);
+module \bchw_top.engine0.tree7 (rst, x, w, en, l5_0, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$33  = 0;
   wire [8:0] \$1 ;
   wire [8:0] \$10 ;
@@ -14929,7 +15660,7 @@ module \bchw_top.engine0.tree7 (rst, en, w, x, l5_0, clk);
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine0.tree8 (rst, en, w, x, l5_0, clk);
+module \bchw_top.engine0.tree8 (rst, x, w, en, l5_0, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$34  = 0;
   wire [8:0] \$1 ;
   wire [8:0] \$10 ;
@@ -15730,7 +16461,7 @@ module \bchw_top.engine0.tree8 (rst, en, w, x, l5_0, clk);
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine0.tree9 (rst, en, w, x, l5_0, clk);
+module \bchw_top.engine0.tree9 (rst, x, w, en, l5_0, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$35  = 0;
   wire [8:0] \$1 ;
   wire [8:0] \$10 ;
@@ -16531,7 +17262,7 @@ module \bchw_top.engine0.tree9 (rst, en, w, x, l5_0, clk);
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine0.weights (en, data, addr, clk);
+module \bchw_top.engine0.weights (data, addr, en, clk);
   input [8:0] addr;
   wire [8:0] addr;
   input clk;
@@ -16558,17 +17289,20 @@ module \bchw_top.engine1 (rst, s__ready, m__ready, s__valid, s__payload, m__vali
   reg \$auto$verilog_backend.cc:2355:dump_module$36  = 0;
   wire \$1 ;
   wire \$10 ;
-  wire [8:0] \$11 ;
+  reg \$100 ;
+  reg [2047:0] \$101 ;
+  reg [1919:0] \$102 ;
+  wire \$11 ;
   wire \$12 ;
-  wire [4:0] \$13 ;
-  wire [4:0] \$14 ;
-  wire \$15 ;
-  wire \$16 ;
-  wire \$17 ;
-  wire \$18 ;
-  wire \$19 ;
+  wire [16:0] \$13 ;
+  wire [17:0] \$14 ;
+  wire [16:0] \$15 ;
+  wire [17:0] \$16 ;
+  wire [16:0] \$17 ;
+  wire [17:0] \$18 ;
+  wire [16:0] \$19 ;
   wire \$2 ;
-  wire \$20 ;
+  wire [17:0] \$20 ;
   wire [16:0] \$21 ;
   wire [17:0] \$22 ;
   wire [16:0] \$23 ;
@@ -16589,21 +17323,21 @@ module \bchw_top.engine1 (rst, s__ready, m__ready, s__valid, s__payload, m__vali
   wire [16:0] \$37 ;
   wire [17:0] \$38 ;
   wire [16:0] \$39 ;
-  wire \$4 ;
+  wire [8:0] \$4 ;
   wire [17:0] \$40 ;
   wire [16:0] \$41 ;
   wire [17:0] \$42 ;
   wire [16:0] \$43 ;
   wire [17:0] \$44 ;
-  wire [16:0] \$45 ;
-  wire [17:0] \$46 ;
-  wire [16:0] \$47 ;
-  wire [17:0] \$48 ;
-  wire [16:0] \$49 ;
+  wire \$45 ;
+  wire \$46 ;
+  wire \$47 ;
+  wire \$48 ;
+  wire \$49 ;
   wire \$5 ;
-  wire [17:0] \$50 ;
-  wire [16:0] \$51 ;
-  wire [17:0] \$52 ;
+  wire \$50 ;
+  wire \$51 ;
+  wire \$52 ;
   wire \$53 ;
   wire \$54 ;
   wire \$55 ;
@@ -16614,26 +17348,26 @@ module \bchw_top.engine1 (rst, s__ready, m__ready, s__valid, s__payload, m__vali
   wire \$6 ;
   reg [3:0] \$60 ;
   reg [3:0] \$61 ;
-  reg [2047:0] \$62 ;
-  reg [127:0] \$63 ;
-  reg [7:0] \$64 ;
-  reg [7:0] \$65 ;
-  reg [7:0] \$66 ;
+  reg \$62 ;
+  reg [2047:0] \$63 ;
+  reg [127:0] \$64 ;
+  reg [127:0] \$65 ;
+  reg [255:0] \$66 ;
   reg [7:0] \$67 ;
   reg [7:0] \$68 ;
   reg [7:0] \$69 ;
-  wire \$7 ;
-  reg \$70 ;
-  reg \$71 ;
-  reg [16:0] \$72 ;
-  reg [16:0] \$73 ;
-  reg [16:0] \$74 ;
-  reg [16:0] \$75 ;
-  reg [16:0] \$76 ;
+  wire [4:0] \$7 ;
+  reg [7:0] \$70 ;
+  reg [7:0] \$71 ;
+  reg [7:0] \$72 ;
+  reg [7:0] \$73 ;
+  reg [943:0] \$74 ;
+  reg \$75 ;
+  reg \$76 ;
   reg [16:0] \$77 ;
   reg [16:0] \$78 ;
   reg [16:0] \$79 ;
-  wire \$8 ;
+  wire [4:0] \$8 ;
   reg [16:0] \$80 ;
   reg [16:0] \$81 ;
   reg [16:0] \$82 ;
@@ -16642,32 +17376,35 @@ module \bchw_top.engine1 (rst, s__ready, m__ready, s__valid, s__payload, m__vali
   reg [16:0] \$85 ;
   reg [16:0] \$86 ;
   reg [16:0] \$87 ;
-  reg \$88 ;
-  reg \$89 ;
+  reg [16:0] \$88 ;
+  reg [16:0] \$89 ;
   wire \$9 ;
-  reg \$90 ;
-  reg \$91 ;
-  reg \$92 ;
+  reg [16:0] \$90 ;
+  reg [16:0] \$91 ;
+  reg [16:0] \$92 ;
   reg \$93 ;
   reg \$94 ;
-  reg [2047:0] \$95 ;
-  reg [1919:0] \$96 ;
+  reg \$95 ;
+  reg \$96 ;
+  reg \$97 ;
+  reg \$98 ;
+  reg \$99 ;
   reg [16:0] acc = 17'h00000;
-  reg [16:0] \acc$100  = 17'h00000;
-  reg [16:0] \acc$106  = 17'h00000;
-  reg [16:0] \acc$112  = 17'h00000;
-  reg [16:0] \acc$118  = 17'h00000;
-  reg [16:0] \acc$124  = 17'h00000;
-  reg [16:0] \acc$130  = 17'h00000;
-  reg [16:0] \acc$136  = 17'h00000;
-  reg [16:0] \acc$142  = 17'h00000;
-  reg [16:0] \acc$148  = 17'h00000;
-  reg [16:0] \acc$154  = 17'h00000;
-  reg [16:0] \acc$70  = 17'h00000;
-  reg [16:0] \acc$76  = 17'h00000;
-  reg [16:0] \acc$82  = 17'h00000;
-  reg [16:0] \acc$88  = 17'h00000;
-  reg [16:0] \acc$94  = 17'h00000;
+  reg [16:0] \acc$104  = 17'h00000;
+  reg [16:0] \acc$110  = 17'h00000;
+  reg [16:0] \acc$116  = 17'h00000;
+  reg [16:0] \acc$122  = 17'h00000;
+  reg [16:0] \acc$128  = 17'h00000;
+  reg [16:0] \acc$134  = 17'h00000;
+  reg [16:0] \acc$140  = 17'h00000;
+  reg [16:0] \acc$146  = 17'h00000;
+  reg [16:0] \acc$152  = 17'h00000;
+  reg [16:0] \acc$68  = 17'h00000;
+  reg [16:0] \acc$74  = 17'h00000;
+  reg [16:0] \acc$80  = 17'h00000;
+  reg [16:0] \acc$86  = 17'h00000;
+  reg [16:0] \acc$92  = 17'h00000;
+  reg [16:0] \acc$98  = 17'h00000;
   (* init = 17'h00000 *)
   wire [16:0] acc0;
   (* init = 17'h00000 *)
@@ -16702,72 +17439,107 @@ module \bchw_top.engine1 (rst, s__ready, m__ready, s__valid, s__payload, m__vali
   wire [16:0] acc9;
   reg acc_end = 1'h0;
   reg acc_valid = 1'h0;
-  (* init = 8'h00 *)
-  wire [7:0] addr;
-  wire [3:0] \addr$60 ;
+  reg [7:0] addr = 8'h00;
+  wire [3:0] \addr$58 ;
   wire [35:0] bias;
-  wire [35:0] \bias$104 ;
-  wire [35:0] \bias$110 ;
-  wire [35:0] \bias$116 ;
-  wire [35:0] \bias$122 ;
-  wire [35:0] \bias$128 ;
-  wire [35:0] \bias$134 ;
-  wire [35:0] \bias$140 ;
-  wire [35:0] \bias$146 ;
-  wire [35:0] \bias$152 ;
-  wire [35:0] \bias$158 ;
-  wire [35:0] \bias$74 ;
-  wire [35:0] \bias$80 ;
-  wire [35:0] \bias$86 ;
-  wire [35:0] \bias$92 ;
-  wire [35:0] \bias$98 ;
+  wire [35:0] \bias$102 ;
+  wire [35:0] \bias$108 ;
+  wire [35:0] \bias$114 ;
+  wire [35:0] \bias$120 ;
+  wire [35:0] \bias$126 ;
+  wire [35:0] \bias$132 ;
+  wire [35:0] \bias$138 ;
+  wire [35:0] \bias$144 ;
+  wire [35:0] \bias$150 ;
+  wire [35:0] \bias$156 ;
+  wire [35:0] \bias$72 ;
+  wire [35:0] \bias$78 ;
+  wire [35:0] \bias$84 ;
+  wire [35:0] \bias$90 ;
+  wire [35:0] \bias$96 ;
   reg busy = 1'h0;
   input clk;
   wire clk;
   reg [1919:0] collected = 1920'h000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000;
   wire [255:0] data;
-  wire [943:0] \data$66 ;
-  wire en;
-  wire \en$105 ;
-  wire \en$111 ;
-  wire \en$117 ;
-  wire \en$123 ;
-  wire \en$129 ;
-  wire \en$135 ;
-  wire \en$14 ;
-  wire \en$141 ;
-  wire \en$147 ;
-  wire \en$153 ;
-  wire \en$17 ;
-  wire \en$20 ;
-  wire \en$23 ;
-  wire \en$26 ;
-  wire \en$29 ;
-  wire \en$32 ;
-  wire \en$35 ;
-  wire \en$38 ;
-  wire \en$41 ;
-  wire \en$44 ;
-  wire \en$47 ;
-  wire \en$50 ;
-  wire \en$53 ;
-  wire \en$56 ;
-  wire \en$59 ;
-  wire \en$62 ;
-  wire \en$69 ;
+  wire [943:0] \data$175 ;
+  reg en = 1'h1;
+  (* init = 1'h1 *)
+  wire \en$103 ;
+  (* init = 1'h1 *)
+  wire \en$109 ;
+  (* init = 1'h1 *)
+  wire \en$115 ;
+  (* init = 1'h1 *)
+  wire \en$12 ;
+  (* init = 1'h1 *)
+  wire \en$121 ;
+  (* init = 1'h1 *)
+  wire \en$127 ;
+  (* init = 1'h1 *)
+  wire \en$133 ;
+  (* init = 1'h1 *)
+  wire \en$139 ;
+  (* init = 1'h1 *)
+  wire \en$145 ;
+  (* init = 1'h1 *)
+  wire \en$15 ;
+  (* init = 1'h1 *)
+  wire \en$151 ;
+  (* init = 1'h1 *)
+  wire \en$18 ;
+  (* init = 1'h1 *)
+  wire \en$21 ;
+  (* init = 1'h1 *)
+  wire \en$24 ;
+  (* init = 1'h1 *)
+  wire \en$27 ;
+  (* init = 1'h1 *)
+  wire \en$30 ;
+  (* init = 1'h1 *)
+  wire \en$33 ;
+  (* init = 1'h1 *)
+  wire \en$36 ;
+  (* init = 1'h1 *)
+  wire \en$39 ;
+  (* init = 1'h1 *)
+  wire \en$4 ;
+  (* init = 1'h1 *)
+  wire \en$42 ;
+  (* init = 1'h1 *)
+  wire \en$45 ;
+  (* init = 1'h1 *)
+  wire \en$48 ;
+  (* init = 1'h1 *)
+  wire \en$51 ;
+  (* init = 1'h1 *)
+  wire \en$54 ;
+  (* init = 1'h1 *)
+  wire \en$57 ;
+  (* init = 1'h1 *)
+  wire \en$60 ;
+  (* init = 1'h1 *)
+  wire \en$67 ;
+  (* init = 1'h1 *)
   wire \en$7 ;
-  wire \en$75 ;
-  wire \en$81 ;
-  wire \en$87 ;
-  wire \en$9 ;
-  wire \en$93 ;
-  wire \en$99 ;
+  (* init = 1'h1 *)
+  wire \en$73 ;
+  (* init = 1'h1 *)
+  wire \en$79 ;
+  (* init = 1'h1 *)
+  wire \en$85 ;
+  (* init = 1'h1 *)
+  wire \en$91 ;
+  (* init = 1'h1 *)
+  wire \en$97 ;
   reg [7:0] f1_d0 = 8'h00;
+  reg [7:0] f1_d1 = 8'h00;
+  reg [7:0] fp_d0 = 8'h00;
+  reg [7:0] fp_d1 = 8'h00;
+  reg [7:0] fp_d2 = 8'h00;
+  reg [7:0] fp_d3 = 8'h00;
   reg [7:0] ft_d0 = 8'h00;
-  reg [7:0] ft_d1 = 8'h00;
-  reg [7:0] ft_d2 = 8'h00;
-  reg [7:0] ft_d3 = 8'h00;
-  reg [7:0] ft_d4 = 8'h00;
+  reg last_step = 1'h0;
   output [2047:0] m__payload;
   reg [2047:0] m__payload = 2048'h00000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000;
   input m__ready;
@@ -16775,29 +17547,25 @@ module \bchw_top.engine1 (rst, s__ready, m__ready, s__valid, s__payload, m__vali
   output m__valid;
   reg m__valid = 1'h0;
   wire [17:0] mul;
-  wire [17:0] \mul$102 ;
-  wire [17:0] \mul$108 ;
-  wire [17:0] \mul$114 ;
-  wire [17:0] \mul$120 ;
-  wire [17:0] \mul$126 ;
-  wire [17:0] \mul$132 ;
-  wire [17:0] \mul$138 ;
-  wire [17:0] \mul$144 ;
-  wire [17:0] \mul$150 ;
-  wire [17:0] \mul$156 ;
-  wire [17:0] \mul$72 ;
-  wire [17:0] \mul$78 ;
-  wire [17:0] \mul$84 ;
-  wire [17:0] \mul$90 ;
-  wire [17:0] \mul$96 ;
+  wire [17:0] \mul$100 ;
+  wire [17:0] \mul$106 ;
+  wire [17:0] \mul$112 ;
+  wire [17:0] \mul$118 ;
+  wire [17:0] \mul$124 ;
+  wire [17:0] \mul$130 ;
+  wire [17:0] \mul$136 ;
+  wire [17:0] \mul$142 ;
+  wire [17:0] \mul$148 ;
+  wire [17:0] \mul$154 ;
+  wire [17:0] \mul$70 ;
+  wire [17:0] \mul$76 ;
+  wire [17:0] \mul$82 ;
+  wire [17:0] \mul$88 ;
+  wire [17:0] \mul$94 ;
   reg [3:0] nfc = 4'h0;
   wire out_done;
+  reg [943:0] params_d0 = 944'h00000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000;
   wire [7:0] q;
-  wire [7:0] \q$198 ;
-  wire [7:0] \q$199 ;
-  wire [7:0] \q$200 ;
-  wire [7:0] \q$201 ;
-  wire [7:0] \q$202 ;
   wire [7:0] \q$203 ;
   wire [7:0] \q$204 ;
   wire [7:0] \q$205 ;
@@ -16808,12 +17576,17 @@ module \bchw_top.engine1 (rst, s__ready, m__ready, s__valid, s__payload, m__vali
   wire [7:0] \q$210 ;
   wire [7:0] \q$211 ;
   wire [7:0] \q$212 ;
+  wire [7:0] \q$213 ;
+  wire [7:0] \q$214 ;
+  wire [7:0] \q$215 ;
+  wire [7:0] \q$216 ;
+  wire [7:0] \q$217 ;
   reg qe_d0 = 1'h0;
   reg qe_d1 = 1'h0;
-  reg qe_d2 = 1'h0;
+  reg qe_last_d0 = 1'h0;
   reg qv_d0 = 1'h0;
   reg qv_d1 = 1'h0;
-  reg qv_d2 = 1'h0;
+  reg qv_last_d0 = 1'h0;
   input rst;
   wire rst;
   input [2047:0] s__payload;
@@ -16824,26 +17597,24 @@ module \bchw_top.engine1 (rst, s__ready, m__ready, s__valid, s__payload, m__vali
   wire s__valid;
   reg [3:0] sfc = 4'h0;
   wire [4:0] shift;
-  wire [4:0] \shift$103 ;
-  wire [4:0] \shift$109 ;
-  wire [4:0] \shift$115 ;
-  wire [4:0] \shift$121 ;
-  wire [4:0] \shift$127 ;
-  wire [4:0] \shift$133 ;
-  wire [4:0] \shift$139 ;
-  wire [4:0] \shift$145 ;
-  wire [4:0] \shift$151 ;
-  wire [4:0] \shift$157 ;
-  wire [4:0] \shift$73 ;
-  wire [4:0] \shift$79 ;
-  wire [4:0] \shift$85 ;
-  wire [4:0] \shift$91 ;
-  wire [4:0] \shift$97 ;
-  reg [7:0] step = 8'h00;
+  wire [4:0] \shift$101 ;
+  wire [4:0] \shift$107 ;
+  wire [4:0] \shift$113 ;
+  wire [4:0] \shift$119 ;
+  wire [4:0] \shift$125 ;
+  wire [4:0] \shift$131 ;
+  wire [4:0] \shift$137 ;
+  wire [4:0] \shift$143 ;
+  wire [4:0] \shift$149 ;
+  wire [4:0] \shift$155 ;
+  wire [4:0] \shift$71 ;
+  wire [4:0] \shift$77 ;
+  wire [4:0] \shift$83 ;
+  wire [4:0] \shift$89 ;
+  wire [4:0] \shift$95 ;
+  (* init = 8'h00 *)
+  wire [7:0] step;
   wire [12:0] sum;
-  wire [12:0] \sum$176 ;
-  wire [12:0] \sum$177 ;
-  wire [12:0] \sum$178 ;
   wire [12:0] \sum$179 ;
   wire [12:0] \sum$180 ;
   wire [12:0] \sum$181 ;
@@ -16856,326 +17627,342 @@ module \bchw_top.engine1 (rst, s__ready, m__ready, s__valid, s__payload, m__vali
   wire [12:0] \sum$188 ;
   wire [12:0] \sum$189 ;
   wire [12:0] \sum$190 ;
+  wire [12:0] \sum$191 ;
+  wire [12:0] \sum$192 ;
+  wire [12:0] \sum$193 ;
   wire [15:0] w;
-  wire [15:0] \w$16 ;
-  wire [15:0] \w$19 ;
-  wire [15:0] \w$22 ;
-  wire [15:0] \w$25 ;
-  wire [15:0] \w$28 ;
-  wire [15:0] \w$31 ;
-  wire [15:0] \w$34 ;
-  wire [15:0] \w$37 ;
-  wire [15:0] \w$40 ;
-  wire [15:0] \w$43 ;
-  wire [15:0] \w$46 ;
-  wire [15:0] \w$49 ;
-  wire [15:0] \w$52 ;
-  wire [15:0] \w$55 ;
-  wire [15:0] \w$58 ;
+  wire [15:0] \w$14 ;
+  wire [15:0] \w$17 ;
+  wire [15:0] \w$20 ;
+  wire [15:0] \w$23 ;
+  wire [15:0] \w$26 ;
+  wire [15:0] \w$29 ;
+  wire [15:0] \w$32 ;
+  wire [15:0] \w$35 ;
+  wire [15:0] \w$38 ;
+  wire [15:0] \w$41 ;
+  wire [15:0] \w$44 ;
+  wire [15:0] \w$47 ;
+  wire [15:0] \w$50 ;
+  wire [15:0] \w$53 ;
+  wire [15:0] \w$56 ;
+  reg [255:0] wdata_d0 = 256'h0000000000000000000000000000000000000000000000000000000000000000;
   reg [127:0] x = 128'h00000000000000000000000000000000;
   (* init = 128'h00000000000000000000000000000000 *)
-  wire [127:0] \x$15 ;
+  wire [127:0] \x$13 ;
   (* init = 128'h00000000000000000000000000000000 *)
-  wire [127:0] \x$18 ;
+  wire [127:0] \x$16 ;
   (* init = 128'h00000000000000000000000000000000 *)
-  wire [127:0] \x$21 ;
+  wire [127:0] \x$19 ;
   (* init = 128'h00000000000000000000000000000000 *)
-  wire [127:0] \x$24 ;
+  wire [127:0] \x$22 ;
   (* init = 128'h00000000000000000000000000000000 *)
-  wire [127:0] \x$27 ;
+  wire [127:0] \x$25 ;
   (* init = 128'h00000000000000000000000000000000 *)
-  wire [127:0] \x$30 ;
+  wire [127:0] \x$28 ;
   (* init = 128'h00000000000000000000000000000000 *)
-  wire [127:0] \x$33 ;
+  wire [127:0] \x$31 ;
   (* init = 128'h00000000000000000000000000000000 *)
-  wire [127:0] \x$36 ;
+  wire [127:0] \x$34 ;
   (* init = 128'h00000000000000000000000000000000 *)
-  wire [127:0] \x$39 ;
+  wire [127:0] \x$37 ;
   (* init = 128'h00000000000000000000000000000000 *)
-  wire [127:0] \x$42 ;
+  wire [127:0] \x$40 ;
   (* init = 128'h00000000000000000000000000000000 *)
-  wire [127:0] \x$45 ;
+  wire [127:0] \x$43 ;
   (* init = 128'h00000000000000000000000000000000 *)
-  wire [127:0] \x$48 ;
+  wire [127:0] \x$46 ;
   (* init = 128'h00000000000000000000000000000000 *)
-  wire [127:0] \x$51 ;
+  wire [127:0] \x$49 ;
   (* init = 128'h00000000000000000000000000000000 *)
-  wire [127:0] \x$54 ;
+  wire [127:0] \x$52 ;
   (* init = 128'h00000000000000000000000000000000 *)
-  wire [127:0] \x$57 ;
+  wire [127:0] \x$55 ;
+  reg [127:0] x_d0 = 128'h00000000000000000000000000000000;
   (* init = 128'h00000000000000000000000000000000 *)
-  wire [127:0] x1;
+  wire [127:0] x_d1;
   reg [2047:0] xbuf = 2048'h00000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000;
-  assign en = ~ \$3 ;
-  assign \$4  = ~ busy;
-  assign \$5  = step == 8'hff;
-  assign \$6  = busy & \$5 ;
-  assign \$7  = \$4  | \$6 ;
-  assign s__ready = en & \$7 ;
-  assign out_done = qv_d2 & qe_d2;
-  assign \$8  = s__valid & s__ready;
-  assign \$9  = step == 8'hff;
-  assign \$10  = busy & \$9 ;
-  assign \$11  = step + 1'h1;
-  assign \$12  = sfc == 4'hf;
-  assign \$13  = nfc + 1'h1;
-  assign \$14  = sfc + 1'h1;
-  assign \$15  = ! sfc;
-  assign \$16  = sfc == 4'hf;
-  assign \$17  = step == 8'hff;
-  assign \$18  = busy & \$17 ;
-  assign \$19  = ft_d4[0] & ft_d4[2];
-  assign \$20  = ft_d4[0] & ft_d4[3];
-  assign \$21  = ft_d4[1] ? 17'h00000 : acc;
-  assign \$22  = $signed(\$21 ) + $signed(sum);
-  assign \$23  = ft_d4[1] ? 17'h00000 : \acc$70 ;
-  assign \$24  = $signed(\$23 ) + $signed(\sum$176 );
-  assign \$25  = ft_d4[1] ? 17'h00000 : \acc$76 ;
-  assign \$26  = $signed(\$25 ) + $signed(\sum$177 );
-  assign \$27  = ft_d4[1] ? 17'h00000 : \acc$82 ;
-  assign \$28  = $signed(\$27 ) + $signed(\sum$178 );
-  assign \$29  = ft_d4[1] ? 17'h00000 : \acc$88 ;
-  assign \$30  = $signed(\$29 ) + $signed(\sum$179 );
-  assign \$31  = ft_d4[1] ? 17'h00000 : \acc$94 ;
-  assign \$32  = $signed(\$31 ) + $signed(\sum$180 );
-  assign \$33  = ft_d4[1] ? 17'h00000 : \acc$100 ;
-  assign \$34  = $signed(\$33 ) + $signed(\sum$181 );
-  assign \$35  = ft_d4[1] ? 17'h00000 : \acc$106 ;
-  assign \$36  = $signed(\$35 ) + $signed(\sum$182 );
-  assign \$37  = ft_d4[1] ? 17'h00000 : \acc$112 ;
-  assign \$38  = $signed(\$37 ) + $signed(\sum$183 );
-  assign \$39  = ft_d4[1] ? 17'h00000 : \acc$118 ;
-  assign \$40  = $signed(\$39 ) + $signed(\sum$184 );
-  assign \$41  = ft_d4[1] ? 17'h00000 : \acc$124 ;
-  assign \$42  = $signed(\$41 ) + $signed(\sum$185 );
-  assign \$43  = ft_d4[1] ? 17'h00000 : \acc$130 ;
-  assign \$44  = $signed(\$43 ) + $signed(\sum$186 );
-  assign \$45  = ft_d4[1] ? 17'h00000 : \acc$136 ;
-  assign \$46  = $signed(\$45 ) + $signed(\sum$187 );
-  assign \$47  = ft_d4[1] ? 17'h00000 : \acc$142 ;
-  assign \$48  = $signed(\$47 ) + $signed(\sum$188 );
-  assign \$49  = ft_d4[1] ? 17'h00000 : \acc$148 ;
-  assign \$50  = $signed(\$49 ) + $signed(\sum$189 );
-  assign \$51  = ft_d4[1] ? 17'h00000 : \acc$154 ;
-  assign \$52  = $signed(\$51 ) + $signed(\sum$190 );
-  assign \$53  = en & qv_d2;
-  assign \$54  = \$53  & qe_d2;
-  assign \$55  = en & qv_d2;
-  assign \$56  = ~ qe_d2;
+  assign \$1  = ~ busy;
+  assign \$2  = \$1  | last_step;
+  assign s__ready = en & \$2 ;
+  assign out_done = qv_last_d0 & qe_last_d0;
+  assign \$3  = s__valid & s__ready;
+  assign \$4  = addr + 1'h1;
+  assign \$5  = addr == 8'hfe;
+  assign \$6  = sfc == 4'hf;
+  assign \$7  = nfc + 1'h1;
+  assign \$8  = sfc + 1'h1;
+  assign \$9  = ! sfc;
+  assign \$10  = sfc == 4'hf;
+  assign \$11  = ft_d0[0] & ft_d0[2];
+  assign \$12  = ft_d0[0] & ft_d0[3];
+  assign \$13  = ft_d0[1] ? 17'h00000 : acc;
+  assign \$14  = $signed(\$13 ) + $signed(sum);
+  assign \$15  = ft_d0[1] ? 17'h00000 : \acc$68 ;
+  assign \$16  = $signed(\$15 ) + $signed(\sum$179 );
+  assign \$17  = ft_d0[1] ? 17'h00000 : \acc$74 ;
+  assign \$18  = $signed(\$17 ) + $signed(\sum$180 );
+  assign \$19  = ft_d0[1] ? 17'h00000 : \acc$80 ;
+  assign \$20  = $signed(\$19 ) + $signed(\sum$181 );
+  assign \$21  = ft_d0[1] ? 17'h00000 : \acc$86 ;
+  assign \$22  = $signed(\$21 ) + $signed(\sum$182 );
+  assign \$23  = ft_d0[1] ? 17'h00000 : \acc$92 ;
+  assign \$24  = $signed(\$23 ) + $signed(\sum$183 );
+  assign \$25  = ft_d0[1] ? 17'h00000 : \acc$98 ;
+  assign \$26  = $signed(\$25 ) + $signed(\sum$184 );
+  assign \$27  = ft_d0[1] ? 17'h00000 : \acc$104 ;
+  assign \$28  = $signed(\$27 ) + $signed(\sum$185 );
+  assign \$29  = ft_d0[1] ? 17'h00000 : \acc$110 ;
+  assign \$30  = $signed(\$29 ) + $signed(\sum$186 );
+  assign \$31  = ft_d0[1] ? 17'h00000 : \acc$116 ;
+  assign \$32  = $signed(\$31 ) + $signed(\sum$187 );
+  assign \$33  = ft_d0[1] ? 17'h00000 : \acc$122 ;
+  assign \$34  = $signed(\$33 ) + $signed(\sum$188 );
+  assign \$35  = ft_d0[1] ? 17'h00000 : \acc$128 ;
+  assign \$36  = $signed(\$35 ) + $signed(\sum$189 );
+  assign \$37  = ft_d0[1] ? 17'h00000 : \acc$134 ;
+  assign \$38  = $signed(\$37 ) + $signed(\sum$190 );
+  assign \$39  = ft_d0[1] ? 17'h00000 : \acc$140 ;
+  assign \$40  = $signed(\$39 ) + $signed(\sum$191 );
+  assign \$41  = ft_d0[1] ? 17'h00000 : \acc$146 ;
+  assign \$42  = $signed(\$41 ) + $signed(\sum$192 );
+  assign \$43  = ft_d0[1] ? 17'h00000 : \acc$152 ;
+  assign \$44  = $signed(\$43 ) + $signed(\sum$193 );
+  assign \$45  = en & out_done;
+  assign \$46  = ~ m__ready;
+  assign \$47  = m__valid & \$46 ;
+  assign \$48  = \$45  | \$47 ;
+  assign \$49  = qv_d1 & qe_d1;
+  assign \$50  = en ? \$49  : out_done;
+  assign \$51  = \$48  & \$50 ;
+  assign \$52  = ~ \$51 ;
+  assign \$53  = en & qv_last_d0;
+  assign \$54  = \$53  & qe_last_d0;
+  assign \$55  = en & qv_last_d0;
+  assign \$56  = ~ qe_last_d0;
   assign \$57  = \$55  & \$56 ;
   always @(posedge clk)
     busy <= \$58 ;
   always @(posedge clk)
-    step <= \$59 ;
+    addr <= \$59 ;
   always @(posedge clk)
     sfc <= \$60 ;
   always @(posedge clk)
     nfc <= \$61 ;
   always @(posedge clk)
-    xbuf <= \$62 ;
+    last_step <= \$62 ;
   always @(posedge clk)
-    x <= \$63 ;
+    xbuf <= \$63 ;
   always @(posedge clk)
-    f1_d0 <= \$64 ;
+    x_d0 <= \$64 ;
   always @(posedge clk)
-    ft_d0 <= \$65 ;
+    x <= \$65 ;
   always @(posedge clk)
-    ft_d1 <= \$66 ;
+    wdata_d0 <= \$66 ;
   always @(posedge clk)
-    ft_d2 <= \$67 ;
+    f1_d0 <= \$67 ;
   always @(posedge clk)
-    ft_d3 <= \$68 ;
+    f1_d1 <= \$68 ;
   always @(posedge clk)
-    ft_d4 <= \$69 ;
+    fp_d0 <= \$69 ;
   always @(posedge clk)
-    acc_valid <= \$70 ;
+    fp_d1 <= \$70 ;
   always @(posedge clk)
-    acc_end <= \$71 ;
+    fp_d2 <= \$71 ;
   always @(posedge clk)
-    acc <= \$72 ;
+    fp_d3 <= \$72 ;
   always @(posedge clk)
-    \acc$70  <= \$73 ;
+    ft_d0 <= \$73 ;
   always @(posedge clk)
-    \acc$76  <= \$74 ;
+    params_d0 <= \$74 ;
   always @(posedge clk)
-    \acc$82  <= \$75 ;
+    acc_valid <= \$75 ;
   always @(posedge clk)
-    \acc$88  <= \$76 ;
+    acc_end <= \$76 ;
   always @(posedge clk)
-    \acc$94  <= \$77 ;
+    acc <= \$77 ;
   always @(posedge clk)
-    \acc$100  <= \$78 ;
+    \acc$68  <= \$78 ;
   always @(posedge clk)
-    \acc$106  <= \$79 ;
+    \acc$74  <= \$79 ;
   always @(posedge clk)
-    \acc$112  <= \$80 ;
+    \acc$80  <= \$80 ;
   always @(posedge clk)
-    \acc$118  <= \$81 ;
+    \acc$86  <= \$81 ;
   always @(posedge clk)
-    \acc$124  <= \$82 ;
+    \acc$92  <= \$82 ;
   always @(posedge clk)
-    \acc$130  <= \$83 ;
+    \acc$98  <= \$83 ;
   always @(posedge clk)
-    \acc$136  <= \$84 ;
+    \acc$104  <= \$84 ;
   always @(posedge clk)
-    \acc$142  <= \$85 ;
+    \acc$110  <= \$85 ;
   always @(posedge clk)
-    \acc$148  <= \$86 ;
+    \acc$116  <= \$86 ;
   always @(posedge clk)
-    \acc$154  <= \$87 ;
+    \acc$122  <= \$87 ;
   always @(posedge clk)
-    qv_d0 <= \$88 ;
+    \acc$128  <= \$88 ;
   always @(posedge clk)
-    qv_d1 <= \$89 ;
+    \acc$134  <= \$89 ;
   always @(posedge clk)
-    qv_d2 <= \$90 ;
+    \acc$140  <= \$90 ;
   always @(posedge clk)
-    qe_d0 <= \$91 ;
+    \acc$146  <= \$91 ;
   always @(posedge clk)
-    qe_d1 <= \$92 ;
+    \acc$152  <= \$92 ;
   always @(posedge clk)
-    qe_d2 <= \$93 ;
+    qv_d0 <= \$93 ;
   always @(posedge clk)
-    m__valid <= \$94 ;
+    qv_d1 <= \$94 ;
   always @(posedge clk)
-    m__payload <= \$95 ;
+    qe_d0 <= \$95 ;
   always @(posedge clk)
-    collected <= \$96 ;
-  assign \$1  = ~ m__ready;
-  assign \$2  = m__valid & \$1 ;
-  assign \$3  = \$2  & out_done;
+    qe_d1 <= \$96 ;
+  always @(posedge clk)
+    qv_last_d0 <= \$97 ;
+  always @(posedge clk)
+    qe_last_d0 <= \$98 ;
+  always @(posedge clk)
+    en <= \$99 ;
+  always @(posedge clk)
+    m__valid <= \$100 ;
+  always @(posedge clk)
+    m__payload <= \$101 ;
+  always @(posedge clk)
+    collected <= \$102 ;
   \bchw_top.engine1.params  params (
-    .addr(ft_d4[7:4]),
+    .addr(fp_d3[7:4]),
     .clk(clk),
-    .data(\data$66 ),
+    .data(\data$175 ),
     .en(en)
   );
   \bchw_top.engine1.requant0  requant0 (
     .acc(acc),
     .clk(clk),
     .en(en),
-    .\port$1724$0 (\data$66 [58:0]),
+    .\port$6570$0 (params_d0[58:0]),
     .q(q),
     .rst(rst)
   );
   \bchw_top.engine1.requant1  requant1 (
-    .acc(\acc$70 ),
+    .acc(\acc$68 ),
     .clk(clk),
     .en(en),
-    .\port$1724$59 (\data$66 [117:59]),
-    .q(\q$198 ),
-    .rst(rst)
-  );
-  \bchw_top.engine1.requant10  requant10 (
-    .acc(\acc$124 ),
-    .clk(clk),
-    .en(en),
-    .\port$1724$590 (\data$66 [648:590]),
-    .q(\q$207 ),
-    .rst(rst)
-  );
-  \bchw_top.engine1.requant11  requant11 (
-    .acc(\acc$130 ),
-    .clk(clk),
-    .en(en),
-    .\port$1724$649 (\data$66 [707:649]),
-    .q(\q$208 ),
-    .rst(rst)
-  );
-  \bchw_top.engine1.requant12  requant12 (
-    .acc(\acc$136 ),
-    .clk(clk),
-    .en(en),
-    .\port$1724$708 (\data$66 [766:708]),
-    .q(\q$209 ),
-    .rst(rst)
-  );
-  \bchw_top.engine1.requant13  requant13 (
-    .acc(\acc$142 ),
-    .clk(clk),
-    .en(en),
-    .\port$1724$767 (\data$66 [825:767]),
-    .q(\q$210 ),
-    .rst(rst)
-  );
-  \bchw_top.engine1.requant14  requant14 (
-    .acc(\acc$148 ),
-    .clk(clk),
-    .en(en),
-    .\port$1724$826 (\data$66 [884:826]),
-    .q(\q$211 ),
-    .rst(rst)
-  );
-  \bchw_top.engine1.requant15  requant15 (
-    .acc(\acc$154 ),
-    .clk(clk),
-    .en(en),
-    .\port$1724$885 (\data$66 [943:885]),
-    .q(\q$212 ),
-    .rst(rst)
-  );
-  \bchw_top.engine1.requant2  requant2 (
-    .acc(\acc$76 ),
-    .clk(clk),
-    .en(en),
-    .\port$1724$118 (\data$66 [176:118]),
-    .q(\q$199 ),
-    .rst(rst)
-  );
-  \bchw_top.engine1.requant3  requant3 (
-    .acc(\acc$82 ),
-    .clk(clk),
-    .en(en),
-    .\port$1724$177 (\data$66 [235:177]),
-    .q(\q$200 ),
-    .rst(rst)
-  );
-  \bchw_top.engine1.requant4  requant4 (
-    .acc(\acc$88 ),
-    .clk(clk),
-    .en(en),
-    .\port$1724$236 (\data$66 [294:236]),
-    .q(\q$201 ),
-    .rst(rst)
-  );
-  \bchw_top.engine1.requant5  requant5 (
-    .acc(\acc$94 ),
-    .clk(clk),
-    .en(en),
-    .\port$1724$295 (\data$66 [353:295]),
-    .q(\q$202 ),
-    .rst(rst)
-  );
-  \bchw_top.engine1.requant6  requant6 (
-    .acc(\acc$100 ),
-    .clk(clk),
-    .en(en),
-    .\port$1724$354 (\data$66 [412:354]),
+    .\port$6570$59 (params_d0[117:59]),
     .q(\q$203 ),
     .rst(rst)
   );
-  \bchw_top.engine1.requant7  requant7 (
-    .acc(\acc$106 ),
+  \bchw_top.engine1.requant10  requant10 (
+    .acc(\acc$122 ),
     .clk(clk),
     .en(en),
-    .\port$1724$413 (\data$66 [471:413]),
+    .\port$6570$590 (params_d0[648:590]),
+    .q(\q$212 ),
+    .rst(rst)
+  );
+  \bchw_top.engine1.requant11  requant11 (
+    .acc(\acc$128 ),
+    .clk(clk),
+    .en(en),
+    .\port$6570$649 (params_d0[707:649]),
+    .q(\q$213 ),
+    .rst(rst)
+  );
+  \bchw_top.engine1.requant12  requant12 (
+    .acc(\acc$134 ),
+    .clk(clk),
+    .en(en),
+    .\port$6570$708 (params_d0[766:708]),
+    .q(\q$214 ),
+    .rst(rst)
+  );
+  \bchw_top.engine1.requant13  requant13 (
+    .acc(\acc$140 ),
+    .clk(clk),
+    .en(en),
+    .\port$6570$767 (params_d0[825:767]),
+    .q(\q$215 ),
+    .rst(rst)
+  );
+  \bchw_top.engine1.requant14  requant14 (
+    .acc(\acc$146 ),
+    .clk(clk),
+    .en(en),
+    .\port$6570$826 (params_d0[884:826]),
+    .q(\q$216 ),
+    .rst(rst)
+  );
+  \bchw_top.engine1.requant15  requant15 (
+    .acc(\acc$152 ),
+    .clk(clk),
+    .en(en),
+    .\port$6570$885 (params_d0[943:885]),
+    .q(\q$217 ),
+    .rst(rst)
+  );
+  \bchw_top.engine1.requant2  requant2 (
+    .acc(\acc$74 ),
+    .clk(clk),
+    .en(en),
+    .\port$6570$118 (params_d0[176:118]),
     .q(\q$204 ),
     .rst(rst)
   );
-  \bchw_top.engine1.requant8  requant8 (
-    .acc(\acc$112 ),
+  \bchw_top.engine1.requant3  requant3 (
+    .acc(\acc$80 ),
     .clk(clk),
     .en(en),
-    .\port$1724$472 (\data$66 [530:472]),
+    .\port$6570$177 (params_d0[235:177]),
     .q(\q$205 ),
     .rst(rst)
   );
-  \bchw_top.engine1.requant9  requant9 (
-    .acc(\acc$118 ),
+  \bchw_top.engine1.requant4  requant4 (
+    .acc(\acc$86 ),
     .clk(clk),
     .en(en),
-    .\port$1724$531 (\data$66 [589:531]),
+    .\port$6570$236 (params_d0[294:236]),
     .q(\q$206 ),
+    .rst(rst)
+  );
+  \bchw_top.engine1.requant5  requant5 (
+    .acc(\acc$92 ),
+    .clk(clk),
+    .en(en),
+    .\port$6570$295 (params_d0[353:295]),
+    .q(\q$207 ),
+    .rst(rst)
+  );
+  \bchw_top.engine1.requant6  requant6 (
+    .acc(\acc$98 ),
+    .clk(clk),
+    .en(en),
+    .\port$6570$354 (params_d0[412:354]),
+    .q(\q$208 ),
+    .rst(rst)
+  );
+  \bchw_top.engine1.requant7  requant7 (
+    .acc(\acc$104 ),
+    .clk(clk),
+    .en(en),
+    .\port$6570$413 (params_d0[471:413]),
+    .q(\q$209 ),
+    .rst(rst)
+  );
+  \bchw_top.engine1.requant8  requant8 (
+    .acc(\acc$110 ),
+    .clk(clk),
+    .en(en),
+    .\port$6570$472 (params_d0[530:472]),
+    .q(\q$210 ),
+    .rst(rst)
+  );
+  \bchw_top.engine1.requant9  requant9 (
+    .acc(\acc$116 ),
+    .clk(clk),
+    .en(en),
+    .\port$6570$531 (params_d0[589:531]),
+    .q(\q$211 ),
     .rst(rst)
   );
   \bchw_top.engine1.tree0  tree0 (
@@ -17183,131 +17970,131 @@ module \bchw_top.engine1 (rst, s__ready, m__ready, s__valid, s__payload, m__vali
     .en(en),
     .l4_0(sum),
     .rst(rst),
-    .w(data[15:0]),
+    .w(wdata_d0[15:0]),
     .x(x)
   );
   \bchw_top.engine1.tree1  tree1 (
     .clk(clk),
     .en(en),
-    .l4_0(\sum$176 ),
+    .l4_0(\sum$179 ),
     .rst(rst),
-    .w(data[31:16]),
+    .w(wdata_d0[31:16]),
     .x(x)
   );
   \bchw_top.engine1.tree10  tree10 (
     .clk(clk),
     .en(en),
-    .l4_0(\sum$185 ),
+    .l4_0(\sum$188 ),
     .rst(rst),
-    .w(data[175:160]),
+    .w(wdata_d0[175:160]),
     .x(x)
   );
   \bchw_top.engine1.tree11  tree11 (
     .clk(clk),
     .en(en),
-    .l4_0(\sum$186 ),
+    .l4_0(\sum$189 ),
     .rst(rst),
-    .w(data[191:176]),
+    .w(wdata_d0[191:176]),
     .x(x)
   );
   \bchw_top.engine1.tree12  tree12 (
     .clk(clk),
     .en(en),
-    .l4_0(\sum$187 ),
+    .l4_0(\sum$190 ),
     .rst(rst),
-    .w(data[207:192]),
+    .w(wdata_d0[207:192]),
     .x(x)
   );
   \bchw_top.engine1.tree13  tree13 (
     .clk(clk),
     .en(en),
-    .l4_0(\sum$188 ),
+    .l4_0(\sum$191 ),
     .rst(rst),
-    .w(data[223:208]),
+    .w(wdata_d0[223:208]),
     .x(x)
   );
   \bchw_top.engine1.tree14  tree14 (
     .clk(clk),
     .en(en),
-    .l4_0(\sum$189 ),
+    .l4_0(\sum$192 ),
     .rst(rst),
-    .w(data[239:224]),
+    .w(wdata_d0[239:224]),
     .x(x)
   );
   \bchw_top.engine1.tree15  tree15 (
     .clk(clk),
     .en(en),
-    .l4_0(\sum$190 ),
+    .l4_0(\sum$193 ),
     .rst(rst),
-    .w(data[255:240]),
+    .w(wdata_d0[255:240]),
     .x(x)
   );
   \bchw_top.engine1.tree2  tree2 (
     .clk(clk),
     .en(en),
-    .l4_0(\sum$177 ),
+    .l4_0(\sum$180 ),
     .rst(rst),
-    .w(data[47:32]),
+    .w(wdata_d0[47:32]),
     .x(x)
   );
   \bchw_top.engine1.tree3  tree3 (
     .clk(clk),
     .en(en),
-    .l4_0(\sum$178 ),
+    .l4_0(\sum$181 ),
     .rst(rst),
-    .w(data[63:48]),
+    .w(wdata_d0[63:48]),
     .x(x)
   );
   \bchw_top.engine1.tree4  tree4 (
     .clk(clk),
     .en(en),
-    .l4_0(\sum$179 ),
+    .l4_0(\sum$182 ),
     .rst(rst),
-    .w(data[79:64]),
+    .w(wdata_d0[79:64]),
     .x(x)
   );
   \bchw_top.engine1.tree5  tree5 (
     .clk(clk),
     .en(en),
-    .l4_0(\sum$180 ),
+    .l4_0(\sum$183 ),
     .rst(rst),
-    .w(data[95:80]),
+    .w(wdata_d0[95:80]),
     .x(x)
   );
   \bchw_top.engine1.tree6  tree6 (
     .clk(clk),
     .en(en),
-    .l4_0(\sum$181 ),
+    .l4_0(\sum$184 ),
     .rst(rst),
-    .w(data[111:96]),
+    .w(wdata_d0[111:96]),
     .x(x)
   );
   \bchw_top.engine1.tree7  tree7 (
     .clk(clk),
     .en(en),
-    .l4_0(\sum$182 ),
+    .l4_0(\sum$185 ),
     .rst(rst),
-    .w(data[127:112]),
+    .w(wdata_d0[127:112]),
     .x(x)
   );
   \bchw_top.engine1.tree8  tree8 (
     .clk(clk),
     .en(en),
-    .l4_0(\sum$183 ),
+    .l4_0(\sum$186 ),
     .rst(rst),
-    .w(data[143:128]),
+    .w(wdata_d0[143:128]),
     .x(x)
   );
   \bchw_top.engine1.tree9  tree9 (
     .clk(clk),
     .en(en),
-    .l4_0(\sum$184 ),
+    .l4_0(\sum$187 ),
     .rst(rst),
-    .w(data[159:144]),
+    .w(wdata_d0[159:144]),
     .x(x)
   );
   \bchw_top.engine1.weights  weights (
-    .addr(step),
+    .addr(addr),
     .clk(clk),
     .data(data),
     .en(en)
@@ -17316,9 +18103,9 @@ module \bchw_top.engine1 (rst, s__ready, m__ready, s__valid, s__payload, m__vali
     if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
     \$58  = busy;
     if (en) begin
-      if (\$8 ) begin
+      if (\$3 ) begin
         \$58  = 1'h1;
-      end else if (\$10 ) begin
+      end else if (last_step) begin
         \$58  = 1'h0;
       end
     end
@@ -17328,13 +18115,13 @@ module \bchw_top.engine1 (rst, s__ready, m__ready, s__valid, s__payload, m__vali
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
-    \$59  = step;
+    \$59  = addr;
     if (en) begin
-      if (\$8 ) begin
+      if (\$3 ) begin
         \$59  = 8'h00;
-      end else if (\$10 ) begin
+      end else if (last_step) begin
       end else if (busy) begin
-        \$59  = \$11 [7:0];
+        \$59  = \$4 [7:0];
       end
     end
     if (rst) begin
@@ -17345,15 +18132,15 @@ module \bchw_top.engine1 (rst, s__ready, m__ready, s__valid, s__payload, m__vali
     if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
     \$60  = sfc;
     if (en) begin
-      if (\$8 ) begin
+      if (\$3 ) begin
         \$60  = 4'h0;
-      end else if (\$10 ) begin
+      end else if (last_step) begin
       end else if (busy) begin
         (* full_case = 32'd1 *)
-        if (\$12 ) begin
+        if (\$6 ) begin
           \$60  = 4'h0;
         end else begin
-          \$60  = \$14 [3:0];
+          \$60  = \$8 [3:0];
         end
       end
     end
@@ -17365,12 +18152,12 @@ module \bchw_top.engine1 (rst, s__ready, m__ready, s__valid, s__payload, m__vali
     if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
     \$61  = nfc;
     if (en) begin
-      if (\$8 ) begin
+      if (\$3 ) begin
         \$61  = 4'h0;
-      end else if (\$10 ) begin
+      end else if (last_step) begin
       end else if (busy) begin
-        if (\$12 ) begin
-          \$61  = \$13 [3:0];
+        if (\$6 ) begin
+          \$61  = \$7 [3:0];
         end
       end
     end
@@ -17380,58 +18167,58 @@ module \bchw_top.engine1 (rst, s__ready, m__ready, s__valid, s__payload, m__vali
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
-    \$62  = xbuf;
+    \$62  = last_step;
     if (en) begin
-      if (\$8 ) begin
-        \$62  = s__payload;
-      end else if (\$10 ) begin
+      if (\$3 ) begin
+        \$62  = 1'h0;
+      end else if (last_step) begin
+        \$62  = 1'h0;
       end else if (busy) begin
-        \$62  = { xbuf[127:0], xbuf[2047:128] };
+        \$62  = \$5 ;
+      end
+    end
+    if (rst) begin
+      \$62  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
+    \$63  = xbuf;
+    if (en) begin
+      if (\$3 ) begin
+        \$63  = s__payload;
+      end else if (last_step) begin
+      end else if (busy) begin
+        \$63  = { xbuf[127:0], xbuf[2047:128] };
       end
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
-    \$63  = x;
+    \$64  = x_d0;
     if (en) begin
-      \$63  = xbuf[127:0];
+      \$64  = xbuf[127:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
-    \$64  = f1_d0;
+    \$65  = x;
     if (en) begin
-      \$64  = { nfc, \$18 , \$16 , \$15 , busy };
-    end
-    if (rst) begin
-      \$64  = 8'h00;
+      \$65  = x_d0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
-    \$65  = ft_d0;
+    \$66  = wdata_d0;
     if (en) begin
-      \$65  = f1_d0;
-    end
-    if (rst) begin
-      \$65  = 8'h00;
+      \$66  = data;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
-    \$66  = ft_d1;
+    \$67  = f1_d0;
     if (en) begin
-      \$66  = ft_d0;
-    end
-    if (rst) begin
-      \$66  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
-    \$67  = ft_d2;
-    if (en) begin
-      \$67  = ft_d1;
+      \$67  = { nfc, last_step, \$10 , \$9 , busy };
     end
     if (rst) begin
       \$67  = 8'h00;
@@ -17439,9 +18226,9 @@ module \bchw_top.engine1 (rst, s__ready, m__ready, s__valid, s__payload, m__vali
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
-    \$68  = ft_d3;
+    \$68  = f1_d1;
     if (en) begin
-      \$68  = ft_d2;
+      \$68  = f1_d0;
     end
     if (rst) begin
       \$68  = 8'h00;
@@ -17449,9 +18236,9 @@ module \bchw_top.engine1 (rst, s__ready, m__ready, s__valid, s__payload, m__vali
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
-    \$69  = ft_d4;
+    \$69  = fp_d0;
     if (en) begin
-      \$69  = ft_d3;
+      \$69  = f1_d1;
     end
     if (rst) begin
       \$69  = 8'h00;
@@ -17459,223 +18246,220 @@ module \bchw_top.engine1 (rst, s__ready, m__ready, s__valid, s__payload, m__vali
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
-    \$70  = acc_valid;
+    \$70  = fp_d1;
     if (en) begin
-      \$70  = \$19 ;
+      \$70  = fp_d0;
     end
     if (rst) begin
-      \$70  = 1'h0;
+      \$70  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
-    \$71  = acc_end;
+    \$71  = fp_d2;
     if (en) begin
-      \$71  = \$20 ;
+      \$71  = fp_d1;
     end
     if (rst) begin
-      \$71  = 1'h0;
+      \$71  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
-    \$72  = acc;
+    \$72  = fp_d3;
     if (en) begin
-      if (ft_d4[0]) begin
-        \$72  = \$22 [16:0];
-      end
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
-    \$73  = \acc$70 ;
-    if (en) begin
-      if (ft_d4[0]) begin
-        \$73  = \$24 [16:0];
-      end
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
-    \$74  = \acc$76 ;
-    if (en) begin
-      if (ft_d4[0]) begin
-        \$74  = \$26 [16:0];
-      end
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
-    \$75  = \acc$82 ;
-    if (en) begin
-      if (ft_d4[0]) begin
-        \$75  = \$28 [16:0];
-      end
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
-    \$76  = \acc$88 ;
-    if (en) begin
-      if (ft_d4[0]) begin
-        \$76  = \$30 [16:0];
-      end
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
-    \$77  = \acc$94 ;
-    if (en) begin
-      if (ft_d4[0]) begin
-        \$77  = \$32 [16:0];
-      end
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
-    \$78  = \acc$100 ;
-    if (en) begin
-      if (ft_d4[0]) begin
-        \$78  = \$34 [16:0];
-      end
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
-    \$79  = \acc$106 ;
-    if (en) begin
-      if (ft_d4[0]) begin
-        \$79  = \$36 [16:0];
-      end
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
-    \$80  = \acc$112 ;
-    if (en) begin
-      if (ft_d4[0]) begin
-        \$80  = \$38 [16:0];
-      end
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
-    \$81  = \acc$118 ;
-    if (en) begin
-      if (ft_d4[0]) begin
-        \$81  = \$40 [16:0];
-      end
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
-    \$82  = \acc$124 ;
-    if (en) begin
-      if (ft_d4[0]) begin
-        \$82  = \$42 [16:0];
-      end
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
-    \$83  = \acc$130 ;
-    if (en) begin
-      if (ft_d4[0]) begin
-        \$83  = \$44 [16:0];
-      end
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
-    \$84  = \acc$136 ;
-    if (en) begin
-      if (ft_d4[0]) begin
-        \$84  = \$46 [16:0];
-      end
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
-    \$85  = \acc$142 ;
-    if (en) begin
-      if (ft_d4[0]) begin
-        \$85  = \$48 [16:0];
-      end
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
-    \$86  = \acc$148 ;
-    if (en) begin
-      if (ft_d4[0]) begin
-        \$86  = \$50 [16:0];
-      end
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
-    \$87  = \acc$154 ;
-    if (en) begin
-      if (ft_d4[0]) begin
-        \$87  = \$52 [16:0];
-      end
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
-    \$88  = qv_d0;
-    if (en) begin
-      \$88  = acc_valid;
+      \$72  = fp_d2;
     end
     if (rst) begin
-      \$88  = 1'h0;
+      \$72  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
-    \$89  = qv_d1;
+    \$73  = ft_d0;
     if (en) begin
-      \$89  = qv_d0;
+      \$73  = fp_d3;
     end
     if (rst) begin
-      \$89  = 1'h0;
+      \$73  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
-    \$90  = qv_d2;
+    \$74  = params_d0;
     if (en) begin
-      \$90  = qv_d1;
+      \$74  = \data$175 ;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
+    \$75  = acc_valid;
+    if (en) begin
+      \$75  = \$11 ;
     end
     if (rst) begin
-      \$90  = 1'h0;
+      \$75  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
-    \$91  = qe_d0;
+    \$76  = acc_end;
     if (en) begin
-      \$91  = acc_end;
+      \$76  = \$12 ;
     end
     if (rst) begin
-      \$91  = 1'h0;
+      \$76  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
-    \$92  = qe_d1;
+    \$77  = acc;
     if (en) begin
-      \$92  = qe_d0;
-    end
-    if (rst) begin
-      \$92  = 1'h0;
+      if (ft_d0[0]) begin
+        \$77  = \$14 [16:0];
+      end
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
-    \$93  = qe_d2;
+    \$78  = \acc$68 ;
     if (en) begin
-      \$93  = qe_d1;
+      if (ft_d0[0]) begin
+        \$78  = \$16 [16:0];
+      end
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
+    \$79  = \acc$74 ;
+    if (en) begin
+      if (ft_d0[0]) begin
+        \$79  = \$18 [16:0];
+      end
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
+    \$80  = \acc$80 ;
+    if (en) begin
+      if (ft_d0[0]) begin
+        \$80  = \$20 [16:0];
+      end
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
+    \$81  = \acc$86 ;
+    if (en) begin
+      if (ft_d0[0]) begin
+        \$81  = \$22 [16:0];
+      end
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
+    \$82  = \acc$92 ;
+    if (en) begin
+      if (ft_d0[0]) begin
+        \$82  = \$24 [16:0];
+      end
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
+    \$83  = \acc$98 ;
+    if (en) begin
+      if (ft_d0[0]) begin
+        \$83  = \$26 [16:0];
+      end
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
+    \$84  = \acc$104 ;
+    if (en) begin
+      if (ft_d0[0]) begin
+        \$84  = \$28 [16:0];
+      end
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
+    \$85  = \acc$110 ;
+    if (en) begin
+      if (ft_d0[0]) begin
+        \$85  = \$30 [16:0];
+      end
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
+    \$86  = \acc$116 ;
+    if (en) begin
+      if (ft_d0[0]) begin
+        \$86  = \$32 [16:0];
+      end
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
+    \$87  = \acc$122 ;
+    if (en) begin
+      if (ft_d0[0]) begin
+        \$87  = \$34 [16:0];
+      end
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
+    \$88  = \acc$128 ;
+    if (en) begin
+      if (ft_d0[0]) begin
+        \$88  = \$36 [16:0];
+      end
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
+    \$89  = \acc$134 ;
+    if (en) begin
+      if (ft_d0[0]) begin
+        \$89  = \$38 [16:0];
+      end
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
+    \$90  = \acc$140 ;
+    if (en) begin
+      if (ft_d0[0]) begin
+        \$90  = \$40 [16:0];
+      end
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
+    \$91  = \acc$146 ;
+    if (en) begin
+      if (ft_d0[0]) begin
+        \$91  = \$42 [16:0];
+      end
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
+    \$92  = \acc$152 ;
+    if (en) begin
+      if (ft_d0[0]) begin
+        \$92  = \$44 [16:0];
+      end
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
+    \$93  = qv_d0;
+    if (en) begin
+      \$93  = acc_valid;
     end
     if (rst) begin
       \$93  = 1'h0;
@@ -17683,169 +18467,226 @@ module \bchw_top.engine1 (rst, s__ready, m__ready, s__valid, s__payload, m__vali
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
-    \$94  = m__valid;
+    \$94  = qv_d1;
+    if (en) begin
+      \$94  = qv_d0;
+    end
+    if (rst) begin
+      \$94  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
+    \$95  = qe_d0;
+    if (en) begin
+      \$95  = acc_end;
+    end
+    if (rst) begin
+      \$95  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
+    \$96  = qe_d1;
+    if (en) begin
+      \$96  = qe_d0;
+    end
+    if (rst) begin
+      \$96  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
+    \$97  = qv_last_d0;
+    if (en) begin
+      \$97  = qv_d1;
+    end
+    if (rst) begin
+      \$97  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
+    \$98  = qe_last_d0;
+    if (en) begin
+      \$98  = qe_d1;
+    end
+    if (rst) begin
+      \$98  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
+    \$99  = \$52 ;
+    if (rst) begin
+      \$99  = 1'h1;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
+    \$100  = m__valid;
     if (\$54 ) begin
-      \$94  = 1'h1;
+      \$100  = 1'h1;
     end else if (m__ready) begin
-      \$94  = 1'h0;
+      \$100  = 1'h0;
     end
     if (rst) begin
-      \$94  = 1'h0;
+      \$100  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
-    \$95  = m__payload;
+    \$101  = m__payload;
     if (\$54 ) begin
-      \$95  = { \q$212 , \q$211 , \q$210 , \q$209 , \q$208 , \q$207 , \q$206 , \q$205 , \q$204 , \q$203 , \q$202 , \q$201 , \q$200 , \q$199 , \q$198 , q, collected };
+      \$101  = { \q$217 , \q$216 , \q$215 , \q$214 , \q$213 , \q$212 , \q$211 , \q$210 , \q$209 , \q$208 , \q$207 , \q$206 , \q$205 , \q$204 , \q$203 , q, collected };
     end
     if (rst) begin
-      \$95  = 2048'h00000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000;
+      \$101  = 2048'h00000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
-    \$96  = collected;
+    \$102  = collected;
     if (\$57 ) begin
-      \$96  = { \q$212 , \q$211 , \q$210 , \q$209 , \q$208 , \q$207 , \q$206 , \q$205 , \q$204 , \q$203 , \q$202 , \q$201 , \q$200 , \q$199 , \q$198 , q, collected[1919:128] };
+      \$102  = { \q$217 , \q$216 , \q$215 , \q$214 , \q$213 , \q$212 , \q$211 , \q$210 , \q$209 , \q$208 , \q$207 , \q$206 , \q$205 , \q$204 , \q$203 , q, collected[1919:128] };
     end
   end
+  assign \en$4  = en;
+  assign step = addr;
   assign \en$7  = en;
-  assign addr = step;
-  assign \en$9  = en;
-  assign x1 = x;
-  assign w = data[15:0];
-  assign \en$14  = en;
-  assign \x$15  = x;
-  assign \w$16  = data[31:16];
-  assign \en$17  = en;
-  assign \x$18  = x;
-  assign \w$19  = data[47:32];
-  assign \en$20  = en;
-  assign \x$21  = x;
-  assign \w$22  = data[63:48];
-  assign \en$23  = en;
-  assign \x$24  = x;
-  assign \w$25  = data[79:64];
-  assign \en$26  = en;
-  assign \x$27  = x;
-  assign \w$28  = data[95:80];
-  assign \en$29  = en;
-  assign \x$30  = x;
-  assign \w$31  = data[111:96];
-  assign \en$32  = en;
-  assign \x$33  = x;
-  assign \w$34  = data[127:112];
-  assign \en$35  = en;
-  assign \x$36  = x;
-  assign \w$37  = data[143:128];
-  assign \en$38  = en;
-  assign \x$39  = x;
-  assign \w$40  = data[159:144];
-  assign \en$41  = en;
-  assign \x$42  = x;
-  assign \w$43  = data[175:160];
-  assign \en$44  = en;
-  assign \x$45  = x;
-  assign \w$46  = data[191:176];
-  assign \en$47  = en;
-  assign \x$48  = x;
-  assign \w$49  = data[207:192];
-  assign \en$50  = en;
-  assign \x$51  = x;
-  assign \w$52  = data[223:208];
-  assign \en$53  = en;
-  assign \x$54  = x;
-  assign \w$55  = data[239:224];
-  assign \en$56  = en;
-  assign \x$57  = x;
-  assign \w$58  = data[255:240];
-  assign \en$59  = en;
-  assign \addr$60  = ft_d4[7:4];
-  assign \en$62  = en;
+  assign x_d1 = x;
+  assign w = wdata_d0[15:0];
+  assign \en$12  = en;
+  assign \x$13  = x;
+  assign \w$14  = wdata_d0[31:16];
+  assign \en$15  = en;
+  assign \x$16  = x;
+  assign \w$17  = wdata_d0[47:32];
+  assign \en$18  = en;
+  assign \x$19  = x;
+  assign \w$20  = wdata_d0[63:48];
+  assign \en$21  = en;
+  assign \x$22  = x;
+  assign \w$23  = wdata_d0[79:64];
+  assign \en$24  = en;
+  assign \x$25  = x;
+  assign \w$26  = wdata_d0[95:80];
+  assign \en$27  = en;
+  assign \x$28  = x;
+  assign \w$29  = wdata_d0[111:96];
+  assign \en$30  = en;
+  assign \x$31  = x;
+  assign \w$32  = wdata_d0[127:112];
+  assign \en$33  = en;
+  assign \x$34  = x;
+  assign \w$35  = wdata_d0[143:128];
+  assign \en$36  = en;
+  assign \x$37  = x;
+  assign \w$38  = wdata_d0[159:144];
+  assign \en$39  = en;
+  assign \x$40  = x;
+  assign \w$41  = wdata_d0[175:160];
+  assign \en$42  = en;
+  assign \x$43  = x;
+  assign \w$44  = wdata_d0[191:176];
+  assign \en$45  = en;
+  assign \x$46  = x;
+  assign \w$47  = wdata_d0[207:192];
+  assign \en$48  = en;
+  assign \x$49  = x;
+  assign \w$50  = wdata_d0[223:208];
+  assign \en$51  = en;
+  assign \x$52  = x;
+  assign \w$53  = wdata_d0[239:224];
+  assign \en$54  = en;
+  assign \x$55  = x;
+  assign \w$56  = wdata_d0[255:240];
+  assign \en$57  = en;
+  assign \addr$58  = fp_d3[7:4];
+  assign \en$60  = en;
   assign acc0 = acc;
-  assign mul = \data$66 [17:0];
-  assign shift = \data$66 [22:18];
-  assign bias = \data$66 [58:23];
-  assign \en$69  = en;
-  assign acc1 = \acc$70 ;
-  assign \mul$72  = \data$66 [76:59];
-  assign \shift$73  = \data$66 [81:77];
-  assign \bias$74  = \data$66 [117:82];
-  assign \en$75  = en;
-  assign acc2 = \acc$76 ;
-  assign \mul$78  = \data$66 [135:118];
-  assign \shift$79  = \data$66 [140:136];
-  assign \bias$80  = \data$66 [176:141];
-  assign \en$81  = en;
-  assign acc3 = \acc$82 ;
-  assign \mul$84  = \data$66 [194:177];
-  assign \shift$85  = \data$66 [199:195];
-  assign \bias$86  = \data$66 [235:200];
-  assign \en$87  = en;
-  assign acc4 = \acc$88 ;
-  assign \mul$90  = \data$66 [253:236];
-  assign \shift$91  = \data$66 [258:254];
-  assign \bias$92  = \data$66 [294:259];
-  assign \en$93  = en;
-  assign acc5 = \acc$94 ;
-  assign \mul$96  = \data$66 [312:295];
-  assign \shift$97  = \data$66 [317:313];
-  assign \bias$98  = \data$66 [353:318];
-  assign \en$99  = en;
-  assign acc6 = \acc$100 ;
-  assign \mul$102  = \data$66 [371:354];
-  assign \shift$103  = \data$66 [376:372];
-  assign \bias$104  = \data$66 [412:377];
-  assign \en$105  = en;
-  assign acc7 = \acc$106 ;
-  assign \mul$108  = \data$66 [430:413];
-  assign \shift$109  = \data$66 [435:431];
-  assign \bias$110  = \data$66 [471:436];
-  assign \en$111  = en;
-  assign acc8 = \acc$112 ;
-  assign \mul$114  = \data$66 [489:472];
-  assign \shift$115  = \data$66 [494:490];
-  assign \bias$116  = \data$66 [530:495];
-  assign \en$117  = en;
-  assign acc9 = \acc$118 ;
-  assign \mul$120  = \data$66 [548:531];
-  assign \shift$121  = \data$66 [553:549];
-  assign \bias$122  = \data$66 [589:554];
-  assign \en$123  = en;
-  assign acc10 = \acc$124 ;
-  assign \mul$126  = \data$66 [607:590];
-  assign \shift$127  = \data$66 [612:608];
-  assign \bias$128  = \data$66 [648:613];
-  assign \en$129  = en;
-  assign acc11 = \acc$130 ;
-  assign \mul$132  = \data$66 [666:649];
-  assign \shift$133  = \data$66 [671:667];
-  assign \bias$134  = \data$66 [707:672];
-  assign \en$135  = en;
-  assign acc12 = \acc$136 ;
-  assign \mul$138  = \data$66 [725:708];
-  assign \shift$139  = \data$66 [730:726];
-  assign \bias$140  = \data$66 [766:731];
-  assign \en$141  = en;
-  assign acc13 = \acc$142 ;
-  assign \mul$144  = \data$66 [784:767];
-  assign \shift$145  = \data$66 [789:785];
-  assign \bias$146  = \data$66 [825:790];
-  assign \en$147  = en;
-  assign acc14 = \acc$148 ;
-  assign \mul$150  = \data$66 [843:826];
-  assign \shift$151  = \data$66 [848:844];
-  assign \bias$152  = \data$66 [884:849];
-  assign \en$153  = en;
-  assign acc15 = \acc$154 ;
-  assign \mul$156  = \data$66 [902:885];
-  assign \shift$157  = \data$66 [907:903];
-  assign \bias$158  = \data$66 [943:908];
+  assign mul = params_d0[17:0];
+  assign shift = params_d0[22:18];
+  assign bias = params_d0[58:23];
+  assign \en$67  = en;
+  assign acc1 = \acc$68 ;
+  assign \mul$70  = params_d0[76:59];
+  assign \shift$71  = params_d0[81:77];
+  assign \bias$72  = params_d0[117:82];
+  assign \en$73  = en;
+  assign acc2 = \acc$74 ;
+  assign \mul$76  = params_d0[135:118];
+  assign \shift$77  = params_d0[140:136];
+  assign \bias$78  = params_d0[176:141];
+  assign \en$79  = en;
+  assign acc3 = \acc$80 ;
+  assign \mul$82  = params_d0[194:177];
+  assign \shift$83  = params_d0[199:195];
+  assign \bias$84  = params_d0[235:200];
+  assign \en$85  = en;
+  assign acc4 = \acc$86 ;
+  assign \mul$88  = params_d0[253:236];
+  assign \shift$89  = params_d0[258:254];
+  assign \bias$90  = params_d0[294:259];
+  assign \en$91  = en;
+  assign acc5 = \acc$92 ;
+  assign \mul$94  = params_d0[312:295];
+  assign \shift$95  = params_d0[317:313];
+  assign \bias$96  = params_d0[353:318];
+  assign \en$97  = en;
+  assign acc6 = \acc$98 ;
+  assign \mul$100  = params_d0[371:354];
+  assign \shift$101  = params_d0[376:372];
+  assign \bias$102  = params_d0[412:377];
+  assign \en$103  = en;
+  assign acc7 = \acc$104 ;
+  assign \mul$106  = params_d0[430:413];
+  assign \shift$107  = params_d0[435:431];
+  assign \bias$108  = params_d0[471:436];
+  assign \en$109  = en;
+  assign acc8 = \acc$110 ;
+  assign \mul$112  = params_d0[489:472];
+  assign \shift$113  = params_d0[494:490];
+  assign \bias$114  = params_d0[530:495];
+  assign \en$115  = en;
+  assign acc9 = \acc$116 ;
+  assign \mul$118  = params_d0[548:531];
+  assign \shift$119  = params_d0[553:549];
+  assign \bias$120  = params_d0[589:554];
+  assign \en$121  = en;
+  assign acc10 = \acc$122 ;
+  assign \mul$124  = params_d0[607:590];
+  assign \shift$125  = params_d0[612:608];
+  assign \bias$126  = params_d0[648:613];
+  assign \en$127  = en;
+  assign acc11 = \acc$128 ;
+  assign \mul$130  = params_d0[666:649];
+  assign \shift$131  = params_d0[671:667];
+  assign \bias$132  = params_d0[707:672];
+  assign \en$133  = en;
+  assign acc12 = \acc$134 ;
+  assign \mul$136  = params_d0[725:708];
+  assign \shift$137  = params_d0[730:726];
+  assign \bias$138  = params_d0[766:731];
+  assign \en$139  = en;
+  assign acc13 = \acc$140 ;
+  assign \mul$142  = params_d0[784:767];
+  assign \shift$143  = params_d0[789:785];
+  assign \bias$144  = params_d0[825:790];
+  assign \en$145  = en;
+  assign acc14 = \acc$146 ;
+  assign \mul$148  = params_d0[843:826];
+  assign \shift$149  = params_d0[848:844];
+  assign \bias$150  = params_d0[884:849];
+  assign \en$151  = en;
+  assign acc15 = \acc$152 ;
+  assign \mul$154  = params_d0[902:885];
+  assign \shift$155  = params_d0[907:903];
+  assign \bias$156  = params_d0[943:908];
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine1.params (en, data, addr, clk);
+module \bchw_top.engine1.params (data, addr, en, clk);
   input [3:0] addr;
   wire [3:0] addr;
   input clk;
@@ -17868,7 +18709,7 @@ module \bchw_top.engine1.params (en, data, addr, clk);
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine1.requant0 (rst, en, \port$1724$0 , acc, q, clk);
+module \bchw_top.engine1.requant0 (rst, \port$6570$0 , acc, en, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$37  = 0;
   wire [34:0] \$1 ;
   reg [36:0] \$10 ;
@@ -17891,8 +18732,8 @@ module \bchw_top.engine1.requant0 (rst, en, \port$1724$0 , acc, q, clk);
   input en;
   wire en;
   wire [17:0] mul;
-  input [58:0] \port$1724$0 ;
-  wire [58:0] \port$1724$0 ;
+  input [58:0] \port$6570$0 ;
+  wire [58:0] \port$6570$0 ;
   reg [34:0] prod = 35'h000000000;
   output [7:0] q;
   reg [7:0] q = 8'h00;
@@ -17903,7 +18744,7 @@ module \bchw_top.engine1.requant0 (rst, en, \port$1724$0 , acc, q, clk);
   reg [4:0] shift2 = 5'h00;
   wire [36:0] shifted;
   reg [36:0] total = 37'h0000000000;
-  assign \$1  = $signed(acc) * $signed(\port$1724$0 [17:0]);
+  assign \$1  = $signed(acc) * $signed(\port$6570$0 [17:0]);
   assign \$2  = $signed(prod) + $signed(bias1);
   assign \$3  = $signed(shifted) < $signed(1'h0);
   assign \$4  = $signed(shifted) > $signed(9'h0ff);
@@ -17933,14 +18774,14 @@ module \bchw_top.engine1.requant0 (rst, en, \port$1724$0 , acc, q, clk);
     if (\$auto$verilog_backend.cc:2355:dump_module$37 ) begin end
     \$8  = bias1;
     if (en) begin
-      \$8  = \port$1724$0 [58:23];
+      \$8  = \port$6570$0 [58:23];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$37 ) begin end
     \$9  = shift1;
     if (en) begin
-      \$9  = \port$1724$0 [22:18];
+      \$9  = \port$6570$0 [22:18];
     end
   end
   always @* begin
@@ -17967,13 +18808,13 @@ module \bchw_top.engine1.requant0 (rst, en, \port$1724$0 , acc, q, clk);
       \$12  = 8'h00;
     end
   end
-  assign mul = \port$1724$0 [17:0];
-  assign bias = \port$1724$0 [58:23];
-  assign shift = \port$1724$0 [22:18];
+  assign mul = \port$6570$0 [17:0];
+  assign bias = \port$6570$0 [58:23];
+  assign shift = \port$6570$0 [22:18];
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine1.requant1 (rst, en, \port$1724$59 , acc, q, clk);
+module \bchw_top.engine1.requant1 (rst, \port$6570$59 , acc, en, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$38  = 0;
   wire [34:0] \$1 ;
   reg [36:0] \$10 ;
@@ -17996,8 +18837,8 @@ module \bchw_top.engine1.requant1 (rst, en, \port$1724$59 , acc, q, clk);
   input en;
   wire en;
   wire [17:0] mul;
-  input [58:0] \port$1724$59 ;
-  wire [58:0] \port$1724$59 ;
+  input [58:0] \port$6570$59 ;
+  wire [58:0] \port$6570$59 ;
   reg [34:0] prod = 35'h000000000;
   output [7:0] q;
   reg [7:0] q = 8'h00;
@@ -18008,7 +18849,7 @@ module \bchw_top.engine1.requant1 (rst, en, \port$1724$59 , acc, q, clk);
   reg [4:0] shift2 = 5'h00;
   wire [36:0] shifted;
   reg [36:0] total = 37'h0000000000;
-  assign \$1  = $signed(acc) * $signed(\port$1724$59 [17:0]);
+  assign \$1  = $signed(acc) * $signed(\port$6570$59 [17:0]);
   assign \$2  = $signed(prod) + $signed(bias1);
   assign \$3  = $signed(shifted) < $signed(1'h0);
   assign \$4  = $signed(shifted) > $signed(9'h0ff);
@@ -18038,14 +18879,14 @@ module \bchw_top.engine1.requant1 (rst, en, \port$1724$59 , acc, q, clk);
     if (\$auto$verilog_backend.cc:2355:dump_module$38 ) begin end
     \$8  = bias1;
     if (en) begin
-      \$8  = \port$1724$59 [58:23];
+      \$8  = \port$6570$59 [58:23];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$38 ) begin end
     \$9  = shift1;
     if (en) begin
-      \$9  = \port$1724$59 [22:18];
+      \$9  = \port$6570$59 [22:18];
     end
   end
   always @* begin
@@ -18072,13 +18913,13 @@ module \bchw_top.engine1.requant1 (rst, en, \port$1724$59 , acc, q, clk);
       \$12  = 8'h00;
     end
   end
-  assign mul = \port$1724$59 [17:0];
-  assign bias = \port$1724$59 [58:23];
-  assign shift = \port$1724$59 [22:18];
+  assign mul = \port$6570$59 [17:0];
+  assign bias = \port$6570$59 [58:23];
+  assign shift = \port$6570$59 [22:18];
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine1.requant10 (rst, en, \port$1724$590 , acc, q, clk);
+module \bchw_top.engine1.requant10 (rst, \port$6570$590 , acc, en, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$39  = 0;
   wire [34:0] \$1 ;
   reg [36:0] \$10 ;
@@ -18101,8 +18942,8 @@ module \bchw_top.engine1.requant10 (rst, en, \port$1724$590 , acc, q, clk);
   input en;
   wire en;
   wire [17:0] mul;
-  input [58:0] \port$1724$590 ;
-  wire [58:0] \port$1724$590 ;
+  input [58:0] \port$6570$590 ;
+  wire [58:0] \port$6570$590 ;
   reg [34:0] prod = 35'h000000000;
   output [7:0] q;
   reg [7:0] q = 8'h00;
@@ -18113,7 +18954,7 @@ module \bchw_top.engine1.requant10 (rst, en, \port$1724$590 , acc, q, clk);
   reg [4:0] shift2 = 5'h00;
   wire [36:0] shifted;
   reg [36:0] total = 37'h0000000000;
-  assign \$1  = $signed(acc) * $signed(\port$1724$590 [17:0]);
+  assign \$1  = $signed(acc) * $signed(\port$6570$590 [17:0]);
   assign \$2  = $signed(prod) + $signed(bias1);
   assign \$3  = $signed(shifted) < $signed(1'h0);
   assign \$4  = $signed(shifted) > $signed(9'h0ff);
@@ -18143,14 +18984,14 @@ module \bchw_top.engine1.requant10 (rst, en, \port$1724$590 , acc, q, clk);
     if (\$auto$verilog_backend.cc:2355:dump_module$39 ) begin end
     \$8  = bias1;
     if (en) begin
-      \$8  = \port$1724$590 [58:23];
+      \$8  = \port$6570$590 [58:23];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$39 ) begin end
     \$9  = shift1;
     if (en) begin
-      \$9  = \port$1724$590 [22:18];
+      \$9  = \port$6570$590 [22:18];
     end
   end
   always @* begin
@@ -18177,13 +19018,13 @@ module \bchw_top.engine1.requant10 (rst, en, \port$1724$590 , acc, q, clk);
       \$12  = 8'h00;
     end
   end
-  assign mul = \port$1724$590 [17:0];
-  assign bias = \port$1724$590 [58:23];
-  assign shift = \port$1724$590 [22:18];
+  assign mul = \port$6570$590 [17:0];
+  assign bias = \port$6570$590 [58:23];
+  assign shift = \port$6570$590 [22:18];
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine1.requant11 (rst, en, \port$1724$649 , acc, q, clk);
+module \bchw_top.engine1.requant11 (rst, \port$6570$649 , acc, en, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$40  = 0;
   wire [34:0] \$1 ;
   reg [36:0] \$10 ;
@@ -18206,8 +19047,8 @@ module \bchw_top.engine1.requant11 (rst, en, \port$1724$649 , acc, q, clk);
   input en;
   wire en;
   wire [17:0] mul;
-  input [58:0] \port$1724$649 ;
-  wire [58:0] \port$1724$649 ;
+  input [58:0] \port$6570$649 ;
+  wire [58:0] \port$6570$649 ;
   reg [34:0] prod = 35'h000000000;
   output [7:0] q;
   reg [7:0] q = 8'h00;
@@ -18218,7 +19059,7 @@ module \bchw_top.engine1.requant11 (rst, en, \port$1724$649 , acc, q, clk);
   reg [4:0] shift2 = 5'h00;
   wire [36:0] shifted;
   reg [36:0] total = 37'h0000000000;
-  assign \$1  = $signed(acc) * $signed(\port$1724$649 [17:0]);
+  assign \$1  = $signed(acc) * $signed(\port$6570$649 [17:0]);
   assign \$2  = $signed(prod) + $signed(bias1);
   assign \$3  = $signed(shifted) < $signed(1'h0);
   assign \$4  = $signed(shifted) > $signed(9'h0ff);
@@ -18248,14 +19089,14 @@ module \bchw_top.engine1.requant11 (rst, en, \port$1724$649 , acc, q, clk);
     if (\$auto$verilog_backend.cc:2355:dump_module$40 ) begin end
     \$8  = bias1;
     if (en) begin
-      \$8  = \port$1724$649 [58:23];
+      \$8  = \port$6570$649 [58:23];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$40 ) begin end
     \$9  = shift1;
     if (en) begin
-      \$9  = \port$1724$649 [22:18];
+      \$9  = \port$6570$649 [22:18];
     end
   end
   always @* begin
@@ -18282,13 +19123,13 @@ module \bchw_top.engine1.requant11 (rst, en, \port$1724$649 , acc, q, clk);
       \$12  = 8'h00;
     end
   end
-  assign mul = \port$1724$649 [17:0];
-  assign bias = \port$1724$649 [58:23];
-  assign shift = \port$1724$649 [22:18];
+  assign mul = \port$6570$649 [17:0];
+  assign bias = \port$6570$649 [58:23];
+  assign shift = \port$6570$649 [22:18];
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine1.requant12 (rst, en, \port$1724$708 , acc, q, clk);
+module \bchw_top.engine1.requant12 (rst, \port$6570$708 , acc, en, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$41  = 0;
   wire [34:0] \$1 ;
   reg [36:0] \$10 ;
@@ -18311,8 +19152,8 @@ module \bchw_top.engine1.requant12 (rst, en, \port$1724$708 , acc, q, clk);
   input en;
   wire en;
   wire [17:0] mul;
-  input [58:0] \port$1724$708 ;
-  wire [58:0] \port$1724$708 ;
+  input [58:0] \port$6570$708 ;
+  wire [58:0] \port$6570$708 ;
   reg [34:0] prod = 35'h000000000;
   output [7:0] q;
   reg [7:0] q = 8'h00;
@@ -18323,7 +19164,7 @@ module \bchw_top.engine1.requant12 (rst, en, \port$1724$708 , acc, q, clk);
   reg [4:0] shift2 = 5'h00;
   wire [36:0] shifted;
   reg [36:0] total = 37'h0000000000;
-  assign \$1  = $signed(acc) * $signed(\port$1724$708 [17:0]);
+  assign \$1  = $signed(acc) * $signed(\port$6570$708 [17:0]);
   assign \$2  = $signed(prod) + $signed(bias1);
   assign \$3  = $signed(shifted) < $signed(1'h0);
   assign \$4  = $signed(shifted) > $signed(9'h0ff);
@@ -18353,14 +19194,14 @@ module \bchw_top.engine1.requant12 (rst, en, \port$1724$708 , acc, q, clk);
     if (\$auto$verilog_backend.cc:2355:dump_module$41 ) begin end
     \$8  = bias1;
     if (en) begin
-      \$8  = \port$1724$708 [58:23];
+      \$8  = \port$6570$708 [58:23];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$41 ) begin end
     \$9  = shift1;
     if (en) begin
-      \$9  = \port$1724$708 [22:18];
+      \$9  = \port$6570$708 [22:18];
     end
   end
   always @* begin
@@ -18387,13 +19228,13 @@ module \bchw_top.engine1.requant12 (rst, en, \port$1724$708 , acc, q, clk);
       \$12  = 8'h00;
     end
   end
-  assign mul = \port$1724$708 [17:0];
-  assign bias = \port$1724$708 [58:23];
-  assign shift = \port$1724$708 [22:18];
+  assign mul = \port$6570$708 [17:0];
+  assign bias = \port$6570$708 [58:23];
+  assign shift = \port$6570$708 [22:18];
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine1.requant13 (rst, en, \port$1724$767 , acc, q, clk);
+module \bchw_top.engine1.requant13 (rst, \port$6570$767 , acc, en, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$42  = 0;
   wire [34:0] \$1 ;
   reg [36:0] \$10 ;
@@ -18416,8 +19257,8 @@ module \bchw_top.engine1.requant13 (rst, en, \port$1724$767 , acc, q, clk);
   input en;
   wire en;
   wire [17:0] mul;
-  input [58:0] \port$1724$767 ;
-  wire [58:0] \port$1724$767 ;
+  input [58:0] \port$6570$767 ;
+  wire [58:0] \port$6570$767 ;
   reg [34:0] prod = 35'h000000000;
   output [7:0] q;
   reg [7:0] q = 8'h00;
@@ -18428,7 +19269,7 @@ module \bchw_top.engine1.requant13 (rst, en, \port$1724$767 , acc, q, clk);
   reg [4:0] shift2 = 5'h00;
   wire [36:0] shifted;
   reg [36:0] total = 37'h0000000000;
-  assign \$1  = $signed(acc) * $signed(\port$1724$767 [17:0]);
+  assign \$1  = $signed(acc) * $signed(\port$6570$767 [17:0]);
   assign \$2  = $signed(prod) + $signed(bias1);
   assign \$3  = $signed(shifted) < $signed(1'h0);
   assign \$4  = $signed(shifted) > $signed(9'h0ff);
@@ -18458,14 +19299,14 @@ module \bchw_top.engine1.requant13 (rst, en, \port$1724$767 , acc, q, clk);
     if (\$auto$verilog_backend.cc:2355:dump_module$42 ) begin end
     \$8  = bias1;
     if (en) begin
-      \$8  = \port$1724$767 [58:23];
+      \$8  = \port$6570$767 [58:23];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$42 ) begin end
     \$9  = shift1;
     if (en) begin
-      \$9  = \port$1724$767 [22:18];
+      \$9  = \port$6570$767 [22:18];
     end
   end
   always @* begin
@@ -18492,13 +19333,13 @@ module \bchw_top.engine1.requant13 (rst, en, \port$1724$767 , acc, q, clk);
       \$12  = 8'h00;
     end
   end
-  assign mul = \port$1724$767 [17:0];
-  assign bias = \port$1724$767 [58:23];
-  assign shift = \port$1724$767 [22:18];
+  assign mul = \port$6570$767 [17:0];
+  assign bias = \port$6570$767 [58:23];
+  assign shift = \port$6570$767 [22:18];
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine1.requant14 (rst, en, \port$1724$826 , acc, q, clk);
+module \bchw_top.engine1.requant14 (rst, \port$6570$826 , acc, en, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$43  = 0;
   wire [34:0] \$1 ;
   reg [36:0] \$10 ;
@@ -18521,8 +19362,8 @@ module \bchw_top.engine1.requant14 (rst, en, \port$1724$826 , acc, q, clk);
   input en;
   wire en;
   wire [17:0] mul;
-  input [58:0] \port$1724$826 ;
-  wire [58:0] \port$1724$826 ;
+  input [58:0] \port$6570$826 ;
+  wire [58:0] \port$6570$826 ;
   reg [34:0] prod = 35'h000000000;
   output [7:0] q;
   reg [7:0] q = 8'h00;
@@ -18533,7 +19374,7 @@ module \bchw_top.engine1.requant14 (rst, en, \port$1724$826 , acc, q, clk);
   reg [4:0] shift2 = 5'h00;
   wire [36:0] shifted;
   reg [36:0] total = 37'h0000000000;
-  assign \$1  = $signed(acc) * $signed(\port$1724$826 [17:0]);
+  assign \$1  = $signed(acc) * $signed(\port$6570$826 [17:0]);
   assign \$2  = $signed(prod) + $signed(bias1);
   assign \$3  = $signed(shifted) < $signed(1'h0);
   assign \$4  = $signed(shifted) > $signed(9'h0ff);
@@ -18563,14 +19404,14 @@ module \bchw_top.engine1.requant14 (rst, en, \port$1724$826 , acc, q, clk);
     if (\$auto$verilog_backend.cc:2355:dump_module$43 ) begin end
     \$8  = bias1;
     if (en) begin
-      \$8  = \port$1724$826 [58:23];
+      \$8  = \port$6570$826 [58:23];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$43 ) begin end
     \$9  = shift1;
     if (en) begin
-      \$9  = \port$1724$826 [22:18];
+      \$9  = \port$6570$826 [22:18];
     end
   end
   always @* begin
@@ -18597,13 +19438,13 @@ module \bchw_top.engine1.requant14 (rst, en, \port$1724$826 , acc, q, clk);
       \$12  = 8'h00;
     end
   end
-  assign mul = \port$1724$826 [17:0];
-  assign bias = \port$1724$826 [58:23];
-  assign shift = \port$1724$826 [22:18];
+  assign mul = \port$6570$826 [17:0];
+  assign bias = \port$6570$826 [58:23];
+  assign shift = \port$6570$826 [22:18];
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine1.requant15 (rst, en, \port$1724$885 , acc, q, clk);
+module \bchw_top.engine1.requant15 (rst, \port$6570$885 , acc, en, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$44  = 0;
   wire [34:0] \$1 ;
   reg [36:0] \$10 ;
@@ -18626,8 +19467,8 @@ module \bchw_top.engine1.requant15 (rst, en, \port$1724$885 , acc, q, clk);
   input en;
   wire en;
   wire [17:0] mul;
-  input [58:0] \port$1724$885 ;
-  wire [58:0] \port$1724$885 ;
+  input [58:0] \port$6570$885 ;
+  wire [58:0] \port$6570$885 ;
   reg [34:0] prod = 35'h000000000;
   output [7:0] q;
   reg [7:0] q = 8'h00;
@@ -18638,7 +19479,7 @@ module \bchw_top.engine1.requant15 (rst, en, \port$1724$885 , acc, q, clk);
   reg [4:0] shift2 = 5'h00;
   wire [36:0] shifted;
   reg [36:0] total = 37'h0000000000;
-  assign \$1  = $signed(acc) * $signed(\port$1724$885 [17:0]);
+  assign \$1  = $signed(acc) * $signed(\port$6570$885 [17:0]);
   assign \$2  = $signed(prod) + $signed(bias1);
   assign \$3  = $signed(shifted) < $signed(1'h0);
   assign \$4  = $signed(shifted) > $signed(9'h0ff);
@@ -18668,14 +19509,14 @@ module \bchw_top.engine1.requant15 (rst, en, \port$1724$885 , acc, q, clk);
     if (\$auto$verilog_backend.cc:2355:dump_module$44 ) begin end
     \$8  = bias1;
     if (en) begin
-      \$8  = \port$1724$885 [58:23];
+      \$8  = \port$6570$885 [58:23];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$44 ) begin end
     \$9  = shift1;
     if (en) begin
-      \$9  = \port$1724$885 [22:18];
+      \$9  = \port$6570$885 [22:18];
     end
   end
   always @* begin
@@ -18702,13 +19543,13 @@ module \bchw_top.engine1.requant15 (rst, en, \port$1724$885 , acc, q, clk);
       \$12  = 8'h00;
     end
   end
-  assign mul = \port$1724$885 [17:0];
-  assign bias = \port$1724$885 [58:23];
-  assign shift = \port$1724$885 [22:18];
+  assign mul = \port$6570$885 [17:0];
+  assign bias = \port$6570$885 [58:23];
+  assign shift = \port$6570$885 [22:18];
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine1.requant2 (rst, en, \port$1724$118 , acc, q, clk);
+module \bchw_top.engine1.requant2 (rst, \port$6570$118 , acc, en, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$45  = 0;
   wire [34:0] \$1 ;
   reg [36:0] \$10 ;
@@ -18731,8 +19572,8 @@ module \bchw_top.engine1.requant2 (rst, en, \port$1724$118 , acc, q, clk);
   input en;
   wire en;
   wire [17:0] mul;
-  input [58:0] \port$1724$118 ;
-  wire [58:0] \port$1724$118 ;
+  input [58:0] \port$6570$118 ;
+  wire [58:0] \port$6570$118 ;
   reg [34:0] prod = 35'h000000000;
   output [7:0] q;
   reg [7:0] q = 8'h00;
@@ -18743,7 +19584,7 @@ module \bchw_top.engine1.requant2 (rst, en, \port$1724$118 , acc, q, clk);
   reg [4:0] shift2 = 5'h00;
   wire [36:0] shifted;
   reg [36:0] total = 37'h0000000000;
-  assign \$1  = $signed(acc) * $signed(\port$1724$118 [17:0]);
+  assign \$1  = $signed(acc) * $signed(\port$6570$118 [17:0]);
   assign \$2  = $signed(prod) + $signed(bias1);
   assign \$3  = $signed(shifted) < $signed(1'h0);
   assign \$4  = $signed(shifted) > $signed(9'h0ff);
@@ -18773,14 +19614,14 @@ module \bchw_top.engine1.requant2 (rst, en, \port$1724$118 , acc, q, clk);
     if (\$auto$verilog_backend.cc:2355:dump_module$45 ) begin end
     \$8  = bias1;
     if (en) begin
-      \$8  = \port$1724$118 [58:23];
+      \$8  = \port$6570$118 [58:23];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$45 ) begin end
     \$9  = shift1;
     if (en) begin
-      \$9  = \port$1724$118 [22:18];
+      \$9  = \port$6570$118 [22:18];
     end
   end
   always @* begin
@@ -18807,13 +19648,13 @@ module \bchw_top.engine1.requant2 (rst, en, \port$1724$118 , acc, q, clk);
       \$12  = 8'h00;
     end
   end
-  assign mul = \port$1724$118 [17:0];
-  assign bias = \port$1724$118 [58:23];
-  assign shift = \port$1724$118 [22:18];
+  assign mul = \port$6570$118 [17:0];
+  assign bias = \port$6570$118 [58:23];
+  assign shift = \port$6570$118 [22:18];
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine1.requant3 (rst, en, \port$1724$177 , acc, q, clk);
+module \bchw_top.engine1.requant3 (rst, \port$6570$177 , acc, en, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$46  = 0;
   wire [34:0] \$1 ;
   reg [36:0] \$10 ;
@@ -18836,8 +19677,8 @@ module \bchw_top.engine1.requant3 (rst, en, \port$1724$177 , acc, q, clk);
   input en;
   wire en;
   wire [17:0] mul;
-  input [58:0] \port$1724$177 ;
-  wire [58:0] \port$1724$177 ;
+  input [58:0] \port$6570$177 ;
+  wire [58:0] \port$6570$177 ;
   reg [34:0] prod = 35'h000000000;
   output [7:0] q;
   reg [7:0] q = 8'h00;
@@ -18848,7 +19689,7 @@ module \bchw_top.engine1.requant3 (rst, en, \port$1724$177 , acc, q, clk);
   reg [4:0] shift2 = 5'h00;
   wire [36:0] shifted;
   reg [36:0] total = 37'h0000000000;
-  assign \$1  = $signed(acc) * $signed(\port$1724$177 [17:0]);
+  assign \$1  = $signed(acc) * $signed(\port$6570$177 [17:0]);
   assign \$2  = $signed(prod) + $signed(bias1);
   assign \$3  = $signed(shifted) < $signed(1'h0);
   assign \$4  = $signed(shifted) > $signed(9'h0ff);
@@ -18878,14 +19719,14 @@ module \bchw_top.engine1.requant3 (rst, en, \port$1724$177 , acc, q, clk);
     if (\$auto$verilog_backend.cc:2355:dump_module$46 ) begin end
     \$8  = bias1;
     if (en) begin
-      \$8  = \port$1724$177 [58:23];
+      \$8  = \port$6570$177 [58:23];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$46 ) begin end
     \$9  = shift1;
     if (en) begin
-      \$9  = \port$1724$177 [22:18];
+      \$9  = \port$6570$177 [22:18];
     end
   end
   always @* begin
@@ -18912,13 +19753,13 @@ module \bchw_top.engine1.requant3 (rst, en, \port$1724$177 , acc, q, clk);
       \$12  = 8'h00;
     end
   end
-  assign mul = \port$1724$177 [17:0];
-  assign bias = \port$1724$177 [58:23];
-  assign shift = \port$1724$177 [22:18];
+  assign mul = \port$6570$177 [17:0];
+  assign bias = \port$6570$177 [58:23];
+  assign shift = \port$6570$177 [22:18];
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine1.requant4 (rst, en, \port$1724$236 , acc, q, clk);
+module \bchw_top.engine1.requant4 (rst, \port$6570$236 , acc, en, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$47  = 0;
   wire [34:0] \$1 ;
   reg [36:0] \$10 ;
@@ -18941,8 +19782,8 @@ module \bchw_top.engine1.requant4 (rst, en, \port$1724$236 , acc, q, clk);
   input en;
   wire en;
   wire [17:0] mul;
-  input [58:0] \port$1724$236 ;
-  wire [58:0] \port$1724$236 ;
+  input [58:0] \port$6570$236 ;
+  wire [58:0] \port$6570$236 ;
   reg [34:0] prod = 35'h000000000;
   output [7:0] q;
   reg [7:0] q = 8'h00;
@@ -18953,7 +19794,7 @@ module \bchw_top.engine1.requant4 (rst, en, \port$1724$236 , acc, q, clk);
   reg [4:0] shift2 = 5'h00;
   wire [36:0] shifted;
   reg [36:0] total = 37'h0000000000;
-  assign \$1  = $signed(acc) * $signed(\port$1724$236 [17:0]);
+  assign \$1  = $signed(acc) * $signed(\port$6570$236 [17:0]);
   assign \$2  = $signed(prod) + $signed(bias1);
   assign \$3  = $signed(shifted) < $signed(1'h0);
   assign \$4  = $signed(shifted) > $signed(9'h0ff);
@@ -18983,14 +19824,14 @@ module \bchw_top.engine1.requant4 (rst, en, \port$1724$236 , acc, q, clk);
     if (\$auto$verilog_backend.cc:2355:dump_module$47 ) begin end
     \$8  = bias1;
     if (en) begin
-      \$8  = \port$1724$236 [58:23];
+      \$8  = \port$6570$236 [58:23];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$47 ) begin end
     \$9  = shift1;
     if (en) begin
-      \$9  = \port$1724$236 [22:18];
+      \$9  = \port$6570$236 [22:18];
     end
   end
   always @* begin
@@ -19017,13 +19858,13 @@ module \bchw_top.engine1.requant4 (rst, en, \port$1724$236 , acc, q, clk);
       \$12  = 8'h00;
     end
   end
-  assign mul = \port$1724$236 [17:0];
-  assign bias = \port$1724$236 [58:23];
-  assign shift = \port$1724$236 [22:18];
+  assign mul = \port$6570$236 [17:0];
+  assign bias = \port$6570$236 [58:23];
+  assign shift = \port$6570$236 [22:18];
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine1.requant5 (rst, en, \port$1724$295 , acc, q, clk);
+module \bchw_top.engine1.requant5 (rst, \port$6570$295 , acc, en, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$48  = 0;
   wire [34:0] \$1 ;
   reg [36:0] \$10 ;
@@ -19046,8 +19887,8 @@ module \bchw_top.engine1.requant5 (rst, en, \port$1724$295 , acc, q, clk);
   input en;
   wire en;
   wire [17:0] mul;
-  input [58:0] \port$1724$295 ;
-  wire [58:0] \port$1724$295 ;
+  input [58:0] \port$6570$295 ;
+  wire [58:0] \port$6570$295 ;
   reg [34:0] prod = 35'h000000000;
   output [7:0] q;
   reg [7:0] q = 8'h00;
@@ -19058,7 +19899,7 @@ module \bchw_top.engine1.requant5 (rst, en, \port$1724$295 , acc, q, clk);
   reg [4:0] shift2 = 5'h00;
   wire [36:0] shifted;
   reg [36:0] total = 37'h0000000000;
-  assign \$1  = $signed(acc) * $signed(\port$1724$295 [17:0]);
+  assign \$1  = $signed(acc) * $signed(\port$6570$295 [17:0]);
   assign \$2  = $signed(prod) + $signed(bias1);
   assign \$3  = $signed(shifted) < $signed(1'h0);
   assign \$4  = $signed(shifted) > $signed(9'h0ff);
@@ -19088,14 +19929,14 @@ module \bchw_top.engine1.requant5 (rst, en, \port$1724$295 , acc, q, clk);
     if (\$auto$verilog_backend.cc:2355:dump_module$48 ) begin end
     \$8  = bias1;
     if (en) begin
-      \$8  = \port$1724$295 [58:23];
+      \$8  = \port$6570$295 [58:23];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$48 ) begin end
     \$9  = shift1;
     if (en) begin
-      \$9  = \port$1724$295 [22:18];
+      \$9  = \port$6570$295 [22:18];
     end
   end
   always @* begin
@@ -19122,13 +19963,13 @@ module \bchw_top.engine1.requant5 (rst, en, \port$1724$295 , acc, q, clk);
       \$12  = 8'h00;
     end
   end
-  assign mul = \port$1724$295 [17:0];
-  assign bias = \port$1724$295 [58:23];
-  assign shift = \port$1724$295 [22:18];
+  assign mul = \port$6570$295 [17:0];
+  assign bias = \port$6570$295 [58:23];
+  assign shift = \port$6570$295 [22:18];
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine1.requant6 (rst, en, \port$1724$354 , acc, q, clk);
+module \bchw_top.engine1.requant6 (rst, \port$6570$354 , acc, en, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$49  = 0;
   wire [34:0] \$1 ;
   reg [36:0] \$10 ;
@@ -19151,8 +19992,8 @@ module \bchw_top.engine1.requant6 (rst, en, \port$1724$354 , acc, q, clk);
   input en;
   wire en;
   wire [17:0] mul;
-  input [58:0] \port$1724$354 ;
-  wire [58:0] \port$1724$354 ;
+  input [58:0] \port$6570$354 ;
+  wire [58:0] \port$6570$354 ;
   reg [34:0] prod = 35'h000000000;
   output [7:0] q;
   reg [7:0] q = 8'h00;
@@ -19163,7 +20004,7 @@ module \bchw_top.engine1.requant6 (rst, en, \port$1724$354 , acc, q, clk);
   reg [4:0] shift2 = 5'h00;
   wire [36:0] shifted;
   reg [36:0] total = 37'h0000000000;
-  assign \$1  = $signed(acc) * $signed(\port$1724$354 [17:0]);
+  assign \$1  = $signed(acc) * $signed(\port$6570$354 [17:0]);
   assign \$2  = $signed(prod) + $signed(bias1);
   assign \$3  = $signed(shifted) < $signed(1'h0);
   assign \$4  = $signed(shifted) > $signed(9'h0ff);
@@ -19193,14 +20034,14 @@ module \bchw_top.engine1.requant6 (rst, en, \port$1724$354 , acc, q, clk);
     if (\$auto$verilog_backend.cc:2355:dump_module$49 ) begin end
     \$8  = bias1;
     if (en) begin
-      \$8  = \port$1724$354 [58:23];
+      \$8  = \port$6570$354 [58:23];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$49 ) begin end
     \$9  = shift1;
     if (en) begin
-      \$9  = \port$1724$354 [22:18];
+      \$9  = \port$6570$354 [22:18];
     end
   end
   always @* begin
@@ -19227,13 +20068,13 @@ module \bchw_top.engine1.requant6 (rst, en, \port$1724$354 , acc, q, clk);
       \$12  = 8'h00;
     end
   end
-  assign mul = \port$1724$354 [17:0];
-  assign bias = \port$1724$354 [58:23];
-  assign shift = \port$1724$354 [22:18];
+  assign mul = \port$6570$354 [17:0];
+  assign bias = \port$6570$354 [58:23];
+  assign shift = \port$6570$354 [22:18];
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine1.requant7 (rst, en, \port$1724$413 , acc, q, clk);
+module \bchw_top.engine1.requant7 (rst, \port$6570$413 , acc, en, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$50  = 0;
   wire [34:0] \$1 ;
   reg [36:0] \$10 ;
@@ -19256,8 +20097,8 @@ module \bchw_top.engine1.requant7 (rst, en, \port$1724$413 , acc, q, clk);
   input en;
   wire en;
   wire [17:0] mul;
-  input [58:0] \port$1724$413 ;
-  wire [58:0] \port$1724$413 ;
+  input [58:0] \port$6570$413 ;
+  wire [58:0] \port$6570$413 ;
   reg [34:0] prod = 35'h000000000;
   output [7:0] q;
   reg [7:0] q = 8'h00;
@@ -19268,7 +20109,7 @@ module \bchw_top.engine1.requant7 (rst, en, \port$1724$413 , acc, q, clk);
   reg [4:0] shift2 = 5'h00;
   wire [36:0] shifted;
   reg [36:0] total = 37'h0000000000;
-  assign \$1  = $signed(acc) * $signed(\port$1724$413 [17:0]);
+  assign \$1  = $signed(acc) * $signed(\port$6570$413 [17:0]);
   assign \$2  = $signed(prod) + $signed(bias1);
   assign \$3  = $signed(shifted) < $signed(1'h0);
   assign \$4  = $signed(shifted) > $signed(9'h0ff);
@@ -19298,14 +20139,14 @@ module \bchw_top.engine1.requant7 (rst, en, \port$1724$413 , acc, q, clk);
     if (\$auto$verilog_backend.cc:2355:dump_module$50 ) begin end
     \$8  = bias1;
     if (en) begin
-      \$8  = \port$1724$413 [58:23];
+      \$8  = \port$6570$413 [58:23];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$50 ) begin end
     \$9  = shift1;
     if (en) begin
-      \$9  = \port$1724$413 [22:18];
+      \$9  = \port$6570$413 [22:18];
     end
   end
   always @* begin
@@ -19332,13 +20173,13 @@ module \bchw_top.engine1.requant7 (rst, en, \port$1724$413 , acc, q, clk);
       \$12  = 8'h00;
     end
   end
-  assign mul = \port$1724$413 [17:0];
-  assign bias = \port$1724$413 [58:23];
-  assign shift = \port$1724$413 [22:18];
+  assign mul = \port$6570$413 [17:0];
+  assign bias = \port$6570$413 [58:23];
+  assign shift = \port$6570$413 [22:18];
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine1.requant8 (rst, en, \port$1724$472 , acc, q, clk);
+module \bchw_top.engine1.requant8 (rst, \port$6570$472 , acc, en, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$51  = 0;
   wire [34:0] \$1 ;
   reg [36:0] \$10 ;
@@ -19361,8 +20202,8 @@ module \bchw_top.engine1.requant8 (rst, en, \port$1724$472 , acc, q, clk);
   input en;
   wire en;
   wire [17:0] mul;
-  input [58:0] \port$1724$472 ;
-  wire [58:0] \port$1724$472 ;
+  input [58:0] \port$6570$472 ;
+  wire [58:0] \port$6570$472 ;
   reg [34:0] prod = 35'h000000000;
   output [7:0] q;
   reg [7:0] q = 8'h00;
@@ -19373,7 +20214,7 @@ module \bchw_top.engine1.requant8 (rst, en, \port$1724$472 , acc, q, clk);
   reg [4:0] shift2 = 5'h00;
   wire [36:0] shifted;
   reg [36:0] total = 37'h0000000000;
-  assign \$1  = $signed(acc) * $signed(\port$1724$472 [17:0]);
+  assign \$1  = $signed(acc) * $signed(\port$6570$472 [17:0]);
   assign \$2  = $signed(prod) + $signed(bias1);
   assign \$3  = $signed(shifted) < $signed(1'h0);
   assign \$4  = $signed(shifted) > $signed(9'h0ff);
@@ -19403,14 +20244,14 @@ module \bchw_top.engine1.requant8 (rst, en, \port$1724$472 , acc, q, clk);
     if (\$auto$verilog_backend.cc:2355:dump_module$51 ) begin end
     \$8  = bias1;
     if (en) begin
-      \$8  = \port$1724$472 [58:23];
+      \$8  = \port$6570$472 [58:23];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$51 ) begin end
     \$9  = shift1;
     if (en) begin
-      \$9  = \port$1724$472 [22:18];
+      \$9  = \port$6570$472 [22:18];
     end
   end
   always @* begin
@@ -19437,13 +20278,13 @@ module \bchw_top.engine1.requant8 (rst, en, \port$1724$472 , acc, q, clk);
       \$12  = 8'h00;
     end
   end
-  assign mul = \port$1724$472 [17:0];
-  assign bias = \port$1724$472 [58:23];
-  assign shift = \port$1724$472 [22:18];
+  assign mul = \port$6570$472 [17:0];
+  assign bias = \port$6570$472 [58:23];
+  assign shift = \port$6570$472 [22:18];
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine1.requant9 (rst, en, \port$1724$531 , acc, q, clk);
+module \bchw_top.engine1.requant9 (rst, \port$6570$531 , acc, en, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$52  = 0;
   wire [34:0] \$1 ;
   reg [36:0] \$10 ;
@@ -19466,8 +20307,8 @@ module \bchw_top.engine1.requant9 (rst, en, \port$1724$531 , acc, q, clk);
   input en;
   wire en;
   wire [17:0] mul;
-  input [58:0] \port$1724$531 ;
-  wire [58:0] \port$1724$531 ;
+  input [58:0] \port$6570$531 ;
+  wire [58:0] \port$6570$531 ;
   reg [34:0] prod = 35'h000000000;
   output [7:0] q;
   reg [7:0] q = 8'h00;
@@ -19478,7 +20319,7 @@ module \bchw_top.engine1.requant9 (rst, en, \port$1724$531 , acc, q, clk);
   reg [4:0] shift2 = 5'h00;
   wire [36:0] shifted;
   reg [36:0] total = 37'h0000000000;
-  assign \$1  = $signed(acc) * $signed(\port$1724$531 [17:0]);
+  assign \$1  = $signed(acc) * $signed(\port$6570$531 [17:0]);
   assign \$2  = $signed(prod) + $signed(bias1);
   assign \$3  = $signed(shifted) < $signed(1'h0);
   assign \$4  = $signed(shifted) > $signed(9'h0ff);
@@ -19508,14 +20349,14 @@ module \bchw_top.engine1.requant9 (rst, en, \port$1724$531 , acc, q, clk);
     if (\$auto$verilog_backend.cc:2355:dump_module$52 ) begin end
     \$8  = bias1;
     if (en) begin
-      \$8  = \port$1724$531 [58:23];
+      \$8  = \port$6570$531 [58:23];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$52 ) begin end
     \$9  = shift1;
     if (en) begin
-      \$9  = \port$1724$531 [22:18];
+      \$9  = \port$6570$531 [22:18];
     end
   end
   always @* begin
@@ -19542,13 +20383,13 @@ module \bchw_top.engine1.requant9 (rst, en, \port$1724$531 , acc, q, clk);
       \$12  = 8'h00;
     end
   end
-  assign mul = \port$1724$531 [17:0];
-  assign bias = \port$1724$531 [58:23];
-  assign shift = \port$1724$531 [22:18];
+  assign mul = \port$6570$531 [17:0];
+  assign bias = \port$6570$531 [58:23];
+  assign shift = \port$6570$531 [22:18];
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine1.tree0 (rst, en, w, x, l4_0, clk);
+module \bchw_top.engine1.tree0 (rst, x, w, en, l4_0, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$53  = 0;
   wire [8:0] \$1 ;
   wire [8:0] \$10 ;
@@ -20002,7 +20843,7 @@ module \bchw_top.engine1.tree0 (rst, en, w, x, l4_0, clk);
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine1.tree1 (rst, en, w, x, l4_0, clk);
+module \bchw_top.engine1.tree1 (rst, x, w, en, l4_0, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$54  = 0;
   wire [8:0] \$1 ;
   wire [8:0] \$10 ;
@@ -20456,7 +21297,7 @@ module \bchw_top.engine1.tree1 (rst, en, w, x, l4_0, clk);
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine1.tree10 (rst, en, w, x, l4_0, clk);
+module \bchw_top.engine1.tree10 (rst, x, w, en, l4_0, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$55  = 0;
   wire [8:0] \$1 ;
   wire [8:0] \$10 ;
@@ -20910,7 +21751,7 @@ module \bchw_top.engine1.tree10 (rst, en, w, x, l4_0, clk);
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine1.tree11 (rst, en, w, x, l4_0, clk);
+module \bchw_top.engine1.tree11 (rst, x, w, en, l4_0, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$56  = 0;
   wire [8:0] \$1 ;
   wire [8:0] \$10 ;
@@ -21364,7 +22205,7 @@ module \bchw_top.engine1.tree11 (rst, en, w, x, l4_0, clk);
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine1.tree12 (rst, en, w, x, l4_0, clk);
+module \bchw_top.engine1.tree12 (rst, x, w, en, l4_0, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$57  = 0;
   wire [8:0] \$1 ;
   wire [8:0] \$10 ;
@@ -21818,7 +22659,7 @@ module \bchw_top.engine1.tree12 (rst, en, w, x, l4_0, clk);
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine1.tree13 (rst, en, w, x, l4_0, clk);
+module \bchw_top.engine1.tree13 (rst, x, w, en, l4_0, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$58  = 0;
   wire [8:0] \$1 ;
   wire [8:0] \$10 ;
@@ -22272,7 +23113,7 @@ module \bchw_top.engine1.tree13 (rst, en, w, x, l4_0, clk);
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine1.tree14 (rst, en, w, x, l4_0, clk);
+module \bchw_top.engine1.tree14 (rst, x, w, en, l4_0, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$59  = 0;
   wire [8:0] \$1 ;
   wire [8:0] \$10 ;
@@ -22726,7 +23567,7 @@ module \bchw_top.engine1.tree14 (rst, en, w, x, l4_0, clk);
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine1.tree15 (rst, en, w, x, l4_0, clk);
+module \bchw_top.engine1.tree15 (rst, x, w, en, l4_0, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$60  = 0;
   wire [8:0] \$1 ;
   wire [8:0] \$10 ;
@@ -23180,7 +24021,7 @@ module \bchw_top.engine1.tree15 (rst, en, w, x, l4_0, clk);
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine1.tree2 (rst, en, w, x, l4_0, clk);
+module \bchw_top.engine1.tree2 (rst, x, w, en, l4_0, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$61  = 0;
   wire [8:0] \$1 ;
   wire [8:0] \$10 ;
@@ -23634,7 +24475,7 @@ module \bchw_top.engine1.tree2 (rst, en, w, x, l4_0, clk);
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine1.tree3 (rst, en, w, x, l4_0, clk);
+module \bchw_top.engine1.tree3 (rst, x, w, en, l4_0, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$62  = 0;
   wire [8:0] \$1 ;
   wire [8:0] \$10 ;
@@ -24088,7 +24929,7 @@ module \bchw_top.engine1.tree3 (rst, en, w, x, l4_0, clk);
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine1.tree4 (rst, en, w, x, l4_0, clk);
+module \bchw_top.engine1.tree4 (rst, x, w, en, l4_0, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$63  = 0;
   wire [8:0] \$1 ;
   wire [8:0] \$10 ;
@@ -24542,7 +25383,7 @@ module \bchw_top.engine1.tree4 (rst, en, w, x, l4_0, clk);
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine1.tree5 (rst, en, w, x, l4_0, clk);
+module \bchw_top.engine1.tree5 (rst, x, w, en, l4_0, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$64  = 0;
   wire [8:0] \$1 ;
   wire [8:0] \$10 ;
@@ -24996,7 +25837,7 @@ module \bchw_top.engine1.tree5 (rst, en, w, x, l4_0, clk);
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine1.tree6 (rst, en, w, x, l4_0, clk);
+module \bchw_top.engine1.tree6 (rst, x, w, en, l4_0, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$65  = 0;
   wire [8:0] \$1 ;
   wire [8:0] \$10 ;
@@ -25450,7 +26291,7 @@ module \bchw_top.engine1.tree6 (rst, en, w, x, l4_0, clk);
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine1.tree7 (rst, en, w, x, l4_0, clk);
+module \bchw_top.engine1.tree7 (rst, x, w, en, l4_0, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$66  = 0;
   wire [8:0] \$1 ;
   wire [8:0] \$10 ;
@@ -25904,7 +26745,7 @@ module \bchw_top.engine1.tree7 (rst, en, w, x, l4_0, clk);
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine1.tree8 (rst, en, w, x, l4_0, clk);
+module \bchw_top.engine1.tree8 (rst, x, w, en, l4_0, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$67  = 0;
   wire [8:0] \$1 ;
   wire [8:0] \$10 ;
@@ -26358,7 +27199,7 @@ module \bchw_top.engine1.tree8 (rst, en, w, x, l4_0, clk);
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine1.tree9 (rst, en, w, x, l4_0, clk);
+module \bchw_top.engine1.tree9 (rst, x, w, en, l4_0, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$68  = 0;
   wire [8:0] \$1 ;
   wire [8:0] \$10 ;
@@ -26812,7 +27653,7 @@ module \bchw_top.engine1.tree9 (rst, en, w, x, l4_0, clk);
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine1.weights (en, data, addr, clk);
+module \bchw_top.engine1.weights (data, addr, en, clk);
   input [7:0] addr;
   wire [7:0] addr;
   input clk;
@@ -26839,17 +27680,20 @@ module \bchw_top.engine2 (rst, s__ready, m__ready, s__valid, s__payload, m__vali
   reg \$auto$verilog_backend.cc:2355:dump_module$69  = 0;
   wire \$1 ;
   wire \$10 ;
-  wire [8:0] \$11 ;
+  reg \$100 ;
+  reg [2047:0] \$101 ;
+  reg [1919:0] \$102 ;
+  wire \$11 ;
   wire \$12 ;
-  wire [4:0] \$13 ;
-  wire [4:0] \$14 ;
-  wire \$15 ;
-  wire \$16 ;
-  wire \$17 ;
-  wire \$18 ;
-  wire \$19 ;
+  wire [16:0] \$13 ;
+  wire [17:0] \$14 ;
+  wire [16:0] \$15 ;
+  wire [17:0] \$16 ;
+  wire [16:0] \$17 ;
+  wire [17:0] \$18 ;
+  wire [16:0] \$19 ;
   wire \$2 ;
-  wire \$20 ;
+  wire [17:0] \$20 ;
   wire [16:0] \$21 ;
   wire [17:0] \$22 ;
   wire [16:0] \$23 ;
@@ -26870,21 +27714,21 @@ module \bchw_top.engine2 (rst, s__ready, m__ready, s__valid, s__payload, m__vali
   wire [16:0] \$37 ;
   wire [17:0] \$38 ;
   wire [16:0] \$39 ;
-  wire \$4 ;
+  wire [8:0] \$4 ;
   wire [17:0] \$40 ;
   wire [16:0] \$41 ;
   wire [17:0] \$42 ;
   wire [16:0] \$43 ;
   wire [17:0] \$44 ;
-  wire [16:0] \$45 ;
-  wire [17:0] \$46 ;
-  wire [16:0] \$47 ;
-  wire [17:0] \$48 ;
-  wire [16:0] \$49 ;
+  wire \$45 ;
+  wire \$46 ;
+  wire \$47 ;
+  wire \$48 ;
+  wire \$49 ;
   wire \$5 ;
-  wire [17:0] \$50 ;
-  wire [16:0] \$51 ;
-  wire [17:0] \$52 ;
+  wire \$50 ;
+  wire \$51 ;
+  wire \$52 ;
   wire \$53 ;
   wire \$54 ;
   wire \$55 ;
@@ -26895,26 +27739,26 @@ module \bchw_top.engine2 (rst, s__ready, m__ready, s__valid, s__payload, m__vali
   wire \$6 ;
   reg [3:0] \$60 ;
   reg [3:0] \$61 ;
-  reg [2047:0] \$62 ;
-  reg [127:0] \$63 ;
-  reg [7:0] \$64 ;
-  reg [7:0] \$65 ;
-  reg [7:0] \$66 ;
+  reg \$62 ;
+  reg [2047:0] \$63 ;
+  reg [127:0] \$64 ;
+  reg [127:0] \$65 ;
+  reg [255:0] \$66 ;
   reg [7:0] \$67 ;
   reg [7:0] \$68 ;
   reg [7:0] \$69 ;
-  wire \$7 ;
-  reg \$70 ;
-  reg \$71 ;
-  reg [16:0] \$72 ;
-  reg [16:0] \$73 ;
-  reg [16:0] \$74 ;
-  reg [16:0] \$75 ;
-  reg [16:0] \$76 ;
+  wire [4:0] \$7 ;
+  reg [7:0] \$70 ;
+  reg [7:0] \$71 ;
+  reg [7:0] \$72 ;
+  reg [7:0] \$73 ;
+  reg [943:0] \$74 ;
+  reg \$75 ;
+  reg \$76 ;
   reg [16:0] \$77 ;
   reg [16:0] \$78 ;
   reg [16:0] \$79 ;
-  wire \$8 ;
+  wire [4:0] \$8 ;
   reg [16:0] \$80 ;
   reg [16:0] \$81 ;
   reg [16:0] \$82 ;
@@ -26923,32 +27767,35 @@ module \bchw_top.engine2 (rst, s__ready, m__ready, s__valid, s__payload, m__vali
   reg [16:0] \$85 ;
   reg [16:0] \$86 ;
   reg [16:0] \$87 ;
-  reg \$88 ;
-  reg \$89 ;
+  reg [16:0] \$88 ;
+  reg [16:0] \$89 ;
   wire \$9 ;
-  reg \$90 ;
-  reg \$91 ;
-  reg \$92 ;
+  reg [16:0] \$90 ;
+  reg [16:0] \$91 ;
+  reg [16:0] \$92 ;
   reg \$93 ;
   reg \$94 ;
-  reg [2047:0] \$95 ;
-  reg [1919:0] \$96 ;
+  reg \$95 ;
+  reg \$96 ;
+  reg \$97 ;
+  reg \$98 ;
+  reg \$99 ;
   reg [16:0] acc = 17'h00000;
-  reg [16:0] \acc$100  = 17'h00000;
-  reg [16:0] \acc$106  = 17'h00000;
-  reg [16:0] \acc$112  = 17'h00000;
-  reg [16:0] \acc$118  = 17'h00000;
-  reg [16:0] \acc$124  = 17'h00000;
-  reg [16:0] \acc$130  = 17'h00000;
-  reg [16:0] \acc$136  = 17'h00000;
-  reg [16:0] \acc$142  = 17'h00000;
-  reg [16:0] \acc$148  = 17'h00000;
-  reg [16:0] \acc$154  = 17'h00000;
-  reg [16:0] \acc$70  = 17'h00000;
-  reg [16:0] \acc$76  = 17'h00000;
-  reg [16:0] \acc$82  = 17'h00000;
-  reg [16:0] \acc$88  = 17'h00000;
-  reg [16:0] \acc$94  = 17'h00000;
+  reg [16:0] \acc$104  = 17'h00000;
+  reg [16:0] \acc$110  = 17'h00000;
+  reg [16:0] \acc$116  = 17'h00000;
+  reg [16:0] \acc$122  = 17'h00000;
+  reg [16:0] \acc$128  = 17'h00000;
+  reg [16:0] \acc$134  = 17'h00000;
+  reg [16:0] \acc$140  = 17'h00000;
+  reg [16:0] \acc$146  = 17'h00000;
+  reg [16:0] \acc$152  = 17'h00000;
+  reg [16:0] \acc$68  = 17'h00000;
+  reg [16:0] \acc$74  = 17'h00000;
+  reg [16:0] \acc$80  = 17'h00000;
+  reg [16:0] \acc$86  = 17'h00000;
+  reg [16:0] \acc$92  = 17'h00000;
+  reg [16:0] \acc$98  = 17'h00000;
   (* init = 17'h00000 *)
   wire [16:0] acc0;
   (* init = 17'h00000 *)
@@ -26983,72 +27830,107 @@ module \bchw_top.engine2 (rst, s__ready, m__ready, s__valid, s__payload, m__vali
   wire [16:0] acc9;
   reg acc_end = 1'h0;
   reg acc_valid = 1'h0;
-  (* init = 8'h00 *)
-  wire [7:0] addr;
-  wire [3:0] \addr$60 ;
+  reg [7:0] addr = 8'h00;
+  wire [3:0] \addr$58 ;
   wire [35:0] bias;
-  wire [35:0] \bias$104 ;
-  wire [35:0] \bias$110 ;
-  wire [35:0] \bias$116 ;
-  wire [35:0] \bias$122 ;
-  wire [35:0] \bias$128 ;
-  wire [35:0] \bias$134 ;
-  wire [35:0] \bias$140 ;
-  wire [35:0] \bias$146 ;
-  wire [35:0] \bias$152 ;
-  wire [35:0] \bias$158 ;
-  wire [35:0] \bias$74 ;
-  wire [35:0] \bias$80 ;
-  wire [35:0] \bias$86 ;
-  wire [35:0] \bias$92 ;
-  wire [35:0] \bias$98 ;
+  wire [35:0] \bias$102 ;
+  wire [35:0] \bias$108 ;
+  wire [35:0] \bias$114 ;
+  wire [35:0] \bias$120 ;
+  wire [35:0] \bias$126 ;
+  wire [35:0] \bias$132 ;
+  wire [35:0] \bias$138 ;
+  wire [35:0] \bias$144 ;
+  wire [35:0] \bias$150 ;
+  wire [35:0] \bias$156 ;
+  wire [35:0] \bias$72 ;
+  wire [35:0] \bias$78 ;
+  wire [35:0] \bias$84 ;
+  wire [35:0] \bias$90 ;
+  wire [35:0] \bias$96 ;
   reg busy = 1'h0;
   input clk;
   wire clk;
   reg [1919:0] collected = 1920'h000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000;
   wire [255:0] data;
-  wire [943:0] \data$66 ;
-  wire en;
-  wire \en$105 ;
-  wire \en$111 ;
-  wire \en$117 ;
-  wire \en$123 ;
-  wire \en$129 ;
-  wire \en$135 ;
-  wire \en$14 ;
-  wire \en$141 ;
-  wire \en$147 ;
-  wire \en$153 ;
-  wire \en$17 ;
-  wire \en$20 ;
-  wire \en$23 ;
-  wire \en$26 ;
-  wire \en$29 ;
-  wire \en$32 ;
-  wire \en$35 ;
-  wire \en$38 ;
-  wire \en$41 ;
-  wire \en$44 ;
-  wire \en$47 ;
-  wire \en$50 ;
-  wire \en$53 ;
-  wire \en$56 ;
-  wire \en$59 ;
-  wire \en$62 ;
-  wire \en$69 ;
+  wire [943:0] \data$175 ;
+  reg en = 1'h1;
+  (* init = 1'h1 *)
+  wire \en$103 ;
+  (* init = 1'h1 *)
+  wire \en$109 ;
+  (* init = 1'h1 *)
+  wire \en$115 ;
+  (* init = 1'h1 *)
+  wire \en$12 ;
+  (* init = 1'h1 *)
+  wire \en$121 ;
+  (* init = 1'h1 *)
+  wire \en$127 ;
+  (* init = 1'h1 *)
+  wire \en$133 ;
+  (* init = 1'h1 *)
+  wire \en$139 ;
+  (* init = 1'h1 *)
+  wire \en$145 ;
+  (* init = 1'h1 *)
+  wire \en$15 ;
+  (* init = 1'h1 *)
+  wire \en$151 ;
+  (* init = 1'h1 *)
+  wire \en$18 ;
+  (* init = 1'h1 *)
+  wire \en$21 ;
+  (* init = 1'h1 *)
+  wire \en$24 ;
+  (* init = 1'h1 *)
+  wire \en$27 ;
+  (* init = 1'h1 *)
+  wire \en$30 ;
+  (* init = 1'h1 *)
+  wire \en$33 ;
+  (* init = 1'h1 *)
+  wire \en$36 ;
+  (* init = 1'h1 *)
+  wire \en$39 ;
+  (* init = 1'h1 *)
+  wire \en$4 ;
+  (* init = 1'h1 *)
+  wire \en$42 ;
+  (* init = 1'h1 *)
+  wire \en$45 ;
+  (* init = 1'h1 *)
+  wire \en$48 ;
+  (* init = 1'h1 *)
+  wire \en$51 ;
+  (* init = 1'h1 *)
+  wire \en$54 ;
+  (* init = 1'h1 *)
+  wire \en$57 ;
+  (* init = 1'h1 *)
+  wire \en$60 ;
+  (* init = 1'h1 *)
+  wire \en$67 ;
+  (* init = 1'h1 *)
   wire \en$7 ;
-  wire \en$75 ;
-  wire \en$81 ;
-  wire \en$87 ;
-  wire \en$9 ;
-  wire \en$93 ;
-  wire \en$99 ;
+  (* init = 1'h1 *)
+  wire \en$73 ;
+  (* init = 1'h1 *)
+  wire \en$79 ;
+  (* init = 1'h1 *)
+  wire \en$85 ;
+  (* init = 1'h1 *)
+  wire \en$91 ;
+  (* init = 1'h1 *)
+  wire \en$97 ;
   reg [7:0] f1_d0 = 8'h00;
+  reg [7:0] f1_d1 = 8'h00;
+  reg [7:0] fp_d0 = 8'h00;
+  reg [7:0] fp_d1 = 8'h00;
+  reg [7:0] fp_d2 = 8'h00;
+  reg [7:0] fp_d3 = 8'h00;
   reg [7:0] ft_d0 = 8'h00;
-  reg [7:0] ft_d1 = 8'h00;
-  reg [7:0] ft_d2 = 8'h00;
-  reg [7:0] ft_d3 = 8'h00;
-  reg [7:0] ft_d4 = 8'h00;
+  reg last_step = 1'h0;
   output [2047:0] m__payload;
   reg [2047:0] m__payload = 2048'h00000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000;
   input m__ready;
@@ -27056,29 +27938,25 @@ module \bchw_top.engine2 (rst, s__ready, m__ready, s__valid, s__payload, m__vali
   output m__valid;
   reg m__valid = 1'h0;
   wire [17:0] mul;
-  wire [17:0] \mul$102 ;
-  wire [17:0] \mul$108 ;
-  wire [17:0] \mul$114 ;
-  wire [17:0] \mul$120 ;
-  wire [17:0] \mul$126 ;
-  wire [17:0] \mul$132 ;
-  wire [17:0] \mul$138 ;
-  wire [17:0] \mul$144 ;
-  wire [17:0] \mul$150 ;
-  wire [17:0] \mul$156 ;
-  wire [17:0] \mul$72 ;
-  wire [17:0] \mul$78 ;
-  wire [17:0] \mul$84 ;
-  wire [17:0] \mul$90 ;
-  wire [17:0] \mul$96 ;
+  wire [17:0] \mul$100 ;
+  wire [17:0] \mul$106 ;
+  wire [17:0] \mul$112 ;
+  wire [17:0] \mul$118 ;
+  wire [17:0] \mul$124 ;
+  wire [17:0] \mul$130 ;
+  wire [17:0] \mul$136 ;
+  wire [17:0] \mul$142 ;
+  wire [17:0] \mul$148 ;
+  wire [17:0] \mul$154 ;
+  wire [17:0] \mul$70 ;
+  wire [17:0] \mul$76 ;
+  wire [17:0] \mul$82 ;
+  wire [17:0] \mul$88 ;
+  wire [17:0] \mul$94 ;
   reg [3:0] nfc = 4'h0;
   wire out_done;
+  reg [943:0] params_d0 = 944'h00000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000;
   wire [7:0] q;
-  wire [7:0] \q$198 ;
-  wire [7:0] \q$199 ;
-  wire [7:0] \q$200 ;
-  wire [7:0] \q$201 ;
-  wire [7:0] \q$202 ;
   wire [7:0] \q$203 ;
   wire [7:0] \q$204 ;
   wire [7:0] \q$205 ;
@@ -27089,12 +27967,17 @@ module \bchw_top.engine2 (rst, s__ready, m__ready, s__valid, s__payload, m__vali
   wire [7:0] \q$210 ;
   wire [7:0] \q$211 ;
   wire [7:0] \q$212 ;
+  wire [7:0] \q$213 ;
+  wire [7:0] \q$214 ;
+  wire [7:0] \q$215 ;
+  wire [7:0] \q$216 ;
+  wire [7:0] \q$217 ;
   reg qe_d0 = 1'h0;
   reg qe_d1 = 1'h0;
-  reg qe_d2 = 1'h0;
+  reg qe_last_d0 = 1'h0;
   reg qv_d0 = 1'h0;
   reg qv_d1 = 1'h0;
-  reg qv_d2 = 1'h0;
+  reg qv_last_d0 = 1'h0;
   input rst;
   wire rst;
   input [2047:0] s__payload;
@@ -27105,26 +27988,24 @@ module \bchw_top.engine2 (rst, s__ready, m__ready, s__valid, s__payload, m__vali
   wire s__valid;
   reg [3:0] sfc = 4'h0;
   wire [4:0] shift;
-  wire [4:0] \shift$103 ;
-  wire [4:0] \shift$109 ;
-  wire [4:0] \shift$115 ;
-  wire [4:0] \shift$121 ;
-  wire [4:0] \shift$127 ;
-  wire [4:0] \shift$133 ;
-  wire [4:0] \shift$139 ;
-  wire [4:0] \shift$145 ;
-  wire [4:0] \shift$151 ;
-  wire [4:0] \shift$157 ;
-  wire [4:0] \shift$73 ;
-  wire [4:0] \shift$79 ;
-  wire [4:0] \shift$85 ;
-  wire [4:0] \shift$91 ;
-  wire [4:0] \shift$97 ;
-  reg [7:0] step = 8'h00;
+  wire [4:0] \shift$101 ;
+  wire [4:0] \shift$107 ;
+  wire [4:0] \shift$113 ;
+  wire [4:0] \shift$119 ;
+  wire [4:0] \shift$125 ;
+  wire [4:0] \shift$131 ;
+  wire [4:0] \shift$137 ;
+  wire [4:0] \shift$143 ;
+  wire [4:0] \shift$149 ;
+  wire [4:0] \shift$155 ;
+  wire [4:0] \shift$71 ;
+  wire [4:0] \shift$77 ;
+  wire [4:0] \shift$83 ;
+  wire [4:0] \shift$89 ;
+  wire [4:0] \shift$95 ;
+  (* init = 8'h00 *)
+  wire [7:0] step;
   wire [12:0] sum;
-  wire [12:0] \sum$176 ;
-  wire [12:0] \sum$177 ;
-  wire [12:0] \sum$178 ;
   wire [12:0] \sum$179 ;
   wire [12:0] \sum$180 ;
   wire [12:0] \sum$181 ;
@@ -27137,326 +28018,342 @@ module \bchw_top.engine2 (rst, s__ready, m__ready, s__valid, s__payload, m__vali
   wire [12:0] \sum$188 ;
   wire [12:0] \sum$189 ;
   wire [12:0] \sum$190 ;
+  wire [12:0] \sum$191 ;
+  wire [12:0] \sum$192 ;
+  wire [12:0] \sum$193 ;
   wire [15:0] w;
-  wire [15:0] \w$16 ;
-  wire [15:0] \w$19 ;
-  wire [15:0] \w$22 ;
-  wire [15:0] \w$25 ;
-  wire [15:0] \w$28 ;
-  wire [15:0] \w$31 ;
-  wire [15:0] \w$34 ;
-  wire [15:0] \w$37 ;
-  wire [15:0] \w$40 ;
-  wire [15:0] \w$43 ;
-  wire [15:0] \w$46 ;
-  wire [15:0] \w$49 ;
-  wire [15:0] \w$52 ;
-  wire [15:0] \w$55 ;
-  wire [15:0] \w$58 ;
+  wire [15:0] \w$14 ;
+  wire [15:0] \w$17 ;
+  wire [15:0] \w$20 ;
+  wire [15:0] \w$23 ;
+  wire [15:0] \w$26 ;
+  wire [15:0] \w$29 ;
+  wire [15:0] \w$32 ;
+  wire [15:0] \w$35 ;
+  wire [15:0] \w$38 ;
+  wire [15:0] \w$41 ;
+  wire [15:0] \w$44 ;
+  wire [15:0] \w$47 ;
+  wire [15:0] \w$50 ;
+  wire [15:0] \w$53 ;
+  wire [15:0] \w$56 ;
+  reg [255:0] wdata_d0 = 256'h0000000000000000000000000000000000000000000000000000000000000000;
   reg [127:0] x = 128'h00000000000000000000000000000000;
   (* init = 128'h00000000000000000000000000000000 *)
-  wire [127:0] \x$15 ;
+  wire [127:0] \x$13 ;
   (* init = 128'h00000000000000000000000000000000 *)
-  wire [127:0] \x$18 ;
+  wire [127:0] \x$16 ;
   (* init = 128'h00000000000000000000000000000000 *)
-  wire [127:0] \x$21 ;
+  wire [127:0] \x$19 ;
   (* init = 128'h00000000000000000000000000000000 *)
-  wire [127:0] \x$24 ;
+  wire [127:0] \x$22 ;
   (* init = 128'h00000000000000000000000000000000 *)
-  wire [127:0] \x$27 ;
+  wire [127:0] \x$25 ;
   (* init = 128'h00000000000000000000000000000000 *)
-  wire [127:0] \x$30 ;
+  wire [127:0] \x$28 ;
   (* init = 128'h00000000000000000000000000000000 *)
-  wire [127:0] \x$33 ;
+  wire [127:0] \x$31 ;
   (* init = 128'h00000000000000000000000000000000 *)
-  wire [127:0] \x$36 ;
+  wire [127:0] \x$34 ;
   (* init = 128'h00000000000000000000000000000000 *)
-  wire [127:0] \x$39 ;
+  wire [127:0] \x$37 ;
   (* init = 128'h00000000000000000000000000000000 *)
-  wire [127:0] \x$42 ;
+  wire [127:0] \x$40 ;
   (* init = 128'h00000000000000000000000000000000 *)
-  wire [127:0] \x$45 ;
+  wire [127:0] \x$43 ;
   (* init = 128'h00000000000000000000000000000000 *)
-  wire [127:0] \x$48 ;
+  wire [127:0] \x$46 ;
   (* init = 128'h00000000000000000000000000000000 *)
-  wire [127:0] \x$51 ;
+  wire [127:0] \x$49 ;
   (* init = 128'h00000000000000000000000000000000 *)
-  wire [127:0] \x$54 ;
+  wire [127:0] \x$52 ;
   (* init = 128'h00000000000000000000000000000000 *)
-  wire [127:0] \x$57 ;
+  wire [127:0] \x$55 ;
+  reg [127:0] x_d0 = 128'h00000000000000000000000000000000;
   (* init = 128'h00000000000000000000000000000000 *)
-  wire [127:0] x1;
+  wire [127:0] x_d1;
   reg [2047:0] xbuf = 2048'h00000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000;
-  assign en = ~ \$3 ;
-  assign \$4  = ~ busy;
-  assign \$5  = step == 8'hff;
-  assign \$6  = busy & \$5 ;
-  assign \$7  = \$4  | \$6 ;
-  assign s__ready = en & \$7 ;
-  assign out_done = qv_d2 & qe_d2;
-  assign \$8  = s__valid & s__ready;
-  assign \$9  = step == 8'hff;
-  assign \$10  = busy & \$9 ;
-  assign \$11  = step + 1'h1;
-  assign \$12  = sfc == 4'hf;
-  assign \$13  = nfc + 1'h1;
-  assign \$14  = sfc + 1'h1;
-  assign \$15  = ! sfc;
-  assign \$16  = sfc == 4'hf;
-  assign \$17  = step == 8'hff;
-  assign \$18  = busy & \$17 ;
-  assign \$19  = ft_d4[0] & ft_d4[2];
-  assign \$20  = ft_d4[0] & ft_d4[3];
-  assign \$21  = ft_d4[1] ? 17'h00000 : acc;
-  assign \$22  = $signed(\$21 ) + $signed(sum);
-  assign \$23  = ft_d4[1] ? 17'h00000 : \acc$70 ;
-  assign \$24  = $signed(\$23 ) + $signed(\sum$176 );
-  assign \$25  = ft_d4[1] ? 17'h00000 : \acc$76 ;
-  assign \$26  = $signed(\$25 ) + $signed(\sum$177 );
-  assign \$27  = ft_d4[1] ? 17'h00000 : \acc$82 ;
-  assign \$28  = $signed(\$27 ) + $signed(\sum$178 );
-  assign \$29  = ft_d4[1] ? 17'h00000 : \acc$88 ;
-  assign \$30  = $signed(\$29 ) + $signed(\sum$179 );
-  assign \$31  = ft_d4[1] ? 17'h00000 : \acc$94 ;
-  assign \$32  = $signed(\$31 ) + $signed(\sum$180 );
-  assign \$33  = ft_d4[1] ? 17'h00000 : \acc$100 ;
-  assign \$34  = $signed(\$33 ) + $signed(\sum$181 );
-  assign \$35  = ft_d4[1] ? 17'h00000 : \acc$106 ;
-  assign \$36  = $signed(\$35 ) + $signed(\sum$182 );
-  assign \$37  = ft_d4[1] ? 17'h00000 : \acc$112 ;
-  assign \$38  = $signed(\$37 ) + $signed(\sum$183 );
-  assign \$39  = ft_d4[1] ? 17'h00000 : \acc$118 ;
-  assign \$40  = $signed(\$39 ) + $signed(\sum$184 );
-  assign \$41  = ft_d4[1] ? 17'h00000 : \acc$124 ;
-  assign \$42  = $signed(\$41 ) + $signed(\sum$185 );
-  assign \$43  = ft_d4[1] ? 17'h00000 : \acc$130 ;
-  assign \$44  = $signed(\$43 ) + $signed(\sum$186 );
-  assign \$45  = ft_d4[1] ? 17'h00000 : \acc$136 ;
-  assign \$46  = $signed(\$45 ) + $signed(\sum$187 );
-  assign \$47  = ft_d4[1] ? 17'h00000 : \acc$142 ;
-  assign \$48  = $signed(\$47 ) + $signed(\sum$188 );
-  assign \$49  = ft_d4[1] ? 17'h00000 : \acc$148 ;
-  assign \$50  = $signed(\$49 ) + $signed(\sum$189 );
-  assign \$51  = ft_d4[1] ? 17'h00000 : \acc$154 ;
-  assign \$52  = $signed(\$51 ) + $signed(\sum$190 );
-  assign \$53  = en & qv_d2;
-  assign \$54  = \$53  & qe_d2;
-  assign \$55  = en & qv_d2;
-  assign \$56  = ~ qe_d2;
+  assign \$1  = ~ busy;
+  assign \$2  = \$1  | last_step;
+  assign s__ready = en & \$2 ;
+  assign out_done = qv_last_d0 & qe_last_d0;
+  assign \$3  = s__valid & s__ready;
+  assign \$4  = addr + 1'h1;
+  assign \$5  = addr == 8'hfe;
+  assign \$6  = sfc == 4'hf;
+  assign \$7  = nfc + 1'h1;
+  assign \$8  = sfc + 1'h1;
+  assign \$9  = ! sfc;
+  assign \$10  = sfc == 4'hf;
+  assign \$11  = ft_d0[0] & ft_d0[2];
+  assign \$12  = ft_d0[0] & ft_d0[3];
+  assign \$13  = ft_d0[1] ? 17'h00000 : acc;
+  assign \$14  = $signed(\$13 ) + $signed(sum);
+  assign \$15  = ft_d0[1] ? 17'h00000 : \acc$68 ;
+  assign \$16  = $signed(\$15 ) + $signed(\sum$179 );
+  assign \$17  = ft_d0[1] ? 17'h00000 : \acc$74 ;
+  assign \$18  = $signed(\$17 ) + $signed(\sum$180 );
+  assign \$19  = ft_d0[1] ? 17'h00000 : \acc$80 ;
+  assign \$20  = $signed(\$19 ) + $signed(\sum$181 );
+  assign \$21  = ft_d0[1] ? 17'h00000 : \acc$86 ;
+  assign \$22  = $signed(\$21 ) + $signed(\sum$182 );
+  assign \$23  = ft_d0[1] ? 17'h00000 : \acc$92 ;
+  assign \$24  = $signed(\$23 ) + $signed(\sum$183 );
+  assign \$25  = ft_d0[1] ? 17'h00000 : \acc$98 ;
+  assign \$26  = $signed(\$25 ) + $signed(\sum$184 );
+  assign \$27  = ft_d0[1] ? 17'h00000 : \acc$104 ;
+  assign \$28  = $signed(\$27 ) + $signed(\sum$185 );
+  assign \$29  = ft_d0[1] ? 17'h00000 : \acc$110 ;
+  assign \$30  = $signed(\$29 ) + $signed(\sum$186 );
+  assign \$31  = ft_d0[1] ? 17'h00000 : \acc$116 ;
+  assign \$32  = $signed(\$31 ) + $signed(\sum$187 );
+  assign \$33  = ft_d0[1] ? 17'h00000 : \acc$122 ;
+  assign \$34  = $signed(\$33 ) + $signed(\sum$188 );
+  assign \$35  = ft_d0[1] ? 17'h00000 : \acc$128 ;
+  assign \$36  = $signed(\$35 ) + $signed(\sum$189 );
+  assign \$37  = ft_d0[1] ? 17'h00000 : \acc$134 ;
+  assign \$38  = $signed(\$37 ) + $signed(\sum$190 );
+  assign \$39  = ft_d0[1] ? 17'h00000 : \acc$140 ;
+  assign \$40  = $signed(\$39 ) + $signed(\sum$191 );
+  assign \$41  = ft_d0[1] ? 17'h00000 : \acc$146 ;
+  assign \$42  = $signed(\$41 ) + $signed(\sum$192 );
+  assign \$43  = ft_d0[1] ? 17'h00000 : \acc$152 ;
+  assign \$44  = $signed(\$43 ) + $signed(\sum$193 );
+  assign \$45  = en & out_done;
+  assign \$46  = ~ m__ready;
+  assign \$47  = m__valid & \$46 ;
+  assign \$48  = \$45  | \$47 ;
+  assign \$49  = qv_d1 & qe_d1;
+  assign \$50  = en ? \$49  : out_done;
+  assign \$51  = \$48  & \$50 ;
+  assign \$52  = ~ \$51 ;
+  assign \$53  = en & qv_last_d0;
+  assign \$54  = \$53  & qe_last_d0;
+  assign \$55  = en & qv_last_d0;
+  assign \$56  = ~ qe_last_d0;
   assign \$57  = \$55  & \$56 ;
   always @(posedge clk)
     busy <= \$58 ;
   always @(posedge clk)
-    step <= \$59 ;
+    addr <= \$59 ;
   always @(posedge clk)
     sfc <= \$60 ;
   always @(posedge clk)
     nfc <= \$61 ;
   always @(posedge clk)
-    xbuf <= \$62 ;
+    last_step <= \$62 ;
   always @(posedge clk)
-    x <= \$63 ;
+    xbuf <= \$63 ;
   always @(posedge clk)
-    f1_d0 <= \$64 ;
+    x_d0 <= \$64 ;
   always @(posedge clk)
-    ft_d0 <= \$65 ;
+    x <= \$65 ;
   always @(posedge clk)
-    ft_d1 <= \$66 ;
+    wdata_d0 <= \$66 ;
   always @(posedge clk)
-    ft_d2 <= \$67 ;
+    f1_d0 <= \$67 ;
   always @(posedge clk)
-    ft_d3 <= \$68 ;
+    f1_d1 <= \$68 ;
   always @(posedge clk)
-    ft_d4 <= \$69 ;
+    fp_d0 <= \$69 ;
   always @(posedge clk)
-    acc_valid <= \$70 ;
+    fp_d1 <= \$70 ;
   always @(posedge clk)
-    acc_end <= \$71 ;
+    fp_d2 <= \$71 ;
   always @(posedge clk)
-    acc <= \$72 ;
+    fp_d3 <= \$72 ;
   always @(posedge clk)
-    \acc$70  <= \$73 ;
+    ft_d0 <= \$73 ;
   always @(posedge clk)
-    \acc$76  <= \$74 ;
+    params_d0 <= \$74 ;
   always @(posedge clk)
-    \acc$82  <= \$75 ;
+    acc_valid <= \$75 ;
   always @(posedge clk)
-    \acc$88  <= \$76 ;
+    acc_end <= \$76 ;
   always @(posedge clk)
-    \acc$94  <= \$77 ;
+    acc <= \$77 ;
   always @(posedge clk)
-    \acc$100  <= \$78 ;
+    \acc$68  <= \$78 ;
   always @(posedge clk)
-    \acc$106  <= \$79 ;
+    \acc$74  <= \$79 ;
   always @(posedge clk)
-    \acc$112  <= \$80 ;
+    \acc$80  <= \$80 ;
   always @(posedge clk)
-    \acc$118  <= \$81 ;
+    \acc$86  <= \$81 ;
   always @(posedge clk)
-    \acc$124  <= \$82 ;
+    \acc$92  <= \$82 ;
   always @(posedge clk)
-    \acc$130  <= \$83 ;
+    \acc$98  <= \$83 ;
   always @(posedge clk)
-    \acc$136  <= \$84 ;
+    \acc$104  <= \$84 ;
   always @(posedge clk)
-    \acc$142  <= \$85 ;
+    \acc$110  <= \$85 ;
   always @(posedge clk)
-    \acc$148  <= \$86 ;
+    \acc$116  <= \$86 ;
   always @(posedge clk)
-    \acc$154  <= \$87 ;
+    \acc$122  <= \$87 ;
   always @(posedge clk)
-    qv_d0 <= \$88 ;
+    \acc$128  <= \$88 ;
   always @(posedge clk)
-    qv_d1 <= \$89 ;
+    \acc$134  <= \$89 ;
   always @(posedge clk)
-    qv_d2 <= \$90 ;
+    \acc$140  <= \$90 ;
   always @(posedge clk)
-    qe_d0 <= \$91 ;
+    \acc$146  <= \$91 ;
   always @(posedge clk)
-    qe_d1 <= \$92 ;
+    \acc$152  <= \$92 ;
   always @(posedge clk)
-    qe_d2 <= \$93 ;
+    qv_d0 <= \$93 ;
   always @(posedge clk)
-    m__valid <= \$94 ;
+    qv_d1 <= \$94 ;
   always @(posedge clk)
-    m__payload <= \$95 ;
+    qe_d0 <= \$95 ;
   always @(posedge clk)
-    collected <= \$96 ;
-  assign \$1  = ~ m__ready;
-  assign \$2  = m__valid & \$1 ;
-  assign \$3  = \$2  & out_done;
+    qe_d1 <= \$96 ;
+  always @(posedge clk)
+    qv_last_d0 <= \$97 ;
+  always @(posedge clk)
+    qe_last_d0 <= \$98 ;
+  always @(posedge clk)
+    en <= \$99 ;
+  always @(posedge clk)
+    m__valid <= \$100 ;
+  always @(posedge clk)
+    m__payload <= \$101 ;
+  always @(posedge clk)
+    collected <= \$102 ;
   \bchw_top.engine2.params  params (
-    .addr(ft_d4[7:4]),
+    .addr(fp_d3[7:4]),
     .clk(clk),
-    .data(\data$66 ),
+    .data(\data$175 ),
     .en(en)
   );
   \bchw_top.engine2.requant0  requant0 (
     .acc(acc),
     .clk(clk),
     .en(en),
-    .\port$2767$0 (\data$66 [58:0]),
+    .\port$7878$0 (params_d0[58:0]),
     .q(q),
     .rst(rst)
   );
   \bchw_top.engine2.requant1  requant1 (
-    .acc(\acc$70 ),
+    .acc(\acc$68 ),
     .clk(clk),
     .en(en),
-    .\port$2767$59 (\data$66 [117:59]),
-    .q(\q$198 ),
-    .rst(rst)
-  );
-  \bchw_top.engine2.requant10  requant10 (
-    .acc(\acc$124 ),
-    .clk(clk),
-    .en(en),
-    .\port$2767$590 (\data$66 [648:590]),
-    .q(\q$207 ),
-    .rst(rst)
-  );
-  \bchw_top.engine2.requant11  requant11 (
-    .acc(\acc$130 ),
-    .clk(clk),
-    .en(en),
-    .\port$2767$649 (\data$66 [707:649]),
-    .q(\q$208 ),
-    .rst(rst)
-  );
-  \bchw_top.engine2.requant12  requant12 (
-    .acc(\acc$136 ),
-    .clk(clk),
-    .en(en),
-    .\port$2767$708 (\data$66 [766:708]),
-    .q(\q$209 ),
-    .rst(rst)
-  );
-  \bchw_top.engine2.requant13  requant13 (
-    .acc(\acc$142 ),
-    .clk(clk),
-    .en(en),
-    .\port$2767$767 (\data$66 [825:767]),
-    .q(\q$210 ),
-    .rst(rst)
-  );
-  \bchw_top.engine2.requant14  requant14 (
-    .acc(\acc$148 ),
-    .clk(clk),
-    .en(en),
-    .\port$2767$826 (\data$66 [884:826]),
-    .q(\q$211 ),
-    .rst(rst)
-  );
-  \bchw_top.engine2.requant15  requant15 (
-    .acc(\acc$154 ),
-    .clk(clk),
-    .en(en),
-    .\port$2767$885 (\data$66 [943:885]),
-    .q(\q$212 ),
-    .rst(rst)
-  );
-  \bchw_top.engine2.requant2  requant2 (
-    .acc(\acc$76 ),
-    .clk(clk),
-    .en(en),
-    .\port$2767$118 (\data$66 [176:118]),
-    .q(\q$199 ),
-    .rst(rst)
-  );
-  \bchw_top.engine2.requant3  requant3 (
-    .acc(\acc$82 ),
-    .clk(clk),
-    .en(en),
-    .\port$2767$177 (\data$66 [235:177]),
-    .q(\q$200 ),
-    .rst(rst)
-  );
-  \bchw_top.engine2.requant4  requant4 (
-    .acc(\acc$88 ),
-    .clk(clk),
-    .en(en),
-    .\port$2767$236 (\data$66 [294:236]),
-    .q(\q$201 ),
-    .rst(rst)
-  );
-  \bchw_top.engine2.requant5  requant5 (
-    .acc(\acc$94 ),
-    .clk(clk),
-    .en(en),
-    .\port$2767$295 (\data$66 [353:295]),
-    .q(\q$202 ),
-    .rst(rst)
-  );
-  \bchw_top.engine2.requant6  requant6 (
-    .acc(\acc$100 ),
-    .clk(clk),
-    .en(en),
-    .\port$2767$354 (\data$66 [412:354]),
+    .\port$7878$59 (params_d0[117:59]),
     .q(\q$203 ),
     .rst(rst)
   );
-  \bchw_top.engine2.requant7  requant7 (
-    .acc(\acc$106 ),
+  \bchw_top.engine2.requant10  requant10 (
+    .acc(\acc$122 ),
     .clk(clk),
     .en(en),
-    .\port$2767$413 (\data$66 [471:413]),
+    .\port$7878$590 (params_d0[648:590]),
+    .q(\q$212 ),
+    .rst(rst)
+  );
+  \bchw_top.engine2.requant11  requant11 (
+    .acc(\acc$128 ),
+    .clk(clk),
+    .en(en),
+    .\port$7878$649 (params_d0[707:649]),
+    .q(\q$213 ),
+    .rst(rst)
+  );
+  \bchw_top.engine2.requant12  requant12 (
+    .acc(\acc$134 ),
+    .clk(clk),
+    .en(en),
+    .\port$7878$708 (params_d0[766:708]),
+    .q(\q$214 ),
+    .rst(rst)
+  );
+  \bchw_top.engine2.requant13  requant13 (
+    .acc(\acc$140 ),
+    .clk(clk),
+    .en(en),
+    .\port$7878$767 (params_d0[825:767]),
+    .q(\q$215 ),
+    .rst(rst)
+  );
+  \bchw_top.engine2.requant14  requant14 (
+    .acc(\acc$146 ),
+    .clk(clk),
+    .en(en),
+    .\port$7878$826 (params_d0[884:826]),
+    .q(\q$216 ),
+    .rst(rst)
+  );
+  \bchw_top.engine2.requant15  requant15 (
+    .acc(\acc$152 ),
+    .clk(clk),
+    .en(en),
+    .\port$7878$885 (params_d0[943:885]),
+    .q(\q$217 ),
+    .rst(rst)
+  );
+  \bchw_top.engine2.requant2  requant2 (
+    .acc(\acc$74 ),
+    .clk(clk),
+    .en(en),
+    .\port$7878$118 (params_d0[176:118]),
     .q(\q$204 ),
     .rst(rst)
   );
-  \bchw_top.engine2.requant8  requant8 (
-    .acc(\acc$112 ),
+  \bchw_top.engine2.requant3  requant3 (
+    .acc(\acc$80 ),
     .clk(clk),
     .en(en),
-    .\port$2767$472 (\data$66 [530:472]),
+    .\port$7878$177 (params_d0[235:177]),
     .q(\q$205 ),
     .rst(rst)
   );
-  \bchw_top.engine2.requant9  requant9 (
-    .acc(\acc$118 ),
+  \bchw_top.engine2.requant4  requant4 (
+    .acc(\acc$86 ),
     .clk(clk),
     .en(en),
-    .\port$2767$531 (\data$66 [589:531]),
+    .\port$7878$236 (params_d0[294:236]),
     .q(\q$206 ),
+    .rst(rst)
+  );
+  \bchw_top.engine2.requant5  requant5 (
+    .acc(\acc$92 ),
+    .clk(clk),
+    .en(en),
+    .\port$7878$295 (params_d0[353:295]),
+    .q(\q$207 ),
+    .rst(rst)
+  );
+  \bchw_top.engine2.requant6  requant6 (
+    .acc(\acc$98 ),
+    .clk(clk),
+    .en(en),
+    .\port$7878$354 (params_d0[412:354]),
+    .q(\q$208 ),
+    .rst(rst)
+  );
+  \bchw_top.engine2.requant7  requant7 (
+    .acc(\acc$104 ),
+    .clk(clk),
+    .en(en),
+    .\port$7878$413 (params_d0[471:413]),
+    .q(\q$209 ),
+    .rst(rst)
+  );
+  \bchw_top.engine2.requant8  requant8 (
+    .acc(\acc$110 ),
+    .clk(clk),
+    .en(en),
+    .\port$7878$472 (params_d0[530:472]),
+    .q(\q$210 ),
+    .rst(rst)
+  );
+  \bchw_top.engine2.requant9  requant9 (
+    .acc(\acc$116 ),
+    .clk(clk),
+    .en(en),
+    .\port$7878$531 (params_d0[589:531]),
+    .q(\q$211 ),
     .rst(rst)
   );
   \bchw_top.engine2.tree0  tree0 (
@@ -27464,131 +28361,131 @@ module \bchw_top.engine2 (rst, s__ready, m__ready, s__valid, s__payload, m__vali
     .en(en),
     .l4_0(sum),
     .rst(rst),
-    .w(data[15:0]),
+    .w(wdata_d0[15:0]),
     .x(x)
   );
   \bchw_top.engine2.tree1  tree1 (
     .clk(clk),
     .en(en),
-    .l4_0(\sum$176 ),
+    .l4_0(\sum$179 ),
     .rst(rst),
-    .w(data[31:16]),
+    .w(wdata_d0[31:16]),
     .x(x)
   );
   \bchw_top.engine2.tree10  tree10 (
     .clk(clk),
     .en(en),
-    .l4_0(\sum$185 ),
+    .l4_0(\sum$188 ),
     .rst(rst),
-    .w(data[175:160]),
+    .w(wdata_d0[175:160]),
     .x(x)
   );
   \bchw_top.engine2.tree11  tree11 (
     .clk(clk),
     .en(en),
-    .l4_0(\sum$186 ),
+    .l4_0(\sum$189 ),
     .rst(rst),
-    .w(data[191:176]),
+    .w(wdata_d0[191:176]),
     .x(x)
   );
   \bchw_top.engine2.tree12  tree12 (
     .clk(clk),
     .en(en),
-    .l4_0(\sum$187 ),
+    .l4_0(\sum$190 ),
     .rst(rst),
-    .w(data[207:192]),
+    .w(wdata_d0[207:192]),
     .x(x)
   );
   \bchw_top.engine2.tree13  tree13 (
     .clk(clk),
     .en(en),
-    .l4_0(\sum$188 ),
+    .l4_0(\sum$191 ),
     .rst(rst),
-    .w(data[223:208]),
+    .w(wdata_d0[223:208]),
     .x(x)
   );
   \bchw_top.engine2.tree14  tree14 (
     .clk(clk),
     .en(en),
-    .l4_0(\sum$189 ),
+    .l4_0(\sum$192 ),
     .rst(rst),
-    .w(data[239:224]),
+    .w(wdata_d0[239:224]),
     .x(x)
   );
   \bchw_top.engine2.tree15  tree15 (
     .clk(clk),
     .en(en),
-    .l4_0(\sum$190 ),
+    .l4_0(\sum$193 ),
     .rst(rst),
-    .w(data[255:240]),
+    .w(wdata_d0[255:240]),
     .x(x)
   );
   \bchw_top.engine2.tree2  tree2 (
     .clk(clk),
     .en(en),
-    .l4_0(\sum$177 ),
+    .l4_0(\sum$180 ),
     .rst(rst),
-    .w(data[47:32]),
+    .w(wdata_d0[47:32]),
     .x(x)
   );
   \bchw_top.engine2.tree3  tree3 (
     .clk(clk),
     .en(en),
-    .l4_0(\sum$178 ),
+    .l4_0(\sum$181 ),
     .rst(rst),
-    .w(data[63:48]),
+    .w(wdata_d0[63:48]),
     .x(x)
   );
   \bchw_top.engine2.tree4  tree4 (
     .clk(clk),
     .en(en),
-    .l4_0(\sum$179 ),
+    .l4_0(\sum$182 ),
     .rst(rst),
-    .w(data[79:64]),
+    .w(wdata_d0[79:64]),
     .x(x)
   );
   \bchw_top.engine2.tree5  tree5 (
     .clk(clk),
     .en(en),
-    .l4_0(\sum$180 ),
+    .l4_0(\sum$183 ),
     .rst(rst),
-    .w(data[95:80]),
+    .w(wdata_d0[95:80]),
     .x(x)
   );
   \bchw_top.engine2.tree6  tree6 (
     .clk(clk),
     .en(en),
-    .l4_0(\sum$181 ),
+    .l4_0(\sum$184 ),
     .rst(rst),
-    .w(data[111:96]),
+    .w(wdata_d0[111:96]),
     .x(x)
   );
   \bchw_top.engine2.tree7  tree7 (
     .clk(clk),
     .en(en),
-    .l4_0(\sum$182 ),
+    .l4_0(\sum$185 ),
     .rst(rst),
-    .w(data[127:112]),
+    .w(wdata_d0[127:112]),
     .x(x)
   );
   \bchw_top.engine2.tree8  tree8 (
     .clk(clk),
     .en(en),
-    .l4_0(\sum$183 ),
+    .l4_0(\sum$186 ),
     .rst(rst),
-    .w(data[143:128]),
+    .w(wdata_d0[143:128]),
     .x(x)
   );
   \bchw_top.engine2.tree9  tree9 (
     .clk(clk),
     .en(en),
-    .l4_0(\sum$184 ),
+    .l4_0(\sum$187 ),
     .rst(rst),
-    .w(data[159:144]),
+    .w(wdata_d0[159:144]),
     .x(x)
   );
   \bchw_top.engine2.weights  weights (
-    .addr(step),
+    .addr(addr),
     .clk(clk),
     .data(data),
     .en(en)
@@ -27597,9 +28494,9 @@ module \bchw_top.engine2 (rst, s__ready, m__ready, s__valid, s__payload, m__vali
     if (\$auto$verilog_backend.cc:2355:dump_module$69 ) begin end
     \$58  = busy;
     if (en) begin
-      if (\$8 ) begin
+      if (\$3 ) begin
         \$58  = 1'h1;
-      end else if (\$10 ) begin
+      end else if (last_step) begin
         \$58  = 1'h0;
       end
     end
@@ -27609,13 +28506,13 @@ module \bchw_top.engine2 (rst, s__ready, m__ready, s__valid, s__payload, m__vali
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$69 ) begin end
-    \$59  = step;
+    \$59  = addr;
     if (en) begin
-      if (\$8 ) begin
+      if (\$3 ) begin
         \$59  = 8'h00;
-      end else if (\$10 ) begin
+      end else if (last_step) begin
       end else if (busy) begin
-        \$59  = \$11 [7:0];
+        \$59  = \$4 [7:0];
       end
     end
     if (rst) begin
@@ -27626,15 +28523,15 @@ module \bchw_top.engine2 (rst, s__ready, m__ready, s__valid, s__payload, m__vali
     if (\$auto$verilog_backend.cc:2355:dump_module$69 ) begin end
     \$60  = sfc;
     if (en) begin
-      if (\$8 ) begin
+      if (\$3 ) begin
         \$60  = 4'h0;
-      end else if (\$10 ) begin
+      end else if (last_step) begin
       end else if (busy) begin
         (* full_case = 32'd1 *)
-        if (\$12 ) begin
+        if (\$6 ) begin
           \$60  = 4'h0;
         end else begin
-          \$60  = \$14 [3:0];
+          \$60  = \$8 [3:0];
         end
       end
     end
@@ -27646,12 +28543,12 @@ module \bchw_top.engine2 (rst, s__ready, m__ready, s__valid, s__payload, m__vali
     if (\$auto$verilog_backend.cc:2355:dump_module$69 ) begin end
     \$61  = nfc;
     if (en) begin
-      if (\$8 ) begin
+      if (\$3 ) begin
         \$61  = 4'h0;
-      end else if (\$10 ) begin
+      end else if (last_step) begin
       end else if (busy) begin
-        if (\$12 ) begin
-          \$61  = \$13 [3:0];
+        if (\$6 ) begin
+          \$61  = \$7 [3:0];
         end
       end
     end
@@ -27661,58 +28558,58 @@ module \bchw_top.engine2 (rst, s__ready, m__ready, s__valid, s__payload, m__vali
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$69 ) begin end
-    \$62  = xbuf;
+    \$62  = last_step;
     if (en) begin
-      if (\$8 ) begin
-        \$62  = s__payload;
-      end else if (\$10 ) begin
+      if (\$3 ) begin
+        \$62  = 1'h0;
+      end else if (last_step) begin
+        \$62  = 1'h0;
       end else if (busy) begin
-        \$62  = { xbuf[127:0], xbuf[2047:128] };
+        \$62  = \$5 ;
+      end
+    end
+    if (rst) begin
+      \$62  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$69 ) begin end
+    \$63  = xbuf;
+    if (en) begin
+      if (\$3 ) begin
+        \$63  = s__payload;
+      end else if (last_step) begin
+      end else if (busy) begin
+        \$63  = { xbuf[127:0], xbuf[2047:128] };
       end
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$69 ) begin end
-    \$63  = x;
+    \$64  = x_d0;
     if (en) begin
-      \$63  = xbuf[127:0];
+      \$64  = xbuf[127:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$69 ) begin end
-    \$64  = f1_d0;
+    \$65  = x;
     if (en) begin
-      \$64  = { nfc, \$18 , \$16 , \$15 , busy };
-    end
-    if (rst) begin
-      \$64  = 8'h00;
+      \$65  = x_d0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$69 ) begin end
-    \$65  = ft_d0;
+    \$66  = wdata_d0;
     if (en) begin
-      \$65  = f1_d0;
-    end
-    if (rst) begin
-      \$65  = 8'h00;
+      \$66  = data;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$69 ) begin end
-    \$66  = ft_d1;
+    \$67  = f1_d0;
     if (en) begin
-      \$66  = ft_d0;
-    end
-    if (rst) begin
-      \$66  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$69 ) begin end
-    \$67  = ft_d2;
-    if (en) begin
-      \$67  = ft_d1;
+      \$67  = { nfc, last_step, \$10 , \$9 , busy };
     end
     if (rst) begin
       \$67  = 8'h00;
@@ -27720,9 +28617,9 @@ module \bchw_top.engine2 (rst, s__ready, m__ready, s__valid, s__payload, m__vali
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$69 ) begin end
-    \$68  = ft_d3;
+    \$68  = f1_d1;
     if (en) begin
-      \$68  = ft_d2;
+      \$68  = f1_d0;
     end
     if (rst) begin
       \$68  = 8'h00;
@@ -27730,9 +28627,9 @@ module \bchw_top.engine2 (rst, s__ready, m__ready, s__valid, s__payload, m__vali
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$69 ) begin end
-    \$69  = ft_d4;
+    \$69  = fp_d0;
     if (en) begin
-      \$69  = ft_d3;
+      \$69  = f1_d1;
     end
     if (rst) begin
       \$69  = 8'h00;
@@ -27740,223 +28637,220 @@ module \bchw_top.engine2 (rst, s__ready, m__ready, s__valid, s__payload, m__vali
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$69 ) begin end
-    \$70  = acc_valid;
+    \$70  = fp_d1;
     if (en) begin
-      \$70  = \$19 ;
+      \$70  = fp_d0;
     end
     if (rst) begin
-      \$70  = 1'h0;
+      \$70  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$69 ) begin end
-    \$71  = acc_end;
+    \$71  = fp_d2;
     if (en) begin
-      \$71  = \$20 ;
+      \$71  = fp_d1;
     end
     if (rst) begin
-      \$71  = 1'h0;
+      \$71  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$69 ) begin end
-    \$72  = acc;
+    \$72  = fp_d3;
     if (en) begin
-      if (ft_d4[0]) begin
-        \$72  = \$22 [16:0];
-      end
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$69 ) begin end
-    \$73  = \acc$70 ;
-    if (en) begin
-      if (ft_d4[0]) begin
-        \$73  = \$24 [16:0];
-      end
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$69 ) begin end
-    \$74  = \acc$76 ;
-    if (en) begin
-      if (ft_d4[0]) begin
-        \$74  = \$26 [16:0];
-      end
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$69 ) begin end
-    \$75  = \acc$82 ;
-    if (en) begin
-      if (ft_d4[0]) begin
-        \$75  = \$28 [16:0];
-      end
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$69 ) begin end
-    \$76  = \acc$88 ;
-    if (en) begin
-      if (ft_d4[0]) begin
-        \$76  = \$30 [16:0];
-      end
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$69 ) begin end
-    \$77  = \acc$94 ;
-    if (en) begin
-      if (ft_d4[0]) begin
-        \$77  = \$32 [16:0];
-      end
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$69 ) begin end
-    \$78  = \acc$100 ;
-    if (en) begin
-      if (ft_d4[0]) begin
-        \$78  = \$34 [16:0];
-      end
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$69 ) begin end
-    \$79  = \acc$106 ;
-    if (en) begin
-      if (ft_d4[0]) begin
-        \$79  = \$36 [16:0];
-      end
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$69 ) begin end
-    \$80  = \acc$112 ;
-    if (en) begin
-      if (ft_d4[0]) begin
-        \$80  = \$38 [16:0];
-      end
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$69 ) begin end
-    \$81  = \acc$118 ;
-    if (en) begin
-      if (ft_d4[0]) begin
-        \$81  = \$40 [16:0];
-      end
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$69 ) begin end
-    \$82  = \acc$124 ;
-    if (en) begin
-      if (ft_d4[0]) begin
-        \$82  = \$42 [16:0];
-      end
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$69 ) begin end
-    \$83  = \acc$130 ;
-    if (en) begin
-      if (ft_d4[0]) begin
-        \$83  = \$44 [16:0];
-      end
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$69 ) begin end
-    \$84  = \acc$136 ;
-    if (en) begin
-      if (ft_d4[0]) begin
-        \$84  = \$46 [16:0];
-      end
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$69 ) begin end
-    \$85  = \acc$142 ;
-    if (en) begin
-      if (ft_d4[0]) begin
-        \$85  = \$48 [16:0];
-      end
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$69 ) begin end
-    \$86  = \acc$148 ;
-    if (en) begin
-      if (ft_d4[0]) begin
-        \$86  = \$50 [16:0];
-      end
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$69 ) begin end
-    \$87  = \acc$154 ;
-    if (en) begin
-      if (ft_d4[0]) begin
-        \$87  = \$52 [16:0];
-      end
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$69 ) begin end
-    \$88  = qv_d0;
-    if (en) begin
-      \$88  = acc_valid;
+      \$72  = fp_d2;
     end
     if (rst) begin
-      \$88  = 1'h0;
+      \$72  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$69 ) begin end
-    \$89  = qv_d1;
+    \$73  = ft_d0;
     if (en) begin
-      \$89  = qv_d0;
+      \$73  = fp_d3;
     end
     if (rst) begin
-      \$89  = 1'h0;
+      \$73  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$69 ) begin end
-    \$90  = qv_d2;
+    \$74  = params_d0;
     if (en) begin
-      \$90  = qv_d1;
+      \$74  = \data$175 ;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$69 ) begin end
+    \$75  = acc_valid;
+    if (en) begin
+      \$75  = \$11 ;
     end
     if (rst) begin
-      \$90  = 1'h0;
+      \$75  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$69 ) begin end
-    \$91  = qe_d0;
+    \$76  = acc_end;
     if (en) begin
-      \$91  = acc_end;
+      \$76  = \$12 ;
     end
     if (rst) begin
-      \$91  = 1'h0;
+      \$76  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$69 ) begin end
-    \$92  = qe_d1;
+    \$77  = acc;
     if (en) begin
-      \$92  = qe_d0;
-    end
-    if (rst) begin
-      \$92  = 1'h0;
+      if (ft_d0[0]) begin
+        \$77  = \$14 [16:0];
+      end
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$69 ) begin end
-    \$93  = qe_d2;
+    \$78  = \acc$68 ;
     if (en) begin
-      \$93  = qe_d1;
+      if (ft_d0[0]) begin
+        \$78  = \$16 [16:0];
+      end
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$69 ) begin end
+    \$79  = \acc$74 ;
+    if (en) begin
+      if (ft_d0[0]) begin
+        \$79  = \$18 [16:0];
+      end
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$69 ) begin end
+    \$80  = \acc$80 ;
+    if (en) begin
+      if (ft_d0[0]) begin
+        \$80  = \$20 [16:0];
+      end
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$69 ) begin end
+    \$81  = \acc$86 ;
+    if (en) begin
+      if (ft_d0[0]) begin
+        \$81  = \$22 [16:0];
+      end
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$69 ) begin end
+    \$82  = \acc$92 ;
+    if (en) begin
+      if (ft_d0[0]) begin
+        \$82  = \$24 [16:0];
+      end
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$69 ) begin end
+    \$83  = \acc$98 ;
+    if (en) begin
+      if (ft_d0[0]) begin
+        \$83  = \$26 [16:0];
+      end
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$69 ) begin end
+    \$84  = \acc$104 ;
+    if (en) begin
+      if (ft_d0[0]) begin
+        \$84  = \$28 [16:0];
+      end
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$69 ) begin end
+    \$85  = \acc$110 ;
+    if (en) begin
+      if (ft_d0[0]) begin
+        \$85  = \$30 [16:0];
+      end
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$69 ) begin end
+    \$86  = \acc$116 ;
+    if (en) begin
+      if (ft_d0[0]) begin
+        \$86  = \$32 [16:0];
+      end
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$69 ) begin end
+    \$87  = \acc$122 ;
+    if (en) begin
+      if (ft_d0[0]) begin
+        \$87  = \$34 [16:0];
+      end
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$69 ) begin end
+    \$88  = \acc$128 ;
+    if (en) begin
+      if (ft_d0[0]) begin
+        \$88  = \$36 [16:0];
+      end
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$69 ) begin end
+    \$89  = \acc$134 ;
+    if (en) begin
+      if (ft_d0[0]) begin
+        \$89  = \$38 [16:0];
+      end
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$69 ) begin end
+    \$90  = \acc$140 ;
+    if (en) begin
+      if (ft_d0[0]) begin
+        \$90  = \$40 [16:0];
+      end
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$69 ) begin end
+    \$91  = \acc$146 ;
+    if (en) begin
+      if (ft_d0[0]) begin
+        \$91  = \$42 [16:0];
+      end
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$69 ) begin end
+    \$92  = \acc$152 ;
+    if (en) begin
+      if (ft_d0[0]) begin
+        \$92  = \$44 [16:0];
+      end
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$69 ) begin end
+    \$93  = qv_d0;
+    if (en) begin
+      \$93  = acc_valid;
     end
     if (rst) begin
       \$93  = 1'h0;
@@ -27964,169 +28858,226 @@ module \bchw_top.engine2 (rst, s__ready, m__ready, s__valid, s__payload, m__vali
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$69 ) begin end
-    \$94  = m__valid;
+    \$94  = qv_d1;
+    if (en) begin
+      \$94  = qv_d0;
+    end
+    if (rst) begin
+      \$94  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$69 ) begin end
+    \$95  = qe_d0;
+    if (en) begin
+      \$95  = acc_end;
+    end
+    if (rst) begin
+      \$95  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$69 ) begin end
+    \$96  = qe_d1;
+    if (en) begin
+      \$96  = qe_d0;
+    end
+    if (rst) begin
+      \$96  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$69 ) begin end
+    \$97  = qv_last_d0;
+    if (en) begin
+      \$97  = qv_d1;
+    end
+    if (rst) begin
+      \$97  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$69 ) begin end
+    \$98  = qe_last_d0;
+    if (en) begin
+      \$98  = qe_d1;
+    end
+    if (rst) begin
+      \$98  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$69 ) begin end
+    \$99  = \$52 ;
+    if (rst) begin
+      \$99  = 1'h1;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$69 ) begin end
+    \$100  = m__valid;
     if (\$54 ) begin
-      \$94  = 1'h1;
+      \$100  = 1'h1;
     end else if (m__ready) begin
-      \$94  = 1'h0;
+      \$100  = 1'h0;
     end
     if (rst) begin
-      \$94  = 1'h0;
+      \$100  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$69 ) begin end
-    \$95  = m__payload;
+    \$101  = m__payload;
     if (\$54 ) begin
-      \$95  = { \q$212 , \q$211 , \q$210 , \q$209 , \q$208 , \q$207 , \q$206 , \q$205 , \q$204 , \q$203 , \q$202 , \q$201 , \q$200 , \q$199 , \q$198 , q, collected };
+      \$101  = { \q$217 , \q$216 , \q$215 , \q$214 , \q$213 , \q$212 , \q$211 , \q$210 , \q$209 , \q$208 , \q$207 , \q$206 , \q$205 , \q$204 , \q$203 , q, collected };
     end
     if (rst) begin
-      \$95  = 2048'h00000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000;
+      \$101  = 2048'h00000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$69 ) begin end
-    \$96  = collected;
+    \$102  = collected;
     if (\$57 ) begin
-      \$96  = { \q$212 , \q$211 , \q$210 , \q$209 , \q$208 , \q$207 , \q$206 , \q$205 , \q$204 , \q$203 , \q$202 , \q$201 , \q$200 , \q$199 , \q$198 , q, collected[1919:128] };
+      \$102  = { \q$217 , \q$216 , \q$215 , \q$214 , \q$213 , \q$212 , \q$211 , \q$210 , \q$209 , \q$208 , \q$207 , \q$206 , \q$205 , \q$204 , \q$203 , q, collected[1919:128] };
     end
   end
+  assign \en$4  = en;
+  assign step = addr;
   assign \en$7  = en;
-  assign addr = step;
-  assign \en$9  = en;
-  assign x1 = x;
-  assign w = data[15:0];
-  assign \en$14  = en;
-  assign \x$15  = x;
-  assign \w$16  = data[31:16];
-  assign \en$17  = en;
-  assign \x$18  = x;
-  assign \w$19  = data[47:32];
-  assign \en$20  = en;
-  assign \x$21  = x;
-  assign \w$22  = data[63:48];
-  assign \en$23  = en;
-  assign \x$24  = x;
-  assign \w$25  = data[79:64];
-  assign \en$26  = en;
-  assign \x$27  = x;
-  assign \w$28  = data[95:80];
-  assign \en$29  = en;
-  assign \x$30  = x;
-  assign \w$31  = data[111:96];
-  assign \en$32  = en;
-  assign \x$33  = x;
-  assign \w$34  = data[127:112];
-  assign \en$35  = en;
-  assign \x$36  = x;
-  assign \w$37  = data[143:128];
-  assign \en$38  = en;
-  assign \x$39  = x;
-  assign \w$40  = data[159:144];
-  assign \en$41  = en;
-  assign \x$42  = x;
-  assign \w$43  = data[175:160];
-  assign \en$44  = en;
-  assign \x$45  = x;
-  assign \w$46  = data[191:176];
-  assign \en$47  = en;
-  assign \x$48  = x;
-  assign \w$49  = data[207:192];
-  assign \en$50  = en;
-  assign \x$51  = x;
-  assign \w$52  = data[223:208];
-  assign \en$53  = en;
-  assign \x$54  = x;
-  assign \w$55  = data[239:224];
-  assign \en$56  = en;
-  assign \x$57  = x;
-  assign \w$58  = data[255:240];
-  assign \en$59  = en;
-  assign \addr$60  = ft_d4[7:4];
-  assign \en$62  = en;
+  assign x_d1 = x;
+  assign w = wdata_d0[15:0];
+  assign \en$12  = en;
+  assign \x$13  = x;
+  assign \w$14  = wdata_d0[31:16];
+  assign \en$15  = en;
+  assign \x$16  = x;
+  assign \w$17  = wdata_d0[47:32];
+  assign \en$18  = en;
+  assign \x$19  = x;
+  assign \w$20  = wdata_d0[63:48];
+  assign \en$21  = en;
+  assign \x$22  = x;
+  assign \w$23  = wdata_d0[79:64];
+  assign \en$24  = en;
+  assign \x$25  = x;
+  assign \w$26  = wdata_d0[95:80];
+  assign \en$27  = en;
+  assign \x$28  = x;
+  assign \w$29  = wdata_d0[111:96];
+  assign \en$30  = en;
+  assign \x$31  = x;
+  assign \w$32  = wdata_d0[127:112];
+  assign \en$33  = en;
+  assign \x$34  = x;
+  assign \w$35  = wdata_d0[143:128];
+  assign \en$36  = en;
+  assign \x$37  = x;
+  assign \w$38  = wdata_d0[159:144];
+  assign \en$39  = en;
+  assign \x$40  = x;
+  assign \w$41  = wdata_d0[175:160];
+  assign \en$42  = en;
+  assign \x$43  = x;
+  assign \w$44  = wdata_d0[191:176];
+  assign \en$45  = en;
+  assign \x$46  = x;
+  assign \w$47  = wdata_d0[207:192];
+  assign \en$48  = en;
+  assign \x$49  = x;
+  assign \w$50  = wdata_d0[223:208];
+  assign \en$51  = en;
+  assign \x$52  = x;
+  assign \w$53  = wdata_d0[239:224];
+  assign \en$54  = en;
+  assign \x$55  = x;
+  assign \w$56  = wdata_d0[255:240];
+  assign \en$57  = en;
+  assign \addr$58  = fp_d3[7:4];
+  assign \en$60  = en;
   assign acc0 = acc;
-  assign mul = \data$66 [17:0];
-  assign shift = \data$66 [22:18];
-  assign bias = \data$66 [58:23];
-  assign \en$69  = en;
-  assign acc1 = \acc$70 ;
-  assign \mul$72  = \data$66 [76:59];
-  assign \shift$73  = \data$66 [81:77];
-  assign \bias$74  = \data$66 [117:82];
-  assign \en$75  = en;
-  assign acc2 = \acc$76 ;
-  assign \mul$78  = \data$66 [135:118];
-  assign \shift$79  = \data$66 [140:136];
-  assign \bias$80  = \data$66 [176:141];
-  assign \en$81  = en;
-  assign acc3 = \acc$82 ;
-  assign \mul$84  = \data$66 [194:177];
-  assign \shift$85  = \data$66 [199:195];
-  assign \bias$86  = \data$66 [235:200];
-  assign \en$87  = en;
-  assign acc4 = \acc$88 ;
-  assign \mul$90  = \data$66 [253:236];
-  assign \shift$91  = \data$66 [258:254];
-  assign \bias$92  = \data$66 [294:259];
-  assign \en$93  = en;
-  assign acc5 = \acc$94 ;
-  assign \mul$96  = \data$66 [312:295];
-  assign \shift$97  = \data$66 [317:313];
-  assign \bias$98  = \data$66 [353:318];
-  assign \en$99  = en;
-  assign acc6 = \acc$100 ;
-  assign \mul$102  = \data$66 [371:354];
-  assign \shift$103  = \data$66 [376:372];
-  assign \bias$104  = \data$66 [412:377];
-  assign \en$105  = en;
-  assign acc7 = \acc$106 ;
-  assign \mul$108  = \data$66 [430:413];
-  assign \shift$109  = \data$66 [435:431];
-  assign \bias$110  = \data$66 [471:436];
-  assign \en$111  = en;
-  assign acc8 = \acc$112 ;
-  assign \mul$114  = \data$66 [489:472];
-  assign \shift$115  = \data$66 [494:490];
-  assign \bias$116  = \data$66 [530:495];
-  assign \en$117  = en;
-  assign acc9 = \acc$118 ;
-  assign \mul$120  = \data$66 [548:531];
-  assign \shift$121  = \data$66 [553:549];
-  assign \bias$122  = \data$66 [589:554];
-  assign \en$123  = en;
-  assign acc10 = \acc$124 ;
-  assign \mul$126  = \data$66 [607:590];
-  assign \shift$127  = \data$66 [612:608];
-  assign \bias$128  = \data$66 [648:613];
-  assign \en$129  = en;
-  assign acc11 = \acc$130 ;
-  assign \mul$132  = \data$66 [666:649];
-  assign \shift$133  = \data$66 [671:667];
-  assign \bias$134  = \data$66 [707:672];
-  assign \en$135  = en;
-  assign acc12 = \acc$136 ;
-  assign \mul$138  = \data$66 [725:708];
-  assign \shift$139  = \data$66 [730:726];
-  assign \bias$140  = \data$66 [766:731];
-  assign \en$141  = en;
-  assign acc13 = \acc$142 ;
-  assign \mul$144  = \data$66 [784:767];
-  assign \shift$145  = \data$66 [789:785];
-  assign \bias$146  = \data$66 [825:790];
-  assign \en$147  = en;
-  assign acc14 = \acc$148 ;
-  assign \mul$150  = \data$66 [843:826];
-  assign \shift$151  = \data$66 [848:844];
-  assign \bias$152  = \data$66 [884:849];
-  assign \en$153  = en;
-  assign acc15 = \acc$154 ;
-  assign \mul$156  = \data$66 [902:885];
-  assign \shift$157  = \data$66 [907:903];
-  assign \bias$158  = \data$66 [943:908];
+  assign mul = params_d0[17:0];
+  assign shift = params_d0[22:18];
+  assign bias = params_d0[58:23];
+  assign \en$67  = en;
+  assign acc1 = \acc$68 ;
+  assign \mul$70  = params_d0[76:59];
+  assign \shift$71  = params_d0[81:77];
+  assign \bias$72  = params_d0[117:82];
+  assign \en$73  = en;
+  assign acc2 = \acc$74 ;
+  assign \mul$76  = params_d0[135:118];
+  assign \shift$77  = params_d0[140:136];
+  assign \bias$78  = params_d0[176:141];
+  assign \en$79  = en;
+  assign acc3 = \acc$80 ;
+  assign \mul$82  = params_d0[194:177];
+  assign \shift$83  = params_d0[199:195];
+  assign \bias$84  = params_d0[235:200];
+  assign \en$85  = en;
+  assign acc4 = \acc$86 ;
+  assign \mul$88  = params_d0[253:236];
+  assign \shift$89  = params_d0[258:254];
+  assign \bias$90  = params_d0[294:259];
+  assign \en$91  = en;
+  assign acc5 = \acc$92 ;
+  assign \mul$94  = params_d0[312:295];
+  assign \shift$95  = params_d0[317:313];
+  assign \bias$96  = params_d0[353:318];
+  assign \en$97  = en;
+  assign acc6 = \acc$98 ;
+  assign \mul$100  = params_d0[371:354];
+  assign \shift$101  = params_d0[376:372];
+  assign \bias$102  = params_d0[412:377];
+  assign \en$103  = en;
+  assign acc7 = \acc$104 ;
+  assign \mul$106  = params_d0[430:413];
+  assign \shift$107  = params_d0[435:431];
+  assign \bias$108  = params_d0[471:436];
+  assign \en$109  = en;
+  assign acc8 = \acc$110 ;
+  assign \mul$112  = params_d0[489:472];
+  assign \shift$113  = params_d0[494:490];
+  assign \bias$114  = params_d0[530:495];
+  assign \en$115  = en;
+  assign acc9 = \acc$116 ;
+  assign \mul$118  = params_d0[548:531];
+  assign \shift$119  = params_d0[553:549];
+  assign \bias$120  = params_d0[589:554];
+  assign \en$121  = en;
+  assign acc10 = \acc$122 ;
+  assign \mul$124  = params_d0[607:590];
+  assign \shift$125  = params_d0[612:608];
+  assign \bias$126  = params_d0[648:613];
+  assign \en$127  = en;
+  assign acc11 = \acc$128 ;
+  assign \mul$130  = params_d0[666:649];
+  assign \shift$131  = params_d0[671:667];
+  assign \bias$132  = params_d0[707:672];
+  assign \en$133  = en;
+  assign acc12 = \acc$134 ;
+  assign \mul$136  = params_d0[725:708];
+  assign \shift$137  = params_d0[730:726];
+  assign \bias$138  = params_d0[766:731];
+  assign \en$139  = en;
+  assign acc13 = \acc$140 ;
+  assign \mul$142  = params_d0[784:767];
+  assign \shift$143  = params_d0[789:785];
+  assign \bias$144  = params_d0[825:790];
+  assign \en$145  = en;
+  assign acc14 = \acc$146 ;
+  assign \mul$148  = params_d0[843:826];
+  assign \shift$149  = params_d0[848:844];
+  assign \bias$150  = params_d0[884:849];
+  assign \en$151  = en;
+  assign acc15 = \acc$152 ;
+  assign \mul$154  = params_d0[902:885];
+  assign \shift$155  = params_d0[907:903];
+  assign \bias$156  = params_d0[943:908];
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine2.params (en, data, addr, clk);
+module \bchw_top.engine2.params (data, addr, en, clk);
   input [3:0] addr;
   wire [3:0] addr;
   input clk;
@@ -28149,7 +29100,7 @@ module \bchw_top.engine2.params (en, data, addr, clk);
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine2.requant0 (rst, en, \port$2767$0 , acc, q, clk);
+module \bchw_top.engine2.requant0 (rst, \port$7878$0 , acc, en, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$70  = 0;
   wire [34:0] \$1 ;
   reg [36:0] \$10 ;
@@ -28172,8 +29123,8 @@ module \bchw_top.engine2.requant0 (rst, en, \port$2767$0 , acc, q, clk);
   input en;
   wire en;
   wire [17:0] mul;
-  input [58:0] \port$2767$0 ;
-  wire [58:0] \port$2767$0 ;
+  input [58:0] \port$7878$0 ;
+  wire [58:0] \port$7878$0 ;
   reg [34:0] prod = 35'h000000000;
   output [7:0] q;
   reg [7:0] q = 8'h00;
@@ -28184,7 +29135,7 @@ module \bchw_top.engine2.requant0 (rst, en, \port$2767$0 , acc, q, clk);
   reg [4:0] shift2 = 5'h00;
   wire [36:0] shifted;
   reg [36:0] total = 37'h0000000000;
-  assign \$1  = $signed(acc) * $signed(\port$2767$0 [17:0]);
+  assign \$1  = $signed(acc) * $signed(\port$7878$0 [17:0]);
   assign \$2  = $signed(prod) + $signed(bias1);
   assign \$3  = $signed(shifted) < $signed(1'h0);
   assign \$4  = $signed(shifted) > $signed(9'h0ff);
@@ -28214,14 +29165,14 @@ module \bchw_top.engine2.requant0 (rst, en, \port$2767$0 , acc, q, clk);
     if (\$auto$verilog_backend.cc:2355:dump_module$70 ) begin end
     \$8  = bias1;
     if (en) begin
-      \$8  = \port$2767$0 [58:23];
+      \$8  = \port$7878$0 [58:23];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$70 ) begin end
     \$9  = shift1;
     if (en) begin
-      \$9  = \port$2767$0 [22:18];
+      \$9  = \port$7878$0 [22:18];
     end
   end
   always @* begin
@@ -28248,13 +29199,13 @@ module \bchw_top.engine2.requant0 (rst, en, \port$2767$0 , acc, q, clk);
       \$12  = 8'h00;
     end
   end
-  assign mul = \port$2767$0 [17:0];
-  assign bias = \port$2767$0 [58:23];
-  assign shift = \port$2767$0 [22:18];
+  assign mul = \port$7878$0 [17:0];
+  assign bias = \port$7878$0 [58:23];
+  assign shift = \port$7878$0 [22:18];
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine2.requant1 (rst, en, \port$2767$59 , acc, q, clk);
+module \bchw_top.engine2.requant1 (rst, \port$7878$59 , acc, en, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$71  = 0;
   wire [34:0] \$1 ;
   reg [36:0] \$10 ;
@@ -28277,8 +29228,8 @@ module \bchw_top.engine2.requant1 (rst, en, \port$2767$59 , acc, q, clk);
   input en;
   wire en;
   wire [17:0] mul;
-  input [58:0] \port$2767$59 ;
-  wire [58:0] \port$2767$59 ;
+  input [58:0] \port$7878$59 ;
+  wire [58:0] \port$7878$59 ;
   reg [34:0] prod = 35'h000000000;
   output [7:0] q;
   reg [7:0] q = 8'h00;
@@ -28289,7 +29240,7 @@ module \bchw_top.engine2.requant1 (rst, en, \port$2767$59 , acc, q, clk);
   reg [4:0] shift2 = 5'h00;
   wire [36:0] shifted;
   reg [36:0] total = 37'h0000000000;
-  assign \$1  = $signed(acc) * $signed(\port$2767$59 [17:0]);
+  assign \$1  = $signed(acc) * $signed(\port$7878$59 [17:0]);
   assign \$2  = $signed(prod) + $signed(bias1);
   assign \$3  = $signed(shifted) < $signed(1'h0);
   assign \$4  = $signed(shifted) > $signed(9'h0ff);
@@ -28319,14 +29270,14 @@ module \bchw_top.engine2.requant1 (rst, en, \port$2767$59 , acc, q, clk);
     if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
     \$8  = bias1;
     if (en) begin
-      \$8  = \port$2767$59 [58:23];
+      \$8  = \port$7878$59 [58:23];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
     \$9  = shift1;
     if (en) begin
-      \$9  = \port$2767$59 [22:18];
+      \$9  = \port$7878$59 [22:18];
     end
   end
   always @* begin
@@ -28353,13 +29304,13 @@ module \bchw_top.engine2.requant1 (rst, en, \port$2767$59 , acc, q, clk);
       \$12  = 8'h00;
     end
   end
-  assign mul = \port$2767$59 [17:0];
-  assign bias = \port$2767$59 [58:23];
-  assign shift = \port$2767$59 [22:18];
+  assign mul = \port$7878$59 [17:0];
+  assign bias = \port$7878$59 [58:23];
+  assign shift = \port$7878$59 [22:18];
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine2.requant10 (rst, en, \port$2767$590 , acc, q, clk);
+module \bchw_top.engine2.requant10 (rst, \port$7878$590 , acc, en, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$72  = 0;
   wire [34:0] \$1 ;
   reg [36:0] \$10 ;
@@ -28382,8 +29333,8 @@ module \bchw_top.engine2.requant10 (rst, en, \port$2767$590 , acc, q, clk);
   input en;
   wire en;
   wire [17:0] mul;
-  input [58:0] \port$2767$590 ;
-  wire [58:0] \port$2767$590 ;
+  input [58:0] \port$7878$590 ;
+  wire [58:0] \port$7878$590 ;
   reg [34:0] prod = 35'h000000000;
   output [7:0] q;
   reg [7:0] q = 8'h00;
@@ -28394,7 +29345,7 @@ module \bchw_top.engine2.requant10 (rst, en, \port$2767$590 , acc, q, clk);
   reg [4:0] shift2 = 5'h00;
   wire [36:0] shifted;
   reg [36:0] total = 37'h0000000000;
-  assign \$1  = $signed(acc) * $signed(\port$2767$590 [17:0]);
+  assign \$1  = $signed(acc) * $signed(\port$7878$590 [17:0]);
   assign \$2  = $signed(prod) + $signed(bias1);
   assign \$3  = $signed(shifted) < $signed(1'h0);
   assign \$4  = $signed(shifted) > $signed(9'h0ff);
@@ -28424,14 +29375,14 @@ module \bchw_top.engine2.requant10 (rst, en, \port$2767$590 , acc, q, clk);
     if (\$auto$verilog_backend.cc:2355:dump_module$72 ) begin end
     \$8  = bias1;
     if (en) begin
-      \$8  = \port$2767$590 [58:23];
+      \$8  = \port$7878$590 [58:23];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$72 ) begin end
     \$9  = shift1;
     if (en) begin
-      \$9  = \port$2767$590 [22:18];
+      \$9  = \port$7878$590 [22:18];
     end
   end
   always @* begin
@@ -28458,13 +29409,13 @@ module \bchw_top.engine2.requant10 (rst, en, \port$2767$590 , acc, q, clk);
       \$12  = 8'h00;
     end
   end
-  assign mul = \port$2767$590 [17:0];
-  assign bias = \port$2767$590 [58:23];
-  assign shift = \port$2767$590 [22:18];
+  assign mul = \port$7878$590 [17:0];
+  assign bias = \port$7878$590 [58:23];
+  assign shift = \port$7878$590 [22:18];
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine2.requant11 (rst, en, \port$2767$649 , acc, q, clk);
+module \bchw_top.engine2.requant11 (rst, \port$7878$649 , acc, en, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$73  = 0;
   wire [34:0] \$1 ;
   reg [36:0] \$10 ;
@@ -28487,8 +29438,8 @@ module \bchw_top.engine2.requant11 (rst, en, \port$2767$649 , acc, q, clk);
   input en;
   wire en;
   wire [17:0] mul;
-  input [58:0] \port$2767$649 ;
-  wire [58:0] \port$2767$649 ;
+  input [58:0] \port$7878$649 ;
+  wire [58:0] \port$7878$649 ;
   reg [34:0] prod = 35'h000000000;
   output [7:0] q;
   reg [7:0] q = 8'h00;
@@ -28499,7 +29450,7 @@ module \bchw_top.engine2.requant11 (rst, en, \port$2767$649 , acc, q, clk);
   reg [4:0] shift2 = 5'h00;
   wire [36:0] shifted;
   reg [36:0] total = 37'h0000000000;
-  assign \$1  = $signed(acc) * $signed(\port$2767$649 [17:0]);
+  assign \$1  = $signed(acc) * $signed(\port$7878$649 [17:0]);
   assign \$2  = $signed(prod) + $signed(bias1);
   assign \$3  = $signed(shifted) < $signed(1'h0);
   assign \$4  = $signed(shifted) > $signed(9'h0ff);
@@ -28529,14 +29480,14 @@ module \bchw_top.engine2.requant11 (rst, en, \port$2767$649 , acc, q, clk);
     if (\$auto$verilog_backend.cc:2355:dump_module$73 ) begin end
     \$8  = bias1;
     if (en) begin
-      \$8  = \port$2767$649 [58:23];
+      \$8  = \port$7878$649 [58:23];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$73 ) begin end
     \$9  = shift1;
     if (en) begin
-      \$9  = \port$2767$649 [22:18];
+      \$9  = \port$7878$649 [22:18];
     end
   end
   always @* begin
@@ -28563,13 +29514,13 @@ module \bchw_top.engine2.requant11 (rst, en, \port$2767$649 , acc, q, clk);
       \$12  = 8'h00;
     end
   end
-  assign mul = \port$2767$649 [17:0];
-  assign bias = \port$2767$649 [58:23];
-  assign shift = \port$2767$649 [22:18];
+  assign mul = \port$7878$649 [17:0];
+  assign bias = \port$7878$649 [58:23];
+  assign shift = \port$7878$649 [22:18];
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine2.requant12 (rst, en, \port$2767$708 , acc, q, clk);
+module \bchw_top.engine2.requant12 (rst, \port$7878$708 , acc, en, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$74  = 0;
   wire [34:0] \$1 ;
   reg [36:0] \$10 ;
@@ -28592,8 +29543,8 @@ module \bchw_top.engine2.requant12 (rst, en, \port$2767$708 , acc, q, clk);
   input en;
   wire en;
   wire [17:0] mul;
-  input [58:0] \port$2767$708 ;
-  wire [58:0] \port$2767$708 ;
+  input [58:0] \port$7878$708 ;
+  wire [58:0] \port$7878$708 ;
   reg [34:0] prod = 35'h000000000;
   output [7:0] q;
   reg [7:0] q = 8'h00;
@@ -28604,7 +29555,7 @@ module \bchw_top.engine2.requant12 (rst, en, \port$2767$708 , acc, q, clk);
   reg [4:0] shift2 = 5'h00;
   wire [36:0] shifted;
   reg [36:0] total = 37'h0000000000;
-  assign \$1  = $signed(acc) * $signed(\port$2767$708 [17:0]);
+  assign \$1  = $signed(acc) * $signed(\port$7878$708 [17:0]);
   assign \$2  = $signed(prod) + $signed(bias1);
   assign \$3  = $signed(shifted) < $signed(1'h0);
   assign \$4  = $signed(shifted) > $signed(9'h0ff);
@@ -28634,14 +29585,14 @@ module \bchw_top.engine2.requant12 (rst, en, \port$2767$708 , acc, q, clk);
     if (\$auto$verilog_backend.cc:2355:dump_module$74 ) begin end
     \$8  = bias1;
     if (en) begin
-      \$8  = \port$2767$708 [58:23];
+      \$8  = \port$7878$708 [58:23];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$74 ) begin end
     \$9  = shift1;
     if (en) begin
-      \$9  = \port$2767$708 [22:18];
+      \$9  = \port$7878$708 [22:18];
     end
   end
   always @* begin
@@ -28668,13 +29619,13 @@ module \bchw_top.engine2.requant12 (rst, en, \port$2767$708 , acc, q, clk);
       \$12  = 8'h00;
     end
   end
-  assign mul = \port$2767$708 [17:0];
-  assign bias = \port$2767$708 [58:23];
-  assign shift = \port$2767$708 [22:18];
+  assign mul = \port$7878$708 [17:0];
+  assign bias = \port$7878$708 [58:23];
+  assign shift = \port$7878$708 [22:18];
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine2.requant13 (rst, en, \port$2767$767 , acc, q, clk);
+module \bchw_top.engine2.requant13 (rst, \port$7878$767 , acc, en, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$75  = 0;
   wire [34:0] \$1 ;
   reg [36:0] \$10 ;
@@ -28697,8 +29648,8 @@ module \bchw_top.engine2.requant13 (rst, en, \port$2767$767 , acc, q, clk);
   input en;
   wire en;
   wire [17:0] mul;
-  input [58:0] \port$2767$767 ;
-  wire [58:0] \port$2767$767 ;
+  input [58:0] \port$7878$767 ;
+  wire [58:0] \port$7878$767 ;
   reg [34:0] prod = 35'h000000000;
   output [7:0] q;
   reg [7:0] q = 8'h00;
@@ -28709,7 +29660,7 @@ module \bchw_top.engine2.requant13 (rst, en, \port$2767$767 , acc, q, clk);
   reg [4:0] shift2 = 5'h00;
   wire [36:0] shifted;
   reg [36:0] total = 37'h0000000000;
-  assign \$1  = $signed(acc) * $signed(\port$2767$767 [17:0]);
+  assign \$1  = $signed(acc) * $signed(\port$7878$767 [17:0]);
   assign \$2  = $signed(prod) + $signed(bias1);
   assign \$3  = $signed(shifted) < $signed(1'h0);
   assign \$4  = $signed(shifted) > $signed(9'h0ff);
@@ -28739,14 +29690,14 @@ module \bchw_top.engine2.requant13 (rst, en, \port$2767$767 , acc, q, clk);
     if (\$auto$verilog_backend.cc:2355:dump_module$75 ) begin end
     \$8  = bias1;
     if (en) begin
-      \$8  = \port$2767$767 [58:23];
+      \$8  = \port$7878$767 [58:23];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$75 ) begin end
     \$9  = shift1;
     if (en) begin
-      \$9  = \port$2767$767 [22:18];
+      \$9  = \port$7878$767 [22:18];
     end
   end
   always @* begin
@@ -28773,13 +29724,13 @@ module \bchw_top.engine2.requant13 (rst, en, \port$2767$767 , acc, q, clk);
       \$12  = 8'h00;
     end
   end
-  assign mul = \port$2767$767 [17:0];
-  assign bias = \port$2767$767 [58:23];
-  assign shift = \port$2767$767 [22:18];
+  assign mul = \port$7878$767 [17:0];
+  assign bias = \port$7878$767 [58:23];
+  assign shift = \port$7878$767 [22:18];
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine2.requant14 (rst, en, \port$2767$826 , acc, q, clk);
+module \bchw_top.engine2.requant14 (rst, \port$7878$826 , acc, en, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$76  = 0;
   wire [34:0] \$1 ;
   reg [36:0] \$10 ;
@@ -28802,8 +29753,8 @@ module \bchw_top.engine2.requant14 (rst, en, \port$2767$826 , acc, q, clk);
   input en;
   wire en;
   wire [17:0] mul;
-  input [58:0] \port$2767$826 ;
-  wire [58:0] \port$2767$826 ;
+  input [58:0] \port$7878$826 ;
+  wire [58:0] \port$7878$826 ;
   reg [34:0] prod = 35'h000000000;
   output [7:0] q;
   reg [7:0] q = 8'h00;
@@ -28814,7 +29765,7 @@ module \bchw_top.engine2.requant14 (rst, en, \port$2767$826 , acc, q, clk);
   reg [4:0] shift2 = 5'h00;
   wire [36:0] shifted;
   reg [36:0] total = 37'h0000000000;
-  assign \$1  = $signed(acc) * $signed(\port$2767$826 [17:0]);
+  assign \$1  = $signed(acc) * $signed(\port$7878$826 [17:0]);
   assign \$2  = $signed(prod) + $signed(bias1);
   assign \$3  = $signed(shifted) < $signed(1'h0);
   assign \$4  = $signed(shifted) > $signed(9'h0ff);
@@ -28844,14 +29795,14 @@ module \bchw_top.engine2.requant14 (rst, en, \port$2767$826 , acc, q, clk);
     if (\$auto$verilog_backend.cc:2355:dump_module$76 ) begin end
     \$8  = bias1;
     if (en) begin
-      \$8  = \port$2767$826 [58:23];
+      \$8  = \port$7878$826 [58:23];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$76 ) begin end
     \$9  = shift1;
     if (en) begin
-      \$9  = \port$2767$826 [22:18];
+      \$9  = \port$7878$826 [22:18];
     end
   end
   always @* begin
@@ -28878,13 +29829,13 @@ module \bchw_top.engine2.requant14 (rst, en, \port$2767$826 , acc, q, clk);
       \$12  = 8'h00;
     end
   end
-  assign mul = \port$2767$826 [17:0];
-  assign bias = \port$2767$826 [58:23];
-  assign shift = \port$2767$826 [22:18];
+  assign mul = \port$7878$826 [17:0];
+  assign bias = \port$7878$826 [58:23];
+  assign shift = \port$7878$826 [22:18];
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine2.requant15 (rst, en, \port$2767$885 , acc, q, clk);
+module \bchw_top.engine2.requant15 (rst, \port$7878$885 , acc, en, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$77  = 0;
   wire [34:0] \$1 ;
   reg [36:0] \$10 ;
@@ -28907,8 +29858,8 @@ module \bchw_top.engine2.requant15 (rst, en, \port$2767$885 , acc, q, clk);
   input en;
   wire en;
   wire [17:0] mul;
-  input [58:0] \port$2767$885 ;
-  wire [58:0] \port$2767$885 ;
+  input [58:0] \port$7878$885 ;
+  wire [58:0] \port$7878$885 ;
   reg [34:0] prod = 35'h000000000;
   output [7:0] q;
   reg [7:0] q = 8'h00;
@@ -28919,7 +29870,7 @@ module \bchw_top.engine2.requant15 (rst, en, \port$2767$885 , acc, q, clk);
   reg [4:0] shift2 = 5'h00;
   wire [36:0] shifted;
   reg [36:0] total = 37'h0000000000;
-  assign \$1  = $signed(acc) * $signed(\port$2767$885 [17:0]);
+  assign \$1  = $signed(acc) * $signed(\port$7878$885 [17:0]);
   assign \$2  = $signed(prod) + $signed(bias1);
   assign \$3  = $signed(shifted) < $signed(1'h0);
   assign \$4  = $signed(shifted) > $signed(9'h0ff);
@@ -28949,14 +29900,14 @@ module \bchw_top.engine2.requant15 (rst, en, \port$2767$885 , acc, q, clk);
     if (\$auto$verilog_backend.cc:2355:dump_module$77 ) begin end
     \$8  = bias1;
     if (en) begin
-      \$8  = \port$2767$885 [58:23];
+      \$8  = \port$7878$885 [58:23];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$77 ) begin end
     \$9  = shift1;
     if (en) begin
-      \$9  = \port$2767$885 [22:18];
+      \$9  = \port$7878$885 [22:18];
     end
   end
   always @* begin
@@ -28983,13 +29934,13 @@ module \bchw_top.engine2.requant15 (rst, en, \port$2767$885 , acc, q, clk);
       \$12  = 8'h00;
     end
   end
-  assign mul = \port$2767$885 [17:0];
-  assign bias = \port$2767$885 [58:23];
-  assign shift = \port$2767$885 [22:18];
+  assign mul = \port$7878$885 [17:0];
+  assign bias = \port$7878$885 [58:23];
+  assign shift = \port$7878$885 [22:18];
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine2.requant2 (rst, en, \port$2767$118 , acc, q, clk);
+module \bchw_top.engine2.requant2 (rst, \port$7878$118 , acc, en, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$78  = 0;
   wire [34:0] \$1 ;
   reg [36:0] \$10 ;
@@ -29012,8 +29963,8 @@ module \bchw_top.engine2.requant2 (rst, en, \port$2767$118 , acc, q, clk);
   input en;
   wire en;
   wire [17:0] mul;
-  input [58:0] \port$2767$118 ;
-  wire [58:0] \port$2767$118 ;
+  input [58:0] \port$7878$118 ;
+  wire [58:0] \port$7878$118 ;
   reg [34:0] prod = 35'h000000000;
   output [7:0] q;
   reg [7:0] q = 8'h00;
@@ -29024,7 +29975,7 @@ module \bchw_top.engine2.requant2 (rst, en, \port$2767$118 , acc, q, clk);
   reg [4:0] shift2 = 5'h00;
   wire [36:0] shifted;
   reg [36:0] total = 37'h0000000000;
-  assign \$1  = $signed(acc) * $signed(\port$2767$118 [17:0]);
+  assign \$1  = $signed(acc) * $signed(\port$7878$118 [17:0]);
   assign \$2  = $signed(prod) + $signed(bias1);
   assign \$3  = $signed(shifted) < $signed(1'h0);
   assign \$4  = $signed(shifted) > $signed(9'h0ff);
@@ -29054,14 +30005,14 @@ module \bchw_top.engine2.requant2 (rst, en, \port$2767$118 , acc, q, clk);
     if (\$auto$verilog_backend.cc:2355:dump_module$78 ) begin end
     \$8  = bias1;
     if (en) begin
-      \$8  = \port$2767$118 [58:23];
+      \$8  = \port$7878$118 [58:23];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$78 ) begin end
     \$9  = shift1;
     if (en) begin
-      \$9  = \port$2767$118 [22:18];
+      \$9  = \port$7878$118 [22:18];
     end
   end
   always @* begin
@@ -29088,13 +30039,13 @@ module \bchw_top.engine2.requant2 (rst, en, \port$2767$118 , acc, q, clk);
       \$12  = 8'h00;
     end
   end
-  assign mul = \port$2767$118 [17:0];
-  assign bias = \port$2767$118 [58:23];
-  assign shift = \port$2767$118 [22:18];
+  assign mul = \port$7878$118 [17:0];
+  assign bias = \port$7878$118 [58:23];
+  assign shift = \port$7878$118 [22:18];
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine2.requant3 (rst, en, \port$2767$177 , acc, q, clk);
+module \bchw_top.engine2.requant3 (rst, \port$7878$177 , acc, en, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$79  = 0;
   wire [34:0] \$1 ;
   reg [36:0] \$10 ;
@@ -29117,8 +30068,8 @@ module \bchw_top.engine2.requant3 (rst, en, \port$2767$177 , acc, q, clk);
   input en;
   wire en;
   wire [17:0] mul;
-  input [58:0] \port$2767$177 ;
-  wire [58:0] \port$2767$177 ;
+  input [58:0] \port$7878$177 ;
+  wire [58:0] \port$7878$177 ;
   reg [34:0] prod = 35'h000000000;
   output [7:0] q;
   reg [7:0] q = 8'h00;
@@ -29129,7 +30080,7 @@ module \bchw_top.engine2.requant3 (rst, en, \port$2767$177 , acc, q, clk);
   reg [4:0] shift2 = 5'h00;
   wire [36:0] shifted;
   reg [36:0] total = 37'h0000000000;
-  assign \$1  = $signed(acc) * $signed(\port$2767$177 [17:0]);
+  assign \$1  = $signed(acc) * $signed(\port$7878$177 [17:0]);
   assign \$2  = $signed(prod) + $signed(bias1);
   assign \$3  = $signed(shifted) < $signed(1'h0);
   assign \$4  = $signed(shifted) > $signed(9'h0ff);
@@ -29159,14 +30110,14 @@ module \bchw_top.engine2.requant3 (rst, en, \port$2767$177 , acc, q, clk);
     if (\$auto$verilog_backend.cc:2355:dump_module$79 ) begin end
     \$8  = bias1;
     if (en) begin
-      \$8  = \port$2767$177 [58:23];
+      \$8  = \port$7878$177 [58:23];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$79 ) begin end
     \$9  = shift1;
     if (en) begin
-      \$9  = \port$2767$177 [22:18];
+      \$9  = \port$7878$177 [22:18];
     end
   end
   always @* begin
@@ -29193,13 +30144,13 @@ module \bchw_top.engine2.requant3 (rst, en, \port$2767$177 , acc, q, clk);
       \$12  = 8'h00;
     end
   end
-  assign mul = \port$2767$177 [17:0];
-  assign bias = \port$2767$177 [58:23];
-  assign shift = \port$2767$177 [22:18];
+  assign mul = \port$7878$177 [17:0];
+  assign bias = \port$7878$177 [58:23];
+  assign shift = \port$7878$177 [22:18];
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine2.requant4 (rst, en, \port$2767$236 , acc, q, clk);
+module \bchw_top.engine2.requant4 (rst, \port$7878$236 , acc, en, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$80  = 0;
   wire [34:0] \$1 ;
   reg [36:0] \$10 ;
@@ -29222,8 +30173,8 @@ module \bchw_top.engine2.requant4 (rst, en, \port$2767$236 , acc, q, clk);
   input en;
   wire en;
   wire [17:0] mul;
-  input [58:0] \port$2767$236 ;
-  wire [58:0] \port$2767$236 ;
+  input [58:0] \port$7878$236 ;
+  wire [58:0] \port$7878$236 ;
   reg [34:0] prod = 35'h000000000;
   output [7:0] q;
   reg [7:0] q = 8'h00;
@@ -29234,7 +30185,7 @@ module \bchw_top.engine2.requant4 (rst, en, \port$2767$236 , acc, q, clk);
   reg [4:0] shift2 = 5'h00;
   wire [36:0] shifted;
   reg [36:0] total = 37'h0000000000;
-  assign \$1  = $signed(acc) * $signed(\port$2767$236 [17:0]);
+  assign \$1  = $signed(acc) * $signed(\port$7878$236 [17:0]);
   assign \$2  = $signed(prod) + $signed(bias1);
   assign \$3  = $signed(shifted) < $signed(1'h0);
   assign \$4  = $signed(shifted) > $signed(9'h0ff);
@@ -29264,14 +30215,14 @@ module \bchw_top.engine2.requant4 (rst, en, \port$2767$236 , acc, q, clk);
     if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
     \$8  = bias1;
     if (en) begin
-      \$8  = \port$2767$236 [58:23];
+      \$8  = \port$7878$236 [58:23];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
     \$9  = shift1;
     if (en) begin
-      \$9  = \port$2767$236 [22:18];
+      \$9  = \port$7878$236 [22:18];
     end
   end
   always @* begin
@@ -29298,13 +30249,13 @@ module \bchw_top.engine2.requant4 (rst, en, \port$2767$236 , acc, q, clk);
       \$12  = 8'h00;
     end
   end
-  assign mul = \port$2767$236 [17:0];
-  assign bias = \port$2767$236 [58:23];
-  assign shift = \port$2767$236 [22:18];
+  assign mul = \port$7878$236 [17:0];
+  assign bias = \port$7878$236 [58:23];
+  assign shift = \port$7878$236 [22:18];
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine2.requant5 (rst, en, \port$2767$295 , acc, q, clk);
+module \bchw_top.engine2.requant5 (rst, \port$7878$295 , acc, en, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$81  = 0;
   wire [34:0] \$1 ;
   reg [36:0] \$10 ;
@@ -29327,8 +30278,8 @@ module \bchw_top.engine2.requant5 (rst, en, \port$2767$295 , acc, q, clk);
   input en;
   wire en;
   wire [17:0] mul;
-  input [58:0] \port$2767$295 ;
-  wire [58:0] \port$2767$295 ;
+  input [58:0] \port$7878$295 ;
+  wire [58:0] \port$7878$295 ;
   reg [34:0] prod = 35'h000000000;
   output [7:0] q;
   reg [7:0] q = 8'h00;
@@ -29339,7 +30290,7 @@ module \bchw_top.engine2.requant5 (rst, en, \port$2767$295 , acc, q, clk);
   reg [4:0] shift2 = 5'h00;
   wire [36:0] shifted;
   reg [36:0] total = 37'h0000000000;
-  assign \$1  = $signed(acc) * $signed(\port$2767$295 [17:0]);
+  assign \$1  = $signed(acc) * $signed(\port$7878$295 [17:0]);
   assign \$2  = $signed(prod) + $signed(bias1);
   assign \$3  = $signed(shifted) < $signed(1'h0);
   assign \$4  = $signed(shifted) > $signed(9'h0ff);
@@ -29369,14 +30320,14 @@ module \bchw_top.engine2.requant5 (rst, en, \port$2767$295 , acc, q, clk);
     if (\$auto$verilog_backend.cc:2355:dump_module$81 ) begin end
     \$8  = bias1;
     if (en) begin
-      \$8  = \port$2767$295 [58:23];
+      \$8  = \port$7878$295 [58:23];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$81 ) begin end
     \$9  = shift1;
     if (en) begin
-      \$9  = \port$2767$295 [22:18];
+      \$9  = \port$7878$295 [22:18];
     end
   end
   always @* begin
@@ -29403,13 +30354,13 @@ module \bchw_top.engine2.requant5 (rst, en, \port$2767$295 , acc, q, clk);
       \$12  = 8'h00;
     end
   end
-  assign mul = \port$2767$295 [17:0];
-  assign bias = \port$2767$295 [58:23];
-  assign shift = \port$2767$295 [22:18];
+  assign mul = \port$7878$295 [17:0];
+  assign bias = \port$7878$295 [58:23];
+  assign shift = \port$7878$295 [22:18];
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine2.requant6 (rst, en, \port$2767$354 , acc, q, clk);
+module \bchw_top.engine2.requant6 (rst, \port$7878$354 , acc, en, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$82  = 0;
   wire [34:0] \$1 ;
   reg [36:0] \$10 ;
@@ -29432,8 +30383,8 @@ module \bchw_top.engine2.requant6 (rst, en, \port$2767$354 , acc, q, clk);
   input en;
   wire en;
   wire [17:0] mul;
-  input [58:0] \port$2767$354 ;
-  wire [58:0] \port$2767$354 ;
+  input [58:0] \port$7878$354 ;
+  wire [58:0] \port$7878$354 ;
   reg [34:0] prod = 35'h000000000;
   output [7:0] q;
   reg [7:0] q = 8'h00;
@@ -29444,7 +30395,7 @@ module \bchw_top.engine2.requant6 (rst, en, \port$2767$354 , acc, q, clk);
   reg [4:0] shift2 = 5'h00;
   wire [36:0] shifted;
   reg [36:0] total = 37'h0000000000;
-  assign \$1  = $signed(acc) * $signed(\port$2767$354 [17:0]);
+  assign \$1  = $signed(acc) * $signed(\port$7878$354 [17:0]);
   assign \$2  = $signed(prod) + $signed(bias1);
   assign \$3  = $signed(shifted) < $signed(1'h0);
   assign \$4  = $signed(shifted) > $signed(9'h0ff);
@@ -29474,14 +30425,14 @@ module \bchw_top.engine2.requant6 (rst, en, \port$2767$354 , acc, q, clk);
     if (\$auto$verilog_backend.cc:2355:dump_module$82 ) begin end
     \$8  = bias1;
     if (en) begin
-      \$8  = \port$2767$354 [58:23];
+      \$8  = \port$7878$354 [58:23];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$82 ) begin end
     \$9  = shift1;
     if (en) begin
-      \$9  = \port$2767$354 [22:18];
+      \$9  = \port$7878$354 [22:18];
     end
   end
   always @* begin
@@ -29508,13 +30459,13 @@ module \bchw_top.engine2.requant6 (rst, en, \port$2767$354 , acc, q, clk);
       \$12  = 8'h00;
     end
   end
-  assign mul = \port$2767$354 [17:0];
-  assign bias = \port$2767$354 [58:23];
-  assign shift = \port$2767$354 [22:18];
+  assign mul = \port$7878$354 [17:0];
+  assign bias = \port$7878$354 [58:23];
+  assign shift = \port$7878$354 [22:18];
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine2.requant7 (rst, en, \port$2767$413 , acc, q, clk);
+module \bchw_top.engine2.requant7 (rst, \port$7878$413 , acc, en, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$83  = 0;
   wire [34:0] \$1 ;
   reg [36:0] \$10 ;
@@ -29537,8 +30488,8 @@ module \bchw_top.engine2.requant7 (rst, en, \port$2767$413 , acc, q, clk);
   input en;
   wire en;
   wire [17:0] mul;
-  input [58:0] \port$2767$413 ;
-  wire [58:0] \port$2767$413 ;
+  input [58:0] \port$7878$413 ;
+  wire [58:0] \port$7878$413 ;
   reg [34:0] prod = 35'h000000000;
   output [7:0] q;
   reg [7:0] q = 8'h00;
@@ -29549,7 +30500,7 @@ module \bchw_top.engine2.requant7 (rst, en, \port$2767$413 , acc, q, clk);
   reg [4:0] shift2 = 5'h00;
   wire [36:0] shifted;
   reg [36:0] total = 37'h0000000000;
-  assign \$1  = $signed(acc) * $signed(\port$2767$413 [17:0]);
+  assign \$1  = $signed(acc) * $signed(\port$7878$413 [17:0]);
   assign \$2  = $signed(prod) + $signed(bias1);
   assign \$3  = $signed(shifted) < $signed(1'h0);
   assign \$4  = $signed(shifted) > $signed(9'h0ff);
@@ -29579,14 +30530,14 @@ module \bchw_top.engine2.requant7 (rst, en, \port$2767$413 , acc, q, clk);
     if (\$auto$verilog_backend.cc:2355:dump_module$83 ) begin end
     \$8  = bias1;
     if (en) begin
-      \$8  = \port$2767$413 [58:23];
+      \$8  = \port$7878$413 [58:23];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$83 ) begin end
     \$9  = shift1;
     if (en) begin
-      \$9  = \port$2767$413 [22:18];
+      \$9  = \port$7878$413 [22:18];
     end
   end
   always @* begin
@@ -29613,13 +30564,13 @@ module \bchw_top.engine2.requant7 (rst, en, \port$2767$413 , acc, q, clk);
       \$12  = 8'h00;
     end
   end
-  assign mul = \port$2767$413 [17:0];
-  assign bias = \port$2767$413 [58:23];
-  assign shift = \port$2767$413 [22:18];
+  assign mul = \port$7878$413 [17:0];
+  assign bias = \port$7878$413 [58:23];
+  assign shift = \port$7878$413 [22:18];
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine2.requant8 (rst, en, \port$2767$472 , acc, q, clk);
+module \bchw_top.engine2.requant8 (rst, \port$7878$472 , acc, en, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$84  = 0;
   wire [34:0] \$1 ;
   reg [36:0] \$10 ;
@@ -29642,8 +30593,8 @@ module \bchw_top.engine2.requant8 (rst, en, \port$2767$472 , acc, q, clk);
   input en;
   wire en;
   wire [17:0] mul;
-  input [58:0] \port$2767$472 ;
-  wire [58:0] \port$2767$472 ;
+  input [58:0] \port$7878$472 ;
+  wire [58:0] \port$7878$472 ;
   reg [34:0] prod = 35'h000000000;
   output [7:0] q;
   reg [7:0] q = 8'h00;
@@ -29654,7 +30605,7 @@ module \bchw_top.engine2.requant8 (rst, en, \port$2767$472 , acc, q, clk);
   reg [4:0] shift2 = 5'h00;
   wire [36:0] shifted;
   reg [36:0] total = 37'h0000000000;
-  assign \$1  = $signed(acc) * $signed(\port$2767$472 [17:0]);
+  assign \$1  = $signed(acc) * $signed(\port$7878$472 [17:0]);
   assign \$2  = $signed(prod) + $signed(bias1);
   assign \$3  = $signed(shifted) < $signed(1'h0);
   assign \$4  = $signed(shifted) > $signed(9'h0ff);
@@ -29684,14 +30635,14 @@ module \bchw_top.engine2.requant8 (rst, en, \port$2767$472 , acc, q, clk);
     if (\$auto$verilog_backend.cc:2355:dump_module$84 ) begin end
     \$8  = bias1;
     if (en) begin
-      \$8  = \port$2767$472 [58:23];
+      \$8  = \port$7878$472 [58:23];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$84 ) begin end
     \$9  = shift1;
     if (en) begin
-      \$9  = \port$2767$472 [22:18];
+      \$9  = \port$7878$472 [22:18];
     end
   end
   always @* begin
@@ -29718,13 +30669,13 @@ module \bchw_top.engine2.requant8 (rst, en, \port$2767$472 , acc, q, clk);
       \$12  = 8'h00;
     end
   end
-  assign mul = \port$2767$472 [17:0];
-  assign bias = \port$2767$472 [58:23];
-  assign shift = \port$2767$472 [22:18];
+  assign mul = \port$7878$472 [17:0];
+  assign bias = \port$7878$472 [58:23];
+  assign shift = \port$7878$472 [22:18];
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine2.requant9 (rst, en, \port$2767$531 , acc, q, clk);
+module \bchw_top.engine2.requant9 (rst, \port$7878$531 , acc, en, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$85  = 0;
   wire [34:0] \$1 ;
   reg [36:0] \$10 ;
@@ -29747,8 +30698,8 @@ module \bchw_top.engine2.requant9 (rst, en, \port$2767$531 , acc, q, clk);
   input en;
   wire en;
   wire [17:0] mul;
-  input [58:0] \port$2767$531 ;
-  wire [58:0] \port$2767$531 ;
+  input [58:0] \port$7878$531 ;
+  wire [58:0] \port$7878$531 ;
   reg [34:0] prod = 35'h000000000;
   output [7:0] q;
   reg [7:0] q = 8'h00;
@@ -29759,7 +30710,7 @@ module \bchw_top.engine2.requant9 (rst, en, \port$2767$531 , acc, q, clk);
   reg [4:0] shift2 = 5'h00;
   wire [36:0] shifted;
   reg [36:0] total = 37'h0000000000;
-  assign \$1  = $signed(acc) * $signed(\port$2767$531 [17:0]);
+  assign \$1  = $signed(acc) * $signed(\port$7878$531 [17:0]);
   assign \$2  = $signed(prod) + $signed(bias1);
   assign \$3  = $signed(shifted) < $signed(1'h0);
   assign \$4  = $signed(shifted) > $signed(9'h0ff);
@@ -29789,14 +30740,14 @@ module \bchw_top.engine2.requant9 (rst, en, \port$2767$531 , acc, q, clk);
     if (\$auto$verilog_backend.cc:2355:dump_module$85 ) begin end
     \$8  = bias1;
     if (en) begin
-      \$8  = \port$2767$531 [58:23];
+      \$8  = \port$7878$531 [58:23];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$85 ) begin end
     \$9  = shift1;
     if (en) begin
-      \$9  = \port$2767$531 [22:18];
+      \$9  = \port$7878$531 [22:18];
     end
   end
   always @* begin
@@ -29823,13 +30774,13 @@ module \bchw_top.engine2.requant9 (rst, en, \port$2767$531 , acc, q, clk);
       \$12  = 8'h00;
     end
   end
-  assign mul = \port$2767$531 [17:0];
-  assign bias = \port$2767$531 [58:23];
-  assign shift = \port$2767$531 [22:18];
+  assign mul = \port$7878$531 [17:0];
+  assign bias = \port$7878$531 [58:23];
+  assign shift = \port$7878$531 [22:18];
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine2.tree0 (rst, en, w, x, l4_0, clk);
+module \bchw_top.engine2.tree0 (rst, x, w, en, l4_0, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$86  = 0;
   wire [8:0] \$1 ;
   wire [8:0] \$10 ;
@@ -30283,7 +31234,7 @@ module \bchw_top.engine2.tree0 (rst, en, w, x, l4_0, clk);
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine2.tree1 (rst, en, w, x, l4_0, clk);
+module \bchw_top.engine2.tree1 (rst, x, w, en, l4_0, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$87  = 0;
   wire [8:0] \$1 ;
   wire [8:0] \$10 ;
@@ -30737,7 +31688,7 @@ module \bchw_top.engine2.tree1 (rst, en, w, x, l4_0, clk);
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine2.tree10 (rst, en, w, x, l4_0, clk);
+module \bchw_top.engine2.tree10 (rst, x, w, en, l4_0, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$88  = 0;
   wire [8:0] \$1 ;
   wire [8:0] \$10 ;
@@ -31191,7 +32142,7 @@ module \bchw_top.engine2.tree10 (rst, en, w, x, l4_0, clk);
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine2.tree11 (rst, en, w, x, l4_0, clk);
+module \bchw_top.engine2.tree11 (rst, x, w, en, l4_0, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$89  = 0;
   wire [8:0] \$1 ;
   wire [8:0] \$10 ;
@@ -31645,7 +32596,7 @@ module \bchw_top.engine2.tree11 (rst, en, w, x, l4_0, clk);
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine2.tree12 (rst, en, w, x, l4_0, clk);
+module \bchw_top.engine2.tree12 (rst, x, w, en, l4_0, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$90  = 0;
   wire [8:0] \$1 ;
   wire [8:0] \$10 ;
@@ -32099,7 +33050,7 @@ module \bchw_top.engine2.tree12 (rst, en, w, x, l4_0, clk);
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine2.tree13 (rst, en, w, x, l4_0, clk);
+module \bchw_top.engine2.tree13 (rst, x, w, en, l4_0, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$91  = 0;
   wire [8:0] \$1 ;
   wire [8:0] \$10 ;
@@ -32553,7 +33504,7 @@ module \bchw_top.engine2.tree13 (rst, en, w, x, l4_0, clk);
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine2.tree14 (rst, en, w, x, l4_0, clk);
+module \bchw_top.engine2.tree14 (rst, x, w, en, l4_0, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$92  = 0;
   wire [8:0] \$1 ;
   wire [8:0] \$10 ;
@@ -33007,7 +33958,7 @@ module \bchw_top.engine2.tree14 (rst, en, w, x, l4_0, clk);
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine2.tree15 (rst, en, w, x, l4_0, clk);
+module \bchw_top.engine2.tree15 (rst, x, w, en, l4_0, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$93  = 0;
   wire [8:0] \$1 ;
   wire [8:0] \$10 ;
@@ -33461,7 +34412,7 @@ module \bchw_top.engine2.tree15 (rst, en, w, x, l4_0, clk);
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine2.tree2 (rst, en, w, x, l4_0, clk);
+module \bchw_top.engine2.tree2 (rst, x, w, en, l4_0, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$94  = 0;
   wire [8:0] \$1 ;
   wire [8:0] \$10 ;
@@ -33915,7 +34866,7 @@ module \bchw_top.engine2.tree2 (rst, en, w, x, l4_0, clk);
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine2.tree3 (rst, en, w, x, l4_0, clk);
+module \bchw_top.engine2.tree3 (rst, x, w, en, l4_0, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$95  = 0;
   wire [8:0] \$1 ;
   wire [8:0] \$10 ;
@@ -34369,7 +35320,7 @@ module \bchw_top.engine2.tree3 (rst, en, w, x, l4_0, clk);
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine2.tree4 (rst, en, w, x, l4_0, clk);
+module \bchw_top.engine2.tree4 (rst, x, w, en, l4_0, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$96  = 0;
   wire [8:0] \$1 ;
   wire [8:0] \$10 ;
@@ -34823,7 +35774,7 @@ module \bchw_top.engine2.tree4 (rst, en, w, x, l4_0, clk);
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine2.tree5 (rst, en, w, x, l4_0, clk);
+module \bchw_top.engine2.tree5 (rst, x, w, en, l4_0, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$97  = 0;
   wire [8:0] \$1 ;
   wire [8:0] \$10 ;
@@ -35277,7 +36228,7 @@ module \bchw_top.engine2.tree5 (rst, en, w, x, l4_0, clk);
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine2.tree6 (rst, en, w, x, l4_0, clk);
+module \bchw_top.engine2.tree6 (rst, x, w, en, l4_0, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$98  = 0;
   wire [8:0] \$1 ;
   wire [8:0] \$10 ;
@@ -35731,7 +36682,7 @@ module \bchw_top.engine2.tree6 (rst, en, w, x, l4_0, clk);
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine2.tree7 (rst, en, w, x, l4_0, clk);
+module \bchw_top.engine2.tree7 (rst, x, w, en, l4_0, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$99  = 0;
   wire [8:0] \$1 ;
   wire [8:0] \$10 ;
@@ -36185,7 +37136,7 @@ module \bchw_top.engine2.tree7 (rst, en, w, x, l4_0, clk);
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine2.tree8 (rst, en, w, x, l4_0, clk);
+module \bchw_top.engine2.tree8 (rst, x, w, en, l4_0, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$100  = 0;
   wire [8:0] \$1 ;
   wire [8:0] \$10 ;
@@ -36639,7 +37590,7 @@ module \bchw_top.engine2.tree8 (rst, en, w, x, l4_0, clk);
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine2.tree9 (rst, en, w, x, l4_0, clk);
+module \bchw_top.engine2.tree9 (rst, x, w, en, l4_0, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$101  = 0;
   wire [8:0] \$1 ;
   wire [8:0] \$10 ;
@@ -37093,7 +38044,7 @@ module \bchw_top.engine2.tree9 (rst, en, w, x, l4_0, clk);
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine2.weights (en, data, addr, clk);
+module \bchw_top.engine2.weights (data, addr, en, clk);
   input [7:0] addr;
   wire [7:0] addr;
   input clk;
@@ -37120,17 +38071,17 @@ module \bchw_top.engine3 (rst, s__ready, m__ready, s__valid, s__payload, m__vali
   reg \$auto$verilog_backend.cc:2355:dump_module$102  = 0;
   wire \$1 ;
   wire \$10 ;
-  wire [4:0] \$11 ;
+  wire \$11 ;
   wire \$12 ;
-  wire [1:0] \$13 ;
-  wire [4:0] \$14 ;
-  wire \$15 ;
-  wire \$16 ;
-  wire \$17 ;
-  wire \$18 ;
-  wire \$19 ;
+  wire [16:0] \$13 ;
+  wire [17:0] \$14 ;
+  wire [16:0] \$15 ;
+  wire [17:0] \$16 ;
+  wire [16:0] \$17 ;
+  wire [17:0] \$18 ;
+  wire [16:0] \$19 ;
   wire \$2 ;
-  wire \$20 ;
+  wire [17:0] \$20 ;
   wire [16:0] \$21 ;
   wire [17:0] \$22 ;
   wire [16:0] \$23 ;
@@ -37144,63 +38095,69 @@ module \bchw_top.engine3 (rst, s__ready, m__ready, s__valid, s__payload, m__vali
   wire [17:0] \$30 ;
   wire [16:0] \$31 ;
   wire [17:0] \$32 ;
-  wire [16:0] \$33 ;
-  wire [17:0] \$34 ;
-  wire [16:0] \$35 ;
-  wire [17:0] \$36 ;
-  wire [16:0] \$37 ;
-  wire [17:0] \$38 ;
-  wire [16:0] \$39 ;
-  wire \$4 ;
-  wire [17:0] \$40 ;
+  wire \$33 ;
+  wire \$34 ;
+  wire \$35 ;
+  wire \$36 ;
+  wire \$37 ;
+  wire \$38 ;
+  wire \$39 ;
+  wire [4:0] \$4 ;
+  wire \$40 ;
   wire \$41 ;
   wire \$42 ;
   reg \$43 ;
   reg [3:0] \$44 ;
   reg [3:0] \$45 ;
-  reg [2047:0] \$46 ;
-  reg [127:0] \$47 ;
-  reg [3:0] \$48 ;
-  reg [3:0] \$49 ;
+  reg \$46 ;
+  reg [2047:0] \$47 ;
+  reg [127:0] \$48 ;
+  reg [127:0] \$49 ;
   wire \$5 ;
-  reg [3:0] \$50 ;
+  reg [159:0] \$50 ;
   reg [3:0] \$51 ;
   reg [3:0] \$52 ;
   reg [3:0] \$53 ;
-  reg \$54 ;
-  reg \$55 ;
-  reg [16:0] \$56 ;
-  reg [16:0] \$57 ;
-  reg [16:0] \$58 ;
-  reg [16:0] \$59 ;
+  reg [3:0] \$54 ;
+  reg [3:0] \$55 ;
+  reg [3:0] \$56 ;
+  reg [3:0] \$57 ;
+  reg [589:0] \$58 ;
+  reg \$59 ;
   wire \$6 ;
-  reg [16:0] \$60 ;
+  reg \$60 ;
   reg [16:0] \$61 ;
   reg [16:0] \$62 ;
   reg [16:0] \$63 ;
   reg [16:0] \$64 ;
   reg [16:0] \$65 ;
-  reg \$66 ;
-  reg \$67 ;
-  reg \$68 ;
-  reg \$69 ;
-  wire \$7 ;
-  reg \$70 ;
+  reg [16:0] \$66 ;
+  reg [16:0] \$67 ;
+  reg [16:0] \$68 ;
+  reg [16:0] \$69 ;
+  wire [1:0] \$7 ;
+  reg [16:0] \$70 ;
   reg \$71 ;
   reg \$72 ;
-  reg [159:0] \$73 ;
-  wire \$8 ;
+  reg \$73 ;
+  reg \$74 ;
+  reg \$75 ;
+  reg \$76 ;
+  reg \$77 ;
+  reg \$78 ;
+  reg [159:0] \$79 ;
+  wire [4:0] \$8 ;
   wire \$9 ;
   reg [16:0] acc = 17'h00000;
-  reg [16:0] \acc$100  = 17'h00000;
-  reg [16:0] \acc$52  = 17'h00000;
-  reg [16:0] \acc$58  = 17'h00000;
-  reg [16:0] \acc$64  = 17'h00000;
-  reg [16:0] \acc$70  = 17'h00000;
-  reg [16:0] \acc$76  = 17'h00000;
-  reg [16:0] \acc$82  = 17'h00000;
-  reg [16:0] \acc$88  = 17'h00000;
-  reg [16:0] \acc$94  = 17'h00000;
+  reg [16:0] \acc$50  = 17'h00000;
+  reg [16:0] \acc$56  = 17'h00000;
+  reg [16:0] \acc$62  = 17'h00000;
+  reg [16:0] \acc$68  = 17'h00000;
+  reg [16:0] \acc$74  = 17'h00000;
+  reg [16:0] \acc$80  = 17'h00000;
+  reg [16:0] \acc$86  = 17'h00000;
+  reg [16:0] \acc$92  = 17'h00000;
+  reg [16:0] \acc$98  = 17'h00000;
   (* init = 17'h00000 *)
   wire [16:0] acc0;
   (* init = 17'h00000 *)
@@ -37223,53 +38180,76 @@ module \bchw_top.engine3 (rst, s__ready, m__ready, s__valid, s__payload, m__vali
   wire [16:0] acc9;
   reg acc_end = 1'h0;
   reg acc_valid = 1'h0;
-  (* init = 4'h0 *)
-  wire [3:0] addr;
-  wire \addr$42 ;
+  reg [3:0] addr = 4'h0;
+  wire \addr$40 ;
   wire [35:0] bias;
-  wire [35:0] \bias$104 ;
-  wire [35:0] \bias$56 ;
-  wire [35:0] \bias$62 ;
-  wire [35:0] \bias$68 ;
-  wire [35:0] \bias$74 ;
-  wire [35:0] \bias$80 ;
-  wire [35:0] \bias$86 ;
-  wire [35:0] \bias$92 ;
-  wire [35:0] \bias$98 ;
+  wire [35:0] \bias$102 ;
+  wire [35:0] \bias$54 ;
+  wire [35:0] \bias$60 ;
+  wire [35:0] \bias$66 ;
+  wire [35:0] \bias$72 ;
+  wire [35:0] \bias$78 ;
+  wire [35:0] \bias$84 ;
+  wire [35:0] \bias$90 ;
+  wire [35:0] \bias$96 ;
   reg busy = 1'h0;
   input clk;
   wire clk;
   wire [159:0] data;
-  wire [589:0] \data$48 ;
-  wire en;
-  wire \en$14 ;
-  wire \en$17 ;
-  wire \en$20 ;
-  wire \en$23 ;
-  wire \en$26 ;
-  wire \en$29 ;
-  wire \en$32 ;
-  wire \en$35 ;
-  wire \en$38 ;
-  wire \en$41 ;
-  wire \en$44 ;
-  wire \en$51 ;
-  wire \en$57 ;
-  wire \en$63 ;
-  wire \en$69 ;
+  wire [589:0] \data$121 ;
+  reg en = 1'h1;
+  (* init = 1'h1 *)
+  wire \en$12 ;
+  (* init = 1'h1 *)
+  wire \en$15 ;
+  (* init = 1'h1 *)
+  wire \en$18 ;
+  (* init = 1'h1 *)
+  wire \en$21 ;
+  (* init = 1'h1 *)
+  wire \en$24 ;
+  (* init = 1'h1 *)
+  wire \en$27 ;
+  (* init = 1'h1 *)
+  wire \en$30 ;
+  (* init = 1'h1 *)
+  wire \en$33 ;
+  (* init = 1'h1 *)
+  wire \en$36 ;
+  (* init = 1'h1 *)
+  wire \en$39 ;
+  (* init = 1'h1 *)
+  wire \en$4 ;
+  (* init = 1'h1 *)
+  wire \en$42 ;
+  (* init = 1'h1 *)
+  wire \en$49 ;
+  (* init = 1'h1 *)
+  wire \en$55 ;
+  (* init = 1'h1 *)
+  wire \en$61 ;
+  (* init = 1'h1 *)
+  wire \en$67 ;
+  (* init = 1'h1 *)
   wire \en$7 ;
-  wire \en$75 ;
-  wire \en$81 ;
-  wire \en$87 ;
-  wire \en$9 ;
-  wire \en$93 ;
-  wire \en$99 ;
+  (* init = 1'h1 *)
+  wire \en$73 ;
+  (* init = 1'h1 *)
+  wire \en$79 ;
+  (* init = 1'h1 *)
+  wire \en$85 ;
+  (* init = 1'h1 *)
+  wire \en$91 ;
+  (* init = 1'h1 *)
+  wire \en$97 ;
   reg [3:0] f1_d0 = 4'h0;
+  reg [3:0] f1_d1 = 4'h0;
+  reg [3:0] fp_d0 = 4'h0;
+  reg [3:0] fp_d1 = 4'h0;
+  reg [3:0] fp_d2 = 4'h0;
+  reg [3:0] fp_d3 = 4'h0;
   reg [3:0] ft_d0 = 4'h0;
-  reg [3:0] ft_d1 = 4'h0;
-  reg [3:0] ft_d2 = 4'h0;
-  reg [3:0] ft_d3 = 4'h0;
-  reg [3:0] ft_d4 = 4'h0;
+  reg last_step = 1'h0;
   output [159:0] m__payload;
   reg [159:0] m__payload = 160'h0000000000000000000000000000000000000000;
   input m__ready;
@@ -37277,33 +38257,34 @@ module \bchw_top.engine3 (rst, s__ready, m__ready, s__valid, s__payload, m__vali
   output m__valid;
   reg m__valid = 1'h0;
   wire [17:0] mul;
-  wire [17:0] \mul$102 ;
-  wire [17:0] \mul$54 ;
-  wire [17:0] \mul$60 ;
-  wire [17:0] \mul$66 ;
-  wire [17:0] \mul$72 ;
-  wire [17:0] \mul$78 ;
-  wire [17:0] \mul$84 ;
-  wire [17:0] \mul$90 ;
-  wire [17:0] \mul$96 ;
+  wire [17:0] \mul$100 ;
+  wire [17:0] \mul$52 ;
+  wire [17:0] \mul$58 ;
+  wire [17:0] \mul$64 ;
+  wire [17:0] \mul$70 ;
+  wire [17:0] \mul$76 ;
+  wire [17:0] \mul$82 ;
+  wire [17:0] \mul$88 ;
+  wire [17:0] \mul$94 ;
   wire [-1:0] nfc;
   wire out_done;
+  reg [589:0] params_d0 = 590'h0000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000;
   wire [15:0] q;
-  wire [15:0] \q$137 ;
-  wire [15:0] \q$138 ;
-  wire [15:0] \q$139 ;
-  wire [15:0] \q$140 ;
-  wire [15:0] \q$141 ;
   wire [15:0] \q$142 ;
   wire [15:0] \q$143 ;
   wire [15:0] \q$144 ;
   wire [15:0] \q$145 ;
+  wire [15:0] \q$146 ;
+  wire [15:0] \q$147 ;
+  wire [15:0] \q$148 ;
+  wire [15:0] \q$149 ;
+  wire [15:0] \q$150 ;
   reg qe_d0 = 1'h0;
   reg qe_d1 = 1'h0;
-  reg qe_d2 = 1'h0;
+  reg qe_last_d0 = 1'h0;
   reg qv_d0 = 1'h0;
   reg qv_d1 = 1'h0;
-  reg qv_d2 = 1'h0;
+  reg qv_last_d0 = 1'h0;
   input rst;
   wire rst;
   input [2047:0] s__payload;
@@ -37314,247 +38295,261 @@ module \bchw_top.engine3 (rst, s__ready, m__ready, s__valid, s__payload, m__vali
   wire s__valid;
   reg [3:0] sfc = 4'h0;
   wire [4:0] shift;
-  wire [4:0] \shift$103 ;
-  wire [4:0] \shift$55 ;
-  wire [4:0] \shift$61 ;
-  wire [4:0] \shift$67 ;
-  wire [4:0] \shift$73 ;
-  wire [4:0] \shift$79 ;
-  wire [4:0] \shift$85 ;
-  wire [4:0] \shift$91 ;
-  wire [4:0] \shift$97 ;
-  reg [3:0] step = 4'h0;
+  wire [4:0] \shift$101 ;
+  wire [4:0] \shift$53 ;
+  wire [4:0] \shift$59 ;
+  wire [4:0] \shift$65 ;
+  wire [4:0] \shift$71 ;
+  wire [4:0] \shift$77 ;
+  wire [4:0] \shift$83 ;
+  wire [4:0] \shift$89 ;
+  wire [4:0] \shift$95 ;
+  (* init = 4'h0 *)
+  wire [3:0] step;
   wire [12:0] sum;
-  wire [12:0] \sum$122 ;
-  wire [12:0] \sum$123 ;
-  wire [12:0] \sum$124 ;
   wire [12:0] \sum$125 ;
   wire [12:0] \sum$126 ;
   wire [12:0] \sum$127 ;
   wire [12:0] \sum$128 ;
   wire [12:0] \sum$129 ;
   wire [12:0] \sum$130 ;
+  wire [12:0] \sum$131 ;
+  wire [12:0] \sum$132 ;
+  wire [12:0] \sum$133 ;
   wire [15:0] w;
-  wire [15:0] \w$16 ;
-  wire [15:0] \w$19 ;
-  wire [15:0] \w$22 ;
-  wire [15:0] \w$25 ;
-  wire [15:0] \w$28 ;
-  wire [15:0] \w$31 ;
-  wire [15:0] \w$34 ;
-  wire [15:0] \w$37 ;
-  wire [15:0] \w$40 ;
+  wire [15:0] \w$14 ;
+  wire [15:0] \w$17 ;
+  wire [15:0] \w$20 ;
+  wire [15:0] \w$23 ;
+  wire [15:0] \w$26 ;
+  wire [15:0] \w$29 ;
+  wire [15:0] \w$32 ;
+  wire [15:0] \w$35 ;
+  wire [15:0] \w$38 ;
+  reg [159:0] wdata_d0 = 160'h0000000000000000000000000000000000000000;
   reg [127:0] x = 128'h00000000000000000000000000000000;
   (* init = 128'h00000000000000000000000000000000 *)
-  wire [127:0] \x$15 ;
+  wire [127:0] \x$13 ;
   (* init = 128'h00000000000000000000000000000000 *)
-  wire [127:0] \x$18 ;
+  wire [127:0] \x$16 ;
   (* init = 128'h00000000000000000000000000000000 *)
-  wire [127:0] \x$21 ;
+  wire [127:0] \x$19 ;
   (* init = 128'h00000000000000000000000000000000 *)
-  wire [127:0] \x$24 ;
+  wire [127:0] \x$22 ;
   (* init = 128'h00000000000000000000000000000000 *)
-  wire [127:0] \x$27 ;
+  wire [127:0] \x$25 ;
   (* init = 128'h00000000000000000000000000000000 *)
-  wire [127:0] \x$30 ;
+  wire [127:0] \x$28 ;
   (* init = 128'h00000000000000000000000000000000 *)
-  wire [127:0] \x$33 ;
+  wire [127:0] \x$31 ;
   (* init = 128'h00000000000000000000000000000000 *)
-  wire [127:0] \x$36 ;
+  wire [127:0] \x$34 ;
   (* init = 128'h00000000000000000000000000000000 *)
-  wire [127:0] \x$39 ;
+  wire [127:0] \x$37 ;
+  reg [127:0] x_d0 = 128'h00000000000000000000000000000000;
   (* init = 128'h00000000000000000000000000000000 *)
-  wire [127:0] x1;
+  wire [127:0] x_d1;
   reg [2047:0] xbuf = 2048'h00000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000;
-  assign \$24  = $signed(\$23 ) + $signed(\sum$122 );
-  assign \$25  = ft_d4[1] ? 17'h00000 : \acc$58 ;
-  assign \$26  = $signed(\$25 ) + $signed(\sum$123 );
-  assign \$27  = ft_d4[1] ? 17'h00000 : \acc$64 ;
-  assign \$28  = $signed(\$27 ) + $signed(\sum$124 );
-  assign \$29  = ft_d4[1] ? 17'h00000 : \acc$70 ;
-  assign \$30  = $signed(\$29 ) + $signed(\sum$125 );
-  assign \$31  = ft_d4[1] ? 17'h00000 : \acc$76 ;
-  assign \$32  = $signed(\$31 ) + $signed(\sum$126 );
-  assign \$33  = ft_d4[1] ? 17'h00000 : \acc$82 ;
-  assign \$34  = $signed(\$33 ) + $signed(\sum$127 );
-  assign \$35  = ft_d4[1] ? 17'h00000 : \acc$88 ;
-  assign \$36  = $signed(\$35 ) + $signed(\sum$128 );
-  assign \$37  = ft_d4[1] ? 17'h00000 : \acc$94 ;
-  assign \$38  = $signed(\$37 ) + $signed(\sum$129 );
-  assign \$39  = ft_d4[1] ? 17'h00000 : \acc$100 ;
-  assign \$40  = $signed(\$39 ) + $signed(\sum$130 );
-  assign \$41  = en & qv_d2;
-  assign \$42  = \$41  & qe_d2;
+  assign \$19  = ft_d0[1] ? 17'h00000 : \acc$62 ;
+  assign \$20  = $signed(\$19 ) + $signed(\sum$127 );
+  assign \$21  = ft_d0[1] ? 17'h00000 : \acc$68 ;
+  assign \$22  = $signed(\$21 ) + $signed(\sum$128 );
+  assign \$23  = ft_d0[1] ? 17'h00000 : \acc$74 ;
+  assign \$24  = $signed(\$23 ) + $signed(\sum$129 );
+  assign \$25  = ft_d0[1] ? 17'h00000 : \acc$80 ;
+  assign \$26  = $signed(\$25 ) + $signed(\sum$130 );
+  assign \$27  = ft_d0[1] ? 17'h00000 : \acc$86 ;
+  assign \$28  = $signed(\$27 ) + $signed(\sum$131 );
+  assign \$29  = ft_d0[1] ? 17'h00000 : \acc$92 ;
+  assign \$30  = $signed(\$29 ) + $signed(\sum$132 );
+  assign \$31  = ft_d0[1] ? 17'h00000 : \acc$98 ;
+  assign \$32  = $signed(\$31 ) + $signed(\sum$133 );
+  assign \$33  = en & out_done;
+  assign \$34  = ~ m__ready;
+  assign \$35  = m__valid & \$34 ;
+  assign \$36  = \$33  | \$35 ;
+  assign \$37  = qv_d1 & qe_d1;
+  assign \$38  = en ? \$37  : out_done;
+  assign \$39  = \$36  & \$38 ;
+  assign \$40  = ~ \$39 ;
+  assign \$41  = en & qv_last_d0;
+  assign \$42  = \$41  & qe_last_d0;
   always @(posedge clk)
     busy <= \$43 ;
   always @(posedge clk)
-    step <= \$44 ;
+    addr <= \$44 ;
   always @(posedge clk)
     sfc <= \$45 ;
   always @(posedge clk)
-    xbuf <= \$46 ;
+    last_step <= \$46 ;
   always @(posedge clk)
-    x <= \$47 ;
+    xbuf <= \$47 ;
   always @(posedge clk)
-    f1_d0 <= \$48 ;
+    x_d0 <= \$48 ;
   always @(posedge clk)
-    ft_d0 <= \$49 ;
+    x <= \$49 ;
   always @(posedge clk)
-    ft_d1 <= \$50 ;
+    wdata_d0 <= \$50 ;
   always @(posedge clk)
-    ft_d2 <= \$51 ;
+    f1_d0 <= \$51 ;
   always @(posedge clk)
-    ft_d3 <= \$52 ;
+    f1_d1 <= \$52 ;
   always @(posedge clk)
-    ft_d4 <= \$53 ;
+    fp_d0 <= \$53 ;
   always @(posedge clk)
-    acc_valid <= \$54 ;
+    fp_d1 <= \$54 ;
   always @(posedge clk)
-    acc_end <= \$55 ;
+    fp_d2 <= \$55 ;
   always @(posedge clk)
-    acc <= \$56 ;
+    fp_d3 <= \$56 ;
   always @(posedge clk)
-    \acc$52  <= \$57 ;
+    ft_d0 <= \$57 ;
   always @(posedge clk)
-    \acc$58  <= \$58 ;
+    params_d0 <= \$58 ;
   always @(posedge clk)
-    \acc$64  <= \$59 ;
+    acc_valid <= \$59 ;
   always @(posedge clk)
-    \acc$70  <= \$60 ;
+    acc_end <= \$60 ;
   always @(posedge clk)
-    \acc$76  <= \$61 ;
+    acc <= \$61 ;
   always @(posedge clk)
-    \acc$82  <= \$62 ;
+    \acc$50  <= \$62 ;
   always @(posedge clk)
-    \acc$88  <= \$63 ;
+    \acc$56  <= \$63 ;
   always @(posedge clk)
-    \acc$94  <= \$64 ;
+    \acc$62  <= \$64 ;
   always @(posedge clk)
-    \acc$100  <= \$65 ;
+    \acc$68  <= \$65 ;
   always @(posedge clk)
-    qv_d0 <= \$66 ;
+    \acc$74  <= \$66 ;
   always @(posedge clk)
-    qv_d1 <= \$67 ;
+    \acc$80  <= \$67 ;
   always @(posedge clk)
-    qv_d2 <= \$68 ;
+    \acc$86  <= \$68 ;
   always @(posedge clk)
-    qe_d0 <= \$69 ;
+    \acc$92  <= \$69 ;
   always @(posedge clk)
-    qe_d1 <= \$70 ;
+    \acc$98  <= \$70 ;
   always @(posedge clk)
-    qe_d2 <= \$71 ;
+    qv_d0 <= \$71 ;
   always @(posedge clk)
-    m__valid <= \$72 ;
+    qv_d1 <= \$72 ;
   always @(posedge clk)
-    m__payload <= \$73 ;
-  assign \$1  = ~ m__ready;
-  assign \$2  = m__valid & \$1 ;
-  assign \$3  = \$2  & out_done;
-  assign en = ~ \$3 ;
-  assign \$4  = ~ busy;
-  assign \$5  = step == 4'hf;
-  assign \$6  = busy & \$5 ;
-  assign \$7  = \$4  | \$6 ;
-  assign s__ready = en & \$7 ;
-  assign out_done = qv_d2 & qe_d2;
-  assign \$8  = s__valid & s__ready;
-  assign \$9  = step == 4'hf;
-  assign \$10  = busy & \$9 ;
-  assign \$11  = step + 1'h1;
-  assign \$12  = sfc == 4'hf;
-  assign \$14  = sfc + 1'h1;
-  assign \$15  = ! sfc;
-  assign \$16  = sfc == 4'hf;
-  assign \$17  = step == 4'hf;
-  assign \$18  = busy & \$17 ;
-  assign \$19  = ft_d4[0] & ft_d4[2];
-  assign \$20  = ft_d4[0] & ft_d4[3];
-  assign \$21  = ft_d4[1] ? 17'h00000 : acc;
-  assign \$22  = $signed(\$21 ) + $signed(sum);
-  assign \$23  = ft_d4[1] ? 17'h00000 : \acc$52 ;
+    qe_d0 <= \$73 ;
+  always @(posedge clk)
+    qe_d1 <= \$74 ;
+  always @(posedge clk)
+    qv_last_d0 <= \$75 ;
+  always @(posedge clk)
+    qe_last_d0 <= \$76 ;
+  always @(posedge clk)
+    en <= \$77 ;
+  always @(posedge clk)
+    m__valid <= \$78 ;
+  always @(posedge clk)
+    m__payload <= \$79 ;
+  assign \$1  = ~ busy;
+  assign \$2  = \$1  | last_step;
+  assign s__ready = en & \$2 ;
+  assign out_done = qv_last_d0 & qe_last_d0;
+  assign \$3  = s__valid & s__ready;
+  assign \$4  = addr + 1'h1;
+  assign \$5  = addr == 4'he;
+  assign \$6  = sfc == 4'hf;
+  assign \$8  = sfc + 1'h1;
+  assign \$9  = ! sfc;
+  assign \$10  = sfc == 4'hf;
+  assign \$11  = ft_d0[0] & ft_d0[2];
+  assign \$12  = ft_d0[0] & ft_d0[3];
+  assign \$13  = ft_d0[1] ? 17'h00000 : acc;
+  assign \$14  = $signed(\$13 ) + $signed(sum);
+  assign \$15  = ft_d0[1] ? 17'h00000 : \acc$50 ;
+  assign \$16  = $signed(\$15 ) + $signed(\sum$125 );
+  assign \$17  = ft_d0[1] ? 17'h00000 : \acc$56 ;
+  assign \$18  = $signed(\$17 ) + $signed(\sum$126 );
   \bchw_top.engine3.params  params (
     .clk(clk),
-    .data(\data$48 ),
+    .data(\data$121 ),
     .en(en)
   );
   \bchw_top.engine3.requant0  requant0 (
     .acc(acc),
     .clk(clk),
     .en(en),
-    .\port$3793$0 (\data$48 [58:0]),
+    .\port$9184$0 (params_d0[58:0]),
     .q(q),
     .rst(rst)
   );
   \bchw_top.engine3.requant1  requant1 (
-    .acc(\acc$52 ),
+    .acc(\acc$50 ),
     .clk(clk),
     .en(en),
-    .\port$3793$59 (\data$48 [117:59]),
-    .q(\q$137 ),
-    .rst(rst)
-  );
-  \bchw_top.engine3.requant2  requant2 (
-    .acc(\acc$58 ),
-    .clk(clk),
-    .en(en),
-    .\port$3793$118 (\data$48 [176:118]),
-    .q(\q$138 ),
-    .rst(rst)
-  );
-  \bchw_top.engine3.requant3  requant3 (
-    .acc(\acc$64 ),
-    .clk(clk),
-    .en(en),
-    .\port$3793$177 (\data$48 [235:177]),
-    .q(\q$139 ),
-    .rst(rst)
-  );
-  \bchw_top.engine3.requant4  requant4 (
-    .acc(\acc$70 ),
-    .clk(clk),
-    .en(en),
-    .\port$3793$236 (\data$48 [294:236]),
-    .q(\q$140 ),
-    .rst(rst)
-  );
-  \bchw_top.engine3.requant5  requant5 (
-    .acc(\acc$76 ),
-    .clk(clk),
-    .en(en),
-    .\port$3793$295 (\data$48 [353:295]),
-    .q(\q$141 ),
-    .rst(rst)
-  );
-  \bchw_top.engine3.requant6  requant6 (
-    .acc(\acc$82 ),
-    .clk(clk),
-    .en(en),
-    .\port$3793$354 (\data$48 [412:354]),
+    .\port$9184$59 (params_d0[117:59]),
     .q(\q$142 ),
     .rst(rst)
   );
-  \bchw_top.engine3.requant7  requant7 (
-    .acc(\acc$88 ),
+  \bchw_top.engine3.requant2  requant2 (
+    .acc(\acc$56 ),
     .clk(clk),
     .en(en),
-    .\port$3793$413 (\data$48 [471:413]),
+    .\port$9184$118 (params_d0[176:118]),
     .q(\q$143 ),
     .rst(rst)
   );
-  \bchw_top.engine3.requant8  requant8 (
-    .acc(\acc$94 ),
+  \bchw_top.engine3.requant3  requant3 (
+    .acc(\acc$62 ),
     .clk(clk),
     .en(en),
-    .\port$3793$472 (\data$48 [530:472]),
+    .\port$9184$177 (params_d0[235:177]),
     .q(\q$144 ),
     .rst(rst)
   );
-  \bchw_top.engine3.requant9  requant9 (
-    .acc(\acc$100 ),
+  \bchw_top.engine3.requant4  requant4 (
+    .acc(\acc$68 ),
     .clk(clk),
     .en(en),
-    .\port$3793$531 (\data$48 [589:531]),
+    .\port$9184$236 (params_d0[294:236]),
     .q(\q$145 ),
+    .rst(rst)
+  );
+  \bchw_top.engine3.requant5  requant5 (
+    .acc(\acc$74 ),
+    .clk(clk),
+    .en(en),
+    .\port$9184$295 (params_d0[353:295]),
+    .q(\q$146 ),
+    .rst(rst)
+  );
+  \bchw_top.engine3.requant6  requant6 (
+    .acc(\acc$80 ),
+    .clk(clk),
+    .en(en),
+    .\port$9184$354 (params_d0[412:354]),
+    .q(\q$147 ),
+    .rst(rst)
+  );
+  \bchw_top.engine3.requant7  requant7 (
+    .acc(\acc$86 ),
+    .clk(clk),
+    .en(en),
+    .\port$9184$413 (params_d0[471:413]),
+    .q(\q$148 ),
+    .rst(rst)
+  );
+  \bchw_top.engine3.requant8  requant8 (
+    .acc(\acc$92 ),
+    .clk(clk),
+    .en(en),
+    .\port$9184$472 (params_d0[530:472]),
+    .q(\q$149 ),
+    .rst(rst)
+  );
+  \bchw_top.engine3.requant9  requant9 (
+    .acc(\acc$98 ),
+    .clk(clk),
+    .en(en),
+    .\port$9184$531 (params_d0[589:531]),
+    .q(\q$150 ),
     .rst(rst)
   );
   \bchw_top.engine3.tree0  tree0 (
@@ -37562,83 +38557,83 @@ module \bchw_top.engine3 (rst, s__ready, m__ready, s__valid, s__payload, m__vali
     .en(en),
     .l4_0(sum),
     .rst(rst),
-    .w(data[15:0]),
+    .w(wdata_d0[15:0]),
     .x(x)
   );
   \bchw_top.engine3.tree1  tree1 (
     .clk(clk),
     .en(en),
-    .l4_0(\sum$122 ),
+    .l4_0(\sum$125 ),
     .rst(rst),
-    .w(data[31:16]),
+    .w(wdata_d0[31:16]),
     .x(x)
   );
   \bchw_top.engine3.tree2  tree2 (
     .clk(clk),
     .en(en),
-    .l4_0(\sum$123 ),
+    .l4_0(\sum$126 ),
     .rst(rst),
-    .w(data[47:32]),
+    .w(wdata_d0[47:32]),
     .x(x)
   );
   \bchw_top.engine3.tree3  tree3 (
     .clk(clk),
     .en(en),
-    .l4_0(\sum$124 ),
+    .l4_0(\sum$127 ),
     .rst(rst),
-    .w(data[63:48]),
+    .w(wdata_d0[63:48]),
     .x(x)
   );
   \bchw_top.engine3.tree4  tree4 (
     .clk(clk),
     .en(en),
-    .l4_0(\sum$125 ),
+    .l4_0(\sum$128 ),
     .rst(rst),
-    .w(data[79:64]),
+    .w(wdata_d0[79:64]),
     .x(x)
   );
   \bchw_top.engine3.tree5  tree5 (
     .clk(clk),
     .en(en),
-    .l4_0(\sum$126 ),
+    .l4_0(\sum$129 ),
     .rst(rst),
-    .w(data[95:80]),
+    .w(wdata_d0[95:80]),
     .x(x)
   );
   \bchw_top.engine3.tree6  tree6 (
     .clk(clk),
     .en(en),
-    .l4_0(\sum$127 ),
+    .l4_0(\sum$130 ),
     .rst(rst),
-    .w(data[111:96]),
+    .w(wdata_d0[111:96]),
     .x(x)
   );
   \bchw_top.engine3.tree7  tree7 (
     .clk(clk),
     .en(en),
-    .l4_0(\sum$128 ),
+    .l4_0(\sum$131 ),
     .rst(rst),
-    .w(data[127:112]),
+    .w(wdata_d0[127:112]),
     .x(x)
   );
   \bchw_top.engine3.tree8  tree8 (
     .clk(clk),
     .en(en),
-    .l4_0(\sum$129 ),
+    .l4_0(\sum$132 ),
     .rst(rst),
-    .w(data[143:128]),
+    .w(wdata_d0[143:128]),
     .x(x)
   );
   \bchw_top.engine3.tree9  tree9 (
     .clk(clk),
     .en(en),
-    .l4_0(\sum$130 ),
+    .l4_0(\sum$133 ),
     .rst(rst),
-    .w(data[159:144]),
+    .w(wdata_d0[159:144]),
     .x(x)
   );
   \bchw_top.engine3.weights  weights (
-    .addr(step),
+    .addr(addr),
     .clk(clk),
     .data(data),
     .en(en)
@@ -37647,9 +38642,9 @@ module \bchw_top.engine3 (rst, s__ready, m__ready, s__valid, s__payload, m__vali
     if (\$auto$verilog_backend.cc:2355:dump_module$102 ) begin end
     \$43  = busy;
     if (en) begin
-      if (\$8 ) begin
+      if (\$3 ) begin
         \$43  = 1'h1;
-      end else if (\$10 ) begin
+      end else if (last_step) begin
         \$43  = 1'h0;
       end
     end
@@ -37659,13 +38654,13 @@ module \bchw_top.engine3 (rst, s__ready, m__ready, s__valid, s__payload, m__vali
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$102 ) begin end
-    \$44  = step;
+    \$44  = addr;
     if (en) begin
-      if (\$8 ) begin
+      if (\$3 ) begin
         \$44  = 4'h0;
-      end else if (\$10 ) begin
+      end else if (last_step) begin
       end else if (busy) begin
-        \$44  = \$11 [3:0];
+        \$44  = \$4 [3:0];
       end
     end
     if (rst) begin
@@ -37676,15 +38671,15 @@ module \bchw_top.engine3 (rst, s__ready, m__ready, s__valid, s__payload, m__vali
     if (\$auto$verilog_backend.cc:2355:dump_module$102 ) begin end
     \$45  = sfc;
     if (en) begin
-      if (\$8 ) begin
+      if (\$3 ) begin
         \$45  = 4'h0;
-      end else if (\$10 ) begin
+      end else if (last_step) begin
       end else if (busy) begin
         (* full_case = 32'd1 *)
-        if (\$12 ) begin
+        if (\$6 ) begin
           \$45  = 4'h0;
         end else begin
-          \$45  = \$14 [3:0];
+          \$45  = \$8 [3:0];
         end
       end
     end
@@ -37694,58 +38689,58 @@ module \bchw_top.engine3 (rst, s__ready, m__ready, s__valid, s__payload, m__vali
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$102 ) begin end
-    \$46  = xbuf;
+    \$46  = last_step;
     if (en) begin
-      if (\$8 ) begin
-        \$46  = s__payload;
-      end else if (\$10 ) begin
+      if (\$3 ) begin
+        \$46  = 1'h0;
+      end else if (last_step) begin
+        \$46  = 1'h0;
       end else if (busy) begin
-        \$46  = { xbuf[127:0], xbuf[2047:128] };
+        \$46  = \$5 ;
+      end
+    end
+    if (rst) begin
+      \$46  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$102 ) begin end
+    \$47  = xbuf;
+    if (en) begin
+      if (\$3 ) begin
+        \$47  = s__payload;
+      end else if (last_step) begin
+      end else if (busy) begin
+        \$47  = { xbuf[127:0], xbuf[2047:128] };
       end
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$102 ) begin end
-    \$47  = x;
+    \$48  = x_d0;
     if (en) begin
-      \$47  = xbuf[127:0];
+      \$48  = xbuf[127:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$102 ) begin end
-    \$48  = f1_d0;
+    \$49  = x;
     if (en) begin
-      \$48  = { \$18 , \$16 , \$15 , busy };
-    end
-    if (rst) begin
-      \$48  = 4'h0;
+      \$49  = x_d0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$102 ) begin end
-    \$49  = ft_d0;
+    \$50  = wdata_d0;
     if (en) begin
-      \$49  = f1_d0;
-    end
-    if (rst) begin
-      \$49  = 4'h0;
+      \$50  = data;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$102 ) begin end
-    \$50  = ft_d1;
+    \$51  = f1_d0;
     if (en) begin
-      \$50  = ft_d0;
-    end
-    if (rst) begin
-      \$50  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$102 ) begin end
-    \$51  = ft_d2;
-    if (en) begin
-      \$51  = ft_d1;
+      \$51  = { last_step, \$10 , \$9 , busy };
     end
     if (rst) begin
       \$51  = 4'h0;
@@ -37753,9 +38748,9 @@ module \bchw_top.engine3 (rst, s__ready, m__ready, s__valid, s__payload, m__vali
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$102 ) begin end
-    \$52  = ft_d3;
+    \$52  = f1_d1;
     if (en) begin
-      \$52  = ft_d2;
+      \$52  = f1_d0;
     end
     if (rst) begin
       \$52  = 4'h0;
@@ -37763,9 +38758,9 @@ module \bchw_top.engine3 (rst, s__ready, m__ready, s__valid, s__payload, m__vali
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$102 ) begin end
-    \$53  = ft_d4;
+    \$53  = fp_d0;
     if (en) begin
-      \$53  = ft_d3;
+      \$53  = f1_d1;
     end
     if (rst) begin
       \$53  = 4'h0;
@@ -37773,169 +38768,166 @@ module \bchw_top.engine3 (rst, s__ready, m__ready, s__valid, s__payload, m__vali
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$102 ) begin end
-    \$54  = acc_valid;
+    \$54  = fp_d1;
     if (en) begin
-      \$54  = \$19 ;
+      \$54  = fp_d0;
     end
     if (rst) begin
-      \$54  = 1'h0;
+      \$54  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$102 ) begin end
-    \$55  = acc_end;
+    \$55  = fp_d2;
     if (en) begin
-      \$55  = \$20 ;
+      \$55  = fp_d1;
     end
     if (rst) begin
-      \$55  = 1'h0;
+      \$55  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$102 ) begin end
-    \$56  = acc;
+    \$56  = fp_d3;
     if (en) begin
-      if (ft_d4[0]) begin
-        \$56  = \$22 [16:0];
-      end
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$102 ) begin end
-    \$57  = \acc$52 ;
-    if (en) begin
-      if (ft_d4[0]) begin
-        \$57  = \$24 [16:0];
-      end
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$102 ) begin end
-    \$58  = \acc$58 ;
-    if (en) begin
-      if (ft_d4[0]) begin
-        \$58  = \$26 [16:0];
-      end
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$102 ) begin end
-    \$59  = \acc$64 ;
-    if (en) begin
-      if (ft_d4[0]) begin
-        \$59  = \$28 [16:0];
-      end
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$102 ) begin end
-    \$60  = \acc$70 ;
-    if (en) begin
-      if (ft_d4[0]) begin
-        \$60  = \$30 [16:0];
-      end
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$102 ) begin end
-    \$61  = \acc$76 ;
-    if (en) begin
-      if (ft_d4[0]) begin
-        \$61  = \$32 [16:0];
-      end
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$102 ) begin end
-    \$62  = \acc$82 ;
-    if (en) begin
-      if (ft_d4[0]) begin
-        \$62  = \$34 [16:0];
-      end
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$102 ) begin end
-    \$63  = \acc$88 ;
-    if (en) begin
-      if (ft_d4[0]) begin
-        \$63  = \$36 [16:0];
-      end
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$102 ) begin end
-    \$64  = \acc$94 ;
-    if (en) begin
-      if (ft_d4[0]) begin
-        \$64  = \$38 [16:0];
-      end
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$102 ) begin end
-    \$65  = \acc$100 ;
-    if (en) begin
-      if (ft_d4[0]) begin
-        \$65  = \$40 [16:0];
-      end
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$102 ) begin end
-    \$66  = qv_d0;
-    if (en) begin
-      \$66  = acc_valid;
+      \$56  = fp_d2;
     end
     if (rst) begin
-      \$66  = 1'h0;
+      \$56  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$102 ) begin end
-    \$67  = qv_d1;
+    \$57  = ft_d0;
     if (en) begin
-      \$67  = qv_d0;
+      \$57  = fp_d3;
     end
     if (rst) begin
-      \$67  = 1'h0;
+      \$57  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$102 ) begin end
-    \$68  = qv_d2;
+    \$58  = params_d0;
     if (en) begin
-      \$68  = qv_d1;
+      \$58  = \data$121 ;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$102 ) begin end
+    \$59  = acc_valid;
+    if (en) begin
+      \$59  = \$11 ;
     end
     if (rst) begin
-      \$68  = 1'h0;
+      \$59  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$102 ) begin end
-    \$69  = qe_d0;
+    \$60  = acc_end;
     if (en) begin
-      \$69  = acc_end;
+      \$60  = \$12 ;
     end
     if (rst) begin
-      \$69  = 1'h0;
+      \$60  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$102 ) begin end
-    \$70  = qe_d1;
+    \$61  = acc;
     if (en) begin
-      \$70  = qe_d0;
-    end
-    if (rst) begin
-      \$70  = 1'h0;
+      if (ft_d0[0]) begin
+        \$61  = \$14 [16:0];
+      end
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$102 ) begin end
-    \$71  = qe_d2;
+    \$62  = \acc$50 ;
     if (en) begin
-      \$71  = qe_d1;
+      if (ft_d0[0]) begin
+        \$62  = \$16 [16:0];
+      end
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$102 ) begin end
+    \$63  = \acc$56 ;
+    if (en) begin
+      if (ft_d0[0]) begin
+        \$63  = \$18 [16:0];
+      end
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$102 ) begin end
+    \$64  = \acc$62 ;
+    if (en) begin
+      if (ft_d0[0]) begin
+        \$64  = \$20 [16:0];
+      end
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$102 ) begin end
+    \$65  = \acc$68 ;
+    if (en) begin
+      if (ft_d0[0]) begin
+        \$65  = \$22 [16:0];
+      end
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$102 ) begin end
+    \$66  = \acc$74 ;
+    if (en) begin
+      if (ft_d0[0]) begin
+        \$66  = \$24 [16:0];
+      end
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$102 ) begin end
+    \$67  = \acc$80 ;
+    if (en) begin
+      if (ft_d0[0]) begin
+        \$67  = \$26 [16:0];
+      end
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$102 ) begin end
+    \$68  = \acc$86 ;
+    if (en) begin
+      if (ft_d0[0]) begin
+        \$68  = \$28 [16:0];
+      end
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$102 ) begin end
+    \$69  = \acc$92 ;
+    if (en) begin
+      if (ft_d0[0]) begin
+        \$69  = \$30 [16:0];
+      end
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$102 ) begin end
+    \$70  = \acc$98 ;
+    if (en) begin
+      if (ft_d0[0]) begin
+        \$70  = \$32 [16:0];
+      end
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$102 ) begin end
+    \$71  = qv_d0;
+    if (en) begin
+      \$71  = acc_valid;
     end
     if (rst) begin
       \$71  = 1'h0;
@@ -37943,11 +38935,9 @@ module \bchw_top.engine3 (rst, s__ready, m__ready, s__valid, s__payload, m__vali
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$102 ) begin end
-    \$72  = m__valid;
-    if (\$42 ) begin
-      \$72  = 1'h1;
-    end else if (m__ready) begin
-      \$72  = 1'h0;
+    \$72  = qv_d1;
+    if (en) begin
+      \$72  = qv_d0;
     end
     if (rst) begin
       \$72  = 1'h0;
@@ -37955,103 +38945,162 @@ module \bchw_top.engine3 (rst, s__ready, m__ready, s__valid, s__payload, m__vali
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$102 ) begin end
-    \$73  = m__payload;
-    if (\$42 ) begin
-      \$73  = { \q$145 , \q$144 , \q$143 , \q$142 , \q$141 , \q$140 , \q$139 , \q$138 , \q$137 , q };
+    \$73  = qe_d0;
+    if (en) begin
+      \$73  = acc_end;
     end
     if (rst) begin
-      \$73  = 160'h0000000000000000000000000000000000000000;
+      \$73  = 1'h0;
     end
   end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$102 ) begin end
+    \$74  = qe_d1;
+    if (en) begin
+      \$74  = qe_d0;
+    end
+    if (rst) begin
+      \$74  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$102 ) begin end
+    \$75  = qv_last_d0;
+    if (en) begin
+      \$75  = qv_d1;
+    end
+    if (rst) begin
+      \$75  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$102 ) begin end
+    \$76  = qe_last_d0;
+    if (en) begin
+      \$76  = qe_d1;
+    end
+    if (rst) begin
+      \$76  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$102 ) begin end
+    \$77  = \$40 ;
+    if (rst) begin
+      \$77  = 1'h1;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$102 ) begin end
+    \$78  = m__valid;
+    if (\$42 ) begin
+      \$78  = 1'h1;
+    end else if (m__ready) begin
+      \$78  = 1'h0;
+    end
+    if (rst) begin
+      \$78  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$102 ) begin end
+    \$79  = m__payload;
+    if (\$42 ) begin
+      \$79  = { \q$150 , \q$149 , \q$148 , \q$147 , \q$146 , \q$145 , \q$144 , \q$143 , \q$142 , q };
+    end
+    if (rst) begin
+      \$79  = 160'h0000000000000000000000000000000000000000;
+    end
+  end
+  assign \en$4  = en;
+  assign step = addr;
   assign \en$7  = en;
-  assign addr = step;
-  assign \en$9  = en;
-  assign x1 = x;
-  assign w = data[15:0];
-  assign \en$14  = en;
-  assign \x$15  = x;
-  assign \w$16  = data[31:16];
-  assign \en$17  = en;
-  assign \x$18  = x;
-  assign \w$19  = data[47:32];
-  assign \en$20  = en;
-  assign \x$21  = x;
-  assign \w$22  = data[63:48];
-  assign \en$23  = en;
-  assign \x$24  = x;
-  assign \w$25  = data[79:64];
-  assign \en$26  = en;
-  assign \x$27  = x;
-  assign \w$28  = data[95:80];
-  assign \en$29  = en;
-  assign \x$30  = x;
-  assign \w$31  = data[111:96];
-  assign \en$32  = en;
-  assign \x$33  = x;
-  assign \w$34  = data[127:112];
-  assign \en$35  = en;
-  assign \x$36  = x;
-  assign \w$37  = data[143:128];
-  assign \en$38  = en;
-  assign \x$39  = x;
-  assign \w$40  = data[159:144];
-  assign \en$41  = en;
-  assign \addr$42  = 1'h0;
-  assign \en$44  = en;
+  assign x_d1 = x;
+  assign w = wdata_d0[15:0];
+  assign \en$12  = en;
+  assign \x$13  = x;
+  assign \w$14  = wdata_d0[31:16];
+  assign \en$15  = en;
+  assign \x$16  = x;
+  assign \w$17  = wdata_d0[47:32];
+  assign \en$18  = en;
+  assign \x$19  = x;
+  assign \w$20  = wdata_d0[63:48];
+  assign \en$21  = en;
+  assign \x$22  = x;
+  assign \w$23  = wdata_d0[79:64];
+  assign \en$24  = en;
+  assign \x$25  = x;
+  assign \w$26  = wdata_d0[95:80];
+  assign \en$27  = en;
+  assign \x$28  = x;
+  assign \w$29  = wdata_d0[111:96];
+  assign \en$30  = en;
+  assign \x$31  = x;
+  assign \w$32  = wdata_d0[127:112];
+  assign \en$33  = en;
+  assign \x$34  = x;
+  assign \w$35  = wdata_d0[143:128];
+  assign \en$36  = en;
+  assign \x$37  = x;
+  assign \w$38  = wdata_d0[159:144];
+  assign \en$39  = en;
+  assign \addr$40  = 1'h0;
+  assign \en$42  = en;
   assign acc0 = acc;
-  assign mul = \data$48 [17:0];
-  assign shift = \data$48 [22:18];
-  assign bias = \data$48 [58:23];
-  assign \en$51  = en;
-  assign acc1 = \acc$52 ;
-  assign \mul$54  = \data$48 [76:59];
-  assign \shift$55  = \data$48 [81:77];
-  assign \bias$56  = \data$48 [117:82];
-  assign \en$57  = en;
-  assign acc2 = \acc$58 ;
-  assign \mul$60  = \data$48 [135:118];
-  assign \shift$61  = \data$48 [140:136];
-  assign \bias$62  = \data$48 [176:141];
-  assign \en$63  = en;
-  assign acc3 = \acc$64 ;
-  assign \mul$66  = \data$48 [194:177];
-  assign \shift$67  = \data$48 [199:195];
-  assign \bias$68  = \data$48 [235:200];
-  assign \en$69  = en;
-  assign acc4 = \acc$70 ;
-  assign \mul$72  = \data$48 [253:236];
-  assign \shift$73  = \data$48 [258:254];
-  assign \bias$74  = \data$48 [294:259];
-  assign \en$75  = en;
-  assign acc5 = \acc$76 ;
-  assign \mul$78  = \data$48 [312:295];
-  assign \shift$79  = \data$48 [317:313];
-  assign \bias$80  = \data$48 [353:318];
-  assign \en$81  = en;
-  assign acc6 = \acc$82 ;
-  assign \mul$84  = \data$48 [371:354];
-  assign \shift$85  = \data$48 [376:372];
-  assign \bias$86  = \data$48 [412:377];
-  assign \en$87  = en;
-  assign acc7 = \acc$88 ;
-  assign \mul$90  = \data$48 [430:413];
-  assign \shift$91  = \data$48 [435:431];
-  assign \bias$92  = \data$48 [471:436];
-  assign \en$93  = en;
-  assign acc8 = \acc$94 ;
-  assign \mul$96  = \data$48 [489:472];
-  assign \shift$97  = \data$48 [494:490];
-  assign \bias$98  = \data$48 [530:495];
-  assign \en$99  = en;
-  assign acc9 = \acc$100 ;
-  assign \mul$102  = \data$48 [548:531];
-  assign \shift$103  = \data$48 [553:549];
-  assign \bias$104  = \data$48 [589:554];
-  assign \$13  = 2'h1;
+  assign mul = params_d0[17:0];
+  assign shift = params_d0[22:18];
+  assign bias = params_d0[58:23];
+  assign \en$49  = en;
+  assign acc1 = \acc$50 ;
+  assign \mul$52  = params_d0[76:59];
+  assign \shift$53  = params_d0[81:77];
+  assign \bias$54  = params_d0[117:82];
+  assign \en$55  = en;
+  assign acc2 = \acc$56 ;
+  assign \mul$58  = params_d0[135:118];
+  assign \shift$59  = params_d0[140:136];
+  assign \bias$60  = params_d0[176:141];
+  assign \en$61  = en;
+  assign acc3 = \acc$62 ;
+  assign \mul$64  = params_d0[194:177];
+  assign \shift$65  = params_d0[199:195];
+  assign \bias$66  = params_d0[235:200];
+  assign \en$67  = en;
+  assign acc4 = \acc$68 ;
+  assign \mul$70  = params_d0[253:236];
+  assign \shift$71  = params_d0[258:254];
+  assign \bias$72  = params_d0[294:259];
+  assign \en$73  = en;
+  assign acc5 = \acc$74 ;
+  assign \mul$76  = params_d0[312:295];
+  assign \shift$77  = params_d0[317:313];
+  assign \bias$78  = params_d0[353:318];
+  assign \en$79  = en;
+  assign acc6 = \acc$80 ;
+  assign \mul$82  = params_d0[371:354];
+  assign \shift$83  = params_d0[376:372];
+  assign \bias$84  = params_d0[412:377];
+  assign \en$85  = en;
+  assign acc7 = \acc$86 ;
+  assign \mul$88  = params_d0[430:413];
+  assign \shift$89  = params_d0[435:431];
+  assign \bias$90  = params_d0[471:436];
+  assign \en$91  = en;
+  assign acc8 = \acc$92 ;
+  assign \mul$94  = params_d0[489:472];
+  assign \shift$95  = params_d0[494:490];
+  assign \bias$96  = params_d0[530:495];
+  assign \en$97  = en;
+  assign acc9 = \acc$98 ;
+  assign \mul$100  = params_d0[548:531];
+  assign \shift$101  = params_d0[553:549];
+  assign \bias$102  = params_d0[589:554];
+  assign \$7  = 2'h1;
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine3.params (en, data, clk);
+module \bchw_top.engine3.params (data, en, clk);
   wire addr;
   input clk;
   wire clk;
@@ -38074,7 +39123,7 @@ module \bchw_top.engine3.params (en, data, clk);
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine3.requant0 (rst, en, \port$3793$0 , acc, q, clk);
+module \bchw_top.engine3.requant0 (rst, \port$9184$0 , acc, en, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$103  = 0;
   wire [34:0] \$1 ;
   reg [36:0] \$10 ;
@@ -38097,8 +39146,8 @@ module \bchw_top.engine3.requant0 (rst, en, \port$3793$0 , acc, q, clk);
   input en;
   wire en;
   wire [17:0] mul;
-  input [58:0] \port$3793$0 ;
-  wire [58:0] \port$3793$0 ;
+  input [58:0] \port$9184$0 ;
+  wire [58:0] \port$9184$0 ;
   reg [34:0] prod = 35'h000000000;
   output [15:0] q;
   reg [15:0] q = 16'h0000;
@@ -38109,7 +39158,7 @@ module \bchw_top.engine3.requant0 (rst, en, \port$3793$0 , acc, q, clk);
   reg [4:0] shift2 = 5'h00;
   wire [36:0] shifted;
   reg [36:0] total = 37'h0000000000;
-  assign \$1  = $signed(acc) * $signed(\port$3793$0 [17:0]);
+  assign \$1  = $signed(acc) * $signed(\port$9184$0 [17:0]);
   assign \$2  = $signed(prod) + $signed(bias1);
   assign \$3  = $signed(shifted) < $signed(16'h8000);
   assign \$4  = $signed(shifted) > $signed(16'h7fff);
@@ -38139,14 +39188,14 @@ module \bchw_top.engine3.requant0 (rst, en, \port$3793$0 , acc, q, clk);
     if (\$auto$verilog_backend.cc:2355:dump_module$103 ) begin end
     \$8  = bias1;
     if (en) begin
-      \$8  = \port$3793$0 [58:23];
+      \$8  = \port$9184$0 [58:23];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$103 ) begin end
     \$9  = shift1;
     if (en) begin
-      \$9  = \port$3793$0 [22:18];
+      \$9  = \port$9184$0 [22:18];
     end
   end
   always @* begin
@@ -38173,13 +39222,13 @@ module \bchw_top.engine3.requant0 (rst, en, \port$3793$0 , acc, q, clk);
       \$12  = 16'h0000;
     end
   end
-  assign mul = \port$3793$0 [17:0];
-  assign bias = \port$3793$0 [58:23];
-  assign shift = \port$3793$0 [22:18];
+  assign mul = \port$9184$0 [17:0];
+  assign bias = \port$9184$0 [58:23];
+  assign shift = \port$9184$0 [22:18];
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine3.requant1 (rst, en, \port$3793$59 , acc, q, clk);
+module \bchw_top.engine3.requant1 (rst, \port$9184$59 , acc, en, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$104  = 0;
   wire [34:0] \$1 ;
   reg [36:0] \$10 ;
@@ -38202,8 +39251,8 @@ module \bchw_top.engine3.requant1 (rst, en, \port$3793$59 , acc, q, clk);
   input en;
   wire en;
   wire [17:0] mul;
-  input [58:0] \port$3793$59 ;
-  wire [58:0] \port$3793$59 ;
+  input [58:0] \port$9184$59 ;
+  wire [58:0] \port$9184$59 ;
   reg [34:0] prod = 35'h000000000;
   output [15:0] q;
   reg [15:0] q = 16'h0000;
@@ -38214,7 +39263,7 @@ module \bchw_top.engine3.requant1 (rst, en, \port$3793$59 , acc, q, clk);
   reg [4:0] shift2 = 5'h00;
   wire [36:0] shifted;
   reg [36:0] total = 37'h0000000000;
-  assign \$1  = $signed(acc) * $signed(\port$3793$59 [17:0]);
+  assign \$1  = $signed(acc) * $signed(\port$9184$59 [17:0]);
   assign \$2  = $signed(prod) + $signed(bias1);
   assign \$3  = $signed(shifted) < $signed(16'h8000);
   assign \$4  = $signed(shifted) > $signed(16'h7fff);
@@ -38244,14 +39293,14 @@ module \bchw_top.engine3.requant1 (rst, en, \port$3793$59 , acc, q, clk);
     if (\$auto$verilog_backend.cc:2355:dump_module$104 ) begin end
     \$8  = bias1;
     if (en) begin
-      \$8  = \port$3793$59 [58:23];
+      \$8  = \port$9184$59 [58:23];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$104 ) begin end
     \$9  = shift1;
     if (en) begin
-      \$9  = \port$3793$59 [22:18];
+      \$9  = \port$9184$59 [22:18];
     end
   end
   always @* begin
@@ -38278,13 +39327,13 @@ module \bchw_top.engine3.requant1 (rst, en, \port$3793$59 , acc, q, clk);
       \$12  = 16'h0000;
     end
   end
-  assign mul = \port$3793$59 [17:0];
-  assign bias = \port$3793$59 [58:23];
-  assign shift = \port$3793$59 [22:18];
+  assign mul = \port$9184$59 [17:0];
+  assign bias = \port$9184$59 [58:23];
+  assign shift = \port$9184$59 [22:18];
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine3.requant2 (rst, en, \port$3793$118 , acc, q, clk);
+module \bchw_top.engine3.requant2 (rst, \port$9184$118 , acc, en, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$105  = 0;
   wire [34:0] \$1 ;
   reg [36:0] \$10 ;
@@ -38307,8 +39356,8 @@ module \bchw_top.engine3.requant2 (rst, en, \port$3793$118 , acc, q, clk);
   input en;
   wire en;
   wire [17:0] mul;
-  input [58:0] \port$3793$118 ;
-  wire [58:0] \port$3793$118 ;
+  input [58:0] \port$9184$118 ;
+  wire [58:0] \port$9184$118 ;
   reg [34:0] prod = 35'h000000000;
   output [15:0] q;
   reg [15:0] q = 16'h0000;
@@ -38319,7 +39368,7 @@ module \bchw_top.engine3.requant2 (rst, en, \port$3793$118 , acc, q, clk);
   reg [4:0] shift2 = 5'h00;
   wire [36:0] shifted;
   reg [36:0] total = 37'h0000000000;
-  assign \$1  = $signed(acc) * $signed(\port$3793$118 [17:0]);
+  assign \$1  = $signed(acc) * $signed(\port$9184$118 [17:0]);
   assign \$2  = $signed(prod) + $signed(bias1);
   assign \$3  = $signed(shifted) < $signed(16'h8000);
   assign \$4  = $signed(shifted) > $signed(16'h7fff);
@@ -38349,14 +39398,14 @@ module \bchw_top.engine3.requant2 (rst, en, \port$3793$118 , acc, q, clk);
     if (\$auto$verilog_backend.cc:2355:dump_module$105 ) begin end
     \$8  = bias1;
     if (en) begin
-      \$8  = \port$3793$118 [58:23];
+      \$8  = \port$9184$118 [58:23];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$105 ) begin end
     \$9  = shift1;
     if (en) begin
-      \$9  = \port$3793$118 [22:18];
+      \$9  = \port$9184$118 [22:18];
     end
   end
   always @* begin
@@ -38383,13 +39432,13 @@ module \bchw_top.engine3.requant2 (rst, en, \port$3793$118 , acc, q, clk);
       \$12  = 16'h0000;
     end
   end
-  assign mul = \port$3793$118 [17:0];
-  assign bias = \port$3793$118 [58:23];
-  assign shift = \port$3793$118 [22:18];
+  assign mul = \port$9184$118 [17:0];
+  assign bias = \port$9184$118 [58:23];
+  assign shift = \port$9184$118 [22:18];
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine3.requant3 (rst, en, \port$3793$177 , acc, q, clk);
+module \bchw_top.engine3.requant3 (rst, \port$9184$177 , acc, en, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$106  = 0;
   wire [34:0] \$1 ;
   reg [36:0] \$10 ;
@@ -38412,8 +39461,8 @@ module \bchw_top.engine3.requant3 (rst, en, \port$3793$177 , acc, q, clk);
   input en;
   wire en;
   wire [17:0] mul;
-  input [58:0] \port$3793$177 ;
-  wire [58:0] \port$3793$177 ;
+  input [58:0] \port$9184$177 ;
+  wire [58:0] \port$9184$177 ;
   reg [34:0] prod = 35'h000000000;
   output [15:0] q;
   reg [15:0] q = 16'h0000;
@@ -38424,7 +39473,7 @@ module \bchw_top.engine3.requant3 (rst, en, \port$3793$177 , acc, q, clk);
   reg [4:0] shift2 = 5'h00;
   wire [36:0] shifted;
   reg [36:0] total = 37'h0000000000;
-  assign \$1  = $signed(acc) * $signed(\port$3793$177 [17:0]);
+  assign \$1  = $signed(acc) * $signed(\port$9184$177 [17:0]);
   assign \$2  = $signed(prod) + $signed(bias1);
   assign \$3  = $signed(shifted) < $signed(16'h8000);
   assign \$4  = $signed(shifted) > $signed(16'h7fff);
@@ -38454,14 +39503,14 @@ module \bchw_top.engine3.requant3 (rst, en, \port$3793$177 , acc, q, clk);
     if (\$auto$verilog_backend.cc:2355:dump_module$106 ) begin end
     \$8  = bias1;
     if (en) begin
-      \$8  = \port$3793$177 [58:23];
+      \$8  = \port$9184$177 [58:23];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$106 ) begin end
     \$9  = shift1;
     if (en) begin
-      \$9  = \port$3793$177 [22:18];
+      \$9  = \port$9184$177 [22:18];
     end
   end
   always @* begin
@@ -38488,13 +39537,13 @@ module \bchw_top.engine3.requant3 (rst, en, \port$3793$177 , acc, q, clk);
       \$12  = 16'h0000;
     end
   end
-  assign mul = \port$3793$177 [17:0];
-  assign bias = \port$3793$177 [58:23];
-  assign shift = \port$3793$177 [22:18];
+  assign mul = \port$9184$177 [17:0];
+  assign bias = \port$9184$177 [58:23];
+  assign shift = \port$9184$177 [22:18];
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine3.requant4 (rst, en, \port$3793$236 , acc, q, clk);
+module \bchw_top.engine3.requant4 (rst, \port$9184$236 , acc, en, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$107  = 0;
   wire [34:0] \$1 ;
   reg [36:0] \$10 ;
@@ -38517,8 +39566,8 @@ module \bchw_top.engine3.requant4 (rst, en, \port$3793$236 , acc, q, clk);
   input en;
   wire en;
   wire [17:0] mul;
-  input [58:0] \port$3793$236 ;
-  wire [58:0] \port$3793$236 ;
+  input [58:0] \port$9184$236 ;
+  wire [58:0] \port$9184$236 ;
   reg [34:0] prod = 35'h000000000;
   output [15:0] q;
   reg [15:0] q = 16'h0000;
@@ -38529,7 +39578,7 @@ module \bchw_top.engine3.requant4 (rst, en, \port$3793$236 , acc, q, clk);
   reg [4:0] shift2 = 5'h00;
   wire [36:0] shifted;
   reg [36:0] total = 37'h0000000000;
-  assign \$1  = $signed(acc) * $signed(\port$3793$236 [17:0]);
+  assign \$1  = $signed(acc) * $signed(\port$9184$236 [17:0]);
   assign \$2  = $signed(prod) + $signed(bias1);
   assign \$3  = $signed(shifted) < $signed(16'h8000);
   assign \$4  = $signed(shifted) > $signed(16'h7fff);
@@ -38559,14 +39608,14 @@ module \bchw_top.engine3.requant4 (rst, en, \port$3793$236 , acc, q, clk);
     if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
     \$8  = bias1;
     if (en) begin
-      \$8  = \port$3793$236 [58:23];
+      \$8  = \port$9184$236 [58:23];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
     \$9  = shift1;
     if (en) begin
-      \$9  = \port$3793$236 [22:18];
+      \$9  = \port$9184$236 [22:18];
     end
   end
   always @* begin
@@ -38593,13 +39642,13 @@ module \bchw_top.engine3.requant4 (rst, en, \port$3793$236 , acc, q, clk);
       \$12  = 16'h0000;
     end
   end
-  assign mul = \port$3793$236 [17:0];
-  assign bias = \port$3793$236 [58:23];
-  assign shift = \port$3793$236 [22:18];
+  assign mul = \port$9184$236 [17:0];
+  assign bias = \port$9184$236 [58:23];
+  assign shift = \port$9184$236 [22:18];
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine3.requant5 (rst, en, \port$3793$295 , acc, q, clk);
+module \bchw_top.engine3.requant5 (rst, \port$9184$295 , acc, en, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$108  = 0;
   wire [34:0] \$1 ;
   reg [36:0] \$10 ;
@@ -38622,8 +39671,8 @@ module \bchw_top.engine3.requant5 (rst, en, \port$3793$295 , acc, q, clk);
   input en;
   wire en;
   wire [17:0] mul;
-  input [58:0] \port$3793$295 ;
-  wire [58:0] \port$3793$295 ;
+  input [58:0] \port$9184$295 ;
+  wire [58:0] \port$9184$295 ;
   reg [34:0] prod = 35'h000000000;
   output [15:0] q;
   reg [15:0] q = 16'h0000;
@@ -38634,7 +39683,7 @@ module \bchw_top.engine3.requant5 (rst, en, \port$3793$295 , acc, q, clk);
   reg [4:0] shift2 = 5'h00;
   wire [36:0] shifted;
   reg [36:0] total = 37'h0000000000;
-  assign \$1  = $signed(acc) * $signed(\port$3793$295 [17:0]);
+  assign \$1  = $signed(acc) * $signed(\port$9184$295 [17:0]);
   assign \$2  = $signed(prod) + $signed(bias1);
   assign \$3  = $signed(shifted) < $signed(16'h8000);
   assign \$4  = $signed(shifted) > $signed(16'h7fff);
@@ -38664,14 +39713,14 @@ module \bchw_top.engine3.requant5 (rst, en, \port$3793$295 , acc, q, clk);
     if (\$auto$verilog_backend.cc:2355:dump_module$108 ) begin end
     \$8  = bias1;
     if (en) begin
-      \$8  = \port$3793$295 [58:23];
+      \$8  = \port$9184$295 [58:23];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$108 ) begin end
     \$9  = shift1;
     if (en) begin
-      \$9  = \port$3793$295 [22:18];
+      \$9  = \port$9184$295 [22:18];
     end
   end
   always @* begin
@@ -38698,13 +39747,13 @@ module \bchw_top.engine3.requant5 (rst, en, \port$3793$295 , acc, q, clk);
       \$12  = 16'h0000;
     end
   end
-  assign mul = \port$3793$295 [17:0];
-  assign bias = \port$3793$295 [58:23];
-  assign shift = \port$3793$295 [22:18];
+  assign mul = \port$9184$295 [17:0];
+  assign bias = \port$9184$295 [58:23];
+  assign shift = \port$9184$295 [22:18];
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine3.requant6 (rst, en, \port$3793$354 , acc, q, clk);
+module \bchw_top.engine3.requant6 (rst, \port$9184$354 , acc, en, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$109  = 0;
   wire [34:0] \$1 ;
   reg [36:0] \$10 ;
@@ -38727,8 +39776,8 @@ module \bchw_top.engine3.requant6 (rst, en, \port$3793$354 , acc, q, clk);
   input en;
   wire en;
   wire [17:0] mul;
-  input [58:0] \port$3793$354 ;
-  wire [58:0] \port$3793$354 ;
+  input [58:0] \port$9184$354 ;
+  wire [58:0] \port$9184$354 ;
   reg [34:0] prod = 35'h000000000;
   output [15:0] q;
   reg [15:0] q = 16'h0000;
@@ -38739,7 +39788,7 @@ module \bchw_top.engine3.requant6 (rst, en, \port$3793$354 , acc, q, clk);
   reg [4:0] shift2 = 5'h00;
   wire [36:0] shifted;
   reg [36:0] total = 37'h0000000000;
-  assign \$1  = $signed(acc) * $signed(\port$3793$354 [17:0]);
+  assign \$1  = $signed(acc) * $signed(\port$9184$354 [17:0]);
   assign \$2  = $signed(prod) + $signed(bias1);
   assign \$3  = $signed(shifted) < $signed(16'h8000);
   assign \$4  = $signed(shifted) > $signed(16'h7fff);
@@ -38769,14 +39818,14 @@ module \bchw_top.engine3.requant6 (rst, en, \port$3793$354 , acc, q, clk);
     if (\$auto$verilog_backend.cc:2355:dump_module$109 ) begin end
     \$8  = bias1;
     if (en) begin
-      \$8  = \port$3793$354 [58:23];
+      \$8  = \port$9184$354 [58:23];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$109 ) begin end
     \$9  = shift1;
     if (en) begin
-      \$9  = \port$3793$354 [22:18];
+      \$9  = \port$9184$354 [22:18];
     end
   end
   always @* begin
@@ -38803,13 +39852,13 @@ module \bchw_top.engine3.requant6 (rst, en, \port$3793$354 , acc, q, clk);
       \$12  = 16'h0000;
     end
   end
-  assign mul = \port$3793$354 [17:0];
-  assign bias = \port$3793$354 [58:23];
-  assign shift = \port$3793$354 [22:18];
+  assign mul = \port$9184$354 [17:0];
+  assign bias = \port$9184$354 [58:23];
+  assign shift = \port$9184$354 [22:18];
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine3.requant7 (rst, en, \port$3793$413 , acc, q, clk);
+module \bchw_top.engine3.requant7 (rst, \port$9184$413 , acc, en, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$110  = 0;
   wire [34:0] \$1 ;
   reg [36:0] \$10 ;
@@ -38832,8 +39881,8 @@ module \bchw_top.engine3.requant7 (rst, en, \port$3793$413 , acc, q, clk);
   input en;
   wire en;
   wire [17:0] mul;
-  input [58:0] \port$3793$413 ;
-  wire [58:0] \port$3793$413 ;
+  input [58:0] \port$9184$413 ;
+  wire [58:0] \port$9184$413 ;
   reg [34:0] prod = 35'h000000000;
   output [15:0] q;
   reg [15:0] q = 16'h0000;
@@ -38844,7 +39893,7 @@ module \bchw_top.engine3.requant7 (rst, en, \port$3793$413 , acc, q, clk);
   reg [4:0] shift2 = 5'h00;
   wire [36:0] shifted;
   reg [36:0] total = 37'h0000000000;
-  assign \$1  = $signed(acc) * $signed(\port$3793$413 [17:0]);
+  assign \$1  = $signed(acc) * $signed(\port$9184$413 [17:0]);
   assign \$2  = $signed(prod) + $signed(bias1);
   assign \$3  = $signed(shifted) < $signed(16'h8000);
   assign \$4  = $signed(shifted) > $signed(16'h7fff);
@@ -38874,14 +39923,14 @@ module \bchw_top.engine3.requant7 (rst, en, \port$3793$413 , acc, q, clk);
     if (\$auto$verilog_backend.cc:2355:dump_module$110 ) begin end
     \$8  = bias1;
     if (en) begin
-      \$8  = \port$3793$413 [58:23];
+      \$8  = \port$9184$413 [58:23];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$110 ) begin end
     \$9  = shift1;
     if (en) begin
-      \$9  = \port$3793$413 [22:18];
+      \$9  = \port$9184$413 [22:18];
     end
   end
   always @* begin
@@ -38908,13 +39957,13 @@ module \bchw_top.engine3.requant7 (rst, en, \port$3793$413 , acc, q, clk);
       \$12  = 16'h0000;
     end
   end
-  assign mul = \port$3793$413 [17:0];
-  assign bias = \port$3793$413 [58:23];
-  assign shift = \port$3793$413 [22:18];
+  assign mul = \port$9184$413 [17:0];
+  assign bias = \port$9184$413 [58:23];
+  assign shift = \port$9184$413 [22:18];
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine3.requant8 (rst, en, \port$3793$472 , acc, q, clk);
+module \bchw_top.engine3.requant8 (rst, \port$9184$472 , acc, en, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$111  = 0;
   wire [34:0] \$1 ;
   reg [36:0] \$10 ;
@@ -38937,8 +39986,8 @@ module \bchw_top.engine3.requant8 (rst, en, \port$3793$472 , acc, q, clk);
   input en;
   wire en;
   wire [17:0] mul;
-  input [58:0] \port$3793$472 ;
-  wire [58:0] \port$3793$472 ;
+  input [58:0] \port$9184$472 ;
+  wire [58:0] \port$9184$472 ;
   reg [34:0] prod = 35'h000000000;
   output [15:0] q;
   reg [15:0] q = 16'h0000;
@@ -38949,7 +39998,7 @@ module \bchw_top.engine3.requant8 (rst, en, \port$3793$472 , acc, q, clk);
   reg [4:0] shift2 = 5'h00;
   wire [36:0] shifted;
   reg [36:0] total = 37'h0000000000;
-  assign \$1  = $signed(acc) * $signed(\port$3793$472 [17:0]);
+  assign \$1  = $signed(acc) * $signed(\port$9184$472 [17:0]);
   assign \$2  = $signed(prod) + $signed(bias1);
   assign \$3  = $signed(shifted) < $signed(16'h8000);
   assign \$4  = $signed(shifted) > $signed(16'h7fff);
@@ -38979,14 +40028,14 @@ module \bchw_top.engine3.requant8 (rst, en, \port$3793$472 , acc, q, clk);
     if (\$auto$verilog_backend.cc:2355:dump_module$111 ) begin end
     \$8  = bias1;
     if (en) begin
-      \$8  = \port$3793$472 [58:23];
+      \$8  = \port$9184$472 [58:23];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$111 ) begin end
     \$9  = shift1;
     if (en) begin
-      \$9  = \port$3793$472 [22:18];
+      \$9  = \port$9184$472 [22:18];
     end
   end
   always @* begin
@@ -39013,13 +40062,13 @@ module \bchw_top.engine3.requant8 (rst, en, \port$3793$472 , acc, q, clk);
       \$12  = 16'h0000;
     end
   end
-  assign mul = \port$3793$472 [17:0];
-  assign bias = \port$3793$472 [58:23];
-  assign shift = \port$3793$472 [22:18];
+  assign mul = \port$9184$472 [17:0];
+  assign bias = \port$9184$472 [58:23];
+  assign shift = \port$9184$472 [22:18];
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine3.requant9 (rst, en, \port$3793$531 , acc, q, clk);
+module \bchw_top.engine3.requant9 (rst, \port$9184$531 , acc, en, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$112  = 0;
   wire [34:0] \$1 ;
   reg [36:0] \$10 ;
@@ -39042,8 +40091,8 @@ module \bchw_top.engine3.requant9 (rst, en, \port$3793$531 , acc, q, clk);
   input en;
   wire en;
   wire [17:0] mul;
-  input [58:0] \port$3793$531 ;
-  wire [58:0] \port$3793$531 ;
+  input [58:0] \port$9184$531 ;
+  wire [58:0] \port$9184$531 ;
   reg [34:0] prod = 35'h000000000;
   output [15:0] q;
   reg [15:0] q = 16'h0000;
@@ -39054,7 +40103,7 @@ module \bchw_top.engine3.requant9 (rst, en, \port$3793$531 , acc, q, clk);
   reg [4:0] shift2 = 5'h00;
   wire [36:0] shifted;
   reg [36:0] total = 37'h0000000000;
-  assign \$1  = $signed(acc) * $signed(\port$3793$531 [17:0]);
+  assign \$1  = $signed(acc) * $signed(\port$9184$531 [17:0]);
   assign \$2  = $signed(prod) + $signed(bias1);
   assign \$3  = $signed(shifted) < $signed(16'h8000);
   assign \$4  = $signed(shifted) > $signed(16'h7fff);
@@ -39084,14 +40133,14 @@ module \bchw_top.engine3.requant9 (rst, en, \port$3793$531 , acc, q, clk);
     if (\$auto$verilog_backend.cc:2355:dump_module$112 ) begin end
     \$8  = bias1;
     if (en) begin
-      \$8  = \port$3793$531 [58:23];
+      \$8  = \port$9184$531 [58:23];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$112 ) begin end
     \$9  = shift1;
     if (en) begin
-      \$9  = \port$3793$531 [22:18];
+      \$9  = \port$9184$531 [22:18];
     end
   end
   always @* begin
@@ -39118,13 +40167,13 @@ module \bchw_top.engine3.requant9 (rst, en, \port$3793$531 , acc, q, clk);
       \$12  = 16'h0000;
     end
   end
-  assign mul = \port$3793$531 [17:0];
-  assign bias = \port$3793$531 [58:23];
-  assign shift = \port$3793$531 [22:18];
+  assign mul = \port$9184$531 [17:0];
+  assign bias = \port$9184$531 [58:23];
+  assign shift = \port$9184$531 [22:18];
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine3.tree0 (rst, en, w, x, l4_0, clk);
+module \bchw_top.engine3.tree0 (rst, x, w, en, l4_0, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$113  = 0;
   wire [8:0] \$1 ;
   wire [8:0] \$10 ;
@@ -39578,7 +40627,7 @@ module \bchw_top.engine3.tree0 (rst, en, w, x, l4_0, clk);
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine3.tree1 (rst, en, w, x, l4_0, clk);
+module \bchw_top.engine3.tree1 (rst, x, w, en, l4_0, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$114  = 0;
   wire [8:0] \$1 ;
   wire [8:0] \$10 ;
@@ -40032,7 +41081,7 @@ module \bchw_top.engine3.tree1 (rst, en, w, x, l4_0, clk);
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine3.tree2 (rst, en, w, x, l4_0, clk);
+module \bchw_top.engine3.tree2 (rst, x, w, en, l4_0, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$115  = 0;
   wire [8:0] \$1 ;
   wire [8:0] \$10 ;
@@ -40486,7 +41535,7 @@ module \bchw_top.engine3.tree2 (rst, en, w, x, l4_0, clk);
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine3.tree3 (rst, en, w, x, l4_0, clk);
+module \bchw_top.engine3.tree3 (rst, x, w, en, l4_0, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$116  = 0;
   wire [8:0] \$1 ;
   wire [8:0] \$10 ;
@@ -40940,7 +41989,7 @@ module \bchw_top.engine3.tree3 (rst, en, w, x, l4_0, clk);
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine3.tree4 (rst, en, w, x, l4_0, clk);
+module \bchw_top.engine3.tree4 (rst, x, w, en, l4_0, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$117  = 0;
   wire [8:0] \$1 ;
   wire [8:0] \$10 ;
@@ -41394,7 +42443,7 @@ module \bchw_top.engine3.tree4 (rst, en, w, x, l4_0, clk);
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine3.tree5 (rst, en, w, x, l4_0, clk);
+module \bchw_top.engine3.tree5 (rst, x, w, en, l4_0, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$118  = 0;
   wire [8:0] \$1 ;
   wire [8:0] \$10 ;
@@ -41848,7 +42897,7 @@ module \bchw_top.engine3.tree5 (rst, en, w, x, l4_0, clk);
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine3.tree6 (rst, en, w, x, l4_0, clk);
+module \bchw_top.engine3.tree6 (rst, x, w, en, l4_0, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$119  = 0;
   wire [8:0] \$1 ;
   wire [8:0] \$10 ;
@@ -42302,7 +43351,7 @@ module \bchw_top.engine3.tree6 (rst, en, w, x, l4_0, clk);
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine3.tree7 (rst, en, w, x, l4_0, clk);
+module \bchw_top.engine3.tree7 (rst, x, w, en, l4_0, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$120  = 0;
   wire [8:0] \$1 ;
   wire [8:0] \$10 ;
@@ -42756,7 +43805,7 @@ module \bchw_top.engine3.tree7 (rst, en, w, x, l4_0, clk);
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine3.tree8 (rst, en, w, x, l4_0, clk);
+module \bchw_top.engine3.tree8 (rst, x, w, en, l4_0, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$121  = 0;
   wire [8:0] \$1 ;
   wire [8:0] \$10 ;
@@ -43210,7 +44259,7 @@ module \bchw_top.engine3.tree8 (rst, en, w, x, l4_0, clk);
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine3.tree9 (rst, en, w, x, l4_0, clk);
+module \bchw_top.engine3.tree9 (rst, x, w, en, l4_0, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$122  = 0;
   wire [8:0] \$1 ;
   wire [8:0] \$10 ;
@@ -43664,7 +44713,7 @@ module \bchw_top.engine3.tree9 (rst, en, w, x, l4_0, clk);
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine3.weights (en, data, addr, clk);
+module \bchw_top.engine3.weights (data, addr, en, clk);
   input [3:0] addr;
   wire [3:0] addr;
   input clk;

@@ -22,6 +22,15 @@ def test_steady_state_interval_is_the_slowest_stage():
         assert out[-1] - out[-2] == out[-2] - out[-3] == m.interval == max([beats] + steps)
 
 
+def test_an_engine_of_one_step_hands_on_every_other_cycle():
+    # its stall looks at its own registers only, so a one-step engine waits a cycle
+    # for its output register to empty; any slower stage hides that
+    for beats, steps, want in ((1, [1], 2), (1, [3, 1, 1], 3), (1, [1, 1], 2), (2, [1], 2)):
+        m = _model(beats, steps)
+        _, out = m.stream(12)
+        assert {b - a for a, b in zip(out[-5:], out[-4:])} == {m.interval} == {want}
+
+
 def test_back_pressure_slows_the_output_and_loses_nothing():
     m = _model(4, [6, 6])
     _, free = m.stream(20)

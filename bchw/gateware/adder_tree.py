@@ -22,9 +22,10 @@ class AdderTree(wiring.Component):
     bit narrower, from which an engine rebuilds ``Σ ±x = 2·Σ_{w=+1} x − Σ x``).
     The ``multiply`` lanes hold the product with a signed integer weight: the
     multiplier baseline that binary weights are measured against.  The lanes
-    are registered, then every level of the tree, so ``sum`` follows its
-    inputs by :func:`bchw.perf.tree_depth` cycles whatever the lane; the
-    output width grows one bit a level and never truncates.
+    are registered, then every ``levels``-th level of the tree and the last,
+    so ``sum`` follows its inputs by :func:`bchw.perf.tree_depth` cycles
+    whatever the lane; the output width grows one bit a level and never
+    truncates.
 
     Members
     -------
@@ -36,16 +37,21 @@ class AdderTree(wiring.Component):
         Weight of each lane: for ``negate`` and ``mask`` one bit, 1 ↔ +1, 0 ↔ −1; for
         ``multiply`` a two's complement integer at bits ``[s·weight_bits, (s+1)·weight_bits)``.
     sum : Out(lane_bits + clog2(simd))
-        The sum of the inputs of ``tree_depth(simd)`` cycles ago; unsigned for ``mask``.
+        The sum of the inputs of ``tree_depth(simd, levels)`` cycles ago; unsigned for
+        ``mask``.
     """
 
-    def __init__(self, simd: int, in_bits: int, lane: str = "negate", weight_bits: int = 1):
+    def __init__(self, simd: int, in_bits: int, lane: str = "negate", weight_bits: int = 1,
+                 levels: int = 1):
         if lane not in LANES:
             raise ValueError(f"lane must be one of {LANES}, not {lane!r}")
         if (lane == "multiply") != (weight_bits > 1):
             raise ValueError("multiply lanes take weights of more than one bit, the others one")
+        if levels < 1:
+            raise ValueError(f"levels must be at least 1, not {levels}")
         self.simd, self.in_bits, self.lane, self.weight_bits = simd, in_bits, lane, weight_bits
-        self.depth = tree_depth(simd)
+        self.levels = levels
+        self.depth = tree_depth(simd, levels)
         # |w·x| <= 2**(weight_bits-1) · (2**in_bits - 1) fits in_bits + weight_bits signed bits
         self.lane_bits = {"negate": in_bits + 1, "mask": in_bits,
                           "multiply": in_bits + weight_bits}[lane]
@@ -73,16 +79,21 @@ class AdderTree(wiring.Component):
             with m.If(self.en):
                 m.d.sync += r.eq(value)
             level.append(r)
-        depth = 0
+        depth, last = 0, clog2(self.simd)
         while len(level) > 1:
             depth += 1
             bits += 1
+            staged = depth % self.levels == 0 or depth == last
             nxt = []
             for i in range(0, len(level), 2):
-                r = Signal(self.kind(bits), name=f"l{depth}_{i // 2}", reset_less=True)
                 value = level[i] + level[i + 1] if i + 1 < len(level) else level[i]
-                with m.If(self.en):
-                    m.d.sync += r.eq(value)
+                if staged:
+                    r = Signal(self.kind(bits), name=f"l{depth}_{i // 2}", reset_less=True)
+                    with m.If(self.en):
+                        m.d.sync += r.eq(value)
+                else:
+                    r = Signal(self.kind(bits), name=f"l{depth}_{i // 2}")
+                    m.d.comb += r.eq(value)
                 nxt.append(r)
             level = nxt
         m.d.comb += self.sum.eq(level[0])

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed
+from amaranth.hdl import Cat, Const, Module, Mux, Signal, Value
 from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -14,8 +14,9 @@ class Argmax(wiring.Component):
     """Takes a vector of signed scores, gives ``{scores, class}`` :func:`bchw.perf.argmax_stages`
     cycles later.
 
-    Each level of the comparison tree is a register stage, so the clock is
-    not limited by a chain of comparators; the stages advance together and
+    Each level of the comparison tree is two register stages, one that
+    compares and one that selects, so the clock is not limited by a chain of
+    comparators nor by a comparator driving a wide multiplexer; the stages advance together and
     all hold while the output is offered and not taken (``s.ready`` is that
     enable). The tree keeps the left (lower-index) operand on ties, so the
     class is the first index of the maximum, as :mod:`bchw.golden` defines.
@@ -40,31 +41,41 @@ class Argmax(wiring.Component):
         m = Module()
         sb = self.score_bits
         en = Signal()
+
+        def stage(value, name, reset_less=True):
+            """``value`` registered once (advancing with the pipeline)."""
+            r = Signal(Value.cast(value).shape(), name=name, reset_less=reset_less)
+            with m.If(en):
+                m.d.sync += r.eq(value)
+            return r
+
         nodes = [(Const(i, self.class_bits), self.s.payload[i * sb:(i + 1) * sb].as_signed())
                  for i in range(self.n)]
-        payload, valid = self.s.payload, self.s.valid
-        for k in range(self.stages):
-            nxt = []
+        levels = self.stages // 2 if self.n > 1 else 0
+        for k in range(levels):
+            # compare: register the comparison with both operands
+            pairs = []
             for i in range(0, len(nodes), 2):
-                idx = Signal(self.class_bits, name=f"idx_{k}_{i // 2}", reset_less=True)
-                val = Signal(signed(sb), name=f"max_{k}_{i // 2}", reset_less=True)
+                j = i // 2
+                (ia, va) = nodes[i]
+                ra = (stage(ia, f"idx_{k}_{j}_a"), stage(va, f"max_{k}_{j}_a"))
                 if i + 1 == len(nodes):
-                    ia, va = nodes[i]
-                    new_idx, new_val = ia, va
-                else:
-                    (ia, va), (ib, vb) = nodes[i], nodes[i + 1]
-                    new_idx, new_val = Mux(vb > va, ib, ia), Mux(vb > va, vb, va)
-                with m.If(en):
-                    m.d.sync += [idx.eq(new_idx), val.eq(new_val)]
-                nxt.append((idx, val))
-            nodes = nxt
-            stage_payload = Signal(len(payload), name=f"scores_{k}", reset_less=True)
-            stage_valid = Signal(name=f"valid_{k}")
-            with m.If(en):
-                m.d.sync += [stage_payload.eq(payload), stage_valid.eq(valid & self.s.ready)
-                             if k == 0 else stage_valid.eq(valid)]
-            payload, valid = stage_payload, stage_valid
+                    pairs.append((ra, None, None))
+                    continue
+                (ib, vb) = nodes[i + 1]
+                rb = (stage(ib, f"idx_{k}_{j}_b"), stage(vb, f"max_{k}_{j}_b"))
+                pairs.append((ra, rb, stage(vb > va, f"gt_{k}_{j}")))
+            # select: the greater, the left (lower index) one on ties
+            nodes = []
+            for j, (ra, rb, gt) in enumerate(pairs):
+                pick = ra if rb is None else (Mux(gt, rb[0], ra[0]), Mux(gt, rb[1], ra[1]))
+                nodes.append((stage(pick[0], f"idx_{k}_{j}"), stage(pick[1], f"max_{k}_{j}")))
+        if levels == 0:
+            nodes = [(stage(nodes[0][0], "idx"), stage(nodes[0][1], "max"))]
         assert len(nodes) == 1
+        payload, valid = self.s.payload, self.s.valid & self.s.ready
+        for k in range(self.stages):
+            payload, valid = stage(payload, f"scores_{k}"), stage(valid, f"valid_{k}", False)
         m.d.comb += [en.eq(~(valid & ~self.m.ready)), self.s.ready.eq(en),
                      self.m.valid.eq(valid), self.m.payload.eq(Cat(nodes[0][0], payload))]
         return m

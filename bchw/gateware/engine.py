@@ -10,7 +10,7 @@ from bchw.gateware.adder_tree import AdderTree
 from bchw.gateware.requantizer import Requantizer
 from bchw.gateware.rom import Rom
 from bchw.golden import LayerWidths
-from bchw.perf import REQUANT_STAGES, engine_pipeline, tree_depth
+from bchw.perf import REQUANT_STAGES, ROM_STAGES, engine_pipeline, tree_depth
 
 #: How an engine computes ``Σ ±x`` with ±1 weights: a conditional-negate tree per PE
 #: (``negate``), or ``2·Σ_{w=+1} x − Σ x`` with one ``Σ x`` tree shared by all PEs (``shared``).
@@ -27,7 +27,9 @@ class LayerEngine(wiring.Component):
     input vector is accepted while the last step of the current one issues,
     so back-to-back vectors need no bubble.  When the output register is
     still full as the last group of the next vector arrives, the whole engine
-    stalls.  :func:`bchw.perf.engine_pipeline` gives the latency.
+    stalls; the stall depends on this engine's registers only (not on
+    ``m.ready``), so ready paths stay within one stage.
+    :func:`bchw.perf.engine_pipeline` gives the latency.
 
     ``datapath`` (one of :data:`DATAPATHS`) chooses how ±1 weights are
     applied; both give the same bits at the same cycles, so which costs less
@@ -48,7 +50,7 @@ class LayerEngine(wiring.Component):
     def __init__(self, *, in_features: int, out_features: int, in_bits: int, pe: int,
                  simd: int, widths: LayerWidths, nf: int, sf: int,
                  weight_rom: dict, param_rom: dict, datapath: str = "negate",
-                 weight_bits: int = 1):
+                 weight_bits: int = 1, tree_levels: int = 1):
         if datapath not in DATAPATHS:
             raise ValueError(f"datapath must be one of {DATAPATHS}, not {datapath!r}")
         if weight_bits > 1 and datapath != "negate":
@@ -58,12 +60,14 @@ class LayerEngine(wiring.Component):
         self.widths = widths
         self.weight_rom, self.param_rom = weight_rom, param_rom
         self.datapath, self.weight_bits = datapath, weight_bits
+        self.tree_levels = tree_levels
         super().__init__({
             "s": In(stream.Signature(in_features * in_bits)),
             "m": Out(stream.Signature(out_features * widths.out_bits))})
 
     @classmethod
-    def from_layer(cls, layer, rom_mode: str, datapath: str = "negate") -> LayerEngine:
+    def from_layer(cls, layer, rom_mode: str, datapath: str = "negate",
+                   tree_levels: int = 1) -> LayerEngine:
         """An engine for a :class:`bchw.export.LayerBundle`."""
         from bchw.export import pack_params, pack_weights
 
@@ -76,7 +80,7 @@ class LayerEngine(wiring.Component):
         return cls(in_features=layer.in_features, out_features=layer.out_features,
                    in_bits=layer.in_bits, pe=layer.pe, simd=layer.simd, widths=layer.widths,
                    nf=layer.nf, sf=layer.sf, weight_rom=wrom, param_rom=prom,
-                   datapath=datapath)
+                   datapath=datapath, tree_levels=tree_levels)
 
     def elaborate(self, platform):
         m = Module()
@@ -89,10 +93,13 @@ class LayerEngine(wiring.Component):
         m.submodules.weights = wrom = Rom(pe * simd * wb, steps, **self.weight_rom)
         m.submodules.params = prom = Rom(pe * w.param_bits, nf, **self.param_rom)
 
-        # --- stall: only when a finished vector meets a full output register
-        en = Signal()
+        # --- stall: only when a finished vector meets a full output register. The engine
+        # does not look at ``m.ready`` to decide, so no combinational path runs from one
+        # engine's ready back through the next (a vector taken in this very cycle costs
+        # one cycle of stall instead). ``en`` drives every register of the engine, so it
+        # is itself a register, loaded with the stall condition's next value (below).
+        en = Signal(init=1)
         out_done = Signal()           # the last group of a vector is at the requantizer output
-        m.d.comb += en.eq(~(self.m.valid & ~self.m.ready & out_done))
 
         # --- issue: one (nf, sf) step per cycle
         busy = Signal()
@@ -100,61 +107,66 @@ class LayerEngine(wiring.Component):
         sfc = Signal(range(sf))
         nfc = Signal(range(nf))
         xbuf = Signal(sf * slice_bits, reset_less=True)
-        last_step = busy & (step == steps - 1)
+        last_step = Signal()          # busy & (step == steps - 1), as a register
         m.d.comb += [self.s.ready.eq(en & (~busy | last_step)),
                      wrom.en.eq(en), wrom.addr.eq(step)]
         with m.If(en):
             with m.If(self.s.valid & self.s.ready):
                 m.d.sync += [busy.eq(1), step.eq(0), sfc.eq(0), nfc.eq(0),
-                             xbuf.eq(self.s.payload)]
+                             last_step.eq(steps == 1), xbuf.eq(self.s.payload)]
             with m.Elif(last_step):
-                m.d.sync += busy.eq(0)
+                m.d.sync += [busy.eq(0), last_step.eq(0)]
             with m.Elif(busy):
-                m.d.sync += [step.eq(step + 1),
+                m.d.sync += [step.eq(step + 1), last_step.eq(step == steps - 2),
                              xbuf.eq(Cat(xbuf[slice_bits:], xbuf[:slice_bits]))]
                 with m.If(sfc == sf - 1):
                     m.d.sync += [sfc.eq(0), nfc.eq(nfc + 1)]
                 with m.Else():
                     m.d.sync += sfc.eq(sfc + 1)
 
-        # --- stage 1: the ROM word arrives; the input slice and flags are registered with it
-        def delayed(value, stages, name):
+        # --- stage 1: the ROM word arrives; stage 2: it is registered (a block RAM's
+        # clock-to-output is most of a cycle on ECP5), the input slice and flags with it
+        def delayed(value, stages, name, reset_less=False):
             """``value`` delayed by ``stages`` enabled cycles."""
             for k in range(stages):
-                r = Signal(Value.cast(value).shape(), name=f"{name}_d{k}")
+                r = Signal(Value.cast(value).shape(), name=f"{name}_d{k}",
+                           reset_less=reset_less)
                 with m.If(en):
                     m.d.sync += r.eq(value)
                 value = r
             return value
 
-        x1 = Signal(slice_bits, reset_less=True)
-        with m.If(en):
-            m.d.sync += x1.eq(xbuf[:slice_bits])
+        x1 = delayed(xbuf[:slice_bits], ROM_STAGES, "x", reset_less=True)
+        wdata = delayed(wrom.data, ROM_STAGES - 1, "wdata", reset_less=True)
         flags = Cat(busy, sfc == 0, sfc == sf - 1, last_step, nfc)
-        flags1 = delayed(flags, 1, "f1")
+        flags1 = delayed(flags, ROM_STAGES, "f1")
 
         # --- adder trees, one per PE (and the shared Σ x one)
         lane = {"negate": "negate", "shared": "mask"}[self.datapath] if wb == 1 else "multiply"
         trees = []
         for p in range(pe):
-            tree = AdderTree(simd, ib, lane, wb)
+            tree = AdderTree(simd, ib, lane, wb, self.tree_levels)
             m.submodules[f"tree{p}"] = tree
             m.d.comb += [tree.en.eq(en), tree.x.eq(x1),
-                         tree.w.eq(wrom.data[p * simd * wb:(p + 1) * simd * wb])]
+                         tree.w.eq(wdata[p * simd * wb:(p + 1) * simd * wb])]
             trees.append(tree)
         if self.datapath == "shared":
-            m.submodules.tree_sum = total = AdderTree(simd, ib, "mask")
+            m.submodules.tree_sum = total = AdderTree(simd, ib, "mask", levels=self.tree_levels)
             # every lane weighted +1: Σ x, the term common to all PEs
             m.d.comb += [total.en.eq(en), total.x.eq(x1), total.w.eq((1 << simd) - 1)]
             terms = [(tree.sum << 1) - total.sum for tree in trees]
         else:
             terms = [tree.sum for tree in trees]
-        flags_t = delayed(flags1, tree_depth(simd), "ft")
+        # the params of a group are addressed a cycle before its sums leave the trees, so
+        # that they arrive registered, with the accumulator
+        depth = tree_depth(simd, self.tree_levels)
+        flags_p = delayed(flags1, depth - 1, "fp")
+        flags_t = delayed(flags_p, 1, "ft")
         valid_t, first_t, lastsf_t, end_t = flags_t[0], flags_t[1], flags_t[2], flags_t[3]
-        nf_t = flags_t[4:]
+        m.d.comb += [prom.en.eq(en), prom.addr.eq(flags_p[4:])]
+        params = delayed(prom.data, 1, "params", reset_less=True)
 
-        # --- accumulate; the params of the group are read alongside
-        m.d.comb += [prom.en.eq(en), prom.addr.eq(nf_t)]
+        # --- accumulate
         accs = [Signal(signed(w.acc_bits), name=f"acc{p}", reset_less=True) for p in range(pe)]
         acc_valid = Signal()
         acc_end = Signal()
@@ -169,15 +181,21 @@ class LayerEngine(wiring.Component):
         for p in range(pe):
             rq = Requantizer(w)
             m.submodules[f"requant{p}"] = rq
-            field = prom.data[p * w.param_bits:(p + 1) * w.param_bits]
+            field = params[p * w.param_bits:(p + 1) * w.param_bits]
             m.d.comb += [rq.en.eq(en), rq.acc.eq(accs[p]),
                          rq.mul.eq(field[:w.mul_bits]),
                          rq.shift.eq(field[w.mul_bits:w.mul_bits + w.shift_bits]),
                          rq.bias.eq(field[w.mul_bits + w.shift_bits:])]
             qs.append(rq.q)
-        q_valid = delayed(acc_valid, REQUANT_STAGES, "qv")
-        q_end = delayed(acc_end, REQUANT_STAGES, "qe")
+        qv_pre = delayed(acc_valid, REQUANT_STAGES - 1, "qv")
+        qe_pre = delayed(acc_end, REQUANT_STAGES - 1, "qe")
+        q_valid = delayed(qv_pre, 1, "qv_last")
+        q_end = delayed(qe_pre, 1, "qe_last")
         m.d.comb += out_done.eq(q_valid & q_end)
+        # the stall condition of the next cycle: ~(m.valid & out_done) after this edge
+        valid_next = (en & out_done) | (self.m.valid & ~self.m.ready)
+        done_next = Mux(en, qv_pre & qe_pre, out_done)
+        m.d.sync += en.eq(~(valid_next & done_next))
 
         # --- collect the groups; the last one completes the output vector
         group = Cat(*[q.as_unsigned() for q in qs])
@@ -195,5 +213,6 @@ class LayerEngine(wiring.Component):
             with m.If(en & q_valid & ~q_end):
                 m.d.sync += collected.eq(Cat(collected[pe * w.out_bits:], group))
 
-        assert engine_pipeline(simd) == 1 + tree_depth(simd) + 1 + REQUANT_STAGES + 1
+        assert (engine_pipeline(simd, self.tree_levels)
+                == ROM_STAGES + depth + 1 + REQUANT_STAGES + 1)
         return m

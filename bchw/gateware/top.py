@@ -25,6 +25,9 @@ class Accelerator(wiring.Component):
 
     ``datapath`` (one of :data:`DATAPATHS`) is every engine's way of adding
     ±1-weighted inputs; outputs and timing are the same with either.
+    ``tree_levels`` adder levels share a register stage in every adder tree:
+    fewer flip-flops, a longer path, and the latency of
+    ``bchw.perf.cycle_model(bundle, tree_levels)``.
 
     Members
     -------
@@ -44,13 +47,13 @@ class Accelerator(wiring.Component):
     """
 
     def __init__(self, bundle, rom_mode: str = "readmemh", debug: bool = False,
-                 datapath: str = "negate"):
+                 datapath: str = "negate", tree_levels: int = 1):
         if rom_mode not in ROM_MODES:
             raise ValueError(f"rom_mode must be one of {ROM_MODES}")
         if datapath not in DATAPATHS:
             raise ValueError(f"datapath must be one of {DATAPATHS}, not {datapath!r}")
         self.bundle, self.rom_mode, self.debug = bundle, rom_mode, debug
-        self.datapath = datapath
+        self.datapath, self.tree_levels = datapath, tree_levels
         io = bundle.io
         members = {
             "s_axis_tdata": In(io["in_lanes"] * io["pixel_bits"]), "s_axis_tvalid": In(1),
@@ -66,7 +69,7 @@ class Accelerator(wiring.Component):
 
     def engine(self, layer) -> LayerEngine:
         """The engine of a :class:`bchw.export.LayerBundle` (the int8 baseline makes its own)."""
-        return LayerEngine.from_layer(layer, self.rom_mode, self.datapath)
+        return LayerEngine.from_layer(layer, self.rom_mode, self.datapath, self.tree_levels)
 
     def elaborate(self, platform):
         m = Module()
@@ -92,13 +95,15 @@ class Accelerator(wiring.Component):
         return m
 
 
-def generate_verilog(bundle, debug: bool = False, datapath: str = "negate") -> str:
+def generate_verilog(bundle, debug: bool = False, datapath: str = "negate",
+                     tree_levels: int = 1) -> str:
     """The Verilog of ``bundle``'s accelerator; it depends on the shape and folding only.
 
     ``debug`` adds the per-layer output taps (``dbg_l{i}_*`` ports); ``datapath`` is one
-    of :data:`DATAPATHS`.
+    of :data:`DATAPATHS`; ``tree_levels`` adder levels share a register stage (the
+    latency is then ``bchw.perf.cycle_model(bundle, tree_levels)``'s).
     """
-    return to_verilog(Accelerator(bundle, "readmemh", debug, datapath))
+    return to_verilog(Accelerator(bundle, "readmemh", debug, datapath, tree_levels))
 
 
 def to_verilog(top: wiring.Component) -> str:

@@ -33,7 +33,7 @@ from bchw.gateware.simtools import (
     unpack,
 )
 from bchw.gateware.top import generate_verilog
-from bchw.perf import cycle_model, engine_pipeline, tree_depth
+from bchw.perf import cycle_model, engine_interval, engine_pipeline, tree_depth
 
 # sizes, act_bits, PE, SIMD, in_lanes: PE and SIMD that don't divide, SIMD 1, PE 1, SF = 1
 NETS = {
@@ -158,7 +158,7 @@ def test_engine_exact_and_on_time(bundles, net: str, index: int, kind: str):
         assert transfer.payload == pack(row, layer.widths.out_bits), f"vector {n}"
     if kind == "full":
         assert got[0].cycle - sent[0] == steps + engine_pipeline(layer.simd)
-        assert np.diff([t.cycle for t in got]).tolist() == [steps] * (len(got) - 1)
+        assert np.diff([t.cycle for t in got]).tolist() == [engine_interval(steps)] * (len(got) - 1)
 
 
 @pytest.mark.parametrize("kind", WEIGHTS)

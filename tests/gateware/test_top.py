@@ -81,11 +81,11 @@ def check_outputs(bundle: Bundle, images: np.ndarray, payloads: list[int]) -> No
         assert word >> io["out_bits"] == 1, f"image {n}: tlast low"
 
 
-def run_stream(bundle: Bundle, images: np.ndarray, valid=always, ready=always
-               ) -> tuple[list[int], list[int]]:
+def run_stream(bundle: Bundle, images: np.ndarray, valid=always, ready=always,
+               tree_levels: int = 1) -> tuple[list[int], list[int]]:
     """Stream ``images`` through the accelerator; check the outputs bit-exact.  Returns each
     image's first-beat and output-accept cycles, counted from the first accepted beat."""
-    dut = Accelerator(bundle, "inline")
+    dut = Accelerator(bundle, "inline", tree_levels=tree_levels)
     beats = bundle.io["in_beats"]
     sent, got = [], []
 
@@ -95,7 +95,7 @@ def run_stream(bundle: Bundle, images: np.ndarray, valid=always, ready=always
     async def consumer(ctx):
         got.extend(await stream_get(ctx, out_port(dut), len(images), ready=ready))
 
-    model = cycle_model(bundle)
+    model = cycle_model(bundle, tree_levels)
     simulate(dut, producer, consumer, cycles=20 * len(images) * (model.latency + 10))
     check_outputs(bundle, images, [t.payload for t in got])
     origin = sent[0]
@@ -111,6 +111,18 @@ def test_back_to_back(bundles, net: str):
     assert measured == model.stream(N_IMAGES)
     assert measured[1][0] == model.latency
     assert measured[1][-1] - measured[1][-2] == model.interval
+
+
+@pytest.mark.parametrize("tree_levels", [2, 3])
+def test_adder_levels_per_stage_change_only_the_latency(bundles, tree_levels: int):
+    bundle = bundles["3layer-a3"]           # SIMD 6, 4, 7: three adder levels or two
+    images = randnet.random_images(N_IMAGES, bundle.n_in, seed=3)
+    valid, ready = random_pattern(0.6, seed=15), random_pattern(0.4, seed=16)
+    model = cycle_model(bundle, tree_levels)
+    assert model.latency < cycle_model(bundle).latency
+    assert run_stream(bundle, images, tree_levels=tree_levels) == model.stream(N_IMAGES)
+    assert (run_stream(bundle, images, valid, ready, tree_levels)
+            == model.stream(N_IMAGES, in_valid=valid, out_ready=ready))
 
 
 def alternate(cycle: int) -> bool:
