@@ -9,36 +9,63 @@ t" when valid and ready are both high at edge ``t``; a register loaded at
 edge ``t`` is visible from edge ``t + 1`` on.  Cycle 0 is the edge at which
 the first beat of the first image is accepted.
 
-The dataflow is: input assembler → one engine per layer → argmax.  Each
-stage holds one result in its output register until the next stage takes it.
+The dataflow of a multilayer perceptron is: input assembler → one engine per
+layer → argmax.  That of a convolutional network: per convolution a sliding
+window → an engine → a max pool (when the layer pools); then a *flattener*
+(an input assembler whose beats are the last convolution's output pixels) →
+one engine per fully connected layer → argmax.  Each stage holds one result
+in its output register until the next stage takes it.  Every stage below is
+a small class with the stage's ``ready`` and its registers' next values, and
+:class:`_Pipeline` joins them as the gateware does, so the model of a whole
+accelerator and the contracts of single units (:func:`window_contract`,
+:func:`pool_contract`, which their unit tests check) are the same code.
 
-* **Assembler**: accepts one beat per cycle; on the last beat of an image its
-  output register is loaded.  It refuses that last beat while its output
-  register is still full.
-* **Engine** with ``NF·SF`` steps per image: after accepting an input vector at
+* **Assembler** (and flattener): accepts one beat per cycle; on the last beat
+  of an image its output register is loaded.  It refuses that last beat
+  while its output register is still full and not being taken.
+* **Sliding window**: :class:`bchw.gateware.window.SlidingWindow`'s contract.
+  It walks a grid of ``(H + p) × (W + p)`` positions an image; a position
+  consumes a pixel iff it lies in the image and emits a window iff ``y ≥ p``
+  and ``x ≥ p``; it advances iff (it does not consume or a pixel is offered)
+  and (it does not emit or its output register is empty).
+* **Engine** with ``NF·SF`` steps per vector: after accepting an input vector at
   ``t`` it issues one ROM word per cycle at ``t+1 … t+NF·SF``; the result of
   the last step reaches the output register ``engine_pipeline`` cycles after
   it was issued.  It accepts the next vector while issuing its last step (or
   whenever idle).  When its output register is full and the last group of
-  the next image is ready, the whole engine stalls (even when the
+  the next vector is ready, the whole engine stalls (even when the
   register is being taken in that cycle: the stall looks at registers only).
-* **Argmax**: one register stage.
+  A convolution's engine takes a window as its vector, ``H·W`` an image, and
+  gives an output pixel.
+* **Max pool**: :class:`bchw.gateware.pool.MaxPool`'s contract.  It takes a
+  pixel a cycle, but refuses the one that completes a window while its
+  output register is full; that pixel loads the output register.
+* **Argmax**: :func:`argmax_stages` register stages that advance together.
+
+A multilayer perceptron's latency and interval have closed forms.  A
+convolutional network's are simulated (:attr:`CycleModel.latency`,
+:attr:`CycleModel.interval`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from functools import cached_property
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from bchw.export import Bundle
+
+Pattern = Callable[[int], bool]
 
 #: Pipeline registers of the requantizer: product, sum, shift-and-clamp.
 REQUANT_STAGES = 3
 #: Cycles from a weight ROM address to its word in a register: the ROM's own read
 #: register, then one more (an ECP5 block RAM's clock-to-output is about 4 ns).
 ROM_STAGES = 2
+
+
 def argmax_stages(num_classes: int) -> int:
     """Register stages of the argmax unit: two per level of its comparison tree (compare,
     then select), at least 1."""
@@ -72,31 +99,86 @@ def engine_interval(steps: int) -> int:
     return max(steps, 2)
 
 
+
+
 @dataclass(frozen=True)
 class EngineTiming:
-    steps: int        # NF·SF: cycles of work per image
+    steps: int        # NF·SF: cycles of work per vector
     pipeline: int     # cycles from last step issued to output visible
     latency: int      # steps + pipeline: input accepted → output visible
 
 
+@dataclass(frozen=True)
+class ConvTiming:
+    """A convolution's sliding window and max pool: its input maps' ``height`` and ``width``,
+    its ``kernel`` (padding ``(kernel − 1) // 2``) and ``pool`` (0: none)."""
+
+    height: int
+    width: int
+    kernel: int
+    pool: int = 0
+
+    @property
+    def out_pixels(self) -> int:
+        """Output pixels an image, after pooling."""
+        pool = self.pool or 1
+        return (self.height // pool) * (self.width // pool)
+
+
 @dataclass
 class CycleModel:
-    """Timing of a bundle's accelerator."""
+    """Timing of a bundle's accelerator.
+
+    ``convs[i]`` is the window and pool of the convolution whose engine is
+    ``engines[i]``; the engines after the convolutions are the fully connected
+    layers'.  Without ``convs`` (a multilayer perceptron) ``in_beats`` beats
+    go into the input assembler; with them, ``in_beats`` is the first
+    convolution's pixels, one a beat, straight into its sliding window.
+    """
 
     in_beats: int
     engines: list[EngineTiming]
     argmax: int = 1   # argmax register stages
+    convs: list[ConvTiming] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        if self.convs:
+            first = self.convs[0]
+            if self.in_beats != first.height * first.width:
+                raise ValueError(f"in_beats {self.in_beats} must be the first convolution's "
+                                 f"{first.height}×{first.width} pixels")
+            if len(self.engines) <= len(self.convs):
+                raise ValueError("a convolutional network ends with a fully connected engine")
 
     @property
     def latency(self) -> int:
         """Cycles from an image's first input beat accepted to its output accepted, pipeline empty,
-        output always ready."""
+        output always ready.
+
+        A convolutional network's is simulated: one image alone, every beat offered.
+        """
+        if self.convs:
+            return self._simulated[0]
         return self.in_beats + sum(e.latency for e in self.engines) + self.argmax
 
     @property
     def interval(self) -> int:
-        """Cycles between outputs in steady state with back-to-back input: the slowest stage."""
+        """Cycles between outputs in steady state with back-to-back input; a multilayer
+        perceptron's is its slowest stage's.
+
+        A convolutional network's is simulated, since its sliding windows and engines hold
+        each other up by more than the slower one's rate: images are streamed back to back,
+        every beat offered and every output taken, until the whole pipeline's state (every
+        counter and register of the model) repeats at an output; the interval is the cycles
+        between the outputs of that period, which are all equal (see :func:`_steady_interval`).
+        """
+        if self.convs:
+            return self._simulated[1]
         return max([self.in_beats] + [engine_interval(e.steps) for e in self.engines])
+
+    @cached_property
+    def _simulated(self) -> tuple[int, int]:
+        return self.stream(1)[1][0], _steady_interval(self)
 
     def stream(self, n_images: int, in_valid: Callable[[int], bool] | None = None,
                out_ready: Callable[[int], bool] | None = None, max_cycles: int | None = None,
@@ -121,8 +203,36 @@ class CycleModel:
             raise ValueError("give in_valid or in_gaps, not both")
         if out_draw is not None and out_ready is not None:
             raise ValueError("give out_ready or out_draw, not both")
-        return _simulate(self, n_images, in_valid or (lambda c: True),
-                         out_ready or (lambda c: True), max_cycles, in_gaps, out_draw)
+        return _simulate(self, n_images, in_valid or always, out_ready or always, max_cycles,
+                         in_gaps, out_draw)
+
+    def stages(self) -> list:
+        """The model's stages, fresh from reset, in dataflow order."""
+        if not self.convs:
+            return [_Assembler(self.in_beats), *[_Engine(e) for e in self.engines],
+                    _Argmax(self.argmax)]
+        stages: list = []
+        for conv, engine in zip(self.convs, self.engines):
+            stages += [_Window(conv.height, conv.width, conv.kernel), _Engine(engine)]
+            if conv.pool:
+                stages.append(_Pool(conv.height, conv.width, conv.pool))
+        stages.append(_Assembler(self.convs[-1].out_pixels))
+        stages += [_Engine(e) for e in self.engines[len(self.convs):]]
+        return [*stages, _Argmax(self.argmax)]
+
+    def _cycles_bound(self) -> int:
+        """A bound on the latency for deadlock detection: the closed form of a multilayer
+        perceptron; a convolutional network's stages' work an image, added up."""
+        if not self.convs:
+            return self.latency
+        work = self.in_beats + self.argmax
+        for k, e in enumerate(self.engines):
+            vectors = self.convs[k].height * self.convs[k].width if k < len(self.convs) else 1
+            work += vectors * (engine_interval(e.steps) + 1) + e.pipeline
+        for conv in self.convs:
+            p = (conv.kernel - 1) // 2
+            work += 2 * (conv.height + p) * (conv.width + p) + conv.height * conv.width
+        return work + self.convs[-1].out_pixels
 
 
 def cycle_model(bundle: Bundle, tree_levels: int = 1) -> CycleModel:
@@ -133,106 +243,287 @@ def cycle_model(bundle: Bundle, tree_levels: int = 1) -> CycleModel:
         steps = layer.nf * layer.sf
         pipe = engine_pipeline(layer.simd, tree_levels)
         engines.append(EngineTiming(steps=steps, pipeline=pipe, latency=steps + pipe))
+    convs = [ConvTiming(la.in_shape[1], la.in_shape[2], la.kernel, la.pool)
+             for la in bundle.layers if la.kind == "conv"]
     return CycleModel(in_beats=bundle.io["in_beats"], engines=engines,
-                      argmax=argmax_stages(bundle.io["num_classes"]))
+                      argmax=argmax_stages(bundle.io["num_classes"]), convs=convs)
+
+
+def always(cycle: int) -> bool:
+    """The pattern that is high at every cycle."""
+    return True
+
+
+# --------------------------------------------------------------------------- the stages
+#
+# Each stage has ``out_valid`` (its output register holds a result), ``ready(down)`` (its
+# s.ready this cycle, from its registers and, for some, the next stage's ready ``down``),
+# ``edge(took, taken)`` (its registers after the edge at which it took an input or not and
+# its output was taken or not) and ``state()`` (its registers, for finding a steady state).
+
+class _Assembler:
+    """:class:`bchw.gateware.assembler.InputAssembler`: ``beats`` beats make a vector."""
+
+    def __init__(self, beats: int):
+        self.beats = beats
+        self.count = 0
+        self.out_valid = False
+
+    def ready(self, down: bool) -> bool:
+        return not (self.count == self.beats - 1 and self.out_valid and not down)
+
+    def edge(self, took: bool, taken: bool) -> None:
+        last = self.count == self.beats - 1
+        self.out_valid = (took and last) or (self.out_valid and not taken)
+        if took:
+            self.count = 0 if last else self.count + 1
+
+    def state(self) -> tuple:
+        return self.count, self.out_valid
+
+
+class _Window:
+    """:class:`bchw.gateware.window.SlidingWindow`'s timing contract."""
+
+    def __init__(self, height: int, width: int, kernel: int):
+        self.height, self.width, self.p = height, width, (kernel - 1) // 2
+        self.y = self.x = 0
+        self.out_valid = False
+
+    def _consume(self) -> bool:
+        return self.y < self.height and self.x < self.width
+
+    def _emit(self) -> bool:
+        return self.y >= self.p and self.x >= self.p
+
+    def ready(self, down: bool) -> bool:
+        return self._consume() and not (self._emit() and self.out_valid)
+
+    def edge(self, took: bool, taken: bool) -> None:
+        emit = self._emit()
+        # where it consumes it advances with the pixel; elsewhere when it has room
+        advance = took if self._consume() else not (emit and self.out_valid)
+        self.out_valid = (advance and emit) or (self.out_valid and not taken)
+        if advance:
+            self.x += 1
+            if self.x == self.width + self.p:
+                self.x, self.y = 0, (self.y + 1) % (self.height + self.p)
+
+    def state(self) -> tuple:
+        return self.y, self.x, self.out_valid
 
 
 class _Engine:
+    """:class:`bchw.gateware.engine.LayerEngine`: ``steps`` issue cycles a vector, then its
+    pipeline; the stall looks at its own registers only."""
+
     def __init__(self, t: EngineTiming):
         self.steps = t.steps
-        self.pipe = [None] * (t.pipeline - 1)   # tokens travelling to the last requant stage
+        self.pipe = [False] * (t.pipeline - 1)   # last steps travelling to the last requant stage
         self.busy = False
         self.step = 0
-        self.img = None
         self.out_valid = False
-        self.out_img = None
+
+    def _enabled(self) -> bool:
+        return not (self.out_valid and self.pipe[-1])
+
+    def _last(self) -> bool:
+        return self.busy and self.step == self.steps - 1
+
+    def ready(self, down: bool) -> bool:
+        return self._enabled() and (not self.busy or self._last())
+
+    def edge(self, took: bool, taken: bool) -> None:
+        loaded = False
+        if self._enabled():
+            head, last = self.pipe[-1], self._last()
+            self.pipe = [last] + self.pipe[:-1]
+            if head:
+                self.out_valid = loaded = True
+            if took:
+                self.busy, self.step = True, 0
+            elif last:
+                self.busy = False
+            elif self.busy:
+                self.step += 1
+        if taken and not loaded:
+            self.out_valid = False
+
+    def state(self) -> tuple:
+        return self.busy, self.step, self.out_valid, tuple(self.pipe)
 
 
-def _simulate(model: CycleModel, n: int, in_valid: Callable[[int], bool],
-              out_ready: Callable[[int], bool], max_cycles: int | None,
-              in_gaps: Sequence[int] | None = None, out_draw: Callable[[], bool] | None = None
-              ) -> tuple[list[int], list[int]]:
-    beats = model.in_beats
-    engines = [_Engine(t) for t in model.engines]
-    asm_count, asm_valid, asm_img = 0, False, None
-    arg_pipe: list[bool] = [False] * model.argmax   # argmax stages holding an image
-    next_beat = 0                      # index of the next beat to send, over all images
-    first_in: list[int] = []
-    out_at: list[int] = []
-    limit = max_cycles if max_cycles is not None else 100 * (n + 2) * (model.latency + 10)
-    cycle = 0     # from the stream's start; results are shifted so that 0 is the first beat
-    idle = in_gaps[0] if in_gaps is not None else 0   # idle cycles left before the next beat
+class _Pool:
+    """:class:`bchw.gateware.pool.MaxPool`'s timing contract."""
+
+    def __init__(self, height: int, width: int, pool: int):
+        self.height, self.width, self.pool = height, width, pool
+        self.y = self.x = 0
+        self.out_valid = False
+
+    def _completes(self) -> bool:
+        return self.y % self.pool == self.pool - 1 and self.x % self.pool == self.pool - 1
+
+    def ready(self, down: bool) -> bool:
+        return not (self._completes() and self.out_valid)
+
+    def edge(self, took: bool, taken: bool) -> None:
+        self.out_valid = (took and self._completes()) or (self.out_valid and not taken)
+        if took:
+            self.x += 1
+            if self.x == self.width:
+                self.x, self.y = 0, (self.y + 1) % self.height
+
+    def state(self) -> tuple:
+        return self.y, self.x, self.out_valid
+
+
+class _Argmax:
+    """:class:`bchw.gateware.argmax.Argmax`: ``stages`` registers that hold together while
+    the output is offered and not taken."""
+
+    def __init__(self, stages: int):
+        self.pipe = [False] * stages      # stages holding an image
+
+    @property
+    def out_valid(self) -> bool:
+        return self.pipe[-1]
+
+    def ready(self, down: bool) -> bool:
+        return not self.pipe[-1] or down
+
+    def edge(self, took: bool, taken: bool) -> None:
+        if not self.pipe[-1] or taken:
+            self.pipe = [took] + self.pipe[:-1]
+
+    def state(self) -> tuple:
+        return tuple(self.pipe)
+
+
+class _Pipeline:
+    """Stages joined by streams: the input of each is the output register of the one before."""
+
+    def __init__(self, stages: Sequence):
+        self.stages = list(stages)
+
+    @property
+    def out_valid(self) -> bool:
+        return self.stages[-1].out_valid
+
+    def edge(self, in_valid: bool, out_ready: bool) -> tuple[bool, bool]:
+        """One clock edge with the source's valid and the sink's ready: (a beat was accepted,
+        an output was taken)."""
+        ready, down = [], out_ready
+        for stage in reversed(self.stages):      # ready signals from the sink backwards
+            down = stage.ready(down)
+            ready.append(down)
+        ready.reverse()
+        valid = [in_valid] + [s.out_valid for s in self.stages[:-1]]
+        took = [v and r for v, r in zip(valid, ready)]
+        taken = took[1:] + [self.out_valid and out_ready]
+        for stage, a, b in zip(self.stages, took, taken):
+            stage.edge(a, b)
+        return took[0], taken[-1]
+
+    def state(self) -> tuple:
+        return tuple(s.state() for s in self.stages)
+
+
+def _drive(pipeline: _Pipeline, beats: int, outputs: int, in_valid: Pattern, out_ready: Pattern,
+           limit: int, start: int = 0, in_gaps: Sequence[int] | None = None,
+           out_draw: Callable[[], bool] | None = None) -> tuple[list[int], list[int]]:
+    """Offer ``beats`` beats and take ``outputs`` outputs, cycle by cycle from ``start``, as
+    :meth:`CycleModel.stream` describes; return the cycles of every accepted beat and every
+    taken output."""
+    accepted: list[int] = []
+    taken: list[int] = []
+    cycle = start
+    idle = in_gaps[0] if in_gaps is not None and beats else 0   # idle cycles before the next beat
     drawn_ready = True
-    origin = None
-    while len(out_at) < n:
-        if cycle > limit:
+    while len(taken) < outputs:
+        if cycle - start > limit:
             raise RuntimeError("cycle model did not finish: deadlock")
-        # combinational: ready signals from the sink backwards
-        m_ready = out_ready(cycle) if out_draw is None else drawn_ready
-        arg_valid = arg_pipe[-1]
-        arg_ready = (not arg_valid) or m_ready   # also the enable of its whole pipeline
-        en = [False] * len(engines)
-        s_ready = [False] * len(engines)
-        for k in range(len(engines) - 1, -1, -1):
-            e = engines[k]
-            head = e.pipe[-1]
-            en[k] = not (e.out_valid and head is not None)   # registers only
-            last = e.busy and e.step == e.steps - 1
-            s_ready[k] = en[k] and (not e.busy or last)
-        asm_ready = not (asm_count == beats - 1 and asm_valid and not s_ready[0])
-        src_valid = next_beat < n * beats and (in_valid(cycle) if in_gaps is None
-                                                else idle == 0)
-        # transfers at this edge
-        if arg_valid and m_ready:
-            out_at.append(cycle)
-        if out_draw is not None and arg_valid:
+        src_valid = len(accepted) < beats and (in_valid(cycle) if in_gaps is None
+                                               else idle == 0)
+        offered = pipeline.out_valid
+        beat, out = pipeline.edge(src_valid, out_ready(cycle) if out_draw is None
+                                  else drawn_ready)
+        if out:
+            taken.append(cycle)
+        if out_draw is not None and offered:
             drawn_ready = out_draw()
-        arg_take = engines[-1].out_valid and arg_ready
-        take = [engines[k - 1].out_valid and s_ready[k] if k else asm_valid and s_ready[0]
-                for k in range(len(engines))]
-        beat = src_valid and asm_ready
-        # register updates
-        if arg_ready:
-            arg_pipe = [arg_take] + arg_pipe[:-1]
-        for k, e in enumerate(engines):
-            released = (arg_take if k == len(engines) - 1 else take[k + 1])
-            incoming = (engines[k - 1].out_img if k else asm_img)
-            loaded = False
-            if en[k]:
-                head = e.pipe[-1]
-                last = e.busy and e.step == e.steps - 1
-                e.pipe = [e.img if last else None] + e.pipe[:-1]
-                if head is not None:
-                    e.out_valid, e.out_img, loaded = True, head, True
-                if take[k]:
-                    e.busy, e.step, e.img = True, 0, incoming
-                elif last:
-                    e.busy = False
-                elif e.busy:
-                    e.step += 1
-            if released and not loaded:
-                e.out_valid = False
-        if take[0] and not beat:
-            asm_valid = False
         if beat:
-            img, b = divmod(next_beat, beats)
-            if b == 0:
-                if origin is None:
-                    origin = cycle
-                first_in.append(cycle)
-            if b == beats - 1:
-                asm_valid, asm_img = True, img
-            elif take[0]:
-                asm_valid = False
-            asm_count = 0 if b == beats - 1 else asm_count + 1
-            next_beat += 1
-            if in_gaps is not None and next_beat < n * beats:
-                idle = in_gaps[next_beat]
+            accepted.append(cycle)
+            if in_gaps is not None and len(accepted) < beats:
+                idle = in_gaps[len(accepted)]
         elif in_gaps is not None and idle > 0:
             idle -= 1
         cycle += 1
-    base = origin or 0
-    return [c - base for c in first_in], [c - base for c in out_at]
+    return accepted, taken
+
+
+def _simulate(model: CycleModel, n: int, in_valid: Pattern, out_ready: Pattern,
+              max_cycles: int | None, in_gaps: Sequence[int] | None = None,
+              out_draw: Callable[[], bool] | None = None) -> tuple[list[int], list[int]]:
+    limit = max_cycles if max_cycles is not None else 100 * (n + 2) * (model._cycles_bound() + 10)
+    accepted, taken = _drive(_Pipeline(model.stages()), n * model.in_beats, n, in_valid,
+                             out_ready, limit, in_gaps=in_gaps, out_draw=out_draw)
+    origin = accepted[0] if accepted else 0
+    return [c - origin for c in accepted[::model.in_beats]], [c - origin for c in taken]
+
+
+#: Outputs :func:`_steady_interval` waits for the pipeline's state to repeat.
+STEADY_OUTPUTS = 10_000
+
+
+def _steady_interval(model: CycleModel) -> int:
+    """Cycles between consecutive outputs in the steady state of back-to-back images.
+
+    The source always offers a beat and the sink always takes, so the
+    pipeline's state right after an output is taken determines everything
+    after it: when that state repeats, the outputs from then on repeat the
+    cycles between. Every such gap is the interval (a steady state that gave
+    outputs at uneven gaps would be an error here, as no single interval
+    would describe it).
+    """
+    pipeline = _Pipeline(model.stages())
+    seen: dict[tuple, int] = {}
+    out_at: list[int] = []
+    cycle = 0
+    limit = 100 * (STEADY_OUTPUTS + 2) * (model._cycles_bound() + 10)
+    while len(out_at) <= STEADY_OUTPUTS and cycle <= limit:
+        _, out = pipeline.edge(True, True)
+        if out:
+            out_at.append(cycle)
+            state = pipeline.state()
+            if state in seen:
+                gaps = {b - a for a, b in zip(out_at[seen[state]:], out_at[seen[state] + 1:])}
+                if len(gaps) != 1:
+                    raise RuntimeError(f"the steady state has outputs at uneven gaps {gaps}")
+                return gaps.pop()
+            seen[state] = len(out_at) - 1
+        cycle += 1
+    raise RuntimeError("cycle model found no steady state")
+
+
+def window_contract(height: int, width: int, kernel: int, images: int, valid: Pattern,
+                    ready: Pattern, start: int = 0) -> tuple[list[int], list[int]]:
+    """The timing contract of :class:`bchw.gateware.window.SlidingWindow`, cycle by cycle from
+    reset at ``start``: the cycles at which each pixel is taken and each window is taken, for
+    ``images`` images offered as ``valid`` allows and windows taken as ``ready`` allows."""
+    count = images * height * width            # pixels in, and windows out
+    return _drive(_Pipeline([_Window(height, width, kernel)]), count, count, valid, ready,
+                  limit=1000 * (count + 10) * (height + width + kernel), start=start)
+
+
+def pool_contract(height: int, width: int, pool: int, images: int, valid: Pattern,
+                  ready: Pattern, start: int = 0) -> tuple[list[int], list[int]]:
+    """The timing contract of :class:`bchw.gateware.pool.MaxPool`, cycle by cycle from reset
+    at ``start``: the cycles at which each pixel is taken and each result is taken, for
+    ``images`` images offered as ``valid`` allows and results taken as ``ready`` allows."""
+    pixels, results = images * height * width, images * (height // pool) * (width // pool)
+    return _drive(_Pipeline([_Pool(height, width, pool)]), pixels, results, valid, ready,
+                  limit=1000 * (pixels + 10), start=start)
 
 
 # --------------------------------------------------------------------------- resources

@@ -2,11 +2,14 @@
 
 Random ±1 weights and random batch-norm statistics (negative scales
 included) give requantization parameters of every sign and size, which the
-trained reference models alone would not exercise.
+trained reference models alone would not exercise.  :func:`random_state`
+makes multilayer perceptrons, :func:`random_cnn_state` convolutional
+networks; :func:`bchw.export.export_state` makes either a bundle.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -51,6 +54,48 @@ def random_state(sizes: list[int], *, act_bits: int = 8, seed: int = 0,
         "config": {"spec": "-".join(map(str, sizes)), "act_bits": act_bits,
                    "act_clip": act_clip, "dataset": "random", "binarize": "det", "seed": seed},
         "input_norm": {"mean": mean, "std": std},
+        "layers": layers,
+        "metrics": {},
+    }
+
+
+def random_cnn_state(spec: str, in_shape: Sequence[int], *, act_bits: int = 8, seed: int = 0,
+                     act_clip: float = 2.0) -> dict[str, Any]:
+    """A checkpoint dictionary (the :mod:`bchw.nn` contract) of a random network of ``spec``
+    (:func:`bchw.nn.parse_net_spec`, convolutions included) on images of ``in_shape`` [C, H, W].
+
+    The weights are PyTorch's random initialisation; every third channel of each batch norm
+    has a negative scale (a convolution that pools then takes the minimum of those codes);
+    the running statistics are those of a batch of random images, so that every layer's
+    outputs spread over their range.  The global torch random state is left as it was.
+    """
+    from bchw.nn import CHECKPOINT_FORMAT, CHECKPOINT_VERSION, BinaryNet
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = BinaryNet(spec, in_shape, act_bits=act_bits, act_clip=act_clip,
+                          bn_momentum=1.0)
+        model.set_input_norm(0.3, 0.35)
+        with torch.no_grad():
+            for norm in model.norms:
+                n = norm.weight.numel()
+                flip = torch.where(torch.arange(n) % 3 == 1, -1.0, 1.0)
+                norm.weight.copy_(torch.empty(n).uniform_(0.5, 2.0) * flip)
+                norm.bias.uniform_(-0.5, 1.0)
+            model.train()      # momentum 1: the running statistics are this batch's
+            model(torch.tensor(random_images(512, model.in_features, seed + 1),
+                               dtype=torch.float32))
+    layers = [{"weight": layer.weight.detach().float().clone(),
+               "bn_mean": norm.running_mean.detach().float().clone(),
+               "bn_var": norm.running_var.detach().float().clone(),
+               "bn_weight": norm.weight.detach().float().clone(),
+               "bn_bias": norm.bias.detach().float().clone(),
+               "bn_eps": float(norm.eps)}
+              for layer, norm in zip(model.binary_layers, model.norms)]
+    return {
+        "format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION,
+        "config": {**model.architecture(), "dataset": "random", "seed": seed},
+        "input_norm": {"mean": 0.3, "std": 0.35},
         "layers": layers,
         "metrics": {},
     }

@@ -1,5 +1,8 @@
-from bchw import perf
-from bchw.perf import CycleModel, EngineTiming
+import pytest
+
+from bchw import perf, randnet
+from bchw.export import HardwareConfig, export_state
+from bchw.perf import ConvTiming, CycleModel, EngineTiming
 
 
 def _model(in_beats, steps, simd=4):
@@ -60,3 +63,76 @@ def test_bench_source_and_sink():
     _, out = m.stream(6, out_draw=lambda: next(toggle))
     _, free = m.stream(6)
     assert out[0] == free[0] and all(b > a for a, b in zip(free[1:], out[1:]))
+
+
+# --------------------------------------------------------------------------- convolutions
+
+def _conv_model(convs, steps, fc_steps=(3,), simd=4):
+    engines = [EngineTiming(steps=s, pipeline=perf.engine_pipeline(simd),
+                            latency=s + perf.engine_pipeline(simd)) for s in [*steps, *fc_steps]]
+    return CycleModel(in_beats=convs[0].height * convs[0].width, engines=engines, argmax=2,
+                      convs=convs)
+
+
+def window_period(height, width, kernel):
+    """Cycles an image takes a sliding window with every output taken at once
+    (:class:`bchw.gateware.window.SlidingWindow`'s docstring)."""
+    p = (kernel - 1) // 2
+    stalls = height * width if p == 0 else height * (width - 1)
+    return (height + p) * (width + p) + stalls
+
+
+CONV_MODELS = [
+    ([ConvTiming(6, 6, 3, 2), ConvTiming(3, 3, 3)], [8, 12], [10, 4]),
+    ([ConvTiming(4, 4, 3), ConvTiming(4, 4, 3, 2)], [4, 8], [4]),
+    ([ConvTiming(4, 4, 5, 2), ConvTiming(2, 2, 1)], [10, 6], [8]),
+    ([ConvTiming(5, 3, 1)], [1], [1, 1]),
+]
+
+
+@pytest.mark.parametrize("convs, steps, fc_steps", CONV_MODELS)
+def test_conv_latency_and_interval_are_simulated(convs, steps, fc_steps):
+    m = _conv_model(convs, steps, fc_steps)
+    first, out = m.stream(10)
+    assert out[0] == m.latency == m.stream(1)[1][0]
+    assert {b - a for a, b in zip(out[2:], out[3:])} == {m.interval}
+    # no stage goes faster than on its own
+    windows = [c.height * c.width for c in convs]
+    own = ([window_period(c.height, c.width, c.kernel) for c in convs]
+           + [n * perf.engine_interval(s) for n, s in zip(windows, steps)]
+           + [perf.engine_interval(s) for s in fc_steps] + [convs[-1].out_pixels])
+    assert m.interval >= max(own)
+
+
+@pytest.mark.parametrize("height, width, kernel", [(4, 5, 3), (6, 6, 5), (3, 7, 1)])
+def test_fast_engines_leave_the_sliding_window_the_slowest(height, width, kernel):
+    for steps in (1, 2):
+        m = _conv_model([ConvTiming(height, width, kernel)], [steps], [1])
+        assert m.interval == window_period(height, width, kernel)
+
+
+def test_the_steady_state_of_an_mlp_is_its_closed_form():
+    for beats, steps in ((4, [10, 7, 3]), (12, [5, 9]), (1, [1, 1]), (3, [2, 2, 20, 1])):
+        m = _model(beats, steps)
+        assert perf._steady_interval(m) == m.interval
+        assert m.stream(1)[1][0] == m.latency
+
+
+def test_a_conv_model_is_checked():
+    with pytest.raises(ValueError, match="in_beats"):
+        CycleModel(in_beats=10, engines=_model(1, [3, 3]).engines, convs=[ConvTiming(3, 3, 3)])
+    with pytest.raises(ValueError, match="fully connected"):
+        CycleModel(in_beats=9, engines=_model(1, [3]).engines, convs=[ConvTiming(3, 3, 3)])
+
+
+def test_cycle_model_of_a_conv_bundle(tmp_path):
+    state = randnet.random_cnn_state("4C3-MP2-6C3-5FC-3", (2, 6, 6), act_bits=4, seed=2)
+    bundle = export_state(state, tmp_path / "bundle",
+                          HardwareConfig(pe=[3, 5, 3, 2], simd=[5, 7, 11, 3]), formats=("hex",))
+    m = perf.cycle_model(bundle)
+    assert m.convs == [ConvTiming(6, 6, 3, 2), ConvTiming(3, 3, 3, 0)]
+    assert [e.steps for e in m.engines] == [la.nf * la.sf for la in bundle.layers]
+    assert m.in_beats == 36 and m.convs[-1].out_pixels == 9
+    kinds = [type(s).__name__ for s in m.stages()]
+    assert kinds == ["_Window", "_Engine", "_Pool", "_Window", "_Engine", "_Assembler",
+                     "_Engine", "_Engine", "_Argmax"]

@@ -1,4 +1,6 @@
-"""The dataflow top: input assembler → one engine per layer → argmax, with AXI4-Stream ports."""
+"""The dataflow top, with AXI4-Stream ports: input assembler → one engine per layer → argmax
+for a multilayer perceptron; sliding window → engine → max pool per convolution, a flattener,
+then the fully connected engines → argmax for a convolutional network."""
 
 from __future__ import annotations
 
@@ -14,7 +16,9 @@ from bchw.errors import atomic_dir
 from bchw.gateware.argmax import Argmax
 from bchw.gateware.assembler import InputAssembler
 from bchw.gateware.engine import DATAPATHS, LayerEngine
+from bchw.gateware.pool import MaxPool
 from bchw.gateware.rom import ROM_VERILOG
+from bchw.gateware.window import SlidingWindow
 
 TOP_NAME = "bchw_top"
 ROM_MODES = ("readmemh", "inline")
@@ -22,6 +26,18 @@ ROM_MODES = ("readmemh", "inline")
 
 class Accelerator(wiring.Component):
     """The whole network in hardware.
+
+    A multilayer perceptron: an :class:`InputAssembler` collects the image,
+    one :class:`LayerEngine` per layer, an :class:`Argmax`.  A convolutional
+    network (``bundle.has_conv``) takes one pixel of C values a beat, in HWC
+    raster order, straight into its first convolution; each convolution is a
+    :class:`SlidingWindow` → a :class:`LayerEngine` (one output pixel a window)
+    → a :class:`MaxPool` when it pools (the minimum for channels of negative
+    multiplier).  After the last convolution an :class:`InputAssembler`, fed
+    pixels instead of beats, flattens its H'·W' output pixels into one HWC
+    vector (the first fully connected layer's columns are in that order),
+    for the fully connected engines and the argmax.
+    :func:`bchw.perf.cycle_model` models every stage's timing.
 
     ``datapath`` (one of :data:`DATAPATHS`) is every engine's way of adding
     ±1-weighted inputs; outputs and timing are the same with either.
@@ -32,8 +48,10 @@ class Accelerator(wiring.Component):
     Members
     -------
     s_axis_tdata : In(in_lanes · 8)
-        ``in_lanes`` u8 pixels a beat; pixel ``k`` of an image in beat ``k // in_lanes``.
+        ``in_lanes`` u8 pixels a beat; pixel ``k`` of an image in beat ``k // in_lanes``
+        (a convolutional network's pixels in HWC order, ``in_lanes`` its channels).
     s_axis_tvalid, s_axis_tlast : In(1)
+        ``tlast`` is accepted and not needed: beats are counted.
     s_axis_tready : Out(1)
     m_axis_tdata : Out(class_bits + num_classes · score_bits)
         The class in the low ``class_bits`` bits, then the scores (two's complement).
@@ -41,9 +59,12 @@ class Accelerator(wiring.Component):
         One beat per image: ``tlast`` is high with every ``tvalid``.
     m_axis_tready : In(1)
     dbg_l{i}_valid : Out(1)
-        Only with ``debug``: high in each cycle engine ``i`` hands an output vector on.
+        Only with ``debug``: high in each cycle engine ``i`` hands an output vector on (a
+        convolution: its max pool, if it pools, hands an output pixel on).
     dbg_l{i}_data : Out(out_features · out_bits)
-        Only with ``debug``: that vector (the per-layer tap the golden model is compared with).
+        Only with ``debug``: that vector (the per-layer tap the golden model is compared
+        with; a convolution's pixel ``n`` of an image is values ``[n·C, (n+1)·C)`` of the
+        golden model's HWC output of that layer).
     """
 
     def __init__(self, bundle, rom_mode: str = "readmemh", debug: bool = False,
@@ -72,6 +93,8 @@ class Accelerator(wiring.Component):
         return LayerEngine.from_layer(layer, self.rom_mode, self.datapath, self.tree_levels)
 
     def elaborate(self, platform):
+        if self.bundle.has_conv:
+            return self._elaborate_conv()
         m = Module()
         io = self.bundle.io
         m.submodules.assembler = asm = InputAssembler(io["n_in"], io["in_lanes"],
@@ -88,6 +111,57 @@ class Accelerator(wiring.Component):
                 m.d.comb += [getattr(self, f"dbg_l{layer.index}_valid").eq(
                                  engine.m.valid & engine.m.ready),
                              getattr(self, f"dbg_l{layer.index}_data").eq(engine.m.payload)]
+        m.submodules.argmax = arg = Argmax(io["num_classes"], io["score_bits"])
+        wiring.connect(m, upstream, arg.s)
+        m.d.comb += [self.m_axis_tdata.eq(arg.m.payload), self.m_axis_tvalid.eq(arg.m.valid),
+                     self.m_axis_tlast.eq(1), arg.m.ready.eq(self.m_axis_tready)]
+        return m
+
+    def _tap(self, m: Module, layer, stream) -> None:
+        if self.debug:
+            m.d.comb += [getattr(self, f"dbg_l{layer.index}_valid").eq(stream.valid
+                                                                       & stream.ready),
+                         getattr(self, f"dbg_l{layer.index}_data").eq(stream.payload)]
+
+    def _elaborate_conv(self) -> Module:
+        m = Module()
+        io = self.bundle.io
+        upstream = None           # the stream into the next layer; None: the AXI4-Stream input
+        previous = None
+        for layer in self.bundle.layers:
+            i = layer.index
+            if layer.kind == "conv":
+                channels, height, width = layer.in_shape
+                window = SlidingWindow(channels, height, width, layer.kernel, layer.in_bits)
+                m.submodules[f"window{i}"] = window
+                if upstream is None:
+                    m.d.comb += [window.s.payload.eq(self.s_axis_tdata),
+                                 window.s.valid.eq(self.s_axis_tvalid),
+                                 self.s_axis_tready.eq(window.s.ready)]
+                else:
+                    wiring.connect(m, upstream, window.s)
+                upstream = window.m
+            elif previous is not None and previous.kind == "conv":
+                # the flattener: the last convolution's pixels, one a beat, into one vector
+                channels, height, width = previous.out_shape
+                bits = previous.widths.out_bits
+                m.submodules.flatten = flat = InputAssembler(height * width * channels,
+                                                             channels, bits)
+                m.d.comb += [flat.tdata.eq(upstream.payload), flat.tvalid.eq(upstream.valid),
+                             upstream.ready.eq(flat.tready)]
+                upstream = flat.m
+            engine = self.engine(layer)
+            m.submodules[f"engine{i}"] = engine
+            wiring.connect(m, upstream, engine.s)
+            upstream = engine.m
+            if layer.pool:
+                pool = MaxPool(layer.out_features, layer.in_shape[1], layer.in_shape[2],
+                               layer.pool, layer.widths.out_bits, minimum=layer.mul < 0)
+                m.submodules[f"pool{i}"] = pool
+                wiring.connect(m, upstream, pool.s)
+                upstream = pool.m
+            self._tap(m, layer, upstream)
+            previous = layer
         m.submodules.argmax = arg = Argmax(io["num_classes"], io["score_bits"])
         wiring.connect(m, upstream, arg.s)
         m.d.comb += [self.m_axis_tdata.eq(arg.m.payload), self.m_axis_tvalid.eq(arg.m.valid),

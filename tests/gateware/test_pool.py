@@ -14,7 +14,6 @@ from amaranth.hdl import ClockDomain, Module
 from bchw import golden
 from bchw.gateware.pool import MaxPool
 from bchw.gateware.simtools import (
-    Pattern,
     always,
     pack,
     random_pattern,
@@ -22,36 +21,7 @@ from bchw.gateware.simtools import (
     stream_get,
     stream_put,
 )
-
-
-def pool_contract(height: int, width: int, pool: int, images: int, valid: Pattern,
-                  ready: Pattern, start: int = 0) -> tuple[list[int], list[int]]:
-    """The timing contract of :class:`MaxPool`, cycle by cycle from reset at ``start``: the
-    cycles at which each pixel is taken and each result is taken, for ``images`` images
-    offered as ``valid`` allows and results taken as ``ready`` allows."""
-    pixels, results = images * height * width, images * (height // pool) * (width // pool)
-    accepted: list[int] = []
-    taken: list[int] = []
-    y = x = 0
-    m_valid = False
-    cycle = start
-    while len(taken) < results:
-        s_valid = len(accepted) < pixels and valid(cycle)
-        completes = y % pool == pool - 1 and x % pool == pool - 1
-        s_ready = not (completes and m_valid)
-        take = s_valid and s_ready
-        if take:
-            accepted.append(cycle)
-        m_ready = ready(cycle)
-        if m_valid and m_ready:
-            taken.append(cycle)
-        m_valid = (take and completes) or (m_valid and not m_ready)
-        if take:
-            x += 1
-            if x == width:
-                x, y = 0, (y + 1) % height
-        cycle += 1
-    return accepted, taken
+from bchw.perf import pool_contract
 
 
 def multipliers(channels: int, seed: int) -> np.ndarray:

@@ -56,11 +56,13 @@ def out_port(dut: Accelerator) -> Port:
 
 
 def beats_of(bundle: Bundle, images: np.ndarray) -> list[int]:
-    """``{tlast, tdata}`` of every beat; the unused lanes of a last beat are zero."""
+    """``{tlast, tdata}`` of every beat, the pixels in the order the hardware takes them (a
+    convolutional network's in HWC order, a pixel a beat); the unused lanes of a last beat
+    are zero."""
     io = bundle.io
     lanes, beats = io["in_lanes"], io["in_beats"]
     words = []
-    for img in images:
+    for img in golden.input_pixels(bundle, images):
         for k in range(beats):
             last = k == beats - 1
             words.append(pack(img[k * lanes:(k + 1) * lanes], io["pixel_bits"])

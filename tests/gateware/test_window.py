@@ -12,7 +12,6 @@ from amaranth.hdl import ClockDomain, Module
 
 from bchw import golden
 from bchw.gateware.simtools import (
-    Pattern,
     always,
     pack,
     random_pattern,
@@ -21,37 +20,7 @@ from bchw.gateware.simtools import (
     stream_put,
 )
 from bchw.gateware.window import SlidingWindow
-
-
-def window_contract(height: int, width: int, kernel: int, images: int, valid: Pattern,
-                    ready: Pattern, start: int = 0) -> tuple[list[int], list[int]]:
-    """The timing contract of :class:`SlidingWindow`, cycle by cycle from reset at ``start``:
-    the cycles at which each pixel is taken and each window is taken, for ``images`` images
-    offered as ``valid`` allows and windows taken as ``ready`` allows."""
-    p = (kernel - 1) // 2
-    count = images * height * width            # pixels in, and windows out
-    accepted: list[int] = []
-    taken: list[int] = []
-    y = x = 0
-    m_valid = False
-    cycle = start
-    while len(taken) < count:
-        s_valid = len(accepted) < count and valid(cycle)
-        consume = y < height and x < width
-        emit = y >= p and x >= p
-        advance = (not consume or s_valid) and (not emit or not m_valid)
-        if advance and consume:
-            accepted.append(cycle)
-        m_ready = ready(cycle)
-        if m_valid and m_ready:
-            taken.append(cycle)
-        m_valid = (advance and emit) or (m_valid and not m_ready)
-        if advance:
-            x += 1
-            if x == width + p:
-                x, y = 0, (y + 1) % (height + p)
-        cycle += 1
-    return accepted, taken
+from bchw.perf import window_contract
 
 
 def first_window_offset(width: int, kernel: int) -> int:
