@@ -76,16 +76,6 @@ def _images(bundle, args: argparse.Namespace) -> tuple[np.ndarray, np.ndarray | 
     return data.test.images, data.test.labels, name
 
 
-def _fully_connected_only(bundle) -> None:
-    """Refuse a bundle with convolutions where hardware is generated or simulated."""
-    for layer in bundle.layers:
-        if layer.kind == "conv":
-            raise BchwError("a convolution: bchw generates hardware for fully connected layers "
-                            "only so far (no sliding-window or pooling engines yet); `bchw "
-                            "eval` runs its golden model", path=bundle.path / "manifest.json",
-                            field=f"layers[{layer.index}].kind")
-
-
 def _load_samples(path: str | os.PathLike, n_in: int) -> tuple[np.ndarray, np.ndarray]:
     """A held-out sample: ``.npz`` with ``images`` u8 [N, n_in] and ``labels`` [N]."""
     def why(e: Exception) -> str:  # one line: the first sentence, not advice to unpickle
@@ -223,7 +213,6 @@ def cmd_verilog(args: argparse.Namespace) -> int:
     from bchw.gateware.top import write_verilog
 
     bundle = load_bundle(args.bundle)
-    _fully_connected_only(bundle)
     out = write_verilog(bundle, args.output)
     print(f"wrote {out}/bchw_top.v, bchw_rom.v and {2 * len(bundle.layers)} hex images")
     return 0
@@ -270,7 +259,6 @@ def cmd_sim(args: argparse.Namespace) -> int:
         raise BchwError(f"expected a positive number of processes, got {args.jobs}",
                         field="--jobs")
     bundle = load_bundle(args.bundle)
-    _fully_connected_only(bundle)
     images, labels, name = _images(bundle, args)
     images, labels = _limit(images, labels, args.images)
     with tempfile.TemporaryDirectory(prefix="bchw-rtl-") as tmp:
@@ -390,7 +378,6 @@ def cmd_demo(args: argparse.Namespace) -> int:
     hw = HardwareConfig.from_file(model_dir / "hardware.json")
     with tempfile.TemporaryDirectory(prefix="bchw-demo-") as tmp:
         bundle = export_bundle(ckpt_path, Path(tmp) / "bundle", hw)
-        _fully_connected_only(bundle)
         rtl = write_verilog(bundle, Path(tmp) / "rtl")
         images, labels = _load_samples(model_dir / "sample.npz", bundle.n_in)
         images, labels = _limit(images, labels, args.images)
@@ -436,7 +423,6 @@ def cmd_synth(args: argparse.Namespace) -> int:
 
     check_target(args.target)
     bundle = load_bundle(args.bundle)
-    _fully_connected_only(bundle)
     options = {"freq_mhz": args.freq, "seed": args.seed, "nodsp": args.nodsp}
     failure = None
     if args.keep:

@@ -25,13 +25,15 @@ def cosimulate(bundle, rtl_dir: Path, images: np.ndarray, labels: np.ndarray | N
     from bchw.cosim.bench import stress_stimulus
 
     gold = golden.infer(bundle, images)
+    # the bench sends pixels in the order the hardware takes them (HWC for a CNN)
+    pixels = golden.input_pixels(bundle, images).astype(np.uint8)
     model = perf.cycle_model(bundle)
     _, out_cycles = model.stream(len(images))
     gaps, draw = stress_stimulus(seed, p_gap, p_bp, len(images) * bundle.io["in_beats"])
     _, stress_cycles = model.stream(len(images), in_gaps=gaps, out_draw=draw)
     timing = {"latency": model.latency, "interval": model.interval,
               "output_cycles": out_cycles, "stress_output_cycles": stress_cycles}
-    result = runner.run(rtl_dir, images, bundle.io, gold.classes, gold.scores, timing,
+    result = runner.run(rtl_dir, pixels, bundle.io, gold.classes, gold.scores, timing,
                         simulator=simulator, build_dir=build_dir, seed=seed, waves=waves,
                         labels=labels, p_gap=p_gap, p_bp=p_bp)
     result["golden_classes"] = gold.classes
@@ -57,6 +59,9 @@ def localize(bundle, rtl_dir: Path, image: np.ndarray, simulator: str, *,
     from bchw.cosim import runner
     from bchw.gateware.top import write_verilog
 
+    if bundle.has_conv:
+        return {"layer": None, "neuron": None,
+                "note": "per-layer localisation covers fully connected bundles only"}
     image = np.asarray(image, dtype=np.uint8).reshape(1, -1)
     gold = golden.infer(bundle, image)
     taps = [{"n": la.out_features, "bits": la.widths.out_bits, "signed": la.widths.out_signed}
