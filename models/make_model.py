@@ -30,7 +30,7 @@ from bchw import golden, perf  # noqa: E402
 from bchw.data import load_dataset  # noqa: E402
 from bchw.errors import atomic_write_bytes  # noqa: E402
 from bchw.export import HardwareConfig, export_bundle  # noqa: E402
-from bchw.nn import load_checkpoint, model_from_checkpoint  # noqa: E402
+from bchw.nn import is_mlp_spec, load_checkpoint, model_from_checkpoint  # noqa: E402
 from bchw.train import PRESETS, predict  # noqa: E402
 
 DATA_TEXT = {
@@ -47,6 +47,19 @@ DATA_TEXT = {
 MODE_TEXT = {"det": "deterministic binarization (sign)",
              "stoch": "stochastic binarization (+1 with probability hard_sigmoid(w)) in "
                       "training; the hardware uses sign(w)"}
+
+
+def network_text(cfg: dict) -> str:
+    """What the card says the network is: an MLP, or a CNN in the paper's layer order."""
+    if is_mlp_spec(cfg["spec"]):
+        return f"MLP {cfg['spec']}, ReLU, batch norm after every layer (also the last)"
+    shape = "×".join(map(str, cfg["in_shape"]))
+    return (f"CNN {cfg['spec']} on {shape} images: binary convolutions (stride 1, zero "
+            "padding (k−1)/2; the first pads pixels with 0) → max pooling where `MP` follows "
+            "→ batch norm → ReLU, the paper's order; flattened C·H·W into the fully "
+            "connected layers; batch norm after every layer (also the last). The hardware "
+            "pools the requantized codes, taking the minimum where a channel's scale is "
+            "negative, which is the same arithmetic")
 
 
 def main() -> None:
@@ -114,11 +127,13 @@ def main() -> None:
                      f"{real:.2%}", "`metrics.json`: test_accuracy_real is the same at its "
                                     "own best-validation epoch"))
     facts = [
-        ("Network", f"MLP {cfg['spec']}, ReLU, batch norm after every layer (also the last)"),
+        ("Network", network_text(cfg)),
         ("Weights", f"BinaryConnect, {MODE_TEXT[cfg['binarize']]}; ±1 stored as 1 bit"),
         ("Activations", f"A = {cfg['act_bits']} bits over [0, {cfg['act_clip']}] "
                         "(fake-quantized in training, integers in hardware); input u8 pixels"),
-        ("Data", f"{DATA_TEXT[cfg['dataset']]}; flattened, no augmentation (train / val / "
+        ("Data", f"{DATA_TEXT[cfg['dataset']]}; "
+                 f"{'flattened, ' if is_mlp_spec(cfg['spec']) else ''}"
+                 "no augmentation (train / val / "
                  f"test: {metrics['images']['train']:,} / {metrics['images']['val']:,} / "
                  f"{metrics['images']['test']:,})"),
         ("Preset", f"`{args.preset}`: the paper's recipe (square hinge loss, Adam, lr "
@@ -132,7 +147,9 @@ def main() -> None:
                        f"validation accuracy {metrics['best_val_accuracy']:.2%}"
                        + ("; the float checkpoint is not in git (over 5 MB): the bundle is "
                           "what hardware needs" if args.no_checkpoint else "")),
-        ("Folding (`hardware.json`)", f"PE×SIMD {folding}; {in_lanes} pixels per input beat"),
+        ("Folding (`hardware.json`)", f"PE×SIMD {folding}; {in_lanes} pixels per input beat"
+         if is_mlp_spec(cfg["spec"]) else f"PE×SIMD {folding}; one pixel ({in_lanes} "
+                                           "channel values) per input beat, HWC order"),
     ]
     train_cmd = (f"bchw train --preset {args.preset} {overrides + ' ' if overrides else ''}"
                  f"--seed {cfg['seed']} --device cpu --out runs/{args.name}")
