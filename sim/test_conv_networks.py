@@ -8,13 +8,18 @@ cycle model (every output cycle, back to back and under seeded random input
 gaps and output back-pressure, with a reset in mid-stream).
 """
 
+from pathlib import Path
+
+import numpy as np
 import pytest
 
-from bchw import randnet
+from bchw import golden, randnet
 from bchw.cosim import cosimulate
-from bchw.export import HardwareConfig, export_state
+from bchw.export import HardwareConfig, export_state, load_bundle
 from bchw.gateware.top import write_verilog
 from sim.conftest import check_cosim as check
+
+MODEL = Path(__file__).resolve().parent.parent / "models" / "fmnist-cnn"
 
 # spec, input shape (C, H, W), A, PE, SIMD, simulator
 NETS = {
@@ -36,3 +41,16 @@ def test_conv_network(tmp_path, build_dir, name):
     rtl = write_verilog(bundle, tmp_path / "rtl")
     images = randnet.random_images(8, bundle.n_in, seed=seed)
     check(cosimulate(bundle, rtl, images, None, simulator, seed=seed, build_dir=build_dir))
+
+
+def test_reference_cnn_on_100_test_images(tmp_path, build_dir):
+    """The trained reference CNN (models/fmnist-cnn) on the first 100 Fashion-MNIST test
+    images of its sample: every score bit and every output cycle as modelled."""
+    bundle = load_bundle(MODEL / "bundle")
+    with np.load(MODEL / "sample.npz") as z:
+        images, labels = z["images"][:100], z["labels"][:100]
+    assert len(images) == 100
+    rtl = write_verilog(bundle, tmp_path / "rtl")
+    r = cosimulate(bundle, rtl, images, labels, "verilator", build_dir=build_dir)
+    check(r)
+    assert r["accuracy"] == float(np.mean(golden.infer(bundle, images).classes == labels))
