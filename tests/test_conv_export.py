@@ -35,20 +35,9 @@ def sign(w: torch.Tensor) -> torch.Tensor:
 
 def random_net(spec: str, in_shape: tuple[int, int, int], act_bits: int, seed: int = 0
                ) -> BinaryNet:
-    """A BinaryNet with random weights, every layer with negative batch-norm scales, and
-    running statistics of random images (so that its outputs spread over their range)."""
-    torch.manual_seed(seed)
-    model = BinaryNet(spec, in_shape, act_bits=act_bits, bn_momentum=1.0)
-    model.set_input_norm(0.3, 0.35)
-    with torch.no_grad():
-        for norm in model.norms:
-            n = norm.weight.numel()
-            flip = torch.where(torch.arange(n) % 3 == 1, -1.0, 1.0)
-            norm.weight.copy_(torch.empty(n).uniform_(0.5, 2.0) * flip)
-            norm.bias.uniform_(-0.5, 1.0)
-        model.train()   # momentum 1: the running statistics are this batch's
-        model(torch.randint(0, 256, (512, model.in_features)).float())
-    return model.eval()
+    """A BinaryNet with random weights, negative batch-norm scales in every layer, and
+    running statistics of random images (:func:`bchw.randnet.random_cnn`)."""
+    return randnet.random_cnn(spec, in_shape, act_bits=act_bits, seed=seed)
 
 
 @pytest.fixture(scope="module", params=sorted(NETS))
