@@ -208,6 +208,16 @@ def test_hex_edit_takes_effect_without_rebuild(rtl, images, simulator, build_dir
     assert after["build_dir"] == before["build_dir"]
 
 
+def test_verilator_build_keeps_the_executable_not_its_intermediates(rtl, images, build_dir):
+    result = run(rtl, images[:2], "verilator", build_dir, phases=("stress",))
+    assert result["mismatches"] == 0, result["first_mismatch"]
+    files = [p for p in Path(result["build_dir"]).iterdir() if p.is_file()]
+    names = {p.name for p in files}
+    assert runner.TOPLEVEL in names and runner.BUILD_STAMP in names
+    assert not [n for n in names if Path(n).suffix in runner.VERILATOR_INTERMEDIATES]
+    assert sum(p.stat().st_size for p in files) < 20 * 2**20
+
+
 @SIMULATORS
 def test_stalled_dut_is_a_deadlock_not_a_hang(rtl, images, simulator, build_dir, tmp_path):
     stalled = with_tweak(rtl, tmp_path / "rtl", bugs=STALL)

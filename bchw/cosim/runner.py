@@ -46,6 +46,8 @@ VERILATOR_CONFIG = ("`verilator_config\n"
 #: generated model about 4x faster than the default -Os and simulates as fast.
 VERILATOR_MAKE_VARS = "CFG_CXXFLAGS_PCH_I=-include OPT_FAST=-O1 OPT_SLOW=-O0"
 BUILD_STAMP = "bchw_build.json"
+#: Verilator's generated C++ and object files: not needed once linked.
+VERILATOR_INTERMEDIATES = {".gch", ".o", ".a", ".d", ".cpp", ".h", ".mk", ".dat"}
 LOG_TAIL_LINES = 40
 READMEM = re.compile(r'\$readmem[hb]\s*\(\s*"([^"/]+)"')
 
@@ -163,6 +165,17 @@ def _log_tail(log: Path) -> str:
     return "\n".join(lines[-LOG_TAIL_LINES:])
 
 
+def _drop_intermediates(build: Path) -> None:
+    """Delete what Verilator's C++ build leaves besides the executable.
+
+    Its two precompiled headers alone take about 150 MB a build; a test suite
+    keeps dozens of builds, and a full disk fails the next build.
+    """
+    for path in build.iterdir():
+        if path.is_file() and path.suffix in VERILATOR_INTERMEDIATES:
+            path.unlink()
+
+
 def build(rtl_dir: str | os.PathLike, simulator: str, build_dir: str | os.PathLike,
           waves: bool = False) -> Path:
     """Build ``bchw_top`` from the ``*.v`` files of ``rtl_dir``; return the build directory.
@@ -206,6 +219,8 @@ def build(rtl_dir: str | os.PathLike, simulator: str, build_dir: str | os.PathLi
         shutil.rmtree(tmp, ignore_errors=True)
         raise BchwError(f"{simulator} failed to build {TOPLEVEL} ({e}); end of its log:\n"
                         f"{tail}", path=rtl_dir) from None
+    if simulator == "verilator":
+        _drop_intermediates(tmp)
     (tmp / BUILD_STAMP).write_text(json.dumps({"rtl_dir": str(rtl_dir), "simulator": simulator,
                                                "sources": [s.name for s in sources],
                                                "wave_format": wave_format}))
