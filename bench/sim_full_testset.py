@@ -2,6 +2,8 @@
 
     .venv/bin/python bench/sim_full_testset.py                    # all 10,000, 2 jobs, Verilator
     .venv/bin/python bench/sim_full_testset.py --images 2000 --jobs 2
+    .venv/bin/python bench/sim_full_testset.py --bundle models/fmnist-cnn/bundle \
+        --rtl /tmp/rtl-cnn --name sim_full_testset_fmnist-cnn      # the reference CNN
 
 Every output against the golden model and every output cycle against the cycle
 model, as ``bchw sim`` does, in ``--jobs`` processes (bchw.cosim.shard.run_sharded).
@@ -57,6 +59,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--build-dir", default="sim_build")
     parser.add_argument("--out", default="bench/results", help="where the .md and .json go")
+    parser.add_argument("--name", default="sim_full_testset",
+                        help="file name of the results, without .md/.json")
     args = parser.parse_args(argv)
     command = shlex.join([".venv/bin/python", "bench/sim_full_testset.py",
                           *(sys.argv[1:] if argv is None else argv)])
@@ -131,7 +135,7 @@ def main(argv: list[str] | None = None) -> int:
     }
     out = ROOT / args.out if not Path(args.out).is_absolute() else Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "sim_full_testset.json").write_text(
+    (out / f"{args.name}.json").write_text(
         json.dumps(record, indent=1, default=lambda v: v.item() if isinstance(v, np.generic)
                    else str(v)) + "\n")
     md = [f"# Co-simulation of the {args.dataset} test set, sharded", "",
@@ -147,8 +151,8 @@ def main(argv: list[str] | None = None) -> int:
             f"| {s['sim_cycles']:,} | {s['models_s']:.1f} | {s['phase_s'].get('timing', 0):.1f} "
             f"| {s['phase_s'].get('stress', 0):.1f} | {s['phase_s'].get('reset', 0):.1f} "
             f"| {s['wall_s']:.1f} | {c:.1f} |" for s, c in zip(shards, cpu)), ""]
-    (out / "sim_full_testset.md").write_text("\n".join(md))
-    print(f"wrote {out / 'sim_full_testset.md'} and .json")
+    (out / f"{args.name}.md").write_text("\n".join(md))
+    print(f"wrote {out / args.name}.md and .json")
     if not ok:
         print("RTL and models DIFFER", file=sys.stderr)
     return 0 if ok else 1

@@ -8,6 +8,8 @@ from amaranth.hdl import Cat, Module, Signal
 from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import In, Out
 
+from bchw.gateware.wide import wide_signal
+
 
 class InputAssembler(wiring.Component):
     """Collects ``ceil(n_in / lanes)`` beats of ``lanes`` pixels into one vector.
@@ -41,13 +43,15 @@ class InputAssembler(wiring.Component):
         m.d.comb += self.tready.eq(~(last_beat & self.m.valid & ~self.m.ready))
         take = self.tvalid & self.tready
         if self.beats > 1:
-            collected = Signal((self.beats - 1) * beat_bits, reset_less=True)
+            collected = wide_signal((self.beats - 1) * beat_bits, "collected")
             image = Cat(collected, self.tdata)
         else:
             image = self.tdata
+        vector = wide_signal(self.n_in * self.pixel_bits, "vector")
+        m.d.comb += self.m.payload.eq(vector)
         with m.If(take & last_beat):
             m.d.sync += [count.eq(0), self.m.valid.eq(1),
-                         self.m.payload.eq(image[:self.n_in * self.pixel_bits])]
+                         vector.eq(image[:self.n_in * self.pixel_bits])]
         with m.Else():
             with m.If(take):
                 m.d.sync += count.eq(count + 1)

@@ -9,6 +9,7 @@ from amaranth.lib.wiring import In, Out
 from bchw.gateware.adder_tree import AdderTree
 from bchw.gateware.requantizer import Requantizer
 from bchw.gateware.rom import Rom
+from bchw.gateware.wide import wide_signal
 from bchw.golden import LayerWidths
 from bchw.perf import REQUANT_STAGES, ROM_STAGES, engine_pipeline, tree_depth
 
@@ -106,7 +107,7 @@ class LayerEngine(wiring.Component):
         step = Signal(range(steps))
         sfc = Signal(range(sf))
         nfc = Signal(range(nf))
-        xbuf = Signal(sf * slice_bits, reset_less=True)
+        xbuf = wide_signal(sf * slice_bits, "xbuf")
         last_step = Signal()          # busy & (step == steps - 1), as a register
         m.d.comb += [self.s.ready.eq(en & (~busy | last_step)),
                      wrom.en.eq(en), wrom.addr.eq(step)]

@@ -107,7 +107,10 @@ class MaxPool(wiring.Component):
         read = rows.read_port(transparent_for=[write])
         last_x = fx == self.pool - 1
         m.d.comb += [read.en.eq(take), read.addr.eq(Mux(last_x, Mux(row_end, 0, wx + 1), wx))]
-        partial = Mux(fx == 0, read.data, run)
+        # a signal, not an expression: each channel's slice of an expression would make
+        # Amaranth emit the whole expression again (generation quadratic in the channels)
+        partial = Signal(self.channels * bits)
+        m.d.comb += partial.eq(Mux(fx == 0, read.data, run))
         fresh = (fx == 0) & (fy == 0)
         result = []
         for c in range(self.channels):

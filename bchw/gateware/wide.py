@@ -1,0 +1,20 @@
+"""Registers wider than one Amaranth cell may be."""
+
+from __future__ import annotations
+
+from amaranth.hdl import Cat, Signal, Value
+
+#: The widest single signal used for a register. Amaranth 0.5 numbers a cell's output
+#: bits with 16 bits and, where a register of exactly 2**16 bits feeds another module,
+#: asks for bit 2**16 and fails an assertion in its netlist builder; the flattened
+#: vector of the paper's CIFAR-10 network (4·4·512 values of 8 bits) is that wide.
+CHUNK_BITS = 1 << 15
+
+
+def wide_signal(width: int, name: str, reset_less: bool = True) -> Value:
+    """A ``width``-bit register as the concatenation of signals of at most
+    :data:`CHUNK_BITS` bits; assign it, slice it and read it like one signal."""
+    if width <= CHUNK_BITS:
+        return Signal(width, name=name, reset_less=reset_less)
+    return Cat(*[Signal(min(CHUNK_BITS, width - lo), name=f"{name}_{k}", reset_less=reset_less)
+                 for k, lo in enumerate(range(0, width, CHUNK_BITS))])
