@@ -192,18 +192,13 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 def _searched_folding(ckpt: Path, args: argparse.Namespace):
     from bchw.export import HardwareConfig
-    from bchw.folding import search_folding
-    from bchw.nn import is_mlp_spec, load_checkpoint, parse_spec
+    from bchw.folding import search_net_folding
+    from bchw.nn import is_mlp_spec, load_checkpoint, parse_net_spec
 
     cfg = load_checkpoint(ckpt)["config"]
-    if not is_mlp_spec(cfg["spec"]):
-        raise BchwError(f"the folding search knows MLPs only so far, and {cfg['spec']!r} is a "
-                        f"convolutional network: give its folding with --pe and --simd (or "
-                        f"--config)", path=ckpt,
-                        field="--target-fps" if args.target_fps is not None else "--max-luts")
-    folding = search_folding(parse_spec(cfg["spec"]), cfg["act_bits"],
-                             target_fps=args.target_fps, max_luts=args.max_luts,
-                             clock_mhz=args.clock_mhz)
+    layers = parse_net_spec(cfg["spec"], None if is_mlp_spec(cfg["spec"]) else cfg["in_shape"])
+    folding = search_net_folding(layers, cfg["act_bits"], target_fps=args.target_fps,
+                                 max_luts=args.max_luts, clock_mhz=args.clock_mhz)
     in_lanes = args.in_lanes if args.in_lanes is not None else folding.in_lanes
     return HardwareConfig(pe=folding.pe, simd=folding.simd, in_lanes=in_lanes), folding
 
@@ -508,7 +503,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "network takes one pixel a beat: its channels)")
     p.add_argument("--target-fps", type=float,
                    help="choose the folding: the cheapest balanced one reaching this many "
-                        "inferences/s at --clock-mhz (MLPs only so far)")
+                        "inferences/s at --clock-mhz (a convolutional network: by its simulated "
+                        "interval)")
     p.add_argument("--max-luts", type=int,
                    help="choose the folding: the fastest one the resource model fits in "
                         "this many LUTs (with --target-fps: both must hold)")

@@ -16,6 +16,7 @@ lanes = Σ PE·SIMD: the fraction of the lanes' cycles doing useful additions.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 from bchw import golden, perf
@@ -129,10 +130,7 @@ def _fold(sizes: list[int], act_bits: int, budget: int, mul_bits: int, score_bit
                    luts + perf.fixed_resources(sizes, act_bits, score_bits).luts, clock_mhz)
 
 
-def search_folding(sizes: list[int], act_bits: int, *, target_fps: float | None = None,
-                   max_luts: int | None = None, clock_mhz: float = 150.0,
-                   mul_bits: int = 18, score_bits: int = 16) -> Folding:
-    """The folding for a throughput target and/or a LUT budget (see the module docstring)."""
+def _check_request(target_fps: float | None, max_luts: int | None, clock_mhz: float) -> None:
     if target_fps is None and max_luts is None:
         raise BchwError("give a throughput target or a LUT budget", field="--target-fps")
     if target_fps is not None and not target_fps > 0:
@@ -141,6 +139,13 @@ def search_folding(sizes: list[int], act_bits: int, *, target_fps: float | None 
         raise BchwError(f"must be positive, not {max_luts}", field="--max-luts")
     if not clock_mhz > 0:
         raise BchwError(f"must be positive, not {clock_mhz}", field="--clock-mhz")
+
+
+def search_folding(sizes: list[int], act_bits: int, *, target_fps: float | None = None,
+                   max_luts: int | None = None, clock_mhz: float = 150.0,
+                   mul_bits: int = 18, score_bits: int = 16) -> Folding:
+    """The folding for a throughput target and/or a LUT budget (see the module docstring)."""
+    _check_request(target_fps, max_luts, clock_mhz)
 
     def fold(budget: int) -> Folding:
         return fold_for_budget(sizes, act_bits, budget, mul_bits=mul_bits,
@@ -166,3 +171,160 @@ def search_folding(sizes: list[int], act_bits: int, *, target_fps: float | None 
         else:
             lo = mid + 1
     return fold(hi)
+
+
+# --- convolutional networks -------------------------------------------------------------
+#
+# A convolution's engine takes one window a vector, H·W windows an image, so for a
+# budget of C cycles an image its NF·SF may be at most C // (H·W) (and at least 2: the
+# sliding window hands on at most one window every two cycles within a row). The
+# windows, engines and pools hold each other up by more than the slowest stage's rate,
+# so the interval of a candidate folding is the cycle model's, simulated
+# (:class:`bchw.perf.CycleModel`); where it misses the target, the budget is tightened
+# in proportion and the layers folded again.
+
+#: Rounds of tightening the budget before a throughput target is declared out of reach.
+CONV_ROUNDS = 12
+
+
+@dataclass(frozen=True)
+class EngineShape:
+    """One engine of a network: its matrix, input bits and vectors an image."""
+
+    n_in: int
+    n_out: int
+    in_bits: int
+    last: bool
+    vectors: int
+
+
+def engine_shapes(layers, act_bits: int) -> list[EngineShape]:
+    """The engines of :func:`bchw.nn.parse_net_spec`'s layers: a convolution's matrix is
+    its window's ``kernel²·C_in`` × ``C_out``, ``H·W`` windows an image."""
+    shapes = []
+    for i, la in enumerate(layers):
+        in_bits = 8 if i == 0 else act_bits
+        if la.kind == "conv":
+            shapes.append(EngineShape(la.kernel * la.kernel * la.in_channels, la.out_channels,
+                                      in_bits, False, la.in_shape[1] * la.in_shape[2]))
+        else:
+            shapes.append(EngineShape(math.prod(la.in_shape), la.out_channels, in_bits,
+                                      i == len(layers) - 1, 1))
+    return shapes
+
+
+def _conv_fixed_luts(layers, act_bits: int, score_bits: int) -> int:
+    """The LUTs of what the folding does not change: windows, pools, flattener, argmax."""
+    total = perf.argmax_resources(layers[-1].out_channels, score_bits)
+    for i, la in enumerate(layers):
+        if la.kind != "conv":
+            continue
+        channels, height, width = la.in_shape
+        total += perf.window_resources(channels, height, width, la.kernel,
+                                       8 if i == 0 else act_bits)
+        if la.pool:
+            total += perf.pool_resources(la.out_channels, height, width, la.pool, act_bits)
+        if layers[i + 1].kind != "conv":
+            channels, height, width = la.out_shape
+            total += perf.flatten_resources(height * width, channels, act_bits)
+    return total.luts
+
+
+def _conv_fold(layers, shapes: list[EngineShape], act_bits: int, budget: int, mul_bits: int,
+               score_bits: int, clock_mhz: float) -> Folding:
+    """Each engine's cheapest folding within its share of ``budget`` cycles an image, and
+    the interval the cycle model simulates for it."""
+    pe, simd, luts, engines = [], [], 0, []
+    for s in shapes:
+        per_vector = budget // s.vectors
+        if s.vectors > 1:
+            per_vector = max(per_vector, 2)
+        widths = golden.layer_widths(s.n_in, s.in_bits, mul_bits=mul_bits, last=s.last,
+                                     act_bits=act_bits, score_bits=score_bits)
+        p, q, cost = best_layer_folding(s.n_in, s.n_out, s.in_bits, widths, per_vector, BUSY)
+        pe.append(p)
+        simd.append(q)
+        luts += cost
+        steps = -(-s.n_out // p) * -(-s.n_in // q)
+        pipe = perf.engine_pipeline(q)
+        engines.append(perf.EngineTiming(steps=steps, pipeline=pipe, latency=steps + pipe))
+    convs = [perf.ConvTiming(la.in_shape[1], la.in_shape[2], la.kernel, la.pool)
+             for la in layers if la.kind == "conv"]
+    model = perf.CycleModel(in_beats=convs[0].height * convs[0].width, engines=engines,
+                            argmax=perf.argmax_stages(layers[-1].out_channels), convs=convs)
+    macs = sum(s.vectors * s.n_in * s.n_out for s in shapes)
+    lanes = sum(p * q for p, q in zip(pe, simd))
+    return Folding(pe, simd, layers[0].in_channels, model.interval, lanes, macs,
+                   luts + _conv_fixed_luts(layers, act_bits, score_bits), clock_mhz)
+
+
+def search_conv_folding(layers, act_bits: int, *, target_fps: float | None = None,
+                        max_luts: int | None = None, clock_mhz: float = 150.0,
+                        mul_bits: int = 18, score_bits: int = 16) -> Folding:
+    """The folding of a convolutional network (the layers of :func:`bchw.nn.parse_net_spec`)
+    for a throughput target and/or a LUT budget: the cheapest whose simulated interval
+    meets the target; with a LUT budget, the fastest that fits (by bisection on the
+    budget of cycles, the LUTs falling as it grows)."""
+    _check_request(target_fps, max_luts, clock_mhz)
+    shapes = engine_shapes(layers, act_bits)
+
+    def fold(budget: int) -> Folding:
+        return _conv_fold(layers, shapes, act_bits, budget, mul_bits, score_bits, clock_mhz)
+
+    slowest = max(s.vectors * s.n_in * s.n_out for s in shapes)   # PE = SIMD = 1
+    if target_fps is not None:
+        target = int(clock_mhz * 1e6 // target_fps)
+        budget = min(target, slowest)
+        for _ in range(CONV_ROUNDS):
+            if budget < 1:
+                break
+            best = fold(budget)
+            if best.interval <= target:
+                break
+            budget = min(budget - 1, budget * target // best.interval)
+        else:
+            best = None
+        if budget < 1 or best is None or best.interval > target:
+            raise BchwError(f"{target_fps:g} inferences/s (an interval of {target} cycles at "
+                            f"{clock_mhz:g} MHz) is beyond this network's sliding windows and "
+                            f"engines: no folding found within {CONV_ROUNDS} rounds",
+                            field="--target-fps")
+        hi, smallest = budget, best.luts
+        if max_luts is None:
+            return best
+    else:   # not simulated: a folding of one lane a layer would take long to simulate
+        hi = slowest
+        smallest = _conv_luts(layers, shapes, act_bits, hi, mul_bits, score_bits)
+    if smallest > max_luts:
+        need = "" if target_fps is None else f" at {target_fps:g} inferences/s"
+        raise BchwError(f"no folding fits {max_luts:,} LUTs{need}: the smallest needs about "
+                        f"{smallest:,}", field="--max-luts")
+    lo = 1
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if _conv_luts(layers, shapes, act_bits, mid, mul_bits, score_bits) <= max_luts:
+            hi = mid
+        else:
+            lo = mid + 1
+    return fold(hi)
+
+
+def _conv_luts(layers, shapes: list[EngineShape], act_bits: int, budget: int, mul_bits: int,
+               score_bits: int) -> int:
+    """The LUTs of :func:`_conv_fold`'s folding, without simulating its interval."""
+    luts = _conv_fixed_luts(layers, act_bits, score_bits)
+    for s in shapes:
+        per_vector = max(budget // s.vectors, 2 if s.vectors > 1 else 1)
+        widths = golden.layer_widths(s.n_in, s.in_bits, mul_bits=mul_bits, last=s.last,
+                                     act_bits=act_bits, score_bits=score_bits)
+        luts += best_layer_folding(s.n_in, s.n_out, s.in_bits, widths, per_vector, BUSY)[2]
+    return luts
+
+
+def search_net_folding(layers, act_bits: int, **kwargs) -> Folding:
+    """:func:`search_folding` for a multilayer perceptron, :func:`search_conv_folding` for a
+    convolutional network (``layers`` from :func:`bchw.nn.parse_net_spec`)."""
+    if all(la.kind == "fc" for la in layers):
+        sizes = [layers[0].in_channels] + [la.out_channels for la in layers]
+        return search_folding(sizes, act_bits, **kwargs)
+    return search_conv_folding(layers, act_bits, **kwargs)

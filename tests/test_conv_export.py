@@ -16,7 +16,7 @@ import pytest
 import torch
 from torch.nn import functional as F
 
-from bchw import golden, randnet
+from bchw import golden, perf, randnet
 from bchw.cli import main
 from bchw.errors import BchwError
 from bchw.export import Bundle, HardwareConfig, export_bundle, export_state, load_bundle
@@ -307,9 +307,17 @@ def test_export_and_eval_a_trained_conv_net_from_the_command_line(tmp_path, caps
     flt = json.loads(capsys.readouterr().out)
     assert gold["dataset"] == flt["dataset"] == "digits" and gold["images"] == flt["images"]
     assert flt["accuracy"] > 0.5 and abs(gold["accuracy"] - flt["accuracy"]) <= 0.02
-    # no folding search for convolutions yet: a clean refusal
-    assert main(["export", str(run), "-o", str(tmp_path / "b2"), "--target-fps", "1000"]) == 2
+    # the folding search: a throughput target met by the exported bundle's cycle model
+    assert main(["export", str(run), "-o", str(tmp_path / "b2"), "--target-fps", "200000",
+                 "--formats", "hex"]) == 0
+    out = capsys.readouterr().out
+    assert "folding search: interval" in out
+    searched = load_bundle(tmp_path / "b2")
+    assert 150e6 / perf.cycle_model(searched).interval >= 200_000
+    assert f"interval {perf.cycle_model(searched).interval} cycles" in out
+    # one beyond the sliding windows' rate: refused, naming the option, nothing written
+    assert main(["export", str(run), "-o", str(tmp_path / "b3"), "--target-fps", "1e7"]) == 2
     err = capsys.readouterr().err
-    assert "--target-fps" in err and "--pe" in err and err.count("\n") == 1
-    assert not (tmp_path / "b2").exists()
+    assert "--target-fps" in err and err.count("\n") == 1
+    assert not (tmp_path / "b3").exists()
 

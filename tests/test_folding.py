@@ -60,3 +60,63 @@ def test_impossible_requests_name_the_option(kwargs, field):
     with pytest.raises(BchwError) as e:
         search_folding(MLP256, 8, **kwargs)
     assert e.value.field == field
+
+
+# --------------------------------------------------------------------- convolutional networks
+
+CNN = "32C3-MP2-64C3-MP2-512FC-10"   # the reference CNN, on 1×28×28 images
+SMALL_CNN = "8C3-MP2-16C3-MP2-10"    # on 1×8×8 (scikit-learn's digits)
+
+
+def _bundle(spec, in_shape, folding, path):
+    from bchw import randnet
+    from bchw.export import HardwareConfig, export_state
+
+    state = randnet.random_cnn_state(spec, in_shape, seed=1)
+    return export_state(state, path, HardwareConfig(pe=folding.pe, simd=folding.simd),
+                        formats=("hex",))
+
+
+@pytest.mark.parametrize("spec, in_shape, fps", [(CNN, (1, 28, 28), 20_000),
+                                                 (CNN, (1, 28, 28), 45_000),
+                                                 (SMALL_CNN, (1, 8, 8), 500_000)])
+def test_conv_target_is_met_by_the_cycle_model_of_the_exported_bundle(tmp_path, spec,
+                                                                      in_shape, fps):
+    from bchw.folding import search_net_folding
+    from bchw.nn import parse_net_spec
+
+    f = search_net_folding(parse_net_spec(spec, in_shape), 8, target_fps=fps, clock_mhz=150)
+    assert f.inferences_per_s >= fps
+    bundle = _bundle(spec, in_shape, f, tmp_path / "b")
+    # the interval and the LUTs reported are the models' of the bundle that folding makes
+    assert perf.cycle_model(bundle).interval == f.interval
+    assert perf.resource_model(bundle).luts == f.luts
+    assert f.in_lanes == in_shape[0] == bundle.io["in_lanes"]
+    assert f.macs == sum(la.in_features * la.out_features
+                         * (la.in_shape[1] * la.in_shape[2] if la.kind == "conv" else 1)
+                         for la in bundle.layers)
+    # the sliding windows hand on a window every two cycles at most, so conv engines'
+    # lanes idle part of the time; the search still keeps most of them busy
+    assert f.utilisation >= 0.6, f
+
+
+def test_conv_lut_budget_is_kept_and_more_luts_buy_speed():
+    from bchw.folding import search_net_folding
+    from bchw.nn import parse_net_spec
+
+    layers = parse_net_spec(CNN, (1, 28, 28))
+    small = search_net_folding(layers, 8, max_luts=50_000)
+    large = search_net_folding(layers, 8, max_luts=80_000)
+    assert small.luts <= 50_000 and large.luts <= 80_000
+    assert large.interval < small.interval
+
+
+@pytest.mark.parametrize("kwargs, field", [({"target_fps": 1e6}, "--target-fps"),
+                                           ({"max_luts": 1000}, "--max-luts")])
+def test_conv_impossible_requests_name_the_option(kwargs, field):
+    from bchw.folding import search_net_folding
+    from bchw.nn import parse_net_spec
+
+    with pytest.raises(BchwError) as e:
+        search_net_folding(parse_net_spec(CNN, (1, 28, 28)), 8, **kwargs)
+    assert e.value.field == field
