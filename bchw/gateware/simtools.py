@@ -20,7 +20,7 @@ import random
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any, NamedTuple
 
-from amaranth.hdl import Value
+from amaranth.hdl import ClockDomain, Module, Value
 from amaranth.sim import Simulator
 
 #: Clock period of :func:`simulate`; only cycles matter, the value is arbitrary.
@@ -150,6 +150,69 @@ async def stream_get(ctx, stream: Any, count: int, *, ready: Pattern = always,
         cycle += 1
     ctx.set(stream.ready, 0)
     return got
+
+
+def check_reset_mid_stream(dut: Any, source: Any, sink: Any, old: Sequence[int],
+                           fresh: Sequence[int], count: int, *, stop: int, reset: int,
+                           quiet: int, cycles: int, valid: Pattern = always,
+                           ready: Pattern = always, stalled: bool = False,
+                           all_old: bool = False) -> tuple[list[int], list[Transfer]]:
+    """Reset ``dut`` in mid-stream, then stream ``fresh`` through it; return what it did after.
+
+    ``dut``, whose ``source`` stream goes in and ``sink`` stream comes out, is simulated
+    inside a module that gives it its ``sync`` domain, and so a reset to pulse.  Until edge
+    ``reset``, the source offers the ``old`` payloads in order at every edge while any are
+    left, and the sink takes outputs at the edges before ``stop``, then refuses them.  Just
+    before the reset it checks that an output waits at the sink, with ``stalled`` that the
+    source is refused, and with ``all_old`` that every old payload was taken.  Reset is high
+    at edge ``reset``; from edge ``reset + 1`` :func:`stream_put` sends ``fresh`` under
+    ``valid`` and :func:`stream_get` takes ``count`` outputs under ``ready``; then for
+    ``quiet`` edges the sink is ready and nothing more may come out.  A run longer than
+    ``cycles`` edges fails (see :func:`simulate`).
+
+    Returns the edges at which the fresh payloads were accepted and the outputs after the
+    reset taken, counted like :func:`simulate`'s: a contract given the same patterns starts
+    at ``reset + 1``.
+    """
+    m = Module()
+    m.domains.sync = sync = ClockDomain()
+    m.submodules.dut = dut
+    sent: list[int] = []
+    got: list[Transfer] = []
+
+    async def producer(ctx):
+        taken = 0
+        ctx.set(source.payload, old[0])
+        for _ in range(reset):
+            offer = taken < len(old)
+            ctx.set(source.valid, offer)
+            _, _, accepted = await ctx.tick().sample(source.ready)
+            if offer and accepted:
+                taken += 1
+                ctx.set(source.payload, old[min(taken, len(old) - 1)])
+        assert ctx.get(sink.valid), "the reset should meet a waiting output"
+        if stalled:
+            assert not ctx.get(source.ready), "the reset should meet a refused input"
+        if all_old:
+            assert taken == len(old), "every old payload should be in before the reset"
+        ctx.set(source.valid, 0)
+        ctx.set(sync.rst, 1)
+        await ctx.tick()
+        ctx.set(sync.rst, 0)
+        sent.extend(await stream_put(ctx, source, fresh, valid=valid, cycle=reset + 1))
+
+    async def consumer(ctx):
+        for cycle in range(reset + 1):
+            ctx.set(sink.ready, cycle < stop)
+            await ctx.tick()
+        got.extend(await stream_get(ctx, sink, count, ready=ready, cycle=reset + 1))
+        for _ in range(quiet):
+            ctx.set(sink.ready, 1)
+            _, _, extra = await ctx.tick().sample(sink.valid)
+            assert not extra, f"an output beyond the {count} expected after the reset"
+
+    simulate(m, producer, consumer, cycles=cycles)
+    return sent, got
 
 
 async def check_pipeline(ctx, en: Value, signals: Sequence[Value],

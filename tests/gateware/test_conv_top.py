@@ -7,13 +7,13 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from amaranth.hdl import ClockDomain, Module
 
 from bchw import golden, randnet
 from bchw.export import Bundle, HardwareConfig, export_state
-from bchw.gateware.simtools import always, pack, random_pattern, simulate, stream_get, stream_put
+from bchw.gateware.simtools import always, check_reset_mid_stream, random_pattern
 from bchw.gateware.top import Accelerator
 from bchw.perf import cycle_model
+from tests.gateware.test_top import PATTERNS as TOP_PATTERNS
 from tests.gateware.test_top import beats_of, check_outputs, in_port, out_port, run_stream
 
 # spec, input [C, H, W], act_bits, PE, SIMD: pooling after the first convolution or the
@@ -47,64 +47,20 @@ def test_the_nets_exercise_the_units(bundles):
             assert len(np.unique(out)) > 2, f"layer {la.index}"
 
 
-def expected_taps(bundle: Bundle, images: np.ndarray) -> list[list[int]]:
-    """Per layer, the values its debug tap hands on: a convolution's output pixels (after
-    pooling), C values each, in raster order; a fully connected layer's vectors."""
-    gold = golden.infer(bundle, images)
-    taps = []
-    for layer, out in zip(bundle.layers, gold.layers):
-        rows = out.reshape(-1, layer.out_features)
-        taps.append([pack(row, layer.widths.out_bits) for row in rows])
-    return taps
-
-
-def run_with_taps(bundle: Bundle, images: np.ndarray, valid=always, ready=always
-                  ) -> tuple[list[int], list[int]]:
-    """:func:`run_stream` with the debug taps, each layer's checked against the golden model."""
-    dut = Accelerator(bundle, "inline", debug=True)
-    beats = bundle.io["in_beats"]
-    sent, got, tapped = [], [], [[] for _ in bundle.layers]
-    taps = [(getattr(dut, f"dbg_l{la.index}_valid"), getattr(dut, f"dbg_l{la.index}_data"))
-            for la in bundle.layers]
-
-    async def producer(ctx):
-        sent.extend(await stream_put(ctx, in_port(dut), beats_of(bundle, images), valid=valid))
-
-    async def consumer(ctx):
-        got.extend(await stream_get(ctx, out_port(dut), len(images), ready=ready))
-
-    async def monitor(ctx):
-        while len(got) < len(images):
-            _, _, *values = await ctx.tick().sample(*[s for tap in taps for s in tap])
-            for k in range(len(taps)):
-                if values[2 * k]:
-                    tapped[k].append(values[2 * k + 1])
-
-    model = cycle_model(bundle)
-    simulate(dut, producer, consumer, monitor, cycles=20 * len(images) * (model.latency + 10))
-    check_outputs(bundle, images, [t.payload for t in got])
-    for layer, have, want in zip(bundle.layers, tapped, expected_taps(bundle, images)):
-        assert have == want, f"layer {layer.index}: tap differs from the golden model"
-    origin = sent[0]
-    return [c - origin for c in sent[::beats]], [t.cycle - origin for t in got]
-
-
 @pytest.mark.parametrize("net", NETS)
 def test_back_to_back(bundles, net: str):
     bundle = bundles[net]
     images = randnet.random_images(N_IMAGES, bundle.n_in, seed=1)
-    measured = run_with_taps(bundle, images)
+    measured = run_stream(bundle, images, taps=True)
     model = cycle_model(bundle)
     assert measured == model.stream(N_IMAGES)
     assert measured[1][0] == model.latency
     assert measured[1][-1] - measured[1][-2] == model.interval
 
 
-PATTERNS = {
-    "half-half": (lambda: random_pattern(0.5, seed=11), lambda: random_pattern(0.5, seed=12)),
-    "gaps": (lambda: random_pattern(0.3, seed=13), lambda: always),
-    "backpressure": (lambda: always, lambda: random_pattern(0.05, seed=14)),
-}
+# test_top's patterns less "alternate", and back-pressure with the sink ready 5 % of the time
+PATTERNS = {name: TOP_PATTERNS[name] for name in ("half-half", "gaps")}
+PATTERNS["backpressure"] = (lambda: always, lambda: random_pattern(0.05, seed=14))
 
 
 @pytest.mark.parametrize("pattern", PATTERNS)
@@ -113,7 +69,7 @@ def test_gaps_and_back_pressure(bundles, net: str, pattern: str):
     bundle = bundles[net]
     images = randnet.random_images(N_IMAGES, bundle.n_in, seed=2)
     valid, ready = (make() for make in PATTERNS[pattern])
-    measured = run_with_taps(bundle, images, valid, ready)
+    measured = run_stream(bundle, images, valid, ready, taps=True)
     assert measured == cycle_model(bundle).stream(N_IMAGES, in_valid=valid, out_ready=ready)
 
 
@@ -130,7 +86,7 @@ def test_backed_up(bundles, net: str):
     def ready(cycle: int) -> bool:
         return cycle >= 3000 and drain(cycle)
 
-    first, out = run_with_taps(bundle, images, ready=ready)
+    first, out = run_stream(bundle, images, ready=ready, taps=True)
     assert (first, out) == cycle_model(bundle).stream(n, out_ready=ready)
     assert sum(c < 3000 for c in first) < n - 2, "the input should have stopped"
 
@@ -156,43 +112,14 @@ def test_reset_mid_image(bundles, net: str):
     images = randnet.random_images(N_IMAGES, bundle.n_in, seed=6)
     model = cycle_model(bundle)
     dut = Accelerator(bundle, "inline")
-    m = Module()
-    m.domains.sync = sync = ClockDomain()
-    m.submodules.dut = dut
     # the first output is taken, the next ones wait; all old beats are in well before the reset
     stop = model.latency + 1
     reset = stop + 4 * model.interval + beats // 2
-    old_taken = []           # the old beats accepted
-    sent, got = [], []
-
-    async def producer(ctx):
-        ctx.set(in_port(dut).payload, old[0])
-        for _ in range(reset):
-            ctx.set(dut.s_axis_tvalid, len(old_taken) < len(old))
-            _, _, valid, taken = await ctx.tick().sample(dut.s_axis_tvalid, dut.s_axis_tready)
-            if valid and taken:
-                old_taken.append(True)
-                ctx.set(in_port(dut).payload, old[min(len(old_taken), len(old) - 1)])
-        assert ctx.get(dut.m_axis_tvalid), "the reset should meet a waiting output"
-        assert len(old_taken) == len(old), "every old beat should be in before the reset"
-        ctx.set(dut.s_axis_tvalid, 0)
-        ctx.set(sync.rst, 1)
-        await ctx.tick()
-        ctx.set(sync.rst, 0)
-        sent.extend(await stream_put(ctx, in_port(dut), beats_of(bundle, images),
-                                     cycle=reset + 1))
-
-    async def consumer(ctx):
-        for cycle in range(reset + 1):
-            ctx.set(dut.m_axis_tready, cycle < stop)
-            await ctx.tick()
-        got.extend(await stream_get(ctx, out_port(dut), N_IMAGES, cycle=reset + 1))
-        for _ in range(model.latency + model.interval):      # and nothing more comes out
-            ctx.set(dut.m_axis_tready, 1)
-            _, _, extra = await ctx.tick().sample(dut.m_axis_tvalid)
-            assert not extra, "an output beyond the fresh images"
-
-    simulate(m, producer, consumer, cycles=reset + 40 * N_IMAGES * (model.latency + 10))
+    sent, got = check_reset_mid_stream(dut, in_port(dut), out_port(dut), old,
+                                       beats_of(bundle, images), N_IMAGES, stop=stop,
+                                       reset=reset, quiet=model.latency + model.interval,
+                                       cycles=reset + 40 * N_IMAGES * (model.latency + 10),
+                                       all_old=True)
     check_outputs(bundle, images, [t.payload for t in got])
     origin = sent[0]
     assert origin == reset + 1

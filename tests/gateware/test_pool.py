@@ -9,12 +9,12 @@ import gc
 
 import numpy as np
 import pytest
-from amaranth.hdl import ClockDomain, Module
 
 from bchw import golden
 from bchw.gateware.pool import MaxPool
 from bchw.gateware.simtools import (
     always,
+    check_reset_mid_stream,
     pack,
     random_pattern,
     simulate,
@@ -100,44 +100,15 @@ def test_reset_mid_image(height: int, width: int, channels: int, pool: int, bits
     images = len(maps)
     count = images * (height // pool) * (width // pool)
     dut = MaxPool(channels, height, width, pool, bits, minimum=mul < 0)
-    m = Module()
-    m.domains.sync = sync = ClockDomain()
-    m.submodules.dut = dut
     # results are taken until the last row of the second row of windows begins: the first
     # window that row completes waits, the second stalls the unit; the reset comes after
     stop = (2 * pool - 1) * width
     reset = stop + 2 * pool * width
     valid, ready = random_pattern(0.7, seed=3), random_pattern(0.6, seed=4)
-    sent, got = [], []
-
-    async def producer(ctx):
-        pixels = iter(old)
-        ctx.set(dut.s.payload, next(pixels))
-        for _ in range(reset):
-            ctx.set(dut.s.valid, 1)
-            _, _, taken = await ctx.tick().sample(dut.s.ready)
-            if taken:
-                ctx.set(dut.s.payload, next(pixels))
-        assert ctx.get(dut.m.valid) and not ctx.get(dut.s.ready), (
-            "the reset should meet a waiting result")
-        ctx.set(dut.s.valid, 0)
-        ctx.set(sync.rst, 1)
-        await ctx.tick()
-        ctx.set(sync.rst, 0)
-        sent.extend(await stream_put(ctx, dut.s, pixels_of(maps, bits), valid=valid,
-                                     cycle=reset + 1))
-
-    async def consumer(ctx):
-        for cycle in range(reset + 1):
-            ctx.set(dut.m.ready, cycle < stop)
-            await ctx.tick()
-        got.extend(await stream_get(ctx, dut.m, count, ready=ready, cycle=reset + 1))
-        for _ in range(3 * width):       # and nothing more comes out
-            ctx.set(dut.m.ready, 1)
-            _, _, extra = await ctx.tick().sample(dut.m.valid)
-            assert not extra, "a result beyond the fresh images"
-
-    simulate(m, producer, consumer, cycles=reset + images * height * width * 20 + 500)
+    sent, got = check_reset_mid_stream(dut, dut.s, dut.m, old, pixels_of(maps, bits), count,
+                                       stop=stop, reset=reset, quiet=3 * width,
+                                       cycles=reset + images * height * width * 20 + 500,
+                                       valid=valid, ready=ready, stalled=True)
     assert [t.payload for t in got] == pooled_of(maps, mul, pool, bits)
     assert (sent, [t.cycle for t in got]) == pool_contract(height, width, pool, images,
                                                            valid, ready, start=reset + 1)

@@ -83,13 +83,25 @@ def check_outputs(bundle: Bundle, images: np.ndarray, payloads: list[int]) -> No
         assert word >> io["out_bits"] == 1, f"image {n}: tlast low"
 
 
+def expected_taps(bundle: Bundle, images: np.ndarray) -> list[list[int]]:
+    """Per layer, the values its debug tap hands on: a convolution's output pixels (after
+    pooling), C values each, in raster order; a fully connected layer's vectors."""
+    gold = golden.infer(bundle, images)
+    taps = []
+    for layer, out in zip(bundle.layers, gold.layers):
+        rows = out.reshape(-1, layer.out_features)
+        taps.append([pack(row, layer.widths.out_bits) for row in rows])
+    return taps
+
+
 def run_stream(bundle: Bundle, images: np.ndarray, valid=always, ready=always,
-               tree_levels: int = 1) -> tuple[list[int], list[int]]:
-    """Stream ``images`` through the accelerator; check the outputs bit-exact.  Returns each
-    image's first-beat and output-accept cycles, counted from the first accepted beat."""
-    dut = Accelerator(bundle, "inline", tree_levels=tree_levels)
+               tree_levels: int = 1, *, taps: bool = False) -> tuple[list[int], list[int]]:
+    """Stream ``images`` through the accelerator; check the outputs bit-exact and, with
+    ``taps``, every layer's debug tap against :func:`expected_taps`.  Returns each image's
+    first-beat and output-accept cycles, counted from the first accepted beat."""
+    dut = Accelerator(bundle, "inline", debug=taps, tree_levels=tree_levels)
     beats = bundle.io["in_beats"]
-    sent, got = [], []
+    sent, got, tapped = [], [], [[] for _ in bundle.layers]
 
     async def producer(ctx):
         sent.extend(await stream_put(ctx, in_port(dut), beats_of(bundle, images), valid=valid))
@@ -97,9 +109,22 @@ def run_stream(bundle: Bundle, images: np.ndarray, valid=always, ready=always,
     async def consumer(ctx):
         got.extend(await stream_get(ctx, out_port(dut), len(images), ready=ready))
 
+    async def monitor(ctx):
+        signals = [getattr(dut, f"dbg_l{la.index}_{name}")
+                   for la in bundle.layers for name in ("valid", "data")]
+        while len(got) < len(images):
+            _, _, *values = await ctx.tick().sample(*signals)
+            for k in range(len(tapped)):
+                if values[2 * k]:
+                    tapped[k].append(values[2 * k + 1])
+
     model = cycle_model(bundle, tree_levels)
-    simulate(dut, producer, consumer, cycles=20 * len(images) * (model.latency + 10))
+    simulate(dut, producer, consumer, *([monitor] if taps else []),
+             cycles=20 * len(images) * (model.latency + 10))
     check_outputs(bundle, images, [t.payload for t in got])
+    if taps:
+        for layer, have, want in zip(bundle.layers, tapped, expected_taps(bundle, images)):
+            assert have == want, f"layer {layer.index}: tap differs from the golden model"
     origin = sent[0]
     return [c - origin for c in sent[::beats]], [t.cycle - origin for t in got]
 

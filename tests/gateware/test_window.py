@@ -8,11 +8,11 @@ import gc
 
 import numpy as np
 import pytest
-from amaranth.hdl import ClockDomain, Module
 
 from bchw import golden
 from bchw.gateware.simtools import (
     always,
+    check_reset_mid_stream,
     pack,
     random_pattern,
     simulate,
@@ -122,44 +122,15 @@ def test_reset_mid_image(height: int, width: int, channels: int, kernel: int, bi
     images = len(maps)
     count = images * height * width
     dut = SlidingWindow(channels, height, width, kernel, bits)
-    m = Module()
-    m.domains.sync = sync = ClockDomain()
-    m.submodules.dut = dut
     # windows are taken until the middle of a row in the middle of the first image, then the
     # unit stalls at its second emit; the reset comes well after
     p = (kernel - 1) // 2
     stop = first_window_offset(width, kernel) + (height // 2) * (2 * width + p - 1) + width // 2
     reset = stop + 3 * (width + p)
     valid, ready = random_pattern(0.7, seed=3), random_pattern(0.6, seed=4)
-    sent, got = [], []
-
-    async def producer(ctx):
-        pixels = iter(old)
-        ctx.set(dut.s.payload, next(pixels))
-        for _ in range(reset):
-            ctx.set(dut.s.valid, 1)
-            _, _, taken = await ctx.tick().sample(dut.s.ready)
-            if taken:
-                ctx.set(dut.s.payload, next(pixels))
-        assert ctx.get(dut.m.valid), "the reset should meet a waiting window"
-        ctx.set(dut.s.valid, 0)
-        ctx.set(sync.rst, 1)
-        await ctx.tick()
-        ctx.set(sync.rst, 0)
-        sent.extend(await stream_put(ctx, dut.s, pixels_of(maps, bits), valid=valid,
-                                     cycle=reset + 1))
-
-    async def consumer(ctx):
-        for cycle in range(reset + 1):
-            ctx.set(dut.m.ready, cycle < stop)
-            await ctx.tick()
-        got.extend(await stream_get(ctx, dut.m, count, ready=ready, cycle=reset + 1))
-        for _ in range(3 * width):       # and nothing more comes out
-            ctx.set(dut.m.ready, 1)
-            _, _, extra = await ctx.tick().sample(dut.m.valid)
-            assert not extra, "a window beyond the fresh images"
-
-    simulate(m, producer, consumer, cycles=reset + count * 30 + 500)
+    sent, got = check_reset_mid_stream(dut, dut.s, dut.m, old, pixels_of(maps, bits), count,
+                                       stop=stop, reset=reset, quiet=3 * width,
+                                       cycles=reset + count * 30 + 500, valid=valid, ready=ready)
     assert [t.payload for t in got] == windows_of(maps, kernel, bits)
     assert (sent, [t.cycle for t in got]) == window_contract(height, width, kernel, images,
                                                              valid, ready, start=reset + 1)
