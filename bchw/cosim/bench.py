@@ -206,7 +206,7 @@ class TB:
         seen = -1
         while not monitor.done():
             timer = Timer(self.timeout_cycles * self.period, unit="step")
-            if await First(monitor, timer) is timer:
+            if await First(monitor.complete, timer) is timer:
                 if len(outputs) == seen:
                     monitor.cancel()
                     return True
