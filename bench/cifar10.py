@@ -173,8 +173,9 @@ def report(rows: list[dict], paper: dict | None, command: str) -> str:
     lines = ["# The paper's CIFAR-10 network in hardware", "", "```sh", command, "```", "",
              "`2x128C3-MP2-2x256C3-MP2-2x512C3-MP2-2x1024FC-10` on 3×32×32, A = 8, random "
              "weights (seed 0). Resources: bchw.perf's estimate (engines and argmax fitted to "
-             "synth_ecp5 on MLPs; windows, pools and flattener not fitted: no conv design has "
-             "been synthesised), as fractions of an ECP5-85F (83,640 LUTs and FFs, 208 BRAMs, "
+             "synth_ecp5 on MLPs; windows, pools and flattener to each unit synthesised "
+             "alone, bench/results/conv_units.md; no whole conv design synthesised), as "
+             "fractions of an ECP5-85F (83,640 LUTs and FFs, 208 BRAMs, "
              "156 DSPs). Timing: bchw.perf.cycle_model (a convolutional network's simulated, "
              f"which takes the seconds shown). Inferences/s at {CLOCK_MHZ} MHz; utilisation = "
              "MACs / (lanes × interval).", "",

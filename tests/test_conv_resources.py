@@ -1,6 +1,7 @@
 """The resource model of convolutional networks: engines and argmax as fitted, plus the sliding
-windows, max pools and flattener (guessed costs, see bchw.perf.CONV_LUTS_PER_BIT); multilayer
-perceptrons' estimates exactly as they were."""
+windows, max pools and flattener (costs fitted to each unit synthesised alone, see
+bchw.perf.CONV_LUTS_PER_BIT and bench/conv_units.py); multilayer perceptrons' estimates exactly
+as they were."""
 
 from pathlib import Path
 
@@ -63,7 +64,12 @@ def test_rams_go_where_yosys_costs_them_less():
 
 def _counter(*lengths):
     bits = sum(max(0, (n - 1).bit_length()) for n in lengths)
-    return Resources(2 * bits, bits + 1, 0, 0)
+    return Resources(round(perf.COUNTER_LUTS_PER_BIT * bits), bits + 1, 0, 0)
+
+
+def _luts(unit, bits):
+    """The LUTs of a unit's ``bits`` register bits at its fitted cost per bit."""
+    return round(perf.CONV_LUTS_PER_BIT[unit] * bits)
 
 
 def _expected_parts(bundle):
@@ -80,14 +86,16 @@ def _expected_parts(bundle):
             window_bits = unit.m.payload.shape().width          # k·k·C·bits
             older = window_bits // k * (k - 1)                   # k − 1 older columns
             line = perf.ram_resources((k - 1) * c * la.in_bits, w)
-            parts[f"window{la.index}"] = (line + Resources(window_bits, older + window_bits, 0, 0)
+            parts[f"window{la.index}"] = (line + Resources(_luts("window", window_bits),
+                                                           older + window_bits, 0, 0)
                                           + _counter(h + p, w + p))
         elif previous is not None and previous.kind == "conv":
             c, h, w = previous.out_shape
             unit = InputAssembler(h * w * c, c, previous.widths.out_bits)
             vector = unit.m.payload.shape().width
             pixel = c * previous.widths.out_bits
-            parts["flatten"] = (Resources(0, vector - pixel + vector, 0, 0)
+            parts["flatten"] = (Resources(_luts("flatten", vector), vector - pixel + vector,
+                                          0, 0)
                                 + _counter(h * w))
         parts[f"engine{la.index}"] = perf.engine_resources(la.in_features, la.out_features,
                                                            la.in_bits, la.pe, la.simd, la.widths)
@@ -96,7 +104,7 @@ def _expected_parts(bundle):
             unit = MaxPool(c, h, w, la.pool, la.widths.out_bits, [False] * c)
             pixel = unit.m.payload.shape().width
             parts[f"pool{la.index}"] = (perf.ram_resources(pixel, w // la.pool)
-                                        + Resources(3 * pixel, 2 * pixel, 0, 0)
+                                        + Resources(_luts("pool", pixel), 2 * pixel, 0, 0)
                                         + _counter(la.pool, la.pool, w // la.pool))
         previous = la
     return parts
@@ -127,3 +135,11 @@ def test_conv_estimate_is_the_sum_of_its_units(tmp_path, name):
         assert parts["window1"].brams == 0        # a 1×1 kernel keeps no rows
     else:
         assert all(part.brams == 0 for key, part in parts.items() if not key.startswith("eng"))
+
+
+@pytest.mark.parametrize("width, depth, brams", [
+    (128, 40, 4), (128, 48, 4), (64, 48, 2), (256, 64, 8),    # ties: block RAM, as yosys
+    (128, 28, 0), (128, 20, 0), (256, 20, 0), (128, 128, 4),  # (bench/conv_units.py)
+])
+def test_ram_choice_is_yosys_on_the_synthesised_memories(width, depth, brams):
+    assert perf.ram_resources(width, depth).brams == brams
