@@ -16,7 +16,7 @@ bench/results/hardware.{md,json} and the Pareto plot hardware_pareto.png
 resource model's error against every binary design.
 
     .venv/bin/python bench/hardware.py --model models/fmnist-mlp256 --fps 100000,500000 --pnr
-    .venv/bin/python bench/hardware.py --fit      # refit bchw.perf.LUT_COST on small designs
+    .venv/bin/python bench/hardware.py --fit      # refit bchw.perf.LUT_COST, FF_COST
 
 Bundles come from the model's checkpoint when it has one, else from random
 weights of its architecture (same shapes, same hardware).
@@ -82,11 +82,13 @@ def synth_one(job: dict) -> dict:
                          nodsp=job["variant"] == "int8-nodsp",
                          place_and_route=job["pnr"], seed=job.get("seed", 1))
         model = perf.resource_model(bundle)
-        features = {}
+        features, registers = {}, {}
         for la in bundle.layers:
-            for k, v in perf.engine_features(la.in_features, la.out_features, la.in_bits,
-                                             la.pe, la.simd, la.widths).items():
+            shape = (la.in_features, la.out_features, la.in_bits, la.pe, la.simd, la.widths)
+            for k, v in perf.engine_features(*shape).items():
                 features[k] = features.get(k, 0) + v
+            for k, v in perf.engine_registers(*shape).items():
+                registers[k] = registers.get(k, 0) + v
     return {**{k: v for k, v in job.items() if k != "model"},
             "luts": r.luts, "ffs": r.ffs, "brams": r.brams, "dsps": r.dsps,
             "carries": r.carries, "fmax_mhz": r.fmax_mhz, "interval": r.interval_cycles,
@@ -94,7 +96,7 @@ def synth_one(job: dict) -> dict:
             "inferences_per_s": r.inferences_per_s, "cells": r.cells,
             "model": {"luts": model.luts, "ffs": model.ffs, "brams": model.brams,
                       "dsps": model.dsps},
-            "features": features, "seconds": time.time() - started}
+            "features": features, "registers": registers, "seconds": time.time() - started}
 
 
 def run_jobs(jobs: list[dict], workers: int, each=None) -> list[dict]:
@@ -115,7 +117,8 @@ def run_jobs(jobs: list[dict], workers: int, each=None) -> list[dict]:
 
 
 def fit(workers: int, out: Path) -> None:
-    """Refit the per-feature LUT costs on small random networks (non-negative least squares)."""
+    """Refit the per-feature LUT costs and the per-register flip-flop costs on small random
+    networks (non-negative least squares, relative error)."""
     import numpy as np
     from scipy.optimize import nnls
 
@@ -137,21 +140,29 @@ def fit(workers: int, out: Path) -> None:
              "simd": simd, "in_lanes": simd[0], "variant": "negate", "pnr": False}
             for sizes, pe, simd in designs]
     results = run_jobs(jobs, workers)
-    keys = list(perf.LUT_COST)
-    a = np.array([[r["features"].get(k, 0) for k in keys] for r in results], float)
-    fixed = np.array([r["model"]["luts"] - sum(perf.LUT_COST[k] * r["features"].get(k, 0)
-                                               for k in keys) for r in results])
-    b = np.array([r["luts"] for r in results], float) - fixed
-    scale = a.max(axis=0) + 1e-9
-    coef, _ = nnls(a / scale * (1 / b[:, None]), np.ones(len(b)))  # relative error
-    coef = coef / scale
-    print("LUT_COST = {" + ", ".join(f'"{k}": {c:.3g}' for k, c in zip(keys, coef)) + "}")
-    pred = a @ coef + fixed
-    for r, p in zip(results, pred):
-        print(f"  {r['name']:>16s} PE {r['pe']} SIMD {r['simd']}: {r['luts']:,} LUTs, "
-              f"refit {p:,.0f} ({p / r['luts'] - 1:+.1%})")
+    fitted = {}
+    for what, costs, counts, measured in (("luts", perf.LUT_COST, "features", "luts"),
+                                          ("ffs", perf.FF_COST, "registers", "ffs")):
+        keys = list(costs)
+        a = np.array([[r[counts].get(k, 0) for k in keys] for r in results], float)
+        # what the costs do not weigh: argmax, input assembler
+        fixed = np.array([r["model"][what] - sum(costs[k] * r[counts].get(k, 0) for k in keys)
+                          for r in results])
+        b = np.array([r[measured] for r in results], float) - fixed
+        scale = a.max(axis=0) + 1e-9
+        coef, _ = nnls(a / scale * (1 / b[:, None]), np.ones(len(b)))  # relative error
+        coef = coef / scale
+        name = "LUT_COST" if what == "luts" else "FF_COST"
+        print(f"{name} = {{" + ", ".join(f'"{k}": {c:.3g}' for k, c in zip(keys, coef)) + "}")
+        pred = a @ coef + fixed
+        for r, p in zip(results, pred):
+            print(f"  {r['name']:>16s} PE {r['pe']} SIMD {r['simd']}: {r[measured]:,} {what}, "
+                  f"model {r['model'][what]:,} ({r['model'][what] / r[measured] - 1:+.1%}), "
+                  f"refit {p:,.0f} ({p / r[measured] - 1:+.1%})")
+        fitted[name] = dict(zip(keys, coef.tolist()))
     (out / "hardware_fit.json").write_text(json.dumps(
-        {"coefficients": dict(zip(keys, coef.tolist())), "results": results}, indent=2) + "\n")
+        {"command": ".venv/bin/python bench/hardware.py --fit", "coefficients": fitted,
+         "results": results}, indent=2) + "\n")
 
 
 def table_row(r: dict, clock_mhz: float) -> str:
