@@ -1,0 +1,68 @@
+"""bchw.gateware.wide: registers wider than one Amaranth cell, generated and simulated."""
+
+from amaranth.back import verilog
+from amaranth.hdl import Cat, Module, Signal
+from amaranth.lib import wiring
+from amaranth.lib.wiring import In, Out
+
+from bchw.gateware import wide
+from bchw.gateware.simtools import simulate
+from bchw.gateware.wide import CHUNK_BITS, wide_signal
+
+
+def test_narrow_is_one_signal_wide_is_chunks():
+    assert isinstance(wide_signal(CHUNK_BITS, "r"), Signal)
+    wide = wide_signal(2 * CHUNK_BITS + 5, "r")
+    assert len(wide) == 2 * CHUNK_BITS + 5
+    assert [len(part) for part in wide.parts] == [CHUNK_BITS, CHUNK_BITS, 5]
+
+
+class Shifter(wiring.Component):
+    """A ``width``-bit register shifted by 8 bits a cycle, loaded 8 bits at a time, read at
+    its top by another module: at 2**16 bits, the shape of the flattened vector that
+    Amaranth 0.5 cannot make as one signal feeding another module."""
+
+    def __init__(self, width: int):
+        self.width = width
+        super().__init__({"i": In(8), "o": Out(8)})
+
+    def elaborate(self, platform):
+        m = Module()
+        reg = wide_signal(self.width, "reg")
+        m.d.sync += reg.eq(Cat(self.i, reg[:-8]))
+        m.submodules.tap = tap = Tap()
+        m.d.comb += [tap.i.eq(reg[-8:]), self.o.eq(tap.o)]
+        return m
+
+
+class Tap(wiring.Component):
+    def __init__(self):
+        super().__init__({"i": In(8), "o": Out(8)})
+
+    def elaborate(self, platform):
+        m = Module()
+        m.d.comb += self.o.eq(self.i)
+        return m
+
+
+def test_a_two_to_the_sixteen_bit_register_generates():
+    assert "reg_1" in verilog.convert(Shifter(1 << 16), name="shifter")
+
+
+def test_chunks_shift_as_one_register(monkeypatch):
+    # chunks of 64 bits, so that Amaranth's Python simulator (whose masks of 2**15 bits
+    # pass Python's limit on integer digits) runs the same structure
+    monkeypatch.setattr(wide, "CHUNK_BITS", 64)
+    assert [len(part) for part in wide_signal(200, "r").parts] == [64, 64, 64, 8]
+    dut = Shifter(200)
+    depth = 200 // 8
+
+    async def bench(ctx):
+        for k in range(3 * depth):
+            ctx.set(dut.i, k % 251)
+            await ctx.tick()
+            if k >= depth - 1:
+                # what went in ``depth`` edges ago comes out at the top
+                assert ctx.get(dut.o) == (k - depth + 1) % 251
+
+    simulate(dut, bench, cycles=3 * depth + 10)
