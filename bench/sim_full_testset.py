@@ -50,7 +50,8 @@ def _versions() -> dict:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--bundle", default="models/fmnist-mlp256/bundle")
-    parser.add_argument("--rtl", default="rtl", help="generated Verilog and hex images")
+    parser.add_argument("--rtl", default="rtl", help="generated Verilog and hex images "
+                        "(generated from the bundle first if it holds no bchw_top.v)")
     parser.add_argument("--dataset", default="fashion-mnist")
     parser.add_argument("--data-dir", default=None)
     parser.add_argument("--images", default="all", help="'all' or the first N test images")
@@ -70,6 +71,11 @@ def main(argv: list[str] | None = None) -> int:
     from bchw.export import load_bundle
 
     bundle = load_bundle(args.bundle)
+    if not (Path(args.rtl) / "bchw_top.v").is_file():
+        from bchw.gateware.top import write_verilog
+
+        print(f"generating {args.rtl} from {args.bundle}", flush=True)
+        write_verilog(bundle, args.rtl)
     test = load_dataset(args.dataset, args.data_dir).test
     images, labels = test.images, test.labels
     if args.images != "all":
