@@ -74,19 +74,27 @@ class MaxPool(wiring.Component):
         fx = Signal(range(pool))
         fy = Signal(range(pool))
         wx = Signal(range(windows))
-        last_x, last_y = fx == pool - 1, fy == pool - 1
+        # fx == pool − 1 and fy == pool − 1 as registers, loaded with the counters' next
+        # values: the output register's load enable is then one gate from registers
+        last_x = Signal(init=pool == 1)
+        last_y = Signal(init=pool == 1)
         row_end = wx == windows - 1     # the row's last window
         completes = last_x & last_y
         m.d.comb += self.s.ready.eq(~(completes & self.m.valid))
         take = self.s.valid & self.s.ready
         with m.If(take):
             m.d.sync += fx.eq(Mux(last_x, 0, fx + 1))
+            if pool > 1:
+                m.d.sync += last_x.eq(~last_x & (fx == pool - 2))
             with m.If(last_x):
                 m.d.sync += wx.eq(Mux(row_end, 0, wx + 1))
                 with m.If(row_end):
                     m.d.sync += fy.eq(Mux(last_y, 0, fy + 1))
+                    if pool > 1:
+                        m.d.sync += last_y.eq(~last_y & (fy == pool - 2))
 
-        value = self.s.payload if pool == 1 else self._combine(m, take, fx, fy, wx, row_end)
+        value = (self.s.payload if pool == 1
+                 else self._combine(m, take, fx, fy, wx, last_x, row_end))
         with m.If(take & completes):
             m.d.sync += [self.m.valid.eq(1), self.m.payload.eq(value)]
         with m.Elif(self.m.ready):
@@ -94,7 +102,7 @@ class MaxPool(wiring.Component):
         return m
 
     def _combine(self, m: Module, take: Value, fx: Value, fy: Value, wx: Value,
-                row_end: Value) -> Value:
+                 last_x: Value, row_end: Value) -> Value:
         """The pixel combined with what it joins: nothing (a window's first pixel), the
         window's rows above (the first pixel of a later row), or the pixels before it in the
         row; registered in ``run`` and, at the window's last column, in the row buffer."""
@@ -105,7 +113,6 @@ class MaxPool(wiring.Component):
         write = rows.write_port()
         # with one window a row, a row's last write and the next row's read meet
         read = rows.read_port(transparent_for=[write])
-        last_x = fx == self.pool - 1
         m.d.comb += [read.en.eq(take), read.addr.eq(Mux(last_x, Mux(row_end, 0, wx + 1), wx))]
         # a signal, not an expression: each channel's slice of an expression would make
         # Amaranth emit the whole expression again (generation quadratic in the channels)
