@@ -159,18 +159,26 @@ def search_folding(sizes: list[int], act_bits: int, *, target_fps: float | None 
     best = fold(min(hi, slowest))
     if max_luts is None:
         return best
-    if best.luts > max_luts:
+    return fold(_fastest_within(max_luts, hi, best.luts, lambda b: fold(b).luts, target_fps))
+
+
+def _fastest_within(max_luts: int, hi: int, smallest: int, luts_of, target_fps: float | None
+                    ) -> int:
+    """The smallest cycle budget in [1, ``hi``] whose folding ``luts_of(budget)`` fits
+    ``max_luts`` (the LUTs fall as the budget grows), by bisection; ``smallest`` is the LUTs
+    at ``hi``, the cheapest allowed."""
+    if smallest > max_luts:
         need = "" if target_fps is None else f" at {target_fps:g} inferences/s"
         raise BchwError(f"no folding fits {max_luts:,} LUTs{need}: the smallest needs about "
-                        f"{best.luts:,}", field="--max-luts")
-    lo = 1  # the fastest folding; bisect for the smallest budget that fits
+                        f"{smallest:,}", field="--max-luts")
+    lo = 1  # the fastest folding
     while lo < hi:
         mid = (lo + hi) // 2
-        if fold(mid).luts <= max_luts:
+        if luts_of(mid) <= max_luts:
             hi = mid
         else:
             lo = mid + 1
-    return fold(hi)
+    return hi
 
 
 # --- convolutional networks -------------------------------------------------------------
@@ -230,32 +238,36 @@ def _conv_fixed_luts(layers, act_bits: int, score_bits: int) -> int:
     return total.luts
 
 
-def _conv_fold(layers, shapes: list[EngineShape], act_bits: int, budget: int, mul_bits: int,
-               score_bits: int, clock_mhz: float) -> Folding:
-    """Each engine's cheapest folding within its share of ``budget`` cycles an image, and
-    the interval the cycle model simulates for it."""
-    pe, simd, luts, engines = [], [], 0, []
+def _conv_layer_foldings(shapes: list[EngineShape], act_bits: int, budget: int,
+                         mul_bits: int, score_bits: int) -> list[tuple[int, int, int]]:
+    """(pe, simd, luts) of each engine's cheapest folding within its share of ``budget``
+    cycles an image: ``budget // vectors`` a vector, at least 2 for a convolution (its
+    sliding window hands on a window every two cycles at most)."""
+    out = []
     for s in shapes:
-        per_vector = budget // s.vectors
-        if s.vectors > 1:
-            per_vector = max(per_vector, 2)
+        per_vector = max(budget // s.vectors, 2 if s.vectors > 1 else 1)
         widths = golden.layer_widths(s.n_in, s.in_bits, mul_bits=mul_bits, last=s.last,
                                      act_bits=act_bits, score_bits=score_bits)
-        p, q, cost = best_layer_folding(s.n_in, s.n_out, s.in_bits, widths, per_vector, BUSY)
-        pe.append(p)
-        simd.append(q)
-        luts += cost
-        steps = -(-s.n_out // p) * -(-s.n_in // q)
-        pipe = perf.engine_pipeline(q)
-        engines.append(perf.EngineTiming(steps=steps, pipeline=pipe, latency=steps + pipe))
+        out.append(best_layer_folding(s.n_in, s.n_out, s.in_bits, widths, per_vector, BUSY))
+    return out
+
+
+def _conv_fold(layers, shapes: list[EngineShape], act_bits: int, budget: int, mul_bits: int,
+               score_bits: int, clock_mhz: float) -> Folding:
+    """:func:`_conv_layer_foldings`, and the interval the cycle model simulates for it."""
+    chosen = _conv_layer_foldings(shapes, act_bits, budget, mul_bits, score_bits)
+    pe, simd = [c[0] for c in chosen], [c[1] for c in chosen]
+    engines = [perf.engine_timing(-(-s.n_out // p) * -(-s.n_in // q), q)
+               for s, p, q in zip(shapes, pe, simd)]
     convs = [perf.ConvTiming(la.in_shape[1], la.in_shape[2], la.kernel, la.pool)
              for la in layers if la.kind == "conv"]
     model = perf.CycleModel(in_beats=convs[0].height * convs[0].width, engines=engines,
                             argmax=perf.argmax_stages(layers[-1].out_channels), convs=convs)
     macs = sum(s.vectors * s.n_in * s.n_out for s in shapes)
     lanes = sum(p * q for p, q in zip(pe, simd))
-    return Folding(pe, simd, layers[0].in_channels, model.interval, lanes, macs,
-                   luts + _conv_fixed_luts(layers, act_bits, score_bits), clock_mhz)
+    luts = sum(c[2] for c in chosen) + _conv_fixed_luts(layers, act_bits, score_bits)
+    return Folding(pe, simd, layers[0].in_channels, model.interval, lanes, macs, luts,
+                   clock_mhz)
 
 
 def search_conv_folding(layers, act_bits: int, *, target_fps: float | None = None,
@@ -271,10 +283,16 @@ def search_conv_folding(layers, act_bits: int, *, target_fps: float | None = Non
     def fold(budget: int) -> Folding:
         return _conv_fold(layers, shapes, act_bits, budget, mul_bits, score_bits, clock_mhz)
 
+    def conv_luts(budget: int) -> int:
+        """The LUTs of ``fold(budget)``'s folding, without simulating its interval."""
+        return (sum(c[2] for c in _conv_layer_foldings(shapes, act_bits, budget, mul_bits,
+                                                       score_bits))
+                + _conv_fixed_luts(layers, act_bits, score_bits))
+
     slowest = max(s.vectors * s.n_in * s.n_out for s in shapes)   # PE = SIMD = 1
     if target_fps is not None:
         target = int(clock_mhz * 1e6 // target_fps)
-        budget = min(target, slowest)
+        budget, best = min(target, slowest), None
         for _ in range(CONV_ROUNDS):
             if budget < 1:
                 break
@@ -282,9 +300,7 @@ def search_conv_folding(layers, act_bits: int, *, target_fps: float | None = Non
             if best.interval <= target:
                 break
             budget = min(budget - 1, budget * target // best.interval)
-        else:
-            best = None
-        if budget < 1 or best is None or best.interval > target:
+        if best is None or best.interval > target:
             raise BchwError(f"{target_fps:g} inferences/s (an interval of {target} cycles at "
                             f"{clock_mhz:g} MHz) is beyond this network's sliding windows and "
                             f"engines: no folding found within {CONV_ROUNDS} rounds",
@@ -294,31 +310,8 @@ def search_conv_folding(layers, act_bits: int, *, target_fps: float | None = Non
             return best
     else:   # not simulated: a folding of one lane a layer would take long to simulate
         hi = slowest
-        smallest = _conv_luts(layers, shapes, act_bits, hi, mul_bits, score_bits)
-    if smallest > max_luts:
-        need = "" if target_fps is None else f" at {target_fps:g} inferences/s"
-        raise BchwError(f"no folding fits {max_luts:,} LUTs{need}: the smallest needs about "
-                        f"{smallest:,}", field="--max-luts")
-    lo = 1
-    while lo < hi:
-        mid = (lo + hi) // 2
-        if _conv_luts(layers, shapes, act_bits, mid, mul_bits, score_bits) <= max_luts:
-            hi = mid
-        else:
-            lo = mid + 1
-    return fold(hi)
-
-
-def _conv_luts(layers, shapes: list[EngineShape], act_bits: int, budget: int, mul_bits: int,
-               score_bits: int) -> int:
-    """The LUTs of :func:`_conv_fold`'s folding, without simulating its interval."""
-    luts = _conv_fixed_luts(layers, act_bits, score_bits)
-    for s in shapes:
-        per_vector = max(budget // s.vectors, 2 if s.vectors > 1 else 1)
-        widths = golden.layer_widths(s.n_in, s.in_bits, mul_bits=mul_bits, last=s.last,
-                                     act_bits=act_bits, score_bits=score_bits)
-        luts += best_layer_folding(s.n_in, s.n_out, s.in_bits, widths, per_vector, BUSY)[2]
-    return luts
+        smallest = conv_luts(hi)
+    return fold(_fastest_within(max_luts, hi, smallest, conv_luts, target_fps))
 
 
 def search_net_folding(layers, act_bits: int, **kwargs) -> Folding:

@@ -235,14 +235,17 @@ class CycleModel:
         return work + self.convs[-1].out_pixels
 
 
+def engine_timing(steps: int, simd: int, tree_levels: int = 1) -> EngineTiming:
+    """An engine of ``steps`` = NF·SF cycles a vector and ``simd`` lanes."""
+    pipe = engine_pipeline(simd, tree_levels)
+    return EngineTiming(steps=steps, pipeline=pipe, latency=steps + pipe)
+
+
 def cycle_model(bundle: Bundle, tree_levels: int = 1) -> CycleModel:
     """The cycle model of a bundle's accelerator, generated with ``tree_levels`` adder
     levels per register stage (1, the default, registers every level)."""
-    engines = []
-    for layer in bundle.layers:
-        steps = layer.nf * layer.sf
-        pipe = engine_pipeline(layer.simd, tree_levels)
-        engines.append(EngineTiming(steps=steps, pipeline=pipe, latency=steps + pipe))
+    engines = [engine_timing(layer.nf * layer.sf, layer.simd, tree_levels)
+               for layer in bundle.layers]
     convs = [ConvTiming(la.in_shape[1], la.in_shape[2], la.kernel, la.pool)
              for la in bundle.layers if la.kind == "conv"]
     return CycleModel(in_beats=bundle.io["in_beats"], engines=engines,

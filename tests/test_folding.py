@@ -112,6 +112,7 @@ def test_conv_lut_budget_is_kept_and_more_luts_buy_speed():
 
 
 @pytest.mark.parametrize("kwargs, field", [({"target_fps": 1e6}, "--target-fps"),
+                                           ({"target_fps": 1e12}, "--target-fps"),
                                            ({"max_luts": 1000}, "--max-luts")])
 def test_conv_impossible_requests_name_the_option(kwargs, field):
     from bchw.folding import search_net_folding

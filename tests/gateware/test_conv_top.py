@@ -14,7 +14,8 @@ from bchw.gateware.simtools import always, check_reset_mid_stream, random_patter
 from bchw.gateware.top import Accelerator
 from bchw.perf import cycle_model
 from tests.gateware.test_top import PATTERNS as TOP_PATTERNS
-from tests.gateware.test_top import beats_of, check_outputs, in_port, out_port, run_stream
+from tests.gateware.test_top import (beats_of, check_outputs, check_under_pattern, in_port,
+                                     out_port, run_stream)
 
 # spec, input [C, H, W], act_bits, PE, SIMD: pooling after the first convolution or the
 # second, kernels 5 and 1, odd PE and SIMD that mostly divide nothing
@@ -66,11 +67,7 @@ PATTERNS["backpressure"] = (lambda: always, lambda: random_pattern(0.05, seed=14
 @pytest.mark.parametrize("pattern", PATTERNS)
 @pytest.mark.parametrize("net", NETS)
 def test_gaps_and_back_pressure(bundles, net: str, pattern: str):
-    bundle = bundles[net]
-    images = randnet.random_images(N_IMAGES, bundle.n_in, seed=2)
-    valid, ready = (make() for make in PATTERNS[pattern])
-    measured = run_stream(bundle, images, valid, ready, taps=True)
-    assert measured == cycle_model(bundle).stream(N_IMAGES, in_valid=valid, out_ready=ready)
+    check_under_pattern(bundles[net], PATTERNS[pattern], N_IMAGES, taps=True)
 
 
 @pytest.mark.parametrize("net", NETS)

@@ -167,11 +167,17 @@ PATTERNS = {
 @pytest.mark.parametrize("pattern", PATTERNS)
 @pytest.mark.parametrize("net", NETS)
 def test_gaps_and_back_pressure(bundles, net: str, pattern: str):
-    bundle = bundles[net]
-    images = randnet.random_images(N_IMAGES, bundle.n_in, seed=2)
-    valid, ready = (make() for make in PATTERNS[pattern])
-    measured = run_stream(bundle, images, valid, ready)
-    assert measured == cycle_model(bundle).stream(N_IMAGES, in_valid=valid, out_ready=ready)
+    check_under_pattern(bundles[net], PATTERNS[pattern])
+
+
+def check_under_pattern(bundle: Bundle, makers, n_images: int = N_IMAGES,
+                        taps: bool = False) -> None:
+    """:func:`run_stream` of ``n_images`` random images under the (valid, ready) patterns
+    ``makers`` make, every cycle as the cycle model's."""
+    images = randnet.random_images(n_images, bundle.n_in, seed=2)
+    valid, ready = (make() for make in makers)
+    measured = run_stream(bundle, images, valid, ready, taps=taps)
+    assert measured == cycle_model(bundle).stream(n_images, in_valid=valid, out_ready=ready)
 
 
 @pytest.mark.parametrize("net", NETS)
