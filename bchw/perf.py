@@ -106,6 +106,8 @@ class EngineTiming:
     steps: int        # NF·SF: cycles of work per vector
     pipeline: int     # cycles from last step issued to output visible
     latency: int      # steps + pipeline: input accepted → output visible
+    sf: int = 1       # steps a group of PE outputs; from 2 on, a group meeting a full
+    #                   output register stalls the engine, not only a vector's last one
 
 
 @dataclass(frozen=True)
@@ -235,16 +237,17 @@ class CycleModel:
         return work + self.convs[-1].out_pixels
 
 
-def engine_timing(steps: int, simd: int, tree_levels: int = 1) -> EngineTiming:
-    """An engine of ``steps`` = NF·SF cycles a vector and ``simd`` lanes."""
+def engine_timing(steps: int, simd: int, tree_levels: int = 1, sf: int = 1) -> EngineTiming:
+    """An engine of ``steps`` = NF·SF cycles a vector, ``sf`` of them a group, and ``simd``
+    lanes."""
     pipe = engine_pipeline(simd, tree_levels)
-    return EngineTiming(steps=steps, pipeline=pipe, latency=steps + pipe)
+    return EngineTiming(steps=steps, pipeline=pipe, latency=steps + pipe, sf=sf)
 
 
 def cycle_model(bundle: Bundle, tree_levels: int = 1) -> CycleModel:
     """The cycle model of a bundle's accelerator, generated with ``tree_levels`` adder
     levels per register stage (1, the default, registers every level)."""
-    engines = [engine_timing(layer.nf * layer.sf, layer.simd, tree_levels)
+    engines = [engine_timing(layer.nf * layer.sf, layer.simd, tree_levels, layer.sf)
                for layer in bundle.layers]
     convs = [ConvTiming(la.in_shape[1], la.in_shape[2], la.kernel, la.pool)
              for la in bundle.layers if la.kind == "conv"]
@@ -273,7 +276,7 @@ class _Assembler:
         self.out_valid = False
 
     def ready(self, down: bool) -> bool:
-        return not (self.count == self.beats - 1 and self.out_valid and not down)
+        return not self.out_valid or down
 
     def edge(self, took: bool, taken: bool) -> None:
         last = self.count == self.beats - 1
@@ -318,17 +321,30 @@ class _Window:
 
 class _Engine:
     """:class:`bchw.gateware.engine.LayerEngine`: ``steps`` issue cycles a vector, then its
-    pipeline; the stall looks at its own registers only."""
+    pipeline; the stall looks at its own registers only: it stalls when a step that ends a
+    vector (``sf`` ≥ 2: a group) is at the requantizer output and the output register is
+    full."""
+
+    NONE, GROUP, LAST = 0, 1, 2
 
     def __init__(self, t: EngineTiming):
-        self.steps = t.steps
-        self.pipe = [False] * (t.pipeline - 1)   # last steps travelling to the last requant stage
+        self.steps, self.sf = t.steps, t.sf
+        # the steps travelling to the last requantizer stage: NONE, GROUP or LAST
+        self.pipe = [self.NONE] * (t.pipeline - 1)
         self.busy = False
         self.step = 0
         self.out_valid = False
 
+    def _issued(self) -> int:
+        """What the step issued this cycle is to the output register."""
+        if self._last():
+            return self.LAST
+        if self.busy and self.sf > 1 and self.step % self.sf == self.sf - 1:
+            return self.GROUP
+        return self.NONE
+
     def _enabled(self) -> bool:
-        return not (self.out_valid and self.pipe[-1])
+        return not (self.out_valid and self.pipe[-1] != self.NONE)
 
     def _last(self) -> bool:
         return self.busy and self.step == self.steps - 1
@@ -340,8 +356,8 @@ class _Engine:
         loaded = False
         if self._enabled():
             head, last = self.pipe[-1], self._last()
-            self.pipe = [last] + self.pipe[:-1]
-            if head:
+            self.pipe = [self._issued()] + self.pipe[:-1]
+            if head == self.LAST:
                 self.out_valid = loaded = True
             if took:
                 self.busy, self.step = True, 0
@@ -562,14 +578,15 @@ LUT_COST = {"negate": 1.621, "tree": 0.0, "acc": 0.0, "xbuf": 1.138, "shifter": 
             "requant": 0.0, "rom_lut": 0.068, "engine": 376.0}
 #: Flip-flops per register bit the gateware declares (:func:`engine_registers`), by
 #: part, fitted the same way on the 10 small designs of ``bench/hardware.py --fit``
-#: with the gateware for 150 MHz (registered stall, ROM word and argmax stages; worst
-#: error 8%; bench/results/hardware_fit.json): yosys absorbs the requantizer's product
-#: and accumulator registers into the DSP blocks and removes ROM output bits that are
-#: constant; the weights stand in for that. On larger designs: 784-256-256-256-10 at
-#: 500,000/s 5% high, 64-64-64-10 at PE 1 15% high. (The same run's LUT refit is not
-#: taken: it is 27–31% off on those larger designs, where :data:`LUT_COST` is within 15%.)
-FF_COST = {"xbuf": 1.9, "tree": 0.946, "acc": 0.0, "requant": 0.0, "collect": 1.42,
-           "rom": 0.0, "misc": 0.0, "rom_out": 0.572}
+#: with the gateware that holds each vector once in the producer (groups and beats
+#: shift into the output register; worst error 8%; bench/results/hardware_fit.json).
+#: yosys absorbs the requantizer's product and accumulator registers into the DSP
+#: blocks and removes ROM output bits that are constant; the weights stand in for that,
+#: and the vector registers' weights share out what they have in common (an engine's
+#: output register and the next engine's input buffer grow together). On the
+#: 784-256-256-256-10 design at 500,000/s: 2.7% high (61,873 against 60,237).
+FF_COST = {"xbuf": 0.811, "tree": 0.966, "acc": 0.0, "requant": 0.0, "collect": 2.75,
+           "rom": 0.0, "misc": 0.0, "rom_out": 0.696}
 #: DP16KD shapes (depth, width) usable as a ROM.
 BRAM_SHAPES = ((16384, 1), (8192, 2), (4096, 4), (2048, 9), (1024, 18), (512, 36))
 #: synth_ecp5 maps a ROM to block RAM only when that beats logic: observed to
@@ -628,7 +645,9 @@ def engine_registers(n_in: int, n_out: int, in_bits: int, pe: int, simd: int,
         "tree": pe * (neg + adders),
         "acc": pe * w.acc_bits,
         "requant": pe * (prod_bits + w.bias_bits + total_bits + 2 * w.shift_bits + w.out_bits),
-        "collect": (nf - 1) * pe * w.out_bits + n_out * w.out_bits,
+        # SF ≥ 2: groups shift into the output register; SF = 1: collected apart
+        "collect": (nf * pe * w.out_bits if sf > 1
+                    else (nf - 1) * pe * w.out_bits + n_out * w.out_bits),
         "rom": sum(width for width, depth in roms if rom_brams(width, depth) == 0),
         # the registered ROM words and the input slice that waits with them (added
         # after the fit; counted one for one)
@@ -758,12 +777,12 @@ def pool_resources(channels: int, height: int, width: int, pool: int, bits: int)
 
 
 def flatten_resources(pixels: int, channels: int, bits: int) -> Resources:
-    """The flattener (an :class:`bchw.gateware.assembler.InputAssembler` fed pixels): the
-    ``pixels − 1`` pixels it has collected and its output register of all ``pixels``, of
-    ``channels·bits`` each, and its pixel counter."""
+    """The flattener (an :class:`bchw.gateware.assembler.InputAssembler` fed pixels): its
+    output register of ``pixels`` pixels of ``channels·bits``, which they shift into, and
+    its pixel counter."""
     pixel = channels * bits
     return (Resources(round(CONV_LUTS_PER_BIT["flatten"] * pixels * pixel),
-                      (pixels - 1) * pixel + pixels * pixel, 0, 0) + _counter(pixels))
+                      pixels * pixel, 0, 0) + _counter(pixels))
 
 
 def resource_breakdown(bundle: Bundle) -> dict[str, Resources]:

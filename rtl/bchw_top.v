@@ -150,7 +150,7 @@ module bchw_top(s_axis_tvalid, s_axis_tlast, m_axis_tready, clk, rst, s_axis_tre
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.argmax (clk, rst, en, s__valid, s__payload, idx_3_0, scores_7, valid_7, m__ready);
+module \bchw_top.argmax (clk, rst, en, s__payload, s__valid, idx_3_0, scores_7, valid_7, m__ready);
   reg \$auto$verilog_backend.cc:2355:dump_module$1  = 0;
   wire \$1 ;
   wire [3:0] \$10 ;
@@ -1219,28 +1219,21 @@ module \bchw_top.argmax (clk, rst, en, s__valid, s__payload, idx_3_0, scores_7, 
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.assembler (tvalid, clk, rst, tready, m__ready, m__valid, m__payload, tdata);
+module \bchw_top.assembler (tvalid, clk, rst, tready, m__ready, m__payload, m__valid, tdata);
   reg \$auto$verilog_backend.cc:2355:dump_module$2  = 0;
   wire \$1 ;
-  wire \$10 ;
-  wire \$11 ;
-  wire \$12 ;
-  wire \$13 ;
-  reg [4:0] \$14 ;
-  reg \$15 ;
-  reg [6271:0] \$16 ;
-  reg [6047:0] \$17 ;
+  reg [4:0] \$10 ;
+  reg \$11 ;
   wire \$2 ;
   wire \$3 ;
-  wire \$4 ;
-  wire \$5 ;
+  wire [5:0] \$4 ;
+  wire [5:0] \$5 ;
   wire \$6 ;
   wire \$7 ;
   wire \$8 ;
-  wire [5:0] \$9 ;
+  reg [6271:0] \$9 ;
   input clk;
   wire clk;
-  reg [6047:0] collected = 6048'h000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000;
   reg [4:0] count = 5'h00;
   output [6271:0] m__payload;
   reg [6271:0] m__payload = 6272'h00000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000;
@@ -1258,84 +1251,58 @@ module \bchw_top.assembler (tvalid, clk, rst, tready, m__ready, m__valid, m__pay
   wire tvalid;
   (* init = 6272'h00000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000 *)
   wire [6271:0] vector;
-  assign \$1  = count == 5'h1b;
-  assign \$2  = \$1  & m__valid;
-  assign \$3  = ~ m__ready;
-  assign \$4  = \$2  & \$3 ;
-  assign tready = ~ \$4 ;
-  assign \$5  = tvalid & tready;
-  assign \$6  = count == 5'h1b;
-  assign \$7  = \$5  & \$6 ;
-  assign \$8  = tvalid & tready;
-  assign \$9  = count + 1'h1;
-  assign \$10  = tvalid & tready;
-  assign \$11  = count == 5'h1b;
-  assign \$12  = ~ \$11 ;
-  assign \$13  = \$10  & \$12 ;
+  assign \$1  = ~ m__valid;
+  assign tready = \$1  | m__ready;
+  assign \$2  = tvalid & tready;
+  assign \$3  = count == 5'h1b;
+  assign \$4  = count + 1'h1;
+  assign \$5  = \$3  ? 6'h00 : \$4 ;
+  assign \$6  = tvalid & tready;
+  assign \$7  = count == 5'h1b;
+  assign \$8  = \$6  & \$7 ;
   always @(posedge clk)
-    count <= \$14 ;
+    m__payload <= \$9 ;
   always @(posedge clk)
-    m__valid <= \$15 ;
+    count <= \$10 ;
   always @(posedge clk)
-    m__payload <= \$16 ;
-  always @(posedge clk)
-    collected <= \$17 ;
+    m__valid <= \$11 ;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$14  = count;
-    (* full_case = 32'd1 *)
-    if (\$7 ) begin
-      \$14  = 5'h00;
-    end else begin
-      if (\$8 ) begin
-        \$14  = \$9 [4:0];
-      end
+    \$9  = m__payload;
+    if (\$2 ) begin
+      \$9  = { tdata, m__payload[6271:224] };
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$10  = count;
+    if (\$2 ) begin
+      \$10  = \$5 [4:0];
     end
     if (rst) begin
-      \$14  = 5'h00;
+      \$10  = 5'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$15  = m__valid;
-    (* full_case = 32'd1 *)
-    if (\$7 ) begin
-      \$15  = 1'h1;
-    end else begin
-      if (m__ready) begin
-        \$15  = 1'h0;
-      end
+    \$11  = m__valid;
+    if (\$8 ) begin
+      \$11  = 1'h1;
+    end else if (m__ready) begin
+      \$11  = 1'h0;
     end
     if (rst) begin
-      \$15  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$16  = m__payload;
-    if (\$7 ) begin
-      \$16  = { tdata, collected };
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$17  = collected;
-    if (\$13 ) begin
-      \$17  = { tdata, collected[6047:224] };
+      \$11  = 1'h0;
     end
   end
   assign vector = m__payload;
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine0 (rst, s__ready, m__ready, s__valid, s__payload, m__valid, m__payload, clk);
+module \bchw_top.engine0 (rst, s__ready, m__ready, s__payload, s__valid, m__payload, m__valid, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$3  = 0;
   wire \$1 ;
   wire \$10 ;
-  reg \$100 ;
-  reg \$101 ;
-  reg [2047:0] \$102 ;
-  reg [1919:0] \$103 ;
   wire \$11 ;
   wire \$12 ;
   wire [18:0] \$13 ;
@@ -1384,31 +1351,31 @@ module \bchw_top.engine0 (rst, s__ready, m__ready, s__valid, s__payload, m__vali
   wire \$52 ;
   wire \$53 ;
   wire \$54 ;
-  wire \$55 ;
-  wire \$56 ;
-  wire \$57 ;
-  reg \$58 ;
-  reg [8:0] \$59 ;
+  reg \$55 ;
+  reg [8:0] \$56 ;
+  reg [4:0] \$57 ;
+  reg [3:0] \$58 ;
+  reg \$59 ;
   wire \$6 ;
-  reg [4:0] \$60 ;
-  reg [3:0] \$61 ;
-  reg \$62 ;
-  reg [6271:0] \$63 ;
-  reg [223:0] \$64 ;
-  reg [223:0] \$65 ;
-  reg [447:0] \$66 ;
+  reg [6271:0] \$60 ;
+  reg [223:0] \$61 ;
+  reg [223:0] \$62 ;
+  reg [447:0] \$63 ;
+  reg [7:0] \$64 ;
+  reg [7:0] \$65 ;
+  reg [7:0] \$66 ;
   reg [7:0] \$67 ;
   reg [7:0] \$68 ;
   reg [7:0] \$69 ;
   wire [4:0] \$7 ;
   reg [7:0] \$70 ;
   reg [7:0] \$71 ;
-  reg [7:0] \$72 ;
-  reg [7:0] \$73 ;
-  reg [7:0] \$74 ;
-  reg [975:0] \$75 ;
-  reg \$76 ;
-  reg \$77 ;
+  reg [975:0] \$72 ;
+  reg \$73 ;
+  reg \$74 ;
+  reg [18:0] \$75 ;
+  reg [18:0] \$76 ;
+  reg [18:0] \$77 ;
   reg [18:0] \$78 ;
   reg [18:0] \$79 ;
   wire [5:0] \$8 ;
@@ -1424,13 +1391,13 @@ module \bchw_top.engine0 (rst, s__ready, m__ready, s__valid, s__payload, m__vali
   reg [18:0] \$89 ;
   wire \$9 ;
   reg [18:0] \$90 ;
-  reg [18:0] \$91 ;
-  reg [18:0] \$92 ;
-  reg [18:0] \$93 ;
+  reg \$91 ;
+  reg \$92 ;
+  reg \$93 ;
   reg \$94 ;
   reg \$95 ;
   reg \$96 ;
-  reg \$97 ;
+  reg [2047:0] \$97 ;
   reg \$98 ;
   reg \$99 ;
   reg [18:0] acc = 19'h00000;
@@ -1504,9 +1471,8 @@ module \bchw_top.engine0 (rst, s__ready, m__ready, s__valid, s__payload, m__vali
   reg busy = 1'h0;
   input clk;
   wire clk;
-  reg [1919:0] collected = 1920'h000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000;
   wire [447:0] data;
-  wire [975:0] \data$176 ;
+  wire [975:0] \data$178 ;
   reg en = 1'h1;
   (* init = 1'h1 *)
   wire \en$103 ;
@@ -1611,6 +1577,8 @@ module \bchw_top.engine0 (rst, s__ready, m__ready, s__valid, s__payload, m__vali
   wire out_done;
   reg [975:0] params_d0 = 976'h0000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000;
   wire [7:0] q;
+  wire [7:0] \q$202 ;
+  wire [7:0] \q$203 ;
   wire [7:0] \q$204 ;
   wire [7:0] \q$205 ;
   wire [7:0] \q$206 ;
@@ -1624,8 +1592,6 @@ module \bchw_top.engine0 (rst, s__ready, m__ready, s__valid, s__payload, m__vali
   wire [7:0] \q$214 ;
   wire [7:0] \q$215 ;
   wire [7:0] \q$216 ;
-  wire [7:0] \q$217 ;
-  wire [7:0] \q$218 ;
   reg qe_d0 = 1'h0;
   reg qe_d1 = 1'h0;
   reg qe_last_d0 = 1'h0;
@@ -1660,8 +1626,6 @@ module \bchw_top.engine0 (rst, s__ready, m__ready, s__valid, s__payload, m__vali
   (* init = 9'h000 *)
   wire [8:0] step;
   wire [13:0] sum;
-  wire [13:0] \sum$180 ;
-  wire [13:0] \sum$181 ;
   wire [13:0] \sum$182 ;
   wire [13:0] \sum$183 ;
   wire [13:0] \sum$184 ;
@@ -1675,6 +1639,10 @@ module \bchw_top.engine0 (rst, s__ready, m__ready, s__valid, s__payload, m__vali
   wire [13:0] \sum$192 ;
   wire [13:0] \sum$193 ;
   wire [13:0] \sum$194 ;
+  wire [13:0] \sum$195 ;
+  wire [13:0] \sum$196 ;
+  (* init = 2048'h00000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000 *)
+  wire [2047:0] vector;
   wire [27:0] w;
   wire [27:0] \w$14 ;
   wire [27:0] \w$17 ;
@@ -1744,151 +1712,146 @@ module \bchw_top.engine0 (rst, s__ready, m__ready, s__valid, s__payload, m__vali
   assign \$13  = ft_d0[1] ? 19'h00000 : acc;
   assign \$14  = $signed(\$13 ) + $signed(sum);
   assign \$15  = ft_d0[1] ? 19'h00000 : \acc$68 ;
-  assign \$16  = $signed(\$15 ) + $signed(\sum$180 );
+  assign \$16  = $signed(\$15 ) + $signed(\sum$182 );
   assign \$17  = ft_d0[1] ? 19'h00000 : \acc$74 ;
-  assign \$18  = $signed(\$17 ) + $signed(\sum$181 );
+  assign \$18  = $signed(\$17 ) + $signed(\sum$183 );
   assign \$19  = ft_d0[1] ? 19'h00000 : \acc$80 ;
-  assign \$20  = $signed(\$19 ) + $signed(\sum$182 );
+  assign \$20  = $signed(\$19 ) + $signed(\sum$184 );
   assign \$21  = ft_d0[1] ? 19'h00000 : \acc$86 ;
-  assign \$22  = $signed(\$21 ) + $signed(\sum$183 );
+  assign \$22  = $signed(\$21 ) + $signed(\sum$185 );
   assign \$23  = ft_d0[1] ? 19'h00000 : \acc$92 ;
-  assign \$24  = $signed(\$23 ) + $signed(\sum$184 );
+  assign \$24  = $signed(\$23 ) + $signed(\sum$186 );
   assign \$25  = ft_d0[1] ? 19'h00000 : \acc$98 ;
-  assign \$26  = $signed(\$25 ) + $signed(\sum$185 );
+  assign \$26  = $signed(\$25 ) + $signed(\sum$187 );
   assign \$27  = ft_d0[1] ? 19'h00000 : \acc$104 ;
-  assign \$28  = $signed(\$27 ) + $signed(\sum$186 );
+  assign \$28  = $signed(\$27 ) + $signed(\sum$188 );
   assign \$29  = ft_d0[1] ? 19'h00000 : \acc$110 ;
-  assign \$30  = $signed(\$29 ) + $signed(\sum$187 );
+  assign \$30  = $signed(\$29 ) + $signed(\sum$189 );
   assign \$31  = ft_d0[1] ? 19'h00000 : \acc$116 ;
-  assign \$32  = $signed(\$31 ) + $signed(\sum$188 );
+  assign \$32  = $signed(\$31 ) + $signed(\sum$190 );
   assign \$33  = ft_d0[1] ? 19'h00000 : \acc$122 ;
-  assign \$34  = $signed(\$33 ) + $signed(\sum$189 );
+  assign \$34  = $signed(\$33 ) + $signed(\sum$191 );
   assign \$35  = ft_d0[1] ? 19'h00000 : \acc$128 ;
-  assign \$36  = $signed(\$35 ) + $signed(\sum$190 );
+  assign \$36  = $signed(\$35 ) + $signed(\sum$192 );
   assign \$37  = ft_d0[1] ? 19'h00000 : \acc$134 ;
-  assign \$38  = $signed(\$37 ) + $signed(\sum$191 );
+  assign \$38  = $signed(\$37 ) + $signed(\sum$193 );
   assign \$39  = ft_d0[1] ? 19'h00000 : \acc$140 ;
-  assign \$40  = $signed(\$39 ) + $signed(\sum$192 );
+  assign \$40  = $signed(\$39 ) + $signed(\sum$194 );
   assign \$41  = ft_d0[1] ? 19'h00000 : \acc$146 ;
-  assign \$42  = $signed(\$41 ) + $signed(\sum$193 );
+  assign \$42  = $signed(\$41 ) + $signed(\sum$195 );
   assign \$43  = ft_d0[1] ? 19'h00000 : \acc$152 ;
-  assign \$44  = $signed(\$43 ) + $signed(\sum$194 );
-  assign \$45  = en & out_done;
-  assign \$46  = ~ m__ready;
-  assign \$47  = m__valid & \$46 ;
-  assign \$48  = \$45  | \$47 ;
-  assign \$49  = qv_d1 & qe_d1;
-  assign \$50  = en ? \$49  : out_done;
-  assign \$51  = \$48  & \$50 ;
-  assign \$52  = ~ \$51 ;
-  assign \$53  = en & qv_last_d0;
-  assign \$54  = \$53  & qe_last_d0;
-  assign \$55  = en & qv_last_d0;
-  assign \$56  = ~ qe_last_d0;
-  assign \$57  = \$55  & \$56 ;
+  assign \$44  = $signed(\$43 ) + $signed(\sum$196 );
+  assign \$45  = en & qv_last_d0;
+  assign \$46  = en & qv_last_d0;
+  assign \$47  = \$46  & qe_last_d0;
+  assign \$48  = en & out_done;
+  assign \$49  = ~ m__ready;
+  assign \$50  = m__valid & \$49 ;
+  assign \$51  = \$48  | \$50 ;
+  assign \$52  = en ? qv_d1 : qv_last_d0;
+  assign \$53  = \$51  & \$52 ;
+  assign \$54  = ~ \$53 ;
   always @(posedge clk)
-    busy <= \$58 ;
+    busy <= \$55 ;
   always @(posedge clk)
-    addr <= \$59 ;
+    addr <= \$56 ;
   always @(posedge clk)
-    sfc <= \$60 ;
+    sfc <= \$57 ;
   always @(posedge clk)
-    nfc <= \$61 ;
+    nfc <= \$58 ;
   always @(posedge clk)
-    last_step <= \$62 ;
+    last_step <= \$59 ;
   always @(posedge clk)
-    xbuf <= \$63 ;
+    xbuf <= \$60 ;
   always @(posedge clk)
-    x_d0 <= \$64 ;
+    x_d0 <= \$61 ;
   always @(posedge clk)
-    x <= \$65 ;
+    x <= \$62 ;
   always @(posedge clk)
-    wdata_d0 <= \$66 ;
+    wdata_d0 <= \$63 ;
   always @(posedge clk)
-    f1_d0 <= \$67 ;
+    f1_d0 <= \$64 ;
   always @(posedge clk)
-    f1_d1 <= \$68 ;
+    f1_d1 <= \$65 ;
   always @(posedge clk)
-    fp_d0 <= \$69 ;
+    fp_d0 <= \$66 ;
   always @(posedge clk)
-    fp_d1 <= \$70 ;
+    fp_d1 <= \$67 ;
   always @(posedge clk)
-    fp_d2 <= \$71 ;
+    fp_d2 <= \$68 ;
   always @(posedge clk)
-    fp_d3 <= \$72 ;
+    fp_d3 <= \$69 ;
   always @(posedge clk)
-    fp_d4 <= \$73 ;
+    fp_d4 <= \$70 ;
   always @(posedge clk)
-    ft_d0 <= \$74 ;
+    ft_d0 <= \$71 ;
   always @(posedge clk)
-    params_d0 <= \$75 ;
+    params_d0 <= \$72 ;
   always @(posedge clk)
-    acc_valid <= \$76 ;
+    acc_valid <= \$73 ;
   always @(posedge clk)
-    acc_end <= \$77 ;
+    acc_end <= \$74 ;
   always @(posedge clk)
-    acc <= \$78 ;
+    acc <= \$75 ;
   always @(posedge clk)
-    \acc$68  <= \$79 ;
+    \acc$68  <= \$76 ;
   always @(posedge clk)
-    \acc$74  <= \$80 ;
+    \acc$74  <= \$77 ;
   always @(posedge clk)
-    \acc$80  <= \$81 ;
+    \acc$80  <= \$78 ;
   always @(posedge clk)
-    \acc$86  <= \$82 ;
+    \acc$86  <= \$79 ;
   always @(posedge clk)
-    \acc$92  <= \$83 ;
+    \acc$92  <= \$80 ;
   always @(posedge clk)
-    \acc$98  <= \$84 ;
+    \acc$98  <= \$81 ;
   always @(posedge clk)
-    \acc$104  <= \$85 ;
+    \acc$104  <= \$82 ;
   always @(posedge clk)
-    \acc$110  <= \$86 ;
+    \acc$110  <= \$83 ;
   always @(posedge clk)
-    \acc$116  <= \$87 ;
+    \acc$116  <= \$84 ;
   always @(posedge clk)
-    \acc$122  <= \$88 ;
+    \acc$122  <= \$85 ;
   always @(posedge clk)
-    \acc$128  <= \$89 ;
+    \acc$128  <= \$86 ;
   always @(posedge clk)
-    \acc$134  <= \$90 ;
+    \acc$134  <= \$87 ;
   always @(posedge clk)
-    \acc$140  <= \$91 ;
+    \acc$140  <= \$88 ;
   always @(posedge clk)
-    \acc$146  <= \$92 ;
+    \acc$146  <= \$89 ;
   always @(posedge clk)
-    \acc$152  <= \$93 ;
+    \acc$152  <= \$90 ;
   always @(posedge clk)
-    qv_d0 <= \$94 ;
+    qv_d0 <= \$91 ;
   always @(posedge clk)
-    qv_d1 <= \$95 ;
+    qv_d1 <= \$92 ;
   always @(posedge clk)
-    qe_d0 <= \$96 ;
+    qe_d0 <= \$93 ;
   always @(posedge clk)
-    qe_d1 <= \$97 ;
+    qe_d1 <= \$94 ;
   always @(posedge clk)
-    qv_last_d0 <= \$98 ;
+    qv_last_d0 <= \$95 ;
   always @(posedge clk)
-    qe_last_d0 <= \$99 ;
+    qe_last_d0 <= \$96 ;
   always @(posedge clk)
-    en <= \$100 ;
+    m__payload <= \$97 ;
   always @(posedge clk)
-    m__valid <= \$101 ;
+    m__valid <= \$98 ;
   always @(posedge clk)
-    m__payload <= \$102 ;
-  always @(posedge clk)
-    collected <= \$103 ;
+    en <= \$99 ;
   \bchw_top.engine0.params  params (
     .addr(fp_d4[7:4]),
     .clk(clk),
-    .data(\data$176 ),
+    .data(\data$178 ),
     .en(en)
   );
   \bchw_top.engine0.requant0  requant0 (
     .acc(acc),
     .clk(clk),
     .en(en),
-    .\port$4462$0 (params_d0[60:0]),
+    .\port$4445$0 (params_d0[60:0]),
     .q(q),
     .rst(rst)
   );
@@ -1896,120 +1859,120 @@ module \bchw_top.engine0 (rst, s__ready, m__ready, s__valid, s__payload, m__vali
     .acc(\acc$68 ),
     .clk(clk),
     .en(en),
-    .\port$4462$61 (params_d0[121:61]),
-    .q(\q$204 ),
+    .\port$4445$61 (params_d0[121:61]),
+    .q(\q$202 ),
     .rst(rst)
   );
   \bchw_top.engine0.requant10  requant10 (
     .acc(\acc$122 ),
     .clk(clk),
     .en(en),
-    .\port$4462$610 (params_d0[670:610]),
-    .q(\q$213 ),
+    .\port$4445$610 (params_d0[670:610]),
+    .q(\q$211 ),
     .rst(rst)
   );
   \bchw_top.engine0.requant11  requant11 (
     .acc(\acc$128 ),
     .clk(clk),
     .en(en),
-    .\port$4462$671 (params_d0[731:671]),
-    .q(\q$214 ),
+    .\port$4445$671 (params_d0[731:671]),
+    .q(\q$212 ),
     .rst(rst)
   );
   \bchw_top.engine0.requant12  requant12 (
     .acc(\acc$134 ),
     .clk(clk),
     .en(en),
-    .\port$4462$732 (params_d0[792:732]),
-    .q(\q$215 ),
+    .\port$4445$732 (params_d0[792:732]),
+    .q(\q$213 ),
     .rst(rst)
   );
   \bchw_top.engine0.requant13  requant13 (
     .acc(\acc$140 ),
     .clk(clk),
     .en(en),
-    .\port$4462$793 (params_d0[853:793]),
-    .q(\q$216 ),
+    .\port$4445$793 (params_d0[853:793]),
+    .q(\q$214 ),
     .rst(rst)
   );
   \bchw_top.engine0.requant14  requant14 (
     .acc(\acc$146 ),
     .clk(clk),
     .en(en),
-    .\port$4462$854 (params_d0[914:854]),
-    .q(\q$217 ),
+    .\port$4445$854 (params_d0[914:854]),
+    .q(\q$215 ),
     .rst(rst)
   );
   \bchw_top.engine0.requant15  requant15 (
     .acc(\acc$152 ),
     .clk(clk),
     .en(en),
-    .\port$4462$915 (params_d0[975:915]),
-    .q(\q$218 ),
+    .\port$4445$915 (params_d0[975:915]),
+    .q(\q$216 ),
     .rst(rst)
   );
   \bchw_top.engine0.requant2  requant2 (
     .acc(\acc$74 ),
     .clk(clk),
     .en(en),
-    .\port$4462$122 (params_d0[182:122]),
-    .q(\q$205 ),
+    .\port$4445$122 (params_d0[182:122]),
+    .q(\q$203 ),
     .rst(rst)
   );
   \bchw_top.engine0.requant3  requant3 (
     .acc(\acc$80 ),
     .clk(clk),
     .en(en),
-    .\port$4462$183 (params_d0[243:183]),
-    .q(\q$206 ),
+    .\port$4445$183 (params_d0[243:183]),
+    .q(\q$204 ),
     .rst(rst)
   );
   \bchw_top.engine0.requant4  requant4 (
     .acc(\acc$86 ),
     .clk(clk),
     .en(en),
-    .\port$4462$244 (params_d0[304:244]),
-    .q(\q$207 ),
+    .\port$4445$244 (params_d0[304:244]),
+    .q(\q$205 ),
     .rst(rst)
   );
   \bchw_top.engine0.requant5  requant5 (
     .acc(\acc$92 ),
     .clk(clk),
     .en(en),
-    .\port$4462$305 (params_d0[365:305]),
-    .q(\q$208 ),
+    .\port$4445$305 (params_d0[365:305]),
+    .q(\q$206 ),
     .rst(rst)
   );
   \bchw_top.engine0.requant6  requant6 (
     .acc(\acc$98 ),
     .clk(clk),
     .en(en),
-    .\port$4462$366 (params_d0[426:366]),
-    .q(\q$209 ),
+    .\port$4445$366 (params_d0[426:366]),
+    .q(\q$207 ),
     .rst(rst)
   );
   \bchw_top.engine0.requant7  requant7 (
     .acc(\acc$104 ),
     .clk(clk),
     .en(en),
-    .\port$4462$427 (params_d0[487:427]),
-    .q(\q$210 ),
+    .\port$4445$427 (params_d0[487:427]),
+    .q(\q$208 ),
     .rst(rst)
   );
   \bchw_top.engine0.requant8  requant8 (
     .acc(\acc$110 ),
     .clk(clk),
     .en(en),
-    .\port$4462$488 (params_d0[548:488]),
-    .q(\q$211 ),
+    .\port$4445$488 (params_d0[548:488]),
+    .q(\q$209 ),
     .rst(rst)
   );
   \bchw_top.engine0.requant9  requant9 (
     .acc(\acc$116 ),
     .clk(clk),
     .en(en),
-    .\port$4462$549 (params_d0[609:549]),
-    .q(\q$212 ),
+    .\port$4445$549 (params_d0[609:549]),
+    .q(\q$210 ),
     .rst(rst)
   );
   \bchw_top.engine0.tree0  tree0 (
@@ -2023,7 +1986,7 @@ module \bchw_top.engine0 (rst, s__ready, m__ready, s__valid, s__payload, m__vali
   \bchw_top.engine0.tree1  tree1 (
     .clk(clk),
     .en(en),
-    .l5_0(\sum$180 ),
+    .l5_0(\sum$182 ),
     .rst(rst),
     .w(wdata_d0[55:28]),
     .x(x)
@@ -2031,7 +1994,7 @@ module \bchw_top.engine0 (rst, s__ready, m__ready, s__valid, s__payload, m__vali
   \bchw_top.engine0.tree10  tree10 (
     .clk(clk),
     .en(en),
-    .l5_0(\sum$189 ),
+    .l5_0(\sum$191 ),
     .rst(rst),
     .w(wdata_d0[307:280]),
     .x(x)
@@ -2039,7 +2002,7 @@ module \bchw_top.engine0 (rst, s__ready, m__ready, s__valid, s__payload, m__vali
   \bchw_top.engine0.tree11  tree11 (
     .clk(clk),
     .en(en),
-    .l5_0(\sum$190 ),
+    .l5_0(\sum$192 ),
     .rst(rst),
     .w(wdata_d0[335:308]),
     .x(x)
@@ -2047,7 +2010,7 @@ module \bchw_top.engine0 (rst, s__ready, m__ready, s__valid, s__payload, m__vali
   \bchw_top.engine0.tree12  tree12 (
     .clk(clk),
     .en(en),
-    .l5_0(\sum$191 ),
+    .l5_0(\sum$193 ),
     .rst(rst),
     .w(wdata_d0[363:336]),
     .x(x)
@@ -2055,7 +2018,7 @@ module \bchw_top.engine0 (rst, s__ready, m__ready, s__valid, s__payload, m__vali
   \bchw_top.engine0.tree13  tree13 (
     .clk(clk),
     .en(en),
-    .l5_0(\sum$192 ),
+    .l5_0(\sum$194 ),
     .rst(rst),
     .w(wdata_d0[391:364]),
     .x(x)
@@ -2063,7 +2026,7 @@ module \bchw_top.engine0 (rst, s__ready, m__ready, s__valid, s__payload, m__vali
   \bchw_top.engine0.tree14  tree14 (
     .clk(clk),
     .en(en),
-    .l5_0(\sum$193 ),
+    .l5_0(\sum$195 ),
     .rst(rst),
     .w(wdata_d0[419:392]),
     .x(x)
@@ -2071,7 +2034,7 @@ module \bchw_top.engine0 (rst, s__ready, m__ready, s__valid, s__payload, m__vali
   \bchw_top.engine0.tree15  tree15 (
     .clk(clk),
     .en(en),
-    .l5_0(\sum$194 ),
+    .l5_0(\sum$196 ),
     .rst(rst),
     .w(wdata_d0[447:420]),
     .x(x)
@@ -2079,7 +2042,7 @@ module \bchw_top.engine0 (rst, s__ready, m__ready, s__valid, s__payload, m__vali
   \bchw_top.engine0.tree2  tree2 (
     .clk(clk),
     .en(en),
-    .l5_0(\sum$181 ),
+    .l5_0(\sum$183 ),
     .rst(rst),
     .w(wdata_d0[83:56]),
     .x(x)
@@ -2087,7 +2050,7 @@ module \bchw_top.engine0 (rst, s__ready, m__ready, s__valid, s__payload, m__vali
   \bchw_top.engine0.tree3  tree3 (
     .clk(clk),
     .en(en),
-    .l5_0(\sum$182 ),
+    .l5_0(\sum$184 ),
     .rst(rst),
     .w(wdata_d0[111:84]),
     .x(x)
@@ -2095,7 +2058,7 @@ module \bchw_top.engine0 (rst, s__ready, m__ready, s__valid, s__payload, m__vali
   \bchw_top.engine0.tree4  tree4 (
     .clk(clk),
     .en(en),
-    .l5_0(\sum$183 ),
+    .l5_0(\sum$185 ),
     .rst(rst),
     .w(wdata_d0[139:112]),
     .x(x)
@@ -2103,7 +2066,7 @@ module \bchw_top.engine0 (rst, s__ready, m__ready, s__valid, s__payload, m__vali
   \bchw_top.engine0.tree5  tree5 (
     .clk(clk),
     .en(en),
-    .l5_0(\sum$184 ),
+    .l5_0(\sum$186 ),
     .rst(rst),
     .w(wdata_d0[167:140]),
     .x(x)
@@ -2111,7 +2074,7 @@ module \bchw_top.engine0 (rst, s__ready, m__ready, s__valid, s__payload, m__vali
   \bchw_top.engine0.tree6  tree6 (
     .clk(clk),
     .en(en),
-    .l5_0(\sum$185 ),
+    .l5_0(\sum$187 ),
     .rst(rst),
     .w(wdata_d0[195:168]),
     .x(x)
@@ -2119,7 +2082,7 @@ module \bchw_top.engine0 (rst, s__ready, m__ready, s__valid, s__payload, m__vali
   \bchw_top.engine0.tree7  tree7 (
     .clk(clk),
     .en(en),
-    .l5_0(\sum$186 ),
+    .l5_0(\sum$188 ),
     .rst(rst),
     .w(wdata_d0[223:196]),
     .x(x)
@@ -2127,7 +2090,7 @@ module \bchw_top.engine0 (rst, s__ready, m__ready, s__valid, s__payload, m__vali
   \bchw_top.engine0.tree8  tree8 (
     .clk(clk),
     .en(en),
-    .l5_0(\sum$187 ),
+    .l5_0(\sum$189 ),
     .rst(rst),
     .w(wdata_d0[251:224]),
     .x(x)
@@ -2135,7 +2098,7 @@ module \bchw_top.engine0 (rst, s__ready, m__ready, s__valid, s__payload, m__vali
   \bchw_top.engine0.tree9  tree9 (
     .clk(clk),
     .en(en),
-    .l5_0(\sum$188 ),
+    .l5_0(\sum$190 ),
     .rst(rst),
     .w(wdata_d0[279:252]),
     .x(x)
@@ -2148,124 +2111,154 @@ module \bchw_top.engine0 (rst, s__ready, m__ready, s__valid, s__payload, m__vali
   );
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$58  = busy;
+    \$55  = busy;
     if (en) begin
       if (\$3 ) begin
-        \$58  = 1'h1;
+        \$55  = 1'h1;
       end else if (last_step) begin
-        \$58  = 1'h0;
+        \$55  = 1'h0;
       end
     end
     if (rst) begin
-      \$58  = 1'h0;
+      \$55  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$59  = addr;
+    \$56  = addr;
     if (en) begin
       if (\$3 ) begin
-        \$59  = 9'h000;
+        \$56  = 9'h000;
       end else if (last_step) begin
       end else if (busy) begin
-        \$59  = \$4 [8:0];
+        \$56  = \$4 [8:0];
       end
     end
     if (rst) begin
-      \$59  = 9'h000;
+      \$56  = 9'h000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$60  = sfc;
+    \$57  = sfc;
     if (en) begin
       if (\$3 ) begin
-        \$60  = 5'h00;
+        \$57  = 5'h00;
       end else if (last_step) begin
       end else if (busy) begin
         (* full_case = 32'd1 *)
         if (\$6 ) begin
-          \$60  = 5'h00;
+          \$57  = 5'h00;
         end else begin
-          \$60  = \$8 [4:0];
+          \$57  = \$8 [4:0];
         end
       end
     end
     if (rst) begin
-      \$60  = 5'h00;
+      \$57  = 5'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$61  = nfc;
+    \$58  = nfc;
     if (en) begin
       if (\$3 ) begin
-        \$61  = 4'h0;
+        \$58  = 4'h0;
       end else if (last_step) begin
       end else if (busy) begin
         if (\$6 ) begin
-          \$61  = \$7 [3:0];
+          \$58  = \$7 [3:0];
         end
       end
     end
     if (rst) begin
-      \$61  = 4'h0;
+      \$58  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$62  = last_step;
+    \$59  = last_step;
     if (en) begin
       if (\$3 ) begin
-        \$62  = 1'h0;
+        \$59  = 1'h0;
       end else if (last_step) begin
-        \$62  = 1'h0;
+        \$59  = 1'h0;
       end else if (busy) begin
-        \$62  = \$5 ;
+        \$59  = \$5 ;
       end
     end
     if (rst) begin
-      \$62  = 1'h0;
+      \$59  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$63  = xbuf;
+    \$60  = xbuf;
     if (en) begin
       if (\$3 ) begin
-        \$63  = s__payload;
+        \$60  = s__payload;
       end else if (last_step) begin
       end else if (busy) begin
-        \$63  = { xbuf[223:0], xbuf[6271:224] };
+        \$60  = { xbuf[223:0], xbuf[6271:224] };
       end
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$64  = x_d0;
+    \$61  = x_d0;
     if (en) begin
-      \$64  = xbuf[223:0];
+      \$61  = xbuf[223:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$65  = x;
+    \$62  = x;
     if (en) begin
-      \$65  = x_d0;
+      \$62  = x_d0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$66  = wdata_d0;
+    \$63  = wdata_d0;
     if (en) begin
-      \$66  = data;
+      \$63  = data;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$67  = f1_d0;
+    \$64  = f1_d0;
     if (en) begin
-      \$67  = { nfc, last_step, \$10 , \$9 , busy };
+      \$64  = { nfc, last_step, \$10 , \$9 , busy };
+    end
+    if (rst) begin
+      \$64  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
+    \$65  = f1_d1;
+    if (en) begin
+      \$65  = f1_d0;
+    end
+    if (rst) begin
+      \$65  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
+    \$66  = fp_d0;
+    if (en) begin
+      \$66  = f1_d1;
+    end
+    if (rst) begin
+      \$66  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
+    \$67  = fp_d1;
+    if (en) begin
+      \$67  = fp_d0;
     end
     if (rst) begin
       \$67  = 8'h00;
@@ -2273,9 +2266,9 @@ module \bchw_top.engine0 (rst, s__ready, m__ready, s__valid, s__payload, m__vali
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$68  = f1_d1;
+    \$68  = fp_d2;
     if (en) begin
-      \$68  = f1_d0;
+      \$68  = fp_d1;
     end
     if (rst) begin
       \$68  = 8'h00;
@@ -2283,9 +2276,9 @@ module \bchw_top.engine0 (rst, s__ready, m__ready, s__valid, s__payload, m__vali
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$69  = fp_d0;
+    \$69  = fp_d3;
     if (en) begin
-      \$69  = f1_d1;
+      \$69  = fp_d2;
     end
     if (rst) begin
       \$69  = 8'h00;
@@ -2293,9 +2286,9 @@ module \bchw_top.engine0 (rst, s__ready, m__ready, s__valid, s__payload, m__vali
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$70  = fp_d1;
+    \$70  = fp_d4;
     if (en) begin
-      \$70  = fp_d0;
+      \$70  = fp_d3;
     end
     if (rst) begin
       \$70  = 8'h00;
@@ -2303,9 +2296,9 @@ module \bchw_top.engine0 (rst, s__ready, m__ready, s__valid, s__payload, m__vali
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$71  = fp_d2;
+    \$71  = ft_d0;
     if (en) begin
-      \$71  = fp_d1;
+      \$71  = fp_d4;
     end
     if (rst) begin
       \$71  = 8'h00;
@@ -2313,210 +2306,210 @@ module \bchw_top.engine0 (rst, s__ready, m__ready, s__valid, s__payload, m__vali
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$72  = fp_d3;
+    \$72  = params_d0;
     if (en) begin
-      \$72  = fp_d2;
+      \$72  = \data$178 ;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
+    \$73  = acc_valid;
+    if (en) begin
+      \$73  = \$11 ;
     end
     if (rst) begin
-      \$72  = 8'h00;
+      \$73  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$73  = fp_d4;
+    \$74  = acc_end;
     if (en) begin
-      \$73  = fp_d3;
+      \$74  = \$12 ;
     end
     if (rst) begin
-      \$73  = 8'h00;
+      \$74  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$74  = ft_d0;
+    \$75  = acc;
     if (en) begin
-      \$74  = fp_d4;
+      if (ft_d0[0]) begin
+        \$75  = \$14 [18:0];
+      end
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
+    \$76  = \acc$68 ;
+    if (en) begin
+      if (ft_d0[0]) begin
+        \$76  = \$16 [18:0];
+      end
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
+    \$77  = \acc$74 ;
+    if (en) begin
+      if (ft_d0[0]) begin
+        \$77  = \$18 [18:0];
+      end
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
+    \$78  = \acc$80 ;
+    if (en) begin
+      if (ft_d0[0]) begin
+        \$78  = \$20 [18:0];
+      end
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
+    \$79  = \acc$86 ;
+    if (en) begin
+      if (ft_d0[0]) begin
+        \$79  = \$22 [18:0];
+      end
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
+    \$80  = \acc$92 ;
+    if (en) begin
+      if (ft_d0[0]) begin
+        \$80  = \$24 [18:0];
+      end
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
+    \$81  = \acc$98 ;
+    if (en) begin
+      if (ft_d0[0]) begin
+        \$81  = \$26 [18:0];
+      end
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
+    \$82  = \acc$104 ;
+    if (en) begin
+      if (ft_d0[0]) begin
+        \$82  = \$28 [18:0];
+      end
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
+    \$83  = \acc$110 ;
+    if (en) begin
+      if (ft_d0[0]) begin
+        \$83  = \$30 [18:0];
+      end
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
+    \$84  = \acc$116 ;
+    if (en) begin
+      if (ft_d0[0]) begin
+        \$84  = \$32 [18:0];
+      end
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
+    \$85  = \acc$122 ;
+    if (en) begin
+      if (ft_d0[0]) begin
+        \$85  = \$34 [18:0];
+      end
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
+    \$86  = \acc$128 ;
+    if (en) begin
+      if (ft_d0[0]) begin
+        \$86  = \$36 [18:0];
+      end
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
+    \$87  = \acc$134 ;
+    if (en) begin
+      if (ft_d0[0]) begin
+        \$87  = \$38 [18:0];
+      end
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
+    \$88  = \acc$140 ;
+    if (en) begin
+      if (ft_d0[0]) begin
+        \$88  = \$40 [18:0];
+      end
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
+    \$89  = \acc$146 ;
+    if (en) begin
+      if (ft_d0[0]) begin
+        \$89  = \$42 [18:0];
+      end
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
+    \$90  = \acc$152 ;
+    if (en) begin
+      if (ft_d0[0]) begin
+        \$90  = \$44 [18:0];
+      end
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
+    \$91  = qv_d0;
+    if (en) begin
+      \$91  = acc_valid;
     end
     if (rst) begin
-      \$74  = 8'h00;
+      \$91  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$75  = params_d0;
+    \$92  = qv_d1;
     if (en) begin
-      \$75  = \data$176 ;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$76  = acc_valid;
-    if (en) begin
-      \$76  = \$11 ;
+      \$92  = qv_d0;
     end
     if (rst) begin
-      \$76  = 1'h0;
+      \$92  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$77  = acc_end;
+    \$93  = qe_d0;
     if (en) begin
-      \$77  = \$12 ;
+      \$93  = acc_end;
     end
     if (rst) begin
-      \$77  = 1'h0;
+      \$93  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$78  = acc;
+    \$94  = qe_d1;
     if (en) begin
-      if (ft_d0[0]) begin
-        \$78  = \$14 [18:0];
-      end
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$79  = \acc$68 ;
-    if (en) begin
-      if (ft_d0[0]) begin
-        \$79  = \$16 [18:0];
-      end
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$80  = \acc$74 ;
-    if (en) begin
-      if (ft_d0[0]) begin
-        \$80  = \$18 [18:0];
-      end
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$81  = \acc$80 ;
-    if (en) begin
-      if (ft_d0[0]) begin
-        \$81  = \$20 [18:0];
-      end
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$82  = \acc$86 ;
-    if (en) begin
-      if (ft_d0[0]) begin
-        \$82  = \$22 [18:0];
-      end
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$83  = \acc$92 ;
-    if (en) begin
-      if (ft_d0[0]) begin
-        \$83  = \$24 [18:0];
-      end
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$84  = \acc$98 ;
-    if (en) begin
-      if (ft_d0[0]) begin
-        \$84  = \$26 [18:0];
-      end
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$85  = \acc$104 ;
-    if (en) begin
-      if (ft_d0[0]) begin
-        \$85  = \$28 [18:0];
-      end
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$86  = \acc$110 ;
-    if (en) begin
-      if (ft_d0[0]) begin
-        \$86  = \$30 [18:0];
-      end
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$87  = \acc$116 ;
-    if (en) begin
-      if (ft_d0[0]) begin
-        \$87  = \$32 [18:0];
-      end
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$88  = \acc$122 ;
-    if (en) begin
-      if (ft_d0[0]) begin
-        \$88  = \$34 [18:0];
-      end
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$89  = \acc$128 ;
-    if (en) begin
-      if (ft_d0[0]) begin
-        \$89  = \$36 [18:0];
-      end
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$90  = \acc$134 ;
-    if (en) begin
-      if (ft_d0[0]) begin
-        \$90  = \$38 [18:0];
-      end
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$91  = \acc$140 ;
-    if (en) begin
-      if (ft_d0[0]) begin
-        \$91  = \$40 [18:0];
-      end
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$92  = \acc$146 ;
-    if (en) begin
-      if (ft_d0[0]) begin
-        \$92  = \$42 [18:0];
-      end
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$93  = \acc$152 ;
-    if (en) begin
-      if (ft_d0[0]) begin
-        \$93  = \$44 [18:0];
-      end
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$94  = qv_d0;
-    if (en) begin
-      \$94  = acc_valid;
+      \$94  = qe_d0;
     end
     if (rst) begin
       \$94  = 1'h0;
@@ -2524,9 +2517,9 @@ module \bchw_top.engine0 (rst, s__ready, m__ready, s__valid, s__payload, m__vali
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$95  = qv_d1;
+    \$95  = qv_last_d0;
     if (en) begin
-      \$95  = qv_d0;
+      \$95  = qv_d1;
     end
     if (rst) begin
       \$95  = 1'h0;
@@ -2534,9 +2527,9 @@ module \bchw_top.engine0 (rst, s__ready, m__ready, s__valid, s__payload, m__vali
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$96  = qe_d0;
+    \$96  = qe_last_d0;
     if (en) begin
-      \$96  = acc_end;
+      \$96  = qe_d1;
     end
     if (rst) begin
       \$96  = 1'h0;
@@ -2544,19 +2537,18 @@ module \bchw_top.engine0 (rst, s__ready, m__ready, s__valid, s__payload, m__vali
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$97  = qe_d1;
-    if (en) begin
-      \$97  = qe_d0;
-    end
-    if (rst) begin
-      \$97  = 1'h0;
+    \$97  = m__payload;
+    if (\$45 ) begin
+      \$97  = { \q$216 , \q$215 , \q$214 , \q$213 , \q$212 , \q$211 , \q$210 , \q$209 , \q$208 , \q$207 , \q$206 , \q$205 , \q$204 , \q$203 , \q$202 , q, m__payload[2047:128] };
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$98  = qv_last_d0;
-    if (en) begin
-      \$98  = qv_d1;
+    \$98  = m__valid;
+    if (\$47 ) begin
+      \$98  = 1'h1;
+    end else if (m__ready) begin
+      \$98  = 1'h0;
     end
     if (rst) begin
       \$98  = 1'h0;
@@ -2564,48 +2556,9 @@ module \bchw_top.engine0 (rst, s__ready, m__ready, s__valid, s__payload, m__vali
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$99  = qe_last_d0;
-    if (en) begin
-      \$99  = qe_d1;
-    end
+    \$99  = \$54 ;
     if (rst) begin
-      \$99  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$100  = \$52 ;
-    if (rst) begin
-      \$100  = 1'h1;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$101  = m__valid;
-    if (\$54 ) begin
-      \$101  = 1'h1;
-    end else if (m__ready) begin
-      \$101  = 1'h0;
-    end
-    if (rst) begin
-      \$101  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$102  = m__payload;
-    if (\$54 ) begin
-      \$102  = { \q$218 , \q$217 , \q$216 , \q$215 , \q$214 , \q$213 , \q$212 , \q$211 , \q$210 , \q$209 , \q$208 , \q$207 , \q$206 , \q$205 , \q$204 , q, collected };
-    end
-    if (rst) begin
-      \$102  = 2048'h00000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$103  = collected;
-    if (\$57 ) begin
-      \$103  = { \q$218 , \q$217 , \q$216 , \q$215 , \q$214 , \q$213 , \q$212 , \q$211 , \q$210 , \q$209 , \q$208 , \q$207 , \q$206 , \q$205 , \q$204 , q, collected[1919:128] };
+      \$99  = 1'h1;
     end
   end
   assign \en$4  = en;
@@ -2740,6 +2693,7 @@ module \bchw_top.engine0 (rst, s__ready, m__ready, s__valid, s__payload, m__vali
   assign \mul$154  = params_d0[932:915];
   assign \shift$155  = params_d0[937:933];
   assign \bias$156  = params_d0[975:938];
+  assign vector = m__payload;
 endmodule
 
 (* generator = "Amaranth" *)
@@ -2766,7 +2720,7 @@ module \bchw_top.engine0.params (data, addr, en, clk);
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine0.requant0 (rst, \port$4462$0 , acc, en, q, clk);
+module \bchw_top.engine0.requant0 (rst, \port$4445$0 , acc, en, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$4  = 0;
   wire [36:0] \$1 ;
   reg [38:0] \$10 ;
@@ -2789,8 +2743,8 @@ module \bchw_top.engine0.requant0 (rst, \port$4462$0 , acc, en, q, clk);
   input en;
   wire en;
   wire [17:0] mul;
-  input [60:0] \port$4462$0 ;
-  wire [60:0] \port$4462$0 ;
+  input [60:0] \port$4445$0 ;
+  wire [60:0] \port$4445$0 ;
   reg [36:0] prod = 37'h0000000000;
   output [7:0] q;
   reg [7:0] q = 8'h00;
@@ -2801,7 +2755,7 @@ module \bchw_top.engine0.requant0 (rst, \port$4462$0 , acc, en, q, clk);
   reg [4:0] shift2 = 5'h00;
   wire [38:0] shifted;
   reg [38:0] total = 39'h0000000000;
-  assign \$1  = $signed(acc) * $signed(\port$4462$0 [17:0]);
+  assign \$1  = $signed(acc) * $signed(\port$4445$0 [17:0]);
   assign \$2  = $signed(prod) + $signed(bias1);
   assign \$3  = $signed(shifted) < $signed(1'h0);
   assign \$4  = $signed(shifted) > $signed(9'h0ff);
@@ -2831,14 +2785,14 @@ module \bchw_top.engine0.requant0 (rst, \port$4462$0 , acc, en, q, clk);
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
     \$8  = bias1;
     if (en) begin
-      \$8  = \port$4462$0 [60:23];
+      \$8  = \port$4445$0 [60:23];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
     \$9  = shift1;
     if (en) begin
-      \$9  = \port$4462$0 [22:18];
+      \$9  = \port$4445$0 [22:18];
     end
   end
   always @* begin
@@ -2865,13 +2819,13 @@ module \bchw_top.engine0.requant0 (rst, \port$4462$0 , acc, en, q, clk);
       \$12  = 8'h00;
     end
   end
-  assign mul = \port$4462$0 [17:0];
-  assign bias = \port$4462$0 [60:23];
-  assign shift = \port$4462$0 [22:18];
+  assign mul = \port$4445$0 [17:0];
+  assign bias = \port$4445$0 [60:23];
+  assign shift = \port$4445$0 [22:18];
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine0.requant1 (rst, \port$4462$61 , acc, en, q, clk);
+module \bchw_top.engine0.requant1 (rst, \port$4445$61 , acc, en, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$5  = 0;
   wire [36:0] \$1 ;
   reg [38:0] \$10 ;
@@ -2894,8 +2848,8 @@ module \bchw_top.engine0.requant1 (rst, \port$4462$61 , acc, en, q, clk);
   input en;
   wire en;
   wire [17:0] mul;
-  input [60:0] \port$4462$61 ;
-  wire [60:0] \port$4462$61 ;
+  input [60:0] \port$4445$61 ;
+  wire [60:0] \port$4445$61 ;
   reg [36:0] prod = 37'h0000000000;
   output [7:0] q;
   reg [7:0] q = 8'h00;
@@ -2906,7 +2860,7 @@ module \bchw_top.engine0.requant1 (rst, \port$4462$61 , acc, en, q, clk);
   reg [4:0] shift2 = 5'h00;
   wire [38:0] shifted;
   reg [38:0] total = 39'h0000000000;
-  assign \$1  = $signed(acc) * $signed(\port$4462$61 [17:0]);
+  assign \$1  = $signed(acc) * $signed(\port$4445$61 [17:0]);
   assign \$2  = $signed(prod) + $signed(bias1);
   assign \$3  = $signed(shifted) < $signed(1'h0);
   assign \$4  = $signed(shifted) > $signed(9'h0ff);
@@ -2936,14 +2890,14 @@ module \bchw_top.engine0.requant1 (rst, \port$4462$61 , acc, en, q, clk);
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
     \$8  = bias1;
     if (en) begin
-      \$8  = \port$4462$61 [60:23];
+      \$8  = \port$4445$61 [60:23];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
     \$9  = shift1;
     if (en) begin
-      \$9  = \port$4462$61 [22:18];
+      \$9  = \port$4445$61 [22:18];
     end
   end
   always @* begin
@@ -2970,13 +2924,13 @@ module \bchw_top.engine0.requant1 (rst, \port$4462$61 , acc, en, q, clk);
       \$12  = 8'h00;
     end
   end
-  assign mul = \port$4462$61 [17:0];
-  assign bias = \port$4462$61 [60:23];
-  assign shift = \port$4462$61 [22:18];
+  assign mul = \port$4445$61 [17:0];
+  assign bias = \port$4445$61 [60:23];
+  assign shift = \port$4445$61 [22:18];
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine0.requant10 (rst, \port$4462$610 , acc, en, q, clk);
+module \bchw_top.engine0.requant10 (rst, \port$4445$610 , acc, en, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$6  = 0;
   wire [36:0] \$1 ;
   reg [38:0] \$10 ;
@@ -2999,8 +2953,8 @@ module \bchw_top.engine0.requant10 (rst, \port$4462$610 , acc, en, q, clk);
   input en;
   wire en;
   wire [17:0] mul;
-  input [60:0] \port$4462$610 ;
-  wire [60:0] \port$4462$610 ;
+  input [60:0] \port$4445$610 ;
+  wire [60:0] \port$4445$610 ;
   reg [36:0] prod = 37'h0000000000;
   output [7:0] q;
   reg [7:0] q = 8'h00;
@@ -3011,7 +2965,7 @@ module \bchw_top.engine0.requant10 (rst, \port$4462$610 , acc, en, q, clk);
   reg [4:0] shift2 = 5'h00;
   wire [38:0] shifted;
   reg [38:0] total = 39'h0000000000;
-  assign \$1  = $signed(acc) * $signed(\port$4462$610 [17:0]);
+  assign \$1  = $signed(acc) * $signed(\port$4445$610 [17:0]);
   assign \$2  = $signed(prod) + $signed(bias1);
   assign \$3  = $signed(shifted) < $signed(1'h0);
   assign \$4  = $signed(shifted) > $signed(9'h0ff);
@@ -3041,14 +2995,14 @@ module \bchw_top.engine0.requant10 (rst, \port$4462$610 , acc, en, q, clk);
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
     \$8  = bias1;
     if (en) begin
-      \$8  = \port$4462$610 [60:23];
+      \$8  = \port$4445$610 [60:23];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
     \$9  = shift1;
     if (en) begin
-      \$9  = \port$4462$610 [22:18];
+      \$9  = \port$4445$610 [22:18];
     end
   end
   always @* begin
@@ -3075,13 +3029,13 @@ module \bchw_top.engine0.requant10 (rst, \port$4462$610 , acc, en, q, clk);
       \$12  = 8'h00;
     end
   end
-  assign mul = \port$4462$610 [17:0];
-  assign bias = \port$4462$610 [60:23];
-  assign shift = \port$4462$610 [22:18];
+  assign mul = \port$4445$610 [17:0];
+  assign bias = \port$4445$610 [60:23];
+  assign shift = \port$4445$610 [22:18];
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine0.requant11 (rst, \port$4462$671 , acc, en, q, clk);
+module \bchw_top.engine0.requant11 (rst, \port$4445$671 , acc, en, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$7  = 0;
   wire [36:0] \$1 ;
   reg [38:0] \$10 ;
@@ -3104,8 +3058,8 @@ module \bchw_top.engine0.requant11 (rst, \port$4462$671 , acc, en, q, clk);
   input en;
   wire en;
   wire [17:0] mul;
-  input [60:0] \port$4462$671 ;
-  wire [60:0] \port$4462$671 ;
+  input [60:0] \port$4445$671 ;
+  wire [60:0] \port$4445$671 ;
   reg [36:0] prod = 37'h0000000000;
   output [7:0] q;
   reg [7:0] q = 8'h00;
@@ -3116,7 +3070,7 @@ module \bchw_top.engine0.requant11 (rst, \port$4462$671 , acc, en, q, clk);
   reg [4:0] shift2 = 5'h00;
   wire [38:0] shifted;
   reg [38:0] total = 39'h0000000000;
-  assign \$1  = $signed(acc) * $signed(\port$4462$671 [17:0]);
+  assign \$1  = $signed(acc) * $signed(\port$4445$671 [17:0]);
   assign \$2  = $signed(prod) + $signed(bias1);
   assign \$3  = $signed(shifted) < $signed(1'h0);
   assign \$4  = $signed(shifted) > $signed(9'h0ff);
@@ -3146,14 +3100,14 @@ module \bchw_top.engine0.requant11 (rst, \port$4462$671 , acc, en, q, clk);
     if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
     \$8  = bias1;
     if (en) begin
-      \$8  = \port$4462$671 [60:23];
+      \$8  = \port$4445$671 [60:23];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
     \$9  = shift1;
     if (en) begin
-      \$9  = \port$4462$671 [22:18];
+      \$9  = \port$4445$671 [22:18];
     end
   end
   always @* begin
@@ -3180,13 +3134,13 @@ module \bchw_top.engine0.requant11 (rst, \port$4462$671 , acc, en, q, clk);
       \$12  = 8'h00;
     end
   end
-  assign mul = \port$4462$671 [17:0];
-  assign bias = \port$4462$671 [60:23];
-  assign shift = \port$4462$671 [22:18];
+  assign mul = \port$4445$671 [17:0];
+  assign bias = \port$4445$671 [60:23];
+  assign shift = \port$4445$671 [22:18];
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine0.requant12 (rst, \port$4462$732 , acc, en, q, clk);
+module \bchw_top.engine0.requant12 (rst, \port$4445$732 , acc, en, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$8  = 0;
   wire [36:0] \$1 ;
   reg [38:0] \$10 ;
@@ -3209,8 +3163,8 @@ module \bchw_top.engine0.requant12 (rst, \port$4462$732 , acc, en, q, clk);
   input en;
   wire en;
   wire [17:0] mul;
-  input [60:0] \port$4462$732 ;
-  wire [60:0] \port$4462$732 ;
+  input [60:0] \port$4445$732 ;
+  wire [60:0] \port$4445$732 ;
   reg [36:0] prod = 37'h0000000000;
   output [7:0] q;
   reg [7:0] q = 8'h00;
@@ -3221,7 +3175,7 @@ module \bchw_top.engine0.requant12 (rst, \port$4462$732 , acc, en, q, clk);
   reg [4:0] shift2 = 5'h00;
   wire [38:0] shifted;
   reg [38:0] total = 39'h0000000000;
-  assign \$1  = $signed(acc) * $signed(\port$4462$732 [17:0]);
+  assign \$1  = $signed(acc) * $signed(\port$4445$732 [17:0]);
   assign \$2  = $signed(prod) + $signed(bias1);
   assign \$3  = $signed(shifted) < $signed(1'h0);
   assign \$4  = $signed(shifted) > $signed(9'h0ff);
@@ -3251,14 +3205,14 @@ module \bchw_top.engine0.requant12 (rst, \port$4462$732 , acc, en, q, clk);
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
     \$8  = bias1;
     if (en) begin
-      \$8  = \port$4462$732 [60:23];
+      \$8  = \port$4445$732 [60:23];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
     \$9  = shift1;
     if (en) begin
-      \$9  = \port$4462$732 [22:18];
+      \$9  = \port$4445$732 [22:18];
     end
   end
   always @* begin
@@ -3285,13 +3239,13 @@ module \bchw_top.engine0.requant12 (rst, \port$4462$732 , acc, en, q, clk);
       \$12  = 8'h00;
     end
   end
-  assign mul = \port$4462$732 [17:0];
-  assign bias = \port$4462$732 [60:23];
-  assign shift = \port$4462$732 [22:18];
+  assign mul = \port$4445$732 [17:0];
+  assign bias = \port$4445$732 [60:23];
+  assign shift = \port$4445$732 [22:18];
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine0.requant13 (rst, \port$4462$793 , acc, en, q, clk);
+module \bchw_top.engine0.requant13 (rst, \port$4445$793 , acc, en, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$9  = 0;
   wire [36:0] \$1 ;
   reg [38:0] \$10 ;
@@ -3314,8 +3268,8 @@ module \bchw_top.engine0.requant13 (rst, \port$4462$793 , acc, en, q, clk);
   input en;
   wire en;
   wire [17:0] mul;
-  input [60:0] \port$4462$793 ;
-  wire [60:0] \port$4462$793 ;
+  input [60:0] \port$4445$793 ;
+  wire [60:0] \port$4445$793 ;
   reg [36:0] prod = 37'h0000000000;
   output [7:0] q;
   reg [7:0] q = 8'h00;
@@ -3326,7 +3280,7 @@ module \bchw_top.engine0.requant13 (rst, \port$4462$793 , acc, en, q, clk);
   reg [4:0] shift2 = 5'h00;
   wire [38:0] shifted;
   reg [38:0] total = 39'h0000000000;
-  assign \$1  = $signed(acc) * $signed(\port$4462$793 [17:0]);
+  assign \$1  = $signed(acc) * $signed(\port$4445$793 [17:0]);
   assign \$2  = $signed(prod) + $signed(bias1);
   assign \$3  = $signed(shifted) < $signed(1'h0);
   assign \$4  = $signed(shifted) > $signed(9'h0ff);
@@ -3356,14 +3310,14 @@ module \bchw_top.engine0.requant13 (rst, \port$4462$793 , acc, en, q, clk);
     if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
     \$8  = bias1;
     if (en) begin
-      \$8  = \port$4462$793 [60:23];
+      \$8  = \port$4445$793 [60:23];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
     \$9  = shift1;
     if (en) begin
-      \$9  = \port$4462$793 [22:18];
+      \$9  = \port$4445$793 [22:18];
     end
   end
   always @* begin
@@ -3390,13 +3344,13 @@ module \bchw_top.engine0.requant13 (rst, \port$4462$793 , acc, en, q, clk);
       \$12  = 8'h00;
     end
   end
-  assign mul = \port$4462$793 [17:0];
-  assign bias = \port$4462$793 [60:23];
-  assign shift = \port$4462$793 [22:18];
+  assign mul = \port$4445$793 [17:0];
+  assign bias = \port$4445$793 [60:23];
+  assign shift = \port$4445$793 [22:18];
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine0.requant14 (rst, \port$4462$854 , acc, en, q, clk);
+module \bchw_top.engine0.requant14 (rst, \port$4445$854 , acc, en, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$10  = 0;
   wire [36:0] \$1 ;
   reg [38:0] \$10 ;
@@ -3419,8 +3373,8 @@ module \bchw_top.engine0.requant14 (rst, \port$4462$854 , acc, en, q, clk);
   input en;
   wire en;
   wire [17:0] mul;
-  input [60:0] \port$4462$854 ;
-  wire [60:0] \port$4462$854 ;
+  input [60:0] \port$4445$854 ;
+  wire [60:0] \port$4445$854 ;
   reg [36:0] prod = 37'h0000000000;
   output [7:0] q;
   reg [7:0] q = 8'h00;
@@ -3431,7 +3385,7 @@ module \bchw_top.engine0.requant14 (rst, \port$4462$854 , acc, en, q, clk);
   reg [4:0] shift2 = 5'h00;
   wire [38:0] shifted;
   reg [38:0] total = 39'h0000000000;
-  assign \$1  = $signed(acc) * $signed(\port$4462$854 [17:0]);
+  assign \$1  = $signed(acc) * $signed(\port$4445$854 [17:0]);
   assign \$2  = $signed(prod) + $signed(bias1);
   assign \$3  = $signed(shifted) < $signed(1'h0);
   assign \$4  = $signed(shifted) > $signed(9'h0ff);
@@ -3461,14 +3415,14 @@ module \bchw_top.engine0.requant14 (rst, \port$4462$854 , acc, en, q, clk);
     if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
     \$8  = bias1;
     if (en) begin
-      \$8  = \port$4462$854 [60:23];
+      \$8  = \port$4445$854 [60:23];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
     \$9  = shift1;
     if (en) begin
-      \$9  = \port$4462$854 [22:18];
+      \$9  = \port$4445$854 [22:18];
     end
   end
   always @* begin
@@ -3495,13 +3449,13 @@ module \bchw_top.engine0.requant14 (rst, \port$4462$854 , acc, en, q, clk);
       \$12  = 8'h00;
     end
   end
-  assign mul = \port$4462$854 [17:0];
-  assign bias = \port$4462$854 [60:23];
-  assign shift = \port$4462$854 [22:18];
+  assign mul = \port$4445$854 [17:0];
+  assign bias = \port$4445$854 [60:23];
+  assign shift = \port$4445$854 [22:18];
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine0.requant15 (rst, \port$4462$915 , acc, en, q, clk);
+module \bchw_top.engine0.requant15 (rst, \port$4445$915 , acc, en, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$11  = 0;
   wire [36:0] \$1 ;
   reg [38:0] \$10 ;
@@ -3524,8 +3478,8 @@ module \bchw_top.engine0.requant15 (rst, \port$4462$915 , acc, en, q, clk);
   input en;
   wire en;
   wire [17:0] mul;
-  input [60:0] \port$4462$915 ;
-  wire [60:0] \port$4462$915 ;
+  input [60:0] \port$4445$915 ;
+  wire [60:0] \port$4445$915 ;
   reg [36:0] prod = 37'h0000000000;
   output [7:0] q;
   reg [7:0] q = 8'h00;
@@ -3536,7 +3490,7 @@ module \bchw_top.engine0.requant15 (rst, \port$4462$915 , acc, en, q, clk);
   reg [4:0] shift2 = 5'h00;
   wire [38:0] shifted;
   reg [38:0] total = 39'h0000000000;
-  assign \$1  = $signed(acc) * $signed(\port$4462$915 [17:0]);
+  assign \$1  = $signed(acc) * $signed(\port$4445$915 [17:0]);
   assign \$2  = $signed(prod) + $signed(bias1);
   assign \$3  = $signed(shifted) < $signed(1'h0);
   assign \$4  = $signed(shifted) > $signed(9'h0ff);
@@ -3566,14 +3520,14 @@ module \bchw_top.engine0.requant15 (rst, \port$4462$915 , acc, en, q, clk);
     if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
     \$8  = bias1;
     if (en) begin
-      \$8  = \port$4462$915 [60:23];
+      \$8  = \port$4445$915 [60:23];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
     \$9  = shift1;
     if (en) begin
-      \$9  = \port$4462$915 [22:18];
+      \$9  = \port$4445$915 [22:18];
     end
   end
   always @* begin
@@ -3600,13 +3554,13 @@ module \bchw_top.engine0.requant15 (rst, \port$4462$915 , acc, en, q, clk);
       \$12  = 8'h00;
     end
   end
-  assign mul = \port$4462$915 [17:0];
-  assign bias = \port$4462$915 [60:23];
-  assign shift = \port$4462$915 [22:18];
+  assign mul = \port$4445$915 [17:0];
+  assign bias = \port$4445$915 [60:23];
+  assign shift = \port$4445$915 [22:18];
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine0.requant2 (rst, \port$4462$122 , acc, en, q, clk);
+module \bchw_top.engine0.requant2 (rst, \port$4445$122 , acc, en, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$12  = 0;
   wire [36:0] \$1 ;
   reg [38:0] \$10 ;
@@ -3629,8 +3583,8 @@ module \bchw_top.engine0.requant2 (rst, \port$4462$122 , acc, en, q, clk);
   input en;
   wire en;
   wire [17:0] mul;
-  input [60:0] \port$4462$122 ;
-  wire [60:0] \port$4462$122 ;
+  input [60:0] \port$4445$122 ;
+  wire [60:0] \port$4445$122 ;
   reg [36:0] prod = 37'h0000000000;
   output [7:0] q;
   reg [7:0] q = 8'h00;
@@ -3641,7 +3595,7 @@ module \bchw_top.engine0.requant2 (rst, \port$4462$122 , acc, en, q, clk);
   reg [4:0] shift2 = 5'h00;
   wire [38:0] shifted;
   reg [38:0] total = 39'h0000000000;
-  assign \$1  = $signed(acc) * $signed(\port$4462$122 [17:0]);
+  assign \$1  = $signed(acc) * $signed(\port$4445$122 [17:0]);
   assign \$2  = $signed(prod) + $signed(bias1);
   assign \$3  = $signed(shifted) < $signed(1'h0);
   assign \$4  = $signed(shifted) > $signed(9'h0ff);
@@ -3671,14 +3625,14 @@ module \bchw_top.engine0.requant2 (rst, \port$4462$122 , acc, en, q, clk);
     if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     \$8  = bias1;
     if (en) begin
-      \$8  = \port$4462$122 [60:23];
+      \$8  = \port$4445$122 [60:23];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     \$9  = shift1;
     if (en) begin
-      \$9  = \port$4462$122 [22:18];
+      \$9  = \port$4445$122 [22:18];
     end
   end
   always @* begin
@@ -3705,13 +3659,13 @@ module \bchw_top.engine0.requant2 (rst, \port$4462$122 , acc, en, q, clk);
       \$12  = 8'h00;
     end
   end
-  assign mul = \port$4462$122 [17:0];
-  assign bias = \port$4462$122 [60:23];
-  assign shift = \port$4462$122 [22:18];
+  assign mul = \port$4445$122 [17:0];
+  assign bias = \port$4445$122 [60:23];
+  assign shift = \port$4445$122 [22:18];
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine0.requant3 (rst, \port$4462$183 , acc, en, q, clk);
+module \bchw_top.engine0.requant3 (rst, \port$4445$183 , acc, en, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$13  = 0;
   wire [36:0] \$1 ;
   reg [38:0] \$10 ;
@@ -3734,8 +3688,8 @@ module \bchw_top.engine0.requant3 (rst, \port$4462$183 , acc, en, q, clk);
   input en;
   wire en;
   wire [17:0] mul;
-  input [60:0] \port$4462$183 ;
-  wire [60:0] \port$4462$183 ;
+  input [60:0] \port$4445$183 ;
+  wire [60:0] \port$4445$183 ;
   reg [36:0] prod = 37'h0000000000;
   output [7:0] q;
   reg [7:0] q = 8'h00;
@@ -3746,7 +3700,7 @@ module \bchw_top.engine0.requant3 (rst, \port$4462$183 , acc, en, q, clk);
   reg [4:0] shift2 = 5'h00;
   wire [38:0] shifted;
   reg [38:0] total = 39'h0000000000;
-  assign \$1  = $signed(acc) * $signed(\port$4462$183 [17:0]);
+  assign \$1  = $signed(acc) * $signed(\port$4445$183 [17:0]);
   assign \$2  = $signed(prod) + $signed(bias1);
   assign \$3  = $signed(shifted) < $signed(1'h0);
   assign \$4  = $signed(shifted) > $signed(9'h0ff);
@@ -3776,14 +3730,14 @@ module \bchw_top.engine0.requant3 (rst, \port$4462$183 , acc, en, q, clk);
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
     \$8  = bias1;
     if (en) begin
-      \$8  = \port$4462$183 [60:23];
+      \$8  = \port$4445$183 [60:23];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
     \$9  = shift1;
     if (en) begin
-      \$9  = \port$4462$183 [22:18];
+      \$9  = \port$4445$183 [22:18];
     end
   end
   always @* begin
@@ -3810,13 +3764,13 @@ module \bchw_top.engine0.requant3 (rst, \port$4462$183 , acc, en, q, clk);
       \$12  = 8'h00;
     end
   end
-  assign mul = \port$4462$183 [17:0];
-  assign bias = \port$4462$183 [60:23];
-  assign shift = \port$4462$183 [22:18];
+  assign mul = \port$4445$183 [17:0];
+  assign bias = \port$4445$183 [60:23];
+  assign shift = \port$4445$183 [22:18];
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine0.requant4 (rst, \port$4462$244 , acc, en, q, clk);
+module \bchw_top.engine0.requant4 (rst, \port$4445$244 , acc, en, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$14  = 0;
   wire [36:0] \$1 ;
   reg [38:0] \$10 ;
@@ -3839,8 +3793,8 @@ module \bchw_top.engine0.requant4 (rst, \port$4462$244 , acc, en, q, clk);
   input en;
   wire en;
   wire [17:0] mul;
-  input [60:0] \port$4462$244 ;
-  wire [60:0] \port$4462$244 ;
+  input [60:0] \port$4445$244 ;
+  wire [60:0] \port$4445$244 ;
   reg [36:0] prod = 37'h0000000000;
   output [7:0] q;
   reg [7:0] q = 8'h00;
@@ -3851,7 +3805,7 @@ module \bchw_top.engine0.requant4 (rst, \port$4462$244 , acc, en, q, clk);
   reg [4:0] shift2 = 5'h00;
   wire [38:0] shifted;
   reg [38:0] total = 39'h0000000000;
-  assign \$1  = $signed(acc) * $signed(\port$4462$244 [17:0]);
+  assign \$1  = $signed(acc) * $signed(\port$4445$244 [17:0]);
   assign \$2  = $signed(prod) + $signed(bias1);
   assign \$3  = $signed(shifted) < $signed(1'h0);
   assign \$4  = $signed(shifted) > $signed(9'h0ff);
@@ -3881,14 +3835,14 @@ module \bchw_top.engine0.requant4 (rst, \port$4462$244 , acc, en, q, clk);
     if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$8  = bias1;
     if (en) begin
-      \$8  = \port$4462$244 [60:23];
+      \$8  = \port$4445$244 [60:23];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$9  = shift1;
     if (en) begin
-      \$9  = \port$4462$244 [22:18];
+      \$9  = \port$4445$244 [22:18];
     end
   end
   always @* begin
@@ -3915,13 +3869,13 @@ module \bchw_top.engine0.requant4 (rst, \port$4462$244 , acc, en, q, clk);
       \$12  = 8'h00;
     end
   end
-  assign mul = \port$4462$244 [17:0];
-  assign bias = \port$4462$244 [60:23];
-  assign shift = \port$4462$244 [22:18];
+  assign mul = \port$4445$244 [17:0];
+  assign bias = \port$4445$244 [60:23];
+  assign shift = \port$4445$244 [22:18];
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine0.requant5 (rst, \port$4462$305 , acc, en, q, clk);
+module \bchw_top.engine0.requant5 (rst, \port$4445$305 , acc, en, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$15  = 0;
   wire [36:0] \$1 ;
   reg [38:0] \$10 ;
@@ -3944,8 +3898,8 @@ module \bchw_top.engine0.requant5 (rst, \port$4462$305 , acc, en, q, clk);
   input en;
   wire en;
   wire [17:0] mul;
-  input [60:0] \port$4462$305 ;
-  wire [60:0] \port$4462$305 ;
+  input [60:0] \port$4445$305 ;
+  wire [60:0] \port$4445$305 ;
   reg [36:0] prod = 37'h0000000000;
   output [7:0] q;
   reg [7:0] q = 8'h00;
@@ -3956,7 +3910,7 @@ module \bchw_top.engine0.requant5 (rst, \port$4462$305 , acc, en, q, clk);
   reg [4:0] shift2 = 5'h00;
   wire [38:0] shifted;
   reg [38:0] total = 39'h0000000000;
-  assign \$1  = $signed(acc) * $signed(\port$4462$305 [17:0]);
+  assign \$1  = $signed(acc) * $signed(\port$4445$305 [17:0]);
   assign \$2  = $signed(prod) + $signed(bias1);
   assign \$3  = $signed(shifted) < $signed(1'h0);
   assign \$4  = $signed(shifted) > $signed(9'h0ff);
@@ -3986,14 +3940,14 @@ module \bchw_top.engine0.requant5 (rst, \port$4462$305 , acc, en, q, clk);
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
     \$8  = bias1;
     if (en) begin
-      \$8  = \port$4462$305 [60:23];
+      \$8  = \port$4445$305 [60:23];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
     \$9  = shift1;
     if (en) begin
-      \$9  = \port$4462$305 [22:18];
+      \$9  = \port$4445$305 [22:18];
     end
   end
   always @* begin
@@ -4020,13 +3974,13 @@ module \bchw_top.engine0.requant5 (rst, \port$4462$305 , acc, en, q, clk);
       \$12  = 8'h00;
     end
   end
-  assign mul = \port$4462$305 [17:0];
-  assign bias = \port$4462$305 [60:23];
-  assign shift = \port$4462$305 [22:18];
+  assign mul = \port$4445$305 [17:0];
+  assign bias = \port$4445$305 [60:23];
+  assign shift = \port$4445$305 [22:18];
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine0.requant6 (rst, \port$4462$366 , acc, en, q, clk);
+module \bchw_top.engine0.requant6 (rst, \port$4445$366 , acc, en, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$16  = 0;
   wire [36:0] \$1 ;
   reg [38:0] \$10 ;
@@ -4049,8 +4003,8 @@ module \bchw_top.engine0.requant6 (rst, \port$4462$366 , acc, en, q, clk);
   input en;
   wire en;
   wire [17:0] mul;
-  input [60:0] \port$4462$366 ;
-  wire [60:0] \port$4462$366 ;
+  input [60:0] \port$4445$366 ;
+  wire [60:0] \port$4445$366 ;
   reg [36:0] prod = 37'h0000000000;
   output [7:0] q;
   reg [7:0] q = 8'h00;
@@ -4061,7 +4015,7 @@ module \bchw_top.engine0.requant6 (rst, \port$4462$366 , acc, en, q, clk);
   reg [4:0] shift2 = 5'h00;
   wire [38:0] shifted;
   reg [38:0] total = 39'h0000000000;
-  assign \$1  = $signed(acc) * $signed(\port$4462$366 [17:0]);
+  assign \$1  = $signed(acc) * $signed(\port$4445$366 [17:0]);
   assign \$2  = $signed(prod) + $signed(bias1);
   assign \$3  = $signed(shifted) < $signed(1'h0);
   assign \$4  = $signed(shifted) > $signed(9'h0ff);
@@ -4091,14 +4045,14 @@ module \bchw_top.engine0.requant6 (rst, \port$4462$366 , acc, en, q, clk);
     if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
     \$8  = bias1;
     if (en) begin
-      \$8  = \port$4462$366 [60:23];
+      \$8  = \port$4445$366 [60:23];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
     \$9  = shift1;
     if (en) begin
-      \$9  = \port$4462$366 [22:18];
+      \$9  = \port$4445$366 [22:18];
     end
   end
   always @* begin
@@ -4125,13 +4079,13 @@ module \bchw_top.engine0.requant6 (rst, \port$4462$366 , acc, en, q, clk);
       \$12  = 8'h00;
     end
   end
-  assign mul = \port$4462$366 [17:0];
-  assign bias = \port$4462$366 [60:23];
-  assign shift = \port$4462$366 [22:18];
+  assign mul = \port$4445$366 [17:0];
+  assign bias = \port$4445$366 [60:23];
+  assign shift = \port$4445$366 [22:18];
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine0.requant7 (rst, \port$4462$427 , acc, en, q, clk);
+module \bchw_top.engine0.requant7 (rst, \port$4445$427 , acc, en, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$17  = 0;
   wire [36:0] \$1 ;
   reg [38:0] \$10 ;
@@ -4154,8 +4108,8 @@ module \bchw_top.engine0.requant7 (rst, \port$4462$427 , acc, en, q, clk);
   input en;
   wire en;
   wire [17:0] mul;
-  input [60:0] \port$4462$427 ;
-  wire [60:0] \port$4462$427 ;
+  input [60:0] \port$4445$427 ;
+  wire [60:0] \port$4445$427 ;
   reg [36:0] prod = 37'h0000000000;
   output [7:0] q;
   reg [7:0] q = 8'h00;
@@ -4166,7 +4120,7 @@ module \bchw_top.engine0.requant7 (rst, \port$4462$427 , acc, en, q, clk);
   reg [4:0] shift2 = 5'h00;
   wire [38:0] shifted;
   reg [38:0] total = 39'h0000000000;
-  assign \$1  = $signed(acc) * $signed(\port$4462$427 [17:0]);
+  assign \$1  = $signed(acc) * $signed(\port$4445$427 [17:0]);
   assign \$2  = $signed(prod) + $signed(bias1);
   assign \$3  = $signed(shifted) < $signed(1'h0);
   assign \$4  = $signed(shifted) > $signed(9'h0ff);
@@ -4196,14 +4150,14 @@ module \bchw_top.engine0.requant7 (rst, \port$4462$427 , acc, en, q, clk);
     if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
     \$8  = bias1;
     if (en) begin
-      \$8  = \port$4462$427 [60:23];
+      \$8  = \port$4445$427 [60:23];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
     \$9  = shift1;
     if (en) begin
-      \$9  = \port$4462$427 [22:18];
+      \$9  = \port$4445$427 [22:18];
     end
   end
   always @* begin
@@ -4230,13 +4184,13 @@ module \bchw_top.engine0.requant7 (rst, \port$4462$427 , acc, en, q, clk);
       \$12  = 8'h00;
     end
   end
-  assign mul = \port$4462$427 [17:0];
-  assign bias = \port$4462$427 [60:23];
-  assign shift = \port$4462$427 [22:18];
+  assign mul = \port$4445$427 [17:0];
+  assign bias = \port$4445$427 [60:23];
+  assign shift = \port$4445$427 [22:18];
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine0.requant8 (rst, \port$4462$488 , acc, en, q, clk);
+module \bchw_top.engine0.requant8 (rst, \port$4445$488 , acc, en, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$18  = 0;
   wire [36:0] \$1 ;
   reg [38:0] \$10 ;
@@ -4259,8 +4213,8 @@ module \bchw_top.engine0.requant8 (rst, \port$4462$488 , acc, en, q, clk);
   input en;
   wire en;
   wire [17:0] mul;
-  input [60:0] \port$4462$488 ;
-  wire [60:0] \port$4462$488 ;
+  input [60:0] \port$4445$488 ;
+  wire [60:0] \port$4445$488 ;
   reg [36:0] prod = 37'h0000000000;
   output [7:0] q;
   reg [7:0] q = 8'h00;
@@ -4271,7 +4225,7 @@ module \bchw_top.engine0.requant8 (rst, \port$4462$488 , acc, en, q, clk);
   reg [4:0] shift2 = 5'h00;
   wire [38:0] shifted;
   reg [38:0] total = 39'h0000000000;
-  assign \$1  = $signed(acc) * $signed(\port$4462$488 [17:0]);
+  assign \$1  = $signed(acc) * $signed(\port$4445$488 [17:0]);
   assign \$2  = $signed(prod) + $signed(bias1);
   assign \$3  = $signed(shifted) < $signed(1'h0);
   assign \$4  = $signed(shifted) > $signed(9'h0ff);
@@ -4301,14 +4255,14 @@ module \bchw_top.engine0.requant8 (rst, \port$4462$488 , acc, en, q, clk);
     if (\$auto$verilog_backend.cc:2355:dump_module$18 ) begin end
     \$8  = bias1;
     if (en) begin
-      \$8  = \port$4462$488 [60:23];
+      \$8  = \port$4445$488 [60:23];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$18 ) begin end
     \$9  = shift1;
     if (en) begin
-      \$9  = \port$4462$488 [22:18];
+      \$9  = \port$4445$488 [22:18];
     end
   end
   always @* begin
@@ -4335,13 +4289,13 @@ module \bchw_top.engine0.requant8 (rst, \port$4462$488 , acc, en, q, clk);
       \$12  = 8'h00;
     end
   end
-  assign mul = \port$4462$488 [17:0];
-  assign bias = \port$4462$488 [60:23];
-  assign shift = \port$4462$488 [22:18];
+  assign mul = \port$4445$488 [17:0];
+  assign bias = \port$4445$488 [60:23];
+  assign shift = \port$4445$488 [22:18];
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine0.requant9 (rst, \port$4462$549 , acc, en, q, clk);
+module \bchw_top.engine0.requant9 (rst, \port$4445$549 , acc, en, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$19  = 0;
   wire [36:0] \$1 ;
   reg [38:0] \$10 ;
@@ -4364,8 +4318,8 @@ module \bchw_top.engine0.requant9 (rst, \port$4462$549 , acc, en, q, clk);
   input en;
   wire en;
   wire [17:0] mul;
-  input [60:0] \port$4462$549 ;
-  wire [60:0] \port$4462$549 ;
+  input [60:0] \port$4445$549 ;
+  wire [60:0] \port$4445$549 ;
   reg [36:0] prod = 37'h0000000000;
   output [7:0] q;
   reg [7:0] q = 8'h00;
@@ -4376,7 +4330,7 @@ module \bchw_top.engine0.requant9 (rst, \port$4462$549 , acc, en, q, clk);
   reg [4:0] shift2 = 5'h00;
   wire [38:0] shifted;
   reg [38:0] total = 39'h0000000000;
-  assign \$1  = $signed(acc) * $signed(\port$4462$549 [17:0]);
+  assign \$1  = $signed(acc) * $signed(\port$4445$549 [17:0]);
   assign \$2  = $signed(prod) + $signed(bias1);
   assign \$3  = $signed(shifted) < $signed(1'h0);
   assign \$4  = $signed(shifted) > $signed(9'h0ff);
@@ -4406,14 +4360,14 @@ module \bchw_top.engine0.requant9 (rst, \port$4462$549 , acc, en, q, clk);
     if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
     \$8  = bias1;
     if (en) begin
-      \$8  = \port$4462$549 [60:23];
+      \$8  = \port$4445$549 [60:23];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
     \$9  = shift1;
     if (en) begin
-      \$9  = \port$4462$549 [22:18];
+      \$9  = \port$4445$549 [22:18];
     end
   end
   always @* begin
@@ -4440,9 +4394,9 @@ module \bchw_top.engine0.requant9 (rst, \port$4462$549 , acc, en, q, clk);
       \$12  = 8'h00;
     end
   end
-  assign mul = \port$4462$549 [17:0];
-  assign bias = \port$4462$549 [60:23];
-  assign shift = \port$4462$549 [22:18];
+  assign mul = \port$4445$549 [17:0];
+  assign bias = \port$4445$549 [60:23];
+  assign shift = \port$4445$549 [22:18];
 endmodule
 
 (* generator = "Amaranth" *)
@@ -17285,13 +17239,10 @@ module \bchw_top.engine0.weights (data, addr, en, clk);
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine1 (rst, s__ready, m__ready, s__valid, s__payload, m__valid, m__payload, clk);
+module \bchw_top.engine1 (rst, s__ready, m__ready, s__payload, s__valid, m__payload, m__valid, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$36  = 0;
   wire \$1 ;
   wire \$10 ;
-  reg \$100 ;
-  reg [2047:0] \$101 ;
-  reg [1919:0] \$102 ;
   wire \$11 ;
   wire \$12 ;
   wire [16:0] \$13 ;
@@ -17340,30 +17291,30 @@ module \bchw_top.engine1 (rst, s__ready, m__ready, s__valid, s__payload, m__vali
   wire \$52 ;
   wire \$53 ;
   wire \$54 ;
-  wire \$55 ;
-  wire \$56 ;
-  wire \$57 ;
-  reg \$58 ;
-  reg [7:0] \$59 ;
+  reg \$55 ;
+  reg [7:0] \$56 ;
+  reg [3:0] \$57 ;
+  reg [3:0] \$58 ;
+  reg \$59 ;
   wire \$6 ;
-  reg [3:0] \$60 ;
-  reg [3:0] \$61 ;
-  reg \$62 ;
-  reg [2047:0] \$63 ;
-  reg [127:0] \$64 ;
-  reg [127:0] \$65 ;
-  reg [255:0] \$66 ;
+  reg [2047:0] \$60 ;
+  reg [127:0] \$61 ;
+  reg [127:0] \$62 ;
+  reg [255:0] \$63 ;
+  reg [7:0] \$64 ;
+  reg [7:0] \$65 ;
+  reg [7:0] \$66 ;
   reg [7:0] \$67 ;
   reg [7:0] \$68 ;
   reg [7:0] \$69 ;
   wire [4:0] \$7 ;
   reg [7:0] \$70 ;
-  reg [7:0] \$71 ;
-  reg [7:0] \$72 ;
-  reg [7:0] \$73 ;
-  reg [943:0] \$74 ;
-  reg \$75 ;
-  reg \$76 ;
+  reg [943:0] \$71 ;
+  reg \$72 ;
+  reg \$73 ;
+  reg [16:0] \$74 ;
+  reg [16:0] \$75 ;
+  reg [16:0] \$76 ;
   reg [16:0] \$77 ;
   reg [16:0] \$78 ;
   reg [16:0] \$79 ;
@@ -17379,16 +17330,15 @@ module \bchw_top.engine1 (rst, s__ready, m__ready, s__valid, s__payload, m__vali
   reg [16:0] \$88 ;
   reg [16:0] \$89 ;
   wire \$9 ;
-  reg [16:0] \$90 ;
-  reg [16:0] \$91 ;
-  reg [16:0] \$92 ;
+  reg \$90 ;
+  reg \$91 ;
+  reg \$92 ;
   reg \$93 ;
   reg \$94 ;
   reg \$95 ;
-  reg \$96 ;
+  reg [2047:0] \$96 ;
   reg \$97 ;
   reg \$98 ;
-  reg \$99 ;
   reg [16:0] acc = 17'h00000;
   reg [16:0] \acc$104  = 17'h00000;
   reg [16:0] \acc$110  = 17'h00000;
@@ -17460,9 +17410,8 @@ module \bchw_top.engine1 (rst, s__ready, m__ready, s__valid, s__payload, m__vali
   reg busy = 1'h0;
   input clk;
   wire clk;
-  reg [1919:0] collected = 1920'h000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000;
   wire [255:0] data;
-  wire [943:0] \data$175 ;
+  wire [943:0] \data$177 ;
   reg en = 1'h1;
   (* init = 1'h1 *)
   wire \en$103 ;
@@ -17566,6 +17515,8 @@ module \bchw_top.engine1 (rst, s__ready, m__ready, s__valid, s__payload, m__vali
   wire out_done;
   reg [943:0] params_d0 = 944'h00000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000;
   wire [7:0] q;
+  wire [7:0] \q$201 ;
+  wire [7:0] \q$202 ;
   wire [7:0] \q$203 ;
   wire [7:0] \q$204 ;
   wire [7:0] \q$205 ;
@@ -17579,8 +17530,6 @@ module \bchw_top.engine1 (rst, s__ready, m__ready, s__valid, s__payload, m__vali
   wire [7:0] \q$213 ;
   wire [7:0] \q$214 ;
   wire [7:0] \q$215 ;
-  wire [7:0] \q$216 ;
-  wire [7:0] \q$217 ;
   reg qe_d0 = 1'h0;
   reg qe_d1 = 1'h0;
   reg qe_last_d0 = 1'h0;
@@ -17615,8 +17564,6 @@ module \bchw_top.engine1 (rst, s__ready, m__ready, s__valid, s__payload, m__vali
   (* init = 8'h00 *)
   wire [7:0] step;
   wire [12:0] sum;
-  wire [12:0] \sum$179 ;
-  wire [12:0] \sum$180 ;
   wire [12:0] \sum$181 ;
   wire [12:0] \sum$182 ;
   wire [12:0] \sum$183 ;
@@ -17630,6 +17577,10 @@ module \bchw_top.engine1 (rst, s__ready, m__ready, s__valid, s__payload, m__vali
   wire [12:0] \sum$191 ;
   wire [12:0] \sum$192 ;
   wire [12:0] \sum$193 ;
+  wire [12:0] \sum$194 ;
+  wire [12:0] \sum$195 ;
+  (* init = 2048'h00000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000 *)
+  wire [2047:0] vector;
   wire [15:0] w;
   wire [15:0] \w$14 ;
   wire [15:0] \w$17 ;
@@ -17682,7 +17633,6 @@ module \bchw_top.engine1 (rst, s__ready, m__ready, s__valid, s__payload, m__vali
   (* init = 128'h00000000000000000000000000000000 *)
   wire [127:0] x_d1;
   reg [2047:0] xbuf = 2048'h00000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000;
-  assign \$1  = ~ busy;
   assign \$2  = \$1  | last_step;
   assign s__ready = en & \$2 ;
   assign out_done = qv_last_d0 & qe_last_d0;
@@ -17699,149 +17649,145 @@ module \bchw_top.engine1 (rst, s__ready, m__ready, s__valid, s__payload, m__vali
   assign \$13  = ft_d0[1] ? 17'h00000 : acc;
   assign \$14  = $signed(\$13 ) + $signed(sum);
   assign \$15  = ft_d0[1] ? 17'h00000 : \acc$68 ;
-  assign \$16  = $signed(\$15 ) + $signed(\sum$179 );
+  assign \$16  = $signed(\$15 ) + $signed(\sum$181 );
   assign \$17  = ft_d0[1] ? 17'h00000 : \acc$74 ;
-  assign \$18  = $signed(\$17 ) + $signed(\sum$180 );
+  assign \$18  = $signed(\$17 ) + $signed(\sum$182 );
   assign \$19  = ft_d0[1] ? 17'h00000 : \acc$80 ;
-  assign \$20  = $signed(\$19 ) + $signed(\sum$181 );
+  assign \$20  = $signed(\$19 ) + $signed(\sum$183 );
   assign \$21  = ft_d0[1] ? 17'h00000 : \acc$86 ;
-  assign \$22  = $signed(\$21 ) + $signed(\sum$182 );
+  assign \$22  = $signed(\$21 ) + $signed(\sum$184 );
   assign \$23  = ft_d0[1] ? 17'h00000 : \acc$92 ;
-  assign \$24  = $signed(\$23 ) + $signed(\sum$183 );
+  assign \$24  = $signed(\$23 ) + $signed(\sum$185 );
   assign \$25  = ft_d0[1] ? 17'h00000 : \acc$98 ;
-  assign \$26  = $signed(\$25 ) + $signed(\sum$184 );
+  assign \$26  = $signed(\$25 ) + $signed(\sum$186 );
   assign \$27  = ft_d0[1] ? 17'h00000 : \acc$104 ;
-  assign \$28  = $signed(\$27 ) + $signed(\sum$185 );
+  assign \$28  = $signed(\$27 ) + $signed(\sum$187 );
   assign \$29  = ft_d0[1] ? 17'h00000 : \acc$110 ;
-  assign \$30  = $signed(\$29 ) + $signed(\sum$186 );
+  assign \$30  = $signed(\$29 ) + $signed(\sum$188 );
   assign \$31  = ft_d0[1] ? 17'h00000 : \acc$116 ;
-  assign \$32  = $signed(\$31 ) + $signed(\sum$187 );
+  assign \$32  = $signed(\$31 ) + $signed(\sum$189 );
   assign \$33  = ft_d0[1] ? 17'h00000 : \acc$122 ;
-  assign \$34  = $signed(\$33 ) + $signed(\sum$188 );
+  assign \$34  = $signed(\$33 ) + $signed(\sum$190 );
   assign \$35  = ft_d0[1] ? 17'h00000 : \acc$128 ;
-  assign \$36  = $signed(\$35 ) + $signed(\sum$189 );
+  assign \$36  = $signed(\$35 ) + $signed(\sum$191 );
   assign \$37  = ft_d0[1] ? 17'h00000 : \acc$134 ;
-  assign \$38  = $signed(\$37 ) + $signed(\sum$190 );
+  assign \$38  = $signed(\$37 ) + $signed(\sum$192 );
   assign \$39  = ft_d0[1] ? 17'h00000 : \acc$140 ;
-  assign \$40  = $signed(\$39 ) + $signed(\sum$191 );
+  assign \$40  = $signed(\$39 ) + $signed(\sum$193 );
   assign \$41  = ft_d0[1] ? 17'h00000 : \acc$146 ;
-  assign \$42  = $signed(\$41 ) + $signed(\sum$192 );
+  assign \$42  = $signed(\$41 ) + $signed(\sum$194 );
   assign \$43  = ft_d0[1] ? 17'h00000 : \acc$152 ;
-  assign \$44  = $signed(\$43 ) + $signed(\sum$193 );
-  assign \$45  = en & out_done;
-  assign \$46  = ~ m__ready;
-  assign \$47  = m__valid & \$46 ;
-  assign \$48  = \$45  | \$47 ;
-  assign \$49  = qv_d1 & qe_d1;
-  assign \$50  = en ? \$49  : out_done;
-  assign \$51  = \$48  & \$50 ;
-  assign \$52  = ~ \$51 ;
-  assign \$53  = en & qv_last_d0;
-  assign \$54  = \$53  & qe_last_d0;
-  assign \$55  = en & qv_last_d0;
-  assign \$56  = ~ qe_last_d0;
-  assign \$57  = \$55  & \$56 ;
+  assign \$44  = $signed(\$43 ) + $signed(\sum$195 );
+  assign \$45  = en & qv_last_d0;
+  assign \$46  = en & qv_last_d0;
+  assign \$47  = \$46  & qe_last_d0;
+  assign \$48  = en & out_done;
+  assign \$49  = ~ m__ready;
+  assign \$50  = m__valid & \$49 ;
+  assign \$51  = \$48  | \$50 ;
+  assign \$52  = en ? qv_d1 : qv_last_d0;
+  assign \$53  = \$51  & \$52 ;
+  assign \$54  = ~ \$53 ;
   always @(posedge clk)
-    busy <= \$58 ;
+    busy <= \$55 ;
   always @(posedge clk)
-    addr <= \$59 ;
+    addr <= \$56 ;
   always @(posedge clk)
-    sfc <= \$60 ;
+    sfc <= \$57 ;
   always @(posedge clk)
-    nfc <= \$61 ;
+    nfc <= \$58 ;
   always @(posedge clk)
-    last_step <= \$62 ;
+    last_step <= \$59 ;
   always @(posedge clk)
-    xbuf <= \$63 ;
+    xbuf <= \$60 ;
   always @(posedge clk)
-    x_d0 <= \$64 ;
+    x_d0 <= \$61 ;
   always @(posedge clk)
-    x <= \$65 ;
+    x <= \$62 ;
   always @(posedge clk)
-    wdata_d0 <= \$66 ;
+    wdata_d0 <= \$63 ;
   always @(posedge clk)
-    f1_d0 <= \$67 ;
+    f1_d0 <= \$64 ;
   always @(posedge clk)
-    f1_d1 <= \$68 ;
+    f1_d1 <= \$65 ;
   always @(posedge clk)
-    fp_d0 <= \$69 ;
+    fp_d0 <= \$66 ;
   always @(posedge clk)
-    fp_d1 <= \$70 ;
+    fp_d1 <= \$67 ;
   always @(posedge clk)
-    fp_d2 <= \$71 ;
+    fp_d2 <= \$68 ;
   always @(posedge clk)
-    fp_d3 <= \$72 ;
+    fp_d3 <= \$69 ;
   always @(posedge clk)
-    ft_d0 <= \$73 ;
+    ft_d0 <= \$70 ;
   always @(posedge clk)
-    params_d0 <= \$74 ;
+    params_d0 <= \$71 ;
   always @(posedge clk)
-    acc_valid <= \$75 ;
+    acc_valid <= \$72 ;
   always @(posedge clk)
-    acc_end <= \$76 ;
+    acc_end <= \$73 ;
   always @(posedge clk)
-    acc <= \$77 ;
+    acc <= \$74 ;
   always @(posedge clk)
-    \acc$68  <= \$78 ;
+    \acc$68  <= \$75 ;
   always @(posedge clk)
-    \acc$74  <= \$79 ;
+    \acc$74  <= \$76 ;
   always @(posedge clk)
-    \acc$80  <= \$80 ;
+    \acc$80  <= \$77 ;
   always @(posedge clk)
-    \acc$86  <= \$81 ;
+    \acc$86  <= \$78 ;
   always @(posedge clk)
-    \acc$92  <= \$82 ;
+    \acc$92  <= \$79 ;
   always @(posedge clk)
-    \acc$98  <= \$83 ;
+    \acc$98  <= \$80 ;
   always @(posedge clk)
-    \acc$104  <= \$84 ;
+    \acc$104  <= \$81 ;
   always @(posedge clk)
-    \acc$110  <= \$85 ;
+    \acc$110  <= \$82 ;
   always @(posedge clk)
-    \acc$116  <= \$86 ;
+    \acc$116  <= \$83 ;
   always @(posedge clk)
-    \acc$122  <= \$87 ;
+    \acc$122  <= \$84 ;
   always @(posedge clk)
-    \acc$128  <= \$88 ;
+    \acc$128  <= \$85 ;
   always @(posedge clk)
-    \acc$134  <= \$89 ;
+    \acc$134  <= \$86 ;
   always @(posedge clk)
-    \acc$140  <= \$90 ;
+    \acc$140  <= \$87 ;
   always @(posedge clk)
-    \acc$146  <= \$91 ;
+    \acc$146  <= \$88 ;
   always @(posedge clk)
-    \acc$152  <= \$92 ;
+    \acc$152  <= \$89 ;
   always @(posedge clk)
-    qv_d0 <= \$93 ;
+    qv_d0 <= \$90 ;
   always @(posedge clk)
-    qv_d1 <= \$94 ;
+    qv_d1 <= \$91 ;
   always @(posedge clk)
-    qe_d0 <= \$95 ;
+    qe_d0 <= \$92 ;
   always @(posedge clk)
-    qe_d1 <= \$96 ;
+    qe_d1 <= \$93 ;
   always @(posedge clk)
-    qv_last_d0 <= \$97 ;
+    qv_last_d0 <= \$94 ;
   always @(posedge clk)
-    qe_last_d0 <= \$98 ;
+    qe_last_d0 <= \$95 ;
   always @(posedge clk)
-    en <= \$99 ;
+    m__payload <= \$96 ;
   always @(posedge clk)
-    m__valid <= \$100 ;
+    m__valid <= \$97 ;
   always @(posedge clk)
-    m__payload <= \$101 ;
-  always @(posedge clk)
-    collected <= \$102 ;
+    en <= \$98 ;
+  assign \$1  = ~ busy;
   \bchw_top.engine1.params  params (
     .addr(fp_d3[7:4]),
     .clk(clk),
-    .data(\data$175 ),
+    .data(\data$177 ),
     .en(en)
   );
   \bchw_top.engine1.requant0  requant0 (
     .acc(acc),
     .clk(clk),
     .en(en),
-    .\port$6570$0 (params_d0[58:0]),
+    .\port$6551$0 (params_d0[58:0]),
     .q(q),
     .rst(rst)
   );
@@ -17849,120 +17795,120 @@ module \bchw_top.engine1 (rst, s__ready, m__ready, s__valid, s__payload, m__vali
     .acc(\acc$68 ),
     .clk(clk),
     .en(en),
-    .\port$6570$59 (params_d0[117:59]),
-    .q(\q$203 ),
+    .\port$6551$59 (params_d0[117:59]),
+    .q(\q$201 ),
     .rst(rst)
   );
   \bchw_top.engine1.requant10  requant10 (
     .acc(\acc$122 ),
     .clk(clk),
     .en(en),
-    .\port$6570$590 (params_d0[648:590]),
-    .q(\q$212 ),
+    .\port$6551$590 (params_d0[648:590]),
+    .q(\q$210 ),
     .rst(rst)
   );
   \bchw_top.engine1.requant11  requant11 (
     .acc(\acc$128 ),
     .clk(clk),
     .en(en),
-    .\port$6570$649 (params_d0[707:649]),
-    .q(\q$213 ),
+    .\port$6551$649 (params_d0[707:649]),
+    .q(\q$211 ),
     .rst(rst)
   );
   \bchw_top.engine1.requant12  requant12 (
     .acc(\acc$134 ),
     .clk(clk),
     .en(en),
-    .\port$6570$708 (params_d0[766:708]),
-    .q(\q$214 ),
+    .\port$6551$708 (params_d0[766:708]),
+    .q(\q$212 ),
     .rst(rst)
   );
   \bchw_top.engine1.requant13  requant13 (
     .acc(\acc$140 ),
     .clk(clk),
     .en(en),
-    .\port$6570$767 (params_d0[825:767]),
-    .q(\q$215 ),
+    .\port$6551$767 (params_d0[825:767]),
+    .q(\q$213 ),
     .rst(rst)
   );
   \bchw_top.engine1.requant14  requant14 (
     .acc(\acc$146 ),
     .clk(clk),
     .en(en),
-    .\port$6570$826 (params_d0[884:826]),
-    .q(\q$216 ),
+    .\port$6551$826 (params_d0[884:826]),
+    .q(\q$214 ),
     .rst(rst)
   );
   \bchw_top.engine1.requant15  requant15 (
     .acc(\acc$152 ),
     .clk(clk),
     .en(en),
-    .\port$6570$885 (params_d0[943:885]),
-    .q(\q$217 ),
+    .\port$6551$885 (params_d0[943:885]),
+    .q(\q$215 ),
     .rst(rst)
   );
   \bchw_top.engine1.requant2  requant2 (
     .acc(\acc$74 ),
     .clk(clk),
     .en(en),
-    .\port$6570$118 (params_d0[176:118]),
-    .q(\q$204 ),
+    .\port$6551$118 (params_d0[176:118]),
+    .q(\q$202 ),
     .rst(rst)
   );
   \bchw_top.engine1.requant3  requant3 (
     .acc(\acc$80 ),
     .clk(clk),
     .en(en),
-    .\port$6570$177 (params_d0[235:177]),
-    .q(\q$205 ),
+    .\port$6551$177 (params_d0[235:177]),
+    .q(\q$203 ),
     .rst(rst)
   );
   \bchw_top.engine1.requant4  requant4 (
     .acc(\acc$86 ),
     .clk(clk),
     .en(en),
-    .\port$6570$236 (params_d0[294:236]),
-    .q(\q$206 ),
+    .\port$6551$236 (params_d0[294:236]),
+    .q(\q$204 ),
     .rst(rst)
   );
   \bchw_top.engine1.requant5  requant5 (
     .acc(\acc$92 ),
     .clk(clk),
     .en(en),
-    .\port$6570$295 (params_d0[353:295]),
-    .q(\q$207 ),
+    .\port$6551$295 (params_d0[353:295]),
+    .q(\q$205 ),
     .rst(rst)
   );
   \bchw_top.engine1.requant6  requant6 (
     .acc(\acc$98 ),
     .clk(clk),
     .en(en),
-    .\port$6570$354 (params_d0[412:354]),
-    .q(\q$208 ),
+    .\port$6551$354 (params_d0[412:354]),
+    .q(\q$206 ),
     .rst(rst)
   );
   \bchw_top.engine1.requant7  requant7 (
     .acc(\acc$104 ),
     .clk(clk),
     .en(en),
-    .\port$6570$413 (params_d0[471:413]),
-    .q(\q$209 ),
+    .\port$6551$413 (params_d0[471:413]),
+    .q(\q$207 ),
     .rst(rst)
   );
   \bchw_top.engine1.requant8  requant8 (
     .acc(\acc$110 ),
     .clk(clk),
     .en(en),
-    .\port$6570$472 (params_d0[530:472]),
-    .q(\q$210 ),
+    .\port$6551$472 (params_d0[530:472]),
+    .q(\q$208 ),
     .rst(rst)
   );
   \bchw_top.engine1.requant9  requant9 (
     .acc(\acc$116 ),
     .clk(clk),
     .en(en),
-    .\port$6570$531 (params_d0[589:531]),
-    .q(\q$211 ),
+    .\port$6551$531 (params_d0[589:531]),
+    .q(\q$209 ),
     .rst(rst)
   );
   \bchw_top.engine1.tree0  tree0 (
@@ -17976,7 +17922,7 @@ module \bchw_top.engine1 (rst, s__ready, m__ready, s__valid, s__payload, m__vali
   \bchw_top.engine1.tree1  tree1 (
     .clk(clk),
     .en(en),
-    .l4_0(\sum$179 ),
+    .l4_0(\sum$181 ),
     .rst(rst),
     .w(wdata_d0[31:16]),
     .x(x)
@@ -17984,7 +17930,7 @@ module \bchw_top.engine1 (rst, s__ready, m__ready, s__valid, s__payload, m__vali
   \bchw_top.engine1.tree10  tree10 (
     .clk(clk),
     .en(en),
-    .l4_0(\sum$188 ),
+    .l4_0(\sum$190 ),
     .rst(rst),
     .w(wdata_d0[175:160]),
     .x(x)
@@ -17992,7 +17938,7 @@ module \bchw_top.engine1 (rst, s__ready, m__ready, s__valid, s__payload, m__vali
   \bchw_top.engine1.tree11  tree11 (
     .clk(clk),
     .en(en),
-    .l4_0(\sum$189 ),
+    .l4_0(\sum$191 ),
     .rst(rst),
     .w(wdata_d0[191:176]),
     .x(x)
@@ -18000,7 +17946,7 @@ module \bchw_top.engine1 (rst, s__ready, m__ready, s__valid, s__payload, m__vali
   \bchw_top.engine1.tree12  tree12 (
     .clk(clk),
     .en(en),
-    .l4_0(\sum$190 ),
+    .l4_0(\sum$192 ),
     .rst(rst),
     .w(wdata_d0[207:192]),
     .x(x)
@@ -18008,7 +17954,7 @@ module \bchw_top.engine1 (rst, s__ready, m__ready, s__valid, s__payload, m__vali
   \bchw_top.engine1.tree13  tree13 (
     .clk(clk),
     .en(en),
-    .l4_0(\sum$191 ),
+    .l4_0(\sum$193 ),
     .rst(rst),
     .w(wdata_d0[223:208]),
     .x(x)
@@ -18016,7 +17962,7 @@ module \bchw_top.engine1 (rst, s__ready, m__ready, s__valid, s__payload, m__vali
   \bchw_top.engine1.tree14  tree14 (
     .clk(clk),
     .en(en),
-    .l4_0(\sum$192 ),
+    .l4_0(\sum$194 ),
     .rst(rst),
     .w(wdata_d0[239:224]),
     .x(x)
@@ -18024,7 +17970,7 @@ module \bchw_top.engine1 (rst, s__ready, m__ready, s__valid, s__payload, m__vali
   \bchw_top.engine1.tree15  tree15 (
     .clk(clk),
     .en(en),
-    .l4_0(\sum$193 ),
+    .l4_0(\sum$195 ),
     .rst(rst),
     .w(wdata_d0[255:240]),
     .x(x)
@@ -18032,7 +17978,7 @@ module \bchw_top.engine1 (rst, s__ready, m__ready, s__valid, s__payload, m__vali
   \bchw_top.engine1.tree2  tree2 (
     .clk(clk),
     .en(en),
-    .l4_0(\sum$180 ),
+    .l4_0(\sum$182 ),
     .rst(rst),
     .w(wdata_d0[47:32]),
     .x(x)
@@ -18040,7 +17986,7 @@ module \bchw_top.engine1 (rst, s__ready, m__ready, s__valid, s__payload, m__vali
   \bchw_top.engine1.tree3  tree3 (
     .clk(clk),
     .en(en),
-    .l4_0(\sum$181 ),
+    .l4_0(\sum$183 ),
     .rst(rst),
     .w(wdata_d0[63:48]),
     .x(x)
@@ -18048,7 +17994,7 @@ module \bchw_top.engine1 (rst, s__ready, m__ready, s__valid, s__payload, m__vali
   \bchw_top.engine1.tree4  tree4 (
     .clk(clk),
     .en(en),
-    .l4_0(\sum$182 ),
+    .l4_0(\sum$184 ),
     .rst(rst),
     .w(wdata_d0[79:64]),
     .x(x)
@@ -18056,7 +18002,7 @@ module \bchw_top.engine1 (rst, s__ready, m__ready, s__valid, s__payload, m__vali
   \bchw_top.engine1.tree5  tree5 (
     .clk(clk),
     .en(en),
-    .l4_0(\sum$183 ),
+    .l4_0(\sum$185 ),
     .rst(rst),
     .w(wdata_d0[95:80]),
     .x(x)
@@ -18064,7 +18010,7 @@ module \bchw_top.engine1 (rst, s__ready, m__ready, s__valid, s__payload, m__vali
   \bchw_top.engine1.tree6  tree6 (
     .clk(clk),
     .en(en),
-    .l4_0(\sum$184 ),
+    .l4_0(\sum$186 ),
     .rst(rst),
     .w(wdata_d0[111:96]),
     .x(x)
@@ -18072,7 +18018,7 @@ module \bchw_top.engine1 (rst, s__ready, m__ready, s__valid, s__payload, m__vali
   \bchw_top.engine1.tree7  tree7 (
     .clk(clk),
     .en(en),
-    .l4_0(\sum$185 ),
+    .l4_0(\sum$187 ),
     .rst(rst),
     .w(wdata_d0[127:112]),
     .x(x)
@@ -18080,7 +18026,7 @@ module \bchw_top.engine1 (rst, s__ready, m__ready, s__valid, s__payload, m__vali
   \bchw_top.engine1.tree8  tree8 (
     .clk(clk),
     .en(en),
-    .l4_0(\sum$186 ),
+    .l4_0(\sum$188 ),
     .rst(rst),
     .w(wdata_d0[143:128]),
     .x(x)
@@ -18088,7 +18034,7 @@ module \bchw_top.engine1 (rst, s__ready, m__ready, s__valid, s__payload, m__vali
   \bchw_top.engine1.tree9  tree9 (
     .clk(clk),
     .en(en),
-    .l4_0(\sum$187 ),
+    .l4_0(\sum$189 ),
     .rst(rst),
     .w(wdata_d0[159:144]),
     .x(x)
@@ -18101,124 +18047,154 @@ module \bchw_top.engine1 (rst, s__ready, m__ready, s__valid, s__payload, m__vali
   );
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
-    \$58  = busy;
+    \$55  = busy;
     if (en) begin
       if (\$3 ) begin
-        \$58  = 1'h1;
+        \$55  = 1'h1;
       end else if (last_step) begin
-        \$58  = 1'h0;
+        \$55  = 1'h0;
       end
     end
     if (rst) begin
-      \$58  = 1'h0;
+      \$55  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
-    \$59  = addr;
+    \$56  = addr;
     if (en) begin
       if (\$3 ) begin
-        \$59  = 8'h00;
+        \$56  = 8'h00;
       end else if (last_step) begin
       end else if (busy) begin
-        \$59  = \$4 [7:0];
+        \$56  = \$4 [7:0];
       end
     end
     if (rst) begin
-      \$59  = 8'h00;
+      \$56  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
-    \$60  = sfc;
+    \$57  = sfc;
     if (en) begin
       if (\$3 ) begin
-        \$60  = 4'h0;
+        \$57  = 4'h0;
       end else if (last_step) begin
       end else if (busy) begin
         (* full_case = 32'd1 *)
         if (\$6 ) begin
-          \$60  = 4'h0;
+          \$57  = 4'h0;
         end else begin
-          \$60  = \$8 [3:0];
+          \$57  = \$8 [3:0];
         end
       end
     end
     if (rst) begin
-      \$60  = 4'h0;
+      \$57  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
-    \$61  = nfc;
+    \$58  = nfc;
     if (en) begin
       if (\$3 ) begin
-        \$61  = 4'h0;
+        \$58  = 4'h0;
       end else if (last_step) begin
       end else if (busy) begin
         if (\$6 ) begin
-          \$61  = \$7 [3:0];
+          \$58  = \$7 [3:0];
         end
       end
     end
     if (rst) begin
-      \$61  = 4'h0;
+      \$58  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
-    \$62  = last_step;
+    \$59  = last_step;
     if (en) begin
       if (\$3 ) begin
-        \$62  = 1'h0;
+        \$59  = 1'h0;
       end else if (last_step) begin
-        \$62  = 1'h0;
+        \$59  = 1'h0;
       end else if (busy) begin
-        \$62  = \$5 ;
+        \$59  = \$5 ;
       end
     end
     if (rst) begin
-      \$62  = 1'h0;
+      \$59  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
-    \$63  = xbuf;
+    \$60  = xbuf;
     if (en) begin
       if (\$3 ) begin
-        \$63  = s__payload;
+        \$60  = s__payload;
       end else if (last_step) begin
       end else if (busy) begin
-        \$63  = { xbuf[127:0], xbuf[2047:128] };
+        \$60  = { xbuf[127:0], xbuf[2047:128] };
       end
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
-    \$64  = x_d0;
+    \$61  = x_d0;
     if (en) begin
-      \$64  = xbuf[127:0];
+      \$61  = xbuf[127:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
-    \$65  = x;
+    \$62  = x;
     if (en) begin
-      \$65  = x_d0;
+      \$62  = x_d0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
-    \$66  = wdata_d0;
+    \$63  = wdata_d0;
     if (en) begin
-      \$66  = data;
+      \$63  = data;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
-    \$67  = f1_d0;
+    \$64  = f1_d0;
     if (en) begin
-      \$67  = { nfc, last_step, \$10 , \$9 , busy };
+      \$64  = { nfc, last_step, \$10 , \$9 , busy };
+    end
+    if (rst) begin
+      \$64  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
+    \$65  = f1_d1;
+    if (en) begin
+      \$65  = f1_d0;
+    end
+    if (rst) begin
+      \$65  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
+    \$66  = fp_d0;
+    if (en) begin
+      \$66  = f1_d1;
+    end
+    if (rst) begin
+      \$66  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
+    \$67  = fp_d1;
+    if (en) begin
+      \$67  = fp_d0;
     end
     if (rst) begin
       \$67  = 8'h00;
@@ -18226,9 +18202,9 @@ module \bchw_top.engine1 (rst, s__ready, m__ready, s__valid, s__payload, m__vali
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
-    \$68  = f1_d1;
+    \$68  = fp_d2;
     if (en) begin
-      \$68  = f1_d0;
+      \$68  = fp_d1;
     end
     if (rst) begin
       \$68  = 8'h00;
@@ -18236,9 +18212,9 @@ module \bchw_top.engine1 (rst, s__ready, m__ready, s__valid, s__payload, m__vali
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
-    \$69  = fp_d0;
+    \$69  = fp_d3;
     if (en) begin
-      \$69  = f1_d1;
+      \$69  = fp_d2;
     end
     if (rst) begin
       \$69  = 8'h00;
@@ -18246,9 +18222,9 @@ module \bchw_top.engine1 (rst, s__ready, m__ready, s__valid, s__payload, m__vali
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
-    \$70  = fp_d1;
+    \$70  = ft_d0;
     if (en) begin
-      \$70  = fp_d0;
+      \$70  = fp_d3;
     end
     if (rst) begin
       \$70  = 8'h00;
@@ -18256,210 +18232,210 @@ module \bchw_top.engine1 (rst, s__ready, m__ready, s__valid, s__payload, m__vali
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
-    \$71  = fp_d2;
+    \$71  = params_d0;
     if (en) begin
-      \$71  = fp_d1;
+      \$71  = \data$177 ;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
+    \$72  = acc_valid;
+    if (en) begin
+      \$72  = \$11 ;
     end
     if (rst) begin
-      \$71  = 8'h00;
+      \$72  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
-    \$72  = fp_d3;
+    \$73  = acc_end;
     if (en) begin
-      \$72  = fp_d2;
+      \$73  = \$12 ;
     end
     if (rst) begin
-      \$72  = 8'h00;
+      \$73  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
-    \$73  = ft_d0;
+    \$74  = acc;
     if (en) begin
-      \$73  = fp_d3;
+      if (ft_d0[0]) begin
+        \$74  = \$14 [16:0];
+      end
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
+    \$75  = \acc$68 ;
+    if (en) begin
+      if (ft_d0[0]) begin
+        \$75  = \$16 [16:0];
+      end
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
+    \$76  = \acc$74 ;
+    if (en) begin
+      if (ft_d0[0]) begin
+        \$76  = \$18 [16:0];
+      end
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
+    \$77  = \acc$80 ;
+    if (en) begin
+      if (ft_d0[0]) begin
+        \$77  = \$20 [16:0];
+      end
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
+    \$78  = \acc$86 ;
+    if (en) begin
+      if (ft_d0[0]) begin
+        \$78  = \$22 [16:0];
+      end
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
+    \$79  = \acc$92 ;
+    if (en) begin
+      if (ft_d0[0]) begin
+        \$79  = \$24 [16:0];
+      end
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
+    \$80  = \acc$98 ;
+    if (en) begin
+      if (ft_d0[0]) begin
+        \$80  = \$26 [16:0];
+      end
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
+    \$81  = \acc$104 ;
+    if (en) begin
+      if (ft_d0[0]) begin
+        \$81  = \$28 [16:0];
+      end
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
+    \$82  = \acc$110 ;
+    if (en) begin
+      if (ft_d0[0]) begin
+        \$82  = \$30 [16:0];
+      end
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
+    \$83  = \acc$116 ;
+    if (en) begin
+      if (ft_d0[0]) begin
+        \$83  = \$32 [16:0];
+      end
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
+    \$84  = \acc$122 ;
+    if (en) begin
+      if (ft_d0[0]) begin
+        \$84  = \$34 [16:0];
+      end
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
+    \$85  = \acc$128 ;
+    if (en) begin
+      if (ft_d0[0]) begin
+        \$85  = \$36 [16:0];
+      end
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
+    \$86  = \acc$134 ;
+    if (en) begin
+      if (ft_d0[0]) begin
+        \$86  = \$38 [16:0];
+      end
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
+    \$87  = \acc$140 ;
+    if (en) begin
+      if (ft_d0[0]) begin
+        \$87  = \$40 [16:0];
+      end
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
+    \$88  = \acc$146 ;
+    if (en) begin
+      if (ft_d0[0]) begin
+        \$88  = \$42 [16:0];
+      end
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
+    \$89  = \acc$152 ;
+    if (en) begin
+      if (ft_d0[0]) begin
+        \$89  = \$44 [16:0];
+      end
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
+    \$90  = qv_d0;
+    if (en) begin
+      \$90  = acc_valid;
     end
     if (rst) begin
-      \$73  = 8'h00;
+      \$90  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
-    \$74  = params_d0;
+    \$91  = qv_d1;
     if (en) begin
-      \$74  = \data$175 ;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
-    \$75  = acc_valid;
-    if (en) begin
-      \$75  = \$11 ;
+      \$91  = qv_d0;
     end
     if (rst) begin
-      \$75  = 1'h0;
+      \$91  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
-    \$76  = acc_end;
+    \$92  = qe_d0;
     if (en) begin
-      \$76  = \$12 ;
+      \$92  = acc_end;
     end
     if (rst) begin
-      \$76  = 1'h0;
+      \$92  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
-    \$77  = acc;
+    \$93  = qe_d1;
     if (en) begin
-      if (ft_d0[0]) begin
-        \$77  = \$14 [16:0];
-      end
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
-    \$78  = \acc$68 ;
-    if (en) begin
-      if (ft_d0[0]) begin
-        \$78  = \$16 [16:0];
-      end
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
-    \$79  = \acc$74 ;
-    if (en) begin
-      if (ft_d0[0]) begin
-        \$79  = \$18 [16:0];
-      end
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
-    \$80  = \acc$80 ;
-    if (en) begin
-      if (ft_d0[0]) begin
-        \$80  = \$20 [16:0];
-      end
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
-    \$81  = \acc$86 ;
-    if (en) begin
-      if (ft_d0[0]) begin
-        \$81  = \$22 [16:0];
-      end
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
-    \$82  = \acc$92 ;
-    if (en) begin
-      if (ft_d0[0]) begin
-        \$82  = \$24 [16:0];
-      end
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
-    \$83  = \acc$98 ;
-    if (en) begin
-      if (ft_d0[0]) begin
-        \$83  = \$26 [16:0];
-      end
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
-    \$84  = \acc$104 ;
-    if (en) begin
-      if (ft_d0[0]) begin
-        \$84  = \$28 [16:0];
-      end
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
-    \$85  = \acc$110 ;
-    if (en) begin
-      if (ft_d0[0]) begin
-        \$85  = \$30 [16:0];
-      end
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
-    \$86  = \acc$116 ;
-    if (en) begin
-      if (ft_d0[0]) begin
-        \$86  = \$32 [16:0];
-      end
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
-    \$87  = \acc$122 ;
-    if (en) begin
-      if (ft_d0[0]) begin
-        \$87  = \$34 [16:0];
-      end
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
-    \$88  = \acc$128 ;
-    if (en) begin
-      if (ft_d0[0]) begin
-        \$88  = \$36 [16:0];
-      end
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
-    \$89  = \acc$134 ;
-    if (en) begin
-      if (ft_d0[0]) begin
-        \$89  = \$38 [16:0];
-      end
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
-    \$90  = \acc$140 ;
-    if (en) begin
-      if (ft_d0[0]) begin
-        \$90  = \$40 [16:0];
-      end
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
-    \$91  = \acc$146 ;
-    if (en) begin
-      if (ft_d0[0]) begin
-        \$91  = \$42 [16:0];
-      end
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
-    \$92  = \acc$152 ;
-    if (en) begin
-      if (ft_d0[0]) begin
-        \$92  = \$44 [16:0];
-      end
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
-    \$93  = qv_d0;
-    if (en) begin
-      \$93  = acc_valid;
+      \$93  = qe_d0;
     end
     if (rst) begin
       \$93  = 1'h0;
@@ -18467,9 +18443,9 @@ module \bchw_top.engine1 (rst, s__ready, m__ready, s__valid, s__payload, m__vali
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
-    \$94  = qv_d1;
+    \$94  = qv_last_d0;
     if (en) begin
-      \$94  = qv_d0;
+      \$94  = qv_d1;
     end
     if (rst) begin
       \$94  = 1'h0;
@@ -18477,9 +18453,9 @@ module \bchw_top.engine1 (rst, s__ready, m__ready, s__valid, s__payload, m__vali
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
-    \$95  = qe_d0;
+    \$95  = qe_last_d0;
     if (en) begin
-      \$95  = acc_end;
+      \$95  = qe_d1;
     end
     if (rst) begin
       \$95  = 1'h0;
@@ -18487,19 +18463,18 @@ module \bchw_top.engine1 (rst, s__ready, m__ready, s__valid, s__payload, m__vali
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
-    \$96  = qe_d1;
-    if (en) begin
-      \$96  = qe_d0;
-    end
-    if (rst) begin
-      \$96  = 1'h0;
+    \$96  = m__payload;
+    if (\$45 ) begin
+      \$96  = { \q$215 , \q$214 , \q$213 , \q$212 , \q$211 , \q$210 , \q$209 , \q$208 , \q$207 , \q$206 , \q$205 , \q$204 , \q$203 , \q$202 , \q$201 , q, m__payload[2047:128] };
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
-    \$97  = qv_last_d0;
-    if (en) begin
-      \$97  = qv_d1;
+    \$97  = m__valid;
+    if (\$47 ) begin
+      \$97  = 1'h1;
+    end else if (m__ready) begin
+      \$97  = 1'h0;
     end
     if (rst) begin
       \$97  = 1'h0;
@@ -18507,48 +18482,9 @@ module \bchw_top.engine1 (rst, s__ready, m__ready, s__valid, s__payload, m__vali
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
-    \$98  = qe_last_d0;
-    if (en) begin
-      \$98  = qe_d1;
-    end
+    \$98  = \$54 ;
     if (rst) begin
-      \$98  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
-    \$99  = \$52 ;
-    if (rst) begin
-      \$99  = 1'h1;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
-    \$100  = m__valid;
-    if (\$54 ) begin
-      \$100  = 1'h1;
-    end else if (m__ready) begin
-      \$100  = 1'h0;
-    end
-    if (rst) begin
-      \$100  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
-    \$101  = m__payload;
-    if (\$54 ) begin
-      \$101  = { \q$217 , \q$216 , \q$215 , \q$214 , \q$213 , \q$212 , \q$211 , \q$210 , \q$209 , \q$208 , \q$207 , \q$206 , \q$205 , \q$204 , \q$203 , q, collected };
-    end
-    if (rst) begin
-      \$101  = 2048'h00000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
-    \$102  = collected;
-    if (\$57 ) begin
-      \$102  = { \q$217 , \q$216 , \q$215 , \q$214 , \q$213 , \q$212 , \q$211 , \q$210 , \q$209 , \q$208 , \q$207 , \q$206 , \q$205 , \q$204 , \q$203 , q, collected[1919:128] };
+      \$98  = 1'h1;
     end
   end
   assign \en$4  = en;
@@ -18683,6 +18619,7 @@ module \bchw_top.engine1 (rst, s__ready, m__ready, s__valid, s__payload, m__vali
   assign \mul$154  = params_d0[902:885];
   assign \shift$155  = params_d0[907:903];
   assign \bias$156  = params_d0[943:908];
+  assign vector = m__payload;
 endmodule
 
 (* generator = "Amaranth" *)
@@ -18709,7 +18646,7 @@ module \bchw_top.engine1.params (data, addr, en, clk);
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine1.requant0 (rst, \port$6570$0 , acc, en, q, clk);
+module \bchw_top.engine1.requant0 (rst, \port$6551$0 , acc, en, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$37  = 0;
   wire [34:0] \$1 ;
   reg [36:0] \$10 ;
@@ -18732,8 +18669,8 @@ module \bchw_top.engine1.requant0 (rst, \port$6570$0 , acc, en, q, clk);
   input en;
   wire en;
   wire [17:0] mul;
-  input [58:0] \port$6570$0 ;
-  wire [58:0] \port$6570$0 ;
+  input [58:0] \port$6551$0 ;
+  wire [58:0] \port$6551$0 ;
   reg [34:0] prod = 35'h000000000;
   output [7:0] q;
   reg [7:0] q = 8'h00;
@@ -18744,7 +18681,7 @@ module \bchw_top.engine1.requant0 (rst, \port$6570$0 , acc, en, q, clk);
   reg [4:0] shift2 = 5'h00;
   wire [36:0] shifted;
   reg [36:0] total = 37'h0000000000;
-  assign \$1  = $signed(acc) * $signed(\port$6570$0 [17:0]);
+  assign \$1  = $signed(acc) * $signed(\port$6551$0 [17:0]);
   assign \$2  = $signed(prod) + $signed(bias1);
   assign \$3  = $signed(shifted) < $signed(1'h0);
   assign \$4  = $signed(shifted) > $signed(9'h0ff);
@@ -18774,14 +18711,14 @@ module \bchw_top.engine1.requant0 (rst, \port$6570$0 , acc, en, q, clk);
     if (\$auto$verilog_backend.cc:2355:dump_module$37 ) begin end
     \$8  = bias1;
     if (en) begin
-      \$8  = \port$6570$0 [58:23];
+      \$8  = \port$6551$0 [58:23];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$37 ) begin end
     \$9  = shift1;
     if (en) begin
-      \$9  = \port$6570$0 [22:18];
+      \$9  = \port$6551$0 [22:18];
     end
   end
   always @* begin
@@ -18808,13 +18745,13 @@ module \bchw_top.engine1.requant0 (rst, \port$6570$0 , acc, en, q, clk);
       \$12  = 8'h00;
     end
   end
-  assign mul = \port$6570$0 [17:0];
-  assign bias = \port$6570$0 [58:23];
-  assign shift = \port$6570$0 [22:18];
+  assign mul = \port$6551$0 [17:0];
+  assign bias = \port$6551$0 [58:23];
+  assign shift = \port$6551$0 [22:18];
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine1.requant1 (rst, \port$6570$59 , acc, en, q, clk);
+module \bchw_top.engine1.requant1 (rst, \port$6551$59 , acc, en, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$38  = 0;
   wire [34:0] \$1 ;
   reg [36:0] \$10 ;
@@ -18837,8 +18774,8 @@ module \bchw_top.engine1.requant1 (rst, \port$6570$59 , acc, en, q, clk);
   input en;
   wire en;
   wire [17:0] mul;
-  input [58:0] \port$6570$59 ;
-  wire [58:0] \port$6570$59 ;
+  input [58:0] \port$6551$59 ;
+  wire [58:0] \port$6551$59 ;
   reg [34:0] prod = 35'h000000000;
   output [7:0] q;
   reg [7:0] q = 8'h00;
@@ -18849,7 +18786,7 @@ module \bchw_top.engine1.requant1 (rst, \port$6570$59 , acc, en, q, clk);
   reg [4:0] shift2 = 5'h00;
   wire [36:0] shifted;
   reg [36:0] total = 37'h0000000000;
-  assign \$1  = $signed(acc) * $signed(\port$6570$59 [17:0]);
+  assign \$1  = $signed(acc) * $signed(\port$6551$59 [17:0]);
   assign \$2  = $signed(prod) + $signed(bias1);
   assign \$3  = $signed(shifted) < $signed(1'h0);
   assign \$4  = $signed(shifted) > $signed(9'h0ff);
@@ -18879,14 +18816,14 @@ module \bchw_top.engine1.requant1 (rst, \port$6570$59 , acc, en, q, clk);
     if (\$auto$verilog_backend.cc:2355:dump_module$38 ) begin end
     \$8  = bias1;
     if (en) begin
-      \$8  = \port$6570$59 [58:23];
+      \$8  = \port$6551$59 [58:23];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$38 ) begin end
     \$9  = shift1;
     if (en) begin
-      \$9  = \port$6570$59 [22:18];
+      \$9  = \port$6551$59 [22:18];
     end
   end
   always @* begin
@@ -18913,13 +18850,13 @@ module \bchw_top.engine1.requant1 (rst, \port$6570$59 , acc, en, q, clk);
       \$12  = 8'h00;
     end
   end
-  assign mul = \port$6570$59 [17:0];
-  assign bias = \port$6570$59 [58:23];
-  assign shift = \port$6570$59 [22:18];
+  assign mul = \port$6551$59 [17:0];
+  assign bias = \port$6551$59 [58:23];
+  assign shift = \port$6551$59 [22:18];
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine1.requant10 (rst, \port$6570$590 , acc, en, q, clk);
+module \bchw_top.engine1.requant10 (rst, \port$6551$590 , acc, en, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$39  = 0;
   wire [34:0] \$1 ;
   reg [36:0] \$10 ;
@@ -18942,8 +18879,8 @@ module \bchw_top.engine1.requant10 (rst, \port$6570$590 , acc, en, q, clk);
   input en;
   wire en;
   wire [17:0] mul;
-  input [58:0] \port$6570$590 ;
-  wire [58:0] \port$6570$590 ;
+  input [58:0] \port$6551$590 ;
+  wire [58:0] \port$6551$590 ;
   reg [34:0] prod = 35'h000000000;
   output [7:0] q;
   reg [7:0] q = 8'h00;
@@ -18954,7 +18891,7 @@ module \bchw_top.engine1.requant10 (rst, \port$6570$590 , acc, en, q, clk);
   reg [4:0] shift2 = 5'h00;
   wire [36:0] shifted;
   reg [36:0] total = 37'h0000000000;
-  assign \$1  = $signed(acc) * $signed(\port$6570$590 [17:0]);
+  assign \$1  = $signed(acc) * $signed(\port$6551$590 [17:0]);
   assign \$2  = $signed(prod) + $signed(bias1);
   assign \$3  = $signed(shifted) < $signed(1'h0);
   assign \$4  = $signed(shifted) > $signed(9'h0ff);
@@ -18984,14 +18921,14 @@ module \bchw_top.engine1.requant10 (rst, \port$6570$590 , acc, en, q, clk);
     if (\$auto$verilog_backend.cc:2355:dump_module$39 ) begin end
     \$8  = bias1;
     if (en) begin
-      \$8  = \port$6570$590 [58:23];
+      \$8  = \port$6551$590 [58:23];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$39 ) begin end
     \$9  = shift1;
     if (en) begin
-      \$9  = \port$6570$590 [22:18];
+      \$9  = \port$6551$590 [22:18];
     end
   end
   always @* begin
@@ -19018,13 +18955,13 @@ module \bchw_top.engine1.requant10 (rst, \port$6570$590 , acc, en, q, clk);
       \$12  = 8'h00;
     end
   end
-  assign mul = \port$6570$590 [17:0];
-  assign bias = \port$6570$590 [58:23];
-  assign shift = \port$6570$590 [22:18];
+  assign mul = \port$6551$590 [17:0];
+  assign bias = \port$6551$590 [58:23];
+  assign shift = \port$6551$590 [22:18];
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine1.requant11 (rst, \port$6570$649 , acc, en, q, clk);
+module \bchw_top.engine1.requant11 (rst, \port$6551$649 , acc, en, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$40  = 0;
   wire [34:0] \$1 ;
   reg [36:0] \$10 ;
@@ -19047,8 +18984,8 @@ module \bchw_top.engine1.requant11 (rst, \port$6570$649 , acc, en, q, clk);
   input en;
   wire en;
   wire [17:0] mul;
-  input [58:0] \port$6570$649 ;
-  wire [58:0] \port$6570$649 ;
+  input [58:0] \port$6551$649 ;
+  wire [58:0] \port$6551$649 ;
   reg [34:0] prod = 35'h000000000;
   output [7:0] q;
   reg [7:0] q = 8'h00;
@@ -19059,7 +18996,7 @@ module \bchw_top.engine1.requant11 (rst, \port$6570$649 , acc, en, q, clk);
   reg [4:0] shift2 = 5'h00;
   wire [36:0] shifted;
   reg [36:0] total = 37'h0000000000;
-  assign \$1  = $signed(acc) * $signed(\port$6570$649 [17:0]);
+  assign \$1  = $signed(acc) * $signed(\port$6551$649 [17:0]);
   assign \$2  = $signed(prod) + $signed(bias1);
   assign \$3  = $signed(shifted) < $signed(1'h0);
   assign \$4  = $signed(shifted) > $signed(9'h0ff);
@@ -19089,14 +19026,14 @@ module \bchw_top.engine1.requant11 (rst, \port$6570$649 , acc, en, q, clk);
     if (\$auto$verilog_backend.cc:2355:dump_module$40 ) begin end
     \$8  = bias1;
     if (en) begin
-      \$8  = \port$6570$649 [58:23];
+      \$8  = \port$6551$649 [58:23];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$40 ) begin end
     \$9  = shift1;
     if (en) begin
-      \$9  = \port$6570$649 [22:18];
+      \$9  = \port$6551$649 [22:18];
     end
   end
   always @* begin
@@ -19123,13 +19060,13 @@ module \bchw_top.engine1.requant11 (rst, \port$6570$649 , acc, en, q, clk);
       \$12  = 8'h00;
     end
   end
-  assign mul = \port$6570$649 [17:0];
-  assign bias = \port$6570$649 [58:23];
-  assign shift = \port$6570$649 [22:18];
+  assign mul = \port$6551$649 [17:0];
+  assign bias = \port$6551$649 [58:23];
+  assign shift = \port$6551$649 [22:18];
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine1.requant12 (rst, \port$6570$708 , acc, en, q, clk);
+module \bchw_top.engine1.requant12 (rst, \port$6551$708 , acc, en, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$41  = 0;
   wire [34:0] \$1 ;
   reg [36:0] \$10 ;
@@ -19152,8 +19089,8 @@ module \bchw_top.engine1.requant12 (rst, \port$6570$708 , acc, en, q, clk);
   input en;
   wire en;
   wire [17:0] mul;
-  input [58:0] \port$6570$708 ;
-  wire [58:0] \port$6570$708 ;
+  input [58:0] \port$6551$708 ;
+  wire [58:0] \port$6551$708 ;
   reg [34:0] prod = 35'h000000000;
   output [7:0] q;
   reg [7:0] q = 8'h00;
@@ -19164,7 +19101,7 @@ module \bchw_top.engine1.requant12 (rst, \port$6570$708 , acc, en, q, clk);
   reg [4:0] shift2 = 5'h00;
   wire [36:0] shifted;
   reg [36:0] total = 37'h0000000000;
-  assign \$1  = $signed(acc) * $signed(\port$6570$708 [17:0]);
+  assign \$1  = $signed(acc) * $signed(\port$6551$708 [17:0]);
   assign \$2  = $signed(prod) + $signed(bias1);
   assign \$3  = $signed(shifted) < $signed(1'h0);
   assign \$4  = $signed(shifted) > $signed(9'h0ff);
@@ -19194,14 +19131,14 @@ module \bchw_top.engine1.requant12 (rst, \port$6570$708 , acc, en, q, clk);
     if (\$auto$verilog_backend.cc:2355:dump_module$41 ) begin end
     \$8  = bias1;
     if (en) begin
-      \$8  = \port$6570$708 [58:23];
+      \$8  = \port$6551$708 [58:23];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$41 ) begin end
     \$9  = shift1;
     if (en) begin
-      \$9  = \port$6570$708 [22:18];
+      \$9  = \port$6551$708 [22:18];
     end
   end
   always @* begin
@@ -19228,13 +19165,13 @@ module \bchw_top.engine1.requant12 (rst, \port$6570$708 , acc, en, q, clk);
       \$12  = 8'h00;
     end
   end
-  assign mul = \port$6570$708 [17:0];
-  assign bias = \port$6570$708 [58:23];
-  assign shift = \port$6570$708 [22:18];
+  assign mul = \port$6551$708 [17:0];
+  assign bias = \port$6551$708 [58:23];
+  assign shift = \port$6551$708 [22:18];
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine1.requant13 (rst, \port$6570$767 , acc, en, q, clk);
+module \bchw_top.engine1.requant13 (rst, \port$6551$767 , acc, en, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$42  = 0;
   wire [34:0] \$1 ;
   reg [36:0] \$10 ;
@@ -19257,8 +19194,8 @@ module \bchw_top.engine1.requant13 (rst, \port$6570$767 , acc, en, q, clk);
   input en;
   wire en;
   wire [17:0] mul;
-  input [58:0] \port$6570$767 ;
-  wire [58:0] \port$6570$767 ;
+  input [58:0] \port$6551$767 ;
+  wire [58:0] \port$6551$767 ;
   reg [34:0] prod = 35'h000000000;
   output [7:0] q;
   reg [7:0] q = 8'h00;
@@ -19269,7 +19206,7 @@ module \bchw_top.engine1.requant13 (rst, \port$6570$767 , acc, en, q, clk);
   reg [4:0] shift2 = 5'h00;
   wire [36:0] shifted;
   reg [36:0] total = 37'h0000000000;
-  assign \$1  = $signed(acc) * $signed(\port$6570$767 [17:0]);
+  assign \$1  = $signed(acc) * $signed(\port$6551$767 [17:0]);
   assign \$2  = $signed(prod) + $signed(bias1);
   assign \$3  = $signed(shifted) < $signed(1'h0);
   assign \$4  = $signed(shifted) > $signed(9'h0ff);
@@ -19299,14 +19236,14 @@ module \bchw_top.engine1.requant13 (rst, \port$6570$767 , acc, en, q, clk);
     if (\$auto$verilog_backend.cc:2355:dump_module$42 ) begin end
     \$8  = bias1;
     if (en) begin
-      \$8  = \port$6570$767 [58:23];
+      \$8  = \port$6551$767 [58:23];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$42 ) begin end
     \$9  = shift1;
     if (en) begin
-      \$9  = \port$6570$767 [22:18];
+      \$9  = \port$6551$767 [22:18];
     end
   end
   always @* begin
@@ -19333,13 +19270,13 @@ module \bchw_top.engine1.requant13 (rst, \port$6570$767 , acc, en, q, clk);
       \$12  = 8'h00;
     end
   end
-  assign mul = \port$6570$767 [17:0];
-  assign bias = \port$6570$767 [58:23];
-  assign shift = \port$6570$767 [22:18];
+  assign mul = \port$6551$767 [17:0];
+  assign bias = \port$6551$767 [58:23];
+  assign shift = \port$6551$767 [22:18];
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine1.requant14 (rst, \port$6570$826 , acc, en, q, clk);
+module \bchw_top.engine1.requant14 (rst, \port$6551$826 , acc, en, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$43  = 0;
   wire [34:0] \$1 ;
   reg [36:0] \$10 ;
@@ -19362,8 +19299,8 @@ module \bchw_top.engine1.requant14 (rst, \port$6570$826 , acc, en, q, clk);
   input en;
   wire en;
   wire [17:0] mul;
-  input [58:0] \port$6570$826 ;
-  wire [58:0] \port$6570$826 ;
+  input [58:0] \port$6551$826 ;
+  wire [58:0] \port$6551$826 ;
   reg [34:0] prod = 35'h000000000;
   output [7:0] q;
   reg [7:0] q = 8'h00;
@@ -19374,7 +19311,7 @@ module \bchw_top.engine1.requant14 (rst, \port$6570$826 , acc, en, q, clk);
   reg [4:0] shift2 = 5'h00;
   wire [36:0] shifted;
   reg [36:0] total = 37'h0000000000;
-  assign \$1  = $signed(acc) * $signed(\port$6570$826 [17:0]);
+  assign \$1  = $signed(acc) * $signed(\port$6551$826 [17:0]);
   assign \$2  = $signed(prod) + $signed(bias1);
   assign \$3  = $signed(shifted) < $signed(1'h0);
   assign \$4  = $signed(shifted) > $signed(9'h0ff);
@@ -19404,14 +19341,14 @@ module \bchw_top.engine1.requant14 (rst, \port$6570$826 , acc, en, q, clk);
     if (\$auto$verilog_backend.cc:2355:dump_module$43 ) begin end
     \$8  = bias1;
     if (en) begin
-      \$8  = \port$6570$826 [58:23];
+      \$8  = \port$6551$826 [58:23];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$43 ) begin end
     \$9  = shift1;
     if (en) begin
-      \$9  = \port$6570$826 [22:18];
+      \$9  = \port$6551$826 [22:18];
     end
   end
   always @* begin
@@ -19438,13 +19375,13 @@ module \bchw_top.engine1.requant14 (rst, \port$6570$826 , acc, en, q, clk);
       \$12  = 8'h00;
     end
   end
-  assign mul = \port$6570$826 [17:0];
-  assign bias = \port$6570$826 [58:23];
-  assign shift = \port$6570$826 [22:18];
+  assign mul = \port$6551$826 [17:0];
+  assign bias = \port$6551$826 [58:23];
+  assign shift = \port$6551$826 [22:18];
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine1.requant15 (rst, \port$6570$885 , acc, en, q, clk);
+module \bchw_top.engine1.requant15 (rst, \port$6551$885 , acc, en, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$44  = 0;
   wire [34:0] \$1 ;
   reg [36:0] \$10 ;
@@ -19467,8 +19404,8 @@ module \bchw_top.engine1.requant15 (rst, \port$6570$885 , acc, en, q, clk);
   input en;
   wire en;
   wire [17:0] mul;
-  input [58:0] \port$6570$885 ;
-  wire [58:0] \port$6570$885 ;
+  input [58:0] \port$6551$885 ;
+  wire [58:0] \port$6551$885 ;
   reg [34:0] prod = 35'h000000000;
   output [7:0] q;
   reg [7:0] q = 8'h00;
@@ -19479,7 +19416,7 @@ module \bchw_top.engine1.requant15 (rst, \port$6570$885 , acc, en, q, clk);
   reg [4:0] shift2 = 5'h00;
   wire [36:0] shifted;
   reg [36:0] total = 37'h0000000000;
-  assign \$1  = $signed(acc) * $signed(\port$6570$885 [17:0]);
+  assign \$1  = $signed(acc) * $signed(\port$6551$885 [17:0]);
   assign \$2  = $signed(prod) + $signed(bias1);
   assign \$3  = $signed(shifted) < $signed(1'h0);
   assign \$4  = $signed(shifted) > $signed(9'h0ff);
@@ -19509,14 +19446,14 @@ module \bchw_top.engine1.requant15 (rst, \port$6570$885 , acc, en, q, clk);
     if (\$auto$verilog_backend.cc:2355:dump_module$44 ) begin end
     \$8  = bias1;
     if (en) begin
-      \$8  = \port$6570$885 [58:23];
+      \$8  = \port$6551$885 [58:23];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$44 ) begin end
     \$9  = shift1;
     if (en) begin
-      \$9  = \port$6570$885 [22:18];
+      \$9  = \port$6551$885 [22:18];
     end
   end
   always @* begin
@@ -19543,13 +19480,13 @@ module \bchw_top.engine1.requant15 (rst, \port$6570$885 , acc, en, q, clk);
       \$12  = 8'h00;
     end
   end
-  assign mul = \port$6570$885 [17:0];
-  assign bias = \port$6570$885 [58:23];
-  assign shift = \port$6570$885 [22:18];
+  assign mul = \port$6551$885 [17:0];
+  assign bias = \port$6551$885 [58:23];
+  assign shift = \port$6551$885 [22:18];
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine1.requant2 (rst, \port$6570$118 , acc, en, q, clk);
+module \bchw_top.engine1.requant2 (rst, \port$6551$118 , acc, en, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$45  = 0;
   wire [34:0] \$1 ;
   reg [36:0] \$10 ;
@@ -19572,8 +19509,8 @@ module \bchw_top.engine1.requant2 (rst, \port$6570$118 , acc, en, q, clk);
   input en;
   wire en;
   wire [17:0] mul;
-  input [58:0] \port$6570$118 ;
-  wire [58:0] \port$6570$118 ;
+  input [58:0] \port$6551$118 ;
+  wire [58:0] \port$6551$118 ;
   reg [34:0] prod = 35'h000000000;
   output [7:0] q;
   reg [7:0] q = 8'h00;
@@ -19584,7 +19521,7 @@ module \bchw_top.engine1.requant2 (rst, \port$6570$118 , acc, en, q, clk);
   reg [4:0] shift2 = 5'h00;
   wire [36:0] shifted;
   reg [36:0] total = 37'h0000000000;
-  assign \$1  = $signed(acc) * $signed(\port$6570$118 [17:0]);
+  assign \$1  = $signed(acc) * $signed(\port$6551$118 [17:0]);
   assign \$2  = $signed(prod) + $signed(bias1);
   assign \$3  = $signed(shifted) < $signed(1'h0);
   assign \$4  = $signed(shifted) > $signed(9'h0ff);
@@ -19614,14 +19551,14 @@ module \bchw_top.engine1.requant2 (rst, \port$6570$118 , acc, en, q, clk);
     if (\$auto$verilog_backend.cc:2355:dump_module$45 ) begin end
     \$8  = bias1;
     if (en) begin
-      \$8  = \port$6570$118 [58:23];
+      \$8  = \port$6551$118 [58:23];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$45 ) begin end
     \$9  = shift1;
     if (en) begin
-      \$9  = \port$6570$118 [22:18];
+      \$9  = \port$6551$118 [22:18];
     end
   end
   always @* begin
@@ -19648,13 +19585,13 @@ module \bchw_top.engine1.requant2 (rst, \port$6570$118 , acc, en, q, clk);
       \$12  = 8'h00;
     end
   end
-  assign mul = \port$6570$118 [17:0];
-  assign bias = \port$6570$118 [58:23];
-  assign shift = \port$6570$118 [22:18];
+  assign mul = \port$6551$118 [17:0];
+  assign bias = \port$6551$118 [58:23];
+  assign shift = \port$6551$118 [22:18];
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine1.requant3 (rst, \port$6570$177 , acc, en, q, clk);
+module \bchw_top.engine1.requant3 (rst, \port$6551$177 , acc, en, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$46  = 0;
   wire [34:0] \$1 ;
   reg [36:0] \$10 ;
@@ -19677,8 +19614,8 @@ module \bchw_top.engine1.requant3 (rst, \port$6570$177 , acc, en, q, clk);
   input en;
   wire en;
   wire [17:0] mul;
-  input [58:0] \port$6570$177 ;
-  wire [58:0] \port$6570$177 ;
+  input [58:0] \port$6551$177 ;
+  wire [58:0] \port$6551$177 ;
   reg [34:0] prod = 35'h000000000;
   output [7:0] q;
   reg [7:0] q = 8'h00;
@@ -19689,7 +19626,7 @@ module \bchw_top.engine1.requant3 (rst, \port$6570$177 , acc, en, q, clk);
   reg [4:0] shift2 = 5'h00;
   wire [36:0] shifted;
   reg [36:0] total = 37'h0000000000;
-  assign \$1  = $signed(acc) * $signed(\port$6570$177 [17:0]);
+  assign \$1  = $signed(acc) * $signed(\port$6551$177 [17:0]);
   assign \$2  = $signed(prod) + $signed(bias1);
   assign \$3  = $signed(shifted) < $signed(1'h0);
   assign \$4  = $signed(shifted) > $signed(9'h0ff);
@@ -19719,14 +19656,14 @@ module \bchw_top.engine1.requant3 (rst, \port$6570$177 , acc, en, q, clk);
     if (\$auto$verilog_backend.cc:2355:dump_module$46 ) begin end
     \$8  = bias1;
     if (en) begin
-      \$8  = \port$6570$177 [58:23];
+      \$8  = \port$6551$177 [58:23];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$46 ) begin end
     \$9  = shift1;
     if (en) begin
-      \$9  = \port$6570$177 [22:18];
+      \$9  = \port$6551$177 [22:18];
     end
   end
   always @* begin
@@ -19753,13 +19690,13 @@ module \bchw_top.engine1.requant3 (rst, \port$6570$177 , acc, en, q, clk);
       \$12  = 8'h00;
     end
   end
-  assign mul = \port$6570$177 [17:0];
-  assign bias = \port$6570$177 [58:23];
-  assign shift = \port$6570$177 [22:18];
+  assign mul = \port$6551$177 [17:0];
+  assign bias = \port$6551$177 [58:23];
+  assign shift = \port$6551$177 [22:18];
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine1.requant4 (rst, \port$6570$236 , acc, en, q, clk);
+module \bchw_top.engine1.requant4 (rst, \port$6551$236 , acc, en, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$47  = 0;
   wire [34:0] \$1 ;
   reg [36:0] \$10 ;
@@ -19782,8 +19719,8 @@ module \bchw_top.engine1.requant4 (rst, \port$6570$236 , acc, en, q, clk);
   input en;
   wire en;
   wire [17:0] mul;
-  input [58:0] \port$6570$236 ;
-  wire [58:0] \port$6570$236 ;
+  input [58:0] \port$6551$236 ;
+  wire [58:0] \port$6551$236 ;
   reg [34:0] prod = 35'h000000000;
   output [7:0] q;
   reg [7:0] q = 8'h00;
@@ -19794,7 +19731,7 @@ module \bchw_top.engine1.requant4 (rst, \port$6570$236 , acc, en, q, clk);
   reg [4:0] shift2 = 5'h00;
   wire [36:0] shifted;
   reg [36:0] total = 37'h0000000000;
-  assign \$1  = $signed(acc) * $signed(\port$6570$236 [17:0]);
+  assign \$1  = $signed(acc) * $signed(\port$6551$236 [17:0]);
   assign \$2  = $signed(prod) + $signed(bias1);
   assign \$3  = $signed(shifted) < $signed(1'h0);
   assign \$4  = $signed(shifted) > $signed(9'h0ff);
@@ -19824,14 +19761,14 @@ module \bchw_top.engine1.requant4 (rst, \port$6570$236 , acc, en, q, clk);
     if (\$auto$verilog_backend.cc:2355:dump_module$47 ) begin end
     \$8  = bias1;
     if (en) begin
-      \$8  = \port$6570$236 [58:23];
+      \$8  = \port$6551$236 [58:23];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$47 ) begin end
     \$9  = shift1;
     if (en) begin
-      \$9  = \port$6570$236 [22:18];
+      \$9  = \port$6551$236 [22:18];
     end
   end
   always @* begin
@@ -19858,13 +19795,13 @@ module \bchw_top.engine1.requant4 (rst, \port$6570$236 , acc, en, q, clk);
       \$12  = 8'h00;
     end
   end
-  assign mul = \port$6570$236 [17:0];
-  assign bias = \port$6570$236 [58:23];
-  assign shift = \port$6570$236 [22:18];
+  assign mul = \port$6551$236 [17:0];
+  assign bias = \port$6551$236 [58:23];
+  assign shift = \port$6551$236 [22:18];
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine1.requant5 (rst, \port$6570$295 , acc, en, q, clk);
+module \bchw_top.engine1.requant5 (rst, \port$6551$295 , acc, en, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$48  = 0;
   wire [34:0] \$1 ;
   reg [36:0] \$10 ;
@@ -19887,8 +19824,8 @@ module \bchw_top.engine1.requant5 (rst, \port$6570$295 , acc, en, q, clk);
   input en;
   wire en;
   wire [17:0] mul;
-  input [58:0] \port$6570$295 ;
-  wire [58:0] \port$6570$295 ;
+  input [58:0] \port$6551$295 ;
+  wire [58:0] \port$6551$295 ;
   reg [34:0] prod = 35'h000000000;
   output [7:0] q;
   reg [7:0] q = 8'h00;
@@ -19899,7 +19836,7 @@ module \bchw_top.engine1.requant5 (rst, \port$6570$295 , acc, en, q, clk);
   reg [4:0] shift2 = 5'h00;
   wire [36:0] shifted;
   reg [36:0] total = 37'h0000000000;
-  assign \$1  = $signed(acc) * $signed(\port$6570$295 [17:0]);
+  assign \$1  = $signed(acc) * $signed(\port$6551$295 [17:0]);
   assign \$2  = $signed(prod) + $signed(bias1);
   assign \$3  = $signed(shifted) < $signed(1'h0);
   assign \$4  = $signed(shifted) > $signed(9'h0ff);
@@ -19929,14 +19866,14 @@ module \bchw_top.engine1.requant5 (rst, \port$6570$295 , acc, en, q, clk);
     if (\$auto$verilog_backend.cc:2355:dump_module$48 ) begin end
     \$8  = bias1;
     if (en) begin
-      \$8  = \port$6570$295 [58:23];
+      \$8  = \port$6551$295 [58:23];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$48 ) begin end
     \$9  = shift1;
     if (en) begin
-      \$9  = \port$6570$295 [22:18];
+      \$9  = \port$6551$295 [22:18];
     end
   end
   always @* begin
@@ -19963,13 +19900,13 @@ module \bchw_top.engine1.requant5 (rst, \port$6570$295 , acc, en, q, clk);
       \$12  = 8'h00;
     end
   end
-  assign mul = \port$6570$295 [17:0];
-  assign bias = \port$6570$295 [58:23];
-  assign shift = \port$6570$295 [22:18];
+  assign mul = \port$6551$295 [17:0];
+  assign bias = \port$6551$295 [58:23];
+  assign shift = \port$6551$295 [22:18];
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine1.requant6 (rst, \port$6570$354 , acc, en, q, clk);
+module \bchw_top.engine1.requant6 (rst, \port$6551$354 , acc, en, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$49  = 0;
   wire [34:0] \$1 ;
   reg [36:0] \$10 ;
@@ -19992,8 +19929,8 @@ module \bchw_top.engine1.requant6 (rst, \port$6570$354 , acc, en, q, clk);
   input en;
   wire en;
   wire [17:0] mul;
-  input [58:0] \port$6570$354 ;
-  wire [58:0] \port$6570$354 ;
+  input [58:0] \port$6551$354 ;
+  wire [58:0] \port$6551$354 ;
   reg [34:0] prod = 35'h000000000;
   output [7:0] q;
   reg [7:0] q = 8'h00;
@@ -20004,7 +19941,7 @@ module \bchw_top.engine1.requant6 (rst, \port$6570$354 , acc, en, q, clk);
   reg [4:0] shift2 = 5'h00;
   wire [36:0] shifted;
   reg [36:0] total = 37'h0000000000;
-  assign \$1  = $signed(acc) * $signed(\port$6570$354 [17:0]);
+  assign \$1  = $signed(acc) * $signed(\port$6551$354 [17:0]);
   assign \$2  = $signed(prod) + $signed(bias1);
   assign \$3  = $signed(shifted) < $signed(1'h0);
   assign \$4  = $signed(shifted) > $signed(9'h0ff);
@@ -20034,14 +19971,14 @@ module \bchw_top.engine1.requant6 (rst, \port$6570$354 , acc, en, q, clk);
     if (\$auto$verilog_backend.cc:2355:dump_module$49 ) begin end
     \$8  = bias1;
     if (en) begin
-      \$8  = \port$6570$354 [58:23];
+      \$8  = \port$6551$354 [58:23];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$49 ) begin end
     \$9  = shift1;
     if (en) begin
-      \$9  = \port$6570$354 [22:18];
+      \$9  = \port$6551$354 [22:18];
     end
   end
   always @* begin
@@ -20068,13 +20005,13 @@ module \bchw_top.engine1.requant6 (rst, \port$6570$354 , acc, en, q, clk);
       \$12  = 8'h00;
     end
   end
-  assign mul = \port$6570$354 [17:0];
-  assign bias = \port$6570$354 [58:23];
-  assign shift = \port$6570$354 [22:18];
+  assign mul = \port$6551$354 [17:0];
+  assign bias = \port$6551$354 [58:23];
+  assign shift = \port$6551$354 [22:18];
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine1.requant7 (rst, \port$6570$413 , acc, en, q, clk);
+module \bchw_top.engine1.requant7 (rst, \port$6551$413 , acc, en, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$50  = 0;
   wire [34:0] \$1 ;
   reg [36:0] \$10 ;
@@ -20097,8 +20034,8 @@ module \bchw_top.engine1.requant7 (rst, \port$6570$413 , acc, en, q, clk);
   input en;
   wire en;
   wire [17:0] mul;
-  input [58:0] \port$6570$413 ;
-  wire [58:0] \port$6570$413 ;
+  input [58:0] \port$6551$413 ;
+  wire [58:0] \port$6551$413 ;
   reg [34:0] prod = 35'h000000000;
   output [7:0] q;
   reg [7:0] q = 8'h00;
@@ -20109,7 +20046,7 @@ module \bchw_top.engine1.requant7 (rst, \port$6570$413 , acc, en, q, clk);
   reg [4:0] shift2 = 5'h00;
   wire [36:0] shifted;
   reg [36:0] total = 37'h0000000000;
-  assign \$1  = $signed(acc) * $signed(\port$6570$413 [17:0]);
+  assign \$1  = $signed(acc) * $signed(\port$6551$413 [17:0]);
   assign \$2  = $signed(prod) + $signed(bias1);
   assign \$3  = $signed(shifted) < $signed(1'h0);
   assign \$4  = $signed(shifted) > $signed(9'h0ff);
@@ -20139,14 +20076,14 @@ module \bchw_top.engine1.requant7 (rst, \port$6570$413 , acc, en, q, clk);
     if (\$auto$verilog_backend.cc:2355:dump_module$50 ) begin end
     \$8  = bias1;
     if (en) begin
-      \$8  = \port$6570$413 [58:23];
+      \$8  = \port$6551$413 [58:23];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$50 ) begin end
     \$9  = shift1;
     if (en) begin
-      \$9  = \port$6570$413 [22:18];
+      \$9  = \port$6551$413 [22:18];
     end
   end
   always @* begin
@@ -20173,13 +20110,13 @@ module \bchw_top.engine1.requant7 (rst, \port$6570$413 , acc, en, q, clk);
       \$12  = 8'h00;
     end
   end
-  assign mul = \port$6570$413 [17:0];
-  assign bias = \port$6570$413 [58:23];
-  assign shift = \port$6570$413 [22:18];
+  assign mul = \port$6551$413 [17:0];
+  assign bias = \port$6551$413 [58:23];
+  assign shift = \port$6551$413 [22:18];
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine1.requant8 (rst, \port$6570$472 , acc, en, q, clk);
+module \bchw_top.engine1.requant8 (rst, \port$6551$472 , acc, en, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$51  = 0;
   wire [34:0] \$1 ;
   reg [36:0] \$10 ;
@@ -20202,8 +20139,8 @@ module \bchw_top.engine1.requant8 (rst, \port$6570$472 , acc, en, q, clk);
   input en;
   wire en;
   wire [17:0] mul;
-  input [58:0] \port$6570$472 ;
-  wire [58:0] \port$6570$472 ;
+  input [58:0] \port$6551$472 ;
+  wire [58:0] \port$6551$472 ;
   reg [34:0] prod = 35'h000000000;
   output [7:0] q;
   reg [7:0] q = 8'h00;
@@ -20214,7 +20151,7 @@ module \bchw_top.engine1.requant8 (rst, \port$6570$472 , acc, en, q, clk);
   reg [4:0] shift2 = 5'h00;
   wire [36:0] shifted;
   reg [36:0] total = 37'h0000000000;
-  assign \$1  = $signed(acc) * $signed(\port$6570$472 [17:0]);
+  assign \$1  = $signed(acc) * $signed(\port$6551$472 [17:0]);
   assign \$2  = $signed(prod) + $signed(bias1);
   assign \$3  = $signed(shifted) < $signed(1'h0);
   assign \$4  = $signed(shifted) > $signed(9'h0ff);
@@ -20244,14 +20181,14 @@ module \bchw_top.engine1.requant8 (rst, \port$6570$472 , acc, en, q, clk);
     if (\$auto$verilog_backend.cc:2355:dump_module$51 ) begin end
     \$8  = bias1;
     if (en) begin
-      \$8  = \port$6570$472 [58:23];
+      \$8  = \port$6551$472 [58:23];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$51 ) begin end
     \$9  = shift1;
     if (en) begin
-      \$9  = \port$6570$472 [22:18];
+      \$9  = \port$6551$472 [22:18];
     end
   end
   always @* begin
@@ -20278,13 +20215,13 @@ module \bchw_top.engine1.requant8 (rst, \port$6570$472 , acc, en, q, clk);
       \$12  = 8'h00;
     end
   end
-  assign mul = \port$6570$472 [17:0];
-  assign bias = \port$6570$472 [58:23];
-  assign shift = \port$6570$472 [22:18];
+  assign mul = \port$6551$472 [17:0];
+  assign bias = \port$6551$472 [58:23];
+  assign shift = \port$6551$472 [22:18];
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine1.requant9 (rst, \port$6570$531 , acc, en, q, clk);
+module \bchw_top.engine1.requant9 (rst, \port$6551$531 , acc, en, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$52  = 0;
   wire [34:0] \$1 ;
   reg [36:0] \$10 ;
@@ -20307,8 +20244,8 @@ module \bchw_top.engine1.requant9 (rst, \port$6570$531 , acc, en, q, clk);
   input en;
   wire en;
   wire [17:0] mul;
-  input [58:0] \port$6570$531 ;
-  wire [58:0] \port$6570$531 ;
+  input [58:0] \port$6551$531 ;
+  wire [58:0] \port$6551$531 ;
   reg [34:0] prod = 35'h000000000;
   output [7:0] q;
   reg [7:0] q = 8'h00;
@@ -20319,7 +20256,7 @@ module \bchw_top.engine1.requant9 (rst, \port$6570$531 , acc, en, q, clk);
   reg [4:0] shift2 = 5'h00;
   wire [36:0] shifted;
   reg [36:0] total = 37'h0000000000;
-  assign \$1  = $signed(acc) * $signed(\port$6570$531 [17:0]);
+  assign \$1  = $signed(acc) * $signed(\port$6551$531 [17:0]);
   assign \$2  = $signed(prod) + $signed(bias1);
   assign \$3  = $signed(shifted) < $signed(1'h0);
   assign \$4  = $signed(shifted) > $signed(9'h0ff);
@@ -20349,14 +20286,14 @@ module \bchw_top.engine1.requant9 (rst, \port$6570$531 , acc, en, q, clk);
     if (\$auto$verilog_backend.cc:2355:dump_module$52 ) begin end
     \$8  = bias1;
     if (en) begin
-      \$8  = \port$6570$531 [58:23];
+      \$8  = \port$6551$531 [58:23];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$52 ) begin end
     \$9  = shift1;
     if (en) begin
-      \$9  = \port$6570$531 [22:18];
+      \$9  = \port$6551$531 [22:18];
     end
   end
   always @* begin
@@ -20383,9 +20320,9 @@ module \bchw_top.engine1.requant9 (rst, \port$6570$531 , acc, en, q, clk);
       \$12  = 8'h00;
     end
   end
-  assign mul = \port$6570$531 [17:0];
-  assign bias = \port$6570$531 [58:23];
-  assign shift = \port$6570$531 [22:18];
+  assign mul = \port$6551$531 [17:0];
+  assign bias = \port$6551$531 [58:23];
+  assign shift = \port$6551$531 [22:18];
 endmodule
 
 (* generator = "Amaranth" *)
@@ -27676,13 +27613,10 @@ module \bchw_top.engine1.weights (data, addr, en, clk);
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine2 (rst, s__ready, m__ready, s__valid, s__payload, m__valid, m__payload, clk);
+module \bchw_top.engine2 (rst, s__ready, m__ready, s__payload, s__valid, m__payload, m__valid, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$69  = 0;
   wire \$1 ;
   wire \$10 ;
-  reg \$100 ;
-  reg [2047:0] \$101 ;
-  reg [1919:0] \$102 ;
   wire \$11 ;
   wire \$12 ;
   wire [16:0] \$13 ;
@@ -27731,30 +27665,30 @@ module \bchw_top.engine2 (rst, s__ready, m__ready, s__valid, s__payload, m__vali
   wire \$52 ;
   wire \$53 ;
   wire \$54 ;
-  wire \$55 ;
-  wire \$56 ;
-  wire \$57 ;
-  reg \$58 ;
-  reg [7:0] \$59 ;
+  reg \$55 ;
+  reg [7:0] \$56 ;
+  reg [3:0] \$57 ;
+  reg [3:0] \$58 ;
+  reg \$59 ;
   wire \$6 ;
-  reg [3:0] \$60 ;
-  reg [3:0] \$61 ;
-  reg \$62 ;
-  reg [2047:0] \$63 ;
-  reg [127:0] \$64 ;
-  reg [127:0] \$65 ;
-  reg [255:0] \$66 ;
+  reg [2047:0] \$60 ;
+  reg [127:0] \$61 ;
+  reg [127:0] \$62 ;
+  reg [255:0] \$63 ;
+  reg [7:0] \$64 ;
+  reg [7:0] \$65 ;
+  reg [7:0] \$66 ;
   reg [7:0] \$67 ;
   reg [7:0] \$68 ;
   reg [7:0] \$69 ;
   wire [4:0] \$7 ;
   reg [7:0] \$70 ;
-  reg [7:0] \$71 ;
-  reg [7:0] \$72 ;
-  reg [7:0] \$73 ;
-  reg [943:0] \$74 ;
-  reg \$75 ;
-  reg \$76 ;
+  reg [943:0] \$71 ;
+  reg \$72 ;
+  reg \$73 ;
+  reg [16:0] \$74 ;
+  reg [16:0] \$75 ;
+  reg [16:0] \$76 ;
   reg [16:0] \$77 ;
   reg [16:0] \$78 ;
   reg [16:0] \$79 ;
@@ -27770,16 +27704,15 @@ module \bchw_top.engine2 (rst, s__ready, m__ready, s__valid, s__payload, m__vali
   reg [16:0] \$88 ;
   reg [16:0] \$89 ;
   wire \$9 ;
-  reg [16:0] \$90 ;
-  reg [16:0] \$91 ;
-  reg [16:0] \$92 ;
+  reg \$90 ;
+  reg \$91 ;
+  reg \$92 ;
   reg \$93 ;
   reg \$94 ;
   reg \$95 ;
-  reg \$96 ;
+  reg [2047:0] \$96 ;
   reg \$97 ;
   reg \$98 ;
-  reg \$99 ;
   reg [16:0] acc = 17'h00000;
   reg [16:0] \acc$104  = 17'h00000;
   reg [16:0] \acc$110  = 17'h00000;
@@ -27851,9 +27784,8 @@ module \bchw_top.engine2 (rst, s__ready, m__ready, s__valid, s__payload, m__vali
   reg busy = 1'h0;
   input clk;
   wire clk;
-  reg [1919:0] collected = 1920'h000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000;
   wire [255:0] data;
-  wire [943:0] \data$175 ;
+  wire [943:0] \data$177 ;
   reg en = 1'h1;
   (* init = 1'h1 *)
   wire \en$103 ;
@@ -27957,6 +27889,8 @@ module \bchw_top.engine2 (rst, s__ready, m__ready, s__valid, s__payload, m__vali
   wire out_done;
   reg [943:0] params_d0 = 944'h00000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000;
   wire [7:0] q;
+  wire [7:0] \q$201 ;
+  wire [7:0] \q$202 ;
   wire [7:0] \q$203 ;
   wire [7:0] \q$204 ;
   wire [7:0] \q$205 ;
@@ -27970,8 +27904,6 @@ module \bchw_top.engine2 (rst, s__ready, m__ready, s__valid, s__payload, m__vali
   wire [7:0] \q$213 ;
   wire [7:0] \q$214 ;
   wire [7:0] \q$215 ;
-  wire [7:0] \q$216 ;
-  wire [7:0] \q$217 ;
   reg qe_d0 = 1'h0;
   reg qe_d1 = 1'h0;
   reg qe_last_d0 = 1'h0;
@@ -28006,8 +27938,6 @@ module \bchw_top.engine2 (rst, s__ready, m__ready, s__valid, s__payload, m__vali
   (* init = 8'h00 *)
   wire [7:0] step;
   wire [12:0] sum;
-  wire [12:0] \sum$179 ;
-  wire [12:0] \sum$180 ;
   wire [12:0] \sum$181 ;
   wire [12:0] \sum$182 ;
   wire [12:0] \sum$183 ;
@@ -28021,6 +27951,10 @@ module \bchw_top.engine2 (rst, s__ready, m__ready, s__valid, s__payload, m__vali
   wire [12:0] \sum$191 ;
   wire [12:0] \sum$192 ;
   wire [12:0] \sum$193 ;
+  wire [12:0] \sum$194 ;
+  wire [12:0] \sum$195 ;
+  (* init = 2048'h00000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000 *)
+  wire [2047:0] vector;
   wire [15:0] w;
   wire [15:0] \w$14 ;
   wire [15:0] \w$17 ;
@@ -28073,7 +28007,6 @@ module \bchw_top.engine2 (rst, s__ready, m__ready, s__valid, s__payload, m__vali
   (* init = 128'h00000000000000000000000000000000 *)
   wire [127:0] x_d1;
   reg [2047:0] xbuf = 2048'h00000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000;
-  assign \$1  = ~ busy;
   assign \$2  = \$1  | last_step;
   assign s__ready = en & \$2 ;
   assign out_done = qv_last_d0 & qe_last_d0;
@@ -28090,149 +28023,145 @@ module \bchw_top.engine2 (rst, s__ready, m__ready, s__valid, s__payload, m__vali
   assign \$13  = ft_d0[1] ? 17'h00000 : acc;
   assign \$14  = $signed(\$13 ) + $signed(sum);
   assign \$15  = ft_d0[1] ? 17'h00000 : \acc$68 ;
-  assign \$16  = $signed(\$15 ) + $signed(\sum$179 );
+  assign \$16  = $signed(\$15 ) + $signed(\sum$181 );
   assign \$17  = ft_d0[1] ? 17'h00000 : \acc$74 ;
-  assign \$18  = $signed(\$17 ) + $signed(\sum$180 );
+  assign \$18  = $signed(\$17 ) + $signed(\sum$182 );
   assign \$19  = ft_d0[1] ? 17'h00000 : \acc$80 ;
-  assign \$20  = $signed(\$19 ) + $signed(\sum$181 );
+  assign \$20  = $signed(\$19 ) + $signed(\sum$183 );
   assign \$21  = ft_d0[1] ? 17'h00000 : \acc$86 ;
-  assign \$22  = $signed(\$21 ) + $signed(\sum$182 );
+  assign \$22  = $signed(\$21 ) + $signed(\sum$184 );
   assign \$23  = ft_d0[1] ? 17'h00000 : \acc$92 ;
-  assign \$24  = $signed(\$23 ) + $signed(\sum$183 );
+  assign \$24  = $signed(\$23 ) + $signed(\sum$185 );
   assign \$25  = ft_d0[1] ? 17'h00000 : \acc$98 ;
-  assign \$26  = $signed(\$25 ) + $signed(\sum$184 );
+  assign \$26  = $signed(\$25 ) + $signed(\sum$186 );
   assign \$27  = ft_d0[1] ? 17'h00000 : \acc$104 ;
-  assign \$28  = $signed(\$27 ) + $signed(\sum$185 );
+  assign \$28  = $signed(\$27 ) + $signed(\sum$187 );
   assign \$29  = ft_d0[1] ? 17'h00000 : \acc$110 ;
-  assign \$30  = $signed(\$29 ) + $signed(\sum$186 );
+  assign \$30  = $signed(\$29 ) + $signed(\sum$188 );
   assign \$31  = ft_d0[1] ? 17'h00000 : \acc$116 ;
-  assign \$32  = $signed(\$31 ) + $signed(\sum$187 );
+  assign \$32  = $signed(\$31 ) + $signed(\sum$189 );
   assign \$33  = ft_d0[1] ? 17'h00000 : \acc$122 ;
-  assign \$34  = $signed(\$33 ) + $signed(\sum$188 );
+  assign \$34  = $signed(\$33 ) + $signed(\sum$190 );
   assign \$35  = ft_d0[1] ? 17'h00000 : \acc$128 ;
-  assign \$36  = $signed(\$35 ) + $signed(\sum$189 );
+  assign \$36  = $signed(\$35 ) + $signed(\sum$191 );
   assign \$37  = ft_d0[1] ? 17'h00000 : \acc$134 ;
-  assign \$38  = $signed(\$37 ) + $signed(\sum$190 );
+  assign \$38  = $signed(\$37 ) + $signed(\sum$192 );
   assign \$39  = ft_d0[1] ? 17'h00000 : \acc$140 ;
-  assign \$40  = $signed(\$39 ) + $signed(\sum$191 );
+  assign \$40  = $signed(\$39 ) + $signed(\sum$193 );
   assign \$41  = ft_d0[1] ? 17'h00000 : \acc$146 ;
-  assign \$42  = $signed(\$41 ) + $signed(\sum$192 );
+  assign \$42  = $signed(\$41 ) + $signed(\sum$194 );
   assign \$43  = ft_d0[1] ? 17'h00000 : \acc$152 ;
-  assign \$44  = $signed(\$43 ) + $signed(\sum$193 );
-  assign \$45  = en & out_done;
-  assign \$46  = ~ m__ready;
-  assign \$47  = m__valid & \$46 ;
-  assign \$48  = \$45  | \$47 ;
-  assign \$49  = qv_d1 & qe_d1;
-  assign \$50  = en ? \$49  : out_done;
-  assign \$51  = \$48  & \$50 ;
-  assign \$52  = ~ \$51 ;
-  assign \$53  = en & qv_last_d0;
-  assign \$54  = \$53  & qe_last_d0;
-  assign \$55  = en & qv_last_d0;
-  assign \$56  = ~ qe_last_d0;
-  assign \$57  = \$55  & \$56 ;
+  assign \$44  = $signed(\$43 ) + $signed(\sum$195 );
+  assign \$45  = en & qv_last_d0;
+  assign \$46  = en & qv_last_d0;
+  assign \$47  = \$46  & qe_last_d0;
+  assign \$48  = en & out_done;
+  assign \$49  = ~ m__ready;
+  assign \$50  = m__valid & \$49 ;
+  assign \$51  = \$48  | \$50 ;
+  assign \$52  = en ? qv_d1 : qv_last_d0;
+  assign \$53  = \$51  & \$52 ;
+  assign \$54  = ~ \$53 ;
   always @(posedge clk)
-    busy <= \$58 ;
+    busy <= \$55 ;
   always @(posedge clk)
-    addr <= \$59 ;
+    addr <= \$56 ;
   always @(posedge clk)
-    sfc <= \$60 ;
+    sfc <= \$57 ;
   always @(posedge clk)
-    nfc <= \$61 ;
+    nfc <= \$58 ;
   always @(posedge clk)
-    last_step <= \$62 ;
+    last_step <= \$59 ;
   always @(posedge clk)
-    xbuf <= \$63 ;
+    xbuf <= \$60 ;
   always @(posedge clk)
-    x_d0 <= \$64 ;
+    x_d0 <= \$61 ;
   always @(posedge clk)
-    x <= \$65 ;
+    x <= \$62 ;
   always @(posedge clk)
-    wdata_d0 <= \$66 ;
+    wdata_d0 <= \$63 ;
   always @(posedge clk)
-    f1_d0 <= \$67 ;
+    f1_d0 <= \$64 ;
   always @(posedge clk)
-    f1_d1 <= \$68 ;
+    f1_d1 <= \$65 ;
   always @(posedge clk)
-    fp_d0 <= \$69 ;
+    fp_d0 <= \$66 ;
   always @(posedge clk)
-    fp_d1 <= \$70 ;
+    fp_d1 <= \$67 ;
   always @(posedge clk)
-    fp_d2 <= \$71 ;
+    fp_d2 <= \$68 ;
   always @(posedge clk)
-    fp_d3 <= \$72 ;
+    fp_d3 <= \$69 ;
   always @(posedge clk)
-    ft_d0 <= \$73 ;
+    ft_d0 <= \$70 ;
   always @(posedge clk)
-    params_d0 <= \$74 ;
+    params_d0 <= \$71 ;
   always @(posedge clk)
-    acc_valid <= \$75 ;
+    acc_valid <= \$72 ;
   always @(posedge clk)
-    acc_end <= \$76 ;
+    acc_end <= \$73 ;
   always @(posedge clk)
-    acc <= \$77 ;
+    acc <= \$74 ;
   always @(posedge clk)
-    \acc$68  <= \$78 ;
+    \acc$68  <= \$75 ;
   always @(posedge clk)
-    \acc$74  <= \$79 ;
+    \acc$74  <= \$76 ;
   always @(posedge clk)
-    \acc$80  <= \$80 ;
+    \acc$80  <= \$77 ;
   always @(posedge clk)
-    \acc$86  <= \$81 ;
+    \acc$86  <= \$78 ;
   always @(posedge clk)
-    \acc$92  <= \$82 ;
+    \acc$92  <= \$79 ;
   always @(posedge clk)
-    \acc$98  <= \$83 ;
+    \acc$98  <= \$80 ;
   always @(posedge clk)
-    \acc$104  <= \$84 ;
+    \acc$104  <= \$81 ;
   always @(posedge clk)
-    \acc$110  <= \$85 ;
+    \acc$110  <= \$82 ;
   always @(posedge clk)
-    \acc$116  <= \$86 ;
+    \acc$116  <= \$83 ;
   always @(posedge clk)
-    \acc$122  <= \$87 ;
+    \acc$122  <= \$84 ;
   always @(posedge clk)
-    \acc$128  <= \$88 ;
+    \acc$128  <= \$85 ;
   always @(posedge clk)
-    \acc$134  <= \$89 ;
+    \acc$134  <= \$86 ;
   always @(posedge clk)
-    \acc$140  <= \$90 ;
+    \acc$140  <= \$87 ;
   always @(posedge clk)
-    \acc$146  <= \$91 ;
+    \acc$146  <= \$88 ;
   always @(posedge clk)
-    \acc$152  <= \$92 ;
+    \acc$152  <= \$89 ;
   always @(posedge clk)
-    qv_d0 <= \$93 ;
+    qv_d0 <= \$90 ;
   always @(posedge clk)
-    qv_d1 <= \$94 ;
+    qv_d1 <= \$91 ;
   always @(posedge clk)
-    qe_d0 <= \$95 ;
+    qe_d0 <= \$92 ;
   always @(posedge clk)
-    qe_d1 <= \$96 ;
+    qe_d1 <= \$93 ;
   always @(posedge clk)
-    qv_last_d0 <= \$97 ;
+    qv_last_d0 <= \$94 ;
   always @(posedge clk)
-    qe_last_d0 <= \$98 ;
+    qe_last_d0 <= \$95 ;
   always @(posedge clk)
-    en <= \$99 ;
+    m__payload <= \$96 ;
   always @(posedge clk)
-    m__valid <= \$100 ;
+    m__valid <= \$97 ;
   always @(posedge clk)
-    m__payload <= \$101 ;
-  always @(posedge clk)
-    collected <= \$102 ;
+    en <= \$98 ;
+  assign \$1  = ~ busy;
   \bchw_top.engine2.params  params (
     .addr(fp_d3[7:4]),
     .clk(clk),
-    .data(\data$175 ),
+    .data(\data$177 ),
     .en(en)
   );
   \bchw_top.engine2.requant0  requant0 (
     .acc(acc),
     .clk(clk),
     .en(en),
-    .\port$7878$0 (params_d0[58:0]),
+    .\port$7857$0 (params_d0[58:0]),
     .q(q),
     .rst(rst)
   );
@@ -28240,120 +28169,120 @@ module \bchw_top.engine2 (rst, s__ready, m__ready, s__valid, s__payload, m__vali
     .acc(\acc$68 ),
     .clk(clk),
     .en(en),
-    .\port$7878$59 (params_d0[117:59]),
-    .q(\q$203 ),
+    .\port$7857$59 (params_d0[117:59]),
+    .q(\q$201 ),
     .rst(rst)
   );
   \bchw_top.engine2.requant10  requant10 (
     .acc(\acc$122 ),
     .clk(clk),
     .en(en),
-    .\port$7878$590 (params_d0[648:590]),
-    .q(\q$212 ),
+    .\port$7857$590 (params_d0[648:590]),
+    .q(\q$210 ),
     .rst(rst)
   );
   \bchw_top.engine2.requant11  requant11 (
     .acc(\acc$128 ),
     .clk(clk),
     .en(en),
-    .\port$7878$649 (params_d0[707:649]),
-    .q(\q$213 ),
+    .\port$7857$649 (params_d0[707:649]),
+    .q(\q$211 ),
     .rst(rst)
   );
   \bchw_top.engine2.requant12  requant12 (
     .acc(\acc$134 ),
     .clk(clk),
     .en(en),
-    .\port$7878$708 (params_d0[766:708]),
-    .q(\q$214 ),
+    .\port$7857$708 (params_d0[766:708]),
+    .q(\q$212 ),
     .rst(rst)
   );
   \bchw_top.engine2.requant13  requant13 (
     .acc(\acc$140 ),
     .clk(clk),
     .en(en),
-    .\port$7878$767 (params_d0[825:767]),
-    .q(\q$215 ),
+    .\port$7857$767 (params_d0[825:767]),
+    .q(\q$213 ),
     .rst(rst)
   );
   \bchw_top.engine2.requant14  requant14 (
     .acc(\acc$146 ),
     .clk(clk),
     .en(en),
-    .\port$7878$826 (params_d0[884:826]),
-    .q(\q$216 ),
+    .\port$7857$826 (params_d0[884:826]),
+    .q(\q$214 ),
     .rst(rst)
   );
   \bchw_top.engine2.requant15  requant15 (
     .acc(\acc$152 ),
     .clk(clk),
     .en(en),
-    .\port$7878$885 (params_d0[943:885]),
-    .q(\q$217 ),
+    .\port$7857$885 (params_d0[943:885]),
+    .q(\q$215 ),
     .rst(rst)
   );
   \bchw_top.engine2.requant2  requant2 (
     .acc(\acc$74 ),
     .clk(clk),
     .en(en),
-    .\port$7878$118 (params_d0[176:118]),
-    .q(\q$204 ),
+    .\port$7857$118 (params_d0[176:118]),
+    .q(\q$202 ),
     .rst(rst)
   );
   \bchw_top.engine2.requant3  requant3 (
     .acc(\acc$80 ),
     .clk(clk),
     .en(en),
-    .\port$7878$177 (params_d0[235:177]),
-    .q(\q$205 ),
+    .\port$7857$177 (params_d0[235:177]),
+    .q(\q$203 ),
     .rst(rst)
   );
   \bchw_top.engine2.requant4  requant4 (
     .acc(\acc$86 ),
     .clk(clk),
     .en(en),
-    .\port$7878$236 (params_d0[294:236]),
-    .q(\q$206 ),
+    .\port$7857$236 (params_d0[294:236]),
+    .q(\q$204 ),
     .rst(rst)
   );
   \bchw_top.engine2.requant5  requant5 (
     .acc(\acc$92 ),
     .clk(clk),
     .en(en),
-    .\port$7878$295 (params_d0[353:295]),
-    .q(\q$207 ),
+    .\port$7857$295 (params_d0[353:295]),
+    .q(\q$205 ),
     .rst(rst)
   );
   \bchw_top.engine2.requant6  requant6 (
     .acc(\acc$98 ),
     .clk(clk),
     .en(en),
-    .\port$7878$354 (params_d0[412:354]),
-    .q(\q$208 ),
+    .\port$7857$354 (params_d0[412:354]),
+    .q(\q$206 ),
     .rst(rst)
   );
   \bchw_top.engine2.requant7  requant7 (
     .acc(\acc$104 ),
     .clk(clk),
     .en(en),
-    .\port$7878$413 (params_d0[471:413]),
-    .q(\q$209 ),
+    .\port$7857$413 (params_d0[471:413]),
+    .q(\q$207 ),
     .rst(rst)
   );
   \bchw_top.engine2.requant8  requant8 (
     .acc(\acc$110 ),
     .clk(clk),
     .en(en),
-    .\port$7878$472 (params_d0[530:472]),
-    .q(\q$210 ),
+    .\port$7857$472 (params_d0[530:472]),
+    .q(\q$208 ),
     .rst(rst)
   );
   \bchw_top.engine2.requant9  requant9 (
     .acc(\acc$116 ),
     .clk(clk),
     .en(en),
-    .\port$7878$531 (params_d0[589:531]),
-    .q(\q$211 ),
+    .\port$7857$531 (params_d0[589:531]),
+    .q(\q$209 ),
     .rst(rst)
   );
   \bchw_top.engine2.tree0  tree0 (
@@ -28367,7 +28296,7 @@ module \bchw_top.engine2 (rst, s__ready, m__ready, s__valid, s__payload, m__vali
   \bchw_top.engine2.tree1  tree1 (
     .clk(clk),
     .en(en),
-    .l4_0(\sum$179 ),
+    .l4_0(\sum$181 ),
     .rst(rst),
     .w(wdata_d0[31:16]),
     .x(x)
@@ -28375,7 +28304,7 @@ module \bchw_top.engine2 (rst, s__ready, m__ready, s__valid, s__payload, m__vali
   \bchw_top.engine2.tree10  tree10 (
     .clk(clk),
     .en(en),
-    .l4_0(\sum$188 ),
+    .l4_0(\sum$190 ),
     .rst(rst),
     .w(wdata_d0[175:160]),
     .x(x)
@@ -28383,7 +28312,7 @@ module \bchw_top.engine2 (rst, s__ready, m__ready, s__valid, s__payload, m__vali
   \bchw_top.engine2.tree11  tree11 (
     .clk(clk),
     .en(en),
-    .l4_0(\sum$189 ),
+    .l4_0(\sum$191 ),
     .rst(rst),
     .w(wdata_d0[191:176]),
     .x(x)
@@ -28391,7 +28320,7 @@ module \bchw_top.engine2 (rst, s__ready, m__ready, s__valid, s__payload, m__vali
   \bchw_top.engine2.tree12  tree12 (
     .clk(clk),
     .en(en),
-    .l4_0(\sum$190 ),
+    .l4_0(\sum$192 ),
     .rst(rst),
     .w(wdata_d0[207:192]),
     .x(x)
@@ -28399,7 +28328,7 @@ module \bchw_top.engine2 (rst, s__ready, m__ready, s__valid, s__payload, m__vali
   \bchw_top.engine2.tree13  tree13 (
     .clk(clk),
     .en(en),
-    .l4_0(\sum$191 ),
+    .l4_0(\sum$193 ),
     .rst(rst),
     .w(wdata_d0[223:208]),
     .x(x)
@@ -28407,7 +28336,7 @@ module \bchw_top.engine2 (rst, s__ready, m__ready, s__valid, s__payload, m__vali
   \bchw_top.engine2.tree14  tree14 (
     .clk(clk),
     .en(en),
-    .l4_0(\sum$192 ),
+    .l4_0(\sum$194 ),
     .rst(rst),
     .w(wdata_d0[239:224]),
     .x(x)
@@ -28415,7 +28344,7 @@ module \bchw_top.engine2 (rst, s__ready, m__ready, s__valid, s__payload, m__vali
   \bchw_top.engine2.tree15  tree15 (
     .clk(clk),
     .en(en),
-    .l4_0(\sum$193 ),
+    .l4_0(\sum$195 ),
     .rst(rst),
     .w(wdata_d0[255:240]),
     .x(x)
@@ -28423,7 +28352,7 @@ module \bchw_top.engine2 (rst, s__ready, m__ready, s__valid, s__payload, m__vali
   \bchw_top.engine2.tree2  tree2 (
     .clk(clk),
     .en(en),
-    .l4_0(\sum$180 ),
+    .l4_0(\sum$182 ),
     .rst(rst),
     .w(wdata_d0[47:32]),
     .x(x)
@@ -28431,7 +28360,7 @@ module \bchw_top.engine2 (rst, s__ready, m__ready, s__valid, s__payload, m__vali
   \bchw_top.engine2.tree3  tree3 (
     .clk(clk),
     .en(en),
-    .l4_0(\sum$181 ),
+    .l4_0(\sum$183 ),
     .rst(rst),
     .w(wdata_d0[63:48]),
     .x(x)
@@ -28439,7 +28368,7 @@ module \bchw_top.engine2 (rst, s__ready, m__ready, s__valid, s__payload, m__vali
   \bchw_top.engine2.tree4  tree4 (
     .clk(clk),
     .en(en),
-    .l4_0(\sum$182 ),
+    .l4_0(\sum$184 ),
     .rst(rst),
     .w(wdata_d0[79:64]),
     .x(x)
@@ -28447,7 +28376,7 @@ module \bchw_top.engine2 (rst, s__ready, m__ready, s__valid, s__payload, m__vali
   \bchw_top.engine2.tree5  tree5 (
     .clk(clk),
     .en(en),
-    .l4_0(\sum$183 ),
+    .l4_0(\sum$185 ),
     .rst(rst),
     .w(wdata_d0[95:80]),
     .x(x)
@@ -28455,7 +28384,7 @@ module \bchw_top.engine2 (rst, s__ready, m__ready, s__valid, s__payload, m__vali
   \bchw_top.engine2.tree6  tree6 (
     .clk(clk),
     .en(en),
-    .l4_0(\sum$184 ),
+    .l4_0(\sum$186 ),
     .rst(rst),
     .w(wdata_d0[111:96]),
     .x(x)
@@ -28463,7 +28392,7 @@ module \bchw_top.engine2 (rst, s__ready, m__ready, s__valid, s__payload, m__vali
   \bchw_top.engine2.tree7  tree7 (
     .clk(clk),
     .en(en),
-    .l4_0(\sum$185 ),
+    .l4_0(\sum$187 ),
     .rst(rst),
     .w(wdata_d0[127:112]),
     .x(x)
@@ -28471,7 +28400,7 @@ module \bchw_top.engine2 (rst, s__ready, m__ready, s__valid, s__payload, m__vali
   \bchw_top.engine2.tree8  tree8 (
     .clk(clk),
     .en(en),
-    .l4_0(\sum$186 ),
+    .l4_0(\sum$188 ),
     .rst(rst),
     .w(wdata_d0[143:128]),
     .x(x)
@@ -28479,7 +28408,7 @@ module \bchw_top.engine2 (rst, s__ready, m__ready, s__valid, s__payload, m__vali
   \bchw_top.engine2.tree9  tree9 (
     .clk(clk),
     .en(en),
-    .l4_0(\sum$187 ),
+    .l4_0(\sum$189 ),
     .rst(rst),
     .w(wdata_d0[159:144]),
     .x(x)
@@ -28492,124 +28421,154 @@ module \bchw_top.engine2 (rst, s__ready, m__ready, s__valid, s__payload, m__vali
   );
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$69 ) begin end
-    \$58  = busy;
+    \$55  = busy;
     if (en) begin
       if (\$3 ) begin
-        \$58  = 1'h1;
+        \$55  = 1'h1;
       end else if (last_step) begin
-        \$58  = 1'h0;
+        \$55  = 1'h0;
       end
     end
     if (rst) begin
-      \$58  = 1'h0;
+      \$55  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$69 ) begin end
-    \$59  = addr;
+    \$56  = addr;
     if (en) begin
       if (\$3 ) begin
-        \$59  = 8'h00;
+        \$56  = 8'h00;
       end else if (last_step) begin
       end else if (busy) begin
-        \$59  = \$4 [7:0];
+        \$56  = \$4 [7:0];
       end
     end
     if (rst) begin
-      \$59  = 8'h00;
+      \$56  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$69 ) begin end
-    \$60  = sfc;
+    \$57  = sfc;
     if (en) begin
       if (\$3 ) begin
-        \$60  = 4'h0;
+        \$57  = 4'h0;
       end else if (last_step) begin
       end else if (busy) begin
         (* full_case = 32'd1 *)
         if (\$6 ) begin
-          \$60  = 4'h0;
+          \$57  = 4'h0;
         end else begin
-          \$60  = \$8 [3:0];
+          \$57  = \$8 [3:0];
         end
       end
     end
     if (rst) begin
-      \$60  = 4'h0;
+      \$57  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$69 ) begin end
-    \$61  = nfc;
+    \$58  = nfc;
     if (en) begin
       if (\$3 ) begin
-        \$61  = 4'h0;
+        \$58  = 4'h0;
       end else if (last_step) begin
       end else if (busy) begin
         if (\$6 ) begin
-          \$61  = \$7 [3:0];
+          \$58  = \$7 [3:0];
         end
       end
     end
     if (rst) begin
-      \$61  = 4'h0;
+      \$58  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$69 ) begin end
-    \$62  = last_step;
+    \$59  = last_step;
     if (en) begin
       if (\$3 ) begin
-        \$62  = 1'h0;
+        \$59  = 1'h0;
       end else if (last_step) begin
-        \$62  = 1'h0;
+        \$59  = 1'h0;
       end else if (busy) begin
-        \$62  = \$5 ;
+        \$59  = \$5 ;
       end
     end
     if (rst) begin
-      \$62  = 1'h0;
+      \$59  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$69 ) begin end
-    \$63  = xbuf;
+    \$60  = xbuf;
     if (en) begin
       if (\$3 ) begin
-        \$63  = s__payload;
+        \$60  = s__payload;
       end else if (last_step) begin
       end else if (busy) begin
-        \$63  = { xbuf[127:0], xbuf[2047:128] };
+        \$60  = { xbuf[127:0], xbuf[2047:128] };
       end
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$69 ) begin end
-    \$64  = x_d0;
+    \$61  = x_d0;
     if (en) begin
-      \$64  = xbuf[127:0];
+      \$61  = xbuf[127:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$69 ) begin end
-    \$65  = x;
+    \$62  = x;
     if (en) begin
-      \$65  = x_d0;
+      \$62  = x_d0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$69 ) begin end
-    \$66  = wdata_d0;
+    \$63  = wdata_d0;
     if (en) begin
-      \$66  = data;
+      \$63  = data;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$69 ) begin end
-    \$67  = f1_d0;
+    \$64  = f1_d0;
     if (en) begin
-      \$67  = { nfc, last_step, \$10 , \$9 , busy };
+      \$64  = { nfc, last_step, \$10 , \$9 , busy };
+    end
+    if (rst) begin
+      \$64  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$69 ) begin end
+    \$65  = f1_d1;
+    if (en) begin
+      \$65  = f1_d0;
+    end
+    if (rst) begin
+      \$65  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$69 ) begin end
+    \$66  = fp_d0;
+    if (en) begin
+      \$66  = f1_d1;
+    end
+    if (rst) begin
+      \$66  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$69 ) begin end
+    \$67  = fp_d1;
+    if (en) begin
+      \$67  = fp_d0;
     end
     if (rst) begin
       \$67  = 8'h00;
@@ -28617,9 +28576,9 @@ module \bchw_top.engine2 (rst, s__ready, m__ready, s__valid, s__payload, m__vali
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$69 ) begin end
-    \$68  = f1_d1;
+    \$68  = fp_d2;
     if (en) begin
-      \$68  = f1_d0;
+      \$68  = fp_d1;
     end
     if (rst) begin
       \$68  = 8'h00;
@@ -28627,9 +28586,9 @@ module \bchw_top.engine2 (rst, s__ready, m__ready, s__valid, s__payload, m__vali
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$69 ) begin end
-    \$69  = fp_d0;
+    \$69  = fp_d3;
     if (en) begin
-      \$69  = f1_d1;
+      \$69  = fp_d2;
     end
     if (rst) begin
       \$69  = 8'h00;
@@ -28637,9 +28596,9 @@ module \bchw_top.engine2 (rst, s__ready, m__ready, s__valid, s__payload, m__vali
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$69 ) begin end
-    \$70  = fp_d1;
+    \$70  = ft_d0;
     if (en) begin
-      \$70  = fp_d0;
+      \$70  = fp_d3;
     end
     if (rst) begin
       \$70  = 8'h00;
@@ -28647,210 +28606,210 @@ module \bchw_top.engine2 (rst, s__ready, m__ready, s__valid, s__payload, m__vali
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$69 ) begin end
-    \$71  = fp_d2;
+    \$71  = params_d0;
     if (en) begin
-      \$71  = fp_d1;
+      \$71  = \data$177 ;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$69 ) begin end
+    \$72  = acc_valid;
+    if (en) begin
+      \$72  = \$11 ;
     end
     if (rst) begin
-      \$71  = 8'h00;
+      \$72  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$69 ) begin end
-    \$72  = fp_d3;
+    \$73  = acc_end;
     if (en) begin
-      \$72  = fp_d2;
+      \$73  = \$12 ;
     end
     if (rst) begin
-      \$72  = 8'h00;
+      \$73  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$69 ) begin end
-    \$73  = ft_d0;
+    \$74  = acc;
     if (en) begin
-      \$73  = fp_d3;
+      if (ft_d0[0]) begin
+        \$74  = \$14 [16:0];
+      end
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$69 ) begin end
+    \$75  = \acc$68 ;
+    if (en) begin
+      if (ft_d0[0]) begin
+        \$75  = \$16 [16:0];
+      end
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$69 ) begin end
+    \$76  = \acc$74 ;
+    if (en) begin
+      if (ft_d0[0]) begin
+        \$76  = \$18 [16:0];
+      end
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$69 ) begin end
+    \$77  = \acc$80 ;
+    if (en) begin
+      if (ft_d0[0]) begin
+        \$77  = \$20 [16:0];
+      end
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$69 ) begin end
+    \$78  = \acc$86 ;
+    if (en) begin
+      if (ft_d0[0]) begin
+        \$78  = \$22 [16:0];
+      end
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$69 ) begin end
+    \$79  = \acc$92 ;
+    if (en) begin
+      if (ft_d0[0]) begin
+        \$79  = \$24 [16:0];
+      end
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$69 ) begin end
+    \$80  = \acc$98 ;
+    if (en) begin
+      if (ft_d0[0]) begin
+        \$80  = \$26 [16:0];
+      end
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$69 ) begin end
+    \$81  = \acc$104 ;
+    if (en) begin
+      if (ft_d0[0]) begin
+        \$81  = \$28 [16:0];
+      end
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$69 ) begin end
+    \$82  = \acc$110 ;
+    if (en) begin
+      if (ft_d0[0]) begin
+        \$82  = \$30 [16:0];
+      end
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$69 ) begin end
+    \$83  = \acc$116 ;
+    if (en) begin
+      if (ft_d0[0]) begin
+        \$83  = \$32 [16:0];
+      end
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$69 ) begin end
+    \$84  = \acc$122 ;
+    if (en) begin
+      if (ft_d0[0]) begin
+        \$84  = \$34 [16:0];
+      end
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$69 ) begin end
+    \$85  = \acc$128 ;
+    if (en) begin
+      if (ft_d0[0]) begin
+        \$85  = \$36 [16:0];
+      end
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$69 ) begin end
+    \$86  = \acc$134 ;
+    if (en) begin
+      if (ft_d0[0]) begin
+        \$86  = \$38 [16:0];
+      end
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$69 ) begin end
+    \$87  = \acc$140 ;
+    if (en) begin
+      if (ft_d0[0]) begin
+        \$87  = \$40 [16:0];
+      end
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$69 ) begin end
+    \$88  = \acc$146 ;
+    if (en) begin
+      if (ft_d0[0]) begin
+        \$88  = \$42 [16:0];
+      end
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$69 ) begin end
+    \$89  = \acc$152 ;
+    if (en) begin
+      if (ft_d0[0]) begin
+        \$89  = \$44 [16:0];
+      end
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$69 ) begin end
+    \$90  = qv_d0;
+    if (en) begin
+      \$90  = acc_valid;
     end
     if (rst) begin
-      \$73  = 8'h00;
+      \$90  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$69 ) begin end
-    \$74  = params_d0;
+    \$91  = qv_d1;
     if (en) begin
-      \$74  = \data$175 ;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$69 ) begin end
-    \$75  = acc_valid;
-    if (en) begin
-      \$75  = \$11 ;
+      \$91  = qv_d0;
     end
     if (rst) begin
-      \$75  = 1'h0;
+      \$91  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$69 ) begin end
-    \$76  = acc_end;
+    \$92  = qe_d0;
     if (en) begin
-      \$76  = \$12 ;
+      \$92  = acc_end;
     end
     if (rst) begin
-      \$76  = 1'h0;
+      \$92  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$69 ) begin end
-    \$77  = acc;
+    \$93  = qe_d1;
     if (en) begin
-      if (ft_d0[0]) begin
-        \$77  = \$14 [16:0];
-      end
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$69 ) begin end
-    \$78  = \acc$68 ;
-    if (en) begin
-      if (ft_d0[0]) begin
-        \$78  = \$16 [16:0];
-      end
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$69 ) begin end
-    \$79  = \acc$74 ;
-    if (en) begin
-      if (ft_d0[0]) begin
-        \$79  = \$18 [16:0];
-      end
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$69 ) begin end
-    \$80  = \acc$80 ;
-    if (en) begin
-      if (ft_d0[0]) begin
-        \$80  = \$20 [16:0];
-      end
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$69 ) begin end
-    \$81  = \acc$86 ;
-    if (en) begin
-      if (ft_d0[0]) begin
-        \$81  = \$22 [16:0];
-      end
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$69 ) begin end
-    \$82  = \acc$92 ;
-    if (en) begin
-      if (ft_d0[0]) begin
-        \$82  = \$24 [16:0];
-      end
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$69 ) begin end
-    \$83  = \acc$98 ;
-    if (en) begin
-      if (ft_d0[0]) begin
-        \$83  = \$26 [16:0];
-      end
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$69 ) begin end
-    \$84  = \acc$104 ;
-    if (en) begin
-      if (ft_d0[0]) begin
-        \$84  = \$28 [16:0];
-      end
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$69 ) begin end
-    \$85  = \acc$110 ;
-    if (en) begin
-      if (ft_d0[0]) begin
-        \$85  = \$30 [16:0];
-      end
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$69 ) begin end
-    \$86  = \acc$116 ;
-    if (en) begin
-      if (ft_d0[0]) begin
-        \$86  = \$32 [16:0];
-      end
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$69 ) begin end
-    \$87  = \acc$122 ;
-    if (en) begin
-      if (ft_d0[0]) begin
-        \$87  = \$34 [16:0];
-      end
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$69 ) begin end
-    \$88  = \acc$128 ;
-    if (en) begin
-      if (ft_d0[0]) begin
-        \$88  = \$36 [16:0];
-      end
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$69 ) begin end
-    \$89  = \acc$134 ;
-    if (en) begin
-      if (ft_d0[0]) begin
-        \$89  = \$38 [16:0];
-      end
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$69 ) begin end
-    \$90  = \acc$140 ;
-    if (en) begin
-      if (ft_d0[0]) begin
-        \$90  = \$40 [16:0];
-      end
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$69 ) begin end
-    \$91  = \acc$146 ;
-    if (en) begin
-      if (ft_d0[0]) begin
-        \$91  = \$42 [16:0];
-      end
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$69 ) begin end
-    \$92  = \acc$152 ;
-    if (en) begin
-      if (ft_d0[0]) begin
-        \$92  = \$44 [16:0];
-      end
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$69 ) begin end
-    \$93  = qv_d0;
-    if (en) begin
-      \$93  = acc_valid;
+      \$93  = qe_d0;
     end
     if (rst) begin
       \$93  = 1'h0;
@@ -28858,9 +28817,9 @@ module \bchw_top.engine2 (rst, s__ready, m__ready, s__valid, s__payload, m__vali
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$69 ) begin end
-    \$94  = qv_d1;
+    \$94  = qv_last_d0;
     if (en) begin
-      \$94  = qv_d0;
+      \$94  = qv_d1;
     end
     if (rst) begin
       \$94  = 1'h0;
@@ -28868,9 +28827,9 @@ module \bchw_top.engine2 (rst, s__ready, m__ready, s__valid, s__payload, m__vali
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$69 ) begin end
-    \$95  = qe_d0;
+    \$95  = qe_last_d0;
     if (en) begin
-      \$95  = acc_end;
+      \$95  = qe_d1;
     end
     if (rst) begin
       \$95  = 1'h0;
@@ -28878,19 +28837,18 @@ module \bchw_top.engine2 (rst, s__ready, m__ready, s__valid, s__payload, m__vali
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$69 ) begin end
-    \$96  = qe_d1;
-    if (en) begin
-      \$96  = qe_d0;
-    end
-    if (rst) begin
-      \$96  = 1'h0;
+    \$96  = m__payload;
+    if (\$45 ) begin
+      \$96  = { \q$215 , \q$214 , \q$213 , \q$212 , \q$211 , \q$210 , \q$209 , \q$208 , \q$207 , \q$206 , \q$205 , \q$204 , \q$203 , \q$202 , \q$201 , q, m__payload[2047:128] };
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$69 ) begin end
-    \$97  = qv_last_d0;
-    if (en) begin
-      \$97  = qv_d1;
+    \$97  = m__valid;
+    if (\$47 ) begin
+      \$97  = 1'h1;
+    end else if (m__ready) begin
+      \$97  = 1'h0;
     end
     if (rst) begin
       \$97  = 1'h0;
@@ -28898,48 +28856,9 @@ module \bchw_top.engine2 (rst, s__ready, m__ready, s__valid, s__payload, m__vali
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$69 ) begin end
-    \$98  = qe_last_d0;
-    if (en) begin
-      \$98  = qe_d1;
-    end
+    \$98  = \$54 ;
     if (rst) begin
-      \$98  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$69 ) begin end
-    \$99  = \$52 ;
-    if (rst) begin
-      \$99  = 1'h1;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$69 ) begin end
-    \$100  = m__valid;
-    if (\$54 ) begin
-      \$100  = 1'h1;
-    end else if (m__ready) begin
-      \$100  = 1'h0;
-    end
-    if (rst) begin
-      \$100  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$69 ) begin end
-    \$101  = m__payload;
-    if (\$54 ) begin
-      \$101  = { \q$217 , \q$216 , \q$215 , \q$214 , \q$213 , \q$212 , \q$211 , \q$210 , \q$209 , \q$208 , \q$207 , \q$206 , \q$205 , \q$204 , \q$203 , q, collected };
-    end
-    if (rst) begin
-      \$101  = 2048'h00000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$69 ) begin end
-    \$102  = collected;
-    if (\$57 ) begin
-      \$102  = { \q$217 , \q$216 , \q$215 , \q$214 , \q$213 , \q$212 , \q$211 , \q$210 , \q$209 , \q$208 , \q$207 , \q$206 , \q$205 , \q$204 , \q$203 , q, collected[1919:128] };
+      \$98  = 1'h1;
     end
   end
   assign \en$4  = en;
@@ -29074,6 +28993,7 @@ module \bchw_top.engine2 (rst, s__ready, m__ready, s__valid, s__payload, m__vali
   assign \mul$154  = params_d0[902:885];
   assign \shift$155  = params_d0[907:903];
   assign \bias$156  = params_d0[943:908];
+  assign vector = m__payload;
 endmodule
 
 (* generator = "Amaranth" *)
@@ -29100,7 +29020,7 @@ module \bchw_top.engine2.params (data, addr, en, clk);
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine2.requant0 (rst, \port$7878$0 , acc, en, q, clk);
+module \bchw_top.engine2.requant0 (rst, \port$7857$0 , acc, en, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$70  = 0;
   wire [34:0] \$1 ;
   reg [36:0] \$10 ;
@@ -29123,8 +29043,8 @@ module \bchw_top.engine2.requant0 (rst, \port$7878$0 , acc, en, q, clk);
   input en;
   wire en;
   wire [17:0] mul;
-  input [58:0] \port$7878$0 ;
-  wire [58:0] \port$7878$0 ;
+  input [58:0] \port$7857$0 ;
+  wire [58:0] \port$7857$0 ;
   reg [34:0] prod = 35'h000000000;
   output [7:0] q;
   reg [7:0] q = 8'h00;
@@ -29135,7 +29055,7 @@ module \bchw_top.engine2.requant0 (rst, \port$7878$0 , acc, en, q, clk);
   reg [4:0] shift2 = 5'h00;
   wire [36:0] shifted;
   reg [36:0] total = 37'h0000000000;
-  assign \$1  = $signed(acc) * $signed(\port$7878$0 [17:0]);
+  assign \$1  = $signed(acc) * $signed(\port$7857$0 [17:0]);
   assign \$2  = $signed(prod) + $signed(bias1);
   assign \$3  = $signed(shifted) < $signed(1'h0);
   assign \$4  = $signed(shifted) > $signed(9'h0ff);
@@ -29165,14 +29085,14 @@ module \bchw_top.engine2.requant0 (rst, \port$7878$0 , acc, en, q, clk);
     if (\$auto$verilog_backend.cc:2355:dump_module$70 ) begin end
     \$8  = bias1;
     if (en) begin
-      \$8  = \port$7878$0 [58:23];
+      \$8  = \port$7857$0 [58:23];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$70 ) begin end
     \$9  = shift1;
     if (en) begin
-      \$9  = \port$7878$0 [22:18];
+      \$9  = \port$7857$0 [22:18];
     end
   end
   always @* begin
@@ -29199,13 +29119,13 @@ module \bchw_top.engine2.requant0 (rst, \port$7878$0 , acc, en, q, clk);
       \$12  = 8'h00;
     end
   end
-  assign mul = \port$7878$0 [17:0];
-  assign bias = \port$7878$0 [58:23];
-  assign shift = \port$7878$0 [22:18];
+  assign mul = \port$7857$0 [17:0];
+  assign bias = \port$7857$0 [58:23];
+  assign shift = \port$7857$0 [22:18];
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine2.requant1 (rst, \port$7878$59 , acc, en, q, clk);
+module \bchw_top.engine2.requant1 (rst, \port$7857$59 , acc, en, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$71  = 0;
   wire [34:0] \$1 ;
   reg [36:0] \$10 ;
@@ -29228,8 +29148,8 @@ module \bchw_top.engine2.requant1 (rst, \port$7878$59 , acc, en, q, clk);
   input en;
   wire en;
   wire [17:0] mul;
-  input [58:0] \port$7878$59 ;
-  wire [58:0] \port$7878$59 ;
+  input [58:0] \port$7857$59 ;
+  wire [58:0] \port$7857$59 ;
   reg [34:0] prod = 35'h000000000;
   output [7:0] q;
   reg [7:0] q = 8'h00;
@@ -29240,7 +29160,7 @@ module \bchw_top.engine2.requant1 (rst, \port$7878$59 , acc, en, q, clk);
   reg [4:0] shift2 = 5'h00;
   wire [36:0] shifted;
   reg [36:0] total = 37'h0000000000;
-  assign \$1  = $signed(acc) * $signed(\port$7878$59 [17:0]);
+  assign \$1  = $signed(acc) * $signed(\port$7857$59 [17:0]);
   assign \$2  = $signed(prod) + $signed(bias1);
   assign \$3  = $signed(shifted) < $signed(1'h0);
   assign \$4  = $signed(shifted) > $signed(9'h0ff);
@@ -29270,14 +29190,14 @@ module \bchw_top.engine2.requant1 (rst, \port$7878$59 , acc, en, q, clk);
     if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
     \$8  = bias1;
     if (en) begin
-      \$8  = \port$7878$59 [58:23];
+      \$8  = \port$7857$59 [58:23];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
     \$9  = shift1;
     if (en) begin
-      \$9  = \port$7878$59 [22:18];
+      \$9  = \port$7857$59 [22:18];
     end
   end
   always @* begin
@@ -29304,13 +29224,13 @@ module \bchw_top.engine2.requant1 (rst, \port$7878$59 , acc, en, q, clk);
       \$12  = 8'h00;
     end
   end
-  assign mul = \port$7878$59 [17:0];
-  assign bias = \port$7878$59 [58:23];
-  assign shift = \port$7878$59 [22:18];
+  assign mul = \port$7857$59 [17:0];
+  assign bias = \port$7857$59 [58:23];
+  assign shift = \port$7857$59 [22:18];
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine2.requant10 (rst, \port$7878$590 , acc, en, q, clk);
+module \bchw_top.engine2.requant10 (rst, \port$7857$590 , acc, en, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$72  = 0;
   wire [34:0] \$1 ;
   reg [36:0] \$10 ;
@@ -29333,8 +29253,8 @@ module \bchw_top.engine2.requant10 (rst, \port$7878$590 , acc, en, q, clk);
   input en;
   wire en;
   wire [17:0] mul;
-  input [58:0] \port$7878$590 ;
-  wire [58:0] \port$7878$590 ;
+  input [58:0] \port$7857$590 ;
+  wire [58:0] \port$7857$590 ;
   reg [34:0] prod = 35'h000000000;
   output [7:0] q;
   reg [7:0] q = 8'h00;
@@ -29345,7 +29265,7 @@ module \bchw_top.engine2.requant10 (rst, \port$7878$590 , acc, en, q, clk);
   reg [4:0] shift2 = 5'h00;
   wire [36:0] shifted;
   reg [36:0] total = 37'h0000000000;
-  assign \$1  = $signed(acc) * $signed(\port$7878$590 [17:0]);
+  assign \$1  = $signed(acc) * $signed(\port$7857$590 [17:0]);
   assign \$2  = $signed(prod) + $signed(bias1);
   assign \$3  = $signed(shifted) < $signed(1'h0);
   assign \$4  = $signed(shifted) > $signed(9'h0ff);
@@ -29375,14 +29295,14 @@ module \bchw_top.engine2.requant10 (rst, \port$7878$590 , acc, en, q, clk);
     if (\$auto$verilog_backend.cc:2355:dump_module$72 ) begin end
     \$8  = bias1;
     if (en) begin
-      \$8  = \port$7878$590 [58:23];
+      \$8  = \port$7857$590 [58:23];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$72 ) begin end
     \$9  = shift1;
     if (en) begin
-      \$9  = \port$7878$590 [22:18];
+      \$9  = \port$7857$590 [22:18];
     end
   end
   always @* begin
@@ -29409,13 +29329,13 @@ module \bchw_top.engine2.requant10 (rst, \port$7878$590 , acc, en, q, clk);
       \$12  = 8'h00;
     end
   end
-  assign mul = \port$7878$590 [17:0];
-  assign bias = \port$7878$590 [58:23];
-  assign shift = \port$7878$590 [22:18];
+  assign mul = \port$7857$590 [17:0];
+  assign bias = \port$7857$590 [58:23];
+  assign shift = \port$7857$590 [22:18];
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine2.requant11 (rst, \port$7878$649 , acc, en, q, clk);
+module \bchw_top.engine2.requant11 (rst, \port$7857$649 , acc, en, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$73  = 0;
   wire [34:0] \$1 ;
   reg [36:0] \$10 ;
@@ -29438,8 +29358,8 @@ module \bchw_top.engine2.requant11 (rst, \port$7878$649 , acc, en, q, clk);
   input en;
   wire en;
   wire [17:0] mul;
-  input [58:0] \port$7878$649 ;
-  wire [58:0] \port$7878$649 ;
+  input [58:0] \port$7857$649 ;
+  wire [58:0] \port$7857$649 ;
   reg [34:0] prod = 35'h000000000;
   output [7:0] q;
   reg [7:0] q = 8'h00;
@@ -29450,7 +29370,7 @@ module \bchw_top.engine2.requant11 (rst, \port$7878$649 , acc, en, q, clk);
   reg [4:0] shift2 = 5'h00;
   wire [36:0] shifted;
   reg [36:0] total = 37'h0000000000;
-  assign \$1  = $signed(acc) * $signed(\port$7878$649 [17:0]);
+  assign \$1  = $signed(acc) * $signed(\port$7857$649 [17:0]);
   assign \$2  = $signed(prod) + $signed(bias1);
   assign \$3  = $signed(shifted) < $signed(1'h0);
   assign \$4  = $signed(shifted) > $signed(9'h0ff);
@@ -29480,14 +29400,14 @@ module \bchw_top.engine2.requant11 (rst, \port$7878$649 , acc, en, q, clk);
     if (\$auto$verilog_backend.cc:2355:dump_module$73 ) begin end
     \$8  = bias1;
     if (en) begin
-      \$8  = \port$7878$649 [58:23];
+      \$8  = \port$7857$649 [58:23];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$73 ) begin end
     \$9  = shift1;
     if (en) begin
-      \$9  = \port$7878$649 [22:18];
+      \$9  = \port$7857$649 [22:18];
     end
   end
   always @* begin
@@ -29514,13 +29434,13 @@ module \bchw_top.engine2.requant11 (rst, \port$7878$649 , acc, en, q, clk);
       \$12  = 8'h00;
     end
   end
-  assign mul = \port$7878$649 [17:0];
-  assign bias = \port$7878$649 [58:23];
-  assign shift = \port$7878$649 [22:18];
+  assign mul = \port$7857$649 [17:0];
+  assign bias = \port$7857$649 [58:23];
+  assign shift = \port$7857$649 [22:18];
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine2.requant12 (rst, \port$7878$708 , acc, en, q, clk);
+module \bchw_top.engine2.requant12 (rst, \port$7857$708 , acc, en, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$74  = 0;
   wire [34:0] \$1 ;
   reg [36:0] \$10 ;
@@ -29543,8 +29463,8 @@ module \bchw_top.engine2.requant12 (rst, \port$7878$708 , acc, en, q, clk);
   input en;
   wire en;
   wire [17:0] mul;
-  input [58:0] \port$7878$708 ;
-  wire [58:0] \port$7878$708 ;
+  input [58:0] \port$7857$708 ;
+  wire [58:0] \port$7857$708 ;
   reg [34:0] prod = 35'h000000000;
   output [7:0] q;
   reg [7:0] q = 8'h00;
@@ -29555,7 +29475,7 @@ module \bchw_top.engine2.requant12 (rst, \port$7878$708 , acc, en, q, clk);
   reg [4:0] shift2 = 5'h00;
   wire [36:0] shifted;
   reg [36:0] total = 37'h0000000000;
-  assign \$1  = $signed(acc) * $signed(\port$7878$708 [17:0]);
+  assign \$1  = $signed(acc) * $signed(\port$7857$708 [17:0]);
   assign \$2  = $signed(prod) + $signed(bias1);
   assign \$3  = $signed(shifted) < $signed(1'h0);
   assign \$4  = $signed(shifted) > $signed(9'h0ff);
@@ -29585,14 +29505,14 @@ module \bchw_top.engine2.requant12 (rst, \port$7878$708 , acc, en, q, clk);
     if (\$auto$verilog_backend.cc:2355:dump_module$74 ) begin end
     \$8  = bias1;
     if (en) begin
-      \$8  = \port$7878$708 [58:23];
+      \$8  = \port$7857$708 [58:23];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$74 ) begin end
     \$9  = shift1;
     if (en) begin
-      \$9  = \port$7878$708 [22:18];
+      \$9  = \port$7857$708 [22:18];
     end
   end
   always @* begin
@@ -29619,13 +29539,13 @@ module \bchw_top.engine2.requant12 (rst, \port$7878$708 , acc, en, q, clk);
       \$12  = 8'h00;
     end
   end
-  assign mul = \port$7878$708 [17:0];
-  assign bias = \port$7878$708 [58:23];
-  assign shift = \port$7878$708 [22:18];
+  assign mul = \port$7857$708 [17:0];
+  assign bias = \port$7857$708 [58:23];
+  assign shift = \port$7857$708 [22:18];
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine2.requant13 (rst, \port$7878$767 , acc, en, q, clk);
+module \bchw_top.engine2.requant13 (rst, \port$7857$767 , acc, en, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$75  = 0;
   wire [34:0] \$1 ;
   reg [36:0] \$10 ;
@@ -29648,8 +29568,8 @@ module \bchw_top.engine2.requant13 (rst, \port$7878$767 , acc, en, q, clk);
   input en;
   wire en;
   wire [17:0] mul;
-  input [58:0] \port$7878$767 ;
-  wire [58:0] \port$7878$767 ;
+  input [58:0] \port$7857$767 ;
+  wire [58:0] \port$7857$767 ;
   reg [34:0] prod = 35'h000000000;
   output [7:0] q;
   reg [7:0] q = 8'h00;
@@ -29660,7 +29580,7 @@ module \bchw_top.engine2.requant13 (rst, \port$7878$767 , acc, en, q, clk);
   reg [4:0] shift2 = 5'h00;
   wire [36:0] shifted;
   reg [36:0] total = 37'h0000000000;
-  assign \$1  = $signed(acc) * $signed(\port$7878$767 [17:0]);
+  assign \$1  = $signed(acc) * $signed(\port$7857$767 [17:0]);
   assign \$2  = $signed(prod) + $signed(bias1);
   assign \$3  = $signed(shifted) < $signed(1'h0);
   assign \$4  = $signed(shifted) > $signed(9'h0ff);
@@ -29690,14 +29610,14 @@ module \bchw_top.engine2.requant13 (rst, \port$7878$767 , acc, en, q, clk);
     if (\$auto$verilog_backend.cc:2355:dump_module$75 ) begin end
     \$8  = bias1;
     if (en) begin
-      \$8  = \port$7878$767 [58:23];
+      \$8  = \port$7857$767 [58:23];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$75 ) begin end
     \$9  = shift1;
     if (en) begin
-      \$9  = \port$7878$767 [22:18];
+      \$9  = \port$7857$767 [22:18];
     end
   end
   always @* begin
@@ -29724,13 +29644,13 @@ module \bchw_top.engine2.requant13 (rst, \port$7878$767 , acc, en, q, clk);
       \$12  = 8'h00;
     end
   end
-  assign mul = \port$7878$767 [17:0];
-  assign bias = \port$7878$767 [58:23];
-  assign shift = \port$7878$767 [22:18];
+  assign mul = \port$7857$767 [17:0];
+  assign bias = \port$7857$767 [58:23];
+  assign shift = \port$7857$767 [22:18];
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine2.requant14 (rst, \port$7878$826 , acc, en, q, clk);
+module \bchw_top.engine2.requant14 (rst, \port$7857$826 , acc, en, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$76  = 0;
   wire [34:0] \$1 ;
   reg [36:0] \$10 ;
@@ -29753,8 +29673,8 @@ module \bchw_top.engine2.requant14 (rst, \port$7878$826 , acc, en, q, clk);
   input en;
   wire en;
   wire [17:0] mul;
-  input [58:0] \port$7878$826 ;
-  wire [58:0] \port$7878$826 ;
+  input [58:0] \port$7857$826 ;
+  wire [58:0] \port$7857$826 ;
   reg [34:0] prod = 35'h000000000;
   output [7:0] q;
   reg [7:0] q = 8'h00;
@@ -29765,7 +29685,7 @@ module \bchw_top.engine2.requant14 (rst, \port$7878$826 , acc, en, q, clk);
   reg [4:0] shift2 = 5'h00;
   wire [36:0] shifted;
   reg [36:0] total = 37'h0000000000;
-  assign \$1  = $signed(acc) * $signed(\port$7878$826 [17:0]);
+  assign \$1  = $signed(acc) * $signed(\port$7857$826 [17:0]);
   assign \$2  = $signed(prod) + $signed(bias1);
   assign \$3  = $signed(shifted) < $signed(1'h0);
   assign \$4  = $signed(shifted) > $signed(9'h0ff);
@@ -29795,14 +29715,14 @@ module \bchw_top.engine2.requant14 (rst, \port$7878$826 , acc, en, q, clk);
     if (\$auto$verilog_backend.cc:2355:dump_module$76 ) begin end
     \$8  = bias1;
     if (en) begin
-      \$8  = \port$7878$826 [58:23];
+      \$8  = \port$7857$826 [58:23];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$76 ) begin end
     \$9  = shift1;
     if (en) begin
-      \$9  = \port$7878$826 [22:18];
+      \$9  = \port$7857$826 [22:18];
     end
   end
   always @* begin
@@ -29829,13 +29749,13 @@ module \bchw_top.engine2.requant14 (rst, \port$7878$826 , acc, en, q, clk);
       \$12  = 8'h00;
     end
   end
-  assign mul = \port$7878$826 [17:0];
-  assign bias = \port$7878$826 [58:23];
-  assign shift = \port$7878$826 [22:18];
+  assign mul = \port$7857$826 [17:0];
+  assign bias = \port$7857$826 [58:23];
+  assign shift = \port$7857$826 [22:18];
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine2.requant15 (rst, \port$7878$885 , acc, en, q, clk);
+module \bchw_top.engine2.requant15 (rst, \port$7857$885 , acc, en, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$77  = 0;
   wire [34:0] \$1 ;
   reg [36:0] \$10 ;
@@ -29858,8 +29778,8 @@ module \bchw_top.engine2.requant15 (rst, \port$7878$885 , acc, en, q, clk);
   input en;
   wire en;
   wire [17:0] mul;
-  input [58:0] \port$7878$885 ;
-  wire [58:0] \port$7878$885 ;
+  input [58:0] \port$7857$885 ;
+  wire [58:0] \port$7857$885 ;
   reg [34:0] prod = 35'h000000000;
   output [7:0] q;
   reg [7:0] q = 8'h00;
@@ -29870,7 +29790,7 @@ module \bchw_top.engine2.requant15 (rst, \port$7878$885 , acc, en, q, clk);
   reg [4:0] shift2 = 5'h00;
   wire [36:0] shifted;
   reg [36:0] total = 37'h0000000000;
-  assign \$1  = $signed(acc) * $signed(\port$7878$885 [17:0]);
+  assign \$1  = $signed(acc) * $signed(\port$7857$885 [17:0]);
   assign \$2  = $signed(prod) + $signed(bias1);
   assign \$3  = $signed(shifted) < $signed(1'h0);
   assign \$4  = $signed(shifted) > $signed(9'h0ff);
@@ -29900,14 +29820,14 @@ module \bchw_top.engine2.requant15 (rst, \port$7878$885 , acc, en, q, clk);
     if (\$auto$verilog_backend.cc:2355:dump_module$77 ) begin end
     \$8  = bias1;
     if (en) begin
-      \$8  = \port$7878$885 [58:23];
+      \$8  = \port$7857$885 [58:23];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$77 ) begin end
     \$9  = shift1;
     if (en) begin
-      \$9  = \port$7878$885 [22:18];
+      \$9  = \port$7857$885 [22:18];
     end
   end
   always @* begin
@@ -29934,13 +29854,13 @@ module \bchw_top.engine2.requant15 (rst, \port$7878$885 , acc, en, q, clk);
       \$12  = 8'h00;
     end
   end
-  assign mul = \port$7878$885 [17:0];
-  assign bias = \port$7878$885 [58:23];
-  assign shift = \port$7878$885 [22:18];
+  assign mul = \port$7857$885 [17:0];
+  assign bias = \port$7857$885 [58:23];
+  assign shift = \port$7857$885 [22:18];
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine2.requant2 (rst, \port$7878$118 , acc, en, q, clk);
+module \bchw_top.engine2.requant2 (rst, \port$7857$118 , acc, en, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$78  = 0;
   wire [34:0] \$1 ;
   reg [36:0] \$10 ;
@@ -29963,8 +29883,8 @@ module \bchw_top.engine2.requant2 (rst, \port$7878$118 , acc, en, q, clk);
   input en;
   wire en;
   wire [17:0] mul;
-  input [58:0] \port$7878$118 ;
-  wire [58:0] \port$7878$118 ;
+  input [58:0] \port$7857$118 ;
+  wire [58:0] \port$7857$118 ;
   reg [34:0] prod = 35'h000000000;
   output [7:0] q;
   reg [7:0] q = 8'h00;
@@ -29975,7 +29895,7 @@ module \bchw_top.engine2.requant2 (rst, \port$7878$118 , acc, en, q, clk);
   reg [4:0] shift2 = 5'h00;
   wire [36:0] shifted;
   reg [36:0] total = 37'h0000000000;
-  assign \$1  = $signed(acc) * $signed(\port$7878$118 [17:0]);
+  assign \$1  = $signed(acc) * $signed(\port$7857$118 [17:0]);
   assign \$2  = $signed(prod) + $signed(bias1);
   assign \$3  = $signed(shifted) < $signed(1'h0);
   assign \$4  = $signed(shifted) > $signed(9'h0ff);
@@ -30005,14 +29925,14 @@ module \bchw_top.engine2.requant2 (rst, \port$7878$118 , acc, en, q, clk);
     if (\$auto$verilog_backend.cc:2355:dump_module$78 ) begin end
     \$8  = bias1;
     if (en) begin
-      \$8  = \port$7878$118 [58:23];
+      \$8  = \port$7857$118 [58:23];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$78 ) begin end
     \$9  = shift1;
     if (en) begin
-      \$9  = \port$7878$118 [22:18];
+      \$9  = \port$7857$118 [22:18];
     end
   end
   always @* begin
@@ -30039,13 +29959,13 @@ module \bchw_top.engine2.requant2 (rst, \port$7878$118 , acc, en, q, clk);
       \$12  = 8'h00;
     end
   end
-  assign mul = \port$7878$118 [17:0];
-  assign bias = \port$7878$118 [58:23];
-  assign shift = \port$7878$118 [22:18];
+  assign mul = \port$7857$118 [17:0];
+  assign bias = \port$7857$118 [58:23];
+  assign shift = \port$7857$118 [22:18];
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine2.requant3 (rst, \port$7878$177 , acc, en, q, clk);
+module \bchw_top.engine2.requant3 (rst, \port$7857$177 , acc, en, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$79  = 0;
   wire [34:0] \$1 ;
   reg [36:0] \$10 ;
@@ -30068,8 +29988,8 @@ module \bchw_top.engine2.requant3 (rst, \port$7878$177 , acc, en, q, clk);
   input en;
   wire en;
   wire [17:0] mul;
-  input [58:0] \port$7878$177 ;
-  wire [58:0] \port$7878$177 ;
+  input [58:0] \port$7857$177 ;
+  wire [58:0] \port$7857$177 ;
   reg [34:0] prod = 35'h000000000;
   output [7:0] q;
   reg [7:0] q = 8'h00;
@@ -30080,7 +30000,7 @@ module \bchw_top.engine2.requant3 (rst, \port$7878$177 , acc, en, q, clk);
   reg [4:0] shift2 = 5'h00;
   wire [36:0] shifted;
   reg [36:0] total = 37'h0000000000;
-  assign \$1  = $signed(acc) * $signed(\port$7878$177 [17:0]);
+  assign \$1  = $signed(acc) * $signed(\port$7857$177 [17:0]);
   assign \$2  = $signed(prod) + $signed(bias1);
   assign \$3  = $signed(shifted) < $signed(1'h0);
   assign \$4  = $signed(shifted) > $signed(9'h0ff);
@@ -30110,14 +30030,14 @@ module \bchw_top.engine2.requant3 (rst, \port$7878$177 , acc, en, q, clk);
     if (\$auto$verilog_backend.cc:2355:dump_module$79 ) begin end
     \$8  = bias1;
     if (en) begin
-      \$8  = \port$7878$177 [58:23];
+      \$8  = \port$7857$177 [58:23];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$79 ) begin end
     \$9  = shift1;
     if (en) begin
-      \$9  = \port$7878$177 [22:18];
+      \$9  = \port$7857$177 [22:18];
     end
   end
   always @* begin
@@ -30144,13 +30064,13 @@ module \bchw_top.engine2.requant3 (rst, \port$7878$177 , acc, en, q, clk);
       \$12  = 8'h00;
     end
   end
-  assign mul = \port$7878$177 [17:0];
-  assign bias = \port$7878$177 [58:23];
-  assign shift = \port$7878$177 [22:18];
+  assign mul = \port$7857$177 [17:0];
+  assign bias = \port$7857$177 [58:23];
+  assign shift = \port$7857$177 [22:18];
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine2.requant4 (rst, \port$7878$236 , acc, en, q, clk);
+module \bchw_top.engine2.requant4 (rst, \port$7857$236 , acc, en, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$80  = 0;
   wire [34:0] \$1 ;
   reg [36:0] \$10 ;
@@ -30173,8 +30093,8 @@ module \bchw_top.engine2.requant4 (rst, \port$7878$236 , acc, en, q, clk);
   input en;
   wire en;
   wire [17:0] mul;
-  input [58:0] \port$7878$236 ;
-  wire [58:0] \port$7878$236 ;
+  input [58:0] \port$7857$236 ;
+  wire [58:0] \port$7857$236 ;
   reg [34:0] prod = 35'h000000000;
   output [7:0] q;
   reg [7:0] q = 8'h00;
@@ -30185,7 +30105,7 @@ module \bchw_top.engine2.requant4 (rst, \port$7878$236 , acc, en, q, clk);
   reg [4:0] shift2 = 5'h00;
   wire [36:0] shifted;
   reg [36:0] total = 37'h0000000000;
-  assign \$1  = $signed(acc) * $signed(\port$7878$236 [17:0]);
+  assign \$1  = $signed(acc) * $signed(\port$7857$236 [17:0]);
   assign \$2  = $signed(prod) + $signed(bias1);
   assign \$3  = $signed(shifted) < $signed(1'h0);
   assign \$4  = $signed(shifted) > $signed(9'h0ff);
@@ -30215,14 +30135,14 @@ module \bchw_top.engine2.requant4 (rst, \port$7878$236 , acc, en, q, clk);
     if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
     \$8  = bias1;
     if (en) begin
-      \$8  = \port$7878$236 [58:23];
+      \$8  = \port$7857$236 [58:23];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
     \$9  = shift1;
     if (en) begin
-      \$9  = \port$7878$236 [22:18];
+      \$9  = \port$7857$236 [22:18];
     end
   end
   always @* begin
@@ -30249,13 +30169,13 @@ module \bchw_top.engine2.requant4 (rst, \port$7878$236 , acc, en, q, clk);
       \$12  = 8'h00;
     end
   end
-  assign mul = \port$7878$236 [17:0];
-  assign bias = \port$7878$236 [58:23];
-  assign shift = \port$7878$236 [22:18];
+  assign mul = \port$7857$236 [17:0];
+  assign bias = \port$7857$236 [58:23];
+  assign shift = \port$7857$236 [22:18];
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine2.requant5 (rst, \port$7878$295 , acc, en, q, clk);
+module \bchw_top.engine2.requant5 (rst, \port$7857$295 , acc, en, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$81  = 0;
   wire [34:0] \$1 ;
   reg [36:0] \$10 ;
@@ -30278,8 +30198,8 @@ module \bchw_top.engine2.requant5 (rst, \port$7878$295 , acc, en, q, clk);
   input en;
   wire en;
   wire [17:0] mul;
-  input [58:0] \port$7878$295 ;
-  wire [58:0] \port$7878$295 ;
+  input [58:0] \port$7857$295 ;
+  wire [58:0] \port$7857$295 ;
   reg [34:0] prod = 35'h000000000;
   output [7:0] q;
   reg [7:0] q = 8'h00;
@@ -30290,7 +30210,7 @@ module \bchw_top.engine2.requant5 (rst, \port$7878$295 , acc, en, q, clk);
   reg [4:0] shift2 = 5'h00;
   wire [36:0] shifted;
   reg [36:0] total = 37'h0000000000;
-  assign \$1  = $signed(acc) * $signed(\port$7878$295 [17:0]);
+  assign \$1  = $signed(acc) * $signed(\port$7857$295 [17:0]);
   assign \$2  = $signed(prod) + $signed(bias1);
   assign \$3  = $signed(shifted) < $signed(1'h0);
   assign \$4  = $signed(shifted) > $signed(9'h0ff);
@@ -30320,14 +30240,14 @@ module \bchw_top.engine2.requant5 (rst, \port$7878$295 , acc, en, q, clk);
     if (\$auto$verilog_backend.cc:2355:dump_module$81 ) begin end
     \$8  = bias1;
     if (en) begin
-      \$8  = \port$7878$295 [58:23];
+      \$8  = \port$7857$295 [58:23];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$81 ) begin end
     \$9  = shift1;
     if (en) begin
-      \$9  = \port$7878$295 [22:18];
+      \$9  = \port$7857$295 [22:18];
     end
   end
   always @* begin
@@ -30354,13 +30274,13 @@ module \bchw_top.engine2.requant5 (rst, \port$7878$295 , acc, en, q, clk);
       \$12  = 8'h00;
     end
   end
-  assign mul = \port$7878$295 [17:0];
-  assign bias = \port$7878$295 [58:23];
-  assign shift = \port$7878$295 [22:18];
+  assign mul = \port$7857$295 [17:0];
+  assign bias = \port$7857$295 [58:23];
+  assign shift = \port$7857$295 [22:18];
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine2.requant6 (rst, \port$7878$354 , acc, en, q, clk);
+module \bchw_top.engine2.requant6 (rst, \port$7857$354 , acc, en, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$82  = 0;
   wire [34:0] \$1 ;
   reg [36:0] \$10 ;
@@ -30383,8 +30303,8 @@ module \bchw_top.engine2.requant6 (rst, \port$7878$354 , acc, en, q, clk);
   input en;
   wire en;
   wire [17:0] mul;
-  input [58:0] \port$7878$354 ;
-  wire [58:0] \port$7878$354 ;
+  input [58:0] \port$7857$354 ;
+  wire [58:0] \port$7857$354 ;
   reg [34:0] prod = 35'h000000000;
   output [7:0] q;
   reg [7:0] q = 8'h00;
@@ -30395,7 +30315,7 @@ module \bchw_top.engine2.requant6 (rst, \port$7878$354 , acc, en, q, clk);
   reg [4:0] shift2 = 5'h00;
   wire [36:0] shifted;
   reg [36:0] total = 37'h0000000000;
-  assign \$1  = $signed(acc) * $signed(\port$7878$354 [17:0]);
+  assign \$1  = $signed(acc) * $signed(\port$7857$354 [17:0]);
   assign \$2  = $signed(prod) + $signed(bias1);
   assign \$3  = $signed(shifted) < $signed(1'h0);
   assign \$4  = $signed(shifted) > $signed(9'h0ff);
@@ -30425,14 +30345,14 @@ module \bchw_top.engine2.requant6 (rst, \port$7878$354 , acc, en, q, clk);
     if (\$auto$verilog_backend.cc:2355:dump_module$82 ) begin end
     \$8  = bias1;
     if (en) begin
-      \$8  = \port$7878$354 [58:23];
+      \$8  = \port$7857$354 [58:23];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$82 ) begin end
     \$9  = shift1;
     if (en) begin
-      \$9  = \port$7878$354 [22:18];
+      \$9  = \port$7857$354 [22:18];
     end
   end
   always @* begin
@@ -30459,13 +30379,13 @@ module \bchw_top.engine2.requant6 (rst, \port$7878$354 , acc, en, q, clk);
       \$12  = 8'h00;
     end
   end
-  assign mul = \port$7878$354 [17:0];
-  assign bias = \port$7878$354 [58:23];
-  assign shift = \port$7878$354 [22:18];
+  assign mul = \port$7857$354 [17:0];
+  assign bias = \port$7857$354 [58:23];
+  assign shift = \port$7857$354 [22:18];
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine2.requant7 (rst, \port$7878$413 , acc, en, q, clk);
+module \bchw_top.engine2.requant7 (rst, \port$7857$413 , acc, en, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$83  = 0;
   wire [34:0] \$1 ;
   reg [36:0] \$10 ;
@@ -30488,8 +30408,8 @@ module \bchw_top.engine2.requant7 (rst, \port$7878$413 , acc, en, q, clk);
   input en;
   wire en;
   wire [17:0] mul;
-  input [58:0] \port$7878$413 ;
-  wire [58:0] \port$7878$413 ;
+  input [58:0] \port$7857$413 ;
+  wire [58:0] \port$7857$413 ;
   reg [34:0] prod = 35'h000000000;
   output [7:0] q;
   reg [7:0] q = 8'h00;
@@ -30500,7 +30420,7 @@ module \bchw_top.engine2.requant7 (rst, \port$7878$413 , acc, en, q, clk);
   reg [4:0] shift2 = 5'h00;
   wire [36:0] shifted;
   reg [36:0] total = 37'h0000000000;
-  assign \$1  = $signed(acc) * $signed(\port$7878$413 [17:0]);
+  assign \$1  = $signed(acc) * $signed(\port$7857$413 [17:0]);
   assign \$2  = $signed(prod) + $signed(bias1);
   assign \$3  = $signed(shifted) < $signed(1'h0);
   assign \$4  = $signed(shifted) > $signed(9'h0ff);
@@ -30530,14 +30450,14 @@ module \bchw_top.engine2.requant7 (rst, \port$7878$413 , acc, en, q, clk);
     if (\$auto$verilog_backend.cc:2355:dump_module$83 ) begin end
     \$8  = bias1;
     if (en) begin
-      \$8  = \port$7878$413 [58:23];
+      \$8  = \port$7857$413 [58:23];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$83 ) begin end
     \$9  = shift1;
     if (en) begin
-      \$9  = \port$7878$413 [22:18];
+      \$9  = \port$7857$413 [22:18];
     end
   end
   always @* begin
@@ -30564,13 +30484,13 @@ module \bchw_top.engine2.requant7 (rst, \port$7878$413 , acc, en, q, clk);
       \$12  = 8'h00;
     end
   end
-  assign mul = \port$7878$413 [17:0];
-  assign bias = \port$7878$413 [58:23];
-  assign shift = \port$7878$413 [22:18];
+  assign mul = \port$7857$413 [17:0];
+  assign bias = \port$7857$413 [58:23];
+  assign shift = \port$7857$413 [22:18];
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine2.requant8 (rst, \port$7878$472 , acc, en, q, clk);
+module \bchw_top.engine2.requant8 (rst, \port$7857$472 , acc, en, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$84  = 0;
   wire [34:0] \$1 ;
   reg [36:0] \$10 ;
@@ -30593,8 +30513,8 @@ module \bchw_top.engine2.requant8 (rst, \port$7878$472 , acc, en, q, clk);
   input en;
   wire en;
   wire [17:0] mul;
-  input [58:0] \port$7878$472 ;
-  wire [58:0] \port$7878$472 ;
+  input [58:0] \port$7857$472 ;
+  wire [58:0] \port$7857$472 ;
   reg [34:0] prod = 35'h000000000;
   output [7:0] q;
   reg [7:0] q = 8'h00;
@@ -30605,7 +30525,7 @@ module \bchw_top.engine2.requant8 (rst, \port$7878$472 , acc, en, q, clk);
   reg [4:0] shift2 = 5'h00;
   wire [36:0] shifted;
   reg [36:0] total = 37'h0000000000;
-  assign \$1  = $signed(acc) * $signed(\port$7878$472 [17:0]);
+  assign \$1  = $signed(acc) * $signed(\port$7857$472 [17:0]);
   assign \$2  = $signed(prod) + $signed(bias1);
   assign \$3  = $signed(shifted) < $signed(1'h0);
   assign \$4  = $signed(shifted) > $signed(9'h0ff);
@@ -30635,14 +30555,14 @@ module \bchw_top.engine2.requant8 (rst, \port$7878$472 , acc, en, q, clk);
     if (\$auto$verilog_backend.cc:2355:dump_module$84 ) begin end
     \$8  = bias1;
     if (en) begin
-      \$8  = \port$7878$472 [58:23];
+      \$8  = \port$7857$472 [58:23];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$84 ) begin end
     \$9  = shift1;
     if (en) begin
-      \$9  = \port$7878$472 [22:18];
+      \$9  = \port$7857$472 [22:18];
     end
   end
   always @* begin
@@ -30669,13 +30589,13 @@ module \bchw_top.engine2.requant8 (rst, \port$7878$472 , acc, en, q, clk);
       \$12  = 8'h00;
     end
   end
-  assign mul = \port$7878$472 [17:0];
-  assign bias = \port$7878$472 [58:23];
-  assign shift = \port$7878$472 [22:18];
+  assign mul = \port$7857$472 [17:0];
+  assign bias = \port$7857$472 [58:23];
+  assign shift = \port$7857$472 [22:18];
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine2.requant9 (rst, \port$7878$531 , acc, en, q, clk);
+module \bchw_top.engine2.requant9 (rst, \port$7857$531 , acc, en, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$85  = 0;
   wire [34:0] \$1 ;
   reg [36:0] \$10 ;
@@ -30698,8 +30618,8 @@ module \bchw_top.engine2.requant9 (rst, \port$7878$531 , acc, en, q, clk);
   input en;
   wire en;
   wire [17:0] mul;
-  input [58:0] \port$7878$531 ;
-  wire [58:0] \port$7878$531 ;
+  input [58:0] \port$7857$531 ;
+  wire [58:0] \port$7857$531 ;
   reg [34:0] prod = 35'h000000000;
   output [7:0] q;
   reg [7:0] q = 8'h00;
@@ -30710,7 +30630,7 @@ module \bchw_top.engine2.requant9 (rst, \port$7878$531 , acc, en, q, clk);
   reg [4:0] shift2 = 5'h00;
   wire [36:0] shifted;
   reg [36:0] total = 37'h0000000000;
-  assign \$1  = $signed(acc) * $signed(\port$7878$531 [17:0]);
+  assign \$1  = $signed(acc) * $signed(\port$7857$531 [17:0]);
   assign \$2  = $signed(prod) + $signed(bias1);
   assign \$3  = $signed(shifted) < $signed(1'h0);
   assign \$4  = $signed(shifted) > $signed(9'h0ff);
@@ -30740,14 +30660,14 @@ module \bchw_top.engine2.requant9 (rst, \port$7878$531 , acc, en, q, clk);
     if (\$auto$verilog_backend.cc:2355:dump_module$85 ) begin end
     \$8  = bias1;
     if (en) begin
-      \$8  = \port$7878$531 [58:23];
+      \$8  = \port$7857$531 [58:23];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$85 ) begin end
     \$9  = shift1;
     if (en) begin
-      \$9  = \port$7878$531 [22:18];
+      \$9  = \port$7857$531 [22:18];
     end
   end
   always @* begin
@@ -30774,9 +30694,9 @@ module \bchw_top.engine2.requant9 (rst, \port$7878$531 , acc, en, q, clk);
       \$12  = 8'h00;
     end
   end
-  assign mul = \port$7878$531 [17:0];
-  assign bias = \port$7878$531 [58:23];
-  assign shift = \port$7878$531 [22:18];
+  assign mul = \port$7857$531 [17:0];
+  assign bias = \port$7857$531 [58:23];
+  assign shift = \port$7857$531 [22:18];
 endmodule
 
 (* generator = "Amaranth" *)
@@ -38067,7 +37987,7 @@ module \bchw_top.engine2.weights (data, addr, en, clk);
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine3 (rst, s__ready, m__ready, s__valid, s__payload, m__valid, m__payload, clk);
+module \bchw_top.engine3 (rst, s__ready, m__ready, s__payload, s__valid, m__payload, m__valid, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$102  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -38143,9 +38063,9 @@ module \bchw_top.engine3 (rst, s__ready, m__ready, s__valid, s__payload, m__vali
   reg \$74 ;
   reg \$75 ;
   reg \$76 ;
-  reg \$77 ;
+  reg [159:0] \$77 ;
   reg \$78 ;
-  reg [159:0] \$79 ;
+  reg \$79 ;
   wire [4:0] \$8 ;
   wire \$9 ;
   reg [16:0] acc = 17'h00000;
@@ -38196,7 +38116,7 @@ module \bchw_top.engine3 (rst, s__ready, m__ready, s__valid, s__payload, m__vali
   input clk;
   wire clk;
   wire [159:0] data;
-  wire [589:0] \data$121 ;
+  wire [589:0] \data$123 ;
   reg en = 1'h1;
   (* init = 1'h1 *)
   wire \en$12 ;
@@ -38270,6 +38190,7 @@ module \bchw_top.engine3 (rst, s__ready, m__ready, s__valid, s__payload, m__vali
   wire out_done;
   reg [589:0] params_d0 = 590'h0000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000;
   wire [15:0] q;
+  wire [15:0] \q$141 ;
   wire [15:0] \q$142 ;
   wire [15:0] \q$143 ;
   wire [15:0] \q$144 ;
@@ -38278,7 +38199,6 @@ module \bchw_top.engine3 (rst, s__ready, m__ready, s__valid, s__payload, m__vali
   wire [15:0] \q$147 ;
   wire [15:0] \q$148 ;
   wire [15:0] \q$149 ;
-  wire [15:0] \q$150 ;
   reg qe_d0 = 1'h0;
   reg qe_d1 = 1'h0;
   reg qe_last_d0 = 1'h0;
@@ -38307,8 +38227,6 @@ module \bchw_top.engine3 (rst, s__ready, m__ready, s__valid, s__payload, m__vali
   (* init = 4'h0 *)
   wire [3:0] step;
   wire [12:0] sum;
-  wire [12:0] \sum$125 ;
-  wire [12:0] \sum$126 ;
   wire [12:0] \sum$127 ;
   wire [12:0] \sum$128 ;
   wire [12:0] \sum$129 ;
@@ -38316,6 +38234,10 @@ module \bchw_top.engine3 (rst, s__ready, m__ready, s__valid, s__payload, m__vali
   wire [12:0] \sum$131 ;
   wire [12:0] \sum$132 ;
   wire [12:0] \sum$133 ;
+  wire [12:0] \sum$134 ;
+  wire [12:0] \sum$135 ;
+  (* init = 160'h0000000000000000000000000000000000000000 *)
+  wire [159:0] vector;
   wire [15:0] w;
   wire [15:0] \w$14 ;
   wire [15:0] \w$17 ;
@@ -38351,29 +38273,29 @@ module \bchw_top.engine3 (rst, s__ready, m__ready, s__valid, s__payload, m__vali
   wire [127:0] x_d1;
   reg [2047:0] xbuf = 2048'h00000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000;
   assign \$19  = ft_d0[1] ? 17'h00000 : \acc$62 ;
-  assign \$20  = $signed(\$19 ) + $signed(\sum$127 );
+  assign \$20  = $signed(\$19 ) + $signed(\sum$129 );
   assign \$21  = ft_d0[1] ? 17'h00000 : \acc$68 ;
-  assign \$22  = $signed(\$21 ) + $signed(\sum$128 );
+  assign \$22  = $signed(\$21 ) + $signed(\sum$130 );
   assign \$23  = ft_d0[1] ? 17'h00000 : \acc$74 ;
-  assign \$24  = $signed(\$23 ) + $signed(\sum$129 );
+  assign \$24  = $signed(\$23 ) + $signed(\sum$131 );
   assign \$25  = ft_d0[1] ? 17'h00000 : \acc$80 ;
-  assign \$26  = $signed(\$25 ) + $signed(\sum$130 );
+  assign \$26  = $signed(\$25 ) + $signed(\sum$132 );
   assign \$27  = ft_d0[1] ? 17'h00000 : \acc$86 ;
-  assign \$28  = $signed(\$27 ) + $signed(\sum$131 );
+  assign \$28  = $signed(\$27 ) + $signed(\sum$133 );
   assign \$29  = ft_d0[1] ? 17'h00000 : \acc$92 ;
-  assign \$30  = $signed(\$29 ) + $signed(\sum$132 );
+  assign \$30  = $signed(\$29 ) + $signed(\sum$134 );
   assign \$31  = ft_d0[1] ? 17'h00000 : \acc$98 ;
-  assign \$32  = $signed(\$31 ) + $signed(\sum$133 );
-  assign \$33  = en & out_done;
-  assign \$34  = ~ m__ready;
-  assign \$35  = m__valid & \$34 ;
-  assign \$36  = \$33  | \$35 ;
-  assign \$37  = qv_d1 & qe_d1;
-  assign \$38  = en ? \$37  : out_done;
-  assign \$39  = \$36  & \$38 ;
-  assign \$40  = ~ \$39 ;
-  assign \$41  = en & qv_last_d0;
-  assign \$42  = \$41  & qe_last_d0;
+  assign \$32  = $signed(\$31 ) + $signed(\sum$135 );
+  assign \$33  = en & qv_last_d0;
+  assign \$34  = en & qv_last_d0;
+  assign \$35  = \$34  & qe_last_d0;
+  assign \$36  = en & out_done;
+  assign \$37  = ~ m__ready;
+  assign \$38  = m__valid & \$37 ;
+  assign \$39  = \$36  | \$38 ;
+  assign \$40  = en ? qv_d1 : qv_last_d0;
+  assign \$41  = \$39  & \$40 ;
+  assign \$42  = ~ \$41 ;
   always @(posedge clk)
     busy <= \$43 ;
   always @(posedge clk)
@@ -38443,11 +38365,11 @@ module \bchw_top.engine3 (rst, s__ready, m__ready, s__valid, s__payload, m__vali
   always @(posedge clk)
     qe_last_d0 <= \$76 ;
   always @(posedge clk)
-    en <= \$77 ;
+    m__payload <= \$77 ;
   always @(posedge clk)
     m__valid <= \$78 ;
   always @(posedge clk)
-    m__payload <= \$79 ;
+    en <= \$79 ;
   assign \$1  = ~ busy;
   assign \$2  = \$1  | last_step;
   assign s__ready = en & \$2 ;
@@ -38464,19 +38386,19 @@ module \bchw_top.engine3 (rst, s__ready, m__ready, s__valid, s__payload, m__vali
   assign \$13  = ft_d0[1] ? 17'h00000 : acc;
   assign \$14  = $signed(\$13 ) + $signed(sum);
   assign \$15  = ft_d0[1] ? 17'h00000 : \acc$50 ;
-  assign \$16  = $signed(\$15 ) + $signed(\sum$125 );
+  assign \$16  = $signed(\$15 ) + $signed(\sum$127 );
   assign \$17  = ft_d0[1] ? 17'h00000 : \acc$56 ;
-  assign \$18  = $signed(\$17 ) + $signed(\sum$126 );
+  assign \$18  = $signed(\$17 ) + $signed(\sum$128 );
   \bchw_top.engine3.params  params (
     .clk(clk),
-    .data(\data$121 ),
+    .data(\data$123 ),
     .en(en)
   );
   \bchw_top.engine3.requant0  requant0 (
     .acc(acc),
     .clk(clk),
     .en(en),
-    .\port$9184$0 (params_d0[58:0]),
+    .\port$9161$0 (params_d0[58:0]),
     .q(q),
     .rst(rst)
   );
@@ -38484,72 +38406,72 @@ module \bchw_top.engine3 (rst, s__ready, m__ready, s__valid, s__payload, m__vali
     .acc(\acc$50 ),
     .clk(clk),
     .en(en),
-    .\port$9184$59 (params_d0[117:59]),
-    .q(\q$142 ),
+    .\port$9161$59 (params_d0[117:59]),
+    .q(\q$141 ),
     .rst(rst)
   );
   \bchw_top.engine3.requant2  requant2 (
     .acc(\acc$56 ),
     .clk(clk),
     .en(en),
-    .\port$9184$118 (params_d0[176:118]),
-    .q(\q$143 ),
+    .\port$9161$118 (params_d0[176:118]),
+    .q(\q$142 ),
     .rst(rst)
   );
   \bchw_top.engine3.requant3  requant3 (
     .acc(\acc$62 ),
     .clk(clk),
     .en(en),
-    .\port$9184$177 (params_d0[235:177]),
-    .q(\q$144 ),
+    .\port$9161$177 (params_d0[235:177]),
+    .q(\q$143 ),
     .rst(rst)
   );
   \bchw_top.engine3.requant4  requant4 (
     .acc(\acc$68 ),
     .clk(clk),
     .en(en),
-    .\port$9184$236 (params_d0[294:236]),
-    .q(\q$145 ),
+    .\port$9161$236 (params_d0[294:236]),
+    .q(\q$144 ),
     .rst(rst)
   );
   \bchw_top.engine3.requant5  requant5 (
     .acc(\acc$74 ),
     .clk(clk),
     .en(en),
-    .\port$9184$295 (params_d0[353:295]),
-    .q(\q$146 ),
+    .\port$9161$295 (params_d0[353:295]),
+    .q(\q$145 ),
     .rst(rst)
   );
   \bchw_top.engine3.requant6  requant6 (
     .acc(\acc$80 ),
     .clk(clk),
     .en(en),
-    .\port$9184$354 (params_d0[412:354]),
-    .q(\q$147 ),
+    .\port$9161$354 (params_d0[412:354]),
+    .q(\q$146 ),
     .rst(rst)
   );
   \bchw_top.engine3.requant7  requant7 (
     .acc(\acc$86 ),
     .clk(clk),
     .en(en),
-    .\port$9184$413 (params_d0[471:413]),
-    .q(\q$148 ),
+    .\port$9161$413 (params_d0[471:413]),
+    .q(\q$147 ),
     .rst(rst)
   );
   \bchw_top.engine3.requant8  requant8 (
     .acc(\acc$92 ),
     .clk(clk),
     .en(en),
-    .\port$9184$472 (params_d0[530:472]),
-    .q(\q$149 ),
+    .\port$9161$472 (params_d0[530:472]),
+    .q(\q$148 ),
     .rst(rst)
   );
   \bchw_top.engine3.requant9  requant9 (
     .acc(\acc$98 ),
     .clk(clk),
     .en(en),
-    .\port$9184$531 (params_d0[589:531]),
-    .q(\q$150 ),
+    .\port$9161$531 (params_d0[589:531]),
+    .q(\q$149 ),
     .rst(rst)
   );
   \bchw_top.engine3.tree0  tree0 (
@@ -38563,7 +38485,7 @@ module \bchw_top.engine3 (rst, s__ready, m__ready, s__valid, s__payload, m__vali
   \bchw_top.engine3.tree1  tree1 (
     .clk(clk),
     .en(en),
-    .l4_0(\sum$125 ),
+    .l4_0(\sum$127 ),
     .rst(rst),
     .w(wdata_d0[31:16]),
     .x(x)
@@ -38571,7 +38493,7 @@ module \bchw_top.engine3 (rst, s__ready, m__ready, s__valid, s__payload, m__vali
   \bchw_top.engine3.tree2  tree2 (
     .clk(clk),
     .en(en),
-    .l4_0(\sum$126 ),
+    .l4_0(\sum$128 ),
     .rst(rst),
     .w(wdata_d0[47:32]),
     .x(x)
@@ -38579,7 +38501,7 @@ module \bchw_top.engine3 (rst, s__ready, m__ready, s__valid, s__payload, m__vali
   \bchw_top.engine3.tree3  tree3 (
     .clk(clk),
     .en(en),
-    .l4_0(\sum$127 ),
+    .l4_0(\sum$129 ),
     .rst(rst),
     .w(wdata_d0[63:48]),
     .x(x)
@@ -38587,7 +38509,7 @@ module \bchw_top.engine3 (rst, s__ready, m__ready, s__valid, s__payload, m__vali
   \bchw_top.engine3.tree4  tree4 (
     .clk(clk),
     .en(en),
-    .l4_0(\sum$128 ),
+    .l4_0(\sum$130 ),
     .rst(rst),
     .w(wdata_d0[79:64]),
     .x(x)
@@ -38595,7 +38517,7 @@ module \bchw_top.engine3 (rst, s__ready, m__ready, s__valid, s__payload, m__vali
   \bchw_top.engine3.tree5  tree5 (
     .clk(clk),
     .en(en),
-    .l4_0(\sum$129 ),
+    .l4_0(\sum$131 ),
     .rst(rst),
     .w(wdata_d0[95:80]),
     .x(x)
@@ -38603,7 +38525,7 @@ module \bchw_top.engine3 (rst, s__ready, m__ready, s__valid, s__payload, m__vali
   \bchw_top.engine3.tree6  tree6 (
     .clk(clk),
     .en(en),
-    .l4_0(\sum$130 ),
+    .l4_0(\sum$132 ),
     .rst(rst),
     .w(wdata_d0[111:96]),
     .x(x)
@@ -38611,7 +38533,7 @@ module \bchw_top.engine3 (rst, s__ready, m__ready, s__valid, s__payload, m__vali
   \bchw_top.engine3.tree7  tree7 (
     .clk(clk),
     .en(en),
-    .l4_0(\sum$131 ),
+    .l4_0(\sum$133 ),
     .rst(rst),
     .w(wdata_d0[127:112]),
     .x(x)
@@ -38619,7 +38541,7 @@ module \bchw_top.engine3 (rst, s__ready, m__ready, s__valid, s__payload, m__vali
   \bchw_top.engine3.tree8  tree8 (
     .clk(clk),
     .en(en),
-    .l4_0(\sum$132 ),
+    .l4_0(\sum$134 ),
     .rst(rst),
     .w(wdata_d0[143:128]),
     .x(x)
@@ -38627,7 +38549,7 @@ module \bchw_top.engine3 (rst, s__ready, m__ready, s__valid, s__payload, m__vali
   \bchw_top.engine3.tree9  tree9 (
     .clk(clk),
     .en(en),
-    .l4_0(\sum$133 ),
+    .l4_0(\sum$135 ),
     .rst(rst),
     .w(wdata_d0[159:144]),
     .x(x)
@@ -38810,7 +38732,7 @@ module \bchw_top.engine3 (rst, s__ready, m__ready, s__valid, s__payload, m__vali
     if (\$auto$verilog_backend.cc:2355:dump_module$102 ) begin end
     \$58  = params_d0;
     if (en) begin
-      \$58  = \data$121 ;
+      \$58  = \data$123 ;
     end
   end
   always @* begin
@@ -38985,15 +38907,15 @@ module \bchw_top.engine3 (rst, s__ready, m__ready, s__valid, s__payload, m__vali
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$102 ) begin end
-    \$77  = \$40 ;
-    if (rst) begin
-      \$77  = 1'h1;
+    \$77  = m__payload;
+    if (\$33 ) begin
+      \$77  = { \q$149 , \q$148 , \q$147 , \q$146 , \q$145 , \q$144 , \q$143 , \q$142 , \q$141 , q };
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$102 ) begin end
     \$78  = m__valid;
-    if (\$42 ) begin
+    if (\$35 ) begin
       \$78  = 1'h1;
     end else if (m__ready) begin
       \$78  = 1'h0;
@@ -39004,12 +38926,9 @@ module \bchw_top.engine3 (rst, s__ready, m__ready, s__valid, s__payload, m__vali
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$102 ) begin end
-    \$79  = m__payload;
-    if (\$42 ) begin
-      \$79  = { \q$150 , \q$149 , \q$148 , \q$147 , \q$146 , \q$145 , \q$144 , \q$143 , \q$142 , q };
-    end
+    \$79  = \$42 ;
     if (rst) begin
-      \$79  = 160'h0000000000000000000000000000000000000000;
+      \$79  = 1'h1;
     end
   end
   assign \en$4  = en;
@@ -39096,6 +39015,7 @@ module \bchw_top.engine3 (rst, s__ready, m__ready, s__valid, s__payload, m__vali
   assign \mul$100  = params_d0[548:531];
   assign \shift$101  = params_d0[553:549];
   assign \bias$102  = params_d0[589:554];
+  assign vector = m__payload;
   assign \$7  = 2'h1;
 endmodule
 
@@ -39123,7 +39043,7 @@ module \bchw_top.engine3.params (data, en, clk);
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine3.requant0 (rst, \port$9184$0 , acc, en, q, clk);
+module \bchw_top.engine3.requant0 (rst, \port$9161$0 , acc, en, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$103  = 0;
   wire [34:0] \$1 ;
   reg [36:0] \$10 ;
@@ -39146,8 +39066,8 @@ module \bchw_top.engine3.requant0 (rst, \port$9184$0 , acc, en, q, clk);
   input en;
   wire en;
   wire [17:0] mul;
-  input [58:0] \port$9184$0 ;
-  wire [58:0] \port$9184$0 ;
+  input [58:0] \port$9161$0 ;
+  wire [58:0] \port$9161$0 ;
   reg [34:0] prod = 35'h000000000;
   output [15:0] q;
   reg [15:0] q = 16'h0000;
@@ -39158,7 +39078,7 @@ module \bchw_top.engine3.requant0 (rst, \port$9184$0 , acc, en, q, clk);
   reg [4:0] shift2 = 5'h00;
   wire [36:0] shifted;
   reg [36:0] total = 37'h0000000000;
-  assign \$1  = $signed(acc) * $signed(\port$9184$0 [17:0]);
+  assign \$1  = $signed(acc) * $signed(\port$9161$0 [17:0]);
   assign \$2  = $signed(prod) + $signed(bias1);
   assign \$3  = $signed(shifted) < $signed(16'h8000);
   assign \$4  = $signed(shifted) > $signed(16'h7fff);
@@ -39188,14 +39108,14 @@ module \bchw_top.engine3.requant0 (rst, \port$9184$0 , acc, en, q, clk);
     if (\$auto$verilog_backend.cc:2355:dump_module$103 ) begin end
     \$8  = bias1;
     if (en) begin
-      \$8  = \port$9184$0 [58:23];
+      \$8  = \port$9161$0 [58:23];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$103 ) begin end
     \$9  = shift1;
     if (en) begin
-      \$9  = \port$9184$0 [22:18];
+      \$9  = \port$9161$0 [22:18];
     end
   end
   always @* begin
@@ -39222,13 +39142,13 @@ module \bchw_top.engine3.requant0 (rst, \port$9184$0 , acc, en, q, clk);
       \$12  = 16'h0000;
     end
   end
-  assign mul = \port$9184$0 [17:0];
-  assign bias = \port$9184$0 [58:23];
-  assign shift = \port$9184$0 [22:18];
+  assign mul = \port$9161$0 [17:0];
+  assign bias = \port$9161$0 [58:23];
+  assign shift = \port$9161$0 [22:18];
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine3.requant1 (rst, \port$9184$59 , acc, en, q, clk);
+module \bchw_top.engine3.requant1 (rst, \port$9161$59 , acc, en, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$104  = 0;
   wire [34:0] \$1 ;
   reg [36:0] \$10 ;
@@ -39251,8 +39171,8 @@ module \bchw_top.engine3.requant1 (rst, \port$9184$59 , acc, en, q, clk);
   input en;
   wire en;
   wire [17:0] mul;
-  input [58:0] \port$9184$59 ;
-  wire [58:0] \port$9184$59 ;
+  input [58:0] \port$9161$59 ;
+  wire [58:0] \port$9161$59 ;
   reg [34:0] prod = 35'h000000000;
   output [15:0] q;
   reg [15:0] q = 16'h0000;
@@ -39263,7 +39183,7 @@ module \bchw_top.engine3.requant1 (rst, \port$9184$59 , acc, en, q, clk);
   reg [4:0] shift2 = 5'h00;
   wire [36:0] shifted;
   reg [36:0] total = 37'h0000000000;
-  assign \$1  = $signed(acc) * $signed(\port$9184$59 [17:0]);
+  assign \$1  = $signed(acc) * $signed(\port$9161$59 [17:0]);
   assign \$2  = $signed(prod) + $signed(bias1);
   assign \$3  = $signed(shifted) < $signed(16'h8000);
   assign \$4  = $signed(shifted) > $signed(16'h7fff);
@@ -39293,14 +39213,14 @@ module \bchw_top.engine3.requant1 (rst, \port$9184$59 , acc, en, q, clk);
     if (\$auto$verilog_backend.cc:2355:dump_module$104 ) begin end
     \$8  = bias1;
     if (en) begin
-      \$8  = \port$9184$59 [58:23];
+      \$8  = \port$9161$59 [58:23];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$104 ) begin end
     \$9  = shift1;
     if (en) begin
-      \$9  = \port$9184$59 [22:18];
+      \$9  = \port$9161$59 [22:18];
     end
   end
   always @* begin
@@ -39327,13 +39247,13 @@ module \bchw_top.engine3.requant1 (rst, \port$9184$59 , acc, en, q, clk);
       \$12  = 16'h0000;
     end
   end
-  assign mul = \port$9184$59 [17:0];
-  assign bias = \port$9184$59 [58:23];
-  assign shift = \port$9184$59 [22:18];
+  assign mul = \port$9161$59 [17:0];
+  assign bias = \port$9161$59 [58:23];
+  assign shift = \port$9161$59 [22:18];
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine3.requant2 (rst, \port$9184$118 , acc, en, q, clk);
+module \bchw_top.engine3.requant2 (rst, \port$9161$118 , acc, en, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$105  = 0;
   wire [34:0] \$1 ;
   reg [36:0] \$10 ;
@@ -39356,8 +39276,8 @@ module \bchw_top.engine3.requant2 (rst, \port$9184$118 , acc, en, q, clk);
   input en;
   wire en;
   wire [17:0] mul;
-  input [58:0] \port$9184$118 ;
-  wire [58:0] \port$9184$118 ;
+  input [58:0] \port$9161$118 ;
+  wire [58:0] \port$9161$118 ;
   reg [34:0] prod = 35'h000000000;
   output [15:0] q;
   reg [15:0] q = 16'h0000;
@@ -39368,7 +39288,7 @@ module \bchw_top.engine3.requant2 (rst, \port$9184$118 , acc, en, q, clk);
   reg [4:0] shift2 = 5'h00;
   wire [36:0] shifted;
   reg [36:0] total = 37'h0000000000;
-  assign \$1  = $signed(acc) * $signed(\port$9184$118 [17:0]);
+  assign \$1  = $signed(acc) * $signed(\port$9161$118 [17:0]);
   assign \$2  = $signed(prod) + $signed(bias1);
   assign \$3  = $signed(shifted) < $signed(16'h8000);
   assign \$4  = $signed(shifted) > $signed(16'h7fff);
@@ -39398,14 +39318,14 @@ module \bchw_top.engine3.requant2 (rst, \port$9184$118 , acc, en, q, clk);
     if (\$auto$verilog_backend.cc:2355:dump_module$105 ) begin end
     \$8  = bias1;
     if (en) begin
-      \$8  = \port$9184$118 [58:23];
+      \$8  = \port$9161$118 [58:23];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$105 ) begin end
     \$9  = shift1;
     if (en) begin
-      \$9  = \port$9184$118 [22:18];
+      \$9  = \port$9161$118 [22:18];
     end
   end
   always @* begin
@@ -39432,13 +39352,13 @@ module \bchw_top.engine3.requant2 (rst, \port$9184$118 , acc, en, q, clk);
       \$12  = 16'h0000;
     end
   end
-  assign mul = \port$9184$118 [17:0];
-  assign bias = \port$9184$118 [58:23];
-  assign shift = \port$9184$118 [22:18];
+  assign mul = \port$9161$118 [17:0];
+  assign bias = \port$9161$118 [58:23];
+  assign shift = \port$9161$118 [22:18];
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine3.requant3 (rst, \port$9184$177 , acc, en, q, clk);
+module \bchw_top.engine3.requant3 (rst, \port$9161$177 , acc, en, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$106  = 0;
   wire [34:0] \$1 ;
   reg [36:0] \$10 ;
@@ -39461,8 +39381,8 @@ module \bchw_top.engine3.requant3 (rst, \port$9184$177 , acc, en, q, clk);
   input en;
   wire en;
   wire [17:0] mul;
-  input [58:0] \port$9184$177 ;
-  wire [58:0] \port$9184$177 ;
+  input [58:0] \port$9161$177 ;
+  wire [58:0] \port$9161$177 ;
   reg [34:0] prod = 35'h000000000;
   output [15:0] q;
   reg [15:0] q = 16'h0000;
@@ -39473,7 +39393,7 @@ module \bchw_top.engine3.requant3 (rst, \port$9184$177 , acc, en, q, clk);
   reg [4:0] shift2 = 5'h00;
   wire [36:0] shifted;
   reg [36:0] total = 37'h0000000000;
-  assign \$1  = $signed(acc) * $signed(\port$9184$177 [17:0]);
+  assign \$1  = $signed(acc) * $signed(\port$9161$177 [17:0]);
   assign \$2  = $signed(prod) + $signed(bias1);
   assign \$3  = $signed(shifted) < $signed(16'h8000);
   assign \$4  = $signed(shifted) > $signed(16'h7fff);
@@ -39503,14 +39423,14 @@ module \bchw_top.engine3.requant3 (rst, \port$9184$177 , acc, en, q, clk);
     if (\$auto$verilog_backend.cc:2355:dump_module$106 ) begin end
     \$8  = bias1;
     if (en) begin
-      \$8  = \port$9184$177 [58:23];
+      \$8  = \port$9161$177 [58:23];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$106 ) begin end
     \$9  = shift1;
     if (en) begin
-      \$9  = \port$9184$177 [22:18];
+      \$9  = \port$9161$177 [22:18];
     end
   end
   always @* begin
@@ -39537,13 +39457,13 @@ module \bchw_top.engine3.requant3 (rst, \port$9184$177 , acc, en, q, clk);
       \$12  = 16'h0000;
     end
   end
-  assign mul = \port$9184$177 [17:0];
-  assign bias = \port$9184$177 [58:23];
-  assign shift = \port$9184$177 [22:18];
+  assign mul = \port$9161$177 [17:0];
+  assign bias = \port$9161$177 [58:23];
+  assign shift = \port$9161$177 [22:18];
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine3.requant4 (rst, \port$9184$236 , acc, en, q, clk);
+module \bchw_top.engine3.requant4 (rst, \port$9161$236 , acc, en, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$107  = 0;
   wire [34:0] \$1 ;
   reg [36:0] \$10 ;
@@ -39566,8 +39486,8 @@ module \bchw_top.engine3.requant4 (rst, \port$9184$236 , acc, en, q, clk);
   input en;
   wire en;
   wire [17:0] mul;
-  input [58:0] \port$9184$236 ;
-  wire [58:0] \port$9184$236 ;
+  input [58:0] \port$9161$236 ;
+  wire [58:0] \port$9161$236 ;
   reg [34:0] prod = 35'h000000000;
   output [15:0] q;
   reg [15:0] q = 16'h0000;
@@ -39578,7 +39498,7 @@ module \bchw_top.engine3.requant4 (rst, \port$9184$236 , acc, en, q, clk);
   reg [4:0] shift2 = 5'h00;
   wire [36:0] shifted;
   reg [36:0] total = 37'h0000000000;
-  assign \$1  = $signed(acc) * $signed(\port$9184$236 [17:0]);
+  assign \$1  = $signed(acc) * $signed(\port$9161$236 [17:0]);
   assign \$2  = $signed(prod) + $signed(bias1);
   assign \$3  = $signed(shifted) < $signed(16'h8000);
   assign \$4  = $signed(shifted) > $signed(16'h7fff);
@@ -39608,14 +39528,14 @@ module \bchw_top.engine3.requant4 (rst, \port$9184$236 , acc, en, q, clk);
     if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
     \$8  = bias1;
     if (en) begin
-      \$8  = \port$9184$236 [58:23];
+      \$8  = \port$9161$236 [58:23];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
     \$9  = shift1;
     if (en) begin
-      \$9  = \port$9184$236 [22:18];
+      \$9  = \port$9161$236 [22:18];
     end
   end
   always @* begin
@@ -39642,13 +39562,13 @@ module \bchw_top.engine3.requant4 (rst, \port$9184$236 , acc, en, q, clk);
       \$12  = 16'h0000;
     end
   end
-  assign mul = \port$9184$236 [17:0];
-  assign bias = \port$9184$236 [58:23];
-  assign shift = \port$9184$236 [22:18];
+  assign mul = \port$9161$236 [17:0];
+  assign bias = \port$9161$236 [58:23];
+  assign shift = \port$9161$236 [22:18];
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine3.requant5 (rst, \port$9184$295 , acc, en, q, clk);
+module \bchw_top.engine3.requant5 (rst, \port$9161$295 , acc, en, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$108  = 0;
   wire [34:0] \$1 ;
   reg [36:0] \$10 ;
@@ -39671,8 +39591,8 @@ module \bchw_top.engine3.requant5 (rst, \port$9184$295 , acc, en, q, clk);
   input en;
   wire en;
   wire [17:0] mul;
-  input [58:0] \port$9184$295 ;
-  wire [58:0] \port$9184$295 ;
+  input [58:0] \port$9161$295 ;
+  wire [58:0] \port$9161$295 ;
   reg [34:0] prod = 35'h000000000;
   output [15:0] q;
   reg [15:0] q = 16'h0000;
@@ -39683,7 +39603,7 @@ module \bchw_top.engine3.requant5 (rst, \port$9184$295 , acc, en, q, clk);
   reg [4:0] shift2 = 5'h00;
   wire [36:0] shifted;
   reg [36:0] total = 37'h0000000000;
-  assign \$1  = $signed(acc) * $signed(\port$9184$295 [17:0]);
+  assign \$1  = $signed(acc) * $signed(\port$9161$295 [17:0]);
   assign \$2  = $signed(prod) + $signed(bias1);
   assign \$3  = $signed(shifted) < $signed(16'h8000);
   assign \$4  = $signed(shifted) > $signed(16'h7fff);
@@ -39713,14 +39633,14 @@ module \bchw_top.engine3.requant5 (rst, \port$9184$295 , acc, en, q, clk);
     if (\$auto$verilog_backend.cc:2355:dump_module$108 ) begin end
     \$8  = bias1;
     if (en) begin
-      \$8  = \port$9184$295 [58:23];
+      \$8  = \port$9161$295 [58:23];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$108 ) begin end
     \$9  = shift1;
     if (en) begin
-      \$9  = \port$9184$295 [22:18];
+      \$9  = \port$9161$295 [22:18];
     end
   end
   always @* begin
@@ -39747,13 +39667,13 @@ module \bchw_top.engine3.requant5 (rst, \port$9184$295 , acc, en, q, clk);
       \$12  = 16'h0000;
     end
   end
-  assign mul = \port$9184$295 [17:0];
-  assign bias = \port$9184$295 [58:23];
-  assign shift = \port$9184$295 [22:18];
+  assign mul = \port$9161$295 [17:0];
+  assign bias = \port$9161$295 [58:23];
+  assign shift = \port$9161$295 [22:18];
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine3.requant6 (rst, \port$9184$354 , acc, en, q, clk);
+module \bchw_top.engine3.requant6 (rst, \port$9161$354 , acc, en, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$109  = 0;
   wire [34:0] \$1 ;
   reg [36:0] \$10 ;
@@ -39776,8 +39696,8 @@ module \bchw_top.engine3.requant6 (rst, \port$9184$354 , acc, en, q, clk);
   input en;
   wire en;
   wire [17:0] mul;
-  input [58:0] \port$9184$354 ;
-  wire [58:0] \port$9184$354 ;
+  input [58:0] \port$9161$354 ;
+  wire [58:0] \port$9161$354 ;
   reg [34:0] prod = 35'h000000000;
   output [15:0] q;
   reg [15:0] q = 16'h0000;
@@ -39788,7 +39708,7 @@ module \bchw_top.engine3.requant6 (rst, \port$9184$354 , acc, en, q, clk);
   reg [4:0] shift2 = 5'h00;
   wire [36:0] shifted;
   reg [36:0] total = 37'h0000000000;
-  assign \$1  = $signed(acc) * $signed(\port$9184$354 [17:0]);
+  assign \$1  = $signed(acc) * $signed(\port$9161$354 [17:0]);
   assign \$2  = $signed(prod) + $signed(bias1);
   assign \$3  = $signed(shifted) < $signed(16'h8000);
   assign \$4  = $signed(shifted) > $signed(16'h7fff);
@@ -39818,14 +39738,14 @@ module \bchw_top.engine3.requant6 (rst, \port$9184$354 , acc, en, q, clk);
     if (\$auto$verilog_backend.cc:2355:dump_module$109 ) begin end
     \$8  = bias1;
     if (en) begin
-      \$8  = \port$9184$354 [58:23];
+      \$8  = \port$9161$354 [58:23];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$109 ) begin end
     \$9  = shift1;
     if (en) begin
-      \$9  = \port$9184$354 [22:18];
+      \$9  = \port$9161$354 [22:18];
     end
   end
   always @* begin
@@ -39852,13 +39772,13 @@ module \bchw_top.engine3.requant6 (rst, \port$9184$354 , acc, en, q, clk);
       \$12  = 16'h0000;
     end
   end
-  assign mul = \port$9184$354 [17:0];
-  assign bias = \port$9184$354 [58:23];
-  assign shift = \port$9184$354 [22:18];
+  assign mul = \port$9161$354 [17:0];
+  assign bias = \port$9161$354 [58:23];
+  assign shift = \port$9161$354 [22:18];
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine3.requant7 (rst, \port$9184$413 , acc, en, q, clk);
+module \bchw_top.engine3.requant7 (rst, \port$9161$413 , acc, en, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$110  = 0;
   wire [34:0] \$1 ;
   reg [36:0] \$10 ;
@@ -39881,8 +39801,8 @@ module \bchw_top.engine3.requant7 (rst, \port$9184$413 , acc, en, q, clk);
   input en;
   wire en;
   wire [17:0] mul;
-  input [58:0] \port$9184$413 ;
-  wire [58:0] \port$9184$413 ;
+  input [58:0] \port$9161$413 ;
+  wire [58:0] \port$9161$413 ;
   reg [34:0] prod = 35'h000000000;
   output [15:0] q;
   reg [15:0] q = 16'h0000;
@@ -39893,7 +39813,7 @@ module \bchw_top.engine3.requant7 (rst, \port$9184$413 , acc, en, q, clk);
   reg [4:0] shift2 = 5'h00;
   wire [36:0] shifted;
   reg [36:0] total = 37'h0000000000;
-  assign \$1  = $signed(acc) * $signed(\port$9184$413 [17:0]);
+  assign \$1  = $signed(acc) * $signed(\port$9161$413 [17:0]);
   assign \$2  = $signed(prod) + $signed(bias1);
   assign \$3  = $signed(shifted) < $signed(16'h8000);
   assign \$4  = $signed(shifted) > $signed(16'h7fff);
@@ -39923,14 +39843,14 @@ module \bchw_top.engine3.requant7 (rst, \port$9184$413 , acc, en, q, clk);
     if (\$auto$verilog_backend.cc:2355:dump_module$110 ) begin end
     \$8  = bias1;
     if (en) begin
-      \$8  = \port$9184$413 [58:23];
+      \$8  = \port$9161$413 [58:23];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$110 ) begin end
     \$9  = shift1;
     if (en) begin
-      \$9  = \port$9184$413 [22:18];
+      \$9  = \port$9161$413 [22:18];
     end
   end
   always @* begin
@@ -39957,13 +39877,13 @@ module \bchw_top.engine3.requant7 (rst, \port$9184$413 , acc, en, q, clk);
       \$12  = 16'h0000;
     end
   end
-  assign mul = \port$9184$413 [17:0];
-  assign bias = \port$9184$413 [58:23];
-  assign shift = \port$9184$413 [22:18];
+  assign mul = \port$9161$413 [17:0];
+  assign bias = \port$9161$413 [58:23];
+  assign shift = \port$9161$413 [22:18];
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine3.requant8 (rst, \port$9184$472 , acc, en, q, clk);
+module \bchw_top.engine3.requant8 (rst, \port$9161$472 , acc, en, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$111  = 0;
   wire [34:0] \$1 ;
   reg [36:0] \$10 ;
@@ -39986,8 +39906,8 @@ module \bchw_top.engine3.requant8 (rst, \port$9184$472 , acc, en, q, clk);
   input en;
   wire en;
   wire [17:0] mul;
-  input [58:0] \port$9184$472 ;
-  wire [58:0] \port$9184$472 ;
+  input [58:0] \port$9161$472 ;
+  wire [58:0] \port$9161$472 ;
   reg [34:0] prod = 35'h000000000;
   output [15:0] q;
   reg [15:0] q = 16'h0000;
@@ -39998,7 +39918,7 @@ module \bchw_top.engine3.requant8 (rst, \port$9184$472 , acc, en, q, clk);
   reg [4:0] shift2 = 5'h00;
   wire [36:0] shifted;
   reg [36:0] total = 37'h0000000000;
-  assign \$1  = $signed(acc) * $signed(\port$9184$472 [17:0]);
+  assign \$1  = $signed(acc) * $signed(\port$9161$472 [17:0]);
   assign \$2  = $signed(prod) + $signed(bias1);
   assign \$3  = $signed(shifted) < $signed(16'h8000);
   assign \$4  = $signed(shifted) > $signed(16'h7fff);
@@ -40028,14 +39948,14 @@ module \bchw_top.engine3.requant8 (rst, \port$9184$472 , acc, en, q, clk);
     if (\$auto$verilog_backend.cc:2355:dump_module$111 ) begin end
     \$8  = bias1;
     if (en) begin
-      \$8  = \port$9184$472 [58:23];
+      \$8  = \port$9161$472 [58:23];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$111 ) begin end
     \$9  = shift1;
     if (en) begin
-      \$9  = \port$9184$472 [22:18];
+      \$9  = \port$9161$472 [22:18];
     end
   end
   always @* begin
@@ -40062,13 +39982,13 @@ module \bchw_top.engine3.requant8 (rst, \port$9184$472 , acc, en, q, clk);
       \$12  = 16'h0000;
     end
   end
-  assign mul = \port$9184$472 [17:0];
-  assign bias = \port$9184$472 [58:23];
-  assign shift = \port$9184$472 [22:18];
+  assign mul = \port$9161$472 [17:0];
+  assign bias = \port$9161$472 [58:23];
+  assign shift = \port$9161$472 [22:18];
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine3.requant9 (rst, \port$9184$531 , acc, en, q, clk);
+module \bchw_top.engine3.requant9 (rst, \port$9161$531 , acc, en, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$112  = 0;
   wire [34:0] \$1 ;
   reg [36:0] \$10 ;
@@ -40091,8 +40011,8 @@ module \bchw_top.engine3.requant9 (rst, \port$9184$531 , acc, en, q, clk);
   input en;
   wire en;
   wire [17:0] mul;
-  input [58:0] \port$9184$531 ;
-  wire [58:0] \port$9184$531 ;
+  input [58:0] \port$9161$531 ;
+  wire [58:0] \port$9161$531 ;
   reg [34:0] prod = 35'h000000000;
   output [15:0] q;
   reg [15:0] q = 16'h0000;
@@ -40103,7 +40023,7 @@ module \bchw_top.engine3.requant9 (rst, \port$9184$531 , acc, en, q, clk);
   reg [4:0] shift2 = 5'h00;
   wire [36:0] shifted;
   reg [36:0] total = 37'h0000000000;
-  assign \$1  = $signed(acc) * $signed(\port$9184$531 [17:0]);
+  assign \$1  = $signed(acc) * $signed(\port$9161$531 [17:0]);
   assign \$2  = $signed(prod) + $signed(bias1);
   assign \$3  = $signed(shifted) < $signed(16'h8000);
   assign \$4  = $signed(shifted) > $signed(16'h7fff);
@@ -40133,14 +40053,14 @@ module \bchw_top.engine3.requant9 (rst, \port$9184$531 , acc, en, q, clk);
     if (\$auto$verilog_backend.cc:2355:dump_module$112 ) begin end
     \$8  = bias1;
     if (en) begin
-      \$8  = \port$9184$531 [58:23];
+      \$8  = \port$9161$531 [58:23];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$112 ) begin end
     \$9  = shift1;
     if (en) begin
-      \$9  = \port$9184$531 [22:18];
+      \$9  = \port$9161$531 [22:18];
     end
   end
   always @* begin
@@ -40167,9 +40087,9 @@ module \bchw_top.engine3.requant9 (rst, \port$9184$531 , acc, en, q, clk);
       \$12  = 16'h0000;
     end
   end
-  assign mul = \port$9184$531 [17:0];
-  assign bias = \port$9184$531 [58:23];
-  assign shift = \port$9184$531 [22:18];
+  assign mul = \port$9161$531 [17:0];
+  assign bias = \port$9161$531 [58:23];
+  assign shift = \port$9161$531 [22:18];
 endmodule
 
 (* generator = "Amaranth" *)

@@ -101,7 +101,7 @@ def test_cifar10_paper_generates_and_lints(tmp_path):
                                                          1024, 10]
     # the flattened 4·4·512 codes of 8 bits: 65,536 bits, held in registers of 2**15
     assert bundle.layers[6].in_features * bundle.layers[6].in_bits == 1 << 16
-    assert "collected_1" in (rtl / "bchw_top.v").read_text()
+    assert "vector_1" in (rtl / "bchw_top.v").read_text()
 
 
 def test_cifar10_eighth_width(tmp_path, build_dir):

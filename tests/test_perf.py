@@ -5,10 +5,10 @@ from bchw.export import HardwareConfig, export_state
 from bchw.perf import ConvTiming, CycleModel, EngineTiming
 
 
-def _model(in_beats, steps, simd=4):
+def _model(in_beats, steps, simd=4, sf=None):
+    """Engines of ``steps``, ``sf[i]`` of them a group (default 1: groups collected apart)."""
     return CycleModel(in_beats=in_beats, engines=[
-        EngineTiming(steps=s, pipeline=perf.engine_pipeline(simd),
-                     latency=s + perf.engine_pipeline(simd)) for s in steps])
+        perf.engine_timing(s, simd, sf=f) for s, f in zip(steps, sf or [1] * len(steps))])
 
 
 def test_isolated_latency_is_the_sum_of_stages():
@@ -112,10 +112,23 @@ def test_fast_engines_leave_the_sliding_window_the_slowest(height, width, kernel
 
 
 def test_the_steady_state_of_an_mlp_is_its_closed_form():
-    for beats, steps in ((4, [10, 7, 3]), (12, [5, 9]), (1, [1, 1]), (3, [2, 2, 20, 1])):
-        m = _model(beats, steps)
+    for beats, steps, sf in ((4, [10, 7, 3], None), (12, [5, 9], None), (1, [1, 1], None),
+                             (3, [2, 2, 20, 1], None), (4, [10, 8, 3], [5, 2, 3]),
+                             (2, [6, 6, 6], [2, 3, 6]), (6, [6, 4], [2, 2])):
+        m = _model(beats, steps, sf=sf)
         assert perf._steady_interval(m) == m.interval
         assert m.stream(1)[1][0] == m.latency
+
+
+def test_an_engine_that_collects_in_place_stalls_at_a_group():
+    # two groups of 3 steps: under back-pressure the group that meets the full output
+    # register waits, so the engine takes its next input later than one collecting apart
+    ready = [c % 9 == 0 for c in range(2000)]
+    apart = _model(2, [6], sf=[1]).stream(8, out_ready=lambda c: ready[c])
+    in_place = _model(2, [6], sf=[3]).stream(8, out_ready=lambda c: ready[c])
+    assert apart[1] == in_place[1]                  # the sink sets the output times
+    assert in_place[0][-1] > apart[0][-1]           # the input is held up sooner
+    assert all(b >= a for a, b in zip(apart[0], in_place[0]))
 
 
 def test_a_conv_model_is_checked():

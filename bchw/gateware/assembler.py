@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 
-from amaranth.hdl import Cat, Module, Signal
+from amaranth.hdl import Cat, Module, Mux, Signal
 from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -16,8 +16,11 @@ class InputAssembler(wiring.Component):
 
     Pixel ``k`` of an image travels in beat ``k // lanes``, lane ``k % lanes``;
     the unused lanes of the last beat are dropped.  Beats are counted; ``tlast``
-    is accepted for AXI4-Stream compatibility and not needed.  The last beat
-    of an image is refused while the previous vector has not been taken.
+    is accepted for AXI4-Stream compatibility and not needed.  Beats shift
+    straight into the output register, so the image is held once: while a
+    whole vector waits there, a beat is taken only in the cycle the vector is
+    (``tready`` is ``m.ready`` then; a beat taken as the vector leaves starts
+    the next image).
 
     Members
     -------
@@ -40,24 +43,16 @@ class InputAssembler(wiring.Component):
         beat_bits = self.lanes * self.pixel_bits
         count = Signal(range(self.beats))
         last_beat = count == self.beats - 1
-        m.d.comb += self.tready.eq(~(last_beat & self.m.valid & ~self.m.ready))
+        m.d.comb += self.tready.eq(~self.m.valid | self.m.ready)
         take = self.tvalid & self.tready
-        if self.beats > 1:
-            collected = wide_signal((self.beats - 1) * beat_bits, "collected")
-            image = Cat(collected, self.tdata)
-        else:
-            image = self.tdata
-        vector = wide_signal(self.n_in * self.pixel_bits, "vector")
-        m.d.comb += self.m.payload.eq(vector)
+        # beat b of an image ends at bits [b·beat_bits, (b+1)·beat_bits) after the last one
+        vector = wide_signal(self.beats * beat_bits, "vector")
+        m.d.comb += self.m.payload.eq(vector[:self.n_in * self.pixel_bits])
+        with m.If(take):
+            m.d.sync += [vector.eq(Cat(vector[beat_bits:], self.tdata)),
+                         count.eq(Mux(last_beat, 0, count + 1))]
         with m.If(take & last_beat):
-            m.d.sync += [count.eq(0), self.m.valid.eq(1),
-                         vector.eq(image[:self.n_in * self.pixel_bits])]
-        with m.Else():
-            with m.If(take):
-                m.d.sync += count.eq(count + 1)
-            with m.If(self.m.ready):
-                m.d.sync += self.m.valid.eq(0)
-        if self.beats > 1:
-            with m.If(take & ~last_beat):
-                m.d.sync += collected.eq(Cat(collected[beat_bits:], self.tdata))
+            m.d.sync += self.m.valid.eq(1)
+        with m.Elif(self.m.ready):
+            m.d.sync += self.m.valid.eq(0)
         return m

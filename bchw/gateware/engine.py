@@ -26,10 +26,12 @@ class LayerEngine(wiring.Component):
     cycles the ``PE`` sums are requantized and collected, and after ``NF``
     such groups the whole output vector is offered downstream.  The next
     input vector is accepted while the last step of the current one issues,
-    so back-to-back vectors need no bubble.  When the output register is
-    still full as the last group of the next vector arrives, the whole engine
-    stalls; the stall depends on this engine's registers only (not on
-    ``m.ready``), so ready paths stay within one stage.
+    so back-to-back vectors need no bubble.  With ``SF ≥ 2`` the groups shift
+    straight into the output register, and the engine stalls when a group
+    arrives while that register still holds a vector; with ``SF = 1`` they are
+    collected apart and only the last group of a vector stalls it.  The stall
+    depends on this engine's registers only (not on ``m.ready``), so ready
+    paths stay within one stage.
     :func:`bchw.perf.engine_pipeline` gives the latency.
 
     ``datapath`` (one of :data:`DATAPATHS`) chooses how ±1 weights are
@@ -94,7 +96,7 @@ class LayerEngine(wiring.Component):
         m.submodules.weights = wrom = Rom(pe * simd * wb, steps, **self.weight_rom)
         m.submodules.params = prom = Rom(pe * w.param_bits, nf, **self.param_rom)
 
-        # --- stall: only when a finished vector meets a full output register. The engine
+        # --- stall: when a group meets a full output register (below). The engine
         # does not look at ``m.ready`` to decide, so no combinational path runs from one
         # engine's ready back through the next (a vector taken in this very cycle costs
         # one cycle of stall instead). ``en`` drives every register of the engine, so it
@@ -193,26 +195,37 @@ class LayerEngine(wiring.Component):
         q_valid = delayed(qv_pre, 1, "qv_last")
         q_end = delayed(qe_pre, 1, "qe_last")
         m.d.comb += out_done.eq(q_valid & q_end)
-        # the stall condition of the next cycle: ~(m.valid & out_done) after this edge
-        valid_next = (en & out_done) | (self.m.valid & ~self.m.ready)
-        done_next = Mux(en, qv_pre & qe_pre, out_done)
-        m.d.sync += en.eq(~(valid_next & done_next))
-
-        # --- collect the groups; the last one completes the output vector
+        # --- collect the groups; the last one completes the output vector. With SF ≥ 2
+        # steps a group, groups shift straight into the output register (the vector is
+        # held once), and a group that meets a full output register stalls the engine.
+        # With SF = 1 a group follows the last one at once, which would stall every
+        # vector a cycle: the groups are collected apart, and only a finished vector
+        # stalls (see perf.EngineTiming).
+        in_place = sf > 1
         group = Cat(*[q.as_unsigned() for q in qs])
-        if nf > 1:
-            collected = Signal((nf - 1) * pe * w.out_bits, reset_less=True)
-            vector = Cat(collected, group)
-        else:
-            vector = group
+        group_bits = pe * w.out_bits
+        out_bits = self.n_out * w.out_bits
+        if in_place:
+            vector = wide_signal(nf * group_bits, "vector")
+            m.d.comb += self.m.payload.eq(vector[:out_bits])
+            with m.If(en & q_valid):
+                m.d.sync += vector.eq(Cat(vector[group_bits:], group))
+        elif nf > 1:
+            collected = wide_signal((nf - 1) * group_bits, "collected")
+            with m.If(en & q_valid & ~q_end):
+                m.d.sync += collected.eq(Cat(collected[group_bits:], group))
         with m.If(en & q_valid & q_end):
-            m.d.sync += [self.m.valid.eq(1),
-                         self.m.payload.eq(vector[:self.n_out * w.out_bits])]
+            m.d.sync += self.m.valid.eq(1)
+            if not in_place:
+                full = Cat(collected, group) if nf > 1 else group
+                m.d.sync += self.m.payload.eq(full[:out_bits])
         with m.Elif(self.m.ready):
             m.d.sync += self.m.valid.eq(0)
-        if nf > 1:
-            with m.If(en & q_valid & ~q_end):
-                m.d.sync += collected.eq(Cat(collected[pe * w.out_bits:], group))
+        # the stall condition of the next cycle: ~(m.valid & a group arrives) after this
+        # edge, a group being any (in place) or the last of a vector
+        valid_next = (en & out_done) | (self.m.valid & ~self.m.ready)
+        arrives = (qv_pre, q_valid) if in_place else (qv_pre & qe_pre, out_done)
+        m.d.sync += en.eq(~(valid_next & Mux(en, *arrives)))
 
         assert (engine_pipeline(simd, self.tree_levels)
                 == ROM_STAGES + depth + 1 + REQUANT_STAGES + 1)
