@@ -418,7 +418,8 @@ def cmd_synth(args: argparse.Namespace) -> int:
 
     check_target(args.target)
     bundle = load_bundle(args.bundle)
-    options = {"freq_mhz": args.freq, "seed": args.seed, "nodsp": args.nodsp}
+    options = {"freq_mhz": args.freq, "seed": args.seed, "nodsp": args.nodsp,
+               "router": args.router}
     failure = None
     if args.keep:
         keep = Path(args.keep)
@@ -449,7 +450,7 @@ def cmd_synth(args: argparse.Namespace) -> int:
 
     if r.place_and_route:
         fmax = (f"{r.fmax_mhz:.1f} MHz ({'meets' if r.timing_met else 'misses'} the "
-                f"{r.freq_mhz:g} MHz constraint, seed {r.seed})")
+                f"{r.freq_mhz:g} MHz constraint, seed {r.seed}, {r.router})")
     else:
         fmax = f"- (yosys only: {r.target} is not placed and routed)"
     rows = [("target", f"{r.target} ({r.device or 'no device: yosys synth -lut 4'})"),
@@ -571,6 +572,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--freq", type=float, default=DEFAULT_FREQ_MHZ,
                    help="clock constraint for place and route, MHz (default: %(default)g)")
     p.add_argument("--seed", type=int, default=1, help="place and route seed")
+    p.add_argument("--router", default="router1",
+                   help="nextpnr's router, router1 or router2 (faster on large designs)")
     p.add_argument("--nodsp", action="store_true", help="keep multipliers out of DSP blocks")
     p.add_argument("--keep", metavar="DIR", help="keep the netlist, reports and logs here")
     p.add_argument("--json", action="store_true", help="print one JSON object")

@@ -577,16 +577,16 @@ class Resources:
 LUT_COST = {"negate": 1.621, "tree": 0.0, "acc": 0.0, "xbuf": 1.138, "shifter": 1.246,
             "requant": 0.0, "rom_lut": 0.068, "engine": 376.0}
 #: Flip-flops per register bit the gateware declares (:func:`engine_registers`), by
-#: part, fitted the same way on the 10 small designs of ``bench/hardware.py --fit``
-#: with the gateware that holds each vector once in the producer (groups and beats
-#: shift into the output register; worst error 8%; bench/results/hardware_fit.json).
-#: yosys absorbs the requantizer's product and accumulator registers into the DSP
-#: blocks and removes ROM output bits that are constant; the weights stand in for that,
-#: and the vector registers' weights share out what they have in common (an engine's
-#: output register and the next engine's input buffer grow together). On the
-#: 784-256-256-256-10 design at 500,000/s: 2.7% high (61,873 against 60,237).
-FF_COST = {"xbuf": 0.811, "tree": 0.966, "acc": 0.0, "requant": 0.0, "collect": 2.75,
-           "rom": 0.0, "misc": 0.0, "rom_out": 0.696}
+#: part: non-negative least squares (relative error) over the synth_ecp5 runs of
+#: ``bench/hardware.py --fit`` (the 10 small designs and the 784-256-256-256-10
+#: reference at its 500,000/s and 100,000/s foldings, random weights), with the
+#: gateware that holds each vector once in the producer: worst error 10.3%, on the
+#: reference foldings -4.7% and +3.7% (bench/results/hardware_fit.json). yosys absorbs
+#: the requantizer's product and accumulator registers into the DSP blocks and
+#: removes ROM output bits that are constant; an engine's output register and the
+#: next engine's input buffer grow together, so the fit weighs them as one.
+FF_COST = {"xbuf": 0.25, "tree": 1.02, "acc": 0.0, "requant": 0.0, "collect": 2.88,
+           "rom": 0.0, "misc": 4.43, "rom_out": 0.677}
 #: DP16KD shapes (depth, width) usable as a ROM.
 BRAM_SHAPES = ((16384, 1), (8192, 2), (4096, 4), (2048, 9), (1024, 18), (512, 36))
 #: synth_ecp5 maps a ROM to block RAM only when that beats logic: observed to

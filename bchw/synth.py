@@ -48,6 +48,8 @@ from typing import Any
 from bchw.errors import BchwError
 
 DEFAULT_FREQ_MHZ = 150.0
+#: nextpnr routers: router1 (its default for ECP5) and router2 (faster on large designs).
+ROUTERS = ("router1", "router2")
 WRAPPER_NAME = "bchw_synth_wrapper"
 #: Pins of the wrapper's input shift register: few enough for any package.
 WRAPPER_IN_PINS = 8
@@ -127,6 +129,7 @@ class SynthResult:
     freq_mhz: float | None            # the constraint nextpnr worked to
     seed: int | None
     nodsp: bool
+    router: str | None                # nextpnr's router, where placed and routed
     device_luts: int | None
     device_ffs: int | None
     device_brams: int | None
@@ -396,7 +399,8 @@ def _write_design(design: str | os.PathLike | Mapping[str, str | bytes], top: st
 def synthesize(design: str | os.PathLike | Mapping[str, str | bytes], target: str,
                work_dir: str | os.PathLike, *, top: str = "bchw_top",
                freq_mhz: float = DEFAULT_FREQ_MHZ, seed: int = 1, nodsp: bool = False,
-               place_and_route: bool = True, timeout_s: float | None = None) -> SynthResult:
+               place_and_route: bool = True, timeout_s: float | None = None,
+               router: str = "router1") -> SynthResult:
     """Synthesise (and for ECP5 place and route) core ``top`` on ``target``.
 
     ``design`` is Verilog text (one self-contained file), a directory whose
@@ -406,8 +410,10 @@ def synthesize(design: str | os.PathLike | Mapping[str, str | bytes], target: st
     is written into ``work_dir`` (logs included), which the tools run in, so
     parallel runs need only distinct directories.  ``nodsp`` keeps multipliers
     out of DSP blocks (ECP5 ``-nodsp``; iCE40 leaves out ``-dsp``; generic maps
-    none anyway).  ``place_and_route=False`` stops after yosys.  A tool that
-    fails, or runs past ``timeout_s`` seconds, raises :class:`ToolError`.
+    none anyway).  ``place_and_route=False`` stops after yosys.  ``router`` is
+    nextpnr's (one of :data:`ROUTERS`; router2 routes the largest designs in
+    minutes).  A tool that fails, or runs past ``timeout_s`` seconds, raises
+    :class:`ToolError`.
     """
     tgt = check_target(target)
     if not (isinstance(freq_mhz, int | float) and math.isfinite(freq_mhz) and freq_mhz > 0):
@@ -415,6 +421,9 @@ def synthesize(design: str | os.PathLike | Mapping[str, str | bytes], target: st
                         field="freq_mhz")
     if not 0 <= seed < 2**31:
         raise BchwError(f"expected a seed in 0..2^31-1, got {seed}", field="seed")
+    if router not in ROUTERS:
+        raise BchwError(f"expected a router in {', '.join(ROUTERS)}, got {router!r}",
+                        field="router")
     pnr = place_and_route and tgt.nextpnr is not None
     _tool_command("yosys")
     if pnr:
@@ -441,7 +450,7 @@ def synthesize(design: str | os.PathLike | Mapping[str, str | bytes], target: st
         pnr_s = _run("nextpnr-ecp5",
                      ["-q", "-l", "nextpnr.log", "--json", "netlist.json", *tgt.nextpnr,
                       "--freq", f"{freq_mhz:g}", "--seed", str(seed),
-                      "--lpf-allow-unconstrained", "--timing-allow-fail",
+                      "--lpf-allow-unconstrained", "--timing-allow-fail", "--router", router,
                       "--report", "report.json"], work, "nextpnr.log", timeout_s)
         report = json.loads((work / "report.json").read_text())
         # one clock in the wrapped design; the slowest if nextpnr splits it
@@ -457,7 +466,8 @@ def synthesize(design: str | os.PathLike | Mapping[str, str | bytes], target: st
         brams=_count(cells, _BRAMS[tgt.family]), dsps=_count(cells, _DSPS[tgt.family]),
         carries=_count(cells, _CARRIES[tgt.family]), cells=cells,
         fmax_mhz=fmax, freq_mhz=freq_mhz if pnr else None, seed=seed if pnr else None,
-        nodsp=nodsp, device_luts=tgt.luts, device_ffs=tgt.ffs, device_brams=tgt.brams,
+        nodsp=nodsp, router=router if pnr else None, device_luts=tgt.luts,
+        device_ffs=tgt.ffs, device_brams=tgt.brams,
         device_dsps=tgt.dsps, pnr_utilization=utilization, tools=tools,
         synth_s=round(synth_s, 2), pnr_s=None if pnr_s is None else round(pnr_s, 2),
         work_dir=str(work), logs=logs)

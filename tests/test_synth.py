@@ -91,7 +91,7 @@ def test_generic_counts_are_plausible(tiny, tmp_path):
 def test_ecp5_place_and_route_json(capsys, tiny, tmp_path):
     keep = tmp_path / "kept"
     rc, out, err = run(capsys, "synth", tiny.path, "--target", "ecp5-85k", "--json",
-                       "--freq", "100", "--keep", keep)
+                       "--freq", "100", "--keep", keep, "--router", "router2")
     assert rc == 0, err
     r = json.loads(out)
     assert REQUIRED <= set(r)
@@ -106,6 +106,7 @@ def test_ecp5_place_and_route_json(capsys, tiny, tmp_path):
     wrapper_ffs = io["in_lanes"] * io["pixel_bits"] + io["out_bits"] + 9
     assert r["pnr_utilization"]["TRELLIS_FF"][0] == r["ffs"] + wrapper_ffs
     assert r["work_dir"] == str(keep) and (keep / r["logs"]["nextpnr"]).is_file()
+    assert r["router"] == "router2" and "router2" in (keep / r["logs"]["nextpnr"]).read_text()
 
 
 def test_raw_verilog_and_nodsp(tmp_path):
@@ -122,7 +123,8 @@ def test_bad_input_exits_2(capsys, tiny, tmp_path):
     for argv, words in (
             (["synth", tiny.path, "--target", "virtex"], ["field 'target'", "virtex", "ecp5-85k"]),
             (["synth", tmp_path, "--target", "generic"], [str(tmp_path), "manifest.json"]),
-            (["synth", tiny.path, "--freq", "0"], ["field 'freq_mhz'"])):
+            (["synth", tiny.path, "--freq", "0"], ["field 'freq_mhz'"]),
+            (["synth", tiny.path, "--router", "router9"], ["field 'router'", "router2"])):
         rc, out, err = run(capsys, *argv)
         assert rc == 2 and err.startswith("bchw: error: ") and err.count("\n") == 1, err
         assert "Traceback" not in err and all(w in err for w in words), err
