@@ -649,8 +649,7 @@ def engine_registers(n_in: int, n_out: int, in_bits: int, pe: int, simd: int,
         "collect": (nf * pe * w.out_bits if sf > 1
                     else (nf - 1) * pe * w.out_bits + n_out * w.out_bits),
         "rom": sum(width for width, depth in roms if rom_brams(width, depth) == 0),
-        # the registered ROM words and the input slice that waits with them (added
-        # after the fit; counted one for one)
+        # the registered ROM words and the input slice that waits with them
         "rom_out": pe * simd + pe * w.param_bits + simd * in_bits,
         "misc": (4 + clog2(nf)) * (1 + tree_depth(simd)) + 2 * clog2(nf * sf) + 12,
     }

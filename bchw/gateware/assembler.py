@@ -18,9 +18,9 @@ class InputAssembler(wiring.Component):
     the unused lanes of the last beat are dropped.  Beats are counted; ``tlast``
     is accepted for AXI4-Stream compatibility and not needed.  Beats shift
     straight into the output register, so the image is held once: while a
-    whole vector waits there, a beat is taken only in the cycle the vector is
-    (``tready`` is ``m.ready`` then; a beat taken as the vector leaves starts
-    the next image).
+    whole vector waits there, a beat is taken only in a cycle in which the
+    vector is taken too (``tready`` is ``m.ready`` then), and starts the next
+    image.
 
     Members
     -------
