@@ -257,8 +257,10 @@ def _conv_fold(layers, shapes: list[EngineShape], act_bits: int, budget: int, mu
     """:func:`_conv_layer_foldings`, and the interval the cycle model simulates for it."""
     chosen = _conv_layer_foldings(shapes, act_bits, budget, mul_bits, score_bits)
     pe, simd = [c[0] for c in chosen], [c[1] for c in chosen]
-    engines = [perf.engine_timing(-(-s.n_out // p) * -(-s.n_in // q), q, sf=-(-s.n_in // q))
-               for s, p, q in zip(shapes, pe, simd)]
+    engines = []
+    for s, p, q in zip(shapes, pe, simd):
+        nf, sf = -(-s.n_out // p), -(-s.n_in // q)
+        engines.append(perf.engine_timing(nf * sf, q, sf=sf))
     convs = [perf.ConvTiming(la.in_shape[1], la.in_shape[2], la.kernel, la.pool)
              for la in layers if la.kind == "conv"]
     model = perf.CycleModel(in_beats=convs[0].height * convs[0].width, engines=engines,

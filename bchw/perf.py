@@ -614,15 +614,20 @@ def tree_bits(simd: int, in_bits: int) -> tuple[int, int]:
     return neg, adders
 
 
+def engine_roms(n_in: int, n_out: int, pe: int, simd: int, widths) -> tuple[tuple[int, int], ...]:
+    """(width, depth) of an engine's weight ROM and parameter ROM."""
+    nf, sf = -(-n_out // pe), -(-n_in // simd)
+    return (pe * simd, nf * sf), (pe * widths.param_bits, nf)
+
+
 def engine_features(n_in: int, n_out: int, in_bits: int, pe: int, simd: int,
                     widths) -> dict[str, float]:
     """The quantities an engine's LUT count is proportional to, part by part."""
-    nf, sf = -(-n_out // pe), -(-n_in // simd)
+    sf = -(-n_in // simd)
     w = widths
     neg, adders = tree_bits(simd, in_bits)
     total_bits = max(w.mul_bits + w.acc_bits, w.bias_bits) + 1
-    rom_lut = sum(width * depth for width, depth in ((pe * simd, nf * sf),
-                                                     (pe * w.param_bits, nf))
+    rom_lut = sum(width * depth for width, depth in engine_roms(n_in, n_out, pe, simd, w)
                   if rom_brams(width, depth) == 0)
     return {"negate": pe * neg, "tree": pe * adders, "acc": pe * w.acc_bits * (sf > 1),
             "xbuf": (sf > 1) * sf * simd * in_bits,
@@ -639,7 +644,7 @@ def engine_registers(n_in: int, n_out: int, in_bits: int, pe: int, simd: int,
     neg, adders = tree_bits(simd, in_bits)
     prod_bits = w.mul_bits + w.acc_bits
     total_bits = max(prod_bits, w.bias_bits) + 1
-    roms = ((pe * simd, nf * sf), (pe * w.param_bits, nf))
+    roms = engine_roms(n_in, n_out, pe, simd, w)
     return {
         "xbuf": sf * simd * in_bits + simd * in_bits,
         "tree": pe * (neg + adders),
@@ -658,9 +663,8 @@ def engine_registers(n_in: int, n_out: int, in_bits: int, pe: int, simd: int,
 def engine_resources(n_in: int, n_out: int, in_bits: int, pe: int, simd: int,
                      widths) -> Resources:
     """One layer engine (:class:`bchw.gateware.engine.LayerEngine`, negate datapath)."""
-    nf, sf = -(-n_out // pe), -(-n_in // simd)
     w = widths
-    roms = ((pe * simd, nf * sf), (pe * w.param_bits, nf))
+    roms = engine_roms(n_in, n_out, pe, simd, w)
     registers = engine_registers(n_in, n_out, in_bits, pe, simd, widths)
     ffs = sum(FF_COST[k] * v for k, v in registers.items())
     features = engine_features(n_in, n_out, in_bits, pe, simd, widths)
