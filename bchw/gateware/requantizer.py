@@ -46,12 +46,21 @@ class Requantizer(wiring.Component):
         total = Signal(signed(max(w.mul_bits + w.acc_bits, w.bias_bits) + 1), reset_less=True)
         shift2 = Signal(unsigned(w.shift_bits), reset_less=True)
         shifted = Signal.like(total)
+        # The range is [0, 2**out_bits) or, signed, [-2**(out_bits-1), 2**(out_bits-1)):
+        # out of it is a test of the bits above it, shorter than two comparisons.
+        sign = shifted[-1]
+        if w.out_signed:
+            above = shifted[w.out_bits - 1:]
+            under, over = sign & ~above.all(), ~sign & above.any()
+        else:
+            under, over = sign, shifted[w.out_bits:].any()
+        assert (w.out_lo, w.out_hi) == ((-(1 << (w.out_bits - 1)), (1 << (w.out_bits - 1)) - 1)
+                                        if w.out_signed else (0, (1 << w.out_bits) - 1))
         with m.If(self.en):
             m.d.sync += [prod.eq(self.acc * self.mul), bias1.eq(self.bias),
                          shift1.eq(self.shift),
                          total.eq(prod + bias1), shift2.eq(shift1),
-                         self.q.eq(Mux(shifted < w.out_lo, w.out_lo,
-                                       Mux(shifted > w.out_hi, w.out_hi, shifted)))]
+                         self.q.eq(Mux(under, w.out_lo, Mux(over, w.out_hi, shifted)))]
         m.d.comb += shifted.eq(total >> shift2)
         assert REQUANT_STAGES == 3
         return m
