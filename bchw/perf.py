@@ -32,11 +32,14 @@ accelerator and the contracts of single units (:func:`window_contract`,
   ``t`` it issues one ROM word per cycle at ``t+1 … t+NF·SF``; the result of
   the last step reaches the output register ``engine_pipeline`` cycles after
   it was issued.  It accepts the next vector while issuing its last step (or
-  whenever idle).  When its output register is full and the last group of
-  the next vector is ready, the whole engine stalls (even when the
-  register is being taken in that cycle: the stall looks at registers only).
-  A convolution's engine takes a window as its vector, ``H·W`` an image, and
-  gives an output pixel.
+  whenever idle).  With ``SF ≥ 2`` its pipeline never stalls: a group of PE
+  outputs that finds the output register full and not being taken waits in
+  a skid buffer, and the issue side starts a group only with a credit
+  (:class:`_CreditEngine`).  With ``SF = 1``, when its output register is full
+  and the last group of the next vector is ready, the whole engine stalls
+  (even when the register is being taken in that cycle: the stall looks at
+  registers only).  A convolution's engine takes a window as its vector,
+  ``H·W`` an image, and gives an output pixel.
 * **Max pool**: :class:`bchw.gateware.pool.MaxPool`'s contract.  It takes a
   pixel a cycle, but refuses the one that completes a window while its
   output register is full; that pixel loads the output register.
@@ -92,6 +95,21 @@ def engine_pipeline(simd: int, tree_levels: int = 1) -> int:
     return ROM_STAGES + tree_depth(simd, tree_levels) + 1 + REQUANT_STAGES + 1
 
 
+#: Registers that carry a group's entry into the output register back to the issue side of
+#: an engine of SF ≥ 2, where it returns a credit (two, so the signal may cross the engine).
+CREDIT_RETURN_STAGES = 2
+
+
+def skid_groups(sf: int, pipeline: int) -> int:
+    """Groups of PE outputs the skid buffer of an engine of SF ≥ 2 holds, and so its credits.
+
+    A credit is taken when a group's first step issues and comes back
+    :data:`CREDIT_RETURN_STAGES` cycles after the group entered the output register; these
+    are enough credits for an engine whose output is always taken never to wait for one.
+    """
+    return -(-(sf + pipeline - 1 + CREDIT_RETURN_STAGES) // sf)
+
+
 def engine_interval(steps: int) -> int:
     """Cycles between an engine's outputs when nothing else limits it: its ``NF·SF`` steps,
     but at least 2, because its stall looks at registers only (see the module docstring):
@@ -106,8 +124,8 @@ class EngineTiming:
     steps: int        # NF·SF: cycles of work per vector
     pipeline: int     # cycles from last step issued to output visible
     latency: int      # steps + pipeline: input accepted → output visible
-    sf: int = 1       # steps a group of PE outputs; from 2 on, a group meeting a full
-    #                   output register stalls the engine, not only a vector's last one
+    sf: int = 1       # steps a group of PE outputs; from 2 on, the engine's pipeline never
+    #                   stalls (a skid buffer and credits, see _CreditEngine)
 
 
 @dataclass(frozen=True)
@@ -211,15 +229,15 @@ class CycleModel:
     def stages(self) -> list:
         """The model's stages, fresh from reset, in dataflow order."""
         if not self.convs:
-            return [_Assembler(self.in_beats), *[_Engine(e) for e in self.engines],
+            return [_Assembler(self.in_beats), *[_engine(e) for e in self.engines],
                     _Argmax(self.argmax)]
         stages: list = []
         for conv, engine in zip(self.convs, self.engines):
-            stages += [_Window(conv.height, conv.width, conv.kernel), _Engine(engine)]
+            stages += [_Window(conv.height, conv.width, conv.kernel), _engine(engine)]
             if conv.pool:
                 stages.append(_Pool(conv.height, conv.width, conv.pool))
         stages.append(_Assembler(self.convs[-1].out_pixels))
-        stages += [_Engine(e) for e in self.engines[len(self.convs):]]
+        stages += [_engine(e) for e in self.engines[len(self.convs):]]
         return [*stages, _Argmax(self.argmax)]
 
     def _cycles_bound(self) -> int:
@@ -320,31 +338,22 @@ class _Window:
 
 
 class _Engine:
-    """:class:`bchw.gateware.engine.LayerEngine`: ``steps`` issue cycles a vector, then its
-    pipeline; the stall looks at its own registers only: it stalls when a step that ends a
-    vector (``sf`` ≥ 2: a group) is at the requantizer output and the output register is
-    full."""
-
-    NONE, GROUP, LAST = 0, 1, 2
+    """:class:`bchw.gateware.engine.LayerEngine` of SF = 1: ``steps`` issue cycles a vector,
+    then its pipeline; the stall looks at its own registers only: it stalls when a vector's
+    last step is at the requantizer output and the output register is full."""
 
     def __init__(self, t: EngineTiming):
-        self.steps, self.sf = t.steps, t.sf
-        # the steps travelling to the last requantizer stage: NONE, GROUP or LAST
-        self.pipe = [self.NONE] * (t.pipeline - 1)
+        if t.sf != 1:
+            raise ValueError(f"an engine of SF {t.sf} is a _CreditEngine")
+        self.steps = t.steps
+        # the steps travelling to the last requantizer stage: whether each ends a vector
+        self.pipe = [False] * (t.pipeline - 1)
         self.busy = False
         self.step = 0
         self.out_valid = False
 
-    def _issued(self) -> int:
-        """What the step issued this cycle is to the output register."""
-        if self._last():
-            return self.LAST
-        if self.busy and self.sf > 1 and self.step % self.sf == self.sf - 1:
-            return self.GROUP
-        return self.NONE
-
     def _enabled(self) -> bool:
-        return not (self.out_valid and self.pipe[-1] != self.NONE)
+        return not (self.out_valid and self.pipe[-1])
 
     def _last(self) -> bool:
         return self.busy and self.step == self.steps - 1
@@ -356,8 +365,8 @@ class _Engine:
         loaded = False
         if self._enabled():
             head, last = self.pipe[-1], self._last()
-            self.pipe = [self._issued()] + self.pipe[:-1]
-            if head == self.LAST:
+            self.pipe = [last] + self.pipe[:-1]
+            if head:
                 self.out_valid = loaded = True
             if took:
                 self.busy, self.step = True, 0
@@ -370,6 +379,75 @@ class _Engine:
 
     def state(self) -> tuple:
         return self.busy, self.step, self.out_valid, tuple(self.pipe)
+
+
+class _CreditEngine:
+    """:class:`bchw.gateware.engine.LayerEngine` of SF ≥ 2: only its issue side ever waits.
+
+    Its pipeline never stalls: a group of PE outputs that finds the output register full
+    and not being taken waits in a skid buffer, and the groups behind it queue there too.
+    A group's first step issues only with a credit (:func:`skid_groups` of them), taken
+    then and given back :data:`CREDIT_RETURN_STAGES` cycles after the group entered the
+    output register, so the skid buffer never overflows.  No decision has to reach the
+    whole engine in one cycle.
+    """
+
+    NONE, GROUP, LAST = 0, 1, 2
+
+    def __init__(self, t: EngineTiming):
+        self.steps, self.sf = t.steps, t.sf
+        self.pipe = [self.NONE] * (t.pipeline - 1)   # steps travelling to the requantizer output
+        self.busy = False
+        self.step = 0
+        self.credits = skid_groups(t.sf, t.pipeline)
+        self.returns = [False] * CREDIT_RETURN_STAGES
+        self.skid: list[int] = []                    # the waiting groups: GROUP or LAST
+        self.out_valid = False
+
+    def _issues(self) -> bool:
+        return self.busy and (self.step % self.sf != 0 or self.credits > 0)
+
+    def ready(self, down: bool) -> bool:
+        # the last step of a vector does not start a group, so it always issues
+        return not self.busy or self.step == self.steps - 1
+
+    def edge(self, took: bool, taken: bool) -> None:
+        issue = self._issues()
+        issued = self.NONE
+        if issue and self.step % self.sf == self.sf - 1:
+            issued = self.LAST if self.step == self.steps - 1 else self.GROUP
+        arriving = self.pipe[-1]
+        head = self.skid[0] if self.skid else arriving
+        enter = head != self.NONE and (not self.out_valid or taken)
+        if self.skid:
+            if enter:
+                self.skid.pop(0)
+            if arriving != self.NONE:
+                self.skid.append(arriving)
+        elif arriving != self.NONE and not enter:
+            self.skid.append(arriving)
+        if enter and head == self.LAST:
+            self.out_valid = True
+        elif taken:
+            self.out_valid = False
+        self.credits += self.returns[-1] - (issue and self.step % self.sf == 0)
+        self.returns = [enter] + self.returns[:-1]
+        self.pipe = [issued] + self.pipe[:-1]
+        if took:
+            self.busy, self.step = True, 0
+        elif issue and self.step == self.steps - 1:
+            self.busy = False
+        elif issue:
+            self.step += 1
+
+    def state(self) -> tuple:
+        return (self.busy, self.step, self.credits, tuple(self.returns), tuple(self.skid),
+                self.out_valid, tuple(self.pipe))
+
+
+def _engine(t: EngineTiming) -> _Engine | _CreditEngine:
+    """The model of an engine of timing ``t``."""
+    return _CreditEngine(t) if t.sf > 1 else _Engine(t)
 
 
 class _Pool:
@@ -575,7 +653,7 @@ class Resources:
 #: into the per-lane cost (both grow with PE·SIMD·bits). Worst error on those
 #: designs 21%, on the reference design 2%.
 LUT_COST = {"negate": 1.621, "tree": 0.0, "acc": 0.0, "xbuf": 1.138, "shifter": 1.246,
-            "requant": 0.0, "rom_lut": 0.068, "engine": 376.0}
+            "requant": 0.0, "rom_lut": 0.068, "engine": 376.0, "skid": 1.0}
 #: Flip-flops per register bit the gateware declares (:func:`engine_registers`), by
 #: part: non-negative least squares (relative error) over the synth_ecp5 runs of
 #: ``bench/hardware.py --fit`` (the 10 small designs and the 784-256-256-256-10
@@ -586,7 +664,7 @@ LUT_COST = {"negate": 1.621, "tree": 0.0, "acc": 0.0, "xbuf": 1.138, "shifter": 
 #: removes ROM output bits that are constant; an engine's output register and the
 #: next engine's input buffer grow together, so the fit weighs them as one.
 FF_COST = {"xbuf": 0.25, "tree": 1.02, "acc": 0.0, "requant": 0.0, "collect": 2.88,
-           "rom": 0.0, "misc": 4.43, "rom_out": 0.677}
+           "rom": 0.0, "misc": 4.43, "rom_out": 0.677, "skid": 1.0}
 #: DP16KD shapes (depth, width) usable as a ROM.
 BRAM_SHAPES = ((16384, 1), (8192, 2), (4096, 4), (2048, 9), (1024, 18), (512, 36))
 #: synth_ecp5 maps a ROM to block RAM only when that beats logic: observed to
@@ -631,6 +709,8 @@ def engine_features(n_in: int, n_out: int, in_bits: int, pe: int, simd: int,
                   if rom_brams(width, depth) == 0)
     return {"negate": pe * neg, "tree": pe * adders, "acc": pe * w.acc_bits * (sf > 1),
             "xbuf": (sf > 1) * sf * simd * in_bits,
+            # SF ≥ 2: each skid slot's input choice and the output register's
+            "skid": (sf > 1) * (skid_groups(sf, engine_pipeline(simd)) + 1) * pe * w.out_bits,
             "shifter": pe * total_bits * max(1, w.shift_bits),
             "requant": pe * (total_bits + w.out_bits), "rom_lut": rom_lut, "engine": 1}
 
@@ -654,10 +734,18 @@ def engine_registers(n_in: int, n_out: int, in_bits: int, pe: int, simd: int,
         "collect": (nf * pe * w.out_bits if sf > 1
                     else (nf - 1) * pe * w.out_bits + n_out * w.out_bits),
         "rom": sum(width for width, depth in roms if rom_brams(width, depth) == 0),
+        # SF ≥ 2: the skid buffer (a group and its last flag a slot), its count, the credits
+        # and their way back
+        "skid": (sf > 1) * _skid_bits(sf, simd, pe * w.out_bits),
         # the registered ROM words and the input slice that waits with them
         "rom_out": pe * simd + pe * w.param_bits + simd * in_bits,
         "misc": (4 + clog2(nf)) * (1 + tree_depth(simd)) + 2 * clog2(nf * sf) + 12,
     }
+
+
+def _skid_bits(sf: int, simd: int, group_bits: int) -> int:
+    groups = skid_groups(sf, engine_pipeline(simd))
+    return groups * (group_bits + 1) + 2 * clog2(groups + 1) + CREDIT_RETURN_STAGES
 
 
 def engine_resources(n_in: int, n_out: int, in_bits: int, pe: int, simd: int,

@@ -120,15 +120,41 @@ def test_the_steady_state_of_an_mlp_is_its_closed_form():
         assert m.stream(1)[1][0] == m.latency
 
 
-def test_an_engine_that_collects_in_place_stalls_at_a_group():
-    # two groups of 3 steps: under back-pressure the group that meets the full output
-    # register waits, so the engine takes its next input later than one collecting apart
-    ready = [c % 9 == 0 for c in range(2000)]
-    apart = _model(2, [6], sf=[1]).stream(8, out_ready=lambda c: ready[c])
-    in_place = _model(2, [6], sf=[3]).stream(8, out_ready=lambda c: ready[c])
-    assert apart[1] == in_place[1]                  # the sink sets the output times
-    assert in_place[0][-1] > apart[0][-1]           # the input is held up sooner
-    assert all(b >= a for a, b in zip(apart[0], in_place[0]))
+def test_a_backed_up_engine_of_sf_2_fills_its_skid_buffer_then_waits_for_credits():
+    # two groups of 3 steps a vector; the sink takes nothing for 200 cycles, then all
+    t = perf.engine_timing(6, 4, sf=3)
+    groups = perf.skid_groups(3, t.pipeline)
+    engine = perf._CreditEngine(t)
+    seen, issued_without_credit, vectors_in, vectors_out = [], 0, 0, 0
+    for cycle in range(400):
+        taken = engine.out_valid and cycle >= 200
+        took = engine.ready(True) and vectors_in < 8
+        starts = engine.busy and engine.step % 3 == 0
+        issued_without_credit += starts and engine._issues() and engine.credits == 0
+        engine.edge(took, taken)
+        vectors_in += took
+        vectors_out += taken
+        seen.append((len(engine.skid), engine.credits))
+    assert max(n for n, _ in seen) == groups          # the skid buffer fills up exactly
+    assert min(c for _, c in seen) == 0 and issued_without_credit == 0
+    # held: the output vector, the skid buffer's groups, the vector being issued; all out
+    assert vectors_out == vectors_in == 8
+    assert seen[-1] == (0, groups)
+
+
+@pytest.mark.parametrize("sf", [2, 3, 7])
+@pytest.mark.parametrize("simd", [2, 16, 88])
+def test_skid_groups_are_the_fewest_credits_that_never_slow_an_engine(monkeypatch, sf, simd):
+    for nf in (1, 3):
+        m = CycleModel(in_beats=1, engines=[perf.engine_timing(nf * sf, simd, sf=sf)])
+        assert perf._steady_interval(m) == m.interval == nf * sf
+        groups = perf.skid_groups(sf, perf.engine_pipeline(simd))
+        monkeypatch.setattr(perf, "skid_groups", lambda s, p: groups - 1)
+        try:
+            assert perf._steady_interval(m) > m.interval
+        except RuntimeError as e:       # or no single interval at all
+            assert "uneven" in str(e)
+        monkeypatch.undo()
 
 
 def test_a_conv_model_is_checked():
@@ -147,5 +173,7 @@ def test_cycle_model_of_a_conv_bundle(tmp_path):
     assert [e.steps for e in m.engines] == [la.nf * la.sf for la in bundle.layers]
     assert m.in_beats == 36 and m.convs[-1].out_pixels == 9
     kinds = [type(s).__name__ for s in m.stages()]
-    assert kinds == ["_Window", "_Engine", "_Pool", "_Window", "_Engine", "_Assembler",
-                     "_Engine", "_Engine", "_Argmax"]
+    # every engine here has SF ≥ 2: the credit engine
+    assert [la.sf > 1 for la in bundle.layers] == [True] * 4
+    assert kinds == ["_Window", "_CreditEngine", "_Pool", "_Window", "_CreditEngine",
+                     "_Assembler", "_CreditEngine", "_CreditEngine", "_Argmax"]

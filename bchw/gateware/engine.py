@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from amaranth.hdl import Cat, Module, Mux, Signal, Value, signed
+from amaranth.hdl import Cat, Const, Module, Mux, Signal, Value, signed
 from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -11,7 +11,8 @@ from bchw.gateware.requantizer import Requantizer
 from bchw.gateware.rom import Rom
 from bchw.gateware.wide import wide_signal
 from bchw.golden import LayerWidths
-from bchw.perf import REQUANT_STAGES, ROM_STAGES, engine_pipeline, tree_depth
+from bchw.perf import (CREDIT_RETURN_STAGES, REQUANT_STAGES, ROM_STAGES, engine_pipeline,
+                       skid_groups, tree_depth)
 
 #: How an engine computes ``Σ ±x`` with ±1 weights: a conditional-negate tree per PE
 #: (``negate``), or ``2·Σ_{w=+1} x − Σ x`` with one ``Σ x`` tree shared by all PEs (``shared``).
@@ -26,12 +27,20 @@ class LayerEngine(wiring.Component):
     cycles the ``PE`` sums are requantized and collected, and after ``NF``
     such groups the whole output vector is offered downstream.  The next
     input vector is accepted while the last step of the current one issues,
-    so back-to-back vectors need no bubble.  With ``SF ≥ 2`` the groups shift
-    straight into the output register, and the engine stalls when a group
-    arrives while that register still holds a vector; with ``SF = 1`` they are
-    collected apart and only the last group of a vector stalls it.  The stall
-    depends on this engine's registers only (not on ``m.ready``), so ready
-    paths stay within one stage.
+    so back-to-back vectors need no bubble.
+
+    With ``SF ≥ 2`` the groups shift straight into the output register and
+    nothing after the issue side ever stalls: a group that arrives while that
+    register still holds a vector not being taken waits in a skid buffer of
+    :func:`bchw.perf.skid_groups` groups, and a group's first step issues only
+    with a credit, which comes back (through
+    :data:`bchw.perf.CREDIT_RETURN_STAGES` registers) when the group enters
+    the output register.  So no control signal has to reach the whole engine
+    in one cycle, which a large engine spread over the device could not do at
+    150 MHz.  With ``SF = 1`` the groups are collected apart and the whole
+    engine stalls when a vector's last group meets a full output register;
+    the stall depends on this engine's registers only (not on ``m.ready``), so
+    ready paths stay within one stage.
     :func:`bchw.perf.engine_pipeline` gives the latency.
 
     ``datapath`` (one of :data:`DATAPATHS`) chooses how ±1 weights are
@@ -96,12 +105,16 @@ class LayerEngine(wiring.Component):
         m.submodules.weights = wrom = Rom(pe * simd * wb, steps, **self.weight_rom)
         m.submodules.params = prom = Rom(pe * w.param_bits, nf, **self.param_rom)
 
-        # --- stall: when a group meets a full output register (below). The engine
-        # does not look at ``m.ready`` to decide, so no combinational path runs from one
-        # engine's ready back through the next (a vector taken in this very cycle costs
-        # one cycle of stall instead). ``en`` drives every register of the engine, so it
-        # is itself a register, loaded with the stall condition's next value (below).
-        en = Signal(init=1)
+        # With SF ≥ 2 (``credit``) the pipeline never stalls: groups that find the output
+        # register full wait in a skid buffer, and the issue side waits for a credit
+        # instead (see perf._CreditEngine); no signal has to reach the whole engine in one
+        # cycle. With SF = 1 the whole engine stalls when a vector's last group meets a full
+        # output register: ``en`` drives every register; the stall does not look at
+        # ``m.ready``, so no combinational path runs from one engine's ready back through
+        # the next, and ``en`` is itself a register, loaded with the stall condition's next
+        # value (below).
+        credit = sf > 1
+        en = Const(1) if credit else Signal(init=1)
         out_done = Signal()           # the last group of a vector is at the requantizer output
 
         # --- issue: one (nf, sf) step per cycle
@@ -111,6 +124,13 @@ class LayerEngine(wiring.Component):
         nfc = Signal(range(nf))
         xbuf = wide_signal(sf * slice_bits, "xbuf")
         last_step = Signal()          # busy & (step == steps - 1), as a register
+        if credit:
+            groups = skid_groups(sf, engine_pipeline(simd, self.tree_levels))
+            credits = Signal(range(groups + 1), init=groups)
+            issue = busy & ((sfc != 0) | (credits != 0))
+        else:
+            issue = busy
+        # a vector's last step issues whenever it is reached (with SF ≥ 2 it starts no group)
         m.d.comb += [self.s.ready.eq(en & (~busy | last_step)),
                      wrom.en.eq(en), wrom.addr.eq(step)]
         with m.If(en):
@@ -119,7 +139,7 @@ class LayerEngine(wiring.Component):
                              last_step.eq(steps == 1), xbuf.eq(self.s.payload)]
             with m.Elif(last_step):
                 m.d.sync += [busy.eq(0), last_step.eq(0)]
-            with m.Elif(busy):
+            with m.Elif(issue):
                 m.d.sync += [step.eq(step + 1), last_step.eq(step == steps - 2),
                              xbuf.eq(Cat(xbuf[slice_bits:], xbuf[:slice_bits]))]
                 with m.If(sfc == sf - 1):
@@ -141,7 +161,7 @@ class LayerEngine(wiring.Component):
 
         x1 = delayed(xbuf[:slice_bits], ROM_STAGES, "x", reset_less=True)
         wdata = delayed(wrom.data, ROM_STAGES - 1, "wdata", reset_less=True)
-        flags = Cat(busy, sfc == 0, sfc == sf - 1, last_step, nfc)
+        flags = Cat(issue, sfc == 0, sfc == sf - 1, last_step, nfc)
         flags1 = delayed(flags, ROM_STAGES, "f1")
 
         # --- adder trees, one per PE (and the shared Σ x one)
@@ -196,37 +216,72 @@ class LayerEngine(wiring.Component):
         q_end = delayed(qe_pre, 1, "qe_last")
         m.d.comb += out_done.eq(q_valid & q_end)
         # --- collect the groups; the last one completes the output vector. With SF ≥ 2
-        # steps a group, groups shift straight into the output register (the vector is
-        # held once), and a group that meets a full output register stalls the engine.
-        # With SF = 1 a group follows the last one at once, which would stall every
-        # vector a cycle: the groups are collected apart, and only a finished vector
-        # stalls (see perf.EngineTiming).
-        in_place = sf > 1
+        # they shift straight into the output register (the vector is held once) or wait
+        # in the skid buffer. With SF = 1 a group follows the last one at once, so the
+        # groups are collected apart, and only a finished vector stalls the engine.
         group = Cat(*[q.as_unsigned() for q in qs])
         group_bits = pe * w.out_bits
         out_bits = self.n_out * w.out_bits
-        if in_place:
-            vector = wide_signal(nf * group_bits, "vector")
-            m.d.comb += self.m.payload.eq(vector[:out_bits])
-            with m.If(en & q_valid):
-                m.d.sync += vector.eq(Cat(vector[group_bits:], group))
-        elif nf > 1:
+        if credit:
+            self._skid_and_credits(m, group, q_valid, q_end, credits, issue & (sfc == 0),
+                                   groups, nf)
+            assert (engine_pipeline(simd, self.tree_levels)
+                    == ROM_STAGES + depth + 1 + REQUANT_STAGES + 1)
+            return m
+        if nf > 1:
             collected = wide_signal((nf - 1) * group_bits, "collected")
             with m.If(en & q_valid & ~q_end):
                 m.d.sync += collected.eq(Cat(collected[group_bits:], group))
         with m.If(en & q_valid & q_end):
             m.d.sync += self.m.valid.eq(1)
-            if not in_place:
-                full = Cat(collected, group) if nf > 1 else group
-                m.d.sync += self.m.payload.eq(full[:out_bits])
+            full = Cat(collected, group) if nf > 1 else group
+            m.d.sync += self.m.payload.eq(full[:out_bits])
         with m.Elif(self.m.ready):
             m.d.sync += self.m.valid.eq(0)
-        # the stall condition of the next cycle: ~(m.valid & a group arrives) after this
-        # edge, a group being any (in place) or the last of a vector
+        # the stall condition of the next cycle: ~(m.valid & a vector's last group arrives)
+        # after this edge
         valid_next = (en & out_done) | (self.m.valid & ~self.m.ready)
-        arrives = (qv_pre, q_valid) if in_place else (qv_pre & qe_pre, out_done)
-        m.d.sync += en.eq(~(valid_next & Mux(en, *arrives)))
+        m.d.sync += en.eq(~(valid_next & Mux(en, qv_pre & qe_pre, out_done)))
 
         assert (engine_pipeline(simd, self.tree_levels)
                 == ROM_STAGES + depth + 1 + REQUANT_STAGES + 1)
         return m
+
+    def _skid_and_credits(self, m: Module, group: Value, q_valid: Value, q_end: Value,
+                          credits: Signal, take: Value, groups: int, nf: int) -> None:
+        """SF ≥ 2: groups shift straight into the output register (the vector is held
+        once); one that finds it full and not being taken waits in a skid buffer of
+        ``groups`` entries, and the ones behind it queue there too. A group's entry gives
+        its credit back to the issue side ``CREDIT_RETURN_STAGES`` cycles later; ``take``
+        is high when a group's first step issues and takes one."""
+        gb = group.shape().width
+        vector = wide_signal(nf * gb, "vector")
+        m.d.comb += self.m.payload.eq(vector[:self.n_out * self.widths.out_bits])
+        skid = [Signal(gb + 1, name=f"skid{k}", reset_less=True) for k in range(groups)]
+        count = Signal(range(groups + 1))
+        held = count != 0
+        arriving = Cat(group, q_end)
+        head = Mux(held, skid[0], arriving)
+        enter = Signal()
+        m.d.comb += enter.eq((held | q_valid) & (~self.m.valid | self.m.ready))
+        pop = enter & held
+        push = q_valid & ~(enter & ~held)
+        tail = count - pop
+        for k, slot in enumerate(skid):
+            with m.If(push & (tail == k)):
+                m.d.sync += slot.eq(arriving)
+            with m.Elif(pop):
+                m.d.sync += slot.eq(skid[k + 1] if k + 1 < groups else 0)
+        m.d.sync += count.eq(count - pop + push)
+        with m.If(enter):
+            m.d.sync += vector.eq(Cat(vector[gb:], head[:gb]))
+        with m.If(enter & head[gb]):
+            m.d.sync += self.m.valid.eq(1)
+        with m.Elif(self.m.ready):
+            m.d.sync += self.m.valid.eq(0)
+        back = enter
+        for k in range(CREDIT_RETURN_STAGES):
+            r = Signal(name=f"credit_back{k}")
+            m.d.sync += r.eq(back)
+            back = r
+        m.d.sync += credits.eq(credits + back - take)

@@ -76,7 +76,7 @@ def test_backed_up(bundles, net: str):
     up (each pool refuses the pixel that completes a window, each sliding window stalls at an
     emit, the input stops), then drains under back-pressure."""
     bundle = bundles[net]
-    n = 12
+    n = 16
     images = randnet.random_images(n, bundle.n_in, seed=4)
     drain = random_pattern(0.5, seed=17)
 
