@@ -647,24 +647,23 @@ class Resources:
 
 
 #: LUT4s per unit of each feature of :func:`engine_features`: non-negative least
-#: squares (relative error) over synth_ecp5 runs of 10 small designs
-#: (``bench/hardware.py --fit``: 64-64-64-10, 196-48-32-10, 100-30-10 at several
-#: foldings) and the 784-256-256-256-10 reference design. The tree's adders fold
-#: into the per-lane cost (both grow with PE·SIMD·bits). Worst error on those
-#: designs 21%, on the reference design 2%.
-LUT_COST = {"negate": 1.621, "tree": 0.0, "acc": 0.0, "xbuf": 1.138, "shifter": 1.246,
-            "requant": 0.0, "rom_lut": 0.068, "engine": 376.0, "skid": 1.0}
+#: squares (relative error) over the synth_ecp5 runs of ``bench/hardware.py --fit``
+#: (12 small designs: 64-64-64-10, 64-64-32-10, 196-48-32-10, 100-30-10 at several
+#: foldings, two with the deep skid buffers of SF = 2; and the 784-256-256-256-10
+#: reference at its 500,000/s and 100,000/s foldings; random weights) with the engines
+#: of SF ≥ 2 that never stall: worst error 11.1%, on the reference foldings +4.1% and
+#: -5.4% (bench/results/hardware_fit.json). The features are nearly collinear (lanes,
+#: adders and bits all grow with PE·SIMD), so single costs mean little; the tree's
+#: adders carry the lanes' negation.
+LUT_COST = {"negate": 0.0, "tree": 1.46, "acc": 0.0, "xbuf": 1.24, "shifter": 0.44,
+            "requant": 0.0, "rom_lut": 0.198, "engine": 111.0, "skid": 1.44}
 #: Flip-flops per register bit the gateware declares (:func:`engine_registers`), by
-#: part: non-negative least squares (relative error) over the synth_ecp5 runs of
-#: ``bench/hardware.py --fit`` (the 10 small designs and the 784-256-256-256-10
-#: reference at its 500,000/s and 100,000/s foldings, random weights), with the
-#: gateware that holds each vector once in the producer: worst error 10.3%, on the
-#: reference foldings -4.7% and +3.7% (bench/results/hardware_fit.json). yosys absorbs
-#: the requantizer's product and accumulator registers into the DSP blocks and
-#: removes ROM output bits that are constant; an engine's output register and the
-#: next engine's input buffer grow together, so the fit weighs them as one.
-FF_COST = {"xbuf": 0.25, "tree": 1.02, "acc": 0.0, "requant": 0.0, "collect": 2.88,
-           "rom": 0.0, "misc": 4.43, "rom_out": 0.677, "skid": 1.0}
+#: part: the same fit (worst error 9.5%, on the reference foldings -4.1% and +3.0%).
+#: yosys absorbs the requantizer's product and accumulator registers into the DSP
+#: blocks and removes ROM output bits that are constant; an engine's output register
+#: and the next engine's input buffer grow together, so the fit weighs them as one.
+FF_COST = {"xbuf": 0.172, "tree": 1.06, "acc": 0.0, "requant": 0.0, "collect": 2.93,
+           "rom": 0.0, "misc": 5.02, "rom_out": 0.731, "skid": 0.529}
 #: DP16KD shapes (depth, width) usable as a ROM.
 BRAM_SHAPES = ((16384, 1), (8192, 2), (4096, 4), (2048, 9), (1024, 18), (512, 36))
 #: synth_ecp5 maps a ROM to block RAM only when that beats logic: observed to

@@ -119,7 +119,7 @@ def run_jobs(jobs: list[dict], workers: int, each=None) -> list[dict]:
 
 def fit(workers: int, out: Path) -> None:
     """Refit the per-feature LUT costs and the per-register flip-flop costs on random
-    networks, 10 small and the reference MLP at two foldings (non-negative least
+    networks, 12 small and the reference MLP at two foldings (non-negative least
     squares, relative error)."""
     import numpy as np
     from scipy.optimize import nnls
@@ -137,6 +137,9 @@ def fit(workers: int, out: Path) -> None:
         ([100, 30, 10], [5, 2], [10, 30]),
         ([100, 30, 10], [30, 10], [25, 2]),
         ([100, 30, 10], [2, 1], [4, 3]),
+        # SF = 2 layers, whose skid buffers are deepest (tests/test_synth.py's design first)
+        ([64, 64, 32, 10], [4, 4, 10], [4, 8, 16]),
+        ([100, 30, 10], [10, 5], [50, 15]),
         # the reference 784-256-256-256-10 at the folding search's 500,000/s and 100,000/s
         ([784, 256, 256, 256, 10], [8, 8, 8, 1], [88, 29, 29, 9]),
         ([784, 256, 256, 256, 10], [1, 1, 1, 1], [157, 52, 52, 2]),
