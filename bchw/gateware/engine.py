@@ -222,11 +222,11 @@ class LayerEngine(wiring.Component):
         group = Cat(*[q.as_unsigned() for q in qs])
         group_bits = pe * w.out_bits
         out_bits = self.n_out * w.out_bits
+        assert (engine_pipeline(simd, self.tree_levels)
+                == ROM_STAGES + depth + 1 + REQUANT_STAGES + 1)
         if credit:
             self._skid_and_credits(m, group, q_valid, q_end, credits, issue & (sfc == 0),
                                    groups, nf)
-            assert (engine_pipeline(simd, self.tree_levels)
-                    == ROM_STAGES + depth + 1 + REQUANT_STAGES + 1)
             return m
         if nf > 1:
             collected = wide_signal((nf - 1) * group_bits, "collected")
@@ -242,9 +242,6 @@ class LayerEngine(wiring.Component):
         # after this edge
         valid_next = (en & out_done) | (self.m.valid & ~self.m.ready)
         m.d.sync += en.eq(~(valid_next & Mux(en, qv_pre & qe_pre, out_done)))
-
-        assert (engine_pipeline(simd, self.tree_levels)
-                == ROM_STAGES + depth + 1 + REQUANT_STAGES + 1)
         return m
 
     def _skid_and_credits(self, m: Module, group: Value, q_valid: Value, q_end: Value,
