@@ -1219,7 +1219,7 @@ module \bchw_top.argmax (clk, rst, en, s__payload, s__valid, idx_3_0, scores_7, 
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.assembler (tvalid, clk, rst, tready, m__ready, m__payload, m__valid, tdata);
+module \bchw_top.assembler (tvalid, clk, rst, tready, m__payload, m__valid, m__ready, tdata);
   reg \$auto$verilog_backend.cc:2355:dump_module$2  = 0;
   wire \$1 ;
   reg [4:0] \$10 ;
@@ -1299,19 +1299,19 @@ module \bchw_top.assembler (tvalid, clk, rst, tready, m__ready, m__payload, m__v
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine0 (rst, s__ready, m__ready, s__payload, s__valid, m__payload, m__valid, clk);
+module \bchw_top.engine0 (rst, s__payload, s__valid, s__ready, m__payload, m__valid, m__ready, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$3  = 0;
   wire \$1 ;
-  wire \$10 ;
+  wire [9:0] \$10 ;
   wire \$100 ;
-  wire \$101 ;
-  wire [3:0] \$102 ;
-  reg \$103 ;
-  reg [8:0] \$104 ;
-  reg [4:0] \$105 ;
-  reg [3:0] \$106 ;
-  reg \$107 ;
-  reg [6271:0] \$108 ;
+  wire [3:0] \$101 ;
+  reg \$102 ;
+  reg [8:0] \$103 ;
+  reg [4:0] \$104 ;
+  reg [3:0] \$105 ;
+  reg \$106 ;
+  reg [6271:0] \$107 ;
+  reg \$108 ;
   wire [223:0] \$109 ;
   wire \$11 ;
   wire [223:0] \$110 ;
@@ -1324,7 +1324,7 @@ module \bchw_top.engine0 (rst, s__ready, m__ready, s__payload, s__valid, m__payl
   reg [7:0] \$117 ;
   reg [7:0] \$118 ;
   reg [7:0] \$119 ;
-  wire [9:0] \$12 ;
+  wire \$12 ;
   wire [975:0] \$120 ;
   reg \$121 ;
   reg \$122 ;
@@ -1346,7 +1346,7 @@ module \bchw_top.engine0 (rst, s__ready, m__ready, s__payload, s__valid, m__payl
   reg [18:0] \$137 ;
   reg [18:0] \$138 ;
   reg \$139 ;
-  wire \$14 ;
+  wire [4:0] \$14 ;
   reg \$140 ;
   reg \$141 ;
   reg \$142 ;
@@ -1357,11 +1357,11 @@ module \bchw_top.engine0 (rst, s__ready, m__ready, s__payload, s__valid, m__payl
   reg [1:0] \$147 ;
   reg [2047:0] \$148 ;
   reg \$149 ;
-  wire [4:0] \$15 ;
+  wire [5:0] \$15 ;
   reg \$150 ;
   reg \$151 ;
   reg [1:0] \$152 ;
-  wire [5:0] \$16 ;
+  wire \$16 ;
   wire \$17 ;
   wire \$18 ;
   wire \$19 ;
@@ -1370,42 +1370,42 @@ module \bchw_top.engine0 (rst, s__ready, m__ready, s__payload, s__valid, m__payl
   wire \$21 ;
   wire \$22 ;
   wire \$23 ;
-  wire \$24 ;
-  wire [18:0] \$25 ;
-  wire [19:0] \$26 ;
-  wire [18:0] \$27 ;
-  wire [19:0] \$28 ;
-  wire [18:0] \$29 ;
+  wire [18:0] \$24 ;
+  wire [19:0] \$25 ;
+  wire [18:0] \$26 ;
+  wire [19:0] \$27 ;
+  wire [18:0] \$28 ;
+  wire [19:0] \$29 ;
   wire \$3 ;
-  wire [19:0] \$30 ;
-  wire [18:0] \$31 ;
-  wire [19:0] \$32 ;
-  wire [18:0] \$33 ;
-  wire [19:0] \$34 ;
-  wire [18:0] \$35 ;
-  wire [19:0] \$36 ;
-  wire [18:0] \$37 ;
-  wire [19:0] \$38 ;
-  wire [18:0] \$39 ;
+  wire [18:0] \$30 ;
+  wire [19:0] \$31 ;
+  wire [18:0] \$32 ;
+  wire [19:0] \$33 ;
+  wire [18:0] \$34 ;
+  wire [19:0] \$35 ;
+  wire [18:0] \$36 ;
+  wire [19:0] \$37 ;
+  wire [18:0] \$38 ;
+  wire [19:0] \$39 ;
   wire \$4 ;
-  wire [19:0] \$40 ;
-  wire [18:0] \$41 ;
-  wire [19:0] \$42 ;
-  wire [18:0] \$43 ;
-  wire [19:0] \$44 ;
-  wire [18:0] \$45 ;
-  wire [19:0] \$46 ;
-  wire [18:0] \$47 ;
-  wire [19:0] \$48 ;
-  wire [18:0] \$49 ;
+  wire [18:0] \$40 ;
+  wire [19:0] \$41 ;
+  wire [18:0] \$42 ;
+  wire [19:0] \$43 ;
+  wire [18:0] \$44 ;
+  wire [19:0] \$45 ;
+  wire [18:0] \$46 ;
+  wire [19:0] \$47 ;
+  wire [18:0] \$48 ;
+  wire [19:0] \$49 ;
   wire \$5 ;
-  wire [19:0] \$50 ;
-  wire [18:0] \$51 ;
-  wire [19:0] \$52 ;
-  wire [18:0] \$53 ;
-  wire [19:0] \$54 ;
-  wire [18:0] \$55 ;
-  wire [19:0] \$56 ;
+  wire [18:0] \$50 ;
+  wire [19:0] \$51 ;
+  wire [18:0] \$52 ;
+  wire [19:0] \$53 ;
+  wire [18:0] \$54 ;
+  wire [19:0] \$55 ;
+  wire \$56 ;
   wire \$57 ;
   wire \$58 ;
   wire \$59 ;
@@ -1413,8 +1413,8 @@ module \bchw_top.engine0 (rst, s__ready, m__ready, s__payload, s__valid, m__payl
   wire \$60 ;
   wire \$61 ;
   wire \$62 ;
-  wire \$63 ;
-  wire [2:0] \$64 ;
+  wire [2:0] \$63 ;
+  wire \$64 ;
   wire \$65 ;
   wire \$66 ;
   wire \$67 ;
@@ -1426,49 +1426,49 @@ module \bchw_top.engine0 (rst, s__ready, m__ready, s__payload, s__valid, m__payl
   wire \$72 ;
   wire \$73 ;
   wire \$74 ;
-  wire \$75 ;
-  wire [2:0] \$76 ;
+  wire [2:0] \$75 ;
+  wire \$76 ;
   wire \$77 ;
   wire \$78 ;
   wire \$79 ;
   wire \$8 ;
   wire \$80 ;
   wire \$81 ;
-  wire \$82 ;
-  wire [2:0] \$83 ;
+  wire [2:0] \$82 ;
+  wire \$83 ;
   wire \$84 ;
   wire \$85 ;
   wire \$86 ;
   wire \$87 ;
-  wire \$88 ;
-  wire [3:0] \$89 ;
+  wire [3:0] \$88 ;
+  wire \$89 ;
   wire \$9 ;
-  wire \$90 ;
-  wire [128:0] \$91 ;
-  wire \$92 ;
-  wire [128:0] \$93 ;
-  wire \$94 ;
-  wire [2:0] \$95 ;
+  wire [128:0] \$90 ;
+  wire \$91 ;
+  wire [128:0] \$92 ;
+  wire \$93 ;
+  wire [2:0] \$94 ;
+  wire \$95 ;
   wire \$96 ;
   wire \$97 ;
   wire \$98 ;
   wire \$99 ;
   reg [18:0] acc = 19'h00000;
-  reg [18:0] \acc$103  = 19'h00000;
-  reg [18:0] \acc$109  = 19'h00000;
-  reg [18:0] \acc$115  = 19'h00000;
-  reg [18:0] \acc$121  = 19'h00000;
-  reg [18:0] \acc$127  = 19'h00000;
-  reg [18:0] \acc$133  = 19'h00000;
-  reg [18:0] \acc$139  = 19'h00000;
-  reg [18:0] \acc$145  = 19'h00000;
-  reg [18:0] \acc$151  = 19'h00000;
-  reg [18:0] \acc$67  = 19'h00000;
-  reg [18:0] \acc$73  = 19'h00000;
-  reg [18:0] \acc$79  = 19'h00000;
-  reg [18:0] \acc$85  = 19'h00000;
-  reg [18:0] \acc$91  = 19'h00000;
-  reg [18:0] \acc$97  = 19'h00000;
+  reg [18:0] \acc$102  = 19'h00000;
+  reg [18:0] \acc$108  = 19'h00000;
+  reg [18:0] \acc$114  = 19'h00000;
+  reg [18:0] \acc$120  = 19'h00000;
+  reg [18:0] \acc$126  = 19'h00000;
+  reg [18:0] \acc$132  = 19'h00000;
+  reg [18:0] \acc$138  = 19'h00000;
+  reg [18:0] \acc$144  = 19'h00000;
+  reg [18:0] \acc$150  = 19'h00000;
+  reg [18:0] \acc$66  = 19'h00000;
+  reg [18:0] \acc$72  = 19'h00000;
+  reg [18:0] \acc$78  = 19'h00000;
+  reg [18:0] \acc$84  = 19'h00000;
+  reg [18:0] \acc$90  = 19'h00000;
+  reg [18:0] \acc$96  = 19'h00000;
   (* init = 19'h00000 *)
   wire [18:0] acc0;
   (* init = 19'h00000 *)
@@ -1504,23 +1504,23 @@ module \bchw_top.engine0 (rst, s__ready, m__ready, s__payload, s__valid, m__payl
   reg acc_end = 1'h0;
   reg acc_valid = 1'h0;
   reg [8:0] addr = 9'h000;
-  wire [3:0] \addr$57 ;
+  wire [3:0] \addr$56 ;
   wire [37:0] bias;
-  wire [37:0] \bias$101 ;
-  wire [37:0] \bias$107 ;
-  wire [37:0] \bias$113 ;
-  wire [37:0] \bias$119 ;
-  wire [37:0] \bias$125 ;
-  wire [37:0] \bias$131 ;
-  wire [37:0] \bias$137 ;
-  wire [37:0] \bias$143 ;
-  wire [37:0] \bias$149 ;
-  wire [37:0] \bias$155 ;
-  wire [37:0] \bias$71 ;
-  wire [37:0] \bias$77 ;
-  wire [37:0] \bias$83 ;
-  wire [37:0] \bias$89 ;
-  wire [37:0] \bias$95 ;
+  wire [37:0] \bias$100 ;
+  wire [37:0] \bias$106 ;
+  wire [37:0] \bias$112 ;
+  wire [37:0] \bias$118 ;
+  wire [37:0] \bias$124 ;
+  wire [37:0] \bias$130 ;
+  wire [37:0] \bias$136 ;
+  wire [37:0] \bias$142 ;
+  wire [37:0] \bias$148 ;
+  wire [37:0] \bias$154 ;
+  wire [37:0] \bias$70 ;
+  wire [37:0] \bias$76 ;
+  wire [37:0] \bias$82 ;
+  wire [37:0] \bias$88 ;
+  wire [37:0] \bias$94 ;
   reg busy = 1'h0;
   input clk;
   wire clk;
@@ -1529,41 +1529,41 @@ module \bchw_top.engine0 (rst, s__ready, m__ready, s__payload, s__valid, m__payl
   reg credit_back1 = 1'h0;
   reg [1:0] credits = 2'h2;
   wire [447:0] data;
-  wire [975:0] \data$182 ;
+  wire [975:0] \data$183 ;
   wire en;
-  wire \en$102 ;
-  wire \en$108 ;
-  wire \en$11 ;
-  wire \en$114 ;
-  wire \en$120 ;
-  wire \en$126 ;
-  wire \en$132 ;
-  wire \en$138 ;
-  wire \en$14 ;
-  wire \en$144 ;
-  wire \en$150 ;
-  wire \en$17 ;
-  wire \en$20 ;
-  wire \en$23 ;
-  wire \en$26 ;
-  wire \en$29 ;
-  wire \en$32 ;
-  wire \en$35 ;
-  wire \en$38 ;
-  wire \en$41 ;
-  wire \en$44 ;
-  wire \en$47 ;
-  wire \en$50 ;
-  wire \en$53 ;
-  wire \en$56 ;
-  wire \en$59 ;
-  wire \en$6 ;
-  wire \en$66 ;
-  wire \en$72 ;
-  wire \en$78 ;
-  wire \en$84 ;
-  wire \en$90 ;
-  wire \en$96 ;
+  wire \en$10 ;
+  wire \en$101 ;
+  wire \en$107 ;
+  wire \en$113 ;
+  wire \en$119 ;
+  wire \en$125 ;
+  wire \en$13 ;
+  wire \en$131 ;
+  wire \en$137 ;
+  wire \en$143 ;
+  wire \en$149 ;
+  wire \en$16 ;
+  wire \en$19 ;
+  wire \en$22 ;
+  wire \en$25 ;
+  wire \en$28 ;
+  wire \en$31 ;
+  wire \en$34 ;
+  wire \en$37 ;
+  wire \en$40 ;
+  wire \en$43 ;
+  wire \en$46 ;
+  wire \en$49 ;
+  wire \en$5 ;
+  wire \en$52 ;
+  wire \en$55 ;
+  wire \en$58 ;
+  wire \en$65 ;
+  wire \en$71 ;
+  wire \en$77 ;
+  wire \en$83 ;
+  wire \en$89 ;
+  wire \en$95 ;
   wire enter;
   reg [7:0] f1_d0 = 8'h00;
   reg [7:0] f1_d1 = 8'h00;
@@ -1581,26 +1581,25 @@ module \bchw_top.engine0 (rst, s__ready, m__ready, s__payload, s__valid, m__payl
   output m__valid;
   reg m__valid = 1'h0;
   wire [17:0] mul;
-  wire [17:0] \mul$105 ;
-  wire [17:0] \mul$111 ;
-  wire [17:0] \mul$117 ;
-  wire [17:0] \mul$123 ;
-  wire [17:0] \mul$129 ;
-  wire [17:0] \mul$135 ;
-  wire [17:0] \mul$141 ;
-  wire [17:0] \mul$147 ;
-  wire [17:0] \mul$153 ;
-  wire [17:0] \mul$69 ;
-  wire [17:0] \mul$75 ;
-  wire [17:0] \mul$81 ;
-  wire [17:0] \mul$87 ;
-  wire [17:0] \mul$93 ;
-  wire [17:0] \mul$99 ;
+  wire [17:0] \mul$104 ;
+  wire [17:0] \mul$110 ;
+  wire [17:0] \mul$116 ;
+  wire [17:0] \mul$122 ;
+  wire [17:0] \mul$128 ;
+  wire [17:0] \mul$134 ;
+  wire [17:0] \mul$140 ;
+  wire [17:0] \mul$146 ;
+  wire [17:0] \mul$152 ;
+  wire [17:0] \mul$68 ;
+  wire [17:0] \mul$74 ;
+  wire [17:0] \mul$80 ;
+  wire [17:0] \mul$86 ;
+  wire [17:0] \mul$92 ;
+  wire [17:0] \mul$98 ;
   reg [3:0] nfc = 4'h0;
   wire out_done;
   reg [975:0] params_d0 = 976'h0000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000;
   wire [7:0] q;
-  wire [7:0] \q$207 ;
   wire [7:0] \q$208 ;
   wire [7:0] \q$209 ;
   wire [7:0] \q$210 ;
@@ -1615,43 +1614,45 @@ module \bchw_top.engine0 (rst, s__ready, m__ready, s__payload, s__valid, m__payl
   wire [7:0] \q$219 ;
   wire [7:0] \q$220 ;
   wire [7:0] \q$221 ;
+  wire [7:0] \q$222 ;
   reg qe_d0 = 1'h0;
   reg qe_d1 = 1'h0;
   reg qe_last_d0 = 1'h0;
   reg qv_d0 = 1'h0;
   reg qv_d1 = 1'h0;
   reg qv_last_d0 = 1'h0;
+  (* init = 1'h1 *)
+  wire ready;
   input rst;
   wire rst;
   input [6271:0] s__payload;
   wire [6271:0] s__payload;
   output s__ready;
-  wire s__ready;
+  reg s__ready = 1'h1;
   input s__valid;
   wire s__valid;
   reg [4:0] sfc = 5'h00;
   wire [4:0] shift;
-  wire [4:0] \shift$100 ;
-  wire [4:0] \shift$106 ;
-  wire [4:0] \shift$112 ;
-  wire [4:0] \shift$118 ;
-  wire [4:0] \shift$124 ;
-  wire [4:0] \shift$130 ;
-  wire [4:0] \shift$136 ;
-  wire [4:0] \shift$142 ;
-  wire [4:0] \shift$148 ;
-  wire [4:0] \shift$154 ;
-  wire [4:0] \shift$70 ;
-  wire [4:0] \shift$76 ;
-  wire [4:0] \shift$82 ;
-  wire [4:0] \shift$88 ;
-  wire [4:0] \shift$94 ;
+  wire [4:0] \shift$105 ;
+  wire [4:0] \shift$111 ;
+  wire [4:0] \shift$117 ;
+  wire [4:0] \shift$123 ;
+  wire [4:0] \shift$129 ;
+  wire [4:0] \shift$135 ;
+  wire [4:0] \shift$141 ;
+  wire [4:0] \shift$147 ;
+  wire [4:0] \shift$153 ;
+  wire [4:0] \shift$69 ;
+  wire [4:0] \shift$75 ;
+  wire [4:0] \shift$81 ;
+  wire [4:0] \shift$87 ;
+  wire [4:0] \shift$93 ;
+  wire [4:0] \shift$99 ;
   reg [128:0] skid0 = 129'h000000000000000000000000000000000;
   reg [128:0] skid1 = 129'h000000000000000000000000000000000;
   (* init = 9'h000 *)
   wire [8:0] step;
   wire [13:0] sum;
-  wire [13:0] \sum$186 ;
   wire [13:0] \sum$187 ;
   wire [13:0] \sum$188 ;
   wire [13:0] \sum$189 ;
@@ -1666,176 +1667,178 @@ module \bchw_top.engine0 (rst, s__ready, m__ready, s__payload, s__valid, m__payl
   wire [13:0] \sum$198 ;
   wire [13:0] \sum$199 ;
   wire [13:0] \sum$200 ;
+  wire [13:0] \sum$201 ;
   (* init = 2048'h00000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000 *)
   wire [2047:0] vector;
   wire [27:0] w;
-  wire [27:0] \w$13 ;
-  wire [27:0] \w$16 ;
-  wire [27:0] \w$19 ;
-  wire [27:0] \w$22 ;
-  wire [27:0] \w$25 ;
-  wire [27:0] \w$28 ;
-  wire [27:0] \w$31 ;
-  wire [27:0] \w$34 ;
-  wire [27:0] \w$37 ;
-  wire [27:0] \w$40 ;
-  wire [27:0] \w$43 ;
-  wire [27:0] \w$46 ;
-  wire [27:0] \w$49 ;
-  wire [27:0] \w$52 ;
-  wire [27:0] \w$55 ;
+  wire [27:0] \w$12 ;
+  wire [27:0] \w$15 ;
+  wire [27:0] \w$18 ;
+  wire [27:0] \w$21 ;
+  wire [27:0] \w$24 ;
+  wire [27:0] \w$27 ;
+  wire [27:0] \w$30 ;
+  wire [27:0] \w$33 ;
+  wire [27:0] \w$36 ;
+  wire [27:0] \w$39 ;
+  wire [27:0] \w$42 ;
+  wire [27:0] \w$45 ;
+  wire [27:0] \w$48 ;
+  wire [27:0] \w$51 ;
+  wire [27:0] \w$54 ;
   reg [447:0] wdata_d0 = 448'h0000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000;
   reg [223:0] x = 224'h00000000000000000000000000000000000000000000000000000000;
   (* init = 224'h00000000000000000000000000000000000000000000000000000000 *)
-  wire [223:0] \x$12 ;
+  wire [223:0] \x$11 ;
   (* init = 224'h00000000000000000000000000000000000000000000000000000000 *)
-  wire [223:0] \x$15 ;
+  wire [223:0] \x$14 ;
   (* init = 224'h00000000000000000000000000000000000000000000000000000000 *)
-  wire [223:0] \x$18 ;
+  wire [223:0] \x$17 ;
   (* init = 224'h00000000000000000000000000000000000000000000000000000000 *)
-  wire [223:0] \x$21 ;
+  wire [223:0] \x$20 ;
   (* init = 224'h00000000000000000000000000000000000000000000000000000000 *)
-  wire [223:0] \x$24 ;
+  wire [223:0] \x$23 ;
   (* init = 224'h00000000000000000000000000000000000000000000000000000000 *)
-  wire [223:0] \x$27 ;
+  wire [223:0] \x$26 ;
   (* init = 224'h00000000000000000000000000000000000000000000000000000000 *)
-  wire [223:0] \x$30 ;
+  wire [223:0] \x$29 ;
   (* init = 224'h00000000000000000000000000000000000000000000000000000000 *)
-  wire [223:0] \x$33 ;
+  wire [223:0] \x$32 ;
   (* init = 224'h00000000000000000000000000000000000000000000000000000000 *)
-  wire [223:0] \x$36 ;
+  wire [223:0] \x$35 ;
   (* init = 224'h00000000000000000000000000000000000000000000000000000000 *)
-  wire [223:0] \x$39 ;
+  wire [223:0] \x$38 ;
   (* init = 224'h00000000000000000000000000000000000000000000000000000000 *)
-  wire [223:0] \x$42 ;
+  wire [223:0] \x$41 ;
   (* init = 224'h00000000000000000000000000000000000000000000000000000000 *)
-  wire [223:0] \x$45 ;
+  wire [223:0] \x$44 ;
   (* init = 224'h00000000000000000000000000000000000000000000000000000000 *)
-  wire [223:0] \x$48 ;
+  wire [223:0] \x$47 ;
   (* init = 224'h00000000000000000000000000000000000000000000000000000000 *)
-  wire [223:0] \x$51 ;
+  wire [223:0] \x$50 ;
   (* init = 224'h00000000000000000000000000000000000000000000000000000000 *)
-  wire [223:0] \x$54 ;
+  wire [223:0] \x$53 ;
   reg [223:0] x_d0 = 224'h00000000000000000000000000000000000000000000000000000000;
   (* init = 224'h00000000000000000000000000000000000000000000000000000000 *)
   wire [223:0] x_d1;
   reg [6271:0] xbuf = 6272'h00000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000;
-  assign \$1  = ~ busy;
-  assign \$2  = \$1  | last_step;
   assign out_done = qv_last_d0 & qe_last_d0;
-  assign \$3  = | count;
-  assign \$4  = \$3  | qv_last_d0;
-  assign \$5  = ~ m__valid;
-  assign \$6  = \$5  | m__ready;
-  assign enter = \$4  & \$6 ;
-  assign \$7  = s__valid & s__ready;
-  assign \$8  = | sfc;
-  assign \$9  = | credits;
-  assign \$10  = \$8  | \$9 ;
-  assign \$11  = busy & \$10 ;
-  assign \$12  = addr + 1'h1;
-  assign \$13  = addr == 9'h1be;
-  assign \$14  = sfc == 5'h1b;
-  assign \$15  = nfc + 1'h1;
-  assign \$16  = sfc + 1'h1;
-  assign \$17  = | sfc;
-  assign \$18  = | credits;
-  assign \$19  = \$17  | \$18 ;
-  assign \$20  = busy & \$19 ;
-  assign \$21  = ! sfc;
-  assign \$22  = sfc == 5'h1b;
-  assign \$23  = ft_d0[0] & ft_d0[2];
-  assign \$24  = ft_d0[0] & ft_d0[3];
-  assign \$25  = ft_d0[1] ? 19'h00000 : acc;
-  assign \$26  = $signed(\$25 ) + $signed(sum);
-  assign \$27  = ft_d0[1] ? 19'h00000 : \acc$67 ;
-  assign \$28  = $signed(\$27 ) + $signed(\sum$186 );
-  assign \$29  = ft_d0[1] ? 19'h00000 : \acc$73 ;
-  assign \$30  = $signed(\$29 ) + $signed(\sum$187 );
-  assign \$31  = ft_d0[1] ? 19'h00000 : \acc$79 ;
-  assign \$32  = $signed(\$31 ) + $signed(\sum$188 );
-  assign \$33  = ft_d0[1] ? 19'h00000 : \acc$85 ;
-  assign \$34  = $signed(\$33 ) + $signed(\sum$189 );
-  assign \$35  = ft_d0[1] ? 19'h00000 : \acc$91 ;
-  assign \$36  = $signed(\$35 ) + $signed(\sum$190 );
-  assign \$37  = ft_d0[1] ? 19'h00000 : \acc$97 ;
-  assign \$38  = $signed(\$37 ) + $signed(\sum$191 );
-  assign \$39  = ft_d0[1] ? 19'h00000 : \acc$103 ;
-  assign \$40  = $signed(\$39 ) + $signed(\sum$192 );
-  assign \$41  = ft_d0[1] ? 19'h00000 : \acc$109 ;
-  assign \$42  = $signed(\$41 ) + $signed(\sum$193 );
-  assign \$43  = ft_d0[1] ? 19'h00000 : \acc$115 ;
-  assign \$44  = $signed(\$43 ) + $signed(\sum$194 );
-  assign \$45  = ft_d0[1] ? 19'h00000 : \acc$121 ;
-  assign \$46  = $signed(\$45 ) + $signed(\sum$195 );
-  assign \$47  = ft_d0[1] ? 19'h00000 : \acc$127 ;
-  assign \$48  = $signed(\$47 ) + $signed(\sum$196 );
-  assign \$49  = ft_d0[1] ? 19'h00000 : \acc$133 ;
-  assign \$50  = $signed(\$49 ) + $signed(\sum$197 );
-  assign \$51  = ft_d0[1] ? 19'h00000 : \acc$139 ;
-  assign \$52  = $signed(\$51 ) + $signed(\sum$198 );
-  assign \$53  = ft_d0[1] ? 19'h00000 : \acc$145 ;
-  assign \$54  = $signed(\$53 ) + $signed(\sum$199 );
-  assign \$55  = ft_d0[1] ? 19'h00000 : \acc$151 ;
-  assign \$56  = $signed(\$55 ) + $signed(\sum$200 );
-  assign \$57  = | count;
-  assign \$58  = ~ \$57 ;
-  assign \$59  = enter & \$58 ;
-  assign \$60  = ~ \$59 ;
-  assign \$61  = qv_last_d0 & \$60 ;
-  assign \$62  = | count;
-  assign \$63  = enter & \$62 ;
-  assign \$64  = count - \$63 ;
-  assign \$65  = ! \$64 ;
-  assign \$66  = \$61  & \$65 ;
-  assign \$67  = | count;
-  assign \$68  = enter & \$67 ;
-  assign \$69  = | count;
-  assign \$70  = ~ \$69 ;
-  assign \$71  = enter & \$70 ;
-  assign \$72  = ~ \$71 ;
-  assign \$73  = qv_last_d0 & \$72 ;
-  assign \$74  = | count;
-  assign \$75  = enter & \$74 ;
-  assign \$76  = count - \$75 ;
-  assign \$77  = \$76  == 1'h1;
-  assign \$78  = \$73  & \$77 ;
-  assign \$79  = | count;
-  assign \$80  = enter & \$79 ;
-  assign \$81  = | count;
-  assign \$82  = enter & \$81 ;
-  assign \$83  = count - \$82 ;
-  assign \$84  = | count;
-  assign \$85  = ~ \$84 ;
-  assign \$86  = enter & \$85 ;
-  assign \$87  = ~ \$86 ;
-  assign \$88  = qv_last_d0 & \$87 ;
-  assign \$89  = $signed(\$83 ) + $signed({ 1'h0, \$88  });
-  assign \$90  = | count;
-  assign \$91  = \$90  ? skid0 : { qe_last_d0, \q$221 , \q$220 , \q$219 , \q$218 , \q$217 , \q$216 , \q$215 , \q$214 , \q$213 , \q$212 , \q$211 , \q$210 , \q$209 , \q$208 , \q$207 , q };
-  assign \$92  = | count;
-  assign \$93  = \$92  ? skid0 : { qe_last_d0, \q$221 , \q$220 , \q$219 , \q$218 , \q$217 , \q$216 , \q$215 , \q$214 , \q$213 , \q$212 , \q$211 , \q$210 , \q$209 , \q$208 , \q$207 , q };
-  assign \$94  = enter & \$93 [128];
-  assign \$95  = credits + credit_back1;
-  assign \$96  = | sfc;
-  assign \$97  = | credits;
-  assign \$98  = \$96  | \$97 ;
-  assign \$99  = busy & \$98 ;
-  assign \$100  = ! sfc;
-  assign \$101  = \$99  & \$100 ;
-  assign \$102  = \$95  - \$101 ;
+  assign \$1  = | count;
+  assign \$2  = \$1  | qv_last_d0;
+  assign \$3  = ~ m__valid;
+  assign \$4  = \$3  | m__ready;
+  assign enter = \$2  & \$4 ;
+  assign \$5  = s__valid & s__ready;
+  assign \$6  = | sfc;
+  assign \$7  = | credits;
+  assign \$8  = \$6  | \$7 ;
+  assign \$9  = busy & \$8 ;
+  assign \$10  = addr + 1'h1;
+  assign \$11  = addr == 9'h1be;
+  assign \$12  = addr == 9'h1be;
+  assign \$13  = sfc == 5'h1b;
+  assign \$14  = nfc + 1'h1;
+  assign \$15  = sfc + 1'h1;
+  assign \$16  = | sfc;
+  assign \$17  = | credits;
+  assign \$18  = \$16  | \$17 ;
+  assign \$19  = busy & \$18 ;
+  assign \$20  = ! sfc;
+  assign \$21  = sfc == 5'h1b;
+  assign \$22  = ft_d0[0] & ft_d0[2];
+  assign \$23  = ft_d0[0] & ft_d0[3];
+  assign \$24  = ft_d0[1] ? 19'h00000 : acc;
+  assign \$25  = $signed(\$24 ) + $signed(sum);
+  assign \$26  = ft_d0[1] ? 19'h00000 : \acc$66 ;
+  assign \$27  = $signed(\$26 ) + $signed(\sum$187 );
+  assign \$28  = ft_d0[1] ? 19'h00000 : \acc$72 ;
+  assign \$29  = $signed(\$28 ) + $signed(\sum$188 );
+  assign \$30  = ft_d0[1] ? 19'h00000 : \acc$78 ;
+  assign \$31  = $signed(\$30 ) + $signed(\sum$189 );
+  assign \$32  = ft_d0[1] ? 19'h00000 : \acc$84 ;
+  assign \$33  = $signed(\$32 ) + $signed(\sum$190 );
+  assign \$34  = ft_d0[1] ? 19'h00000 : \acc$90 ;
+  assign \$35  = $signed(\$34 ) + $signed(\sum$191 );
+  assign \$36  = ft_d0[1] ? 19'h00000 : \acc$96 ;
+  assign \$37  = $signed(\$36 ) + $signed(\sum$192 );
+  assign \$38  = ft_d0[1] ? 19'h00000 : \acc$102 ;
+  assign \$39  = $signed(\$38 ) + $signed(\sum$193 );
+  assign \$40  = ft_d0[1] ? 19'h00000 : \acc$108 ;
+  assign \$41  = $signed(\$40 ) + $signed(\sum$194 );
+  assign \$42  = ft_d0[1] ? 19'h00000 : \acc$114 ;
+  assign \$43  = $signed(\$42 ) + $signed(\sum$195 );
+  assign \$44  = ft_d0[1] ? 19'h00000 : \acc$120 ;
+  assign \$45  = $signed(\$44 ) + $signed(\sum$196 );
+  assign \$46  = ft_d0[1] ? 19'h00000 : \acc$126 ;
+  assign \$47  = $signed(\$46 ) + $signed(\sum$197 );
+  assign \$48  = ft_d0[1] ? 19'h00000 : \acc$132 ;
+  assign \$49  = $signed(\$48 ) + $signed(\sum$198 );
+  assign \$50  = ft_d0[1] ? 19'h00000 : \acc$138 ;
+  assign \$51  = $signed(\$50 ) + $signed(\sum$199 );
+  assign \$52  = ft_d0[1] ? 19'h00000 : \acc$144 ;
+  assign \$53  = $signed(\$52 ) + $signed(\sum$200 );
+  assign \$54  = ft_d0[1] ? 19'h00000 : \acc$150 ;
+  assign \$55  = $signed(\$54 ) + $signed(\sum$201 );
+  assign \$56  = | count;
+  assign \$57  = ~ \$56 ;
+  assign \$58  = enter & \$57 ;
+  assign \$59  = ~ \$58 ;
+  assign \$60  = qv_last_d0 & \$59 ;
+  assign \$61  = | count;
+  assign \$62  = enter & \$61 ;
+  assign \$63  = count - \$62 ;
+  assign \$64  = ! \$63 ;
+  assign \$65  = \$60  & \$64 ;
+  assign \$66  = | count;
+  assign \$67  = enter & \$66 ;
+  assign \$68  = | count;
+  assign \$69  = ~ \$68 ;
+  assign \$70  = enter & \$69 ;
+  assign \$71  = ~ \$70 ;
+  assign \$72  = qv_last_d0 & \$71 ;
+  assign \$73  = | count;
+  assign \$74  = enter & \$73 ;
+  assign \$75  = count - \$74 ;
+  assign \$76  = \$75  == 1'h1;
+  assign \$77  = \$72  & \$76 ;
+  assign \$78  = | count;
+  assign \$79  = enter & \$78 ;
+  assign \$80  = | count;
+  assign \$81  = enter & \$80 ;
+  assign \$82  = count - \$81 ;
+  assign \$83  = | count;
+  assign \$84  = ~ \$83 ;
+  assign \$85  = enter & \$84 ;
+  assign \$86  = ~ \$85 ;
+  assign \$87  = qv_last_d0 & \$86 ;
+  assign \$88  = $signed(\$82 ) + $signed({ 1'h0, \$87  });
+  assign \$89  = | count;
+  assign \$90  = \$89  ? skid0 : { qe_last_d0, \q$222 , \q$221 , \q$220 , \q$219 , \q$218 , \q$217 , \q$216 , \q$215 , \q$214 , \q$213 , \q$212 , \q$211 , \q$210 , \q$209 , \q$208 , q };
+  assign \$91  = | count;
+  assign \$92  = \$91  ? skid0 : { qe_last_d0, \q$222 , \q$221 , \q$220 , \q$219 , \q$218 , \q$217 , \q$216 , \q$215 , \q$214 , \q$213 , \q$212 , \q$211 , \q$210 , \q$209 , \q$208 , q };
+  assign \$93  = enter & \$92 [128];
+  assign \$94  = credits + credit_back1;
+  assign \$95  = | sfc;
+  assign \$96  = | credits;
+  assign \$97  = \$95  | \$96 ;
+  assign \$98  = busy & \$97 ;
+  assign \$99  = ! sfc;
+  assign \$100  = \$98  & \$99 ;
+  assign \$101  = \$94  - \$100 ;
   always @(posedge clk)
-    busy <= \$103 ;
+    busy <= \$102 ;
   always @(posedge clk)
-    addr <= \$104 ;
+    addr <= \$103 ;
   always @(posedge clk)
-    sfc <= \$105 ;
+    sfc <= \$104 ;
   always @(posedge clk)
-    nfc <= \$106 ;
+    nfc <= \$105 ;
   always @(posedge clk)
-    last_step <= \$107 ;
+    last_step <= \$106 ;
   always @(posedge clk)
-    xbuf <= \$108 ;
+    xbuf <= \$107 ;
+  always @(posedge clk)
+    s__ready <= \$108 ;
   always @(posedge clk)
     x_d0 <= \$109 ;
   always @(posedge clk)
@@ -1867,35 +1870,35 @@ module \bchw_top.engine0 (rst, s__ready, m__ready, s__payload, s__valid, m__payl
   always @(posedge clk)
     acc <= \$123 ;
   always @(posedge clk)
-    \acc$67  <= \$124 ;
+    \acc$66  <= \$124 ;
   always @(posedge clk)
-    \acc$73  <= \$125 ;
+    \acc$72  <= \$125 ;
   always @(posedge clk)
-    \acc$79  <= \$126 ;
+    \acc$78  <= \$126 ;
   always @(posedge clk)
-    \acc$85  <= \$127 ;
+    \acc$84  <= \$127 ;
   always @(posedge clk)
-    \acc$91  <= \$128 ;
+    \acc$90  <= \$128 ;
   always @(posedge clk)
-    \acc$97  <= \$129 ;
+    \acc$96  <= \$129 ;
   always @(posedge clk)
-    \acc$103  <= \$130 ;
+    \acc$102  <= \$130 ;
   always @(posedge clk)
-    \acc$109  <= \$131 ;
+    \acc$108  <= \$131 ;
   always @(posedge clk)
-    \acc$115  <= \$132 ;
+    \acc$114  <= \$132 ;
   always @(posedge clk)
-    \acc$121  <= \$133 ;
+    \acc$120  <= \$133 ;
   always @(posedge clk)
-    \acc$127  <= \$134 ;
+    \acc$126  <= \$134 ;
   always @(posedge clk)
-    \acc$133  <= \$135 ;
+    \acc$132  <= \$135 ;
   always @(posedge clk)
-    \acc$139  <= \$136 ;
+    \acc$138  <= \$136 ;
   always @(posedge clk)
-    \acc$145  <= \$137 ;
+    \acc$144  <= \$137 ;
   always @(posedge clk)
-    \acc$151  <= \$138 ;
+    \acc$150  <= \$138 ;
   always @(posedge clk)
     qv_d0 <= \$139 ;
   always @(posedge clk)
@@ -1927,118 +1930,118 @@ module \bchw_top.engine0 (rst, s__ready, m__ready, s__payload, s__valid, m__payl
   \bchw_top.engine0.params  params (
     .addr(fp_d4[7:4]),
     .clk(clk),
-    .data(\data$182 )
+    .data(\data$183 )
   );
   \bchw_top.engine0.requant0  requant0 (
     .acc(acc),
     .clk(clk),
-    .\port$4657$0 (params_d0[60:0]),
+    .\port$4651$0 (params_d0[60:0]),
     .q(q),
     .rst(rst)
   );
   \bchw_top.engine0.requant1  requant1 (
-    .acc(\acc$67 ),
+    .acc(\acc$66 ),
     .clk(clk),
-    .\port$4657$61 (params_d0[121:61]),
-    .q(\q$207 ),
-    .rst(rst)
-  );
-  \bchw_top.engine0.requant10  requant10 (
-    .acc(\acc$121 ),
-    .clk(clk),
-    .\port$4657$610 (params_d0[670:610]),
-    .q(\q$216 ),
-    .rst(rst)
-  );
-  \bchw_top.engine0.requant11  requant11 (
-    .acc(\acc$127 ),
-    .clk(clk),
-    .\port$4657$671 (params_d0[731:671]),
-    .q(\q$217 ),
-    .rst(rst)
-  );
-  \bchw_top.engine0.requant12  requant12 (
-    .acc(\acc$133 ),
-    .clk(clk),
-    .\port$4657$732 (params_d0[792:732]),
-    .q(\q$218 ),
-    .rst(rst)
-  );
-  \bchw_top.engine0.requant13  requant13 (
-    .acc(\acc$139 ),
-    .clk(clk),
-    .\port$4657$793 (params_d0[853:793]),
-    .q(\q$219 ),
-    .rst(rst)
-  );
-  \bchw_top.engine0.requant14  requant14 (
-    .acc(\acc$145 ),
-    .clk(clk),
-    .\port$4657$854 (params_d0[914:854]),
-    .q(\q$220 ),
-    .rst(rst)
-  );
-  \bchw_top.engine0.requant15  requant15 (
-    .acc(\acc$151 ),
-    .clk(clk),
-    .\port$4657$915 (params_d0[975:915]),
-    .q(\q$221 ),
-    .rst(rst)
-  );
-  \bchw_top.engine0.requant2  requant2 (
-    .acc(\acc$73 ),
-    .clk(clk),
-    .\port$4657$122 (params_d0[182:122]),
+    .\port$4651$61 (params_d0[121:61]),
     .q(\q$208 ),
     .rst(rst)
   );
-  \bchw_top.engine0.requant3  requant3 (
-    .acc(\acc$79 ),
+  \bchw_top.engine0.requant10  requant10 (
+    .acc(\acc$120 ),
     .clk(clk),
-    .\port$4657$183 (params_d0[243:183]),
+    .\port$4651$610 (params_d0[670:610]),
+    .q(\q$217 ),
+    .rst(rst)
+  );
+  \bchw_top.engine0.requant11  requant11 (
+    .acc(\acc$126 ),
+    .clk(clk),
+    .\port$4651$671 (params_d0[731:671]),
+    .q(\q$218 ),
+    .rst(rst)
+  );
+  \bchw_top.engine0.requant12  requant12 (
+    .acc(\acc$132 ),
+    .clk(clk),
+    .\port$4651$732 (params_d0[792:732]),
+    .q(\q$219 ),
+    .rst(rst)
+  );
+  \bchw_top.engine0.requant13  requant13 (
+    .acc(\acc$138 ),
+    .clk(clk),
+    .\port$4651$793 (params_d0[853:793]),
+    .q(\q$220 ),
+    .rst(rst)
+  );
+  \bchw_top.engine0.requant14  requant14 (
+    .acc(\acc$144 ),
+    .clk(clk),
+    .\port$4651$854 (params_d0[914:854]),
+    .q(\q$221 ),
+    .rst(rst)
+  );
+  \bchw_top.engine0.requant15  requant15 (
+    .acc(\acc$150 ),
+    .clk(clk),
+    .\port$4651$915 (params_d0[975:915]),
+    .q(\q$222 ),
+    .rst(rst)
+  );
+  \bchw_top.engine0.requant2  requant2 (
+    .acc(\acc$72 ),
+    .clk(clk),
+    .\port$4651$122 (params_d0[182:122]),
     .q(\q$209 ),
     .rst(rst)
   );
-  \bchw_top.engine0.requant4  requant4 (
-    .acc(\acc$85 ),
+  \bchw_top.engine0.requant3  requant3 (
+    .acc(\acc$78 ),
     .clk(clk),
-    .\port$4657$244 (params_d0[304:244]),
+    .\port$4651$183 (params_d0[243:183]),
     .q(\q$210 ),
     .rst(rst)
   );
-  \bchw_top.engine0.requant5  requant5 (
-    .acc(\acc$91 ),
+  \bchw_top.engine0.requant4  requant4 (
+    .acc(\acc$84 ),
     .clk(clk),
-    .\port$4657$305 (params_d0[365:305]),
+    .\port$4651$244 (params_d0[304:244]),
     .q(\q$211 ),
     .rst(rst)
   );
-  \bchw_top.engine0.requant6  requant6 (
-    .acc(\acc$97 ),
+  \bchw_top.engine0.requant5  requant5 (
+    .acc(\acc$90 ),
     .clk(clk),
-    .\port$4657$366 (params_d0[426:366]),
+    .\port$4651$305 (params_d0[365:305]),
     .q(\q$212 ),
     .rst(rst)
   );
-  \bchw_top.engine0.requant7  requant7 (
-    .acc(\acc$103 ),
+  \bchw_top.engine0.requant6  requant6 (
+    .acc(\acc$96 ),
     .clk(clk),
-    .\port$4657$427 (params_d0[487:427]),
+    .\port$4651$366 (params_d0[426:366]),
     .q(\q$213 ),
     .rst(rst)
   );
-  \bchw_top.engine0.requant8  requant8 (
-    .acc(\acc$109 ),
+  \bchw_top.engine0.requant7  requant7 (
+    .acc(\acc$102 ),
     .clk(clk),
-    .\port$4657$488 (params_d0[548:488]),
+    .\port$4651$427 (params_d0[487:427]),
     .q(\q$214 ),
     .rst(rst)
   );
-  \bchw_top.engine0.requant9  requant9 (
-    .acc(\acc$115 ),
+  \bchw_top.engine0.requant8  requant8 (
+    .acc(\acc$108 ),
     .clk(clk),
-    .\port$4657$549 (params_d0[609:549]),
+    .\port$4651$488 (params_d0[548:488]),
     .q(\q$215 ),
+    .rst(rst)
+  );
+  \bchw_top.engine0.requant9  requant9 (
+    .acc(\acc$114 ),
+    .clk(clk),
+    .\port$4651$549 (params_d0[609:549]),
+    .q(\q$216 ),
     .rst(rst)
   );
   \bchw_top.engine0.tree0  tree0 (
@@ -2050,105 +2053,105 @@ module \bchw_top.engine0 (rst, s__ready, m__ready, s__payload, s__valid, m__payl
   );
   \bchw_top.engine0.tree1  tree1 (
     .clk(clk),
-    .l5_0(\sum$186 ),
+    .l5_0(\sum$187 ),
     .rst(rst),
     .w(wdata_d0[55:28]),
     .x(x)
   );
   \bchw_top.engine0.tree10  tree10 (
     .clk(clk),
-    .l5_0(\sum$195 ),
+    .l5_0(\sum$196 ),
     .rst(rst),
     .w(wdata_d0[307:280]),
     .x(x)
   );
   \bchw_top.engine0.tree11  tree11 (
     .clk(clk),
-    .l5_0(\sum$196 ),
+    .l5_0(\sum$197 ),
     .rst(rst),
     .w(wdata_d0[335:308]),
     .x(x)
   );
   \bchw_top.engine0.tree12  tree12 (
     .clk(clk),
-    .l5_0(\sum$197 ),
+    .l5_0(\sum$198 ),
     .rst(rst),
     .w(wdata_d0[363:336]),
     .x(x)
   );
   \bchw_top.engine0.tree13  tree13 (
     .clk(clk),
-    .l5_0(\sum$198 ),
+    .l5_0(\sum$199 ),
     .rst(rst),
     .w(wdata_d0[391:364]),
     .x(x)
   );
   \bchw_top.engine0.tree14  tree14 (
     .clk(clk),
-    .l5_0(\sum$199 ),
+    .l5_0(\sum$200 ),
     .rst(rst),
     .w(wdata_d0[419:392]),
     .x(x)
   );
   \bchw_top.engine0.tree15  tree15 (
     .clk(clk),
-    .l5_0(\sum$200 ),
+    .l5_0(\sum$201 ),
     .rst(rst),
     .w(wdata_d0[447:420]),
     .x(x)
   );
   \bchw_top.engine0.tree2  tree2 (
     .clk(clk),
-    .l5_0(\sum$187 ),
+    .l5_0(\sum$188 ),
     .rst(rst),
     .w(wdata_d0[83:56]),
     .x(x)
   );
   \bchw_top.engine0.tree3  tree3 (
     .clk(clk),
-    .l5_0(\sum$188 ),
+    .l5_0(\sum$189 ),
     .rst(rst),
     .w(wdata_d0[111:84]),
     .x(x)
   );
   \bchw_top.engine0.tree4  tree4 (
     .clk(clk),
-    .l5_0(\sum$189 ),
+    .l5_0(\sum$190 ),
     .rst(rst),
     .w(wdata_d0[139:112]),
     .x(x)
   );
   \bchw_top.engine0.tree5  tree5 (
     .clk(clk),
-    .l5_0(\sum$190 ),
+    .l5_0(\sum$191 ),
     .rst(rst),
     .w(wdata_d0[167:140]),
     .x(x)
   );
   \bchw_top.engine0.tree6  tree6 (
     .clk(clk),
-    .l5_0(\sum$191 ),
+    .l5_0(\sum$192 ),
     .rst(rst),
     .w(wdata_d0[195:168]),
     .x(x)
   );
   \bchw_top.engine0.tree7  tree7 (
     .clk(clk),
-    .l5_0(\sum$192 ),
+    .l5_0(\sum$193 ),
     .rst(rst),
     .w(wdata_d0[223:196]),
     .x(x)
   );
   \bchw_top.engine0.tree8  tree8 (
     .clk(clk),
-    .l5_0(\sum$193 ),
+    .l5_0(\sum$194 ),
     .rst(rst),
     .w(wdata_d0[251:224]),
     .x(x)
   );
   \bchw_top.engine0.tree9  tree9 (
     .clk(clk),
-    .l5_0(\sum$194 ),
+    .l5_0(\sum$195 ),
     .rst(rst),
     .w(wdata_d0[279:252]),
     .x(x)
@@ -2160,89 +2163,103 @@ module \bchw_top.engine0 (rst, s__ready, m__ready, s__payload, s__valid, m__payl
   );
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$103  = busy;
-    if (\$7 ) begin
-      \$103  = 1'h1;
+    \$102  = busy;
+    if (\$5 ) begin
+      \$102  = 1'h1;
     end else if (last_step) begin
-      \$103  = 1'h0;
+      \$102  = 1'h0;
     end
     if (rst) begin
-      \$103  = 1'h0;
+      \$102  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$104  = addr;
-    if (\$7 ) begin
-      \$104  = 9'h000;
+    \$103  = addr;
+    if (\$5 ) begin
+      \$103  = 9'h000;
     end else if (last_step) begin
-    end else if (\$11 ) begin
-      \$104  = \$12 [8:0];
+    end else if (\$9 ) begin
+      \$103  = \$10 [8:0];
     end
     if (rst) begin
-      \$104  = 9'h000;
+      \$103  = 9'h000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$105  = sfc;
-    if (\$7 ) begin
-      \$105  = 5'h00;
+    \$104  = sfc;
+    if (\$5 ) begin
+      \$104  = 5'h00;
     end else if (last_step) begin
-    end else if (\$11 ) begin
+    end else if (\$9 ) begin
       (* full_case = 32'd1 *)
-      if (\$14 ) begin
-        \$105  = 5'h00;
+      if (\$13 ) begin
+        \$104  = 5'h00;
       end else begin
-        \$105  = \$16 [4:0];
+        \$104  = \$15 [4:0];
       end
     end
     if (rst) begin
-      \$105  = 5'h00;
+      \$104  = 5'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$106  = nfc;
-    if (\$7 ) begin
-      \$106  = 4'h0;
+    \$105  = nfc;
+    if (\$5 ) begin
+      \$105  = 4'h0;
     end else if (last_step) begin
-    end else if (\$11 ) begin
-      if (\$14 ) begin
-        \$106  = \$15 [3:0];
+    end else if (\$9 ) begin
+      if (\$13 ) begin
+        \$105  = \$14 [3:0];
       end
     end
     if (rst) begin
-      \$106  = 4'h0;
+      \$105  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$107  = last_step;
-    if (\$7 ) begin
-      \$107  = 1'h0;
+    \$106  = last_step;
+    if (\$5 ) begin
+      \$106  = 1'h0;
     end else if (last_step) begin
-      \$107  = 1'h0;
-    end else if (\$11 ) begin
-      \$107  = \$13 ;
+      \$106  = 1'h0;
+    end else if (\$9 ) begin
+      \$106  = \$11 ;
     end
     if (rst) begin
-      \$107  = 1'h0;
+      \$106  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$108  = xbuf;
-    if (\$7 ) begin
-      \$108  = s__payload;
+    \$107  = xbuf;
+    if (\$5 ) begin
+      \$107  = s__payload;
     end else if (last_step) begin
-    end else if (\$11 ) begin
-      \$108  = { xbuf[223:0], xbuf[6271:224] };
+    end else if (\$9 ) begin
+      \$107  = { xbuf[223:0], xbuf[6271:224] };
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$112  = { nfc, last_step, \$22 , \$21 , \$20  };
+    \$108  = s__ready;
+    if (\$5 ) begin
+      \$108  = 1'h0;
+    end else if (last_step) begin
+      \$108  = 1'h1;
+    end else if (\$9 ) begin
+      \$108  = \$12 ;
+    end
+    if (rst) begin
+      \$108  = 1'h1;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
+    \$112  = { nfc, last_step, \$21 , \$20 , \$19  };
     if (rst) begin
       \$112  = 8'h00;
     end
@@ -2298,14 +2315,14 @@ module \bchw_top.engine0 (rst, s__ready, m__ready, s__payload, s__valid, m__payl
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$121  = \$23 ;
+    \$121  = \$22 ;
     if (rst) begin
       \$121  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$122  = \$24 ;
+    \$122  = \$23 ;
     if (rst) begin
       \$122  = 1'h0;
     end
@@ -2314,112 +2331,112 @@ module \bchw_top.engine0 (rst, s__ready, m__ready, s__payload, s__valid, m__payl
     if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
     \$123  = acc;
     if (ft_d0[0]) begin
-      \$123  = \$26 [18:0];
+      \$123  = \$25 [18:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$124  = \acc$67 ;
+    \$124  = \acc$66 ;
     if (ft_d0[0]) begin
-      \$124  = \$28 [18:0];
+      \$124  = \$27 [18:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$125  = \acc$73 ;
+    \$125  = \acc$72 ;
     if (ft_d0[0]) begin
-      \$125  = \$30 [18:0];
+      \$125  = \$29 [18:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$126  = \acc$79 ;
+    \$126  = \acc$78 ;
     if (ft_d0[0]) begin
-      \$126  = \$32 [18:0];
+      \$126  = \$31 [18:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$127  = \acc$85 ;
+    \$127  = \acc$84 ;
     if (ft_d0[0]) begin
-      \$127  = \$34 [18:0];
+      \$127  = \$33 [18:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$128  = \acc$91 ;
+    \$128  = \acc$90 ;
     if (ft_d0[0]) begin
-      \$128  = \$36 [18:0];
+      \$128  = \$35 [18:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$129  = \acc$97 ;
+    \$129  = \acc$96 ;
     if (ft_d0[0]) begin
-      \$129  = \$38 [18:0];
+      \$129  = \$37 [18:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$130  = \acc$103 ;
+    \$130  = \acc$102 ;
     if (ft_d0[0]) begin
-      \$130  = \$40 [18:0];
+      \$130  = \$39 [18:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$131  = \acc$109 ;
+    \$131  = \acc$108 ;
     if (ft_d0[0]) begin
-      \$131  = \$42 [18:0];
+      \$131  = \$41 [18:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$132  = \acc$115 ;
+    \$132  = \acc$114 ;
     if (ft_d0[0]) begin
-      \$132  = \$44 [18:0];
+      \$132  = \$43 [18:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$133  = \acc$121 ;
+    \$133  = \acc$120 ;
     if (ft_d0[0]) begin
-      \$133  = \$46 [18:0];
+      \$133  = \$45 [18:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$134  = \acc$127 ;
+    \$134  = \acc$126 ;
     if (ft_d0[0]) begin
-      \$134  = \$48 [18:0];
+      \$134  = \$47 [18:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$135  = \acc$133 ;
+    \$135  = \acc$132 ;
     if (ft_d0[0]) begin
-      \$135  = \$50 [18:0];
+      \$135  = \$49 [18:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$136  = \acc$139 ;
+    \$136  = \acc$138 ;
     if (ft_d0[0]) begin
-      \$136  = \$52 [18:0];
+      \$136  = \$51 [18:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$137  = \acc$145 ;
+    \$137  = \acc$144 ;
     if (ft_d0[0]) begin
-      \$137  = \$54 [18:0];
+      \$137  = \$53 [18:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$138  = \acc$151 ;
+    \$138  = \acc$150 ;
     if (ft_d0[0]) begin
-      \$138  = \$56 [18:0];
+      \$138  = \$55 [18:0];
     end
   end
   always @* begin
@@ -2467,24 +2484,24 @@ module \bchw_top.engine0 (rst, s__ready, m__ready, s__payload, s__valid, m__payl
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
     \$145  = skid0;
-    if (\$66 ) begin
-      \$145  = { qe_last_d0, \q$221 , \q$220 , \q$219 , \q$218 , \q$217 , \q$216 , \q$215 , \q$214 , \q$213 , \q$212 , \q$211 , \q$210 , \q$209 , \q$208 , \q$207 , q };
-    end else if (\$68 ) begin
+    if (\$65 ) begin
+      \$145  = { qe_last_d0, \q$222 , \q$221 , \q$220 , \q$219 , \q$218 , \q$217 , \q$216 , \q$215 , \q$214 , \q$213 , \q$212 , \q$211 , \q$210 , \q$209 , \q$208 , q };
+    end else if (\$67 ) begin
       \$145  = skid1;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
     \$146  = skid1;
-    if (\$78 ) begin
-      \$146  = { qe_last_d0, \q$221 , \q$220 , \q$219 , \q$218 , \q$217 , \q$216 , \q$215 , \q$214 , \q$213 , \q$212 , \q$211 , \q$210 , \q$209 , \q$208 , \q$207 , q };
-    end else if (\$80 ) begin
+    if (\$77 ) begin
+      \$146  = { qe_last_d0, \q$222 , \q$221 , \q$220 , \q$219 , \q$218 , \q$217 , \q$216 , \q$215 , \q$214 , \q$213 , \q$212 , \q$211 , \q$210 , \q$209 , \q$208 , q };
+    end else if (\$79 ) begin
       \$146  = 129'h000000000000000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$147  = \$89 [1:0];
+    \$147  = \$88 [1:0];
     if (rst) begin
       \$147  = 2'h0;
     end
@@ -2493,13 +2510,13 @@ module \bchw_top.engine0 (rst, s__ready, m__ready, s__payload, s__valid, m__payl
     if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
     \$148  = m__payload;
     if (enter) begin
-      \$148  = { \$91 [127:0], m__payload[2047:128] };
+      \$148  = { \$90 [127:0], m__payload[2047:128] };
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
     \$149  = m__valid;
-    if (\$94 ) begin
+    if (\$93 ) begin
       \$149  = 1'h1;
     end else if (m__ready) begin
       \$149  = 1'h0;
@@ -2524,149 +2541,149 @@ module \bchw_top.engine0 (rst, s__ready, m__ready, s__payload, s__valid, m__payl
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$152  = \$102 [1:0];
+    \$152  = \$101 [1:0];
     if (rst) begin
       \$152  = 2'h2;
     end
   end
+  assign ready = s__ready;
   assign en = 1'h1;
   assign step = addr;
-  assign \en$6  = 1'h1;
+  assign \en$5  = 1'h1;
   assign x_d1 = x;
   assign w = wdata_d0[27:0];
-  assign \en$11  = 1'h1;
-  assign \x$12  = x;
-  assign \w$13  = wdata_d0[55:28];
-  assign \en$14  = 1'h1;
-  assign \x$15  = x;
-  assign \w$16  = wdata_d0[83:56];
-  assign \en$17  = 1'h1;
-  assign \x$18  = x;
-  assign \w$19  = wdata_d0[111:84];
-  assign \en$20  = 1'h1;
-  assign \x$21  = x;
-  assign \w$22  = wdata_d0[139:112];
-  assign \en$23  = 1'h1;
-  assign \x$24  = x;
-  assign \w$25  = wdata_d0[167:140];
-  assign \en$26  = 1'h1;
-  assign \x$27  = x;
-  assign \w$28  = wdata_d0[195:168];
-  assign \en$29  = 1'h1;
-  assign \x$30  = x;
-  assign \w$31  = wdata_d0[223:196];
-  assign \en$32  = 1'h1;
-  assign \x$33  = x;
-  assign \w$34  = wdata_d0[251:224];
-  assign \en$35  = 1'h1;
-  assign \x$36  = x;
-  assign \w$37  = wdata_d0[279:252];
-  assign \en$38  = 1'h1;
-  assign \x$39  = x;
-  assign \w$40  = wdata_d0[307:280];
-  assign \en$41  = 1'h1;
-  assign \x$42  = x;
-  assign \w$43  = wdata_d0[335:308];
-  assign \en$44  = 1'h1;
-  assign \x$45  = x;
-  assign \w$46  = wdata_d0[363:336];
-  assign \en$47  = 1'h1;
-  assign \x$48  = x;
-  assign \w$49  = wdata_d0[391:364];
-  assign \en$50  = 1'h1;
-  assign \x$51  = x;
-  assign \w$52  = wdata_d0[419:392];
-  assign \en$53  = 1'h1;
-  assign \x$54  = x;
-  assign \w$55  = wdata_d0[447:420];
-  assign \en$56  = 1'h1;
-  assign \addr$57  = fp_d4[7:4];
-  assign \en$59  = 1'h1;
+  assign \en$10  = 1'h1;
+  assign \x$11  = x;
+  assign \w$12  = wdata_d0[55:28];
+  assign \en$13  = 1'h1;
+  assign \x$14  = x;
+  assign \w$15  = wdata_d0[83:56];
+  assign \en$16  = 1'h1;
+  assign \x$17  = x;
+  assign \w$18  = wdata_d0[111:84];
+  assign \en$19  = 1'h1;
+  assign \x$20  = x;
+  assign \w$21  = wdata_d0[139:112];
+  assign \en$22  = 1'h1;
+  assign \x$23  = x;
+  assign \w$24  = wdata_d0[167:140];
+  assign \en$25  = 1'h1;
+  assign \x$26  = x;
+  assign \w$27  = wdata_d0[195:168];
+  assign \en$28  = 1'h1;
+  assign \x$29  = x;
+  assign \w$30  = wdata_d0[223:196];
+  assign \en$31  = 1'h1;
+  assign \x$32  = x;
+  assign \w$33  = wdata_d0[251:224];
+  assign \en$34  = 1'h1;
+  assign \x$35  = x;
+  assign \w$36  = wdata_d0[279:252];
+  assign \en$37  = 1'h1;
+  assign \x$38  = x;
+  assign \w$39  = wdata_d0[307:280];
+  assign \en$40  = 1'h1;
+  assign \x$41  = x;
+  assign \w$42  = wdata_d0[335:308];
+  assign \en$43  = 1'h1;
+  assign \x$44  = x;
+  assign \w$45  = wdata_d0[363:336];
+  assign \en$46  = 1'h1;
+  assign \x$47  = x;
+  assign \w$48  = wdata_d0[391:364];
+  assign \en$49  = 1'h1;
+  assign \x$50  = x;
+  assign \w$51  = wdata_d0[419:392];
+  assign \en$52  = 1'h1;
+  assign \x$53  = x;
+  assign \w$54  = wdata_d0[447:420];
+  assign \en$55  = 1'h1;
+  assign \addr$56  = fp_d4[7:4];
+  assign \en$58  = 1'h1;
   assign acc0 = acc;
   assign mul = params_d0[17:0];
   assign shift = params_d0[22:18];
   assign bias = params_d0[60:23];
-  assign \en$66  = 1'h1;
-  assign acc1 = \acc$67 ;
-  assign \mul$69  = params_d0[78:61];
-  assign \shift$70  = params_d0[83:79];
-  assign \bias$71  = params_d0[121:84];
-  assign \en$72  = 1'h1;
-  assign acc2 = \acc$73 ;
-  assign \mul$75  = params_d0[139:122];
-  assign \shift$76  = params_d0[144:140];
-  assign \bias$77  = params_d0[182:145];
-  assign \en$78  = 1'h1;
-  assign acc3 = \acc$79 ;
-  assign \mul$81  = params_d0[200:183];
-  assign \shift$82  = params_d0[205:201];
-  assign \bias$83  = params_d0[243:206];
-  assign \en$84  = 1'h1;
-  assign acc4 = \acc$85 ;
-  assign \mul$87  = params_d0[261:244];
-  assign \shift$88  = params_d0[266:262];
-  assign \bias$89  = params_d0[304:267];
-  assign \en$90  = 1'h1;
-  assign acc5 = \acc$91 ;
-  assign \mul$93  = params_d0[322:305];
-  assign \shift$94  = params_d0[327:323];
-  assign \bias$95  = params_d0[365:328];
-  assign \en$96  = 1'h1;
-  assign acc6 = \acc$97 ;
-  assign \mul$99  = params_d0[383:366];
-  assign \shift$100  = params_d0[388:384];
-  assign \bias$101  = params_d0[426:389];
-  assign \en$102  = 1'h1;
-  assign acc7 = \acc$103 ;
-  assign \mul$105  = params_d0[444:427];
-  assign \shift$106  = params_d0[449:445];
-  assign \bias$107  = params_d0[487:450];
-  assign \en$108  = 1'h1;
-  assign acc8 = \acc$109 ;
-  assign \mul$111  = params_d0[505:488];
-  assign \shift$112  = params_d0[510:506];
-  assign \bias$113  = params_d0[548:511];
-  assign \en$114  = 1'h1;
-  assign acc9 = \acc$115 ;
-  assign \mul$117  = params_d0[566:549];
-  assign \shift$118  = params_d0[571:567];
-  assign \bias$119  = params_d0[609:572];
-  assign \en$120  = 1'h1;
-  assign acc10 = \acc$121 ;
-  assign \mul$123  = params_d0[627:610];
-  assign \shift$124  = params_d0[632:628];
-  assign \bias$125  = params_d0[670:633];
-  assign \en$126  = 1'h1;
-  assign acc11 = \acc$127 ;
-  assign \mul$129  = params_d0[688:671];
-  assign \shift$130  = params_d0[693:689];
-  assign \bias$131  = params_d0[731:694];
-  assign \en$132  = 1'h1;
-  assign acc12 = \acc$133 ;
-  assign \mul$135  = params_d0[749:732];
-  assign \shift$136  = params_d0[754:750];
-  assign \bias$137  = params_d0[792:755];
-  assign \en$138  = 1'h1;
-  assign acc13 = \acc$139 ;
-  assign \mul$141  = params_d0[810:793];
-  assign \shift$142  = params_d0[815:811];
-  assign \bias$143  = params_d0[853:816];
-  assign \en$144  = 1'h1;
-  assign acc14 = \acc$145 ;
-  assign \mul$147  = params_d0[871:854];
-  assign \shift$148  = params_d0[876:872];
-  assign \bias$149  = params_d0[914:877];
-  assign \en$150  = 1'h1;
-  assign acc15 = \acc$151 ;
-  assign \mul$153  = params_d0[932:915];
-  assign \shift$154  = params_d0[937:933];
-  assign \bias$155  = params_d0[975:938];
+  assign \en$65  = 1'h1;
+  assign acc1 = \acc$66 ;
+  assign \mul$68  = params_d0[78:61];
+  assign \shift$69  = params_d0[83:79];
+  assign \bias$70  = params_d0[121:84];
+  assign \en$71  = 1'h1;
+  assign acc2 = \acc$72 ;
+  assign \mul$74  = params_d0[139:122];
+  assign \shift$75  = params_d0[144:140];
+  assign \bias$76  = params_d0[182:145];
+  assign \en$77  = 1'h1;
+  assign acc3 = \acc$78 ;
+  assign \mul$80  = params_d0[200:183];
+  assign \shift$81  = params_d0[205:201];
+  assign \bias$82  = params_d0[243:206];
+  assign \en$83  = 1'h1;
+  assign acc4 = \acc$84 ;
+  assign \mul$86  = params_d0[261:244];
+  assign \shift$87  = params_d0[266:262];
+  assign \bias$88  = params_d0[304:267];
+  assign \en$89  = 1'h1;
+  assign acc5 = \acc$90 ;
+  assign \mul$92  = params_d0[322:305];
+  assign \shift$93  = params_d0[327:323];
+  assign \bias$94  = params_d0[365:328];
+  assign \en$95  = 1'h1;
+  assign acc6 = \acc$96 ;
+  assign \mul$98  = params_d0[383:366];
+  assign \shift$99  = params_d0[388:384];
+  assign \bias$100  = params_d0[426:389];
+  assign \en$101  = 1'h1;
+  assign acc7 = \acc$102 ;
+  assign \mul$104  = params_d0[444:427];
+  assign \shift$105  = params_d0[449:445];
+  assign \bias$106  = params_d0[487:450];
+  assign \en$107  = 1'h1;
+  assign acc8 = \acc$108 ;
+  assign \mul$110  = params_d0[505:488];
+  assign \shift$111  = params_d0[510:506];
+  assign \bias$112  = params_d0[548:511];
+  assign \en$113  = 1'h1;
+  assign acc9 = \acc$114 ;
+  assign \mul$116  = params_d0[566:549];
+  assign \shift$117  = params_d0[571:567];
+  assign \bias$118  = params_d0[609:572];
+  assign \en$119  = 1'h1;
+  assign acc10 = \acc$120 ;
+  assign \mul$122  = params_d0[627:610];
+  assign \shift$123  = params_d0[632:628];
+  assign \bias$124  = params_d0[670:633];
+  assign \en$125  = 1'h1;
+  assign acc11 = \acc$126 ;
+  assign \mul$128  = params_d0[688:671];
+  assign \shift$129  = params_d0[693:689];
+  assign \bias$130  = params_d0[731:694];
+  assign \en$131  = 1'h1;
+  assign acc12 = \acc$132 ;
+  assign \mul$134  = params_d0[749:732];
+  assign \shift$135  = params_d0[754:750];
+  assign \bias$136  = params_d0[792:755];
+  assign \en$137  = 1'h1;
+  assign acc13 = \acc$138 ;
+  assign \mul$140  = params_d0[810:793];
+  assign \shift$141  = params_d0[815:811];
+  assign \bias$142  = params_d0[853:816];
+  assign \en$143  = 1'h1;
+  assign acc14 = \acc$144 ;
+  assign \mul$146  = params_d0[871:854];
+  assign \shift$147  = params_d0[876:872];
+  assign \bias$148  = params_d0[914:877];
+  assign \en$149  = 1'h1;
+  assign acc15 = \acc$150 ;
+  assign \mul$152  = params_d0[932:915];
+  assign \shift$153  = params_d0[937:933];
+  assign \bias$154  = params_d0[975:938];
   assign vector = m__payload;
-  assign \$120  = \data$182 ;
+  assign \$120  = \data$183 ;
   assign \$111  = data;
   assign \$110  = x_d0;
   assign \$109  = xbuf[223:0];
-  assign s__ready = \$2 ;
 endmodule
 
 (* generator = "Amaranth" *)
@@ -2693,7 +2710,7 @@ module \bchw_top.engine0.params (data, addr, clk);
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine0.requant0 (rst, \port$4657$0 , acc, q, clk);
+module \bchw_top.engine0.requant0 (rst, \port$4651$0 , acc, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$4  = 0;
   wire [36:0] \$1 ;
   wire [4:0] \$10 ;
@@ -2714,8 +2731,8 @@ module \bchw_top.engine0.requant0 (rst, \port$4657$0 , acc, q, clk);
   wire clk;
   wire en;
   wire [17:0] mul;
-  input [60:0] \port$4657$0 ;
-  wire [60:0] \port$4657$0 ;
+  input [60:0] \port$4651$0 ;
+  wire [60:0] \port$4651$0 ;
   reg [36:0] prod = 37'h0000000000;
   output [7:0] q;
   reg [7:0] q = 8'h00;
@@ -2726,7 +2743,7 @@ module \bchw_top.engine0.requant0 (rst, \port$4657$0 , acc, q, clk);
   reg [4:0] shift2 = 5'h00;
   wire [38:0] shifted;
   reg [38:0] total = 39'h0000000000;
-  assign \$1  = $signed(acc) * $signed(\port$4657$0 [17:0]);
+  assign \$1  = $signed(acc) * $signed(\port$4651$0 [17:0]);
   assign \$2  = $signed(prod) + $signed(bias1);
   assign \$3  = | shifted[38:8];
   assign \$4  = \$3  ? 39'h00000000ff : shifted;
@@ -2752,18 +2769,18 @@ module \bchw_top.engine0.requant0 (rst, \port$4657$0 , acc, q, clk);
     end
   end
   assign en = 1'h1;
-  assign mul = \port$4657$0 [17:0];
-  assign bias = \port$4657$0 [60:23];
-  assign shift = \port$4657$0 [22:18];
+  assign mul = \port$4651$0 [17:0];
+  assign bias = \port$4651$0 [60:23];
+  assign shift = \port$4651$0 [22:18];
   assign \$10  = shift1;
   assign \$9  = \$2 ;
-  assign \$8  = \port$4657$0 [22:18];
-  assign \$7  = \port$4657$0 [60:23];
+  assign \$8  = \port$4651$0 [22:18];
+  assign \$7  = \port$4651$0 [60:23];
   assign \$6  = \$1 ;
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine0.requant1 (rst, \port$4657$61 , acc, q, clk);
+module \bchw_top.engine0.requant1 (rst, \port$4651$61 , acc, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$5  = 0;
   wire [36:0] \$1 ;
   wire [4:0] \$10 ;
@@ -2784,8 +2801,8 @@ module \bchw_top.engine0.requant1 (rst, \port$4657$61 , acc, q, clk);
   wire clk;
   wire en;
   wire [17:0] mul;
-  input [60:0] \port$4657$61 ;
-  wire [60:0] \port$4657$61 ;
+  input [60:0] \port$4651$61 ;
+  wire [60:0] \port$4651$61 ;
   reg [36:0] prod = 37'h0000000000;
   output [7:0] q;
   reg [7:0] q = 8'h00;
@@ -2796,7 +2813,7 @@ module \bchw_top.engine0.requant1 (rst, \port$4657$61 , acc, q, clk);
   reg [4:0] shift2 = 5'h00;
   wire [38:0] shifted;
   reg [38:0] total = 39'h0000000000;
-  assign \$1  = $signed(acc) * $signed(\port$4657$61 [17:0]);
+  assign \$1  = $signed(acc) * $signed(\port$4651$61 [17:0]);
   assign \$2  = $signed(prod) + $signed(bias1);
   assign \$3  = | shifted[38:8];
   assign \$4  = \$3  ? 39'h00000000ff : shifted;
@@ -2822,18 +2839,18 @@ module \bchw_top.engine0.requant1 (rst, \port$4657$61 , acc, q, clk);
     end
   end
   assign en = 1'h1;
-  assign mul = \port$4657$61 [17:0];
-  assign bias = \port$4657$61 [60:23];
-  assign shift = \port$4657$61 [22:18];
+  assign mul = \port$4651$61 [17:0];
+  assign bias = \port$4651$61 [60:23];
+  assign shift = \port$4651$61 [22:18];
   assign \$10  = shift1;
   assign \$9  = \$2 ;
-  assign \$8  = \port$4657$61 [22:18];
-  assign \$7  = \port$4657$61 [60:23];
+  assign \$8  = \port$4651$61 [22:18];
+  assign \$7  = \port$4651$61 [60:23];
   assign \$6  = \$1 ;
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine0.requant10 (rst, \port$4657$610 , acc, q, clk);
+module \bchw_top.engine0.requant10 (rst, \port$4651$610 , acc, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$6  = 0;
   wire [36:0] \$1 ;
   wire [4:0] \$10 ;
@@ -2854,8 +2871,8 @@ module \bchw_top.engine0.requant10 (rst, \port$4657$610 , acc, q, clk);
   wire clk;
   wire en;
   wire [17:0] mul;
-  input [60:0] \port$4657$610 ;
-  wire [60:0] \port$4657$610 ;
+  input [60:0] \port$4651$610 ;
+  wire [60:0] \port$4651$610 ;
   reg [36:0] prod = 37'h0000000000;
   output [7:0] q;
   reg [7:0] q = 8'h00;
@@ -2866,7 +2883,7 @@ module \bchw_top.engine0.requant10 (rst, \port$4657$610 , acc, q, clk);
   reg [4:0] shift2 = 5'h00;
   wire [38:0] shifted;
   reg [38:0] total = 39'h0000000000;
-  assign \$1  = $signed(acc) * $signed(\port$4657$610 [17:0]);
+  assign \$1  = $signed(acc) * $signed(\port$4651$610 [17:0]);
   assign \$2  = $signed(prod) + $signed(bias1);
   assign \$3  = | shifted[38:8];
   assign \$4  = \$3  ? 39'h00000000ff : shifted;
@@ -2892,18 +2909,18 @@ module \bchw_top.engine0.requant10 (rst, \port$4657$610 , acc, q, clk);
     end
   end
   assign en = 1'h1;
-  assign mul = \port$4657$610 [17:0];
-  assign bias = \port$4657$610 [60:23];
-  assign shift = \port$4657$610 [22:18];
+  assign mul = \port$4651$610 [17:0];
+  assign bias = \port$4651$610 [60:23];
+  assign shift = \port$4651$610 [22:18];
   assign \$10  = shift1;
   assign \$9  = \$2 ;
-  assign \$8  = \port$4657$610 [22:18];
-  assign \$7  = \port$4657$610 [60:23];
+  assign \$8  = \port$4651$610 [22:18];
+  assign \$7  = \port$4651$610 [60:23];
   assign \$6  = \$1 ;
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine0.requant11 (rst, \port$4657$671 , acc, q, clk);
+module \bchw_top.engine0.requant11 (rst, \port$4651$671 , acc, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$7  = 0;
   wire [36:0] \$1 ;
   wire [4:0] \$10 ;
@@ -2924,8 +2941,8 @@ module \bchw_top.engine0.requant11 (rst, \port$4657$671 , acc, q, clk);
   wire clk;
   wire en;
   wire [17:0] mul;
-  input [60:0] \port$4657$671 ;
-  wire [60:0] \port$4657$671 ;
+  input [60:0] \port$4651$671 ;
+  wire [60:0] \port$4651$671 ;
   reg [36:0] prod = 37'h0000000000;
   output [7:0] q;
   reg [7:0] q = 8'h00;
@@ -2936,7 +2953,7 @@ module \bchw_top.engine0.requant11 (rst, \port$4657$671 , acc, q, clk);
   reg [4:0] shift2 = 5'h00;
   wire [38:0] shifted;
   reg [38:0] total = 39'h0000000000;
-  assign \$1  = $signed(acc) * $signed(\port$4657$671 [17:0]);
+  assign \$1  = $signed(acc) * $signed(\port$4651$671 [17:0]);
   assign \$2  = $signed(prod) + $signed(bias1);
   assign \$3  = | shifted[38:8];
   assign \$4  = \$3  ? 39'h00000000ff : shifted;
@@ -2962,18 +2979,18 @@ module \bchw_top.engine0.requant11 (rst, \port$4657$671 , acc, q, clk);
     end
   end
   assign en = 1'h1;
-  assign mul = \port$4657$671 [17:0];
-  assign bias = \port$4657$671 [60:23];
-  assign shift = \port$4657$671 [22:18];
+  assign mul = \port$4651$671 [17:0];
+  assign bias = \port$4651$671 [60:23];
+  assign shift = \port$4651$671 [22:18];
   assign \$10  = shift1;
   assign \$9  = \$2 ;
-  assign \$8  = \port$4657$671 [22:18];
-  assign \$7  = \port$4657$671 [60:23];
+  assign \$8  = \port$4651$671 [22:18];
+  assign \$7  = \port$4651$671 [60:23];
   assign \$6  = \$1 ;
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine0.requant12 (rst, \port$4657$732 , acc, q, clk);
+module \bchw_top.engine0.requant12 (rst, \port$4651$732 , acc, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$8  = 0;
   wire [36:0] \$1 ;
   wire [4:0] \$10 ;
@@ -2994,8 +3011,8 @@ module \bchw_top.engine0.requant12 (rst, \port$4657$732 , acc, q, clk);
   wire clk;
   wire en;
   wire [17:0] mul;
-  input [60:0] \port$4657$732 ;
-  wire [60:0] \port$4657$732 ;
+  input [60:0] \port$4651$732 ;
+  wire [60:0] \port$4651$732 ;
   reg [36:0] prod = 37'h0000000000;
   output [7:0] q;
   reg [7:0] q = 8'h00;
@@ -3006,7 +3023,7 @@ module \bchw_top.engine0.requant12 (rst, \port$4657$732 , acc, q, clk);
   reg [4:0] shift2 = 5'h00;
   wire [38:0] shifted;
   reg [38:0] total = 39'h0000000000;
-  assign \$1  = $signed(acc) * $signed(\port$4657$732 [17:0]);
+  assign \$1  = $signed(acc) * $signed(\port$4651$732 [17:0]);
   assign \$2  = $signed(prod) + $signed(bias1);
   assign \$3  = | shifted[38:8];
   assign \$4  = \$3  ? 39'h00000000ff : shifted;
@@ -3032,18 +3049,18 @@ module \bchw_top.engine0.requant12 (rst, \port$4657$732 , acc, q, clk);
     end
   end
   assign en = 1'h1;
-  assign mul = \port$4657$732 [17:0];
-  assign bias = \port$4657$732 [60:23];
-  assign shift = \port$4657$732 [22:18];
+  assign mul = \port$4651$732 [17:0];
+  assign bias = \port$4651$732 [60:23];
+  assign shift = \port$4651$732 [22:18];
   assign \$10  = shift1;
   assign \$9  = \$2 ;
-  assign \$8  = \port$4657$732 [22:18];
-  assign \$7  = \port$4657$732 [60:23];
+  assign \$8  = \port$4651$732 [22:18];
+  assign \$7  = \port$4651$732 [60:23];
   assign \$6  = \$1 ;
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine0.requant13 (rst, \port$4657$793 , acc, q, clk);
+module \bchw_top.engine0.requant13 (rst, \port$4651$793 , acc, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$9  = 0;
   wire [36:0] \$1 ;
   wire [4:0] \$10 ;
@@ -3064,8 +3081,8 @@ module \bchw_top.engine0.requant13 (rst, \port$4657$793 , acc, q, clk);
   wire clk;
   wire en;
   wire [17:0] mul;
-  input [60:0] \port$4657$793 ;
-  wire [60:0] \port$4657$793 ;
+  input [60:0] \port$4651$793 ;
+  wire [60:0] \port$4651$793 ;
   reg [36:0] prod = 37'h0000000000;
   output [7:0] q;
   reg [7:0] q = 8'h00;
@@ -3076,7 +3093,7 @@ module \bchw_top.engine0.requant13 (rst, \port$4657$793 , acc, q, clk);
   reg [4:0] shift2 = 5'h00;
   wire [38:0] shifted;
   reg [38:0] total = 39'h0000000000;
-  assign \$1  = $signed(acc) * $signed(\port$4657$793 [17:0]);
+  assign \$1  = $signed(acc) * $signed(\port$4651$793 [17:0]);
   assign \$2  = $signed(prod) + $signed(bias1);
   assign \$3  = | shifted[38:8];
   assign \$4  = \$3  ? 39'h00000000ff : shifted;
@@ -3102,18 +3119,18 @@ module \bchw_top.engine0.requant13 (rst, \port$4657$793 , acc, q, clk);
     end
   end
   assign en = 1'h1;
-  assign mul = \port$4657$793 [17:0];
-  assign bias = \port$4657$793 [60:23];
-  assign shift = \port$4657$793 [22:18];
+  assign mul = \port$4651$793 [17:0];
+  assign bias = \port$4651$793 [60:23];
+  assign shift = \port$4651$793 [22:18];
   assign \$10  = shift1;
   assign \$9  = \$2 ;
-  assign \$8  = \port$4657$793 [22:18];
-  assign \$7  = \port$4657$793 [60:23];
+  assign \$8  = \port$4651$793 [22:18];
+  assign \$7  = \port$4651$793 [60:23];
   assign \$6  = \$1 ;
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine0.requant14 (rst, \port$4657$854 , acc, q, clk);
+module \bchw_top.engine0.requant14 (rst, \port$4651$854 , acc, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$10  = 0;
   wire [36:0] \$1 ;
   wire [4:0] \$10 ;
@@ -3134,8 +3151,8 @@ module \bchw_top.engine0.requant14 (rst, \port$4657$854 , acc, q, clk);
   wire clk;
   wire en;
   wire [17:0] mul;
-  input [60:0] \port$4657$854 ;
-  wire [60:0] \port$4657$854 ;
+  input [60:0] \port$4651$854 ;
+  wire [60:0] \port$4651$854 ;
   reg [36:0] prod = 37'h0000000000;
   output [7:0] q;
   reg [7:0] q = 8'h00;
@@ -3146,7 +3163,7 @@ module \bchw_top.engine0.requant14 (rst, \port$4657$854 , acc, q, clk);
   reg [4:0] shift2 = 5'h00;
   wire [38:0] shifted;
   reg [38:0] total = 39'h0000000000;
-  assign \$1  = $signed(acc) * $signed(\port$4657$854 [17:0]);
+  assign \$1  = $signed(acc) * $signed(\port$4651$854 [17:0]);
   assign \$2  = $signed(prod) + $signed(bias1);
   assign \$3  = | shifted[38:8];
   assign \$4  = \$3  ? 39'h00000000ff : shifted;
@@ -3172,18 +3189,18 @@ module \bchw_top.engine0.requant14 (rst, \port$4657$854 , acc, q, clk);
     end
   end
   assign en = 1'h1;
-  assign mul = \port$4657$854 [17:0];
-  assign bias = \port$4657$854 [60:23];
-  assign shift = \port$4657$854 [22:18];
+  assign mul = \port$4651$854 [17:0];
+  assign bias = \port$4651$854 [60:23];
+  assign shift = \port$4651$854 [22:18];
   assign \$10  = shift1;
   assign \$9  = \$2 ;
-  assign \$8  = \port$4657$854 [22:18];
-  assign \$7  = \port$4657$854 [60:23];
+  assign \$8  = \port$4651$854 [22:18];
+  assign \$7  = \port$4651$854 [60:23];
   assign \$6  = \$1 ;
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine0.requant15 (rst, \port$4657$915 , acc, q, clk);
+module \bchw_top.engine0.requant15 (rst, \port$4651$915 , acc, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$11  = 0;
   wire [36:0] \$1 ;
   wire [4:0] \$10 ;
@@ -3204,8 +3221,8 @@ module \bchw_top.engine0.requant15 (rst, \port$4657$915 , acc, q, clk);
   wire clk;
   wire en;
   wire [17:0] mul;
-  input [60:0] \port$4657$915 ;
-  wire [60:0] \port$4657$915 ;
+  input [60:0] \port$4651$915 ;
+  wire [60:0] \port$4651$915 ;
   reg [36:0] prod = 37'h0000000000;
   output [7:0] q;
   reg [7:0] q = 8'h00;
@@ -3216,7 +3233,7 @@ module \bchw_top.engine0.requant15 (rst, \port$4657$915 , acc, q, clk);
   reg [4:0] shift2 = 5'h00;
   wire [38:0] shifted;
   reg [38:0] total = 39'h0000000000;
-  assign \$1  = $signed(acc) * $signed(\port$4657$915 [17:0]);
+  assign \$1  = $signed(acc) * $signed(\port$4651$915 [17:0]);
   assign \$2  = $signed(prod) + $signed(bias1);
   assign \$3  = | shifted[38:8];
   assign \$4  = \$3  ? 39'h00000000ff : shifted;
@@ -3242,18 +3259,18 @@ module \bchw_top.engine0.requant15 (rst, \port$4657$915 , acc, q, clk);
     end
   end
   assign en = 1'h1;
-  assign mul = \port$4657$915 [17:0];
-  assign bias = \port$4657$915 [60:23];
-  assign shift = \port$4657$915 [22:18];
+  assign mul = \port$4651$915 [17:0];
+  assign bias = \port$4651$915 [60:23];
+  assign shift = \port$4651$915 [22:18];
   assign \$10  = shift1;
   assign \$9  = \$2 ;
-  assign \$8  = \port$4657$915 [22:18];
-  assign \$7  = \port$4657$915 [60:23];
+  assign \$8  = \port$4651$915 [22:18];
+  assign \$7  = \port$4651$915 [60:23];
   assign \$6  = \$1 ;
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine0.requant2 (rst, \port$4657$122 , acc, q, clk);
+module \bchw_top.engine0.requant2 (rst, \port$4651$122 , acc, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$12  = 0;
   wire [36:0] \$1 ;
   wire [4:0] \$10 ;
@@ -3274,8 +3291,8 @@ module \bchw_top.engine0.requant2 (rst, \port$4657$122 , acc, q, clk);
   wire clk;
   wire en;
   wire [17:0] mul;
-  input [60:0] \port$4657$122 ;
-  wire [60:0] \port$4657$122 ;
+  input [60:0] \port$4651$122 ;
+  wire [60:0] \port$4651$122 ;
   reg [36:0] prod = 37'h0000000000;
   output [7:0] q;
   reg [7:0] q = 8'h00;
@@ -3286,7 +3303,7 @@ module \bchw_top.engine0.requant2 (rst, \port$4657$122 , acc, q, clk);
   reg [4:0] shift2 = 5'h00;
   wire [38:0] shifted;
   reg [38:0] total = 39'h0000000000;
-  assign \$1  = $signed(acc) * $signed(\port$4657$122 [17:0]);
+  assign \$1  = $signed(acc) * $signed(\port$4651$122 [17:0]);
   assign \$2  = $signed(prod) + $signed(bias1);
   assign \$3  = | shifted[38:8];
   assign \$4  = \$3  ? 39'h00000000ff : shifted;
@@ -3312,18 +3329,18 @@ module \bchw_top.engine0.requant2 (rst, \port$4657$122 , acc, q, clk);
     end
   end
   assign en = 1'h1;
-  assign mul = \port$4657$122 [17:0];
-  assign bias = \port$4657$122 [60:23];
-  assign shift = \port$4657$122 [22:18];
+  assign mul = \port$4651$122 [17:0];
+  assign bias = \port$4651$122 [60:23];
+  assign shift = \port$4651$122 [22:18];
   assign \$10  = shift1;
   assign \$9  = \$2 ;
-  assign \$8  = \port$4657$122 [22:18];
-  assign \$7  = \port$4657$122 [60:23];
+  assign \$8  = \port$4651$122 [22:18];
+  assign \$7  = \port$4651$122 [60:23];
   assign \$6  = \$1 ;
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine0.requant3 (rst, \port$4657$183 , acc, q, clk);
+module \bchw_top.engine0.requant3 (rst, \port$4651$183 , acc, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$13  = 0;
   wire [36:0] \$1 ;
   wire [4:0] \$10 ;
@@ -3344,8 +3361,8 @@ module \bchw_top.engine0.requant3 (rst, \port$4657$183 , acc, q, clk);
   wire clk;
   wire en;
   wire [17:0] mul;
-  input [60:0] \port$4657$183 ;
-  wire [60:0] \port$4657$183 ;
+  input [60:0] \port$4651$183 ;
+  wire [60:0] \port$4651$183 ;
   reg [36:0] prod = 37'h0000000000;
   output [7:0] q;
   reg [7:0] q = 8'h00;
@@ -3356,7 +3373,7 @@ module \bchw_top.engine0.requant3 (rst, \port$4657$183 , acc, q, clk);
   reg [4:0] shift2 = 5'h00;
   wire [38:0] shifted;
   reg [38:0] total = 39'h0000000000;
-  assign \$1  = $signed(acc) * $signed(\port$4657$183 [17:0]);
+  assign \$1  = $signed(acc) * $signed(\port$4651$183 [17:0]);
   assign \$2  = $signed(prod) + $signed(bias1);
   assign \$3  = | shifted[38:8];
   assign \$4  = \$3  ? 39'h00000000ff : shifted;
@@ -3382,18 +3399,18 @@ module \bchw_top.engine0.requant3 (rst, \port$4657$183 , acc, q, clk);
     end
   end
   assign en = 1'h1;
-  assign mul = \port$4657$183 [17:0];
-  assign bias = \port$4657$183 [60:23];
-  assign shift = \port$4657$183 [22:18];
+  assign mul = \port$4651$183 [17:0];
+  assign bias = \port$4651$183 [60:23];
+  assign shift = \port$4651$183 [22:18];
   assign \$10  = shift1;
   assign \$9  = \$2 ;
-  assign \$8  = \port$4657$183 [22:18];
-  assign \$7  = \port$4657$183 [60:23];
+  assign \$8  = \port$4651$183 [22:18];
+  assign \$7  = \port$4651$183 [60:23];
   assign \$6  = \$1 ;
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine0.requant4 (rst, \port$4657$244 , acc, q, clk);
+module \bchw_top.engine0.requant4 (rst, \port$4651$244 , acc, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$14  = 0;
   wire [36:0] \$1 ;
   wire [4:0] \$10 ;
@@ -3414,8 +3431,8 @@ module \bchw_top.engine0.requant4 (rst, \port$4657$244 , acc, q, clk);
   wire clk;
   wire en;
   wire [17:0] mul;
-  input [60:0] \port$4657$244 ;
-  wire [60:0] \port$4657$244 ;
+  input [60:0] \port$4651$244 ;
+  wire [60:0] \port$4651$244 ;
   reg [36:0] prod = 37'h0000000000;
   output [7:0] q;
   reg [7:0] q = 8'h00;
@@ -3426,7 +3443,7 @@ module \bchw_top.engine0.requant4 (rst, \port$4657$244 , acc, q, clk);
   reg [4:0] shift2 = 5'h00;
   wire [38:0] shifted;
   reg [38:0] total = 39'h0000000000;
-  assign \$1  = $signed(acc) * $signed(\port$4657$244 [17:0]);
+  assign \$1  = $signed(acc) * $signed(\port$4651$244 [17:0]);
   assign \$2  = $signed(prod) + $signed(bias1);
   assign \$3  = | shifted[38:8];
   assign \$4  = \$3  ? 39'h00000000ff : shifted;
@@ -3452,18 +3469,18 @@ module \bchw_top.engine0.requant4 (rst, \port$4657$244 , acc, q, clk);
     end
   end
   assign en = 1'h1;
-  assign mul = \port$4657$244 [17:0];
-  assign bias = \port$4657$244 [60:23];
-  assign shift = \port$4657$244 [22:18];
+  assign mul = \port$4651$244 [17:0];
+  assign bias = \port$4651$244 [60:23];
+  assign shift = \port$4651$244 [22:18];
   assign \$10  = shift1;
   assign \$9  = \$2 ;
-  assign \$8  = \port$4657$244 [22:18];
-  assign \$7  = \port$4657$244 [60:23];
+  assign \$8  = \port$4651$244 [22:18];
+  assign \$7  = \port$4651$244 [60:23];
   assign \$6  = \$1 ;
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine0.requant5 (rst, \port$4657$305 , acc, q, clk);
+module \bchw_top.engine0.requant5 (rst, \port$4651$305 , acc, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$15  = 0;
   wire [36:0] \$1 ;
   wire [4:0] \$10 ;
@@ -3484,8 +3501,8 @@ module \bchw_top.engine0.requant5 (rst, \port$4657$305 , acc, q, clk);
   wire clk;
   wire en;
   wire [17:0] mul;
-  input [60:0] \port$4657$305 ;
-  wire [60:0] \port$4657$305 ;
+  input [60:0] \port$4651$305 ;
+  wire [60:0] \port$4651$305 ;
   reg [36:0] prod = 37'h0000000000;
   output [7:0] q;
   reg [7:0] q = 8'h00;
@@ -3496,7 +3513,7 @@ module \bchw_top.engine0.requant5 (rst, \port$4657$305 , acc, q, clk);
   reg [4:0] shift2 = 5'h00;
   wire [38:0] shifted;
   reg [38:0] total = 39'h0000000000;
-  assign \$1  = $signed(acc) * $signed(\port$4657$305 [17:0]);
+  assign \$1  = $signed(acc) * $signed(\port$4651$305 [17:0]);
   assign \$2  = $signed(prod) + $signed(bias1);
   assign \$3  = | shifted[38:8];
   assign \$4  = \$3  ? 39'h00000000ff : shifted;
@@ -3522,18 +3539,18 @@ module \bchw_top.engine0.requant5 (rst, \port$4657$305 , acc, q, clk);
     end
   end
   assign en = 1'h1;
-  assign mul = \port$4657$305 [17:0];
-  assign bias = \port$4657$305 [60:23];
-  assign shift = \port$4657$305 [22:18];
+  assign mul = \port$4651$305 [17:0];
+  assign bias = \port$4651$305 [60:23];
+  assign shift = \port$4651$305 [22:18];
   assign \$10  = shift1;
   assign \$9  = \$2 ;
-  assign \$8  = \port$4657$305 [22:18];
-  assign \$7  = \port$4657$305 [60:23];
+  assign \$8  = \port$4651$305 [22:18];
+  assign \$7  = \port$4651$305 [60:23];
   assign \$6  = \$1 ;
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine0.requant6 (rst, \port$4657$366 , acc, q, clk);
+module \bchw_top.engine0.requant6 (rst, \port$4651$366 , acc, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$16  = 0;
   wire [36:0] \$1 ;
   wire [4:0] \$10 ;
@@ -3554,8 +3571,8 @@ module \bchw_top.engine0.requant6 (rst, \port$4657$366 , acc, q, clk);
   wire clk;
   wire en;
   wire [17:0] mul;
-  input [60:0] \port$4657$366 ;
-  wire [60:0] \port$4657$366 ;
+  input [60:0] \port$4651$366 ;
+  wire [60:0] \port$4651$366 ;
   reg [36:0] prod = 37'h0000000000;
   output [7:0] q;
   reg [7:0] q = 8'h00;
@@ -3566,7 +3583,7 @@ module \bchw_top.engine0.requant6 (rst, \port$4657$366 , acc, q, clk);
   reg [4:0] shift2 = 5'h00;
   wire [38:0] shifted;
   reg [38:0] total = 39'h0000000000;
-  assign \$1  = $signed(acc) * $signed(\port$4657$366 [17:0]);
+  assign \$1  = $signed(acc) * $signed(\port$4651$366 [17:0]);
   assign \$2  = $signed(prod) + $signed(bias1);
   assign \$3  = | shifted[38:8];
   assign \$4  = \$3  ? 39'h00000000ff : shifted;
@@ -3592,18 +3609,18 @@ module \bchw_top.engine0.requant6 (rst, \port$4657$366 , acc, q, clk);
     end
   end
   assign en = 1'h1;
-  assign mul = \port$4657$366 [17:0];
-  assign bias = \port$4657$366 [60:23];
-  assign shift = \port$4657$366 [22:18];
+  assign mul = \port$4651$366 [17:0];
+  assign bias = \port$4651$366 [60:23];
+  assign shift = \port$4651$366 [22:18];
   assign \$10  = shift1;
   assign \$9  = \$2 ;
-  assign \$8  = \port$4657$366 [22:18];
-  assign \$7  = \port$4657$366 [60:23];
+  assign \$8  = \port$4651$366 [22:18];
+  assign \$7  = \port$4651$366 [60:23];
   assign \$6  = \$1 ;
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine0.requant7 (rst, \port$4657$427 , acc, q, clk);
+module \bchw_top.engine0.requant7 (rst, \port$4651$427 , acc, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$17  = 0;
   wire [36:0] \$1 ;
   wire [4:0] \$10 ;
@@ -3624,8 +3641,8 @@ module \bchw_top.engine0.requant7 (rst, \port$4657$427 , acc, q, clk);
   wire clk;
   wire en;
   wire [17:0] mul;
-  input [60:0] \port$4657$427 ;
-  wire [60:0] \port$4657$427 ;
+  input [60:0] \port$4651$427 ;
+  wire [60:0] \port$4651$427 ;
   reg [36:0] prod = 37'h0000000000;
   output [7:0] q;
   reg [7:0] q = 8'h00;
@@ -3636,7 +3653,7 @@ module \bchw_top.engine0.requant7 (rst, \port$4657$427 , acc, q, clk);
   reg [4:0] shift2 = 5'h00;
   wire [38:0] shifted;
   reg [38:0] total = 39'h0000000000;
-  assign \$1  = $signed(acc) * $signed(\port$4657$427 [17:0]);
+  assign \$1  = $signed(acc) * $signed(\port$4651$427 [17:0]);
   assign \$2  = $signed(prod) + $signed(bias1);
   assign \$3  = | shifted[38:8];
   assign \$4  = \$3  ? 39'h00000000ff : shifted;
@@ -3662,18 +3679,18 @@ module \bchw_top.engine0.requant7 (rst, \port$4657$427 , acc, q, clk);
     end
   end
   assign en = 1'h1;
-  assign mul = \port$4657$427 [17:0];
-  assign bias = \port$4657$427 [60:23];
-  assign shift = \port$4657$427 [22:18];
+  assign mul = \port$4651$427 [17:0];
+  assign bias = \port$4651$427 [60:23];
+  assign shift = \port$4651$427 [22:18];
   assign \$10  = shift1;
   assign \$9  = \$2 ;
-  assign \$8  = \port$4657$427 [22:18];
-  assign \$7  = \port$4657$427 [60:23];
+  assign \$8  = \port$4651$427 [22:18];
+  assign \$7  = \port$4651$427 [60:23];
   assign \$6  = \$1 ;
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine0.requant8 (rst, \port$4657$488 , acc, q, clk);
+module \bchw_top.engine0.requant8 (rst, \port$4651$488 , acc, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$18  = 0;
   wire [36:0] \$1 ;
   wire [4:0] \$10 ;
@@ -3694,8 +3711,8 @@ module \bchw_top.engine0.requant8 (rst, \port$4657$488 , acc, q, clk);
   wire clk;
   wire en;
   wire [17:0] mul;
-  input [60:0] \port$4657$488 ;
-  wire [60:0] \port$4657$488 ;
+  input [60:0] \port$4651$488 ;
+  wire [60:0] \port$4651$488 ;
   reg [36:0] prod = 37'h0000000000;
   output [7:0] q;
   reg [7:0] q = 8'h00;
@@ -3706,7 +3723,7 @@ module \bchw_top.engine0.requant8 (rst, \port$4657$488 , acc, q, clk);
   reg [4:0] shift2 = 5'h00;
   wire [38:0] shifted;
   reg [38:0] total = 39'h0000000000;
-  assign \$1  = $signed(acc) * $signed(\port$4657$488 [17:0]);
+  assign \$1  = $signed(acc) * $signed(\port$4651$488 [17:0]);
   assign \$2  = $signed(prod) + $signed(bias1);
   assign \$3  = | shifted[38:8];
   assign \$4  = \$3  ? 39'h00000000ff : shifted;
@@ -3732,18 +3749,18 @@ module \bchw_top.engine0.requant8 (rst, \port$4657$488 , acc, q, clk);
     end
   end
   assign en = 1'h1;
-  assign mul = \port$4657$488 [17:0];
-  assign bias = \port$4657$488 [60:23];
-  assign shift = \port$4657$488 [22:18];
+  assign mul = \port$4651$488 [17:0];
+  assign bias = \port$4651$488 [60:23];
+  assign shift = \port$4651$488 [22:18];
   assign \$10  = shift1;
   assign \$9  = \$2 ;
-  assign \$8  = \port$4657$488 [22:18];
-  assign \$7  = \port$4657$488 [60:23];
+  assign \$8  = \port$4651$488 [22:18];
+  assign \$7  = \port$4651$488 [60:23];
   assign \$6  = \$1 ;
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine0.requant9 (rst, \port$4657$549 , acc, q, clk);
+module \bchw_top.engine0.requant9 (rst, \port$4651$549 , acc, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$19  = 0;
   wire [36:0] \$1 ;
   wire [4:0] \$10 ;
@@ -3764,8 +3781,8 @@ module \bchw_top.engine0.requant9 (rst, \port$4657$549 , acc, q, clk);
   wire clk;
   wire en;
   wire [17:0] mul;
-  input [60:0] \port$4657$549 ;
-  wire [60:0] \port$4657$549 ;
+  input [60:0] \port$4651$549 ;
+  wire [60:0] \port$4651$549 ;
   reg [36:0] prod = 37'h0000000000;
   output [7:0] q;
   reg [7:0] q = 8'h00;
@@ -3776,7 +3793,7 @@ module \bchw_top.engine0.requant9 (rst, \port$4657$549 , acc, q, clk);
   reg [4:0] shift2 = 5'h00;
   wire [38:0] shifted;
   reg [38:0] total = 39'h0000000000;
-  assign \$1  = $signed(acc) * $signed(\port$4657$549 [17:0]);
+  assign \$1  = $signed(acc) * $signed(\port$4651$549 [17:0]);
   assign \$2  = $signed(prod) + $signed(bias1);
   assign \$3  = | shifted[38:8];
   assign \$4  = \$3  ? 39'h00000000ff : shifted;
@@ -3802,13 +3819,13 @@ module \bchw_top.engine0.requant9 (rst, \port$4657$549 , acc, q, clk);
     end
   end
   assign en = 1'h1;
-  assign mul = \port$4657$549 [17:0];
-  assign bias = \port$4657$549 [60:23];
-  assign shift = \port$4657$549 [22:18];
+  assign mul = \port$4651$549 [17:0];
+  assign bias = \port$4651$549 [60:23];
+  assign shift = \port$4651$549 [22:18];
   assign \$10  = shift1;
   assign \$9  = \$2 ;
-  assign \$8  = \port$4657$549 [22:18];
-  assign \$7  = \port$4657$549 [60:23];
+  assign \$8  = \port$4651$549 [22:18];
+  assign \$7  = \port$4651$549 [60:23];
   assign \$6  = \$1 ;
 endmodule
 
@@ -11260,19 +11277,19 @@ module \bchw_top.engine0.weights (data, addr, clk);
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine1 (rst, s__ready, m__ready, s__payload, s__valid, m__payload, m__valid, clk);
+module \bchw_top.engine1 (rst, s__payload, s__valid, s__ready, m__payload, m__valid, m__ready, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$20  = 0;
   wire \$1 ;
-  wire \$10 ;
+  wire [8:0] \$10 ;
   wire \$100 ;
-  wire \$101 ;
-  wire [3:0] \$102 ;
-  reg \$103 ;
-  reg [7:0] \$104 ;
+  wire [3:0] \$101 ;
+  reg \$102 ;
+  reg [7:0] \$103 ;
+  reg [3:0] \$104 ;
   reg [3:0] \$105 ;
-  reg [3:0] \$106 ;
-  reg \$107 ;
-  reg [2047:0] \$108 ;
+  reg \$106 ;
+  reg [2047:0] \$107 ;
+  reg \$108 ;
   wire [127:0] \$109 ;
   wire \$11 ;
   wire [127:0] \$110 ;
@@ -11285,7 +11302,7 @@ module \bchw_top.engine1 (rst, s__ready, m__ready, s__payload, s__valid, m__payl
   reg [7:0] \$117 ;
   reg [7:0] \$118 ;
   wire [943:0] \$119 ;
-  wire [8:0] \$12 ;
+  wire \$12 ;
   reg \$120 ;
   reg \$121 ;
   reg [16:0] \$122 ;
@@ -11307,7 +11324,7 @@ module \bchw_top.engine1 (rst, s__ready, m__ready, s__payload, s__valid, m__payl
   reg [16:0] \$137 ;
   reg \$138 ;
   reg \$139 ;
-  wire \$14 ;
+  wire [4:0] \$14 ;
   reg \$140 ;
   reg \$141 ;
   reg \$142 ;
@@ -11321,7 +11338,7 @@ module \bchw_top.engine1 (rst, s__ready, m__ready, s__payload, s__valid, m__payl
   wire [4:0] \$15 ;
   reg \$150 ;
   reg [1:0] \$151 ;
-  wire [4:0] \$16 ;
+  wire \$16 ;
   wire \$17 ;
   wire \$18 ;
   wire \$19 ;
@@ -11330,42 +11347,42 @@ module \bchw_top.engine1 (rst, s__ready, m__ready, s__payload, s__valid, m__payl
   wire \$21 ;
   wire \$22 ;
   wire \$23 ;
-  wire \$24 ;
-  wire [16:0] \$25 ;
-  wire [17:0] \$26 ;
-  wire [16:0] \$27 ;
-  wire [17:0] \$28 ;
-  wire [16:0] \$29 ;
+  wire [16:0] \$24 ;
+  wire [17:0] \$25 ;
+  wire [16:0] \$26 ;
+  wire [17:0] \$27 ;
+  wire [16:0] \$28 ;
+  wire [17:0] \$29 ;
   wire \$3 ;
-  wire [17:0] \$30 ;
-  wire [16:0] \$31 ;
-  wire [17:0] \$32 ;
-  wire [16:0] \$33 ;
-  wire [17:0] \$34 ;
-  wire [16:0] \$35 ;
-  wire [17:0] \$36 ;
-  wire [16:0] \$37 ;
-  wire [17:0] \$38 ;
-  wire [16:0] \$39 ;
+  wire [16:0] \$30 ;
+  wire [17:0] \$31 ;
+  wire [16:0] \$32 ;
+  wire [17:0] \$33 ;
+  wire [16:0] \$34 ;
+  wire [17:0] \$35 ;
+  wire [16:0] \$36 ;
+  wire [17:0] \$37 ;
+  wire [16:0] \$38 ;
+  wire [17:0] \$39 ;
   wire \$4 ;
-  wire [17:0] \$40 ;
-  wire [16:0] \$41 ;
-  wire [17:0] \$42 ;
-  wire [16:0] \$43 ;
-  wire [17:0] \$44 ;
-  wire [16:0] \$45 ;
-  wire [17:0] \$46 ;
-  wire [16:0] \$47 ;
-  wire [17:0] \$48 ;
-  wire [16:0] \$49 ;
+  wire [16:0] \$40 ;
+  wire [17:0] \$41 ;
+  wire [16:0] \$42 ;
+  wire [17:0] \$43 ;
+  wire [16:0] \$44 ;
+  wire [17:0] \$45 ;
+  wire [16:0] \$46 ;
+  wire [17:0] \$47 ;
+  wire [16:0] \$48 ;
+  wire [17:0] \$49 ;
   wire \$5 ;
-  wire [17:0] \$50 ;
-  wire [16:0] \$51 ;
-  wire [17:0] \$52 ;
-  wire [16:0] \$53 ;
-  wire [17:0] \$54 ;
-  wire [16:0] \$55 ;
-  wire [17:0] \$56 ;
+  wire [16:0] \$50 ;
+  wire [17:0] \$51 ;
+  wire [16:0] \$52 ;
+  wire [17:0] \$53 ;
+  wire [16:0] \$54 ;
+  wire [17:0] \$55 ;
+  wire \$56 ;
   wire \$57 ;
   wire \$58 ;
   wire \$59 ;
@@ -11373,8 +11390,8 @@ module \bchw_top.engine1 (rst, s__ready, m__ready, s__payload, s__valid, m__payl
   wire \$60 ;
   wire \$61 ;
   wire \$62 ;
-  wire \$63 ;
-  wire [2:0] \$64 ;
+  wire [2:0] \$63 ;
+  wire \$64 ;
   wire \$65 ;
   wire \$66 ;
   wire \$67 ;
@@ -11386,49 +11403,49 @@ module \bchw_top.engine1 (rst, s__ready, m__ready, s__payload, s__valid, m__payl
   wire \$72 ;
   wire \$73 ;
   wire \$74 ;
-  wire \$75 ;
-  wire [2:0] \$76 ;
+  wire [2:0] \$75 ;
+  wire \$76 ;
   wire \$77 ;
   wire \$78 ;
   wire \$79 ;
   wire \$8 ;
   wire \$80 ;
   wire \$81 ;
-  wire \$82 ;
-  wire [2:0] \$83 ;
+  wire [2:0] \$82 ;
+  wire \$83 ;
   wire \$84 ;
   wire \$85 ;
   wire \$86 ;
   wire \$87 ;
-  wire \$88 ;
-  wire [3:0] \$89 ;
+  wire [3:0] \$88 ;
+  wire \$89 ;
   wire \$9 ;
-  wire \$90 ;
-  wire [128:0] \$91 ;
-  wire \$92 ;
-  wire [128:0] \$93 ;
-  wire \$94 ;
-  wire [2:0] \$95 ;
+  wire [128:0] \$90 ;
+  wire \$91 ;
+  wire [128:0] \$92 ;
+  wire \$93 ;
+  wire [2:0] \$94 ;
+  wire \$95 ;
   wire \$96 ;
   wire \$97 ;
   wire \$98 ;
   wire \$99 ;
   reg [16:0] acc = 17'h00000;
-  reg [16:0] \acc$103  = 17'h00000;
-  reg [16:0] \acc$109  = 17'h00000;
-  reg [16:0] \acc$115  = 17'h00000;
-  reg [16:0] \acc$121  = 17'h00000;
-  reg [16:0] \acc$127  = 17'h00000;
-  reg [16:0] \acc$133  = 17'h00000;
-  reg [16:0] \acc$139  = 17'h00000;
-  reg [16:0] \acc$145  = 17'h00000;
-  reg [16:0] \acc$151  = 17'h00000;
-  reg [16:0] \acc$67  = 17'h00000;
-  reg [16:0] \acc$73  = 17'h00000;
-  reg [16:0] \acc$79  = 17'h00000;
-  reg [16:0] \acc$85  = 17'h00000;
-  reg [16:0] \acc$91  = 17'h00000;
-  reg [16:0] \acc$97  = 17'h00000;
+  reg [16:0] \acc$102  = 17'h00000;
+  reg [16:0] \acc$108  = 17'h00000;
+  reg [16:0] \acc$114  = 17'h00000;
+  reg [16:0] \acc$120  = 17'h00000;
+  reg [16:0] \acc$126  = 17'h00000;
+  reg [16:0] \acc$132  = 17'h00000;
+  reg [16:0] \acc$138  = 17'h00000;
+  reg [16:0] \acc$144  = 17'h00000;
+  reg [16:0] \acc$150  = 17'h00000;
+  reg [16:0] \acc$66  = 17'h00000;
+  reg [16:0] \acc$72  = 17'h00000;
+  reg [16:0] \acc$78  = 17'h00000;
+  reg [16:0] \acc$84  = 17'h00000;
+  reg [16:0] \acc$90  = 17'h00000;
+  reg [16:0] \acc$96  = 17'h00000;
   (* init = 17'h00000 *)
   wire [16:0] acc0;
   (* init = 17'h00000 *)
@@ -11464,23 +11481,23 @@ module \bchw_top.engine1 (rst, s__ready, m__ready, s__payload, s__valid, m__payl
   reg acc_end = 1'h0;
   reg acc_valid = 1'h0;
   reg [7:0] addr = 8'h00;
-  wire [3:0] \addr$57 ;
+  wire [3:0] \addr$56 ;
   wire [35:0] bias;
-  wire [35:0] \bias$101 ;
-  wire [35:0] \bias$107 ;
-  wire [35:0] \bias$113 ;
-  wire [35:0] \bias$119 ;
-  wire [35:0] \bias$125 ;
-  wire [35:0] \bias$131 ;
-  wire [35:0] \bias$137 ;
-  wire [35:0] \bias$143 ;
-  wire [35:0] \bias$149 ;
-  wire [35:0] \bias$155 ;
-  wire [35:0] \bias$71 ;
-  wire [35:0] \bias$77 ;
-  wire [35:0] \bias$83 ;
-  wire [35:0] \bias$89 ;
-  wire [35:0] \bias$95 ;
+  wire [35:0] \bias$100 ;
+  wire [35:0] \bias$106 ;
+  wire [35:0] \bias$112 ;
+  wire [35:0] \bias$118 ;
+  wire [35:0] \bias$124 ;
+  wire [35:0] \bias$130 ;
+  wire [35:0] \bias$136 ;
+  wire [35:0] \bias$142 ;
+  wire [35:0] \bias$148 ;
+  wire [35:0] \bias$154 ;
+  wire [35:0] \bias$70 ;
+  wire [35:0] \bias$76 ;
+  wire [35:0] \bias$82 ;
+  wire [35:0] \bias$88 ;
+  wire [35:0] \bias$94 ;
   reg busy = 1'h0;
   input clk;
   wire clk;
@@ -11489,41 +11506,41 @@ module \bchw_top.engine1 (rst, s__ready, m__ready, s__payload, s__valid, m__payl
   reg credit_back1 = 1'h0;
   reg [1:0] credits = 2'h2;
   wire [255:0] data;
-  wire [943:0] \data$181 ;
+  wire [943:0] \data$182 ;
   wire en;
-  wire \en$102 ;
-  wire \en$108 ;
-  wire \en$11 ;
-  wire \en$114 ;
-  wire \en$120 ;
-  wire \en$126 ;
-  wire \en$132 ;
-  wire \en$138 ;
-  wire \en$14 ;
-  wire \en$144 ;
-  wire \en$150 ;
-  wire \en$17 ;
-  wire \en$20 ;
-  wire \en$23 ;
-  wire \en$26 ;
-  wire \en$29 ;
-  wire \en$32 ;
-  wire \en$35 ;
-  wire \en$38 ;
-  wire \en$41 ;
-  wire \en$44 ;
-  wire \en$47 ;
-  wire \en$50 ;
-  wire \en$53 ;
-  wire \en$56 ;
-  wire \en$59 ;
-  wire \en$6 ;
-  wire \en$66 ;
-  wire \en$72 ;
-  wire \en$78 ;
-  wire \en$84 ;
-  wire \en$90 ;
-  wire \en$96 ;
+  wire \en$10 ;
+  wire \en$101 ;
+  wire \en$107 ;
+  wire \en$113 ;
+  wire \en$119 ;
+  wire \en$125 ;
+  wire \en$13 ;
+  wire \en$131 ;
+  wire \en$137 ;
+  wire \en$143 ;
+  wire \en$149 ;
+  wire \en$16 ;
+  wire \en$19 ;
+  wire \en$22 ;
+  wire \en$25 ;
+  wire \en$28 ;
+  wire \en$31 ;
+  wire \en$34 ;
+  wire \en$37 ;
+  wire \en$40 ;
+  wire \en$43 ;
+  wire \en$46 ;
+  wire \en$49 ;
+  wire \en$5 ;
+  wire \en$52 ;
+  wire \en$55 ;
+  wire \en$58 ;
+  wire \en$65 ;
+  wire \en$71 ;
+  wire \en$77 ;
+  wire \en$83 ;
+  wire \en$89 ;
+  wire \en$95 ;
   wire enter;
   reg [7:0] f1_d0 = 8'h00;
   reg [7:0] f1_d1 = 8'h00;
@@ -11540,26 +11557,25 @@ module \bchw_top.engine1 (rst, s__ready, m__ready, s__payload, s__valid, m__payl
   output m__valid;
   reg m__valid = 1'h0;
   wire [17:0] mul;
-  wire [17:0] \mul$105 ;
-  wire [17:0] \mul$111 ;
-  wire [17:0] \mul$117 ;
-  wire [17:0] \mul$123 ;
-  wire [17:0] \mul$129 ;
-  wire [17:0] \mul$135 ;
-  wire [17:0] \mul$141 ;
-  wire [17:0] \mul$147 ;
-  wire [17:0] \mul$153 ;
-  wire [17:0] \mul$69 ;
-  wire [17:0] \mul$75 ;
-  wire [17:0] \mul$81 ;
-  wire [17:0] \mul$87 ;
-  wire [17:0] \mul$93 ;
-  wire [17:0] \mul$99 ;
+  wire [17:0] \mul$104 ;
+  wire [17:0] \mul$110 ;
+  wire [17:0] \mul$116 ;
+  wire [17:0] \mul$122 ;
+  wire [17:0] \mul$128 ;
+  wire [17:0] \mul$134 ;
+  wire [17:0] \mul$140 ;
+  wire [17:0] \mul$146 ;
+  wire [17:0] \mul$152 ;
+  wire [17:0] \mul$68 ;
+  wire [17:0] \mul$74 ;
+  wire [17:0] \mul$80 ;
+  wire [17:0] \mul$86 ;
+  wire [17:0] \mul$92 ;
+  wire [17:0] \mul$98 ;
   reg [3:0] nfc = 4'h0;
   wire out_done;
   reg [943:0] params_d0 = 944'h00000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000;
   wire [7:0] q;
-  wire [7:0] \q$206 ;
   wire [7:0] \q$207 ;
   wire [7:0] \q$208 ;
   wire [7:0] \q$209 ;
@@ -11574,43 +11590,45 @@ module \bchw_top.engine1 (rst, s__ready, m__ready, s__payload, s__valid, m__payl
   wire [7:0] \q$218 ;
   wire [7:0] \q$219 ;
   wire [7:0] \q$220 ;
+  wire [7:0] \q$221 ;
   reg qe_d0 = 1'h0;
   reg qe_d1 = 1'h0;
   reg qe_last_d0 = 1'h0;
   reg qv_d0 = 1'h0;
   reg qv_d1 = 1'h0;
   reg qv_last_d0 = 1'h0;
+  (* init = 1'h1 *)
+  wire ready;
   input rst;
   wire rst;
   input [2047:0] s__payload;
   wire [2047:0] s__payload;
   output s__ready;
-  wire s__ready;
+  reg s__ready = 1'h1;
   input s__valid;
   wire s__valid;
   reg [3:0] sfc = 4'h0;
   wire [4:0] shift;
-  wire [4:0] \shift$100 ;
-  wire [4:0] \shift$106 ;
-  wire [4:0] \shift$112 ;
-  wire [4:0] \shift$118 ;
-  wire [4:0] \shift$124 ;
-  wire [4:0] \shift$130 ;
-  wire [4:0] \shift$136 ;
-  wire [4:0] \shift$142 ;
-  wire [4:0] \shift$148 ;
-  wire [4:0] \shift$154 ;
-  wire [4:0] \shift$70 ;
-  wire [4:0] \shift$76 ;
-  wire [4:0] \shift$82 ;
-  wire [4:0] \shift$88 ;
-  wire [4:0] \shift$94 ;
+  wire [4:0] \shift$105 ;
+  wire [4:0] \shift$111 ;
+  wire [4:0] \shift$117 ;
+  wire [4:0] \shift$123 ;
+  wire [4:0] \shift$129 ;
+  wire [4:0] \shift$135 ;
+  wire [4:0] \shift$141 ;
+  wire [4:0] \shift$147 ;
+  wire [4:0] \shift$153 ;
+  wire [4:0] \shift$69 ;
+  wire [4:0] \shift$75 ;
+  wire [4:0] \shift$81 ;
+  wire [4:0] \shift$87 ;
+  wire [4:0] \shift$93 ;
+  wire [4:0] \shift$99 ;
   reg [128:0] skid0 = 129'h000000000000000000000000000000000;
   reg [128:0] skid1 = 129'h000000000000000000000000000000000;
   (* init = 8'h00 *)
   wire [7:0] step;
   wire [12:0] sum;
-  wire [12:0] \sum$185 ;
   wire [12:0] \sum$186 ;
   wire [12:0] \sum$187 ;
   wire [12:0] \sum$188 ;
@@ -11625,176 +11643,178 @@ module \bchw_top.engine1 (rst, s__ready, m__ready, s__payload, s__valid, m__payl
   wire [12:0] \sum$197 ;
   wire [12:0] \sum$198 ;
   wire [12:0] \sum$199 ;
+  wire [12:0] \sum$200 ;
   (* init = 2048'h00000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000 *)
   wire [2047:0] vector;
   wire [15:0] w;
-  wire [15:0] \w$13 ;
-  wire [15:0] \w$16 ;
-  wire [15:0] \w$19 ;
-  wire [15:0] \w$22 ;
-  wire [15:0] \w$25 ;
-  wire [15:0] \w$28 ;
-  wire [15:0] \w$31 ;
-  wire [15:0] \w$34 ;
-  wire [15:0] \w$37 ;
-  wire [15:0] \w$40 ;
-  wire [15:0] \w$43 ;
-  wire [15:0] \w$46 ;
-  wire [15:0] \w$49 ;
-  wire [15:0] \w$52 ;
-  wire [15:0] \w$55 ;
+  wire [15:0] \w$12 ;
+  wire [15:0] \w$15 ;
+  wire [15:0] \w$18 ;
+  wire [15:0] \w$21 ;
+  wire [15:0] \w$24 ;
+  wire [15:0] \w$27 ;
+  wire [15:0] \w$30 ;
+  wire [15:0] \w$33 ;
+  wire [15:0] \w$36 ;
+  wire [15:0] \w$39 ;
+  wire [15:0] \w$42 ;
+  wire [15:0] \w$45 ;
+  wire [15:0] \w$48 ;
+  wire [15:0] \w$51 ;
+  wire [15:0] \w$54 ;
   reg [255:0] wdata_d0 = 256'h0000000000000000000000000000000000000000000000000000000000000000;
   reg [127:0] x = 128'h00000000000000000000000000000000;
   (* init = 128'h00000000000000000000000000000000 *)
-  wire [127:0] \x$12 ;
+  wire [127:0] \x$11 ;
   (* init = 128'h00000000000000000000000000000000 *)
-  wire [127:0] \x$15 ;
+  wire [127:0] \x$14 ;
   (* init = 128'h00000000000000000000000000000000 *)
-  wire [127:0] \x$18 ;
+  wire [127:0] \x$17 ;
   (* init = 128'h00000000000000000000000000000000 *)
-  wire [127:0] \x$21 ;
+  wire [127:0] \x$20 ;
   (* init = 128'h00000000000000000000000000000000 *)
-  wire [127:0] \x$24 ;
+  wire [127:0] \x$23 ;
   (* init = 128'h00000000000000000000000000000000 *)
-  wire [127:0] \x$27 ;
+  wire [127:0] \x$26 ;
   (* init = 128'h00000000000000000000000000000000 *)
-  wire [127:0] \x$30 ;
+  wire [127:0] \x$29 ;
   (* init = 128'h00000000000000000000000000000000 *)
-  wire [127:0] \x$33 ;
+  wire [127:0] \x$32 ;
   (* init = 128'h00000000000000000000000000000000 *)
-  wire [127:0] \x$36 ;
+  wire [127:0] \x$35 ;
   (* init = 128'h00000000000000000000000000000000 *)
-  wire [127:0] \x$39 ;
+  wire [127:0] \x$38 ;
   (* init = 128'h00000000000000000000000000000000 *)
-  wire [127:0] \x$42 ;
+  wire [127:0] \x$41 ;
   (* init = 128'h00000000000000000000000000000000 *)
-  wire [127:0] \x$45 ;
+  wire [127:0] \x$44 ;
   (* init = 128'h00000000000000000000000000000000 *)
-  wire [127:0] \x$48 ;
+  wire [127:0] \x$47 ;
   (* init = 128'h00000000000000000000000000000000 *)
-  wire [127:0] \x$51 ;
+  wire [127:0] \x$50 ;
   (* init = 128'h00000000000000000000000000000000 *)
-  wire [127:0] \x$54 ;
+  wire [127:0] \x$53 ;
   reg [127:0] x_d0 = 128'h00000000000000000000000000000000;
   (* init = 128'h00000000000000000000000000000000 *)
   wire [127:0] x_d1;
   reg [2047:0] xbuf = 2048'h00000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000;
-  assign \$1  = ~ busy;
-  assign \$2  = \$1  | last_step;
   assign out_done = qv_last_d0 & qe_last_d0;
-  assign \$3  = | count;
-  assign \$4  = \$3  | qv_last_d0;
-  assign \$5  = ~ m__valid;
-  assign \$6  = \$5  | m__ready;
-  assign enter = \$4  & \$6 ;
-  assign \$7  = s__valid & s__ready;
-  assign \$8  = | sfc;
-  assign \$9  = | credits;
-  assign \$10  = \$8  | \$9 ;
-  assign \$11  = busy & \$10 ;
-  assign \$12  = addr + 1'h1;
-  assign \$13  = addr == 8'hfe;
-  assign \$14  = sfc == 4'hf;
-  assign \$15  = nfc + 1'h1;
-  assign \$16  = sfc + 1'h1;
-  assign \$17  = | sfc;
-  assign \$18  = | credits;
-  assign \$19  = \$17  | \$18 ;
-  assign \$20  = busy & \$19 ;
-  assign \$21  = ! sfc;
-  assign \$22  = sfc == 4'hf;
-  assign \$23  = ft_d0[0] & ft_d0[2];
-  assign \$24  = ft_d0[0] & ft_d0[3];
-  assign \$25  = ft_d0[1] ? 17'h00000 : acc;
-  assign \$26  = $signed(\$25 ) + $signed(sum);
-  assign \$27  = ft_d0[1] ? 17'h00000 : \acc$67 ;
-  assign \$28  = $signed(\$27 ) + $signed(\sum$185 );
-  assign \$29  = ft_d0[1] ? 17'h00000 : \acc$73 ;
-  assign \$30  = $signed(\$29 ) + $signed(\sum$186 );
-  assign \$31  = ft_d0[1] ? 17'h00000 : \acc$79 ;
-  assign \$32  = $signed(\$31 ) + $signed(\sum$187 );
-  assign \$33  = ft_d0[1] ? 17'h00000 : \acc$85 ;
-  assign \$34  = $signed(\$33 ) + $signed(\sum$188 );
-  assign \$35  = ft_d0[1] ? 17'h00000 : \acc$91 ;
-  assign \$36  = $signed(\$35 ) + $signed(\sum$189 );
-  assign \$37  = ft_d0[1] ? 17'h00000 : \acc$97 ;
-  assign \$38  = $signed(\$37 ) + $signed(\sum$190 );
-  assign \$39  = ft_d0[1] ? 17'h00000 : \acc$103 ;
-  assign \$40  = $signed(\$39 ) + $signed(\sum$191 );
-  assign \$41  = ft_d0[1] ? 17'h00000 : \acc$109 ;
-  assign \$42  = $signed(\$41 ) + $signed(\sum$192 );
-  assign \$43  = ft_d0[1] ? 17'h00000 : \acc$115 ;
-  assign \$44  = $signed(\$43 ) + $signed(\sum$193 );
-  assign \$45  = ft_d0[1] ? 17'h00000 : \acc$121 ;
-  assign \$46  = $signed(\$45 ) + $signed(\sum$194 );
-  assign \$47  = ft_d0[1] ? 17'h00000 : \acc$127 ;
-  assign \$48  = $signed(\$47 ) + $signed(\sum$195 );
-  assign \$49  = ft_d0[1] ? 17'h00000 : \acc$133 ;
-  assign \$50  = $signed(\$49 ) + $signed(\sum$196 );
-  assign \$51  = ft_d0[1] ? 17'h00000 : \acc$139 ;
-  assign \$52  = $signed(\$51 ) + $signed(\sum$197 );
-  assign \$53  = ft_d0[1] ? 17'h00000 : \acc$145 ;
-  assign \$54  = $signed(\$53 ) + $signed(\sum$198 );
-  assign \$55  = ft_d0[1] ? 17'h00000 : \acc$151 ;
-  assign \$56  = $signed(\$55 ) + $signed(\sum$199 );
-  assign \$57  = | count;
-  assign \$58  = ~ \$57 ;
-  assign \$59  = enter & \$58 ;
-  assign \$60  = ~ \$59 ;
-  assign \$61  = qv_last_d0 & \$60 ;
-  assign \$62  = | count;
-  assign \$63  = enter & \$62 ;
-  assign \$64  = count - \$63 ;
-  assign \$65  = ! \$64 ;
-  assign \$66  = \$61  & \$65 ;
-  assign \$67  = | count;
-  assign \$68  = enter & \$67 ;
-  assign \$69  = | count;
-  assign \$70  = ~ \$69 ;
-  assign \$71  = enter & \$70 ;
-  assign \$72  = ~ \$71 ;
-  assign \$73  = qv_last_d0 & \$72 ;
-  assign \$74  = | count;
-  assign \$75  = enter & \$74 ;
-  assign \$76  = count - \$75 ;
-  assign \$77  = \$76  == 1'h1;
-  assign \$78  = \$73  & \$77 ;
-  assign \$79  = | count;
-  assign \$80  = enter & \$79 ;
-  assign \$81  = | count;
-  assign \$82  = enter & \$81 ;
-  assign \$83  = count - \$82 ;
-  assign \$84  = | count;
-  assign \$85  = ~ \$84 ;
-  assign \$86  = enter & \$85 ;
-  assign \$87  = ~ \$86 ;
-  assign \$88  = qv_last_d0 & \$87 ;
-  assign \$89  = $signed(\$83 ) + $signed({ 1'h0, \$88  });
-  assign \$90  = | count;
-  assign \$91  = \$90  ? skid0 : { qe_last_d0, \q$220 , \q$219 , \q$218 , \q$217 , \q$216 , \q$215 , \q$214 , \q$213 , \q$212 , \q$211 , \q$210 , \q$209 , \q$208 , \q$207 , \q$206 , q };
-  assign \$92  = | count;
-  assign \$93  = \$92  ? skid0 : { qe_last_d0, \q$220 , \q$219 , \q$218 , \q$217 , \q$216 , \q$215 , \q$214 , \q$213 , \q$212 , \q$211 , \q$210 , \q$209 , \q$208 , \q$207 , \q$206 , q };
-  assign \$94  = enter & \$93 [128];
-  assign \$95  = credits + credit_back1;
-  assign \$96  = | sfc;
-  assign \$97  = | credits;
-  assign \$98  = \$96  | \$97 ;
-  assign \$99  = busy & \$98 ;
-  assign \$100  = ! sfc;
-  assign \$101  = \$99  & \$100 ;
-  assign \$102  = \$95  - \$101 ;
+  assign \$1  = | count;
+  assign \$2  = \$1  | qv_last_d0;
+  assign \$3  = ~ m__valid;
+  assign \$4  = \$3  | m__ready;
+  assign enter = \$2  & \$4 ;
+  assign \$5  = s__valid & s__ready;
+  assign \$6  = | sfc;
+  assign \$7  = | credits;
+  assign \$8  = \$6  | \$7 ;
+  assign \$9  = busy & \$8 ;
+  assign \$10  = addr + 1'h1;
+  assign \$11  = addr == 8'hfe;
+  assign \$12  = addr == 8'hfe;
+  assign \$13  = sfc == 4'hf;
+  assign \$14  = nfc + 1'h1;
+  assign \$15  = sfc + 1'h1;
+  assign \$16  = | sfc;
+  assign \$17  = | credits;
+  assign \$18  = \$16  | \$17 ;
+  assign \$19  = busy & \$18 ;
+  assign \$20  = ! sfc;
+  assign \$21  = sfc == 4'hf;
+  assign \$22  = ft_d0[0] & ft_d0[2];
+  assign \$23  = ft_d0[0] & ft_d0[3];
+  assign \$24  = ft_d0[1] ? 17'h00000 : acc;
+  assign \$25  = $signed(\$24 ) + $signed(sum);
+  assign \$26  = ft_d0[1] ? 17'h00000 : \acc$66 ;
+  assign \$27  = $signed(\$26 ) + $signed(\sum$186 );
+  assign \$28  = ft_d0[1] ? 17'h00000 : \acc$72 ;
+  assign \$29  = $signed(\$28 ) + $signed(\sum$187 );
+  assign \$30  = ft_d0[1] ? 17'h00000 : \acc$78 ;
+  assign \$31  = $signed(\$30 ) + $signed(\sum$188 );
+  assign \$32  = ft_d0[1] ? 17'h00000 : \acc$84 ;
+  assign \$33  = $signed(\$32 ) + $signed(\sum$189 );
+  assign \$34  = ft_d0[1] ? 17'h00000 : \acc$90 ;
+  assign \$35  = $signed(\$34 ) + $signed(\sum$190 );
+  assign \$36  = ft_d0[1] ? 17'h00000 : \acc$96 ;
+  assign \$37  = $signed(\$36 ) + $signed(\sum$191 );
+  assign \$38  = ft_d0[1] ? 17'h00000 : \acc$102 ;
+  assign \$39  = $signed(\$38 ) + $signed(\sum$192 );
+  assign \$40  = ft_d0[1] ? 17'h00000 : \acc$108 ;
+  assign \$41  = $signed(\$40 ) + $signed(\sum$193 );
+  assign \$42  = ft_d0[1] ? 17'h00000 : \acc$114 ;
+  assign \$43  = $signed(\$42 ) + $signed(\sum$194 );
+  assign \$44  = ft_d0[1] ? 17'h00000 : \acc$120 ;
+  assign \$45  = $signed(\$44 ) + $signed(\sum$195 );
+  assign \$46  = ft_d0[1] ? 17'h00000 : \acc$126 ;
+  assign \$47  = $signed(\$46 ) + $signed(\sum$196 );
+  assign \$48  = ft_d0[1] ? 17'h00000 : \acc$132 ;
+  assign \$49  = $signed(\$48 ) + $signed(\sum$197 );
+  assign \$50  = ft_d0[1] ? 17'h00000 : \acc$138 ;
+  assign \$51  = $signed(\$50 ) + $signed(\sum$198 );
+  assign \$52  = ft_d0[1] ? 17'h00000 : \acc$144 ;
+  assign \$53  = $signed(\$52 ) + $signed(\sum$199 );
+  assign \$54  = ft_d0[1] ? 17'h00000 : \acc$150 ;
+  assign \$55  = $signed(\$54 ) + $signed(\sum$200 );
+  assign \$56  = | count;
+  assign \$57  = ~ \$56 ;
+  assign \$58  = enter & \$57 ;
+  assign \$59  = ~ \$58 ;
+  assign \$60  = qv_last_d0 & \$59 ;
+  assign \$61  = | count;
+  assign \$62  = enter & \$61 ;
+  assign \$63  = count - \$62 ;
+  assign \$64  = ! \$63 ;
+  assign \$65  = \$60  & \$64 ;
+  assign \$66  = | count;
+  assign \$67  = enter & \$66 ;
+  assign \$68  = | count;
+  assign \$69  = ~ \$68 ;
+  assign \$70  = enter & \$69 ;
+  assign \$71  = ~ \$70 ;
+  assign \$72  = qv_last_d0 & \$71 ;
+  assign \$73  = | count;
+  assign \$74  = enter & \$73 ;
+  assign \$75  = count - \$74 ;
+  assign \$76  = \$75  == 1'h1;
+  assign \$77  = \$72  & \$76 ;
+  assign \$78  = | count;
+  assign \$79  = enter & \$78 ;
+  assign \$80  = | count;
+  assign \$81  = enter & \$80 ;
+  assign \$82  = count - \$81 ;
+  assign \$83  = | count;
+  assign \$84  = ~ \$83 ;
+  assign \$85  = enter & \$84 ;
+  assign \$86  = ~ \$85 ;
+  assign \$87  = qv_last_d0 & \$86 ;
+  assign \$88  = $signed(\$82 ) + $signed({ 1'h0, \$87  });
+  assign \$89  = | count;
+  assign \$90  = \$89  ? skid0 : { qe_last_d0, \q$221 , \q$220 , \q$219 , \q$218 , \q$217 , \q$216 , \q$215 , \q$214 , \q$213 , \q$212 , \q$211 , \q$210 , \q$209 , \q$208 , \q$207 , q };
+  assign \$91  = | count;
+  assign \$92  = \$91  ? skid0 : { qe_last_d0, \q$221 , \q$220 , \q$219 , \q$218 , \q$217 , \q$216 , \q$215 , \q$214 , \q$213 , \q$212 , \q$211 , \q$210 , \q$209 , \q$208 , \q$207 , q };
+  assign \$93  = enter & \$92 [128];
+  assign \$94  = credits + credit_back1;
+  assign \$95  = | sfc;
+  assign \$96  = | credits;
+  assign \$97  = \$95  | \$96 ;
+  assign \$98  = busy & \$97 ;
+  assign \$99  = ! sfc;
+  assign \$100  = \$98  & \$99 ;
+  assign \$101  = \$94  - \$100 ;
   always @(posedge clk)
-    busy <= \$103 ;
+    busy <= \$102 ;
   always @(posedge clk)
-    addr <= \$104 ;
+    addr <= \$103 ;
   always @(posedge clk)
-    sfc <= \$105 ;
+    sfc <= \$104 ;
   always @(posedge clk)
-    nfc <= \$106 ;
+    nfc <= \$105 ;
   always @(posedge clk)
-    last_step <= \$107 ;
+    last_step <= \$106 ;
   always @(posedge clk)
-    xbuf <= \$108 ;
+    xbuf <= \$107 ;
+  always @(posedge clk)
+    s__ready <= \$108 ;
   always @(posedge clk)
     x_d0 <= \$109 ;
   always @(posedge clk)
@@ -11824,35 +11844,35 @@ module \bchw_top.engine1 (rst, s__ready, m__ready, s__payload, s__valid, m__payl
   always @(posedge clk)
     acc <= \$122 ;
   always @(posedge clk)
-    \acc$67  <= \$123 ;
+    \acc$66  <= \$123 ;
   always @(posedge clk)
-    \acc$73  <= \$124 ;
+    \acc$72  <= \$124 ;
   always @(posedge clk)
-    \acc$79  <= \$125 ;
+    \acc$78  <= \$125 ;
   always @(posedge clk)
-    \acc$85  <= \$126 ;
+    \acc$84  <= \$126 ;
   always @(posedge clk)
-    \acc$91  <= \$127 ;
+    \acc$90  <= \$127 ;
   always @(posedge clk)
-    \acc$97  <= \$128 ;
+    \acc$96  <= \$128 ;
   always @(posedge clk)
-    \acc$103  <= \$129 ;
+    \acc$102  <= \$129 ;
   always @(posedge clk)
-    \acc$109  <= \$130 ;
+    \acc$108  <= \$130 ;
   always @(posedge clk)
-    \acc$115  <= \$131 ;
+    \acc$114  <= \$131 ;
   always @(posedge clk)
-    \acc$121  <= \$132 ;
+    \acc$120  <= \$132 ;
   always @(posedge clk)
-    \acc$127  <= \$133 ;
+    \acc$126  <= \$133 ;
   always @(posedge clk)
-    \acc$133  <= \$134 ;
+    \acc$132  <= \$134 ;
   always @(posedge clk)
-    \acc$139  <= \$135 ;
+    \acc$138  <= \$135 ;
   always @(posedge clk)
-    \acc$145  <= \$136 ;
+    \acc$144  <= \$136 ;
   always @(posedge clk)
-    \acc$151  <= \$137 ;
+    \acc$150  <= \$137 ;
   always @(posedge clk)
     qv_d0 <= \$138 ;
   always @(posedge clk)
@@ -11884,118 +11904,118 @@ module \bchw_top.engine1 (rst, s__ready, m__ready, s__payload, s__valid, m__payl
   \bchw_top.engine1.params  params (
     .addr(fp_d3[7:4]),
     .clk(clk),
-    .data(\data$181 )
+    .data(\data$182 )
   );
   \bchw_top.engine1.requant0  requant0 (
     .acc(acc),
     .clk(clk),
-    .\port$6773$0 (params_d0[58:0]),
+    .\port$6769$0 (params_d0[58:0]),
     .q(q),
     .rst(rst)
   );
   \bchw_top.engine1.requant1  requant1 (
-    .acc(\acc$67 ),
+    .acc(\acc$66 ),
     .clk(clk),
-    .\port$6773$59 (params_d0[117:59]),
-    .q(\q$206 ),
-    .rst(rst)
-  );
-  \bchw_top.engine1.requant10  requant10 (
-    .acc(\acc$121 ),
-    .clk(clk),
-    .\port$6773$590 (params_d0[648:590]),
-    .q(\q$215 ),
-    .rst(rst)
-  );
-  \bchw_top.engine1.requant11  requant11 (
-    .acc(\acc$127 ),
-    .clk(clk),
-    .\port$6773$649 (params_d0[707:649]),
-    .q(\q$216 ),
-    .rst(rst)
-  );
-  \bchw_top.engine1.requant12  requant12 (
-    .acc(\acc$133 ),
-    .clk(clk),
-    .\port$6773$708 (params_d0[766:708]),
-    .q(\q$217 ),
-    .rst(rst)
-  );
-  \bchw_top.engine1.requant13  requant13 (
-    .acc(\acc$139 ),
-    .clk(clk),
-    .\port$6773$767 (params_d0[825:767]),
-    .q(\q$218 ),
-    .rst(rst)
-  );
-  \bchw_top.engine1.requant14  requant14 (
-    .acc(\acc$145 ),
-    .clk(clk),
-    .\port$6773$826 (params_d0[884:826]),
-    .q(\q$219 ),
-    .rst(rst)
-  );
-  \bchw_top.engine1.requant15  requant15 (
-    .acc(\acc$151 ),
-    .clk(clk),
-    .\port$6773$885 (params_d0[943:885]),
-    .q(\q$220 ),
-    .rst(rst)
-  );
-  \bchw_top.engine1.requant2  requant2 (
-    .acc(\acc$73 ),
-    .clk(clk),
-    .\port$6773$118 (params_d0[176:118]),
+    .\port$6769$59 (params_d0[117:59]),
     .q(\q$207 ),
     .rst(rst)
   );
-  \bchw_top.engine1.requant3  requant3 (
-    .acc(\acc$79 ),
+  \bchw_top.engine1.requant10  requant10 (
+    .acc(\acc$120 ),
     .clk(clk),
-    .\port$6773$177 (params_d0[235:177]),
+    .\port$6769$590 (params_d0[648:590]),
+    .q(\q$216 ),
+    .rst(rst)
+  );
+  \bchw_top.engine1.requant11  requant11 (
+    .acc(\acc$126 ),
+    .clk(clk),
+    .\port$6769$649 (params_d0[707:649]),
+    .q(\q$217 ),
+    .rst(rst)
+  );
+  \bchw_top.engine1.requant12  requant12 (
+    .acc(\acc$132 ),
+    .clk(clk),
+    .\port$6769$708 (params_d0[766:708]),
+    .q(\q$218 ),
+    .rst(rst)
+  );
+  \bchw_top.engine1.requant13  requant13 (
+    .acc(\acc$138 ),
+    .clk(clk),
+    .\port$6769$767 (params_d0[825:767]),
+    .q(\q$219 ),
+    .rst(rst)
+  );
+  \bchw_top.engine1.requant14  requant14 (
+    .acc(\acc$144 ),
+    .clk(clk),
+    .\port$6769$826 (params_d0[884:826]),
+    .q(\q$220 ),
+    .rst(rst)
+  );
+  \bchw_top.engine1.requant15  requant15 (
+    .acc(\acc$150 ),
+    .clk(clk),
+    .\port$6769$885 (params_d0[943:885]),
+    .q(\q$221 ),
+    .rst(rst)
+  );
+  \bchw_top.engine1.requant2  requant2 (
+    .acc(\acc$72 ),
+    .clk(clk),
+    .\port$6769$118 (params_d0[176:118]),
     .q(\q$208 ),
     .rst(rst)
   );
-  \bchw_top.engine1.requant4  requant4 (
-    .acc(\acc$85 ),
+  \bchw_top.engine1.requant3  requant3 (
+    .acc(\acc$78 ),
     .clk(clk),
-    .\port$6773$236 (params_d0[294:236]),
+    .\port$6769$177 (params_d0[235:177]),
     .q(\q$209 ),
     .rst(rst)
   );
-  \bchw_top.engine1.requant5  requant5 (
-    .acc(\acc$91 ),
+  \bchw_top.engine1.requant4  requant4 (
+    .acc(\acc$84 ),
     .clk(clk),
-    .\port$6773$295 (params_d0[353:295]),
+    .\port$6769$236 (params_d0[294:236]),
     .q(\q$210 ),
     .rst(rst)
   );
-  \bchw_top.engine1.requant6  requant6 (
-    .acc(\acc$97 ),
+  \bchw_top.engine1.requant5  requant5 (
+    .acc(\acc$90 ),
     .clk(clk),
-    .\port$6773$354 (params_d0[412:354]),
+    .\port$6769$295 (params_d0[353:295]),
     .q(\q$211 ),
     .rst(rst)
   );
-  \bchw_top.engine1.requant7  requant7 (
-    .acc(\acc$103 ),
+  \bchw_top.engine1.requant6  requant6 (
+    .acc(\acc$96 ),
     .clk(clk),
-    .\port$6773$413 (params_d0[471:413]),
+    .\port$6769$354 (params_d0[412:354]),
     .q(\q$212 ),
     .rst(rst)
   );
-  \bchw_top.engine1.requant8  requant8 (
-    .acc(\acc$109 ),
+  \bchw_top.engine1.requant7  requant7 (
+    .acc(\acc$102 ),
     .clk(clk),
-    .\port$6773$472 (params_d0[530:472]),
+    .\port$6769$413 (params_d0[471:413]),
     .q(\q$213 ),
     .rst(rst)
   );
-  \bchw_top.engine1.requant9  requant9 (
-    .acc(\acc$115 ),
+  \bchw_top.engine1.requant8  requant8 (
+    .acc(\acc$108 ),
     .clk(clk),
-    .\port$6773$531 (params_d0[589:531]),
+    .\port$6769$472 (params_d0[530:472]),
     .q(\q$214 ),
+    .rst(rst)
+  );
+  \bchw_top.engine1.requant9  requant9 (
+    .acc(\acc$114 ),
+    .clk(clk),
+    .\port$6769$531 (params_d0[589:531]),
+    .q(\q$215 ),
     .rst(rst)
   );
   \bchw_top.engine1.tree0  tree0 (
@@ -12007,105 +12027,105 @@ module \bchw_top.engine1 (rst, s__ready, m__ready, s__payload, s__valid, m__payl
   );
   \bchw_top.engine1.tree1  tree1 (
     .clk(clk),
-    .l4_0(\sum$185 ),
+    .l4_0(\sum$186 ),
     .rst(rst),
     .w(wdata_d0[31:16]),
     .x(x)
   );
   \bchw_top.engine1.tree10  tree10 (
     .clk(clk),
-    .l4_0(\sum$194 ),
+    .l4_0(\sum$195 ),
     .rst(rst),
     .w(wdata_d0[175:160]),
     .x(x)
   );
   \bchw_top.engine1.tree11  tree11 (
     .clk(clk),
-    .l4_0(\sum$195 ),
+    .l4_0(\sum$196 ),
     .rst(rst),
     .w(wdata_d0[191:176]),
     .x(x)
   );
   \bchw_top.engine1.tree12  tree12 (
     .clk(clk),
-    .l4_0(\sum$196 ),
+    .l4_0(\sum$197 ),
     .rst(rst),
     .w(wdata_d0[207:192]),
     .x(x)
   );
   \bchw_top.engine1.tree13  tree13 (
     .clk(clk),
-    .l4_0(\sum$197 ),
+    .l4_0(\sum$198 ),
     .rst(rst),
     .w(wdata_d0[223:208]),
     .x(x)
   );
   \bchw_top.engine1.tree14  tree14 (
     .clk(clk),
-    .l4_0(\sum$198 ),
+    .l4_0(\sum$199 ),
     .rst(rst),
     .w(wdata_d0[239:224]),
     .x(x)
   );
   \bchw_top.engine1.tree15  tree15 (
     .clk(clk),
-    .l4_0(\sum$199 ),
+    .l4_0(\sum$200 ),
     .rst(rst),
     .w(wdata_d0[255:240]),
     .x(x)
   );
   \bchw_top.engine1.tree2  tree2 (
     .clk(clk),
-    .l4_0(\sum$186 ),
+    .l4_0(\sum$187 ),
     .rst(rst),
     .w(wdata_d0[47:32]),
     .x(x)
   );
   \bchw_top.engine1.tree3  tree3 (
     .clk(clk),
-    .l4_0(\sum$187 ),
+    .l4_0(\sum$188 ),
     .rst(rst),
     .w(wdata_d0[63:48]),
     .x(x)
   );
   \bchw_top.engine1.tree4  tree4 (
     .clk(clk),
-    .l4_0(\sum$188 ),
+    .l4_0(\sum$189 ),
     .rst(rst),
     .w(wdata_d0[79:64]),
     .x(x)
   );
   \bchw_top.engine1.tree5  tree5 (
     .clk(clk),
-    .l4_0(\sum$189 ),
+    .l4_0(\sum$190 ),
     .rst(rst),
     .w(wdata_d0[95:80]),
     .x(x)
   );
   \bchw_top.engine1.tree6  tree6 (
     .clk(clk),
-    .l4_0(\sum$190 ),
+    .l4_0(\sum$191 ),
     .rst(rst),
     .w(wdata_d0[111:96]),
     .x(x)
   );
   \bchw_top.engine1.tree7  tree7 (
     .clk(clk),
-    .l4_0(\sum$191 ),
+    .l4_0(\sum$192 ),
     .rst(rst),
     .w(wdata_d0[127:112]),
     .x(x)
   );
   \bchw_top.engine1.tree8  tree8 (
     .clk(clk),
-    .l4_0(\sum$192 ),
+    .l4_0(\sum$193 ),
     .rst(rst),
     .w(wdata_d0[143:128]),
     .x(x)
   );
   \bchw_top.engine1.tree9  tree9 (
     .clk(clk),
-    .l4_0(\sum$193 ),
+    .l4_0(\sum$194 ),
     .rst(rst),
     .w(wdata_d0[159:144]),
     .x(x)
@@ -12117,41 +12137,56 @@ module \bchw_top.engine1 (rst, s__ready, m__ready, s__payload, s__valid, m__payl
   );
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$103  = busy;
-    if (\$7 ) begin
-      \$103  = 1'h1;
+    \$102  = busy;
+    if (\$5 ) begin
+      \$102  = 1'h1;
     end else if (last_step) begin
-      \$103  = 1'h0;
+      \$102  = 1'h0;
     end
     if (rst) begin
-      \$103  = 1'h0;
+      \$102  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$104  = addr;
-    if (\$7 ) begin
-      \$104  = 8'h00;
+    \$103  = addr;
+    if (\$5 ) begin
+      \$103  = 8'h00;
     end else if (last_step) begin
-    end else if (\$11 ) begin
-      \$104  = \$12 [7:0];
+    end else if (\$9 ) begin
+      \$103  = \$10 [7:0];
     end
     if (rst) begin
-      \$104  = 8'h00;
+      \$103  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$105  = sfc;
-    if (\$7 ) begin
-      \$105  = 4'h0;
+    \$104  = sfc;
+    if (\$5 ) begin
+      \$104  = 4'h0;
     end else if (last_step) begin
-    end else if (\$11 ) begin
+    end else if (\$9 ) begin
       (* full_case = 32'd1 *)
-      if (\$14 ) begin
-        \$105  = 4'h0;
+      if (\$13 ) begin
+        \$104  = 4'h0;
       end else begin
-        \$105  = \$16 [3:0];
+        \$104  = \$15 [3:0];
+      end
+    end
+    if (rst) begin
+      \$104  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    \$105  = nfc;
+    if (\$5 ) begin
+      \$105  = 4'h0;
+    end else if (last_step) begin
+    end else if (\$9 ) begin
+      if (\$13 ) begin
+        \$105  = \$14 [3:0];
       end
     end
     if (rst) begin
@@ -12160,46 +12195,45 @@ module \bchw_top.engine1 (rst, s__ready, m__ready, s__payload, s__valid, m__payl
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$106  = nfc;
-    if (\$7 ) begin
-      \$106  = 4'h0;
+    \$106  = last_step;
+    if (\$5 ) begin
+      \$106  = 1'h0;
     end else if (last_step) begin
-    end else if (\$11 ) begin
-      if (\$14 ) begin
-        \$106  = \$15 [3:0];
-      end
+      \$106  = 1'h0;
+    end else if (\$9 ) begin
+      \$106  = \$11 ;
     end
     if (rst) begin
-      \$106  = 4'h0;
+      \$106  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$107  = last_step;
-    if (\$7 ) begin
-      \$107  = 1'h0;
+    \$107  = xbuf;
+    if (\$5 ) begin
+      \$107  = s__payload;
     end else if (last_step) begin
-      \$107  = 1'h0;
-    end else if (\$11 ) begin
-      \$107  = \$13 ;
+    end else if (\$9 ) begin
+      \$107  = { xbuf[127:0], xbuf[2047:128] };
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    \$108  = s__ready;
+    if (\$5 ) begin
+      \$108  = 1'h0;
+    end else if (last_step) begin
+      \$108  = 1'h1;
+    end else if (\$9 ) begin
+      \$108  = \$12 ;
     end
     if (rst) begin
-      \$107  = 1'h0;
+      \$108  = 1'h1;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$108  = xbuf;
-    if (\$7 ) begin
-      \$108  = s__payload;
-    end else if (last_step) begin
-    end else if (\$11 ) begin
-      \$108  = { xbuf[127:0], xbuf[2047:128] };
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$112  = { nfc, last_step, \$22 , \$21 , \$20  };
+    \$112  = { nfc, last_step, \$21 , \$20 , \$19  };
     if (rst) begin
       \$112  = 8'h00;
     end
@@ -12248,14 +12282,14 @@ module \bchw_top.engine1 (rst, s__ready, m__ready, s__payload, s__valid, m__payl
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$120  = \$23 ;
+    \$120  = \$22 ;
     if (rst) begin
       \$120  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$121  = \$24 ;
+    \$121  = \$23 ;
     if (rst) begin
       \$121  = 1'h0;
     end
@@ -12264,112 +12298,112 @@ module \bchw_top.engine1 (rst, s__ready, m__ready, s__payload, s__valid, m__payl
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$122  = acc;
     if (ft_d0[0]) begin
-      \$122  = \$26 [16:0];
+      \$122  = \$25 [16:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$123  = \acc$67 ;
+    \$123  = \acc$66 ;
     if (ft_d0[0]) begin
-      \$123  = \$28 [16:0];
+      \$123  = \$27 [16:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$124  = \acc$73 ;
+    \$124  = \acc$72 ;
     if (ft_d0[0]) begin
-      \$124  = \$30 [16:0];
+      \$124  = \$29 [16:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$125  = \acc$79 ;
+    \$125  = \acc$78 ;
     if (ft_d0[0]) begin
-      \$125  = \$32 [16:0];
+      \$125  = \$31 [16:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$126  = \acc$85 ;
+    \$126  = \acc$84 ;
     if (ft_d0[0]) begin
-      \$126  = \$34 [16:0];
+      \$126  = \$33 [16:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$127  = \acc$91 ;
+    \$127  = \acc$90 ;
     if (ft_d0[0]) begin
-      \$127  = \$36 [16:0];
+      \$127  = \$35 [16:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$128  = \acc$97 ;
+    \$128  = \acc$96 ;
     if (ft_d0[0]) begin
-      \$128  = \$38 [16:0];
+      \$128  = \$37 [16:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$129  = \acc$103 ;
+    \$129  = \acc$102 ;
     if (ft_d0[0]) begin
-      \$129  = \$40 [16:0];
+      \$129  = \$39 [16:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$130  = \acc$109 ;
+    \$130  = \acc$108 ;
     if (ft_d0[0]) begin
-      \$130  = \$42 [16:0];
+      \$130  = \$41 [16:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$131  = \acc$115 ;
+    \$131  = \acc$114 ;
     if (ft_d0[0]) begin
-      \$131  = \$44 [16:0];
+      \$131  = \$43 [16:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$132  = \acc$121 ;
+    \$132  = \acc$120 ;
     if (ft_d0[0]) begin
-      \$132  = \$46 [16:0];
+      \$132  = \$45 [16:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$133  = \acc$127 ;
+    \$133  = \acc$126 ;
     if (ft_d0[0]) begin
-      \$133  = \$48 [16:0];
+      \$133  = \$47 [16:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$134  = \acc$133 ;
+    \$134  = \acc$132 ;
     if (ft_d0[0]) begin
-      \$134  = \$50 [16:0];
+      \$134  = \$49 [16:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$135  = \acc$139 ;
+    \$135  = \acc$138 ;
     if (ft_d0[0]) begin
-      \$135  = \$52 [16:0];
+      \$135  = \$51 [16:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$136  = \acc$145 ;
+    \$136  = \acc$144 ;
     if (ft_d0[0]) begin
-      \$136  = \$54 [16:0];
+      \$136  = \$53 [16:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$137  = \acc$151 ;
+    \$137  = \acc$150 ;
     if (ft_d0[0]) begin
-      \$137  = \$56 [16:0];
+      \$137  = \$55 [16:0];
     end
   end
   always @* begin
@@ -12417,24 +12451,24 @@ module \bchw_top.engine1 (rst, s__ready, m__ready, s__payload, s__valid, m__payl
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$144  = skid0;
-    if (\$66 ) begin
-      \$144  = { qe_last_d0, \q$220 , \q$219 , \q$218 , \q$217 , \q$216 , \q$215 , \q$214 , \q$213 , \q$212 , \q$211 , \q$210 , \q$209 , \q$208 , \q$207 , \q$206 , q };
-    end else if (\$68 ) begin
+    if (\$65 ) begin
+      \$144  = { qe_last_d0, \q$221 , \q$220 , \q$219 , \q$218 , \q$217 , \q$216 , \q$215 , \q$214 , \q$213 , \q$212 , \q$211 , \q$210 , \q$209 , \q$208 , \q$207 , q };
+    end else if (\$67 ) begin
       \$144  = skid1;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$145  = skid1;
-    if (\$78 ) begin
-      \$145  = { qe_last_d0, \q$220 , \q$219 , \q$218 , \q$217 , \q$216 , \q$215 , \q$214 , \q$213 , \q$212 , \q$211 , \q$210 , \q$209 , \q$208 , \q$207 , \q$206 , q };
-    end else if (\$80 ) begin
+    if (\$77 ) begin
+      \$145  = { qe_last_d0, \q$221 , \q$220 , \q$219 , \q$218 , \q$217 , \q$216 , \q$215 , \q$214 , \q$213 , \q$212 , \q$211 , \q$210 , \q$209 , \q$208 , \q$207 , q };
+    end else if (\$79 ) begin
       \$145  = 129'h000000000000000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$146  = \$89 [1:0];
+    \$146  = \$88 [1:0];
     if (rst) begin
       \$146  = 2'h0;
     end
@@ -12443,13 +12477,13 @@ module \bchw_top.engine1 (rst, s__ready, m__ready, s__payload, s__valid, m__payl
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$147  = m__payload;
     if (enter) begin
-      \$147  = { \$91 [127:0], m__payload[2047:128] };
+      \$147  = { \$90 [127:0], m__payload[2047:128] };
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$148  = m__valid;
-    if (\$94 ) begin
+    if (\$93 ) begin
       \$148  = 1'h1;
     end else if (m__ready) begin
       \$148  = 1'h0;
@@ -12474,149 +12508,149 @@ module \bchw_top.engine1 (rst, s__ready, m__ready, s__payload, s__valid, m__payl
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$151  = \$102 [1:0];
+    \$151  = \$101 [1:0];
     if (rst) begin
       \$151  = 2'h2;
     end
   end
+  assign ready = s__ready;
   assign en = 1'h1;
   assign step = addr;
-  assign \en$6  = 1'h1;
+  assign \en$5  = 1'h1;
   assign x_d1 = x;
   assign w = wdata_d0[15:0];
-  assign \en$11  = 1'h1;
-  assign \x$12  = x;
-  assign \w$13  = wdata_d0[31:16];
-  assign \en$14  = 1'h1;
-  assign \x$15  = x;
-  assign \w$16  = wdata_d0[47:32];
-  assign \en$17  = 1'h1;
-  assign \x$18  = x;
-  assign \w$19  = wdata_d0[63:48];
-  assign \en$20  = 1'h1;
-  assign \x$21  = x;
-  assign \w$22  = wdata_d0[79:64];
-  assign \en$23  = 1'h1;
-  assign \x$24  = x;
-  assign \w$25  = wdata_d0[95:80];
-  assign \en$26  = 1'h1;
-  assign \x$27  = x;
-  assign \w$28  = wdata_d0[111:96];
-  assign \en$29  = 1'h1;
-  assign \x$30  = x;
-  assign \w$31  = wdata_d0[127:112];
-  assign \en$32  = 1'h1;
-  assign \x$33  = x;
-  assign \w$34  = wdata_d0[143:128];
-  assign \en$35  = 1'h1;
-  assign \x$36  = x;
-  assign \w$37  = wdata_d0[159:144];
-  assign \en$38  = 1'h1;
-  assign \x$39  = x;
-  assign \w$40  = wdata_d0[175:160];
-  assign \en$41  = 1'h1;
-  assign \x$42  = x;
-  assign \w$43  = wdata_d0[191:176];
-  assign \en$44  = 1'h1;
-  assign \x$45  = x;
-  assign \w$46  = wdata_d0[207:192];
-  assign \en$47  = 1'h1;
-  assign \x$48  = x;
-  assign \w$49  = wdata_d0[223:208];
-  assign \en$50  = 1'h1;
-  assign \x$51  = x;
-  assign \w$52  = wdata_d0[239:224];
-  assign \en$53  = 1'h1;
-  assign \x$54  = x;
-  assign \w$55  = wdata_d0[255:240];
-  assign \en$56  = 1'h1;
-  assign \addr$57  = fp_d3[7:4];
-  assign \en$59  = 1'h1;
+  assign \en$10  = 1'h1;
+  assign \x$11  = x;
+  assign \w$12  = wdata_d0[31:16];
+  assign \en$13  = 1'h1;
+  assign \x$14  = x;
+  assign \w$15  = wdata_d0[47:32];
+  assign \en$16  = 1'h1;
+  assign \x$17  = x;
+  assign \w$18  = wdata_d0[63:48];
+  assign \en$19  = 1'h1;
+  assign \x$20  = x;
+  assign \w$21  = wdata_d0[79:64];
+  assign \en$22  = 1'h1;
+  assign \x$23  = x;
+  assign \w$24  = wdata_d0[95:80];
+  assign \en$25  = 1'h1;
+  assign \x$26  = x;
+  assign \w$27  = wdata_d0[111:96];
+  assign \en$28  = 1'h1;
+  assign \x$29  = x;
+  assign \w$30  = wdata_d0[127:112];
+  assign \en$31  = 1'h1;
+  assign \x$32  = x;
+  assign \w$33  = wdata_d0[143:128];
+  assign \en$34  = 1'h1;
+  assign \x$35  = x;
+  assign \w$36  = wdata_d0[159:144];
+  assign \en$37  = 1'h1;
+  assign \x$38  = x;
+  assign \w$39  = wdata_d0[175:160];
+  assign \en$40  = 1'h1;
+  assign \x$41  = x;
+  assign \w$42  = wdata_d0[191:176];
+  assign \en$43  = 1'h1;
+  assign \x$44  = x;
+  assign \w$45  = wdata_d0[207:192];
+  assign \en$46  = 1'h1;
+  assign \x$47  = x;
+  assign \w$48  = wdata_d0[223:208];
+  assign \en$49  = 1'h1;
+  assign \x$50  = x;
+  assign \w$51  = wdata_d0[239:224];
+  assign \en$52  = 1'h1;
+  assign \x$53  = x;
+  assign \w$54  = wdata_d0[255:240];
+  assign \en$55  = 1'h1;
+  assign \addr$56  = fp_d3[7:4];
+  assign \en$58  = 1'h1;
   assign acc0 = acc;
   assign mul = params_d0[17:0];
   assign shift = params_d0[22:18];
   assign bias = params_d0[58:23];
-  assign \en$66  = 1'h1;
-  assign acc1 = \acc$67 ;
-  assign \mul$69  = params_d0[76:59];
-  assign \shift$70  = params_d0[81:77];
-  assign \bias$71  = params_d0[117:82];
-  assign \en$72  = 1'h1;
-  assign acc2 = \acc$73 ;
-  assign \mul$75  = params_d0[135:118];
-  assign \shift$76  = params_d0[140:136];
-  assign \bias$77  = params_d0[176:141];
-  assign \en$78  = 1'h1;
-  assign acc3 = \acc$79 ;
-  assign \mul$81  = params_d0[194:177];
-  assign \shift$82  = params_d0[199:195];
-  assign \bias$83  = params_d0[235:200];
-  assign \en$84  = 1'h1;
-  assign acc4 = \acc$85 ;
-  assign \mul$87  = params_d0[253:236];
-  assign \shift$88  = params_d0[258:254];
-  assign \bias$89  = params_d0[294:259];
-  assign \en$90  = 1'h1;
-  assign acc5 = \acc$91 ;
-  assign \mul$93  = params_d0[312:295];
-  assign \shift$94  = params_d0[317:313];
-  assign \bias$95  = params_d0[353:318];
-  assign \en$96  = 1'h1;
-  assign acc6 = \acc$97 ;
-  assign \mul$99  = params_d0[371:354];
-  assign \shift$100  = params_d0[376:372];
-  assign \bias$101  = params_d0[412:377];
-  assign \en$102  = 1'h1;
-  assign acc7 = \acc$103 ;
-  assign \mul$105  = params_d0[430:413];
-  assign \shift$106  = params_d0[435:431];
-  assign \bias$107  = params_d0[471:436];
-  assign \en$108  = 1'h1;
-  assign acc8 = \acc$109 ;
-  assign \mul$111  = params_d0[489:472];
-  assign \shift$112  = params_d0[494:490];
-  assign \bias$113  = params_d0[530:495];
-  assign \en$114  = 1'h1;
-  assign acc9 = \acc$115 ;
-  assign \mul$117  = params_d0[548:531];
-  assign \shift$118  = params_d0[553:549];
-  assign \bias$119  = params_d0[589:554];
-  assign \en$120  = 1'h1;
-  assign acc10 = \acc$121 ;
-  assign \mul$123  = params_d0[607:590];
-  assign \shift$124  = params_d0[612:608];
-  assign \bias$125  = params_d0[648:613];
-  assign \en$126  = 1'h1;
-  assign acc11 = \acc$127 ;
-  assign \mul$129  = params_d0[666:649];
-  assign \shift$130  = params_d0[671:667];
-  assign \bias$131  = params_d0[707:672];
-  assign \en$132  = 1'h1;
-  assign acc12 = \acc$133 ;
-  assign \mul$135  = params_d0[725:708];
-  assign \shift$136  = params_d0[730:726];
-  assign \bias$137  = params_d0[766:731];
-  assign \en$138  = 1'h1;
-  assign acc13 = \acc$139 ;
-  assign \mul$141  = params_d0[784:767];
-  assign \shift$142  = params_d0[789:785];
-  assign \bias$143  = params_d0[825:790];
-  assign \en$144  = 1'h1;
-  assign acc14 = \acc$145 ;
-  assign \mul$147  = params_d0[843:826];
-  assign \shift$148  = params_d0[848:844];
-  assign \bias$149  = params_d0[884:849];
-  assign \en$150  = 1'h1;
-  assign acc15 = \acc$151 ;
-  assign \mul$153  = params_d0[902:885];
-  assign \shift$154  = params_d0[907:903];
-  assign \bias$155  = params_d0[943:908];
+  assign \en$65  = 1'h1;
+  assign acc1 = \acc$66 ;
+  assign \mul$68  = params_d0[76:59];
+  assign \shift$69  = params_d0[81:77];
+  assign \bias$70  = params_d0[117:82];
+  assign \en$71  = 1'h1;
+  assign acc2 = \acc$72 ;
+  assign \mul$74  = params_d0[135:118];
+  assign \shift$75  = params_d0[140:136];
+  assign \bias$76  = params_d0[176:141];
+  assign \en$77  = 1'h1;
+  assign acc3 = \acc$78 ;
+  assign \mul$80  = params_d0[194:177];
+  assign \shift$81  = params_d0[199:195];
+  assign \bias$82  = params_d0[235:200];
+  assign \en$83  = 1'h1;
+  assign acc4 = \acc$84 ;
+  assign \mul$86  = params_d0[253:236];
+  assign \shift$87  = params_d0[258:254];
+  assign \bias$88  = params_d0[294:259];
+  assign \en$89  = 1'h1;
+  assign acc5 = \acc$90 ;
+  assign \mul$92  = params_d0[312:295];
+  assign \shift$93  = params_d0[317:313];
+  assign \bias$94  = params_d0[353:318];
+  assign \en$95  = 1'h1;
+  assign acc6 = \acc$96 ;
+  assign \mul$98  = params_d0[371:354];
+  assign \shift$99  = params_d0[376:372];
+  assign \bias$100  = params_d0[412:377];
+  assign \en$101  = 1'h1;
+  assign acc7 = \acc$102 ;
+  assign \mul$104  = params_d0[430:413];
+  assign \shift$105  = params_d0[435:431];
+  assign \bias$106  = params_d0[471:436];
+  assign \en$107  = 1'h1;
+  assign acc8 = \acc$108 ;
+  assign \mul$110  = params_d0[489:472];
+  assign \shift$111  = params_d0[494:490];
+  assign \bias$112  = params_d0[530:495];
+  assign \en$113  = 1'h1;
+  assign acc9 = \acc$114 ;
+  assign \mul$116  = params_d0[548:531];
+  assign \shift$117  = params_d0[553:549];
+  assign \bias$118  = params_d0[589:554];
+  assign \en$119  = 1'h1;
+  assign acc10 = \acc$120 ;
+  assign \mul$122  = params_d0[607:590];
+  assign \shift$123  = params_d0[612:608];
+  assign \bias$124  = params_d0[648:613];
+  assign \en$125  = 1'h1;
+  assign acc11 = \acc$126 ;
+  assign \mul$128  = params_d0[666:649];
+  assign \shift$129  = params_d0[671:667];
+  assign \bias$130  = params_d0[707:672];
+  assign \en$131  = 1'h1;
+  assign acc12 = \acc$132 ;
+  assign \mul$134  = params_d0[725:708];
+  assign \shift$135  = params_d0[730:726];
+  assign \bias$136  = params_d0[766:731];
+  assign \en$137  = 1'h1;
+  assign acc13 = \acc$138 ;
+  assign \mul$140  = params_d0[784:767];
+  assign \shift$141  = params_d0[789:785];
+  assign \bias$142  = params_d0[825:790];
+  assign \en$143  = 1'h1;
+  assign acc14 = \acc$144 ;
+  assign \mul$146  = params_d0[843:826];
+  assign \shift$147  = params_d0[848:844];
+  assign \bias$148  = params_d0[884:849];
+  assign \en$149  = 1'h1;
+  assign acc15 = \acc$150 ;
+  assign \mul$152  = params_d0[902:885];
+  assign \shift$153  = params_d0[907:903];
+  assign \bias$154  = params_d0[943:908];
   assign vector = m__payload;
-  assign \$119  = \data$181 ;
+  assign \$119  = \data$182 ;
   assign \$111  = data;
   assign \$110  = x_d0;
   assign \$109  = xbuf[127:0];
-  assign s__ready = \$2 ;
 endmodule
 
 (* generator = "Amaranth" *)
@@ -12643,7 +12677,7 @@ module \bchw_top.engine1.params (data, addr, clk);
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine1.requant0 (rst, \port$6773$0 , acc, q, clk);
+module \bchw_top.engine1.requant0 (rst, \port$6769$0 , acc, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$21  = 0;
   wire [34:0] \$1 ;
   wire [4:0] \$10 ;
@@ -12664,8 +12698,8 @@ module \bchw_top.engine1.requant0 (rst, \port$6773$0 , acc, q, clk);
   wire clk;
   wire en;
   wire [17:0] mul;
-  input [58:0] \port$6773$0 ;
-  wire [58:0] \port$6773$0 ;
+  input [58:0] \port$6769$0 ;
+  wire [58:0] \port$6769$0 ;
   reg [34:0] prod = 35'h000000000;
   output [7:0] q;
   reg [7:0] q = 8'h00;
@@ -12676,7 +12710,7 @@ module \bchw_top.engine1.requant0 (rst, \port$6773$0 , acc, q, clk);
   reg [4:0] shift2 = 5'h00;
   wire [36:0] shifted;
   reg [36:0] total = 37'h0000000000;
-  assign \$1  = $signed(acc) * $signed(\port$6773$0 [17:0]);
+  assign \$1  = $signed(acc) * $signed(\port$6769$0 [17:0]);
   assign \$2  = $signed(prod) + $signed(bias1);
   assign \$3  = | shifted[36:8];
   assign \$4  = \$3  ? 37'h00000000ff : shifted;
@@ -12702,18 +12736,18 @@ module \bchw_top.engine1.requant0 (rst, \port$6773$0 , acc, q, clk);
     end
   end
   assign en = 1'h1;
-  assign mul = \port$6773$0 [17:0];
-  assign bias = \port$6773$0 [58:23];
-  assign shift = \port$6773$0 [22:18];
+  assign mul = \port$6769$0 [17:0];
+  assign bias = \port$6769$0 [58:23];
+  assign shift = \port$6769$0 [22:18];
   assign \$10  = shift1;
   assign \$9  = \$2 ;
-  assign \$8  = \port$6773$0 [22:18];
-  assign \$7  = \port$6773$0 [58:23];
+  assign \$8  = \port$6769$0 [22:18];
+  assign \$7  = \port$6769$0 [58:23];
   assign \$6  = \$1 ;
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine1.requant1 (rst, \port$6773$59 , acc, q, clk);
+module \bchw_top.engine1.requant1 (rst, \port$6769$59 , acc, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$22  = 0;
   wire [34:0] \$1 ;
   wire [4:0] \$10 ;
@@ -12734,8 +12768,8 @@ module \bchw_top.engine1.requant1 (rst, \port$6773$59 , acc, q, clk);
   wire clk;
   wire en;
   wire [17:0] mul;
-  input [58:0] \port$6773$59 ;
-  wire [58:0] \port$6773$59 ;
+  input [58:0] \port$6769$59 ;
+  wire [58:0] \port$6769$59 ;
   reg [34:0] prod = 35'h000000000;
   output [7:0] q;
   reg [7:0] q = 8'h00;
@@ -12746,7 +12780,7 @@ module \bchw_top.engine1.requant1 (rst, \port$6773$59 , acc, q, clk);
   reg [4:0] shift2 = 5'h00;
   wire [36:0] shifted;
   reg [36:0] total = 37'h0000000000;
-  assign \$1  = $signed(acc) * $signed(\port$6773$59 [17:0]);
+  assign \$1  = $signed(acc) * $signed(\port$6769$59 [17:0]);
   assign \$2  = $signed(prod) + $signed(bias1);
   assign \$3  = | shifted[36:8];
   assign \$4  = \$3  ? 37'h00000000ff : shifted;
@@ -12772,18 +12806,18 @@ module \bchw_top.engine1.requant1 (rst, \port$6773$59 , acc, q, clk);
     end
   end
   assign en = 1'h1;
-  assign mul = \port$6773$59 [17:0];
-  assign bias = \port$6773$59 [58:23];
-  assign shift = \port$6773$59 [22:18];
+  assign mul = \port$6769$59 [17:0];
+  assign bias = \port$6769$59 [58:23];
+  assign shift = \port$6769$59 [22:18];
   assign \$10  = shift1;
   assign \$9  = \$2 ;
-  assign \$8  = \port$6773$59 [22:18];
-  assign \$7  = \port$6773$59 [58:23];
+  assign \$8  = \port$6769$59 [22:18];
+  assign \$7  = \port$6769$59 [58:23];
   assign \$6  = \$1 ;
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine1.requant10 (rst, \port$6773$590 , acc, q, clk);
+module \bchw_top.engine1.requant10 (rst, \port$6769$590 , acc, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$23  = 0;
   wire [34:0] \$1 ;
   wire [4:0] \$10 ;
@@ -12804,8 +12838,8 @@ module \bchw_top.engine1.requant10 (rst, \port$6773$590 , acc, q, clk);
   wire clk;
   wire en;
   wire [17:0] mul;
-  input [58:0] \port$6773$590 ;
-  wire [58:0] \port$6773$590 ;
+  input [58:0] \port$6769$590 ;
+  wire [58:0] \port$6769$590 ;
   reg [34:0] prod = 35'h000000000;
   output [7:0] q;
   reg [7:0] q = 8'h00;
@@ -12816,7 +12850,7 @@ module \bchw_top.engine1.requant10 (rst, \port$6773$590 , acc, q, clk);
   reg [4:0] shift2 = 5'h00;
   wire [36:0] shifted;
   reg [36:0] total = 37'h0000000000;
-  assign \$1  = $signed(acc) * $signed(\port$6773$590 [17:0]);
+  assign \$1  = $signed(acc) * $signed(\port$6769$590 [17:0]);
   assign \$2  = $signed(prod) + $signed(bias1);
   assign \$3  = | shifted[36:8];
   assign \$4  = \$3  ? 37'h00000000ff : shifted;
@@ -12842,18 +12876,18 @@ module \bchw_top.engine1.requant10 (rst, \port$6773$590 , acc, q, clk);
     end
   end
   assign en = 1'h1;
-  assign mul = \port$6773$590 [17:0];
-  assign bias = \port$6773$590 [58:23];
-  assign shift = \port$6773$590 [22:18];
+  assign mul = \port$6769$590 [17:0];
+  assign bias = \port$6769$590 [58:23];
+  assign shift = \port$6769$590 [22:18];
   assign \$10  = shift1;
   assign \$9  = \$2 ;
-  assign \$8  = \port$6773$590 [22:18];
-  assign \$7  = \port$6773$590 [58:23];
+  assign \$8  = \port$6769$590 [22:18];
+  assign \$7  = \port$6769$590 [58:23];
   assign \$6  = \$1 ;
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine1.requant11 (rst, \port$6773$649 , acc, q, clk);
+module \bchw_top.engine1.requant11 (rst, \port$6769$649 , acc, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$24  = 0;
   wire [34:0] \$1 ;
   wire [4:0] \$10 ;
@@ -12874,8 +12908,8 @@ module \bchw_top.engine1.requant11 (rst, \port$6773$649 , acc, q, clk);
   wire clk;
   wire en;
   wire [17:0] mul;
-  input [58:0] \port$6773$649 ;
-  wire [58:0] \port$6773$649 ;
+  input [58:0] \port$6769$649 ;
+  wire [58:0] \port$6769$649 ;
   reg [34:0] prod = 35'h000000000;
   output [7:0] q;
   reg [7:0] q = 8'h00;
@@ -12886,7 +12920,7 @@ module \bchw_top.engine1.requant11 (rst, \port$6773$649 , acc, q, clk);
   reg [4:0] shift2 = 5'h00;
   wire [36:0] shifted;
   reg [36:0] total = 37'h0000000000;
-  assign \$1  = $signed(acc) * $signed(\port$6773$649 [17:0]);
+  assign \$1  = $signed(acc) * $signed(\port$6769$649 [17:0]);
   assign \$2  = $signed(prod) + $signed(bias1);
   assign \$3  = | shifted[36:8];
   assign \$4  = \$3  ? 37'h00000000ff : shifted;
@@ -12912,18 +12946,18 @@ module \bchw_top.engine1.requant11 (rst, \port$6773$649 , acc, q, clk);
     end
   end
   assign en = 1'h1;
-  assign mul = \port$6773$649 [17:0];
-  assign bias = \port$6773$649 [58:23];
-  assign shift = \port$6773$649 [22:18];
+  assign mul = \port$6769$649 [17:0];
+  assign bias = \port$6769$649 [58:23];
+  assign shift = \port$6769$649 [22:18];
   assign \$10  = shift1;
   assign \$9  = \$2 ;
-  assign \$8  = \port$6773$649 [22:18];
-  assign \$7  = \port$6773$649 [58:23];
+  assign \$8  = \port$6769$649 [22:18];
+  assign \$7  = \port$6769$649 [58:23];
   assign \$6  = \$1 ;
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine1.requant12 (rst, \port$6773$708 , acc, q, clk);
+module \bchw_top.engine1.requant12 (rst, \port$6769$708 , acc, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$25  = 0;
   wire [34:0] \$1 ;
   wire [4:0] \$10 ;
@@ -12944,8 +12978,8 @@ module \bchw_top.engine1.requant12 (rst, \port$6773$708 , acc, q, clk);
   wire clk;
   wire en;
   wire [17:0] mul;
-  input [58:0] \port$6773$708 ;
-  wire [58:0] \port$6773$708 ;
+  input [58:0] \port$6769$708 ;
+  wire [58:0] \port$6769$708 ;
   reg [34:0] prod = 35'h000000000;
   output [7:0] q;
   reg [7:0] q = 8'h00;
@@ -12956,7 +12990,7 @@ module \bchw_top.engine1.requant12 (rst, \port$6773$708 , acc, q, clk);
   reg [4:0] shift2 = 5'h00;
   wire [36:0] shifted;
   reg [36:0] total = 37'h0000000000;
-  assign \$1  = $signed(acc) * $signed(\port$6773$708 [17:0]);
+  assign \$1  = $signed(acc) * $signed(\port$6769$708 [17:0]);
   assign \$2  = $signed(prod) + $signed(bias1);
   assign \$3  = | shifted[36:8];
   assign \$4  = \$3  ? 37'h00000000ff : shifted;
@@ -12982,18 +13016,18 @@ module \bchw_top.engine1.requant12 (rst, \port$6773$708 , acc, q, clk);
     end
   end
   assign en = 1'h1;
-  assign mul = \port$6773$708 [17:0];
-  assign bias = \port$6773$708 [58:23];
-  assign shift = \port$6773$708 [22:18];
+  assign mul = \port$6769$708 [17:0];
+  assign bias = \port$6769$708 [58:23];
+  assign shift = \port$6769$708 [22:18];
   assign \$10  = shift1;
   assign \$9  = \$2 ;
-  assign \$8  = \port$6773$708 [22:18];
-  assign \$7  = \port$6773$708 [58:23];
+  assign \$8  = \port$6769$708 [22:18];
+  assign \$7  = \port$6769$708 [58:23];
   assign \$6  = \$1 ;
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine1.requant13 (rst, \port$6773$767 , acc, q, clk);
+module \bchw_top.engine1.requant13 (rst, \port$6769$767 , acc, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$26  = 0;
   wire [34:0] \$1 ;
   wire [4:0] \$10 ;
@@ -13014,8 +13048,8 @@ module \bchw_top.engine1.requant13 (rst, \port$6773$767 , acc, q, clk);
   wire clk;
   wire en;
   wire [17:0] mul;
-  input [58:0] \port$6773$767 ;
-  wire [58:0] \port$6773$767 ;
+  input [58:0] \port$6769$767 ;
+  wire [58:0] \port$6769$767 ;
   reg [34:0] prod = 35'h000000000;
   output [7:0] q;
   reg [7:0] q = 8'h00;
@@ -13026,7 +13060,7 @@ module \bchw_top.engine1.requant13 (rst, \port$6773$767 , acc, q, clk);
   reg [4:0] shift2 = 5'h00;
   wire [36:0] shifted;
   reg [36:0] total = 37'h0000000000;
-  assign \$1  = $signed(acc) * $signed(\port$6773$767 [17:0]);
+  assign \$1  = $signed(acc) * $signed(\port$6769$767 [17:0]);
   assign \$2  = $signed(prod) + $signed(bias1);
   assign \$3  = | shifted[36:8];
   assign \$4  = \$3  ? 37'h00000000ff : shifted;
@@ -13052,18 +13086,18 @@ module \bchw_top.engine1.requant13 (rst, \port$6773$767 , acc, q, clk);
     end
   end
   assign en = 1'h1;
-  assign mul = \port$6773$767 [17:0];
-  assign bias = \port$6773$767 [58:23];
-  assign shift = \port$6773$767 [22:18];
+  assign mul = \port$6769$767 [17:0];
+  assign bias = \port$6769$767 [58:23];
+  assign shift = \port$6769$767 [22:18];
   assign \$10  = shift1;
   assign \$9  = \$2 ;
-  assign \$8  = \port$6773$767 [22:18];
-  assign \$7  = \port$6773$767 [58:23];
+  assign \$8  = \port$6769$767 [22:18];
+  assign \$7  = \port$6769$767 [58:23];
   assign \$6  = \$1 ;
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine1.requant14 (rst, \port$6773$826 , acc, q, clk);
+module \bchw_top.engine1.requant14 (rst, \port$6769$826 , acc, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$27  = 0;
   wire [34:0] \$1 ;
   wire [4:0] \$10 ;
@@ -13084,8 +13118,8 @@ module \bchw_top.engine1.requant14 (rst, \port$6773$826 , acc, q, clk);
   wire clk;
   wire en;
   wire [17:0] mul;
-  input [58:0] \port$6773$826 ;
-  wire [58:0] \port$6773$826 ;
+  input [58:0] \port$6769$826 ;
+  wire [58:0] \port$6769$826 ;
   reg [34:0] prod = 35'h000000000;
   output [7:0] q;
   reg [7:0] q = 8'h00;
@@ -13096,7 +13130,7 @@ module \bchw_top.engine1.requant14 (rst, \port$6773$826 , acc, q, clk);
   reg [4:0] shift2 = 5'h00;
   wire [36:0] shifted;
   reg [36:0] total = 37'h0000000000;
-  assign \$1  = $signed(acc) * $signed(\port$6773$826 [17:0]);
+  assign \$1  = $signed(acc) * $signed(\port$6769$826 [17:0]);
   assign \$2  = $signed(prod) + $signed(bias1);
   assign \$3  = | shifted[36:8];
   assign \$4  = \$3  ? 37'h00000000ff : shifted;
@@ -13122,18 +13156,18 @@ module \bchw_top.engine1.requant14 (rst, \port$6773$826 , acc, q, clk);
     end
   end
   assign en = 1'h1;
-  assign mul = \port$6773$826 [17:0];
-  assign bias = \port$6773$826 [58:23];
-  assign shift = \port$6773$826 [22:18];
+  assign mul = \port$6769$826 [17:0];
+  assign bias = \port$6769$826 [58:23];
+  assign shift = \port$6769$826 [22:18];
   assign \$10  = shift1;
   assign \$9  = \$2 ;
-  assign \$8  = \port$6773$826 [22:18];
-  assign \$7  = \port$6773$826 [58:23];
+  assign \$8  = \port$6769$826 [22:18];
+  assign \$7  = \port$6769$826 [58:23];
   assign \$6  = \$1 ;
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine1.requant15 (rst, \port$6773$885 , acc, q, clk);
+module \bchw_top.engine1.requant15 (rst, \port$6769$885 , acc, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$28  = 0;
   wire [34:0] \$1 ;
   wire [4:0] \$10 ;
@@ -13154,8 +13188,8 @@ module \bchw_top.engine1.requant15 (rst, \port$6773$885 , acc, q, clk);
   wire clk;
   wire en;
   wire [17:0] mul;
-  input [58:0] \port$6773$885 ;
-  wire [58:0] \port$6773$885 ;
+  input [58:0] \port$6769$885 ;
+  wire [58:0] \port$6769$885 ;
   reg [34:0] prod = 35'h000000000;
   output [7:0] q;
   reg [7:0] q = 8'h00;
@@ -13166,7 +13200,7 @@ module \bchw_top.engine1.requant15 (rst, \port$6773$885 , acc, q, clk);
   reg [4:0] shift2 = 5'h00;
   wire [36:0] shifted;
   reg [36:0] total = 37'h0000000000;
-  assign \$1  = $signed(acc) * $signed(\port$6773$885 [17:0]);
+  assign \$1  = $signed(acc) * $signed(\port$6769$885 [17:0]);
   assign \$2  = $signed(prod) + $signed(bias1);
   assign \$3  = | shifted[36:8];
   assign \$4  = \$3  ? 37'h00000000ff : shifted;
@@ -13192,18 +13226,18 @@ module \bchw_top.engine1.requant15 (rst, \port$6773$885 , acc, q, clk);
     end
   end
   assign en = 1'h1;
-  assign mul = \port$6773$885 [17:0];
-  assign bias = \port$6773$885 [58:23];
-  assign shift = \port$6773$885 [22:18];
+  assign mul = \port$6769$885 [17:0];
+  assign bias = \port$6769$885 [58:23];
+  assign shift = \port$6769$885 [22:18];
   assign \$10  = shift1;
   assign \$9  = \$2 ;
-  assign \$8  = \port$6773$885 [22:18];
-  assign \$7  = \port$6773$885 [58:23];
+  assign \$8  = \port$6769$885 [22:18];
+  assign \$7  = \port$6769$885 [58:23];
   assign \$6  = \$1 ;
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine1.requant2 (rst, \port$6773$118 , acc, q, clk);
+module \bchw_top.engine1.requant2 (rst, \port$6769$118 , acc, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$29  = 0;
   wire [34:0] \$1 ;
   wire [4:0] \$10 ;
@@ -13224,8 +13258,8 @@ module \bchw_top.engine1.requant2 (rst, \port$6773$118 , acc, q, clk);
   wire clk;
   wire en;
   wire [17:0] mul;
-  input [58:0] \port$6773$118 ;
-  wire [58:0] \port$6773$118 ;
+  input [58:0] \port$6769$118 ;
+  wire [58:0] \port$6769$118 ;
   reg [34:0] prod = 35'h000000000;
   output [7:0] q;
   reg [7:0] q = 8'h00;
@@ -13236,7 +13270,7 @@ module \bchw_top.engine1.requant2 (rst, \port$6773$118 , acc, q, clk);
   reg [4:0] shift2 = 5'h00;
   wire [36:0] shifted;
   reg [36:0] total = 37'h0000000000;
-  assign \$1  = $signed(acc) * $signed(\port$6773$118 [17:0]);
+  assign \$1  = $signed(acc) * $signed(\port$6769$118 [17:0]);
   assign \$2  = $signed(prod) + $signed(bias1);
   assign \$3  = | shifted[36:8];
   assign \$4  = \$3  ? 37'h00000000ff : shifted;
@@ -13262,18 +13296,18 @@ module \bchw_top.engine1.requant2 (rst, \port$6773$118 , acc, q, clk);
     end
   end
   assign en = 1'h1;
-  assign mul = \port$6773$118 [17:0];
-  assign bias = \port$6773$118 [58:23];
-  assign shift = \port$6773$118 [22:18];
+  assign mul = \port$6769$118 [17:0];
+  assign bias = \port$6769$118 [58:23];
+  assign shift = \port$6769$118 [22:18];
   assign \$10  = shift1;
   assign \$9  = \$2 ;
-  assign \$8  = \port$6773$118 [22:18];
-  assign \$7  = \port$6773$118 [58:23];
+  assign \$8  = \port$6769$118 [22:18];
+  assign \$7  = \port$6769$118 [58:23];
   assign \$6  = \$1 ;
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine1.requant3 (rst, \port$6773$177 , acc, q, clk);
+module \bchw_top.engine1.requant3 (rst, \port$6769$177 , acc, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$30  = 0;
   wire [34:0] \$1 ;
   wire [4:0] \$10 ;
@@ -13294,8 +13328,8 @@ module \bchw_top.engine1.requant3 (rst, \port$6773$177 , acc, q, clk);
   wire clk;
   wire en;
   wire [17:0] mul;
-  input [58:0] \port$6773$177 ;
-  wire [58:0] \port$6773$177 ;
+  input [58:0] \port$6769$177 ;
+  wire [58:0] \port$6769$177 ;
   reg [34:0] prod = 35'h000000000;
   output [7:0] q;
   reg [7:0] q = 8'h00;
@@ -13306,7 +13340,7 @@ module \bchw_top.engine1.requant3 (rst, \port$6773$177 , acc, q, clk);
   reg [4:0] shift2 = 5'h00;
   wire [36:0] shifted;
   reg [36:0] total = 37'h0000000000;
-  assign \$1  = $signed(acc) * $signed(\port$6773$177 [17:0]);
+  assign \$1  = $signed(acc) * $signed(\port$6769$177 [17:0]);
   assign \$2  = $signed(prod) + $signed(bias1);
   assign \$3  = | shifted[36:8];
   assign \$4  = \$3  ? 37'h00000000ff : shifted;
@@ -13332,18 +13366,18 @@ module \bchw_top.engine1.requant3 (rst, \port$6773$177 , acc, q, clk);
     end
   end
   assign en = 1'h1;
-  assign mul = \port$6773$177 [17:0];
-  assign bias = \port$6773$177 [58:23];
-  assign shift = \port$6773$177 [22:18];
+  assign mul = \port$6769$177 [17:0];
+  assign bias = \port$6769$177 [58:23];
+  assign shift = \port$6769$177 [22:18];
   assign \$10  = shift1;
   assign \$9  = \$2 ;
-  assign \$8  = \port$6773$177 [22:18];
-  assign \$7  = \port$6773$177 [58:23];
+  assign \$8  = \port$6769$177 [22:18];
+  assign \$7  = \port$6769$177 [58:23];
   assign \$6  = \$1 ;
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine1.requant4 (rst, \port$6773$236 , acc, q, clk);
+module \bchw_top.engine1.requant4 (rst, \port$6769$236 , acc, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$31  = 0;
   wire [34:0] \$1 ;
   wire [4:0] \$10 ;
@@ -13364,8 +13398,8 @@ module \bchw_top.engine1.requant4 (rst, \port$6773$236 , acc, q, clk);
   wire clk;
   wire en;
   wire [17:0] mul;
-  input [58:0] \port$6773$236 ;
-  wire [58:0] \port$6773$236 ;
+  input [58:0] \port$6769$236 ;
+  wire [58:0] \port$6769$236 ;
   reg [34:0] prod = 35'h000000000;
   output [7:0] q;
   reg [7:0] q = 8'h00;
@@ -13376,7 +13410,7 @@ module \bchw_top.engine1.requant4 (rst, \port$6773$236 , acc, q, clk);
   reg [4:0] shift2 = 5'h00;
   wire [36:0] shifted;
   reg [36:0] total = 37'h0000000000;
-  assign \$1  = $signed(acc) * $signed(\port$6773$236 [17:0]);
+  assign \$1  = $signed(acc) * $signed(\port$6769$236 [17:0]);
   assign \$2  = $signed(prod) + $signed(bias1);
   assign \$3  = | shifted[36:8];
   assign \$4  = \$3  ? 37'h00000000ff : shifted;
@@ -13402,18 +13436,18 @@ module \bchw_top.engine1.requant4 (rst, \port$6773$236 , acc, q, clk);
     end
   end
   assign en = 1'h1;
-  assign mul = \port$6773$236 [17:0];
-  assign bias = \port$6773$236 [58:23];
-  assign shift = \port$6773$236 [22:18];
+  assign mul = \port$6769$236 [17:0];
+  assign bias = \port$6769$236 [58:23];
+  assign shift = \port$6769$236 [22:18];
   assign \$10  = shift1;
   assign \$9  = \$2 ;
-  assign \$8  = \port$6773$236 [22:18];
-  assign \$7  = \port$6773$236 [58:23];
+  assign \$8  = \port$6769$236 [22:18];
+  assign \$7  = \port$6769$236 [58:23];
   assign \$6  = \$1 ;
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine1.requant5 (rst, \port$6773$295 , acc, q, clk);
+module \bchw_top.engine1.requant5 (rst, \port$6769$295 , acc, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$32  = 0;
   wire [34:0] \$1 ;
   wire [4:0] \$10 ;
@@ -13434,8 +13468,8 @@ module \bchw_top.engine1.requant5 (rst, \port$6773$295 , acc, q, clk);
   wire clk;
   wire en;
   wire [17:0] mul;
-  input [58:0] \port$6773$295 ;
-  wire [58:0] \port$6773$295 ;
+  input [58:0] \port$6769$295 ;
+  wire [58:0] \port$6769$295 ;
   reg [34:0] prod = 35'h000000000;
   output [7:0] q;
   reg [7:0] q = 8'h00;
@@ -13446,7 +13480,7 @@ module \bchw_top.engine1.requant5 (rst, \port$6773$295 , acc, q, clk);
   reg [4:0] shift2 = 5'h00;
   wire [36:0] shifted;
   reg [36:0] total = 37'h0000000000;
-  assign \$1  = $signed(acc) * $signed(\port$6773$295 [17:0]);
+  assign \$1  = $signed(acc) * $signed(\port$6769$295 [17:0]);
   assign \$2  = $signed(prod) + $signed(bias1);
   assign \$3  = | shifted[36:8];
   assign \$4  = \$3  ? 37'h00000000ff : shifted;
@@ -13472,18 +13506,18 @@ module \bchw_top.engine1.requant5 (rst, \port$6773$295 , acc, q, clk);
     end
   end
   assign en = 1'h1;
-  assign mul = \port$6773$295 [17:0];
-  assign bias = \port$6773$295 [58:23];
-  assign shift = \port$6773$295 [22:18];
+  assign mul = \port$6769$295 [17:0];
+  assign bias = \port$6769$295 [58:23];
+  assign shift = \port$6769$295 [22:18];
   assign \$10  = shift1;
   assign \$9  = \$2 ;
-  assign \$8  = \port$6773$295 [22:18];
-  assign \$7  = \port$6773$295 [58:23];
+  assign \$8  = \port$6769$295 [22:18];
+  assign \$7  = \port$6769$295 [58:23];
   assign \$6  = \$1 ;
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine1.requant6 (rst, \port$6773$354 , acc, q, clk);
+module \bchw_top.engine1.requant6 (rst, \port$6769$354 , acc, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$33  = 0;
   wire [34:0] \$1 ;
   wire [4:0] \$10 ;
@@ -13504,8 +13538,8 @@ module \bchw_top.engine1.requant6 (rst, \port$6773$354 , acc, q, clk);
   wire clk;
   wire en;
   wire [17:0] mul;
-  input [58:0] \port$6773$354 ;
-  wire [58:0] \port$6773$354 ;
+  input [58:0] \port$6769$354 ;
+  wire [58:0] \port$6769$354 ;
   reg [34:0] prod = 35'h000000000;
   output [7:0] q;
   reg [7:0] q = 8'h00;
@@ -13516,7 +13550,7 @@ module \bchw_top.engine1.requant6 (rst, \port$6773$354 , acc, q, clk);
   reg [4:0] shift2 = 5'h00;
   wire [36:0] shifted;
   reg [36:0] total = 37'h0000000000;
-  assign \$1  = $signed(acc) * $signed(\port$6773$354 [17:0]);
+  assign \$1  = $signed(acc) * $signed(\port$6769$354 [17:0]);
   assign \$2  = $signed(prod) + $signed(bias1);
   assign \$3  = | shifted[36:8];
   assign \$4  = \$3  ? 37'h00000000ff : shifted;
@@ -13542,18 +13576,18 @@ module \bchw_top.engine1.requant6 (rst, \port$6773$354 , acc, q, clk);
     end
   end
   assign en = 1'h1;
-  assign mul = \port$6773$354 [17:0];
-  assign bias = \port$6773$354 [58:23];
-  assign shift = \port$6773$354 [22:18];
+  assign mul = \port$6769$354 [17:0];
+  assign bias = \port$6769$354 [58:23];
+  assign shift = \port$6769$354 [22:18];
   assign \$10  = shift1;
   assign \$9  = \$2 ;
-  assign \$8  = \port$6773$354 [22:18];
-  assign \$7  = \port$6773$354 [58:23];
+  assign \$8  = \port$6769$354 [22:18];
+  assign \$7  = \port$6769$354 [58:23];
   assign \$6  = \$1 ;
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine1.requant7 (rst, \port$6773$413 , acc, q, clk);
+module \bchw_top.engine1.requant7 (rst, \port$6769$413 , acc, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$34  = 0;
   wire [34:0] \$1 ;
   wire [4:0] \$10 ;
@@ -13574,8 +13608,8 @@ module \bchw_top.engine1.requant7 (rst, \port$6773$413 , acc, q, clk);
   wire clk;
   wire en;
   wire [17:0] mul;
-  input [58:0] \port$6773$413 ;
-  wire [58:0] \port$6773$413 ;
+  input [58:0] \port$6769$413 ;
+  wire [58:0] \port$6769$413 ;
   reg [34:0] prod = 35'h000000000;
   output [7:0] q;
   reg [7:0] q = 8'h00;
@@ -13586,7 +13620,7 @@ module \bchw_top.engine1.requant7 (rst, \port$6773$413 , acc, q, clk);
   reg [4:0] shift2 = 5'h00;
   wire [36:0] shifted;
   reg [36:0] total = 37'h0000000000;
-  assign \$1  = $signed(acc) * $signed(\port$6773$413 [17:0]);
+  assign \$1  = $signed(acc) * $signed(\port$6769$413 [17:0]);
   assign \$2  = $signed(prod) + $signed(bias1);
   assign \$3  = | shifted[36:8];
   assign \$4  = \$3  ? 37'h00000000ff : shifted;
@@ -13612,18 +13646,18 @@ module \bchw_top.engine1.requant7 (rst, \port$6773$413 , acc, q, clk);
     end
   end
   assign en = 1'h1;
-  assign mul = \port$6773$413 [17:0];
-  assign bias = \port$6773$413 [58:23];
-  assign shift = \port$6773$413 [22:18];
+  assign mul = \port$6769$413 [17:0];
+  assign bias = \port$6769$413 [58:23];
+  assign shift = \port$6769$413 [22:18];
   assign \$10  = shift1;
   assign \$9  = \$2 ;
-  assign \$8  = \port$6773$413 [22:18];
-  assign \$7  = \port$6773$413 [58:23];
+  assign \$8  = \port$6769$413 [22:18];
+  assign \$7  = \port$6769$413 [58:23];
   assign \$6  = \$1 ;
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine1.requant8 (rst, \port$6773$472 , acc, q, clk);
+module \bchw_top.engine1.requant8 (rst, \port$6769$472 , acc, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$35  = 0;
   wire [34:0] \$1 ;
   wire [4:0] \$10 ;
@@ -13644,8 +13678,8 @@ module \bchw_top.engine1.requant8 (rst, \port$6773$472 , acc, q, clk);
   wire clk;
   wire en;
   wire [17:0] mul;
-  input [58:0] \port$6773$472 ;
-  wire [58:0] \port$6773$472 ;
+  input [58:0] \port$6769$472 ;
+  wire [58:0] \port$6769$472 ;
   reg [34:0] prod = 35'h000000000;
   output [7:0] q;
   reg [7:0] q = 8'h00;
@@ -13656,7 +13690,7 @@ module \bchw_top.engine1.requant8 (rst, \port$6773$472 , acc, q, clk);
   reg [4:0] shift2 = 5'h00;
   wire [36:0] shifted;
   reg [36:0] total = 37'h0000000000;
-  assign \$1  = $signed(acc) * $signed(\port$6773$472 [17:0]);
+  assign \$1  = $signed(acc) * $signed(\port$6769$472 [17:0]);
   assign \$2  = $signed(prod) + $signed(bias1);
   assign \$3  = | shifted[36:8];
   assign \$4  = \$3  ? 37'h00000000ff : shifted;
@@ -13682,18 +13716,18 @@ module \bchw_top.engine1.requant8 (rst, \port$6773$472 , acc, q, clk);
     end
   end
   assign en = 1'h1;
-  assign mul = \port$6773$472 [17:0];
-  assign bias = \port$6773$472 [58:23];
-  assign shift = \port$6773$472 [22:18];
+  assign mul = \port$6769$472 [17:0];
+  assign bias = \port$6769$472 [58:23];
+  assign shift = \port$6769$472 [22:18];
   assign \$10  = shift1;
   assign \$9  = \$2 ;
-  assign \$8  = \port$6773$472 [22:18];
-  assign \$7  = \port$6773$472 [58:23];
+  assign \$8  = \port$6769$472 [22:18];
+  assign \$7  = \port$6769$472 [58:23];
   assign \$6  = \$1 ;
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine1.requant9 (rst, \port$6773$531 , acc, q, clk);
+module \bchw_top.engine1.requant9 (rst, \port$6769$531 , acc, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$36  = 0;
   wire [34:0] \$1 ;
   wire [4:0] \$10 ;
@@ -13714,8 +13748,8 @@ module \bchw_top.engine1.requant9 (rst, \port$6773$531 , acc, q, clk);
   wire clk;
   wire en;
   wire [17:0] mul;
-  input [58:0] \port$6773$531 ;
-  wire [58:0] \port$6773$531 ;
+  input [58:0] \port$6769$531 ;
+  wire [58:0] \port$6769$531 ;
   reg [34:0] prod = 35'h000000000;
   output [7:0] q;
   reg [7:0] q = 8'h00;
@@ -13726,7 +13760,7 @@ module \bchw_top.engine1.requant9 (rst, \port$6773$531 , acc, q, clk);
   reg [4:0] shift2 = 5'h00;
   wire [36:0] shifted;
   reg [36:0] total = 37'h0000000000;
-  assign \$1  = $signed(acc) * $signed(\port$6773$531 [17:0]);
+  assign \$1  = $signed(acc) * $signed(\port$6769$531 [17:0]);
   assign \$2  = $signed(prod) + $signed(bias1);
   assign \$3  = | shifted[36:8];
   assign \$4  = \$3  ? 37'h00000000ff : shifted;
@@ -13752,13 +13786,13 @@ module \bchw_top.engine1.requant9 (rst, \port$6773$531 , acc, q, clk);
     end
   end
   assign en = 1'h1;
-  assign mul = \port$6773$531 [17:0];
-  assign bias = \port$6773$531 [58:23];
-  assign shift = \port$6773$531 [22:18];
+  assign mul = \port$6769$531 [17:0];
+  assign bias = \port$6769$531 [58:23];
+  assign shift = \port$6769$531 [22:18];
   assign \$10  = shift1;
   assign \$9  = \$2 ;
-  assign \$8  = \port$6773$531 [22:18];
-  assign \$7  = \port$6773$531 [58:23];
+  assign \$8  = \port$6769$531 [22:18];
+  assign \$7  = \port$6769$531 [58:23];
   assign \$6  = \$1 ;
 endmodule
 
@@ -18058,19 +18092,19 @@ module \bchw_top.engine1.weights (data, addr, clk);
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine2 (rst, s__ready, m__ready, s__payload, s__valid, m__payload, m__valid, clk);
+module \bchw_top.engine2 (rst, s__payload, s__valid, s__ready, m__payload, m__valid, m__ready, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$37  = 0;
   wire \$1 ;
-  wire \$10 ;
+  wire [8:0] \$10 ;
   wire \$100 ;
-  wire \$101 ;
-  wire [3:0] \$102 ;
-  reg \$103 ;
-  reg [7:0] \$104 ;
+  wire [3:0] \$101 ;
+  reg \$102 ;
+  reg [7:0] \$103 ;
+  reg [3:0] \$104 ;
   reg [3:0] \$105 ;
-  reg [3:0] \$106 ;
-  reg \$107 ;
-  reg [2047:0] \$108 ;
+  reg \$106 ;
+  reg [2047:0] \$107 ;
+  reg \$108 ;
   wire [127:0] \$109 ;
   wire \$11 ;
   wire [127:0] \$110 ;
@@ -18083,7 +18117,7 @@ module \bchw_top.engine2 (rst, s__ready, m__ready, s__payload, s__valid, m__payl
   reg [7:0] \$117 ;
   reg [7:0] \$118 ;
   wire [943:0] \$119 ;
-  wire [8:0] \$12 ;
+  wire \$12 ;
   reg \$120 ;
   reg \$121 ;
   reg [16:0] \$122 ;
@@ -18105,7 +18139,7 @@ module \bchw_top.engine2 (rst, s__ready, m__ready, s__payload, s__valid, m__payl
   reg [16:0] \$137 ;
   reg \$138 ;
   reg \$139 ;
-  wire \$14 ;
+  wire [4:0] \$14 ;
   reg \$140 ;
   reg \$141 ;
   reg \$142 ;
@@ -18119,7 +18153,7 @@ module \bchw_top.engine2 (rst, s__ready, m__ready, s__payload, s__valid, m__payl
   wire [4:0] \$15 ;
   reg \$150 ;
   reg [1:0] \$151 ;
-  wire [4:0] \$16 ;
+  wire \$16 ;
   wire \$17 ;
   wire \$18 ;
   wire \$19 ;
@@ -18128,42 +18162,42 @@ module \bchw_top.engine2 (rst, s__ready, m__ready, s__payload, s__valid, m__payl
   wire \$21 ;
   wire \$22 ;
   wire \$23 ;
-  wire \$24 ;
-  wire [16:0] \$25 ;
-  wire [17:0] \$26 ;
-  wire [16:0] \$27 ;
-  wire [17:0] \$28 ;
-  wire [16:0] \$29 ;
+  wire [16:0] \$24 ;
+  wire [17:0] \$25 ;
+  wire [16:0] \$26 ;
+  wire [17:0] \$27 ;
+  wire [16:0] \$28 ;
+  wire [17:0] \$29 ;
   wire \$3 ;
-  wire [17:0] \$30 ;
-  wire [16:0] \$31 ;
-  wire [17:0] \$32 ;
-  wire [16:0] \$33 ;
-  wire [17:0] \$34 ;
-  wire [16:0] \$35 ;
-  wire [17:0] \$36 ;
-  wire [16:0] \$37 ;
-  wire [17:0] \$38 ;
-  wire [16:0] \$39 ;
+  wire [16:0] \$30 ;
+  wire [17:0] \$31 ;
+  wire [16:0] \$32 ;
+  wire [17:0] \$33 ;
+  wire [16:0] \$34 ;
+  wire [17:0] \$35 ;
+  wire [16:0] \$36 ;
+  wire [17:0] \$37 ;
+  wire [16:0] \$38 ;
+  wire [17:0] \$39 ;
   wire \$4 ;
-  wire [17:0] \$40 ;
-  wire [16:0] \$41 ;
-  wire [17:0] \$42 ;
-  wire [16:0] \$43 ;
-  wire [17:0] \$44 ;
-  wire [16:0] \$45 ;
-  wire [17:0] \$46 ;
-  wire [16:0] \$47 ;
-  wire [17:0] \$48 ;
-  wire [16:0] \$49 ;
+  wire [16:0] \$40 ;
+  wire [17:0] \$41 ;
+  wire [16:0] \$42 ;
+  wire [17:0] \$43 ;
+  wire [16:0] \$44 ;
+  wire [17:0] \$45 ;
+  wire [16:0] \$46 ;
+  wire [17:0] \$47 ;
+  wire [16:0] \$48 ;
+  wire [17:0] \$49 ;
   wire \$5 ;
-  wire [17:0] \$50 ;
-  wire [16:0] \$51 ;
-  wire [17:0] \$52 ;
-  wire [16:0] \$53 ;
-  wire [17:0] \$54 ;
-  wire [16:0] \$55 ;
-  wire [17:0] \$56 ;
+  wire [16:0] \$50 ;
+  wire [17:0] \$51 ;
+  wire [16:0] \$52 ;
+  wire [17:0] \$53 ;
+  wire [16:0] \$54 ;
+  wire [17:0] \$55 ;
+  wire \$56 ;
   wire \$57 ;
   wire \$58 ;
   wire \$59 ;
@@ -18171,8 +18205,8 @@ module \bchw_top.engine2 (rst, s__ready, m__ready, s__payload, s__valid, m__payl
   wire \$60 ;
   wire \$61 ;
   wire \$62 ;
-  wire \$63 ;
-  wire [2:0] \$64 ;
+  wire [2:0] \$63 ;
+  wire \$64 ;
   wire \$65 ;
   wire \$66 ;
   wire \$67 ;
@@ -18184,49 +18218,49 @@ module \bchw_top.engine2 (rst, s__ready, m__ready, s__payload, s__valid, m__payl
   wire \$72 ;
   wire \$73 ;
   wire \$74 ;
-  wire \$75 ;
-  wire [2:0] \$76 ;
+  wire [2:0] \$75 ;
+  wire \$76 ;
   wire \$77 ;
   wire \$78 ;
   wire \$79 ;
   wire \$8 ;
   wire \$80 ;
   wire \$81 ;
-  wire \$82 ;
-  wire [2:0] \$83 ;
+  wire [2:0] \$82 ;
+  wire \$83 ;
   wire \$84 ;
   wire \$85 ;
   wire \$86 ;
   wire \$87 ;
-  wire \$88 ;
-  wire [3:0] \$89 ;
+  wire [3:0] \$88 ;
+  wire \$89 ;
   wire \$9 ;
-  wire \$90 ;
-  wire [128:0] \$91 ;
-  wire \$92 ;
-  wire [128:0] \$93 ;
-  wire \$94 ;
-  wire [2:0] \$95 ;
+  wire [128:0] \$90 ;
+  wire \$91 ;
+  wire [128:0] \$92 ;
+  wire \$93 ;
+  wire [2:0] \$94 ;
+  wire \$95 ;
   wire \$96 ;
   wire \$97 ;
   wire \$98 ;
   wire \$99 ;
   reg [16:0] acc = 17'h00000;
-  reg [16:0] \acc$103  = 17'h00000;
-  reg [16:0] \acc$109  = 17'h00000;
-  reg [16:0] \acc$115  = 17'h00000;
-  reg [16:0] \acc$121  = 17'h00000;
-  reg [16:0] \acc$127  = 17'h00000;
-  reg [16:0] \acc$133  = 17'h00000;
-  reg [16:0] \acc$139  = 17'h00000;
-  reg [16:0] \acc$145  = 17'h00000;
-  reg [16:0] \acc$151  = 17'h00000;
-  reg [16:0] \acc$67  = 17'h00000;
-  reg [16:0] \acc$73  = 17'h00000;
-  reg [16:0] \acc$79  = 17'h00000;
-  reg [16:0] \acc$85  = 17'h00000;
-  reg [16:0] \acc$91  = 17'h00000;
-  reg [16:0] \acc$97  = 17'h00000;
+  reg [16:0] \acc$102  = 17'h00000;
+  reg [16:0] \acc$108  = 17'h00000;
+  reg [16:0] \acc$114  = 17'h00000;
+  reg [16:0] \acc$120  = 17'h00000;
+  reg [16:0] \acc$126  = 17'h00000;
+  reg [16:0] \acc$132  = 17'h00000;
+  reg [16:0] \acc$138  = 17'h00000;
+  reg [16:0] \acc$144  = 17'h00000;
+  reg [16:0] \acc$150  = 17'h00000;
+  reg [16:0] \acc$66  = 17'h00000;
+  reg [16:0] \acc$72  = 17'h00000;
+  reg [16:0] \acc$78  = 17'h00000;
+  reg [16:0] \acc$84  = 17'h00000;
+  reg [16:0] \acc$90  = 17'h00000;
+  reg [16:0] \acc$96  = 17'h00000;
   (* init = 17'h00000 *)
   wire [16:0] acc0;
   (* init = 17'h00000 *)
@@ -18262,23 +18296,23 @@ module \bchw_top.engine2 (rst, s__ready, m__ready, s__payload, s__valid, m__payl
   reg acc_end = 1'h0;
   reg acc_valid = 1'h0;
   reg [7:0] addr = 8'h00;
-  wire [3:0] \addr$57 ;
+  wire [3:0] \addr$56 ;
   wire [35:0] bias;
-  wire [35:0] \bias$101 ;
-  wire [35:0] \bias$107 ;
-  wire [35:0] \bias$113 ;
-  wire [35:0] \bias$119 ;
-  wire [35:0] \bias$125 ;
-  wire [35:0] \bias$131 ;
-  wire [35:0] \bias$137 ;
-  wire [35:0] \bias$143 ;
-  wire [35:0] \bias$149 ;
-  wire [35:0] \bias$155 ;
-  wire [35:0] \bias$71 ;
-  wire [35:0] \bias$77 ;
-  wire [35:0] \bias$83 ;
-  wire [35:0] \bias$89 ;
-  wire [35:0] \bias$95 ;
+  wire [35:0] \bias$100 ;
+  wire [35:0] \bias$106 ;
+  wire [35:0] \bias$112 ;
+  wire [35:0] \bias$118 ;
+  wire [35:0] \bias$124 ;
+  wire [35:0] \bias$130 ;
+  wire [35:0] \bias$136 ;
+  wire [35:0] \bias$142 ;
+  wire [35:0] \bias$148 ;
+  wire [35:0] \bias$154 ;
+  wire [35:0] \bias$70 ;
+  wire [35:0] \bias$76 ;
+  wire [35:0] \bias$82 ;
+  wire [35:0] \bias$88 ;
+  wire [35:0] \bias$94 ;
   reg busy = 1'h0;
   input clk;
   wire clk;
@@ -18287,41 +18321,41 @@ module \bchw_top.engine2 (rst, s__ready, m__ready, s__payload, s__valid, m__payl
   reg credit_back1 = 1'h0;
   reg [1:0] credits = 2'h2;
   wire [255:0] data;
-  wire [943:0] \data$181 ;
+  wire [943:0] \data$182 ;
   wire en;
-  wire \en$102 ;
-  wire \en$108 ;
-  wire \en$11 ;
-  wire \en$114 ;
-  wire \en$120 ;
-  wire \en$126 ;
-  wire \en$132 ;
-  wire \en$138 ;
-  wire \en$14 ;
-  wire \en$144 ;
-  wire \en$150 ;
-  wire \en$17 ;
-  wire \en$20 ;
-  wire \en$23 ;
-  wire \en$26 ;
-  wire \en$29 ;
-  wire \en$32 ;
-  wire \en$35 ;
-  wire \en$38 ;
-  wire \en$41 ;
-  wire \en$44 ;
-  wire \en$47 ;
-  wire \en$50 ;
-  wire \en$53 ;
-  wire \en$56 ;
-  wire \en$59 ;
-  wire \en$6 ;
-  wire \en$66 ;
-  wire \en$72 ;
-  wire \en$78 ;
-  wire \en$84 ;
-  wire \en$90 ;
-  wire \en$96 ;
+  wire \en$10 ;
+  wire \en$101 ;
+  wire \en$107 ;
+  wire \en$113 ;
+  wire \en$119 ;
+  wire \en$125 ;
+  wire \en$13 ;
+  wire \en$131 ;
+  wire \en$137 ;
+  wire \en$143 ;
+  wire \en$149 ;
+  wire \en$16 ;
+  wire \en$19 ;
+  wire \en$22 ;
+  wire \en$25 ;
+  wire \en$28 ;
+  wire \en$31 ;
+  wire \en$34 ;
+  wire \en$37 ;
+  wire \en$40 ;
+  wire \en$43 ;
+  wire \en$46 ;
+  wire \en$49 ;
+  wire \en$5 ;
+  wire \en$52 ;
+  wire \en$55 ;
+  wire \en$58 ;
+  wire \en$65 ;
+  wire \en$71 ;
+  wire \en$77 ;
+  wire \en$83 ;
+  wire \en$89 ;
+  wire \en$95 ;
   wire enter;
   reg [7:0] f1_d0 = 8'h00;
   reg [7:0] f1_d1 = 8'h00;
@@ -18338,26 +18372,25 @@ module \bchw_top.engine2 (rst, s__ready, m__ready, s__payload, s__valid, m__payl
   output m__valid;
   reg m__valid = 1'h0;
   wire [17:0] mul;
-  wire [17:0] \mul$105 ;
-  wire [17:0] \mul$111 ;
-  wire [17:0] \mul$117 ;
-  wire [17:0] \mul$123 ;
-  wire [17:0] \mul$129 ;
-  wire [17:0] \mul$135 ;
-  wire [17:0] \mul$141 ;
-  wire [17:0] \mul$147 ;
-  wire [17:0] \mul$153 ;
-  wire [17:0] \mul$69 ;
-  wire [17:0] \mul$75 ;
-  wire [17:0] \mul$81 ;
-  wire [17:0] \mul$87 ;
-  wire [17:0] \mul$93 ;
-  wire [17:0] \mul$99 ;
+  wire [17:0] \mul$104 ;
+  wire [17:0] \mul$110 ;
+  wire [17:0] \mul$116 ;
+  wire [17:0] \mul$122 ;
+  wire [17:0] \mul$128 ;
+  wire [17:0] \mul$134 ;
+  wire [17:0] \mul$140 ;
+  wire [17:0] \mul$146 ;
+  wire [17:0] \mul$152 ;
+  wire [17:0] \mul$68 ;
+  wire [17:0] \mul$74 ;
+  wire [17:0] \mul$80 ;
+  wire [17:0] \mul$86 ;
+  wire [17:0] \mul$92 ;
+  wire [17:0] \mul$98 ;
   reg [3:0] nfc = 4'h0;
   wire out_done;
   reg [943:0] params_d0 = 944'h00000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000;
   wire [7:0] q;
-  wire [7:0] \q$206 ;
   wire [7:0] \q$207 ;
   wire [7:0] \q$208 ;
   wire [7:0] \q$209 ;
@@ -18372,43 +18405,45 @@ module \bchw_top.engine2 (rst, s__ready, m__ready, s__payload, s__valid, m__payl
   wire [7:0] \q$218 ;
   wire [7:0] \q$219 ;
   wire [7:0] \q$220 ;
+  wire [7:0] \q$221 ;
   reg qe_d0 = 1'h0;
   reg qe_d1 = 1'h0;
   reg qe_last_d0 = 1'h0;
   reg qv_d0 = 1'h0;
   reg qv_d1 = 1'h0;
   reg qv_last_d0 = 1'h0;
+  (* init = 1'h1 *)
+  wire ready;
   input rst;
   wire rst;
   input [2047:0] s__payload;
   wire [2047:0] s__payload;
   output s__ready;
-  wire s__ready;
+  reg s__ready = 1'h1;
   input s__valid;
   wire s__valid;
   reg [3:0] sfc = 4'h0;
   wire [4:0] shift;
-  wire [4:0] \shift$100 ;
-  wire [4:0] \shift$106 ;
-  wire [4:0] \shift$112 ;
-  wire [4:0] \shift$118 ;
-  wire [4:0] \shift$124 ;
-  wire [4:0] \shift$130 ;
-  wire [4:0] \shift$136 ;
-  wire [4:0] \shift$142 ;
-  wire [4:0] \shift$148 ;
-  wire [4:0] \shift$154 ;
-  wire [4:0] \shift$70 ;
-  wire [4:0] \shift$76 ;
-  wire [4:0] \shift$82 ;
-  wire [4:0] \shift$88 ;
-  wire [4:0] \shift$94 ;
+  wire [4:0] \shift$105 ;
+  wire [4:0] \shift$111 ;
+  wire [4:0] \shift$117 ;
+  wire [4:0] \shift$123 ;
+  wire [4:0] \shift$129 ;
+  wire [4:0] \shift$135 ;
+  wire [4:0] \shift$141 ;
+  wire [4:0] \shift$147 ;
+  wire [4:0] \shift$153 ;
+  wire [4:0] \shift$69 ;
+  wire [4:0] \shift$75 ;
+  wire [4:0] \shift$81 ;
+  wire [4:0] \shift$87 ;
+  wire [4:0] \shift$93 ;
+  wire [4:0] \shift$99 ;
   reg [128:0] skid0 = 129'h000000000000000000000000000000000;
   reg [128:0] skid1 = 129'h000000000000000000000000000000000;
   (* init = 8'h00 *)
   wire [7:0] step;
   wire [12:0] sum;
-  wire [12:0] \sum$185 ;
   wire [12:0] \sum$186 ;
   wire [12:0] \sum$187 ;
   wire [12:0] \sum$188 ;
@@ -18423,176 +18458,178 @@ module \bchw_top.engine2 (rst, s__ready, m__ready, s__payload, s__valid, m__payl
   wire [12:0] \sum$197 ;
   wire [12:0] \sum$198 ;
   wire [12:0] \sum$199 ;
+  wire [12:0] \sum$200 ;
   (* init = 2048'h00000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000 *)
   wire [2047:0] vector;
   wire [15:0] w;
-  wire [15:0] \w$13 ;
-  wire [15:0] \w$16 ;
-  wire [15:0] \w$19 ;
-  wire [15:0] \w$22 ;
-  wire [15:0] \w$25 ;
-  wire [15:0] \w$28 ;
-  wire [15:0] \w$31 ;
-  wire [15:0] \w$34 ;
-  wire [15:0] \w$37 ;
-  wire [15:0] \w$40 ;
-  wire [15:0] \w$43 ;
-  wire [15:0] \w$46 ;
-  wire [15:0] \w$49 ;
-  wire [15:0] \w$52 ;
-  wire [15:0] \w$55 ;
+  wire [15:0] \w$12 ;
+  wire [15:0] \w$15 ;
+  wire [15:0] \w$18 ;
+  wire [15:0] \w$21 ;
+  wire [15:0] \w$24 ;
+  wire [15:0] \w$27 ;
+  wire [15:0] \w$30 ;
+  wire [15:0] \w$33 ;
+  wire [15:0] \w$36 ;
+  wire [15:0] \w$39 ;
+  wire [15:0] \w$42 ;
+  wire [15:0] \w$45 ;
+  wire [15:0] \w$48 ;
+  wire [15:0] \w$51 ;
+  wire [15:0] \w$54 ;
   reg [255:0] wdata_d0 = 256'h0000000000000000000000000000000000000000000000000000000000000000;
   reg [127:0] x = 128'h00000000000000000000000000000000;
   (* init = 128'h00000000000000000000000000000000 *)
-  wire [127:0] \x$12 ;
+  wire [127:0] \x$11 ;
   (* init = 128'h00000000000000000000000000000000 *)
-  wire [127:0] \x$15 ;
+  wire [127:0] \x$14 ;
   (* init = 128'h00000000000000000000000000000000 *)
-  wire [127:0] \x$18 ;
+  wire [127:0] \x$17 ;
   (* init = 128'h00000000000000000000000000000000 *)
-  wire [127:0] \x$21 ;
+  wire [127:0] \x$20 ;
   (* init = 128'h00000000000000000000000000000000 *)
-  wire [127:0] \x$24 ;
+  wire [127:0] \x$23 ;
   (* init = 128'h00000000000000000000000000000000 *)
-  wire [127:0] \x$27 ;
+  wire [127:0] \x$26 ;
   (* init = 128'h00000000000000000000000000000000 *)
-  wire [127:0] \x$30 ;
+  wire [127:0] \x$29 ;
   (* init = 128'h00000000000000000000000000000000 *)
-  wire [127:0] \x$33 ;
+  wire [127:0] \x$32 ;
   (* init = 128'h00000000000000000000000000000000 *)
-  wire [127:0] \x$36 ;
+  wire [127:0] \x$35 ;
   (* init = 128'h00000000000000000000000000000000 *)
-  wire [127:0] \x$39 ;
+  wire [127:0] \x$38 ;
   (* init = 128'h00000000000000000000000000000000 *)
-  wire [127:0] \x$42 ;
+  wire [127:0] \x$41 ;
   (* init = 128'h00000000000000000000000000000000 *)
-  wire [127:0] \x$45 ;
+  wire [127:0] \x$44 ;
   (* init = 128'h00000000000000000000000000000000 *)
-  wire [127:0] \x$48 ;
+  wire [127:0] \x$47 ;
   (* init = 128'h00000000000000000000000000000000 *)
-  wire [127:0] \x$51 ;
+  wire [127:0] \x$50 ;
   (* init = 128'h00000000000000000000000000000000 *)
-  wire [127:0] \x$54 ;
+  wire [127:0] \x$53 ;
   reg [127:0] x_d0 = 128'h00000000000000000000000000000000;
   (* init = 128'h00000000000000000000000000000000 *)
   wire [127:0] x_d1;
   reg [2047:0] xbuf = 2048'h00000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000;
-  assign \$1  = ~ busy;
-  assign \$2  = \$1  | last_step;
   assign out_done = qv_last_d0 & qe_last_d0;
-  assign \$3  = | count;
-  assign \$4  = \$3  | qv_last_d0;
-  assign \$5  = ~ m__valid;
-  assign \$6  = \$5  | m__ready;
-  assign enter = \$4  & \$6 ;
-  assign \$7  = s__valid & s__ready;
-  assign \$8  = | sfc;
-  assign \$9  = | credits;
-  assign \$10  = \$8  | \$9 ;
-  assign \$11  = busy & \$10 ;
-  assign \$12  = addr + 1'h1;
-  assign \$13  = addr == 8'hfe;
-  assign \$14  = sfc == 4'hf;
-  assign \$15  = nfc + 1'h1;
-  assign \$16  = sfc + 1'h1;
-  assign \$17  = | sfc;
-  assign \$18  = | credits;
-  assign \$19  = \$17  | \$18 ;
-  assign \$20  = busy & \$19 ;
-  assign \$21  = ! sfc;
-  assign \$22  = sfc == 4'hf;
-  assign \$23  = ft_d0[0] & ft_d0[2];
-  assign \$24  = ft_d0[0] & ft_d0[3];
-  assign \$25  = ft_d0[1] ? 17'h00000 : acc;
-  assign \$26  = $signed(\$25 ) + $signed(sum);
-  assign \$27  = ft_d0[1] ? 17'h00000 : \acc$67 ;
-  assign \$28  = $signed(\$27 ) + $signed(\sum$185 );
-  assign \$29  = ft_d0[1] ? 17'h00000 : \acc$73 ;
-  assign \$30  = $signed(\$29 ) + $signed(\sum$186 );
-  assign \$31  = ft_d0[1] ? 17'h00000 : \acc$79 ;
-  assign \$32  = $signed(\$31 ) + $signed(\sum$187 );
-  assign \$33  = ft_d0[1] ? 17'h00000 : \acc$85 ;
-  assign \$34  = $signed(\$33 ) + $signed(\sum$188 );
-  assign \$35  = ft_d0[1] ? 17'h00000 : \acc$91 ;
-  assign \$36  = $signed(\$35 ) + $signed(\sum$189 );
-  assign \$37  = ft_d0[1] ? 17'h00000 : \acc$97 ;
-  assign \$38  = $signed(\$37 ) + $signed(\sum$190 );
-  assign \$39  = ft_d0[1] ? 17'h00000 : \acc$103 ;
-  assign \$40  = $signed(\$39 ) + $signed(\sum$191 );
-  assign \$41  = ft_d0[1] ? 17'h00000 : \acc$109 ;
-  assign \$42  = $signed(\$41 ) + $signed(\sum$192 );
-  assign \$43  = ft_d0[1] ? 17'h00000 : \acc$115 ;
-  assign \$44  = $signed(\$43 ) + $signed(\sum$193 );
-  assign \$45  = ft_d0[1] ? 17'h00000 : \acc$121 ;
-  assign \$46  = $signed(\$45 ) + $signed(\sum$194 );
-  assign \$47  = ft_d0[1] ? 17'h00000 : \acc$127 ;
-  assign \$48  = $signed(\$47 ) + $signed(\sum$195 );
-  assign \$49  = ft_d0[1] ? 17'h00000 : \acc$133 ;
-  assign \$50  = $signed(\$49 ) + $signed(\sum$196 );
-  assign \$51  = ft_d0[1] ? 17'h00000 : \acc$139 ;
-  assign \$52  = $signed(\$51 ) + $signed(\sum$197 );
-  assign \$53  = ft_d0[1] ? 17'h00000 : \acc$145 ;
-  assign \$54  = $signed(\$53 ) + $signed(\sum$198 );
-  assign \$55  = ft_d0[1] ? 17'h00000 : \acc$151 ;
-  assign \$56  = $signed(\$55 ) + $signed(\sum$199 );
-  assign \$57  = | count;
-  assign \$58  = ~ \$57 ;
-  assign \$59  = enter & \$58 ;
-  assign \$60  = ~ \$59 ;
-  assign \$61  = qv_last_d0 & \$60 ;
-  assign \$62  = | count;
-  assign \$63  = enter & \$62 ;
-  assign \$64  = count - \$63 ;
-  assign \$65  = ! \$64 ;
-  assign \$66  = \$61  & \$65 ;
-  assign \$67  = | count;
-  assign \$68  = enter & \$67 ;
-  assign \$69  = | count;
-  assign \$70  = ~ \$69 ;
-  assign \$71  = enter & \$70 ;
-  assign \$72  = ~ \$71 ;
-  assign \$73  = qv_last_d0 & \$72 ;
-  assign \$74  = | count;
-  assign \$75  = enter & \$74 ;
-  assign \$76  = count - \$75 ;
-  assign \$77  = \$76  == 1'h1;
-  assign \$78  = \$73  & \$77 ;
-  assign \$79  = | count;
-  assign \$80  = enter & \$79 ;
-  assign \$81  = | count;
-  assign \$82  = enter & \$81 ;
-  assign \$83  = count - \$82 ;
-  assign \$84  = | count;
-  assign \$85  = ~ \$84 ;
-  assign \$86  = enter & \$85 ;
-  assign \$87  = ~ \$86 ;
-  assign \$88  = qv_last_d0 & \$87 ;
-  assign \$89  = $signed(\$83 ) + $signed({ 1'h0, \$88  });
-  assign \$90  = | count;
-  assign \$91  = \$90  ? skid0 : { qe_last_d0, \q$220 , \q$219 , \q$218 , \q$217 , \q$216 , \q$215 , \q$214 , \q$213 , \q$212 , \q$211 , \q$210 , \q$209 , \q$208 , \q$207 , \q$206 , q };
-  assign \$92  = | count;
-  assign \$93  = \$92  ? skid0 : { qe_last_d0, \q$220 , \q$219 , \q$218 , \q$217 , \q$216 , \q$215 , \q$214 , \q$213 , \q$212 , \q$211 , \q$210 , \q$209 , \q$208 , \q$207 , \q$206 , q };
-  assign \$94  = enter & \$93 [128];
-  assign \$95  = credits + credit_back1;
-  assign \$96  = | sfc;
-  assign \$97  = | credits;
-  assign \$98  = \$96  | \$97 ;
-  assign \$99  = busy & \$98 ;
-  assign \$100  = ! sfc;
-  assign \$101  = \$99  & \$100 ;
-  assign \$102  = \$95  - \$101 ;
+  assign \$1  = | count;
+  assign \$2  = \$1  | qv_last_d0;
+  assign \$3  = ~ m__valid;
+  assign \$4  = \$3  | m__ready;
+  assign enter = \$2  & \$4 ;
+  assign \$5  = s__valid & s__ready;
+  assign \$6  = | sfc;
+  assign \$7  = | credits;
+  assign \$8  = \$6  | \$7 ;
+  assign \$9  = busy & \$8 ;
+  assign \$10  = addr + 1'h1;
+  assign \$11  = addr == 8'hfe;
+  assign \$12  = addr == 8'hfe;
+  assign \$13  = sfc == 4'hf;
+  assign \$14  = nfc + 1'h1;
+  assign \$15  = sfc + 1'h1;
+  assign \$16  = | sfc;
+  assign \$17  = | credits;
+  assign \$18  = \$16  | \$17 ;
+  assign \$19  = busy & \$18 ;
+  assign \$20  = ! sfc;
+  assign \$21  = sfc == 4'hf;
+  assign \$22  = ft_d0[0] & ft_d0[2];
+  assign \$23  = ft_d0[0] & ft_d0[3];
+  assign \$24  = ft_d0[1] ? 17'h00000 : acc;
+  assign \$25  = $signed(\$24 ) + $signed(sum);
+  assign \$26  = ft_d0[1] ? 17'h00000 : \acc$66 ;
+  assign \$27  = $signed(\$26 ) + $signed(\sum$186 );
+  assign \$28  = ft_d0[1] ? 17'h00000 : \acc$72 ;
+  assign \$29  = $signed(\$28 ) + $signed(\sum$187 );
+  assign \$30  = ft_d0[1] ? 17'h00000 : \acc$78 ;
+  assign \$31  = $signed(\$30 ) + $signed(\sum$188 );
+  assign \$32  = ft_d0[1] ? 17'h00000 : \acc$84 ;
+  assign \$33  = $signed(\$32 ) + $signed(\sum$189 );
+  assign \$34  = ft_d0[1] ? 17'h00000 : \acc$90 ;
+  assign \$35  = $signed(\$34 ) + $signed(\sum$190 );
+  assign \$36  = ft_d0[1] ? 17'h00000 : \acc$96 ;
+  assign \$37  = $signed(\$36 ) + $signed(\sum$191 );
+  assign \$38  = ft_d0[1] ? 17'h00000 : \acc$102 ;
+  assign \$39  = $signed(\$38 ) + $signed(\sum$192 );
+  assign \$40  = ft_d0[1] ? 17'h00000 : \acc$108 ;
+  assign \$41  = $signed(\$40 ) + $signed(\sum$193 );
+  assign \$42  = ft_d0[1] ? 17'h00000 : \acc$114 ;
+  assign \$43  = $signed(\$42 ) + $signed(\sum$194 );
+  assign \$44  = ft_d0[1] ? 17'h00000 : \acc$120 ;
+  assign \$45  = $signed(\$44 ) + $signed(\sum$195 );
+  assign \$46  = ft_d0[1] ? 17'h00000 : \acc$126 ;
+  assign \$47  = $signed(\$46 ) + $signed(\sum$196 );
+  assign \$48  = ft_d0[1] ? 17'h00000 : \acc$132 ;
+  assign \$49  = $signed(\$48 ) + $signed(\sum$197 );
+  assign \$50  = ft_d0[1] ? 17'h00000 : \acc$138 ;
+  assign \$51  = $signed(\$50 ) + $signed(\sum$198 );
+  assign \$52  = ft_d0[1] ? 17'h00000 : \acc$144 ;
+  assign \$53  = $signed(\$52 ) + $signed(\sum$199 );
+  assign \$54  = ft_d0[1] ? 17'h00000 : \acc$150 ;
+  assign \$55  = $signed(\$54 ) + $signed(\sum$200 );
+  assign \$56  = | count;
+  assign \$57  = ~ \$56 ;
+  assign \$58  = enter & \$57 ;
+  assign \$59  = ~ \$58 ;
+  assign \$60  = qv_last_d0 & \$59 ;
+  assign \$61  = | count;
+  assign \$62  = enter & \$61 ;
+  assign \$63  = count - \$62 ;
+  assign \$64  = ! \$63 ;
+  assign \$65  = \$60  & \$64 ;
+  assign \$66  = | count;
+  assign \$67  = enter & \$66 ;
+  assign \$68  = | count;
+  assign \$69  = ~ \$68 ;
+  assign \$70  = enter & \$69 ;
+  assign \$71  = ~ \$70 ;
+  assign \$72  = qv_last_d0 & \$71 ;
+  assign \$73  = | count;
+  assign \$74  = enter & \$73 ;
+  assign \$75  = count - \$74 ;
+  assign \$76  = \$75  == 1'h1;
+  assign \$77  = \$72  & \$76 ;
+  assign \$78  = | count;
+  assign \$79  = enter & \$78 ;
+  assign \$80  = | count;
+  assign \$81  = enter & \$80 ;
+  assign \$82  = count - \$81 ;
+  assign \$83  = | count;
+  assign \$84  = ~ \$83 ;
+  assign \$85  = enter & \$84 ;
+  assign \$86  = ~ \$85 ;
+  assign \$87  = qv_last_d0 & \$86 ;
+  assign \$88  = $signed(\$82 ) + $signed({ 1'h0, \$87  });
+  assign \$89  = | count;
+  assign \$90  = \$89  ? skid0 : { qe_last_d0, \q$221 , \q$220 , \q$219 , \q$218 , \q$217 , \q$216 , \q$215 , \q$214 , \q$213 , \q$212 , \q$211 , \q$210 , \q$209 , \q$208 , \q$207 , q };
+  assign \$91  = | count;
+  assign \$92  = \$91  ? skid0 : { qe_last_d0, \q$221 , \q$220 , \q$219 , \q$218 , \q$217 , \q$216 , \q$215 , \q$214 , \q$213 , \q$212 , \q$211 , \q$210 , \q$209 , \q$208 , \q$207 , q };
+  assign \$93  = enter & \$92 [128];
+  assign \$94  = credits + credit_back1;
+  assign \$95  = | sfc;
+  assign \$96  = | credits;
+  assign \$97  = \$95  | \$96 ;
+  assign \$98  = busy & \$97 ;
+  assign \$99  = ! sfc;
+  assign \$100  = \$98  & \$99 ;
+  assign \$101  = \$94  - \$100 ;
   always @(posedge clk)
-    busy <= \$103 ;
+    busy <= \$102 ;
   always @(posedge clk)
-    addr <= \$104 ;
+    addr <= \$103 ;
   always @(posedge clk)
-    sfc <= \$105 ;
+    sfc <= \$104 ;
   always @(posedge clk)
-    nfc <= \$106 ;
+    nfc <= \$105 ;
   always @(posedge clk)
-    last_step <= \$107 ;
+    last_step <= \$106 ;
   always @(posedge clk)
-    xbuf <= \$108 ;
+    xbuf <= \$107 ;
+  always @(posedge clk)
+    s__ready <= \$108 ;
   always @(posedge clk)
     x_d0 <= \$109 ;
   always @(posedge clk)
@@ -18622,35 +18659,35 @@ module \bchw_top.engine2 (rst, s__ready, m__ready, s__payload, s__valid, m__payl
   always @(posedge clk)
     acc <= \$122 ;
   always @(posedge clk)
-    \acc$67  <= \$123 ;
+    \acc$66  <= \$123 ;
   always @(posedge clk)
-    \acc$73  <= \$124 ;
+    \acc$72  <= \$124 ;
   always @(posedge clk)
-    \acc$79  <= \$125 ;
+    \acc$78  <= \$125 ;
   always @(posedge clk)
-    \acc$85  <= \$126 ;
+    \acc$84  <= \$126 ;
   always @(posedge clk)
-    \acc$91  <= \$127 ;
+    \acc$90  <= \$127 ;
   always @(posedge clk)
-    \acc$97  <= \$128 ;
+    \acc$96  <= \$128 ;
   always @(posedge clk)
-    \acc$103  <= \$129 ;
+    \acc$102  <= \$129 ;
   always @(posedge clk)
-    \acc$109  <= \$130 ;
+    \acc$108  <= \$130 ;
   always @(posedge clk)
-    \acc$115  <= \$131 ;
+    \acc$114  <= \$131 ;
   always @(posedge clk)
-    \acc$121  <= \$132 ;
+    \acc$120  <= \$132 ;
   always @(posedge clk)
-    \acc$127  <= \$133 ;
+    \acc$126  <= \$133 ;
   always @(posedge clk)
-    \acc$133  <= \$134 ;
+    \acc$132  <= \$134 ;
   always @(posedge clk)
-    \acc$139  <= \$135 ;
+    \acc$138  <= \$135 ;
   always @(posedge clk)
-    \acc$145  <= \$136 ;
+    \acc$144  <= \$136 ;
   always @(posedge clk)
-    \acc$151  <= \$137 ;
+    \acc$150  <= \$137 ;
   always @(posedge clk)
     qv_d0 <= \$138 ;
   always @(posedge clk)
@@ -18682,118 +18719,118 @@ module \bchw_top.engine2 (rst, s__ready, m__ready, s__payload, s__valid, m__payl
   \bchw_top.engine2.params  params (
     .addr(fp_d3[7:4]),
     .clk(clk),
-    .data(\data$181 )
+    .data(\data$182 )
   );
   \bchw_top.engine2.requant0  requant0 (
     .acc(acc),
     .clk(clk),
-    .\port$8089$0 (params_d0[58:0]),
+    .\port$8087$0 (params_d0[58:0]),
     .q(q),
     .rst(rst)
   );
   \bchw_top.engine2.requant1  requant1 (
-    .acc(\acc$67 ),
+    .acc(\acc$66 ),
     .clk(clk),
-    .\port$8089$59 (params_d0[117:59]),
-    .q(\q$206 ),
-    .rst(rst)
-  );
-  \bchw_top.engine2.requant10  requant10 (
-    .acc(\acc$121 ),
-    .clk(clk),
-    .\port$8089$590 (params_d0[648:590]),
-    .q(\q$215 ),
-    .rst(rst)
-  );
-  \bchw_top.engine2.requant11  requant11 (
-    .acc(\acc$127 ),
-    .clk(clk),
-    .\port$8089$649 (params_d0[707:649]),
-    .q(\q$216 ),
-    .rst(rst)
-  );
-  \bchw_top.engine2.requant12  requant12 (
-    .acc(\acc$133 ),
-    .clk(clk),
-    .\port$8089$708 (params_d0[766:708]),
-    .q(\q$217 ),
-    .rst(rst)
-  );
-  \bchw_top.engine2.requant13  requant13 (
-    .acc(\acc$139 ),
-    .clk(clk),
-    .\port$8089$767 (params_d0[825:767]),
-    .q(\q$218 ),
-    .rst(rst)
-  );
-  \bchw_top.engine2.requant14  requant14 (
-    .acc(\acc$145 ),
-    .clk(clk),
-    .\port$8089$826 (params_d0[884:826]),
-    .q(\q$219 ),
-    .rst(rst)
-  );
-  \bchw_top.engine2.requant15  requant15 (
-    .acc(\acc$151 ),
-    .clk(clk),
-    .\port$8089$885 (params_d0[943:885]),
-    .q(\q$220 ),
-    .rst(rst)
-  );
-  \bchw_top.engine2.requant2  requant2 (
-    .acc(\acc$73 ),
-    .clk(clk),
-    .\port$8089$118 (params_d0[176:118]),
+    .\port$8087$59 (params_d0[117:59]),
     .q(\q$207 ),
     .rst(rst)
   );
-  \bchw_top.engine2.requant3  requant3 (
-    .acc(\acc$79 ),
+  \bchw_top.engine2.requant10  requant10 (
+    .acc(\acc$120 ),
     .clk(clk),
-    .\port$8089$177 (params_d0[235:177]),
+    .\port$8087$590 (params_d0[648:590]),
+    .q(\q$216 ),
+    .rst(rst)
+  );
+  \bchw_top.engine2.requant11  requant11 (
+    .acc(\acc$126 ),
+    .clk(clk),
+    .\port$8087$649 (params_d0[707:649]),
+    .q(\q$217 ),
+    .rst(rst)
+  );
+  \bchw_top.engine2.requant12  requant12 (
+    .acc(\acc$132 ),
+    .clk(clk),
+    .\port$8087$708 (params_d0[766:708]),
+    .q(\q$218 ),
+    .rst(rst)
+  );
+  \bchw_top.engine2.requant13  requant13 (
+    .acc(\acc$138 ),
+    .clk(clk),
+    .\port$8087$767 (params_d0[825:767]),
+    .q(\q$219 ),
+    .rst(rst)
+  );
+  \bchw_top.engine2.requant14  requant14 (
+    .acc(\acc$144 ),
+    .clk(clk),
+    .\port$8087$826 (params_d0[884:826]),
+    .q(\q$220 ),
+    .rst(rst)
+  );
+  \bchw_top.engine2.requant15  requant15 (
+    .acc(\acc$150 ),
+    .clk(clk),
+    .\port$8087$885 (params_d0[943:885]),
+    .q(\q$221 ),
+    .rst(rst)
+  );
+  \bchw_top.engine2.requant2  requant2 (
+    .acc(\acc$72 ),
+    .clk(clk),
+    .\port$8087$118 (params_d0[176:118]),
     .q(\q$208 ),
     .rst(rst)
   );
-  \bchw_top.engine2.requant4  requant4 (
-    .acc(\acc$85 ),
+  \bchw_top.engine2.requant3  requant3 (
+    .acc(\acc$78 ),
     .clk(clk),
-    .\port$8089$236 (params_d0[294:236]),
+    .\port$8087$177 (params_d0[235:177]),
     .q(\q$209 ),
     .rst(rst)
   );
-  \bchw_top.engine2.requant5  requant5 (
-    .acc(\acc$91 ),
+  \bchw_top.engine2.requant4  requant4 (
+    .acc(\acc$84 ),
     .clk(clk),
-    .\port$8089$295 (params_d0[353:295]),
+    .\port$8087$236 (params_d0[294:236]),
     .q(\q$210 ),
     .rst(rst)
   );
-  \bchw_top.engine2.requant6  requant6 (
-    .acc(\acc$97 ),
+  \bchw_top.engine2.requant5  requant5 (
+    .acc(\acc$90 ),
     .clk(clk),
-    .\port$8089$354 (params_d0[412:354]),
+    .\port$8087$295 (params_d0[353:295]),
     .q(\q$211 ),
     .rst(rst)
   );
-  \bchw_top.engine2.requant7  requant7 (
-    .acc(\acc$103 ),
+  \bchw_top.engine2.requant6  requant6 (
+    .acc(\acc$96 ),
     .clk(clk),
-    .\port$8089$413 (params_d0[471:413]),
+    .\port$8087$354 (params_d0[412:354]),
     .q(\q$212 ),
     .rst(rst)
   );
-  \bchw_top.engine2.requant8  requant8 (
-    .acc(\acc$109 ),
+  \bchw_top.engine2.requant7  requant7 (
+    .acc(\acc$102 ),
     .clk(clk),
-    .\port$8089$472 (params_d0[530:472]),
+    .\port$8087$413 (params_d0[471:413]),
     .q(\q$213 ),
     .rst(rst)
   );
-  \bchw_top.engine2.requant9  requant9 (
-    .acc(\acc$115 ),
+  \bchw_top.engine2.requant8  requant8 (
+    .acc(\acc$108 ),
     .clk(clk),
-    .\port$8089$531 (params_d0[589:531]),
+    .\port$8087$472 (params_d0[530:472]),
     .q(\q$214 ),
+    .rst(rst)
+  );
+  \bchw_top.engine2.requant9  requant9 (
+    .acc(\acc$114 ),
+    .clk(clk),
+    .\port$8087$531 (params_d0[589:531]),
+    .q(\q$215 ),
     .rst(rst)
   );
   \bchw_top.engine2.tree0  tree0 (
@@ -18805,105 +18842,105 @@ module \bchw_top.engine2 (rst, s__ready, m__ready, s__payload, s__valid, m__payl
   );
   \bchw_top.engine2.tree1  tree1 (
     .clk(clk),
-    .l4_0(\sum$185 ),
+    .l4_0(\sum$186 ),
     .rst(rst),
     .w(wdata_d0[31:16]),
     .x(x)
   );
   \bchw_top.engine2.tree10  tree10 (
     .clk(clk),
-    .l4_0(\sum$194 ),
+    .l4_0(\sum$195 ),
     .rst(rst),
     .w(wdata_d0[175:160]),
     .x(x)
   );
   \bchw_top.engine2.tree11  tree11 (
     .clk(clk),
-    .l4_0(\sum$195 ),
+    .l4_0(\sum$196 ),
     .rst(rst),
     .w(wdata_d0[191:176]),
     .x(x)
   );
   \bchw_top.engine2.tree12  tree12 (
     .clk(clk),
-    .l4_0(\sum$196 ),
+    .l4_0(\sum$197 ),
     .rst(rst),
     .w(wdata_d0[207:192]),
     .x(x)
   );
   \bchw_top.engine2.tree13  tree13 (
     .clk(clk),
-    .l4_0(\sum$197 ),
+    .l4_0(\sum$198 ),
     .rst(rst),
     .w(wdata_d0[223:208]),
     .x(x)
   );
   \bchw_top.engine2.tree14  tree14 (
     .clk(clk),
-    .l4_0(\sum$198 ),
+    .l4_0(\sum$199 ),
     .rst(rst),
     .w(wdata_d0[239:224]),
     .x(x)
   );
   \bchw_top.engine2.tree15  tree15 (
     .clk(clk),
-    .l4_0(\sum$199 ),
+    .l4_0(\sum$200 ),
     .rst(rst),
     .w(wdata_d0[255:240]),
     .x(x)
   );
   \bchw_top.engine2.tree2  tree2 (
     .clk(clk),
-    .l4_0(\sum$186 ),
+    .l4_0(\sum$187 ),
     .rst(rst),
     .w(wdata_d0[47:32]),
     .x(x)
   );
   \bchw_top.engine2.tree3  tree3 (
     .clk(clk),
-    .l4_0(\sum$187 ),
+    .l4_0(\sum$188 ),
     .rst(rst),
     .w(wdata_d0[63:48]),
     .x(x)
   );
   \bchw_top.engine2.tree4  tree4 (
     .clk(clk),
-    .l4_0(\sum$188 ),
+    .l4_0(\sum$189 ),
     .rst(rst),
     .w(wdata_d0[79:64]),
     .x(x)
   );
   \bchw_top.engine2.tree5  tree5 (
     .clk(clk),
-    .l4_0(\sum$189 ),
+    .l4_0(\sum$190 ),
     .rst(rst),
     .w(wdata_d0[95:80]),
     .x(x)
   );
   \bchw_top.engine2.tree6  tree6 (
     .clk(clk),
-    .l4_0(\sum$190 ),
+    .l4_0(\sum$191 ),
     .rst(rst),
     .w(wdata_d0[111:96]),
     .x(x)
   );
   \bchw_top.engine2.tree7  tree7 (
     .clk(clk),
-    .l4_0(\sum$191 ),
+    .l4_0(\sum$192 ),
     .rst(rst),
     .w(wdata_d0[127:112]),
     .x(x)
   );
   \bchw_top.engine2.tree8  tree8 (
     .clk(clk),
-    .l4_0(\sum$192 ),
+    .l4_0(\sum$193 ),
     .rst(rst),
     .w(wdata_d0[143:128]),
     .x(x)
   );
   \bchw_top.engine2.tree9  tree9 (
     .clk(clk),
-    .l4_0(\sum$193 ),
+    .l4_0(\sum$194 ),
     .rst(rst),
     .w(wdata_d0[159:144]),
     .x(x)
@@ -18915,41 +18952,56 @@ module \bchw_top.engine2 (rst, s__ready, m__ready, s__payload, s__valid, m__payl
   );
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$37 ) begin end
-    \$103  = busy;
-    if (\$7 ) begin
-      \$103  = 1'h1;
+    \$102  = busy;
+    if (\$5 ) begin
+      \$102  = 1'h1;
     end else if (last_step) begin
-      \$103  = 1'h0;
+      \$102  = 1'h0;
     end
     if (rst) begin
-      \$103  = 1'h0;
+      \$102  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$37 ) begin end
-    \$104  = addr;
-    if (\$7 ) begin
-      \$104  = 8'h00;
+    \$103  = addr;
+    if (\$5 ) begin
+      \$103  = 8'h00;
     end else if (last_step) begin
-    end else if (\$11 ) begin
-      \$104  = \$12 [7:0];
+    end else if (\$9 ) begin
+      \$103  = \$10 [7:0];
     end
     if (rst) begin
-      \$104  = 8'h00;
+      \$103  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$37 ) begin end
-    \$105  = sfc;
-    if (\$7 ) begin
-      \$105  = 4'h0;
+    \$104  = sfc;
+    if (\$5 ) begin
+      \$104  = 4'h0;
     end else if (last_step) begin
-    end else if (\$11 ) begin
+    end else if (\$9 ) begin
       (* full_case = 32'd1 *)
-      if (\$14 ) begin
-        \$105  = 4'h0;
+      if (\$13 ) begin
+        \$104  = 4'h0;
       end else begin
-        \$105  = \$16 [3:0];
+        \$104  = \$15 [3:0];
+      end
+    end
+    if (rst) begin
+      \$104  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$37 ) begin end
+    \$105  = nfc;
+    if (\$5 ) begin
+      \$105  = 4'h0;
+    end else if (last_step) begin
+    end else if (\$9 ) begin
+      if (\$13 ) begin
+        \$105  = \$14 [3:0];
       end
     end
     if (rst) begin
@@ -18958,46 +19010,45 @@ module \bchw_top.engine2 (rst, s__ready, m__ready, s__payload, s__valid, m__payl
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$37 ) begin end
-    \$106  = nfc;
-    if (\$7 ) begin
-      \$106  = 4'h0;
+    \$106  = last_step;
+    if (\$5 ) begin
+      \$106  = 1'h0;
     end else if (last_step) begin
-    end else if (\$11 ) begin
-      if (\$14 ) begin
-        \$106  = \$15 [3:0];
-      end
+      \$106  = 1'h0;
+    end else if (\$9 ) begin
+      \$106  = \$11 ;
     end
     if (rst) begin
-      \$106  = 4'h0;
+      \$106  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$37 ) begin end
-    \$107  = last_step;
-    if (\$7 ) begin
-      \$107  = 1'h0;
+    \$107  = xbuf;
+    if (\$5 ) begin
+      \$107  = s__payload;
     end else if (last_step) begin
-      \$107  = 1'h0;
-    end else if (\$11 ) begin
-      \$107  = \$13 ;
+    end else if (\$9 ) begin
+      \$107  = { xbuf[127:0], xbuf[2047:128] };
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$37 ) begin end
+    \$108  = s__ready;
+    if (\$5 ) begin
+      \$108  = 1'h0;
+    end else if (last_step) begin
+      \$108  = 1'h1;
+    end else if (\$9 ) begin
+      \$108  = \$12 ;
     end
     if (rst) begin
-      \$107  = 1'h0;
+      \$108  = 1'h1;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$37 ) begin end
-    \$108  = xbuf;
-    if (\$7 ) begin
-      \$108  = s__payload;
-    end else if (last_step) begin
-    end else if (\$11 ) begin
-      \$108  = { xbuf[127:0], xbuf[2047:128] };
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$37 ) begin end
-    \$112  = { nfc, last_step, \$22 , \$21 , \$20  };
+    \$112  = { nfc, last_step, \$21 , \$20 , \$19  };
     if (rst) begin
       \$112  = 8'h00;
     end
@@ -19046,14 +19097,14 @@ module \bchw_top.engine2 (rst, s__ready, m__ready, s__payload, s__valid, m__payl
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$37 ) begin end
-    \$120  = \$23 ;
+    \$120  = \$22 ;
     if (rst) begin
       \$120  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$37 ) begin end
-    \$121  = \$24 ;
+    \$121  = \$23 ;
     if (rst) begin
       \$121  = 1'h0;
     end
@@ -19062,112 +19113,112 @@ module \bchw_top.engine2 (rst, s__ready, m__ready, s__payload, s__valid, m__payl
     if (\$auto$verilog_backend.cc:2355:dump_module$37 ) begin end
     \$122  = acc;
     if (ft_d0[0]) begin
-      \$122  = \$26 [16:0];
+      \$122  = \$25 [16:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$37 ) begin end
-    \$123  = \acc$67 ;
+    \$123  = \acc$66 ;
     if (ft_d0[0]) begin
-      \$123  = \$28 [16:0];
+      \$123  = \$27 [16:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$37 ) begin end
-    \$124  = \acc$73 ;
+    \$124  = \acc$72 ;
     if (ft_d0[0]) begin
-      \$124  = \$30 [16:0];
+      \$124  = \$29 [16:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$37 ) begin end
-    \$125  = \acc$79 ;
+    \$125  = \acc$78 ;
     if (ft_d0[0]) begin
-      \$125  = \$32 [16:0];
+      \$125  = \$31 [16:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$37 ) begin end
-    \$126  = \acc$85 ;
+    \$126  = \acc$84 ;
     if (ft_d0[0]) begin
-      \$126  = \$34 [16:0];
+      \$126  = \$33 [16:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$37 ) begin end
-    \$127  = \acc$91 ;
+    \$127  = \acc$90 ;
     if (ft_d0[0]) begin
-      \$127  = \$36 [16:0];
+      \$127  = \$35 [16:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$37 ) begin end
-    \$128  = \acc$97 ;
+    \$128  = \acc$96 ;
     if (ft_d0[0]) begin
-      \$128  = \$38 [16:0];
+      \$128  = \$37 [16:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$37 ) begin end
-    \$129  = \acc$103 ;
+    \$129  = \acc$102 ;
     if (ft_d0[0]) begin
-      \$129  = \$40 [16:0];
+      \$129  = \$39 [16:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$37 ) begin end
-    \$130  = \acc$109 ;
+    \$130  = \acc$108 ;
     if (ft_d0[0]) begin
-      \$130  = \$42 [16:0];
+      \$130  = \$41 [16:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$37 ) begin end
-    \$131  = \acc$115 ;
+    \$131  = \acc$114 ;
     if (ft_d0[0]) begin
-      \$131  = \$44 [16:0];
+      \$131  = \$43 [16:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$37 ) begin end
-    \$132  = \acc$121 ;
+    \$132  = \acc$120 ;
     if (ft_d0[0]) begin
-      \$132  = \$46 [16:0];
+      \$132  = \$45 [16:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$37 ) begin end
-    \$133  = \acc$127 ;
+    \$133  = \acc$126 ;
     if (ft_d0[0]) begin
-      \$133  = \$48 [16:0];
+      \$133  = \$47 [16:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$37 ) begin end
-    \$134  = \acc$133 ;
+    \$134  = \acc$132 ;
     if (ft_d0[0]) begin
-      \$134  = \$50 [16:0];
+      \$134  = \$49 [16:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$37 ) begin end
-    \$135  = \acc$139 ;
+    \$135  = \acc$138 ;
     if (ft_d0[0]) begin
-      \$135  = \$52 [16:0];
+      \$135  = \$51 [16:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$37 ) begin end
-    \$136  = \acc$145 ;
+    \$136  = \acc$144 ;
     if (ft_d0[0]) begin
-      \$136  = \$54 [16:0];
+      \$136  = \$53 [16:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$37 ) begin end
-    \$137  = \acc$151 ;
+    \$137  = \acc$150 ;
     if (ft_d0[0]) begin
-      \$137  = \$56 [16:0];
+      \$137  = \$55 [16:0];
     end
   end
   always @* begin
@@ -19215,24 +19266,24 @@ module \bchw_top.engine2 (rst, s__ready, m__ready, s__payload, s__valid, m__payl
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$37 ) begin end
     \$144  = skid0;
-    if (\$66 ) begin
-      \$144  = { qe_last_d0, \q$220 , \q$219 , \q$218 , \q$217 , \q$216 , \q$215 , \q$214 , \q$213 , \q$212 , \q$211 , \q$210 , \q$209 , \q$208 , \q$207 , \q$206 , q };
-    end else if (\$68 ) begin
+    if (\$65 ) begin
+      \$144  = { qe_last_d0, \q$221 , \q$220 , \q$219 , \q$218 , \q$217 , \q$216 , \q$215 , \q$214 , \q$213 , \q$212 , \q$211 , \q$210 , \q$209 , \q$208 , \q$207 , q };
+    end else if (\$67 ) begin
       \$144  = skid1;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$37 ) begin end
     \$145  = skid1;
-    if (\$78 ) begin
-      \$145  = { qe_last_d0, \q$220 , \q$219 , \q$218 , \q$217 , \q$216 , \q$215 , \q$214 , \q$213 , \q$212 , \q$211 , \q$210 , \q$209 , \q$208 , \q$207 , \q$206 , q };
-    end else if (\$80 ) begin
+    if (\$77 ) begin
+      \$145  = { qe_last_d0, \q$221 , \q$220 , \q$219 , \q$218 , \q$217 , \q$216 , \q$215 , \q$214 , \q$213 , \q$212 , \q$211 , \q$210 , \q$209 , \q$208 , \q$207 , q };
+    end else if (\$79 ) begin
       \$145  = 129'h000000000000000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$37 ) begin end
-    \$146  = \$89 [1:0];
+    \$146  = \$88 [1:0];
     if (rst) begin
       \$146  = 2'h0;
     end
@@ -19241,13 +19292,13 @@ module \bchw_top.engine2 (rst, s__ready, m__ready, s__payload, s__valid, m__payl
     if (\$auto$verilog_backend.cc:2355:dump_module$37 ) begin end
     \$147  = m__payload;
     if (enter) begin
-      \$147  = { \$91 [127:0], m__payload[2047:128] };
+      \$147  = { \$90 [127:0], m__payload[2047:128] };
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$37 ) begin end
     \$148  = m__valid;
-    if (\$94 ) begin
+    if (\$93 ) begin
       \$148  = 1'h1;
     end else if (m__ready) begin
       \$148  = 1'h0;
@@ -19272,149 +19323,149 @@ module \bchw_top.engine2 (rst, s__ready, m__ready, s__payload, s__valid, m__payl
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$37 ) begin end
-    \$151  = \$102 [1:0];
+    \$151  = \$101 [1:0];
     if (rst) begin
       \$151  = 2'h2;
     end
   end
+  assign ready = s__ready;
   assign en = 1'h1;
   assign step = addr;
-  assign \en$6  = 1'h1;
+  assign \en$5  = 1'h1;
   assign x_d1 = x;
   assign w = wdata_d0[15:0];
-  assign \en$11  = 1'h1;
-  assign \x$12  = x;
-  assign \w$13  = wdata_d0[31:16];
-  assign \en$14  = 1'h1;
-  assign \x$15  = x;
-  assign \w$16  = wdata_d0[47:32];
-  assign \en$17  = 1'h1;
-  assign \x$18  = x;
-  assign \w$19  = wdata_d0[63:48];
-  assign \en$20  = 1'h1;
-  assign \x$21  = x;
-  assign \w$22  = wdata_d0[79:64];
-  assign \en$23  = 1'h1;
-  assign \x$24  = x;
-  assign \w$25  = wdata_d0[95:80];
-  assign \en$26  = 1'h1;
-  assign \x$27  = x;
-  assign \w$28  = wdata_d0[111:96];
-  assign \en$29  = 1'h1;
-  assign \x$30  = x;
-  assign \w$31  = wdata_d0[127:112];
-  assign \en$32  = 1'h1;
-  assign \x$33  = x;
-  assign \w$34  = wdata_d0[143:128];
-  assign \en$35  = 1'h1;
-  assign \x$36  = x;
-  assign \w$37  = wdata_d0[159:144];
-  assign \en$38  = 1'h1;
-  assign \x$39  = x;
-  assign \w$40  = wdata_d0[175:160];
-  assign \en$41  = 1'h1;
-  assign \x$42  = x;
-  assign \w$43  = wdata_d0[191:176];
-  assign \en$44  = 1'h1;
-  assign \x$45  = x;
-  assign \w$46  = wdata_d0[207:192];
-  assign \en$47  = 1'h1;
-  assign \x$48  = x;
-  assign \w$49  = wdata_d0[223:208];
-  assign \en$50  = 1'h1;
-  assign \x$51  = x;
-  assign \w$52  = wdata_d0[239:224];
-  assign \en$53  = 1'h1;
-  assign \x$54  = x;
-  assign \w$55  = wdata_d0[255:240];
-  assign \en$56  = 1'h1;
-  assign \addr$57  = fp_d3[7:4];
-  assign \en$59  = 1'h1;
+  assign \en$10  = 1'h1;
+  assign \x$11  = x;
+  assign \w$12  = wdata_d0[31:16];
+  assign \en$13  = 1'h1;
+  assign \x$14  = x;
+  assign \w$15  = wdata_d0[47:32];
+  assign \en$16  = 1'h1;
+  assign \x$17  = x;
+  assign \w$18  = wdata_d0[63:48];
+  assign \en$19  = 1'h1;
+  assign \x$20  = x;
+  assign \w$21  = wdata_d0[79:64];
+  assign \en$22  = 1'h1;
+  assign \x$23  = x;
+  assign \w$24  = wdata_d0[95:80];
+  assign \en$25  = 1'h1;
+  assign \x$26  = x;
+  assign \w$27  = wdata_d0[111:96];
+  assign \en$28  = 1'h1;
+  assign \x$29  = x;
+  assign \w$30  = wdata_d0[127:112];
+  assign \en$31  = 1'h1;
+  assign \x$32  = x;
+  assign \w$33  = wdata_d0[143:128];
+  assign \en$34  = 1'h1;
+  assign \x$35  = x;
+  assign \w$36  = wdata_d0[159:144];
+  assign \en$37  = 1'h1;
+  assign \x$38  = x;
+  assign \w$39  = wdata_d0[175:160];
+  assign \en$40  = 1'h1;
+  assign \x$41  = x;
+  assign \w$42  = wdata_d0[191:176];
+  assign \en$43  = 1'h1;
+  assign \x$44  = x;
+  assign \w$45  = wdata_d0[207:192];
+  assign \en$46  = 1'h1;
+  assign \x$47  = x;
+  assign \w$48  = wdata_d0[223:208];
+  assign \en$49  = 1'h1;
+  assign \x$50  = x;
+  assign \w$51  = wdata_d0[239:224];
+  assign \en$52  = 1'h1;
+  assign \x$53  = x;
+  assign \w$54  = wdata_d0[255:240];
+  assign \en$55  = 1'h1;
+  assign \addr$56  = fp_d3[7:4];
+  assign \en$58  = 1'h1;
   assign acc0 = acc;
   assign mul = params_d0[17:0];
   assign shift = params_d0[22:18];
   assign bias = params_d0[58:23];
-  assign \en$66  = 1'h1;
-  assign acc1 = \acc$67 ;
-  assign \mul$69  = params_d0[76:59];
-  assign \shift$70  = params_d0[81:77];
-  assign \bias$71  = params_d0[117:82];
-  assign \en$72  = 1'h1;
-  assign acc2 = \acc$73 ;
-  assign \mul$75  = params_d0[135:118];
-  assign \shift$76  = params_d0[140:136];
-  assign \bias$77  = params_d0[176:141];
-  assign \en$78  = 1'h1;
-  assign acc3 = \acc$79 ;
-  assign \mul$81  = params_d0[194:177];
-  assign \shift$82  = params_d0[199:195];
-  assign \bias$83  = params_d0[235:200];
-  assign \en$84  = 1'h1;
-  assign acc4 = \acc$85 ;
-  assign \mul$87  = params_d0[253:236];
-  assign \shift$88  = params_d0[258:254];
-  assign \bias$89  = params_d0[294:259];
-  assign \en$90  = 1'h1;
-  assign acc5 = \acc$91 ;
-  assign \mul$93  = params_d0[312:295];
-  assign \shift$94  = params_d0[317:313];
-  assign \bias$95  = params_d0[353:318];
-  assign \en$96  = 1'h1;
-  assign acc6 = \acc$97 ;
-  assign \mul$99  = params_d0[371:354];
-  assign \shift$100  = params_d0[376:372];
-  assign \bias$101  = params_d0[412:377];
-  assign \en$102  = 1'h1;
-  assign acc7 = \acc$103 ;
-  assign \mul$105  = params_d0[430:413];
-  assign \shift$106  = params_d0[435:431];
-  assign \bias$107  = params_d0[471:436];
-  assign \en$108  = 1'h1;
-  assign acc8 = \acc$109 ;
-  assign \mul$111  = params_d0[489:472];
-  assign \shift$112  = params_d0[494:490];
-  assign \bias$113  = params_d0[530:495];
-  assign \en$114  = 1'h1;
-  assign acc9 = \acc$115 ;
-  assign \mul$117  = params_d0[548:531];
-  assign \shift$118  = params_d0[553:549];
-  assign \bias$119  = params_d0[589:554];
-  assign \en$120  = 1'h1;
-  assign acc10 = \acc$121 ;
-  assign \mul$123  = params_d0[607:590];
-  assign \shift$124  = params_d0[612:608];
-  assign \bias$125  = params_d0[648:613];
-  assign \en$126  = 1'h1;
-  assign acc11 = \acc$127 ;
-  assign \mul$129  = params_d0[666:649];
-  assign \shift$130  = params_d0[671:667];
-  assign \bias$131  = params_d0[707:672];
-  assign \en$132  = 1'h1;
-  assign acc12 = \acc$133 ;
-  assign \mul$135  = params_d0[725:708];
-  assign \shift$136  = params_d0[730:726];
-  assign \bias$137  = params_d0[766:731];
-  assign \en$138  = 1'h1;
-  assign acc13 = \acc$139 ;
-  assign \mul$141  = params_d0[784:767];
-  assign \shift$142  = params_d0[789:785];
-  assign \bias$143  = params_d0[825:790];
-  assign \en$144  = 1'h1;
-  assign acc14 = \acc$145 ;
-  assign \mul$147  = params_d0[843:826];
-  assign \shift$148  = params_d0[848:844];
-  assign \bias$149  = params_d0[884:849];
-  assign \en$150  = 1'h1;
-  assign acc15 = \acc$151 ;
-  assign \mul$153  = params_d0[902:885];
-  assign \shift$154  = params_d0[907:903];
-  assign \bias$155  = params_d0[943:908];
+  assign \en$65  = 1'h1;
+  assign acc1 = \acc$66 ;
+  assign \mul$68  = params_d0[76:59];
+  assign \shift$69  = params_d0[81:77];
+  assign \bias$70  = params_d0[117:82];
+  assign \en$71  = 1'h1;
+  assign acc2 = \acc$72 ;
+  assign \mul$74  = params_d0[135:118];
+  assign \shift$75  = params_d0[140:136];
+  assign \bias$76  = params_d0[176:141];
+  assign \en$77  = 1'h1;
+  assign acc3 = \acc$78 ;
+  assign \mul$80  = params_d0[194:177];
+  assign \shift$81  = params_d0[199:195];
+  assign \bias$82  = params_d0[235:200];
+  assign \en$83  = 1'h1;
+  assign acc4 = \acc$84 ;
+  assign \mul$86  = params_d0[253:236];
+  assign \shift$87  = params_d0[258:254];
+  assign \bias$88  = params_d0[294:259];
+  assign \en$89  = 1'h1;
+  assign acc5 = \acc$90 ;
+  assign \mul$92  = params_d0[312:295];
+  assign \shift$93  = params_d0[317:313];
+  assign \bias$94  = params_d0[353:318];
+  assign \en$95  = 1'h1;
+  assign acc6 = \acc$96 ;
+  assign \mul$98  = params_d0[371:354];
+  assign \shift$99  = params_d0[376:372];
+  assign \bias$100  = params_d0[412:377];
+  assign \en$101  = 1'h1;
+  assign acc7 = \acc$102 ;
+  assign \mul$104  = params_d0[430:413];
+  assign \shift$105  = params_d0[435:431];
+  assign \bias$106  = params_d0[471:436];
+  assign \en$107  = 1'h1;
+  assign acc8 = \acc$108 ;
+  assign \mul$110  = params_d0[489:472];
+  assign \shift$111  = params_d0[494:490];
+  assign \bias$112  = params_d0[530:495];
+  assign \en$113  = 1'h1;
+  assign acc9 = \acc$114 ;
+  assign \mul$116  = params_d0[548:531];
+  assign \shift$117  = params_d0[553:549];
+  assign \bias$118  = params_d0[589:554];
+  assign \en$119  = 1'h1;
+  assign acc10 = \acc$120 ;
+  assign \mul$122  = params_d0[607:590];
+  assign \shift$123  = params_d0[612:608];
+  assign \bias$124  = params_d0[648:613];
+  assign \en$125  = 1'h1;
+  assign acc11 = \acc$126 ;
+  assign \mul$128  = params_d0[666:649];
+  assign \shift$129  = params_d0[671:667];
+  assign \bias$130  = params_d0[707:672];
+  assign \en$131  = 1'h1;
+  assign acc12 = \acc$132 ;
+  assign \mul$134  = params_d0[725:708];
+  assign \shift$135  = params_d0[730:726];
+  assign \bias$136  = params_d0[766:731];
+  assign \en$137  = 1'h1;
+  assign acc13 = \acc$138 ;
+  assign \mul$140  = params_d0[784:767];
+  assign \shift$141  = params_d0[789:785];
+  assign \bias$142  = params_d0[825:790];
+  assign \en$143  = 1'h1;
+  assign acc14 = \acc$144 ;
+  assign \mul$146  = params_d0[843:826];
+  assign \shift$147  = params_d0[848:844];
+  assign \bias$148  = params_d0[884:849];
+  assign \en$149  = 1'h1;
+  assign acc15 = \acc$150 ;
+  assign \mul$152  = params_d0[902:885];
+  assign \shift$153  = params_d0[907:903];
+  assign \bias$154  = params_d0[943:908];
   assign vector = m__payload;
-  assign \$119  = \data$181 ;
+  assign \$119  = \data$182 ;
   assign \$111  = data;
   assign \$110  = x_d0;
   assign \$109  = xbuf[127:0];
-  assign s__ready = \$2 ;
 endmodule
 
 (* generator = "Amaranth" *)
@@ -19441,7 +19492,7 @@ module \bchw_top.engine2.params (data, addr, clk);
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine2.requant0 (rst, \port$8089$0 , acc, q, clk);
+module \bchw_top.engine2.requant0 (rst, \port$8087$0 , acc, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$38  = 0;
   wire [34:0] \$1 ;
   wire [4:0] \$10 ;
@@ -19462,8 +19513,8 @@ module \bchw_top.engine2.requant0 (rst, \port$8089$0 , acc, q, clk);
   wire clk;
   wire en;
   wire [17:0] mul;
-  input [58:0] \port$8089$0 ;
-  wire [58:0] \port$8089$0 ;
+  input [58:0] \port$8087$0 ;
+  wire [58:0] \port$8087$0 ;
   reg [34:0] prod = 35'h000000000;
   output [7:0] q;
   reg [7:0] q = 8'h00;
@@ -19474,7 +19525,7 @@ module \bchw_top.engine2.requant0 (rst, \port$8089$0 , acc, q, clk);
   reg [4:0] shift2 = 5'h00;
   wire [36:0] shifted;
   reg [36:0] total = 37'h0000000000;
-  assign \$1  = $signed(acc) * $signed(\port$8089$0 [17:0]);
+  assign \$1  = $signed(acc) * $signed(\port$8087$0 [17:0]);
   assign \$2  = $signed(prod) + $signed(bias1);
   assign \$3  = | shifted[36:8];
   assign \$4  = \$3  ? 37'h00000000ff : shifted;
@@ -19500,18 +19551,18 @@ module \bchw_top.engine2.requant0 (rst, \port$8089$0 , acc, q, clk);
     end
   end
   assign en = 1'h1;
-  assign mul = \port$8089$0 [17:0];
-  assign bias = \port$8089$0 [58:23];
-  assign shift = \port$8089$0 [22:18];
+  assign mul = \port$8087$0 [17:0];
+  assign bias = \port$8087$0 [58:23];
+  assign shift = \port$8087$0 [22:18];
   assign \$10  = shift1;
   assign \$9  = \$2 ;
-  assign \$8  = \port$8089$0 [22:18];
-  assign \$7  = \port$8089$0 [58:23];
+  assign \$8  = \port$8087$0 [22:18];
+  assign \$7  = \port$8087$0 [58:23];
   assign \$6  = \$1 ;
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine2.requant1 (rst, \port$8089$59 , acc, q, clk);
+module \bchw_top.engine2.requant1 (rst, \port$8087$59 , acc, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$39  = 0;
   wire [34:0] \$1 ;
   wire [4:0] \$10 ;
@@ -19532,8 +19583,8 @@ module \bchw_top.engine2.requant1 (rst, \port$8089$59 , acc, q, clk);
   wire clk;
   wire en;
   wire [17:0] mul;
-  input [58:0] \port$8089$59 ;
-  wire [58:0] \port$8089$59 ;
+  input [58:0] \port$8087$59 ;
+  wire [58:0] \port$8087$59 ;
   reg [34:0] prod = 35'h000000000;
   output [7:0] q;
   reg [7:0] q = 8'h00;
@@ -19544,7 +19595,7 @@ module \bchw_top.engine2.requant1 (rst, \port$8089$59 , acc, q, clk);
   reg [4:0] shift2 = 5'h00;
   wire [36:0] shifted;
   reg [36:0] total = 37'h0000000000;
-  assign \$1  = $signed(acc) * $signed(\port$8089$59 [17:0]);
+  assign \$1  = $signed(acc) * $signed(\port$8087$59 [17:0]);
   assign \$2  = $signed(prod) + $signed(bias1);
   assign \$3  = | shifted[36:8];
   assign \$4  = \$3  ? 37'h00000000ff : shifted;
@@ -19570,18 +19621,18 @@ module \bchw_top.engine2.requant1 (rst, \port$8089$59 , acc, q, clk);
     end
   end
   assign en = 1'h1;
-  assign mul = \port$8089$59 [17:0];
-  assign bias = \port$8089$59 [58:23];
-  assign shift = \port$8089$59 [22:18];
+  assign mul = \port$8087$59 [17:0];
+  assign bias = \port$8087$59 [58:23];
+  assign shift = \port$8087$59 [22:18];
   assign \$10  = shift1;
   assign \$9  = \$2 ;
-  assign \$8  = \port$8089$59 [22:18];
-  assign \$7  = \port$8089$59 [58:23];
+  assign \$8  = \port$8087$59 [22:18];
+  assign \$7  = \port$8087$59 [58:23];
   assign \$6  = \$1 ;
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine2.requant10 (rst, \port$8089$590 , acc, q, clk);
+module \bchw_top.engine2.requant10 (rst, \port$8087$590 , acc, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$40  = 0;
   wire [34:0] \$1 ;
   wire [4:0] \$10 ;
@@ -19602,8 +19653,8 @@ module \bchw_top.engine2.requant10 (rst, \port$8089$590 , acc, q, clk);
   wire clk;
   wire en;
   wire [17:0] mul;
-  input [58:0] \port$8089$590 ;
-  wire [58:0] \port$8089$590 ;
+  input [58:0] \port$8087$590 ;
+  wire [58:0] \port$8087$590 ;
   reg [34:0] prod = 35'h000000000;
   output [7:0] q;
   reg [7:0] q = 8'h00;
@@ -19614,7 +19665,7 @@ module \bchw_top.engine2.requant10 (rst, \port$8089$590 , acc, q, clk);
   reg [4:0] shift2 = 5'h00;
   wire [36:0] shifted;
   reg [36:0] total = 37'h0000000000;
-  assign \$1  = $signed(acc) * $signed(\port$8089$590 [17:0]);
+  assign \$1  = $signed(acc) * $signed(\port$8087$590 [17:0]);
   assign \$2  = $signed(prod) + $signed(bias1);
   assign \$3  = | shifted[36:8];
   assign \$4  = \$3  ? 37'h00000000ff : shifted;
@@ -19640,18 +19691,18 @@ module \bchw_top.engine2.requant10 (rst, \port$8089$590 , acc, q, clk);
     end
   end
   assign en = 1'h1;
-  assign mul = \port$8089$590 [17:0];
-  assign bias = \port$8089$590 [58:23];
-  assign shift = \port$8089$590 [22:18];
+  assign mul = \port$8087$590 [17:0];
+  assign bias = \port$8087$590 [58:23];
+  assign shift = \port$8087$590 [22:18];
   assign \$10  = shift1;
   assign \$9  = \$2 ;
-  assign \$8  = \port$8089$590 [22:18];
-  assign \$7  = \port$8089$590 [58:23];
+  assign \$8  = \port$8087$590 [22:18];
+  assign \$7  = \port$8087$590 [58:23];
   assign \$6  = \$1 ;
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine2.requant11 (rst, \port$8089$649 , acc, q, clk);
+module \bchw_top.engine2.requant11 (rst, \port$8087$649 , acc, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$41  = 0;
   wire [34:0] \$1 ;
   wire [4:0] \$10 ;
@@ -19672,8 +19723,8 @@ module \bchw_top.engine2.requant11 (rst, \port$8089$649 , acc, q, clk);
   wire clk;
   wire en;
   wire [17:0] mul;
-  input [58:0] \port$8089$649 ;
-  wire [58:0] \port$8089$649 ;
+  input [58:0] \port$8087$649 ;
+  wire [58:0] \port$8087$649 ;
   reg [34:0] prod = 35'h000000000;
   output [7:0] q;
   reg [7:0] q = 8'h00;
@@ -19684,7 +19735,7 @@ module \bchw_top.engine2.requant11 (rst, \port$8089$649 , acc, q, clk);
   reg [4:0] shift2 = 5'h00;
   wire [36:0] shifted;
   reg [36:0] total = 37'h0000000000;
-  assign \$1  = $signed(acc) * $signed(\port$8089$649 [17:0]);
+  assign \$1  = $signed(acc) * $signed(\port$8087$649 [17:0]);
   assign \$2  = $signed(prod) + $signed(bias1);
   assign \$3  = | shifted[36:8];
   assign \$4  = \$3  ? 37'h00000000ff : shifted;
@@ -19710,18 +19761,18 @@ module \bchw_top.engine2.requant11 (rst, \port$8089$649 , acc, q, clk);
     end
   end
   assign en = 1'h1;
-  assign mul = \port$8089$649 [17:0];
-  assign bias = \port$8089$649 [58:23];
-  assign shift = \port$8089$649 [22:18];
+  assign mul = \port$8087$649 [17:0];
+  assign bias = \port$8087$649 [58:23];
+  assign shift = \port$8087$649 [22:18];
   assign \$10  = shift1;
   assign \$9  = \$2 ;
-  assign \$8  = \port$8089$649 [22:18];
-  assign \$7  = \port$8089$649 [58:23];
+  assign \$8  = \port$8087$649 [22:18];
+  assign \$7  = \port$8087$649 [58:23];
   assign \$6  = \$1 ;
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine2.requant12 (rst, \port$8089$708 , acc, q, clk);
+module \bchw_top.engine2.requant12 (rst, \port$8087$708 , acc, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$42  = 0;
   wire [34:0] \$1 ;
   wire [4:0] \$10 ;
@@ -19742,8 +19793,8 @@ module \bchw_top.engine2.requant12 (rst, \port$8089$708 , acc, q, clk);
   wire clk;
   wire en;
   wire [17:0] mul;
-  input [58:0] \port$8089$708 ;
-  wire [58:0] \port$8089$708 ;
+  input [58:0] \port$8087$708 ;
+  wire [58:0] \port$8087$708 ;
   reg [34:0] prod = 35'h000000000;
   output [7:0] q;
   reg [7:0] q = 8'h00;
@@ -19754,7 +19805,7 @@ module \bchw_top.engine2.requant12 (rst, \port$8089$708 , acc, q, clk);
   reg [4:0] shift2 = 5'h00;
   wire [36:0] shifted;
   reg [36:0] total = 37'h0000000000;
-  assign \$1  = $signed(acc) * $signed(\port$8089$708 [17:0]);
+  assign \$1  = $signed(acc) * $signed(\port$8087$708 [17:0]);
   assign \$2  = $signed(prod) + $signed(bias1);
   assign \$3  = | shifted[36:8];
   assign \$4  = \$3  ? 37'h00000000ff : shifted;
@@ -19780,18 +19831,18 @@ module \bchw_top.engine2.requant12 (rst, \port$8089$708 , acc, q, clk);
     end
   end
   assign en = 1'h1;
-  assign mul = \port$8089$708 [17:0];
-  assign bias = \port$8089$708 [58:23];
-  assign shift = \port$8089$708 [22:18];
+  assign mul = \port$8087$708 [17:0];
+  assign bias = \port$8087$708 [58:23];
+  assign shift = \port$8087$708 [22:18];
   assign \$10  = shift1;
   assign \$9  = \$2 ;
-  assign \$8  = \port$8089$708 [22:18];
-  assign \$7  = \port$8089$708 [58:23];
+  assign \$8  = \port$8087$708 [22:18];
+  assign \$7  = \port$8087$708 [58:23];
   assign \$6  = \$1 ;
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine2.requant13 (rst, \port$8089$767 , acc, q, clk);
+module \bchw_top.engine2.requant13 (rst, \port$8087$767 , acc, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$43  = 0;
   wire [34:0] \$1 ;
   wire [4:0] \$10 ;
@@ -19812,8 +19863,8 @@ module \bchw_top.engine2.requant13 (rst, \port$8089$767 , acc, q, clk);
   wire clk;
   wire en;
   wire [17:0] mul;
-  input [58:0] \port$8089$767 ;
-  wire [58:0] \port$8089$767 ;
+  input [58:0] \port$8087$767 ;
+  wire [58:0] \port$8087$767 ;
   reg [34:0] prod = 35'h000000000;
   output [7:0] q;
   reg [7:0] q = 8'h00;
@@ -19824,7 +19875,7 @@ module \bchw_top.engine2.requant13 (rst, \port$8089$767 , acc, q, clk);
   reg [4:0] shift2 = 5'h00;
   wire [36:0] shifted;
   reg [36:0] total = 37'h0000000000;
-  assign \$1  = $signed(acc) * $signed(\port$8089$767 [17:0]);
+  assign \$1  = $signed(acc) * $signed(\port$8087$767 [17:0]);
   assign \$2  = $signed(prod) + $signed(bias1);
   assign \$3  = | shifted[36:8];
   assign \$4  = \$3  ? 37'h00000000ff : shifted;
@@ -19850,18 +19901,18 @@ module \bchw_top.engine2.requant13 (rst, \port$8089$767 , acc, q, clk);
     end
   end
   assign en = 1'h1;
-  assign mul = \port$8089$767 [17:0];
-  assign bias = \port$8089$767 [58:23];
-  assign shift = \port$8089$767 [22:18];
+  assign mul = \port$8087$767 [17:0];
+  assign bias = \port$8087$767 [58:23];
+  assign shift = \port$8087$767 [22:18];
   assign \$10  = shift1;
   assign \$9  = \$2 ;
-  assign \$8  = \port$8089$767 [22:18];
-  assign \$7  = \port$8089$767 [58:23];
+  assign \$8  = \port$8087$767 [22:18];
+  assign \$7  = \port$8087$767 [58:23];
   assign \$6  = \$1 ;
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine2.requant14 (rst, \port$8089$826 , acc, q, clk);
+module \bchw_top.engine2.requant14 (rst, \port$8087$826 , acc, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$44  = 0;
   wire [34:0] \$1 ;
   wire [4:0] \$10 ;
@@ -19882,8 +19933,8 @@ module \bchw_top.engine2.requant14 (rst, \port$8089$826 , acc, q, clk);
   wire clk;
   wire en;
   wire [17:0] mul;
-  input [58:0] \port$8089$826 ;
-  wire [58:0] \port$8089$826 ;
+  input [58:0] \port$8087$826 ;
+  wire [58:0] \port$8087$826 ;
   reg [34:0] prod = 35'h000000000;
   output [7:0] q;
   reg [7:0] q = 8'h00;
@@ -19894,7 +19945,7 @@ module \bchw_top.engine2.requant14 (rst, \port$8089$826 , acc, q, clk);
   reg [4:0] shift2 = 5'h00;
   wire [36:0] shifted;
   reg [36:0] total = 37'h0000000000;
-  assign \$1  = $signed(acc) * $signed(\port$8089$826 [17:0]);
+  assign \$1  = $signed(acc) * $signed(\port$8087$826 [17:0]);
   assign \$2  = $signed(prod) + $signed(bias1);
   assign \$3  = | shifted[36:8];
   assign \$4  = \$3  ? 37'h00000000ff : shifted;
@@ -19920,18 +19971,18 @@ module \bchw_top.engine2.requant14 (rst, \port$8089$826 , acc, q, clk);
     end
   end
   assign en = 1'h1;
-  assign mul = \port$8089$826 [17:0];
-  assign bias = \port$8089$826 [58:23];
-  assign shift = \port$8089$826 [22:18];
+  assign mul = \port$8087$826 [17:0];
+  assign bias = \port$8087$826 [58:23];
+  assign shift = \port$8087$826 [22:18];
   assign \$10  = shift1;
   assign \$9  = \$2 ;
-  assign \$8  = \port$8089$826 [22:18];
-  assign \$7  = \port$8089$826 [58:23];
+  assign \$8  = \port$8087$826 [22:18];
+  assign \$7  = \port$8087$826 [58:23];
   assign \$6  = \$1 ;
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine2.requant15 (rst, \port$8089$885 , acc, q, clk);
+module \bchw_top.engine2.requant15 (rst, \port$8087$885 , acc, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$45  = 0;
   wire [34:0] \$1 ;
   wire [4:0] \$10 ;
@@ -19952,8 +20003,8 @@ module \bchw_top.engine2.requant15 (rst, \port$8089$885 , acc, q, clk);
   wire clk;
   wire en;
   wire [17:0] mul;
-  input [58:0] \port$8089$885 ;
-  wire [58:0] \port$8089$885 ;
+  input [58:0] \port$8087$885 ;
+  wire [58:0] \port$8087$885 ;
   reg [34:0] prod = 35'h000000000;
   output [7:0] q;
   reg [7:0] q = 8'h00;
@@ -19964,7 +20015,7 @@ module \bchw_top.engine2.requant15 (rst, \port$8089$885 , acc, q, clk);
   reg [4:0] shift2 = 5'h00;
   wire [36:0] shifted;
   reg [36:0] total = 37'h0000000000;
-  assign \$1  = $signed(acc) * $signed(\port$8089$885 [17:0]);
+  assign \$1  = $signed(acc) * $signed(\port$8087$885 [17:0]);
   assign \$2  = $signed(prod) + $signed(bias1);
   assign \$3  = | shifted[36:8];
   assign \$4  = \$3  ? 37'h00000000ff : shifted;
@@ -19990,18 +20041,18 @@ module \bchw_top.engine2.requant15 (rst, \port$8089$885 , acc, q, clk);
     end
   end
   assign en = 1'h1;
-  assign mul = \port$8089$885 [17:0];
-  assign bias = \port$8089$885 [58:23];
-  assign shift = \port$8089$885 [22:18];
+  assign mul = \port$8087$885 [17:0];
+  assign bias = \port$8087$885 [58:23];
+  assign shift = \port$8087$885 [22:18];
   assign \$10  = shift1;
   assign \$9  = \$2 ;
-  assign \$8  = \port$8089$885 [22:18];
-  assign \$7  = \port$8089$885 [58:23];
+  assign \$8  = \port$8087$885 [22:18];
+  assign \$7  = \port$8087$885 [58:23];
   assign \$6  = \$1 ;
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine2.requant2 (rst, \port$8089$118 , acc, q, clk);
+module \bchw_top.engine2.requant2 (rst, \port$8087$118 , acc, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$46  = 0;
   wire [34:0] \$1 ;
   wire [4:0] \$10 ;
@@ -20022,8 +20073,8 @@ module \bchw_top.engine2.requant2 (rst, \port$8089$118 , acc, q, clk);
   wire clk;
   wire en;
   wire [17:0] mul;
-  input [58:0] \port$8089$118 ;
-  wire [58:0] \port$8089$118 ;
+  input [58:0] \port$8087$118 ;
+  wire [58:0] \port$8087$118 ;
   reg [34:0] prod = 35'h000000000;
   output [7:0] q;
   reg [7:0] q = 8'h00;
@@ -20034,7 +20085,7 @@ module \bchw_top.engine2.requant2 (rst, \port$8089$118 , acc, q, clk);
   reg [4:0] shift2 = 5'h00;
   wire [36:0] shifted;
   reg [36:0] total = 37'h0000000000;
-  assign \$1  = $signed(acc) * $signed(\port$8089$118 [17:0]);
+  assign \$1  = $signed(acc) * $signed(\port$8087$118 [17:0]);
   assign \$2  = $signed(prod) + $signed(bias1);
   assign \$3  = | shifted[36:8];
   assign \$4  = \$3  ? 37'h00000000ff : shifted;
@@ -20060,18 +20111,18 @@ module \bchw_top.engine2.requant2 (rst, \port$8089$118 , acc, q, clk);
     end
   end
   assign en = 1'h1;
-  assign mul = \port$8089$118 [17:0];
-  assign bias = \port$8089$118 [58:23];
-  assign shift = \port$8089$118 [22:18];
+  assign mul = \port$8087$118 [17:0];
+  assign bias = \port$8087$118 [58:23];
+  assign shift = \port$8087$118 [22:18];
   assign \$10  = shift1;
   assign \$9  = \$2 ;
-  assign \$8  = \port$8089$118 [22:18];
-  assign \$7  = \port$8089$118 [58:23];
+  assign \$8  = \port$8087$118 [22:18];
+  assign \$7  = \port$8087$118 [58:23];
   assign \$6  = \$1 ;
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine2.requant3 (rst, \port$8089$177 , acc, q, clk);
+module \bchw_top.engine2.requant3 (rst, \port$8087$177 , acc, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$47  = 0;
   wire [34:0] \$1 ;
   wire [4:0] \$10 ;
@@ -20092,8 +20143,8 @@ module \bchw_top.engine2.requant3 (rst, \port$8089$177 , acc, q, clk);
   wire clk;
   wire en;
   wire [17:0] mul;
-  input [58:0] \port$8089$177 ;
-  wire [58:0] \port$8089$177 ;
+  input [58:0] \port$8087$177 ;
+  wire [58:0] \port$8087$177 ;
   reg [34:0] prod = 35'h000000000;
   output [7:0] q;
   reg [7:0] q = 8'h00;
@@ -20104,7 +20155,7 @@ module \bchw_top.engine2.requant3 (rst, \port$8089$177 , acc, q, clk);
   reg [4:0] shift2 = 5'h00;
   wire [36:0] shifted;
   reg [36:0] total = 37'h0000000000;
-  assign \$1  = $signed(acc) * $signed(\port$8089$177 [17:0]);
+  assign \$1  = $signed(acc) * $signed(\port$8087$177 [17:0]);
   assign \$2  = $signed(prod) + $signed(bias1);
   assign \$3  = | shifted[36:8];
   assign \$4  = \$3  ? 37'h00000000ff : shifted;
@@ -20130,18 +20181,18 @@ module \bchw_top.engine2.requant3 (rst, \port$8089$177 , acc, q, clk);
     end
   end
   assign en = 1'h1;
-  assign mul = \port$8089$177 [17:0];
-  assign bias = \port$8089$177 [58:23];
-  assign shift = \port$8089$177 [22:18];
+  assign mul = \port$8087$177 [17:0];
+  assign bias = \port$8087$177 [58:23];
+  assign shift = \port$8087$177 [22:18];
   assign \$10  = shift1;
   assign \$9  = \$2 ;
-  assign \$8  = \port$8089$177 [22:18];
-  assign \$7  = \port$8089$177 [58:23];
+  assign \$8  = \port$8087$177 [22:18];
+  assign \$7  = \port$8087$177 [58:23];
   assign \$6  = \$1 ;
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine2.requant4 (rst, \port$8089$236 , acc, q, clk);
+module \bchw_top.engine2.requant4 (rst, \port$8087$236 , acc, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$48  = 0;
   wire [34:0] \$1 ;
   wire [4:0] \$10 ;
@@ -20162,8 +20213,8 @@ module \bchw_top.engine2.requant4 (rst, \port$8089$236 , acc, q, clk);
   wire clk;
   wire en;
   wire [17:0] mul;
-  input [58:0] \port$8089$236 ;
-  wire [58:0] \port$8089$236 ;
+  input [58:0] \port$8087$236 ;
+  wire [58:0] \port$8087$236 ;
   reg [34:0] prod = 35'h000000000;
   output [7:0] q;
   reg [7:0] q = 8'h00;
@@ -20174,7 +20225,7 @@ module \bchw_top.engine2.requant4 (rst, \port$8089$236 , acc, q, clk);
   reg [4:0] shift2 = 5'h00;
   wire [36:0] shifted;
   reg [36:0] total = 37'h0000000000;
-  assign \$1  = $signed(acc) * $signed(\port$8089$236 [17:0]);
+  assign \$1  = $signed(acc) * $signed(\port$8087$236 [17:0]);
   assign \$2  = $signed(prod) + $signed(bias1);
   assign \$3  = | shifted[36:8];
   assign \$4  = \$3  ? 37'h00000000ff : shifted;
@@ -20200,18 +20251,18 @@ module \bchw_top.engine2.requant4 (rst, \port$8089$236 , acc, q, clk);
     end
   end
   assign en = 1'h1;
-  assign mul = \port$8089$236 [17:0];
-  assign bias = \port$8089$236 [58:23];
-  assign shift = \port$8089$236 [22:18];
+  assign mul = \port$8087$236 [17:0];
+  assign bias = \port$8087$236 [58:23];
+  assign shift = \port$8087$236 [22:18];
   assign \$10  = shift1;
   assign \$9  = \$2 ;
-  assign \$8  = \port$8089$236 [22:18];
-  assign \$7  = \port$8089$236 [58:23];
+  assign \$8  = \port$8087$236 [22:18];
+  assign \$7  = \port$8087$236 [58:23];
   assign \$6  = \$1 ;
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine2.requant5 (rst, \port$8089$295 , acc, q, clk);
+module \bchw_top.engine2.requant5 (rst, \port$8087$295 , acc, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$49  = 0;
   wire [34:0] \$1 ;
   wire [4:0] \$10 ;
@@ -20232,8 +20283,8 @@ module \bchw_top.engine2.requant5 (rst, \port$8089$295 , acc, q, clk);
   wire clk;
   wire en;
   wire [17:0] mul;
-  input [58:0] \port$8089$295 ;
-  wire [58:0] \port$8089$295 ;
+  input [58:0] \port$8087$295 ;
+  wire [58:0] \port$8087$295 ;
   reg [34:0] prod = 35'h000000000;
   output [7:0] q;
   reg [7:0] q = 8'h00;
@@ -20244,7 +20295,7 @@ module \bchw_top.engine2.requant5 (rst, \port$8089$295 , acc, q, clk);
   reg [4:0] shift2 = 5'h00;
   wire [36:0] shifted;
   reg [36:0] total = 37'h0000000000;
-  assign \$1  = $signed(acc) * $signed(\port$8089$295 [17:0]);
+  assign \$1  = $signed(acc) * $signed(\port$8087$295 [17:0]);
   assign \$2  = $signed(prod) + $signed(bias1);
   assign \$3  = | shifted[36:8];
   assign \$4  = \$3  ? 37'h00000000ff : shifted;
@@ -20270,18 +20321,18 @@ module \bchw_top.engine2.requant5 (rst, \port$8089$295 , acc, q, clk);
     end
   end
   assign en = 1'h1;
-  assign mul = \port$8089$295 [17:0];
-  assign bias = \port$8089$295 [58:23];
-  assign shift = \port$8089$295 [22:18];
+  assign mul = \port$8087$295 [17:0];
+  assign bias = \port$8087$295 [58:23];
+  assign shift = \port$8087$295 [22:18];
   assign \$10  = shift1;
   assign \$9  = \$2 ;
-  assign \$8  = \port$8089$295 [22:18];
-  assign \$7  = \port$8089$295 [58:23];
+  assign \$8  = \port$8087$295 [22:18];
+  assign \$7  = \port$8087$295 [58:23];
   assign \$6  = \$1 ;
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine2.requant6 (rst, \port$8089$354 , acc, q, clk);
+module \bchw_top.engine2.requant6 (rst, \port$8087$354 , acc, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$50  = 0;
   wire [34:0] \$1 ;
   wire [4:0] \$10 ;
@@ -20302,8 +20353,8 @@ module \bchw_top.engine2.requant6 (rst, \port$8089$354 , acc, q, clk);
   wire clk;
   wire en;
   wire [17:0] mul;
-  input [58:0] \port$8089$354 ;
-  wire [58:0] \port$8089$354 ;
+  input [58:0] \port$8087$354 ;
+  wire [58:0] \port$8087$354 ;
   reg [34:0] prod = 35'h000000000;
   output [7:0] q;
   reg [7:0] q = 8'h00;
@@ -20314,7 +20365,7 @@ module \bchw_top.engine2.requant6 (rst, \port$8089$354 , acc, q, clk);
   reg [4:0] shift2 = 5'h00;
   wire [36:0] shifted;
   reg [36:0] total = 37'h0000000000;
-  assign \$1  = $signed(acc) * $signed(\port$8089$354 [17:0]);
+  assign \$1  = $signed(acc) * $signed(\port$8087$354 [17:0]);
   assign \$2  = $signed(prod) + $signed(bias1);
   assign \$3  = | shifted[36:8];
   assign \$4  = \$3  ? 37'h00000000ff : shifted;
@@ -20340,18 +20391,18 @@ module \bchw_top.engine2.requant6 (rst, \port$8089$354 , acc, q, clk);
     end
   end
   assign en = 1'h1;
-  assign mul = \port$8089$354 [17:0];
-  assign bias = \port$8089$354 [58:23];
-  assign shift = \port$8089$354 [22:18];
+  assign mul = \port$8087$354 [17:0];
+  assign bias = \port$8087$354 [58:23];
+  assign shift = \port$8087$354 [22:18];
   assign \$10  = shift1;
   assign \$9  = \$2 ;
-  assign \$8  = \port$8089$354 [22:18];
-  assign \$7  = \port$8089$354 [58:23];
+  assign \$8  = \port$8087$354 [22:18];
+  assign \$7  = \port$8087$354 [58:23];
   assign \$6  = \$1 ;
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine2.requant7 (rst, \port$8089$413 , acc, q, clk);
+module \bchw_top.engine2.requant7 (rst, \port$8087$413 , acc, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$51  = 0;
   wire [34:0] \$1 ;
   wire [4:0] \$10 ;
@@ -20372,8 +20423,8 @@ module \bchw_top.engine2.requant7 (rst, \port$8089$413 , acc, q, clk);
   wire clk;
   wire en;
   wire [17:0] mul;
-  input [58:0] \port$8089$413 ;
-  wire [58:0] \port$8089$413 ;
+  input [58:0] \port$8087$413 ;
+  wire [58:0] \port$8087$413 ;
   reg [34:0] prod = 35'h000000000;
   output [7:0] q;
   reg [7:0] q = 8'h00;
@@ -20384,7 +20435,7 @@ module \bchw_top.engine2.requant7 (rst, \port$8089$413 , acc, q, clk);
   reg [4:0] shift2 = 5'h00;
   wire [36:0] shifted;
   reg [36:0] total = 37'h0000000000;
-  assign \$1  = $signed(acc) * $signed(\port$8089$413 [17:0]);
+  assign \$1  = $signed(acc) * $signed(\port$8087$413 [17:0]);
   assign \$2  = $signed(prod) + $signed(bias1);
   assign \$3  = | shifted[36:8];
   assign \$4  = \$3  ? 37'h00000000ff : shifted;
@@ -20410,18 +20461,18 @@ module \bchw_top.engine2.requant7 (rst, \port$8089$413 , acc, q, clk);
     end
   end
   assign en = 1'h1;
-  assign mul = \port$8089$413 [17:0];
-  assign bias = \port$8089$413 [58:23];
-  assign shift = \port$8089$413 [22:18];
+  assign mul = \port$8087$413 [17:0];
+  assign bias = \port$8087$413 [58:23];
+  assign shift = \port$8087$413 [22:18];
   assign \$10  = shift1;
   assign \$9  = \$2 ;
-  assign \$8  = \port$8089$413 [22:18];
-  assign \$7  = \port$8089$413 [58:23];
+  assign \$8  = \port$8087$413 [22:18];
+  assign \$7  = \port$8087$413 [58:23];
   assign \$6  = \$1 ;
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine2.requant8 (rst, \port$8089$472 , acc, q, clk);
+module \bchw_top.engine2.requant8 (rst, \port$8087$472 , acc, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$52  = 0;
   wire [34:0] \$1 ;
   wire [4:0] \$10 ;
@@ -20442,8 +20493,8 @@ module \bchw_top.engine2.requant8 (rst, \port$8089$472 , acc, q, clk);
   wire clk;
   wire en;
   wire [17:0] mul;
-  input [58:0] \port$8089$472 ;
-  wire [58:0] \port$8089$472 ;
+  input [58:0] \port$8087$472 ;
+  wire [58:0] \port$8087$472 ;
   reg [34:0] prod = 35'h000000000;
   output [7:0] q;
   reg [7:0] q = 8'h00;
@@ -20454,7 +20505,7 @@ module \bchw_top.engine2.requant8 (rst, \port$8089$472 , acc, q, clk);
   reg [4:0] shift2 = 5'h00;
   wire [36:0] shifted;
   reg [36:0] total = 37'h0000000000;
-  assign \$1  = $signed(acc) * $signed(\port$8089$472 [17:0]);
+  assign \$1  = $signed(acc) * $signed(\port$8087$472 [17:0]);
   assign \$2  = $signed(prod) + $signed(bias1);
   assign \$3  = | shifted[36:8];
   assign \$4  = \$3  ? 37'h00000000ff : shifted;
@@ -20480,18 +20531,18 @@ module \bchw_top.engine2.requant8 (rst, \port$8089$472 , acc, q, clk);
     end
   end
   assign en = 1'h1;
-  assign mul = \port$8089$472 [17:0];
-  assign bias = \port$8089$472 [58:23];
-  assign shift = \port$8089$472 [22:18];
+  assign mul = \port$8087$472 [17:0];
+  assign bias = \port$8087$472 [58:23];
+  assign shift = \port$8087$472 [22:18];
   assign \$10  = shift1;
   assign \$9  = \$2 ;
-  assign \$8  = \port$8089$472 [22:18];
-  assign \$7  = \port$8089$472 [58:23];
+  assign \$8  = \port$8087$472 [22:18];
+  assign \$7  = \port$8087$472 [58:23];
   assign \$6  = \$1 ;
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine2.requant9 (rst, \port$8089$531 , acc, q, clk);
+module \bchw_top.engine2.requant9 (rst, \port$8087$531 , acc, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$53  = 0;
   wire [34:0] \$1 ;
   wire [4:0] \$10 ;
@@ -20512,8 +20563,8 @@ module \bchw_top.engine2.requant9 (rst, \port$8089$531 , acc, q, clk);
   wire clk;
   wire en;
   wire [17:0] mul;
-  input [58:0] \port$8089$531 ;
-  wire [58:0] \port$8089$531 ;
+  input [58:0] \port$8087$531 ;
+  wire [58:0] \port$8087$531 ;
   reg [34:0] prod = 35'h000000000;
   output [7:0] q;
   reg [7:0] q = 8'h00;
@@ -20524,7 +20575,7 @@ module \bchw_top.engine2.requant9 (rst, \port$8089$531 , acc, q, clk);
   reg [4:0] shift2 = 5'h00;
   wire [36:0] shifted;
   reg [36:0] total = 37'h0000000000;
-  assign \$1  = $signed(acc) * $signed(\port$8089$531 [17:0]);
+  assign \$1  = $signed(acc) * $signed(\port$8087$531 [17:0]);
   assign \$2  = $signed(prod) + $signed(bias1);
   assign \$3  = | shifted[36:8];
   assign \$4  = \$3  ? 37'h00000000ff : shifted;
@@ -20550,13 +20601,13 @@ module \bchw_top.engine2.requant9 (rst, \port$8089$531 , acc, q, clk);
     end
   end
   assign en = 1'h1;
-  assign mul = \port$8089$531 [17:0];
-  assign bias = \port$8089$531 [58:23];
-  assign shift = \port$8089$531 [22:18];
+  assign mul = \port$8087$531 [17:0];
+  assign bias = \port$8087$531 [58:23];
+  assign shift = \port$8087$531 [22:18];
   assign \$10  = shift1;
   assign \$9  = \$2 ;
-  assign \$8  = \port$8089$531 [22:18];
-  assign \$7  = \port$8089$531 [58:23];
+  assign \$8  = \port$8087$531 [22:18];
+  assign \$7  = \port$8087$531 [58:23];
   assign \$6  = \$1 ;
 endmodule
 
@@ -24856,10 +24907,10 @@ module \bchw_top.engine2.weights (data, addr, clk);
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine3 (rst, s__ready, m__ready, s__payload, s__valid, m__payload, m__valid, clk);
+module \bchw_top.engine3 (rst, m__ready, s__payload, s__valid, s__ready, m__payload, m__valid, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$54  = 0;
   wire \$1 ;
-  wire \$10 ;
+  wire [4:0] \$10 ;
   reg [3:0] \$100 ;
   reg [3:0] \$101 ;
   reg [3:0] \$102 ;
@@ -24881,7 +24932,7 @@ module \bchw_top.engine3 (rst, s__ready, m__ready, s__payload, s__valid, m__payl
   reg [16:0] \$117 ;
   reg [16:0] \$118 ;
   reg \$119 ;
-  wire [4:0] \$12 ;
+  wire \$12 ;
   reg \$120 ;
   reg \$121 ;
   reg \$122 ;
@@ -24896,9 +24947,9 @@ module \bchw_top.engine3 (rst, s__ready, m__ready, s__payload, s__valid, m__payl
   reg \$130 ;
   reg \$131 ;
   reg [1:0] \$132 ;
-  wire \$14 ;
-  wire [1:0] \$15 ;
-  wire [4:0] \$16 ;
+  wire [1:0] \$14 ;
+  wire [4:0] \$15 ;
+  wire \$16 ;
   wire \$17 ;
   wire \$18 ;
   wire \$19 ;
@@ -24907,29 +24958,29 @@ module \bchw_top.engine3 (rst, s__ready, m__ready, s__payload, s__valid, m__payl
   wire \$21 ;
   wire \$22 ;
   wire \$23 ;
-  wire \$24 ;
-  wire [16:0] \$25 ;
-  wire [17:0] \$26 ;
-  wire [16:0] \$27 ;
-  wire [17:0] \$28 ;
-  wire [16:0] \$29 ;
+  wire [16:0] \$24 ;
+  wire [17:0] \$25 ;
+  wire [16:0] \$26 ;
+  wire [17:0] \$27 ;
+  wire [16:0] \$28 ;
+  wire [17:0] \$29 ;
   wire \$3 ;
-  wire [17:0] \$30 ;
-  wire [16:0] \$31 ;
-  wire [17:0] \$32 ;
-  wire [16:0] \$33 ;
-  wire [17:0] \$34 ;
-  wire [16:0] \$35 ;
-  wire [17:0] \$36 ;
-  wire [16:0] \$37 ;
-  wire [17:0] \$38 ;
-  wire [16:0] \$39 ;
+  wire [16:0] \$30 ;
+  wire [17:0] \$31 ;
+  wire [16:0] \$32 ;
+  wire [17:0] \$33 ;
+  wire [16:0] \$34 ;
+  wire [17:0] \$35 ;
+  wire [16:0] \$36 ;
+  wire [17:0] \$37 ;
+  wire [16:0] \$38 ;
+  wire [17:0] \$39 ;
   wire \$4 ;
-  wire [17:0] \$40 ;
-  wire [16:0] \$41 ;
-  wire [17:0] \$42 ;
-  wire [16:0] \$43 ;
-  wire [17:0] \$44 ;
+  wire [16:0] \$40 ;
+  wire [17:0] \$41 ;
+  wire [16:0] \$42 ;
+  wire [17:0] \$43 ;
+  wire \$44 ;
   wire \$45 ;
   wire \$46 ;
   wire \$47 ;
@@ -24937,8 +24988,8 @@ module \bchw_top.engine3 (rst, s__ready, m__ready, s__payload, s__valid, m__payl
   wire \$49 ;
   wire \$5 ;
   wire \$50 ;
-  wire \$51 ;
-  wire [2:0] \$52 ;
+  wire [2:0] \$51 ;
+  wire \$52 ;
   wire \$53 ;
   wire \$54 ;
   wire \$55 ;
@@ -24950,56 +25001,56 @@ module \bchw_top.engine3 (rst, s__ready, m__ready, s__payload, s__valid, m__payl
   wire \$60 ;
   wire \$61 ;
   wire \$62 ;
-  wire \$63 ;
-  wire [2:0] \$64 ;
+  wire [2:0] \$63 ;
+  wire \$64 ;
   wire \$65 ;
   wire \$66 ;
   wire \$67 ;
   wire \$68 ;
   wire \$69 ;
   wire \$7 ;
-  wire \$70 ;
-  wire [2:0] \$71 ;
+  wire [2:0] \$70 ;
+  wire \$71 ;
   wire \$72 ;
   wire \$73 ;
   wire \$74 ;
   wire \$75 ;
-  wire \$76 ;
-  wire [3:0] \$77 ;
-  wire \$78 ;
-  wire [160:0] \$79 ;
+  wire [3:0] \$76 ;
+  wire \$77 ;
+  wire [160:0] \$78 ;
+  wire \$79 ;
   wire \$8 ;
-  wire \$80 ;
-  wire [160:0] \$81 ;
-  wire \$82 ;
-  wire [2:0] \$83 ;
+  wire [160:0] \$80 ;
+  wire \$81 ;
+  wire [2:0] \$82 ;
+  wire \$83 ;
   wire \$84 ;
   wire \$85 ;
   wire \$86 ;
   wire \$87 ;
   wire \$88 ;
-  wire \$89 ;
+  wire [3:0] \$89 ;
   wire \$9 ;
-  wire [3:0] \$90 ;
-  reg \$91 ;
+  reg \$90 ;
+  reg [3:0] \$91 ;
   reg [3:0] \$92 ;
-  reg [3:0] \$93 ;
-  reg \$94 ;
-  reg [2047:0] \$95 ;
+  reg \$93 ;
+  reg [2047:0] \$94 ;
+  reg \$95 ;
   wire [127:0] \$96 ;
   wire [127:0] \$97 ;
   wire [159:0] \$98 ;
   reg [3:0] \$99 ;
   reg [16:0] acc = 17'h00000;
-  reg [16:0] \acc$49  = 17'h00000;
-  reg [16:0] \acc$55  = 17'h00000;
-  reg [16:0] \acc$61  = 17'h00000;
-  reg [16:0] \acc$67  = 17'h00000;
-  reg [16:0] \acc$73  = 17'h00000;
-  reg [16:0] \acc$79  = 17'h00000;
-  reg [16:0] \acc$85  = 17'h00000;
-  reg [16:0] \acc$91  = 17'h00000;
-  reg [16:0] \acc$97  = 17'h00000;
+  reg [16:0] \acc$48  = 17'h00000;
+  reg [16:0] \acc$54  = 17'h00000;
+  reg [16:0] \acc$60  = 17'h00000;
+  reg [16:0] \acc$66  = 17'h00000;
+  reg [16:0] \acc$72  = 17'h00000;
+  reg [16:0] \acc$78  = 17'h00000;
+  reg [16:0] \acc$84  = 17'h00000;
+  reg [16:0] \acc$90  = 17'h00000;
+  reg [16:0] \acc$96  = 17'h00000;
   (* init = 17'h00000 *)
   wire [16:0] acc0;
   (* init = 17'h00000 *)
@@ -25023,17 +25074,17 @@ module \bchw_top.engine3 (rst, s__ready, m__ready, s__payload, s__valid, m__payl
   reg acc_end = 1'h0;
   reg acc_valid = 1'h0;
   reg [3:0] addr = 4'h0;
-  wire \addr$39 ;
+  wire \addr$38 ;
   wire [35:0] bias;
-  wire [35:0] \bias$101 ;
-  wire [35:0] \bias$53 ;
-  wire [35:0] \bias$59 ;
-  wire [35:0] \bias$65 ;
-  wire [35:0] \bias$71 ;
-  wire [35:0] \bias$77 ;
-  wire [35:0] \bias$83 ;
-  wire [35:0] \bias$89 ;
-  wire [35:0] \bias$95 ;
+  wire [35:0] \bias$100 ;
+  wire [35:0] \bias$52 ;
+  wire [35:0] \bias$58 ;
+  wire [35:0] \bias$64 ;
+  wire [35:0] \bias$70 ;
+  wire [35:0] \bias$76 ;
+  wire [35:0] \bias$82 ;
+  wire [35:0] \bias$88 ;
+  wire [35:0] \bias$94 ;
   reg busy = 1'h0;
   input clk;
   wire clk;
@@ -25042,29 +25093,29 @@ module \bchw_top.engine3 (rst, s__ready, m__ready, s__payload, s__valid, m__payl
   reg credit_back1 = 1'h0;
   reg [1:0] credits = 2'h2;
   wire [159:0] data;
-  wire [589:0] \data$127 ;
+  wire [589:0] \data$128 ;
   wire en;
-  wire \en$11 ;
-  wire \en$14 ;
-  wire \en$17 ;
-  wire \en$20 ;
-  wire \en$23 ;
-  wire \en$26 ;
-  wire \en$29 ;
-  wire \en$32 ;
-  wire \en$35 ;
-  wire \en$38 ;
-  wire \en$41 ;
-  wire \en$48 ;
-  wire \en$54 ;
-  wire \en$6 ;
-  wire \en$60 ;
-  wire \en$66 ;
-  wire \en$72 ;
-  wire \en$78 ;
-  wire \en$84 ;
-  wire \en$90 ;
-  wire \en$96 ;
+  wire \en$10 ;
+  wire \en$13 ;
+  wire \en$16 ;
+  wire \en$19 ;
+  wire \en$22 ;
+  wire \en$25 ;
+  wire \en$28 ;
+  wire \en$31 ;
+  wire \en$34 ;
+  wire \en$37 ;
+  wire \en$40 ;
+  wire \en$47 ;
+  wire \en$5 ;
+  wire \en$53 ;
+  wire \en$59 ;
+  wire \en$65 ;
+  wire \en$71 ;
+  wire \en$77 ;
+  wire \en$83 ;
+  wire \en$89 ;
+  wire \en$95 ;
   wire enter;
   reg [3:0] f1_d0 = 4'h0;
   reg [3:0] f1_d1 = 4'h0;
@@ -25081,20 +25132,19 @@ module \bchw_top.engine3 (rst, s__ready, m__ready, s__payload, s__valid, m__payl
   output m__valid;
   reg m__valid = 1'h0;
   wire [17:0] mul;
-  wire [17:0] \mul$51 ;
-  wire [17:0] \mul$57 ;
-  wire [17:0] \mul$63 ;
-  wire [17:0] \mul$69 ;
-  wire [17:0] \mul$75 ;
-  wire [17:0] \mul$81 ;
-  wire [17:0] \mul$87 ;
-  wire [17:0] \mul$93 ;
-  wire [17:0] \mul$99 ;
+  wire [17:0] \mul$50 ;
+  wire [17:0] \mul$56 ;
+  wire [17:0] \mul$62 ;
+  wire [17:0] \mul$68 ;
+  wire [17:0] \mul$74 ;
+  wire [17:0] \mul$80 ;
+  wire [17:0] \mul$86 ;
+  wire [17:0] \mul$92 ;
+  wire [17:0] \mul$98 ;
   wire [-1:0] nfc;
   wire out_done;
   reg [589:0] params_d0 = 590'h0000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000;
   wire [15:0] q;
-  wire [15:0] \q$146 ;
   wire [15:0] \q$147 ;
   wire [15:0] \q$148 ;
   wire [15:0] \q$149 ;
@@ -25103,37 +25153,39 @@ module \bchw_top.engine3 (rst, s__ready, m__ready, s__payload, s__valid, m__payl
   wire [15:0] \q$152 ;
   wire [15:0] \q$153 ;
   wire [15:0] \q$154 ;
+  wire [15:0] \q$155 ;
   reg qe_d0 = 1'h0;
   reg qe_d1 = 1'h0;
   reg qe_last_d0 = 1'h0;
   reg qv_d0 = 1'h0;
   reg qv_d1 = 1'h0;
   reg qv_last_d0 = 1'h0;
+  (* init = 1'h1 *)
+  wire ready;
   input rst;
   wire rst;
   input [2047:0] s__payload;
   wire [2047:0] s__payload;
   output s__ready;
-  wire s__ready;
+  reg s__ready = 1'h1;
   input s__valid;
   wire s__valid;
   reg [3:0] sfc = 4'h0;
   wire [4:0] shift;
-  wire [4:0] \shift$100 ;
-  wire [4:0] \shift$52 ;
-  wire [4:0] \shift$58 ;
-  wire [4:0] \shift$64 ;
-  wire [4:0] \shift$70 ;
-  wire [4:0] \shift$76 ;
-  wire [4:0] \shift$82 ;
-  wire [4:0] \shift$88 ;
-  wire [4:0] \shift$94 ;
+  wire [4:0] \shift$51 ;
+  wire [4:0] \shift$57 ;
+  wire [4:0] \shift$63 ;
+  wire [4:0] \shift$69 ;
+  wire [4:0] \shift$75 ;
+  wire [4:0] \shift$81 ;
+  wire [4:0] \shift$87 ;
+  wire [4:0] \shift$93 ;
+  wire [4:0] \shift$99 ;
   reg [160:0] skid0 = 161'h00000000000000000000000000000000000000000;
   reg [160:0] skid1 = 161'h00000000000000000000000000000000000000000;
   (* init = 4'h0 *)
   wire [3:0] step;
   wire [12:0] sum;
-  wire [12:0] \sum$131 ;
   wire [12:0] \sum$132 ;
   wire [12:0] \sum$133 ;
   wire [12:0] \sum$134 ;
@@ -25142,143 +25194,145 @@ module \bchw_top.engine3 (rst, s__ready, m__ready, s__payload, s__valid, m__payl
   wire [12:0] \sum$137 ;
   wire [12:0] \sum$138 ;
   wire [12:0] \sum$139 ;
+  wire [12:0] \sum$140 ;
   (* init = 160'h0000000000000000000000000000000000000000 *)
   wire [159:0] vector;
   wire [15:0] w;
-  wire [15:0] \w$13 ;
-  wire [15:0] \w$16 ;
-  wire [15:0] \w$19 ;
-  wire [15:0] \w$22 ;
-  wire [15:0] \w$25 ;
-  wire [15:0] \w$28 ;
-  wire [15:0] \w$31 ;
-  wire [15:0] \w$34 ;
-  wire [15:0] \w$37 ;
+  wire [15:0] \w$12 ;
+  wire [15:0] \w$15 ;
+  wire [15:0] \w$18 ;
+  wire [15:0] \w$21 ;
+  wire [15:0] \w$24 ;
+  wire [15:0] \w$27 ;
+  wire [15:0] \w$30 ;
+  wire [15:0] \w$33 ;
+  wire [15:0] \w$36 ;
   reg [159:0] wdata_d0 = 160'h0000000000000000000000000000000000000000;
   reg [127:0] x = 128'h00000000000000000000000000000000;
   (* init = 128'h00000000000000000000000000000000 *)
-  wire [127:0] \x$12 ;
+  wire [127:0] \x$11 ;
   (* init = 128'h00000000000000000000000000000000 *)
-  wire [127:0] \x$15 ;
+  wire [127:0] \x$14 ;
   (* init = 128'h00000000000000000000000000000000 *)
-  wire [127:0] \x$18 ;
+  wire [127:0] \x$17 ;
   (* init = 128'h00000000000000000000000000000000 *)
-  wire [127:0] \x$21 ;
+  wire [127:0] \x$20 ;
   (* init = 128'h00000000000000000000000000000000 *)
-  wire [127:0] \x$24 ;
+  wire [127:0] \x$23 ;
   (* init = 128'h00000000000000000000000000000000 *)
-  wire [127:0] \x$27 ;
+  wire [127:0] \x$26 ;
   (* init = 128'h00000000000000000000000000000000 *)
-  wire [127:0] \x$30 ;
+  wire [127:0] \x$29 ;
   (* init = 128'h00000000000000000000000000000000 *)
-  wire [127:0] \x$33 ;
+  wire [127:0] \x$32 ;
   (* init = 128'h00000000000000000000000000000000 *)
-  wire [127:0] \x$36 ;
+  wire [127:0] \x$35 ;
   reg [127:0] x_d0 = 128'h00000000000000000000000000000000;
   (* init = 128'h00000000000000000000000000000000 *)
   wire [127:0] x_d1;
   reg [2047:0] xbuf = 2048'h00000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000;
-  assign \$1  = ~ busy;
-  assign \$2  = \$1  | last_step;
   assign out_done = qv_last_d0 & qe_last_d0;
-  assign \$3  = | count;
-  assign \$4  = \$3  | qv_last_d0;
-  assign \$5  = ~ m__valid;
-  assign \$6  = \$5  | m__ready;
-  assign enter = \$4  & \$6 ;
-  assign \$7  = s__valid & s__ready;
-  assign \$8  = | sfc;
-  assign \$9  = | credits;
-  assign \$10  = \$8  | \$9 ;
-  assign \$11  = busy & \$10 ;
-  assign \$12  = addr + 1'h1;
-  assign \$13  = addr == 4'he;
-  assign \$14  = sfc == 4'hf;
-  assign \$16  = sfc + 1'h1;
-  assign \$17  = | sfc;
-  assign \$18  = | credits;
-  assign \$19  = \$17  | \$18 ;
-  assign \$20  = busy & \$19 ;
-  assign \$21  = ! sfc;
-  assign \$22  = sfc == 4'hf;
-  assign \$23  = ft_d0[0] & ft_d0[2];
-  assign \$24  = ft_d0[0] & ft_d0[3];
-  assign \$25  = ft_d0[1] ? 17'h00000 : acc;
-  assign \$26  = $signed(\$25 ) + $signed(sum);
-  assign \$27  = ft_d0[1] ? 17'h00000 : \acc$49 ;
-  assign \$28  = $signed(\$27 ) + $signed(\sum$131 );
-  assign \$29  = ft_d0[1] ? 17'h00000 : \acc$55 ;
-  assign \$30  = $signed(\$29 ) + $signed(\sum$132 );
-  assign \$31  = ft_d0[1] ? 17'h00000 : \acc$61 ;
-  assign \$32  = $signed(\$31 ) + $signed(\sum$133 );
-  assign \$33  = ft_d0[1] ? 17'h00000 : \acc$67 ;
-  assign \$34  = $signed(\$33 ) + $signed(\sum$134 );
-  assign \$35  = ft_d0[1] ? 17'h00000 : \acc$73 ;
-  assign \$36  = $signed(\$35 ) + $signed(\sum$135 );
-  assign \$37  = ft_d0[1] ? 17'h00000 : \acc$79 ;
-  assign \$38  = $signed(\$37 ) + $signed(\sum$136 );
-  assign \$39  = ft_d0[1] ? 17'h00000 : \acc$85 ;
-  assign \$40  = $signed(\$39 ) + $signed(\sum$137 );
-  assign \$41  = ft_d0[1] ? 17'h00000 : \acc$91 ;
-  assign \$42  = $signed(\$41 ) + $signed(\sum$138 );
-  assign \$43  = ft_d0[1] ? 17'h00000 : \acc$97 ;
-  assign \$44  = $signed(\$43 ) + $signed(\sum$139 );
-  assign \$45  = | count;
-  assign \$46  = ~ \$45 ;
-  assign \$47  = enter & \$46 ;
-  assign \$48  = ~ \$47 ;
-  assign \$49  = qv_last_d0 & \$48 ;
-  assign \$50  = | count;
-  assign \$51  = enter & \$50 ;
-  assign \$52  = count - \$51 ;
-  assign \$53  = ! \$52 ;
-  assign \$54  = \$49  & \$53 ;
-  assign \$55  = | count;
-  assign \$56  = enter & \$55 ;
-  assign \$57  = | count;
-  assign \$58  = ~ \$57 ;
-  assign \$59  = enter & \$58 ;
-  assign \$60  = ~ \$59 ;
-  assign \$61  = qv_last_d0 & \$60 ;
-  assign \$62  = | count;
-  assign \$63  = enter & \$62 ;
-  assign \$64  = count - \$63 ;
-  assign \$65  = \$64  == 1'h1;
-  assign \$66  = \$61  & \$65 ;
-  assign \$67  = | count;
-  assign \$68  = enter & \$67 ;
-  assign \$69  = | count;
-  assign \$70  = enter & \$69 ;
-  assign \$71  = count - \$70 ;
-  assign \$72  = | count;
-  assign \$73  = ~ \$72 ;
-  assign \$74  = enter & \$73 ;
-  assign \$75  = ~ \$74 ;
-  assign \$76  = qv_last_d0 & \$75 ;
-  assign \$77  = $signed(\$71 ) + $signed({ 1'h0, \$76  });
-  assign \$78  = | count;
-  assign \$79  = \$78  ? skid0 : { qe_last_d0, \q$154 , \q$153 , \q$152 , \q$151 , \q$150 , \q$149 , \q$148 , \q$147 , \q$146 , q };
-  assign \$80  = | count;
-  assign \$81  = \$80  ? skid0 : { qe_last_d0, \q$154 , \q$153 , \q$152 , \q$151 , \q$150 , \q$149 , \q$148 , \q$147 , \q$146 , q };
-  assign \$82  = enter & \$81 [160];
-  assign \$83  = credits + credit_back1;
-  assign \$84  = | sfc;
-  assign \$85  = | credits;
-  assign \$86  = \$84  | \$85 ;
-  assign \$87  = busy & \$86 ;
-  assign \$88  = ! sfc;
-  assign \$89  = \$87  & \$88 ;
-  assign \$90  = \$83  - \$89 ;
+  assign \$1  = | count;
+  assign \$2  = \$1  | qv_last_d0;
+  assign \$3  = ~ m__valid;
+  assign \$4  = \$3  | m__ready;
+  assign enter = \$2  & \$4 ;
+  assign \$5  = s__valid & s__ready;
+  assign \$6  = | sfc;
+  assign \$7  = | credits;
+  assign \$8  = \$6  | \$7 ;
+  assign \$9  = busy & \$8 ;
+  assign \$10  = addr + 1'h1;
+  assign \$11  = addr == 4'he;
+  assign \$12  = addr == 4'he;
+  assign \$13  = sfc == 4'hf;
+  assign \$15  = sfc + 1'h1;
+  assign \$16  = | sfc;
+  assign \$17  = | credits;
+  assign \$18  = \$16  | \$17 ;
+  assign \$19  = busy & \$18 ;
+  assign \$20  = ! sfc;
+  assign \$21  = sfc == 4'hf;
+  assign \$22  = ft_d0[0] & ft_d0[2];
+  assign \$23  = ft_d0[0] & ft_d0[3];
+  assign \$24  = ft_d0[1] ? 17'h00000 : acc;
+  assign \$25  = $signed(\$24 ) + $signed(sum);
+  assign \$26  = ft_d0[1] ? 17'h00000 : \acc$48 ;
+  assign \$27  = $signed(\$26 ) + $signed(\sum$132 );
+  assign \$28  = ft_d0[1] ? 17'h00000 : \acc$54 ;
+  assign \$29  = $signed(\$28 ) + $signed(\sum$133 );
+  assign \$30  = ft_d0[1] ? 17'h00000 : \acc$60 ;
+  assign \$31  = $signed(\$30 ) + $signed(\sum$134 );
+  assign \$32  = ft_d0[1] ? 17'h00000 : \acc$66 ;
+  assign \$33  = $signed(\$32 ) + $signed(\sum$135 );
+  assign \$34  = ft_d0[1] ? 17'h00000 : \acc$72 ;
+  assign \$35  = $signed(\$34 ) + $signed(\sum$136 );
+  assign \$36  = ft_d0[1] ? 17'h00000 : \acc$78 ;
+  assign \$37  = $signed(\$36 ) + $signed(\sum$137 );
+  assign \$38  = ft_d0[1] ? 17'h00000 : \acc$84 ;
+  assign \$39  = $signed(\$38 ) + $signed(\sum$138 );
+  assign \$40  = ft_d0[1] ? 17'h00000 : \acc$90 ;
+  assign \$41  = $signed(\$40 ) + $signed(\sum$139 );
+  assign \$42  = ft_d0[1] ? 17'h00000 : \acc$96 ;
+  assign \$43  = $signed(\$42 ) + $signed(\sum$140 );
+  assign \$44  = | count;
+  assign \$45  = ~ \$44 ;
+  assign \$46  = enter & \$45 ;
+  assign \$47  = ~ \$46 ;
+  assign \$48  = qv_last_d0 & \$47 ;
+  assign \$49  = | count;
+  assign \$50  = enter & \$49 ;
+  assign \$51  = count - \$50 ;
+  assign \$52  = ! \$51 ;
+  assign \$53  = \$48  & \$52 ;
+  assign \$54  = | count;
+  assign \$55  = enter & \$54 ;
+  assign \$56  = | count;
+  assign \$57  = ~ \$56 ;
+  assign \$58  = enter & \$57 ;
+  assign \$59  = ~ \$58 ;
+  assign \$60  = qv_last_d0 & \$59 ;
+  assign \$61  = | count;
+  assign \$62  = enter & \$61 ;
+  assign \$63  = count - \$62 ;
+  assign \$64  = \$63  == 1'h1;
+  assign \$65  = \$60  & \$64 ;
+  assign \$66  = | count;
+  assign \$67  = enter & \$66 ;
+  assign \$68  = | count;
+  assign \$69  = enter & \$68 ;
+  assign \$70  = count - \$69 ;
+  assign \$71  = | count;
+  assign \$72  = ~ \$71 ;
+  assign \$73  = enter & \$72 ;
+  assign \$74  = ~ \$73 ;
+  assign \$75  = qv_last_d0 & \$74 ;
+  assign \$76  = $signed(\$70 ) + $signed({ 1'h0, \$75  });
+  assign \$77  = | count;
+  assign \$78  = \$77  ? skid0 : { qe_last_d0, \q$155 , \q$154 , \q$153 , \q$152 , \q$151 , \q$150 , \q$149 , \q$148 , \q$147 , q };
+  assign \$79  = | count;
+  assign \$80  = \$79  ? skid0 : { qe_last_d0, \q$155 , \q$154 , \q$153 , \q$152 , \q$151 , \q$150 , \q$149 , \q$148 , \q$147 , q };
+  assign \$81  = enter & \$80 [160];
+  assign \$82  = credits + credit_back1;
+  assign \$83  = | sfc;
+  assign \$84  = | credits;
+  assign \$85  = \$83  | \$84 ;
+  assign \$86  = busy & \$85 ;
+  assign \$87  = ! sfc;
+  assign \$88  = \$86  & \$87 ;
+  assign \$89  = \$82  - \$88 ;
   always @(posedge clk)
-    busy <= \$91 ;
+    busy <= \$90 ;
   always @(posedge clk)
-    addr <= \$92 ;
+    addr <= \$91 ;
   always @(posedge clk)
-    sfc <= \$93 ;
+    sfc <= \$92 ;
   always @(posedge clk)
-    last_step <= \$94 ;
+    last_step <= \$93 ;
   always @(posedge clk)
-    xbuf <= \$95 ;
+    xbuf <= \$94 ;
+  always @(posedge clk)
+    s__ready <= \$95 ;
   always @(posedge clk)
     x_d0 <= \$96 ;
   always @(posedge clk)
@@ -25308,23 +25362,23 @@ module \bchw_top.engine3 (rst, s__ready, m__ready, s__payload, s__valid, m__payl
   always @(posedge clk)
     acc <= \$109 ;
   always @(posedge clk)
-    \acc$49  <= \$110 ;
+    \acc$48  <= \$110 ;
   always @(posedge clk)
-    \acc$55  <= \$111 ;
+    \acc$54  <= \$111 ;
   always @(posedge clk)
-    \acc$61  <= \$112 ;
+    \acc$60  <= \$112 ;
   always @(posedge clk)
-    \acc$67  <= \$113 ;
+    \acc$66  <= \$113 ;
   always @(posedge clk)
-    \acc$73  <= \$114 ;
+    \acc$72  <= \$114 ;
   always @(posedge clk)
-    \acc$79  <= \$115 ;
+    \acc$78  <= \$115 ;
   always @(posedge clk)
-    \acc$85  <= \$116 ;
+    \acc$84  <= \$116 ;
   always @(posedge clk)
-    \acc$91  <= \$117 ;
+    \acc$90  <= \$117 ;
   always @(posedge clk)
-    \acc$97  <= \$118 ;
+    \acc$96  <= \$118 ;
   always @(posedge clk)
     qv_d0 <= \$119 ;
   always @(posedge clk)
@@ -25355,7 +25409,7 @@ module \bchw_top.engine3 (rst, s__ready, m__ready, s__payload, s__valid, m__payl
     credits <= \$132 ;
   \bchw_top.engine3.params  params (
     .clk(clk),
-    .data(\data$127 )
+    .data(\data$128 )
   );
   \bchw_top.engine3.requant0  requant0 (
     .acc(acc),
@@ -25365,66 +25419,66 @@ module \bchw_top.engine3 (rst, s__ready, m__ready, s__payload, s__valid, m__payl
     .rst(rst)
   );
   \bchw_top.engine3.requant1  requant1 (
-    .acc(\acc$49 ),
+    .acc(\acc$48 ),
     .clk(clk),
     .\port$9403$59 (params_d0[117:59]),
-    .q(\q$146 ),
-    .rst(rst)
-  );
-  \bchw_top.engine3.requant2  requant2 (
-    .acc(\acc$55 ),
-    .clk(clk),
-    .\port$9403$118 (params_d0[176:118]),
     .q(\q$147 ),
     .rst(rst)
   );
-  \bchw_top.engine3.requant3  requant3 (
-    .acc(\acc$61 ),
+  \bchw_top.engine3.requant2  requant2 (
+    .acc(\acc$54 ),
     .clk(clk),
-    .\port$9403$177 (params_d0[235:177]),
+    .\port$9403$118 (params_d0[176:118]),
     .q(\q$148 ),
     .rst(rst)
   );
-  \bchw_top.engine3.requant4  requant4 (
-    .acc(\acc$67 ),
+  \bchw_top.engine3.requant3  requant3 (
+    .acc(\acc$60 ),
     .clk(clk),
-    .\port$9403$236 (params_d0[294:236]),
+    .\port$9403$177 (params_d0[235:177]),
     .q(\q$149 ),
     .rst(rst)
   );
-  \bchw_top.engine3.requant5  requant5 (
-    .acc(\acc$73 ),
+  \bchw_top.engine3.requant4  requant4 (
+    .acc(\acc$66 ),
     .clk(clk),
-    .\port$9403$295 (params_d0[353:295]),
+    .\port$9403$236 (params_d0[294:236]),
     .q(\q$150 ),
     .rst(rst)
   );
-  \bchw_top.engine3.requant6  requant6 (
-    .acc(\acc$79 ),
+  \bchw_top.engine3.requant5  requant5 (
+    .acc(\acc$72 ),
     .clk(clk),
-    .\port$9403$354 (params_d0[412:354]),
+    .\port$9403$295 (params_d0[353:295]),
     .q(\q$151 ),
     .rst(rst)
   );
-  \bchw_top.engine3.requant7  requant7 (
-    .acc(\acc$85 ),
+  \bchw_top.engine3.requant6  requant6 (
+    .acc(\acc$78 ),
     .clk(clk),
-    .\port$9403$413 (params_d0[471:413]),
+    .\port$9403$354 (params_d0[412:354]),
     .q(\q$152 ),
     .rst(rst)
   );
-  \bchw_top.engine3.requant8  requant8 (
-    .acc(\acc$91 ),
+  \bchw_top.engine3.requant7  requant7 (
+    .acc(\acc$84 ),
     .clk(clk),
-    .\port$9403$472 (params_d0[530:472]),
+    .\port$9403$413 (params_d0[471:413]),
     .q(\q$153 ),
     .rst(rst)
   );
+  \bchw_top.engine3.requant8  requant8 (
+    .acc(\acc$90 ),
+    .clk(clk),
+    .\port$9403$472 (params_d0[530:472]),
+    .q(\q$154 ),
+    .rst(rst)
+  );
   \bchw_top.engine3.requant9  requant9 (
-    .acc(\acc$97 ),
+    .acc(\acc$96 ),
     .clk(clk),
     .\port$9403$531 (params_d0[589:531]),
-    .q(\q$154 ),
+    .q(\q$155 ),
     .rst(rst)
   );
   \bchw_top.engine3.tree0  tree0 (
@@ -25436,63 +25490,63 @@ module \bchw_top.engine3 (rst, s__ready, m__ready, s__payload, s__valid, m__payl
   );
   \bchw_top.engine3.tree1  tree1 (
     .clk(clk),
-    .l4_0(\sum$131 ),
+    .l4_0(\sum$132 ),
     .rst(rst),
     .w(wdata_d0[31:16]),
     .x(x)
   );
   \bchw_top.engine3.tree2  tree2 (
     .clk(clk),
-    .l4_0(\sum$132 ),
+    .l4_0(\sum$133 ),
     .rst(rst),
     .w(wdata_d0[47:32]),
     .x(x)
   );
   \bchw_top.engine3.tree3  tree3 (
     .clk(clk),
-    .l4_0(\sum$133 ),
+    .l4_0(\sum$134 ),
     .rst(rst),
     .w(wdata_d0[63:48]),
     .x(x)
   );
   \bchw_top.engine3.tree4  tree4 (
     .clk(clk),
-    .l4_0(\sum$134 ),
+    .l4_0(\sum$135 ),
     .rst(rst),
     .w(wdata_d0[79:64]),
     .x(x)
   );
   \bchw_top.engine3.tree5  tree5 (
     .clk(clk),
-    .l4_0(\sum$135 ),
+    .l4_0(\sum$136 ),
     .rst(rst),
     .w(wdata_d0[95:80]),
     .x(x)
   );
   \bchw_top.engine3.tree6  tree6 (
     .clk(clk),
-    .l4_0(\sum$136 ),
+    .l4_0(\sum$137 ),
     .rst(rst),
     .w(wdata_d0[111:96]),
     .x(x)
   );
   \bchw_top.engine3.tree7  tree7 (
     .clk(clk),
-    .l4_0(\sum$137 ),
+    .l4_0(\sum$138 ),
     .rst(rst),
     .w(wdata_d0[127:112]),
     .x(x)
   );
   \bchw_top.engine3.tree8  tree8 (
     .clk(clk),
-    .l4_0(\sum$138 ),
+    .l4_0(\sum$139 ),
     .rst(rst),
     .w(wdata_d0[143:128]),
     .x(x)
   );
   \bchw_top.engine3.tree9  tree9 (
     .clk(clk),
-    .l4_0(\sum$139 ),
+    .l4_0(\sum$140 ),
     .rst(rst),
     .w(wdata_d0[159:144]),
     .x(x)
@@ -25504,74 +25558,88 @@ module \bchw_top.engine3 (rst, s__ready, m__ready, s__payload, s__valid, m__payl
   );
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$54 ) begin end
-    \$91  = busy;
-    if (\$7 ) begin
-      \$91  = 1'h1;
+    \$90  = busy;
+    if (\$5 ) begin
+      \$90  = 1'h1;
     end else if (last_step) begin
-      \$91  = 1'h0;
+      \$90  = 1'h0;
     end
     if (rst) begin
-      \$91  = 1'h0;
+      \$90  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$54 ) begin end
-    \$92  = addr;
-    if (\$7 ) begin
-      \$92  = 4'h0;
+    \$91  = addr;
+    if (\$5 ) begin
+      \$91  = 4'h0;
     end else if (last_step) begin
-    end else if (\$11 ) begin
-      \$92  = \$12 [3:0];
+    end else if (\$9 ) begin
+      \$91  = \$10 [3:0];
     end
     if (rst) begin
-      \$92  = 4'h0;
+      \$91  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$54 ) begin end
-    \$93  = sfc;
-    if (\$7 ) begin
-      \$93  = 4'h0;
+    \$92  = sfc;
+    if (\$5 ) begin
+      \$92  = 4'h0;
     end else if (last_step) begin
-    end else if (\$11 ) begin
+    end else if (\$9 ) begin
       (* full_case = 32'd1 *)
-      if (\$14 ) begin
-        \$93  = 4'h0;
+      if (\$13 ) begin
+        \$92  = 4'h0;
       end else begin
-        \$93  = \$16 [3:0];
+        \$92  = \$15 [3:0];
       end
     end
     if (rst) begin
-      \$93  = 4'h0;
+      \$92  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$54 ) begin end
-    \$94  = last_step;
-    if (\$7 ) begin
-      \$94  = 1'h0;
+    \$93  = last_step;
+    if (\$5 ) begin
+      \$93  = 1'h0;
     end else if (last_step) begin
-      \$94  = 1'h0;
-    end else if (\$11 ) begin
-      \$94  = \$13 ;
+      \$93  = 1'h0;
+    end else if (\$9 ) begin
+      \$93  = \$11 ;
     end
     if (rst) begin
-      \$94  = 1'h0;
+      \$93  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$54 ) begin end
-    \$95  = xbuf;
-    if (\$7 ) begin
-      \$95  = s__payload;
+    \$94  = xbuf;
+    if (\$5 ) begin
+      \$94  = s__payload;
     end else if (last_step) begin
-    end else if (\$11 ) begin
-      \$95  = { xbuf[127:0], xbuf[2047:128] };
+    end else if (\$9 ) begin
+      \$94  = { xbuf[127:0], xbuf[2047:128] };
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$54 ) begin end
-    \$99  = { last_step, \$22 , \$21 , \$20  };
+    \$95  = s__ready;
+    if (\$5 ) begin
+      \$95  = 1'h0;
+    end else if (last_step) begin
+      \$95  = 1'h1;
+    end else if (\$9 ) begin
+      \$95  = \$12 ;
+    end
+    if (rst) begin
+      \$95  = 1'h1;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$54 ) begin end
+    \$99  = { last_step, \$21 , \$20 , \$19  };
     if (rst) begin
       \$99  = 4'h0;
     end
@@ -25620,14 +25688,14 @@ module \bchw_top.engine3 (rst, s__ready, m__ready, s__payload, s__valid, m__payl
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$54 ) begin end
-    \$107  = \$23 ;
+    \$107  = \$22 ;
     if (rst) begin
       \$107  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$54 ) begin end
-    \$108  = \$24 ;
+    \$108  = \$23 ;
     if (rst) begin
       \$108  = 1'h0;
     end
@@ -25636,70 +25704,70 @@ module \bchw_top.engine3 (rst, s__ready, m__ready, s__payload, s__valid, m__payl
     if (\$auto$verilog_backend.cc:2355:dump_module$54 ) begin end
     \$109  = acc;
     if (ft_d0[0]) begin
-      \$109  = \$26 [16:0];
+      \$109  = \$25 [16:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$54 ) begin end
-    \$110  = \acc$49 ;
+    \$110  = \acc$48 ;
     if (ft_d0[0]) begin
-      \$110  = \$28 [16:0];
+      \$110  = \$27 [16:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$54 ) begin end
-    \$111  = \acc$55 ;
+    \$111  = \acc$54 ;
     if (ft_d0[0]) begin
-      \$111  = \$30 [16:0];
+      \$111  = \$29 [16:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$54 ) begin end
-    \$112  = \acc$61 ;
+    \$112  = \acc$60 ;
     if (ft_d0[0]) begin
-      \$112  = \$32 [16:0];
+      \$112  = \$31 [16:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$54 ) begin end
-    \$113  = \acc$67 ;
+    \$113  = \acc$66 ;
     if (ft_d0[0]) begin
-      \$113  = \$34 [16:0];
+      \$113  = \$33 [16:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$54 ) begin end
-    \$114  = \acc$73 ;
+    \$114  = \acc$72 ;
     if (ft_d0[0]) begin
-      \$114  = \$36 [16:0];
+      \$114  = \$35 [16:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$54 ) begin end
-    \$115  = \acc$79 ;
+    \$115  = \acc$78 ;
     if (ft_d0[0]) begin
-      \$115  = \$38 [16:0];
+      \$115  = \$37 [16:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$54 ) begin end
-    \$116  = \acc$85 ;
+    \$116  = \acc$84 ;
     if (ft_d0[0]) begin
-      \$116  = \$40 [16:0];
+      \$116  = \$39 [16:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$54 ) begin end
-    \$117  = \acc$91 ;
+    \$117  = \acc$90 ;
     if (ft_d0[0]) begin
-      \$117  = \$42 [16:0];
+      \$117  = \$41 [16:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$54 ) begin end
-    \$118  = \acc$97 ;
+    \$118  = \acc$96 ;
     if (ft_d0[0]) begin
-      \$118  = \$44 [16:0];
+      \$118  = \$43 [16:0];
     end
   end
   always @* begin
@@ -25747,24 +25815,24 @@ module \bchw_top.engine3 (rst, s__ready, m__ready, s__payload, s__valid, m__payl
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$54 ) begin end
     \$125  = skid0;
-    if (\$54 ) begin
-      \$125  = { qe_last_d0, \q$154 , \q$153 , \q$152 , \q$151 , \q$150 , \q$149 , \q$148 , \q$147 , \q$146 , q };
-    end else if (\$56 ) begin
+    if (\$53 ) begin
+      \$125  = { qe_last_d0, \q$155 , \q$154 , \q$153 , \q$152 , \q$151 , \q$150 , \q$149 , \q$148 , \q$147 , q };
+    end else if (\$55 ) begin
       \$125  = skid1;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$54 ) begin end
     \$126  = skid1;
-    if (\$66 ) begin
-      \$126  = { qe_last_d0, \q$154 , \q$153 , \q$152 , \q$151 , \q$150 , \q$149 , \q$148 , \q$147 , \q$146 , q };
-    end else if (\$68 ) begin
+    if (\$65 ) begin
+      \$126  = { qe_last_d0, \q$155 , \q$154 , \q$153 , \q$152 , \q$151 , \q$150 , \q$149 , \q$148 , \q$147 , q };
+    end else if (\$67 ) begin
       \$126  = 161'h00000000000000000000000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$54 ) begin end
-    \$127  = \$77 [1:0];
+    \$127  = \$76 [1:0];
     if (rst) begin
       \$127  = 2'h0;
     end
@@ -25773,13 +25841,13 @@ module \bchw_top.engine3 (rst, s__ready, m__ready, s__payload, s__valid, m__payl
     if (\$auto$verilog_backend.cc:2355:dump_module$54 ) begin end
     \$128  = m__payload;
     if (enter) begin
-      \$128  = \$79 [159:0];
+      \$128  = \$78 [159:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$54 ) begin end
     \$129  = m__valid;
-    if (\$82 ) begin
+    if (\$81 ) begin
       \$129  = 1'h1;
     end else if (m__ready) begin
       \$129  = 1'h0;
@@ -25804,102 +25872,102 @@ module \bchw_top.engine3 (rst, s__ready, m__ready, s__payload, s__valid, m__payl
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$54 ) begin end
-    \$132  = \$90 [1:0];
+    \$132  = \$89 [1:0];
     if (rst) begin
       \$132  = 2'h2;
     end
   end
+  assign ready = s__ready;
   assign en = 1'h1;
   assign step = addr;
-  assign \en$6  = 1'h1;
+  assign \en$5  = 1'h1;
   assign x_d1 = x;
   assign w = wdata_d0[15:0];
-  assign \en$11  = 1'h1;
-  assign \x$12  = x;
-  assign \w$13  = wdata_d0[31:16];
-  assign \en$14  = 1'h1;
-  assign \x$15  = x;
-  assign \w$16  = wdata_d0[47:32];
-  assign \en$17  = 1'h1;
-  assign \x$18  = x;
-  assign \w$19  = wdata_d0[63:48];
-  assign \en$20  = 1'h1;
-  assign \x$21  = x;
-  assign \w$22  = wdata_d0[79:64];
-  assign \en$23  = 1'h1;
-  assign \x$24  = x;
-  assign \w$25  = wdata_d0[95:80];
-  assign \en$26  = 1'h1;
-  assign \x$27  = x;
-  assign \w$28  = wdata_d0[111:96];
-  assign \en$29  = 1'h1;
-  assign \x$30  = x;
-  assign \w$31  = wdata_d0[127:112];
-  assign \en$32  = 1'h1;
-  assign \x$33  = x;
-  assign \w$34  = wdata_d0[143:128];
-  assign \en$35  = 1'h1;
-  assign \x$36  = x;
-  assign \w$37  = wdata_d0[159:144];
-  assign \en$38  = 1'h1;
-  assign \addr$39  = 1'h0;
-  assign \en$41  = 1'h1;
+  assign \en$10  = 1'h1;
+  assign \x$11  = x;
+  assign \w$12  = wdata_d0[31:16];
+  assign \en$13  = 1'h1;
+  assign \x$14  = x;
+  assign \w$15  = wdata_d0[47:32];
+  assign \en$16  = 1'h1;
+  assign \x$17  = x;
+  assign \w$18  = wdata_d0[63:48];
+  assign \en$19  = 1'h1;
+  assign \x$20  = x;
+  assign \w$21  = wdata_d0[79:64];
+  assign \en$22  = 1'h1;
+  assign \x$23  = x;
+  assign \w$24  = wdata_d0[95:80];
+  assign \en$25  = 1'h1;
+  assign \x$26  = x;
+  assign \w$27  = wdata_d0[111:96];
+  assign \en$28  = 1'h1;
+  assign \x$29  = x;
+  assign \w$30  = wdata_d0[127:112];
+  assign \en$31  = 1'h1;
+  assign \x$32  = x;
+  assign \w$33  = wdata_d0[143:128];
+  assign \en$34  = 1'h1;
+  assign \x$35  = x;
+  assign \w$36  = wdata_d0[159:144];
+  assign \en$37  = 1'h1;
+  assign \addr$38  = 1'h0;
+  assign \en$40  = 1'h1;
   assign acc0 = acc;
   assign mul = params_d0[17:0];
   assign shift = params_d0[22:18];
   assign bias = params_d0[58:23];
-  assign \en$48  = 1'h1;
-  assign acc1 = \acc$49 ;
-  assign \mul$51  = params_d0[76:59];
-  assign \shift$52  = params_d0[81:77];
-  assign \bias$53  = params_d0[117:82];
-  assign \en$54  = 1'h1;
-  assign acc2 = \acc$55 ;
-  assign \mul$57  = params_d0[135:118];
-  assign \shift$58  = params_d0[140:136];
-  assign \bias$59  = params_d0[176:141];
-  assign \en$60  = 1'h1;
-  assign acc3 = \acc$61 ;
-  assign \mul$63  = params_d0[194:177];
-  assign \shift$64  = params_d0[199:195];
-  assign \bias$65  = params_d0[235:200];
-  assign \en$66  = 1'h1;
-  assign acc4 = \acc$67 ;
-  assign \mul$69  = params_d0[253:236];
-  assign \shift$70  = params_d0[258:254];
-  assign \bias$71  = params_d0[294:259];
-  assign \en$72  = 1'h1;
-  assign acc5 = \acc$73 ;
-  assign \mul$75  = params_d0[312:295];
-  assign \shift$76  = params_d0[317:313];
-  assign \bias$77  = params_d0[353:318];
-  assign \en$78  = 1'h1;
-  assign acc6 = \acc$79 ;
-  assign \mul$81  = params_d0[371:354];
-  assign \shift$82  = params_d0[376:372];
-  assign \bias$83  = params_d0[412:377];
-  assign \en$84  = 1'h1;
-  assign acc7 = \acc$85 ;
-  assign \mul$87  = params_d0[430:413];
-  assign \shift$88  = params_d0[435:431];
-  assign \bias$89  = params_d0[471:436];
-  assign \en$90  = 1'h1;
-  assign acc8 = \acc$91 ;
-  assign \mul$93  = params_d0[489:472];
-  assign \shift$94  = params_d0[494:490];
-  assign \bias$95  = params_d0[530:495];
-  assign \en$96  = 1'h1;
-  assign acc9 = \acc$97 ;
-  assign \mul$99  = params_d0[548:531];
-  assign \shift$100  = params_d0[553:549];
-  assign \bias$101  = params_d0[589:554];
+  assign \en$47  = 1'h1;
+  assign acc1 = \acc$48 ;
+  assign \mul$50  = params_d0[76:59];
+  assign \shift$51  = params_d0[81:77];
+  assign \bias$52  = params_d0[117:82];
+  assign \en$53  = 1'h1;
+  assign acc2 = \acc$54 ;
+  assign \mul$56  = params_d0[135:118];
+  assign \shift$57  = params_d0[140:136];
+  assign \bias$58  = params_d0[176:141];
+  assign \en$59  = 1'h1;
+  assign acc3 = \acc$60 ;
+  assign \mul$62  = params_d0[194:177];
+  assign \shift$63  = params_d0[199:195];
+  assign \bias$64  = params_d0[235:200];
+  assign \en$65  = 1'h1;
+  assign acc4 = \acc$66 ;
+  assign \mul$68  = params_d0[253:236];
+  assign \shift$69  = params_d0[258:254];
+  assign \bias$70  = params_d0[294:259];
+  assign \en$71  = 1'h1;
+  assign acc5 = \acc$72 ;
+  assign \mul$74  = params_d0[312:295];
+  assign \shift$75  = params_d0[317:313];
+  assign \bias$76  = params_d0[353:318];
+  assign \en$77  = 1'h1;
+  assign acc6 = \acc$78 ;
+  assign \mul$80  = params_d0[371:354];
+  assign \shift$81  = params_d0[376:372];
+  assign \bias$82  = params_d0[412:377];
+  assign \en$83  = 1'h1;
+  assign acc7 = \acc$84 ;
+  assign \mul$86  = params_d0[430:413];
+  assign \shift$87  = params_d0[435:431];
+  assign \bias$88  = params_d0[471:436];
+  assign \en$89  = 1'h1;
+  assign acc8 = \acc$90 ;
+  assign \mul$92  = params_d0[489:472];
+  assign \shift$93  = params_d0[494:490];
+  assign \bias$94  = params_d0[530:495];
+  assign \en$95  = 1'h1;
+  assign acc9 = \acc$96 ;
+  assign \mul$98  = params_d0[548:531];
+  assign \shift$99  = params_d0[553:549];
+  assign \bias$100  = params_d0[589:554];
   assign vector = m__payload;
-  assign \$106  = \data$127 ;
+  assign \$106  = \data$128 ;
   assign \$98  = data;
   assign \$97  = x_d0;
   assign \$96  = xbuf[127:0];
-  assign s__ready = \$2 ;
-  assign \$15  = 2'h1;
+  assign \$14  = 2'h1;
 endmodule
 
 (* generator = "Amaranth" *)

@@ -128,20 +128,29 @@ class LayerEngine(wiring.Component):
             groups = skid_groups(sf, engine_pipeline(simd, self.tree_levels))
             credits = Signal(range(groups + 1), init=groups)
             issue = busy & ((sfc != 0) | (credits != 0))
+            # a vector's last step issues whenever it is reached (it starts no group), so
+            # s.ready is ~busy | last_step: kept as a register of its own, since it heads
+            # the path through the upstream stage's handshake
+            ready = Signal(init=1)
         else:
             issue = busy
-        # a vector's last step issues whenever it is reached (with SF ≥ 2 it starts no group)
-        m.d.comb += [self.s.ready.eq(en & (~busy | last_step)),
-                     wrom.en.eq(en), wrom.addr.eq(step)]
+            ready = en & (~busy | last_step)
+        m.d.comb += [self.s.ready.eq(ready), wrom.en.eq(en), wrom.addr.eq(step)]
         with m.If(en):
             with m.If(self.s.valid & self.s.ready):
                 m.d.sync += [busy.eq(1), step.eq(0), sfc.eq(0), nfc.eq(0),
                              last_step.eq(steps == 1), xbuf.eq(self.s.payload)]
+                if credit:
+                    m.d.sync += ready.eq(0)          # SF ≥ 2: two steps at least
             with m.Elif(last_step):
                 m.d.sync += [busy.eq(0), last_step.eq(0)]
+                if credit:
+                    m.d.sync += ready.eq(1)
             with m.Elif(issue):
                 m.d.sync += [step.eq(step + 1), last_step.eq(step == steps - 2),
                              xbuf.eq(Cat(xbuf[slice_bits:], xbuf[:slice_bits]))]
+                if credit:
+                    m.d.sync += ready.eq(step == steps - 2)
                 with m.If(sfc == sf - 1):
                     m.d.sync += [sfc.eq(0), nfc.eq(nfc + 1)]
                 with m.Else():
