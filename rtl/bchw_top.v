@@ -1525,8 +1525,8 @@ module \bchw_top.engine0 (rst, s__payload, s__valid, s__ready, m__payload, m__va
   input clk;
   wire clk;
   reg [1:0] count = 2'h0;
-  reg credit_back0 = 1'h0;
-  reg credit_back1 = 1'h0;
+  reg credit_back_d0 = 1'h0;
+  reg credit_back_d1 = 1'h0;
   reg [1:0] credits = 2'h2;
   wire [447:0] data;
   wire [975:0] \data$183 ;
@@ -1817,7 +1817,7 @@ module \bchw_top.engine0 (rst, s__payload, s__valid, s__ready, m__payload, m__va
   assign \$91  = | count;
   assign \$92  = \$91  ? skid0 : { qe_last_d0, \q$222 , \q$221 , \q$220 , \q$219 , \q$218 , \q$217 , \q$216 , \q$215 , \q$214 , \q$213 , \q$212 , \q$211 , \q$210 , \q$209 , \q$208 , q };
   assign \$93  = enter & \$92 [128];
-  assign \$94  = credits + credit_back1;
+  assign \$94  = credits + credit_back_d1;
   assign \$95  = | sfc;
   assign \$96  = | credits;
   assign \$97  = \$95  | \$96 ;
@@ -1922,9 +1922,9 @@ module \bchw_top.engine0 (rst, s__payload, s__valid, s__ready, m__payload, m__va
   always @(posedge clk)
     m__valid <= \$149 ;
   always @(posedge clk)
-    credit_back0 <= \$150 ;
+    credit_back_d0 <= \$150 ;
   always @(posedge clk)
-    credit_back1 <= \$151 ;
+    credit_back_d1 <= \$151 ;
   always @(posedge clk)
     credits <= \$152 ;
   \bchw_top.engine0.params  params (
@@ -2534,7 +2534,7 @@ module \bchw_top.engine0 (rst, s__payload, s__valid, s__ready, m__payload, m__va
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$151  = credit_back0;
+    \$151  = credit_back_d0;
     if (rst) begin
       \$151  = 1'h0;
     end
@@ -11502,8 +11502,8 @@ module \bchw_top.engine1 (rst, s__payload, s__valid, s__ready, m__payload, m__va
   input clk;
   wire clk;
   reg [1:0] count = 2'h0;
-  reg credit_back0 = 1'h0;
-  reg credit_back1 = 1'h0;
+  reg credit_back_d0 = 1'h0;
+  reg credit_back_d1 = 1'h0;
   reg [1:0] credits = 2'h2;
   wire [255:0] data;
   wire [943:0] \data$182 ;
@@ -11793,7 +11793,7 @@ module \bchw_top.engine1 (rst, s__payload, s__valid, s__ready, m__payload, m__va
   assign \$91  = | count;
   assign \$92  = \$91  ? skid0 : { qe_last_d0, \q$221 , \q$220 , \q$219 , \q$218 , \q$217 , \q$216 , \q$215 , \q$214 , \q$213 , \q$212 , \q$211 , \q$210 , \q$209 , \q$208 , \q$207 , q };
   assign \$93  = enter & \$92 [128];
-  assign \$94  = credits + credit_back1;
+  assign \$94  = credits + credit_back_d1;
   assign \$95  = | sfc;
   assign \$96  = | credits;
   assign \$97  = \$95  | \$96 ;
@@ -11896,9 +11896,9 @@ module \bchw_top.engine1 (rst, s__payload, s__valid, s__ready, m__payload, m__va
   always @(posedge clk)
     m__valid <= \$148 ;
   always @(posedge clk)
-    credit_back0 <= \$149 ;
+    credit_back_d0 <= \$149 ;
   always @(posedge clk)
-    credit_back1 <= \$150 ;
+    credit_back_d1 <= \$150 ;
   always @(posedge clk)
     credits <= \$151 ;
   \bchw_top.engine1.params  params (
@@ -12501,7 +12501,7 @@ module \bchw_top.engine1 (rst, s__payload, s__valid, s__ready, m__payload, m__va
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$150  = credit_back0;
+    \$150  = credit_back_d0;
     if (rst) begin
       \$150  = 1'h0;
     end
@@ -18317,8 +18317,8 @@ module \bchw_top.engine2 (rst, s__payload, s__valid, s__ready, m__payload, m__va
   input clk;
   wire clk;
   reg [1:0] count = 2'h0;
-  reg credit_back0 = 1'h0;
-  reg credit_back1 = 1'h0;
+  reg credit_back_d0 = 1'h0;
+  reg credit_back_d1 = 1'h0;
   reg [1:0] credits = 2'h2;
   wire [255:0] data;
   wire [943:0] \data$182 ;
@@ -18608,7 +18608,7 @@ module \bchw_top.engine2 (rst, s__payload, s__valid, s__ready, m__payload, m__va
   assign \$91  = | count;
   assign \$92  = \$91  ? skid0 : { qe_last_d0, \q$221 , \q$220 , \q$219 , \q$218 , \q$217 , \q$216 , \q$215 , \q$214 , \q$213 , \q$212 , \q$211 , \q$210 , \q$209 , \q$208 , \q$207 , q };
   assign \$93  = enter & \$92 [128];
-  assign \$94  = credits + credit_back1;
+  assign \$94  = credits + credit_back_d1;
   assign \$95  = | sfc;
   assign \$96  = | credits;
   assign \$97  = \$95  | \$96 ;
@@ -18711,9 +18711,9 @@ module \bchw_top.engine2 (rst, s__payload, s__valid, s__ready, m__payload, m__va
   always @(posedge clk)
     m__valid <= \$148 ;
   always @(posedge clk)
-    credit_back0 <= \$149 ;
+    credit_back_d0 <= \$149 ;
   always @(posedge clk)
-    credit_back1 <= \$150 ;
+    credit_back_d1 <= \$150 ;
   always @(posedge clk)
     credits <= \$151 ;
   \bchw_top.engine2.params  params (
@@ -19316,7 +19316,7 @@ module \bchw_top.engine2 (rst, s__payload, s__valid, s__ready, m__payload, m__va
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$37 ) begin end
-    \$150  = credit_back0;
+    \$150  = credit_back_d0;
     if (rst) begin
       \$150  = 1'h0;
     end
@@ -25089,8 +25089,8 @@ module \bchw_top.engine3 (rst, m__ready, s__payload, s__valid, s__ready, m__payl
   input clk;
   wire clk;
   reg [1:0] count = 2'h0;
-  reg credit_back0 = 1'h0;
-  reg credit_back1 = 1'h0;
+  reg credit_back_d0 = 1'h0;
+  reg credit_back_d1 = 1'h0;
   reg [1:0] credits = 2'h2;
   wire [159:0] data;
   wire [589:0] \data$128 ;
@@ -25313,7 +25313,7 @@ module \bchw_top.engine3 (rst, m__ready, s__payload, s__valid, s__ready, m__payl
   assign \$79  = | count;
   assign \$80  = \$79  ? skid0 : { qe_last_d0, \q$155 , \q$154 , \q$153 , \q$152 , \q$151 , \q$150 , \q$149 , \q$148 , \q$147 , q };
   assign \$81  = enter & \$80 [160];
-  assign \$82  = credits + credit_back1;
+  assign \$82  = credits + credit_back_d1;
   assign \$83  = | sfc;
   assign \$84  = | credits;
   assign \$85  = \$83  | \$84 ;
@@ -25402,9 +25402,9 @@ module \bchw_top.engine3 (rst, m__ready, s__payload, s__valid, s__ready, m__payl
   always @(posedge clk)
     m__valid <= \$129 ;
   always @(posedge clk)
-    credit_back0 <= \$130 ;
+    credit_back_d0 <= \$130 ;
   always @(posedge clk)
-    credit_back1 <= \$131 ;
+    credit_back_d1 <= \$131 ;
   always @(posedge clk)
     credits <= \$132 ;
   \bchw_top.engine3.params  params (
@@ -25865,7 +25865,7 @@ module \bchw_top.engine3 (rst, m__ready, s__payload, s__valid, s__ready, m__payl
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$54 ) begin end
-    \$131  = credit_back0;
+    \$131  = credit_back_d0;
     if (rst) begin
       \$131  = 1'h0;
     end

@@ -234,8 +234,11 @@ class LayerEngine(wiring.Component):
         assert (engine_pipeline(simd, self.tree_levels)
                 == ROM_STAGES + depth + 1 + REQUANT_STAGES + 1)
         if credit:
-            self._skid_and_credits(m, group, q_valid, q_end, credits, issue & (sfc == 0),
-                                   groups, nf)
+            enter = self._skid(m, group, q_valid, q_end, groups, nf)
+            # a group's entry gives its credit back CREDIT_RETURN_STAGES cycles later; a
+            # group's first step takes one
+            back = delayed(enter, CREDIT_RETURN_STAGES, "credit_back")
+            m.d.sync += credits.eq(credits + back - (issue & (sfc == 0)))
             return m
         if nf > 1:
             collected = wide_signal((nf - 1) * group_bits, "collected")
@@ -253,13 +256,12 @@ class LayerEngine(wiring.Component):
         m.d.sync += en.eq(~(valid_next & Mux(en, qv_pre & qe_pre, out_done)))
         return m
 
-    def _skid_and_credits(self, m: Module, group: Value, q_valid: Value, q_end: Value,
-                          credits: Signal, take: Value, groups: int, nf: int) -> None:
+    def _skid(self, m: Module, group: Value, q_valid: Value, q_end: Value, groups: int,
+              nf: int) -> Signal:
         """SF ≥ 2: groups shift straight into the output register (the vector is held
         once); one that finds it full and not being taken waits in a skid buffer of
-        ``groups`` entries, and the ones behind it queue there too. A group's entry gives
-        its credit back to the issue side ``CREDIT_RETURN_STAGES`` cycles later; ``take``
-        is high when a group's first step issues and takes one."""
+        ``groups`` entries, and the ones behind it queue there too. Returns the signal
+        that a group enters the output register."""
         gb = group.shape().width
         vector = wide_signal(nf * gb, "vector")
         m.d.comb += self.m.payload.eq(vector[:self.n_out * self.widths.out_bits])
@@ -285,9 +287,4 @@ class LayerEngine(wiring.Component):
             m.d.sync += self.m.valid.eq(1)
         with m.Elif(self.m.ready):
             m.d.sync += self.m.valid.eq(0)
-        back = enter
-        for k in range(CREDIT_RETURN_STAGES):
-            r = Signal(name=f"credit_back{k}")
-            m.d.sync += r.eq(back)
-            back = r
-        m.d.sync += credits.eq(credits + back - take)
+        return enter
