@@ -100,6 +100,18 @@ def engine_pipeline(simd: int, tree_levels: int = 1) -> int:
 CREDIT_RETURN_STAGES = 2
 
 
+#: The most register bits one enable drives: a wide register (an engine's input buffer,
+#: an output register, an assembled image) is loaded in slices of this many bits, each
+#: under its own copy of the enable logic, fed by registers of its own, so that no enable
+#: net has to reach thousands of flip-flops across the device in one cycle.
+FANOUT_BITS = 128
+
+
+def enable_copies(bits: int) -> int:
+    """Copies of the enable of a ``bits``-bit register (see :data:`FANOUT_BITS`)."""
+    return -(-bits // FANOUT_BITS)
+
+
 def skid_groups(sf: int, pipeline: int) -> int:
     """Groups of PE outputs the skid buffer of an engine of SF ≥ 2 holds, and so its credits.
 
@@ -654,16 +666,18 @@ class Resources:
 #: of SF ≥ 2 that never stall: worst error 11.1%, on the reference foldings +4.1% and
 #: -5.4% (bench/results/hardware_fit.json). The features are nearly collinear (lanes,
 #: adders and bits all grow with PE·SIMD), so single costs mean little; the tree's
-#: adders carry the lanes' negation.
+#: adders carry the lanes' negation. ``copies`` (the enables of slices of wide registers,
+#: added after that fit) is counted, one LUT each, not fitted.
 LUT_COST = {"negate": 0.0, "tree": 1.46, "acc": 0.0, "xbuf": 1.24, "shifter": 0.44,
-            "requant": 0.0, "rom_lut": 0.198, "engine": 111.0, "skid": 1.44}
+            "requant": 0.0, "rom_lut": 0.198, "engine": 111.0, "skid": 1.44, "copies": 1.0}
 #: Flip-flops per register bit the gateware declares (:func:`engine_registers`), by
 #: part: the same fit (worst error 9.5%, on the reference foldings -4.1% and +3.0%).
 #: yosys absorbs the requantizer's product and accumulator registers into the DSP
 #: blocks and removes ROM output bits that are constant; an engine's output register
 #: and the next engine's input buffer grow together, so the fit weighs them as one.
+#: ``copies`` is counted, not fitted (added after the fit, like ``LUT_COST``'s).
 FF_COST = {"xbuf": 0.172, "tree": 1.06, "acc": 0.0, "requant": 0.0, "collect": 2.93,
-           "rom": 0.0, "misc": 5.02, "rom_out": 0.731, "skid": 0.529}
+           "rom": 0.0, "misc": 5.02, "rom_out": 0.731, "skid": 0.529, "copies": 1.0}
 #: DP16KD shapes (depth, width) usable as a ROM.
 BRAM_SHAPES = ((16384, 1), (8192, 2), (4096, 4), (2048, 9), (1024, 18), (512, 36))
 #: synth_ecp5 maps a ROM to block RAM only when that beats logic: observed to
@@ -700,7 +714,7 @@ def engine_roms(n_in: int, n_out: int, pe: int, simd: int, widths) -> tuple[tupl
 def engine_features(n_in: int, n_out: int, in_bits: int, pe: int, simd: int,
                     widths) -> dict[str, float]:
     """The quantities an engine's LUT count is proportional to, part by part."""
-    sf = -(-n_in // simd)
+    nf, sf = -(-n_out // pe), -(-n_in // simd)
     w = widths
     neg, adders = tree_bits(simd, in_bits)
     total_bits = max(w.mul_bits + w.acc_bits, w.bias_bits) + 1
@@ -711,7 +725,10 @@ def engine_features(n_in: int, n_out: int, in_bits: int, pe: int, simd: int,
             # SF ≥ 2: each skid slot's input choice and the output register's
             "skid": (sf > 1) * (skid_groups(sf, engine_pipeline(simd)) + 1) * pe * w.out_bits,
             "shifter": pe * total_bits * max(1, w.shift_bits),
-            "requant": pe * (total_bits + w.out_bits), "rom_lut": rom_lut, "engine": 1}
+            "requant": pe * (total_bits + w.out_bits), "rom_lut": rom_lut, "engine": 1,
+            # SF ≥ 2: the enable of each slice of the input buffer and the output register
+            "copies": (sf > 1) * (enable_copies(sf * simd * in_bits)
+                                  + enable_copies(nf * pe * w.out_bits))}
 
 
 def engine_registers(n_in: int, n_out: int, in_bits: int, pe: int, simd: int,
@@ -739,6 +756,10 @@ def engine_registers(n_in: int, n_out: int, in_bits: int, pe: int, simd: int,
         # the registered ROM words and the input slice that waits with them
         "rom_out": pe * simd + pe * w.param_bits + simd * in_bits,
         "misc": (4 + clog2(nf)) * (1 + tree_depth(simd)) + 2 * clog2(nf * sf) + 12,
+        # SF ≥ 2: the registered issue decision and the copies of the registers that enable
+        # the slices of the input buffer (2 each) and of the output register (3 each)
+        "copies": (sf > 1) * (1 + 2 * enable_copies(sf * simd * in_bits)
+                              + 3 * enable_copies(nf * pe * w.out_bits)),
     }
 
 
@@ -764,8 +785,11 @@ def engine_resources(n_in: int, n_out: int, in_bits: int, pe: int, simd: int,
 
 
 def fixed_resources(sizes: list[int], act_bits: int, score_bits: int) -> Resources:
-    """What does not depend on the folding: input assembler and argmax."""
-    return argmax_resources(sizes[-1], score_bits) + Resources(0, sizes[0] * 8, 0, 0)
+    """What does not depend on the folding: input assembler (its output register, and the
+    copies of its enable, see :data:`FANOUT_BITS`) and argmax."""
+    copies = enable_copies(sizes[0] * 8)
+    return argmax_resources(sizes[-1], score_bits) + Resources(copies, sizes[0] * 8 + copies,
+                                                               0, 0)
 
 
 def argmax_resources(classes: int, score_bits: int) -> Resources:
@@ -871,8 +895,9 @@ def flatten_resources(pixels: int, channels: int, bits: int) -> Resources:
     output register of ``pixels`` pixels of ``channels·bits``, which they shift into, and
     its pixel counter."""
     pixel = channels * bits
-    return (Resources(round(CONV_LUTS_PER_BIT["flatten"] * pixels * pixel),
-                      pixels * pixel, 0, 0) + _counter(pixels))
+    copies = enable_copies(pixels * pixel)
+    return (Resources(round(CONV_LUTS_PER_BIT["flatten"] * pixels * pixel) + copies,
+                      pixels * pixel + copies, 0, 0) + _counter(pixels))
 
 
 def resource_breakdown(bundle: Bundle) -> dict[str, Resources]:

@@ -348,10 +348,14 @@ def _yosys_script(target: Target, verilog_files: list[str], top: str, nodsp: boo
         # no power-on state off a device; dropping the reset values also avoids
         # yosys 0.70's "Conflicting init values" in this flow on Amaranth designs
         synth = f"proc\nattrmap -remove init\nsynth -flatten -top {WRAPPER_NAME} -lut 4"
+    # the copies of enable registers (bchw.gateware.wide.register_copies) keep their
+    # flip-flops: yosys would merge flip-flops with one input back into one
     return f"""\
 {reads}
 hierarchy -top {WRAPPER_NAME}
 setattr -mod -set keep_hierarchy 1 {top}
+proc
+setattr -set keep 1 w:*_copy* %ci1:+$dff[Q] t:$dff %i
 {synth}
 tee -q -o stat.json stat -json
 """

@@ -88,8 +88,8 @@ module bchw_top(s_axis_tvalid, s_axis_tlast, m_axis_tready, clk, rst, s_axis_tre
     .m__payload(\s__payload$20 ),
     .m__ready(\m__ready$22 ),
     .m__valid(\s__valid$24 ),
+    .pay(s__payload),
     .rst(rst),
-    .s__payload(s__payload),
     .s__ready(m__ready),
     .s__valid(s__valid)
   );
@@ -98,8 +98,8 @@ module bchw_top(s_axis_tvalid, s_axis_tlast, m_axis_tready, clk, rst, s_axis_tre
     .m__payload(\s__payload$26 ),
     .m__ready(\m__ready$28 ),
     .m__valid(\s__valid$30 ),
+    .pay(\s__payload$20 ),
     .rst(rst),
-    .s__payload(\s__payload$20 ),
     .s__ready(\m__ready$22 ),
     .s__valid(\s__valid$24 )
   );
@@ -108,8 +108,8 @@ module bchw_top(s_axis_tvalid, s_axis_tlast, m_axis_tready, clk, rst, s_axis_tre
     .m__payload(\s__payload$32 ),
     .m__ready(\m__ready$34 ),
     .m__valid(\s__valid$36 ),
+    .pay(\s__payload$26 ),
     .rst(rst),
-    .s__payload(\s__payload$26 ),
     .s__ready(\m__ready$28 ),
     .s__valid(\s__valid$30 )
   );
@@ -118,8 +118,8 @@ module bchw_top(s_axis_tvalid, s_axis_tlast, m_axis_tready, clk, rst, s_axis_tre
     .m__payload(\s__payload$38 ),
     .m__ready(\m__ready$40 ),
     .m__valid(\s__valid$42 ),
+    .pay(\s__payload$32 ),
     .rst(rst),
-    .s__payload(\s__payload$32 ),
     .s__ready(\m__ready$34 ),
     .s__valid(\s__valid$36 )
   );
@@ -150,7 +150,7 @@ module bchw_top(s_axis_tvalid, s_axis_tlast, m_axis_tready, clk, rst, s_axis_tre
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.argmax (clk, rst, en, s__payload, s__valid, idx_3_0, scores_7, valid_7, m__ready);
+module \bchw_top.argmax (clk, rst, en, s__valid, s__payload, idx_3_0, scores_7, valid_7, m__ready);
   reg \$auto$verilog_backend.cc:2355:dump_module$1  = 0;
   wire \$1 ;
   wire [3:0] \$10 ;
@@ -1219,192 +1219,169 @@ module \bchw_top.argmax (clk, rst, en, s__payload, s__valid, idx_3_0, scores_7, 
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.assembler (tvalid, clk, rst, tready, m__payload, m__valid, m__ready, tdata);
+module \bchw_top.assembler (tvalid, clk, rst, tready, m__valid, m__payload, m__ready, tdata);
   reg \$auto$verilog_backend.cc:2355:dump_module$2  = 0;
   wire \$1 ;
-  reg [4:0] \$10 ;
-  reg \$11 ;
-  wire \$2 ;
-  wire \$3 ;
-  wire [5:0] \$4 ;
-  wire [5:0] \$5 ;
-  wire \$6 ;
-  wire \$7 ;
-  wire \$8 ;
-  reg [6271:0] \$9 ;
-  input clk;
-  wire clk;
-  reg [4:0] count = 5'h00;
-  output [6271:0] m__payload;
-  reg [6271:0] m__payload = 6272'h00000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000;
-  input m__ready;
-  wire m__ready;
-  output m__valid;
-  reg m__valid = 1'h0;
-  input rst;
-  wire rst;
-  input [223:0] tdata;
-  wire [223:0] tdata;
-  output tready;
-  wire tready;
-  input tvalid;
-  wire tvalid;
-  (* init = 6272'h00000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000 *)
-  wire [6271:0] vector;
-  assign \$1  = ~ m__valid;
-  assign tready = \$1  | m__ready;
-  assign \$2  = tvalid & tready;
-  assign \$3  = count == 5'h1b;
-  assign \$4  = count + 1'h1;
-  assign \$5  = \$3  ? 6'h00 : \$4 ;
-  assign \$6  = tvalid & tready;
-  assign \$7  = count == 5'h1b;
-  assign \$8  = \$6  & \$7 ;
-  always @(posedge clk)
-    m__payload <= \$9 ;
-  always @(posedge clk)
-    count <= \$10 ;
-  always @(posedge clk)
-    m__valid <= \$11 ;
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$9  = m__payload;
-    if (\$2 ) begin
-      \$9  = { tdata, m__payload[6271:224] };
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$10  = count;
-    if (\$2 ) begin
-      \$10  = \$5 [4:0];
-    end
-    if (rst) begin
-      \$10  = 5'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$11  = m__valid;
-    if (\$8 ) begin
-      \$11  = 1'h1;
-    end else if (m__ready) begin
-      \$11  = 1'h0;
-    end
-    if (rst) begin
-      \$11  = 1'h0;
-    end
-  end
-  assign vector = m__payload;
-endmodule
-
-(* generator = "Amaranth" *)
-module \bchw_top.engine0 (rst, s__payload, s__valid, s__ready, m__payload, m__valid, m__ready, clk);
-  reg \$auto$verilog_backend.cc:2355:dump_module$3  = 0;
-  wire \$1 ;
-  wire [9:0] \$10 ;
+  wire [5:0] \$10 ;
   wire \$100 ;
-  wire [3:0] \$101 ;
-  reg \$102 ;
-  reg [8:0] \$103 ;
-  reg [4:0] \$104 ;
-  reg [3:0] \$105 ;
-  reg \$106 ;
-  reg [6271:0] \$107 ;
-  reg \$108 ;
-  wire [223:0] \$109 ;
+  wire \$101 ;
+  wire \$102 ;
+  wire \$103 ;
+  wire \$104 ;
+  wire \$105 ;
+  wire \$106 ;
+  wire \$107 ;
+  wire \$108 ;
+  wire \$109 ;
   wire \$11 ;
-  wire [223:0] \$110 ;
-  wire [447:0] \$111 ;
-  reg [7:0] \$112 ;
-  reg [7:0] \$113 ;
-  reg [7:0] \$114 ;
-  reg [7:0] \$115 ;
-  reg [7:0] \$116 ;
-  reg [7:0] \$117 ;
-  reg [7:0] \$118 ;
-  reg [7:0] \$119 ;
+  wire \$110 ;
+  wire \$111 ;
+  wire \$112 ;
+  wire \$113 ;
+  wire \$114 ;
+  wire \$115 ;
+  wire \$116 ;
+  wire \$117 ;
+  wire \$118 ;
+  wire \$119 ;
   wire \$12 ;
-  wire [975:0] \$120 ;
-  reg \$121 ;
-  reg \$122 ;
-  reg [18:0] \$123 ;
-  reg [18:0] \$124 ;
-  reg [18:0] \$125 ;
-  reg [18:0] \$126 ;
-  reg [18:0] \$127 ;
-  reg [18:0] \$128 ;
-  reg [18:0] \$129 ;
+  wire \$120 ;
+  wire \$121 ;
+  wire \$122 ;
+  wire \$123 ;
+  wire \$124 ;
+  wire \$125 ;
+  wire \$126 ;
+  wire \$127 ;
+  wire \$128 ;
+  wire \$129 ;
   wire \$13 ;
-  reg [18:0] \$130 ;
-  reg [18:0] \$131 ;
-  reg [18:0] \$132 ;
-  reg [18:0] \$133 ;
-  reg [18:0] \$134 ;
-  reg [18:0] \$135 ;
-  reg [18:0] \$136 ;
-  reg [18:0] \$137 ;
-  reg [18:0] \$138 ;
-  reg \$139 ;
-  wire [4:0] \$14 ;
-  reg \$140 ;
-  reg \$141 ;
-  reg \$142 ;
-  reg \$143 ;
-  reg \$144 ;
-  reg [128:0] \$145 ;
-  reg [128:0] \$146 ;
-  reg [1:0] \$147 ;
-  reg [2047:0] \$148 ;
-  reg \$149 ;
-  wire [5:0] \$15 ;
-  reg \$150 ;
-  reg \$151 ;
-  reg [1:0] \$152 ;
+  wire \$130 ;
+  wire \$131 ;
+  wire \$132 ;
+  wire \$133 ;
+  wire \$134 ;
+  wire \$135 ;
+  wire \$136 ;
+  wire \$137 ;
+  wire \$138 ;
+  wire \$139 ;
+  wire \$14 ;
+  wire \$140 ;
+  wire \$141 ;
+  wire \$142 ;
+  wire \$143 ;
+  wire \$144 ;
+  wire \$145 ;
+  wire \$146 ;
+  wire \$147 ;
+  wire \$148 ;
+  wire \$149 ;
+  wire \$15 ;
+  wire \$150 ;
+  wire \$151 ;
+  wire \$152 ;
+  wire \$153 ;
+  wire \$154 ;
+  wire \$155 ;
+  wire \$156 ;
+  wire \$157 ;
+  reg \$158 ;
+  reg [4:0] \$159 ;
   wire \$16 ;
+  reg \$160 ;
+  reg \$161 ;
+  reg \$162 ;
+  reg \$163 ;
+  reg \$164 ;
+  reg \$165 ;
+  reg \$166 ;
+  reg \$167 ;
+  reg \$168 ;
+  reg \$169 ;
   wire \$17 ;
+  reg \$170 ;
+  reg \$171 ;
+  reg \$172 ;
+  reg \$173 ;
+  reg \$174 ;
+  reg \$175 ;
+  reg \$176 ;
+  reg \$177 ;
+  reg \$178 ;
+  reg \$179 ;
   wire \$18 ;
+  reg \$180 ;
+  reg \$181 ;
+  reg \$182 ;
+  reg \$183 ;
+  reg \$184 ;
+  reg \$185 ;
+  reg \$186 ;
+  reg \$187 ;
+  reg \$188 ;
+  reg \$189 ;
   wire \$19 ;
+  reg \$190 ;
+  reg \$191 ;
+  reg \$192 ;
+  reg \$193 ;
+  reg \$194 ;
+  reg \$195 ;
+  reg \$196 ;
+  reg \$197 ;
+  reg \$198 ;
+  reg \$199 ;
   wire \$2 ;
   wire \$20 ;
+  reg \$200 ;
+  reg \$201 ;
+  reg \$202 ;
+  reg \$203 ;
+  reg \$204 ;
+  reg \$205 ;
+  reg \$206 ;
+  reg \$207 ;
+  reg \$208 ;
+  reg [6271:0] \$209 ;
   wire \$21 ;
   wire \$22 ;
   wire \$23 ;
-  wire [18:0] \$24 ;
-  wire [19:0] \$25 ;
-  wire [18:0] \$26 ;
-  wire [19:0] \$27 ;
-  wire [18:0] \$28 ;
-  wire [19:0] \$29 ;
+  wire \$24 ;
+  wire \$25 ;
+  wire \$26 ;
+  wire \$27 ;
+  wire \$28 ;
+  wire \$29 ;
   wire \$3 ;
-  wire [18:0] \$30 ;
-  wire [19:0] \$31 ;
-  wire [18:0] \$32 ;
-  wire [19:0] \$33 ;
-  wire [18:0] \$34 ;
-  wire [19:0] \$35 ;
-  wire [18:0] \$36 ;
-  wire [19:0] \$37 ;
-  wire [18:0] \$38 ;
-  wire [19:0] \$39 ;
+  wire \$30 ;
+  wire \$31 ;
+  wire \$32 ;
+  wire \$33 ;
+  wire \$34 ;
+  wire \$35 ;
+  wire \$36 ;
+  wire \$37 ;
+  wire \$38 ;
+  wire \$39 ;
   wire \$4 ;
-  wire [18:0] \$40 ;
-  wire [19:0] \$41 ;
-  wire [18:0] \$42 ;
-  wire [19:0] \$43 ;
-  wire [18:0] \$44 ;
-  wire [19:0] \$45 ;
-  wire [18:0] \$46 ;
-  wire [19:0] \$47 ;
-  wire [18:0] \$48 ;
-  wire [19:0] \$49 ;
+  wire \$40 ;
+  wire \$41 ;
+  wire \$42 ;
+  wire \$43 ;
+  wire \$44 ;
+  wire \$45 ;
+  wire \$46 ;
+  wire \$47 ;
+  wire \$48 ;
+  wire \$49 ;
   wire \$5 ;
-  wire [18:0] \$50 ;
-  wire [19:0] \$51 ;
-  wire [18:0] \$52 ;
-  wire [19:0] \$53 ;
-  wire [18:0] \$54 ;
-  wire [19:0] \$55 ;
+  wire \$50 ;
+  wire \$51 ;
+  wire \$52 ;
+  wire \$53 ;
+  wire \$54 ;
+  wire \$55 ;
   wire \$56 ;
   wire \$57 ;
   wire \$58 ;
@@ -1413,7 +1390,7 @@ module \bchw_top.engine0 (rst, s__payload, s__valid, s__ready, m__payload, m__va
   wire \$60 ;
   wire \$61 ;
   wire \$62 ;
-  wire [2:0] \$63 ;
+  wire \$63 ;
   wire \$64 ;
   wire \$65 ;
   wire \$66 ;
@@ -1426,7 +1403,7 @@ module \bchw_top.engine0 (rst, s__payload, s__valid, s__ready, m__payload, m__va
   wire \$72 ;
   wire \$73 ;
   wire \$74 ;
-  wire [2:0] \$75 ;
+  wire \$75 ;
   wire \$76 ;
   wire \$77 ;
   wire \$78 ;
@@ -1434,20 +1411,1602 @@ module \bchw_top.engine0 (rst, s__payload, s__valid, s__ready, m__payload, m__va
   wire \$8 ;
   wire \$80 ;
   wire \$81 ;
-  wire [2:0] \$82 ;
+  wire \$82 ;
   wire \$83 ;
   wire \$84 ;
   wire \$85 ;
   wire \$86 ;
   wire \$87 ;
-  wire [3:0] \$88 ;
+  wire \$88 ;
   wire \$89 ;
-  wire \$9 ;
-  wire [128:0] \$90 ;
+  wire [5:0] \$9 ;
+  wire \$90 ;
   wire \$91 ;
-  wire [128:0] \$92 ;
+  wire \$92 ;
   wire \$93 ;
-  wire [2:0] \$94 ;
+  wire \$94 ;
+  wire \$95 ;
+  wire \$96 ;
+  wire \$97 ;
+  wire \$98 ;
+  wire \$99 ;
+  input clk;
+  wire clk;
+  reg [4:0] count = 5'h00;
+  output [6271:0] m__payload;
+  reg [6271:0] m__payload = 6272'h00000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000;
+  input m__ready;
+  wire m__ready;
+  output m__valid;
+  reg m__valid = 1'h0;
+  (* keep = 32'd1 *)
+  reg mvalid_copy0 = 1'h0;
+  (* keep = 32'd1 *)
+  reg mvalid_copy1 = 1'h0;
+  (* keep = 32'd1 *)
+  reg mvalid_copy10 = 1'h0;
+  (* keep = 32'd1 *)
+  reg mvalid_copy11 = 1'h0;
+  (* keep = 32'd1 *)
+  reg mvalid_copy12 = 1'h0;
+  (* keep = 32'd1 *)
+  reg mvalid_copy13 = 1'h0;
+  (* keep = 32'd1 *)
+  reg mvalid_copy14 = 1'h0;
+  (* keep = 32'd1 *)
+  reg mvalid_copy15 = 1'h0;
+  (* keep = 32'd1 *)
+  reg mvalid_copy16 = 1'h0;
+  (* keep = 32'd1 *)
+  reg mvalid_copy17 = 1'h0;
+  (* keep = 32'd1 *)
+  reg mvalid_copy18 = 1'h0;
+  (* keep = 32'd1 *)
+  reg mvalid_copy19 = 1'h0;
+  (* keep = 32'd1 *)
+  reg mvalid_copy2 = 1'h0;
+  (* keep = 32'd1 *)
+  reg mvalid_copy20 = 1'h0;
+  (* keep = 32'd1 *)
+  reg mvalid_copy21 = 1'h0;
+  (* keep = 32'd1 *)
+  reg mvalid_copy22 = 1'h0;
+  (* keep = 32'd1 *)
+  reg mvalid_copy23 = 1'h0;
+  (* keep = 32'd1 *)
+  reg mvalid_copy24 = 1'h0;
+  (* keep = 32'd1 *)
+  reg mvalid_copy25 = 1'h0;
+  (* keep = 32'd1 *)
+  reg mvalid_copy26 = 1'h0;
+  (* keep = 32'd1 *)
+  reg mvalid_copy27 = 1'h0;
+  (* keep = 32'd1 *)
+  reg mvalid_copy28 = 1'h0;
+  (* keep = 32'd1 *)
+  reg mvalid_copy29 = 1'h0;
+  (* keep = 32'd1 *)
+  reg mvalid_copy3 = 1'h0;
+  (* keep = 32'd1 *)
+  reg mvalid_copy30 = 1'h0;
+  (* keep = 32'd1 *)
+  reg mvalid_copy31 = 1'h0;
+  (* keep = 32'd1 *)
+  reg mvalid_copy32 = 1'h0;
+  (* keep = 32'd1 *)
+  reg mvalid_copy33 = 1'h0;
+  (* keep = 32'd1 *)
+  reg mvalid_copy34 = 1'h0;
+  (* keep = 32'd1 *)
+  reg mvalid_copy35 = 1'h0;
+  (* keep = 32'd1 *)
+  reg mvalid_copy36 = 1'h0;
+  (* keep = 32'd1 *)
+  reg mvalid_copy37 = 1'h0;
+  (* keep = 32'd1 *)
+  reg mvalid_copy38 = 1'h0;
+  (* keep = 32'd1 *)
+  reg mvalid_copy39 = 1'h0;
+  (* keep = 32'd1 *)
+  reg mvalid_copy4 = 1'h0;
+  (* keep = 32'd1 *)
+  reg mvalid_copy40 = 1'h0;
+  (* keep = 32'd1 *)
+  reg mvalid_copy41 = 1'h0;
+  (* keep = 32'd1 *)
+  reg mvalid_copy42 = 1'h0;
+  (* keep = 32'd1 *)
+  reg mvalid_copy43 = 1'h0;
+  (* keep = 32'd1 *)
+  reg mvalid_copy44 = 1'h0;
+  (* keep = 32'd1 *)
+  reg mvalid_copy45 = 1'h0;
+  (* keep = 32'd1 *)
+  reg mvalid_copy46 = 1'h0;
+  (* keep = 32'd1 *)
+  reg mvalid_copy47 = 1'h0;
+  (* keep = 32'd1 *)
+  reg mvalid_copy48 = 1'h0;
+  (* keep = 32'd1 *)
+  reg mvalid_copy5 = 1'h0;
+  (* keep = 32'd1 *)
+  reg mvalid_copy6 = 1'h0;
+  (* keep = 32'd1 *)
+  reg mvalid_copy7 = 1'h0;
+  (* keep = 32'd1 *)
+  reg mvalid_copy8 = 1'h0;
+  (* keep = 32'd1 *)
+  reg mvalid_copy9 = 1'h0;
+  input rst;
+  wire rst;
+  input [223:0] tdata;
+  wire [223:0] tdata;
+  output tready;
+  wire tready;
+  input tvalid;
+  wire tvalid;
+  wire valid_next;
+  (* init = 6272'h00000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000 *)
+  wire [6271:0] vector;
+  assign \$1  = ~ m__valid;
+  assign tready = \$1  | m__ready;
+  assign \$2  = tvalid & tready;
+  assign \$3  = count == 5'h1b;
+  assign \$4  = \$2  & \$3 ;
+  assign \$5  = ~ m__ready;
+  assign \$6  = m__valid & \$5 ;
+  assign valid_next = \$4  ? 1'h1 : \$6 ;
+  assign \$7  = tvalid & tready;
+  assign \$8  = count == 5'h1b;
+  assign \$9  = count + 1'h1;
+  assign \$10  = \$8  ? 6'h00 : \$9 ;
+  assign \$11  = ~ mvalid_copy0;
+  assign \$12  = \$11  | m__ready;
+  assign \$13  = tvalid & \$12 ;
+  assign \$14  = ~ mvalid_copy1;
+  assign \$15  = \$14  | m__ready;
+  assign \$16  = tvalid & \$15 ;
+  assign \$17  = ~ mvalid_copy2;
+  assign \$18  = \$17  | m__ready;
+  assign \$19  = tvalid & \$18 ;
+  assign \$20  = ~ mvalid_copy3;
+  assign \$21  = \$20  | m__ready;
+  assign \$22  = tvalid & \$21 ;
+  assign \$23  = ~ mvalid_copy4;
+  assign \$24  = \$23  | m__ready;
+  assign \$25  = tvalid & \$24 ;
+  assign \$26  = ~ mvalid_copy5;
+  assign \$27  = \$26  | m__ready;
+  assign \$28  = tvalid & \$27 ;
+  assign \$29  = ~ mvalid_copy6;
+  assign \$30  = \$29  | m__ready;
+  assign \$31  = tvalid & \$30 ;
+  assign \$32  = ~ mvalid_copy7;
+  assign \$33  = \$32  | m__ready;
+  assign \$34  = tvalid & \$33 ;
+  assign \$35  = ~ mvalid_copy8;
+  assign \$36  = \$35  | m__ready;
+  assign \$37  = tvalid & \$36 ;
+  assign \$38  = ~ mvalid_copy9;
+  assign \$39  = \$38  | m__ready;
+  assign \$40  = tvalid & \$39 ;
+  assign \$41  = ~ mvalid_copy10;
+  assign \$42  = \$41  | m__ready;
+  assign \$43  = tvalid & \$42 ;
+  assign \$44  = ~ mvalid_copy11;
+  assign \$45  = \$44  | m__ready;
+  assign \$46  = tvalid & \$45 ;
+  assign \$47  = ~ mvalid_copy12;
+  assign \$48  = \$47  | m__ready;
+  assign \$49  = tvalid & \$48 ;
+  assign \$50  = ~ mvalid_copy13;
+  assign \$51  = \$50  | m__ready;
+  assign \$52  = tvalid & \$51 ;
+  assign \$53  = ~ mvalid_copy14;
+  assign \$54  = \$53  | m__ready;
+  assign \$55  = tvalid & \$54 ;
+  assign \$56  = ~ mvalid_copy15;
+  assign \$57  = \$56  | m__ready;
+  assign \$58  = tvalid & \$57 ;
+  assign \$59  = ~ mvalid_copy16;
+  assign \$60  = \$59  | m__ready;
+  assign \$61  = tvalid & \$60 ;
+  assign \$62  = ~ mvalid_copy17;
+  assign \$63  = \$62  | m__ready;
+  assign \$64  = tvalid & \$63 ;
+  assign \$65  = ~ mvalid_copy18;
+  assign \$66  = \$65  | m__ready;
+  assign \$67  = tvalid & \$66 ;
+  assign \$68  = ~ mvalid_copy19;
+  assign \$69  = \$68  | m__ready;
+  assign \$70  = tvalid & \$69 ;
+  assign \$71  = ~ mvalid_copy20;
+  assign \$72  = \$71  | m__ready;
+  assign \$73  = tvalid & \$72 ;
+  assign \$74  = ~ mvalid_copy21;
+  assign \$75  = \$74  | m__ready;
+  assign \$76  = tvalid & \$75 ;
+  assign \$77  = ~ mvalid_copy22;
+  assign \$78  = \$77  | m__ready;
+  assign \$79  = tvalid & \$78 ;
+  assign \$80  = ~ mvalid_copy23;
+  assign \$81  = \$80  | m__ready;
+  assign \$82  = tvalid & \$81 ;
+  assign \$83  = ~ mvalid_copy24;
+  assign \$84  = \$83  | m__ready;
+  assign \$85  = tvalid & \$84 ;
+  assign \$86  = ~ mvalid_copy25;
+  assign \$87  = \$86  | m__ready;
+  assign \$88  = tvalid & \$87 ;
+  assign \$89  = ~ mvalid_copy26;
+  assign \$90  = \$89  | m__ready;
+  assign \$91  = tvalid & \$90 ;
+  assign \$92  = ~ mvalid_copy27;
+  assign \$93  = \$92  | m__ready;
+  assign \$94  = tvalid & \$93 ;
+  assign \$95  = ~ mvalid_copy28;
+  assign \$96  = \$95  | m__ready;
+  assign \$97  = tvalid & \$96 ;
+  assign \$98  = ~ mvalid_copy29;
+  assign \$99  = \$98  | m__ready;
+  assign \$100  = tvalid & \$99 ;
+  assign \$101  = ~ mvalid_copy30;
+  assign \$102  = \$101  | m__ready;
+  assign \$103  = tvalid & \$102 ;
+  assign \$104  = ~ mvalid_copy31;
+  assign \$105  = \$104  | m__ready;
+  assign \$106  = tvalid & \$105 ;
+  assign \$107  = ~ mvalid_copy32;
+  assign \$108  = \$107  | m__ready;
+  assign \$109  = tvalid & \$108 ;
+  assign \$110  = ~ mvalid_copy33;
+  assign \$111  = \$110  | m__ready;
+  assign \$112  = tvalid & \$111 ;
+  assign \$113  = ~ mvalid_copy34;
+  assign \$114  = \$113  | m__ready;
+  assign \$115  = tvalid & \$114 ;
+  assign \$116  = ~ mvalid_copy35;
+  assign \$117  = \$116  | m__ready;
+  assign \$118  = tvalid & \$117 ;
+  assign \$119  = ~ mvalid_copy36;
+  assign \$120  = \$119  | m__ready;
+  assign \$121  = tvalid & \$120 ;
+  assign \$122  = ~ mvalid_copy37;
+  assign \$123  = \$122  | m__ready;
+  assign \$124  = tvalid & \$123 ;
+  assign \$125  = ~ mvalid_copy38;
+  assign \$126  = \$125  | m__ready;
+  assign \$127  = tvalid & \$126 ;
+  assign \$128  = ~ mvalid_copy39;
+  assign \$129  = \$128  | m__ready;
+  assign \$130  = tvalid & \$129 ;
+  assign \$131  = ~ mvalid_copy40;
+  assign \$132  = \$131  | m__ready;
+  assign \$133  = tvalid & \$132 ;
+  assign \$134  = ~ mvalid_copy41;
+  assign \$135  = \$134  | m__ready;
+  assign \$136  = tvalid & \$135 ;
+  assign \$137  = ~ mvalid_copy42;
+  assign \$138  = \$137  | m__ready;
+  assign \$139  = tvalid & \$138 ;
+  assign \$140  = ~ mvalid_copy43;
+  assign \$141  = \$140  | m__ready;
+  assign \$142  = tvalid & \$141 ;
+  assign \$143  = ~ mvalid_copy44;
+  assign \$144  = \$143  | m__ready;
+  assign \$145  = tvalid & \$144 ;
+  assign \$146  = ~ mvalid_copy45;
+  assign \$147  = \$146  | m__ready;
+  assign \$148  = tvalid & \$147 ;
+  assign \$149  = ~ mvalid_copy46;
+  assign \$150  = \$149  | m__ready;
+  assign \$151  = tvalid & \$150 ;
+  assign \$152  = ~ mvalid_copy47;
+  assign \$153  = \$152  | m__ready;
+  assign \$154  = tvalid & \$153 ;
+  assign \$155  = ~ mvalid_copy48;
+  assign \$156  = \$155  | m__ready;
+  assign \$157  = tvalid & \$156 ;
+  always @(posedge clk)
+    m__valid <= \$158 ;
+  always @(posedge clk)
+    count <= \$159 ;
+  always @(posedge clk)
+    mvalid_copy0 <= \$160 ;
+  always @(posedge clk)
+    mvalid_copy1 <= \$161 ;
+  always @(posedge clk)
+    mvalid_copy2 <= \$162 ;
+  always @(posedge clk)
+    mvalid_copy3 <= \$163 ;
+  always @(posedge clk)
+    mvalid_copy4 <= \$164 ;
+  always @(posedge clk)
+    mvalid_copy5 <= \$165 ;
+  always @(posedge clk)
+    mvalid_copy6 <= \$166 ;
+  always @(posedge clk)
+    mvalid_copy7 <= \$167 ;
+  always @(posedge clk)
+    mvalid_copy8 <= \$168 ;
+  always @(posedge clk)
+    mvalid_copy9 <= \$169 ;
+  always @(posedge clk)
+    mvalid_copy10 <= \$170 ;
+  always @(posedge clk)
+    mvalid_copy11 <= \$171 ;
+  always @(posedge clk)
+    mvalid_copy12 <= \$172 ;
+  always @(posedge clk)
+    mvalid_copy13 <= \$173 ;
+  always @(posedge clk)
+    mvalid_copy14 <= \$174 ;
+  always @(posedge clk)
+    mvalid_copy15 <= \$175 ;
+  always @(posedge clk)
+    mvalid_copy16 <= \$176 ;
+  always @(posedge clk)
+    mvalid_copy17 <= \$177 ;
+  always @(posedge clk)
+    mvalid_copy18 <= \$178 ;
+  always @(posedge clk)
+    mvalid_copy19 <= \$179 ;
+  always @(posedge clk)
+    mvalid_copy20 <= \$180 ;
+  always @(posedge clk)
+    mvalid_copy21 <= \$181 ;
+  always @(posedge clk)
+    mvalid_copy22 <= \$182 ;
+  always @(posedge clk)
+    mvalid_copy23 <= \$183 ;
+  always @(posedge clk)
+    mvalid_copy24 <= \$184 ;
+  always @(posedge clk)
+    mvalid_copy25 <= \$185 ;
+  always @(posedge clk)
+    mvalid_copy26 <= \$186 ;
+  always @(posedge clk)
+    mvalid_copy27 <= \$187 ;
+  always @(posedge clk)
+    mvalid_copy28 <= \$188 ;
+  always @(posedge clk)
+    mvalid_copy29 <= \$189 ;
+  always @(posedge clk)
+    mvalid_copy30 <= \$190 ;
+  always @(posedge clk)
+    mvalid_copy31 <= \$191 ;
+  always @(posedge clk)
+    mvalid_copy32 <= \$192 ;
+  always @(posedge clk)
+    mvalid_copy33 <= \$193 ;
+  always @(posedge clk)
+    mvalid_copy34 <= \$194 ;
+  always @(posedge clk)
+    mvalid_copy35 <= \$195 ;
+  always @(posedge clk)
+    mvalid_copy36 <= \$196 ;
+  always @(posedge clk)
+    mvalid_copy37 <= \$197 ;
+  always @(posedge clk)
+    mvalid_copy38 <= \$198 ;
+  always @(posedge clk)
+    mvalid_copy39 <= \$199 ;
+  always @(posedge clk)
+    mvalid_copy40 <= \$200 ;
+  always @(posedge clk)
+    mvalid_copy41 <= \$201 ;
+  always @(posedge clk)
+    mvalid_copy42 <= \$202 ;
+  always @(posedge clk)
+    mvalid_copy43 <= \$203 ;
+  always @(posedge clk)
+    mvalid_copy44 <= \$204 ;
+  always @(posedge clk)
+    mvalid_copy45 <= \$205 ;
+  always @(posedge clk)
+    mvalid_copy46 <= \$206 ;
+  always @(posedge clk)
+    mvalid_copy47 <= \$207 ;
+  always @(posedge clk)
+    mvalid_copy48 <= \$208 ;
+  always @(posedge clk)
+    m__payload <= \$209 ;
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$158  = valid_next;
+    if (rst) begin
+      \$158  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$159  = count;
+    if (\$7 ) begin
+      \$159  = \$10 [4:0];
+    end
+    if (rst) begin
+      \$159  = 5'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$160  = valid_next;
+    if (rst) begin
+      \$160  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$161  = valid_next;
+    if (rst) begin
+      \$161  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$162  = valid_next;
+    if (rst) begin
+      \$162  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$163  = valid_next;
+    if (rst) begin
+      \$163  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$164  = valid_next;
+    if (rst) begin
+      \$164  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$165  = valid_next;
+    if (rst) begin
+      \$165  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$166  = valid_next;
+    if (rst) begin
+      \$166  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$167  = valid_next;
+    if (rst) begin
+      \$167  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$168  = valid_next;
+    if (rst) begin
+      \$168  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$169  = valid_next;
+    if (rst) begin
+      \$169  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$170  = valid_next;
+    if (rst) begin
+      \$170  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$171  = valid_next;
+    if (rst) begin
+      \$171  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$172  = valid_next;
+    if (rst) begin
+      \$172  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$173  = valid_next;
+    if (rst) begin
+      \$173  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$174  = valid_next;
+    if (rst) begin
+      \$174  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$175  = valid_next;
+    if (rst) begin
+      \$175  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$176  = valid_next;
+    if (rst) begin
+      \$176  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$177  = valid_next;
+    if (rst) begin
+      \$177  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$178  = valid_next;
+    if (rst) begin
+      \$178  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$179  = valid_next;
+    if (rst) begin
+      \$179  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$180  = valid_next;
+    if (rst) begin
+      \$180  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$181  = valid_next;
+    if (rst) begin
+      \$181  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$182  = valid_next;
+    if (rst) begin
+      \$182  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$183  = valid_next;
+    if (rst) begin
+      \$183  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$184  = valid_next;
+    if (rst) begin
+      \$184  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$185  = valid_next;
+    if (rst) begin
+      \$185  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$186  = valid_next;
+    if (rst) begin
+      \$186  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$187  = valid_next;
+    if (rst) begin
+      \$187  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$188  = valid_next;
+    if (rst) begin
+      \$188  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$189  = valid_next;
+    if (rst) begin
+      \$189  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$190  = valid_next;
+    if (rst) begin
+      \$190  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$191  = valid_next;
+    if (rst) begin
+      \$191  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$192  = valid_next;
+    if (rst) begin
+      \$192  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$193  = valid_next;
+    if (rst) begin
+      \$193  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$194  = valid_next;
+    if (rst) begin
+      \$194  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$195  = valid_next;
+    if (rst) begin
+      \$195  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$196  = valid_next;
+    if (rst) begin
+      \$196  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$197  = valid_next;
+    if (rst) begin
+      \$197  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$198  = valid_next;
+    if (rst) begin
+      \$198  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$199  = valid_next;
+    if (rst) begin
+      \$199  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$200  = valid_next;
+    if (rst) begin
+      \$200  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$201  = valid_next;
+    if (rst) begin
+      \$201  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$202  = valid_next;
+    if (rst) begin
+      \$202  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$203  = valid_next;
+    if (rst) begin
+      \$203  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$204  = valid_next;
+    if (rst) begin
+      \$204  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$205  = valid_next;
+    if (rst) begin
+      \$205  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$206  = valid_next;
+    if (rst) begin
+      \$206  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$207  = valid_next;
+    if (rst) begin
+      \$207  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$208  = valid_next;
+    if (rst) begin
+      \$208  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$209  = m__payload;
+    if (\$13 ) begin
+      \$209 [127:0] = m__payload[351:224];
+    end
+    if (\$16 ) begin
+      \$209 [255:128] = m__payload[479:352];
+    end
+    if (\$19 ) begin
+      \$209 [383:256] = m__payload[607:480];
+    end
+    if (\$22 ) begin
+      \$209 [511:384] = m__payload[735:608];
+    end
+    if (\$25 ) begin
+      \$209 [639:512] = m__payload[863:736];
+    end
+    if (\$28 ) begin
+      \$209 [767:640] = m__payload[991:864];
+    end
+    if (\$31 ) begin
+      \$209 [895:768] = m__payload[1119:992];
+    end
+    if (\$34 ) begin
+      \$209 [1023:896] = m__payload[1247:1120];
+    end
+    if (\$37 ) begin
+      \$209 [1151:1024] = m__payload[1375:1248];
+    end
+    if (\$40 ) begin
+      \$209 [1279:1152] = m__payload[1503:1376];
+    end
+    if (\$43 ) begin
+      \$209 [1407:1280] = m__payload[1631:1504];
+    end
+    if (\$46 ) begin
+      \$209 [1535:1408] = m__payload[1759:1632];
+    end
+    if (\$49 ) begin
+      \$209 [1663:1536] = m__payload[1887:1760];
+    end
+    if (\$52 ) begin
+      \$209 [1791:1664] = m__payload[2015:1888];
+    end
+    if (\$55 ) begin
+      \$209 [1919:1792] = m__payload[2143:2016];
+    end
+    if (\$58 ) begin
+      \$209 [2047:1920] = m__payload[2271:2144];
+    end
+    if (\$61 ) begin
+      \$209 [2175:2048] = m__payload[2399:2272];
+    end
+    if (\$64 ) begin
+      \$209 [2303:2176] = m__payload[2527:2400];
+    end
+    if (\$67 ) begin
+      \$209 [2431:2304] = m__payload[2655:2528];
+    end
+    if (\$70 ) begin
+      \$209 [2559:2432] = m__payload[2783:2656];
+    end
+    if (\$73 ) begin
+      \$209 [2687:2560] = m__payload[2911:2784];
+    end
+    if (\$76 ) begin
+      \$209 [2815:2688] = m__payload[3039:2912];
+    end
+    if (\$79 ) begin
+      \$209 [2943:2816] = m__payload[3167:3040];
+    end
+    if (\$82 ) begin
+      \$209 [3071:2944] = m__payload[3295:3168];
+    end
+    if (\$85 ) begin
+      \$209 [3199:3072] = m__payload[3423:3296];
+    end
+    if (\$88 ) begin
+      \$209 [3327:3200] = m__payload[3551:3424];
+    end
+    if (\$91 ) begin
+      \$209 [3455:3328] = m__payload[3679:3552];
+    end
+    if (\$94 ) begin
+      \$209 [3583:3456] = m__payload[3807:3680];
+    end
+    if (\$97 ) begin
+      \$209 [3711:3584] = m__payload[3935:3808];
+    end
+    if (\$100 ) begin
+      \$209 [3839:3712] = m__payload[4063:3936];
+    end
+    if (\$103 ) begin
+      \$209 [3967:3840] = m__payload[4191:4064];
+    end
+    if (\$106 ) begin
+      \$209 [4095:3968] = m__payload[4319:4192];
+    end
+    if (\$109 ) begin
+      \$209 [4223:4096] = m__payload[4447:4320];
+    end
+    if (\$112 ) begin
+      \$209 [4351:4224] = m__payload[4575:4448];
+    end
+    if (\$115 ) begin
+      \$209 [4479:4352] = m__payload[4703:4576];
+    end
+    if (\$118 ) begin
+      \$209 [4607:4480] = m__payload[4831:4704];
+    end
+    if (\$121 ) begin
+      \$209 [4735:4608] = m__payload[4959:4832];
+    end
+    if (\$124 ) begin
+      \$209 [4863:4736] = m__payload[5087:4960];
+    end
+    if (\$127 ) begin
+      \$209 [4991:4864] = m__payload[5215:5088];
+    end
+    if (\$130 ) begin
+      \$209 [5119:4992] = m__payload[5343:5216];
+    end
+    if (\$133 ) begin
+      \$209 [5247:5120] = m__payload[5471:5344];
+    end
+    if (\$136 ) begin
+      \$209 [5375:5248] = m__payload[5599:5472];
+    end
+    if (\$139 ) begin
+      \$209 [5503:5376] = m__payload[5727:5600];
+    end
+    if (\$142 ) begin
+      \$209 [5631:5504] = m__payload[5855:5728];
+    end
+    if (\$145 ) begin
+      \$209 [5759:5632] = m__payload[5983:5856];
+    end
+    if (\$148 ) begin
+      \$209 [5887:5760] = m__payload[6111:5984];
+    end
+    if (\$151 ) begin
+      \$209 [6015:5888] = m__payload[6239:6112];
+    end
+    if (\$154 ) begin
+      \$209 [6143:6016] = { tdata[95:0], m__payload[6271:6240] };
+    end
+    if (\$157 ) begin
+      \$209 [6271:6144] = tdata[223:96];
+    end
+  end
+  assign vector = m__payload;
+endmodule
+
+(* generator = "Amaranth" *)
+module \bchw_top.engine0 (rst, s__valid, pay, s__ready, m__valid, m__payload, m__ready, clk);
+  reg \$auto$verilog_backend.cc:2355:dump_module$3  = 0;
+  wire \$1 ;
+  wire [9:0] \$10 ;
+  wire \$100 ;
+  wire \$101 ;
+  wire \$102 ;
+  wire \$103 ;
+  wire \$104 ;
+  wire \$105 ;
+  wire \$106 ;
+  wire \$107 ;
+  wire \$108 ;
+  wire \$109 ;
+  wire [9:0] \$11 ;
+  wire \$110 ;
+  wire \$111 ;
+  wire \$112 ;
+  wire \$113 ;
+  wire \$114 ;
+  wire \$115 ;
+  wire \$116 ;
+  wire \$117 ;
+  wire \$118 ;
+  wire \$119 ;
+  wire \$12 ;
+  wire \$120 ;
+  wire \$121 ;
+  wire \$122 ;
+  wire \$123 ;
+  wire \$124 ;
+  wire \$125 ;
+  wire \$126 ;
+  wire \$127 ;
+  wire \$128 ;
+  wire \$129 ;
+  wire \$13 ;
+  wire \$130 ;
+  wire \$131 ;
+  wire \$132 ;
+  wire \$133 ;
+  wire \$134 ;
+  wire \$135 ;
+  wire \$136 ;
+  wire \$137 ;
+  wire \$138 ;
+  wire \$139 ;
+  wire \$14 ;
+  wire \$140 ;
+  wire \$141 ;
+  wire \$142 ;
+  wire \$143 ;
+  wire \$144 ;
+  wire \$145 ;
+  wire \$146 ;
+  wire \$147 ;
+  wire \$148 ;
+  wire \$149 ;
+  wire \$15 ;
+  wire \$150 ;
+  wire \$151 ;
+  wire \$152 ;
+  wire \$153 ;
+  wire \$154 ;
+  wire \$155 ;
+  wire \$156 ;
+  wire \$157 ;
+  wire \$158 ;
+  wire \$159 ;
+  wire \$16 ;
+  wire \$160 ;
+  wire \$161 ;
+  wire \$162 ;
+  wire \$163 ;
+  wire \$164 ;
+  wire \$165 ;
+  wire \$166 ;
+  wire \$167 ;
+  wire \$168 ;
+  wire \$169 ;
+  wire \$17 ;
+  wire [127:0] \$170 ;
+  wire \$171 ;
+  wire \$172 ;
+  wire [127:0] \$173 ;
+  wire \$174 ;
+  wire \$175 ;
+  wire [127:0] \$176 ;
+  wire \$177 ;
+  wire \$178 ;
+  wire [127:0] \$179 ;
+  wire \$18 ;
+  wire \$180 ;
+  wire \$181 ;
+  wire [127:0] \$182 ;
+  wire \$183 ;
+  wire \$184 ;
+  wire [127:0] \$185 ;
+  wire \$186 ;
+  wire \$187 ;
+  wire [127:0] \$188 ;
+  wire \$189 ;
+  wire \$19 ;
+  wire \$190 ;
+  wire [127:0] \$191 ;
+  wire \$192 ;
+  wire \$193 ;
+  wire [127:0] \$194 ;
+  wire \$195 ;
+  wire \$196 ;
+  wire [127:0] \$197 ;
+  wire \$198 ;
+  wire \$199 ;
+  wire \$2 ;
+  wire [5:0] \$20 ;
+  wire [127:0] \$200 ;
+  wire \$201 ;
+  wire \$202 ;
+  wire [127:0] \$203 ;
+  wire \$204 ;
+  wire \$205 ;
+  wire [127:0] \$206 ;
+  wire \$207 ;
+  wire \$208 ;
+  wire [127:0] \$209 ;
+  wire [5:0] \$21 ;
+  wire \$210 ;
+  wire \$211 ;
+  wire [127:0] \$212 ;
+  wire \$213 ;
+  wire \$214 ;
+  wire [127:0] \$215 ;
+  wire \$216 ;
+  wire \$217 ;
+  wire [127:0] \$218 ;
+  wire \$219 ;
+  wire [5:0] \$22 ;
+  wire \$220 ;
+  wire [127:0] \$221 ;
+  wire \$222 ;
+  wire \$223 ;
+  wire [127:0] \$224 ;
+  wire \$225 ;
+  wire \$226 ;
+  wire [127:0] \$227 ;
+  wire \$228 ;
+  wire \$229 ;
+  wire [5:0] \$23 ;
+  wire [127:0] \$230 ;
+  wire \$231 ;
+  wire \$232 ;
+  wire [127:0] \$233 ;
+  wire \$234 ;
+  wire \$235 ;
+  wire [127:0] \$236 ;
+  wire \$237 ;
+  wire \$238 ;
+  wire [127:0] \$239 ;
+  wire \$24 ;
+  wire \$240 ;
+  wire \$241 ;
+  wire [127:0] \$242 ;
+  wire \$243 ;
+  wire \$244 ;
+  wire [127:0] \$245 ;
+  wire \$246 ;
+  wire \$247 ;
+  wire [127:0] \$248 ;
+  wire \$249 ;
+  wire \$25 ;
+  wire \$250 ;
+  wire [127:0] \$251 ;
+  wire \$252 ;
+  wire \$253 ;
+  wire [127:0] \$254 ;
+  wire \$255 ;
+  wire \$256 ;
+  wire [127:0] \$257 ;
+  wire \$258 ;
+  wire \$259 ;
+  wire \$26 ;
+  wire [127:0] \$260 ;
+  wire \$261 ;
+  wire \$262 ;
+  wire [127:0] \$263 ;
+  wire \$264 ;
+  wire \$265 ;
+  wire [127:0] \$266 ;
+  wire \$267 ;
+  wire \$268 ;
+  wire [127:0] \$269 ;
+  wire \$27 ;
+  wire \$270 ;
+  wire \$271 ;
+  wire [127:0] \$272 ;
+  wire \$273 ;
+  wire \$274 ;
+  wire [127:0] \$275 ;
+  wire \$276 ;
+  wire \$277 ;
+  wire [127:0] \$278 ;
+  wire \$279 ;
+  wire \$28 ;
+  wire \$280 ;
+  wire [127:0] \$281 ;
+  wire \$282 ;
+  wire \$283 ;
+  wire [127:0] \$284 ;
+  wire \$285 ;
+  wire \$286 ;
+  wire [127:0] \$287 ;
+  wire \$288 ;
+  wire \$289 ;
+  wire [4:0] \$29 ;
+  wire [127:0] \$290 ;
+  wire \$291 ;
+  wire \$292 ;
+  wire [127:0] \$293 ;
+  wire \$294 ;
+  wire \$295 ;
+  wire [127:0] \$296 ;
+  wire \$297 ;
+  wire \$298 ;
+  wire [127:0] \$299 ;
+  wire \$3 ;
+  wire [4:0] \$30 ;
+  wire \$300 ;
+  wire \$301 ;
+  wire [127:0] \$302 ;
+  wire \$303 ;
+  wire \$304 ;
+  wire [127:0] \$305 ;
+  wire \$306 ;
+  wire \$307 ;
+  wire [127:0] \$308 ;
+  wire \$309 ;
+  wire [4:0] \$31 ;
+  wire \$310 ;
+  wire [127:0] \$311 ;
+  wire \$312 ;
+  wire \$313 ;
+  wire [127:0] \$314 ;
+  wire \$315 ;
+  wire \$316 ;
+  wire \$317 ;
+  wire \$318 ;
+  wire [18:0] \$319 ;
+  wire [4:0] \$32 ;
+  wire [19:0] \$320 ;
+  wire [18:0] \$321 ;
+  wire [19:0] \$322 ;
+  wire [18:0] \$323 ;
+  wire [19:0] \$324 ;
+  wire [18:0] \$325 ;
+  wire [19:0] \$326 ;
+  wire [18:0] \$327 ;
+  wire [19:0] \$328 ;
+  wire [18:0] \$329 ;
+  wire \$33 ;
+  wire [19:0] \$330 ;
+  wire [18:0] \$331 ;
+  wire [19:0] \$332 ;
+  wire [18:0] \$333 ;
+  wire [19:0] \$334 ;
+  wire [18:0] \$335 ;
+  wire [19:0] \$336 ;
+  wire [18:0] \$337 ;
+  wire [19:0] \$338 ;
+  wire [18:0] \$339 ;
+  wire \$34 ;
+  wire [19:0] \$340 ;
+  wire [18:0] \$341 ;
+  wire [19:0] \$342 ;
+  wire [18:0] \$343 ;
+  wire [19:0] \$344 ;
+  wire [18:0] \$345 ;
+  wire [19:0] \$346 ;
+  wire [18:0] \$347 ;
+  wire [19:0] \$348 ;
+  wire [18:0] \$349 ;
+  wire \$35 ;
+  wire [19:0] \$350 ;
+  wire \$351 ;
+  wire \$352 ;
+  wire \$353 ;
+  wire \$354 ;
+  wire \$355 ;
+  wire \$356 ;
+  wire \$357 ;
+  wire [2:0] \$358 ;
+  wire \$359 ;
+  wire \$36 ;
+  wire \$360 ;
+  wire \$361 ;
+  wire \$362 ;
+  wire \$363 ;
+  wire \$364 ;
+  wire \$365 ;
+  wire \$366 ;
+  wire \$367 ;
+  wire \$368 ;
+  wire \$369 ;
+  wire \$37 ;
+  wire [2:0] \$370 ;
+  wire \$371 ;
+  wire \$372 ;
+  wire \$373 ;
+  wire \$374 ;
+  wire \$375 ;
+  wire \$376 ;
+  wire \$377 ;
+  wire \$378 ;
+  wire \$379 ;
+  wire \$38 ;
+  wire \$380 ;
+  wire \$381 ;
+  wire \$382 ;
+  wire \$383 ;
+  wire \$384 ;
+  wire \$385 ;
+  wire \$386 ;
+  wire \$387 ;
+  wire \$388 ;
+  wire \$389 ;
+  wire \$39 ;
+  wire \$390 ;
+  wire \$391 ;
+  wire \$392 ;
+  wire \$393 ;
+  wire \$394 ;
+  wire \$395 ;
+  wire [128:0] \$396 ;
+  wire \$397 ;
+  wire \$398 ;
+  wire \$399 ;
+  wire \$4 ;
+  wire \$40 ;
+  wire \$400 ;
+  wire \$401 ;
+  wire [128:0] \$402 ;
+  wire \$403 ;
+  wire \$404 ;
+  wire \$405 ;
+  wire \$406 ;
+  wire \$407 ;
+  wire [128:0] \$408 ;
+  wire \$409 ;
+  wire \$41 ;
+  wire \$410 ;
+  wire \$411 ;
+  wire \$412 ;
+  wire \$413 ;
+  wire [128:0] \$414 ;
+  wire \$415 ;
+  wire \$416 ;
+  wire \$417 ;
+  wire \$418 ;
+  wire \$419 ;
+  wire \$42 ;
+  wire [128:0] \$420 ;
+  wire \$421 ;
+  wire \$422 ;
+  wire \$423 ;
+  wire \$424 ;
+  wire \$425 ;
+  wire [128:0] \$426 ;
+  wire \$427 ;
+  wire \$428 ;
+  wire \$429 ;
+  wire [2:0] \$43 ;
+  wire \$430 ;
+  wire \$431 ;
+  wire [128:0] \$432 ;
+  wire \$433 ;
+  wire \$434 ;
+  wire \$435 ;
+  wire \$436 ;
+  wire \$437 ;
+  wire [128:0] \$438 ;
+  wire \$439 ;
+  wire \$44 ;
+  wire \$440 ;
+  wire \$441 ;
+  wire \$442 ;
+  wire \$443 ;
+  wire [128:0] \$444 ;
+  wire \$445 ;
+  wire \$446 ;
+  wire \$447 ;
+  wire \$448 ;
+  wire \$449 ;
+  wire \$45 ;
+  wire [128:0] \$450 ;
+  wire \$451 ;
+  wire \$452 ;
+  wire \$453 ;
+  wire \$454 ;
+  wire \$455 ;
+  wire [128:0] \$456 ;
+  wire \$457 ;
+  wire \$458 ;
+  wire \$459 ;
+  wire [3:0] \$46 ;
+  wire \$460 ;
+  wire \$461 ;
+  wire [128:0] \$462 ;
+  wire \$463 ;
+  wire \$464 ;
+  wire \$465 ;
+  wire \$466 ;
+  wire \$467 ;
+  wire [128:0] \$468 ;
+  wire \$469 ;
+  wire [3:0] \$47 ;
+  wire \$470 ;
+  wire \$471 ;
+  wire \$472 ;
+  wire \$473 ;
+  wire [128:0] \$474 ;
+  wire \$475 ;
+  wire \$476 ;
+  wire \$477 ;
+  wire \$478 ;
+  wire \$479 ;
+  wire \$48 ;
+  wire [128:0] \$480 ;
+  wire \$481 ;
+  wire \$482 ;
+  wire \$483 ;
+  wire \$484 ;
+  wire \$485 ;
+  wire [128:0] \$486 ;
+  reg \$487 ;
+  reg [8:0] \$488 ;
+  reg [4:0] \$489 ;
+  wire \$49 ;
+  reg [3:0] \$490 ;
+  reg \$491 ;
+  reg \$492 ;
+  reg [1:0] \$493 ;
+  reg \$494 ;
+  reg \$495 ;
+  reg \$496 ;
+  reg \$497 ;
+  reg \$498 ;
+  reg \$499 ;
+  wire \$5 ;
+  wire \$50 ;
+  reg \$500 ;
+  reg \$501 ;
+  reg \$502 ;
+  reg \$503 ;
+  reg \$504 ;
+  reg \$505 ;
+  reg \$506 ;
+  reg \$507 ;
+  reg \$508 ;
+  reg \$509 ;
+  wire \$51 ;
+  reg \$510 ;
+  reg \$511 ;
+  reg \$512 ;
+  reg \$513 ;
+  reg \$514 ;
+  reg \$515 ;
+  reg \$516 ;
+  reg \$517 ;
+  reg \$518 ;
+  reg \$519 ;
+  wire \$52 ;
+  reg \$520 ;
+  reg \$521 ;
+  reg \$522 ;
+  reg \$523 ;
+  reg \$524 ;
+  reg \$525 ;
+  reg \$526 ;
+  reg \$527 ;
+  reg \$528 ;
+  reg \$529 ;
+  wire \$53 ;
+  reg \$530 ;
+  reg \$531 ;
+  reg \$532 ;
+  reg \$533 ;
+  reg \$534 ;
+  reg \$535 ;
+  reg \$536 ;
+  reg \$537 ;
+  reg \$538 ;
+  reg \$539 ;
+  wire \$54 ;
+  reg \$540 ;
+  reg \$541 ;
+  reg \$542 ;
+  reg \$543 ;
+  reg \$544 ;
+  reg \$545 ;
+  reg \$546 ;
+  reg \$547 ;
+  reg \$548 ;
+  reg \$549 ;
+  wire \$55 ;
+  reg \$550 ;
+  reg \$551 ;
+  reg \$552 ;
+  reg \$553 ;
+  reg \$554 ;
+  reg \$555 ;
+  reg \$556 ;
+  reg \$557 ;
+  reg \$558 ;
+  reg \$559 ;
+  wire \$56 ;
+  reg \$560 ;
+  reg \$561 ;
+  reg \$562 ;
+  reg \$563 ;
+  reg \$564 ;
+  reg \$565 ;
+  reg \$566 ;
+  reg \$567 ;
+  reg \$568 ;
+  reg \$569 ;
+  wire \$57 ;
+  reg \$570 ;
+  reg \$571 ;
+  reg \$572 ;
+  reg \$573 ;
+  reg \$574 ;
+  reg \$575 ;
+  reg \$576 ;
+  reg \$577 ;
+  reg \$578 ;
+  reg \$579 ;
+  wire [2:0] \$58 ;
+  reg \$580 ;
+  reg \$581 ;
+  reg \$582 ;
+  reg \$583 ;
+  reg \$584 ;
+  reg \$585 ;
+  reg \$586 ;
+  reg \$587 ;
+  reg \$588 ;
+  reg \$589 ;
+  wire \$59 ;
+  reg \$590 ;
+  reg \$591 ;
+  reg \$592 ;
+  reg [6271:0] \$593 ;
+  wire [223:0] \$594 ;
+  wire [223:0] \$595 ;
+  wire [447:0] \$596 ;
+  reg [7:0] \$597 ;
+  reg [7:0] \$598 ;
+  reg [7:0] \$599 ;
+  wire \$6 ;
+  wire \$60 ;
+  reg [7:0] \$600 ;
+  reg [7:0] \$601 ;
+  reg [7:0] \$602 ;
+  reg [7:0] \$603 ;
+  reg [7:0] \$604 ;
+  wire [975:0] \$605 ;
+  reg \$606 ;
+  reg \$607 ;
+  reg [18:0] \$608 ;
+  reg [18:0] \$609 ;
+  wire \$61 ;
+  reg [18:0] \$610 ;
+  reg [18:0] \$611 ;
+  reg [18:0] \$612 ;
+  reg [18:0] \$613 ;
+  reg [18:0] \$614 ;
+  reg [18:0] \$615 ;
+  reg [18:0] \$616 ;
+  reg [18:0] \$617 ;
+  reg [18:0] \$618 ;
+  reg [18:0] \$619 ;
+  wire \$62 ;
+  reg [18:0] \$620 ;
+  reg [18:0] \$621 ;
+  reg [18:0] \$622 ;
+  reg [18:0] \$623 ;
+  reg \$624 ;
+  reg \$625 ;
+  reg \$626 ;
+  reg \$627 ;
+  reg \$628 ;
+  reg \$629 ;
+  wire \$63 ;
+  reg [128:0] \$630 ;
+  reg [128:0] \$631 ;
+  reg [1:0] \$632 ;
+  reg \$633 ;
+  reg \$634 ;
+  reg \$635 ;
+  reg \$636 ;
+  reg \$637 ;
+  reg \$638 ;
+  reg \$639 ;
+  wire [3:0] \$64 ;
+  reg \$640 ;
+  reg \$641 ;
+  reg \$642 ;
+  reg \$643 ;
+  reg \$644 ;
+  reg \$645 ;
+  reg \$646 ;
+  reg \$647 ;
+  reg \$648 ;
+  reg \$649 ;
+  wire \$65 ;
+  reg \$650 ;
+  reg \$651 ;
+  reg \$652 ;
+  reg \$653 ;
+  reg \$654 ;
+  reg \$655 ;
+  reg \$656 ;
+  reg \$657 ;
+  reg \$658 ;
+  reg \$659 ;
+  wire [128:0] \$66 ;
+  reg \$660 ;
+  reg \$661 ;
+  reg \$662 ;
+  reg \$663 ;
+  reg \$664 ;
+  reg \$665 ;
+  reg \$666 ;
+  reg \$667 ;
+  reg \$668 ;
+  reg \$669 ;
+  wire \$67 ;
+  reg \$670 ;
+  reg \$671 ;
+  reg \$672 ;
+  reg \$673 ;
+  reg \$674 ;
+  reg \$675 ;
+  reg \$676 ;
+  reg \$677 ;
+  reg \$678 ;
+  reg \$679 ;
+  wire \$68 ;
+  reg \$680 ;
+  reg \$681 ;
+  reg [2047:0] \$682 ;
+  reg \$683 ;
+  reg \$684 ;
+  wire \$69 ;
+  wire \$7 ;
+  wire \$70 ;
+  wire \$71 ;
+  wire \$72 ;
+  wire \$73 ;
+  wire \$74 ;
+  wire \$75 ;
+  wire \$76 ;
+  wire \$77 ;
+  wire \$78 ;
+  wire \$79 ;
+  wire [9:0] \$8 ;
+  wire \$80 ;
+  wire \$81 ;
+  wire \$82 ;
+  wire \$83 ;
+  wire \$84 ;
+  wire \$85 ;
+  wire \$86 ;
+  wire \$87 ;
+  wire \$88 ;
+  wire \$89 ;
+  wire [9:0] \$9 ;
+  wire \$90 ;
+  wire \$91 ;
+  wire \$92 ;
+  wire \$93 ;
+  wire \$94 ;
   wire \$95 ;
   wire \$96 ;
   wire \$97 ;
@@ -1463,9 +3022,9 @@ module \bchw_top.engine0 (rst, s__payload, s__valid, s__ready, m__payload, m__va
   reg [18:0] \acc$138  = 19'h00000;
   reg [18:0] \acc$144  = 19'h00000;
   reg [18:0] \acc$150  = 19'h00000;
-  reg [18:0] \acc$66  = 19'h00000;
-  reg [18:0] \acc$72  = 19'h00000;
-  reg [18:0] \acc$78  = 19'h00000;
+  reg [18:0] \acc$156  = 19'h00000;
+  reg [18:0] \acc$162  = 19'h00000;
+  reg [18:0] \acc$168  = 19'h00000;
   reg [18:0] \acc$84  = 19'h00000;
   reg [18:0] \acc$90  = 19'h00000;
   reg [18:0] \acc$96  = 19'h00000;
@@ -1504,7 +3063,7 @@ module \bchw_top.engine0 (rst, s__payload, s__valid, s__ready, m__payload, m__va
   reg acc_end = 1'h0;
   reg acc_valid = 1'h0;
   reg [8:0] addr = 9'h000;
-  wire [3:0] \addr$56 ;
+  wire [3:0] \addr$74 ;
   wire [37:0] bias;
   wire [37:0] \bias$100 ;
   wire [37:0] \bias$106 ;
@@ -1516,36 +3075,39 @@ module \bchw_top.engine0 (rst, s__payload, s__valid, s__ready, m__payload, m__va
   wire [37:0] \bias$142 ;
   wire [37:0] \bias$148 ;
   wire [37:0] \bias$154 ;
-  wire [37:0] \bias$70 ;
-  wire [37:0] \bias$76 ;
-  wire [37:0] \bias$82 ;
+  wire [37:0] \bias$160 ;
+  wire [37:0] \bias$166 ;
+  wire [37:0] \bias$172 ;
   wire [37:0] \bias$88 ;
   wire [37:0] \bias$94 ;
   reg busy = 1'h0;
+  wire busy_next;
   input clk;
   wire clk;
   reg [1:0] count = 2'h0;
+  wire [1:0] count_next;
+  reg credit_back = 1'h0;
   reg credit_back_d0 = 1'h0;
-  reg credit_back_d1 = 1'h0;
+  (* init = 1'h0 *)
+  wire credit_back_d1;
   reg [1:0] credits = 2'h2;
+  wire [1:0] credits_next;
   wire [447:0] data;
-  wire [975:0] \data$183 ;
+  wire [975:0] \data$312 ;
   wire en;
-  wire \en$10 ;
   wire \en$101 ;
   wire \en$107 ;
   wire \en$113 ;
   wire \en$119 ;
   wire \en$125 ;
-  wire \en$13 ;
   wire \en$131 ;
   wire \en$137 ;
   wire \en$143 ;
   wire \en$149 ;
-  wire \en$16 ;
-  wire \en$19 ;
-  wire \en$22 ;
-  wire \en$25 ;
+  wire \en$155 ;
+  wire \en$161 ;
+  wire \en$167 ;
+  wire \en$23 ;
   wire \en$28 ;
   wire \en$31 ;
   wire \en$34 ;
@@ -1554,13 +3116,15 @@ module \bchw_top.engine0 (rst, s__payload, s__valid, s__ready, m__payload, m__va
   wire \en$43 ;
   wire \en$46 ;
   wire \en$49 ;
-  wire \en$5 ;
   wire \en$52 ;
   wire \en$55 ;
   wire \en$58 ;
-  wire \en$65 ;
-  wire \en$71 ;
-  wire \en$77 ;
+  wire \en$61 ;
+  wire \en$64 ;
+  wire \en$67 ;
+  wire \en$70 ;
+  wire \en$73 ;
+  wire \en$76 ;
   wire \en$83 ;
   wire \en$89 ;
   wire \en$95 ;
@@ -1573,7 +3137,42 @@ module \bchw_top.engine0 (rst, s__payload, s__valid, s__ready, m__payload, m__va
   reg [7:0] fp_d3 = 8'h00;
   reg [7:0] fp_d4 = 8'h00;
   reg [7:0] ft_d0 = 8'h00;
+  (* keep = 32'd1 *)
+  reg held_copy0 = 1'h0;
+  (* keep = 32'd1 *)
+  reg held_copy1 = 1'h0;
+  (* keep = 32'd1 *)
+  reg held_copy10 = 1'h0;
+  (* keep = 32'd1 *)
+  reg held_copy11 = 1'h0;
+  (* keep = 32'd1 *)
+  reg held_copy12 = 1'h0;
+  (* keep = 32'd1 *)
+  reg held_copy13 = 1'h0;
+  (* keep = 32'd1 *)
+  reg held_copy14 = 1'h0;
+  (* keep = 32'd1 *)
+  reg held_copy15 = 1'h0;
+  (* keep = 32'd1 *)
+  reg held_copy2 = 1'h0;
+  (* keep = 32'd1 *)
+  reg held_copy3 = 1'h0;
+  (* keep = 32'd1 *)
+  reg held_copy4 = 1'h0;
+  (* keep = 32'd1 *)
+  reg held_copy5 = 1'h0;
+  (* keep = 32'd1 *)
+  reg held_copy6 = 1'h0;
+  (* keep = 32'd1 *)
+  reg held_copy7 = 1'h0;
+  (* keep = 32'd1 *)
+  reg held_copy8 = 1'h0;
+  (* keep = 32'd1 *)
+  reg held_copy9 = 1'h0;
+  reg issue = 1'h0;
+  wire issue_next;
   reg last_step = 1'h0;
+  wire last_step_next;
   output [2047:0] m__payload;
   reg [2047:0] m__payload = 2048'h00000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000;
   input m__ready;
@@ -1590,48 +3189,116 @@ module \bchw_top.engine0 (rst, s__payload, s__valid, s__ready, m__payload, m__va
   wire [17:0] \mul$140 ;
   wire [17:0] \mul$146 ;
   wire [17:0] \mul$152 ;
-  wire [17:0] \mul$68 ;
-  wire [17:0] \mul$74 ;
-  wire [17:0] \mul$80 ;
+  wire [17:0] \mul$158 ;
+  wire [17:0] \mul$164 ;
+  wire [17:0] \mul$170 ;
   wire [17:0] \mul$86 ;
   wire [17:0] \mul$92 ;
   wire [17:0] \mul$98 ;
+  (* keep = 32'd1 *)
+  reg mvalid_copy0 = 1'h0;
+  (* keep = 32'd1 *)
+  reg mvalid_copy1 = 1'h0;
+  (* keep = 32'd1 *)
+  reg mvalid_copy10 = 1'h0;
+  (* keep = 32'd1 *)
+  reg mvalid_copy11 = 1'h0;
+  (* keep = 32'd1 *)
+  reg mvalid_copy12 = 1'h0;
+  (* keep = 32'd1 *)
+  reg mvalid_copy13 = 1'h0;
+  (* keep = 32'd1 *)
+  reg mvalid_copy14 = 1'h0;
+  (* keep = 32'd1 *)
+  reg mvalid_copy15 = 1'h0;
+  (* keep = 32'd1 *)
+  reg mvalid_copy2 = 1'h0;
+  (* keep = 32'd1 *)
+  reg mvalid_copy3 = 1'h0;
+  (* keep = 32'd1 *)
+  reg mvalid_copy4 = 1'h0;
+  (* keep = 32'd1 *)
+  reg mvalid_copy5 = 1'h0;
+  (* keep = 32'd1 *)
+  reg mvalid_copy6 = 1'h0;
+  (* keep = 32'd1 *)
+  reg mvalid_copy7 = 1'h0;
+  (* keep = 32'd1 *)
+  reg mvalid_copy8 = 1'h0;
+  (* keep = 32'd1 *)
+  reg mvalid_copy9 = 1'h0;
   reg [3:0] nfc = 4'h0;
+  wire [3:0] nfc_next;
   wire out_done;
   reg [975:0] params_d0 = 976'h0000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000;
+  input [6271:0] pay;
+  wire [6271:0] pay;
   wire [7:0] q;
-  wire [7:0] \q$208 ;
-  wire [7:0] \q$209 ;
-  wire [7:0] \q$210 ;
-  wire [7:0] \q$211 ;
-  wire [7:0] \q$212 ;
-  wire [7:0] \q$213 ;
-  wire [7:0] \q$214 ;
-  wire [7:0] \q$215 ;
-  wire [7:0] \q$216 ;
-  wire [7:0] \q$217 ;
-  wire [7:0] \q$218 ;
-  wire [7:0] \q$219 ;
-  wire [7:0] \q$220 ;
-  wire [7:0] \q$221 ;
-  wire [7:0] \q$222 ;
+  wire [7:0] \q$185 ;
+  wire [7:0] \q$186 ;
+  wire [7:0] \q$187 ;
+  wire [7:0] \q$188 ;
+  wire [7:0] \q$189 ;
+  wire [7:0] \q$190 ;
+  wire [7:0] \q$191 ;
+  wire [7:0] \q$192 ;
+  wire [7:0] \q$193 ;
+  wire [7:0] \q$194 ;
+  wire [7:0] \q$195 ;
+  wire [7:0] \q$196 ;
+  wire [7:0] \q$197 ;
+  wire [7:0] \q$198 ;
+  wire [7:0] \q$199 ;
   reg qe_d0 = 1'h0;
   reg qe_d1 = 1'h0;
   reg qe_last_d0 = 1'h0;
   reg qv_d0 = 1'h0;
   reg qv_d1 = 1'h0;
   reg qv_last_d0 = 1'h0;
+  (* keep = 32'd1 *)
+  reg qvalid_copy0 = 1'h0;
+  (* keep = 32'd1 *)
+  reg qvalid_copy1 = 1'h0;
+  (* keep = 32'd1 *)
+  reg qvalid_copy10 = 1'h0;
+  (* keep = 32'd1 *)
+  reg qvalid_copy11 = 1'h0;
+  (* keep = 32'd1 *)
+  reg qvalid_copy12 = 1'h0;
+  (* keep = 32'd1 *)
+  reg qvalid_copy13 = 1'h0;
+  (* keep = 32'd1 *)
+  reg qvalid_copy14 = 1'h0;
+  (* keep = 32'd1 *)
+  reg qvalid_copy15 = 1'h0;
+  (* keep = 32'd1 *)
+  reg qvalid_copy2 = 1'h0;
+  (* keep = 32'd1 *)
+  reg qvalid_copy3 = 1'h0;
+  (* keep = 32'd1 *)
+  reg qvalid_copy4 = 1'h0;
+  (* keep = 32'd1 *)
+  reg qvalid_copy5 = 1'h0;
+  (* keep = 32'd1 *)
+  reg qvalid_copy6 = 1'h0;
+  (* keep = 32'd1 *)
+  reg qvalid_copy7 = 1'h0;
+  (* keep = 32'd1 *)
+  reg qvalid_copy8 = 1'h0;
+  (* keep = 32'd1 *)
+  reg qvalid_copy9 = 1'h0;
   (* init = 1'h1 *)
   wire ready;
+  wire ready_next;
   input rst;
   wire rst;
-  input [6271:0] s__payload;
   wire [6271:0] s__payload;
   output s__ready;
   reg s__ready = 1'h1;
   input s__valid;
   wire s__valid;
   reg [4:0] sfc = 5'h00;
+  wire [4:0] sfc_next;
   wire [4:0] shift;
   wire [4:0] \shift$105 ;
   wire [4:0] \shift$111 ;
@@ -1642,9 +3309,9 @@ module \bchw_top.engine0 (rst, s__payload, s__valid, s__ready, m__payload, m__va
   wire [4:0] \shift$141 ;
   wire [4:0] \shift$147 ;
   wire [4:0] \shift$153 ;
-  wire [4:0] \shift$69 ;
-  wire [4:0] \shift$75 ;
-  wire [4:0] \shift$81 ;
+  wire [4:0] \shift$159 ;
+  wire [4:0] \shift$165 ;
+  wire [4:0] \shift$171 ;
   wire [4:0] \shift$87 ;
   wire [4:0] \shift$93 ;
   wire [4:0] \shift$99 ;
@@ -1652,31 +3319,27 @@ module \bchw_top.engine0 (rst, s__payload, s__valid, s__ready, m__payload, m__va
   reg [128:0] skid1 = 129'h000000000000000000000000000000000;
   (* init = 9'h000 *)
   wire [8:0] step;
+  wire [8:0] step_next;
   wire [13:0] sum;
-  wire [13:0] \sum$187 ;
-  wire [13:0] \sum$188 ;
-  wire [13:0] \sum$189 ;
-  wire [13:0] \sum$190 ;
-  wire [13:0] \sum$191 ;
-  wire [13:0] \sum$192 ;
-  wire [13:0] \sum$193 ;
-  wire [13:0] \sum$194 ;
-  wire [13:0] \sum$195 ;
-  wire [13:0] \sum$196 ;
-  wire [13:0] \sum$197 ;
-  wire [13:0] \sum$198 ;
-  wire [13:0] \sum$199 ;
-  wire [13:0] \sum$200 ;
-  wire [13:0] \sum$201 ;
+  wire [13:0] \sum$316 ;
+  wire [13:0] \sum$317 ;
+  wire [13:0] \sum$318 ;
+  wire [13:0] \sum$319 ;
+  wire [13:0] \sum$320 ;
+  wire [13:0] \sum$321 ;
+  wire [13:0] \sum$322 ;
+  wire [13:0] \sum$323 ;
+  wire [13:0] \sum$324 ;
+  wire [13:0] \sum$325 ;
+  wire [13:0] \sum$326 ;
+  wire [13:0] \sum$327 ;
+  wire [13:0] \sum$328 ;
+  wire [13:0] \sum$329 ;
+  wire [13:0] \sum$330 ;
+  wire valid_next;
   (* init = 2048'h00000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000 *)
   wire [2047:0] vector;
   wire [27:0] w;
-  wire [27:0] \w$12 ;
-  wire [27:0] \w$15 ;
-  wire [27:0] \w$18 ;
-  wire [27:0] \w$21 ;
-  wire [27:0] \w$24 ;
-  wire [27:0] \w$27 ;
   wire [27:0] \w$30 ;
   wire [27:0] \w$33 ;
   wire [27:0] \w$36 ;
@@ -1686,20 +3349,14 @@ module \bchw_top.engine0 (rst, s__payload, s__valid, s__ready, m__payload, m__va
   wire [27:0] \w$48 ;
   wire [27:0] \w$51 ;
   wire [27:0] \w$54 ;
+  wire [27:0] \w$57 ;
+  wire [27:0] \w$60 ;
+  wire [27:0] \w$63 ;
+  wire [27:0] \w$66 ;
+  wire [27:0] \w$69 ;
+  wire [27:0] \w$72 ;
   reg [447:0] wdata_d0 = 448'h0000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000;
   reg [223:0] x = 224'h00000000000000000000000000000000000000000000000000000000;
-  (* init = 224'h00000000000000000000000000000000000000000000000000000000 *)
-  wire [223:0] \x$11 ;
-  (* init = 224'h00000000000000000000000000000000000000000000000000000000 *)
-  wire [223:0] \x$14 ;
-  (* init = 224'h00000000000000000000000000000000000000000000000000000000 *)
-  wire [223:0] \x$17 ;
-  (* init = 224'h00000000000000000000000000000000000000000000000000000000 *)
-  wire [223:0] \x$20 ;
-  (* init = 224'h00000000000000000000000000000000000000000000000000000000 *)
-  wire [223:0] \x$23 ;
-  (* init = 224'h00000000000000000000000000000000000000000000000000000000 *)
-  wire [223:0] \x$26 ;
   (* init = 224'h00000000000000000000000000000000000000000000000000000000 *)
   wire [223:0] \x$29 ;
   (* init = 224'h00000000000000000000000000000000000000000000000000000000 *)
@@ -1718,330 +3375,1214 @@ module \bchw_top.engine0 (rst, s__payload, s__valid, s__ready, m__payload, m__va
   wire [223:0] \x$50 ;
   (* init = 224'h00000000000000000000000000000000000000000000000000000000 *)
   wire [223:0] \x$53 ;
+  (* init = 224'h00000000000000000000000000000000000000000000000000000000 *)
+  wire [223:0] \x$56 ;
+  (* init = 224'h00000000000000000000000000000000000000000000000000000000 *)
+  wire [223:0] \x$59 ;
+  (* init = 224'h00000000000000000000000000000000000000000000000000000000 *)
+  wire [223:0] \x$62 ;
+  (* init = 224'h00000000000000000000000000000000000000000000000000000000 *)
+  wire [223:0] \x$65 ;
+  (* init = 224'h00000000000000000000000000000000000000000000000000000000 *)
+  wire [223:0] \x$68 ;
+  (* init = 224'h00000000000000000000000000000000000000000000000000000000 *)
+  wire [223:0] \x$71 ;
   reg [223:0] x_d0 = 224'h00000000000000000000000000000000000000000000000000000000;
   (* init = 224'h00000000000000000000000000000000000000000000000000000000 *)
   wire [223:0] x_d1;
   reg [6271:0] xbuf = 6272'h00000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000;
-  assign out_done = qv_last_d0 & qe_last_d0;
-  assign \$1  = | count;
-  assign \$2  = \$1  | qv_last_d0;
-  assign \$3  = ~ m__valid;
-  assign \$4  = \$3  | m__ready;
-  assign enter = \$2  & \$4 ;
+  (* keep = 32'd1 *)
+  reg xready_copy0 = 1'h1;
+  (* keep = 32'd1 *)
+  reg xready_copy1 = 1'h1;
+  (* keep = 32'd1 *)
+  reg xready_copy10 = 1'h1;
+  (* keep = 32'd1 *)
+  reg xready_copy11 = 1'h1;
+  (* keep = 32'd1 *)
+  reg xready_copy12 = 1'h1;
+  (* keep = 32'd1 *)
+  reg xready_copy13 = 1'h1;
+  (* keep = 32'd1 *)
+  reg xready_copy14 = 1'h1;
+  (* keep = 32'd1 *)
+  reg xready_copy15 = 1'h1;
+  (* keep = 32'd1 *)
+  reg xready_copy16 = 1'h1;
+  (* keep = 32'd1 *)
+  reg xready_copy17 = 1'h1;
+  (* keep = 32'd1 *)
+  reg xready_copy18 = 1'h1;
+  (* keep = 32'd1 *)
+  reg xready_copy19 = 1'h1;
+  (* keep = 32'd1 *)
+  reg xready_copy2 = 1'h1;
+  (* keep = 32'd1 *)
+  reg xready_copy20 = 1'h1;
+  (* keep = 32'd1 *)
+  reg xready_copy21 = 1'h1;
+  (* keep = 32'd1 *)
+  reg xready_copy22 = 1'h1;
+  (* keep = 32'd1 *)
+  reg xready_copy23 = 1'h1;
+  (* keep = 32'd1 *)
+  reg xready_copy24 = 1'h1;
+  (* keep = 32'd1 *)
+  reg xready_copy25 = 1'h1;
+  (* keep = 32'd1 *)
+  reg xready_copy26 = 1'h1;
+  (* keep = 32'd1 *)
+  reg xready_copy27 = 1'h1;
+  (* keep = 32'd1 *)
+  reg xready_copy28 = 1'h1;
+  (* keep = 32'd1 *)
+  reg xready_copy29 = 1'h1;
+  (* keep = 32'd1 *)
+  reg xready_copy3 = 1'h1;
+  (* keep = 32'd1 *)
+  reg xready_copy30 = 1'h1;
+  (* keep = 32'd1 *)
+  reg xready_copy31 = 1'h1;
+  (* keep = 32'd1 *)
+  reg xready_copy32 = 1'h1;
+  (* keep = 32'd1 *)
+  reg xready_copy33 = 1'h1;
+  (* keep = 32'd1 *)
+  reg xready_copy34 = 1'h1;
+  (* keep = 32'd1 *)
+  reg xready_copy35 = 1'h1;
+  (* keep = 32'd1 *)
+  reg xready_copy36 = 1'h1;
+  (* keep = 32'd1 *)
+  reg xready_copy37 = 1'h1;
+  (* keep = 32'd1 *)
+  reg xready_copy38 = 1'h1;
+  (* keep = 32'd1 *)
+  reg xready_copy39 = 1'h1;
+  (* keep = 32'd1 *)
+  reg xready_copy4 = 1'h1;
+  (* keep = 32'd1 *)
+  reg xready_copy40 = 1'h1;
+  (* keep = 32'd1 *)
+  reg xready_copy41 = 1'h1;
+  (* keep = 32'd1 *)
+  reg xready_copy42 = 1'h1;
+  (* keep = 32'd1 *)
+  reg xready_copy43 = 1'h1;
+  (* keep = 32'd1 *)
+  reg xready_copy44 = 1'h1;
+  (* keep = 32'd1 *)
+  reg xready_copy45 = 1'h1;
+  (* keep = 32'd1 *)
+  reg xready_copy46 = 1'h1;
+  (* keep = 32'd1 *)
+  reg xready_copy47 = 1'h1;
+  (* keep = 32'd1 *)
+  reg xready_copy48 = 1'h1;
+  (* keep = 32'd1 *)
+  reg xready_copy5 = 1'h1;
+  (* keep = 32'd1 *)
+  reg xready_copy6 = 1'h1;
+  (* keep = 32'd1 *)
+  reg xready_copy7 = 1'h1;
+  (* keep = 32'd1 *)
+  reg xready_copy8 = 1'h1;
+  (* keep = 32'd1 *)
+  reg xready_copy9 = 1'h1;
+  (* keep = 32'd1 *)
+  reg xshift_copy0 = 1'h0;
+  (* keep = 32'd1 *)
+  reg xshift_copy1 = 1'h0;
+  (* keep = 32'd1 *)
+  reg xshift_copy10 = 1'h0;
+  (* keep = 32'd1 *)
+  reg xshift_copy11 = 1'h0;
+  (* keep = 32'd1 *)
+  reg xshift_copy12 = 1'h0;
+  (* keep = 32'd1 *)
+  reg xshift_copy13 = 1'h0;
+  (* keep = 32'd1 *)
+  reg xshift_copy14 = 1'h0;
+  (* keep = 32'd1 *)
+  reg xshift_copy15 = 1'h0;
+  (* keep = 32'd1 *)
+  reg xshift_copy16 = 1'h0;
+  (* keep = 32'd1 *)
+  reg xshift_copy17 = 1'h0;
+  (* keep = 32'd1 *)
+  reg xshift_copy18 = 1'h0;
+  (* keep = 32'd1 *)
+  reg xshift_copy19 = 1'h0;
+  (* keep = 32'd1 *)
+  reg xshift_copy2 = 1'h0;
+  (* keep = 32'd1 *)
+  reg xshift_copy20 = 1'h0;
+  (* keep = 32'd1 *)
+  reg xshift_copy21 = 1'h0;
+  (* keep = 32'd1 *)
+  reg xshift_copy22 = 1'h0;
+  (* keep = 32'd1 *)
+  reg xshift_copy23 = 1'h0;
+  (* keep = 32'd1 *)
+  reg xshift_copy24 = 1'h0;
+  (* keep = 32'd1 *)
+  reg xshift_copy25 = 1'h0;
+  (* keep = 32'd1 *)
+  reg xshift_copy26 = 1'h0;
+  (* keep = 32'd1 *)
+  reg xshift_copy27 = 1'h0;
+  (* keep = 32'd1 *)
+  reg xshift_copy28 = 1'h0;
+  (* keep = 32'd1 *)
+  reg xshift_copy29 = 1'h0;
+  (* keep = 32'd1 *)
+  reg xshift_copy3 = 1'h0;
+  (* keep = 32'd1 *)
+  reg xshift_copy30 = 1'h0;
+  (* keep = 32'd1 *)
+  reg xshift_copy31 = 1'h0;
+  (* keep = 32'd1 *)
+  reg xshift_copy32 = 1'h0;
+  (* keep = 32'd1 *)
+  reg xshift_copy33 = 1'h0;
+  (* keep = 32'd1 *)
+  reg xshift_copy34 = 1'h0;
+  (* keep = 32'd1 *)
+  reg xshift_copy35 = 1'h0;
+  (* keep = 32'd1 *)
+  reg xshift_copy36 = 1'h0;
+  (* keep = 32'd1 *)
+  reg xshift_copy37 = 1'h0;
+  (* keep = 32'd1 *)
+  reg xshift_copy38 = 1'h0;
+  (* keep = 32'd1 *)
+  reg xshift_copy39 = 1'h0;
+  (* keep = 32'd1 *)
+  reg xshift_copy4 = 1'h0;
+  (* keep = 32'd1 *)
+  reg xshift_copy40 = 1'h0;
+  (* keep = 32'd1 *)
+  reg xshift_copy41 = 1'h0;
+  (* keep = 32'd1 *)
+  reg xshift_copy42 = 1'h0;
+  (* keep = 32'd1 *)
+  reg xshift_copy43 = 1'h0;
+  (* keep = 32'd1 *)
+  reg xshift_copy44 = 1'h0;
+  (* keep = 32'd1 *)
+  reg xshift_copy45 = 1'h0;
+  (* keep = 32'd1 *)
+  reg xshift_copy46 = 1'h0;
+  (* keep = 32'd1 *)
+  reg xshift_copy47 = 1'h0;
+  (* keep = 32'd1 *)
+  reg xshift_copy48 = 1'h0;
+  (* keep = 32'd1 *)
+  reg xshift_copy5 = 1'h0;
+  (* keep = 32'd1 *)
+  reg xshift_copy6 = 1'h0;
+  (* keep = 32'd1 *)
+  reg xshift_copy7 = 1'h0;
+  (* keep = 32'd1 *)
+  reg xshift_copy8 = 1'h0;
+  (* keep = 32'd1 *)
+  reg xshift_copy9 = 1'h0;
+  assign \$309  = s__valid & xready_copy47;
+  assign \$310  = xshift_copy47 | \$309 ;
+  assign \$311  = xshift_copy47 ? { xbuf[95:0], xbuf[6271:6240] } : pay[6143:6016];
+  assign \$312  = s__valid & xready_copy48;
+  assign \$313  = xshift_copy48 | \$312 ;
+  assign \$314  = xshift_copy48 ? xbuf[223:96] : pay[6271:6144];
+  assign \$315  = ! sfc;
+  assign \$316  = sfc == 5'h1b;
+  assign \$317  = ft_d0[0] & ft_d0[2];
+  assign \$318  = ft_d0[0] & ft_d0[3];
+  assign \$319  = ft_d0[1] ? 19'h00000 : acc;
+  assign \$320  = $signed(\$319 ) + $signed(sum);
+  assign \$321  = ft_d0[1] ? 19'h00000 : \acc$84 ;
+  assign \$322  = $signed(\$321 ) + $signed(\sum$316 );
+  assign \$323  = ft_d0[1] ? 19'h00000 : \acc$90 ;
+  assign \$324  = $signed(\$323 ) + $signed(\sum$317 );
+  assign \$325  = ft_d0[1] ? 19'h00000 : \acc$96 ;
+  assign \$326  = $signed(\$325 ) + $signed(\sum$318 );
+  assign \$327  = ft_d0[1] ? 19'h00000 : \acc$102 ;
+  assign \$328  = $signed(\$327 ) + $signed(\sum$319 );
+  assign \$329  = ft_d0[1] ? 19'h00000 : \acc$108 ;
+  assign \$330  = $signed(\$329 ) + $signed(\sum$320 );
+  assign \$331  = ft_d0[1] ? 19'h00000 : \acc$114 ;
+  assign \$332  = $signed(\$331 ) + $signed(\sum$321 );
+  assign \$333  = ft_d0[1] ? 19'h00000 : \acc$120 ;
+  assign \$334  = $signed(\$333 ) + $signed(\sum$322 );
+  assign \$335  = ft_d0[1] ? 19'h00000 : \acc$126 ;
+  assign \$336  = $signed(\$335 ) + $signed(\sum$323 );
+  assign \$337  = ft_d0[1] ? 19'h00000 : \acc$132 ;
+  assign \$338  = $signed(\$337 ) + $signed(\sum$324 );
+  assign \$339  = ft_d0[1] ? 19'h00000 : \acc$138 ;
+  assign \$340  = $signed(\$339 ) + $signed(\sum$325 );
+  assign \$341  = ft_d0[1] ? 19'h00000 : \acc$144 ;
+  assign \$342  = $signed(\$341 ) + $signed(\sum$326 );
+  assign \$343  = ft_d0[1] ? 19'h00000 : \acc$150 ;
+  assign \$344  = $signed(\$343 ) + $signed(\sum$327 );
+  assign \$345  = ft_d0[1] ? 19'h00000 : \acc$156 ;
+  assign \$346  = $signed(\$345 ) + $signed(\sum$328 );
+  assign \$347  = ft_d0[1] ? 19'h00000 : \acc$162 ;
+  assign \$348  = $signed(\$347 ) + $signed(\sum$329 );
+  assign \$349  = ft_d0[1] ? 19'h00000 : \acc$168 ;
+  assign \$350  = $signed(\$349 ) + $signed(\sum$330 );
+  assign \$351  = | count;
+  assign \$352  = ~ \$351 ;
+  assign \$353  = enter & \$352 ;
+  assign \$354  = ~ \$353 ;
+  assign \$355  = qv_last_d0 & \$354 ;
+  assign \$356  = | count;
+  assign \$357  = enter & \$356 ;
+  assign \$358  = count - \$357 ;
+  assign \$359  = ! \$358 ;
+  assign \$360  = \$355  & \$359 ;
+  assign \$361  = | count;
+  assign \$362  = enter & \$361 ;
+  assign \$363  = | count;
+  assign \$364  = ~ \$363 ;
+  assign \$365  = enter & \$364 ;
+  assign \$366  = ~ \$365 ;
+  assign \$367  = qv_last_d0 & \$366 ;
+  assign \$368  = | count;
+  assign \$369  = enter & \$368 ;
+  assign \$370  = count - \$369 ;
+  assign \$371  = \$370  == 1'h1;
+  assign \$372  = \$367  & \$371 ;
+  assign \$373  = | count;
+  assign \$374  = enter & \$373 ;
+  assign \$375  = | \$64 [1:0];
+  assign \$376  = | \$64 [1:0];
+  assign \$377  = | \$64 [1:0];
+  assign \$378  = | \$64 [1:0];
+  assign \$379  = | \$64 [1:0];
+  assign \$380  = | \$64 [1:0];
+  assign \$381  = | \$64 [1:0];
+  assign \$382  = | \$64 [1:0];
+  assign \$383  = | \$64 [1:0];
+  assign \$384  = | \$64 [1:0];
+  assign \$385  = | \$64 [1:0];
+  assign \$386  = | \$64 [1:0];
+  assign \$387  = | \$64 [1:0];
+  assign \$388  = | \$64 [1:0];
+  assign \$389  = | \$64 [1:0];
+  assign \$390  = | \$64 [1:0];
+  assign \$391  = held_copy0 | qvalid_copy0;
+  assign \$392  = ~ mvalid_copy0;
+  assign \$393  = \$392  | m__ready;
+  assign \$394  = \$391  & \$393 ;
+  assign \$395  = | count;
+  assign \$396  = \$395  ? skid0 : { qe_last_d0, \q$199 , \q$198 , \q$197 , \q$196 , \q$195 , \q$194 , \q$193 , \q$192 , \q$191 , \q$190 , \q$189 , \q$188 , \q$187 , \q$186 , \q$185 , q };
+  assign \$397  = held_copy1 | qvalid_copy1;
+  assign \$398  = ~ mvalid_copy1;
+  assign \$399  = \$398  | m__ready;
+  assign \$400  = \$397  & \$399 ;
+  assign \$401  = | count;
+  assign \$402  = \$401  ? skid0 : { qe_last_d0, \q$199 , \q$198 , \q$197 , \q$196 , \q$195 , \q$194 , \q$193 , \q$192 , \q$191 , \q$190 , \q$189 , \q$188 , \q$187 , \q$186 , \q$185 , q };
+  assign \$403  = held_copy2 | qvalid_copy2;
+  assign \$404  = ~ mvalid_copy2;
+  assign \$405  = \$404  | m__ready;
+  assign \$406  = \$403  & \$405 ;
+  assign \$407  = | count;
+  assign \$408  = \$407  ? skid0 : { qe_last_d0, \q$199 , \q$198 , \q$197 , \q$196 , \q$195 , \q$194 , \q$193 , \q$192 , \q$191 , \q$190 , \q$189 , \q$188 , \q$187 , \q$186 , \q$185 , q };
+  assign \$409  = held_copy3 | qvalid_copy3;
+  assign \$410  = ~ mvalid_copy3;
+  assign \$411  = \$410  | m__ready;
+  assign \$412  = \$409  & \$411 ;
+  assign \$413  = | count;
+  assign \$414  = \$413  ? skid0 : { qe_last_d0, \q$199 , \q$198 , \q$197 , \q$196 , \q$195 , \q$194 , \q$193 , \q$192 , \q$191 , \q$190 , \q$189 , \q$188 , \q$187 , \q$186 , \q$185 , q };
+  assign \$415  = held_copy4 | qvalid_copy4;
+  assign \$416  = ~ mvalid_copy4;
+  assign \$417  = \$416  | m__ready;
+  assign \$418  = \$415  & \$417 ;
+  assign \$419  = | count;
+  assign \$420  = \$419  ? skid0 : { qe_last_d0, \q$199 , \q$198 , \q$197 , \q$196 , \q$195 , \q$194 , \q$193 , \q$192 , \q$191 , \q$190 , \q$189 , \q$188 , \q$187 , \q$186 , \q$185 , q };
+  assign \$421  = held_copy5 | qvalid_copy5;
+  assign \$422  = ~ mvalid_copy5;
+  assign \$423  = \$422  | m__ready;
+  assign \$424  = \$421  & \$423 ;
+  assign \$425  = | count;
+  assign \$426  = \$425  ? skid0 : { qe_last_d0, \q$199 , \q$198 , \q$197 , \q$196 , \q$195 , \q$194 , \q$193 , \q$192 , \q$191 , \q$190 , \q$189 , \q$188 , \q$187 , \q$186 , \q$185 , q };
+  assign \$427  = held_copy6 | qvalid_copy6;
+  assign \$428  = ~ mvalid_copy6;
+  assign \$429  = \$428  | m__ready;
+  assign \$430  = \$427  & \$429 ;
+  assign \$431  = | count;
+  assign \$432  = \$431  ? skid0 : { qe_last_d0, \q$199 , \q$198 , \q$197 , \q$196 , \q$195 , \q$194 , \q$193 , \q$192 , \q$191 , \q$190 , \q$189 , \q$188 , \q$187 , \q$186 , \q$185 , q };
+  assign \$433  = held_copy7 | qvalid_copy7;
+  assign \$434  = ~ mvalid_copy7;
+  assign \$435  = \$434  | m__ready;
+  assign \$436  = \$433  & \$435 ;
+  assign \$437  = | count;
+  assign \$438  = \$437  ? skid0 : { qe_last_d0, \q$199 , \q$198 , \q$197 , \q$196 , \q$195 , \q$194 , \q$193 , \q$192 , \q$191 , \q$190 , \q$189 , \q$188 , \q$187 , \q$186 , \q$185 , q };
+  assign \$439  = held_copy8 | qvalid_copy8;
+  assign \$440  = ~ mvalid_copy8;
+  assign \$441  = \$440  | m__ready;
+  assign \$442  = \$439  & \$441 ;
+  assign \$443  = | count;
+  assign \$444  = \$443  ? skid0 : { qe_last_d0, \q$199 , \q$198 , \q$197 , \q$196 , \q$195 , \q$194 , \q$193 , \q$192 , \q$191 , \q$190 , \q$189 , \q$188 , \q$187 , \q$186 , \q$185 , q };
+  assign \$445  = held_copy9 | qvalid_copy9;
+  assign \$446  = ~ mvalid_copy9;
+  assign \$447  = \$446  | m__ready;
+  assign \$448  = \$445  & \$447 ;
+  assign \$449  = | count;
+  assign \$450  = \$449  ? skid0 : { qe_last_d0, \q$199 , \q$198 , \q$197 , \q$196 , \q$195 , \q$194 , \q$193 , \q$192 , \q$191 , \q$190 , \q$189 , \q$188 , \q$187 , \q$186 , \q$185 , q };
+  assign \$451  = held_copy10 | qvalid_copy10;
+  assign \$452  = ~ mvalid_copy10;
+  assign \$453  = \$452  | m__ready;
+  assign \$454  = \$451  & \$453 ;
+  assign \$455  = | count;
+  assign \$456  = \$455  ? skid0 : { qe_last_d0, \q$199 , \q$198 , \q$197 , \q$196 , \q$195 , \q$194 , \q$193 , \q$192 , \q$191 , \q$190 , \q$189 , \q$188 , \q$187 , \q$186 , \q$185 , q };
+  assign \$457  = held_copy11 | qvalid_copy11;
+  assign \$458  = ~ mvalid_copy11;
+  assign \$459  = \$458  | m__ready;
+  assign \$460  = \$457  & \$459 ;
+  assign \$461  = | count;
+  assign \$462  = \$461  ? skid0 : { qe_last_d0, \q$199 , \q$198 , \q$197 , \q$196 , \q$195 , \q$194 , \q$193 , \q$192 , \q$191 , \q$190 , \q$189 , \q$188 , \q$187 , \q$186 , \q$185 , q };
+  assign \$463  = held_copy12 | qvalid_copy12;
+  assign \$464  = ~ mvalid_copy12;
+  assign \$465  = \$464  | m__ready;
+  assign \$466  = \$463  & \$465 ;
+  assign \$467  = | count;
+  assign \$468  = \$467  ? skid0 : { qe_last_d0, \q$199 , \q$198 , \q$197 , \q$196 , \q$195 , \q$194 , \q$193 , \q$192 , \q$191 , \q$190 , \q$189 , \q$188 , \q$187 , \q$186 , \q$185 , q };
+  assign \$469  = held_copy13 | qvalid_copy13;
+  assign \$470  = ~ mvalid_copy13;
+  assign \$471  = \$470  | m__ready;
+  assign \$472  = \$469  & \$471 ;
+  assign \$473  = | count;
+  assign \$474  = \$473  ? skid0 : { qe_last_d0, \q$199 , \q$198 , \q$197 , \q$196 , \q$195 , \q$194 , \q$193 , \q$192 , \q$191 , \q$190 , \q$189 , \q$188 , \q$187 , \q$186 , \q$185 , q };
+  assign \$475  = held_copy14 | qvalid_copy14;
+  assign \$476  = ~ mvalid_copy14;
+  assign \$477  = \$476  | m__ready;
+  assign \$478  = \$475  & \$477 ;
+  assign \$479  = | count;
+  assign \$480  = \$479  ? skid0 : { qe_last_d0, \q$199 , \q$198 , \q$197 , \q$196 , \q$195 , \q$194 , \q$193 , \q$192 , \q$191 , \q$190 , \q$189 , \q$188 , \q$187 , \q$186 , \q$185 , q };
+  assign \$481  = held_copy15 | qvalid_copy15;
+  assign \$482  = ~ mvalid_copy15;
+  assign \$483  = \$482  | m__ready;
+  assign \$484  = \$481  & \$483 ;
+  assign \$485  = | count;
+  assign \$486  = \$485  ? skid0 : { qe_last_d0, \q$199 , \q$198 , \q$197 , \q$196 , \q$195 , \q$194 , \q$193 , \q$192 , \q$191 , \q$190 , \q$189 , \q$188 , \q$187 , \q$186 , \q$185 , q };
+  always @(posedge clk)
+    busy <= \$487 ;
+  always @(posedge clk)
+    addr <= \$488 ;
+  always @(posedge clk)
+    sfc <= \$489 ;
+  always @(posedge clk)
+    nfc <= \$490 ;
+  always @(posedge clk)
+    last_step <= \$491 ;
+  always @(posedge clk)
+    s__ready <= \$492 ;
+  always @(posedge clk)
+    credits <= \$493 ;
+  always @(posedge clk)
+    issue <= \$494 ;
+  always @(posedge clk)
+    xshift_copy0 <= \$495 ;
+  always @(posedge clk)
+    xshift_copy1 <= \$496 ;
+  always @(posedge clk)
+    xshift_copy2 <= \$497 ;
+  always @(posedge clk)
+    xshift_copy3 <= \$498 ;
+  always @(posedge clk)
+    xshift_copy4 <= \$499 ;
+  always @(posedge clk)
+    xshift_copy5 <= \$500 ;
+  always @(posedge clk)
+    xshift_copy6 <= \$501 ;
+  always @(posedge clk)
+    xshift_copy7 <= \$502 ;
+  always @(posedge clk)
+    xshift_copy8 <= \$503 ;
+  always @(posedge clk)
+    xshift_copy9 <= \$504 ;
+  always @(posedge clk)
+    xshift_copy10 <= \$505 ;
+  always @(posedge clk)
+    xshift_copy11 <= \$506 ;
+  always @(posedge clk)
+    xshift_copy12 <= \$507 ;
+  always @(posedge clk)
+    xshift_copy13 <= \$508 ;
+  always @(posedge clk)
+    xshift_copy14 <= \$509 ;
+  always @(posedge clk)
+    xshift_copy15 <= \$510 ;
+  always @(posedge clk)
+    xshift_copy16 <= \$511 ;
+  always @(posedge clk)
+    xshift_copy17 <= \$512 ;
+  always @(posedge clk)
+    xshift_copy18 <= \$513 ;
+  always @(posedge clk)
+    xshift_copy19 <= \$514 ;
+  always @(posedge clk)
+    xshift_copy20 <= \$515 ;
+  always @(posedge clk)
+    xshift_copy21 <= \$516 ;
+  always @(posedge clk)
+    xshift_copy22 <= \$517 ;
+  always @(posedge clk)
+    xshift_copy23 <= \$518 ;
+  always @(posedge clk)
+    xshift_copy24 <= \$519 ;
+  always @(posedge clk)
+    xshift_copy25 <= \$520 ;
+  always @(posedge clk)
+    xshift_copy26 <= \$521 ;
+  always @(posedge clk)
+    xshift_copy27 <= \$522 ;
+  always @(posedge clk)
+    xshift_copy28 <= \$523 ;
+  always @(posedge clk)
+    xshift_copy29 <= \$524 ;
+  always @(posedge clk)
+    xshift_copy30 <= \$525 ;
+  always @(posedge clk)
+    xshift_copy31 <= \$526 ;
+  always @(posedge clk)
+    xshift_copy32 <= \$527 ;
+  always @(posedge clk)
+    xshift_copy33 <= \$528 ;
+  always @(posedge clk)
+    xshift_copy34 <= \$529 ;
+  always @(posedge clk)
+    xshift_copy35 <= \$530 ;
+  always @(posedge clk)
+    xshift_copy36 <= \$531 ;
+  always @(posedge clk)
+    xshift_copy37 <= \$532 ;
+  always @(posedge clk)
+    xshift_copy38 <= \$533 ;
+  always @(posedge clk)
+    xshift_copy39 <= \$534 ;
+  always @(posedge clk)
+    xshift_copy40 <= \$535 ;
+  always @(posedge clk)
+    xshift_copy41 <= \$536 ;
+  always @(posedge clk)
+    xshift_copy42 <= \$537 ;
+  always @(posedge clk)
+    xshift_copy43 <= \$538 ;
+  always @(posedge clk)
+    xshift_copy44 <= \$539 ;
+  always @(posedge clk)
+    xshift_copy45 <= \$540 ;
+  always @(posedge clk)
+    xshift_copy46 <= \$541 ;
+  always @(posedge clk)
+    xshift_copy47 <= \$542 ;
+  always @(posedge clk)
+    xshift_copy48 <= \$543 ;
+  always @(posedge clk)
+    xready_copy0 <= \$544 ;
+  always @(posedge clk)
+    xready_copy1 <= \$545 ;
+  always @(posedge clk)
+    xready_copy2 <= \$546 ;
+  always @(posedge clk)
+    xready_copy3 <= \$547 ;
+  always @(posedge clk)
+    xready_copy4 <= \$548 ;
+  always @(posedge clk)
+    xready_copy5 <= \$549 ;
+  always @(posedge clk)
+    xready_copy6 <= \$550 ;
+  always @(posedge clk)
+    xready_copy7 <= \$551 ;
+  always @(posedge clk)
+    xready_copy8 <= \$552 ;
+  always @(posedge clk)
+    xready_copy9 <= \$553 ;
+  always @(posedge clk)
+    xready_copy10 <= \$554 ;
+  always @(posedge clk)
+    xready_copy11 <= \$555 ;
+  always @(posedge clk)
+    xready_copy12 <= \$556 ;
+  always @(posedge clk)
+    xready_copy13 <= \$557 ;
+  always @(posedge clk)
+    xready_copy14 <= \$558 ;
+  always @(posedge clk)
+    xready_copy15 <= \$559 ;
+  always @(posedge clk)
+    xready_copy16 <= \$560 ;
+  always @(posedge clk)
+    xready_copy17 <= \$561 ;
+  always @(posedge clk)
+    xready_copy18 <= \$562 ;
+  always @(posedge clk)
+    xready_copy19 <= \$563 ;
+  always @(posedge clk)
+    xready_copy20 <= \$564 ;
+  always @(posedge clk)
+    xready_copy21 <= \$565 ;
+  always @(posedge clk)
+    xready_copy22 <= \$566 ;
+  always @(posedge clk)
+    xready_copy23 <= \$567 ;
+  always @(posedge clk)
+    xready_copy24 <= \$568 ;
+  always @(posedge clk)
+    xready_copy25 <= \$569 ;
+  always @(posedge clk)
+    xready_copy26 <= \$570 ;
+  always @(posedge clk)
+    xready_copy27 <= \$571 ;
+  always @(posedge clk)
+    xready_copy28 <= \$572 ;
+  always @(posedge clk)
+    xready_copy29 <= \$573 ;
+  always @(posedge clk)
+    xready_copy30 <= \$574 ;
+  always @(posedge clk)
+    xready_copy31 <= \$575 ;
+  always @(posedge clk)
+    xready_copy32 <= \$576 ;
+  always @(posedge clk)
+    xready_copy33 <= \$577 ;
+  always @(posedge clk)
+    xready_copy34 <= \$578 ;
+  always @(posedge clk)
+    xready_copy35 <= \$579 ;
+  always @(posedge clk)
+    xready_copy36 <= \$580 ;
+  always @(posedge clk)
+    xready_copy37 <= \$581 ;
+  always @(posedge clk)
+    xready_copy38 <= \$582 ;
+  always @(posedge clk)
+    xready_copy39 <= \$583 ;
+  always @(posedge clk)
+    xready_copy40 <= \$584 ;
+  always @(posedge clk)
+    xready_copy41 <= \$585 ;
+  always @(posedge clk)
+    xready_copy42 <= \$586 ;
+  always @(posedge clk)
+    xready_copy43 <= \$587 ;
+  always @(posedge clk)
+    xready_copy44 <= \$588 ;
+  always @(posedge clk)
+    xready_copy45 <= \$589 ;
+  always @(posedge clk)
+    xready_copy46 <= \$590 ;
+  always @(posedge clk)
+    xready_copy47 <= \$591 ;
+  always @(posedge clk)
+    xready_copy48 <= \$592 ;
+  always @(posedge clk)
+    xbuf <= \$593 ;
+  always @(posedge clk)
+    x_d0 <= \$594 ;
+  always @(posedge clk)
+    x <= \$595 ;
+  always @(posedge clk)
+    wdata_d0 <= \$596 ;
+  always @(posedge clk)
+    f1_d0 <= \$597 ;
+  always @(posedge clk)
+    f1_d1 <= \$598 ;
+  always @(posedge clk)
+    fp_d0 <= \$599 ;
+  always @(posedge clk)
+    fp_d1 <= \$600 ;
+  always @(posedge clk)
+    fp_d2 <= \$601 ;
+  always @(posedge clk)
+    fp_d3 <= \$602 ;
+  always @(posedge clk)
+    fp_d4 <= \$603 ;
+  always @(posedge clk)
+    ft_d0 <= \$604 ;
+  always @(posedge clk)
+    params_d0 <= \$605 ;
+  always @(posedge clk)
+    acc_valid <= \$606 ;
+  always @(posedge clk)
+    acc_end <= \$607 ;
+  always @(posedge clk)
+    acc <= \$608 ;
+  always @(posedge clk)
+    \acc$84  <= \$609 ;
+  always @(posedge clk)
+    \acc$90  <= \$610 ;
+  always @(posedge clk)
+    \acc$96  <= \$611 ;
+  always @(posedge clk)
+    \acc$102  <= \$612 ;
+  always @(posedge clk)
+    \acc$108  <= \$613 ;
+  always @(posedge clk)
+    \acc$114  <= \$614 ;
+  always @(posedge clk)
+    \acc$120  <= \$615 ;
+  always @(posedge clk)
+    \acc$126  <= \$616 ;
+  always @(posedge clk)
+    \acc$132  <= \$617 ;
+  always @(posedge clk)
+    \acc$138  <= \$618 ;
+  always @(posedge clk)
+    \acc$144  <= \$619 ;
+  always @(posedge clk)
+    \acc$150  <= \$620 ;
+  always @(posedge clk)
+    \acc$156  <= \$621 ;
+  always @(posedge clk)
+    \acc$162  <= \$622 ;
+  always @(posedge clk)
+    \acc$168  <= \$623 ;
+  always @(posedge clk)
+    qv_d0 <= \$624 ;
+  always @(posedge clk)
+    qv_d1 <= \$625 ;
+  always @(posedge clk)
+    qe_d0 <= \$626 ;
+  always @(posedge clk)
+    qe_d1 <= \$627 ;
+  always @(posedge clk)
+    qv_last_d0 <= \$628 ;
+  always @(posedge clk)
+    qe_last_d0 <= \$629 ;
+  always @(posedge clk)
+    skid0 <= \$630 ;
+  always @(posedge clk)
+    skid1 <= \$631 ;
+  always @(posedge clk)
+    count <= \$632 ;
+  always @(posedge clk)
+    m__valid <= \$633 ;
+  always @(posedge clk)
+    held_copy0 <= \$634 ;
+  always @(posedge clk)
+    held_copy1 <= \$635 ;
+  always @(posedge clk)
+    held_copy2 <= \$636 ;
+  always @(posedge clk)
+    held_copy3 <= \$637 ;
+  always @(posedge clk)
+    held_copy4 <= \$638 ;
+  always @(posedge clk)
+    held_copy5 <= \$639 ;
+  always @(posedge clk)
+    held_copy6 <= \$640 ;
+  always @(posedge clk)
+    held_copy7 <= \$641 ;
+  always @(posedge clk)
+    held_copy8 <= \$642 ;
+  always @(posedge clk)
+    held_copy9 <= \$643 ;
+  always @(posedge clk)
+    held_copy10 <= \$644 ;
+  always @(posedge clk)
+    held_copy11 <= \$645 ;
+  always @(posedge clk)
+    held_copy12 <= \$646 ;
+  always @(posedge clk)
+    held_copy13 <= \$647 ;
+  always @(posedge clk)
+    held_copy14 <= \$648 ;
+  always @(posedge clk)
+    held_copy15 <= \$649 ;
+  always @(posedge clk)
+    qvalid_copy0 <= \$650 ;
+  always @(posedge clk)
+    qvalid_copy1 <= \$651 ;
+  always @(posedge clk)
+    qvalid_copy2 <= \$652 ;
+  always @(posedge clk)
+    qvalid_copy3 <= \$653 ;
+  always @(posedge clk)
+    qvalid_copy4 <= \$654 ;
+  always @(posedge clk)
+    qvalid_copy5 <= \$655 ;
+  always @(posedge clk)
+    qvalid_copy6 <= \$656 ;
+  always @(posedge clk)
+    qvalid_copy7 <= \$657 ;
+  always @(posedge clk)
+    qvalid_copy8 <= \$658 ;
+  always @(posedge clk)
+    qvalid_copy9 <= \$659 ;
+  always @(posedge clk)
+    qvalid_copy10 <= \$660 ;
+  always @(posedge clk)
+    qvalid_copy11 <= \$661 ;
+  always @(posedge clk)
+    qvalid_copy12 <= \$662 ;
+  always @(posedge clk)
+    qvalid_copy13 <= \$663 ;
+  always @(posedge clk)
+    qvalid_copy14 <= \$664 ;
+  always @(posedge clk)
+    qvalid_copy15 <= \$665 ;
+  always @(posedge clk)
+    mvalid_copy0 <= \$666 ;
+  always @(posedge clk)
+    mvalid_copy1 <= \$667 ;
+  always @(posedge clk)
+    mvalid_copy2 <= \$668 ;
+  always @(posedge clk)
+    mvalid_copy3 <= \$669 ;
+  always @(posedge clk)
+    mvalid_copy4 <= \$670 ;
+  always @(posedge clk)
+    mvalid_copy5 <= \$671 ;
+  always @(posedge clk)
+    mvalid_copy6 <= \$672 ;
+  always @(posedge clk)
+    mvalid_copy7 <= \$673 ;
+  always @(posedge clk)
+    mvalid_copy8 <= \$674 ;
+  always @(posedge clk)
+    mvalid_copy9 <= \$675 ;
+  always @(posedge clk)
+    mvalid_copy10 <= \$676 ;
+  always @(posedge clk)
+    mvalid_copy11 <= \$677 ;
+  always @(posedge clk)
+    mvalid_copy12 <= \$678 ;
+  always @(posedge clk)
+    mvalid_copy13 <= \$679 ;
+  always @(posedge clk)
+    mvalid_copy14 <= \$680 ;
+  always @(posedge clk)
+    mvalid_copy15 <= \$681 ;
+  always @(posedge clk)
+    m__payload <= \$682 ;
+  always @(posedge clk)
+    credit_back_d0 <= \$683 ;
+  always @(posedge clk)
+    credit_back <= \$684 ;
+  assign \$1  = s__valid & s__ready;
+  assign \$2  = ~ last_step;
+  assign \$3  = busy & \$2 ;
+  assign \$4  = \$1  ? 1'h1 : \$3 ;
   assign \$5  = s__valid & s__ready;
-  assign \$6  = | sfc;
-  assign \$7  = | credits;
-  assign \$8  = \$6  | \$7 ;
-  assign \$9  = busy & \$8 ;
-  assign \$10  = addr + 1'h1;
-  assign \$11  = addr == 9'h1be;
-  assign \$12  = addr == 9'h1be;
-  assign \$13  = sfc == 5'h1b;
-  assign \$14  = nfc + 1'h1;
-  assign \$15  = sfc + 1'h1;
-  assign \$16  = | sfc;
-  assign \$17  = | credits;
-  assign \$18  = \$16  | \$17 ;
-  assign \$19  = busy & \$18 ;
-  assign \$20  = ! sfc;
-  assign \$21  = sfc == 5'h1b;
-  assign \$22  = ft_d0[0] & ft_d0[2];
-  assign \$23  = ft_d0[0] & ft_d0[3];
-  assign \$24  = ft_d0[1] ? 19'h00000 : acc;
-  assign \$25  = $signed(\$24 ) + $signed(sum);
-  assign \$26  = ft_d0[1] ? 19'h00000 : \acc$66 ;
-  assign \$27  = $signed(\$26 ) + $signed(\sum$187 );
-  assign \$28  = ft_d0[1] ? 19'h00000 : \acc$72 ;
-  assign \$29  = $signed(\$28 ) + $signed(\sum$188 );
-  assign \$30  = ft_d0[1] ? 19'h00000 : \acc$78 ;
-  assign \$31  = $signed(\$30 ) + $signed(\sum$189 );
-  assign \$32  = ft_d0[1] ? 19'h00000 : \acc$84 ;
-  assign \$33  = $signed(\$32 ) + $signed(\sum$190 );
-  assign \$34  = ft_d0[1] ? 19'h00000 : \acc$90 ;
-  assign \$35  = $signed(\$34 ) + $signed(\sum$191 );
-  assign \$36  = ft_d0[1] ? 19'h00000 : \acc$96 ;
-  assign \$37  = $signed(\$36 ) + $signed(\sum$192 );
-  assign \$38  = ft_d0[1] ? 19'h00000 : \acc$102 ;
-  assign \$39  = $signed(\$38 ) + $signed(\sum$193 );
-  assign \$40  = ft_d0[1] ? 19'h00000 : \acc$108 ;
-  assign \$41  = $signed(\$40 ) + $signed(\sum$194 );
-  assign \$42  = ft_d0[1] ? 19'h00000 : \acc$114 ;
-  assign \$43  = $signed(\$42 ) + $signed(\sum$195 );
-  assign \$44  = ft_d0[1] ? 19'h00000 : \acc$120 ;
-  assign \$45  = $signed(\$44 ) + $signed(\sum$196 );
-  assign \$46  = ft_d0[1] ? 19'h00000 : \acc$126 ;
-  assign \$47  = $signed(\$46 ) + $signed(\sum$197 );
-  assign \$48  = ft_d0[1] ? 19'h00000 : \acc$132 ;
-  assign \$49  = $signed(\$48 ) + $signed(\sum$198 );
-  assign \$50  = ft_d0[1] ? 19'h00000 : \acc$138 ;
-  assign \$51  = $signed(\$50 ) + $signed(\sum$199 );
-  assign \$52  = ft_d0[1] ? 19'h00000 : \acc$144 ;
-  assign \$53  = $signed(\$52 ) + $signed(\sum$200 );
-  assign \$54  = ft_d0[1] ? 19'h00000 : \acc$150 ;
-  assign \$55  = $signed(\$54 ) + $signed(\sum$201 );
+  assign \$6  = ~ last_step;
+  assign \$7  = issue & \$6 ;
+  assign \$8  = addr + 1'h1;
+  assign \$9  = \$7  ? \$8  : { 1'h0, addr };
+  assign \$10  = \$5  ? 10'h000 : \$9 ;
+  assign \$12  = s__valid & s__ready;
+  assign \$13  = ~ last_step;
+  assign \$14  = issue & \$13 ;
+  assign \$15  = sfc == 5'h1b;
+  assign \$16  = \$14  & \$15 ;
+  assign \$17  = \$12  | \$16 ;
+  assign \$18  = ~ last_step;
+  assign \$19  = issue & \$18 ;
+  assign \$20  = sfc + 1'h1;
+  assign \$21  = \$19  ? \$20  : { 1'h0, sfc };
+  assign \$22  = \$17  ? 6'h00 : \$21 ;
+  assign \$24  = s__valid & s__ready;
+  assign \$25  = ~ last_step;
+  assign \$26  = issue & \$25 ;
+  assign \$27  = sfc == 5'h1b;
+  assign \$28  = \$26  & \$27 ;
+  assign \$29  = nfc + 1'h1;
+  assign \$30  = \$28  ? \$29  : { 1'h0, nfc };
+  assign \$31  = \$24  ? 5'h00 : \$30 ;
+  assign \$33  = s__valid & s__ready;
+  assign \$34  = addr == 9'h1be;
+  assign \$35  = issue ? \$34  : last_step;
+  assign \$36  = last_step ? 1'h0 : \$35 ;
+  assign \$37  = \$33  ? 1'h0 : \$36 ;
+  assign \$38  = s__valid & s__ready;
+  assign \$39  = addr == 9'h1be;
+  assign \$40  = issue ? \$39  : s__ready;
+  assign \$41  = last_step ? 1'h1 : \$40 ;
+  assign \$42  = \$38  ? 1'h0 : \$41 ;
+  assign \$43  = credits + credit_back;
+  assign \$44  = ! sfc;
+  assign \$45  = issue & \$44 ;
+  assign \$46  = \$43  - \$45 ;
+  assign \$48  = | \$23 [4:0];
+  assign \$49  = | \$47 [1:0];
+  assign \$50  = \$48  | \$49 ;
+  assign \$51  = busy_next & \$50 ;
+  assign out_done = qv_last_d0 & qe_last_d0;
+  assign \$52  = | count;
+  assign \$53  = \$52  | qv_last_d0;
+  assign \$54  = ~ m__valid;
+  assign \$55  = \$54  | m__ready;
+  assign enter = \$53  & \$55 ;
   assign \$56  = | count;
-  assign \$57  = ~ \$56 ;
-  assign \$58  = enter & \$57 ;
-  assign \$59  = ~ \$58 ;
-  assign \$60  = qv_last_d0 & \$59 ;
-  assign \$61  = | count;
-  assign \$62  = enter & \$61 ;
-  assign \$63  = count - \$62 ;
-  assign \$64  = ! \$63 ;
-  assign \$65  = \$60  & \$64 ;
-  assign \$66  = | count;
-  assign \$67  = enter & \$66 ;
-  assign \$68  = | count;
-  assign \$69  = ~ \$68 ;
-  assign \$70  = enter & \$69 ;
-  assign \$71  = ~ \$70 ;
-  assign \$72  = qv_last_d0 & \$71 ;
-  assign \$73  = | count;
-  assign \$74  = enter & \$73 ;
-  assign \$75  = count - \$74 ;
-  assign \$76  = \$75  == 1'h1;
-  assign \$77  = \$72  & \$76 ;
-  assign \$78  = | count;
-  assign \$79  = enter & \$78 ;
-  assign \$80  = | count;
-  assign \$81  = enter & \$80 ;
-  assign \$82  = count - \$81 ;
-  assign \$83  = | count;
-  assign \$84  = ~ \$83 ;
-  assign \$85  = enter & \$84 ;
-  assign \$86  = ~ \$85 ;
-  assign \$87  = qv_last_d0 & \$86 ;
-  assign \$88  = $signed(\$82 ) + $signed({ 1'h0, \$87  });
-  assign \$89  = | count;
-  assign \$90  = \$89  ? skid0 : { qe_last_d0, \q$222 , \q$221 , \q$220 , \q$219 , \q$218 , \q$217 , \q$216 , \q$215 , \q$214 , \q$213 , \q$212 , \q$211 , \q$210 , \q$209 , \q$208 , q };
-  assign \$91  = | count;
-  assign \$92  = \$91  ? skid0 : { qe_last_d0, \q$222 , \q$221 , \q$220 , \q$219 , \q$218 , \q$217 , \q$216 , \q$215 , \q$214 , \q$213 , \q$212 , \q$211 , \q$210 , \q$209 , \q$208 , q };
-  assign \$93  = enter & \$92 [128];
-  assign \$94  = credits + credit_back_d1;
-  assign \$95  = | sfc;
-  assign \$96  = | credits;
-  assign \$97  = \$95  | \$96 ;
-  assign \$98  = busy & \$97 ;
-  assign \$99  = ! sfc;
-  assign \$100  = \$98  & \$99 ;
-  assign \$101  = \$94  - \$100 ;
-  always @(posedge clk)
-    busy <= \$102 ;
-  always @(posedge clk)
-    addr <= \$103 ;
-  always @(posedge clk)
-    sfc <= \$104 ;
-  always @(posedge clk)
-    nfc <= \$105 ;
-  always @(posedge clk)
-    last_step <= \$106 ;
-  always @(posedge clk)
-    xbuf <= \$107 ;
-  always @(posedge clk)
-    s__ready <= \$108 ;
-  always @(posedge clk)
-    x_d0 <= \$109 ;
-  always @(posedge clk)
-    x <= \$110 ;
-  always @(posedge clk)
-    wdata_d0 <= \$111 ;
-  always @(posedge clk)
-    f1_d0 <= \$112 ;
-  always @(posedge clk)
-    f1_d1 <= \$113 ;
-  always @(posedge clk)
-    fp_d0 <= \$114 ;
-  always @(posedge clk)
-    fp_d1 <= \$115 ;
-  always @(posedge clk)
-    fp_d2 <= \$116 ;
-  always @(posedge clk)
-    fp_d3 <= \$117 ;
-  always @(posedge clk)
-    fp_d4 <= \$118 ;
-  always @(posedge clk)
-    ft_d0 <= \$119 ;
-  always @(posedge clk)
-    params_d0 <= \$120 ;
-  always @(posedge clk)
-    acc_valid <= \$121 ;
-  always @(posedge clk)
-    acc_end <= \$122 ;
-  always @(posedge clk)
-    acc <= \$123 ;
-  always @(posedge clk)
-    \acc$66  <= \$124 ;
-  always @(posedge clk)
-    \acc$72  <= \$125 ;
-  always @(posedge clk)
-    \acc$78  <= \$126 ;
-  always @(posedge clk)
-    \acc$84  <= \$127 ;
-  always @(posedge clk)
-    \acc$90  <= \$128 ;
-  always @(posedge clk)
-    \acc$96  <= \$129 ;
-  always @(posedge clk)
-    \acc$102  <= \$130 ;
-  always @(posedge clk)
-    \acc$108  <= \$131 ;
-  always @(posedge clk)
-    \acc$114  <= \$132 ;
-  always @(posedge clk)
-    \acc$120  <= \$133 ;
-  always @(posedge clk)
-    \acc$126  <= \$134 ;
-  always @(posedge clk)
-    \acc$132  <= \$135 ;
-  always @(posedge clk)
-    \acc$138  <= \$136 ;
-  always @(posedge clk)
-    \acc$144  <= \$137 ;
-  always @(posedge clk)
-    \acc$150  <= \$138 ;
-  always @(posedge clk)
-    qv_d0 <= \$139 ;
-  always @(posedge clk)
-    qv_d1 <= \$140 ;
-  always @(posedge clk)
-    qe_d0 <= \$141 ;
-  always @(posedge clk)
-    qe_d1 <= \$142 ;
-  always @(posedge clk)
-    qv_last_d0 <= \$143 ;
-  always @(posedge clk)
-    qe_last_d0 <= \$144 ;
-  always @(posedge clk)
-    skid0 <= \$145 ;
-  always @(posedge clk)
-    skid1 <= \$146 ;
-  always @(posedge clk)
-    count <= \$147 ;
-  always @(posedge clk)
-    m__payload <= \$148 ;
-  always @(posedge clk)
-    m__valid <= \$149 ;
-  always @(posedge clk)
-    credit_back_d0 <= \$150 ;
-  always @(posedge clk)
-    credit_back_d1 <= \$151 ;
-  always @(posedge clk)
-    credits <= \$152 ;
+  assign \$57  = enter & \$56 ;
+  assign \$58  = count - \$57 ;
+  assign \$59  = | count;
+  assign \$60  = ~ \$59 ;
+  assign \$61  = enter & \$60 ;
+  assign \$62  = ~ \$61 ;
+  assign \$63  = qv_last_d0 & \$62 ;
+  assign \$64  = $signed(\$58 ) + $signed({ 1'h0, \$63  });
+  assign \$65  = | count;
+  assign \$66  = \$65  ? skid0 : { qe_last_d0, \q$199 , \q$198 , \q$197 , \q$196 , \q$195 , \q$194 , \q$193 , \q$192 , \q$191 , \q$190 , \q$189 , \q$188 , \q$187 , \q$186 , \q$185 , q };
+  assign \$67  = enter & \$66 [128];
+  assign \$68  = ~ m__ready;
+  assign \$69  = m__valid & \$68 ;
+  assign valid_next = \$67  ? 1'h1 : \$69 ;
+  assign \$70  = ~ last_step_next;
+  assign \$71  = issue_next & \$70 ;
+  assign \$72  = ~ last_step_next;
+  assign \$73  = issue_next & \$72 ;
+  assign \$74  = ~ last_step_next;
+  assign \$75  = issue_next & \$74 ;
+  assign \$76  = ~ last_step_next;
+  assign \$77  = issue_next & \$76 ;
+  assign \$78  = ~ last_step_next;
+  assign \$79  = issue_next & \$78 ;
+  assign \$80  = ~ last_step_next;
+  assign \$81  = issue_next & \$80 ;
+  assign \$82  = ~ last_step_next;
+  assign \$83  = issue_next & \$82 ;
+  assign \$84  = ~ last_step_next;
+  assign \$85  = issue_next & \$84 ;
+  assign \$86  = ~ last_step_next;
+  assign \$87  = issue_next & \$86 ;
+  assign \$88  = ~ last_step_next;
+  assign \$89  = issue_next & \$88 ;
+  assign \$90  = ~ last_step_next;
+  assign \$91  = issue_next & \$90 ;
+  assign \$92  = ~ last_step_next;
+  assign \$93  = issue_next & \$92 ;
+  assign \$94  = ~ last_step_next;
+  assign \$95  = issue_next & \$94 ;
+  assign \$96  = ~ last_step_next;
+  assign \$97  = issue_next & \$96 ;
+  assign \$98  = ~ last_step_next;
+  assign \$99  = issue_next & \$98 ;
+  assign \$100  = ~ last_step_next;
+  assign \$101  = issue_next & \$100 ;
+  assign \$102  = ~ last_step_next;
+  assign \$103  = issue_next & \$102 ;
+  assign \$104  = ~ last_step_next;
+  assign \$105  = issue_next & \$104 ;
+  assign \$106  = ~ last_step_next;
+  assign \$107  = issue_next & \$106 ;
+  assign \$108  = ~ last_step_next;
+  assign \$109  = issue_next & \$108 ;
+  assign \$110  = ~ last_step_next;
+  assign \$111  = issue_next & \$110 ;
+  assign \$112  = ~ last_step_next;
+  assign \$113  = issue_next & \$112 ;
+  assign \$114  = ~ last_step_next;
+  assign \$115  = issue_next & \$114 ;
+  assign \$116  = ~ last_step_next;
+  assign \$117  = issue_next & \$116 ;
+  assign \$118  = ~ last_step_next;
+  assign \$119  = issue_next & \$118 ;
+  assign \$120  = ~ last_step_next;
+  assign \$121  = issue_next & \$120 ;
+  assign \$122  = ~ last_step_next;
+  assign \$123  = issue_next & \$122 ;
+  assign \$124  = ~ last_step_next;
+  assign \$125  = issue_next & \$124 ;
+  assign \$126  = ~ last_step_next;
+  assign \$127  = issue_next & \$126 ;
+  assign \$128  = ~ last_step_next;
+  assign \$129  = issue_next & \$128 ;
+  assign \$130  = ~ last_step_next;
+  assign \$131  = issue_next & \$130 ;
+  assign \$132  = ~ last_step_next;
+  assign \$133  = issue_next & \$132 ;
+  assign \$134  = ~ last_step_next;
+  assign \$135  = issue_next & \$134 ;
+  assign \$136  = ~ last_step_next;
+  assign \$137  = issue_next & \$136 ;
+  assign \$138  = ~ last_step_next;
+  assign \$139  = issue_next & \$138 ;
+  assign \$140  = ~ last_step_next;
+  assign \$141  = issue_next & \$140 ;
+  assign \$142  = ~ last_step_next;
+  assign \$143  = issue_next & \$142 ;
+  assign \$144  = ~ last_step_next;
+  assign \$145  = issue_next & \$144 ;
+  assign \$146  = ~ last_step_next;
+  assign \$147  = issue_next & \$146 ;
+  assign \$148  = ~ last_step_next;
+  assign \$149  = issue_next & \$148 ;
+  assign \$150  = ~ last_step_next;
+  assign \$151  = issue_next & \$150 ;
+  assign \$152  = ~ last_step_next;
+  assign \$153  = issue_next & \$152 ;
+  assign \$154  = ~ last_step_next;
+  assign \$155  = issue_next & \$154 ;
+  assign \$156  = ~ last_step_next;
+  assign \$157  = issue_next & \$156 ;
+  assign \$158  = ~ last_step_next;
+  assign \$159  = issue_next & \$158 ;
+  assign \$160  = ~ last_step_next;
+  assign \$161  = issue_next & \$160 ;
+  assign \$162  = ~ last_step_next;
+  assign \$163  = issue_next & \$162 ;
+  assign \$164  = ~ last_step_next;
+  assign \$165  = issue_next & \$164 ;
+  assign \$166  = ~ last_step_next;
+  assign \$167  = issue_next & \$166 ;
+  assign \$168  = s__valid & xready_copy0;
+  assign \$169  = xshift_copy0 | \$168 ;
+  assign \$170  = xshift_copy0 ? xbuf[351:224] : pay[127:0];
+  assign \$171  = s__valid & xready_copy1;
+  assign \$172  = xshift_copy1 | \$171 ;
+  assign \$173  = xshift_copy1 ? xbuf[479:352] : pay[255:128];
+  assign \$174  = s__valid & xready_copy2;
+  assign \$175  = xshift_copy2 | \$174 ;
+  assign \$176  = xshift_copy2 ? xbuf[607:480] : pay[383:256];
+  assign \$177  = s__valid & xready_copy3;
+  assign \$178  = xshift_copy3 | \$177 ;
+  assign \$179  = xshift_copy3 ? xbuf[735:608] : pay[511:384];
+  assign \$180  = s__valid & xready_copy4;
+  assign \$181  = xshift_copy4 | \$180 ;
+  assign \$182  = xshift_copy4 ? xbuf[863:736] : pay[639:512];
+  assign \$183  = s__valid & xready_copy5;
+  assign \$184  = xshift_copy5 | \$183 ;
+  assign \$185  = xshift_copy5 ? xbuf[991:864] : pay[767:640];
+  assign \$186  = s__valid & xready_copy6;
+  assign \$187  = xshift_copy6 | \$186 ;
+  assign \$188  = xshift_copy6 ? xbuf[1119:992] : pay[895:768];
+  assign \$189  = s__valid & xready_copy7;
+  assign \$190  = xshift_copy7 | \$189 ;
+  assign \$191  = xshift_copy7 ? xbuf[1247:1120] : pay[1023:896];
+  assign \$192  = s__valid & xready_copy8;
+  assign \$193  = xshift_copy8 | \$192 ;
+  assign \$194  = xshift_copy8 ? xbuf[1375:1248] : pay[1151:1024];
+  assign \$195  = s__valid & xready_copy9;
+  assign \$196  = xshift_copy9 | \$195 ;
+  assign \$197  = xshift_copy9 ? xbuf[1503:1376] : pay[1279:1152];
+  assign \$198  = s__valid & xready_copy10;
+  assign \$199  = xshift_copy10 | \$198 ;
+  assign \$200  = xshift_copy10 ? xbuf[1631:1504] : pay[1407:1280];
+  assign \$201  = s__valid & xready_copy11;
+  assign \$202  = xshift_copy11 | \$201 ;
+  assign \$203  = xshift_copy11 ? xbuf[1759:1632] : pay[1535:1408];
+  assign \$204  = s__valid & xready_copy12;
+  assign \$205  = xshift_copy12 | \$204 ;
+  assign \$206  = xshift_copy12 ? xbuf[1887:1760] : pay[1663:1536];
+  assign \$207  = s__valid & xready_copy13;
+  assign \$208  = xshift_copy13 | \$207 ;
+  assign \$209  = xshift_copy13 ? xbuf[2015:1888] : pay[1791:1664];
+  assign \$210  = s__valid & xready_copy14;
+  assign \$211  = xshift_copy14 | \$210 ;
+  assign \$212  = xshift_copy14 ? xbuf[2143:2016] : pay[1919:1792];
+  assign \$213  = s__valid & xready_copy15;
+  assign \$214  = xshift_copy15 | \$213 ;
+  assign \$215  = xshift_copy15 ? xbuf[2271:2144] : pay[2047:1920];
+  assign \$216  = s__valid & xready_copy16;
+  assign \$217  = xshift_copy16 | \$216 ;
+  assign \$218  = xshift_copy16 ? xbuf[2399:2272] : pay[2175:2048];
+  assign \$219  = s__valid & xready_copy17;
+  assign \$220  = xshift_copy17 | \$219 ;
+  assign \$221  = xshift_copy17 ? xbuf[2527:2400] : pay[2303:2176];
+  assign \$222  = s__valid & xready_copy18;
+  assign \$223  = xshift_copy18 | \$222 ;
+  assign \$224  = xshift_copy18 ? xbuf[2655:2528] : pay[2431:2304];
+  assign \$225  = s__valid & xready_copy19;
+  assign \$226  = xshift_copy19 | \$225 ;
+  assign \$227  = xshift_copy19 ? xbuf[2783:2656] : pay[2559:2432];
+  assign \$228  = s__valid & xready_copy20;
+  assign \$229  = xshift_copy20 | \$228 ;
+  assign \$230  = xshift_copy20 ? xbuf[2911:2784] : pay[2687:2560];
+  assign \$231  = s__valid & xready_copy21;
+  assign \$232  = xshift_copy21 | \$231 ;
+  assign \$233  = xshift_copy21 ? xbuf[3039:2912] : pay[2815:2688];
+  assign \$234  = s__valid & xready_copy22;
+  assign \$235  = xshift_copy22 | \$234 ;
+  assign \$236  = xshift_copy22 ? xbuf[3167:3040] : pay[2943:2816];
+  assign \$237  = s__valid & xready_copy23;
+  assign \$238  = xshift_copy23 | \$237 ;
+  assign \$239  = xshift_copy23 ? xbuf[3295:3168] : pay[3071:2944];
+  assign \$240  = s__valid & xready_copy24;
+  assign \$241  = xshift_copy24 | \$240 ;
+  assign \$242  = xshift_copy24 ? xbuf[3423:3296] : pay[3199:3072];
+  assign \$243  = s__valid & xready_copy25;
+  assign \$244  = xshift_copy25 | \$243 ;
+  assign \$245  = xshift_copy25 ? xbuf[3551:3424] : pay[3327:3200];
+  assign \$246  = s__valid & xready_copy26;
+  assign \$247  = xshift_copy26 | \$246 ;
+  assign \$248  = xshift_copy26 ? xbuf[3679:3552] : pay[3455:3328];
+  assign \$249  = s__valid & xready_copy27;
+  assign \$250  = xshift_copy27 | \$249 ;
+  assign \$251  = xshift_copy27 ? xbuf[3807:3680] : pay[3583:3456];
+  assign \$252  = s__valid & xready_copy28;
+  assign \$253  = xshift_copy28 | \$252 ;
+  assign \$254  = xshift_copy28 ? xbuf[3935:3808] : pay[3711:3584];
+  assign \$255  = s__valid & xready_copy29;
+  assign \$256  = xshift_copy29 | \$255 ;
+  assign \$257  = xshift_copy29 ? xbuf[4063:3936] : pay[3839:3712];
+  assign \$258  = s__valid & xready_copy30;
+  assign \$259  = xshift_copy30 | \$258 ;
+  assign \$260  = xshift_copy30 ? xbuf[4191:4064] : pay[3967:3840];
+  assign \$261  = s__valid & xready_copy31;
+  assign \$262  = xshift_copy31 | \$261 ;
+  assign \$263  = xshift_copy31 ? xbuf[4319:4192] : pay[4095:3968];
+  assign \$264  = s__valid & xready_copy32;
+  assign \$265  = xshift_copy32 | \$264 ;
+  assign \$266  = xshift_copy32 ? xbuf[4447:4320] : pay[4223:4096];
+  assign \$267  = s__valid & xready_copy33;
+  assign \$268  = xshift_copy33 | \$267 ;
+  assign \$269  = xshift_copy33 ? xbuf[4575:4448] : pay[4351:4224];
+  assign \$270  = s__valid & xready_copy34;
+  assign \$271  = xshift_copy34 | \$270 ;
+  assign \$272  = xshift_copy34 ? xbuf[4703:4576] : pay[4479:4352];
+  assign \$273  = s__valid & xready_copy35;
+  assign \$274  = xshift_copy35 | \$273 ;
+  assign \$275  = xshift_copy35 ? xbuf[4831:4704] : pay[4607:4480];
+  assign \$276  = s__valid & xready_copy36;
+  assign \$277  = xshift_copy36 | \$276 ;
+  assign \$278  = xshift_copy36 ? xbuf[4959:4832] : pay[4735:4608];
+  assign \$279  = s__valid & xready_copy37;
+  assign \$280  = xshift_copy37 | \$279 ;
+  assign \$281  = xshift_copy37 ? xbuf[5087:4960] : pay[4863:4736];
+  assign \$282  = s__valid & xready_copy38;
+  assign \$283  = xshift_copy38 | \$282 ;
+  assign \$284  = xshift_copy38 ? xbuf[5215:5088] : pay[4991:4864];
+  assign \$285  = s__valid & xready_copy39;
+  assign \$286  = xshift_copy39 | \$285 ;
+  assign \$287  = xshift_copy39 ? xbuf[5343:5216] : pay[5119:4992];
+  assign \$288  = s__valid & xready_copy40;
+  assign \$289  = xshift_copy40 | \$288 ;
+  assign \$290  = xshift_copy40 ? xbuf[5471:5344] : pay[5247:5120];
+  assign \$291  = s__valid & xready_copy41;
+  assign \$292  = xshift_copy41 | \$291 ;
+  assign \$293  = xshift_copy41 ? xbuf[5599:5472] : pay[5375:5248];
+  assign \$294  = s__valid & xready_copy42;
+  assign \$295  = xshift_copy42 | \$294 ;
+  assign \$296  = xshift_copy42 ? xbuf[5727:5600] : pay[5503:5376];
+  assign \$297  = s__valid & xready_copy43;
+  assign \$298  = xshift_copy43 | \$297 ;
+  assign \$299  = xshift_copy43 ? xbuf[5855:5728] : pay[5631:5504];
+  assign \$300  = s__valid & xready_copy44;
+  assign \$301  = xshift_copy44 | \$300 ;
+  assign \$302  = xshift_copy44 ? xbuf[5983:5856] : pay[5759:5632];
+  assign \$303  = s__valid & xready_copy45;
+  assign \$304  = xshift_copy45 | \$303 ;
+  assign \$305  = xshift_copy45 ? xbuf[6111:5984] : pay[5887:5760];
+  assign \$306  = s__valid & xready_copy46;
+  assign \$307  = xshift_copy46 | \$306 ;
+  assign \$308  = xshift_copy46 ? xbuf[6239:6112] : pay[6015:5888];
   \bchw_top.engine0.params  params (
     .addr(fp_d4[7:4]),
     .clk(clk),
-    .data(\data$183 )
+    .data(\data$312 )
   );
   \bchw_top.engine0.requant0  requant0 (
     .acc(acc),
     .clk(clk),
-    .\port$4651$0 (params_d0[60:0]),
+    .\port$6403$0 (params_d0[60:0]),
     .q(q),
     .rst(rst)
   );
   \bchw_top.engine0.requant1  requant1 (
-    .acc(\acc$66 ),
+    .acc(\acc$84 ),
     .clk(clk),
-    .\port$4651$61 (params_d0[121:61]),
-    .q(\q$208 ),
+    .\port$6403$61 (params_d0[121:61]),
+    .q(\q$185 ),
     .rst(rst)
   );
   \bchw_top.engine0.requant10  requant10 (
-    .acc(\acc$120 ),
+    .acc(\acc$138 ),
     .clk(clk),
-    .\port$4651$610 (params_d0[670:610]),
-    .q(\q$217 ),
+    .\port$6403$610 (params_d0[670:610]),
+    .q(\q$194 ),
     .rst(rst)
   );
   \bchw_top.engine0.requant11  requant11 (
-    .acc(\acc$126 ),
+    .acc(\acc$144 ),
     .clk(clk),
-    .\port$4651$671 (params_d0[731:671]),
-    .q(\q$218 ),
+    .\port$6403$671 (params_d0[731:671]),
+    .q(\q$195 ),
     .rst(rst)
   );
   \bchw_top.engine0.requant12  requant12 (
-    .acc(\acc$132 ),
+    .acc(\acc$150 ),
     .clk(clk),
-    .\port$4651$732 (params_d0[792:732]),
-    .q(\q$219 ),
+    .\port$6403$732 (params_d0[792:732]),
+    .q(\q$196 ),
     .rst(rst)
   );
   \bchw_top.engine0.requant13  requant13 (
-    .acc(\acc$138 ),
+    .acc(\acc$156 ),
     .clk(clk),
-    .\port$4651$793 (params_d0[853:793]),
-    .q(\q$220 ),
+    .\port$6403$793 (params_d0[853:793]),
+    .q(\q$197 ),
     .rst(rst)
   );
   \bchw_top.engine0.requant14  requant14 (
-    .acc(\acc$144 ),
+    .acc(\acc$162 ),
     .clk(clk),
-    .\port$4651$854 (params_d0[914:854]),
-    .q(\q$221 ),
+    .\port$6403$854 (params_d0[914:854]),
+    .q(\q$198 ),
     .rst(rst)
   );
   \bchw_top.engine0.requant15  requant15 (
-    .acc(\acc$150 ),
+    .acc(\acc$168 ),
     .clk(clk),
-    .\port$4651$915 (params_d0[975:915]),
-    .q(\q$222 ),
+    .\port$6403$915 (params_d0[975:915]),
+    .q(\q$199 ),
     .rst(rst)
   );
   \bchw_top.engine0.requant2  requant2 (
-    .acc(\acc$72 ),
+    .acc(\acc$90 ),
     .clk(clk),
-    .\port$4651$122 (params_d0[182:122]),
-    .q(\q$209 ),
+    .\port$6403$122 (params_d0[182:122]),
+    .q(\q$186 ),
     .rst(rst)
   );
   \bchw_top.engine0.requant3  requant3 (
-    .acc(\acc$78 ),
+    .acc(\acc$96 ),
     .clk(clk),
-    .\port$4651$183 (params_d0[243:183]),
-    .q(\q$210 ),
+    .\port$6403$183 (params_d0[243:183]),
+    .q(\q$187 ),
     .rst(rst)
   );
   \bchw_top.engine0.requant4  requant4 (
-    .acc(\acc$84 ),
+    .acc(\acc$102 ),
     .clk(clk),
-    .\port$4651$244 (params_d0[304:244]),
-    .q(\q$211 ),
+    .\port$6403$244 (params_d0[304:244]),
+    .q(\q$188 ),
     .rst(rst)
   );
   \bchw_top.engine0.requant5  requant5 (
-    .acc(\acc$90 ),
+    .acc(\acc$108 ),
     .clk(clk),
-    .\port$4651$305 (params_d0[365:305]),
-    .q(\q$212 ),
+    .\port$6403$305 (params_d0[365:305]),
+    .q(\q$189 ),
     .rst(rst)
   );
   \bchw_top.engine0.requant6  requant6 (
-    .acc(\acc$96 ),
+    .acc(\acc$114 ),
     .clk(clk),
-    .\port$4651$366 (params_d0[426:366]),
-    .q(\q$213 ),
+    .\port$6403$366 (params_d0[426:366]),
+    .q(\q$190 ),
     .rst(rst)
   );
   \bchw_top.engine0.requant7  requant7 (
-    .acc(\acc$102 ),
+    .acc(\acc$120 ),
     .clk(clk),
-    .\port$4651$427 (params_d0[487:427]),
-    .q(\q$214 ),
+    .\port$6403$427 (params_d0[487:427]),
+    .q(\q$191 ),
     .rst(rst)
   );
   \bchw_top.engine0.requant8  requant8 (
-    .acc(\acc$108 ),
+    .acc(\acc$126 ),
     .clk(clk),
-    .\port$4651$488 (params_d0[548:488]),
-    .q(\q$215 ),
+    .\port$6403$488 (params_d0[548:488]),
+    .q(\q$192 ),
     .rst(rst)
   );
   \bchw_top.engine0.requant9  requant9 (
-    .acc(\acc$114 ),
+    .acc(\acc$132 ),
     .clk(clk),
-    .\port$4651$549 (params_d0[609:549]),
-    .q(\q$216 ),
+    .\port$6403$549 (params_d0[609:549]),
+    .q(\q$193 ),
     .rst(rst)
   );
   \bchw_top.engine0.tree0  tree0 (
@@ -2053,105 +4594,105 @@ module \bchw_top.engine0 (rst, s__payload, s__valid, s__ready, m__payload, m__va
   );
   \bchw_top.engine0.tree1  tree1 (
     .clk(clk),
-    .l5_0(\sum$187 ),
+    .l5_0(\sum$316 ),
     .rst(rst),
     .w(wdata_d0[55:28]),
     .x(x)
   );
   \bchw_top.engine0.tree10  tree10 (
     .clk(clk),
-    .l5_0(\sum$196 ),
+    .l5_0(\sum$325 ),
     .rst(rst),
     .w(wdata_d0[307:280]),
     .x(x)
   );
   \bchw_top.engine0.tree11  tree11 (
     .clk(clk),
-    .l5_0(\sum$197 ),
+    .l5_0(\sum$326 ),
     .rst(rst),
     .w(wdata_d0[335:308]),
     .x(x)
   );
   \bchw_top.engine0.tree12  tree12 (
     .clk(clk),
-    .l5_0(\sum$198 ),
+    .l5_0(\sum$327 ),
     .rst(rst),
     .w(wdata_d0[363:336]),
     .x(x)
   );
   \bchw_top.engine0.tree13  tree13 (
     .clk(clk),
-    .l5_0(\sum$199 ),
+    .l5_0(\sum$328 ),
     .rst(rst),
     .w(wdata_d0[391:364]),
     .x(x)
   );
   \bchw_top.engine0.tree14  tree14 (
     .clk(clk),
-    .l5_0(\sum$200 ),
+    .l5_0(\sum$329 ),
     .rst(rst),
     .w(wdata_d0[419:392]),
     .x(x)
   );
   \bchw_top.engine0.tree15  tree15 (
     .clk(clk),
-    .l5_0(\sum$201 ),
+    .l5_0(\sum$330 ),
     .rst(rst),
     .w(wdata_d0[447:420]),
     .x(x)
   );
   \bchw_top.engine0.tree2  tree2 (
     .clk(clk),
-    .l5_0(\sum$188 ),
+    .l5_0(\sum$317 ),
     .rst(rst),
     .w(wdata_d0[83:56]),
     .x(x)
   );
   \bchw_top.engine0.tree3  tree3 (
     .clk(clk),
-    .l5_0(\sum$189 ),
+    .l5_0(\sum$318 ),
     .rst(rst),
     .w(wdata_d0[111:84]),
     .x(x)
   );
   \bchw_top.engine0.tree4  tree4 (
     .clk(clk),
-    .l5_0(\sum$190 ),
+    .l5_0(\sum$319 ),
     .rst(rst),
     .w(wdata_d0[139:112]),
     .x(x)
   );
   \bchw_top.engine0.tree5  tree5 (
     .clk(clk),
-    .l5_0(\sum$191 ),
+    .l5_0(\sum$320 ),
     .rst(rst),
     .w(wdata_d0[167:140]),
     .x(x)
   );
   \bchw_top.engine0.tree6  tree6 (
     .clk(clk),
-    .l5_0(\sum$192 ),
+    .l5_0(\sum$321 ),
     .rst(rst),
     .w(wdata_d0[195:168]),
     .x(x)
   );
   \bchw_top.engine0.tree7  tree7 (
     .clk(clk),
-    .l5_0(\sum$193 ),
+    .l5_0(\sum$322 ),
     .rst(rst),
     .w(wdata_d0[223:196]),
     .x(x)
   );
   \bchw_top.engine0.tree8  tree8 (
     .clk(clk),
-    .l5_0(\sum$194 ),
+    .l5_0(\sum$323 ),
     .rst(rst),
     .w(wdata_d0[251:224]),
     .x(x)
   );
   \bchw_top.engine0.tree9  tree9 (
     .clk(clk),
-    .l5_0(\sum$195 ),
+    .l5_0(\sum$324 ),
     .rst(rst),
     .w(wdata_d0[279:252]),
     .x(x)
@@ -2163,527 +4704,1708 @@ module \bchw_top.engine0 (rst, s__payload, s__valid, s__ready, m__payload, m__va
   );
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$102  = busy;
-    if (\$5 ) begin
-      \$102  = 1'h1;
-    end else if (last_step) begin
-      \$102  = 1'h0;
-    end
+    \$487  = busy_next;
     if (rst) begin
-      \$102  = 1'h0;
+      \$487  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$103  = addr;
-    if (\$5 ) begin
-      \$103  = 9'h000;
-    end else if (last_step) begin
-    end else if (\$9 ) begin
-      \$103  = \$10 [8:0];
-    end
+    \$488  = \$11 [8:0];
     if (rst) begin
-      \$103  = 9'h000;
+      \$488  = 9'h000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$104  = sfc;
-    if (\$5 ) begin
-      \$104  = 5'h00;
-    end else if (last_step) begin
-    end else if (\$9 ) begin
-      (* full_case = 32'd1 *)
-      if (\$13 ) begin
-        \$104  = 5'h00;
-      end else begin
-        \$104  = \$15 [4:0];
-      end
-    end
+    \$489  = \$23 [4:0];
     if (rst) begin
-      \$104  = 5'h00;
+      \$489  = 5'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$105  = nfc;
-    if (\$5 ) begin
-      \$105  = 4'h0;
-    end else if (last_step) begin
-    end else if (\$9 ) begin
-      if (\$13 ) begin
-        \$105  = \$14 [3:0];
-      end
-    end
+    \$490  = \$32 [3:0];
     if (rst) begin
-      \$105  = 4'h0;
+      \$490  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$106  = last_step;
-    if (\$5 ) begin
-      \$106  = 1'h0;
-    end else if (last_step) begin
-      \$106  = 1'h0;
-    end else if (\$9 ) begin
-      \$106  = \$11 ;
-    end
+    \$491  = last_step_next;
     if (rst) begin
-      \$106  = 1'h0;
+      \$491  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$107  = xbuf;
-    if (\$5 ) begin
-      \$107  = s__payload;
-    end else if (last_step) begin
-    end else if (\$9 ) begin
-      \$107  = { xbuf[223:0], xbuf[6271:224] };
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$108  = s__ready;
-    if (\$5 ) begin
-      \$108  = 1'h0;
-    end else if (last_step) begin
-      \$108  = 1'h1;
-    end else if (\$9 ) begin
-      \$108  = \$12 ;
-    end
+    \$492  = ready_next;
     if (rst) begin
-      \$108  = 1'h1;
+      \$492  = 1'h1;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$112  = { nfc, last_step, \$21 , \$20 , \$19  };
+    \$493  = \$47 [1:0];
     if (rst) begin
-      \$112  = 8'h00;
+      \$493  = 2'h2;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$113  = f1_d0;
+    \$494  = issue_next;
     if (rst) begin
-      \$113  = 8'h00;
+      \$494  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$114  = f1_d1;
+    \$495  = \$71 ;
     if (rst) begin
-      \$114  = 8'h00;
+      \$495  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$115  = fp_d0;
+    \$496  = \$73 ;
     if (rst) begin
-      \$115  = 8'h00;
+      \$496  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$116  = fp_d1;
+    \$497  = \$75 ;
     if (rst) begin
-      \$116  = 8'h00;
+      \$497  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$117  = fp_d2;
+    \$498  = \$77 ;
     if (rst) begin
-      \$117  = 8'h00;
+      \$498  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$118  = fp_d3;
+    \$499  = \$79 ;
     if (rst) begin
-      \$118  = 8'h00;
+      \$499  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$119  = fp_d4;
+    \$500  = \$81 ;
     if (rst) begin
-      \$119  = 8'h00;
+      \$500  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$121  = \$22 ;
+    \$501  = \$83 ;
     if (rst) begin
-      \$121  = 1'h0;
+      \$501  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$122  = \$23 ;
+    \$502  = \$85 ;
     if (rst) begin
-      \$122  = 1'h0;
+      \$502  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$123  = acc;
+    \$503  = \$87 ;
+    if (rst) begin
+      \$503  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
+    \$504  = \$89 ;
+    if (rst) begin
+      \$504  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
+    \$505  = \$91 ;
+    if (rst) begin
+      \$505  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
+    \$506  = \$93 ;
+    if (rst) begin
+      \$506  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
+    \$507  = \$95 ;
+    if (rst) begin
+      \$507  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
+    \$508  = \$97 ;
+    if (rst) begin
+      \$508  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
+    \$509  = \$99 ;
+    if (rst) begin
+      \$509  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
+    \$510  = \$101 ;
+    if (rst) begin
+      \$510  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
+    \$511  = \$103 ;
+    if (rst) begin
+      \$511  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
+    \$512  = \$105 ;
+    if (rst) begin
+      \$512  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
+    \$513  = \$107 ;
+    if (rst) begin
+      \$513  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
+    \$514  = \$109 ;
+    if (rst) begin
+      \$514  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
+    \$515  = \$111 ;
+    if (rst) begin
+      \$515  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
+    \$516  = \$113 ;
+    if (rst) begin
+      \$516  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
+    \$517  = \$115 ;
+    if (rst) begin
+      \$517  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
+    \$518  = \$117 ;
+    if (rst) begin
+      \$518  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
+    \$519  = \$119 ;
+    if (rst) begin
+      \$519  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
+    \$520  = \$121 ;
+    if (rst) begin
+      \$520  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
+    \$521  = \$123 ;
+    if (rst) begin
+      \$521  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
+    \$522  = \$125 ;
+    if (rst) begin
+      \$522  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
+    \$523  = \$127 ;
+    if (rst) begin
+      \$523  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
+    \$524  = \$129 ;
+    if (rst) begin
+      \$524  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
+    \$525  = \$131 ;
+    if (rst) begin
+      \$525  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
+    \$526  = \$133 ;
+    if (rst) begin
+      \$526  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
+    \$527  = \$135 ;
+    if (rst) begin
+      \$527  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
+    \$528  = \$137 ;
+    if (rst) begin
+      \$528  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
+    \$529  = \$139 ;
+    if (rst) begin
+      \$529  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
+    \$530  = \$141 ;
+    if (rst) begin
+      \$530  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
+    \$531  = \$143 ;
+    if (rst) begin
+      \$531  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
+    \$532  = \$145 ;
+    if (rst) begin
+      \$532  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
+    \$533  = \$147 ;
+    if (rst) begin
+      \$533  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
+    \$534  = \$149 ;
+    if (rst) begin
+      \$534  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
+    \$535  = \$151 ;
+    if (rst) begin
+      \$535  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
+    \$536  = \$153 ;
+    if (rst) begin
+      \$536  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
+    \$537  = \$155 ;
+    if (rst) begin
+      \$537  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
+    \$538  = \$157 ;
+    if (rst) begin
+      \$538  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
+    \$539  = \$159 ;
+    if (rst) begin
+      \$539  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
+    \$540  = \$161 ;
+    if (rst) begin
+      \$540  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
+    \$541  = \$163 ;
+    if (rst) begin
+      \$541  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
+    \$542  = \$165 ;
+    if (rst) begin
+      \$542  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
+    \$543  = \$167 ;
+    if (rst) begin
+      \$543  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
+    \$544  = ready_next;
+    if (rst) begin
+      \$544  = 1'h1;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
+    \$545  = ready_next;
+    if (rst) begin
+      \$545  = 1'h1;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
+    \$546  = ready_next;
+    if (rst) begin
+      \$546  = 1'h1;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
+    \$547  = ready_next;
+    if (rst) begin
+      \$547  = 1'h1;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
+    \$548  = ready_next;
+    if (rst) begin
+      \$548  = 1'h1;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
+    \$549  = ready_next;
+    if (rst) begin
+      \$549  = 1'h1;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
+    \$550  = ready_next;
+    if (rst) begin
+      \$550  = 1'h1;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
+    \$551  = ready_next;
+    if (rst) begin
+      \$551  = 1'h1;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
+    \$552  = ready_next;
+    if (rst) begin
+      \$552  = 1'h1;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
+    \$553  = ready_next;
+    if (rst) begin
+      \$553  = 1'h1;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
+    \$554  = ready_next;
+    if (rst) begin
+      \$554  = 1'h1;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
+    \$555  = ready_next;
+    if (rst) begin
+      \$555  = 1'h1;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
+    \$556  = ready_next;
+    if (rst) begin
+      \$556  = 1'h1;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
+    \$557  = ready_next;
+    if (rst) begin
+      \$557  = 1'h1;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
+    \$558  = ready_next;
+    if (rst) begin
+      \$558  = 1'h1;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
+    \$559  = ready_next;
+    if (rst) begin
+      \$559  = 1'h1;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
+    \$560  = ready_next;
+    if (rst) begin
+      \$560  = 1'h1;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
+    \$561  = ready_next;
+    if (rst) begin
+      \$561  = 1'h1;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
+    \$562  = ready_next;
+    if (rst) begin
+      \$562  = 1'h1;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
+    \$563  = ready_next;
+    if (rst) begin
+      \$563  = 1'h1;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
+    \$564  = ready_next;
+    if (rst) begin
+      \$564  = 1'h1;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
+    \$565  = ready_next;
+    if (rst) begin
+      \$565  = 1'h1;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
+    \$566  = ready_next;
+    if (rst) begin
+      \$566  = 1'h1;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
+    \$567  = ready_next;
+    if (rst) begin
+      \$567  = 1'h1;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
+    \$568  = ready_next;
+    if (rst) begin
+      \$568  = 1'h1;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
+    \$569  = ready_next;
+    if (rst) begin
+      \$569  = 1'h1;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
+    \$570  = ready_next;
+    if (rst) begin
+      \$570  = 1'h1;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
+    \$571  = ready_next;
+    if (rst) begin
+      \$571  = 1'h1;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
+    \$572  = ready_next;
+    if (rst) begin
+      \$572  = 1'h1;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
+    \$573  = ready_next;
+    if (rst) begin
+      \$573  = 1'h1;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
+    \$574  = ready_next;
+    if (rst) begin
+      \$574  = 1'h1;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
+    \$575  = ready_next;
+    if (rst) begin
+      \$575  = 1'h1;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
+    \$576  = ready_next;
+    if (rst) begin
+      \$576  = 1'h1;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
+    \$577  = ready_next;
+    if (rst) begin
+      \$577  = 1'h1;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
+    \$578  = ready_next;
+    if (rst) begin
+      \$578  = 1'h1;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
+    \$579  = ready_next;
+    if (rst) begin
+      \$579  = 1'h1;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
+    \$580  = ready_next;
+    if (rst) begin
+      \$580  = 1'h1;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
+    \$581  = ready_next;
+    if (rst) begin
+      \$581  = 1'h1;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
+    \$582  = ready_next;
+    if (rst) begin
+      \$582  = 1'h1;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
+    \$583  = ready_next;
+    if (rst) begin
+      \$583  = 1'h1;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
+    \$584  = ready_next;
+    if (rst) begin
+      \$584  = 1'h1;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
+    \$585  = ready_next;
+    if (rst) begin
+      \$585  = 1'h1;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
+    \$586  = ready_next;
+    if (rst) begin
+      \$586  = 1'h1;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
+    \$587  = ready_next;
+    if (rst) begin
+      \$587  = 1'h1;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
+    \$588  = ready_next;
+    if (rst) begin
+      \$588  = 1'h1;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
+    \$589  = ready_next;
+    if (rst) begin
+      \$589  = 1'h1;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
+    \$590  = ready_next;
+    if (rst) begin
+      \$590  = 1'h1;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
+    \$591  = ready_next;
+    if (rst) begin
+      \$591  = 1'h1;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
+    \$592  = ready_next;
+    if (rst) begin
+      \$592  = 1'h1;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
+    \$593  = xbuf;
+    if (\$169 ) begin
+      \$593 [127:0] = \$170 ;
+    end
+    if (\$172 ) begin
+      \$593 [255:128] = \$173 ;
+    end
+    if (\$175 ) begin
+      \$593 [383:256] = \$176 ;
+    end
+    if (\$178 ) begin
+      \$593 [511:384] = \$179 ;
+    end
+    if (\$181 ) begin
+      \$593 [639:512] = \$182 ;
+    end
+    if (\$184 ) begin
+      \$593 [767:640] = \$185 ;
+    end
+    if (\$187 ) begin
+      \$593 [895:768] = \$188 ;
+    end
+    if (\$190 ) begin
+      \$593 [1023:896] = \$191 ;
+    end
+    if (\$193 ) begin
+      \$593 [1151:1024] = \$194 ;
+    end
+    if (\$196 ) begin
+      \$593 [1279:1152] = \$197 ;
+    end
+    if (\$199 ) begin
+      \$593 [1407:1280] = \$200 ;
+    end
+    if (\$202 ) begin
+      \$593 [1535:1408] = \$203 ;
+    end
+    if (\$205 ) begin
+      \$593 [1663:1536] = \$206 ;
+    end
+    if (\$208 ) begin
+      \$593 [1791:1664] = \$209 ;
+    end
+    if (\$211 ) begin
+      \$593 [1919:1792] = \$212 ;
+    end
+    if (\$214 ) begin
+      \$593 [2047:1920] = \$215 ;
+    end
+    if (\$217 ) begin
+      \$593 [2175:2048] = \$218 ;
+    end
+    if (\$220 ) begin
+      \$593 [2303:2176] = \$221 ;
+    end
+    if (\$223 ) begin
+      \$593 [2431:2304] = \$224 ;
+    end
+    if (\$226 ) begin
+      \$593 [2559:2432] = \$227 ;
+    end
+    if (\$229 ) begin
+      \$593 [2687:2560] = \$230 ;
+    end
+    if (\$232 ) begin
+      \$593 [2815:2688] = \$233 ;
+    end
+    if (\$235 ) begin
+      \$593 [2943:2816] = \$236 ;
+    end
+    if (\$238 ) begin
+      \$593 [3071:2944] = \$239 ;
+    end
+    if (\$241 ) begin
+      \$593 [3199:3072] = \$242 ;
+    end
+    if (\$244 ) begin
+      \$593 [3327:3200] = \$245 ;
+    end
+    if (\$247 ) begin
+      \$593 [3455:3328] = \$248 ;
+    end
+    if (\$250 ) begin
+      \$593 [3583:3456] = \$251 ;
+    end
+    if (\$253 ) begin
+      \$593 [3711:3584] = \$254 ;
+    end
+    if (\$256 ) begin
+      \$593 [3839:3712] = \$257 ;
+    end
+    if (\$259 ) begin
+      \$593 [3967:3840] = \$260 ;
+    end
+    if (\$262 ) begin
+      \$593 [4095:3968] = \$263 ;
+    end
+    if (\$265 ) begin
+      \$593 [4223:4096] = \$266 ;
+    end
+    if (\$268 ) begin
+      \$593 [4351:4224] = \$269 ;
+    end
+    if (\$271 ) begin
+      \$593 [4479:4352] = \$272 ;
+    end
+    if (\$274 ) begin
+      \$593 [4607:4480] = \$275 ;
+    end
+    if (\$277 ) begin
+      \$593 [4735:4608] = \$278 ;
+    end
+    if (\$280 ) begin
+      \$593 [4863:4736] = \$281 ;
+    end
+    if (\$283 ) begin
+      \$593 [4991:4864] = \$284 ;
+    end
+    if (\$286 ) begin
+      \$593 [5119:4992] = \$287 ;
+    end
+    if (\$289 ) begin
+      \$593 [5247:5120] = \$290 ;
+    end
+    if (\$292 ) begin
+      \$593 [5375:5248] = \$293 ;
+    end
+    if (\$295 ) begin
+      \$593 [5503:5376] = \$296 ;
+    end
+    if (\$298 ) begin
+      \$593 [5631:5504] = \$299 ;
+    end
+    if (\$301 ) begin
+      \$593 [5759:5632] = \$302 ;
+    end
+    if (\$304 ) begin
+      \$593 [5887:5760] = \$305 ;
+    end
+    if (\$307 ) begin
+      \$593 [6015:5888] = \$308 ;
+    end
+    if (\$310 ) begin
+      \$593 [6143:6016] = \$311 ;
+    end
+    if (\$313 ) begin
+      \$593 [6271:6144] = \$314 ;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
+    \$597  = { nfc, last_step, \$316 , \$315 , issue };
+    if (rst) begin
+      \$597  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
+    \$598  = f1_d0;
+    if (rst) begin
+      \$598  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
+    \$599  = f1_d1;
+    if (rst) begin
+      \$599  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
+    \$600  = fp_d0;
+    if (rst) begin
+      \$600  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
+    \$601  = fp_d1;
+    if (rst) begin
+      \$601  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
+    \$602  = fp_d2;
+    if (rst) begin
+      \$602  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
+    \$603  = fp_d3;
+    if (rst) begin
+      \$603  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
+    \$604  = fp_d4;
+    if (rst) begin
+      \$604  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
+    \$606  = \$317 ;
+    if (rst) begin
+      \$606  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
+    \$607  = \$318 ;
+    if (rst) begin
+      \$607  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
+    \$608  = acc;
     if (ft_d0[0]) begin
-      \$123  = \$25 [18:0];
+      \$608  = \$320 [18:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$124  = \acc$66 ;
+    \$609  = \acc$84 ;
     if (ft_d0[0]) begin
-      \$124  = \$27 [18:0];
+      \$609  = \$322 [18:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$125  = \acc$72 ;
+    \$610  = \acc$90 ;
     if (ft_d0[0]) begin
-      \$125  = \$29 [18:0];
+      \$610  = \$324 [18:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$126  = \acc$78 ;
+    \$611  = \acc$96 ;
     if (ft_d0[0]) begin
-      \$126  = \$31 [18:0];
+      \$611  = \$326 [18:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$127  = \acc$84 ;
+    \$612  = \acc$102 ;
     if (ft_d0[0]) begin
-      \$127  = \$33 [18:0];
+      \$612  = \$328 [18:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$128  = \acc$90 ;
+    \$613  = \acc$108 ;
     if (ft_d0[0]) begin
-      \$128  = \$35 [18:0];
+      \$613  = \$330 [18:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$129  = \acc$96 ;
+    \$614  = \acc$114 ;
     if (ft_d0[0]) begin
-      \$129  = \$37 [18:0];
+      \$614  = \$332 [18:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$130  = \acc$102 ;
+    \$615  = \acc$120 ;
     if (ft_d0[0]) begin
-      \$130  = \$39 [18:0];
+      \$615  = \$334 [18:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$131  = \acc$108 ;
+    \$616  = \acc$126 ;
     if (ft_d0[0]) begin
-      \$131  = \$41 [18:0];
+      \$616  = \$336 [18:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$132  = \acc$114 ;
+    \$617  = \acc$132 ;
     if (ft_d0[0]) begin
-      \$132  = \$43 [18:0];
+      \$617  = \$338 [18:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$133  = \acc$120 ;
+    \$618  = \acc$138 ;
     if (ft_d0[0]) begin
-      \$133  = \$45 [18:0];
+      \$618  = \$340 [18:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$134  = \acc$126 ;
+    \$619  = \acc$144 ;
     if (ft_d0[0]) begin
-      \$134  = \$47 [18:0];
+      \$619  = \$342 [18:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$135  = \acc$132 ;
+    \$620  = \acc$150 ;
     if (ft_d0[0]) begin
-      \$135  = \$49 [18:0];
+      \$620  = \$344 [18:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$136  = \acc$138 ;
+    \$621  = \acc$156 ;
     if (ft_d0[0]) begin
-      \$136  = \$51 [18:0];
+      \$621  = \$346 [18:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$137  = \acc$144 ;
+    \$622  = \acc$162 ;
     if (ft_d0[0]) begin
-      \$137  = \$53 [18:0];
+      \$622  = \$348 [18:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$138  = \acc$150 ;
+    \$623  = \acc$168 ;
     if (ft_d0[0]) begin
-      \$138  = \$55 [18:0];
+      \$623  = \$350 [18:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$139  = acc_valid;
+    \$624  = acc_valid;
     if (rst) begin
-      \$139  = 1'h0;
+      \$624  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$140  = qv_d0;
+    \$625  = qv_d0;
     if (rst) begin
-      \$140  = 1'h0;
+      \$625  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$141  = acc_end;
+    \$626  = acc_end;
     if (rst) begin
-      \$141  = 1'h0;
+      \$626  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$142  = qe_d0;
+    \$627  = qe_d0;
     if (rst) begin
-      \$142  = 1'h0;
+      \$627  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$143  = qv_d1;
+    \$628  = qv_d1;
     if (rst) begin
-      \$143  = 1'h0;
+      \$628  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$144  = qe_d1;
+    \$629  = qe_d1;
     if (rst) begin
-      \$144  = 1'h0;
+      \$629  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$145  = skid0;
-    if (\$65 ) begin
-      \$145  = { qe_last_d0, \q$222 , \q$221 , \q$220 , \q$219 , \q$218 , \q$217 , \q$216 , \q$215 , \q$214 , \q$213 , \q$212 , \q$211 , \q$210 , \q$209 , \q$208 , q };
-    end else if (\$67 ) begin
-      \$145  = skid1;
+    \$630  = skid0;
+    if (\$360 ) begin
+      \$630  = { qe_last_d0, \q$199 , \q$198 , \q$197 , \q$196 , \q$195 , \q$194 , \q$193 , \q$192 , \q$191 , \q$190 , \q$189 , \q$188 , \q$187 , \q$186 , \q$185 , q };
+    end else if (\$362 ) begin
+      \$630  = skid1;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$146  = skid1;
-    if (\$77 ) begin
-      \$146  = { qe_last_d0, \q$222 , \q$221 , \q$220 , \q$219 , \q$218 , \q$217 , \q$216 , \q$215 , \q$214 , \q$213 , \q$212 , \q$211 , \q$210 , \q$209 , \q$208 , q };
-    end else if (\$79 ) begin
-      \$146  = 129'h000000000000000000000000000000000;
+    \$631  = skid1;
+    if (\$372 ) begin
+      \$631  = { qe_last_d0, \q$199 , \q$198 , \q$197 , \q$196 , \q$195 , \q$194 , \q$193 , \q$192 , \q$191 , \q$190 , \q$189 , \q$188 , \q$187 , \q$186 , \q$185 , q };
+    end else if (\$374 ) begin
+      \$631  = 129'h000000000000000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$147  = \$88 [1:0];
+    \$632  = \$64 [1:0];
     if (rst) begin
-      \$147  = 2'h0;
+      \$632  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$148  = m__payload;
-    if (enter) begin
-      \$148  = { \$90 [127:0], m__payload[2047:128] };
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$149  = m__valid;
-    if (\$93 ) begin
-      \$149  = 1'h1;
-    end else if (m__ready) begin
-      \$149  = 1'h0;
-    end
+    \$633  = valid_next;
     if (rst) begin
-      \$149  = 1'h0;
+      \$633  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$150  = enter;
+    \$634  = \$375 ;
     if (rst) begin
-      \$150  = 1'h0;
+      \$634  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$151  = credit_back_d0;
+    \$635  = \$376 ;
     if (rst) begin
-      \$151  = 1'h0;
+      \$635  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$152  = \$101 [1:0];
+    \$636  = \$377 ;
     if (rst) begin
-      \$152  = 2'h2;
+      \$636  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
+    \$637  = \$378 ;
+    if (rst) begin
+      \$637  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
+    \$638  = \$379 ;
+    if (rst) begin
+      \$638  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
+    \$639  = \$380 ;
+    if (rst) begin
+      \$639  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
+    \$640  = \$381 ;
+    if (rst) begin
+      \$640  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
+    \$641  = \$382 ;
+    if (rst) begin
+      \$641  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
+    \$642  = \$383 ;
+    if (rst) begin
+      \$642  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
+    \$643  = \$384 ;
+    if (rst) begin
+      \$643  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
+    \$644  = \$385 ;
+    if (rst) begin
+      \$644  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
+    \$645  = \$386 ;
+    if (rst) begin
+      \$645  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
+    \$646  = \$387 ;
+    if (rst) begin
+      \$646  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
+    \$647  = \$388 ;
+    if (rst) begin
+      \$647  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
+    \$648  = \$389 ;
+    if (rst) begin
+      \$648  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
+    \$649  = \$390 ;
+    if (rst) begin
+      \$649  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
+    \$650  = qv_d1;
+    if (rst) begin
+      \$650  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
+    \$651  = qv_d1;
+    if (rst) begin
+      \$651  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
+    \$652  = qv_d1;
+    if (rst) begin
+      \$652  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
+    \$653  = qv_d1;
+    if (rst) begin
+      \$653  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
+    \$654  = qv_d1;
+    if (rst) begin
+      \$654  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
+    \$655  = qv_d1;
+    if (rst) begin
+      \$655  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
+    \$656  = qv_d1;
+    if (rst) begin
+      \$656  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
+    \$657  = qv_d1;
+    if (rst) begin
+      \$657  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
+    \$658  = qv_d1;
+    if (rst) begin
+      \$658  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
+    \$659  = qv_d1;
+    if (rst) begin
+      \$659  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
+    \$660  = qv_d1;
+    if (rst) begin
+      \$660  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
+    \$661  = qv_d1;
+    if (rst) begin
+      \$661  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
+    \$662  = qv_d1;
+    if (rst) begin
+      \$662  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
+    \$663  = qv_d1;
+    if (rst) begin
+      \$663  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
+    \$664  = qv_d1;
+    if (rst) begin
+      \$664  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
+    \$665  = qv_d1;
+    if (rst) begin
+      \$665  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
+    \$666  = valid_next;
+    if (rst) begin
+      \$666  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
+    \$667  = valid_next;
+    if (rst) begin
+      \$667  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
+    \$668  = valid_next;
+    if (rst) begin
+      \$668  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
+    \$669  = valid_next;
+    if (rst) begin
+      \$669  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
+    \$670  = valid_next;
+    if (rst) begin
+      \$670  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
+    \$671  = valid_next;
+    if (rst) begin
+      \$671  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
+    \$672  = valid_next;
+    if (rst) begin
+      \$672  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
+    \$673  = valid_next;
+    if (rst) begin
+      \$673  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
+    \$674  = valid_next;
+    if (rst) begin
+      \$674  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
+    \$675  = valid_next;
+    if (rst) begin
+      \$675  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
+    \$676  = valid_next;
+    if (rst) begin
+      \$676  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
+    \$677  = valid_next;
+    if (rst) begin
+      \$677  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
+    \$678  = valid_next;
+    if (rst) begin
+      \$678  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
+    \$679  = valid_next;
+    if (rst) begin
+      \$679  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
+    \$680  = valid_next;
+    if (rst) begin
+      \$680  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
+    \$681  = valid_next;
+    if (rst) begin
+      \$681  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
+    \$682  = m__payload;
+    if (\$394 ) begin
+      \$682 [127:0] = m__payload[255:128];
+    end
+    if (\$400 ) begin
+      \$682 [255:128] = m__payload[383:256];
+    end
+    if (\$406 ) begin
+      \$682 [383:256] = m__payload[511:384];
+    end
+    if (\$412 ) begin
+      \$682 [511:384] = m__payload[639:512];
+    end
+    if (\$418 ) begin
+      \$682 [639:512] = m__payload[767:640];
+    end
+    if (\$424 ) begin
+      \$682 [767:640] = m__payload[895:768];
+    end
+    if (\$430 ) begin
+      \$682 [895:768] = m__payload[1023:896];
+    end
+    if (\$436 ) begin
+      \$682 [1023:896] = m__payload[1151:1024];
+    end
+    if (\$442 ) begin
+      \$682 [1151:1024] = m__payload[1279:1152];
+    end
+    if (\$448 ) begin
+      \$682 [1279:1152] = m__payload[1407:1280];
+    end
+    if (\$454 ) begin
+      \$682 [1407:1280] = m__payload[1535:1408];
+    end
+    if (\$460 ) begin
+      \$682 [1535:1408] = m__payload[1663:1536];
+    end
+    if (\$466 ) begin
+      \$682 [1663:1536] = m__payload[1791:1664];
+    end
+    if (\$472 ) begin
+      \$682 [1791:1664] = m__payload[1919:1792];
+    end
+    if (\$478 ) begin
+      \$682 [1919:1792] = m__payload[2047:1920];
+    end
+    if (\$484 ) begin
+      \$682 [2047:1920] = \$486 [127:0];
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
+    \$683  = enter;
+    if (rst) begin
+      \$683  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
+    \$684  = credit_back_d0;
+    if (rst) begin
+      \$684  = 1'h0;
     end
   end
   assign ready = s__ready;
   assign en = 1'h1;
   assign step = addr;
-  assign \en$5  = 1'h1;
+  assign step_next = \$11 [8:0];
+  assign sfc_next = \$23 [4:0];
+  assign nfc_next = \$32 [3:0];
+  assign credits_next = \$47 [1:0];
+  assign s__payload = pay;
+  assign \en$23  = 1'h1;
   assign x_d1 = x;
   assign w = wdata_d0[27:0];
-  assign \en$10  = 1'h1;
-  assign \x$11  = x;
-  assign \w$12  = wdata_d0[55:28];
-  assign \en$13  = 1'h1;
-  assign \x$14  = x;
-  assign \w$15  = wdata_d0[83:56];
-  assign \en$16  = 1'h1;
-  assign \x$17  = x;
-  assign \w$18  = wdata_d0[111:84];
-  assign \en$19  = 1'h1;
-  assign \x$20  = x;
-  assign \w$21  = wdata_d0[139:112];
-  assign \en$22  = 1'h1;
-  assign \x$23  = x;
-  assign \w$24  = wdata_d0[167:140];
-  assign \en$25  = 1'h1;
-  assign \x$26  = x;
-  assign \w$27  = wdata_d0[195:168];
   assign \en$28  = 1'h1;
   assign \x$29  = x;
-  assign \w$30  = wdata_d0[223:196];
+  assign \w$30  = wdata_d0[55:28];
   assign \en$31  = 1'h1;
   assign \x$32  = x;
-  assign \w$33  = wdata_d0[251:224];
+  assign \w$33  = wdata_d0[83:56];
   assign \en$34  = 1'h1;
   assign \x$35  = x;
-  assign \w$36  = wdata_d0[279:252];
+  assign \w$36  = wdata_d0[111:84];
   assign \en$37  = 1'h1;
   assign \x$38  = x;
-  assign \w$39  = wdata_d0[307:280];
+  assign \w$39  = wdata_d0[139:112];
   assign \en$40  = 1'h1;
   assign \x$41  = x;
-  assign \w$42  = wdata_d0[335:308];
+  assign \w$42  = wdata_d0[167:140];
   assign \en$43  = 1'h1;
   assign \x$44  = x;
-  assign \w$45  = wdata_d0[363:336];
+  assign \w$45  = wdata_d0[195:168];
   assign \en$46  = 1'h1;
   assign \x$47  = x;
-  assign \w$48  = wdata_d0[391:364];
+  assign \w$48  = wdata_d0[223:196];
   assign \en$49  = 1'h1;
   assign \x$50  = x;
-  assign \w$51  = wdata_d0[419:392];
+  assign \w$51  = wdata_d0[251:224];
   assign \en$52  = 1'h1;
   assign \x$53  = x;
-  assign \w$54  = wdata_d0[447:420];
+  assign \w$54  = wdata_d0[279:252];
   assign \en$55  = 1'h1;
-  assign \addr$56  = fp_d4[7:4];
+  assign \x$56  = x;
+  assign \w$57  = wdata_d0[307:280];
   assign \en$58  = 1'h1;
+  assign \x$59  = x;
+  assign \w$60  = wdata_d0[335:308];
+  assign \en$61  = 1'h1;
+  assign \x$62  = x;
+  assign \w$63  = wdata_d0[363:336];
+  assign \en$64  = 1'h1;
+  assign \x$65  = x;
+  assign \w$66  = wdata_d0[391:364];
+  assign \en$67  = 1'h1;
+  assign \x$68  = x;
+  assign \w$69  = wdata_d0[419:392];
+  assign \en$70  = 1'h1;
+  assign \x$71  = x;
+  assign \w$72  = wdata_d0[447:420];
+  assign \en$73  = 1'h1;
+  assign \addr$74  = fp_d4[7:4];
+  assign \en$76  = 1'h1;
   assign acc0 = acc;
   assign mul = params_d0[17:0];
   assign shift = params_d0[22:18];
   assign bias = params_d0[60:23];
-  assign \en$65  = 1'h1;
-  assign acc1 = \acc$66 ;
-  assign \mul$68  = params_d0[78:61];
-  assign \shift$69  = params_d0[83:79];
-  assign \bias$70  = params_d0[121:84];
-  assign \en$71  = 1'h1;
-  assign acc2 = \acc$72 ;
-  assign \mul$74  = params_d0[139:122];
-  assign \shift$75  = params_d0[144:140];
-  assign \bias$76  = params_d0[182:145];
-  assign \en$77  = 1'h1;
-  assign acc3 = \acc$78 ;
-  assign \mul$80  = params_d0[200:183];
-  assign \shift$81  = params_d0[205:201];
-  assign \bias$82  = params_d0[243:206];
   assign \en$83  = 1'h1;
-  assign acc4 = \acc$84 ;
-  assign \mul$86  = params_d0[261:244];
-  assign \shift$87  = params_d0[266:262];
-  assign \bias$88  = params_d0[304:267];
+  assign acc1 = \acc$84 ;
+  assign \mul$86  = params_d0[78:61];
+  assign \shift$87  = params_d0[83:79];
+  assign \bias$88  = params_d0[121:84];
   assign \en$89  = 1'h1;
-  assign acc5 = \acc$90 ;
-  assign \mul$92  = params_d0[322:305];
-  assign \shift$93  = params_d0[327:323];
-  assign \bias$94  = params_d0[365:328];
+  assign acc2 = \acc$90 ;
+  assign \mul$92  = params_d0[139:122];
+  assign \shift$93  = params_d0[144:140];
+  assign \bias$94  = params_d0[182:145];
   assign \en$95  = 1'h1;
-  assign acc6 = \acc$96 ;
-  assign \mul$98  = params_d0[383:366];
-  assign \shift$99  = params_d0[388:384];
-  assign \bias$100  = params_d0[426:389];
+  assign acc3 = \acc$96 ;
+  assign \mul$98  = params_d0[200:183];
+  assign \shift$99  = params_d0[205:201];
+  assign \bias$100  = params_d0[243:206];
   assign \en$101  = 1'h1;
-  assign acc7 = \acc$102 ;
-  assign \mul$104  = params_d0[444:427];
-  assign \shift$105  = params_d0[449:445];
-  assign \bias$106  = params_d0[487:450];
+  assign acc4 = \acc$102 ;
+  assign \mul$104  = params_d0[261:244];
+  assign \shift$105  = params_d0[266:262];
+  assign \bias$106  = params_d0[304:267];
   assign \en$107  = 1'h1;
-  assign acc8 = \acc$108 ;
-  assign \mul$110  = params_d0[505:488];
-  assign \shift$111  = params_d0[510:506];
-  assign \bias$112  = params_d0[548:511];
+  assign acc5 = \acc$108 ;
+  assign \mul$110  = params_d0[322:305];
+  assign \shift$111  = params_d0[327:323];
+  assign \bias$112  = params_d0[365:328];
   assign \en$113  = 1'h1;
-  assign acc9 = \acc$114 ;
-  assign \mul$116  = params_d0[566:549];
-  assign \shift$117  = params_d0[571:567];
-  assign \bias$118  = params_d0[609:572];
+  assign acc6 = \acc$114 ;
+  assign \mul$116  = params_d0[383:366];
+  assign \shift$117  = params_d0[388:384];
+  assign \bias$118  = params_d0[426:389];
   assign \en$119  = 1'h1;
-  assign acc10 = \acc$120 ;
-  assign \mul$122  = params_d0[627:610];
-  assign \shift$123  = params_d0[632:628];
-  assign \bias$124  = params_d0[670:633];
+  assign acc7 = \acc$120 ;
+  assign \mul$122  = params_d0[444:427];
+  assign \shift$123  = params_d0[449:445];
+  assign \bias$124  = params_d0[487:450];
   assign \en$125  = 1'h1;
-  assign acc11 = \acc$126 ;
-  assign \mul$128  = params_d0[688:671];
-  assign \shift$129  = params_d0[693:689];
-  assign \bias$130  = params_d0[731:694];
+  assign acc8 = \acc$126 ;
+  assign \mul$128  = params_d0[505:488];
+  assign \shift$129  = params_d0[510:506];
+  assign \bias$130  = params_d0[548:511];
   assign \en$131  = 1'h1;
-  assign acc12 = \acc$132 ;
-  assign \mul$134  = params_d0[749:732];
-  assign \shift$135  = params_d0[754:750];
-  assign \bias$136  = params_d0[792:755];
+  assign acc9 = \acc$132 ;
+  assign \mul$134  = params_d0[566:549];
+  assign \shift$135  = params_d0[571:567];
+  assign \bias$136  = params_d0[609:572];
   assign \en$137  = 1'h1;
-  assign acc13 = \acc$138 ;
-  assign \mul$140  = params_d0[810:793];
-  assign \shift$141  = params_d0[815:811];
-  assign \bias$142  = params_d0[853:816];
+  assign acc10 = \acc$138 ;
+  assign \mul$140  = params_d0[627:610];
+  assign \shift$141  = params_d0[632:628];
+  assign \bias$142  = params_d0[670:633];
   assign \en$143  = 1'h1;
-  assign acc14 = \acc$144 ;
-  assign \mul$146  = params_d0[871:854];
-  assign \shift$147  = params_d0[876:872];
-  assign \bias$148  = params_d0[914:877];
+  assign acc11 = \acc$144 ;
+  assign \mul$146  = params_d0[688:671];
+  assign \shift$147  = params_d0[693:689];
+  assign \bias$148  = params_d0[731:694];
   assign \en$149  = 1'h1;
-  assign acc15 = \acc$150 ;
-  assign \mul$152  = params_d0[932:915];
-  assign \shift$153  = params_d0[937:933];
-  assign \bias$154  = params_d0[975:938];
+  assign acc12 = \acc$150 ;
+  assign \mul$152  = params_d0[749:732];
+  assign \shift$153  = params_d0[754:750];
+  assign \bias$154  = params_d0[792:755];
+  assign \en$155  = 1'h1;
+  assign acc13 = \acc$156 ;
+  assign \mul$158  = params_d0[810:793];
+  assign \shift$159  = params_d0[815:811];
+  assign \bias$160  = params_d0[853:816];
+  assign \en$161  = 1'h1;
+  assign acc14 = \acc$162 ;
+  assign \mul$164  = params_d0[871:854];
+  assign \shift$165  = params_d0[876:872];
+  assign \bias$166  = params_d0[914:877];
+  assign \en$167  = 1'h1;
+  assign acc15 = \acc$168 ;
+  assign \mul$170  = params_d0[932:915];
+  assign \shift$171  = params_d0[937:933];
+  assign \bias$172  = params_d0[975:938];
   assign vector = m__payload;
-  assign \$120  = \data$183 ;
-  assign \$111  = data;
-  assign \$110  = x_d0;
-  assign \$109  = xbuf[223:0];
+  assign count_next = \$64 [1:0];
+  assign credit_back_d1 = credit_back;
+  assign \$605  = \data$312 ;
+  assign \$596  = data;
+  assign \$595  = x_d0;
+  assign \$594  = xbuf[223:0];
+  assign busy_next = \$4 ;
+  assign \$11  = \$10 ;
+  assign \$23  = \$22 ;
+  assign \$32  = \$31 ;
+  assign last_step_next = \$37 ;
+  assign ready_next = \$42 ;
+  assign \$47  = \$46 ;
+  assign issue_next = \$51 ;
 endmodule
 
 (* generator = "Amaranth" *)
@@ -2710,7 +6432,7 @@ module \bchw_top.engine0.params (data, addr, clk);
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine0.requant0 (rst, \port$4651$0 , acc, q, clk);
+module \bchw_top.engine0.requant0 (rst, \port$6403$0 , acc, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$4  = 0;
   wire [36:0] \$1 ;
   wire [4:0] \$10 ;
@@ -2731,8 +6453,8 @@ module \bchw_top.engine0.requant0 (rst, \port$4651$0 , acc, q, clk);
   wire clk;
   wire en;
   wire [17:0] mul;
-  input [60:0] \port$4651$0 ;
-  wire [60:0] \port$4651$0 ;
+  input [60:0] \port$6403$0 ;
+  wire [60:0] \port$6403$0 ;
   reg [36:0] prod = 37'h0000000000;
   output [7:0] q;
   reg [7:0] q = 8'h00;
@@ -2743,7 +6465,7 @@ module \bchw_top.engine0.requant0 (rst, \port$4651$0 , acc, q, clk);
   reg [4:0] shift2 = 5'h00;
   wire [38:0] shifted;
   reg [38:0] total = 39'h0000000000;
-  assign \$1  = $signed(acc) * $signed(\port$4651$0 [17:0]);
+  assign \$1  = $signed(acc) * $signed(\port$6403$0 [17:0]);
   assign \$2  = $signed(prod) + $signed(bias1);
   assign \$3  = | shifted[38:8];
   assign \$4  = \$3  ? 39'h00000000ff : shifted;
@@ -2769,18 +6491,18 @@ module \bchw_top.engine0.requant0 (rst, \port$4651$0 , acc, q, clk);
     end
   end
   assign en = 1'h1;
-  assign mul = \port$4651$0 [17:0];
-  assign bias = \port$4651$0 [60:23];
-  assign shift = \port$4651$0 [22:18];
+  assign mul = \port$6403$0 [17:0];
+  assign bias = \port$6403$0 [60:23];
+  assign shift = \port$6403$0 [22:18];
   assign \$10  = shift1;
   assign \$9  = \$2 ;
-  assign \$8  = \port$4651$0 [22:18];
-  assign \$7  = \port$4651$0 [60:23];
+  assign \$8  = \port$6403$0 [22:18];
+  assign \$7  = \port$6403$0 [60:23];
   assign \$6  = \$1 ;
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine0.requant1 (rst, \port$4651$61 , acc, q, clk);
+module \bchw_top.engine0.requant1 (rst, \port$6403$61 , acc, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$5  = 0;
   wire [36:0] \$1 ;
   wire [4:0] \$10 ;
@@ -2801,8 +6523,8 @@ module \bchw_top.engine0.requant1 (rst, \port$4651$61 , acc, q, clk);
   wire clk;
   wire en;
   wire [17:0] mul;
-  input [60:0] \port$4651$61 ;
-  wire [60:0] \port$4651$61 ;
+  input [60:0] \port$6403$61 ;
+  wire [60:0] \port$6403$61 ;
   reg [36:0] prod = 37'h0000000000;
   output [7:0] q;
   reg [7:0] q = 8'h00;
@@ -2813,7 +6535,7 @@ module \bchw_top.engine0.requant1 (rst, \port$4651$61 , acc, q, clk);
   reg [4:0] shift2 = 5'h00;
   wire [38:0] shifted;
   reg [38:0] total = 39'h0000000000;
-  assign \$1  = $signed(acc) * $signed(\port$4651$61 [17:0]);
+  assign \$1  = $signed(acc) * $signed(\port$6403$61 [17:0]);
   assign \$2  = $signed(prod) + $signed(bias1);
   assign \$3  = | shifted[38:8];
   assign \$4  = \$3  ? 39'h00000000ff : shifted;
@@ -2839,18 +6561,18 @@ module \bchw_top.engine0.requant1 (rst, \port$4651$61 , acc, q, clk);
     end
   end
   assign en = 1'h1;
-  assign mul = \port$4651$61 [17:0];
-  assign bias = \port$4651$61 [60:23];
-  assign shift = \port$4651$61 [22:18];
+  assign mul = \port$6403$61 [17:0];
+  assign bias = \port$6403$61 [60:23];
+  assign shift = \port$6403$61 [22:18];
   assign \$10  = shift1;
   assign \$9  = \$2 ;
-  assign \$8  = \port$4651$61 [22:18];
-  assign \$7  = \port$4651$61 [60:23];
+  assign \$8  = \port$6403$61 [22:18];
+  assign \$7  = \port$6403$61 [60:23];
   assign \$6  = \$1 ;
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine0.requant10 (rst, \port$4651$610 , acc, q, clk);
+module \bchw_top.engine0.requant10 (rst, \port$6403$610 , acc, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$6  = 0;
   wire [36:0] \$1 ;
   wire [4:0] \$10 ;
@@ -2871,8 +6593,8 @@ module \bchw_top.engine0.requant10 (rst, \port$4651$610 , acc, q, clk);
   wire clk;
   wire en;
   wire [17:0] mul;
-  input [60:0] \port$4651$610 ;
-  wire [60:0] \port$4651$610 ;
+  input [60:0] \port$6403$610 ;
+  wire [60:0] \port$6403$610 ;
   reg [36:0] prod = 37'h0000000000;
   output [7:0] q;
   reg [7:0] q = 8'h00;
@@ -2883,7 +6605,7 @@ module \bchw_top.engine0.requant10 (rst, \port$4651$610 , acc, q, clk);
   reg [4:0] shift2 = 5'h00;
   wire [38:0] shifted;
   reg [38:0] total = 39'h0000000000;
-  assign \$1  = $signed(acc) * $signed(\port$4651$610 [17:0]);
+  assign \$1  = $signed(acc) * $signed(\port$6403$610 [17:0]);
   assign \$2  = $signed(prod) + $signed(bias1);
   assign \$3  = | shifted[38:8];
   assign \$4  = \$3  ? 39'h00000000ff : shifted;
@@ -2909,18 +6631,18 @@ module \bchw_top.engine0.requant10 (rst, \port$4651$610 , acc, q, clk);
     end
   end
   assign en = 1'h1;
-  assign mul = \port$4651$610 [17:0];
-  assign bias = \port$4651$610 [60:23];
-  assign shift = \port$4651$610 [22:18];
+  assign mul = \port$6403$610 [17:0];
+  assign bias = \port$6403$610 [60:23];
+  assign shift = \port$6403$610 [22:18];
   assign \$10  = shift1;
   assign \$9  = \$2 ;
-  assign \$8  = \port$4651$610 [22:18];
-  assign \$7  = \port$4651$610 [60:23];
+  assign \$8  = \port$6403$610 [22:18];
+  assign \$7  = \port$6403$610 [60:23];
   assign \$6  = \$1 ;
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine0.requant11 (rst, \port$4651$671 , acc, q, clk);
+module \bchw_top.engine0.requant11 (rst, \port$6403$671 , acc, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$7  = 0;
   wire [36:0] \$1 ;
   wire [4:0] \$10 ;
@@ -2941,8 +6663,8 @@ module \bchw_top.engine0.requant11 (rst, \port$4651$671 , acc, q, clk);
   wire clk;
   wire en;
   wire [17:0] mul;
-  input [60:0] \port$4651$671 ;
-  wire [60:0] \port$4651$671 ;
+  input [60:0] \port$6403$671 ;
+  wire [60:0] \port$6403$671 ;
   reg [36:0] prod = 37'h0000000000;
   output [7:0] q;
   reg [7:0] q = 8'h00;
@@ -2953,7 +6675,7 @@ module \bchw_top.engine0.requant11 (rst, \port$4651$671 , acc, q, clk);
   reg [4:0] shift2 = 5'h00;
   wire [38:0] shifted;
   reg [38:0] total = 39'h0000000000;
-  assign \$1  = $signed(acc) * $signed(\port$4651$671 [17:0]);
+  assign \$1  = $signed(acc) * $signed(\port$6403$671 [17:0]);
   assign \$2  = $signed(prod) + $signed(bias1);
   assign \$3  = | shifted[38:8];
   assign \$4  = \$3  ? 39'h00000000ff : shifted;
@@ -2979,18 +6701,18 @@ module \bchw_top.engine0.requant11 (rst, \port$4651$671 , acc, q, clk);
     end
   end
   assign en = 1'h1;
-  assign mul = \port$4651$671 [17:0];
-  assign bias = \port$4651$671 [60:23];
-  assign shift = \port$4651$671 [22:18];
+  assign mul = \port$6403$671 [17:0];
+  assign bias = \port$6403$671 [60:23];
+  assign shift = \port$6403$671 [22:18];
   assign \$10  = shift1;
   assign \$9  = \$2 ;
-  assign \$8  = \port$4651$671 [22:18];
-  assign \$7  = \port$4651$671 [60:23];
+  assign \$8  = \port$6403$671 [22:18];
+  assign \$7  = \port$6403$671 [60:23];
   assign \$6  = \$1 ;
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine0.requant12 (rst, \port$4651$732 , acc, q, clk);
+module \bchw_top.engine0.requant12 (rst, \port$6403$732 , acc, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$8  = 0;
   wire [36:0] \$1 ;
   wire [4:0] \$10 ;
@@ -3011,8 +6733,8 @@ module \bchw_top.engine0.requant12 (rst, \port$4651$732 , acc, q, clk);
   wire clk;
   wire en;
   wire [17:0] mul;
-  input [60:0] \port$4651$732 ;
-  wire [60:0] \port$4651$732 ;
+  input [60:0] \port$6403$732 ;
+  wire [60:0] \port$6403$732 ;
   reg [36:0] prod = 37'h0000000000;
   output [7:0] q;
   reg [7:0] q = 8'h00;
@@ -3023,7 +6745,7 @@ module \bchw_top.engine0.requant12 (rst, \port$4651$732 , acc, q, clk);
   reg [4:0] shift2 = 5'h00;
   wire [38:0] shifted;
   reg [38:0] total = 39'h0000000000;
-  assign \$1  = $signed(acc) * $signed(\port$4651$732 [17:0]);
+  assign \$1  = $signed(acc) * $signed(\port$6403$732 [17:0]);
   assign \$2  = $signed(prod) + $signed(bias1);
   assign \$3  = | shifted[38:8];
   assign \$4  = \$3  ? 39'h00000000ff : shifted;
@@ -3049,18 +6771,18 @@ module \bchw_top.engine0.requant12 (rst, \port$4651$732 , acc, q, clk);
     end
   end
   assign en = 1'h1;
-  assign mul = \port$4651$732 [17:0];
-  assign bias = \port$4651$732 [60:23];
-  assign shift = \port$4651$732 [22:18];
+  assign mul = \port$6403$732 [17:0];
+  assign bias = \port$6403$732 [60:23];
+  assign shift = \port$6403$732 [22:18];
   assign \$10  = shift1;
   assign \$9  = \$2 ;
-  assign \$8  = \port$4651$732 [22:18];
-  assign \$7  = \port$4651$732 [60:23];
+  assign \$8  = \port$6403$732 [22:18];
+  assign \$7  = \port$6403$732 [60:23];
   assign \$6  = \$1 ;
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine0.requant13 (rst, \port$4651$793 , acc, q, clk);
+module \bchw_top.engine0.requant13 (rst, \port$6403$793 , acc, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$9  = 0;
   wire [36:0] \$1 ;
   wire [4:0] \$10 ;
@@ -3081,8 +6803,8 @@ module \bchw_top.engine0.requant13 (rst, \port$4651$793 , acc, q, clk);
   wire clk;
   wire en;
   wire [17:0] mul;
-  input [60:0] \port$4651$793 ;
-  wire [60:0] \port$4651$793 ;
+  input [60:0] \port$6403$793 ;
+  wire [60:0] \port$6403$793 ;
   reg [36:0] prod = 37'h0000000000;
   output [7:0] q;
   reg [7:0] q = 8'h00;
@@ -3093,7 +6815,7 @@ module \bchw_top.engine0.requant13 (rst, \port$4651$793 , acc, q, clk);
   reg [4:0] shift2 = 5'h00;
   wire [38:0] shifted;
   reg [38:0] total = 39'h0000000000;
-  assign \$1  = $signed(acc) * $signed(\port$4651$793 [17:0]);
+  assign \$1  = $signed(acc) * $signed(\port$6403$793 [17:0]);
   assign \$2  = $signed(prod) + $signed(bias1);
   assign \$3  = | shifted[38:8];
   assign \$4  = \$3  ? 39'h00000000ff : shifted;
@@ -3119,18 +6841,18 @@ module \bchw_top.engine0.requant13 (rst, \port$4651$793 , acc, q, clk);
     end
   end
   assign en = 1'h1;
-  assign mul = \port$4651$793 [17:0];
-  assign bias = \port$4651$793 [60:23];
-  assign shift = \port$4651$793 [22:18];
+  assign mul = \port$6403$793 [17:0];
+  assign bias = \port$6403$793 [60:23];
+  assign shift = \port$6403$793 [22:18];
   assign \$10  = shift1;
   assign \$9  = \$2 ;
-  assign \$8  = \port$4651$793 [22:18];
-  assign \$7  = \port$4651$793 [60:23];
+  assign \$8  = \port$6403$793 [22:18];
+  assign \$7  = \port$6403$793 [60:23];
   assign \$6  = \$1 ;
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine0.requant14 (rst, \port$4651$854 , acc, q, clk);
+module \bchw_top.engine0.requant14 (rst, \port$6403$854 , acc, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$10  = 0;
   wire [36:0] \$1 ;
   wire [4:0] \$10 ;
@@ -3151,8 +6873,8 @@ module \bchw_top.engine0.requant14 (rst, \port$4651$854 , acc, q, clk);
   wire clk;
   wire en;
   wire [17:0] mul;
-  input [60:0] \port$4651$854 ;
-  wire [60:0] \port$4651$854 ;
+  input [60:0] \port$6403$854 ;
+  wire [60:0] \port$6403$854 ;
   reg [36:0] prod = 37'h0000000000;
   output [7:0] q;
   reg [7:0] q = 8'h00;
@@ -3163,7 +6885,7 @@ module \bchw_top.engine0.requant14 (rst, \port$4651$854 , acc, q, clk);
   reg [4:0] shift2 = 5'h00;
   wire [38:0] shifted;
   reg [38:0] total = 39'h0000000000;
-  assign \$1  = $signed(acc) * $signed(\port$4651$854 [17:0]);
+  assign \$1  = $signed(acc) * $signed(\port$6403$854 [17:0]);
   assign \$2  = $signed(prod) + $signed(bias1);
   assign \$3  = | shifted[38:8];
   assign \$4  = \$3  ? 39'h00000000ff : shifted;
@@ -3189,18 +6911,18 @@ module \bchw_top.engine0.requant14 (rst, \port$4651$854 , acc, q, clk);
     end
   end
   assign en = 1'h1;
-  assign mul = \port$4651$854 [17:0];
-  assign bias = \port$4651$854 [60:23];
-  assign shift = \port$4651$854 [22:18];
+  assign mul = \port$6403$854 [17:0];
+  assign bias = \port$6403$854 [60:23];
+  assign shift = \port$6403$854 [22:18];
   assign \$10  = shift1;
   assign \$9  = \$2 ;
-  assign \$8  = \port$4651$854 [22:18];
-  assign \$7  = \port$4651$854 [60:23];
+  assign \$8  = \port$6403$854 [22:18];
+  assign \$7  = \port$6403$854 [60:23];
   assign \$6  = \$1 ;
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine0.requant15 (rst, \port$4651$915 , acc, q, clk);
+module \bchw_top.engine0.requant15 (rst, \port$6403$915 , acc, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$11  = 0;
   wire [36:0] \$1 ;
   wire [4:0] \$10 ;
@@ -3221,8 +6943,8 @@ module \bchw_top.engine0.requant15 (rst, \port$4651$915 , acc, q, clk);
   wire clk;
   wire en;
   wire [17:0] mul;
-  input [60:0] \port$4651$915 ;
-  wire [60:0] \port$4651$915 ;
+  input [60:0] \port$6403$915 ;
+  wire [60:0] \port$6403$915 ;
   reg [36:0] prod = 37'h0000000000;
   output [7:0] q;
   reg [7:0] q = 8'h00;
@@ -3233,7 +6955,7 @@ module \bchw_top.engine0.requant15 (rst, \port$4651$915 , acc, q, clk);
   reg [4:0] shift2 = 5'h00;
   wire [38:0] shifted;
   reg [38:0] total = 39'h0000000000;
-  assign \$1  = $signed(acc) * $signed(\port$4651$915 [17:0]);
+  assign \$1  = $signed(acc) * $signed(\port$6403$915 [17:0]);
   assign \$2  = $signed(prod) + $signed(bias1);
   assign \$3  = | shifted[38:8];
   assign \$4  = \$3  ? 39'h00000000ff : shifted;
@@ -3259,18 +6981,18 @@ module \bchw_top.engine0.requant15 (rst, \port$4651$915 , acc, q, clk);
     end
   end
   assign en = 1'h1;
-  assign mul = \port$4651$915 [17:0];
-  assign bias = \port$4651$915 [60:23];
-  assign shift = \port$4651$915 [22:18];
+  assign mul = \port$6403$915 [17:0];
+  assign bias = \port$6403$915 [60:23];
+  assign shift = \port$6403$915 [22:18];
   assign \$10  = shift1;
   assign \$9  = \$2 ;
-  assign \$8  = \port$4651$915 [22:18];
-  assign \$7  = \port$4651$915 [60:23];
+  assign \$8  = \port$6403$915 [22:18];
+  assign \$7  = \port$6403$915 [60:23];
   assign \$6  = \$1 ;
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine0.requant2 (rst, \port$4651$122 , acc, q, clk);
+module \bchw_top.engine0.requant2 (rst, \port$6403$122 , acc, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$12  = 0;
   wire [36:0] \$1 ;
   wire [4:0] \$10 ;
@@ -3291,8 +7013,8 @@ module \bchw_top.engine0.requant2 (rst, \port$4651$122 , acc, q, clk);
   wire clk;
   wire en;
   wire [17:0] mul;
-  input [60:0] \port$4651$122 ;
-  wire [60:0] \port$4651$122 ;
+  input [60:0] \port$6403$122 ;
+  wire [60:0] \port$6403$122 ;
   reg [36:0] prod = 37'h0000000000;
   output [7:0] q;
   reg [7:0] q = 8'h00;
@@ -3303,7 +7025,7 @@ module \bchw_top.engine0.requant2 (rst, \port$4651$122 , acc, q, clk);
   reg [4:0] shift2 = 5'h00;
   wire [38:0] shifted;
   reg [38:0] total = 39'h0000000000;
-  assign \$1  = $signed(acc) * $signed(\port$4651$122 [17:0]);
+  assign \$1  = $signed(acc) * $signed(\port$6403$122 [17:0]);
   assign \$2  = $signed(prod) + $signed(bias1);
   assign \$3  = | shifted[38:8];
   assign \$4  = \$3  ? 39'h00000000ff : shifted;
@@ -3329,18 +7051,18 @@ module \bchw_top.engine0.requant2 (rst, \port$4651$122 , acc, q, clk);
     end
   end
   assign en = 1'h1;
-  assign mul = \port$4651$122 [17:0];
-  assign bias = \port$4651$122 [60:23];
-  assign shift = \port$4651$122 [22:18];
+  assign mul = \port$6403$122 [17:0];
+  assign bias = \port$6403$122 [60:23];
+  assign shift = \port$6403$122 [22:18];
   assign \$10  = shift1;
   assign \$9  = \$2 ;
-  assign \$8  = \port$4651$122 [22:18];
-  assign \$7  = \port$4651$122 [60:23];
+  assign \$8  = \port$6403$122 [22:18];
+  assign \$7  = \port$6403$122 [60:23];
   assign \$6  = \$1 ;
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine0.requant3 (rst, \port$4651$183 , acc, q, clk);
+module \bchw_top.engine0.requant3 (rst, \port$6403$183 , acc, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$13  = 0;
   wire [36:0] \$1 ;
   wire [4:0] \$10 ;
@@ -3361,8 +7083,8 @@ module \bchw_top.engine0.requant3 (rst, \port$4651$183 , acc, q, clk);
   wire clk;
   wire en;
   wire [17:0] mul;
-  input [60:0] \port$4651$183 ;
-  wire [60:0] \port$4651$183 ;
+  input [60:0] \port$6403$183 ;
+  wire [60:0] \port$6403$183 ;
   reg [36:0] prod = 37'h0000000000;
   output [7:0] q;
   reg [7:0] q = 8'h00;
@@ -3373,7 +7095,7 @@ module \bchw_top.engine0.requant3 (rst, \port$4651$183 , acc, q, clk);
   reg [4:0] shift2 = 5'h00;
   wire [38:0] shifted;
   reg [38:0] total = 39'h0000000000;
-  assign \$1  = $signed(acc) * $signed(\port$4651$183 [17:0]);
+  assign \$1  = $signed(acc) * $signed(\port$6403$183 [17:0]);
   assign \$2  = $signed(prod) + $signed(bias1);
   assign \$3  = | shifted[38:8];
   assign \$4  = \$3  ? 39'h00000000ff : shifted;
@@ -3399,18 +7121,18 @@ module \bchw_top.engine0.requant3 (rst, \port$4651$183 , acc, q, clk);
     end
   end
   assign en = 1'h1;
-  assign mul = \port$4651$183 [17:0];
-  assign bias = \port$4651$183 [60:23];
-  assign shift = \port$4651$183 [22:18];
+  assign mul = \port$6403$183 [17:0];
+  assign bias = \port$6403$183 [60:23];
+  assign shift = \port$6403$183 [22:18];
   assign \$10  = shift1;
   assign \$9  = \$2 ;
-  assign \$8  = \port$4651$183 [22:18];
-  assign \$7  = \port$4651$183 [60:23];
+  assign \$8  = \port$6403$183 [22:18];
+  assign \$7  = \port$6403$183 [60:23];
   assign \$6  = \$1 ;
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine0.requant4 (rst, \port$4651$244 , acc, q, clk);
+module \bchw_top.engine0.requant4 (rst, \port$6403$244 , acc, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$14  = 0;
   wire [36:0] \$1 ;
   wire [4:0] \$10 ;
@@ -3431,8 +7153,8 @@ module \bchw_top.engine0.requant4 (rst, \port$4651$244 , acc, q, clk);
   wire clk;
   wire en;
   wire [17:0] mul;
-  input [60:0] \port$4651$244 ;
-  wire [60:0] \port$4651$244 ;
+  input [60:0] \port$6403$244 ;
+  wire [60:0] \port$6403$244 ;
   reg [36:0] prod = 37'h0000000000;
   output [7:0] q;
   reg [7:0] q = 8'h00;
@@ -3443,7 +7165,7 @@ module \bchw_top.engine0.requant4 (rst, \port$4651$244 , acc, q, clk);
   reg [4:0] shift2 = 5'h00;
   wire [38:0] shifted;
   reg [38:0] total = 39'h0000000000;
-  assign \$1  = $signed(acc) * $signed(\port$4651$244 [17:0]);
+  assign \$1  = $signed(acc) * $signed(\port$6403$244 [17:0]);
   assign \$2  = $signed(prod) + $signed(bias1);
   assign \$3  = | shifted[38:8];
   assign \$4  = \$3  ? 39'h00000000ff : shifted;
@@ -3469,18 +7191,18 @@ module \bchw_top.engine0.requant4 (rst, \port$4651$244 , acc, q, clk);
     end
   end
   assign en = 1'h1;
-  assign mul = \port$4651$244 [17:0];
-  assign bias = \port$4651$244 [60:23];
-  assign shift = \port$4651$244 [22:18];
+  assign mul = \port$6403$244 [17:0];
+  assign bias = \port$6403$244 [60:23];
+  assign shift = \port$6403$244 [22:18];
   assign \$10  = shift1;
   assign \$9  = \$2 ;
-  assign \$8  = \port$4651$244 [22:18];
-  assign \$7  = \port$4651$244 [60:23];
+  assign \$8  = \port$6403$244 [22:18];
+  assign \$7  = \port$6403$244 [60:23];
   assign \$6  = \$1 ;
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine0.requant5 (rst, \port$4651$305 , acc, q, clk);
+module \bchw_top.engine0.requant5 (rst, \port$6403$305 , acc, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$15  = 0;
   wire [36:0] \$1 ;
   wire [4:0] \$10 ;
@@ -3501,8 +7223,8 @@ module \bchw_top.engine0.requant5 (rst, \port$4651$305 , acc, q, clk);
   wire clk;
   wire en;
   wire [17:0] mul;
-  input [60:0] \port$4651$305 ;
-  wire [60:0] \port$4651$305 ;
+  input [60:0] \port$6403$305 ;
+  wire [60:0] \port$6403$305 ;
   reg [36:0] prod = 37'h0000000000;
   output [7:0] q;
   reg [7:0] q = 8'h00;
@@ -3513,7 +7235,7 @@ module \bchw_top.engine0.requant5 (rst, \port$4651$305 , acc, q, clk);
   reg [4:0] shift2 = 5'h00;
   wire [38:0] shifted;
   reg [38:0] total = 39'h0000000000;
-  assign \$1  = $signed(acc) * $signed(\port$4651$305 [17:0]);
+  assign \$1  = $signed(acc) * $signed(\port$6403$305 [17:0]);
   assign \$2  = $signed(prod) + $signed(bias1);
   assign \$3  = | shifted[38:8];
   assign \$4  = \$3  ? 39'h00000000ff : shifted;
@@ -3539,18 +7261,18 @@ module \bchw_top.engine0.requant5 (rst, \port$4651$305 , acc, q, clk);
     end
   end
   assign en = 1'h1;
-  assign mul = \port$4651$305 [17:0];
-  assign bias = \port$4651$305 [60:23];
-  assign shift = \port$4651$305 [22:18];
+  assign mul = \port$6403$305 [17:0];
+  assign bias = \port$6403$305 [60:23];
+  assign shift = \port$6403$305 [22:18];
   assign \$10  = shift1;
   assign \$9  = \$2 ;
-  assign \$8  = \port$4651$305 [22:18];
-  assign \$7  = \port$4651$305 [60:23];
+  assign \$8  = \port$6403$305 [22:18];
+  assign \$7  = \port$6403$305 [60:23];
   assign \$6  = \$1 ;
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine0.requant6 (rst, \port$4651$366 , acc, q, clk);
+module \bchw_top.engine0.requant6 (rst, \port$6403$366 , acc, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$16  = 0;
   wire [36:0] \$1 ;
   wire [4:0] \$10 ;
@@ -3571,8 +7293,8 @@ module \bchw_top.engine0.requant6 (rst, \port$4651$366 , acc, q, clk);
   wire clk;
   wire en;
   wire [17:0] mul;
-  input [60:0] \port$4651$366 ;
-  wire [60:0] \port$4651$366 ;
+  input [60:0] \port$6403$366 ;
+  wire [60:0] \port$6403$366 ;
   reg [36:0] prod = 37'h0000000000;
   output [7:0] q;
   reg [7:0] q = 8'h00;
@@ -3583,7 +7305,7 @@ module \bchw_top.engine0.requant6 (rst, \port$4651$366 , acc, q, clk);
   reg [4:0] shift2 = 5'h00;
   wire [38:0] shifted;
   reg [38:0] total = 39'h0000000000;
-  assign \$1  = $signed(acc) * $signed(\port$4651$366 [17:0]);
+  assign \$1  = $signed(acc) * $signed(\port$6403$366 [17:0]);
   assign \$2  = $signed(prod) + $signed(bias1);
   assign \$3  = | shifted[38:8];
   assign \$4  = \$3  ? 39'h00000000ff : shifted;
@@ -3609,18 +7331,18 @@ module \bchw_top.engine0.requant6 (rst, \port$4651$366 , acc, q, clk);
     end
   end
   assign en = 1'h1;
-  assign mul = \port$4651$366 [17:0];
-  assign bias = \port$4651$366 [60:23];
-  assign shift = \port$4651$366 [22:18];
+  assign mul = \port$6403$366 [17:0];
+  assign bias = \port$6403$366 [60:23];
+  assign shift = \port$6403$366 [22:18];
   assign \$10  = shift1;
   assign \$9  = \$2 ;
-  assign \$8  = \port$4651$366 [22:18];
-  assign \$7  = \port$4651$366 [60:23];
+  assign \$8  = \port$6403$366 [22:18];
+  assign \$7  = \port$6403$366 [60:23];
   assign \$6  = \$1 ;
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine0.requant7 (rst, \port$4651$427 , acc, q, clk);
+module \bchw_top.engine0.requant7 (rst, \port$6403$427 , acc, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$17  = 0;
   wire [36:0] \$1 ;
   wire [4:0] \$10 ;
@@ -3641,8 +7363,8 @@ module \bchw_top.engine0.requant7 (rst, \port$4651$427 , acc, q, clk);
   wire clk;
   wire en;
   wire [17:0] mul;
-  input [60:0] \port$4651$427 ;
-  wire [60:0] \port$4651$427 ;
+  input [60:0] \port$6403$427 ;
+  wire [60:0] \port$6403$427 ;
   reg [36:0] prod = 37'h0000000000;
   output [7:0] q;
   reg [7:0] q = 8'h00;
@@ -3653,7 +7375,7 @@ module \bchw_top.engine0.requant7 (rst, \port$4651$427 , acc, q, clk);
   reg [4:0] shift2 = 5'h00;
   wire [38:0] shifted;
   reg [38:0] total = 39'h0000000000;
-  assign \$1  = $signed(acc) * $signed(\port$4651$427 [17:0]);
+  assign \$1  = $signed(acc) * $signed(\port$6403$427 [17:0]);
   assign \$2  = $signed(prod) + $signed(bias1);
   assign \$3  = | shifted[38:8];
   assign \$4  = \$3  ? 39'h00000000ff : shifted;
@@ -3679,18 +7401,18 @@ module \bchw_top.engine0.requant7 (rst, \port$4651$427 , acc, q, clk);
     end
   end
   assign en = 1'h1;
-  assign mul = \port$4651$427 [17:0];
-  assign bias = \port$4651$427 [60:23];
-  assign shift = \port$4651$427 [22:18];
+  assign mul = \port$6403$427 [17:0];
+  assign bias = \port$6403$427 [60:23];
+  assign shift = \port$6403$427 [22:18];
   assign \$10  = shift1;
   assign \$9  = \$2 ;
-  assign \$8  = \port$4651$427 [22:18];
-  assign \$7  = \port$4651$427 [60:23];
+  assign \$8  = \port$6403$427 [22:18];
+  assign \$7  = \port$6403$427 [60:23];
   assign \$6  = \$1 ;
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine0.requant8 (rst, \port$4651$488 , acc, q, clk);
+module \bchw_top.engine0.requant8 (rst, \port$6403$488 , acc, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$18  = 0;
   wire [36:0] \$1 ;
   wire [4:0] \$10 ;
@@ -3711,8 +7433,8 @@ module \bchw_top.engine0.requant8 (rst, \port$4651$488 , acc, q, clk);
   wire clk;
   wire en;
   wire [17:0] mul;
-  input [60:0] \port$4651$488 ;
-  wire [60:0] \port$4651$488 ;
+  input [60:0] \port$6403$488 ;
+  wire [60:0] \port$6403$488 ;
   reg [36:0] prod = 37'h0000000000;
   output [7:0] q;
   reg [7:0] q = 8'h00;
@@ -3723,7 +7445,7 @@ module \bchw_top.engine0.requant8 (rst, \port$4651$488 , acc, q, clk);
   reg [4:0] shift2 = 5'h00;
   wire [38:0] shifted;
   reg [38:0] total = 39'h0000000000;
-  assign \$1  = $signed(acc) * $signed(\port$4651$488 [17:0]);
+  assign \$1  = $signed(acc) * $signed(\port$6403$488 [17:0]);
   assign \$2  = $signed(prod) + $signed(bias1);
   assign \$3  = | shifted[38:8];
   assign \$4  = \$3  ? 39'h00000000ff : shifted;
@@ -3749,18 +7471,18 @@ module \bchw_top.engine0.requant8 (rst, \port$4651$488 , acc, q, clk);
     end
   end
   assign en = 1'h1;
-  assign mul = \port$4651$488 [17:0];
-  assign bias = \port$4651$488 [60:23];
-  assign shift = \port$4651$488 [22:18];
+  assign mul = \port$6403$488 [17:0];
+  assign bias = \port$6403$488 [60:23];
+  assign shift = \port$6403$488 [22:18];
   assign \$10  = shift1;
   assign \$9  = \$2 ;
-  assign \$8  = \port$4651$488 [22:18];
-  assign \$7  = \port$4651$488 [60:23];
+  assign \$8  = \port$6403$488 [22:18];
+  assign \$7  = \port$6403$488 [60:23];
   assign \$6  = \$1 ;
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine0.requant9 (rst, \port$4651$549 , acc, q, clk);
+module \bchw_top.engine0.requant9 (rst, \port$6403$549 , acc, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$19  = 0;
   wire [36:0] \$1 ;
   wire [4:0] \$10 ;
@@ -3781,8 +7503,8 @@ module \bchw_top.engine0.requant9 (rst, \port$4651$549 , acc, q, clk);
   wire clk;
   wire en;
   wire [17:0] mul;
-  input [60:0] \port$4651$549 ;
-  wire [60:0] \port$4651$549 ;
+  input [60:0] \port$6403$549 ;
+  wire [60:0] \port$6403$549 ;
   reg [36:0] prod = 37'h0000000000;
   output [7:0] q;
   reg [7:0] q = 8'h00;
@@ -3793,7 +7515,7 @@ module \bchw_top.engine0.requant9 (rst, \port$4651$549 , acc, q, clk);
   reg [4:0] shift2 = 5'h00;
   wire [38:0] shifted;
   reg [38:0] total = 39'h0000000000;
-  assign \$1  = $signed(acc) * $signed(\port$4651$549 [17:0]);
+  assign \$1  = $signed(acc) * $signed(\port$6403$549 [17:0]);
   assign \$2  = $signed(prod) + $signed(bias1);
   assign \$3  = | shifted[38:8];
   assign \$4  = \$3  ? 39'h00000000ff : shifted;
@@ -3819,13 +7541,13 @@ module \bchw_top.engine0.requant9 (rst, \port$4651$549 , acc, q, clk);
     end
   end
   assign en = 1'h1;
-  assign mul = \port$4651$549 [17:0];
-  assign bias = \port$4651$549 [60:23];
-  assign shift = \port$4651$549 [22:18];
+  assign mul = \port$6403$549 [17:0];
+  assign bias = \port$6403$549 [60:23];
+  assign shift = \port$6403$549 [22:18];
   assign \$10  = shift1;
   assign \$9  = \$2 ;
-  assign \$8  = \port$4651$549 [22:18];
-  assign \$7  = \port$4651$549 [60:23];
+  assign \$8  = \port$6403$549 [22:18];
+  assign \$7  = \port$6403$549 [60:23];
   assign \$6  = \$1 ;
 endmodule
 
@@ -11277,123 +14999,424 @@ module \bchw_top.engine0.weights (data, addr, clk);
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine1 (rst, s__payload, s__valid, s__ready, m__payload, m__valid, m__ready, clk);
+module \bchw_top.engine1 (rst, s__valid, pay, s__ready, m__valid, m__payload, m__ready, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$20  = 0;
   wire \$1 ;
   wire [8:0] \$10 ;
   wire \$100 ;
-  wire [3:0] \$101 ;
-  reg \$102 ;
-  reg [7:0] \$103 ;
-  reg [3:0] \$104 ;
-  reg [3:0] \$105 ;
-  reg \$106 ;
-  reg [2047:0] \$107 ;
-  reg \$108 ;
-  wire [127:0] \$109 ;
-  wire \$11 ;
+  wire \$101 ;
+  wire \$102 ;
+  wire \$103 ;
+  wire [127:0] \$104 ;
+  wire \$105 ;
+  wire \$106 ;
+  wire [127:0] \$107 ;
+  wire \$108 ;
+  wire \$109 ;
+  wire [8:0] \$11 ;
   wire [127:0] \$110 ;
-  wire [255:0] \$111 ;
-  reg [7:0] \$112 ;
-  reg [7:0] \$113 ;
-  reg [7:0] \$114 ;
-  reg [7:0] \$115 ;
-  reg [7:0] \$116 ;
-  reg [7:0] \$117 ;
-  reg [7:0] \$118 ;
-  wire [943:0] \$119 ;
+  wire \$111 ;
+  wire \$112 ;
+  wire [127:0] \$113 ;
+  wire \$114 ;
+  wire \$115 ;
+  wire [127:0] \$116 ;
+  wire \$117 ;
+  wire \$118 ;
+  wire [127:0] \$119 ;
   wire \$12 ;
-  reg \$120 ;
-  reg \$121 ;
-  reg [16:0] \$122 ;
-  reg [16:0] \$123 ;
-  reg [16:0] \$124 ;
-  reg [16:0] \$125 ;
-  reg [16:0] \$126 ;
-  reg [16:0] \$127 ;
-  reg [16:0] \$128 ;
-  reg [16:0] \$129 ;
+  wire \$120 ;
+  wire \$121 ;
+  wire [127:0] \$122 ;
+  wire \$123 ;
+  wire \$124 ;
+  wire [127:0] \$125 ;
+  wire \$126 ;
+  wire \$127 ;
+  wire [127:0] \$128 ;
+  wire \$129 ;
   wire \$13 ;
-  reg [16:0] \$130 ;
-  reg [16:0] \$131 ;
-  reg [16:0] \$132 ;
-  reg [16:0] \$133 ;
-  reg [16:0] \$134 ;
-  reg [16:0] \$135 ;
-  reg [16:0] \$136 ;
-  reg [16:0] \$137 ;
-  reg \$138 ;
-  reg \$139 ;
-  wire [4:0] \$14 ;
-  reg \$140 ;
-  reg \$141 ;
-  reg \$142 ;
-  reg \$143 ;
-  reg [128:0] \$144 ;
-  reg [128:0] \$145 ;
-  reg [1:0] \$146 ;
-  reg [2047:0] \$147 ;
-  reg \$148 ;
-  reg \$149 ;
-  wire [4:0] \$15 ;
-  reg \$150 ;
-  reg [1:0] \$151 ;
+  wire \$130 ;
+  wire [127:0] \$131 ;
+  wire \$132 ;
+  wire \$133 ;
+  wire [127:0] \$134 ;
+  wire \$135 ;
+  wire \$136 ;
+  wire [127:0] \$137 ;
+  wire \$138 ;
+  wire \$139 ;
+  wire \$14 ;
+  wire [127:0] \$140 ;
+  wire \$141 ;
+  wire \$142 ;
+  wire [127:0] \$143 ;
+  wire \$144 ;
+  wire \$145 ;
+  wire [127:0] \$146 ;
+  wire \$147 ;
+  wire \$148 ;
+  wire [127:0] \$149 ;
+  wire \$15 ;
+  wire \$150 ;
+  wire \$151 ;
+  wire \$152 ;
+  wire \$153 ;
+  wire [16:0] \$154 ;
+  wire [17:0] \$155 ;
+  wire [16:0] \$156 ;
+  wire [17:0] \$157 ;
+  wire [16:0] \$158 ;
+  wire [17:0] \$159 ;
   wire \$16 ;
+  wire [16:0] \$160 ;
+  wire [17:0] \$161 ;
+  wire [16:0] \$162 ;
+  wire [17:0] \$163 ;
+  wire [16:0] \$164 ;
+  wire [17:0] \$165 ;
+  wire [16:0] \$166 ;
+  wire [17:0] \$167 ;
+  wire [16:0] \$168 ;
+  wire [17:0] \$169 ;
   wire \$17 ;
+  wire [16:0] \$170 ;
+  wire [17:0] \$171 ;
+  wire [16:0] \$172 ;
+  wire [17:0] \$173 ;
+  wire [16:0] \$174 ;
+  wire [17:0] \$175 ;
+  wire [16:0] \$176 ;
+  wire [17:0] \$177 ;
+  wire [16:0] \$178 ;
+  wire [17:0] \$179 ;
   wire \$18 ;
+  wire [16:0] \$180 ;
+  wire [17:0] \$181 ;
+  wire [16:0] \$182 ;
+  wire [17:0] \$183 ;
+  wire [16:0] \$184 ;
+  wire [17:0] \$185 ;
+  wire \$186 ;
+  wire \$187 ;
+  wire \$188 ;
+  wire \$189 ;
   wire \$19 ;
+  wire \$190 ;
+  wire \$191 ;
+  wire \$192 ;
+  wire [2:0] \$193 ;
+  wire \$194 ;
+  wire \$195 ;
+  wire \$196 ;
+  wire \$197 ;
+  wire \$198 ;
+  wire \$199 ;
   wire \$2 ;
-  wire \$20 ;
-  wire \$21 ;
-  wire \$22 ;
-  wire \$23 ;
-  wire [16:0] \$24 ;
-  wire [17:0] \$25 ;
-  wire [16:0] \$26 ;
-  wire [17:0] \$27 ;
-  wire [16:0] \$28 ;
-  wire [17:0] \$29 ;
+  wire [4:0] \$20 ;
+  wire \$200 ;
+  wire \$201 ;
+  wire \$202 ;
+  wire \$203 ;
+  wire \$204 ;
+  wire [2:0] \$205 ;
+  wire \$206 ;
+  wire \$207 ;
+  wire \$208 ;
+  wire \$209 ;
+  wire [4:0] \$21 ;
+  wire \$210 ;
+  wire \$211 ;
+  wire \$212 ;
+  wire \$213 ;
+  wire \$214 ;
+  wire \$215 ;
+  wire \$216 ;
+  wire \$217 ;
+  wire \$218 ;
+  wire \$219 ;
+  wire [4:0] \$22 ;
+  wire \$220 ;
+  wire \$221 ;
+  wire \$222 ;
+  wire \$223 ;
+  wire \$224 ;
+  wire \$225 ;
+  wire \$226 ;
+  wire \$227 ;
+  wire \$228 ;
+  wire \$229 ;
+  wire [4:0] \$23 ;
+  wire \$230 ;
+  wire [128:0] \$231 ;
+  wire \$232 ;
+  wire \$233 ;
+  wire \$234 ;
+  wire \$235 ;
+  wire \$236 ;
+  wire [128:0] \$237 ;
+  wire \$238 ;
+  wire \$239 ;
+  wire \$24 ;
+  wire \$240 ;
+  wire \$241 ;
+  wire \$242 ;
+  wire [128:0] \$243 ;
+  wire \$244 ;
+  wire \$245 ;
+  wire \$246 ;
+  wire \$247 ;
+  wire \$248 ;
+  wire [128:0] \$249 ;
+  wire \$25 ;
+  wire \$250 ;
+  wire \$251 ;
+  wire \$252 ;
+  wire \$253 ;
+  wire \$254 ;
+  wire [128:0] \$255 ;
+  wire \$256 ;
+  wire \$257 ;
+  wire \$258 ;
+  wire \$259 ;
+  wire \$26 ;
+  wire \$260 ;
+  wire [128:0] \$261 ;
+  wire \$262 ;
+  wire \$263 ;
+  wire \$264 ;
+  wire \$265 ;
+  wire \$266 ;
+  wire [128:0] \$267 ;
+  wire \$268 ;
+  wire \$269 ;
+  wire \$27 ;
+  wire \$270 ;
+  wire \$271 ;
+  wire \$272 ;
+  wire [128:0] \$273 ;
+  wire \$274 ;
+  wire \$275 ;
+  wire \$276 ;
+  wire \$277 ;
+  wire \$278 ;
+  wire [128:0] \$279 ;
+  wire \$28 ;
+  wire \$280 ;
+  wire \$281 ;
+  wire \$282 ;
+  wire \$283 ;
+  wire \$284 ;
+  wire [128:0] \$285 ;
+  wire \$286 ;
+  wire \$287 ;
+  wire \$288 ;
+  wire \$289 ;
+  wire [4:0] \$29 ;
+  wire \$290 ;
+  wire [128:0] \$291 ;
+  wire \$292 ;
+  wire \$293 ;
+  wire \$294 ;
+  wire \$295 ;
+  wire \$296 ;
+  wire [128:0] \$297 ;
+  wire \$298 ;
+  wire \$299 ;
   wire \$3 ;
-  wire [16:0] \$30 ;
-  wire [17:0] \$31 ;
-  wire [16:0] \$32 ;
-  wire [17:0] \$33 ;
-  wire [16:0] \$34 ;
-  wire [17:0] \$35 ;
-  wire [16:0] \$36 ;
-  wire [17:0] \$37 ;
-  wire [16:0] \$38 ;
-  wire [17:0] \$39 ;
+  wire [4:0] \$30 ;
+  wire \$300 ;
+  wire \$301 ;
+  wire \$302 ;
+  wire [128:0] \$303 ;
+  wire \$304 ;
+  wire \$305 ;
+  wire \$306 ;
+  wire \$307 ;
+  wire \$308 ;
+  wire [128:0] \$309 ;
+  wire [4:0] \$31 ;
+  wire \$310 ;
+  wire \$311 ;
+  wire \$312 ;
+  wire \$313 ;
+  wire \$314 ;
+  wire [128:0] \$315 ;
+  wire \$316 ;
+  wire \$317 ;
+  wire \$318 ;
+  wire \$319 ;
+  wire [4:0] \$32 ;
+  wire \$320 ;
+  wire [128:0] \$321 ;
+  reg \$322 ;
+  reg [7:0] \$323 ;
+  reg [3:0] \$324 ;
+  reg [3:0] \$325 ;
+  reg \$326 ;
+  reg \$327 ;
+  reg [1:0] \$328 ;
+  reg \$329 ;
+  wire \$33 ;
+  reg \$330 ;
+  reg \$331 ;
+  reg \$332 ;
+  reg \$333 ;
+  reg \$334 ;
+  reg \$335 ;
+  reg \$336 ;
+  reg \$337 ;
+  reg \$338 ;
+  reg \$339 ;
+  wire \$34 ;
+  reg \$340 ;
+  reg \$341 ;
+  reg \$342 ;
+  reg \$343 ;
+  reg \$344 ;
+  reg \$345 ;
+  reg \$346 ;
+  reg \$347 ;
+  reg \$348 ;
+  reg \$349 ;
+  wire \$35 ;
+  reg \$350 ;
+  reg \$351 ;
+  reg \$352 ;
+  reg \$353 ;
+  reg \$354 ;
+  reg \$355 ;
+  reg \$356 ;
+  reg \$357 ;
+  reg \$358 ;
+  reg \$359 ;
+  wire \$36 ;
+  reg \$360 ;
+  reg \$361 ;
+  reg [2047:0] \$362 ;
+  wire [127:0] \$363 ;
+  wire [127:0] \$364 ;
+  wire [255:0] \$365 ;
+  reg [7:0] \$366 ;
+  reg [7:0] \$367 ;
+  reg [7:0] \$368 ;
+  reg [7:0] \$369 ;
+  wire \$37 ;
+  reg [7:0] \$370 ;
+  reg [7:0] \$371 ;
+  reg [7:0] \$372 ;
+  wire [943:0] \$373 ;
+  reg \$374 ;
+  reg \$375 ;
+  reg [16:0] \$376 ;
+  reg [16:0] \$377 ;
+  reg [16:0] \$378 ;
+  reg [16:0] \$379 ;
+  wire \$38 ;
+  reg [16:0] \$380 ;
+  reg [16:0] \$381 ;
+  reg [16:0] \$382 ;
+  reg [16:0] \$383 ;
+  reg [16:0] \$384 ;
+  reg [16:0] \$385 ;
+  reg [16:0] \$386 ;
+  reg [16:0] \$387 ;
+  reg [16:0] \$388 ;
+  reg [16:0] \$389 ;
+  wire \$39 ;
+  reg [16:0] \$390 ;
+  reg [16:0] \$391 ;
+  reg \$392 ;
+  reg \$393 ;
+  reg \$394 ;
+  reg \$395 ;
+  reg \$396 ;
+  reg \$397 ;
+  reg [128:0] \$398 ;
+  reg [128:0] \$399 ;
   wire \$4 ;
-  wire [16:0] \$40 ;
-  wire [17:0] \$41 ;
-  wire [16:0] \$42 ;
-  wire [17:0] \$43 ;
-  wire [16:0] \$44 ;
-  wire [17:0] \$45 ;
-  wire [16:0] \$46 ;
-  wire [17:0] \$47 ;
-  wire [16:0] \$48 ;
-  wire [17:0] \$49 ;
+  wire \$40 ;
+  reg [1:0] \$400 ;
+  reg \$401 ;
+  reg \$402 ;
+  reg \$403 ;
+  reg \$404 ;
+  reg \$405 ;
+  reg \$406 ;
+  reg \$407 ;
+  reg \$408 ;
+  reg \$409 ;
+  wire \$41 ;
+  reg \$410 ;
+  reg \$411 ;
+  reg \$412 ;
+  reg \$413 ;
+  reg \$414 ;
+  reg \$415 ;
+  reg \$416 ;
+  reg \$417 ;
+  reg \$418 ;
+  reg \$419 ;
+  wire \$42 ;
+  reg \$420 ;
+  reg \$421 ;
+  reg \$422 ;
+  reg \$423 ;
+  reg \$424 ;
+  reg \$425 ;
+  reg \$426 ;
+  reg \$427 ;
+  reg \$428 ;
+  reg \$429 ;
+  wire [2:0] \$43 ;
+  reg \$430 ;
+  reg \$431 ;
+  reg \$432 ;
+  reg \$433 ;
+  reg \$434 ;
+  reg \$435 ;
+  reg \$436 ;
+  reg \$437 ;
+  reg \$438 ;
+  reg \$439 ;
+  wire \$44 ;
+  reg \$440 ;
+  reg \$441 ;
+  reg \$442 ;
+  reg \$443 ;
+  reg \$444 ;
+  reg \$445 ;
+  reg \$446 ;
+  reg \$447 ;
+  reg \$448 ;
+  reg \$449 ;
+  wire \$45 ;
+  reg [2047:0] \$450 ;
+  reg \$451 ;
+  reg \$452 ;
+  wire [3:0] \$46 ;
+  wire [3:0] \$47 ;
+  wire \$48 ;
+  wire \$49 ;
   wire \$5 ;
-  wire [16:0] \$50 ;
-  wire [17:0] \$51 ;
-  wire [16:0] \$52 ;
-  wire [17:0] \$53 ;
-  wire [16:0] \$54 ;
-  wire [17:0] \$55 ;
+  wire \$50 ;
+  wire \$51 ;
+  wire \$52 ;
+  wire \$53 ;
+  wire \$54 ;
+  wire \$55 ;
   wire \$56 ;
   wire \$57 ;
-  wire \$58 ;
+  wire [2:0] \$58 ;
   wire \$59 ;
   wire \$6 ;
   wire \$60 ;
   wire \$61 ;
   wire \$62 ;
-  wire [2:0] \$63 ;
-  wire \$64 ;
+  wire \$63 ;
+  wire [3:0] \$64 ;
   wire \$65 ;
-  wire \$66 ;
+  wire [128:0] \$66 ;
   wire \$67 ;
   wire \$68 ;
   wire \$69 ;
@@ -11403,28 +15426,28 @@ module \bchw_top.engine1 (rst, s__payload, s__valid, s__ready, m__payload, m__va
   wire \$72 ;
   wire \$73 ;
   wire \$74 ;
-  wire [2:0] \$75 ;
+  wire \$75 ;
   wire \$76 ;
   wire \$77 ;
   wire \$78 ;
   wire \$79 ;
-  wire \$8 ;
+  wire [8:0] \$8 ;
   wire \$80 ;
   wire \$81 ;
-  wire [2:0] \$82 ;
+  wire \$82 ;
   wire \$83 ;
   wire \$84 ;
   wire \$85 ;
   wire \$86 ;
   wire \$87 ;
-  wire [3:0] \$88 ;
+  wire \$88 ;
   wire \$89 ;
-  wire \$9 ;
-  wire [128:0] \$90 ;
+  wire [8:0] \$9 ;
+  wire \$90 ;
   wire \$91 ;
-  wire [128:0] \$92 ;
+  wire \$92 ;
   wire \$93 ;
-  wire [2:0] \$94 ;
+  wire \$94 ;
   wire \$95 ;
   wire \$96 ;
   wire \$97 ;
@@ -11440,9 +15463,9 @@ module \bchw_top.engine1 (rst, s__payload, s__valid, s__ready, m__payload, m__va
   reg [16:0] \acc$138  = 17'h00000;
   reg [16:0] \acc$144  = 17'h00000;
   reg [16:0] \acc$150  = 17'h00000;
-  reg [16:0] \acc$66  = 17'h00000;
-  reg [16:0] \acc$72  = 17'h00000;
-  reg [16:0] \acc$78  = 17'h00000;
+  reg [16:0] \acc$156  = 17'h00000;
+  reg [16:0] \acc$162  = 17'h00000;
+  reg [16:0] \acc$168  = 17'h00000;
   reg [16:0] \acc$84  = 17'h00000;
   reg [16:0] \acc$90  = 17'h00000;
   reg [16:0] \acc$96  = 17'h00000;
@@ -11481,7 +15504,7 @@ module \bchw_top.engine1 (rst, s__payload, s__valid, s__ready, m__payload, m__va
   reg acc_end = 1'h0;
   reg acc_valid = 1'h0;
   reg [7:0] addr = 8'h00;
-  wire [3:0] \addr$56 ;
+  wire [3:0] \addr$74 ;
   wire [35:0] bias;
   wire [35:0] \bias$100 ;
   wire [35:0] \bias$106 ;
@@ -11493,36 +15516,39 @@ module \bchw_top.engine1 (rst, s__payload, s__valid, s__ready, m__payload, m__va
   wire [35:0] \bias$142 ;
   wire [35:0] \bias$148 ;
   wire [35:0] \bias$154 ;
-  wire [35:0] \bias$70 ;
-  wire [35:0] \bias$76 ;
-  wire [35:0] \bias$82 ;
+  wire [35:0] \bias$160 ;
+  wire [35:0] \bias$166 ;
+  wire [35:0] \bias$172 ;
   wire [35:0] \bias$88 ;
   wire [35:0] \bias$94 ;
   reg busy = 1'h0;
+  wire busy_next;
   input clk;
   wire clk;
   reg [1:0] count = 2'h0;
+  wire [1:0] count_next;
+  reg credit_back = 1'h0;
   reg credit_back_d0 = 1'h0;
-  reg credit_back_d1 = 1'h0;
+  (* init = 1'h0 *)
+  wire credit_back_d1;
   reg [1:0] credits = 2'h2;
+  wire [1:0] credits_next;
   wire [255:0] data;
-  wire [943:0] \data$182 ;
+  wire [943:0] \data$245 ;
   wire en;
-  wire \en$10 ;
   wire \en$101 ;
   wire \en$107 ;
   wire \en$113 ;
   wire \en$119 ;
   wire \en$125 ;
-  wire \en$13 ;
   wire \en$131 ;
   wire \en$137 ;
   wire \en$143 ;
   wire \en$149 ;
-  wire \en$16 ;
-  wire \en$19 ;
-  wire \en$22 ;
-  wire \en$25 ;
+  wire \en$155 ;
+  wire \en$161 ;
+  wire \en$167 ;
+  wire \en$23 ;
   wire \en$28 ;
   wire \en$31 ;
   wire \en$34 ;
@@ -11531,13 +15557,15 @@ module \bchw_top.engine1 (rst, s__payload, s__valid, s__ready, m__payload, m__va
   wire \en$43 ;
   wire \en$46 ;
   wire \en$49 ;
-  wire \en$5 ;
   wire \en$52 ;
   wire \en$55 ;
   wire \en$58 ;
-  wire \en$65 ;
-  wire \en$71 ;
-  wire \en$77 ;
+  wire \en$61 ;
+  wire \en$64 ;
+  wire \en$67 ;
+  wire \en$70 ;
+  wire \en$73 ;
+  wire \en$76 ;
   wire \en$83 ;
   wire \en$89 ;
   wire \en$95 ;
@@ -11549,7 +15577,42 @@ module \bchw_top.engine1 (rst, s__payload, s__valid, s__ready, m__payload, m__va
   reg [7:0] fp_d2 = 8'h00;
   reg [7:0] fp_d3 = 8'h00;
   reg [7:0] ft_d0 = 8'h00;
+  (* keep = 32'd1 *)
+  reg held_copy0 = 1'h0;
+  (* keep = 32'd1 *)
+  reg held_copy1 = 1'h0;
+  (* keep = 32'd1 *)
+  reg held_copy10 = 1'h0;
+  (* keep = 32'd1 *)
+  reg held_copy11 = 1'h0;
+  (* keep = 32'd1 *)
+  reg held_copy12 = 1'h0;
+  (* keep = 32'd1 *)
+  reg held_copy13 = 1'h0;
+  (* keep = 32'd1 *)
+  reg held_copy14 = 1'h0;
+  (* keep = 32'd1 *)
+  reg held_copy15 = 1'h0;
+  (* keep = 32'd1 *)
+  reg held_copy2 = 1'h0;
+  (* keep = 32'd1 *)
+  reg held_copy3 = 1'h0;
+  (* keep = 32'd1 *)
+  reg held_copy4 = 1'h0;
+  (* keep = 32'd1 *)
+  reg held_copy5 = 1'h0;
+  (* keep = 32'd1 *)
+  reg held_copy6 = 1'h0;
+  (* keep = 32'd1 *)
+  reg held_copy7 = 1'h0;
+  (* keep = 32'd1 *)
+  reg held_copy8 = 1'h0;
+  (* keep = 32'd1 *)
+  reg held_copy9 = 1'h0;
+  reg issue = 1'h0;
+  wire issue_next;
   reg last_step = 1'h0;
+  wire last_step_next;
   output [2047:0] m__payload;
   reg [2047:0] m__payload = 2048'h00000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000;
   input m__ready;
@@ -11566,48 +15629,116 @@ module \bchw_top.engine1 (rst, s__payload, s__valid, s__ready, m__payload, m__va
   wire [17:0] \mul$140 ;
   wire [17:0] \mul$146 ;
   wire [17:0] \mul$152 ;
-  wire [17:0] \mul$68 ;
-  wire [17:0] \mul$74 ;
-  wire [17:0] \mul$80 ;
+  wire [17:0] \mul$158 ;
+  wire [17:0] \mul$164 ;
+  wire [17:0] \mul$170 ;
   wire [17:0] \mul$86 ;
   wire [17:0] \mul$92 ;
   wire [17:0] \mul$98 ;
+  (* keep = 32'd1 *)
+  reg mvalid_copy0 = 1'h0;
+  (* keep = 32'd1 *)
+  reg mvalid_copy1 = 1'h0;
+  (* keep = 32'd1 *)
+  reg mvalid_copy10 = 1'h0;
+  (* keep = 32'd1 *)
+  reg mvalid_copy11 = 1'h0;
+  (* keep = 32'd1 *)
+  reg mvalid_copy12 = 1'h0;
+  (* keep = 32'd1 *)
+  reg mvalid_copy13 = 1'h0;
+  (* keep = 32'd1 *)
+  reg mvalid_copy14 = 1'h0;
+  (* keep = 32'd1 *)
+  reg mvalid_copy15 = 1'h0;
+  (* keep = 32'd1 *)
+  reg mvalid_copy2 = 1'h0;
+  (* keep = 32'd1 *)
+  reg mvalid_copy3 = 1'h0;
+  (* keep = 32'd1 *)
+  reg mvalid_copy4 = 1'h0;
+  (* keep = 32'd1 *)
+  reg mvalid_copy5 = 1'h0;
+  (* keep = 32'd1 *)
+  reg mvalid_copy6 = 1'h0;
+  (* keep = 32'd1 *)
+  reg mvalid_copy7 = 1'h0;
+  (* keep = 32'd1 *)
+  reg mvalid_copy8 = 1'h0;
+  (* keep = 32'd1 *)
+  reg mvalid_copy9 = 1'h0;
   reg [3:0] nfc = 4'h0;
+  wire [3:0] nfc_next;
   wire out_done;
   reg [943:0] params_d0 = 944'h00000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000;
+  input [2047:0] pay;
+  wire [2047:0] pay;
   wire [7:0] q;
-  wire [7:0] \q$207 ;
-  wire [7:0] \q$208 ;
-  wire [7:0] \q$209 ;
-  wire [7:0] \q$210 ;
-  wire [7:0] \q$211 ;
-  wire [7:0] \q$212 ;
-  wire [7:0] \q$213 ;
-  wire [7:0] \q$214 ;
-  wire [7:0] \q$215 ;
-  wire [7:0] \q$216 ;
-  wire [7:0] \q$217 ;
-  wire [7:0] \q$218 ;
-  wire [7:0] \q$219 ;
-  wire [7:0] \q$220 ;
-  wire [7:0] \q$221 ;
+  wire [7:0] \q$185 ;
+  wire [7:0] \q$186 ;
+  wire [7:0] \q$187 ;
+  wire [7:0] \q$188 ;
+  wire [7:0] \q$189 ;
+  wire [7:0] \q$190 ;
+  wire [7:0] \q$191 ;
+  wire [7:0] \q$192 ;
+  wire [7:0] \q$193 ;
+  wire [7:0] \q$194 ;
+  wire [7:0] \q$195 ;
+  wire [7:0] \q$196 ;
+  wire [7:0] \q$197 ;
+  wire [7:0] \q$198 ;
+  wire [7:0] \q$199 ;
   reg qe_d0 = 1'h0;
   reg qe_d1 = 1'h0;
   reg qe_last_d0 = 1'h0;
   reg qv_d0 = 1'h0;
   reg qv_d1 = 1'h0;
   reg qv_last_d0 = 1'h0;
+  (* keep = 32'd1 *)
+  reg qvalid_copy0 = 1'h0;
+  (* keep = 32'd1 *)
+  reg qvalid_copy1 = 1'h0;
+  (* keep = 32'd1 *)
+  reg qvalid_copy10 = 1'h0;
+  (* keep = 32'd1 *)
+  reg qvalid_copy11 = 1'h0;
+  (* keep = 32'd1 *)
+  reg qvalid_copy12 = 1'h0;
+  (* keep = 32'd1 *)
+  reg qvalid_copy13 = 1'h0;
+  (* keep = 32'd1 *)
+  reg qvalid_copy14 = 1'h0;
+  (* keep = 32'd1 *)
+  reg qvalid_copy15 = 1'h0;
+  (* keep = 32'd1 *)
+  reg qvalid_copy2 = 1'h0;
+  (* keep = 32'd1 *)
+  reg qvalid_copy3 = 1'h0;
+  (* keep = 32'd1 *)
+  reg qvalid_copy4 = 1'h0;
+  (* keep = 32'd1 *)
+  reg qvalid_copy5 = 1'h0;
+  (* keep = 32'd1 *)
+  reg qvalid_copy6 = 1'h0;
+  (* keep = 32'd1 *)
+  reg qvalid_copy7 = 1'h0;
+  (* keep = 32'd1 *)
+  reg qvalid_copy8 = 1'h0;
+  (* keep = 32'd1 *)
+  reg qvalid_copy9 = 1'h0;
   (* init = 1'h1 *)
   wire ready;
+  wire ready_next;
   input rst;
   wire rst;
-  input [2047:0] s__payload;
   wire [2047:0] s__payload;
   output s__ready;
   reg s__ready = 1'h1;
   input s__valid;
   wire s__valid;
   reg [3:0] sfc = 4'h0;
+  wire [3:0] sfc_next;
   wire [4:0] shift;
   wire [4:0] \shift$105 ;
   wire [4:0] \shift$111 ;
@@ -11618,9 +15749,9 @@ module \bchw_top.engine1 (rst, s__payload, s__valid, s__ready, m__payload, m__va
   wire [4:0] \shift$141 ;
   wire [4:0] \shift$147 ;
   wire [4:0] \shift$153 ;
-  wire [4:0] \shift$69 ;
-  wire [4:0] \shift$75 ;
-  wire [4:0] \shift$81 ;
+  wire [4:0] \shift$159 ;
+  wire [4:0] \shift$165 ;
+  wire [4:0] \shift$171 ;
   wire [4:0] \shift$87 ;
   wire [4:0] \shift$93 ;
   wire [4:0] \shift$99 ;
@@ -11628,31 +15759,27 @@ module \bchw_top.engine1 (rst, s__payload, s__valid, s__ready, m__payload, m__va
   reg [128:0] skid1 = 129'h000000000000000000000000000000000;
   (* init = 8'h00 *)
   wire [7:0] step;
+  wire [7:0] step_next;
   wire [12:0] sum;
-  wire [12:0] \sum$186 ;
-  wire [12:0] \sum$187 ;
-  wire [12:0] \sum$188 ;
-  wire [12:0] \sum$189 ;
-  wire [12:0] \sum$190 ;
-  wire [12:0] \sum$191 ;
-  wire [12:0] \sum$192 ;
-  wire [12:0] \sum$193 ;
-  wire [12:0] \sum$194 ;
-  wire [12:0] \sum$195 ;
-  wire [12:0] \sum$196 ;
-  wire [12:0] \sum$197 ;
-  wire [12:0] \sum$198 ;
-  wire [12:0] \sum$199 ;
-  wire [12:0] \sum$200 ;
+  wire [12:0] \sum$249 ;
+  wire [12:0] \sum$250 ;
+  wire [12:0] \sum$251 ;
+  wire [12:0] \sum$252 ;
+  wire [12:0] \sum$253 ;
+  wire [12:0] \sum$254 ;
+  wire [12:0] \sum$255 ;
+  wire [12:0] \sum$256 ;
+  wire [12:0] \sum$257 ;
+  wire [12:0] \sum$258 ;
+  wire [12:0] \sum$259 ;
+  wire [12:0] \sum$260 ;
+  wire [12:0] \sum$261 ;
+  wire [12:0] \sum$262 ;
+  wire [12:0] \sum$263 ;
+  wire valid_next;
   (* init = 2048'h00000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000 *)
   wire [2047:0] vector;
   wire [15:0] w;
-  wire [15:0] \w$12 ;
-  wire [15:0] \w$15 ;
-  wire [15:0] \w$18 ;
-  wire [15:0] \w$21 ;
-  wire [15:0] \w$24 ;
-  wire [15:0] \w$27 ;
   wire [15:0] \w$30 ;
   wire [15:0] \w$33 ;
   wire [15:0] \w$36 ;
@@ -11662,20 +15789,14 @@ module \bchw_top.engine1 (rst, s__payload, s__valid, s__ready, m__payload, m__va
   wire [15:0] \w$48 ;
   wire [15:0] \w$51 ;
   wire [15:0] \w$54 ;
+  wire [15:0] \w$57 ;
+  wire [15:0] \w$60 ;
+  wire [15:0] \w$63 ;
+  wire [15:0] \w$66 ;
+  wire [15:0] \w$69 ;
+  wire [15:0] \w$72 ;
   reg [255:0] wdata_d0 = 256'h0000000000000000000000000000000000000000000000000000000000000000;
   reg [127:0] x = 128'h00000000000000000000000000000000;
-  (* init = 128'h00000000000000000000000000000000 *)
-  wire [127:0] \x$11 ;
-  (* init = 128'h00000000000000000000000000000000 *)
-  wire [127:0] \x$14 ;
-  (* init = 128'h00000000000000000000000000000000 *)
-  wire [127:0] \x$17 ;
-  (* init = 128'h00000000000000000000000000000000 *)
-  wire [127:0] \x$20 ;
-  (* init = 128'h00000000000000000000000000000000 *)
-  wire [127:0] \x$23 ;
-  (* init = 128'h00000000000000000000000000000000 *)
-  wire [127:0] \x$26 ;
   (* init = 128'h00000000000000000000000000000000 *)
   wire [127:0] \x$29 ;
   (* init = 128'h00000000000000000000000000000000 *)
@@ -11694,328 +15815,783 @@ module \bchw_top.engine1 (rst, s__payload, s__valid, s__ready, m__payload, m__va
   wire [127:0] \x$50 ;
   (* init = 128'h00000000000000000000000000000000 *)
   wire [127:0] \x$53 ;
+  (* init = 128'h00000000000000000000000000000000 *)
+  wire [127:0] \x$56 ;
+  (* init = 128'h00000000000000000000000000000000 *)
+  wire [127:0] \x$59 ;
+  (* init = 128'h00000000000000000000000000000000 *)
+  wire [127:0] \x$62 ;
+  (* init = 128'h00000000000000000000000000000000 *)
+  wire [127:0] \x$65 ;
+  (* init = 128'h00000000000000000000000000000000 *)
+  wire [127:0] \x$68 ;
+  (* init = 128'h00000000000000000000000000000000 *)
+  wire [127:0] \x$71 ;
   reg [127:0] x_d0 = 128'h00000000000000000000000000000000;
   (* init = 128'h00000000000000000000000000000000 *)
   wire [127:0] x_d1;
   reg [2047:0] xbuf = 2048'h00000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000;
-  assign out_done = qv_last_d0 & qe_last_d0;
-  assign \$1  = | count;
-  assign \$2  = \$1  | qv_last_d0;
-  assign \$3  = ~ m__valid;
-  assign \$4  = \$3  | m__ready;
-  assign enter = \$2  & \$4 ;
+  (* keep = 32'd1 *)
+  reg xready_copy0 = 1'h1;
+  (* keep = 32'd1 *)
+  reg xready_copy1 = 1'h1;
+  (* keep = 32'd1 *)
+  reg xready_copy10 = 1'h1;
+  (* keep = 32'd1 *)
+  reg xready_copy11 = 1'h1;
+  (* keep = 32'd1 *)
+  reg xready_copy12 = 1'h1;
+  (* keep = 32'd1 *)
+  reg xready_copy13 = 1'h1;
+  (* keep = 32'd1 *)
+  reg xready_copy14 = 1'h1;
+  (* keep = 32'd1 *)
+  reg xready_copy15 = 1'h1;
+  (* keep = 32'd1 *)
+  reg xready_copy2 = 1'h1;
+  (* keep = 32'd1 *)
+  reg xready_copy3 = 1'h1;
+  (* keep = 32'd1 *)
+  reg xready_copy4 = 1'h1;
+  (* keep = 32'd1 *)
+  reg xready_copy5 = 1'h1;
+  (* keep = 32'd1 *)
+  reg xready_copy6 = 1'h1;
+  (* keep = 32'd1 *)
+  reg xready_copy7 = 1'h1;
+  (* keep = 32'd1 *)
+  reg xready_copy8 = 1'h1;
+  (* keep = 32'd1 *)
+  reg xready_copy9 = 1'h1;
+  (* keep = 32'd1 *)
+  reg xshift_copy0 = 1'h0;
+  (* keep = 32'd1 *)
+  reg xshift_copy1 = 1'h0;
+  (* keep = 32'd1 *)
+  reg xshift_copy10 = 1'h0;
+  (* keep = 32'd1 *)
+  reg xshift_copy11 = 1'h0;
+  (* keep = 32'd1 *)
+  reg xshift_copy12 = 1'h0;
+  (* keep = 32'd1 *)
+  reg xshift_copy13 = 1'h0;
+  (* keep = 32'd1 *)
+  reg xshift_copy14 = 1'h0;
+  (* keep = 32'd1 *)
+  reg xshift_copy15 = 1'h0;
+  (* keep = 32'd1 *)
+  reg xshift_copy2 = 1'h0;
+  (* keep = 32'd1 *)
+  reg xshift_copy3 = 1'h0;
+  (* keep = 32'd1 *)
+  reg xshift_copy4 = 1'h0;
+  (* keep = 32'd1 *)
+  reg xshift_copy5 = 1'h0;
+  (* keep = 32'd1 *)
+  reg xshift_copy6 = 1'h0;
+  (* keep = 32'd1 *)
+  reg xshift_copy7 = 1'h0;
+  (* keep = 32'd1 *)
+  reg xshift_copy8 = 1'h0;
+  (* keep = 32'd1 *)
+  reg xshift_copy9 = 1'h0;
+  always @(posedge clk)
+    qvalid_copy13 <= \$431 ;
+  always @(posedge clk)
+    qvalid_copy14 <= \$432 ;
+  always @(posedge clk)
+    qvalid_copy15 <= \$433 ;
+  always @(posedge clk)
+    mvalid_copy0 <= \$434 ;
+  always @(posedge clk)
+    mvalid_copy1 <= \$435 ;
+  always @(posedge clk)
+    mvalid_copy2 <= \$436 ;
+  always @(posedge clk)
+    mvalid_copy3 <= \$437 ;
+  always @(posedge clk)
+    mvalid_copy4 <= \$438 ;
+  always @(posedge clk)
+    mvalid_copy5 <= \$439 ;
+  always @(posedge clk)
+    mvalid_copy6 <= \$440 ;
+  always @(posedge clk)
+    mvalid_copy7 <= \$441 ;
+  always @(posedge clk)
+    mvalid_copy8 <= \$442 ;
+  always @(posedge clk)
+    mvalid_copy9 <= \$443 ;
+  always @(posedge clk)
+    mvalid_copy10 <= \$444 ;
+  always @(posedge clk)
+    mvalid_copy11 <= \$445 ;
+  always @(posedge clk)
+    mvalid_copy12 <= \$446 ;
+  always @(posedge clk)
+    mvalid_copy13 <= \$447 ;
+  always @(posedge clk)
+    mvalid_copy14 <= \$448 ;
+  always @(posedge clk)
+    mvalid_copy15 <= \$449 ;
+  always @(posedge clk)
+    m__payload <= \$450 ;
+  always @(posedge clk)
+    credit_back_d0 <= \$451 ;
+  always @(posedge clk)
+    credit_back <= \$452 ;
+  assign \$1  = s__valid & s__ready;
+  assign \$2  = ~ last_step;
+  assign \$3  = busy & \$2 ;
+  assign \$4  = \$1  ? 1'h1 : \$3 ;
   assign \$5  = s__valid & s__ready;
-  assign \$6  = | sfc;
-  assign \$7  = | credits;
-  assign \$8  = \$6  | \$7 ;
-  assign \$9  = busy & \$8 ;
-  assign \$10  = addr + 1'h1;
-  assign \$11  = addr == 8'hfe;
-  assign \$12  = addr == 8'hfe;
-  assign \$13  = sfc == 4'hf;
-  assign \$14  = nfc + 1'h1;
-  assign \$15  = sfc + 1'h1;
-  assign \$16  = | sfc;
-  assign \$17  = | credits;
-  assign \$18  = \$16  | \$17 ;
-  assign \$19  = busy & \$18 ;
-  assign \$20  = ! sfc;
-  assign \$21  = sfc == 4'hf;
-  assign \$22  = ft_d0[0] & ft_d0[2];
-  assign \$23  = ft_d0[0] & ft_d0[3];
-  assign \$24  = ft_d0[1] ? 17'h00000 : acc;
-  assign \$25  = $signed(\$24 ) + $signed(sum);
-  assign \$26  = ft_d0[1] ? 17'h00000 : \acc$66 ;
-  assign \$27  = $signed(\$26 ) + $signed(\sum$186 );
-  assign \$28  = ft_d0[1] ? 17'h00000 : \acc$72 ;
-  assign \$29  = $signed(\$28 ) + $signed(\sum$187 );
-  assign \$30  = ft_d0[1] ? 17'h00000 : \acc$78 ;
-  assign \$31  = $signed(\$30 ) + $signed(\sum$188 );
-  assign \$32  = ft_d0[1] ? 17'h00000 : \acc$84 ;
-  assign \$33  = $signed(\$32 ) + $signed(\sum$189 );
-  assign \$34  = ft_d0[1] ? 17'h00000 : \acc$90 ;
-  assign \$35  = $signed(\$34 ) + $signed(\sum$190 );
-  assign \$36  = ft_d0[1] ? 17'h00000 : \acc$96 ;
-  assign \$37  = $signed(\$36 ) + $signed(\sum$191 );
-  assign \$38  = ft_d0[1] ? 17'h00000 : \acc$102 ;
-  assign \$39  = $signed(\$38 ) + $signed(\sum$192 );
-  assign \$40  = ft_d0[1] ? 17'h00000 : \acc$108 ;
-  assign \$41  = $signed(\$40 ) + $signed(\sum$193 );
-  assign \$42  = ft_d0[1] ? 17'h00000 : \acc$114 ;
-  assign \$43  = $signed(\$42 ) + $signed(\sum$194 );
-  assign \$44  = ft_d0[1] ? 17'h00000 : \acc$120 ;
-  assign \$45  = $signed(\$44 ) + $signed(\sum$195 );
-  assign \$46  = ft_d0[1] ? 17'h00000 : \acc$126 ;
-  assign \$47  = $signed(\$46 ) + $signed(\sum$196 );
-  assign \$48  = ft_d0[1] ? 17'h00000 : \acc$132 ;
-  assign \$49  = $signed(\$48 ) + $signed(\sum$197 );
-  assign \$50  = ft_d0[1] ? 17'h00000 : \acc$138 ;
-  assign \$51  = $signed(\$50 ) + $signed(\sum$198 );
-  assign \$52  = ft_d0[1] ? 17'h00000 : \acc$144 ;
-  assign \$53  = $signed(\$52 ) + $signed(\sum$199 );
-  assign \$54  = ft_d0[1] ? 17'h00000 : \acc$150 ;
-  assign \$55  = $signed(\$54 ) + $signed(\sum$200 );
+  assign \$6  = ~ last_step;
+  assign \$7  = issue & \$6 ;
+  assign \$8  = addr + 1'h1;
+  assign \$9  = \$7  ? \$8  : { 1'h0, addr };
+  assign \$10  = \$5  ? 9'h000 : \$9 ;
+  assign \$12  = s__valid & s__ready;
+  assign \$13  = ~ last_step;
+  assign \$14  = issue & \$13 ;
+  assign \$15  = sfc == 4'hf;
+  assign \$16  = \$14  & \$15 ;
+  assign \$17  = \$12  | \$16 ;
+  assign \$18  = ~ last_step;
+  assign \$19  = issue & \$18 ;
+  assign \$20  = sfc + 1'h1;
+  assign \$21  = \$19  ? \$20  : { 1'h0, sfc };
+  assign \$22  = \$17  ? 5'h00 : \$21 ;
+  assign \$24  = s__valid & s__ready;
+  assign \$25  = ~ last_step;
+  assign \$26  = issue & \$25 ;
+  assign \$27  = sfc == 4'hf;
+  assign \$28  = \$26  & \$27 ;
+  assign \$29  = nfc + 1'h1;
+  assign \$30  = \$28  ? \$29  : { 1'h0, nfc };
+  assign \$31  = \$24  ? 5'h00 : \$30 ;
+  assign \$33  = s__valid & s__ready;
+  assign \$34  = addr == 8'hfe;
+  assign \$35  = issue ? \$34  : last_step;
+  assign \$36  = last_step ? 1'h0 : \$35 ;
+  assign \$37  = \$33  ? 1'h0 : \$36 ;
+  assign \$38  = s__valid & s__ready;
+  assign \$39  = addr == 8'hfe;
+  assign \$40  = issue ? \$39  : s__ready;
+  assign \$41  = last_step ? 1'h1 : \$40 ;
+  assign \$42  = \$38  ? 1'h0 : \$41 ;
+  assign \$43  = credits + credit_back;
+  assign \$44  = ! sfc;
+  assign \$45  = issue & \$44 ;
+  assign \$46  = \$43  - \$45 ;
+  assign \$48  = | \$23 [3:0];
+  assign \$49  = | \$47 [1:0];
+  assign \$50  = \$48  | \$49 ;
+  assign \$51  = busy_next & \$50 ;
+  assign out_done = qv_last_d0 & qe_last_d0;
+  assign \$52  = | count;
+  assign \$53  = \$52  | qv_last_d0;
+  assign \$54  = ~ m__valid;
+  assign \$55  = \$54  | m__ready;
+  assign enter = \$53  & \$55 ;
   assign \$56  = | count;
-  assign \$57  = ~ \$56 ;
-  assign \$58  = enter & \$57 ;
-  assign \$59  = ~ \$58 ;
-  assign \$60  = qv_last_d0 & \$59 ;
-  assign \$61  = | count;
-  assign \$62  = enter & \$61 ;
-  assign \$63  = count - \$62 ;
-  assign \$64  = ! \$63 ;
-  assign \$65  = \$60  & \$64 ;
-  assign \$66  = | count;
-  assign \$67  = enter & \$66 ;
-  assign \$68  = | count;
-  assign \$69  = ~ \$68 ;
-  assign \$70  = enter & \$69 ;
-  assign \$71  = ~ \$70 ;
-  assign \$72  = qv_last_d0 & \$71 ;
-  assign \$73  = | count;
-  assign \$74  = enter & \$73 ;
-  assign \$75  = count - \$74 ;
-  assign \$76  = \$75  == 1'h1;
-  assign \$77  = \$72  & \$76 ;
-  assign \$78  = | count;
-  assign \$79  = enter & \$78 ;
-  assign \$80  = | count;
-  assign \$81  = enter & \$80 ;
-  assign \$82  = count - \$81 ;
-  assign \$83  = | count;
-  assign \$84  = ~ \$83 ;
-  assign \$85  = enter & \$84 ;
-  assign \$86  = ~ \$85 ;
-  assign \$87  = qv_last_d0 & \$86 ;
-  assign \$88  = $signed(\$82 ) + $signed({ 1'h0, \$87  });
-  assign \$89  = | count;
-  assign \$90  = \$89  ? skid0 : { qe_last_d0, \q$221 , \q$220 , \q$219 , \q$218 , \q$217 , \q$216 , \q$215 , \q$214 , \q$213 , \q$212 , \q$211 , \q$210 , \q$209 , \q$208 , \q$207 , q };
-  assign \$91  = | count;
-  assign \$92  = \$91  ? skid0 : { qe_last_d0, \q$221 , \q$220 , \q$219 , \q$218 , \q$217 , \q$216 , \q$215 , \q$214 , \q$213 , \q$212 , \q$211 , \q$210 , \q$209 , \q$208 , \q$207 , q };
-  assign \$93  = enter & \$92 [128];
-  assign \$94  = credits + credit_back_d1;
-  assign \$95  = | sfc;
-  assign \$96  = | credits;
-  assign \$97  = \$95  | \$96 ;
-  assign \$98  = busy & \$97 ;
-  assign \$99  = ! sfc;
-  assign \$100  = \$98  & \$99 ;
-  assign \$101  = \$94  - \$100 ;
+  assign \$57  = enter & \$56 ;
+  assign \$58  = count - \$57 ;
+  assign \$59  = | count;
+  assign \$60  = ~ \$59 ;
+  assign \$61  = enter & \$60 ;
+  assign \$62  = ~ \$61 ;
+  assign \$63  = qv_last_d0 & \$62 ;
+  assign \$64  = $signed(\$58 ) + $signed({ 1'h0, \$63  });
+  assign \$65  = | count;
+  assign \$66  = \$65  ? skid0 : { qe_last_d0, \q$199 , \q$198 , \q$197 , \q$196 , \q$195 , \q$194 , \q$193 , \q$192 , \q$191 , \q$190 , \q$189 , \q$188 , \q$187 , \q$186 , \q$185 , q };
+  assign \$67  = enter & \$66 [128];
+  assign \$68  = ~ m__ready;
+  assign \$69  = m__valid & \$68 ;
+  assign valid_next = \$67  ? 1'h1 : \$69 ;
+  assign \$70  = ~ last_step_next;
+  assign \$71  = issue_next & \$70 ;
+  assign \$72  = ~ last_step_next;
+  assign \$73  = issue_next & \$72 ;
+  assign \$74  = ~ last_step_next;
+  assign \$75  = issue_next & \$74 ;
+  assign \$76  = ~ last_step_next;
+  assign \$77  = issue_next & \$76 ;
+  assign \$78  = ~ last_step_next;
+  assign \$79  = issue_next & \$78 ;
+  assign \$80  = ~ last_step_next;
+  assign \$81  = issue_next & \$80 ;
+  assign \$82  = ~ last_step_next;
+  assign \$83  = issue_next & \$82 ;
+  assign \$84  = ~ last_step_next;
+  assign \$85  = issue_next & \$84 ;
+  assign \$86  = ~ last_step_next;
+  assign \$87  = issue_next & \$86 ;
+  assign \$88  = ~ last_step_next;
+  assign \$89  = issue_next & \$88 ;
+  assign \$90  = ~ last_step_next;
+  assign \$91  = issue_next & \$90 ;
+  assign \$92  = ~ last_step_next;
+  assign \$93  = issue_next & \$92 ;
+  assign \$94  = ~ last_step_next;
+  assign \$95  = issue_next & \$94 ;
+  assign \$96  = ~ last_step_next;
+  assign \$97  = issue_next & \$96 ;
+  assign \$98  = ~ last_step_next;
+  assign \$99  = issue_next & \$98 ;
+  assign \$100  = ~ last_step_next;
+  assign \$101  = issue_next & \$100 ;
+  assign \$102  = s__valid & xready_copy0;
+  assign \$103  = xshift_copy0 | \$102 ;
+  assign \$104  = xshift_copy0 ? xbuf[255:128] : pay[127:0];
+  assign \$105  = s__valid & xready_copy1;
+  assign \$106  = xshift_copy1 | \$105 ;
+  assign \$107  = xshift_copy1 ? xbuf[383:256] : pay[255:128];
+  assign \$108  = s__valid & xready_copy2;
+  assign \$109  = xshift_copy2 | \$108 ;
+  assign \$110  = xshift_copy2 ? xbuf[511:384] : pay[383:256];
+  assign \$111  = s__valid & xready_copy3;
+  assign \$112  = xshift_copy3 | \$111 ;
+  assign \$113  = xshift_copy3 ? xbuf[639:512] : pay[511:384];
+  assign \$114  = s__valid & xready_copy4;
+  assign \$115  = xshift_copy4 | \$114 ;
+  assign \$116  = xshift_copy4 ? xbuf[767:640] : pay[639:512];
+  assign \$117  = s__valid & xready_copy5;
+  assign \$118  = xshift_copy5 | \$117 ;
+  assign \$119  = xshift_copy5 ? xbuf[895:768] : pay[767:640];
+  assign \$120  = s__valid & xready_copy6;
+  assign \$121  = xshift_copy6 | \$120 ;
+  assign \$122  = xshift_copy6 ? xbuf[1023:896] : pay[895:768];
+  assign \$123  = s__valid & xready_copy7;
+  assign \$124  = xshift_copy7 | \$123 ;
+  assign \$125  = xshift_copy7 ? xbuf[1151:1024] : pay[1023:896];
+  assign \$126  = s__valid & xready_copy8;
+  assign \$127  = xshift_copy8 | \$126 ;
+  assign \$128  = xshift_copy8 ? xbuf[1279:1152] : pay[1151:1024];
+  assign \$129  = s__valid & xready_copy9;
+  assign \$130  = xshift_copy9 | \$129 ;
+  assign \$131  = xshift_copy9 ? xbuf[1407:1280] : pay[1279:1152];
+  assign \$132  = s__valid & xready_copy10;
+  assign \$133  = xshift_copy10 | \$132 ;
+  assign \$134  = xshift_copy10 ? xbuf[1535:1408] : pay[1407:1280];
+  assign \$135  = s__valid & xready_copy11;
+  assign \$136  = xshift_copy11 | \$135 ;
+  assign \$137  = xshift_copy11 ? xbuf[1663:1536] : pay[1535:1408];
+  assign \$138  = s__valid & xready_copy12;
+  assign \$139  = xshift_copy12 | \$138 ;
+  assign \$140  = xshift_copy12 ? xbuf[1791:1664] : pay[1663:1536];
+  assign \$141  = s__valid & xready_copy13;
+  assign \$142  = xshift_copy13 | \$141 ;
+  assign \$143  = xshift_copy13 ? xbuf[1919:1792] : pay[1791:1664];
+  assign \$144  = s__valid & xready_copy14;
+  assign \$145  = xshift_copy14 | \$144 ;
+  assign \$146  = xshift_copy14 ? xbuf[2047:1920] : pay[1919:1792];
+  assign \$147  = s__valid & xready_copy15;
+  assign \$148  = xshift_copy15 | \$147 ;
+  assign \$149  = xshift_copy15 ? xbuf[127:0] : pay[2047:1920];
+  assign \$150  = ! sfc;
+  assign \$151  = sfc == 4'hf;
+  assign \$152  = ft_d0[0] & ft_d0[2];
+  assign \$153  = ft_d0[0] & ft_d0[3];
+  assign \$154  = ft_d0[1] ? 17'h00000 : acc;
+  assign \$155  = $signed(\$154 ) + $signed(sum);
+  assign \$156  = ft_d0[1] ? 17'h00000 : \acc$84 ;
+  assign \$157  = $signed(\$156 ) + $signed(\sum$249 );
+  assign \$158  = ft_d0[1] ? 17'h00000 : \acc$90 ;
+  assign \$159  = $signed(\$158 ) + $signed(\sum$250 );
+  assign \$160  = ft_d0[1] ? 17'h00000 : \acc$96 ;
+  assign \$161  = $signed(\$160 ) + $signed(\sum$251 );
+  assign \$162  = ft_d0[1] ? 17'h00000 : \acc$102 ;
+  assign \$163  = $signed(\$162 ) + $signed(\sum$252 );
+  assign \$164  = ft_d0[1] ? 17'h00000 : \acc$108 ;
+  assign \$165  = $signed(\$164 ) + $signed(\sum$253 );
+  assign \$166  = ft_d0[1] ? 17'h00000 : \acc$114 ;
+  assign \$167  = $signed(\$166 ) + $signed(\sum$254 );
+  assign \$168  = ft_d0[1] ? 17'h00000 : \acc$120 ;
+  assign \$169  = $signed(\$168 ) + $signed(\sum$255 );
+  assign \$170  = ft_d0[1] ? 17'h00000 : \acc$126 ;
+  assign \$171  = $signed(\$170 ) + $signed(\sum$256 );
+  assign \$172  = ft_d0[1] ? 17'h00000 : \acc$132 ;
+  assign \$173  = $signed(\$172 ) + $signed(\sum$257 );
+  assign \$174  = ft_d0[1] ? 17'h00000 : \acc$138 ;
+  assign \$175  = $signed(\$174 ) + $signed(\sum$258 );
+  assign \$176  = ft_d0[1] ? 17'h00000 : \acc$144 ;
+  assign \$177  = $signed(\$176 ) + $signed(\sum$259 );
+  assign \$178  = ft_d0[1] ? 17'h00000 : \acc$150 ;
+  assign \$179  = $signed(\$178 ) + $signed(\sum$260 );
+  assign \$180  = ft_d0[1] ? 17'h00000 : \acc$156 ;
+  assign \$181  = $signed(\$180 ) + $signed(\sum$261 );
+  assign \$182  = ft_d0[1] ? 17'h00000 : \acc$162 ;
+  assign \$183  = $signed(\$182 ) + $signed(\sum$262 );
+  assign \$184  = ft_d0[1] ? 17'h00000 : \acc$168 ;
+  assign \$185  = $signed(\$184 ) + $signed(\sum$263 );
+  assign \$186  = | count;
+  assign \$187  = ~ \$186 ;
+  assign \$188  = enter & \$187 ;
+  assign \$189  = ~ \$188 ;
+  assign \$190  = qv_last_d0 & \$189 ;
+  assign \$191  = | count;
+  assign \$192  = enter & \$191 ;
+  assign \$193  = count - \$192 ;
+  assign \$194  = ! \$193 ;
+  assign \$195  = \$190  & \$194 ;
+  assign \$196  = | count;
+  assign \$197  = enter & \$196 ;
+  assign \$198  = | count;
+  assign \$199  = ~ \$198 ;
+  assign \$200  = enter & \$199 ;
+  assign \$201  = ~ \$200 ;
+  assign \$202  = qv_last_d0 & \$201 ;
+  assign \$203  = | count;
+  assign \$204  = enter & \$203 ;
+  assign \$205  = count - \$204 ;
+  assign \$206  = \$205  == 1'h1;
+  assign \$207  = \$202  & \$206 ;
+  assign \$208  = | count;
+  assign \$209  = enter & \$208 ;
+  assign \$210  = | \$64 [1:0];
+  assign \$211  = | \$64 [1:0];
+  assign \$212  = | \$64 [1:0];
+  assign \$213  = | \$64 [1:0];
+  assign \$214  = | \$64 [1:0];
+  assign \$215  = | \$64 [1:0];
+  assign \$216  = | \$64 [1:0];
+  assign \$217  = | \$64 [1:0];
+  assign \$218  = | \$64 [1:0];
+  assign \$219  = | \$64 [1:0];
+  assign \$220  = | \$64 [1:0];
+  assign \$221  = | \$64 [1:0];
+  assign \$222  = | \$64 [1:0];
+  assign \$223  = | \$64 [1:0];
+  assign \$224  = | \$64 [1:0];
+  assign \$225  = | \$64 [1:0];
+  assign \$226  = held_copy0 | qvalid_copy0;
+  assign \$227  = ~ mvalid_copy0;
+  assign \$228  = \$227  | m__ready;
+  assign \$229  = \$226  & \$228 ;
+  assign \$230  = | count;
+  assign \$231  = \$230  ? skid0 : { qe_last_d0, \q$199 , \q$198 , \q$197 , \q$196 , \q$195 , \q$194 , \q$193 , \q$192 , \q$191 , \q$190 , \q$189 , \q$188 , \q$187 , \q$186 , \q$185 , q };
+  assign \$232  = held_copy1 | qvalid_copy1;
+  assign \$233  = ~ mvalid_copy1;
+  assign \$234  = \$233  | m__ready;
+  assign \$235  = \$232  & \$234 ;
+  assign \$236  = | count;
+  assign \$237  = \$236  ? skid0 : { qe_last_d0, \q$199 , \q$198 , \q$197 , \q$196 , \q$195 , \q$194 , \q$193 , \q$192 , \q$191 , \q$190 , \q$189 , \q$188 , \q$187 , \q$186 , \q$185 , q };
+  assign \$238  = held_copy2 | qvalid_copy2;
+  assign \$239  = ~ mvalid_copy2;
+  assign \$240  = \$239  | m__ready;
+  assign \$241  = \$238  & \$240 ;
+  assign \$242  = | count;
+  assign \$243  = \$242  ? skid0 : { qe_last_d0, \q$199 , \q$198 , \q$197 , \q$196 , \q$195 , \q$194 , \q$193 , \q$192 , \q$191 , \q$190 , \q$189 , \q$188 , \q$187 , \q$186 , \q$185 , q };
+  assign \$244  = held_copy3 | qvalid_copy3;
+  assign \$245  = ~ mvalid_copy3;
+  assign \$246  = \$245  | m__ready;
+  assign \$247  = \$244  & \$246 ;
+  assign \$248  = | count;
+  assign \$249  = \$248  ? skid0 : { qe_last_d0, \q$199 , \q$198 , \q$197 , \q$196 , \q$195 , \q$194 , \q$193 , \q$192 , \q$191 , \q$190 , \q$189 , \q$188 , \q$187 , \q$186 , \q$185 , q };
+  assign \$250  = held_copy4 | qvalid_copy4;
+  assign \$251  = ~ mvalid_copy4;
+  assign \$252  = \$251  | m__ready;
+  assign \$253  = \$250  & \$252 ;
+  assign \$254  = | count;
+  assign \$255  = \$254  ? skid0 : { qe_last_d0, \q$199 , \q$198 , \q$197 , \q$196 , \q$195 , \q$194 , \q$193 , \q$192 , \q$191 , \q$190 , \q$189 , \q$188 , \q$187 , \q$186 , \q$185 , q };
+  assign \$256  = held_copy5 | qvalid_copy5;
+  assign \$257  = ~ mvalid_copy5;
+  assign \$258  = \$257  | m__ready;
+  assign \$259  = \$256  & \$258 ;
+  assign \$260  = | count;
+  assign \$261  = \$260  ? skid0 : { qe_last_d0, \q$199 , \q$198 , \q$197 , \q$196 , \q$195 , \q$194 , \q$193 , \q$192 , \q$191 , \q$190 , \q$189 , \q$188 , \q$187 , \q$186 , \q$185 , q };
+  assign \$262  = held_copy6 | qvalid_copy6;
+  assign \$263  = ~ mvalid_copy6;
+  assign \$264  = \$263  | m__ready;
+  assign \$265  = \$262  & \$264 ;
+  assign \$266  = | count;
+  assign \$267  = \$266  ? skid0 : { qe_last_d0, \q$199 , \q$198 , \q$197 , \q$196 , \q$195 , \q$194 , \q$193 , \q$192 , \q$191 , \q$190 , \q$189 , \q$188 , \q$187 , \q$186 , \q$185 , q };
+  assign \$268  = held_copy7 | qvalid_copy7;
+  assign \$269  = ~ mvalid_copy7;
+  assign \$270  = \$269  | m__ready;
+  assign \$271  = \$268  & \$270 ;
+  assign \$272  = | count;
+  assign \$273  = \$272  ? skid0 : { qe_last_d0, \q$199 , \q$198 , \q$197 , \q$196 , \q$195 , \q$194 , \q$193 , \q$192 , \q$191 , \q$190 , \q$189 , \q$188 , \q$187 , \q$186 , \q$185 , q };
+  assign \$274  = held_copy8 | qvalid_copy8;
+  assign \$275  = ~ mvalid_copy8;
+  assign \$276  = \$275  | m__ready;
+  assign \$277  = \$274  & \$276 ;
+  assign \$278  = | count;
+  assign \$279  = \$278  ? skid0 : { qe_last_d0, \q$199 , \q$198 , \q$197 , \q$196 , \q$195 , \q$194 , \q$193 , \q$192 , \q$191 , \q$190 , \q$189 , \q$188 , \q$187 , \q$186 , \q$185 , q };
+  assign \$280  = held_copy9 | qvalid_copy9;
+  assign \$281  = ~ mvalid_copy9;
+  assign \$282  = \$281  | m__ready;
+  assign \$283  = \$280  & \$282 ;
+  assign \$284  = | count;
+  assign \$285  = \$284  ? skid0 : { qe_last_d0, \q$199 , \q$198 , \q$197 , \q$196 , \q$195 , \q$194 , \q$193 , \q$192 , \q$191 , \q$190 , \q$189 , \q$188 , \q$187 , \q$186 , \q$185 , q };
+  assign \$286  = held_copy10 | qvalid_copy10;
+  assign \$287  = ~ mvalid_copy10;
+  assign \$288  = \$287  | m__ready;
+  assign \$289  = \$286  & \$288 ;
+  assign \$290  = | count;
+  assign \$291  = \$290  ? skid0 : { qe_last_d0, \q$199 , \q$198 , \q$197 , \q$196 , \q$195 , \q$194 , \q$193 , \q$192 , \q$191 , \q$190 , \q$189 , \q$188 , \q$187 , \q$186 , \q$185 , q };
+  assign \$292  = held_copy11 | qvalid_copy11;
+  assign \$293  = ~ mvalid_copy11;
+  assign \$294  = \$293  | m__ready;
+  assign \$295  = \$292  & \$294 ;
+  assign \$296  = | count;
+  assign \$297  = \$296  ? skid0 : { qe_last_d0, \q$199 , \q$198 , \q$197 , \q$196 , \q$195 , \q$194 , \q$193 , \q$192 , \q$191 , \q$190 , \q$189 , \q$188 , \q$187 , \q$186 , \q$185 , q };
+  assign \$298  = held_copy12 | qvalid_copy12;
+  assign \$299  = ~ mvalid_copy12;
+  assign \$300  = \$299  | m__ready;
+  assign \$301  = \$298  & \$300 ;
+  assign \$302  = | count;
+  assign \$303  = \$302  ? skid0 : { qe_last_d0, \q$199 , \q$198 , \q$197 , \q$196 , \q$195 , \q$194 , \q$193 , \q$192 , \q$191 , \q$190 , \q$189 , \q$188 , \q$187 , \q$186 , \q$185 , q };
+  assign \$304  = held_copy13 | qvalid_copy13;
+  assign \$305  = ~ mvalid_copy13;
+  assign \$306  = \$305  | m__ready;
+  assign \$307  = \$304  & \$306 ;
+  assign \$308  = | count;
+  assign \$309  = \$308  ? skid0 : { qe_last_d0, \q$199 , \q$198 , \q$197 , \q$196 , \q$195 , \q$194 , \q$193 , \q$192 , \q$191 , \q$190 , \q$189 , \q$188 , \q$187 , \q$186 , \q$185 , q };
+  assign \$310  = held_copy14 | qvalid_copy14;
+  assign \$311  = ~ mvalid_copy14;
+  assign \$312  = \$311  | m__ready;
+  assign \$313  = \$310  & \$312 ;
+  assign \$314  = | count;
+  assign \$315  = \$314  ? skid0 : { qe_last_d0, \q$199 , \q$198 , \q$197 , \q$196 , \q$195 , \q$194 , \q$193 , \q$192 , \q$191 , \q$190 , \q$189 , \q$188 , \q$187 , \q$186 , \q$185 , q };
+  assign \$316  = held_copy15 | qvalid_copy15;
+  assign \$317  = ~ mvalid_copy15;
+  assign \$318  = \$317  | m__ready;
+  assign \$319  = \$316  & \$318 ;
+  assign \$320  = | count;
+  assign \$321  = \$320  ? skid0 : { qe_last_d0, \q$199 , \q$198 , \q$197 , \q$196 , \q$195 , \q$194 , \q$193 , \q$192 , \q$191 , \q$190 , \q$189 , \q$188 , \q$187 , \q$186 , \q$185 , q };
   always @(posedge clk)
-    busy <= \$102 ;
+    busy <= \$322 ;
   always @(posedge clk)
-    addr <= \$103 ;
+    addr <= \$323 ;
   always @(posedge clk)
-    sfc <= \$104 ;
+    sfc <= \$324 ;
   always @(posedge clk)
-    nfc <= \$105 ;
+    nfc <= \$325 ;
   always @(posedge clk)
-    last_step <= \$106 ;
+    last_step <= \$326 ;
   always @(posedge clk)
-    xbuf <= \$107 ;
+    s__ready <= \$327 ;
   always @(posedge clk)
-    s__ready <= \$108 ;
+    credits <= \$328 ;
   always @(posedge clk)
-    x_d0 <= \$109 ;
+    issue <= \$329 ;
   always @(posedge clk)
-    x <= \$110 ;
+    xshift_copy0 <= \$330 ;
   always @(posedge clk)
-    wdata_d0 <= \$111 ;
+    xshift_copy1 <= \$331 ;
   always @(posedge clk)
-    f1_d0 <= \$112 ;
+    xshift_copy2 <= \$332 ;
   always @(posedge clk)
-    f1_d1 <= \$113 ;
+    xshift_copy3 <= \$333 ;
   always @(posedge clk)
-    fp_d0 <= \$114 ;
+    xshift_copy4 <= \$334 ;
   always @(posedge clk)
-    fp_d1 <= \$115 ;
+    xshift_copy5 <= \$335 ;
   always @(posedge clk)
-    fp_d2 <= \$116 ;
+    xshift_copy6 <= \$336 ;
   always @(posedge clk)
-    fp_d3 <= \$117 ;
+    xshift_copy7 <= \$337 ;
   always @(posedge clk)
-    ft_d0 <= \$118 ;
+    xshift_copy8 <= \$338 ;
   always @(posedge clk)
-    params_d0 <= \$119 ;
+    xshift_copy9 <= \$339 ;
   always @(posedge clk)
-    acc_valid <= \$120 ;
+    xshift_copy10 <= \$340 ;
   always @(posedge clk)
-    acc_end <= \$121 ;
+    xshift_copy11 <= \$341 ;
   always @(posedge clk)
-    acc <= \$122 ;
+    xshift_copy12 <= \$342 ;
   always @(posedge clk)
-    \acc$66  <= \$123 ;
+    xshift_copy13 <= \$343 ;
   always @(posedge clk)
-    \acc$72  <= \$124 ;
+    xshift_copy14 <= \$344 ;
   always @(posedge clk)
-    \acc$78  <= \$125 ;
+    xshift_copy15 <= \$345 ;
   always @(posedge clk)
-    \acc$84  <= \$126 ;
+    xready_copy0 <= \$346 ;
   always @(posedge clk)
-    \acc$90  <= \$127 ;
+    xready_copy1 <= \$347 ;
   always @(posedge clk)
-    \acc$96  <= \$128 ;
+    xready_copy2 <= \$348 ;
   always @(posedge clk)
-    \acc$102  <= \$129 ;
+    xready_copy3 <= \$349 ;
   always @(posedge clk)
-    \acc$108  <= \$130 ;
+    xready_copy4 <= \$350 ;
   always @(posedge clk)
-    \acc$114  <= \$131 ;
+    xready_copy5 <= \$351 ;
   always @(posedge clk)
-    \acc$120  <= \$132 ;
+    xready_copy6 <= \$352 ;
   always @(posedge clk)
-    \acc$126  <= \$133 ;
+    xready_copy7 <= \$353 ;
   always @(posedge clk)
-    \acc$132  <= \$134 ;
+    xready_copy8 <= \$354 ;
   always @(posedge clk)
-    \acc$138  <= \$135 ;
+    xready_copy9 <= \$355 ;
   always @(posedge clk)
-    \acc$144  <= \$136 ;
+    xready_copy10 <= \$356 ;
   always @(posedge clk)
-    \acc$150  <= \$137 ;
+    xready_copy11 <= \$357 ;
   always @(posedge clk)
-    qv_d0 <= \$138 ;
+    xready_copy12 <= \$358 ;
   always @(posedge clk)
-    qv_d1 <= \$139 ;
+    xready_copy13 <= \$359 ;
   always @(posedge clk)
-    qe_d0 <= \$140 ;
+    xready_copy14 <= \$360 ;
   always @(posedge clk)
-    qe_d1 <= \$141 ;
+    xready_copy15 <= \$361 ;
   always @(posedge clk)
-    qv_last_d0 <= \$142 ;
+    xbuf <= \$362 ;
   always @(posedge clk)
-    qe_last_d0 <= \$143 ;
+    x_d0 <= \$363 ;
   always @(posedge clk)
-    skid0 <= \$144 ;
+    x <= \$364 ;
   always @(posedge clk)
-    skid1 <= \$145 ;
+    wdata_d0 <= \$365 ;
   always @(posedge clk)
-    count <= \$146 ;
+    f1_d0 <= \$366 ;
   always @(posedge clk)
-    m__payload <= \$147 ;
+    f1_d1 <= \$367 ;
   always @(posedge clk)
-    m__valid <= \$148 ;
+    fp_d0 <= \$368 ;
   always @(posedge clk)
-    credit_back_d0 <= \$149 ;
+    fp_d1 <= \$369 ;
   always @(posedge clk)
-    credit_back_d1 <= \$150 ;
+    fp_d2 <= \$370 ;
   always @(posedge clk)
-    credits <= \$151 ;
+    fp_d3 <= \$371 ;
+  always @(posedge clk)
+    ft_d0 <= \$372 ;
+  always @(posedge clk)
+    params_d0 <= \$373 ;
+  always @(posedge clk)
+    acc_valid <= \$374 ;
+  always @(posedge clk)
+    acc_end <= \$375 ;
+  always @(posedge clk)
+    acc <= \$376 ;
+  always @(posedge clk)
+    \acc$84  <= \$377 ;
+  always @(posedge clk)
+    \acc$90  <= \$378 ;
+  always @(posedge clk)
+    \acc$96  <= \$379 ;
+  always @(posedge clk)
+    \acc$102  <= \$380 ;
+  always @(posedge clk)
+    \acc$108  <= \$381 ;
+  always @(posedge clk)
+    \acc$114  <= \$382 ;
+  always @(posedge clk)
+    \acc$120  <= \$383 ;
+  always @(posedge clk)
+    \acc$126  <= \$384 ;
+  always @(posedge clk)
+    \acc$132  <= \$385 ;
+  always @(posedge clk)
+    \acc$138  <= \$386 ;
+  always @(posedge clk)
+    \acc$144  <= \$387 ;
+  always @(posedge clk)
+    \acc$150  <= \$388 ;
+  always @(posedge clk)
+    \acc$156  <= \$389 ;
+  always @(posedge clk)
+    \acc$162  <= \$390 ;
+  always @(posedge clk)
+    \acc$168  <= \$391 ;
+  always @(posedge clk)
+    qv_d0 <= \$392 ;
+  always @(posedge clk)
+    qv_d1 <= \$393 ;
+  always @(posedge clk)
+    qe_d0 <= \$394 ;
+  always @(posedge clk)
+    qe_d1 <= \$395 ;
+  always @(posedge clk)
+    qv_last_d0 <= \$396 ;
+  always @(posedge clk)
+    qe_last_d0 <= \$397 ;
+  always @(posedge clk)
+    skid0 <= \$398 ;
+  always @(posedge clk)
+    skid1 <= \$399 ;
+  always @(posedge clk)
+    count <= \$400 ;
+  always @(posedge clk)
+    m__valid <= \$401 ;
+  always @(posedge clk)
+    held_copy0 <= \$402 ;
+  always @(posedge clk)
+    held_copy1 <= \$403 ;
+  always @(posedge clk)
+    held_copy2 <= \$404 ;
+  always @(posedge clk)
+    held_copy3 <= \$405 ;
+  always @(posedge clk)
+    held_copy4 <= \$406 ;
+  always @(posedge clk)
+    held_copy5 <= \$407 ;
+  always @(posedge clk)
+    held_copy6 <= \$408 ;
+  always @(posedge clk)
+    held_copy7 <= \$409 ;
+  always @(posedge clk)
+    held_copy8 <= \$410 ;
+  always @(posedge clk)
+    held_copy9 <= \$411 ;
+  always @(posedge clk)
+    held_copy10 <= \$412 ;
+  always @(posedge clk)
+    held_copy11 <= \$413 ;
+  always @(posedge clk)
+    held_copy12 <= \$414 ;
+  always @(posedge clk)
+    held_copy13 <= \$415 ;
+  always @(posedge clk)
+    held_copy14 <= \$416 ;
+  always @(posedge clk)
+    held_copy15 <= \$417 ;
+  always @(posedge clk)
+    qvalid_copy0 <= \$418 ;
+  always @(posedge clk)
+    qvalid_copy1 <= \$419 ;
+  always @(posedge clk)
+    qvalid_copy2 <= \$420 ;
+  always @(posedge clk)
+    qvalid_copy3 <= \$421 ;
+  always @(posedge clk)
+    qvalid_copy4 <= \$422 ;
+  always @(posedge clk)
+    qvalid_copy5 <= \$423 ;
+  always @(posedge clk)
+    qvalid_copy6 <= \$424 ;
+  always @(posedge clk)
+    qvalid_copy7 <= \$425 ;
+  always @(posedge clk)
+    qvalid_copy8 <= \$426 ;
+  always @(posedge clk)
+    qvalid_copy9 <= \$427 ;
+  always @(posedge clk)
+    qvalid_copy10 <= \$428 ;
+  always @(posedge clk)
+    qvalid_copy11 <= \$429 ;
+  always @(posedge clk)
+    qvalid_copy12 <= \$430 ;
   \bchw_top.engine1.params  params (
     .addr(fp_d3[7:4]),
     .clk(clk),
-    .data(\data$182 )
+    .data(\data$245 )
   );
   \bchw_top.engine1.requant0  requant0 (
     .acc(acc),
     .clk(clk),
-    .\port$6769$0 (params_d0[58:0]),
+    .\port$8683$0 (params_d0[58:0]),
     .q(q),
     .rst(rst)
   );
   \bchw_top.engine1.requant1  requant1 (
-    .acc(\acc$66 ),
+    .acc(\acc$84 ),
     .clk(clk),
-    .\port$6769$59 (params_d0[117:59]),
-    .q(\q$207 ),
+    .\port$8683$59 (params_d0[117:59]),
+    .q(\q$185 ),
     .rst(rst)
   );
   \bchw_top.engine1.requant10  requant10 (
-    .acc(\acc$120 ),
+    .acc(\acc$138 ),
     .clk(clk),
-    .\port$6769$590 (params_d0[648:590]),
-    .q(\q$216 ),
+    .\port$8683$590 (params_d0[648:590]),
+    .q(\q$194 ),
     .rst(rst)
   );
   \bchw_top.engine1.requant11  requant11 (
-    .acc(\acc$126 ),
+    .acc(\acc$144 ),
     .clk(clk),
-    .\port$6769$649 (params_d0[707:649]),
-    .q(\q$217 ),
+    .\port$8683$649 (params_d0[707:649]),
+    .q(\q$195 ),
     .rst(rst)
   );
   \bchw_top.engine1.requant12  requant12 (
-    .acc(\acc$132 ),
+    .acc(\acc$150 ),
     .clk(clk),
-    .\port$6769$708 (params_d0[766:708]),
-    .q(\q$218 ),
+    .\port$8683$708 (params_d0[766:708]),
+    .q(\q$196 ),
     .rst(rst)
   );
   \bchw_top.engine1.requant13  requant13 (
-    .acc(\acc$138 ),
+    .acc(\acc$156 ),
     .clk(clk),
-    .\port$6769$767 (params_d0[825:767]),
-    .q(\q$219 ),
+    .\port$8683$767 (params_d0[825:767]),
+    .q(\q$197 ),
     .rst(rst)
   );
   \bchw_top.engine1.requant14  requant14 (
-    .acc(\acc$144 ),
+    .acc(\acc$162 ),
     .clk(clk),
-    .\port$6769$826 (params_d0[884:826]),
-    .q(\q$220 ),
+    .\port$8683$826 (params_d0[884:826]),
+    .q(\q$198 ),
     .rst(rst)
   );
   \bchw_top.engine1.requant15  requant15 (
-    .acc(\acc$150 ),
+    .acc(\acc$168 ),
     .clk(clk),
-    .\port$6769$885 (params_d0[943:885]),
-    .q(\q$221 ),
+    .\port$8683$885 (params_d0[943:885]),
+    .q(\q$199 ),
     .rst(rst)
   );
   \bchw_top.engine1.requant2  requant2 (
-    .acc(\acc$72 ),
+    .acc(\acc$90 ),
     .clk(clk),
-    .\port$6769$118 (params_d0[176:118]),
-    .q(\q$208 ),
+    .\port$8683$118 (params_d0[176:118]),
+    .q(\q$186 ),
     .rst(rst)
   );
   \bchw_top.engine1.requant3  requant3 (
-    .acc(\acc$78 ),
+    .acc(\acc$96 ),
     .clk(clk),
-    .\port$6769$177 (params_d0[235:177]),
-    .q(\q$209 ),
+    .\port$8683$177 (params_d0[235:177]),
+    .q(\q$187 ),
     .rst(rst)
   );
   \bchw_top.engine1.requant4  requant4 (
-    .acc(\acc$84 ),
+    .acc(\acc$102 ),
     .clk(clk),
-    .\port$6769$236 (params_d0[294:236]),
-    .q(\q$210 ),
+    .\port$8683$236 (params_d0[294:236]),
+    .q(\q$188 ),
     .rst(rst)
   );
   \bchw_top.engine1.requant5  requant5 (
-    .acc(\acc$90 ),
+    .acc(\acc$108 ),
     .clk(clk),
-    .\port$6769$295 (params_d0[353:295]),
-    .q(\q$211 ),
+    .\port$8683$295 (params_d0[353:295]),
+    .q(\q$189 ),
     .rst(rst)
   );
   \bchw_top.engine1.requant6  requant6 (
-    .acc(\acc$96 ),
+    .acc(\acc$114 ),
     .clk(clk),
-    .\port$6769$354 (params_d0[412:354]),
-    .q(\q$212 ),
+    .\port$8683$354 (params_d0[412:354]),
+    .q(\q$190 ),
     .rst(rst)
   );
   \bchw_top.engine1.requant7  requant7 (
-    .acc(\acc$102 ),
+    .acc(\acc$120 ),
     .clk(clk),
-    .\port$6769$413 (params_d0[471:413]),
-    .q(\q$213 ),
+    .\port$8683$413 (params_d0[471:413]),
+    .q(\q$191 ),
     .rst(rst)
   );
   \bchw_top.engine1.requant8  requant8 (
-    .acc(\acc$108 ),
+    .acc(\acc$126 ),
     .clk(clk),
-    .\port$6769$472 (params_d0[530:472]),
-    .q(\q$214 ),
+    .\port$8683$472 (params_d0[530:472]),
+    .q(\q$192 ),
     .rst(rst)
   );
   \bchw_top.engine1.requant9  requant9 (
-    .acc(\acc$114 ),
+    .acc(\acc$132 ),
     .clk(clk),
-    .\port$6769$531 (params_d0[589:531]),
-    .q(\q$215 ),
+    .\port$8683$531 (params_d0[589:531]),
+    .q(\q$193 ),
     .rst(rst)
   );
   \bchw_top.engine1.tree0  tree0 (
@@ -12027,105 +16603,105 @@ module \bchw_top.engine1 (rst, s__payload, s__valid, s__ready, m__payload, m__va
   );
   \bchw_top.engine1.tree1  tree1 (
     .clk(clk),
-    .l4_0(\sum$186 ),
+    .l4_0(\sum$249 ),
     .rst(rst),
     .w(wdata_d0[31:16]),
     .x(x)
   );
   \bchw_top.engine1.tree10  tree10 (
     .clk(clk),
-    .l4_0(\sum$195 ),
+    .l4_0(\sum$258 ),
     .rst(rst),
     .w(wdata_d0[175:160]),
     .x(x)
   );
   \bchw_top.engine1.tree11  tree11 (
     .clk(clk),
-    .l4_0(\sum$196 ),
+    .l4_0(\sum$259 ),
     .rst(rst),
     .w(wdata_d0[191:176]),
     .x(x)
   );
   \bchw_top.engine1.tree12  tree12 (
     .clk(clk),
-    .l4_0(\sum$197 ),
+    .l4_0(\sum$260 ),
     .rst(rst),
     .w(wdata_d0[207:192]),
     .x(x)
   );
   \bchw_top.engine1.tree13  tree13 (
     .clk(clk),
-    .l4_0(\sum$198 ),
+    .l4_0(\sum$261 ),
     .rst(rst),
     .w(wdata_d0[223:208]),
     .x(x)
   );
   \bchw_top.engine1.tree14  tree14 (
     .clk(clk),
-    .l4_0(\sum$199 ),
+    .l4_0(\sum$262 ),
     .rst(rst),
     .w(wdata_d0[239:224]),
     .x(x)
   );
   \bchw_top.engine1.tree15  tree15 (
     .clk(clk),
-    .l4_0(\sum$200 ),
+    .l4_0(\sum$263 ),
     .rst(rst),
     .w(wdata_d0[255:240]),
     .x(x)
   );
   \bchw_top.engine1.tree2  tree2 (
     .clk(clk),
-    .l4_0(\sum$187 ),
+    .l4_0(\sum$250 ),
     .rst(rst),
     .w(wdata_d0[47:32]),
     .x(x)
   );
   \bchw_top.engine1.tree3  tree3 (
     .clk(clk),
-    .l4_0(\sum$188 ),
+    .l4_0(\sum$251 ),
     .rst(rst),
     .w(wdata_d0[63:48]),
     .x(x)
   );
   \bchw_top.engine1.tree4  tree4 (
     .clk(clk),
-    .l4_0(\sum$189 ),
+    .l4_0(\sum$252 ),
     .rst(rst),
     .w(wdata_d0[79:64]),
     .x(x)
   );
   \bchw_top.engine1.tree5  tree5 (
     .clk(clk),
-    .l4_0(\sum$190 ),
+    .l4_0(\sum$253 ),
     .rst(rst),
     .w(wdata_d0[95:80]),
     .x(x)
   );
   \bchw_top.engine1.tree6  tree6 (
     .clk(clk),
-    .l4_0(\sum$191 ),
+    .l4_0(\sum$254 ),
     .rst(rst),
     .w(wdata_d0[111:96]),
     .x(x)
   );
   \bchw_top.engine1.tree7  tree7 (
     .clk(clk),
-    .l4_0(\sum$192 ),
+    .l4_0(\sum$255 ),
     .rst(rst),
     .w(wdata_d0[127:112]),
     .x(x)
   );
   \bchw_top.engine1.tree8  tree8 (
     .clk(clk),
-    .l4_0(\sum$193 ),
+    .l4_0(\sum$256 ),
     .rst(rst),
     .w(wdata_d0[143:128]),
     .x(x)
   );
   \bchw_top.engine1.tree9  tree9 (
     .clk(clk),
-    .l4_0(\sum$194 ),
+    .l4_0(\sum$257 ),
     .rst(rst),
     .w(wdata_d0[159:144]),
     .x(x)
@@ -12137,520 +16713,1140 @@ module \bchw_top.engine1 (rst, s__payload, s__valid, s__ready, m__payload, m__va
   );
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$102  = busy;
-    if (\$5 ) begin
-      \$102  = 1'h1;
-    end else if (last_step) begin
-      \$102  = 1'h0;
-    end
+    \$432  = qv_d1;
     if (rst) begin
-      \$102  = 1'h0;
+      \$432  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$103  = addr;
-    if (\$5 ) begin
-      \$103  = 8'h00;
-    end else if (last_step) begin
-    end else if (\$9 ) begin
-      \$103  = \$10 [7:0];
-    end
+    \$433  = qv_d1;
     if (rst) begin
-      \$103  = 8'h00;
+      \$433  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$104  = sfc;
-    if (\$5 ) begin
-      \$104  = 4'h0;
-    end else if (last_step) begin
-    end else if (\$9 ) begin
-      (* full_case = 32'd1 *)
-      if (\$13 ) begin
-        \$104  = 4'h0;
-      end else begin
-        \$104  = \$15 [3:0];
-      end
-    end
+    \$434  = valid_next;
     if (rst) begin
-      \$104  = 4'h0;
+      \$434  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$105  = nfc;
-    if (\$5 ) begin
-      \$105  = 4'h0;
-    end else if (last_step) begin
-    end else if (\$9 ) begin
-      if (\$13 ) begin
-        \$105  = \$14 [3:0];
-      end
-    end
+    \$435  = valid_next;
     if (rst) begin
-      \$105  = 4'h0;
+      \$435  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$106  = last_step;
-    if (\$5 ) begin
-      \$106  = 1'h0;
-    end else if (last_step) begin
-      \$106  = 1'h0;
-    end else if (\$9 ) begin
-      \$106  = \$11 ;
-    end
+    \$436  = valid_next;
     if (rst) begin
-      \$106  = 1'h0;
+      \$436  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$107  = xbuf;
-    if (\$5 ) begin
-      \$107  = s__payload;
-    end else if (last_step) begin
-    end else if (\$9 ) begin
-      \$107  = { xbuf[127:0], xbuf[2047:128] };
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$108  = s__ready;
-    if (\$5 ) begin
-      \$108  = 1'h0;
-    end else if (last_step) begin
-      \$108  = 1'h1;
-    end else if (\$9 ) begin
-      \$108  = \$12 ;
-    end
+    \$437  = valid_next;
     if (rst) begin
-      \$108  = 1'h1;
+      \$437  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$112  = { nfc, last_step, \$21 , \$20 , \$19  };
+    \$438  = valid_next;
     if (rst) begin
-      \$112  = 8'h00;
+      \$438  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$113  = f1_d0;
+    \$439  = valid_next;
     if (rst) begin
-      \$113  = 8'h00;
+      \$439  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$114  = f1_d1;
+    \$440  = valid_next;
     if (rst) begin
-      \$114  = 8'h00;
+      \$440  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$115  = fp_d0;
+    \$441  = valid_next;
     if (rst) begin
-      \$115  = 8'h00;
+      \$441  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$116  = fp_d1;
+    \$442  = valid_next;
     if (rst) begin
-      \$116  = 8'h00;
+      \$442  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$117  = fp_d2;
+    \$443  = valid_next;
     if (rst) begin
-      \$117  = 8'h00;
+      \$443  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$118  = fp_d3;
+    \$444  = valid_next;
     if (rst) begin
-      \$118  = 8'h00;
+      \$444  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$120  = \$22 ;
+    \$445  = valid_next;
     if (rst) begin
-      \$120  = 1'h0;
+      \$445  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$121  = \$23 ;
+    \$446  = valid_next;
     if (rst) begin
-      \$121  = 1'h0;
+      \$446  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$122  = acc;
+    \$447  = valid_next;
+    if (rst) begin
+      \$447  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    \$448  = valid_next;
+    if (rst) begin
+      \$448  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    \$449  = valid_next;
+    if (rst) begin
+      \$449  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    \$450  = m__payload;
+    if (\$229 ) begin
+      \$450 [127:0] = m__payload[255:128];
+    end
+    if (\$235 ) begin
+      \$450 [255:128] = m__payload[383:256];
+    end
+    if (\$241 ) begin
+      \$450 [383:256] = m__payload[511:384];
+    end
+    if (\$247 ) begin
+      \$450 [511:384] = m__payload[639:512];
+    end
+    if (\$253 ) begin
+      \$450 [639:512] = m__payload[767:640];
+    end
+    if (\$259 ) begin
+      \$450 [767:640] = m__payload[895:768];
+    end
+    if (\$265 ) begin
+      \$450 [895:768] = m__payload[1023:896];
+    end
+    if (\$271 ) begin
+      \$450 [1023:896] = m__payload[1151:1024];
+    end
+    if (\$277 ) begin
+      \$450 [1151:1024] = m__payload[1279:1152];
+    end
+    if (\$283 ) begin
+      \$450 [1279:1152] = m__payload[1407:1280];
+    end
+    if (\$289 ) begin
+      \$450 [1407:1280] = m__payload[1535:1408];
+    end
+    if (\$295 ) begin
+      \$450 [1535:1408] = m__payload[1663:1536];
+    end
+    if (\$301 ) begin
+      \$450 [1663:1536] = m__payload[1791:1664];
+    end
+    if (\$307 ) begin
+      \$450 [1791:1664] = m__payload[1919:1792];
+    end
+    if (\$313 ) begin
+      \$450 [1919:1792] = m__payload[2047:1920];
+    end
+    if (\$319 ) begin
+      \$450 [2047:1920] = \$321 [127:0];
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    \$451  = enter;
+    if (rst) begin
+      \$451  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    \$452  = credit_back_d0;
+    if (rst) begin
+      \$452  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    \$322  = busy_next;
+    if (rst) begin
+      \$322  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    \$323  = \$11 [7:0];
+    if (rst) begin
+      \$323  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    \$324  = \$23 [3:0];
+    if (rst) begin
+      \$324  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    \$325  = \$32 [3:0];
+    if (rst) begin
+      \$325  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    \$326  = last_step_next;
+    if (rst) begin
+      \$326  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    \$327  = ready_next;
+    if (rst) begin
+      \$327  = 1'h1;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    \$328  = \$47 [1:0];
+    if (rst) begin
+      \$328  = 2'h2;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    \$329  = issue_next;
+    if (rst) begin
+      \$329  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    \$330  = \$71 ;
+    if (rst) begin
+      \$330  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    \$331  = \$73 ;
+    if (rst) begin
+      \$331  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    \$332  = \$75 ;
+    if (rst) begin
+      \$332  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    \$333  = \$77 ;
+    if (rst) begin
+      \$333  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    \$334  = \$79 ;
+    if (rst) begin
+      \$334  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    \$335  = \$81 ;
+    if (rst) begin
+      \$335  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    \$336  = \$83 ;
+    if (rst) begin
+      \$336  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    \$337  = \$85 ;
+    if (rst) begin
+      \$337  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    \$338  = \$87 ;
+    if (rst) begin
+      \$338  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    \$339  = \$89 ;
+    if (rst) begin
+      \$339  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    \$340  = \$91 ;
+    if (rst) begin
+      \$340  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    \$341  = \$93 ;
+    if (rst) begin
+      \$341  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    \$342  = \$95 ;
+    if (rst) begin
+      \$342  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    \$343  = \$97 ;
+    if (rst) begin
+      \$343  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    \$344  = \$99 ;
+    if (rst) begin
+      \$344  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    \$345  = \$101 ;
+    if (rst) begin
+      \$345  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    \$346  = ready_next;
+    if (rst) begin
+      \$346  = 1'h1;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    \$347  = ready_next;
+    if (rst) begin
+      \$347  = 1'h1;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    \$348  = ready_next;
+    if (rst) begin
+      \$348  = 1'h1;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    \$349  = ready_next;
+    if (rst) begin
+      \$349  = 1'h1;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    \$350  = ready_next;
+    if (rst) begin
+      \$350  = 1'h1;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    \$351  = ready_next;
+    if (rst) begin
+      \$351  = 1'h1;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    \$352  = ready_next;
+    if (rst) begin
+      \$352  = 1'h1;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    \$353  = ready_next;
+    if (rst) begin
+      \$353  = 1'h1;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    \$354  = ready_next;
+    if (rst) begin
+      \$354  = 1'h1;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    \$355  = ready_next;
+    if (rst) begin
+      \$355  = 1'h1;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    \$356  = ready_next;
+    if (rst) begin
+      \$356  = 1'h1;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    \$357  = ready_next;
+    if (rst) begin
+      \$357  = 1'h1;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    \$358  = ready_next;
+    if (rst) begin
+      \$358  = 1'h1;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    \$359  = ready_next;
+    if (rst) begin
+      \$359  = 1'h1;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    \$360  = ready_next;
+    if (rst) begin
+      \$360  = 1'h1;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    \$361  = ready_next;
+    if (rst) begin
+      \$361  = 1'h1;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    \$362  = xbuf;
+    if (\$103 ) begin
+      \$362 [127:0] = \$104 ;
+    end
+    if (\$106 ) begin
+      \$362 [255:128] = \$107 ;
+    end
+    if (\$109 ) begin
+      \$362 [383:256] = \$110 ;
+    end
+    if (\$112 ) begin
+      \$362 [511:384] = \$113 ;
+    end
+    if (\$115 ) begin
+      \$362 [639:512] = \$116 ;
+    end
+    if (\$118 ) begin
+      \$362 [767:640] = \$119 ;
+    end
+    if (\$121 ) begin
+      \$362 [895:768] = \$122 ;
+    end
+    if (\$124 ) begin
+      \$362 [1023:896] = \$125 ;
+    end
+    if (\$127 ) begin
+      \$362 [1151:1024] = \$128 ;
+    end
+    if (\$130 ) begin
+      \$362 [1279:1152] = \$131 ;
+    end
+    if (\$133 ) begin
+      \$362 [1407:1280] = \$134 ;
+    end
+    if (\$136 ) begin
+      \$362 [1535:1408] = \$137 ;
+    end
+    if (\$139 ) begin
+      \$362 [1663:1536] = \$140 ;
+    end
+    if (\$142 ) begin
+      \$362 [1791:1664] = \$143 ;
+    end
+    if (\$145 ) begin
+      \$362 [1919:1792] = \$146 ;
+    end
+    if (\$148 ) begin
+      \$362 [2047:1920] = \$149 ;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    \$366  = { nfc, last_step, \$151 , \$150 , issue };
+    if (rst) begin
+      \$366  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    \$367  = f1_d0;
+    if (rst) begin
+      \$367  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    \$368  = f1_d1;
+    if (rst) begin
+      \$368  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    \$369  = fp_d0;
+    if (rst) begin
+      \$369  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    \$370  = fp_d1;
+    if (rst) begin
+      \$370  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    \$371  = fp_d2;
+    if (rst) begin
+      \$371  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    \$372  = fp_d3;
+    if (rst) begin
+      \$372  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    \$374  = \$152 ;
+    if (rst) begin
+      \$374  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    \$375  = \$153 ;
+    if (rst) begin
+      \$375  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    \$376  = acc;
     if (ft_d0[0]) begin
-      \$122  = \$25 [16:0];
+      \$376  = \$155 [16:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$123  = \acc$66 ;
+    \$377  = \acc$84 ;
     if (ft_d0[0]) begin
-      \$123  = \$27 [16:0];
+      \$377  = \$157 [16:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$124  = \acc$72 ;
+    \$378  = \acc$90 ;
     if (ft_d0[0]) begin
-      \$124  = \$29 [16:0];
+      \$378  = \$159 [16:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$125  = \acc$78 ;
+    \$379  = \acc$96 ;
     if (ft_d0[0]) begin
-      \$125  = \$31 [16:0];
+      \$379  = \$161 [16:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$126  = \acc$84 ;
+    \$380  = \acc$102 ;
     if (ft_d0[0]) begin
-      \$126  = \$33 [16:0];
+      \$380  = \$163 [16:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$127  = \acc$90 ;
+    \$381  = \acc$108 ;
     if (ft_d0[0]) begin
-      \$127  = \$35 [16:0];
+      \$381  = \$165 [16:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$128  = \acc$96 ;
+    \$382  = \acc$114 ;
     if (ft_d0[0]) begin
-      \$128  = \$37 [16:0];
+      \$382  = \$167 [16:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$129  = \acc$102 ;
+    \$383  = \acc$120 ;
     if (ft_d0[0]) begin
-      \$129  = \$39 [16:0];
+      \$383  = \$169 [16:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$130  = \acc$108 ;
+    \$384  = \acc$126 ;
     if (ft_d0[0]) begin
-      \$130  = \$41 [16:0];
+      \$384  = \$171 [16:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$131  = \acc$114 ;
+    \$385  = \acc$132 ;
     if (ft_d0[0]) begin
-      \$131  = \$43 [16:0];
+      \$385  = \$173 [16:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$132  = \acc$120 ;
+    \$386  = \acc$138 ;
     if (ft_d0[0]) begin
-      \$132  = \$45 [16:0];
+      \$386  = \$175 [16:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$133  = \acc$126 ;
+    \$387  = \acc$144 ;
     if (ft_d0[0]) begin
-      \$133  = \$47 [16:0];
+      \$387  = \$177 [16:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$134  = \acc$132 ;
+    \$388  = \acc$150 ;
     if (ft_d0[0]) begin
-      \$134  = \$49 [16:0];
+      \$388  = \$179 [16:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$135  = \acc$138 ;
+    \$389  = \acc$156 ;
     if (ft_d0[0]) begin
-      \$135  = \$51 [16:0];
+      \$389  = \$181 [16:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$136  = \acc$144 ;
+    \$390  = \acc$162 ;
     if (ft_d0[0]) begin
-      \$136  = \$53 [16:0];
+      \$390  = \$183 [16:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$137  = \acc$150 ;
+    \$391  = \acc$168 ;
     if (ft_d0[0]) begin
-      \$137  = \$55 [16:0];
+      \$391  = \$185 [16:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$138  = acc_valid;
+    \$392  = acc_valid;
     if (rst) begin
-      \$138  = 1'h0;
+      \$392  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$139  = qv_d0;
+    \$393  = qv_d0;
     if (rst) begin
-      \$139  = 1'h0;
+      \$393  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$140  = acc_end;
+    \$394  = acc_end;
     if (rst) begin
-      \$140  = 1'h0;
+      \$394  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$141  = qe_d0;
+    \$395  = qe_d0;
     if (rst) begin
-      \$141  = 1'h0;
+      \$395  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$142  = qv_d1;
+    \$396  = qv_d1;
     if (rst) begin
-      \$142  = 1'h0;
+      \$396  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$143  = qe_d1;
+    \$397  = qe_d1;
     if (rst) begin
-      \$143  = 1'h0;
+      \$397  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$144  = skid0;
-    if (\$65 ) begin
-      \$144  = { qe_last_d0, \q$221 , \q$220 , \q$219 , \q$218 , \q$217 , \q$216 , \q$215 , \q$214 , \q$213 , \q$212 , \q$211 , \q$210 , \q$209 , \q$208 , \q$207 , q };
-    end else if (\$67 ) begin
-      \$144  = skid1;
+    \$398  = skid0;
+    if (\$195 ) begin
+      \$398  = { qe_last_d0, \q$199 , \q$198 , \q$197 , \q$196 , \q$195 , \q$194 , \q$193 , \q$192 , \q$191 , \q$190 , \q$189 , \q$188 , \q$187 , \q$186 , \q$185 , q };
+    end else if (\$197 ) begin
+      \$398  = skid1;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$145  = skid1;
-    if (\$77 ) begin
-      \$145  = { qe_last_d0, \q$221 , \q$220 , \q$219 , \q$218 , \q$217 , \q$216 , \q$215 , \q$214 , \q$213 , \q$212 , \q$211 , \q$210 , \q$209 , \q$208 , \q$207 , q };
-    end else if (\$79 ) begin
-      \$145  = 129'h000000000000000000000000000000000;
+    \$399  = skid1;
+    if (\$207 ) begin
+      \$399  = { qe_last_d0, \q$199 , \q$198 , \q$197 , \q$196 , \q$195 , \q$194 , \q$193 , \q$192 , \q$191 , \q$190 , \q$189 , \q$188 , \q$187 , \q$186 , \q$185 , q };
+    end else if (\$209 ) begin
+      \$399  = 129'h000000000000000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$146  = \$88 [1:0];
+    \$400  = \$64 [1:0];
     if (rst) begin
-      \$146  = 2'h0;
+      \$400  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$147  = m__payload;
-    if (enter) begin
-      \$147  = { \$90 [127:0], m__payload[2047:128] };
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$148  = m__valid;
-    if (\$93 ) begin
-      \$148  = 1'h1;
-    end else if (m__ready) begin
-      \$148  = 1'h0;
-    end
+    \$401  = valid_next;
     if (rst) begin
-      \$148  = 1'h0;
+      \$401  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$149  = enter;
+    \$402  = \$210 ;
     if (rst) begin
-      \$149  = 1'h0;
+      \$402  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$150  = credit_back_d0;
+    \$403  = \$211 ;
     if (rst) begin
-      \$150  = 1'h0;
+      \$403  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$151  = \$101 [1:0];
+    \$404  = \$212 ;
     if (rst) begin
-      \$151  = 2'h2;
+      \$404  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    \$405  = \$213 ;
+    if (rst) begin
+      \$405  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    \$406  = \$214 ;
+    if (rst) begin
+      \$406  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    \$407  = \$215 ;
+    if (rst) begin
+      \$407  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    \$408  = \$216 ;
+    if (rst) begin
+      \$408  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    \$409  = \$217 ;
+    if (rst) begin
+      \$409  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    \$410  = \$218 ;
+    if (rst) begin
+      \$410  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    \$411  = \$219 ;
+    if (rst) begin
+      \$411  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    \$412  = \$220 ;
+    if (rst) begin
+      \$412  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    \$413  = \$221 ;
+    if (rst) begin
+      \$413  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    \$414  = \$222 ;
+    if (rst) begin
+      \$414  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    \$415  = \$223 ;
+    if (rst) begin
+      \$415  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    \$416  = \$224 ;
+    if (rst) begin
+      \$416  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    \$417  = \$225 ;
+    if (rst) begin
+      \$417  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    \$418  = qv_d1;
+    if (rst) begin
+      \$418  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    \$419  = qv_d1;
+    if (rst) begin
+      \$419  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    \$420  = qv_d1;
+    if (rst) begin
+      \$420  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    \$421  = qv_d1;
+    if (rst) begin
+      \$421  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    \$422  = qv_d1;
+    if (rst) begin
+      \$422  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    \$423  = qv_d1;
+    if (rst) begin
+      \$423  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    \$424  = qv_d1;
+    if (rst) begin
+      \$424  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    \$425  = qv_d1;
+    if (rst) begin
+      \$425  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    \$426  = qv_d1;
+    if (rst) begin
+      \$426  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    \$427  = qv_d1;
+    if (rst) begin
+      \$427  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    \$428  = qv_d1;
+    if (rst) begin
+      \$428  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    \$429  = qv_d1;
+    if (rst) begin
+      \$429  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    \$430  = qv_d1;
+    if (rst) begin
+      \$430  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    \$431  = qv_d1;
+    if (rst) begin
+      \$431  = 1'h0;
     end
   end
   assign ready = s__ready;
   assign en = 1'h1;
   assign step = addr;
-  assign \en$5  = 1'h1;
+  assign step_next = \$11 [7:0];
+  assign sfc_next = \$23 [3:0];
+  assign nfc_next = \$32 [3:0];
+  assign credits_next = \$47 [1:0];
+  assign s__payload = pay;
+  assign \en$23  = 1'h1;
   assign x_d1 = x;
   assign w = wdata_d0[15:0];
-  assign \en$10  = 1'h1;
-  assign \x$11  = x;
-  assign \w$12  = wdata_d0[31:16];
-  assign \en$13  = 1'h1;
-  assign \x$14  = x;
-  assign \w$15  = wdata_d0[47:32];
-  assign \en$16  = 1'h1;
-  assign \x$17  = x;
-  assign \w$18  = wdata_d0[63:48];
-  assign \en$19  = 1'h1;
-  assign \x$20  = x;
-  assign \w$21  = wdata_d0[79:64];
-  assign \en$22  = 1'h1;
-  assign \x$23  = x;
-  assign \w$24  = wdata_d0[95:80];
-  assign \en$25  = 1'h1;
-  assign \x$26  = x;
-  assign \w$27  = wdata_d0[111:96];
   assign \en$28  = 1'h1;
   assign \x$29  = x;
-  assign \w$30  = wdata_d0[127:112];
+  assign \w$30  = wdata_d0[31:16];
   assign \en$31  = 1'h1;
   assign \x$32  = x;
-  assign \w$33  = wdata_d0[143:128];
+  assign \w$33  = wdata_d0[47:32];
   assign \en$34  = 1'h1;
   assign \x$35  = x;
-  assign \w$36  = wdata_d0[159:144];
+  assign \w$36  = wdata_d0[63:48];
   assign \en$37  = 1'h1;
   assign \x$38  = x;
-  assign \w$39  = wdata_d0[175:160];
+  assign \w$39  = wdata_d0[79:64];
   assign \en$40  = 1'h1;
   assign \x$41  = x;
-  assign \w$42  = wdata_d0[191:176];
+  assign \w$42  = wdata_d0[95:80];
   assign \en$43  = 1'h1;
   assign \x$44  = x;
-  assign \w$45  = wdata_d0[207:192];
+  assign \w$45  = wdata_d0[111:96];
   assign \en$46  = 1'h1;
   assign \x$47  = x;
-  assign \w$48  = wdata_d0[223:208];
+  assign \w$48  = wdata_d0[127:112];
   assign \en$49  = 1'h1;
   assign \x$50  = x;
-  assign \w$51  = wdata_d0[239:224];
+  assign \w$51  = wdata_d0[143:128];
   assign \en$52  = 1'h1;
   assign \x$53  = x;
-  assign \w$54  = wdata_d0[255:240];
+  assign \w$54  = wdata_d0[159:144];
   assign \en$55  = 1'h1;
-  assign \addr$56  = fp_d3[7:4];
+  assign \x$56  = x;
+  assign \w$57  = wdata_d0[175:160];
   assign \en$58  = 1'h1;
+  assign \x$59  = x;
+  assign \w$60  = wdata_d0[191:176];
+  assign \en$61  = 1'h1;
+  assign \x$62  = x;
+  assign \w$63  = wdata_d0[207:192];
+  assign \en$64  = 1'h1;
+  assign \x$65  = x;
+  assign \w$66  = wdata_d0[223:208];
+  assign \en$67  = 1'h1;
+  assign \x$68  = x;
+  assign \w$69  = wdata_d0[239:224];
+  assign \en$70  = 1'h1;
+  assign \x$71  = x;
+  assign \w$72  = wdata_d0[255:240];
+  assign \en$73  = 1'h1;
+  assign \addr$74  = fp_d3[7:4];
+  assign \en$76  = 1'h1;
   assign acc0 = acc;
   assign mul = params_d0[17:0];
   assign shift = params_d0[22:18];
   assign bias = params_d0[58:23];
-  assign \en$65  = 1'h1;
-  assign acc1 = \acc$66 ;
-  assign \mul$68  = params_d0[76:59];
-  assign \shift$69  = params_d0[81:77];
-  assign \bias$70  = params_d0[117:82];
-  assign \en$71  = 1'h1;
-  assign acc2 = \acc$72 ;
-  assign \mul$74  = params_d0[135:118];
-  assign \shift$75  = params_d0[140:136];
-  assign \bias$76  = params_d0[176:141];
-  assign \en$77  = 1'h1;
-  assign acc3 = \acc$78 ;
-  assign \mul$80  = params_d0[194:177];
-  assign \shift$81  = params_d0[199:195];
-  assign \bias$82  = params_d0[235:200];
   assign \en$83  = 1'h1;
-  assign acc4 = \acc$84 ;
-  assign \mul$86  = params_d0[253:236];
-  assign \shift$87  = params_d0[258:254];
-  assign \bias$88  = params_d0[294:259];
+  assign acc1 = \acc$84 ;
+  assign \mul$86  = params_d0[76:59];
+  assign \shift$87  = params_d0[81:77];
+  assign \bias$88  = params_d0[117:82];
   assign \en$89  = 1'h1;
-  assign acc5 = \acc$90 ;
-  assign \mul$92  = params_d0[312:295];
-  assign \shift$93  = params_d0[317:313];
-  assign \bias$94  = params_d0[353:318];
+  assign acc2 = \acc$90 ;
+  assign \mul$92  = params_d0[135:118];
+  assign \shift$93  = params_d0[140:136];
+  assign \bias$94  = params_d0[176:141];
   assign \en$95  = 1'h1;
-  assign acc6 = \acc$96 ;
-  assign \mul$98  = params_d0[371:354];
-  assign \shift$99  = params_d0[376:372];
-  assign \bias$100  = params_d0[412:377];
+  assign acc3 = \acc$96 ;
+  assign \mul$98  = params_d0[194:177];
+  assign \shift$99  = params_d0[199:195];
+  assign \bias$100  = params_d0[235:200];
   assign \en$101  = 1'h1;
-  assign acc7 = \acc$102 ;
-  assign \mul$104  = params_d0[430:413];
-  assign \shift$105  = params_d0[435:431];
-  assign \bias$106  = params_d0[471:436];
+  assign acc4 = \acc$102 ;
+  assign \mul$104  = params_d0[253:236];
+  assign \shift$105  = params_d0[258:254];
+  assign \bias$106  = params_d0[294:259];
   assign \en$107  = 1'h1;
-  assign acc8 = \acc$108 ;
-  assign \mul$110  = params_d0[489:472];
-  assign \shift$111  = params_d0[494:490];
-  assign \bias$112  = params_d0[530:495];
+  assign acc5 = \acc$108 ;
+  assign \mul$110  = params_d0[312:295];
+  assign \shift$111  = params_d0[317:313];
+  assign \bias$112  = params_d0[353:318];
   assign \en$113  = 1'h1;
-  assign acc9 = \acc$114 ;
-  assign \mul$116  = params_d0[548:531];
-  assign \shift$117  = params_d0[553:549];
-  assign \bias$118  = params_d0[589:554];
+  assign acc6 = \acc$114 ;
+  assign \mul$116  = params_d0[371:354];
+  assign \shift$117  = params_d0[376:372];
+  assign \bias$118  = params_d0[412:377];
   assign \en$119  = 1'h1;
-  assign acc10 = \acc$120 ;
-  assign \mul$122  = params_d0[607:590];
-  assign \shift$123  = params_d0[612:608];
-  assign \bias$124  = params_d0[648:613];
+  assign acc7 = \acc$120 ;
+  assign \mul$122  = params_d0[430:413];
+  assign \shift$123  = params_d0[435:431];
+  assign \bias$124  = params_d0[471:436];
   assign \en$125  = 1'h1;
-  assign acc11 = \acc$126 ;
-  assign \mul$128  = params_d0[666:649];
-  assign \shift$129  = params_d0[671:667];
-  assign \bias$130  = params_d0[707:672];
+  assign acc8 = \acc$126 ;
+  assign \mul$128  = params_d0[489:472];
+  assign \shift$129  = params_d0[494:490];
+  assign \bias$130  = params_d0[530:495];
   assign \en$131  = 1'h1;
-  assign acc12 = \acc$132 ;
-  assign \mul$134  = params_d0[725:708];
-  assign \shift$135  = params_d0[730:726];
-  assign \bias$136  = params_d0[766:731];
+  assign acc9 = \acc$132 ;
+  assign \mul$134  = params_d0[548:531];
+  assign \shift$135  = params_d0[553:549];
+  assign \bias$136  = params_d0[589:554];
   assign \en$137  = 1'h1;
-  assign acc13 = \acc$138 ;
-  assign \mul$140  = params_d0[784:767];
-  assign \shift$141  = params_d0[789:785];
-  assign \bias$142  = params_d0[825:790];
+  assign acc10 = \acc$138 ;
+  assign \mul$140  = params_d0[607:590];
+  assign \shift$141  = params_d0[612:608];
+  assign \bias$142  = params_d0[648:613];
   assign \en$143  = 1'h1;
-  assign acc14 = \acc$144 ;
-  assign \mul$146  = params_d0[843:826];
-  assign \shift$147  = params_d0[848:844];
-  assign \bias$148  = params_d0[884:849];
+  assign acc11 = \acc$144 ;
+  assign \mul$146  = params_d0[666:649];
+  assign \shift$147  = params_d0[671:667];
+  assign \bias$148  = params_d0[707:672];
   assign \en$149  = 1'h1;
-  assign acc15 = \acc$150 ;
-  assign \mul$152  = params_d0[902:885];
-  assign \shift$153  = params_d0[907:903];
-  assign \bias$154  = params_d0[943:908];
+  assign acc12 = \acc$150 ;
+  assign \mul$152  = params_d0[725:708];
+  assign \shift$153  = params_d0[730:726];
+  assign \bias$154  = params_d0[766:731];
+  assign \en$155  = 1'h1;
+  assign acc13 = \acc$156 ;
+  assign \mul$158  = params_d0[784:767];
+  assign \shift$159  = params_d0[789:785];
+  assign \bias$160  = params_d0[825:790];
+  assign \en$161  = 1'h1;
+  assign acc14 = \acc$162 ;
+  assign \mul$164  = params_d0[843:826];
+  assign \shift$165  = params_d0[848:844];
+  assign \bias$166  = params_d0[884:849];
+  assign \en$167  = 1'h1;
+  assign acc15 = \acc$168 ;
+  assign \mul$170  = params_d0[902:885];
+  assign \shift$171  = params_d0[907:903];
+  assign \bias$172  = params_d0[943:908];
   assign vector = m__payload;
-  assign \$119  = \data$182 ;
-  assign \$111  = data;
-  assign \$110  = x_d0;
-  assign \$109  = xbuf[127:0];
+  assign count_next = \$64 [1:0];
+  assign credit_back_d1 = credit_back;
+  assign \$373  = \data$245 ;
+  assign \$365  = data;
+  assign \$364  = x_d0;
+  assign \$363  = xbuf[127:0];
+  assign busy_next = \$4 ;
+  assign \$11  = \$10 ;
+  assign \$23  = \$22 ;
+  assign \$32  = \$31 ;
+  assign last_step_next = \$37 ;
+  assign ready_next = \$42 ;
+  assign \$47  = \$46 ;
+  assign issue_next = \$51 ;
 endmodule
 
 (* generator = "Amaranth" *)
@@ -12677,7 +17873,7 @@ module \bchw_top.engine1.params (data, addr, clk);
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine1.requant0 (rst, \port$6769$0 , acc, q, clk);
+module \bchw_top.engine1.requant0 (rst, \port$8683$0 , acc, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$21  = 0;
   wire [34:0] \$1 ;
   wire [4:0] \$10 ;
@@ -12698,8 +17894,8 @@ module \bchw_top.engine1.requant0 (rst, \port$6769$0 , acc, q, clk);
   wire clk;
   wire en;
   wire [17:0] mul;
-  input [58:0] \port$6769$0 ;
-  wire [58:0] \port$6769$0 ;
+  input [58:0] \port$8683$0 ;
+  wire [58:0] \port$8683$0 ;
   reg [34:0] prod = 35'h000000000;
   output [7:0] q;
   reg [7:0] q = 8'h00;
@@ -12710,7 +17906,7 @@ module \bchw_top.engine1.requant0 (rst, \port$6769$0 , acc, q, clk);
   reg [4:0] shift2 = 5'h00;
   wire [36:0] shifted;
   reg [36:0] total = 37'h0000000000;
-  assign \$1  = $signed(acc) * $signed(\port$6769$0 [17:0]);
+  assign \$1  = $signed(acc) * $signed(\port$8683$0 [17:0]);
   assign \$2  = $signed(prod) + $signed(bias1);
   assign \$3  = | shifted[36:8];
   assign \$4  = \$3  ? 37'h00000000ff : shifted;
@@ -12736,18 +17932,18 @@ module \bchw_top.engine1.requant0 (rst, \port$6769$0 , acc, q, clk);
     end
   end
   assign en = 1'h1;
-  assign mul = \port$6769$0 [17:0];
-  assign bias = \port$6769$0 [58:23];
-  assign shift = \port$6769$0 [22:18];
+  assign mul = \port$8683$0 [17:0];
+  assign bias = \port$8683$0 [58:23];
+  assign shift = \port$8683$0 [22:18];
   assign \$10  = shift1;
   assign \$9  = \$2 ;
-  assign \$8  = \port$6769$0 [22:18];
-  assign \$7  = \port$6769$0 [58:23];
+  assign \$8  = \port$8683$0 [22:18];
+  assign \$7  = \port$8683$0 [58:23];
   assign \$6  = \$1 ;
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine1.requant1 (rst, \port$6769$59 , acc, q, clk);
+module \bchw_top.engine1.requant1 (rst, \port$8683$59 , acc, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$22  = 0;
   wire [34:0] \$1 ;
   wire [4:0] \$10 ;
@@ -12768,8 +17964,8 @@ module \bchw_top.engine1.requant1 (rst, \port$6769$59 , acc, q, clk);
   wire clk;
   wire en;
   wire [17:0] mul;
-  input [58:0] \port$6769$59 ;
-  wire [58:0] \port$6769$59 ;
+  input [58:0] \port$8683$59 ;
+  wire [58:0] \port$8683$59 ;
   reg [34:0] prod = 35'h000000000;
   output [7:0] q;
   reg [7:0] q = 8'h00;
@@ -12780,7 +17976,7 @@ module \bchw_top.engine1.requant1 (rst, \port$6769$59 , acc, q, clk);
   reg [4:0] shift2 = 5'h00;
   wire [36:0] shifted;
   reg [36:0] total = 37'h0000000000;
-  assign \$1  = $signed(acc) * $signed(\port$6769$59 [17:0]);
+  assign \$1  = $signed(acc) * $signed(\port$8683$59 [17:0]);
   assign \$2  = $signed(prod) + $signed(bias1);
   assign \$3  = | shifted[36:8];
   assign \$4  = \$3  ? 37'h00000000ff : shifted;
@@ -12806,18 +18002,18 @@ module \bchw_top.engine1.requant1 (rst, \port$6769$59 , acc, q, clk);
     end
   end
   assign en = 1'h1;
-  assign mul = \port$6769$59 [17:0];
-  assign bias = \port$6769$59 [58:23];
-  assign shift = \port$6769$59 [22:18];
+  assign mul = \port$8683$59 [17:0];
+  assign bias = \port$8683$59 [58:23];
+  assign shift = \port$8683$59 [22:18];
   assign \$10  = shift1;
   assign \$9  = \$2 ;
-  assign \$8  = \port$6769$59 [22:18];
-  assign \$7  = \port$6769$59 [58:23];
+  assign \$8  = \port$8683$59 [22:18];
+  assign \$7  = \port$8683$59 [58:23];
   assign \$6  = \$1 ;
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine1.requant10 (rst, \port$6769$590 , acc, q, clk);
+module \bchw_top.engine1.requant10 (rst, \port$8683$590 , acc, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$23  = 0;
   wire [34:0] \$1 ;
   wire [4:0] \$10 ;
@@ -12838,8 +18034,8 @@ module \bchw_top.engine1.requant10 (rst, \port$6769$590 , acc, q, clk);
   wire clk;
   wire en;
   wire [17:0] mul;
-  input [58:0] \port$6769$590 ;
-  wire [58:0] \port$6769$590 ;
+  input [58:0] \port$8683$590 ;
+  wire [58:0] \port$8683$590 ;
   reg [34:0] prod = 35'h000000000;
   output [7:0] q;
   reg [7:0] q = 8'h00;
@@ -12850,7 +18046,7 @@ module \bchw_top.engine1.requant10 (rst, \port$6769$590 , acc, q, clk);
   reg [4:0] shift2 = 5'h00;
   wire [36:0] shifted;
   reg [36:0] total = 37'h0000000000;
-  assign \$1  = $signed(acc) * $signed(\port$6769$590 [17:0]);
+  assign \$1  = $signed(acc) * $signed(\port$8683$590 [17:0]);
   assign \$2  = $signed(prod) + $signed(bias1);
   assign \$3  = | shifted[36:8];
   assign \$4  = \$3  ? 37'h00000000ff : shifted;
@@ -12876,18 +18072,18 @@ module \bchw_top.engine1.requant10 (rst, \port$6769$590 , acc, q, clk);
     end
   end
   assign en = 1'h1;
-  assign mul = \port$6769$590 [17:0];
-  assign bias = \port$6769$590 [58:23];
-  assign shift = \port$6769$590 [22:18];
+  assign mul = \port$8683$590 [17:0];
+  assign bias = \port$8683$590 [58:23];
+  assign shift = \port$8683$590 [22:18];
   assign \$10  = shift1;
   assign \$9  = \$2 ;
-  assign \$8  = \port$6769$590 [22:18];
-  assign \$7  = \port$6769$590 [58:23];
+  assign \$8  = \port$8683$590 [22:18];
+  assign \$7  = \port$8683$590 [58:23];
   assign \$6  = \$1 ;
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine1.requant11 (rst, \port$6769$649 , acc, q, clk);
+module \bchw_top.engine1.requant11 (rst, \port$8683$649 , acc, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$24  = 0;
   wire [34:0] \$1 ;
   wire [4:0] \$10 ;
@@ -12908,8 +18104,8 @@ module \bchw_top.engine1.requant11 (rst, \port$6769$649 , acc, q, clk);
   wire clk;
   wire en;
   wire [17:0] mul;
-  input [58:0] \port$6769$649 ;
-  wire [58:0] \port$6769$649 ;
+  input [58:0] \port$8683$649 ;
+  wire [58:0] \port$8683$649 ;
   reg [34:0] prod = 35'h000000000;
   output [7:0] q;
   reg [7:0] q = 8'h00;
@@ -12920,7 +18116,7 @@ module \bchw_top.engine1.requant11 (rst, \port$6769$649 , acc, q, clk);
   reg [4:0] shift2 = 5'h00;
   wire [36:0] shifted;
   reg [36:0] total = 37'h0000000000;
-  assign \$1  = $signed(acc) * $signed(\port$6769$649 [17:0]);
+  assign \$1  = $signed(acc) * $signed(\port$8683$649 [17:0]);
   assign \$2  = $signed(prod) + $signed(bias1);
   assign \$3  = | shifted[36:8];
   assign \$4  = \$3  ? 37'h00000000ff : shifted;
@@ -12946,18 +18142,18 @@ module \bchw_top.engine1.requant11 (rst, \port$6769$649 , acc, q, clk);
     end
   end
   assign en = 1'h1;
-  assign mul = \port$6769$649 [17:0];
-  assign bias = \port$6769$649 [58:23];
-  assign shift = \port$6769$649 [22:18];
+  assign mul = \port$8683$649 [17:0];
+  assign bias = \port$8683$649 [58:23];
+  assign shift = \port$8683$649 [22:18];
   assign \$10  = shift1;
   assign \$9  = \$2 ;
-  assign \$8  = \port$6769$649 [22:18];
-  assign \$7  = \port$6769$649 [58:23];
+  assign \$8  = \port$8683$649 [22:18];
+  assign \$7  = \port$8683$649 [58:23];
   assign \$6  = \$1 ;
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine1.requant12 (rst, \port$6769$708 , acc, q, clk);
+module \bchw_top.engine1.requant12 (rst, \port$8683$708 , acc, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$25  = 0;
   wire [34:0] \$1 ;
   wire [4:0] \$10 ;
@@ -12978,8 +18174,8 @@ module \bchw_top.engine1.requant12 (rst, \port$6769$708 , acc, q, clk);
   wire clk;
   wire en;
   wire [17:0] mul;
-  input [58:0] \port$6769$708 ;
-  wire [58:0] \port$6769$708 ;
+  input [58:0] \port$8683$708 ;
+  wire [58:0] \port$8683$708 ;
   reg [34:0] prod = 35'h000000000;
   output [7:0] q;
   reg [7:0] q = 8'h00;
@@ -12990,7 +18186,7 @@ module \bchw_top.engine1.requant12 (rst, \port$6769$708 , acc, q, clk);
   reg [4:0] shift2 = 5'h00;
   wire [36:0] shifted;
   reg [36:0] total = 37'h0000000000;
-  assign \$1  = $signed(acc) * $signed(\port$6769$708 [17:0]);
+  assign \$1  = $signed(acc) * $signed(\port$8683$708 [17:0]);
   assign \$2  = $signed(prod) + $signed(bias1);
   assign \$3  = | shifted[36:8];
   assign \$4  = \$3  ? 37'h00000000ff : shifted;
@@ -13016,18 +18212,18 @@ module \bchw_top.engine1.requant12 (rst, \port$6769$708 , acc, q, clk);
     end
   end
   assign en = 1'h1;
-  assign mul = \port$6769$708 [17:0];
-  assign bias = \port$6769$708 [58:23];
-  assign shift = \port$6769$708 [22:18];
+  assign mul = \port$8683$708 [17:0];
+  assign bias = \port$8683$708 [58:23];
+  assign shift = \port$8683$708 [22:18];
   assign \$10  = shift1;
   assign \$9  = \$2 ;
-  assign \$8  = \port$6769$708 [22:18];
-  assign \$7  = \port$6769$708 [58:23];
+  assign \$8  = \port$8683$708 [22:18];
+  assign \$7  = \port$8683$708 [58:23];
   assign \$6  = \$1 ;
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine1.requant13 (rst, \port$6769$767 , acc, q, clk);
+module \bchw_top.engine1.requant13 (rst, \port$8683$767 , acc, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$26  = 0;
   wire [34:0] \$1 ;
   wire [4:0] \$10 ;
@@ -13048,8 +18244,8 @@ module \bchw_top.engine1.requant13 (rst, \port$6769$767 , acc, q, clk);
   wire clk;
   wire en;
   wire [17:0] mul;
-  input [58:0] \port$6769$767 ;
-  wire [58:0] \port$6769$767 ;
+  input [58:0] \port$8683$767 ;
+  wire [58:0] \port$8683$767 ;
   reg [34:0] prod = 35'h000000000;
   output [7:0] q;
   reg [7:0] q = 8'h00;
@@ -13060,7 +18256,7 @@ module \bchw_top.engine1.requant13 (rst, \port$6769$767 , acc, q, clk);
   reg [4:0] shift2 = 5'h00;
   wire [36:0] shifted;
   reg [36:0] total = 37'h0000000000;
-  assign \$1  = $signed(acc) * $signed(\port$6769$767 [17:0]);
+  assign \$1  = $signed(acc) * $signed(\port$8683$767 [17:0]);
   assign \$2  = $signed(prod) + $signed(bias1);
   assign \$3  = | shifted[36:8];
   assign \$4  = \$3  ? 37'h00000000ff : shifted;
@@ -13086,18 +18282,18 @@ module \bchw_top.engine1.requant13 (rst, \port$6769$767 , acc, q, clk);
     end
   end
   assign en = 1'h1;
-  assign mul = \port$6769$767 [17:0];
-  assign bias = \port$6769$767 [58:23];
-  assign shift = \port$6769$767 [22:18];
+  assign mul = \port$8683$767 [17:0];
+  assign bias = \port$8683$767 [58:23];
+  assign shift = \port$8683$767 [22:18];
   assign \$10  = shift1;
   assign \$9  = \$2 ;
-  assign \$8  = \port$6769$767 [22:18];
-  assign \$7  = \port$6769$767 [58:23];
+  assign \$8  = \port$8683$767 [22:18];
+  assign \$7  = \port$8683$767 [58:23];
   assign \$6  = \$1 ;
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine1.requant14 (rst, \port$6769$826 , acc, q, clk);
+module \bchw_top.engine1.requant14 (rst, \port$8683$826 , acc, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$27  = 0;
   wire [34:0] \$1 ;
   wire [4:0] \$10 ;
@@ -13118,8 +18314,8 @@ module \bchw_top.engine1.requant14 (rst, \port$6769$826 , acc, q, clk);
   wire clk;
   wire en;
   wire [17:0] mul;
-  input [58:0] \port$6769$826 ;
-  wire [58:0] \port$6769$826 ;
+  input [58:0] \port$8683$826 ;
+  wire [58:0] \port$8683$826 ;
   reg [34:0] prod = 35'h000000000;
   output [7:0] q;
   reg [7:0] q = 8'h00;
@@ -13130,7 +18326,7 @@ module \bchw_top.engine1.requant14 (rst, \port$6769$826 , acc, q, clk);
   reg [4:0] shift2 = 5'h00;
   wire [36:0] shifted;
   reg [36:0] total = 37'h0000000000;
-  assign \$1  = $signed(acc) * $signed(\port$6769$826 [17:0]);
+  assign \$1  = $signed(acc) * $signed(\port$8683$826 [17:0]);
   assign \$2  = $signed(prod) + $signed(bias1);
   assign \$3  = | shifted[36:8];
   assign \$4  = \$3  ? 37'h00000000ff : shifted;
@@ -13156,18 +18352,18 @@ module \bchw_top.engine1.requant14 (rst, \port$6769$826 , acc, q, clk);
     end
   end
   assign en = 1'h1;
-  assign mul = \port$6769$826 [17:0];
-  assign bias = \port$6769$826 [58:23];
-  assign shift = \port$6769$826 [22:18];
+  assign mul = \port$8683$826 [17:0];
+  assign bias = \port$8683$826 [58:23];
+  assign shift = \port$8683$826 [22:18];
   assign \$10  = shift1;
   assign \$9  = \$2 ;
-  assign \$8  = \port$6769$826 [22:18];
-  assign \$7  = \port$6769$826 [58:23];
+  assign \$8  = \port$8683$826 [22:18];
+  assign \$7  = \port$8683$826 [58:23];
   assign \$6  = \$1 ;
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine1.requant15 (rst, \port$6769$885 , acc, q, clk);
+module \bchw_top.engine1.requant15 (rst, \port$8683$885 , acc, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$28  = 0;
   wire [34:0] \$1 ;
   wire [4:0] \$10 ;
@@ -13188,8 +18384,8 @@ module \bchw_top.engine1.requant15 (rst, \port$6769$885 , acc, q, clk);
   wire clk;
   wire en;
   wire [17:0] mul;
-  input [58:0] \port$6769$885 ;
-  wire [58:0] \port$6769$885 ;
+  input [58:0] \port$8683$885 ;
+  wire [58:0] \port$8683$885 ;
   reg [34:0] prod = 35'h000000000;
   output [7:0] q;
   reg [7:0] q = 8'h00;
@@ -13200,7 +18396,7 @@ module \bchw_top.engine1.requant15 (rst, \port$6769$885 , acc, q, clk);
   reg [4:0] shift2 = 5'h00;
   wire [36:0] shifted;
   reg [36:0] total = 37'h0000000000;
-  assign \$1  = $signed(acc) * $signed(\port$6769$885 [17:0]);
+  assign \$1  = $signed(acc) * $signed(\port$8683$885 [17:0]);
   assign \$2  = $signed(prod) + $signed(bias1);
   assign \$3  = | shifted[36:8];
   assign \$4  = \$3  ? 37'h00000000ff : shifted;
@@ -13226,18 +18422,18 @@ module \bchw_top.engine1.requant15 (rst, \port$6769$885 , acc, q, clk);
     end
   end
   assign en = 1'h1;
-  assign mul = \port$6769$885 [17:0];
-  assign bias = \port$6769$885 [58:23];
-  assign shift = \port$6769$885 [22:18];
+  assign mul = \port$8683$885 [17:0];
+  assign bias = \port$8683$885 [58:23];
+  assign shift = \port$8683$885 [22:18];
   assign \$10  = shift1;
   assign \$9  = \$2 ;
-  assign \$8  = \port$6769$885 [22:18];
-  assign \$7  = \port$6769$885 [58:23];
+  assign \$8  = \port$8683$885 [22:18];
+  assign \$7  = \port$8683$885 [58:23];
   assign \$6  = \$1 ;
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine1.requant2 (rst, \port$6769$118 , acc, q, clk);
+module \bchw_top.engine1.requant2 (rst, \port$8683$118 , acc, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$29  = 0;
   wire [34:0] \$1 ;
   wire [4:0] \$10 ;
@@ -13258,8 +18454,8 @@ module \bchw_top.engine1.requant2 (rst, \port$6769$118 , acc, q, clk);
   wire clk;
   wire en;
   wire [17:0] mul;
-  input [58:0] \port$6769$118 ;
-  wire [58:0] \port$6769$118 ;
+  input [58:0] \port$8683$118 ;
+  wire [58:0] \port$8683$118 ;
   reg [34:0] prod = 35'h000000000;
   output [7:0] q;
   reg [7:0] q = 8'h00;
@@ -13270,7 +18466,7 @@ module \bchw_top.engine1.requant2 (rst, \port$6769$118 , acc, q, clk);
   reg [4:0] shift2 = 5'h00;
   wire [36:0] shifted;
   reg [36:0] total = 37'h0000000000;
-  assign \$1  = $signed(acc) * $signed(\port$6769$118 [17:0]);
+  assign \$1  = $signed(acc) * $signed(\port$8683$118 [17:0]);
   assign \$2  = $signed(prod) + $signed(bias1);
   assign \$3  = | shifted[36:8];
   assign \$4  = \$3  ? 37'h00000000ff : shifted;
@@ -13296,18 +18492,18 @@ module \bchw_top.engine1.requant2 (rst, \port$6769$118 , acc, q, clk);
     end
   end
   assign en = 1'h1;
-  assign mul = \port$6769$118 [17:0];
-  assign bias = \port$6769$118 [58:23];
-  assign shift = \port$6769$118 [22:18];
+  assign mul = \port$8683$118 [17:0];
+  assign bias = \port$8683$118 [58:23];
+  assign shift = \port$8683$118 [22:18];
   assign \$10  = shift1;
   assign \$9  = \$2 ;
-  assign \$8  = \port$6769$118 [22:18];
-  assign \$7  = \port$6769$118 [58:23];
+  assign \$8  = \port$8683$118 [22:18];
+  assign \$7  = \port$8683$118 [58:23];
   assign \$6  = \$1 ;
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine1.requant3 (rst, \port$6769$177 , acc, q, clk);
+module \bchw_top.engine1.requant3 (rst, \port$8683$177 , acc, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$30  = 0;
   wire [34:0] \$1 ;
   wire [4:0] \$10 ;
@@ -13328,8 +18524,8 @@ module \bchw_top.engine1.requant3 (rst, \port$6769$177 , acc, q, clk);
   wire clk;
   wire en;
   wire [17:0] mul;
-  input [58:0] \port$6769$177 ;
-  wire [58:0] \port$6769$177 ;
+  input [58:0] \port$8683$177 ;
+  wire [58:0] \port$8683$177 ;
   reg [34:0] prod = 35'h000000000;
   output [7:0] q;
   reg [7:0] q = 8'h00;
@@ -13340,7 +18536,7 @@ module \bchw_top.engine1.requant3 (rst, \port$6769$177 , acc, q, clk);
   reg [4:0] shift2 = 5'h00;
   wire [36:0] shifted;
   reg [36:0] total = 37'h0000000000;
-  assign \$1  = $signed(acc) * $signed(\port$6769$177 [17:0]);
+  assign \$1  = $signed(acc) * $signed(\port$8683$177 [17:0]);
   assign \$2  = $signed(prod) + $signed(bias1);
   assign \$3  = | shifted[36:8];
   assign \$4  = \$3  ? 37'h00000000ff : shifted;
@@ -13366,18 +18562,18 @@ module \bchw_top.engine1.requant3 (rst, \port$6769$177 , acc, q, clk);
     end
   end
   assign en = 1'h1;
-  assign mul = \port$6769$177 [17:0];
-  assign bias = \port$6769$177 [58:23];
-  assign shift = \port$6769$177 [22:18];
+  assign mul = \port$8683$177 [17:0];
+  assign bias = \port$8683$177 [58:23];
+  assign shift = \port$8683$177 [22:18];
   assign \$10  = shift1;
   assign \$9  = \$2 ;
-  assign \$8  = \port$6769$177 [22:18];
-  assign \$7  = \port$6769$177 [58:23];
+  assign \$8  = \port$8683$177 [22:18];
+  assign \$7  = \port$8683$177 [58:23];
   assign \$6  = \$1 ;
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine1.requant4 (rst, \port$6769$236 , acc, q, clk);
+module \bchw_top.engine1.requant4 (rst, \port$8683$236 , acc, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$31  = 0;
   wire [34:0] \$1 ;
   wire [4:0] \$10 ;
@@ -13398,8 +18594,8 @@ module \bchw_top.engine1.requant4 (rst, \port$6769$236 , acc, q, clk);
   wire clk;
   wire en;
   wire [17:0] mul;
-  input [58:0] \port$6769$236 ;
-  wire [58:0] \port$6769$236 ;
+  input [58:0] \port$8683$236 ;
+  wire [58:0] \port$8683$236 ;
   reg [34:0] prod = 35'h000000000;
   output [7:0] q;
   reg [7:0] q = 8'h00;
@@ -13410,7 +18606,7 @@ module \bchw_top.engine1.requant4 (rst, \port$6769$236 , acc, q, clk);
   reg [4:0] shift2 = 5'h00;
   wire [36:0] shifted;
   reg [36:0] total = 37'h0000000000;
-  assign \$1  = $signed(acc) * $signed(\port$6769$236 [17:0]);
+  assign \$1  = $signed(acc) * $signed(\port$8683$236 [17:0]);
   assign \$2  = $signed(prod) + $signed(bias1);
   assign \$3  = | shifted[36:8];
   assign \$4  = \$3  ? 37'h00000000ff : shifted;
@@ -13436,18 +18632,18 @@ module \bchw_top.engine1.requant4 (rst, \port$6769$236 , acc, q, clk);
     end
   end
   assign en = 1'h1;
-  assign mul = \port$6769$236 [17:0];
-  assign bias = \port$6769$236 [58:23];
-  assign shift = \port$6769$236 [22:18];
+  assign mul = \port$8683$236 [17:0];
+  assign bias = \port$8683$236 [58:23];
+  assign shift = \port$8683$236 [22:18];
   assign \$10  = shift1;
   assign \$9  = \$2 ;
-  assign \$8  = \port$6769$236 [22:18];
-  assign \$7  = \port$6769$236 [58:23];
+  assign \$8  = \port$8683$236 [22:18];
+  assign \$7  = \port$8683$236 [58:23];
   assign \$6  = \$1 ;
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine1.requant5 (rst, \port$6769$295 , acc, q, clk);
+module \bchw_top.engine1.requant5 (rst, \port$8683$295 , acc, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$32  = 0;
   wire [34:0] \$1 ;
   wire [4:0] \$10 ;
@@ -13468,8 +18664,8 @@ module \bchw_top.engine1.requant5 (rst, \port$6769$295 , acc, q, clk);
   wire clk;
   wire en;
   wire [17:0] mul;
-  input [58:0] \port$6769$295 ;
-  wire [58:0] \port$6769$295 ;
+  input [58:0] \port$8683$295 ;
+  wire [58:0] \port$8683$295 ;
   reg [34:0] prod = 35'h000000000;
   output [7:0] q;
   reg [7:0] q = 8'h00;
@@ -13480,7 +18676,7 @@ module \bchw_top.engine1.requant5 (rst, \port$6769$295 , acc, q, clk);
   reg [4:0] shift2 = 5'h00;
   wire [36:0] shifted;
   reg [36:0] total = 37'h0000000000;
-  assign \$1  = $signed(acc) * $signed(\port$6769$295 [17:0]);
+  assign \$1  = $signed(acc) * $signed(\port$8683$295 [17:0]);
   assign \$2  = $signed(prod) + $signed(bias1);
   assign \$3  = | shifted[36:8];
   assign \$4  = \$3  ? 37'h00000000ff : shifted;
@@ -13506,18 +18702,18 @@ module \bchw_top.engine1.requant5 (rst, \port$6769$295 , acc, q, clk);
     end
   end
   assign en = 1'h1;
-  assign mul = \port$6769$295 [17:0];
-  assign bias = \port$6769$295 [58:23];
-  assign shift = \port$6769$295 [22:18];
+  assign mul = \port$8683$295 [17:0];
+  assign bias = \port$8683$295 [58:23];
+  assign shift = \port$8683$295 [22:18];
   assign \$10  = shift1;
   assign \$9  = \$2 ;
-  assign \$8  = \port$6769$295 [22:18];
-  assign \$7  = \port$6769$295 [58:23];
+  assign \$8  = \port$8683$295 [22:18];
+  assign \$7  = \port$8683$295 [58:23];
   assign \$6  = \$1 ;
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine1.requant6 (rst, \port$6769$354 , acc, q, clk);
+module \bchw_top.engine1.requant6 (rst, \port$8683$354 , acc, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$33  = 0;
   wire [34:0] \$1 ;
   wire [4:0] \$10 ;
@@ -13538,8 +18734,8 @@ module \bchw_top.engine1.requant6 (rst, \port$6769$354 , acc, q, clk);
   wire clk;
   wire en;
   wire [17:0] mul;
-  input [58:0] \port$6769$354 ;
-  wire [58:0] \port$6769$354 ;
+  input [58:0] \port$8683$354 ;
+  wire [58:0] \port$8683$354 ;
   reg [34:0] prod = 35'h000000000;
   output [7:0] q;
   reg [7:0] q = 8'h00;
@@ -13550,7 +18746,7 @@ module \bchw_top.engine1.requant6 (rst, \port$6769$354 , acc, q, clk);
   reg [4:0] shift2 = 5'h00;
   wire [36:0] shifted;
   reg [36:0] total = 37'h0000000000;
-  assign \$1  = $signed(acc) * $signed(\port$6769$354 [17:0]);
+  assign \$1  = $signed(acc) * $signed(\port$8683$354 [17:0]);
   assign \$2  = $signed(prod) + $signed(bias1);
   assign \$3  = | shifted[36:8];
   assign \$4  = \$3  ? 37'h00000000ff : shifted;
@@ -13576,18 +18772,18 @@ module \bchw_top.engine1.requant6 (rst, \port$6769$354 , acc, q, clk);
     end
   end
   assign en = 1'h1;
-  assign mul = \port$6769$354 [17:0];
-  assign bias = \port$6769$354 [58:23];
-  assign shift = \port$6769$354 [22:18];
+  assign mul = \port$8683$354 [17:0];
+  assign bias = \port$8683$354 [58:23];
+  assign shift = \port$8683$354 [22:18];
   assign \$10  = shift1;
   assign \$9  = \$2 ;
-  assign \$8  = \port$6769$354 [22:18];
-  assign \$7  = \port$6769$354 [58:23];
+  assign \$8  = \port$8683$354 [22:18];
+  assign \$7  = \port$8683$354 [58:23];
   assign \$6  = \$1 ;
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine1.requant7 (rst, \port$6769$413 , acc, q, clk);
+module \bchw_top.engine1.requant7 (rst, \port$8683$413 , acc, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$34  = 0;
   wire [34:0] \$1 ;
   wire [4:0] \$10 ;
@@ -13608,8 +18804,8 @@ module \bchw_top.engine1.requant7 (rst, \port$6769$413 , acc, q, clk);
   wire clk;
   wire en;
   wire [17:0] mul;
-  input [58:0] \port$6769$413 ;
-  wire [58:0] \port$6769$413 ;
+  input [58:0] \port$8683$413 ;
+  wire [58:0] \port$8683$413 ;
   reg [34:0] prod = 35'h000000000;
   output [7:0] q;
   reg [7:0] q = 8'h00;
@@ -13620,7 +18816,7 @@ module \bchw_top.engine1.requant7 (rst, \port$6769$413 , acc, q, clk);
   reg [4:0] shift2 = 5'h00;
   wire [36:0] shifted;
   reg [36:0] total = 37'h0000000000;
-  assign \$1  = $signed(acc) * $signed(\port$6769$413 [17:0]);
+  assign \$1  = $signed(acc) * $signed(\port$8683$413 [17:0]);
   assign \$2  = $signed(prod) + $signed(bias1);
   assign \$3  = | shifted[36:8];
   assign \$4  = \$3  ? 37'h00000000ff : shifted;
@@ -13646,18 +18842,18 @@ module \bchw_top.engine1.requant7 (rst, \port$6769$413 , acc, q, clk);
     end
   end
   assign en = 1'h1;
-  assign mul = \port$6769$413 [17:0];
-  assign bias = \port$6769$413 [58:23];
-  assign shift = \port$6769$413 [22:18];
+  assign mul = \port$8683$413 [17:0];
+  assign bias = \port$8683$413 [58:23];
+  assign shift = \port$8683$413 [22:18];
   assign \$10  = shift1;
   assign \$9  = \$2 ;
-  assign \$8  = \port$6769$413 [22:18];
-  assign \$7  = \port$6769$413 [58:23];
+  assign \$8  = \port$8683$413 [22:18];
+  assign \$7  = \port$8683$413 [58:23];
   assign \$6  = \$1 ;
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine1.requant8 (rst, \port$6769$472 , acc, q, clk);
+module \bchw_top.engine1.requant8 (rst, \port$8683$472 , acc, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$35  = 0;
   wire [34:0] \$1 ;
   wire [4:0] \$10 ;
@@ -13678,8 +18874,8 @@ module \bchw_top.engine1.requant8 (rst, \port$6769$472 , acc, q, clk);
   wire clk;
   wire en;
   wire [17:0] mul;
-  input [58:0] \port$6769$472 ;
-  wire [58:0] \port$6769$472 ;
+  input [58:0] \port$8683$472 ;
+  wire [58:0] \port$8683$472 ;
   reg [34:0] prod = 35'h000000000;
   output [7:0] q;
   reg [7:0] q = 8'h00;
@@ -13690,7 +18886,7 @@ module \bchw_top.engine1.requant8 (rst, \port$6769$472 , acc, q, clk);
   reg [4:0] shift2 = 5'h00;
   wire [36:0] shifted;
   reg [36:0] total = 37'h0000000000;
-  assign \$1  = $signed(acc) * $signed(\port$6769$472 [17:0]);
+  assign \$1  = $signed(acc) * $signed(\port$8683$472 [17:0]);
   assign \$2  = $signed(prod) + $signed(bias1);
   assign \$3  = | shifted[36:8];
   assign \$4  = \$3  ? 37'h00000000ff : shifted;
@@ -13716,18 +18912,18 @@ module \bchw_top.engine1.requant8 (rst, \port$6769$472 , acc, q, clk);
     end
   end
   assign en = 1'h1;
-  assign mul = \port$6769$472 [17:0];
-  assign bias = \port$6769$472 [58:23];
-  assign shift = \port$6769$472 [22:18];
+  assign mul = \port$8683$472 [17:0];
+  assign bias = \port$8683$472 [58:23];
+  assign shift = \port$8683$472 [22:18];
   assign \$10  = shift1;
   assign \$9  = \$2 ;
-  assign \$8  = \port$6769$472 [22:18];
-  assign \$7  = \port$6769$472 [58:23];
+  assign \$8  = \port$8683$472 [22:18];
+  assign \$7  = \port$8683$472 [58:23];
   assign \$6  = \$1 ;
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine1.requant9 (rst, \port$6769$531 , acc, q, clk);
+module \bchw_top.engine1.requant9 (rst, \port$8683$531 , acc, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$36  = 0;
   wire [34:0] \$1 ;
   wire [4:0] \$10 ;
@@ -13748,8 +18944,8 @@ module \bchw_top.engine1.requant9 (rst, \port$6769$531 , acc, q, clk);
   wire clk;
   wire en;
   wire [17:0] mul;
-  input [58:0] \port$6769$531 ;
-  wire [58:0] \port$6769$531 ;
+  input [58:0] \port$8683$531 ;
+  wire [58:0] \port$8683$531 ;
   reg [34:0] prod = 35'h000000000;
   output [7:0] q;
   reg [7:0] q = 8'h00;
@@ -13760,7 +18956,7 @@ module \bchw_top.engine1.requant9 (rst, \port$6769$531 , acc, q, clk);
   reg [4:0] shift2 = 5'h00;
   wire [36:0] shifted;
   reg [36:0] total = 37'h0000000000;
-  assign \$1  = $signed(acc) * $signed(\port$6769$531 [17:0]);
+  assign \$1  = $signed(acc) * $signed(\port$8683$531 [17:0]);
   assign \$2  = $signed(prod) + $signed(bias1);
   assign \$3  = | shifted[36:8];
   assign \$4  = \$3  ? 37'h00000000ff : shifted;
@@ -13786,13 +18982,13 @@ module \bchw_top.engine1.requant9 (rst, \port$6769$531 , acc, q, clk);
     end
   end
   assign en = 1'h1;
-  assign mul = \port$6769$531 [17:0];
-  assign bias = \port$6769$531 [58:23];
-  assign shift = \port$6769$531 [22:18];
+  assign mul = \port$8683$531 [17:0];
+  assign bias = \port$8683$531 [58:23];
+  assign shift = \port$8683$531 [22:18];
   assign \$10  = shift1;
   assign \$9  = \$2 ;
-  assign \$8  = \port$6769$531 [22:18];
-  assign \$7  = \port$6769$531 [58:23];
+  assign \$8  = \port$8683$531 [22:18];
+  assign \$7  = \port$8683$531 [58:23];
   assign \$6  = \$1 ;
 endmodule
 
@@ -18092,123 +23288,424 @@ module \bchw_top.engine1.weights (data, addr, clk);
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine2 (rst, s__payload, s__valid, s__ready, m__payload, m__valid, m__ready, clk);
+module \bchw_top.engine2 (rst, s__valid, pay, s__ready, m__valid, m__payload, m__ready, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$37  = 0;
   wire \$1 ;
   wire [8:0] \$10 ;
   wire \$100 ;
-  wire [3:0] \$101 ;
-  reg \$102 ;
-  reg [7:0] \$103 ;
-  reg [3:0] \$104 ;
-  reg [3:0] \$105 ;
-  reg \$106 ;
-  reg [2047:0] \$107 ;
-  reg \$108 ;
-  wire [127:0] \$109 ;
-  wire \$11 ;
+  wire \$101 ;
+  wire \$102 ;
+  wire \$103 ;
+  wire [127:0] \$104 ;
+  wire \$105 ;
+  wire \$106 ;
+  wire [127:0] \$107 ;
+  wire \$108 ;
+  wire \$109 ;
+  wire [8:0] \$11 ;
   wire [127:0] \$110 ;
-  wire [255:0] \$111 ;
-  reg [7:0] \$112 ;
-  reg [7:0] \$113 ;
-  reg [7:0] \$114 ;
-  reg [7:0] \$115 ;
-  reg [7:0] \$116 ;
-  reg [7:0] \$117 ;
-  reg [7:0] \$118 ;
-  wire [943:0] \$119 ;
+  wire \$111 ;
+  wire \$112 ;
+  wire [127:0] \$113 ;
+  wire \$114 ;
+  wire \$115 ;
+  wire [127:0] \$116 ;
+  wire \$117 ;
+  wire \$118 ;
+  wire [127:0] \$119 ;
   wire \$12 ;
-  reg \$120 ;
-  reg \$121 ;
-  reg [16:0] \$122 ;
-  reg [16:0] \$123 ;
-  reg [16:0] \$124 ;
-  reg [16:0] \$125 ;
-  reg [16:0] \$126 ;
-  reg [16:0] \$127 ;
-  reg [16:0] \$128 ;
-  reg [16:0] \$129 ;
+  wire \$120 ;
+  wire \$121 ;
+  wire [127:0] \$122 ;
+  wire \$123 ;
+  wire \$124 ;
+  wire [127:0] \$125 ;
+  wire \$126 ;
+  wire \$127 ;
+  wire [127:0] \$128 ;
+  wire \$129 ;
   wire \$13 ;
-  reg [16:0] \$130 ;
-  reg [16:0] \$131 ;
-  reg [16:0] \$132 ;
-  reg [16:0] \$133 ;
-  reg [16:0] \$134 ;
-  reg [16:0] \$135 ;
-  reg [16:0] \$136 ;
-  reg [16:0] \$137 ;
-  reg \$138 ;
-  reg \$139 ;
-  wire [4:0] \$14 ;
-  reg \$140 ;
-  reg \$141 ;
-  reg \$142 ;
-  reg \$143 ;
-  reg [128:0] \$144 ;
-  reg [128:0] \$145 ;
-  reg [1:0] \$146 ;
-  reg [2047:0] \$147 ;
-  reg \$148 ;
-  reg \$149 ;
-  wire [4:0] \$15 ;
-  reg \$150 ;
-  reg [1:0] \$151 ;
+  wire \$130 ;
+  wire [127:0] \$131 ;
+  wire \$132 ;
+  wire \$133 ;
+  wire [127:0] \$134 ;
+  wire \$135 ;
+  wire \$136 ;
+  wire [127:0] \$137 ;
+  wire \$138 ;
+  wire \$139 ;
+  wire \$14 ;
+  wire [127:0] \$140 ;
+  wire \$141 ;
+  wire \$142 ;
+  wire [127:0] \$143 ;
+  wire \$144 ;
+  wire \$145 ;
+  wire [127:0] \$146 ;
+  wire \$147 ;
+  wire \$148 ;
+  wire [127:0] \$149 ;
+  wire \$15 ;
+  wire \$150 ;
+  wire \$151 ;
+  wire \$152 ;
+  wire \$153 ;
+  wire [16:0] \$154 ;
+  wire [17:0] \$155 ;
+  wire [16:0] \$156 ;
+  wire [17:0] \$157 ;
+  wire [16:0] \$158 ;
+  wire [17:0] \$159 ;
   wire \$16 ;
+  wire [16:0] \$160 ;
+  wire [17:0] \$161 ;
+  wire [16:0] \$162 ;
+  wire [17:0] \$163 ;
+  wire [16:0] \$164 ;
+  wire [17:0] \$165 ;
+  wire [16:0] \$166 ;
+  wire [17:0] \$167 ;
+  wire [16:0] \$168 ;
+  wire [17:0] \$169 ;
   wire \$17 ;
+  wire [16:0] \$170 ;
+  wire [17:0] \$171 ;
+  wire [16:0] \$172 ;
+  wire [17:0] \$173 ;
+  wire [16:0] \$174 ;
+  wire [17:0] \$175 ;
+  wire [16:0] \$176 ;
+  wire [17:0] \$177 ;
+  wire [16:0] \$178 ;
+  wire [17:0] \$179 ;
   wire \$18 ;
+  wire [16:0] \$180 ;
+  wire [17:0] \$181 ;
+  wire [16:0] \$182 ;
+  wire [17:0] \$183 ;
+  wire [16:0] \$184 ;
+  wire [17:0] \$185 ;
+  wire \$186 ;
+  wire \$187 ;
+  wire \$188 ;
+  wire \$189 ;
   wire \$19 ;
+  wire \$190 ;
+  wire \$191 ;
+  wire \$192 ;
+  wire [2:0] \$193 ;
+  wire \$194 ;
+  wire \$195 ;
+  wire \$196 ;
+  wire \$197 ;
+  wire \$198 ;
+  wire \$199 ;
   wire \$2 ;
-  wire \$20 ;
-  wire \$21 ;
-  wire \$22 ;
-  wire \$23 ;
-  wire [16:0] \$24 ;
-  wire [17:0] \$25 ;
-  wire [16:0] \$26 ;
-  wire [17:0] \$27 ;
-  wire [16:0] \$28 ;
-  wire [17:0] \$29 ;
+  wire [4:0] \$20 ;
+  wire \$200 ;
+  wire \$201 ;
+  wire \$202 ;
+  wire \$203 ;
+  wire \$204 ;
+  wire [2:0] \$205 ;
+  wire \$206 ;
+  wire \$207 ;
+  wire \$208 ;
+  wire \$209 ;
+  wire [4:0] \$21 ;
+  wire \$210 ;
+  wire \$211 ;
+  wire \$212 ;
+  wire \$213 ;
+  wire \$214 ;
+  wire \$215 ;
+  wire \$216 ;
+  wire \$217 ;
+  wire \$218 ;
+  wire \$219 ;
+  wire [4:0] \$22 ;
+  wire \$220 ;
+  wire \$221 ;
+  wire \$222 ;
+  wire \$223 ;
+  wire \$224 ;
+  wire \$225 ;
+  wire \$226 ;
+  wire \$227 ;
+  wire \$228 ;
+  wire \$229 ;
+  wire [4:0] \$23 ;
+  wire \$230 ;
+  wire [128:0] \$231 ;
+  wire \$232 ;
+  wire \$233 ;
+  wire \$234 ;
+  wire \$235 ;
+  wire \$236 ;
+  wire [128:0] \$237 ;
+  wire \$238 ;
+  wire \$239 ;
+  wire \$24 ;
+  wire \$240 ;
+  wire \$241 ;
+  wire \$242 ;
+  wire [128:0] \$243 ;
+  wire \$244 ;
+  wire \$245 ;
+  wire \$246 ;
+  wire \$247 ;
+  wire \$248 ;
+  wire [128:0] \$249 ;
+  wire \$25 ;
+  wire \$250 ;
+  wire \$251 ;
+  wire \$252 ;
+  wire \$253 ;
+  wire \$254 ;
+  wire [128:0] \$255 ;
+  wire \$256 ;
+  wire \$257 ;
+  wire \$258 ;
+  wire \$259 ;
+  wire \$26 ;
+  wire \$260 ;
+  wire [128:0] \$261 ;
+  wire \$262 ;
+  wire \$263 ;
+  wire \$264 ;
+  wire \$265 ;
+  wire \$266 ;
+  wire [128:0] \$267 ;
+  wire \$268 ;
+  wire \$269 ;
+  wire \$27 ;
+  wire \$270 ;
+  wire \$271 ;
+  wire \$272 ;
+  wire [128:0] \$273 ;
+  wire \$274 ;
+  wire \$275 ;
+  wire \$276 ;
+  wire \$277 ;
+  wire \$278 ;
+  wire [128:0] \$279 ;
+  wire \$28 ;
+  wire \$280 ;
+  wire \$281 ;
+  wire \$282 ;
+  wire \$283 ;
+  wire \$284 ;
+  wire [128:0] \$285 ;
+  wire \$286 ;
+  wire \$287 ;
+  wire \$288 ;
+  wire \$289 ;
+  wire [4:0] \$29 ;
+  wire \$290 ;
+  wire [128:0] \$291 ;
+  wire \$292 ;
+  wire \$293 ;
+  wire \$294 ;
+  wire \$295 ;
+  wire \$296 ;
+  wire [128:0] \$297 ;
+  wire \$298 ;
+  wire \$299 ;
   wire \$3 ;
-  wire [16:0] \$30 ;
-  wire [17:0] \$31 ;
-  wire [16:0] \$32 ;
-  wire [17:0] \$33 ;
-  wire [16:0] \$34 ;
-  wire [17:0] \$35 ;
-  wire [16:0] \$36 ;
-  wire [17:0] \$37 ;
-  wire [16:0] \$38 ;
-  wire [17:0] \$39 ;
+  wire [4:0] \$30 ;
+  wire \$300 ;
+  wire \$301 ;
+  wire \$302 ;
+  wire [128:0] \$303 ;
+  wire \$304 ;
+  wire \$305 ;
+  wire \$306 ;
+  wire \$307 ;
+  wire \$308 ;
+  wire [128:0] \$309 ;
+  wire [4:0] \$31 ;
+  wire \$310 ;
+  wire \$311 ;
+  wire \$312 ;
+  wire \$313 ;
+  wire \$314 ;
+  wire [128:0] \$315 ;
+  wire \$316 ;
+  wire \$317 ;
+  wire \$318 ;
+  wire \$319 ;
+  wire [4:0] \$32 ;
+  wire \$320 ;
+  wire [128:0] \$321 ;
+  reg \$322 ;
+  reg [7:0] \$323 ;
+  reg [3:0] \$324 ;
+  reg [3:0] \$325 ;
+  reg \$326 ;
+  reg \$327 ;
+  reg [1:0] \$328 ;
+  reg \$329 ;
+  wire \$33 ;
+  reg \$330 ;
+  reg \$331 ;
+  reg \$332 ;
+  reg \$333 ;
+  reg \$334 ;
+  reg \$335 ;
+  reg \$336 ;
+  reg \$337 ;
+  reg \$338 ;
+  reg \$339 ;
+  wire \$34 ;
+  reg \$340 ;
+  reg \$341 ;
+  reg \$342 ;
+  reg \$343 ;
+  reg \$344 ;
+  reg \$345 ;
+  reg \$346 ;
+  reg \$347 ;
+  reg \$348 ;
+  reg \$349 ;
+  wire \$35 ;
+  reg \$350 ;
+  reg \$351 ;
+  reg \$352 ;
+  reg \$353 ;
+  reg \$354 ;
+  reg \$355 ;
+  reg \$356 ;
+  reg \$357 ;
+  reg \$358 ;
+  reg \$359 ;
+  wire \$36 ;
+  reg \$360 ;
+  reg \$361 ;
+  reg [2047:0] \$362 ;
+  wire [127:0] \$363 ;
+  wire [127:0] \$364 ;
+  wire [255:0] \$365 ;
+  reg [7:0] \$366 ;
+  reg [7:0] \$367 ;
+  reg [7:0] \$368 ;
+  reg [7:0] \$369 ;
+  wire \$37 ;
+  reg [7:0] \$370 ;
+  reg [7:0] \$371 ;
+  reg [7:0] \$372 ;
+  wire [943:0] \$373 ;
+  reg \$374 ;
+  reg \$375 ;
+  reg [16:0] \$376 ;
+  reg [16:0] \$377 ;
+  reg [16:0] \$378 ;
+  reg [16:0] \$379 ;
+  wire \$38 ;
+  reg [16:0] \$380 ;
+  reg [16:0] \$381 ;
+  reg [16:0] \$382 ;
+  reg [16:0] \$383 ;
+  reg [16:0] \$384 ;
+  reg [16:0] \$385 ;
+  reg [16:0] \$386 ;
+  reg [16:0] \$387 ;
+  reg [16:0] \$388 ;
+  reg [16:0] \$389 ;
+  wire \$39 ;
+  reg [16:0] \$390 ;
+  reg [16:0] \$391 ;
+  reg \$392 ;
+  reg \$393 ;
+  reg \$394 ;
+  reg \$395 ;
+  reg \$396 ;
+  reg \$397 ;
+  reg [128:0] \$398 ;
+  reg [128:0] \$399 ;
   wire \$4 ;
-  wire [16:0] \$40 ;
-  wire [17:0] \$41 ;
-  wire [16:0] \$42 ;
-  wire [17:0] \$43 ;
-  wire [16:0] \$44 ;
-  wire [17:0] \$45 ;
-  wire [16:0] \$46 ;
-  wire [17:0] \$47 ;
-  wire [16:0] \$48 ;
-  wire [17:0] \$49 ;
+  wire \$40 ;
+  reg [1:0] \$400 ;
+  reg \$401 ;
+  reg \$402 ;
+  reg \$403 ;
+  reg \$404 ;
+  reg \$405 ;
+  reg \$406 ;
+  reg \$407 ;
+  reg \$408 ;
+  reg \$409 ;
+  wire \$41 ;
+  reg \$410 ;
+  reg \$411 ;
+  reg \$412 ;
+  reg \$413 ;
+  reg \$414 ;
+  reg \$415 ;
+  reg \$416 ;
+  reg \$417 ;
+  reg \$418 ;
+  reg \$419 ;
+  wire \$42 ;
+  reg \$420 ;
+  reg \$421 ;
+  reg \$422 ;
+  reg \$423 ;
+  reg \$424 ;
+  reg \$425 ;
+  reg \$426 ;
+  reg \$427 ;
+  reg \$428 ;
+  reg \$429 ;
+  wire [2:0] \$43 ;
+  reg \$430 ;
+  reg \$431 ;
+  reg \$432 ;
+  reg \$433 ;
+  reg \$434 ;
+  reg \$435 ;
+  reg \$436 ;
+  reg \$437 ;
+  reg \$438 ;
+  reg \$439 ;
+  wire \$44 ;
+  reg \$440 ;
+  reg \$441 ;
+  reg \$442 ;
+  reg \$443 ;
+  reg \$444 ;
+  reg \$445 ;
+  reg \$446 ;
+  reg \$447 ;
+  reg \$448 ;
+  reg \$449 ;
+  wire \$45 ;
+  reg [2047:0] \$450 ;
+  reg \$451 ;
+  reg \$452 ;
+  wire [3:0] \$46 ;
+  wire [3:0] \$47 ;
+  wire \$48 ;
+  wire \$49 ;
   wire \$5 ;
-  wire [16:0] \$50 ;
-  wire [17:0] \$51 ;
-  wire [16:0] \$52 ;
-  wire [17:0] \$53 ;
-  wire [16:0] \$54 ;
-  wire [17:0] \$55 ;
+  wire \$50 ;
+  wire \$51 ;
+  wire \$52 ;
+  wire \$53 ;
+  wire \$54 ;
+  wire \$55 ;
   wire \$56 ;
   wire \$57 ;
-  wire \$58 ;
+  wire [2:0] \$58 ;
   wire \$59 ;
   wire \$6 ;
   wire \$60 ;
   wire \$61 ;
   wire \$62 ;
-  wire [2:0] \$63 ;
-  wire \$64 ;
+  wire \$63 ;
+  wire [3:0] \$64 ;
   wire \$65 ;
-  wire \$66 ;
+  wire [128:0] \$66 ;
   wire \$67 ;
   wire \$68 ;
   wire \$69 ;
@@ -18218,28 +23715,28 @@ module \bchw_top.engine2 (rst, s__payload, s__valid, s__ready, m__payload, m__va
   wire \$72 ;
   wire \$73 ;
   wire \$74 ;
-  wire [2:0] \$75 ;
+  wire \$75 ;
   wire \$76 ;
   wire \$77 ;
   wire \$78 ;
   wire \$79 ;
-  wire \$8 ;
+  wire [8:0] \$8 ;
   wire \$80 ;
   wire \$81 ;
-  wire [2:0] \$82 ;
+  wire \$82 ;
   wire \$83 ;
   wire \$84 ;
   wire \$85 ;
   wire \$86 ;
   wire \$87 ;
-  wire [3:0] \$88 ;
+  wire \$88 ;
   wire \$89 ;
-  wire \$9 ;
-  wire [128:0] \$90 ;
+  wire [8:0] \$9 ;
+  wire \$90 ;
   wire \$91 ;
-  wire [128:0] \$92 ;
+  wire \$92 ;
   wire \$93 ;
-  wire [2:0] \$94 ;
+  wire \$94 ;
   wire \$95 ;
   wire \$96 ;
   wire \$97 ;
@@ -18255,9 +23752,9 @@ module \bchw_top.engine2 (rst, s__payload, s__valid, s__ready, m__payload, m__va
   reg [16:0] \acc$138  = 17'h00000;
   reg [16:0] \acc$144  = 17'h00000;
   reg [16:0] \acc$150  = 17'h00000;
-  reg [16:0] \acc$66  = 17'h00000;
-  reg [16:0] \acc$72  = 17'h00000;
-  reg [16:0] \acc$78  = 17'h00000;
+  reg [16:0] \acc$156  = 17'h00000;
+  reg [16:0] \acc$162  = 17'h00000;
+  reg [16:0] \acc$168  = 17'h00000;
   reg [16:0] \acc$84  = 17'h00000;
   reg [16:0] \acc$90  = 17'h00000;
   reg [16:0] \acc$96  = 17'h00000;
@@ -18296,7 +23793,7 @@ module \bchw_top.engine2 (rst, s__payload, s__valid, s__ready, m__payload, m__va
   reg acc_end = 1'h0;
   reg acc_valid = 1'h0;
   reg [7:0] addr = 8'h00;
-  wire [3:0] \addr$56 ;
+  wire [3:0] \addr$74 ;
   wire [35:0] bias;
   wire [35:0] \bias$100 ;
   wire [35:0] \bias$106 ;
@@ -18308,36 +23805,39 @@ module \bchw_top.engine2 (rst, s__payload, s__valid, s__ready, m__payload, m__va
   wire [35:0] \bias$142 ;
   wire [35:0] \bias$148 ;
   wire [35:0] \bias$154 ;
-  wire [35:0] \bias$70 ;
-  wire [35:0] \bias$76 ;
-  wire [35:0] \bias$82 ;
+  wire [35:0] \bias$160 ;
+  wire [35:0] \bias$166 ;
+  wire [35:0] \bias$172 ;
   wire [35:0] \bias$88 ;
   wire [35:0] \bias$94 ;
   reg busy = 1'h0;
+  wire busy_next;
   input clk;
   wire clk;
   reg [1:0] count = 2'h0;
+  wire [1:0] count_next;
+  reg credit_back = 1'h0;
   reg credit_back_d0 = 1'h0;
-  reg credit_back_d1 = 1'h0;
+  (* init = 1'h0 *)
+  wire credit_back_d1;
   reg [1:0] credits = 2'h2;
+  wire [1:0] credits_next;
   wire [255:0] data;
-  wire [943:0] \data$182 ;
+  wire [943:0] \data$245 ;
   wire en;
-  wire \en$10 ;
   wire \en$101 ;
   wire \en$107 ;
   wire \en$113 ;
   wire \en$119 ;
   wire \en$125 ;
-  wire \en$13 ;
   wire \en$131 ;
   wire \en$137 ;
   wire \en$143 ;
   wire \en$149 ;
-  wire \en$16 ;
-  wire \en$19 ;
-  wire \en$22 ;
-  wire \en$25 ;
+  wire \en$155 ;
+  wire \en$161 ;
+  wire \en$167 ;
+  wire \en$23 ;
   wire \en$28 ;
   wire \en$31 ;
   wire \en$34 ;
@@ -18346,13 +23846,15 @@ module \bchw_top.engine2 (rst, s__payload, s__valid, s__ready, m__payload, m__va
   wire \en$43 ;
   wire \en$46 ;
   wire \en$49 ;
-  wire \en$5 ;
   wire \en$52 ;
   wire \en$55 ;
   wire \en$58 ;
-  wire \en$65 ;
-  wire \en$71 ;
-  wire \en$77 ;
+  wire \en$61 ;
+  wire \en$64 ;
+  wire \en$67 ;
+  wire \en$70 ;
+  wire \en$73 ;
+  wire \en$76 ;
   wire \en$83 ;
   wire \en$89 ;
   wire \en$95 ;
@@ -18364,7 +23866,42 @@ module \bchw_top.engine2 (rst, s__payload, s__valid, s__ready, m__payload, m__va
   reg [7:0] fp_d2 = 8'h00;
   reg [7:0] fp_d3 = 8'h00;
   reg [7:0] ft_d0 = 8'h00;
+  (* keep = 32'd1 *)
+  reg held_copy0 = 1'h0;
+  (* keep = 32'd1 *)
+  reg held_copy1 = 1'h0;
+  (* keep = 32'd1 *)
+  reg held_copy10 = 1'h0;
+  (* keep = 32'd1 *)
+  reg held_copy11 = 1'h0;
+  (* keep = 32'd1 *)
+  reg held_copy12 = 1'h0;
+  (* keep = 32'd1 *)
+  reg held_copy13 = 1'h0;
+  (* keep = 32'd1 *)
+  reg held_copy14 = 1'h0;
+  (* keep = 32'd1 *)
+  reg held_copy15 = 1'h0;
+  (* keep = 32'd1 *)
+  reg held_copy2 = 1'h0;
+  (* keep = 32'd1 *)
+  reg held_copy3 = 1'h0;
+  (* keep = 32'd1 *)
+  reg held_copy4 = 1'h0;
+  (* keep = 32'd1 *)
+  reg held_copy5 = 1'h0;
+  (* keep = 32'd1 *)
+  reg held_copy6 = 1'h0;
+  (* keep = 32'd1 *)
+  reg held_copy7 = 1'h0;
+  (* keep = 32'd1 *)
+  reg held_copy8 = 1'h0;
+  (* keep = 32'd1 *)
+  reg held_copy9 = 1'h0;
+  reg issue = 1'h0;
+  wire issue_next;
   reg last_step = 1'h0;
+  wire last_step_next;
   output [2047:0] m__payload;
   reg [2047:0] m__payload = 2048'h00000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000;
   input m__ready;
@@ -18381,48 +23918,116 @@ module \bchw_top.engine2 (rst, s__payload, s__valid, s__ready, m__payload, m__va
   wire [17:0] \mul$140 ;
   wire [17:0] \mul$146 ;
   wire [17:0] \mul$152 ;
-  wire [17:0] \mul$68 ;
-  wire [17:0] \mul$74 ;
-  wire [17:0] \mul$80 ;
+  wire [17:0] \mul$158 ;
+  wire [17:0] \mul$164 ;
+  wire [17:0] \mul$170 ;
   wire [17:0] \mul$86 ;
   wire [17:0] \mul$92 ;
   wire [17:0] \mul$98 ;
+  (* keep = 32'd1 *)
+  reg mvalid_copy0 = 1'h0;
+  (* keep = 32'd1 *)
+  reg mvalid_copy1 = 1'h0;
+  (* keep = 32'd1 *)
+  reg mvalid_copy10 = 1'h0;
+  (* keep = 32'd1 *)
+  reg mvalid_copy11 = 1'h0;
+  (* keep = 32'd1 *)
+  reg mvalid_copy12 = 1'h0;
+  (* keep = 32'd1 *)
+  reg mvalid_copy13 = 1'h0;
+  (* keep = 32'd1 *)
+  reg mvalid_copy14 = 1'h0;
+  (* keep = 32'd1 *)
+  reg mvalid_copy15 = 1'h0;
+  (* keep = 32'd1 *)
+  reg mvalid_copy2 = 1'h0;
+  (* keep = 32'd1 *)
+  reg mvalid_copy3 = 1'h0;
+  (* keep = 32'd1 *)
+  reg mvalid_copy4 = 1'h0;
+  (* keep = 32'd1 *)
+  reg mvalid_copy5 = 1'h0;
+  (* keep = 32'd1 *)
+  reg mvalid_copy6 = 1'h0;
+  (* keep = 32'd1 *)
+  reg mvalid_copy7 = 1'h0;
+  (* keep = 32'd1 *)
+  reg mvalid_copy8 = 1'h0;
+  (* keep = 32'd1 *)
+  reg mvalid_copy9 = 1'h0;
   reg [3:0] nfc = 4'h0;
+  wire [3:0] nfc_next;
   wire out_done;
   reg [943:0] params_d0 = 944'h00000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000;
+  input [2047:0] pay;
+  wire [2047:0] pay;
   wire [7:0] q;
-  wire [7:0] \q$207 ;
-  wire [7:0] \q$208 ;
-  wire [7:0] \q$209 ;
-  wire [7:0] \q$210 ;
-  wire [7:0] \q$211 ;
-  wire [7:0] \q$212 ;
-  wire [7:0] \q$213 ;
-  wire [7:0] \q$214 ;
-  wire [7:0] \q$215 ;
-  wire [7:0] \q$216 ;
-  wire [7:0] \q$217 ;
-  wire [7:0] \q$218 ;
-  wire [7:0] \q$219 ;
-  wire [7:0] \q$220 ;
-  wire [7:0] \q$221 ;
+  wire [7:0] \q$185 ;
+  wire [7:0] \q$186 ;
+  wire [7:0] \q$187 ;
+  wire [7:0] \q$188 ;
+  wire [7:0] \q$189 ;
+  wire [7:0] \q$190 ;
+  wire [7:0] \q$191 ;
+  wire [7:0] \q$192 ;
+  wire [7:0] \q$193 ;
+  wire [7:0] \q$194 ;
+  wire [7:0] \q$195 ;
+  wire [7:0] \q$196 ;
+  wire [7:0] \q$197 ;
+  wire [7:0] \q$198 ;
+  wire [7:0] \q$199 ;
   reg qe_d0 = 1'h0;
   reg qe_d1 = 1'h0;
   reg qe_last_d0 = 1'h0;
   reg qv_d0 = 1'h0;
   reg qv_d1 = 1'h0;
   reg qv_last_d0 = 1'h0;
+  (* keep = 32'd1 *)
+  reg qvalid_copy0 = 1'h0;
+  (* keep = 32'd1 *)
+  reg qvalid_copy1 = 1'h0;
+  (* keep = 32'd1 *)
+  reg qvalid_copy10 = 1'h0;
+  (* keep = 32'd1 *)
+  reg qvalid_copy11 = 1'h0;
+  (* keep = 32'd1 *)
+  reg qvalid_copy12 = 1'h0;
+  (* keep = 32'd1 *)
+  reg qvalid_copy13 = 1'h0;
+  (* keep = 32'd1 *)
+  reg qvalid_copy14 = 1'h0;
+  (* keep = 32'd1 *)
+  reg qvalid_copy15 = 1'h0;
+  (* keep = 32'd1 *)
+  reg qvalid_copy2 = 1'h0;
+  (* keep = 32'd1 *)
+  reg qvalid_copy3 = 1'h0;
+  (* keep = 32'd1 *)
+  reg qvalid_copy4 = 1'h0;
+  (* keep = 32'd1 *)
+  reg qvalid_copy5 = 1'h0;
+  (* keep = 32'd1 *)
+  reg qvalid_copy6 = 1'h0;
+  (* keep = 32'd1 *)
+  reg qvalid_copy7 = 1'h0;
+  (* keep = 32'd1 *)
+  reg qvalid_copy8 = 1'h0;
+  (* keep = 32'd1 *)
+  reg qvalid_copy9 = 1'h0;
   (* init = 1'h1 *)
   wire ready;
+  wire ready_next;
   input rst;
   wire rst;
-  input [2047:0] s__payload;
   wire [2047:0] s__payload;
   output s__ready;
   reg s__ready = 1'h1;
   input s__valid;
   wire s__valid;
   reg [3:0] sfc = 4'h0;
+  wire [3:0] sfc_next;
   wire [4:0] shift;
   wire [4:0] \shift$105 ;
   wire [4:0] \shift$111 ;
@@ -18433,9 +24038,9 @@ module \bchw_top.engine2 (rst, s__payload, s__valid, s__ready, m__payload, m__va
   wire [4:0] \shift$141 ;
   wire [4:0] \shift$147 ;
   wire [4:0] \shift$153 ;
-  wire [4:0] \shift$69 ;
-  wire [4:0] \shift$75 ;
-  wire [4:0] \shift$81 ;
+  wire [4:0] \shift$159 ;
+  wire [4:0] \shift$165 ;
+  wire [4:0] \shift$171 ;
   wire [4:0] \shift$87 ;
   wire [4:0] \shift$93 ;
   wire [4:0] \shift$99 ;
@@ -18443,31 +24048,27 @@ module \bchw_top.engine2 (rst, s__payload, s__valid, s__ready, m__payload, m__va
   reg [128:0] skid1 = 129'h000000000000000000000000000000000;
   (* init = 8'h00 *)
   wire [7:0] step;
+  wire [7:0] step_next;
   wire [12:0] sum;
-  wire [12:0] \sum$186 ;
-  wire [12:0] \sum$187 ;
-  wire [12:0] \sum$188 ;
-  wire [12:0] \sum$189 ;
-  wire [12:0] \sum$190 ;
-  wire [12:0] \sum$191 ;
-  wire [12:0] \sum$192 ;
-  wire [12:0] \sum$193 ;
-  wire [12:0] \sum$194 ;
-  wire [12:0] \sum$195 ;
-  wire [12:0] \sum$196 ;
-  wire [12:0] \sum$197 ;
-  wire [12:0] \sum$198 ;
-  wire [12:0] \sum$199 ;
-  wire [12:0] \sum$200 ;
+  wire [12:0] \sum$249 ;
+  wire [12:0] \sum$250 ;
+  wire [12:0] \sum$251 ;
+  wire [12:0] \sum$252 ;
+  wire [12:0] \sum$253 ;
+  wire [12:0] \sum$254 ;
+  wire [12:0] \sum$255 ;
+  wire [12:0] \sum$256 ;
+  wire [12:0] \sum$257 ;
+  wire [12:0] \sum$258 ;
+  wire [12:0] \sum$259 ;
+  wire [12:0] \sum$260 ;
+  wire [12:0] \sum$261 ;
+  wire [12:0] \sum$262 ;
+  wire [12:0] \sum$263 ;
+  wire valid_next;
   (* init = 2048'h00000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000 *)
   wire [2047:0] vector;
   wire [15:0] w;
-  wire [15:0] \w$12 ;
-  wire [15:0] \w$15 ;
-  wire [15:0] \w$18 ;
-  wire [15:0] \w$21 ;
-  wire [15:0] \w$24 ;
-  wire [15:0] \w$27 ;
   wire [15:0] \w$30 ;
   wire [15:0] \w$33 ;
   wire [15:0] \w$36 ;
@@ -18477,20 +24078,14 @@ module \bchw_top.engine2 (rst, s__payload, s__valid, s__ready, m__payload, m__va
   wire [15:0] \w$48 ;
   wire [15:0] \w$51 ;
   wire [15:0] \w$54 ;
+  wire [15:0] \w$57 ;
+  wire [15:0] \w$60 ;
+  wire [15:0] \w$63 ;
+  wire [15:0] \w$66 ;
+  wire [15:0] \w$69 ;
+  wire [15:0] \w$72 ;
   reg [255:0] wdata_d0 = 256'h0000000000000000000000000000000000000000000000000000000000000000;
   reg [127:0] x = 128'h00000000000000000000000000000000;
-  (* init = 128'h00000000000000000000000000000000 *)
-  wire [127:0] \x$11 ;
-  (* init = 128'h00000000000000000000000000000000 *)
-  wire [127:0] \x$14 ;
-  (* init = 128'h00000000000000000000000000000000 *)
-  wire [127:0] \x$17 ;
-  (* init = 128'h00000000000000000000000000000000 *)
-  wire [127:0] \x$20 ;
-  (* init = 128'h00000000000000000000000000000000 *)
-  wire [127:0] \x$23 ;
-  (* init = 128'h00000000000000000000000000000000 *)
-  wire [127:0] \x$26 ;
   (* init = 128'h00000000000000000000000000000000 *)
   wire [127:0] \x$29 ;
   (* init = 128'h00000000000000000000000000000000 *)
@@ -18509,328 +24104,783 @@ module \bchw_top.engine2 (rst, s__payload, s__valid, s__ready, m__payload, m__va
   wire [127:0] \x$50 ;
   (* init = 128'h00000000000000000000000000000000 *)
   wire [127:0] \x$53 ;
+  (* init = 128'h00000000000000000000000000000000 *)
+  wire [127:0] \x$56 ;
+  (* init = 128'h00000000000000000000000000000000 *)
+  wire [127:0] \x$59 ;
+  (* init = 128'h00000000000000000000000000000000 *)
+  wire [127:0] \x$62 ;
+  (* init = 128'h00000000000000000000000000000000 *)
+  wire [127:0] \x$65 ;
+  (* init = 128'h00000000000000000000000000000000 *)
+  wire [127:0] \x$68 ;
+  (* init = 128'h00000000000000000000000000000000 *)
+  wire [127:0] \x$71 ;
   reg [127:0] x_d0 = 128'h00000000000000000000000000000000;
   (* init = 128'h00000000000000000000000000000000 *)
   wire [127:0] x_d1;
   reg [2047:0] xbuf = 2048'h00000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000;
-  assign out_done = qv_last_d0 & qe_last_d0;
-  assign \$1  = | count;
-  assign \$2  = \$1  | qv_last_d0;
-  assign \$3  = ~ m__valid;
-  assign \$4  = \$3  | m__ready;
-  assign enter = \$2  & \$4 ;
+  (* keep = 32'd1 *)
+  reg xready_copy0 = 1'h1;
+  (* keep = 32'd1 *)
+  reg xready_copy1 = 1'h1;
+  (* keep = 32'd1 *)
+  reg xready_copy10 = 1'h1;
+  (* keep = 32'd1 *)
+  reg xready_copy11 = 1'h1;
+  (* keep = 32'd1 *)
+  reg xready_copy12 = 1'h1;
+  (* keep = 32'd1 *)
+  reg xready_copy13 = 1'h1;
+  (* keep = 32'd1 *)
+  reg xready_copy14 = 1'h1;
+  (* keep = 32'd1 *)
+  reg xready_copy15 = 1'h1;
+  (* keep = 32'd1 *)
+  reg xready_copy2 = 1'h1;
+  (* keep = 32'd1 *)
+  reg xready_copy3 = 1'h1;
+  (* keep = 32'd1 *)
+  reg xready_copy4 = 1'h1;
+  (* keep = 32'd1 *)
+  reg xready_copy5 = 1'h1;
+  (* keep = 32'd1 *)
+  reg xready_copy6 = 1'h1;
+  (* keep = 32'd1 *)
+  reg xready_copy7 = 1'h1;
+  (* keep = 32'd1 *)
+  reg xready_copy8 = 1'h1;
+  (* keep = 32'd1 *)
+  reg xready_copy9 = 1'h1;
+  (* keep = 32'd1 *)
+  reg xshift_copy0 = 1'h0;
+  (* keep = 32'd1 *)
+  reg xshift_copy1 = 1'h0;
+  (* keep = 32'd1 *)
+  reg xshift_copy10 = 1'h0;
+  (* keep = 32'd1 *)
+  reg xshift_copy11 = 1'h0;
+  (* keep = 32'd1 *)
+  reg xshift_copy12 = 1'h0;
+  (* keep = 32'd1 *)
+  reg xshift_copy13 = 1'h0;
+  (* keep = 32'd1 *)
+  reg xshift_copy14 = 1'h0;
+  (* keep = 32'd1 *)
+  reg xshift_copy15 = 1'h0;
+  (* keep = 32'd1 *)
+  reg xshift_copy2 = 1'h0;
+  (* keep = 32'd1 *)
+  reg xshift_copy3 = 1'h0;
+  (* keep = 32'd1 *)
+  reg xshift_copy4 = 1'h0;
+  (* keep = 32'd1 *)
+  reg xshift_copy5 = 1'h0;
+  (* keep = 32'd1 *)
+  reg xshift_copy6 = 1'h0;
+  (* keep = 32'd1 *)
+  reg xshift_copy7 = 1'h0;
+  (* keep = 32'd1 *)
+  reg xshift_copy8 = 1'h0;
+  (* keep = 32'd1 *)
+  reg xshift_copy9 = 1'h0;
+  always @(posedge clk)
+    qvalid_copy13 <= \$431 ;
+  always @(posedge clk)
+    qvalid_copy14 <= \$432 ;
+  always @(posedge clk)
+    qvalid_copy15 <= \$433 ;
+  always @(posedge clk)
+    mvalid_copy0 <= \$434 ;
+  always @(posedge clk)
+    mvalid_copy1 <= \$435 ;
+  always @(posedge clk)
+    mvalid_copy2 <= \$436 ;
+  always @(posedge clk)
+    mvalid_copy3 <= \$437 ;
+  always @(posedge clk)
+    mvalid_copy4 <= \$438 ;
+  always @(posedge clk)
+    mvalid_copy5 <= \$439 ;
+  always @(posedge clk)
+    mvalid_copy6 <= \$440 ;
+  always @(posedge clk)
+    mvalid_copy7 <= \$441 ;
+  always @(posedge clk)
+    mvalid_copy8 <= \$442 ;
+  always @(posedge clk)
+    mvalid_copy9 <= \$443 ;
+  always @(posedge clk)
+    mvalid_copy10 <= \$444 ;
+  always @(posedge clk)
+    mvalid_copy11 <= \$445 ;
+  always @(posedge clk)
+    mvalid_copy12 <= \$446 ;
+  always @(posedge clk)
+    mvalid_copy13 <= \$447 ;
+  always @(posedge clk)
+    mvalid_copy14 <= \$448 ;
+  always @(posedge clk)
+    mvalid_copy15 <= \$449 ;
+  always @(posedge clk)
+    m__payload <= \$450 ;
+  always @(posedge clk)
+    credit_back_d0 <= \$451 ;
+  always @(posedge clk)
+    credit_back <= \$452 ;
+  assign \$1  = s__valid & s__ready;
+  assign \$2  = ~ last_step;
+  assign \$3  = busy & \$2 ;
+  assign \$4  = \$1  ? 1'h1 : \$3 ;
   assign \$5  = s__valid & s__ready;
-  assign \$6  = | sfc;
-  assign \$7  = | credits;
-  assign \$8  = \$6  | \$7 ;
-  assign \$9  = busy & \$8 ;
-  assign \$10  = addr + 1'h1;
-  assign \$11  = addr == 8'hfe;
-  assign \$12  = addr == 8'hfe;
-  assign \$13  = sfc == 4'hf;
-  assign \$14  = nfc + 1'h1;
-  assign \$15  = sfc + 1'h1;
-  assign \$16  = | sfc;
-  assign \$17  = | credits;
-  assign \$18  = \$16  | \$17 ;
-  assign \$19  = busy & \$18 ;
-  assign \$20  = ! sfc;
-  assign \$21  = sfc == 4'hf;
-  assign \$22  = ft_d0[0] & ft_d0[2];
-  assign \$23  = ft_d0[0] & ft_d0[3];
-  assign \$24  = ft_d0[1] ? 17'h00000 : acc;
-  assign \$25  = $signed(\$24 ) + $signed(sum);
-  assign \$26  = ft_d0[1] ? 17'h00000 : \acc$66 ;
-  assign \$27  = $signed(\$26 ) + $signed(\sum$186 );
-  assign \$28  = ft_d0[1] ? 17'h00000 : \acc$72 ;
-  assign \$29  = $signed(\$28 ) + $signed(\sum$187 );
-  assign \$30  = ft_d0[1] ? 17'h00000 : \acc$78 ;
-  assign \$31  = $signed(\$30 ) + $signed(\sum$188 );
-  assign \$32  = ft_d0[1] ? 17'h00000 : \acc$84 ;
-  assign \$33  = $signed(\$32 ) + $signed(\sum$189 );
-  assign \$34  = ft_d0[1] ? 17'h00000 : \acc$90 ;
-  assign \$35  = $signed(\$34 ) + $signed(\sum$190 );
-  assign \$36  = ft_d0[1] ? 17'h00000 : \acc$96 ;
-  assign \$37  = $signed(\$36 ) + $signed(\sum$191 );
-  assign \$38  = ft_d0[1] ? 17'h00000 : \acc$102 ;
-  assign \$39  = $signed(\$38 ) + $signed(\sum$192 );
-  assign \$40  = ft_d0[1] ? 17'h00000 : \acc$108 ;
-  assign \$41  = $signed(\$40 ) + $signed(\sum$193 );
-  assign \$42  = ft_d0[1] ? 17'h00000 : \acc$114 ;
-  assign \$43  = $signed(\$42 ) + $signed(\sum$194 );
-  assign \$44  = ft_d0[1] ? 17'h00000 : \acc$120 ;
-  assign \$45  = $signed(\$44 ) + $signed(\sum$195 );
-  assign \$46  = ft_d0[1] ? 17'h00000 : \acc$126 ;
-  assign \$47  = $signed(\$46 ) + $signed(\sum$196 );
-  assign \$48  = ft_d0[1] ? 17'h00000 : \acc$132 ;
-  assign \$49  = $signed(\$48 ) + $signed(\sum$197 );
-  assign \$50  = ft_d0[1] ? 17'h00000 : \acc$138 ;
-  assign \$51  = $signed(\$50 ) + $signed(\sum$198 );
-  assign \$52  = ft_d0[1] ? 17'h00000 : \acc$144 ;
-  assign \$53  = $signed(\$52 ) + $signed(\sum$199 );
-  assign \$54  = ft_d0[1] ? 17'h00000 : \acc$150 ;
-  assign \$55  = $signed(\$54 ) + $signed(\sum$200 );
+  assign \$6  = ~ last_step;
+  assign \$7  = issue & \$6 ;
+  assign \$8  = addr + 1'h1;
+  assign \$9  = \$7  ? \$8  : { 1'h0, addr };
+  assign \$10  = \$5  ? 9'h000 : \$9 ;
+  assign \$12  = s__valid & s__ready;
+  assign \$13  = ~ last_step;
+  assign \$14  = issue & \$13 ;
+  assign \$15  = sfc == 4'hf;
+  assign \$16  = \$14  & \$15 ;
+  assign \$17  = \$12  | \$16 ;
+  assign \$18  = ~ last_step;
+  assign \$19  = issue & \$18 ;
+  assign \$20  = sfc + 1'h1;
+  assign \$21  = \$19  ? \$20  : { 1'h0, sfc };
+  assign \$22  = \$17  ? 5'h00 : \$21 ;
+  assign \$24  = s__valid & s__ready;
+  assign \$25  = ~ last_step;
+  assign \$26  = issue & \$25 ;
+  assign \$27  = sfc == 4'hf;
+  assign \$28  = \$26  & \$27 ;
+  assign \$29  = nfc + 1'h1;
+  assign \$30  = \$28  ? \$29  : { 1'h0, nfc };
+  assign \$31  = \$24  ? 5'h00 : \$30 ;
+  assign \$33  = s__valid & s__ready;
+  assign \$34  = addr == 8'hfe;
+  assign \$35  = issue ? \$34  : last_step;
+  assign \$36  = last_step ? 1'h0 : \$35 ;
+  assign \$37  = \$33  ? 1'h0 : \$36 ;
+  assign \$38  = s__valid & s__ready;
+  assign \$39  = addr == 8'hfe;
+  assign \$40  = issue ? \$39  : s__ready;
+  assign \$41  = last_step ? 1'h1 : \$40 ;
+  assign \$42  = \$38  ? 1'h0 : \$41 ;
+  assign \$43  = credits + credit_back;
+  assign \$44  = ! sfc;
+  assign \$45  = issue & \$44 ;
+  assign \$46  = \$43  - \$45 ;
+  assign \$48  = | \$23 [3:0];
+  assign \$49  = | \$47 [1:0];
+  assign \$50  = \$48  | \$49 ;
+  assign \$51  = busy_next & \$50 ;
+  assign out_done = qv_last_d0 & qe_last_d0;
+  assign \$52  = | count;
+  assign \$53  = \$52  | qv_last_d0;
+  assign \$54  = ~ m__valid;
+  assign \$55  = \$54  | m__ready;
+  assign enter = \$53  & \$55 ;
   assign \$56  = | count;
-  assign \$57  = ~ \$56 ;
-  assign \$58  = enter & \$57 ;
-  assign \$59  = ~ \$58 ;
-  assign \$60  = qv_last_d0 & \$59 ;
-  assign \$61  = | count;
-  assign \$62  = enter & \$61 ;
-  assign \$63  = count - \$62 ;
-  assign \$64  = ! \$63 ;
-  assign \$65  = \$60  & \$64 ;
-  assign \$66  = | count;
-  assign \$67  = enter & \$66 ;
-  assign \$68  = | count;
-  assign \$69  = ~ \$68 ;
-  assign \$70  = enter & \$69 ;
-  assign \$71  = ~ \$70 ;
-  assign \$72  = qv_last_d0 & \$71 ;
-  assign \$73  = | count;
-  assign \$74  = enter & \$73 ;
-  assign \$75  = count - \$74 ;
-  assign \$76  = \$75  == 1'h1;
-  assign \$77  = \$72  & \$76 ;
-  assign \$78  = | count;
-  assign \$79  = enter & \$78 ;
-  assign \$80  = | count;
-  assign \$81  = enter & \$80 ;
-  assign \$82  = count - \$81 ;
-  assign \$83  = | count;
-  assign \$84  = ~ \$83 ;
-  assign \$85  = enter & \$84 ;
-  assign \$86  = ~ \$85 ;
-  assign \$87  = qv_last_d0 & \$86 ;
-  assign \$88  = $signed(\$82 ) + $signed({ 1'h0, \$87  });
-  assign \$89  = | count;
-  assign \$90  = \$89  ? skid0 : { qe_last_d0, \q$221 , \q$220 , \q$219 , \q$218 , \q$217 , \q$216 , \q$215 , \q$214 , \q$213 , \q$212 , \q$211 , \q$210 , \q$209 , \q$208 , \q$207 , q };
-  assign \$91  = | count;
-  assign \$92  = \$91  ? skid0 : { qe_last_d0, \q$221 , \q$220 , \q$219 , \q$218 , \q$217 , \q$216 , \q$215 , \q$214 , \q$213 , \q$212 , \q$211 , \q$210 , \q$209 , \q$208 , \q$207 , q };
-  assign \$93  = enter & \$92 [128];
-  assign \$94  = credits + credit_back_d1;
-  assign \$95  = | sfc;
-  assign \$96  = | credits;
-  assign \$97  = \$95  | \$96 ;
-  assign \$98  = busy & \$97 ;
-  assign \$99  = ! sfc;
-  assign \$100  = \$98  & \$99 ;
-  assign \$101  = \$94  - \$100 ;
+  assign \$57  = enter & \$56 ;
+  assign \$58  = count - \$57 ;
+  assign \$59  = | count;
+  assign \$60  = ~ \$59 ;
+  assign \$61  = enter & \$60 ;
+  assign \$62  = ~ \$61 ;
+  assign \$63  = qv_last_d0 & \$62 ;
+  assign \$64  = $signed(\$58 ) + $signed({ 1'h0, \$63  });
+  assign \$65  = | count;
+  assign \$66  = \$65  ? skid0 : { qe_last_d0, \q$199 , \q$198 , \q$197 , \q$196 , \q$195 , \q$194 , \q$193 , \q$192 , \q$191 , \q$190 , \q$189 , \q$188 , \q$187 , \q$186 , \q$185 , q };
+  assign \$67  = enter & \$66 [128];
+  assign \$68  = ~ m__ready;
+  assign \$69  = m__valid & \$68 ;
+  assign valid_next = \$67  ? 1'h1 : \$69 ;
+  assign \$70  = ~ last_step_next;
+  assign \$71  = issue_next & \$70 ;
+  assign \$72  = ~ last_step_next;
+  assign \$73  = issue_next & \$72 ;
+  assign \$74  = ~ last_step_next;
+  assign \$75  = issue_next & \$74 ;
+  assign \$76  = ~ last_step_next;
+  assign \$77  = issue_next & \$76 ;
+  assign \$78  = ~ last_step_next;
+  assign \$79  = issue_next & \$78 ;
+  assign \$80  = ~ last_step_next;
+  assign \$81  = issue_next & \$80 ;
+  assign \$82  = ~ last_step_next;
+  assign \$83  = issue_next & \$82 ;
+  assign \$84  = ~ last_step_next;
+  assign \$85  = issue_next & \$84 ;
+  assign \$86  = ~ last_step_next;
+  assign \$87  = issue_next & \$86 ;
+  assign \$88  = ~ last_step_next;
+  assign \$89  = issue_next & \$88 ;
+  assign \$90  = ~ last_step_next;
+  assign \$91  = issue_next & \$90 ;
+  assign \$92  = ~ last_step_next;
+  assign \$93  = issue_next & \$92 ;
+  assign \$94  = ~ last_step_next;
+  assign \$95  = issue_next & \$94 ;
+  assign \$96  = ~ last_step_next;
+  assign \$97  = issue_next & \$96 ;
+  assign \$98  = ~ last_step_next;
+  assign \$99  = issue_next & \$98 ;
+  assign \$100  = ~ last_step_next;
+  assign \$101  = issue_next & \$100 ;
+  assign \$102  = s__valid & xready_copy0;
+  assign \$103  = xshift_copy0 | \$102 ;
+  assign \$104  = xshift_copy0 ? xbuf[255:128] : pay[127:0];
+  assign \$105  = s__valid & xready_copy1;
+  assign \$106  = xshift_copy1 | \$105 ;
+  assign \$107  = xshift_copy1 ? xbuf[383:256] : pay[255:128];
+  assign \$108  = s__valid & xready_copy2;
+  assign \$109  = xshift_copy2 | \$108 ;
+  assign \$110  = xshift_copy2 ? xbuf[511:384] : pay[383:256];
+  assign \$111  = s__valid & xready_copy3;
+  assign \$112  = xshift_copy3 | \$111 ;
+  assign \$113  = xshift_copy3 ? xbuf[639:512] : pay[511:384];
+  assign \$114  = s__valid & xready_copy4;
+  assign \$115  = xshift_copy4 | \$114 ;
+  assign \$116  = xshift_copy4 ? xbuf[767:640] : pay[639:512];
+  assign \$117  = s__valid & xready_copy5;
+  assign \$118  = xshift_copy5 | \$117 ;
+  assign \$119  = xshift_copy5 ? xbuf[895:768] : pay[767:640];
+  assign \$120  = s__valid & xready_copy6;
+  assign \$121  = xshift_copy6 | \$120 ;
+  assign \$122  = xshift_copy6 ? xbuf[1023:896] : pay[895:768];
+  assign \$123  = s__valid & xready_copy7;
+  assign \$124  = xshift_copy7 | \$123 ;
+  assign \$125  = xshift_copy7 ? xbuf[1151:1024] : pay[1023:896];
+  assign \$126  = s__valid & xready_copy8;
+  assign \$127  = xshift_copy8 | \$126 ;
+  assign \$128  = xshift_copy8 ? xbuf[1279:1152] : pay[1151:1024];
+  assign \$129  = s__valid & xready_copy9;
+  assign \$130  = xshift_copy9 | \$129 ;
+  assign \$131  = xshift_copy9 ? xbuf[1407:1280] : pay[1279:1152];
+  assign \$132  = s__valid & xready_copy10;
+  assign \$133  = xshift_copy10 | \$132 ;
+  assign \$134  = xshift_copy10 ? xbuf[1535:1408] : pay[1407:1280];
+  assign \$135  = s__valid & xready_copy11;
+  assign \$136  = xshift_copy11 | \$135 ;
+  assign \$137  = xshift_copy11 ? xbuf[1663:1536] : pay[1535:1408];
+  assign \$138  = s__valid & xready_copy12;
+  assign \$139  = xshift_copy12 | \$138 ;
+  assign \$140  = xshift_copy12 ? xbuf[1791:1664] : pay[1663:1536];
+  assign \$141  = s__valid & xready_copy13;
+  assign \$142  = xshift_copy13 | \$141 ;
+  assign \$143  = xshift_copy13 ? xbuf[1919:1792] : pay[1791:1664];
+  assign \$144  = s__valid & xready_copy14;
+  assign \$145  = xshift_copy14 | \$144 ;
+  assign \$146  = xshift_copy14 ? xbuf[2047:1920] : pay[1919:1792];
+  assign \$147  = s__valid & xready_copy15;
+  assign \$148  = xshift_copy15 | \$147 ;
+  assign \$149  = xshift_copy15 ? xbuf[127:0] : pay[2047:1920];
+  assign \$150  = ! sfc;
+  assign \$151  = sfc == 4'hf;
+  assign \$152  = ft_d0[0] & ft_d0[2];
+  assign \$153  = ft_d0[0] & ft_d0[3];
+  assign \$154  = ft_d0[1] ? 17'h00000 : acc;
+  assign \$155  = $signed(\$154 ) + $signed(sum);
+  assign \$156  = ft_d0[1] ? 17'h00000 : \acc$84 ;
+  assign \$157  = $signed(\$156 ) + $signed(\sum$249 );
+  assign \$158  = ft_d0[1] ? 17'h00000 : \acc$90 ;
+  assign \$159  = $signed(\$158 ) + $signed(\sum$250 );
+  assign \$160  = ft_d0[1] ? 17'h00000 : \acc$96 ;
+  assign \$161  = $signed(\$160 ) + $signed(\sum$251 );
+  assign \$162  = ft_d0[1] ? 17'h00000 : \acc$102 ;
+  assign \$163  = $signed(\$162 ) + $signed(\sum$252 );
+  assign \$164  = ft_d0[1] ? 17'h00000 : \acc$108 ;
+  assign \$165  = $signed(\$164 ) + $signed(\sum$253 );
+  assign \$166  = ft_d0[1] ? 17'h00000 : \acc$114 ;
+  assign \$167  = $signed(\$166 ) + $signed(\sum$254 );
+  assign \$168  = ft_d0[1] ? 17'h00000 : \acc$120 ;
+  assign \$169  = $signed(\$168 ) + $signed(\sum$255 );
+  assign \$170  = ft_d0[1] ? 17'h00000 : \acc$126 ;
+  assign \$171  = $signed(\$170 ) + $signed(\sum$256 );
+  assign \$172  = ft_d0[1] ? 17'h00000 : \acc$132 ;
+  assign \$173  = $signed(\$172 ) + $signed(\sum$257 );
+  assign \$174  = ft_d0[1] ? 17'h00000 : \acc$138 ;
+  assign \$175  = $signed(\$174 ) + $signed(\sum$258 );
+  assign \$176  = ft_d0[1] ? 17'h00000 : \acc$144 ;
+  assign \$177  = $signed(\$176 ) + $signed(\sum$259 );
+  assign \$178  = ft_d0[1] ? 17'h00000 : \acc$150 ;
+  assign \$179  = $signed(\$178 ) + $signed(\sum$260 );
+  assign \$180  = ft_d0[1] ? 17'h00000 : \acc$156 ;
+  assign \$181  = $signed(\$180 ) + $signed(\sum$261 );
+  assign \$182  = ft_d0[1] ? 17'h00000 : \acc$162 ;
+  assign \$183  = $signed(\$182 ) + $signed(\sum$262 );
+  assign \$184  = ft_d0[1] ? 17'h00000 : \acc$168 ;
+  assign \$185  = $signed(\$184 ) + $signed(\sum$263 );
+  assign \$186  = | count;
+  assign \$187  = ~ \$186 ;
+  assign \$188  = enter & \$187 ;
+  assign \$189  = ~ \$188 ;
+  assign \$190  = qv_last_d0 & \$189 ;
+  assign \$191  = | count;
+  assign \$192  = enter & \$191 ;
+  assign \$193  = count - \$192 ;
+  assign \$194  = ! \$193 ;
+  assign \$195  = \$190  & \$194 ;
+  assign \$196  = | count;
+  assign \$197  = enter & \$196 ;
+  assign \$198  = | count;
+  assign \$199  = ~ \$198 ;
+  assign \$200  = enter & \$199 ;
+  assign \$201  = ~ \$200 ;
+  assign \$202  = qv_last_d0 & \$201 ;
+  assign \$203  = | count;
+  assign \$204  = enter & \$203 ;
+  assign \$205  = count - \$204 ;
+  assign \$206  = \$205  == 1'h1;
+  assign \$207  = \$202  & \$206 ;
+  assign \$208  = | count;
+  assign \$209  = enter & \$208 ;
+  assign \$210  = | \$64 [1:0];
+  assign \$211  = | \$64 [1:0];
+  assign \$212  = | \$64 [1:0];
+  assign \$213  = | \$64 [1:0];
+  assign \$214  = | \$64 [1:0];
+  assign \$215  = | \$64 [1:0];
+  assign \$216  = | \$64 [1:0];
+  assign \$217  = | \$64 [1:0];
+  assign \$218  = | \$64 [1:0];
+  assign \$219  = | \$64 [1:0];
+  assign \$220  = | \$64 [1:0];
+  assign \$221  = | \$64 [1:0];
+  assign \$222  = | \$64 [1:0];
+  assign \$223  = | \$64 [1:0];
+  assign \$224  = | \$64 [1:0];
+  assign \$225  = | \$64 [1:0];
+  assign \$226  = held_copy0 | qvalid_copy0;
+  assign \$227  = ~ mvalid_copy0;
+  assign \$228  = \$227  | m__ready;
+  assign \$229  = \$226  & \$228 ;
+  assign \$230  = | count;
+  assign \$231  = \$230  ? skid0 : { qe_last_d0, \q$199 , \q$198 , \q$197 , \q$196 , \q$195 , \q$194 , \q$193 , \q$192 , \q$191 , \q$190 , \q$189 , \q$188 , \q$187 , \q$186 , \q$185 , q };
+  assign \$232  = held_copy1 | qvalid_copy1;
+  assign \$233  = ~ mvalid_copy1;
+  assign \$234  = \$233  | m__ready;
+  assign \$235  = \$232  & \$234 ;
+  assign \$236  = | count;
+  assign \$237  = \$236  ? skid0 : { qe_last_d0, \q$199 , \q$198 , \q$197 , \q$196 , \q$195 , \q$194 , \q$193 , \q$192 , \q$191 , \q$190 , \q$189 , \q$188 , \q$187 , \q$186 , \q$185 , q };
+  assign \$238  = held_copy2 | qvalid_copy2;
+  assign \$239  = ~ mvalid_copy2;
+  assign \$240  = \$239  | m__ready;
+  assign \$241  = \$238  & \$240 ;
+  assign \$242  = | count;
+  assign \$243  = \$242  ? skid0 : { qe_last_d0, \q$199 , \q$198 , \q$197 , \q$196 , \q$195 , \q$194 , \q$193 , \q$192 , \q$191 , \q$190 , \q$189 , \q$188 , \q$187 , \q$186 , \q$185 , q };
+  assign \$244  = held_copy3 | qvalid_copy3;
+  assign \$245  = ~ mvalid_copy3;
+  assign \$246  = \$245  | m__ready;
+  assign \$247  = \$244  & \$246 ;
+  assign \$248  = | count;
+  assign \$249  = \$248  ? skid0 : { qe_last_d0, \q$199 , \q$198 , \q$197 , \q$196 , \q$195 , \q$194 , \q$193 , \q$192 , \q$191 , \q$190 , \q$189 , \q$188 , \q$187 , \q$186 , \q$185 , q };
+  assign \$250  = held_copy4 | qvalid_copy4;
+  assign \$251  = ~ mvalid_copy4;
+  assign \$252  = \$251  | m__ready;
+  assign \$253  = \$250  & \$252 ;
+  assign \$254  = | count;
+  assign \$255  = \$254  ? skid0 : { qe_last_d0, \q$199 , \q$198 , \q$197 , \q$196 , \q$195 , \q$194 , \q$193 , \q$192 , \q$191 , \q$190 , \q$189 , \q$188 , \q$187 , \q$186 , \q$185 , q };
+  assign \$256  = held_copy5 | qvalid_copy5;
+  assign \$257  = ~ mvalid_copy5;
+  assign \$258  = \$257  | m__ready;
+  assign \$259  = \$256  & \$258 ;
+  assign \$260  = | count;
+  assign \$261  = \$260  ? skid0 : { qe_last_d0, \q$199 , \q$198 , \q$197 , \q$196 , \q$195 , \q$194 , \q$193 , \q$192 , \q$191 , \q$190 , \q$189 , \q$188 , \q$187 , \q$186 , \q$185 , q };
+  assign \$262  = held_copy6 | qvalid_copy6;
+  assign \$263  = ~ mvalid_copy6;
+  assign \$264  = \$263  | m__ready;
+  assign \$265  = \$262  & \$264 ;
+  assign \$266  = | count;
+  assign \$267  = \$266  ? skid0 : { qe_last_d0, \q$199 , \q$198 , \q$197 , \q$196 , \q$195 , \q$194 , \q$193 , \q$192 , \q$191 , \q$190 , \q$189 , \q$188 , \q$187 , \q$186 , \q$185 , q };
+  assign \$268  = held_copy7 | qvalid_copy7;
+  assign \$269  = ~ mvalid_copy7;
+  assign \$270  = \$269  | m__ready;
+  assign \$271  = \$268  & \$270 ;
+  assign \$272  = | count;
+  assign \$273  = \$272  ? skid0 : { qe_last_d0, \q$199 , \q$198 , \q$197 , \q$196 , \q$195 , \q$194 , \q$193 , \q$192 , \q$191 , \q$190 , \q$189 , \q$188 , \q$187 , \q$186 , \q$185 , q };
+  assign \$274  = held_copy8 | qvalid_copy8;
+  assign \$275  = ~ mvalid_copy8;
+  assign \$276  = \$275  | m__ready;
+  assign \$277  = \$274  & \$276 ;
+  assign \$278  = | count;
+  assign \$279  = \$278  ? skid0 : { qe_last_d0, \q$199 , \q$198 , \q$197 , \q$196 , \q$195 , \q$194 , \q$193 , \q$192 , \q$191 , \q$190 , \q$189 , \q$188 , \q$187 , \q$186 , \q$185 , q };
+  assign \$280  = held_copy9 | qvalid_copy9;
+  assign \$281  = ~ mvalid_copy9;
+  assign \$282  = \$281  | m__ready;
+  assign \$283  = \$280  & \$282 ;
+  assign \$284  = | count;
+  assign \$285  = \$284  ? skid0 : { qe_last_d0, \q$199 , \q$198 , \q$197 , \q$196 , \q$195 , \q$194 , \q$193 , \q$192 , \q$191 , \q$190 , \q$189 , \q$188 , \q$187 , \q$186 , \q$185 , q };
+  assign \$286  = held_copy10 | qvalid_copy10;
+  assign \$287  = ~ mvalid_copy10;
+  assign \$288  = \$287  | m__ready;
+  assign \$289  = \$286  & \$288 ;
+  assign \$290  = | count;
+  assign \$291  = \$290  ? skid0 : { qe_last_d0, \q$199 , \q$198 , \q$197 , \q$196 , \q$195 , \q$194 , \q$193 , \q$192 , \q$191 , \q$190 , \q$189 , \q$188 , \q$187 , \q$186 , \q$185 , q };
+  assign \$292  = held_copy11 | qvalid_copy11;
+  assign \$293  = ~ mvalid_copy11;
+  assign \$294  = \$293  | m__ready;
+  assign \$295  = \$292  & \$294 ;
+  assign \$296  = | count;
+  assign \$297  = \$296  ? skid0 : { qe_last_d0, \q$199 , \q$198 , \q$197 , \q$196 , \q$195 , \q$194 , \q$193 , \q$192 , \q$191 , \q$190 , \q$189 , \q$188 , \q$187 , \q$186 , \q$185 , q };
+  assign \$298  = held_copy12 | qvalid_copy12;
+  assign \$299  = ~ mvalid_copy12;
+  assign \$300  = \$299  | m__ready;
+  assign \$301  = \$298  & \$300 ;
+  assign \$302  = | count;
+  assign \$303  = \$302  ? skid0 : { qe_last_d0, \q$199 , \q$198 , \q$197 , \q$196 , \q$195 , \q$194 , \q$193 , \q$192 , \q$191 , \q$190 , \q$189 , \q$188 , \q$187 , \q$186 , \q$185 , q };
+  assign \$304  = held_copy13 | qvalid_copy13;
+  assign \$305  = ~ mvalid_copy13;
+  assign \$306  = \$305  | m__ready;
+  assign \$307  = \$304  & \$306 ;
+  assign \$308  = | count;
+  assign \$309  = \$308  ? skid0 : { qe_last_d0, \q$199 , \q$198 , \q$197 , \q$196 , \q$195 , \q$194 , \q$193 , \q$192 , \q$191 , \q$190 , \q$189 , \q$188 , \q$187 , \q$186 , \q$185 , q };
+  assign \$310  = held_copy14 | qvalid_copy14;
+  assign \$311  = ~ mvalid_copy14;
+  assign \$312  = \$311  | m__ready;
+  assign \$313  = \$310  & \$312 ;
+  assign \$314  = | count;
+  assign \$315  = \$314  ? skid0 : { qe_last_d0, \q$199 , \q$198 , \q$197 , \q$196 , \q$195 , \q$194 , \q$193 , \q$192 , \q$191 , \q$190 , \q$189 , \q$188 , \q$187 , \q$186 , \q$185 , q };
+  assign \$316  = held_copy15 | qvalid_copy15;
+  assign \$317  = ~ mvalid_copy15;
+  assign \$318  = \$317  | m__ready;
+  assign \$319  = \$316  & \$318 ;
+  assign \$320  = | count;
+  assign \$321  = \$320  ? skid0 : { qe_last_d0, \q$199 , \q$198 , \q$197 , \q$196 , \q$195 , \q$194 , \q$193 , \q$192 , \q$191 , \q$190 , \q$189 , \q$188 , \q$187 , \q$186 , \q$185 , q };
   always @(posedge clk)
-    busy <= \$102 ;
+    busy <= \$322 ;
   always @(posedge clk)
-    addr <= \$103 ;
+    addr <= \$323 ;
   always @(posedge clk)
-    sfc <= \$104 ;
+    sfc <= \$324 ;
   always @(posedge clk)
-    nfc <= \$105 ;
+    nfc <= \$325 ;
   always @(posedge clk)
-    last_step <= \$106 ;
+    last_step <= \$326 ;
   always @(posedge clk)
-    xbuf <= \$107 ;
+    s__ready <= \$327 ;
   always @(posedge clk)
-    s__ready <= \$108 ;
+    credits <= \$328 ;
   always @(posedge clk)
-    x_d0 <= \$109 ;
+    issue <= \$329 ;
   always @(posedge clk)
-    x <= \$110 ;
+    xshift_copy0 <= \$330 ;
   always @(posedge clk)
-    wdata_d0 <= \$111 ;
+    xshift_copy1 <= \$331 ;
   always @(posedge clk)
-    f1_d0 <= \$112 ;
+    xshift_copy2 <= \$332 ;
   always @(posedge clk)
-    f1_d1 <= \$113 ;
+    xshift_copy3 <= \$333 ;
   always @(posedge clk)
-    fp_d0 <= \$114 ;
+    xshift_copy4 <= \$334 ;
   always @(posedge clk)
-    fp_d1 <= \$115 ;
+    xshift_copy5 <= \$335 ;
   always @(posedge clk)
-    fp_d2 <= \$116 ;
+    xshift_copy6 <= \$336 ;
   always @(posedge clk)
-    fp_d3 <= \$117 ;
+    xshift_copy7 <= \$337 ;
   always @(posedge clk)
-    ft_d0 <= \$118 ;
+    xshift_copy8 <= \$338 ;
   always @(posedge clk)
-    params_d0 <= \$119 ;
+    xshift_copy9 <= \$339 ;
   always @(posedge clk)
-    acc_valid <= \$120 ;
+    xshift_copy10 <= \$340 ;
   always @(posedge clk)
-    acc_end <= \$121 ;
+    xshift_copy11 <= \$341 ;
   always @(posedge clk)
-    acc <= \$122 ;
+    xshift_copy12 <= \$342 ;
   always @(posedge clk)
-    \acc$66  <= \$123 ;
+    xshift_copy13 <= \$343 ;
   always @(posedge clk)
-    \acc$72  <= \$124 ;
+    xshift_copy14 <= \$344 ;
   always @(posedge clk)
-    \acc$78  <= \$125 ;
+    xshift_copy15 <= \$345 ;
   always @(posedge clk)
-    \acc$84  <= \$126 ;
+    xready_copy0 <= \$346 ;
   always @(posedge clk)
-    \acc$90  <= \$127 ;
+    xready_copy1 <= \$347 ;
   always @(posedge clk)
-    \acc$96  <= \$128 ;
+    xready_copy2 <= \$348 ;
   always @(posedge clk)
-    \acc$102  <= \$129 ;
+    xready_copy3 <= \$349 ;
   always @(posedge clk)
-    \acc$108  <= \$130 ;
+    xready_copy4 <= \$350 ;
   always @(posedge clk)
-    \acc$114  <= \$131 ;
+    xready_copy5 <= \$351 ;
   always @(posedge clk)
-    \acc$120  <= \$132 ;
+    xready_copy6 <= \$352 ;
   always @(posedge clk)
-    \acc$126  <= \$133 ;
+    xready_copy7 <= \$353 ;
   always @(posedge clk)
-    \acc$132  <= \$134 ;
+    xready_copy8 <= \$354 ;
   always @(posedge clk)
-    \acc$138  <= \$135 ;
+    xready_copy9 <= \$355 ;
   always @(posedge clk)
-    \acc$144  <= \$136 ;
+    xready_copy10 <= \$356 ;
   always @(posedge clk)
-    \acc$150  <= \$137 ;
+    xready_copy11 <= \$357 ;
   always @(posedge clk)
-    qv_d0 <= \$138 ;
+    xready_copy12 <= \$358 ;
   always @(posedge clk)
-    qv_d1 <= \$139 ;
+    xready_copy13 <= \$359 ;
   always @(posedge clk)
-    qe_d0 <= \$140 ;
+    xready_copy14 <= \$360 ;
   always @(posedge clk)
-    qe_d1 <= \$141 ;
+    xready_copy15 <= \$361 ;
   always @(posedge clk)
-    qv_last_d0 <= \$142 ;
+    xbuf <= \$362 ;
   always @(posedge clk)
-    qe_last_d0 <= \$143 ;
+    x_d0 <= \$363 ;
   always @(posedge clk)
-    skid0 <= \$144 ;
+    x <= \$364 ;
   always @(posedge clk)
-    skid1 <= \$145 ;
+    wdata_d0 <= \$365 ;
   always @(posedge clk)
-    count <= \$146 ;
+    f1_d0 <= \$366 ;
   always @(posedge clk)
-    m__payload <= \$147 ;
+    f1_d1 <= \$367 ;
   always @(posedge clk)
-    m__valid <= \$148 ;
+    fp_d0 <= \$368 ;
   always @(posedge clk)
-    credit_back_d0 <= \$149 ;
+    fp_d1 <= \$369 ;
   always @(posedge clk)
-    credit_back_d1 <= \$150 ;
+    fp_d2 <= \$370 ;
   always @(posedge clk)
-    credits <= \$151 ;
+    fp_d3 <= \$371 ;
+  always @(posedge clk)
+    ft_d0 <= \$372 ;
+  always @(posedge clk)
+    params_d0 <= \$373 ;
+  always @(posedge clk)
+    acc_valid <= \$374 ;
+  always @(posedge clk)
+    acc_end <= \$375 ;
+  always @(posedge clk)
+    acc <= \$376 ;
+  always @(posedge clk)
+    \acc$84  <= \$377 ;
+  always @(posedge clk)
+    \acc$90  <= \$378 ;
+  always @(posedge clk)
+    \acc$96  <= \$379 ;
+  always @(posedge clk)
+    \acc$102  <= \$380 ;
+  always @(posedge clk)
+    \acc$108  <= \$381 ;
+  always @(posedge clk)
+    \acc$114  <= \$382 ;
+  always @(posedge clk)
+    \acc$120  <= \$383 ;
+  always @(posedge clk)
+    \acc$126  <= \$384 ;
+  always @(posedge clk)
+    \acc$132  <= \$385 ;
+  always @(posedge clk)
+    \acc$138  <= \$386 ;
+  always @(posedge clk)
+    \acc$144  <= \$387 ;
+  always @(posedge clk)
+    \acc$150  <= \$388 ;
+  always @(posedge clk)
+    \acc$156  <= \$389 ;
+  always @(posedge clk)
+    \acc$162  <= \$390 ;
+  always @(posedge clk)
+    \acc$168  <= \$391 ;
+  always @(posedge clk)
+    qv_d0 <= \$392 ;
+  always @(posedge clk)
+    qv_d1 <= \$393 ;
+  always @(posedge clk)
+    qe_d0 <= \$394 ;
+  always @(posedge clk)
+    qe_d1 <= \$395 ;
+  always @(posedge clk)
+    qv_last_d0 <= \$396 ;
+  always @(posedge clk)
+    qe_last_d0 <= \$397 ;
+  always @(posedge clk)
+    skid0 <= \$398 ;
+  always @(posedge clk)
+    skid1 <= \$399 ;
+  always @(posedge clk)
+    count <= \$400 ;
+  always @(posedge clk)
+    m__valid <= \$401 ;
+  always @(posedge clk)
+    held_copy0 <= \$402 ;
+  always @(posedge clk)
+    held_copy1 <= \$403 ;
+  always @(posedge clk)
+    held_copy2 <= \$404 ;
+  always @(posedge clk)
+    held_copy3 <= \$405 ;
+  always @(posedge clk)
+    held_copy4 <= \$406 ;
+  always @(posedge clk)
+    held_copy5 <= \$407 ;
+  always @(posedge clk)
+    held_copy6 <= \$408 ;
+  always @(posedge clk)
+    held_copy7 <= \$409 ;
+  always @(posedge clk)
+    held_copy8 <= \$410 ;
+  always @(posedge clk)
+    held_copy9 <= \$411 ;
+  always @(posedge clk)
+    held_copy10 <= \$412 ;
+  always @(posedge clk)
+    held_copy11 <= \$413 ;
+  always @(posedge clk)
+    held_copy12 <= \$414 ;
+  always @(posedge clk)
+    held_copy13 <= \$415 ;
+  always @(posedge clk)
+    held_copy14 <= \$416 ;
+  always @(posedge clk)
+    held_copy15 <= \$417 ;
+  always @(posedge clk)
+    qvalid_copy0 <= \$418 ;
+  always @(posedge clk)
+    qvalid_copy1 <= \$419 ;
+  always @(posedge clk)
+    qvalid_copy2 <= \$420 ;
+  always @(posedge clk)
+    qvalid_copy3 <= \$421 ;
+  always @(posedge clk)
+    qvalid_copy4 <= \$422 ;
+  always @(posedge clk)
+    qvalid_copy5 <= \$423 ;
+  always @(posedge clk)
+    qvalid_copy6 <= \$424 ;
+  always @(posedge clk)
+    qvalid_copy7 <= \$425 ;
+  always @(posedge clk)
+    qvalid_copy8 <= \$426 ;
+  always @(posedge clk)
+    qvalid_copy9 <= \$427 ;
+  always @(posedge clk)
+    qvalid_copy10 <= \$428 ;
+  always @(posedge clk)
+    qvalid_copy11 <= \$429 ;
+  always @(posedge clk)
+    qvalid_copy12 <= \$430 ;
   \bchw_top.engine2.params  params (
     .addr(fp_d3[7:4]),
     .clk(clk),
-    .data(\data$182 )
+    .data(\data$245 )
   );
   \bchw_top.engine2.requant0  requant0 (
     .acc(acc),
     .clk(clk),
-    .\port$8087$0 (params_d0[58:0]),
+    .\port$10163$0 (params_d0[58:0]),
     .q(q),
     .rst(rst)
   );
   \bchw_top.engine2.requant1  requant1 (
-    .acc(\acc$66 ),
+    .acc(\acc$84 ),
     .clk(clk),
-    .\port$8087$59 (params_d0[117:59]),
-    .q(\q$207 ),
+    .\port$10163$59 (params_d0[117:59]),
+    .q(\q$185 ),
     .rst(rst)
   );
   \bchw_top.engine2.requant10  requant10 (
-    .acc(\acc$120 ),
+    .acc(\acc$138 ),
     .clk(clk),
-    .\port$8087$590 (params_d0[648:590]),
-    .q(\q$216 ),
+    .\port$10163$590 (params_d0[648:590]),
+    .q(\q$194 ),
     .rst(rst)
   );
   \bchw_top.engine2.requant11  requant11 (
-    .acc(\acc$126 ),
+    .acc(\acc$144 ),
     .clk(clk),
-    .\port$8087$649 (params_d0[707:649]),
-    .q(\q$217 ),
+    .\port$10163$649 (params_d0[707:649]),
+    .q(\q$195 ),
     .rst(rst)
   );
   \bchw_top.engine2.requant12  requant12 (
-    .acc(\acc$132 ),
+    .acc(\acc$150 ),
     .clk(clk),
-    .\port$8087$708 (params_d0[766:708]),
-    .q(\q$218 ),
+    .\port$10163$708 (params_d0[766:708]),
+    .q(\q$196 ),
     .rst(rst)
   );
   \bchw_top.engine2.requant13  requant13 (
-    .acc(\acc$138 ),
+    .acc(\acc$156 ),
     .clk(clk),
-    .\port$8087$767 (params_d0[825:767]),
-    .q(\q$219 ),
+    .\port$10163$767 (params_d0[825:767]),
+    .q(\q$197 ),
     .rst(rst)
   );
   \bchw_top.engine2.requant14  requant14 (
-    .acc(\acc$144 ),
+    .acc(\acc$162 ),
     .clk(clk),
-    .\port$8087$826 (params_d0[884:826]),
-    .q(\q$220 ),
+    .\port$10163$826 (params_d0[884:826]),
+    .q(\q$198 ),
     .rst(rst)
   );
   \bchw_top.engine2.requant15  requant15 (
-    .acc(\acc$150 ),
+    .acc(\acc$168 ),
     .clk(clk),
-    .\port$8087$885 (params_d0[943:885]),
-    .q(\q$221 ),
+    .\port$10163$885 (params_d0[943:885]),
+    .q(\q$199 ),
     .rst(rst)
   );
   \bchw_top.engine2.requant2  requant2 (
-    .acc(\acc$72 ),
+    .acc(\acc$90 ),
     .clk(clk),
-    .\port$8087$118 (params_d0[176:118]),
-    .q(\q$208 ),
+    .\port$10163$118 (params_d0[176:118]),
+    .q(\q$186 ),
     .rst(rst)
   );
   \bchw_top.engine2.requant3  requant3 (
-    .acc(\acc$78 ),
+    .acc(\acc$96 ),
     .clk(clk),
-    .\port$8087$177 (params_d0[235:177]),
-    .q(\q$209 ),
+    .\port$10163$177 (params_d0[235:177]),
+    .q(\q$187 ),
     .rst(rst)
   );
   \bchw_top.engine2.requant4  requant4 (
-    .acc(\acc$84 ),
+    .acc(\acc$102 ),
     .clk(clk),
-    .\port$8087$236 (params_d0[294:236]),
-    .q(\q$210 ),
+    .\port$10163$236 (params_d0[294:236]),
+    .q(\q$188 ),
     .rst(rst)
   );
   \bchw_top.engine2.requant5  requant5 (
-    .acc(\acc$90 ),
+    .acc(\acc$108 ),
     .clk(clk),
-    .\port$8087$295 (params_d0[353:295]),
-    .q(\q$211 ),
+    .\port$10163$295 (params_d0[353:295]),
+    .q(\q$189 ),
     .rst(rst)
   );
   \bchw_top.engine2.requant6  requant6 (
-    .acc(\acc$96 ),
+    .acc(\acc$114 ),
     .clk(clk),
-    .\port$8087$354 (params_d0[412:354]),
-    .q(\q$212 ),
+    .\port$10163$354 (params_d0[412:354]),
+    .q(\q$190 ),
     .rst(rst)
   );
   \bchw_top.engine2.requant7  requant7 (
-    .acc(\acc$102 ),
+    .acc(\acc$120 ),
     .clk(clk),
-    .\port$8087$413 (params_d0[471:413]),
-    .q(\q$213 ),
+    .\port$10163$413 (params_d0[471:413]),
+    .q(\q$191 ),
     .rst(rst)
   );
   \bchw_top.engine2.requant8  requant8 (
-    .acc(\acc$108 ),
+    .acc(\acc$126 ),
     .clk(clk),
-    .\port$8087$472 (params_d0[530:472]),
-    .q(\q$214 ),
+    .\port$10163$472 (params_d0[530:472]),
+    .q(\q$192 ),
     .rst(rst)
   );
   \bchw_top.engine2.requant9  requant9 (
-    .acc(\acc$114 ),
+    .acc(\acc$132 ),
     .clk(clk),
-    .\port$8087$531 (params_d0[589:531]),
-    .q(\q$215 ),
+    .\port$10163$531 (params_d0[589:531]),
+    .q(\q$193 ),
     .rst(rst)
   );
   \bchw_top.engine2.tree0  tree0 (
@@ -18842,105 +24892,105 @@ module \bchw_top.engine2 (rst, s__payload, s__valid, s__ready, m__payload, m__va
   );
   \bchw_top.engine2.tree1  tree1 (
     .clk(clk),
-    .l4_0(\sum$186 ),
+    .l4_0(\sum$249 ),
     .rst(rst),
     .w(wdata_d0[31:16]),
     .x(x)
   );
   \bchw_top.engine2.tree10  tree10 (
     .clk(clk),
-    .l4_0(\sum$195 ),
+    .l4_0(\sum$258 ),
     .rst(rst),
     .w(wdata_d0[175:160]),
     .x(x)
   );
   \bchw_top.engine2.tree11  tree11 (
     .clk(clk),
-    .l4_0(\sum$196 ),
+    .l4_0(\sum$259 ),
     .rst(rst),
     .w(wdata_d0[191:176]),
     .x(x)
   );
   \bchw_top.engine2.tree12  tree12 (
     .clk(clk),
-    .l4_0(\sum$197 ),
+    .l4_0(\sum$260 ),
     .rst(rst),
     .w(wdata_d0[207:192]),
     .x(x)
   );
   \bchw_top.engine2.tree13  tree13 (
     .clk(clk),
-    .l4_0(\sum$198 ),
+    .l4_0(\sum$261 ),
     .rst(rst),
     .w(wdata_d0[223:208]),
     .x(x)
   );
   \bchw_top.engine2.tree14  tree14 (
     .clk(clk),
-    .l4_0(\sum$199 ),
+    .l4_0(\sum$262 ),
     .rst(rst),
     .w(wdata_d0[239:224]),
     .x(x)
   );
   \bchw_top.engine2.tree15  tree15 (
     .clk(clk),
-    .l4_0(\sum$200 ),
+    .l4_0(\sum$263 ),
     .rst(rst),
     .w(wdata_d0[255:240]),
     .x(x)
   );
   \bchw_top.engine2.tree2  tree2 (
     .clk(clk),
-    .l4_0(\sum$187 ),
+    .l4_0(\sum$250 ),
     .rst(rst),
     .w(wdata_d0[47:32]),
     .x(x)
   );
   \bchw_top.engine2.tree3  tree3 (
     .clk(clk),
-    .l4_0(\sum$188 ),
+    .l4_0(\sum$251 ),
     .rst(rst),
     .w(wdata_d0[63:48]),
     .x(x)
   );
   \bchw_top.engine2.tree4  tree4 (
     .clk(clk),
-    .l4_0(\sum$189 ),
+    .l4_0(\sum$252 ),
     .rst(rst),
     .w(wdata_d0[79:64]),
     .x(x)
   );
   \bchw_top.engine2.tree5  tree5 (
     .clk(clk),
-    .l4_0(\sum$190 ),
+    .l4_0(\sum$253 ),
     .rst(rst),
     .w(wdata_d0[95:80]),
     .x(x)
   );
   \bchw_top.engine2.tree6  tree6 (
     .clk(clk),
-    .l4_0(\sum$191 ),
+    .l4_0(\sum$254 ),
     .rst(rst),
     .w(wdata_d0[111:96]),
     .x(x)
   );
   \bchw_top.engine2.tree7  tree7 (
     .clk(clk),
-    .l4_0(\sum$192 ),
+    .l4_0(\sum$255 ),
     .rst(rst),
     .w(wdata_d0[127:112]),
     .x(x)
   );
   \bchw_top.engine2.tree8  tree8 (
     .clk(clk),
-    .l4_0(\sum$193 ),
+    .l4_0(\sum$256 ),
     .rst(rst),
     .w(wdata_d0[143:128]),
     .x(x)
   );
   \bchw_top.engine2.tree9  tree9 (
     .clk(clk),
-    .l4_0(\sum$194 ),
+    .l4_0(\sum$257 ),
     .rst(rst),
     .w(wdata_d0[159:144]),
     .x(x)
@@ -18952,520 +25002,1140 @@ module \bchw_top.engine2 (rst, s__payload, s__valid, s__ready, m__payload, m__va
   );
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$37 ) begin end
-    \$102  = busy;
-    if (\$5 ) begin
-      \$102  = 1'h1;
-    end else if (last_step) begin
-      \$102  = 1'h0;
-    end
+    \$432  = qv_d1;
     if (rst) begin
-      \$102  = 1'h0;
+      \$432  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$37 ) begin end
-    \$103  = addr;
-    if (\$5 ) begin
-      \$103  = 8'h00;
-    end else if (last_step) begin
-    end else if (\$9 ) begin
-      \$103  = \$10 [7:0];
-    end
+    \$433  = qv_d1;
     if (rst) begin
-      \$103  = 8'h00;
+      \$433  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$37 ) begin end
-    \$104  = sfc;
-    if (\$5 ) begin
-      \$104  = 4'h0;
-    end else if (last_step) begin
-    end else if (\$9 ) begin
-      (* full_case = 32'd1 *)
-      if (\$13 ) begin
-        \$104  = 4'h0;
-      end else begin
-        \$104  = \$15 [3:0];
-      end
-    end
+    \$434  = valid_next;
     if (rst) begin
-      \$104  = 4'h0;
+      \$434  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$37 ) begin end
-    \$105  = nfc;
-    if (\$5 ) begin
-      \$105  = 4'h0;
-    end else if (last_step) begin
-    end else if (\$9 ) begin
-      if (\$13 ) begin
-        \$105  = \$14 [3:0];
-      end
-    end
+    \$435  = valid_next;
     if (rst) begin
-      \$105  = 4'h0;
+      \$435  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$37 ) begin end
-    \$106  = last_step;
-    if (\$5 ) begin
-      \$106  = 1'h0;
-    end else if (last_step) begin
-      \$106  = 1'h0;
-    end else if (\$9 ) begin
-      \$106  = \$11 ;
-    end
+    \$436  = valid_next;
     if (rst) begin
-      \$106  = 1'h0;
+      \$436  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$37 ) begin end
-    \$107  = xbuf;
-    if (\$5 ) begin
-      \$107  = s__payload;
-    end else if (last_step) begin
-    end else if (\$9 ) begin
-      \$107  = { xbuf[127:0], xbuf[2047:128] };
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$37 ) begin end
-    \$108  = s__ready;
-    if (\$5 ) begin
-      \$108  = 1'h0;
-    end else if (last_step) begin
-      \$108  = 1'h1;
-    end else if (\$9 ) begin
-      \$108  = \$12 ;
-    end
+    \$437  = valid_next;
     if (rst) begin
-      \$108  = 1'h1;
+      \$437  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$37 ) begin end
-    \$112  = { nfc, last_step, \$21 , \$20 , \$19  };
+    \$438  = valid_next;
     if (rst) begin
-      \$112  = 8'h00;
+      \$438  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$37 ) begin end
-    \$113  = f1_d0;
+    \$439  = valid_next;
     if (rst) begin
-      \$113  = 8'h00;
+      \$439  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$37 ) begin end
-    \$114  = f1_d1;
+    \$440  = valid_next;
     if (rst) begin
-      \$114  = 8'h00;
+      \$440  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$37 ) begin end
-    \$115  = fp_d0;
+    \$441  = valid_next;
     if (rst) begin
-      \$115  = 8'h00;
+      \$441  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$37 ) begin end
-    \$116  = fp_d1;
+    \$442  = valid_next;
     if (rst) begin
-      \$116  = 8'h00;
+      \$442  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$37 ) begin end
-    \$117  = fp_d2;
+    \$443  = valid_next;
     if (rst) begin
-      \$117  = 8'h00;
+      \$443  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$37 ) begin end
-    \$118  = fp_d3;
+    \$444  = valid_next;
     if (rst) begin
-      \$118  = 8'h00;
+      \$444  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$37 ) begin end
-    \$120  = \$22 ;
+    \$445  = valid_next;
     if (rst) begin
-      \$120  = 1'h0;
+      \$445  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$37 ) begin end
-    \$121  = \$23 ;
+    \$446  = valid_next;
     if (rst) begin
-      \$121  = 1'h0;
+      \$446  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$37 ) begin end
-    \$122  = acc;
+    \$447  = valid_next;
+    if (rst) begin
+      \$447  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$37 ) begin end
+    \$448  = valid_next;
+    if (rst) begin
+      \$448  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$37 ) begin end
+    \$449  = valid_next;
+    if (rst) begin
+      \$449  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$37 ) begin end
+    \$450  = m__payload;
+    if (\$229 ) begin
+      \$450 [127:0] = m__payload[255:128];
+    end
+    if (\$235 ) begin
+      \$450 [255:128] = m__payload[383:256];
+    end
+    if (\$241 ) begin
+      \$450 [383:256] = m__payload[511:384];
+    end
+    if (\$247 ) begin
+      \$450 [511:384] = m__payload[639:512];
+    end
+    if (\$253 ) begin
+      \$450 [639:512] = m__payload[767:640];
+    end
+    if (\$259 ) begin
+      \$450 [767:640] = m__payload[895:768];
+    end
+    if (\$265 ) begin
+      \$450 [895:768] = m__payload[1023:896];
+    end
+    if (\$271 ) begin
+      \$450 [1023:896] = m__payload[1151:1024];
+    end
+    if (\$277 ) begin
+      \$450 [1151:1024] = m__payload[1279:1152];
+    end
+    if (\$283 ) begin
+      \$450 [1279:1152] = m__payload[1407:1280];
+    end
+    if (\$289 ) begin
+      \$450 [1407:1280] = m__payload[1535:1408];
+    end
+    if (\$295 ) begin
+      \$450 [1535:1408] = m__payload[1663:1536];
+    end
+    if (\$301 ) begin
+      \$450 [1663:1536] = m__payload[1791:1664];
+    end
+    if (\$307 ) begin
+      \$450 [1791:1664] = m__payload[1919:1792];
+    end
+    if (\$313 ) begin
+      \$450 [1919:1792] = m__payload[2047:1920];
+    end
+    if (\$319 ) begin
+      \$450 [2047:1920] = \$321 [127:0];
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$37 ) begin end
+    \$451  = enter;
+    if (rst) begin
+      \$451  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$37 ) begin end
+    \$452  = credit_back_d0;
+    if (rst) begin
+      \$452  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$37 ) begin end
+    \$322  = busy_next;
+    if (rst) begin
+      \$322  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$37 ) begin end
+    \$323  = \$11 [7:0];
+    if (rst) begin
+      \$323  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$37 ) begin end
+    \$324  = \$23 [3:0];
+    if (rst) begin
+      \$324  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$37 ) begin end
+    \$325  = \$32 [3:0];
+    if (rst) begin
+      \$325  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$37 ) begin end
+    \$326  = last_step_next;
+    if (rst) begin
+      \$326  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$37 ) begin end
+    \$327  = ready_next;
+    if (rst) begin
+      \$327  = 1'h1;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$37 ) begin end
+    \$328  = \$47 [1:0];
+    if (rst) begin
+      \$328  = 2'h2;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$37 ) begin end
+    \$329  = issue_next;
+    if (rst) begin
+      \$329  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$37 ) begin end
+    \$330  = \$71 ;
+    if (rst) begin
+      \$330  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$37 ) begin end
+    \$331  = \$73 ;
+    if (rst) begin
+      \$331  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$37 ) begin end
+    \$332  = \$75 ;
+    if (rst) begin
+      \$332  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$37 ) begin end
+    \$333  = \$77 ;
+    if (rst) begin
+      \$333  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$37 ) begin end
+    \$334  = \$79 ;
+    if (rst) begin
+      \$334  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$37 ) begin end
+    \$335  = \$81 ;
+    if (rst) begin
+      \$335  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$37 ) begin end
+    \$336  = \$83 ;
+    if (rst) begin
+      \$336  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$37 ) begin end
+    \$337  = \$85 ;
+    if (rst) begin
+      \$337  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$37 ) begin end
+    \$338  = \$87 ;
+    if (rst) begin
+      \$338  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$37 ) begin end
+    \$339  = \$89 ;
+    if (rst) begin
+      \$339  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$37 ) begin end
+    \$340  = \$91 ;
+    if (rst) begin
+      \$340  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$37 ) begin end
+    \$341  = \$93 ;
+    if (rst) begin
+      \$341  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$37 ) begin end
+    \$342  = \$95 ;
+    if (rst) begin
+      \$342  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$37 ) begin end
+    \$343  = \$97 ;
+    if (rst) begin
+      \$343  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$37 ) begin end
+    \$344  = \$99 ;
+    if (rst) begin
+      \$344  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$37 ) begin end
+    \$345  = \$101 ;
+    if (rst) begin
+      \$345  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$37 ) begin end
+    \$346  = ready_next;
+    if (rst) begin
+      \$346  = 1'h1;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$37 ) begin end
+    \$347  = ready_next;
+    if (rst) begin
+      \$347  = 1'h1;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$37 ) begin end
+    \$348  = ready_next;
+    if (rst) begin
+      \$348  = 1'h1;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$37 ) begin end
+    \$349  = ready_next;
+    if (rst) begin
+      \$349  = 1'h1;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$37 ) begin end
+    \$350  = ready_next;
+    if (rst) begin
+      \$350  = 1'h1;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$37 ) begin end
+    \$351  = ready_next;
+    if (rst) begin
+      \$351  = 1'h1;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$37 ) begin end
+    \$352  = ready_next;
+    if (rst) begin
+      \$352  = 1'h1;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$37 ) begin end
+    \$353  = ready_next;
+    if (rst) begin
+      \$353  = 1'h1;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$37 ) begin end
+    \$354  = ready_next;
+    if (rst) begin
+      \$354  = 1'h1;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$37 ) begin end
+    \$355  = ready_next;
+    if (rst) begin
+      \$355  = 1'h1;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$37 ) begin end
+    \$356  = ready_next;
+    if (rst) begin
+      \$356  = 1'h1;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$37 ) begin end
+    \$357  = ready_next;
+    if (rst) begin
+      \$357  = 1'h1;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$37 ) begin end
+    \$358  = ready_next;
+    if (rst) begin
+      \$358  = 1'h1;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$37 ) begin end
+    \$359  = ready_next;
+    if (rst) begin
+      \$359  = 1'h1;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$37 ) begin end
+    \$360  = ready_next;
+    if (rst) begin
+      \$360  = 1'h1;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$37 ) begin end
+    \$361  = ready_next;
+    if (rst) begin
+      \$361  = 1'h1;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$37 ) begin end
+    \$362  = xbuf;
+    if (\$103 ) begin
+      \$362 [127:0] = \$104 ;
+    end
+    if (\$106 ) begin
+      \$362 [255:128] = \$107 ;
+    end
+    if (\$109 ) begin
+      \$362 [383:256] = \$110 ;
+    end
+    if (\$112 ) begin
+      \$362 [511:384] = \$113 ;
+    end
+    if (\$115 ) begin
+      \$362 [639:512] = \$116 ;
+    end
+    if (\$118 ) begin
+      \$362 [767:640] = \$119 ;
+    end
+    if (\$121 ) begin
+      \$362 [895:768] = \$122 ;
+    end
+    if (\$124 ) begin
+      \$362 [1023:896] = \$125 ;
+    end
+    if (\$127 ) begin
+      \$362 [1151:1024] = \$128 ;
+    end
+    if (\$130 ) begin
+      \$362 [1279:1152] = \$131 ;
+    end
+    if (\$133 ) begin
+      \$362 [1407:1280] = \$134 ;
+    end
+    if (\$136 ) begin
+      \$362 [1535:1408] = \$137 ;
+    end
+    if (\$139 ) begin
+      \$362 [1663:1536] = \$140 ;
+    end
+    if (\$142 ) begin
+      \$362 [1791:1664] = \$143 ;
+    end
+    if (\$145 ) begin
+      \$362 [1919:1792] = \$146 ;
+    end
+    if (\$148 ) begin
+      \$362 [2047:1920] = \$149 ;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$37 ) begin end
+    \$366  = { nfc, last_step, \$151 , \$150 , issue };
+    if (rst) begin
+      \$366  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$37 ) begin end
+    \$367  = f1_d0;
+    if (rst) begin
+      \$367  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$37 ) begin end
+    \$368  = f1_d1;
+    if (rst) begin
+      \$368  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$37 ) begin end
+    \$369  = fp_d0;
+    if (rst) begin
+      \$369  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$37 ) begin end
+    \$370  = fp_d1;
+    if (rst) begin
+      \$370  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$37 ) begin end
+    \$371  = fp_d2;
+    if (rst) begin
+      \$371  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$37 ) begin end
+    \$372  = fp_d3;
+    if (rst) begin
+      \$372  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$37 ) begin end
+    \$374  = \$152 ;
+    if (rst) begin
+      \$374  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$37 ) begin end
+    \$375  = \$153 ;
+    if (rst) begin
+      \$375  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$37 ) begin end
+    \$376  = acc;
     if (ft_d0[0]) begin
-      \$122  = \$25 [16:0];
+      \$376  = \$155 [16:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$37 ) begin end
-    \$123  = \acc$66 ;
+    \$377  = \acc$84 ;
     if (ft_d0[0]) begin
-      \$123  = \$27 [16:0];
+      \$377  = \$157 [16:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$37 ) begin end
-    \$124  = \acc$72 ;
+    \$378  = \acc$90 ;
     if (ft_d0[0]) begin
-      \$124  = \$29 [16:0];
+      \$378  = \$159 [16:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$37 ) begin end
-    \$125  = \acc$78 ;
+    \$379  = \acc$96 ;
     if (ft_d0[0]) begin
-      \$125  = \$31 [16:0];
+      \$379  = \$161 [16:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$37 ) begin end
-    \$126  = \acc$84 ;
+    \$380  = \acc$102 ;
     if (ft_d0[0]) begin
-      \$126  = \$33 [16:0];
+      \$380  = \$163 [16:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$37 ) begin end
-    \$127  = \acc$90 ;
+    \$381  = \acc$108 ;
     if (ft_d0[0]) begin
-      \$127  = \$35 [16:0];
+      \$381  = \$165 [16:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$37 ) begin end
-    \$128  = \acc$96 ;
+    \$382  = \acc$114 ;
     if (ft_d0[0]) begin
-      \$128  = \$37 [16:0];
+      \$382  = \$167 [16:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$37 ) begin end
-    \$129  = \acc$102 ;
+    \$383  = \acc$120 ;
     if (ft_d0[0]) begin
-      \$129  = \$39 [16:0];
+      \$383  = \$169 [16:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$37 ) begin end
-    \$130  = \acc$108 ;
+    \$384  = \acc$126 ;
     if (ft_d0[0]) begin
-      \$130  = \$41 [16:0];
+      \$384  = \$171 [16:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$37 ) begin end
-    \$131  = \acc$114 ;
+    \$385  = \acc$132 ;
     if (ft_d0[0]) begin
-      \$131  = \$43 [16:0];
+      \$385  = \$173 [16:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$37 ) begin end
-    \$132  = \acc$120 ;
+    \$386  = \acc$138 ;
     if (ft_d0[0]) begin
-      \$132  = \$45 [16:0];
+      \$386  = \$175 [16:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$37 ) begin end
-    \$133  = \acc$126 ;
+    \$387  = \acc$144 ;
     if (ft_d0[0]) begin
-      \$133  = \$47 [16:0];
+      \$387  = \$177 [16:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$37 ) begin end
-    \$134  = \acc$132 ;
+    \$388  = \acc$150 ;
     if (ft_d0[0]) begin
-      \$134  = \$49 [16:0];
+      \$388  = \$179 [16:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$37 ) begin end
-    \$135  = \acc$138 ;
+    \$389  = \acc$156 ;
     if (ft_d0[0]) begin
-      \$135  = \$51 [16:0];
+      \$389  = \$181 [16:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$37 ) begin end
-    \$136  = \acc$144 ;
+    \$390  = \acc$162 ;
     if (ft_d0[0]) begin
-      \$136  = \$53 [16:0];
+      \$390  = \$183 [16:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$37 ) begin end
-    \$137  = \acc$150 ;
+    \$391  = \acc$168 ;
     if (ft_d0[0]) begin
-      \$137  = \$55 [16:0];
+      \$391  = \$185 [16:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$37 ) begin end
-    \$138  = acc_valid;
+    \$392  = acc_valid;
     if (rst) begin
-      \$138  = 1'h0;
+      \$392  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$37 ) begin end
-    \$139  = qv_d0;
+    \$393  = qv_d0;
     if (rst) begin
-      \$139  = 1'h0;
+      \$393  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$37 ) begin end
-    \$140  = acc_end;
+    \$394  = acc_end;
     if (rst) begin
-      \$140  = 1'h0;
+      \$394  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$37 ) begin end
-    \$141  = qe_d0;
+    \$395  = qe_d0;
     if (rst) begin
-      \$141  = 1'h0;
+      \$395  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$37 ) begin end
-    \$142  = qv_d1;
+    \$396  = qv_d1;
     if (rst) begin
-      \$142  = 1'h0;
+      \$396  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$37 ) begin end
-    \$143  = qe_d1;
+    \$397  = qe_d1;
     if (rst) begin
-      \$143  = 1'h0;
+      \$397  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$37 ) begin end
-    \$144  = skid0;
-    if (\$65 ) begin
-      \$144  = { qe_last_d0, \q$221 , \q$220 , \q$219 , \q$218 , \q$217 , \q$216 , \q$215 , \q$214 , \q$213 , \q$212 , \q$211 , \q$210 , \q$209 , \q$208 , \q$207 , q };
-    end else if (\$67 ) begin
-      \$144  = skid1;
+    \$398  = skid0;
+    if (\$195 ) begin
+      \$398  = { qe_last_d0, \q$199 , \q$198 , \q$197 , \q$196 , \q$195 , \q$194 , \q$193 , \q$192 , \q$191 , \q$190 , \q$189 , \q$188 , \q$187 , \q$186 , \q$185 , q };
+    end else if (\$197 ) begin
+      \$398  = skid1;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$37 ) begin end
-    \$145  = skid1;
-    if (\$77 ) begin
-      \$145  = { qe_last_d0, \q$221 , \q$220 , \q$219 , \q$218 , \q$217 , \q$216 , \q$215 , \q$214 , \q$213 , \q$212 , \q$211 , \q$210 , \q$209 , \q$208 , \q$207 , q };
-    end else if (\$79 ) begin
-      \$145  = 129'h000000000000000000000000000000000;
+    \$399  = skid1;
+    if (\$207 ) begin
+      \$399  = { qe_last_d0, \q$199 , \q$198 , \q$197 , \q$196 , \q$195 , \q$194 , \q$193 , \q$192 , \q$191 , \q$190 , \q$189 , \q$188 , \q$187 , \q$186 , \q$185 , q };
+    end else if (\$209 ) begin
+      \$399  = 129'h000000000000000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$37 ) begin end
-    \$146  = \$88 [1:0];
+    \$400  = \$64 [1:0];
     if (rst) begin
-      \$146  = 2'h0;
+      \$400  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$37 ) begin end
-    \$147  = m__payload;
-    if (enter) begin
-      \$147  = { \$90 [127:0], m__payload[2047:128] };
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$37 ) begin end
-    \$148  = m__valid;
-    if (\$93 ) begin
-      \$148  = 1'h1;
-    end else if (m__ready) begin
-      \$148  = 1'h0;
-    end
+    \$401  = valid_next;
     if (rst) begin
-      \$148  = 1'h0;
+      \$401  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$37 ) begin end
-    \$149  = enter;
+    \$402  = \$210 ;
     if (rst) begin
-      \$149  = 1'h0;
+      \$402  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$37 ) begin end
-    \$150  = credit_back_d0;
+    \$403  = \$211 ;
     if (rst) begin
-      \$150  = 1'h0;
+      \$403  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$37 ) begin end
-    \$151  = \$101 [1:0];
+    \$404  = \$212 ;
     if (rst) begin
-      \$151  = 2'h2;
+      \$404  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$37 ) begin end
+    \$405  = \$213 ;
+    if (rst) begin
+      \$405  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$37 ) begin end
+    \$406  = \$214 ;
+    if (rst) begin
+      \$406  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$37 ) begin end
+    \$407  = \$215 ;
+    if (rst) begin
+      \$407  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$37 ) begin end
+    \$408  = \$216 ;
+    if (rst) begin
+      \$408  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$37 ) begin end
+    \$409  = \$217 ;
+    if (rst) begin
+      \$409  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$37 ) begin end
+    \$410  = \$218 ;
+    if (rst) begin
+      \$410  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$37 ) begin end
+    \$411  = \$219 ;
+    if (rst) begin
+      \$411  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$37 ) begin end
+    \$412  = \$220 ;
+    if (rst) begin
+      \$412  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$37 ) begin end
+    \$413  = \$221 ;
+    if (rst) begin
+      \$413  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$37 ) begin end
+    \$414  = \$222 ;
+    if (rst) begin
+      \$414  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$37 ) begin end
+    \$415  = \$223 ;
+    if (rst) begin
+      \$415  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$37 ) begin end
+    \$416  = \$224 ;
+    if (rst) begin
+      \$416  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$37 ) begin end
+    \$417  = \$225 ;
+    if (rst) begin
+      \$417  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$37 ) begin end
+    \$418  = qv_d1;
+    if (rst) begin
+      \$418  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$37 ) begin end
+    \$419  = qv_d1;
+    if (rst) begin
+      \$419  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$37 ) begin end
+    \$420  = qv_d1;
+    if (rst) begin
+      \$420  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$37 ) begin end
+    \$421  = qv_d1;
+    if (rst) begin
+      \$421  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$37 ) begin end
+    \$422  = qv_d1;
+    if (rst) begin
+      \$422  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$37 ) begin end
+    \$423  = qv_d1;
+    if (rst) begin
+      \$423  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$37 ) begin end
+    \$424  = qv_d1;
+    if (rst) begin
+      \$424  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$37 ) begin end
+    \$425  = qv_d1;
+    if (rst) begin
+      \$425  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$37 ) begin end
+    \$426  = qv_d1;
+    if (rst) begin
+      \$426  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$37 ) begin end
+    \$427  = qv_d1;
+    if (rst) begin
+      \$427  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$37 ) begin end
+    \$428  = qv_d1;
+    if (rst) begin
+      \$428  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$37 ) begin end
+    \$429  = qv_d1;
+    if (rst) begin
+      \$429  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$37 ) begin end
+    \$430  = qv_d1;
+    if (rst) begin
+      \$430  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$37 ) begin end
+    \$431  = qv_d1;
+    if (rst) begin
+      \$431  = 1'h0;
     end
   end
   assign ready = s__ready;
   assign en = 1'h1;
   assign step = addr;
-  assign \en$5  = 1'h1;
+  assign step_next = \$11 [7:0];
+  assign sfc_next = \$23 [3:0];
+  assign nfc_next = \$32 [3:0];
+  assign credits_next = \$47 [1:0];
+  assign s__payload = pay;
+  assign \en$23  = 1'h1;
   assign x_d1 = x;
   assign w = wdata_d0[15:0];
-  assign \en$10  = 1'h1;
-  assign \x$11  = x;
-  assign \w$12  = wdata_d0[31:16];
-  assign \en$13  = 1'h1;
-  assign \x$14  = x;
-  assign \w$15  = wdata_d0[47:32];
-  assign \en$16  = 1'h1;
-  assign \x$17  = x;
-  assign \w$18  = wdata_d0[63:48];
-  assign \en$19  = 1'h1;
-  assign \x$20  = x;
-  assign \w$21  = wdata_d0[79:64];
-  assign \en$22  = 1'h1;
-  assign \x$23  = x;
-  assign \w$24  = wdata_d0[95:80];
-  assign \en$25  = 1'h1;
-  assign \x$26  = x;
-  assign \w$27  = wdata_d0[111:96];
   assign \en$28  = 1'h1;
   assign \x$29  = x;
-  assign \w$30  = wdata_d0[127:112];
+  assign \w$30  = wdata_d0[31:16];
   assign \en$31  = 1'h1;
   assign \x$32  = x;
-  assign \w$33  = wdata_d0[143:128];
+  assign \w$33  = wdata_d0[47:32];
   assign \en$34  = 1'h1;
   assign \x$35  = x;
-  assign \w$36  = wdata_d0[159:144];
+  assign \w$36  = wdata_d0[63:48];
   assign \en$37  = 1'h1;
   assign \x$38  = x;
-  assign \w$39  = wdata_d0[175:160];
+  assign \w$39  = wdata_d0[79:64];
   assign \en$40  = 1'h1;
   assign \x$41  = x;
-  assign \w$42  = wdata_d0[191:176];
+  assign \w$42  = wdata_d0[95:80];
   assign \en$43  = 1'h1;
   assign \x$44  = x;
-  assign \w$45  = wdata_d0[207:192];
+  assign \w$45  = wdata_d0[111:96];
   assign \en$46  = 1'h1;
   assign \x$47  = x;
-  assign \w$48  = wdata_d0[223:208];
+  assign \w$48  = wdata_d0[127:112];
   assign \en$49  = 1'h1;
   assign \x$50  = x;
-  assign \w$51  = wdata_d0[239:224];
+  assign \w$51  = wdata_d0[143:128];
   assign \en$52  = 1'h1;
   assign \x$53  = x;
-  assign \w$54  = wdata_d0[255:240];
+  assign \w$54  = wdata_d0[159:144];
   assign \en$55  = 1'h1;
-  assign \addr$56  = fp_d3[7:4];
+  assign \x$56  = x;
+  assign \w$57  = wdata_d0[175:160];
   assign \en$58  = 1'h1;
+  assign \x$59  = x;
+  assign \w$60  = wdata_d0[191:176];
+  assign \en$61  = 1'h1;
+  assign \x$62  = x;
+  assign \w$63  = wdata_d0[207:192];
+  assign \en$64  = 1'h1;
+  assign \x$65  = x;
+  assign \w$66  = wdata_d0[223:208];
+  assign \en$67  = 1'h1;
+  assign \x$68  = x;
+  assign \w$69  = wdata_d0[239:224];
+  assign \en$70  = 1'h1;
+  assign \x$71  = x;
+  assign \w$72  = wdata_d0[255:240];
+  assign \en$73  = 1'h1;
+  assign \addr$74  = fp_d3[7:4];
+  assign \en$76  = 1'h1;
   assign acc0 = acc;
   assign mul = params_d0[17:0];
   assign shift = params_d0[22:18];
   assign bias = params_d0[58:23];
-  assign \en$65  = 1'h1;
-  assign acc1 = \acc$66 ;
-  assign \mul$68  = params_d0[76:59];
-  assign \shift$69  = params_d0[81:77];
-  assign \bias$70  = params_d0[117:82];
-  assign \en$71  = 1'h1;
-  assign acc2 = \acc$72 ;
-  assign \mul$74  = params_d0[135:118];
-  assign \shift$75  = params_d0[140:136];
-  assign \bias$76  = params_d0[176:141];
-  assign \en$77  = 1'h1;
-  assign acc3 = \acc$78 ;
-  assign \mul$80  = params_d0[194:177];
-  assign \shift$81  = params_d0[199:195];
-  assign \bias$82  = params_d0[235:200];
   assign \en$83  = 1'h1;
-  assign acc4 = \acc$84 ;
-  assign \mul$86  = params_d0[253:236];
-  assign \shift$87  = params_d0[258:254];
-  assign \bias$88  = params_d0[294:259];
+  assign acc1 = \acc$84 ;
+  assign \mul$86  = params_d0[76:59];
+  assign \shift$87  = params_d0[81:77];
+  assign \bias$88  = params_d0[117:82];
   assign \en$89  = 1'h1;
-  assign acc5 = \acc$90 ;
-  assign \mul$92  = params_d0[312:295];
-  assign \shift$93  = params_d0[317:313];
-  assign \bias$94  = params_d0[353:318];
+  assign acc2 = \acc$90 ;
+  assign \mul$92  = params_d0[135:118];
+  assign \shift$93  = params_d0[140:136];
+  assign \bias$94  = params_d0[176:141];
   assign \en$95  = 1'h1;
-  assign acc6 = \acc$96 ;
-  assign \mul$98  = params_d0[371:354];
-  assign \shift$99  = params_d0[376:372];
-  assign \bias$100  = params_d0[412:377];
+  assign acc3 = \acc$96 ;
+  assign \mul$98  = params_d0[194:177];
+  assign \shift$99  = params_d0[199:195];
+  assign \bias$100  = params_d0[235:200];
   assign \en$101  = 1'h1;
-  assign acc7 = \acc$102 ;
-  assign \mul$104  = params_d0[430:413];
-  assign \shift$105  = params_d0[435:431];
-  assign \bias$106  = params_d0[471:436];
+  assign acc4 = \acc$102 ;
+  assign \mul$104  = params_d0[253:236];
+  assign \shift$105  = params_d0[258:254];
+  assign \bias$106  = params_d0[294:259];
   assign \en$107  = 1'h1;
-  assign acc8 = \acc$108 ;
-  assign \mul$110  = params_d0[489:472];
-  assign \shift$111  = params_d0[494:490];
-  assign \bias$112  = params_d0[530:495];
+  assign acc5 = \acc$108 ;
+  assign \mul$110  = params_d0[312:295];
+  assign \shift$111  = params_d0[317:313];
+  assign \bias$112  = params_d0[353:318];
   assign \en$113  = 1'h1;
-  assign acc9 = \acc$114 ;
-  assign \mul$116  = params_d0[548:531];
-  assign \shift$117  = params_d0[553:549];
-  assign \bias$118  = params_d0[589:554];
+  assign acc6 = \acc$114 ;
+  assign \mul$116  = params_d0[371:354];
+  assign \shift$117  = params_d0[376:372];
+  assign \bias$118  = params_d0[412:377];
   assign \en$119  = 1'h1;
-  assign acc10 = \acc$120 ;
-  assign \mul$122  = params_d0[607:590];
-  assign \shift$123  = params_d0[612:608];
-  assign \bias$124  = params_d0[648:613];
+  assign acc7 = \acc$120 ;
+  assign \mul$122  = params_d0[430:413];
+  assign \shift$123  = params_d0[435:431];
+  assign \bias$124  = params_d0[471:436];
   assign \en$125  = 1'h1;
-  assign acc11 = \acc$126 ;
-  assign \mul$128  = params_d0[666:649];
-  assign \shift$129  = params_d0[671:667];
-  assign \bias$130  = params_d0[707:672];
+  assign acc8 = \acc$126 ;
+  assign \mul$128  = params_d0[489:472];
+  assign \shift$129  = params_d0[494:490];
+  assign \bias$130  = params_d0[530:495];
   assign \en$131  = 1'h1;
-  assign acc12 = \acc$132 ;
-  assign \mul$134  = params_d0[725:708];
-  assign \shift$135  = params_d0[730:726];
-  assign \bias$136  = params_d0[766:731];
+  assign acc9 = \acc$132 ;
+  assign \mul$134  = params_d0[548:531];
+  assign \shift$135  = params_d0[553:549];
+  assign \bias$136  = params_d0[589:554];
   assign \en$137  = 1'h1;
-  assign acc13 = \acc$138 ;
-  assign \mul$140  = params_d0[784:767];
-  assign \shift$141  = params_d0[789:785];
-  assign \bias$142  = params_d0[825:790];
+  assign acc10 = \acc$138 ;
+  assign \mul$140  = params_d0[607:590];
+  assign \shift$141  = params_d0[612:608];
+  assign \bias$142  = params_d0[648:613];
   assign \en$143  = 1'h1;
-  assign acc14 = \acc$144 ;
-  assign \mul$146  = params_d0[843:826];
-  assign \shift$147  = params_d0[848:844];
-  assign \bias$148  = params_d0[884:849];
+  assign acc11 = \acc$144 ;
+  assign \mul$146  = params_d0[666:649];
+  assign \shift$147  = params_d0[671:667];
+  assign \bias$148  = params_d0[707:672];
   assign \en$149  = 1'h1;
-  assign acc15 = \acc$150 ;
-  assign \mul$152  = params_d0[902:885];
-  assign \shift$153  = params_d0[907:903];
-  assign \bias$154  = params_d0[943:908];
+  assign acc12 = \acc$150 ;
+  assign \mul$152  = params_d0[725:708];
+  assign \shift$153  = params_d0[730:726];
+  assign \bias$154  = params_d0[766:731];
+  assign \en$155  = 1'h1;
+  assign acc13 = \acc$156 ;
+  assign \mul$158  = params_d0[784:767];
+  assign \shift$159  = params_d0[789:785];
+  assign \bias$160  = params_d0[825:790];
+  assign \en$161  = 1'h1;
+  assign acc14 = \acc$162 ;
+  assign \mul$164  = params_d0[843:826];
+  assign \shift$165  = params_d0[848:844];
+  assign \bias$166  = params_d0[884:849];
+  assign \en$167  = 1'h1;
+  assign acc15 = \acc$168 ;
+  assign \mul$170  = params_d0[902:885];
+  assign \shift$171  = params_d0[907:903];
+  assign \bias$172  = params_d0[943:908];
   assign vector = m__payload;
-  assign \$119  = \data$182 ;
-  assign \$111  = data;
-  assign \$110  = x_d0;
-  assign \$109  = xbuf[127:0];
+  assign count_next = \$64 [1:0];
+  assign credit_back_d1 = credit_back;
+  assign \$373  = \data$245 ;
+  assign \$365  = data;
+  assign \$364  = x_d0;
+  assign \$363  = xbuf[127:0];
+  assign busy_next = \$4 ;
+  assign \$11  = \$10 ;
+  assign \$23  = \$22 ;
+  assign \$32  = \$31 ;
+  assign last_step_next = \$37 ;
+  assign ready_next = \$42 ;
+  assign \$47  = \$46 ;
+  assign issue_next = \$51 ;
 endmodule
 
 (* generator = "Amaranth" *)
@@ -19492,7 +26162,7 @@ module \bchw_top.engine2.params (data, addr, clk);
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine2.requant0 (rst, \port$8087$0 , acc, q, clk);
+module \bchw_top.engine2.requant0 (rst, \port$10163$0 , acc, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$38  = 0;
   wire [34:0] \$1 ;
   wire [4:0] \$10 ;
@@ -19513,8 +26183,8 @@ module \bchw_top.engine2.requant0 (rst, \port$8087$0 , acc, q, clk);
   wire clk;
   wire en;
   wire [17:0] mul;
-  input [58:0] \port$8087$0 ;
-  wire [58:0] \port$8087$0 ;
+  input [58:0] \port$10163$0 ;
+  wire [58:0] \port$10163$0 ;
   reg [34:0] prod = 35'h000000000;
   output [7:0] q;
   reg [7:0] q = 8'h00;
@@ -19525,7 +26195,7 @@ module \bchw_top.engine2.requant0 (rst, \port$8087$0 , acc, q, clk);
   reg [4:0] shift2 = 5'h00;
   wire [36:0] shifted;
   reg [36:0] total = 37'h0000000000;
-  assign \$1  = $signed(acc) * $signed(\port$8087$0 [17:0]);
+  assign \$1  = $signed(acc) * $signed(\port$10163$0 [17:0]);
   assign \$2  = $signed(prod) + $signed(bias1);
   assign \$3  = | shifted[36:8];
   assign \$4  = \$3  ? 37'h00000000ff : shifted;
@@ -19551,18 +26221,18 @@ module \bchw_top.engine2.requant0 (rst, \port$8087$0 , acc, q, clk);
     end
   end
   assign en = 1'h1;
-  assign mul = \port$8087$0 [17:0];
-  assign bias = \port$8087$0 [58:23];
-  assign shift = \port$8087$0 [22:18];
+  assign mul = \port$10163$0 [17:0];
+  assign bias = \port$10163$0 [58:23];
+  assign shift = \port$10163$0 [22:18];
   assign \$10  = shift1;
   assign \$9  = \$2 ;
-  assign \$8  = \port$8087$0 [22:18];
-  assign \$7  = \port$8087$0 [58:23];
+  assign \$8  = \port$10163$0 [22:18];
+  assign \$7  = \port$10163$0 [58:23];
   assign \$6  = \$1 ;
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine2.requant1 (rst, \port$8087$59 , acc, q, clk);
+module \bchw_top.engine2.requant1 (rst, \port$10163$59 , acc, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$39  = 0;
   wire [34:0] \$1 ;
   wire [4:0] \$10 ;
@@ -19583,8 +26253,8 @@ module \bchw_top.engine2.requant1 (rst, \port$8087$59 , acc, q, clk);
   wire clk;
   wire en;
   wire [17:0] mul;
-  input [58:0] \port$8087$59 ;
-  wire [58:0] \port$8087$59 ;
+  input [58:0] \port$10163$59 ;
+  wire [58:0] \port$10163$59 ;
   reg [34:0] prod = 35'h000000000;
   output [7:0] q;
   reg [7:0] q = 8'h00;
@@ -19595,7 +26265,7 @@ module \bchw_top.engine2.requant1 (rst, \port$8087$59 , acc, q, clk);
   reg [4:0] shift2 = 5'h00;
   wire [36:0] shifted;
   reg [36:0] total = 37'h0000000000;
-  assign \$1  = $signed(acc) * $signed(\port$8087$59 [17:0]);
+  assign \$1  = $signed(acc) * $signed(\port$10163$59 [17:0]);
   assign \$2  = $signed(prod) + $signed(bias1);
   assign \$3  = | shifted[36:8];
   assign \$4  = \$3  ? 37'h00000000ff : shifted;
@@ -19621,18 +26291,18 @@ module \bchw_top.engine2.requant1 (rst, \port$8087$59 , acc, q, clk);
     end
   end
   assign en = 1'h1;
-  assign mul = \port$8087$59 [17:0];
-  assign bias = \port$8087$59 [58:23];
-  assign shift = \port$8087$59 [22:18];
+  assign mul = \port$10163$59 [17:0];
+  assign bias = \port$10163$59 [58:23];
+  assign shift = \port$10163$59 [22:18];
   assign \$10  = shift1;
   assign \$9  = \$2 ;
-  assign \$8  = \port$8087$59 [22:18];
-  assign \$7  = \port$8087$59 [58:23];
+  assign \$8  = \port$10163$59 [22:18];
+  assign \$7  = \port$10163$59 [58:23];
   assign \$6  = \$1 ;
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine2.requant10 (rst, \port$8087$590 , acc, q, clk);
+module \bchw_top.engine2.requant10 (rst, \port$10163$590 , acc, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$40  = 0;
   wire [34:0] \$1 ;
   wire [4:0] \$10 ;
@@ -19653,8 +26323,8 @@ module \bchw_top.engine2.requant10 (rst, \port$8087$590 , acc, q, clk);
   wire clk;
   wire en;
   wire [17:0] mul;
-  input [58:0] \port$8087$590 ;
-  wire [58:0] \port$8087$590 ;
+  input [58:0] \port$10163$590 ;
+  wire [58:0] \port$10163$590 ;
   reg [34:0] prod = 35'h000000000;
   output [7:0] q;
   reg [7:0] q = 8'h00;
@@ -19665,7 +26335,7 @@ module \bchw_top.engine2.requant10 (rst, \port$8087$590 , acc, q, clk);
   reg [4:0] shift2 = 5'h00;
   wire [36:0] shifted;
   reg [36:0] total = 37'h0000000000;
-  assign \$1  = $signed(acc) * $signed(\port$8087$590 [17:0]);
+  assign \$1  = $signed(acc) * $signed(\port$10163$590 [17:0]);
   assign \$2  = $signed(prod) + $signed(bias1);
   assign \$3  = | shifted[36:8];
   assign \$4  = \$3  ? 37'h00000000ff : shifted;
@@ -19691,18 +26361,18 @@ module \bchw_top.engine2.requant10 (rst, \port$8087$590 , acc, q, clk);
     end
   end
   assign en = 1'h1;
-  assign mul = \port$8087$590 [17:0];
-  assign bias = \port$8087$590 [58:23];
-  assign shift = \port$8087$590 [22:18];
+  assign mul = \port$10163$590 [17:0];
+  assign bias = \port$10163$590 [58:23];
+  assign shift = \port$10163$590 [22:18];
   assign \$10  = shift1;
   assign \$9  = \$2 ;
-  assign \$8  = \port$8087$590 [22:18];
-  assign \$7  = \port$8087$590 [58:23];
+  assign \$8  = \port$10163$590 [22:18];
+  assign \$7  = \port$10163$590 [58:23];
   assign \$6  = \$1 ;
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine2.requant11 (rst, \port$8087$649 , acc, q, clk);
+module \bchw_top.engine2.requant11 (rst, \port$10163$649 , acc, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$41  = 0;
   wire [34:0] \$1 ;
   wire [4:0] \$10 ;
@@ -19723,8 +26393,8 @@ module \bchw_top.engine2.requant11 (rst, \port$8087$649 , acc, q, clk);
   wire clk;
   wire en;
   wire [17:0] mul;
-  input [58:0] \port$8087$649 ;
-  wire [58:0] \port$8087$649 ;
+  input [58:0] \port$10163$649 ;
+  wire [58:0] \port$10163$649 ;
   reg [34:0] prod = 35'h000000000;
   output [7:0] q;
   reg [7:0] q = 8'h00;
@@ -19735,7 +26405,7 @@ module \bchw_top.engine2.requant11 (rst, \port$8087$649 , acc, q, clk);
   reg [4:0] shift2 = 5'h00;
   wire [36:0] shifted;
   reg [36:0] total = 37'h0000000000;
-  assign \$1  = $signed(acc) * $signed(\port$8087$649 [17:0]);
+  assign \$1  = $signed(acc) * $signed(\port$10163$649 [17:0]);
   assign \$2  = $signed(prod) + $signed(bias1);
   assign \$3  = | shifted[36:8];
   assign \$4  = \$3  ? 37'h00000000ff : shifted;
@@ -19761,18 +26431,18 @@ module \bchw_top.engine2.requant11 (rst, \port$8087$649 , acc, q, clk);
     end
   end
   assign en = 1'h1;
-  assign mul = \port$8087$649 [17:0];
-  assign bias = \port$8087$649 [58:23];
-  assign shift = \port$8087$649 [22:18];
+  assign mul = \port$10163$649 [17:0];
+  assign bias = \port$10163$649 [58:23];
+  assign shift = \port$10163$649 [22:18];
   assign \$10  = shift1;
   assign \$9  = \$2 ;
-  assign \$8  = \port$8087$649 [22:18];
-  assign \$7  = \port$8087$649 [58:23];
+  assign \$8  = \port$10163$649 [22:18];
+  assign \$7  = \port$10163$649 [58:23];
   assign \$6  = \$1 ;
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine2.requant12 (rst, \port$8087$708 , acc, q, clk);
+module \bchw_top.engine2.requant12 (rst, \port$10163$708 , acc, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$42  = 0;
   wire [34:0] \$1 ;
   wire [4:0] \$10 ;
@@ -19793,8 +26463,8 @@ module \bchw_top.engine2.requant12 (rst, \port$8087$708 , acc, q, clk);
   wire clk;
   wire en;
   wire [17:0] mul;
-  input [58:0] \port$8087$708 ;
-  wire [58:0] \port$8087$708 ;
+  input [58:0] \port$10163$708 ;
+  wire [58:0] \port$10163$708 ;
   reg [34:0] prod = 35'h000000000;
   output [7:0] q;
   reg [7:0] q = 8'h00;
@@ -19805,7 +26475,7 @@ module \bchw_top.engine2.requant12 (rst, \port$8087$708 , acc, q, clk);
   reg [4:0] shift2 = 5'h00;
   wire [36:0] shifted;
   reg [36:0] total = 37'h0000000000;
-  assign \$1  = $signed(acc) * $signed(\port$8087$708 [17:0]);
+  assign \$1  = $signed(acc) * $signed(\port$10163$708 [17:0]);
   assign \$2  = $signed(prod) + $signed(bias1);
   assign \$3  = | shifted[36:8];
   assign \$4  = \$3  ? 37'h00000000ff : shifted;
@@ -19831,18 +26501,18 @@ module \bchw_top.engine2.requant12 (rst, \port$8087$708 , acc, q, clk);
     end
   end
   assign en = 1'h1;
-  assign mul = \port$8087$708 [17:0];
-  assign bias = \port$8087$708 [58:23];
-  assign shift = \port$8087$708 [22:18];
+  assign mul = \port$10163$708 [17:0];
+  assign bias = \port$10163$708 [58:23];
+  assign shift = \port$10163$708 [22:18];
   assign \$10  = shift1;
   assign \$9  = \$2 ;
-  assign \$8  = \port$8087$708 [22:18];
-  assign \$7  = \port$8087$708 [58:23];
+  assign \$8  = \port$10163$708 [22:18];
+  assign \$7  = \port$10163$708 [58:23];
   assign \$6  = \$1 ;
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine2.requant13 (rst, \port$8087$767 , acc, q, clk);
+module \bchw_top.engine2.requant13 (rst, \port$10163$767 , acc, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$43  = 0;
   wire [34:0] \$1 ;
   wire [4:0] \$10 ;
@@ -19863,8 +26533,8 @@ module \bchw_top.engine2.requant13 (rst, \port$8087$767 , acc, q, clk);
   wire clk;
   wire en;
   wire [17:0] mul;
-  input [58:0] \port$8087$767 ;
-  wire [58:0] \port$8087$767 ;
+  input [58:0] \port$10163$767 ;
+  wire [58:0] \port$10163$767 ;
   reg [34:0] prod = 35'h000000000;
   output [7:0] q;
   reg [7:0] q = 8'h00;
@@ -19875,7 +26545,7 @@ module \bchw_top.engine2.requant13 (rst, \port$8087$767 , acc, q, clk);
   reg [4:0] shift2 = 5'h00;
   wire [36:0] shifted;
   reg [36:0] total = 37'h0000000000;
-  assign \$1  = $signed(acc) * $signed(\port$8087$767 [17:0]);
+  assign \$1  = $signed(acc) * $signed(\port$10163$767 [17:0]);
   assign \$2  = $signed(prod) + $signed(bias1);
   assign \$3  = | shifted[36:8];
   assign \$4  = \$3  ? 37'h00000000ff : shifted;
@@ -19901,18 +26571,18 @@ module \bchw_top.engine2.requant13 (rst, \port$8087$767 , acc, q, clk);
     end
   end
   assign en = 1'h1;
-  assign mul = \port$8087$767 [17:0];
-  assign bias = \port$8087$767 [58:23];
-  assign shift = \port$8087$767 [22:18];
+  assign mul = \port$10163$767 [17:0];
+  assign bias = \port$10163$767 [58:23];
+  assign shift = \port$10163$767 [22:18];
   assign \$10  = shift1;
   assign \$9  = \$2 ;
-  assign \$8  = \port$8087$767 [22:18];
-  assign \$7  = \port$8087$767 [58:23];
+  assign \$8  = \port$10163$767 [22:18];
+  assign \$7  = \port$10163$767 [58:23];
   assign \$6  = \$1 ;
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine2.requant14 (rst, \port$8087$826 , acc, q, clk);
+module \bchw_top.engine2.requant14 (rst, \port$10163$826 , acc, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$44  = 0;
   wire [34:0] \$1 ;
   wire [4:0] \$10 ;
@@ -19933,8 +26603,8 @@ module \bchw_top.engine2.requant14 (rst, \port$8087$826 , acc, q, clk);
   wire clk;
   wire en;
   wire [17:0] mul;
-  input [58:0] \port$8087$826 ;
-  wire [58:0] \port$8087$826 ;
+  input [58:0] \port$10163$826 ;
+  wire [58:0] \port$10163$826 ;
   reg [34:0] prod = 35'h000000000;
   output [7:0] q;
   reg [7:0] q = 8'h00;
@@ -19945,7 +26615,7 @@ module \bchw_top.engine2.requant14 (rst, \port$8087$826 , acc, q, clk);
   reg [4:0] shift2 = 5'h00;
   wire [36:0] shifted;
   reg [36:0] total = 37'h0000000000;
-  assign \$1  = $signed(acc) * $signed(\port$8087$826 [17:0]);
+  assign \$1  = $signed(acc) * $signed(\port$10163$826 [17:0]);
   assign \$2  = $signed(prod) + $signed(bias1);
   assign \$3  = | shifted[36:8];
   assign \$4  = \$3  ? 37'h00000000ff : shifted;
@@ -19971,18 +26641,18 @@ module \bchw_top.engine2.requant14 (rst, \port$8087$826 , acc, q, clk);
     end
   end
   assign en = 1'h1;
-  assign mul = \port$8087$826 [17:0];
-  assign bias = \port$8087$826 [58:23];
-  assign shift = \port$8087$826 [22:18];
+  assign mul = \port$10163$826 [17:0];
+  assign bias = \port$10163$826 [58:23];
+  assign shift = \port$10163$826 [22:18];
   assign \$10  = shift1;
   assign \$9  = \$2 ;
-  assign \$8  = \port$8087$826 [22:18];
-  assign \$7  = \port$8087$826 [58:23];
+  assign \$8  = \port$10163$826 [22:18];
+  assign \$7  = \port$10163$826 [58:23];
   assign \$6  = \$1 ;
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine2.requant15 (rst, \port$8087$885 , acc, q, clk);
+module \bchw_top.engine2.requant15 (rst, \port$10163$885 , acc, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$45  = 0;
   wire [34:0] \$1 ;
   wire [4:0] \$10 ;
@@ -20003,8 +26673,8 @@ module \bchw_top.engine2.requant15 (rst, \port$8087$885 , acc, q, clk);
   wire clk;
   wire en;
   wire [17:0] mul;
-  input [58:0] \port$8087$885 ;
-  wire [58:0] \port$8087$885 ;
+  input [58:0] \port$10163$885 ;
+  wire [58:0] \port$10163$885 ;
   reg [34:0] prod = 35'h000000000;
   output [7:0] q;
   reg [7:0] q = 8'h00;
@@ -20015,7 +26685,7 @@ module \bchw_top.engine2.requant15 (rst, \port$8087$885 , acc, q, clk);
   reg [4:0] shift2 = 5'h00;
   wire [36:0] shifted;
   reg [36:0] total = 37'h0000000000;
-  assign \$1  = $signed(acc) * $signed(\port$8087$885 [17:0]);
+  assign \$1  = $signed(acc) * $signed(\port$10163$885 [17:0]);
   assign \$2  = $signed(prod) + $signed(bias1);
   assign \$3  = | shifted[36:8];
   assign \$4  = \$3  ? 37'h00000000ff : shifted;
@@ -20041,18 +26711,18 @@ module \bchw_top.engine2.requant15 (rst, \port$8087$885 , acc, q, clk);
     end
   end
   assign en = 1'h1;
-  assign mul = \port$8087$885 [17:0];
-  assign bias = \port$8087$885 [58:23];
-  assign shift = \port$8087$885 [22:18];
+  assign mul = \port$10163$885 [17:0];
+  assign bias = \port$10163$885 [58:23];
+  assign shift = \port$10163$885 [22:18];
   assign \$10  = shift1;
   assign \$9  = \$2 ;
-  assign \$8  = \port$8087$885 [22:18];
-  assign \$7  = \port$8087$885 [58:23];
+  assign \$8  = \port$10163$885 [22:18];
+  assign \$7  = \port$10163$885 [58:23];
   assign \$6  = \$1 ;
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine2.requant2 (rst, \port$8087$118 , acc, q, clk);
+module \bchw_top.engine2.requant2 (rst, \port$10163$118 , acc, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$46  = 0;
   wire [34:0] \$1 ;
   wire [4:0] \$10 ;
@@ -20073,8 +26743,8 @@ module \bchw_top.engine2.requant2 (rst, \port$8087$118 , acc, q, clk);
   wire clk;
   wire en;
   wire [17:0] mul;
-  input [58:0] \port$8087$118 ;
-  wire [58:0] \port$8087$118 ;
+  input [58:0] \port$10163$118 ;
+  wire [58:0] \port$10163$118 ;
   reg [34:0] prod = 35'h000000000;
   output [7:0] q;
   reg [7:0] q = 8'h00;
@@ -20085,7 +26755,7 @@ module \bchw_top.engine2.requant2 (rst, \port$8087$118 , acc, q, clk);
   reg [4:0] shift2 = 5'h00;
   wire [36:0] shifted;
   reg [36:0] total = 37'h0000000000;
-  assign \$1  = $signed(acc) * $signed(\port$8087$118 [17:0]);
+  assign \$1  = $signed(acc) * $signed(\port$10163$118 [17:0]);
   assign \$2  = $signed(prod) + $signed(bias1);
   assign \$3  = | shifted[36:8];
   assign \$4  = \$3  ? 37'h00000000ff : shifted;
@@ -20111,18 +26781,18 @@ module \bchw_top.engine2.requant2 (rst, \port$8087$118 , acc, q, clk);
     end
   end
   assign en = 1'h1;
-  assign mul = \port$8087$118 [17:0];
-  assign bias = \port$8087$118 [58:23];
-  assign shift = \port$8087$118 [22:18];
+  assign mul = \port$10163$118 [17:0];
+  assign bias = \port$10163$118 [58:23];
+  assign shift = \port$10163$118 [22:18];
   assign \$10  = shift1;
   assign \$9  = \$2 ;
-  assign \$8  = \port$8087$118 [22:18];
-  assign \$7  = \port$8087$118 [58:23];
+  assign \$8  = \port$10163$118 [22:18];
+  assign \$7  = \port$10163$118 [58:23];
   assign \$6  = \$1 ;
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine2.requant3 (rst, \port$8087$177 , acc, q, clk);
+module \bchw_top.engine2.requant3 (rst, \port$10163$177 , acc, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$47  = 0;
   wire [34:0] \$1 ;
   wire [4:0] \$10 ;
@@ -20143,8 +26813,8 @@ module \bchw_top.engine2.requant3 (rst, \port$8087$177 , acc, q, clk);
   wire clk;
   wire en;
   wire [17:0] mul;
-  input [58:0] \port$8087$177 ;
-  wire [58:0] \port$8087$177 ;
+  input [58:0] \port$10163$177 ;
+  wire [58:0] \port$10163$177 ;
   reg [34:0] prod = 35'h000000000;
   output [7:0] q;
   reg [7:0] q = 8'h00;
@@ -20155,7 +26825,7 @@ module \bchw_top.engine2.requant3 (rst, \port$8087$177 , acc, q, clk);
   reg [4:0] shift2 = 5'h00;
   wire [36:0] shifted;
   reg [36:0] total = 37'h0000000000;
-  assign \$1  = $signed(acc) * $signed(\port$8087$177 [17:0]);
+  assign \$1  = $signed(acc) * $signed(\port$10163$177 [17:0]);
   assign \$2  = $signed(prod) + $signed(bias1);
   assign \$3  = | shifted[36:8];
   assign \$4  = \$3  ? 37'h00000000ff : shifted;
@@ -20181,18 +26851,18 @@ module \bchw_top.engine2.requant3 (rst, \port$8087$177 , acc, q, clk);
     end
   end
   assign en = 1'h1;
-  assign mul = \port$8087$177 [17:0];
-  assign bias = \port$8087$177 [58:23];
-  assign shift = \port$8087$177 [22:18];
+  assign mul = \port$10163$177 [17:0];
+  assign bias = \port$10163$177 [58:23];
+  assign shift = \port$10163$177 [22:18];
   assign \$10  = shift1;
   assign \$9  = \$2 ;
-  assign \$8  = \port$8087$177 [22:18];
-  assign \$7  = \port$8087$177 [58:23];
+  assign \$8  = \port$10163$177 [22:18];
+  assign \$7  = \port$10163$177 [58:23];
   assign \$6  = \$1 ;
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine2.requant4 (rst, \port$8087$236 , acc, q, clk);
+module \bchw_top.engine2.requant4 (rst, \port$10163$236 , acc, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$48  = 0;
   wire [34:0] \$1 ;
   wire [4:0] \$10 ;
@@ -20213,8 +26883,8 @@ module \bchw_top.engine2.requant4 (rst, \port$8087$236 , acc, q, clk);
   wire clk;
   wire en;
   wire [17:0] mul;
-  input [58:0] \port$8087$236 ;
-  wire [58:0] \port$8087$236 ;
+  input [58:0] \port$10163$236 ;
+  wire [58:0] \port$10163$236 ;
   reg [34:0] prod = 35'h000000000;
   output [7:0] q;
   reg [7:0] q = 8'h00;
@@ -20225,7 +26895,7 @@ module \bchw_top.engine2.requant4 (rst, \port$8087$236 , acc, q, clk);
   reg [4:0] shift2 = 5'h00;
   wire [36:0] shifted;
   reg [36:0] total = 37'h0000000000;
-  assign \$1  = $signed(acc) * $signed(\port$8087$236 [17:0]);
+  assign \$1  = $signed(acc) * $signed(\port$10163$236 [17:0]);
   assign \$2  = $signed(prod) + $signed(bias1);
   assign \$3  = | shifted[36:8];
   assign \$4  = \$3  ? 37'h00000000ff : shifted;
@@ -20251,18 +26921,18 @@ module \bchw_top.engine2.requant4 (rst, \port$8087$236 , acc, q, clk);
     end
   end
   assign en = 1'h1;
-  assign mul = \port$8087$236 [17:0];
-  assign bias = \port$8087$236 [58:23];
-  assign shift = \port$8087$236 [22:18];
+  assign mul = \port$10163$236 [17:0];
+  assign bias = \port$10163$236 [58:23];
+  assign shift = \port$10163$236 [22:18];
   assign \$10  = shift1;
   assign \$9  = \$2 ;
-  assign \$8  = \port$8087$236 [22:18];
-  assign \$7  = \port$8087$236 [58:23];
+  assign \$8  = \port$10163$236 [22:18];
+  assign \$7  = \port$10163$236 [58:23];
   assign \$6  = \$1 ;
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine2.requant5 (rst, \port$8087$295 , acc, q, clk);
+module \bchw_top.engine2.requant5 (rst, \port$10163$295 , acc, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$49  = 0;
   wire [34:0] \$1 ;
   wire [4:0] \$10 ;
@@ -20283,8 +26953,8 @@ module \bchw_top.engine2.requant5 (rst, \port$8087$295 , acc, q, clk);
   wire clk;
   wire en;
   wire [17:0] mul;
-  input [58:0] \port$8087$295 ;
-  wire [58:0] \port$8087$295 ;
+  input [58:0] \port$10163$295 ;
+  wire [58:0] \port$10163$295 ;
   reg [34:0] prod = 35'h000000000;
   output [7:0] q;
   reg [7:0] q = 8'h00;
@@ -20295,7 +26965,7 @@ module \bchw_top.engine2.requant5 (rst, \port$8087$295 , acc, q, clk);
   reg [4:0] shift2 = 5'h00;
   wire [36:0] shifted;
   reg [36:0] total = 37'h0000000000;
-  assign \$1  = $signed(acc) * $signed(\port$8087$295 [17:0]);
+  assign \$1  = $signed(acc) * $signed(\port$10163$295 [17:0]);
   assign \$2  = $signed(prod) + $signed(bias1);
   assign \$3  = | shifted[36:8];
   assign \$4  = \$3  ? 37'h00000000ff : shifted;
@@ -20321,18 +26991,18 @@ module \bchw_top.engine2.requant5 (rst, \port$8087$295 , acc, q, clk);
     end
   end
   assign en = 1'h1;
-  assign mul = \port$8087$295 [17:0];
-  assign bias = \port$8087$295 [58:23];
-  assign shift = \port$8087$295 [22:18];
+  assign mul = \port$10163$295 [17:0];
+  assign bias = \port$10163$295 [58:23];
+  assign shift = \port$10163$295 [22:18];
   assign \$10  = shift1;
   assign \$9  = \$2 ;
-  assign \$8  = \port$8087$295 [22:18];
-  assign \$7  = \port$8087$295 [58:23];
+  assign \$8  = \port$10163$295 [22:18];
+  assign \$7  = \port$10163$295 [58:23];
   assign \$6  = \$1 ;
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine2.requant6 (rst, \port$8087$354 , acc, q, clk);
+module \bchw_top.engine2.requant6 (rst, \port$10163$354 , acc, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$50  = 0;
   wire [34:0] \$1 ;
   wire [4:0] \$10 ;
@@ -20353,8 +27023,8 @@ module \bchw_top.engine2.requant6 (rst, \port$8087$354 , acc, q, clk);
   wire clk;
   wire en;
   wire [17:0] mul;
-  input [58:0] \port$8087$354 ;
-  wire [58:0] \port$8087$354 ;
+  input [58:0] \port$10163$354 ;
+  wire [58:0] \port$10163$354 ;
   reg [34:0] prod = 35'h000000000;
   output [7:0] q;
   reg [7:0] q = 8'h00;
@@ -20365,7 +27035,7 @@ module \bchw_top.engine2.requant6 (rst, \port$8087$354 , acc, q, clk);
   reg [4:0] shift2 = 5'h00;
   wire [36:0] shifted;
   reg [36:0] total = 37'h0000000000;
-  assign \$1  = $signed(acc) * $signed(\port$8087$354 [17:0]);
+  assign \$1  = $signed(acc) * $signed(\port$10163$354 [17:0]);
   assign \$2  = $signed(prod) + $signed(bias1);
   assign \$3  = | shifted[36:8];
   assign \$4  = \$3  ? 37'h00000000ff : shifted;
@@ -20391,18 +27061,18 @@ module \bchw_top.engine2.requant6 (rst, \port$8087$354 , acc, q, clk);
     end
   end
   assign en = 1'h1;
-  assign mul = \port$8087$354 [17:0];
-  assign bias = \port$8087$354 [58:23];
-  assign shift = \port$8087$354 [22:18];
+  assign mul = \port$10163$354 [17:0];
+  assign bias = \port$10163$354 [58:23];
+  assign shift = \port$10163$354 [22:18];
   assign \$10  = shift1;
   assign \$9  = \$2 ;
-  assign \$8  = \port$8087$354 [22:18];
-  assign \$7  = \port$8087$354 [58:23];
+  assign \$8  = \port$10163$354 [22:18];
+  assign \$7  = \port$10163$354 [58:23];
   assign \$6  = \$1 ;
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine2.requant7 (rst, \port$8087$413 , acc, q, clk);
+module \bchw_top.engine2.requant7 (rst, \port$10163$413 , acc, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$51  = 0;
   wire [34:0] \$1 ;
   wire [4:0] \$10 ;
@@ -20423,8 +27093,8 @@ module \bchw_top.engine2.requant7 (rst, \port$8087$413 , acc, q, clk);
   wire clk;
   wire en;
   wire [17:0] mul;
-  input [58:0] \port$8087$413 ;
-  wire [58:0] \port$8087$413 ;
+  input [58:0] \port$10163$413 ;
+  wire [58:0] \port$10163$413 ;
   reg [34:0] prod = 35'h000000000;
   output [7:0] q;
   reg [7:0] q = 8'h00;
@@ -20435,7 +27105,7 @@ module \bchw_top.engine2.requant7 (rst, \port$8087$413 , acc, q, clk);
   reg [4:0] shift2 = 5'h00;
   wire [36:0] shifted;
   reg [36:0] total = 37'h0000000000;
-  assign \$1  = $signed(acc) * $signed(\port$8087$413 [17:0]);
+  assign \$1  = $signed(acc) * $signed(\port$10163$413 [17:0]);
   assign \$2  = $signed(prod) + $signed(bias1);
   assign \$3  = | shifted[36:8];
   assign \$4  = \$3  ? 37'h00000000ff : shifted;
@@ -20461,18 +27131,18 @@ module \bchw_top.engine2.requant7 (rst, \port$8087$413 , acc, q, clk);
     end
   end
   assign en = 1'h1;
-  assign mul = \port$8087$413 [17:0];
-  assign bias = \port$8087$413 [58:23];
-  assign shift = \port$8087$413 [22:18];
+  assign mul = \port$10163$413 [17:0];
+  assign bias = \port$10163$413 [58:23];
+  assign shift = \port$10163$413 [22:18];
   assign \$10  = shift1;
   assign \$9  = \$2 ;
-  assign \$8  = \port$8087$413 [22:18];
-  assign \$7  = \port$8087$413 [58:23];
+  assign \$8  = \port$10163$413 [22:18];
+  assign \$7  = \port$10163$413 [58:23];
   assign \$6  = \$1 ;
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine2.requant8 (rst, \port$8087$472 , acc, q, clk);
+module \bchw_top.engine2.requant8 (rst, \port$10163$472 , acc, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$52  = 0;
   wire [34:0] \$1 ;
   wire [4:0] \$10 ;
@@ -20493,8 +27163,8 @@ module \bchw_top.engine2.requant8 (rst, \port$8087$472 , acc, q, clk);
   wire clk;
   wire en;
   wire [17:0] mul;
-  input [58:0] \port$8087$472 ;
-  wire [58:0] \port$8087$472 ;
+  input [58:0] \port$10163$472 ;
+  wire [58:0] \port$10163$472 ;
   reg [34:0] prod = 35'h000000000;
   output [7:0] q;
   reg [7:0] q = 8'h00;
@@ -20505,7 +27175,7 @@ module \bchw_top.engine2.requant8 (rst, \port$8087$472 , acc, q, clk);
   reg [4:0] shift2 = 5'h00;
   wire [36:0] shifted;
   reg [36:0] total = 37'h0000000000;
-  assign \$1  = $signed(acc) * $signed(\port$8087$472 [17:0]);
+  assign \$1  = $signed(acc) * $signed(\port$10163$472 [17:0]);
   assign \$2  = $signed(prod) + $signed(bias1);
   assign \$3  = | shifted[36:8];
   assign \$4  = \$3  ? 37'h00000000ff : shifted;
@@ -20531,18 +27201,18 @@ module \bchw_top.engine2.requant8 (rst, \port$8087$472 , acc, q, clk);
     end
   end
   assign en = 1'h1;
-  assign mul = \port$8087$472 [17:0];
-  assign bias = \port$8087$472 [58:23];
-  assign shift = \port$8087$472 [22:18];
+  assign mul = \port$10163$472 [17:0];
+  assign bias = \port$10163$472 [58:23];
+  assign shift = \port$10163$472 [22:18];
   assign \$10  = shift1;
   assign \$9  = \$2 ;
-  assign \$8  = \port$8087$472 [22:18];
-  assign \$7  = \port$8087$472 [58:23];
+  assign \$8  = \port$10163$472 [22:18];
+  assign \$7  = \port$10163$472 [58:23];
   assign \$6  = \$1 ;
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine2.requant9 (rst, \port$8087$531 , acc, q, clk);
+module \bchw_top.engine2.requant9 (rst, \port$10163$531 , acc, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$53  = 0;
   wire [34:0] \$1 ;
   wire [4:0] \$10 ;
@@ -20563,8 +27233,8 @@ module \bchw_top.engine2.requant9 (rst, \port$8087$531 , acc, q, clk);
   wire clk;
   wire en;
   wire [17:0] mul;
-  input [58:0] \port$8087$531 ;
-  wire [58:0] \port$8087$531 ;
+  input [58:0] \port$10163$531 ;
+  wire [58:0] \port$10163$531 ;
   reg [34:0] prod = 35'h000000000;
   output [7:0] q;
   reg [7:0] q = 8'h00;
@@ -20575,7 +27245,7 @@ module \bchw_top.engine2.requant9 (rst, \port$8087$531 , acc, q, clk);
   reg [4:0] shift2 = 5'h00;
   wire [36:0] shifted;
   reg [36:0] total = 37'h0000000000;
-  assign \$1  = $signed(acc) * $signed(\port$8087$531 [17:0]);
+  assign \$1  = $signed(acc) * $signed(\port$10163$531 [17:0]);
   assign \$2  = $signed(prod) + $signed(bias1);
   assign \$3  = | shifted[36:8];
   assign \$4  = \$3  ? 37'h00000000ff : shifted;
@@ -20601,13 +27271,13 @@ module \bchw_top.engine2.requant9 (rst, \port$8087$531 , acc, q, clk);
     end
   end
   assign en = 1'h1;
-  assign mul = \port$8087$531 [17:0];
-  assign bias = \port$8087$531 [58:23];
-  assign shift = \port$8087$531 [22:18];
+  assign mul = \port$10163$531 [17:0];
+  assign bias = \port$10163$531 [58:23];
+  assign shift = \port$10163$531 [22:18];
   assign \$10  = shift1;
   assign \$9  = \$2 ;
-  assign \$8  = \port$8087$531 [22:18];
-  assign \$7  = \port$8087$531 [58:23];
+  assign \$8  = \port$10163$531 [22:18];
+  assign \$7  = \port$10163$531 [58:23];
   assign \$6  = \$1 ;
 endmodule
 
@@ -24907,144 +31577,305 @@ module \bchw_top.engine2.weights (data, addr, clk);
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine3 (rst, m__ready, s__payload, s__valid, s__ready, m__payload, m__valid, clk);
+module \bchw_top.engine3 (rst, m__ready, s__valid, pay, s__ready, m__valid, m__payload, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$54  = 0;
   wire \$1 ;
   wire [4:0] \$10 ;
-  reg [3:0] \$100 ;
-  reg [3:0] \$101 ;
-  reg [3:0] \$102 ;
-  reg [3:0] \$103 ;
-  reg [3:0] \$104 ;
-  reg [3:0] \$105 ;
-  wire [589:0] \$106 ;
-  reg \$107 ;
-  reg \$108 ;
-  reg [16:0] \$109 ;
-  wire \$11 ;
-  reg [16:0] \$110 ;
-  reg [16:0] \$111 ;
-  reg [16:0] \$112 ;
-  reg [16:0] \$113 ;
-  reg [16:0] \$114 ;
-  reg [16:0] \$115 ;
-  reg [16:0] \$116 ;
-  reg [16:0] \$117 ;
-  reg [16:0] \$118 ;
-  reg \$119 ;
+  wire \$100 ;
+  wire \$101 ;
+  wire \$102 ;
+  wire \$103 ;
+  wire [127:0] \$104 ;
+  wire \$105 ;
+  wire \$106 ;
+  wire [127:0] \$107 ;
+  wire \$108 ;
+  wire \$109 ;
+  wire [4:0] \$11 ;
+  wire [127:0] \$110 ;
+  wire \$111 ;
+  wire \$112 ;
+  wire [127:0] \$113 ;
+  wire \$114 ;
+  wire \$115 ;
+  wire [127:0] \$116 ;
+  wire \$117 ;
+  wire \$118 ;
+  wire [127:0] \$119 ;
   wire \$12 ;
-  reg \$120 ;
-  reg \$121 ;
-  reg \$122 ;
-  reg \$123 ;
-  reg \$124 ;
-  reg [160:0] \$125 ;
-  reg [160:0] \$126 ;
-  reg [1:0] \$127 ;
-  reg [159:0] \$128 ;
-  reg \$129 ;
+  wire \$120 ;
+  wire \$121 ;
+  wire [127:0] \$122 ;
+  wire \$123 ;
+  wire \$124 ;
+  wire [127:0] \$125 ;
+  wire \$126 ;
+  wire \$127 ;
+  wire [127:0] \$128 ;
+  wire \$129 ;
   wire \$13 ;
-  reg \$130 ;
-  reg \$131 ;
-  reg [1:0] \$132 ;
-  wire [1:0] \$14 ;
-  wire [4:0] \$15 ;
+  wire \$130 ;
+  wire [127:0] \$131 ;
+  wire \$132 ;
+  wire \$133 ;
+  wire [127:0] \$134 ;
+  wire \$135 ;
+  wire \$136 ;
+  wire [127:0] \$137 ;
+  wire \$138 ;
+  wire \$139 ;
+  wire \$14 ;
+  wire [127:0] \$140 ;
+  wire \$141 ;
+  wire \$142 ;
+  wire [127:0] \$143 ;
+  wire \$144 ;
+  wire \$145 ;
+  wire [127:0] \$146 ;
+  wire \$147 ;
+  wire \$148 ;
+  wire [127:0] \$149 ;
+  wire \$15 ;
+  wire \$150 ;
+  wire \$151 ;
+  wire \$152 ;
+  wire \$153 ;
+  wire [16:0] \$154 ;
+  wire [17:0] \$155 ;
+  wire [16:0] \$156 ;
+  wire [17:0] \$157 ;
+  wire [16:0] \$158 ;
+  wire [17:0] \$159 ;
   wire \$16 ;
+  wire [16:0] \$160 ;
+  wire [17:0] \$161 ;
+  wire [16:0] \$162 ;
+  wire [17:0] \$163 ;
+  wire [16:0] \$164 ;
+  wire [17:0] \$165 ;
+  wire [16:0] \$166 ;
+  wire [17:0] \$167 ;
+  wire [16:0] \$168 ;
+  wire [17:0] \$169 ;
   wire \$17 ;
+  wire [16:0] \$170 ;
+  wire [17:0] \$171 ;
+  wire [16:0] \$172 ;
+  wire [17:0] \$173 ;
+  wire \$174 ;
+  wire \$175 ;
+  wire \$176 ;
+  wire \$177 ;
+  wire \$178 ;
+  wire \$179 ;
   wire \$18 ;
+  wire \$180 ;
+  wire [2:0] \$181 ;
+  wire \$182 ;
+  wire \$183 ;
+  wire \$184 ;
+  wire \$185 ;
+  wire \$186 ;
+  wire \$187 ;
+  wire \$188 ;
+  wire \$189 ;
   wire \$19 ;
+  wire \$190 ;
+  wire \$191 ;
+  wire \$192 ;
+  wire [2:0] \$193 ;
+  wire \$194 ;
+  wire \$195 ;
+  wire \$196 ;
+  wire \$197 ;
+  wire \$198 ;
+  wire \$199 ;
   wire \$2 ;
-  wire \$20 ;
-  wire \$21 ;
-  wire \$22 ;
-  wire \$23 ;
-  wire [16:0] \$24 ;
-  wire [17:0] \$25 ;
-  wire [16:0] \$26 ;
-  wire [17:0] \$27 ;
-  wire [16:0] \$28 ;
-  wire [17:0] \$29 ;
+  wire [4:0] \$20 ;
+  wire \$200 ;
+  wire \$201 ;
+  wire \$202 ;
+  wire \$203 ;
+  wire \$204 ;
+  wire [160:0] \$205 ;
+  wire \$206 ;
+  wire \$207 ;
+  wire \$208 ;
+  wire \$209 ;
+  wire [4:0] \$21 ;
+  wire \$210 ;
+  wire [160:0] \$211 ;
+  reg \$212 ;
+  reg [3:0] \$213 ;
+  reg [3:0] \$214 ;
+  reg \$215 ;
+  reg \$216 ;
+  reg [1:0] \$217 ;
+  reg \$218 ;
+  reg \$219 ;
+  wire [4:0] \$22 ;
+  reg \$220 ;
+  reg \$221 ;
+  reg \$222 ;
+  reg \$223 ;
+  reg \$224 ;
+  reg \$225 ;
+  reg \$226 ;
+  reg \$227 ;
+  reg \$228 ;
+  reg \$229 ;
+  wire [4:0] \$23 ;
+  reg \$230 ;
+  reg \$231 ;
+  reg \$232 ;
+  reg \$233 ;
+  reg \$234 ;
+  reg \$235 ;
+  reg \$236 ;
+  reg \$237 ;
+  reg \$238 ;
+  reg \$239 ;
+  wire \$24 ;
+  reg \$240 ;
+  reg \$241 ;
+  reg \$242 ;
+  reg \$243 ;
+  reg \$244 ;
+  reg \$245 ;
+  reg \$246 ;
+  reg \$247 ;
+  reg \$248 ;
+  reg \$249 ;
+  wire \$25 ;
+  reg \$250 ;
+  reg [2047:0] \$251 ;
+  wire [127:0] \$252 ;
+  wire [127:0] \$253 ;
+  wire [159:0] \$254 ;
+  reg [3:0] \$255 ;
+  reg [3:0] \$256 ;
+  reg [3:0] \$257 ;
+  reg [3:0] \$258 ;
+  reg [3:0] \$259 ;
+  wire \$26 ;
+  reg [3:0] \$260 ;
+  reg [3:0] \$261 ;
+  wire [589:0] \$262 ;
+  reg \$263 ;
+  reg \$264 ;
+  reg [16:0] \$265 ;
+  reg [16:0] \$266 ;
+  reg [16:0] \$267 ;
+  reg [16:0] \$268 ;
+  reg [16:0] \$269 ;
+  wire \$27 ;
+  reg [16:0] \$270 ;
+  reg [16:0] \$271 ;
+  reg [16:0] \$272 ;
+  reg [16:0] \$273 ;
+  reg [16:0] \$274 ;
+  reg \$275 ;
+  reg \$276 ;
+  reg \$277 ;
+  reg \$278 ;
+  reg \$279 ;
+  wire \$28 ;
+  reg \$280 ;
+  reg [160:0] \$281 ;
+  reg [160:0] \$282 ;
+  reg [1:0] \$283 ;
+  reg \$284 ;
+  reg \$285 ;
+  reg \$286 ;
+  reg \$287 ;
+  reg \$288 ;
+  reg \$289 ;
+  wire [1:0] \$29 ;
+  reg \$290 ;
+  reg [159:0] \$291 ;
+  reg \$292 ;
+  reg \$293 ;
   wire \$3 ;
-  wire [16:0] \$30 ;
-  wire [17:0] \$31 ;
-  wire [16:0] \$32 ;
-  wire [17:0] \$33 ;
-  wire [16:0] \$34 ;
-  wire [17:0] \$35 ;
-  wire [16:0] \$36 ;
-  wire [17:0] \$37 ;
-  wire [16:0] \$38 ;
-  wire [17:0] \$39 ;
+  wire [1:0] \$30 ;
+  wire [1:0] \$31 ;
+  wire [1:0] \$32 ;
+  wire \$33 ;
+  wire \$34 ;
+  wire \$35 ;
+  wire \$36 ;
+  wire \$37 ;
+  wire \$38 ;
+  wire \$39 ;
   wire \$4 ;
-  wire [16:0] \$40 ;
-  wire [17:0] \$41 ;
-  wire [16:0] \$42 ;
-  wire [17:0] \$43 ;
+  wire \$40 ;
+  wire \$41 ;
+  wire \$42 ;
+  wire [2:0] \$43 ;
   wire \$44 ;
   wire \$45 ;
-  wire \$46 ;
-  wire \$47 ;
+  wire [3:0] \$46 ;
+  wire [3:0] \$47 ;
   wire \$48 ;
   wire \$49 ;
   wire \$5 ;
   wire \$50 ;
-  wire [2:0] \$51 ;
+  wire \$51 ;
   wire \$52 ;
   wire \$53 ;
   wire \$54 ;
   wire \$55 ;
   wire \$56 ;
   wire \$57 ;
-  wire \$58 ;
+  wire [2:0] \$58 ;
   wire \$59 ;
   wire \$6 ;
   wire \$60 ;
   wire \$61 ;
   wire \$62 ;
-  wire [2:0] \$63 ;
-  wire \$64 ;
+  wire \$63 ;
+  wire [3:0] \$64 ;
   wire \$65 ;
-  wire \$66 ;
+  wire [160:0] \$66 ;
   wire \$67 ;
   wire \$68 ;
   wire \$69 ;
   wire \$7 ;
-  wire [2:0] \$70 ;
+  wire \$70 ;
   wire \$71 ;
   wire \$72 ;
   wire \$73 ;
   wire \$74 ;
   wire \$75 ;
-  wire [3:0] \$76 ;
+  wire \$76 ;
   wire \$77 ;
-  wire [160:0] \$78 ;
+  wire \$78 ;
   wire \$79 ;
-  wire \$8 ;
-  wire [160:0] \$80 ;
+  wire [4:0] \$8 ;
+  wire \$80 ;
   wire \$81 ;
-  wire [2:0] \$82 ;
+  wire \$82 ;
   wire \$83 ;
   wire \$84 ;
   wire \$85 ;
   wire \$86 ;
   wire \$87 ;
   wire \$88 ;
-  wire [3:0] \$89 ;
-  wire \$9 ;
-  reg \$90 ;
-  reg [3:0] \$91 ;
-  reg [3:0] \$92 ;
-  reg \$93 ;
-  reg [2047:0] \$94 ;
-  reg \$95 ;
-  wire [127:0] \$96 ;
-  wire [127:0] \$97 ;
-  wire [159:0] \$98 ;
-  reg [3:0] \$99 ;
+  wire \$89 ;
+  wire [4:0] \$9 ;
+  wire \$90 ;
+  wire \$91 ;
+  wire \$92 ;
+  wire \$93 ;
+  wire \$94 ;
+  wire \$95 ;
+  wire \$96 ;
+  wire \$97 ;
+  wire \$98 ;
+  wire \$99 ;
   reg [16:0] acc = 17'h00000;
-  reg [16:0] \acc$48  = 17'h00000;
-  reg [16:0] \acc$54  = 17'h00000;
-  reg [16:0] \acc$60  = 17'h00000;
+  reg [16:0] \acc$102  = 17'h00000;
+  reg [16:0] \acc$108  = 17'h00000;
+  reg [16:0] \acc$114  = 17'h00000;
   reg [16:0] \acc$66  = 17'h00000;
   reg [16:0] \acc$72  = 17'h00000;
   reg [16:0] \acc$78  = 17'h00000;
@@ -25074,42 +31905,47 @@ module \bchw_top.engine3 (rst, m__ready, s__payload, s__valid, s__ready, m__payl
   reg acc_end = 1'h0;
   reg acc_valid = 1'h0;
   reg [3:0] addr = 4'h0;
-  wire \addr$38 ;
+  wire \addr$56 ;
   wire [35:0] bias;
   wire [35:0] \bias$100 ;
-  wire [35:0] \bias$52 ;
-  wire [35:0] \bias$58 ;
-  wire [35:0] \bias$64 ;
+  wire [35:0] \bias$106 ;
+  wire [35:0] \bias$112 ;
+  wire [35:0] \bias$118 ;
   wire [35:0] \bias$70 ;
   wire [35:0] \bias$76 ;
   wire [35:0] \bias$82 ;
   wire [35:0] \bias$88 ;
   wire [35:0] \bias$94 ;
   reg busy = 1'h0;
+  wire busy_next;
   input clk;
   wire clk;
   reg [1:0] count = 2'h0;
+  wire [1:0] count_next;
+  reg credit_back = 1'h0;
   reg credit_back_d0 = 1'h0;
-  reg credit_back_d1 = 1'h0;
+  (* init = 1'h0 *)
+  wire credit_back_d1;
   reg [1:0] credits = 2'h2;
+  wire [1:0] credits_next;
   wire [159:0] data;
-  wire [589:0] \data$128 ;
+  wire [589:0] \data$185 ;
   wire en;
-  wire \en$10 ;
-  wire \en$13 ;
-  wire \en$16 ;
-  wire \en$19 ;
-  wire \en$22 ;
-  wire \en$25 ;
+  wire \en$101 ;
+  wire \en$107 ;
+  wire \en$113 ;
+  wire \en$23 ;
   wire \en$28 ;
   wire \en$31 ;
   wire \en$34 ;
   wire \en$37 ;
   wire \en$40 ;
-  wire \en$47 ;
-  wire \en$5 ;
-  wire \en$53 ;
-  wire \en$59 ;
+  wire \en$43 ;
+  wire \en$46 ;
+  wire \en$49 ;
+  wire \en$52 ;
+  wire \en$55 ;
+  wire \en$58 ;
   wire \en$65 ;
   wire \en$71 ;
   wire \en$77 ;
@@ -25124,7 +31960,14 @@ module \bchw_top.engine3 (rst, m__ready, s__payload, s__valid, s__ready, m__payl
   reg [3:0] fp_d2 = 4'h0;
   reg [3:0] fp_d3 = 4'h0;
   reg [3:0] ft_d0 = 4'h0;
+  (* keep = 32'd1 *)
+  reg held_copy0 = 1'h0;
+  (* keep = 32'd1 *)
+  reg held_copy1 = 1'h0;
+  reg issue = 1'h0;
+  wire issue_next;
   reg last_step = 1'h0;
+  wire last_step_next;
   output [159:0] m__payload;
   reg [159:0] m__payload = 160'h0000000000000000000000000000000000000000;
   input m__ready;
@@ -25132,49 +31975,61 @@ module \bchw_top.engine3 (rst, m__ready, s__payload, s__valid, s__ready, m__payl
   output m__valid;
   reg m__valid = 1'h0;
   wire [17:0] mul;
-  wire [17:0] \mul$50 ;
-  wire [17:0] \mul$56 ;
-  wire [17:0] \mul$62 ;
+  wire [17:0] \mul$104 ;
+  wire [17:0] \mul$110 ;
+  wire [17:0] \mul$116 ;
   wire [17:0] \mul$68 ;
   wire [17:0] \mul$74 ;
   wire [17:0] \mul$80 ;
   wire [17:0] \mul$86 ;
   wire [17:0] \mul$92 ;
   wire [17:0] \mul$98 ;
+  (* keep = 32'd1 *)
+  reg mvalid_copy0 = 1'h0;
+  (* keep = 32'd1 *)
+  reg mvalid_copy1 = 1'h0;
   wire [-1:0] nfc;
+  wire [-1:0] nfc_next;
   wire out_done;
   reg [589:0] params_d0 = 590'h0000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000;
+  input [2047:0] pay;
+  wire [2047:0] pay;
   wire [15:0] q;
-  wire [15:0] \q$147 ;
-  wire [15:0] \q$148 ;
-  wire [15:0] \q$149 ;
-  wire [15:0] \q$150 ;
-  wire [15:0] \q$151 ;
-  wire [15:0] \q$152 ;
-  wire [15:0] \q$153 ;
-  wire [15:0] \q$154 ;
-  wire [15:0] \q$155 ;
+  wire [15:0] \q$131 ;
+  wire [15:0] \q$132 ;
+  wire [15:0] \q$133 ;
+  wire [15:0] \q$134 ;
+  wire [15:0] \q$135 ;
+  wire [15:0] \q$136 ;
+  wire [15:0] \q$137 ;
+  wire [15:0] \q$138 ;
+  wire [15:0] \q$139 ;
   reg qe_d0 = 1'h0;
   reg qe_d1 = 1'h0;
   reg qe_last_d0 = 1'h0;
   reg qv_d0 = 1'h0;
   reg qv_d1 = 1'h0;
   reg qv_last_d0 = 1'h0;
+  (* keep = 32'd1 *)
+  reg qvalid_copy0 = 1'h0;
+  (* keep = 32'd1 *)
+  reg qvalid_copy1 = 1'h0;
   (* init = 1'h1 *)
   wire ready;
+  wire ready_next;
   input rst;
   wire rst;
-  input [2047:0] s__payload;
   wire [2047:0] s__payload;
   output s__ready;
   reg s__ready = 1'h1;
   input s__valid;
   wire s__valid;
   reg [3:0] sfc = 4'h0;
+  wire [3:0] sfc_next;
   wire [4:0] shift;
-  wire [4:0] \shift$51 ;
-  wire [4:0] \shift$57 ;
-  wire [4:0] \shift$63 ;
+  wire [4:0] \shift$105 ;
+  wire [4:0] \shift$111 ;
+  wire [4:0] \shift$117 ;
   wire [4:0] \shift$69 ;
   wire [4:0] \shift$75 ;
   wire [4:0] \shift$81 ;
@@ -25185,300 +32040,563 @@ module \bchw_top.engine3 (rst, m__ready, s__payload, s__valid, s__ready, m__payl
   reg [160:0] skid1 = 161'h00000000000000000000000000000000000000000;
   (* init = 4'h0 *)
   wire [3:0] step;
+  wire [3:0] step_next;
   wire [12:0] sum;
-  wire [12:0] \sum$132 ;
-  wire [12:0] \sum$133 ;
-  wire [12:0] \sum$134 ;
-  wire [12:0] \sum$135 ;
-  wire [12:0] \sum$136 ;
-  wire [12:0] \sum$137 ;
-  wire [12:0] \sum$138 ;
-  wire [12:0] \sum$139 ;
-  wire [12:0] \sum$140 ;
+  wire [12:0] \sum$189 ;
+  wire [12:0] \sum$190 ;
+  wire [12:0] \sum$191 ;
+  wire [12:0] \sum$192 ;
+  wire [12:0] \sum$193 ;
+  wire [12:0] \sum$194 ;
+  wire [12:0] \sum$195 ;
+  wire [12:0] \sum$196 ;
+  wire [12:0] \sum$197 ;
+  wire valid_next;
   (* init = 160'h0000000000000000000000000000000000000000 *)
   wire [159:0] vector;
   wire [15:0] w;
-  wire [15:0] \w$12 ;
-  wire [15:0] \w$15 ;
-  wire [15:0] \w$18 ;
-  wire [15:0] \w$21 ;
-  wire [15:0] \w$24 ;
-  wire [15:0] \w$27 ;
   wire [15:0] \w$30 ;
   wire [15:0] \w$33 ;
   wire [15:0] \w$36 ;
+  wire [15:0] \w$39 ;
+  wire [15:0] \w$42 ;
+  wire [15:0] \w$45 ;
+  wire [15:0] \w$48 ;
+  wire [15:0] \w$51 ;
+  wire [15:0] \w$54 ;
   reg [159:0] wdata_d0 = 160'h0000000000000000000000000000000000000000;
   reg [127:0] x = 128'h00000000000000000000000000000000;
-  (* init = 128'h00000000000000000000000000000000 *)
-  wire [127:0] \x$11 ;
-  (* init = 128'h00000000000000000000000000000000 *)
-  wire [127:0] \x$14 ;
-  (* init = 128'h00000000000000000000000000000000 *)
-  wire [127:0] \x$17 ;
-  (* init = 128'h00000000000000000000000000000000 *)
-  wire [127:0] \x$20 ;
-  (* init = 128'h00000000000000000000000000000000 *)
-  wire [127:0] \x$23 ;
-  (* init = 128'h00000000000000000000000000000000 *)
-  wire [127:0] \x$26 ;
   (* init = 128'h00000000000000000000000000000000 *)
   wire [127:0] \x$29 ;
   (* init = 128'h00000000000000000000000000000000 *)
   wire [127:0] \x$32 ;
   (* init = 128'h00000000000000000000000000000000 *)
   wire [127:0] \x$35 ;
+  (* init = 128'h00000000000000000000000000000000 *)
+  wire [127:0] \x$38 ;
+  (* init = 128'h00000000000000000000000000000000 *)
+  wire [127:0] \x$41 ;
+  (* init = 128'h00000000000000000000000000000000 *)
+  wire [127:0] \x$44 ;
+  (* init = 128'h00000000000000000000000000000000 *)
+  wire [127:0] \x$47 ;
+  (* init = 128'h00000000000000000000000000000000 *)
+  wire [127:0] \x$50 ;
+  (* init = 128'h00000000000000000000000000000000 *)
+  wire [127:0] \x$53 ;
   reg [127:0] x_d0 = 128'h00000000000000000000000000000000;
   (* init = 128'h00000000000000000000000000000000 *)
   wire [127:0] x_d1;
   reg [2047:0] xbuf = 2048'h00000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000;
-  assign out_done = qv_last_d0 & qe_last_d0;
-  assign \$1  = | count;
-  assign \$2  = \$1  | qv_last_d0;
-  assign \$3  = ~ m__valid;
-  assign \$4  = \$3  | m__ready;
-  assign enter = \$2  & \$4 ;
+  (* keep = 32'd1 *)
+  reg xready_copy0 = 1'h1;
+  (* keep = 32'd1 *)
+  reg xready_copy1 = 1'h1;
+  (* keep = 32'd1 *)
+  reg xready_copy10 = 1'h1;
+  (* keep = 32'd1 *)
+  reg xready_copy11 = 1'h1;
+  (* keep = 32'd1 *)
+  reg xready_copy12 = 1'h1;
+  (* keep = 32'd1 *)
+  reg xready_copy13 = 1'h1;
+  (* keep = 32'd1 *)
+  reg xready_copy14 = 1'h1;
+  (* keep = 32'd1 *)
+  reg xready_copy15 = 1'h1;
+  (* keep = 32'd1 *)
+  reg xready_copy2 = 1'h1;
+  (* keep = 32'd1 *)
+  reg xready_copy3 = 1'h1;
+  (* keep = 32'd1 *)
+  reg xready_copy4 = 1'h1;
+  (* keep = 32'd1 *)
+  reg xready_copy5 = 1'h1;
+  (* keep = 32'd1 *)
+  reg xready_copy6 = 1'h1;
+  (* keep = 32'd1 *)
+  reg xready_copy7 = 1'h1;
+  (* keep = 32'd1 *)
+  reg xready_copy8 = 1'h1;
+  (* keep = 32'd1 *)
+  reg xready_copy9 = 1'h1;
+  (* keep = 32'd1 *)
+  reg xshift_copy0 = 1'h0;
+  (* keep = 32'd1 *)
+  reg xshift_copy1 = 1'h0;
+  (* keep = 32'd1 *)
+  reg xshift_copy10 = 1'h0;
+  (* keep = 32'd1 *)
+  reg xshift_copy11 = 1'h0;
+  (* keep = 32'd1 *)
+  reg xshift_copy12 = 1'h0;
+  (* keep = 32'd1 *)
+  reg xshift_copy13 = 1'h0;
+  (* keep = 32'd1 *)
+  reg xshift_copy14 = 1'h0;
+  (* keep = 32'd1 *)
+  reg xshift_copy15 = 1'h0;
+  (* keep = 32'd1 *)
+  reg xshift_copy2 = 1'h0;
+  (* keep = 32'd1 *)
+  reg xshift_copy3 = 1'h0;
+  (* keep = 32'd1 *)
+  reg xshift_copy4 = 1'h0;
+  (* keep = 32'd1 *)
+  reg xshift_copy5 = 1'h0;
+  (* keep = 32'd1 *)
+  reg xshift_copy6 = 1'h0;
+  (* keep = 32'd1 *)
+  reg xshift_copy7 = 1'h0;
+  (* keep = 32'd1 *)
+  reg xshift_copy8 = 1'h0;
+  (* keep = 32'd1 *)
+  reg xshift_copy9 = 1'h0;
+  assign \$1  = s__valid & s__ready;
+  assign \$2  = ~ last_step;
+  assign \$3  = busy & \$2 ;
+  assign \$4  = \$1  ? 1'h1 : \$3 ;
   assign \$5  = s__valid & s__ready;
-  assign \$6  = | sfc;
-  assign \$7  = | credits;
-  assign \$8  = \$6  | \$7 ;
-  assign \$9  = busy & \$8 ;
-  assign \$10  = addr + 1'h1;
-  assign \$11  = addr == 4'he;
-  assign \$12  = addr == 4'he;
-  assign \$13  = sfc == 4'hf;
-  assign \$15  = sfc + 1'h1;
-  assign \$16  = | sfc;
-  assign \$17  = | credits;
-  assign \$18  = \$16  | \$17 ;
-  assign \$19  = busy & \$18 ;
-  assign \$20  = ! sfc;
-  assign \$21  = sfc == 4'hf;
-  assign \$22  = ft_d0[0] & ft_d0[2];
-  assign \$23  = ft_d0[0] & ft_d0[3];
-  assign \$24  = ft_d0[1] ? 17'h00000 : acc;
-  assign \$25  = $signed(\$24 ) + $signed(sum);
-  assign \$26  = ft_d0[1] ? 17'h00000 : \acc$48 ;
-  assign \$27  = $signed(\$26 ) + $signed(\sum$132 );
-  assign \$28  = ft_d0[1] ? 17'h00000 : \acc$54 ;
-  assign \$29  = $signed(\$28 ) + $signed(\sum$133 );
-  assign \$30  = ft_d0[1] ? 17'h00000 : \acc$60 ;
-  assign \$31  = $signed(\$30 ) + $signed(\sum$134 );
-  assign \$32  = ft_d0[1] ? 17'h00000 : \acc$66 ;
-  assign \$33  = $signed(\$32 ) + $signed(\sum$135 );
-  assign \$34  = ft_d0[1] ? 17'h00000 : \acc$72 ;
-  assign \$35  = $signed(\$34 ) + $signed(\sum$136 );
-  assign \$36  = ft_d0[1] ? 17'h00000 : \acc$78 ;
-  assign \$37  = $signed(\$36 ) + $signed(\sum$137 );
-  assign \$38  = ft_d0[1] ? 17'h00000 : \acc$84 ;
-  assign \$39  = $signed(\$38 ) + $signed(\sum$138 );
-  assign \$40  = ft_d0[1] ? 17'h00000 : \acc$90 ;
-  assign \$41  = $signed(\$40 ) + $signed(\sum$139 );
-  assign \$42  = ft_d0[1] ? 17'h00000 : \acc$96 ;
-  assign \$43  = $signed(\$42 ) + $signed(\sum$140 );
-  assign \$44  = | count;
-  assign \$45  = ~ \$44 ;
-  assign \$46  = enter & \$45 ;
-  assign \$47  = ~ \$46 ;
-  assign \$48  = qv_last_d0 & \$47 ;
-  assign \$49  = | count;
-  assign \$50  = enter & \$49 ;
-  assign \$51  = count - \$50 ;
-  assign \$52  = ! \$51 ;
-  assign \$53  = \$48  & \$52 ;
-  assign \$54  = | count;
-  assign \$55  = enter & \$54 ;
+  assign \$6  = ~ last_step;
+  assign \$7  = issue & \$6 ;
+  assign \$8  = addr + 1'h1;
+  assign \$9  = \$7  ? \$8  : { 1'h0, addr };
+  assign \$10  = \$5  ? 5'h00 : \$9 ;
+  assign \$12  = s__valid & s__ready;
+  assign \$13  = ~ last_step;
+  assign \$14  = issue & \$13 ;
+  assign \$15  = sfc == 4'hf;
+  assign \$16  = \$14  & \$15 ;
+  assign \$17  = \$12  | \$16 ;
+  assign \$18  = ~ last_step;
+  assign \$19  = issue & \$18 ;
+  assign \$20  = sfc + 1'h1;
+  assign \$21  = \$19  ? \$20  : { 1'h0, sfc };
+  assign \$22  = \$17  ? 5'h00 : \$21 ;
+  assign \$24  = s__valid & s__ready;
+  assign \$25  = ~ last_step;
+  assign \$26  = issue & \$25 ;
+  assign \$27  = sfc == 4'hf;
+  assign \$28  = \$26  & \$27 ;
+  assign \$30  = \$28  ? 2'h1 : 2'h0;
+  assign \$31  = \$24  ? 2'h0 : \$30 ;
+  assign \$33  = s__valid & s__ready;
+  assign \$34  = addr == 4'he;
+  assign \$35  = issue ? \$34  : last_step;
+  assign \$36  = last_step ? 1'h0 : \$35 ;
+  assign \$37  = \$33  ? 1'h0 : \$36 ;
+  assign \$38  = s__valid & s__ready;
+  assign \$39  = addr == 4'he;
+  assign \$40  = issue ? \$39  : s__ready;
+  assign \$41  = last_step ? 1'h1 : \$40 ;
+  assign \$42  = \$38  ? 1'h0 : \$41 ;
+  assign \$43  = credits + credit_back;
+  assign \$44  = ! sfc;
+  assign \$45  = issue & \$44 ;
+  assign \$46  = \$43  - \$45 ;
+  assign \$48  = | \$23 [3:0];
+  assign \$49  = | \$47 [1:0];
+  assign \$50  = \$48  | \$49 ;
+  assign \$51  = busy_next & \$50 ;
+  assign out_done = qv_last_d0 & qe_last_d0;
+  assign \$52  = | count;
+  assign \$53  = \$52  | qv_last_d0;
+  assign \$54  = ~ m__valid;
+  assign \$55  = \$54  | m__ready;
+  assign enter = \$53  & \$55 ;
   assign \$56  = | count;
-  assign \$57  = ~ \$56 ;
-  assign \$58  = enter & \$57 ;
-  assign \$59  = ~ \$58 ;
-  assign \$60  = qv_last_d0 & \$59 ;
-  assign \$61  = | count;
-  assign \$62  = enter & \$61 ;
-  assign \$63  = count - \$62 ;
-  assign \$64  = \$63  == 1'h1;
-  assign \$65  = \$60  & \$64 ;
-  assign \$66  = | count;
-  assign \$67  = enter & \$66 ;
-  assign \$68  = | count;
-  assign \$69  = enter & \$68 ;
-  assign \$70  = count - \$69 ;
-  assign \$71  = | count;
-  assign \$72  = ~ \$71 ;
-  assign \$73  = enter & \$72 ;
-  assign \$74  = ~ \$73 ;
-  assign \$75  = qv_last_d0 & \$74 ;
-  assign \$76  = $signed(\$70 ) + $signed({ 1'h0, \$75  });
-  assign \$77  = | count;
-  assign \$78  = \$77  ? skid0 : { qe_last_d0, \q$155 , \q$154 , \q$153 , \q$152 , \q$151 , \q$150 , \q$149 , \q$148 , \q$147 , q };
-  assign \$79  = | count;
-  assign \$80  = \$79  ? skid0 : { qe_last_d0, \q$155 , \q$154 , \q$153 , \q$152 , \q$151 , \q$150 , \q$149 , \q$148 , \q$147 , q };
-  assign \$81  = enter & \$80 [160];
-  assign \$82  = credits + credit_back_d1;
-  assign \$83  = | sfc;
-  assign \$84  = | credits;
-  assign \$85  = \$83  | \$84 ;
-  assign \$86  = busy & \$85 ;
-  assign \$87  = ! sfc;
-  assign \$88  = \$86  & \$87 ;
-  assign \$89  = \$82  - \$88 ;
+  assign \$57  = enter & \$56 ;
+  assign \$58  = count - \$57 ;
+  assign \$59  = | count;
+  assign \$60  = ~ \$59 ;
+  assign \$61  = enter & \$60 ;
+  assign \$62  = ~ \$61 ;
+  assign \$63  = qv_last_d0 & \$62 ;
+  assign \$64  = $signed(\$58 ) + $signed({ 1'h0, \$63  });
+  assign \$65  = | count;
+  assign \$66  = \$65  ? skid0 : { qe_last_d0, \q$139 , \q$138 , \q$137 , \q$136 , \q$135 , \q$134 , \q$133 , \q$132 , \q$131 , q };
+  assign \$67  = enter & \$66 [160];
+  assign \$68  = ~ m__ready;
+  assign \$69  = m__valid & \$68 ;
+  assign valid_next = \$67  ? 1'h1 : \$69 ;
+  assign \$70  = ~ last_step_next;
+  assign \$71  = issue_next & \$70 ;
+  assign \$72  = ~ last_step_next;
+  assign \$73  = issue_next & \$72 ;
+  assign \$74  = ~ last_step_next;
+  assign \$75  = issue_next & \$74 ;
+  assign \$76  = ~ last_step_next;
+  assign \$77  = issue_next & \$76 ;
+  assign \$78  = ~ last_step_next;
+  assign \$79  = issue_next & \$78 ;
+  assign \$80  = ~ last_step_next;
+  assign \$81  = issue_next & \$80 ;
+  assign \$82  = ~ last_step_next;
+  assign \$83  = issue_next & \$82 ;
+  assign \$84  = ~ last_step_next;
+  assign \$85  = issue_next & \$84 ;
+  assign \$86  = ~ last_step_next;
+  assign \$87  = issue_next & \$86 ;
+  assign \$88  = ~ last_step_next;
+  assign \$89  = issue_next & \$88 ;
+  assign \$90  = ~ last_step_next;
+  assign \$91  = issue_next & \$90 ;
+  assign \$92  = ~ last_step_next;
+  assign \$93  = issue_next & \$92 ;
+  assign \$94  = ~ last_step_next;
+  assign \$95  = issue_next & \$94 ;
+  assign \$96  = ~ last_step_next;
+  assign \$97  = issue_next & \$96 ;
+  assign \$98  = ~ last_step_next;
+  assign \$99  = issue_next & \$98 ;
+  assign \$100  = ~ last_step_next;
+  assign \$101  = issue_next & \$100 ;
+  assign \$102  = s__valid & xready_copy0;
+  assign \$103  = xshift_copy0 | \$102 ;
+  assign \$104  = xshift_copy0 ? xbuf[255:128] : pay[127:0];
+  assign \$105  = s__valid & xready_copy1;
+  assign \$106  = xshift_copy1 | \$105 ;
+  assign \$107  = xshift_copy1 ? xbuf[383:256] : pay[255:128];
+  assign \$108  = s__valid & xready_copy2;
+  assign \$109  = xshift_copy2 | \$108 ;
+  assign \$110  = xshift_copy2 ? xbuf[511:384] : pay[383:256];
+  assign \$111  = s__valid & xready_copy3;
+  assign \$112  = xshift_copy3 | \$111 ;
+  assign \$113  = xshift_copy3 ? xbuf[639:512] : pay[511:384];
+  assign \$114  = s__valid & xready_copy4;
+  assign \$115  = xshift_copy4 | \$114 ;
+  assign \$116  = xshift_copy4 ? xbuf[767:640] : pay[639:512];
+  assign \$117  = s__valid & xready_copy5;
+  assign \$118  = xshift_copy5 | \$117 ;
+  assign \$119  = xshift_copy5 ? xbuf[895:768] : pay[767:640];
+  assign \$120  = s__valid & xready_copy6;
+  assign \$121  = xshift_copy6 | \$120 ;
+  assign \$122  = xshift_copy6 ? xbuf[1023:896] : pay[895:768];
+  assign \$123  = s__valid & xready_copy7;
+  assign \$124  = xshift_copy7 | \$123 ;
+  assign \$125  = xshift_copy7 ? xbuf[1151:1024] : pay[1023:896];
+  assign \$126  = s__valid & xready_copy8;
+  assign \$127  = xshift_copy8 | \$126 ;
+  assign \$128  = xshift_copy8 ? xbuf[1279:1152] : pay[1151:1024];
+  assign \$129  = s__valid & xready_copy9;
+  assign \$130  = xshift_copy9 | \$129 ;
+  assign \$131  = xshift_copy9 ? xbuf[1407:1280] : pay[1279:1152];
+  assign \$132  = s__valid & xready_copy10;
+  assign \$133  = xshift_copy10 | \$132 ;
+  assign \$134  = xshift_copy10 ? xbuf[1535:1408] : pay[1407:1280];
+  assign \$135  = s__valid & xready_copy11;
+  assign \$136  = xshift_copy11 | \$135 ;
+  assign \$137  = xshift_copy11 ? xbuf[1663:1536] : pay[1535:1408];
+  assign \$138  = s__valid & xready_copy12;
+  assign \$139  = xshift_copy12 | \$138 ;
+  assign \$140  = xshift_copy12 ? xbuf[1791:1664] : pay[1663:1536];
+  assign \$141  = s__valid & xready_copy13;
+  assign \$142  = xshift_copy13 | \$141 ;
+  assign \$143  = xshift_copy13 ? xbuf[1919:1792] : pay[1791:1664];
+  assign \$144  = s__valid & xready_copy14;
+  assign \$145  = xshift_copy14 | \$144 ;
+  assign \$146  = xshift_copy14 ? xbuf[2047:1920] : pay[1919:1792];
+  assign \$147  = s__valid & xready_copy15;
+  assign \$148  = xshift_copy15 | \$147 ;
+  assign \$149  = xshift_copy15 ? xbuf[127:0] : pay[2047:1920];
+  assign \$150  = ! sfc;
+  assign \$151  = sfc == 4'hf;
+  assign \$152  = ft_d0[0] & ft_d0[2];
+  assign \$153  = ft_d0[0] & ft_d0[3];
+  assign \$154  = ft_d0[1] ? 17'h00000 : acc;
+  assign \$155  = $signed(\$154 ) + $signed(sum);
+  assign \$156  = ft_d0[1] ? 17'h00000 : \acc$66 ;
+  assign \$157  = $signed(\$156 ) + $signed(\sum$189 );
+  assign \$158  = ft_d0[1] ? 17'h00000 : \acc$72 ;
+  assign \$159  = $signed(\$158 ) + $signed(\sum$190 );
+  assign \$160  = ft_d0[1] ? 17'h00000 : \acc$78 ;
+  assign \$161  = $signed(\$160 ) + $signed(\sum$191 );
+  assign \$162  = ft_d0[1] ? 17'h00000 : \acc$84 ;
+  assign \$163  = $signed(\$162 ) + $signed(\sum$192 );
+  assign \$164  = ft_d0[1] ? 17'h00000 : \acc$90 ;
+  assign \$165  = $signed(\$164 ) + $signed(\sum$193 );
+  assign \$166  = ft_d0[1] ? 17'h00000 : \acc$96 ;
+  assign \$167  = $signed(\$166 ) + $signed(\sum$194 );
+  assign \$168  = ft_d0[1] ? 17'h00000 : \acc$102 ;
+  assign \$169  = $signed(\$168 ) + $signed(\sum$195 );
+  assign \$170  = ft_d0[1] ? 17'h00000 : \acc$108 ;
+  assign \$171  = $signed(\$170 ) + $signed(\sum$196 );
+  assign \$172  = ft_d0[1] ? 17'h00000 : \acc$114 ;
+  assign \$173  = $signed(\$172 ) + $signed(\sum$197 );
+  assign \$174  = | count;
+  assign \$175  = ~ \$174 ;
+  assign \$176  = enter & \$175 ;
+  assign \$177  = ~ \$176 ;
+  assign \$178  = qv_last_d0 & \$177 ;
+  assign \$179  = | count;
+  assign \$180  = enter & \$179 ;
+  assign \$181  = count - \$180 ;
+  assign \$182  = ! \$181 ;
+  assign \$183  = \$178  & \$182 ;
+  assign \$184  = | count;
+  assign \$185  = enter & \$184 ;
+  assign \$186  = | count;
+  assign \$187  = ~ \$186 ;
+  assign \$188  = enter & \$187 ;
+  assign \$189  = ~ \$188 ;
+  assign \$190  = qv_last_d0 & \$189 ;
+  assign \$191  = | count;
+  assign \$192  = enter & \$191 ;
+  assign \$193  = count - \$192 ;
+  assign \$194  = \$193  == 1'h1;
+  assign \$195  = \$190  & \$194 ;
+  assign \$196  = | count;
+  assign \$197  = enter & \$196 ;
+  assign \$198  = | \$64 [1:0];
+  assign \$199  = | \$64 [1:0];
+  assign \$200  = held_copy0 | qvalid_copy0;
+  assign \$201  = ~ mvalid_copy0;
+  assign \$202  = \$201  | m__ready;
+  assign \$203  = \$200  & \$202 ;
+  assign \$204  = | count;
+  assign \$205  = \$204  ? skid0 : { qe_last_d0, \q$139 , \q$138 , \q$137 , \q$136 , \q$135 , \q$134 , \q$133 , \q$132 , \q$131 , q };
+  assign \$206  = held_copy1 | qvalid_copy1;
+  assign \$207  = ~ mvalid_copy1;
+  assign \$208  = \$207  | m__ready;
+  assign \$209  = \$206  & \$208 ;
+  assign \$210  = | count;
+  assign \$211  = \$210  ? skid0 : { qe_last_d0, \q$139 , \q$138 , \q$137 , \q$136 , \q$135 , \q$134 , \q$133 , \q$132 , \q$131 , q };
   always @(posedge clk)
-    busy <= \$90 ;
+    busy <= \$212 ;
   always @(posedge clk)
-    addr <= \$91 ;
+    addr <= \$213 ;
   always @(posedge clk)
-    sfc <= \$92 ;
+    sfc <= \$214 ;
   always @(posedge clk)
-    last_step <= \$93 ;
+    last_step <= \$215 ;
   always @(posedge clk)
-    xbuf <= \$94 ;
+    s__ready <= \$216 ;
   always @(posedge clk)
-    s__ready <= \$95 ;
+    credits <= \$217 ;
   always @(posedge clk)
-    x_d0 <= \$96 ;
+    issue <= \$218 ;
   always @(posedge clk)
-    x <= \$97 ;
+    xshift_copy0 <= \$219 ;
   always @(posedge clk)
-    wdata_d0 <= \$98 ;
+    xshift_copy1 <= \$220 ;
   always @(posedge clk)
-    f1_d0 <= \$99 ;
+    xshift_copy2 <= \$221 ;
   always @(posedge clk)
-    f1_d1 <= \$100 ;
+    xshift_copy3 <= \$222 ;
   always @(posedge clk)
-    fp_d0 <= \$101 ;
+    xshift_copy4 <= \$223 ;
   always @(posedge clk)
-    fp_d1 <= \$102 ;
+    xshift_copy5 <= \$224 ;
   always @(posedge clk)
-    fp_d2 <= \$103 ;
+    xshift_copy6 <= \$225 ;
   always @(posedge clk)
-    fp_d3 <= \$104 ;
+    xshift_copy7 <= \$226 ;
   always @(posedge clk)
-    ft_d0 <= \$105 ;
+    xshift_copy8 <= \$227 ;
   always @(posedge clk)
-    params_d0 <= \$106 ;
+    xshift_copy9 <= \$228 ;
   always @(posedge clk)
-    acc_valid <= \$107 ;
+    xshift_copy10 <= \$229 ;
   always @(posedge clk)
-    acc_end <= \$108 ;
+    xshift_copy11 <= \$230 ;
   always @(posedge clk)
-    acc <= \$109 ;
+    xshift_copy12 <= \$231 ;
   always @(posedge clk)
-    \acc$48  <= \$110 ;
+    xshift_copy13 <= \$232 ;
   always @(posedge clk)
-    \acc$54  <= \$111 ;
+    xshift_copy14 <= \$233 ;
   always @(posedge clk)
-    \acc$60  <= \$112 ;
+    xshift_copy15 <= \$234 ;
   always @(posedge clk)
-    \acc$66  <= \$113 ;
+    xready_copy0 <= \$235 ;
   always @(posedge clk)
-    \acc$72  <= \$114 ;
+    xready_copy1 <= \$236 ;
   always @(posedge clk)
-    \acc$78  <= \$115 ;
+    xready_copy2 <= \$237 ;
   always @(posedge clk)
-    \acc$84  <= \$116 ;
+    xready_copy3 <= \$238 ;
   always @(posedge clk)
-    \acc$90  <= \$117 ;
+    xready_copy4 <= \$239 ;
   always @(posedge clk)
-    \acc$96  <= \$118 ;
+    xready_copy5 <= \$240 ;
   always @(posedge clk)
-    qv_d0 <= \$119 ;
+    xready_copy6 <= \$241 ;
   always @(posedge clk)
-    qv_d1 <= \$120 ;
+    xready_copy7 <= \$242 ;
   always @(posedge clk)
-    qe_d0 <= \$121 ;
+    xready_copy8 <= \$243 ;
   always @(posedge clk)
-    qe_d1 <= \$122 ;
+    xready_copy9 <= \$244 ;
   always @(posedge clk)
-    qv_last_d0 <= \$123 ;
+    xready_copy10 <= \$245 ;
   always @(posedge clk)
-    qe_last_d0 <= \$124 ;
+    xready_copy11 <= \$246 ;
   always @(posedge clk)
-    skid0 <= \$125 ;
+    xready_copy12 <= \$247 ;
   always @(posedge clk)
-    skid1 <= \$126 ;
+    xready_copy13 <= \$248 ;
   always @(posedge clk)
-    count <= \$127 ;
+    xready_copy14 <= \$249 ;
   always @(posedge clk)
-    m__payload <= \$128 ;
+    xready_copy15 <= \$250 ;
   always @(posedge clk)
-    m__valid <= \$129 ;
+    xbuf <= \$251 ;
   always @(posedge clk)
-    credit_back_d0 <= \$130 ;
+    x_d0 <= \$252 ;
   always @(posedge clk)
-    credit_back_d1 <= \$131 ;
+    x <= \$253 ;
   always @(posedge clk)
-    credits <= \$132 ;
+    wdata_d0 <= \$254 ;
+  always @(posedge clk)
+    f1_d0 <= \$255 ;
+  always @(posedge clk)
+    f1_d1 <= \$256 ;
+  always @(posedge clk)
+    fp_d0 <= \$257 ;
+  always @(posedge clk)
+    fp_d1 <= \$258 ;
+  always @(posedge clk)
+    fp_d2 <= \$259 ;
+  always @(posedge clk)
+    fp_d3 <= \$260 ;
+  always @(posedge clk)
+    ft_d0 <= \$261 ;
+  always @(posedge clk)
+    params_d0 <= \$262 ;
+  always @(posedge clk)
+    acc_valid <= \$263 ;
+  always @(posedge clk)
+    acc_end <= \$264 ;
+  always @(posedge clk)
+    acc <= \$265 ;
+  always @(posedge clk)
+    \acc$66  <= \$266 ;
+  always @(posedge clk)
+    \acc$72  <= \$267 ;
+  always @(posedge clk)
+    \acc$78  <= \$268 ;
+  always @(posedge clk)
+    \acc$84  <= \$269 ;
+  always @(posedge clk)
+    \acc$90  <= \$270 ;
+  always @(posedge clk)
+    \acc$96  <= \$271 ;
+  always @(posedge clk)
+    \acc$102  <= \$272 ;
+  always @(posedge clk)
+    \acc$108  <= \$273 ;
+  always @(posedge clk)
+    \acc$114  <= \$274 ;
+  always @(posedge clk)
+    qv_d0 <= \$275 ;
+  always @(posedge clk)
+    qv_d1 <= \$276 ;
+  always @(posedge clk)
+    qe_d0 <= \$277 ;
+  always @(posedge clk)
+    qe_d1 <= \$278 ;
+  always @(posedge clk)
+    qv_last_d0 <= \$279 ;
+  always @(posedge clk)
+    qe_last_d0 <= \$280 ;
+  always @(posedge clk)
+    skid0 <= \$281 ;
+  always @(posedge clk)
+    skid1 <= \$282 ;
+  always @(posedge clk)
+    count <= \$283 ;
+  always @(posedge clk)
+    m__valid <= \$284 ;
+  always @(posedge clk)
+    held_copy0 <= \$285 ;
+  always @(posedge clk)
+    held_copy1 <= \$286 ;
+  always @(posedge clk)
+    qvalid_copy0 <= \$287 ;
+  always @(posedge clk)
+    qvalid_copy1 <= \$288 ;
+  always @(posedge clk)
+    mvalid_copy0 <= \$289 ;
+  always @(posedge clk)
+    mvalid_copy1 <= \$290 ;
+  always @(posedge clk)
+    m__payload <= \$291 ;
+  always @(posedge clk)
+    credit_back_d0 <= \$292 ;
+  always @(posedge clk)
+    credit_back <= \$293 ;
   \bchw_top.engine3.params  params (
     .clk(clk),
-    .data(\data$128 )
+    .data(\data$185 )
   );
   \bchw_top.engine3.requant0  requant0 (
     .acc(acc),
     .clk(clk),
-    .\port$9403$0 (params_d0[58:0]),
+    .\port$11641$0 (params_d0[58:0]),
     .q(q),
     .rst(rst)
   );
   \bchw_top.engine3.requant1  requant1 (
-    .acc(\acc$48 ),
+    .acc(\acc$66 ),
     .clk(clk),
-    .\port$9403$59 (params_d0[117:59]),
-    .q(\q$147 ),
+    .\port$11641$59 (params_d0[117:59]),
+    .q(\q$131 ),
     .rst(rst)
   );
   \bchw_top.engine3.requant2  requant2 (
-    .acc(\acc$54 ),
+    .acc(\acc$72 ),
     .clk(clk),
-    .\port$9403$118 (params_d0[176:118]),
-    .q(\q$148 ),
+    .\port$11641$118 (params_d0[176:118]),
+    .q(\q$132 ),
     .rst(rst)
   );
   \bchw_top.engine3.requant3  requant3 (
-    .acc(\acc$60 ),
+    .acc(\acc$78 ),
     .clk(clk),
-    .\port$9403$177 (params_d0[235:177]),
-    .q(\q$149 ),
+    .\port$11641$177 (params_d0[235:177]),
+    .q(\q$133 ),
     .rst(rst)
   );
   \bchw_top.engine3.requant4  requant4 (
-    .acc(\acc$66 ),
+    .acc(\acc$84 ),
     .clk(clk),
-    .\port$9403$236 (params_d0[294:236]),
-    .q(\q$150 ),
+    .\port$11641$236 (params_d0[294:236]),
+    .q(\q$134 ),
     .rst(rst)
   );
   \bchw_top.engine3.requant5  requant5 (
-    .acc(\acc$72 ),
+    .acc(\acc$90 ),
     .clk(clk),
-    .\port$9403$295 (params_d0[353:295]),
-    .q(\q$151 ),
+    .\port$11641$295 (params_d0[353:295]),
+    .q(\q$135 ),
     .rst(rst)
   );
   \bchw_top.engine3.requant6  requant6 (
-    .acc(\acc$78 ),
+    .acc(\acc$96 ),
     .clk(clk),
-    .\port$9403$354 (params_d0[412:354]),
-    .q(\q$152 ),
+    .\port$11641$354 (params_d0[412:354]),
+    .q(\q$136 ),
     .rst(rst)
   );
   \bchw_top.engine3.requant7  requant7 (
-    .acc(\acc$84 ),
+    .acc(\acc$102 ),
     .clk(clk),
-    .\port$9403$413 (params_d0[471:413]),
-    .q(\q$153 ),
+    .\port$11641$413 (params_d0[471:413]),
+    .q(\q$137 ),
     .rst(rst)
   );
   \bchw_top.engine3.requant8  requant8 (
-    .acc(\acc$90 ),
+    .acc(\acc$108 ),
     .clk(clk),
-    .\port$9403$472 (params_d0[530:472]),
-    .q(\q$154 ),
+    .\port$11641$472 (params_d0[530:472]),
+    .q(\q$138 ),
     .rst(rst)
   );
   \bchw_top.engine3.requant9  requant9 (
-    .acc(\acc$96 ),
+    .acc(\acc$114 ),
     .clk(clk),
-    .\port$9403$531 (params_d0[589:531]),
-    .q(\q$155 ),
+    .\port$11641$531 (params_d0[589:531]),
+    .q(\q$139 ),
     .rst(rst)
   );
   \bchw_top.engine3.tree0  tree0 (
@@ -25490,63 +32608,63 @@ module \bchw_top.engine3 (rst, m__ready, s__payload, s__valid, s__ready, m__payl
   );
   \bchw_top.engine3.tree1  tree1 (
     .clk(clk),
-    .l4_0(\sum$132 ),
+    .l4_0(\sum$189 ),
     .rst(rst),
     .w(wdata_d0[31:16]),
     .x(x)
   );
   \bchw_top.engine3.tree2  tree2 (
     .clk(clk),
-    .l4_0(\sum$133 ),
+    .l4_0(\sum$190 ),
     .rst(rst),
     .w(wdata_d0[47:32]),
     .x(x)
   );
   \bchw_top.engine3.tree3  tree3 (
     .clk(clk),
-    .l4_0(\sum$134 ),
+    .l4_0(\sum$191 ),
     .rst(rst),
     .w(wdata_d0[63:48]),
     .x(x)
   );
   \bchw_top.engine3.tree4  tree4 (
     .clk(clk),
-    .l4_0(\sum$135 ),
+    .l4_0(\sum$192 ),
     .rst(rst),
     .w(wdata_d0[79:64]),
     .x(x)
   );
   \bchw_top.engine3.tree5  tree5 (
     .clk(clk),
-    .l4_0(\sum$136 ),
+    .l4_0(\sum$193 ),
     .rst(rst),
     .w(wdata_d0[95:80]),
     .x(x)
   );
   \bchw_top.engine3.tree6  tree6 (
     .clk(clk),
-    .l4_0(\sum$137 ),
+    .l4_0(\sum$194 ),
     .rst(rst),
     .w(wdata_d0[111:96]),
     .x(x)
   );
   \bchw_top.engine3.tree7  tree7 (
     .clk(clk),
-    .l4_0(\sum$138 ),
+    .l4_0(\sum$195 ),
     .rst(rst),
     .w(wdata_d0[127:112]),
     .x(x)
   );
   \bchw_top.engine3.tree8  tree8 (
     .clk(clk),
-    .l4_0(\sum$139 ),
+    .l4_0(\sum$196 ),
     .rst(rst),
     .w(wdata_d0[143:128]),
     .x(x)
   );
   \bchw_top.engine3.tree9  tree9 (
     .clk(clk),
-    .l4_0(\sum$140 ),
+    .l4_0(\sum$197 ),
     .rst(rst),
     .w(wdata_d0[159:144]),
     .x(x)
@@ -25558,416 +32676,707 @@ module \bchw_top.engine3 (rst, m__ready, s__payload, s__valid, s__ready, m__payl
   );
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$54 ) begin end
-    \$90  = busy;
-    if (\$5 ) begin
-      \$90  = 1'h1;
-    end else if (last_step) begin
-      \$90  = 1'h0;
-    end
+    \$212  = busy_next;
     if (rst) begin
-      \$90  = 1'h0;
+      \$212  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$54 ) begin end
-    \$91  = addr;
-    if (\$5 ) begin
-      \$91  = 4'h0;
-    end else if (last_step) begin
-    end else if (\$9 ) begin
-      \$91  = \$10 [3:0];
-    end
+    \$213  = \$11 [3:0];
     if (rst) begin
-      \$91  = 4'h0;
+      \$213  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$54 ) begin end
-    \$92  = sfc;
-    if (\$5 ) begin
-      \$92  = 4'h0;
-    end else if (last_step) begin
-    end else if (\$9 ) begin
-      (* full_case = 32'd1 *)
-      if (\$13 ) begin
-        \$92  = 4'h0;
-      end else begin
-        \$92  = \$15 [3:0];
-      end
-    end
+    \$214  = \$23 [3:0];
     if (rst) begin
-      \$92  = 4'h0;
+      \$214  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$54 ) begin end
-    \$93  = last_step;
-    if (\$5 ) begin
-      \$93  = 1'h0;
-    end else if (last_step) begin
-      \$93  = 1'h0;
-    end else if (\$9 ) begin
-      \$93  = \$11 ;
-    end
+    \$215  = last_step_next;
     if (rst) begin
-      \$93  = 1'h0;
+      \$215  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$54 ) begin end
-    \$94  = xbuf;
-    if (\$5 ) begin
-      \$94  = s__payload;
-    end else if (last_step) begin
-    end else if (\$9 ) begin
-      \$94  = { xbuf[127:0], xbuf[2047:128] };
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$54 ) begin end
-    \$95  = s__ready;
-    if (\$5 ) begin
-      \$95  = 1'h0;
-    end else if (last_step) begin
-      \$95  = 1'h1;
-    end else if (\$9 ) begin
-      \$95  = \$12 ;
-    end
+    \$216  = ready_next;
     if (rst) begin
-      \$95  = 1'h1;
+      \$216  = 1'h1;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$54 ) begin end
-    \$99  = { last_step, \$21 , \$20 , \$19  };
+    \$217  = \$47 [1:0];
     if (rst) begin
-      \$99  = 4'h0;
+      \$217  = 2'h2;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$54 ) begin end
-    \$100  = f1_d0;
+    \$218  = issue_next;
     if (rst) begin
-      \$100  = 4'h0;
+      \$218  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$54 ) begin end
-    \$101  = f1_d1;
+    \$219  = \$71 ;
     if (rst) begin
-      \$101  = 4'h0;
+      \$219  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$54 ) begin end
-    \$102  = fp_d0;
+    \$220  = \$73 ;
     if (rst) begin
-      \$102  = 4'h0;
+      \$220  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$54 ) begin end
-    \$103  = fp_d1;
+    \$221  = \$75 ;
     if (rst) begin
-      \$103  = 4'h0;
+      \$221  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$54 ) begin end
-    \$104  = fp_d2;
+    \$222  = \$77 ;
     if (rst) begin
-      \$104  = 4'h0;
+      \$222  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$54 ) begin end
-    \$105  = fp_d3;
+    \$223  = \$79 ;
     if (rst) begin
-      \$105  = 4'h0;
+      \$223  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$54 ) begin end
-    \$107  = \$22 ;
+    \$224  = \$81 ;
     if (rst) begin
-      \$107  = 1'h0;
+      \$224  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$54 ) begin end
-    \$108  = \$23 ;
+    \$225  = \$83 ;
     if (rst) begin
-      \$108  = 1'h0;
+      \$225  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$54 ) begin end
-    \$109  = acc;
+    \$226  = \$85 ;
+    if (rst) begin
+      \$226  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$54 ) begin end
+    \$227  = \$87 ;
+    if (rst) begin
+      \$227  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$54 ) begin end
+    \$228  = \$89 ;
+    if (rst) begin
+      \$228  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$54 ) begin end
+    \$229  = \$91 ;
+    if (rst) begin
+      \$229  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$54 ) begin end
+    \$230  = \$93 ;
+    if (rst) begin
+      \$230  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$54 ) begin end
+    \$231  = \$95 ;
+    if (rst) begin
+      \$231  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$54 ) begin end
+    \$232  = \$97 ;
+    if (rst) begin
+      \$232  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$54 ) begin end
+    \$233  = \$99 ;
+    if (rst) begin
+      \$233  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$54 ) begin end
+    \$234  = \$101 ;
+    if (rst) begin
+      \$234  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$54 ) begin end
+    \$235  = ready_next;
+    if (rst) begin
+      \$235  = 1'h1;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$54 ) begin end
+    \$236  = ready_next;
+    if (rst) begin
+      \$236  = 1'h1;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$54 ) begin end
+    \$237  = ready_next;
+    if (rst) begin
+      \$237  = 1'h1;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$54 ) begin end
+    \$238  = ready_next;
+    if (rst) begin
+      \$238  = 1'h1;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$54 ) begin end
+    \$239  = ready_next;
+    if (rst) begin
+      \$239  = 1'h1;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$54 ) begin end
+    \$240  = ready_next;
+    if (rst) begin
+      \$240  = 1'h1;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$54 ) begin end
+    \$241  = ready_next;
+    if (rst) begin
+      \$241  = 1'h1;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$54 ) begin end
+    \$242  = ready_next;
+    if (rst) begin
+      \$242  = 1'h1;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$54 ) begin end
+    \$243  = ready_next;
+    if (rst) begin
+      \$243  = 1'h1;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$54 ) begin end
+    \$244  = ready_next;
+    if (rst) begin
+      \$244  = 1'h1;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$54 ) begin end
+    \$245  = ready_next;
+    if (rst) begin
+      \$245  = 1'h1;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$54 ) begin end
+    \$246  = ready_next;
+    if (rst) begin
+      \$246  = 1'h1;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$54 ) begin end
+    \$247  = ready_next;
+    if (rst) begin
+      \$247  = 1'h1;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$54 ) begin end
+    \$248  = ready_next;
+    if (rst) begin
+      \$248  = 1'h1;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$54 ) begin end
+    \$249  = ready_next;
+    if (rst) begin
+      \$249  = 1'h1;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$54 ) begin end
+    \$250  = ready_next;
+    if (rst) begin
+      \$250  = 1'h1;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$54 ) begin end
+    \$251  = xbuf;
+    if (\$103 ) begin
+      \$251 [127:0] = \$104 ;
+    end
+    if (\$106 ) begin
+      \$251 [255:128] = \$107 ;
+    end
+    if (\$109 ) begin
+      \$251 [383:256] = \$110 ;
+    end
+    if (\$112 ) begin
+      \$251 [511:384] = \$113 ;
+    end
+    if (\$115 ) begin
+      \$251 [639:512] = \$116 ;
+    end
+    if (\$118 ) begin
+      \$251 [767:640] = \$119 ;
+    end
+    if (\$121 ) begin
+      \$251 [895:768] = \$122 ;
+    end
+    if (\$124 ) begin
+      \$251 [1023:896] = \$125 ;
+    end
+    if (\$127 ) begin
+      \$251 [1151:1024] = \$128 ;
+    end
+    if (\$130 ) begin
+      \$251 [1279:1152] = \$131 ;
+    end
+    if (\$133 ) begin
+      \$251 [1407:1280] = \$134 ;
+    end
+    if (\$136 ) begin
+      \$251 [1535:1408] = \$137 ;
+    end
+    if (\$139 ) begin
+      \$251 [1663:1536] = \$140 ;
+    end
+    if (\$142 ) begin
+      \$251 [1791:1664] = \$143 ;
+    end
+    if (\$145 ) begin
+      \$251 [1919:1792] = \$146 ;
+    end
+    if (\$148 ) begin
+      \$251 [2047:1920] = \$149 ;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$54 ) begin end
+    \$255  = { last_step, \$151 , \$150 , issue };
+    if (rst) begin
+      \$255  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$54 ) begin end
+    \$256  = f1_d0;
+    if (rst) begin
+      \$256  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$54 ) begin end
+    \$257  = f1_d1;
+    if (rst) begin
+      \$257  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$54 ) begin end
+    \$258  = fp_d0;
+    if (rst) begin
+      \$258  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$54 ) begin end
+    \$259  = fp_d1;
+    if (rst) begin
+      \$259  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$54 ) begin end
+    \$260  = fp_d2;
+    if (rst) begin
+      \$260  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$54 ) begin end
+    \$261  = fp_d3;
+    if (rst) begin
+      \$261  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$54 ) begin end
+    \$263  = \$152 ;
+    if (rst) begin
+      \$263  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$54 ) begin end
+    \$264  = \$153 ;
+    if (rst) begin
+      \$264  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$54 ) begin end
+    \$265  = acc;
     if (ft_d0[0]) begin
-      \$109  = \$25 [16:0];
+      \$265  = \$155 [16:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$54 ) begin end
-    \$110  = \acc$48 ;
+    \$266  = \acc$66 ;
     if (ft_d0[0]) begin
-      \$110  = \$27 [16:0];
+      \$266  = \$157 [16:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$54 ) begin end
-    \$111  = \acc$54 ;
+    \$267  = \acc$72 ;
     if (ft_d0[0]) begin
-      \$111  = \$29 [16:0];
+      \$267  = \$159 [16:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$54 ) begin end
-    \$112  = \acc$60 ;
+    \$268  = \acc$78 ;
     if (ft_d0[0]) begin
-      \$112  = \$31 [16:0];
+      \$268  = \$161 [16:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$54 ) begin end
-    \$113  = \acc$66 ;
+    \$269  = \acc$84 ;
     if (ft_d0[0]) begin
-      \$113  = \$33 [16:0];
+      \$269  = \$163 [16:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$54 ) begin end
-    \$114  = \acc$72 ;
+    \$270  = \acc$90 ;
     if (ft_d0[0]) begin
-      \$114  = \$35 [16:0];
+      \$270  = \$165 [16:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$54 ) begin end
-    \$115  = \acc$78 ;
+    \$271  = \acc$96 ;
     if (ft_d0[0]) begin
-      \$115  = \$37 [16:0];
+      \$271  = \$167 [16:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$54 ) begin end
-    \$116  = \acc$84 ;
+    \$272  = \acc$102 ;
     if (ft_d0[0]) begin
-      \$116  = \$39 [16:0];
+      \$272  = \$169 [16:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$54 ) begin end
-    \$117  = \acc$90 ;
+    \$273  = \acc$108 ;
     if (ft_d0[0]) begin
-      \$117  = \$41 [16:0];
+      \$273  = \$171 [16:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$54 ) begin end
-    \$118  = \acc$96 ;
+    \$274  = \acc$114 ;
     if (ft_d0[0]) begin
-      \$118  = \$43 [16:0];
+      \$274  = \$173 [16:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$54 ) begin end
-    \$119  = acc_valid;
+    \$275  = acc_valid;
     if (rst) begin
-      \$119  = 1'h0;
+      \$275  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$54 ) begin end
-    \$120  = qv_d0;
+    \$276  = qv_d0;
     if (rst) begin
-      \$120  = 1'h0;
+      \$276  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$54 ) begin end
-    \$121  = acc_end;
+    \$277  = acc_end;
     if (rst) begin
-      \$121  = 1'h0;
+      \$277  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$54 ) begin end
-    \$122  = qe_d0;
+    \$278  = qe_d0;
     if (rst) begin
-      \$122  = 1'h0;
+      \$278  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$54 ) begin end
-    \$123  = qv_d1;
+    \$279  = qv_d1;
     if (rst) begin
-      \$123  = 1'h0;
+      \$279  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$54 ) begin end
-    \$124  = qe_d1;
+    \$280  = qe_d1;
     if (rst) begin
-      \$124  = 1'h0;
+      \$280  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$54 ) begin end
-    \$125  = skid0;
-    if (\$53 ) begin
-      \$125  = { qe_last_d0, \q$155 , \q$154 , \q$153 , \q$152 , \q$151 , \q$150 , \q$149 , \q$148 , \q$147 , q };
-    end else if (\$55 ) begin
-      \$125  = skid1;
+    \$281  = skid0;
+    if (\$183 ) begin
+      \$281  = { qe_last_d0, \q$139 , \q$138 , \q$137 , \q$136 , \q$135 , \q$134 , \q$133 , \q$132 , \q$131 , q };
+    end else if (\$185 ) begin
+      \$281  = skid1;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$54 ) begin end
-    \$126  = skid1;
-    if (\$65 ) begin
-      \$126  = { qe_last_d0, \q$155 , \q$154 , \q$153 , \q$152 , \q$151 , \q$150 , \q$149 , \q$148 , \q$147 , q };
-    end else if (\$67 ) begin
-      \$126  = 161'h00000000000000000000000000000000000000000;
+    \$282  = skid1;
+    if (\$195 ) begin
+      \$282  = { qe_last_d0, \q$139 , \q$138 , \q$137 , \q$136 , \q$135 , \q$134 , \q$133 , \q$132 , \q$131 , q };
+    end else if (\$197 ) begin
+      \$282  = 161'h00000000000000000000000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$54 ) begin end
-    \$127  = \$76 [1:0];
+    \$283  = \$64 [1:0];
     if (rst) begin
-      \$127  = 2'h0;
+      \$283  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$54 ) begin end
-    \$128  = m__payload;
-    if (enter) begin
-      \$128  = \$78 [159:0];
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$54 ) begin end
-    \$129  = m__valid;
-    if (\$81 ) begin
-      \$129  = 1'h1;
-    end else if (m__ready) begin
-      \$129  = 1'h0;
-    end
+    \$284  = valid_next;
     if (rst) begin
-      \$129  = 1'h0;
+      \$284  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$54 ) begin end
-    \$130  = enter;
+    \$285  = \$198 ;
     if (rst) begin
-      \$130  = 1'h0;
+      \$285  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$54 ) begin end
-    \$131  = credit_back_d0;
+    \$286  = \$199 ;
     if (rst) begin
-      \$131  = 1'h0;
+      \$286  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$54 ) begin end
-    \$132  = \$89 [1:0];
+    \$287  = qv_d1;
     if (rst) begin
-      \$132  = 2'h2;
+      \$287  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$54 ) begin end
+    \$288  = qv_d1;
+    if (rst) begin
+      \$288  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$54 ) begin end
+    \$289  = valid_next;
+    if (rst) begin
+      \$289  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$54 ) begin end
+    \$290  = valid_next;
+    if (rst) begin
+      \$290  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$54 ) begin end
+    \$291  = m__payload;
+    if (\$203 ) begin
+      \$291 [127:0] = \$205 [127:0];
+    end
+    if (\$209 ) begin
+      \$291 [159:128] = \$211 [159:128];
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$54 ) begin end
+    \$292  = enter;
+    if (rst) begin
+      \$292  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$54 ) begin end
+    \$293  = credit_back_d0;
+    if (rst) begin
+      \$293  = 1'h0;
     end
   end
   assign ready = s__ready;
   assign en = 1'h1;
   assign step = addr;
-  assign \en$5  = 1'h1;
+  assign step_next = \$11 [3:0];
+  assign sfc_next = \$23 [3:0];
+  assign credits_next = \$47 [1:0];
+  assign s__payload = pay;
+  assign \en$23  = 1'h1;
   assign x_d1 = x;
   assign w = wdata_d0[15:0];
-  assign \en$10  = 1'h1;
-  assign \x$11  = x;
-  assign \w$12  = wdata_d0[31:16];
-  assign \en$13  = 1'h1;
-  assign \x$14  = x;
-  assign \w$15  = wdata_d0[47:32];
-  assign \en$16  = 1'h1;
-  assign \x$17  = x;
-  assign \w$18  = wdata_d0[63:48];
-  assign \en$19  = 1'h1;
-  assign \x$20  = x;
-  assign \w$21  = wdata_d0[79:64];
-  assign \en$22  = 1'h1;
-  assign \x$23  = x;
-  assign \w$24  = wdata_d0[95:80];
-  assign \en$25  = 1'h1;
-  assign \x$26  = x;
-  assign \w$27  = wdata_d0[111:96];
   assign \en$28  = 1'h1;
   assign \x$29  = x;
-  assign \w$30  = wdata_d0[127:112];
+  assign \w$30  = wdata_d0[31:16];
   assign \en$31  = 1'h1;
   assign \x$32  = x;
-  assign \w$33  = wdata_d0[143:128];
+  assign \w$33  = wdata_d0[47:32];
   assign \en$34  = 1'h1;
   assign \x$35  = x;
-  assign \w$36  = wdata_d0[159:144];
+  assign \w$36  = wdata_d0[63:48];
   assign \en$37  = 1'h1;
-  assign \addr$38  = 1'h0;
+  assign \x$38  = x;
+  assign \w$39  = wdata_d0[79:64];
   assign \en$40  = 1'h1;
+  assign \x$41  = x;
+  assign \w$42  = wdata_d0[95:80];
+  assign \en$43  = 1'h1;
+  assign \x$44  = x;
+  assign \w$45  = wdata_d0[111:96];
+  assign \en$46  = 1'h1;
+  assign \x$47  = x;
+  assign \w$48  = wdata_d0[127:112];
+  assign \en$49  = 1'h1;
+  assign \x$50  = x;
+  assign \w$51  = wdata_d0[143:128];
+  assign \en$52  = 1'h1;
+  assign \x$53  = x;
+  assign \w$54  = wdata_d0[159:144];
+  assign \en$55  = 1'h1;
+  assign \addr$56  = 1'h0;
+  assign \en$58  = 1'h1;
   assign acc0 = acc;
   assign mul = params_d0[17:0];
   assign shift = params_d0[22:18];
   assign bias = params_d0[58:23];
-  assign \en$47  = 1'h1;
-  assign acc1 = \acc$48 ;
-  assign \mul$50  = params_d0[76:59];
-  assign \shift$51  = params_d0[81:77];
-  assign \bias$52  = params_d0[117:82];
-  assign \en$53  = 1'h1;
-  assign acc2 = \acc$54 ;
-  assign \mul$56  = params_d0[135:118];
-  assign \shift$57  = params_d0[140:136];
-  assign \bias$58  = params_d0[176:141];
-  assign \en$59  = 1'h1;
-  assign acc3 = \acc$60 ;
-  assign \mul$62  = params_d0[194:177];
-  assign \shift$63  = params_d0[199:195];
-  assign \bias$64  = params_d0[235:200];
   assign \en$65  = 1'h1;
-  assign acc4 = \acc$66 ;
-  assign \mul$68  = params_d0[253:236];
-  assign \shift$69  = params_d0[258:254];
-  assign \bias$70  = params_d0[294:259];
+  assign acc1 = \acc$66 ;
+  assign \mul$68  = params_d0[76:59];
+  assign \shift$69  = params_d0[81:77];
+  assign \bias$70  = params_d0[117:82];
   assign \en$71  = 1'h1;
-  assign acc5 = \acc$72 ;
-  assign \mul$74  = params_d0[312:295];
-  assign \shift$75  = params_d0[317:313];
-  assign \bias$76  = params_d0[353:318];
+  assign acc2 = \acc$72 ;
+  assign \mul$74  = params_d0[135:118];
+  assign \shift$75  = params_d0[140:136];
+  assign \bias$76  = params_d0[176:141];
   assign \en$77  = 1'h1;
-  assign acc6 = \acc$78 ;
-  assign \mul$80  = params_d0[371:354];
-  assign \shift$81  = params_d0[376:372];
-  assign \bias$82  = params_d0[412:377];
+  assign acc3 = \acc$78 ;
+  assign \mul$80  = params_d0[194:177];
+  assign \shift$81  = params_d0[199:195];
+  assign \bias$82  = params_d0[235:200];
   assign \en$83  = 1'h1;
-  assign acc7 = \acc$84 ;
-  assign \mul$86  = params_d0[430:413];
-  assign \shift$87  = params_d0[435:431];
-  assign \bias$88  = params_d0[471:436];
+  assign acc4 = \acc$84 ;
+  assign \mul$86  = params_d0[253:236];
+  assign \shift$87  = params_d0[258:254];
+  assign \bias$88  = params_d0[294:259];
   assign \en$89  = 1'h1;
-  assign acc8 = \acc$90 ;
-  assign \mul$92  = params_d0[489:472];
-  assign \shift$93  = params_d0[494:490];
-  assign \bias$94  = params_d0[530:495];
+  assign acc5 = \acc$90 ;
+  assign \mul$92  = params_d0[312:295];
+  assign \shift$93  = params_d0[317:313];
+  assign \bias$94  = params_d0[353:318];
   assign \en$95  = 1'h1;
-  assign acc9 = \acc$96 ;
-  assign \mul$98  = params_d0[548:531];
-  assign \shift$99  = params_d0[553:549];
-  assign \bias$100  = params_d0[589:554];
+  assign acc6 = \acc$96 ;
+  assign \mul$98  = params_d0[371:354];
+  assign \shift$99  = params_d0[376:372];
+  assign \bias$100  = params_d0[412:377];
+  assign \en$101  = 1'h1;
+  assign acc7 = \acc$102 ;
+  assign \mul$104  = params_d0[430:413];
+  assign \shift$105  = params_d0[435:431];
+  assign \bias$106  = params_d0[471:436];
+  assign \en$107  = 1'h1;
+  assign acc8 = \acc$108 ;
+  assign \mul$110  = params_d0[489:472];
+  assign \shift$111  = params_d0[494:490];
+  assign \bias$112  = params_d0[530:495];
+  assign \en$113  = 1'h1;
+  assign acc9 = \acc$114 ;
+  assign \mul$116  = params_d0[548:531];
+  assign \shift$117  = params_d0[553:549];
+  assign \bias$118  = params_d0[589:554];
   assign vector = m__payload;
-  assign \$106  = \data$128 ;
-  assign \$98  = data;
-  assign \$97  = x_d0;
-  assign \$96  = xbuf[127:0];
-  assign \$14  = 2'h1;
+  assign count_next = \$64 [1:0];
+  assign credit_back_d1 = credit_back;
+  assign \$262  = \data$185 ;
+  assign \$254  = data;
+  assign \$253  = x_d0;
+  assign \$252  = xbuf[127:0];
+  assign busy_next = \$4 ;
+  assign \$11  = \$10 ;
+  assign \$23  = \$22 ;
+  assign \$29  = 2'h1;
+  assign \$32  = \$31 ;
+  assign last_step_next = \$37 ;
+  assign ready_next = \$42 ;
+  assign \$47  = \$46 ;
+  assign issue_next = \$51 ;
 endmodule
 
 (* generator = "Amaranth" *)
@@ -25994,7 +33403,7 @@ module \bchw_top.engine3.params (data, clk);
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine3.requant0 (rst, \port$9403$0 , acc, q, clk);
+module \bchw_top.engine3.requant0 (rst, \port$11641$0 , acc, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$55  = 0;
   wire [34:0] \$1 ;
   wire [36:0] \$10 ;
@@ -26020,8 +33429,8 @@ module \bchw_top.engine3.requant0 (rst, \port$9403$0 , acc, q, clk);
   wire clk;
   wire en;
   wire [17:0] mul;
-  input [58:0] \port$9403$0 ;
-  wire [58:0] \port$9403$0 ;
+  input [58:0] \port$11641$0 ;
+  wire [58:0] \port$11641$0 ;
   reg [34:0] prod = 35'h000000000;
   output [15:0] q;
   reg [15:0] q = 16'h0000;
@@ -26032,7 +33441,7 @@ module \bchw_top.engine3.requant0 (rst, \port$9403$0 , acc, q, clk);
   reg [4:0] shift2 = 5'h00;
   wire [36:0] shifted;
   reg [36:0] total = 37'h0000000000;
-  assign \$1  = $signed(acc) * $signed(\port$9403$0 [17:0]);
+  assign \$1  = $signed(acc) * $signed(\port$11641$0 [17:0]);
   assign \$2  = $signed(prod) + $signed(bias1);
   assign \$3  = & shifted[36:15];
   assign \$4  = ~ \$3 ;
@@ -26063,18 +33472,18 @@ module \bchw_top.engine3.requant0 (rst, \port$9403$0 , acc, q, clk);
     end
   end
   assign en = 1'h1;
-  assign mul = \port$9403$0 [17:0];
-  assign bias = \port$9403$0 [58:23];
-  assign shift = \port$9403$0 [22:18];
+  assign mul = \port$11641$0 [17:0];
+  assign bias = \port$11641$0 [58:23];
+  assign shift = \port$11641$0 [22:18];
   assign \$15  = shift1;
   assign \$14  = \$2 ;
-  assign \$13  = \port$9403$0 [22:18];
-  assign \$12  = \port$9403$0 [58:23];
+  assign \$13  = \port$11641$0 [22:18];
+  assign \$12  = \port$11641$0 [58:23];
   assign \$11  = \$1 ;
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine3.requant1 (rst, \port$9403$59 , acc, q, clk);
+module \bchw_top.engine3.requant1 (rst, \port$11641$59 , acc, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$56  = 0;
   wire [34:0] \$1 ;
   wire [36:0] \$10 ;
@@ -26100,8 +33509,8 @@ module \bchw_top.engine3.requant1 (rst, \port$9403$59 , acc, q, clk);
   wire clk;
   wire en;
   wire [17:0] mul;
-  input [58:0] \port$9403$59 ;
-  wire [58:0] \port$9403$59 ;
+  input [58:0] \port$11641$59 ;
+  wire [58:0] \port$11641$59 ;
   reg [34:0] prod = 35'h000000000;
   output [15:0] q;
   reg [15:0] q = 16'h0000;
@@ -26112,7 +33521,7 @@ module \bchw_top.engine3.requant1 (rst, \port$9403$59 , acc, q, clk);
   reg [4:0] shift2 = 5'h00;
   wire [36:0] shifted;
   reg [36:0] total = 37'h0000000000;
-  assign \$1  = $signed(acc) * $signed(\port$9403$59 [17:0]);
+  assign \$1  = $signed(acc) * $signed(\port$11641$59 [17:0]);
   assign \$2  = $signed(prod) + $signed(bias1);
   assign \$3  = & shifted[36:15];
   assign \$4  = ~ \$3 ;
@@ -26143,18 +33552,18 @@ module \bchw_top.engine3.requant1 (rst, \port$9403$59 , acc, q, clk);
     end
   end
   assign en = 1'h1;
-  assign mul = \port$9403$59 [17:0];
-  assign bias = \port$9403$59 [58:23];
-  assign shift = \port$9403$59 [22:18];
+  assign mul = \port$11641$59 [17:0];
+  assign bias = \port$11641$59 [58:23];
+  assign shift = \port$11641$59 [22:18];
   assign \$15  = shift1;
   assign \$14  = \$2 ;
-  assign \$13  = \port$9403$59 [22:18];
-  assign \$12  = \port$9403$59 [58:23];
+  assign \$13  = \port$11641$59 [22:18];
+  assign \$12  = \port$11641$59 [58:23];
   assign \$11  = \$1 ;
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine3.requant2 (rst, \port$9403$118 , acc, q, clk);
+module \bchw_top.engine3.requant2 (rst, \port$11641$118 , acc, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$57  = 0;
   wire [34:0] \$1 ;
   wire [36:0] \$10 ;
@@ -26180,8 +33589,8 @@ module \bchw_top.engine3.requant2 (rst, \port$9403$118 , acc, q, clk);
   wire clk;
   wire en;
   wire [17:0] mul;
-  input [58:0] \port$9403$118 ;
-  wire [58:0] \port$9403$118 ;
+  input [58:0] \port$11641$118 ;
+  wire [58:0] \port$11641$118 ;
   reg [34:0] prod = 35'h000000000;
   output [15:0] q;
   reg [15:0] q = 16'h0000;
@@ -26192,7 +33601,7 @@ module \bchw_top.engine3.requant2 (rst, \port$9403$118 , acc, q, clk);
   reg [4:0] shift2 = 5'h00;
   wire [36:0] shifted;
   reg [36:0] total = 37'h0000000000;
-  assign \$1  = $signed(acc) * $signed(\port$9403$118 [17:0]);
+  assign \$1  = $signed(acc) * $signed(\port$11641$118 [17:0]);
   assign \$2  = $signed(prod) + $signed(bias1);
   assign \$3  = & shifted[36:15];
   assign \$4  = ~ \$3 ;
@@ -26223,18 +33632,18 @@ module \bchw_top.engine3.requant2 (rst, \port$9403$118 , acc, q, clk);
     end
   end
   assign en = 1'h1;
-  assign mul = \port$9403$118 [17:0];
-  assign bias = \port$9403$118 [58:23];
-  assign shift = \port$9403$118 [22:18];
+  assign mul = \port$11641$118 [17:0];
+  assign bias = \port$11641$118 [58:23];
+  assign shift = \port$11641$118 [22:18];
   assign \$15  = shift1;
   assign \$14  = \$2 ;
-  assign \$13  = \port$9403$118 [22:18];
-  assign \$12  = \port$9403$118 [58:23];
+  assign \$13  = \port$11641$118 [22:18];
+  assign \$12  = \port$11641$118 [58:23];
   assign \$11  = \$1 ;
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine3.requant3 (rst, \port$9403$177 , acc, q, clk);
+module \bchw_top.engine3.requant3 (rst, \port$11641$177 , acc, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$58  = 0;
   wire [34:0] \$1 ;
   wire [36:0] \$10 ;
@@ -26260,8 +33669,8 @@ module \bchw_top.engine3.requant3 (rst, \port$9403$177 , acc, q, clk);
   wire clk;
   wire en;
   wire [17:0] mul;
-  input [58:0] \port$9403$177 ;
-  wire [58:0] \port$9403$177 ;
+  input [58:0] \port$11641$177 ;
+  wire [58:0] \port$11641$177 ;
   reg [34:0] prod = 35'h000000000;
   output [15:0] q;
   reg [15:0] q = 16'h0000;
@@ -26272,7 +33681,7 @@ module \bchw_top.engine3.requant3 (rst, \port$9403$177 , acc, q, clk);
   reg [4:0] shift2 = 5'h00;
   wire [36:0] shifted;
   reg [36:0] total = 37'h0000000000;
-  assign \$1  = $signed(acc) * $signed(\port$9403$177 [17:0]);
+  assign \$1  = $signed(acc) * $signed(\port$11641$177 [17:0]);
   assign \$2  = $signed(prod) + $signed(bias1);
   assign \$3  = & shifted[36:15];
   assign \$4  = ~ \$3 ;
@@ -26303,18 +33712,18 @@ module \bchw_top.engine3.requant3 (rst, \port$9403$177 , acc, q, clk);
     end
   end
   assign en = 1'h1;
-  assign mul = \port$9403$177 [17:0];
-  assign bias = \port$9403$177 [58:23];
-  assign shift = \port$9403$177 [22:18];
+  assign mul = \port$11641$177 [17:0];
+  assign bias = \port$11641$177 [58:23];
+  assign shift = \port$11641$177 [22:18];
   assign \$15  = shift1;
   assign \$14  = \$2 ;
-  assign \$13  = \port$9403$177 [22:18];
-  assign \$12  = \port$9403$177 [58:23];
+  assign \$13  = \port$11641$177 [22:18];
+  assign \$12  = \port$11641$177 [58:23];
   assign \$11  = \$1 ;
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine3.requant4 (rst, \port$9403$236 , acc, q, clk);
+module \bchw_top.engine3.requant4 (rst, \port$11641$236 , acc, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$59  = 0;
   wire [34:0] \$1 ;
   wire [36:0] \$10 ;
@@ -26340,8 +33749,8 @@ module \bchw_top.engine3.requant4 (rst, \port$9403$236 , acc, q, clk);
   wire clk;
   wire en;
   wire [17:0] mul;
-  input [58:0] \port$9403$236 ;
-  wire [58:0] \port$9403$236 ;
+  input [58:0] \port$11641$236 ;
+  wire [58:0] \port$11641$236 ;
   reg [34:0] prod = 35'h000000000;
   output [15:0] q;
   reg [15:0] q = 16'h0000;
@@ -26352,7 +33761,7 @@ module \bchw_top.engine3.requant4 (rst, \port$9403$236 , acc, q, clk);
   reg [4:0] shift2 = 5'h00;
   wire [36:0] shifted;
   reg [36:0] total = 37'h0000000000;
-  assign \$1  = $signed(acc) * $signed(\port$9403$236 [17:0]);
+  assign \$1  = $signed(acc) * $signed(\port$11641$236 [17:0]);
   assign \$2  = $signed(prod) + $signed(bias1);
   assign \$3  = & shifted[36:15];
   assign \$4  = ~ \$3 ;
@@ -26383,18 +33792,18 @@ module \bchw_top.engine3.requant4 (rst, \port$9403$236 , acc, q, clk);
     end
   end
   assign en = 1'h1;
-  assign mul = \port$9403$236 [17:0];
-  assign bias = \port$9403$236 [58:23];
-  assign shift = \port$9403$236 [22:18];
+  assign mul = \port$11641$236 [17:0];
+  assign bias = \port$11641$236 [58:23];
+  assign shift = \port$11641$236 [22:18];
   assign \$15  = shift1;
   assign \$14  = \$2 ;
-  assign \$13  = \port$9403$236 [22:18];
-  assign \$12  = \port$9403$236 [58:23];
+  assign \$13  = \port$11641$236 [22:18];
+  assign \$12  = \port$11641$236 [58:23];
   assign \$11  = \$1 ;
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine3.requant5 (rst, \port$9403$295 , acc, q, clk);
+module \bchw_top.engine3.requant5 (rst, \port$11641$295 , acc, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$60  = 0;
   wire [34:0] \$1 ;
   wire [36:0] \$10 ;
@@ -26420,8 +33829,8 @@ module \bchw_top.engine3.requant5 (rst, \port$9403$295 , acc, q, clk);
   wire clk;
   wire en;
   wire [17:0] mul;
-  input [58:0] \port$9403$295 ;
-  wire [58:0] \port$9403$295 ;
+  input [58:0] \port$11641$295 ;
+  wire [58:0] \port$11641$295 ;
   reg [34:0] prod = 35'h000000000;
   output [15:0] q;
   reg [15:0] q = 16'h0000;
@@ -26432,7 +33841,7 @@ module \bchw_top.engine3.requant5 (rst, \port$9403$295 , acc, q, clk);
   reg [4:0] shift2 = 5'h00;
   wire [36:0] shifted;
   reg [36:0] total = 37'h0000000000;
-  assign \$1  = $signed(acc) * $signed(\port$9403$295 [17:0]);
+  assign \$1  = $signed(acc) * $signed(\port$11641$295 [17:0]);
   assign \$2  = $signed(prod) + $signed(bias1);
   assign \$3  = & shifted[36:15];
   assign \$4  = ~ \$3 ;
@@ -26463,18 +33872,18 @@ module \bchw_top.engine3.requant5 (rst, \port$9403$295 , acc, q, clk);
     end
   end
   assign en = 1'h1;
-  assign mul = \port$9403$295 [17:0];
-  assign bias = \port$9403$295 [58:23];
-  assign shift = \port$9403$295 [22:18];
+  assign mul = \port$11641$295 [17:0];
+  assign bias = \port$11641$295 [58:23];
+  assign shift = \port$11641$295 [22:18];
   assign \$15  = shift1;
   assign \$14  = \$2 ;
-  assign \$13  = \port$9403$295 [22:18];
-  assign \$12  = \port$9403$295 [58:23];
+  assign \$13  = \port$11641$295 [22:18];
+  assign \$12  = \port$11641$295 [58:23];
   assign \$11  = \$1 ;
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine3.requant6 (rst, \port$9403$354 , acc, q, clk);
+module \bchw_top.engine3.requant6 (rst, \port$11641$354 , acc, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$61  = 0;
   wire [34:0] \$1 ;
   wire [36:0] \$10 ;
@@ -26500,8 +33909,8 @@ module \bchw_top.engine3.requant6 (rst, \port$9403$354 , acc, q, clk);
   wire clk;
   wire en;
   wire [17:0] mul;
-  input [58:0] \port$9403$354 ;
-  wire [58:0] \port$9403$354 ;
+  input [58:0] \port$11641$354 ;
+  wire [58:0] \port$11641$354 ;
   reg [34:0] prod = 35'h000000000;
   output [15:0] q;
   reg [15:0] q = 16'h0000;
@@ -26512,7 +33921,7 @@ module \bchw_top.engine3.requant6 (rst, \port$9403$354 , acc, q, clk);
   reg [4:0] shift2 = 5'h00;
   wire [36:0] shifted;
   reg [36:0] total = 37'h0000000000;
-  assign \$1  = $signed(acc) * $signed(\port$9403$354 [17:0]);
+  assign \$1  = $signed(acc) * $signed(\port$11641$354 [17:0]);
   assign \$2  = $signed(prod) + $signed(bias1);
   assign \$3  = & shifted[36:15];
   assign \$4  = ~ \$3 ;
@@ -26543,18 +33952,18 @@ module \bchw_top.engine3.requant6 (rst, \port$9403$354 , acc, q, clk);
     end
   end
   assign en = 1'h1;
-  assign mul = \port$9403$354 [17:0];
-  assign bias = \port$9403$354 [58:23];
-  assign shift = \port$9403$354 [22:18];
+  assign mul = \port$11641$354 [17:0];
+  assign bias = \port$11641$354 [58:23];
+  assign shift = \port$11641$354 [22:18];
   assign \$15  = shift1;
   assign \$14  = \$2 ;
-  assign \$13  = \port$9403$354 [22:18];
-  assign \$12  = \port$9403$354 [58:23];
+  assign \$13  = \port$11641$354 [22:18];
+  assign \$12  = \port$11641$354 [58:23];
   assign \$11  = \$1 ;
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine3.requant7 (rst, \port$9403$413 , acc, q, clk);
+module \bchw_top.engine3.requant7 (rst, \port$11641$413 , acc, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$62  = 0;
   wire [34:0] \$1 ;
   wire [36:0] \$10 ;
@@ -26580,8 +33989,8 @@ module \bchw_top.engine3.requant7 (rst, \port$9403$413 , acc, q, clk);
   wire clk;
   wire en;
   wire [17:0] mul;
-  input [58:0] \port$9403$413 ;
-  wire [58:0] \port$9403$413 ;
+  input [58:0] \port$11641$413 ;
+  wire [58:0] \port$11641$413 ;
   reg [34:0] prod = 35'h000000000;
   output [15:0] q;
   reg [15:0] q = 16'h0000;
@@ -26592,7 +34001,7 @@ module \bchw_top.engine3.requant7 (rst, \port$9403$413 , acc, q, clk);
   reg [4:0] shift2 = 5'h00;
   wire [36:0] shifted;
   reg [36:0] total = 37'h0000000000;
-  assign \$1  = $signed(acc) * $signed(\port$9403$413 [17:0]);
+  assign \$1  = $signed(acc) * $signed(\port$11641$413 [17:0]);
   assign \$2  = $signed(prod) + $signed(bias1);
   assign \$3  = & shifted[36:15];
   assign \$4  = ~ \$3 ;
@@ -26623,18 +34032,18 @@ module \bchw_top.engine3.requant7 (rst, \port$9403$413 , acc, q, clk);
     end
   end
   assign en = 1'h1;
-  assign mul = \port$9403$413 [17:0];
-  assign bias = \port$9403$413 [58:23];
-  assign shift = \port$9403$413 [22:18];
+  assign mul = \port$11641$413 [17:0];
+  assign bias = \port$11641$413 [58:23];
+  assign shift = \port$11641$413 [22:18];
   assign \$15  = shift1;
   assign \$14  = \$2 ;
-  assign \$13  = \port$9403$413 [22:18];
-  assign \$12  = \port$9403$413 [58:23];
+  assign \$13  = \port$11641$413 [22:18];
+  assign \$12  = \port$11641$413 [58:23];
   assign \$11  = \$1 ;
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine3.requant8 (rst, \port$9403$472 , acc, q, clk);
+module \bchw_top.engine3.requant8 (rst, \port$11641$472 , acc, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$63  = 0;
   wire [34:0] \$1 ;
   wire [36:0] \$10 ;
@@ -26660,8 +34069,8 @@ module \bchw_top.engine3.requant8 (rst, \port$9403$472 , acc, q, clk);
   wire clk;
   wire en;
   wire [17:0] mul;
-  input [58:0] \port$9403$472 ;
-  wire [58:0] \port$9403$472 ;
+  input [58:0] \port$11641$472 ;
+  wire [58:0] \port$11641$472 ;
   reg [34:0] prod = 35'h000000000;
   output [15:0] q;
   reg [15:0] q = 16'h0000;
@@ -26672,7 +34081,7 @@ module \bchw_top.engine3.requant8 (rst, \port$9403$472 , acc, q, clk);
   reg [4:0] shift2 = 5'h00;
   wire [36:0] shifted;
   reg [36:0] total = 37'h0000000000;
-  assign \$1  = $signed(acc) * $signed(\port$9403$472 [17:0]);
+  assign \$1  = $signed(acc) * $signed(\port$11641$472 [17:0]);
   assign \$2  = $signed(prod) + $signed(bias1);
   assign \$3  = & shifted[36:15];
   assign \$4  = ~ \$3 ;
@@ -26703,18 +34112,18 @@ module \bchw_top.engine3.requant8 (rst, \port$9403$472 , acc, q, clk);
     end
   end
   assign en = 1'h1;
-  assign mul = \port$9403$472 [17:0];
-  assign bias = \port$9403$472 [58:23];
-  assign shift = \port$9403$472 [22:18];
+  assign mul = \port$11641$472 [17:0];
+  assign bias = \port$11641$472 [58:23];
+  assign shift = \port$11641$472 [22:18];
   assign \$15  = shift1;
   assign \$14  = \$2 ;
-  assign \$13  = \port$9403$472 [22:18];
-  assign \$12  = \port$9403$472 [58:23];
+  assign \$13  = \port$11641$472 [22:18];
+  assign \$12  = \port$11641$472 [58:23];
   assign \$11  = \$1 ;
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine3.requant9 (rst, \port$9403$531 , acc, q, clk);
+module \bchw_top.engine3.requant9 (rst, \port$11641$531 , acc, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$64  = 0;
   wire [34:0] \$1 ;
   wire [36:0] \$10 ;
@@ -26740,8 +34149,8 @@ module \bchw_top.engine3.requant9 (rst, \port$9403$531 , acc, q, clk);
   wire clk;
   wire en;
   wire [17:0] mul;
-  input [58:0] \port$9403$531 ;
-  wire [58:0] \port$9403$531 ;
+  input [58:0] \port$11641$531 ;
+  wire [58:0] \port$11641$531 ;
   reg [34:0] prod = 35'h000000000;
   output [15:0] q;
   reg [15:0] q = 16'h0000;
@@ -26752,7 +34161,7 @@ module \bchw_top.engine3.requant9 (rst, \port$9403$531 , acc, q, clk);
   reg [4:0] shift2 = 5'h00;
   wire [36:0] shifted;
   reg [36:0] total = 37'h0000000000;
-  assign \$1  = $signed(acc) * $signed(\port$9403$531 [17:0]);
+  assign \$1  = $signed(acc) * $signed(\port$11641$531 [17:0]);
   assign \$2  = $signed(prod) + $signed(bias1);
   assign \$3  = & shifted[36:15];
   assign \$4  = ~ \$3 ;
@@ -26783,13 +34192,13 @@ module \bchw_top.engine3.requant9 (rst, \port$9403$531 , acc, q, clk);
     end
   end
   assign en = 1'h1;
-  assign mul = \port$9403$531 [17:0];
-  assign bias = \port$9403$531 [58:23];
-  assign shift = \port$9403$531 [22:18];
+  assign mul = \port$11641$531 [17:0];
+  assign bias = \port$11641$531 [58:23];
+  assign shift = \port$11641$531 [22:18];
   assign \$15  = shift1;
   assign \$14  = \$2 ;
-  assign \$13  = \port$9403$531 [22:18];
-  assign \$12  = \port$9403$531 [58:23];
+  assign \$13  = \port$11641$531 [22:18];
+  assign \$12  = \port$11641$531 [58:23];
   assign \$11  = \$1 ;
 endmodule
 

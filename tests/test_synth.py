@@ -119,6 +119,40 @@ def test_raw_verilog_and_nodsp(tmp_path):
     assert with_dsp.ffs == without.ffs == 17
 
 
+#: A core whose 16-bit output register loads in four slices, each under its own copy of one
+#: registered enable, named as bchw.gateware.wide.register_copies names them (NAME).
+COPIES_CORE = """\
+module bchw_top (
+    input clk, input rst,
+    input [15:0] s_axis_tdata, input s_axis_tvalid, input s_axis_tlast, output s_axis_tready,
+    output reg [15:0] m_axis_tdata, output m_axis_tvalid, output m_axis_tlast,
+    input m_axis_tready
+);
+    assign s_axis_tready = 1'b1;
+    assign m_axis_tlast = 1'b1;
+    assign m_axis_tvalid = NAME0;
+    (* keep *) reg NAME0, NAME1, NAME2, NAME3;
+    always @(posedge clk) begin
+        {NAME0, NAME1, NAME2, NAME3} <= {4{s_axis_tvalid & m_axis_tready}};
+        if (NAME0) m_axis_tdata[3:0] <= s_axis_tdata[3:0];
+        if (NAME1) m_axis_tdata[7:4] <= s_axis_tdata[7:4];
+        if (NAME2) m_axis_tdata[11:8] <= s_axis_tdata[11:8];
+        if (NAME3) m_axis_tdata[15:12] <= s_axis_tdata[15:12];
+    end
+endmodule
+"""
+
+
+def test_copies_of_an_enable_register_are_kept(tmp_path):
+    # yosys merges flip-flops of one input; the flow keeps those of register_copies' names
+    copies = synth.synthesize(COPIES_CORE.replace("NAME", "load_copy"), "ecp5-85k",
+                              tmp_path / "copies", place_and_route=False)
+    merged = synth.synthesize(COPIES_CORE.replace("NAME", "load_"), "ecp5-85k",
+                              tmp_path / "merged", place_and_route=False)
+    assert copies.ffs == 16 + 4
+    assert merged.ffs == 16 + 1
+
+
 def test_bad_input_exits_2(capsys, tiny, tmp_path):
     for argv, words in (
             (["synth", tiny.path, "--target", "virtex"], ["field 'target'", "virtex", "ecp5-85k"]),

@@ -8,7 +8,8 @@ from amaranth.hdl import Cat, Module, Mux, Signal
 from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from bchw.gateware.wide import wide_signal
+from bchw.gateware.wide import register_copies, slices, wide_signal
+from bchw.perf import FANOUT_BITS, enable_copies
 
 
 class InputAssembler(wiring.Component):
@@ -48,11 +49,16 @@ class InputAssembler(wiring.Component):
         # beat b of an image ends at bits [b·beat_bits, (b+1)·beat_bits) after the last one
         vector = wide_signal(self.beats * beat_bits, "vector")
         m.d.comb += self.m.payload.eq(vector[:self.n_in * self.pixel_bits])
+        valid_n = Signal(name="valid_next")
+        m.d.comb += valid_n.eq(Mux(take & last_beat, 1, self.m.valid & ~self.m.ready))
+        m.d.sync += self.m.valid.eq(valid_n)
         with m.If(take):
-            m.d.sync += [vector.eq(Cat(vector[beat_bits:], self.tdata)),
-                         count.eq(Mux(last_beat, 0, count + 1))]
-        with m.If(take & last_beat):
-            m.d.sync += self.m.valid.eq(1)
-        with m.Elif(self.m.ready):
-            m.d.sync += self.m.valid.eq(0)
+            m.d.sync += count.eq(Mux(last_beat, 0, count + 1))
+        # the image shifts in slice by slice, each slice under its own copy of ``take``
+        # made from a copy of m.valid (see bchw.perf.FANOUT_BITS)
+        shifted = Cat(vector[beat_bits:], self.tdata)
+        fulls = register_copies(m, valid_n, enable_copies(len(vector)), "mvalid")
+        for (lo, hi), full in zip(slices(len(vector), FANOUT_BITS), fulls, strict=True):
+            with m.If(self.tvalid & (~full | self.m.ready)):
+                m.d.sync += vector[lo:hi].eq(shifted[lo:hi])
         return m

@@ -9,10 +9,10 @@ from amaranth.lib.wiring import In, Out
 from bchw.gateware.adder_tree import AdderTree
 from bchw.gateware.requantizer import Requantizer
 from bchw.gateware.rom import Rom
-from bchw.gateware.wide import wide_signal
+from bchw.gateware.wide import register_copies, slices, wide_signal
 from bchw.golden import LayerWidths
-from bchw.perf import (CREDIT_RETURN_STAGES, REQUANT_STAGES, ROM_STAGES, engine_pipeline,
-                       skid_groups, tree_depth)
+from bchw.perf import (CREDIT_RETURN_STAGES, FANOUT_BITS, REQUANT_STAGES, ROM_STAGES,
+                       enable_copies, engine_pipeline, skid_groups, tree_depth)
 
 #: How an engine computes ``Σ ±x`` with ±1 weights: a conditional-negate tree per PE
 #: (``negate``), or ``2·Σ_{w=+1} x − Σ x`` with one ``Σ x`` tree shared by all PEs (``shared``).
@@ -117,7 +117,19 @@ class LayerEngine(wiring.Component):
         en = Const(1) if credit else Signal(init=1)
         out_done = Signal()           # the last group of a vector is at the requantizer output
 
-        # --- issue: one (nf, sf) step per cycle
+        # --- issue: one (nf, sf) step per cycle. A vector is loaded when offered while
+        # ready; its steps then advance one a cycle (an engine of SF ≥ 2 starts a group only
+        # with a credit) up to the last, which ends it. Each state register takes its
+        # ``_next`` value, written as one expression (a continuous assignment in Verilog,
+        # which every simulator evaluates from time 0), so that registers can be loaded a
+        # cycle ahead with what is computed from them: the issue decision, and the copies
+        # of the input buffer's enables.
+        def state(reg, value):
+            nxt = Signal.like(reg, name=f"{reg.name}_next")
+            m.d.comb += nxt.eq(Mux(en, value, reg))
+            m.d.sync += reg.eq(nxt)
+            return nxt
+
         busy = Signal()
         step = Signal(range(steps))
         sfc = Signal(range(sf))
@@ -127,7 +139,7 @@ class LayerEngine(wiring.Component):
         if credit:
             groups = skid_groups(sf, engine_pipeline(simd, self.tree_levels))
             credits = Signal(range(groups + 1), init=groups)
-            issue = busy & ((sfc != 0) | (credits != 0))
+            issue = Signal()          # busy & ((sfc != 0) | (credits != 0)), as a register
             # a vector's last step issues whenever it is reached (it starts no group), so
             # s.ready is ~busy | last_step: kept as a register of its own, since it heads
             # the path through the upstream stage's handshake
@@ -135,26 +147,42 @@ class LayerEngine(wiring.Component):
         else:
             issue = busy
             ready = en & (~busy | last_step)
+        load = self.s.valid & self.s.ready
+        advance = issue & ~last_step
+        group_end = sfc == sf - 1
         m.d.comb += [self.s.ready.eq(ready), wrom.en.eq(en), wrom.addr.eq(step)]
-        with m.If(en):
-            with m.If(self.s.valid & self.s.ready):
-                m.d.sync += [busy.eq(1), step.eq(0), sfc.eq(0), nfc.eq(0),
-                             last_step.eq(steps == 1), xbuf.eq(self.s.payload)]
-                if credit:
-                    m.d.sync += ready.eq(0)          # SF ≥ 2: two steps at least
-            with m.Elif(last_step):
-                m.d.sync += [busy.eq(0), last_step.eq(0)]
-                if credit:
-                    m.d.sync += ready.eq(1)
-            with m.Elif(issue):
-                m.d.sync += [step.eq(step + 1), last_step.eq(step == steps - 2),
-                             xbuf.eq(Cat(xbuf[slice_bits:], xbuf[:slice_bits]))]
-                if credit:
-                    m.d.sync += ready.eq(step == steps - 2)
-                with m.If(sfc == sf - 1):
-                    m.d.sync += [sfc.eq(0), nfc.eq(nfc + 1)]
-                with m.Else():
-                    m.d.sync += sfc.eq(sfc + 1)
+        busy_n = state(busy, Mux(load, 1, busy & ~last_step))
+        state(step, Mux(load, 0, Mux(advance, step + 1, step)))
+        sfc_n = state(sfc, Mux(load | (advance & group_end), 0, Mux(advance, sfc + 1, sfc)))
+        state(nfc, Mux(load, 0, Mux(advance & group_end, nfc + 1, nfc)))
+        last_n = state(last_step, Mux(load, steps == 1, Mux(last_step, 0, Mux(
+            issue, step == steps - 2, last_step))))
+        if credit:
+            ready_n = state(ready, Mux(load, 0, Mux(last_step, 1, Mux(
+                issue, step == steps - 2, ready))))   # SF ≥ 2: two steps at least
+            # a group's first step takes a credit; it comes back CREDIT_RETURN_STAGES
+            # cycles after the group entered the output register (``credit_back``, below)
+            credit_back = Signal()
+            credits_n = state(credits, credits + credit_back - (issue & (sfc == 0)))
+            issue_n = state(issue, busy_n & ((sfc_n != 0) | (credits_n != 0)))
+        if credit:
+            # the input buffer loads a vector, or rotates by one slice at each step but a
+            # vector's last; slice by slice under copies of ready and of that shift, so no
+            # enable reaches the whole buffer (loading and shifting never coincide: ready
+            # is ~busy | last_step)
+            pay = Signal(len(xbuf))
+            m.d.comb += pay.eq(self.s.payload)
+            rotated = Cat(xbuf[slice_bits:], xbuf[:slice_bits])
+            copies = enable_copies(len(xbuf))
+            shifts = register_copies(m, issue_n & ~last_n, copies, "xshift")
+            readies = register_copies(m, ready_n, copies, "xready", init=1)
+            for (lo, hi), shift, ready_c in zip(slices(len(xbuf), FANOUT_BITS), shifts,
+                                                readies, strict=True):
+                with m.If(shift | (self.s.valid & ready_c)):
+                    m.d.sync += xbuf[lo:hi].eq(Mux(shift, rotated[lo:hi], pay[lo:hi]))
+        else:
+            with m.If(en & load):   # SF = 1: the buffer is one slice, it never shifts
+                m.d.sync += xbuf.eq(self.s.payload)
 
         # --- stage 1: the ROM word arrives; stage 2: it is registered (a block RAM's
         # clock-to-output is most of a cycle on ECP5), the input slice and flags with it
@@ -234,11 +262,10 @@ class LayerEngine(wiring.Component):
         assert (engine_pipeline(simd, self.tree_levels)
                 == ROM_STAGES + depth + 1 + REQUANT_STAGES + 1)
         if credit:
-            enter = self._skid(m, group, q_valid, q_end, groups, nf)
+            enter = self._skid(m, group, q_valid, qv_pre, q_end, groups, nf)
             # a group's entry gives its credit back CREDIT_RETURN_STAGES cycles later; a
             # group's first step takes one
-            back = delayed(enter, CREDIT_RETURN_STAGES, "credit_back")
-            m.d.sync += credits.eq(credits + back - (issue & (sfc == 0)))
+            m.d.comb += credit_back.eq(delayed(enter, CREDIT_RETURN_STAGES, "credit_back"))
             return m
         if nf > 1:
             collected = wide_signal((nf - 1) * group_bits, "collected")
@@ -256,8 +283,8 @@ class LayerEngine(wiring.Component):
         m.d.sync += en.eq(~(valid_next & Mux(en, qv_pre & qe_pre, out_done)))
         return m
 
-    def _skid(self, m: Module, group: Value, q_valid: Value, q_end: Value, groups: int,
-              nf: int) -> Signal:
+    def _skid(self, m: Module, group: Value, q_valid: Value, q_valid_next: Value,
+              q_end: Value, groups: int, nf: int) -> Signal:
         """SF ≥ 2: groups shift straight into the output register (the vector is held
         once); one that finds it full and not being taken waits in a skid buffer of
         ``groups`` entries, and the ones behind it queue there too. Returns the signal
@@ -267,6 +294,8 @@ class LayerEngine(wiring.Component):
         m.d.comb += self.m.payload.eq(vector[:self.n_out * self.widths.out_bits])
         skid = [Signal(gb + 1, name=f"skid{k}", reset_less=True) for k in range(groups)]
         count = Signal(range(groups + 1))
+        count_n = Signal.like(count, name="count_next")
+        valid_n = Signal(name="valid_next")
         held = count != 0
         arriving = Cat(group, q_end)
         head = Mux(held, skid[0], arriving)
@@ -280,11 +309,18 @@ class LayerEngine(wiring.Component):
                 m.d.sync += slot.eq(arriving)
             with m.Elif(pop):
                 m.d.sync += slot.eq(skid[k + 1] if k + 1 < groups else 0)
-        m.d.sync += count.eq(count - pop + push)
-        with m.If(enter):
-            m.d.sync += vector.eq(Cat(vector[gb:], head[:gb]))
-        with m.If(enter & head[gb]):
-            m.d.sync += self.m.valid.eq(1)
-        with m.Elif(self.m.ready):
-            m.d.sync += self.m.valid.eq(0)
+        m.d.comb += [count_n.eq(count - pop + push),
+                     valid_n.eq(Mux(enter & head[gb], 1, self.m.valid & ~self.m.ready))]
+        m.d.sync += [count.eq(count_n), self.m.valid.eq(valid_n)]
+        # the output register shifts in the entering group slice by slice, each slice under
+        # its own copy of ``enter`` made from copies of the registers it depends on
+        copies = enable_copies(len(vector))
+        helds = register_copies(m, count_n != 0, copies, "held")
+        arrivals = register_copies(m, q_valid_next, copies, "qvalid")
+        fulls = register_copies(m, valid_n, copies, "mvalid")
+        shifted = Cat(vector[gb:], head[:gb])
+        for (lo, hi), held_c, arrival, full in zip(slices(len(vector), FANOUT_BITS), helds,
+                                                   arrivals, fulls, strict=True):
+            with m.If((held_c | arrival) & (~full | self.m.ready)):
+                m.d.sync += vector[lo:hi].eq(shifted[lo:hi])
         return enter

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from amaranth.hdl import Cat, Signal, Value
+from amaranth.hdl import Cat, Module, Signal, Value
 
 #: The widest single signal used for a register. Amaranth 0.5 numbers a cell's output
 #: bits with 16 bits and, where a register of exactly 2**16 bits feeds another module,
@@ -18,3 +18,23 @@ def wide_signal(width: int, name: str, reset_less: bool = True) -> Value:
         return Signal(width, name=name, reset_less=reset_less)
     return Cat(*[Signal(min(CHUNK_BITS, width - lo), name=f"{name}_{k}", reset_less=reset_less)
                  for k, lo in enumerate(range(0, width, CHUNK_BITS))])
+
+
+def register_copies(m: Module, next_value: Value, count: int, name: str,
+                    init: int = 0) -> list[Signal]:
+    """``count`` registers that all load ``next_value`` every cycle: copies of one
+    register, each to drive a part of a wide register's enable logic on its own.
+
+    They carry ``keep``; :mod:`bchw.synth` marks their flip-flops ``keep`` too, since
+    yosys would otherwise merge flip-flops with the same input back into one.
+    """
+    copies = [Signal(Value.cast(next_value).shape(), name=f"{name}_copy{k}", init=init,
+                     attrs={"keep": 1}) for k in range(count)]
+    m.d.sync += [c.eq(next_value) for c in copies]
+    return copies
+
+
+def slices(width: int, bits: int) -> list[tuple[int, int]]:
+    """``(lo, hi)`` of the consecutive slices of at most ``bits`` bits of a ``width``-bit
+    register."""
+    return [(lo, min(lo + bits, width)) for lo in range(0, width, bits)]

@@ -66,3 +66,28 @@ def test_chunks_shift_as_one_register(monkeypatch):
                 assert ctx.get(dut.o) == (k - depth + 1) % 251
 
     simulate(dut, bench, cycles=3 * depth + 10)
+
+
+def test_slices_cover_a_register_once_in_order():
+    assert wide.slices(300, 128) == [(0, 128), (128, 256), (256, 300)]
+    assert wide.slices(128, 128) == [(0, 128)]
+    assert wide.slices(5, 128) == [(0, 5)]
+
+
+def test_register_copies_all_follow_the_next_value():
+    m = Module()
+    nxt = Signal(3)
+    copies = wide.register_copies(m, nxt, 3, "n", init=5)
+    assert [c.name for c in copies] == ["n_copy0", "n_copy1", "n_copy2"]
+    assert all(c.attrs["keep"] == 1 for c in copies)
+    seen = []
+
+    async def bench(ctx):
+        seen.append([ctx.get(c) for c in copies])          # reset value
+        for value in (1, 6, 2):
+            ctx.set(nxt, value)
+            await ctx.tick()
+            seen.append([ctx.get(c) for c in copies])
+
+    simulate(m, bench, cycles=10)
+    assert seen == [[5] * 3, [1] * 3, [6] * 3, [2] * 3]
