@@ -127,7 +127,8 @@ def _fold(sizes: list[int], act_bits: int, budget: int, mul_bits: int, score_bit
     macs = sum(a * b for a, b in zip(sizes[:-1], sizes[1:]))
     lanes = sum(p * s for p, s in zip(pe, simd))
     return Folding(pe, simd, in_lanes, interval, lanes, macs,
-                   luts + perf.fixed_resources(sizes, act_bits, score_bits).luts, clock_mhz)
+                   luts + perf.fixed_resources(sizes, act_bits, score_bits, in_lanes).luts,
+                   clock_mhz)
 
 
 def _check_request(target_fps: float | None, max_luts: int | None, clock_mhz: float) -> None:

@@ -101,15 +101,23 @@ CREDIT_RETURN_STAGES = 2
 
 
 #: The most register bits one enable drives: a wide register (an engine's input buffer,
-#: an output register, an assembled image) is loaded in slices of this many bits, each
-#: under its own copy of the enable logic, fed by registers of its own, so that no enable
-#: net has to reach thousands of flip-flops across the device in one cycle.
+#: an output register, an assembled image) is loaded in parts of this many bits or fewer,
+#: each under its own copy of the enable logic, fed by registers of its own, so that no
+#: enable net has to reach thousands of flip-flops across the device in one cycle.
 FANOUT_BITS = 128
 
 
-def enable_copies(bits: int) -> int:
-    """Copies of the enable of a ``bits``-bit register (see :data:`FANOUT_BITS`)."""
-    return -(-bits // FANOUT_BITS)
+def enable_parts(width: int) -> list[tuple[int, int]]:
+    """``(lo, hi)`` of the parts of a ``width``-bit register loaded under one copy of the
+    enable each: consecutive bits, :data:`FANOUT_BITS` a part. (Parts made of whole shift
+    chains, bit ``c`` of every slice, measured worse: 94.6 against 103.3 MHz on the
+    784-256 MLP at 100,000/s.)"""
+    return [(lo, min(lo + FANOUT_BITS, width)) for lo in range(0, width, FANOUT_BITS)]
+
+
+def enable_copies(width: int) -> int:
+    """``len(enable_parts(width))``."""
+    return -(-width // FANOUT_BITS)
 
 
 def skid_groups(sf: int, pipeline: int) -> int:
@@ -784,10 +792,12 @@ def engine_resources(n_in: int, n_out: int, in_bits: int, pe: int, simd: int,
     return Resources(round(luts), round(ffs), sum(rom_brams(*r) for r in roms), dsps)
 
 
-def fixed_resources(sizes: list[int], act_bits: int, score_bits: int) -> Resources:
-    """What does not depend on the folding: input assembler (its output register, and the
-    copies of its enable, see :data:`FANOUT_BITS`) and argmax."""
-    copies = enable_copies(sizes[0] * 8)
+def fixed_resources(sizes: list[int], act_bits: int, score_bits: int,
+                    lanes: int = 1) -> Resources:
+    """What does not depend on the folding: input assembler (its output register of
+    ``lanes`` pixels a beat, and the copies of its enable, see :data:`FANOUT_BITS`) and
+    argmax."""
+    copies = enable_copies(-(-sizes[0] // lanes) * lanes * 8)
     return argmax_resources(sizes[-1], score_bits) + Resources(copies, sizes[0] * 8 + copies,
                                                                0, 0)
 
@@ -910,7 +920,8 @@ def resource_breakdown(bundle: Bundle) -> dict[str, Resources]:
     if not bundle.has_conv:
         parts = {"argmax": fixed_resources([layers[0].in_features]
                                            + [la.out_features for la in layers],
-                                           layers[-1].widths.out_bits, score_bits)}
+                                           layers[-1].widths.out_bits, score_bits,
+                                           bundle.io["in_lanes"])}
     else:
         parts = {"argmax": argmax_resources(layers[-1].out_features, score_bits)}
     previous = None

@@ -95,7 +95,7 @@ def _expected_parts(bundle):
             c, h, w = previous.out_shape
             unit = InputAssembler(h * w * c, c, previous.widths.out_bits)
             vector = unit.m.payload.shape().width      # pixels shift into it: held once
-            copies = -(-vector // perf.FANOUT_BITS)    # its enable, a copy per slice
+            copies = -(-vector // perf.FANOUT_BITS)    # its enable, a copy a part
             parts["flatten"] = (Resources(_luts("flatten", vector) + copies, vector + copies, 0, 0)
                                 + _counter(h * w))
         parts[f"engine{la.index}"] = perf.engine_resources(la.in_features, la.out_features,

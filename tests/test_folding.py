@@ -41,7 +41,7 @@ def test_the_estimate_is_the_resource_models():
     assert f.interval <= 400
     from bchw import golden
 
-    total = perf.fixed_resources(MLP256, 8, 16).luts
+    total = perf.fixed_resources(MLP256, 8, 16, f.in_lanes).luts
     for k, (i, o) in enumerate(zip(MLP256[:-1], MLP256[1:])):
         widths = golden.layer_widths(i, 8, mul_bits=18, last=k == 3, act_bits=8, score_bits=16)
         total += perf.engine_resources(i, o, 8, f.pe[k], f.simd[k], widths).luts

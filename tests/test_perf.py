@@ -177,3 +177,12 @@ def test_cycle_model_of_a_conv_bundle(tmp_path):
     assert [la.sf > 1 for la in bundle.layers] == [True] * 4
     assert kinds == ["_Window", "_CreditEngine", "_Pool", "_Window", "_CreditEngine",
                      "_Assembler", "_CreditEngine", "_CreditEngine", "_Argmax"]
+
+
+
+@pytest.mark.parametrize("width", [1, 127, 128, 129, 6336, 6272])
+def test_enable_parts_cover_a_register_once(width):
+    parts = perf.enable_parts(width)
+    assert len(parts) == perf.enable_copies(width)
+    assert [b for lo, hi in parts for b in range(lo, hi)] == list(range(width))
+    assert all(0 < hi - lo <= perf.FANOUT_BITS for lo, hi in parts)

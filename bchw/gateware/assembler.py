@@ -8,8 +8,8 @@ from amaranth.hdl import Cat, Module, Mux, Signal
 from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from bchw.gateware.wide import register_copies, slices, wide_signal
-from bchw.perf import FANOUT_BITS, enable_copies
+from bchw.gateware.wide import register_copies, wide_signal
+from bchw.perf import enable_parts
 
 
 class InputAssembler(wiring.Component):
@@ -54,11 +54,12 @@ class InputAssembler(wiring.Component):
         m.d.sync += self.m.valid.eq(valid_n)
         with m.If(take):
             m.d.sync += count.eq(Mux(last_beat, 0, count + 1))
-        # the image shifts in slice by slice, each slice under its own copy of ``take``
-        # made from a copy of m.valid (see bchw.perf.FANOUT_BITS)
+        # the image shifts in part by part, each part under its own copy of ``take`` made
+        # from a copy of m.valid (see bchw.perf.enable_parts)
         shifted = Cat(vector[beat_bits:], self.tdata)
-        fulls = register_copies(m, valid_n, enable_copies(len(vector)), "mvalid")
-        for (lo, hi), full in zip(slices(len(vector), FANOUT_BITS), fulls, strict=True):
+        parts = enable_parts(len(vector))
+        fulls = register_copies(m, valid_n, len(parts), "mvalid")
+        for (lo, hi), full in zip(parts, fulls, strict=True):
             with m.If(self.tvalid & (~full | self.m.ready)):
                 m.d.sync += vector[lo:hi].eq(shifted[lo:hi])
         return m

@@ -9,10 +9,10 @@ from amaranth.lib.wiring import In, Out
 from bchw.gateware.adder_tree import AdderTree
 from bchw.gateware.requantizer import Requantizer
 from bchw.gateware.rom import Rom
-from bchw.gateware.wide import register_copies, slices, wide_signal
+from bchw.gateware.wide import register_copies, wide_signal
 from bchw.golden import LayerWidths
-from bchw.perf import (CREDIT_RETURN_STAGES, FANOUT_BITS, REQUANT_STAGES, ROM_STAGES,
-                       enable_copies, engine_pipeline, skid_groups, tree_depth)
+from bchw.perf import (CREDIT_RETURN_STAGES, REQUANT_STAGES, ROM_STAGES, enable_parts,
+                       engine_pipeline, skid_groups, tree_depth)
 
 #: How an engine computes ``Σ ±x`` with ±1 weights: a conditional-negate tree per PE
 #: (``negate``), or ``2·Σ_{w=+1} x − Σ x`` with one ``Σ x`` tree shared by all PEs (``shared``).
@@ -167,17 +167,16 @@ class LayerEngine(wiring.Component):
             issue_n = state(issue, busy_n & ((sfc_n != 0) | (credits_n != 0)))
         if credit:
             # the input buffer loads a vector, or rotates by one slice at each step but a
-            # vector's last; slice by slice under copies of ready and of that shift, so no
+            # vector's last; part by part under copies of ready and of that shift, so no
             # enable reaches the whole buffer (loading and shifting never coincide: ready
             # is ~busy | last_step)
             pay = Signal(len(xbuf))
             m.d.comb += pay.eq(self.s.payload)
             rotated = Cat(xbuf[slice_bits:], xbuf[:slice_bits])
-            copies = enable_copies(len(xbuf))
-            shifts = register_copies(m, issue_n & ~last_n, copies, "xshift")
-            readies = register_copies(m, ready_n, copies, "xready", init=1)
-            for (lo, hi), shift, ready_c in zip(slices(len(xbuf), FANOUT_BITS), shifts,
-                                                readies, strict=True):
+            parts = enable_parts(len(xbuf))
+            shifts = register_copies(m, issue_n & ~last_n, len(parts), "xshift")
+            readies = register_copies(m, ready_n, len(parts), "xready", init=1)
+            for (lo, hi), shift, ready_c in zip(parts, shifts, readies, strict=True):
                 with m.If(shift | (self.s.valid & ready_c)):
                     m.d.sync += xbuf[lo:hi].eq(Mux(shift, rotated[lo:hi], pay[lo:hi]))
         else:
@@ -312,15 +311,15 @@ class LayerEngine(wiring.Component):
         m.d.comb += [count_n.eq(count - pop + push),
                      valid_n.eq(Mux(enter & head[gb], 1, self.m.valid & ~self.m.ready))]
         m.d.sync += [count.eq(count_n), self.m.valid.eq(valid_n)]
-        # the output register shifts in the entering group slice by slice, each slice under
+        # the output register shifts in the entering group part by part, each part under
         # its own copy of ``enter`` made from copies of the registers it depends on
-        copies = enable_copies(len(vector))
-        helds = register_copies(m, count_n != 0, copies, "held")
-        arrivals = register_copies(m, q_valid_next, copies, "qvalid")
-        fulls = register_copies(m, valid_n, copies, "mvalid")
+        parts = enable_parts(len(vector))
+        helds = register_copies(m, count_n != 0, len(parts), "held")
+        arrivals = register_copies(m, q_valid_next, len(parts), "qvalid")
+        fulls = register_copies(m, valid_n, len(parts), "mvalid")
         shifted = Cat(vector[gb:], head[:gb])
-        for (lo, hi), held_c, arrival, full in zip(slices(len(vector), FANOUT_BITS), helds,
-                                                   arrivals, fulls, strict=True):
+        for (lo, hi), held_c, arrival, full in zip(parts, helds, arrivals, fulls,
+                                                   strict=True):
             with m.If((held_c | arrival) & (~full | self.m.ready)):
                 m.d.sync += vector[lo:hi].eq(shifted[lo:hi])
         return enter

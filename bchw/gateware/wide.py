@@ -33,8 +33,3 @@ def register_copies(m: Module, next_value: Value, count: int, name: str,
     m.d.sync += [c.eq(next_value) for c in copies]
     return copies
 
-
-def slices(width: int, bits: int) -> list[tuple[int, int]]:
-    """``(lo, hi)`` of the consecutive slices of at most ``bits`` bits of a ``width``-bit
-    register."""
-    return [(lo, min(lo + bits, width)) for lo in range(0, width, bits)]

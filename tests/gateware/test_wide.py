@@ -68,12 +68,6 @@ def test_chunks_shift_as_one_register(monkeypatch):
     simulate(dut, bench, cycles=3 * depth + 10)
 
 
-def test_slices_cover_a_register_once_in_order():
-    assert wide.slices(300, 128) == [(0, 128), (128, 256), (256, 300)]
-    assert wide.slices(128, 128) == [(0, 128)]
-    assert wide.slices(5, 128) == [(0, 5)]
-
-
 def test_register_copies_all_follow_the_next_value():
     m = Module()
     nxt = Signal(3)
