@@ -674,8 +674,8 @@ class Resources:
 #: of SF ≥ 2 that never stall: worst error 11.1%, on the reference foldings +4.1% and
 #: -5.4% (bench/results/hardware_fit.json). The features are nearly collinear (lanes,
 #: adders and bits all grow with PE·SIMD), so single costs mean little; the tree's
-#: adders carry the lanes' negation. ``copies`` (the enables of slices of wide registers,
-#: added after that fit) is counted, one LUT each, not fitted.
+#: adders carry the lanes' negation. ``copies`` (the enables of the parts of wide
+#: registers, added after that fit) is counted, one LUT each, not fitted.
 LUT_COST = {"negate": 0.0, "tree": 1.46, "acc": 0.0, "xbuf": 1.24, "shifter": 0.44,
             "requant": 0.0, "rom_lut": 0.198, "engine": 111.0, "skid": 1.44, "copies": 1.0}
 #: Flip-flops per register bit the gateware declares (:func:`engine_registers`), by
@@ -734,7 +734,7 @@ def engine_features(n_in: int, n_out: int, in_bits: int, pe: int, simd: int,
             "skid": (sf > 1) * (skid_groups(sf, engine_pipeline(simd)) + 1) * pe * w.out_bits,
             "shifter": pe * total_bits * max(1, w.shift_bits),
             "requant": pe * (total_bits + w.out_bits), "rom_lut": rom_lut, "engine": 1,
-            # SF ≥ 2: the enable of each slice of the input buffer and the output register
+            # SF ≥ 2: the enable of each part of the input buffer and the output register
             "copies": (sf > 1) * (enable_copies(sf * simd * in_bits)
                                   + enable_copies(nf * pe * w.out_bits))}
 
@@ -765,7 +765,7 @@ def engine_registers(n_in: int, n_out: int, in_bits: int, pe: int, simd: int,
         "rom_out": pe * simd + pe * w.param_bits + simd * in_bits,
         "misc": (4 + clog2(nf)) * (1 + tree_depth(simd)) + 2 * clog2(nf * sf) + 12,
         # SF ≥ 2: the registered issue decision and the copies of the registers that enable
-        # the slices of the input buffer (2 each) and of the output register (3 each)
+        # the parts of the input buffer (2 each) and of the output register (3 each)
         "copies": (sf > 1) * (1 + 2 * enable_copies(sf * simd * in_bits)
                               + 3 * enable_copies(nf * pe * w.out_bits)),
     }

@@ -37,10 +37,13 @@ class LayerEngine(wiring.Component):
     :data:`bchw.perf.CREDIT_RETURN_STAGES` registers) when the group enters
     the output register.  So no control signal has to reach the whole engine
     in one cycle, which a large engine spread over the device could not do at
-    150 MHz.  With ``SF = 1`` the groups are collected apart and the whole
-    engine stalls when a vector's last group meets a full output register;
-    the stall depends on this engine's registers only (not on ``m.ready``), so
-    ready paths stay within one stage.
+    150 MHz; nor does one enable reach its whole input buffer or output
+    register: they load in parts (:func:`bchw.perf.enable_parts`), each under
+    copies of the registers its enable is made of, the issue decision among
+    them, registered a cycle ahead.  With ``SF = 1`` the groups are collected
+    apart and the whole engine stalls when a vector's last group meets a full
+    output register; the stall depends on this engine's registers only (not
+    on ``m.ready``), so ready paths stay within one stage.
     :func:`bchw.perf.engine_pipeline` gives the latency.
 
     ``datapath`` (one of :data:`DATAPATHS`) chooses how ±1 weights are
@@ -165,7 +168,6 @@ class LayerEngine(wiring.Component):
             credit_back = Signal()
             credits_n = state(credits, credits + credit_back - (issue & (sfc == 0)))
             issue_n = state(issue, busy_n & ((sfc_n != 0) | (credits_n != 0)))
-        if credit:
             # the input buffer loads a vector, or rotates by one slice at each step but a
             # vector's last; part by part under copies of ready and of that shift, so no
             # enable reaches the whole buffer (loading and shifting never coincide: ready

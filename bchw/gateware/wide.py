@@ -32,4 +32,3 @@ def register_copies(m: Module, next_value: Value, count: int, name: str,
                      attrs={"keep": 1}) for k in range(count)]
     m.d.sync += [c.eq(next_value) for c in copies]
     return copies
-
