@@ -179,7 +179,6 @@ def test_cycle_model_of_a_conv_bundle(tmp_path):
                      "_Assembler", "_CreditEngine", "_CreditEngine", "_Argmax"]
 
 
-
 @pytest.mark.parametrize("width", [1, 127, 128, 129, 6336, 6272])
 def test_enable_parts_cover_a_register_once(width):
     parts = perf.enable_parts(width)

@@ -119,7 +119,7 @@ def test_raw_verilog_and_nodsp(tmp_path):
     assert with_dsp.ffs == without.ffs == 17
 
 
-#: A core whose 16-bit output register loads in four slices, each under its own copy of one
+#: A core whose 16-bit output register loads in four parts, each under its own copy of one
 #: registered enable, named as bchw.gateware.wide.register_copies names them (NAME).
 COPIES_CORE = """\
 module bchw_top (
