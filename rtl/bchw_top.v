@@ -1286,8 +1286,8 @@ module \bchw_top.assembler (tvalid, clk, rst, tready, m__valid, m__payload, m__r
   wire \$155 ;
   wire \$156 ;
   wire \$157 ;
-  reg \$158 ;
-  reg [4:0] \$159 ;
+  reg [4:0] \$158 ;
+  reg \$159 ;
   wire \$16 ;
   reg \$160 ;
   reg \$161 ;
@@ -1708,9 +1708,9 @@ module \bchw_top.assembler (tvalid, clk, rst, tready, m__valid, m__payload, m__r
   assign \$156  = \$155  | m__ready;
   assign \$157  = tvalid & \$156 ;
   always @(posedge clk)
-    m__valid <= \$158 ;
+    count <= \$158 ;
   always @(posedge clk)
-    count <= \$159 ;
+    m__valid <= \$159 ;
   always @(posedge clk)
     mvalid_copy0 <= \$160 ;
   always @(posedge clk)
@@ -1813,19 +1813,19 @@ module \bchw_top.assembler (tvalid, clk, rst, tready, m__valid, m__payload, m__r
     m__payload <= \$209 ;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$158  = valid_next;
+    \$158  = count;
+    if (\$7 ) begin
+      \$158  = \$10 [4:0];
+    end
     if (rst) begin
-      \$158  = 1'h0;
+      \$158  = 5'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$159  = count;
-    if (\$7 ) begin
-      \$159  = \$10 [4:0];
-    end
+    \$159  = valid_next;
     if (rst) begin
-      \$159  = 5'h00;
+      \$159  = 1'h0;
     end
   end
   always @* begin
@@ -4058,71 +4058,71 @@ module \bchw_top.engine0 (rst, s__valid, pay, s__ready, m__valid, m__payload, m_
   always @(posedge clk)
     count <= \$632 ;
   always @(posedge clk)
-    m__valid <= \$633 ;
+    held_copy0 <= \$633 ;
   always @(posedge clk)
-    held_copy0 <= \$634 ;
+    held_copy1 <= \$634 ;
   always @(posedge clk)
-    held_copy1 <= \$635 ;
+    held_copy2 <= \$635 ;
   always @(posedge clk)
-    held_copy2 <= \$636 ;
+    held_copy3 <= \$636 ;
   always @(posedge clk)
-    held_copy3 <= \$637 ;
+    held_copy4 <= \$637 ;
   always @(posedge clk)
-    held_copy4 <= \$638 ;
+    held_copy5 <= \$638 ;
   always @(posedge clk)
-    held_copy5 <= \$639 ;
+    held_copy6 <= \$639 ;
   always @(posedge clk)
-    held_copy6 <= \$640 ;
+    held_copy7 <= \$640 ;
   always @(posedge clk)
-    held_copy7 <= \$641 ;
+    held_copy8 <= \$641 ;
   always @(posedge clk)
-    held_copy8 <= \$642 ;
+    held_copy9 <= \$642 ;
   always @(posedge clk)
-    held_copy9 <= \$643 ;
+    held_copy10 <= \$643 ;
   always @(posedge clk)
-    held_copy10 <= \$644 ;
+    held_copy11 <= \$644 ;
   always @(posedge clk)
-    held_copy11 <= \$645 ;
+    held_copy12 <= \$645 ;
   always @(posedge clk)
-    held_copy12 <= \$646 ;
+    held_copy13 <= \$646 ;
   always @(posedge clk)
-    held_copy13 <= \$647 ;
+    held_copy14 <= \$647 ;
   always @(posedge clk)
-    held_copy14 <= \$648 ;
+    held_copy15 <= \$648 ;
   always @(posedge clk)
-    held_copy15 <= \$649 ;
+    qvalid_copy0 <= \$649 ;
   always @(posedge clk)
-    qvalid_copy0 <= \$650 ;
+    qvalid_copy1 <= \$650 ;
   always @(posedge clk)
-    qvalid_copy1 <= \$651 ;
+    qvalid_copy2 <= \$651 ;
   always @(posedge clk)
-    qvalid_copy2 <= \$652 ;
+    qvalid_copy3 <= \$652 ;
   always @(posedge clk)
-    qvalid_copy3 <= \$653 ;
+    qvalid_copy4 <= \$653 ;
   always @(posedge clk)
-    qvalid_copy4 <= \$654 ;
+    qvalid_copy5 <= \$654 ;
   always @(posedge clk)
-    qvalid_copy5 <= \$655 ;
+    qvalid_copy6 <= \$655 ;
   always @(posedge clk)
-    qvalid_copy6 <= \$656 ;
+    qvalid_copy7 <= \$656 ;
   always @(posedge clk)
-    qvalid_copy7 <= \$657 ;
+    qvalid_copy8 <= \$657 ;
   always @(posedge clk)
-    qvalid_copy8 <= \$658 ;
+    qvalid_copy9 <= \$658 ;
   always @(posedge clk)
-    qvalid_copy9 <= \$659 ;
+    qvalid_copy10 <= \$659 ;
   always @(posedge clk)
-    qvalid_copy10 <= \$660 ;
+    qvalid_copy11 <= \$660 ;
   always @(posedge clk)
-    qvalid_copy11 <= \$661 ;
+    qvalid_copy12 <= \$661 ;
   always @(posedge clk)
-    qvalid_copy12 <= \$662 ;
+    qvalid_copy13 <= \$662 ;
   always @(posedge clk)
-    qvalid_copy13 <= \$663 ;
+    qvalid_copy14 <= \$663 ;
   always @(posedge clk)
-    qvalid_copy14 <= \$664 ;
+    qvalid_copy15 <= \$664 ;
   always @(posedge clk)
-    qvalid_copy15 <= \$665 ;
+    m__valid <= \$665 ;
   always @(posedge clk)
     mvalid_copy0 <= \$666 ;
   always @(posedge clk)
@@ -5846,119 +5846,119 @@ module \bchw_top.engine0 (rst, s__valid, pay, s__ready, m__valid, m__payload, m_
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$633  = valid_next;
+    \$633  = \$375 ;
     if (rst) begin
       \$633  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$634  = \$375 ;
+    \$634  = \$376 ;
     if (rst) begin
       \$634  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$635  = \$376 ;
+    \$635  = \$377 ;
     if (rst) begin
       \$635  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$636  = \$377 ;
+    \$636  = \$378 ;
     if (rst) begin
       \$636  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$637  = \$378 ;
+    \$637  = \$379 ;
     if (rst) begin
       \$637  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$638  = \$379 ;
+    \$638  = \$380 ;
     if (rst) begin
       \$638  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$639  = \$380 ;
+    \$639  = \$381 ;
     if (rst) begin
       \$639  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$640  = \$381 ;
+    \$640  = \$382 ;
     if (rst) begin
       \$640  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$641  = \$382 ;
+    \$641  = \$383 ;
     if (rst) begin
       \$641  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$642  = \$383 ;
+    \$642  = \$384 ;
     if (rst) begin
       \$642  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$643  = \$384 ;
+    \$643  = \$385 ;
     if (rst) begin
       \$643  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$644  = \$385 ;
+    \$644  = \$386 ;
     if (rst) begin
       \$644  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$645  = \$386 ;
+    \$645  = \$387 ;
     if (rst) begin
       \$645  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$646  = \$387 ;
+    \$646  = \$388 ;
     if (rst) begin
       \$646  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$647  = \$388 ;
+    \$647  = \$389 ;
     if (rst) begin
       \$647  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$648  = \$389 ;
+    \$648  = \$390 ;
     if (rst) begin
       \$648  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$649  = \$390 ;
+    \$649  = qv_d1;
     if (rst) begin
       \$649  = 1'h0;
     end
@@ -6070,7 +6070,7 @@ module \bchw_top.engine0 (rst, s__valid, pay, s__ready, m__valid, m__payload, m_
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$665  = qv_d1;
+    \$665  = valid_next;
     if (rst) begin
       \$665  = 1'h0;
     end
@@ -15896,11 +15896,11 @@ module \bchw_top.engine1 (rst, s__valid, pay, s__ready, m__valid, m__payload, m_
   (* keep = 32'd1 *)
   reg xshift_copy9 = 1'h0;
   always @(posedge clk)
-    qvalid_copy13 <= \$431 ;
+    qvalid_copy14 <= \$431 ;
   always @(posedge clk)
-    qvalid_copy14 <= \$432 ;
+    qvalid_copy15 <= \$432 ;
   always @(posedge clk)
-    qvalid_copy15 <= \$433 ;
+    m__valid <= \$433 ;
   always @(posedge clk)
     mvalid_copy0 <= \$434 ;
   always @(posedge clk)
@@ -16418,65 +16418,65 @@ module \bchw_top.engine1 (rst, s__valid, pay, s__ready, m__valid, m__payload, m_
   always @(posedge clk)
     count <= \$400 ;
   always @(posedge clk)
-    m__valid <= \$401 ;
+    held_copy0 <= \$401 ;
   always @(posedge clk)
-    held_copy0 <= \$402 ;
+    held_copy1 <= \$402 ;
   always @(posedge clk)
-    held_copy1 <= \$403 ;
+    held_copy2 <= \$403 ;
   always @(posedge clk)
-    held_copy2 <= \$404 ;
+    held_copy3 <= \$404 ;
   always @(posedge clk)
-    held_copy3 <= \$405 ;
+    held_copy4 <= \$405 ;
   always @(posedge clk)
-    held_copy4 <= \$406 ;
+    held_copy5 <= \$406 ;
   always @(posedge clk)
-    held_copy5 <= \$407 ;
+    held_copy6 <= \$407 ;
   always @(posedge clk)
-    held_copy6 <= \$408 ;
+    held_copy7 <= \$408 ;
   always @(posedge clk)
-    held_copy7 <= \$409 ;
+    held_copy8 <= \$409 ;
   always @(posedge clk)
-    held_copy8 <= \$410 ;
+    held_copy9 <= \$410 ;
   always @(posedge clk)
-    held_copy9 <= \$411 ;
+    held_copy10 <= \$411 ;
   always @(posedge clk)
-    held_copy10 <= \$412 ;
+    held_copy11 <= \$412 ;
   always @(posedge clk)
-    held_copy11 <= \$413 ;
+    held_copy12 <= \$413 ;
   always @(posedge clk)
-    held_copy12 <= \$414 ;
+    held_copy13 <= \$414 ;
   always @(posedge clk)
-    held_copy13 <= \$415 ;
+    held_copy14 <= \$415 ;
   always @(posedge clk)
-    held_copy14 <= \$416 ;
+    held_copy15 <= \$416 ;
   always @(posedge clk)
-    held_copy15 <= \$417 ;
+    qvalid_copy0 <= \$417 ;
   always @(posedge clk)
-    qvalid_copy0 <= \$418 ;
+    qvalid_copy1 <= \$418 ;
   always @(posedge clk)
-    qvalid_copy1 <= \$419 ;
+    qvalid_copy2 <= \$419 ;
   always @(posedge clk)
-    qvalid_copy2 <= \$420 ;
+    qvalid_copy3 <= \$420 ;
   always @(posedge clk)
-    qvalid_copy3 <= \$421 ;
+    qvalid_copy4 <= \$421 ;
   always @(posedge clk)
-    qvalid_copy4 <= \$422 ;
+    qvalid_copy5 <= \$422 ;
   always @(posedge clk)
-    qvalid_copy5 <= \$423 ;
+    qvalid_copy6 <= \$423 ;
   always @(posedge clk)
-    qvalid_copy6 <= \$424 ;
+    qvalid_copy7 <= \$424 ;
   always @(posedge clk)
-    qvalid_copy7 <= \$425 ;
+    qvalid_copy8 <= \$425 ;
   always @(posedge clk)
-    qvalid_copy8 <= \$426 ;
+    qvalid_copy9 <= \$426 ;
   always @(posedge clk)
-    qvalid_copy9 <= \$427 ;
+    qvalid_copy10 <= \$427 ;
   always @(posedge clk)
-    qvalid_copy10 <= \$428 ;
+    qvalid_copy11 <= \$428 ;
   always @(posedge clk)
-    qvalid_copy11 <= \$429 ;
+    qvalid_copy12 <= \$429 ;
   always @(posedge clk)
-    qvalid_copy12 <= \$430 ;
+    qvalid_copy13 <= \$430 ;
   \bchw_top.engine1.params  params (
     .addr(fp_d3[7:4]),
     .clk(clk),
@@ -16720,7 +16720,7 @@ module \bchw_top.engine1 (rst, s__valid, pay, s__ready, m__valid, m__payload, m_
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$433  = qv_d1;
+    \$433  = valid_next;
     if (rst) begin
       \$433  = 1'h0;
     end
@@ -17479,119 +17479,119 @@ module \bchw_top.engine1 (rst, s__valid, pay, s__ready, m__valid, m__payload, m_
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$401  = valid_next;
+    \$401  = \$210 ;
     if (rst) begin
       \$401  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$402  = \$210 ;
+    \$402  = \$211 ;
     if (rst) begin
       \$402  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$403  = \$211 ;
+    \$403  = \$212 ;
     if (rst) begin
       \$403  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$404  = \$212 ;
+    \$404  = \$213 ;
     if (rst) begin
       \$404  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$405  = \$213 ;
+    \$405  = \$214 ;
     if (rst) begin
       \$405  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$406  = \$214 ;
+    \$406  = \$215 ;
     if (rst) begin
       \$406  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$407  = \$215 ;
+    \$407  = \$216 ;
     if (rst) begin
       \$407  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$408  = \$216 ;
+    \$408  = \$217 ;
     if (rst) begin
       \$408  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$409  = \$217 ;
+    \$409  = \$218 ;
     if (rst) begin
       \$409  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$410  = \$218 ;
+    \$410  = \$219 ;
     if (rst) begin
       \$410  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$411  = \$219 ;
+    \$411  = \$220 ;
     if (rst) begin
       \$411  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$412  = \$220 ;
+    \$412  = \$221 ;
     if (rst) begin
       \$412  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$413  = \$221 ;
+    \$413  = \$222 ;
     if (rst) begin
       \$413  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$414  = \$222 ;
+    \$414  = \$223 ;
     if (rst) begin
       \$414  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$415  = \$223 ;
+    \$415  = \$224 ;
     if (rst) begin
       \$415  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$416  = \$224 ;
+    \$416  = \$225 ;
     if (rst) begin
       \$416  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$417  = \$225 ;
+    \$417  = qv_d1;
     if (rst) begin
       \$417  = 1'h0;
     end
@@ -24185,11 +24185,11 @@ module \bchw_top.engine2 (rst, s__valid, pay, s__ready, m__valid, m__payload, m_
   (* keep = 32'd1 *)
   reg xshift_copy9 = 1'h0;
   always @(posedge clk)
-    qvalid_copy13 <= \$431 ;
+    qvalid_copy14 <= \$431 ;
   always @(posedge clk)
-    qvalid_copy14 <= \$432 ;
+    qvalid_copy15 <= \$432 ;
   always @(posedge clk)
-    qvalid_copy15 <= \$433 ;
+    m__valid <= \$433 ;
   always @(posedge clk)
     mvalid_copy0 <= \$434 ;
   always @(posedge clk)
@@ -24707,65 +24707,65 @@ module \bchw_top.engine2 (rst, s__valid, pay, s__ready, m__valid, m__payload, m_
   always @(posedge clk)
     count <= \$400 ;
   always @(posedge clk)
-    m__valid <= \$401 ;
+    held_copy0 <= \$401 ;
   always @(posedge clk)
-    held_copy0 <= \$402 ;
+    held_copy1 <= \$402 ;
   always @(posedge clk)
-    held_copy1 <= \$403 ;
+    held_copy2 <= \$403 ;
   always @(posedge clk)
-    held_copy2 <= \$404 ;
+    held_copy3 <= \$404 ;
   always @(posedge clk)
-    held_copy3 <= \$405 ;
+    held_copy4 <= \$405 ;
   always @(posedge clk)
-    held_copy4 <= \$406 ;
+    held_copy5 <= \$406 ;
   always @(posedge clk)
-    held_copy5 <= \$407 ;
+    held_copy6 <= \$407 ;
   always @(posedge clk)
-    held_copy6 <= \$408 ;
+    held_copy7 <= \$408 ;
   always @(posedge clk)
-    held_copy7 <= \$409 ;
+    held_copy8 <= \$409 ;
   always @(posedge clk)
-    held_copy8 <= \$410 ;
+    held_copy9 <= \$410 ;
   always @(posedge clk)
-    held_copy9 <= \$411 ;
+    held_copy10 <= \$411 ;
   always @(posedge clk)
-    held_copy10 <= \$412 ;
+    held_copy11 <= \$412 ;
   always @(posedge clk)
-    held_copy11 <= \$413 ;
+    held_copy12 <= \$413 ;
   always @(posedge clk)
-    held_copy12 <= \$414 ;
+    held_copy13 <= \$414 ;
   always @(posedge clk)
-    held_copy13 <= \$415 ;
+    held_copy14 <= \$415 ;
   always @(posedge clk)
-    held_copy14 <= \$416 ;
+    held_copy15 <= \$416 ;
   always @(posedge clk)
-    held_copy15 <= \$417 ;
+    qvalid_copy0 <= \$417 ;
   always @(posedge clk)
-    qvalid_copy0 <= \$418 ;
+    qvalid_copy1 <= \$418 ;
   always @(posedge clk)
-    qvalid_copy1 <= \$419 ;
+    qvalid_copy2 <= \$419 ;
   always @(posedge clk)
-    qvalid_copy2 <= \$420 ;
+    qvalid_copy3 <= \$420 ;
   always @(posedge clk)
-    qvalid_copy3 <= \$421 ;
+    qvalid_copy4 <= \$421 ;
   always @(posedge clk)
-    qvalid_copy4 <= \$422 ;
+    qvalid_copy5 <= \$422 ;
   always @(posedge clk)
-    qvalid_copy5 <= \$423 ;
+    qvalid_copy6 <= \$423 ;
   always @(posedge clk)
-    qvalid_copy6 <= \$424 ;
+    qvalid_copy7 <= \$424 ;
   always @(posedge clk)
-    qvalid_copy7 <= \$425 ;
+    qvalid_copy8 <= \$425 ;
   always @(posedge clk)
-    qvalid_copy8 <= \$426 ;
+    qvalid_copy9 <= \$426 ;
   always @(posedge clk)
-    qvalid_copy9 <= \$427 ;
+    qvalid_copy10 <= \$427 ;
   always @(posedge clk)
-    qvalid_copy10 <= \$428 ;
+    qvalid_copy11 <= \$428 ;
   always @(posedge clk)
-    qvalid_copy11 <= \$429 ;
+    qvalid_copy12 <= \$429 ;
   always @(posedge clk)
-    qvalid_copy12 <= \$430 ;
+    qvalid_copy13 <= \$430 ;
   \bchw_top.engine2.params  params (
     .addr(fp_d3[7:4]),
     .clk(clk),
@@ -25009,7 +25009,7 @@ module \bchw_top.engine2 (rst, s__valid, pay, s__ready, m__valid, m__payload, m_
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$37 ) begin end
-    \$433  = qv_d1;
+    \$433  = valid_next;
     if (rst) begin
       \$433  = 1'h0;
     end
@@ -25768,119 +25768,119 @@ module \bchw_top.engine2 (rst, s__valid, pay, s__ready, m__valid, m__payload, m_
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$37 ) begin end
-    \$401  = valid_next;
+    \$401  = \$210 ;
     if (rst) begin
       \$401  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$37 ) begin end
-    \$402  = \$210 ;
+    \$402  = \$211 ;
     if (rst) begin
       \$402  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$37 ) begin end
-    \$403  = \$211 ;
+    \$403  = \$212 ;
     if (rst) begin
       \$403  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$37 ) begin end
-    \$404  = \$212 ;
+    \$404  = \$213 ;
     if (rst) begin
       \$404  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$37 ) begin end
-    \$405  = \$213 ;
+    \$405  = \$214 ;
     if (rst) begin
       \$405  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$37 ) begin end
-    \$406  = \$214 ;
+    \$406  = \$215 ;
     if (rst) begin
       \$406  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$37 ) begin end
-    \$407  = \$215 ;
+    \$407  = \$216 ;
     if (rst) begin
       \$407  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$37 ) begin end
-    \$408  = \$216 ;
+    \$408  = \$217 ;
     if (rst) begin
       \$408  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$37 ) begin end
-    \$409  = \$217 ;
+    \$409  = \$218 ;
     if (rst) begin
       \$409  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$37 ) begin end
-    \$410  = \$218 ;
+    \$410  = \$219 ;
     if (rst) begin
       \$410  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$37 ) begin end
-    \$411  = \$219 ;
+    \$411  = \$220 ;
     if (rst) begin
       \$411  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$37 ) begin end
-    \$412  = \$220 ;
+    \$412  = \$221 ;
     if (rst) begin
       \$412  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$37 ) begin end
-    \$413  = \$221 ;
+    \$413  = \$222 ;
     if (rst) begin
       \$413  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$37 ) begin end
-    \$414  = \$222 ;
+    \$414  = \$223 ;
     if (rst) begin
       \$414  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$37 ) begin end
-    \$415  = \$223 ;
+    \$415  = \$224 ;
     if (rst) begin
       \$415  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$37 ) begin end
-    \$416  = \$224 ;
+    \$416  = \$225 ;
     if (rst) begin
       \$416  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$37 ) begin end
-    \$417  = \$225 ;
+    \$417  = qv_d1;
     if (rst) begin
       \$417  = 1'h0;
     end
@@ -32506,15 +32506,15 @@ module \bchw_top.engine3 (rst, m__ready, s__valid, pay, s__ready, m__valid, m__p
   always @(posedge clk)
     count <= \$283 ;
   always @(posedge clk)
-    m__valid <= \$284 ;
+    held_copy0 <= \$284 ;
   always @(posedge clk)
-    held_copy0 <= \$285 ;
+    held_copy1 <= \$285 ;
   always @(posedge clk)
-    held_copy1 <= \$286 ;
+    qvalid_copy0 <= \$286 ;
   always @(posedge clk)
-    qvalid_copy0 <= \$287 ;
+    qvalid_copy1 <= \$287 ;
   always @(posedge clk)
-    qvalid_copy1 <= \$288 ;
+    m__valid <= \$288 ;
   always @(posedge clk)
     mvalid_copy0 <= \$289 ;
   always @(posedge clk)
@@ -33201,21 +33201,21 @@ module \bchw_top.engine3 (rst, m__ready, s__valid, pay, s__ready, m__valid, m__p
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$54 ) begin end
-    \$284  = valid_next;
+    \$284  = \$198 ;
     if (rst) begin
       \$284  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$54 ) begin end
-    \$285  = \$198 ;
+    \$285  = \$199 ;
     if (rst) begin
       \$285  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$54 ) begin end
-    \$286  = \$199 ;
+    \$286  = qv_d1;
     if (rst) begin
       \$286  = 1'h0;
     end
@@ -33229,7 +33229,7 @@ module \bchw_top.engine3 (rst, m__ready, s__valid, pay, s__ready, m__valid, m__p
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$54 ) begin end
-    \$288  = qv_d1;
+    \$288  = valid_next;
     if (rst) begin
       \$288  = 1'h0;
     end

@@ -8,7 +8,7 @@ from amaranth.hdl import Cat, Module, Mux, Signal
 from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from bchw.gateware.wide import register_copies, wide_signal
+from bchw.gateware.wide import output_valid_copies, wide_signal
 from bchw.perf import enable_parts
 
 
@@ -49,16 +49,13 @@ class InputAssembler(wiring.Component):
         # beat b of an image ends at bits [b·beat_bits, (b+1)·beat_bits) after the last one
         vector = wide_signal(self.beats * beat_bits, "vector")
         m.d.comb += self.m.payload.eq(vector[:self.n_in * self.pixel_bits])
-        valid_n = Signal(name="valid_next")
-        m.d.comb += valid_n.eq(Mux(take & last_beat, 1, self.m.valid & ~self.m.ready))
-        m.d.sync += self.m.valid.eq(valid_n)
         with m.If(take):
             m.d.sync += count.eq(Mux(last_beat, 0, count + 1))
         # the image shifts in part by part, each part under its own copy of ``take`` made
         # from a copy of m.valid (see bchw.perf.enable_parts)
         shifted = Cat(vector[beat_bits:], self.tdata)
         parts = enable_parts(len(vector))
-        fulls = register_copies(m, valid_n, len(parts), "mvalid")
+        fulls = output_valid_copies(m, self.m, take & last_beat, len(parts))
         for (lo, hi), full in zip(parts, fulls, strict=True):
             with m.If(self.tvalid & (~full | self.m.ready)):
                 m.d.sync += vector[lo:hi].eq(shifted[lo:hi])

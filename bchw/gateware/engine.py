@@ -9,7 +9,7 @@ from amaranth.lib.wiring import In, Out
 from bchw.gateware.adder_tree import AdderTree
 from bchw.gateware.requantizer import Requantizer
 from bchw.gateware.rom import Rom
-from bchw.gateware.wide import register_copies, wide_signal
+from bchw.gateware.wide import output_valid_copies, register_copies, wide_signal
 from bchw.golden import LayerWidths
 from bchw.perf import (CREDIT_RETURN_STAGES, REQUANT_STAGES, ROM_STAGES, enable_parts,
                        engine_pipeline, skid_groups, tree_depth)
@@ -296,7 +296,6 @@ class LayerEngine(wiring.Component):
         skid = [Signal(gb + 1, name=f"skid{k}", reset_less=True) for k in range(groups)]
         count = Signal(range(groups + 1))
         count_n = Signal.like(count, name="count_next")
-        valid_n = Signal(name="valid_next")
         held = count != 0
         arriving = Cat(group, q_end)
         head = Mux(held, skid[0], arriving)
@@ -310,15 +309,14 @@ class LayerEngine(wiring.Component):
                 m.d.sync += slot.eq(arriving)
             with m.Elif(pop):
                 m.d.sync += slot.eq(skid[k + 1] if k + 1 < groups else 0)
-        m.d.comb += [count_n.eq(count - pop + push),
-                     valid_n.eq(Mux(enter & head[gb], 1, self.m.valid & ~self.m.ready))]
-        m.d.sync += [count.eq(count_n), self.m.valid.eq(valid_n)]
+        m.d.comb += count_n.eq(count - pop + push)
+        m.d.sync += count.eq(count_n)
         # the output register shifts in the entering group part by part, each part under
         # its own copy of ``enter`` made from copies of the registers it depends on
         parts = enable_parts(len(vector))
         helds = register_copies(m, count_n != 0, len(parts), "held")
         arrivals = register_copies(m, q_valid_next, len(parts), "qvalid")
-        fulls = register_copies(m, valid_n, len(parts), "mvalid")
+        fulls = output_valid_copies(m, self.m, enter & head[gb], len(parts))
         shifted = Cat(vector[gb:], head[:gb])
         for (lo, hi), held_c, arrival, full in zip(parts, helds, arrivals, fulls,
                                                    strict=True):

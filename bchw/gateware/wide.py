@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from amaranth.hdl import Cat, Module, Signal, Value
+from amaranth.hdl import Cat, Module, Mux, Signal, Value
 
 #: The widest single signal used for a register. Amaranth 0.5 numbers a cell's output
 #: bits with 16 bits and, where a register of exactly 2**16 bits feeds another module,
@@ -32,3 +32,13 @@ def register_copies(m: Module, next_value: Value, count: int, name: str,
                      attrs={"keep": 1}) for k in range(count)]
     m.d.sync += [c.eq(next_value) for c in copies]
     return copies
+
+
+def output_valid_copies(m: Module, stream, load: Value, count: int) -> list[Signal]:
+    """Drive ``stream.valid`` as the register of an output that is filled when ``load``
+    and emptied when taken, and return ``count`` copies of it (see
+    :func:`register_copies`), one for the enable of each part of the output register."""
+    valid_next = Signal(name="valid_next")
+    m.d.comb += valid_next.eq(Mux(load, 1, stream.valid & ~stream.ready))
+    m.d.sync += stream.valid.eq(valid_next)
+    return register_copies(m, valid_next, count, "mvalid")
