@@ -56,14 +56,31 @@ def layer_shapes(sizes: list[int], act_bits: int) -> list[tuple[int, int, int, b
     return [(sizes[i], sizes[i + 1], 8 if i == 0 else act_bits, i == n - 1) for i in range(n)]
 
 
+def beat_lanes(n_in: int, simd: int, need: int) -> int | None:
+    """Pixels a beat for a first layer of SIMD ``simd``: the fewest from ``need`` to
+    ``2·need`` that divide SIMD, so that the beats go straight into its engine's input
+    memory (:func:`bchw.perf.beats_into_engine`), or None (an input assembler takes them;
+    also when the layer has one slice)."""
+    if -(-n_in // simd) < 2:
+        return None
+    return next((d for d in range(need, min(2 * need, simd) + 1) if simd % d == 0), None)
+
+
 def best_layer_folding(n_in: int, n_out: int, in_bits: int, widths: golden.LayerWidths,
-                       budget: int, busy: float = 0.0) -> tuple[int, int, int]:
+                       budget: int, busy: float = 0.0, need: int | None = None
+                       ) -> tuple[int, int, int]:
     """(pe, simd, luts) of the cheapest folding of one layer within ``budget`` cycles.
 
     Foldings that keep their lanes busy for at least ``busy`` of the budget
     (``NF·SF >= busy · budget``) come first: a faster layer would only wait for
     the slowest one, its extra lanes idle. Others are taken only when the
     layer's sizes allow none of those.
+
+    ``need``: the first layer, fed beats of at least ``need`` pixels. Its engine takes
+    them into its input memory where :func:`beat_lanes` finds lanes that divide its
+    SIMD; for that, a SIMD a little above the least for an SF (the same SF, more padding)
+    is a candidate too, and the cost of a folding that needs an input assembler
+    includes the assembler's.
     """
     best = None
     for pe in range(1, n_out + 1):
@@ -76,11 +93,19 @@ def best_layer_folding(n_in: int, n_out: int, in_bits: int, widths: golden.Layer
         for sf in sorted({min(sf_max, n_in), *range(max(1, sf_max - 8), sf_max + 1)}):
             simd = -(-n_in // sf)
             sf = -(-n_in // simd)       # the least SIMD for this SF, and its real SF
-            simd = -(-n_in // sf)
-            luts = perf.engine_resources(n_in, n_out, in_bits, pe, simd, widths).luts
-            key = (nf * sf < busy * budget, luts, pe * simd)
-            if best is None or key < best[0]:
-                best = (key, pe, simd, luts)
+            least = -(-n_in // sf)
+            wider = [] if need is None or beat_lanes(n_in, least, need) else [
+                s for s in range(least + 1, least + need) if -(-n_in // s) == sf
+                and beat_lanes(n_in, s, need)][:1]
+            for simd in [least, *wider]:
+                memory = need is not None and beat_lanes(n_in, simd, need) is not None
+                luts = perf.engine_resources(n_in, n_out, in_bits, pe, simd, widths,
+                                             memory).luts
+                if need is not None and not memory:
+                    luts += perf.assembler_resources(n_in, need).luts
+                key = (nf * sf < busy * budget, luts, pe * simd)
+                if best is None or key < best[0]:
+                    best = (key, pe, simd, luts)
     if best is None:
         raise BchwError(f"a {n_in}×{n_out} layer cannot finish within {budget} cycles",
                         field="folding")
@@ -110,16 +135,20 @@ def fold_for_budget(sizes: list[int], act_bits: int, budget: int, *, mul_bits: i
 
 def _fold(sizes: list[int], act_bits: int, budget: int, mul_bits: int, score_bits: int,
           clock_mhz: float, busy: float) -> Folding:
+    # the fewest pixels a beat that keep the input within the budget; raised to a divisor
+    # of layer 0's SIMD where one is near (beat_lanes), so that the beats go straight into
+    # its engine's input memory, with no input assembler
+    need = -(-sizes[0] // min(budget, sizes[0]))
     pe, simd, luts = [], [], 0
-    for n_in, n_out, in_bits, last in layer_shapes(sizes, act_bits):
+    for k, (n_in, n_out, in_bits, last) in enumerate(layer_shapes(sizes, act_bits)):
         widths = golden.layer_widths(n_in, in_bits, mul_bits=mul_bits, last=last,
                                      act_bits=act_bits, score_bits=score_bits)
-        p, s, cost = best_layer_folding(n_in, n_out, in_bits, widths, budget, busy)
+        p, s, cost = best_layer_folding(n_in, n_out, in_bits, widths, budget, busy,
+                                        need if k == 0 else None)
         pe.append(p)
         simd.append(s)
         luts += cost
-    in_lanes = -(-sizes[0] // min(budget, sizes[0]))
-    in_lanes = -(-sizes[0] // -(-sizes[0] // in_lanes))
+    in_lanes = beat_lanes(sizes[0], simd[0], need) or -(-sizes[0] // -(-sizes[0] // need))
     shapes = layer_shapes(sizes, act_bits)
     interval = max([-(-sizes[0] // in_lanes)] + [
         perf.engine_interval(-(-o // p) * -(-i // s))
@@ -127,7 +156,7 @@ def _fold(sizes: list[int], act_bits: int, budget: int, mul_bits: int, score_bit
     macs = sum(a * b for a, b in zip(sizes[:-1], sizes[1:]))
     lanes = sum(p * s for p, s in zip(pe, simd))
     return Folding(pe, simd, in_lanes, interval, lanes, macs,
-                   luts + perf.fixed_resources(sizes, act_bits, score_bits, in_lanes).luts,
+                   luts + perf.argmax_resources(sizes[-1], score_bits).luts,
                    clock_mhz)
 
 

@@ -719,9 +719,28 @@ def engine_roms(n_in: int, n_out: int, pe: int, simd: int, widths) -> tuple[tupl
     return (pe * simd, nf * sf), (pe * widths.param_bits, nf)
 
 
+def beats_into_engine(n_in: int, simd: int, in_lanes: int) -> bool:
+    """Whether a multilayer perceptron's first engine takes the input beats of
+    ``in_lanes`` pixels itself, into its input memory (``beat_lanes`` of
+    :class:`bchw.gateware.engine.LayerEngine`), with no input assembler: when
+    ``in_lanes`` divides its SIMD and it has two slices or more (the folding search
+    chooses such lanes)."""
+    return simd % in_lanes == 0 and -(-n_in // simd) >= 2
+
+
+def input_memory_resources(n_in: int, in_bits: int, simd: int) -> Resources:
+    """The input memory of an engine fed beats (:func:`beats_into_engine`): two banks of
+    ``SF`` slices, each rounded up to a power of two (:func:`ram_resources`), and its
+    write counters and flags."""
+    sf = -(-n_in // simd)
+    return (ram_resources(simd * in_bits, 2 << clog2(sf))
+            + Resources(simd + 4 * clog2(sf), 2 * clog2(sf) + 4, 0, 0))
+
+
 def engine_features(n_in: int, n_out: int, in_bits: int, pe: int, simd: int,
-                    widths) -> dict[str, float]:
-    """The quantities an engine's LUT count is proportional to, part by part."""
+                    widths, input_memory: bool = False) -> dict[str, float]:
+    """The quantities an engine's LUT count is proportional to, part by part;
+    ``input_memory``: without the input buffer (see :func:`input_memory_resources`)."""
     nf, sf = -(-n_out // pe), -(-n_in // simd)
     w = widths
     neg, adders = tree_bits(simd, in_bits)
@@ -729,20 +748,21 @@ def engine_features(n_in: int, n_out: int, in_bits: int, pe: int, simd: int,
     rom_lut = sum(width * depth for width, depth in engine_roms(n_in, n_out, pe, simd, w)
                   if rom_brams(width, depth) == 0)
     return {"negate": pe * neg, "tree": pe * adders, "acc": pe * w.acc_bits * (sf > 1),
-            "xbuf": (sf > 1) * sf * simd * in_bits,
+            "xbuf": (sf > 1 and not input_memory) * sf * simd * in_bits,
             # SF ≥ 2: each skid slot's input choice and the output register's
             "skid": (sf > 1) * (skid_groups(sf, engine_pipeline(simd)) + 1) * pe * w.out_bits,
             "shifter": pe * total_bits * max(1, w.shift_bits),
             "requant": pe * (total_bits + w.out_bits), "rom_lut": rom_lut, "engine": 1,
             # SF ≥ 2: the enable of each part of the input buffer and the output register
-            "copies": (sf > 1) * (enable_copies(sf * simd * in_bits)
+            "copies": (sf > 1) * ((not input_memory) * enable_copies(sf * simd * in_bits)
                                   + enable_copies(nf * pe * w.out_bits))}
 
 
 def engine_registers(n_in: int, n_out: int, in_bits: int, pe: int, simd: int,
-                     widths) -> dict[str, int]:
+                     widths, input_memory: bool = False) -> dict[str, int]:
     """The register bits an engine declares, part by part (its flip-flops are these
-    weighted by :data:`FF_COST`)."""
+    weighted by :data:`FF_COST`); ``input_memory``: without the input buffer, whose
+    first slice register is the memory's read register."""
     nf, sf = -(-n_out // pe), -(-n_in // simd)
     w = widths
     neg, adders = tree_bits(simd, in_bits)
@@ -750,7 +770,7 @@ def engine_registers(n_in: int, n_out: int, in_bits: int, pe: int, simd: int,
     total_bits = max(prod_bits, w.bias_bits) + 1
     roms = engine_roms(n_in, n_out, pe, simd, w)
     return {
-        "xbuf": sf * simd * in_bits + simd * in_bits,
+        "xbuf": (not input_memory) * (sf * simd * in_bits + simd * in_bits),
         "tree": pe * (neg + adders),
         "acc": pe * w.acc_bits,
         "requant": pe * (prod_bits + w.bias_bits + total_bits + 2 * w.shift_bits + w.out_bits),
@@ -766,7 +786,7 @@ def engine_registers(n_in: int, n_out: int, in_bits: int, pe: int, simd: int,
         "misc": (4 + clog2(nf)) * (1 + tree_depth(simd)) + 2 * clog2(nf * sf) + 12,
         # SF ≥ 2: the registered issue decision and the copies of the registers that enable
         # the parts of the input buffer (2 each) and of the output register (3 each)
-        "copies": (sf > 1) * (1 + 2 * enable_copies(sf * simd * in_bits)
+        "copies": (sf > 1) * (1 + (not input_memory) * 2 * enable_copies(sf * simd * in_bits)
                               + 3 * enable_copies(nf * pe * w.out_bits)),
     }
 
@@ -777,34 +797,34 @@ def _skid_bits(sf: int, simd: int, group_bits: int) -> int:
 
 
 def engine_resources(n_in: int, n_out: int, in_bits: int, pe: int, simd: int,
-                     widths) -> Resources:
-    """One layer engine (:class:`bchw.gateware.engine.LayerEngine`, negate datapath)."""
+                     widths, input_memory: bool = False) -> Resources:
+    """One layer engine (:class:`bchw.gateware.engine.LayerEngine`, negate datapath);
+    ``input_memory``: fed beats into its input memory (:func:`beats_into_engine`)."""
     w = widths
     roms = engine_roms(n_in, n_out, pe, simd, w)
-    registers = engine_registers(n_in, n_out, in_bits, pe, simd, widths)
+    registers = engine_registers(n_in, n_out, in_bits, pe, simd, widths, input_memory)
     ffs = sum(FF_COST[k] * v for k, v in registers.items())
-    features = engine_features(n_in, n_out, in_bits, pe, simd, widths)
+    features = engine_features(n_in, n_out, in_bits, pe, simd, widths, input_memory)
     luts = sum(LUT_COST[k] * v for k, v in features.items())
     # The requantizer's M·acc: yosys splits the wider operand into 18-bit slices and
     # leaves a 1-bit remainder slice to logic.
     wide = max(w.acc_bits, w.mul_bits)
     dsps = pe * (wide // DSP_BITS + (wide % DSP_BITS >= 2))
-    return Resources(round(luts), round(ffs), sum(rom_brams(*r) for r in roms), dsps)
+    engine = Resources(round(luts), round(ffs), sum(rom_brams(*r) for r in roms), dsps)
+    return engine + input_memory_resources(n_in, in_bits, simd) if input_memory else engine
 
 
-def fixed_resources(sizes: list[int], act_bits: int, score_bits: int,
-                    lanes: int = 1) -> Resources:
-    """What does not depend on the folding: input assembler (its output register of
-    ``lanes`` pixels a beat, and the copies of its enable, see :data:`FANOUT_BITS`) and
-    argmax."""
-    copies = enable_copies(-(-sizes[0] // lanes) * lanes * 8)
-    return argmax_resources(sizes[-1], score_bits) + Resources(copies, sizes[0] * 8 + copies,
-                                                               0, 0)
+def assembler_resources(n_in: int, lanes: int) -> Resources:
+    """A multilayer perceptron's input assembler of ``lanes`` pixels a beat: its output
+    register and the copies of its enable (see :data:`FANOUT_BITS`); its control is
+    fitted with the argmax's (:func:`argmax_resources`)."""
+    copies = enable_copies(-(-n_in // lanes) * lanes * 8)
+    return Resources(copies, n_in * 8 + copies, 0, 0)
 
 
 def argmax_resources(classes: int, score_bits: int) -> Resources:
     """The argmax, and a little control (fitted with the input assembler of a multilayer
-    perceptron, whose output register :func:`fixed_resources` adds)."""
+    perceptron, whose output register :func:`assembler_resources` counts)."""
     class_bits = max(1, clog2(classes))
     argmax_luts = (classes - 1) * (score_bits + class_bits)
     # every stage delays the scores and a valid bit; each level registers its operands
@@ -912,18 +932,20 @@ def flatten_resources(pixels: int, channels: int, bits: int) -> Resources:
 
 def resource_breakdown(bundle: Bundle) -> dict[str, Resources]:
     """The resource model of a bundle's accelerator, unit by unit: ``engine{i}`` per layer,
-    and ``argmax`` (with the input assembler, for a multilayer perceptron); for a
+    ``argmax``, and for a multilayer perceptron whose beats need one, ``assembler``
+    (:func:`beats_into_engine`: else the first engine has an input memory); for a
     convolutional network also ``window{i}`` and ``pool{i}`` per convolution (that pools)
     and ``flatten``. :func:`resource_model` is their sum."""
     layers = bundle.layers
     score_bits = bundle.io["score_bits"]
+    first = layers[0]
+    parts = {"argmax": argmax_resources(layers[-1].out_features, score_bits)}
+    beats_in = False
     if not bundle.has_conv:
-        parts = {"argmax": fixed_resources([layers[0].in_features]
-                                           + [la.out_features for la in layers],
-                                           layers[-1].widths.out_bits, score_bits,
-                                           bundle.io["in_lanes"])}
-    else:
-        parts = {"argmax": argmax_resources(layers[-1].out_features, score_bits)}
+        lanes = bundle.io["in_lanes"]
+        beats_in = beats_into_engine(first.in_features, first.simd, lanes)
+        if not beats_in:
+            parts["assembler"] = assembler_resources(first.in_features, lanes)
     previous = None
     for la in layers:
         if la.kind == "conv":
@@ -935,7 +957,8 @@ def resource_breakdown(bundle: Bundle) -> dict[str, Resources]:
             parts["flatten"] = flatten_resources(height * width, channels,
                                                  previous.widths.out_bits)
         parts[f"engine{la.index}"] = engine_resources(la.in_features, la.out_features,
-                                                      la.in_bits, la.pe, la.simd, la.widths)
+                                                      la.in_bits, la.pe, la.simd, la.widths,
+                                                      beats_in and la is first)
         if la.kind == "conv" and la.pool:
             parts[f"pool{la.index}"] = pool_resources(la.out_features, la.in_shape[1],
                                                       la.in_shape[2], la.pool,

@@ -7,24 +7,21 @@ module bchw_top(s_axis_tvalid, s_axis_tlast, m_axis_tready, clk, rst, s_axis_tre
   wire [159:0] \$2 ;
   input clk;
   wire clk;
-  wire [6271:0] m__payload;
-  wire [2047:0] \m__payload$21 ;
-  wire [2047:0] \m__payload$27 ;
-  wire [2047:0] \m__payload$33 ;
-  wire [159:0] \m__payload$39 ;
-  wire [163:0] \m__payload$44 ;
+  wire [2047:0] m__payload;
+  wire [2047:0] \m__payload$20 ;
+  wire [2047:0] \m__payload$26 ;
+  wire [159:0] \m__payload$32 ;
+  wire [163:0] \m__payload$37 ;
   wire m__ready;
-  wire \m__ready$22 ;
-  wire \m__ready$28 ;
-  wire \m__ready$34 ;
-  wire \m__ready$40 ;
-  wire \m__ready$46 ;
+  wire \m__ready$21 ;
+  wire \m__ready$27 ;
+  wire \m__ready$33 ;
+  wire \m__ready$39 ;
   wire m__valid;
-  wire \m__valid$25 ;
-  wire \m__valid$31 ;
-  wire \m__valid$37 ;
-  wire \m__valid$43 ;
-  wire \m__valid$45 ;
+  wire \m__valid$24 ;
+  wire \m__valid$30 ;
+  wire \m__valid$36 ;
+  wire \m__valid$38 ;
   output [163:0] m_axis_tdata;
   wire [163:0] m_axis_tdata;
   output m_axis_tlast;
@@ -35,21 +32,21 @@ module bchw_top(s_axis_tvalid, s_axis_tlast, m_axis_tready, clk, rst, s_axis_tre
   wire m_axis_tvalid;
   input rst;
   wire rst;
-  wire [6271:0] s__payload;
-  wire [2047:0] \s__payload$20 ;
-  wire [2047:0] \s__payload$26 ;
-  wire [2047:0] \s__payload$32 ;
-  wire [159:0] \s__payload$38 ;
+  wire [223:0] s__payload;
+  wire [2047:0] \s__payload$13 ;
+  wire [2047:0] \s__payload$19 ;
+  wire [2047:0] \s__payload$25 ;
+  wire [159:0] \s__payload$31 ;
   wire s__ready;
-  wire \s__ready$23 ;
-  wire \s__ready$29 ;
-  wire \s__ready$35 ;
-  wire \s__ready$41 ;
+  wire \s__ready$16 ;
+  wire \s__ready$22 ;
+  wire \s__ready$28 ;
+  wire \s__ready$34 ;
   wire s__valid;
-  wire \s__valid$24 ;
-  wire \s__valid$30 ;
-  wire \s__valid$36 ;
-  wire \s__valid$42 ;
+  wire \s__valid$17 ;
+  wire \s__valid$23 ;
+  wire \s__valid$29 ;
+  wire \s__valid$35 ;
   input [223:0] s_axis_tdata;
   wire [223:0] s_axis_tdata;
   input s_axis_tlast;
@@ -58,93 +55,75 @@ module bchw_top(s_axis_tvalid, s_axis_tlast, m_axis_tready, clk, rst, s_axis_tre
   wire s_axis_tready;
   input s_axis_tvalid;
   wire s_axis_tvalid;
-  wire [223:0] tdata;
-  wire tlast;
-  wire tready;
-  wire tvalid;
   \bchw_top.argmax  argmax (
     .clk(clk),
-    .en(\m__ready$40 ),
+    .en(\m__ready$33 ),
     .idx_3_0(\$1 ),
     .m__ready(m_axis_tready),
     .rst(rst),
-    .s__payload(\s__payload$38 ),
-    .s__valid(\s__valid$42 ),
+    .s__payload(\s__payload$31 ),
+    .s__valid(\s__valid$35 ),
     .scores_7(\$2 ),
     .valid_7(m_axis_tvalid)
   );
-  \bchw_top.assembler  assembler (
-    .clk(clk),
-    .m__payload(s__payload),
-    .m__ready(m__ready),
-    .m__valid(s__valid),
-    .rst(rst),
-    .tdata(s_axis_tdata),
-    .tready(s_axis_tready),
-    .tvalid(s_axis_tvalid)
-  );
   \bchw_top.engine0  engine0 (
     .clk(clk),
-    .m__payload(\s__payload$20 ),
-    .m__ready(\m__ready$22 ),
-    .m__valid(\s__valid$24 ),
-    .pay(s__payload),
+    .m__payload(\s__payload$13 ),
+    .m__ready(m__ready),
+    .m__valid(\s__valid$17 ),
     .rst(rst),
-    .s__ready(m__ready),
-    .s__valid(s__valid)
+    .s__ready(s_axis_tready),
+    .s__valid(s_axis_tvalid),
+    .write__data(s_axis_tdata)
   );
   \bchw_top.engine1  engine1 (
     .clk(clk),
-    .m__payload(\s__payload$26 ),
-    .m__ready(\m__ready$28 ),
-    .m__valid(\s__valid$30 ),
-    .pay(\s__payload$20 ),
+    .m__payload(\s__payload$19 ),
+    .m__ready(\m__ready$21 ),
+    .m__valid(\s__valid$23 ),
+    .pay(\s__payload$13 ),
+    .ready(m__ready),
     .rst(rst),
-    .s__ready(\m__ready$22 ),
-    .s__valid(\s__valid$24 )
+    .s__valid(\s__valid$17 )
   );
   \bchw_top.engine2  engine2 (
     .clk(clk),
-    .m__payload(\s__payload$32 ),
-    .m__ready(\m__ready$34 ),
-    .m__valid(\s__valid$36 ),
-    .pay(\s__payload$26 ),
+    .m__payload(\s__payload$25 ),
+    .m__ready(\m__ready$27 ),
+    .m__valid(\s__valid$29 ),
+    .pay(\s__payload$19 ),
+    .ready(\m__ready$21 ),
     .rst(rst),
-    .s__ready(\m__ready$28 ),
-    .s__valid(\s__valid$30 )
+    .s__valid(\s__valid$23 )
   );
   \bchw_top.engine3  engine3 (
     .clk(clk),
-    .m__payload(\s__payload$38 ),
-    .m__ready(\m__ready$40 ),
-    .m__valid(\s__valid$42 ),
-    .pay(\s__payload$32 ),
+    .m__payload(\s__payload$31 ),
+    .m__ready(\m__ready$33 ),
+    .m__valid(\s__valid$35 ),
+    .pay(\s__payload$25 ),
+    .ready(\m__ready$27 ),
     .rst(rst),
-    .s__ready(\m__ready$34 ),
-    .s__valid(\s__valid$36 )
+    .s__valid(\s__valid$29 )
   );
-  assign tdata = s_axis_tdata;
-  assign tvalid = s_axis_tvalid;
-  assign tlast = s_axis_tlast;
-  assign tready = s_axis_tready;
-  assign m__payload = s__payload;
-  assign s__ready = m__ready;
-  assign m__valid = s__valid;
-  assign \m__payload$21  = \s__payload$20 ;
-  assign \s__ready$23  = \m__ready$22 ;
-  assign \m__valid$25  = \s__valid$24 ;
-  assign \m__payload$27  = \s__payload$26 ;
-  assign \s__ready$29  = \m__ready$28 ;
-  assign \m__valid$31  = \s__valid$30 ;
-  assign \m__payload$33  = \s__payload$32 ;
-  assign \s__ready$35  = \m__ready$34 ;
-  assign \m__valid$37  = \s__valid$36 ;
-  assign \m__payload$39  = \s__payload$38 ;
-  assign \s__ready$41  = \m__ready$40 ;
-  assign \m__valid$43  = \s__valid$42 ;
-  assign \m__payload$44  = { \$2 , \$1  };
-  assign \m__valid$45  = m_axis_tvalid;
-  assign \m__ready$46  = m_axis_tready;
+  assign s__payload = s_axis_tdata;
+  assign s__valid = s_axis_tvalid;
+  assign s__ready = s_axis_tready;
+  assign m__payload = \s__payload$13 ;
+  assign \s__ready$16  = m__ready;
+  assign m__valid = \s__valid$17 ;
+  assign \m__payload$20  = \s__payload$19 ;
+  assign \s__ready$22  = \m__ready$21 ;
+  assign \m__valid$24  = \s__valid$23 ;
+  assign \m__payload$26  = \s__payload$25 ;
+  assign \s__ready$28  = \m__ready$27 ;
+  assign \m__valid$30  = \s__valid$29 ;
+  assign \m__payload$32  = \s__payload$31 ;
+  assign \s__ready$34  = \m__ready$33 ;
+  assign \m__valid$36  = \s__valid$35 ;
+  assign \m__payload$37  = { \$2 , \$1  };
+  assign \m__valid$38  = m_axis_tvalid;
+  assign \m__ready$39  = m_axis_tready;
   assign m_axis_tdata = { \$2 , \$1  };
   assign m_axis_tlast = 1'h1;
 endmodule
@@ -1219,10 +1198,10 @@ module \bchw_top.argmax (clk, rst, en, s__valid, s__payload, idx_3_0, scores_7, 
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.assembler (tvalid, clk, rst, tready, m__valid, m__payload, m__ready, tdata);
+module \bchw_top.engine0 (s__valid, clk, rst, s__ready, m__valid, m__payload, m__ready, write__data);
   reg \$auto$verilog_backend.cc:2355:dump_module$2  = 0;
   wire \$1 ;
-  wire [5:0] \$10 ;
+  wire [9:0] \$10 ;
   wire \$100 ;
   wire \$101 ;
   wire \$102 ;
@@ -1231,41 +1210,41 @@ module \bchw_top.assembler (tvalid, clk, rst, tready, m__valid, m__payload, m__r
   wire \$105 ;
   wire \$106 ;
   wire \$107 ;
-  wire \$108 ;
-  wire \$109 ;
-  wire \$11 ;
-  wire \$110 ;
-  wire \$111 ;
-  wire \$112 ;
-  wire \$113 ;
-  wire \$114 ;
-  wire \$115 ;
-  wire \$116 ;
-  wire \$117 ;
-  wire \$118 ;
-  wire \$119 ;
+  wire [18:0] \$108 ;
+  wire [19:0] \$109 ;
+  wire [9:0] \$11 ;
+  wire [18:0] \$110 ;
+  wire [19:0] \$111 ;
+  wire [18:0] \$112 ;
+  wire [19:0] \$113 ;
+  wire [18:0] \$114 ;
+  wire [19:0] \$115 ;
+  wire [18:0] \$116 ;
+  wire [19:0] \$117 ;
+  wire [18:0] \$118 ;
+  wire [19:0] \$119 ;
   wire \$12 ;
-  wire \$120 ;
-  wire \$121 ;
-  wire \$122 ;
-  wire \$123 ;
-  wire \$124 ;
-  wire \$125 ;
-  wire \$126 ;
-  wire \$127 ;
-  wire \$128 ;
-  wire \$129 ;
+  wire [18:0] \$120 ;
+  wire [19:0] \$121 ;
+  wire [18:0] \$122 ;
+  wire [19:0] \$123 ;
+  wire [18:0] \$124 ;
+  wire [19:0] \$125 ;
+  wire [18:0] \$126 ;
+  wire [19:0] \$127 ;
+  wire [18:0] \$128 ;
+  wire [19:0] \$129 ;
   wire \$13 ;
-  wire \$130 ;
-  wire \$131 ;
-  wire \$132 ;
-  wire \$133 ;
-  wire \$134 ;
-  wire \$135 ;
-  wire \$136 ;
-  wire \$137 ;
-  wire \$138 ;
-  wire \$139 ;
+  wire [18:0] \$130 ;
+  wire [19:0] \$131 ;
+  wire [18:0] \$132 ;
+  wire [19:0] \$133 ;
+  wire [18:0] \$134 ;
+  wire [19:0] \$135 ;
+  wire [18:0] \$136 ;
+  wire [19:0] \$137 ;
+  wire [18:0] \$138 ;
+  wire [19:0] \$139 ;
   wire \$14 ;
   wire \$140 ;
   wire \$141 ;
@@ -1274,7 +1253,7 @@ module \bchw_top.assembler (tvalid, clk, rst, tready, m__valid, m__payload, m__r
   wire \$144 ;
   wire \$145 ;
   wire \$146 ;
-  wire \$147 ;
+  wire [2:0] \$147 ;
   wire \$148 ;
   wire \$149 ;
   wire \$15 ;
@@ -1286,93 +1265,261 @@ module \bchw_top.assembler (tvalid, clk, rst, tready, m__valid, m__payload, m__r
   wire \$155 ;
   wire \$156 ;
   wire \$157 ;
-  reg [4:0] \$158 ;
-  reg \$159 ;
+  wire \$158 ;
+  wire [2:0] \$159 ;
   wire \$16 ;
-  reg \$160 ;
-  reg \$161 ;
-  reg \$162 ;
-  reg \$163 ;
-  reg \$164 ;
-  reg \$165 ;
-  reg \$166 ;
-  reg \$167 ;
-  reg \$168 ;
-  reg \$169 ;
+  wire \$160 ;
+  wire \$161 ;
+  wire \$162 ;
+  wire \$163 ;
+  wire \$164 ;
+  wire \$165 ;
+  wire \$166 ;
+  wire \$167 ;
+  wire \$168 ;
+  wire \$169 ;
   wire \$17 ;
-  reg \$170 ;
-  reg \$171 ;
-  reg \$172 ;
-  reg \$173 ;
-  reg \$174 ;
-  reg \$175 ;
-  reg \$176 ;
-  reg \$177 ;
-  reg \$178 ;
-  reg \$179 ;
+  wire \$170 ;
+  wire \$171 ;
+  wire \$172 ;
+  wire \$173 ;
+  wire \$174 ;
+  wire \$175 ;
+  wire \$176 ;
+  wire \$177 ;
+  wire \$178 ;
+  wire \$179 ;
   wire \$18 ;
-  reg \$180 ;
-  reg \$181 ;
-  reg \$182 ;
-  reg \$183 ;
-  reg \$184 ;
-  reg \$185 ;
-  reg \$186 ;
-  reg \$187 ;
-  reg \$188 ;
-  reg \$189 ;
+  wire \$180 ;
+  wire \$181 ;
+  wire \$182 ;
+  wire \$183 ;
+  wire \$184 ;
+  wire [128:0] \$185 ;
+  wire \$186 ;
+  wire \$187 ;
+  wire \$188 ;
+  wire \$189 ;
   wire \$19 ;
-  reg \$190 ;
-  reg \$191 ;
-  reg \$192 ;
-  reg \$193 ;
-  reg \$194 ;
-  reg \$195 ;
-  reg \$196 ;
-  reg \$197 ;
-  reg \$198 ;
-  reg \$199 ;
+  wire \$190 ;
+  wire [128:0] \$191 ;
+  wire \$192 ;
+  wire \$193 ;
+  wire \$194 ;
+  wire \$195 ;
+  wire \$196 ;
+  wire [128:0] \$197 ;
+  wire \$198 ;
+  wire \$199 ;
   wire \$2 ;
-  wire \$20 ;
-  reg \$200 ;
-  reg \$201 ;
-  reg \$202 ;
-  reg \$203 ;
-  reg \$204 ;
-  reg \$205 ;
-  reg \$206 ;
-  reg \$207 ;
-  reg \$208 ;
-  reg [6271:0] \$209 ;
-  wire \$21 ;
-  wire \$22 ;
-  wire \$23 ;
+  wire [5:0] \$20 ;
+  wire \$200 ;
+  wire \$201 ;
+  wire \$202 ;
+  wire [128:0] \$203 ;
+  wire \$204 ;
+  wire \$205 ;
+  wire \$206 ;
+  wire \$207 ;
+  wire \$208 ;
+  wire [128:0] \$209 ;
+  wire [5:0] \$21 ;
+  wire \$210 ;
+  wire \$211 ;
+  wire \$212 ;
+  wire \$213 ;
+  wire \$214 ;
+  wire [128:0] \$215 ;
+  wire \$216 ;
+  wire \$217 ;
+  wire \$218 ;
+  wire \$219 ;
+  wire [5:0] \$22 ;
+  wire \$220 ;
+  wire [128:0] \$221 ;
+  wire \$222 ;
+  wire \$223 ;
+  wire \$224 ;
+  wire \$225 ;
+  wire \$226 ;
+  wire [128:0] \$227 ;
+  wire \$228 ;
+  wire \$229 ;
+  wire [5:0] \$23 ;
+  wire \$230 ;
+  wire \$231 ;
+  wire \$232 ;
+  wire [128:0] \$233 ;
+  wire \$234 ;
+  wire \$235 ;
+  wire \$236 ;
+  wire \$237 ;
+  wire \$238 ;
+  wire [128:0] \$239 ;
   wire \$24 ;
+  wire \$240 ;
+  wire \$241 ;
+  wire \$242 ;
+  wire \$243 ;
+  wire \$244 ;
+  wire [128:0] \$245 ;
+  wire \$246 ;
+  wire \$247 ;
+  wire \$248 ;
+  wire \$249 ;
   wire \$25 ;
+  wire \$250 ;
+  wire [128:0] \$251 ;
+  wire \$252 ;
+  wire \$253 ;
+  wire \$254 ;
+  wire \$255 ;
+  wire \$256 ;
+  wire [128:0] \$257 ;
+  wire \$258 ;
+  wire \$259 ;
   wire \$26 ;
+  wire \$260 ;
+  wire \$261 ;
+  wire \$262 ;
+  wire [128:0] \$263 ;
+  wire \$264 ;
+  wire \$265 ;
+  wire \$266 ;
+  wire \$267 ;
+  wire \$268 ;
+  wire [128:0] \$269 ;
   wire \$27 ;
+  wire \$270 ;
+  wire \$271 ;
+  wire \$272 ;
+  wire \$273 ;
+  wire \$274 ;
+  wire [128:0] \$275 ;
+  reg \$276 ;
+  reg [8:0] \$277 ;
+  reg [4:0] \$278 ;
+  reg [3:0] \$279 ;
   wire \$28 ;
-  wire \$29 ;
+  reg \$280 ;
+  reg \$281 ;
+  reg [1:0] \$282 ;
+  reg \$283 ;
+  reg [4:0] \$284 ;
+  reg \$285 ;
+  reg \$286 ;
+  reg \$287 ;
+  wire [223:0] \$288 ;
+  wire [447:0] \$289 ;
+  wire [4:0] \$29 ;
+  reg [7:0] \$290 ;
+  reg [7:0] \$291 ;
+  reg [7:0] \$292 ;
+  reg [7:0] \$293 ;
+  reg [7:0] \$294 ;
+  reg [7:0] \$295 ;
+  reg [7:0] \$296 ;
+  reg [7:0] \$297 ;
+  wire [975:0] \$298 ;
+  reg \$299 ;
   wire \$3 ;
-  wire \$30 ;
-  wire \$31 ;
-  wire \$32 ;
+  wire [4:0] \$30 ;
+  reg \$300 ;
+  reg [18:0] \$301 ;
+  reg [18:0] \$302 ;
+  reg [18:0] \$303 ;
+  reg [18:0] \$304 ;
+  reg [18:0] \$305 ;
+  reg [18:0] \$306 ;
+  reg [18:0] \$307 ;
+  reg [18:0] \$308 ;
+  reg [18:0] \$309 ;
+  wire [4:0] \$31 ;
+  reg [18:0] \$310 ;
+  reg [18:0] \$311 ;
+  reg [18:0] \$312 ;
+  reg [18:0] \$313 ;
+  reg [18:0] \$314 ;
+  reg [18:0] \$315 ;
+  reg [18:0] \$316 ;
+  reg \$317 ;
+  reg \$318 ;
+  reg \$319 ;
+  wire [4:0] \$32 ;
+  reg \$320 ;
+  reg \$321 ;
+  reg \$322 ;
+  reg [128:0] \$323 ;
+  reg [128:0] \$324 ;
+  reg [1:0] \$325 ;
+  reg \$326 ;
+  reg \$327 ;
+  reg \$328 ;
+  reg \$329 ;
   wire \$33 ;
+  reg \$330 ;
+  reg \$331 ;
+  reg \$332 ;
+  reg \$333 ;
+  reg \$334 ;
+  reg \$335 ;
+  reg \$336 ;
+  reg \$337 ;
+  reg \$338 ;
+  reg \$339 ;
   wire \$34 ;
+  reg \$340 ;
+  reg \$341 ;
+  reg \$342 ;
+  reg \$343 ;
+  reg \$344 ;
+  reg \$345 ;
+  reg \$346 ;
+  reg \$347 ;
+  reg \$348 ;
+  reg \$349 ;
   wire \$35 ;
+  reg \$350 ;
+  reg \$351 ;
+  reg \$352 ;
+  reg \$353 ;
+  reg \$354 ;
+  reg \$355 ;
+  reg \$356 ;
+  reg \$357 ;
+  reg \$358 ;
+  reg \$359 ;
   wire \$36 ;
+  reg \$360 ;
+  reg \$361 ;
+  reg \$362 ;
+  reg \$363 ;
+  reg \$364 ;
+  reg \$365 ;
+  reg \$366 ;
+  reg \$367 ;
+  reg \$368 ;
+  reg \$369 ;
   wire \$37 ;
+  reg \$370 ;
+  reg \$371 ;
+  reg \$372 ;
+  reg \$373 ;
+  reg \$374 ;
+  reg [2047:0] \$375 ;
+  reg \$376 ;
+  reg \$377 ;
   wire \$38 ;
   wire \$39 ;
   wire \$4 ;
   wire \$40 ;
   wire \$41 ;
   wire \$42 ;
-  wire \$43 ;
+  wire [2:0] \$43 ;
   wire \$44 ;
   wire \$45 ;
-  wire \$46 ;
-  wire \$47 ;
+  wire [3:0] \$46 ;
+  wire [3:0] \$47 ;
   wire \$48 ;
   wire \$49 ;
   wire \$5 ;
@@ -1388,15 +1535,15 @@ module \bchw_top.assembler (tvalid, clk, rst, tready, m__valid, m__payload, m__r
   wire \$59 ;
   wire \$6 ;
   wire \$60 ;
-  wire \$61 ;
+  wire [2:0] \$61 ;
   wire \$62 ;
   wire \$63 ;
   wire \$64 ;
   wire \$65 ;
   wire \$66 ;
-  wire \$67 ;
+  wire [3:0] \$67 ;
   wire \$68 ;
-  wire \$69 ;
+  wire [128:0] \$69 ;
   wire \$7 ;
   wire \$70 ;
   wire \$71 ;
@@ -1407,1598 +1554,16 @@ module \bchw_top.assembler (tvalid, clk, rst, tready, m__valid, m__payload, m__r
   wire \$76 ;
   wire \$77 ;
   wire \$78 ;
-  wire \$79 ;
-  wire \$8 ;
-  wire \$80 ;
-  wire \$81 ;
-  wire \$82 ;
-  wire \$83 ;
-  wire \$84 ;
-  wire \$85 ;
-  wire \$86 ;
-  wire \$87 ;
-  wire \$88 ;
-  wire \$89 ;
-  wire [5:0] \$9 ;
-  wire \$90 ;
-  wire \$91 ;
-  wire \$92 ;
-  wire \$93 ;
-  wire \$94 ;
-  wire \$95 ;
-  wire \$96 ;
-  wire \$97 ;
-  wire \$98 ;
-  wire \$99 ;
-  input clk;
-  wire clk;
-  reg [4:0] count = 5'h00;
-  output [6271:0] m__payload;
-  reg [6271:0] m__payload = 6272'h00000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000;
-  input m__ready;
-  wire m__ready;
-  output m__valid;
-  reg m__valid = 1'h0;
-  (* keep = 32'd1 *)
-  reg mvalid_copy0 = 1'h0;
-  (* keep = 32'd1 *)
-  reg mvalid_copy1 = 1'h0;
-  (* keep = 32'd1 *)
-  reg mvalid_copy10 = 1'h0;
-  (* keep = 32'd1 *)
-  reg mvalid_copy11 = 1'h0;
-  (* keep = 32'd1 *)
-  reg mvalid_copy12 = 1'h0;
-  (* keep = 32'd1 *)
-  reg mvalid_copy13 = 1'h0;
-  (* keep = 32'd1 *)
-  reg mvalid_copy14 = 1'h0;
-  (* keep = 32'd1 *)
-  reg mvalid_copy15 = 1'h0;
-  (* keep = 32'd1 *)
-  reg mvalid_copy16 = 1'h0;
-  (* keep = 32'd1 *)
-  reg mvalid_copy17 = 1'h0;
-  (* keep = 32'd1 *)
-  reg mvalid_copy18 = 1'h0;
-  (* keep = 32'd1 *)
-  reg mvalid_copy19 = 1'h0;
-  (* keep = 32'd1 *)
-  reg mvalid_copy2 = 1'h0;
-  (* keep = 32'd1 *)
-  reg mvalid_copy20 = 1'h0;
-  (* keep = 32'd1 *)
-  reg mvalid_copy21 = 1'h0;
-  (* keep = 32'd1 *)
-  reg mvalid_copy22 = 1'h0;
-  (* keep = 32'd1 *)
-  reg mvalid_copy23 = 1'h0;
-  (* keep = 32'd1 *)
-  reg mvalid_copy24 = 1'h0;
-  (* keep = 32'd1 *)
-  reg mvalid_copy25 = 1'h0;
-  (* keep = 32'd1 *)
-  reg mvalid_copy26 = 1'h0;
-  (* keep = 32'd1 *)
-  reg mvalid_copy27 = 1'h0;
-  (* keep = 32'd1 *)
-  reg mvalid_copy28 = 1'h0;
-  (* keep = 32'd1 *)
-  reg mvalid_copy29 = 1'h0;
-  (* keep = 32'd1 *)
-  reg mvalid_copy3 = 1'h0;
-  (* keep = 32'd1 *)
-  reg mvalid_copy30 = 1'h0;
-  (* keep = 32'd1 *)
-  reg mvalid_copy31 = 1'h0;
-  (* keep = 32'd1 *)
-  reg mvalid_copy32 = 1'h0;
-  (* keep = 32'd1 *)
-  reg mvalid_copy33 = 1'h0;
-  (* keep = 32'd1 *)
-  reg mvalid_copy34 = 1'h0;
-  (* keep = 32'd1 *)
-  reg mvalid_copy35 = 1'h0;
-  (* keep = 32'd1 *)
-  reg mvalid_copy36 = 1'h0;
-  (* keep = 32'd1 *)
-  reg mvalid_copy37 = 1'h0;
-  (* keep = 32'd1 *)
-  reg mvalid_copy38 = 1'h0;
-  (* keep = 32'd1 *)
-  reg mvalid_copy39 = 1'h0;
-  (* keep = 32'd1 *)
-  reg mvalid_copy4 = 1'h0;
-  (* keep = 32'd1 *)
-  reg mvalid_copy40 = 1'h0;
-  (* keep = 32'd1 *)
-  reg mvalid_copy41 = 1'h0;
-  (* keep = 32'd1 *)
-  reg mvalid_copy42 = 1'h0;
-  (* keep = 32'd1 *)
-  reg mvalid_copy43 = 1'h0;
-  (* keep = 32'd1 *)
-  reg mvalid_copy44 = 1'h0;
-  (* keep = 32'd1 *)
-  reg mvalid_copy45 = 1'h0;
-  (* keep = 32'd1 *)
-  reg mvalid_copy46 = 1'h0;
-  (* keep = 32'd1 *)
-  reg mvalid_copy47 = 1'h0;
-  (* keep = 32'd1 *)
-  reg mvalid_copy48 = 1'h0;
-  (* keep = 32'd1 *)
-  reg mvalid_copy5 = 1'h0;
-  (* keep = 32'd1 *)
-  reg mvalid_copy6 = 1'h0;
-  (* keep = 32'd1 *)
-  reg mvalid_copy7 = 1'h0;
-  (* keep = 32'd1 *)
-  reg mvalid_copy8 = 1'h0;
-  (* keep = 32'd1 *)
-  reg mvalid_copy9 = 1'h0;
-  input rst;
-  wire rst;
-  input [223:0] tdata;
-  wire [223:0] tdata;
-  output tready;
-  wire tready;
-  input tvalid;
-  wire tvalid;
-  wire valid_next;
-  (* init = 6272'h00000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000 *)
-  wire [6271:0] vector;
-  assign \$1  = ~ m__valid;
-  assign tready = \$1  | m__ready;
-  assign \$2  = tvalid & tready;
-  assign \$3  = count == 5'h1b;
-  assign \$4  = \$2  & \$3 ;
-  assign \$5  = ~ m__ready;
-  assign \$6  = m__valid & \$5 ;
-  assign valid_next = \$4  ? 1'h1 : \$6 ;
-  assign \$7  = tvalid & tready;
-  assign \$8  = count == 5'h1b;
-  assign \$9  = count + 1'h1;
-  assign \$10  = \$8  ? 6'h00 : \$9 ;
-  assign \$11  = ~ mvalid_copy0;
-  assign \$12  = \$11  | m__ready;
-  assign \$13  = tvalid & \$12 ;
-  assign \$14  = ~ mvalid_copy1;
-  assign \$15  = \$14  | m__ready;
-  assign \$16  = tvalid & \$15 ;
-  assign \$17  = ~ mvalid_copy2;
-  assign \$18  = \$17  | m__ready;
-  assign \$19  = tvalid & \$18 ;
-  assign \$20  = ~ mvalid_copy3;
-  assign \$21  = \$20  | m__ready;
-  assign \$22  = tvalid & \$21 ;
-  assign \$23  = ~ mvalid_copy4;
-  assign \$24  = \$23  | m__ready;
-  assign \$25  = tvalid & \$24 ;
-  assign \$26  = ~ mvalid_copy5;
-  assign \$27  = \$26  | m__ready;
-  assign \$28  = tvalid & \$27 ;
-  assign \$29  = ~ mvalid_copy6;
-  assign \$30  = \$29  | m__ready;
-  assign \$31  = tvalid & \$30 ;
-  assign \$32  = ~ mvalid_copy7;
-  assign \$33  = \$32  | m__ready;
-  assign \$34  = tvalid & \$33 ;
-  assign \$35  = ~ mvalid_copy8;
-  assign \$36  = \$35  | m__ready;
-  assign \$37  = tvalid & \$36 ;
-  assign \$38  = ~ mvalid_copy9;
-  assign \$39  = \$38  | m__ready;
-  assign \$40  = tvalid & \$39 ;
-  assign \$41  = ~ mvalid_copy10;
-  assign \$42  = \$41  | m__ready;
-  assign \$43  = tvalid & \$42 ;
-  assign \$44  = ~ mvalid_copy11;
-  assign \$45  = \$44  | m__ready;
-  assign \$46  = tvalid & \$45 ;
-  assign \$47  = ~ mvalid_copy12;
-  assign \$48  = \$47  | m__ready;
-  assign \$49  = tvalid & \$48 ;
-  assign \$50  = ~ mvalid_copy13;
-  assign \$51  = \$50  | m__ready;
-  assign \$52  = tvalid & \$51 ;
-  assign \$53  = ~ mvalid_copy14;
-  assign \$54  = \$53  | m__ready;
-  assign \$55  = tvalid & \$54 ;
-  assign \$56  = ~ mvalid_copy15;
-  assign \$57  = \$56  | m__ready;
-  assign \$58  = tvalid & \$57 ;
-  assign \$59  = ~ mvalid_copy16;
-  assign \$60  = \$59  | m__ready;
-  assign \$61  = tvalid & \$60 ;
-  assign \$62  = ~ mvalid_copy17;
-  assign \$63  = \$62  | m__ready;
-  assign \$64  = tvalid & \$63 ;
-  assign \$65  = ~ mvalid_copy18;
-  assign \$66  = \$65  | m__ready;
-  assign \$67  = tvalid & \$66 ;
-  assign \$68  = ~ mvalid_copy19;
-  assign \$69  = \$68  | m__ready;
-  assign \$70  = tvalid & \$69 ;
-  assign \$71  = ~ mvalid_copy20;
-  assign \$72  = \$71  | m__ready;
-  assign \$73  = tvalid & \$72 ;
-  assign \$74  = ~ mvalid_copy21;
-  assign \$75  = \$74  | m__ready;
-  assign \$76  = tvalid & \$75 ;
-  assign \$77  = ~ mvalid_copy22;
-  assign \$78  = \$77  | m__ready;
-  assign \$79  = tvalid & \$78 ;
-  assign \$80  = ~ mvalid_copy23;
-  assign \$81  = \$80  | m__ready;
-  assign \$82  = tvalid & \$81 ;
-  assign \$83  = ~ mvalid_copy24;
-  assign \$84  = \$83  | m__ready;
-  assign \$85  = tvalid & \$84 ;
-  assign \$86  = ~ mvalid_copy25;
-  assign \$87  = \$86  | m__ready;
-  assign \$88  = tvalid & \$87 ;
-  assign \$89  = ~ mvalid_copy26;
-  assign \$90  = \$89  | m__ready;
-  assign \$91  = tvalid & \$90 ;
-  assign \$92  = ~ mvalid_copy27;
-  assign \$93  = \$92  | m__ready;
-  assign \$94  = tvalid & \$93 ;
-  assign \$95  = ~ mvalid_copy28;
-  assign \$96  = \$95  | m__ready;
-  assign \$97  = tvalid & \$96 ;
-  assign \$98  = ~ mvalid_copy29;
-  assign \$99  = \$98  | m__ready;
-  assign \$100  = tvalid & \$99 ;
-  assign \$101  = ~ mvalid_copy30;
-  assign \$102  = \$101  | m__ready;
-  assign \$103  = tvalid & \$102 ;
-  assign \$104  = ~ mvalid_copy31;
-  assign \$105  = \$104  | m__ready;
-  assign \$106  = tvalid & \$105 ;
-  assign \$107  = ~ mvalid_copy32;
-  assign \$108  = \$107  | m__ready;
-  assign \$109  = tvalid & \$108 ;
-  assign \$110  = ~ mvalid_copy33;
-  assign \$111  = \$110  | m__ready;
-  assign \$112  = tvalid & \$111 ;
-  assign \$113  = ~ mvalid_copy34;
-  assign \$114  = \$113  | m__ready;
-  assign \$115  = tvalid & \$114 ;
-  assign \$116  = ~ mvalid_copy35;
-  assign \$117  = \$116  | m__ready;
-  assign \$118  = tvalid & \$117 ;
-  assign \$119  = ~ mvalid_copy36;
-  assign \$120  = \$119  | m__ready;
-  assign \$121  = tvalid & \$120 ;
-  assign \$122  = ~ mvalid_copy37;
-  assign \$123  = \$122  | m__ready;
-  assign \$124  = tvalid & \$123 ;
-  assign \$125  = ~ mvalid_copy38;
-  assign \$126  = \$125  | m__ready;
-  assign \$127  = tvalid & \$126 ;
-  assign \$128  = ~ mvalid_copy39;
-  assign \$129  = \$128  | m__ready;
-  assign \$130  = tvalid & \$129 ;
-  assign \$131  = ~ mvalid_copy40;
-  assign \$132  = \$131  | m__ready;
-  assign \$133  = tvalid & \$132 ;
-  assign \$134  = ~ mvalid_copy41;
-  assign \$135  = \$134  | m__ready;
-  assign \$136  = tvalid & \$135 ;
-  assign \$137  = ~ mvalid_copy42;
-  assign \$138  = \$137  | m__ready;
-  assign \$139  = tvalid & \$138 ;
-  assign \$140  = ~ mvalid_copy43;
-  assign \$141  = \$140  | m__ready;
-  assign \$142  = tvalid & \$141 ;
-  assign \$143  = ~ mvalid_copy44;
-  assign \$144  = \$143  | m__ready;
-  assign \$145  = tvalid & \$144 ;
-  assign \$146  = ~ mvalid_copy45;
-  assign \$147  = \$146  | m__ready;
-  assign \$148  = tvalid & \$147 ;
-  assign \$149  = ~ mvalid_copy46;
-  assign \$150  = \$149  | m__ready;
-  assign \$151  = tvalid & \$150 ;
-  assign \$152  = ~ mvalid_copy47;
-  assign \$153  = \$152  | m__ready;
-  assign \$154  = tvalid & \$153 ;
-  assign \$155  = ~ mvalid_copy48;
-  assign \$156  = \$155  | m__ready;
-  assign \$157  = tvalid & \$156 ;
-  always @(posedge clk)
-    count <= \$158 ;
-  always @(posedge clk)
-    m__valid <= \$159 ;
-  always @(posedge clk)
-    mvalid_copy0 <= \$160 ;
-  always @(posedge clk)
-    mvalid_copy1 <= \$161 ;
-  always @(posedge clk)
-    mvalid_copy2 <= \$162 ;
-  always @(posedge clk)
-    mvalid_copy3 <= \$163 ;
-  always @(posedge clk)
-    mvalid_copy4 <= \$164 ;
-  always @(posedge clk)
-    mvalid_copy5 <= \$165 ;
-  always @(posedge clk)
-    mvalid_copy6 <= \$166 ;
-  always @(posedge clk)
-    mvalid_copy7 <= \$167 ;
-  always @(posedge clk)
-    mvalid_copy8 <= \$168 ;
-  always @(posedge clk)
-    mvalid_copy9 <= \$169 ;
-  always @(posedge clk)
-    mvalid_copy10 <= \$170 ;
-  always @(posedge clk)
-    mvalid_copy11 <= \$171 ;
-  always @(posedge clk)
-    mvalid_copy12 <= \$172 ;
-  always @(posedge clk)
-    mvalid_copy13 <= \$173 ;
-  always @(posedge clk)
-    mvalid_copy14 <= \$174 ;
-  always @(posedge clk)
-    mvalid_copy15 <= \$175 ;
-  always @(posedge clk)
-    mvalid_copy16 <= \$176 ;
-  always @(posedge clk)
-    mvalid_copy17 <= \$177 ;
-  always @(posedge clk)
-    mvalid_copy18 <= \$178 ;
-  always @(posedge clk)
-    mvalid_copy19 <= \$179 ;
-  always @(posedge clk)
-    mvalid_copy20 <= \$180 ;
-  always @(posedge clk)
-    mvalid_copy21 <= \$181 ;
-  always @(posedge clk)
-    mvalid_copy22 <= \$182 ;
-  always @(posedge clk)
-    mvalid_copy23 <= \$183 ;
-  always @(posedge clk)
-    mvalid_copy24 <= \$184 ;
-  always @(posedge clk)
-    mvalid_copy25 <= \$185 ;
-  always @(posedge clk)
-    mvalid_copy26 <= \$186 ;
-  always @(posedge clk)
-    mvalid_copy27 <= \$187 ;
-  always @(posedge clk)
-    mvalid_copy28 <= \$188 ;
-  always @(posedge clk)
-    mvalid_copy29 <= \$189 ;
-  always @(posedge clk)
-    mvalid_copy30 <= \$190 ;
-  always @(posedge clk)
-    mvalid_copy31 <= \$191 ;
-  always @(posedge clk)
-    mvalid_copy32 <= \$192 ;
-  always @(posedge clk)
-    mvalid_copy33 <= \$193 ;
-  always @(posedge clk)
-    mvalid_copy34 <= \$194 ;
-  always @(posedge clk)
-    mvalid_copy35 <= \$195 ;
-  always @(posedge clk)
-    mvalid_copy36 <= \$196 ;
-  always @(posedge clk)
-    mvalid_copy37 <= \$197 ;
-  always @(posedge clk)
-    mvalid_copy38 <= \$198 ;
-  always @(posedge clk)
-    mvalid_copy39 <= \$199 ;
-  always @(posedge clk)
-    mvalid_copy40 <= \$200 ;
-  always @(posedge clk)
-    mvalid_copy41 <= \$201 ;
-  always @(posedge clk)
-    mvalid_copy42 <= \$202 ;
-  always @(posedge clk)
-    mvalid_copy43 <= \$203 ;
-  always @(posedge clk)
-    mvalid_copy44 <= \$204 ;
-  always @(posedge clk)
-    mvalid_copy45 <= \$205 ;
-  always @(posedge clk)
-    mvalid_copy46 <= \$206 ;
-  always @(posedge clk)
-    mvalid_copy47 <= \$207 ;
-  always @(posedge clk)
-    mvalid_copy48 <= \$208 ;
-  always @(posedge clk)
-    m__payload <= \$209 ;
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$158  = count;
-    if (\$7 ) begin
-      \$158  = \$10 [4:0];
-    end
-    if (rst) begin
-      \$158  = 5'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$159  = valid_next;
-    if (rst) begin
-      \$159  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$160  = valid_next;
-    if (rst) begin
-      \$160  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$161  = valid_next;
-    if (rst) begin
-      \$161  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$162  = valid_next;
-    if (rst) begin
-      \$162  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$163  = valid_next;
-    if (rst) begin
-      \$163  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$164  = valid_next;
-    if (rst) begin
-      \$164  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$165  = valid_next;
-    if (rst) begin
-      \$165  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$166  = valid_next;
-    if (rst) begin
-      \$166  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$167  = valid_next;
-    if (rst) begin
-      \$167  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$168  = valid_next;
-    if (rst) begin
-      \$168  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$169  = valid_next;
-    if (rst) begin
-      \$169  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$170  = valid_next;
-    if (rst) begin
-      \$170  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$171  = valid_next;
-    if (rst) begin
-      \$171  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$172  = valid_next;
-    if (rst) begin
-      \$172  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$173  = valid_next;
-    if (rst) begin
-      \$173  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$174  = valid_next;
-    if (rst) begin
-      \$174  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$175  = valid_next;
-    if (rst) begin
-      \$175  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$176  = valid_next;
-    if (rst) begin
-      \$176  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$177  = valid_next;
-    if (rst) begin
-      \$177  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$178  = valid_next;
-    if (rst) begin
-      \$178  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$179  = valid_next;
-    if (rst) begin
-      \$179  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$180  = valid_next;
-    if (rst) begin
-      \$180  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$181  = valid_next;
-    if (rst) begin
-      \$181  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$182  = valid_next;
-    if (rst) begin
-      \$182  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$183  = valid_next;
-    if (rst) begin
-      \$183  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$184  = valid_next;
-    if (rst) begin
-      \$184  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$185  = valid_next;
-    if (rst) begin
-      \$185  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$186  = valid_next;
-    if (rst) begin
-      \$186  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$187  = valid_next;
-    if (rst) begin
-      \$187  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$188  = valid_next;
-    if (rst) begin
-      \$188  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$189  = valid_next;
-    if (rst) begin
-      \$189  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$190  = valid_next;
-    if (rst) begin
-      \$190  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$191  = valid_next;
-    if (rst) begin
-      \$191  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$192  = valid_next;
-    if (rst) begin
-      \$192  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$193  = valid_next;
-    if (rst) begin
-      \$193  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$194  = valid_next;
-    if (rst) begin
-      \$194  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$195  = valid_next;
-    if (rst) begin
-      \$195  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$196  = valid_next;
-    if (rst) begin
-      \$196  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$197  = valid_next;
-    if (rst) begin
-      \$197  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$198  = valid_next;
-    if (rst) begin
-      \$198  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$199  = valid_next;
-    if (rst) begin
-      \$199  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$200  = valid_next;
-    if (rst) begin
-      \$200  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$201  = valid_next;
-    if (rst) begin
-      \$201  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$202  = valid_next;
-    if (rst) begin
-      \$202  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$203  = valid_next;
-    if (rst) begin
-      \$203  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$204  = valid_next;
-    if (rst) begin
-      \$204  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$205  = valid_next;
-    if (rst) begin
-      \$205  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$206  = valid_next;
-    if (rst) begin
-      \$206  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$207  = valid_next;
-    if (rst) begin
-      \$207  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$208  = valid_next;
-    if (rst) begin
-      \$208  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$209  = m__payload;
-    if (\$13 ) begin
-      \$209 [127:0] = m__payload[351:224];
-    end
-    if (\$16 ) begin
-      \$209 [255:128] = m__payload[479:352];
-    end
-    if (\$19 ) begin
-      \$209 [383:256] = m__payload[607:480];
-    end
-    if (\$22 ) begin
-      \$209 [511:384] = m__payload[735:608];
-    end
-    if (\$25 ) begin
-      \$209 [639:512] = m__payload[863:736];
-    end
-    if (\$28 ) begin
-      \$209 [767:640] = m__payload[991:864];
-    end
-    if (\$31 ) begin
-      \$209 [895:768] = m__payload[1119:992];
-    end
-    if (\$34 ) begin
-      \$209 [1023:896] = m__payload[1247:1120];
-    end
-    if (\$37 ) begin
-      \$209 [1151:1024] = m__payload[1375:1248];
-    end
-    if (\$40 ) begin
-      \$209 [1279:1152] = m__payload[1503:1376];
-    end
-    if (\$43 ) begin
-      \$209 [1407:1280] = m__payload[1631:1504];
-    end
-    if (\$46 ) begin
-      \$209 [1535:1408] = m__payload[1759:1632];
-    end
-    if (\$49 ) begin
-      \$209 [1663:1536] = m__payload[1887:1760];
-    end
-    if (\$52 ) begin
-      \$209 [1791:1664] = m__payload[2015:1888];
-    end
-    if (\$55 ) begin
-      \$209 [1919:1792] = m__payload[2143:2016];
-    end
-    if (\$58 ) begin
-      \$209 [2047:1920] = m__payload[2271:2144];
-    end
-    if (\$61 ) begin
-      \$209 [2175:2048] = m__payload[2399:2272];
-    end
-    if (\$64 ) begin
-      \$209 [2303:2176] = m__payload[2527:2400];
-    end
-    if (\$67 ) begin
-      \$209 [2431:2304] = m__payload[2655:2528];
-    end
-    if (\$70 ) begin
-      \$209 [2559:2432] = m__payload[2783:2656];
-    end
-    if (\$73 ) begin
-      \$209 [2687:2560] = m__payload[2911:2784];
-    end
-    if (\$76 ) begin
-      \$209 [2815:2688] = m__payload[3039:2912];
-    end
-    if (\$79 ) begin
-      \$209 [2943:2816] = m__payload[3167:3040];
-    end
-    if (\$82 ) begin
-      \$209 [3071:2944] = m__payload[3295:3168];
-    end
-    if (\$85 ) begin
-      \$209 [3199:3072] = m__payload[3423:3296];
-    end
-    if (\$88 ) begin
-      \$209 [3327:3200] = m__payload[3551:3424];
-    end
-    if (\$91 ) begin
-      \$209 [3455:3328] = m__payload[3679:3552];
-    end
-    if (\$94 ) begin
-      \$209 [3583:3456] = m__payload[3807:3680];
-    end
-    if (\$97 ) begin
-      \$209 [3711:3584] = m__payload[3935:3808];
-    end
-    if (\$100 ) begin
-      \$209 [3839:3712] = m__payload[4063:3936];
-    end
-    if (\$103 ) begin
-      \$209 [3967:3840] = m__payload[4191:4064];
-    end
-    if (\$106 ) begin
-      \$209 [4095:3968] = m__payload[4319:4192];
-    end
-    if (\$109 ) begin
-      \$209 [4223:4096] = m__payload[4447:4320];
-    end
-    if (\$112 ) begin
-      \$209 [4351:4224] = m__payload[4575:4448];
-    end
-    if (\$115 ) begin
-      \$209 [4479:4352] = m__payload[4703:4576];
-    end
-    if (\$118 ) begin
-      \$209 [4607:4480] = m__payload[4831:4704];
-    end
-    if (\$121 ) begin
-      \$209 [4735:4608] = m__payload[4959:4832];
-    end
-    if (\$124 ) begin
-      \$209 [4863:4736] = m__payload[5087:4960];
-    end
-    if (\$127 ) begin
-      \$209 [4991:4864] = m__payload[5215:5088];
-    end
-    if (\$130 ) begin
-      \$209 [5119:4992] = m__payload[5343:5216];
-    end
-    if (\$133 ) begin
-      \$209 [5247:5120] = m__payload[5471:5344];
-    end
-    if (\$136 ) begin
-      \$209 [5375:5248] = m__payload[5599:5472];
-    end
-    if (\$139 ) begin
-      \$209 [5503:5376] = m__payload[5727:5600];
-    end
-    if (\$142 ) begin
-      \$209 [5631:5504] = m__payload[5855:5728];
-    end
-    if (\$145 ) begin
-      \$209 [5759:5632] = m__payload[5983:5856];
-    end
-    if (\$148 ) begin
-      \$209 [5887:5760] = m__payload[6111:5984];
-    end
-    if (\$151 ) begin
-      \$209 [6015:5888] = m__payload[6239:6112];
-    end
-    if (\$154 ) begin
-      \$209 [6143:6016] = { tdata[95:0], m__payload[6271:6240] };
-    end
-    if (\$157 ) begin
-      \$209 [6271:6144] = tdata[223:96];
-    end
-  end
-  assign vector = m__payload;
-endmodule
-
-(* generator = "Amaranth" *)
-module \bchw_top.engine0 (rst, s__valid, pay, s__ready, m__valid, m__payload, m__ready, clk);
-  reg \$auto$verilog_backend.cc:2355:dump_module$3  = 0;
-  wire \$1 ;
-  wire [9:0] \$10 ;
-  wire \$100 ;
-  wire \$101 ;
-  wire \$102 ;
-  wire \$103 ;
-  wire \$104 ;
-  wire \$105 ;
-  wire \$106 ;
-  wire \$107 ;
-  wire \$108 ;
-  wire \$109 ;
-  wire [9:0] \$11 ;
-  wire \$110 ;
-  wire \$111 ;
-  wire \$112 ;
-  wire \$113 ;
-  wire \$114 ;
-  wire \$115 ;
-  wire \$116 ;
-  wire \$117 ;
-  wire \$118 ;
-  wire \$119 ;
-  wire \$12 ;
-  wire \$120 ;
-  wire \$121 ;
-  wire \$122 ;
-  wire \$123 ;
-  wire \$124 ;
-  wire \$125 ;
-  wire \$126 ;
-  wire \$127 ;
-  wire \$128 ;
-  wire \$129 ;
-  wire \$13 ;
-  wire \$130 ;
-  wire \$131 ;
-  wire \$132 ;
-  wire \$133 ;
-  wire \$134 ;
-  wire \$135 ;
-  wire \$136 ;
-  wire \$137 ;
-  wire \$138 ;
-  wire \$139 ;
-  wire \$14 ;
-  wire \$140 ;
-  wire \$141 ;
-  wire \$142 ;
-  wire \$143 ;
-  wire \$144 ;
-  wire \$145 ;
-  wire \$146 ;
-  wire \$147 ;
-  wire \$148 ;
-  wire \$149 ;
-  wire \$15 ;
-  wire \$150 ;
-  wire \$151 ;
-  wire \$152 ;
-  wire \$153 ;
-  wire \$154 ;
-  wire \$155 ;
-  wire \$156 ;
-  wire \$157 ;
-  wire \$158 ;
-  wire \$159 ;
-  wire \$16 ;
-  wire \$160 ;
-  wire \$161 ;
-  wire \$162 ;
-  wire \$163 ;
-  wire \$164 ;
-  wire \$165 ;
-  wire \$166 ;
-  wire \$167 ;
-  wire \$168 ;
-  wire \$169 ;
-  wire \$17 ;
-  wire [127:0] \$170 ;
-  wire \$171 ;
-  wire \$172 ;
-  wire [127:0] \$173 ;
-  wire \$174 ;
-  wire \$175 ;
-  wire [127:0] \$176 ;
-  wire \$177 ;
-  wire \$178 ;
-  wire [127:0] \$179 ;
-  wire \$18 ;
-  wire \$180 ;
-  wire \$181 ;
-  wire [127:0] \$182 ;
-  wire \$183 ;
-  wire \$184 ;
-  wire [127:0] \$185 ;
-  wire \$186 ;
-  wire \$187 ;
-  wire [127:0] \$188 ;
-  wire \$189 ;
-  wire \$19 ;
-  wire \$190 ;
-  wire [127:0] \$191 ;
-  wire \$192 ;
-  wire \$193 ;
-  wire [127:0] \$194 ;
-  wire \$195 ;
-  wire \$196 ;
-  wire [127:0] \$197 ;
-  wire \$198 ;
-  wire \$199 ;
-  wire \$2 ;
-  wire [5:0] \$20 ;
-  wire [127:0] \$200 ;
-  wire \$201 ;
-  wire \$202 ;
-  wire [127:0] \$203 ;
-  wire \$204 ;
-  wire \$205 ;
-  wire [127:0] \$206 ;
-  wire \$207 ;
-  wire \$208 ;
-  wire [127:0] \$209 ;
-  wire [5:0] \$21 ;
-  wire \$210 ;
-  wire \$211 ;
-  wire [127:0] \$212 ;
-  wire \$213 ;
-  wire \$214 ;
-  wire [127:0] \$215 ;
-  wire \$216 ;
-  wire \$217 ;
-  wire [127:0] \$218 ;
-  wire \$219 ;
-  wire [5:0] \$22 ;
-  wire \$220 ;
-  wire [127:0] \$221 ;
-  wire \$222 ;
-  wire \$223 ;
-  wire [127:0] \$224 ;
-  wire \$225 ;
-  wire \$226 ;
-  wire [127:0] \$227 ;
-  wire \$228 ;
-  wire \$229 ;
-  wire [5:0] \$23 ;
-  wire [127:0] \$230 ;
-  wire \$231 ;
-  wire \$232 ;
-  wire [127:0] \$233 ;
-  wire \$234 ;
-  wire \$235 ;
-  wire [127:0] \$236 ;
-  wire \$237 ;
-  wire \$238 ;
-  wire [127:0] \$239 ;
-  wire \$24 ;
-  wire \$240 ;
-  wire \$241 ;
-  wire [127:0] \$242 ;
-  wire \$243 ;
-  wire \$244 ;
-  wire [127:0] \$245 ;
-  wire \$246 ;
-  wire \$247 ;
-  wire [127:0] \$248 ;
-  wire \$249 ;
-  wire \$25 ;
-  wire \$250 ;
-  wire [127:0] \$251 ;
-  wire \$252 ;
-  wire \$253 ;
-  wire [127:0] \$254 ;
-  wire \$255 ;
-  wire \$256 ;
-  wire [127:0] \$257 ;
-  wire \$258 ;
-  wire \$259 ;
-  wire \$26 ;
-  wire [127:0] \$260 ;
-  wire \$261 ;
-  wire \$262 ;
-  wire [127:0] \$263 ;
-  wire \$264 ;
-  wire \$265 ;
-  wire [127:0] \$266 ;
-  wire \$267 ;
-  wire \$268 ;
-  wire [127:0] \$269 ;
-  wire \$27 ;
-  wire \$270 ;
-  wire \$271 ;
-  wire [127:0] \$272 ;
-  wire \$273 ;
-  wire \$274 ;
-  wire [127:0] \$275 ;
-  wire \$276 ;
-  wire \$277 ;
-  wire [127:0] \$278 ;
-  wire \$279 ;
-  wire \$28 ;
-  wire \$280 ;
-  wire [127:0] \$281 ;
-  wire \$282 ;
-  wire \$283 ;
-  wire [127:0] \$284 ;
-  wire \$285 ;
-  wire \$286 ;
-  wire [127:0] \$287 ;
-  wire \$288 ;
-  wire \$289 ;
-  wire [4:0] \$29 ;
-  wire [127:0] \$290 ;
-  wire \$291 ;
-  wire \$292 ;
-  wire [127:0] \$293 ;
-  wire \$294 ;
-  wire \$295 ;
-  wire [127:0] \$296 ;
-  wire \$297 ;
-  wire \$298 ;
-  wire [127:0] \$299 ;
-  wire \$3 ;
-  wire [4:0] \$30 ;
-  wire \$300 ;
-  wire \$301 ;
-  wire [127:0] \$302 ;
-  wire \$303 ;
-  wire \$304 ;
-  wire [127:0] \$305 ;
-  wire \$306 ;
-  wire \$307 ;
-  wire [127:0] \$308 ;
-  wire \$309 ;
-  wire [4:0] \$31 ;
-  wire \$310 ;
-  wire [127:0] \$311 ;
-  wire \$312 ;
-  wire \$313 ;
-  wire [127:0] \$314 ;
-  wire \$315 ;
-  wire \$316 ;
-  wire \$317 ;
-  wire \$318 ;
-  wire [18:0] \$319 ;
-  wire [4:0] \$32 ;
-  wire [19:0] \$320 ;
-  wire [18:0] \$321 ;
-  wire [19:0] \$322 ;
-  wire [18:0] \$323 ;
-  wire [19:0] \$324 ;
-  wire [18:0] \$325 ;
-  wire [19:0] \$326 ;
-  wire [18:0] \$327 ;
-  wire [19:0] \$328 ;
-  wire [18:0] \$329 ;
-  wire \$33 ;
-  wire [19:0] \$330 ;
-  wire [18:0] \$331 ;
-  wire [19:0] \$332 ;
-  wire [18:0] \$333 ;
-  wire [19:0] \$334 ;
-  wire [18:0] \$335 ;
-  wire [19:0] \$336 ;
-  wire [18:0] \$337 ;
-  wire [19:0] \$338 ;
-  wire [18:0] \$339 ;
-  wire \$34 ;
-  wire [19:0] \$340 ;
-  wire [18:0] \$341 ;
-  wire [19:0] \$342 ;
-  wire [18:0] \$343 ;
-  wire [19:0] \$344 ;
-  wire [18:0] \$345 ;
-  wire [19:0] \$346 ;
-  wire [18:0] \$347 ;
-  wire [19:0] \$348 ;
-  wire [18:0] \$349 ;
-  wire \$35 ;
-  wire [19:0] \$350 ;
-  wire \$351 ;
-  wire \$352 ;
-  wire \$353 ;
-  wire \$354 ;
-  wire \$355 ;
-  wire \$356 ;
-  wire \$357 ;
-  wire [2:0] \$358 ;
-  wire \$359 ;
-  wire \$36 ;
-  wire \$360 ;
-  wire \$361 ;
-  wire \$362 ;
-  wire \$363 ;
-  wire \$364 ;
-  wire \$365 ;
-  wire \$366 ;
-  wire \$367 ;
-  wire \$368 ;
-  wire \$369 ;
-  wire \$37 ;
-  wire [2:0] \$370 ;
-  wire \$371 ;
-  wire \$372 ;
-  wire \$373 ;
-  wire \$374 ;
-  wire \$375 ;
-  wire \$376 ;
-  wire \$377 ;
-  wire \$378 ;
-  wire \$379 ;
-  wire \$38 ;
-  wire \$380 ;
-  wire \$381 ;
-  wire \$382 ;
-  wire \$383 ;
-  wire \$384 ;
-  wire \$385 ;
-  wire \$386 ;
-  wire \$387 ;
-  wire \$388 ;
-  wire \$389 ;
-  wire \$39 ;
-  wire \$390 ;
-  wire \$391 ;
-  wire \$392 ;
-  wire \$393 ;
-  wire \$394 ;
-  wire \$395 ;
-  wire [128:0] \$396 ;
-  wire \$397 ;
-  wire \$398 ;
-  wire \$399 ;
-  wire \$4 ;
-  wire \$40 ;
-  wire \$400 ;
-  wire \$401 ;
-  wire [128:0] \$402 ;
-  wire \$403 ;
-  wire \$404 ;
-  wire \$405 ;
-  wire \$406 ;
-  wire \$407 ;
-  wire [128:0] \$408 ;
-  wire \$409 ;
-  wire \$41 ;
-  wire \$410 ;
-  wire \$411 ;
-  wire \$412 ;
-  wire \$413 ;
-  wire [128:0] \$414 ;
-  wire \$415 ;
-  wire \$416 ;
-  wire \$417 ;
-  wire \$418 ;
-  wire \$419 ;
-  wire \$42 ;
-  wire [128:0] \$420 ;
-  wire \$421 ;
-  wire \$422 ;
-  wire \$423 ;
-  wire \$424 ;
-  wire \$425 ;
-  wire [128:0] \$426 ;
-  wire \$427 ;
-  wire \$428 ;
-  wire \$429 ;
-  wire [2:0] \$43 ;
-  wire \$430 ;
-  wire \$431 ;
-  wire [128:0] \$432 ;
-  wire \$433 ;
-  wire \$434 ;
-  wire \$435 ;
-  wire \$436 ;
-  wire \$437 ;
-  wire [128:0] \$438 ;
-  wire \$439 ;
-  wire \$44 ;
-  wire \$440 ;
-  wire \$441 ;
-  wire \$442 ;
-  wire \$443 ;
-  wire [128:0] \$444 ;
-  wire \$445 ;
-  wire \$446 ;
-  wire \$447 ;
-  wire \$448 ;
-  wire \$449 ;
-  wire \$45 ;
-  wire [128:0] \$450 ;
-  wire \$451 ;
-  wire \$452 ;
-  wire \$453 ;
-  wire \$454 ;
-  wire \$455 ;
-  wire [128:0] \$456 ;
-  wire \$457 ;
-  wire \$458 ;
-  wire \$459 ;
-  wire [3:0] \$46 ;
-  wire \$460 ;
-  wire \$461 ;
-  wire [128:0] \$462 ;
-  wire \$463 ;
-  wire \$464 ;
-  wire \$465 ;
-  wire \$466 ;
-  wire \$467 ;
-  wire [128:0] \$468 ;
-  wire \$469 ;
-  wire [3:0] \$47 ;
-  wire \$470 ;
-  wire \$471 ;
-  wire \$472 ;
-  wire \$473 ;
-  wire [128:0] \$474 ;
-  wire \$475 ;
-  wire \$476 ;
-  wire \$477 ;
-  wire \$478 ;
-  wire \$479 ;
-  wire \$48 ;
-  wire [128:0] \$480 ;
-  wire \$481 ;
-  wire \$482 ;
-  wire \$483 ;
-  wire \$484 ;
-  wire \$485 ;
-  wire [128:0] \$486 ;
-  reg \$487 ;
-  reg [8:0] \$488 ;
-  reg [4:0] \$489 ;
-  wire \$49 ;
-  reg [3:0] \$490 ;
-  reg \$491 ;
-  reg \$492 ;
-  reg [1:0] \$493 ;
-  reg \$494 ;
-  reg \$495 ;
-  reg \$496 ;
-  reg \$497 ;
-  reg \$498 ;
-  reg \$499 ;
-  wire \$5 ;
-  wire \$50 ;
-  reg \$500 ;
-  reg \$501 ;
-  reg \$502 ;
-  reg \$503 ;
-  reg \$504 ;
-  reg \$505 ;
-  reg \$506 ;
-  reg \$507 ;
-  reg \$508 ;
-  reg \$509 ;
-  wire \$51 ;
-  reg \$510 ;
-  reg \$511 ;
-  reg \$512 ;
-  reg \$513 ;
-  reg \$514 ;
-  reg \$515 ;
-  reg \$516 ;
-  reg \$517 ;
-  reg \$518 ;
-  reg \$519 ;
-  wire \$52 ;
-  reg \$520 ;
-  reg \$521 ;
-  reg \$522 ;
-  reg \$523 ;
-  reg \$524 ;
-  reg \$525 ;
-  reg \$526 ;
-  reg \$527 ;
-  reg \$528 ;
-  reg \$529 ;
-  wire \$53 ;
-  reg \$530 ;
-  reg \$531 ;
-  reg \$532 ;
-  reg \$533 ;
-  reg \$534 ;
-  reg \$535 ;
-  reg \$536 ;
-  reg \$537 ;
-  reg \$538 ;
-  reg \$539 ;
-  wire \$54 ;
-  reg \$540 ;
-  reg \$541 ;
-  reg \$542 ;
-  reg \$543 ;
-  reg \$544 ;
-  reg \$545 ;
-  reg \$546 ;
-  reg \$547 ;
-  reg \$548 ;
-  reg \$549 ;
-  wire \$55 ;
-  reg \$550 ;
-  reg \$551 ;
-  reg \$552 ;
-  reg \$553 ;
-  reg \$554 ;
-  reg \$555 ;
-  reg \$556 ;
-  reg \$557 ;
-  reg \$558 ;
-  reg \$559 ;
-  wire \$56 ;
-  reg \$560 ;
-  reg \$561 ;
-  reg \$562 ;
-  reg \$563 ;
-  reg \$564 ;
-  reg \$565 ;
-  reg \$566 ;
-  reg \$567 ;
-  reg \$568 ;
-  reg \$569 ;
-  wire \$57 ;
-  reg \$570 ;
-  reg \$571 ;
-  reg \$572 ;
-  reg \$573 ;
-  reg \$574 ;
-  reg \$575 ;
-  reg \$576 ;
-  reg \$577 ;
-  reg \$578 ;
-  reg \$579 ;
-  wire [2:0] \$58 ;
-  reg \$580 ;
-  reg \$581 ;
-  reg \$582 ;
-  reg \$583 ;
-  reg \$584 ;
-  reg \$585 ;
-  reg \$586 ;
-  reg \$587 ;
-  reg \$588 ;
-  reg \$589 ;
-  wire \$59 ;
-  reg \$590 ;
-  reg \$591 ;
-  reg \$592 ;
-  reg [6271:0] \$593 ;
-  wire [223:0] \$594 ;
-  wire [223:0] \$595 ;
-  wire [447:0] \$596 ;
-  reg [7:0] \$597 ;
-  reg [7:0] \$598 ;
-  reg [7:0] \$599 ;
-  wire \$6 ;
-  wire \$60 ;
-  reg [7:0] \$600 ;
-  reg [7:0] \$601 ;
-  reg [7:0] \$602 ;
-  reg [7:0] \$603 ;
-  reg [7:0] \$604 ;
-  wire [975:0] \$605 ;
-  reg \$606 ;
-  reg \$607 ;
-  reg [18:0] \$608 ;
-  reg [18:0] \$609 ;
-  wire \$61 ;
-  reg [18:0] \$610 ;
-  reg [18:0] \$611 ;
-  reg [18:0] \$612 ;
-  reg [18:0] \$613 ;
-  reg [18:0] \$614 ;
-  reg [18:0] \$615 ;
-  reg [18:0] \$616 ;
-  reg [18:0] \$617 ;
-  reg [18:0] \$618 ;
-  reg [18:0] \$619 ;
-  wire \$62 ;
-  reg [18:0] \$620 ;
-  reg [18:0] \$621 ;
-  reg [18:0] \$622 ;
-  reg [18:0] \$623 ;
-  reg \$624 ;
-  reg \$625 ;
-  reg \$626 ;
-  reg \$627 ;
-  reg \$628 ;
-  reg \$629 ;
-  wire \$63 ;
-  reg [128:0] \$630 ;
-  reg [128:0] \$631 ;
-  reg [1:0] \$632 ;
-  reg \$633 ;
-  reg \$634 ;
-  reg \$635 ;
-  reg \$636 ;
-  reg \$637 ;
-  reg \$638 ;
-  reg \$639 ;
-  wire [3:0] \$64 ;
-  reg \$640 ;
-  reg \$641 ;
-  reg \$642 ;
-  reg \$643 ;
-  reg \$644 ;
-  reg \$645 ;
-  reg \$646 ;
-  reg \$647 ;
-  reg \$648 ;
-  reg \$649 ;
-  wire \$65 ;
-  reg \$650 ;
-  reg \$651 ;
-  reg \$652 ;
-  reg \$653 ;
-  reg \$654 ;
-  reg \$655 ;
-  reg \$656 ;
-  reg \$657 ;
-  reg \$658 ;
-  reg \$659 ;
-  wire [128:0] \$66 ;
-  reg \$660 ;
-  reg \$661 ;
-  reg \$662 ;
-  reg \$663 ;
-  reg \$664 ;
-  reg \$665 ;
-  reg \$666 ;
-  reg \$667 ;
-  reg \$668 ;
-  reg \$669 ;
-  wire \$67 ;
-  reg \$670 ;
-  reg \$671 ;
-  reg \$672 ;
-  reg \$673 ;
-  reg \$674 ;
-  reg \$675 ;
-  reg \$676 ;
-  reg \$677 ;
-  reg \$678 ;
-  reg \$679 ;
-  wire \$68 ;
-  reg \$680 ;
-  reg \$681 ;
-  reg [2047:0] \$682 ;
-  reg \$683 ;
-  reg \$684 ;
-  wire \$69 ;
-  wire \$7 ;
-  wire \$70 ;
-  wire \$71 ;
-  wire \$72 ;
-  wire \$73 ;
-  wire \$74 ;
-  wire \$75 ;
-  wire \$76 ;
-  wire \$77 ;
-  wire \$78 ;
-  wire \$79 ;
+  wire [1:0] \$79 ;
   wire [9:0] \$8 ;
-  wire \$80 ;
+  wire [1:0] \$80 ;
   wire \$81 ;
   wire \$82 ;
   wire \$83 ;
   wire \$84 ;
-  wire \$85 ;
-  wire \$86 ;
-  wire \$87 ;
+  wire [5:0] \$85 ;
+  wire [5:0] \$86 ;
+  wire [5:0] \$87 ;
   wire \$88 ;
   wire \$89 ;
   wire [9:0] \$9 ;
@@ -3012,22 +1577,23 @@ module \bchw_top.engine0 (rst, s__valid, pay, s__ready, m__valid, m__payload, m_
   wire \$97 ;
   wire \$98 ;
   wire \$99 ;
+  reg \$signal  = 1'h0;
   reg [18:0] acc = 19'h00000;
-  reg [18:0] \acc$102  = 19'h00000;
-  reg [18:0] \acc$108  = 19'h00000;
-  reg [18:0] \acc$114  = 19'h00000;
-  reg [18:0] \acc$120  = 19'h00000;
-  reg [18:0] \acc$126  = 19'h00000;
-  reg [18:0] \acc$132  = 19'h00000;
-  reg [18:0] \acc$138  = 19'h00000;
-  reg [18:0] \acc$144  = 19'h00000;
-  reg [18:0] \acc$150  = 19'h00000;
-  reg [18:0] \acc$156  = 19'h00000;
-  reg [18:0] \acc$162  = 19'h00000;
-  reg [18:0] \acc$168  = 19'h00000;
-  reg [18:0] \acc$84  = 19'h00000;
-  reg [18:0] \acc$90  = 19'h00000;
-  reg [18:0] \acc$96  = 19'h00000;
+  reg [18:0] \acc$104  = 19'h00000;
+  reg [18:0] \acc$110  = 19'h00000;
+  reg [18:0] \acc$116  = 19'h00000;
+  reg [18:0] \acc$122  = 19'h00000;
+  reg [18:0] \acc$128  = 19'h00000;
+  reg [18:0] \acc$134  = 19'h00000;
+  reg [18:0] \acc$140  = 19'h00000;
+  reg [18:0] \acc$146  = 19'h00000;
+  reg [18:0] \acc$152  = 19'h00000;
+  reg [18:0] \acc$158  = 19'h00000;
+  reg [18:0] \acc$164  = 19'h00000;
+  reg [18:0] \acc$170  = 19'h00000;
+  reg [18:0] \acc$176  = 19'h00000;
+  reg [18:0] \acc$92  = 19'h00000;
+  reg [18:0] \acc$98  = 19'h00000;
   (* init = 19'h00000 *)
   wire [18:0] acc0;
   (* init = 19'h00000 *)
@@ -3063,23 +1629,23 @@ module \bchw_top.engine0 (rst, s__valid, pay, s__ready, m__valid, m__payload, m_
   reg acc_end = 1'h0;
   reg acc_valid = 1'h0;
   reg [8:0] addr = 9'h000;
-  wire [3:0] \addr$74 ;
+  wire [3:0] \addr$82 ;
   wire [37:0] bias;
-  wire [37:0] \bias$100 ;
-  wire [37:0] \bias$106 ;
-  wire [37:0] \bias$112 ;
-  wire [37:0] \bias$118 ;
-  wire [37:0] \bias$124 ;
-  wire [37:0] \bias$130 ;
-  wire [37:0] \bias$136 ;
-  wire [37:0] \bias$142 ;
-  wire [37:0] \bias$148 ;
-  wire [37:0] \bias$154 ;
-  wire [37:0] \bias$160 ;
-  wire [37:0] \bias$166 ;
-  wire [37:0] \bias$172 ;
-  wire [37:0] \bias$88 ;
-  wire [37:0] \bias$94 ;
+  wire [37:0] \bias$102 ;
+  wire [37:0] \bias$108 ;
+  wire [37:0] \bias$114 ;
+  wire [37:0] \bias$120 ;
+  wire [37:0] \bias$126 ;
+  wire [37:0] \bias$132 ;
+  wire [37:0] \bias$138 ;
+  wire [37:0] \bias$144 ;
+  wire [37:0] \bias$150 ;
+  wire [37:0] \bias$156 ;
+  wire [37:0] \bias$162 ;
+  wire [37:0] \bias$168 ;
+  wire [37:0] \bias$174 ;
+  wire [37:0] \bias$180 ;
+  wire [37:0] \bias$96 ;
   reg busy = 1'h0;
   wire busy_next;
   input clk;
@@ -3093,41 +1659,41 @@ module \bchw_top.engine0 (rst, s__valid, pay, s__ready, m__valid, m__payload, m_
   reg [1:0] credits = 2'h2;
   wire [1:0] credits_next;
   wire [447:0] data;
-  wire [975:0] \data$312 ;
+  wire [975:0] \data$221 ;
   wire en;
-  wire \en$101 ;
-  wire \en$107 ;
-  wire \en$113 ;
-  wire \en$119 ;
-  wire \en$125 ;
-  wire \en$131 ;
-  wire \en$137 ;
-  wire \en$143 ;
-  wire \en$149 ;
-  wire \en$155 ;
-  wire \en$161 ;
-  wire \en$167 ;
-  wire \en$23 ;
-  wire \en$28 ;
+  wire \en$103 ;
+  wire \en$109 ;
+  wire \en$115 ;
+  wire \en$121 ;
+  wire \en$127 ;
+  wire \en$133 ;
+  wire \en$139 ;
+  wire \en$145 ;
+  wire \en$151 ;
+  wire \en$157 ;
+  wire \en$163 ;
+  wire \en$169 ;
+  wire \en$175 ;
   wire \en$31 ;
-  wire \en$34 ;
-  wire \en$37 ;
-  wire \en$40 ;
-  wire \en$43 ;
-  wire \en$46 ;
-  wire \en$49 ;
-  wire \en$52 ;
-  wire \en$55 ;
-  wire \en$58 ;
-  wire \en$61 ;
-  wire \en$64 ;
-  wire \en$67 ;
-  wire \en$70 ;
-  wire \en$73 ;
-  wire \en$76 ;
-  wire \en$83 ;
-  wire \en$89 ;
-  wire \en$95 ;
+  wire \en$36 ;
+  wire \en$39 ;
+  wire \en$42 ;
+  wire \en$45 ;
+  wire \en$48 ;
+  wire \en$51 ;
+  wire \en$54 ;
+  wire \en$57 ;
+  wire \en$60 ;
+  wire \en$63 ;
+  wire \en$66 ;
+  wire \en$69 ;
+  wire \en$72 ;
+  wire \en$75 ;
+  wire \en$78 ;
+  wire \en$81 ;
+  wire \en$84 ;
+  wire \en$91 ;
+  wire \en$97 ;
   wire enter;
   reg [7:0] f1_d0 = 8'h00;
   reg [7:0] f1_d1 = 8'h00;
@@ -3171,6 +1737,7 @@ module \bchw_top.engine0 (rst, s__valid, pay, s__ready, m__valid, m__payload, m_
   reg held_copy9 = 1'h0;
   reg issue = 1'h0;
   wire issue_next;
+  wire [-1:0] lane;
   reg last_step = 1'h0;
   wire last_step_next;
   output [2047:0] m__payload;
@@ -3180,21 +1747,21 @@ module \bchw_top.engine0 (rst, s__valid, pay, s__ready, m__valid, m__payload, m_
   output m__valid;
   reg m__valid = 1'h0;
   wire [17:0] mul;
-  wire [17:0] \mul$104 ;
-  wire [17:0] \mul$110 ;
-  wire [17:0] \mul$116 ;
-  wire [17:0] \mul$122 ;
-  wire [17:0] \mul$128 ;
-  wire [17:0] \mul$134 ;
-  wire [17:0] \mul$140 ;
-  wire [17:0] \mul$146 ;
-  wire [17:0] \mul$152 ;
-  wire [17:0] \mul$158 ;
-  wire [17:0] \mul$164 ;
-  wire [17:0] \mul$170 ;
-  wire [17:0] \mul$86 ;
-  wire [17:0] \mul$92 ;
-  wire [17:0] \mul$98 ;
+  wire [17:0] \mul$100 ;
+  wire [17:0] \mul$106 ;
+  wire [17:0] \mul$112 ;
+  wire [17:0] \mul$118 ;
+  wire [17:0] \mul$124 ;
+  wire [17:0] \mul$130 ;
+  wire [17:0] \mul$136 ;
+  wire [17:0] \mul$142 ;
+  wire [17:0] \mul$148 ;
+  wire [17:0] \mul$154 ;
+  wire [17:0] \mul$160 ;
+  wire [17:0] \mul$166 ;
+  wire [17:0] \mul$172 ;
+  wire [17:0] \mul$178 ;
+  wire [17:0] \mul$94 ;
   (* keep = 32'd1 *)
   reg mvalid_copy0 = 1'h0;
   (* keep = 32'd1 *)
@@ -3231,17 +1798,7 @@ module \bchw_top.engine0 (rst, s__valid, pay, s__ready, m__valid, m__payload, m_
   wire [3:0] nfc_next;
   wire out_done;
   reg [975:0] params_d0 = 976'h0000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000;
-  input [6271:0] pay;
-  wire [6271:0] pay;
   wire [7:0] q;
-  wire [7:0] \q$185 ;
-  wire [7:0] \q$186 ;
-  wire [7:0] \q$187 ;
-  wire [7:0] \q$188 ;
-  wire [7:0] \q$189 ;
-  wire [7:0] \q$190 ;
-  wire [7:0] \q$191 ;
-  wire [7:0] \q$192 ;
   wire [7:0] \q$193 ;
   wire [7:0] \q$194 ;
   wire [7:0] \q$195 ;
@@ -3249,6 +1806,14 @@ module \bchw_top.engine0 (rst, s__valid, pay, s__ready, m__valid, m__payload, m_
   wire [7:0] \q$197 ;
   wire [7:0] \q$198 ;
   wire [7:0] \q$199 ;
+  wire [7:0] \q$200 ;
+  wire [7:0] \q$201 ;
+  wire [7:0] \q$202 ;
+  wire [7:0] \q$203 ;
+  wire [7:0] \q$204 ;
+  wire [7:0] \q$205 ;
+  wire [7:0] \q$206 ;
+  wire [7:0] \q$207 ;
   reg qe_d0 = 1'h0;
   reg qe_d1 = 1'h0;
   reg qe_last_d0 = 1'h0;
@@ -3287,891 +1852,203 @@ module \bchw_top.engine0 (rst, s__valid, pay, s__ready, m__valid, m__payload, m_
   reg qvalid_copy8 = 1'h0;
   (* keep = 32'd1 *)
   reg qvalid_copy9 = 1'h0;
-  (* init = 1'h1 *)
-  wire ready;
+  wire [5:0] read__addr;
+  wire [223:0] read__data;
+  reg read_bank = 1'h1;
+  reg ready = 1'h1;
   wire ready_next;
   input rst;
   wire rst;
-  wire [6271:0] s__payload;
+  wire [223:0] s__payload;
   output s__ready;
-  reg s__ready = 1'h1;
+  wire s__ready;
   input s__valid;
   wire s__valid;
   reg [4:0] sfc = 5'h00;
   wire [4:0] sfc_next;
   wire [4:0] shift;
-  wire [4:0] \shift$105 ;
-  wire [4:0] \shift$111 ;
-  wire [4:0] \shift$117 ;
-  wire [4:0] \shift$123 ;
-  wire [4:0] \shift$129 ;
-  wire [4:0] \shift$135 ;
-  wire [4:0] \shift$141 ;
-  wire [4:0] \shift$147 ;
-  wire [4:0] \shift$153 ;
-  wire [4:0] \shift$159 ;
-  wire [4:0] \shift$165 ;
-  wire [4:0] \shift$171 ;
-  wire [4:0] \shift$87 ;
-  wire [4:0] \shift$93 ;
-  wire [4:0] \shift$99 ;
+  wire [4:0] \shift$101 ;
+  wire [4:0] \shift$107 ;
+  wire [4:0] \shift$113 ;
+  wire [4:0] \shift$119 ;
+  wire [4:0] \shift$125 ;
+  wire [4:0] \shift$131 ;
+  wire [4:0] \shift$137 ;
+  wire [4:0] \shift$143 ;
+  wire [4:0] \shift$149 ;
+  wire [4:0] \shift$155 ;
+  wire [4:0] \shift$161 ;
+  wire [4:0] \shift$167 ;
+  wire [4:0] \shift$173 ;
+  wire [4:0] \shift$179 ;
+  wire [4:0] \shift$95 ;
   reg [128:0] skid0 = 129'h000000000000000000000000000000000;
   reg [128:0] skid1 = 129'h000000000000000000000000000000000;
   (* init = 9'h000 *)
   wire [8:0] step;
   wire [8:0] step_next;
   wire [13:0] sum;
-  wire [13:0] \sum$316 ;
-  wire [13:0] \sum$317 ;
-  wire [13:0] \sum$318 ;
-  wire [13:0] \sum$319 ;
-  wire [13:0] \sum$320 ;
-  wire [13:0] \sum$321 ;
-  wire [13:0] \sum$322 ;
-  wire [13:0] \sum$323 ;
-  wire [13:0] \sum$324 ;
-  wire [13:0] \sum$325 ;
-  wire [13:0] \sum$326 ;
-  wire [13:0] \sum$327 ;
-  wire [13:0] \sum$328 ;
-  wire [13:0] \sum$329 ;
-  wire [13:0] \sum$330 ;
+  wire [13:0] \sum$225 ;
+  wire [13:0] \sum$226 ;
+  wire [13:0] \sum$227 ;
+  wire [13:0] \sum$228 ;
+  wire [13:0] \sum$229 ;
+  wire [13:0] \sum$230 ;
+  wire [13:0] \sum$231 ;
+  wire [13:0] \sum$232 ;
+  wire [13:0] \sum$233 ;
+  wire [13:0] \sum$234 ;
+  wire [13:0] \sum$235 ;
+  wire [13:0] \sum$236 ;
+  wire [13:0] \sum$237 ;
+  wire [13:0] \sum$238 ;
+  wire [13:0] \sum$239 ;
   wire valid_next;
   (* init = 2048'h00000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000 *)
   wire [2047:0] vector;
   wire [27:0] w;
-  wire [27:0] \w$30 ;
-  wire [27:0] \w$33 ;
-  wire [27:0] \w$36 ;
-  wire [27:0] \w$39 ;
-  wire [27:0] \w$42 ;
-  wire [27:0] \w$45 ;
-  wire [27:0] \w$48 ;
-  wire [27:0] \w$51 ;
-  wire [27:0] \w$54 ;
-  wire [27:0] \w$57 ;
-  wire [27:0] \w$60 ;
-  wire [27:0] \w$63 ;
-  wire [27:0] \w$66 ;
-  wire [27:0] \w$69 ;
-  wire [27:0] \w$72 ;
+  wire [27:0] \w$38 ;
+  wire [27:0] \w$41 ;
+  wire [27:0] \w$44 ;
+  wire [27:0] \w$47 ;
+  wire [27:0] \w$50 ;
+  wire [27:0] \w$53 ;
+  wire [27:0] \w$56 ;
+  wire [27:0] \w$59 ;
+  wire [27:0] \w$62 ;
+  wire [27:0] \w$65 ;
+  wire [27:0] \w$68 ;
+  wire [27:0] \w$71 ;
+  wire [27:0] \w$74 ;
+  wire [27:0] \w$77 ;
+  wire [27:0] \w$80 ;
   reg [447:0] wdata_d0 = 448'h0000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000;
+  reg [4:0] word = 5'h00;
+  wire [5:0] write__addr;
+  input [223:0] write__data;
+  wire [223:0] write__data;
+  wire write__en;
+  reg write_bank = 1'h0;
   reg [223:0] x = 224'h00000000000000000000000000000000000000000000000000000000;
   (* init = 224'h00000000000000000000000000000000000000000000000000000000 *)
-  wire [223:0] \x$29 ;
+  wire [223:0] \x$37 ;
   (* init = 224'h00000000000000000000000000000000000000000000000000000000 *)
-  wire [223:0] \x$32 ;
+  wire [223:0] \x$40 ;
   (* init = 224'h00000000000000000000000000000000000000000000000000000000 *)
-  wire [223:0] \x$35 ;
+  wire [223:0] \x$43 ;
   (* init = 224'h00000000000000000000000000000000000000000000000000000000 *)
-  wire [223:0] \x$38 ;
+  wire [223:0] \x$46 ;
   (* init = 224'h00000000000000000000000000000000000000000000000000000000 *)
-  wire [223:0] \x$41 ;
+  wire [223:0] \x$49 ;
   (* init = 224'h00000000000000000000000000000000000000000000000000000000 *)
-  wire [223:0] \x$44 ;
+  wire [223:0] \x$52 ;
   (* init = 224'h00000000000000000000000000000000000000000000000000000000 *)
-  wire [223:0] \x$47 ;
+  wire [223:0] \x$55 ;
   (* init = 224'h00000000000000000000000000000000000000000000000000000000 *)
-  wire [223:0] \x$50 ;
+  wire [223:0] \x$58 ;
   (* init = 224'h00000000000000000000000000000000000000000000000000000000 *)
-  wire [223:0] \x$53 ;
+  wire [223:0] \x$61 ;
   (* init = 224'h00000000000000000000000000000000000000000000000000000000 *)
-  wire [223:0] \x$56 ;
+  wire [223:0] \x$64 ;
   (* init = 224'h00000000000000000000000000000000000000000000000000000000 *)
-  wire [223:0] \x$59 ;
+  wire [223:0] \x$67 ;
   (* init = 224'h00000000000000000000000000000000000000000000000000000000 *)
-  wire [223:0] \x$62 ;
+  wire [223:0] \x$70 ;
   (* init = 224'h00000000000000000000000000000000000000000000000000000000 *)
-  wire [223:0] \x$65 ;
+  wire [223:0] \x$73 ;
   (* init = 224'h00000000000000000000000000000000000000000000000000000000 *)
-  wire [223:0] \x$68 ;
+  wire [223:0] \x$76 ;
   (* init = 224'h00000000000000000000000000000000000000000000000000000000 *)
-  wire [223:0] \x$71 ;
-  reg [223:0] x_d0 = 224'h00000000000000000000000000000000000000000000000000000000;
+  wire [223:0] \x$79 ;
   (* init = 224'h00000000000000000000000000000000000000000000000000000000 *)
-  wire [223:0] x_d1;
-  reg [6271:0] xbuf = 6272'h00000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000;
-  (* keep = 32'd1 *)
-  reg xready_copy0 = 1'h1;
-  (* keep = 32'd1 *)
-  reg xready_copy1 = 1'h1;
-  (* keep = 32'd1 *)
-  reg xready_copy10 = 1'h1;
-  (* keep = 32'd1 *)
-  reg xready_copy11 = 1'h1;
-  (* keep = 32'd1 *)
-  reg xready_copy12 = 1'h1;
-  (* keep = 32'd1 *)
-  reg xready_copy13 = 1'h1;
-  (* keep = 32'd1 *)
-  reg xready_copy14 = 1'h1;
-  (* keep = 32'd1 *)
-  reg xready_copy15 = 1'h1;
-  (* keep = 32'd1 *)
-  reg xready_copy16 = 1'h1;
-  (* keep = 32'd1 *)
-  reg xready_copy17 = 1'h1;
-  (* keep = 32'd1 *)
-  reg xready_copy18 = 1'h1;
-  (* keep = 32'd1 *)
-  reg xready_copy19 = 1'h1;
-  (* keep = 32'd1 *)
-  reg xready_copy2 = 1'h1;
-  (* keep = 32'd1 *)
-  reg xready_copy20 = 1'h1;
-  (* keep = 32'd1 *)
-  reg xready_copy21 = 1'h1;
-  (* keep = 32'd1 *)
-  reg xready_copy22 = 1'h1;
-  (* keep = 32'd1 *)
-  reg xready_copy23 = 1'h1;
-  (* keep = 32'd1 *)
-  reg xready_copy24 = 1'h1;
-  (* keep = 32'd1 *)
-  reg xready_copy25 = 1'h1;
-  (* keep = 32'd1 *)
-  reg xready_copy26 = 1'h1;
-  (* keep = 32'd1 *)
-  reg xready_copy27 = 1'h1;
-  (* keep = 32'd1 *)
-  reg xready_copy28 = 1'h1;
-  (* keep = 32'd1 *)
-  reg xready_copy29 = 1'h1;
-  (* keep = 32'd1 *)
-  reg xready_copy3 = 1'h1;
-  (* keep = 32'd1 *)
-  reg xready_copy30 = 1'h1;
-  (* keep = 32'd1 *)
-  reg xready_copy31 = 1'h1;
-  (* keep = 32'd1 *)
-  reg xready_copy32 = 1'h1;
-  (* keep = 32'd1 *)
-  reg xready_copy33 = 1'h1;
-  (* keep = 32'd1 *)
-  reg xready_copy34 = 1'h1;
-  (* keep = 32'd1 *)
-  reg xready_copy35 = 1'h1;
-  (* keep = 32'd1 *)
-  reg xready_copy36 = 1'h1;
-  (* keep = 32'd1 *)
-  reg xready_copy37 = 1'h1;
-  (* keep = 32'd1 *)
-  reg xready_copy38 = 1'h1;
-  (* keep = 32'd1 *)
-  reg xready_copy39 = 1'h1;
-  (* keep = 32'd1 *)
-  reg xready_copy4 = 1'h1;
-  (* keep = 32'd1 *)
-  reg xready_copy40 = 1'h1;
-  (* keep = 32'd1 *)
-  reg xready_copy41 = 1'h1;
-  (* keep = 32'd1 *)
-  reg xready_copy42 = 1'h1;
-  (* keep = 32'd1 *)
-  reg xready_copy43 = 1'h1;
-  (* keep = 32'd1 *)
-  reg xready_copy44 = 1'h1;
-  (* keep = 32'd1 *)
-  reg xready_copy45 = 1'h1;
-  (* keep = 32'd1 *)
-  reg xready_copy46 = 1'h1;
-  (* keep = 32'd1 *)
-  reg xready_copy47 = 1'h1;
-  (* keep = 32'd1 *)
-  reg xready_copy48 = 1'h1;
-  (* keep = 32'd1 *)
-  reg xready_copy5 = 1'h1;
-  (* keep = 32'd1 *)
-  reg xready_copy6 = 1'h1;
-  (* keep = 32'd1 *)
-  reg xready_copy7 = 1'h1;
-  (* keep = 32'd1 *)
-  reg xready_copy8 = 1'h1;
-  (* keep = 32'd1 *)
-  reg xready_copy9 = 1'h1;
-  (* keep = 32'd1 *)
-  reg xshift_copy0 = 1'h0;
-  (* keep = 32'd1 *)
-  reg xshift_copy1 = 1'h0;
-  (* keep = 32'd1 *)
-  reg xshift_copy10 = 1'h0;
-  (* keep = 32'd1 *)
-  reg xshift_copy11 = 1'h0;
-  (* keep = 32'd1 *)
-  reg xshift_copy12 = 1'h0;
-  (* keep = 32'd1 *)
-  reg xshift_copy13 = 1'h0;
-  (* keep = 32'd1 *)
-  reg xshift_copy14 = 1'h0;
-  (* keep = 32'd1 *)
-  reg xshift_copy15 = 1'h0;
-  (* keep = 32'd1 *)
-  reg xshift_copy16 = 1'h0;
-  (* keep = 32'd1 *)
-  reg xshift_copy17 = 1'h0;
-  (* keep = 32'd1 *)
-  reg xshift_copy18 = 1'h0;
-  (* keep = 32'd1 *)
-  reg xshift_copy19 = 1'h0;
-  (* keep = 32'd1 *)
-  reg xshift_copy2 = 1'h0;
-  (* keep = 32'd1 *)
-  reg xshift_copy20 = 1'h0;
-  (* keep = 32'd1 *)
-  reg xshift_copy21 = 1'h0;
-  (* keep = 32'd1 *)
-  reg xshift_copy22 = 1'h0;
-  (* keep = 32'd1 *)
-  reg xshift_copy23 = 1'h0;
-  (* keep = 32'd1 *)
-  reg xshift_copy24 = 1'h0;
-  (* keep = 32'd1 *)
-  reg xshift_copy25 = 1'h0;
-  (* keep = 32'd1 *)
-  reg xshift_copy26 = 1'h0;
-  (* keep = 32'd1 *)
-  reg xshift_copy27 = 1'h0;
-  (* keep = 32'd1 *)
-  reg xshift_copy28 = 1'h0;
-  (* keep = 32'd1 *)
-  reg xshift_copy29 = 1'h0;
-  (* keep = 32'd1 *)
-  reg xshift_copy3 = 1'h0;
-  (* keep = 32'd1 *)
-  reg xshift_copy30 = 1'h0;
-  (* keep = 32'd1 *)
-  reg xshift_copy31 = 1'h0;
-  (* keep = 32'd1 *)
-  reg xshift_copy32 = 1'h0;
-  (* keep = 32'd1 *)
-  reg xshift_copy33 = 1'h0;
-  (* keep = 32'd1 *)
-  reg xshift_copy34 = 1'h0;
-  (* keep = 32'd1 *)
-  reg xshift_copy35 = 1'h0;
-  (* keep = 32'd1 *)
-  reg xshift_copy36 = 1'h0;
-  (* keep = 32'd1 *)
-  reg xshift_copy37 = 1'h0;
-  (* keep = 32'd1 *)
-  reg xshift_copy38 = 1'h0;
-  (* keep = 32'd1 *)
-  reg xshift_copy39 = 1'h0;
-  (* keep = 32'd1 *)
-  reg xshift_copy4 = 1'h0;
-  (* keep = 32'd1 *)
-  reg xshift_copy40 = 1'h0;
-  (* keep = 32'd1 *)
-  reg xshift_copy41 = 1'h0;
-  (* keep = 32'd1 *)
-  reg xshift_copy42 = 1'h0;
-  (* keep = 32'd1 *)
-  reg xshift_copy43 = 1'h0;
-  (* keep = 32'd1 *)
-  reg xshift_copy44 = 1'h0;
-  (* keep = 32'd1 *)
-  reg xshift_copy45 = 1'h0;
-  (* keep = 32'd1 *)
-  reg xshift_copy46 = 1'h0;
-  (* keep = 32'd1 *)
-  reg xshift_copy47 = 1'h0;
-  (* keep = 32'd1 *)
-  reg xshift_copy48 = 1'h0;
-  (* keep = 32'd1 *)
-  reg xshift_copy5 = 1'h0;
-  (* keep = 32'd1 *)
-  reg xshift_copy6 = 1'h0;
-  (* keep = 32'd1 *)
-  reg xshift_copy7 = 1'h0;
-  (* keep = 32'd1 *)
-  reg xshift_copy8 = 1'h0;
-  (* keep = 32'd1 *)
-  reg xshift_copy9 = 1'h0;
-  assign \$309  = s__valid & xready_copy47;
-  assign \$310  = xshift_copy47 | \$309 ;
-  assign \$311  = xshift_copy47 ? { xbuf[95:0], xbuf[6271:6240] } : pay[6143:6016];
-  assign \$312  = s__valid & xready_copy48;
-  assign \$313  = xshift_copy48 | \$312 ;
-  assign \$314  = xshift_copy48 ? xbuf[223:96] : pay[6271:6144];
-  assign \$315  = ! sfc;
-  assign \$316  = sfc == 5'h1b;
-  assign \$317  = ft_d0[0] & ft_d0[2];
-  assign \$318  = ft_d0[0] & ft_d0[3];
-  assign \$319  = ft_d0[1] ? 19'h00000 : acc;
-  assign \$320  = $signed(\$319 ) + $signed(sum);
-  assign \$321  = ft_d0[1] ? 19'h00000 : \acc$84 ;
-  assign \$322  = $signed(\$321 ) + $signed(\sum$316 );
-  assign \$323  = ft_d0[1] ? 19'h00000 : \acc$90 ;
-  assign \$324  = $signed(\$323 ) + $signed(\sum$317 );
-  assign \$325  = ft_d0[1] ? 19'h00000 : \acc$96 ;
-  assign \$326  = $signed(\$325 ) + $signed(\sum$318 );
-  assign \$327  = ft_d0[1] ? 19'h00000 : \acc$102 ;
-  assign \$328  = $signed(\$327 ) + $signed(\sum$319 );
-  assign \$329  = ft_d0[1] ? 19'h00000 : \acc$108 ;
-  assign \$330  = $signed(\$329 ) + $signed(\sum$320 );
-  assign \$331  = ft_d0[1] ? 19'h00000 : \acc$114 ;
-  assign \$332  = $signed(\$331 ) + $signed(\sum$321 );
-  assign \$333  = ft_d0[1] ? 19'h00000 : \acc$120 ;
-  assign \$334  = $signed(\$333 ) + $signed(\sum$322 );
-  assign \$335  = ft_d0[1] ? 19'h00000 : \acc$126 ;
-  assign \$336  = $signed(\$335 ) + $signed(\sum$323 );
-  assign \$337  = ft_d0[1] ? 19'h00000 : \acc$132 ;
-  assign \$338  = $signed(\$337 ) + $signed(\sum$324 );
-  assign \$339  = ft_d0[1] ? 19'h00000 : \acc$138 ;
-  assign \$340  = $signed(\$339 ) + $signed(\sum$325 );
-  assign \$341  = ft_d0[1] ? 19'h00000 : \acc$144 ;
-  assign \$342  = $signed(\$341 ) + $signed(\sum$326 );
-  assign \$343  = ft_d0[1] ? 19'h00000 : \acc$150 ;
-  assign \$344  = $signed(\$343 ) + $signed(\sum$327 );
-  assign \$345  = ft_d0[1] ? 19'h00000 : \acc$156 ;
-  assign \$346  = $signed(\$345 ) + $signed(\sum$328 );
-  assign \$347  = ft_d0[1] ? 19'h00000 : \acc$162 ;
-  assign \$348  = $signed(\$347 ) + $signed(\sum$329 );
-  assign \$349  = ft_d0[1] ? 19'h00000 : \acc$168 ;
-  assign \$350  = $signed(\$349 ) + $signed(\sum$330 );
-  assign \$351  = | count;
-  assign \$352  = ~ \$351 ;
-  assign \$353  = enter & \$352 ;
-  assign \$354  = ~ \$353 ;
-  assign \$355  = qv_last_d0 & \$354 ;
-  assign \$356  = | count;
-  assign \$357  = enter & \$356 ;
-  assign \$358  = count - \$357 ;
-  assign \$359  = ! \$358 ;
-  assign \$360  = \$355  & \$359 ;
-  assign \$361  = | count;
-  assign \$362  = enter & \$361 ;
-  assign \$363  = | count;
-  assign \$364  = ~ \$363 ;
-  assign \$365  = enter & \$364 ;
-  assign \$366  = ~ \$365 ;
-  assign \$367  = qv_last_d0 & \$366 ;
-  assign \$368  = | count;
-  assign \$369  = enter & \$368 ;
-  assign \$370  = count - \$369 ;
-  assign \$371  = \$370  == 1'h1;
-  assign \$372  = \$367  & \$371 ;
-  assign \$373  = | count;
-  assign \$374  = enter & \$373 ;
-  assign \$375  = | \$64 [1:0];
-  assign \$376  = | \$64 [1:0];
-  assign \$377  = | \$64 [1:0];
-  assign \$378  = | \$64 [1:0];
-  assign \$379  = | \$64 [1:0];
-  assign \$380  = | \$64 [1:0];
-  assign \$381  = | \$64 [1:0];
-  assign \$382  = | \$64 [1:0];
-  assign \$383  = | \$64 [1:0];
-  assign \$384  = | \$64 [1:0];
-  assign \$385  = | \$64 [1:0];
-  assign \$386  = | \$64 [1:0];
-  assign \$387  = | \$64 [1:0];
-  assign \$388  = | \$64 [1:0];
-  assign \$389  = | \$64 [1:0];
-  assign \$390  = | \$64 [1:0];
-  assign \$391  = held_copy0 | qvalid_copy0;
-  assign \$392  = ~ mvalid_copy0;
-  assign \$393  = \$392  | m__ready;
-  assign \$394  = \$391  & \$393 ;
-  assign \$395  = | count;
-  assign \$396  = \$395  ? skid0 : { qe_last_d0, \q$199 , \q$198 , \q$197 , \q$196 , \q$195 , \q$194 , \q$193 , \q$192 , \q$191 , \q$190 , \q$189 , \q$188 , \q$187 , \q$186 , \q$185 , q };
-  assign \$397  = held_copy1 | qvalid_copy1;
-  assign \$398  = ~ mvalid_copy1;
-  assign \$399  = \$398  | m__ready;
-  assign \$400  = \$397  & \$399 ;
-  assign \$401  = | count;
-  assign \$402  = \$401  ? skid0 : { qe_last_d0, \q$199 , \q$198 , \q$197 , \q$196 , \q$195 , \q$194 , \q$193 , \q$192 , \q$191 , \q$190 , \q$189 , \q$188 , \q$187 , \q$186 , \q$185 , q };
-  assign \$403  = held_copy2 | qvalid_copy2;
-  assign \$404  = ~ mvalid_copy2;
-  assign \$405  = \$404  | m__ready;
-  assign \$406  = \$403  & \$405 ;
-  assign \$407  = | count;
-  assign \$408  = \$407  ? skid0 : { qe_last_d0, \q$199 , \q$198 , \q$197 , \q$196 , \q$195 , \q$194 , \q$193 , \q$192 , \q$191 , \q$190 , \q$189 , \q$188 , \q$187 , \q$186 , \q$185 , q };
-  assign \$409  = held_copy3 | qvalid_copy3;
-  assign \$410  = ~ mvalid_copy3;
-  assign \$411  = \$410  | m__ready;
-  assign \$412  = \$409  & \$411 ;
-  assign \$413  = | count;
-  assign \$414  = \$413  ? skid0 : { qe_last_d0, \q$199 , \q$198 , \q$197 , \q$196 , \q$195 , \q$194 , \q$193 , \q$192 , \q$191 , \q$190 , \q$189 , \q$188 , \q$187 , \q$186 , \q$185 , q };
-  assign \$415  = held_copy4 | qvalid_copy4;
-  assign \$416  = ~ mvalid_copy4;
-  assign \$417  = \$416  | m__ready;
-  assign \$418  = \$415  & \$417 ;
-  assign \$419  = | count;
-  assign \$420  = \$419  ? skid0 : { qe_last_d0, \q$199 , \q$198 , \q$197 , \q$196 , \q$195 , \q$194 , \q$193 , \q$192 , \q$191 , \q$190 , \q$189 , \q$188 , \q$187 , \q$186 , \q$185 , q };
-  assign \$421  = held_copy5 | qvalid_copy5;
-  assign \$422  = ~ mvalid_copy5;
-  assign \$423  = \$422  | m__ready;
-  assign \$424  = \$421  & \$423 ;
-  assign \$425  = | count;
-  assign \$426  = \$425  ? skid0 : { qe_last_d0, \q$199 , \q$198 , \q$197 , \q$196 , \q$195 , \q$194 , \q$193 , \q$192 , \q$191 , \q$190 , \q$189 , \q$188 , \q$187 , \q$186 , \q$185 , q };
-  assign \$427  = held_copy6 | qvalid_copy6;
-  assign \$428  = ~ mvalid_copy6;
-  assign \$429  = \$428  | m__ready;
-  assign \$430  = \$427  & \$429 ;
-  assign \$431  = | count;
-  assign \$432  = \$431  ? skid0 : { qe_last_d0, \q$199 , \q$198 , \q$197 , \q$196 , \q$195 , \q$194 , \q$193 , \q$192 , \q$191 , \q$190 , \q$189 , \q$188 , \q$187 , \q$186 , \q$185 , q };
-  assign \$433  = held_copy7 | qvalid_copy7;
-  assign \$434  = ~ mvalid_copy7;
-  assign \$435  = \$434  | m__ready;
-  assign \$436  = \$433  & \$435 ;
-  assign \$437  = | count;
-  assign \$438  = \$437  ? skid0 : { qe_last_d0, \q$199 , \q$198 , \q$197 , \q$196 , \q$195 , \q$194 , \q$193 , \q$192 , \q$191 , \q$190 , \q$189 , \q$188 , \q$187 , \q$186 , \q$185 , q };
-  assign \$439  = held_copy8 | qvalid_copy8;
-  assign \$440  = ~ mvalid_copy8;
-  assign \$441  = \$440  | m__ready;
-  assign \$442  = \$439  & \$441 ;
-  assign \$443  = | count;
-  assign \$444  = \$443  ? skid0 : { qe_last_d0, \q$199 , \q$198 , \q$197 , \q$196 , \q$195 , \q$194 , \q$193 , \q$192 , \q$191 , \q$190 , \q$189 , \q$188 , \q$187 , \q$186 , \q$185 , q };
-  assign \$445  = held_copy9 | qvalid_copy9;
-  assign \$446  = ~ mvalid_copy9;
-  assign \$447  = \$446  | m__ready;
-  assign \$448  = \$445  & \$447 ;
-  assign \$449  = | count;
-  assign \$450  = \$449  ? skid0 : { qe_last_d0, \q$199 , \q$198 , \q$197 , \q$196 , \q$195 , \q$194 , \q$193 , \q$192 , \q$191 , \q$190 , \q$189 , \q$188 , \q$187 , \q$186 , \q$185 , q };
-  assign \$451  = held_copy10 | qvalid_copy10;
-  assign \$452  = ~ mvalid_copy10;
-  assign \$453  = \$452  | m__ready;
-  assign \$454  = \$451  & \$453 ;
-  assign \$455  = | count;
-  assign \$456  = \$455  ? skid0 : { qe_last_d0, \q$199 , \q$198 , \q$197 , \q$196 , \q$195 , \q$194 , \q$193 , \q$192 , \q$191 , \q$190 , \q$189 , \q$188 , \q$187 , \q$186 , \q$185 , q };
-  assign \$457  = held_copy11 | qvalid_copy11;
-  assign \$458  = ~ mvalid_copy11;
-  assign \$459  = \$458  | m__ready;
-  assign \$460  = \$457  & \$459 ;
-  assign \$461  = | count;
-  assign \$462  = \$461  ? skid0 : { qe_last_d0, \q$199 , \q$198 , \q$197 , \q$196 , \q$195 , \q$194 , \q$193 , \q$192 , \q$191 , \q$190 , \q$189 , \q$188 , \q$187 , \q$186 , \q$185 , q };
-  assign \$463  = held_copy12 | qvalid_copy12;
-  assign \$464  = ~ mvalid_copy12;
-  assign \$465  = \$464  | m__ready;
-  assign \$466  = \$463  & \$465 ;
-  assign \$467  = | count;
-  assign \$468  = \$467  ? skid0 : { qe_last_d0, \q$199 , \q$198 , \q$197 , \q$196 , \q$195 , \q$194 , \q$193 , \q$192 , \q$191 , \q$190 , \q$189 , \q$188 , \q$187 , \q$186 , \q$185 , q };
-  assign \$469  = held_copy13 | qvalid_copy13;
-  assign \$470  = ~ mvalid_copy13;
-  assign \$471  = \$470  | m__ready;
-  assign \$472  = \$469  & \$471 ;
-  assign \$473  = | count;
-  assign \$474  = \$473  ? skid0 : { qe_last_d0, \q$199 , \q$198 , \q$197 , \q$196 , \q$195 , \q$194 , \q$193 , \q$192 , \q$191 , \q$190 , \q$189 , \q$188 , \q$187 , \q$186 , \q$185 , q };
-  assign \$475  = held_copy14 | qvalid_copy14;
-  assign \$476  = ~ mvalid_copy14;
-  assign \$477  = \$476  | m__ready;
-  assign \$478  = \$475  & \$477 ;
-  assign \$479  = | count;
-  assign \$480  = \$479  ? skid0 : { qe_last_d0, \q$199 , \q$198 , \q$197 , \q$196 , \q$195 , \q$194 , \q$193 , \q$192 , \q$191 , \q$190 , \q$189 , \q$188 , \q$187 , \q$186 , \q$185 , q };
-  assign \$481  = held_copy15 | qvalid_copy15;
-  assign \$482  = ~ mvalid_copy15;
-  assign \$483  = \$482  | m__ready;
-  assign \$484  = \$481  & \$483 ;
-  assign \$485  = | count;
-  assign \$486  = \$485  ? skid0 : { qe_last_d0, \q$199 , \q$198 , \q$197 , \q$196 , \q$195 , \q$194 , \q$193 , \q$192 , \q$191 , \q$190 , \q$189 , \q$188 , \q$187 , \q$186 , \q$185 , q };
-  always @(posedge clk)
-    busy <= \$487 ;
-  always @(posedge clk)
-    addr <= \$488 ;
-  always @(posedge clk)
-    sfc <= \$489 ;
-  always @(posedge clk)
-    nfc <= \$490 ;
-  always @(posedge clk)
-    last_step <= \$491 ;
-  always @(posedge clk)
-    s__ready <= \$492 ;
-  always @(posedge clk)
-    credits <= \$493 ;
-  always @(posedge clk)
-    issue <= \$494 ;
-  always @(posedge clk)
-    xshift_copy0 <= \$495 ;
-  always @(posedge clk)
-    xshift_copy1 <= \$496 ;
-  always @(posedge clk)
-    xshift_copy2 <= \$497 ;
-  always @(posedge clk)
-    xshift_copy3 <= \$498 ;
-  always @(posedge clk)
-    xshift_copy4 <= \$499 ;
-  always @(posedge clk)
-    xshift_copy5 <= \$500 ;
-  always @(posedge clk)
-    xshift_copy6 <= \$501 ;
-  always @(posedge clk)
-    xshift_copy7 <= \$502 ;
-  always @(posedge clk)
-    xshift_copy8 <= \$503 ;
-  always @(posedge clk)
-    xshift_copy9 <= \$504 ;
-  always @(posedge clk)
-    xshift_copy10 <= \$505 ;
-  always @(posedge clk)
-    xshift_copy11 <= \$506 ;
-  always @(posedge clk)
-    xshift_copy12 <= \$507 ;
-  always @(posedge clk)
-    xshift_copy13 <= \$508 ;
-  always @(posedge clk)
-    xshift_copy14 <= \$509 ;
-  always @(posedge clk)
-    xshift_copy15 <= \$510 ;
-  always @(posedge clk)
-    xshift_copy16 <= \$511 ;
-  always @(posedge clk)
-    xshift_copy17 <= \$512 ;
-  always @(posedge clk)
-    xshift_copy18 <= \$513 ;
-  always @(posedge clk)
-    xshift_copy19 <= \$514 ;
-  always @(posedge clk)
-    xshift_copy20 <= \$515 ;
-  always @(posedge clk)
-    xshift_copy21 <= \$516 ;
-  always @(posedge clk)
-    xshift_copy22 <= \$517 ;
-  always @(posedge clk)
-    xshift_copy23 <= \$518 ;
-  always @(posedge clk)
-    xshift_copy24 <= \$519 ;
-  always @(posedge clk)
-    xshift_copy25 <= \$520 ;
-  always @(posedge clk)
-    xshift_copy26 <= \$521 ;
-  always @(posedge clk)
-    xshift_copy27 <= \$522 ;
-  always @(posedge clk)
-    xshift_copy28 <= \$523 ;
-  always @(posedge clk)
-    xshift_copy29 <= \$524 ;
-  always @(posedge clk)
-    xshift_copy30 <= \$525 ;
-  always @(posedge clk)
-    xshift_copy31 <= \$526 ;
-  always @(posedge clk)
-    xshift_copy32 <= \$527 ;
-  always @(posedge clk)
-    xshift_copy33 <= \$528 ;
-  always @(posedge clk)
-    xshift_copy34 <= \$529 ;
-  always @(posedge clk)
-    xshift_copy35 <= \$530 ;
-  always @(posedge clk)
-    xshift_copy36 <= \$531 ;
-  always @(posedge clk)
-    xshift_copy37 <= \$532 ;
-  always @(posedge clk)
-    xshift_copy38 <= \$533 ;
-  always @(posedge clk)
-    xshift_copy39 <= \$534 ;
-  always @(posedge clk)
-    xshift_copy40 <= \$535 ;
-  always @(posedge clk)
-    xshift_copy41 <= \$536 ;
-  always @(posedge clk)
-    xshift_copy42 <= \$537 ;
-  always @(posedge clk)
-    xshift_copy43 <= \$538 ;
-  always @(posedge clk)
-    xshift_copy44 <= \$539 ;
-  always @(posedge clk)
-    xshift_copy45 <= \$540 ;
-  always @(posedge clk)
-    xshift_copy46 <= \$541 ;
-  always @(posedge clk)
-    xshift_copy47 <= \$542 ;
-  always @(posedge clk)
-    xshift_copy48 <= \$543 ;
-  always @(posedge clk)
-    xready_copy0 <= \$544 ;
-  always @(posedge clk)
-    xready_copy1 <= \$545 ;
-  always @(posedge clk)
-    xready_copy2 <= \$546 ;
-  always @(posedge clk)
-    xready_copy3 <= \$547 ;
-  always @(posedge clk)
-    xready_copy4 <= \$548 ;
-  always @(posedge clk)
-    xready_copy5 <= \$549 ;
-  always @(posedge clk)
-    xready_copy6 <= \$550 ;
-  always @(posedge clk)
-    xready_copy7 <= \$551 ;
-  always @(posedge clk)
-    xready_copy8 <= \$552 ;
-  always @(posedge clk)
-    xready_copy9 <= \$553 ;
-  always @(posedge clk)
-    xready_copy10 <= \$554 ;
-  always @(posedge clk)
-    xready_copy11 <= \$555 ;
-  always @(posedge clk)
-    xready_copy12 <= \$556 ;
-  always @(posedge clk)
-    xready_copy13 <= \$557 ;
-  always @(posedge clk)
-    xready_copy14 <= \$558 ;
-  always @(posedge clk)
-    xready_copy15 <= \$559 ;
-  always @(posedge clk)
-    xready_copy16 <= \$560 ;
-  always @(posedge clk)
-    xready_copy17 <= \$561 ;
-  always @(posedge clk)
-    xready_copy18 <= \$562 ;
-  always @(posedge clk)
-    xready_copy19 <= \$563 ;
-  always @(posedge clk)
-    xready_copy20 <= \$564 ;
-  always @(posedge clk)
-    xready_copy21 <= \$565 ;
-  always @(posedge clk)
-    xready_copy22 <= \$566 ;
-  always @(posedge clk)
-    xready_copy23 <= \$567 ;
-  always @(posedge clk)
-    xready_copy24 <= \$568 ;
-  always @(posedge clk)
-    xready_copy25 <= \$569 ;
-  always @(posedge clk)
-    xready_copy26 <= \$570 ;
-  always @(posedge clk)
-    xready_copy27 <= \$571 ;
-  always @(posedge clk)
-    xready_copy28 <= \$572 ;
-  always @(posedge clk)
-    xready_copy29 <= \$573 ;
-  always @(posedge clk)
-    xready_copy30 <= \$574 ;
-  always @(posedge clk)
-    xready_copy31 <= \$575 ;
-  always @(posedge clk)
-    xready_copy32 <= \$576 ;
-  always @(posedge clk)
-    xready_copy33 <= \$577 ;
-  always @(posedge clk)
-    xready_copy34 <= \$578 ;
-  always @(posedge clk)
-    xready_copy35 <= \$579 ;
-  always @(posedge clk)
-    xready_copy36 <= \$580 ;
-  always @(posedge clk)
-    xready_copy37 <= \$581 ;
-  always @(posedge clk)
-    xready_copy38 <= \$582 ;
-  always @(posedge clk)
-    xready_copy39 <= \$583 ;
-  always @(posedge clk)
-    xready_copy40 <= \$584 ;
-  always @(posedge clk)
-    xready_copy41 <= \$585 ;
-  always @(posedge clk)
-    xready_copy42 <= \$586 ;
-  always @(posedge clk)
-    xready_copy43 <= \$587 ;
-  always @(posedge clk)
-    xready_copy44 <= \$588 ;
-  always @(posedge clk)
-    xready_copy45 <= \$589 ;
-  always @(posedge clk)
-    xready_copy46 <= \$590 ;
-  always @(posedge clk)
-    xready_copy47 <= \$591 ;
-  always @(posedge clk)
-    xready_copy48 <= \$592 ;
-  always @(posedge clk)
-    xbuf <= \$593 ;
-  always @(posedge clk)
-    x_d0 <= \$594 ;
-  always @(posedge clk)
-    x <= \$595 ;
-  always @(posedge clk)
-    wdata_d0 <= \$596 ;
-  always @(posedge clk)
-    f1_d0 <= \$597 ;
-  always @(posedge clk)
-    f1_d1 <= \$598 ;
-  always @(posedge clk)
-    fp_d0 <= \$599 ;
-  always @(posedge clk)
-    fp_d1 <= \$600 ;
-  always @(posedge clk)
-    fp_d2 <= \$601 ;
-  always @(posedge clk)
-    fp_d3 <= \$602 ;
-  always @(posedge clk)
-    fp_d4 <= \$603 ;
-  always @(posedge clk)
-    ft_d0 <= \$604 ;
-  always @(posedge clk)
-    params_d0 <= \$605 ;
-  always @(posedge clk)
-    acc_valid <= \$606 ;
-  always @(posedge clk)
-    acc_end <= \$607 ;
-  always @(posedge clk)
-    acc <= \$608 ;
-  always @(posedge clk)
-    \acc$84  <= \$609 ;
-  always @(posedge clk)
-    \acc$90  <= \$610 ;
-  always @(posedge clk)
-    \acc$96  <= \$611 ;
-  always @(posedge clk)
-    \acc$102  <= \$612 ;
-  always @(posedge clk)
-    \acc$108  <= \$613 ;
-  always @(posedge clk)
-    \acc$114  <= \$614 ;
-  always @(posedge clk)
-    \acc$120  <= \$615 ;
-  always @(posedge clk)
-    \acc$126  <= \$616 ;
-  always @(posedge clk)
-    \acc$132  <= \$617 ;
-  always @(posedge clk)
-    \acc$138  <= \$618 ;
-  always @(posedge clk)
-    \acc$144  <= \$619 ;
-  always @(posedge clk)
-    \acc$150  <= \$620 ;
-  always @(posedge clk)
-    \acc$156  <= \$621 ;
-  always @(posedge clk)
-    \acc$162  <= \$622 ;
-  always @(posedge clk)
-    \acc$168  <= \$623 ;
-  always @(posedge clk)
-    qv_d0 <= \$624 ;
-  always @(posedge clk)
-    qv_d1 <= \$625 ;
-  always @(posedge clk)
-    qe_d0 <= \$626 ;
-  always @(posedge clk)
-    qe_d1 <= \$627 ;
-  always @(posedge clk)
-    qv_last_d0 <= \$628 ;
-  always @(posedge clk)
-    qe_last_d0 <= \$629 ;
-  always @(posedge clk)
-    skid0 <= \$630 ;
-  always @(posedge clk)
-    skid1 <= \$631 ;
-  always @(posedge clk)
-    count <= \$632 ;
-  always @(posedge clk)
-    held_copy0 <= \$633 ;
-  always @(posedge clk)
-    held_copy1 <= \$634 ;
-  always @(posedge clk)
-    held_copy2 <= \$635 ;
-  always @(posedge clk)
-    held_copy3 <= \$636 ;
-  always @(posedge clk)
-    held_copy4 <= \$637 ;
-  always @(posedge clk)
-    held_copy5 <= \$638 ;
-  always @(posedge clk)
-    held_copy6 <= \$639 ;
-  always @(posedge clk)
-    held_copy7 <= \$640 ;
-  always @(posedge clk)
-    held_copy8 <= \$641 ;
-  always @(posedge clk)
-    held_copy9 <= \$642 ;
-  always @(posedge clk)
-    held_copy10 <= \$643 ;
-  always @(posedge clk)
-    held_copy11 <= \$644 ;
-  always @(posedge clk)
-    held_copy12 <= \$645 ;
-  always @(posedge clk)
-    held_copy13 <= \$646 ;
-  always @(posedge clk)
-    held_copy14 <= \$647 ;
-  always @(posedge clk)
-    held_copy15 <= \$648 ;
-  always @(posedge clk)
-    qvalid_copy0 <= \$649 ;
-  always @(posedge clk)
-    qvalid_copy1 <= \$650 ;
-  always @(posedge clk)
-    qvalid_copy2 <= \$651 ;
-  always @(posedge clk)
-    qvalid_copy3 <= \$652 ;
-  always @(posedge clk)
-    qvalid_copy4 <= \$653 ;
-  always @(posedge clk)
-    qvalid_copy5 <= \$654 ;
-  always @(posedge clk)
-    qvalid_copy6 <= \$655 ;
-  always @(posedge clk)
-    qvalid_copy7 <= \$656 ;
-  always @(posedge clk)
-    qvalid_copy8 <= \$657 ;
-  always @(posedge clk)
-    qvalid_copy9 <= \$658 ;
-  always @(posedge clk)
-    qvalid_copy10 <= \$659 ;
-  always @(posedge clk)
-    qvalid_copy11 <= \$660 ;
-  always @(posedge clk)
-    qvalid_copy12 <= \$661 ;
-  always @(posedge clk)
-    qvalid_copy13 <= \$662 ;
-  always @(posedge clk)
-    qvalid_copy14 <= \$663 ;
-  always @(posedge clk)
-    qvalid_copy15 <= \$664 ;
-  always @(posedge clk)
-    m__valid <= \$665 ;
-  always @(posedge clk)
-    mvalid_copy0 <= \$666 ;
-  always @(posedge clk)
-    mvalid_copy1 <= \$667 ;
-  always @(posedge clk)
-    mvalid_copy2 <= \$668 ;
-  always @(posedge clk)
-    mvalid_copy3 <= \$669 ;
-  always @(posedge clk)
-    mvalid_copy4 <= \$670 ;
-  always @(posedge clk)
-    mvalid_copy5 <= \$671 ;
-  always @(posedge clk)
-    mvalid_copy6 <= \$672 ;
-  always @(posedge clk)
-    mvalid_copy7 <= \$673 ;
-  always @(posedge clk)
-    mvalid_copy8 <= \$674 ;
-  always @(posedge clk)
-    mvalid_copy9 <= \$675 ;
-  always @(posedge clk)
-    mvalid_copy10 <= \$676 ;
-  always @(posedge clk)
-    mvalid_copy11 <= \$677 ;
-  always @(posedge clk)
-    mvalid_copy12 <= \$678 ;
-  always @(posedge clk)
-    mvalid_copy13 <= \$679 ;
-  always @(posedge clk)
-    mvalid_copy14 <= \$680 ;
-  always @(posedge clk)
-    mvalid_copy15 <= \$681 ;
-  always @(posedge clk)
-    m__payload <= \$682 ;
-  always @(posedge clk)
-    credit_back_d0 <= \$683 ;
-  always @(posedge clk)
-    credit_back <= \$684 ;
-  assign \$1  = s__valid & s__ready;
+  wire [223:0] x_d0;
+  reg [223:0] xmem [63:0];
+  initial begin
+    xmem[0] = 224'h00000000000000000000000000000000000000000000000000000000;
+    xmem[1] = 224'h00000000000000000000000000000000000000000000000000000000;
+    xmem[2] = 224'h00000000000000000000000000000000000000000000000000000000;
+    xmem[3] = 224'h00000000000000000000000000000000000000000000000000000000;
+    xmem[4] = 224'h00000000000000000000000000000000000000000000000000000000;
+    xmem[5] = 224'h00000000000000000000000000000000000000000000000000000000;
+    xmem[6] = 224'h00000000000000000000000000000000000000000000000000000000;
+    xmem[7] = 224'h00000000000000000000000000000000000000000000000000000000;
+    xmem[8] = 224'h00000000000000000000000000000000000000000000000000000000;
+    xmem[9] = 224'h00000000000000000000000000000000000000000000000000000000;
+    xmem[10] = 224'h00000000000000000000000000000000000000000000000000000000;
+    xmem[11] = 224'h00000000000000000000000000000000000000000000000000000000;
+    xmem[12] = 224'h00000000000000000000000000000000000000000000000000000000;
+    xmem[13] = 224'h00000000000000000000000000000000000000000000000000000000;
+    xmem[14] = 224'h00000000000000000000000000000000000000000000000000000000;
+    xmem[15] = 224'h00000000000000000000000000000000000000000000000000000000;
+    xmem[16] = 224'h00000000000000000000000000000000000000000000000000000000;
+    xmem[17] = 224'h00000000000000000000000000000000000000000000000000000000;
+    xmem[18] = 224'h00000000000000000000000000000000000000000000000000000000;
+    xmem[19] = 224'h00000000000000000000000000000000000000000000000000000000;
+    xmem[20] = 224'h00000000000000000000000000000000000000000000000000000000;
+    xmem[21] = 224'h00000000000000000000000000000000000000000000000000000000;
+    xmem[22] = 224'h00000000000000000000000000000000000000000000000000000000;
+    xmem[23] = 224'h00000000000000000000000000000000000000000000000000000000;
+    xmem[24] = 224'h00000000000000000000000000000000000000000000000000000000;
+    xmem[25] = 224'h00000000000000000000000000000000000000000000000000000000;
+    xmem[26] = 224'h00000000000000000000000000000000000000000000000000000000;
+    xmem[27] = 224'h00000000000000000000000000000000000000000000000000000000;
+    xmem[28] = 224'h00000000000000000000000000000000000000000000000000000000;
+    xmem[29] = 224'h00000000000000000000000000000000000000000000000000000000;
+    xmem[30] = 224'h00000000000000000000000000000000000000000000000000000000;
+    xmem[31] = 224'h00000000000000000000000000000000000000000000000000000000;
+    xmem[32] = 224'h00000000000000000000000000000000000000000000000000000000;
+    xmem[33] = 224'h00000000000000000000000000000000000000000000000000000000;
+    xmem[34] = 224'h00000000000000000000000000000000000000000000000000000000;
+    xmem[35] = 224'h00000000000000000000000000000000000000000000000000000000;
+    xmem[36] = 224'h00000000000000000000000000000000000000000000000000000000;
+    xmem[37] = 224'h00000000000000000000000000000000000000000000000000000000;
+    xmem[38] = 224'h00000000000000000000000000000000000000000000000000000000;
+    xmem[39] = 224'h00000000000000000000000000000000000000000000000000000000;
+    xmem[40] = 224'h00000000000000000000000000000000000000000000000000000000;
+    xmem[41] = 224'h00000000000000000000000000000000000000000000000000000000;
+    xmem[42] = 224'h00000000000000000000000000000000000000000000000000000000;
+    xmem[43] = 224'h00000000000000000000000000000000000000000000000000000000;
+    xmem[44] = 224'h00000000000000000000000000000000000000000000000000000000;
+    xmem[45] = 224'h00000000000000000000000000000000000000000000000000000000;
+    xmem[46] = 224'h00000000000000000000000000000000000000000000000000000000;
+    xmem[47] = 224'h00000000000000000000000000000000000000000000000000000000;
+    xmem[48] = 224'h00000000000000000000000000000000000000000000000000000000;
+    xmem[49] = 224'h00000000000000000000000000000000000000000000000000000000;
+    xmem[50] = 224'h00000000000000000000000000000000000000000000000000000000;
+    xmem[51] = 224'h00000000000000000000000000000000000000000000000000000000;
+    xmem[52] = 224'h00000000000000000000000000000000000000000000000000000000;
+    xmem[53] = 224'h00000000000000000000000000000000000000000000000000000000;
+    xmem[54] = 224'h00000000000000000000000000000000000000000000000000000000;
+    xmem[55] = 224'h00000000000000000000000000000000000000000000000000000000;
+    xmem[56] = 224'h00000000000000000000000000000000000000000000000000000000;
+    xmem[57] = 224'h00000000000000000000000000000000000000000000000000000000;
+    xmem[58] = 224'h00000000000000000000000000000000000000000000000000000000;
+    xmem[59] = 224'h00000000000000000000000000000000000000000000000000000000;
+    xmem[60] = 224'h00000000000000000000000000000000000000000000000000000000;
+    xmem[61] = 224'h00000000000000000000000000000000000000000000000000000000;
+    xmem[62] = 224'h00000000000000000000000000000000000000000000000000000000;
+    xmem[63] = 224'h00000000000000000000000000000000000000000000000000000000;
+  end
+  always @(posedge clk) begin
+    if (write__en)
+      xmem[{ write_bank, word }] <= write__data;
+  end
+  reg [223:0] _0_;
+  always @(posedge clk) begin
+    _0_ <= xmem[{ read_bank, sfc }];
+  end
+  assign read__data = _0_;
+  assign \$1  = \$signal  & ready;
   assign \$2  = ~ last_step;
   assign \$3  = busy & \$2 ;
   assign \$4  = \$1  ? 1'h1 : \$3 ;
-  assign \$5  = s__valid & s__ready;
+  assign \$5  = \$signal  & ready;
   assign \$6  = ~ last_step;
   assign \$7  = issue & \$6 ;
   assign \$8  = addr + 1'h1;
   assign \$9  = \$7  ? \$8  : { 1'h0, addr };
   assign \$10  = \$5  ? 10'h000 : \$9 ;
-  assign \$12  = s__valid & s__ready;
+  assign \$12  = \$signal  & ready;
   assign \$13  = ~ last_step;
   assign \$14  = issue & \$13 ;
   assign \$15  = sfc == 5'h1b;
@@ -4182,7 +2059,7 @@ module \bchw_top.engine0 (rst, s__valid, pay, s__ready, m__valid, m__payload, m_
   assign \$20  = sfc + 1'h1;
   assign \$21  = \$19  ? \$20  : { 1'h0, sfc };
   assign \$22  = \$17  ? 6'h00 : \$21 ;
-  assign \$24  = s__valid & s__ready;
+  assign \$24  = \$signal  & ready;
   assign \$25  = ~ last_step;
   assign \$26  = issue & \$25 ;
   assign \$27  = sfc == 5'h1b;
@@ -4190,14 +2067,14 @@ module \bchw_top.engine0 (rst, s__valid, pay, s__ready, m__valid, m__payload, m_
   assign \$29  = nfc + 1'h1;
   assign \$30  = \$28  ? \$29  : { 1'h0, nfc };
   assign \$31  = \$24  ? 5'h00 : \$30 ;
-  assign \$33  = s__valid & s__ready;
+  assign \$33  = \$signal  & ready;
   assign \$34  = addr == 9'h1be;
   assign \$35  = issue ? \$34  : last_step;
   assign \$36  = last_step ? 1'h0 : \$35 ;
   assign \$37  = \$33  ? 1'h0 : \$36 ;
-  assign \$38  = s__valid & s__ready;
+  assign \$38  = \$signal  & ready;
   assign \$39  = addr == 9'h1be;
-  assign \$40  = issue ? \$39  : s__ready;
+  assign \$40  = issue ? \$39  : ready;
   assign \$41  = last_step ? 1'h1 : \$40 ;
   assign \$42  = \$38  ? 1'h0 : \$41 ;
   assign \$43  = credits + credit_back;
@@ -4208,381 +2085,539 @@ module \bchw_top.engine0 (rst, s__valid, pay, s__ready, m__valid, m__payload, m_
   assign \$49  = | \$47 [1:0];
   assign \$50  = \$48  | \$49 ;
   assign \$51  = busy_next & \$50 ;
+  assign \$52  = ~ \$signal ;
+  assign s__ready = \$52  | ready;
+  assign \$53  = s__valid & s__ready;
+  assign write__en = \$53  ? 1'h1 : 1'h0;
   assign out_done = qv_last_d0 & qe_last_d0;
-  assign \$52  = | count;
-  assign \$53  = \$52  | qv_last_d0;
-  assign \$54  = ~ m__valid;
-  assign \$55  = \$54  | m__ready;
-  assign enter = \$53  & \$55 ;
-  assign \$56  = | count;
-  assign \$57  = enter & \$56 ;
-  assign \$58  = count - \$57 ;
+  assign \$55  = | count;
+  assign \$56  = \$55  | qv_last_d0;
+  assign \$57  = ~ m__valid;
+  assign \$58  = \$57  | m__ready;
+  assign enter = \$56  & \$58 ;
   assign \$59  = | count;
-  assign \$60  = ~ \$59 ;
-  assign \$61  = enter & \$60 ;
-  assign \$62  = ~ \$61 ;
-  assign \$63  = qv_last_d0 & \$62 ;
-  assign \$64  = $signed(\$58 ) + $signed({ 1'h0, \$63  });
-  assign \$65  = | count;
-  assign \$66  = \$65  ? skid0 : { qe_last_d0, \q$199 , \q$198 , \q$197 , \q$196 , \q$195 , \q$194 , \q$193 , \q$192 , \q$191 , \q$190 , \q$189 , \q$188 , \q$187 , \q$186 , \q$185 , q };
-  assign \$67  = enter & \$66 [128];
-  assign \$68  = ~ m__ready;
-  assign \$69  = m__valid & \$68 ;
-  assign valid_next = \$67  ? 1'h1 : \$69 ;
-  assign \$70  = ~ last_step_next;
-  assign \$71  = issue_next & \$70 ;
-  assign \$72  = ~ last_step_next;
-  assign \$73  = issue_next & \$72 ;
-  assign \$74  = ~ last_step_next;
-  assign \$75  = issue_next & \$74 ;
-  assign \$76  = ~ last_step_next;
-  assign \$77  = issue_next & \$76 ;
-  assign \$78  = ~ last_step_next;
-  assign \$79  = issue_next & \$78 ;
-  assign \$80  = ~ last_step_next;
-  assign \$81  = issue_next & \$80 ;
-  assign \$82  = ~ last_step_next;
-  assign \$83  = issue_next & \$82 ;
-  assign \$84  = ~ last_step_next;
-  assign \$85  = issue_next & \$84 ;
-  assign \$86  = ~ last_step_next;
-  assign \$87  = issue_next & \$86 ;
-  assign \$88  = ~ last_step_next;
-  assign \$89  = issue_next & \$88 ;
-  assign \$90  = ~ last_step_next;
-  assign \$91  = issue_next & \$90 ;
-  assign \$92  = ~ last_step_next;
-  assign \$93  = issue_next & \$92 ;
-  assign \$94  = ~ last_step_next;
-  assign \$95  = issue_next & \$94 ;
-  assign \$96  = ~ last_step_next;
-  assign \$97  = issue_next & \$96 ;
-  assign \$98  = ~ last_step_next;
-  assign \$99  = issue_next & \$98 ;
-  assign \$100  = ~ last_step_next;
-  assign \$101  = issue_next & \$100 ;
-  assign \$102  = ~ last_step_next;
-  assign \$103  = issue_next & \$102 ;
-  assign \$104  = ~ last_step_next;
-  assign \$105  = issue_next & \$104 ;
-  assign \$106  = ~ last_step_next;
-  assign \$107  = issue_next & \$106 ;
-  assign \$108  = ~ last_step_next;
-  assign \$109  = issue_next & \$108 ;
-  assign \$110  = ~ last_step_next;
-  assign \$111  = issue_next & \$110 ;
-  assign \$112  = ~ last_step_next;
-  assign \$113  = issue_next & \$112 ;
-  assign \$114  = ~ last_step_next;
-  assign \$115  = issue_next & \$114 ;
-  assign \$116  = ~ last_step_next;
-  assign \$117  = issue_next & \$116 ;
-  assign \$118  = ~ last_step_next;
-  assign \$119  = issue_next & \$118 ;
-  assign \$120  = ~ last_step_next;
-  assign \$121  = issue_next & \$120 ;
-  assign \$122  = ~ last_step_next;
-  assign \$123  = issue_next & \$122 ;
-  assign \$124  = ~ last_step_next;
-  assign \$125  = issue_next & \$124 ;
-  assign \$126  = ~ last_step_next;
-  assign \$127  = issue_next & \$126 ;
-  assign \$128  = ~ last_step_next;
-  assign \$129  = issue_next & \$128 ;
-  assign \$130  = ~ last_step_next;
-  assign \$131  = issue_next & \$130 ;
-  assign \$132  = ~ last_step_next;
-  assign \$133  = issue_next & \$132 ;
-  assign \$134  = ~ last_step_next;
-  assign \$135  = issue_next & \$134 ;
-  assign \$136  = ~ last_step_next;
-  assign \$137  = issue_next & \$136 ;
-  assign \$138  = ~ last_step_next;
-  assign \$139  = issue_next & \$138 ;
-  assign \$140  = ~ last_step_next;
-  assign \$141  = issue_next & \$140 ;
-  assign \$142  = ~ last_step_next;
-  assign \$143  = issue_next & \$142 ;
-  assign \$144  = ~ last_step_next;
-  assign \$145  = issue_next & \$144 ;
-  assign \$146  = ~ last_step_next;
-  assign \$147  = issue_next & \$146 ;
-  assign \$148  = ~ last_step_next;
-  assign \$149  = issue_next & \$148 ;
-  assign \$150  = ~ last_step_next;
-  assign \$151  = issue_next & \$150 ;
-  assign \$152  = ~ last_step_next;
-  assign \$153  = issue_next & \$152 ;
-  assign \$154  = ~ last_step_next;
-  assign \$155  = issue_next & \$154 ;
-  assign \$156  = ~ last_step_next;
-  assign \$157  = issue_next & \$156 ;
-  assign \$158  = ~ last_step_next;
-  assign \$159  = issue_next & \$158 ;
-  assign \$160  = ~ last_step_next;
-  assign \$161  = issue_next & \$160 ;
-  assign \$162  = ~ last_step_next;
-  assign \$163  = issue_next & \$162 ;
-  assign \$164  = ~ last_step_next;
-  assign \$165  = issue_next & \$164 ;
-  assign \$166  = ~ last_step_next;
-  assign \$167  = issue_next & \$166 ;
-  assign \$168  = s__valid & xready_copy0;
-  assign \$169  = xshift_copy0 | \$168 ;
-  assign \$170  = xshift_copy0 ? xbuf[351:224] : pay[127:0];
-  assign \$171  = s__valid & xready_copy1;
-  assign \$172  = xshift_copy1 | \$171 ;
-  assign \$173  = xshift_copy1 ? xbuf[479:352] : pay[255:128];
-  assign \$174  = s__valid & xready_copy2;
-  assign \$175  = xshift_copy2 | \$174 ;
-  assign \$176  = xshift_copy2 ? xbuf[607:480] : pay[383:256];
-  assign \$177  = s__valid & xready_copy3;
-  assign \$178  = xshift_copy3 | \$177 ;
-  assign \$179  = xshift_copy3 ? xbuf[735:608] : pay[511:384];
-  assign \$180  = s__valid & xready_copy4;
-  assign \$181  = xshift_copy4 | \$180 ;
-  assign \$182  = xshift_copy4 ? xbuf[863:736] : pay[639:512];
-  assign \$183  = s__valid & xready_copy5;
-  assign \$184  = xshift_copy5 | \$183 ;
-  assign \$185  = xshift_copy5 ? xbuf[991:864] : pay[767:640];
-  assign \$186  = s__valid & xready_copy6;
-  assign \$187  = xshift_copy6 | \$186 ;
-  assign \$188  = xshift_copy6 ? xbuf[1119:992] : pay[895:768];
-  assign \$189  = s__valid & xready_copy7;
-  assign \$190  = xshift_copy7 | \$189 ;
-  assign \$191  = xshift_copy7 ? xbuf[1247:1120] : pay[1023:896];
-  assign \$192  = s__valid & xready_copy8;
-  assign \$193  = xshift_copy8 | \$192 ;
-  assign \$194  = xshift_copy8 ? xbuf[1375:1248] : pay[1151:1024];
-  assign \$195  = s__valid & xready_copy9;
-  assign \$196  = xshift_copy9 | \$195 ;
-  assign \$197  = xshift_copy9 ? xbuf[1503:1376] : pay[1279:1152];
-  assign \$198  = s__valid & xready_copy10;
-  assign \$199  = xshift_copy10 | \$198 ;
-  assign \$200  = xshift_copy10 ? xbuf[1631:1504] : pay[1407:1280];
-  assign \$201  = s__valid & xready_copy11;
-  assign \$202  = xshift_copy11 | \$201 ;
-  assign \$203  = xshift_copy11 ? xbuf[1759:1632] : pay[1535:1408];
-  assign \$204  = s__valid & xready_copy12;
-  assign \$205  = xshift_copy12 | \$204 ;
-  assign \$206  = xshift_copy12 ? xbuf[1887:1760] : pay[1663:1536];
-  assign \$207  = s__valid & xready_copy13;
-  assign \$208  = xshift_copy13 | \$207 ;
-  assign \$209  = xshift_copy13 ? xbuf[2015:1888] : pay[1791:1664];
-  assign \$210  = s__valid & xready_copy14;
-  assign \$211  = xshift_copy14 | \$210 ;
-  assign \$212  = xshift_copy14 ? xbuf[2143:2016] : pay[1919:1792];
-  assign \$213  = s__valid & xready_copy15;
-  assign \$214  = xshift_copy15 | \$213 ;
-  assign \$215  = xshift_copy15 ? xbuf[2271:2144] : pay[2047:1920];
-  assign \$216  = s__valid & xready_copy16;
-  assign \$217  = xshift_copy16 | \$216 ;
-  assign \$218  = xshift_copy16 ? xbuf[2399:2272] : pay[2175:2048];
-  assign \$219  = s__valid & xready_copy17;
-  assign \$220  = xshift_copy17 | \$219 ;
-  assign \$221  = xshift_copy17 ? xbuf[2527:2400] : pay[2303:2176];
-  assign \$222  = s__valid & xready_copy18;
-  assign \$223  = xshift_copy18 | \$222 ;
-  assign \$224  = xshift_copy18 ? xbuf[2655:2528] : pay[2431:2304];
-  assign \$225  = s__valid & xready_copy19;
-  assign \$226  = xshift_copy19 | \$225 ;
-  assign \$227  = xshift_copy19 ? xbuf[2783:2656] : pay[2559:2432];
-  assign \$228  = s__valid & xready_copy20;
-  assign \$229  = xshift_copy20 | \$228 ;
-  assign \$230  = xshift_copy20 ? xbuf[2911:2784] : pay[2687:2560];
-  assign \$231  = s__valid & xready_copy21;
-  assign \$232  = xshift_copy21 | \$231 ;
-  assign \$233  = xshift_copy21 ? xbuf[3039:2912] : pay[2815:2688];
-  assign \$234  = s__valid & xready_copy22;
-  assign \$235  = xshift_copy22 | \$234 ;
-  assign \$236  = xshift_copy22 ? xbuf[3167:3040] : pay[2943:2816];
-  assign \$237  = s__valid & xready_copy23;
-  assign \$238  = xshift_copy23 | \$237 ;
-  assign \$239  = xshift_copy23 ? xbuf[3295:3168] : pay[3071:2944];
-  assign \$240  = s__valid & xready_copy24;
-  assign \$241  = xshift_copy24 | \$240 ;
-  assign \$242  = xshift_copy24 ? xbuf[3423:3296] : pay[3199:3072];
-  assign \$243  = s__valid & xready_copy25;
-  assign \$244  = xshift_copy25 | \$243 ;
-  assign \$245  = xshift_copy25 ? xbuf[3551:3424] : pay[3327:3200];
-  assign \$246  = s__valid & xready_copy26;
-  assign \$247  = xshift_copy26 | \$246 ;
-  assign \$248  = xshift_copy26 ? xbuf[3679:3552] : pay[3455:3328];
-  assign \$249  = s__valid & xready_copy27;
-  assign \$250  = xshift_copy27 | \$249 ;
-  assign \$251  = xshift_copy27 ? xbuf[3807:3680] : pay[3583:3456];
-  assign \$252  = s__valid & xready_copy28;
-  assign \$253  = xshift_copy28 | \$252 ;
-  assign \$254  = xshift_copy28 ? xbuf[3935:3808] : pay[3711:3584];
-  assign \$255  = s__valid & xready_copy29;
-  assign \$256  = xshift_copy29 | \$255 ;
-  assign \$257  = xshift_copy29 ? xbuf[4063:3936] : pay[3839:3712];
-  assign \$258  = s__valid & xready_copy30;
-  assign \$259  = xshift_copy30 | \$258 ;
-  assign \$260  = xshift_copy30 ? xbuf[4191:4064] : pay[3967:3840];
-  assign \$261  = s__valid & xready_copy31;
-  assign \$262  = xshift_copy31 | \$261 ;
-  assign \$263  = xshift_copy31 ? xbuf[4319:4192] : pay[4095:3968];
-  assign \$264  = s__valid & xready_copy32;
-  assign \$265  = xshift_copy32 | \$264 ;
-  assign \$266  = xshift_copy32 ? xbuf[4447:4320] : pay[4223:4096];
-  assign \$267  = s__valid & xready_copy33;
-  assign \$268  = xshift_copy33 | \$267 ;
-  assign \$269  = xshift_copy33 ? xbuf[4575:4448] : pay[4351:4224];
-  assign \$270  = s__valid & xready_copy34;
-  assign \$271  = xshift_copy34 | \$270 ;
-  assign \$272  = xshift_copy34 ? xbuf[4703:4576] : pay[4479:4352];
-  assign \$273  = s__valid & xready_copy35;
-  assign \$274  = xshift_copy35 | \$273 ;
-  assign \$275  = xshift_copy35 ? xbuf[4831:4704] : pay[4607:4480];
-  assign \$276  = s__valid & xready_copy36;
-  assign \$277  = xshift_copy36 | \$276 ;
-  assign \$278  = xshift_copy36 ? xbuf[4959:4832] : pay[4735:4608];
-  assign \$279  = s__valid & xready_copy37;
-  assign \$280  = xshift_copy37 | \$279 ;
-  assign \$281  = xshift_copy37 ? xbuf[5087:4960] : pay[4863:4736];
-  assign \$282  = s__valid & xready_copy38;
-  assign \$283  = xshift_copy38 | \$282 ;
-  assign \$284  = xshift_copy38 ? xbuf[5215:5088] : pay[4991:4864];
-  assign \$285  = s__valid & xready_copy39;
-  assign \$286  = xshift_copy39 | \$285 ;
-  assign \$287  = xshift_copy39 ? xbuf[5343:5216] : pay[5119:4992];
-  assign \$288  = s__valid & xready_copy40;
-  assign \$289  = xshift_copy40 | \$288 ;
-  assign \$290  = xshift_copy40 ? xbuf[5471:5344] : pay[5247:5120];
-  assign \$291  = s__valid & xready_copy41;
-  assign \$292  = xshift_copy41 | \$291 ;
-  assign \$293  = xshift_copy41 ? xbuf[5599:5472] : pay[5375:5248];
-  assign \$294  = s__valid & xready_copy42;
-  assign \$295  = xshift_copy42 | \$294 ;
-  assign \$296  = xshift_copy42 ? xbuf[5727:5600] : pay[5503:5376];
-  assign \$297  = s__valid & xready_copy43;
-  assign \$298  = xshift_copy43 | \$297 ;
-  assign \$299  = xshift_copy43 ? xbuf[5855:5728] : pay[5631:5504];
-  assign \$300  = s__valid & xready_copy44;
-  assign \$301  = xshift_copy44 | \$300 ;
-  assign \$302  = xshift_copy44 ? xbuf[5983:5856] : pay[5759:5632];
-  assign \$303  = s__valid & xready_copy45;
-  assign \$304  = xshift_copy45 | \$303 ;
-  assign \$305  = xshift_copy45 ? xbuf[6111:5984] : pay[5887:5760];
-  assign \$306  = s__valid & xready_copy46;
-  assign \$307  = xshift_copy46 | \$306 ;
-  assign \$308  = xshift_copy46 ? xbuf[6239:6112] : pay[6015:5888];
+  assign \$60  = enter & \$59 ;
+  assign \$61  = count - \$60 ;
+  assign \$62  = | count;
+  assign \$63  = ~ \$62 ;
+  assign \$64  = enter & \$63 ;
+  assign \$65  = ~ \$64 ;
+  assign \$66  = qv_last_d0 & \$65 ;
+  assign \$67  = $signed(\$61 ) + $signed({ 1'h0, \$66  });
+  assign \$68  = | count;
+  assign \$69  = \$68  ? skid0 : { qe_last_d0, \q$207 , \q$206 , \q$205 , \q$204 , \q$203 , \q$202 , \q$201 , \q$200 , \q$199 , \q$198 , \q$197 , \q$196 , \q$195 , \q$194 , \q$193 , q };
+  assign \$70  = enter & \$69 [128];
+  assign \$71  = ~ m__ready;
+  assign \$72  = m__valid & \$71 ;
+  assign valid_next = \$70  ? 1'h1 : \$72 ;
+  assign \$73  = s__valid & s__ready;
+  assign \$74  = word == 5'h1b;
+  assign \$81  = word == 5'h1b;
+  assign \$85  = word + 1'h1;
+  assign \$87  = \$83  ? 6'h00 : \$86 ;
+  assign \$88  = s__valid & s__ready;
+  assign \$89  = word == 5'h1b;
+  assign \$92  = \$88  & \$91 ;
+  assign \$93  = ~ write_bank;
+  assign \$94  = \$signal  & ready;
+  assign \$95  = ~ read_bank;
+  assign \$96  = s__valid & s__ready;
+  assign \$97  = word == 5'h1b;
+  assign \$100  = \$96  & \$99 ;
+  assign \$101  = ~ ready;
+  assign \$102  = \$signal  & \$101 ;
+  assign \$103  = \$100  ? 1'h1 : \$102 ;
+  assign \$104  = ! sfc;
+  assign \$105  = sfc == 5'h1b;
+  assign \$106  = ft_d0[0] & ft_d0[2];
+  assign \$107  = ft_d0[0] & ft_d0[3];
+  assign \$108  = ft_d0[1] ? 19'h00000 : acc;
+  assign \$109  = $signed(\$108 ) + $signed(sum);
+  assign \$110  = ft_d0[1] ? 19'h00000 : \acc$92 ;
+  assign \$111  = $signed(\$110 ) + $signed(\sum$225 );
+  assign \$112  = ft_d0[1] ? 19'h00000 : \acc$98 ;
+  assign \$113  = $signed(\$112 ) + $signed(\sum$226 );
+  assign \$114  = ft_d0[1] ? 19'h00000 : \acc$104 ;
+  assign \$115  = $signed(\$114 ) + $signed(\sum$227 );
+  assign \$116  = ft_d0[1] ? 19'h00000 : \acc$110 ;
+  assign \$117  = $signed(\$116 ) + $signed(\sum$228 );
+  assign \$118  = ft_d0[1] ? 19'h00000 : \acc$116 ;
+  assign \$119  = $signed(\$118 ) + $signed(\sum$229 );
+  assign \$120  = ft_d0[1] ? 19'h00000 : \acc$122 ;
+  assign \$121  = $signed(\$120 ) + $signed(\sum$230 );
+  assign \$122  = ft_d0[1] ? 19'h00000 : \acc$128 ;
+  assign \$123  = $signed(\$122 ) + $signed(\sum$231 );
+  assign \$124  = ft_d0[1] ? 19'h00000 : \acc$134 ;
+  assign \$125  = $signed(\$124 ) + $signed(\sum$232 );
+  assign \$126  = ft_d0[1] ? 19'h00000 : \acc$140 ;
+  assign \$127  = $signed(\$126 ) + $signed(\sum$233 );
+  assign \$128  = ft_d0[1] ? 19'h00000 : \acc$146 ;
+  assign \$129  = $signed(\$128 ) + $signed(\sum$234 );
+  assign \$130  = ft_d0[1] ? 19'h00000 : \acc$152 ;
+  assign \$131  = $signed(\$130 ) + $signed(\sum$235 );
+  assign \$132  = ft_d0[1] ? 19'h00000 : \acc$158 ;
+  assign \$133  = $signed(\$132 ) + $signed(\sum$236 );
+  assign \$134  = ft_d0[1] ? 19'h00000 : \acc$164 ;
+  assign \$135  = $signed(\$134 ) + $signed(\sum$237 );
+  assign \$136  = ft_d0[1] ? 19'h00000 : \acc$170 ;
+  assign \$137  = $signed(\$136 ) + $signed(\sum$238 );
+  assign \$138  = ft_d0[1] ? 19'h00000 : \acc$176 ;
+  assign \$139  = $signed(\$138 ) + $signed(\sum$239 );
+  assign \$140  = | count;
+  assign \$141  = ~ \$140 ;
+  assign \$142  = enter & \$141 ;
+  assign \$143  = ~ \$142 ;
+  assign \$144  = qv_last_d0 & \$143 ;
+  assign \$145  = | count;
+  assign \$146  = enter & \$145 ;
+  assign \$147  = count - \$146 ;
+  assign \$148  = ! \$147 ;
+  assign \$149  = \$144  & \$148 ;
+  assign \$150  = | count;
+  assign \$151  = enter & \$150 ;
+  assign \$152  = | count;
+  assign \$153  = ~ \$152 ;
+  assign \$154  = enter & \$153 ;
+  assign \$155  = ~ \$154 ;
+  assign \$156  = qv_last_d0 & \$155 ;
+  assign \$157  = | count;
+  assign \$158  = enter & \$157 ;
+  assign \$159  = count - \$158 ;
+  assign \$160  = \$159  == 1'h1;
+  assign \$161  = \$156  & \$160 ;
+  assign \$162  = | count;
+  assign \$163  = enter & \$162 ;
+  assign \$164  = | \$67 [1:0];
+  assign \$165  = | \$67 [1:0];
+  assign \$166  = | \$67 [1:0];
+  assign \$167  = | \$67 [1:0];
+  assign \$168  = | \$67 [1:0];
+  assign \$169  = | \$67 [1:0];
+  assign \$170  = | \$67 [1:0];
+  assign \$171  = | \$67 [1:0];
+  assign \$172  = | \$67 [1:0];
+  assign \$173  = | \$67 [1:0];
+  assign \$174  = | \$67 [1:0];
+  assign \$175  = | \$67 [1:0];
+  assign \$176  = | \$67 [1:0];
+  assign \$177  = | \$67 [1:0];
+  assign \$178  = | \$67 [1:0];
+  assign \$179  = | \$67 [1:0];
+  assign \$180  = held_copy0 | qvalid_copy0;
+  assign \$181  = ~ mvalid_copy0;
+  assign \$182  = \$181  | m__ready;
+  assign \$183  = \$180  & \$182 ;
+  assign \$184  = | count;
+  assign \$185  = \$184  ? skid0 : { qe_last_d0, \q$207 , \q$206 , \q$205 , \q$204 , \q$203 , \q$202 , \q$201 , \q$200 , \q$199 , \q$198 , \q$197 , \q$196 , \q$195 , \q$194 , \q$193 , q };
+  assign \$186  = held_copy1 | qvalid_copy1;
+  assign \$187  = ~ mvalid_copy1;
+  assign \$188  = \$187  | m__ready;
+  assign \$189  = \$186  & \$188 ;
+  assign \$190  = | count;
+  assign \$191  = \$190  ? skid0 : { qe_last_d0, \q$207 , \q$206 , \q$205 , \q$204 , \q$203 , \q$202 , \q$201 , \q$200 , \q$199 , \q$198 , \q$197 , \q$196 , \q$195 , \q$194 , \q$193 , q };
+  assign \$192  = held_copy2 | qvalid_copy2;
+  assign \$193  = ~ mvalid_copy2;
+  assign \$194  = \$193  | m__ready;
+  assign \$195  = \$192  & \$194 ;
+  assign \$196  = | count;
+  assign \$197  = \$196  ? skid0 : { qe_last_d0, \q$207 , \q$206 , \q$205 , \q$204 , \q$203 , \q$202 , \q$201 , \q$200 , \q$199 , \q$198 , \q$197 , \q$196 , \q$195 , \q$194 , \q$193 , q };
+  assign \$198  = held_copy3 | qvalid_copy3;
+  assign \$199  = ~ mvalid_copy3;
+  assign \$200  = \$199  | m__ready;
+  assign \$201  = \$198  & \$200 ;
+  assign \$202  = | count;
+  assign \$203  = \$202  ? skid0 : { qe_last_d0, \q$207 , \q$206 , \q$205 , \q$204 , \q$203 , \q$202 , \q$201 , \q$200 , \q$199 , \q$198 , \q$197 , \q$196 , \q$195 , \q$194 , \q$193 , q };
+  assign \$204  = held_copy4 | qvalid_copy4;
+  assign \$205  = ~ mvalid_copy4;
+  assign \$206  = \$205  | m__ready;
+  assign \$207  = \$204  & \$206 ;
+  assign \$208  = | count;
+  assign \$209  = \$208  ? skid0 : { qe_last_d0, \q$207 , \q$206 , \q$205 , \q$204 , \q$203 , \q$202 , \q$201 , \q$200 , \q$199 , \q$198 , \q$197 , \q$196 , \q$195 , \q$194 , \q$193 , q };
+  assign \$210  = held_copy5 | qvalid_copy5;
+  assign \$211  = ~ mvalid_copy5;
+  assign \$212  = \$211  | m__ready;
+  assign \$213  = \$210  & \$212 ;
+  assign \$214  = | count;
+  assign \$215  = \$214  ? skid0 : { qe_last_d0, \q$207 , \q$206 , \q$205 , \q$204 , \q$203 , \q$202 , \q$201 , \q$200 , \q$199 , \q$198 , \q$197 , \q$196 , \q$195 , \q$194 , \q$193 , q };
+  assign \$216  = held_copy6 | qvalid_copy6;
+  assign \$217  = ~ mvalid_copy6;
+  assign \$218  = \$217  | m__ready;
+  assign \$219  = \$216  & \$218 ;
+  assign \$220  = | count;
+  assign \$221  = \$220  ? skid0 : { qe_last_d0, \q$207 , \q$206 , \q$205 , \q$204 , \q$203 , \q$202 , \q$201 , \q$200 , \q$199 , \q$198 , \q$197 , \q$196 , \q$195 , \q$194 , \q$193 , q };
+  assign \$222  = held_copy7 | qvalid_copy7;
+  assign \$223  = ~ mvalid_copy7;
+  assign \$224  = \$223  | m__ready;
+  assign \$225  = \$222  & \$224 ;
+  assign \$226  = | count;
+  assign \$227  = \$226  ? skid0 : { qe_last_d0, \q$207 , \q$206 , \q$205 , \q$204 , \q$203 , \q$202 , \q$201 , \q$200 , \q$199 , \q$198 , \q$197 , \q$196 , \q$195 , \q$194 , \q$193 , q };
+  assign \$228  = held_copy8 | qvalid_copy8;
+  assign \$229  = ~ mvalid_copy8;
+  assign \$230  = \$229  | m__ready;
+  assign \$231  = \$228  & \$230 ;
+  assign \$232  = | count;
+  assign \$233  = \$232  ? skid0 : { qe_last_d0, \q$207 , \q$206 , \q$205 , \q$204 , \q$203 , \q$202 , \q$201 , \q$200 , \q$199 , \q$198 , \q$197 , \q$196 , \q$195 , \q$194 , \q$193 , q };
+  assign \$234  = held_copy9 | qvalid_copy9;
+  assign \$235  = ~ mvalid_copy9;
+  assign \$236  = \$235  | m__ready;
+  assign \$237  = \$234  & \$236 ;
+  assign \$238  = | count;
+  assign \$239  = \$238  ? skid0 : { qe_last_d0, \q$207 , \q$206 , \q$205 , \q$204 , \q$203 , \q$202 , \q$201 , \q$200 , \q$199 , \q$198 , \q$197 , \q$196 , \q$195 , \q$194 , \q$193 , q };
+  assign \$240  = held_copy10 | qvalid_copy10;
+  assign \$241  = ~ mvalid_copy10;
+  assign \$242  = \$241  | m__ready;
+  assign \$243  = \$240  & \$242 ;
+  assign \$244  = | count;
+  assign \$245  = \$244  ? skid0 : { qe_last_d0, \q$207 , \q$206 , \q$205 , \q$204 , \q$203 , \q$202 , \q$201 , \q$200 , \q$199 , \q$198 , \q$197 , \q$196 , \q$195 , \q$194 , \q$193 , q };
+  assign \$246  = held_copy11 | qvalid_copy11;
+  assign \$247  = ~ mvalid_copy11;
+  assign \$248  = \$247  | m__ready;
+  assign \$249  = \$246  & \$248 ;
+  assign \$250  = | count;
+  assign \$251  = \$250  ? skid0 : { qe_last_d0, \q$207 , \q$206 , \q$205 , \q$204 , \q$203 , \q$202 , \q$201 , \q$200 , \q$199 , \q$198 , \q$197 , \q$196 , \q$195 , \q$194 , \q$193 , q };
+  assign \$252  = held_copy12 | qvalid_copy12;
+  assign \$253  = ~ mvalid_copy12;
+  assign \$254  = \$253  | m__ready;
+  assign \$255  = \$252  & \$254 ;
+  assign \$256  = | count;
+  assign \$257  = \$256  ? skid0 : { qe_last_d0, \q$207 , \q$206 , \q$205 , \q$204 , \q$203 , \q$202 , \q$201 , \q$200 , \q$199 , \q$198 , \q$197 , \q$196 , \q$195 , \q$194 , \q$193 , q };
+  assign \$258  = held_copy13 | qvalid_copy13;
+  assign \$259  = ~ mvalid_copy13;
+  assign \$260  = \$259  | m__ready;
+  assign \$261  = \$258  & \$260 ;
+  assign \$262  = | count;
+  assign \$263  = \$262  ? skid0 : { qe_last_d0, \q$207 , \q$206 , \q$205 , \q$204 , \q$203 , \q$202 , \q$201 , \q$200 , \q$199 , \q$198 , \q$197 , \q$196 , \q$195 , \q$194 , \q$193 , q };
+  assign \$264  = held_copy14 | qvalid_copy14;
+  assign \$265  = ~ mvalid_copy14;
+  assign \$266  = \$265  | m__ready;
+  assign \$267  = \$264  & \$266 ;
+  assign \$268  = | count;
+  assign \$269  = \$268  ? skid0 : { qe_last_d0, \q$207 , \q$206 , \q$205 , \q$204 , \q$203 , \q$202 , \q$201 , \q$200 , \q$199 , \q$198 , \q$197 , \q$196 , \q$195 , \q$194 , \q$193 , q };
+  assign \$270  = held_copy15 | qvalid_copy15;
+  assign \$271  = ~ mvalid_copy15;
+  assign \$272  = \$271  | m__ready;
+  assign \$273  = \$270  & \$272 ;
+  assign \$274  = | count;
+  assign \$275  = \$274  ? skid0 : { qe_last_d0, \q$207 , \q$206 , \q$205 , \q$204 , \q$203 , \q$202 , \q$201 , \q$200 , \q$199 , \q$198 , \q$197 , \q$196 , \q$195 , \q$194 , \q$193 , q };
+  always @(posedge clk)
+    busy <= \$276 ;
+  always @(posedge clk)
+    addr <= \$277 ;
+  always @(posedge clk)
+    sfc <= \$278 ;
+  always @(posedge clk)
+    nfc <= \$279 ;
+  always @(posedge clk)
+    last_step <= \$280 ;
+  always @(posedge clk)
+    ready <= \$281 ;
+  always @(posedge clk)
+    credits <= \$282 ;
+  always @(posedge clk)
+    issue <= \$283 ;
+  always @(posedge clk)
+    word <= \$284 ;
+  always @(posedge clk)
+    write_bank <= \$285 ;
+  always @(posedge clk)
+    read_bank <= \$286 ;
+  always @(posedge clk)
+    \$signal  <= \$287 ;
+  always @(posedge clk)
+    x <= \$288 ;
+  always @(posedge clk)
+    wdata_d0 <= \$289 ;
+  always @(posedge clk)
+    f1_d0 <= \$290 ;
+  always @(posedge clk)
+    f1_d1 <= \$291 ;
+  always @(posedge clk)
+    fp_d0 <= \$292 ;
+  always @(posedge clk)
+    fp_d1 <= \$293 ;
+  always @(posedge clk)
+    fp_d2 <= \$294 ;
+  always @(posedge clk)
+    fp_d3 <= \$295 ;
+  always @(posedge clk)
+    fp_d4 <= \$296 ;
+  always @(posedge clk)
+    ft_d0 <= \$297 ;
+  always @(posedge clk)
+    params_d0 <= \$298 ;
+  always @(posedge clk)
+    acc_valid <= \$299 ;
+  always @(posedge clk)
+    acc_end <= \$300 ;
+  always @(posedge clk)
+    acc <= \$301 ;
+  always @(posedge clk)
+    \acc$92  <= \$302 ;
+  always @(posedge clk)
+    \acc$98  <= \$303 ;
+  always @(posedge clk)
+    \acc$104  <= \$304 ;
+  always @(posedge clk)
+    \acc$110  <= \$305 ;
+  always @(posedge clk)
+    \acc$116  <= \$306 ;
+  always @(posedge clk)
+    \acc$122  <= \$307 ;
+  always @(posedge clk)
+    \acc$128  <= \$308 ;
+  always @(posedge clk)
+    \acc$134  <= \$309 ;
+  always @(posedge clk)
+    \acc$140  <= \$310 ;
+  always @(posedge clk)
+    \acc$146  <= \$311 ;
+  always @(posedge clk)
+    \acc$152  <= \$312 ;
+  always @(posedge clk)
+    \acc$158  <= \$313 ;
+  always @(posedge clk)
+    \acc$164  <= \$314 ;
+  always @(posedge clk)
+    \acc$170  <= \$315 ;
+  always @(posedge clk)
+    \acc$176  <= \$316 ;
+  always @(posedge clk)
+    qv_d0 <= \$317 ;
+  always @(posedge clk)
+    qv_d1 <= \$318 ;
+  always @(posedge clk)
+    qe_d0 <= \$319 ;
+  always @(posedge clk)
+    qe_d1 <= \$320 ;
+  always @(posedge clk)
+    qv_last_d0 <= \$321 ;
+  always @(posedge clk)
+    qe_last_d0 <= \$322 ;
+  always @(posedge clk)
+    skid0 <= \$323 ;
+  always @(posedge clk)
+    skid1 <= \$324 ;
+  always @(posedge clk)
+    count <= \$325 ;
+  always @(posedge clk)
+    held_copy0 <= \$326 ;
+  always @(posedge clk)
+    held_copy1 <= \$327 ;
+  always @(posedge clk)
+    held_copy2 <= \$328 ;
+  always @(posedge clk)
+    held_copy3 <= \$329 ;
+  always @(posedge clk)
+    held_copy4 <= \$330 ;
+  always @(posedge clk)
+    held_copy5 <= \$331 ;
+  always @(posedge clk)
+    held_copy6 <= \$332 ;
+  always @(posedge clk)
+    held_copy7 <= \$333 ;
+  always @(posedge clk)
+    held_copy8 <= \$334 ;
+  always @(posedge clk)
+    held_copy9 <= \$335 ;
+  always @(posedge clk)
+    held_copy10 <= \$336 ;
+  always @(posedge clk)
+    held_copy11 <= \$337 ;
+  always @(posedge clk)
+    held_copy12 <= \$338 ;
+  always @(posedge clk)
+    held_copy13 <= \$339 ;
+  always @(posedge clk)
+    held_copy14 <= \$340 ;
+  always @(posedge clk)
+    held_copy15 <= \$341 ;
+  always @(posedge clk)
+    qvalid_copy0 <= \$342 ;
+  always @(posedge clk)
+    qvalid_copy1 <= \$343 ;
+  always @(posedge clk)
+    qvalid_copy2 <= \$344 ;
+  always @(posedge clk)
+    qvalid_copy3 <= \$345 ;
+  always @(posedge clk)
+    qvalid_copy4 <= \$346 ;
+  always @(posedge clk)
+    qvalid_copy5 <= \$347 ;
+  always @(posedge clk)
+    qvalid_copy6 <= \$348 ;
+  always @(posedge clk)
+    qvalid_copy7 <= \$349 ;
+  always @(posedge clk)
+    qvalid_copy8 <= \$350 ;
+  always @(posedge clk)
+    qvalid_copy9 <= \$351 ;
+  always @(posedge clk)
+    qvalid_copy10 <= \$352 ;
+  always @(posedge clk)
+    qvalid_copy11 <= \$353 ;
+  always @(posedge clk)
+    qvalid_copy12 <= \$354 ;
+  always @(posedge clk)
+    qvalid_copy13 <= \$355 ;
+  always @(posedge clk)
+    qvalid_copy14 <= \$356 ;
+  always @(posedge clk)
+    qvalid_copy15 <= \$357 ;
+  always @(posedge clk)
+    m__valid <= \$358 ;
+  always @(posedge clk)
+    mvalid_copy0 <= \$359 ;
+  always @(posedge clk)
+    mvalid_copy1 <= \$360 ;
+  always @(posedge clk)
+    mvalid_copy2 <= \$361 ;
+  always @(posedge clk)
+    mvalid_copy3 <= \$362 ;
+  always @(posedge clk)
+    mvalid_copy4 <= \$363 ;
+  always @(posedge clk)
+    mvalid_copy5 <= \$364 ;
+  always @(posedge clk)
+    mvalid_copy6 <= \$365 ;
+  always @(posedge clk)
+    mvalid_copy7 <= \$366 ;
+  always @(posedge clk)
+    mvalid_copy8 <= \$367 ;
+  always @(posedge clk)
+    mvalid_copy9 <= \$368 ;
+  always @(posedge clk)
+    mvalid_copy10 <= \$369 ;
+  always @(posedge clk)
+    mvalid_copy11 <= \$370 ;
+  always @(posedge clk)
+    mvalid_copy12 <= \$371 ;
+  always @(posedge clk)
+    mvalid_copy13 <= \$372 ;
+  always @(posedge clk)
+    mvalid_copy14 <= \$373 ;
+  always @(posedge clk)
+    mvalid_copy15 <= \$374 ;
+  always @(posedge clk)
+    m__payload <= \$375 ;
+  always @(posedge clk)
+    credit_back_d0 <= \$376 ;
+  always @(posedge clk)
+    credit_back <= \$377 ;
   \bchw_top.engine0.params  params (
     .addr(fp_d4[7:4]),
     .clk(clk),
-    .data(\data$312 )
+    .data(\data$221 )
   );
   \bchw_top.engine0.requant0  requant0 (
     .acc(acc),
     .clk(clk),
-    .\port$6403$0 (params_d0[60:0]),
+    .\port$5548$0 (params_d0[60:0]),
     .q(q),
     .rst(rst)
   );
   \bchw_top.engine0.requant1  requant1 (
-    .acc(\acc$84 ),
+    .acc(\acc$92 ),
     .clk(clk),
-    .\port$6403$61 (params_d0[121:61]),
-    .q(\q$185 ),
+    .\port$5548$61 (params_d0[121:61]),
+    .q(\q$193 ),
     .rst(rst)
   );
   \bchw_top.engine0.requant10  requant10 (
-    .acc(\acc$138 ),
+    .acc(\acc$146 ),
     .clk(clk),
-    .\port$6403$610 (params_d0[670:610]),
-    .q(\q$194 ),
+    .\port$5548$610 (params_d0[670:610]),
+    .q(\q$202 ),
     .rst(rst)
   );
   \bchw_top.engine0.requant11  requant11 (
-    .acc(\acc$144 ),
+    .acc(\acc$152 ),
     .clk(clk),
-    .\port$6403$671 (params_d0[731:671]),
-    .q(\q$195 ),
+    .\port$5548$671 (params_d0[731:671]),
+    .q(\q$203 ),
     .rst(rst)
   );
   \bchw_top.engine0.requant12  requant12 (
-    .acc(\acc$150 ),
+    .acc(\acc$158 ),
     .clk(clk),
-    .\port$6403$732 (params_d0[792:732]),
-    .q(\q$196 ),
+    .\port$5548$732 (params_d0[792:732]),
+    .q(\q$204 ),
     .rst(rst)
   );
   \bchw_top.engine0.requant13  requant13 (
-    .acc(\acc$156 ),
+    .acc(\acc$164 ),
     .clk(clk),
-    .\port$6403$793 (params_d0[853:793]),
-    .q(\q$197 ),
+    .\port$5548$793 (params_d0[853:793]),
+    .q(\q$205 ),
     .rst(rst)
   );
   \bchw_top.engine0.requant14  requant14 (
-    .acc(\acc$162 ),
+    .acc(\acc$170 ),
     .clk(clk),
-    .\port$6403$854 (params_d0[914:854]),
-    .q(\q$198 ),
+    .\port$5548$854 (params_d0[914:854]),
+    .q(\q$206 ),
     .rst(rst)
   );
   \bchw_top.engine0.requant15  requant15 (
-    .acc(\acc$168 ),
+    .acc(\acc$176 ),
     .clk(clk),
-    .\port$6403$915 (params_d0[975:915]),
-    .q(\q$199 ),
+    .\port$5548$915 (params_d0[975:915]),
+    .q(\q$207 ),
     .rst(rst)
   );
   \bchw_top.engine0.requant2  requant2 (
-    .acc(\acc$90 ),
+    .acc(\acc$98 ),
     .clk(clk),
-    .\port$6403$122 (params_d0[182:122]),
-    .q(\q$186 ),
+    .\port$5548$122 (params_d0[182:122]),
+    .q(\q$194 ),
     .rst(rst)
   );
   \bchw_top.engine0.requant3  requant3 (
-    .acc(\acc$96 ),
+    .acc(\acc$104 ),
     .clk(clk),
-    .\port$6403$183 (params_d0[243:183]),
-    .q(\q$187 ),
+    .\port$5548$183 (params_d0[243:183]),
+    .q(\q$195 ),
     .rst(rst)
   );
   \bchw_top.engine0.requant4  requant4 (
-    .acc(\acc$102 ),
+    .acc(\acc$110 ),
     .clk(clk),
-    .\port$6403$244 (params_d0[304:244]),
-    .q(\q$188 ),
+    .\port$5548$244 (params_d0[304:244]),
+    .q(\q$196 ),
     .rst(rst)
   );
   \bchw_top.engine0.requant5  requant5 (
-    .acc(\acc$108 ),
+    .acc(\acc$116 ),
     .clk(clk),
-    .\port$6403$305 (params_d0[365:305]),
-    .q(\q$189 ),
+    .\port$5548$305 (params_d0[365:305]),
+    .q(\q$197 ),
     .rst(rst)
   );
   \bchw_top.engine0.requant6  requant6 (
-    .acc(\acc$114 ),
+    .acc(\acc$122 ),
     .clk(clk),
-    .\port$6403$366 (params_d0[426:366]),
-    .q(\q$190 ),
+    .\port$5548$366 (params_d0[426:366]),
+    .q(\q$198 ),
     .rst(rst)
   );
   \bchw_top.engine0.requant7  requant7 (
-    .acc(\acc$120 ),
+    .acc(\acc$128 ),
     .clk(clk),
-    .\port$6403$427 (params_d0[487:427]),
-    .q(\q$191 ),
+    .\port$5548$427 (params_d0[487:427]),
+    .q(\q$199 ),
     .rst(rst)
   );
   \bchw_top.engine0.requant8  requant8 (
-    .acc(\acc$126 ),
+    .acc(\acc$134 ),
     .clk(clk),
-    .\port$6403$488 (params_d0[548:488]),
-    .q(\q$192 ),
+    .\port$5548$488 (params_d0[548:488]),
+    .q(\q$200 ),
     .rst(rst)
   );
   \bchw_top.engine0.requant9  requant9 (
-    .acc(\acc$132 ),
+    .acc(\acc$140 ),
     .clk(clk),
-    .\port$6403$549 (params_d0[609:549]),
-    .q(\q$193 ),
+    .\port$5548$549 (params_d0[609:549]),
+    .q(\q$201 ),
     .rst(rst)
   );
   \bchw_top.engine0.tree0  tree0 (
@@ -4594,105 +2629,105 @@ module \bchw_top.engine0 (rst, s__valid, pay, s__ready, m__valid, m__payload, m_
   );
   \bchw_top.engine0.tree1  tree1 (
     .clk(clk),
-    .l5_0(\sum$316 ),
+    .l5_0(\sum$225 ),
     .rst(rst),
     .w(wdata_d0[55:28]),
     .x(x)
   );
   \bchw_top.engine0.tree10  tree10 (
     .clk(clk),
-    .l5_0(\sum$325 ),
+    .l5_0(\sum$234 ),
     .rst(rst),
     .w(wdata_d0[307:280]),
     .x(x)
   );
   \bchw_top.engine0.tree11  tree11 (
     .clk(clk),
-    .l5_0(\sum$326 ),
+    .l5_0(\sum$235 ),
     .rst(rst),
     .w(wdata_d0[335:308]),
     .x(x)
   );
   \bchw_top.engine0.tree12  tree12 (
     .clk(clk),
-    .l5_0(\sum$327 ),
+    .l5_0(\sum$236 ),
     .rst(rst),
     .w(wdata_d0[363:336]),
     .x(x)
   );
   \bchw_top.engine0.tree13  tree13 (
     .clk(clk),
-    .l5_0(\sum$328 ),
+    .l5_0(\sum$237 ),
     .rst(rst),
     .w(wdata_d0[391:364]),
     .x(x)
   );
   \bchw_top.engine0.tree14  tree14 (
     .clk(clk),
-    .l5_0(\sum$329 ),
+    .l5_0(\sum$238 ),
     .rst(rst),
     .w(wdata_d0[419:392]),
     .x(x)
   );
   \bchw_top.engine0.tree15  tree15 (
     .clk(clk),
-    .l5_0(\sum$330 ),
+    .l5_0(\sum$239 ),
     .rst(rst),
     .w(wdata_d0[447:420]),
     .x(x)
   );
   \bchw_top.engine0.tree2  tree2 (
     .clk(clk),
-    .l5_0(\sum$317 ),
+    .l5_0(\sum$226 ),
     .rst(rst),
     .w(wdata_d0[83:56]),
     .x(x)
   );
   \bchw_top.engine0.tree3  tree3 (
     .clk(clk),
-    .l5_0(\sum$318 ),
+    .l5_0(\sum$227 ),
     .rst(rst),
     .w(wdata_d0[111:84]),
     .x(x)
   );
   \bchw_top.engine0.tree4  tree4 (
     .clk(clk),
-    .l5_0(\sum$319 ),
+    .l5_0(\sum$228 ),
     .rst(rst),
     .w(wdata_d0[139:112]),
     .x(x)
   );
   \bchw_top.engine0.tree5  tree5 (
     .clk(clk),
-    .l5_0(\sum$320 ),
+    .l5_0(\sum$229 ),
     .rst(rst),
     .w(wdata_d0[167:140]),
     .x(x)
   );
   \bchw_top.engine0.tree6  tree6 (
     .clk(clk),
-    .l5_0(\sum$321 ),
+    .l5_0(\sum$230 ),
     .rst(rst),
     .w(wdata_d0[195:168]),
     .x(x)
   );
   \bchw_top.engine0.tree7  tree7 (
     .clk(clk),
-    .l5_0(\sum$322 ),
+    .l5_0(\sum$231 ),
     .rst(rst),
     .w(wdata_d0[223:196]),
     .x(x)
   );
   \bchw_top.engine0.tree8  tree8 (
     .clk(clk),
-    .l5_0(\sum$323 ),
+    .l5_0(\sum$232 ),
     .rst(rst),
     .w(wdata_d0[251:224]),
     .x(x)
   );
   \bchw_top.engine0.tree9  tree9 (
     .clk(clk),
-    .l5_0(\sum$324 ),
+    .l5_0(\sum$233 ),
     .rst(rst),
     .w(wdata_d0[279:252]),
     .x(x)
@@ -4703,1701 +2738,901 @@ module \bchw_top.engine0 (rst, s__valid, pay, s__ready, m__valid, m__payload, m_
     .data(data)
   );
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$487  = busy_next;
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$276  = busy_next;
     if (rst) begin
-      \$487  = 1'h0;
+      \$276  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$488  = \$11 [8:0];
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$277  = \$11 [8:0];
     if (rst) begin
-      \$488  = 9'h000;
+      \$277  = 9'h000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$489  = \$23 [4:0];
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$278  = \$23 [4:0];
     if (rst) begin
-      \$489  = 5'h00;
+      \$278  = 5'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$490  = \$32 [3:0];
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$279  = \$32 [3:0];
     if (rst) begin
-      \$490  = 4'h0;
+      \$279  = 4'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$491  = last_step_next;
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$280  = last_step_next;
     if (rst) begin
-      \$491  = 1'h0;
+      \$280  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$492  = ready_next;
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$281  = ready_next;
     if (rst) begin
-      \$492  = 1'h1;
+      \$281  = 1'h1;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$493  = \$47 [1:0];
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$282  = \$47 [1:0];
     if (rst) begin
-      \$493  = 2'h2;
+      \$282  = 2'h2;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$494  = issue_next;
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$283  = issue_next;
     if (rst) begin
-      \$494  = 1'h0;
+      \$283  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$495  = \$71 ;
-    if (rst) begin
-      \$495  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$496  = \$73 ;
-    if (rst) begin
-      \$496  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$497  = \$75 ;
-    if (rst) begin
-      \$497  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$498  = \$77 ;
-    if (rst) begin
-      \$498  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$499  = \$79 ;
-    if (rst) begin
-      \$499  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$500  = \$81 ;
-    if (rst) begin
-      \$500  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$501  = \$83 ;
-    if (rst) begin
-      \$501  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$502  = \$85 ;
-    if (rst) begin
-      \$502  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$503  = \$87 ;
-    if (rst) begin
-      \$503  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$504  = \$89 ;
-    if (rst) begin
-      \$504  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$505  = \$91 ;
-    if (rst) begin
-      \$505  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$506  = \$93 ;
-    if (rst) begin
-      \$506  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$507  = \$95 ;
-    if (rst) begin
-      \$507  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$508  = \$97 ;
-    if (rst) begin
-      \$508  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$509  = \$99 ;
-    if (rst) begin
-      \$509  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$510  = \$101 ;
-    if (rst) begin
-      \$510  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$511  = \$103 ;
-    if (rst) begin
-      \$511  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$512  = \$105 ;
-    if (rst) begin
-      \$512  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$513  = \$107 ;
-    if (rst) begin
-      \$513  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$514  = \$109 ;
-    if (rst) begin
-      \$514  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$515  = \$111 ;
-    if (rst) begin
-      \$515  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$516  = \$113 ;
-    if (rst) begin
-      \$516  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$517  = \$115 ;
-    if (rst) begin
-      \$517  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$518  = \$117 ;
-    if (rst) begin
-      \$518  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$519  = \$119 ;
-    if (rst) begin
-      \$519  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$520  = \$121 ;
-    if (rst) begin
-      \$520  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$521  = \$123 ;
-    if (rst) begin
-      \$521  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$522  = \$125 ;
-    if (rst) begin
-      \$522  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$523  = \$127 ;
-    if (rst) begin
-      \$523  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$524  = \$129 ;
-    if (rst) begin
-      \$524  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$525  = \$131 ;
-    if (rst) begin
-      \$525  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$526  = \$133 ;
-    if (rst) begin
-      \$526  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$527  = \$135 ;
-    if (rst) begin
-      \$527  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$528  = \$137 ;
-    if (rst) begin
-      \$528  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$529  = \$139 ;
-    if (rst) begin
-      \$529  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$530  = \$141 ;
-    if (rst) begin
-      \$530  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$531  = \$143 ;
-    if (rst) begin
-      \$531  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$532  = \$145 ;
-    if (rst) begin
-      \$532  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$533  = \$147 ;
-    if (rst) begin
-      \$533  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$534  = \$149 ;
-    if (rst) begin
-      \$534  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$535  = \$151 ;
-    if (rst) begin
-      \$535  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$536  = \$153 ;
-    if (rst) begin
-      \$536  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$537  = \$155 ;
-    if (rst) begin
-      \$537  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$538  = \$157 ;
-    if (rst) begin
-      \$538  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$539  = \$159 ;
-    if (rst) begin
-      \$539  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$540  = \$161 ;
-    if (rst) begin
-      \$540  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$541  = \$163 ;
-    if (rst) begin
-      \$541  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$542  = \$165 ;
-    if (rst) begin
-      \$542  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$543  = \$167 ;
-    if (rst) begin
-      \$543  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$544  = ready_next;
-    if (rst) begin
-      \$544  = 1'h1;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$545  = ready_next;
-    if (rst) begin
-      \$545  = 1'h1;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$546  = ready_next;
-    if (rst) begin
-      \$546  = 1'h1;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$547  = ready_next;
-    if (rst) begin
-      \$547  = 1'h1;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$548  = ready_next;
-    if (rst) begin
-      \$548  = 1'h1;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$549  = ready_next;
-    if (rst) begin
-      \$549  = 1'h1;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$550  = ready_next;
-    if (rst) begin
-      \$550  = 1'h1;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$551  = ready_next;
-    if (rst) begin
-      \$551  = 1'h1;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$552  = ready_next;
-    if (rst) begin
-      \$552  = 1'h1;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$553  = ready_next;
-    if (rst) begin
-      \$553  = 1'h1;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$554  = ready_next;
-    if (rst) begin
-      \$554  = 1'h1;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$555  = ready_next;
-    if (rst) begin
-      \$555  = 1'h1;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$556  = ready_next;
-    if (rst) begin
-      \$556  = 1'h1;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$557  = ready_next;
-    if (rst) begin
-      \$557  = 1'h1;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$558  = ready_next;
-    if (rst) begin
-      \$558  = 1'h1;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$559  = ready_next;
-    if (rst) begin
-      \$559  = 1'h1;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$560  = ready_next;
-    if (rst) begin
-      \$560  = 1'h1;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$561  = ready_next;
-    if (rst) begin
-      \$561  = 1'h1;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$562  = ready_next;
-    if (rst) begin
-      \$562  = 1'h1;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$563  = ready_next;
-    if (rst) begin
-      \$563  = 1'h1;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$564  = ready_next;
-    if (rst) begin
-      \$564  = 1'h1;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$565  = ready_next;
-    if (rst) begin
-      \$565  = 1'h1;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$566  = ready_next;
-    if (rst) begin
-      \$566  = 1'h1;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$567  = ready_next;
-    if (rst) begin
-      \$567  = 1'h1;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$568  = ready_next;
-    if (rst) begin
-      \$568  = 1'h1;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$569  = ready_next;
-    if (rst) begin
-      \$569  = 1'h1;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$570  = ready_next;
-    if (rst) begin
-      \$570  = 1'h1;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$571  = ready_next;
-    if (rst) begin
-      \$571  = 1'h1;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$572  = ready_next;
-    if (rst) begin
-      \$572  = 1'h1;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$573  = ready_next;
-    if (rst) begin
-      \$573  = 1'h1;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$574  = ready_next;
-    if (rst) begin
-      \$574  = 1'h1;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$575  = ready_next;
-    if (rst) begin
-      \$575  = 1'h1;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$576  = ready_next;
-    if (rst) begin
-      \$576  = 1'h1;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$577  = ready_next;
-    if (rst) begin
-      \$577  = 1'h1;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$578  = ready_next;
-    if (rst) begin
-      \$578  = 1'h1;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$579  = ready_next;
-    if (rst) begin
-      \$579  = 1'h1;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$580  = ready_next;
-    if (rst) begin
-      \$580  = 1'h1;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$581  = ready_next;
-    if (rst) begin
-      \$581  = 1'h1;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$582  = ready_next;
-    if (rst) begin
-      \$582  = 1'h1;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$583  = ready_next;
-    if (rst) begin
-      \$583  = 1'h1;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$584  = ready_next;
-    if (rst) begin
-      \$584  = 1'h1;
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$284  = word;
+    if (\$73 ) begin
+      \$284  = \$87 [4:0];
     end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$585  = ready_next;
-    if (rst) begin
-      \$585  = 1'h1;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$586  = ready_next;
-    if (rst) begin
-      \$586  = 1'h1;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$587  = ready_next;
     if (rst) begin
-      \$587  = 1'h1;
+      \$284  = 5'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$588  = ready_next;
-    if (rst) begin
-      \$588  = 1'h1;
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$285  = write_bank;
+    if (\$92 ) begin
+      \$285  = \$93 ;
     end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$589  = ready_next;
     if (rst) begin
-      \$589  = 1'h1;
+      \$285  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$590  = ready_next;
-    if (rst) begin
-      \$590  = 1'h1;
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$286  = read_bank;
+    if (\$94 ) begin
+      \$286  = \$95 ;
     end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$591  = ready_next;
     if (rst) begin
-      \$591  = 1'h1;
+      \$286  = 1'h1;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$592  = ready_next;
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$287  = \$103 ;
     if (rst) begin
-      \$592  = 1'h1;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$593  = xbuf;
-    if (\$169 ) begin
-      \$593 [127:0] = \$170 ;
-    end
-    if (\$172 ) begin
-      \$593 [255:128] = \$173 ;
-    end
-    if (\$175 ) begin
-      \$593 [383:256] = \$176 ;
-    end
-    if (\$178 ) begin
-      \$593 [511:384] = \$179 ;
-    end
-    if (\$181 ) begin
-      \$593 [639:512] = \$182 ;
-    end
-    if (\$184 ) begin
-      \$593 [767:640] = \$185 ;
-    end
-    if (\$187 ) begin
-      \$593 [895:768] = \$188 ;
-    end
-    if (\$190 ) begin
-      \$593 [1023:896] = \$191 ;
-    end
-    if (\$193 ) begin
-      \$593 [1151:1024] = \$194 ;
-    end
-    if (\$196 ) begin
-      \$593 [1279:1152] = \$197 ;
-    end
-    if (\$199 ) begin
-      \$593 [1407:1280] = \$200 ;
-    end
-    if (\$202 ) begin
-      \$593 [1535:1408] = \$203 ;
-    end
-    if (\$205 ) begin
-      \$593 [1663:1536] = \$206 ;
-    end
-    if (\$208 ) begin
-      \$593 [1791:1664] = \$209 ;
-    end
-    if (\$211 ) begin
-      \$593 [1919:1792] = \$212 ;
-    end
-    if (\$214 ) begin
-      \$593 [2047:1920] = \$215 ;
-    end
-    if (\$217 ) begin
-      \$593 [2175:2048] = \$218 ;
-    end
-    if (\$220 ) begin
-      \$593 [2303:2176] = \$221 ;
-    end
-    if (\$223 ) begin
-      \$593 [2431:2304] = \$224 ;
-    end
-    if (\$226 ) begin
-      \$593 [2559:2432] = \$227 ;
-    end
-    if (\$229 ) begin
-      \$593 [2687:2560] = \$230 ;
-    end
-    if (\$232 ) begin
-      \$593 [2815:2688] = \$233 ;
-    end
-    if (\$235 ) begin
-      \$593 [2943:2816] = \$236 ;
-    end
-    if (\$238 ) begin
-      \$593 [3071:2944] = \$239 ;
-    end
-    if (\$241 ) begin
-      \$593 [3199:3072] = \$242 ;
-    end
-    if (\$244 ) begin
-      \$593 [3327:3200] = \$245 ;
-    end
-    if (\$247 ) begin
-      \$593 [3455:3328] = \$248 ;
-    end
-    if (\$250 ) begin
-      \$593 [3583:3456] = \$251 ;
-    end
-    if (\$253 ) begin
-      \$593 [3711:3584] = \$254 ;
-    end
-    if (\$256 ) begin
-      \$593 [3839:3712] = \$257 ;
-    end
-    if (\$259 ) begin
-      \$593 [3967:3840] = \$260 ;
-    end
-    if (\$262 ) begin
-      \$593 [4095:3968] = \$263 ;
-    end
-    if (\$265 ) begin
-      \$593 [4223:4096] = \$266 ;
-    end
-    if (\$268 ) begin
-      \$593 [4351:4224] = \$269 ;
-    end
-    if (\$271 ) begin
-      \$593 [4479:4352] = \$272 ;
-    end
-    if (\$274 ) begin
-      \$593 [4607:4480] = \$275 ;
-    end
-    if (\$277 ) begin
-      \$593 [4735:4608] = \$278 ;
-    end
-    if (\$280 ) begin
-      \$593 [4863:4736] = \$281 ;
-    end
-    if (\$283 ) begin
-      \$593 [4991:4864] = \$284 ;
-    end
-    if (\$286 ) begin
-      \$593 [5119:4992] = \$287 ;
-    end
-    if (\$289 ) begin
-      \$593 [5247:5120] = \$290 ;
-    end
-    if (\$292 ) begin
-      \$593 [5375:5248] = \$293 ;
-    end
-    if (\$295 ) begin
-      \$593 [5503:5376] = \$296 ;
-    end
-    if (\$298 ) begin
-      \$593 [5631:5504] = \$299 ;
-    end
-    if (\$301 ) begin
-      \$593 [5759:5632] = \$302 ;
-    end
-    if (\$304 ) begin
-      \$593 [5887:5760] = \$305 ;
-    end
-    if (\$307 ) begin
-      \$593 [6015:5888] = \$308 ;
-    end
-    if (\$310 ) begin
-      \$593 [6143:6016] = \$311 ;
-    end
-    if (\$313 ) begin
-      \$593 [6271:6144] = \$314 ;
+      \$287  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$597  = { nfc, last_step, \$316 , \$315 , issue };
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$290  = { nfc, last_step, \$105 , \$104 , issue };
     if (rst) begin
-      \$597  = 8'h00;
+      \$290  = 8'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$598  = f1_d0;
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$291  = f1_d0;
     if (rst) begin
-      \$598  = 8'h00;
+      \$291  = 8'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$599  = f1_d1;
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$292  = f1_d1;
     if (rst) begin
-      \$599  = 8'h00;
+      \$292  = 8'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$600  = fp_d0;
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$293  = fp_d0;
     if (rst) begin
-      \$600  = 8'h00;
+      \$293  = 8'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$601  = fp_d1;
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$294  = fp_d1;
     if (rst) begin
-      \$601  = 8'h00;
+      \$294  = 8'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$602  = fp_d2;
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$295  = fp_d2;
     if (rst) begin
-      \$602  = 8'h00;
+      \$295  = 8'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$603  = fp_d3;
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$296  = fp_d3;
     if (rst) begin
-      \$603  = 8'h00;
+      \$296  = 8'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$604  = fp_d4;
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$297  = fp_d4;
     if (rst) begin
-      \$604  = 8'h00;
+      \$297  = 8'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$606  = \$317 ;
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$299  = \$106 ;
     if (rst) begin
-      \$606  = 1'h0;
+      \$299  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$607  = \$318 ;
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$300  = \$107 ;
     if (rst) begin
-      \$607  = 1'h0;
+      \$300  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$608  = acc;
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$301  = acc;
     if (ft_d0[0]) begin
-      \$608  = \$320 [18:0];
+      \$301  = \$109 [18:0];
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$609  = \acc$84 ;
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$302  = \acc$92 ;
     if (ft_d0[0]) begin
-      \$609  = \$322 [18:0];
+      \$302  = \$111 [18:0];
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$610  = \acc$90 ;
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$303  = \acc$98 ;
     if (ft_d0[0]) begin
-      \$610  = \$324 [18:0];
+      \$303  = \$113 [18:0];
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$611  = \acc$96 ;
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$304  = \acc$104 ;
     if (ft_d0[0]) begin
-      \$611  = \$326 [18:0];
+      \$304  = \$115 [18:0];
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$612  = \acc$102 ;
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$305  = \acc$110 ;
     if (ft_d0[0]) begin
-      \$612  = \$328 [18:0];
+      \$305  = \$117 [18:0];
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$613  = \acc$108 ;
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$306  = \acc$116 ;
     if (ft_d0[0]) begin
-      \$613  = \$330 [18:0];
+      \$306  = \$119 [18:0];
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$614  = \acc$114 ;
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$307  = \acc$122 ;
     if (ft_d0[0]) begin
-      \$614  = \$332 [18:0];
+      \$307  = \$121 [18:0];
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$615  = \acc$120 ;
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$308  = \acc$128 ;
     if (ft_d0[0]) begin
-      \$615  = \$334 [18:0];
+      \$308  = \$123 [18:0];
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$616  = \acc$126 ;
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$309  = \acc$134 ;
     if (ft_d0[0]) begin
-      \$616  = \$336 [18:0];
+      \$309  = \$125 [18:0];
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$617  = \acc$132 ;
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$310  = \acc$140 ;
     if (ft_d0[0]) begin
-      \$617  = \$338 [18:0];
+      \$310  = \$127 [18:0];
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$618  = \acc$138 ;
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$311  = \acc$146 ;
     if (ft_d0[0]) begin
-      \$618  = \$340 [18:0];
+      \$311  = \$129 [18:0];
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$619  = \acc$144 ;
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$312  = \acc$152 ;
     if (ft_d0[0]) begin
-      \$619  = \$342 [18:0];
+      \$312  = \$131 [18:0];
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$620  = \acc$150 ;
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$313  = \acc$158 ;
     if (ft_d0[0]) begin
-      \$620  = \$344 [18:0];
+      \$313  = \$133 [18:0];
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$621  = \acc$156 ;
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$314  = \acc$164 ;
     if (ft_d0[0]) begin
-      \$621  = \$346 [18:0];
+      \$314  = \$135 [18:0];
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$622  = \acc$162 ;
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$315  = \acc$170 ;
     if (ft_d0[0]) begin
-      \$622  = \$348 [18:0];
+      \$315  = \$137 [18:0];
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$623  = \acc$168 ;
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$316  = \acc$176 ;
     if (ft_d0[0]) begin
-      \$623  = \$350 [18:0];
+      \$316  = \$139 [18:0];
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$624  = acc_valid;
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$317  = acc_valid;
     if (rst) begin
-      \$624  = 1'h0;
+      \$317  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$625  = qv_d0;
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$318  = qv_d0;
     if (rst) begin
-      \$625  = 1'h0;
+      \$318  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$626  = acc_end;
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$319  = acc_end;
     if (rst) begin
-      \$626  = 1'h0;
+      \$319  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$627  = qe_d0;
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$320  = qe_d0;
     if (rst) begin
-      \$627  = 1'h0;
+      \$320  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$628  = qv_d1;
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$321  = qv_d1;
     if (rst) begin
-      \$628  = 1'h0;
+      \$321  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$629  = qe_d1;
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$322  = qe_d1;
     if (rst) begin
-      \$629  = 1'h0;
+      \$322  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$630  = skid0;
-    if (\$360 ) begin
-      \$630  = { qe_last_d0, \q$199 , \q$198 , \q$197 , \q$196 , \q$195 , \q$194 , \q$193 , \q$192 , \q$191 , \q$190 , \q$189 , \q$188 , \q$187 , \q$186 , \q$185 , q };
-    end else if (\$362 ) begin
-      \$630  = skid1;
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$323  = skid0;
+    if (\$149 ) begin
+      \$323  = { qe_last_d0, \q$207 , \q$206 , \q$205 , \q$204 , \q$203 , \q$202 , \q$201 , \q$200 , \q$199 , \q$198 , \q$197 , \q$196 , \q$195 , \q$194 , \q$193 , q };
+    end else if (\$151 ) begin
+      \$323  = skid1;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$631  = skid1;
-    if (\$372 ) begin
-      \$631  = { qe_last_d0, \q$199 , \q$198 , \q$197 , \q$196 , \q$195 , \q$194 , \q$193 , \q$192 , \q$191 , \q$190 , \q$189 , \q$188 , \q$187 , \q$186 , \q$185 , q };
-    end else if (\$374 ) begin
-      \$631  = 129'h000000000000000000000000000000000;
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$324  = skid1;
+    if (\$161 ) begin
+      \$324  = { qe_last_d0, \q$207 , \q$206 , \q$205 , \q$204 , \q$203 , \q$202 , \q$201 , \q$200 , \q$199 , \q$198 , \q$197 , \q$196 , \q$195 , \q$194 , \q$193 , q };
+    end else if (\$163 ) begin
+      \$324  = 129'h000000000000000000000000000000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$632  = \$64 [1:0];
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$325  = \$67 [1:0];
     if (rst) begin
-      \$632  = 2'h0;
+      \$325  = 2'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$633  = \$375 ;
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$326  = \$164 ;
     if (rst) begin
-      \$633  = 1'h0;
+      \$326  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$634  = \$376 ;
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$327  = \$165 ;
     if (rst) begin
-      \$634  = 1'h0;
+      \$327  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$635  = \$377 ;
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$328  = \$166 ;
     if (rst) begin
-      \$635  = 1'h0;
+      \$328  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$636  = \$378 ;
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$329  = \$167 ;
     if (rst) begin
-      \$636  = 1'h0;
+      \$329  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$637  = \$379 ;
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$330  = \$168 ;
     if (rst) begin
-      \$637  = 1'h0;
+      \$330  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$638  = \$380 ;
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$331  = \$169 ;
     if (rst) begin
-      \$638  = 1'h0;
+      \$331  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$639  = \$381 ;
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$332  = \$170 ;
     if (rst) begin
-      \$639  = 1'h0;
+      \$332  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$640  = \$382 ;
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$333  = \$171 ;
     if (rst) begin
-      \$640  = 1'h0;
+      \$333  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$641  = \$383 ;
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$334  = \$172 ;
     if (rst) begin
-      \$641  = 1'h0;
+      \$334  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$642  = \$384 ;
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$335  = \$173 ;
     if (rst) begin
-      \$642  = 1'h0;
+      \$335  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$643  = \$385 ;
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$336  = \$174 ;
     if (rst) begin
-      \$643  = 1'h0;
+      \$336  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$644  = \$386 ;
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$337  = \$175 ;
     if (rst) begin
-      \$644  = 1'h0;
+      \$337  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$645  = \$387 ;
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$338  = \$176 ;
     if (rst) begin
-      \$645  = 1'h0;
+      \$338  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$646  = \$388 ;
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$339  = \$177 ;
     if (rst) begin
-      \$646  = 1'h0;
+      \$339  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$647  = \$389 ;
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$340  = \$178 ;
     if (rst) begin
-      \$647  = 1'h0;
+      \$340  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$648  = \$390 ;
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$341  = \$179 ;
     if (rst) begin
-      \$648  = 1'h0;
+      \$341  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$649  = qv_d1;
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$342  = qv_d1;
     if (rst) begin
-      \$649  = 1'h0;
+      \$342  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$650  = qv_d1;
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$343  = qv_d1;
     if (rst) begin
-      \$650  = 1'h0;
+      \$343  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$651  = qv_d1;
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$344  = qv_d1;
     if (rst) begin
-      \$651  = 1'h0;
+      \$344  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$652  = qv_d1;
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$345  = qv_d1;
     if (rst) begin
-      \$652  = 1'h0;
+      \$345  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$653  = qv_d1;
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$346  = qv_d1;
     if (rst) begin
-      \$653  = 1'h0;
+      \$346  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$654  = qv_d1;
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$347  = qv_d1;
     if (rst) begin
-      \$654  = 1'h0;
+      \$347  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$655  = qv_d1;
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$348  = qv_d1;
     if (rst) begin
-      \$655  = 1'h0;
+      \$348  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$656  = qv_d1;
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$349  = qv_d1;
     if (rst) begin
-      \$656  = 1'h0;
+      \$349  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$657  = qv_d1;
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$350  = qv_d1;
     if (rst) begin
-      \$657  = 1'h0;
+      \$350  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$658  = qv_d1;
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$351  = qv_d1;
     if (rst) begin
-      \$658  = 1'h0;
+      \$351  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$659  = qv_d1;
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$352  = qv_d1;
     if (rst) begin
-      \$659  = 1'h0;
+      \$352  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$660  = qv_d1;
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$353  = qv_d1;
     if (rst) begin
-      \$660  = 1'h0;
+      \$353  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$661  = qv_d1;
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$354  = qv_d1;
     if (rst) begin
-      \$661  = 1'h0;
+      \$354  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$662  = qv_d1;
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$355  = qv_d1;
     if (rst) begin
-      \$662  = 1'h0;
+      \$355  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$663  = qv_d1;
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$356  = qv_d1;
     if (rst) begin
-      \$663  = 1'h0;
+      \$356  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$664  = qv_d1;
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$357  = qv_d1;
     if (rst) begin
-      \$664  = 1'h0;
+      \$357  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$665  = valid_next;
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$358  = valid_next;
     if (rst) begin
-      \$665  = 1'h0;
+      \$358  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$666  = valid_next;
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$359  = valid_next;
     if (rst) begin
-      \$666  = 1'h0;
+      \$359  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$667  = valid_next;
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$360  = valid_next;
     if (rst) begin
-      \$667  = 1'h0;
+      \$360  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$668  = valid_next;
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$361  = valid_next;
     if (rst) begin
-      \$668  = 1'h0;
+      \$361  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$669  = valid_next;
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$362  = valid_next;
     if (rst) begin
-      \$669  = 1'h0;
+      \$362  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$670  = valid_next;
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$363  = valid_next;
     if (rst) begin
-      \$670  = 1'h0;
+      \$363  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$671  = valid_next;
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$364  = valid_next;
     if (rst) begin
-      \$671  = 1'h0;
+      \$364  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$672  = valid_next;
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$365  = valid_next;
     if (rst) begin
-      \$672  = 1'h0;
+      \$365  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$673  = valid_next;
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$366  = valid_next;
     if (rst) begin
-      \$673  = 1'h0;
+      \$366  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$674  = valid_next;
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$367  = valid_next;
     if (rst) begin
-      \$674  = 1'h0;
+      \$367  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$675  = valid_next;
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$368  = valid_next;
     if (rst) begin
-      \$675  = 1'h0;
+      \$368  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$676  = valid_next;
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$369  = valid_next;
     if (rst) begin
-      \$676  = 1'h0;
+      \$369  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$677  = valid_next;
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$370  = valid_next;
     if (rst) begin
-      \$677  = 1'h0;
+      \$370  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$678  = valid_next;
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$371  = valid_next;
     if (rst) begin
-      \$678  = 1'h0;
+      \$371  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$679  = valid_next;
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$372  = valid_next;
     if (rst) begin
-      \$679  = 1'h0;
+      \$372  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$680  = valid_next;
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$373  = valid_next;
     if (rst) begin
-      \$680  = 1'h0;
+      \$373  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$681  = valid_next;
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$374  = valid_next;
     if (rst) begin
-      \$681  = 1'h0;
+      \$374  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$682  = m__payload;
-    if (\$394 ) begin
-      \$682 [127:0] = m__payload[255:128];
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$375  = m__payload;
+    if (\$183 ) begin
+      \$375 [127:0] = m__payload[255:128];
     end
-    if (\$400 ) begin
-      \$682 [255:128] = m__payload[383:256];
+    if (\$189 ) begin
+      \$375 [255:128] = m__payload[383:256];
     end
-    if (\$406 ) begin
-      \$682 [383:256] = m__payload[511:384];
+    if (\$195 ) begin
+      \$375 [383:256] = m__payload[511:384];
     end
-    if (\$412 ) begin
-      \$682 [511:384] = m__payload[639:512];
+    if (\$201 ) begin
+      \$375 [511:384] = m__payload[639:512];
     end
-    if (\$418 ) begin
-      \$682 [639:512] = m__payload[767:640];
+    if (\$207 ) begin
+      \$375 [639:512] = m__payload[767:640];
     end
-    if (\$424 ) begin
-      \$682 [767:640] = m__payload[895:768];
+    if (\$213 ) begin
+      \$375 [767:640] = m__payload[895:768];
     end
-    if (\$430 ) begin
-      \$682 [895:768] = m__payload[1023:896];
+    if (\$219 ) begin
+      \$375 [895:768] = m__payload[1023:896];
     end
-    if (\$436 ) begin
-      \$682 [1023:896] = m__payload[1151:1024];
+    if (\$225 ) begin
+      \$375 [1023:896] = m__payload[1151:1024];
     end
-    if (\$442 ) begin
-      \$682 [1151:1024] = m__payload[1279:1152];
+    if (\$231 ) begin
+      \$375 [1151:1024] = m__payload[1279:1152];
     end
-    if (\$448 ) begin
-      \$682 [1279:1152] = m__payload[1407:1280];
+    if (\$237 ) begin
+      \$375 [1279:1152] = m__payload[1407:1280];
     end
-    if (\$454 ) begin
-      \$682 [1407:1280] = m__payload[1535:1408];
+    if (\$243 ) begin
+      \$375 [1407:1280] = m__payload[1535:1408];
     end
-    if (\$460 ) begin
-      \$682 [1535:1408] = m__payload[1663:1536];
+    if (\$249 ) begin
+      \$375 [1535:1408] = m__payload[1663:1536];
     end
-    if (\$466 ) begin
-      \$682 [1663:1536] = m__payload[1791:1664];
+    if (\$255 ) begin
+      \$375 [1663:1536] = m__payload[1791:1664];
     end
-    if (\$472 ) begin
-      \$682 [1791:1664] = m__payload[1919:1792];
+    if (\$261 ) begin
+      \$375 [1791:1664] = m__payload[1919:1792];
     end
-    if (\$478 ) begin
-      \$682 [1919:1792] = m__payload[2047:1920];
+    if (\$267 ) begin
+      \$375 [1919:1792] = m__payload[2047:1920];
     end
-    if (\$484 ) begin
-      \$682 [2047:1920] = \$486 [127:0];
+    if (\$273 ) begin
+      \$375 [2047:1920] = \$275 [127:0];
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$683  = enter;
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$376  = enter;
     if (rst) begin
-      \$683  = 1'h0;
+      \$376  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$684  = credit_back_d0;
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$377  = credit_back_d0;
     if (rst) begin
-      \$684  = 1'h0;
+      \$377  = 1'h0;
     end
   end
-  assign ready = s__ready;
   assign en = 1'h1;
   assign step = addr;
   assign step_next = \$11 [8:0];
   assign sfc_next = \$23 [4:0];
   assign nfc_next = \$32 [3:0];
   assign credits_next = \$47 [1:0];
-  assign s__payload = pay;
-  assign \en$23  = 1'h1;
-  assign x_d1 = x;
-  assign w = wdata_d0[27:0];
-  assign \en$28  = 1'h1;
-  assign \x$29  = x;
-  assign \w$30  = wdata_d0[55:28];
+  assign write__addr = { write_bank, word };
+  assign s__payload = write__data;
+  assign read__addr = { read_bank, sfc };
   assign \en$31  = 1'h1;
-  assign \x$32  = x;
-  assign \w$33  = wdata_d0[83:56];
-  assign \en$34  = 1'h1;
-  assign \x$35  = x;
-  assign \w$36  = wdata_d0[111:84];
-  assign \en$37  = 1'h1;
-  assign \x$38  = x;
-  assign \w$39  = wdata_d0[139:112];
-  assign \en$40  = 1'h1;
-  assign \x$41  = x;
-  assign \w$42  = wdata_d0[167:140];
-  assign \en$43  = 1'h1;
-  assign \x$44  = x;
-  assign \w$45  = wdata_d0[195:168];
-  assign \en$46  = 1'h1;
-  assign \x$47  = x;
-  assign \w$48  = wdata_d0[223:196];
-  assign \en$49  = 1'h1;
-  assign \x$50  = x;
-  assign \w$51  = wdata_d0[251:224];
-  assign \en$52  = 1'h1;
-  assign \x$53  = x;
-  assign \w$54  = wdata_d0[279:252];
-  assign \en$55  = 1'h1;
-  assign \x$56  = x;
-  assign \w$57  = wdata_d0[307:280];
-  assign \en$58  = 1'h1;
-  assign \x$59  = x;
-  assign \w$60  = wdata_d0[335:308];
-  assign \en$61  = 1'h1;
-  assign \x$62  = x;
-  assign \w$63  = wdata_d0[363:336];
-  assign \en$64  = 1'h1;
-  assign \x$65  = x;
-  assign \w$66  = wdata_d0[391:364];
-  assign \en$67  = 1'h1;
-  assign \x$68  = x;
-  assign \w$69  = wdata_d0[419:392];
-  assign \en$70  = 1'h1;
-  assign \x$71  = x;
-  assign \w$72  = wdata_d0[447:420];
-  assign \en$73  = 1'h1;
-  assign \addr$74  = fp_d4[7:4];
-  assign \en$76  = 1'h1;
+  assign x_d0 = x;
+  assign w = wdata_d0[27:0];
+  assign \en$36  = 1'h1;
+  assign \x$37  = x;
+  assign \w$38  = wdata_d0[55:28];
+  assign \en$39  = 1'h1;
+  assign \x$40  = x;
+  assign \w$41  = wdata_d0[83:56];
+  assign \en$42  = 1'h1;
+  assign \x$43  = x;
+  assign \w$44  = wdata_d0[111:84];
+  assign \en$45  = 1'h1;
+  assign \x$46  = x;
+  assign \w$47  = wdata_d0[139:112];
+  assign \en$48  = 1'h1;
+  assign \x$49  = x;
+  assign \w$50  = wdata_d0[167:140];
+  assign \en$51  = 1'h1;
+  assign \x$52  = x;
+  assign \w$53  = wdata_d0[195:168];
+  assign \en$54  = 1'h1;
+  assign \x$55  = x;
+  assign \w$56  = wdata_d0[223:196];
+  assign \en$57  = 1'h1;
+  assign \x$58  = x;
+  assign \w$59  = wdata_d0[251:224];
+  assign \en$60  = 1'h1;
+  assign \x$61  = x;
+  assign \w$62  = wdata_d0[279:252];
+  assign \en$63  = 1'h1;
+  assign \x$64  = x;
+  assign \w$65  = wdata_d0[307:280];
+  assign \en$66  = 1'h1;
+  assign \x$67  = x;
+  assign \w$68  = wdata_d0[335:308];
+  assign \en$69  = 1'h1;
+  assign \x$70  = x;
+  assign \w$71  = wdata_d0[363:336];
+  assign \en$72  = 1'h1;
+  assign \x$73  = x;
+  assign \w$74  = wdata_d0[391:364];
+  assign \en$75  = 1'h1;
+  assign \x$76  = x;
+  assign \w$77  = wdata_d0[419:392];
+  assign \en$78  = 1'h1;
+  assign \x$79  = x;
+  assign \w$80  = wdata_d0[447:420];
+  assign \en$81  = 1'h1;
+  assign \addr$82  = fp_d4[7:4];
+  assign \en$84  = 1'h1;
   assign acc0 = acc;
   assign mul = params_d0[17:0];
   assign shift = params_d0[22:18];
   assign bias = params_d0[60:23];
-  assign \en$83  = 1'h1;
-  assign acc1 = \acc$84 ;
-  assign \mul$86  = params_d0[78:61];
-  assign \shift$87  = params_d0[83:79];
-  assign \bias$88  = params_d0[121:84];
-  assign \en$89  = 1'h1;
-  assign acc2 = \acc$90 ;
-  assign \mul$92  = params_d0[139:122];
-  assign \shift$93  = params_d0[144:140];
-  assign \bias$94  = params_d0[182:145];
-  assign \en$95  = 1'h1;
-  assign acc3 = \acc$96 ;
-  assign \mul$98  = params_d0[200:183];
-  assign \shift$99  = params_d0[205:201];
-  assign \bias$100  = params_d0[243:206];
-  assign \en$101  = 1'h1;
-  assign acc4 = \acc$102 ;
-  assign \mul$104  = params_d0[261:244];
-  assign \shift$105  = params_d0[266:262];
-  assign \bias$106  = params_d0[304:267];
-  assign \en$107  = 1'h1;
-  assign acc5 = \acc$108 ;
-  assign \mul$110  = params_d0[322:305];
-  assign \shift$111  = params_d0[327:323];
-  assign \bias$112  = params_d0[365:328];
-  assign \en$113  = 1'h1;
-  assign acc6 = \acc$114 ;
-  assign \mul$116  = params_d0[383:366];
-  assign \shift$117  = params_d0[388:384];
-  assign \bias$118  = params_d0[426:389];
-  assign \en$119  = 1'h1;
-  assign acc7 = \acc$120 ;
-  assign \mul$122  = params_d0[444:427];
-  assign \shift$123  = params_d0[449:445];
-  assign \bias$124  = params_d0[487:450];
-  assign \en$125  = 1'h1;
-  assign acc8 = \acc$126 ;
-  assign \mul$128  = params_d0[505:488];
-  assign \shift$129  = params_d0[510:506];
-  assign \bias$130  = params_d0[548:511];
-  assign \en$131  = 1'h1;
-  assign acc9 = \acc$132 ;
-  assign \mul$134  = params_d0[566:549];
-  assign \shift$135  = params_d0[571:567];
-  assign \bias$136  = params_d0[609:572];
-  assign \en$137  = 1'h1;
-  assign acc10 = \acc$138 ;
-  assign \mul$140  = params_d0[627:610];
-  assign \shift$141  = params_d0[632:628];
-  assign \bias$142  = params_d0[670:633];
-  assign \en$143  = 1'h1;
-  assign acc11 = \acc$144 ;
-  assign \mul$146  = params_d0[688:671];
-  assign \shift$147  = params_d0[693:689];
-  assign \bias$148  = params_d0[731:694];
-  assign \en$149  = 1'h1;
-  assign acc12 = \acc$150 ;
-  assign \mul$152  = params_d0[749:732];
-  assign \shift$153  = params_d0[754:750];
-  assign \bias$154  = params_d0[792:755];
-  assign \en$155  = 1'h1;
-  assign acc13 = \acc$156 ;
-  assign \mul$158  = params_d0[810:793];
-  assign \shift$159  = params_d0[815:811];
-  assign \bias$160  = params_d0[853:816];
-  assign \en$161  = 1'h1;
-  assign acc14 = \acc$162 ;
-  assign \mul$164  = params_d0[871:854];
-  assign \shift$165  = params_d0[876:872];
-  assign \bias$166  = params_d0[914:877];
-  assign \en$167  = 1'h1;
-  assign acc15 = \acc$168 ;
-  assign \mul$170  = params_d0[932:915];
-  assign \shift$171  = params_d0[937:933];
-  assign \bias$172  = params_d0[975:938];
+  assign \en$91  = 1'h1;
+  assign acc1 = \acc$92 ;
+  assign \mul$94  = params_d0[78:61];
+  assign \shift$95  = params_d0[83:79];
+  assign \bias$96  = params_d0[121:84];
+  assign \en$97  = 1'h1;
+  assign acc2 = \acc$98 ;
+  assign \mul$100  = params_d0[139:122];
+  assign \shift$101  = params_d0[144:140];
+  assign \bias$102  = params_d0[182:145];
+  assign \en$103  = 1'h1;
+  assign acc3 = \acc$104 ;
+  assign \mul$106  = params_d0[200:183];
+  assign \shift$107  = params_d0[205:201];
+  assign \bias$108  = params_d0[243:206];
+  assign \en$109  = 1'h1;
+  assign acc4 = \acc$110 ;
+  assign \mul$112  = params_d0[261:244];
+  assign \shift$113  = params_d0[266:262];
+  assign \bias$114  = params_d0[304:267];
+  assign \en$115  = 1'h1;
+  assign acc5 = \acc$116 ;
+  assign \mul$118  = params_d0[322:305];
+  assign \shift$119  = params_d0[327:323];
+  assign \bias$120  = params_d0[365:328];
+  assign \en$121  = 1'h1;
+  assign acc6 = \acc$122 ;
+  assign \mul$124  = params_d0[383:366];
+  assign \shift$125  = params_d0[388:384];
+  assign \bias$126  = params_d0[426:389];
+  assign \en$127  = 1'h1;
+  assign acc7 = \acc$128 ;
+  assign \mul$130  = params_d0[444:427];
+  assign \shift$131  = params_d0[449:445];
+  assign \bias$132  = params_d0[487:450];
+  assign \en$133  = 1'h1;
+  assign acc8 = \acc$134 ;
+  assign \mul$136  = params_d0[505:488];
+  assign \shift$137  = params_d0[510:506];
+  assign \bias$138  = params_d0[548:511];
+  assign \en$139  = 1'h1;
+  assign acc9 = \acc$140 ;
+  assign \mul$142  = params_d0[566:549];
+  assign \shift$143  = params_d0[571:567];
+  assign \bias$144  = params_d0[609:572];
+  assign \en$145  = 1'h1;
+  assign acc10 = \acc$146 ;
+  assign \mul$148  = params_d0[627:610];
+  assign \shift$149  = params_d0[632:628];
+  assign \bias$150  = params_d0[670:633];
+  assign \en$151  = 1'h1;
+  assign acc11 = \acc$152 ;
+  assign \mul$154  = params_d0[688:671];
+  assign \shift$155  = params_d0[693:689];
+  assign \bias$156  = params_d0[731:694];
+  assign \en$157  = 1'h1;
+  assign acc12 = \acc$158 ;
+  assign \mul$160  = params_d0[749:732];
+  assign \shift$161  = params_d0[754:750];
+  assign \bias$162  = params_d0[792:755];
+  assign \en$163  = 1'h1;
+  assign acc13 = \acc$164 ;
+  assign \mul$166  = params_d0[810:793];
+  assign \shift$167  = params_d0[815:811];
+  assign \bias$168  = params_d0[853:816];
+  assign \en$169  = 1'h1;
+  assign acc14 = \acc$170 ;
+  assign \mul$172  = params_d0[871:854];
+  assign \shift$173  = params_d0[876:872];
+  assign \bias$174  = params_d0[914:877];
+  assign \en$175  = 1'h1;
+  assign acc15 = \acc$176 ;
+  assign \mul$178  = params_d0[932:915];
+  assign \shift$179  = params_d0[937:933];
+  assign \bias$180  = params_d0[975:938];
   assign vector = m__payload;
-  assign count_next = \$64 [1:0];
+  assign count_next = \$67 [1:0];
   assign credit_back_d1 = credit_back;
-  assign \$605  = \data$312 ;
-  assign \$596  = data;
-  assign \$595  = x_d0;
-  assign \$594  = xbuf[223:0];
+  assign \$298  = \data$221 ;
+  assign \$289  = data;
+  assign \$288  = read__data;
   assign busy_next = \$4 ;
   assign \$11  = \$10 ;
   assign \$23  = \$22 ;
@@ -6406,6 +3641,21 @@ module \bchw_top.engine0 (rst, s__valid, pay, s__ready, m__valid, m__payload, m_
   assign ready_next = \$42 ;
   assign \$47  = \$46 ;
   assign issue_next = \$51 ;
+  assign \$54  = 1'h1;
+  assign \$75  = 1'h1;
+  assign \$76  = \$74 ;
+  assign \$77  = 1'h1;
+  assign \$78  = 1'h1;
+  assign \$79  = 2'h1;
+  assign \$80  = 2'h0;
+  assign \$82  = 1'h1;
+  assign \$83  = \$81 ;
+  assign \$84  = 1'h1;
+  assign \$86  = \$85 ;
+  assign \$90  = 1'h1;
+  assign \$91  = \$89 ;
+  assign \$98  = 1'h1;
+  assign \$99  = \$97 ;
 endmodule
 
 (* generator = "Amaranth" *)
@@ -6432,7 +3682,77 @@ module \bchw_top.engine0.params (data, addr, clk);
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine0.requant0 (rst, \port$6403$0 , acc, q, clk);
+module \bchw_top.engine0.requant0 (rst, \port$5548$0 , acc, q, clk);
+  reg \$auto$verilog_backend.cc:2355:dump_module$3  = 0;
+  wire [36:0] \$1 ;
+  wire [4:0] \$10 ;
+  reg [7:0] \$11 ;
+  wire [38:0] \$2 ;
+  wire \$3 ;
+  wire [38:0] \$4 ;
+  wire [38:0] \$5 ;
+  wire [36:0] \$6 ;
+  wire [37:0] \$7 ;
+  wire [4:0] \$8 ;
+  wire [38:0] \$9 ;
+  input [18:0] acc;
+  wire [18:0] acc;
+  wire [37:0] bias;
+  reg [37:0] bias1 = 38'h0000000000;
+  input clk;
+  wire clk;
+  wire en;
+  wire [17:0] mul;
+  input [60:0] \port$5548$0 ;
+  wire [60:0] \port$5548$0 ;
+  reg [36:0] prod = 37'h0000000000;
+  output [7:0] q;
+  reg [7:0] q = 8'h00;
+  input rst;
+  wire rst;
+  wire [4:0] shift;
+  reg [4:0] shift1 = 5'h00;
+  reg [4:0] shift2 = 5'h00;
+  wire [38:0] shifted;
+  reg [38:0] total = 39'h0000000000;
+  assign \$1  = $signed(acc) * $signed(\port$5548$0 [17:0]);
+  assign \$2  = $signed(prod) + $signed(bias1);
+  assign \$3  = | shifted[38:8];
+  assign \$4  = \$3  ? 39'h00000000ff : shifted;
+  assign \$5  = shifted[38] ? 39'h0000000000 : \$4 ;
+  assign shifted = $signed(total) >>> shift2;
+  always @(posedge clk)
+    prod <= \$6 ;
+  always @(posedge clk)
+    bias1 <= \$7 ;
+  always @(posedge clk)
+    shift1 <= \$8 ;
+  always @(posedge clk)
+    total <= \$9 ;
+  always @(posedge clk)
+    shift2 <= \$10 ;
+  always @(posedge clk)
+    q <= \$11 ;
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
+    \$11  = \$5 [7:0];
+    if (rst) begin
+      \$11  = 8'h00;
+    end
+  end
+  assign en = 1'h1;
+  assign mul = \port$5548$0 [17:0];
+  assign bias = \port$5548$0 [60:23];
+  assign shift = \port$5548$0 [22:18];
+  assign \$10  = shift1;
+  assign \$9  = \$2 ;
+  assign \$8  = \port$5548$0 [22:18];
+  assign \$7  = \port$5548$0 [60:23];
+  assign \$6  = \$1 ;
+endmodule
+
+(* generator = "Amaranth" *)
+module \bchw_top.engine0.requant1 (rst, \port$5548$61 , acc, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$4  = 0;
   wire [36:0] \$1 ;
   wire [4:0] \$10 ;
@@ -6453,8 +3773,8 @@ module \bchw_top.engine0.requant0 (rst, \port$6403$0 , acc, q, clk);
   wire clk;
   wire en;
   wire [17:0] mul;
-  input [60:0] \port$6403$0 ;
-  wire [60:0] \port$6403$0 ;
+  input [60:0] \port$5548$61 ;
+  wire [60:0] \port$5548$61 ;
   reg [36:0] prod = 37'h0000000000;
   output [7:0] q;
   reg [7:0] q = 8'h00;
@@ -6465,7 +3785,7 @@ module \bchw_top.engine0.requant0 (rst, \port$6403$0 , acc, q, clk);
   reg [4:0] shift2 = 5'h00;
   wire [38:0] shifted;
   reg [38:0] total = 39'h0000000000;
-  assign \$1  = $signed(acc) * $signed(\port$6403$0 [17:0]);
+  assign \$1  = $signed(acc) * $signed(\port$5548$61 [17:0]);
   assign \$2  = $signed(prod) + $signed(bias1);
   assign \$3  = | shifted[38:8];
   assign \$4  = \$3  ? 39'h00000000ff : shifted;
@@ -6491,18 +3811,18 @@ module \bchw_top.engine0.requant0 (rst, \port$6403$0 , acc, q, clk);
     end
   end
   assign en = 1'h1;
-  assign mul = \port$6403$0 [17:0];
-  assign bias = \port$6403$0 [60:23];
-  assign shift = \port$6403$0 [22:18];
+  assign mul = \port$5548$61 [17:0];
+  assign bias = \port$5548$61 [60:23];
+  assign shift = \port$5548$61 [22:18];
   assign \$10  = shift1;
   assign \$9  = \$2 ;
-  assign \$8  = \port$6403$0 [22:18];
-  assign \$7  = \port$6403$0 [60:23];
+  assign \$8  = \port$5548$61 [22:18];
+  assign \$7  = \port$5548$61 [60:23];
   assign \$6  = \$1 ;
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine0.requant1 (rst, \port$6403$61 , acc, q, clk);
+module \bchw_top.engine0.requant10 (rst, \port$5548$610 , acc, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$5  = 0;
   wire [36:0] \$1 ;
   wire [4:0] \$10 ;
@@ -6523,8 +3843,8 @@ module \bchw_top.engine0.requant1 (rst, \port$6403$61 , acc, q, clk);
   wire clk;
   wire en;
   wire [17:0] mul;
-  input [60:0] \port$6403$61 ;
-  wire [60:0] \port$6403$61 ;
+  input [60:0] \port$5548$610 ;
+  wire [60:0] \port$5548$610 ;
   reg [36:0] prod = 37'h0000000000;
   output [7:0] q;
   reg [7:0] q = 8'h00;
@@ -6535,7 +3855,7 @@ module \bchw_top.engine0.requant1 (rst, \port$6403$61 , acc, q, clk);
   reg [4:0] shift2 = 5'h00;
   wire [38:0] shifted;
   reg [38:0] total = 39'h0000000000;
-  assign \$1  = $signed(acc) * $signed(\port$6403$61 [17:0]);
+  assign \$1  = $signed(acc) * $signed(\port$5548$610 [17:0]);
   assign \$2  = $signed(prod) + $signed(bias1);
   assign \$3  = | shifted[38:8];
   assign \$4  = \$3  ? 39'h00000000ff : shifted;
@@ -6561,18 +3881,18 @@ module \bchw_top.engine0.requant1 (rst, \port$6403$61 , acc, q, clk);
     end
   end
   assign en = 1'h1;
-  assign mul = \port$6403$61 [17:0];
-  assign bias = \port$6403$61 [60:23];
-  assign shift = \port$6403$61 [22:18];
+  assign mul = \port$5548$610 [17:0];
+  assign bias = \port$5548$610 [60:23];
+  assign shift = \port$5548$610 [22:18];
   assign \$10  = shift1;
   assign \$9  = \$2 ;
-  assign \$8  = \port$6403$61 [22:18];
-  assign \$7  = \port$6403$61 [60:23];
+  assign \$8  = \port$5548$610 [22:18];
+  assign \$7  = \port$5548$610 [60:23];
   assign \$6  = \$1 ;
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine0.requant10 (rst, \port$6403$610 , acc, q, clk);
+module \bchw_top.engine0.requant11 (rst, \port$5548$671 , acc, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$6  = 0;
   wire [36:0] \$1 ;
   wire [4:0] \$10 ;
@@ -6593,8 +3913,8 @@ module \bchw_top.engine0.requant10 (rst, \port$6403$610 , acc, q, clk);
   wire clk;
   wire en;
   wire [17:0] mul;
-  input [60:0] \port$6403$610 ;
-  wire [60:0] \port$6403$610 ;
+  input [60:0] \port$5548$671 ;
+  wire [60:0] \port$5548$671 ;
   reg [36:0] prod = 37'h0000000000;
   output [7:0] q;
   reg [7:0] q = 8'h00;
@@ -6605,7 +3925,7 @@ module \bchw_top.engine0.requant10 (rst, \port$6403$610 , acc, q, clk);
   reg [4:0] shift2 = 5'h00;
   wire [38:0] shifted;
   reg [38:0] total = 39'h0000000000;
-  assign \$1  = $signed(acc) * $signed(\port$6403$610 [17:0]);
+  assign \$1  = $signed(acc) * $signed(\port$5548$671 [17:0]);
   assign \$2  = $signed(prod) + $signed(bias1);
   assign \$3  = | shifted[38:8];
   assign \$4  = \$3  ? 39'h00000000ff : shifted;
@@ -6631,18 +3951,18 @@ module \bchw_top.engine0.requant10 (rst, \port$6403$610 , acc, q, clk);
     end
   end
   assign en = 1'h1;
-  assign mul = \port$6403$610 [17:0];
-  assign bias = \port$6403$610 [60:23];
-  assign shift = \port$6403$610 [22:18];
+  assign mul = \port$5548$671 [17:0];
+  assign bias = \port$5548$671 [60:23];
+  assign shift = \port$5548$671 [22:18];
   assign \$10  = shift1;
   assign \$9  = \$2 ;
-  assign \$8  = \port$6403$610 [22:18];
-  assign \$7  = \port$6403$610 [60:23];
+  assign \$8  = \port$5548$671 [22:18];
+  assign \$7  = \port$5548$671 [60:23];
   assign \$6  = \$1 ;
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine0.requant11 (rst, \port$6403$671 , acc, q, clk);
+module \bchw_top.engine0.requant12 (rst, \port$5548$732 , acc, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$7  = 0;
   wire [36:0] \$1 ;
   wire [4:0] \$10 ;
@@ -6663,8 +3983,8 @@ module \bchw_top.engine0.requant11 (rst, \port$6403$671 , acc, q, clk);
   wire clk;
   wire en;
   wire [17:0] mul;
-  input [60:0] \port$6403$671 ;
-  wire [60:0] \port$6403$671 ;
+  input [60:0] \port$5548$732 ;
+  wire [60:0] \port$5548$732 ;
   reg [36:0] prod = 37'h0000000000;
   output [7:0] q;
   reg [7:0] q = 8'h00;
@@ -6675,7 +3995,7 @@ module \bchw_top.engine0.requant11 (rst, \port$6403$671 , acc, q, clk);
   reg [4:0] shift2 = 5'h00;
   wire [38:0] shifted;
   reg [38:0] total = 39'h0000000000;
-  assign \$1  = $signed(acc) * $signed(\port$6403$671 [17:0]);
+  assign \$1  = $signed(acc) * $signed(\port$5548$732 [17:0]);
   assign \$2  = $signed(prod) + $signed(bias1);
   assign \$3  = | shifted[38:8];
   assign \$4  = \$3  ? 39'h00000000ff : shifted;
@@ -6701,18 +4021,18 @@ module \bchw_top.engine0.requant11 (rst, \port$6403$671 , acc, q, clk);
     end
   end
   assign en = 1'h1;
-  assign mul = \port$6403$671 [17:0];
-  assign bias = \port$6403$671 [60:23];
-  assign shift = \port$6403$671 [22:18];
+  assign mul = \port$5548$732 [17:0];
+  assign bias = \port$5548$732 [60:23];
+  assign shift = \port$5548$732 [22:18];
   assign \$10  = shift1;
   assign \$9  = \$2 ;
-  assign \$8  = \port$6403$671 [22:18];
-  assign \$7  = \port$6403$671 [60:23];
+  assign \$8  = \port$5548$732 [22:18];
+  assign \$7  = \port$5548$732 [60:23];
   assign \$6  = \$1 ;
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine0.requant12 (rst, \port$6403$732 , acc, q, clk);
+module \bchw_top.engine0.requant13 (rst, \port$5548$793 , acc, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$8  = 0;
   wire [36:0] \$1 ;
   wire [4:0] \$10 ;
@@ -6733,8 +4053,8 @@ module \bchw_top.engine0.requant12 (rst, \port$6403$732 , acc, q, clk);
   wire clk;
   wire en;
   wire [17:0] mul;
-  input [60:0] \port$6403$732 ;
-  wire [60:0] \port$6403$732 ;
+  input [60:0] \port$5548$793 ;
+  wire [60:0] \port$5548$793 ;
   reg [36:0] prod = 37'h0000000000;
   output [7:0] q;
   reg [7:0] q = 8'h00;
@@ -6745,7 +4065,7 @@ module \bchw_top.engine0.requant12 (rst, \port$6403$732 , acc, q, clk);
   reg [4:0] shift2 = 5'h00;
   wire [38:0] shifted;
   reg [38:0] total = 39'h0000000000;
-  assign \$1  = $signed(acc) * $signed(\port$6403$732 [17:0]);
+  assign \$1  = $signed(acc) * $signed(\port$5548$793 [17:0]);
   assign \$2  = $signed(prod) + $signed(bias1);
   assign \$3  = | shifted[38:8];
   assign \$4  = \$3  ? 39'h00000000ff : shifted;
@@ -6771,18 +4091,18 @@ module \bchw_top.engine0.requant12 (rst, \port$6403$732 , acc, q, clk);
     end
   end
   assign en = 1'h1;
-  assign mul = \port$6403$732 [17:0];
-  assign bias = \port$6403$732 [60:23];
-  assign shift = \port$6403$732 [22:18];
+  assign mul = \port$5548$793 [17:0];
+  assign bias = \port$5548$793 [60:23];
+  assign shift = \port$5548$793 [22:18];
   assign \$10  = shift1;
   assign \$9  = \$2 ;
-  assign \$8  = \port$6403$732 [22:18];
-  assign \$7  = \port$6403$732 [60:23];
+  assign \$8  = \port$5548$793 [22:18];
+  assign \$7  = \port$5548$793 [60:23];
   assign \$6  = \$1 ;
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine0.requant13 (rst, \port$6403$793 , acc, q, clk);
+module \bchw_top.engine0.requant14 (rst, \port$5548$854 , acc, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$9  = 0;
   wire [36:0] \$1 ;
   wire [4:0] \$10 ;
@@ -6803,8 +4123,8 @@ module \bchw_top.engine0.requant13 (rst, \port$6403$793 , acc, q, clk);
   wire clk;
   wire en;
   wire [17:0] mul;
-  input [60:0] \port$6403$793 ;
-  wire [60:0] \port$6403$793 ;
+  input [60:0] \port$5548$854 ;
+  wire [60:0] \port$5548$854 ;
   reg [36:0] prod = 37'h0000000000;
   output [7:0] q;
   reg [7:0] q = 8'h00;
@@ -6815,7 +4135,7 @@ module \bchw_top.engine0.requant13 (rst, \port$6403$793 , acc, q, clk);
   reg [4:0] shift2 = 5'h00;
   wire [38:0] shifted;
   reg [38:0] total = 39'h0000000000;
-  assign \$1  = $signed(acc) * $signed(\port$6403$793 [17:0]);
+  assign \$1  = $signed(acc) * $signed(\port$5548$854 [17:0]);
   assign \$2  = $signed(prod) + $signed(bias1);
   assign \$3  = | shifted[38:8];
   assign \$4  = \$3  ? 39'h00000000ff : shifted;
@@ -6841,18 +4161,18 @@ module \bchw_top.engine0.requant13 (rst, \port$6403$793 , acc, q, clk);
     end
   end
   assign en = 1'h1;
-  assign mul = \port$6403$793 [17:0];
-  assign bias = \port$6403$793 [60:23];
-  assign shift = \port$6403$793 [22:18];
+  assign mul = \port$5548$854 [17:0];
+  assign bias = \port$5548$854 [60:23];
+  assign shift = \port$5548$854 [22:18];
   assign \$10  = shift1;
   assign \$9  = \$2 ;
-  assign \$8  = \port$6403$793 [22:18];
-  assign \$7  = \port$6403$793 [60:23];
+  assign \$8  = \port$5548$854 [22:18];
+  assign \$7  = \port$5548$854 [60:23];
   assign \$6  = \$1 ;
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine0.requant14 (rst, \port$6403$854 , acc, q, clk);
+module \bchw_top.engine0.requant15 (rst, \port$5548$915 , acc, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$10  = 0;
   wire [36:0] \$1 ;
   wire [4:0] \$10 ;
@@ -6873,8 +4193,8 @@ module \bchw_top.engine0.requant14 (rst, \port$6403$854 , acc, q, clk);
   wire clk;
   wire en;
   wire [17:0] mul;
-  input [60:0] \port$6403$854 ;
-  wire [60:0] \port$6403$854 ;
+  input [60:0] \port$5548$915 ;
+  wire [60:0] \port$5548$915 ;
   reg [36:0] prod = 37'h0000000000;
   output [7:0] q;
   reg [7:0] q = 8'h00;
@@ -6885,7 +4205,7 @@ module \bchw_top.engine0.requant14 (rst, \port$6403$854 , acc, q, clk);
   reg [4:0] shift2 = 5'h00;
   wire [38:0] shifted;
   reg [38:0] total = 39'h0000000000;
-  assign \$1  = $signed(acc) * $signed(\port$6403$854 [17:0]);
+  assign \$1  = $signed(acc) * $signed(\port$5548$915 [17:0]);
   assign \$2  = $signed(prod) + $signed(bias1);
   assign \$3  = | shifted[38:8];
   assign \$4  = \$3  ? 39'h00000000ff : shifted;
@@ -6911,18 +4231,18 @@ module \bchw_top.engine0.requant14 (rst, \port$6403$854 , acc, q, clk);
     end
   end
   assign en = 1'h1;
-  assign mul = \port$6403$854 [17:0];
-  assign bias = \port$6403$854 [60:23];
-  assign shift = \port$6403$854 [22:18];
+  assign mul = \port$5548$915 [17:0];
+  assign bias = \port$5548$915 [60:23];
+  assign shift = \port$5548$915 [22:18];
   assign \$10  = shift1;
   assign \$9  = \$2 ;
-  assign \$8  = \port$6403$854 [22:18];
-  assign \$7  = \port$6403$854 [60:23];
+  assign \$8  = \port$5548$915 [22:18];
+  assign \$7  = \port$5548$915 [60:23];
   assign \$6  = \$1 ;
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine0.requant15 (rst, \port$6403$915 , acc, q, clk);
+module \bchw_top.engine0.requant2 (rst, \port$5548$122 , acc, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$11  = 0;
   wire [36:0] \$1 ;
   wire [4:0] \$10 ;
@@ -6943,8 +4263,8 @@ module \bchw_top.engine0.requant15 (rst, \port$6403$915 , acc, q, clk);
   wire clk;
   wire en;
   wire [17:0] mul;
-  input [60:0] \port$6403$915 ;
-  wire [60:0] \port$6403$915 ;
+  input [60:0] \port$5548$122 ;
+  wire [60:0] \port$5548$122 ;
   reg [36:0] prod = 37'h0000000000;
   output [7:0] q;
   reg [7:0] q = 8'h00;
@@ -6955,7 +4275,7 @@ module \bchw_top.engine0.requant15 (rst, \port$6403$915 , acc, q, clk);
   reg [4:0] shift2 = 5'h00;
   wire [38:0] shifted;
   reg [38:0] total = 39'h0000000000;
-  assign \$1  = $signed(acc) * $signed(\port$6403$915 [17:0]);
+  assign \$1  = $signed(acc) * $signed(\port$5548$122 [17:0]);
   assign \$2  = $signed(prod) + $signed(bias1);
   assign \$3  = | shifted[38:8];
   assign \$4  = \$3  ? 39'h00000000ff : shifted;
@@ -6981,18 +4301,18 @@ module \bchw_top.engine0.requant15 (rst, \port$6403$915 , acc, q, clk);
     end
   end
   assign en = 1'h1;
-  assign mul = \port$6403$915 [17:0];
-  assign bias = \port$6403$915 [60:23];
-  assign shift = \port$6403$915 [22:18];
+  assign mul = \port$5548$122 [17:0];
+  assign bias = \port$5548$122 [60:23];
+  assign shift = \port$5548$122 [22:18];
   assign \$10  = shift1;
   assign \$9  = \$2 ;
-  assign \$8  = \port$6403$915 [22:18];
-  assign \$7  = \port$6403$915 [60:23];
+  assign \$8  = \port$5548$122 [22:18];
+  assign \$7  = \port$5548$122 [60:23];
   assign \$6  = \$1 ;
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine0.requant2 (rst, \port$6403$122 , acc, q, clk);
+module \bchw_top.engine0.requant3 (rst, \port$5548$183 , acc, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$12  = 0;
   wire [36:0] \$1 ;
   wire [4:0] \$10 ;
@@ -7013,8 +4333,8 @@ module \bchw_top.engine0.requant2 (rst, \port$6403$122 , acc, q, clk);
   wire clk;
   wire en;
   wire [17:0] mul;
-  input [60:0] \port$6403$122 ;
-  wire [60:0] \port$6403$122 ;
+  input [60:0] \port$5548$183 ;
+  wire [60:0] \port$5548$183 ;
   reg [36:0] prod = 37'h0000000000;
   output [7:0] q;
   reg [7:0] q = 8'h00;
@@ -7025,7 +4345,7 @@ module \bchw_top.engine0.requant2 (rst, \port$6403$122 , acc, q, clk);
   reg [4:0] shift2 = 5'h00;
   wire [38:0] shifted;
   reg [38:0] total = 39'h0000000000;
-  assign \$1  = $signed(acc) * $signed(\port$6403$122 [17:0]);
+  assign \$1  = $signed(acc) * $signed(\port$5548$183 [17:0]);
   assign \$2  = $signed(prod) + $signed(bias1);
   assign \$3  = | shifted[38:8];
   assign \$4  = \$3  ? 39'h00000000ff : shifted;
@@ -7051,18 +4371,18 @@ module \bchw_top.engine0.requant2 (rst, \port$6403$122 , acc, q, clk);
     end
   end
   assign en = 1'h1;
-  assign mul = \port$6403$122 [17:0];
-  assign bias = \port$6403$122 [60:23];
-  assign shift = \port$6403$122 [22:18];
+  assign mul = \port$5548$183 [17:0];
+  assign bias = \port$5548$183 [60:23];
+  assign shift = \port$5548$183 [22:18];
   assign \$10  = shift1;
   assign \$9  = \$2 ;
-  assign \$8  = \port$6403$122 [22:18];
-  assign \$7  = \port$6403$122 [60:23];
+  assign \$8  = \port$5548$183 [22:18];
+  assign \$7  = \port$5548$183 [60:23];
   assign \$6  = \$1 ;
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine0.requant3 (rst, \port$6403$183 , acc, q, clk);
+module \bchw_top.engine0.requant4 (rst, \port$5548$244 , acc, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$13  = 0;
   wire [36:0] \$1 ;
   wire [4:0] \$10 ;
@@ -7083,8 +4403,8 @@ module \bchw_top.engine0.requant3 (rst, \port$6403$183 , acc, q, clk);
   wire clk;
   wire en;
   wire [17:0] mul;
-  input [60:0] \port$6403$183 ;
-  wire [60:0] \port$6403$183 ;
+  input [60:0] \port$5548$244 ;
+  wire [60:0] \port$5548$244 ;
   reg [36:0] prod = 37'h0000000000;
   output [7:0] q;
   reg [7:0] q = 8'h00;
@@ -7095,7 +4415,7 @@ module \bchw_top.engine0.requant3 (rst, \port$6403$183 , acc, q, clk);
   reg [4:0] shift2 = 5'h00;
   wire [38:0] shifted;
   reg [38:0] total = 39'h0000000000;
-  assign \$1  = $signed(acc) * $signed(\port$6403$183 [17:0]);
+  assign \$1  = $signed(acc) * $signed(\port$5548$244 [17:0]);
   assign \$2  = $signed(prod) + $signed(bias1);
   assign \$3  = | shifted[38:8];
   assign \$4  = \$3  ? 39'h00000000ff : shifted;
@@ -7121,18 +4441,18 @@ module \bchw_top.engine0.requant3 (rst, \port$6403$183 , acc, q, clk);
     end
   end
   assign en = 1'h1;
-  assign mul = \port$6403$183 [17:0];
-  assign bias = \port$6403$183 [60:23];
-  assign shift = \port$6403$183 [22:18];
+  assign mul = \port$5548$244 [17:0];
+  assign bias = \port$5548$244 [60:23];
+  assign shift = \port$5548$244 [22:18];
   assign \$10  = shift1;
   assign \$9  = \$2 ;
-  assign \$8  = \port$6403$183 [22:18];
-  assign \$7  = \port$6403$183 [60:23];
+  assign \$8  = \port$5548$244 [22:18];
+  assign \$7  = \port$5548$244 [60:23];
   assign \$6  = \$1 ;
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine0.requant4 (rst, \port$6403$244 , acc, q, clk);
+module \bchw_top.engine0.requant5 (rst, \port$5548$305 , acc, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$14  = 0;
   wire [36:0] \$1 ;
   wire [4:0] \$10 ;
@@ -7153,8 +4473,8 @@ module \bchw_top.engine0.requant4 (rst, \port$6403$244 , acc, q, clk);
   wire clk;
   wire en;
   wire [17:0] mul;
-  input [60:0] \port$6403$244 ;
-  wire [60:0] \port$6403$244 ;
+  input [60:0] \port$5548$305 ;
+  wire [60:0] \port$5548$305 ;
   reg [36:0] prod = 37'h0000000000;
   output [7:0] q;
   reg [7:0] q = 8'h00;
@@ -7165,7 +4485,7 @@ module \bchw_top.engine0.requant4 (rst, \port$6403$244 , acc, q, clk);
   reg [4:0] shift2 = 5'h00;
   wire [38:0] shifted;
   reg [38:0] total = 39'h0000000000;
-  assign \$1  = $signed(acc) * $signed(\port$6403$244 [17:0]);
+  assign \$1  = $signed(acc) * $signed(\port$5548$305 [17:0]);
   assign \$2  = $signed(prod) + $signed(bias1);
   assign \$3  = | shifted[38:8];
   assign \$4  = \$3  ? 39'h00000000ff : shifted;
@@ -7191,18 +4511,18 @@ module \bchw_top.engine0.requant4 (rst, \port$6403$244 , acc, q, clk);
     end
   end
   assign en = 1'h1;
-  assign mul = \port$6403$244 [17:0];
-  assign bias = \port$6403$244 [60:23];
-  assign shift = \port$6403$244 [22:18];
+  assign mul = \port$5548$305 [17:0];
+  assign bias = \port$5548$305 [60:23];
+  assign shift = \port$5548$305 [22:18];
   assign \$10  = shift1;
   assign \$9  = \$2 ;
-  assign \$8  = \port$6403$244 [22:18];
-  assign \$7  = \port$6403$244 [60:23];
+  assign \$8  = \port$5548$305 [22:18];
+  assign \$7  = \port$5548$305 [60:23];
   assign \$6  = \$1 ;
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine0.requant5 (rst, \port$6403$305 , acc, q, clk);
+module \bchw_top.engine0.requant6 (rst, \port$5548$366 , acc, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$15  = 0;
   wire [36:0] \$1 ;
   wire [4:0] \$10 ;
@@ -7223,8 +4543,8 @@ module \bchw_top.engine0.requant5 (rst, \port$6403$305 , acc, q, clk);
   wire clk;
   wire en;
   wire [17:0] mul;
-  input [60:0] \port$6403$305 ;
-  wire [60:0] \port$6403$305 ;
+  input [60:0] \port$5548$366 ;
+  wire [60:0] \port$5548$366 ;
   reg [36:0] prod = 37'h0000000000;
   output [7:0] q;
   reg [7:0] q = 8'h00;
@@ -7235,7 +4555,7 @@ module \bchw_top.engine0.requant5 (rst, \port$6403$305 , acc, q, clk);
   reg [4:0] shift2 = 5'h00;
   wire [38:0] shifted;
   reg [38:0] total = 39'h0000000000;
-  assign \$1  = $signed(acc) * $signed(\port$6403$305 [17:0]);
+  assign \$1  = $signed(acc) * $signed(\port$5548$366 [17:0]);
   assign \$2  = $signed(prod) + $signed(bias1);
   assign \$3  = | shifted[38:8];
   assign \$4  = \$3  ? 39'h00000000ff : shifted;
@@ -7261,18 +4581,18 @@ module \bchw_top.engine0.requant5 (rst, \port$6403$305 , acc, q, clk);
     end
   end
   assign en = 1'h1;
-  assign mul = \port$6403$305 [17:0];
-  assign bias = \port$6403$305 [60:23];
-  assign shift = \port$6403$305 [22:18];
+  assign mul = \port$5548$366 [17:0];
+  assign bias = \port$5548$366 [60:23];
+  assign shift = \port$5548$366 [22:18];
   assign \$10  = shift1;
   assign \$9  = \$2 ;
-  assign \$8  = \port$6403$305 [22:18];
-  assign \$7  = \port$6403$305 [60:23];
+  assign \$8  = \port$5548$366 [22:18];
+  assign \$7  = \port$5548$366 [60:23];
   assign \$6  = \$1 ;
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine0.requant6 (rst, \port$6403$366 , acc, q, clk);
+module \bchw_top.engine0.requant7 (rst, \port$5548$427 , acc, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$16  = 0;
   wire [36:0] \$1 ;
   wire [4:0] \$10 ;
@@ -7293,8 +4613,8 @@ module \bchw_top.engine0.requant6 (rst, \port$6403$366 , acc, q, clk);
   wire clk;
   wire en;
   wire [17:0] mul;
-  input [60:0] \port$6403$366 ;
-  wire [60:0] \port$6403$366 ;
+  input [60:0] \port$5548$427 ;
+  wire [60:0] \port$5548$427 ;
   reg [36:0] prod = 37'h0000000000;
   output [7:0] q;
   reg [7:0] q = 8'h00;
@@ -7305,7 +4625,7 @@ module \bchw_top.engine0.requant6 (rst, \port$6403$366 , acc, q, clk);
   reg [4:0] shift2 = 5'h00;
   wire [38:0] shifted;
   reg [38:0] total = 39'h0000000000;
-  assign \$1  = $signed(acc) * $signed(\port$6403$366 [17:0]);
+  assign \$1  = $signed(acc) * $signed(\port$5548$427 [17:0]);
   assign \$2  = $signed(prod) + $signed(bias1);
   assign \$3  = | shifted[38:8];
   assign \$4  = \$3  ? 39'h00000000ff : shifted;
@@ -7331,18 +4651,18 @@ module \bchw_top.engine0.requant6 (rst, \port$6403$366 , acc, q, clk);
     end
   end
   assign en = 1'h1;
-  assign mul = \port$6403$366 [17:0];
-  assign bias = \port$6403$366 [60:23];
-  assign shift = \port$6403$366 [22:18];
+  assign mul = \port$5548$427 [17:0];
+  assign bias = \port$5548$427 [60:23];
+  assign shift = \port$5548$427 [22:18];
   assign \$10  = shift1;
   assign \$9  = \$2 ;
-  assign \$8  = \port$6403$366 [22:18];
-  assign \$7  = \port$6403$366 [60:23];
+  assign \$8  = \port$5548$427 [22:18];
+  assign \$7  = \port$5548$427 [60:23];
   assign \$6  = \$1 ;
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine0.requant7 (rst, \port$6403$427 , acc, q, clk);
+module \bchw_top.engine0.requant8 (rst, \port$5548$488 , acc, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$17  = 0;
   wire [36:0] \$1 ;
   wire [4:0] \$10 ;
@@ -7363,8 +4683,8 @@ module \bchw_top.engine0.requant7 (rst, \port$6403$427 , acc, q, clk);
   wire clk;
   wire en;
   wire [17:0] mul;
-  input [60:0] \port$6403$427 ;
-  wire [60:0] \port$6403$427 ;
+  input [60:0] \port$5548$488 ;
+  wire [60:0] \port$5548$488 ;
   reg [36:0] prod = 37'h0000000000;
   output [7:0] q;
   reg [7:0] q = 8'h00;
@@ -7375,7 +4695,7 @@ module \bchw_top.engine0.requant7 (rst, \port$6403$427 , acc, q, clk);
   reg [4:0] shift2 = 5'h00;
   wire [38:0] shifted;
   reg [38:0] total = 39'h0000000000;
-  assign \$1  = $signed(acc) * $signed(\port$6403$427 [17:0]);
+  assign \$1  = $signed(acc) * $signed(\port$5548$488 [17:0]);
   assign \$2  = $signed(prod) + $signed(bias1);
   assign \$3  = | shifted[38:8];
   assign \$4  = \$3  ? 39'h00000000ff : shifted;
@@ -7401,18 +4721,18 @@ module \bchw_top.engine0.requant7 (rst, \port$6403$427 , acc, q, clk);
     end
   end
   assign en = 1'h1;
-  assign mul = \port$6403$427 [17:0];
-  assign bias = \port$6403$427 [60:23];
-  assign shift = \port$6403$427 [22:18];
+  assign mul = \port$5548$488 [17:0];
+  assign bias = \port$5548$488 [60:23];
+  assign shift = \port$5548$488 [22:18];
   assign \$10  = shift1;
   assign \$9  = \$2 ;
-  assign \$8  = \port$6403$427 [22:18];
-  assign \$7  = \port$6403$427 [60:23];
+  assign \$8  = \port$5548$488 [22:18];
+  assign \$7  = \port$5548$488 [60:23];
   assign \$6  = \$1 ;
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine0.requant8 (rst, \port$6403$488 , acc, q, clk);
+module \bchw_top.engine0.requant9 (rst, \port$5548$549 , acc, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$18  = 0;
   wire [36:0] \$1 ;
   wire [4:0] \$10 ;
@@ -7433,8 +4753,8 @@ module \bchw_top.engine0.requant8 (rst, \port$6403$488 , acc, q, clk);
   wire clk;
   wire en;
   wire [17:0] mul;
-  input [60:0] \port$6403$488 ;
-  wire [60:0] \port$6403$488 ;
+  input [60:0] \port$5548$549 ;
+  wire [60:0] \port$5548$549 ;
   reg [36:0] prod = 37'h0000000000;
   output [7:0] q;
   reg [7:0] q = 8'h00;
@@ -7445,7 +4765,7 @@ module \bchw_top.engine0.requant8 (rst, \port$6403$488 , acc, q, clk);
   reg [4:0] shift2 = 5'h00;
   wire [38:0] shifted;
   reg [38:0] total = 39'h0000000000;
-  assign \$1  = $signed(acc) * $signed(\port$6403$488 [17:0]);
+  assign \$1  = $signed(acc) * $signed(\port$5548$549 [17:0]);
   assign \$2  = $signed(prod) + $signed(bias1);
   assign \$3  = | shifted[38:8];
   assign \$4  = \$3  ? 39'h00000000ff : shifted;
@@ -7471,83 +4791,13 @@ module \bchw_top.engine0.requant8 (rst, \port$6403$488 , acc, q, clk);
     end
   end
   assign en = 1'h1;
-  assign mul = \port$6403$488 [17:0];
-  assign bias = \port$6403$488 [60:23];
-  assign shift = \port$6403$488 [22:18];
+  assign mul = \port$5548$549 [17:0];
+  assign bias = \port$5548$549 [60:23];
+  assign shift = \port$5548$549 [22:18];
   assign \$10  = shift1;
   assign \$9  = \$2 ;
-  assign \$8  = \port$6403$488 [22:18];
-  assign \$7  = \port$6403$488 [60:23];
-  assign \$6  = \$1 ;
-endmodule
-
-(* generator = "Amaranth" *)
-module \bchw_top.engine0.requant9 (rst, \port$6403$549 , acc, q, clk);
-  reg \$auto$verilog_backend.cc:2355:dump_module$19  = 0;
-  wire [36:0] \$1 ;
-  wire [4:0] \$10 ;
-  reg [7:0] \$11 ;
-  wire [38:0] \$2 ;
-  wire \$3 ;
-  wire [38:0] \$4 ;
-  wire [38:0] \$5 ;
-  wire [36:0] \$6 ;
-  wire [37:0] \$7 ;
-  wire [4:0] \$8 ;
-  wire [38:0] \$9 ;
-  input [18:0] acc;
-  wire [18:0] acc;
-  wire [37:0] bias;
-  reg [37:0] bias1 = 38'h0000000000;
-  input clk;
-  wire clk;
-  wire en;
-  wire [17:0] mul;
-  input [60:0] \port$6403$549 ;
-  wire [60:0] \port$6403$549 ;
-  reg [36:0] prod = 37'h0000000000;
-  output [7:0] q;
-  reg [7:0] q = 8'h00;
-  input rst;
-  wire rst;
-  wire [4:0] shift;
-  reg [4:0] shift1 = 5'h00;
-  reg [4:0] shift2 = 5'h00;
-  wire [38:0] shifted;
-  reg [38:0] total = 39'h0000000000;
-  assign \$1  = $signed(acc) * $signed(\port$6403$549 [17:0]);
-  assign \$2  = $signed(prod) + $signed(bias1);
-  assign \$3  = | shifted[38:8];
-  assign \$4  = \$3  ? 39'h00000000ff : shifted;
-  assign \$5  = shifted[38] ? 39'h0000000000 : \$4 ;
-  assign shifted = $signed(total) >>> shift2;
-  always @(posedge clk)
-    prod <= \$6 ;
-  always @(posedge clk)
-    bias1 <= \$7 ;
-  always @(posedge clk)
-    shift1 <= \$8 ;
-  always @(posedge clk)
-    total <= \$9 ;
-  always @(posedge clk)
-    shift2 <= \$10 ;
-  always @(posedge clk)
-    q <= \$11 ;
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$11  = \$5 [7:0];
-    if (rst) begin
-      \$11  = 8'h00;
-    end
-  end
-  assign en = 1'h1;
-  assign mul = \port$6403$549 [17:0];
-  assign bias = \port$6403$549 [60:23];
-  assign shift = \port$6403$549 [22:18];
-  assign \$10  = shift1;
-  assign \$9  = \$2 ;
-  assign \$8  = \port$6403$549 [22:18];
-  assign \$7  = \port$6403$549 [60:23];
+  assign \$8  = \port$5548$549 [22:18];
+  assign \$7  = \port$5548$549 [60:23];
   assign \$6  = \$1 ;
 endmodule
 
@@ -14999,8 +12249,8 @@ module \bchw_top.engine0.weights (data, addr, clk);
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine1 (rst, s__valid, pay, s__ready, m__valid, m__payload, m__ready, clk);
-  reg \$auto$verilog_backend.cc:2355:dump_module$20  = 0;
+module \bchw_top.engine1 (rst, s__valid, pay, ready, m__valid, m__payload, m__ready, clk);
+  reg \$auto$verilog_backend.cc:2355:dump_module$19  = 0;
   wire \$1 ;
   wire [8:0] \$10 ;
   wire \$100 ;
@@ -15727,14 +12977,14 @@ module \bchw_top.engine1 (rst, s__valid, pay, s__ready, m__valid, m__payload, m_
   reg qvalid_copy8 = 1'h0;
   (* keep = 32'd1 *)
   reg qvalid_copy9 = 1'h0;
-  (* init = 1'h1 *)
-  wire ready;
+  output ready;
+  reg ready = 1'h1;
   wire ready_next;
   input rst;
   wire rst;
   wire [2047:0] s__payload;
-  output s__ready;
-  reg s__ready = 1'h1;
+  (* init = 1'h1 *)
+  wire s__ready;
   input s__valid;
   wire s__valid;
   reg [3:0] sfc = 4'h0;
@@ -15939,17 +13189,17 @@ module \bchw_top.engine1 (rst, s__valid, pay, s__ready, m__valid, m__payload, m_
     credit_back_d0 <= \$451 ;
   always @(posedge clk)
     credit_back <= \$452 ;
-  assign \$1  = s__valid & s__ready;
+  assign \$1  = s__valid & ready;
   assign \$2  = ~ last_step;
   assign \$3  = busy & \$2 ;
   assign \$4  = \$1  ? 1'h1 : \$3 ;
-  assign \$5  = s__valid & s__ready;
+  assign \$5  = s__valid & ready;
   assign \$6  = ~ last_step;
   assign \$7  = issue & \$6 ;
   assign \$8  = addr + 1'h1;
   assign \$9  = \$7  ? \$8  : { 1'h0, addr };
   assign \$10  = \$5  ? 9'h000 : \$9 ;
-  assign \$12  = s__valid & s__ready;
+  assign \$12  = s__valid & ready;
   assign \$13  = ~ last_step;
   assign \$14  = issue & \$13 ;
   assign \$15  = sfc == 4'hf;
@@ -15960,7 +13210,7 @@ module \bchw_top.engine1 (rst, s__valid, pay, s__ready, m__valid, m__payload, m_
   assign \$20  = sfc + 1'h1;
   assign \$21  = \$19  ? \$20  : { 1'h0, sfc };
   assign \$22  = \$17  ? 5'h00 : \$21 ;
-  assign \$24  = s__valid & s__ready;
+  assign \$24  = s__valid & ready;
   assign \$25  = ~ last_step;
   assign \$26  = issue & \$25 ;
   assign \$27  = sfc == 4'hf;
@@ -15968,14 +13218,14 @@ module \bchw_top.engine1 (rst, s__valid, pay, s__ready, m__valid, m__payload, m_
   assign \$29  = nfc + 1'h1;
   assign \$30  = \$28  ? \$29  : { 1'h0, nfc };
   assign \$31  = \$24  ? 5'h00 : \$30 ;
-  assign \$33  = s__valid & s__ready;
+  assign \$33  = s__valid & ready;
   assign \$34  = addr == 8'hfe;
   assign \$35  = issue ? \$34  : last_step;
   assign \$36  = last_step ? 1'h0 : \$35 ;
   assign \$37  = \$33  ? 1'h0 : \$36 ;
-  assign \$38  = s__valid & s__ready;
+  assign \$38  = s__valid & ready;
   assign \$39  = addr == 8'hfe;
-  assign \$40  = issue ? \$39  : s__ready;
+  assign \$40  = issue ? \$39  : ready;
   assign \$41  = last_step ? 1'h1 : \$40 ;
   assign \$42  = \$38  ? 1'h0 : \$41 ;
   assign \$43  = credits + credit_back;
@@ -16270,7 +13520,7 @@ module \bchw_top.engine1 (rst, s__valid, pay, s__ready, m__valid, m__payload, m_
   always @(posedge clk)
     last_step <= \$326 ;
   always @(posedge clk)
-    s__ready <= \$327 ;
+    ready <= \$327 ;
   always @(posedge clk)
     credits <= \$328 ;
   always @(posedge clk)
@@ -16485,112 +13735,112 @@ module \bchw_top.engine1 (rst, s__valid, pay, s__ready, m__valid, m__payload, m_
   \bchw_top.engine1.requant0  requant0 (
     .acc(acc),
     .clk(clk),
-    .\port$8683$0 (params_d0[58:0]),
+    .\port$7828$0 (params_d0[58:0]),
     .q(q),
     .rst(rst)
   );
   \bchw_top.engine1.requant1  requant1 (
     .acc(\acc$84 ),
     .clk(clk),
-    .\port$8683$59 (params_d0[117:59]),
+    .\port$7828$59 (params_d0[117:59]),
     .q(\q$185 ),
     .rst(rst)
   );
   \bchw_top.engine1.requant10  requant10 (
     .acc(\acc$138 ),
     .clk(clk),
-    .\port$8683$590 (params_d0[648:590]),
+    .\port$7828$590 (params_d0[648:590]),
     .q(\q$194 ),
     .rst(rst)
   );
   \bchw_top.engine1.requant11  requant11 (
     .acc(\acc$144 ),
     .clk(clk),
-    .\port$8683$649 (params_d0[707:649]),
+    .\port$7828$649 (params_d0[707:649]),
     .q(\q$195 ),
     .rst(rst)
   );
   \bchw_top.engine1.requant12  requant12 (
     .acc(\acc$150 ),
     .clk(clk),
-    .\port$8683$708 (params_d0[766:708]),
+    .\port$7828$708 (params_d0[766:708]),
     .q(\q$196 ),
     .rst(rst)
   );
   \bchw_top.engine1.requant13  requant13 (
     .acc(\acc$156 ),
     .clk(clk),
-    .\port$8683$767 (params_d0[825:767]),
+    .\port$7828$767 (params_d0[825:767]),
     .q(\q$197 ),
     .rst(rst)
   );
   \bchw_top.engine1.requant14  requant14 (
     .acc(\acc$162 ),
     .clk(clk),
-    .\port$8683$826 (params_d0[884:826]),
+    .\port$7828$826 (params_d0[884:826]),
     .q(\q$198 ),
     .rst(rst)
   );
   \bchw_top.engine1.requant15  requant15 (
     .acc(\acc$168 ),
     .clk(clk),
-    .\port$8683$885 (params_d0[943:885]),
+    .\port$7828$885 (params_d0[943:885]),
     .q(\q$199 ),
     .rst(rst)
   );
   \bchw_top.engine1.requant2  requant2 (
     .acc(\acc$90 ),
     .clk(clk),
-    .\port$8683$118 (params_d0[176:118]),
+    .\port$7828$118 (params_d0[176:118]),
     .q(\q$186 ),
     .rst(rst)
   );
   \bchw_top.engine1.requant3  requant3 (
     .acc(\acc$96 ),
     .clk(clk),
-    .\port$8683$177 (params_d0[235:177]),
+    .\port$7828$177 (params_d0[235:177]),
     .q(\q$187 ),
     .rst(rst)
   );
   \bchw_top.engine1.requant4  requant4 (
     .acc(\acc$102 ),
     .clk(clk),
-    .\port$8683$236 (params_d0[294:236]),
+    .\port$7828$236 (params_d0[294:236]),
     .q(\q$188 ),
     .rst(rst)
   );
   \bchw_top.engine1.requant5  requant5 (
     .acc(\acc$108 ),
     .clk(clk),
-    .\port$8683$295 (params_d0[353:295]),
+    .\port$7828$295 (params_d0[353:295]),
     .q(\q$189 ),
     .rst(rst)
   );
   \bchw_top.engine1.requant6  requant6 (
     .acc(\acc$114 ),
     .clk(clk),
-    .\port$8683$354 (params_d0[412:354]),
+    .\port$7828$354 (params_d0[412:354]),
     .q(\q$190 ),
     .rst(rst)
   );
   \bchw_top.engine1.requant7  requant7 (
     .acc(\acc$120 ),
     .clk(clk),
-    .\port$8683$413 (params_d0[471:413]),
+    .\port$7828$413 (params_d0[471:413]),
     .q(\q$191 ),
     .rst(rst)
   );
   \bchw_top.engine1.requant8  requant8 (
     .acc(\acc$126 ),
     .clk(clk),
-    .\port$8683$472 (params_d0[530:472]),
+    .\port$7828$472 (params_d0[530:472]),
     .q(\q$192 ),
     .rst(rst)
   );
   \bchw_top.engine1.requant9  requant9 (
     .acc(\acc$132 ),
     .clk(clk),
-    .\port$8683$531 (params_d0[589:531]),
+    .\port$7828$531 (params_d0[589:531]),
     .q(\q$193 ),
     .rst(rst)
   );
@@ -16712,133 +13962,133 @@ module \bchw_top.engine1 (rst, s__valid, pay, s__ready, m__valid, m__payload, m_
     .data(data)
   );
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
     \$432  = qv_d1;
     if (rst) begin
       \$432  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
     \$433  = valid_next;
     if (rst) begin
       \$433  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
     \$434  = valid_next;
     if (rst) begin
       \$434  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
     \$435  = valid_next;
     if (rst) begin
       \$435  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
     \$436  = valid_next;
     if (rst) begin
       \$436  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
     \$437  = valid_next;
     if (rst) begin
       \$437  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
     \$438  = valid_next;
     if (rst) begin
       \$438  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
     \$439  = valid_next;
     if (rst) begin
       \$439  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
     \$440  = valid_next;
     if (rst) begin
       \$440  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
     \$441  = valid_next;
     if (rst) begin
       \$441  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
     \$442  = valid_next;
     if (rst) begin
       \$442  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
     \$443  = valid_next;
     if (rst) begin
       \$443  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
     \$444  = valid_next;
     if (rst) begin
       \$444  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
     \$445  = valid_next;
     if (rst) begin
       \$445  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
     \$446  = valid_next;
     if (rst) begin
       \$446  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
     \$447  = valid_next;
     if (rst) begin
       \$447  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
     \$448  = valid_next;
     if (rst) begin
       \$448  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
     \$449  = valid_next;
     if (rst) begin
       \$449  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
     \$450  = m__payload;
     if (\$229 ) begin
       \$450 [127:0] = m__payload[255:128];
@@ -16890,301 +14140,301 @@ module \bchw_top.engine1 (rst, s__valid, pay, s__ready, m__valid, m__payload, m_
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
     \$451  = enter;
     if (rst) begin
       \$451  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
     \$452  = credit_back_d0;
     if (rst) begin
       \$452  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
     \$322  = busy_next;
     if (rst) begin
       \$322  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
     \$323  = \$11 [7:0];
     if (rst) begin
       \$323  = 8'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
     \$324  = \$23 [3:0];
     if (rst) begin
       \$324  = 4'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
     \$325  = \$32 [3:0];
     if (rst) begin
       \$325  = 4'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
     \$326  = last_step_next;
     if (rst) begin
       \$326  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
     \$327  = ready_next;
     if (rst) begin
       \$327  = 1'h1;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
     \$328  = \$47 [1:0];
     if (rst) begin
       \$328  = 2'h2;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
     \$329  = issue_next;
     if (rst) begin
       \$329  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
     \$330  = \$71 ;
     if (rst) begin
       \$330  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
     \$331  = \$73 ;
     if (rst) begin
       \$331  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
     \$332  = \$75 ;
     if (rst) begin
       \$332  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
     \$333  = \$77 ;
     if (rst) begin
       \$333  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
     \$334  = \$79 ;
     if (rst) begin
       \$334  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
     \$335  = \$81 ;
     if (rst) begin
       \$335  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
     \$336  = \$83 ;
     if (rst) begin
       \$336  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
     \$337  = \$85 ;
     if (rst) begin
       \$337  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
     \$338  = \$87 ;
     if (rst) begin
       \$338  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
     \$339  = \$89 ;
     if (rst) begin
       \$339  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
     \$340  = \$91 ;
     if (rst) begin
       \$340  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
     \$341  = \$93 ;
     if (rst) begin
       \$341  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
     \$342  = \$95 ;
     if (rst) begin
       \$342  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
     \$343  = \$97 ;
     if (rst) begin
       \$343  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
     \$344  = \$99 ;
     if (rst) begin
       \$344  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
     \$345  = \$101 ;
     if (rst) begin
       \$345  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
     \$346  = ready_next;
     if (rst) begin
       \$346  = 1'h1;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
     \$347  = ready_next;
     if (rst) begin
       \$347  = 1'h1;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
     \$348  = ready_next;
     if (rst) begin
       \$348  = 1'h1;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
     \$349  = ready_next;
     if (rst) begin
       \$349  = 1'h1;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
     \$350  = ready_next;
     if (rst) begin
       \$350  = 1'h1;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
     \$351  = ready_next;
     if (rst) begin
       \$351  = 1'h1;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
     \$352  = ready_next;
     if (rst) begin
       \$352  = 1'h1;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
     \$353  = ready_next;
     if (rst) begin
       \$353  = 1'h1;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
     \$354  = ready_next;
     if (rst) begin
       \$354  = 1'h1;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
     \$355  = ready_next;
     if (rst) begin
       \$355  = 1'h1;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
     \$356  = ready_next;
     if (rst) begin
       \$356  = 1'h1;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
     \$357  = ready_next;
     if (rst) begin
       \$357  = 1'h1;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
     \$358  = ready_next;
     if (rst) begin
       \$358  = 1'h1;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
     \$359  = ready_next;
     if (rst) begin
       \$359  = 1'h1;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
     \$360  = ready_next;
     if (rst) begin
       \$360  = 1'h1;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
     \$361  = ready_next;
     if (rst) begin
       \$361  = 1'h1;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
     \$362  = xbuf;
     if (\$103 ) begin
       \$362 [127:0] = \$104 ;
@@ -17236,224 +14486,224 @@ module \bchw_top.engine1 (rst, s__valid, pay, s__ready, m__valid, m__payload, m_
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
     \$366  = { nfc, last_step, \$151 , \$150 , issue };
     if (rst) begin
       \$366  = 8'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
     \$367  = f1_d0;
     if (rst) begin
       \$367  = 8'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
     \$368  = f1_d1;
     if (rst) begin
       \$368  = 8'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
     \$369  = fp_d0;
     if (rst) begin
       \$369  = 8'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
     \$370  = fp_d1;
     if (rst) begin
       \$370  = 8'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
     \$371  = fp_d2;
     if (rst) begin
       \$371  = 8'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
     \$372  = fp_d3;
     if (rst) begin
       \$372  = 8'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
     \$374  = \$152 ;
     if (rst) begin
       \$374  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
     \$375  = \$153 ;
     if (rst) begin
       \$375  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
     \$376  = acc;
     if (ft_d0[0]) begin
       \$376  = \$155 [16:0];
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
     \$377  = \acc$84 ;
     if (ft_d0[0]) begin
       \$377  = \$157 [16:0];
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
     \$378  = \acc$90 ;
     if (ft_d0[0]) begin
       \$378  = \$159 [16:0];
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
     \$379  = \acc$96 ;
     if (ft_d0[0]) begin
       \$379  = \$161 [16:0];
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
     \$380  = \acc$102 ;
     if (ft_d0[0]) begin
       \$380  = \$163 [16:0];
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
     \$381  = \acc$108 ;
     if (ft_d0[0]) begin
       \$381  = \$165 [16:0];
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
     \$382  = \acc$114 ;
     if (ft_d0[0]) begin
       \$382  = \$167 [16:0];
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
     \$383  = \acc$120 ;
     if (ft_d0[0]) begin
       \$383  = \$169 [16:0];
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
     \$384  = \acc$126 ;
     if (ft_d0[0]) begin
       \$384  = \$171 [16:0];
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
     \$385  = \acc$132 ;
     if (ft_d0[0]) begin
       \$385  = \$173 [16:0];
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
     \$386  = \acc$138 ;
     if (ft_d0[0]) begin
       \$386  = \$175 [16:0];
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
     \$387  = \acc$144 ;
     if (ft_d0[0]) begin
       \$387  = \$177 [16:0];
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
     \$388  = \acc$150 ;
     if (ft_d0[0]) begin
       \$388  = \$179 [16:0];
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
     \$389  = \acc$156 ;
     if (ft_d0[0]) begin
       \$389  = \$181 [16:0];
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
     \$390  = \acc$162 ;
     if (ft_d0[0]) begin
       \$390  = \$183 [16:0];
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
     \$391  = \acc$168 ;
     if (ft_d0[0]) begin
       \$391  = \$185 [16:0];
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
     \$392  = acc_valid;
     if (rst) begin
       \$392  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
     \$393  = qv_d0;
     if (rst) begin
       \$393  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
     \$394  = acc_end;
     if (rst) begin
       \$394  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
     \$395  = qe_d0;
     if (rst) begin
       \$395  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
     \$396  = qv_d1;
     if (rst) begin
       \$396  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
     \$397  = qe_d1;
     if (rst) begin
       \$397  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
     \$398  = skid0;
     if (\$195 ) begin
       \$398  = { qe_last_d0, \q$199 , \q$198 , \q$197 , \q$196 , \q$195 , \q$194 , \q$193 , \q$192 , \q$191 , \q$190 , \q$189 , \q$188 , \q$187 , \q$186 , \q$185 , q };
@@ -17462,7 +14712,7 @@ module \bchw_top.engine1 (rst, s__valid, pay, s__ready, m__valid, m__payload, m_
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
     \$399  = skid1;
     if (\$207 ) begin
       \$399  = { qe_last_d0, \q$199 , \q$198 , \q$197 , \q$196 , \q$195 , \q$194 , \q$193 , \q$192 , \q$191 , \q$190 , \q$189 , \q$188 , \q$187 , \q$186 , \q$185 , q };
@@ -17471,236 +14721,236 @@ module \bchw_top.engine1 (rst, s__valid, pay, s__ready, m__valid, m__payload, m_
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
     \$400  = \$64 [1:0];
     if (rst) begin
       \$400  = 2'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
     \$401  = \$210 ;
     if (rst) begin
       \$401  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
     \$402  = \$211 ;
     if (rst) begin
       \$402  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
     \$403  = \$212 ;
     if (rst) begin
       \$403  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
     \$404  = \$213 ;
     if (rst) begin
       \$404  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
     \$405  = \$214 ;
     if (rst) begin
       \$405  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
     \$406  = \$215 ;
     if (rst) begin
       \$406  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
     \$407  = \$216 ;
     if (rst) begin
       \$407  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
     \$408  = \$217 ;
     if (rst) begin
       \$408  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
     \$409  = \$218 ;
     if (rst) begin
       \$409  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
     \$410  = \$219 ;
     if (rst) begin
       \$410  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
     \$411  = \$220 ;
     if (rst) begin
       \$411  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
     \$412  = \$221 ;
     if (rst) begin
       \$412  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
     \$413  = \$222 ;
     if (rst) begin
       \$413  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
     \$414  = \$223 ;
     if (rst) begin
       \$414  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
     \$415  = \$224 ;
     if (rst) begin
       \$415  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
     \$416  = \$225 ;
     if (rst) begin
       \$416  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
     \$417  = qv_d1;
     if (rst) begin
       \$417  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
     \$418  = qv_d1;
     if (rst) begin
       \$418  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
     \$419  = qv_d1;
     if (rst) begin
       \$419  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
     \$420  = qv_d1;
     if (rst) begin
       \$420  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
     \$421  = qv_d1;
     if (rst) begin
       \$421  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
     \$422  = qv_d1;
     if (rst) begin
       \$422  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
     \$423  = qv_d1;
     if (rst) begin
       \$423  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
     \$424  = qv_d1;
     if (rst) begin
       \$424  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
     \$425  = qv_d1;
     if (rst) begin
       \$425  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
     \$426  = qv_d1;
     if (rst) begin
       \$426  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
     \$427  = qv_d1;
     if (rst) begin
       \$427  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
     \$428  = qv_d1;
     if (rst) begin
       \$428  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
     \$429  = qv_d1;
     if (rst) begin
       \$429  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
     \$430  = qv_d1;
     if (rst) begin
       \$430  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
     \$431  = qv_d1;
     if (rst) begin
       \$431  = 1'h0;
     end
   end
-  assign ready = s__ready;
   assign en = 1'h1;
   assign step = addr;
   assign step_next = \$11 [7:0];
   assign sfc_next = \$23 [3:0];
   assign nfc_next = \$32 [3:0];
   assign credits_next = \$47 [1:0];
+  assign s__ready = ready;
   assign s__payload = pay;
   assign \en$23  = 1'h1;
   assign x_d1 = x;
@@ -17873,7 +15123,77 @@ module \bchw_top.engine1.params (data, addr, clk);
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine1.requant0 (rst, \port$8683$0 , acc, q, clk);
+module \bchw_top.engine1.requant0 (rst, \port$7828$0 , acc, q, clk);
+  reg \$auto$verilog_backend.cc:2355:dump_module$20  = 0;
+  wire [34:0] \$1 ;
+  wire [4:0] \$10 ;
+  reg [7:0] \$11 ;
+  wire [36:0] \$2 ;
+  wire \$3 ;
+  wire [36:0] \$4 ;
+  wire [36:0] \$5 ;
+  wire [34:0] \$6 ;
+  wire [35:0] \$7 ;
+  wire [4:0] \$8 ;
+  wire [36:0] \$9 ;
+  input [16:0] acc;
+  wire [16:0] acc;
+  wire [35:0] bias;
+  reg [35:0] bias1 = 36'h000000000;
+  input clk;
+  wire clk;
+  wire en;
+  wire [17:0] mul;
+  input [58:0] \port$7828$0 ;
+  wire [58:0] \port$7828$0 ;
+  reg [34:0] prod = 35'h000000000;
+  output [7:0] q;
+  reg [7:0] q = 8'h00;
+  input rst;
+  wire rst;
+  wire [4:0] shift;
+  reg [4:0] shift1 = 5'h00;
+  reg [4:0] shift2 = 5'h00;
+  wire [36:0] shifted;
+  reg [36:0] total = 37'h0000000000;
+  assign \$1  = $signed(acc) * $signed(\port$7828$0 [17:0]);
+  assign \$2  = $signed(prod) + $signed(bias1);
+  assign \$3  = | shifted[36:8];
+  assign \$4  = \$3  ? 37'h00000000ff : shifted;
+  assign \$5  = shifted[36] ? 37'h0000000000 : \$4 ;
+  assign shifted = $signed(total) >>> shift2;
+  always @(posedge clk)
+    prod <= \$6 ;
+  always @(posedge clk)
+    bias1 <= \$7 ;
+  always @(posedge clk)
+    shift1 <= \$8 ;
+  always @(posedge clk)
+    total <= \$9 ;
+  always @(posedge clk)
+    shift2 <= \$10 ;
+  always @(posedge clk)
+    q <= \$11 ;
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    \$11  = \$5 [7:0];
+    if (rst) begin
+      \$11  = 8'h00;
+    end
+  end
+  assign en = 1'h1;
+  assign mul = \port$7828$0 [17:0];
+  assign bias = \port$7828$0 [58:23];
+  assign shift = \port$7828$0 [22:18];
+  assign \$10  = shift1;
+  assign \$9  = \$2 ;
+  assign \$8  = \port$7828$0 [22:18];
+  assign \$7  = \port$7828$0 [58:23];
+  assign \$6  = \$1 ;
+endmodule
+
+(* generator = "Amaranth" *)
+module \bchw_top.engine1.requant1 (rst, \port$7828$59 , acc, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$21  = 0;
   wire [34:0] \$1 ;
   wire [4:0] \$10 ;
@@ -17894,8 +15214,8 @@ module \bchw_top.engine1.requant0 (rst, \port$8683$0 , acc, q, clk);
   wire clk;
   wire en;
   wire [17:0] mul;
-  input [58:0] \port$8683$0 ;
-  wire [58:0] \port$8683$0 ;
+  input [58:0] \port$7828$59 ;
+  wire [58:0] \port$7828$59 ;
   reg [34:0] prod = 35'h000000000;
   output [7:0] q;
   reg [7:0] q = 8'h00;
@@ -17906,7 +15226,7 @@ module \bchw_top.engine1.requant0 (rst, \port$8683$0 , acc, q, clk);
   reg [4:0] shift2 = 5'h00;
   wire [36:0] shifted;
   reg [36:0] total = 37'h0000000000;
-  assign \$1  = $signed(acc) * $signed(\port$8683$0 [17:0]);
+  assign \$1  = $signed(acc) * $signed(\port$7828$59 [17:0]);
   assign \$2  = $signed(prod) + $signed(bias1);
   assign \$3  = | shifted[36:8];
   assign \$4  = \$3  ? 37'h00000000ff : shifted;
@@ -17932,18 +15252,18 @@ module \bchw_top.engine1.requant0 (rst, \port$8683$0 , acc, q, clk);
     end
   end
   assign en = 1'h1;
-  assign mul = \port$8683$0 [17:0];
-  assign bias = \port$8683$0 [58:23];
-  assign shift = \port$8683$0 [22:18];
+  assign mul = \port$7828$59 [17:0];
+  assign bias = \port$7828$59 [58:23];
+  assign shift = \port$7828$59 [22:18];
   assign \$10  = shift1;
   assign \$9  = \$2 ;
-  assign \$8  = \port$8683$0 [22:18];
-  assign \$7  = \port$8683$0 [58:23];
+  assign \$8  = \port$7828$59 [22:18];
+  assign \$7  = \port$7828$59 [58:23];
   assign \$6  = \$1 ;
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine1.requant1 (rst, \port$8683$59 , acc, q, clk);
+module \bchw_top.engine1.requant10 (rst, \port$7828$590 , acc, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$22  = 0;
   wire [34:0] \$1 ;
   wire [4:0] \$10 ;
@@ -17964,8 +15284,8 @@ module \bchw_top.engine1.requant1 (rst, \port$8683$59 , acc, q, clk);
   wire clk;
   wire en;
   wire [17:0] mul;
-  input [58:0] \port$8683$59 ;
-  wire [58:0] \port$8683$59 ;
+  input [58:0] \port$7828$590 ;
+  wire [58:0] \port$7828$590 ;
   reg [34:0] prod = 35'h000000000;
   output [7:0] q;
   reg [7:0] q = 8'h00;
@@ -17976,7 +15296,7 @@ module \bchw_top.engine1.requant1 (rst, \port$8683$59 , acc, q, clk);
   reg [4:0] shift2 = 5'h00;
   wire [36:0] shifted;
   reg [36:0] total = 37'h0000000000;
-  assign \$1  = $signed(acc) * $signed(\port$8683$59 [17:0]);
+  assign \$1  = $signed(acc) * $signed(\port$7828$590 [17:0]);
   assign \$2  = $signed(prod) + $signed(bias1);
   assign \$3  = | shifted[36:8];
   assign \$4  = \$3  ? 37'h00000000ff : shifted;
@@ -18002,18 +15322,18 @@ module \bchw_top.engine1.requant1 (rst, \port$8683$59 , acc, q, clk);
     end
   end
   assign en = 1'h1;
-  assign mul = \port$8683$59 [17:0];
-  assign bias = \port$8683$59 [58:23];
-  assign shift = \port$8683$59 [22:18];
+  assign mul = \port$7828$590 [17:0];
+  assign bias = \port$7828$590 [58:23];
+  assign shift = \port$7828$590 [22:18];
   assign \$10  = shift1;
   assign \$9  = \$2 ;
-  assign \$8  = \port$8683$59 [22:18];
-  assign \$7  = \port$8683$59 [58:23];
+  assign \$8  = \port$7828$590 [22:18];
+  assign \$7  = \port$7828$590 [58:23];
   assign \$6  = \$1 ;
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine1.requant10 (rst, \port$8683$590 , acc, q, clk);
+module \bchw_top.engine1.requant11 (rst, \port$7828$649 , acc, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$23  = 0;
   wire [34:0] \$1 ;
   wire [4:0] \$10 ;
@@ -18034,8 +15354,8 @@ module \bchw_top.engine1.requant10 (rst, \port$8683$590 , acc, q, clk);
   wire clk;
   wire en;
   wire [17:0] mul;
-  input [58:0] \port$8683$590 ;
-  wire [58:0] \port$8683$590 ;
+  input [58:0] \port$7828$649 ;
+  wire [58:0] \port$7828$649 ;
   reg [34:0] prod = 35'h000000000;
   output [7:0] q;
   reg [7:0] q = 8'h00;
@@ -18046,7 +15366,7 @@ module \bchw_top.engine1.requant10 (rst, \port$8683$590 , acc, q, clk);
   reg [4:0] shift2 = 5'h00;
   wire [36:0] shifted;
   reg [36:0] total = 37'h0000000000;
-  assign \$1  = $signed(acc) * $signed(\port$8683$590 [17:0]);
+  assign \$1  = $signed(acc) * $signed(\port$7828$649 [17:0]);
   assign \$2  = $signed(prod) + $signed(bias1);
   assign \$3  = | shifted[36:8];
   assign \$4  = \$3  ? 37'h00000000ff : shifted;
@@ -18072,18 +15392,18 @@ module \bchw_top.engine1.requant10 (rst, \port$8683$590 , acc, q, clk);
     end
   end
   assign en = 1'h1;
-  assign mul = \port$8683$590 [17:0];
-  assign bias = \port$8683$590 [58:23];
-  assign shift = \port$8683$590 [22:18];
+  assign mul = \port$7828$649 [17:0];
+  assign bias = \port$7828$649 [58:23];
+  assign shift = \port$7828$649 [22:18];
   assign \$10  = shift1;
   assign \$9  = \$2 ;
-  assign \$8  = \port$8683$590 [22:18];
-  assign \$7  = \port$8683$590 [58:23];
+  assign \$8  = \port$7828$649 [22:18];
+  assign \$7  = \port$7828$649 [58:23];
   assign \$6  = \$1 ;
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine1.requant11 (rst, \port$8683$649 , acc, q, clk);
+module \bchw_top.engine1.requant12 (rst, \port$7828$708 , acc, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$24  = 0;
   wire [34:0] \$1 ;
   wire [4:0] \$10 ;
@@ -18104,8 +15424,8 @@ module \bchw_top.engine1.requant11 (rst, \port$8683$649 , acc, q, clk);
   wire clk;
   wire en;
   wire [17:0] mul;
-  input [58:0] \port$8683$649 ;
-  wire [58:0] \port$8683$649 ;
+  input [58:0] \port$7828$708 ;
+  wire [58:0] \port$7828$708 ;
   reg [34:0] prod = 35'h000000000;
   output [7:0] q;
   reg [7:0] q = 8'h00;
@@ -18116,7 +15436,7 @@ module \bchw_top.engine1.requant11 (rst, \port$8683$649 , acc, q, clk);
   reg [4:0] shift2 = 5'h00;
   wire [36:0] shifted;
   reg [36:0] total = 37'h0000000000;
-  assign \$1  = $signed(acc) * $signed(\port$8683$649 [17:0]);
+  assign \$1  = $signed(acc) * $signed(\port$7828$708 [17:0]);
   assign \$2  = $signed(prod) + $signed(bias1);
   assign \$3  = | shifted[36:8];
   assign \$4  = \$3  ? 37'h00000000ff : shifted;
@@ -18142,18 +15462,18 @@ module \bchw_top.engine1.requant11 (rst, \port$8683$649 , acc, q, clk);
     end
   end
   assign en = 1'h1;
-  assign mul = \port$8683$649 [17:0];
-  assign bias = \port$8683$649 [58:23];
-  assign shift = \port$8683$649 [22:18];
+  assign mul = \port$7828$708 [17:0];
+  assign bias = \port$7828$708 [58:23];
+  assign shift = \port$7828$708 [22:18];
   assign \$10  = shift1;
   assign \$9  = \$2 ;
-  assign \$8  = \port$8683$649 [22:18];
-  assign \$7  = \port$8683$649 [58:23];
+  assign \$8  = \port$7828$708 [22:18];
+  assign \$7  = \port$7828$708 [58:23];
   assign \$6  = \$1 ;
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine1.requant12 (rst, \port$8683$708 , acc, q, clk);
+module \bchw_top.engine1.requant13 (rst, \port$7828$767 , acc, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$25  = 0;
   wire [34:0] \$1 ;
   wire [4:0] \$10 ;
@@ -18174,8 +15494,8 @@ module \bchw_top.engine1.requant12 (rst, \port$8683$708 , acc, q, clk);
   wire clk;
   wire en;
   wire [17:0] mul;
-  input [58:0] \port$8683$708 ;
-  wire [58:0] \port$8683$708 ;
+  input [58:0] \port$7828$767 ;
+  wire [58:0] \port$7828$767 ;
   reg [34:0] prod = 35'h000000000;
   output [7:0] q;
   reg [7:0] q = 8'h00;
@@ -18186,7 +15506,7 @@ module \bchw_top.engine1.requant12 (rst, \port$8683$708 , acc, q, clk);
   reg [4:0] shift2 = 5'h00;
   wire [36:0] shifted;
   reg [36:0] total = 37'h0000000000;
-  assign \$1  = $signed(acc) * $signed(\port$8683$708 [17:0]);
+  assign \$1  = $signed(acc) * $signed(\port$7828$767 [17:0]);
   assign \$2  = $signed(prod) + $signed(bias1);
   assign \$3  = | shifted[36:8];
   assign \$4  = \$3  ? 37'h00000000ff : shifted;
@@ -18212,18 +15532,18 @@ module \bchw_top.engine1.requant12 (rst, \port$8683$708 , acc, q, clk);
     end
   end
   assign en = 1'h1;
-  assign mul = \port$8683$708 [17:0];
-  assign bias = \port$8683$708 [58:23];
-  assign shift = \port$8683$708 [22:18];
+  assign mul = \port$7828$767 [17:0];
+  assign bias = \port$7828$767 [58:23];
+  assign shift = \port$7828$767 [22:18];
   assign \$10  = shift1;
   assign \$9  = \$2 ;
-  assign \$8  = \port$8683$708 [22:18];
-  assign \$7  = \port$8683$708 [58:23];
+  assign \$8  = \port$7828$767 [22:18];
+  assign \$7  = \port$7828$767 [58:23];
   assign \$6  = \$1 ;
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine1.requant13 (rst, \port$8683$767 , acc, q, clk);
+module \bchw_top.engine1.requant14 (rst, \port$7828$826 , acc, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$26  = 0;
   wire [34:0] \$1 ;
   wire [4:0] \$10 ;
@@ -18244,8 +15564,8 @@ module \bchw_top.engine1.requant13 (rst, \port$8683$767 , acc, q, clk);
   wire clk;
   wire en;
   wire [17:0] mul;
-  input [58:0] \port$8683$767 ;
-  wire [58:0] \port$8683$767 ;
+  input [58:0] \port$7828$826 ;
+  wire [58:0] \port$7828$826 ;
   reg [34:0] prod = 35'h000000000;
   output [7:0] q;
   reg [7:0] q = 8'h00;
@@ -18256,7 +15576,7 @@ module \bchw_top.engine1.requant13 (rst, \port$8683$767 , acc, q, clk);
   reg [4:0] shift2 = 5'h00;
   wire [36:0] shifted;
   reg [36:0] total = 37'h0000000000;
-  assign \$1  = $signed(acc) * $signed(\port$8683$767 [17:0]);
+  assign \$1  = $signed(acc) * $signed(\port$7828$826 [17:0]);
   assign \$2  = $signed(prod) + $signed(bias1);
   assign \$3  = | shifted[36:8];
   assign \$4  = \$3  ? 37'h00000000ff : shifted;
@@ -18282,18 +15602,18 @@ module \bchw_top.engine1.requant13 (rst, \port$8683$767 , acc, q, clk);
     end
   end
   assign en = 1'h1;
-  assign mul = \port$8683$767 [17:0];
-  assign bias = \port$8683$767 [58:23];
-  assign shift = \port$8683$767 [22:18];
+  assign mul = \port$7828$826 [17:0];
+  assign bias = \port$7828$826 [58:23];
+  assign shift = \port$7828$826 [22:18];
   assign \$10  = shift1;
   assign \$9  = \$2 ;
-  assign \$8  = \port$8683$767 [22:18];
-  assign \$7  = \port$8683$767 [58:23];
+  assign \$8  = \port$7828$826 [22:18];
+  assign \$7  = \port$7828$826 [58:23];
   assign \$6  = \$1 ;
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine1.requant14 (rst, \port$8683$826 , acc, q, clk);
+module \bchw_top.engine1.requant15 (rst, \port$7828$885 , acc, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$27  = 0;
   wire [34:0] \$1 ;
   wire [4:0] \$10 ;
@@ -18314,8 +15634,8 @@ module \bchw_top.engine1.requant14 (rst, \port$8683$826 , acc, q, clk);
   wire clk;
   wire en;
   wire [17:0] mul;
-  input [58:0] \port$8683$826 ;
-  wire [58:0] \port$8683$826 ;
+  input [58:0] \port$7828$885 ;
+  wire [58:0] \port$7828$885 ;
   reg [34:0] prod = 35'h000000000;
   output [7:0] q;
   reg [7:0] q = 8'h00;
@@ -18326,7 +15646,7 @@ module \bchw_top.engine1.requant14 (rst, \port$8683$826 , acc, q, clk);
   reg [4:0] shift2 = 5'h00;
   wire [36:0] shifted;
   reg [36:0] total = 37'h0000000000;
-  assign \$1  = $signed(acc) * $signed(\port$8683$826 [17:0]);
+  assign \$1  = $signed(acc) * $signed(\port$7828$885 [17:0]);
   assign \$2  = $signed(prod) + $signed(bias1);
   assign \$3  = | shifted[36:8];
   assign \$4  = \$3  ? 37'h00000000ff : shifted;
@@ -18352,18 +15672,18 @@ module \bchw_top.engine1.requant14 (rst, \port$8683$826 , acc, q, clk);
     end
   end
   assign en = 1'h1;
-  assign mul = \port$8683$826 [17:0];
-  assign bias = \port$8683$826 [58:23];
-  assign shift = \port$8683$826 [22:18];
+  assign mul = \port$7828$885 [17:0];
+  assign bias = \port$7828$885 [58:23];
+  assign shift = \port$7828$885 [22:18];
   assign \$10  = shift1;
   assign \$9  = \$2 ;
-  assign \$8  = \port$8683$826 [22:18];
-  assign \$7  = \port$8683$826 [58:23];
+  assign \$8  = \port$7828$885 [22:18];
+  assign \$7  = \port$7828$885 [58:23];
   assign \$6  = \$1 ;
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine1.requant15 (rst, \port$8683$885 , acc, q, clk);
+module \bchw_top.engine1.requant2 (rst, \port$7828$118 , acc, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$28  = 0;
   wire [34:0] \$1 ;
   wire [4:0] \$10 ;
@@ -18384,8 +15704,8 @@ module \bchw_top.engine1.requant15 (rst, \port$8683$885 , acc, q, clk);
   wire clk;
   wire en;
   wire [17:0] mul;
-  input [58:0] \port$8683$885 ;
-  wire [58:0] \port$8683$885 ;
+  input [58:0] \port$7828$118 ;
+  wire [58:0] \port$7828$118 ;
   reg [34:0] prod = 35'h000000000;
   output [7:0] q;
   reg [7:0] q = 8'h00;
@@ -18396,7 +15716,7 @@ module \bchw_top.engine1.requant15 (rst, \port$8683$885 , acc, q, clk);
   reg [4:0] shift2 = 5'h00;
   wire [36:0] shifted;
   reg [36:0] total = 37'h0000000000;
-  assign \$1  = $signed(acc) * $signed(\port$8683$885 [17:0]);
+  assign \$1  = $signed(acc) * $signed(\port$7828$118 [17:0]);
   assign \$2  = $signed(prod) + $signed(bias1);
   assign \$3  = | shifted[36:8];
   assign \$4  = \$3  ? 37'h00000000ff : shifted;
@@ -18422,18 +15742,18 @@ module \bchw_top.engine1.requant15 (rst, \port$8683$885 , acc, q, clk);
     end
   end
   assign en = 1'h1;
-  assign mul = \port$8683$885 [17:0];
-  assign bias = \port$8683$885 [58:23];
-  assign shift = \port$8683$885 [22:18];
+  assign mul = \port$7828$118 [17:0];
+  assign bias = \port$7828$118 [58:23];
+  assign shift = \port$7828$118 [22:18];
   assign \$10  = shift1;
   assign \$9  = \$2 ;
-  assign \$8  = \port$8683$885 [22:18];
-  assign \$7  = \port$8683$885 [58:23];
+  assign \$8  = \port$7828$118 [22:18];
+  assign \$7  = \port$7828$118 [58:23];
   assign \$6  = \$1 ;
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine1.requant2 (rst, \port$8683$118 , acc, q, clk);
+module \bchw_top.engine1.requant3 (rst, \port$7828$177 , acc, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$29  = 0;
   wire [34:0] \$1 ;
   wire [4:0] \$10 ;
@@ -18454,8 +15774,8 @@ module \bchw_top.engine1.requant2 (rst, \port$8683$118 , acc, q, clk);
   wire clk;
   wire en;
   wire [17:0] mul;
-  input [58:0] \port$8683$118 ;
-  wire [58:0] \port$8683$118 ;
+  input [58:0] \port$7828$177 ;
+  wire [58:0] \port$7828$177 ;
   reg [34:0] prod = 35'h000000000;
   output [7:0] q;
   reg [7:0] q = 8'h00;
@@ -18466,7 +15786,7 @@ module \bchw_top.engine1.requant2 (rst, \port$8683$118 , acc, q, clk);
   reg [4:0] shift2 = 5'h00;
   wire [36:0] shifted;
   reg [36:0] total = 37'h0000000000;
-  assign \$1  = $signed(acc) * $signed(\port$8683$118 [17:0]);
+  assign \$1  = $signed(acc) * $signed(\port$7828$177 [17:0]);
   assign \$2  = $signed(prod) + $signed(bias1);
   assign \$3  = | shifted[36:8];
   assign \$4  = \$3  ? 37'h00000000ff : shifted;
@@ -18492,18 +15812,18 @@ module \bchw_top.engine1.requant2 (rst, \port$8683$118 , acc, q, clk);
     end
   end
   assign en = 1'h1;
-  assign mul = \port$8683$118 [17:0];
-  assign bias = \port$8683$118 [58:23];
-  assign shift = \port$8683$118 [22:18];
+  assign mul = \port$7828$177 [17:0];
+  assign bias = \port$7828$177 [58:23];
+  assign shift = \port$7828$177 [22:18];
   assign \$10  = shift1;
   assign \$9  = \$2 ;
-  assign \$8  = \port$8683$118 [22:18];
-  assign \$7  = \port$8683$118 [58:23];
+  assign \$8  = \port$7828$177 [22:18];
+  assign \$7  = \port$7828$177 [58:23];
   assign \$6  = \$1 ;
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine1.requant3 (rst, \port$8683$177 , acc, q, clk);
+module \bchw_top.engine1.requant4 (rst, \port$7828$236 , acc, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$30  = 0;
   wire [34:0] \$1 ;
   wire [4:0] \$10 ;
@@ -18524,8 +15844,8 @@ module \bchw_top.engine1.requant3 (rst, \port$8683$177 , acc, q, clk);
   wire clk;
   wire en;
   wire [17:0] mul;
-  input [58:0] \port$8683$177 ;
-  wire [58:0] \port$8683$177 ;
+  input [58:0] \port$7828$236 ;
+  wire [58:0] \port$7828$236 ;
   reg [34:0] prod = 35'h000000000;
   output [7:0] q;
   reg [7:0] q = 8'h00;
@@ -18536,7 +15856,7 @@ module \bchw_top.engine1.requant3 (rst, \port$8683$177 , acc, q, clk);
   reg [4:0] shift2 = 5'h00;
   wire [36:0] shifted;
   reg [36:0] total = 37'h0000000000;
-  assign \$1  = $signed(acc) * $signed(\port$8683$177 [17:0]);
+  assign \$1  = $signed(acc) * $signed(\port$7828$236 [17:0]);
   assign \$2  = $signed(prod) + $signed(bias1);
   assign \$3  = | shifted[36:8];
   assign \$4  = \$3  ? 37'h00000000ff : shifted;
@@ -18562,18 +15882,18 @@ module \bchw_top.engine1.requant3 (rst, \port$8683$177 , acc, q, clk);
     end
   end
   assign en = 1'h1;
-  assign mul = \port$8683$177 [17:0];
-  assign bias = \port$8683$177 [58:23];
-  assign shift = \port$8683$177 [22:18];
+  assign mul = \port$7828$236 [17:0];
+  assign bias = \port$7828$236 [58:23];
+  assign shift = \port$7828$236 [22:18];
   assign \$10  = shift1;
   assign \$9  = \$2 ;
-  assign \$8  = \port$8683$177 [22:18];
-  assign \$7  = \port$8683$177 [58:23];
+  assign \$8  = \port$7828$236 [22:18];
+  assign \$7  = \port$7828$236 [58:23];
   assign \$6  = \$1 ;
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine1.requant4 (rst, \port$8683$236 , acc, q, clk);
+module \bchw_top.engine1.requant5 (rst, \port$7828$295 , acc, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$31  = 0;
   wire [34:0] \$1 ;
   wire [4:0] \$10 ;
@@ -18594,8 +15914,8 @@ module \bchw_top.engine1.requant4 (rst, \port$8683$236 , acc, q, clk);
   wire clk;
   wire en;
   wire [17:0] mul;
-  input [58:0] \port$8683$236 ;
-  wire [58:0] \port$8683$236 ;
+  input [58:0] \port$7828$295 ;
+  wire [58:0] \port$7828$295 ;
   reg [34:0] prod = 35'h000000000;
   output [7:0] q;
   reg [7:0] q = 8'h00;
@@ -18606,7 +15926,7 @@ module \bchw_top.engine1.requant4 (rst, \port$8683$236 , acc, q, clk);
   reg [4:0] shift2 = 5'h00;
   wire [36:0] shifted;
   reg [36:0] total = 37'h0000000000;
-  assign \$1  = $signed(acc) * $signed(\port$8683$236 [17:0]);
+  assign \$1  = $signed(acc) * $signed(\port$7828$295 [17:0]);
   assign \$2  = $signed(prod) + $signed(bias1);
   assign \$3  = | shifted[36:8];
   assign \$4  = \$3  ? 37'h00000000ff : shifted;
@@ -18632,18 +15952,18 @@ module \bchw_top.engine1.requant4 (rst, \port$8683$236 , acc, q, clk);
     end
   end
   assign en = 1'h1;
-  assign mul = \port$8683$236 [17:0];
-  assign bias = \port$8683$236 [58:23];
-  assign shift = \port$8683$236 [22:18];
+  assign mul = \port$7828$295 [17:0];
+  assign bias = \port$7828$295 [58:23];
+  assign shift = \port$7828$295 [22:18];
   assign \$10  = shift1;
   assign \$9  = \$2 ;
-  assign \$8  = \port$8683$236 [22:18];
-  assign \$7  = \port$8683$236 [58:23];
+  assign \$8  = \port$7828$295 [22:18];
+  assign \$7  = \port$7828$295 [58:23];
   assign \$6  = \$1 ;
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine1.requant5 (rst, \port$8683$295 , acc, q, clk);
+module \bchw_top.engine1.requant6 (rst, \port$7828$354 , acc, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$32  = 0;
   wire [34:0] \$1 ;
   wire [4:0] \$10 ;
@@ -18664,8 +15984,8 @@ module \bchw_top.engine1.requant5 (rst, \port$8683$295 , acc, q, clk);
   wire clk;
   wire en;
   wire [17:0] mul;
-  input [58:0] \port$8683$295 ;
-  wire [58:0] \port$8683$295 ;
+  input [58:0] \port$7828$354 ;
+  wire [58:0] \port$7828$354 ;
   reg [34:0] prod = 35'h000000000;
   output [7:0] q;
   reg [7:0] q = 8'h00;
@@ -18676,7 +15996,7 @@ module \bchw_top.engine1.requant5 (rst, \port$8683$295 , acc, q, clk);
   reg [4:0] shift2 = 5'h00;
   wire [36:0] shifted;
   reg [36:0] total = 37'h0000000000;
-  assign \$1  = $signed(acc) * $signed(\port$8683$295 [17:0]);
+  assign \$1  = $signed(acc) * $signed(\port$7828$354 [17:0]);
   assign \$2  = $signed(prod) + $signed(bias1);
   assign \$3  = | shifted[36:8];
   assign \$4  = \$3  ? 37'h00000000ff : shifted;
@@ -18702,18 +16022,18 @@ module \bchw_top.engine1.requant5 (rst, \port$8683$295 , acc, q, clk);
     end
   end
   assign en = 1'h1;
-  assign mul = \port$8683$295 [17:0];
-  assign bias = \port$8683$295 [58:23];
-  assign shift = \port$8683$295 [22:18];
+  assign mul = \port$7828$354 [17:0];
+  assign bias = \port$7828$354 [58:23];
+  assign shift = \port$7828$354 [22:18];
   assign \$10  = shift1;
   assign \$9  = \$2 ;
-  assign \$8  = \port$8683$295 [22:18];
-  assign \$7  = \port$8683$295 [58:23];
+  assign \$8  = \port$7828$354 [22:18];
+  assign \$7  = \port$7828$354 [58:23];
   assign \$6  = \$1 ;
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine1.requant6 (rst, \port$8683$354 , acc, q, clk);
+module \bchw_top.engine1.requant7 (rst, \port$7828$413 , acc, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$33  = 0;
   wire [34:0] \$1 ;
   wire [4:0] \$10 ;
@@ -18734,8 +16054,8 @@ module \bchw_top.engine1.requant6 (rst, \port$8683$354 , acc, q, clk);
   wire clk;
   wire en;
   wire [17:0] mul;
-  input [58:0] \port$8683$354 ;
-  wire [58:0] \port$8683$354 ;
+  input [58:0] \port$7828$413 ;
+  wire [58:0] \port$7828$413 ;
   reg [34:0] prod = 35'h000000000;
   output [7:0] q;
   reg [7:0] q = 8'h00;
@@ -18746,7 +16066,7 @@ module \bchw_top.engine1.requant6 (rst, \port$8683$354 , acc, q, clk);
   reg [4:0] shift2 = 5'h00;
   wire [36:0] shifted;
   reg [36:0] total = 37'h0000000000;
-  assign \$1  = $signed(acc) * $signed(\port$8683$354 [17:0]);
+  assign \$1  = $signed(acc) * $signed(\port$7828$413 [17:0]);
   assign \$2  = $signed(prod) + $signed(bias1);
   assign \$3  = | shifted[36:8];
   assign \$4  = \$3  ? 37'h00000000ff : shifted;
@@ -18772,18 +16092,18 @@ module \bchw_top.engine1.requant6 (rst, \port$8683$354 , acc, q, clk);
     end
   end
   assign en = 1'h1;
-  assign mul = \port$8683$354 [17:0];
-  assign bias = \port$8683$354 [58:23];
-  assign shift = \port$8683$354 [22:18];
+  assign mul = \port$7828$413 [17:0];
+  assign bias = \port$7828$413 [58:23];
+  assign shift = \port$7828$413 [22:18];
   assign \$10  = shift1;
   assign \$9  = \$2 ;
-  assign \$8  = \port$8683$354 [22:18];
-  assign \$7  = \port$8683$354 [58:23];
+  assign \$8  = \port$7828$413 [22:18];
+  assign \$7  = \port$7828$413 [58:23];
   assign \$6  = \$1 ;
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine1.requant7 (rst, \port$8683$413 , acc, q, clk);
+module \bchw_top.engine1.requant8 (rst, \port$7828$472 , acc, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$34  = 0;
   wire [34:0] \$1 ;
   wire [4:0] \$10 ;
@@ -18804,8 +16124,8 @@ module \bchw_top.engine1.requant7 (rst, \port$8683$413 , acc, q, clk);
   wire clk;
   wire en;
   wire [17:0] mul;
-  input [58:0] \port$8683$413 ;
-  wire [58:0] \port$8683$413 ;
+  input [58:0] \port$7828$472 ;
+  wire [58:0] \port$7828$472 ;
   reg [34:0] prod = 35'h000000000;
   output [7:0] q;
   reg [7:0] q = 8'h00;
@@ -18816,7 +16136,7 @@ module \bchw_top.engine1.requant7 (rst, \port$8683$413 , acc, q, clk);
   reg [4:0] shift2 = 5'h00;
   wire [36:0] shifted;
   reg [36:0] total = 37'h0000000000;
-  assign \$1  = $signed(acc) * $signed(\port$8683$413 [17:0]);
+  assign \$1  = $signed(acc) * $signed(\port$7828$472 [17:0]);
   assign \$2  = $signed(prod) + $signed(bias1);
   assign \$3  = | shifted[36:8];
   assign \$4  = \$3  ? 37'h00000000ff : shifted;
@@ -18842,18 +16162,18 @@ module \bchw_top.engine1.requant7 (rst, \port$8683$413 , acc, q, clk);
     end
   end
   assign en = 1'h1;
-  assign mul = \port$8683$413 [17:0];
-  assign bias = \port$8683$413 [58:23];
-  assign shift = \port$8683$413 [22:18];
+  assign mul = \port$7828$472 [17:0];
+  assign bias = \port$7828$472 [58:23];
+  assign shift = \port$7828$472 [22:18];
   assign \$10  = shift1;
   assign \$9  = \$2 ;
-  assign \$8  = \port$8683$413 [22:18];
-  assign \$7  = \port$8683$413 [58:23];
+  assign \$8  = \port$7828$472 [22:18];
+  assign \$7  = \port$7828$472 [58:23];
   assign \$6  = \$1 ;
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine1.requant8 (rst, \port$8683$472 , acc, q, clk);
+module \bchw_top.engine1.requant9 (rst, \port$7828$531 , acc, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$35  = 0;
   wire [34:0] \$1 ;
   wire [4:0] \$10 ;
@@ -18874,8 +16194,8 @@ module \bchw_top.engine1.requant8 (rst, \port$8683$472 , acc, q, clk);
   wire clk;
   wire en;
   wire [17:0] mul;
-  input [58:0] \port$8683$472 ;
-  wire [58:0] \port$8683$472 ;
+  input [58:0] \port$7828$531 ;
+  wire [58:0] \port$7828$531 ;
   reg [34:0] prod = 35'h000000000;
   output [7:0] q;
   reg [7:0] q = 8'h00;
@@ -18886,7 +16206,7 @@ module \bchw_top.engine1.requant8 (rst, \port$8683$472 , acc, q, clk);
   reg [4:0] shift2 = 5'h00;
   wire [36:0] shifted;
   reg [36:0] total = 37'h0000000000;
-  assign \$1  = $signed(acc) * $signed(\port$8683$472 [17:0]);
+  assign \$1  = $signed(acc) * $signed(\port$7828$531 [17:0]);
   assign \$2  = $signed(prod) + $signed(bias1);
   assign \$3  = | shifted[36:8];
   assign \$4  = \$3  ? 37'h00000000ff : shifted;
@@ -18912,83 +16232,13 @@ module \bchw_top.engine1.requant8 (rst, \port$8683$472 , acc, q, clk);
     end
   end
   assign en = 1'h1;
-  assign mul = \port$8683$472 [17:0];
-  assign bias = \port$8683$472 [58:23];
-  assign shift = \port$8683$472 [22:18];
+  assign mul = \port$7828$531 [17:0];
+  assign bias = \port$7828$531 [58:23];
+  assign shift = \port$7828$531 [22:18];
   assign \$10  = shift1;
   assign \$9  = \$2 ;
-  assign \$8  = \port$8683$472 [22:18];
-  assign \$7  = \port$8683$472 [58:23];
-  assign \$6  = \$1 ;
-endmodule
-
-(* generator = "Amaranth" *)
-module \bchw_top.engine1.requant9 (rst, \port$8683$531 , acc, q, clk);
-  reg \$auto$verilog_backend.cc:2355:dump_module$36  = 0;
-  wire [34:0] \$1 ;
-  wire [4:0] \$10 ;
-  reg [7:0] \$11 ;
-  wire [36:0] \$2 ;
-  wire \$3 ;
-  wire [36:0] \$4 ;
-  wire [36:0] \$5 ;
-  wire [34:0] \$6 ;
-  wire [35:0] \$7 ;
-  wire [4:0] \$8 ;
-  wire [36:0] \$9 ;
-  input [16:0] acc;
-  wire [16:0] acc;
-  wire [35:0] bias;
-  reg [35:0] bias1 = 36'h000000000;
-  input clk;
-  wire clk;
-  wire en;
-  wire [17:0] mul;
-  input [58:0] \port$8683$531 ;
-  wire [58:0] \port$8683$531 ;
-  reg [34:0] prod = 35'h000000000;
-  output [7:0] q;
-  reg [7:0] q = 8'h00;
-  input rst;
-  wire rst;
-  wire [4:0] shift;
-  reg [4:0] shift1 = 5'h00;
-  reg [4:0] shift2 = 5'h00;
-  wire [36:0] shifted;
-  reg [36:0] total = 37'h0000000000;
-  assign \$1  = $signed(acc) * $signed(\port$8683$531 [17:0]);
-  assign \$2  = $signed(prod) + $signed(bias1);
-  assign \$3  = | shifted[36:8];
-  assign \$4  = \$3  ? 37'h00000000ff : shifted;
-  assign \$5  = shifted[36] ? 37'h0000000000 : \$4 ;
-  assign shifted = $signed(total) >>> shift2;
-  always @(posedge clk)
-    prod <= \$6 ;
-  always @(posedge clk)
-    bias1 <= \$7 ;
-  always @(posedge clk)
-    shift1 <= \$8 ;
-  always @(posedge clk)
-    total <= \$9 ;
-  always @(posedge clk)
-    shift2 <= \$10 ;
-  always @(posedge clk)
-    q <= \$11 ;
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
-    \$11  = \$5 [7:0];
-    if (rst) begin
-      \$11  = 8'h00;
-    end
-  end
-  assign en = 1'h1;
-  assign mul = \port$8683$531 [17:0];
-  assign bias = \port$8683$531 [58:23];
-  assign shift = \port$8683$531 [22:18];
-  assign \$10  = shift1;
-  assign \$9  = \$2 ;
-  assign \$8  = \port$8683$531 [22:18];
-  assign \$7  = \port$8683$531 [58:23];
+  assign \$8  = \port$7828$531 [22:18];
+  assign \$7  = \port$7828$531 [58:23];
   assign \$6  = \$1 ;
 endmodule
 
@@ -23288,8 +20538,8 @@ module \bchw_top.engine1.weights (data, addr, clk);
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine2 (rst, s__valid, pay, s__ready, m__valid, m__payload, m__ready, clk);
-  reg \$auto$verilog_backend.cc:2355:dump_module$37  = 0;
+module \bchw_top.engine2 (rst, s__valid, pay, ready, m__valid, m__payload, m__ready, clk);
+  reg \$auto$verilog_backend.cc:2355:dump_module$36  = 0;
   wire \$1 ;
   wire [8:0] \$10 ;
   wire \$100 ;
@@ -24016,14 +21266,14 @@ module \bchw_top.engine2 (rst, s__valid, pay, s__ready, m__valid, m__payload, m_
   reg qvalid_copy8 = 1'h0;
   (* keep = 32'd1 *)
   reg qvalid_copy9 = 1'h0;
-  (* init = 1'h1 *)
-  wire ready;
+  output ready;
+  reg ready = 1'h1;
   wire ready_next;
   input rst;
   wire rst;
   wire [2047:0] s__payload;
-  output s__ready;
-  reg s__ready = 1'h1;
+  (* init = 1'h1 *)
+  wire s__ready;
   input s__valid;
   wire s__valid;
   reg [3:0] sfc = 4'h0;
@@ -24228,17 +21478,17 @@ module \bchw_top.engine2 (rst, s__valid, pay, s__ready, m__valid, m__payload, m_
     credit_back_d0 <= \$451 ;
   always @(posedge clk)
     credit_back <= \$452 ;
-  assign \$1  = s__valid & s__ready;
+  assign \$1  = s__valid & ready;
   assign \$2  = ~ last_step;
   assign \$3  = busy & \$2 ;
   assign \$4  = \$1  ? 1'h1 : \$3 ;
-  assign \$5  = s__valid & s__ready;
+  assign \$5  = s__valid & ready;
   assign \$6  = ~ last_step;
   assign \$7  = issue & \$6 ;
   assign \$8  = addr + 1'h1;
   assign \$9  = \$7  ? \$8  : { 1'h0, addr };
   assign \$10  = \$5  ? 9'h000 : \$9 ;
-  assign \$12  = s__valid & s__ready;
+  assign \$12  = s__valid & ready;
   assign \$13  = ~ last_step;
   assign \$14  = issue & \$13 ;
   assign \$15  = sfc == 4'hf;
@@ -24249,7 +21499,7 @@ module \bchw_top.engine2 (rst, s__valid, pay, s__ready, m__valid, m__payload, m_
   assign \$20  = sfc + 1'h1;
   assign \$21  = \$19  ? \$20  : { 1'h0, sfc };
   assign \$22  = \$17  ? 5'h00 : \$21 ;
-  assign \$24  = s__valid & s__ready;
+  assign \$24  = s__valid & ready;
   assign \$25  = ~ last_step;
   assign \$26  = issue & \$25 ;
   assign \$27  = sfc == 4'hf;
@@ -24257,14 +21507,14 @@ module \bchw_top.engine2 (rst, s__valid, pay, s__ready, m__valid, m__payload, m_
   assign \$29  = nfc + 1'h1;
   assign \$30  = \$28  ? \$29  : { 1'h0, nfc };
   assign \$31  = \$24  ? 5'h00 : \$30 ;
-  assign \$33  = s__valid & s__ready;
+  assign \$33  = s__valid & ready;
   assign \$34  = addr == 8'hfe;
   assign \$35  = issue ? \$34  : last_step;
   assign \$36  = last_step ? 1'h0 : \$35 ;
   assign \$37  = \$33  ? 1'h0 : \$36 ;
-  assign \$38  = s__valid & s__ready;
+  assign \$38  = s__valid & ready;
   assign \$39  = addr == 8'hfe;
-  assign \$40  = issue ? \$39  : s__ready;
+  assign \$40  = issue ? \$39  : ready;
   assign \$41  = last_step ? 1'h1 : \$40 ;
   assign \$42  = \$38  ? 1'h0 : \$41 ;
   assign \$43  = credits + credit_back;
@@ -24559,7 +21809,7 @@ module \bchw_top.engine2 (rst, s__valid, pay, s__ready, m__valid, m__payload, m_
   always @(posedge clk)
     last_step <= \$326 ;
   always @(posedge clk)
-    s__ready <= \$327 ;
+    ready <= \$327 ;
   always @(posedge clk)
     credits <= \$328 ;
   always @(posedge clk)
@@ -24774,112 +22024,112 @@ module \bchw_top.engine2 (rst, s__valid, pay, s__ready, m__valid, m__payload, m_
   \bchw_top.engine2.requant0  requant0 (
     .acc(acc),
     .clk(clk),
-    .\port$10163$0 (params_d0[58:0]),
+    .\port$9308$0 (params_d0[58:0]),
     .q(q),
     .rst(rst)
   );
   \bchw_top.engine2.requant1  requant1 (
     .acc(\acc$84 ),
     .clk(clk),
-    .\port$10163$59 (params_d0[117:59]),
+    .\port$9308$59 (params_d0[117:59]),
     .q(\q$185 ),
     .rst(rst)
   );
   \bchw_top.engine2.requant10  requant10 (
     .acc(\acc$138 ),
     .clk(clk),
-    .\port$10163$590 (params_d0[648:590]),
+    .\port$9308$590 (params_d0[648:590]),
     .q(\q$194 ),
     .rst(rst)
   );
   \bchw_top.engine2.requant11  requant11 (
     .acc(\acc$144 ),
     .clk(clk),
-    .\port$10163$649 (params_d0[707:649]),
+    .\port$9308$649 (params_d0[707:649]),
     .q(\q$195 ),
     .rst(rst)
   );
   \bchw_top.engine2.requant12  requant12 (
     .acc(\acc$150 ),
     .clk(clk),
-    .\port$10163$708 (params_d0[766:708]),
+    .\port$9308$708 (params_d0[766:708]),
     .q(\q$196 ),
     .rst(rst)
   );
   \bchw_top.engine2.requant13  requant13 (
     .acc(\acc$156 ),
     .clk(clk),
-    .\port$10163$767 (params_d0[825:767]),
+    .\port$9308$767 (params_d0[825:767]),
     .q(\q$197 ),
     .rst(rst)
   );
   \bchw_top.engine2.requant14  requant14 (
     .acc(\acc$162 ),
     .clk(clk),
-    .\port$10163$826 (params_d0[884:826]),
+    .\port$9308$826 (params_d0[884:826]),
     .q(\q$198 ),
     .rst(rst)
   );
   \bchw_top.engine2.requant15  requant15 (
     .acc(\acc$168 ),
     .clk(clk),
-    .\port$10163$885 (params_d0[943:885]),
+    .\port$9308$885 (params_d0[943:885]),
     .q(\q$199 ),
     .rst(rst)
   );
   \bchw_top.engine2.requant2  requant2 (
     .acc(\acc$90 ),
     .clk(clk),
-    .\port$10163$118 (params_d0[176:118]),
+    .\port$9308$118 (params_d0[176:118]),
     .q(\q$186 ),
     .rst(rst)
   );
   \bchw_top.engine2.requant3  requant3 (
     .acc(\acc$96 ),
     .clk(clk),
-    .\port$10163$177 (params_d0[235:177]),
+    .\port$9308$177 (params_d0[235:177]),
     .q(\q$187 ),
     .rst(rst)
   );
   \bchw_top.engine2.requant4  requant4 (
     .acc(\acc$102 ),
     .clk(clk),
-    .\port$10163$236 (params_d0[294:236]),
+    .\port$9308$236 (params_d0[294:236]),
     .q(\q$188 ),
     .rst(rst)
   );
   \bchw_top.engine2.requant5  requant5 (
     .acc(\acc$108 ),
     .clk(clk),
-    .\port$10163$295 (params_d0[353:295]),
+    .\port$9308$295 (params_d0[353:295]),
     .q(\q$189 ),
     .rst(rst)
   );
   \bchw_top.engine2.requant6  requant6 (
     .acc(\acc$114 ),
     .clk(clk),
-    .\port$10163$354 (params_d0[412:354]),
+    .\port$9308$354 (params_d0[412:354]),
     .q(\q$190 ),
     .rst(rst)
   );
   \bchw_top.engine2.requant7  requant7 (
     .acc(\acc$120 ),
     .clk(clk),
-    .\port$10163$413 (params_d0[471:413]),
+    .\port$9308$413 (params_d0[471:413]),
     .q(\q$191 ),
     .rst(rst)
   );
   \bchw_top.engine2.requant8  requant8 (
     .acc(\acc$126 ),
     .clk(clk),
-    .\port$10163$472 (params_d0[530:472]),
+    .\port$9308$472 (params_d0[530:472]),
     .q(\q$192 ),
     .rst(rst)
   );
   \bchw_top.engine2.requant9  requant9 (
     .acc(\acc$132 ),
     .clk(clk),
-    .\port$10163$531 (params_d0[589:531]),
+    .\port$9308$531 (params_d0[589:531]),
     .q(\q$193 ),
     .rst(rst)
   );
@@ -25001,133 +22251,133 @@ module \bchw_top.engine2 (rst, s__valid, pay, s__ready, m__valid, m__payload, m_
     .data(data)
   );
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$37 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
     \$432  = qv_d1;
     if (rst) begin
       \$432  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$37 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
     \$433  = valid_next;
     if (rst) begin
       \$433  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$37 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
     \$434  = valid_next;
     if (rst) begin
       \$434  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$37 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
     \$435  = valid_next;
     if (rst) begin
       \$435  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$37 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
     \$436  = valid_next;
     if (rst) begin
       \$436  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$37 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
     \$437  = valid_next;
     if (rst) begin
       \$437  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$37 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
     \$438  = valid_next;
     if (rst) begin
       \$438  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$37 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
     \$439  = valid_next;
     if (rst) begin
       \$439  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$37 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
     \$440  = valid_next;
     if (rst) begin
       \$440  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$37 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
     \$441  = valid_next;
     if (rst) begin
       \$441  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$37 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
     \$442  = valid_next;
     if (rst) begin
       \$442  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$37 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
     \$443  = valid_next;
     if (rst) begin
       \$443  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$37 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
     \$444  = valid_next;
     if (rst) begin
       \$444  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$37 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
     \$445  = valid_next;
     if (rst) begin
       \$445  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$37 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
     \$446  = valid_next;
     if (rst) begin
       \$446  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$37 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
     \$447  = valid_next;
     if (rst) begin
       \$447  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$37 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
     \$448  = valid_next;
     if (rst) begin
       \$448  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$37 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
     \$449  = valid_next;
     if (rst) begin
       \$449  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$37 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
     \$450  = m__payload;
     if (\$229 ) begin
       \$450 [127:0] = m__payload[255:128];
@@ -25179,301 +22429,301 @@ module \bchw_top.engine2 (rst, s__valid, pay, s__ready, m__valid, m__payload, m_
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$37 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
     \$451  = enter;
     if (rst) begin
       \$451  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$37 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
     \$452  = credit_back_d0;
     if (rst) begin
       \$452  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$37 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
     \$322  = busy_next;
     if (rst) begin
       \$322  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$37 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
     \$323  = \$11 [7:0];
     if (rst) begin
       \$323  = 8'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$37 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
     \$324  = \$23 [3:0];
     if (rst) begin
       \$324  = 4'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$37 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
     \$325  = \$32 [3:0];
     if (rst) begin
       \$325  = 4'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$37 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
     \$326  = last_step_next;
     if (rst) begin
       \$326  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$37 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
     \$327  = ready_next;
     if (rst) begin
       \$327  = 1'h1;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$37 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
     \$328  = \$47 [1:0];
     if (rst) begin
       \$328  = 2'h2;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$37 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
     \$329  = issue_next;
     if (rst) begin
       \$329  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$37 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
     \$330  = \$71 ;
     if (rst) begin
       \$330  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$37 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
     \$331  = \$73 ;
     if (rst) begin
       \$331  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$37 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
     \$332  = \$75 ;
     if (rst) begin
       \$332  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$37 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
     \$333  = \$77 ;
     if (rst) begin
       \$333  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$37 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
     \$334  = \$79 ;
     if (rst) begin
       \$334  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$37 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
     \$335  = \$81 ;
     if (rst) begin
       \$335  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$37 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
     \$336  = \$83 ;
     if (rst) begin
       \$336  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$37 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
     \$337  = \$85 ;
     if (rst) begin
       \$337  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$37 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
     \$338  = \$87 ;
     if (rst) begin
       \$338  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$37 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
     \$339  = \$89 ;
     if (rst) begin
       \$339  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$37 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
     \$340  = \$91 ;
     if (rst) begin
       \$340  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$37 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
     \$341  = \$93 ;
     if (rst) begin
       \$341  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$37 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
     \$342  = \$95 ;
     if (rst) begin
       \$342  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$37 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
     \$343  = \$97 ;
     if (rst) begin
       \$343  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$37 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
     \$344  = \$99 ;
     if (rst) begin
       \$344  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$37 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
     \$345  = \$101 ;
     if (rst) begin
       \$345  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$37 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
     \$346  = ready_next;
     if (rst) begin
       \$346  = 1'h1;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$37 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
     \$347  = ready_next;
     if (rst) begin
       \$347  = 1'h1;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$37 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
     \$348  = ready_next;
     if (rst) begin
       \$348  = 1'h1;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$37 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
     \$349  = ready_next;
     if (rst) begin
       \$349  = 1'h1;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$37 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
     \$350  = ready_next;
     if (rst) begin
       \$350  = 1'h1;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$37 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
     \$351  = ready_next;
     if (rst) begin
       \$351  = 1'h1;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$37 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
     \$352  = ready_next;
     if (rst) begin
       \$352  = 1'h1;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$37 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
     \$353  = ready_next;
     if (rst) begin
       \$353  = 1'h1;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$37 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
     \$354  = ready_next;
     if (rst) begin
       \$354  = 1'h1;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$37 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
     \$355  = ready_next;
     if (rst) begin
       \$355  = 1'h1;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$37 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
     \$356  = ready_next;
     if (rst) begin
       \$356  = 1'h1;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$37 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
     \$357  = ready_next;
     if (rst) begin
       \$357  = 1'h1;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$37 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
     \$358  = ready_next;
     if (rst) begin
       \$358  = 1'h1;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$37 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
     \$359  = ready_next;
     if (rst) begin
       \$359  = 1'h1;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$37 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
     \$360  = ready_next;
     if (rst) begin
       \$360  = 1'h1;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$37 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
     \$361  = ready_next;
     if (rst) begin
       \$361  = 1'h1;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$37 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
     \$362  = xbuf;
     if (\$103 ) begin
       \$362 [127:0] = \$104 ;
@@ -25525,224 +22775,224 @@ module \bchw_top.engine2 (rst, s__valid, pay, s__ready, m__valid, m__payload, m_
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$37 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
     \$366  = { nfc, last_step, \$151 , \$150 , issue };
     if (rst) begin
       \$366  = 8'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$37 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
     \$367  = f1_d0;
     if (rst) begin
       \$367  = 8'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$37 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
     \$368  = f1_d1;
     if (rst) begin
       \$368  = 8'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$37 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
     \$369  = fp_d0;
     if (rst) begin
       \$369  = 8'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$37 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
     \$370  = fp_d1;
     if (rst) begin
       \$370  = 8'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$37 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
     \$371  = fp_d2;
     if (rst) begin
       \$371  = 8'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$37 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
     \$372  = fp_d3;
     if (rst) begin
       \$372  = 8'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$37 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
     \$374  = \$152 ;
     if (rst) begin
       \$374  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$37 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
     \$375  = \$153 ;
     if (rst) begin
       \$375  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$37 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
     \$376  = acc;
     if (ft_d0[0]) begin
       \$376  = \$155 [16:0];
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$37 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
     \$377  = \acc$84 ;
     if (ft_d0[0]) begin
       \$377  = \$157 [16:0];
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$37 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
     \$378  = \acc$90 ;
     if (ft_d0[0]) begin
       \$378  = \$159 [16:0];
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$37 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
     \$379  = \acc$96 ;
     if (ft_d0[0]) begin
       \$379  = \$161 [16:0];
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$37 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
     \$380  = \acc$102 ;
     if (ft_d0[0]) begin
       \$380  = \$163 [16:0];
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$37 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
     \$381  = \acc$108 ;
     if (ft_d0[0]) begin
       \$381  = \$165 [16:0];
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$37 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
     \$382  = \acc$114 ;
     if (ft_d0[0]) begin
       \$382  = \$167 [16:0];
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$37 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
     \$383  = \acc$120 ;
     if (ft_d0[0]) begin
       \$383  = \$169 [16:0];
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$37 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
     \$384  = \acc$126 ;
     if (ft_d0[0]) begin
       \$384  = \$171 [16:0];
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$37 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
     \$385  = \acc$132 ;
     if (ft_d0[0]) begin
       \$385  = \$173 [16:0];
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$37 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
     \$386  = \acc$138 ;
     if (ft_d0[0]) begin
       \$386  = \$175 [16:0];
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$37 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
     \$387  = \acc$144 ;
     if (ft_d0[0]) begin
       \$387  = \$177 [16:0];
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$37 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
     \$388  = \acc$150 ;
     if (ft_d0[0]) begin
       \$388  = \$179 [16:0];
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$37 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
     \$389  = \acc$156 ;
     if (ft_d0[0]) begin
       \$389  = \$181 [16:0];
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$37 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
     \$390  = \acc$162 ;
     if (ft_d0[0]) begin
       \$390  = \$183 [16:0];
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$37 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
     \$391  = \acc$168 ;
     if (ft_d0[0]) begin
       \$391  = \$185 [16:0];
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$37 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
     \$392  = acc_valid;
     if (rst) begin
       \$392  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$37 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
     \$393  = qv_d0;
     if (rst) begin
       \$393  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$37 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
     \$394  = acc_end;
     if (rst) begin
       \$394  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$37 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
     \$395  = qe_d0;
     if (rst) begin
       \$395  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$37 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
     \$396  = qv_d1;
     if (rst) begin
       \$396  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$37 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
     \$397  = qe_d1;
     if (rst) begin
       \$397  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$37 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
     \$398  = skid0;
     if (\$195 ) begin
       \$398  = { qe_last_d0, \q$199 , \q$198 , \q$197 , \q$196 , \q$195 , \q$194 , \q$193 , \q$192 , \q$191 , \q$190 , \q$189 , \q$188 , \q$187 , \q$186 , \q$185 , q };
@@ -25751,7 +23001,7 @@ module \bchw_top.engine2 (rst, s__valid, pay, s__ready, m__valid, m__payload, m_
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$37 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
     \$399  = skid1;
     if (\$207 ) begin
       \$399  = { qe_last_d0, \q$199 , \q$198 , \q$197 , \q$196 , \q$195 , \q$194 , \q$193 , \q$192 , \q$191 , \q$190 , \q$189 , \q$188 , \q$187 , \q$186 , \q$185 , q };
@@ -25760,236 +23010,236 @@ module \bchw_top.engine2 (rst, s__valid, pay, s__ready, m__valid, m__payload, m_
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$37 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
     \$400  = \$64 [1:0];
     if (rst) begin
       \$400  = 2'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$37 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
     \$401  = \$210 ;
     if (rst) begin
       \$401  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$37 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
     \$402  = \$211 ;
     if (rst) begin
       \$402  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$37 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
     \$403  = \$212 ;
     if (rst) begin
       \$403  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$37 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
     \$404  = \$213 ;
     if (rst) begin
       \$404  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$37 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
     \$405  = \$214 ;
     if (rst) begin
       \$405  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$37 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
     \$406  = \$215 ;
     if (rst) begin
       \$406  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$37 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
     \$407  = \$216 ;
     if (rst) begin
       \$407  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$37 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
     \$408  = \$217 ;
     if (rst) begin
       \$408  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$37 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
     \$409  = \$218 ;
     if (rst) begin
       \$409  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$37 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
     \$410  = \$219 ;
     if (rst) begin
       \$410  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$37 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
     \$411  = \$220 ;
     if (rst) begin
       \$411  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$37 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
     \$412  = \$221 ;
     if (rst) begin
       \$412  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$37 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
     \$413  = \$222 ;
     if (rst) begin
       \$413  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$37 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
     \$414  = \$223 ;
     if (rst) begin
       \$414  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$37 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
     \$415  = \$224 ;
     if (rst) begin
       \$415  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$37 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
     \$416  = \$225 ;
     if (rst) begin
       \$416  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$37 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
     \$417  = qv_d1;
     if (rst) begin
       \$417  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$37 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
     \$418  = qv_d1;
     if (rst) begin
       \$418  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$37 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
     \$419  = qv_d1;
     if (rst) begin
       \$419  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$37 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
     \$420  = qv_d1;
     if (rst) begin
       \$420  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$37 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
     \$421  = qv_d1;
     if (rst) begin
       \$421  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$37 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
     \$422  = qv_d1;
     if (rst) begin
       \$422  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$37 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
     \$423  = qv_d1;
     if (rst) begin
       \$423  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$37 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
     \$424  = qv_d1;
     if (rst) begin
       \$424  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$37 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
     \$425  = qv_d1;
     if (rst) begin
       \$425  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$37 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
     \$426  = qv_d1;
     if (rst) begin
       \$426  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$37 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
     \$427  = qv_d1;
     if (rst) begin
       \$427  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$37 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
     \$428  = qv_d1;
     if (rst) begin
       \$428  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$37 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
     \$429  = qv_d1;
     if (rst) begin
       \$429  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$37 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
     \$430  = qv_d1;
     if (rst) begin
       \$430  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$37 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
     \$431  = qv_d1;
     if (rst) begin
       \$431  = 1'h0;
     end
   end
-  assign ready = s__ready;
   assign en = 1'h1;
   assign step = addr;
   assign step_next = \$11 [7:0];
   assign sfc_next = \$23 [3:0];
   assign nfc_next = \$32 [3:0];
   assign credits_next = \$47 [1:0];
+  assign s__ready = ready;
   assign s__payload = pay;
   assign \en$23  = 1'h1;
   assign x_d1 = x;
@@ -26162,7 +23412,77 @@ module \bchw_top.engine2.params (data, addr, clk);
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine2.requant0 (rst, \port$10163$0 , acc, q, clk);
+module \bchw_top.engine2.requant0 (rst, \port$9308$0 , acc, q, clk);
+  reg \$auto$verilog_backend.cc:2355:dump_module$37  = 0;
+  wire [34:0] \$1 ;
+  wire [4:0] \$10 ;
+  reg [7:0] \$11 ;
+  wire [36:0] \$2 ;
+  wire \$3 ;
+  wire [36:0] \$4 ;
+  wire [36:0] \$5 ;
+  wire [34:0] \$6 ;
+  wire [35:0] \$7 ;
+  wire [4:0] \$8 ;
+  wire [36:0] \$9 ;
+  input [16:0] acc;
+  wire [16:0] acc;
+  wire [35:0] bias;
+  reg [35:0] bias1 = 36'h000000000;
+  input clk;
+  wire clk;
+  wire en;
+  wire [17:0] mul;
+  input [58:0] \port$9308$0 ;
+  wire [58:0] \port$9308$0 ;
+  reg [34:0] prod = 35'h000000000;
+  output [7:0] q;
+  reg [7:0] q = 8'h00;
+  input rst;
+  wire rst;
+  wire [4:0] shift;
+  reg [4:0] shift1 = 5'h00;
+  reg [4:0] shift2 = 5'h00;
+  wire [36:0] shifted;
+  reg [36:0] total = 37'h0000000000;
+  assign \$1  = $signed(acc) * $signed(\port$9308$0 [17:0]);
+  assign \$2  = $signed(prod) + $signed(bias1);
+  assign \$3  = | shifted[36:8];
+  assign \$4  = \$3  ? 37'h00000000ff : shifted;
+  assign \$5  = shifted[36] ? 37'h0000000000 : \$4 ;
+  assign shifted = $signed(total) >>> shift2;
+  always @(posedge clk)
+    prod <= \$6 ;
+  always @(posedge clk)
+    bias1 <= \$7 ;
+  always @(posedge clk)
+    shift1 <= \$8 ;
+  always @(posedge clk)
+    total <= \$9 ;
+  always @(posedge clk)
+    shift2 <= \$10 ;
+  always @(posedge clk)
+    q <= \$11 ;
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$37 ) begin end
+    \$11  = \$5 [7:0];
+    if (rst) begin
+      \$11  = 8'h00;
+    end
+  end
+  assign en = 1'h1;
+  assign mul = \port$9308$0 [17:0];
+  assign bias = \port$9308$0 [58:23];
+  assign shift = \port$9308$0 [22:18];
+  assign \$10  = shift1;
+  assign \$9  = \$2 ;
+  assign \$8  = \port$9308$0 [22:18];
+  assign \$7  = \port$9308$0 [58:23];
+  assign \$6  = \$1 ;
+endmodule
+
+(* generator = "Amaranth" *)
+module \bchw_top.engine2.requant1 (rst, \port$9308$59 , acc, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$38  = 0;
   wire [34:0] \$1 ;
   wire [4:0] \$10 ;
@@ -26183,8 +23503,8 @@ module \bchw_top.engine2.requant0 (rst, \port$10163$0 , acc, q, clk);
   wire clk;
   wire en;
   wire [17:0] mul;
-  input [58:0] \port$10163$0 ;
-  wire [58:0] \port$10163$0 ;
+  input [58:0] \port$9308$59 ;
+  wire [58:0] \port$9308$59 ;
   reg [34:0] prod = 35'h000000000;
   output [7:0] q;
   reg [7:0] q = 8'h00;
@@ -26195,7 +23515,7 @@ module \bchw_top.engine2.requant0 (rst, \port$10163$0 , acc, q, clk);
   reg [4:0] shift2 = 5'h00;
   wire [36:0] shifted;
   reg [36:0] total = 37'h0000000000;
-  assign \$1  = $signed(acc) * $signed(\port$10163$0 [17:0]);
+  assign \$1  = $signed(acc) * $signed(\port$9308$59 [17:0]);
   assign \$2  = $signed(prod) + $signed(bias1);
   assign \$3  = | shifted[36:8];
   assign \$4  = \$3  ? 37'h00000000ff : shifted;
@@ -26221,18 +23541,18 @@ module \bchw_top.engine2.requant0 (rst, \port$10163$0 , acc, q, clk);
     end
   end
   assign en = 1'h1;
-  assign mul = \port$10163$0 [17:0];
-  assign bias = \port$10163$0 [58:23];
-  assign shift = \port$10163$0 [22:18];
+  assign mul = \port$9308$59 [17:0];
+  assign bias = \port$9308$59 [58:23];
+  assign shift = \port$9308$59 [22:18];
   assign \$10  = shift1;
   assign \$9  = \$2 ;
-  assign \$8  = \port$10163$0 [22:18];
-  assign \$7  = \port$10163$0 [58:23];
+  assign \$8  = \port$9308$59 [22:18];
+  assign \$7  = \port$9308$59 [58:23];
   assign \$6  = \$1 ;
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine2.requant1 (rst, \port$10163$59 , acc, q, clk);
+module \bchw_top.engine2.requant10 (rst, \port$9308$590 , acc, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$39  = 0;
   wire [34:0] \$1 ;
   wire [4:0] \$10 ;
@@ -26253,8 +23573,8 @@ module \bchw_top.engine2.requant1 (rst, \port$10163$59 , acc, q, clk);
   wire clk;
   wire en;
   wire [17:0] mul;
-  input [58:0] \port$10163$59 ;
-  wire [58:0] \port$10163$59 ;
+  input [58:0] \port$9308$590 ;
+  wire [58:0] \port$9308$590 ;
   reg [34:0] prod = 35'h000000000;
   output [7:0] q;
   reg [7:0] q = 8'h00;
@@ -26265,7 +23585,7 @@ module \bchw_top.engine2.requant1 (rst, \port$10163$59 , acc, q, clk);
   reg [4:0] shift2 = 5'h00;
   wire [36:0] shifted;
   reg [36:0] total = 37'h0000000000;
-  assign \$1  = $signed(acc) * $signed(\port$10163$59 [17:0]);
+  assign \$1  = $signed(acc) * $signed(\port$9308$590 [17:0]);
   assign \$2  = $signed(prod) + $signed(bias1);
   assign \$3  = | shifted[36:8];
   assign \$4  = \$3  ? 37'h00000000ff : shifted;
@@ -26291,18 +23611,18 @@ module \bchw_top.engine2.requant1 (rst, \port$10163$59 , acc, q, clk);
     end
   end
   assign en = 1'h1;
-  assign mul = \port$10163$59 [17:0];
-  assign bias = \port$10163$59 [58:23];
-  assign shift = \port$10163$59 [22:18];
+  assign mul = \port$9308$590 [17:0];
+  assign bias = \port$9308$590 [58:23];
+  assign shift = \port$9308$590 [22:18];
   assign \$10  = shift1;
   assign \$9  = \$2 ;
-  assign \$8  = \port$10163$59 [22:18];
-  assign \$7  = \port$10163$59 [58:23];
+  assign \$8  = \port$9308$590 [22:18];
+  assign \$7  = \port$9308$590 [58:23];
   assign \$6  = \$1 ;
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine2.requant10 (rst, \port$10163$590 , acc, q, clk);
+module \bchw_top.engine2.requant11 (rst, \port$9308$649 , acc, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$40  = 0;
   wire [34:0] \$1 ;
   wire [4:0] \$10 ;
@@ -26323,8 +23643,8 @@ module \bchw_top.engine2.requant10 (rst, \port$10163$590 , acc, q, clk);
   wire clk;
   wire en;
   wire [17:0] mul;
-  input [58:0] \port$10163$590 ;
-  wire [58:0] \port$10163$590 ;
+  input [58:0] \port$9308$649 ;
+  wire [58:0] \port$9308$649 ;
   reg [34:0] prod = 35'h000000000;
   output [7:0] q;
   reg [7:0] q = 8'h00;
@@ -26335,7 +23655,7 @@ module \bchw_top.engine2.requant10 (rst, \port$10163$590 , acc, q, clk);
   reg [4:0] shift2 = 5'h00;
   wire [36:0] shifted;
   reg [36:0] total = 37'h0000000000;
-  assign \$1  = $signed(acc) * $signed(\port$10163$590 [17:0]);
+  assign \$1  = $signed(acc) * $signed(\port$9308$649 [17:0]);
   assign \$2  = $signed(prod) + $signed(bias1);
   assign \$3  = | shifted[36:8];
   assign \$4  = \$3  ? 37'h00000000ff : shifted;
@@ -26361,18 +23681,18 @@ module \bchw_top.engine2.requant10 (rst, \port$10163$590 , acc, q, clk);
     end
   end
   assign en = 1'h1;
-  assign mul = \port$10163$590 [17:0];
-  assign bias = \port$10163$590 [58:23];
-  assign shift = \port$10163$590 [22:18];
+  assign mul = \port$9308$649 [17:0];
+  assign bias = \port$9308$649 [58:23];
+  assign shift = \port$9308$649 [22:18];
   assign \$10  = shift1;
   assign \$9  = \$2 ;
-  assign \$8  = \port$10163$590 [22:18];
-  assign \$7  = \port$10163$590 [58:23];
+  assign \$8  = \port$9308$649 [22:18];
+  assign \$7  = \port$9308$649 [58:23];
   assign \$6  = \$1 ;
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine2.requant11 (rst, \port$10163$649 , acc, q, clk);
+module \bchw_top.engine2.requant12 (rst, \port$9308$708 , acc, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$41  = 0;
   wire [34:0] \$1 ;
   wire [4:0] \$10 ;
@@ -26393,8 +23713,8 @@ module \bchw_top.engine2.requant11 (rst, \port$10163$649 , acc, q, clk);
   wire clk;
   wire en;
   wire [17:0] mul;
-  input [58:0] \port$10163$649 ;
-  wire [58:0] \port$10163$649 ;
+  input [58:0] \port$9308$708 ;
+  wire [58:0] \port$9308$708 ;
   reg [34:0] prod = 35'h000000000;
   output [7:0] q;
   reg [7:0] q = 8'h00;
@@ -26405,7 +23725,7 @@ module \bchw_top.engine2.requant11 (rst, \port$10163$649 , acc, q, clk);
   reg [4:0] shift2 = 5'h00;
   wire [36:0] shifted;
   reg [36:0] total = 37'h0000000000;
-  assign \$1  = $signed(acc) * $signed(\port$10163$649 [17:0]);
+  assign \$1  = $signed(acc) * $signed(\port$9308$708 [17:0]);
   assign \$2  = $signed(prod) + $signed(bias1);
   assign \$3  = | shifted[36:8];
   assign \$4  = \$3  ? 37'h00000000ff : shifted;
@@ -26431,18 +23751,18 @@ module \bchw_top.engine2.requant11 (rst, \port$10163$649 , acc, q, clk);
     end
   end
   assign en = 1'h1;
-  assign mul = \port$10163$649 [17:0];
-  assign bias = \port$10163$649 [58:23];
-  assign shift = \port$10163$649 [22:18];
+  assign mul = \port$9308$708 [17:0];
+  assign bias = \port$9308$708 [58:23];
+  assign shift = \port$9308$708 [22:18];
   assign \$10  = shift1;
   assign \$9  = \$2 ;
-  assign \$8  = \port$10163$649 [22:18];
-  assign \$7  = \port$10163$649 [58:23];
+  assign \$8  = \port$9308$708 [22:18];
+  assign \$7  = \port$9308$708 [58:23];
   assign \$6  = \$1 ;
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine2.requant12 (rst, \port$10163$708 , acc, q, clk);
+module \bchw_top.engine2.requant13 (rst, \port$9308$767 , acc, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$42  = 0;
   wire [34:0] \$1 ;
   wire [4:0] \$10 ;
@@ -26463,8 +23783,8 @@ module \bchw_top.engine2.requant12 (rst, \port$10163$708 , acc, q, clk);
   wire clk;
   wire en;
   wire [17:0] mul;
-  input [58:0] \port$10163$708 ;
-  wire [58:0] \port$10163$708 ;
+  input [58:0] \port$9308$767 ;
+  wire [58:0] \port$9308$767 ;
   reg [34:0] prod = 35'h000000000;
   output [7:0] q;
   reg [7:0] q = 8'h00;
@@ -26475,7 +23795,7 @@ module \bchw_top.engine2.requant12 (rst, \port$10163$708 , acc, q, clk);
   reg [4:0] shift2 = 5'h00;
   wire [36:0] shifted;
   reg [36:0] total = 37'h0000000000;
-  assign \$1  = $signed(acc) * $signed(\port$10163$708 [17:0]);
+  assign \$1  = $signed(acc) * $signed(\port$9308$767 [17:0]);
   assign \$2  = $signed(prod) + $signed(bias1);
   assign \$3  = | shifted[36:8];
   assign \$4  = \$3  ? 37'h00000000ff : shifted;
@@ -26501,18 +23821,18 @@ module \bchw_top.engine2.requant12 (rst, \port$10163$708 , acc, q, clk);
     end
   end
   assign en = 1'h1;
-  assign mul = \port$10163$708 [17:0];
-  assign bias = \port$10163$708 [58:23];
-  assign shift = \port$10163$708 [22:18];
+  assign mul = \port$9308$767 [17:0];
+  assign bias = \port$9308$767 [58:23];
+  assign shift = \port$9308$767 [22:18];
   assign \$10  = shift1;
   assign \$9  = \$2 ;
-  assign \$8  = \port$10163$708 [22:18];
-  assign \$7  = \port$10163$708 [58:23];
+  assign \$8  = \port$9308$767 [22:18];
+  assign \$7  = \port$9308$767 [58:23];
   assign \$6  = \$1 ;
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine2.requant13 (rst, \port$10163$767 , acc, q, clk);
+module \bchw_top.engine2.requant14 (rst, \port$9308$826 , acc, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$43  = 0;
   wire [34:0] \$1 ;
   wire [4:0] \$10 ;
@@ -26533,8 +23853,8 @@ module \bchw_top.engine2.requant13 (rst, \port$10163$767 , acc, q, clk);
   wire clk;
   wire en;
   wire [17:0] mul;
-  input [58:0] \port$10163$767 ;
-  wire [58:0] \port$10163$767 ;
+  input [58:0] \port$9308$826 ;
+  wire [58:0] \port$9308$826 ;
   reg [34:0] prod = 35'h000000000;
   output [7:0] q;
   reg [7:0] q = 8'h00;
@@ -26545,7 +23865,7 @@ module \bchw_top.engine2.requant13 (rst, \port$10163$767 , acc, q, clk);
   reg [4:0] shift2 = 5'h00;
   wire [36:0] shifted;
   reg [36:0] total = 37'h0000000000;
-  assign \$1  = $signed(acc) * $signed(\port$10163$767 [17:0]);
+  assign \$1  = $signed(acc) * $signed(\port$9308$826 [17:0]);
   assign \$2  = $signed(prod) + $signed(bias1);
   assign \$3  = | shifted[36:8];
   assign \$4  = \$3  ? 37'h00000000ff : shifted;
@@ -26571,18 +23891,18 @@ module \bchw_top.engine2.requant13 (rst, \port$10163$767 , acc, q, clk);
     end
   end
   assign en = 1'h1;
-  assign mul = \port$10163$767 [17:0];
-  assign bias = \port$10163$767 [58:23];
-  assign shift = \port$10163$767 [22:18];
+  assign mul = \port$9308$826 [17:0];
+  assign bias = \port$9308$826 [58:23];
+  assign shift = \port$9308$826 [22:18];
   assign \$10  = shift1;
   assign \$9  = \$2 ;
-  assign \$8  = \port$10163$767 [22:18];
-  assign \$7  = \port$10163$767 [58:23];
+  assign \$8  = \port$9308$826 [22:18];
+  assign \$7  = \port$9308$826 [58:23];
   assign \$6  = \$1 ;
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine2.requant14 (rst, \port$10163$826 , acc, q, clk);
+module \bchw_top.engine2.requant15 (rst, \port$9308$885 , acc, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$44  = 0;
   wire [34:0] \$1 ;
   wire [4:0] \$10 ;
@@ -26603,8 +23923,8 @@ module \bchw_top.engine2.requant14 (rst, \port$10163$826 , acc, q, clk);
   wire clk;
   wire en;
   wire [17:0] mul;
-  input [58:0] \port$10163$826 ;
-  wire [58:0] \port$10163$826 ;
+  input [58:0] \port$9308$885 ;
+  wire [58:0] \port$9308$885 ;
   reg [34:0] prod = 35'h000000000;
   output [7:0] q;
   reg [7:0] q = 8'h00;
@@ -26615,7 +23935,7 @@ module \bchw_top.engine2.requant14 (rst, \port$10163$826 , acc, q, clk);
   reg [4:0] shift2 = 5'h00;
   wire [36:0] shifted;
   reg [36:0] total = 37'h0000000000;
-  assign \$1  = $signed(acc) * $signed(\port$10163$826 [17:0]);
+  assign \$1  = $signed(acc) * $signed(\port$9308$885 [17:0]);
   assign \$2  = $signed(prod) + $signed(bias1);
   assign \$3  = | shifted[36:8];
   assign \$4  = \$3  ? 37'h00000000ff : shifted;
@@ -26641,18 +23961,18 @@ module \bchw_top.engine2.requant14 (rst, \port$10163$826 , acc, q, clk);
     end
   end
   assign en = 1'h1;
-  assign mul = \port$10163$826 [17:0];
-  assign bias = \port$10163$826 [58:23];
-  assign shift = \port$10163$826 [22:18];
+  assign mul = \port$9308$885 [17:0];
+  assign bias = \port$9308$885 [58:23];
+  assign shift = \port$9308$885 [22:18];
   assign \$10  = shift1;
   assign \$9  = \$2 ;
-  assign \$8  = \port$10163$826 [22:18];
-  assign \$7  = \port$10163$826 [58:23];
+  assign \$8  = \port$9308$885 [22:18];
+  assign \$7  = \port$9308$885 [58:23];
   assign \$6  = \$1 ;
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine2.requant15 (rst, \port$10163$885 , acc, q, clk);
+module \bchw_top.engine2.requant2 (rst, \port$9308$118 , acc, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$45  = 0;
   wire [34:0] \$1 ;
   wire [4:0] \$10 ;
@@ -26673,8 +23993,8 @@ module \bchw_top.engine2.requant15 (rst, \port$10163$885 , acc, q, clk);
   wire clk;
   wire en;
   wire [17:0] mul;
-  input [58:0] \port$10163$885 ;
-  wire [58:0] \port$10163$885 ;
+  input [58:0] \port$9308$118 ;
+  wire [58:0] \port$9308$118 ;
   reg [34:0] prod = 35'h000000000;
   output [7:0] q;
   reg [7:0] q = 8'h00;
@@ -26685,7 +24005,7 @@ module \bchw_top.engine2.requant15 (rst, \port$10163$885 , acc, q, clk);
   reg [4:0] shift2 = 5'h00;
   wire [36:0] shifted;
   reg [36:0] total = 37'h0000000000;
-  assign \$1  = $signed(acc) * $signed(\port$10163$885 [17:0]);
+  assign \$1  = $signed(acc) * $signed(\port$9308$118 [17:0]);
   assign \$2  = $signed(prod) + $signed(bias1);
   assign \$3  = | shifted[36:8];
   assign \$4  = \$3  ? 37'h00000000ff : shifted;
@@ -26711,18 +24031,18 @@ module \bchw_top.engine2.requant15 (rst, \port$10163$885 , acc, q, clk);
     end
   end
   assign en = 1'h1;
-  assign mul = \port$10163$885 [17:0];
-  assign bias = \port$10163$885 [58:23];
-  assign shift = \port$10163$885 [22:18];
+  assign mul = \port$9308$118 [17:0];
+  assign bias = \port$9308$118 [58:23];
+  assign shift = \port$9308$118 [22:18];
   assign \$10  = shift1;
   assign \$9  = \$2 ;
-  assign \$8  = \port$10163$885 [22:18];
-  assign \$7  = \port$10163$885 [58:23];
+  assign \$8  = \port$9308$118 [22:18];
+  assign \$7  = \port$9308$118 [58:23];
   assign \$6  = \$1 ;
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine2.requant2 (rst, \port$10163$118 , acc, q, clk);
+module \bchw_top.engine2.requant3 (rst, \port$9308$177 , acc, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$46  = 0;
   wire [34:0] \$1 ;
   wire [4:0] \$10 ;
@@ -26743,8 +24063,8 @@ module \bchw_top.engine2.requant2 (rst, \port$10163$118 , acc, q, clk);
   wire clk;
   wire en;
   wire [17:0] mul;
-  input [58:0] \port$10163$118 ;
-  wire [58:0] \port$10163$118 ;
+  input [58:0] \port$9308$177 ;
+  wire [58:0] \port$9308$177 ;
   reg [34:0] prod = 35'h000000000;
   output [7:0] q;
   reg [7:0] q = 8'h00;
@@ -26755,7 +24075,7 @@ module \bchw_top.engine2.requant2 (rst, \port$10163$118 , acc, q, clk);
   reg [4:0] shift2 = 5'h00;
   wire [36:0] shifted;
   reg [36:0] total = 37'h0000000000;
-  assign \$1  = $signed(acc) * $signed(\port$10163$118 [17:0]);
+  assign \$1  = $signed(acc) * $signed(\port$9308$177 [17:0]);
   assign \$2  = $signed(prod) + $signed(bias1);
   assign \$3  = | shifted[36:8];
   assign \$4  = \$3  ? 37'h00000000ff : shifted;
@@ -26781,18 +24101,18 @@ module \bchw_top.engine2.requant2 (rst, \port$10163$118 , acc, q, clk);
     end
   end
   assign en = 1'h1;
-  assign mul = \port$10163$118 [17:0];
-  assign bias = \port$10163$118 [58:23];
-  assign shift = \port$10163$118 [22:18];
+  assign mul = \port$9308$177 [17:0];
+  assign bias = \port$9308$177 [58:23];
+  assign shift = \port$9308$177 [22:18];
   assign \$10  = shift1;
   assign \$9  = \$2 ;
-  assign \$8  = \port$10163$118 [22:18];
-  assign \$7  = \port$10163$118 [58:23];
+  assign \$8  = \port$9308$177 [22:18];
+  assign \$7  = \port$9308$177 [58:23];
   assign \$6  = \$1 ;
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine2.requant3 (rst, \port$10163$177 , acc, q, clk);
+module \bchw_top.engine2.requant4 (rst, \port$9308$236 , acc, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$47  = 0;
   wire [34:0] \$1 ;
   wire [4:0] \$10 ;
@@ -26813,8 +24133,8 @@ module \bchw_top.engine2.requant3 (rst, \port$10163$177 , acc, q, clk);
   wire clk;
   wire en;
   wire [17:0] mul;
-  input [58:0] \port$10163$177 ;
-  wire [58:0] \port$10163$177 ;
+  input [58:0] \port$9308$236 ;
+  wire [58:0] \port$9308$236 ;
   reg [34:0] prod = 35'h000000000;
   output [7:0] q;
   reg [7:0] q = 8'h00;
@@ -26825,7 +24145,7 @@ module \bchw_top.engine2.requant3 (rst, \port$10163$177 , acc, q, clk);
   reg [4:0] shift2 = 5'h00;
   wire [36:0] shifted;
   reg [36:0] total = 37'h0000000000;
-  assign \$1  = $signed(acc) * $signed(\port$10163$177 [17:0]);
+  assign \$1  = $signed(acc) * $signed(\port$9308$236 [17:0]);
   assign \$2  = $signed(prod) + $signed(bias1);
   assign \$3  = | shifted[36:8];
   assign \$4  = \$3  ? 37'h00000000ff : shifted;
@@ -26851,18 +24171,18 @@ module \bchw_top.engine2.requant3 (rst, \port$10163$177 , acc, q, clk);
     end
   end
   assign en = 1'h1;
-  assign mul = \port$10163$177 [17:0];
-  assign bias = \port$10163$177 [58:23];
-  assign shift = \port$10163$177 [22:18];
+  assign mul = \port$9308$236 [17:0];
+  assign bias = \port$9308$236 [58:23];
+  assign shift = \port$9308$236 [22:18];
   assign \$10  = shift1;
   assign \$9  = \$2 ;
-  assign \$8  = \port$10163$177 [22:18];
-  assign \$7  = \port$10163$177 [58:23];
+  assign \$8  = \port$9308$236 [22:18];
+  assign \$7  = \port$9308$236 [58:23];
   assign \$6  = \$1 ;
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine2.requant4 (rst, \port$10163$236 , acc, q, clk);
+module \bchw_top.engine2.requant5 (rst, \port$9308$295 , acc, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$48  = 0;
   wire [34:0] \$1 ;
   wire [4:0] \$10 ;
@@ -26883,8 +24203,8 @@ module \bchw_top.engine2.requant4 (rst, \port$10163$236 , acc, q, clk);
   wire clk;
   wire en;
   wire [17:0] mul;
-  input [58:0] \port$10163$236 ;
-  wire [58:0] \port$10163$236 ;
+  input [58:0] \port$9308$295 ;
+  wire [58:0] \port$9308$295 ;
   reg [34:0] prod = 35'h000000000;
   output [7:0] q;
   reg [7:0] q = 8'h00;
@@ -26895,7 +24215,7 @@ module \bchw_top.engine2.requant4 (rst, \port$10163$236 , acc, q, clk);
   reg [4:0] shift2 = 5'h00;
   wire [36:0] shifted;
   reg [36:0] total = 37'h0000000000;
-  assign \$1  = $signed(acc) * $signed(\port$10163$236 [17:0]);
+  assign \$1  = $signed(acc) * $signed(\port$9308$295 [17:0]);
   assign \$2  = $signed(prod) + $signed(bias1);
   assign \$3  = | shifted[36:8];
   assign \$4  = \$3  ? 37'h00000000ff : shifted;
@@ -26921,18 +24241,18 @@ module \bchw_top.engine2.requant4 (rst, \port$10163$236 , acc, q, clk);
     end
   end
   assign en = 1'h1;
-  assign mul = \port$10163$236 [17:0];
-  assign bias = \port$10163$236 [58:23];
-  assign shift = \port$10163$236 [22:18];
+  assign mul = \port$9308$295 [17:0];
+  assign bias = \port$9308$295 [58:23];
+  assign shift = \port$9308$295 [22:18];
   assign \$10  = shift1;
   assign \$9  = \$2 ;
-  assign \$8  = \port$10163$236 [22:18];
-  assign \$7  = \port$10163$236 [58:23];
+  assign \$8  = \port$9308$295 [22:18];
+  assign \$7  = \port$9308$295 [58:23];
   assign \$6  = \$1 ;
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine2.requant5 (rst, \port$10163$295 , acc, q, clk);
+module \bchw_top.engine2.requant6 (rst, \port$9308$354 , acc, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$49  = 0;
   wire [34:0] \$1 ;
   wire [4:0] \$10 ;
@@ -26953,8 +24273,8 @@ module \bchw_top.engine2.requant5 (rst, \port$10163$295 , acc, q, clk);
   wire clk;
   wire en;
   wire [17:0] mul;
-  input [58:0] \port$10163$295 ;
-  wire [58:0] \port$10163$295 ;
+  input [58:0] \port$9308$354 ;
+  wire [58:0] \port$9308$354 ;
   reg [34:0] prod = 35'h000000000;
   output [7:0] q;
   reg [7:0] q = 8'h00;
@@ -26965,7 +24285,7 @@ module \bchw_top.engine2.requant5 (rst, \port$10163$295 , acc, q, clk);
   reg [4:0] shift2 = 5'h00;
   wire [36:0] shifted;
   reg [36:0] total = 37'h0000000000;
-  assign \$1  = $signed(acc) * $signed(\port$10163$295 [17:0]);
+  assign \$1  = $signed(acc) * $signed(\port$9308$354 [17:0]);
   assign \$2  = $signed(prod) + $signed(bias1);
   assign \$3  = | shifted[36:8];
   assign \$4  = \$3  ? 37'h00000000ff : shifted;
@@ -26991,18 +24311,18 @@ module \bchw_top.engine2.requant5 (rst, \port$10163$295 , acc, q, clk);
     end
   end
   assign en = 1'h1;
-  assign mul = \port$10163$295 [17:0];
-  assign bias = \port$10163$295 [58:23];
-  assign shift = \port$10163$295 [22:18];
+  assign mul = \port$9308$354 [17:0];
+  assign bias = \port$9308$354 [58:23];
+  assign shift = \port$9308$354 [22:18];
   assign \$10  = shift1;
   assign \$9  = \$2 ;
-  assign \$8  = \port$10163$295 [22:18];
-  assign \$7  = \port$10163$295 [58:23];
+  assign \$8  = \port$9308$354 [22:18];
+  assign \$7  = \port$9308$354 [58:23];
   assign \$6  = \$1 ;
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine2.requant6 (rst, \port$10163$354 , acc, q, clk);
+module \bchw_top.engine2.requant7 (rst, \port$9308$413 , acc, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$50  = 0;
   wire [34:0] \$1 ;
   wire [4:0] \$10 ;
@@ -27023,8 +24343,8 @@ module \bchw_top.engine2.requant6 (rst, \port$10163$354 , acc, q, clk);
   wire clk;
   wire en;
   wire [17:0] mul;
-  input [58:0] \port$10163$354 ;
-  wire [58:0] \port$10163$354 ;
+  input [58:0] \port$9308$413 ;
+  wire [58:0] \port$9308$413 ;
   reg [34:0] prod = 35'h000000000;
   output [7:0] q;
   reg [7:0] q = 8'h00;
@@ -27035,7 +24355,7 @@ module \bchw_top.engine2.requant6 (rst, \port$10163$354 , acc, q, clk);
   reg [4:0] shift2 = 5'h00;
   wire [36:0] shifted;
   reg [36:0] total = 37'h0000000000;
-  assign \$1  = $signed(acc) * $signed(\port$10163$354 [17:0]);
+  assign \$1  = $signed(acc) * $signed(\port$9308$413 [17:0]);
   assign \$2  = $signed(prod) + $signed(bias1);
   assign \$3  = | shifted[36:8];
   assign \$4  = \$3  ? 37'h00000000ff : shifted;
@@ -27061,18 +24381,18 @@ module \bchw_top.engine2.requant6 (rst, \port$10163$354 , acc, q, clk);
     end
   end
   assign en = 1'h1;
-  assign mul = \port$10163$354 [17:0];
-  assign bias = \port$10163$354 [58:23];
-  assign shift = \port$10163$354 [22:18];
+  assign mul = \port$9308$413 [17:0];
+  assign bias = \port$9308$413 [58:23];
+  assign shift = \port$9308$413 [22:18];
   assign \$10  = shift1;
   assign \$9  = \$2 ;
-  assign \$8  = \port$10163$354 [22:18];
-  assign \$7  = \port$10163$354 [58:23];
+  assign \$8  = \port$9308$413 [22:18];
+  assign \$7  = \port$9308$413 [58:23];
   assign \$6  = \$1 ;
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine2.requant7 (rst, \port$10163$413 , acc, q, clk);
+module \bchw_top.engine2.requant8 (rst, \port$9308$472 , acc, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$51  = 0;
   wire [34:0] \$1 ;
   wire [4:0] \$10 ;
@@ -27093,8 +24413,8 @@ module \bchw_top.engine2.requant7 (rst, \port$10163$413 , acc, q, clk);
   wire clk;
   wire en;
   wire [17:0] mul;
-  input [58:0] \port$10163$413 ;
-  wire [58:0] \port$10163$413 ;
+  input [58:0] \port$9308$472 ;
+  wire [58:0] \port$9308$472 ;
   reg [34:0] prod = 35'h000000000;
   output [7:0] q;
   reg [7:0] q = 8'h00;
@@ -27105,7 +24425,7 @@ module \bchw_top.engine2.requant7 (rst, \port$10163$413 , acc, q, clk);
   reg [4:0] shift2 = 5'h00;
   wire [36:0] shifted;
   reg [36:0] total = 37'h0000000000;
-  assign \$1  = $signed(acc) * $signed(\port$10163$413 [17:0]);
+  assign \$1  = $signed(acc) * $signed(\port$9308$472 [17:0]);
   assign \$2  = $signed(prod) + $signed(bias1);
   assign \$3  = | shifted[36:8];
   assign \$4  = \$3  ? 37'h00000000ff : shifted;
@@ -27131,18 +24451,18 @@ module \bchw_top.engine2.requant7 (rst, \port$10163$413 , acc, q, clk);
     end
   end
   assign en = 1'h1;
-  assign mul = \port$10163$413 [17:0];
-  assign bias = \port$10163$413 [58:23];
-  assign shift = \port$10163$413 [22:18];
+  assign mul = \port$9308$472 [17:0];
+  assign bias = \port$9308$472 [58:23];
+  assign shift = \port$9308$472 [22:18];
   assign \$10  = shift1;
   assign \$9  = \$2 ;
-  assign \$8  = \port$10163$413 [22:18];
-  assign \$7  = \port$10163$413 [58:23];
+  assign \$8  = \port$9308$472 [22:18];
+  assign \$7  = \port$9308$472 [58:23];
   assign \$6  = \$1 ;
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine2.requant8 (rst, \port$10163$472 , acc, q, clk);
+module \bchw_top.engine2.requant9 (rst, \port$9308$531 , acc, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$52  = 0;
   wire [34:0] \$1 ;
   wire [4:0] \$10 ;
@@ -27163,8 +24483,8 @@ module \bchw_top.engine2.requant8 (rst, \port$10163$472 , acc, q, clk);
   wire clk;
   wire en;
   wire [17:0] mul;
-  input [58:0] \port$10163$472 ;
-  wire [58:0] \port$10163$472 ;
+  input [58:0] \port$9308$531 ;
+  wire [58:0] \port$9308$531 ;
   reg [34:0] prod = 35'h000000000;
   output [7:0] q;
   reg [7:0] q = 8'h00;
@@ -27175,7 +24495,7 @@ module \bchw_top.engine2.requant8 (rst, \port$10163$472 , acc, q, clk);
   reg [4:0] shift2 = 5'h00;
   wire [36:0] shifted;
   reg [36:0] total = 37'h0000000000;
-  assign \$1  = $signed(acc) * $signed(\port$10163$472 [17:0]);
+  assign \$1  = $signed(acc) * $signed(\port$9308$531 [17:0]);
   assign \$2  = $signed(prod) + $signed(bias1);
   assign \$3  = | shifted[36:8];
   assign \$4  = \$3  ? 37'h00000000ff : shifted;
@@ -27201,83 +24521,13 @@ module \bchw_top.engine2.requant8 (rst, \port$10163$472 , acc, q, clk);
     end
   end
   assign en = 1'h1;
-  assign mul = \port$10163$472 [17:0];
-  assign bias = \port$10163$472 [58:23];
-  assign shift = \port$10163$472 [22:18];
+  assign mul = \port$9308$531 [17:0];
+  assign bias = \port$9308$531 [58:23];
+  assign shift = \port$9308$531 [22:18];
   assign \$10  = shift1;
   assign \$9  = \$2 ;
-  assign \$8  = \port$10163$472 [22:18];
-  assign \$7  = \port$10163$472 [58:23];
-  assign \$6  = \$1 ;
-endmodule
-
-(* generator = "Amaranth" *)
-module \bchw_top.engine2.requant9 (rst, \port$10163$531 , acc, q, clk);
-  reg \$auto$verilog_backend.cc:2355:dump_module$53  = 0;
-  wire [34:0] \$1 ;
-  wire [4:0] \$10 ;
-  reg [7:0] \$11 ;
-  wire [36:0] \$2 ;
-  wire \$3 ;
-  wire [36:0] \$4 ;
-  wire [36:0] \$5 ;
-  wire [34:0] \$6 ;
-  wire [35:0] \$7 ;
-  wire [4:0] \$8 ;
-  wire [36:0] \$9 ;
-  input [16:0] acc;
-  wire [16:0] acc;
-  wire [35:0] bias;
-  reg [35:0] bias1 = 36'h000000000;
-  input clk;
-  wire clk;
-  wire en;
-  wire [17:0] mul;
-  input [58:0] \port$10163$531 ;
-  wire [58:0] \port$10163$531 ;
-  reg [34:0] prod = 35'h000000000;
-  output [7:0] q;
-  reg [7:0] q = 8'h00;
-  input rst;
-  wire rst;
-  wire [4:0] shift;
-  reg [4:0] shift1 = 5'h00;
-  reg [4:0] shift2 = 5'h00;
-  wire [36:0] shifted;
-  reg [36:0] total = 37'h0000000000;
-  assign \$1  = $signed(acc) * $signed(\port$10163$531 [17:0]);
-  assign \$2  = $signed(prod) + $signed(bias1);
-  assign \$3  = | shifted[36:8];
-  assign \$4  = \$3  ? 37'h00000000ff : shifted;
-  assign \$5  = shifted[36] ? 37'h0000000000 : \$4 ;
-  assign shifted = $signed(total) >>> shift2;
-  always @(posedge clk)
-    prod <= \$6 ;
-  always @(posedge clk)
-    bias1 <= \$7 ;
-  always @(posedge clk)
-    shift1 <= \$8 ;
-  always @(posedge clk)
-    total <= \$9 ;
-  always @(posedge clk)
-    shift2 <= \$10 ;
-  always @(posedge clk)
-    q <= \$11 ;
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$53 ) begin end
-    \$11  = \$5 [7:0];
-    if (rst) begin
-      \$11  = 8'h00;
-    end
-  end
-  assign en = 1'h1;
-  assign mul = \port$10163$531 [17:0];
-  assign bias = \port$10163$531 [58:23];
-  assign shift = \port$10163$531 [22:18];
-  assign \$10  = shift1;
-  assign \$9  = \$2 ;
-  assign \$8  = \port$10163$531 [22:18];
-  assign \$7  = \port$10163$531 [58:23];
+  assign \$8  = \port$9308$531 [22:18];
+  assign \$7  = \port$9308$531 [58:23];
   assign \$6  = \$1 ;
 endmodule
 
@@ -31577,8 +28827,8 @@ module \bchw_top.engine2.weights (data, addr, clk);
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine3 (rst, m__ready, s__valid, pay, s__ready, m__valid, m__payload, clk);
-  reg \$auto$verilog_backend.cc:2355:dump_module$54  = 0;
+module \bchw_top.engine3 (rst, m__ready, s__valid, pay, ready, m__valid, m__payload, clk);
+  reg \$auto$verilog_backend.cc:2355:dump_module$53  = 0;
   wire \$1 ;
   wire [4:0] \$10 ;
   wire \$100 ;
@@ -32014,14 +29264,14 @@ module \bchw_top.engine3 (rst, m__ready, s__valid, pay, s__ready, m__valid, m__p
   reg qvalid_copy0 = 1'h0;
   (* keep = 32'd1 *)
   reg qvalid_copy1 = 1'h0;
-  (* init = 1'h1 *)
-  wire ready;
+  output ready;
+  reg ready = 1'h1;
   wire ready_next;
   input rst;
   wire rst;
   wire [2047:0] s__payload;
-  output s__ready;
-  reg s__ready = 1'h1;
+  (* init = 1'h1 *)
+  wire s__ready;
   input s__valid;
   wire s__valid;
   reg [3:0] sfc = 4'h0;
@@ -32152,17 +29402,17 @@ module \bchw_top.engine3 (rst, m__ready, s__valid, pay, s__ready, m__valid, m__p
   reg xshift_copy8 = 1'h0;
   (* keep = 32'd1 *)
   reg xshift_copy9 = 1'h0;
-  assign \$1  = s__valid & s__ready;
+  assign \$1  = s__valid & ready;
   assign \$2  = ~ last_step;
   assign \$3  = busy & \$2 ;
   assign \$4  = \$1  ? 1'h1 : \$3 ;
-  assign \$5  = s__valid & s__ready;
+  assign \$5  = s__valid & ready;
   assign \$6  = ~ last_step;
   assign \$7  = issue & \$6 ;
   assign \$8  = addr + 1'h1;
   assign \$9  = \$7  ? \$8  : { 1'h0, addr };
   assign \$10  = \$5  ? 5'h00 : \$9 ;
-  assign \$12  = s__valid & s__ready;
+  assign \$12  = s__valid & ready;
   assign \$13  = ~ last_step;
   assign \$14  = issue & \$13 ;
   assign \$15  = sfc == 4'hf;
@@ -32173,21 +29423,21 @@ module \bchw_top.engine3 (rst, m__ready, s__valid, pay, s__ready, m__valid, m__p
   assign \$20  = sfc + 1'h1;
   assign \$21  = \$19  ? \$20  : { 1'h0, sfc };
   assign \$22  = \$17  ? 5'h00 : \$21 ;
-  assign \$24  = s__valid & s__ready;
+  assign \$24  = s__valid & ready;
   assign \$25  = ~ last_step;
   assign \$26  = issue & \$25 ;
   assign \$27  = sfc == 4'hf;
   assign \$28  = \$26  & \$27 ;
   assign \$30  = \$28  ? 2'h1 : 2'h0;
   assign \$31  = \$24  ? 2'h0 : \$30 ;
-  assign \$33  = s__valid & s__ready;
+  assign \$33  = s__valid & ready;
   assign \$34  = addr == 4'he;
   assign \$35  = issue ? \$34  : last_step;
   assign \$36  = last_step ? 1'h0 : \$35 ;
   assign \$37  = \$33  ? 1'h0 : \$36 ;
-  assign \$38  = s__valid & s__ready;
+  assign \$38  = s__valid & ready;
   assign \$39  = addr == 4'he;
-  assign \$40  = issue ? \$39  : s__ready;
+  assign \$40  = issue ? \$39  : ready;
   assign \$41  = last_step ? 1'h1 : \$40 ;
   assign \$42  = \$38  ? 1'h0 : \$41 ;
   assign \$43  = credits + credit_back;
@@ -32370,7 +29620,7 @@ module \bchw_top.engine3 (rst, m__ready, s__valid, pay, s__ready, m__valid, m__p
   always @(posedge clk)
     last_step <= \$215 ;
   always @(posedge clk)
-    s__ready <= \$216 ;
+    ready <= \$216 ;
   always @(posedge clk)
     credits <= \$217 ;
   always @(posedge clk)
@@ -32532,70 +29782,70 @@ module \bchw_top.engine3 (rst, m__ready, s__valid, pay, s__ready, m__valid, m__p
   \bchw_top.engine3.requant0  requant0 (
     .acc(acc),
     .clk(clk),
-    .\port$11641$0 (params_d0[58:0]),
+    .\port$10786$0 (params_d0[58:0]),
     .q(q),
     .rst(rst)
   );
   \bchw_top.engine3.requant1  requant1 (
     .acc(\acc$66 ),
     .clk(clk),
-    .\port$11641$59 (params_d0[117:59]),
+    .\port$10786$59 (params_d0[117:59]),
     .q(\q$131 ),
     .rst(rst)
   );
   \bchw_top.engine3.requant2  requant2 (
     .acc(\acc$72 ),
     .clk(clk),
-    .\port$11641$118 (params_d0[176:118]),
+    .\port$10786$118 (params_d0[176:118]),
     .q(\q$132 ),
     .rst(rst)
   );
   \bchw_top.engine3.requant3  requant3 (
     .acc(\acc$78 ),
     .clk(clk),
-    .\port$11641$177 (params_d0[235:177]),
+    .\port$10786$177 (params_d0[235:177]),
     .q(\q$133 ),
     .rst(rst)
   );
   \bchw_top.engine3.requant4  requant4 (
     .acc(\acc$84 ),
     .clk(clk),
-    .\port$11641$236 (params_d0[294:236]),
+    .\port$10786$236 (params_d0[294:236]),
     .q(\q$134 ),
     .rst(rst)
   );
   \bchw_top.engine3.requant5  requant5 (
     .acc(\acc$90 ),
     .clk(clk),
-    .\port$11641$295 (params_d0[353:295]),
+    .\port$10786$295 (params_d0[353:295]),
     .q(\q$135 ),
     .rst(rst)
   );
   \bchw_top.engine3.requant6  requant6 (
     .acc(\acc$96 ),
     .clk(clk),
-    .\port$11641$354 (params_d0[412:354]),
+    .\port$10786$354 (params_d0[412:354]),
     .q(\q$136 ),
     .rst(rst)
   );
   \bchw_top.engine3.requant7  requant7 (
     .acc(\acc$102 ),
     .clk(clk),
-    .\port$11641$413 (params_d0[471:413]),
+    .\port$10786$413 (params_d0[471:413]),
     .q(\q$137 ),
     .rst(rst)
   );
   \bchw_top.engine3.requant8  requant8 (
     .acc(\acc$108 ),
     .clk(clk),
-    .\port$11641$472 (params_d0[530:472]),
+    .\port$10786$472 (params_d0[530:472]),
     .q(\q$138 ),
     .rst(rst)
   );
   \bchw_top.engine3.requant9  requant9 (
     .acc(\acc$114 ),
     .clk(clk),
-    .\port$11641$531 (params_d0[589:531]),
+    .\port$10786$531 (params_d0[589:531]),
     .q(\q$139 ),
     .rst(rst)
   );
@@ -32675,280 +29925,280 @@ module \bchw_top.engine3 (rst, m__ready, s__valid, pay, s__ready, m__valid, m__p
     .data(data)
   );
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$54 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$53 ) begin end
     \$212  = busy_next;
     if (rst) begin
       \$212  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$54 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$53 ) begin end
     \$213  = \$11 [3:0];
     if (rst) begin
       \$213  = 4'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$54 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$53 ) begin end
     \$214  = \$23 [3:0];
     if (rst) begin
       \$214  = 4'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$54 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$53 ) begin end
     \$215  = last_step_next;
     if (rst) begin
       \$215  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$54 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$53 ) begin end
     \$216  = ready_next;
     if (rst) begin
       \$216  = 1'h1;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$54 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$53 ) begin end
     \$217  = \$47 [1:0];
     if (rst) begin
       \$217  = 2'h2;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$54 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$53 ) begin end
     \$218  = issue_next;
     if (rst) begin
       \$218  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$54 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$53 ) begin end
     \$219  = \$71 ;
     if (rst) begin
       \$219  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$54 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$53 ) begin end
     \$220  = \$73 ;
     if (rst) begin
       \$220  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$54 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$53 ) begin end
     \$221  = \$75 ;
     if (rst) begin
       \$221  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$54 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$53 ) begin end
     \$222  = \$77 ;
     if (rst) begin
       \$222  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$54 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$53 ) begin end
     \$223  = \$79 ;
     if (rst) begin
       \$223  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$54 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$53 ) begin end
     \$224  = \$81 ;
     if (rst) begin
       \$224  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$54 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$53 ) begin end
     \$225  = \$83 ;
     if (rst) begin
       \$225  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$54 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$53 ) begin end
     \$226  = \$85 ;
     if (rst) begin
       \$226  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$54 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$53 ) begin end
     \$227  = \$87 ;
     if (rst) begin
       \$227  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$54 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$53 ) begin end
     \$228  = \$89 ;
     if (rst) begin
       \$228  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$54 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$53 ) begin end
     \$229  = \$91 ;
     if (rst) begin
       \$229  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$54 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$53 ) begin end
     \$230  = \$93 ;
     if (rst) begin
       \$230  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$54 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$53 ) begin end
     \$231  = \$95 ;
     if (rst) begin
       \$231  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$54 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$53 ) begin end
     \$232  = \$97 ;
     if (rst) begin
       \$232  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$54 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$53 ) begin end
     \$233  = \$99 ;
     if (rst) begin
       \$233  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$54 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$53 ) begin end
     \$234  = \$101 ;
     if (rst) begin
       \$234  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$54 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$53 ) begin end
     \$235  = ready_next;
     if (rst) begin
       \$235  = 1'h1;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$54 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$53 ) begin end
     \$236  = ready_next;
     if (rst) begin
       \$236  = 1'h1;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$54 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$53 ) begin end
     \$237  = ready_next;
     if (rst) begin
       \$237  = 1'h1;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$54 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$53 ) begin end
     \$238  = ready_next;
     if (rst) begin
       \$238  = 1'h1;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$54 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$53 ) begin end
     \$239  = ready_next;
     if (rst) begin
       \$239  = 1'h1;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$54 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$53 ) begin end
     \$240  = ready_next;
     if (rst) begin
       \$240  = 1'h1;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$54 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$53 ) begin end
     \$241  = ready_next;
     if (rst) begin
       \$241  = 1'h1;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$54 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$53 ) begin end
     \$242  = ready_next;
     if (rst) begin
       \$242  = 1'h1;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$54 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$53 ) begin end
     \$243  = ready_next;
     if (rst) begin
       \$243  = 1'h1;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$54 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$53 ) begin end
     \$244  = ready_next;
     if (rst) begin
       \$244  = 1'h1;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$54 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$53 ) begin end
     \$245  = ready_next;
     if (rst) begin
       \$245  = 1'h1;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$54 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$53 ) begin end
     \$246  = ready_next;
     if (rst) begin
       \$246  = 1'h1;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$54 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$53 ) begin end
     \$247  = ready_next;
     if (rst) begin
       \$247  = 1'h1;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$54 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$53 ) begin end
     \$248  = ready_next;
     if (rst) begin
       \$248  = 1'h1;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$54 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$53 ) begin end
     \$249  = ready_next;
     if (rst) begin
       \$249  = 1'h1;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$54 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$53 ) begin end
     \$250  = ready_next;
     if (rst) begin
       \$250  = 1'h1;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$54 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$53 ) begin end
     \$251  = xbuf;
     if (\$103 ) begin
       \$251 [127:0] = \$104 ;
@@ -33000,182 +30250,182 @@ module \bchw_top.engine3 (rst, m__ready, s__valid, pay, s__ready, m__valid, m__p
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$54 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$53 ) begin end
     \$255  = { last_step, \$151 , \$150 , issue };
     if (rst) begin
       \$255  = 4'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$54 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$53 ) begin end
     \$256  = f1_d0;
     if (rst) begin
       \$256  = 4'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$54 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$53 ) begin end
     \$257  = f1_d1;
     if (rst) begin
       \$257  = 4'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$54 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$53 ) begin end
     \$258  = fp_d0;
     if (rst) begin
       \$258  = 4'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$54 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$53 ) begin end
     \$259  = fp_d1;
     if (rst) begin
       \$259  = 4'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$54 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$53 ) begin end
     \$260  = fp_d2;
     if (rst) begin
       \$260  = 4'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$54 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$53 ) begin end
     \$261  = fp_d3;
     if (rst) begin
       \$261  = 4'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$54 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$53 ) begin end
     \$263  = \$152 ;
     if (rst) begin
       \$263  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$54 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$53 ) begin end
     \$264  = \$153 ;
     if (rst) begin
       \$264  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$54 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$53 ) begin end
     \$265  = acc;
     if (ft_d0[0]) begin
       \$265  = \$155 [16:0];
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$54 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$53 ) begin end
     \$266  = \acc$66 ;
     if (ft_d0[0]) begin
       \$266  = \$157 [16:0];
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$54 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$53 ) begin end
     \$267  = \acc$72 ;
     if (ft_d0[0]) begin
       \$267  = \$159 [16:0];
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$54 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$53 ) begin end
     \$268  = \acc$78 ;
     if (ft_d0[0]) begin
       \$268  = \$161 [16:0];
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$54 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$53 ) begin end
     \$269  = \acc$84 ;
     if (ft_d0[0]) begin
       \$269  = \$163 [16:0];
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$54 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$53 ) begin end
     \$270  = \acc$90 ;
     if (ft_d0[0]) begin
       \$270  = \$165 [16:0];
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$54 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$53 ) begin end
     \$271  = \acc$96 ;
     if (ft_d0[0]) begin
       \$271  = \$167 [16:0];
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$54 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$53 ) begin end
     \$272  = \acc$102 ;
     if (ft_d0[0]) begin
       \$272  = \$169 [16:0];
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$54 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$53 ) begin end
     \$273  = \acc$108 ;
     if (ft_d0[0]) begin
       \$273  = \$171 [16:0];
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$54 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$53 ) begin end
     \$274  = \acc$114 ;
     if (ft_d0[0]) begin
       \$274  = \$173 [16:0];
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$54 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$53 ) begin end
     \$275  = acc_valid;
     if (rst) begin
       \$275  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$54 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$53 ) begin end
     \$276  = qv_d0;
     if (rst) begin
       \$276  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$54 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$53 ) begin end
     \$277  = acc_end;
     if (rst) begin
       \$277  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$54 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$53 ) begin end
     \$278  = qe_d0;
     if (rst) begin
       \$278  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$54 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$53 ) begin end
     \$279  = qv_d1;
     if (rst) begin
       \$279  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$54 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$53 ) begin end
     \$280  = qe_d1;
     if (rst) begin
       \$280  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$54 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$53 ) begin end
     \$281  = skid0;
     if (\$183 ) begin
       \$281  = { qe_last_d0, \q$139 , \q$138 , \q$137 , \q$136 , \q$135 , \q$134 , \q$133 , \q$132 , \q$131 , q };
@@ -33184,7 +30434,7 @@ module \bchw_top.engine3 (rst, m__ready, s__valid, pay, s__ready, m__valid, m__p
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$54 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$53 ) begin end
     \$282  = skid1;
     if (\$195 ) begin
       \$282  = { qe_last_d0, \q$139 , \q$138 , \q$137 , \q$136 , \q$135 , \q$134 , \q$133 , \q$132 , \q$131 , q };
@@ -33193,63 +30443,63 @@ module \bchw_top.engine3 (rst, m__ready, s__valid, pay, s__ready, m__valid, m__p
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$54 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$53 ) begin end
     \$283  = \$64 [1:0];
     if (rst) begin
       \$283  = 2'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$54 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$53 ) begin end
     \$284  = \$198 ;
     if (rst) begin
       \$284  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$54 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$53 ) begin end
     \$285  = \$199 ;
     if (rst) begin
       \$285  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$54 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$53 ) begin end
     \$286  = qv_d1;
     if (rst) begin
       \$286  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$54 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$53 ) begin end
     \$287  = qv_d1;
     if (rst) begin
       \$287  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$54 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$53 ) begin end
     \$288  = valid_next;
     if (rst) begin
       \$288  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$54 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$53 ) begin end
     \$289  = valid_next;
     if (rst) begin
       \$289  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$54 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$53 ) begin end
     \$290  = valid_next;
     if (rst) begin
       \$290  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$54 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$53 ) begin end
     \$291  = m__payload;
     if (\$203 ) begin
       \$291 [127:0] = \$205 [127:0];
@@ -33259,25 +30509,25 @@ module \bchw_top.engine3 (rst, m__ready, s__valid, pay, s__ready, m__valid, m__p
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$54 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$53 ) begin end
     \$292  = enter;
     if (rst) begin
       \$292  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$54 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$53 ) begin end
     \$293  = credit_back_d0;
     if (rst) begin
       \$293  = 1'h0;
     end
   end
-  assign ready = s__ready;
   assign en = 1'h1;
   assign step = addr;
   assign step_next = \$11 [3:0];
   assign sfc_next = \$23 [3:0];
   assign credits_next = \$47 [1:0];
+  assign s__ready = ready;
   assign s__payload = pay;
   assign \en$23  = 1'h1;
   assign x_d1 = x;
@@ -33403,7 +30653,87 @@ module \bchw_top.engine3.params (data, clk);
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine3.requant0 (rst, \port$11641$0 , acc, q, clk);
+module \bchw_top.engine3.requant0 (rst, \port$10786$0 , acc, q, clk);
+  reg \$auto$verilog_backend.cc:2355:dump_module$54  = 0;
+  wire [34:0] \$1 ;
+  wire [36:0] \$10 ;
+  wire [34:0] \$11 ;
+  wire [35:0] \$12 ;
+  wire [4:0] \$13 ;
+  wire [36:0] \$14 ;
+  wire [4:0] \$15 ;
+  reg [15:0] \$16 ;
+  wire [36:0] \$2 ;
+  wire \$3 ;
+  wire \$4 ;
+  wire \$5 ;
+  wire \$6 ;
+  wire \$7 ;
+  wire \$8 ;
+  wire [36:0] \$9 ;
+  input [16:0] acc;
+  wire [16:0] acc;
+  wire [35:0] bias;
+  reg [35:0] bias1 = 36'h000000000;
+  input clk;
+  wire clk;
+  wire en;
+  wire [17:0] mul;
+  input [58:0] \port$10786$0 ;
+  wire [58:0] \port$10786$0 ;
+  reg [34:0] prod = 35'h000000000;
+  output [15:0] q;
+  reg [15:0] q = 16'h0000;
+  input rst;
+  wire rst;
+  wire [4:0] shift;
+  reg [4:0] shift1 = 5'h00;
+  reg [4:0] shift2 = 5'h00;
+  wire [36:0] shifted;
+  reg [36:0] total = 37'h0000000000;
+  assign \$1  = $signed(acc) * $signed(\port$10786$0 [17:0]);
+  assign \$2  = $signed(prod) + $signed(bias1);
+  assign \$3  = & shifted[36:15];
+  assign \$4  = ~ \$3 ;
+  assign \$5  = shifted[36] & \$4 ;
+  assign \$6  = ~ shifted[36];
+  assign \$7  = | shifted[36:15];
+  assign \$8  = \$6  & \$7 ;
+  assign \$9  = \$8  ? 37'h0000007fff : shifted;
+  assign \$10  = \$5  ? 37'h1fffff8000 : \$9 ;
+  assign shifted = $signed(total) >>> shift2;
+  always @(posedge clk)
+    prod <= \$11 ;
+  always @(posedge clk)
+    bias1 <= \$12 ;
+  always @(posedge clk)
+    shift1 <= \$13 ;
+  always @(posedge clk)
+    total <= \$14 ;
+  always @(posedge clk)
+    shift2 <= \$15 ;
+  always @(posedge clk)
+    q <= \$16 ;
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$54 ) begin end
+    \$16  = \$10 [15:0];
+    if (rst) begin
+      \$16  = 16'h0000;
+    end
+  end
+  assign en = 1'h1;
+  assign mul = \port$10786$0 [17:0];
+  assign bias = \port$10786$0 [58:23];
+  assign shift = \port$10786$0 [22:18];
+  assign \$15  = shift1;
+  assign \$14  = \$2 ;
+  assign \$13  = \port$10786$0 [22:18];
+  assign \$12  = \port$10786$0 [58:23];
+  assign \$11  = \$1 ;
+endmodule
+
+(* generator = "Amaranth" *)
+module \bchw_top.engine3.requant1 (rst, \port$10786$59 , acc, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$55  = 0;
   wire [34:0] \$1 ;
   wire [36:0] \$10 ;
@@ -33429,8 +30759,8 @@ module \bchw_top.engine3.requant0 (rst, \port$11641$0 , acc, q, clk);
   wire clk;
   wire en;
   wire [17:0] mul;
-  input [58:0] \port$11641$0 ;
-  wire [58:0] \port$11641$0 ;
+  input [58:0] \port$10786$59 ;
+  wire [58:0] \port$10786$59 ;
   reg [34:0] prod = 35'h000000000;
   output [15:0] q;
   reg [15:0] q = 16'h0000;
@@ -33441,7 +30771,7 @@ module \bchw_top.engine3.requant0 (rst, \port$11641$0 , acc, q, clk);
   reg [4:0] shift2 = 5'h00;
   wire [36:0] shifted;
   reg [36:0] total = 37'h0000000000;
-  assign \$1  = $signed(acc) * $signed(\port$11641$0 [17:0]);
+  assign \$1  = $signed(acc) * $signed(\port$10786$59 [17:0]);
   assign \$2  = $signed(prod) + $signed(bias1);
   assign \$3  = & shifted[36:15];
   assign \$4  = ~ \$3 ;
@@ -33472,18 +30802,18 @@ module \bchw_top.engine3.requant0 (rst, \port$11641$0 , acc, q, clk);
     end
   end
   assign en = 1'h1;
-  assign mul = \port$11641$0 [17:0];
-  assign bias = \port$11641$0 [58:23];
-  assign shift = \port$11641$0 [22:18];
+  assign mul = \port$10786$59 [17:0];
+  assign bias = \port$10786$59 [58:23];
+  assign shift = \port$10786$59 [22:18];
   assign \$15  = shift1;
   assign \$14  = \$2 ;
-  assign \$13  = \port$11641$0 [22:18];
-  assign \$12  = \port$11641$0 [58:23];
+  assign \$13  = \port$10786$59 [22:18];
+  assign \$12  = \port$10786$59 [58:23];
   assign \$11  = \$1 ;
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine3.requant1 (rst, \port$11641$59 , acc, q, clk);
+module \bchw_top.engine3.requant2 (rst, \port$10786$118 , acc, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$56  = 0;
   wire [34:0] \$1 ;
   wire [36:0] \$10 ;
@@ -33509,8 +30839,8 @@ module \bchw_top.engine3.requant1 (rst, \port$11641$59 , acc, q, clk);
   wire clk;
   wire en;
   wire [17:0] mul;
-  input [58:0] \port$11641$59 ;
-  wire [58:0] \port$11641$59 ;
+  input [58:0] \port$10786$118 ;
+  wire [58:0] \port$10786$118 ;
   reg [34:0] prod = 35'h000000000;
   output [15:0] q;
   reg [15:0] q = 16'h0000;
@@ -33521,7 +30851,7 @@ module \bchw_top.engine3.requant1 (rst, \port$11641$59 , acc, q, clk);
   reg [4:0] shift2 = 5'h00;
   wire [36:0] shifted;
   reg [36:0] total = 37'h0000000000;
-  assign \$1  = $signed(acc) * $signed(\port$11641$59 [17:0]);
+  assign \$1  = $signed(acc) * $signed(\port$10786$118 [17:0]);
   assign \$2  = $signed(prod) + $signed(bias1);
   assign \$3  = & shifted[36:15];
   assign \$4  = ~ \$3 ;
@@ -33552,18 +30882,18 @@ module \bchw_top.engine3.requant1 (rst, \port$11641$59 , acc, q, clk);
     end
   end
   assign en = 1'h1;
-  assign mul = \port$11641$59 [17:0];
-  assign bias = \port$11641$59 [58:23];
-  assign shift = \port$11641$59 [22:18];
+  assign mul = \port$10786$118 [17:0];
+  assign bias = \port$10786$118 [58:23];
+  assign shift = \port$10786$118 [22:18];
   assign \$15  = shift1;
   assign \$14  = \$2 ;
-  assign \$13  = \port$11641$59 [22:18];
-  assign \$12  = \port$11641$59 [58:23];
+  assign \$13  = \port$10786$118 [22:18];
+  assign \$12  = \port$10786$118 [58:23];
   assign \$11  = \$1 ;
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine3.requant2 (rst, \port$11641$118 , acc, q, clk);
+module \bchw_top.engine3.requant3 (rst, \port$10786$177 , acc, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$57  = 0;
   wire [34:0] \$1 ;
   wire [36:0] \$10 ;
@@ -33589,8 +30919,8 @@ module \bchw_top.engine3.requant2 (rst, \port$11641$118 , acc, q, clk);
   wire clk;
   wire en;
   wire [17:0] mul;
-  input [58:0] \port$11641$118 ;
-  wire [58:0] \port$11641$118 ;
+  input [58:0] \port$10786$177 ;
+  wire [58:0] \port$10786$177 ;
   reg [34:0] prod = 35'h000000000;
   output [15:0] q;
   reg [15:0] q = 16'h0000;
@@ -33601,7 +30931,7 @@ module \bchw_top.engine3.requant2 (rst, \port$11641$118 , acc, q, clk);
   reg [4:0] shift2 = 5'h00;
   wire [36:0] shifted;
   reg [36:0] total = 37'h0000000000;
-  assign \$1  = $signed(acc) * $signed(\port$11641$118 [17:0]);
+  assign \$1  = $signed(acc) * $signed(\port$10786$177 [17:0]);
   assign \$2  = $signed(prod) + $signed(bias1);
   assign \$3  = & shifted[36:15];
   assign \$4  = ~ \$3 ;
@@ -33632,18 +30962,18 @@ module \bchw_top.engine3.requant2 (rst, \port$11641$118 , acc, q, clk);
     end
   end
   assign en = 1'h1;
-  assign mul = \port$11641$118 [17:0];
-  assign bias = \port$11641$118 [58:23];
-  assign shift = \port$11641$118 [22:18];
+  assign mul = \port$10786$177 [17:0];
+  assign bias = \port$10786$177 [58:23];
+  assign shift = \port$10786$177 [22:18];
   assign \$15  = shift1;
   assign \$14  = \$2 ;
-  assign \$13  = \port$11641$118 [22:18];
-  assign \$12  = \port$11641$118 [58:23];
+  assign \$13  = \port$10786$177 [22:18];
+  assign \$12  = \port$10786$177 [58:23];
   assign \$11  = \$1 ;
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine3.requant3 (rst, \port$11641$177 , acc, q, clk);
+module \bchw_top.engine3.requant4 (rst, \port$10786$236 , acc, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$58  = 0;
   wire [34:0] \$1 ;
   wire [36:0] \$10 ;
@@ -33669,8 +30999,8 @@ module \bchw_top.engine3.requant3 (rst, \port$11641$177 , acc, q, clk);
   wire clk;
   wire en;
   wire [17:0] mul;
-  input [58:0] \port$11641$177 ;
-  wire [58:0] \port$11641$177 ;
+  input [58:0] \port$10786$236 ;
+  wire [58:0] \port$10786$236 ;
   reg [34:0] prod = 35'h000000000;
   output [15:0] q;
   reg [15:0] q = 16'h0000;
@@ -33681,7 +31011,7 @@ module \bchw_top.engine3.requant3 (rst, \port$11641$177 , acc, q, clk);
   reg [4:0] shift2 = 5'h00;
   wire [36:0] shifted;
   reg [36:0] total = 37'h0000000000;
-  assign \$1  = $signed(acc) * $signed(\port$11641$177 [17:0]);
+  assign \$1  = $signed(acc) * $signed(\port$10786$236 [17:0]);
   assign \$2  = $signed(prod) + $signed(bias1);
   assign \$3  = & shifted[36:15];
   assign \$4  = ~ \$3 ;
@@ -33712,18 +31042,18 @@ module \bchw_top.engine3.requant3 (rst, \port$11641$177 , acc, q, clk);
     end
   end
   assign en = 1'h1;
-  assign mul = \port$11641$177 [17:0];
-  assign bias = \port$11641$177 [58:23];
-  assign shift = \port$11641$177 [22:18];
+  assign mul = \port$10786$236 [17:0];
+  assign bias = \port$10786$236 [58:23];
+  assign shift = \port$10786$236 [22:18];
   assign \$15  = shift1;
   assign \$14  = \$2 ;
-  assign \$13  = \port$11641$177 [22:18];
-  assign \$12  = \port$11641$177 [58:23];
+  assign \$13  = \port$10786$236 [22:18];
+  assign \$12  = \port$10786$236 [58:23];
   assign \$11  = \$1 ;
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine3.requant4 (rst, \port$11641$236 , acc, q, clk);
+module \bchw_top.engine3.requant5 (rst, \port$10786$295 , acc, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$59  = 0;
   wire [34:0] \$1 ;
   wire [36:0] \$10 ;
@@ -33749,8 +31079,8 @@ module \bchw_top.engine3.requant4 (rst, \port$11641$236 , acc, q, clk);
   wire clk;
   wire en;
   wire [17:0] mul;
-  input [58:0] \port$11641$236 ;
-  wire [58:0] \port$11641$236 ;
+  input [58:0] \port$10786$295 ;
+  wire [58:0] \port$10786$295 ;
   reg [34:0] prod = 35'h000000000;
   output [15:0] q;
   reg [15:0] q = 16'h0000;
@@ -33761,7 +31091,7 @@ module \bchw_top.engine3.requant4 (rst, \port$11641$236 , acc, q, clk);
   reg [4:0] shift2 = 5'h00;
   wire [36:0] shifted;
   reg [36:0] total = 37'h0000000000;
-  assign \$1  = $signed(acc) * $signed(\port$11641$236 [17:0]);
+  assign \$1  = $signed(acc) * $signed(\port$10786$295 [17:0]);
   assign \$2  = $signed(prod) + $signed(bias1);
   assign \$3  = & shifted[36:15];
   assign \$4  = ~ \$3 ;
@@ -33792,18 +31122,18 @@ module \bchw_top.engine3.requant4 (rst, \port$11641$236 , acc, q, clk);
     end
   end
   assign en = 1'h1;
-  assign mul = \port$11641$236 [17:0];
-  assign bias = \port$11641$236 [58:23];
-  assign shift = \port$11641$236 [22:18];
+  assign mul = \port$10786$295 [17:0];
+  assign bias = \port$10786$295 [58:23];
+  assign shift = \port$10786$295 [22:18];
   assign \$15  = shift1;
   assign \$14  = \$2 ;
-  assign \$13  = \port$11641$236 [22:18];
-  assign \$12  = \port$11641$236 [58:23];
+  assign \$13  = \port$10786$295 [22:18];
+  assign \$12  = \port$10786$295 [58:23];
   assign \$11  = \$1 ;
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine3.requant5 (rst, \port$11641$295 , acc, q, clk);
+module \bchw_top.engine3.requant6 (rst, \port$10786$354 , acc, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$60  = 0;
   wire [34:0] \$1 ;
   wire [36:0] \$10 ;
@@ -33829,8 +31159,8 @@ module \bchw_top.engine3.requant5 (rst, \port$11641$295 , acc, q, clk);
   wire clk;
   wire en;
   wire [17:0] mul;
-  input [58:0] \port$11641$295 ;
-  wire [58:0] \port$11641$295 ;
+  input [58:0] \port$10786$354 ;
+  wire [58:0] \port$10786$354 ;
   reg [34:0] prod = 35'h000000000;
   output [15:0] q;
   reg [15:0] q = 16'h0000;
@@ -33841,7 +31171,7 @@ module \bchw_top.engine3.requant5 (rst, \port$11641$295 , acc, q, clk);
   reg [4:0] shift2 = 5'h00;
   wire [36:0] shifted;
   reg [36:0] total = 37'h0000000000;
-  assign \$1  = $signed(acc) * $signed(\port$11641$295 [17:0]);
+  assign \$1  = $signed(acc) * $signed(\port$10786$354 [17:0]);
   assign \$2  = $signed(prod) + $signed(bias1);
   assign \$3  = & shifted[36:15];
   assign \$4  = ~ \$3 ;
@@ -33872,18 +31202,18 @@ module \bchw_top.engine3.requant5 (rst, \port$11641$295 , acc, q, clk);
     end
   end
   assign en = 1'h1;
-  assign mul = \port$11641$295 [17:0];
-  assign bias = \port$11641$295 [58:23];
-  assign shift = \port$11641$295 [22:18];
+  assign mul = \port$10786$354 [17:0];
+  assign bias = \port$10786$354 [58:23];
+  assign shift = \port$10786$354 [22:18];
   assign \$15  = shift1;
   assign \$14  = \$2 ;
-  assign \$13  = \port$11641$295 [22:18];
-  assign \$12  = \port$11641$295 [58:23];
+  assign \$13  = \port$10786$354 [22:18];
+  assign \$12  = \port$10786$354 [58:23];
   assign \$11  = \$1 ;
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine3.requant6 (rst, \port$11641$354 , acc, q, clk);
+module \bchw_top.engine3.requant7 (rst, \port$10786$413 , acc, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$61  = 0;
   wire [34:0] \$1 ;
   wire [36:0] \$10 ;
@@ -33909,8 +31239,8 @@ module \bchw_top.engine3.requant6 (rst, \port$11641$354 , acc, q, clk);
   wire clk;
   wire en;
   wire [17:0] mul;
-  input [58:0] \port$11641$354 ;
-  wire [58:0] \port$11641$354 ;
+  input [58:0] \port$10786$413 ;
+  wire [58:0] \port$10786$413 ;
   reg [34:0] prod = 35'h000000000;
   output [15:0] q;
   reg [15:0] q = 16'h0000;
@@ -33921,7 +31251,7 @@ module \bchw_top.engine3.requant6 (rst, \port$11641$354 , acc, q, clk);
   reg [4:0] shift2 = 5'h00;
   wire [36:0] shifted;
   reg [36:0] total = 37'h0000000000;
-  assign \$1  = $signed(acc) * $signed(\port$11641$354 [17:0]);
+  assign \$1  = $signed(acc) * $signed(\port$10786$413 [17:0]);
   assign \$2  = $signed(prod) + $signed(bias1);
   assign \$3  = & shifted[36:15];
   assign \$4  = ~ \$3 ;
@@ -33952,18 +31282,18 @@ module \bchw_top.engine3.requant6 (rst, \port$11641$354 , acc, q, clk);
     end
   end
   assign en = 1'h1;
-  assign mul = \port$11641$354 [17:0];
-  assign bias = \port$11641$354 [58:23];
-  assign shift = \port$11641$354 [22:18];
+  assign mul = \port$10786$413 [17:0];
+  assign bias = \port$10786$413 [58:23];
+  assign shift = \port$10786$413 [22:18];
   assign \$15  = shift1;
   assign \$14  = \$2 ;
-  assign \$13  = \port$11641$354 [22:18];
-  assign \$12  = \port$11641$354 [58:23];
+  assign \$13  = \port$10786$413 [22:18];
+  assign \$12  = \port$10786$413 [58:23];
   assign \$11  = \$1 ;
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine3.requant7 (rst, \port$11641$413 , acc, q, clk);
+module \bchw_top.engine3.requant8 (rst, \port$10786$472 , acc, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$62  = 0;
   wire [34:0] \$1 ;
   wire [36:0] \$10 ;
@@ -33989,8 +31319,8 @@ module \bchw_top.engine3.requant7 (rst, \port$11641$413 , acc, q, clk);
   wire clk;
   wire en;
   wire [17:0] mul;
-  input [58:0] \port$11641$413 ;
-  wire [58:0] \port$11641$413 ;
+  input [58:0] \port$10786$472 ;
+  wire [58:0] \port$10786$472 ;
   reg [34:0] prod = 35'h000000000;
   output [15:0] q;
   reg [15:0] q = 16'h0000;
@@ -34001,7 +31331,7 @@ module \bchw_top.engine3.requant7 (rst, \port$11641$413 , acc, q, clk);
   reg [4:0] shift2 = 5'h00;
   wire [36:0] shifted;
   reg [36:0] total = 37'h0000000000;
-  assign \$1  = $signed(acc) * $signed(\port$11641$413 [17:0]);
+  assign \$1  = $signed(acc) * $signed(\port$10786$472 [17:0]);
   assign \$2  = $signed(prod) + $signed(bias1);
   assign \$3  = & shifted[36:15];
   assign \$4  = ~ \$3 ;
@@ -34032,18 +31362,18 @@ module \bchw_top.engine3.requant7 (rst, \port$11641$413 , acc, q, clk);
     end
   end
   assign en = 1'h1;
-  assign mul = \port$11641$413 [17:0];
-  assign bias = \port$11641$413 [58:23];
-  assign shift = \port$11641$413 [22:18];
+  assign mul = \port$10786$472 [17:0];
+  assign bias = \port$10786$472 [58:23];
+  assign shift = \port$10786$472 [22:18];
   assign \$15  = shift1;
   assign \$14  = \$2 ;
-  assign \$13  = \port$11641$413 [22:18];
-  assign \$12  = \port$11641$413 [58:23];
+  assign \$13  = \port$10786$472 [22:18];
+  assign \$12  = \port$10786$472 [58:23];
   assign \$11  = \$1 ;
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine3.requant8 (rst, \port$11641$472 , acc, q, clk);
+module \bchw_top.engine3.requant9 (rst, \port$10786$531 , acc, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$63  = 0;
   wire [34:0] \$1 ;
   wire [36:0] \$10 ;
@@ -34069,8 +31399,8 @@ module \bchw_top.engine3.requant8 (rst, \port$11641$472 , acc, q, clk);
   wire clk;
   wire en;
   wire [17:0] mul;
-  input [58:0] \port$11641$472 ;
-  wire [58:0] \port$11641$472 ;
+  input [58:0] \port$10786$531 ;
+  wire [58:0] \port$10786$531 ;
   reg [34:0] prod = 35'h000000000;
   output [15:0] q;
   reg [15:0] q = 16'h0000;
@@ -34081,7 +31411,7 @@ module \bchw_top.engine3.requant8 (rst, \port$11641$472 , acc, q, clk);
   reg [4:0] shift2 = 5'h00;
   wire [36:0] shifted;
   reg [36:0] total = 37'h0000000000;
-  assign \$1  = $signed(acc) * $signed(\port$11641$472 [17:0]);
+  assign \$1  = $signed(acc) * $signed(\port$10786$531 [17:0]);
   assign \$2  = $signed(prod) + $signed(bias1);
   assign \$3  = & shifted[36:15];
   assign \$4  = ~ \$3 ;
@@ -34112,93 +31442,13 @@ module \bchw_top.engine3.requant8 (rst, \port$11641$472 , acc, q, clk);
     end
   end
   assign en = 1'h1;
-  assign mul = \port$11641$472 [17:0];
-  assign bias = \port$11641$472 [58:23];
-  assign shift = \port$11641$472 [22:18];
+  assign mul = \port$10786$531 [17:0];
+  assign bias = \port$10786$531 [58:23];
+  assign shift = \port$10786$531 [22:18];
   assign \$15  = shift1;
   assign \$14  = \$2 ;
-  assign \$13  = \port$11641$472 [22:18];
-  assign \$12  = \port$11641$472 [58:23];
-  assign \$11  = \$1 ;
-endmodule
-
-(* generator = "Amaranth" *)
-module \bchw_top.engine3.requant9 (rst, \port$11641$531 , acc, q, clk);
-  reg \$auto$verilog_backend.cc:2355:dump_module$64  = 0;
-  wire [34:0] \$1 ;
-  wire [36:0] \$10 ;
-  wire [34:0] \$11 ;
-  wire [35:0] \$12 ;
-  wire [4:0] \$13 ;
-  wire [36:0] \$14 ;
-  wire [4:0] \$15 ;
-  reg [15:0] \$16 ;
-  wire [36:0] \$2 ;
-  wire \$3 ;
-  wire \$4 ;
-  wire \$5 ;
-  wire \$6 ;
-  wire \$7 ;
-  wire \$8 ;
-  wire [36:0] \$9 ;
-  input [16:0] acc;
-  wire [16:0] acc;
-  wire [35:0] bias;
-  reg [35:0] bias1 = 36'h000000000;
-  input clk;
-  wire clk;
-  wire en;
-  wire [17:0] mul;
-  input [58:0] \port$11641$531 ;
-  wire [58:0] \port$11641$531 ;
-  reg [34:0] prod = 35'h000000000;
-  output [15:0] q;
-  reg [15:0] q = 16'h0000;
-  input rst;
-  wire rst;
-  wire [4:0] shift;
-  reg [4:0] shift1 = 5'h00;
-  reg [4:0] shift2 = 5'h00;
-  wire [36:0] shifted;
-  reg [36:0] total = 37'h0000000000;
-  assign \$1  = $signed(acc) * $signed(\port$11641$531 [17:0]);
-  assign \$2  = $signed(prod) + $signed(bias1);
-  assign \$3  = & shifted[36:15];
-  assign \$4  = ~ \$3 ;
-  assign \$5  = shifted[36] & \$4 ;
-  assign \$6  = ~ shifted[36];
-  assign \$7  = | shifted[36:15];
-  assign \$8  = \$6  & \$7 ;
-  assign \$9  = \$8  ? 37'h0000007fff : shifted;
-  assign \$10  = \$5  ? 37'h1fffff8000 : \$9 ;
-  assign shifted = $signed(total) >>> shift2;
-  always @(posedge clk)
-    prod <= \$11 ;
-  always @(posedge clk)
-    bias1 <= \$12 ;
-  always @(posedge clk)
-    shift1 <= \$13 ;
-  always @(posedge clk)
-    total <= \$14 ;
-  always @(posedge clk)
-    shift2 <= \$15 ;
-  always @(posedge clk)
-    q <= \$16 ;
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$64 ) begin end
-    \$16  = \$10 [15:0];
-    if (rst) begin
-      \$16  = 16'h0000;
-    end
-  end
-  assign en = 1'h1;
-  assign mul = \port$11641$531 [17:0];
-  assign bias = \port$11641$531 [58:23];
-  assign shift = \port$11641$531 [22:18];
-  assign \$15  = shift1;
-  assign \$14  = \$2 ;
-  assign \$13  = \port$11641$531 [22:18];
-  assign \$12  = \port$11641$531 [58:23];
+  assign \$13  = \port$10786$531 [22:18];
+  assign \$12  = \port$10786$531 [58:23];
   assign \$11  = \$1 ;
 endmodule
 

@@ -17,16 +17,16 @@ from bchw.perf import Resources
 ROOT = Path(__file__).resolve().parent.parent
 
 #: resource_model of multilayer perceptrons as recorded before convolutions were costed
-#: (updated for the skid buffers of engines of SF ≥ 2, the refit of their costs, and
-#: the copies of the enables of wide registers).
+#: (updated for the skid buffers of engines of SF ≥ 2, the refit of their costs, the
+#: copies of the enables of wide registers, and the first engine's input memory).
 MLP_RECORDED = {
-    "digits-mlp": Resources(12083, 12920, 0, 26),
-    "fmnist-mlp256": Resources(49790, 57931, 29, 58),
-    "fmnist-mlp1024": Resources(58744, 119409, 178, 7),
+    "digits-mlp": Resources(11556, 12371, 0, 26),
+    "fmnist-mlp256": Resources(41963, 50409, 36, 58),
+    "fmnist-mlp1024": Resources(52911, 112958, 178, 7),
 }
 RANDOM_MLP_RECORDED = [
-    ([64, 64, 32, 10], [4, 4, 10], [4, 8, 16], 5, Resources(10377, 12230, 1, 18)),
-    ([100, 30, 10], [3, 10], [7, 5], 1, Resources(5064, 6955, 1, 13)),
+    ([64, 64, 32, 10], [4, 4, 10], [4, 8, 16], 5, Resources(9883, 11656, 1, 18)),
+    ([100, 30, 10], [3, 10], [7, 5], 1, Resources(4255, 6048, 1, 13)),
 ]
 
 # spec, input shape, PE, SIMD: line buffers and row memories in LUT RAM (the first), in block
@@ -41,7 +41,11 @@ CONV_NETS = {
 def test_reference_mlp_estimates_are_unchanged(name):
     bundle = load_bundle(ROOT / "models" / name / "bundle")
     assert perf.resource_model(bundle) == MLP_RECORDED[name]
-    assert set(perf.resource_breakdown(bundle)) == {"argmax"} | {
+    first = bundle.layers[0]
+    assembler = not perf.beats_into_engine(first.in_features, first.simd,
+                                           bundle.io["in_lanes"])
+    units = {"argmax", "assembler"} if assembler else {"argmax"}
+    assert set(perf.resource_breakdown(bundle)) == units | {
         f"engine{i}" for i in range(len(bundle.layers))}
 
 
@@ -50,6 +54,23 @@ def test_random_mlp_estimates_are_unchanged(tmp_path, sizes, pe, simd, seed, rec
     bundle = export_state(randnet.random_state(sizes, seed=seed), tmp_path / "bundle",
                           HardwareConfig(pe=pe, simd=simd), formats=("hex",))
     assert perf.resource_model(bundle) == recorded
+
+
+@pytest.mark.parametrize("lanes, memory", [(7, True), (1, True), (3, False)])
+def test_an_input_assembler_only_where_the_lanes_do_not_divide_simd(tmp_path, lanes, memory):
+    bundle = export_state(randnet.random_state([100, 30, 10], seed=1), tmp_path / "bundle",
+                          HardwareConfig(pe=[3, 10], simd=[7, 5], in_lanes=lanes),
+                          formats=("hex",))
+    parts = perf.resource_breakdown(bundle)
+    la = bundle.layers[0]
+    engine = perf.engine_resources(la.in_features, la.out_features, la.in_bits, la.pe,
+                                   la.simd, la.widths, memory)
+    assert parts["engine0"] == engine
+    assert parts.get("assembler") == (None if memory else perf.assembler_resources(100, lanes))
+    if memory:   # the input memory replaces the input buffer and the assembler's register
+        plain = perf.engine_resources(la.in_features, la.out_features, la.in_bits, la.pe,
+                                      la.simd, la.widths)
+        assert engine.ffs < plain.ffs and engine.luts < plain.luts
 
 
 def test_rams_go_where_yosys_costs_them_less():

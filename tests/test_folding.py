@@ -41,10 +41,14 @@ def test_the_estimate_is_the_resource_models():
     assert f.interval <= 400
     from bchw import golden
 
-    total = perf.fixed_resources(MLP256, 8, 16, f.in_lanes).luts
+    memory = perf.beats_into_engine(MLP256[0], f.simd[0], f.in_lanes)
+    total = perf.argmax_resources(MLP256[-1], 16).luts
+    if not memory:
+        total += perf.assembler_resources(MLP256[0], f.in_lanes).luts
     for k, (i, o) in enumerate(zip(MLP256[:-1], MLP256[1:])):
         widths = golden.layer_widths(i, 8, mul_bits=18, last=k == 3, act_bits=8, score_bits=16)
-        total += perf.engine_resources(i, o, 8, f.pe[k], f.simd[k], widths).luts
+        total += perf.engine_resources(i, o, 8, f.pe[k], f.simd[k], widths,
+                                       memory and k == 0).luts
     assert f.luts == total
 
 

@@ -99,7 +99,8 @@ def test_ecp5_place_and_route_json(capsys, tiny, tmp_path):
     assert r["fmax_mhz"] > 10 and r["freq_mhz"] == 100
     assert r["inferences_per_s"] == pytest.approx(r["fmax_mhz"] * 1e6 / r["interval_cycles"])
     assert r["lut_fraction"] == pytest.approx(r["luts"] / 83_640)
-    assert r["luts"] == r["cells"]["LUT4"] + 2 * r["cells"].get("CCU2C", 0)
+    assert r["luts"] == (r["cells"]["LUT4"] + 2 * r["cells"].get("CCU2C", 0)
+                         + 6 * r["cells"].get("TRELLIS_DPR16X4", 0))
     # nextpnr placed the core's flip-flops plus exactly the wrapper's: its shift
     # registers and 9 one-bit registers; so the core's count excludes the wrapper
     io = tiny.io

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from amaranth.hdl import Cat, Const, Module, Mux, Signal, Value, signed
-from amaranth.lib import stream, wiring
+from amaranth.lib import memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from bchw.gateware.adder_tree import AdderTree
@@ -46,6 +46,15 @@ class LayerEngine(wiring.Component):
     on ``m.ready``), so ready paths stay within one stage.
     :func:`bchw.perf.engine_pipeline` gives the latency.
 
+    With ``beat_lanes`` (a divisor of ``SIMD``, with ``SF ≥ 2``: the first
+    engine of a multilayer perceptron, fed the input beats) the engine takes
+    its input vector ``beat_lanes`` elements a beat into a memory of two
+    banks, a vector a bank, read a slice a step, instead of whole vectors
+    into a register that rotates: the handshake and the cycles are those of
+    an :class:`InputAssembler` of ``beat_lanes`` lanes in front of the
+    engine, but no register holds the vector (twice), and no enable reaches
+    thousands of flip-flops.
+
     ``datapath`` (one of :data:`DATAPATHS`) chooses how ±1 weights are
     applied; both give the same bits at the same cycles, so which costs less
     is a synthesis measurement.  The ``shared`` one adds the per-step
@@ -57,7 +66,10 @@ class LayerEngine(wiring.Component):
     Members
     -------
     s : In(stream.Signature(in_features · in_bits))
-        Input vector, element ``i`` at bits ``[i·in_bits, (i+1)·in_bits)``.
+        Input vector, element ``i`` at bits ``[i·in_bits, (i+1)·in_bits)``. With
+        ``beat_lanes``: In(stream.Signature(beat_lanes · in_bits)), element ``i`` of a
+        vector in beat ``i // beat_lanes``, lane ``i % beat_lanes``; the lanes of the
+        last beat beyond ``in_features`` are dropped.
     m : Out(stream.Signature(out_features · out_bits))
         Output vector, likewise (two's complement for the score layer).
     """
@@ -65,24 +77,29 @@ class LayerEngine(wiring.Component):
     def __init__(self, *, in_features: int, out_features: int, in_bits: int, pe: int,
                  simd: int, widths: LayerWidths, nf: int, sf: int,
                  weight_rom: dict, param_rom: dict, datapath: str = "negate",
-                 weight_bits: int = 1, tree_levels: int = 1):
+                 weight_bits: int = 1, tree_levels: int = 1,
+                 beat_lanes: int | None = None):
         if datapath not in DATAPATHS:
             raise ValueError(f"datapath must be one of {DATAPATHS}, not {datapath!r}")
         if weight_bits > 1 and datapath != "negate":
             raise ValueError(f"the {datapath} datapath needs ±1 weights (weight_bits 1)")
+        if beat_lanes is not None and not (sf >= 2 and simd % beat_lanes == 0):
+            self._MustUse__silence = True     # refused: no "never elaborated" warning
+            raise ValueError(f"beat_lanes ({beat_lanes}) must divide SIMD ({simd}), with "
+                             f"SF ≥ 2 (SF is {sf})")
         self.n_in, self.n_out, self.in_bits = in_features, out_features, in_bits
         self.pe, self.simd, self.nf, self.sf = pe, simd, nf, sf
         self.widths = widths
         self.weight_rom, self.param_rom = weight_rom, param_rom
         self.datapath, self.weight_bits = datapath, weight_bits
-        self.tree_levels = tree_levels
+        self.tree_levels, self.beat_lanes = tree_levels, beat_lanes
         super().__init__({
-            "s": In(stream.Signature(in_features * in_bits)),
+            "s": In(stream.Signature((beat_lanes or in_features) * in_bits)),
             "m": Out(stream.Signature(out_features * widths.out_bits))})
 
     @classmethod
     def from_layer(cls, layer, rom_mode: str, datapath: str = "negate",
-                   tree_levels: int = 1) -> LayerEngine:
+                   tree_levels: int = 1, beat_lanes: int | None = None) -> LayerEngine:
         """An engine for a :class:`bchw.export.LayerBundle`."""
         from bchw.export import pack_params, pack_weights
 
@@ -95,7 +112,7 @@ class LayerEngine(wiring.Component):
         return cls(in_features=layer.in_features, out_features=layer.out_features,
                    in_bits=layer.in_bits, pe=layer.pe, simd=layer.simd, widths=layer.widths,
                    nf=layer.nf, sf=layer.sf, weight_rom=wrom, param_rom=prom,
-                   datapath=datapath, tree_levels=tree_levels)
+                   datapath=datapath, tree_levels=tree_levels, beat_lanes=beat_lanes)
 
     def elaborate(self, platform):
         m = Module()
@@ -137,7 +154,6 @@ class LayerEngine(wiring.Component):
         step = Signal(range(steps))
         sfc = Signal(range(sf))
         nfc = Signal(range(nf))
-        xbuf = wide_signal(sf * slice_bits, "xbuf")
         last_step = Signal()          # busy & (step == steps - 1), as a register
         if credit:
             groups = skid_groups(sf, engine_pipeline(simd, self.tree_levels))
@@ -150,10 +166,13 @@ class LayerEngine(wiring.Component):
         else:
             issue = busy
             ready = en & (~busy | last_step)
-        load = self.s.valid & self.s.ready
+        # a whole input vector is offered: by the upstream stream, or (beat_lanes) by the
+        # input memory, which holds one in a bank (set after its last beat)
+        offered = Signal() if self.beat_lanes else self.s.valid
+        load = offered & ready
         advance = issue & ~last_step
         group_end = sfc == sf - 1
-        m.d.comb += [self.s.ready.eq(ready), wrom.en.eq(en), wrom.addr.eq(step)]
+        m.d.comb += [wrom.en.eq(en), wrom.addr.eq(step)]
         busy_n = state(busy, Mux(load, 1, busy & ~last_step))
         state(step, Mux(load, 0, Mux(advance, step + 1, step)))
         sfc_n = state(sfc, Mux(load | (advance & group_end), 0, Mux(advance, sfc + 1, sfc)))
@@ -168,10 +187,15 @@ class LayerEngine(wiring.Component):
             credit_back = Signal()
             credits_n = state(credits, credits + credit_back - (issue & (sfc == 0)))
             issue_n = state(issue, busy_n & ((sfc_n != 0) | (credits_n != 0)))
+        if self.beat_lanes:
+            x0 = self._input_memory(m, offered, ready, load, sfc)
+        elif credit:
+            m.d.comb += self.s.ready.eq(ready)
             # the input buffer loads a vector, or rotates by one slice at each step but a
             # vector's last; part by part under copies of ready and of that shift, so no
             # enable reaches the whole buffer (loading and shifting never coincide: ready
             # is ~busy | last_step)
+            xbuf = wide_signal(sf * slice_bits, "xbuf")
             pay = Signal(len(xbuf))
             m.d.comb += pay.eq(self.s.payload)
             rotated = Cat(xbuf[slice_bits:], xbuf[:slice_bits])
@@ -181,9 +205,13 @@ class LayerEngine(wiring.Component):
             for (lo, hi), shift, ready_c in zip(parts, shifts, readies, strict=True):
                 with m.If(shift | (self.s.valid & ready_c)):
                     m.d.sync += xbuf[lo:hi].eq(Mux(shift, rotated[lo:hi], pay[lo:hi]))
+            x0 = xbuf[:slice_bits]
         else:
+            m.d.comb += self.s.ready.eq(ready)
+            xbuf = wide_signal(slice_bits, "xbuf")
             with m.If(en & load):   # SF = 1: the buffer is one slice, it never shifts
                 m.d.sync += xbuf.eq(self.s.payload)
+            x0 = xbuf
 
         # --- stage 1: the ROM word arrives; stage 2: it is registered (a block RAM's
         # clock-to-output is most of a cycle on ECP5), the input slice and flags with it
@@ -197,7 +225,9 @@ class LayerEngine(wiring.Component):
                 value = r
             return value
 
-        x1 = delayed(xbuf[:slice_bits], ROM_STAGES, "x", reset_less=True)
+        # the input memory's read port is the first of these registers
+        x1 = (delayed(x0, ROM_STAGES - 1, "x", reset_less=True) if self.beat_lanes
+              else delayed(x0, ROM_STAGES, "x", reset_less=True))
         wdata = delayed(wrom.data, ROM_STAGES - 1, "wdata", reset_less=True)
         flags = Cat(issue, sfc == 0, sfc == sf - 1, last_step, nfc)
         flags1 = delayed(flags, ROM_STAGES, "f1")
@@ -283,6 +313,52 @@ class LayerEngine(wiring.Component):
         valid_next = (en & out_done) | (self.m.valid & ~self.m.ready)
         m.d.sync += en.eq(~(valid_next & Mux(en, qv_pre & qe_pre, out_done)))
         return m
+
+    def _input_memory(self, m: Module, offered: Signal, ready: Value, load: Value,
+                      sfc: Signal) -> Value:
+        """beat_lanes: beats write into a memory of two banks, vector ``n`` into bank
+        ``n % 2``, slice ``k`` at word ``k``, a beat into one word (``beat_lanes`` divides
+        SIMD). ``offered`` is set after a vector's last beat and cleared when the vector
+        is loaded (an :class:`InputAssembler`'s ``m.valid``); a beat is taken while no
+        vector waits, or in the cycle one is loaded: the bank it writes was then read for
+        the last time, at another word. Returns the slice of step ``sfc`` of the loaded
+        vector one cycle later (the read port's register).
+
+        Pixels past the last beat's word of a vector are never written: they stay the
+        memory's initial zeros, so padding adds nothing; the lanes of the last beat
+        beyond the inputs are written as zeros."""
+        sf, lanes, ib = self.sf, self.beat_lanes, self.in_bits
+        per_word = self.simd // lanes
+        beats = -(-self.n_in // lanes)
+        word = Signal(range(sf))
+        lane = Signal(range(per_word))      # the beat's place in its word
+        write_bank = Signal()
+        read_bank = Signal(init=1)          # the loaded vector's bank: toggles at each load
+        last_beat = (word == (beats - 1) // per_word) & (lane == (beats - 1) % per_word)
+        word_end = lane == per_word - 1
+        m.d.comb += self.s.ready.eq(~offered | ready)
+        take = self.s.valid & self.s.ready
+        with m.If(take):
+            m.d.sync += [lane.eq(Mux(last_beat | word_end, 0, lane + 1)),
+                         word.eq(Mux(last_beat, 0, Mux(word_end, word + 1, word)))]
+        with m.If(take & last_beat):
+            m.d.sync += write_bank.eq(~write_bank)
+        with m.If(load):
+            m.d.sync += read_bank.eq(~read_bank)
+        m.d.sync += offered.eq(Mux(take & last_beat, 1, offered & ~ready))
+        kept = (self.n_in - (beats - 1) * lanes) * ib
+        data = self.s.payload
+        if kept < lanes * ib:
+            data = Cat(data[:kept], Mux(last_beat, 0, data[kept:]))
+        words = 2 << (sf - 1).bit_length()
+        m.submodules.xmem = mem = memory.Memory(shape=self.simd * ib, depth=words, init=[])
+        write = mem.write_port(granularity=lanes * ib)
+        read = mem.read_port()
+        m.d.comb += [write.en.eq(Mux(take, 1 << lane, 0)),
+                     write.addr.eq(Cat(word, write_bank)),
+                     write.data.eq(Cat(*[data] * per_word)),
+                     read.addr.eq(Cat(sfc, read_bank))]
+        return read.data
 
     def _skid(self, m: Module, group: Value, q_valid: Value, q_valid_next: Value,
               q_end: Value, groups: int, nf: int) -> Signal:

@@ -19,6 +19,7 @@ from bchw.gateware.engine import DATAPATHS, LayerEngine
 from bchw.gateware.pool import MaxPool
 from bchw.gateware.rom import ROM_VERILOG
 from bchw.gateware.window import SlidingWindow
+from bchw.perf import beats_into_engine
 
 TOP_NAME = "bchw_top"
 ROM_MODES = ("readmemh", "inline")
@@ -27,8 +28,12 @@ ROM_MODES = ("readmemh", "inline")
 class Accelerator(wiring.Component):
     """The whole network in hardware.
 
-    A multilayer perceptron: an :class:`InputAssembler` collects the image,
-    one :class:`LayerEngine` per layer, an :class:`Argmax`.  A convolutional
+    A multilayer perceptron: one :class:`LayerEngine` per layer, an
+    :class:`Argmax`; the first engine takes the input beats into its input
+    memory when ``in_lanes`` divides its SIMD and it has two slices or more
+    (:func:`bchw.perf.beats_into_engine`, what the folding search chooses),
+    else an :class:`InputAssembler` collects the image for it (same handshake,
+    same cycles).  A convolutional
     network (``bundle.has_conv``) takes one pixel of C values a beat, in HWC
     raster order, straight into its first convolution; each convolution is a
     :class:`SlidingWindow` → a :class:`LayerEngine` (one output pixel a window)
@@ -88,24 +93,35 @@ class Accelerator(wiring.Component):
                                                           * layer.widths.out_bits)
         super().__init__(members)
 
-    def engine(self, layer) -> LayerEngine:
+    def engine(self, layer, beat_lanes: int | None = None) -> LayerEngine:
         """The engine of a :class:`bchw.export.LayerBundle` (the int8 baseline makes its own)."""
-        return LayerEngine.from_layer(layer, self.rom_mode, self.datapath, self.tree_levels)
+        return LayerEngine.from_layer(layer, self.rom_mode, self.datapath, self.tree_levels,
+                                      beat_lanes)
 
     def elaborate(self, platform):
         if self.bundle.has_conv:
             return self._elaborate_conv()
         m = Module()
         io = self.bundle.io
-        m.submodules.assembler = asm = InputAssembler(io["n_in"], io["in_lanes"],
-                                                      io["pixel_bits"])
-        m.d.comb += [asm.tdata.eq(self.s_axis_tdata), asm.tvalid.eq(self.s_axis_tvalid),
-                     asm.tlast.eq(self.s_axis_tlast), self.s_axis_tready.eq(asm.tready)]
-        upstream = asm.m
+        first = self.bundle.layers[0]
+        lanes = io["in_lanes"]
+        if beats_into_engine(first.in_features, first.simd, lanes):
+            upstream = None      # the beats go straight into the first engine's input memory
+        else:
+            m.submodules.assembler = asm = InputAssembler(io["n_in"], io["in_lanes"],
+                                                          io["pixel_bits"])
+            m.d.comb += [asm.tdata.eq(self.s_axis_tdata), asm.tvalid.eq(self.s_axis_tvalid),
+                         asm.tlast.eq(self.s_axis_tlast), self.s_axis_tready.eq(asm.tready)]
+            upstream = asm.m
         for layer in self.bundle.layers:
-            engine = self.engine(layer)
+            engine = self.engine(layer, lanes if upstream is None else None)
             m.submodules[f"engine{layer.index}"] = engine
-            wiring.connect(m, upstream, engine.s)
+            if upstream is None:
+                m.d.comb += [engine.s.payload.eq(self.s_axis_tdata),
+                             engine.s.valid.eq(self.s_axis_tvalid),
+                             self.s_axis_tready.eq(engine.s.ready)]
+            else:
+                wiring.connect(m, upstream, engine.s)
             upstream = engine.m
             if self.debug:
                 m.d.comb += [getattr(self, f"dbg_l{layer.index}_valid").eq(

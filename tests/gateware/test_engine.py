@@ -6,9 +6,13 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from amaranth.hdl import Module
+from amaranth.lib import stream, wiring
+from amaranth.lib.wiring import In, Out
 
 from bchw import golden
 from bchw.export import LayerBundle
+from bchw.gateware.assembler import InputAssembler
 from bchw.gateware.engine import LayerEngine
 from bchw.gateware.simtools import (
     always,
@@ -84,6 +88,76 @@ def test_back_pressure_keeps_outputs_exact(bundles, net: str, index: int, in_rat
     valid = always if in_rate == 1 else random_pattern(in_rate, seed=index)
     run_engine(layer, layer_inputs(layer, 6, seed=100 + index), valid=valid,
                ready=random_pattern(out_rate, seed=int(out_rate * 100)))
+
+
+class AssembledEngine(wiring.Component):
+    """An :class:`InputAssembler` of SIMD lanes in front of an engine that loads whole
+    vectors: what an engine with ``slice_input`` must do, bit for bit and cycle for cycle."""
+
+    def __init__(self, layer: LayerBundle, lanes: int):
+        self.layer, self.lanes = layer, lanes
+        super().__init__({"s": In(stream.Signature(lanes * layer.in_bits)),
+                          "m": Out(stream.Signature(layer.out_features * layer.widths.out_bits))})
+
+    def elaborate(self, platform):
+        m = Module()
+        layer = self.layer
+        m.submodules.assembler = asm = InputAssembler(layer.in_features, self.lanes,
+                                                      layer.in_bits)
+        m.submodules.engine = engine = LayerEngine.from_layer(layer, "inline")
+        m.d.comb += [asm.tdata.eq(self.s.payload), asm.tvalid.eq(self.s.valid),
+                     self.s.ready.eq(asm.tready)]
+        wiring.connect(m, asm.m, engine.s)
+        wiring.connect(m, engine.m, wiring.flipped(self.m))
+        return m
+
+
+def divisors(n: int) -> list[int]:
+    return [d for d in range(1, n + 1) if n % d == 0]
+
+
+@pytest.mark.parametrize("net, index", LAYERS)
+@pytest.mark.parametrize("in_rate, out_rate", [(1.0, 1.0), (0.6, 0.3), (1.0, 0.05)])
+def test_beats_into_the_input_memory_as_through_an_assembler(bundles, net: str, index: int,
+                                                             in_rate: float, out_rate: float):
+    """Beats of every divisor of SIMD into the input memory: the same beats taken and the
+    same outputs at the same cycles as an InputAssembler feeding the register engine, the
+    lanes of a last beat beyond the inputs dropped."""
+    layer = bundles[net].layers[index]
+    if layer.sf < 2:
+        with pytest.raises(ValueError, match="SF ≥ 2"):
+            LayerEngine.from_layer(layer, "inline", beat_lanes=1)
+        return
+    if layer.simd > 1:
+        with pytest.raises(ValueError, match="must divide SIMD"):
+            LayerEngine.from_layer(layer, "inline", beat_lanes=layer.simd + 1)
+    rng = np.random.default_rng(index)
+    x = layer_inputs(layer, 5, seed=200 + index)
+    expected = [pack(y, layer.widths.out_bits) for y in golden_layer(layer, x)]
+    valid = always if in_rate == 1 else random_pattern(in_rate, seed=index)
+    ready = always if out_rate == 1 else random_pattern(out_rate, seed=7)
+    for lanes in divisors(layer.simd):
+        n_beats = -(-layer.in_features // lanes)
+        padded = rng.integers(0, 1 << layer.in_bits, size=(len(x), n_beats * lanes))
+        padded[:, :layer.in_features] = x
+        beats = [pack(v[k * lanes:(k + 1) * lanes], layer.in_bits)
+                 for v in padded for k in range(n_beats)]
+        runs = []
+        for dut in (LayerEngine.from_layer(layer, "inline", beat_lanes=lanes),
+                    AssembledEngine(layer, lanes)):
+            sent, got = [], []
+
+            async def producer(ctx, dut=dut, sent=sent, beats=beats):
+                sent.extend(await stream_put(ctx, dut.s, beats, valid=valid))
+
+            async def consumer(ctx, dut=dut, got=got):
+                got.extend(await stream_get(ctx, dut.m, len(x), ready=ready))
+
+            simulate(dut, producer, consumer,
+                     cycles=len(x) * (layer.nf * layer.sf + n_beats + 30) * 40 + 100)
+            assert [t.payload for t in got] == expected, f"{lanes} lanes"
+            runs.append((sent, [t.cycle for t in got]))
+        assert runs[0] == runs[1], f"{lanes} lanes"
 
 
 def test_negative_scales_are_exercised(bundles):
