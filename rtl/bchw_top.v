@@ -2511,112 +2511,112 @@ module \bchw_top.engine0 (s__valid, clk, rst, s__ready, m__valid, m__payload, m_
   \bchw_top.engine0.requant0  requant0 (
     .acc(acc),
     .clk(clk),
-    .\port$5548$0 (params_d0[60:0]),
+    .\port$5654$0 (params_d0[60:0]),
     .q(q),
     .rst(rst)
   );
   \bchw_top.engine0.requant1  requant1 (
     .acc(\acc$92 ),
     .clk(clk),
-    .\port$5548$61 (params_d0[121:61]),
+    .\port$5654$61 (params_d0[121:61]),
     .q(\q$193 ),
     .rst(rst)
   );
   \bchw_top.engine0.requant10  requant10 (
     .acc(\acc$146 ),
     .clk(clk),
-    .\port$5548$610 (params_d0[670:610]),
+    .\port$5654$610 (params_d0[670:610]),
     .q(\q$202 ),
     .rst(rst)
   );
   \bchw_top.engine0.requant11  requant11 (
     .acc(\acc$152 ),
     .clk(clk),
-    .\port$5548$671 (params_d0[731:671]),
+    .\port$5654$671 (params_d0[731:671]),
     .q(\q$203 ),
     .rst(rst)
   );
   \bchw_top.engine0.requant12  requant12 (
     .acc(\acc$158 ),
     .clk(clk),
-    .\port$5548$732 (params_d0[792:732]),
+    .\port$5654$732 (params_d0[792:732]),
     .q(\q$204 ),
     .rst(rst)
   );
   \bchw_top.engine0.requant13  requant13 (
     .acc(\acc$164 ),
     .clk(clk),
-    .\port$5548$793 (params_d0[853:793]),
+    .\port$5654$793 (params_d0[853:793]),
     .q(\q$205 ),
     .rst(rst)
   );
   \bchw_top.engine0.requant14  requant14 (
     .acc(\acc$170 ),
     .clk(clk),
-    .\port$5548$854 (params_d0[914:854]),
+    .\port$5654$854 (params_d0[914:854]),
     .q(\q$206 ),
     .rst(rst)
   );
   \bchw_top.engine0.requant15  requant15 (
     .acc(\acc$176 ),
     .clk(clk),
-    .\port$5548$915 (params_d0[975:915]),
+    .\port$5654$915 (params_d0[975:915]),
     .q(\q$207 ),
     .rst(rst)
   );
   \bchw_top.engine0.requant2  requant2 (
     .acc(\acc$98 ),
     .clk(clk),
-    .\port$5548$122 (params_d0[182:122]),
+    .\port$5654$122 (params_d0[182:122]),
     .q(\q$194 ),
     .rst(rst)
   );
   \bchw_top.engine0.requant3  requant3 (
     .acc(\acc$104 ),
     .clk(clk),
-    .\port$5548$183 (params_d0[243:183]),
+    .\port$5654$183 (params_d0[243:183]),
     .q(\q$195 ),
     .rst(rst)
   );
   \bchw_top.engine0.requant4  requant4 (
     .acc(\acc$110 ),
     .clk(clk),
-    .\port$5548$244 (params_d0[304:244]),
+    .\port$5654$244 (params_d0[304:244]),
     .q(\q$196 ),
     .rst(rst)
   );
   \bchw_top.engine0.requant5  requant5 (
     .acc(\acc$116 ),
     .clk(clk),
-    .\port$5548$305 (params_d0[365:305]),
+    .\port$5654$305 (params_d0[365:305]),
     .q(\q$197 ),
     .rst(rst)
   );
   \bchw_top.engine0.requant6  requant6 (
     .acc(\acc$122 ),
     .clk(clk),
-    .\port$5548$366 (params_d0[426:366]),
+    .\port$5654$366 (params_d0[426:366]),
     .q(\q$198 ),
     .rst(rst)
   );
   \bchw_top.engine0.requant7  requant7 (
     .acc(\acc$128 ),
     .clk(clk),
-    .\port$5548$427 (params_d0[487:427]),
+    .\port$5654$427 (params_d0[487:427]),
     .q(\q$199 ),
     .rst(rst)
   );
   \bchw_top.engine0.requant8  requant8 (
     .acc(\acc$134 ),
     .clk(clk),
-    .\port$5548$488 (params_d0[548:488]),
+    .\port$5654$488 (params_d0[548:488]),
     .q(\q$200 ),
     .rst(rst)
   );
   \bchw_top.engine0.requant9  requant9 (
     .acc(\acc$140 ),
     .clk(clk),
-    .\port$5548$549 (params_d0[609:549]),
+    .\port$5654$549 (params_d0[609:549]),
     .q(\q$201 ),
     .rst(rst)
   );
@@ -3682,18 +3682,23 @@ module \bchw_top.engine0.params (data, addr, clk);
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine0.requant0 (rst, \port$5548$0 , acc, q, clk);
+module \bchw_top.engine0.requant0 (rst, \port$5654$0 , acc, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$3  = 0;
-  wire [36:0] \$1 ;
-  wire [4:0] \$10 ;
-  reg [7:0] \$11 ;
-  wire [38:0] \$2 ;
-  wire \$3 ;
+  wire [34:0] \$1 ;
+  wire [35:0] \$10 ;
+  wire [20:0] \$11 ;
+  wire [37:0] \$12 ;
+  wire [4:0] \$13 ;
+  wire [38:0] \$14 ;
+  wire [4:0] \$15 ;
+  reg [7:0] \$16 ;
+  wire [19:0] \$2 ;
+  wire [36:0] \$3 ;
   wire [38:0] \$4 ;
-  wire [38:0] \$5 ;
-  wire [36:0] \$6 ;
-  wire [37:0] \$7 ;
-  wire [4:0] \$8 ;
+  wire [51:0] \$5 ;
+  wire [52:0] \$6 ;
+  wire \$7 ;
+  wire [38:0] \$8 ;
   wire [38:0] \$9 ;
   input [18:0] acc;
   wire [18:0] acc;
@@ -3703,9 +3708,10 @@ module \bchw_top.engine0.requant0 (rst, \port$5548$0 , acc, q, clk);
   wire clk;
   wire en;
   wire [17:0] mul;
-  input [60:0] \port$5548$0 ;
-  wire [60:0] \port$5548$0 ;
-  reg [36:0] prod = 37'h0000000000;
+  input [60:0] \port$5654$0 ;
+  wire [60:0] \port$5654$0 ;
+  reg [35:0] prod0 = 36'h000000000;
+  reg [20:0] prod1 = 21'h000000;
   output [7:0] q;
   reg [7:0] q = 8'h00;
   input rst;
@@ -3715,55 +3721,67 @@ module \bchw_top.engine0.requant0 (rst, \port$5548$0 , acc, q, clk);
   reg [4:0] shift2 = 5'h00;
   wire [38:0] shifted;
   reg [38:0] total = 39'h0000000000;
-  assign \$1  = $signed(acc) * $signed(\port$5548$0 [17:0]);
-  assign \$2  = $signed(prod) + $signed(bias1);
-  assign \$3  = | shifted[38:8];
-  assign \$4  = \$3  ? 39'h00000000ff : shifted;
-  assign \$5  = shifted[38] ? 39'h0000000000 : \$4 ;
+  assign \$1  = $signed({ 1'h0, acc[16:0] }) * $signed(\port$5654$0 [17:0]);
+  assign \$2  = $signed(acc[18:17]) * $signed(\port$5654$0 [17:0]);
+  assign \$4  = $signed(bias1) + $signed(\$3 );
+  assign \$6  = $signed(\$4 ) + $signed(\$5 );
+  assign \$7  = | shifted[38:8];
+  assign \$8  = \$7  ? 39'h00000000ff : shifted;
+  assign \$9  = shifted[38] ? 39'h0000000000 : \$8 ;
   assign shifted = $signed(total) >>> shift2;
   always @(posedge clk)
-    prod <= \$6 ;
+    prod0 <= \$10 ;
   always @(posedge clk)
-    bias1 <= \$7 ;
+    prod1 <= \$11 ;
   always @(posedge clk)
-    shift1 <= \$8 ;
+    bias1 <= \$12 ;
   always @(posedge clk)
-    total <= \$9 ;
+    shift1 <= \$13 ;
   always @(posedge clk)
-    shift2 <= \$10 ;
+    total <= \$14 ;
   always @(posedge clk)
-    q <= \$11 ;
+    shift2 <= \$15 ;
+  always @(posedge clk)
+    q <= \$16 ;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$11  = \$5 [7:0];
+    \$16  = \$9 [7:0];
     if (rst) begin
-      \$11  = 8'h00;
+      \$16  = 8'h00;
     end
   end
   assign en = 1'h1;
-  assign mul = \port$5548$0 [17:0];
-  assign bias = \port$5548$0 [60:23];
-  assign shift = \port$5548$0 [22:18];
-  assign \$10  = shift1;
-  assign \$9  = \$2 ;
-  assign \$8  = \port$5548$0 [22:18];
-  assign \$7  = \port$5548$0 [60:23];
-  assign \$6  = \$1 ;
+  assign mul = \port$5654$0 [17:0];
+  assign bias = \port$5654$0 [60:23];
+  assign shift = \port$5654$0 [22:18];
+  assign \$15  = shift1;
+  assign \$14  = \$6 [38:0];
+  assign \$13  = \port$5654$0 [22:18];
+  assign \$12  = \port$5654$0 [60:23];
+  assign \$11  = { \$2 [19], \$2  };
+  assign \$10  = { \$1 [34], \$1  };
+  assign \$3  = { prod0[35], prod0 };
+  assign \$5  = { prod1[20], prod1[20], prod1[20], prod1[20], prod1[20], prod1[20], prod1[20], prod1[20], prod1[20], prod1[20], prod1[20], prod1[20], prod1[20], prod1[20], prod1, 17'h00000 };
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine0.requant1 (rst, \port$5548$61 , acc, q, clk);
+module \bchw_top.engine0.requant1 (rst, \port$5654$61 , acc, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$4  = 0;
-  wire [36:0] \$1 ;
-  wire [4:0] \$10 ;
-  reg [7:0] \$11 ;
-  wire [38:0] \$2 ;
-  wire \$3 ;
+  wire [34:0] \$1 ;
+  wire [35:0] \$10 ;
+  wire [20:0] \$11 ;
+  wire [37:0] \$12 ;
+  wire [4:0] \$13 ;
+  wire [38:0] \$14 ;
+  wire [4:0] \$15 ;
+  reg [7:0] \$16 ;
+  wire [19:0] \$2 ;
+  wire [36:0] \$3 ;
   wire [38:0] \$4 ;
-  wire [38:0] \$5 ;
-  wire [36:0] \$6 ;
-  wire [37:0] \$7 ;
-  wire [4:0] \$8 ;
+  wire [51:0] \$5 ;
+  wire [52:0] \$6 ;
+  wire \$7 ;
+  wire [38:0] \$8 ;
   wire [38:0] \$9 ;
   input [18:0] acc;
   wire [18:0] acc;
@@ -3773,9 +3791,10 @@ module \bchw_top.engine0.requant1 (rst, \port$5548$61 , acc, q, clk);
   wire clk;
   wire en;
   wire [17:0] mul;
-  input [60:0] \port$5548$61 ;
-  wire [60:0] \port$5548$61 ;
-  reg [36:0] prod = 37'h0000000000;
+  input [60:0] \port$5654$61 ;
+  wire [60:0] \port$5654$61 ;
+  reg [35:0] prod0 = 36'h000000000;
+  reg [20:0] prod1 = 21'h000000;
   output [7:0] q;
   reg [7:0] q = 8'h00;
   input rst;
@@ -3785,55 +3804,67 @@ module \bchw_top.engine0.requant1 (rst, \port$5548$61 , acc, q, clk);
   reg [4:0] shift2 = 5'h00;
   wire [38:0] shifted;
   reg [38:0] total = 39'h0000000000;
-  assign \$1  = $signed(acc) * $signed(\port$5548$61 [17:0]);
-  assign \$2  = $signed(prod) + $signed(bias1);
-  assign \$3  = | shifted[38:8];
-  assign \$4  = \$3  ? 39'h00000000ff : shifted;
-  assign \$5  = shifted[38] ? 39'h0000000000 : \$4 ;
+  assign \$1  = $signed({ 1'h0, acc[16:0] }) * $signed(\port$5654$61 [17:0]);
+  assign \$2  = $signed(acc[18:17]) * $signed(\port$5654$61 [17:0]);
+  assign \$4  = $signed(bias1) + $signed(\$3 );
+  assign \$6  = $signed(\$4 ) + $signed(\$5 );
+  assign \$7  = | shifted[38:8];
+  assign \$8  = \$7  ? 39'h00000000ff : shifted;
+  assign \$9  = shifted[38] ? 39'h0000000000 : \$8 ;
   assign shifted = $signed(total) >>> shift2;
   always @(posedge clk)
-    prod <= \$6 ;
+    prod0 <= \$10 ;
   always @(posedge clk)
-    bias1 <= \$7 ;
+    prod1 <= \$11 ;
   always @(posedge clk)
-    shift1 <= \$8 ;
+    bias1 <= \$12 ;
   always @(posedge clk)
-    total <= \$9 ;
+    shift1 <= \$13 ;
   always @(posedge clk)
-    shift2 <= \$10 ;
+    total <= \$14 ;
   always @(posedge clk)
-    q <= \$11 ;
+    shift2 <= \$15 ;
+  always @(posedge clk)
+    q <= \$16 ;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$11  = \$5 [7:0];
+    \$16  = \$9 [7:0];
     if (rst) begin
-      \$11  = 8'h00;
+      \$16  = 8'h00;
     end
   end
   assign en = 1'h1;
-  assign mul = \port$5548$61 [17:0];
-  assign bias = \port$5548$61 [60:23];
-  assign shift = \port$5548$61 [22:18];
-  assign \$10  = shift1;
-  assign \$9  = \$2 ;
-  assign \$8  = \port$5548$61 [22:18];
-  assign \$7  = \port$5548$61 [60:23];
-  assign \$6  = \$1 ;
+  assign mul = \port$5654$61 [17:0];
+  assign bias = \port$5654$61 [60:23];
+  assign shift = \port$5654$61 [22:18];
+  assign \$15  = shift1;
+  assign \$14  = \$6 [38:0];
+  assign \$13  = \port$5654$61 [22:18];
+  assign \$12  = \port$5654$61 [60:23];
+  assign \$11  = { \$2 [19], \$2  };
+  assign \$10  = { \$1 [34], \$1  };
+  assign \$3  = { prod0[35], prod0 };
+  assign \$5  = { prod1[20], prod1[20], prod1[20], prod1[20], prod1[20], prod1[20], prod1[20], prod1[20], prod1[20], prod1[20], prod1[20], prod1[20], prod1[20], prod1[20], prod1, 17'h00000 };
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine0.requant10 (rst, \port$5548$610 , acc, q, clk);
+module \bchw_top.engine0.requant10 (rst, \port$5654$610 , acc, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$5  = 0;
-  wire [36:0] \$1 ;
-  wire [4:0] \$10 ;
-  reg [7:0] \$11 ;
-  wire [38:0] \$2 ;
-  wire \$3 ;
+  wire [34:0] \$1 ;
+  wire [35:0] \$10 ;
+  wire [20:0] \$11 ;
+  wire [37:0] \$12 ;
+  wire [4:0] \$13 ;
+  wire [38:0] \$14 ;
+  wire [4:0] \$15 ;
+  reg [7:0] \$16 ;
+  wire [19:0] \$2 ;
+  wire [36:0] \$3 ;
   wire [38:0] \$4 ;
-  wire [38:0] \$5 ;
-  wire [36:0] \$6 ;
-  wire [37:0] \$7 ;
-  wire [4:0] \$8 ;
+  wire [51:0] \$5 ;
+  wire [52:0] \$6 ;
+  wire \$7 ;
+  wire [38:0] \$8 ;
   wire [38:0] \$9 ;
   input [18:0] acc;
   wire [18:0] acc;
@@ -3843,9 +3874,10 @@ module \bchw_top.engine0.requant10 (rst, \port$5548$610 , acc, q, clk);
   wire clk;
   wire en;
   wire [17:0] mul;
-  input [60:0] \port$5548$610 ;
-  wire [60:0] \port$5548$610 ;
-  reg [36:0] prod = 37'h0000000000;
+  input [60:0] \port$5654$610 ;
+  wire [60:0] \port$5654$610 ;
+  reg [35:0] prod0 = 36'h000000000;
+  reg [20:0] prod1 = 21'h000000;
   output [7:0] q;
   reg [7:0] q = 8'h00;
   input rst;
@@ -3855,55 +3887,67 @@ module \bchw_top.engine0.requant10 (rst, \port$5548$610 , acc, q, clk);
   reg [4:0] shift2 = 5'h00;
   wire [38:0] shifted;
   reg [38:0] total = 39'h0000000000;
-  assign \$1  = $signed(acc) * $signed(\port$5548$610 [17:0]);
-  assign \$2  = $signed(prod) + $signed(bias1);
-  assign \$3  = | shifted[38:8];
-  assign \$4  = \$3  ? 39'h00000000ff : shifted;
-  assign \$5  = shifted[38] ? 39'h0000000000 : \$4 ;
+  assign \$1  = $signed({ 1'h0, acc[16:0] }) * $signed(\port$5654$610 [17:0]);
+  assign \$2  = $signed(acc[18:17]) * $signed(\port$5654$610 [17:0]);
+  assign \$4  = $signed(bias1) + $signed(\$3 );
+  assign \$6  = $signed(\$4 ) + $signed(\$5 );
+  assign \$7  = | shifted[38:8];
+  assign \$8  = \$7  ? 39'h00000000ff : shifted;
+  assign \$9  = shifted[38] ? 39'h0000000000 : \$8 ;
   assign shifted = $signed(total) >>> shift2;
   always @(posedge clk)
-    prod <= \$6 ;
+    prod0 <= \$10 ;
   always @(posedge clk)
-    bias1 <= \$7 ;
+    prod1 <= \$11 ;
   always @(posedge clk)
-    shift1 <= \$8 ;
+    bias1 <= \$12 ;
   always @(posedge clk)
-    total <= \$9 ;
+    shift1 <= \$13 ;
   always @(posedge clk)
-    shift2 <= \$10 ;
+    total <= \$14 ;
   always @(posedge clk)
-    q <= \$11 ;
+    shift2 <= \$15 ;
+  always @(posedge clk)
+    q <= \$16 ;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$11  = \$5 [7:0];
+    \$16  = \$9 [7:0];
     if (rst) begin
-      \$11  = 8'h00;
+      \$16  = 8'h00;
     end
   end
   assign en = 1'h1;
-  assign mul = \port$5548$610 [17:0];
-  assign bias = \port$5548$610 [60:23];
-  assign shift = \port$5548$610 [22:18];
-  assign \$10  = shift1;
-  assign \$9  = \$2 ;
-  assign \$8  = \port$5548$610 [22:18];
-  assign \$7  = \port$5548$610 [60:23];
-  assign \$6  = \$1 ;
+  assign mul = \port$5654$610 [17:0];
+  assign bias = \port$5654$610 [60:23];
+  assign shift = \port$5654$610 [22:18];
+  assign \$15  = shift1;
+  assign \$14  = \$6 [38:0];
+  assign \$13  = \port$5654$610 [22:18];
+  assign \$12  = \port$5654$610 [60:23];
+  assign \$11  = { \$2 [19], \$2  };
+  assign \$10  = { \$1 [34], \$1  };
+  assign \$3  = { prod0[35], prod0 };
+  assign \$5  = { prod1[20], prod1[20], prod1[20], prod1[20], prod1[20], prod1[20], prod1[20], prod1[20], prod1[20], prod1[20], prod1[20], prod1[20], prod1[20], prod1[20], prod1, 17'h00000 };
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine0.requant11 (rst, \port$5548$671 , acc, q, clk);
+module \bchw_top.engine0.requant11 (rst, \port$5654$671 , acc, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$6  = 0;
-  wire [36:0] \$1 ;
-  wire [4:0] \$10 ;
-  reg [7:0] \$11 ;
-  wire [38:0] \$2 ;
-  wire \$3 ;
+  wire [34:0] \$1 ;
+  wire [35:0] \$10 ;
+  wire [20:0] \$11 ;
+  wire [37:0] \$12 ;
+  wire [4:0] \$13 ;
+  wire [38:0] \$14 ;
+  wire [4:0] \$15 ;
+  reg [7:0] \$16 ;
+  wire [19:0] \$2 ;
+  wire [36:0] \$3 ;
   wire [38:0] \$4 ;
-  wire [38:0] \$5 ;
-  wire [36:0] \$6 ;
-  wire [37:0] \$7 ;
-  wire [4:0] \$8 ;
+  wire [51:0] \$5 ;
+  wire [52:0] \$6 ;
+  wire \$7 ;
+  wire [38:0] \$8 ;
   wire [38:0] \$9 ;
   input [18:0] acc;
   wire [18:0] acc;
@@ -3913,9 +3957,10 @@ module \bchw_top.engine0.requant11 (rst, \port$5548$671 , acc, q, clk);
   wire clk;
   wire en;
   wire [17:0] mul;
-  input [60:0] \port$5548$671 ;
-  wire [60:0] \port$5548$671 ;
-  reg [36:0] prod = 37'h0000000000;
+  input [60:0] \port$5654$671 ;
+  wire [60:0] \port$5654$671 ;
+  reg [35:0] prod0 = 36'h000000000;
+  reg [20:0] prod1 = 21'h000000;
   output [7:0] q;
   reg [7:0] q = 8'h00;
   input rst;
@@ -3925,55 +3970,67 @@ module \bchw_top.engine0.requant11 (rst, \port$5548$671 , acc, q, clk);
   reg [4:0] shift2 = 5'h00;
   wire [38:0] shifted;
   reg [38:0] total = 39'h0000000000;
-  assign \$1  = $signed(acc) * $signed(\port$5548$671 [17:0]);
-  assign \$2  = $signed(prod) + $signed(bias1);
-  assign \$3  = | shifted[38:8];
-  assign \$4  = \$3  ? 39'h00000000ff : shifted;
-  assign \$5  = shifted[38] ? 39'h0000000000 : \$4 ;
+  assign \$1  = $signed({ 1'h0, acc[16:0] }) * $signed(\port$5654$671 [17:0]);
+  assign \$2  = $signed(acc[18:17]) * $signed(\port$5654$671 [17:0]);
+  assign \$4  = $signed(bias1) + $signed(\$3 );
+  assign \$6  = $signed(\$4 ) + $signed(\$5 );
+  assign \$7  = | shifted[38:8];
+  assign \$8  = \$7  ? 39'h00000000ff : shifted;
+  assign \$9  = shifted[38] ? 39'h0000000000 : \$8 ;
   assign shifted = $signed(total) >>> shift2;
   always @(posedge clk)
-    prod <= \$6 ;
+    prod0 <= \$10 ;
   always @(posedge clk)
-    bias1 <= \$7 ;
+    prod1 <= \$11 ;
   always @(posedge clk)
-    shift1 <= \$8 ;
+    bias1 <= \$12 ;
   always @(posedge clk)
-    total <= \$9 ;
+    shift1 <= \$13 ;
   always @(posedge clk)
-    shift2 <= \$10 ;
+    total <= \$14 ;
   always @(posedge clk)
-    q <= \$11 ;
+    shift2 <= \$15 ;
+  always @(posedge clk)
+    q <= \$16 ;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$11  = \$5 [7:0];
+    \$16  = \$9 [7:0];
     if (rst) begin
-      \$11  = 8'h00;
+      \$16  = 8'h00;
     end
   end
   assign en = 1'h1;
-  assign mul = \port$5548$671 [17:0];
-  assign bias = \port$5548$671 [60:23];
-  assign shift = \port$5548$671 [22:18];
-  assign \$10  = shift1;
-  assign \$9  = \$2 ;
-  assign \$8  = \port$5548$671 [22:18];
-  assign \$7  = \port$5548$671 [60:23];
-  assign \$6  = \$1 ;
+  assign mul = \port$5654$671 [17:0];
+  assign bias = \port$5654$671 [60:23];
+  assign shift = \port$5654$671 [22:18];
+  assign \$15  = shift1;
+  assign \$14  = \$6 [38:0];
+  assign \$13  = \port$5654$671 [22:18];
+  assign \$12  = \port$5654$671 [60:23];
+  assign \$11  = { \$2 [19], \$2  };
+  assign \$10  = { \$1 [34], \$1  };
+  assign \$3  = { prod0[35], prod0 };
+  assign \$5  = { prod1[20], prod1[20], prod1[20], prod1[20], prod1[20], prod1[20], prod1[20], prod1[20], prod1[20], prod1[20], prod1[20], prod1[20], prod1[20], prod1[20], prod1, 17'h00000 };
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine0.requant12 (rst, \port$5548$732 , acc, q, clk);
+module \bchw_top.engine0.requant12 (rst, \port$5654$732 , acc, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$7  = 0;
-  wire [36:0] \$1 ;
-  wire [4:0] \$10 ;
-  reg [7:0] \$11 ;
-  wire [38:0] \$2 ;
-  wire \$3 ;
+  wire [34:0] \$1 ;
+  wire [35:0] \$10 ;
+  wire [20:0] \$11 ;
+  wire [37:0] \$12 ;
+  wire [4:0] \$13 ;
+  wire [38:0] \$14 ;
+  wire [4:0] \$15 ;
+  reg [7:0] \$16 ;
+  wire [19:0] \$2 ;
+  wire [36:0] \$3 ;
   wire [38:0] \$4 ;
-  wire [38:0] \$5 ;
-  wire [36:0] \$6 ;
-  wire [37:0] \$7 ;
-  wire [4:0] \$8 ;
+  wire [51:0] \$5 ;
+  wire [52:0] \$6 ;
+  wire \$7 ;
+  wire [38:0] \$8 ;
   wire [38:0] \$9 ;
   input [18:0] acc;
   wire [18:0] acc;
@@ -3983,9 +4040,10 @@ module \bchw_top.engine0.requant12 (rst, \port$5548$732 , acc, q, clk);
   wire clk;
   wire en;
   wire [17:0] mul;
-  input [60:0] \port$5548$732 ;
-  wire [60:0] \port$5548$732 ;
-  reg [36:0] prod = 37'h0000000000;
+  input [60:0] \port$5654$732 ;
+  wire [60:0] \port$5654$732 ;
+  reg [35:0] prod0 = 36'h000000000;
+  reg [20:0] prod1 = 21'h000000;
   output [7:0] q;
   reg [7:0] q = 8'h00;
   input rst;
@@ -3995,55 +4053,67 @@ module \bchw_top.engine0.requant12 (rst, \port$5548$732 , acc, q, clk);
   reg [4:0] shift2 = 5'h00;
   wire [38:0] shifted;
   reg [38:0] total = 39'h0000000000;
-  assign \$1  = $signed(acc) * $signed(\port$5548$732 [17:0]);
-  assign \$2  = $signed(prod) + $signed(bias1);
-  assign \$3  = | shifted[38:8];
-  assign \$4  = \$3  ? 39'h00000000ff : shifted;
-  assign \$5  = shifted[38] ? 39'h0000000000 : \$4 ;
+  assign \$1  = $signed({ 1'h0, acc[16:0] }) * $signed(\port$5654$732 [17:0]);
+  assign \$2  = $signed(acc[18:17]) * $signed(\port$5654$732 [17:0]);
+  assign \$4  = $signed(bias1) + $signed(\$3 );
+  assign \$6  = $signed(\$4 ) + $signed(\$5 );
+  assign \$7  = | shifted[38:8];
+  assign \$8  = \$7  ? 39'h00000000ff : shifted;
+  assign \$9  = shifted[38] ? 39'h0000000000 : \$8 ;
   assign shifted = $signed(total) >>> shift2;
   always @(posedge clk)
-    prod <= \$6 ;
+    prod0 <= \$10 ;
   always @(posedge clk)
-    bias1 <= \$7 ;
+    prod1 <= \$11 ;
   always @(posedge clk)
-    shift1 <= \$8 ;
+    bias1 <= \$12 ;
   always @(posedge clk)
-    total <= \$9 ;
+    shift1 <= \$13 ;
   always @(posedge clk)
-    shift2 <= \$10 ;
+    total <= \$14 ;
   always @(posedge clk)
-    q <= \$11 ;
+    shift2 <= \$15 ;
+  always @(posedge clk)
+    q <= \$16 ;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
-    \$11  = \$5 [7:0];
+    \$16  = \$9 [7:0];
     if (rst) begin
-      \$11  = 8'h00;
+      \$16  = 8'h00;
     end
   end
   assign en = 1'h1;
-  assign mul = \port$5548$732 [17:0];
-  assign bias = \port$5548$732 [60:23];
-  assign shift = \port$5548$732 [22:18];
-  assign \$10  = shift1;
-  assign \$9  = \$2 ;
-  assign \$8  = \port$5548$732 [22:18];
-  assign \$7  = \port$5548$732 [60:23];
-  assign \$6  = \$1 ;
+  assign mul = \port$5654$732 [17:0];
+  assign bias = \port$5654$732 [60:23];
+  assign shift = \port$5654$732 [22:18];
+  assign \$15  = shift1;
+  assign \$14  = \$6 [38:0];
+  assign \$13  = \port$5654$732 [22:18];
+  assign \$12  = \port$5654$732 [60:23];
+  assign \$11  = { \$2 [19], \$2  };
+  assign \$10  = { \$1 [34], \$1  };
+  assign \$3  = { prod0[35], prod0 };
+  assign \$5  = { prod1[20], prod1[20], prod1[20], prod1[20], prod1[20], prod1[20], prod1[20], prod1[20], prod1[20], prod1[20], prod1[20], prod1[20], prod1[20], prod1[20], prod1, 17'h00000 };
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine0.requant13 (rst, \port$5548$793 , acc, q, clk);
+module \bchw_top.engine0.requant13 (rst, \port$5654$793 , acc, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$8  = 0;
-  wire [36:0] \$1 ;
-  wire [4:0] \$10 ;
-  reg [7:0] \$11 ;
-  wire [38:0] \$2 ;
-  wire \$3 ;
+  wire [34:0] \$1 ;
+  wire [35:0] \$10 ;
+  wire [20:0] \$11 ;
+  wire [37:0] \$12 ;
+  wire [4:0] \$13 ;
+  wire [38:0] \$14 ;
+  wire [4:0] \$15 ;
+  reg [7:0] \$16 ;
+  wire [19:0] \$2 ;
+  wire [36:0] \$3 ;
   wire [38:0] \$4 ;
-  wire [38:0] \$5 ;
-  wire [36:0] \$6 ;
-  wire [37:0] \$7 ;
-  wire [4:0] \$8 ;
+  wire [51:0] \$5 ;
+  wire [52:0] \$6 ;
+  wire \$7 ;
+  wire [38:0] \$8 ;
   wire [38:0] \$9 ;
   input [18:0] acc;
   wire [18:0] acc;
@@ -4053,9 +4123,10 @@ module \bchw_top.engine0.requant13 (rst, \port$5548$793 , acc, q, clk);
   wire clk;
   wire en;
   wire [17:0] mul;
-  input [60:0] \port$5548$793 ;
-  wire [60:0] \port$5548$793 ;
-  reg [36:0] prod = 37'h0000000000;
+  input [60:0] \port$5654$793 ;
+  wire [60:0] \port$5654$793 ;
+  reg [35:0] prod0 = 36'h000000000;
+  reg [20:0] prod1 = 21'h000000;
   output [7:0] q;
   reg [7:0] q = 8'h00;
   input rst;
@@ -4065,55 +4136,67 @@ module \bchw_top.engine0.requant13 (rst, \port$5548$793 , acc, q, clk);
   reg [4:0] shift2 = 5'h00;
   wire [38:0] shifted;
   reg [38:0] total = 39'h0000000000;
-  assign \$1  = $signed(acc) * $signed(\port$5548$793 [17:0]);
-  assign \$2  = $signed(prod) + $signed(bias1);
-  assign \$3  = | shifted[38:8];
-  assign \$4  = \$3  ? 39'h00000000ff : shifted;
-  assign \$5  = shifted[38] ? 39'h0000000000 : \$4 ;
+  assign \$1  = $signed({ 1'h0, acc[16:0] }) * $signed(\port$5654$793 [17:0]);
+  assign \$2  = $signed(acc[18:17]) * $signed(\port$5654$793 [17:0]);
+  assign \$4  = $signed(bias1) + $signed(\$3 );
+  assign \$6  = $signed(\$4 ) + $signed(\$5 );
+  assign \$7  = | shifted[38:8];
+  assign \$8  = \$7  ? 39'h00000000ff : shifted;
+  assign \$9  = shifted[38] ? 39'h0000000000 : \$8 ;
   assign shifted = $signed(total) >>> shift2;
   always @(posedge clk)
-    prod <= \$6 ;
+    prod0 <= \$10 ;
   always @(posedge clk)
-    bias1 <= \$7 ;
+    prod1 <= \$11 ;
   always @(posedge clk)
-    shift1 <= \$8 ;
+    bias1 <= \$12 ;
   always @(posedge clk)
-    total <= \$9 ;
+    shift1 <= \$13 ;
   always @(posedge clk)
-    shift2 <= \$10 ;
+    total <= \$14 ;
   always @(posedge clk)
-    q <= \$11 ;
+    shift2 <= \$15 ;
+  always @(posedge clk)
+    q <= \$16 ;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$11  = \$5 [7:0];
+    \$16  = \$9 [7:0];
     if (rst) begin
-      \$11  = 8'h00;
+      \$16  = 8'h00;
     end
   end
   assign en = 1'h1;
-  assign mul = \port$5548$793 [17:0];
-  assign bias = \port$5548$793 [60:23];
-  assign shift = \port$5548$793 [22:18];
-  assign \$10  = shift1;
-  assign \$9  = \$2 ;
-  assign \$8  = \port$5548$793 [22:18];
-  assign \$7  = \port$5548$793 [60:23];
-  assign \$6  = \$1 ;
+  assign mul = \port$5654$793 [17:0];
+  assign bias = \port$5654$793 [60:23];
+  assign shift = \port$5654$793 [22:18];
+  assign \$15  = shift1;
+  assign \$14  = \$6 [38:0];
+  assign \$13  = \port$5654$793 [22:18];
+  assign \$12  = \port$5654$793 [60:23];
+  assign \$11  = { \$2 [19], \$2  };
+  assign \$10  = { \$1 [34], \$1  };
+  assign \$3  = { prod0[35], prod0 };
+  assign \$5  = { prod1[20], prod1[20], prod1[20], prod1[20], prod1[20], prod1[20], prod1[20], prod1[20], prod1[20], prod1[20], prod1[20], prod1[20], prod1[20], prod1[20], prod1, 17'h00000 };
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine0.requant14 (rst, \port$5548$854 , acc, q, clk);
+module \bchw_top.engine0.requant14 (rst, \port$5654$854 , acc, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$9  = 0;
-  wire [36:0] \$1 ;
-  wire [4:0] \$10 ;
-  reg [7:0] \$11 ;
-  wire [38:0] \$2 ;
-  wire \$3 ;
+  wire [34:0] \$1 ;
+  wire [35:0] \$10 ;
+  wire [20:0] \$11 ;
+  wire [37:0] \$12 ;
+  wire [4:0] \$13 ;
+  wire [38:0] \$14 ;
+  wire [4:0] \$15 ;
+  reg [7:0] \$16 ;
+  wire [19:0] \$2 ;
+  wire [36:0] \$3 ;
   wire [38:0] \$4 ;
-  wire [38:0] \$5 ;
-  wire [36:0] \$6 ;
-  wire [37:0] \$7 ;
-  wire [4:0] \$8 ;
+  wire [51:0] \$5 ;
+  wire [52:0] \$6 ;
+  wire \$7 ;
+  wire [38:0] \$8 ;
   wire [38:0] \$9 ;
   input [18:0] acc;
   wire [18:0] acc;
@@ -4123,9 +4206,10 @@ module \bchw_top.engine0.requant14 (rst, \port$5548$854 , acc, q, clk);
   wire clk;
   wire en;
   wire [17:0] mul;
-  input [60:0] \port$5548$854 ;
-  wire [60:0] \port$5548$854 ;
-  reg [36:0] prod = 37'h0000000000;
+  input [60:0] \port$5654$854 ;
+  wire [60:0] \port$5654$854 ;
+  reg [35:0] prod0 = 36'h000000000;
+  reg [20:0] prod1 = 21'h000000;
   output [7:0] q;
   reg [7:0] q = 8'h00;
   input rst;
@@ -4135,55 +4219,67 @@ module \bchw_top.engine0.requant14 (rst, \port$5548$854 , acc, q, clk);
   reg [4:0] shift2 = 5'h00;
   wire [38:0] shifted;
   reg [38:0] total = 39'h0000000000;
-  assign \$1  = $signed(acc) * $signed(\port$5548$854 [17:0]);
-  assign \$2  = $signed(prod) + $signed(bias1);
-  assign \$3  = | shifted[38:8];
-  assign \$4  = \$3  ? 39'h00000000ff : shifted;
-  assign \$5  = shifted[38] ? 39'h0000000000 : \$4 ;
+  assign \$1  = $signed({ 1'h0, acc[16:0] }) * $signed(\port$5654$854 [17:0]);
+  assign \$2  = $signed(acc[18:17]) * $signed(\port$5654$854 [17:0]);
+  assign \$4  = $signed(bias1) + $signed(\$3 );
+  assign \$6  = $signed(\$4 ) + $signed(\$5 );
+  assign \$7  = | shifted[38:8];
+  assign \$8  = \$7  ? 39'h00000000ff : shifted;
+  assign \$9  = shifted[38] ? 39'h0000000000 : \$8 ;
   assign shifted = $signed(total) >>> shift2;
   always @(posedge clk)
-    prod <= \$6 ;
+    prod0 <= \$10 ;
   always @(posedge clk)
-    bias1 <= \$7 ;
+    prod1 <= \$11 ;
   always @(posedge clk)
-    shift1 <= \$8 ;
+    bias1 <= \$12 ;
   always @(posedge clk)
-    total <= \$9 ;
+    shift1 <= \$13 ;
   always @(posedge clk)
-    shift2 <= \$10 ;
+    total <= \$14 ;
   always @(posedge clk)
-    q <= \$11 ;
+    shift2 <= \$15 ;
+  always @(posedge clk)
+    q <= \$16 ;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$11  = \$5 [7:0];
+    \$16  = \$9 [7:0];
     if (rst) begin
-      \$11  = 8'h00;
+      \$16  = 8'h00;
     end
   end
   assign en = 1'h1;
-  assign mul = \port$5548$854 [17:0];
-  assign bias = \port$5548$854 [60:23];
-  assign shift = \port$5548$854 [22:18];
-  assign \$10  = shift1;
-  assign \$9  = \$2 ;
-  assign \$8  = \port$5548$854 [22:18];
-  assign \$7  = \port$5548$854 [60:23];
-  assign \$6  = \$1 ;
+  assign mul = \port$5654$854 [17:0];
+  assign bias = \port$5654$854 [60:23];
+  assign shift = \port$5654$854 [22:18];
+  assign \$15  = shift1;
+  assign \$14  = \$6 [38:0];
+  assign \$13  = \port$5654$854 [22:18];
+  assign \$12  = \port$5654$854 [60:23];
+  assign \$11  = { \$2 [19], \$2  };
+  assign \$10  = { \$1 [34], \$1  };
+  assign \$3  = { prod0[35], prod0 };
+  assign \$5  = { prod1[20], prod1[20], prod1[20], prod1[20], prod1[20], prod1[20], prod1[20], prod1[20], prod1[20], prod1[20], prod1[20], prod1[20], prod1[20], prod1[20], prod1, 17'h00000 };
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine0.requant15 (rst, \port$5548$915 , acc, q, clk);
+module \bchw_top.engine0.requant15 (rst, \port$5654$915 , acc, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$10  = 0;
-  wire [36:0] \$1 ;
-  wire [4:0] \$10 ;
-  reg [7:0] \$11 ;
-  wire [38:0] \$2 ;
-  wire \$3 ;
+  wire [34:0] \$1 ;
+  wire [35:0] \$10 ;
+  wire [20:0] \$11 ;
+  wire [37:0] \$12 ;
+  wire [4:0] \$13 ;
+  wire [38:0] \$14 ;
+  wire [4:0] \$15 ;
+  reg [7:0] \$16 ;
+  wire [19:0] \$2 ;
+  wire [36:0] \$3 ;
   wire [38:0] \$4 ;
-  wire [38:0] \$5 ;
-  wire [36:0] \$6 ;
-  wire [37:0] \$7 ;
-  wire [4:0] \$8 ;
+  wire [51:0] \$5 ;
+  wire [52:0] \$6 ;
+  wire \$7 ;
+  wire [38:0] \$8 ;
   wire [38:0] \$9 ;
   input [18:0] acc;
   wire [18:0] acc;
@@ -4193,9 +4289,10 @@ module \bchw_top.engine0.requant15 (rst, \port$5548$915 , acc, q, clk);
   wire clk;
   wire en;
   wire [17:0] mul;
-  input [60:0] \port$5548$915 ;
-  wire [60:0] \port$5548$915 ;
-  reg [36:0] prod = 37'h0000000000;
+  input [60:0] \port$5654$915 ;
+  wire [60:0] \port$5654$915 ;
+  reg [35:0] prod0 = 36'h000000000;
+  reg [20:0] prod1 = 21'h000000;
   output [7:0] q;
   reg [7:0] q = 8'h00;
   input rst;
@@ -4205,55 +4302,67 @@ module \bchw_top.engine0.requant15 (rst, \port$5548$915 , acc, q, clk);
   reg [4:0] shift2 = 5'h00;
   wire [38:0] shifted;
   reg [38:0] total = 39'h0000000000;
-  assign \$1  = $signed(acc) * $signed(\port$5548$915 [17:0]);
-  assign \$2  = $signed(prod) + $signed(bias1);
-  assign \$3  = | shifted[38:8];
-  assign \$4  = \$3  ? 39'h00000000ff : shifted;
-  assign \$5  = shifted[38] ? 39'h0000000000 : \$4 ;
+  assign \$1  = $signed({ 1'h0, acc[16:0] }) * $signed(\port$5654$915 [17:0]);
+  assign \$2  = $signed(acc[18:17]) * $signed(\port$5654$915 [17:0]);
+  assign \$4  = $signed(bias1) + $signed(\$3 );
+  assign \$6  = $signed(\$4 ) + $signed(\$5 );
+  assign \$7  = | shifted[38:8];
+  assign \$8  = \$7  ? 39'h00000000ff : shifted;
+  assign \$9  = shifted[38] ? 39'h0000000000 : \$8 ;
   assign shifted = $signed(total) >>> shift2;
   always @(posedge clk)
-    prod <= \$6 ;
+    prod0 <= \$10 ;
   always @(posedge clk)
-    bias1 <= \$7 ;
+    prod1 <= \$11 ;
   always @(posedge clk)
-    shift1 <= \$8 ;
+    bias1 <= \$12 ;
   always @(posedge clk)
-    total <= \$9 ;
+    shift1 <= \$13 ;
   always @(posedge clk)
-    shift2 <= \$10 ;
+    total <= \$14 ;
   always @(posedge clk)
-    q <= \$11 ;
+    shift2 <= \$15 ;
+  always @(posedge clk)
+    q <= \$16 ;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
-    \$11  = \$5 [7:0];
+    \$16  = \$9 [7:0];
     if (rst) begin
-      \$11  = 8'h00;
+      \$16  = 8'h00;
     end
   end
   assign en = 1'h1;
-  assign mul = \port$5548$915 [17:0];
-  assign bias = \port$5548$915 [60:23];
-  assign shift = \port$5548$915 [22:18];
-  assign \$10  = shift1;
-  assign \$9  = \$2 ;
-  assign \$8  = \port$5548$915 [22:18];
-  assign \$7  = \port$5548$915 [60:23];
-  assign \$6  = \$1 ;
+  assign mul = \port$5654$915 [17:0];
+  assign bias = \port$5654$915 [60:23];
+  assign shift = \port$5654$915 [22:18];
+  assign \$15  = shift1;
+  assign \$14  = \$6 [38:0];
+  assign \$13  = \port$5654$915 [22:18];
+  assign \$12  = \port$5654$915 [60:23];
+  assign \$11  = { \$2 [19], \$2  };
+  assign \$10  = { \$1 [34], \$1  };
+  assign \$3  = { prod0[35], prod0 };
+  assign \$5  = { prod1[20], prod1[20], prod1[20], prod1[20], prod1[20], prod1[20], prod1[20], prod1[20], prod1[20], prod1[20], prod1[20], prod1[20], prod1[20], prod1[20], prod1, 17'h00000 };
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine0.requant2 (rst, \port$5548$122 , acc, q, clk);
+module \bchw_top.engine0.requant2 (rst, \port$5654$122 , acc, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$11  = 0;
-  wire [36:0] \$1 ;
-  wire [4:0] \$10 ;
-  reg [7:0] \$11 ;
-  wire [38:0] \$2 ;
-  wire \$3 ;
+  wire [34:0] \$1 ;
+  wire [35:0] \$10 ;
+  wire [20:0] \$11 ;
+  wire [37:0] \$12 ;
+  wire [4:0] \$13 ;
+  wire [38:0] \$14 ;
+  wire [4:0] \$15 ;
+  reg [7:0] \$16 ;
+  wire [19:0] \$2 ;
+  wire [36:0] \$3 ;
   wire [38:0] \$4 ;
-  wire [38:0] \$5 ;
-  wire [36:0] \$6 ;
-  wire [37:0] \$7 ;
-  wire [4:0] \$8 ;
+  wire [51:0] \$5 ;
+  wire [52:0] \$6 ;
+  wire \$7 ;
+  wire [38:0] \$8 ;
   wire [38:0] \$9 ;
   input [18:0] acc;
   wire [18:0] acc;
@@ -4263,9 +4372,10 @@ module \bchw_top.engine0.requant2 (rst, \port$5548$122 , acc, q, clk);
   wire clk;
   wire en;
   wire [17:0] mul;
-  input [60:0] \port$5548$122 ;
-  wire [60:0] \port$5548$122 ;
-  reg [36:0] prod = 37'h0000000000;
+  input [60:0] \port$5654$122 ;
+  wire [60:0] \port$5654$122 ;
+  reg [35:0] prod0 = 36'h000000000;
+  reg [20:0] prod1 = 21'h000000;
   output [7:0] q;
   reg [7:0] q = 8'h00;
   input rst;
@@ -4275,55 +4385,67 @@ module \bchw_top.engine0.requant2 (rst, \port$5548$122 , acc, q, clk);
   reg [4:0] shift2 = 5'h00;
   wire [38:0] shifted;
   reg [38:0] total = 39'h0000000000;
-  assign \$1  = $signed(acc) * $signed(\port$5548$122 [17:0]);
-  assign \$2  = $signed(prod) + $signed(bias1);
-  assign \$3  = | shifted[38:8];
-  assign \$4  = \$3  ? 39'h00000000ff : shifted;
-  assign \$5  = shifted[38] ? 39'h0000000000 : \$4 ;
+  assign \$1  = $signed({ 1'h0, acc[16:0] }) * $signed(\port$5654$122 [17:0]);
+  assign \$2  = $signed(acc[18:17]) * $signed(\port$5654$122 [17:0]);
+  assign \$4  = $signed(bias1) + $signed(\$3 );
+  assign \$6  = $signed(\$4 ) + $signed(\$5 );
+  assign \$7  = | shifted[38:8];
+  assign \$8  = \$7  ? 39'h00000000ff : shifted;
+  assign \$9  = shifted[38] ? 39'h0000000000 : \$8 ;
   assign shifted = $signed(total) >>> shift2;
   always @(posedge clk)
-    prod <= \$6 ;
+    prod0 <= \$10 ;
   always @(posedge clk)
-    bias1 <= \$7 ;
+    prod1 <= \$11 ;
   always @(posedge clk)
-    shift1 <= \$8 ;
+    bias1 <= \$12 ;
   always @(posedge clk)
-    total <= \$9 ;
+    shift1 <= \$13 ;
   always @(posedge clk)
-    shift2 <= \$10 ;
+    total <= \$14 ;
   always @(posedge clk)
-    q <= \$11 ;
+    shift2 <= \$15 ;
+  always @(posedge clk)
+    q <= \$16 ;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
-    \$11  = \$5 [7:0];
+    \$16  = \$9 [7:0];
     if (rst) begin
-      \$11  = 8'h00;
+      \$16  = 8'h00;
     end
   end
   assign en = 1'h1;
-  assign mul = \port$5548$122 [17:0];
-  assign bias = \port$5548$122 [60:23];
-  assign shift = \port$5548$122 [22:18];
-  assign \$10  = shift1;
-  assign \$9  = \$2 ;
-  assign \$8  = \port$5548$122 [22:18];
-  assign \$7  = \port$5548$122 [60:23];
-  assign \$6  = \$1 ;
+  assign mul = \port$5654$122 [17:0];
+  assign bias = \port$5654$122 [60:23];
+  assign shift = \port$5654$122 [22:18];
+  assign \$15  = shift1;
+  assign \$14  = \$6 [38:0];
+  assign \$13  = \port$5654$122 [22:18];
+  assign \$12  = \port$5654$122 [60:23];
+  assign \$11  = { \$2 [19], \$2  };
+  assign \$10  = { \$1 [34], \$1  };
+  assign \$3  = { prod0[35], prod0 };
+  assign \$5  = { prod1[20], prod1[20], prod1[20], prod1[20], prod1[20], prod1[20], prod1[20], prod1[20], prod1[20], prod1[20], prod1[20], prod1[20], prod1[20], prod1[20], prod1, 17'h00000 };
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine0.requant3 (rst, \port$5548$183 , acc, q, clk);
+module \bchw_top.engine0.requant3 (rst, \port$5654$183 , acc, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$12  = 0;
-  wire [36:0] \$1 ;
-  wire [4:0] \$10 ;
-  reg [7:0] \$11 ;
-  wire [38:0] \$2 ;
-  wire \$3 ;
+  wire [34:0] \$1 ;
+  wire [35:0] \$10 ;
+  wire [20:0] \$11 ;
+  wire [37:0] \$12 ;
+  wire [4:0] \$13 ;
+  wire [38:0] \$14 ;
+  wire [4:0] \$15 ;
+  reg [7:0] \$16 ;
+  wire [19:0] \$2 ;
+  wire [36:0] \$3 ;
   wire [38:0] \$4 ;
-  wire [38:0] \$5 ;
-  wire [36:0] \$6 ;
-  wire [37:0] \$7 ;
-  wire [4:0] \$8 ;
+  wire [51:0] \$5 ;
+  wire [52:0] \$6 ;
+  wire \$7 ;
+  wire [38:0] \$8 ;
   wire [38:0] \$9 ;
   input [18:0] acc;
   wire [18:0] acc;
@@ -4333,9 +4455,10 @@ module \bchw_top.engine0.requant3 (rst, \port$5548$183 , acc, q, clk);
   wire clk;
   wire en;
   wire [17:0] mul;
-  input [60:0] \port$5548$183 ;
-  wire [60:0] \port$5548$183 ;
-  reg [36:0] prod = 37'h0000000000;
+  input [60:0] \port$5654$183 ;
+  wire [60:0] \port$5654$183 ;
+  reg [35:0] prod0 = 36'h000000000;
+  reg [20:0] prod1 = 21'h000000;
   output [7:0] q;
   reg [7:0] q = 8'h00;
   input rst;
@@ -4345,55 +4468,67 @@ module \bchw_top.engine0.requant3 (rst, \port$5548$183 , acc, q, clk);
   reg [4:0] shift2 = 5'h00;
   wire [38:0] shifted;
   reg [38:0] total = 39'h0000000000;
-  assign \$1  = $signed(acc) * $signed(\port$5548$183 [17:0]);
-  assign \$2  = $signed(prod) + $signed(bias1);
-  assign \$3  = | shifted[38:8];
-  assign \$4  = \$3  ? 39'h00000000ff : shifted;
-  assign \$5  = shifted[38] ? 39'h0000000000 : \$4 ;
+  assign \$1  = $signed({ 1'h0, acc[16:0] }) * $signed(\port$5654$183 [17:0]);
+  assign \$2  = $signed(acc[18:17]) * $signed(\port$5654$183 [17:0]);
+  assign \$4  = $signed(bias1) + $signed(\$3 );
+  assign \$6  = $signed(\$4 ) + $signed(\$5 );
+  assign \$7  = | shifted[38:8];
+  assign \$8  = \$7  ? 39'h00000000ff : shifted;
+  assign \$9  = shifted[38] ? 39'h0000000000 : \$8 ;
   assign shifted = $signed(total) >>> shift2;
   always @(posedge clk)
-    prod <= \$6 ;
+    prod0 <= \$10 ;
   always @(posedge clk)
-    bias1 <= \$7 ;
+    prod1 <= \$11 ;
   always @(posedge clk)
-    shift1 <= \$8 ;
+    bias1 <= \$12 ;
   always @(posedge clk)
-    total <= \$9 ;
+    shift1 <= \$13 ;
   always @(posedge clk)
-    shift2 <= \$10 ;
+    total <= \$14 ;
   always @(posedge clk)
-    q <= \$11 ;
+    shift2 <= \$15 ;
+  always @(posedge clk)
+    q <= \$16 ;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$11  = \$5 [7:0];
+    \$16  = \$9 [7:0];
     if (rst) begin
-      \$11  = 8'h00;
+      \$16  = 8'h00;
     end
   end
   assign en = 1'h1;
-  assign mul = \port$5548$183 [17:0];
-  assign bias = \port$5548$183 [60:23];
-  assign shift = \port$5548$183 [22:18];
-  assign \$10  = shift1;
-  assign \$9  = \$2 ;
-  assign \$8  = \port$5548$183 [22:18];
-  assign \$7  = \port$5548$183 [60:23];
-  assign \$6  = \$1 ;
+  assign mul = \port$5654$183 [17:0];
+  assign bias = \port$5654$183 [60:23];
+  assign shift = \port$5654$183 [22:18];
+  assign \$15  = shift1;
+  assign \$14  = \$6 [38:0];
+  assign \$13  = \port$5654$183 [22:18];
+  assign \$12  = \port$5654$183 [60:23];
+  assign \$11  = { \$2 [19], \$2  };
+  assign \$10  = { \$1 [34], \$1  };
+  assign \$3  = { prod0[35], prod0 };
+  assign \$5  = { prod1[20], prod1[20], prod1[20], prod1[20], prod1[20], prod1[20], prod1[20], prod1[20], prod1[20], prod1[20], prod1[20], prod1[20], prod1[20], prod1[20], prod1, 17'h00000 };
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine0.requant4 (rst, \port$5548$244 , acc, q, clk);
+module \bchw_top.engine0.requant4 (rst, \port$5654$244 , acc, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$13  = 0;
-  wire [36:0] \$1 ;
-  wire [4:0] \$10 ;
-  reg [7:0] \$11 ;
-  wire [38:0] \$2 ;
-  wire \$3 ;
+  wire [34:0] \$1 ;
+  wire [35:0] \$10 ;
+  wire [20:0] \$11 ;
+  wire [37:0] \$12 ;
+  wire [4:0] \$13 ;
+  wire [38:0] \$14 ;
+  wire [4:0] \$15 ;
+  reg [7:0] \$16 ;
+  wire [19:0] \$2 ;
+  wire [36:0] \$3 ;
   wire [38:0] \$4 ;
-  wire [38:0] \$5 ;
-  wire [36:0] \$6 ;
-  wire [37:0] \$7 ;
-  wire [4:0] \$8 ;
+  wire [51:0] \$5 ;
+  wire [52:0] \$6 ;
+  wire \$7 ;
+  wire [38:0] \$8 ;
   wire [38:0] \$9 ;
   input [18:0] acc;
   wire [18:0] acc;
@@ -4403,9 +4538,10 @@ module \bchw_top.engine0.requant4 (rst, \port$5548$244 , acc, q, clk);
   wire clk;
   wire en;
   wire [17:0] mul;
-  input [60:0] \port$5548$244 ;
-  wire [60:0] \port$5548$244 ;
-  reg [36:0] prod = 37'h0000000000;
+  input [60:0] \port$5654$244 ;
+  wire [60:0] \port$5654$244 ;
+  reg [35:0] prod0 = 36'h000000000;
+  reg [20:0] prod1 = 21'h000000;
   output [7:0] q;
   reg [7:0] q = 8'h00;
   input rst;
@@ -4415,55 +4551,67 @@ module \bchw_top.engine0.requant4 (rst, \port$5548$244 , acc, q, clk);
   reg [4:0] shift2 = 5'h00;
   wire [38:0] shifted;
   reg [38:0] total = 39'h0000000000;
-  assign \$1  = $signed(acc) * $signed(\port$5548$244 [17:0]);
-  assign \$2  = $signed(prod) + $signed(bias1);
-  assign \$3  = | shifted[38:8];
-  assign \$4  = \$3  ? 39'h00000000ff : shifted;
-  assign \$5  = shifted[38] ? 39'h0000000000 : \$4 ;
+  assign \$1  = $signed({ 1'h0, acc[16:0] }) * $signed(\port$5654$244 [17:0]);
+  assign \$2  = $signed(acc[18:17]) * $signed(\port$5654$244 [17:0]);
+  assign \$4  = $signed(bias1) + $signed(\$3 );
+  assign \$6  = $signed(\$4 ) + $signed(\$5 );
+  assign \$7  = | shifted[38:8];
+  assign \$8  = \$7  ? 39'h00000000ff : shifted;
+  assign \$9  = shifted[38] ? 39'h0000000000 : \$8 ;
   assign shifted = $signed(total) >>> shift2;
   always @(posedge clk)
-    prod <= \$6 ;
+    prod0 <= \$10 ;
   always @(posedge clk)
-    bias1 <= \$7 ;
+    prod1 <= \$11 ;
   always @(posedge clk)
-    shift1 <= \$8 ;
+    bias1 <= \$12 ;
   always @(posedge clk)
-    total <= \$9 ;
+    shift1 <= \$13 ;
   always @(posedge clk)
-    shift2 <= \$10 ;
+    total <= \$14 ;
   always @(posedge clk)
-    q <= \$11 ;
+    shift2 <= \$15 ;
+  always @(posedge clk)
+    q <= \$16 ;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$11  = \$5 [7:0];
+    \$16  = \$9 [7:0];
     if (rst) begin
-      \$11  = 8'h00;
+      \$16  = 8'h00;
     end
   end
   assign en = 1'h1;
-  assign mul = \port$5548$244 [17:0];
-  assign bias = \port$5548$244 [60:23];
-  assign shift = \port$5548$244 [22:18];
-  assign \$10  = shift1;
-  assign \$9  = \$2 ;
-  assign \$8  = \port$5548$244 [22:18];
-  assign \$7  = \port$5548$244 [60:23];
-  assign \$6  = \$1 ;
+  assign mul = \port$5654$244 [17:0];
+  assign bias = \port$5654$244 [60:23];
+  assign shift = \port$5654$244 [22:18];
+  assign \$15  = shift1;
+  assign \$14  = \$6 [38:0];
+  assign \$13  = \port$5654$244 [22:18];
+  assign \$12  = \port$5654$244 [60:23];
+  assign \$11  = { \$2 [19], \$2  };
+  assign \$10  = { \$1 [34], \$1  };
+  assign \$3  = { prod0[35], prod0 };
+  assign \$5  = { prod1[20], prod1[20], prod1[20], prod1[20], prod1[20], prod1[20], prod1[20], prod1[20], prod1[20], prod1[20], prod1[20], prod1[20], prod1[20], prod1[20], prod1, 17'h00000 };
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine0.requant5 (rst, \port$5548$305 , acc, q, clk);
+module \bchw_top.engine0.requant5 (rst, \port$5654$305 , acc, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$14  = 0;
-  wire [36:0] \$1 ;
-  wire [4:0] \$10 ;
-  reg [7:0] \$11 ;
-  wire [38:0] \$2 ;
-  wire \$3 ;
+  wire [34:0] \$1 ;
+  wire [35:0] \$10 ;
+  wire [20:0] \$11 ;
+  wire [37:0] \$12 ;
+  wire [4:0] \$13 ;
+  wire [38:0] \$14 ;
+  wire [4:0] \$15 ;
+  reg [7:0] \$16 ;
+  wire [19:0] \$2 ;
+  wire [36:0] \$3 ;
   wire [38:0] \$4 ;
-  wire [38:0] \$5 ;
-  wire [36:0] \$6 ;
-  wire [37:0] \$7 ;
-  wire [4:0] \$8 ;
+  wire [51:0] \$5 ;
+  wire [52:0] \$6 ;
+  wire \$7 ;
+  wire [38:0] \$8 ;
   wire [38:0] \$9 ;
   input [18:0] acc;
   wire [18:0] acc;
@@ -4473,9 +4621,10 @@ module \bchw_top.engine0.requant5 (rst, \port$5548$305 , acc, q, clk);
   wire clk;
   wire en;
   wire [17:0] mul;
-  input [60:0] \port$5548$305 ;
-  wire [60:0] \port$5548$305 ;
-  reg [36:0] prod = 37'h0000000000;
+  input [60:0] \port$5654$305 ;
+  wire [60:0] \port$5654$305 ;
+  reg [35:0] prod0 = 36'h000000000;
+  reg [20:0] prod1 = 21'h000000;
   output [7:0] q;
   reg [7:0] q = 8'h00;
   input rst;
@@ -4485,55 +4634,67 @@ module \bchw_top.engine0.requant5 (rst, \port$5548$305 , acc, q, clk);
   reg [4:0] shift2 = 5'h00;
   wire [38:0] shifted;
   reg [38:0] total = 39'h0000000000;
-  assign \$1  = $signed(acc) * $signed(\port$5548$305 [17:0]);
-  assign \$2  = $signed(prod) + $signed(bias1);
-  assign \$3  = | shifted[38:8];
-  assign \$4  = \$3  ? 39'h00000000ff : shifted;
-  assign \$5  = shifted[38] ? 39'h0000000000 : \$4 ;
+  assign \$1  = $signed({ 1'h0, acc[16:0] }) * $signed(\port$5654$305 [17:0]);
+  assign \$2  = $signed(acc[18:17]) * $signed(\port$5654$305 [17:0]);
+  assign \$4  = $signed(bias1) + $signed(\$3 );
+  assign \$6  = $signed(\$4 ) + $signed(\$5 );
+  assign \$7  = | shifted[38:8];
+  assign \$8  = \$7  ? 39'h00000000ff : shifted;
+  assign \$9  = shifted[38] ? 39'h0000000000 : \$8 ;
   assign shifted = $signed(total) >>> shift2;
   always @(posedge clk)
-    prod <= \$6 ;
+    prod0 <= \$10 ;
   always @(posedge clk)
-    bias1 <= \$7 ;
+    prod1 <= \$11 ;
   always @(posedge clk)
-    shift1 <= \$8 ;
+    bias1 <= \$12 ;
   always @(posedge clk)
-    total <= \$9 ;
+    shift1 <= \$13 ;
   always @(posedge clk)
-    shift2 <= \$10 ;
+    total <= \$14 ;
   always @(posedge clk)
-    q <= \$11 ;
+    shift2 <= \$15 ;
+  always @(posedge clk)
+    q <= \$16 ;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
-    \$11  = \$5 [7:0];
+    \$16  = \$9 [7:0];
     if (rst) begin
-      \$11  = 8'h00;
+      \$16  = 8'h00;
     end
   end
   assign en = 1'h1;
-  assign mul = \port$5548$305 [17:0];
-  assign bias = \port$5548$305 [60:23];
-  assign shift = \port$5548$305 [22:18];
-  assign \$10  = shift1;
-  assign \$9  = \$2 ;
-  assign \$8  = \port$5548$305 [22:18];
-  assign \$7  = \port$5548$305 [60:23];
-  assign \$6  = \$1 ;
+  assign mul = \port$5654$305 [17:0];
+  assign bias = \port$5654$305 [60:23];
+  assign shift = \port$5654$305 [22:18];
+  assign \$15  = shift1;
+  assign \$14  = \$6 [38:0];
+  assign \$13  = \port$5654$305 [22:18];
+  assign \$12  = \port$5654$305 [60:23];
+  assign \$11  = { \$2 [19], \$2  };
+  assign \$10  = { \$1 [34], \$1  };
+  assign \$3  = { prod0[35], prod0 };
+  assign \$5  = { prod1[20], prod1[20], prod1[20], prod1[20], prod1[20], prod1[20], prod1[20], prod1[20], prod1[20], prod1[20], prod1[20], prod1[20], prod1[20], prod1[20], prod1, 17'h00000 };
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine0.requant6 (rst, \port$5548$366 , acc, q, clk);
+module \bchw_top.engine0.requant6 (rst, \port$5654$366 , acc, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$15  = 0;
-  wire [36:0] \$1 ;
-  wire [4:0] \$10 ;
-  reg [7:0] \$11 ;
-  wire [38:0] \$2 ;
-  wire \$3 ;
+  wire [34:0] \$1 ;
+  wire [35:0] \$10 ;
+  wire [20:0] \$11 ;
+  wire [37:0] \$12 ;
+  wire [4:0] \$13 ;
+  wire [38:0] \$14 ;
+  wire [4:0] \$15 ;
+  reg [7:0] \$16 ;
+  wire [19:0] \$2 ;
+  wire [36:0] \$3 ;
   wire [38:0] \$4 ;
-  wire [38:0] \$5 ;
-  wire [36:0] \$6 ;
-  wire [37:0] \$7 ;
-  wire [4:0] \$8 ;
+  wire [51:0] \$5 ;
+  wire [52:0] \$6 ;
+  wire \$7 ;
+  wire [38:0] \$8 ;
   wire [38:0] \$9 ;
   input [18:0] acc;
   wire [18:0] acc;
@@ -4543,9 +4704,10 @@ module \bchw_top.engine0.requant6 (rst, \port$5548$366 , acc, q, clk);
   wire clk;
   wire en;
   wire [17:0] mul;
-  input [60:0] \port$5548$366 ;
-  wire [60:0] \port$5548$366 ;
-  reg [36:0] prod = 37'h0000000000;
+  input [60:0] \port$5654$366 ;
+  wire [60:0] \port$5654$366 ;
+  reg [35:0] prod0 = 36'h000000000;
+  reg [20:0] prod1 = 21'h000000;
   output [7:0] q;
   reg [7:0] q = 8'h00;
   input rst;
@@ -4555,55 +4717,67 @@ module \bchw_top.engine0.requant6 (rst, \port$5548$366 , acc, q, clk);
   reg [4:0] shift2 = 5'h00;
   wire [38:0] shifted;
   reg [38:0] total = 39'h0000000000;
-  assign \$1  = $signed(acc) * $signed(\port$5548$366 [17:0]);
-  assign \$2  = $signed(prod) + $signed(bias1);
-  assign \$3  = | shifted[38:8];
-  assign \$4  = \$3  ? 39'h00000000ff : shifted;
-  assign \$5  = shifted[38] ? 39'h0000000000 : \$4 ;
+  assign \$1  = $signed({ 1'h0, acc[16:0] }) * $signed(\port$5654$366 [17:0]);
+  assign \$2  = $signed(acc[18:17]) * $signed(\port$5654$366 [17:0]);
+  assign \$4  = $signed(bias1) + $signed(\$3 );
+  assign \$6  = $signed(\$4 ) + $signed(\$5 );
+  assign \$7  = | shifted[38:8];
+  assign \$8  = \$7  ? 39'h00000000ff : shifted;
+  assign \$9  = shifted[38] ? 39'h0000000000 : \$8 ;
   assign shifted = $signed(total) >>> shift2;
   always @(posedge clk)
-    prod <= \$6 ;
+    prod0 <= \$10 ;
   always @(posedge clk)
-    bias1 <= \$7 ;
+    prod1 <= \$11 ;
   always @(posedge clk)
-    shift1 <= \$8 ;
+    bias1 <= \$12 ;
   always @(posedge clk)
-    total <= \$9 ;
+    shift1 <= \$13 ;
   always @(posedge clk)
-    shift2 <= \$10 ;
+    total <= \$14 ;
   always @(posedge clk)
-    q <= \$11 ;
+    shift2 <= \$15 ;
+  always @(posedge clk)
+    q <= \$16 ;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$11  = \$5 [7:0];
+    \$16  = \$9 [7:0];
     if (rst) begin
-      \$11  = 8'h00;
+      \$16  = 8'h00;
     end
   end
   assign en = 1'h1;
-  assign mul = \port$5548$366 [17:0];
-  assign bias = \port$5548$366 [60:23];
-  assign shift = \port$5548$366 [22:18];
-  assign \$10  = shift1;
-  assign \$9  = \$2 ;
-  assign \$8  = \port$5548$366 [22:18];
-  assign \$7  = \port$5548$366 [60:23];
-  assign \$6  = \$1 ;
+  assign mul = \port$5654$366 [17:0];
+  assign bias = \port$5654$366 [60:23];
+  assign shift = \port$5654$366 [22:18];
+  assign \$15  = shift1;
+  assign \$14  = \$6 [38:0];
+  assign \$13  = \port$5654$366 [22:18];
+  assign \$12  = \port$5654$366 [60:23];
+  assign \$11  = { \$2 [19], \$2  };
+  assign \$10  = { \$1 [34], \$1  };
+  assign \$3  = { prod0[35], prod0 };
+  assign \$5  = { prod1[20], prod1[20], prod1[20], prod1[20], prod1[20], prod1[20], prod1[20], prod1[20], prod1[20], prod1[20], prod1[20], prod1[20], prod1[20], prod1[20], prod1, 17'h00000 };
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine0.requant7 (rst, \port$5548$427 , acc, q, clk);
+module \bchw_top.engine0.requant7 (rst, \port$5654$427 , acc, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$16  = 0;
-  wire [36:0] \$1 ;
-  wire [4:0] \$10 ;
-  reg [7:0] \$11 ;
-  wire [38:0] \$2 ;
-  wire \$3 ;
+  wire [34:0] \$1 ;
+  wire [35:0] \$10 ;
+  wire [20:0] \$11 ;
+  wire [37:0] \$12 ;
+  wire [4:0] \$13 ;
+  wire [38:0] \$14 ;
+  wire [4:0] \$15 ;
+  reg [7:0] \$16 ;
+  wire [19:0] \$2 ;
+  wire [36:0] \$3 ;
   wire [38:0] \$4 ;
-  wire [38:0] \$5 ;
-  wire [36:0] \$6 ;
-  wire [37:0] \$7 ;
-  wire [4:0] \$8 ;
+  wire [51:0] \$5 ;
+  wire [52:0] \$6 ;
+  wire \$7 ;
+  wire [38:0] \$8 ;
   wire [38:0] \$9 ;
   input [18:0] acc;
   wire [18:0] acc;
@@ -4613,9 +4787,10 @@ module \bchw_top.engine0.requant7 (rst, \port$5548$427 , acc, q, clk);
   wire clk;
   wire en;
   wire [17:0] mul;
-  input [60:0] \port$5548$427 ;
-  wire [60:0] \port$5548$427 ;
-  reg [36:0] prod = 37'h0000000000;
+  input [60:0] \port$5654$427 ;
+  wire [60:0] \port$5654$427 ;
+  reg [35:0] prod0 = 36'h000000000;
+  reg [20:0] prod1 = 21'h000000;
   output [7:0] q;
   reg [7:0] q = 8'h00;
   input rst;
@@ -4625,55 +4800,67 @@ module \bchw_top.engine0.requant7 (rst, \port$5548$427 , acc, q, clk);
   reg [4:0] shift2 = 5'h00;
   wire [38:0] shifted;
   reg [38:0] total = 39'h0000000000;
-  assign \$1  = $signed(acc) * $signed(\port$5548$427 [17:0]);
-  assign \$2  = $signed(prod) + $signed(bias1);
-  assign \$3  = | shifted[38:8];
-  assign \$4  = \$3  ? 39'h00000000ff : shifted;
-  assign \$5  = shifted[38] ? 39'h0000000000 : \$4 ;
+  assign \$1  = $signed({ 1'h0, acc[16:0] }) * $signed(\port$5654$427 [17:0]);
+  assign \$2  = $signed(acc[18:17]) * $signed(\port$5654$427 [17:0]);
+  assign \$4  = $signed(bias1) + $signed(\$3 );
+  assign \$6  = $signed(\$4 ) + $signed(\$5 );
+  assign \$7  = | shifted[38:8];
+  assign \$8  = \$7  ? 39'h00000000ff : shifted;
+  assign \$9  = shifted[38] ? 39'h0000000000 : \$8 ;
   assign shifted = $signed(total) >>> shift2;
   always @(posedge clk)
-    prod <= \$6 ;
+    prod0 <= \$10 ;
   always @(posedge clk)
-    bias1 <= \$7 ;
+    prod1 <= \$11 ;
   always @(posedge clk)
-    shift1 <= \$8 ;
+    bias1 <= \$12 ;
   always @(posedge clk)
-    total <= \$9 ;
+    shift1 <= \$13 ;
   always @(posedge clk)
-    shift2 <= \$10 ;
+    total <= \$14 ;
   always @(posedge clk)
-    q <= \$11 ;
+    shift2 <= \$15 ;
+  always @(posedge clk)
+    q <= \$16 ;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$11  = \$5 [7:0];
+    \$16  = \$9 [7:0];
     if (rst) begin
-      \$11  = 8'h00;
+      \$16  = 8'h00;
     end
   end
   assign en = 1'h1;
-  assign mul = \port$5548$427 [17:0];
-  assign bias = \port$5548$427 [60:23];
-  assign shift = \port$5548$427 [22:18];
-  assign \$10  = shift1;
-  assign \$9  = \$2 ;
-  assign \$8  = \port$5548$427 [22:18];
-  assign \$7  = \port$5548$427 [60:23];
-  assign \$6  = \$1 ;
+  assign mul = \port$5654$427 [17:0];
+  assign bias = \port$5654$427 [60:23];
+  assign shift = \port$5654$427 [22:18];
+  assign \$15  = shift1;
+  assign \$14  = \$6 [38:0];
+  assign \$13  = \port$5654$427 [22:18];
+  assign \$12  = \port$5654$427 [60:23];
+  assign \$11  = { \$2 [19], \$2  };
+  assign \$10  = { \$1 [34], \$1  };
+  assign \$3  = { prod0[35], prod0 };
+  assign \$5  = { prod1[20], prod1[20], prod1[20], prod1[20], prod1[20], prod1[20], prod1[20], prod1[20], prod1[20], prod1[20], prod1[20], prod1[20], prod1[20], prod1[20], prod1, 17'h00000 };
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine0.requant8 (rst, \port$5548$488 , acc, q, clk);
+module \bchw_top.engine0.requant8 (rst, \port$5654$488 , acc, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$17  = 0;
-  wire [36:0] \$1 ;
-  wire [4:0] \$10 ;
-  reg [7:0] \$11 ;
-  wire [38:0] \$2 ;
-  wire \$3 ;
+  wire [34:0] \$1 ;
+  wire [35:0] \$10 ;
+  wire [20:0] \$11 ;
+  wire [37:0] \$12 ;
+  wire [4:0] \$13 ;
+  wire [38:0] \$14 ;
+  wire [4:0] \$15 ;
+  reg [7:0] \$16 ;
+  wire [19:0] \$2 ;
+  wire [36:0] \$3 ;
   wire [38:0] \$4 ;
-  wire [38:0] \$5 ;
-  wire [36:0] \$6 ;
-  wire [37:0] \$7 ;
-  wire [4:0] \$8 ;
+  wire [51:0] \$5 ;
+  wire [52:0] \$6 ;
+  wire \$7 ;
+  wire [38:0] \$8 ;
   wire [38:0] \$9 ;
   input [18:0] acc;
   wire [18:0] acc;
@@ -4683,9 +4870,10 @@ module \bchw_top.engine0.requant8 (rst, \port$5548$488 , acc, q, clk);
   wire clk;
   wire en;
   wire [17:0] mul;
-  input [60:0] \port$5548$488 ;
-  wire [60:0] \port$5548$488 ;
-  reg [36:0] prod = 37'h0000000000;
+  input [60:0] \port$5654$488 ;
+  wire [60:0] \port$5654$488 ;
+  reg [35:0] prod0 = 36'h000000000;
+  reg [20:0] prod1 = 21'h000000;
   output [7:0] q;
   reg [7:0] q = 8'h00;
   input rst;
@@ -4695,55 +4883,67 @@ module \bchw_top.engine0.requant8 (rst, \port$5548$488 , acc, q, clk);
   reg [4:0] shift2 = 5'h00;
   wire [38:0] shifted;
   reg [38:0] total = 39'h0000000000;
-  assign \$1  = $signed(acc) * $signed(\port$5548$488 [17:0]);
-  assign \$2  = $signed(prod) + $signed(bias1);
-  assign \$3  = | shifted[38:8];
-  assign \$4  = \$3  ? 39'h00000000ff : shifted;
-  assign \$5  = shifted[38] ? 39'h0000000000 : \$4 ;
+  assign \$1  = $signed({ 1'h0, acc[16:0] }) * $signed(\port$5654$488 [17:0]);
+  assign \$2  = $signed(acc[18:17]) * $signed(\port$5654$488 [17:0]);
+  assign \$4  = $signed(bias1) + $signed(\$3 );
+  assign \$6  = $signed(\$4 ) + $signed(\$5 );
+  assign \$7  = | shifted[38:8];
+  assign \$8  = \$7  ? 39'h00000000ff : shifted;
+  assign \$9  = shifted[38] ? 39'h0000000000 : \$8 ;
   assign shifted = $signed(total) >>> shift2;
   always @(posedge clk)
-    prod <= \$6 ;
+    prod0 <= \$10 ;
   always @(posedge clk)
-    bias1 <= \$7 ;
+    prod1 <= \$11 ;
   always @(posedge clk)
-    shift1 <= \$8 ;
+    bias1 <= \$12 ;
   always @(posedge clk)
-    total <= \$9 ;
+    shift1 <= \$13 ;
   always @(posedge clk)
-    shift2 <= \$10 ;
+    total <= \$14 ;
   always @(posedge clk)
-    q <= \$11 ;
+    shift2 <= \$15 ;
+  always @(posedge clk)
+    q <= \$16 ;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
-    \$11  = \$5 [7:0];
+    \$16  = \$9 [7:0];
     if (rst) begin
-      \$11  = 8'h00;
+      \$16  = 8'h00;
     end
   end
   assign en = 1'h1;
-  assign mul = \port$5548$488 [17:0];
-  assign bias = \port$5548$488 [60:23];
-  assign shift = \port$5548$488 [22:18];
-  assign \$10  = shift1;
-  assign \$9  = \$2 ;
-  assign \$8  = \port$5548$488 [22:18];
-  assign \$7  = \port$5548$488 [60:23];
-  assign \$6  = \$1 ;
+  assign mul = \port$5654$488 [17:0];
+  assign bias = \port$5654$488 [60:23];
+  assign shift = \port$5654$488 [22:18];
+  assign \$15  = shift1;
+  assign \$14  = \$6 [38:0];
+  assign \$13  = \port$5654$488 [22:18];
+  assign \$12  = \port$5654$488 [60:23];
+  assign \$11  = { \$2 [19], \$2  };
+  assign \$10  = { \$1 [34], \$1  };
+  assign \$3  = { prod0[35], prod0 };
+  assign \$5  = { prod1[20], prod1[20], prod1[20], prod1[20], prod1[20], prod1[20], prod1[20], prod1[20], prod1[20], prod1[20], prod1[20], prod1[20], prod1[20], prod1[20], prod1, 17'h00000 };
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine0.requant9 (rst, \port$5548$549 , acc, q, clk);
+module \bchw_top.engine0.requant9 (rst, \port$5654$549 , acc, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$18  = 0;
-  wire [36:0] \$1 ;
-  wire [4:0] \$10 ;
-  reg [7:0] \$11 ;
-  wire [38:0] \$2 ;
-  wire \$3 ;
+  wire [34:0] \$1 ;
+  wire [35:0] \$10 ;
+  wire [20:0] \$11 ;
+  wire [37:0] \$12 ;
+  wire [4:0] \$13 ;
+  wire [38:0] \$14 ;
+  wire [4:0] \$15 ;
+  reg [7:0] \$16 ;
+  wire [19:0] \$2 ;
+  wire [36:0] \$3 ;
   wire [38:0] \$4 ;
-  wire [38:0] \$5 ;
-  wire [36:0] \$6 ;
-  wire [37:0] \$7 ;
-  wire [4:0] \$8 ;
+  wire [51:0] \$5 ;
+  wire [52:0] \$6 ;
+  wire \$7 ;
+  wire [38:0] \$8 ;
   wire [38:0] \$9 ;
   input [18:0] acc;
   wire [18:0] acc;
@@ -4753,9 +4953,10 @@ module \bchw_top.engine0.requant9 (rst, \port$5548$549 , acc, q, clk);
   wire clk;
   wire en;
   wire [17:0] mul;
-  input [60:0] \port$5548$549 ;
-  wire [60:0] \port$5548$549 ;
-  reg [36:0] prod = 37'h0000000000;
+  input [60:0] \port$5654$549 ;
+  wire [60:0] \port$5654$549 ;
+  reg [35:0] prod0 = 36'h000000000;
+  reg [20:0] prod1 = 21'h000000;
   output [7:0] q;
   reg [7:0] q = 8'h00;
   input rst;
@@ -4765,40 +4966,47 @@ module \bchw_top.engine0.requant9 (rst, \port$5548$549 , acc, q, clk);
   reg [4:0] shift2 = 5'h00;
   wire [38:0] shifted;
   reg [38:0] total = 39'h0000000000;
-  assign \$1  = $signed(acc) * $signed(\port$5548$549 [17:0]);
-  assign \$2  = $signed(prod) + $signed(bias1);
-  assign \$3  = | shifted[38:8];
-  assign \$4  = \$3  ? 39'h00000000ff : shifted;
-  assign \$5  = shifted[38] ? 39'h0000000000 : \$4 ;
+  assign \$1  = $signed({ 1'h0, acc[16:0] }) * $signed(\port$5654$549 [17:0]);
+  assign \$2  = $signed(acc[18:17]) * $signed(\port$5654$549 [17:0]);
+  assign \$4  = $signed(bias1) + $signed(\$3 );
+  assign \$6  = $signed(\$4 ) + $signed(\$5 );
+  assign \$7  = | shifted[38:8];
+  assign \$8  = \$7  ? 39'h00000000ff : shifted;
+  assign \$9  = shifted[38] ? 39'h0000000000 : \$8 ;
   assign shifted = $signed(total) >>> shift2;
   always @(posedge clk)
-    prod <= \$6 ;
+    prod0 <= \$10 ;
   always @(posedge clk)
-    bias1 <= \$7 ;
+    prod1 <= \$11 ;
   always @(posedge clk)
-    shift1 <= \$8 ;
+    bias1 <= \$12 ;
   always @(posedge clk)
-    total <= \$9 ;
+    shift1 <= \$13 ;
   always @(posedge clk)
-    shift2 <= \$10 ;
+    total <= \$14 ;
   always @(posedge clk)
-    q <= \$11 ;
+    shift2 <= \$15 ;
+  always @(posedge clk)
+    q <= \$16 ;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$18 ) begin end
-    \$11  = \$5 [7:0];
+    \$16  = \$9 [7:0];
     if (rst) begin
-      \$11  = 8'h00;
+      \$16  = 8'h00;
     end
   end
   assign en = 1'h1;
-  assign mul = \port$5548$549 [17:0];
-  assign bias = \port$5548$549 [60:23];
-  assign shift = \port$5548$549 [22:18];
-  assign \$10  = shift1;
-  assign \$9  = \$2 ;
-  assign \$8  = \port$5548$549 [22:18];
-  assign \$7  = \port$5548$549 [60:23];
-  assign \$6  = \$1 ;
+  assign mul = \port$5654$549 [17:0];
+  assign bias = \port$5654$549 [60:23];
+  assign shift = \port$5654$549 [22:18];
+  assign \$15  = shift1;
+  assign \$14  = \$6 [38:0];
+  assign \$13  = \port$5654$549 [22:18];
+  assign \$12  = \port$5654$549 [60:23];
+  assign \$11  = { \$2 [19], \$2  };
+  assign \$10  = { \$1 [34], \$1  };
+  assign \$3  = { prod0[35], prod0 };
+  assign \$5  = { prod1[20], prod1[20], prod1[20], prod1[20], prod1[20], prod1[20], prod1[20], prod1[20], prod1[20], prod1[20], prod1[20], prod1[20], prod1[20], prod1[20], prod1, 17'h00000 };
 endmodule
 
 (* generator = "Amaranth" *)
@@ -13735,112 +13943,112 @@ module \bchw_top.engine1 (rst, s__valid, pay, ready, m__valid, m__payload, m__re
   \bchw_top.engine1.requant0  requant0 (
     .acc(acc),
     .clk(clk),
-    .\port$7828$0 (params_d0[58:0]),
+    .\port$7966$0 (params_d0[58:0]),
     .q(q),
     .rst(rst)
   );
   \bchw_top.engine1.requant1  requant1 (
     .acc(\acc$84 ),
     .clk(clk),
-    .\port$7828$59 (params_d0[117:59]),
+    .\port$7966$59 (params_d0[117:59]),
     .q(\q$185 ),
     .rst(rst)
   );
   \bchw_top.engine1.requant10  requant10 (
     .acc(\acc$138 ),
     .clk(clk),
-    .\port$7828$590 (params_d0[648:590]),
+    .\port$7966$590 (params_d0[648:590]),
     .q(\q$194 ),
     .rst(rst)
   );
   \bchw_top.engine1.requant11  requant11 (
     .acc(\acc$144 ),
     .clk(clk),
-    .\port$7828$649 (params_d0[707:649]),
+    .\port$7966$649 (params_d0[707:649]),
     .q(\q$195 ),
     .rst(rst)
   );
   \bchw_top.engine1.requant12  requant12 (
     .acc(\acc$150 ),
     .clk(clk),
-    .\port$7828$708 (params_d0[766:708]),
+    .\port$7966$708 (params_d0[766:708]),
     .q(\q$196 ),
     .rst(rst)
   );
   \bchw_top.engine1.requant13  requant13 (
     .acc(\acc$156 ),
     .clk(clk),
-    .\port$7828$767 (params_d0[825:767]),
+    .\port$7966$767 (params_d0[825:767]),
     .q(\q$197 ),
     .rst(rst)
   );
   \bchw_top.engine1.requant14  requant14 (
     .acc(\acc$162 ),
     .clk(clk),
-    .\port$7828$826 (params_d0[884:826]),
+    .\port$7966$826 (params_d0[884:826]),
     .q(\q$198 ),
     .rst(rst)
   );
   \bchw_top.engine1.requant15  requant15 (
     .acc(\acc$168 ),
     .clk(clk),
-    .\port$7828$885 (params_d0[943:885]),
+    .\port$7966$885 (params_d0[943:885]),
     .q(\q$199 ),
     .rst(rst)
   );
   \bchw_top.engine1.requant2  requant2 (
     .acc(\acc$90 ),
     .clk(clk),
-    .\port$7828$118 (params_d0[176:118]),
+    .\port$7966$118 (params_d0[176:118]),
     .q(\q$186 ),
     .rst(rst)
   );
   \bchw_top.engine1.requant3  requant3 (
     .acc(\acc$96 ),
     .clk(clk),
-    .\port$7828$177 (params_d0[235:177]),
+    .\port$7966$177 (params_d0[235:177]),
     .q(\q$187 ),
     .rst(rst)
   );
   \bchw_top.engine1.requant4  requant4 (
     .acc(\acc$102 ),
     .clk(clk),
-    .\port$7828$236 (params_d0[294:236]),
+    .\port$7966$236 (params_d0[294:236]),
     .q(\q$188 ),
     .rst(rst)
   );
   \bchw_top.engine1.requant5  requant5 (
     .acc(\acc$108 ),
     .clk(clk),
-    .\port$7828$295 (params_d0[353:295]),
+    .\port$7966$295 (params_d0[353:295]),
     .q(\q$189 ),
     .rst(rst)
   );
   \bchw_top.engine1.requant6  requant6 (
     .acc(\acc$114 ),
     .clk(clk),
-    .\port$7828$354 (params_d0[412:354]),
+    .\port$7966$354 (params_d0[412:354]),
     .q(\q$190 ),
     .rst(rst)
   );
   \bchw_top.engine1.requant7  requant7 (
     .acc(\acc$120 ),
     .clk(clk),
-    .\port$7828$413 (params_d0[471:413]),
+    .\port$7966$413 (params_d0[471:413]),
     .q(\q$191 ),
     .rst(rst)
   );
   \bchw_top.engine1.requant8  requant8 (
     .acc(\acc$126 ),
     .clk(clk),
-    .\port$7828$472 (params_d0[530:472]),
+    .\port$7966$472 (params_d0[530:472]),
     .q(\q$192 ),
     .rst(rst)
   );
   \bchw_top.engine1.requant9  requant9 (
     .acc(\acc$132 ),
     .clk(clk),
-    .\port$7828$531 (params_d0[589:531]),
+    .\port$7966$531 (params_d0[589:531]),
     .q(\q$193 ),
     .rst(rst)
   );
@@ -15123,19 +15331,20 @@ module \bchw_top.engine1.params (data, addr, clk);
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine1.requant0 (rst, \port$7828$0 , acc, q, clk);
+module \bchw_top.engine1.requant0 (rst, \port$7966$0 , acc, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$20  = 0;
   wire [34:0] \$1 ;
-  wire [4:0] \$10 ;
-  reg [7:0] \$11 ;
+  wire [36:0] \$10 ;
+  wire [4:0] \$11 ;
+  reg [7:0] \$12 ;
   wire [36:0] \$2 ;
-  wire \$3 ;
-  wire [36:0] \$4 ;
+  wire [37:0] \$3 ;
+  wire \$4 ;
   wire [36:0] \$5 ;
-  wire [34:0] \$6 ;
+  wire [36:0] \$6 ;
   wire [35:0] \$7 ;
-  wire [4:0] \$8 ;
-  wire [36:0] \$9 ;
+  wire [35:0] \$8 ;
+  wire [4:0] \$9 ;
   input [16:0] acc;
   wire [16:0] acc;
   wire [35:0] bias;
@@ -15144,9 +15353,9 @@ module \bchw_top.engine1.requant0 (rst, \port$7828$0 , acc, q, clk);
   wire clk;
   wire en;
   wire [17:0] mul;
-  input [58:0] \port$7828$0 ;
-  wire [58:0] \port$7828$0 ;
-  reg [34:0] prod = 35'h000000000;
+  input [58:0] \port$7966$0 ;
+  wire [58:0] \port$7966$0 ;
+  reg [35:0] prod0 = 36'h000000000;
   output [7:0] q;
   reg [7:0] q = 8'h00;
   input rst;
@@ -15156,56 +15365,58 @@ module \bchw_top.engine1.requant0 (rst, \port$7828$0 , acc, q, clk);
   reg [4:0] shift2 = 5'h00;
   wire [36:0] shifted;
   reg [36:0] total = 37'h0000000000;
-  assign \$1  = $signed(acc) * $signed(\port$7828$0 [17:0]);
-  assign \$2  = $signed(prod) + $signed(bias1);
-  assign \$3  = | shifted[36:8];
-  assign \$4  = \$3  ? 37'h00000000ff : shifted;
-  assign \$5  = shifted[36] ? 37'h0000000000 : \$4 ;
+  assign \$1  = $signed(acc) * $signed(\port$7966$0 [17:0]);
+  assign \$3  = $signed(bias1) + $signed(\$2 );
+  assign \$4  = | shifted[36:8];
+  assign \$5  = \$4  ? 37'h00000000ff : shifted;
+  assign \$6  = shifted[36] ? 37'h0000000000 : \$5 ;
   assign shifted = $signed(total) >>> shift2;
   always @(posedge clk)
-    prod <= \$6 ;
+    prod0 <= \$7 ;
   always @(posedge clk)
-    bias1 <= \$7 ;
+    bias1 <= \$8 ;
   always @(posedge clk)
-    shift1 <= \$8 ;
+    shift1 <= \$9 ;
   always @(posedge clk)
-    total <= \$9 ;
+    total <= \$10 ;
   always @(posedge clk)
-    shift2 <= \$10 ;
+    shift2 <= \$11 ;
   always @(posedge clk)
-    q <= \$11 ;
+    q <= \$12 ;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$11  = \$5 [7:0];
+    \$12  = \$6 [7:0];
     if (rst) begin
-      \$11  = 8'h00;
+      \$12  = 8'h00;
     end
   end
   assign en = 1'h1;
-  assign mul = \port$7828$0 [17:0];
-  assign bias = \port$7828$0 [58:23];
-  assign shift = \port$7828$0 [22:18];
-  assign \$10  = shift1;
-  assign \$9  = \$2 ;
-  assign \$8  = \port$7828$0 [22:18];
-  assign \$7  = \port$7828$0 [58:23];
-  assign \$6  = \$1 ;
+  assign mul = \port$7966$0 [17:0];
+  assign bias = \port$7966$0 [58:23];
+  assign shift = \port$7966$0 [22:18];
+  assign \$11  = shift1;
+  assign \$10  = \$3 [36:0];
+  assign \$9  = \port$7966$0 [22:18];
+  assign \$8  = \port$7966$0 [58:23];
+  assign \$7  = { \$1 [34], \$1  };
+  assign \$2  = { prod0[35], prod0 };
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine1.requant1 (rst, \port$7828$59 , acc, q, clk);
+module \bchw_top.engine1.requant1 (rst, \port$7966$59 , acc, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$21  = 0;
   wire [34:0] \$1 ;
-  wire [4:0] \$10 ;
-  reg [7:0] \$11 ;
+  wire [36:0] \$10 ;
+  wire [4:0] \$11 ;
+  reg [7:0] \$12 ;
   wire [36:0] \$2 ;
-  wire \$3 ;
-  wire [36:0] \$4 ;
+  wire [37:0] \$3 ;
+  wire \$4 ;
   wire [36:0] \$5 ;
-  wire [34:0] \$6 ;
+  wire [36:0] \$6 ;
   wire [35:0] \$7 ;
-  wire [4:0] \$8 ;
-  wire [36:0] \$9 ;
+  wire [35:0] \$8 ;
+  wire [4:0] \$9 ;
   input [16:0] acc;
   wire [16:0] acc;
   wire [35:0] bias;
@@ -15214,9 +15425,9 @@ module \bchw_top.engine1.requant1 (rst, \port$7828$59 , acc, q, clk);
   wire clk;
   wire en;
   wire [17:0] mul;
-  input [58:0] \port$7828$59 ;
-  wire [58:0] \port$7828$59 ;
-  reg [34:0] prod = 35'h000000000;
+  input [58:0] \port$7966$59 ;
+  wire [58:0] \port$7966$59 ;
+  reg [35:0] prod0 = 36'h000000000;
   output [7:0] q;
   reg [7:0] q = 8'h00;
   input rst;
@@ -15226,56 +15437,58 @@ module \bchw_top.engine1.requant1 (rst, \port$7828$59 , acc, q, clk);
   reg [4:0] shift2 = 5'h00;
   wire [36:0] shifted;
   reg [36:0] total = 37'h0000000000;
-  assign \$1  = $signed(acc) * $signed(\port$7828$59 [17:0]);
-  assign \$2  = $signed(prod) + $signed(bias1);
-  assign \$3  = | shifted[36:8];
-  assign \$4  = \$3  ? 37'h00000000ff : shifted;
-  assign \$5  = shifted[36] ? 37'h0000000000 : \$4 ;
+  assign \$1  = $signed(acc) * $signed(\port$7966$59 [17:0]);
+  assign \$3  = $signed(bias1) + $signed(\$2 );
+  assign \$4  = | shifted[36:8];
+  assign \$5  = \$4  ? 37'h00000000ff : shifted;
+  assign \$6  = shifted[36] ? 37'h0000000000 : \$5 ;
   assign shifted = $signed(total) >>> shift2;
   always @(posedge clk)
-    prod <= \$6 ;
+    prod0 <= \$7 ;
   always @(posedge clk)
-    bias1 <= \$7 ;
+    bias1 <= \$8 ;
   always @(posedge clk)
-    shift1 <= \$8 ;
+    shift1 <= \$9 ;
   always @(posedge clk)
-    total <= \$9 ;
+    total <= \$10 ;
   always @(posedge clk)
-    shift2 <= \$10 ;
+    shift2 <= \$11 ;
   always @(posedge clk)
-    q <= \$11 ;
+    q <= \$12 ;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$11  = \$5 [7:0];
+    \$12  = \$6 [7:0];
     if (rst) begin
-      \$11  = 8'h00;
+      \$12  = 8'h00;
     end
   end
   assign en = 1'h1;
-  assign mul = \port$7828$59 [17:0];
-  assign bias = \port$7828$59 [58:23];
-  assign shift = \port$7828$59 [22:18];
-  assign \$10  = shift1;
-  assign \$9  = \$2 ;
-  assign \$8  = \port$7828$59 [22:18];
-  assign \$7  = \port$7828$59 [58:23];
-  assign \$6  = \$1 ;
+  assign mul = \port$7966$59 [17:0];
+  assign bias = \port$7966$59 [58:23];
+  assign shift = \port$7966$59 [22:18];
+  assign \$11  = shift1;
+  assign \$10  = \$3 [36:0];
+  assign \$9  = \port$7966$59 [22:18];
+  assign \$8  = \port$7966$59 [58:23];
+  assign \$7  = { \$1 [34], \$1  };
+  assign \$2  = { prod0[35], prod0 };
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine1.requant10 (rst, \port$7828$590 , acc, q, clk);
+module \bchw_top.engine1.requant10 (rst, \port$7966$590 , acc, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$22  = 0;
   wire [34:0] \$1 ;
-  wire [4:0] \$10 ;
-  reg [7:0] \$11 ;
+  wire [36:0] \$10 ;
+  wire [4:0] \$11 ;
+  reg [7:0] \$12 ;
   wire [36:0] \$2 ;
-  wire \$3 ;
-  wire [36:0] \$4 ;
+  wire [37:0] \$3 ;
+  wire \$4 ;
   wire [36:0] \$5 ;
-  wire [34:0] \$6 ;
+  wire [36:0] \$6 ;
   wire [35:0] \$7 ;
-  wire [4:0] \$8 ;
-  wire [36:0] \$9 ;
+  wire [35:0] \$8 ;
+  wire [4:0] \$9 ;
   input [16:0] acc;
   wire [16:0] acc;
   wire [35:0] bias;
@@ -15284,9 +15497,9 @@ module \bchw_top.engine1.requant10 (rst, \port$7828$590 , acc, q, clk);
   wire clk;
   wire en;
   wire [17:0] mul;
-  input [58:0] \port$7828$590 ;
-  wire [58:0] \port$7828$590 ;
-  reg [34:0] prod = 35'h000000000;
+  input [58:0] \port$7966$590 ;
+  wire [58:0] \port$7966$590 ;
+  reg [35:0] prod0 = 36'h000000000;
   output [7:0] q;
   reg [7:0] q = 8'h00;
   input rst;
@@ -15296,56 +15509,58 @@ module \bchw_top.engine1.requant10 (rst, \port$7828$590 , acc, q, clk);
   reg [4:0] shift2 = 5'h00;
   wire [36:0] shifted;
   reg [36:0] total = 37'h0000000000;
-  assign \$1  = $signed(acc) * $signed(\port$7828$590 [17:0]);
-  assign \$2  = $signed(prod) + $signed(bias1);
-  assign \$3  = | shifted[36:8];
-  assign \$4  = \$3  ? 37'h00000000ff : shifted;
-  assign \$5  = shifted[36] ? 37'h0000000000 : \$4 ;
+  assign \$1  = $signed(acc) * $signed(\port$7966$590 [17:0]);
+  assign \$3  = $signed(bias1) + $signed(\$2 );
+  assign \$4  = | shifted[36:8];
+  assign \$5  = \$4  ? 37'h00000000ff : shifted;
+  assign \$6  = shifted[36] ? 37'h0000000000 : \$5 ;
   assign shifted = $signed(total) >>> shift2;
   always @(posedge clk)
-    prod <= \$6 ;
+    prod0 <= \$7 ;
   always @(posedge clk)
-    bias1 <= \$7 ;
+    bias1 <= \$8 ;
   always @(posedge clk)
-    shift1 <= \$8 ;
+    shift1 <= \$9 ;
   always @(posedge clk)
-    total <= \$9 ;
+    total <= \$10 ;
   always @(posedge clk)
-    shift2 <= \$10 ;
+    shift2 <= \$11 ;
   always @(posedge clk)
-    q <= \$11 ;
+    q <= \$12 ;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
-    \$11  = \$5 [7:0];
+    \$12  = \$6 [7:0];
     if (rst) begin
-      \$11  = 8'h00;
+      \$12  = 8'h00;
     end
   end
   assign en = 1'h1;
-  assign mul = \port$7828$590 [17:0];
-  assign bias = \port$7828$590 [58:23];
-  assign shift = \port$7828$590 [22:18];
-  assign \$10  = shift1;
-  assign \$9  = \$2 ;
-  assign \$8  = \port$7828$590 [22:18];
-  assign \$7  = \port$7828$590 [58:23];
-  assign \$6  = \$1 ;
+  assign mul = \port$7966$590 [17:0];
+  assign bias = \port$7966$590 [58:23];
+  assign shift = \port$7966$590 [22:18];
+  assign \$11  = shift1;
+  assign \$10  = \$3 [36:0];
+  assign \$9  = \port$7966$590 [22:18];
+  assign \$8  = \port$7966$590 [58:23];
+  assign \$7  = { \$1 [34], \$1  };
+  assign \$2  = { prod0[35], prod0 };
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine1.requant11 (rst, \port$7828$649 , acc, q, clk);
+module \bchw_top.engine1.requant11 (rst, \port$7966$649 , acc, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$23  = 0;
   wire [34:0] \$1 ;
-  wire [4:0] \$10 ;
-  reg [7:0] \$11 ;
+  wire [36:0] \$10 ;
+  wire [4:0] \$11 ;
+  reg [7:0] \$12 ;
   wire [36:0] \$2 ;
-  wire \$3 ;
-  wire [36:0] \$4 ;
+  wire [37:0] \$3 ;
+  wire \$4 ;
   wire [36:0] \$5 ;
-  wire [34:0] \$6 ;
+  wire [36:0] \$6 ;
   wire [35:0] \$7 ;
-  wire [4:0] \$8 ;
-  wire [36:0] \$9 ;
+  wire [35:0] \$8 ;
+  wire [4:0] \$9 ;
   input [16:0] acc;
   wire [16:0] acc;
   wire [35:0] bias;
@@ -15354,9 +15569,9 @@ module \bchw_top.engine1.requant11 (rst, \port$7828$649 , acc, q, clk);
   wire clk;
   wire en;
   wire [17:0] mul;
-  input [58:0] \port$7828$649 ;
-  wire [58:0] \port$7828$649 ;
-  reg [34:0] prod = 35'h000000000;
+  input [58:0] \port$7966$649 ;
+  wire [58:0] \port$7966$649 ;
+  reg [35:0] prod0 = 36'h000000000;
   output [7:0] q;
   reg [7:0] q = 8'h00;
   input rst;
@@ -15366,56 +15581,58 @@ module \bchw_top.engine1.requant11 (rst, \port$7828$649 , acc, q, clk);
   reg [4:0] shift2 = 5'h00;
   wire [36:0] shifted;
   reg [36:0] total = 37'h0000000000;
-  assign \$1  = $signed(acc) * $signed(\port$7828$649 [17:0]);
-  assign \$2  = $signed(prod) + $signed(bias1);
-  assign \$3  = | shifted[36:8];
-  assign \$4  = \$3  ? 37'h00000000ff : shifted;
-  assign \$5  = shifted[36] ? 37'h0000000000 : \$4 ;
+  assign \$1  = $signed(acc) * $signed(\port$7966$649 [17:0]);
+  assign \$3  = $signed(bias1) + $signed(\$2 );
+  assign \$4  = | shifted[36:8];
+  assign \$5  = \$4  ? 37'h00000000ff : shifted;
+  assign \$6  = shifted[36] ? 37'h0000000000 : \$5 ;
   assign shifted = $signed(total) >>> shift2;
   always @(posedge clk)
-    prod <= \$6 ;
+    prod0 <= \$7 ;
   always @(posedge clk)
-    bias1 <= \$7 ;
+    bias1 <= \$8 ;
   always @(posedge clk)
-    shift1 <= \$8 ;
+    shift1 <= \$9 ;
   always @(posedge clk)
-    total <= \$9 ;
+    total <= \$10 ;
   always @(posedge clk)
-    shift2 <= \$10 ;
+    shift2 <= \$11 ;
   always @(posedge clk)
-    q <= \$11 ;
+    q <= \$12 ;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
-    \$11  = \$5 [7:0];
+    \$12  = \$6 [7:0];
     if (rst) begin
-      \$11  = 8'h00;
+      \$12  = 8'h00;
     end
   end
   assign en = 1'h1;
-  assign mul = \port$7828$649 [17:0];
-  assign bias = \port$7828$649 [58:23];
-  assign shift = \port$7828$649 [22:18];
-  assign \$10  = shift1;
-  assign \$9  = \$2 ;
-  assign \$8  = \port$7828$649 [22:18];
-  assign \$7  = \port$7828$649 [58:23];
-  assign \$6  = \$1 ;
+  assign mul = \port$7966$649 [17:0];
+  assign bias = \port$7966$649 [58:23];
+  assign shift = \port$7966$649 [22:18];
+  assign \$11  = shift1;
+  assign \$10  = \$3 [36:0];
+  assign \$9  = \port$7966$649 [22:18];
+  assign \$8  = \port$7966$649 [58:23];
+  assign \$7  = { \$1 [34], \$1  };
+  assign \$2  = { prod0[35], prod0 };
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine1.requant12 (rst, \port$7828$708 , acc, q, clk);
+module \bchw_top.engine1.requant12 (rst, \port$7966$708 , acc, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$24  = 0;
   wire [34:0] \$1 ;
-  wire [4:0] \$10 ;
-  reg [7:0] \$11 ;
+  wire [36:0] \$10 ;
+  wire [4:0] \$11 ;
+  reg [7:0] \$12 ;
   wire [36:0] \$2 ;
-  wire \$3 ;
-  wire [36:0] \$4 ;
+  wire [37:0] \$3 ;
+  wire \$4 ;
   wire [36:0] \$5 ;
-  wire [34:0] \$6 ;
+  wire [36:0] \$6 ;
   wire [35:0] \$7 ;
-  wire [4:0] \$8 ;
-  wire [36:0] \$9 ;
+  wire [35:0] \$8 ;
+  wire [4:0] \$9 ;
   input [16:0] acc;
   wire [16:0] acc;
   wire [35:0] bias;
@@ -15424,9 +15641,9 @@ module \bchw_top.engine1.requant12 (rst, \port$7828$708 , acc, q, clk);
   wire clk;
   wire en;
   wire [17:0] mul;
-  input [58:0] \port$7828$708 ;
-  wire [58:0] \port$7828$708 ;
-  reg [34:0] prod = 35'h000000000;
+  input [58:0] \port$7966$708 ;
+  wire [58:0] \port$7966$708 ;
+  reg [35:0] prod0 = 36'h000000000;
   output [7:0] q;
   reg [7:0] q = 8'h00;
   input rst;
@@ -15436,56 +15653,58 @@ module \bchw_top.engine1.requant12 (rst, \port$7828$708 , acc, q, clk);
   reg [4:0] shift2 = 5'h00;
   wire [36:0] shifted;
   reg [36:0] total = 37'h0000000000;
-  assign \$1  = $signed(acc) * $signed(\port$7828$708 [17:0]);
-  assign \$2  = $signed(prod) + $signed(bias1);
-  assign \$3  = | shifted[36:8];
-  assign \$4  = \$3  ? 37'h00000000ff : shifted;
-  assign \$5  = shifted[36] ? 37'h0000000000 : \$4 ;
+  assign \$1  = $signed(acc) * $signed(\port$7966$708 [17:0]);
+  assign \$3  = $signed(bias1) + $signed(\$2 );
+  assign \$4  = | shifted[36:8];
+  assign \$5  = \$4  ? 37'h00000000ff : shifted;
+  assign \$6  = shifted[36] ? 37'h0000000000 : \$5 ;
   assign shifted = $signed(total) >>> shift2;
   always @(posedge clk)
-    prod <= \$6 ;
+    prod0 <= \$7 ;
   always @(posedge clk)
-    bias1 <= \$7 ;
+    bias1 <= \$8 ;
   always @(posedge clk)
-    shift1 <= \$8 ;
+    shift1 <= \$9 ;
   always @(posedge clk)
-    total <= \$9 ;
+    total <= \$10 ;
   always @(posedge clk)
-    shift2 <= \$10 ;
+    shift2 <= \$11 ;
   always @(posedge clk)
-    q <= \$11 ;
+    q <= \$12 ;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    \$11  = \$5 [7:0];
+    \$12  = \$6 [7:0];
     if (rst) begin
-      \$11  = 8'h00;
+      \$12  = 8'h00;
     end
   end
   assign en = 1'h1;
-  assign mul = \port$7828$708 [17:0];
-  assign bias = \port$7828$708 [58:23];
-  assign shift = \port$7828$708 [22:18];
-  assign \$10  = shift1;
-  assign \$9  = \$2 ;
-  assign \$8  = \port$7828$708 [22:18];
-  assign \$7  = \port$7828$708 [58:23];
-  assign \$6  = \$1 ;
+  assign mul = \port$7966$708 [17:0];
+  assign bias = \port$7966$708 [58:23];
+  assign shift = \port$7966$708 [22:18];
+  assign \$11  = shift1;
+  assign \$10  = \$3 [36:0];
+  assign \$9  = \port$7966$708 [22:18];
+  assign \$8  = \port$7966$708 [58:23];
+  assign \$7  = { \$1 [34], \$1  };
+  assign \$2  = { prod0[35], prod0 };
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine1.requant13 (rst, \port$7828$767 , acc, q, clk);
+module \bchw_top.engine1.requant13 (rst, \port$7966$767 , acc, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$25  = 0;
   wire [34:0] \$1 ;
-  wire [4:0] \$10 ;
-  reg [7:0] \$11 ;
+  wire [36:0] \$10 ;
+  wire [4:0] \$11 ;
+  reg [7:0] \$12 ;
   wire [36:0] \$2 ;
-  wire \$3 ;
-  wire [36:0] \$4 ;
+  wire [37:0] \$3 ;
+  wire \$4 ;
   wire [36:0] \$5 ;
-  wire [34:0] \$6 ;
+  wire [36:0] \$6 ;
   wire [35:0] \$7 ;
-  wire [4:0] \$8 ;
-  wire [36:0] \$9 ;
+  wire [35:0] \$8 ;
+  wire [4:0] \$9 ;
   input [16:0] acc;
   wire [16:0] acc;
   wire [35:0] bias;
@@ -15494,9 +15713,9 @@ module \bchw_top.engine1.requant13 (rst, \port$7828$767 , acc, q, clk);
   wire clk;
   wire en;
   wire [17:0] mul;
-  input [58:0] \port$7828$767 ;
-  wire [58:0] \port$7828$767 ;
-  reg [34:0] prod = 35'h000000000;
+  input [58:0] \port$7966$767 ;
+  wire [58:0] \port$7966$767 ;
+  reg [35:0] prod0 = 36'h000000000;
   output [7:0] q;
   reg [7:0] q = 8'h00;
   input rst;
@@ -15506,56 +15725,58 @@ module \bchw_top.engine1.requant13 (rst, \port$7828$767 , acc, q, clk);
   reg [4:0] shift2 = 5'h00;
   wire [36:0] shifted;
   reg [36:0] total = 37'h0000000000;
-  assign \$1  = $signed(acc) * $signed(\port$7828$767 [17:0]);
-  assign \$2  = $signed(prod) + $signed(bias1);
-  assign \$3  = | shifted[36:8];
-  assign \$4  = \$3  ? 37'h00000000ff : shifted;
-  assign \$5  = shifted[36] ? 37'h0000000000 : \$4 ;
+  assign \$1  = $signed(acc) * $signed(\port$7966$767 [17:0]);
+  assign \$3  = $signed(bias1) + $signed(\$2 );
+  assign \$4  = | shifted[36:8];
+  assign \$5  = \$4  ? 37'h00000000ff : shifted;
+  assign \$6  = shifted[36] ? 37'h0000000000 : \$5 ;
   assign shifted = $signed(total) >>> shift2;
   always @(posedge clk)
-    prod <= \$6 ;
+    prod0 <= \$7 ;
   always @(posedge clk)
-    bias1 <= \$7 ;
+    bias1 <= \$8 ;
   always @(posedge clk)
-    shift1 <= \$8 ;
+    shift1 <= \$9 ;
   always @(posedge clk)
-    total <= \$9 ;
+    total <= \$10 ;
   always @(posedge clk)
-    shift2 <= \$10 ;
+    shift2 <= \$11 ;
   always @(posedge clk)
-    q <= \$11 ;
+    q <= \$12 ;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
-    \$11  = \$5 [7:0];
+    \$12  = \$6 [7:0];
     if (rst) begin
-      \$11  = 8'h00;
+      \$12  = 8'h00;
     end
   end
   assign en = 1'h1;
-  assign mul = \port$7828$767 [17:0];
-  assign bias = \port$7828$767 [58:23];
-  assign shift = \port$7828$767 [22:18];
-  assign \$10  = shift1;
-  assign \$9  = \$2 ;
-  assign \$8  = \port$7828$767 [22:18];
-  assign \$7  = \port$7828$767 [58:23];
-  assign \$6  = \$1 ;
+  assign mul = \port$7966$767 [17:0];
+  assign bias = \port$7966$767 [58:23];
+  assign shift = \port$7966$767 [22:18];
+  assign \$11  = shift1;
+  assign \$10  = \$3 [36:0];
+  assign \$9  = \port$7966$767 [22:18];
+  assign \$8  = \port$7966$767 [58:23];
+  assign \$7  = { \$1 [34], \$1  };
+  assign \$2  = { prod0[35], prod0 };
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine1.requant14 (rst, \port$7828$826 , acc, q, clk);
+module \bchw_top.engine1.requant14 (rst, \port$7966$826 , acc, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$26  = 0;
   wire [34:0] \$1 ;
-  wire [4:0] \$10 ;
-  reg [7:0] \$11 ;
+  wire [36:0] \$10 ;
+  wire [4:0] \$11 ;
+  reg [7:0] \$12 ;
   wire [36:0] \$2 ;
-  wire \$3 ;
-  wire [36:0] \$4 ;
+  wire [37:0] \$3 ;
+  wire \$4 ;
   wire [36:0] \$5 ;
-  wire [34:0] \$6 ;
+  wire [36:0] \$6 ;
   wire [35:0] \$7 ;
-  wire [4:0] \$8 ;
-  wire [36:0] \$9 ;
+  wire [35:0] \$8 ;
+  wire [4:0] \$9 ;
   input [16:0] acc;
   wire [16:0] acc;
   wire [35:0] bias;
@@ -15564,9 +15785,9 @@ module \bchw_top.engine1.requant14 (rst, \port$7828$826 , acc, q, clk);
   wire clk;
   wire en;
   wire [17:0] mul;
-  input [58:0] \port$7828$826 ;
-  wire [58:0] \port$7828$826 ;
-  reg [34:0] prod = 35'h000000000;
+  input [58:0] \port$7966$826 ;
+  wire [58:0] \port$7966$826 ;
+  reg [35:0] prod0 = 36'h000000000;
   output [7:0] q;
   reg [7:0] q = 8'h00;
   input rst;
@@ -15576,56 +15797,58 @@ module \bchw_top.engine1.requant14 (rst, \port$7828$826 , acc, q, clk);
   reg [4:0] shift2 = 5'h00;
   wire [36:0] shifted;
   reg [36:0] total = 37'h0000000000;
-  assign \$1  = $signed(acc) * $signed(\port$7828$826 [17:0]);
-  assign \$2  = $signed(prod) + $signed(bias1);
-  assign \$3  = | shifted[36:8];
-  assign \$4  = \$3  ? 37'h00000000ff : shifted;
-  assign \$5  = shifted[36] ? 37'h0000000000 : \$4 ;
+  assign \$1  = $signed(acc) * $signed(\port$7966$826 [17:0]);
+  assign \$3  = $signed(bias1) + $signed(\$2 );
+  assign \$4  = | shifted[36:8];
+  assign \$5  = \$4  ? 37'h00000000ff : shifted;
+  assign \$6  = shifted[36] ? 37'h0000000000 : \$5 ;
   assign shifted = $signed(total) >>> shift2;
   always @(posedge clk)
-    prod <= \$6 ;
+    prod0 <= \$7 ;
   always @(posedge clk)
-    bias1 <= \$7 ;
+    bias1 <= \$8 ;
   always @(posedge clk)
-    shift1 <= \$8 ;
+    shift1 <= \$9 ;
   always @(posedge clk)
-    total <= \$9 ;
+    total <= \$10 ;
   always @(posedge clk)
-    shift2 <= \$10 ;
+    shift2 <= \$11 ;
   always @(posedge clk)
-    q <= \$11 ;
+    q <= \$12 ;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
-    \$11  = \$5 [7:0];
+    \$12  = \$6 [7:0];
     if (rst) begin
-      \$11  = 8'h00;
+      \$12  = 8'h00;
     end
   end
   assign en = 1'h1;
-  assign mul = \port$7828$826 [17:0];
-  assign bias = \port$7828$826 [58:23];
-  assign shift = \port$7828$826 [22:18];
-  assign \$10  = shift1;
-  assign \$9  = \$2 ;
-  assign \$8  = \port$7828$826 [22:18];
-  assign \$7  = \port$7828$826 [58:23];
-  assign \$6  = \$1 ;
+  assign mul = \port$7966$826 [17:0];
+  assign bias = \port$7966$826 [58:23];
+  assign shift = \port$7966$826 [22:18];
+  assign \$11  = shift1;
+  assign \$10  = \$3 [36:0];
+  assign \$9  = \port$7966$826 [22:18];
+  assign \$8  = \port$7966$826 [58:23];
+  assign \$7  = { \$1 [34], \$1  };
+  assign \$2  = { prod0[35], prod0 };
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine1.requant15 (rst, \port$7828$885 , acc, q, clk);
+module \bchw_top.engine1.requant15 (rst, \port$7966$885 , acc, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$27  = 0;
   wire [34:0] \$1 ;
-  wire [4:0] \$10 ;
-  reg [7:0] \$11 ;
+  wire [36:0] \$10 ;
+  wire [4:0] \$11 ;
+  reg [7:0] \$12 ;
   wire [36:0] \$2 ;
-  wire \$3 ;
-  wire [36:0] \$4 ;
+  wire [37:0] \$3 ;
+  wire \$4 ;
   wire [36:0] \$5 ;
-  wire [34:0] \$6 ;
+  wire [36:0] \$6 ;
   wire [35:0] \$7 ;
-  wire [4:0] \$8 ;
-  wire [36:0] \$9 ;
+  wire [35:0] \$8 ;
+  wire [4:0] \$9 ;
   input [16:0] acc;
   wire [16:0] acc;
   wire [35:0] bias;
@@ -15634,9 +15857,9 @@ module \bchw_top.engine1.requant15 (rst, \port$7828$885 , acc, q, clk);
   wire clk;
   wire en;
   wire [17:0] mul;
-  input [58:0] \port$7828$885 ;
-  wire [58:0] \port$7828$885 ;
-  reg [34:0] prod = 35'h000000000;
+  input [58:0] \port$7966$885 ;
+  wire [58:0] \port$7966$885 ;
+  reg [35:0] prod0 = 36'h000000000;
   output [7:0] q;
   reg [7:0] q = 8'h00;
   input rst;
@@ -15646,56 +15869,58 @@ module \bchw_top.engine1.requant15 (rst, \port$7828$885 , acc, q, clk);
   reg [4:0] shift2 = 5'h00;
   wire [36:0] shifted;
   reg [36:0] total = 37'h0000000000;
-  assign \$1  = $signed(acc) * $signed(\port$7828$885 [17:0]);
-  assign \$2  = $signed(prod) + $signed(bias1);
-  assign \$3  = | shifted[36:8];
-  assign \$4  = \$3  ? 37'h00000000ff : shifted;
-  assign \$5  = shifted[36] ? 37'h0000000000 : \$4 ;
+  assign \$1  = $signed(acc) * $signed(\port$7966$885 [17:0]);
+  assign \$3  = $signed(bias1) + $signed(\$2 );
+  assign \$4  = | shifted[36:8];
+  assign \$5  = \$4  ? 37'h00000000ff : shifted;
+  assign \$6  = shifted[36] ? 37'h0000000000 : \$5 ;
   assign shifted = $signed(total) >>> shift2;
   always @(posedge clk)
-    prod <= \$6 ;
+    prod0 <= \$7 ;
   always @(posedge clk)
-    bias1 <= \$7 ;
+    bias1 <= \$8 ;
   always @(posedge clk)
-    shift1 <= \$8 ;
+    shift1 <= \$9 ;
   always @(posedge clk)
-    total <= \$9 ;
+    total <= \$10 ;
   always @(posedge clk)
-    shift2 <= \$10 ;
+    shift2 <= \$11 ;
   always @(posedge clk)
-    q <= \$11 ;
+    q <= \$12 ;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$11  = \$5 [7:0];
+    \$12  = \$6 [7:0];
     if (rst) begin
-      \$11  = 8'h00;
+      \$12  = 8'h00;
     end
   end
   assign en = 1'h1;
-  assign mul = \port$7828$885 [17:0];
-  assign bias = \port$7828$885 [58:23];
-  assign shift = \port$7828$885 [22:18];
-  assign \$10  = shift1;
-  assign \$9  = \$2 ;
-  assign \$8  = \port$7828$885 [22:18];
-  assign \$7  = \port$7828$885 [58:23];
-  assign \$6  = \$1 ;
+  assign mul = \port$7966$885 [17:0];
+  assign bias = \port$7966$885 [58:23];
+  assign shift = \port$7966$885 [22:18];
+  assign \$11  = shift1;
+  assign \$10  = \$3 [36:0];
+  assign \$9  = \port$7966$885 [22:18];
+  assign \$8  = \port$7966$885 [58:23];
+  assign \$7  = { \$1 [34], \$1  };
+  assign \$2  = { prod0[35], prod0 };
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine1.requant2 (rst, \port$7828$118 , acc, q, clk);
+module \bchw_top.engine1.requant2 (rst, \port$7966$118 , acc, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$28  = 0;
   wire [34:0] \$1 ;
-  wire [4:0] \$10 ;
-  reg [7:0] \$11 ;
+  wire [36:0] \$10 ;
+  wire [4:0] \$11 ;
+  reg [7:0] \$12 ;
   wire [36:0] \$2 ;
-  wire \$3 ;
-  wire [36:0] \$4 ;
+  wire [37:0] \$3 ;
+  wire \$4 ;
   wire [36:0] \$5 ;
-  wire [34:0] \$6 ;
+  wire [36:0] \$6 ;
   wire [35:0] \$7 ;
-  wire [4:0] \$8 ;
-  wire [36:0] \$9 ;
+  wire [35:0] \$8 ;
+  wire [4:0] \$9 ;
   input [16:0] acc;
   wire [16:0] acc;
   wire [35:0] bias;
@@ -15704,9 +15929,9 @@ module \bchw_top.engine1.requant2 (rst, \port$7828$118 , acc, q, clk);
   wire clk;
   wire en;
   wire [17:0] mul;
-  input [58:0] \port$7828$118 ;
-  wire [58:0] \port$7828$118 ;
-  reg [34:0] prod = 35'h000000000;
+  input [58:0] \port$7966$118 ;
+  wire [58:0] \port$7966$118 ;
+  reg [35:0] prod0 = 36'h000000000;
   output [7:0] q;
   reg [7:0] q = 8'h00;
   input rst;
@@ -15716,56 +15941,58 @@ module \bchw_top.engine1.requant2 (rst, \port$7828$118 , acc, q, clk);
   reg [4:0] shift2 = 5'h00;
   wire [36:0] shifted;
   reg [36:0] total = 37'h0000000000;
-  assign \$1  = $signed(acc) * $signed(\port$7828$118 [17:0]);
-  assign \$2  = $signed(prod) + $signed(bias1);
-  assign \$3  = | shifted[36:8];
-  assign \$4  = \$3  ? 37'h00000000ff : shifted;
-  assign \$5  = shifted[36] ? 37'h0000000000 : \$4 ;
+  assign \$1  = $signed(acc) * $signed(\port$7966$118 [17:0]);
+  assign \$3  = $signed(bias1) + $signed(\$2 );
+  assign \$4  = | shifted[36:8];
+  assign \$5  = \$4  ? 37'h00000000ff : shifted;
+  assign \$6  = shifted[36] ? 37'h0000000000 : \$5 ;
   assign shifted = $signed(total) >>> shift2;
   always @(posedge clk)
-    prod <= \$6 ;
+    prod0 <= \$7 ;
   always @(posedge clk)
-    bias1 <= \$7 ;
+    bias1 <= \$8 ;
   always @(posedge clk)
-    shift1 <= \$8 ;
+    shift1 <= \$9 ;
   always @(posedge clk)
-    total <= \$9 ;
+    total <= \$10 ;
   always @(posedge clk)
-    shift2 <= \$10 ;
+    shift2 <= \$11 ;
   always @(posedge clk)
-    q <= \$11 ;
+    q <= \$12 ;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
-    \$11  = \$5 [7:0];
+    \$12  = \$6 [7:0];
     if (rst) begin
-      \$11  = 8'h00;
+      \$12  = 8'h00;
     end
   end
   assign en = 1'h1;
-  assign mul = \port$7828$118 [17:0];
-  assign bias = \port$7828$118 [58:23];
-  assign shift = \port$7828$118 [22:18];
-  assign \$10  = shift1;
-  assign \$9  = \$2 ;
-  assign \$8  = \port$7828$118 [22:18];
-  assign \$7  = \port$7828$118 [58:23];
-  assign \$6  = \$1 ;
+  assign mul = \port$7966$118 [17:0];
+  assign bias = \port$7966$118 [58:23];
+  assign shift = \port$7966$118 [22:18];
+  assign \$11  = shift1;
+  assign \$10  = \$3 [36:0];
+  assign \$9  = \port$7966$118 [22:18];
+  assign \$8  = \port$7966$118 [58:23];
+  assign \$7  = { \$1 [34], \$1  };
+  assign \$2  = { prod0[35], prod0 };
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine1.requant3 (rst, \port$7828$177 , acc, q, clk);
+module \bchw_top.engine1.requant3 (rst, \port$7966$177 , acc, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$29  = 0;
   wire [34:0] \$1 ;
-  wire [4:0] \$10 ;
-  reg [7:0] \$11 ;
+  wire [36:0] \$10 ;
+  wire [4:0] \$11 ;
+  reg [7:0] \$12 ;
   wire [36:0] \$2 ;
-  wire \$3 ;
-  wire [36:0] \$4 ;
+  wire [37:0] \$3 ;
+  wire \$4 ;
   wire [36:0] \$5 ;
-  wire [34:0] \$6 ;
+  wire [36:0] \$6 ;
   wire [35:0] \$7 ;
-  wire [4:0] \$8 ;
-  wire [36:0] \$9 ;
+  wire [35:0] \$8 ;
+  wire [4:0] \$9 ;
   input [16:0] acc;
   wire [16:0] acc;
   wire [35:0] bias;
@@ -15774,9 +16001,9 @@ module \bchw_top.engine1.requant3 (rst, \port$7828$177 , acc, q, clk);
   wire clk;
   wire en;
   wire [17:0] mul;
-  input [58:0] \port$7828$177 ;
-  wire [58:0] \port$7828$177 ;
-  reg [34:0] prod = 35'h000000000;
+  input [58:0] \port$7966$177 ;
+  wire [58:0] \port$7966$177 ;
+  reg [35:0] prod0 = 36'h000000000;
   output [7:0] q;
   reg [7:0] q = 8'h00;
   input rst;
@@ -15786,56 +16013,58 @@ module \bchw_top.engine1.requant3 (rst, \port$7828$177 , acc, q, clk);
   reg [4:0] shift2 = 5'h00;
   wire [36:0] shifted;
   reg [36:0] total = 37'h0000000000;
-  assign \$1  = $signed(acc) * $signed(\port$7828$177 [17:0]);
-  assign \$2  = $signed(prod) + $signed(bias1);
-  assign \$3  = | shifted[36:8];
-  assign \$4  = \$3  ? 37'h00000000ff : shifted;
-  assign \$5  = shifted[36] ? 37'h0000000000 : \$4 ;
+  assign \$1  = $signed(acc) * $signed(\port$7966$177 [17:0]);
+  assign \$3  = $signed(bias1) + $signed(\$2 );
+  assign \$4  = | shifted[36:8];
+  assign \$5  = \$4  ? 37'h00000000ff : shifted;
+  assign \$6  = shifted[36] ? 37'h0000000000 : \$5 ;
   assign shifted = $signed(total) >>> shift2;
   always @(posedge clk)
-    prod <= \$6 ;
+    prod0 <= \$7 ;
   always @(posedge clk)
-    bias1 <= \$7 ;
+    bias1 <= \$8 ;
   always @(posedge clk)
-    shift1 <= \$8 ;
+    shift1 <= \$9 ;
   always @(posedge clk)
-    total <= \$9 ;
+    total <= \$10 ;
   always @(posedge clk)
-    shift2 <= \$10 ;
+    shift2 <= \$11 ;
   always @(posedge clk)
-    q <= \$11 ;
+    q <= \$12 ;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$29 ) begin end
-    \$11  = \$5 [7:0];
+    \$12  = \$6 [7:0];
     if (rst) begin
-      \$11  = 8'h00;
+      \$12  = 8'h00;
     end
   end
   assign en = 1'h1;
-  assign mul = \port$7828$177 [17:0];
-  assign bias = \port$7828$177 [58:23];
-  assign shift = \port$7828$177 [22:18];
-  assign \$10  = shift1;
-  assign \$9  = \$2 ;
-  assign \$8  = \port$7828$177 [22:18];
-  assign \$7  = \port$7828$177 [58:23];
-  assign \$6  = \$1 ;
+  assign mul = \port$7966$177 [17:0];
+  assign bias = \port$7966$177 [58:23];
+  assign shift = \port$7966$177 [22:18];
+  assign \$11  = shift1;
+  assign \$10  = \$3 [36:0];
+  assign \$9  = \port$7966$177 [22:18];
+  assign \$8  = \port$7966$177 [58:23];
+  assign \$7  = { \$1 [34], \$1  };
+  assign \$2  = { prod0[35], prod0 };
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine1.requant4 (rst, \port$7828$236 , acc, q, clk);
+module \bchw_top.engine1.requant4 (rst, \port$7966$236 , acc, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$30  = 0;
   wire [34:0] \$1 ;
-  wire [4:0] \$10 ;
-  reg [7:0] \$11 ;
+  wire [36:0] \$10 ;
+  wire [4:0] \$11 ;
+  reg [7:0] \$12 ;
   wire [36:0] \$2 ;
-  wire \$3 ;
-  wire [36:0] \$4 ;
+  wire [37:0] \$3 ;
+  wire \$4 ;
   wire [36:0] \$5 ;
-  wire [34:0] \$6 ;
+  wire [36:0] \$6 ;
   wire [35:0] \$7 ;
-  wire [4:0] \$8 ;
-  wire [36:0] \$9 ;
+  wire [35:0] \$8 ;
+  wire [4:0] \$9 ;
   input [16:0] acc;
   wire [16:0] acc;
   wire [35:0] bias;
@@ -15844,9 +16073,9 @@ module \bchw_top.engine1.requant4 (rst, \port$7828$236 , acc, q, clk);
   wire clk;
   wire en;
   wire [17:0] mul;
-  input [58:0] \port$7828$236 ;
-  wire [58:0] \port$7828$236 ;
-  reg [34:0] prod = 35'h000000000;
+  input [58:0] \port$7966$236 ;
+  wire [58:0] \port$7966$236 ;
+  reg [35:0] prod0 = 36'h000000000;
   output [7:0] q;
   reg [7:0] q = 8'h00;
   input rst;
@@ -15856,56 +16085,58 @@ module \bchw_top.engine1.requant4 (rst, \port$7828$236 , acc, q, clk);
   reg [4:0] shift2 = 5'h00;
   wire [36:0] shifted;
   reg [36:0] total = 37'h0000000000;
-  assign \$1  = $signed(acc) * $signed(\port$7828$236 [17:0]);
-  assign \$2  = $signed(prod) + $signed(bias1);
-  assign \$3  = | shifted[36:8];
-  assign \$4  = \$3  ? 37'h00000000ff : shifted;
-  assign \$5  = shifted[36] ? 37'h0000000000 : \$4 ;
+  assign \$1  = $signed(acc) * $signed(\port$7966$236 [17:0]);
+  assign \$3  = $signed(bias1) + $signed(\$2 );
+  assign \$4  = | shifted[36:8];
+  assign \$5  = \$4  ? 37'h00000000ff : shifted;
+  assign \$6  = shifted[36] ? 37'h0000000000 : \$5 ;
   assign shifted = $signed(total) >>> shift2;
   always @(posedge clk)
-    prod <= \$6 ;
+    prod0 <= \$7 ;
   always @(posedge clk)
-    bias1 <= \$7 ;
+    bias1 <= \$8 ;
   always @(posedge clk)
-    shift1 <= \$8 ;
+    shift1 <= \$9 ;
   always @(posedge clk)
-    total <= \$9 ;
+    total <= \$10 ;
   always @(posedge clk)
-    shift2 <= \$10 ;
+    shift2 <= \$11 ;
   always @(posedge clk)
-    q <= \$11 ;
+    q <= \$12 ;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$30 ) begin end
-    \$11  = \$5 [7:0];
+    \$12  = \$6 [7:0];
     if (rst) begin
-      \$11  = 8'h00;
+      \$12  = 8'h00;
     end
   end
   assign en = 1'h1;
-  assign mul = \port$7828$236 [17:0];
-  assign bias = \port$7828$236 [58:23];
-  assign shift = \port$7828$236 [22:18];
-  assign \$10  = shift1;
-  assign \$9  = \$2 ;
-  assign \$8  = \port$7828$236 [22:18];
-  assign \$7  = \port$7828$236 [58:23];
-  assign \$6  = \$1 ;
+  assign mul = \port$7966$236 [17:0];
+  assign bias = \port$7966$236 [58:23];
+  assign shift = \port$7966$236 [22:18];
+  assign \$11  = shift1;
+  assign \$10  = \$3 [36:0];
+  assign \$9  = \port$7966$236 [22:18];
+  assign \$8  = \port$7966$236 [58:23];
+  assign \$7  = { \$1 [34], \$1  };
+  assign \$2  = { prod0[35], prod0 };
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine1.requant5 (rst, \port$7828$295 , acc, q, clk);
+module \bchw_top.engine1.requant5 (rst, \port$7966$295 , acc, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$31  = 0;
   wire [34:0] \$1 ;
-  wire [4:0] \$10 ;
-  reg [7:0] \$11 ;
+  wire [36:0] \$10 ;
+  wire [4:0] \$11 ;
+  reg [7:0] \$12 ;
   wire [36:0] \$2 ;
-  wire \$3 ;
-  wire [36:0] \$4 ;
+  wire [37:0] \$3 ;
+  wire \$4 ;
   wire [36:0] \$5 ;
-  wire [34:0] \$6 ;
+  wire [36:0] \$6 ;
   wire [35:0] \$7 ;
-  wire [4:0] \$8 ;
-  wire [36:0] \$9 ;
+  wire [35:0] \$8 ;
+  wire [4:0] \$9 ;
   input [16:0] acc;
   wire [16:0] acc;
   wire [35:0] bias;
@@ -15914,9 +16145,9 @@ module \bchw_top.engine1.requant5 (rst, \port$7828$295 , acc, q, clk);
   wire clk;
   wire en;
   wire [17:0] mul;
-  input [58:0] \port$7828$295 ;
-  wire [58:0] \port$7828$295 ;
-  reg [34:0] prod = 35'h000000000;
+  input [58:0] \port$7966$295 ;
+  wire [58:0] \port$7966$295 ;
+  reg [35:0] prod0 = 36'h000000000;
   output [7:0] q;
   reg [7:0] q = 8'h00;
   input rst;
@@ -15926,56 +16157,58 @@ module \bchw_top.engine1.requant5 (rst, \port$7828$295 , acc, q, clk);
   reg [4:0] shift2 = 5'h00;
   wire [36:0] shifted;
   reg [36:0] total = 37'h0000000000;
-  assign \$1  = $signed(acc) * $signed(\port$7828$295 [17:0]);
-  assign \$2  = $signed(prod) + $signed(bias1);
-  assign \$3  = | shifted[36:8];
-  assign \$4  = \$3  ? 37'h00000000ff : shifted;
-  assign \$5  = shifted[36] ? 37'h0000000000 : \$4 ;
+  assign \$1  = $signed(acc) * $signed(\port$7966$295 [17:0]);
+  assign \$3  = $signed(bias1) + $signed(\$2 );
+  assign \$4  = | shifted[36:8];
+  assign \$5  = \$4  ? 37'h00000000ff : shifted;
+  assign \$6  = shifted[36] ? 37'h0000000000 : \$5 ;
   assign shifted = $signed(total) >>> shift2;
   always @(posedge clk)
-    prod <= \$6 ;
+    prod0 <= \$7 ;
   always @(posedge clk)
-    bias1 <= \$7 ;
+    bias1 <= \$8 ;
   always @(posedge clk)
-    shift1 <= \$8 ;
+    shift1 <= \$9 ;
   always @(posedge clk)
-    total <= \$9 ;
+    total <= \$10 ;
   always @(posedge clk)
-    shift2 <= \$10 ;
+    shift2 <= \$11 ;
   always @(posedge clk)
-    q <= \$11 ;
+    q <= \$12 ;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$11  = \$5 [7:0];
+    \$12  = \$6 [7:0];
     if (rst) begin
-      \$11  = 8'h00;
+      \$12  = 8'h00;
     end
   end
   assign en = 1'h1;
-  assign mul = \port$7828$295 [17:0];
-  assign bias = \port$7828$295 [58:23];
-  assign shift = \port$7828$295 [22:18];
-  assign \$10  = shift1;
-  assign \$9  = \$2 ;
-  assign \$8  = \port$7828$295 [22:18];
-  assign \$7  = \port$7828$295 [58:23];
-  assign \$6  = \$1 ;
+  assign mul = \port$7966$295 [17:0];
+  assign bias = \port$7966$295 [58:23];
+  assign shift = \port$7966$295 [22:18];
+  assign \$11  = shift1;
+  assign \$10  = \$3 [36:0];
+  assign \$9  = \port$7966$295 [22:18];
+  assign \$8  = \port$7966$295 [58:23];
+  assign \$7  = { \$1 [34], \$1  };
+  assign \$2  = { prod0[35], prod0 };
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine1.requant6 (rst, \port$7828$354 , acc, q, clk);
+module \bchw_top.engine1.requant6 (rst, \port$7966$354 , acc, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$32  = 0;
   wire [34:0] \$1 ;
-  wire [4:0] \$10 ;
-  reg [7:0] \$11 ;
+  wire [36:0] \$10 ;
+  wire [4:0] \$11 ;
+  reg [7:0] \$12 ;
   wire [36:0] \$2 ;
-  wire \$3 ;
-  wire [36:0] \$4 ;
+  wire [37:0] \$3 ;
+  wire \$4 ;
   wire [36:0] \$5 ;
-  wire [34:0] \$6 ;
+  wire [36:0] \$6 ;
   wire [35:0] \$7 ;
-  wire [4:0] \$8 ;
-  wire [36:0] \$9 ;
+  wire [35:0] \$8 ;
+  wire [4:0] \$9 ;
   input [16:0] acc;
   wire [16:0] acc;
   wire [35:0] bias;
@@ -15984,9 +16217,9 @@ module \bchw_top.engine1.requant6 (rst, \port$7828$354 , acc, q, clk);
   wire clk;
   wire en;
   wire [17:0] mul;
-  input [58:0] \port$7828$354 ;
-  wire [58:0] \port$7828$354 ;
-  reg [34:0] prod = 35'h000000000;
+  input [58:0] \port$7966$354 ;
+  wire [58:0] \port$7966$354 ;
+  reg [35:0] prod0 = 36'h000000000;
   output [7:0] q;
   reg [7:0] q = 8'h00;
   input rst;
@@ -15996,56 +16229,58 @@ module \bchw_top.engine1.requant6 (rst, \port$7828$354 , acc, q, clk);
   reg [4:0] shift2 = 5'h00;
   wire [36:0] shifted;
   reg [36:0] total = 37'h0000000000;
-  assign \$1  = $signed(acc) * $signed(\port$7828$354 [17:0]);
-  assign \$2  = $signed(prod) + $signed(bias1);
-  assign \$3  = | shifted[36:8];
-  assign \$4  = \$3  ? 37'h00000000ff : shifted;
-  assign \$5  = shifted[36] ? 37'h0000000000 : \$4 ;
+  assign \$1  = $signed(acc) * $signed(\port$7966$354 [17:0]);
+  assign \$3  = $signed(bias1) + $signed(\$2 );
+  assign \$4  = | shifted[36:8];
+  assign \$5  = \$4  ? 37'h00000000ff : shifted;
+  assign \$6  = shifted[36] ? 37'h0000000000 : \$5 ;
   assign shifted = $signed(total) >>> shift2;
   always @(posedge clk)
-    prod <= \$6 ;
+    prod0 <= \$7 ;
   always @(posedge clk)
-    bias1 <= \$7 ;
+    bias1 <= \$8 ;
   always @(posedge clk)
-    shift1 <= \$8 ;
+    shift1 <= \$9 ;
   always @(posedge clk)
-    total <= \$9 ;
+    total <= \$10 ;
   always @(posedge clk)
-    shift2 <= \$10 ;
+    shift2 <= \$11 ;
   always @(posedge clk)
-    q <= \$11 ;
+    q <= \$12 ;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
-    \$11  = \$5 [7:0];
+    \$12  = \$6 [7:0];
     if (rst) begin
-      \$11  = 8'h00;
+      \$12  = 8'h00;
     end
   end
   assign en = 1'h1;
-  assign mul = \port$7828$354 [17:0];
-  assign bias = \port$7828$354 [58:23];
-  assign shift = \port$7828$354 [22:18];
-  assign \$10  = shift1;
-  assign \$9  = \$2 ;
-  assign \$8  = \port$7828$354 [22:18];
-  assign \$7  = \port$7828$354 [58:23];
-  assign \$6  = \$1 ;
+  assign mul = \port$7966$354 [17:0];
+  assign bias = \port$7966$354 [58:23];
+  assign shift = \port$7966$354 [22:18];
+  assign \$11  = shift1;
+  assign \$10  = \$3 [36:0];
+  assign \$9  = \port$7966$354 [22:18];
+  assign \$8  = \port$7966$354 [58:23];
+  assign \$7  = { \$1 [34], \$1  };
+  assign \$2  = { prod0[35], prod0 };
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine1.requant7 (rst, \port$7828$413 , acc, q, clk);
+module \bchw_top.engine1.requant7 (rst, \port$7966$413 , acc, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$33  = 0;
   wire [34:0] \$1 ;
-  wire [4:0] \$10 ;
-  reg [7:0] \$11 ;
+  wire [36:0] \$10 ;
+  wire [4:0] \$11 ;
+  reg [7:0] \$12 ;
   wire [36:0] \$2 ;
-  wire \$3 ;
-  wire [36:0] \$4 ;
+  wire [37:0] \$3 ;
+  wire \$4 ;
   wire [36:0] \$5 ;
-  wire [34:0] \$6 ;
+  wire [36:0] \$6 ;
   wire [35:0] \$7 ;
-  wire [4:0] \$8 ;
-  wire [36:0] \$9 ;
+  wire [35:0] \$8 ;
+  wire [4:0] \$9 ;
   input [16:0] acc;
   wire [16:0] acc;
   wire [35:0] bias;
@@ -16054,9 +16289,9 @@ module \bchw_top.engine1.requant7 (rst, \port$7828$413 , acc, q, clk);
   wire clk;
   wire en;
   wire [17:0] mul;
-  input [58:0] \port$7828$413 ;
-  wire [58:0] \port$7828$413 ;
-  reg [34:0] prod = 35'h000000000;
+  input [58:0] \port$7966$413 ;
+  wire [58:0] \port$7966$413 ;
+  reg [35:0] prod0 = 36'h000000000;
   output [7:0] q;
   reg [7:0] q = 8'h00;
   input rst;
@@ -16066,56 +16301,58 @@ module \bchw_top.engine1.requant7 (rst, \port$7828$413 , acc, q, clk);
   reg [4:0] shift2 = 5'h00;
   wire [36:0] shifted;
   reg [36:0] total = 37'h0000000000;
-  assign \$1  = $signed(acc) * $signed(\port$7828$413 [17:0]);
-  assign \$2  = $signed(prod) + $signed(bias1);
-  assign \$3  = | shifted[36:8];
-  assign \$4  = \$3  ? 37'h00000000ff : shifted;
-  assign \$5  = shifted[36] ? 37'h0000000000 : \$4 ;
+  assign \$1  = $signed(acc) * $signed(\port$7966$413 [17:0]);
+  assign \$3  = $signed(bias1) + $signed(\$2 );
+  assign \$4  = | shifted[36:8];
+  assign \$5  = \$4  ? 37'h00000000ff : shifted;
+  assign \$6  = shifted[36] ? 37'h0000000000 : \$5 ;
   assign shifted = $signed(total) >>> shift2;
   always @(posedge clk)
-    prod <= \$6 ;
+    prod0 <= \$7 ;
   always @(posedge clk)
-    bias1 <= \$7 ;
+    bias1 <= \$8 ;
   always @(posedge clk)
-    shift1 <= \$8 ;
+    shift1 <= \$9 ;
   always @(posedge clk)
-    total <= \$9 ;
+    total <= \$10 ;
   always @(posedge clk)
-    shift2 <= \$10 ;
+    shift2 <= \$11 ;
   always @(posedge clk)
-    q <= \$11 ;
+    q <= \$12 ;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$11  = \$5 [7:0];
+    \$12  = \$6 [7:0];
     if (rst) begin
-      \$11  = 8'h00;
+      \$12  = 8'h00;
     end
   end
   assign en = 1'h1;
-  assign mul = \port$7828$413 [17:0];
-  assign bias = \port$7828$413 [58:23];
-  assign shift = \port$7828$413 [22:18];
-  assign \$10  = shift1;
-  assign \$9  = \$2 ;
-  assign \$8  = \port$7828$413 [22:18];
-  assign \$7  = \port$7828$413 [58:23];
-  assign \$6  = \$1 ;
+  assign mul = \port$7966$413 [17:0];
+  assign bias = \port$7966$413 [58:23];
+  assign shift = \port$7966$413 [22:18];
+  assign \$11  = shift1;
+  assign \$10  = \$3 [36:0];
+  assign \$9  = \port$7966$413 [22:18];
+  assign \$8  = \port$7966$413 [58:23];
+  assign \$7  = { \$1 [34], \$1  };
+  assign \$2  = { prod0[35], prod0 };
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine1.requant8 (rst, \port$7828$472 , acc, q, clk);
+module \bchw_top.engine1.requant8 (rst, \port$7966$472 , acc, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$34  = 0;
   wire [34:0] \$1 ;
-  wire [4:0] \$10 ;
-  reg [7:0] \$11 ;
+  wire [36:0] \$10 ;
+  wire [4:0] \$11 ;
+  reg [7:0] \$12 ;
   wire [36:0] \$2 ;
-  wire \$3 ;
-  wire [36:0] \$4 ;
+  wire [37:0] \$3 ;
+  wire \$4 ;
   wire [36:0] \$5 ;
-  wire [34:0] \$6 ;
+  wire [36:0] \$6 ;
   wire [35:0] \$7 ;
-  wire [4:0] \$8 ;
-  wire [36:0] \$9 ;
+  wire [35:0] \$8 ;
+  wire [4:0] \$9 ;
   input [16:0] acc;
   wire [16:0] acc;
   wire [35:0] bias;
@@ -16124,9 +16361,9 @@ module \bchw_top.engine1.requant8 (rst, \port$7828$472 , acc, q, clk);
   wire clk;
   wire en;
   wire [17:0] mul;
-  input [58:0] \port$7828$472 ;
-  wire [58:0] \port$7828$472 ;
-  reg [34:0] prod = 35'h000000000;
+  input [58:0] \port$7966$472 ;
+  wire [58:0] \port$7966$472 ;
+  reg [35:0] prod0 = 36'h000000000;
   output [7:0] q;
   reg [7:0] q = 8'h00;
   input rst;
@@ -16136,56 +16373,58 @@ module \bchw_top.engine1.requant8 (rst, \port$7828$472 , acc, q, clk);
   reg [4:0] shift2 = 5'h00;
   wire [36:0] shifted;
   reg [36:0] total = 37'h0000000000;
-  assign \$1  = $signed(acc) * $signed(\port$7828$472 [17:0]);
-  assign \$2  = $signed(prod) + $signed(bias1);
-  assign \$3  = | shifted[36:8];
-  assign \$4  = \$3  ? 37'h00000000ff : shifted;
-  assign \$5  = shifted[36] ? 37'h0000000000 : \$4 ;
+  assign \$1  = $signed(acc) * $signed(\port$7966$472 [17:0]);
+  assign \$3  = $signed(bias1) + $signed(\$2 );
+  assign \$4  = | shifted[36:8];
+  assign \$5  = \$4  ? 37'h00000000ff : shifted;
+  assign \$6  = shifted[36] ? 37'h0000000000 : \$5 ;
   assign shifted = $signed(total) >>> shift2;
   always @(posedge clk)
-    prod <= \$6 ;
+    prod0 <= \$7 ;
   always @(posedge clk)
-    bias1 <= \$7 ;
+    bias1 <= \$8 ;
   always @(posedge clk)
-    shift1 <= \$8 ;
+    shift1 <= \$9 ;
   always @(posedge clk)
-    total <= \$9 ;
+    total <= \$10 ;
   always @(posedge clk)
-    shift2 <= \$10 ;
+    shift2 <= \$11 ;
   always @(posedge clk)
-    q <= \$11 ;
+    q <= \$12 ;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$34 ) begin end
-    \$11  = \$5 [7:0];
+    \$12  = \$6 [7:0];
     if (rst) begin
-      \$11  = 8'h00;
+      \$12  = 8'h00;
     end
   end
   assign en = 1'h1;
-  assign mul = \port$7828$472 [17:0];
-  assign bias = \port$7828$472 [58:23];
-  assign shift = \port$7828$472 [22:18];
-  assign \$10  = shift1;
-  assign \$9  = \$2 ;
-  assign \$8  = \port$7828$472 [22:18];
-  assign \$7  = \port$7828$472 [58:23];
-  assign \$6  = \$1 ;
+  assign mul = \port$7966$472 [17:0];
+  assign bias = \port$7966$472 [58:23];
+  assign shift = \port$7966$472 [22:18];
+  assign \$11  = shift1;
+  assign \$10  = \$3 [36:0];
+  assign \$9  = \port$7966$472 [22:18];
+  assign \$8  = \port$7966$472 [58:23];
+  assign \$7  = { \$1 [34], \$1  };
+  assign \$2  = { prod0[35], prod0 };
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine1.requant9 (rst, \port$7828$531 , acc, q, clk);
+module \bchw_top.engine1.requant9 (rst, \port$7966$531 , acc, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$35  = 0;
   wire [34:0] \$1 ;
-  wire [4:0] \$10 ;
-  reg [7:0] \$11 ;
+  wire [36:0] \$10 ;
+  wire [4:0] \$11 ;
+  reg [7:0] \$12 ;
   wire [36:0] \$2 ;
-  wire \$3 ;
-  wire [36:0] \$4 ;
+  wire [37:0] \$3 ;
+  wire \$4 ;
   wire [36:0] \$5 ;
-  wire [34:0] \$6 ;
+  wire [36:0] \$6 ;
   wire [35:0] \$7 ;
-  wire [4:0] \$8 ;
-  wire [36:0] \$9 ;
+  wire [35:0] \$8 ;
+  wire [4:0] \$9 ;
   input [16:0] acc;
   wire [16:0] acc;
   wire [35:0] bias;
@@ -16194,9 +16433,9 @@ module \bchw_top.engine1.requant9 (rst, \port$7828$531 , acc, q, clk);
   wire clk;
   wire en;
   wire [17:0] mul;
-  input [58:0] \port$7828$531 ;
-  wire [58:0] \port$7828$531 ;
-  reg [34:0] prod = 35'h000000000;
+  input [58:0] \port$7966$531 ;
+  wire [58:0] \port$7966$531 ;
+  reg [35:0] prod0 = 36'h000000000;
   output [7:0] q;
   reg [7:0] q = 8'h00;
   input rst;
@@ -16206,40 +16445,41 @@ module \bchw_top.engine1.requant9 (rst, \port$7828$531 , acc, q, clk);
   reg [4:0] shift2 = 5'h00;
   wire [36:0] shifted;
   reg [36:0] total = 37'h0000000000;
-  assign \$1  = $signed(acc) * $signed(\port$7828$531 [17:0]);
-  assign \$2  = $signed(prod) + $signed(bias1);
-  assign \$3  = | shifted[36:8];
-  assign \$4  = \$3  ? 37'h00000000ff : shifted;
-  assign \$5  = shifted[36] ? 37'h0000000000 : \$4 ;
+  assign \$1  = $signed(acc) * $signed(\port$7966$531 [17:0]);
+  assign \$3  = $signed(bias1) + $signed(\$2 );
+  assign \$4  = | shifted[36:8];
+  assign \$5  = \$4  ? 37'h00000000ff : shifted;
+  assign \$6  = shifted[36] ? 37'h0000000000 : \$5 ;
   assign shifted = $signed(total) >>> shift2;
   always @(posedge clk)
-    prod <= \$6 ;
+    prod0 <= \$7 ;
   always @(posedge clk)
-    bias1 <= \$7 ;
+    bias1 <= \$8 ;
   always @(posedge clk)
-    shift1 <= \$8 ;
+    shift1 <= \$9 ;
   always @(posedge clk)
-    total <= \$9 ;
+    total <= \$10 ;
   always @(posedge clk)
-    shift2 <= \$10 ;
+    shift2 <= \$11 ;
   always @(posedge clk)
-    q <= \$11 ;
+    q <= \$12 ;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$35 ) begin end
-    \$11  = \$5 [7:0];
+    \$12  = \$6 [7:0];
     if (rst) begin
-      \$11  = 8'h00;
+      \$12  = 8'h00;
     end
   end
   assign en = 1'h1;
-  assign mul = \port$7828$531 [17:0];
-  assign bias = \port$7828$531 [58:23];
-  assign shift = \port$7828$531 [22:18];
-  assign \$10  = shift1;
-  assign \$9  = \$2 ;
-  assign \$8  = \port$7828$531 [22:18];
-  assign \$7  = \port$7828$531 [58:23];
-  assign \$6  = \$1 ;
+  assign mul = \port$7966$531 [17:0];
+  assign bias = \port$7966$531 [58:23];
+  assign shift = \port$7966$531 [22:18];
+  assign \$11  = shift1;
+  assign \$10  = \$3 [36:0];
+  assign \$9  = \port$7966$531 [22:18];
+  assign \$8  = \port$7966$531 [58:23];
+  assign \$7  = { \$1 [34], \$1  };
+  assign \$2  = { prod0[35], prod0 };
 endmodule
 
 (* generator = "Amaranth" *)
@@ -22024,112 +22264,112 @@ module \bchw_top.engine2 (rst, s__valid, pay, ready, m__valid, m__payload, m__re
   \bchw_top.engine2.requant0  requant0 (
     .acc(acc),
     .clk(clk),
-    .\port$9308$0 (params_d0[58:0]),
+    .\port$9446$0 (params_d0[58:0]),
     .q(q),
     .rst(rst)
   );
   \bchw_top.engine2.requant1  requant1 (
     .acc(\acc$84 ),
     .clk(clk),
-    .\port$9308$59 (params_d0[117:59]),
+    .\port$9446$59 (params_d0[117:59]),
     .q(\q$185 ),
     .rst(rst)
   );
   \bchw_top.engine2.requant10  requant10 (
     .acc(\acc$138 ),
     .clk(clk),
-    .\port$9308$590 (params_d0[648:590]),
+    .\port$9446$590 (params_d0[648:590]),
     .q(\q$194 ),
     .rst(rst)
   );
   \bchw_top.engine2.requant11  requant11 (
     .acc(\acc$144 ),
     .clk(clk),
-    .\port$9308$649 (params_d0[707:649]),
+    .\port$9446$649 (params_d0[707:649]),
     .q(\q$195 ),
     .rst(rst)
   );
   \bchw_top.engine2.requant12  requant12 (
     .acc(\acc$150 ),
     .clk(clk),
-    .\port$9308$708 (params_d0[766:708]),
+    .\port$9446$708 (params_d0[766:708]),
     .q(\q$196 ),
     .rst(rst)
   );
   \bchw_top.engine2.requant13  requant13 (
     .acc(\acc$156 ),
     .clk(clk),
-    .\port$9308$767 (params_d0[825:767]),
+    .\port$9446$767 (params_d0[825:767]),
     .q(\q$197 ),
     .rst(rst)
   );
   \bchw_top.engine2.requant14  requant14 (
     .acc(\acc$162 ),
     .clk(clk),
-    .\port$9308$826 (params_d0[884:826]),
+    .\port$9446$826 (params_d0[884:826]),
     .q(\q$198 ),
     .rst(rst)
   );
   \bchw_top.engine2.requant15  requant15 (
     .acc(\acc$168 ),
     .clk(clk),
-    .\port$9308$885 (params_d0[943:885]),
+    .\port$9446$885 (params_d0[943:885]),
     .q(\q$199 ),
     .rst(rst)
   );
   \bchw_top.engine2.requant2  requant2 (
     .acc(\acc$90 ),
     .clk(clk),
-    .\port$9308$118 (params_d0[176:118]),
+    .\port$9446$118 (params_d0[176:118]),
     .q(\q$186 ),
     .rst(rst)
   );
   \bchw_top.engine2.requant3  requant3 (
     .acc(\acc$96 ),
     .clk(clk),
-    .\port$9308$177 (params_d0[235:177]),
+    .\port$9446$177 (params_d0[235:177]),
     .q(\q$187 ),
     .rst(rst)
   );
   \bchw_top.engine2.requant4  requant4 (
     .acc(\acc$102 ),
     .clk(clk),
-    .\port$9308$236 (params_d0[294:236]),
+    .\port$9446$236 (params_d0[294:236]),
     .q(\q$188 ),
     .rst(rst)
   );
   \bchw_top.engine2.requant5  requant5 (
     .acc(\acc$108 ),
     .clk(clk),
-    .\port$9308$295 (params_d0[353:295]),
+    .\port$9446$295 (params_d0[353:295]),
     .q(\q$189 ),
     .rst(rst)
   );
   \bchw_top.engine2.requant6  requant6 (
     .acc(\acc$114 ),
     .clk(clk),
-    .\port$9308$354 (params_d0[412:354]),
+    .\port$9446$354 (params_d0[412:354]),
     .q(\q$190 ),
     .rst(rst)
   );
   \bchw_top.engine2.requant7  requant7 (
     .acc(\acc$120 ),
     .clk(clk),
-    .\port$9308$413 (params_d0[471:413]),
+    .\port$9446$413 (params_d0[471:413]),
     .q(\q$191 ),
     .rst(rst)
   );
   \bchw_top.engine2.requant8  requant8 (
     .acc(\acc$126 ),
     .clk(clk),
-    .\port$9308$472 (params_d0[530:472]),
+    .\port$9446$472 (params_d0[530:472]),
     .q(\q$192 ),
     .rst(rst)
   );
   \bchw_top.engine2.requant9  requant9 (
     .acc(\acc$132 ),
     .clk(clk),
-    .\port$9308$531 (params_d0[589:531]),
+    .\port$9446$531 (params_d0[589:531]),
     .q(\q$193 ),
     .rst(rst)
   );
@@ -23412,19 +23652,20 @@ module \bchw_top.engine2.params (data, addr, clk);
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine2.requant0 (rst, \port$9308$0 , acc, q, clk);
+module \bchw_top.engine2.requant0 (rst, \port$9446$0 , acc, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$37  = 0;
   wire [34:0] \$1 ;
-  wire [4:0] \$10 ;
-  reg [7:0] \$11 ;
+  wire [36:0] \$10 ;
+  wire [4:0] \$11 ;
+  reg [7:0] \$12 ;
   wire [36:0] \$2 ;
-  wire \$3 ;
-  wire [36:0] \$4 ;
+  wire [37:0] \$3 ;
+  wire \$4 ;
   wire [36:0] \$5 ;
-  wire [34:0] \$6 ;
+  wire [36:0] \$6 ;
   wire [35:0] \$7 ;
-  wire [4:0] \$8 ;
-  wire [36:0] \$9 ;
+  wire [35:0] \$8 ;
+  wire [4:0] \$9 ;
   input [16:0] acc;
   wire [16:0] acc;
   wire [35:0] bias;
@@ -23433,9 +23674,9 @@ module \bchw_top.engine2.requant0 (rst, \port$9308$0 , acc, q, clk);
   wire clk;
   wire en;
   wire [17:0] mul;
-  input [58:0] \port$9308$0 ;
-  wire [58:0] \port$9308$0 ;
-  reg [34:0] prod = 35'h000000000;
+  input [58:0] \port$9446$0 ;
+  wire [58:0] \port$9446$0 ;
+  reg [35:0] prod0 = 36'h000000000;
   output [7:0] q;
   reg [7:0] q = 8'h00;
   input rst;
@@ -23445,56 +23686,58 @@ module \bchw_top.engine2.requant0 (rst, \port$9308$0 , acc, q, clk);
   reg [4:0] shift2 = 5'h00;
   wire [36:0] shifted;
   reg [36:0] total = 37'h0000000000;
-  assign \$1  = $signed(acc) * $signed(\port$9308$0 [17:0]);
-  assign \$2  = $signed(prod) + $signed(bias1);
-  assign \$3  = | shifted[36:8];
-  assign \$4  = \$3  ? 37'h00000000ff : shifted;
-  assign \$5  = shifted[36] ? 37'h0000000000 : \$4 ;
+  assign \$1  = $signed(acc) * $signed(\port$9446$0 [17:0]);
+  assign \$3  = $signed(bias1) + $signed(\$2 );
+  assign \$4  = | shifted[36:8];
+  assign \$5  = \$4  ? 37'h00000000ff : shifted;
+  assign \$6  = shifted[36] ? 37'h0000000000 : \$5 ;
   assign shifted = $signed(total) >>> shift2;
   always @(posedge clk)
-    prod <= \$6 ;
+    prod0 <= \$7 ;
   always @(posedge clk)
-    bias1 <= \$7 ;
+    bias1 <= \$8 ;
   always @(posedge clk)
-    shift1 <= \$8 ;
+    shift1 <= \$9 ;
   always @(posedge clk)
-    total <= \$9 ;
+    total <= \$10 ;
   always @(posedge clk)
-    shift2 <= \$10 ;
+    shift2 <= \$11 ;
   always @(posedge clk)
-    q <= \$11 ;
+    q <= \$12 ;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$37 ) begin end
-    \$11  = \$5 [7:0];
+    \$12  = \$6 [7:0];
     if (rst) begin
-      \$11  = 8'h00;
+      \$12  = 8'h00;
     end
   end
   assign en = 1'h1;
-  assign mul = \port$9308$0 [17:0];
-  assign bias = \port$9308$0 [58:23];
-  assign shift = \port$9308$0 [22:18];
-  assign \$10  = shift1;
-  assign \$9  = \$2 ;
-  assign \$8  = \port$9308$0 [22:18];
-  assign \$7  = \port$9308$0 [58:23];
-  assign \$6  = \$1 ;
+  assign mul = \port$9446$0 [17:0];
+  assign bias = \port$9446$0 [58:23];
+  assign shift = \port$9446$0 [22:18];
+  assign \$11  = shift1;
+  assign \$10  = \$3 [36:0];
+  assign \$9  = \port$9446$0 [22:18];
+  assign \$8  = \port$9446$0 [58:23];
+  assign \$7  = { \$1 [34], \$1  };
+  assign \$2  = { prod0[35], prod0 };
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine2.requant1 (rst, \port$9308$59 , acc, q, clk);
+module \bchw_top.engine2.requant1 (rst, \port$9446$59 , acc, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$38  = 0;
   wire [34:0] \$1 ;
-  wire [4:0] \$10 ;
-  reg [7:0] \$11 ;
+  wire [36:0] \$10 ;
+  wire [4:0] \$11 ;
+  reg [7:0] \$12 ;
   wire [36:0] \$2 ;
-  wire \$3 ;
-  wire [36:0] \$4 ;
+  wire [37:0] \$3 ;
+  wire \$4 ;
   wire [36:0] \$5 ;
-  wire [34:0] \$6 ;
+  wire [36:0] \$6 ;
   wire [35:0] \$7 ;
-  wire [4:0] \$8 ;
-  wire [36:0] \$9 ;
+  wire [35:0] \$8 ;
+  wire [4:0] \$9 ;
   input [16:0] acc;
   wire [16:0] acc;
   wire [35:0] bias;
@@ -23503,9 +23746,9 @@ module \bchw_top.engine2.requant1 (rst, \port$9308$59 , acc, q, clk);
   wire clk;
   wire en;
   wire [17:0] mul;
-  input [58:0] \port$9308$59 ;
-  wire [58:0] \port$9308$59 ;
-  reg [34:0] prod = 35'h000000000;
+  input [58:0] \port$9446$59 ;
+  wire [58:0] \port$9446$59 ;
+  reg [35:0] prod0 = 36'h000000000;
   output [7:0] q;
   reg [7:0] q = 8'h00;
   input rst;
@@ -23515,56 +23758,58 @@ module \bchw_top.engine2.requant1 (rst, \port$9308$59 , acc, q, clk);
   reg [4:0] shift2 = 5'h00;
   wire [36:0] shifted;
   reg [36:0] total = 37'h0000000000;
-  assign \$1  = $signed(acc) * $signed(\port$9308$59 [17:0]);
-  assign \$2  = $signed(prod) + $signed(bias1);
-  assign \$3  = | shifted[36:8];
-  assign \$4  = \$3  ? 37'h00000000ff : shifted;
-  assign \$5  = shifted[36] ? 37'h0000000000 : \$4 ;
+  assign \$1  = $signed(acc) * $signed(\port$9446$59 [17:0]);
+  assign \$3  = $signed(bias1) + $signed(\$2 );
+  assign \$4  = | shifted[36:8];
+  assign \$5  = \$4  ? 37'h00000000ff : shifted;
+  assign \$6  = shifted[36] ? 37'h0000000000 : \$5 ;
   assign shifted = $signed(total) >>> shift2;
   always @(posedge clk)
-    prod <= \$6 ;
+    prod0 <= \$7 ;
   always @(posedge clk)
-    bias1 <= \$7 ;
+    bias1 <= \$8 ;
   always @(posedge clk)
-    shift1 <= \$8 ;
+    shift1 <= \$9 ;
   always @(posedge clk)
-    total <= \$9 ;
+    total <= \$10 ;
   always @(posedge clk)
-    shift2 <= \$10 ;
+    shift2 <= \$11 ;
   always @(posedge clk)
-    q <= \$11 ;
+    q <= \$12 ;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$38 ) begin end
-    \$11  = \$5 [7:0];
+    \$12  = \$6 [7:0];
     if (rst) begin
-      \$11  = 8'h00;
+      \$12  = 8'h00;
     end
   end
   assign en = 1'h1;
-  assign mul = \port$9308$59 [17:0];
-  assign bias = \port$9308$59 [58:23];
-  assign shift = \port$9308$59 [22:18];
-  assign \$10  = shift1;
-  assign \$9  = \$2 ;
-  assign \$8  = \port$9308$59 [22:18];
-  assign \$7  = \port$9308$59 [58:23];
-  assign \$6  = \$1 ;
+  assign mul = \port$9446$59 [17:0];
+  assign bias = \port$9446$59 [58:23];
+  assign shift = \port$9446$59 [22:18];
+  assign \$11  = shift1;
+  assign \$10  = \$3 [36:0];
+  assign \$9  = \port$9446$59 [22:18];
+  assign \$8  = \port$9446$59 [58:23];
+  assign \$7  = { \$1 [34], \$1  };
+  assign \$2  = { prod0[35], prod0 };
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine2.requant10 (rst, \port$9308$590 , acc, q, clk);
+module \bchw_top.engine2.requant10 (rst, \port$9446$590 , acc, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$39  = 0;
   wire [34:0] \$1 ;
-  wire [4:0] \$10 ;
-  reg [7:0] \$11 ;
+  wire [36:0] \$10 ;
+  wire [4:0] \$11 ;
+  reg [7:0] \$12 ;
   wire [36:0] \$2 ;
-  wire \$3 ;
-  wire [36:0] \$4 ;
+  wire [37:0] \$3 ;
+  wire \$4 ;
   wire [36:0] \$5 ;
-  wire [34:0] \$6 ;
+  wire [36:0] \$6 ;
   wire [35:0] \$7 ;
-  wire [4:0] \$8 ;
-  wire [36:0] \$9 ;
+  wire [35:0] \$8 ;
+  wire [4:0] \$9 ;
   input [16:0] acc;
   wire [16:0] acc;
   wire [35:0] bias;
@@ -23573,9 +23818,9 @@ module \bchw_top.engine2.requant10 (rst, \port$9308$590 , acc, q, clk);
   wire clk;
   wire en;
   wire [17:0] mul;
-  input [58:0] \port$9308$590 ;
-  wire [58:0] \port$9308$590 ;
-  reg [34:0] prod = 35'h000000000;
+  input [58:0] \port$9446$590 ;
+  wire [58:0] \port$9446$590 ;
+  reg [35:0] prod0 = 36'h000000000;
   output [7:0] q;
   reg [7:0] q = 8'h00;
   input rst;
@@ -23585,56 +23830,58 @@ module \bchw_top.engine2.requant10 (rst, \port$9308$590 , acc, q, clk);
   reg [4:0] shift2 = 5'h00;
   wire [36:0] shifted;
   reg [36:0] total = 37'h0000000000;
-  assign \$1  = $signed(acc) * $signed(\port$9308$590 [17:0]);
-  assign \$2  = $signed(prod) + $signed(bias1);
-  assign \$3  = | shifted[36:8];
-  assign \$4  = \$3  ? 37'h00000000ff : shifted;
-  assign \$5  = shifted[36] ? 37'h0000000000 : \$4 ;
+  assign \$1  = $signed(acc) * $signed(\port$9446$590 [17:0]);
+  assign \$3  = $signed(bias1) + $signed(\$2 );
+  assign \$4  = | shifted[36:8];
+  assign \$5  = \$4  ? 37'h00000000ff : shifted;
+  assign \$6  = shifted[36] ? 37'h0000000000 : \$5 ;
   assign shifted = $signed(total) >>> shift2;
   always @(posedge clk)
-    prod <= \$6 ;
+    prod0 <= \$7 ;
   always @(posedge clk)
-    bias1 <= \$7 ;
+    bias1 <= \$8 ;
   always @(posedge clk)
-    shift1 <= \$8 ;
+    shift1 <= \$9 ;
   always @(posedge clk)
-    total <= \$9 ;
+    total <= \$10 ;
   always @(posedge clk)
-    shift2 <= \$10 ;
+    shift2 <= \$11 ;
   always @(posedge clk)
-    q <= \$11 ;
+    q <= \$12 ;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$39 ) begin end
-    \$11  = \$5 [7:0];
+    \$12  = \$6 [7:0];
     if (rst) begin
-      \$11  = 8'h00;
+      \$12  = 8'h00;
     end
   end
   assign en = 1'h1;
-  assign mul = \port$9308$590 [17:0];
-  assign bias = \port$9308$590 [58:23];
-  assign shift = \port$9308$590 [22:18];
-  assign \$10  = shift1;
-  assign \$9  = \$2 ;
-  assign \$8  = \port$9308$590 [22:18];
-  assign \$7  = \port$9308$590 [58:23];
-  assign \$6  = \$1 ;
+  assign mul = \port$9446$590 [17:0];
+  assign bias = \port$9446$590 [58:23];
+  assign shift = \port$9446$590 [22:18];
+  assign \$11  = shift1;
+  assign \$10  = \$3 [36:0];
+  assign \$9  = \port$9446$590 [22:18];
+  assign \$8  = \port$9446$590 [58:23];
+  assign \$7  = { \$1 [34], \$1  };
+  assign \$2  = { prod0[35], prod0 };
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine2.requant11 (rst, \port$9308$649 , acc, q, clk);
+module \bchw_top.engine2.requant11 (rst, \port$9446$649 , acc, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$40  = 0;
   wire [34:0] \$1 ;
-  wire [4:0] \$10 ;
-  reg [7:0] \$11 ;
+  wire [36:0] \$10 ;
+  wire [4:0] \$11 ;
+  reg [7:0] \$12 ;
   wire [36:0] \$2 ;
-  wire \$3 ;
-  wire [36:0] \$4 ;
+  wire [37:0] \$3 ;
+  wire \$4 ;
   wire [36:0] \$5 ;
-  wire [34:0] \$6 ;
+  wire [36:0] \$6 ;
   wire [35:0] \$7 ;
-  wire [4:0] \$8 ;
-  wire [36:0] \$9 ;
+  wire [35:0] \$8 ;
+  wire [4:0] \$9 ;
   input [16:0] acc;
   wire [16:0] acc;
   wire [35:0] bias;
@@ -23643,9 +23890,9 @@ module \bchw_top.engine2.requant11 (rst, \port$9308$649 , acc, q, clk);
   wire clk;
   wire en;
   wire [17:0] mul;
-  input [58:0] \port$9308$649 ;
-  wire [58:0] \port$9308$649 ;
-  reg [34:0] prod = 35'h000000000;
+  input [58:0] \port$9446$649 ;
+  wire [58:0] \port$9446$649 ;
+  reg [35:0] prod0 = 36'h000000000;
   output [7:0] q;
   reg [7:0] q = 8'h00;
   input rst;
@@ -23655,56 +23902,58 @@ module \bchw_top.engine2.requant11 (rst, \port$9308$649 , acc, q, clk);
   reg [4:0] shift2 = 5'h00;
   wire [36:0] shifted;
   reg [36:0] total = 37'h0000000000;
-  assign \$1  = $signed(acc) * $signed(\port$9308$649 [17:0]);
-  assign \$2  = $signed(prod) + $signed(bias1);
-  assign \$3  = | shifted[36:8];
-  assign \$4  = \$3  ? 37'h00000000ff : shifted;
-  assign \$5  = shifted[36] ? 37'h0000000000 : \$4 ;
+  assign \$1  = $signed(acc) * $signed(\port$9446$649 [17:0]);
+  assign \$3  = $signed(bias1) + $signed(\$2 );
+  assign \$4  = | shifted[36:8];
+  assign \$5  = \$4  ? 37'h00000000ff : shifted;
+  assign \$6  = shifted[36] ? 37'h0000000000 : \$5 ;
   assign shifted = $signed(total) >>> shift2;
   always @(posedge clk)
-    prod <= \$6 ;
+    prod0 <= \$7 ;
   always @(posedge clk)
-    bias1 <= \$7 ;
+    bias1 <= \$8 ;
   always @(posedge clk)
-    shift1 <= \$8 ;
+    shift1 <= \$9 ;
   always @(posedge clk)
-    total <= \$9 ;
+    total <= \$10 ;
   always @(posedge clk)
-    shift2 <= \$10 ;
+    shift2 <= \$11 ;
   always @(posedge clk)
-    q <= \$11 ;
+    q <= \$12 ;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$40 ) begin end
-    \$11  = \$5 [7:0];
+    \$12  = \$6 [7:0];
     if (rst) begin
-      \$11  = 8'h00;
+      \$12  = 8'h00;
     end
   end
   assign en = 1'h1;
-  assign mul = \port$9308$649 [17:0];
-  assign bias = \port$9308$649 [58:23];
-  assign shift = \port$9308$649 [22:18];
-  assign \$10  = shift1;
-  assign \$9  = \$2 ;
-  assign \$8  = \port$9308$649 [22:18];
-  assign \$7  = \port$9308$649 [58:23];
-  assign \$6  = \$1 ;
+  assign mul = \port$9446$649 [17:0];
+  assign bias = \port$9446$649 [58:23];
+  assign shift = \port$9446$649 [22:18];
+  assign \$11  = shift1;
+  assign \$10  = \$3 [36:0];
+  assign \$9  = \port$9446$649 [22:18];
+  assign \$8  = \port$9446$649 [58:23];
+  assign \$7  = { \$1 [34], \$1  };
+  assign \$2  = { prod0[35], prod0 };
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine2.requant12 (rst, \port$9308$708 , acc, q, clk);
+module \bchw_top.engine2.requant12 (rst, \port$9446$708 , acc, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$41  = 0;
   wire [34:0] \$1 ;
-  wire [4:0] \$10 ;
-  reg [7:0] \$11 ;
+  wire [36:0] \$10 ;
+  wire [4:0] \$11 ;
+  reg [7:0] \$12 ;
   wire [36:0] \$2 ;
-  wire \$3 ;
-  wire [36:0] \$4 ;
+  wire [37:0] \$3 ;
+  wire \$4 ;
   wire [36:0] \$5 ;
-  wire [34:0] \$6 ;
+  wire [36:0] \$6 ;
   wire [35:0] \$7 ;
-  wire [4:0] \$8 ;
-  wire [36:0] \$9 ;
+  wire [35:0] \$8 ;
+  wire [4:0] \$9 ;
   input [16:0] acc;
   wire [16:0] acc;
   wire [35:0] bias;
@@ -23713,9 +23962,9 @@ module \bchw_top.engine2.requant12 (rst, \port$9308$708 , acc, q, clk);
   wire clk;
   wire en;
   wire [17:0] mul;
-  input [58:0] \port$9308$708 ;
-  wire [58:0] \port$9308$708 ;
-  reg [34:0] prod = 35'h000000000;
+  input [58:0] \port$9446$708 ;
+  wire [58:0] \port$9446$708 ;
+  reg [35:0] prod0 = 36'h000000000;
   output [7:0] q;
   reg [7:0] q = 8'h00;
   input rst;
@@ -23725,56 +23974,58 @@ module \bchw_top.engine2.requant12 (rst, \port$9308$708 , acc, q, clk);
   reg [4:0] shift2 = 5'h00;
   wire [36:0] shifted;
   reg [36:0] total = 37'h0000000000;
-  assign \$1  = $signed(acc) * $signed(\port$9308$708 [17:0]);
-  assign \$2  = $signed(prod) + $signed(bias1);
-  assign \$3  = | shifted[36:8];
-  assign \$4  = \$3  ? 37'h00000000ff : shifted;
-  assign \$5  = shifted[36] ? 37'h0000000000 : \$4 ;
+  assign \$1  = $signed(acc) * $signed(\port$9446$708 [17:0]);
+  assign \$3  = $signed(bias1) + $signed(\$2 );
+  assign \$4  = | shifted[36:8];
+  assign \$5  = \$4  ? 37'h00000000ff : shifted;
+  assign \$6  = shifted[36] ? 37'h0000000000 : \$5 ;
   assign shifted = $signed(total) >>> shift2;
   always @(posedge clk)
-    prod <= \$6 ;
+    prod0 <= \$7 ;
   always @(posedge clk)
-    bias1 <= \$7 ;
+    bias1 <= \$8 ;
   always @(posedge clk)
-    shift1 <= \$8 ;
+    shift1 <= \$9 ;
   always @(posedge clk)
-    total <= \$9 ;
+    total <= \$10 ;
   always @(posedge clk)
-    shift2 <= \$10 ;
+    shift2 <= \$11 ;
   always @(posedge clk)
-    q <= \$11 ;
+    q <= \$12 ;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$41 ) begin end
-    \$11  = \$5 [7:0];
+    \$12  = \$6 [7:0];
     if (rst) begin
-      \$11  = 8'h00;
+      \$12  = 8'h00;
     end
   end
   assign en = 1'h1;
-  assign mul = \port$9308$708 [17:0];
-  assign bias = \port$9308$708 [58:23];
-  assign shift = \port$9308$708 [22:18];
-  assign \$10  = shift1;
-  assign \$9  = \$2 ;
-  assign \$8  = \port$9308$708 [22:18];
-  assign \$7  = \port$9308$708 [58:23];
-  assign \$6  = \$1 ;
+  assign mul = \port$9446$708 [17:0];
+  assign bias = \port$9446$708 [58:23];
+  assign shift = \port$9446$708 [22:18];
+  assign \$11  = shift1;
+  assign \$10  = \$3 [36:0];
+  assign \$9  = \port$9446$708 [22:18];
+  assign \$8  = \port$9446$708 [58:23];
+  assign \$7  = { \$1 [34], \$1  };
+  assign \$2  = { prod0[35], prod0 };
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine2.requant13 (rst, \port$9308$767 , acc, q, clk);
+module \bchw_top.engine2.requant13 (rst, \port$9446$767 , acc, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$42  = 0;
   wire [34:0] \$1 ;
-  wire [4:0] \$10 ;
-  reg [7:0] \$11 ;
+  wire [36:0] \$10 ;
+  wire [4:0] \$11 ;
+  reg [7:0] \$12 ;
   wire [36:0] \$2 ;
-  wire \$3 ;
-  wire [36:0] \$4 ;
+  wire [37:0] \$3 ;
+  wire \$4 ;
   wire [36:0] \$5 ;
-  wire [34:0] \$6 ;
+  wire [36:0] \$6 ;
   wire [35:0] \$7 ;
-  wire [4:0] \$8 ;
-  wire [36:0] \$9 ;
+  wire [35:0] \$8 ;
+  wire [4:0] \$9 ;
   input [16:0] acc;
   wire [16:0] acc;
   wire [35:0] bias;
@@ -23783,9 +24034,9 @@ module \bchw_top.engine2.requant13 (rst, \port$9308$767 , acc, q, clk);
   wire clk;
   wire en;
   wire [17:0] mul;
-  input [58:0] \port$9308$767 ;
-  wire [58:0] \port$9308$767 ;
-  reg [34:0] prod = 35'h000000000;
+  input [58:0] \port$9446$767 ;
+  wire [58:0] \port$9446$767 ;
+  reg [35:0] prod0 = 36'h000000000;
   output [7:0] q;
   reg [7:0] q = 8'h00;
   input rst;
@@ -23795,56 +24046,58 @@ module \bchw_top.engine2.requant13 (rst, \port$9308$767 , acc, q, clk);
   reg [4:0] shift2 = 5'h00;
   wire [36:0] shifted;
   reg [36:0] total = 37'h0000000000;
-  assign \$1  = $signed(acc) * $signed(\port$9308$767 [17:0]);
-  assign \$2  = $signed(prod) + $signed(bias1);
-  assign \$3  = | shifted[36:8];
-  assign \$4  = \$3  ? 37'h00000000ff : shifted;
-  assign \$5  = shifted[36] ? 37'h0000000000 : \$4 ;
+  assign \$1  = $signed(acc) * $signed(\port$9446$767 [17:0]);
+  assign \$3  = $signed(bias1) + $signed(\$2 );
+  assign \$4  = | shifted[36:8];
+  assign \$5  = \$4  ? 37'h00000000ff : shifted;
+  assign \$6  = shifted[36] ? 37'h0000000000 : \$5 ;
   assign shifted = $signed(total) >>> shift2;
   always @(posedge clk)
-    prod <= \$6 ;
+    prod0 <= \$7 ;
   always @(posedge clk)
-    bias1 <= \$7 ;
+    bias1 <= \$8 ;
   always @(posedge clk)
-    shift1 <= \$8 ;
+    shift1 <= \$9 ;
   always @(posedge clk)
-    total <= \$9 ;
+    total <= \$10 ;
   always @(posedge clk)
-    shift2 <= \$10 ;
+    shift2 <= \$11 ;
   always @(posedge clk)
-    q <= \$11 ;
+    q <= \$12 ;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$42 ) begin end
-    \$11  = \$5 [7:0];
+    \$12  = \$6 [7:0];
     if (rst) begin
-      \$11  = 8'h00;
+      \$12  = 8'h00;
     end
   end
   assign en = 1'h1;
-  assign mul = \port$9308$767 [17:0];
-  assign bias = \port$9308$767 [58:23];
-  assign shift = \port$9308$767 [22:18];
-  assign \$10  = shift1;
-  assign \$9  = \$2 ;
-  assign \$8  = \port$9308$767 [22:18];
-  assign \$7  = \port$9308$767 [58:23];
-  assign \$6  = \$1 ;
+  assign mul = \port$9446$767 [17:0];
+  assign bias = \port$9446$767 [58:23];
+  assign shift = \port$9446$767 [22:18];
+  assign \$11  = shift1;
+  assign \$10  = \$3 [36:0];
+  assign \$9  = \port$9446$767 [22:18];
+  assign \$8  = \port$9446$767 [58:23];
+  assign \$7  = { \$1 [34], \$1  };
+  assign \$2  = { prod0[35], prod0 };
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine2.requant14 (rst, \port$9308$826 , acc, q, clk);
+module \bchw_top.engine2.requant14 (rst, \port$9446$826 , acc, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$43  = 0;
   wire [34:0] \$1 ;
-  wire [4:0] \$10 ;
-  reg [7:0] \$11 ;
+  wire [36:0] \$10 ;
+  wire [4:0] \$11 ;
+  reg [7:0] \$12 ;
   wire [36:0] \$2 ;
-  wire \$3 ;
-  wire [36:0] \$4 ;
+  wire [37:0] \$3 ;
+  wire \$4 ;
   wire [36:0] \$5 ;
-  wire [34:0] \$6 ;
+  wire [36:0] \$6 ;
   wire [35:0] \$7 ;
-  wire [4:0] \$8 ;
-  wire [36:0] \$9 ;
+  wire [35:0] \$8 ;
+  wire [4:0] \$9 ;
   input [16:0] acc;
   wire [16:0] acc;
   wire [35:0] bias;
@@ -23853,9 +24106,9 @@ module \bchw_top.engine2.requant14 (rst, \port$9308$826 , acc, q, clk);
   wire clk;
   wire en;
   wire [17:0] mul;
-  input [58:0] \port$9308$826 ;
-  wire [58:0] \port$9308$826 ;
-  reg [34:0] prod = 35'h000000000;
+  input [58:0] \port$9446$826 ;
+  wire [58:0] \port$9446$826 ;
+  reg [35:0] prod0 = 36'h000000000;
   output [7:0] q;
   reg [7:0] q = 8'h00;
   input rst;
@@ -23865,56 +24118,58 @@ module \bchw_top.engine2.requant14 (rst, \port$9308$826 , acc, q, clk);
   reg [4:0] shift2 = 5'h00;
   wire [36:0] shifted;
   reg [36:0] total = 37'h0000000000;
-  assign \$1  = $signed(acc) * $signed(\port$9308$826 [17:0]);
-  assign \$2  = $signed(prod) + $signed(bias1);
-  assign \$3  = | shifted[36:8];
-  assign \$4  = \$3  ? 37'h00000000ff : shifted;
-  assign \$5  = shifted[36] ? 37'h0000000000 : \$4 ;
+  assign \$1  = $signed(acc) * $signed(\port$9446$826 [17:0]);
+  assign \$3  = $signed(bias1) + $signed(\$2 );
+  assign \$4  = | shifted[36:8];
+  assign \$5  = \$4  ? 37'h00000000ff : shifted;
+  assign \$6  = shifted[36] ? 37'h0000000000 : \$5 ;
   assign shifted = $signed(total) >>> shift2;
   always @(posedge clk)
-    prod <= \$6 ;
+    prod0 <= \$7 ;
   always @(posedge clk)
-    bias1 <= \$7 ;
+    bias1 <= \$8 ;
   always @(posedge clk)
-    shift1 <= \$8 ;
+    shift1 <= \$9 ;
   always @(posedge clk)
-    total <= \$9 ;
+    total <= \$10 ;
   always @(posedge clk)
-    shift2 <= \$10 ;
+    shift2 <= \$11 ;
   always @(posedge clk)
-    q <= \$11 ;
+    q <= \$12 ;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$43 ) begin end
-    \$11  = \$5 [7:0];
+    \$12  = \$6 [7:0];
     if (rst) begin
-      \$11  = 8'h00;
+      \$12  = 8'h00;
     end
   end
   assign en = 1'h1;
-  assign mul = \port$9308$826 [17:0];
-  assign bias = \port$9308$826 [58:23];
-  assign shift = \port$9308$826 [22:18];
-  assign \$10  = shift1;
-  assign \$9  = \$2 ;
-  assign \$8  = \port$9308$826 [22:18];
-  assign \$7  = \port$9308$826 [58:23];
-  assign \$6  = \$1 ;
+  assign mul = \port$9446$826 [17:0];
+  assign bias = \port$9446$826 [58:23];
+  assign shift = \port$9446$826 [22:18];
+  assign \$11  = shift1;
+  assign \$10  = \$3 [36:0];
+  assign \$9  = \port$9446$826 [22:18];
+  assign \$8  = \port$9446$826 [58:23];
+  assign \$7  = { \$1 [34], \$1  };
+  assign \$2  = { prod0[35], prod0 };
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine2.requant15 (rst, \port$9308$885 , acc, q, clk);
+module \bchw_top.engine2.requant15 (rst, \port$9446$885 , acc, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$44  = 0;
   wire [34:0] \$1 ;
-  wire [4:0] \$10 ;
-  reg [7:0] \$11 ;
+  wire [36:0] \$10 ;
+  wire [4:0] \$11 ;
+  reg [7:0] \$12 ;
   wire [36:0] \$2 ;
-  wire \$3 ;
-  wire [36:0] \$4 ;
+  wire [37:0] \$3 ;
+  wire \$4 ;
   wire [36:0] \$5 ;
-  wire [34:0] \$6 ;
+  wire [36:0] \$6 ;
   wire [35:0] \$7 ;
-  wire [4:0] \$8 ;
-  wire [36:0] \$9 ;
+  wire [35:0] \$8 ;
+  wire [4:0] \$9 ;
   input [16:0] acc;
   wire [16:0] acc;
   wire [35:0] bias;
@@ -23923,9 +24178,9 @@ module \bchw_top.engine2.requant15 (rst, \port$9308$885 , acc, q, clk);
   wire clk;
   wire en;
   wire [17:0] mul;
-  input [58:0] \port$9308$885 ;
-  wire [58:0] \port$9308$885 ;
-  reg [34:0] prod = 35'h000000000;
+  input [58:0] \port$9446$885 ;
+  wire [58:0] \port$9446$885 ;
+  reg [35:0] prod0 = 36'h000000000;
   output [7:0] q;
   reg [7:0] q = 8'h00;
   input rst;
@@ -23935,56 +24190,58 @@ module \bchw_top.engine2.requant15 (rst, \port$9308$885 , acc, q, clk);
   reg [4:0] shift2 = 5'h00;
   wire [36:0] shifted;
   reg [36:0] total = 37'h0000000000;
-  assign \$1  = $signed(acc) * $signed(\port$9308$885 [17:0]);
-  assign \$2  = $signed(prod) + $signed(bias1);
-  assign \$3  = | shifted[36:8];
-  assign \$4  = \$3  ? 37'h00000000ff : shifted;
-  assign \$5  = shifted[36] ? 37'h0000000000 : \$4 ;
+  assign \$1  = $signed(acc) * $signed(\port$9446$885 [17:0]);
+  assign \$3  = $signed(bias1) + $signed(\$2 );
+  assign \$4  = | shifted[36:8];
+  assign \$5  = \$4  ? 37'h00000000ff : shifted;
+  assign \$6  = shifted[36] ? 37'h0000000000 : \$5 ;
   assign shifted = $signed(total) >>> shift2;
   always @(posedge clk)
-    prod <= \$6 ;
+    prod0 <= \$7 ;
   always @(posedge clk)
-    bias1 <= \$7 ;
+    bias1 <= \$8 ;
   always @(posedge clk)
-    shift1 <= \$8 ;
+    shift1 <= \$9 ;
   always @(posedge clk)
-    total <= \$9 ;
+    total <= \$10 ;
   always @(posedge clk)
-    shift2 <= \$10 ;
+    shift2 <= \$11 ;
   always @(posedge clk)
-    q <= \$11 ;
+    q <= \$12 ;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$44 ) begin end
-    \$11  = \$5 [7:0];
+    \$12  = \$6 [7:0];
     if (rst) begin
-      \$11  = 8'h00;
+      \$12  = 8'h00;
     end
   end
   assign en = 1'h1;
-  assign mul = \port$9308$885 [17:0];
-  assign bias = \port$9308$885 [58:23];
-  assign shift = \port$9308$885 [22:18];
-  assign \$10  = shift1;
-  assign \$9  = \$2 ;
-  assign \$8  = \port$9308$885 [22:18];
-  assign \$7  = \port$9308$885 [58:23];
-  assign \$6  = \$1 ;
+  assign mul = \port$9446$885 [17:0];
+  assign bias = \port$9446$885 [58:23];
+  assign shift = \port$9446$885 [22:18];
+  assign \$11  = shift1;
+  assign \$10  = \$3 [36:0];
+  assign \$9  = \port$9446$885 [22:18];
+  assign \$8  = \port$9446$885 [58:23];
+  assign \$7  = { \$1 [34], \$1  };
+  assign \$2  = { prod0[35], prod0 };
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine2.requant2 (rst, \port$9308$118 , acc, q, clk);
+module \bchw_top.engine2.requant2 (rst, \port$9446$118 , acc, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$45  = 0;
   wire [34:0] \$1 ;
-  wire [4:0] \$10 ;
-  reg [7:0] \$11 ;
+  wire [36:0] \$10 ;
+  wire [4:0] \$11 ;
+  reg [7:0] \$12 ;
   wire [36:0] \$2 ;
-  wire \$3 ;
-  wire [36:0] \$4 ;
+  wire [37:0] \$3 ;
+  wire \$4 ;
   wire [36:0] \$5 ;
-  wire [34:0] \$6 ;
+  wire [36:0] \$6 ;
   wire [35:0] \$7 ;
-  wire [4:0] \$8 ;
-  wire [36:0] \$9 ;
+  wire [35:0] \$8 ;
+  wire [4:0] \$9 ;
   input [16:0] acc;
   wire [16:0] acc;
   wire [35:0] bias;
@@ -23993,9 +24250,9 @@ module \bchw_top.engine2.requant2 (rst, \port$9308$118 , acc, q, clk);
   wire clk;
   wire en;
   wire [17:0] mul;
-  input [58:0] \port$9308$118 ;
-  wire [58:0] \port$9308$118 ;
-  reg [34:0] prod = 35'h000000000;
+  input [58:0] \port$9446$118 ;
+  wire [58:0] \port$9446$118 ;
+  reg [35:0] prod0 = 36'h000000000;
   output [7:0] q;
   reg [7:0] q = 8'h00;
   input rst;
@@ -24005,56 +24262,58 @@ module \bchw_top.engine2.requant2 (rst, \port$9308$118 , acc, q, clk);
   reg [4:0] shift2 = 5'h00;
   wire [36:0] shifted;
   reg [36:0] total = 37'h0000000000;
-  assign \$1  = $signed(acc) * $signed(\port$9308$118 [17:0]);
-  assign \$2  = $signed(prod) + $signed(bias1);
-  assign \$3  = | shifted[36:8];
-  assign \$4  = \$3  ? 37'h00000000ff : shifted;
-  assign \$5  = shifted[36] ? 37'h0000000000 : \$4 ;
+  assign \$1  = $signed(acc) * $signed(\port$9446$118 [17:0]);
+  assign \$3  = $signed(bias1) + $signed(\$2 );
+  assign \$4  = | shifted[36:8];
+  assign \$5  = \$4  ? 37'h00000000ff : shifted;
+  assign \$6  = shifted[36] ? 37'h0000000000 : \$5 ;
   assign shifted = $signed(total) >>> shift2;
   always @(posedge clk)
-    prod <= \$6 ;
+    prod0 <= \$7 ;
   always @(posedge clk)
-    bias1 <= \$7 ;
+    bias1 <= \$8 ;
   always @(posedge clk)
-    shift1 <= \$8 ;
+    shift1 <= \$9 ;
   always @(posedge clk)
-    total <= \$9 ;
+    total <= \$10 ;
   always @(posedge clk)
-    shift2 <= \$10 ;
+    shift2 <= \$11 ;
   always @(posedge clk)
-    q <= \$11 ;
+    q <= \$12 ;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$45 ) begin end
-    \$11  = \$5 [7:0];
+    \$12  = \$6 [7:0];
     if (rst) begin
-      \$11  = 8'h00;
+      \$12  = 8'h00;
     end
   end
   assign en = 1'h1;
-  assign mul = \port$9308$118 [17:0];
-  assign bias = \port$9308$118 [58:23];
-  assign shift = \port$9308$118 [22:18];
-  assign \$10  = shift1;
-  assign \$9  = \$2 ;
-  assign \$8  = \port$9308$118 [22:18];
-  assign \$7  = \port$9308$118 [58:23];
-  assign \$6  = \$1 ;
+  assign mul = \port$9446$118 [17:0];
+  assign bias = \port$9446$118 [58:23];
+  assign shift = \port$9446$118 [22:18];
+  assign \$11  = shift1;
+  assign \$10  = \$3 [36:0];
+  assign \$9  = \port$9446$118 [22:18];
+  assign \$8  = \port$9446$118 [58:23];
+  assign \$7  = { \$1 [34], \$1  };
+  assign \$2  = { prod0[35], prod0 };
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine2.requant3 (rst, \port$9308$177 , acc, q, clk);
+module \bchw_top.engine2.requant3 (rst, \port$9446$177 , acc, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$46  = 0;
   wire [34:0] \$1 ;
-  wire [4:0] \$10 ;
-  reg [7:0] \$11 ;
+  wire [36:0] \$10 ;
+  wire [4:0] \$11 ;
+  reg [7:0] \$12 ;
   wire [36:0] \$2 ;
-  wire \$3 ;
-  wire [36:0] \$4 ;
+  wire [37:0] \$3 ;
+  wire \$4 ;
   wire [36:0] \$5 ;
-  wire [34:0] \$6 ;
+  wire [36:0] \$6 ;
   wire [35:0] \$7 ;
-  wire [4:0] \$8 ;
-  wire [36:0] \$9 ;
+  wire [35:0] \$8 ;
+  wire [4:0] \$9 ;
   input [16:0] acc;
   wire [16:0] acc;
   wire [35:0] bias;
@@ -24063,9 +24322,9 @@ module \bchw_top.engine2.requant3 (rst, \port$9308$177 , acc, q, clk);
   wire clk;
   wire en;
   wire [17:0] mul;
-  input [58:0] \port$9308$177 ;
-  wire [58:0] \port$9308$177 ;
-  reg [34:0] prod = 35'h000000000;
+  input [58:0] \port$9446$177 ;
+  wire [58:0] \port$9446$177 ;
+  reg [35:0] prod0 = 36'h000000000;
   output [7:0] q;
   reg [7:0] q = 8'h00;
   input rst;
@@ -24075,56 +24334,58 @@ module \bchw_top.engine2.requant3 (rst, \port$9308$177 , acc, q, clk);
   reg [4:0] shift2 = 5'h00;
   wire [36:0] shifted;
   reg [36:0] total = 37'h0000000000;
-  assign \$1  = $signed(acc) * $signed(\port$9308$177 [17:0]);
-  assign \$2  = $signed(prod) + $signed(bias1);
-  assign \$3  = | shifted[36:8];
-  assign \$4  = \$3  ? 37'h00000000ff : shifted;
-  assign \$5  = shifted[36] ? 37'h0000000000 : \$4 ;
+  assign \$1  = $signed(acc) * $signed(\port$9446$177 [17:0]);
+  assign \$3  = $signed(bias1) + $signed(\$2 );
+  assign \$4  = | shifted[36:8];
+  assign \$5  = \$4  ? 37'h00000000ff : shifted;
+  assign \$6  = shifted[36] ? 37'h0000000000 : \$5 ;
   assign shifted = $signed(total) >>> shift2;
   always @(posedge clk)
-    prod <= \$6 ;
+    prod0 <= \$7 ;
   always @(posedge clk)
-    bias1 <= \$7 ;
+    bias1 <= \$8 ;
   always @(posedge clk)
-    shift1 <= \$8 ;
+    shift1 <= \$9 ;
   always @(posedge clk)
-    total <= \$9 ;
+    total <= \$10 ;
   always @(posedge clk)
-    shift2 <= \$10 ;
+    shift2 <= \$11 ;
   always @(posedge clk)
-    q <= \$11 ;
+    q <= \$12 ;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$46 ) begin end
-    \$11  = \$5 [7:0];
+    \$12  = \$6 [7:0];
     if (rst) begin
-      \$11  = 8'h00;
+      \$12  = 8'h00;
     end
   end
   assign en = 1'h1;
-  assign mul = \port$9308$177 [17:0];
-  assign bias = \port$9308$177 [58:23];
-  assign shift = \port$9308$177 [22:18];
-  assign \$10  = shift1;
-  assign \$9  = \$2 ;
-  assign \$8  = \port$9308$177 [22:18];
-  assign \$7  = \port$9308$177 [58:23];
-  assign \$6  = \$1 ;
+  assign mul = \port$9446$177 [17:0];
+  assign bias = \port$9446$177 [58:23];
+  assign shift = \port$9446$177 [22:18];
+  assign \$11  = shift1;
+  assign \$10  = \$3 [36:0];
+  assign \$9  = \port$9446$177 [22:18];
+  assign \$8  = \port$9446$177 [58:23];
+  assign \$7  = { \$1 [34], \$1  };
+  assign \$2  = { prod0[35], prod0 };
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine2.requant4 (rst, \port$9308$236 , acc, q, clk);
+module \bchw_top.engine2.requant4 (rst, \port$9446$236 , acc, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$47  = 0;
   wire [34:0] \$1 ;
-  wire [4:0] \$10 ;
-  reg [7:0] \$11 ;
+  wire [36:0] \$10 ;
+  wire [4:0] \$11 ;
+  reg [7:0] \$12 ;
   wire [36:0] \$2 ;
-  wire \$3 ;
-  wire [36:0] \$4 ;
+  wire [37:0] \$3 ;
+  wire \$4 ;
   wire [36:0] \$5 ;
-  wire [34:0] \$6 ;
+  wire [36:0] \$6 ;
   wire [35:0] \$7 ;
-  wire [4:0] \$8 ;
-  wire [36:0] \$9 ;
+  wire [35:0] \$8 ;
+  wire [4:0] \$9 ;
   input [16:0] acc;
   wire [16:0] acc;
   wire [35:0] bias;
@@ -24133,9 +24394,9 @@ module \bchw_top.engine2.requant4 (rst, \port$9308$236 , acc, q, clk);
   wire clk;
   wire en;
   wire [17:0] mul;
-  input [58:0] \port$9308$236 ;
-  wire [58:0] \port$9308$236 ;
-  reg [34:0] prod = 35'h000000000;
+  input [58:0] \port$9446$236 ;
+  wire [58:0] \port$9446$236 ;
+  reg [35:0] prod0 = 36'h000000000;
   output [7:0] q;
   reg [7:0] q = 8'h00;
   input rst;
@@ -24145,56 +24406,58 @@ module \bchw_top.engine2.requant4 (rst, \port$9308$236 , acc, q, clk);
   reg [4:0] shift2 = 5'h00;
   wire [36:0] shifted;
   reg [36:0] total = 37'h0000000000;
-  assign \$1  = $signed(acc) * $signed(\port$9308$236 [17:0]);
-  assign \$2  = $signed(prod) + $signed(bias1);
-  assign \$3  = | shifted[36:8];
-  assign \$4  = \$3  ? 37'h00000000ff : shifted;
-  assign \$5  = shifted[36] ? 37'h0000000000 : \$4 ;
+  assign \$1  = $signed(acc) * $signed(\port$9446$236 [17:0]);
+  assign \$3  = $signed(bias1) + $signed(\$2 );
+  assign \$4  = | shifted[36:8];
+  assign \$5  = \$4  ? 37'h00000000ff : shifted;
+  assign \$6  = shifted[36] ? 37'h0000000000 : \$5 ;
   assign shifted = $signed(total) >>> shift2;
   always @(posedge clk)
-    prod <= \$6 ;
+    prod0 <= \$7 ;
   always @(posedge clk)
-    bias1 <= \$7 ;
+    bias1 <= \$8 ;
   always @(posedge clk)
-    shift1 <= \$8 ;
+    shift1 <= \$9 ;
   always @(posedge clk)
-    total <= \$9 ;
+    total <= \$10 ;
   always @(posedge clk)
-    shift2 <= \$10 ;
+    shift2 <= \$11 ;
   always @(posedge clk)
-    q <= \$11 ;
+    q <= \$12 ;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$47 ) begin end
-    \$11  = \$5 [7:0];
+    \$12  = \$6 [7:0];
     if (rst) begin
-      \$11  = 8'h00;
+      \$12  = 8'h00;
     end
   end
   assign en = 1'h1;
-  assign mul = \port$9308$236 [17:0];
-  assign bias = \port$9308$236 [58:23];
-  assign shift = \port$9308$236 [22:18];
-  assign \$10  = shift1;
-  assign \$9  = \$2 ;
-  assign \$8  = \port$9308$236 [22:18];
-  assign \$7  = \port$9308$236 [58:23];
-  assign \$6  = \$1 ;
+  assign mul = \port$9446$236 [17:0];
+  assign bias = \port$9446$236 [58:23];
+  assign shift = \port$9446$236 [22:18];
+  assign \$11  = shift1;
+  assign \$10  = \$3 [36:0];
+  assign \$9  = \port$9446$236 [22:18];
+  assign \$8  = \port$9446$236 [58:23];
+  assign \$7  = { \$1 [34], \$1  };
+  assign \$2  = { prod0[35], prod0 };
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine2.requant5 (rst, \port$9308$295 , acc, q, clk);
+module \bchw_top.engine2.requant5 (rst, \port$9446$295 , acc, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$48  = 0;
   wire [34:0] \$1 ;
-  wire [4:0] \$10 ;
-  reg [7:0] \$11 ;
+  wire [36:0] \$10 ;
+  wire [4:0] \$11 ;
+  reg [7:0] \$12 ;
   wire [36:0] \$2 ;
-  wire \$3 ;
-  wire [36:0] \$4 ;
+  wire [37:0] \$3 ;
+  wire \$4 ;
   wire [36:0] \$5 ;
-  wire [34:0] \$6 ;
+  wire [36:0] \$6 ;
   wire [35:0] \$7 ;
-  wire [4:0] \$8 ;
-  wire [36:0] \$9 ;
+  wire [35:0] \$8 ;
+  wire [4:0] \$9 ;
   input [16:0] acc;
   wire [16:0] acc;
   wire [35:0] bias;
@@ -24203,9 +24466,9 @@ module \bchw_top.engine2.requant5 (rst, \port$9308$295 , acc, q, clk);
   wire clk;
   wire en;
   wire [17:0] mul;
-  input [58:0] \port$9308$295 ;
-  wire [58:0] \port$9308$295 ;
-  reg [34:0] prod = 35'h000000000;
+  input [58:0] \port$9446$295 ;
+  wire [58:0] \port$9446$295 ;
+  reg [35:0] prod0 = 36'h000000000;
   output [7:0] q;
   reg [7:0] q = 8'h00;
   input rst;
@@ -24215,56 +24478,58 @@ module \bchw_top.engine2.requant5 (rst, \port$9308$295 , acc, q, clk);
   reg [4:0] shift2 = 5'h00;
   wire [36:0] shifted;
   reg [36:0] total = 37'h0000000000;
-  assign \$1  = $signed(acc) * $signed(\port$9308$295 [17:0]);
-  assign \$2  = $signed(prod) + $signed(bias1);
-  assign \$3  = | shifted[36:8];
-  assign \$4  = \$3  ? 37'h00000000ff : shifted;
-  assign \$5  = shifted[36] ? 37'h0000000000 : \$4 ;
+  assign \$1  = $signed(acc) * $signed(\port$9446$295 [17:0]);
+  assign \$3  = $signed(bias1) + $signed(\$2 );
+  assign \$4  = | shifted[36:8];
+  assign \$5  = \$4  ? 37'h00000000ff : shifted;
+  assign \$6  = shifted[36] ? 37'h0000000000 : \$5 ;
   assign shifted = $signed(total) >>> shift2;
   always @(posedge clk)
-    prod <= \$6 ;
+    prod0 <= \$7 ;
   always @(posedge clk)
-    bias1 <= \$7 ;
+    bias1 <= \$8 ;
   always @(posedge clk)
-    shift1 <= \$8 ;
+    shift1 <= \$9 ;
   always @(posedge clk)
-    total <= \$9 ;
+    total <= \$10 ;
   always @(posedge clk)
-    shift2 <= \$10 ;
+    shift2 <= \$11 ;
   always @(posedge clk)
-    q <= \$11 ;
+    q <= \$12 ;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$48 ) begin end
-    \$11  = \$5 [7:0];
+    \$12  = \$6 [7:0];
     if (rst) begin
-      \$11  = 8'h00;
+      \$12  = 8'h00;
     end
   end
   assign en = 1'h1;
-  assign mul = \port$9308$295 [17:0];
-  assign bias = \port$9308$295 [58:23];
-  assign shift = \port$9308$295 [22:18];
-  assign \$10  = shift1;
-  assign \$9  = \$2 ;
-  assign \$8  = \port$9308$295 [22:18];
-  assign \$7  = \port$9308$295 [58:23];
-  assign \$6  = \$1 ;
+  assign mul = \port$9446$295 [17:0];
+  assign bias = \port$9446$295 [58:23];
+  assign shift = \port$9446$295 [22:18];
+  assign \$11  = shift1;
+  assign \$10  = \$3 [36:0];
+  assign \$9  = \port$9446$295 [22:18];
+  assign \$8  = \port$9446$295 [58:23];
+  assign \$7  = { \$1 [34], \$1  };
+  assign \$2  = { prod0[35], prod0 };
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine2.requant6 (rst, \port$9308$354 , acc, q, clk);
+module \bchw_top.engine2.requant6 (rst, \port$9446$354 , acc, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$49  = 0;
   wire [34:0] \$1 ;
-  wire [4:0] \$10 ;
-  reg [7:0] \$11 ;
+  wire [36:0] \$10 ;
+  wire [4:0] \$11 ;
+  reg [7:0] \$12 ;
   wire [36:0] \$2 ;
-  wire \$3 ;
-  wire [36:0] \$4 ;
+  wire [37:0] \$3 ;
+  wire \$4 ;
   wire [36:0] \$5 ;
-  wire [34:0] \$6 ;
+  wire [36:0] \$6 ;
   wire [35:0] \$7 ;
-  wire [4:0] \$8 ;
-  wire [36:0] \$9 ;
+  wire [35:0] \$8 ;
+  wire [4:0] \$9 ;
   input [16:0] acc;
   wire [16:0] acc;
   wire [35:0] bias;
@@ -24273,9 +24538,9 @@ module \bchw_top.engine2.requant6 (rst, \port$9308$354 , acc, q, clk);
   wire clk;
   wire en;
   wire [17:0] mul;
-  input [58:0] \port$9308$354 ;
-  wire [58:0] \port$9308$354 ;
-  reg [34:0] prod = 35'h000000000;
+  input [58:0] \port$9446$354 ;
+  wire [58:0] \port$9446$354 ;
+  reg [35:0] prod0 = 36'h000000000;
   output [7:0] q;
   reg [7:0] q = 8'h00;
   input rst;
@@ -24285,56 +24550,58 @@ module \bchw_top.engine2.requant6 (rst, \port$9308$354 , acc, q, clk);
   reg [4:0] shift2 = 5'h00;
   wire [36:0] shifted;
   reg [36:0] total = 37'h0000000000;
-  assign \$1  = $signed(acc) * $signed(\port$9308$354 [17:0]);
-  assign \$2  = $signed(prod) + $signed(bias1);
-  assign \$3  = | shifted[36:8];
-  assign \$4  = \$3  ? 37'h00000000ff : shifted;
-  assign \$5  = shifted[36] ? 37'h0000000000 : \$4 ;
+  assign \$1  = $signed(acc) * $signed(\port$9446$354 [17:0]);
+  assign \$3  = $signed(bias1) + $signed(\$2 );
+  assign \$4  = | shifted[36:8];
+  assign \$5  = \$4  ? 37'h00000000ff : shifted;
+  assign \$6  = shifted[36] ? 37'h0000000000 : \$5 ;
   assign shifted = $signed(total) >>> shift2;
   always @(posedge clk)
-    prod <= \$6 ;
+    prod0 <= \$7 ;
   always @(posedge clk)
-    bias1 <= \$7 ;
+    bias1 <= \$8 ;
   always @(posedge clk)
-    shift1 <= \$8 ;
+    shift1 <= \$9 ;
   always @(posedge clk)
-    total <= \$9 ;
+    total <= \$10 ;
   always @(posedge clk)
-    shift2 <= \$10 ;
+    shift2 <= \$11 ;
   always @(posedge clk)
-    q <= \$11 ;
+    q <= \$12 ;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$49 ) begin end
-    \$11  = \$5 [7:0];
+    \$12  = \$6 [7:0];
     if (rst) begin
-      \$11  = 8'h00;
+      \$12  = 8'h00;
     end
   end
   assign en = 1'h1;
-  assign mul = \port$9308$354 [17:0];
-  assign bias = \port$9308$354 [58:23];
-  assign shift = \port$9308$354 [22:18];
-  assign \$10  = shift1;
-  assign \$9  = \$2 ;
-  assign \$8  = \port$9308$354 [22:18];
-  assign \$7  = \port$9308$354 [58:23];
-  assign \$6  = \$1 ;
+  assign mul = \port$9446$354 [17:0];
+  assign bias = \port$9446$354 [58:23];
+  assign shift = \port$9446$354 [22:18];
+  assign \$11  = shift1;
+  assign \$10  = \$3 [36:0];
+  assign \$9  = \port$9446$354 [22:18];
+  assign \$8  = \port$9446$354 [58:23];
+  assign \$7  = { \$1 [34], \$1  };
+  assign \$2  = { prod0[35], prod0 };
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine2.requant7 (rst, \port$9308$413 , acc, q, clk);
+module \bchw_top.engine2.requant7 (rst, \port$9446$413 , acc, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$50  = 0;
   wire [34:0] \$1 ;
-  wire [4:0] \$10 ;
-  reg [7:0] \$11 ;
+  wire [36:0] \$10 ;
+  wire [4:0] \$11 ;
+  reg [7:0] \$12 ;
   wire [36:0] \$2 ;
-  wire \$3 ;
-  wire [36:0] \$4 ;
+  wire [37:0] \$3 ;
+  wire \$4 ;
   wire [36:0] \$5 ;
-  wire [34:0] \$6 ;
+  wire [36:0] \$6 ;
   wire [35:0] \$7 ;
-  wire [4:0] \$8 ;
-  wire [36:0] \$9 ;
+  wire [35:0] \$8 ;
+  wire [4:0] \$9 ;
   input [16:0] acc;
   wire [16:0] acc;
   wire [35:0] bias;
@@ -24343,9 +24610,9 @@ module \bchw_top.engine2.requant7 (rst, \port$9308$413 , acc, q, clk);
   wire clk;
   wire en;
   wire [17:0] mul;
-  input [58:0] \port$9308$413 ;
-  wire [58:0] \port$9308$413 ;
-  reg [34:0] prod = 35'h000000000;
+  input [58:0] \port$9446$413 ;
+  wire [58:0] \port$9446$413 ;
+  reg [35:0] prod0 = 36'h000000000;
   output [7:0] q;
   reg [7:0] q = 8'h00;
   input rst;
@@ -24355,56 +24622,58 @@ module \bchw_top.engine2.requant7 (rst, \port$9308$413 , acc, q, clk);
   reg [4:0] shift2 = 5'h00;
   wire [36:0] shifted;
   reg [36:0] total = 37'h0000000000;
-  assign \$1  = $signed(acc) * $signed(\port$9308$413 [17:0]);
-  assign \$2  = $signed(prod) + $signed(bias1);
-  assign \$3  = | shifted[36:8];
-  assign \$4  = \$3  ? 37'h00000000ff : shifted;
-  assign \$5  = shifted[36] ? 37'h0000000000 : \$4 ;
+  assign \$1  = $signed(acc) * $signed(\port$9446$413 [17:0]);
+  assign \$3  = $signed(bias1) + $signed(\$2 );
+  assign \$4  = | shifted[36:8];
+  assign \$5  = \$4  ? 37'h00000000ff : shifted;
+  assign \$6  = shifted[36] ? 37'h0000000000 : \$5 ;
   assign shifted = $signed(total) >>> shift2;
   always @(posedge clk)
-    prod <= \$6 ;
+    prod0 <= \$7 ;
   always @(posedge clk)
-    bias1 <= \$7 ;
+    bias1 <= \$8 ;
   always @(posedge clk)
-    shift1 <= \$8 ;
+    shift1 <= \$9 ;
   always @(posedge clk)
-    total <= \$9 ;
+    total <= \$10 ;
   always @(posedge clk)
-    shift2 <= \$10 ;
+    shift2 <= \$11 ;
   always @(posedge clk)
-    q <= \$11 ;
+    q <= \$12 ;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$50 ) begin end
-    \$11  = \$5 [7:0];
+    \$12  = \$6 [7:0];
     if (rst) begin
-      \$11  = 8'h00;
+      \$12  = 8'h00;
     end
   end
   assign en = 1'h1;
-  assign mul = \port$9308$413 [17:0];
-  assign bias = \port$9308$413 [58:23];
-  assign shift = \port$9308$413 [22:18];
-  assign \$10  = shift1;
-  assign \$9  = \$2 ;
-  assign \$8  = \port$9308$413 [22:18];
-  assign \$7  = \port$9308$413 [58:23];
-  assign \$6  = \$1 ;
+  assign mul = \port$9446$413 [17:0];
+  assign bias = \port$9446$413 [58:23];
+  assign shift = \port$9446$413 [22:18];
+  assign \$11  = shift1;
+  assign \$10  = \$3 [36:0];
+  assign \$9  = \port$9446$413 [22:18];
+  assign \$8  = \port$9446$413 [58:23];
+  assign \$7  = { \$1 [34], \$1  };
+  assign \$2  = { prod0[35], prod0 };
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine2.requant8 (rst, \port$9308$472 , acc, q, clk);
+module \bchw_top.engine2.requant8 (rst, \port$9446$472 , acc, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$51  = 0;
   wire [34:0] \$1 ;
-  wire [4:0] \$10 ;
-  reg [7:0] \$11 ;
+  wire [36:0] \$10 ;
+  wire [4:0] \$11 ;
+  reg [7:0] \$12 ;
   wire [36:0] \$2 ;
-  wire \$3 ;
-  wire [36:0] \$4 ;
+  wire [37:0] \$3 ;
+  wire \$4 ;
   wire [36:0] \$5 ;
-  wire [34:0] \$6 ;
+  wire [36:0] \$6 ;
   wire [35:0] \$7 ;
-  wire [4:0] \$8 ;
-  wire [36:0] \$9 ;
+  wire [35:0] \$8 ;
+  wire [4:0] \$9 ;
   input [16:0] acc;
   wire [16:0] acc;
   wire [35:0] bias;
@@ -24413,9 +24682,9 @@ module \bchw_top.engine2.requant8 (rst, \port$9308$472 , acc, q, clk);
   wire clk;
   wire en;
   wire [17:0] mul;
-  input [58:0] \port$9308$472 ;
-  wire [58:0] \port$9308$472 ;
-  reg [34:0] prod = 35'h000000000;
+  input [58:0] \port$9446$472 ;
+  wire [58:0] \port$9446$472 ;
+  reg [35:0] prod0 = 36'h000000000;
   output [7:0] q;
   reg [7:0] q = 8'h00;
   input rst;
@@ -24425,56 +24694,58 @@ module \bchw_top.engine2.requant8 (rst, \port$9308$472 , acc, q, clk);
   reg [4:0] shift2 = 5'h00;
   wire [36:0] shifted;
   reg [36:0] total = 37'h0000000000;
-  assign \$1  = $signed(acc) * $signed(\port$9308$472 [17:0]);
-  assign \$2  = $signed(prod) + $signed(bias1);
-  assign \$3  = | shifted[36:8];
-  assign \$4  = \$3  ? 37'h00000000ff : shifted;
-  assign \$5  = shifted[36] ? 37'h0000000000 : \$4 ;
+  assign \$1  = $signed(acc) * $signed(\port$9446$472 [17:0]);
+  assign \$3  = $signed(bias1) + $signed(\$2 );
+  assign \$4  = | shifted[36:8];
+  assign \$5  = \$4  ? 37'h00000000ff : shifted;
+  assign \$6  = shifted[36] ? 37'h0000000000 : \$5 ;
   assign shifted = $signed(total) >>> shift2;
   always @(posedge clk)
-    prod <= \$6 ;
+    prod0 <= \$7 ;
   always @(posedge clk)
-    bias1 <= \$7 ;
+    bias1 <= \$8 ;
   always @(posedge clk)
-    shift1 <= \$8 ;
+    shift1 <= \$9 ;
   always @(posedge clk)
-    total <= \$9 ;
+    total <= \$10 ;
   always @(posedge clk)
-    shift2 <= \$10 ;
+    shift2 <= \$11 ;
   always @(posedge clk)
-    q <= \$11 ;
+    q <= \$12 ;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$51 ) begin end
-    \$11  = \$5 [7:0];
+    \$12  = \$6 [7:0];
     if (rst) begin
-      \$11  = 8'h00;
+      \$12  = 8'h00;
     end
   end
   assign en = 1'h1;
-  assign mul = \port$9308$472 [17:0];
-  assign bias = \port$9308$472 [58:23];
-  assign shift = \port$9308$472 [22:18];
-  assign \$10  = shift1;
-  assign \$9  = \$2 ;
-  assign \$8  = \port$9308$472 [22:18];
-  assign \$7  = \port$9308$472 [58:23];
-  assign \$6  = \$1 ;
+  assign mul = \port$9446$472 [17:0];
+  assign bias = \port$9446$472 [58:23];
+  assign shift = \port$9446$472 [22:18];
+  assign \$11  = shift1;
+  assign \$10  = \$3 [36:0];
+  assign \$9  = \port$9446$472 [22:18];
+  assign \$8  = \port$9446$472 [58:23];
+  assign \$7  = { \$1 [34], \$1  };
+  assign \$2  = { prod0[35], prod0 };
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine2.requant9 (rst, \port$9308$531 , acc, q, clk);
+module \bchw_top.engine2.requant9 (rst, \port$9446$531 , acc, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$52  = 0;
   wire [34:0] \$1 ;
-  wire [4:0] \$10 ;
-  reg [7:0] \$11 ;
+  wire [36:0] \$10 ;
+  wire [4:0] \$11 ;
+  reg [7:0] \$12 ;
   wire [36:0] \$2 ;
-  wire \$3 ;
-  wire [36:0] \$4 ;
+  wire [37:0] \$3 ;
+  wire \$4 ;
   wire [36:0] \$5 ;
-  wire [34:0] \$6 ;
+  wire [36:0] \$6 ;
   wire [35:0] \$7 ;
-  wire [4:0] \$8 ;
-  wire [36:0] \$9 ;
+  wire [35:0] \$8 ;
+  wire [4:0] \$9 ;
   input [16:0] acc;
   wire [16:0] acc;
   wire [35:0] bias;
@@ -24483,9 +24754,9 @@ module \bchw_top.engine2.requant9 (rst, \port$9308$531 , acc, q, clk);
   wire clk;
   wire en;
   wire [17:0] mul;
-  input [58:0] \port$9308$531 ;
-  wire [58:0] \port$9308$531 ;
-  reg [34:0] prod = 35'h000000000;
+  input [58:0] \port$9446$531 ;
+  wire [58:0] \port$9446$531 ;
+  reg [35:0] prod0 = 36'h000000000;
   output [7:0] q;
   reg [7:0] q = 8'h00;
   input rst;
@@ -24495,40 +24766,41 @@ module \bchw_top.engine2.requant9 (rst, \port$9308$531 , acc, q, clk);
   reg [4:0] shift2 = 5'h00;
   wire [36:0] shifted;
   reg [36:0] total = 37'h0000000000;
-  assign \$1  = $signed(acc) * $signed(\port$9308$531 [17:0]);
-  assign \$2  = $signed(prod) + $signed(bias1);
-  assign \$3  = | shifted[36:8];
-  assign \$4  = \$3  ? 37'h00000000ff : shifted;
-  assign \$5  = shifted[36] ? 37'h0000000000 : \$4 ;
+  assign \$1  = $signed(acc) * $signed(\port$9446$531 [17:0]);
+  assign \$3  = $signed(bias1) + $signed(\$2 );
+  assign \$4  = | shifted[36:8];
+  assign \$5  = \$4  ? 37'h00000000ff : shifted;
+  assign \$6  = shifted[36] ? 37'h0000000000 : \$5 ;
   assign shifted = $signed(total) >>> shift2;
   always @(posedge clk)
-    prod <= \$6 ;
+    prod0 <= \$7 ;
   always @(posedge clk)
-    bias1 <= \$7 ;
+    bias1 <= \$8 ;
   always @(posedge clk)
-    shift1 <= \$8 ;
+    shift1 <= \$9 ;
   always @(posedge clk)
-    total <= \$9 ;
+    total <= \$10 ;
   always @(posedge clk)
-    shift2 <= \$10 ;
+    shift2 <= \$11 ;
   always @(posedge clk)
-    q <= \$11 ;
+    q <= \$12 ;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$52 ) begin end
-    \$11  = \$5 [7:0];
+    \$12  = \$6 [7:0];
     if (rst) begin
-      \$11  = 8'h00;
+      \$12  = 8'h00;
     end
   end
   assign en = 1'h1;
-  assign mul = \port$9308$531 [17:0];
-  assign bias = \port$9308$531 [58:23];
-  assign shift = \port$9308$531 [22:18];
-  assign \$10  = shift1;
-  assign \$9  = \$2 ;
-  assign \$8  = \port$9308$531 [22:18];
-  assign \$7  = \port$9308$531 [58:23];
-  assign \$6  = \$1 ;
+  assign mul = \port$9446$531 [17:0];
+  assign bias = \port$9446$531 [58:23];
+  assign shift = \port$9446$531 [22:18];
+  assign \$11  = shift1;
+  assign \$10  = \$3 [36:0];
+  assign \$9  = \port$9446$531 [22:18];
+  assign \$8  = \port$9446$531 [58:23];
+  assign \$7  = { \$1 [34], \$1  };
+  assign \$2  = { prod0[35], prod0 };
 endmodule
 
 (* generator = "Amaranth" *)
@@ -29782,70 +30054,70 @@ module \bchw_top.engine3 (rst, m__ready, s__valid, pay, ready, m__valid, m__payl
   \bchw_top.engine3.requant0  requant0 (
     .acc(acc),
     .clk(clk),
-    .\port$10786$0 (params_d0[58:0]),
+    .\port$10924$0 (params_d0[58:0]),
     .q(q),
     .rst(rst)
   );
   \bchw_top.engine3.requant1  requant1 (
     .acc(\acc$66 ),
     .clk(clk),
-    .\port$10786$59 (params_d0[117:59]),
+    .\port$10924$59 (params_d0[117:59]),
     .q(\q$131 ),
     .rst(rst)
   );
   \bchw_top.engine3.requant2  requant2 (
     .acc(\acc$72 ),
     .clk(clk),
-    .\port$10786$118 (params_d0[176:118]),
+    .\port$10924$118 (params_d0[176:118]),
     .q(\q$132 ),
     .rst(rst)
   );
   \bchw_top.engine3.requant3  requant3 (
     .acc(\acc$78 ),
     .clk(clk),
-    .\port$10786$177 (params_d0[235:177]),
+    .\port$10924$177 (params_d0[235:177]),
     .q(\q$133 ),
     .rst(rst)
   );
   \bchw_top.engine3.requant4  requant4 (
     .acc(\acc$84 ),
     .clk(clk),
-    .\port$10786$236 (params_d0[294:236]),
+    .\port$10924$236 (params_d0[294:236]),
     .q(\q$134 ),
     .rst(rst)
   );
   \bchw_top.engine3.requant5  requant5 (
     .acc(\acc$90 ),
     .clk(clk),
-    .\port$10786$295 (params_d0[353:295]),
+    .\port$10924$295 (params_d0[353:295]),
     .q(\q$135 ),
     .rst(rst)
   );
   \bchw_top.engine3.requant6  requant6 (
     .acc(\acc$96 ),
     .clk(clk),
-    .\port$10786$354 (params_d0[412:354]),
+    .\port$10924$354 (params_d0[412:354]),
     .q(\q$136 ),
     .rst(rst)
   );
   \bchw_top.engine3.requant7  requant7 (
     .acc(\acc$102 ),
     .clk(clk),
-    .\port$10786$413 (params_d0[471:413]),
+    .\port$10924$413 (params_d0[471:413]),
     .q(\q$137 ),
     .rst(rst)
   );
   \bchw_top.engine3.requant8  requant8 (
     .acc(\acc$108 ),
     .clk(clk),
-    .\port$10786$472 (params_d0[530:472]),
+    .\port$10924$472 (params_d0[530:472]),
     .q(\q$138 ),
     .rst(rst)
   );
   \bchw_top.engine3.requant9  requant9 (
     .acc(\acc$114 ),
     .clk(clk),
-    .\port$10786$531 (params_d0[589:531]),
+    .\port$10924$531 (params_d0[589:531]),
     .q(\q$139 ),
     .rst(rst)
   );
@@ -30653,24 +30925,25 @@ module \bchw_top.engine3.params (data, clk);
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine3.requant0 (rst, \port$10786$0 , acc, q, clk);
+module \bchw_top.engine3.requant0 (rst, \port$10924$0 , acc, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$54  = 0;
   wire [34:0] \$1 ;
   wire [36:0] \$10 ;
-  wire [34:0] \$11 ;
+  wire [36:0] \$11 ;
   wire [35:0] \$12 ;
-  wire [4:0] \$13 ;
-  wire [36:0] \$14 ;
-  wire [4:0] \$15 ;
-  reg [15:0] \$16 ;
+  wire [35:0] \$13 ;
+  wire [4:0] \$14 ;
+  wire [36:0] \$15 ;
+  wire [4:0] \$16 ;
+  reg [15:0] \$17 ;
   wire [36:0] \$2 ;
-  wire \$3 ;
+  wire [37:0] \$3 ;
   wire \$4 ;
   wire \$5 ;
   wire \$6 ;
   wire \$7 ;
   wire \$8 ;
-  wire [36:0] \$9 ;
+  wire \$9 ;
   input [16:0] acc;
   wire [16:0] acc;
   wire [35:0] bias;
@@ -30679,9 +30952,9 @@ module \bchw_top.engine3.requant0 (rst, \port$10786$0 , acc, q, clk);
   wire clk;
   wire en;
   wire [17:0] mul;
-  input [58:0] \port$10786$0 ;
-  wire [58:0] \port$10786$0 ;
-  reg [34:0] prod = 35'h000000000;
+  input [58:0] \port$10924$0 ;
+  wire [58:0] \port$10924$0 ;
+  reg [35:0] prod0 = 36'h000000000;
   output [15:0] q;
   reg [15:0] q = 16'h0000;
   input rst;
@@ -30691,66 +30964,68 @@ module \bchw_top.engine3.requant0 (rst, \port$10786$0 , acc, q, clk);
   reg [4:0] shift2 = 5'h00;
   wire [36:0] shifted;
   reg [36:0] total = 37'h0000000000;
-  assign \$1  = $signed(acc) * $signed(\port$10786$0 [17:0]);
-  assign \$2  = $signed(prod) + $signed(bias1);
-  assign \$3  = & shifted[36:15];
-  assign \$4  = ~ \$3 ;
-  assign \$5  = shifted[36] & \$4 ;
-  assign \$6  = ~ shifted[36];
-  assign \$7  = | shifted[36:15];
-  assign \$8  = \$6  & \$7 ;
-  assign \$9  = \$8  ? 37'h0000007fff : shifted;
-  assign \$10  = \$5  ? 37'h1fffff8000 : \$9 ;
+  assign \$1  = $signed(acc) * $signed(\port$10924$0 [17:0]);
+  assign \$3  = $signed(bias1) + $signed(\$2 );
+  assign \$4  = & shifted[36:15];
+  assign \$5  = ~ \$4 ;
+  assign \$6  = shifted[36] & \$5 ;
+  assign \$7  = ~ shifted[36];
+  assign \$8  = | shifted[36:15];
+  assign \$9  = \$7  & \$8 ;
+  assign \$10  = \$9  ? 37'h0000007fff : shifted;
+  assign \$11  = \$6  ? 37'h1fffff8000 : \$10 ;
   assign shifted = $signed(total) >>> shift2;
   always @(posedge clk)
-    prod <= \$11 ;
+    prod0 <= \$12 ;
   always @(posedge clk)
-    bias1 <= \$12 ;
+    bias1 <= \$13 ;
   always @(posedge clk)
-    shift1 <= \$13 ;
+    shift1 <= \$14 ;
   always @(posedge clk)
-    total <= \$14 ;
+    total <= \$15 ;
   always @(posedge clk)
-    shift2 <= \$15 ;
+    shift2 <= \$16 ;
   always @(posedge clk)
-    q <= \$16 ;
+    q <= \$17 ;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$54 ) begin end
-    \$16  = \$10 [15:0];
+    \$17  = \$11 [15:0];
     if (rst) begin
-      \$16  = 16'h0000;
+      \$17  = 16'h0000;
     end
   end
   assign en = 1'h1;
-  assign mul = \port$10786$0 [17:0];
-  assign bias = \port$10786$0 [58:23];
-  assign shift = \port$10786$0 [22:18];
-  assign \$15  = shift1;
-  assign \$14  = \$2 ;
-  assign \$13  = \port$10786$0 [22:18];
-  assign \$12  = \port$10786$0 [58:23];
-  assign \$11  = \$1 ;
+  assign mul = \port$10924$0 [17:0];
+  assign bias = \port$10924$0 [58:23];
+  assign shift = \port$10924$0 [22:18];
+  assign \$16  = shift1;
+  assign \$15  = \$3 [36:0];
+  assign \$14  = \port$10924$0 [22:18];
+  assign \$13  = \port$10924$0 [58:23];
+  assign \$12  = { \$1 [34], \$1  };
+  assign \$2  = { prod0[35], prod0 };
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine3.requant1 (rst, \port$10786$59 , acc, q, clk);
+module \bchw_top.engine3.requant1 (rst, \port$10924$59 , acc, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$55  = 0;
   wire [34:0] \$1 ;
   wire [36:0] \$10 ;
-  wire [34:0] \$11 ;
+  wire [36:0] \$11 ;
   wire [35:0] \$12 ;
-  wire [4:0] \$13 ;
-  wire [36:0] \$14 ;
-  wire [4:0] \$15 ;
-  reg [15:0] \$16 ;
+  wire [35:0] \$13 ;
+  wire [4:0] \$14 ;
+  wire [36:0] \$15 ;
+  wire [4:0] \$16 ;
+  reg [15:0] \$17 ;
   wire [36:0] \$2 ;
-  wire \$3 ;
+  wire [37:0] \$3 ;
   wire \$4 ;
   wire \$5 ;
   wire \$6 ;
   wire \$7 ;
   wire \$8 ;
-  wire [36:0] \$9 ;
+  wire \$9 ;
   input [16:0] acc;
   wire [16:0] acc;
   wire [35:0] bias;
@@ -30759,9 +31034,9 @@ module \bchw_top.engine3.requant1 (rst, \port$10786$59 , acc, q, clk);
   wire clk;
   wire en;
   wire [17:0] mul;
-  input [58:0] \port$10786$59 ;
-  wire [58:0] \port$10786$59 ;
-  reg [34:0] prod = 35'h000000000;
+  input [58:0] \port$10924$59 ;
+  wire [58:0] \port$10924$59 ;
+  reg [35:0] prod0 = 36'h000000000;
   output [15:0] q;
   reg [15:0] q = 16'h0000;
   input rst;
@@ -30771,66 +31046,68 @@ module \bchw_top.engine3.requant1 (rst, \port$10786$59 , acc, q, clk);
   reg [4:0] shift2 = 5'h00;
   wire [36:0] shifted;
   reg [36:0] total = 37'h0000000000;
-  assign \$1  = $signed(acc) * $signed(\port$10786$59 [17:0]);
-  assign \$2  = $signed(prod) + $signed(bias1);
-  assign \$3  = & shifted[36:15];
-  assign \$4  = ~ \$3 ;
-  assign \$5  = shifted[36] & \$4 ;
-  assign \$6  = ~ shifted[36];
-  assign \$7  = | shifted[36:15];
-  assign \$8  = \$6  & \$7 ;
-  assign \$9  = \$8  ? 37'h0000007fff : shifted;
-  assign \$10  = \$5  ? 37'h1fffff8000 : \$9 ;
+  assign \$1  = $signed(acc) * $signed(\port$10924$59 [17:0]);
+  assign \$3  = $signed(bias1) + $signed(\$2 );
+  assign \$4  = & shifted[36:15];
+  assign \$5  = ~ \$4 ;
+  assign \$6  = shifted[36] & \$5 ;
+  assign \$7  = ~ shifted[36];
+  assign \$8  = | shifted[36:15];
+  assign \$9  = \$7  & \$8 ;
+  assign \$10  = \$9  ? 37'h0000007fff : shifted;
+  assign \$11  = \$6  ? 37'h1fffff8000 : \$10 ;
   assign shifted = $signed(total) >>> shift2;
   always @(posedge clk)
-    prod <= \$11 ;
+    prod0 <= \$12 ;
   always @(posedge clk)
-    bias1 <= \$12 ;
+    bias1 <= \$13 ;
   always @(posedge clk)
-    shift1 <= \$13 ;
+    shift1 <= \$14 ;
   always @(posedge clk)
-    total <= \$14 ;
+    total <= \$15 ;
   always @(posedge clk)
-    shift2 <= \$15 ;
+    shift2 <= \$16 ;
   always @(posedge clk)
-    q <= \$16 ;
+    q <= \$17 ;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$55 ) begin end
-    \$16  = \$10 [15:0];
+    \$17  = \$11 [15:0];
     if (rst) begin
-      \$16  = 16'h0000;
+      \$17  = 16'h0000;
     end
   end
   assign en = 1'h1;
-  assign mul = \port$10786$59 [17:0];
-  assign bias = \port$10786$59 [58:23];
-  assign shift = \port$10786$59 [22:18];
-  assign \$15  = shift1;
-  assign \$14  = \$2 ;
-  assign \$13  = \port$10786$59 [22:18];
-  assign \$12  = \port$10786$59 [58:23];
-  assign \$11  = \$1 ;
+  assign mul = \port$10924$59 [17:0];
+  assign bias = \port$10924$59 [58:23];
+  assign shift = \port$10924$59 [22:18];
+  assign \$16  = shift1;
+  assign \$15  = \$3 [36:0];
+  assign \$14  = \port$10924$59 [22:18];
+  assign \$13  = \port$10924$59 [58:23];
+  assign \$12  = { \$1 [34], \$1  };
+  assign \$2  = { prod0[35], prod0 };
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine3.requant2 (rst, \port$10786$118 , acc, q, clk);
+module \bchw_top.engine3.requant2 (rst, \port$10924$118 , acc, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$56  = 0;
   wire [34:0] \$1 ;
   wire [36:0] \$10 ;
-  wire [34:0] \$11 ;
+  wire [36:0] \$11 ;
   wire [35:0] \$12 ;
-  wire [4:0] \$13 ;
-  wire [36:0] \$14 ;
-  wire [4:0] \$15 ;
-  reg [15:0] \$16 ;
+  wire [35:0] \$13 ;
+  wire [4:0] \$14 ;
+  wire [36:0] \$15 ;
+  wire [4:0] \$16 ;
+  reg [15:0] \$17 ;
   wire [36:0] \$2 ;
-  wire \$3 ;
+  wire [37:0] \$3 ;
   wire \$4 ;
   wire \$5 ;
   wire \$6 ;
   wire \$7 ;
   wire \$8 ;
-  wire [36:0] \$9 ;
+  wire \$9 ;
   input [16:0] acc;
   wire [16:0] acc;
   wire [35:0] bias;
@@ -30839,9 +31116,9 @@ module \bchw_top.engine3.requant2 (rst, \port$10786$118 , acc, q, clk);
   wire clk;
   wire en;
   wire [17:0] mul;
-  input [58:0] \port$10786$118 ;
-  wire [58:0] \port$10786$118 ;
-  reg [34:0] prod = 35'h000000000;
+  input [58:0] \port$10924$118 ;
+  wire [58:0] \port$10924$118 ;
+  reg [35:0] prod0 = 36'h000000000;
   output [15:0] q;
   reg [15:0] q = 16'h0000;
   input rst;
@@ -30851,66 +31128,68 @@ module \bchw_top.engine3.requant2 (rst, \port$10786$118 , acc, q, clk);
   reg [4:0] shift2 = 5'h00;
   wire [36:0] shifted;
   reg [36:0] total = 37'h0000000000;
-  assign \$1  = $signed(acc) * $signed(\port$10786$118 [17:0]);
-  assign \$2  = $signed(prod) + $signed(bias1);
-  assign \$3  = & shifted[36:15];
-  assign \$4  = ~ \$3 ;
-  assign \$5  = shifted[36] & \$4 ;
-  assign \$6  = ~ shifted[36];
-  assign \$7  = | shifted[36:15];
-  assign \$8  = \$6  & \$7 ;
-  assign \$9  = \$8  ? 37'h0000007fff : shifted;
-  assign \$10  = \$5  ? 37'h1fffff8000 : \$9 ;
+  assign \$1  = $signed(acc) * $signed(\port$10924$118 [17:0]);
+  assign \$3  = $signed(bias1) + $signed(\$2 );
+  assign \$4  = & shifted[36:15];
+  assign \$5  = ~ \$4 ;
+  assign \$6  = shifted[36] & \$5 ;
+  assign \$7  = ~ shifted[36];
+  assign \$8  = | shifted[36:15];
+  assign \$9  = \$7  & \$8 ;
+  assign \$10  = \$9  ? 37'h0000007fff : shifted;
+  assign \$11  = \$6  ? 37'h1fffff8000 : \$10 ;
   assign shifted = $signed(total) >>> shift2;
   always @(posedge clk)
-    prod <= \$11 ;
+    prod0 <= \$12 ;
   always @(posedge clk)
-    bias1 <= \$12 ;
+    bias1 <= \$13 ;
   always @(posedge clk)
-    shift1 <= \$13 ;
+    shift1 <= \$14 ;
   always @(posedge clk)
-    total <= \$14 ;
+    total <= \$15 ;
   always @(posedge clk)
-    shift2 <= \$15 ;
+    shift2 <= \$16 ;
   always @(posedge clk)
-    q <= \$16 ;
+    q <= \$17 ;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$56 ) begin end
-    \$16  = \$10 [15:0];
+    \$17  = \$11 [15:0];
     if (rst) begin
-      \$16  = 16'h0000;
+      \$17  = 16'h0000;
     end
   end
   assign en = 1'h1;
-  assign mul = \port$10786$118 [17:0];
-  assign bias = \port$10786$118 [58:23];
-  assign shift = \port$10786$118 [22:18];
-  assign \$15  = shift1;
-  assign \$14  = \$2 ;
-  assign \$13  = \port$10786$118 [22:18];
-  assign \$12  = \port$10786$118 [58:23];
-  assign \$11  = \$1 ;
+  assign mul = \port$10924$118 [17:0];
+  assign bias = \port$10924$118 [58:23];
+  assign shift = \port$10924$118 [22:18];
+  assign \$16  = shift1;
+  assign \$15  = \$3 [36:0];
+  assign \$14  = \port$10924$118 [22:18];
+  assign \$13  = \port$10924$118 [58:23];
+  assign \$12  = { \$1 [34], \$1  };
+  assign \$2  = { prod0[35], prod0 };
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine3.requant3 (rst, \port$10786$177 , acc, q, clk);
+module \bchw_top.engine3.requant3 (rst, \port$10924$177 , acc, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$57  = 0;
   wire [34:0] \$1 ;
   wire [36:0] \$10 ;
-  wire [34:0] \$11 ;
+  wire [36:0] \$11 ;
   wire [35:0] \$12 ;
-  wire [4:0] \$13 ;
-  wire [36:0] \$14 ;
-  wire [4:0] \$15 ;
-  reg [15:0] \$16 ;
+  wire [35:0] \$13 ;
+  wire [4:0] \$14 ;
+  wire [36:0] \$15 ;
+  wire [4:0] \$16 ;
+  reg [15:0] \$17 ;
   wire [36:0] \$2 ;
-  wire \$3 ;
+  wire [37:0] \$3 ;
   wire \$4 ;
   wire \$5 ;
   wire \$6 ;
   wire \$7 ;
   wire \$8 ;
-  wire [36:0] \$9 ;
+  wire \$9 ;
   input [16:0] acc;
   wire [16:0] acc;
   wire [35:0] bias;
@@ -30919,9 +31198,9 @@ module \bchw_top.engine3.requant3 (rst, \port$10786$177 , acc, q, clk);
   wire clk;
   wire en;
   wire [17:0] mul;
-  input [58:0] \port$10786$177 ;
-  wire [58:0] \port$10786$177 ;
-  reg [34:0] prod = 35'h000000000;
+  input [58:0] \port$10924$177 ;
+  wire [58:0] \port$10924$177 ;
+  reg [35:0] prod0 = 36'h000000000;
   output [15:0] q;
   reg [15:0] q = 16'h0000;
   input rst;
@@ -30931,66 +31210,68 @@ module \bchw_top.engine3.requant3 (rst, \port$10786$177 , acc, q, clk);
   reg [4:0] shift2 = 5'h00;
   wire [36:0] shifted;
   reg [36:0] total = 37'h0000000000;
-  assign \$1  = $signed(acc) * $signed(\port$10786$177 [17:0]);
-  assign \$2  = $signed(prod) + $signed(bias1);
-  assign \$3  = & shifted[36:15];
-  assign \$4  = ~ \$3 ;
-  assign \$5  = shifted[36] & \$4 ;
-  assign \$6  = ~ shifted[36];
-  assign \$7  = | shifted[36:15];
-  assign \$8  = \$6  & \$7 ;
-  assign \$9  = \$8  ? 37'h0000007fff : shifted;
-  assign \$10  = \$5  ? 37'h1fffff8000 : \$9 ;
+  assign \$1  = $signed(acc) * $signed(\port$10924$177 [17:0]);
+  assign \$3  = $signed(bias1) + $signed(\$2 );
+  assign \$4  = & shifted[36:15];
+  assign \$5  = ~ \$4 ;
+  assign \$6  = shifted[36] & \$5 ;
+  assign \$7  = ~ shifted[36];
+  assign \$8  = | shifted[36:15];
+  assign \$9  = \$7  & \$8 ;
+  assign \$10  = \$9  ? 37'h0000007fff : shifted;
+  assign \$11  = \$6  ? 37'h1fffff8000 : \$10 ;
   assign shifted = $signed(total) >>> shift2;
   always @(posedge clk)
-    prod <= \$11 ;
+    prod0 <= \$12 ;
   always @(posedge clk)
-    bias1 <= \$12 ;
+    bias1 <= \$13 ;
   always @(posedge clk)
-    shift1 <= \$13 ;
+    shift1 <= \$14 ;
   always @(posedge clk)
-    total <= \$14 ;
+    total <= \$15 ;
   always @(posedge clk)
-    shift2 <= \$15 ;
+    shift2 <= \$16 ;
   always @(posedge clk)
-    q <= \$16 ;
+    q <= \$17 ;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$57 ) begin end
-    \$16  = \$10 [15:0];
+    \$17  = \$11 [15:0];
     if (rst) begin
-      \$16  = 16'h0000;
+      \$17  = 16'h0000;
     end
   end
   assign en = 1'h1;
-  assign mul = \port$10786$177 [17:0];
-  assign bias = \port$10786$177 [58:23];
-  assign shift = \port$10786$177 [22:18];
-  assign \$15  = shift1;
-  assign \$14  = \$2 ;
-  assign \$13  = \port$10786$177 [22:18];
-  assign \$12  = \port$10786$177 [58:23];
-  assign \$11  = \$1 ;
+  assign mul = \port$10924$177 [17:0];
+  assign bias = \port$10924$177 [58:23];
+  assign shift = \port$10924$177 [22:18];
+  assign \$16  = shift1;
+  assign \$15  = \$3 [36:0];
+  assign \$14  = \port$10924$177 [22:18];
+  assign \$13  = \port$10924$177 [58:23];
+  assign \$12  = { \$1 [34], \$1  };
+  assign \$2  = { prod0[35], prod0 };
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine3.requant4 (rst, \port$10786$236 , acc, q, clk);
+module \bchw_top.engine3.requant4 (rst, \port$10924$236 , acc, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$58  = 0;
   wire [34:0] \$1 ;
   wire [36:0] \$10 ;
-  wire [34:0] \$11 ;
+  wire [36:0] \$11 ;
   wire [35:0] \$12 ;
-  wire [4:0] \$13 ;
-  wire [36:0] \$14 ;
-  wire [4:0] \$15 ;
-  reg [15:0] \$16 ;
+  wire [35:0] \$13 ;
+  wire [4:0] \$14 ;
+  wire [36:0] \$15 ;
+  wire [4:0] \$16 ;
+  reg [15:0] \$17 ;
   wire [36:0] \$2 ;
-  wire \$3 ;
+  wire [37:0] \$3 ;
   wire \$4 ;
   wire \$5 ;
   wire \$6 ;
   wire \$7 ;
   wire \$8 ;
-  wire [36:0] \$9 ;
+  wire \$9 ;
   input [16:0] acc;
   wire [16:0] acc;
   wire [35:0] bias;
@@ -30999,9 +31280,9 @@ module \bchw_top.engine3.requant4 (rst, \port$10786$236 , acc, q, clk);
   wire clk;
   wire en;
   wire [17:0] mul;
-  input [58:0] \port$10786$236 ;
-  wire [58:0] \port$10786$236 ;
-  reg [34:0] prod = 35'h000000000;
+  input [58:0] \port$10924$236 ;
+  wire [58:0] \port$10924$236 ;
+  reg [35:0] prod0 = 36'h000000000;
   output [15:0] q;
   reg [15:0] q = 16'h0000;
   input rst;
@@ -31011,66 +31292,68 @@ module \bchw_top.engine3.requant4 (rst, \port$10786$236 , acc, q, clk);
   reg [4:0] shift2 = 5'h00;
   wire [36:0] shifted;
   reg [36:0] total = 37'h0000000000;
-  assign \$1  = $signed(acc) * $signed(\port$10786$236 [17:0]);
-  assign \$2  = $signed(prod) + $signed(bias1);
-  assign \$3  = & shifted[36:15];
-  assign \$4  = ~ \$3 ;
-  assign \$5  = shifted[36] & \$4 ;
-  assign \$6  = ~ shifted[36];
-  assign \$7  = | shifted[36:15];
-  assign \$8  = \$6  & \$7 ;
-  assign \$9  = \$8  ? 37'h0000007fff : shifted;
-  assign \$10  = \$5  ? 37'h1fffff8000 : \$9 ;
+  assign \$1  = $signed(acc) * $signed(\port$10924$236 [17:0]);
+  assign \$3  = $signed(bias1) + $signed(\$2 );
+  assign \$4  = & shifted[36:15];
+  assign \$5  = ~ \$4 ;
+  assign \$6  = shifted[36] & \$5 ;
+  assign \$7  = ~ shifted[36];
+  assign \$8  = | shifted[36:15];
+  assign \$9  = \$7  & \$8 ;
+  assign \$10  = \$9  ? 37'h0000007fff : shifted;
+  assign \$11  = \$6  ? 37'h1fffff8000 : \$10 ;
   assign shifted = $signed(total) >>> shift2;
   always @(posedge clk)
-    prod <= \$11 ;
+    prod0 <= \$12 ;
   always @(posedge clk)
-    bias1 <= \$12 ;
+    bias1 <= \$13 ;
   always @(posedge clk)
-    shift1 <= \$13 ;
+    shift1 <= \$14 ;
   always @(posedge clk)
-    total <= \$14 ;
+    total <= \$15 ;
   always @(posedge clk)
-    shift2 <= \$15 ;
+    shift2 <= \$16 ;
   always @(posedge clk)
-    q <= \$16 ;
+    q <= \$17 ;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$58 ) begin end
-    \$16  = \$10 [15:0];
+    \$17  = \$11 [15:0];
     if (rst) begin
-      \$16  = 16'h0000;
+      \$17  = 16'h0000;
     end
   end
   assign en = 1'h1;
-  assign mul = \port$10786$236 [17:0];
-  assign bias = \port$10786$236 [58:23];
-  assign shift = \port$10786$236 [22:18];
-  assign \$15  = shift1;
-  assign \$14  = \$2 ;
-  assign \$13  = \port$10786$236 [22:18];
-  assign \$12  = \port$10786$236 [58:23];
-  assign \$11  = \$1 ;
+  assign mul = \port$10924$236 [17:0];
+  assign bias = \port$10924$236 [58:23];
+  assign shift = \port$10924$236 [22:18];
+  assign \$16  = shift1;
+  assign \$15  = \$3 [36:0];
+  assign \$14  = \port$10924$236 [22:18];
+  assign \$13  = \port$10924$236 [58:23];
+  assign \$12  = { \$1 [34], \$1  };
+  assign \$2  = { prod0[35], prod0 };
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine3.requant5 (rst, \port$10786$295 , acc, q, clk);
+module \bchw_top.engine3.requant5 (rst, \port$10924$295 , acc, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$59  = 0;
   wire [34:0] \$1 ;
   wire [36:0] \$10 ;
-  wire [34:0] \$11 ;
+  wire [36:0] \$11 ;
   wire [35:0] \$12 ;
-  wire [4:0] \$13 ;
-  wire [36:0] \$14 ;
-  wire [4:0] \$15 ;
-  reg [15:0] \$16 ;
+  wire [35:0] \$13 ;
+  wire [4:0] \$14 ;
+  wire [36:0] \$15 ;
+  wire [4:0] \$16 ;
+  reg [15:0] \$17 ;
   wire [36:0] \$2 ;
-  wire \$3 ;
+  wire [37:0] \$3 ;
   wire \$4 ;
   wire \$5 ;
   wire \$6 ;
   wire \$7 ;
   wire \$8 ;
-  wire [36:0] \$9 ;
+  wire \$9 ;
   input [16:0] acc;
   wire [16:0] acc;
   wire [35:0] bias;
@@ -31079,9 +31362,9 @@ module \bchw_top.engine3.requant5 (rst, \port$10786$295 , acc, q, clk);
   wire clk;
   wire en;
   wire [17:0] mul;
-  input [58:0] \port$10786$295 ;
-  wire [58:0] \port$10786$295 ;
-  reg [34:0] prod = 35'h000000000;
+  input [58:0] \port$10924$295 ;
+  wire [58:0] \port$10924$295 ;
+  reg [35:0] prod0 = 36'h000000000;
   output [15:0] q;
   reg [15:0] q = 16'h0000;
   input rst;
@@ -31091,66 +31374,68 @@ module \bchw_top.engine3.requant5 (rst, \port$10786$295 , acc, q, clk);
   reg [4:0] shift2 = 5'h00;
   wire [36:0] shifted;
   reg [36:0] total = 37'h0000000000;
-  assign \$1  = $signed(acc) * $signed(\port$10786$295 [17:0]);
-  assign \$2  = $signed(prod) + $signed(bias1);
-  assign \$3  = & shifted[36:15];
-  assign \$4  = ~ \$3 ;
-  assign \$5  = shifted[36] & \$4 ;
-  assign \$6  = ~ shifted[36];
-  assign \$7  = | shifted[36:15];
-  assign \$8  = \$6  & \$7 ;
-  assign \$9  = \$8  ? 37'h0000007fff : shifted;
-  assign \$10  = \$5  ? 37'h1fffff8000 : \$9 ;
+  assign \$1  = $signed(acc) * $signed(\port$10924$295 [17:0]);
+  assign \$3  = $signed(bias1) + $signed(\$2 );
+  assign \$4  = & shifted[36:15];
+  assign \$5  = ~ \$4 ;
+  assign \$6  = shifted[36] & \$5 ;
+  assign \$7  = ~ shifted[36];
+  assign \$8  = | shifted[36:15];
+  assign \$9  = \$7  & \$8 ;
+  assign \$10  = \$9  ? 37'h0000007fff : shifted;
+  assign \$11  = \$6  ? 37'h1fffff8000 : \$10 ;
   assign shifted = $signed(total) >>> shift2;
   always @(posedge clk)
-    prod <= \$11 ;
+    prod0 <= \$12 ;
   always @(posedge clk)
-    bias1 <= \$12 ;
+    bias1 <= \$13 ;
   always @(posedge clk)
-    shift1 <= \$13 ;
+    shift1 <= \$14 ;
   always @(posedge clk)
-    total <= \$14 ;
+    total <= \$15 ;
   always @(posedge clk)
-    shift2 <= \$15 ;
+    shift2 <= \$16 ;
   always @(posedge clk)
-    q <= \$16 ;
+    q <= \$17 ;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$59 ) begin end
-    \$16  = \$10 [15:0];
+    \$17  = \$11 [15:0];
     if (rst) begin
-      \$16  = 16'h0000;
+      \$17  = 16'h0000;
     end
   end
   assign en = 1'h1;
-  assign mul = \port$10786$295 [17:0];
-  assign bias = \port$10786$295 [58:23];
-  assign shift = \port$10786$295 [22:18];
-  assign \$15  = shift1;
-  assign \$14  = \$2 ;
-  assign \$13  = \port$10786$295 [22:18];
-  assign \$12  = \port$10786$295 [58:23];
-  assign \$11  = \$1 ;
+  assign mul = \port$10924$295 [17:0];
+  assign bias = \port$10924$295 [58:23];
+  assign shift = \port$10924$295 [22:18];
+  assign \$16  = shift1;
+  assign \$15  = \$3 [36:0];
+  assign \$14  = \port$10924$295 [22:18];
+  assign \$13  = \port$10924$295 [58:23];
+  assign \$12  = { \$1 [34], \$1  };
+  assign \$2  = { prod0[35], prod0 };
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine3.requant6 (rst, \port$10786$354 , acc, q, clk);
+module \bchw_top.engine3.requant6 (rst, \port$10924$354 , acc, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$60  = 0;
   wire [34:0] \$1 ;
   wire [36:0] \$10 ;
-  wire [34:0] \$11 ;
+  wire [36:0] \$11 ;
   wire [35:0] \$12 ;
-  wire [4:0] \$13 ;
-  wire [36:0] \$14 ;
-  wire [4:0] \$15 ;
-  reg [15:0] \$16 ;
+  wire [35:0] \$13 ;
+  wire [4:0] \$14 ;
+  wire [36:0] \$15 ;
+  wire [4:0] \$16 ;
+  reg [15:0] \$17 ;
   wire [36:0] \$2 ;
-  wire \$3 ;
+  wire [37:0] \$3 ;
   wire \$4 ;
   wire \$5 ;
   wire \$6 ;
   wire \$7 ;
   wire \$8 ;
-  wire [36:0] \$9 ;
+  wire \$9 ;
   input [16:0] acc;
   wire [16:0] acc;
   wire [35:0] bias;
@@ -31159,9 +31444,9 @@ module \bchw_top.engine3.requant6 (rst, \port$10786$354 , acc, q, clk);
   wire clk;
   wire en;
   wire [17:0] mul;
-  input [58:0] \port$10786$354 ;
-  wire [58:0] \port$10786$354 ;
-  reg [34:0] prod = 35'h000000000;
+  input [58:0] \port$10924$354 ;
+  wire [58:0] \port$10924$354 ;
+  reg [35:0] prod0 = 36'h000000000;
   output [15:0] q;
   reg [15:0] q = 16'h0000;
   input rst;
@@ -31171,66 +31456,68 @@ module \bchw_top.engine3.requant6 (rst, \port$10786$354 , acc, q, clk);
   reg [4:0] shift2 = 5'h00;
   wire [36:0] shifted;
   reg [36:0] total = 37'h0000000000;
-  assign \$1  = $signed(acc) * $signed(\port$10786$354 [17:0]);
-  assign \$2  = $signed(prod) + $signed(bias1);
-  assign \$3  = & shifted[36:15];
-  assign \$4  = ~ \$3 ;
-  assign \$5  = shifted[36] & \$4 ;
-  assign \$6  = ~ shifted[36];
-  assign \$7  = | shifted[36:15];
-  assign \$8  = \$6  & \$7 ;
-  assign \$9  = \$8  ? 37'h0000007fff : shifted;
-  assign \$10  = \$5  ? 37'h1fffff8000 : \$9 ;
+  assign \$1  = $signed(acc) * $signed(\port$10924$354 [17:0]);
+  assign \$3  = $signed(bias1) + $signed(\$2 );
+  assign \$4  = & shifted[36:15];
+  assign \$5  = ~ \$4 ;
+  assign \$6  = shifted[36] & \$5 ;
+  assign \$7  = ~ shifted[36];
+  assign \$8  = | shifted[36:15];
+  assign \$9  = \$7  & \$8 ;
+  assign \$10  = \$9  ? 37'h0000007fff : shifted;
+  assign \$11  = \$6  ? 37'h1fffff8000 : \$10 ;
   assign shifted = $signed(total) >>> shift2;
   always @(posedge clk)
-    prod <= \$11 ;
+    prod0 <= \$12 ;
   always @(posedge clk)
-    bias1 <= \$12 ;
+    bias1 <= \$13 ;
   always @(posedge clk)
-    shift1 <= \$13 ;
+    shift1 <= \$14 ;
   always @(posedge clk)
-    total <= \$14 ;
+    total <= \$15 ;
   always @(posedge clk)
-    shift2 <= \$15 ;
+    shift2 <= \$16 ;
   always @(posedge clk)
-    q <= \$16 ;
+    q <= \$17 ;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$60 ) begin end
-    \$16  = \$10 [15:0];
+    \$17  = \$11 [15:0];
     if (rst) begin
-      \$16  = 16'h0000;
+      \$17  = 16'h0000;
     end
   end
   assign en = 1'h1;
-  assign mul = \port$10786$354 [17:0];
-  assign bias = \port$10786$354 [58:23];
-  assign shift = \port$10786$354 [22:18];
-  assign \$15  = shift1;
-  assign \$14  = \$2 ;
-  assign \$13  = \port$10786$354 [22:18];
-  assign \$12  = \port$10786$354 [58:23];
-  assign \$11  = \$1 ;
+  assign mul = \port$10924$354 [17:0];
+  assign bias = \port$10924$354 [58:23];
+  assign shift = \port$10924$354 [22:18];
+  assign \$16  = shift1;
+  assign \$15  = \$3 [36:0];
+  assign \$14  = \port$10924$354 [22:18];
+  assign \$13  = \port$10924$354 [58:23];
+  assign \$12  = { \$1 [34], \$1  };
+  assign \$2  = { prod0[35], prod0 };
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine3.requant7 (rst, \port$10786$413 , acc, q, clk);
+module \bchw_top.engine3.requant7 (rst, \port$10924$413 , acc, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$61  = 0;
   wire [34:0] \$1 ;
   wire [36:0] \$10 ;
-  wire [34:0] \$11 ;
+  wire [36:0] \$11 ;
   wire [35:0] \$12 ;
-  wire [4:0] \$13 ;
-  wire [36:0] \$14 ;
-  wire [4:0] \$15 ;
-  reg [15:0] \$16 ;
+  wire [35:0] \$13 ;
+  wire [4:0] \$14 ;
+  wire [36:0] \$15 ;
+  wire [4:0] \$16 ;
+  reg [15:0] \$17 ;
   wire [36:0] \$2 ;
-  wire \$3 ;
+  wire [37:0] \$3 ;
   wire \$4 ;
   wire \$5 ;
   wire \$6 ;
   wire \$7 ;
   wire \$8 ;
-  wire [36:0] \$9 ;
+  wire \$9 ;
   input [16:0] acc;
   wire [16:0] acc;
   wire [35:0] bias;
@@ -31239,9 +31526,9 @@ module \bchw_top.engine3.requant7 (rst, \port$10786$413 , acc, q, clk);
   wire clk;
   wire en;
   wire [17:0] mul;
-  input [58:0] \port$10786$413 ;
-  wire [58:0] \port$10786$413 ;
-  reg [34:0] prod = 35'h000000000;
+  input [58:0] \port$10924$413 ;
+  wire [58:0] \port$10924$413 ;
+  reg [35:0] prod0 = 36'h000000000;
   output [15:0] q;
   reg [15:0] q = 16'h0000;
   input rst;
@@ -31251,66 +31538,68 @@ module \bchw_top.engine3.requant7 (rst, \port$10786$413 , acc, q, clk);
   reg [4:0] shift2 = 5'h00;
   wire [36:0] shifted;
   reg [36:0] total = 37'h0000000000;
-  assign \$1  = $signed(acc) * $signed(\port$10786$413 [17:0]);
-  assign \$2  = $signed(prod) + $signed(bias1);
-  assign \$3  = & shifted[36:15];
-  assign \$4  = ~ \$3 ;
-  assign \$5  = shifted[36] & \$4 ;
-  assign \$6  = ~ shifted[36];
-  assign \$7  = | shifted[36:15];
-  assign \$8  = \$6  & \$7 ;
-  assign \$9  = \$8  ? 37'h0000007fff : shifted;
-  assign \$10  = \$5  ? 37'h1fffff8000 : \$9 ;
+  assign \$1  = $signed(acc) * $signed(\port$10924$413 [17:0]);
+  assign \$3  = $signed(bias1) + $signed(\$2 );
+  assign \$4  = & shifted[36:15];
+  assign \$5  = ~ \$4 ;
+  assign \$6  = shifted[36] & \$5 ;
+  assign \$7  = ~ shifted[36];
+  assign \$8  = | shifted[36:15];
+  assign \$9  = \$7  & \$8 ;
+  assign \$10  = \$9  ? 37'h0000007fff : shifted;
+  assign \$11  = \$6  ? 37'h1fffff8000 : \$10 ;
   assign shifted = $signed(total) >>> shift2;
   always @(posedge clk)
-    prod <= \$11 ;
+    prod0 <= \$12 ;
   always @(posedge clk)
-    bias1 <= \$12 ;
+    bias1 <= \$13 ;
   always @(posedge clk)
-    shift1 <= \$13 ;
+    shift1 <= \$14 ;
   always @(posedge clk)
-    total <= \$14 ;
+    total <= \$15 ;
   always @(posedge clk)
-    shift2 <= \$15 ;
+    shift2 <= \$16 ;
   always @(posedge clk)
-    q <= \$16 ;
+    q <= \$17 ;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$61 ) begin end
-    \$16  = \$10 [15:0];
+    \$17  = \$11 [15:0];
     if (rst) begin
-      \$16  = 16'h0000;
+      \$17  = 16'h0000;
     end
   end
   assign en = 1'h1;
-  assign mul = \port$10786$413 [17:0];
-  assign bias = \port$10786$413 [58:23];
-  assign shift = \port$10786$413 [22:18];
-  assign \$15  = shift1;
-  assign \$14  = \$2 ;
-  assign \$13  = \port$10786$413 [22:18];
-  assign \$12  = \port$10786$413 [58:23];
-  assign \$11  = \$1 ;
+  assign mul = \port$10924$413 [17:0];
+  assign bias = \port$10924$413 [58:23];
+  assign shift = \port$10924$413 [22:18];
+  assign \$16  = shift1;
+  assign \$15  = \$3 [36:0];
+  assign \$14  = \port$10924$413 [22:18];
+  assign \$13  = \port$10924$413 [58:23];
+  assign \$12  = { \$1 [34], \$1  };
+  assign \$2  = { prod0[35], prod0 };
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine3.requant8 (rst, \port$10786$472 , acc, q, clk);
+module \bchw_top.engine3.requant8 (rst, \port$10924$472 , acc, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$62  = 0;
   wire [34:0] \$1 ;
   wire [36:0] \$10 ;
-  wire [34:0] \$11 ;
+  wire [36:0] \$11 ;
   wire [35:0] \$12 ;
-  wire [4:0] \$13 ;
-  wire [36:0] \$14 ;
-  wire [4:0] \$15 ;
-  reg [15:0] \$16 ;
+  wire [35:0] \$13 ;
+  wire [4:0] \$14 ;
+  wire [36:0] \$15 ;
+  wire [4:0] \$16 ;
+  reg [15:0] \$17 ;
   wire [36:0] \$2 ;
-  wire \$3 ;
+  wire [37:0] \$3 ;
   wire \$4 ;
   wire \$5 ;
   wire \$6 ;
   wire \$7 ;
   wire \$8 ;
-  wire [36:0] \$9 ;
+  wire \$9 ;
   input [16:0] acc;
   wire [16:0] acc;
   wire [35:0] bias;
@@ -31319,9 +31608,9 @@ module \bchw_top.engine3.requant8 (rst, \port$10786$472 , acc, q, clk);
   wire clk;
   wire en;
   wire [17:0] mul;
-  input [58:0] \port$10786$472 ;
-  wire [58:0] \port$10786$472 ;
-  reg [34:0] prod = 35'h000000000;
+  input [58:0] \port$10924$472 ;
+  wire [58:0] \port$10924$472 ;
+  reg [35:0] prod0 = 36'h000000000;
   output [15:0] q;
   reg [15:0] q = 16'h0000;
   input rst;
@@ -31331,66 +31620,68 @@ module \bchw_top.engine3.requant8 (rst, \port$10786$472 , acc, q, clk);
   reg [4:0] shift2 = 5'h00;
   wire [36:0] shifted;
   reg [36:0] total = 37'h0000000000;
-  assign \$1  = $signed(acc) * $signed(\port$10786$472 [17:0]);
-  assign \$2  = $signed(prod) + $signed(bias1);
-  assign \$3  = & shifted[36:15];
-  assign \$4  = ~ \$3 ;
-  assign \$5  = shifted[36] & \$4 ;
-  assign \$6  = ~ shifted[36];
-  assign \$7  = | shifted[36:15];
-  assign \$8  = \$6  & \$7 ;
-  assign \$9  = \$8  ? 37'h0000007fff : shifted;
-  assign \$10  = \$5  ? 37'h1fffff8000 : \$9 ;
+  assign \$1  = $signed(acc) * $signed(\port$10924$472 [17:0]);
+  assign \$3  = $signed(bias1) + $signed(\$2 );
+  assign \$4  = & shifted[36:15];
+  assign \$5  = ~ \$4 ;
+  assign \$6  = shifted[36] & \$5 ;
+  assign \$7  = ~ shifted[36];
+  assign \$8  = | shifted[36:15];
+  assign \$9  = \$7  & \$8 ;
+  assign \$10  = \$9  ? 37'h0000007fff : shifted;
+  assign \$11  = \$6  ? 37'h1fffff8000 : \$10 ;
   assign shifted = $signed(total) >>> shift2;
   always @(posedge clk)
-    prod <= \$11 ;
+    prod0 <= \$12 ;
   always @(posedge clk)
-    bias1 <= \$12 ;
+    bias1 <= \$13 ;
   always @(posedge clk)
-    shift1 <= \$13 ;
+    shift1 <= \$14 ;
   always @(posedge clk)
-    total <= \$14 ;
+    total <= \$15 ;
   always @(posedge clk)
-    shift2 <= \$15 ;
+    shift2 <= \$16 ;
   always @(posedge clk)
-    q <= \$16 ;
+    q <= \$17 ;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$62 ) begin end
-    \$16  = \$10 [15:0];
+    \$17  = \$11 [15:0];
     if (rst) begin
-      \$16  = 16'h0000;
+      \$17  = 16'h0000;
     end
   end
   assign en = 1'h1;
-  assign mul = \port$10786$472 [17:0];
-  assign bias = \port$10786$472 [58:23];
-  assign shift = \port$10786$472 [22:18];
-  assign \$15  = shift1;
-  assign \$14  = \$2 ;
-  assign \$13  = \port$10786$472 [22:18];
-  assign \$12  = \port$10786$472 [58:23];
-  assign \$11  = \$1 ;
+  assign mul = \port$10924$472 [17:0];
+  assign bias = \port$10924$472 [58:23];
+  assign shift = \port$10924$472 [22:18];
+  assign \$16  = shift1;
+  assign \$15  = \$3 [36:0];
+  assign \$14  = \port$10924$472 [22:18];
+  assign \$13  = \port$10924$472 [58:23];
+  assign \$12  = { \$1 [34], \$1  };
+  assign \$2  = { prod0[35], prod0 };
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine3.requant9 (rst, \port$10786$531 , acc, q, clk);
+module \bchw_top.engine3.requant9 (rst, \port$10924$531 , acc, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$63  = 0;
   wire [34:0] \$1 ;
   wire [36:0] \$10 ;
-  wire [34:0] \$11 ;
+  wire [36:0] \$11 ;
   wire [35:0] \$12 ;
-  wire [4:0] \$13 ;
-  wire [36:0] \$14 ;
-  wire [4:0] \$15 ;
-  reg [15:0] \$16 ;
+  wire [35:0] \$13 ;
+  wire [4:0] \$14 ;
+  wire [36:0] \$15 ;
+  wire [4:0] \$16 ;
+  reg [15:0] \$17 ;
   wire [36:0] \$2 ;
-  wire \$3 ;
+  wire [37:0] \$3 ;
   wire \$4 ;
   wire \$5 ;
   wire \$6 ;
   wire \$7 ;
   wire \$8 ;
-  wire [36:0] \$9 ;
+  wire \$9 ;
   input [16:0] acc;
   wire [16:0] acc;
   wire [35:0] bias;
@@ -31399,9 +31690,9 @@ module \bchw_top.engine3.requant9 (rst, \port$10786$531 , acc, q, clk);
   wire clk;
   wire en;
   wire [17:0] mul;
-  input [58:0] \port$10786$531 ;
-  wire [58:0] \port$10786$531 ;
-  reg [34:0] prod = 35'h000000000;
+  input [58:0] \port$10924$531 ;
+  wire [58:0] \port$10924$531 ;
+  reg [35:0] prod0 = 36'h000000000;
   output [15:0] q;
   reg [15:0] q = 16'h0000;
   input rst;
@@ -31411,45 +31702,46 @@ module \bchw_top.engine3.requant9 (rst, \port$10786$531 , acc, q, clk);
   reg [4:0] shift2 = 5'h00;
   wire [36:0] shifted;
   reg [36:0] total = 37'h0000000000;
-  assign \$1  = $signed(acc) * $signed(\port$10786$531 [17:0]);
-  assign \$2  = $signed(prod) + $signed(bias1);
-  assign \$3  = & shifted[36:15];
-  assign \$4  = ~ \$3 ;
-  assign \$5  = shifted[36] & \$4 ;
-  assign \$6  = ~ shifted[36];
-  assign \$7  = | shifted[36:15];
-  assign \$8  = \$6  & \$7 ;
-  assign \$9  = \$8  ? 37'h0000007fff : shifted;
-  assign \$10  = \$5  ? 37'h1fffff8000 : \$9 ;
+  assign \$1  = $signed(acc) * $signed(\port$10924$531 [17:0]);
+  assign \$3  = $signed(bias1) + $signed(\$2 );
+  assign \$4  = & shifted[36:15];
+  assign \$5  = ~ \$4 ;
+  assign \$6  = shifted[36] & \$5 ;
+  assign \$7  = ~ shifted[36];
+  assign \$8  = | shifted[36:15];
+  assign \$9  = \$7  & \$8 ;
+  assign \$10  = \$9  ? 37'h0000007fff : shifted;
+  assign \$11  = \$6  ? 37'h1fffff8000 : \$10 ;
   assign shifted = $signed(total) >>> shift2;
   always @(posedge clk)
-    prod <= \$11 ;
+    prod0 <= \$12 ;
   always @(posedge clk)
-    bias1 <= \$12 ;
+    bias1 <= \$13 ;
   always @(posedge clk)
-    shift1 <= \$13 ;
+    shift1 <= \$14 ;
   always @(posedge clk)
-    total <= \$14 ;
+    total <= \$15 ;
   always @(posedge clk)
-    shift2 <= \$15 ;
+    shift2 <= \$16 ;
   always @(posedge clk)
-    q <= \$16 ;
+    q <= \$17 ;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$63 ) begin end
-    \$16  = \$10 [15:0];
+    \$17  = \$11 [15:0];
     if (rst) begin
-      \$16  = 16'h0000;
+      \$17  = 16'h0000;
     end
   end
   assign en = 1'h1;
-  assign mul = \port$10786$531 [17:0];
-  assign bias = \port$10786$531 [58:23];
-  assign shift = \port$10786$531 [22:18];
-  assign \$15  = shift1;
-  assign \$14  = \$2 ;
-  assign \$13  = \port$10786$531 [22:18];
-  assign \$12  = \port$10786$531 [58:23];
-  assign \$11  = \$1 ;
+  assign mul = \port$10924$531 [17:0];
+  assign bias = \port$10924$531 [58:23];
+  assign shift = \port$10924$531 [22:18];
+  assign \$16  = shift1;
+  assign \$15  = \$3 [36:0];
+  assign \$14  = \port$10924$531 [22:18];
+  assign \$13  = \port$10924$531 [58:23];
+  assign \$12  = { \$1 [34], \$1  };
+  assign \$2  = { prod0[35], prod0 };
 endmodule
 
 (* generator = "Amaranth" *)

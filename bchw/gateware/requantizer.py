@@ -7,7 +7,7 @@ from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
 from bchw.golden import LayerWidths
-from bchw.perf import REQUANT_STAGES
+from bchw.perf import DSP_BITS, REQUANT_STAGES
 
 
 class Requantizer(wiring.Component):
@@ -16,6 +16,10 @@ class Requantizer(wiring.Component):
     Three register stages (:data:`bchw.perf.REQUANT_STAGES`): the product,
     the sum with the offset, and the arithmetic shift with the clamp.  This
     is the only multiplier of an engine, used once per output, not per input.
+    An accumulator wider than a DSP's signed operand (:data:`bchw.perf.DSP_BITS`)
+    is multiplied in slices of ``DSP_BITS − 1`` bits (the top one signed), each
+    product registered alone, and the partial products are summed with the
+    offset: so no carry chain follows a multiplier within a cycle.
 
     Members
     -------
@@ -40,7 +44,12 @@ class Requantizer(wiring.Component):
     def elaborate(self, platform):
         w = self.w
         m = Module()
-        prod = Signal(signed(w.mul_bits + w.acc_bits), reset_less=True)
+        # the accumulator's slices: unsigned ones of DSP_BITS - 1 bits, the top one signed
+        step = DSP_BITS - 1
+        cuts = list(range(0, w.acc_bits - 1, step)) if w.acc_bits > DSP_BITS else [0]
+        slices = [self.acc[lo:lo + step] for lo in cuts[:-1]] + [self.acc[cuts[-1]:].as_signed()]
+        partial = [Signal(signed(w.mul_bits + len(sl) + 1), name=f"prod{k}", reset_less=True)
+                   for k, sl in enumerate(slices)]
         bias1 = Signal(signed(w.bias_bits), reset_less=True)
         shift1 = Signal(unsigned(w.shift_bits), reset_less=True)
         total = Signal(signed(max(w.mul_bits + w.acc_bits, w.bias_bits) + 1), reset_less=True)
@@ -57,9 +66,10 @@ class Requantizer(wiring.Component):
         assert (w.out_lo, w.out_hi) == ((-(1 << (w.out_bits - 1)), (1 << (w.out_bits - 1)) - 1)
                                         if w.out_signed else (0, (1 << w.out_bits) - 1))
         with m.If(self.en):
-            m.d.sync += [prod.eq(self.acc * self.mul), bias1.eq(self.bias),
-                         shift1.eq(self.shift),
-                         total.eq(prod + bias1), shift2.eq(shift1),
+            m.d.sync += [*(p.eq(sl * self.mul) for p, sl in zip(partial, slices)),
+                         bias1.eq(self.bias), shift1.eq(self.shift),
+                         total.eq(sum((p << lo for p, lo in zip(partial, cuts)), bias1)),
+                         shift2.eq(shift1),
                          self.q.eq(Mux(under, w.out_lo, Mux(over, w.out_hi, shifted)))]
         m.d.comb += shifted.eq(total >> shift2)
         assert REQUANT_STAGES == 3

@@ -19,6 +19,7 @@ WIDTHS = [
     (7, 1, 12, False, 1, 16),
     (100, 8, 18, True, 8, 16),
     (5, 3, 16, True, 3, 9),
+    (5000, 8, 18, True, 8, 16),     # a 22-bit accumulator: two slices of the product
 ]
 
 
