@@ -67,7 +67,8 @@ def beat_lanes(n_in: int, simd: int, need: int) -> int | None:
 
 
 def best_layer_folding(n_in: int, n_out: int, in_bits: int, widths: golden.LayerWidths,
-                       budget: int, busy: float = 0.0, need: int | None = None
+                       budget: int, busy: float = 0.0, need: int | None = None,
+                       producer: perf.LayerShape | None = None, last: bool = True
                        ) -> tuple[int, int, int]:
     """(pe, simd, luts) of the cheapest folding of one layer within ``budget`` cycles.
 
@@ -76,11 +77,17 @@ def best_layer_folding(n_in: int, n_out: int, in_bits: int, widths: golden.Layer
     the slowest one, its extra lanes idle. Others are taken only when the
     layer's sizes allow none of those.
 
-    ``need``: the first layer, fed beats of at least ``need`` pixels. Its engine takes
-    them into its input memory where :func:`beat_lanes` finds lanes that divide its
-    SIMD; for that, a SIMD a little above the least for an SF (the same SF, more padding)
-    is a candidate too, and the cost of a folding that needs an input assembler
-    includes the assembler's.
+    A layer of a multilayer perceptron takes its input into an input memory
+    when it can, which saves its input buffer and the register upstream:
+    ``need``, for the first layer, fed beats of at least ``need`` pixels, where
+    :func:`beat_lanes` finds lanes that divide its SIMD (else the cost includes an
+    input assembler's); ``producer``, for a later one, fed the groups of the
+    (already folded) previous layer when its PE divides SIMD
+    (:func:`bchw.perf.groups_into_engine`; else the cost includes the producer's
+    output register, which the producer was costed without). For that a SIMD a
+    little above the least for an SF (the same SF, more padding) is a candidate
+    too. ``last``: the last layer, which hands vectors to the argmax; the others
+    are costed as handing groups on where they have two slices or more.
     """
     best = None
     for pe in range(1, n_out + 1):
@@ -91,18 +98,11 @@ def best_layer_folding(n_in: int, n_out: int, in_bits: int, widths: golden.Layer
         if sf_max < 1:
             continue
         for sf in sorted({min(sf_max, n_in), *range(max(1, sf_max - 8), sf_max + 1)}):
-            simd = -(-n_in // sf)
-            sf = -(-n_in // simd)       # the least SIMD for this SF, and its real SF
-            least = -(-n_in // sf)
-            wider = [] if need is None or beat_lanes(n_in, least, need) else [
-                s for s in range(least + 1, least + need) if -(-n_in // s) == sf
-                and beat_lanes(n_in, s, need)][:1]
-            for simd in [least, *wider]:
-                memory = need is not None and beat_lanes(n_in, simd, need) is not None
-                luts = perf.engine_resources(n_in, n_out, in_bits, pe, simd, widths,
-                                             memory).luts
-                if need is not None and not memory:
-                    luts += perf.assembler_resources(n_in, need).luts
+            least = -(-n_in // -(-n_in // -(-n_in // sf)))   # the least SIMD of this SF
+            sf = -(-n_in // least)
+            for simd in _simd_candidates(n_in, least, need, producer):
+                shape = perf.LayerShape(n_in, n_out, in_bits, pe, simd, widths)
+                luts = _layer_luts(shape, need, producer, last)
                 key = (nf * sf < busy * budget, luts, pe * simd)
                 if best is None or key < best[0]:
                     best = (key, pe, simd, luts)
@@ -110,6 +110,43 @@ def best_layer_folding(n_in: int, n_out: int, in_bits: int, widths: golden.Layer
         raise BchwError(f"a {n_in}×{n_out} layer cannot finish within {budget} cycles",
                         field="folding")
     return best[1:]
+
+
+def _fed(shape: perf.LayerShape, need: int | None, producer: perf.LayerShape | None) -> bool:
+    """Whether the layer takes its input into an input memory."""
+    if need is not None:
+        return beat_lanes(shape.in_features, shape.simd, need) is not None
+    return producer is not None and perf.groups_into_engine(producer, shape)
+
+
+def _simd_candidates(n_in: int, least: int, need: int | None,
+                     producer: perf.LayerShape | None) -> list[int]:
+    """``least``, and if it can't take an input memory, the least SIMD of the same SF
+    that can (see :func:`best_layer_folding`)."""
+    sf = -(-n_in // least)
+    if _fed(perf.LayerShape(n_in, 1, 8, 1, least, None), need, producer):
+        return [least]
+    step = need if need is not None else producer.pe if producer is not None else 1
+    wider = [s for s in range(least + 1, least + step) if -(-n_in // s) == sf
+             and _fed(perf.LayerShape(n_in, 1, 8, 1, s, None), need, producer)]
+    return [least, *wider[:1]]
+
+
+def _layer_luts(shape: perf.LayerShape, need: int | None, producer: perf.LayerShape | None,
+                last: bool) -> int:
+    """The LUTs a folding of a layer costs, as :func:`best_layer_folding` counts them."""
+    fed = _fed(shape, need, producer)
+    hands = not last and shape.sf >= 2
+    luts = perf.engine_resources(shape.in_features, shape.out_features, shape.in_bits,
+                                 shape.pe, shape.simd, shape.widths, fed, hands).luts
+    if need is not None and not fed:
+        luts += perf.assembler_resources(shape.in_features, need).luts
+    if producer is not None and not fed and producer.sf >= 2:
+        args = (producer.in_features, producer.out_features, producer.in_bits, producer.pe,
+                producer.simd, producer.widths)
+        luts += (perf.engine_resources(*args, group_output=False).luts
+                 - perf.engine_resources(*args, group_output=True).luts)
+    return luts
 
 
 #: Lanes of a balanced folding are kept busy at least this fraction of the interval.
@@ -139,25 +176,25 @@ def _fold(sizes: list[int], act_bits: int, budget: int, mul_bits: int, score_bit
     # of layer 0's SIMD where one is near (beat_lanes), so that the beats go straight into
     # its engine's input memory, with no input assembler
     need = -(-sizes[0] // min(budget, sizes[0]))
-    pe, simd, luts = [], [], 0
-    for k, (n_in, n_out, in_bits, last) in enumerate(layer_shapes(sizes, act_bits)):
+    pe, simd, chosen = [], [], []
+    shapes = layer_shapes(sizes, act_bits)
+    for k, (n_in, n_out, in_bits, last) in enumerate(shapes):
         widths = golden.layer_widths(n_in, in_bits, mul_bits=mul_bits, last=last,
                                      act_bits=act_bits, score_bits=score_bits)
-        p, s, cost = best_layer_folding(n_in, n_out, in_bits, widths, budget, busy,
-                                        need if k == 0 else None)
+        p, s, _ = best_layer_folding(n_in, n_out, in_bits, widths, budget, busy,
+                                     need if k == 0 else None,
+                                     chosen[-1] if chosen else None, last)
         pe.append(p)
         simd.append(s)
-        luts += cost
+        chosen.append(perf.LayerShape(n_in, n_out, in_bits, p, s, widths))
     in_lanes = beat_lanes(sizes[0], simd[0], need) or -(-sizes[0] // -(-sizes[0] // need))
-    shapes = layer_shapes(sizes, act_bits)
+    luts = sum(part.luts for part in perf.mlp_breakdown(chosen, in_lanes, score_bits).values())
     interval = max([-(-sizes[0] // in_lanes)] + [
         perf.engine_interval(-(-o // p) * -(-i // s))
         for (i, o, _, _), p, s in zip(shapes, pe, simd)])
     macs = sum(a * b for a, b in zip(sizes[:-1], sizes[1:]))
     lanes = sum(p * s for p, s in zip(pe, simd))
-    return Folding(pe, simd, in_lanes, interval, lanes, macs,
-                   luts + perf.argmax_resources(sizes[-1], score_bits).luts,
-                   clock_mhz)
+    return Folding(pe, simd, in_lanes, interval, lanes, macs, luts, clock_mhz)
 
 
 def _check_request(target_fps: float | None, max_luts: int | None, clock_mhz: float) -> None:

@@ -59,6 +59,7 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from bchw.export import Bundle
+    from bchw.golden import LayerWidths
 
 Pattern = Callable[[int], bool]
 
@@ -728,6 +729,15 @@ def beats_into_engine(n_in: int, simd: int, in_lanes: int) -> bool:
     return simd % in_lanes == 0 and -(-n_in // simd) >= 2
 
 
+def groups_into_engine(producer, consumer) -> bool:
+    """Whether an engine hands its output on a group of PE values a beat
+    (``group_output``) straight into the next engine's input memory (``beat_lanes``):
+    when both have two slices or more and the producer's PE divides the consumer's
+    SIMD. ``producer`` and ``consumer`` have ``pe``, ``simd`` and ``sf`` (layers of a
+    bundle, say)."""
+    return producer.sf >= 2 and consumer.sf >= 2 and consumer.simd % producer.pe == 0
+
+
 def input_memory_resources(n_in: int, in_bits: int, simd: int) -> Resources:
     """The input memory of an engine fed beats (:func:`beats_into_engine`): two banks of
     ``SF`` slices, each rounded up to a power of two (:func:`ram_resources`), and its
@@ -738,9 +748,11 @@ def input_memory_resources(n_in: int, in_bits: int, simd: int) -> Resources:
 
 
 def engine_features(n_in: int, n_out: int, in_bits: int, pe: int, simd: int,
-                    widths, input_memory: bool = False) -> dict[str, float]:
+                    widths, input_memory: bool = False,
+                    group_output: bool = False) -> dict[str, float]:
     """The quantities an engine's LUT count is proportional to, part by part;
-    ``input_memory``: without the input buffer (see :func:`input_memory_resources`)."""
+    ``input_memory``: without the input buffer (see :func:`input_memory_resources`);
+    ``group_output``: without the output register (:func:`groups_into_engine`)."""
     nf, sf = -(-n_out // pe), -(-n_in // simd)
     w = widths
     neg, adders = tree_bits(simd, in_bits)
@@ -750,19 +762,22 @@ def engine_features(n_in: int, n_out: int, in_bits: int, pe: int, simd: int,
     return {"negate": pe * neg, "tree": pe * adders, "acc": pe * w.acc_bits * (sf > 1),
             "xbuf": (sf > 1 and not input_memory) * sf * simd * in_bits,
             # SF ≥ 2: each skid slot's input choice and the output register's
-            "skid": (sf > 1) * (skid_groups(sf, engine_pipeline(simd)) + 1) * pe * w.out_bits,
+            "skid": (sf > 1) * (skid_groups(sf, engine_pipeline(simd)) + (not group_output))
+            * pe * w.out_bits,
             "shifter": pe * total_bits * max(1, w.shift_bits),
             "requant": pe * (total_bits + w.out_bits), "rom_lut": rom_lut, "engine": 1,
             # SF ≥ 2: the enable of each part of the input buffer and the output register
             "copies": (sf > 1) * ((not input_memory) * enable_copies(sf * simd * in_bits)
-                                  + enable_copies(nf * pe * w.out_bits))}
+                                  + (not group_output) * enable_copies(nf * pe * w.out_bits))}
 
 
 def engine_registers(n_in: int, n_out: int, in_bits: int, pe: int, simd: int,
-                     widths, input_memory: bool = False) -> dict[str, int]:
+                     widths, input_memory: bool = False,
+                     group_output: bool = False) -> dict[str, int]:
     """The register bits an engine declares, part by part (its flip-flops are these
     weighted by :data:`FF_COST`); ``input_memory``: without the input buffer, whose
-    first slice register is the memory's read register."""
+    first slice register is the memory's read register; ``group_output``: without the
+    output register."""
     nf, sf = -(-n_out // pe), -(-n_in // simd)
     w = widths
     neg, adders = tree_bits(simd, in_bits)
@@ -775,7 +790,7 @@ def engine_registers(n_in: int, n_out: int, in_bits: int, pe: int, simd: int,
         "acc": pe * w.acc_bits,
         "requant": pe * (prod_bits + w.bias_bits + total_bits + 2 * w.shift_bits + w.out_bits),
         # SF ≥ 2: groups shift into the output register; SF = 1: collected apart
-        "collect": (nf * pe * w.out_bits if sf > 1
+        "collect": ((not group_output) * nf * pe * w.out_bits if sf > 1
                     else (nf - 1) * pe * w.out_bits + n_out * w.out_bits),
         "rom": sum(width for width, depth in roms if rom_brams(width, depth) == 0),
         # SF ≥ 2: the skid buffer (a group and its last flag a slot), its count, the credits
@@ -787,7 +802,7 @@ def engine_registers(n_in: int, n_out: int, in_bits: int, pe: int, simd: int,
         # SF ≥ 2: the registered issue decision and the copies of the registers that enable
         # the parts of the input buffer (2 each) and of the output register (3 each)
         "copies": (sf > 1) * (1 + (not input_memory) * 2 * enable_copies(sf * simd * in_bits)
-                              + 3 * enable_copies(nf * pe * w.out_bits)),
+                              + (not group_output) * 3 * enable_copies(nf * pe * w.out_bits)),
     }
 
 
@@ -797,14 +812,18 @@ def _skid_bits(sf: int, simd: int, group_bits: int) -> int:
 
 
 def engine_resources(n_in: int, n_out: int, in_bits: int, pe: int, simd: int,
-                     widths, input_memory: bool = False) -> Resources:
+                     widths, input_memory: bool = False,
+                     group_output: bool = False) -> Resources:
     """One layer engine (:class:`bchw.gateware.engine.LayerEngine`, negate datapath);
-    ``input_memory``: fed beats into its input memory (:func:`beats_into_engine`)."""
+    ``input_memory``: fed beats into its input memory (:func:`beats_into_engine`,
+    :func:`groups_into_engine`); ``group_output``: handing its output on as groups."""
     w = widths
     roms = engine_roms(n_in, n_out, pe, simd, w)
-    registers = engine_registers(n_in, n_out, in_bits, pe, simd, widths, input_memory)
+    registers = engine_registers(n_in, n_out, in_bits, pe, simd, widths, input_memory,
+                                 group_output)
     ffs = sum(FF_COST[k] * v for k, v in registers.items())
-    features = engine_features(n_in, n_out, in_bits, pe, simd, widths, input_memory)
+    features = engine_features(n_in, n_out, in_bits, pe, simd, widths, input_memory,
+                               group_output)
     luts = sum(LUT_COST[k] * v for k, v in features.items())
     # The requantizer's M·acc: yosys splits the wider operand into 18-bit slices and
     # leaves a 1-bit remainder slice to logic.
@@ -930,22 +949,52 @@ def flatten_resources(pixels: int, channels: int, bits: int) -> Resources:
                       pixels * pixel + copies, 0, 0) + _counter(pixels))
 
 
-def resource_breakdown(bundle: Bundle) -> dict[str, Resources]:
-    """The resource model of a bundle's accelerator, unit by unit: ``engine{i}`` per layer,
-    ``argmax``, and for a multilayer perceptron whose beats need one, ``assembler``
-    (:func:`beats_into_engine`: else the first engine has an input memory); for a
-    convolutional network also ``window{i}`` and ``pool{i}`` per convolution (that pools)
-    and ``flatten``. :func:`resource_model` is their sum."""
-    layers = bundle.layers
-    score_bits = bundle.io["score_bits"]
+@dataclass(frozen=True)
+class LayerShape:
+    """A fully connected layer and its folding, as :func:`mlp_breakdown` needs it."""
+
+    in_features: int
+    out_features: int
+    in_bits: int
+    pe: int
+    simd: int
+    widths: LayerWidths
+
+    @property
+    def sf(self) -> int:
+        return -(-self.in_features // self.simd)
+
+
+def mlp_breakdown(layers: Sequence, in_lanes: int, score_bits: int) -> dict[str, Resources]:
+    """The resource model of a multilayer perceptron, unit by unit: ``engine{i}`` per
+    layer, ``argmax``, and ``assembler`` when the input beats need one
+    (:func:`beats_into_engine`); an engine has an input memory when fed beats or the
+    previous engine's groups (:func:`groups_into_engine`), and no output register when
+    it hands groups on. ``layers`` have the fields of :class:`LayerShape` (a bundle's
+    layers do)."""
     first = layers[0]
     parts = {"argmax": argmax_resources(layers[-1].out_features, score_bits)}
-    beats_in = False
+    beats_in = beats_into_engine(first.in_features, first.simd, in_lanes)
+    if not beats_in:
+        parts["assembler"] = assembler_resources(first.in_features, in_lanes)
+    for k, la in enumerate(layers):
+        fed = beats_in if k == 0 else groups_into_engine(layers[k - 1], la)
+        hands = k + 1 < len(layers) and groups_into_engine(la, layers[k + 1])
+        parts[f"engine{k}"] = engine_resources(la.in_features, la.out_features, la.in_bits,
+                                               la.pe, la.simd, la.widths, fed, hands)
+    return parts
+
+
+def resource_breakdown(bundle: Bundle) -> dict[str, Resources]:
+    """The resource model of a bundle's accelerator, unit by unit: a multilayer
+    perceptron's :func:`mlp_breakdown`; for a convolutional network ``engine{i}`` per
+    layer, ``argmax``, ``window{i}`` and ``pool{i}`` per convolution (that pools) and
+    ``flatten``. :func:`resource_model` is their sum."""
+    layers = bundle.layers
+    score_bits = bundle.io["score_bits"]
     if not bundle.has_conv:
-        lanes = bundle.io["in_lanes"]
-        beats_in = beats_into_engine(first.in_features, first.simd, lanes)
-        if not beats_in:
-            parts["assembler"] = assembler_resources(first.in_features, lanes)
+        return mlp_breakdown(layers, bundle.io["in_lanes"], score_bits)
+    parts = {"argmax": argmax_resources(layers[-1].out_features, score_bits)}
     previous = None
     for la in layers:
         if la.kind == "conv":
@@ -957,8 +1006,7 @@ def resource_breakdown(bundle: Bundle) -> dict[str, Resources]:
             parts["flatten"] = flatten_resources(height * width, channels,
                                                  previous.widths.out_bits)
         parts[f"engine{la.index}"] = engine_resources(la.in_features, la.out_features,
-                                                      la.in_bits, la.pe, la.simd, la.widths,
-                                                      beats_in and la is first)
+                                                      la.in_bits, la.pe, la.simd, la.widths)
         if la.kind == "conv" and la.pool:
             parts[f"pool{la.index}"] = pool_resources(la.out_features, la.in_shape[1],
                                                       la.in_shape[2], la.pool,

@@ -7,9 +7,9 @@ module bchw_top(s_axis_tvalid, s_axis_tlast, m_axis_tready, clk, rst, s_axis_tre
   wire [159:0] \$2 ;
   input clk;
   wire clk;
-  wire [2047:0] m__payload;
-  wire [2047:0] \m__payload$20 ;
-  wire [2047:0] \m__payload$26 ;
+  wire [127:0] m__payload;
+  wire [127:0] \m__payload$20 ;
+  wire [127:0] \m__payload$26 ;
   wire [159:0] \m__payload$32 ;
   wire [163:0] \m__payload$37 ;
   wire m__ready;
@@ -33,9 +33,9 @@ module bchw_top(s_axis_tvalid, s_axis_tlast, m_axis_tready, clk, rst, s_axis_tre
   input rst;
   wire rst;
   wire [223:0] s__payload;
-  wire [2047:0] \s__payload$13 ;
-  wire [2047:0] \s__payload$19 ;
-  wire [2047:0] \s__payload$25 ;
+  wire [127:0] \s__payload$13 ;
+  wire [127:0] \s__payload$19 ;
+  wire [127:0] \s__payload$25 ;
   wire [159:0] \s__payload$31 ;
   wire s__ready;
   wire \s__ready$16 ;
@@ -81,30 +81,30 @@ module bchw_top(s_axis_tvalid, s_axis_tlast, m_axis_tready, clk, rst, s_axis_tre
     .m__payload(\s__payload$19 ),
     .m__ready(\m__ready$21 ),
     .m__valid(\s__valid$23 ),
-    .pay(\s__payload$13 ),
-    .ready(m__ready),
     .rst(rst),
-    .s__valid(\s__valid$17 )
+    .s__ready(m__ready),
+    .s__valid(\s__valid$17 ),
+    .write__data(\s__payload$13 )
   );
   \bchw_top.engine2  engine2 (
     .clk(clk),
     .m__payload(\s__payload$25 ),
     .m__ready(\m__ready$27 ),
     .m__valid(\s__valid$29 ),
-    .pay(\s__payload$19 ),
-    .ready(\m__ready$21 ),
     .rst(rst),
-    .s__valid(\s__valid$23 )
+    .s__ready(\m__ready$21 ),
+    .s__valid(\s__valid$23 ),
+    .write__data(\s__payload$19 )
   );
   \bchw_top.engine3  engine3 (
     .clk(clk),
     .m__payload(\s__payload$31 ),
     .m__ready(\m__ready$33 ),
     .m__valid(\s__valid$35 ),
-    .pay(\s__payload$25 ),
-    .ready(\m__ready$27 ),
     .rst(rst),
-    .s__valid(\s__valid$29 )
+    .s__ready(\m__ready$27 ),
+    .s__valid(\s__valid$29 ),
+    .write__data(\s__payload$25 )
   );
   assign s__payload = s_axis_tdata;
   assign s__valid = s_axis_tvalid;
@@ -1204,12 +1204,12 @@ module \bchw_top.engine0 (s__valid, clk, rst, s__ready, m__valid, m__payload, m_
   wire [9:0] \$10 ;
   wire \$100 ;
   wire \$101 ;
-  wire \$102 ;
-  wire \$103 ;
-  wire \$104 ;
-  wire \$105 ;
-  wire \$106 ;
-  wire \$107 ;
+  wire [18:0] \$102 ;
+  wire [19:0] \$103 ;
+  wire [18:0] \$104 ;
+  wire [19:0] \$105 ;
+  wire [18:0] \$106 ;
+  wire [19:0] \$107 ;
   wire [18:0] \$108 ;
   wire [19:0] \$109 ;
   wire [9:0] \$11 ;
@@ -1239,276 +1239,108 @@ module \bchw_top.engine0 (s__valid, clk, rst, s__ready, m__valid, m__payload, m_
   wire [19:0] \$131 ;
   wire [18:0] \$132 ;
   wire [19:0] \$133 ;
-  wire [18:0] \$134 ;
-  wire [19:0] \$135 ;
-  wire [18:0] \$136 ;
-  wire [19:0] \$137 ;
-  wire [18:0] \$138 ;
-  wire [19:0] \$139 ;
+  wire \$134 ;
+  wire \$135 ;
+  wire \$136 ;
+  wire \$137 ;
+  wire \$138 ;
+  wire \$139 ;
   wire \$14 ;
   wire \$140 ;
-  wire \$141 ;
+  wire [2:0] \$141 ;
   wire \$142 ;
   wire \$143 ;
   wire \$144 ;
   wire \$145 ;
   wire \$146 ;
-  wire [2:0] \$147 ;
+  wire \$147 ;
   wire \$148 ;
   wire \$149 ;
   wire \$15 ;
   wire \$150 ;
   wire \$151 ;
   wire \$152 ;
-  wire \$153 ;
+  wire [2:0] \$153 ;
   wire \$154 ;
   wire \$155 ;
   wire \$156 ;
   wire \$157 ;
-  wire \$158 ;
-  wire [2:0] \$159 ;
+  reg \$158 ;
+  reg [8:0] \$159 ;
   wire \$16 ;
-  wire \$160 ;
-  wire \$161 ;
-  wire \$162 ;
-  wire \$163 ;
-  wire \$164 ;
-  wire \$165 ;
-  wire \$166 ;
-  wire \$167 ;
-  wire \$168 ;
-  wire \$169 ;
+  reg [4:0] \$160 ;
+  reg [3:0] \$161 ;
+  reg \$162 ;
+  reg \$163 ;
+  reg [1:0] \$164 ;
+  reg \$165 ;
+  reg [4:0] \$166 ;
+  reg \$167 ;
+  reg \$168 ;
+  reg \$169 ;
   wire \$17 ;
-  wire \$170 ;
-  wire \$171 ;
-  wire \$172 ;
-  wire \$173 ;
-  wire \$174 ;
-  wire \$175 ;
-  wire \$176 ;
-  wire \$177 ;
-  wire \$178 ;
-  wire \$179 ;
+  wire [223:0] \$170 ;
+  wire [447:0] \$171 ;
+  reg [7:0] \$172 ;
+  reg [7:0] \$173 ;
+  reg [7:0] \$174 ;
+  reg [7:0] \$175 ;
+  reg [7:0] \$176 ;
+  reg [7:0] \$177 ;
+  reg [7:0] \$178 ;
+  reg [7:0] \$179 ;
   wire \$18 ;
-  wire \$180 ;
-  wire \$181 ;
-  wire \$182 ;
-  wire \$183 ;
-  wire \$184 ;
-  wire [128:0] \$185 ;
-  wire \$186 ;
-  wire \$187 ;
-  wire \$188 ;
-  wire \$189 ;
+  wire [975:0] \$180 ;
+  reg \$181 ;
+  reg \$182 ;
+  reg [18:0] \$183 ;
+  reg [18:0] \$184 ;
+  reg [18:0] \$185 ;
+  reg [18:0] \$186 ;
+  reg [18:0] \$187 ;
+  reg [18:0] \$188 ;
+  reg [18:0] \$189 ;
   wire \$19 ;
-  wire \$190 ;
-  wire [128:0] \$191 ;
-  wire \$192 ;
-  wire \$193 ;
-  wire \$194 ;
-  wire \$195 ;
-  wire \$196 ;
-  wire [128:0] \$197 ;
-  wire \$198 ;
-  wire \$199 ;
+  reg [18:0] \$190 ;
+  reg [18:0] \$191 ;
+  reg [18:0] \$192 ;
+  reg [18:0] \$193 ;
+  reg [18:0] \$194 ;
+  reg [18:0] \$195 ;
+  reg [18:0] \$196 ;
+  reg [18:0] \$197 ;
+  reg [18:0] \$198 ;
+  reg \$199 ;
   wire \$2 ;
   wire [5:0] \$20 ;
-  wire \$200 ;
-  wire \$201 ;
-  wire \$202 ;
-  wire [128:0] \$203 ;
-  wire \$204 ;
-  wire \$205 ;
-  wire \$206 ;
-  wire \$207 ;
-  wire \$208 ;
-  wire [128:0] \$209 ;
+  reg \$200 ;
+  reg \$201 ;
+  reg \$202 ;
+  reg \$203 ;
+  reg \$204 ;
+  reg [128:0] \$205 ;
+  reg [128:0] \$206 ;
+  reg [1:0] \$207 ;
+  reg \$208 ;
+  reg \$209 ;
   wire [5:0] \$21 ;
-  wire \$210 ;
-  wire \$211 ;
-  wire \$212 ;
-  wire \$213 ;
-  wire \$214 ;
-  wire [128:0] \$215 ;
-  wire \$216 ;
-  wire \$217 ;
-  wire \$218 ;
-  wire \$219 ;
   wire [5:0] \$22 ;
-  wire \$220 ;
-  wire [128:0] \$221 ;
-  wire \$222 ;
-  wire \$223 ;
-  wire \$224 ;
-  wire \$225 ;
-  wire \$226 ;
-  wire [128:0] \$227 ;
-  wire \$228 ;
-  wire \$229 ;
   wire [5:0] \$23 ;
-  wire \$230 ;
-  wire \$231 ;
-  wire \$232 ;
-  wire [128:0] \$233 ;
-  wire \$234 ;
-  wire \$235 ;
-  wire \$236 ;
-  wire \$237 ;
-  wire \$238 ;
-  wire [128:0] \$239 ;
   wire \$24 ;
-  wire \$240 ;
-  wire \$241 ;
-  wire \$242 ;
-  wire \$243 ;
-  wire \$244 ;
-  wire [128:0] \$245 ;
-  wire \$246 ;
-  wire \$247 ;
-  wire \$248 ;
-  wire \$249 ;
   wire \$25 ;
-  wire \$250 ;
-  wire [128:0] \$251 ;
-  wire \$252 ;
-  wire \$253 ;
-  wire \$254 ;
-  wire \$255 ;
-  wire \$256 ;
-  wire [128:0] \$257 ;
-  wire \$258 ;
-  wire \$259 ;
   wire \$26 ;
-  wire \$260 ;
-  wire \$261 ;
-  wire \$262 ;
-  wire [128:0] \$263 ;
-  wire \$264 ;
-  wire \$265 ;
-  wire \$266 ;
-  wire \$267 ;
-  wire \$268 ;
-  wire [128:0] \$269 ;
   wire \$27 ;
-  wire \$270 ;
-  wire \$271 ;
-  wire \$272 ;
-  wire \$273 ;
-  wire \$274 ;
-  wire [128:0] \$275 ;
-  reg \$276 ;
-  reg [8:0] \$277 ;
-  reg [4:0] \$278 ;
-  reg [3:0] \$279 ;
   wire \$28 ;
-  reg \$280 ;
-  reg \$281 ;
-  reg [1:0] \$282 ;
-  reg \$283 ;
-  reg [4:0] \$284 ;
-  reg \$285 ;
-  reg \$286 ;
-  reg \$287 ;
-  wire [223:0] \$288 ;
-  wire [447:0] \$289 ;
   wire [4:0] \$29 ;
-  reg [7:0] \$290 ;
-  reg [7:0] \$291 ;
-  reg [7:0] \$292 ;
-  reg [7:0] \$293 ;
-  reg [7:0] \$294 ;
-  reg [7:0] \$295 ;
-  reg [7:0] \$296 ;
-  reg [7:0] \$297 ;
-  wire [975:0] \$298 ;
-  reg \$299 ;
   wire \$3 ;
   wire [4:0] \$30 ;
-  reg \$300 ;
-  reg [18:0] \$301 ;
-  reg [18:0] \$302 ;
-  reg [18:0] \$303 ;
-  reg [18:0] \$304 ;
-  reg [18:0] \$305 ;
-  reg [18:0] \$306 ;
-  reg [18:0] \$307 ;
-  reg [18:0] \$308 ;
-  reg [18:0] \$309 ;
   wire [4:0] \$31 ;
-  reg [18:0] \$310 ;
-  reg [18:0] \$311 ;
-  reg [18:0] \$312 ;
-  reg [18:0] \$313 ;
-  reg [18:0] \$314 ;
-  reg [18:0] \$315 ;
-  reg [18:0] \$316 ;
-  reg \$317 ;
-  reg \$318 ;
-  reg \$319 ;
   wire [4:0] \$32 ;
-  reg \$320 ;
-  reg \$321 ;
-  reg \$322 ;
-  reg [128:0] \$323 ;
-  reg [128:0] \$324 ;
-  reg [1:0] \$325 ;
-  reg \$326 ;
-  reg \$327 ;
-  reg \$328 ;
-  reg \$329 ;
   wire \$33 ;
-  reg \$330 ;
-  reg \$331 ;
-  reg \$332 ;
-  reg \$333 ;
-  reg \$334 ;
-  reg \$335 ;
-  reg \$336 ;
-  reg \$337 ;
-  reg \$338 ;
-  reg \$339 ;
   wire \$34 ;
-  reg \$340 ;
-  reg \$341 ;
-  reg \$342 ;
-  reg \$343 ;
-  reg \$344 ;
-  reg \$345 ;
-  reg \$346 ;
-  reg \$347 ;
-  reg \$348 ;
-  reg \$349 ;
   wire \$35 ;
-  reg \$350 ;
-  reg \$351 ;
-  reg \$352 ;
-  reg \$353 ;
-  reg \$354 ;
-  reg \$355 ;
-  reg \$356 ;
-  reg \$357 ;
-  reg \$358 ;
-  reg \$359 ;
   wire \$36 ;
-  reg \$360 ;
-  reg \$361 ;
-  reg \$362 ;
-  reg \$363 ;
-  reg \$364 ;
-  reg \$365 ;
-  reg \$366 ;
-  reg \$367 ;
-  reg \$368 ;
-  reg \$369 ;
   wire \$37 ;
-  reg \$370 ;
-  reg \$371 ;
-  reg \$372 ;
-  reg \$373 ;
-  reg \$374 ;
-  reg [2047:0] \$375 ;
-  reg \$376 ;
-  reg \$377 ;
   wire \$38 ;
   wire \$39 ;
   wire \$4 ;
@@ -1530,40 +1362,40 @@ module \bchw_top.engine0 (s__valid, clk, rst, s__ready, m__valid, m__payload, m_
   wire \$54 ;
   wire \$55 ;
   wire \$56 ;
-  wire \$57 ;
+  wire [128:0] \$57 ;
   wire \$58 ;
   wire \$59 ;
   wire \$6 ;
-  wire \$60 ;
-  wire [2:0] \$61 ;
+  wire [2:0] \$60 ;
+  wire \$61 ;
   wire \$62 ;
   wire \$63 ;
   wire \$64 ;
   wire \$65 ;
-  wire \$66 ;
-  wire [3:0] \$67 ;
+  wire [3:0] \$66 ;
+  wire \$67 ;
   wire \$68 ;
-  wire [128:0] \$69 ;
+  wire \$69 ;
   wire \$7 ;
   wire \$70 ;
   wire \$71 ;
   wire \$72 ;
-  wire \$73 ;
-  wire \$74 ;
+  wire [1:0] \$73 ;
+  wire [1:0] \$74 ;
   wire \$75 ;
   wire \$76 ;
   wire \$77 ;
   wire \$78 ;
-  wire [1:0] \$79 ;
+  wire [5:0] \$79 ;
   wire [9:0] \$8 ;
-  wire [1:0] \$80 ;
-  wire \$81 ;
+  wire [5:0] \$80 ;
+  wire [5:0] \$81 ;
   wire \$82 ;
   wire \$83 ;
   wire \$84 ;
-  wire [5:0] \$85 ;
-  wire [5:0] \$86 ;
-  wire [5:0] \$87 ;
+  wire \$85 ;
+  wire \$86 ;
+  wire \$87 ;
   wire \$88 ;
   wire \$89 ;
   wire [9:0] \$9 ;
@@ -1659,7 +1491,7 @@ module \bchw_top.engine0 (s__valid, clk, rst, s__ready, m__valid, m__payload, m_
   reg [1:0] credits = 2'h2;
   wire [1:0] credits_next;
   wire [447:0] data;
-  wire [975:0] \data$221 ;
+  wire [975:0] \data$219 ;
   wire en;
   wire \en$103 ;
   wire \en$109 ;
@@ -1703,49 +1535,17 @@ module \bchw_top.engine0 (s__valid, clk, rst, s__ready, m__valid, m__payload, m_
   reg [7:0] fp_d3 = 8'h00;
   reg [7:0] fp_d4 = 8'h00;
   reg [7:0] ft_d0 = 8'h00;
-  (* keep = 32'd1 *)
-  reg held_copy0 = 1'h0;
-  (* keep = 32'd1 *)
-  reg held_copy1 = 1'h0;
-  (* keep = 32'd1 *)
-  reg held_copy10 = 1'h0;
-  (* keep = 32'd1 *)
-  reg held_copy11 = 1'h0;
-  (* keep = 32'd1 *)
-  reg held_copy12 = 1'h0;
-  (* keep = 32'd1 *)
-  reg held_copy13 = 1'h0;
-  (* keep = 32'd1 *)
-  reg held_copy14 = 1'h0;
-  (* keep = 32'd1 *)
-  reg held_copy15 = 1'h0;
-  (* keep = 32'd1 *)
-  reg held_copy2 = 1'h0;
-  (* keep = 32'd1 *)
-  reg held_copy3 = 1'h0;
-  (* keep = 32'd1 *)
-  reg held_copy4 = 1'h0;
-  (* keep = 32'd1 *)
-  reg held_copy5 = 1'h0;
-  (* keep = 32'd1 *)
-  reg held_copy6 = 1'h0;
-  (* keep = 32'd1 *)
-  reg held_copy7 = 1'h0;
-  (* keep = 32'd1 *)
-  reg held_copy8 = 1'h0;
-  (* keep = 32'd1 *)
-  reg held_copy9 = 1'h0;
   reg issue = 1'h0;
   wire issue_next;
   wire [-1:0] lane;
   reg last_step = 1'h0;
   wire last_step_next;
-  output [2047:0] m__payload;
-  reg [2047:0] m__payload = 2048'h00000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000;
+  output [127:0] m__payload;
+  wire [127:0] m__payload;
   input m__ready;
   wire m__ready;
   output m__valid;
-  reg m__valid = 1'h0;
+  wire m__valid;
   wire [17:0] mul;
   wire [17:0] \mul$100 ;
   wire [17:0] \mul$106 ;
@@ -1762,43 +1562,16 @@ module \bchw_top.engine0 (s__valid, clk, rst, s__ready, m__valid, m__payload, m_
   wire [17:0] \mul$172 ;
   wire [17:0] \mul$178 ;
   wire [17:0] \mul$94 ;
-  (* keep = 32'd1 *)
-  reg mvalid_copy0 = 1'h0;
-  (* keep = 32'd1 *)
-  reg mvalid_copy1 = 1'h0;
-  (* keep = 32'd1 *)
-  reg mvalid_copy10 = 1'h0;
-  (* keep = 32'd1 *)
-  reg mvalid_copy11 = 1'h0;
-  (* keep = 32'd1 *)
-  reg mvalid_copy12 = 1'h0;
-  (* keep = 32'd1 *)
-  reg mvalid_copy13 = 1'h0;
-  (* keep = 32'd1 *)
-  reg mvalid_copy14 = 1'h0;
-  (* keep = 32'd1 *)
-  reg mvalid_copy15 = 1'h0;
-  (* keep = 32'd1 *)
-  reg mvalid_copy2 = 1'h0;
-  (* keep = 32'd1 *)
-  reg mvalid_copy3 = 1'h0;
-  (* keep = 32'd1 *)
-  reg mvalid_copy4 = 1'h0;
-  (* keep = 32'd1 *)
-  reg mvalid_copy5 = 1'h0;
-  (* keep = 32'd1 *)
-  reg mvalid_copy6 = 1'h0;
-  (* keep = 32'd1 *)
-  reg mvalid_copy7 = 1'h0;
-  (* keep = 32'd1 *)
-  reg mvalid_copy8 = 1'h0;
-  (* keep = 32'd1 *)
-  reg mvalid_copy9 = 1'h0;
   reg [3:0] nfc = 4'h0;
   wire [3:0] nfc_next;
   wire out_done;
   reg [975:0] params_d0 = 976'h0000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000;
   wire [7:0] q;
+  wire [7:0] \q$188 ;
+  wire [7:0] \q$189 ;
+  wire [7:0] \q$190 ;
+  wire [7:0] \q$191 ;
+  wire [7:0] \q$192 ;
   wire [7:0] \q$193 ;
   wire [7:0] \q$194 ;
   wire [7:0] \q$195 ;
@@ -1809,49 +1582,12 @@ module \bchw_top.engine0 (s__valid, clk, rst, s__ready, m__valid, m__payload, m_
   wire [7:0] \q$200 ;
   wire [7:0] \q$201 ;
   wire [7:0] \q$202 ;
-  wire [7:0] \q$203 ;
-  wire [7:0] \q$204 ;
-  wire [7:0] \q$205 ;
-  wire [7:0] \q$206 ;
-  wire [7:0] \q$207 ;
   reg qe_d0 = 1'h0;
   reg qe_d1 = 1'h0;
   reg qe_last_d0 = 1'h0;
   reg qv_d0 = 1'h0;
   reg qv_d1 = 1'h0;
   reg qv_last_d0 = 1'h0;
-  (* keep = 32'd1 *)
-  reg qvalid_copy0 = 1'h0;
-  (* keep = 32'd1 *)
-  reg qvalid_copy1 = 1'h0;
-  (* keep = 32'd1 *)
-  reg qvalid_copy10 = 1'h0;
-  (* keep = 32'd1 *)
-  reg qvalid_copy11 = 1'h0;
-  (* keep = 32'd1 *)
-  reg qvalid_copy12 = 1'h0;
-  (* keep = 32'd1 *)
-  reg qvalid_copy13 = 1'h0;
-  (* keep = 32'd1 *)
-  reg qvalid_copy14 = 1'h0;
-  (* keep = 32'd1 *)
-  reg qvalid_copy15 = 1'h0;
-  (* keep = 32'd1 *)
-  reg qvalid_copy2 = 1'h0;
-  (* keep = 32'd1 *)
-  reg qvalid_copy3 = 1'h0;
-  (* keep = 32'd1 *)
-  reg qvalid_copy4 = 1'h0;
-  (* keep = 32'd1 *)
-  reg qvalid_copy5 = 1'h0;
-  (* keep = 32'd1 *)
-  reg qvalid_copy6 = 1'h0;
-  (* keep = 32'd1 *)
-  reg qvalid_copy7 = 1'h0;
-  (* keep = 32'd1 *)
-  reg qvalid_copy8 = 1'h0;
-  (* keep = 32'd1 *)
-  reg qvalid_copy9 = 1'h0;
   wire [5:0] read__addr;
   wire [223:0] read__data;
   reg read_bank = 1'h1;
@@ -1888,6 +1624,8 @@ module \bchw_top.engine0 (s__valid, clk, rst, s__ready, m__valid, m__payload, m_
   wire [8:0] step;
   wire [8:0] step_next;
   wire [13:0] sum;
+  wire [13:0] \sum$223 ;
+  wire [13:0] \sum$224 ;
   wire [13:0] \sum$225 ;
   wire [13:0] \sum$226 ;
   wire [13:0] \sum$227 ;
@@ -1901,11 +1639,6 @@ module \bchw_top.engine0 (s__valid, clk, rst, s__ready, m__valid, m__payload, m_
   wire [13:0] \sum$235 ;
   wire [13:0] \sum$236 ;
   wire [13:0] \sum$237 ;
-  wire [13:0] \sum$238 ;
-  wire [13:0] \sum$239 ;
-  wire valid_next;
-  (* init = 2048'h00000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000 *)
-  wire [2047:0] vector;
   wire [27:0] w;
   wire [27:0] \w$38 ;
   wire [27:0] \w$41 ;
@@ -2091,533 +1824,315 @@ module \bchw_top.engine0 (s__valid, clk, rst, s__ready, m__valid, m__payload, m_
   assign write__en = \$53  ? 1'h1 : 1'h0;
   assign out_done = qv_last_d0 & qe_last_d0;
   assign \$55  = | count;
-  assign \$56  = \$55  | qv_last_d0;
-  assign \$57  = ~ m__valid;
-  assign \$58  = \$57  | m__ready;
-  assign enter = \$56  & \$58 ;
-  assign \$59  = | count;
-  assign \$60  = enter & \$59 ;
-  assign \$61  = count - \$60 ;
-  assign \$62  = | count;
-  assign \$63  = ~ \$62 ;
-  assign \$64  = enter & \$63 ;
-  assign \$65  = ~ \$64 ;
-  assign \$66  = qv_last_d0 & \$65 ;
-  assign \$67  = $signed(\$61 ) + $signed({ 1'h0, \$66  });
-  assign \$68  = | count;
-  assign \$69  = \$68  ? skid0 : { qe_last_d0, \q$207 , \q$206 , \q$205 , \q$204 , \q$203 , \q$202 , \q$201 , \q$200 , \q$199 , \q$198 , \q$197 , \q$196 , \q$195 , \q$194 , \q$193 , q };
-  assign \$70  = enter & \$69 [128];
-  assign \$71  = ~ m__ready;
-  assign \$72  = m__valid & \$71 ;
-  assign valid_next = \$70  ? 1'h1 : \$72 ;
-  assign \$73  = s__valid & s__ready;
-  assign \$74  = word == 5'h1b;
-  assign \$81  = word == 5'h1b;
-  assign \$85  = word + 1'h1;
-  assign \$87  = \$83  ? 6'h00 : \$86 ;
-  assign \$88  = s__valid & s__ready;
-  assign \$89  = word == 5'h1b;
-  assign \$92  = \$88  & \$91 ;
-  assign \$93  = ~ write_bank;
-  assign \$94  = \$signal  & ready;
-  assign \$95  = ~ read_bank;
-  assign \$96  = s__valid & s__ready;
-  assign \$97  = word == 5'h1b;
-  assign \$100  = \$96  & \$99 ;
-  assign \$101  = ~ ready;
-  assign \$102  = \$signal  & \$101 ;
-  assign \$103  = \$100  ? 1'h1 : \$102 ;
-  assign \$104  = ! sfc;
-  assign \$105  = sfc == 5'h1b;
-  assign \$106  = ft_d0[0] & ft_d0[2];
-  assign \$107  = ft_d0[0] & ft_d0[3];
-  assign \$108  = ft_d0[1] ? 19'h00000 : acc;
-  assign \$109  = $signed(\$108 ) + $signed(sum);
-  assign \$110  = ft_d0[1] ? 19'h00000 : \acc$92 ;
-  assign \$111  = $signed(\$110 ) + $signed(\sum$225 );
-  assign \$112  = ft_d0[1] ? 19'h00000 : \acc$98 ;
-  assign \$113  = $signed(\$112 ) + $signed(\sum$226 );
-  assign \$114  = ft_d0[1] ? 19'h00000 : \acc$104 ;
-  assign \$115  = $signed(\$114 ) + $signed(\sum$227 );
-  assign \$116  = ft_d0[1] ? 19'h00000 : \acc$110 ;
-  assign \$117  = $signed(\$116 ) + $signed(\sum$228 );
-  assign \$118  = ft_d0[1] ? 19'h00000 : \acc$116 ;
-  assign \$119  = $signed(\$118 ) + $signed(\sum$229 );
-  assign \$120  = ft_d0[1] ? 19'h00000 : \acc$122 ;
-  assign \$121  = $signed(\$120 ) + $signed(\sum$230 );
-  assign \$122  = ft_d0[1] ? 19'h00000 : \acc$128 ;
-  assign \$123  = $signed(\$122 ) + $signed(\sum$231 );
-  assign \$124  = ft_d0[1] ? 19'h00000 : \acc$134 ;
-  assign \$125  = $signed(\$124 ) + $signed(\sum$232 );
-  assign \$126  = ft_d0[1] ? 19'h00000 : \acc$140 ;
-  assign \$127  = $signed(\$126 ) + $signed(\sum$233 );
-  assign \$128  = ft_d0[1] ? 19'h00000 : \acc$146 ;
-  assign \$129  = $signed(\$128 ) + $signed(\sum$234 );
-  assign \$130  = ft_d0[1] ? 19'h00000 : \acc$152 ;
-  assign \$131  = $signed(\$130 ) + $signed(\sum$235 );
-  assign \$132  = ft_d0[1] ? 19'h00000 : \acc$158 ;
-  assign \$133  = $signed(\$132 ) + $signed(\sum$236 );
-  assign \$134  = ft_d0[1] ? 19'h00000 : \acc$164 ;
-  assign \$135  = $signed(\$134 ) + $signed(\sum$237 );
-  assign \$136  = ft_d0[1] ? 19'h00000 : \acc$170 ;
-  assign \$137  = $signed(\$136 ) + $signed(\sum$238 );
-  assign \$138  = ft_d0[1] ? 19'h00000 : \acc$176 ;
-  assign \$139  = $signed(\$138 ) + $signed(\sum$239 );
-  assign \$140  = | count;
-  assign \$141  = ~ \$140 ;
-  assign \$142  = enter & \$141 ;
-  assign \$143  = ~ \$142 ;
-  assign \$144  = qv_last_d0 & \$143 ;
-  assign \$145  = | count;
-  assign \$146  = enter & \$145 ;
-  assign \$147  = count - \$146 ;
-  assign \$148  = ! \$147 ;
-  assign \$149  = \$144  & \$148 ;
-  assign \$150  = | count;
-  assign \$151  = enter & \$150 ;
-  assign \$152  = | count;
-  assign \$153  = ~ \$152 ;
-  assign \$154  = enter & \$153 ;
-  assign \$155  = ~ \$154 ;
-  assign \$156  = qv_last_d0 & \$155 ;
-  assign \$157  = | count;
-  assign \$158  = enter & \$157 ;
-  assign \$159  = count - \$158 ;
-  assign \$160  = \$159  == 1'h1;
-  assign \$161  = \$156  & \$160 ;
-  assign \$162  = | count;
-  assign \$163  = enter & \$162 ;
-  assign \$164  = | \$67 [1:0];
-  assign \$165  = | \$67 [1:0];
-  assign \$166  = | \$67 [1:0];
-  assign \$167  = | \$67 [1:0];
-  assign \$168  = | \$67 [1:0];
-  assign \$169  = | \$67 [1:0];
-  assign \$170  = | \$67 [1:0];
-  assign \$171  = | \$67 [1:0];
-  assign \$172  = | \$67 [1:0];
-  assign \$173  = | \$67 [1:0];
-  assign \$174  = | \$67 [1:0];
-  assign \$175  = | \$67 [1:0];
-  assign \$176  = | \$67 [1:0];
-  assign \$177  = | \$67 [1:0];
-  assign \$178  = | \$67 [1:0];
-  assign \$179  = | \$67 [1:0];
-  assign \$180  = held_copy0 | qvalid_copy0;
-  assign \$181  = ~ mvalid_copy0;
-  assign \$182  = \$181  | m__ready;
-  assign \$183  = \$180  & \$182 ;
-  assign \$184  = | count;
-  assign \$185  = \$184  ? skid0 : { qe_last_d0, \q$207 , \q$206 , \q$205 , \q$204 , \q$203 , \q$202 , \q$201 , \q$200 , \q$199 , \q$198 , \q$197 , \q$196 , \q$195 , \q$194 , \q$193 , q };
-  assign \$186  = held_copy1 | qvalid_copy1;
-  assign \$187  = ~ mvalid_copy1;
-  assign \$188  = \$187  | m__ready;
-  assign \$189  = \$186  & \$188 ;
-  assign \$190  = | count;
-  assign \$191  = \$190  ? skid0 : { qe_last_d0, \q$207 , \q$206 , \q$205 , \q$204 , \q$203 , \q$202 , \q$201 , \q$200 , \q$199 , \q$198 , \q$197 , \q$196 , \q$195 , \q$194 , \q$193 , q };
-  assign \$192  = held_copy2 | qvalid_copy2;
-  assign \$193  = ~ mvalid_copy2;
-  assign \$194  = \$193  | m__ready;
-  assign \$195  = \$192  & \$194 ;
-  assign \$196  = | count;
-  assign \$197  = \$196  ? skid0 : { qe_last_d0, \q$207 , \q$206 , \q$205 , \q$204 , \q$203 , \q$202 , \q$201 , \q$200 , \q$199 , \q$198 , \q$197 , \q$196 , \q$195 , \q$194 , \q$193 , q };
-  assign \$198  = held_copy3 | qvalid_copy3;
-  assign \$199  = ~ mvalid_copy3;
-  assign \$200  = \$199  | m__ready;
-  assign \$201  = \$198  & \$200 ;
-  assign \$202  = | count;
-  assign \$203  = \$202  ? skid0 : { qe_last_d0, \q$207 , \q$206 , \q$205 , \q$204 , \q$203 , \q$202 , \q$201 , \q$200 , \q$199 , \q$198 , \q$197 , \q$196 , \q$195 , \q$194 , \q$193 , q };
-  assign \$204  = held_copy4 | qvalid_copy4;
-  assign \$205  = ~ mvalid_copy4;
-  assign \$206  = \$205  | m__ready;
-  assign \$207  = \$204  & \$206 ;
-  assign \$208  = | count;
-  assign \$209  = \$208  ? skid0 : { qe_last_d0, \q$207 , \q$206 , \q$205 , \q$204 , \q$203 , \q$202 , \q$201 , \q$200 , \q$199 , \q$198 , \q$197 , \q$196 , \q$195 , \q$194 , \q$193 , q };
-  assign \$210  = held_copy5 | qvalid_copy5;
-  assign \$211  = ~ mvalid_copy5;
-  assign \$212  = \$211  | m__ready;
-  assign \$213  = \$210  & \$212 ;
-  assign \$214  = | count;
-  assign \$215  = \$214  ? skid0 : { qe_last_d0, \q$207 , \q$206 , \q$205 , \q$204 , \q$203 , \q$202 , \q$201 , \q$200 , \q$199 , \q$198 , \q$197 , \q$196 , \q$195 , \q$194 , \q$193 , q };
-  assign \$216  = held_copy6 | qvalid_copy6;
-  assign \$217  = ~ mvalid_copy6;
-  assign \$218  = \$217  | m__ready;
-  assign \$219  = \$216  & \$218 ;
-  assign \$220  = | count;
-  assign \$221  = \$220  ? skid0 : { qe_last_d0, \q$207 , \q$206 , \q$205 , \q$204 , \q$203 , \q$202 , \q$201 , \q$200 , \q$199 , \q$198 , \q$197 , \q$196 , \q$195 , \q$194 , \q$193 , q };
-  assign \$222  = held_copy7 | qvalid_copy7;
-  assign \$223  = ~ mvalid_copy7;
-  assign \$224  = \$223  | m__ready;
-  assign \$225  = \$222  & \$224 ;
-  assign \$226  = | count;
-  assign \$227  = \$226  ? skid0 : { qe_last_d0, \q$207 , \q$206 , \q$205 , \q$204 , \q$203 , \q$202 , \q$201 , \q$200 , \q$199 , \q$198 , \q$197 , \q$196 , \q$195 , \q$194 , \q$193 , q };
-  assign \$228  = held_copy8 | qvalid_copy8;
-  assign \$229  = ~ mvalid_copy8;
-  assign \$230  = \$229  | m__ready;
-  assign \$231  = \$228  & \$230 ;
-  assign \$232  = | count;
-  assign \$233  = \$232  ? skid0 : { qe_last_d0, \q$207 , \q$206 , \q$205 , \q$204 , \q$203 , \q$202 , \q$201 , \q$200 , \q$199 , \q$198 , \q$197 , \q$196 , \q$195 , \q$194 , \q$193 , q };
-  assign \$234  = held_copy9 | qvalid_copy9;
-  assign \$235  = ~ mvalid_copy9;
-  assign \$236  = \$235  | m__ready;
-  assign \$237  = \$234  & \$236 ;
-  assign \$238  = | count;
-  assign \$239  = \$238  ? skid0 : { qe_last_d0, \q$207 , \q$206 , \q$205 , \q$204 , \q$203 , \q$202 , \q$201 , \q$200 , \q$199 , \q$198 , \q$197 , \q$196 , \q$195 , \q$194 , \q$193 , q };
-  assign \$240  = held_copy10 | qvalid_copy10;
-  assign \$241  = ~ mvalid_copy10;
-  assign \$242  = \$241  | m__ready;
-  assign \$243  = \$240  & \$242 ;
-  assign \$244  = | count;
-  assign \$245  = \$244  ? skid0 : { qe_last_d0, \q$207 , \q$206 , \q$205 , \q$204 , \q$203 , \q$202 , \q$201 , \q$200 , \q$199 , \q$198 , \q$197 , \q$196 , \q$195 , \q$194 , \q$193 , q };
-  assign \$246  = held_copy11 | qvalid_copy11;
-  assign \$247  = ~ mvalid_copy11;
-  assign \$248  = \$247  | m__ready;
-  assign \$249  = \$246  & \$248 ;
-  assign \$250  = | count;
-  assign \$251  = \$250  ? skid0 : { qe_last_d0, \q$207 , \q$206 , \q$205 , \q$204 , \q$203 , \q$202 , \q$201 , \q$200 , \q$199 , \q$198 , \q$197 , \q$196 , \q$195 , \q$194 , \q$193 , q };
-  assign \$252  = held_copy12 | qvalid_copy12;
-  assign \$253  = ~ mvalid_copy12;
-  assign \$254  = \$253  | m__ready;
-  assign \$255  = \$252  & \$254 ;
-  assign \$256  = | count;
-  assign \$257  = \$256  ? skid0 : { qe_last_d0, \q$207 , \q$206 , \q$205 , \q$204 , \q$203 , \q$202 , \q$201 , \q$200 , \q$199 , \q$198 , \q$197 , \q$196 , \q$195 , \q$194 , \q$193 , q };
-  assign \$258  = held_copy13 | qvalid_copy13;
-  assign \$259  = ~ mvalid_copy13;
-  assign \$260  = \$259  | m__ready;
-  assign \$261  = \$258  & \$260 ;
-  assign \$262  = | count;
-  assign \$263  = \$262  ? skid0 : { qe_last_d0, \q$207 , \q$206 , \q$205 , \q$204 , \q$203 , \q$202 , \q$201 , \q$200 , \q$199 , \q$198 , \q$197 , \q$196 , \q$195 , \q$194 , \q$193 , q };
-  assign \$264  = held_copy14 | qvalid_copy14;
-  assign \$265  = ~ mvalid_copy14;
-  assign \$266  = \$265  | m__ready;
-  assign \$267  = \$264  & \$266 ;
-  assign \$268  = | count;
-  assign \$269  = \$268  ? skid0 : { qe_last_d0, \q$207 , \q$206 , \q$205 , \q$204 , \q$203 , \q$202 , \q$201 , \q$200 , \q$199 , \q$198 , \q$197 , \q$196 , \q$195 , \q$194 , \q$193 , q };
-  assign \$270  = held_copy15 | qvalid_copy15;
-  assign \$271  = ~ mvalid_copy15;
-  assign \$272  = \$271  | m__ready;
-  assign \$273  = \$270  & \$272 ;
-  assign \$274  = | count;
-  assign \$275  = \$274  ? skid0 : { qe_last_d0, \q$207 , \q$206 , \q$205 , \q$204 , \q$203 , \q$202 , \q$201 , \q$200 , \q$199 , \q$198 , \q$197 , \q$196 , \q$195 , \q$194 , \q$193 , q };
-  always @(posedge clk)
-    busy <= \$276 ;
-  always @(posedge clk)
-    addr <= \$277 ;
-  always @(posedge clk)
-    sfc <= \$278 ;
-  always @(posedge clk)
-    nfc <= \$279 ;
+  assign m__valid = \$55  | qv_last_d0;
+  assign \$56  = | count;
+  assign \$57  = \$56  ? skid0 : { qe_last_d0, \q$202 , \q$201 , \q$200 , \q$199 , \q$198 , \q$197 , \q$196 , \q$195 , \q$194 , \q$193 , \q$192 , \q$191 , \q$190 , \q$189 , \q$188 , q };
+  assign enter = m__valid & m__ready;
+  assign \$58  = | count;
+  assign \$59  = enter & \$58 ;
+  assign \$60  = count - \$59 ;
+  assign \$61  = | count;
+  assign \$62  = ~ \$61 ;
+  assign \$63  = enter & \$62 ;
+  assign \$64  = ~ \$63 ;
+  assign \$65  = qv_last_d0 & \$64 ;
+  assign \$66  = $signed(\$60 ) + $signed({ 1'h0, \$65  });
+  assign \$67  = s__valid & s__ready;
+  assign \$68  = word == 5'h1b;
+  assign \$75  = word == 5'h1b;
+  assign \$79  = word + 1'h1;
+  assign \$81  = \$77  ? 6'h00 : \$80 ;
+  assign \$82  = s__valid & s__ready;
+  assign \$83  = word == 5'h1b;
+  assign \$86  = \$82  & \$85 ;
+  assign \$87  = ~ write_bank;
+  assign \$88  = \$signal  & ready;
+  assign \$89  = ~ read_bank;
+  assign \$90  = s__valid & s__ready;
+  assign \$91  = word == 5'h1b;
+  assign \$94  = \$90  & \$93 ;
+  assign \$95  = ~ ready;
+  assign \$96  = \$signal  & \$95 ;
+  assign \$97  = \$94  ? 1'h1 : \$96 ;
+  assign \$98  = ! sfc;
+  assign \$99  = sfc == 5'h1b;
+  assign \$100  = ft_d0[0] & ft_d0[2];
+  assign \$101  = ft_d0[0] & ft_d0[3];
+  assign \$102  = ft_d0[1] ? 19'h00000 : acc;
+  assign \$103  = $signed(\$102 ) + $signed(sum);
+  assign \$104  = ft_d0[1] ? 19'h00000 : \acc$92 ;
+  assign \$105  = $signed(\$104 ) + $signed(\sum$223 );
+  assign \$106  = ft_d0[1] ? 19'h00000 : \acc$98 ;
+  assign \$107  = $signed(\$106 ) + $signed(\sum$224 );
+  assign \$108  = ft_d0[1] ? 19'h00000 : \acc$104 ;
+  assign \$109  = $signed(\$108 ) + $signed(\sum$225 );
+  assign \$110  = ft_d0[1] ? 19'h00000 : \acc$110 ;
+  assign \$111  = $signed(\$110 ) + $signed(\sum$226 );
+  assign \$112  = ft_d0[1] ? 19'h00000 : \acc$116 ;
+  assign \$113  = $signed(\$112 ) + $signed(\sum$227 );
+  assign \$114  = ft_d0[1] ? 19'h00000 : \acc$122 ;
+  assign \$115  = $signed(\$114 ) + $signed(\sum$228 );
+  assign \$116  = ft_d0[1] ? 19'h00000 : \acc$128 ;
+  assign \$117  = $signed(\$116 ) + $signed(\sum$229 );
+  assign \$118  = ft_d0[1] ? 19'h00000 : \acc$134 ;
+  assign \$119  = $signed(\$118 ) + $signed(\sum$230 );
+  assign \$120  = ft_d0[1] ? 19'h00000 : \acc$140 ;
+  assign \$121  = $signed(\$120 ) + $signed(\sum$231 );
+  assign \$122  = ft_d0[1] ? 19'h00000 : \acc$146 ;
+  assign \$123  = $signed(\$122 ) + $signed(\sum$232 );
+  assign \$124  = ft_d0[1] ? 19'h00000 : \acc$152 ;
+  assign \$125  = $signed(\$124 ) + $signed(\sum$233 );
+  assign \$126  = ft_d0[1] ? 19'h00000 : \acc$158 ;
+  assign \$127  = $signed(\$126 ) + $signed(\sum$234 );
+  assign \$128  = ft_d0[1] ? 19'h00000 : \acc$164 ;
+  assign \$129  = $signed(\$128 ) + $signed(\sum$235 );
+  assign \$130  = ft_d0[1] ? 19'h00000 : \acc$170 ;
+  assign \$131  = $signed(\$130 ) + $signed(\sum$236 );
+  assign \$132  = ft_d0[1] ? 19'h00000 : \acc$176 ;
+  assign \$133  = $signed(\$132 ) + $signed(\sum$237 );
+  assign \$134  = | count;
+  assign \$135  = ~ \$134 ;
+  assign \$136  = enter & \$135 ;
+  assign \$137  = ~ \$136 ;
+  assign \$138  = qv_last_d0 & \$137 ;
+  assign \$139  = | count;
+  assign \$140  = enter & \$139 ;
+  assign \$141  = count - \$140 ;
+  assign \$142  = ! \$141 ;
+  assign \$143  = \$138  & \$142 ;
+  assign \$144  = | count;
+  assign \$145  = enter & \$144 ;
+  assign \$146  = | count;
+  assign \$147  = ~ \$146 ;
+  assign \$148  = enter & \$147 ;
+  assign \$149  = ~ \$148 ;
+  assign \$150  = qv_last_d0 & \$149 ;
+  assign \$151  = | count;
+  assign \$152  = enter & \$151 ;
+  assign \$153  = count - \$152 ;
+  assign \$154  = \$153  == 1'h1;
+  assign \$155  = \$150  & \$154 ;
+  assign \$156  = | count;
+  assign \$157  = enter & \$156 ;
   always @(posedge clk)
-    last_step <= \$280 ;
+    busy <= \$158 ;
   always @(posedge clk)
-    ready <= \$281 ;
+    addr <= \$159 ;
   always @(posedge clk)
-    credits <= \$282 ;
+    sfc <= \$160 ;
   always @(posedge clk)
-    issue <= \$283 ;
+    nfc <= \$161 ;
   always @(posedge clk)
-    word <= \$284 ;
+    last_step <= \$162 ;
   always @(posedge clk)
-    write_bank <= \$285 ;
+    ready <= \$163 ;
   always @(posedge clk)
-    read_bank <= \$286 ;
+    credits <= \$164 ;
   always @(posedge clk)
-    \$signal  <= \$287 ;
+    issue <= \$165 ;
   always @(posedge clk)
-    x <= \$288 ;
+    word <= \$166 ;
   always @(posedge clk)
-    wdata_d0 <= \$289 ;
+    write_bank <= \$167 ;
   always @(posedge clk)
-    f1_d0 <= \$290 ;
+    read_bank <= \$168 ;
   always @(posedge clk)
-    f1_d1 <= \$291 ;
+    \$signal  <= \$169 ;
   always @(posedge clk)
-    fp_d0 <= \$292 ;
+    x <= \$170 ;
   always @(posedge clk)
-    fp_d1 <= \$293 ;
+    wdata_d0 <= \$171 ;
   always @(posedge clk)
-    fp_d2 <= \$294 ;
+    f1_d0 <= \$172 ;
   always @(posedge clk)
-    fp_d3 <= \$295 ;
+    f1_d1 <= \$173 ;
   always @(posedge clk)
-    fp_d4 <= \$296 ;
+    fp_d0 <= \$174 ;
   always @(posedge clk)
-    ft_d0 <= \$297 ;
+    fp_d1 <= \$175 ;
   always @(posedge clk)
-    params_d0 <= \$298 ;
+    fp_d2 <= \$176 ;
   always @(posedge clk)
-    acc_valid <= \$299 ;
+    fp_d3 <= \$177 ;
   always @(posedge clk)
-    acc_end <= \$300 ;
+    fp_d4 <= \$178 ;
   always @(posedge clk)
-    acc <= \$301 ;
+    ft_d0 <= \$179 ;
   always @(posedge clk)
-    \acc$92  <= \$302 ;
+    params_d0 <= \$180 ;
   always @(posedge clk)
-    \acc$98  <= \$303 ;
+    acc_valid <= \$181 ;
   always @(posedge clk)
-    \acc$104  <= \$304 ;
+    acc_end <= \$182 ;
   always @(posedge clk)
-    \acc$110  <= \$305 ;
+    acc <= \$183 ;
   always @(posedge clk)
-    \acc$116  <= \$306 ;
+    \acc$92  <= \$184 ;
   always @(posedge clk)
-    \acc$122  <= \$307 ;
+    \acc$98  <= \$185 ;
   always @(posedge clk)
-    \acc$128  <= \$308 ;
+    \acc$104  <= \$186 ;
   always @(posedge clk)
-    \acc$134  <= \$309 ;
+    \acc$110  <= \$187 ;
   always @(posedge clk)
-    \acc$140  <= \$310 ;
+    \acc$116  <= \$188 ;
   always @(posedge clk)
-    \acc$146  <= \$311 ;
+    \acc$122  <= \$189 ;
   always @(posedge clk)
-    \acc$152  <= \$312 ;
+    \acc$128  <= \$190 ;
   always @(posedge clk)
-    \acc$158  <= \$313 ;
+    \acc$134  <= \$191 ;
   always @(posedge clk)
-    \acc$164  <= \$314 ;
+    \acc$140  <= \$192 ;
   always @(posedge clk)
-    \acc$170  <= \$315 ;
+    \acc$146  <= \$193 ;
   always @(posedge clk)
-    \acc$176  <= \$316 ;
+    \acc$152  <= \$194 ;
   always @(posedge clk)
-    qv_d0 <= \$317 ;
+    \acc$158  <= \$195 ;
   always @(posedge clk)
-    qv_d1 <= \$318 ;
+    \acc$164  <= \$196 ;
   always @(posedge clk)
-    qe_d0 <= \$319 ;
+    \acc$170  <= \$197 ;
   always @(posedge clk)
-    qe_d1 <= \$320 ;
+    \acc$176  <= \$198 ;
   always @(posedge clk)
-    qv_last_d0 <= \$321 ;
+    qv_d0 <= \$199 ;
   always @(posedge clk)
-    qe_last_d0 <= \$322 ;
+    qv_d1 <= \$200 ;
   always @(posedge clk)
-    skid0 <= \$323 ;
+    qe_d0 <= \$201 ;
   always @(posedge clk)
-    skid1 <= \$324 ;
+    qe_d1 <= \$202 ;
   always @(posedge clk)
-    count <= \$325 ;
+    qv_last_d0 <= \$203 ;
   always @(posedge clk)
-    held_copy0 <= \$326 ;
+    qe_last_d0 <= \$204 ;
   always @(posedge clk)
-    held_copy1 <= \$327 ;
+    skid0 <= \$205 ;
   always @(posedge clk)
-    held_copy2 <= \$328 ;
+    skid1 <= \$206 ;
   always @(posedge clk)
-    held_copy3 <= \$329 ;
+    count <= \$207 ;
   always @(posedge clk)
-    held_copy4 <= \$330 ;
+    credit_back_d0 <= \$208 ;
   always @(posedge clk)
-    held_copy5 <= \$331 ;
-  always @(posedge clk)
-    held_copy6 <= \$332 ;
-  always @(posedge clk)
-    held_copy7 <= \$333 ;
-  always @(posedge clk)
-    held_copy8 <= \$334 ;
-  always @(posedge clk)
-    held_copy9 <= \$335 ;
-  always @(posedge clk)
-    held_copy10 <= \$336 ;
-  always @(posedge clk)
-    held_copy11 <= \$337 ;
-  always @(posedge clk)
-    held_copy12 <= \$338 ;
-  always @(posedge clk)
-    held_copy13 <= \$339 ;
-  always @(posedge clk)
-    held_copy14 <= \$340 ;
-  always @(posedge clk)
-    held_copy15 <= \$341 ;
-  always @(posedge clk)
-    qvalid_copy0 <= \$342 ;
-  always @(posedge clk)
-    qvalid_copy1 <= \$343 ;
-  always @(posedge clk)
-    qvalid_copy2 <= \$344 ;
-  always @(posedge clk)
-    qvalid_copy3 <= \$345 ;
-  always @(posedge clk)
-    qvalid_copy4 <= \$346 ;
-  always @(posedge clk)
-    qvalid_copy5 <= \$347 ;
-  always @(posedge clk)
-    qvalid_copy6 <= \$348 ;
-  always @(posedge clk)
-    qvalid_copy7 <= \$349 ;
-  always @(posedge clk)
-    qvalid_copy8 <= \$350 ;
-  always @(posedge clk)
-    qvalid_copy9 <= \$351 ;
-  always @(posedge clk)
-    qvalid_copy10 <= \$352 ;
-  always @(posedge clk)
-    qvalid_copy11 <= \$353 ;
-  always @(posedge clk)
-    qvalid_copy12 <= \$354 ;
-  always @(posedge clk)
-    qvalid_copy13 <= \$355 ;
-  always @(posedge clk)
-    qvalid_copy14 <= \$356 ;
-  always @(posedge clk)
-    qvalid_copy15 <= \$357 ;
-  always @(posedge clk)
-    m__valid <= \$358 ;
-  always @(posedge clk)
-    mvalid_copy0 <= \$359 ;
-  always @(posedge clk)
-    mvalid_copy1 <= \$360 ;
-  always @(posedge clk)
-    mvalid_copy2 <= \$361 ;
-  always @(posedge clk)
-    mvalid_copy3 <= \$362 ;
-  always @(posedge clk)
-    mvalid_copy4 <= \$363 ;
-  always @(posedge clk)
-    mvalid_copy5 <= \$364 ;
-  always @(posedge clk)
-    mvalid_copy6 <= \$365 ;
-  always @(posedge clk)
-    mvalid_copy7 <= \$366 ;
-  always @(posedge clk)
-    mvalid_copy8 <= \$367 ;
-  always @(posedge clk)
-    mvalid_copy9 <= \$368 ;
-  always @(posedge clk)
-    mvalid_copy10 <= \$369 ;
-  always @(posedge clk)
-    mvalid_copy11 <= \$370 ;
-  always @(posedge clk)
-    mvalid_copy12 <= \$371 ;
-  always @(posedge clk)
-    mvalid_copy13 <= \$372 ;
-  always @(posedge clk)
-    mvalid_copy14 <= \$373 ;
-  always @(posedge clk)
-    mvalid_copy15 <= \$374 ;
-  always @(posedge clk)
-    m__payload <= \$375 ;
-  always @(posedge clk)
-    credit_back_d0 <= \$376 ;
-  always @(posedge clk)
-    credit_back <= \$377 ;
+    credit_back <= \$209 ;
   \bchw_top.engine0.params  params (
     .addr(fp_d4[7:4]),
     .clk(clk),
-    .data(\data$221 )
+    .data(\data$219 )
   );
   \bchw_top.engine0.requant0  requant0 (
     .acc(acc),
     .clk(clk),
-    .\port$5654$0 (params_d0[60:0]),
+    .\port$5003$0 (params_d0[60:0]),
     .q(q),
     .rst(rst)
   );
   \bchw_top.engine0.requant1  requant1 (
     .acc(\acc$92 ),
     .clk(clk),
-    .\port$5654$61 (params_d0[121:61]),
-    .q(\q$193 ),
+    .\port$5003$61 (params_d0[121:61]),
+    .q(\q$188 ),
     .rst(rst)
   );
   \bchw_top.engine0.requant10  requant10 (
     .acc(\acc$146 ),
     .clk(clk),
-    .\port$5654$610 (params_d0[670:610]),
-    .q(\q$202 ),
+    .\port$5003$610 (params_d0[670:610]),
+    .q(\q$197 ),
     .rst(rst)
   );
   \bchw_top.engine0.requant11  requant11 (
     .acc(\acc$152 ),
     .clk(clk),
-    .\port$5654$671 (params_d0[731:671]),
-    .q(\q$203 ),
+    .\port$5003$671 (params_d0[731:671]),
+    .q(\q$198 ),
     .rst(rst)
   );
   \bchw_top.engine0.requant12  requant12 (
     .acc(\acc$158 ),
     .clk(clk),
-    .\port$5654$732 (params_d0[792:732]),
-    .q(\q$204 ),
+    .\port$5003$732 (params_d0[792:732]),
+    .q(\q$199 ),
     .rst(rst)
   );
   \bchw_top.engine0.requant13  requant13 (
     .acc(\acc$164 ),
     .clk(clk),
-    .\port$5654$793 (params_d0[853:793]),
-    .q(\q$205 ),
+    .\port$5003$793 (params_d0[853:793]),
+    .q(\q$200 ),
     .rst(rst)
   );
   \bchw_top.engine0.requant14  requant14 (
     .acc(\acc$170 ),
     .clk(clk),
-    .\port$5654$854 (params_d0[914:854]),
-    .q(\q$206 ),
+    .\port$5003$854 (params_d0[914:854]),
+    .q(\q$201 ),
     .rst(rst)
   );
   \bchw_top.engine0.requant15  requant15 (
     .acc(\acc$176 ),
     .clk(clk),
-    .\port$5654$915 (params_d0[975:915]),
-    .q(\q$207 ),
+    .\port$5003$915 (params_d0[975:915]),
+    .q(\q$202 ),
     .rst(rst)
   );
   \bchw_top.engine0.requant2  requant2 (
     .acc(\acc$98 ),
     .clk(clk),
-    .\port$5654$122 (params_d0[182:122]),
-    .q(\q$194 ),
+    .\port$5003$122 (params_d0[182:122]),
+    .q(\q$189 ),
     .rst(rst)
   );
   \bchw_top.engine0.requant3  requant3 (
     .acc(\acc$104 ),
     .clk(clk),
-    .\port$5654$183 (params_d0[243:183]),
-    .q(\q$195 ),
+    .\port$5003$183 (params_d0[243:183]),
+    .q(\q$190 ),
     .rst(rst)
   );
   \bchw_top.engine0.requant4  requant4 (
     .acc(\acc$110 ),
     .clk(clk),
-    .\port$5654$244 (params_d0[304:244]),
-    .q(\q$196 ),
+    .\port$5003$244 (params_d0[304:244]),
+    .q(\q$191 ),
     .rst(rst)
   );
   \bchw_top.engine0.requant5  requant5 (
     .acc(\acc$116 ),
     .clk(clk),
-    .\port$5654$305 (params_d0[365:305]),
-    .q(\q$197 ),
+    .\port$5003$305 (params_d0[365:305]),
+    .q(\q$192 ),
     .rst(rst)
   );
   \bchw_top.engine0.requant6  requant6 (
     .acc(\acc$122 ),
     .clk(clk),
-    .\port$5654$366 (params_d0[426:366]),
-    .q(\q$198 ),
+    .\port$5003$366 (params_d0[426:366]),
+    .q(\q$193 ),
     .rst(rst)
   );
   \bchw_top.engine0.requant7  requant7 (
     .acc(\acc$128 ),
     .clk(clk),
-    .\port$5654$427 (params_d0[487:427]),
-    .q(\q$199 ),
+    .\port$5003$427 (params_d0[487:427]),
+    .q(\q$194 ),
     .rst(rst)
   );
   \bchw_top.engine0.requant8  requant8 (
     .acc(\acc$134 ),
     .clk(clk),
-    .\port$5654$488 (params_d0[548:488]),
-    .q(\q$200 ),
+    .\port$5003$488 (params_d0[548:488]),
+    .q(\q$195 ),
     .rst(rst)
   );
   \bchw_top.engine0.requant9  requant9 (
     .acc(\acc$140 ),
     .clk(clk),
-    .\port$5654$549 (params_d0[609:549]),
-    .q(\q$201 ),
+    .\port$5003$549 (params_d0[609:549]),
+    .q(\q$196 ),
     .rst(rst)
   );
   \bchw_top.engine0.tree0  tree0 (
@@ -2629,105 +2144,105 @@ module \bchw_top.engine0 (s__valid, clk, rst, s__ready, m__valid, m__payload, m_
   );
   \bchw_top.engine0.tree1  tree1 (
     .clk(clk),
-    .l5_0(\sum$225 ),
+    .l5_0(\sum$223 ),
     .rst(rst),
     .w(wdata_d0[55:28]),
     .x(x)
   );
   \bchw_top.engine0.tree10  tree10 (
     .clk(clk),
-    .l5_0(\sum$234 ),
+    .l5_0(\sum$232 ),
     .rst(rst),
     .w(wdata_d0[307:280]),
     .x(x)
   );
   \bchw_top.engine0.tree11  tree11 (
     .clk(clk),
-    .l5_0(\sum$235 ),
+    .l5_0(\sum$233 ),
     .rst(rst),
     .w(wdata_d0[335:308]),
     .x(x)
   );
   \bchw_top.engine0.tree12  tree12 (
     .clk(clk),
-    .l5_0(\sum$236 ),
+    .l5_0(\sum$234 ),
     .rst(rst),
     .w(wdata_d0[363:336]),
     .x(x)
   );
   \bchw_top.engine0.tree13  tree13 (
     .clk(clk),
-    .l5_0(\sum$237 ),
+    .l5_0(\sum$235 ),
     .rst(rst),
     .w(wdata_d0[391:364]),
     .x(x)
   );
   \bchw_top.engine0.tree14  tree14 (
     .clk(clk),
-    .l5_0(\sum$238 ),
+    .l5_0(\sum$236 ),
     .rst(rst),
     .w(wdata_d0[419:392]),
     .x(x)
   );
   \bchw_top.engine0.tree15  tree15 (
     .clk(clk),
-    .l5_0(\sum$239 ),
+    .l5_0(\sum$237 ),
     .rst(rst),
     .w(wdata_d0[447:420]),
     .x(x)
   );
   \bchw_top.engine0.tree2  tree2 (
     .clk(clk),
-    .l5_0(\sum$226 ),
+    .l5_0(\sum$224 ),
     .rst(rst),
     .w(wdata_d0[83:56]),
     .x(x)
   );
   \bchw_top.engine0.tree3  tree3 (
     .clk(clk),
-    .l5_0(\sum$227 ),
+    .l5_0(\sum$225 ),
     .rst(rst),
     .w(wdata_d0[111:84]),
     .x(x)
   );
   \bchw_top.engine0.tree4  tree4 (
     .clk(clk),
-    .l5_0(\sum$228 ),
+    .l5_0(\sum$226 ),
     .rst(rst),
     .w(wdata_d0[139:112]),
     .x(x)
   );
   \bchw_top.engine0.tree5  tree5 (
     .clk(clk),
-    .l5_0(\sum$229 ),
+    .l5_0(\sum$227 ),
     .rst(rst),
     .w(wdata_d0[167:140]),
     .x(x)
   );
   \bchw_top.engine0.tree6  tree6 (
     .clk(clk),
-    .l5_0(\sum$230 ),
+    .l5_0(\sum$228 ),
     .rst(rst),
     .w(wdata_d0[195:168]),
     .x(x)
   );
   \bchw_top.engine0.tree7  tree7 (
     .clk(clk),
-    .l5_0(\sum$231 ),
+    .l5_0(\sum$229 ),
     .rst(rst),
     .w(wdata_d0[223:196]),
     .x(x)
   );
   \bchw_top.engine0.tree8  tree8 (
     .clk(clk),
-    .l5_0(\sum$232 ),
+    .l5_0(\sum$230 ),
     .rst(rst),
     .w(wdata_d0[251:224]),
     .x(x)
   );
   \bchw_top.engine0.tree9  tree9 (
     .clk(clk),
-    .l5_0(\sum$233 ),
+    .l5_0(\sum$231 ),
     .rst(rst),
     .w(wdata_d0[279:252]),
     .x(x)
@@ -2739,753 +2254,358 @@ module \bchw_top.engine0 (s__valid, clk, rst, s__ready, m__valid, m__payload, m_
   );
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$276  = busy_next;
+    \$158  = busy_next;
     if (rst) begin
-      \$276  = 1'h0;
+      \$158  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$277  = \$11 [8:0];
+    \$159  = \$11 [8:0];
     if (rst) begin
-      \$277  = 9'h000;
+      \$159  = 9'h000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$278  = \$23 [4:0];
+    \$160  = \$23 [4:0];
     if (rst) begin
-      \$278  = 5'h00;
+      \$160  = 5'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$279  = \$32 [3:0];
+    \$161  = \$32 [3:0];
     if (rst) begin
-      \$279  = 4'h0;
+      \$161  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$280  = last_step_next;
+    \$162  = last_step_next;
     if (rst) begin
-      \$280  = 1'h0;
+      \$162  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$281  = ready_next;
+    \$163  = ready_next;
     if (rst) begin
-      \$281  = 1'h1;
+      \$163  = 1'h1;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$282  = \$47 [1:0];
+    \$164  = \$47 [1:0];
     if (rst) begin
-      \$282  = 2'h2;
+      \$164  = 2'h2;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$283  = issue_next;
+    \$165  = issue_next;
     if (rst) begin
-      \$283  = 1'h0;
+      \$165  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$284  = word;
-    if (\$73 ) begin
-      \$284  = \$87 [4:0];
+    \$166  = word;
+    if (\$67 ) begin
+      \$166  = \$81 [4:0];
     end
     if (rst) begin
-      \$284  = 5'h00;
+      \$166  = 5'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$285  = write_bank;
-    if (\$92 ) begin
-      \$285  = \$93 ;
+    \$167  = write_bank;
+    if (\$86 ) begin
+      \$167  = \$87 ;
     end
     if (rst) begin
-      \$285  = 1'h0;
+      \$167  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$286  = read_bank;
-    if (\$94 ) begin
-      \$286  = \$95 ;
+    \$168  = read_bank;
+    if (\$88 ) begin
+      \$168  = \$89 ;
     end
     if (rst) begin
-      \$286  = 1'h1;
+      \$168  = 1'h1;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$287  = \$103 ;
+    \$169  = \$97 ;
     if (rst) begin
-      \$287  = 1'h0;
+      \$169  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$290  = { nfc, last_step, \$105 , \$104 , issue };
+    \$172  = { nfc, last_step, \$99 , \$98 , issue };
     if (rst) begin
-      \$290  = 8'h00;
+      \$172  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$291  = f1_d0;
+    \$173  = f1_d0;
     if (rst) begin
-      \$291  = 8'h00;
+      \$173  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$292  = f1_d1;
+    \$174  = f1_d1;
     if (rst) begin
-      \$292  = 8'h00;
+      \$174  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$293  = fp_d0;
+    \$175  = fp_d0;
     if (rst) begin
-      \$293  = 8'h00;
+      \$175  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$294  = fp_d1;
+    \$176  = fp_d1;
     if (rst) begin
-      \$294  = 8'h00;
+      \$176  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$295  = fp_d2;
+    \$177  = fp_d2;
     if (rst) begin
-      \$295  = 8'h00;
+      \$177  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$296  = fp_d3;
+    \$178  = fp_d3;
     if (rst) begin
-      \$296  = 8'h00;
+      \$178  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$297  = fp_d4;
+    \$179  = fp_d4;
     if (rst) begin
-      \$297  = 8'h00;
+      \$179  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$299  = \$106 ;
+    \$181  = \$100 ;
     if (rst) begin
-      \$299  = 1'h0;
+      \$181  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$300  = \$107 ;
+    \$182  = \$101 ;
     if (rst) begin
-      \$300  = 1'h0;
+      \$182  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$301  = acc;
+    \$183  = acc;
     if (ft_d0[0]) begin
-      \$301  = \$109 [18:0];
+      \$183  = \$103 [18:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$302  = \acc$92 ;
+    \$184  = \acc$92 ;
     if (ft_d0[0]) begin
-      \$302  = \$111 [18:0];
+      \$184  = \$105 [18:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$303  = \acc$98 ;
+    \$185  = \acc$98 ;
     if (ft_d0[0]) begin
-      \$303  = \$113 [18:0];
+      \$185  = \$107 [18:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$304  = \acc$104 ;
+    \$186  = \acc$104 ;
     if (ft_d0[0]) begin
-      \$304  = \$115 [18:0];
+      \$186  = \$109 [18:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$305  = \acc$110 ;
+    \$187  = \acc$110 ;
     if (ft_d0[0]) begin
-      \$305  = \$117 [18:0];
+      \$187  = \$111 [18:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$306  = \acc$116 ;
+    \$188  = \acc$116 ;
     if (ft_d0[0]) begin
-      \$306  = \$119 [18:0];
+      \$188  = \$113 [18:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$307  = \acc$122 ;
+    \$189  = \acc$122 ;
     if (ft_d0[0]) begin
-      \$307  = \$121 [18:0];
+      \$189  = \$115 [18:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$308  = \acc$128 ;
+    \$190  = \acc$128 ;
     if (ft_d0[0]) begin
-      \$308  = \$123 [18:0];
+      \$190  = \$117 [18:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$309  = \acc$134 ;
+    \$191  = \acc$134 ;
     if (ft_d0[0]) begin
-      \$309  = \$125 [18:0];
+      \$191  = \$119 [18:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$310  = \acc$140 ;
+    \$192  = \acc$140 ;
     if (ft_d0[0]) begin
-      \$310  = \$127 [18:0];
+      \$192  = \$121 [18:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$311  = \acc$146 ;
+    \$193  = \acc$146 ;
     if (ft_d0[0]) begin
-      \$311  = \$129 [18:0];
+      \$193  = \$123 [18:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$312  = \acc$152 ;
+    \$194  = \acc$152 ;
     if (ft_d0[0]) begin
-      \$312  = \$131 [18:0];
+      \$194  = \$125 [18:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$313  = \acc$158 ;
+    \$195  = \acc$158 ;
     if (ft_d0[0]) begin
-      \$313  = \$133 [18:0];
+      \$195  = \$127 [18:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$314  = \acc$164 ;
+    \$196  = \acc$164 ;
     if (ft_d0[0]) begin
-      \$314  = \$135 [18:0];
+      \$196  = \$129 [18:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$315  = \acc$170 ;
+    \$197  = \acc$170 ;
     if (ft_d0[0]) begin
-      \$315  = \$137 [18:0];
+      \$197  = \$131 [18:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$316  = \acc$176 ;
+    \$198  = \acc$176 ;
     if (ft_d0[0]) begin
-      \$316  = \$139 [18:0];
+      \$198  = \$133 [18:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$317  = acc_valid;
+    \$199  = acc_valid;
     if (rst) begin
-      \$317  = 1'h0;
+      \$199  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$318  = qv_d0;
+    \$200  = qv_d0;
     if (rst) begin
-      \$318  = 1'h0;
+      \$200  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$319  = acc_end;
+    \$201  = acc_end;
     if (rst) begin
-      \$319  = 1'h0;
+      \$201  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$320  = qe_d0;
+    \$202  = qe_d0;
     if (rst) begin
-      \$320  = 1'h0;
+      \$202  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$321  = qv_d1;
+    \$203  = qv_d1;
     if (rst) begin
-      \$321  = 1'h0;
+      \$203  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$322  = qe_d1;
+    \$204  = qe_d1;
     if (rst) begin
-      \$322  = 1'h0;
+      \$204  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$323  = skid0;
-    if (\$149 ) begin
-      \$323  = { qe_last_d0, \q$207 , \q$206 , \q$205 , \q$204 , \q$203 , \q$202 , \q$201 , \q$200 , \q$199 , \q$198 , \q$197 , \q$196 , \q$195 , \q$194 , \q$193 , q };
-    end else if (\$151 ) begin
-      \$323  = skid1;
+    \$205  = skid0;
+    if (\$143 ) begin
+      \$205  = { qe_last_d0, \q$202 , \q$201 , \q$200 , \q$199 , \q$198 , \q$197 , \q$196 , \q$195 , \q$194 , \q$193 , \q$192 , \q$191 , \q$190 , \q$189 , \q$188 , q };
+    end else if (\$145 ) begin
+      \$205  = skid1;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$324  = skid1;
-    if (\$161 ) begin
-      \$324  = { qe_last_d0, \q$207 , \q$206 , \q$205 , \q$204 , \q$203 , \q$202 , \q$201 , \q$200 , \q$199 , \q$198 , \q$197 , \q$196 , \q$195 , \q$194 , \q$193 , q };
-    end else if (\$163 ) begin
-      \$324  = 129'h000000000000000000000000000000000;
+    \$206  = skid1;
+    if (\$155 ) begin
+      \$206  = { qe_last_d0, \q$202 , \q$201 , \q$200 , \q$199 , \q$198 , \q$197 , \q$196 , \q$195 , \q$194 , \q$193 , \q$192 , \q$191 , \q$190 , \q$189 , \q$188 , q };
+    end else if (\$157 ) begin
+      \$206  = 129'h000000000000000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$325  = \$67 [1:0];
+    \$207  = \$66 [1:0];
     if (rst) begin
-      \$325  = 2'h0;
+      \$207  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$326  = \$164 ;
+    \$208  = enter;
     if (rst) begin
-      \$326  = 1'h0;
+      \$208  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$327  = \$165 ;
+    \$209  = credit_back_d0;
     if (rst) begin
-      \$327  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$328  = \$166 ;
-    if (rst) begin
-      \$328  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$329  = \$167 ;
-    if (rst) begin
-      \$329  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$330  = \$168 ;
-    if (rst) begin
-      \$330  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$331  = \$169 ;
-    if (rst) begin
-      \$331  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$332  = \$170 ;
-    if (rst) begin
-      \$332  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$333  = \$171 ;
-    if (rst) begin
-      \$333  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$334  = \$172 ;
-    if (rst) begin
-      \$334  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$335  = \$173 ;
-    if (rst) begin
-      \$335  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$336  = \$174 ;
-    if (rst) begin
-      \$336  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$337  = \$175 ;
-    if (rst) begin
-      \$337  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$338  = \$176 ;
-    if (rst) begin
-      \$338  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$339  = \$177 ;
-    if (rst) begin
-      \$339  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$340  = \$178 ;
-    if (rst) begin
-      \$340  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$341  = \$179 ;
-    if (rst) begin
-      \$341  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$342  = qv_d1;
-    if (rst) begin
-      \$342  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$343  = qv_d1;
-    if (rst) begin
-      \$343  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$344  = qv_d1;
-    if (rst) begin
-      \$344  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$345  = qv_d1;
-    if (rst) begin
-      \$345  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$346  = qv_d1;
-    if (rst) begin
-      \$346  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$347  = qv_d1;
-    if (rst) begin
-      \$347  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$348  = qv_d1;
-    if (rst) begin
-      \$348  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$349  = qv_d1;
-    if (rst) begin
-      \$349  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$350  = qv_d1;
-    if (rst) begin
-      \$350  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$351  = qv_d1;
-    if (rst) begin
-      \$351  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$352  = qv_d1;
-    if (rst) begin
-      \$352  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$353  = qv_d1;
-    if (rst) begin
-      \$353  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$354  = qv_d1;
-    if (rst) begin
-      \$354  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$355  = qv_d1;
-    if (rst) begin
-      \$355  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$356  = qv_d1;
-    if (rst) begin
-      \$356  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$357  = qv_d1;
-    if (rst) begin
-      \$357  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$358  = valid_next;
-    if (rst) begin
-      \$358  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$359  = valid_next;
-    if (rst) begin
-      \$359  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$360  = valid_next;
-    if (rst) begin
-      \$360  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$361  = valid_next;
-    if (rst) begin
-      \$361  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$362  = valid_next;
-    if (rst) begin
-      \$362  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$363  = valid_next;
-    if (rst) begin
-      \$363  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$364  = valid_next;
-    if (rst) begin
-      \$364  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$365  = valid_next;
-    if (rst) begin
-      \$365  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$366  = valid_next;
-    if (rst) begin
-      \$366  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$367  = valid_next;
-    if (rst) begin
-      \$367  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$368  = valid_next;
-    if (rst) begin
-      \$368  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$369  = valid_next;
-    if (rst) begin
-      \$369  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$370  = valid_next;
-    if (rst) begin
-      \$370  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$371  = valid_next;
-    if (rst) begin
-      \$371  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$372  = valid_next;
-    if (rst) begin
-      \$372  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$373  = valid_next;
-    if (rst) begin
-      \$373  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$374  = valid_next;
-    if (rst) begin
-      \$374  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$375  = m__payload;
-    if (\$183 ) begin
-      \$375 [127:0] = m__payload[255:128];
-    end
-    if (\$189 ) begin
-      \$375 [255:128] = m__payload[383:256];
-    end
-    if (\$195 ) begin
-      \$375 [383:256] = m__payload[511:384];
-    end
-    if (\$201 ) begin
-      \$375 [511:384] = m__payload[639:512];
-    end
-    if (\$207 ) begin
-      \$375 [639:512] = m__payload[767:640];
-    end
-    if (\$213 ) begin
-      \$375 [767:640] = m__payload[895:768];
-    end
-    if (\$219 ) begin
-      \$375 [895:768] = m__payload[1023:896];
-    end
-    if (\$225 ) begin
-      \$375 [1023:896] = m__payload[1151:1024];
-    end
-    if (\$231 ) begin
-      \$375 [1151:1024] = m__payload[1279:1152];
-    end
-    if (\$237 ) begin
-      \$375 [1279:1152] = m__payload[1407:1280];
-    end
-    if (\$243 ) begin
-      \$375 [1407:1280] = m__payload[1535:1408];
-    end
-    if (\$249 ) begin
-      \$375 [1535:1408] = m__payload[1663:1536];
-    end
-    if (\$255 ) begin
-      \$375 [1663:1536] = m__payload[1791:1664];
-    end
-    if (\$261 ) begin
-      \$375 [1791:1664] = m__payload[1919:1792];
-    end
-    if (\$267 ) begin
-      \$375 [1919:1792] = m__payload[2047:1920];
-    end
-    if (\$273 ) begin
-      \$375 [2047:1920] = \$275 [127:0];
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$376  = enter;
-    if (rst) begin
-      \$376  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$377  = credit_back_d0;
-    if (rst) begin
-      \$377  = 1'h0;
+      \$209  = 1'h0;
     end
   end
   assign en = 1'h1;
@@ -3627,12 +2747,12 @@ module \bchw_top.engine0 (s__valid, clk, rst, s__ready, m__valid, m__payload, m_
   assign \mul$178  = params_d0[932:915];
   assign \shift$179  = params_d0[937:933];
   assign \bias$180  = params_d0[975:938];
-  assign vector = m__payload;
-  assign count_next = \$67 [1:0];
+  assign count_next = \$66 [1:0];
   assign credit_back_d1 = credit_back;
-  assign \$298  = \data$221 ;
-  assign \$289  = data;
-  assign \$288  = read__data;
+  assign m__payload = \$57 [127:0];
+  assign \$180  = \data$219 ;
+  assign \$171  = data;
+  assign \$170  = read__data;
   assign busy_next = \$4 ;
   assign \$11  = \$10 ;
   assign \$23  = \$22 ;
@@ -3642,20 +2762,20 @@ module \bchw_top.engine0 (s__valid, clk, rst, s__ready, m__valid, m__payload, m_
   assign \$47  = \$46 ;
   assign issue_next = \$51 ;
   assign \$54  = 1'h1;
-  assign \$75  = 1'h1;
-  assign \$76  = \$74 ;
-  assign \$77  = 1'h1;
+  assign \$69  = 1'h1;
+  assign \$70  = \$68 ;
+  assign \$71  = 1'h1;
+  assign \$72  = 1'h1;
+  assign \$73  = 2'h1;
+  assign \$74  = 2'h0;
+  assign \$76  = 1'h1;
+  assign \$77  = \$75 ;
   assign \$78  = 1'h1;
-  assign \$79  = 2'h1;
-  assign \$80  = 2'h0;
-  assign \$82  = 1'h1;
-  assign \$83  = \$81 ;
+  assign \$80  = \$79 ;
   assign \$84  = 1'h1;
-  assign \$86  = \$85 ;
-  assign \$90  = 1'h1;
-  assign \$91  = \$89 ;
-  assign \$98  = 1'h1;
-  assign \$99  = \$97 ;
+  assign \$85  = \$83 ;
+  assign \$92  = 1'h1;
+  assign \$93  = \$91 ;
 endmodule
 
 (* generator = "Amaranth" *)
@@ -3682,7 +2802,7 @@ module \bchw_top.engine0.params (data, addr, clk);
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine0.requant0 (rst, \port$5654$0 , acc, q, clk);
+module \bchw_top.engine0.requant0 (rst, \port$5003$0 , acc, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$3  = 0;
   wire [34:0] \$1 ;
   wire [35:0] \$10 ;
@@ -3708,8 +2828,8 @@ module \bchw_top.engine0.requant0 (rst, \port$5654$0 , acc, q, clk);
   wire clk;
   wire en;
   wire [17:0] mul;
-  input [60:0] \port$5654$0 ;
-  wire [60:0] \port$5654$0 ;
+  input [60:0] \port$5003$0 ;
+  wire [60:0] \port$5003$0 ;
   reg [35:0] prod0 = 36'h000000000;
   reg [20:0] prod1 = 21'h000000;
   output [7:0] q;
@@ -3721,8 +2841,8 @@ module \bchw_top.engine0.requant0 (rst, \port$5654$0 , acc, q, clk);
   reg [4:0] shift2 = 5'h00;
   wire [38:0] shifted;
   reg [38:0] total = 39'h0000000000;
-  assign \$1  = $signed({ 1'h0, acc[16:0] }) * $signed(\port$5654$0 [17:0]);
-  assign \$2  = $signed(acc[18:17]) * $signed(\port$5654$0 [17:0]);
+  assign \$1  = $signed({ 1'h0, acc[16:0] }) * $signed(\port$5003$0 [17:0]);
+  assign \$2  = $signed(acc[18:17]) * $signed(\port$5003$0 [17:0]);
   assign \$4  = $signed(bias1) + $signed(\$3 );
   assign \$6  = $signed(\$4 ) + $signed(\$5 );
   assign \$7  = | shifted[38:8];
@@ -3751,13 +2871,13 @@ module \bchw_top.engine0.requant0 (rst, \port$5654$0 , acc, q, clk);
     end
   end
   assign en = 1'h1;
-  assign mul = \port$5654$0 [17:0];
-  assign bias = \port$5654$0 [60:23];
-  assign shift = \port$5654$0 [22:18];
+  assign mul = \port$5003$0 [17:0];
+  assign bias = \port$5003$0 [60:23];
+  assign shift = \port$5003$0 [22:18];
   assign \$15  = shift1;
   assign \$14  = \$6 [38:0];
-  assign \$13  = \port$5654$0 [22:18];
-  assign \$12  = \port$5654$0 [60:23];
+  assign \$13  = \port$5003$0 [22:18];
+  assign \$12  = \port$5003$0 [60:23];
   assign \$11  = { \$2 [19], \$2  };
   assign \$10  = { \$1 [34], \$1  };
   assign \$3  = { prod0[35], prod0 };
@@ -3765,7 +2885,7 @@ module \bchw_top.engine0.requant0 (rst, \port$5654$0 , acc, q, clk);
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine0.requant1 (rst, \port$5654$61 , acc, q, clk);
+module \bchw_top.engine0.requant1 (rst, \port$5003$61 , acc, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$4  = 0;
   wire [34:0] \$1 ;
   wire [35:0] \$10 ;
@@ -3791,8 +2911,8 @@ module \bchw_top.engine0.requant1 (rst, \port$5654$61 , acc, q, clk);
   wire clk;
   wire en;
   wire [17:0] mul;
-  input [60:0] \port$5654$61 ;
-  wire [60:0] \port$5654$61 ;
+  input [60:0] \port$5003$61 ;
+  wire [60:0] \port$5003$61 ;
   reg [35:0] prod0 = 36'h000000000;
   reg [20:0] prod1 = 21'h000000;
   output [7:0] q;
@@ -3804,8 +2924,8 @@ module \bchw_top.engine0.requant1 (rst, \port$5654$61 , acc, q, clk);
   reg [4:0] shift2 = 5'h00;
   wire [38:0] shifted;
   reg [38:0] total = 39'h0000000000;
-  assign \$1  = $signed({ 1'h0, acc[16:0] }) * $signed(\port$5654$61 [17:0]);
-  assign \$2  = $signed(acc[18:17]) * $signed(\port$5654$61 [17:0]);
+  assign \$1  = $signed({ 1'h0, acc[16:0] }) * $signed(\port$5003$61 [17:0]);
+  assign \$2  = $signed(acc[18:17]) * $signed(\port$5003$61 [17:0]);
   assign \$4  = $signed(bias1) + $signed(\$3 );
   assign \$6  = $signed(\$4 ) + $signed(\$5 );
   assign \$7  = | shifted[38:8];
@@ -3834,13 +2954,13 @@ module \bchw_top.engine0.requant1 (rst, \port$5654$61 , acc, q, clk);
     end
   end
   assign en = 1'h1;
-  assign mul = \port$5654$61 [17:0];
-  assign bias = \port$5654$61 [60:23];
-  assign shift = \port$5654$61 [22:18];
+  assign mul = \port$5003$61 [17:0];
+  assign bias = \port$5003$61 [60:23];
+  assign shift = \port$5003$61 [22:18];
   assign \$15  = shift1;
   assign \$14  = \$6 [38:0];
-  assign \$13  = \port$5654$61 [22:18];
-  assign \$12  = \port$5654$61 [60:23];
+  assign \$13  = \port$5003$61 [22:18];
+  assign \$12  = \port$5003$61 [60:23];
   assign \$11  = { \$2 [19], \$2  };
   assign \$10  = { \$1 [34], \$1  };
   assign \$3  = { prod0[35], prod0 };
@@ -3848,7 +2968,7 @@ module \bchw_top.engine0.requant1 (rst, \port$5654$61 , acc, q, clk);
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine0.requant10 (rst, \port$5654$610 , acc, q, clk);
+module \bchw_top.engine0.requant10 (rst, \port$5003$610 , acc, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$5  = 0;
   wire [34:0] \$1 ;
   wire [35:0] \$10 ;
@@ -3874,8 +2994,8 @@ module \bchw_top.engine0.requant10 (rst, \port$5654$610 , acc, q, clk);
   wire clk;
   wire en;
   wire [17:0] mul;
-  input [60:0] \port$5654$610 ;
-  wire [60:0] \port$5654$610 ;
+  input [60:0] \port$5003$610 ;
+  wire [60:0] \port$5003$610 ;
   reg [35:0] prod0 = 36'h000000000;
   reg [20:0] prod1 = 21'h000000;
   output [7:0] q;
@@ -3887,8 +3007,8 @@ module \bchw_top.engine0.requant10 (rst, \port$5654$610 , acc, q, clk);
   reg [4:0] shift2 = 5'h00;
   wire [38:0] shifted;
   reg [38:0] total = 39'h0000000000;
-  assign \$1  = $signed({ 1'h0, acc[16:0] }) * $signed(\port$5654$610 [17:0]);
-  assign \$2  = $signed(acc[18:17]) * $signed(\port$5654$610 [17:0]);
+  assign \$1  = $signed({ 1'h0, acc[16:0] }) * $signed(\port$5003$610 [17:0]);
+  assign \$2  = $signed(acc[18:17]) * $signed(\port$5003$610 [17:0]);
   assign \$4  = $signed(bias1) + $signed(\$3 );
   assign \$6  = $signed(\$4 ) + $signed(\$5 );
   assign \$7  = | shifted[38:8];
@@ -3917,13 +3037,13 @@ module \bchw_top.engine0.requant10 (rst, \port$5654$610 , acc, q, clk);
     end
   end
   assign en = 1'h1;
-  assign mul = \port$5654$610 [17:0];
-  assign bias = \port$5654$610 [60:23];
-  assign shift = \port$5654$610 [22:18];
+  assign mul = \port$5003$610 [17:0];
+  assign bias = \port$5003$610 [60:23];
+  assign shift = \port$5003$610 [22:18];
   assign \$15  = shift1;
   assign \$14  = \$6 [38:0];
-  assign \$13  = \port$5654$610 [22:18];
-  assign \$12  = \port$5654$610 [60:23];
+  assign \$13  = \port$5003$610 [22:18];
+  assign \$12  = \port$5003$610 [60:23];
   assign \$11  = { \$2 [19], \$2  };
   assign \$10  = { \$1 [34], \$1  };
   assign \$3  = { prod0[35], prod0 };
@@ -3931,7 +3051,7 @@ module \bchw_top.engine0.requant10 (rst, \port$5654$610 , acc, q, clk);
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine0.requant11 (rst, \port$5654$671 , acc, q, clk);
+module \bchw_top.engine0.requant11 (rst, \port$5003$671 , acc, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$6  = 0;
   wire [34:0] \$1 ;
   wire [35:0] \$10 ;
@@ -3957,8 +3077,8 @@ module \bchw_top.engine0.requant11 (rst, \port$5654$671 , acc, q, clk);
   wire clk;
   wire en;
   wire [17:0] mul;
-  input [60:0] \port$5654$671 ;
-  wire [60:0] \port$5654$671 ;
+  input [60:0] \port$5003$671 ;
+  wire [60:0] \port$5003$671 ;
   reg [35:0] prod0 = 36'h000000000;
   reg [20:0] prod1 = 21'h000000;
   output [7:0] q;
@@ -3970,8 +3090,8 @@ module \bchw_top.engine0.requant11 (rst, \port$5654$671 , acc, q, clk);
   reg [4:0] shift2 = 5'h00;
   wire [38:0] shifted;
   reg [38:0] total = 39'h0000000000;
-  assign \$1  = $signed({ 1'h0, acc[16:0] }) * $signed(\port$5654$671 [17:0]);
-  assign \$2  = $signed(acc[18:17]) * $signed(\port$5654$671 [17:0]);
+  assign \$1  = $signed({ 1'h0, acc[16:0] }) * $signed(\port$5003$671 [17:0]);
+  assign \$2  = $signed(acc[18:17]) * $signed(\port$5003$671 [17:0]);
   assign \$4  = $signed(bias1) + $signed(\$3 );
   assign \$6  = $signed(\$4 ) + $signed(\$5 );
   assign \$7  = | shifted[38:8];
@@ -4000,13 +3120,13 @@ module \bchw_top.engine0.requant11 (rst, \port$5654$671 , acc, q, clk);
     end
   end
   assign en = 1'h1;
-  assign mul = \port$5654$671 [17:0];
-  assign bias = \port$5654$671 [60:23];
-  assign shift = \port$5654$671 [22:18];
+  assign mul = \port$5003$671 [17:0];
+  assign bias = \port$5003$671 [60:23];
+  assign shift = \port$5003$671 [22:18];
   assign \$15  = shift1;
   assign \$14  = \$6 [38:0];
-  assign \$13  = \port$5654$671 [22:18];
-  assign \$12  = \port$5654$671 [60:23];
+  assign \$13  = \port$5003$671 [22:18];
+  assign \$12  = \port$5003$671 [60:23];
   assign \$11  = { \$2 [19], \$2  };
   assign \$10  = { \$1 [34], \$1  };
   assign \$3  = { prod0[35], prod0 };
@@ -4014,7 +3134,7 @@ module \bchw_top.engine0.requant11 (rst, \port$5654$671 , acc, q, clk);
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine0.requant12 (rst, \port$5654$732 , acc, q, clk);
+module \bchw_top.engine0.requant12 (rst, \port$5003$732 , acc, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$7  = 0;
   wire [34:0] \$1 ;
   wire [35:0] \$10 ;
@@ -4040,8 +3160,8 @@ module \bchw_top.engine0.requant12 (rst, \port$5654$732 , acc, q, clk);
   wire clk;
   wire en;
   wire [17:0] mul;
-  input [60:0] \port$5654$732 ;
-  wire [60:0] \port$5654$732 ;
+  input [60:0] \port$5003$732 ;
+  wire [60:0] \port$5003$732 ;
   reg [35:0] prod0 = 36'h000000000;
   reg [20:0] prod1 = 21'h000000;
   output [7:0] q;
@@ -4053,8 +3173,8 @@ module \bchw_top.engine0.requant12 (rst, \port$5654$732 , acc, q, clk);
   reg [4:0] shift2 = 5'h00;
   wire [38:0] shifted;
   reg [38:0] total = 39'h0000000000;
-  assign \$1  = $signed({ 1'h0, acc[16:0] }) * $signed(\port$5654$732 [17:0]);
-  assign \$2  = $signed(acc[18:17]) * $signed(\port$5654$732 [17:0]);
+  assign \$1  = $signed({ 1'h0, acc[16:0] }) * $signed(\port$5003$732 [17:0]);
+  assign \$2  = $signed(acc[18:17]) * $signed(\port$5003$732 [17:0]);
   assign \$4  = $signed(bias1) + $signed(\$3 );
   assign \$6  = $signed(\$4 ) + $signed(\$5 );
   assign \$7  = | shifted[38:8];
@@ -4083,13 +3203,13 @@ module \bchw_top.engine0.requant12 (rst, \port$5654$732 , acc, q, clk);
     end
   end
   assign en = 1'h1;
-  assign mul = \port$5654$732 [17:0];
-  assign bias = \port$5654$732 [60:23];
-  assign shift = \port$5654$732 [22:18];
+  assign mul = \port$5003$732 [17:0];
+  assign bias = \port$5003$732 [60:23];
+  assign shift = \port$5003$732 [22:18];
   assign \$15  = shift1;
   assign \$14  = \$6 [38:0];
-  assign \$13  = \port$5654$732 [22:18];
-  assign \$12  = \port$5654$732 [60:23];
+  assign \$13  = \port$5003$732 [22:18];
+  assign \$12  = \port$5003$732 [60:23];
   assign \$11  = { \$2 [19], \$2  };
   assign \$10  = { \$1 [34], \$1  };
   assign \$3  = { prod0[35], prod0 };
@@ -4097,7 +3217,7 @@ module \bchw_top.engine0.requant12 (rst, \port$5654$732 , acc, q, clk);
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine0.requant13 (rst, \port$5654$793 , acc, q, clk);
+module \bchw_top.engine0.requant13 (rst, \port$5003$793 , acc, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$8  = 0;
   wire [34:0] \$1 ;
   wire [35:0] \$10 ;
@@ -4123,8 +3243,8 @@ module \bchw_top.engine0.requant13 (rst, \port$5654$793 , acc, q, clk);
   wire clk;
   wire en;
   wire [17:0] mul;
-  input [60:0] \port$5654$793 ;
-  wire [60:0] \port$5654$793 ;
+  input [60:0] \port$5003$793 ;
+  wire [60:0] \port$5003$793 ;
   reg [35:0] prod0 = 36'h000000000;
   reg [20:0] prod1 = 21'h000000;
   output [7:0] q;
@@ -4136,8 +3256,8 @@ module \bchw_top.engine0.requant13 (rst, \port$5654$793 , acc, q, clk);
   reg [4:0] shift2 = 5'h00;
   wire [38:0] shifted;
   reg [38:0] total = 39'h0000000000;
-  assign \$1  = $signed({ 1'h0, acc[16:0] }) * $signed(\port$5654$793 [17:0]);
-  assign \$2  = $signed(acc[18:17]) * $signed(\port$5654$793 [17:0]);
+  assign \$1  = $signed({ 1'h0, acc[16:0] }) * $signed(\port$5003$793 [17:0]);
+  assign \$2  = $signed(acc[18:17]) * $signed(\port$5003$793 [17:0]);
   assign \$4  = $signed(bias1) + $signed(\$3 );
   assign \$6  = $signed(\$4 ) + $signed(\$5 );
   assign \$7  = | shifted[38:8];
@@ -4166,13 +3286,13 @@ module \bchw_top.engine0.requant13 (rst, \port$5654$793 , acc, q, clk);
     end
   end
   assign en = 1'h1;
-  assign mul = \port$5654$793 [17:0];
-  assign bias = \port$5654$793 [60:23];
-  assign shift = \port$5654$793 [22:18];
+  assign mul = \port$5003$793 [17:0];
+  assign bias = \port$5003$793 [60:23];
+  assign shift = \port$5003$793 [22:18];
   assign \$15  = shift1;
   assign \$14  = \$6 [38:0];
-  assign \$13  = \port$5654$793 [22:18];
-  assign \$12  = \port$5654$793 [60:23];
+  assign \$13  = \port$5003$793 [22:18];
+  assign \$12  = \port$5003$793 [60:23];
   assign \$11  = { \$2 [19], \$2  };
   assign \$10  = { \$1 [34], \$1  };
   assign \$3  = { prod0[35], prod0 };
@@ -4180,7 +3300,7 @@ module \bchw_top.engine0.requant13 (rst, \port$5654$793 , acc, q, clk);
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine0.requant14 (rst, \port$5654$854 , acc, q, clk);
+module \bchw_top.engine0.requant14 (rst, \port$5003$854 , acc, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$9  = 0;
   wire [34:0] \$1 ;
   wire [35:0] \$10 ;
@@ -4206,8 +3326,8 @@ module \bchw_top.engine0.requant14 (rst, \port$5654$854 , acc, q, clk);
   wire clk;
   wire en;
   wire [17:0] mul;
-  input [60:0] \port$5654$854 ;
-  wire [60:0] \port$5654$854 ;
+  input [60:0] \port$5003$854 ;
+  wire [60:0] \port$5003$854 ;
   reg [35:0] prod0 = 36'h000000000;
   reg [20:0] prod1 = 21'h000000;
   output [7:0] q;
@@ -4219,8 +3339,8 @@ module \bchw_top.engine0.requant14 (rst, \port$5654$854 , acc, q, clk);
   reg [4:0] shift2 = 5'h00;
   wire [38:0] shifted;
   reg [38:0] total = 39'h0000000000;
-  assign \$1  = $signed({ 1'h0, acc[16:0] }) * $signed(\port$5654$854 [17:0]);
-  assign \$2  = $signed(acc[18:17]) * $signed(\port$5654$854 [17:0]);
+  assign \$1  = $signed({ 1'h0, acc[16:0] }) * $signed(\port$5003$854 [17:0]);
+  assign \$2  = $signed(acc[18:17]) * $signed(\port$5003$854 [17:0]);
   assign \$4  = $signed(bias1) + $signed(\$3 );
   assign \$6  = $signed(\$4 ) + $signed(\$5 );
   assign \$7  = | shifted[38:8];
@@ -4249,13 +3369,13 @@ module \bchw_top.engine0.requant14 (rst, \port$5654$854 , acc, q, clk);
     end
   end
   assign en = 1'h1;
-  assign mul = \port$5654$854 [17:0];
-  assign bias = \port$5654$854 [60:23];
-  assign shift = \port$5654$854 [22:18];
+  assign mul = \port$5003$854 [17:0];
+  assign bias = \port$5003$854 [60:23];
+  assign shift = \port$5003$854 [22:18];
   assign \$15  = shift1;
   assign \$14  = \$6 [38:0];
-  assign \$13  = \port$5654$854 [22:18];
-  assign \$12  = \port$5654$854 [60:23];
+  assign \$13  = \port$5003$854 [22:18];
+  assign \$12  = \port$5003$854 [60:23];
   assign \$11  = { \$2 [19], \$2  };
   assign \$10  = { \$1 [34], \$1  };
   assign \$3  = { prod0[35], prod0 };
@@ -4263,7 +3383,7 @@ module \bchw_top.engine0.requant14 (rst, \port$5654$854 , acc, q, clk);
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine0.requant15 (rst, \port$5654$915 , acc, q, clk);
+module \bchw_top.engine0.requant15 (rst, \port$5003$915 , acc, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$10  = 0;
   wire [34:0] \$1 ;
   wire [35:0] \$10 ;
@@ -4289,8 +3409,8 @@ module \bchw_top.engine0.requant15 (rst, \port$5654$915 , acc, q, clk);
   wire clk;
   wire en;
   wire [17:0] mul;
-  input [60:0] \port$5654$915 ;
-  wire [60:0] \port$5654$915 ;
+  input [60:0] \port$5003$915 ;
+  wire [60:0] \port$5003$915 ;
   reg [35:0] prod0 = 36'h000000000;
   reg [20:0] prod1 = 21'h000000;
   output [7:0] q;
@@ -4302,8 +3422,8 @@ module \bchw_top.engine0.requant15 (rst, \port$5654$915 , acc, q, clk);
   reg [4:0] shift2 = 5'h00;
   wire [38:0] shifted;
   reg [38:0] total = 39'h0000000000;
-  assign \$1  = $signed({ 1'h0, acc[16:0] }) * $signed(\port$5654$915 [17:0]);
-  assign \$2  = $signed(acc[18:17]) * $signed(\port$5654$915 [17:0]);
+  assign \$1  = $signed({ 1'h0, acc[16:0] }) * $signed(\port$5003$915 [17:0]);
+  assign \$2  = $signed(acc[18:17]) * $signed(\port$5003$915 [17:0]);
   assign \$4  = $signed(bias1) + $signed(\$3 );
   assign \$6  = $signed(\$4 ) + $signed(\$5 );
   assign \$7  = | shifted[38:8];
@@ -4332,13 +3452,13 @@ module \bchw_top.engine0.requant15 (rst, \port$5654$915 , acc, q, clk);
     end
   end
   assign en = 1'h1;
-  assign mul = \port$5654$915 [17:0];
-  assign bias = \port$5654$915 [60:23];
-  assign shift = \port$5654$915 [22:18];
+  assign mul = \port$5003$915 [17:0];
+  assign bias = \port$5003$915 [60:23];
+  assign shift = \port$5003$915 [22:18];
   assign \$15  = shift1;
   assign \$14  = \$6 [38:0];
-  assign \$13  = \port$5654$915 [22:18];
-  assign \$12  = \port$5654$915 [60:23];
+  assign \$13  = \port$5003$915 [22:18];
+  assign \$12  = \port$5003$915 [60:23];
   assign \$11  = { \$2 [19], \$2  };
   assign \$10  = { \$1 [34], \$1  };
   assign \$3  = { prod0[35], prod0 };
@@ -4346,7 +3466,7 @@ module \bchw_top.engine0.requant15 (rst, \port$5654$915 , acc, q, clk);
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine0.requant2 (rst, \port$5654$122 , acc, q, clk);
+module \bchw_top.engine0.requant2 (rst, \port$5003$122 , acc, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$11  = 0;
   wire [34:0] \$1 ;
   wire [35:0] \$10 ;
@@ -4372,8 +3492,8 @@ module \bchw_top.engine0.requant2 (rst, \port$5654$122 , acc, q, clk);
   wire clk;
   wire en;
   wire [17:0] mul;
-  input [60:0] \port$5654$122 ;
-  wire [60:0] \port$5654$122 ;
+  input [60:0] \port$5003$122 ;
+  wire [60:0] \port$5003$122 ;
   reg [35:0] prod0 = 36'h000000000;
   reg [20:0] prod1 = 21'h000000;
   output [7:0] q;
@@ -4385,8 +3505,8 @@ module \bchw_top.engine0.requant2 (rst, \port$5654$122 , acc, q, clk);
   reg [4:0] shift2 = 5'h00;
   wire [38:0] shifted;
   reg [38:0] total = 39'h0000000000;
-  assign \$1  = $signed({ 1'h0, acc[16:0] }) * $signed(\port$5654$122 [17:0]);
-  assign \$2  = $signed(acc[18:17]) * $signed(\port$5654$122 [17:0]);
+  assign \$1  = $signed({ 1'h0, acc[16:0] }) * $signed(\port$5003$122 [17:0]);
+  assign \$2  = $signed(acc[18:17]) * $signed(\port$5003$122 [17:0]);
   assign \$4  = $signed(bias1) + $signed(\$3 );
   assign \$6  = $signed(\$4 ) + $signed(\$5 );
   assign \$7  = | shifted[38:8];
@@ -4415,13 +3535,13 @@ module \bchw_top.engine0.requant2 (rst, \port$5654$122 , acc, q, clk);
     end
   end
   assign en = 1'h1;
-  assign mul = \port$5654$122 [17:0];
-  assign bias = \port$5654$122 [60:23];
-  assign shift = \port$5654$122 [22:18];
+  assign mul = \port$5003$122 [17:0];
+  assign bias = \port$5003$122 [60:23];
+  assign shift = \port$5003$122 [22:18];
   assign \$15  = shift1;
   assign \$14  = \$6 [38:0];
-  assign \$13  = \port$5654$122 [22:18];
-  assign \$12  = \port$5654$122 [60:23];
+  assign \$13  = \port$5003$122 [22:18];
+  assign \$12  = \port$5003$122 [60:23];
   assign \$11  = { \$2 [19], \$2  };
   assign \$10  = { \$1 [34], \$1  };
   assign \$3  = { prod0[35], prod0 };
@@ -4429,7 +3549,7 @@ module \bchw_top.engine0.requant2 (rst, \port$5654$122 , acc, q, clk);
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine0.requant3 (rst, \port$5654$183 , acc, q, clk);
+module \bchw_top.engine0.requant3 (rst, \port$5003$183 , acc, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$12  = 0;
   wire [34:0] \$1 ;
   wire [35:0] \$10 ;
@@ -4455,8 +3575,8 @@ module \bchw_top.engine0.requant3 (rst, \port$5654$183 , acc, q, clk);
   wire clk;
   wire en;
   wire [17:0] mul;
-  input [60:0] \port$5654$183 ;
-  wire [60:0] \port$5654$183 ;
+  input [60:0] \port$5003$183 ;
+  wire [60:0] \port$5003$183 ;
   reg [35:0] prod0 = 36'h000000000;
   reg [20:0] prod1 = 21'h000000;
   output [7:0] q;
@@ -4468,8 +3588,8 @@ module \bchw_top.engine0.requant3 (rst, \port$5654$183 , acc, q, clk);
   reg [4:0] shift2 = 5'h00;
   wire [38:0] shifted;
   reg [38:0] total = 39'h0000000000;
-  assign \$1  = $signed({ 1'h0, acc[16:0] }) * $signed(\port$5654$183 [17:0]);
-  assign \$2  = $signed(acc[18:17]) * $signed(\port$5654$183 [17:0]);
+  assign \$1  = $signed({ 1'h0, acc[16:0] }) * $signed(\port$5003$183 [17:0]);
+  assign \$2  = $signed(acc[18:17]) * $signed(\port$5003$183 [17:0]);
   assign \$4  = $signed(bias1) + $signed(\$3 );
   assign \$6  = $signed(\$4 ) + $signed(\$5 );
   assign \$7  = | shifted[38:8];
@@ -4498,13 +3618,13 @@ module \bchw_top.engine0.requant3 (rst, \port$5654$183 , acc, q, clk);
     end
   end
   assign en = 1'h1;
-  assign mul = \port$5654$183 [17:0];
-  assign bias = \port$5654$183 [60:23];
-  assign shift = \port$5654$183 [22:18];
+  assign mul = \port$5003$183 [17:0];
+  assign bias = \port$5003$183 [60:23];
+  assign shift = \port$5003$183 [22:18];
   assign \$15  = shift1;
   assign \$14  = \$6 [38:0];
-  assign \$13  = \port$5654$183 [22:18];
-  assign \$12  = \port$5654$183 [60:23];
+  assign \$13  = \port$5003$183 [22:18];
+  assign \$12  = \port$5003$183 [60:23];
   assign \$11  = { \$2 [19], \$2  };
   assign \$10  = { \$1 [34], \$1  };
   assign \$3  = { prod0[35], prod0 };
@@ -4512,7 +3632,7 @@ module \bchw_top.engine0.requant3 (rst, \port$5654$183 , acc, q, clk);
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine0.requant4 (rst, \port$5654$244 , acc, q, clk);
+module \bchw_top.engine0.requant4 (rst, \port$5003$244 , acc, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$13  = 0;
   wire [34:0] \$1 ;
   wire [35:0] \$10 ;
@@ -4538,8 +3658,8 @@ module \bchw_top.engine0.requant4 (rst, \port$5654$244 , acc, q, clk);
   wire clk;
   wire en;
   wire [17:0] mul;
-  input [60:0] \port$5654$244 ;
-  wire [60:0] \port$5654$244 ;
+  input [60:0] \port$5003$244 ;
+  wire [60:0] \port$5003$244 ;
   reg [35:0] prod0 = 36'h000000000;
   reg [20:0] prod1 = 21'h000000;
   output [7:0] q;
@@ -4551,8 +3671,8 @@ module \bchw_top.engine0.requant4 (rst, \port$5654$244 , acc, q, clk);
   reg [4:0] shift2 = 5'h00;
   wire [38:0] shifted;
   reg [38:0] total = 39'h0000000000;
-  assign \$1  = $signed({ 1'h0, acc[16:0] }) * $signed(\port$5654$244 [17:0]);
-  assign \$2  = $signed(acc[18:17]) * $signed(\port$5654$244 [17:0]);
+  assign \$1  = $signed({ 1'h0, acc[16:0] }) * $signed(\port$5003$244 [17:0]);
+  assign \$2  = $signed(acc[18:17]) * $signed(\port$5003$244 [17:0]);
   assign \$4  = $signed(bias1) + $signed(\$3 );
   assign \$6  = $signed(\$4 ) + $signed(\$5 );
   assign \$7  = | shifted[38:8];
@@ -4581,13 +3701,13 @@ module \bchw_top.engine0.requant4 (rst, \port$5654$244 , acc, q, clk);
     end
   end
   assign en = 1'h1;
-  assign mul = \port$5654$244 [17:0];
-  assign bias = \port$5654$244 [60:23];
-  assign shift = \port$5654$244 [22:18];
+  assign mul = \port$5003$244 [17:0];
+  assign bias = \port$5003$244 [60:23];
+  assign shift = \port$5003$244 [22:18];
   assign \$15  = shift1;
   assign \$14  = \$6 [38:0];
-  assign \$13  = \port$5654$244 [22:18];
-  assign \$12  = \port$5654$244 [60:23];
+  assign \$13  = \port$5003$244 [22:18];
+  assign \$12  = \port$5003$244 [60:23];
   assign \$11  = { \$2 [19], \$2  };
   assign \$10  = { \$1 [34], \$1  };
   assign \$3  = { prod0[35], prod0 };
@@ -4595,7 +3715,7 @@ module \bchw_top.engine0.requant4 (rst, \port$5654$244 , acc, q, clk);
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine0.requant5 (rst, \port$5654$305 , acc, q, clk);
+module \bchw_top.engine0.requant5 (rst, \port$5003$305 , acc, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$14  = 0;
   wire [34:0] \$1 ;
   wire [35:0] \$10 ;
@@ -4621,8 +3741,8 @@ module \bchw_top.engine0.requant5 (rst, \port$5654$305 , acc, q, clk);
   wire clk;
   wire en;
   wire [17:0] mul;
-  input [60:0] \port$5654$305 ;
-  wire [60:0] \port$5654$305 ;
+  input [60:0] \port$5003$305 ;
+  wire [60:0] \port$5003$305 ;
   reg [35:0] prod0 = 36'h000000000;
   reg [20:0] prod1 = 21'h000000;
   output [7:0] q;
@@ -4634,8 +3754,8 @@ module \bchw_top.engine0.requant5 (rst, \port$5654$305 , acc, q, clk);
   reg [4:0] shift2 = 5'h00;
   wire [38:0] shifted;
   reg [38:0] total = 39'h0000000000;
-  assign \$1  = $signed({ 1'h0, acc[16:0] }) * $signed(\port$5654$305 [17:0]);
-  assign \$2  = $signed(acc[18:17]) * $signed(\port$5654$305 [17:0]);
+  assign \$1  = $signed({ 1'h0, acc[16:0] }) * $signed(\port$5003$305 [17:0]);
+  assign \$2  = $signed(acc[18:17]) * $signed(\port$5003$305 [17:0]);
   assign \$4  = $signed(bias1) + $signed(\$3 );
   assign \$6  = $signed(\$4 ) + $signed(\$5 );
   assign \$7  = | shifted[38:8];
@@ -4664,13 +3784,13 @@ module \bchw_top.engine0.requant5 (rst, \port$5654$305 , acc, q, clk);
     end
   end
   assign en = 1'h1;
-  assign mul = \port$5654$305 [17:0];
-  assign bias = \port$5654$305 [60:23];
-  assign shift = \port$5654$305 [22:18];
+  assign mul = \port$5003$305 [17:0];
+  assign bias = \port$5003$305 [60:23];
+  assign shift = \port$5003$305 [22:18];
   assign \$15  = shift1;
   assign \$14  = \$6 [38:0];
-  assign \$13  = \port$5654$305 [22:18];
-  assign \$12  = \port$5654$305 [60:23];
+  assign \$13  = \port$5003$305 [22:18];
+  assign \$12  = \port$5003$305 [60:23];
   assign \$11  = { \$2 [19], \$2  };
   assign \$10  = { \$1 [34], \$1  };
   assign \$3  = { prod0[35], prod0 };
@@ -4678,7 +3798,7 @@ module \bchw_top.engine0.requant5 (rst, \port$5654$305 , acc, q, clk);
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine0.requant6 (rst, \port$5654$366 , acc, q, clk);
+module \bchw_top.engine0.requant6 (rst, \port$5003$366 , acc, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$15  = 0;
   wire [34:0] \$1 ;
   wire [35:0] \$10 ;
@@ -4704,8 +3824,8 @@ module \bchw_top.engine0.requant6 (rst, \port$5654$366 , acc, q, clk);
   wire clk;
   wire en;
   wire [17:0] mul;
-  input [60:0] \port$5654$366 ;
-  wire [60:0] \port$5654$366 ;
+  input [60:0] \port$5003$366 ;
+  wire [60:0] \port$5003$366 ;
   reg [35:0] prod0 = 36'h000000000;
   reg [20:0] prod1 = 21'h000000;
   output [7:0] q;
@@ -4717,8 +3837,8 @@ module \bchw_top.engine0.requant6 (rst, \port$5654$366 , acc, q, clk);
   reg [4:0] shift2 = 5'h00;
   wire [38:0] shifted;
   reg [38:0] total = 39'h0000000000;
-  assign \$1  = $signed({ 1'h0, acc[16:0] }) * $signed(\port$5654$366 [17:0]);
-  assign \$2  = $signed(acc[18:17]) * $signed(\port$5654$366 [17:0]);
+  assign \$1  = $signed({ 1'h0, acc[16:0] }) * $signed(\port$5003$366 [17:0]);
+  assign \$2  = $signed(acc[18:17]) * $signed(\port$5003$366 [17:0]);
   assign \$4  = $signed(bias1) + $signed(\$3 );
   assign \$6  = $signed(\$4 ) + $signed(\$5 );
   assign \$7  = | shifted[38:8];
@@ -4747,13 +3867,13 @@ module \bchw_top.engine0.requant6 (rst, \port$5654$366 , acc, q, clk);
     end
   end
   assign en = 1'h1;
-  assign mul = \port$5654$366 [17:0];
-  assign bias = \port$5654$366 [60:23];
-  assign shift = \port$5654$366 [22:18];
+  assign mul = \port$5003$366 [17:0];
+  assign bias = \port$5003$366 [60:23];
+  assign shift = \port$5003$366 [22:18];
   assign \$15  = shift1;
   assign \$14  = \$6 [38:0];
-  assign \$13  = \port$5654$366 [22:18];
-  assign \$12  = \port$5654$366 [60:23];
+  assign \$13  = \port$5003$366 [22:18];
+  assign \$12  = \port$5003$366 [60:23];
   assign \$11  = { \$2 [19], \$2  };
   assign \$10  = { \$1 [34], \$1  };
   assign \$3  = { prod0[35], prod0 };
@@ -4761,7 +3881,7 @@ module \bchw_top.engine0.requant6 (rst, \port$5654$366 , acc, q, clk);
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine0.requant7 (rst, \port$5654$427 , acc, q, clk);
+module \bchw_top.engine0.requant7 (rst, \port$5003$427 , acc, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$16  = 0;
   wire [34:0] \$1 ;
   wire [35:0] \$10 ;
@@ -4787,8 +3907,8 @@ module \bchw_top.engine0.requant7 (rst, \port$5654$427 , acc, q, clk);
   wire clk;
   wire en;
   wire [17:0] mul;
-  input [60:0] \port$5654$427 ;
-  wire [60:0] \port$5654$427 ;
+  input [60:0] \port$5003$427 ;
+  wire [60:0] \port$5003$427 ;
   reg [35:0] prod0 = 36'h000000000;
   reg [20:0] prod1 = 21'h000000;
   output [7:0] q;
@@ -4800,8 +3920,8 @@ module \bchw_top.engine0.requant7 (rst, \port$5654$427 , acc, q, clk);
   reg [4:0] shift2 = 5'h00;
   wire [38:0] shifted;
   reg [38:0] total = 39'h0000000000;
-  assign \$1  = $signed({ 1'h0, acc[16:0] }) * $signed(\port$5654$427 [17:0]);
-  assign \$2  = $signed(acc[18:17]) * $signed(\port$5654$427 [17:0]);
+  assign \$1  = $signed({ 1'h0, acc[16:0] }) * $signed(\port$5003$427 [17:0]);
+  assign \$2  = $signed(acc[18:17]) * $signed(\port$5003$427 [17:0]);
   assign \$4  = $signed(bias1) + $signed(\$3 );
   assign \$6  = $signed(\$4 ) + $signed(\$5 );
   assign \$7  = | shifted[38:8];
@@ -4830,13 +3950,13 @@ module \bchw_top.engine0.requant7 (rst, \port$5654$427 , acc, q, clk);
     end
   end
   assign en = 1'h1;
-  assign mul = \port$5654$427 [17:0];
-  assign bias = \port$5654$427 [60:23];
-  assign shift = \port$5654$427 [22:18];
+  assign mul = \port$5003$427 [17:0];
+  assign bias = \port$5003$427 [60:23];
+  assign shift = \port$5003$427 [22:18];
   assign \$15  = shift1;
   assign \$14  = \$6 [38:0];
-  assign \$13  = \port$5654$427 [22:18];
-  assign \$12  = \port$5654$427 [60:23];
+  assign \$13  = \port$5003$427 [22:18];
+  assign \$12  = \port$5003$427 [60:23];
   assign \$11  = { \$2 [19], \$2  };
   assign \$10  = { \$1 [34], \$1  };
   assign \$3  = { prod0[35], prod0 };
@@ -4844,7 +3964,7 @@ module \bchw_top.engine0.requant7 (rst, \port$5654$427 , acc, q, clk);
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine0.requant8 (rst, \port$5654$488 , acc, q, clk);
+module \bchw_top.engine0.requant8 (rst, \port$5003$488 , acc, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$17  = 0;
   wire [34:0] \$1 ;
   wire [35:0] \$10 ;
@@ -4870,8 +3990,8 @@ module \bchw_top.engine0.requant8 (rst, \port$5654$488 , acc, q, clk);
   wire clk;
   wire en;
   wire [17:0] mul;
-  input [60:0] \port$5654$488 ;
-  wire [60:0] \port$5654$488 ;
+  input [60:0] \port$5003$488 ;
+  wire [60:0] \port$5003$488 ;
   reg [35:0] prod0 = 36'h000000000;
   reg [20:0] prod1 = 21'h000000;
   output [7:0] q;
@@ -4883,8 +4003,8 @@ module \bchw_top.engine0.requant8 (rst, \port$5654$488 , acc, q, clk);
   reg [4:0] shift2 = 5'h00;
   wire [38:0] shifted;
   reg [38:0] total = 39'h0000000000;
-  assign \$1  = $signed({ 1'h0, acc[16:0] }) * $signed(\port$5654$488 [17:0]);
-  assign \$2  = $signed(acc[18:17]) * $signed(\port$5654$488 [17:0]);
+  assign \$1  = $signed({ 1'h0, acc[16:0] }) * $signed(\port$5003$488 [17:0]);
+  assign \$2  = $signed(acc[18:17]) * $signed(\port$5003$488 [17:0]);
   assign \$4  = $signed(bias1) + $signed(\$3 );
   assign \$6  = $signed(\$4 ) + $signed(\$5 );
   assign \$7  = | shifted[38:8];
@@ -4913,13 +4033,13 @@ module \bchw_top.engine0.requant8 (rst, \port$5654$488 , acc, q, clk);
     end
   end
   assign en = 1'h1;
-  assign mul = \port$5654$488 [17:0];
-  assign bias = \port$5654$488 [60:23];
-  assign shift = \port$5654$488 [22:18];
+  assign mul = \port$5003$488 [17:0];
+  assign bias = \port$5003$488 [60:23];
+  assign shift = \port$5003$488 [22:18];
   assign \$15  = shift1;
   assign \$14  = \$6 [38:0];
-  assign \$13  = \port$5654$488 [22:18];
-  assign \$12  = \port$5654$488 [60:23];
+  assign \$13  = \port$5003$488 [22:18];
+  assign \$12  = \port$5003$488 [60:23];
   assign \$11  = { \$2 [19], \$2  };
   assign \$10  = { \$1 [34], \$1  };
   assign \$3  = { prod0[35], prod0 };
@@ -4927,7 +4047,7 @@ module \bchw_top.engine0.requant8 (rst, \port$5654$488 , acc, q, clk);
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine0.requant9 (rst, \port$5654$549 , acc, q, clk);
+module \bchw_top.engine0.requant9 (rst, \port$5003$549 , acc, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$18  = 0;
   wire [34:0] \$1 ;
   wire [35:0] \$10 ;
@@ -4953,8 +4073,8 @@ module \bchw_top.engine0.requant9 (rst, \port$5654$549 , acc, q, clk);
   wire clk;
   wire en;
   wire [17:0] mul;
-  input [60:0] \port$5654$549 ;
-  wire [60:0] \port$5654$549 ;
+  input [60:0] \port$5003$549 ;
+  wire [60:0] \port$5003$549 ;
   reg [35:0] prod0 = 36'h000000000;
   reg [20:0] prod1 = 21'h000000;
   output [7:0] q;
@@ -4966,8 +4086,8 @@ module \bchw_top.engine0.requant9 (rst, \port$5654$549 , acc, q, clk);
   reg [4:0] shift2 = 5'h00;
   wire [38:0] shifted;
   reg [38:0] total = 39'h0000000000;
-  assign \$1  = $signed({ 1'h0, acc[16:0] }) * $signed(\port$5654$549 [17:0]);
-  assign \$2  = $signed(acc[18:17]) * $signed(\port$5654$549 [17:0]);
+  assign \$1  = $signed({ 1'h0, acc[16:0] }) * $signed(\port$5003$549 [17:0]);
+  assign \$2  = $signed(acc[18:17]) * $signed(\port$5003$549 [17:0]);
   assign \$4  = $signed(bias1) + $signed(\$3 );
   assign \$6  = $signed(\$4 ) + $signed(\$5 );
   assign \$7  = | shifted[38:8];
@@ -4996,13 +4116,13 @@ module \bchw_top.engine0.requant9 (rst, \port$5654$549 , acc, q, clk);
     end
   end
   assign en = 1'h1;
-  assign mul = \port$5654$549 [17:0];
-  assign bias = \port$5654$549 [60:23];
-  assign shift = \port$5654$549 [22:18];
+  assign mul = \port$5003$549 [17:0];
+  assign bias = \port$5003$549 [60:23];
+  assign shift = \port$5003$549 [22:18];
   assign \$15  = shift1;
   assign \$14  = \$6 [38:0];
-  assign \$13  = \port$5654$549 [22:18];
-  assign \$12  = \port$5654$549 [60:23];
+  assign \$13  = \port$5003$549 [22:18];
+  assign \$12  = \port$5003$549 [60:23];
   assign \$11  = { \$2 [19], \$2  };
   assign \$10  = { \$1 [34], \$1  };
   assign \$3  = { prod0[35], prod0 };
@@ -12457,401 +11577,157 @@ module \bchw_top.engine0.weights (data, addr, clk);
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine1 (rst, s__valid, pay, ready, m__valid, m__payload, m__ready, clk);
+module \bchw_top.engine1 (rst, s__valid, write__data, s__ready, m__valid, m__payload, m__ready, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$19  = 0;
   wire \$1 ;
   wire [8:0] \$10 ;
   wire \$100 ;
   wire \$101 ;
-  wire \$102 ;
-  wire \$103 ;
-  wire [127:0] \$104 ;
-  wire \$105 ;
-  wire \$106 ;
-  wire [127:0] \$107 ;
-  wire \$108 ;
-  wire \$109 ;
+  wire [16:0] \$102 ;
+  wire [17:0] \$103 ;
+  wire [16:0] \$104 ;
+  wire [17:0] \$105 ;
+  wire [16:0] \$106 ;
+  wire [17:0] \$107 ;
+  wire [16:0] \$108 ;
+  wire [17:0] \$109 ;
   wire [8:0] \$11 ;
-  wire [127:0] \$110 ;
-  wire \$111 ;
-  wire \$112 ;
-  wire [127:0] \$113 ;
-  wire \$114 ;
-  wire \$115 ;
-  wire [127:0] \$116 ;
-  wire \$117 ;
-  wire \$118 ;
-  wire [127:0] \$119 ;
+  wire [16:0] \$110 ;
+  wire [17:0] \$111 ;
+  wire [16:0] \$112 ;
+  wire [17:0] \$113 ;
+  wire [16:0] \$114 ;
+  wire [17:0] \$115 ;
+  wire [16:0] \$116 ;
+  wire [17:0] \$117 ;
+  wire [16:0] \$118 ;
+  wire [17:0] \$119 ;
   wire \$12 ;
-  wire \$120 ;
-  wire \$121 ;
-  wire [127:0] \$122 ;
-  wire \$123 ;
-  wire \$124 ;
-  wire [127:0] \$125 ;
-  wire \$126 ;
-  wire \$127 ;
-  wire [127:0] \$128 ;
-  wire \$129 ;
+  wire [16:0] \$120 ;
+  wire [17:0] \$121 ;
+  wire [16:0] \$122 ;
+  wire [17:0] \$123 ;
+  wire [16:0] \$124 ;
+  wire [17:0] \$125 ;
+  wire [16:0] \$126 ;
+  wire [17:0] \$127 ;
+  wire [16:0] \$128 ;
+  wire [17:0] \$129 ;
   wire \$13 ;
-  wire \$130 ;
-  wire [127:0] \$131 ;
-  wire \$132 ;
-  wire \$133 ;
-  wire [127:0] \$134 ;
+  wire [16:0] \$130 ;
+  wire [17:0] \$131 ;
+  wire [16:0] \$132 ;
+  wire [17:0] \$133 ;
+  wire \$134 ;
   wire \$135 ;
   wire \$136 ;
-  wire [127:0] \$137 ;
+  wire \$137 ;
   wire \$138 ;
   wire \$139 ;
   wire \$14 ;
-  wire [127:0] \$140 ;
-  wire \$141 ;
+  wire \$140 ;
+  wire [2:0] \$141 ;
   wire \$142 ;
-  wire [127:0] \$143 ;
+  wire \$143 ;
   wire \$144 ;
   wire \$145 ;
-  wire [127:0] \$146 ;
+  wire \$146 ;
   wire \$147 ;
   wire \$148 ;
-  wire [127:0] \$149 ;
+  wire \$149 ;
   wire \$15 ;
   wire \$150 ;
   wire \$151 ;
   wire \$152 ;
-  wire \$153 ;
-  wire [16:0] \$154 ;
-  wire [17:0] \$155 ;
-  wire [16:0] \$156 ;
-  wire [17:0] \$157 ;
-  wire [16:0] \$158 ;
-  wire [17:0] \$159 ;
+  wire [2:0] \$153 ;
+  wire \$154 ;
+  wire \$155 ;
+  wire \$156 ;
+  wire \$157 ;
+  reg \$158 ;
+  reg [7:0] \$159 ;
   wire \$16 ;
-  wire [16:0] \$160 ;
-  wire [17:0] \$161 ;
-  wire [16:0] \$162 ;
-  wire [17:0] \$163 ;
-  wire [16:0] \$164 ;
-  wire [17:0] \$165 ;
-  wire [16:0] \$166 ;
-  wire [17:0] \$167 ;
-  wire [16:0] \$168 ;
-  wire [17:0] \$169 ;
+  reg [3:0] \$160 ;
+  reg [3:0] \$161 ;
+  reg \$162 ;
+  reg \$163 ;
+  reg [1:0] \$164 ;
+  reg \$165 ;
+  reg [3:0] \$166 ;
+  reg \$167 ;
+  reg \$168 ;
+  reg \$169 ;
   wire \$17 ;
-  wire [16:0] \$170 ;
-  wire [17:0] \$171 ;
-  wire [16:0] \$172 ;
-  wire [17:0] \$173 ;
-  wire [16:0] \$174 ;
-  wire [17:0] \$175 ;
-  wire [16:0] \$176 ;
-  wire [17:0] \$177 ;
-  wire [16:0] \$178 ;
-  wire [17:0] \$179 ;
+  wire [127:0] \$170 ;
+  wire [255:0] \$171 ;
+  reg [7:0] \$172 ;
+  reg [7:0] \$173 ;
+  reg [7:0] \$174 ;
+  reg [7:0] \$175 ;
+  reg [7:0] \$176 ;
+  reg [7:0] \$177 ;
+  reg [7:0] \$178 ;
+  wire [943:0] \$179 ;
   wire \$18 ;
-  wire [16:0] \$180 ;
-  wire [17:0] \$181 ;
-  wire [16:0] \$182 ;
-  wire [17:0] \$183 ;
-  wire [16:0] \$184 ;
-  wire [17:0] \$185 ;
-  wire \$186 ;
-  wire \$187 ;
-  wire \$188 ;
-  wire \$189 ;
+  reg \$180 ;
+  reg \$181 ;
+  reg [16:0] \$182 ;
+  reg [16:0] \$183 ;
+  reg [16:0] \$184 ;
+  reg [16:0] \$185 ;
+  reg [16:0] \$186 ;
+  reg [16:0] \$187 ;
+  reg [16:0] \$188 ;
+  reg [16:0] \$189 ;
   wire \$19 ;
-  wire \$190 ;
-  wire \$191 ;
-  wire \$192 ;
-  wire [2:0] \$193 ;
-  wire \$194 ;
-  wire \$195 ;
-  wire \$196 ;
-  wire \$197 ;
-  wire \$198 ;
-  wire \$199 ;
+  reg [16:0] \$190 ;
+  reg [16:0] \$191 ;
+  reg [16:0] \$192 ;
+  reg [16:0] \$193 ;
+  reg [16:0] \$194 ;
+  reg [16:0] \$195 ;
+  reg [16:0] \$196 ;
+  reg [16:0] \$197 ;
+  reg \$198 ;
+  reg \$199 ;
   wire \$2 ;
   wire [4:0] \$20 ;
-  wire \$200 ;
-  wire \$201 ;
-  wire \$202 ;
-  wire \$203 ;
-  wire \$204 ;
-  wire [2:0] \$205 ;
-  wire \$206 ;
-  wire \$207 ;
-  wire \$208 ;
-  wire \$209 ;
+  reg \$200 ;
+  reg \$201 ;
+  reg \$202 ;
+  reg \$203 ;
+  reg [128:0] \$204 ;
+  reg [128:0] \$205 ;
+  reg [1:0] \$206 ;
+  reg \$207 ;
+  reg \$208 ;
   wire [4:0] \$21 ;
-  wire \$210 ;
-  wire \$211 ;
-  wire \$212 ;
-  wire \$213 ;
-  wire \$214 ;
-  wire \$215 ;
-  wire \$216 ;
-  wire \$217 ;
-  wire \$218 ;
-  wire \$219 ;
   wire [4:0] \$22 ;
-  wire \$220 ;
-  wire \$221 ;
-  wire \$222 ;
-  wire \$223 ;
-  wire \$224 ;
-  wire \$225 ;
-  wire \$226 ;
-  wire \$227 ;
-  wire \$228 ;
-  wire \$229 ;
   wire [4:0] \$23 ;
-  wire \$230 ;
-  wire [128:0] \$231 ;
-  wire \$232 ;
-  wire \$233 ;
-  wire \$234 ;
-  wire \$235 ;
-  wire \$236 ;
-  wire [128:0] \$237 ;
-  wire \$238 ;
-  wire \$239 ;
   wire \$24 ;
-  wire \$240 ;
-  wire \$241 ;
-  wire \$242 ;
-  wire [128:0] \$243 ;
-  wire \$244 ;
-  wire \$245 ;
-  wire \$246 ;
-  wire \$247 ;
-  wire \$248 ;
-  wire [128:0] \$249 ;
   wire \$25 ;
-  wire \$250 ;
-  wire \$251 ;
-  wire \$252 ;
-  wire \$253 ;
-  wire \$254 ;
-  wire [128:0] \$255 ;
-  wire \$256 ;
-  wire \$257 ;
-  wire \$258 ;
-  wire \$259 ;
   wire \$26 ;
-  wire \$260 ;
-  wire [128:0] \$261 ;
-  wire \$262 ;
-  wire \$263 ;
-  wire \$264 ;
-  wire \$265 ;
-  wire \$266 ;
-  wire [128:0] \$267 ;
-  wire \$268 ;
-  wire \$269 ;
   wire \$27 ;
-  wire \$270 ;
-  wire \$271 ;
-  wire \$272 ;
-  wire [128:0] \$273 ;
-  wire \$274 ;
-  wire \$275 ;
-  wire \$276 ;
-  wire \$277 ;
-  wire \$278 ;
-  wire [128:0] \$279 ;
   wire \$28 ;
-  wire \$280 ;
-  wire \$281 ;
-  wire \$282 ;
-  wire \$283 ;
-  wire \$284 ;
-  wire [128:0] \$285 ;
-  wire \$286 ;
-  wire \$287 ;
-  wire \$288 ;
-  wire \$289 ;
   wire [4:0] \$29 ;
-  wire \$290 ;
-  wire [128:0] \$291 ;
-  wire \$292 ;
-  wire \$293 ;
-  wire \$294 ;
-  wire \$295 ;
-  wire \$296 ;
-  wire [128:0] \$297 ;
-  wire \$298 ;
-  wire \$299 ;
   wire \$3 ;
   wire [4:0] \$30 ;
-  wire \$300 ;
-  wire \$301 ;
-  wire \$302 ;
-  wire [128:0] \$303 ;
-  wire \$304 ;
-  wire \$305 ;
-  wire \$306 ;
-  wire \$307 ;
-  wire \$308 ;
-  wire [128:0] \$309 ;
   wire [4:0] \$31 ;
-  wire \$310 ;
-  wire \$311 ;
-  wire \$312 ;
-  wire \$313 ;
-  wire \$314 ;
-  wire [128:0] \$315 ;
-  wire \$316 ;
-  wire \$317 ;
-  wire \$318 ;
-  wire \$319 ;
   wire [4:0] \$32 ;
-  wire \$320 ;
-  wire [128:0] \$321 ;
-  reg \$322 ;
-  reg [7:0] \$323 ;
-  reg [3:0] \$324 ;
-  reg [3:0] \$325 ;
-  reg \$326 ;
-  reg \$327 ;
-  reg [1:0] \$328 ;
-  reg \$329 ;
   wire \$33 ;
-  reg \$330 ;
-  reg \$331 ;
-  reg \$332 ;
-  reg \$333 ;
-  reg \$334 ;
-  reg \$335 ;
-  reg \$336 ;
-  reg \$337 ;
-  reg \$338 ;
-  reg \$339 ;
   wire \$34 ;
-  reg \$340 ;
-  reg \$341 ;
-  reg \$342 ;
-  reg \$343 ;
-  reg \$344 ;
-  reg \$345 ;
-  reg \$346 ;
-  reg \$347 ;
-  reg \$348 ;
-  reg \$349 ;
   wire \$35 ;
-  reg \$350 ;
-  reg \$351 ;
-  reg \$352 ;
-  reg \$353 ;
-  reg \$354 ;
-  reg \$355 ;
-  reg \$356 ;
-  reg \$357 ;
-  reg \$358 ;
-  reg \$359 ;
   wire \$36 ;
-  reg \$360 ;
-  reg \$361 ;
-  reg [2047:0] \$362 ;
-  wire [127:0] \$363 ;
-  wire [127:0] \$364 ;
-  wire [255:0] \$365 ;
-  reg [7:0] \$366 ;
-  reg [7:0] \$367 ;
-  reg [7:0] \$368 ;
-  reg [7:0] \$369 ;
   wire \$37 ;
-  reg [7:0] \$370 ;
-  reg [7:0] \$371 ;
-  reg [7:0] \$372 ;
-  wire [943:0] \$373 ;
-  reg \$374 ;
-  reg \$375 ;
-  reg [16:0] \$376 ;
-  reg [16:0] \$377 ;
-  reg [16:0] \$378 ;
-  reg [16:0] \$379 ;
   wire \$38 ;
-  reg [16:0] \$380 ;
-  reg [16:0] \$381 ;
-  reg [16:0] \$382 ;
-  reg [16:0] \$383 ;
-  reg [16:0] \$384 ;
-  reg [16:0] \$385 ;
-  reg [16:0] \$386 ;
-  reg [16:0] \$387 ;
-  reg [16:0] \$388 ;
-  reg [16:0] \$389 ;
   wire \$39 ;
-  reg [16:0] \$390 ;
-  reg [16:0] \$391 ;
-  reg \$392 ;
-  reg \$393 ;
-  reg \$394 ;
-  reg \$395 ;
-  reg \$396 ;
-  reg \$397 ;
-  reg [128:0] \$398 ;
-  reg [128:0] \$399 ;
   wire \$4 ;
   wire \$40 ;
-  reg [1:0] \$400 ;
-  reg \$401 ;
-  reg \$402 ;
-  reg \$403 ;
-  reg \$404 ;
-  reg \$405 ;
-  reg \$406 ;
-  reg \$407 ;
-  reg \$408 ;
-  reg \$409 ;
   wire \$41 ;
-  reg \$410 ;
-  reg \$411 ;
-  reg \$412 ;
-  reg \$413 ;
-  reg \$414 ;
-  reg \$415 ;
-  reg \$416 ;
-  reg \$417 ;
-  reg \$418 ;
-  reg \$419 ;
   wire \$42 ;
-  reg \$420 ;
-  reg \$421 ;
-  reg \$422 ;
-  reg \$423 ;
-  reg \$424 ;
-  reg \$425 ;
-  reg \$426 ;
-  reg \$427 ;
-  reg \$428 ;
-  reg \$429 ;
   wire [2:0] \$43 ;
-  reg \$430 ;
-  reg \$431 ;
-  reg \$432 ;
-  reg \$433 ;
-  reg \$434 ;
-  reg \$435 ;
-  reg \$436 ;
-  reg \$437 ;
-  reg \$438 ;
-  reg \$439 ;
   wire \$44 ;
-  reg \$440 ;
-  reg \$441 ;
-  reg \$442 ;
-  reg \$443 ;
-  reg \$444 ;
-  reg \$445 ;
-  reg \$446 ;
-  reg \$447 ;
-  reg \$448 ;
-  reg \$449 ;
   wire \$45 ;
-  reg [2047:0] \$450 ;
-  reg \$451 ;
-  reg \$452 ;
   wire [3:0] \$46 ;
   wire [3:0] \$47 ;
   wire \$48 ;
@@ -12864,17 +11740,17 @@ module \bchw_top.engine1 (rst, s__valid, pay, ready, m__valid, m__payload, m__re
   wire \$54 ;
   wire \$55 ;
   wire \$56 ;
-  wire \$57 ;
-  wire [2:0] \$58 ;
+  wire [128:0] \$57 ;
+  wire \$58 ;
   wire \$59 ;
   wire \$6 ;
-  wire \$60 ;
+  wire [2:0] \$60 ;
   wire \$61 ;
   wire \$62 ;
   wire \$63 ;
-  wire [3:0] \$64 ;
+  wire \$64 ;
   wire \$65 ;
-  wire [128:0] \$66 ;
+  wire [3:0] \$66 ;
   wire \$67 ;
   wire \$68 ;
   wire \$69 ;
@@ -12882,16 +11758,16 @@ module \bchw_top.engine1 (rst, s__valid, pay, ready, m__valid, m__payload, m__re
   wire \$70 ;
   wire \$71 ;
   wire \$72 ;
-  wire \$73 ;
-  wire \$74 ;
+  wire [1:0] \$73 ;
+  wire [1:0] \$74 ;
   wire \$75 ;
   wire \$76 ;
   wire \$77 ;
   wire \$78 ;
-  wire \$79 ;
+  wire [4:0] \$79 ;
   wire [8:0] \$8 ;
-  wire \$80 ;
-  wire \$81 ;
+  wire [4:0] \$80 ;
+  wire [4:0] \$81 ;
   wire \$82 ;
   wire \$83 ;
   wire \$84 ;
@@ -12911,22 +11787,23 @@ module \bchw_top.engine1 (rst, s__valid, pay, ready, m__valid, m__payload, m__re
   wire \$97 ;
   wire \$98 ;
   wire \$99 ;
+  reg \$signal  = 1'h0;
   reg [16:0] acc = 17'h00000;
-  reg [16:0] \acc$102  = 17'h00000;
-  reg [16:0] \acc$108  = 17'h00000;
-  reg [16:0] \acc$114  = 17'h00000;
-  reg [16:0] \acc$120  = 17'h00000;
-  reg [16:0] \acc$126  = 17'h00000;
-  reg [16:0] \acc$132  = 17'h00000;
-  reg [16:0] \acc$138  = 17'h00000;
-  reg [16:0] \acc$144  = 17'h00000;
-  reg [16:0] \acc$150  = 17'h00000;
-  reg [16:0] \acc$156  = 17'h00000;
-  reg [16:0] \acc$162  = 17'h00000;
-  reg [16:0] \acc$168  = 17'h00000;
-  reg [16:0] \acc$84  = 17'h00000;
-  reg [16:0] \acc$90  = 17'h00000;
-  reg [16:0] \acc$96  = 17'h00000;
+  reg [16:0] \acc$104  = 17'h00000;
+  reg [16:0] \acc$110  = 17'h00000;
+  reg [16:0] \acc$116  = 17'h00000;
+  reg [16:0] \acc$122  = 17'h00000;
+  reg [16:0] \acc$128  = 17'h00000;
+  reg [16:0] \acc$134  = 17'h00000;
+  reg [16:0] \acc$140  = 17'h00000;
+  reg [16:0] \acc$146  = 17'h00000;
+  reg [16:0] \acc$152  = 17'h00000;
+  reg [16:0] \acc$158  = 17'h00000;
+  reg [16:0] \acc$164  = 17'h00000;
+  reg [16:0] \acc$170  = 17'h00000;
+  reg [16:0] \acc$176  = 17'h00000;
+  reg [16:0] \acc$92  = 17'h00000;
+  reg [16:0] \acc$98  = 17'h00000;
   (* init = 17'h00000 *)
   wire [16:0] acc0;
   (* init = 17'h00000 *)
@@ -12962,23 +11839,23 @@ module \bchw_top.engine1 (rst, s__valid, pay, ready, m__valid, m__payload, m__re
   reg acc_end = 1'h0;
   reg acc_valid = 1'h0;
   reg [7:0] addr = 8'h00;
-  wire [3:0] \addr$74 ;
+  wire [3:0] \addr$82 ;
   wire [35:0] bias;
-  wire [35:0] \bias$100 ;
-  wire [35:0] \bias$106 ;
-  wire [35:0] \bias$112 ;
-  wire [35:0] \bias$118 ;
-  wire [35:0] \bias$124 ;
-  wire [35:0] \bias$130 ;
-  wire [35:0] \bias$136 ;
-  wire [35:0] \bias$142 ;
-  wire [35:0] \bias$148 ;
-  wire [35:0] \bias$154 ;
-  wire [35:0] \bias$160 ;
-  wire [35:0] \bias$166 ;
-  wire [35:0] \bias$172 ;
-  wire [35:0] \bias$88 ;
-  wire [35:0] \bias$94 ;
+  wire [35:0] \bias$102 ;
+  wire [35:0] \bias$108 ;
+  wire [35:0] \bias$114 ;
+  wire [35:0] \bias$120 ;
+  wire [35:0] \bias$126 ;
+  wire [35:0] \bias$132 ;
+  wire [35:0] \bias$138 ;
+  wire [35:0] \bias$144 ;
+  wire [35:0] \bias$150 ;
+  wire [35:0] \bias$156 ;
+  wire [35:0] \bias$162 ;
+  wire [35:0] \bias$168 ;
+  wire [35:0] \bias$174 ;
+  wire [35:0] \bias$180 ;
+  wire [35:0] \bias$96 ;
   reg busy = 1'h0;
   wire busy_next;
   input clk;
@@ -12992,41 +11869,41 @@ module \bchw_top.engine1 (rst, s__valid, pay, ready, m__valid, m__payload, m__re
   reg [1:0] credits = 2'h2;
   wire [1:0] credits_next;
   wire [255:0] data;
-  wire [943:0] \data$245 ;
+  wire [943:0] \data$218 ;
   wire en;
-  wire \en$101 ;
-  wire \en$107 ;
-  wire \en$113 ;
-  wire \en$119 ;
-  wire \en$125 ;
-  wire \en$131 ;
-  wire \en$137 ;
-  wire \en$143 ;
-  wire \en$149 ;
-  wire \en$155 ;
-  wire \en$161 ;
-  wire \en$167 ;
-  wire \en$23 ;
-  wire \en$28 ;
+  wire \en$103 ;
+  wire \en$109 ;
+  wire \en$115 ;
+  wire \en$121 ;
+  wire \en$127 ;
+  wire \en$133 ;
+  wire \en$139 ;
+  wire \en$145 ;
+  wire \en$151 ;
+  wire \en$157 ;
+  wire \en$163 ;
+  wire \en$169 ;
+  wire \en$175 ;
   wire \en$31 ;
-  wire \en$34 ;
-  wire \en$37 ;
-  wire \en$40 ;
-  wire \en$43 ;
-  wire \en$46 ;
-  wire \en$49 ;
-  wire \en$52 ;
-  wire \en$55 ;
-  wire \en$58 ;
-  wire \en$61 ;
-  wire \en$64 ;
-  wire \en$67 ;
-  wire \en$70 ;
-  wire \en$73 ;
-  wire \en$76 ;
-  wire \en$83 ;
-  wire \en$89 ;
-  wire \en$95 ;
+  wire \en$36 ;
+  wire \en$39 ;
+  wire \en$42 ;
+  wire \en$45 ;
+  wire \en$48 ;
+  wire \en$51 ;
+  wire \en$54 ;
+  wire \en$57 ;
+  wire \en$60 ;
+  wire \en$63 ;
+  wire \en$66 ;
+  wire \en$69 ;
+  wire \en$72 ;
+  wire \en$75 ;
+  wire \en$78 ;
+  wire \en$81 ;
+  wire \en$84 ;
+  wire \en$91 ;
+  wire \en$97 ;
   wire enter;
   reg [7:0] f1_d0 = 8'h00;
   reg [7:0] f1_d1 = 8'h00;
@@ -13035,106 +11912,38 @@ module \bchw_top.engine1 (rst, s__valid, pay, ready, m__valid, m__payload, m__re
   reg [7:0] fp_d2 = 8'h00;
   reg [7:0] fp_d3 = 8'h00;
   reg [7:0] ft_d0 = 8'h00;
-  (* keep = 32'd1 *)
-  reg held_copy0 = 1'h0;
-  (* keep = 32'd1 *)
-  reg held_copy1 = 1'h0;
-  (* keep = 32'd1 *)
-  reg held_copy10 = 1'h0;
-  (* keep = 32'd1 *)
-  reg held_copy11 = 1'h0;
-  (* keep = 32'd1 *)
-  reg held_copy12 = 1'h0;
-  (* keep = 32'd1 *)
-  reg held_copy13 = 1'h0;
-  (* keep = 32'd1 *)
-  reg held_copy14 = 1'h0;
-  (* keep = 32'd1 *)
-  reg held_copy15 = 1'h0;
-  (* keep = 32'd1 *)
-  reg held_copy2 = 1'h0;
-  (* keep = 32'd1 *)
-  reg held_copy3 = 1'h0;
-  (* keep = 32'd1 *)
-  reg held_copy4 = 1'h0;
-  (* keep = 32'd1 *)
-  reg held_copy5 = 1'h0;
-  (* keep = 32'd1 *)
-  reg held_copy6 = 1'h0;
-  (* keep = 32'd1 *)
-  reg held_copy7 = 1'h0;
-  (* keep = 32'd1 *)
-  reg held_copy8 = 1'h0;
-  (* keep = 32'd1 *)
-  reg held_copy9 = 1'h0;
   reg issue = 1'h0;
   wire issue_next;
+  wire [-1:0] lane;
   reg last_step = 1'h0;
   wire last_step_next;
-  output [2047:0] m__payload;
-  reg [2047:0] m__payload = 2048'h00000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000;
+  output [127:0] m__payload;
+  wire [127:0] m__payload;
   input m__ready;
   wire m__ready;
   output m__valid;
-  reg m__valid = 1'h0;
+  wire m__valid;
   wire [17:0] mul;
-  wire [17:0] \mul$104 ;
-  wire [17:0] \mul$110 ;
-  wire [17:0] \mul$116 ;
-  wire [17:0] \mul$122 ;
-  wire [17:0] \mul$128 ;
-  wire [17:0] \mul$134 ;
-  wire [17:0] \mul$140 ;
-  wire [17:0] \mul$146 ;
-  wire [17:0] \mul$152 ;
-  wire [17:0] \mul$158 ;
-  wire [17:0] \mul$164 ;
-  wire [17:0] \mul$170 ;
-  wire [17:0] \mul$86 ;
-  wire [17:0] \mul$92 ;
-  wire [17:0] \mul$98 ;
-  (* keep = 32'd1 *)
-  reg mvalid_copy0 = 1'h0;
-  (* keep = 32'd1 *)
-  reg mvalid_copy1 = 1'h0;
-  (* keep = 32'd1 *)
-  reg mvalid_copy10 = 1'h0;
-  (* keep = 32'd1 *)
-  reg mvalid_copy11 = 1'h0;
-  (* keep = 32'd1 *)
-  reg mvalid_copy12 = 1'h0;
-  (* keep = 32'd1 *)
-  reg mvalid_copy13 = 1'h0;
-  (* keep = 32'd1 *)
-  reg mvalid_copy14 = 1'h0;
-  (* keep = 32'd1 *)
-  reg mvalid_copy15 = 1'h0;
-  (* keep = 32'd1 *)
-  reg mvalid_copy2 = 1'h0;
-  (* keep = 32'd1 *)
-  reg mvalid_copy3 = 1'h0;
-  (* keep = 32'd1 *)
-  reg mvalid_copy4 = 1'h0;
-  (* keep = 32'd1 *)
-  reg mvalid_copy5 = 1'h0;
-  (* keep = 32'd1 *)
-  reg mvalid_copy6 = 1'h0;
-  (* keep = 32'd1 *)
-  reg mvalid_copy7 = 1'h0;
-  (* keep = 32'd1 *)
-  reg mvalid_copy8 = 1'h0;
-  (* keep = 32'd1 *)
-  reg mvalid_copy9 = 1'h0;
+  wire [17:0] \mul$100 ;
+  wire [17:0] \mul$106 ;
+  wire [17:0] \mul$112 ;
+  wire [17:0] \mul$118 ;
+  wire [17:0] \mul$124 ;
+  wire [17:0] \mul$130 ;
+  wire [17:0] \mul$136 ;
+  wire [17:0] \mul$142 ;
+  wire [17:0] \mul$148 ;
+  wire [17:0] \mul$154 ;
+  wire [17:0] \mul$160 ;
+  wire [17:0] \mul$166 ;
+  wire [17:0] \mul$172 ;
+  wire [17:0] \mul$178 ;
+  wire [17:0] \mul$94 ;
   reg [3:0] nfc = 4'h0;
   wire [3:0] nfc_next;
   wire out_done;
   reg [943:0] params_d0 = 944'h00000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000;
-  input [2047:0] pay;
-  wire [2047:0] pay;
   wire [7:0] q;
-  wire [7:0] \q$185 ;
-  wire [7:0] \q$186 ;
-  wire [7:0] \q$187 ;
   wire [7:0] \q$188 ;
   wire [7:0] \q$189 ;
   wire [7:0] \q$190 ;
@@ -13147,267 +11956,177 @@ module \bchw_top.engine1 (rst, s__valid, pay, ready, m__valid, m__payload, m__re
   wire [7:0] \q$197 ;
   wire [7:0] \q$198 ;
   wire [7:0] \q$199 ;
+  wire [7:0] \q$200 ;
+  wire [7:0] \q$201 ;
+  wire [7:0] \q$202 ;
   reg qe_d0 = 1'h0;
   reg qe_d1 = 1'h0;
   reg qe_last_d0 = 1'h0;
   reg qv_d0 = 1'h0;
   reg qv_d1 = 1'h0;
   reg qv_last_d0 = 1'h0;
-  (* keep = 32'd1 *)
-  reg qvalid_copy0 = 1'h0;
-  (* keep = 32'd1 *)
-  reg qvalid_copy1 = 1'h0;
-  (* keep = 32'd1 *)
-  reg qvalid_copy10 = 1'h0;
-  (* keep = 32'd1 *)
-  reg qvalid_copy11 = 1'h0;
-  (* keep = 32'd1 *)
-  reg qvalid_copy12 = 1'h0;
-  (* keep = 32'd1 *)
-  reg qvalid_copy13 = 1'h0;
-  (* keep = 32'd1 *)
-  reg qvalid_copy14 = 1'h0;
-  (* keep = 32'd1 *)
-  reg qvalid_copy15 = 1'h0;
-  (* keep = 32'd1 *)
-  reg qvalid_copy2 = 1'h0;
-  (* keep = 32'd1 *)
-  reg qvalid_copy3 = 1'h0;
-  (* keep = 32'd1 *)
-  reg qvalid_copy4 = 1'h0;
-  (* keep = 32'd1 *)
-  reg qvalid_copy5 = 1'h0;
-  (* keep = 32'd1 *)
-  reg qvalid_copy6 = 1'h0;
-  (* keep = 32'd1 *)
-  reg qvalid_copy7 = 1'h0;
-  (* keep = 32'd1 *)
-  reg qvalid_copy8 = 1'h0;
-  (* keep = 32'd1 *)
-  reg qvalid_copy9 = 1'h0;
-  output ready;
+  wire [4:0] read__addr;
+  wire [127:0] read__data;
+  reg read_bank = 1'h1;
   reg ready = 1'h1;
   wire ready_next;
   input rst;
   wire rst;
-  wire [2047:0] s__payload;
-  (* init = 1'h1 *)
+  wire [127:0] s__payload;
+  output s__ready;
   wire s__ready;
   input s__valid;
   wire s__valid;
   reg [3:0] sfc = 4'h0;
   wire [3:0] sfc_next;
   wire [4:0] shift;
-  wire [4:0] \shift$105 ;
-  wire [4:0] \shift$111 ;
-  wire [4:0] \shift$117 ;
-  wire [4:0] \shift$123 ;
-  wire [4:0] \shift$129 ;
-  wire [4:0] \shift$135 ;
-  wire [4:0] \shift$141 ;
-  wire [4:0] \shift$147 ;
-  wire [4:0] \shift$153 ;
-  wire [4:0] \shift$159 ;
-  wire [4:0] \shift$165 ;
-  wire [4:0] \shift$171 ;
-  wire [4:0] \shift$87 ;
-  wire [4:0] \shift$93 ;
-  wire [4:0] \shift$99 ;
+  wire [4:0] \shift$101 ;
+  wire [4:0] \shift$107 ;
+  wire [4:0] \shift$113 ;
+  wire [4:0] \shift$119 ;
+  wire [4:0] \shift$125 ;
+  wire [4:0] \shift$131 ;
+  wire [4:0] \shift$137 ;
+  wire [4:0] \shift$143 ;
+  wire [4:0] \shift$149 ;
+  wire [4:0] \shift$155 ;
+  wire [4:0] \shift$161 ;
+  wire [4:0] \shift$167 ;
+  wire [4:0] \shift$173 ;
+  wire [4:0] \shift$179 ;
+  wire [4:0] \shift$95 ;
   reg [128:0] skid0 = 129'h000000000000000000000000000000000;
   reg [128:0] skid1 = 129'h000000000000000000000000000000000;
   (* init = 8'h00 *)
   wire [7:0] step;
   wire [7:0] step_next;
   wire [12:0] sum;
-  wire [12:0] \sum$249 ;
-  wire [12:0] \sum$250 ;
-  wire [12:0] \sum$251 ;
-  wire [12:0] \sum$252 ;
-  wire [12:0] \sum$253 ;
-  wire [12:0] \sum$254 ;
-  wire [12:0] \sum$255 ;
-  wire [12:0] \sum$256 ;
-  wire [12:0] \sum$257 ;
-  wire [12:0] \sum$258 ;
-  wire [12:0] \sum$259 ;
-  wire [12:0] \sum$260 ;
-  wire [12:0] \sum$261 ;
-  wire [12:0] \sum$262 ;
-  wire [12:0] \sum$263 ;
-  wire valid_next;
-  (* init = 2048'h00000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000 *)
-  wire [2047:0] vector;
+  wire [12:0] \sum$222 ;
+  wire [12:0] \sum$223 ;
+  wire [12:0] \sum$224 ;
+  wire [12:0] \sum$225 ;
+  wire [12:0] \sum$226 ;
+  wire [12:0] \sum$227 ;
+  wire [12:0] \sum$228 ;
+  wire [12:0] \sum$229 ;
+  wire [12:0] \sum$230 ;
+  wire [12:0] \sum$231 ;
+  wire [12:0] \sum$232 ;
+  wire [12:0] \sum$233 ;
+  wire [12:0] \sum$234 ;
+  wire [12:0] \sum$235 ;
+  wire [12:0] \sum$236 ;
   wire [15:0] w;
-  wire [15:0] \w$30 ;
-  wire [15:0] \w$33 ;
-  wire [15:0] \w$36 ;
-  wire [15:0] \w$39 ;
-  wire [15:0] \w$42 ;
-  wire [15:0] \w$45 ;
-  wire [15:0] \w$48 ;
-  wire [15:0] \w$51 ;
-  wire [15:0] \w$54 ;
-  wire [15:0] \w$57 ;
-  wire [15:0] \w$60 ;
-  wire [15:0] \w$63 ;
-  wire [15:0] \w$66 ;
-  wire [15:0] \w$69 ;
-  wire [15:0] \w$72 ;
+  wire [15:0] \w$38 ;
+  wire [15:0] \w$41 ;
+  wire [15:0] \w$44 ;
+  wire [15:0] \w$47 ;
+  wire [15:0] \w$50 ;
+  wire [15:0] \w$53 ;
+  wire [15:0] \w$56 ;
+  wire [15:0] \w$59 ;
+  wire [15:0] \w$62 ;
+  wire [15:0] \w$65 ;
+  wire [15:0] \w$68 ;
+  wire [15:0] \w$71 ;
+  wire [15:0] \w$74 ;
+  wire [15:0] \w$77 ;
+  wire [15:0] \w$80 ;
   reg [255:0] wdata_d0 = 256'h0000000000000000000000000000000000000000000000000000000000000000;
+  reg [3:0] word = 4'h0;
+  wire [4:0] write__addr;
+  input [127:0] write__data;
+  wire [127:0] write__data;
+  wire write__en;
+  reg write_bank = 1'h0;
   reg [127:0] x = 128'h00000000000000000000000000000000;
   (* init = 128'h00000000000000000000000000000000 *)
-  wire [127:0] \x$29 ;
+  wire [127:0] \x$37 ;
   (* init = 128'h00000000000000000000000000000000 *)
-  wire [127:0] \x$32 ;
+  wire [127:0] \x$40 ;
   (* init = 128'h00000000000000000000000000000000 *)
-  wire [127:0] \x$35 ;
+  wire [127:0] \x$43 ;
   (* init = 128'h00000000000000000000000000000000 *)
-  wire [127:0] \x$38 ;
+  wire [127:0] \x$46 ;
   (* init = 128'h00000000000000000000000000000000 *)
-  wire [127:0] \x$41 ;
+  wire [127:0] \x$49 ;
   (* init = 128'h00000000000000000000000000000000 *)
-  wire [127:0] \x$44 ;
+  wire [127:0] \x$52 ;
   (* init = 128'h00000000000000000000000000000000 *)
-  wire [127:0] \x$47 ;
+  wire [127:0] \x$55 ;
   (* init = 128'h00000000000000000000000000000000 *)
-  wire [127:0] \x$50 ;
+  wire [127:0] \x$58 ;
   (* init = 128'h00000000000000000000000000000000 *)
-  wire [127:0] \x$53 ;
+  wire [127:0] \x$61 ;
   (* init = 128'h00000000000000000000000000000000 *)
-  wire [127:0] \x$56 ;
+  wire [127:0] \x$64 ;
   (* init = 128'h00000000000000000000000000000000 *)
-  wire [127:0] \x$59 ;
+  wire [127:0] \x$67 ;
   (* init = 128'h00000000000000000000000000000000 *)
-  wire [127:0] \x$62 ;
+  wire [127:0] \x$70 ;
   (* init = 128'h00000000000000000000000000000000 *)
-  wire [127:0] \x$65 ;
+  wire [127:0] \x$73 ;
   (* init = 128'h00000000000000000000000000000000 *)
-  wire [127:0] \x$68 ;
+  wire [127:0] \x$76 ;
   (* init = 128'h00000000000000000000000000000000 *)
-  wire [127:0] \x$71 ;
-  reg [127:0] x_d0 = 128'h00000000000000000000000000000000;
+  wire [127:0] \x$79 ;
   (* init = 128'h00000000000000000000000000000000 *)
-  wire [127:0] x_d1;
-  reg [2047:0] xbuf = 2048'h00000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000;
-  (* keep = 32'd1 *)
-  reg xready_copy0 = 1'h1;
-  (* keep = 32'd1 *)
-  reg xready_copy1 = 1'h1;
-  (* keep = 32'd1 *)
-  reg xready_copy10 = 1'h1;
-  (* keep = 32'd1 *)
-  reg xready_copy11 = 1'h1;
-  (* keep = 32'd1 *)
-  reg xready_copy12 = 1'h1;
-  (* keep = 32'd1 *)
-  reg xready_copy13 = 1'h1;
-  (* keep = 32'd1 *)
-  reg xready_copy14 = 1'h1;
-  (* keep = 32'd1 *)
-  reg xready_copy15 = 1'h1;
-  (* keep = 32'd1 *)
-  reg xready_copy2 = 1'h1;
-  (* keep = 32'd1 *)
-  reg xready_copy3 = 1'h1;
-  (* keep = 32'd1 *)
-  reg xready_copy4 = 1'h1;
-  (* keep = 32'd1 *)
-  reg xready_copy5 = 1'h1;
-  (* keep = 32'd1 *)
-  reg xready_copy6 = 1'h1;
-  (* keep = 32'd1 *)
-  reg xready_copy7 = 1'h1;
-  (* keep = 32'd1 *)
-  reg xready_copy8 = 1'h1;
-  (* keep = 32'd1 *)
-  reg xready_copy9 = 1'h1;
-  (* keep = 32'd1 *)
-  reg xshift_copy0 = 1'h0;
-  (* keep = 32'd1 *)
-  reg xshift_copy1 = 1'h0;
-  (* keep = 32'd1 *)
-  reg xshift_copy10 = 1'h0;
-  (* keep = 32'd1 *)
-  reg xshift_copy11 = 1'h0;
-  (* keep = 32'd1 *)
-  reg xshift_copy12 = 1'h0;
-  (* keep = 32'd1 *)
-  reg xshift_copy13 = 1'h0;
-  (* keep = 32'd1 *)
-  reg xshift_copy14 = 1'h0;
-  (* keep = 32'd1 *)
-  reg xshift_copy15 = 1'h0;
-  (* keep = 32'd1 *)
-  reg xshift_copy2 = 1'h0;
-  (* keep = 32'd1 *)
-  reg xshift_copy3 = 1'h0;
-  (* keep = 32'd1 *)
-  reg xshift_copy4 = 1'h0;
-  (* keep = 32'd1 *)
-  reg xshift_copy5 = 1'h0;
-  (* keep = 32'd1 *)
-  reg xshift_copy6 = 1'h0;
-  (* keep = 32'd1 *)
-  reg xshift_copy7 = 1'h0;
-  (* keep = 32'd1 *)
-  reg xshift_copy8 = 1'h0;
-  (* keep = 32'd1 *)
-  reg xshift_copy9 = 1'h0;
-  always @(posedge clk)
-    qvalid_copy14 <= \$431 ;
-  always @(posedge clk)
-    qvalid_copy15 <= \$432 ;
-  always @(posedge clk)
-    m__valid <= \$433 ;
-  always @(posedge clk)
-    mvalid_copy0 <= \$434 ;
-  always @(posedge clk)
-    mvalid_copy1 <= \$435 ;
-  always @(posedge clk)
-    mvalid_copy2 <= \$436 ;
-  always @(posedge clk)
-    mvalid_copy3 <= \$437 ;
-  always @(posedge clk)
-    mvalid_copy4 <= \$438 ;
-  always @(posedge clk)
-    mvalid_copy5 <= \$439 ;
-  always @(posedge clk)
-    mvalid_copy6 <= \$440 ;
-  always @(posedge clk)
-    mvalid_copy7 <= \$441 ;
-  always @(posedge clk)
-    mvalid_copy8 <= \$442 ;
-  always @(posedge clk)
-    mvalid_copy9 <= \$443 ;
-  always @(posedge clk)
-    mvalid_copy10 <= \$444 ;
-  always @(posedge clk)
-    mvalid_copy11 <= \$445 ;
-  always @(posedge clk)
-    mvalid_copy12 <= \$446 ;
-  always @(posedge clk)
-    mvalid_copy13 <= \$447 ;
-  always @(posedge clk)
-    mvalid_copy14 <= \$448 ;
-  always @(posedge clk)
-    mvalid_copy15 <= \$449 ;
-  always @(posedge clk)
-    m__payload <= \$450 ;
-  always @(posedge clk)
-    credit_back_d0 <= \$451 ;
-  always @(posedge clk)
-    credit_back <= \$452 ;
-  assign \$1  = s__valid & ready;
+  wire [127:0] x_d0;
+  reg [127:0] xmem [31:0];
+  initial begin
+    xmem[0] = 128'h00000000000000000000000000000000;
+    xmem[1] = 128'h00000000000000000000000000000000;
+    xmem[2] = 128'h00000000000000000000000000000000;
+    xmem[3] = 128'h00000000000000000000000000000000;
+    xmem[4] = 128'h00000000000000000000000000000000;
+    xmem[5] = 128'h00000000000000000000000000000000;
+    xmem[6] = 128'h00000000000000000000000000000000;
+    xmem[7] = 128'h00000000000000000000000000000000;
+    xmem[8] = 128'h00000000000000000000000000000000;
+    xmem[9] = 128'h00000000000000000000000000000000;
+    xmem[10] = 128'h00000000000000000000000000000000;
+    xmem[11] = 128'h00000000000000000000000000000000;
+    xmem[12] = 128'h00000000000000000000000000000000;
+    xmem[13] = 128'h00000000000000000000000000000000;
+    xmem[14] = 128'h00000000000000000000000000000000;
+    xmem[15] = 128'h00000000000000000000000000000000;
+    xmem[16] = 128'h00000000000000000000000000000000;
+    xmem[17] = 128'h00000000000000000000000000000000;
+    xmem[18] = 128'h00000000000000000000000000000000;
+    xmem[19] = 128'h00000000000000000000000000000000;
+    xmem[20] = 128'h00000000000000000000000000000000;
+    xmem[21] = 128'h00000000000000000000000000000000;
+    xmem[22] = 128'h00000000000000000000000000000000;
+    xmem[23] = 128'h00000000000000000000000000000000;
+    xmem[24] = 128'h00000000000000000000000000000000;
+    xmem[25] = 128'h00000000000000000000000000000000;
+    xmem[26] = 128'h00000000000000000000000000000000;
+    xmem[27] = 128'h00000000000000000000000000000000;
+    xmem[28] = 128'h00000000000000000000000000000000;
+    xmem[29] = 128'h00000000000000000000000000000000;
+    xmem[30] = 128'h00000000000000000000000000000000;
+    xmem[31] = 128'h00000000000000000000000000000000;
+  end
+  always @(posedge clk) begin
+    if (write__en)
+      xmem[{ write_bank, word }] <= write__data;
+  end
+  reg [127:0] _0_;
+  always @(posedge clk) begin
+    _0_ <= xmem[{ read_bank, sfc }];
+  end
+  assign read__data = _0_;
+  assign \$1  = \$signal  & ready;
   assign \$2  = ~ last_step;
   assign \$3  = busy & \$2 ;
   assign \$4  = \$1  ? 1'h1 : \$3 ;
-  assign \$5  = s__valid & ready;
+  assign \$5  = \$signal  & ready;
   assign \$6  = ~ last_step;
   assign \$7  = issue & \$6 ;
   assign \$8  = addr + 1'h1;
   assign \$9  = \$7  ? \$8  : { 1'h0, addr };
   assign \$10  = \$5  ? 9'h000 : \$9 ;
-  assign \$12  = s__valid & ready;
+  assign \$12  = \$signal  & ready;
   assign \$13  = ~ last_step;
   assign \$14  = issue & \$13 ;
   assign \$15  = sfc == 4'hf;
@@ -13418,7 +12137,7 @@ module \bchw_top.engine1 (rst, s__valid, pay, ready, m__valid, m__payload, m__re
   assign \$20  = sfc + 1'h1;
   assign \$21  = \$19  ? \$20  : { 1'h0, sfc };
   assign \$22  = \$17  ? 5'h00 : \$21 ;
-  assign \$24  = s__valid & ready;
+  assign \$24  = \$signal  & ready;
   assign \$25  = ~ last_step;
   assign \$26  = issue & \$25 ;
   assign \$27  = sfc == 4'hf;
@@ -13426,12 +12145,12 @@ module \bchw_top.engine1 (rst, s__valid, pay, ready, m__valid, m__payload, m__re
   assign \$29  = nfc + 1'h1;
   assign \$30  = \$28  ? \$29  : { 1'h0, nfc };
   assign \$31  = \$24  ? 5'h00 : \$30 ;
-  assign \$33  = s__valid & ready;
+  assign \$33  = \$signal  & ready;
   assign \$34  = addr == 8'hfe;
   assign \$35  = issue ? \$34  : last_step;
   assign \$36  = last_step ? 1'h0 : \$35 ;
   assign \$37  = \$33  ? 1'h0 : \$36 ;
-  assign \$38  = s__valid & ready;
+  assign \$38  = \$signal  & ready;
   assign \$39  = addr == 8'hfe;
   assign \$40  = issue ? \$39  : ready;
   assign \$41  = last_step ? 1'h1 : \$40 ;
@@ -13444,612 +12163,319 @@ module \bchw_top.engine1 (rst, s__valid, pay, ready, m__valid, m__payload, m__re
   assign \$49  = | \$47 [1:0];
   assign \$50  = \$48  | \$49 ;
   assign \$51  = busy_next & \$50 ;
+  assign \$52  = ~ \$signal ;
+  assign s__ready = \$52  | ready;
+  assign \$53  = s__valid & s__ready;
+  assign write__en = \$53  ? 1'h1 : 1'h0;
   assign out_done = qv_last_d0 & qe_last_d0;
-  assign \$52  = | count;
-  assign \$53  = \$52  | qv_last_d0;
-  assign \$54  = ~ m__valid;
-  assign \$55  = \$54  | m__ready;
-  assign enter = \$53  & \$55 ;
+  assign \$55  = | count;
+  assign m__valid = \$55  | qv_last_d0;
   assign \$56  = | count;
-  assign \$57  = enter & \$56 ;
-  assign \$58  = count - \$57 ;
-  assign \$59  = | count;
-  assign \$60  = ~ \$59 ;
-  assign \$61  = enter & \$60 ;
+  assign \$57  = \$56  ? skid0 : { qe_last_d0, \q$202 , \q$201 , \q$200 , \q$199 , \q$198 , \q$197 , \q$196 , \q$195 , \q$194 , \q$193 , \q$192 , \q$191 , \q$190 , \q$189 , \q$188 , q };
+  assign enter = m__valid & m__ready;
+  assign \$58  = | count;
+  assign \$59  = enter & \$58 ;
+  assign \$60  = count - \$59 ;
+  assign \$61  = | count;
   assign \$62  = ~ \$61 ;
-  assign \$63  = qv_last_d0 & \$62 ;
-  assign \$64  = $signed(\$58 ) + $signed({ 1'h0, \$63  });
-  assign \$65  = | count;
-  assign \$66  = \$65  ? skid0 : { qe_last_d0, \q$199 , \q$198 , \q$197 , \q$196 , \q$195 , \q$194 , \q$193 , \q$192 , \q$191 , \q$190 , \q$189 , \q$188 , \q$187 , \q$186 , \q$185 , q };
-  assign \$67  = enter & \$66 [128];
-  assign \$68  = ~ m__ready;
-  assign \$69  = m__valid & \$68 ;
-  assign valid_next = \$67  ? 1'h1 : \$69 ;
-  assign \$70  = ~ last_step_next;
-  assign \$71  = issue_next & \$70 ;
-  assign \$72  = ~ last_step_next;
-  assign \$73  = issue_next & \$72 ;
-  assign \$74  = ~ last_step_next;
-  assign \$75  = issue_next & \$74 ;
-  assign \$76  = ~ last_step_next;
-  assign \$77  = issue_next & \$76 ;
-  assign \$78  = ~ last_step_next;
-  assign \$79  = issue_next & \$78 ;
-  assign \$80  = ~ last_step_next;
-  assign \$81  = issue_next & \$80 ;
-  assign \$82  = ~ last_step_next;
-  assign \$83  = issue_next & \$82 ;
-  assign \$84  = ~ last_step_next;
-  assign \$85  = issue_next & \$84 ;
-  assign \$86  = ~ last_step_next;
-  assign \$87  = issue_next & \$86 ;
-  assign \$88  = ~ last_step_next;
-  assign \$89  = issue_next & \$88 ;
-  assign \$90  = ~ last_step_next;
-  assign \$91  = issue_next & \$90 ;
-  assign \$92  = ~ last_step_next;
-  assign \$93  = issue_next & \$92 ;
-  assign \$94  = ~ last_step_next;
-  assign \$95  = issue_next & \$94 ;
-  assign \$96  = ~ last_step_next;
-  assign \$97  = issue_next & \$96 ;
-  assign \$98  = ~ last_step_next;
-  assign \$99  = issue_next & \$98 ;
-  assign \$100  = ~ last_step_next;
-  assign \$101  = issue_next & \$100 ;
-  assign \$102  = s__valid & xready_copy0;
-  assign \$103  = xshift_copy0 | \$102 ;
-  assign \$104  = xshift_copy0 ? xbuf[255:128] : pay[127:0];
-  assign \$105  = s__valid & xready_copy1;
-  assign \$106  = xshift_copy1 | \$105 ;
-  assign \$107  = xshift_copy1 ? xbuf[383:256] : pay[255:128];
-  assign \$108  = s__valid & xready_copy2;
-  assign \$109  = xshift_copy2 | \$108 ;
-  assign \$110  = xshift_copy2 ? xbuf[511:384] : pay[383:256];
-  assign \$111  = s__valid & xready_copy3;
-  assign \$112  = xshift_copy3 | \$111 ;
-  assign \$113  = xshift_copy3 ? xbuf[639:512] : pay[511:384];
-  assign \$114  = s__valid & xready_copy4;
-  assign \$115  = xshift_copy4 | \$114 ;
-  assign \$116  = xshift_copy4 ? xbuf[767:640] : pay[639:512];
-  assign \$117  = s__valid & xready_copy5;
-  assign \$118  = xshift_copy5 | \$117 ;
-  assign \$119  = xshift_copy5 ? xbuf[895:768] : pay[767:640];
-  assign \$120  = s__valid & xready_copy6;
-  assign \$121  = xshift_copy6 | \$120 ;
-  assign \$122  = xshift_copy6 ? xbuf[1023:896] : pay[895:768];
-  assign \$123  = s__valid & xready_copy7;
-  assign \$124  = xshift_copy7 | \$123 ;
-  assign \$125  = xshift_copy7 ? xbuf[1151:1024] : pay[1023:896];
-  assign \$126  = s__valid & xready_copy8;
-  assign \$127  = xshift_copy8 | \$126 ;
-  assign \$128  = xshift_copy8 ? xbuf[1279:1152] : pay[1151:1024];
-  assign \$129  = s__valid & xready_copy9;
-  assign \$130  = xshift_copy9 | \$129 ;
-  assign \$131  = xshift_copy9 ? xbuf[1407:1280] : pay[1279:1152];
-  assign \$132  = s__valid & xready_copy10;
-  assign \$133  = xshift_copy10 | \$132 ;
-  assign \$134  = xshift_copy10 ? xbuf[1535:1408] : pay[1407:1280];
-  assign \$135  = s__valid & xready_copy11;
-  assign \$136  = xshift_copy11 | \$135 ;
-  assign \$137  = xshift_copy11 ? xbuf[1663:1536] : pay[1535:1408];
-  assign \$138  = s__valid & xready_copy12;
-  assign \$139  = xshift_copy12 | \$138 ;
-  assign \$140  = xshift_copy12 ? xbuf[1791:1664] : pay[1663:1536];
-  assign \$141  = s__valid & xready_copy13;
-  assign \$142  = xshift_copy13 | \$141 ;
-  assign \$143  = xshift_copy13 ? xbuf[1919:1792] : pay[1791:1664];
-  assign \$144  = s__valid & xready_copy14;
-  assign \$145  = xshift_copy14 | \$144 ;
-  assign \$146  = xshift_copy14 ? xbuf[2047:1920] : pay[1919:1792];
-  assign \$147  = s__valid & xready_copy15;
-  assign \$148  = xshift_copy15 | \$147 ;
-  assign \$149  = xshift_copy15 ? xbuf[127:0] : pay[2047:1920];
-  assign \$150  = ! sfc;
-  assign \$151  = sfc == 4'hf;
-  assign \$152  = ft_d0[0] & ft_d0[2];
-  assign \$153  = ft_d0[0] & ft_d0[3];
-  assign \$154  = ft_d0[1] ? 17'h00000 : acc;
-  assign \$155  = $signed(\$154 ) + $signed(sum);
-  assign \$156  = ft_d0[1] ? 17'h00000 : \acc$84 ;
-  assign \$157  = $signed(\$156 ) + $signed(\sum$249 );
-  assign \$158  = ft_d0[1] ? 17'h00000 : \acc$90 ;
-  assign \$159  = $signed(\$158 ) + $signed(\sum$250 );
-  assign \$160  = ft_d0[1] ? 17'h00000 : \acc$96 ;
-  assign \$161  = $signed(\$160 ) + $signed(\sum$251 );
-  assign \$162  = ft_d0[1] ? 17'h00000 : \acc$102 ;
-  assign \$163  = $signed(\$162 ) + $signed(\sum$252 );
-  assign \$164  = ft_d0[1] ? 17'h00000 : \acc$108 ;
-  assign \$165  = $signed(\$164 ) + $signed(\sum$253 );
-  assign \$166  = ft_d0[1] ? 17'h00000 : \acc$114 ;
-  assign \$167  = $signed(\$166 ) + $signed(\sum$254 );
-  assign \$168  = ft_d0[1] ? 17'h00000 : \acc$120 ;
-  assign \$169  = $signed(\$168 ) + $signed(\sum$255 );
-  assign \$170  = ft_d0[1] ? 17'h00000 : \acc$126 ;
-  assign \$171  = $signed(\$170 ) + $signed(\sum$256 );
-  assign \$172  = ft_d0[1] ? 17'h00000 : \acc$132 ;
-  assign \$173  = $signed(\$172 ) + $signed(\sum$257 );
-  assign \$174  = ft_d0[1] ? 17'h00000 : \acc$138 ;
-  assign \$175  = $signed(\$174 ) + $signed(\sum$258 );
-  assign \$176  = ft_d0[1] ? 17'h00000 : \acc$144 ;
-  assign \$177  = $signed(\$176 ) + $signed(\sum$259 );
-  assign \$178  = ft_d0[1] ? 17'h00000 : \acc$150 ;
-  assign \$179  = $signed(\$178 ) + $signed(\sum$260 );
-  assign \$180  = ft_d0[1] ? 17'h00000 : \acc$156 ;
-  assign \$181  = $signed(\$180 ) + $signed(\sum$261 );
-  assign \$182  = ft_d0[1] ? 17'h00000 : \acc$162 ;
-  assign \$183  = $signed(\$182 ) + $signed(\sum$262 );
-  assign \$184  = ft_d0[1] ? 17'h00000 : \acc$168 ;
-  assign \$185  = $signed(\$184 ) + $signed(\sum$263 );
-  assign \$186  = | count;
-  assign \$187  = ~ \$186 ;
-  assign \$188  = enter & \$187 ;
-  assign \$189  = ~ \$188 ;
-  assign \$190  = qv_last_d0 & \$189 ;
-  assign \$191  = | count;
-  assign \$192  = enter & \$191 ;
-  assign \$193  = count - \$192 ;
-  assign \$194  = ! \$193 ;
-  assign \$195  = \$190  & \$194 ;
-  assign \$196  = | count;
-  assign \$197  = enter & \$196 ;
-  assign \$198  = | count;
-  assign \$199  = ~ \$198 ;
-  assign \$200  = enter & \$199 ;
-  assign \$201  = ~ \$200 ;
-  assign \$202  = qv_last_d0 & \$201 ;
-  assign \$203  = | count;
-  assign \$204  = enter & \$203 ;
-  assign \$205  = count - \$204 ;
-  assign \$206  = \$205  == 1'h1;
-  assign \$207  = \$202  & \$206 ;
-  assign \$208  = | count;
-  assign \$209  = enter & \$208 ;
-  assign \$210  = | \$64 [1:0];
-  assign \$211  = | \$64 [1:0];
-  assign \$212  = | \$64 [1:0];
-  assign \$213  = | \$64 [1:0];
-  assign \$214  = | \$64 [1:0];
-  assign \$215  = | \$64 [1:0];
-  assign \$216  = | \$64 [1:0];
-  assign \$217  = | \$64 [1:0];
-  assign \$218  = | \$64 [1:0];
-  assign \$219  = | \$64 [1:0];
-  assign \$220  = | \$64 [1:0];
-  assign \$221  = | \$64 [1:0];
-  assign \$222  = | \$64 [1:0];
-  assign \$223  = | \$64 [1:0];
-  assign \$224  = | \$64 [1:0];
-  assign \$225  = | \$64 [1:0];
-  assign \$226  = held_copy0 | qvalid_copy0;
-  assign \$227  = ~ mvalid_copy0;
-  assign \$228  = \$227  | m__ready;
-  assign \$229  = \$226  & \$228 ;
-  assign \$230  = | count;
-  assign \$231  = \$230  ? skid0 : { qe_last_d0, \q$199 , \q$198 , \q$197 , \q$196 , \q$195 , \q$194 , \q$193 , \q$192 , \q$191 , \q$190 , \q$189 , \q$188 , \q$187 , \q$186 , \q$185 , q };
-  assign \$232  = held_copy1 | qvalid_copy1;
-  assign \$233  = ~ mvalid_copy1;
-  assign \$234  = \$233  | m__ready;
-  assign \$235  = \$232  & \$234 ;
-  assign \$236  = | count;
-  assign \$237  = \$236  ? skid0 : { qe_last_d0, \q$199 , \q$198 , \q$197 , \q$196 , \q$195 , \q$194 , \q$193 , \q$192 , \q$191 , \q$190 , \q$189 , \q$188 , \q$187 , \q$186 , \q$185 , q };
-  assign \$238  = held_copy2 | qvalid_copy2;
-  assign \$239  = ~ mvalid_copy2;
-  assign \$240  = \$239  | m__ready;
-  assign \$241  = \$238  & \$240 ;
-  assign \$242  = | count;
-  assign \$243  = \$242  ? skid0 : { qe_last_d0, \q$199 , \q$198 , \q$197 , \q$196 , \q$195 , \q$194 , \q$193 , \q$192 , \q$191 , \q$190 , \q$189 , \q$188 , \q$187 , \q$186 , \q$185 , q };
-  assign \$244  = held_copy3 | qvalid_copy3;
-  assign \$245  = ~ mvalid_copy3;
-  assign \$246  = \$245  | m__ready;
-  assign \$247  = \$244  & \$246 ;
-  assign \$248  = | count;
-  assign \$249  = \$248  ? skid0 : { qe_last_d0, \q$199 , \q$198 , \q$197 , \q$196 , \q$195 , \q$194 , \q$193 , \q$192 , \q$191 , \q$190 , \q$189 , \q$188 , \q$187 , \q$186 , \q$185 , q };
-  assign \$250  = held_copy4 | qvalid_copy4;
-  assign \$251  = ~ mvalid_copy4;
-  assign \$252  = \$251  | m__ready;
-  assign \$253  = \$250  & \$252 ;
-  assign \$254  = | count;
-  assign \$255  = \$254  ? skid0 : { qe_last_d0, \q$199 , \q$198 , \q$197 , \q$196 , \q$195 , \q$194 , \q$193 , \q$192 , \q$191 , \q$190 , \q$189 , \q$188 , \q$187 , \q$186 , \q$185 , q };
-  assign \$256  = held_copy5 | qvalid_copy5;
-  assign \$257  = ~ mvalid_copy5;
-  assign \$258  = \$257  | m__ready;
-  assign \$259  = \$256  & \$258 ;
-  assign \$260  = | count;
-  assign \$261  = \$260  ? skid0 : { qe_last_d0, \q$199 , \q$198 , \q$197 , \q$196 , \q$195 , \q$194 , \q$193 , \q$192 , \q$191 , \q$190 , \q$189 , \q$188 , \q$187 , \q$186 , \q$185 , q };
-  assign \$262  = held_copy6 | qvalid_copy6;
-  assign \$263  = ~ mvalid_copy6;
-  assign \$264  = \$263  | m__ready;
-  assign \$265  = \$262  & \$264 ;
-  assign \$266  = | count;
-  assign \$267  = \$266  ? skid0 : { qe_last_d0, \q$199 , \q$198 , \q$197 , \q$196 , \q$195 , \q$194 , \q$193 , \q$192 , \q$191 , \q$190 , \q$189 , \q$188 , \q$187 , \q$186 , \q$185 , q };
-  assign \$268  = held_copy7 | qvalid_copy7;
-  assign \$269  = ~ mvalid_copy7;
-  assign \$270  = \$269  | m__ready;
-  assign \$271  = \$268  & \$270 ;
-  assign \$272  = | count;
-  assign \$273  = \$272  ? skid0 : { qe_last_d0, \q$199 , \q$198 , \q$197 , \q$196 , \q$195 , \q$194 , \q$193 , \q$192 , \q$191 , \q$190 , \q$189 , \q$188 , \q$187 , \q$186 , \q$185 , q };
-  assign \$274  = held_copy8 | qvalid_copy8;
-  assign \$275  = ~ mvalid_copy8;
-  assign \$276  = \$275  | m__ready;
-  assign \$277  = \$274  & \$276 ;
-  assign \$278  = | count;
-  assign \$279  = \$278  ? skid0 : { qe_last_d0, \q$199 , \q$198 , \q$197 , \q$196 , \q$195 , \q$194 , \q$193 , \q$192 , \q$191 , \q$190 , \q$189 , \q$188 , \q$187 , \q$186 , \q$185 , q };
-  assign \$280  = held_copy9 | qvalid_copy9;
-  assign \$281  = ~ mvalid_copy9;
-  assign \$282  = \$281  | m__ready;
-  assign \$283  = \$280  & \$282 ;
-  assign \$284  = | count;
-  assign \$285  = \$284  ? skid0 : { qe_last_d0, \q$199 , \q$198 , \q$197 , \q$196 , \q$195 , \q$194 , \q$193 , \q$192 , \q$191 , \q$190 , \q$189 , \q$188 , \q$187 , \q$186 , \q$185 , q };
-  assign \$286  = held_copy10 | qvalid_copy10;
-  assign \$287  = ~ mvalid_copy10;
-  assign \$288  = \$287  | m__ready;
-  assign \$289  = \$286  & \$288 ;
-  assign \$290  = | count;
-  assign \$291  = \$290  ? skid0 : { qe_last_d0, \q$199 , \q$198 , \q$197 , \q$196 , \q$195 , \q$194 , \q$193 , \q$192 , \q$191 , \q$190 , \q$189 , \q$188 , \q$187 , \q$186 , \q$185 , q };
-  assign \$292  = held_copy11 | qvalid_copy11;
-  assign \$293  = ~ mvalid_copy11;
-  assign \$294  = \$293  | m__ready;
-  assign \$295  = \$292  & \$294 ;
-  assign \$296  = | count;
-  assign \$297  = \$296  ? skid0 : { qe_last_d0, \q$199 , \q$198 , \q$197 , \q$196 , \q$195 , \q$194 , \q$193 , \q$192 , \q$191 , \q$190 , \q$189 , \q$188 , \q$187 , \q$186 , \q$185 , q };
-  assign \$298  = held_copy12 | qvalid_copy12;
-  assign \$299  = ~ mvalid_copy12;
-  assign \$300  = \$299  | m__ready;
-  assign \$301  = \$298  & \$300 ;
-  assign \$302  = | count;
-  assign \$303  = \$302  ? skid0 : { qe_last_d0, \q$199 , \q$198 , \q$197 , \q$196 , \q$195 , \q$194 , \q$193 , \q$192 , \q$191 , \q$190 , \q$189 , \q$188 , \q$187 , \q$186 , \q$185 , q };
-  assign \$304  = held_copy13 | qvalid_copy13;
-  assign \$305  = ~ mvalid_copy13;
-  assign \$306  = \$305  | m__ready;
-  assign \$307  = \$304  & \$306 ;
-  assign \$308  = | count;
-  assign \$309  = \$308  ? skid0 : { qe_last_d0, \q$199 , \q$198 , \q$197 , \q$196 , \q$195 , \q$194 , \q$193 , \q$192 , \q$191 , \q$190 , \q$189 , \q$188 , \q$187 , \q$186 , \q$185 , q };
-  assign \$310  = held_copy14 | qvalid_copy14;
-  assign \$311  = ~ mvalid_copy14;
-  assign \$312  = \$311  | m__ready;
-  assign \$313  = \$310  & \$312 ;
-  assign \$314  = | count;
-  assign \$315  = \$314  ? skid0 : { qe_last_d0, \q$199 , \q$198 , \q$197 , \q$196 , \q$195 , \q$194 , \q$193 , \q$192 , \q$191 , \q$190 , \q$189 , \q$188 , \q$187 , \q$186 , \q$185 , q };
-  assign \$316  = held_copy15 | qvalid_copy15;
-  assign \$317  = ~ mvalid_copy15;
-  assign \$318  = \$317  | m__ready;
-  assign \$319  = \$316  & \$318 ;
-  assign \$320  = | count;
-  assign \$321  = \$320  ? skid0 : { qe_last_d0, \q$199 , \q$198 , \q$197 , \q$196 , \q$195 , \q$194 , \q$193 , \q$192 , \q$191 , \q$190 , \q$189 , \q$188 , \q$187 , \q$186 , \q$185 , q };
-  always @(posedge clk)
-    busy <= \$322 ;
-  always @(posedge clk)
-    addr <= \$323 ;
-  always @(posedge clk)
-    sfc <= \$324 ;
-  always @(posedge clk)
-    nfc <= \$325 ;
-  always @(posedge clk)
-    last_step <= \$326 ;
-  always @(posedge clk)
-    ready <= \$327 ;
-  always @(posedge clk)
-    credits <= \$328 ;
-  always @(posedge clk)
-    issue <= \$329 ;
-  always @(posedge clk)
-    xshift_copy0 <= \$330 ;
-  always @(posedge clk)
-    xshift_copy1 <= \$331 ;
-  always @(posedge clk)
-    xshift_copy2 <= \$332 ;
-  always @(posedge clk)
-    xshift_copy3 <= \$333 ;
-  always @(posedge clk)
-    xshift_copy4 <= \$334 ;
-  always @(posedge clk)
-    xshift_copy5 <= \$335 ;
-  always @(posedge clk)
-    xshift_copy6 <= \$336 ;
-  always @(posedge clk)
-    xshift_copy7 <= \$337 ;
-  always @(posedge clk)
-    xshift_copy8 <= \$338 ;
-  always @(posedge clk)
-    xshift_copy9 <= \$339 ;
-  always @(posedge clk)
-    xshift_copy10 <= \$340 ;
-  always @(posedge clk)
-    xshift_copy11 <= \$341 ;
-  always @(posedge clk)
-    xshift_copy12 <= \$342 ;
-  always @(posedge clk)
-    xshift_copy13 <= \$343 ;
-  always @(posedge clk)
-    xshift_copy14 <= \$344 ;
-  always @(posedge clk)
-    xshift_copy15 <= \$345 ;
-  always @(posedge clk)
-    xready_copy0 <= \$346 ;
-  always @(posedge clk)
-    xready_copy1 <= \$347 ;
-  always @(posedge clk)
-    xready_copy2 <= \$348 ;
-  always @(posedge clk)
-    xready_copy3 <= \$349 ;
-  always @(posedge clk)
-    xready_copy4 <= \$350 ;
-  always @(posedge clk)
-    xready_copy5 <= \$351 ;
+  assign \$63  = enter & \$62 ;
+  assign \$64  = ~ \$63 ;
+  assign \$65  = qv_last_d0 & \$64 ;
+  assign \$66  = $signed(\$60 ) + $signed({ 1'h0, \$65  });
+  assign \$67  = s__valid & s__ready;
+  assign \$68  = word == 4'hf;
+  assign \$75  = word == 4'hf;
+  assign \$79  = word + 1'h1;
+  assign \$81  = \$77  ? 5'h00 : \$80 ;
+  assign \$82  = s__valid & s__ready;
+  assign \$83  = word == 4'hf;
+  assign \$86  = \$82  & \$85 ;
+  assign \$87  = ~ write_bank;
+  assign \$88  = \$signal  & ready;
+  assign \$89  = ~ read_bank;
+  assign \$90  = s__valid & s__ready;
+  assign \$91  = word == 4'hf;
+  assign \$94  = \$90  & \$93 ;
+  assign \$95  = ~ ready;
+  assign \$96  = \$signal  & \$95 ;
+  assign \$97  = \$94  ? 1'h1 : \$96 ;
+  assign \$98  = ! sfc;
+  assign \$99  = sfc == 4'hf;
+  assign \$100  = ft_d0[0] & ft_d0[2];
+  assign \$101  = ft_d0[0] & ft_d0[3];
+  assign \$102  = ft_d0[1] ? 17'h00000 : acc;
+  assign \$103  = $signed(\$102 ) + $signed(sum);
+  assign \$104  = ft_d0[1] ? 17'h00000 : \acc$92 ;
+  assign \$105  = $signed(\$104 ) + $signed(\sum$222 );
+  assign \$106  = ft_d0[1] ? 17'h00000 : \acc$98 ;
+  assign \$107  = $signed(\$106 ) + $signed(\sum$223 );
+  assign \$108  = ft_d0[1] ? 17'h00000 : \acc$104 ;
+  assign \$109  = $signed(\$108 ) + $signed(\sum$224 );
+  assign \$110  = ft_d0[1] ? 17'h00000 : \acc$110 ;
+  assign \$111  = $signed(\$110 ) + $signed(\sum$225 );
+  assign \$112  = ft_d0[1] ? 17'h00000 : \acc$116 ;
+  assign \$113  = $signed(\$112 ) + $signed(\sum$226 );
+  assign \$114  = ft_d0[1] ? 17'h00000 : \acc$122 ;
+  assign \$115  = $signed(\$114 ) + $signed(\sum$227 );
+  assign \$116  = ft_d0[1] ? 17'h00000 : \acc$128 ;
+  assign \$117  = $signed(\$116 ) + $signed(\sum$228 );
+  assign \$118  = ft_d0[1] ? 17'h00000 : \acc$134 ;
+  assign \$119  = $signed(\$118 ) + $signed(\sum$229 );
+  assign \$120  = ft_d0[1] ? 17'h00000 : \acc$140 ;
+  assign \$121  = $signed(\$120 ) + $signed(\sum$230 );
+  assign \$122  = ft_d0[1] ? 17'h00000 : \acc$146 ;
+  assign \$123  = $signed(\$122 ) + $signed(\sum$231 );
+  assign \$124  = ft_d0[1] ? 17'h00000 : \acc$152 ;
+  assign \$125  = $signed(\$124 ) + $signed(\sum$232 );
+  assign \$126  = ft_d0[1] ? 17'h00000 : \acc$158 ;
+  assign \$127  = $signed(\$126 ) + $signed(\sum$233 );
+  assign \$128  = ft_d0[1] ? 17'h00000 : \acc$164 ;
+  assign \$129  = $signed(\$128 ) + $signed(\sum$234 );
+  assign \$130  = ft_d0[1] ? 17'h00000 : \acc$170 ;
+  assign \$131  = $signed(\$130 ) + $signed(\sum$235 );
+  assign \$132  = ft_d0[1] ? 17'h00000 : \acc$176 ;
+  assign \$133  = $signed(\$132 ) + $signed(\sum$236 );
+  assign \$134  = | count;
+  assign \$135  = ~ \$134 ;
+  assign \$136  = enter & \$135 ;
+  assign \$137  = ~ \$136 ;
+  assign \$138  = qv_last_d0 & \$137 ;
+  assign \$139  = | count;
+  assign \$140  = enter & \$139 ;
+  assign \$141  = count - \$140 ;
+  assign \$142  = ! \$141 ;
+  assign \$143  = \$138  & \$142 ;
+  assign \$144  = | count;
+  assign \$145  = enter & \$144 ;
+  assign \$146  = | count;
+  assign \$147  = ~ \$146 ;
+  assign \$148  = enter & \$147 ;
+  assign \$149  = ~ \$148 ;
+  assign \$150  = qv_last_d0 & \$149 ;
+  assign \$151  = | count;
+  assign \$152  = enter & \$151 ;
+  assign \$153  = count - \$152 ;
+  assign \$154  = \$153  == 1'h1;
+  assign \$155  = \$150  & \$154 ;
+  assign \$156  = | count;
+  assign \$157  = enter & \$156 ;
   always @(posedge clk)
-    xready_copy6 <= \$352 ;
+    busy <= \$158 ;
   always @(posedge clk)
-    xready_copy7 <= \$353 ;
+    addr <= \$159 ;
   always @(posedge clk)
-    xready_copy8 <= \$354 ;
+    sfc <= \$160 ;
   always @(posedge clk)
-    xready_copy9 <= \$355 ;
+    nfc <= \$161 ;
   always @(posedge clk)
-    xready_copy10 <= \$356 ;
+    last_step <= \$162 ;
   always @(posedge clk)
-    xready_copy11 <= \$357 ;
+    ready <= \$163 ;
   always @(posedge clk)
-    xready_copy12 <= \$358 ;
+    credits <= \$164 ;
   always @(posedge clk)
-    xready_copy13 <= \$359 ;
+    issue <= \$165 ;
   always @(posedge clk)
-    xready_copy14 <= \$360 ;
+    word <= \$166 ;
   always @(posedge clk)
-    xready_copy15 <= \$361 ;
+    write_bank <= \$167 ;
   always @(posedge clk)
-    xbuf <= \$362 ;
+    read_bank <= \$168 ;
   always @(posedge clk)
-    x_d0 <= \$363 ;
+    \$signal  <= \$169 ;
   always @(posedge clk)
-    x <= \$364 ;
+    x <= \$170 ;
   always @(posedge clk)
-    wdata_d0 <= \$365 ;
+    wdata_d0 <= \$171 ;
   always @(posedge clk)
-    f1_d0 <= \$366 ;
+    f1_d0 <= \$172 ;
   always @(posedge clk)
-    f1_d1 <= \$367 ;
+    f1_d1 <= \$173 ;
   always @(posedge clk)
-    fp_d0 <= \$368 ;
+    fp_d0 <= \$174 ;
   always @(posedge clk)
-    fp_d1 <= \$369 ;
+    fp_d1 <= \$175 ;
   always @(posedge clk)
-    fp_d2 <= \$370 ;
+    fp_d2 <= \$176 ;
   always @(posedge clk)
-    fp_d3 <= \$371 ;
+    fp_d3 <= \$177 ;
   always @(posedge clk)
-    ft_d0 <= \$372 ;
+    ft_d0 <= \$178 ;
   always @(posedge clk)
-    params_d0 <= \$373 ;
+    params_d0 <= \$179 ;
   always @(posedge clk)
-    acc_valid <= \$374 ;
+    acc_valid <= \$180 ;
   always @(posedge clk)
-    acc_end <= \$375 ;
+    acc_end <= \$181 ;
   always @(posedge clk)
-    acc <= \$376 ;
+    acc <= \$182 ;
   always @(posedge clk)
-    \acc$84  <= \$377 ;
+    \acc$92  <= \$183 ;
   always @(posedge clk)
-    \acc$90  <= \$378 ;
+    \acc$98  <= \$184 ;
   always @(posedge clk)
-    \acc$96  <= \$379 ;
+    \acc$104  <= \$185 ;
   always @(posedge clk)
-    \acc$102  <= \$380 ;
+    \acc$110  <= \$186 ;
   always @(posedge clk)
-    \acc$108  <= \$381 ;
+    \acc$116  <= \$187 ;
   always @(posedge clk)
-    \acc$114  <= \$382 ;
+    \acc$122  <= \$188 ;
   always @(posedge clk)
-    \acc$120  <= \$383 ;
+    \acc$128  <= \$189 ;
   always @(posedge clk)
-    \acc$126  <= \$384 ;
+    \acc$134  <= \$190 ;
   always @(posedge clk)
-    \acc$132  <= \$385 ;
+    \acc$140  <= \$191 ;
   always @(posedge clk)
-    \acc$138  <= \$386 ;
+    \acc$146  <= \$192 ;
   always @(posedge clk)
-    \acc$144  <= \$387 ;
+    \acc$152  <= \$193 ;
   always @(posedge clk)
-    \acc$150  <= \$388 ;
+    \acc$158  <= \$194 ;
   always @(posedge clk)
-    \acc$156  <= \$389 ;
+    \acc$164  <= \$195 ;
   always @(posedge clk)
-    \acc$162  <= \$390 ;
+    \acc$170  <= \$196 ;
   always @(posedge clk)
-    \acc$168  <= \$391 ;
+    \acc$176  <= \$197 ;
   always @(posedge clk)
-    qv_d0 <= \$392 ;
+    qv_d0 <= \$198 ;
   always @(posedge clk)
-    qv_d1 <= \$393 ;
+    qv_d1 <= \$199 ;
   always @(posedge clk)
-    qe_d0 <= \$394 ;
+    qe_d0 <= \$200 ;
   always @(posedge clk)
-    qe_d1 <= \$395 ;
+    qe_d1 <= \$201 ;
   always @(posedge clk)
-    qv_last_d0 <= \$396 ;
+    qv_last_d0 <= \$202 ;
   always @(posedge clk)
-    qe_last_d0 <= \$397 ;
+    qe_last_d0 <= \$203 ;
   always @(posedge clk)
-    skid0 <= \$398 ;
+    skid0 <= \$204 ;
   always @(posedge clk)
-    skid1 <= \$399 ;
+    skid1 <= \$205 ;
   always @(posedge clk)
-    count <= \$400 ;
+    count <= \$206 ;
   always @(posedge clk)
-    held_copy0 <= \$401 ;
+    credit_back_d0 <= \$207 ;
   always @(posedge clk)
-    held_copy1 <= \$402 ;
-  always @(posedge clk)
-    held_copy2 <= \$403 ;
-  always @(posedge clk)
-    held_copy3 <= \$404 ;
-  always @(posedge clk)
-    held_copy4 <= \$405 ;
-  always @(posedge clk)
-    held_copy5 <= \$406 ;
-  always @(posedge clk)
-    held_copy6 <= \$407 ;
-  always @(posedge clk)
-    held_copy7 <= \$408 ;
-  always @(posedge clk)
-    held_copy8 <= \$409 ;
-  always @(posedge clk)
-    held_copy9 <= \$410 ;
-  always @(posedge clk)
-    held_copy10 <= \$411 ;
-  always @(posedge clk)
-    held_copy11 <= \$412 ;
-  always @(posedge clk)
-    held_copy12 <= \$413 ;
-  always @(posedge clk)
-    held_copy13 <= \$414 ;
-  always @(posedge clk)
-    held_copy14 <= \$415 ;
-  always @(posedge clk)
-    held_copy15 <= \$416 ;
-  always @(posedge clk)
-    qvalid_copy0 <= \$417 ;
-  always @(posedge clk)
-    qvalid_copy1 <= \$418 ;
-  always @(posedge clk)
-    qvalid_copy2 <= \$419 ;
-  always @(posedge clk)
-    qvalid_copy3 <= \$420 ;
-  always @(posedge clk)
-    qvalid_copy4 <= \$421 ;
-  always @(posedge clk)
-    qvalid_copy5 <= \$422 ;
-  always @(posedge clk)
-    qvalid_copy6 <= \$423 ;
-  always @(posedge clk)
-    qvalid_copy7 <= \$424 ;
-  always @(posedge clk)
-    qvalid_copy8 <= \$425 ;
-  always @(posedge clk)
-    qvalid_copy9 <= \$426 ;
-  always @(posedge clk)
-    qvalid_copy10 <= \$427 ;
-  always @(posedge clk)
-    qvalid_copy11 <= \$428 ;
-  always @(posedge clk)
-    qvalid_copy12 <= \$429 ;
-  always @(posedge clk)
-    qvalid_copy13 <= \$430 ;
+    credit_back <= \$208 ;
   \bchw_top.engine1.params  params (
     .addr(fp_d3[7:4]),
     .clk(clk),
-    .data(\data$245 )
+    .data(\data$218 )
   );
   \bchw_top.engine1.requant0  requant0 (
     .acc(acc),
     .clk(clk),
-    .\port$7966$0 (params_d0[58:0]),
+    .\port$7155$0 (params_d0[58:0]),
     .q(q),
     .rst(rst)
   );
   \bchw_top.engine1.requant1  requant1 (
-    .acc(\acc$84 ),
+    .acc(\acc$92 ),
     .clk(clk),
-    .\port$7966$59 (params_d0[117:59]),
-    .q(\q$185 ),
-    .rst(rst)
-  );
-  \bchw_top.engine1.requant10  requant10 (
-    .acc(\acc$138 ),
-    .clk(clk),
-    .\port$7966$590 (params_d0[648:590]),
-    .q(\q$194 ),
-    .rst(rst)
-  );
-  \bchw_top.engine1.requant11  requant11 (
-    .acc(\acc$144 ),
-    .clk(clk),
-    .\port$7966$649 (params_d0[707:649]),
-    .q(\q$195 ),
-    .rst(rst)
-  );
-  \bchw_top.engine1.requant12  requant12 (
-    .acc(\acc$150 ),
-    .clk(clk),
-    .\port$7966$708 (params_d0[766:708]),
-    .q(\q$196 ),
-    .rst(rst)
-  );
-  \bchw_top.engine1.requant13  requant13 (
-    .acc(\acc$156 ),
-    .clk(clk),
-    .\port$7966$767 (params_d0[825:767]),
-    .q(\q$197 ),
-    .rst(rst)
-  );
-  \bchw_top.engine1.requant14  requant14 (
-    .acc(\acc$162 ),
-    .clk(clk),
-    .\port$7966$826 (params_d0[884:826]),
-    .q(\q$198 ),
-    .rst(rst)
-  );
-  \bchw_top.engine1.requant15  requant15 (
-    .acc(\acc$168 ),
-    .clk(clk),
-    .\port$7966$885 (params_d0[943:885]),
-    .q(\q$199 ),
-    .rst(rst)
-  );
-  \bchw_top.engine1.requant2  requant2 (
-    .acc(\acc$90 ),
-    .clk(clk),
-    .\port$7966$118 (params_d0[176:118]),
-    .q(\q$186 ),
-    .rst(rst)
-  );
-  \bchw_top.engine1.requant3  requant3 (
-    .acc(\acc$96 ),
-    .clk(clk),
-    .\port$7966$177 (params_d0[235:177]),
-    .q(\q$187 ),
-    .rst(rst)
-  );
-  \bchw_top.engine1.requant4  requant4 (
-    .acc(\acc$102 ),
-    .clk(clk),
-    .\port$7966$236 (params_d0[294:236]),
+    .\port$7155$59 (params_d0[117:59]),
     .q(\q$188 ),
     .rst(rst)
   );
-  \bchw_top.engine1.requant5  requant5 (
-    .acc(\acc$108 ),
+  \bchw_top.engine1.requant10  requant10 (
+    .acc(\acc$146 ),
     .clk(clk),
-    .\port$7966$295 (params_d0[353:295]),
+    .\port$7155$590 (params_d0[648:590]),
+    .q(\q$197 ),
+    .rst(rst)
+  );
+  \bchw_top.engine1.requant11  requant11 (
+    .acc(\acc$152 ),
+    .clk(clk),
+    .\port$7155$649 (params_d0[707:649]),
+    .q(\q$198 ),
+    .rst(rst)
+  );
+  \bchw_top.engine1.requant12  requant12 (
+    .acc(\acc$158 ),
+    .clk(clk),
+    .\port$7155$708 (params_d0[766:708]),
+    .q(\q$199 ),
+    .rst(rst)
+  );
+  \bchw_top.engine1.requant13  requant13 (
+    .acc(\acc$164 ),
+    .clk(clk),
+    .\port$7155$767 (params_d0[825:767]),
+    .q(\q$200 ),
+    .rst(rst)
+  );
+  \bchw_top.engine1.requant14  requant14 (
+    .acc(\acc$170 ),
+    .clk(clk),
+    .\port$7155$826 (params_d0[884:826]),
+    .q(\q$201 ),
+    .rst(rst)
+  );
+  \bchw_top.engine1.requant15  requant15 (
+    .acc(\acc$176 ),
+    .clk(clk),
+    .\port$7155$885 (params_d0[943:885]),
+    .q(\q$202 ),
+    .rst(rst)
+  );
+  \bchw_top.engine1.requant2  requant2 (
+    .acc(\acc$98 ),
+    .clk(clk),
+    .\port$7155$118 (params_d0[176:118]),
     .q(\q$189 ),
     .rst(rst)
   );
-  \bchw_top.engine1.requant6  requant6 (
-    .acc(\acc$114 ),
+  \bchw_top.engine1.requant3  requant3 (
+    .acc(\acc$104 ),
     .clk(clk),
-    .\port$7966$354 (params_d0[412:354]),
+    .\port$7155$177 (params_d0[235:177]),
     .q(\q$190 ),
     .rst(rst)
   );
-  \bchw_top.engine1.requant7  requant7 (
-    .acc(\acc$120 ),
+  \bchw_top.engine1.requant4  requant4 (
+    .acc(\acc$110 ),
     .clk(clk),
-    .\port$7966$413 (params_d0[471:413]),
+    .\port$7155$236 (params_d0[294:236]),
     .q(\q$191 ),
     .rst(rst)
   );
-  \bchw_top.engine1.requant8  requant8 (
-    .acc(\acc$126 ),
+  \bchw_top.engine1.requant5  requant5 (
+    .acc(\acc$116 ),
     .clk(clk),
-    .\port$7966$472 (params_d0[530:472]),
+    .\port$7155$295 (params_d0[353:295]),
     .q(\q$192 ),
     .rst(rst)
   );
-  \bchw_top.engine1.requant9  requant9 (
-    .acc(\acc$132 ),
+  \bchw_top.engine1.requant6  requant6 (
+    .acc(\acc$122 ),
     .clk(clk),
-    .\port$7966$531 (params_d0[589:531]),
+    .\port$7155$354 (params_d0[412:354]),
     .q(\q$193 ),
+    .rst(rst)
+  );
+  \bchw_top.engine1.requant7  requant7 (
+    .acc(\acc$128 ),
+    .clk(clk),
+    .\port$7155$413 (params_d0[471:413]),
+    .q(\q$194 ),
+    .rst(rst)
+  );
+  \bchw_top.engine1.requant8  requant8 (
+    .acc(\acc$134 ),
+    .clk(clk),
+    .\port$7155$472 (params_d0[530:472]),
+    .q(\q$195 ),
+    .rst(rst)
+  );
+  \bchw_top.engine1.requant9  requant9 (
+    .acc(\acc$140 ),
+    .clk(clk),
+    .\port$7155$531 (params_d0[589:531]),
+    .q(\q$196 ),
     .rst(rst)
   );
   \bchw_top.engine1.tree0  tree0 (
@@ -14061,105 +12487,105 @@ module \bchw_top.engine1 (rst, s__valid, pay, ready, m__valid, m__payload, m__re
   );
   \bchw_top.engine1.tree1  tree1 (
     .clk(clk),
-    .l4_0(\sum$249 ),
+    .l4_0(\sum$222 ),
     .rst(rst),
     .w(wdata_d0[31:16]),
     .x(x)
   );
   \bchw_top.engine1.tree10  tree10 (
     .clk(clk),
-    .l4_0(\sum$258 ),
+    .l4_0(\sum$231 ),
     .rst(rst),
     .w(wdata_d0[175:160]),
     .x(x)
   );
   \bchw_top.engine1.tree11  tree11 (
     .clk(clk),
-    .l4_0(\sum$259 ),
+    .l4_0(\sum$232 ),
     .rst(rst),
     .w(wdata_d0[191:176]),
     .x(x)
   );
   \bchw_top.engine1.tree12  tree12 (
     .clk(clk),
-    .l4_0(\sum$260 ),
+    .l4_0(\sum$233 ),
     .rst(rst),
     .w(wdata_d0[207:192]),
     .x(x)
   );
   \bchw_top.engine1.tree13  tree13 (
     .clk(clk),
-    .l4_0(\sum$261 ),
+    .l4_0(\sum$234 ),
     .rst(rst),
     .w(wdata_d0[223:208]),
     .x(x)
   );
   \bchw_top.engine1.tree14  tree14 (
     .clk(clk),
-    .l4_0(\sum$262 ),
+    .l4_0(\sum$235 ),
     .rst(rst),
     .w(wdata_d0[239:224]),
     .x(x)
   );
   \bchw_top.engine1.tree15  tree15 (
     .clk(clk),
-    .l4_0(\sum$263 ),
+    .l4_0(\sum$236 ),
     .rst(rst),
     .w(wdata_d0[255:240]),
     .x(x)
   );
   \bchw_top.engine1.tree2  tree2 (
     .clk(clk),
-    .l4_0(\sum$250 ),
+    .l4_0(\sum$223 ),
     .rst(rst),
     .w(wdata_d0[47:32]),
     .x(x)
   );
   \bchw_top.engine1.tree3  tree3 (
     .clk(clk),
-    .l4_0(\sum$251 ),
+    .l4_0(\sum$224 ),
     .rst(rst),
     .w(wdata_d0[63:48]),
     .x(x)
   );
   \bchw_top.engine1.tree4  tree4 (
     .clk(clk),
-    .l4_0(\sum$252 ),
+    .l4_0(\sum$225 ),
     .rst(rst),
     .w(wdata_d0[79:64]),
     .x(x)
   );
   \bchw_top.engine1.tree5  tree5 (
     .clk(clk),
-    .l4_0(\sum$253 ),
+    .l4_0(\sum$226 ),
     .rst(rst),
     .w(wdata_d0[95:80]),
     .x(x)
   );
   \bchw_top.engine1.tree6  tree6 (
     .clk(clk),
-    .l4_0(\sum$254 ),
+    .l4_0(\sum$227 ),
     .rst(rst),
     .w(wdata_d0[111:96]),
     .x(x)
   );
   \bchw_top.engine1.tree7  tree7 (
     .clk(clk),
-    .l4_0(\sum$255 ),
+    .l4_0(\sum$228 ),
     .rst(rst),
     .w(wdata_d0[127:112]),
     .x(x)
   );
   \bchw_top.engine1.tree8  tree8 (
     .clk(clk),
-    .l4_0(\sum$256 ),
+    .l4_0(\sum$229 ),
     .rst(rst),
     .w(wdata_d0[143:128]),
     .x(x)
   );
   \bchw_top.engine1.tree9  tree9 (
     .clk(clk),
-    .l4_0(\sum$257 ),
+    .l4_0(\sum$230 ),
     .rst(rst),
     .w(wdata_d0[159:144]),
     .x(x)
@@ -14171,985 +12597,351 @@ module \bchw_top.engine1 (rst, s__valid, pay, ready, m__valid, m__payload, m__re
   );
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$432  = qv_d1;
+    \$158  = busy_next;
     if (rst) begin
-      \$432  = 1'h0;
+      \$158  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$433  = valid_next;
+    \$159  = \$11 [7:0];
     if (rst) begin
-      \$433  = 1'h0;
+      \$159  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$434  = valid_next;
+    \$160  = \$23 [3:0];
     if (rst) begin
-      \$434  = 1'h0;
+      \$160  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$435  = valid_next;
+    \$161  = \$32 [3:0];
     if (rst) begin
-      \$435  = 1'h0;
+      \$161  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$436  = valid_next;
+    \$162  = last_step_next;
     if (rst) begin
-      \$436  = 1'h0;
+      \$162  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$437  = valid_next;
+    \$163  = ready_next;
     if (rst) begin
-      \$437  = 1'h0;
+      \$163  = 1'h1;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$438  = valid_next;
+    \$164  = \$47 [1:0];
     if (rst) begin
-      \$438  = 1'h0;
+      \$164  = 2'h2;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$439  = valid_next;
+    \$165  = issue_next;
     if (rst) begin
-      \$439  = 1'h0;
+      \$165  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$440  = valid_next;
-    if (rst) begin
-      \$440  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$441  = valid_next;
-    if (rst) begin
-      \$441  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$442  = valid_next;
-    if (rst) begin
-      \$442  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$443  = valid_next;
-    if (rst) begin
-      \$443  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$444  = valid_next;
-    if (rst) begin
-      \$444  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$445  = valid_next;
-    if (rst) begin
-      \$445  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$446  = valid_next;
-    if (rst) begin
-      \$446  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$447  = valid_next;
-    if (rst) begin
-      \$447  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$448  = valid_next;
-    if (rst) begin
-      \$448  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$449  = valid_next;
-    if (rst) begin
-      \$449  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$450  = m__payload;
-    if (\$229 ) begin
-      \$450 [127:0] = m__payload[255:128];
-    end
-    if (\$235 ) begin
-      \$450 [255:128] = m__payload[383:256];
-    end
-    if (\$241 ) begin
-      \$450 [383:256] = m__payload[511:384];
-    end
-    if (\$247 ) begin
-      \$450 [511:384] = m__payload[639:512];
-    end
-    if (\$253 ) begin
-      \$450 [639:512] = m__payload[767:640];
-    end
-    if (\$259 ) begin
-      \$450 [767:640] = m__payload[895:768];
-    end
-    if (\$265 ) begin
-      \$450 [895:768] = m__payload[1023:896];
-    end
-    if (\$271 ) begin
-      \$450 [1023:896] = m__payload[1151:1024];
-    end
-    if (\$277 ) begin
-      \$450 [1151:1024] = m__payload[1279:1152];
-    end
-    if (\$283 ) begin
-      \$450 [1279:1152] = m__payload[1407:1280];
-    end
-    if (\$289 ) begin
-      \$450 [1407:1280] = m__payload[1535:1408];
-    end
-    if (\$295 ) begin
-      \$450 [1535:1408] = m__payload[1663:1536];
-    end
-    if (\$301 ) begin
-      \$450 [1663:1536] = m__payload[1791:1664];
-    end
-    if (\$307 ) begin
-      \$450 [1791:1664] = m__payload[1919:1792];
-    end
-    if (\$313 ) begin
-      \$450 [1919:1792] = m__payload[2047:1920];
-    end
-    if (\$319 ) begin
-      \$450 [2047:1920] = \$321 [127:0];
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$451  = enter;
-    if (rst) begin
-      \$451  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$452  = credit_back_d0;
-    if (rst) begin
-      \$452  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$322  = busy_next;
-    if (rst) begin
-      \$322  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$323  = \$11 [7:0];
-    if (rst) begin
-      \$323  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$324  = \$23 [3:0];
-    if (rst) begin
-      \$324  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$325  = \$32 [3:0];
-    if (rst) begin
-      \$325  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$326  = last_step_next;
-    if (rst) begin
-      \$326  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$327  = ready_next;
-    if (rst) begin
-      \$327  = 1'h1;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$328  = \$47 [1:0];
-    if (rst) begin
-      \$328  = 2'h2;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$329  = issue_next;
-    if (rst) begin
-      \$329  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$330  = \$71 ;
-    if (rst) begin
-      \$330  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$331  = \$73 ;
-    if (rst) begin
-      \$331  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$332  = \$75 ;
-    if (rst) begin
-      \$332  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$333  = \$77 ;
-    if (rst) begin
-      \$333  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$334  = \$79 ;
-    if (rst) begin
-      \$334  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$335  = \$81 ;
-    if (rst) begin
-      \$335  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$336  = \$83 ;
-    if (rst) begin
-      \$336  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$337  = \$85 ;
-    if (rst) begin
-      \$337  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$338  = \$87 ;
-    if (rst) begin
-      \$338  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$339  = \$89 ;
-    if (rst) begin
-      \$339  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$340  = \$91 ;
-    if (rst) begin
-      \$340  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$341  = \$93 ;
-    if (rst) begin
-      \$341  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$342  = \$95 ;
-    if (rst) begin
-      \$342  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$343  = \$97 ;
-    if (rst) begin
-      \$343  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$344  = \$99 ;
-    if (rst) begin
-      \$344  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$345  = \$101 ;
-    if (rst) begin
-      \$345  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$346  = ready_next;
-    if (rst) begin
-      \$346  = 1'h1;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$347  = ready_next;
-    if (rst) begin
-      \$347  = 1'h1;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$348  = ready_next;
-    if (rst) begin
-      \$348  = 1'h1;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$349  = ready_next;
-    if (rst) begin
-      \$349  = 1'h1;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$350  = ready_next;
-    if (rst) begin
-      \$350  = 1'h1;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$351  = ready_next;
-    if (rst) begin
-      \$351  = 1'h1;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$352  = ready_next;
-    if (rst) begin
-      \$352  = 1'h1;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$353  = ready_next;
-    if (rst) begin
-      \$353  = 1'h1;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$354  = ready_next;
-    if (rst) begin
-      \$354  = 1'h1;
+    \$166  = word;
+    if (\$67 ) begin
+      \$166  = \$81 [3:0];
     end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$355  = ready_next;
-    if (rst) begin
-      \$355  = 1'h1;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$356  = ready_next;
     if (rst) begin
-      \$356  = 1'h1;
+      \$166  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$357  = ready_next;
-    if (rst) begin
-      \$357  = 1'h1;
+    \$167  = write_bank;
+    if (\$86 ) begin
+      \$167  = \$87 ;
     end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$358  = ready_next;
     if (rst) begin
-      \$358  = 1'h1;
+      \$167  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$359  = ready_next;
-    if (rst) begin
-      \$359  = 1'h1;
+    \$168  = read_bank;
+    if (\$88 ) begin
+      \$168  = \$89 ;
     end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$360  = ready_next;
     if (rst) begin
-      \$360  = 1'h1;
+      \$168  = 1'h1;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$361  = ready_next;
+    \$169  = \$97 ;
     if (rst) begin
-      \$361  = 1'h1;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$362  = xbuf;
-    if (\$103 ) begin
-      \$362 [127:0] = \$104 ;
-    end
-    if (\$106 ) begin
-      \$362 [255:128] = \$107 ;
-    end
-    if (\$109 ) begin
-      \$362 [383:256] = \$110 ;
-    end
-    if (\$112 ) begin
-      \$362 [511:384] = \$113 ;
-    end
-    if (\$115 ) begin
-      \$362 [639:512] = \$116 ;
-    end
-    if (\$118 ) begin
-      \$362 [767:640] = \$119 ;
-    end
-    if (\$121 ) begin
-      \$362 [895:768] = \$122 ;
-    end
-    if (\$124 ) begin
-      \$362 [1023:896] = \$125 ;
-    end
-    if (\$127 ) begin
-      \$362 [1151:1024] = \$128 ;
-    end
-    if (\$130 ) begin
-      \$362 [1279:1152] = \$131 ;
-    end
-    if (\$133 ) begin
-      \$362 [1407:1280] = \$134 ;
-    end
-    if (\$136 ) begin
-      \$362 [1535:1408] = \$137 ;
-    end
-    if (\$139 ) begin
-      \$362 [1663:1536] = \$140 ;
-    end
-    if (\$142 ) begin
-      \$362 [1791:1664] = \$143 ;
-    end
-    if (\$145 ) begin
-      \$362 [1919:1792] = \$146 ;
-    end
-    if (\$148 ) begin
-      \$362 [2047:1920] = \$149 ;
+      \$169  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$366  = { nfc, last_step, \$151 , \$150 , issue };
+    \$172  = { nfc, last_step, \$99 , \$98 , issue };
     if (rst) begin
-      \$366  = 8'h00;
+      \$172  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$367  = f1_d0;
+    \$173  = f1_d0;
     if (rst) begin
-      \$367  = 8'h00;
+      \$173  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$368  = f1_d1;
+    \$174  = f1_d1;
     if (rst) begin
-      \$368  = 8'h00;
+      \$174  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$369  = fp_d0;
+    \$175  = fp_d0;
     if (rst) begin
-      \$369  = 8'h00;
+      \$175  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$370  = fp_d1;
+    \$176  = fp_d1;
     if (rst) begin
-      \$370  = 8'h00;
+      \$176  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$371  = fp_d2;
+    \$177  = fp_d2;
     if (rst) begin
-      \$371  = 8'h00;
+      \$177  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$372  = fp_d3;
+    \$178  = fp_d3;
     if (rst) begin
-      \$372  = 8'h00;
+      \$178  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$374  = \$152 ;
+    \$180  = \$100 ;
     if (rst) begin
-      \$374  = 1'h0;
+      \$180  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$375  = \$153 ;
+    \$181  = \$101 ;
     if (rst) begin
-      \$375  = 1'h0;
+      \$181  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$376  = acc;
+    \$182  = acc;
     if (ft_d0[0]) begin
-      \$376  = \$155 [16:0];
+      \$182  = \$103 [16:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$377  = \acc$84 ;
+    \$183  = \acc$92 ;
     if (ft_d0[0]) begin
-      \$377  = \$157 [16:0];
+      \$183  = \$105 [16:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$378  = \acc$90 ;
+    \$184  = \acc$98 ;
     if (ft_d0[0]) begin
-      \$378  = \$159 [16:0];
+      \$184  = \$107 [16:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$379  = \acc$96 ;
+    \$185  = \acc$104 ;
     if (ft_d0[0]) begin
-      \$379  = \$161 [16:0];
+      \$185  = \$109 [16:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$380  = \acc$102 ;
+    \$186  = \acc$110 ;
     if (ft_d0[0]) begin
-      \$380  = \$163 [16:0];
+      \$186  = \$111 [16:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$381  = \acc$108 ;
+    \$187  = \acc$116 ;
     if (ft_d0[0]) begin
-      \$381  = \$165 [16:0];
+      \$187  = \$113 [16:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$382  = \acc$114 ;
+    \$188  = \acc$122 ;
     if (ft_d0[0]) begin
-      \$382  = \$167 [16:0];
+      \$188  = \$115 [16:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$383  = \acc$120 ;
+    \$189  = \acc$128 ;
     if (ft_d0[0]) begin
-      \$383  = \$169 [16:0];
+      \$189  = \$117 [16:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$384  = \acc$126 ;
+    \$190  = \acc$134 ;
     if (ft_d0[0]) begin
-      \$384  = \$171 [16:0];
+      \$190  = \$119 [16:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$385  = \acc$132 ;
+    \$191  = \acc$140 ;
     if (ft_d0[0]) begin
-      \$385  = \$173 [16:0];
+      \$191  = \$121 [16:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$386  = \acc$138 ;
+    \$192  = \acc$146 ;
     if (ft_d0[0]) begin
-      \$386  = \$175 [16:0];
+      \$192  = \$123 [16:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$387  = \acc$144 ;
+    \$193  = \acc$152 ;
     if (ft_d0[0]) begin
-      \$387  = \$177 [16:0];
+      \$193  = \$125 [16:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$388  = \acc$150 ;
+    \$194  = \acc$158 ;
     if (ft_d0[0]) begin
-      \$388  = \$179 [16:0];
+      \$194  = \$127 [16:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$389  = \acc$156 ;
+    \$195  = \acc$164 ;
     if (ft_d0[0]) begin
-      \$389  = \$181 [16:0];
+      \$195  = \$129 [16:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$390  = \acc$162 ;
+    \$196  = \acc$170 ;
     if (ft_d0[0]) begin
-      \$390  = \$183 [16:0];
+      \$196  = \$131 [16:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$391  = \acc$168 ;
+    \$197  = \acc$176 ;
     if (ft_d0[0]) begin
-      \$391  = \$185 [16:0];
+      \$197  = \$133 [16:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$392  = acc_valid;
+    \$198  = acc_valid;
     if (rst) begin
-      \$392  = 1'h0;
+      \$198  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$393  = qv_d0;
+    \$199  = qv_d0;
     if (rst) begin
-      \$393  = 1'h0;
+      \$199  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$394  = acc_end;
+    \$200  = acc_end;
     if (rst) begin
-      \$394  = 1'h0;
+      \$200  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$395  = qe_d0;
+    \$201  = qe_d0;
     if (rst) begin
-      \$395  = 1'h0;
+      \$201  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$396  = qv_d1;
+    \$202  = qv_d1;
     if (rst) begin
-      \$396  = 1'h0;
+      \$202  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$397  = qe_d1;
+    \$203  = qe_d1;
     if (rst) begin
-      \$397  = 1'h0;
+      \$203  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$398  = skid0;
-    if (\$195 ) begin
-      \$398  = { qe_last_d0, \q$199 , \q$198 , \q$197 , \q$196 , \q$195 , \q$194 , \q$193 , \q$192 , \q$191 , \q$190 , \q$189 , \q$188 , \q$187 , \q$186 , \q$185 , q };
-    end else if (\$197 ) begin
-      \$398  = skid1;
+    \$204  = skid0;
+    if (\$143 ) begin
+      \$204  = { qe_last_d0, \q$202 , \q$201 , \q$200 , \q$199 , \q$198 , \q$197 , \q$196 , \q$195 , \q$194 , \q$193 , \q$192 , \q$191 , \q$190 , \q$189 , \q$188 , q };
+    end else if (\$145 ) begin
+      \$204  = skid1;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$399  = skid1;
-    if (\$207 ) begin
-      \$399  = { qe_last_d0, \q$199 , \q$198 , \q$197 , \q$196 , \q$195 , \q$194 , \q$193 , \q$192 , \q$191 , \q$190 , \q$189 , \q$188 , \q$187 , \q$186 , \q$185 , q };
-    end else if (\$209 ) begin
-      \$399  = 129'h000000000000000000000000000000000;
+    \$205  = skid1;
+    if (\$155 ) begin
+      \$205  = { qe_last_d0, \q$202 , \q$201 , \q$200 , \q$199 , \q$198 , \q$197 , \q$196 , \q$195 , \q$194 , \q$193 , \q$192 , \q$191 , \q$190 , \q$189 , \q$188 , q };
+    end else if (\$157 ) begin
+      \$205  = 129'h000000000000000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$400  = \$64 [1:0];
+    \$206  = \$66 [1:0];
     if (rst) begin
-      \$400  = 2'h0;
+      \$206  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$401  = \$210 ;
+    \$207  = enter;
     if (rst) begin
-      \$401  = 1'h0;
+      \$207  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$402  = \$211 ;
+    \$208  = credit_back_d0;
     if (rst) begin
-      \$402  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$403  = \$212 ;
-    if (rst) begin
-      \$403  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$404  = \$213 ;
-    if (rst) begin
-      \$404  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$405  = \$214 ;
-    if (rst) begin
-      \$405  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$406  = \$215 ;
-    if (rst) begin
-      \$406  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$407  = \$216 ;
-    if (rst) begin
-      \$407  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$408  = \$217 ;
-    if (rst) begin
-      \$408  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$409  = \$218 ;
-    if (rst) begin
-      \$409  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$410  = \$219 ;
-    if (rst) begin
-      \$410  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$411  = \$220 ;
-    if (rst) begin
-      \$411  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$412  = \$221 ;
-    if (rst) begin
-      \$412  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$413  = \$222 ;
-    if (rst) begin
-      \$413  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$414  = \$223 ;
-    if (rst) begin
-      \$414  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$415  = \$224 ;
-    if (rst) begin
-      \$415  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$416  = \$225 ;
-    if (rst) begin
-      \$416  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$417  = qv_d1;
-    if (rst) begin
-      \$417  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$418  = qv_d1;
-    if (rst) begin
-      \$418  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$419  = qv_d1;
-    if (rst) begin
-      \$419  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$420  = qv_d1;
-    if (rst) begin
-      \$420  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$421  = qv_d1;
-    if (rst) begin
-      \$421  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$422  = qv_d1;
-    if (rst) begin
-      \$422  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$423  = qv_d1;
-    if (rst) begin
-      \$423  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$424  = qv_d1;
-    if (rst) begin
-      \$424  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$425  = qv_d1;
-    if (rst) begin
-      \$425  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$426  = qv_d1;
-    if (rst) begin
-      \$426  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$427  = qv_d1;
-    if (rst) begin
-      \$427  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$428  = qv_d1;
-    if (rst) begin
-      \$428  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$429  = qv_d1;
-    if (rst) begin
-      \$429  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$430  = qv_d1;
-    if (rst) begin
-      \$430  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$431  = qv_d1;
-    if (rst) begin
-      \$431  = 1'h0;
+      \$208  = 1'h0;
     end
   end
   assign en = 1'h1;
@@ -15158,145 +12950,145 @@ module \bchw_top.engine1 (rst, s__valid, pay, ready, m__valid, m__payload, m__re
   assign sfc_next = \$23 [3:0];
   assign nfc_next = \$32 [3:0];
   assign credits_next = \$47 [1:0];
-  assign s__ready = ready;
-  assign s__payload = pay;
-  assign \en$23  = 1'h1;
-  assign x_d1 = x;
-  assign w = wdata_d0[15:0];
-  assign \en$28  = 1'h1;
-  assign \x$29  = x;
-  assign \w$30  = wdata_d0[31:16];
+  assign write__addr = { write_bank, word };
+  assign s__payload = write__data;
+  assign read__addr = { read_bank, sfc };
   assign \en$31  = 1'h1;
-  assign \x$32  = x;
-  assign \w$33  = wdata_d0[47:32];
-  assign \en$34  = 1'h1;
-  assign \x$35  = x;
-  assign \w$36  = wdata_d0[63:48];
-  assign \en$37  = 1'h1;
-  assign \x$38  = x;
-  assign \w$39  = wdata_d0[79:64];
-  assign \en$40  = 1'h1;
-  assign \x$41  = x;
-  assign \w$42  = wdata_d0[95:80];
-  assign \en$43  = 1'h1;
-  assign \x$44  = x;
-  assign \w$45  = wdata_d0[111:96];
-  assign \en$46  = 1'h1;
-  assign \x$47  = x;
-  assign \w$48  = wdata_d0[127:112];
-  assign \en$49  = 1'h1;
-  assign \x$50  = x;
-  assign \w$51  = wdata_d0[143:128];
-  assign \en$52  = 1'h1;
-  assign \x$53  = x;
-  assign \w$54  = wdata_d0[159:144];
-  assign \en$55  = 1'h1;
-  assign \x$56  = x;
-  assign \w$57  = wdata_d0[175:160];
-  assign \en$58  = 1'h1;
-  assign \x$59  = x;
-  assign \w$60  = wdata_d0[191:176];
-  assign \en$61  = 1'h1;
-  assign \x$62  = x;
-  assign \w$63  = wdata_d0[207:192];
-  assign \en$64  = 1'h1;
-  assign \x$65  = x;
-  assign \w$66  = wdata_d0[223:208];
-  assign \en$67  = 1'h1;
-  assign \x$68  = x;
-  assign \w$69  = wdata_d0[239:224];
-  assign \en$70  = 1'h1;
-  assign \x$71  = x;
-  assign \w$72  = wdata_d0[255:240];
-  assign \en$73  = 1'h1;
-  assign \addr$74  = fp_d3[7:4];
-  assign \en$76  = 1'h1;
+  assign x_d0 = x;
+  assign w = wdata_d0[15:0];
+  assign \en$36  = 1'h1;
+  assign \x$37  = x;
+  assign \w$38  = wdata_d0[31:16];
+  assign \en$39  = 1'h1;
+  assign \x$40  = x;
+  assign \w$41  = wdata_d0[47:32];
+  assign \en$42  = 1'h1;
+  assign \x$43  = x;
+  assign \w$44  = wdata_d0[63:48];
+  assign \en$45  = 1'h1;
+  assign \x$46  = x;
+  assign \w$47  = wdata_d0[79:64];
+  assign \en$48  = 1'h1;
+  assign \x$49  = x;
+  assign \w$50  = wdata_d0[95:80];
+  assign \en$51  = 1'h1;
+  assign \x$52  = x;
+  assign \w$53  = wdata_d0[111:96];
+  assign \en$54  = 1'h1;
+  assign \x$55  = x;
+  assign \w$56  = wdata_d0[127:112];
+  assign \en$57  = 1'h1;
+  assign \x$58  = x;
+  assign \w$59  = wdata_d0[143:128];
+  assign \en$60  = 1'h1;
+  assign \x$61  = x;
+  assign \w$62  = wdata_d0[159:144];
+  assign \en$63  = 1'h1;
+  assign \x$64  = x;
+  assign \w$65  = wdata_d0[175:160];
+  assign \en$66  = 1'h1;
+  assign \x$67  = x;
+  assign \w$68  = wdata_d0[191:176];
+  assign \en$69  = 1'h1;
+  assign \x$70  = x;
+  assign \w$71  = wdata_d0[207:192];
+  assign \en$72  = 1'h1;
+  assign \x$73  = x;
+  assign \w$74  = wdata_d0[223:208];
+  assign \en$75  = 1'h1;
+  assign \x$76  = x;
+  assign \w$77  = wdata_d0[239:224];
+  assign \en$78  = 1'h1;
+  assign \x$79  = x;
+  assign \w$80  = wdata_d0[255:240];
+  assign \en$81  = 1'h1;
+  assign \addr$82  = fp_d3[7:4];
+  assign \en$84  = 1'h1;
   assign acc0 = acc;
   assign mul = params_d0[17:0];
   assign shift = params_d0[22:18];
   assign bias = params_d0[58:23];
-  assign \en$83  = 1'h1;
-  assign acc1 = \acc$84 ;
-  assign \mul$86  = params_d0[76:59];
-  assign \shift$87  = params_d0[81:77];
-  assign \bias$88  = params_d0[117:82];
-  assign \en$89  = 1'h1;
-  assign acc2 = \acc$90 ;
-  assign \mul$92  = params_d0[135:118];
-  assign \shift$93  = params_d0[140:136];
-  assign \bias$94  = params_d0[176:141];
-  assign \en$95  = 1'h1;
-  assign acc3 = \acc$96 ;
-  assign \mul$98  = params_d0[194:177];
-  assign \shift$99  = params_d0[199:195];
-  assign \bias$100  = params_d0[235:200];
-  assign \en$101  = 1'h1;
-  assign acc4 = \acc$102 ;
-  assign \mul$104  = params_d0[253:236];
-  assign \shift$105  = params_d0[258:254];
-  assign \bias$106  = params_d0[294:259];
-  assign \en$107  = 1'h1;
-  assign acc5 = \acc$108 ;
-  assign \mul$110  = params_d0[312:295];
-  assign \shift$111  = params_d0[317:313];
-  assign \bias$112  = params_d0[353:318];
-  assign \en$113  = 1'h1;
-  assign acc6 = \acc$114 ;
-  assign \mul$116  = params_d0[371:354];
-  assign \shift$117  = params_d0[376:372];
-  assign \bias$118  = params_d0[412:377];
-  assign \en$119  = 1'h1;
-  assign acc7 = \acc$120 ;
-  assign \mul$122  = params_d0[430:413];
-  assign \shift$123  = params_d0[435:431];
-  assign \bias$124  = params_d0[471:436];
-  assign \en$125  = 1'h1;
-  assign acc8 = \acc$126 ;
-  assign \mul$128  = params_d0[489:472];
-  assign \shift$129  = params_d0[494:490];
-  assign \bias$130  = params_d0[530:495];
-  assign \en$131  = 1'h1;
-  assign acc9 = \acc$132 ;
-  assign \mul$134  = params_d0[548:531];
-  assign \shift$135  = params_d0[553:549];
-  assign \bias$136  = params_d0[589:554];
-  assign \en$137  = 1'h1;
-  assign acc10 = \acc$138 ;
-  assign \mul$140  = params_d0[607:590];
-  assign \shift$141  = params_d0[612:608];
-  assign \bias$142  = params_d0[648:613];
-  assign \en$143  = 1'h1;
-  assign acc11 = \acc$144 ;
-  assign \mul$146  = params_d0[666:649];
-  assign \shift$147  = params_d0[671:667];
-  assign \bias$148  = params_d0[707:672];
-  assign \en$149  = 1'h1;
-  assign acc12 = \acc$150 ;
-  assign \mul$152  = params_d0[725:708];
-  assign \shift$153  = params_d0[730:726];
-  assign \bias$154  = params_d0[766:731];
-  assign \en$155  = 1'h1;
-  assign acc13 = \acc$156 ;
-  assign \mul$158  = params_d0[784:767];
-  assign \shift$159  = params_d0[789:785];
-  assign \bias$160  = params_d0[825:790];
-  assign \en$161  = 1'h1;
-  assign acc14 = \acc$162 ;
-  assign \mul$164  = params_d0[843:826];
-  assign \shift$165  = params_d0[848:844];
-  assign \bias$166  = params_d0[884:849];
-  assign \en$167  = 1'h1;
-  assign acc15 = \acc$168 ;
-  assign \mul$170  = params_d0[902:885];
-  assign \shift$171  = params_d0[907:903];
-  assign \bias$172  = params_d0[943:908];
-  assign vector = m__payload;
-  assign count_next = \$64 [1:0];
+  assign \en$91  = 1'h1;
+  assign acc1 = \acc$92 ;
+  assign \mul$94  = params_d0[76:59];
+  assign \shift$95  = params_d0[81:77];
+  assign \bias$96  = params_d0[117:82];
+  assign \en$97  = 1'h1;
+  assign acc2 = \acc$98 ;
+  assign \mul$100  = params_d0[135:118];
+  assign \shift$101  = params_d0[140:136];
+  assign \bias$102  = params_d0[176:141];
+  assign \en$103  = 1'h1;
+  assign acc3 = \acc$104 ;
+  assign \mul$106  = params_d0[194:177];
+  assign \shift$107  = params_d0[199:195];
+  assign \bias$108  = params_d0[235:200];
+  assign \en$109  = 1'h1;
+  assign acc4 = \acc$110 ;
+  assign \mul$112  = params_d0[253:236];
+  assign \shift$113  = params_d0[258:254];
+  assign \bias$114  = params_d0[294:259];
+  assign \en$115  = 1'h1;
+  assign acc5 = \acc$116 ;
+  assign \mul$118  = params_d0[312:295];
+  assign \shift$119  = params_d0[317:313];
+  assign \bias$120  = params_d0[353:318];
+  assign \en$121  = 1'h1;
+  assign acc6 = \acc$122 ;
+  assign \mul$124  = params_d0[371:354];
+  assign \shift$125  = params_d0[376:372];
+  assign \bias$126  = params_d0[412:377];
+  assign \en$127  = 1'h1;
+  assign acc7 = \acc$128 ;
+  assign \mul$130  = params_d0[430:413];
+  assign \shift$131  = params_d0[435:431];
+  assign \bias$132  = params_d0[471:436];
+  assign \en$133  = 1'h1;
+  assign acc8 = \acc$134 ;
+  assign \mul$136  = params_d0[489:472];
+  assign \shift$137  = params_d0[494:490];
+  assign \bias$138  = params_d0[530:495];
+  assign \en$139  = 1'h1;
+  assign acc9 = \acc$140 ;
+  assign \mul$142  = params_d0[548:531];
+  assign \shift$143  = params_d0[553:549];
+  assign \bias$144  = params_d0[589:554];
+  assign \en$145  = 1'h1;
+  assign acc10 = \acc$146 ;
+  assign \mul$148  = params_d0[607:590];
+  assign \shift$149  = params_d0[612:608];
+  assign \bias$150  = params_d0[648:613];
+  assign \en$151  = 1'h1;
+  assign acc11 = \acc$152 ;
+  assign \mul$154  = params_d0[666:649];
+  assign \shift$155  = params_d0[671:667];
+  assign \bias$156  = params_d0[707:672];
+  assign \en$157  = 1'h1;
+  assign acc12 = \acc$158 ;
+  assign \mul$160  = params_d0[725:708];
+  assign \shift$161  = params_d0[730:726];
+  assign \bias$162  = params_d0[766:731];
+  assign \en$163  = 1'h1;
+  assign acc13 = \acc$164 ;
+  assign \mul$166  = params_d0[784:767];
+  assign \shift$167  = params_d0[789:785];
+  assign \bias$168  = params_d0[825:790];
+  assign \en$169  = 1'h1;
+  assign acc14 = \acc$170 ;
+  assign \mul$172  = params_d0[843:826];
+  assign \shift$173  = params_d0[848:844];
+  assign \bias$174  = params_d0[884:849];
+  assign \en$175  = 1'h1;
+  assign acc15 = \acc$176 ;
+  assign \mul$178  = params_d0[902:885];
+  assign \shift$179  = params_d0[907:903];
+  assign \bias$180  = params_d0[943:908];
+  assign count_next = \$66 [1:0];
   assign credit_back_d1 = credit_back;
-  assign \$373  = \data$245 ;
-  assign \$365  = data;
-  assign \$364  = x_d0;
-  assign \$363  = xbuf[127:0];
+  assign m__payload = \$57 [127:0];
+  assign \$179  = \data$218 ;
+  assign \$171  = data;
+  assign \$170  = read__data;
   assign busy_next = \$4 ;
   assign \$11  = \$10 ;
   assign \$23  = \$22 ;
@@ -15305,6 +13097,21 @@ module \bchw_top.engine1 (rst, s__valid, pay, ready, m__valid, m__payload, m__re
   assign ready_next = \$42 ;
   assign \$47  = \$46 ;
   assign issue_next = \$51 ;
+  assign \$54  = 1'h1;
+  assign \$69  = 1'h1;
+  assign \$70  = \$68 ;
+  assign \$71  = 1'h1;
+  assign \$72  = 1'h1;
+  assign \$73  = 2'h1;
+  assign \$74  = 2'h0;
+  assign \$76  = 1'h1;
+  assign \$77  = \$75 ;
+  assign \$78  = 1'h1;
+  assign \$80  = \$79 ;
+  assign \$84  = 1'h1;
+  assign \$85  = \$83 ;
+  assign \$92  = 1'h1;
+  assign \$93  = \$91 ;
 endmodule
 
 (* generator = "Amaranth" *)
@@ -15331,7 +13138,7 @@ module \bchw_top.engine1.params (data, addr, clk);
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine1.requant0 (rst, \port$7966$0 , acc, q, clk);
+module \bchw_top.engine1.requant0 (rst, \port$7155$0 , acc, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$20  = 0;
   wire [34:0] \$1 ;
   wire [36:0] \$10 ;
@@ -15353,8 +13160,8 @@ module \bchw_top.engine1.requant0 (rst, \port$7966$0 , acc, q, clk);
   wire clk;
   wire en;
   wire [17:0] mul;
-  input [58:0] \port$7966$0 ;
-  wire [58:0] \port$7966$0 ;
+  input [58:0] \port$7155$0 ;
+  wire [58:0] \port$7155$0 ;
   reg [35:0] prod0 = 36'h000000000;
   output [7:0] q;
   reg [7:0] q = 8'h00;
@@ -15365,7 +13172,7 @@ module \bchw_top.engine1.requant0 (rst, \port$7966$0 , acc, q, clk);
   reg [4:0] shift2 = 5'h00;
   wire [36:0] shifted;
   reg [36:0] total = 37'h0000000000;
-  assign \$1  = $signed(acc) * $signed(\port$7966$0 [17:0]);
+  assign \$1  = $signed(acc) * $signed(\port$7155$0 [17:0]);
   assign \$3  = $signed(bias1) + $signed(\$2 );
   assign \$4  = | shifted[36:8];
   assign \$5  = \$4  ? 37'h00000000ff : shifted;
@@ -15391,19 +13198,19 @@ module \bchw_top.engine1.requant0 (rst, \port$7966$0 , acc, q, clk);
     end
   end
   assign en = 1'h1;
-  assign mul = \port$7966$0 [17:0];
-  assign bias = \port$7966$0 [58:23];
-  assign shift = \port$7966$0 [22:18];
+  assign mul = \port$7155$0 [17:0];
+  assign bias = \port$7155$0 [58:23];
+  assign shift = \port$7155$0 [22:18];
   assign \$11  = shift1;
   assign \$10  = \$3 [36:0];
-  assign \$9  = \port$7966$0 [22:18];
-  assign \$8  = \port$7966$0 [58:23];
+  assign \$9  = \port$7155$0 [22:18];
+  assign \$8  = \port$7155$0 [58:23];
   assign \$7  = { \$1 [34], \$1  };
   assign \$2  = { prod0[35], prod0 };
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine1.requant1 (rst, \port$7966$59 , acc, q, clk);
+module \bchw_top.engine1.requant1 (rst, \port$7155$59 , acc, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$21  = 0;
   wire [34:0] \$1 ;
   wire [36:0] \$10 ;
@@ -15425,8 +13232,8 @@ module \bchw_top.engine1.requant1 (rst, \port$7966$59 , acc, q, clk);
   wire clk;
   wire en;
   wire [17:0] mul;
-  input [58:0] \port$7966$59 ;
-  wire [58:0] \port$7966$59 ;
+  input [58:0] \port$7155$59 ;
+  wire [58:0] \port$7155$59 ;
   reg [35:0] prod0 = 36'h000000000;
   output [7:0] q;
   reg [7:0] q = 8'h00;
@@ -15437,7 +13244,7 @@ module \bchw_top.engine1.requant1 (rst, \port$7966$59 , acc, q, clk);
   reg [4:0] shift2 = 5'h00;
   wire [36:0] shifted;
   reg [36:0] total = 37'h0000000000;
-  assign \$1  = $signed(acc) * $signed(\port$7966$59 [17:0]);
+  assign \$1  = $signed(acc) * $signed(\port$7155$59 [17:0]);
   assign \$3  = $signed(bias1) + $signed(\$2 );
   assign \$4  = | shifted[36:8];
   assign \$5  = \$4  ? 37'h00000000ff : shifted;
@@ -15463,19 +13270,19 @@ module \bchw_top.engine1.requant1 (rst, \port$7966$59 , acc, q, clk);
     end
   end
   assign en = 1'h1;
-  assign mul = \port$7966$59 [17:0];
-  assign bias = \port$7966$59 [58:23];
-  assign shift = \port$7966$59 [22:18];
+  assign mul = \port$7155$59 [17:0];
+  assign bias = \port$7155$59 [58:23];
+  assign shift = \port$7155$59 [22:18];
   assign \$11  = shift1;
   assign \$10  = \$3 [36:0];
-  assign \$9  = \port$7966$59 [22:18];
-  assign \$8  = \port$7966$59 [58:23];
+  assign \$9  = \port$7155$59 [22:18];
+  assign \$8  = \port$7155$59 [58:23];
   assign \$7  = { \$1 [34], \$1  };
   assign \$2  = { prod0[35], prod0 };
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine1.requant10 (rst, \port$7966$590 , acc, q, clk);
+module \bchw_top.engine1.requant10 (rst, \port$7155$590 , acc, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$22  = 0;
   wire [34:0] \$1 ;
   wire [36:0] \$10 ;
@@ -15497,8 +13304,8 @@ module \bchw_top.engine1.requant10 (rst, \port$7966$590 , acc, q, clk);
   wire clk;
   wire en;
   wire [17:0] mul;
-  input [58:0] \port$7966$590 ;
-  wire [58:0] \port$7966$590 ;
+  input [58:0] \port$7155$590 ;
+  wire [58:0] \port$7155$590 ;
   reg [35:0] prod0 = 36'h000000000;
   output [7:0] q;
   reg [7:0] q = 8'h00;
@@ -15509,7 +13316,7 @@ module \bchw_top.engine1.requant10 (rst, \port$7966$590 , acc, q, clk);
   reg [4:0] shift2 = 5'h00;
   wire [36:0] shifted;
   reg [36:0] total = 37'h0000000000;
-  assign \$1  = $signed(acc) * $signed(\port$7966$590 [17:0]);
+  assign \$1  = $signed(acc) * $signed(\port$7155$590 [17:0]);
   assign \$3  = $signed(bias1) + $signed(\$2 );
   assign \$4  = | shifted[36:8];
   assign \$5  = \$4  ? 37'h00000000ff : shifted;
@@ -15535,19 +13342,19 @@ module \bchw_top.engine1.requant10 (rst, \port$7966$590 , acc, q, clk);
     end
   end
   assign en = 1'h1;
-  assign mul = \port$7966$590 [17:0];
-  assign bias = \port$7966$590 [58:23];
-  assign shift = \port$7966$590 [22:18];
+  assign mul = \port$7155$590 [17:0];
+  assign bias = \port$7155$590 [58:23];
+  assign shift = \port$7155$590 [22:18];
   assign \$11  = shift1;
   assign \$10  = \$3 [36:0];
-  assign \$9  = \port$7966$590 [22:18];
-  assign \$8  = \port$7966$590 [58:23];
+  assign \$9  = \port$7155$590 [22:18];
+  assign \$8  = \port$7155$590 [58:23];
   assign \$7  = { \$1 [34], \$1  };
   assign \$2  = { prod0[35], prod0 };
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine1.requant11 (rst, \port$7966$649 , acc, q, clk);
+module \bchw_top.engine1.requant11 (rst, \port$7155$649 , acc, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$23  = 0;
   wire [34:0] \$1 ;
   wire [36:0] \$10 ;
@@ -15569,8 +13376,8 @@ module \bchw_top.engine1.requant11 (rst, \port$7966$649 , acc, q, clk);
   wire clk;
   wire en;
   wire [17:0] mul;
-  input [58:0] \port$7966$649 ;
-  wire [58:0] \port$7966$649 ;
+  input [58:0] \port$7155$649 ;
+  wire [58:0] \port$7155$649 ;
   reg [35:0] prod0 = 36'h000000000;
   output [7:0] q;
   reg [7:0] q = 8'h00;
@@ -15581,7 +13388,7 @@ module \bchw_top.engine1.requant11 (rst, \port$7966$649 , acc, q, clk);
   reg [4:0] shift2 = 5'h00;
   wire [36:0] shifted;
   reg [36:0] total = 37'h0000000000;
-  assign \$1  = $signed(acc) * $signed(\port$7966$649 [17:0]);
+  assign \$1  = $signed(acc) * $signed(\port$7155$649 [17:0]);
   assign \$3  = $signed(bias1) + $signed(\$2 );
   assign \$4  = | shifted[36:8];
   assign \$5  = \$4  ? 37'h00000000ff : shifted;
@@ -15607,19 +13414,19 @@ module \bchw_top.engine1.requant11 (rst, \port$7966$649 , acc, q, clk);
     end
   end
   assign en = 1'h1;
-  assign mul = \port$7966$649 [17:0];
-  assign bias = \port$7966$649 [58:23];
-  assign shift = \port$7966$649 [22:18];
+  assign mul = \port$7155$649 [17:0];
+  assign bias = \port$7155$649 [58:23];
+  assign shift = \port$7155$649 [22:18];
   assign \$11  = shift1;
   assign \$10  = \$3 [36:0];
-  assign \$9  = \port$7966$649 [22:18];
-  assign \$8  = \port$7966$649 [58:23];
+  assign \$9  = \port$7155$649 [22:18];
+  assign \$8  = \port$7155$649 [58:23];
   assign \$7  = { \$1 [34], \$1  };
   assign \$2  = { prod0[35], prod0 };
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine1.requant12 (rst, \port$7966$708 , acc, q, clk);
+module \bchw_top.engine1.requant12 (rst, \port$7155$708 , acc, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$24  = 0;
   wire [34:0] \$1 ;
   wire [36:0] \$10 ;
@@ -15641,8 +13448,8 @@ module \bchw_top.engine1.requant12 (rst, \port$7966$708 , acc, q, clk);
   wire clk;
   wire en;
   wire [17:0] mul;
-  input [58:0] \port$7966$708 ;
-  wire [58:0] \port$7966$708 ;
+  input [58:0] \port$7155$708 ;
+  wire [58:0] \port$7155$708 ;
   reg [35:0] prod0 = 36'h000000000;
   output [7:0] q;
   reg [7:0] q = 8'h00;
@@ -15653,7 +13460,7 @@ module \bchw_top.engine1.requant12 (rst, \port$7966$708 , acc, q, clk);
   reg [4:0] shift2 = 5'h00;
   wire [36:0] shifted;
   reg [36:0] total = 37'h0000000000;
-  assign \$1  = $signed(acc) * $signed(\port$7966$708 [17:0]);
+  assign \$1  = $signed(acc) * $signed(\port$7155$708 [17:0]);
   assign \$3  = $signed(bias1) + $signed(\$2 );
   assign \$4  = | shifted[36:8];
   assign \$5  = \$4  ? 37'h00000000ff : shifted;
@@ -15679,19 +13486,19 @@ module \bchw_top.engine1.requant12 (rst, \port$7966$708 , acc, q, clk);
     end
   end
   assign en = 1'h1;
-  assign mul = \port$7966$708 [17:0];
-  assign bias = \port$7966$708 [58:23];
-  assign shift = \port$7966$708 [22:18];
+  assign mul = \port$7155$708 [17:0];
+  assign bias = \port$7155$708 [58:23];
+  assign shift = \port$7155$708 [22:18];
   assign \$11  = shift1;
   assign \$10  = \$3 [36:0];
-  assign \$9  = \port$7966$708 [22:18];
-  assign \$8  = \port$7966$708 [58:23];
+  assign \$9  = \port$7155$708 [22:18];
+  assign \$8  = \port$7155$708 [58:23];
   assign \$7  = { \$1 [34], \$1  };
   assign \$2  = { prod0[35], prod0 };
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine1.requant13 (rst, \port$7966$767 , acc, q, clk);
+module \bchw_top.engine1.requant13 (rst, \port$7155$767 , acc, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$25  = 0;
   wire [34:0] \$1 ;
   wire [36:0] \$10 ;
@@ -15713,8 +13520,8 @@ module \bchw_top.engine1.requant13 (rst, \port$7966$767 , acc, q, clk);
   wire clk;
   wire en;
   wire [17:0] mul;
-  input [58:0] \port$7966$767 ;
-  wire [58:0] \port$7966$767 ;
+  input [58:0] \port$7155$767 ;
+  wire [58:0] \port$7155$767 ;
   reg [35:0] prod0 = 36'h000000000;
   output [7:0] q;
   reg [7:0] q = 8'h00;
@@ -15725,7 +13532,7 @@ module \bchw_top.engine1.requant13 (rst, \port$7966$767 , acc, q, clk);
   reg [4:0] shift2 = 5'h00;
   wire [36:0] shifted;
   reg [36:0] total = 37'h0000000000;
-  assign \$1  = $signed(acc) * $signed(\port$7966$767 [17:0]);
+  assign \$1  = $signed(acc) * $signed(\port$7155$767 [17:0]);
   assign \$3  = $signed(bias1) + $signed(\$2 );
   assign \$4  = | shifted[36:8];
   assign \$5  = \$4  ? 37'h00000000ff : shifted;
@@ -15751,19 +13558,19 @@ module \bchw_top.engine1.requant13 (rst, \port$7966$767 , acc, q, clk);
     end
   end
   assign en = 1'h1;
-  assign mul = \port$7966$767 [17:0];
-  assign bias = \port$7966$767 [58:23];
-  assign shift = \port$7966$767 [22:18];
+  assign mul = \port$7155$767 [17:0];
+  assign bias = \port$7155$767 [58:23];
+  assign shift = \port$7155$767 [22:18];
   assign \$11  = shift1;
   assign \$10  = \$3 [36:0];
-  assign \$9  = \port$7966$767 [22:18];
-  assign \$8  = \port$7966$767 [58:23];
+  assign \$9  = \port$7155$767 [22:18];
+  assign \$8  = \port$7155$767 [58:23];
   assign \$7  = { \$1 [34], \$1  };
   assign \$2  = { prod0[35], prod0 };
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine1.requant14 (rst, \port$7966$826 , acc, q, clk);
+module \bchw_top.engine1.requant14 (rst, \port$7155$826 , acc, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$26  = 0;
   wire [34:0] \$1 ;
   wire [36:0] \$10 ;
@@ -15785,8 +13592,8 @@ module \bchw_top.engine1.requant14 (rst, \port$7966$826 , acc, q, clk);
   wire clk;
   wire en;
   wire [17:0] mul;
-  input [58:0] \port$7966$826 ;
-  wire [58:0] \port$7966$826 ;
+  input [58:0] \port$7155$826 ;
+  wire [58:0] \port$7155$826 ;
   reg [35:0] prod0 = 36'h000000000;
   output [7:0] q;
   reg [7:0] q = 8'h00;
@@ -15797,7 +13604,7 @@ module \bchw_top.engine1.requant14 (rst, \port$7966$826 , acc, q, clk);
   reg [4:0] shift2 = 5'h00;
   wire [36:0] shifted;
   reg [36:0] total = 37'h0000000000;
-  assign \$1  = $signed(acc) * $signed(\port$7966$826 [17:0]);
+  assign \$1  = $signed(acc) * $signed(\port$7155$826 [17:0]);
   assign \$3  = $signed(bias1) + $signed(\$2 );
   assign \$4  = | shifted[36:8];
   assign \$5  = \$4  ? 37'h00000000ff : shifted;
@@ -15823,19 +13630,19 @@ module \bchw_top.engine1.requant14 (rst, \port$7966$826 , acc, q, clk);
     end
   end
   assign en = 1'h1;
-  assign mul = \port$7966$826 [17:0];
-  assign bias = \port$7966$826 [58:23];
-  assign shift = \port$7966$826 [22:18];
+  assign mul = \port$7155$826 [17:0];
+  assign bias = \port$7155$826 [58:23];
+  assign shift = \port$7155$826 [22:18];
   assign \$11  = shift1;
   assign \$10  = \$3 [36:0];
-  assign \$9  = \port$7966$826 [22:18];
-  assign \$8  = \port$7966$826 [58:23];
+  assign \$9  = \port$7155$826 [22:18];
+  assign \$8  = \port$7155$826 [58:23];
   assign \$7  = { \$1 [34], \$1  };
   assign \$2  = { prod0[35], prod0 };
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine1.requant15 (rst, \port$7966$885 , acc, q, clk);
+module \bchw_top.engine1.requant15 (rst, \port$7155$885 , acc, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$27  = 0;
   wire [34:0] \$1 ;
   wire [36:0] \$10 ;
@@ -15857,8 +13664,8 @@ module \bchw_top.engine1.requant15 (rst, \port$7966$885 , acc, q, clk);
   wire clk;
   wire en;
   wire [17:0] mul;
-  input [58:0] \port$7966$885 ;
-  wire [58:0] \port$7966$885 ;
+  input [58:0] \port$7155$885 ;
+  wire [58:0] \port$7155$885 ;
   reg [35:0] prod0 = 36'h000000000;
   output [7:0] q;
   reg [7:0] q = 8'h00;
@@ -15869,7 +13676,7 @@ module \bchw_top.engine1.requant15 (rst, \port$7966$885 , acc, q, clk);
   reg [4:0] shift2 = 5'h00;
   wire [36:0] shifted;
   reg [36:0] total = 37'h0000000000;
-  assign \$1  = $signed(acc) * $signed(\port$7966$885 [17:0]);
+  assign \$1  = $signed(acc) * $signed(\port$7155$885 [17:0]);
   assign \$3  = $signed(bias1) + $signed(\$2 );
   assign \$4  = | shifted[36:8];
   assign \$5  = \$4  ? 37'h00000000ff : shifted;
@@ -15895,19 +13702,19 @@ module \bchw_top.engine1.requant15 (rst, \port$7966$885 , acc, q, clk);
     end
   end
   assign en = 1'h1;
-  assign mul = \port$7966$885 [17:0];
-  assign bias = \port$7966$885 [58:23];
-  assign shift = \port$7966$885 [22:18];
+  assign mul = \port$7155$885 [17:0];
+  assign bias = \port$7155$885 [58:23];
+  assign shift = \port$7155$885 [22:18];
   assign \$11  = shift1;
   assign \$10  = \$3 [36:0];
-  assign \$9  = \port$7966$885 [22:18];
-  assign \$8  = \port$7966$885 [58:23];
+  assign \$9  = \port$7155$885 [22:18];
+  assign \$8  = \port$7155$885 [58:23];
   assign \$7  = { \$1 [34], \$1  };
   assign \$2  = { prod0[35], prod0 };
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine1.requant2 (rst, \port$7966$118 , acc, q, clk);
+module \bchw_top.engine1.requant2 (rst, \port$7155$118 , acc, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$28  = 0;
   wire [34:0] \$1 ;
   wire [36:0] \$10 ;
@@ -15929,8 +13736,8 @@ module \bchw_top.engine1.requant2 (rst, \port$7966$118 , acc, q, clk);
   wire clk;
   wire en;
   wire [17:0] mul;
-  input [58:0] \port$7966$118 ;
-  wire [58:0] \port$7966$118 ;
+  input [58:0] \port$7155$118 ;
+  wire [58:0] \port$7155$118 ;
   reg [35:0] prod0 = 36'h000000000;
   output [7:0] q;
   reg [7:0] q = 8'h00;
@@ -15941,7 +13748,7 @@ module \bchw_top.engine1.requant2 (rst, \port$7966$118 , acc, q, clk);
   reg [4:0] shift2 = 5'h00;
   wire [36:0] shifted;
   reg [36:0] total = 37'h0000000000;
-  assign \$1  = $signed(acc) * $signed(\port$7966$118 [17:0]);
+  assign \$1  = $signed(acc) * $signed(\port$7155$118 [17:0]);
   assign \$3  = $signed(bias1) + $signed(\$2 );
   assign \$4  = | shifted[36:8];
   assign \$5  = \$4  ? 37'h00000000ff : shifted;
@@ -15967,19 +13774,19 @@ module \bchw_top.engine1.requant2 (rst, \port$7966$118 , acc, q, clk);
     end
   end
   assign en = 1'h1;
-  assign mul = \port$7966$118 [17:0];
-  assign bias = \port$7966$118 [58:23];
-  assign shift = \port$7966$118 [22:18];
+  assign mul = \port$7155$118 [17:0];
+  assign bias = \port$7155$118 [58:23];
+  assign shift = \port$7155$118 [22:18];
   assign \$11  = shift1;
   assign \$10  = \$3 [36:0];
-  assign \$9  = \port$7966$118 [22:18];
-  assign \$8  = \port$7966$118 [58:23];
+  assign \$9  = \port$7155$118 [22:18];
+  assign \$8  = \port$7155$118 [58:23];
   assign \$7  = { \$1 [34], \$1  };
   assign \$2  = { prod0[35], prod0 };
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine1.requant3 (rst, \port$7966$177 , acc, q, clk);
+module \bchw_top.engine1.requant3 (rst, \port$7155$177 , acc, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$29  = 0;
   wire [34:0] \$1 ;
   wire [36:0] \$10 ;
@@ -16001,8 +13808,8 @@ module \bchw_top.engine1.requant3 (rst, \port$7966$177 , acc, q, clk);
   wire clk;
   wire en;
   wire [17:0] mul;
-  input [58:0] \port$7966$177 ;
-  wire [58:0] \port$7966$177 ;
+  input [58:0] \port$7155$177 ;
+  wire [58:0] \port$7155$177 ;
   reg [35:0] prod0 = 36'h000000000;
   output [7:0] q;
   reg [7:0] q = 8'h00;
@@ -16013,7 +13820,7 @@ module \bchw_top.engine1.requant3 (rst, \port$7966$177 , acc, q, clk);
   reg [4:0] shift2 = 5'h00;
   wire [36:0] shifted;
   reg [36:0] total = 37'h0000000000;
-  assign \$1  = $signed(acc) * $signed(\port$7966$177 [17:0]);
+  assign \$1  = $signed(acc) * $signed(\port$7155$177 [17:0]);
   assign \$3  = $signed(bias1) + $signed(\$2 );
   assign \$4  = | shifted[36:8];
   assign \$5  = \$4  ? 37'h00000000ff : shifted;
@@ -16039,19 +13846,19 @@ module \bchw_top.engine1.requant3 (rst, \port$7966$177 , acc, q, clk);
     end
   end
   assign en = 1'h1;
-  assign mul = \port$7966$177 [17:0];
-  assign bias = \port$7966$177 [58:23];
-  assign shift = \port$7966$177 [22:18];
+  assign mul = \port$7155$177 [17:0];
+  assign bias = \port$7155$177 [58:23];
+  assign shift = \port$7155$177 [22:18];
   assign \$11  = shift1;
   assign \$10  = \$3 [36:0];
-  assign \$9  = \port$7966$177 [22:18];
-  assign \$8  = \port$7966$177 [58:23];
+  assign \$9  = \port$7155$177 [22:18];
+  assign \$8  = \port$7155$177 [58:23];
   assign \$7  = { \$1 [34], \$1  };
   assign \$2  = { prod0[35], prod0 };
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine1.requant4 (rst, \port$7966$236 , acc, q, clk);
+module \bchw_top.engine1.requant4 (rst, \port$7155$236 , acc, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$30  = 0;
   wire [34:0] \$1 ;
   wire [36:0] \$10 ;
@@ -16073,8 +13880,8 @@ module \bchw_top.engine1.requant4 (rst, \port$7966$236 , acc, q, clk);
   wire clk;
   wire en;
   wire [17:0] mul;
-  input [58:0] \port$7966$236 ;
-  wire [58:0] \port$7966$236 ;
+  input [58:0] \port$7155$236 ;
+  wire [58:0] \port$7155$236 ;
   reg [35:0] prod0 = 36'h000000000;
   output [7:0] q;
   reg [7:0] q = 8'h00;
@@ -16085,7 +13892,7 @@ module \bchw_top.engine1.requant4 (rst, \port$7966$236 , acc, q, clk);
   reg [4:0] shift2 = 5'h00;
   wire [36:0] shifted;
   reg [36:0] total = 37'h0000000000;
-  assign \$1  = $signed(acc) * $signed(\port$7966$236 [17:0]);
+  assign \$1  = $signed(acc) * $signed(\port$7155$236 [17:0]);
   assign \$3  = $signed(bias1) + $signed(\$2 );
   assign \$4  = | shifted[36:8];
   assign \$5  = \$4  ? 37'h00000000ff : shifted;
@@ -16111,19 +13918,19 @@ module \bchw_top.engine1.requant4 (rst, \port$7966$236 , acc, q, clk);
     end
   end
   assign en = 1'h1;
-  assign mul = \port$7966$236 [17:0];
-  assign bias = \port$7966$236 [58:23];
-  assign shift = \port$7966$236 [22:18];
+  assign mul = \port$7155$236 [17:0];
+  assign bias = \port$7155$236 [58:23];
+  assign shift = \port$7155$236 [22:18];
   assign \$11  = shift1;
   assign \$10  = \$3 [36:0];
-  assign \$9  = \port$7966$236 [22:18];
-  assign \$8  = \port$7966$236 [58:23];
+  assign \$9  = \port$7155$236 [22:18];
+  assign \$8  = \port$7155$236 [58:23];
   assign \$7  = { \$1 [34], \$1  };
   assign \$2  = { prod0[35], prod0 };
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine1.requant5 (rst, \port$7966$295 , acc, q, clk);
+module \bchw_top.engine1.requant5 (rst, \port$7155$295 , acc, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$31  = 0;
   wire [34:0] \$1 ;
   wire [36:0] \$10 ;
@@ -16145,8 +13952,8 @@ module \bchw_top.engine1.requant5 (rst, \port$7966$295 , acc, q, clk);
   wire clk;
   wire en;
   wire [17:0] mul;
-  input [58:0] \port$7966$295 ;
-  wire [58:0] \port$7966$295 ;
+  input [58:0] \port$7155$295 ;
+  wire [58:0] \port$7155$295 ;
   reg [35:0] prod0 = 36'h000000000;
   output [7:0] q;
   reg [7:0] q = 8'h00;
@@ -16157,7 +13964,7 @@ module \bchw_top.engine1.requant5 (rst, \port$7966$295 , acc, q, clk);
   reg [4:0] shift2 = 5'h00;
   wire [36:0] shifted;
   reg [36:0] total = 37'h0000000000;
-  assign \$1  = $signed(acc) * $signed(\port$7966$295 [17:0]);
+  assign \$1  = $signed(acc) * $signed(\port$7155$295 [17:0]);
   assign \$3  = $signed(bias1) + $signed(\$2 );
   assign \$4  = | shifted[36:8];
   assign \$5  = \$4  ? 37'h00000000ff : shifted;
@@ -16183,19 +13990,19 @@ module \bchw_top.engine1.requant5 (rst, \port$7966$295 , acc, q, clk);
     end
   end
   assign en = 1'h1;
-  assign mul = \port$7966$295 [17:0];
-  assign bias = \port$7966$295 [58:23];
-  assign shift = \port$7966$295 [22:18];
+  assign mul = \port$7155$295 [17:0];
+  assign bias = \port$7155$295 [58:23];
+  assign shift = \port$7155$295 [22:18];
   assign \$11  = shift1;
   assign \$10  = \$3 [36:0];
-  assign \$9  = \port$7966$295 [22:18];
-  assign \$8  = \port$7966$295 [58:23];
+  assign \$9  = \port$7155$295 [22:18];
+  assign \$8  = \port$7155$295 [58:23];
   assign \$7  = { \$1 [34], \$1  };
   assign \$2  = { prod0[35], prod0 };
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine1.requant6 (rst, \port$7966$354 , acc, q, clk);
+module \bchw_top.engine1.requant6 (rst, \port$7155$354 , acc, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$32  = 0;
   wire [34:0] \$1 ;
   wire [36:0] \$10 ;
@@ -16217,8 +14024,8 @@ module \bchw_top.engine1.requant6 (rst, \port$7966$354 , acc, q, clk);
   wire clk;
   wire en;
   wire [17:0] mul;
-  input [58:0] \port$7966$354 ;
-  wire [58:0] \port$7966$354 ;
+  input [58:0] \port$7155$354 ;
+  wire [58:0] \port$7155$354 ;
   reg [35:0] prod0 = 36'h000000000;
   output [7:0] q;
   reg [7:0] q = 8'h00;
@@ -16229,7 +14036,7 @@ module \bchw_top.engine1.requant6 (rst, \port$7966$354 , acc, q, clk);
   reg [4:0] shift2 = 5'h00;
   wire [36:0] shifted;
   reg [36:0] total = 37'h0000000000;
-  assign \$1  = $signed(acc) * $signed(\port$7966$354 [17:0]);
+  assign \$1  = $signed(acc) * $signed(\port$7155$354 [17:0]);
   assign \$3  = $signed(bias1) + $signed(\$2 );
   assign \$4  = | shifted[36:8];
   assign \$5  = \$4  ? 37'h00000000ff : shifted;
@@ -16255,19 +14062,19 @@ module \bchw_top.engine1.requant6 (rst, \port$7966$354 , acc, q, clk);
     end
   end
   assign en = 1'h1;
-  assign mul = \port$7966$354 [17:0];
-  assign bias = \port$7966$354 [58:23];
-  assign shift = \port$7966$354 [22:18];
+  assign mul = \port$7155$354 [17:0];
+  assign bias = \port$7155$354 [58:23];
+  assign shift = \port$7155$354 [22:18];
   assign \$11  = shift1;
   assign \$10  = \$3 [36:0];
-  assign \$9  = \port$7966$354 [22:18];
-  assign \$8  = \port$7966$354 [58:23];
+  assign \$9  = \port$7155$354 [22:18];
+  assign \$8  = \port$7155$354 [58:23];
   assign \$7  = { \$1 [34], \$1  };
   assign \$2  = { prod0[35], prod0 };
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine1.requant7 (rst, \port$7966$413 , acc, q, clk);
+module \bchw_top.engine1.requant7 (rst, \port$7155$413 , acc, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$33  = 0;
   wire [34:0] \$1 ;
   wire [36:0] \$10 ;
@@ -16289,8 +14096,8 @@ module \bchw_top.engine1.requant7 (rst, \port$7966$413 , acc, q, clk);
   wire clk;
   wire en;
   wire [17:0] mul;
-  input [58:0] \port$7966$413 ;
-  wire [58:0] \port$7966$413 ;
+  input [58:0] \port$7155$413 ;
+  wire [58:0] \port$7155$413 ;
   reg [35:0] prod0 = 36'h000000000;
   output [7:0] q;
   reg [7:0] q = 8'h00;
@@ -16301,7 +14108,7 @@ module \bchw_top.engine1.requant7 (rst, \port$7966$413 , acc, q, clk);
   reg [4:0] shift2 = 5'h00;
   wire [36:0] shifted;
   reg [36:0] total = 37'h0000000000;
-  assign \$1  = $signed(acc) * $signed(\port$7966$413 [17:0]);
+  assign \$1  = $signed(acc) * $signed(\port$7155$413 [17:0]);
   assign \$3  = $signed(bias1) + $signed(\$2 );
   assign \$4  = | shifted[36:8];
   assign \$5  = \$4  ? 37'h00000000ff : shifted;
@@ -16327,19 +14134,19 @@ module \bchw_top.engine1.requant7 (rst, \port$7966$413 , acc, q, clk);
     end
   end
   assign en = 1'h1;
-  assign mul = \port$7966$413 [17:0];
-  assign bias = \port$7966$413 [58:23];
-  assign shift = \port$7966$413 [22:18];
+  assign mul = \port$7155$413 [17:0];
+  assign bias = \port$7155$413 [58:23];
+  assign shift = \port$7155$413 [22:18];
   assign \$11  = shift1;
   assign \$10  = \$3 [36:0];
-  assign \$9  = \port$7966$413 [22:18];
-  assign \$8  = \port$7966$413 [58:23];
+  assign \$9  = \port$7155$413 [22:18];
+  assign \$8  = \port$7155$413 [58:23];
   assign \$7  = { \$1 [34], \$1  };
   assign \$2  = { prod0[35], prod0 };
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine1.requant8 (rst, \port$7966$472 , acc, q, clk);
+module \bchw_top.engine1.requant8 (rst, \port$7155$472 , acc, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$34  = 0;
   wire [34:0] \$1 ;
   wire [36:0] \$10 ;
@@ -16361,8 +14168,8 @@ module \bchw_top.engine1.requant8 (rst, \port$7966$472 , acc, q, clk);
   wire clk;
   wire en;
   wire [17:0] mul;
-  input [58:0] \port$7966$472 ;
-  wire [58:0] \port$7966$472 ;
+  input [58:0] \port$7155$472 ;
+  wire [58:0] \port$7155$472 ;
   reg [35:0] prod0 = 36'h000000000;
   output [7:0] q;
   reg [7:0] q = 8'h00;
@@ -16373,7 +14180,7 @@ module \bchw_top.engine1.requant8 (rst, \port$7966$472 , acc, q, clk);
   reg [4:0] shift2 = 5'h00;
   wire [36:0] shifted;
   reg [36:0] total = 37'h0000000000;
-  assign \$1  = $signed(acc) * $signed(\port$7966$472 [17:0]);
+  assign \$1  = $signed(acc) * $signed(\port$7155$472 [17:0]);
   assign \$3  = $signed(bias1) + $signed(\$2 );
   assign \$4  = | shifted[36:8];
   assign \$5  = \$4  ? 37'h00000000ff : shifted;
@@ -16399,19 +14206,19 @@ module \bchw_top.engine1.requant8 (rst, \port$7966$472 , acc, q, clk);
     end
   end
   assign en = 1'h1;
-  assign mul = \port$7966$472 [17:0];
-  assign bias = \port$7966$472 [58:23];
-  assign shift = \port$7966$472 [22:18];
+  assign mul = \port$7155$472 [17:0];
+  assign bias = \port$7155$472 [58:23];
+  assign shift = \port$7155$472 [22:18];
   assign \$11  = shift1;
   assign \$10  = \$3 [36:0];
-  assign \$9  = \port$7966$472 [22:18];
-  assign \$8  = \port$7966$472 [58:23];
+  assign \$9  = \port$7155$472 [22:18];
+  assign \$8  = \port$7155$472 [58:23];
   assign \$7  = { \$1 [34], \$1  };
   assign \$2  = { prod0[35], prod0 };
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine1.requant9 (rst, \port$7966$531 , acc, q, clk);
+module \bchw_top.engine1.requant9 (rst, \port$7155$531 , acc, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$35  = 0;
   wire [34:0] \$1 ;
   wire [36:0] \$10 ;
@@ -16433,8 +14240,8 @@ module \bchw_top.engine1.requant9 (rst, \port$7966$531 , acc, q, clk);
   wire clk;
   wire en;
   wire [17:0] mul;
-  input [58:0] \port$7966$531 ;
-  wire [58:0] \port$7966$531 ;
+  input [58:0] \port$7155$531 ;
+  wire [58:0] \port$7155$531 ;
   reg [35:0] prod0 = 36'h000000000;
   output [7:0] q;
   reg [7:0] q = 8'h00;
@@ -16445,7 +14252,7 @@ module \bchw_top.engine1.requant9 (rst, \port$7966$531 , acc, q, clk);
   reg [4:0] shift2 = 5'h00;
   wire [36:0] shifted;
   reg [36:0] total = 37'h0000000000;
-  assign \$1  = $signed(acc) * $signed(\port$7966$531 [17:0]);
+  assign \$1  = $signed(acc) * $signed(\port$7155$531 [17:0]);
   assign \$3  = $signed(bias1) + $signed(\$2 );
   assign \$4  = | shifted[36:8];
   assign \$5  = \$4  ? 37'h00000000ff : shifted;
@@ -16471,13 +14278,13 @@ module \bchw_top.engine1.requant9 (rst, \port$7966$531 , acc, q, clk);
     end
   end
   assign en = 1'h1;
-  assign mul = \port$7966$531 [17:0];
-  assign bias = \port$7966$531 [58:23];
-  assign shift = \port$7966$531 [22:18];
+  assign mul = \port$7155$531 [17:0];
+  assign bias = \port$7155$531 [58:23];
+  assign shift = \port$7155$531 [22:18];
   assign \$11  = shift1;
   assign \$10  = \$3 [36:0];
-  assign \$9  = \port$7966$531 [22:18];
-  assign \$8  = \port$7966$531 [58:23];
+  assign \$9  = \port$7155$531 [22:18];
+  assign \$8  = \port$7155$531 [58:23];
   assign \$7  = { \$1 [34], \$1  };
   assign \$2  = { prod0[35], prod0 };
 endmodule
@@ -20778,401 +18585,157 @@ module \bchw_top.engine1.weights (data, addr, clk);
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine2 (rst, s__valid, pay, ready, m__valid, m__payload, m__ready, clk);
+module \bchw_top.engine2 (rst, s__valid, write__data, s__ready, m__valid, m__payload, m__ready, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$36  = 0;
   wire \$1 ;
   wire [8:0] \$10 ;
   wire \$100 ;
   wire \$101 ;
-  wire \$102 ;
-  wire \$103 ;
-  wire [127:0] \$104 ;
-  wire \$105 ;
-  wire \$106 ;
-  wire [127:0] \$107 ;
-  wire \$108 ;
-  wire \$109 ;
+  wire [16:0] \$102 ;
+  wire [17:0] \$103 ;
+  wire [16:0] \$104 ;
+  wire [17:0] \$105 ;
+  wire [16:0] \$106 ;
+  wire [17:0] \$107 ;
+  wire [16:0] \$108 ;
+  wire [17:0] \$109 ;
   wire [8:0] \$11 ;
-  wire [127:0] \$110 ;
-  wire \$111 ;
-  wire \$112 ;
-  wire [127:0] \$113 ;
-  wire \$114 ;
-  wire \$115 ;
-  wire [127:0] \$116 ;
-  wire \$117 ;
-  wire \$118 ;
-  wire [127:0] \$119 ;
+  wire [16:0] \$110 ;
+  wire [17:0] \$111 ;
+  wire [16:0] \$112 ;
+  wire [17:0] \$113 ;
+  wire [16:0] \$114 ;
+  wire [17:0] \$115 ;
+  wire [16:0] \$116 ;
+  wire [17:0] \$117 ;
+  wire [16:0] \$118 ;
+  wire [17:0] \$119 ;
   wire \$12 ;
-  wire \$120 ;
-  wire \$121 ;
-  wire [127:0] \$122 ;
-  wire \$123 ;
-  wire \$124 ;
-  wire [127:0] \$125 ;
-  wire \$126 ;
-  wire \$127 ;
-  wire [127:0] \$128 ;
-  wire \$129 ;
+  wire [16:0] \$120 ;
+  wire [17:0] \$121 ;
+  wire [16:0] \$122 ;
+  wire [17:0] \$123 ;
+  wire [16:0] \$124 ;
+  wire [17:0] \$125 ;
+  wire [16:0] \$126 ;
+  wire [17:0] \$127 ;
+  wire [16:0] \$128 ;
+  wire [17:0] \$129 ;
   wire \$13 ;
-  wire \$130 ;
-  wire [127:0] \$131 ;
-  wire \$132 ;
-  wire \$133 ;
-  wire [127:0] \$134 ;
+  wire [16:0] \$130 ;
+  wire [17:0] \$131 ;
+  wire [16:0] \$132 ;
+  wire [17:0] \$133 ;
+  wire \$134 ;
   wire \$135 ;
   wire \$136 ;
-  wire [127:0] \$137 ;
+  wire \$137 ;
   wire \$138 ;
   wire \$139 ;
   wire \$14 ;
-  wire [127:0] \$140 ;
-  wire \$141 ;
+  wire \$140 ;
+  wire [2:0] \$141 ;
   wire \$142 ;
-  wire [127:0] \$143 ;
+  wire \$143 ;
   wire \$144 ;
   wire \$145 ;
-  wire [127:0] \$146 ;
+  wire \$146 ;
   wire \$147 ;
   wire \$148 ;
-  wire [127:0] \$149 ;
+  wire \$149 ;
   wire \$15 ;
   wire \$150 ;
   wire \$151 ;
   wire \$152 ;
-  wire \$153 ;
-  wire [16:0] \$154 ;
-  wire [17:0] \$155 ;
-  wire [16:0] \$156 ;
-  wire [17:0] \$157 ;
-  wire [16:0] \$158 ;
-  wire [17:0] \$159 ;
+  wire [2:0] \$153 ;
+  wire \$154 ;
+  wire \$155 ;
+  wire \$156 ;
+  wire \$157 ;
+  reg \$158 ;
+  reg [7:0] \$159 ;
   wire \$16 ;
-  wire [16:0] \$160 ;
-  wire [17:0] \$161 ;
-  wire [16:0] \$162 ;
-  wire [17:0] \$163 ;
-  wire [16:0] \$164 ;
-  wire [17:0] \$165 ;
-  wire [16:0] \$166 ;
-  wire [17:0] \$167 ;
-  wire [16:0] \$168 ;
-  wire [17:0] \$169 ;
+  reg [3:0] \$160 ;
+  reg [3:0] \$161 ;
+  reg \$162 ;
+  reg \$163 ;
+  reg [1:0] \$164 ;
+  reg \$165 ;
+  reg [3:0] \$166 ;
+  reg \$167 ;
+  reg \$168 ;
+  reg \$169 ;
   wire \$17 ;
-  wire [16:0] \$170 ;
-  wire [17:0] \$171 ;
-  wire [16:0] \$172 ;
-  wire [17:0] \$173 ;
-  wire [16:0] \$174 ;
-  wire [17:0] \$175 ;
-  wire [16:0] \$176 ;
-  wire [17:0] \$177 ;
-  wire [16:0] \$178 ;
-  wire [17:0] \$179 ;
+  wire [127:0] \$170 ;
+  wire [255:0] \$171 ;
+  reg [7:0] \$172 ;
+  reg [7:0] \$173 ;
+  reg [7:0] \$174 ;
+  reg [7:0] \$175 ;
+  reg [7:0] \$176 ;
+  reg [7:0] \$177 ;
+  reg [7:0] \$178 ;
+  wire [943:0] \$179 ;
   wire \$18 ;
-  wire [16:0] \$180 ;
-  wire [17:0] \$181 ;
-  wire [16:0] \$182 ;
-  wire [17:0] \$183 ;
-  wire [16:0] \$184 ;
-  wire [17:0] \$185 ;
-  wire \$186 ;
-  wire \$187 ;
-  wire \$188 ;
-  wire \$189 ;
+  reg \$180 ;
+  reg \$181 ;
+  reg [16:0] \$182 ;
+  reg [16:0] \$183 ;
+  reg [16:0] \$184 ;
+  reg [16:0] \$185 ;
+  reg [16:0] \$186 ;
+  reg [16:0] \$187 ;
+  reg [16:0] \$188 ;
+  reg [16:0] \$189 ;
   wire \$19 ;
-  wire \$190 ;
-  wire \$191 ;
-  wire \$192 ;
-  wire [2:0] \$193 ;
-  wire \$194 ;
-  wire \$195 ;
-  wire \$196 ;
-  wire \$197 ;
-  wire \$198 ;
-  wire \$199 ;
+  reg [16:0] \$190 ;
+  reg [16:0] \$191 ;
+  reg [16:0] \$192 ;
+  reg [16:0] \$193 ;
+  reg [16:0] \$194 ;
+  reg [16:0] \$195 ;
+  reg [16:0] \$196 ;
+  reg [16:0] \$197 ;
+  reg \$198 ;
+  reg \$199 ;
   wire \$2 ;
   wire [4:0] \$20 ;
-  wire \$200 ;
-  wire \$201 ;
-  wire \$202 ;
-  wire \$203 ;
-  wire \$204 ;
-  wire [2:0] \$205 ;
-  wire \$206 ;
-  wire \$207 ;
-  wire \$208 ;
-  wire \$209 ;
+  reg \$200 ;
+  reg \$201 ;
+  reg \$202 ;
+  reg \$203 ;
+  reg [128:0] \$204 ;
+  reg [128:0] \$205 ;
+  reg [1:0] \$206 ;
+  reg \$207 ;
+  reg \$208 ;
   wire [4:0] \$21 ;
-  wire \$210 ;
-  wire \$211 ;
-  wire \$212 ;
-  wire \$213 ;
-  wire \$214 ;
-  wire \$215 ;
-  wire \$216 ;
-  wire \$217 ;
-  wire \$218 ;
-  wire \$219 ;
   wire [4:0] \$22 ;
-  wire \$220 ;
-  wire \$221 ;
-  wire \$222 ;
-  wire \$223 ;
-  wire \$224 ;
-  wire \$225 ;
-  wire \$226 ;
-  wire \$227 ;
-  wire \$228 ;
-  wire \$229 ;
   wire [4:0] \$23 ;
-  wire \$230 ;
-  wire [128:0] \$231 ;
-  wire \$232 ;
-  wire \$233 ;
-  wire \$234 ;
-  wire \$235 ;
-  wire \$236 ;
-  wire [128:0] \$237 ;
-  wire \$238 ;
-  wire \$239 ;
   wire \$24 ;
-  wire \$240 ;
-  wire \$241 ;
-  wire \$242 ;
-  wire [128:0] \$243 ;
-  wire \$244 ;
-  wire \$245 ;
-  wire \$246 ;
-  wire \$247 ;
-  wire \$248 ;
-  wire [128:0] \$249 ;
   wire \$25 ;
-  wire \$250 ;
-  wire \$251 ;
-  wire \$252 ;
-  wire \$253 ;
-  wire \$254 ;
-  wire [128:0] \$255 ;
-  wire \$256 ;
-  wire \$257 ;
-  wire \$258 ;
-  wire \$259 ;
   wire \$26 ;
-  wire \$260 ;
-  wire [128:0] \$261 ;
-  wire \$262 ;
-  wire \$263 ;
-  wire \$264 ;
-  wire \$265 ;
-  wire \$266 ;
-  wire [128:0] \$267 ;
-  wire \$268 ;
-  wire \$269 ;
   wire \$27 ;
-  wire \$270 ;
-  wire \$271 ;
-  wire \$272 ;
-  wire [128:0] \$273 ;
-  wire \$274 ;
-  wire \$275 ;
-  wire \$276 ;
-  wire \$277 ;
-  wire \$278 ;
-  wire [128:0] \$279 ;
   wire \$28 ;
-  wire \$280 ;
-  wire \$281 ;
-  wire \$282 ;
-  wire \$283 ;
-  wire \$284 ;
-  wire [128:0] \$285 ;
-  wire \$286 ;
-  wire \$287 ;
-  wire \$288 ;
-  wire \$289 ;
   wire [4:0] \$29 ;
-  wire \$290 ;
-  wire [128:0] \$291 ;
-  wire \$292 ;
-  wire \$293 ;
-  wire \$294 ;
-  wire \$295 ;
-  wire \$296 ;
-  wire [128:0] \$297 ;
-  wire \$298 ;
-  wire \$299 ;
   wire \$3 ;
   wire [4:0] \$30 ;
-  wire \$300 ;
-  wire \$301 ;
-  wire \$302 ;
-  wire [128:0] \$303 ;
-  wire \$304 ;
-  wire \$305 ;
-  wire \$306 ;
-  wire \$307 ;
-  wire \$308 ;
-  wire [128:0] \$309 ;
   wire [4:0] \$31 ;
-  wire \$310 ;
-  wire \$311 ;
-  wire \$312 ;
-  wire \$313 ;
-  wire \$314 ;
-  wire [128:0] \$315 ;
-  wire \$316 ;
-  wire \$317 ;
-  wire \$318 ;
-  wire \$319 ;
   wire [4:0] \$32 ;
-  wire \$320 ;
-  wire [128:0] \$321 ;
-  reg \$322 ;
-  reg [7:0] \$323 ;
-  reg [3:0] \$324 ;
-  reg [3:0] \$325 ;
-  reg \$326 ;
-  reg \$327 ;
-  reg [1:0] \$328 ;
-  reg \$329 ;
   wire \$33 ;
-  reg \$330 ;
-  reg \$331 ;
-  reg \$332 ;
-  reg \$333 ;
-  reg \$334 ;
-  reg \$335 ;
-  reg \$336 ;
-  reg \$337 ;
-  reg \$338 ;
-  reg \$339 ;
   wire \$34 ;
-  reg \$340 ;
-  reg \$341 ;
-  reg \$342 ;
-  reg \$343 ;
-  reg \$344 ;
-  reg \$345 ;
-  reg \$346 ;
-  reg \$347 ;
-  reg \$348 ;
-  reg \$349 ;
   wire \$35 ;
-  reg \$350 ;
-  reg \$351 ;
-  reg \$352 ;
-  reg \$353 ;
-  reg \$354 ;
-  reg \$355 ;
-  reg \$356 ;
-  reg \$357 ;
-  reg \$358 ;
-  reg \$359 ;
   wire \$36 ;
-  reg \$360 ;
-  reg \$361 ;
-  reg [2047:0] \$362 ;
-  wire [127:0] \$363 ;
-  wire [127:0] \$364 ;
-  wire [255:0] \$365 ;
-  reg [7:0] \$366 ;
-  reg [7:0] \$367 ;
-  reg [7:0] \$368 ;
-  reg [7:0] \$369 ;
   wire \$37 ;
-  reg [7:0] \$370 ;
-  reg [7:0] \$371 ;
-  reg [7:0] \$372 ;
-  wire [943:0] \$373 ;
-  reg \$374 ;
-  reg \$375 ;
-  reg [16:0] \$376 ;
-  reg [16:0] \$377 ;
-  reg [16:0] \$378 ;
-  reg [16:0] \$379 ;
   wire \$38 ;
-  reg [16:0] \$380 ;
-  reg [16:0] \$381 ;
-  reg [16:0] \$382 ;
-  reg [16:0] \$383 ;
-  reg [16:0] \$384 ;
-  reg [16:0] \$385 ;
-  reg [16:0] \$386 ;
-  reg [16:0] \$387 ;
-  reg [16:0] \$388 ;
-  reg [16:0] \$389 ;
   wire \$39 ;
-  reg [16:0] \$390 ;
-  reg [16:0] \$391 ;
-  reg \$392 ;
-  reg \$393 ;
-  reg \$394 ;
-  reg \$395 ;
-  reg \$396 ;
-  reg \$397 ;
-  reg [128:0] \$398 ;
-  reg [128:0] \$399 ;
   wire \$4 ;
   wire \$40 ;
-  reg [1:0] \$400 ;
-  reg \$401 ;
-  reg \$402 ;
-  reg \$403 ;
-  reg \$404 ;
-  reg \$405 ;
-  reg \$406 ;
-  reg \$407 ;
-  reg \$408 ;
-  reg \$409 ;
   wire \$41 ;
-  reg \$410 ;
-  reg \$411 ;
-  reg \$412 ;
-  reg \$413 ;
-  reg \$414 ;
-  reg \$415 ;
-  reg \$416 ;
-  reg \$417 ;
-  reg \$418 ;
-  reg \$419 ;
   wire \$42 ;
-  reg \$420 ;
-  reg \$421 ;
-  reg \$422 ;
-  reg \$423 ;
-  reg \$424 ;
-  reg \$425 ;
-  reg \$426 ;
-  reg \$427 ;
-  reg \$428 ;
-  reg \$429 ;
   wire [2:0] \$43 ;
-  reg \$430 ;
-  reg \$431 ;
-  reg \$432 ;
-  reg \$433 ;
-  reg \$434 ;
-  reg \$435 ;
-  reg \$436 ;
-  reg \$437 ;
-  reg \$438 ;
-  reg \$439 ;
   wire \$44 ;
-  reg \$440 ;
-  reg \$441 ;
-  reg \$442 ;
-  reg \$443 ;
-  reg \$444 ;
-  reg \$445 ;
-  reg \$446 ;
-  reg \$447 ;
-  reg \$448 ;
-  reg \$449 ;
   wire \$45 ;
-  reg [2047:0] \$450 ;
-  reg \$451 ;
-  reg \$452 ;
   wire [3:0] \$46 ;
   wire [3:0] \$47 ;
   wire \$48 ;
@@ -21185,17 +18748,17 @@ module \bchw_top.engine2 (rst, s__valid, pay, ready, m__valid, m__payload, m__re
   wire \$54 ;
   wire \$55 ;
   wire \$56 ;
-  wire \$57 ;
-  wire [2:0] \$58 ;
+  wire [128:0] \$57 ;
+  wire \$58 ;
   wire \$59 ;
   wire \$6 ;
-  wire \$60 ;
+  wire [2:0] \$60 ;
   wire \$61 ;
   wire \$62 ;
   wire \$63 ;
-  wire [3:0] \$64 ;
+  wire \$64 ;
   wire \$65 ;
-  wire [128:0] \$66 ;
+  wire [3:0] \$66 ;
   wire \$67 ;
   wire \$68 ;
   wire \$69 ;
@@ -21203,16 +18766,16 @@ module \bchw_top.engine2 (rst, s__valid, pay, ready, m__valid, m__payload, m__re
   wire \$70 ;
   wire \$71 ;
   wire \$72 ;
-  wire \$73 ;
-  wire \$74 ;
+  wire [1:0] \$73 ;
+  wire [1:0] \$74 ;
   wire \$75 ;
   wire \$76 ;
   wire \$77 ;
   wire \$78 ;
-  wire \$79 ;
+  wire [4:0] \$79 ;
   wire [8:0] \$8 ;
-  wire \$80 ;
-  wire \$81 ;
+  wire [4:0] \$80 ;
+  wire [4:0] \$81 ;
   wire \$82 ;
   wire \$83 ;
   wire \$84 ;
@@ -21232,22 +18795,23 @@ module \bchw_top.engine2 (rst, s__valid, pay, ready, m__valid, m__payload, m__re
   wire \$97 ;
   wire \$98 ;
   wire \$99 ;
+  reg \$signal  = 1'h0;
   reg [16:0] acc = 17'h00000;
-  reg [16:0] \acc$102  = 17'h00000;
-  reg [16:0] \acc$108  = 17'h00000;
-  reg [16:0] \acc$114  = 17'h00000;
-  reg [16:0] \acc$120  = 17'h00000;
-  reg [16:0] \acc$126  = 17'h00000;
-  reg [16:0] \acc$132  = 17'h00000;
-  reg [16:0] \acc$138  = 17'h00000;
-  reg [16:0] \acc$144  = 17'h00000;
-  reg [16:0] \acc$150  = 17'h00000;
-  reg [16:0] \acc$156  = 17'h00000;
-  reg [16:0] \acc$162  = 17'h00000;
-  reg [16:0] \acc$168  = 17'h00000;
-  reg [16:0] \acc$84  = 17'h00000;
-  reg [16:0] \acc$90  = 17'h00000;
-  reg [16:0] \acc$96  = 17'h00000;
+  reg [16:0] \acc$104  = 17'h00000;
+  reg [16:0] \acc$110  = 17'h00000;
+  reg [16:0] \acc$116  = 17'h00000;
+  reg [16:0] \acc$122  = 17'h00000;
+  reg [16:0] \acc$128  = 17'h00000;
+  reg [16:0] \acc$134  = 17'h00000;
+  reg [16:0] \acc$140  = 17'h00000;
+  reg [16:0] \acc$146  = 17'h00000;
+  reg [16:0] \acc$152  = 17'h00000;
+  reg [16:0] \acc$158  = 17'h00000;
+  reg [16:0] \acc$164  = 17'h00000;
+  reg [16:0] \acc$170  = 17'h00000;
+  reg [16:0] \acc$176  = 17'h00000;
+  reg [16:0] \acc$92  = 17'h00000;
+  reg [16:0] \acc$98  = 17'h00000;
   (* init = 17'h00000 *)
   wire [16:0] acc0;
   (* init = 17'h00000 *)
@@ -21283,23 +18847,23 @@ module \bchw_top.engine2 (rst, s__valid, pay, ready, m__valid, m__payload, m__re
   reg acc_end = 1'h0;
   reg acc_valid = 1'h0;
   reg [7:0] addr = 8'h00;
-  wire [3:0] \addr$74 ;
+  wire [3:0] \addr$82 ;
   wire [35:0] bias;
-  wire [35:0] \bias$100 ;
-  wire [35:0] \bias$106 ;
-  wire [35:0] \bias$112 ;
-  wire [35:0] \bias$118 ;
-  wire [35:0] \bias$124 ;
-  wire [35:0] \bias$130 ;
-  wire [35:0] \bias$136 ;
-  wire [35:0] \bias$142 ;
-  wire [35:0] \bias$148 ;
-  wire [35:0] \bias$154 ;
-  wire [35:0] \bias$160 ;
-  wire [35:0] \bias$166 ;
-  wire [35:0] \bias$172 ;
-  wire [35:0] \bias$88 ;
-  wire [35:0] \bias$94 ;
+  wire [35:0] \bias$102 ;
+  wire [35:0] \bias$108 ;
+  wire [35:0] \bias$114 ;
+  wire [35:0] \bias$120 ;
+  wire [35:0] \bias$126 ;
+  wire [35:0] \bias$132 ;
+  wire [35:0] \bias$138 ;
+  wire [35:0] \bias$144 ;
+  wire [35:0] \bias$150 ;
+  wire [35:0] \bias$156 ;
+  wire [35:0] \bias$162 ;
+  wire [35:0] \bias$168 ;
+  wire [35:0] \bias$174 ;
+  wire [35:0] \bias$180 ;
+  wire [35:0] \bias$96 ;
   reg busy = 1'h0;
   wire busy_next;
   input clk;
@@ -21313,41 +18877,41 @@ module \bchw_top.engine2 (rst, s__valid, pay, ready, m__valid, m__payload, m__re
   reg [1:0] credits = 2'h2;
   wire [1:0] credits_next;
   wire [255:0] data;
-  wire [943:0] \data$245 ;
+  wire [943:0] \data$218 ;
   wire en;
-  wire \en$101 ;
-  wire \en$107 ;
-  wire \en$113 ;
-  wire \en$119 ;
-  wire \en$125 ;
-  wire \en$131 ;
-  wire \en$137 ;
-  wire \en$143 ;
-  wire \en$149 ;
-  wire \en$155 ;
-  wire \en$161 ;
-  wire \en$167 ;
-  wire \en$23 ;
-  wire \en$28 ;
+  wire \en$103 ;
+  wire \en$109 ;
+  wire \en$115 ;
+  wire \en$121 ;
+  wire \en$127 ;
+  wire \en$133 ;
+  wire \en$139 ;
+  wire \en$145 ;
+  wire \en$151 ;
+  wire \en$157 ;
+  wire \en$163 ;
+  wire \en$169 ;
+  wire \en$175 ;
   wire \en$31 ;
-  wire \en$34 ;
-  wire \en$37 ;
-  wire \en$40 ;
-  wire \en$43 ;
-  wire \en$46 ;
-  wire \en$49 ;
-  wire \en$52 ;
-  wire \en$55 ;
-  wire \en$58 ;
-  wire \en$61 ;
-  wire \en$64 ;
-  wire \en$67 ;
-  wire \en$70 ;
-  wire \en$73 ;
-  wire \en$76 ;
-  wire \en$83 ;
-  wire \en$89 ;
-  wire \en$95 ;
+  wire \en$36 ;
+  wire \en$39 ;
+  wire \en$42 ;
+  wire \en$45 ;
+  wire \en$48 ;
+  wire \en$51 ;
+  wire \en$54 ;
+  wire \en$57 ;
+  wire \en$60 ;
+  wire \en$63 ;
+  wire \en$66 ;
+  wire \en$69 ;
+  wire \en$72 ;
+  wire \en$75 ;
+  wire \en$78 ;
+  wire \en$81 ;
+  wire \en$84 ;
+  wire \en$91 ;
+  wire \en$97 ;
   wire enter;
   reg [7:0] f1_d0 = 8'h00;
   reg [7:0] f1_d1 = 8'h00;
@@ -21356,106 +18920,38 @@ module \bchw_top.engine2 (rst, s__valid, pay, ready, m__valid, m__payload, m__re
   reg [7:0] fp_d2 = 8'h00;
   reg [7:0] fp_d3 = 8'h00;
   reg [7:0] ft_d0 = 8'h00;
-  (* keep = 32'd1 *)
-  reg held_copy0 = 1'h0;
-  (* keep = 32'd1 *)
-  reg held_copy1 = 1'h0;
-  (* keep = 32'd1 *)
-  reg held_copy10 = 1'h0;
-  (* keep = 32'd1 *)
-  reg held_copy11 = 1'h0;
-  (* keep = 32'd1 *)
-  reg held_copy12 = 1'h0;
-  (* keep = 32'd1 *)
-  reg held_copy13 = 1'h0;
-  (* keep = 32'd1 *)
-  reg held_copy14 = 1'h0;
-  (* keep = 32'd1 *)
-  reg held_copy15 = 1'h0;
-  (* keep = 32'd1 *)
-  reg held_copy2 = 1'h0;
-  (* keep = 32'd1 *)
-  reg held_copy3 = 1'h0;
-  (* keep = 32'd1 *)
-  reg held_copy4 = 1'h0;
-  (* keep = 32'd1 *)
-  reg held_copy5 = 1'h0;
-  (* keep = 32'd1 *)
-  reg held_copy6 = 1'h0;
-  (* keep = 32'd1 *)
-  reg held_copy7 = 1'h0;
-  (* keep = 32'd1 *)
-  reg held_copy8 = 1'h0;
-  (* keep = 32'd1 *)
-  reg held_copy9 = 1'h0;
   reg issue = 1'h0;
   wire issue_next;
+  wire [-1:0] lane;
   reg last_step = 1'h0;
   wire last_step_next;
-  output [2047:0] m__payload;
-  reg [2047:0] m__payload = 2048'h00000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000;
+  output [127:0] m__payload;
+  wire [127:0] m__payload;
   input m__ready;
   wire m__ready;
   output m__valid;
-  reg m__valid = 1'h0;
+  wire m__valid;
   wire [17:0] mul;
-  wire [17:0] \mul$104 ;
-  wire [17:0] \mul$110 ;
-  wire [17:0] \mul$116 ;
-  wire [17:0] \mul$122 ;
-  wire [17:0] \mul$128 ;
-  wire [17:0] \mul$134 ;
-  wire [17:0] \mul$140 ;
-  wire [17:0] \mul$146 ;
-  wire [17:0] \mul$152 ;
-  wire [17:0] \mul$158 ;
-  wire [17:0] \mul$164 ;
-  wire [17:0] \mul$170 ;
-  wire [17:0] \mul$86 ;
-  wire [17:0] \mul$92 ;
-  wire [17:0] \mul$98 ;
-  (* keep = 32'd1 *)
-  reg mvalid_copy0 = 1'h0;
-  (* keep = 32'd1 *)
-  reg mvalid_copy1 = 1'h0;
-  (* keep = 32'd1 *)
-  reg mvalid_copy10 = 1'h0;
-  (* keep = 32'd1 *)
-  reg mvalid_copy11 = 1'h0;
-  (* keep = 32'd1 *)
-  reg mvalid_copy12 = 1'h0;
-  (* keep = 32'd1 *)
-  reg mvalid_copy13 = 1'h0;
-  (* keep = 32'd1 *)
-  reg mvalid_copy14 = 1'h0;
-  (* keep = 32'd1 *)
-  reg mvalid_copy15 = 1'h0;
-  (* keep = 32'd1 *)
-  reg mvalid_copy2 = 1'h0;
-  (* keep = 32'd1 *)
-  reg mvalid_copy3 = 1'h0;
-  (* keep = 32'd1 *)
-  reg mvalid_copy4 = 1'h0;
-  (* keep = 32'd1 *)
-  reg mvalid_copy5 = 1'h0;
-  (* keep = 32'd1 *)
-  reg mvalid_copy6 = 1'h0;
-  (* keep = 32'd1 *)
-  reg mvalid_copy7 = 1'h0;
-  (* keep = 32'd1 *)
-  reg mvalid_copy8 = 1'h0;
-  (* keep = 32'd1 *)
-  reg mvalid_copy9 = 1'h0;
+  wire [17:0] \mul$100 ;
+  wire [17:0] \mul$106 ;
+  wire [17:0] \mul$112 ;
+  wire [17:0] \mul$118 ;
+  wire [17:0] \mul$124 ;
+  wire [17:0] \mul$130 ;
+  wire [17:0] \mul$136 ;
+  wire [17:0] \mul$142 ;
+  wire [17:0] \mul$148 ;
+  wire [17:0] \mul$154 ;
+  wire [17:0] \mul$160 ;
+  wire [17:0] \mul$166 ;
+  wire [17:0] \mul$172 ;
+  wire [17:0] \mul$178 ;
+  wire [17:0] \mul$94 ;
   reg [3:0] nfc = 4'h0;
   wire [3:0] nfc_next;
   wire out_done;
   reg [943:0] params_d0 = 944'h00000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000;
-  input [2047:0] pay;
-  wire [2047:0] pay;
   wire [7:0] q;
-  wire [7:0] \q$185 ;
-  wire [7:0] \q$186 ;
-  wire [7:0] \q$187 ;
   wire [7:0] \q$188 ;
   wire [7:0] \q$189 ;
   wire [7:0] \q$190 ;
@@ -21468,267 +18964,177 @@ module \bchw_top.engine2 (rst, s__valid, pay, ready, m__valid, m__payload, m__re
   wire [7:0] \q$197 ;
   wire [7:0] \q$198 ;
   wire [7:0] \q$199 ;
+  wire [7:0] \q$200 ;
+  wire [7:0] \q$201 ;
+  wire [7:0] \q$202 ;
   reg qe_d0 = 1'h0;
   reg qe_d1 = 1'h0;
   reg qe_last_d0 = 1'h0;
   reg qv_d0 = 1'h0;
   reg qv_d1 = 1'h0;
   reg qv_last_d0 = 1'h0;
-  (* keep = 32'd1 *)
-  reg qvalid_copy0 = 1'h0;
-  (* keep = 32'd1 *)
-  reg qvalid_copy1 = 1'h0;
-  (* keep = 32'd1 *)
-  reg qvalid_copy10 = 1'h0;
-  (* keep = 32'd1 *)
-  reg qvalid_copy11 = 1'h0;
-  (* keep = 32'd1 *)
-  reg qvalid_copy12 = 1'h0;
-  (* keep = 32'd1 *)
-  reg qvalid_copy13 = 1'h0;
-  (* keep = 32'd1 *)
-  reg qvalid_copy14 = 1'h0;
-  (* keep = 32'd1 *)
-  reg qvalid_copy15 = 1'h0;
-  (* keep = 32'd1 *)
-  reg qvalid_copy2 = 1'h0;
-  (* keep = 32'd1 *)
-  reg qvalid_copy3 = 1'h0;
-  (* keep = 32'd1 *)
-  reg qvalid_copy4 = 1'h0;
-  (* keep = 32'd1 *)
-  reg qvalid_copy5 = 1'h0;
-  (* keep = 32'd1 *)
-  reg qvalid_copy6 = 1'h0;
-  (* keep = 32'd1 *)
-  reg qvalid_copy7 = 1'h0;
-  (* keep = 32'd1 *)
-  reg qvalid_copy8 = 1'h0;
-  (* keep = 32'd1 *)
-  reg qvalid_copy9 = 1'h0;
-  output ready;
+  wire [4:0] read__addr;
+  wire [127:0] read__data;
+  reg read_bank = 1'h1;
   reg ready = 1'h1;
   wire ready_next;
   input rst;
   wire rst;
-  wire [2047:0] s__payload;
-  (* init = 1'h1 *)
+  wire [127:0] s__payload;
+  output s__ready;
   wire s__ready;
   input s__valid;
   wire s__valid;
   reg [3:0] sfc = 4'h0;
   wire [3:0] sfc_next;
   wire [4:0] shift;
-  wire [4:0] \shift$105 ;
-  wire [4:0] \shift$111 ;
-  wire [4:0] \shift$117 ;
-  wire [4:0] \shift$123 ;
-  wire [4:0] \shift$129 ;
-  wire [4:0] \shift$135 ;
-  wire [4:0] \shift$141 ;
-  wire [4:0] \shift$147 ;
-  wire [4:0] \shift$153 ;
-  wire [4:0] \shift$159 ;
-  wire [4:0] \shift$165 ;
-  wire [4:0] \shift$171 ;
-  wire [4:0] \shift$87 ;
-  wire [4:0] \shift$93 ;
-  wire [4:0] \shift$99 ;
+  wire [4:0] \shift$101 ;
+  wire [4:0] \shift$107 ;
+  wire [4:0] \shift$113 ;
+  wire [4:0] \shift$119 ;
+  wire [4:0] \shift$125 ;
+  wire [4:0] \shift$131 ;
+  wire [4:0] \shift$137 ;
+  wire [4:0] \shift$143 ;
+  wire [4:0] \shift$149 ;
+  wire [4:0] \shift$155 ;
+  wire [4:0] \shift$161 ;
+  wire [4:0] \shift$167 ;
+  wire [4:0] \shift$173 ;
+  wire [4:0] \shift$179 ;
+  wire [4:0] \shift$95 ;
   reg [128:0] skid0 = 129'h000000000000000000000000000000000;
   reg [128:0] skid1 = 129'h000000000000000000000000000000000;
   (* init = 8'h00 *)
   wire [7:0] step;
   wire [7:0] step_next;
   wire [12:0] sum;
-  wire [12:0] \sum$249 ;
-  wire [12:0] \sum$250 ;
-  wire [12:0] \sum$251 ;
-  wire [12:0] \sum$252 ;
-  wire [12:0] \sum$253 ;
-  wire [12:0] \sum$254 ;
-  wire [12:0] \sum$255 ;
-  wire [12:0] \sum$256 ;
-  wire [12:0] \sum$257 ;
-  wire [12:0] \sum$258 ;
-  wire [12:0] \sum$259 ;
-  wire [12:0] \sum$260 ;
-  wire [12:0] \sum$261 ;
-  wire [12:0] \sum$262 ;
-  wire [12:0] \sum$263 ;
-  wire valid_next;
-  (* init = 2048'h00000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000 *)
-  wire [2047:0] vector;
+  wire [12:0] \sum$222 ;
+  wire [12:0] \sum$223 ;
+  wire [12:0] \sum$224 ;
+  wire [12:0] \sum$225 ;
+  wire [12:0] \sum$226 ;
+  wire [12:0] \sum$227 ;
+  wire [12:0] \sum$228 ;
+  wire [12:0] \sum$229 ;
+  wire [12:0] \sum$230 ;
+  wire [12:0] \sum$231 ;
+  wire [12:0] \sum$232 ;
+  wire [12:0] \sum$233 ;
+  wire [12:0] \sum$234 ;
+  wire [12:0] \sum$235 ;
+  wire [12:0] \sum$236 ;
   wire [15:0] w;
-  wire [15:0] \w$30 ;
-  wire [15:0] \w$33 ;
-  wire [15:0] \w$36 ;
-  wire [15:0] \w$39 ;
-  wire [15:0] \w$42 ;
-  wire [15:0] \w$45 ;
-  wire [15:0] \w$48 ;
-  wire [15:0] \w$51 ;
-  wire [15:0] \w$54 ;
-  wire [15:0] \w$57 ;
-  wire [15:0] \w$60 ;
-  wire [15:0] \w$63 ;
-  wire [15:0] \w$66 ;
-  wire [15:0] \w$69 ;
-  wire [15:0] \w$72 ;
+  wire [15:0] \w$38 ;
+  wire [15:0] \w$41 ;
+  wire [15:0] \w$44 ;
+  wire [15:0] \w$47 ;
+  wire [15:0] \w$50 ;
+  wire [15:0] \w$53 ;
+  wire [15:0] \w$56 ;
+  wire [15:0] \w$59 ;
+  wire [15:0] \w$62 ;
+  wire [15:0] \w$65 ;
+  wire [15:0] \w$68 ;
+  wire [15:0] \w$71 ;
+  wire [15:0] \w$74 ;
+  wire [15:0] \w$77 ;
+  wire [15:0] \w$80 ;
   reg [255:0] wdata_d0 = 256'h0000000000000000000000000000000000000000000000000000000000000000;
+  reg [3:0] word = 4'h0;
+  wire [4:0] write__addr;
+  input [127:0] write__data;
+  wire [127:0] write__data;
+  wire write__en;
+  reg write_bank = 1'h0;
   reg [127:0] x = 128'h00000000000000000000000000000000;
   (* init = 128'h00000000000000000000000000000000 *)
-  wire [127:0] \x$29 ;
+  wire [127:0] \x$37 ;
   (* init = 128'h00000000000000000000000000000000 *)
-  wire [127:0] \x$32 ;
+  wire [127:0] \x$40 ;
   (* init = 128'h00000000000000000000000000000000 *)
-  wire [127:0] \x$35 ;
+  wire [127:0] \x$43 ;
   (* init = 128'h00000000000000000000000000000000 *)
-  wire [127:0] \x$38 ;
+  wire [127:0] \x$46 ;
   (* init = 128'h00000000000000000000000000000000 *)
-  wire [127:0] \x$41 ;
+  wire [127:0] \x$49 ;
   (* init = 128'h00000000000000000000000000000000 *)
-  wire [127:0] \x$44 ;
+  wire [127:0] \x$52 ;
   (* init = 128'h00000000000000000000000000000000 *)
-  wire [127:0] \x$47 ;
+  wire [127:0] \x$55 ;
   (* init = 128'h00000000000000000000000000000000 *)
-  wire [127:0] \x$50 ;
+  wire [127:0] \x$58 ;
   (* init = 128'h00000000000000000000000000000000 *)
-  wire [127:0] \x$53 ;
+  wire [127:0] \x$61 ;
   (* init = 128'h00000000000000000000000000000000 *)
-  wire [127:0] \x$56 ;
+  wire [127:0] \x$64 ;
   (* init = 128'h00000000000000000000000000000000 *)
-  wire [127:0] \x$59 ;
+  wire [127:0] \x$67 ;
   (* init = 128'h00000000000000000000000000000000 *)
-  wire [127:0] \x$62 ;
+  wire [127:0] \x$70 ;
   (* init = 128'h00000000000000000000000000000000 *)
-  wire [127:0] \x$65 ;
+  wire [127:0] \x$73 ;
   (* init = 128'h00000000000000000000000000000000 *)
-  wire [127:0] \x$68 ;
+  wire [127:0] \x$76 ;
   (* init = 128'h00000000000000000000000000000000 *)
-  wire [127:0] \x$71 ;
-  reg [127:0] x_d0 = 128'h00000000000000000000000000000000;
+  wire [127:0] \x$79 ;
   (* init = 128'h00000000000000000000000000000000 *)
-  wire [127:0] x_d1;
-  reg [2047:0] xbuf = 2048'h00000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000;
-  (* keep = 32'd1 *)
-  reg xready_copy0 = 1'h1;
-  (* keep = 32'd1 *)
-  reg xready_copy1 = 1'h1;
-  (* keep = 32'd1 *)
-  reg xready_copy10 = 1'h1;
-  (* keep = 32'd1 *)
-  reg xready_copy11 = 1'h1;
-  (* keep = 32'd1 *)
-  reg xready_copy12 = 1'h1;
-  (* keep = 32'd1 *)
-  reg xready_copy13 = 1'h1;
-  (* keep = 32'd1 *)
-  reg xready_copy14 = 1'h1;
-  (* keep = 32'd1 *)
-  reg xready_copy15 = 1'h1;
-  (* keep = 32'd1 *)
-  reg xready_copy2 = 1'h1;
-  (* keep = 32'd1 *)
-  reg xready_copy3 = 1'h1;
-  (* keep = 32'd1 *)
-  reg xready_copy4 = 1'h1;
-  (* keep = 32'd1 *)
-  reg xready_copy5 = 1'h1;
-  (* keep = 32'd1 *)
-  reg xready_copy6 = 1'h1;
-  (* keep = 32'd1 *)
-  reg xready_copy7 = 1'h1;
-  (* keep = 32'd1 *)
-  reg xready_copy8 = 1'h1;
-  (* keep = 32'd1 *)
-  reg xready_copy9 = 1'h1;
-  (* keep = 32'd1 *)
-  reg xshift_copy0 = 1'h0;
-  (* keep = 32'd1 *)
-  reg xshift_copy1 = 1'h0;
-  (* keep = 32'd1 *)
-  reg xshift_copy10 = 1'h0;
-  (* keep = 32'd1 *)
-  reg xshift_copy11 = 1'h0;
-  (* keep = 32'd1 *)
-  reg xshift_copy12 = 1'h0;
-  (* keep = 32'd1 *)
-  reg xshift_copy13 = 1'h0;
-  (* keep = 32'd1 *)
-  reg xshift_copy14 = 1'h0;
-  (* keep = 32'd1 *)
-  reg xshift_copy15 = 1'h0;
-  (* keep = 32'd1 *)
-  reg xshift_copy2 = 1'h0;
-  (* keep = 32'd1 *)
-  reg xshift_copy3 = 1'h0;
-  (* keep = 32'd1 *)
-  reg xshift_copy4 = 1'h0;
-  (* keep = 32'd1 *)
-  reg xshift_copy5 = 1'h0;
-  (* keep = 32'd1 *)
-  reg xshift_copy6 = 1'h0;
-  (* keep = 32'd1 *)
-  reg xshift_copy7 = 1'h0;
-  (* keep = 32'd1 *)
-  reg xshift_copy8 = 1'h0;
-  (* keep = 32'd1 *)
-  reg xshift_copy9 = 1'h0;
-  always @(posedge clk)
-    qvalid_copy14 <= \$431 ;
-  always @(posedge clk)
-    qvalid_copy15 <= \$432 ;
-  always @(posedge clk)
-    m__valid <= \$433 ;
-  always @(posedge clk)
-    mvalid_copy0 <= \$434 ;
-  always @(posedge clk)
-    mvalid_copy1 <= \$435 ;
-  always @(posedge clk)
-    mvalid_copy2 <= \$436 ;
-  always @(posedge clk)
-    mvalid_copy3 <= \$437 ;
-  always @(posedge clk)
-    mvalid_copy4 <= \$438 ;
-  always @(posedge clk)
-    mvalid_copy5 <= \$439 ;
-  always @(posedge clk)
-    mvalid_copy6 <= \$440 ;
-  always @(posedge clk)
-    mvalid_copy7 <= \$441 ;
-  always @(posedge clk)
-    mvalid_copy8 <= \$442 ;
-  always @(posedge clk)
-    mvalid_copy9 <= \$443 ;
-  always @(posedge clk)
-    mvalid_copy10 <= \$444 ;
-  always @(posedge clk)
-    mvalid_copy11 <= \$445 ;
-  always @(posedge clk)
-    mvalid_copy12 <= \$446 ;
-  always @(posedge clk)
-    mvalid_copy13 <= \$447 ;
-  always @(posedge clk)
-    mvalid_copy14 <= \$448 ;
-  always @(posedge clk)
-    mvalid_copy15 <= \$449 ;
-  always @(posedge clk)
-    m__payload <= \$450 ;
-  always @(posedge clk)
-    credit_back_d0 <= \$451 ;
-  always @(posedge clk)
-    credit_back <= \$452 ;
-  assign \$1  = s__valid & ready;
+  wire [127:0] x_d0;
+  reg [127:0] xmem [31:0];
+  initial begin
+    xmem[0] = 128'h00000000000000000000000000000000;
+    xmem[1] = 128'h00000000000000000000000000000000;
+    xmem[2] = 128'h00000000000000000000000000000000;
+    xmem[3] = 128'h00000000000000000000000000000000;
+    xmem[4] = 128'h00000000000000000000000000000000;
+    xmem[5] = 128'h00000000000000000000000000000000;
+    xmem[6] = 128'h00000000000000000000000000000000;
+    xmem[7] = 128'h00000000000000000000000000000000;
+    xmem[8] = 128'h00000000000000000000000000000000;
+    xmem[9] = 128'h00000000000000000000000000000000;
+    xmem[10] = 128'h00000000000000000000000000000000;
+    xmem[11] = 128'h00000000000000000000000000000000;
+    xmem[12] = 128'h00000000000000000000000000000000;
+    xmem[13] = 128'h00000000000000000000000000000000;
+    xmem[14] = 128'h00000000000000000000000000000000;
+    xmem[15] = 128'h00000000000000000000000000000000;
+    xmem[16] = 128'h00000000000000000000000000000000;
+    xmem[17] = 128'h00000000000000000000000000000000;
+    xmem[18] = 128'h00000000000000000000000000000000;
+    xmem[19] = 128'h00000000000000000000000000000000;
+    xmem[20] = 128'h00000000000000000000000000000000;
+    xmem[21] = 128'h00000000000000000000000000000000;
+    xmem[22] = 128'h00000000000000000000000000000000;
+    xmem[23] = 128'h00000000000000000000000000000000;
+    xmem[24] = 128'h00000000000000000000000000000000;
+    xmem[25] = 128'h00000000000000000000000000000000;
+    xmem[26] = 128'h00000000000000000000000000000000;
+    xmem[27] = 128'h00000000000000000000000000000000;
+    xmem[28] = 128'h00000000000000000000000000000000;
+    xmem[29] = 128'h00000000000000000000000000000000;
+    xmem[30] = 128'h00000000000000000000000000000000;
+    xmem[31] = 128'h00000000000000000000000000000000;
+  end
+  always @(posedge clk) begin
+    if (write__en)
+      xmem[{ write_bank, word }] <= write__data;
+  end
+  reg [127:0] _0_;
+  always @(posedge clk) begin
+    _0_ <= xmem[{ read_bank, sfc }];
+  end
+  assign read__data = _0_;
+  assign \$1  = \$signal  & ready;
   assign \$2  = ~ last_step;
   assign \$3  = busy & \$2 ;
   assign \$4  = \$1  ? 1'h1 : \$3 ;
-  assign \$5  = s__valid & ready;
+  assign \$5  = \$signal  & ready;
   assign \$6  = ~ last_step;
   assign \$7  = issue & \$6 ;
   assign \$8  = addr + 1'h1;
   assign \$9  = \$7  ? \$8  : { 1'h0, addr };
   assign \$10  = \$5  ? 9'h000 : \$9 ;
-  assign \$12  = s__valid & ready;
+  assign \$12  = \$signal  & ready;
   assign \$13  = ~ last_step;
   assign \$14  = issue & \$13 ;
   assign \$15  = sfc == 4'hf;
@@ -21739,7 +19145,7 @@ module \bchw_top.engine2 (rst, s__valid, pay, ready, m__valid, m__payload, m__re
   assign \$20  = sfc + 1'h1;
   assign \$21  = \$19  ? \$20  : { 1'h0, sfc };
   assign \$22  = \$17  ? 5'h00 : \$21 ;
-  assign \$24  = s__valid & ready;
+  assign \$24  = \$signal  & ready;
   assign \$25  = ~ last_step;
   assign \$26  = issue & \$25 ;
   assign \$27  = sfc == 4'hf;
@@ -21747,12 +19153,12 @@ module \bchw_top.engine2 (rst, s__valid, pay, ready, m__valid, m__payload, m__re
   assign \$29  = nfc + 1'h1;
   assign \$30  = \$28  ? \$29  : { 1'h0, nfc };
   assign \$31  = \$24  ? 5'h00 : \$30 ;
-  assign \$33  = s__valid & ready;
+  assign \$33  = \$signal  & ready;
   assign \$34  = addr == 8'hfe;
   assign \$35  = issue ? \$34  : last_step;
   assign \$36  = last_step ? 1'h0 : \$35 ;
   assign \$37  = \$33  ? 1'h0 : \$36 ;
-  assign \$38  = s__valid & ready;
+  assign \$38  = \$signal  & ready;
   assign \$39  = addr == 8'hfe;
   assign \$40  = issue ? \$39  : ready;
   assign \$41  = last_step ? 1'h1 : \$40 ;
@@ -21765,612 +19171,319 @@ module \bchw_top.engine2 (rst, s__valid, pay, ready, m__valid, m__payload, m__re
   assign \$49  = | \$47 [1:0];
   assign \$50  = \$48  | \$49 ;
   assign \$51  = busy_next & \$50 ;
+  assign \$52  = ~ \$signal ;
+  assign s__ready = \$52  | ready;
+  assign \$53  = s__valid & s__ready;
+  assign write__en = \$53  ? 1'h1 : 1'h0;
   assign out_done = qv_last_d0 & qe_last_d0;
-  assign \$52  = | count;
-  assign \$53  = \$52  | qv_last_d0;
-  assign \$54  = ~ m__valid;
-  assign \$55  = \$54  | m__ready;
-  assign enter = \$53  & \$55 ;
+  assign \$55  = | count;
+  assign m__valid = \$55  | qv_last_d0;
   assign \$56  = | count;
-  assign \$57  = enter & \$56 ;
-  assign \$58  = count - \$57 ;
-  assign \$59  = | count;
-  assign \$60  = ~ \$59 ;
-  assign \$61  = enter & \$60 ;
+  assign \$57  = \$56  ? skid0 : { qe_last_d0, \q$202 , \q$201 , \q$200 , \q$199 , \q$198 , \q$197 , \q$196 , \q$195 , \q$194 , \q$193 , \q$192 , \q$191 , \q$190 , \q$189 , \q$188 , q };
+  assign enter = m__valid & m__ready;
+  assign \$58  = | count;
+  assign \$59  = enter & \$58 ;
+  assign \$60  = count - \$59 ;
+  assign \$61  = | count;
   assign \$62  = ~ \$61 ;
-  assign \$63  = qv_last_d0 & \$62 ;
-  assign \$64  = $signed(\$58 ) + $signed({ 1'h0, \$63  });
-  assign \$65  = | count;
-  assign \$66  = \$65  ? skid0 : { qe_last_d0, \q$199 , \q$198 , \q$197 , \q$196 , \q$195 , \q$194 , \q$193 , \q$192 , \q$191 , \q$190 , \q$189 , \q$188 , \q$187 , \q$186 , \q$185 , q };
-  assign \$67  = enter & \$66 [128];
-  assign \$68  = ~ m__ready;
-  assign \$69  = m__valid & \$68 ;
-  assign valid_next = \$67  ? 1'h1 : \$69 ;
-  assign \$70  = ~ last_step_next;
-  assign \$71  = issue_next & \$70 ;
-  assign \$72  = ~ last_step_next;
-  assign \$73  = issue_next & \$72 ;
-  assign \$74  = ~ last_step_next;
-  assign \$75  = issue_next & \$74 ;
-  assign \$76  = ~ last_step_next;
-  assign \$77  = issue_next & \$76 ;
-  assign \$78  = ~ last_step_next;
-  assign \$79  = issue_next & \$78 ;
-  assign \$80  = ~ last_step_next;
-  assign \$81  = issue_next & \$80 ;
-  assign \$82  = ~ last_step_next;
-  assign \$83  = issue_next & \$82 ;
-  assign \$84  = ~ last_step_next;
-  assign \$85  = issue_next & \$84 ;
-  assign \$86  = ~ last_step_next;
-  assign \$87  = issue_next & \$86 ;
-  assign \$88  = ~ last_step_next;
-  assign \$89  = issue_next & \$88 ;
-  assign \$90  = ~ last_step_next;
-  assign \$91  = issue_next & \$90 ;
-  assign \$92  = ~ last_step_next;
-  assign \$93  = issue_next & \$92 ;
-  assign \$94  = ~ last_step_next;
-  assign \$95  = issue_next & \$94 ;
-  assign \$96  = ~ last_step_next;
-  assign \$97  = issue_next & \$96 ;
-  assign \$98  = ~ last_step_next;
-  assign \$99  = issue_next & \$98 ;
-  assign \$100  = ~ last_step_next;
-  assign \$101  = issue_next & \$100 ;
-  assign \$102  = s__valid & xready_copy0;
-  assign \$103  = xshift_copy0 | \$102 ;
-  assign \$104  = xshift_copy0 ? xbuf[255:128] : pay[127:0];
-  assign \$105  = s__valid & xready_copy1;
-  assign \$106  = xshift_copy1 | \$105 ;
-  assign \$107  = xshift_copy1 ? xbuf[383:256] : pay[255:128];
-  assign \$108  = s__valid & xready_copy2;
-  assign \$109  = xshift_copy2 | \$108 ;
-  assign \$110  = xshift_copy2 ? xbuf[511:384] : pay[383:256];
-  assign \$111  = s__valid & xready_copy3;
-  assign \$112  = xshift_copy3 | \$111 ;
-  assign \$113  = xshift_copy3 ? xbuf[639:512] : pay[511:384];
-  assign \$114  = s__valid & xready_copy4;
-  assign \$115  = xshift_copy4 | \$114 ;
-  assign \$116  = xshift_copy4 ? xbuf[767:640] : pay[639:512];
-  assign \$117  = s__valid & xready_copy5;
-  assign \$118  = xshift_copy5 | \$117 ;
-  assign \$119  = xshift_copy5 ? xbuf[895:768] : pay[767:640];
-  assign \$120  = s__valid & xready_copy6;
-  assign \$121  = xshift_copy6 | \$120 ;
-  assign \$122  = xshift_copy6 ? xbuf[1023:896] : pay[895:768];
-  assign \$123  = s__valid & xready_copy7;
-  assign \$124  = xshift_copy7 | \$123 ;
-  assign \$125  = xshift_copy7 ? xbuf[1151:1024] : pay[1023:896];
-  assign \$126  = s__valid & xready_copy8;
-  assign \$127  = xshift_copy8 | \$126 ;
-  assign \$128  = xshift_copy8 ? xbuf[1279:1152] : pay[1151:1024];
-  assign \$129  = s__valid & xready_copy9;
-  assign \$130  = xshift_copy9 | \$129 ;
-  assign \$131  = xshift_copy9 ? xbuf[1407:1280] : pay[1279:1152];
-  assign \$132  = s__valid & xready_copy10;
-  assign \$133  = xshift_copy10 | \$132 ;
-  assign \$134  = xshift_copy10 ? xbuf[1535:1408] : pay[1407:1280];
-  assign \$135  = s__valid & xready_copy11;
-  assign \$136  = xshift_copy11 | \$135 ;
-  assign \$137  = xshift_copy11 ? xbuf[1663:1536] : pay[1535:1408];
-  assign \$138  = s__valid & xready_copy12;
-  assign \$139  = xshift_copy12 | \$138 ;
-  assign \$140  = xshift_copy12 ? xbuf[1791:1664] : pay[1663:1536];
-  assign \$141  = s__valid & xready_copy13;
-  assign \$142  = xshift_copy13 | \$141 ;
-  assign \$143  = xshift_copy13 ? xbuf[1919:1792] : pay[1791:1664];
-  assign \$144  = s__valid & xready_copy14;
-  assign \$145  = xshift_copy14 | \$144 ;
-  assign \$146  = xshift_copy14 ? xbuf[2047:1920] : pay[1919:1792];
-  assign \$147  = s__valid & xready_copy15;
-  assign \$148  = xshift_copy15 | \$147 ;
-  assign \$149  = xshift_copy15 ? xbuf[127:0] : pay[2047:1920];
-  assign \$150  = ! sfc;
-  assign \$151  = sfc == 4'hf;
-  assign \$152  = ft_d0[0] & ft_d0[2];
-  assign \$153  = ft_d0[0] & ft_d0[3];
-  assign \$154  = ft_d0[1] ? 17'h00000 : acc;
-  assign \$155  = $signed(\$154 ) + $signed(sum);
-  assign \$156  = ft_d0[1] ? 17'h00000 : \acc$84 ;
-  assign \$157  = $signed(\$156 ) + $signed(\sum$249 );
-  assign \$158  = ft_d0[1] ? 17'h00000 : \acc$90 ;
-  assign \$159  = $signed(\$158 ) + $signed(\sum$250 );
-  assign \$160  = ft_d0[1] ? 17'h00000 : \acc$96 ;
-  assign \$161  = $signed(\$160 ) + $signed(\sum$251 );
-  assign \$162  = ft_d0[1] ? 17'h00000 : \acc$102 ;
-  assign \$163  = $signed(\$162 ) + $signed(\sum$252 );
-  assign \$164  = ft_d0[1] ? 17'h00000 : \acc$108 ;
-  assign \$165  = $signed(\$164 ) + $signed(\sum$253 );
-  assign \$166  = ft_d0[1] ? 17'h00000 : \acc$114 ;
-  assign \$167  = $signed(\$166 ) + $signed(\sum$254 );
-  assign \$168  = ft_d0[1] ? 17'h00000 : \acc$120 ;
-  assign \$169  = $signed(\$168 ) + $signed(\sum$255 );
-  assign \$170  = ft_d0[1] ? 17'h00000 : \acc$126 ;
-  assign \$171  = $signed(\$170 ) + $signed(\sum$256 );
-  assign \$172  = ft_d0[1] ? 17'h00000 : \acc$132 ;
-  assign \$173  = $signed(\$172 ) + $signed(\sum$257 );
-  assign \$174  = ft_d0[1] ? 17'h00000 : \acc$138 ;
-  assign \$175  = $signed(\$174 ) + $signed(\sum$258 );
-  assign \$176  = ft_d0[1] ? 17'h00000 : \acc$144 ;
-  assign \$177  = $signed(\$176 ) + $signed(\sum$259 );
-  assign \$178  = ft_d0[1] ? 17'h00000 : \acc$150 ;
-  assign \$179  = $signed(\$178 ) + $signed(\sum$260 );
-  assign \$180  = ft_d0[1] ? 17'h00000 : \acc$156 ;
-  assign \$181  = $signed(\$180 ) + $signed(\sum$261 );
-  assign \$182  = ft_d0[1] ? 17'h00000 : \acc$162 ;
-  assign \$183  = $signed(\$182 ) + $signed(\sum$262 );
-  assign \$184  = ft_d0[1] ? 17'h00000 : \acc$168 ;
-  assign \$185  = $signed(\$184 ) + $signed(\sum$263 );
-  assign \$186  = | count;
-  assign \$187  = ~ \$186 ;
-  assign \$188  = enter & \$187 ;
-  assign \$189  = ~ \$188 ;
-  assign \$190  = qv_last_d0 & \$189 ;
-  assign \$191  = | count;
-  assign \$192  = enter & \$191 ;
-  assign \$193  = count - \$192 ;
-  assign \$194  = ! \$193 ;
-  assign \$195  = \$190  & \$194 ;
-  assign \$196  = | count;
-  assign \$197  = enter & \$196 ;
-  assign \$198  = | count;
-  assign \$199  = ~ \$198 ;
-  assign \$200  = enter & \$199 ;
-  assign \$201  = ~ \$200 ;
-  assign \$202  = qv_last_d0 & \$201 ;
-  assign \$203  = | count;
-  assign \$204  = enter & \$203 ;
-  assign \$205  = count - \$204 ;
-  assign \$206  = \$205  == 1'h1;
-  assign \$207  = \$202  & \$206 ;
-  assign \$208  = | count;
-  assign \$209  = enter & \$208 ;
-  assign \$210  = | \$64 [1:0];
-  assign \$211  = | \$64 [1:0];
-  assign \$212  = | \$64 [1:0];
-  assign \$213  = | \$64 [1:0];
-  assign \$214  = | \$64 [1:0];
-  assign \$215  = | \$64 [1:0];
-  assign \$216  = | \$64 [1:0];
-  assign \$217  = | \$64 [1:0];
-  assign \$218  = | \$64 [1:0];
-  assign \$219  = | \$64 [1:0];
-  assign \$220  = | \$64 [1:0];
-  assign \$221  = | \$64 [1:0];
-  assign \$222  = | \$64 [1:0];
-  assign \$223  = | \$64 [1:0];
-  assign \$224  = | \$64 [1:0];
-  assign \$225  = | \$64 [1:0];
-  assign \$226  = held_copy0 | qvalid_copy0;
-  assign \$227  = ~ mvalid_copy0;
-  assign \$228  = \$227  | m__ready;
-  assign \$229  = \$226  & \$228 ;
-  assign \$230  = | count;
-  assign \$231  = \$230  ? skid0 : { qe_last_d0, \q$199 , \q$198 , \q$197 , \q$196 , \q$195 , \q$194 , \q$193 , \q$192 , \q$191 , \q$190 , \q$189 , \q$188 , \q$187 , \q$186 , \q$185 , q };
-  assign \$232  = held_copy1 | qvalid_copy1;
-  assign \$233  = ~ mvalid_copy1;
-  assign \$234  = \$233  | m__ready;
-  assign \$235  = \$232  & \$234 ;
-  assign \$236  = | count;
-  assign \$237  = \$236  ? skid0 : { qe_last_d0, \q$199 , \q$198 , \q$197 , \q$196 , \q$195 , \q$194 , \q$193 , \q$192 , \q$191 , \q$190 , \q$189 , \q$188 , \q$187 , \q$186 , \q$185 , q };
-  assign \$238  = held_copy2 | qvalid_copy2;
-  assign \$239  = ~ mvalid_copy2;
-  assign \$240  = \$239  | m__ready;
-  assign \$241  = \$238  & \$240 ;
-  assign \$242  = | count;
-  assign \$243  = \$242  ? skid0 : { qe_last_d0, \q$199 , \q$198 , \q$197 , \q$196 , \q$195 , \q$194 , \q$193 , \q$192 , \q$191 , \q$190 , \q$189 , \q$188 , \q$187 , \q$186 , \q$185 , q };
-  assign \$244  = held_copy3 | qvalid_copy3;
-  assign \$245  = ~ mvalid_copy3;
-  assign \$246  = \$245  | m__ready;
-  assign \$247  = \$244  & \$246 ;
-  assign \$248  = | count;
-  assign \$249  = \$248  ? skid0 : { qe_last_d0, \q$199 , \q$198 , \q$197 , \q$196 , \q$195 , \q$194 , \q$193 , \q$192 , \q$191 , \q$190 , \q$189 , \q$188 , \q$187 , \q$186 , \q$185 , q };
-  assign \$250  = held_copy4 | qvalid_copy4;
-  assign \$251  = ~ mvalid_copy4;
-  assign \$252  = \$251  | m__ready;
-  assign \$253  = \$250  & \$252 ;
-  assign \$254  = | count;
-  assign \$255  = \$254  ? skid0 : { qe_last_d0, \q$199 , \q$198 , \q$197 , \q$196 , \q$195 , \q$194 , \q$193 , \q$192 , \q$191 , \q$190 , \q$189 , \q$188 , \q$187 , \q$186 , \q$185 , q };
-  assign \$256  = held_copy5 | qvalid_copy5;
-  assign \$257  = ~ mvalid_copy5;
-  assign \$258  = \$257  | m__ready;
-  assign \$259  = \$256  & \$258 ;
-  assign \$260  = | count;
-  assign \$261  = \$260  ? skid0 : { qe_last_d0, \q$199 , \q$198 , \q$197 , \q$196 , \q$195 , \q$194 , \q$193 , \q$192 , \q$191 , \q$190 , \q$189 , \q$188 , \q$187 , \q$186 , \q$185 , q };
-  assign \$262  = held_copy6 | qvalid_copy6;
-  assign \$263  = ~ mvalid_copy6;
-  assign \$264  = \$263  | m__ready;
-  assign \$265  = \$262  & \$264 ;
-  assign \$266  = | count;
-  assign \$267  = \$266  ? skid0 : { qe_last_d0, \q$199 , \q$198 , \q$197 , \q$196 , \q$195 , \q$194 , \q$193 , \q$192 , \q$191 , \q$190 , \q$189 , \q$188 , \q$187 , \q$186 , \q$185 , q };
-  assign \$268  = held_copy7 | qvalid_copy7;
-  assign \$269  = ~ mvalid_copy7;
-  assign \$270  = \$269  | m__ready;
-  assign \$271  = \$268  & \$270 ;
-  assign \$272  = | count;
-  assign \$273  = \$272  ? skid0 : { qe_last_d0, \q$199 , \q$198 , \q$197 , \q$196 , \q$195 , \q$194 , \q$193 , \q$192 , \q$191 , \q$190 , \q$189 , \q$188 , \q$187 , \q$186 , \q$185 , q };
-  assign \$274  = held_copy8 | qvalid_copy8;
-  assign \$275  = ~ mvalid_copy8;
-  assign \$276  = \$275  | m__ready;
-  assign \$277  = \$274  & \$276 ;
-  assign \$278  = | count;
-  assign \$279  = \$278  ? skid0 : { qe_last_d0, \q$199 , \q$198 , \q$197 , \q$196 , \q$195 , \q$194 , \q$193 , \q$192 , \q$191 , \q$190 , \q$189 , \q$188 , \q$187 , \q$186 , \q$185 , q };
-  assign \$280  = held_copy9 | qvalid_copy9;
-  assign \$281  = ~ mvalid_copy9;
-  assign \$282  = \$281  | m__ready;
-  assign \$283  = \$280  & \$282 ;
-  assign \$284  = | count;
-  assign \$285  = \$284  ? skid0 : { qe_last_d0, \q$199 , \q$198 , \q$197 , \q$196 , \q$195 , \q$194 , \q$193 , \q$192 , \q$191 , \q$190 , \q$189 , \q$188 , \q$187 , \q$186 , \q$185 , q };
-  assign \$286  = held_copy10 | qvalid_copy10;
-  assign \$287  = ~ mvalid_copy10;
-  assign \$288  = \$287  | m__ready;
-  assign \$289  = \$286  & \$288 ;
-  assign \$290  = | count;
-  assign \$291  = \$290  ? skid0 : { qe_last_d0, \q$199 , \q$198 , \q$197 , \q$196 , \q$195 , \q$194 , \q$193 , \q$192 , \q$191 , \q$190 , \q$189 , \q$188 , \q$187 , \q$186 , \q$185 , q };
-  assign \$292  = held_copy11 | qvalid_copy11;
-  assign \$293  = ~ mvalid_copy11;
-  assign \$294  = \$293  | m__ready;
-  assign \$295  = \$292  & \$294 ;
-  assign \$296  = | count;
-  assign \$297  = \$296  ? skid0 : { qe_last_d0, \q$199 , \q$198 , \q$197 , \q$196 , \q$195 , \q$194 , \q$193 , \q$192 , \q$191 , \q$190 , \q$189 , \q$188 , \q$187 , \q$186 , \q$185 , q };
-  assign \$298  = held_copy12 | qvalid_copy12;
-  assign \$299  = ~ mvalid_copy12;
-  assign \$300  = \$299  | m__ready;
-  assign \$301  = \$298  & \$300 ;
-  assign \$302  = | count;
-  assign \$303  = \$302  ? skid0 : { qe_last_d0, \q$199 , \q$198 , \q$197 , \q$196 , \q$195 , \q$194 , \q$193 , \q$192 , \q$191 , \q$190 , \q$189 , \q$188 , \q$187 , \q$186 , \q$185 , q };
-  assign \$304  = held_copy13 | qvalid_copy13;
-  assign \$305  = ~ mvalid_copy13;
-  assign \$306  = \$305  | m__ready;
-  assign \$307  = \$304  & \$306 ;
-  assign \$308  = | count;
-  assign \$309  = \$308  ? skid0 : { qe_last_d0, \q$199 , \q$198 , \q$197 , \q$196 , \q$195 , \q$194 , \q$193 , \q$192 , \q$191 , \q$190 , \q$189 , \q$188 , \q$187 , \q$186 , \q$185 , q };
-  assign \$310  = held_copy14 | qvalid_copy14;
-  assign \$311  = ~ mvalid_copy14;
-  assign \$312  = \$311  | m__ready;
-  assign \$313  = \$310  & \$312 ;
-  assign \$314  = | count;
-  assign \$315  = \$314  ? skid0 : { qe_last_d0, \q$199 , \q$198 , \q$197 , \q$196 , \q$195 , \q$194 , \q$193 , \q$192 , \q$191 , \q$190 , \q$189 , \q$188 , \q$187 , \q$186 , \q$185 , q };
-  assign \$316  = held_copy15 | qvalid_copy15;
-  assign \$317  = ~ mvalid_copy15;
-  assign \$318  = \$317  | m__ready;
-  assign \$319  = \$316  & \$318 ;
-  assign \$320  = | count;
-  assign \$321  = \$320  ? skid0 : { qe_last_d0, \q$199 , \q$198 , \q$197 , \q$196 , \q$195 , \q$194 , \q$193 , \q$192 , \q$191 , \q$190 , \q$189 , \q$188 , \q$187 , \q$186 , \q$185 , q };
-  always @(posedge clk)
-    busy <= \$322 ;
-  always @(posedge clk)
-    addr <= \$323 ;
-  always @(posedge clk)
-    sfc <= \$324 ;
-  always @(posedge clk)
-    nfc <= \$325 ;
-  always @(posedge clk)
-    last_step <= \$326 ;
-  always @(posedge clk)
-    ready <= \$327 ;
-  always @(posedge clk)
-    credits <= \$328 ;
-  always @(posedge clk)
-    issue <= \$329 ;
-  always @(posedge clk)
-    xshift_copy0 <= \$330 ;
-  always @(posedge clk)
-    xshift_copy1 <= \$331 ;
-  always @(posedge clk)
-    xshift_copy2 <= \$332 ;
-  always @(posedge clk)
-    xshift_copy3 <= \$333 ;
-  always @(posedge clk)
-    xshift_copy4 <= \$334 ;
-  always @(posedge clk)
-    xshift_copy5 <= \$335 ;
-  always @(posedge clk)
-    xshift_copy6 <= \$336 ;
-  always @(posedge clk)
-    xshift_copy7 <= \$337 ;
-  always @(posedge clk)
-    xshift_copy8 <= \$338 ;
-  always @(posedge clk)
-    xshift_copy9 <= \$339 ;
-  always @(posedge clk)
-    xshift_copy10 <= \$340 ;
-  always @(posedge clk)
-    xshift_copy11 <= \$341 ;
-  always @(posedge clk)
-    xshift_copy12 <= \$342 ;
-  always @(posedge clk)
-    xshift_copy13 <= \$343 ;
-  always @(posedge clk)
-    xshift_copy14 <= \$344 ;
-  always @(posedge clk)
-    xshift_copy15 <= \$345 ;
-  always @(posedge clk)
-    xready_copy0 <= \$346 ;
-  always @(posedge clk)
-    xready_copy1 <= \$347 ;
-  always @(posedge clk)
-    xready_copy2 <= \$348 ;
-  always @(posedge clk)
-    xready_copy3 <= \$349 ;
-  always @(posedge clk)
-    xready_copy4 <= \$350 ;
-  always @(posedge clk)
-    xready_copy5 <= \$351 ;
+  assign \$63  = enter & \$62 ;
+  assign \$64  = ~ \$63 ;
+  assign \$65  = qv_last_d0 & \$64 ;
+  assign \$66  = $signed(\$60 ) + $signed({ 1'h0, \$65  });
+  assign \$67  = s__valid & s__ready;
+  assign \$68  = word == 4'hf;
+  assign \$75  = word == 4'hf;
+  assign \$79  = word + 1'h1;
+  assign \$81  = \$77  ? 5'h00 : \$80 ;
+  assign \$82  = s__valid & s__ready;
+  assign \$83  = word == 4'hf;
+  assign \$86  = \$82  & \$85 ;
+  assign \$87  = ~ write_bank;
+  assign \$88  = \$signal  & ready;
+  assign \$89  = ~ read_bank;
+  assign \$90  = s__valid & s__ready;
+  assign \$91  = word == 4'hf;
+  assign \$94  = \$90  & \$93 ;
+  assign \$95  = ~ ready;
+  assign \$96  = \$signal  & \$95 ;
+  assign \$97  = \$94  ? 1'h1 : \$96 ;
+  assign \$98  = ! sfc;
+  assign \$99  = sfc == 4'hf;
+  assign \$100  = ft_d0[0] & ft_d0[2];
+  assign \$101  = ft_d0[0] & ft_d0[3];
+  assign \$102  = ft_d0[1] ? 17'h00000 : acc;
+  assign \$103  = $signed(\$102 ) + $signed(sum);
+  assign \$104  = ft_d0[1] ? 17'h00000 : \acc$92 ;
+  assign \$105  = $signed(\$104 ) + $signed(\sum$222 );
+  assign \$106  = ft_d0[1] ? 17'h00000 : \acc$98 ;
+  assign \$107  = $signed(\$106 ) + $signed(\sum$223 );
+  assign \$108  = ft_d0[1] ? 17'h00000 : \acc$104 ;
+  assign \$109  = $signed(\$108 ) + $signed(\sum$224 );
+  assign \$110  = ft_d0[1] ? 17'h00000 : \acc$110 ;
+  assign \$111  = $signed(\$110 ) + $signed(\sum$225 );
+  assign \$112  = ft_d0[1] ? 17'h00000 : \acc$116 ;
+  assign \$113  = $signed(\$112 ) + $signed(\sum$226 );
+  assign \$114  = ft_d0[1] ? 17'h00000 : \acc$122 ;
+  assign \$115  = $signed(\$114 ) + $signed(\sum$227 );
+  assign \$116  = ft_d0[1] ? 17'h00000 : \acc$128 ;
+  assign \$117  = $signed(\$116 ) + $signed(\sum$228 );
+  assign \$118  = ft_d0[1] ? 17'h00000 : \acc$134 ;
+  assign \$119  = $signed(\$118 ) + $signed(\sum$229 );
+  assign \$120  = ft_d0[1] ? 17'h00000 : \acc$140 ;
+  assign \$121  = $signed(\$120 ) + $signed(\sum$230 );
+  assign \$122  = ft_d0[1] ? 17'h00000 : \acc$146 ;
+  assign \$123  = $signed(\$122 ) + $signed(\sum$231 );
+  assign \$124  = ft_d0[1] ? 17'h00000 : \acc$152 ;
+  assign \$125  = $signed(\$124 ) + $signed(\sum$232 );
+  assign \$126  = ft_d0[1] ? 17'h00000 : \acc$158 ;
+  assign \$127  = $signed(\$126 ) + $signed(\sum$233 );
+  assign \$128  = ft_d0[1] ? 17'h00000 : \acc$164 ;
+  assign \$129  = $signed(\$128 ) + $signed(\sum$234 );
+  assign \$130  = ft_d0[1] ? 17'h00000 : \acc$170 ;
+  assign \$131  = $signed(\$130 ) + $signed(\sum$235 );
+  assign \$132  = ft_d0[1] ? 17'h00000 : \acc$176 ;
+  assign \$133  = $signed(\$132 ) + $signed(\sum$236 );
+  assign \$134  = | count;
+  assign \$135  = ~ \$134 ;
+  assign \$136  = enter & \$135 ;
+  assign \$137  = ~ \$136 ;
+  assign \$138  = qv_last_d0 & \$137 ;
+  assign \$139  = | count;
+  assign \$140  = enter & \$139 ;
+  assign \$141  = count - \$140 ;
+  assign \$142  = ! \$141 ;
+  assign \$143  = \$138  & \$142 ;
+  assign \$144  = | count;
+  assign \$145  = enter & \$144 ;
+  assign \$146  = | count;
+  assign \$147  = ~ \$146 ;
+  assign \$148  = enter & \$147 ;
+  assign \$149  = ~ \$148 ;
+  assign \$150  = qv_last_d0 & \$149 ;
+  assign \$151  = | count;
+  assign \$152  = enter & \$151 ;
+  assign \$153  = count - \$152 ;
+  assign \$154  = \$153  == 1'h1;
+  assign \$155  = \$150  & \$154 ;
+  assign \$156  = | count;
+  assign \$157  = enter & \$156 ;
   always @(posedge clk)
-    xready_copy6 <= \$352 ;
+    busy <= \$158 ;
   always @(posedge clk)
-    xready_copy7 <= \$353 ;
+    addr <= \$159 ;
   always @(posedge clk)
-    xready_copy8 <= \$354 ;
+    sfc <= \$160 ;
   always @(posedge clk)
-    xready_copy9 <= \$355 ;
+    nfc <= \$161 ;
   always @(posedge clk)
-    xready_copy10 <= \$356 ;
+    last_step <= \$162 ;
   always @(posedge clk)
-    xready_copy11 <= \$357 ;
+    ready <= \$163 ;
   always @(posedge clk)
-    xready_copy12 <= \$358 ;
+    credits <= \$164 ;
   always @(posedge clk)
-    xready_copy13 <= \$359 ;
+    issue <= \$165 ;
   always @(posedge clk)
-    xready_copy14 <= \$360 ;
+    word <= \$166 ;
   always @(posedge clk)
-    xready_copy15 <= \$361 ;
+    write_bank <= \$167 ;
   always @(posedge clk)
-    xbuf <= \$362 ;
+    read_bank <= \$168 ;
   always @(posedge clk)
-    x_d0 <= \$363 ;
+    \$signal  <= \$169 ;
   always @(posedge clk)
-    x <= \$364 ;
+    x <= \$170 ;
   always @(posedge clk)
-    wdata_d0 <= \$365 ;
+    wdata_d0 <= \$171 ;
   always @(posedge clk)
-    f1_d0 <= \$366 ;
+    f1_d0 <= \$172 ;
   always @(posedge clk)
-    f1_d1 <= \$367 ;
+    f1_d1 <= \$173 ;
   always @(posedge clk)
-    fp_d0 <= \$368 ;
+    fp_d0 <= \$174 ;
   always @(posedge clk)
-    fp_d1 <= \$369 ;
+    fp_d1 <= \$175 ;
   always @(posedge clk)
-    fp_d2 <= \$370 ;
+    fp_d2 <= \$176 ;
   always @(posedge clk)
-    fp_d3 <= \$371 ;
+    fp_d3 <= \$177 ;
   always @(posedge clk)
-    ft_d0 <= \$372 ;
+    ft_d0 <= \$178 ;
   always @(posedge clk)
-    params_d0 <= \$373 ;
+    params_d0 <= \$179 ;
   always @(posedge clk)
-    acc_valid <= \$374 ;
+    acc_valid <= \$180 ;
   always @(posedge clk)
-    acc_end <= \$375 ;
+    acc_end <= \$181 ;
   always @(posedge clk)
-    acc <= \$376 ;
+    acc <= \$182 ;
   always @(posedge clk)
-    \acc$84  <= \$377 ;
+    \acc$92  <= \$183 ;
   always @(posedge clk)
-    \acc$90  <= \$378 ;
+    \acc$98  <= \$184 ;
   always @(posedge clk)
-    \acc$96  <= \$379 ;
+    \acc$104  <= \$185 ;
   always @(posedge clk)
-    \acc$102  <= \$380 ;
+    \acc$110  <= \$186 ;
   always @(posedge clk)
-    \acc$108  <= \$381 ;
+    \acc$116  <= \$187 ;
   always @(posedge clk)
-    \acc$114  <= \$382 ;
+    \acc$122  <= \$188 ;
   always @(posedge clk)
-    \acc$120  <= \$383 ;
+    \acc$128  <= \$189 ;
   always @(posedge clk)
-    \acc$126  <= \$384 ;
+    \acc$134  <= \$190 ;
   always @(posedge clk)
-    \acc$132  <= \$385 ;
+    \acc$140  <= \$191 ;
   always @(posedge clk)
-    \acc$138  <= \$386 ;
+    \acc$146  <= \$192 ;
   always @(posedge clk)
-    \acc$144  <= \$387 ;
+    \acc$152  <= \$193 ;
   always @(posedge clk)
-    \acc$150  <= \$388 ;
+    \acc$158  <= \$194 ;
   always @(posedge clk)
-    \acc$156  <= \$389 ;
+    \acc$164  <= \$195 ;
   always @(posedge clk)
-    \acc$162  <= \$390 ;
+    \acc$170  <= \$196 ;
   always @(posedge clk)
-    \acc$168  <= \$391 ;
+    \acc$176  <= \$197 ;
   always @(posedge clk)
-    qv_d0 <= \$392 ;
+    qv_d0 <= \$198 ;
   always @(posedge clk)
-    qv_d1 <= \$393 ;
+    qv_d1 <= \$199 ;
   always @(posedge clk)
-    qe_d0 <= \$394 ;
+    qe_d0 <= \$200 ;
   always @(posedge clk)
-    qe_d1 <= \$395 ;
+    qe_d1 <= \$201 ;
   always @(posedge clk)
-    qv_last_d0 <= \$396 ;
+    qv_last_d0 <= \$202 ;
   always @(posedge clk)
-    qe_last_d0 <= \$397 ;
+    qe_last_d0 <= \$203 ;
   always @(posedge clk)
-    skid0 <= \$398 ;
+    skid0 <= \$204 ;
   always @(posedge clk)
-    skid1 <= \$399 ;
+    skid1 <= \$205 ;
   always @(posedge clk)
-    count <= \$400 ;
+    count <= \$206 ;
   always @(posedge clk)
-    held_copy0 <= \$401 ;
+    credit_back_d0 <= \$207 ;
   always @(posedge clk)
-    held_copy1 <= \$402 ;
-  always @(posedge clk)
-    held_copy2 <= \$403 ;
-  always @(posedge clk)
-    held_copy3 <= \$404 ;
-  always @(posedge clk)
-    held_copy4 <= \$405 ;
-  always @(posedge clk)
-    held_copy5 <= \$406 ;
-  always @(posedge clk)
-    held_copy6 <= \$407 ;
-  always @(posedge clk)
-    held_copy7 <= \$408 ;
-  always @(posedge clk)
-    held_copy8 <= \$409 ;
-  always @(posedge clk)
-    held_copy9 <= \$410 ;
-  always @(posedge clk)
-    held_copy10 <= \$411 ;
-  always @(posedge clk)
-    held_copy11 <= \$412 ;
-  always @(posedge clk)
-    held_copy12 <= \$413 ;
-  always @(posedge clk)
-    held_copy13 <= \$414 ;
-  always @(posedge clk)
-    held_copy14 <= \$415 ;
-  always @(posedge clk)
-    held_copy15 <= \$416 ;
-  always @(posedge clk)
-    qvalid_copy0 <= \$417 ;
-  always @(posedge clk)
-    qvalid_copy1 <= \$418 ;
-  always @(posedge clk)
-    qvalid_copy2 <= \$419 ;
-  always @(posedge clk)
-    qvalid_copy3 <= \$420 ;
-  always @(posedge clk)
-    qvalid_copy4 <= \$421 ;
-  always @(posedge clk)
-    qvalid_copy5 <= \$422 ;
-  always @(posedge clk)
-    qvalid_copy6 <= \$423 ;
-  always @(posedge clk)
-    qvalid_copy7 <= \$424 ;
-  always @(posedge clk)
-    qvalid_copy8 <= \$425 ;
-  always @(posedge clk)
-    qvalid_copy9 <= \$426 ;
-  always @(posedge clk)
-    qvalid_copy10 <= \$427 ;
-  always @(posedge clk)
-    qvalid_copy11 <= \$428 ;
-  always @(posedge clk)
-    qvalid_copy12 <= \$429 ;
-  always @(posedge clk)
-    qvalid_copy13 <= \$430 ;
+    credit_back <= \$208 ;
   \bchw_top.engine2.params  params (
     .addr(fp_d3[7:4]),
     .clk(clk),
-    .data(\data$245 )
+    .data(\data$218 )
   );
   \bchw_top.engine2.requant0  requant0 (
     .acc(acc),
     .clk(clk),
-    .\port$9446$0 (params_d0[58:0]),
+    .\port$8475$0 (params_d0[58:0]),
     .q(q),
     .rst(rst)
   );
   \bchw_top.engine2.requant1  requant1 (
-    .acc(\acc$84 ),
+    .acc(\acc$92 ),
     .clk(clk),
-    .\port$9446$59 (params_d0[117:59]),
-    .q(\q$185 ),
-    .rst(rst)
-  );
-  \bchw_top.engine2.requant10  requant10 (
-    .acc(\acc$138 ),
-    .clk(clk),
-    .\port$9446$590 (params_d0[648:590]),
-    .q(\q$194 ),
-    .rst(rst)
-  );
-  \bchw_top.engine2.requant11  requant11 (
-    .acc(\acc$144 ),
-    .clk(clk),
-    .\port$9446$649 (params_d0[707:649]),
-    .q(\q$195 ),
-    .rst(rst)
-  );
-  \bchw_top.engine2.requant12  requant12 (
-    .acc(\acc$150 ),
-    .clk(clk),
-    .\port$9446$708 (params_d0[766:708]),
-    .q(\q$196 ),
-    .rst(rst)
-  );
-  \bchw_top.engine2.requant13  requant13 (
-    .acc(\acc$156 ),
-    .clk(clk),
-    .\port$9446$767 (params_d0[825:767]),
-    .q(\q$197 ),
-    .rst(rst)
-  );
-  \bchw_top.engine2.requant14  requant14 (
-    .acc(\acc$162 ),
-    .clk(clk),
-    .\port$9446$826 (params_d0[884:826]),
-    .q(\q$198 ),
-    .rst(rst)
-  );
-  \bchw_top.engine2.requant15  requant15 (
-    .acc(\acc$168 ),
-    .clk(clk),
-    .\port$9446$885 (params_d0[943:885]),
-    .q(\q$199 ),
-    .rst(rst)
-  );
-  \bchw_top.engine2.requant2  requant2 (
-    .acc(\acc$90 ),
-    .clk(clk),
-    .\port$9446$118 (params_d0[176:118]),
-    .q(\q$186 ),
-    .rst(rst)
-  );
-  \bchw_top.engine2.requant3  requant3 (
-    .acc(\acc$96 ),
-    .clk(clk),
-    .\port$9446$177 (params_d0[235:177]),
-    .q(\q$187 ),
-    .rst(rst)
-  );
-  \bchw_top.engine2.requant4  requant4 (
-    .acc(\acc$102 ),
-    .clk(clk),
-    .\port$9446$236 (params_d0[294:236]),
+    .\port$8475$59 (params_d0[117:59]),
     .q(\q$188 ),
     .rst(rst)
   );
-  \bchw_top.engine2.requant5  requant5 (
-    .acc(\acc$108 ),
+  \bchw_top.engine2.requant10  requant10 (
+    .acc(\acc$146 ),
     .clk(clk),
-    .\port$9446$295 (params_d0[353:295]),
+    .\port$8475$590 (params_d0[648:590]),
+    .q(\q$197 ),
+    .rst(rst)
+  );
+  \bchw_top.engine2.requant11  requant11 (
+    .acc(\acc$152 ),
+    .clk(clk),
+    .\port$8475$649 (params_d0[707:649]),
+    .q(\q$198 ),
+    .rst(rst)
+  );
+  \bchw_top.engine2.requant12  requant12 (
+    .acc(\acc$158 ),
+    .clk(clk),
+    .\port$8475$708 (params_d0[766:708]),
+    .q(\q$199 ),
+    .rst(rst)
+  );
+  \bchw_top.engine2.requant13  requant13 (
+    .acc(\acc$164 ),
+    .clk(clk),
+    .\port$8475$767 (params_d0[825:767]),
+    .q(\q$200 ),
+    .rst(rst)
+  );
+  \bchw_top.engine2.requant14  requant14 (
+    .acc(\acc$170 ),
+    .clk(clk),
+    .\port$8475$826 (params_d0[884:826]),
+    .q(\q$201 ),
+    .rst(rst)
+  );
+  \bchw_top.engine2.requant15  requant15 (
+    .acc(\acc$176 ),
+    .clk(clk),
+    .\port$8475$885 (params_d0[943:885]),
+    .q(\q$202 ),
+    .rst(rst)
+  );
+  \bchw_top.engine2.requant2  requant2 (
+    .acc(\acc$98 ),
+    .clk(clk),
+    .\port$8475$118 (params_d0[176:118]),
     .q(\q$189 ),
     .rst(rst)
   );
-  \bchw_top.engine2.requant6  requant6 (
-    .acc(\acc$114 ),
+  \bchw_top.engine2.requant3  requant3 (
+    .acc(\acc$104 ),
     .clk(clk),
-    .\port$9446$354 (params_d0[412:354]),
+    .\port$8475$177 (params_d0[235:177]),
     .q(\q$190 ),
     .rst(rst)
   );
-  \bchw_top.engine2.requant7  requant7 (
-    .acc(\acc$120 ),
+  \bchw_top.engine2.requant4  requant4 (
+    .acc(\acc$110 ),
     .clk(clk),
-    .\port$9446$413 (params_d0[471:413]),
+    .\port$8475$236 (params_d0[294:236]),
     .q(\q$191 ),
     .rst(rst)
   );
-  \bchw_top.engine2.requant8  requant8 (
-    .acc(\acc$126 ),
+  \bchw_top.engine2.requant5  requant5 (
+    .acc(\acc$116 ),
     .clk(clk),
-    .\port$9446$472 (params_d0[530:472]),
+    .\port$8475$295 (params_d0[353:295]),
     .q(\q$192 ),
     .rst(rst)
   );
-  \bchw_top.engine2.requant9  requant9 (
-    .acc(\acc$132 ),
+  \bchw_top.engine2.requant6  requant6 (
+    .acc(\acc$122 ),
     .clk(clk),
-    .\port$9446$531 (params_d0[589:531]),
+    .\port$8475$354 (params_d0[412:354]),
     .q(\q$193 ),
+    .rst(rst)
+  );
+  \bchw_top.engine2.requant7  requant7 (
+    .acc(\acc$128 ),
+    .clk(clk),
+    .\port$8475$413 (params_d0[471:413]),
+    .q(\q$194 ),
+    .rst(rst)
+  );
+  \bchw_top.engine2.requant8  requant8 (
+    .acc(\acc$134 ),
+    .clk(clk),
+    .\port$8475$472 (params_d0[530:472]),
+    .q(\q$195 ),
+    .rst(rst)
+  );
+  \bchw_top.engine2.requant9  requant9 (
+    .acc(\acc$140 ),
+    .clk(clk),
+    .\port$8475$531 (params_d0[589:531]),
+    .q(\q$196 ),
     .rst(rst)
   );
   \bchw_top.engine2.tree0  tree0 (
@@ -22382,105 +19495,105 @@ module \bchw_top.engine2 (rst, s__valid, pay, ready, m__valid, m__payload, m__re
   );
   \bchw_top.engine2.tree1  tree1 (
     .clk(clk),
-    .l4_0(\sum$249 ),
+    .l4_0(\sum$222 ),
     .rst(rst),
     .w(wdata_d0[31:16]),
     .x(x)
   );
   \bchw_top.engine2.tree10  tree10 (
     .clk(clk),
-    .l4_0(\sum$258 ),
+    .l4_0(\sum$231 ),
     .rst(rst),
     .w(wdata_d0[175:160]),
     .x(x)
   );
   \bchw_top.engine2.tree11  tree11 (
     .clk(clk),
-    .l4_0(\sum$259 ),
+    .l4_0(\sum$232 ),
     .rst(rst),
     .w(wdata_d0[191:176]),
     .x(x)
   );
   \bchw_top.engine2.tree12  tree12 (
     .clk(clk),
-    .l4_0(\sum$260 ),
+    .l4_0(\sum$233 ),
     .rst(rst),
     .w(wdata_d0[207:192]),
     .x(x)
   );
   \bchw_top.engine2.tree13  tree13 (
     .clk(clk),
-    .l4_0(\sum$261 ),
+    .l4_0(\sum$234 ),
     .rst(rst),
     .w(wdata_d0[223:208]),
     .x(x)
   );
   \bchw_top.engine2.tree14  tree14 (
     .clk(clk),
-    .l4_0(\sum$262 ),
+    .l4_0(\sum$235 ),
     .rst(rst),
     .w(wdata_d0[239:224]),
     .x(x)
   );
   \bchw_top.engine2.tree15  tree15 (
     .clk(clk),
-    .l4_0(\sum$263 ),
+    .l4_0(\sum$236 ),
     .rst(rst),
     .w(wdata_d0[255:240]),
     .x(x)
   );
   \bchw_top.engine2.tree2  tree2 (
     .clk(clk),
-    .l4_0(\sum$250 ),
+    .l4_0(\sum$223 ),
     .rst(rst),
     .w(wdata_d0[47:32]),
     .x(x)
   );
   \bchw_top.engine2.tree3  tree3 (
     .clk(clk),
-    .l4_0(\sum$251 ),
+    .l4_0(\sum$224 ),
     .rst(rst),
     .w(wdata_d0[63:48]),
     .x(x)
   );
   \bchw_top.engine2.tree4  tree4 (
     .clk(clk),
-    .l4_0(\sum$252 ),
+    .l4_0(\sum$225 ),
     .rst(rst),
     .w(wdata_d0[79:64]),
     .x(x)
   );
   \bchw_top.engine2.tree5  tree5 (
     .clk(clk),
-    .l4_0(\sum$253 ),
+    .l4_0(\sum$226 ),
     .rst(rst),
     .w(wdata_d0[95:80]),
     .x(x)
   );
   \bchw_top.engine2.tree6  tree6 (
     .clk(clk),
-    .l4_0(\sum$254 ),
+    .l4_0(\sum$227 ),
     .rst(rst),
     .w(wdata_d0[111:96]),
     .x(x)
   );
   \bchw_top.engine2.tree7  tree7 (
     .clk(clk),
-    .l4_0(\sum$255 ),
+    .l4_0(\sum$228 ),
     .rst(rst),
     .w(wdata_d0[127:112]),
     .x(x)
   );
   \bchw_top.engine2.tree8  tree8 (
     .clk(clk),
-    .l4_0(\sum$256 ),
+    .l4_0(\sum$229 ),
     .rst(rst),
     .w(wdata_d0[143:128]),
     .x(x)
   );
   \bchw_top.engine2.tree9  tree9 (
     .clk(clk),
-    .l4_0(\sum$257 ),
+    .l4_0(\sum$230 ),
     .rst(rst),
     .w(wdata_d0[159:144]),
     .x(x)
@@ -22492,985 +19605,351 @@ module \bchw_top.engine2 (rst, s__valid, pay, ready, m__valid, m__payload, m__re
   );
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
-    \$432  = qv_d1;
+    \$158  = busy_next;
     if (rst) begin
-      \$432  = 1'h0;
+      \$158  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
-    \$433  = valid_next;
+    \$159  = \$11 [7:0];
     if (rst) begin
-      \$433  = 1'h0;
+      \$159  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
-    \$434  = valid_next;
+    \$160  = \$23 [3:0];
     if (rst) begin
-      \$434  = 1'h0;
+      \$160  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
-    \$435  = valid_next;
+    \$161  = \$32 [3:0];
     if (rst) begin
-      \$435  = 1'h0;
+      \$161  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
-    \$436  = valid_next;
+    \$162  = last_step_next;
     if (rst) begin
-      \$436  = 1'h0;
+      \$162  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
-    \$437  = valid_next;
+    \$163  = ready_next;
     if (rst) begin
-      \$437  = 1'h0;
+      \$163  = 1'h1;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
-    \$438  = valid_next;
+    \$164  = \$47 [1:0];
     if (rst) begin
-      \$438  = 1'h0;
+      \$164  = 2'h2;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
-    \$439  = valid_next;
+    \$165  = issue_next;
     if (rst) begin
-      \$439  = 1'h0;
+      \$165  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
-    \$440  = valid_next;
-    if (rst) begin
-      \$440  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
-    \$441  = valid_next;
-    if (rst) begin
-      \$441  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
-    \$442  = valid_next;
-    if (rst) begin
-      \$442  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
-    \$443  = valid_next;
-    if (rst) begin
-      \$443  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
-    \$444  = valid_next;
-    if (rst) begin
-      \$444  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
-    \$445  = valid_next;
-    if (rst) begin
-      \$445  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
-    \$446  = valid_next;
-    if (rst) begin
-      \$446  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
-    \$447  = valid_next;
-    if (rst) begin
-      \$447  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
-    \$448  = valid_next;
-    if (rst) begin
-      \$448  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
-    \$449  = valid_next;
-    if (rst) begin
-      \$449  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
-    \$450  = m__payload;
-    if (\$229 ) begin
-      \$450 [127:0] = m__payload[255:128];
-    end
-    if (\$235 ) begin
-      \$450 [255:128] = m__payload[383:256];
-    end
-    if (\$241 ) begin
-      \$450 [383:256] = m__payload[511:384];
-    end
-    if (\$247 ) begin
-      \$450 [511:384] = m__payload[639:512];
-    end
-    if (\$253 ) begin
-      \$450 [639:512] = m__payload[767:640];
-    end
-    if (\$259 ) begin
-      \$450 [767:640] = m__payload[895:768];
-    end
-    if (\$265 ) begin
-      \$450 [895:768] = m__payload[1023:896];
-    end
-    if (\$271 ) begin
-      \$450 [1023:896] = m__payload[1151:1024];
-    end
-    if (\$277 ) begin
-      \$450 [1151:1024] = m__payload[1279:1152];
-    end
-    if (\$283 ) begin
-      \$450 [1279:1152] = m__payload[1407:1280];
-    end
-    if (\$289 ) begin
-      \$450 [1407:1280] = m__payload[1535:1408];
-    end
-    if (\$295 ) begin
-      \$450 [1535:1408] = m__payload[1663:1536];
-    end
-    if (\$301 ) begin
-      \$450 [1663:1536] = m__payload[1791:1664];
-    end
-    if (\$307 ) begin
-      \$450 [1791:1664] = m__payload[1919:1792];
-    end
-    if (\$313 ) begin
-      \$450 [1919:1792] = m__payload[2047:1920];
-    end
-    if (\$319 ) begin
-      \$450 [2047:1920] = \$321 [127:0];
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
-    \$451  = enter;
-    if (rst) begin
-      \$451  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
-    \$452  = credit_back_d0;
-    if (rst) begin
-      \$452  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
-    \$322  = busy_next;
-    if (rst) begin
-      \$322  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
-    \$323  = \$11 [7:0];
-    if (rst) begin
-      \$323  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
-    \$324  = \$23 [3:0];
-    if (rst) begin
-      \$324  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
-    \$325  = \$32 [3:0];
-    if (rst) begin
-      \$325  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
-    \$326  = last_step_next;
-    if (rst) begin
-      \$326  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
-    \$327  = ready_next;
-    if (rst) begin
-      \$327  = 1'h1;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
-    \$328  = \$47 [1:0];
-    if (rst) begin
-      \$328  = 2'h2;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
-    \$329  = issue_next;
-    if (rst) begin
-      \$329  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
-    \$330  = \$71 ;
-    if (rst) begin
-      \$330  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
-    \$331  = \$73 ;
-    if (rst) begin
-      \$331  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
-    \$332  = \$75 ;
-    if (rst) begin
-      \$332  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
-    \$333  = \$77 ;
-    if (rst) begin
-      \$333  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
-    \$334  = \$79 ;
-    if (rst) begin
-      \$334  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
-    \$335  = \$81 ;
-    if (rst) begin
-      \$335  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
-    \$336  = \$83 ;
-    if (rst) begin
-      \$336  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
-    \$337  = \$85 ;
-    if (rst) begin
-      \$337  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
-    \$338  = \$87 ;
-    if (rst) begin
-      \$338  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
-    \$339  = \$89 ;
-    if (rst) begin
-      \$339  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
-    \$340  = \$91 ;
-    if (rst) begin
-      \$340  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
-    \$341  = \$93 ;
-    if (rst) begin
-      \$341  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
-    \$342  = \$95 ;
-    if (rst) begin
-      \$342  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
-    \$343  = \$97 ;
-    if (rst) begin
-      \$343  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
-    \$344  = \$99 ;
-    if (rst) begin
-      \$344  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
-    \$345  = \$101 ;
-    if (rst) begin
-      \$345  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
-    \$346  = ready_next;
-    if (rst) begin
-      \$346  = 1'h1;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
-    \$347  = ready_next;
-    if (rst) begin
-      \$347  = 1'h1;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
-    \$348  = ready_next;
-    if (rst) begin
-      \$348  = 1'h1;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
-    \$349  = ready_next;
-    if (rst) begin
-      \$349  = 1'h1;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
-    \$350  = ready_next;
-    if (rst) begin
-      \$350  = 1'h1;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
-    \$351  = ready_next;
-    if (rst) begin
-      \$351  = 1'h1;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
-    \$352  = ready_next;
-    if (rst) begin
-      \$352  = 1'h1;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
-    \$353  = ready_next;
-    if (rst) begin
-      \$353  = 1'h1;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
-    \$354  = ready_next;
-    if (rst) begin
-      \$354  = 1'h1;
+    \$166  = word;
+    if (\$67 ) begin
+      \$166  = \$81 [3:0];
     end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
-    \$355  = ready_next;
-    if (rst) begin
-      \$355  = 1'h1;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
-    \$356  = ready_next;
     if (rst) begin
-      \$356  = 1'h1;
+      \$166  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
-    \$357  = ready_next;
-    if (rst) begin
-      \$357  = 1'h1;
+    \$167  = write_bank;
+    if (\$86 ) begin
+      \$167  = \$87 ;
     end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
-    \$358  = ready_next;
     if (rst) begin
-      \$358  = 1'h1;
+      \$167  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
-    \$359  = ready_next;
-    if (rst) begin
-      \$359  = 1'h1;
+    \$168  = read_bank;
+    if (\$88 ) begin
+      \$168  = \$89 ;
     end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
-    \$360  = ready_next;
     if (rst) begin
-      \$360  = 1'h1;
+      \$168  = 1'h1;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
-    \$361  = ready_next;
+    \$169  = \$97 ;
     if (rst) begin
-      \$361  = 1'h1;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
-    \$362  = xbuf;
-    if (\$103 ) begin
-      \$362 [127:0] = \$104 ;
-    end
-    if (\$106 ) begin
-      \$362 [255:128] = \$107 ;
-    end
-    if (\$109 ) begin
-      \$362 [383:256] = \$110 ;
-    end
-    if (\$112 ) begin
-      \$362 [511:384] = \$113 ;
-    end
-    if (\$115 ) begin
-      \$362 [639:512] = \$116 ;
-    end
-    if (\$118 ) begin
-      \$362 [767:640] = \$119 ;
-    end
-    if (\$121 ) begin
-      \$362 [895:768] = \$122 ;
-    end
-    if (\$124 ) begin
-      \$362 [1023:896] = \$125 ;
-    end
-    if (\$127 ) begin
-      \$362 [1151:1024] = \$128 ;
-    end
-    if (\$130 ) begin
-      \$362 [1279:1152] = \$131 ;
-    end
-    if (\$133 ) begin
-      \$362 [1407:1280] = \$134 ;
-    end
-    if (\$136 ) begin
-      \$362 [1535:1408] = \$137 ;
-    end
-    if (\$139 ) begin
-      \$362 [1663:1536] = \$140 ;
-    end
-    if (\$142 ) begin
-      \$362 [1791:1664] = \$143 ;
-    end
-    if (\$145 ) begin
-      \$362 [1919:1792] = \$146 ;
-    end
-    if (\$148 ) begin
-      \$362 [2047:1920] = \$149 ;
+      \$169  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
-    \$366  = { nfc, last_step, \$151 , \$150 , issue };
+    \$172  = { nfc, last_step, \$99 , \$98 , issue };
     if (rst) begin
-      \$366  = 8'h00;
+      \$172  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
-    \$367  = f1_d0;
+    \$173  = f1_d0;
     if (rst) begin
-      \$367  = 8'h00;
+      \$173  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
-    \$368  = f1_d1;
+    \$174  = f1_d1;
     if (rst) begin
-      \$368  = 8'h00;
+      \$174  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
-    \$369  = fp_d0;
+    \$175  = fp_d0;
     if (rst) begin
-      \$369  = 8'h00;
+      \$175  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
-    \$370  = fp_d1;
+    \$176  = fp_d1;
     if (rst) begin
-      \$370  = 8'h00;
+      \$176  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
-    \$371  = fp_d2;
+    \$177  = fp_d2;
     if (rst) begin
-      \$371  = 8'h00;
+      \$177  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
-    \$372  = fp_d3;
+    \$178  = fp_d3;
     if (rst) begin
-      \$372  = 8'h00;
+      \$178  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
-    \$374  = \$152 ;
+    \$180  = \$100 ;
     if (rst) begin
-      \$374  = 1'h0;
+      \$180  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
-    \$375  = \$153 ;
+    \$181  = \$101 ;
     if (rst) begin
-      \$375  = 1'h0;
+      \$181  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
-    \$376  = acc;
+    \$182  = acc;
     if (ft_d0[0]) begin
-      \$376  = \$155 [16:0];
+      \$182  = \$103 [16:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
-    \$377  = \acc$84 ;
+    \$183  = \acc$92 ;
     if (ft_d0[0]) begin
-      \$377  = \$157 [16:0];
+      \$183  = \$105 [16:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
-    \$378  = \acc$90 ;
+    \$184  = \acc$98 ;
     if (ft_d0[0]) begin
-      \$378  = \$159 [16:0];
+      \$184  = \$107 [16:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
-    \$379  = \acc$96 ;
+    \$185  = \acc$104 ;
     if (ft_d0[0]) begin
-      \$379  = \$161 [16:0];
+      \$185  = \$109 [16:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
-    \$380  = \acc$102 ;
+    \$186  = \acc$110 ;
     if (ft_d0[0]) begin
-      \$380  = \$163 [16:0];
+      \$186  = \$111 [16:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
-    \$381  = \acc$108 ;
+    \$187  = \acc$116 ;
     if (ft_d0[0]) begin
-      \$381  = \$165 [16:0];
+      \$187  = \$113 [16:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
-    \$382  = \acc$114 ;
+    \$188  = \acc$122 ;
     if (ft_d0[0]) begin
-      \$382  = \$167 [16:0];
+      \$188  = \$115 [16:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
-    \$383  = \acc$120 ;
+    \$189  = \acc$128 ;
     if (ft_d0[0]) begin
-      \$383  = \$169 [16:0];
+      \$189  = \$117 [16:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
-    \$384  = \acc$126 ;
+    \$190  = \acc$134 ;
     if (ft_d0[0]) begin
-      \$384  = \$171 [16:0];
+      \$190  = \$119 [16:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
-    \$385  = \acc$132 ;
+    \$191  = \acc$140 ;
     if (ft_d0[0]) begin
-      \$385  = \$173 [16:0];
+      \$191  = \$121 [16:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
-    \$386  = \acc$138 ;
+    \$192  = \acc$146 ;
     if (ft_d0[0]) begin
-      \$386  = \$175 [16:0];
+      \$192  = \$123 [16:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
-    \$387  = \acc$144 ;
+    \$193  = \acc$152 ;
     if (ft_d0[0]) begin
-      \$387  = \$177 [16:0];
+      \$193  = \$125 [16:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
-    \$388  = \acc$150 ;
+    \$194  = \acc$158 ;
     if (ft_d0[0]) begin
-      \$388  = \$179 [16:0];
+      \$194  = \$127 [16:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
-    \$389  = \acc$156 ;
+    \$195  = \acc$164 ;
     if (ft_d0[0]) begin
-      \$389  = \$181 [16:0];
+      \$195  = \$129 [16:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
-    \$390  = \acc$162 ;
+    \$196  = \acc$170 ;
     if (ft_d0[0]) begin
-      \$390  = \$183 [16:0];
+      \$196  = \$131 [16:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
-    \$391  = \acc$168 ;
+    \$197  = \acc$176 ;
     if (ft_d0[0]) begin
-      \$391  = \$185 [16:0];
+      \$197  = \$133 [16:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
-    \$392  = acc_valid;
+    \$198  = acc_valid;
     if (rst) begin
-      \$392  = 1'h0;
+      \$198  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
-    \$393  = qv_d0;
+    \$199  = qv_d0;
     if (rst) begin
-      \$393  = 1'h0;
+      \$199  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
-    \$394  = acc_end;
+    \$200  = acc_end;
     if (rst) begin
-      \$394  = 1'h0;
+      \$200  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
-    \$395  = qe_d0;
+    \$201  = qe_d0;
     if (rst) begin
-      \$395  = 1'h0;
+      \$201  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
-    \$396  = qv_d1;
+    \$202  = qv_d1;
     if (rst) begin
-      \$396  = 1'h0;
+      \$202  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
-    \$397  = qe_d1;
+    \$203  = qe_d1;
     if (rst) begin
-      \$397  = 1'h0;
+      \$203  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
-    \$398  = skid0;
-    if (\$195 ) begin
-      \$398  = { qe_last_d0, \q$199 , \q$198 , \q$197 , \q$196 , \q$195 , \q$194 , \q$193 , \q$192 , \q$191 , \q$190 , \q$189 , \q$188 , \q$187 , \q$186 , \q$185 , q };
-    end else if (\$197 ) begin
-      \$398  = skid1;
+    \$204  = skid0;
+    if (\$143 ) begin
+      \$204  = { qe_last_d0, \q$202 , \q$201 , \q$200 , \q$199 , \q$198 , \q$197 , \q$196 , \q$195 , \q$194 , \q$193 , \q$192 , \q$191 , \q$190 , \q$189 , \q$188 , q };
+    end else if (\$145 ) begin
+      \$204  = skid1;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
-    \$399  = skid1;
-    if (\$207 ) begin
-      \$399  = { qe_last_d0, \q$199 , \q$198 , \q$197 , \q$196 , \q$195 , \q$194 , \q$193 , \q$192 , \q$191 , \q$190 , \q$189 , \q$188 , \q$187 , \q$186 , \q$185 , q };
-    end else if (\$209 ) begin
-      \$399  = 129'h000000000000000000000000000000000;
+    \$205  = skid1;
+    if (\$155 ) begin
+      \$205  = { qe_last_d0, \q$202 , \q$201 , \q$200 , \q$199 , \q$198 , \q$197 , \q$196 , \q$195 , \q$194 , \q$193 , \q$192 , \q$191 , \q$190 , \q$189 , \q$188 , q };
+    end else if (\$157 ) begin
+      \$205  = 129'h000000000000000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
-    \$400  = \$64 [1:0];
+    \$206  = \$66 [1:0];
     if (rst) begin
-      \$400  = 2'h0;
+      \$206  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
-    \$401  = \$210 ;
+    \$207  = enter;
     if (rst) begin
-      \$401  = 1'h0;
+      \$207  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
-    \$402  = \$211 ;
+    \$208  = credit_back_d0;
     if (rst) begin
-      \$402  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
-    \$403  = \$212 ;
-    if (rst) begin
-      \$403  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
-    \$404  = \$213 ;
-    if (rst) begin
-      \$404  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
-    \$405  = \$214 ;
-    if (rst) begin
-      \$405  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
-    \$406  = \$215 ;
-    if (rst) begin
-      \$406  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
-    \$407  = \$216 ;
-    if (rst) begin
-      \$407  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
-    \$408  = \$217 ;
-    if (rst) begin
-      \$408  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
-    \$409  = \$218 ;
-    if (rst) begin
-      \$409  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
-    \$410  = \$219 ;
-    if (rst) begin
-      \$410  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
-    \$411  = \$220 ;
-    if (rst) begin
-      \$411  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
-    \$412  = \$221 ;
-    if (rst) begin
-      \$412  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
-    \$413  = \$222 ;
-    if (rst) begin
-      \$413  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
-    \$414  = \$223 ;
-    if (rst) begin
-      \$414  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
-    \$415  = \$224 ;
-    if (rst) begin
-      \$415  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
-    \$416  = \$225 ;
-    if (rst) begin
-      \$416  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
-    \$417  = qv_d1;
-    if (rst) begin
-      \$417  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
-    \$418  = qv_d1;
-    if (rst) begin
-      \$418  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
-    \$419  = qv_d1;
-    if (rst) begin
-      \$419  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
-    \$420  = qv_d1;
-    if (rst) begin
-      \$420  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
-    \$421  = qv_d1;
-    if (rst) begin
-      \$421  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
-    \$422  = qv_d1;
-    if (rst) begin
-      \$422  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
-    \$423  = qv_d1;
-    if (rst) begin
-      \$423  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
-    \$424  = qv_d1;
-    if (rst) begin
-      \$424  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
-    \$425  = qv_d1;
-    if (rst) begin
-      \$425  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
-    \$426  = qv_d1;
-    if (rst) begin
-      \$426  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
-    \$427  = qv_d1;
-    if (rst) begin
-      \$427  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
-    \$428  = qv_d1;
-    if (rst) begin
-      \$428  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
-    \$429  = qv_d1;
-    if (rst) begin
-      \$429  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
-    \$430  = qv_d1;
-    if (rst) begin
-      \$430  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
-    \$431  = qv_d1;
-    if (rst) begin
-      \$431  = 1'h0;
+      \$208  = 1'h0;
     end
   end
   assign en = 1'h1;
@@ -23479,145 +19958,145 @@ module \bchw_top.engine2 (rst, s__valid, pay, ready, m__valid, m__payload, m__re
   assign sfc_next = \$23 [3:0];
   assign nfc_next = \$32 [3:0];
   assign credits_next = \$47 [1:0];
-  assign s__ready = ready;
-  assign s__payload = pay;
-  assign \en$23  = 1'h1;
-  assign x_d1 = x;
-  assign w = wdata_d0[15:0];
-  assign \en$28  = 1'h1;
-  assign \x$29  = x;
-  assign \w$30  = wdata_d0[31:16];
+  assign write__addr = { write_bank, word };
+  assign s__payload = write__data;
+  assign read__addr = { read_bank, sfc };
   assign \en$31  = 1'h1;
-  assign \x$32  = x;
-  assign \w$33  = wdata_d0[47:32];
-  assign \en$34  = 1'h1;
-  assign \x$35  = x;
-  assign \w$36  = wdata_d0[63:48];
-  assign \en$37  = 1'h1;
-  assign \x$38  = x;
-  assign \w$39  = wdata_d0[79:64];
-  assign \en$40  = 1'h1;
-  assign \x$41  = x;
-  assign \w$42  = wdata_d0[95:80];
-  assign \en$43  = 1'h1;
-  assign \x$44  = x;
-  assign \w$45  = wdata_d0[111:96];
-  assign \en$46  = 1'h1;
-  assign \x$47  = x;
-  assign \w$48  = wdata_d0[127:112];
-  assign \en$49  = 1'h1;
-  assign \x$50  = x;
-  assign \w$51  = wdata_d0[143:128];
-  assign \en$52  = 1'h1;
-  assign \x$53  = x;
-  assign \w$54  = wdata_d0[159:144];
-  assign \en$55  = 1'h1;
-  assign \x$56  = x;
-  assign \w$57  = wdata_d0[175:160];
-  assign \en$58  = 1'h1;
-  assign \x$59  = x;
-  assign \w$60  = wdata_d0[191:176];
-  assign \en$61  = 1'h1;
-  assign \x$62  = x;
-  assign \w$63  = wdata_d0[207:192];
-  assign \en$64  = 1'h1;
-  assign \x$65  = x;
-  assign \w$66  = wdata_d0[223:208];
-  assign \en$67  = 1'h1;
-  assign \x$68  = x;
-  assign \w$69  = wdata_d0[239:224];
-  assign \en$70  = 1'h1;
-  assign \x$71  = x;
-  assign \w$72  = wdata_d0[255:240];
-  assign \en$73  = 1'h1;
-  assign \addr$74  = fp_d3[7:4];
-  assign \en$76  = 1'h1;
+  assign x_d0 = x;
+  assign w = wdata_d0[15:0];
+  assign \en$36  = 1'h1;
+  assign \x$37  = x;
+  assign \w$38  = wdata_d0[31:16];
+  assign \en$39  = 1'h1;
+  assign \x$40  = x;
+  assign \w$41  = wdata_d0[47:32];
+  assign \en$42  = 1'h1;
+  assign \x$43  = x;
+  assign \w$44  = wdata_d0[63:48];
+  assign \en$45  = 1'h1;
+  assign \x$46  = x;
+  assign \w$47  = wdata_d0[79:64];
+  assign \en$48  = 1'h1;
+  assign \x$49  = x;
+  assign \w$50  = wdata_d0[95:80];
+  assign \en$51  = 1'h1;
+  assign \x$52  = x;
+  assign \w$53  = wdata_d0[111:96];
+  assign \en$54  = 1'h1;
+  assign \x$55  = x;
+  assign \w$56  = wdata_d0[127:112];
+  assign \en$57  = 1'h1;
+  assign \x$58  = x;
+  assign \w$59  = wdata_d0[143:128];
+  assign \en$60  = 1'h1;
+  assign \x$61  = x;
+  assign \w$62  = wdata_d0[159:144];
+  assign \en$63  = 1'h1;
+  assign \x$64  = x;
+  assign \w$65  = wdata_d0[175:160];
+  assign \en$66  = 1'h1;
+  assign \x$67  = x;
+  assign \w$68  = wdata_d0[191:176];
+  assign \en$69  = 1'h1;
+  assign \x$70  = x;
+  assign \w$71  = wdata_d0[207:192];
+  assign \en$72  = 1'h1;
+  assign \x$73  = x;
+  assign \w$74  = wdata_d0[223:208];
+  assign \en$75  = 1'h1;
+  assign \x$76  = x;
+  assign \w$77  = wdata_d0[239:224];
+  assign \en$78  = 1'h1;
+  assign \x$79  = x;
+  assign \w$80  = wdata_d0[255:240];
+  assign \en$81  = 1'h1;
+  assign \addr$82  = fp_d3[7:4];
+  assign \en$84  = 1'h1;
   assign acc0 = acc;
   assign mul = params_d0[17:0];
   assign shift = params_d0[22:18];
   assign bias = params_d0[58:23];
-  assign \en$83  = 1'h1;
-  assign acc1 = \acc$84 ;
-  assign \mul$86  = params_d0[76:59];
-  assign \shift$87  = params_d0[81:77];
-  assign \bias$88  = params_d0[117:82];
-  assign \en$89  = 1'h1;
-  assign acc2 = \acc$90 ;
-  assign \mul$92  = params_d0[135:118];
-  assign \shift$93  = params_d0[140:136];
-  assign \bias$94  = params_d0[176:141];
-  assign \en$95  = 1'h1;
-  assign acc3 = \acc$96 ;
-  assign \mul$98  = params_d0[194:177];
-  assign \shift$99  = params_d0[199:195];
-  assign \bias$100  = params_d0[235:200];
-  assign \en$101  = 1'h1;
-  assign acc4 = \acc$102 ;
-  assign \mul$104  = params_d0[253:236];
-  assign \shift$105  = params_d0[258:254];
-  assign \bias$106  = params_d0[294:259];
-  assign \en$107  = 1'h1;
-  assign acc5 = \acc$108 ;
-  assign \mul$110  = params_d0[312:295];
-  assign \shift$111  = params_d0[317:313];
-  assign \bias$112  = params_d0[353:318];
-  assign \en$113  = 1'h1;
-  assign acc6 = \acc$114 ;
-  assign \mul$116  = params_d0[371:354];
-  assign \shift$117  = params_d0[376:372];
-  assign \bias$118  = params_d0[412:377];
-  assign \en$119  = 1'h1;
-  assign acc7 = \acc$120 ;
-  assign \mul$122  = params_d0[430:413];
-  assign \shift$123  = params_d0[435:431];
-  assign \bias$124  = params_d0[471:436];
-  assign \en$125  = 1'h1;
-  assign acc8 = \acc$126 ;
-  assign \mul$128  = params_d0[489:472];
-  assign \shift$129  = params_d0[494:490];
-  assign \bias$130  = params_d0[530:495];
-  assign \en$131  = 1'h1;
-  assign acc9 = \acc$132 ;
-  assign \mul$134  = params_d0[548:531];
-  assign \shift$135  = params_d0[553:549];
-  assign \bias$136  = params_d0[589:554];
-  assign \en$137  = 1'h1;
-  assign acc10 = \acc$138 ;
-  assign \mul$140  = params_d0[607:590];
-  assign \shift$141  = params_d0[612:608];
-  assign \bias$142  = params_d0[648:613];
-  assign \en$143  = 1'h1;
-  assign acc11 = \acc$144 ;
-  assign \mul$146  = params_d0[666:649];
-  assign \shift$147  = params_d0[671:667];
-  assign \bias$148  = params_d0[707:672];
-  assign \en$149  = 1'h1;
-  assign acc12 = \acc$150 ;
-  assign \mul$152  = params_d0[725:708];
-  assign \shift$153  = params_d0[730:726];
-  assign \bias$154  = params_d0[766:731];
-  assign \en$155  = 1'h1;
-  assign acc13 = \acc$156 ;
-  assign \mul$158  = params_d0[784:767];
-  assign \shift$159  = params_d0[789:785];
-  assign \bias$160  = params_d0[825:790];
-  assign \en$161  = 1'h1;
-  assign acc14 = \acc$162 ;
-  assign \mul$164  = params_d0[843:826];
-  assign \shift$165  = params_d0[848:844];
-  assign \bias$166  = params_d0[884:849];
-  assign \en$167  = 1'h1;
-  assign acc15 = \acc$168 ;
-  assign \mul$170  = params_d0[902:885];
-  assign \shift$171  = params_d0[907:903];
-  assign \bias$172  = params_d0[943:908];
-  assign vector = m__payload;
-  assign count_next = \$64 [1:0];
+  assign \en$91  = 1'h1;
+  assign acc1 = \acc$92 ;
+  assign \mul$94  = params_d0[76:59];
+  assign \shift$95  = params_d0[81:77];
+  assign \bias$96  = params_d0[117:82];
+  assign \en$97  = 1'h1;
+  assign acc2 = \acc$98 ;
+  assign \mul$100  = params_d0[135:118];
+  assign \shift$101  = params_d0[140:136];
+  assign \bias$102  = params_d0[176:141];
+  assign \en$103  = 1'h1;
+  assign acc3 = \acc$104 ;
+  assign \mul$106  = params_d0[194:177];
+  assign \shift$107  = params_d0[199:195];
+  assign \bias$108  = params_d0[235:200];
+  assign \en$109  = 1'h1;
+  assign acc4 = \acc$110 ;
+  assign \mul$112  = params_d0[253:236];
+  assign \shift$113  = params_d0[258:254];
+  assign \bias$114  = params_d0[294:259];
+  assign \en$115  = 1'h1;
+  assign acc5 = \acc$116 ;
+  assign \mul$118  = params_d0[312:295];
+  assign \shift$119  = params_d0[317:313];
+  assign \bias$120  = params_d0[353:318];
+  assign \en$121  = 1'h1;
+  assign acc6 = \acc$122 ;
+  assign \mul$124  = params_d0[371:354];
+  assign \shift$125  = params_d0[376:372];
+  assign \bias$126  = params_d0[412:377];
+  assign \en$127  = 1'h1;
+  assign acc7 = \acc$128 ;
+  assign \mul$130  = params_d0[430:413];
+  assign \shift$131  = params_d0[435:431];
+  assign \bias$132  = params_d0[471:436];
+  assign \en$133  = 1'h1;
+  assign acc8 = \acc$134 ;
+  assign \mul$136  = params_d0[489:472];
+  assign \shift$137  = params_d0[494:490];
+  assign \bias$138  = params_d0[530:495];
+  assign \en$139  = 1'h1;
+  assign acc9 = \acc$140 ;
+  assign \mul$142  = params_d0[548:531];
+  assign \shift$143  = params_d0[553:549];
+  assign \bias$144  = params_d0[589:554];
+  assign \en$145  = 1'h1;
+  assign acc10 = \acc$146 ;
+  assign \mul$148  = params_d0[607:590];
+  assign \shift$149  = params_d0[612:608];
+  assign \bias$150  = params_d0[648:613];
+  assign \en$151  = 1'h1;
+  assign acc11 = \acc$152 ;
+  assign \mul$154  = params_d0[666:649];
+  assign \shift$155  = params_d0[671:667];
+  assign \bias$156  = params_d0[707:672];
+  assign \en$157  = 1'h1;
+  assign acc12 = \acc$158 ;
+  assign \mul$160  = params_d0[725:708];
+  assign \shift$161  = params_d0[730:726];
+  assign \bias$162  = params_d0[766:731];
+  assign \en$163  = 1'h1;
+  assign acc13 = \acc$164 ;
+  assign \mul$166  = params_d0[784:767];
+  assign \shift$167  = params_d0[789:785];
+  assign \bias$168  = params_d0[825:790];
+  assign \en$169  = 1'h1;
+  assign acc14 = \acc$170 ;
+  assign \mul$172  = params_d0[843:826];
+  assign \shift$173  = params_d0[848:844];
+  assign \bias$174  = params_d0[884:849];
+  assign \en$175  = 1'h1;
+  assign acc15 = \acc$176 ;
+  assign \mul$178  = params_d0[902:885];
+  assign \shift$179  = params_d0[907:903];
+  assign \bias$180  = params_d0[943:908];
+  assign count_next = \$66 [1:0];
   assign credit_back_d1 = credit_back;
-  assign \$373  = \data$245 ;
-  assign \$365  = data;
-  assign \$364  = x_d0;
-  assign \$363  = xbuf[127:0];
+  assign m__payload = \$57 [127:0];
+  assign \$179  = \data$218 ;
+  assign \$171  = data;
+  assign \$170  = read__data;
   assign busy_next = \$4 ;
   assign \$11  = \$10 ;
   assign \$23  = \$22 ;
@@ -23626,6 +20105,21 @@ module \bchw_top.engine2 (rst, s__valid, pay, ready, m__valid, m__payload, m__re
   assign ready_next = \$42 ;
   assign \$47  = \$46 ;
   assign issue_next = \$51 ;
+  assign \$54  = 1'h1;
+  assign \$69  = 1'h1;
+  assign \$70  = \$68 ;
+  assign \$71  = 1'h1;
+  assign \$72  = 1'h1;
+  assign \$73  = 2'h1;
+  assign \$74  = 2'h0;
+  assign \$76  = 1'h1;
+  assign \$77  = \$75 ;
+  assign \$78  = 1'h1;
+  assign \$80  = \$79 ;
+  assign \$84  = 1'h1;
+  assign \$85  = \$83 ;
+  assign \$92  = 1'h1;
+  assign \$93  = \$91 ;
 endmodule
 
 (* generator = "Amaranth" *)
@@ -23652,7 +20146,7 @@ module \bchw_top.engine2.params (data, addr, clk);
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine2.requant0 (rst, \port$9446$0 , acc, q, clk);
+module \bchw_top.engine2.requant0 (rst, \port$8475$0 , acc, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$37  = 0;
   wire [34:0] \$1 ;
   wire [36:0] \$10 ;
@@ -23674,8 +20168,8 @@ module \bchw_top.engine2.requant0 (rst, \port$9446$0 , acc, q, clk);
   wire clk;
   wire en;
   wire [17:0] mul;
-  input [58:0] \port$9446$0 ;
-  wire [58:0] \port$9446$0 ;
+  input [58:0] \port$8475$0 ;
+  wire [58:0] \port$8475$0 ;
   reg [35:0] prod0 = 36'h000000000;
   output [7:0] q;
   reg [7:0] q = 8'h00;
@@ -23686,7 +20180,7 @@ module \bchw_top.engine2.requant0 (rst, \port$9446$0 , acc, q, clk);
   reg [4:0] shift2 = 5'h00;
   wire [36:0] shifted;
   reg [36:0] total = 37'h0000000000;
-  assign \$1  = $signed(acc) * $signed(\port$9446$0 [17:0]);
+  assign \$1  = $signed(acc) * $signed(\port$8475$0 [17:0]);
   assign \$3  = $signed(bias1) + $signed(\$2 );
   assign \$4  = | shifted[36:8];
   assign \$5  = \$4  ? 37'h00000000ff : shifted;
@@ -23712,19 +20206,19 @@ module \bchw_top.engine2.requant0 (rst, \port$9446$0 , acc, q, clk);
     end
   end
   assign en = 1'h1;
-  assign mul = \port$9446$0 [17:0];
-  assign bias = \port$9446$0 [58:23];
-  assign shift = \port$9446$0 [22:18];
+  assign mul = \port$8475$0 [17:0];
+  assign bias = \port$8475$0 [58:23];
+  assign shift = \port$8475$0 [22:18];
   assign \$11  = shift1;
   assign \$10  = \$3 [36:0];
-  assign \$9  = \port$9446$0 [22:18];
-  assign \$8  = \port$9446$0 [58:23];
+  assign \$9  = \port$8475$0 [22:18];
+  assign \$8  = \port$8475$0 [58:23];
   assign \$7  = { \$1 [34], \$1  };
   assign \$2  = { prod0[35], prod0 };
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine2.requant1 (rst, \port$9446$59 , acc, q, clk);
+module \bchw_top.engine2.requant1 (rst, \port$8475$59 , acc, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$38  = 0;
   wire [34:0] \$1 ;
   wire [36:0] \$10 ;
@@ -23746,8 +20240,8 @@ module \bchw_top.engine2.requant1 (rst, \port$9446$59 , acc, q, clk);
   wire clk;
   wire en;
   wire [17:0] mul;
-  input [58:0] \port$9446$59 ;
-  wire [58:0] \port$9446$59 ;
+  input [58:0] \port$8475$59 ;
+  wire [58:0] \port$8475$59 ;
   reg [35:0] prod0 = 36'h000000000;
   output [7:0] q;
   reg [7:0] q = 8'h00;
@@ -23758,7 +20252,7 @@ module \bchw_top.engine2.requant1 (rst, \port$9446$59 , acc, q, clk);
   reg [4:0] shift2 = 5'h00;
   wire [36:0] shifted;
   reg [36:0] total = 37'h0000000000;
-  assign \$1  = $signed(acc) * $signed(\port$9446$59 [17:0]);
+  assign \$1  = $signed(acc) * $signed(\port$8475$59 [17:0]);
   assign \$3  = $signed(bias1) + $signed(\$2 );
   assign \$4  = | shifted[36:8];
   assign \$5  = \$4  ? 37'h00000000ff : shifted;
@@ -23784,19 +20278,19 @@ module \bchw_top.engine2.requant1 (rst, \port$9446$59 , acc, q, clk);
     end
   end
   assign en = 1'h1;
-  assign mul = \port$9446$59 [17:0];
-  assign bias = \port$9446$59 [58:23];
-  assign shift = \port$9446$59 [22:18];
+  assign mul = \port$8475$59 [17:0];
+  assign bias = \port$8475$59 [58:23];
+  assign shift = \port$8475$59 [22:18];
   assign \$11  = shift1;
   assign \$10  = \$3 [36:0];
-  assign \$9  = \port$9446$59 [22:18];
-  assign \$8  = \port$9446$59 [58:23];
+  assign \$9  = \port$8475$59 [22:18];
+  assign \$8  = \port$8475$59 [58:23];
   assign \$7  = { \$1 [34], \$1  };
   assign \$2  = { prod0[35], prod0 };
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine2.requant10 (rst, \port$9446$590 , acc, q, clk);
+module \bchw_top.engine2.requant10 (rst, \port$8475$590 , acc, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$39  = 0;
   wire [34:0] \$1 ;
   wire [36:0] \$10 ;
@@ -23818,8 +20312,8 @@ module \bchw_top.engine2.requant10 (rst, \port$9446$590 , acc, q, clk);
   wire clk;
   wire en;
   wire [17:0] mul;
-  input [58:0] \port$9446$590 ;
-  wire [58:0] \port$9446$590 ;
+  input [58:0] \port$8475$590 ;
+  wire [58:0] \port$8475$590 ;
   reg [35:0] prod0 = 36'h000000000;
   output [7:0] q;
   reg [7:0] q = 8'h00;
@@ -23830,7 +20324,7 @@ module \bchw_top.engine2.requant10 (rst, \port$9446$590 , acc, q, clk);
   reg [4:0] shift2 = 5'h00;
   wire [36:0] shifted;
   reg [36:0] total = 37'h0000000000;
-  assign \$1  = $signed(acc) * $signed(\port$9446$590 [17:0]);
+  assign \$1  = $signed(acc) * $signed(\port$8475$590 [17:0]);
   assign \$3  = $signed(bias1) + $signed(\$2 );
   assign \$4  = | shifted[36:8];
   assign \$5  = \$4  ? 37'h00000000ff : shifted;
@@ -23856,19 +20350,19 @@ module \bchw_top.engine2.requant10 (rst, \port$9446$590 , acc, q, clk);
     end
   end
   assign en = 1'h1;
-  assign mul = \port$9446$590 [17:0];
-  assign bias = \port$9446$590 [58:23];
-  assign shift = \port$9446$590 [22:18];
+  assign mul = \port$8475$590 [17:0];
+  assign bias = \port$8475$590 [58:23];
+  assign shift = \port$8475$590 [22:18];
   assign \$11  = shift1;
   assign \$10  = \$3 [36:0];
-  assign \$9  = \port$9446$590 [22:18];
-  assign \$8  = \port$9446$590 [58:23];
+  assign \$9  = \port$8475$590 [22:18];
+  assign \$8  = \port$8475$590 [58:23];
   assign \$7  = { \$1 [34], \$1  };
   assign \$2  = { prod0[35], prod0 };
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine2.requant11 (rst, \port$9446$649 , acc, q, clk);
+module \bchw_top.engine2.requant11 (rst, \port$8475$649 , acc, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$40  = 0;
   wire [34:0] \$1 ;
   wire [36:0] \$10 ;
@@ -23890,8 +20384,8 @@ module \bchw_top.engine2.requant11 (rst, \port$9446$649 , acc, q, clk);
   wire clk;
   wire en;
   wire [17:0] mul;
-  input [58:0] \port$9446$649 ;
-  wire [58:0] \port$9446$649 ;
+  input [58:0] \port$8475$649 ;
+  wire [58:0] \port$8475$649 ;
   reg [35:0] prod0 = 36'h000000000;
   output [7:0] q;
   reg [7:0] q = 8'h00;
@@ -23902,7 +20396,7 @@ module \bchw_top.engine2.requant11 (rst, \port$9446$649 , acc, q, clk);
   reg [4:0] shift2 = 5'h00;
   wire [36:0] shifted;
   reg [36:0] total = 37'h0000000000;
-  assign \$1  = $signed(acc) * $signed(\port$9446$649 [17:0]);
+  assign \$1  = $signed(acc) * $signed(\port$8475$649 [17:0]);
   assign \$3  = $signed(bias1) + $signed(\$2 );
   assign \$4  = | shifted[36:8];
   assign \$5  = \$4  ? 37'h00000000ff : shifted;
@@ -23928,19 +20422,19 @@ module \bchw_top.engine2.requant11 (rst, \port$9446$649 , acc, q, clk);
     end
   end
   assign en = 1'h1;
-  assign mul = \port$9446$649 [17:0];
-  assign bias = \port$9446$649 [58:23];
-  assign shift = \port$9446$649 [22:18];
+  assign mul = \port$8475$649 [17:0];
+  assign bias = \port$8475$649 [58:23];
+  assign shift = \port$8475$649 [22:18];
   assign \$11  = shift1;
   assign \$10  = \$3 [36:0];
-  assign \$9  = \port$9446$649 [22:18];
-  assign \$8  = \port$9446$649 [58:23];
+  assign \$9  = \port$8475$649 [22:18];
+  assign \$8  = \port$8475$649 [58:23];
   assign \$7  = { \$1 [34], \$1  };
   assign \$2  = { prod0[35], prod0 };
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine2.requant12 (rst, \port$9446$708 , acc, q, clk);
+module \bchw_top.engine2.requant12 (rst, \port$8475$708 , acc, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$41  = 0;
   wire [34:0] \$1 ;
   wire [36:0] \$10 ;
@@ -23962,8 +20456,8 @@ module \bchw_top.engine2.requant12 (rst, \port$9446$708 , acc, q, clk);
   wire clk;
   wire en;
   wire [17:0] mul;
-  input [58:0] \port$9446$708 ;
-  wire [58:0] \port$9446$708 ;
+  input [58:0] \port$8475$708 ;
+  wire [58:0] \port$8475$708 ;
   reg [35:0] prod0 = 36'h000000000;
   output [7:0] q;
   reg [7:0] q = 8'h00;
@@ -23974,7 +20468,7 @@ module \bchw_top.engine2.requant12 (rst, \port$9446$708 , acc, q, clk);
   reg [4:0] shift2 = 5'h00;
   wire [36:0] shifted;
   reg [36:0] total = 37'h0000000000;
-  assign \$1  = $signed(acc) * $signed(\port$9446$708 [17:0]);
+  assign \$1  = $signed(acc) * $signed(\port$8475$708 [17:0]);
   assign \$3  = $signed(bias1) + $signed(\$2 );
   assign \$4  = | shifted[36:8];
   assign \$5  = \$4  ? 37'h00000000ff : shifted;
@@ -24000,19 +20494,19 @@ module \bchw_top.engine2.requant12 (rst, \port$9446$708 , acc, q, clk);
     end
   end
   assign en = 1'h1;
-  assign mul = \port$9446$708 [17:0];
-  assign bias = \port$9446$708 [58:23];
-  assign shift = \port$9446$708 [22:18];
+  assign mul = \port$8475$708 [17:0];
+  assign bias = \port$8475$708 [58:23];
+  assign shift = \port$8475$708 [22:18];
   assign \$11  = shift1;
   assign \$10  = \$3 [36:0];
-  assign \$9  = \port$9446$708 [22:18];
-  assign \$8  = \port$9446$708 [58:23];
+  assign \$9  = \port$8475$708 [22:18];
+  assign \$8  = \port$8475$708 [58:23];
   assign \$7  = { \$1 [34], \$1  };
   assign \$2  = { prod0[35], prod0 };
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine2.requant13 (rst, \port$9446$767 , acc, q, clk);
+module \bchw_top.engine2.requant13 (rst, \port$8475$767 , acc, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$42  = 0;
   wire [34:0] \$1 ;
   wire [36:0] \$10 ;
@@ -24034,8 +20528,8 @@ module \bchw_top.engine2.requant13 (rst, \port$9446$767 , acc, q, clk);
   wire clk;
   wire en;
   wire [17:0] mul;
-  input [58:0] \port$9446$767 ;
-  wire [58:0] \port$9446$767 ;
+  input [58:0] \port$8475$767 ;
+  wire [58:0] \port$8475$767 ;
   reg [35:0] prod0 = 36'h000000000;
   output [7:0] q;
   reg [7:0] q = 8'h00;
@@ -24046,7 +20540,7 @@ module \bchw_top.engine2.requant13 (rst, \port$9446$767 , acc, q, clk);
   reg [4:0] shift2 = 5'h00;
   wire [36:0] shifted;
   reg [36:0] total = 37'h0000000000;
-  assign \$1  = $signed(acc) * $signed(\port$9446$767 [17:0]);
+  assign \$1  = $signed(acc) * $signed(\port$8475$767 [17:0]);
   assign \$3  = $signed(bias1) + $signed(\$2 );
   assign \$4  = | shifted[36:8];
   assign \$5  = \$4  ? 37'h00000000ff : shifted;
@@ -24072,19 +20566,19 @@ module \bchw_top.engine2.requant13 (rst, \port$9446$767 , acc, q, clk);
     end
   end
   assign en = 1'h1;
-  assign mul = \port$9446$767 [17:0];
-  assign bias = \port$9446$767 [58:23];
-  assign shift = \port$9446$767 [22:18];
+  assign mul = \port$8475$767 [17:0];
+  assign bias = \port$8475$767 [58:23];
+  assign shift = \port$8475$767 [22:18];
   assign \$11  = shift1;
   assign \$10  = \$3 [36:0];
-  assign \$9  = \port$9446$767 [22:18];
-  assign \$8  = \port$9446$767 [58:23];
+  assign \$9  = \port$8475$767 [22:18];
+  assign \$8  = \port$8475$767 [58:23];
   assign \$7  = { \$1 [34], \$1  };
   assign \$2  = { prod0[35], prod0 };
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine2.requant14 (rst, \port$9446$826 , acc, q, clk);
+module \bchw_top.engine2.requant14 (rst, \port$8475$826 , acc, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$43  = 0;
   wire [34:0] \$1 ;
   wire [36:0] \$10 ;
@@ -24106,8 +20600,8 @@ module \bchw_top.engine2.requant14 (rst, \port$9446$826 , acc, q, clk);
   wire clk;
   wire en;
   wire [17:0] mul;
-  input [58:0] \port$9446$826 ;
-  wire [58:0] \port$9446$826 ;
+  input [58:0] \port$8475$826 ;
+  wire [58:0] \port$8475$826 ;
   reg [35:0] prod0 = 36'h000000000;
   output [7:0] q;
   reg [7:0] q = 8'h00;
@@ -24118,7 +20612,7 @@ module \bchw_top.engine2.requant14 (rst, \port$9446$826 , acc, q, clk);
   reg [4:0] shift2 = 5'h00;
   wire [36:0] shifted;
   reg [36:0] total = 37'h0000000000;
-  assign \$1  = $signed(acc) * $signed(\port$9446$826 [17:0]);
+  assign \$1  = $signed(acc) * $signed(\port$8475$826 [17:0]);
   assign \$3  = $signed(bias1) + $signed(\$2 );
   assign \$4  = | shifted[36:8];
   assign \$5  = \$4  ? 37'h00000000ff : shifted;
@@ -24144,19 +20638,19 @@ module \bchw_top.engine2.requant14 (rst, \port$9446$826 , acc, q, clk);
     end
   end
   assign en = 1'h1;
-  assign mul = \port$9446$826 [17:0];
-  assign bias = \port$9446$826 [58:23];
-  assign shift = \port$9446$826 [22:18];
+  assign mul = \port$8475$826 [17:0];
+  assign bias = \port$8475$826 [58:23];
+  assign shift = \port$8475$826 [22:18];
   assign \$11  = shift1;
   assign \$10  = \$3 [36:0];
-  assign \$9  = \port$9446$826 [22:18];
-  assign \$8  = \port$9446$826 [58:23];
+  assign \$9  = \port$8475$826 [22:18];
+  assign \$8  = \port$8475$826 [58:23];
   assign \$7  = { \$1 [34], \$1  };
   assign \$2  = { prod0[35], prod0 };
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine2.requant15 (rst, \port$9446$885 , acc, q, clk);
+module \bchw_top.engine2.requant15 (rst, \port$8475$885 , acc, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$44  = 0;
   wire [34:0] \$1 ;
   wire [36:0] \$10 ;
@@ -24178,8 +20672,8 @@ module \bchw_top.engine2.requant15 (rst, \port$9446$885 , acc, q, clk);
   wire clk;
   wire en;
   wire [17:0] mul;
-  input [58:0] \port$9446$885 ;
-  wire [58:0] \port$9446$885 ;
+  input [58:0] \port$8475$885 ;
+  wire [58:0] \port$8475$885 ;
   reg [35:0] prod0 = 36'h000000000;
   output [7:0] q;
   reg [7:0] q = 8'h00;
@@ -24190,7 +20684,7 @@ module \bchw_top.engine2.requant15 (rst, \port$9446$885 , acc, q, clk);
   reg [4:0] shift2 = 5'h00;
   wire [36:0] shifted;
   reg [36:0] total = 37'h0000000000;
-  assign \$1  = $signed(acc) * $signed(\port$9446$885 [17:0]);
+  assign \$1  = $signed(acc) * $signed(\port$8475$885 [17:0]);
   assign \$3  = $signed(bias1) + $signed(\$2 );
   assign \$4  = | shifted[36:8];
   assign \$5  = \$4  ? 37'h00000000ff : shifted;
@@ -24216,19 +20710,19 @@ module \bchw_top.engine2.requant15 (rst, \port$9446$885 , acc, q, clk);
     end
   end
   assign en = 1'h1;
-  assign mul = \port$9446$885 [17:0];
-  assign bias = \port$9446$885 [58:23];
-  assign shift = \port$9446$885 [22:18];
+  assign mul = \port$8475$885 [17:0];
+  assign bias = \port$8475$885 [58:23];
+  assign shift = \port$8475$885 [22:18];
   assign \$11  = shift1;
   assign \$10  = \$3 [36:0];
-  assign \$9  = \port$9446$885 [22:18];
-  assign \$8  = \port$9446$885 [58:23];
+  assign \$9  = \port$8475$885 [22:18];
+  assign \$8  = \port$8475$885 [58:23];
   assign \$7  = { \$1 [34], \$1  };
   assign \$2  = { prod0[35], prod0 };
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine2.requant2 (rst, \port$9446$118 , acc, q, clk);
+module \bchw_top.engine2.requant2 (rst, \port$8475$118 , acc, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$45  = 0;
   wire [34:0] \$1 ;
   wire [36:0] \$10 ;
@@ -24250,8 +20744,8 @@ module \bchw_top.engine2.requant2 (rst, \port$9446$118 , acc, q, clk);
   wire clk;
   wire en;
   wire [17:0] mul;
-  input [58:0] \port$9446$118 ;
-  wire [58:0] \port$9446$118 ;
+  input [58:0] \port$8475$118 ;
+  wire [58:0] \port$8475$118 ;
   reg [35:0] prod0 = 36'h000000000;
   output [7:0] q;
   reg [7:0] q = 8'h00;
@@ -24262,7 +20756,7 @@ module \bchw_top.engine2.requant2 (rst, \port$9446$118 , acc, q, clk);
   reg [4:0] shift2 = 5'h00;
   wire [36:0] shifted;
   reg [36:0] total = 37'h0000000000;
-  assign \$1  = $signed(acc) * $signed(\port$9446$118 [17:0]);
+  assign \$1  = $signed(acc) * $signed(\port$8475$118 [17:0]);
   assign \$3  = $signed(bias1) + $signed(\$2 );
   assign \$4  = | shifted[36:8];
   assign \$5  = \$4  ? 37'h00000000ff : shifted;
@@ -24288,19 +20782,19 @@ module \bchw_top.engine2.requant2 (rst, \port$9446$118 , acc, q, clk);
     end
   end
   assign en = 1'h1;
-  assign mul = \port$9446$118 [17:0];
-  assign bias = \port$9446$118 [58:23];
-  assign shift = \port$9446$118 [22:18];
+  assign mul = \port$8475$118 [17:0];
+  assign bias = \port$8475$118 [58:23];
+  assign shift = \port$8475$118 [22:18];
   assign \$11  = shift1;
   assign \$10  = \$3 [36:0];
-  assign \$9  = \port$9446$118 [22:18];
-  assign \$8  = \port$9446$118 [58:23];
+  assign \$9  = \port$8475$118 [22:18];
+  assign \$8  = \port$8475$118 [58:23];
   assign \$7  = { \$1 [34], \$1  };
   assign \$2  = { prod0[35], prod0 };
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine2.requant3 (rst, \port$9446$177 , acc, q, clk);
+module \bchw_top.engine2.requant3 (rst, \port$8475$177 , acc, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$46  = 0;
   wire [34:0] \$1 ;
   wire [36:0] \$10 ;
@@ -24322,8 +20816,8 @@ module \bchw_top.engine2.requant3 (rst, \port$9446$177 , acc, q, clk);
   wire clk;
   wire en;
   wire [17:0] mul;
-  input [58:0] \port$9446$177 ;
-  wire [58:0] \port$9446$177 ;
+  input [58:0] \port$8475$177 ;
+  wire [58:0] \port$8475$177 ;
   reg [35:0] prod0 = 36'h000000000;
   output [7:0] q;
   reg [7:0] q = 8'h00;
@@ -24334,7 +20828,7 @@ module \bchw_top.engine2.requant3 (rst, \port$9446$177 , acc, q, clk);
   reg [4:0] shift2 = 5'h00;
   wire [36:0] shifted;
   reg [36:0] total = 37'h0000000000;
-  assign \$1  = $signed(acc) * $signed(\port$9446$177 [17:0]);
+  assign \$1  = $signed(acc) * $signed(\port$8475$177 [17:0]);
   assign \$3  = $signed(bias1) + $signed(\$2 );
   assign \$4  = | shifted[36:8];
   assign \$5  = \$4  ? 37'h00000000ff : shifted;
@@ -24360,19 +20854,19 @@ module \bchw_top.engine2.requant3 (rst, \port$9446$177 , acc, q, clk);
     end
   end
   assign en = 1'h1;
-  assign mul = \port$9446$177 [17:0];
-  assign bias = \port$9446$177 [58:23];
-  assign shift = \port$9446$177 [22:18];
+  assign mul = \port$8475$177 [17:0];
+  assign bias = \port$8475$177 [58:23];
+  assign shift = \port$8475$177 [22:18];
   assign \$11  = shift1;
   assign \$10  = \$3 [36:0];
-  assign \$9  = \port$9446$177 [22:18];
-  assign \$8  = \port$9446$177 [58:23];
+  assign \$9  = \port$8475$177 [22:18];
+  assign \$8  = \port$8475$177 [58:23];
   assign \$7  = { \$1 [34], \$1  };
   assign \$2  = { prod0[35], prod0 };
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine2.requant4 (rst, \port$9446$236 , acc, q, clk);
+module \bchw_top.engine2.requant4 (rst, \port$8475$236 , acc, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$47  = 0;
   wire [34:0] \$1 ;
   wire [36:0] \$10 ;
@@ -24394,8 +20888,8 @@ module \bchw_top.engine2.requant4 (rst, \port$9446$236 , acc, q, clk);
   wire clk;
   wire en;
   wire [17:0] mul;
-  input [58:0] \port$9446$236 ;
-  wire [58:0] \port$9446$236 ;
+  input [58:0] \port$8475$236 ;
+  wire [58:0] \port$8475$236 ;
   reg [35:0] prod0 = 36'h000000000;
   output [7:0] q;
   reg [7:0] q = 8'h00;
@@ -24406,7 +20900,7 @@ module \bchw_top.engine2.requant4 (rst, \port$9446$236 , acc, q, clk);
   reg [4:0] shift2 = 5'h00;
   wire [36:0] shifted;
   reg [36:0] total = 37'h0000000000;
-  assign \$1  = $signed(acc) * $signed(\port$9446$236 [17:0]);
+  assign \$1  = $signed(acc) * $signed(\port$8475$236 [17:0]);
   assign \$3  = $signed(bias1) + $signed(\$2 );
   assign \$4  = | shifted[36:8];
   assign \$5  = \$4  ? 37'h00000000ff : shifted;
@@ -24432,19 +20926,19 @@ module \bchw_top.engine2.requant4 (rst, \port$9446$236 , acc, q, clk);
     end
   end
   assign en = 1'h1;
-  assign mul = \port$9446$236 [17:0];
-  assign bias = \port$9446$236 [58:23];
-  assign shift = \port$9446$236 [22:18];
+  assign mul = \port$8475$236 [17:0];
+  assign bias = \port$8475$236 [58:23];
+  assign shift = \port$8475$236 [22:18];
   assign \$11  = shift1;
   assign \$10  = \$3 [36:0];
-  assign \$9  = \port$9446$236 [22:18];
-  assign \$8  = \port$9446$236 [58:23];
+  assign \$9  = \port$8475$236 [22:18];
+  assign \$8  = \port$8475$236 [58:23];
   assign \$7  = { \$1 [34], \$1  };
   assign \$2  = { prod0[35], prod0 };
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine2.requant5 (rst, \port$9446$295 , acc, q, clk);
+module \bchw_top.engine2.requant5 (rst, \port$8475$295 , acc, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$48  = 0;
   wire [34:0] \$1 ;
   wire [36:0] \$10 ;
@@ -24466,8 +20960,8 @@ module \bchw_top.engine2.requant5 (rst, \port$9446$295 , acc, q, clk);
   wire clk;
   wire en;
   wire [17:0] mul;
-  input [58:0] \port$9446$295 ;
-  wire [58:0] \port$9446$295 ;
+  input [58:0] \port$8475$295 ;
+  wire [58:0] \port$8475$295 ;
   reg [35:0] prod0 = 36'h000000000;
   output [7:0] q;
   reg [7:0] q = 8'h00;
@@ -24478,7 +20972,7 @@ module \bchw_top.engine2.requant5 (rst, \port$9446$295 , acc, q, clk);
   reg [4:0] shift2 = 5'h00;
   wire [36:0] shifted;
   reg [36:0] total = 37'h0000000000;
-  assign \$1  = $signed(acc) * $signed(\port$9446$295 [17:0]);
+  assign \$1  = $signed(acc) * $signed(\port$8475$295 [17:0]);
   assign \$3  = $signed(bias1) + $signed(\$2 );
   assign \$4  = | shifted[36:8];
   assign \$5  = \$4  ? 37'h00000000ff : shifted;
@@ -24504,19 +20998,19 @@ module \bchw_top.engine2.requant5 (rst, \port$9446$295 , acc, q, clk);
     end
   end
   assign en = 1'h1;
-  assign mul = \port$9446$295 [17:0];
-  assign bias = \port$9446$295 [58:23];
-  assign shift = \port$9446$295 [22:18];
+  assign mul = \port$8475$295 [17:0];
+  assign bias = \port$8475$295 [58:23];
+  assign shift = \port$8475$295 [22:18];
   assign \$11  = shift1;
   assign \$10  = \$3 [36:0];
-  assign \$9  = \port$9446$295 [22:18];
-  assign \$8  = \port$9446$295 [58:23];
+  assign \$9  = \port$8475$295 [22:18];
+  assign \$8  = \port$8475$295 [58:23];
   assign \$7  = { \$1 [34], \$1  };
   assign \$2  = { prod0[35], prod0 };
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine2.requant6 (rst, \port$9446$354 , acc, q, clk);
+module \bchw_top.engine2.requant6 (rst, \port$8475$354 , acc, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$49  = 0;
   wire [34:0] \$1 ;
   wire [36:0] \$10 ;
@@ -24538,8 +21032,8 @@ module \bchw_top.engine2.requant6 (rst, \port$9446$354 , acc, q, clk);
   wire clk;
   wire en;
   wire [17:0] mul;
-  input [58:0] \port$9446$354 ;
-  wire [58:0] \port$9446$354 ;
+  input [58:0] \port$8475$354 ;
+  wire [58:0] \port$8475$354 ;
   reg [35:0] prod0 = 36'h000000000;
   output [7:0] q;
   reg [7:0] q = 8'h00;
@@ -24550,7 +21044,7 @@ module \bchw_top.engine2.requant6 (rst, \port$9446$354 , acc, q, clk);
   reg [4:0] shift2 = 5'h00;
   wire [36:0] shifted;
   reg [36:0] total = 37'h0000000000;
-  assign \$1  = $signed(acc) * $signed(\port$9446$354 [17:0]);
+  assign \$1  = $signed(acc) * $signed(\port$8475$354 [17:0]);
   assign \$3  = $signed(bias1) + $signed(\$2 );
   assign \$4  = | shifted[36:8];
   assign \$5  = \$4  ? 37'h00000000ff : shifted;
@@ -24576,19 +21070,19 @@ module \bchw_top.engine2.requant6 (rst, \port$9446$354 , acc, q, clk);
     end
   end
   assign en = 1'h1;
-  assign mul = \port$9446$354 [17:0];
-  assign bias = \port$9446$354 [58:23];
-  assign shift = \port$9446$354 [22:18];
+  assign mul = \port$8475$354 [17:0];
+  assign bias = \port$8475$354 [58:23];
+  assign shift = \port$8475$354 [22:18];
   assign \$11  = shift1;
   assign \$10  = \$3 [36:0];
-  assign \$9  = \port$9446$354 [22:18];
-  assign \$8  = \port$9446$354 [58:23];
+  assign \$9  = \port$8475$354 [22:18];
+  assign \$8  = \port$8475$354 [58:23];
   assign \$7  = { \$1 [34], \$1  };
   assign \$2  = { prod0[35], prod0 };
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine2.requant7 (rst, \port$9446$413 , acc, q, clk);
+module \bchw_top.engine2.requant7 (rst, \port$8475$413 , acc, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$50  = 0;
   wire [34:0] \$1 ;
   wire [36:0] \$10 ;
@@ -24610,8 +21104,8 @@ module \bchw_top.engine2.requant7 (rst, \port$9446$413 , acc, q, clk);
   wire clk;
   wire en;
   wire [17:0] mul;
-  input [58:0] \port$9446$413 ;
-  wire [58:0] \port$9446$413 ;
+  input [58:0] \port$8475$413 ;
+  wire [58:0] \port$8475$413 ;
   reg [35:0] prod0 = 36'h000000000;
   output [7:0] q;
   reg [7:0] q = 8'h00;
@@ -24622,7 +21116,7 @@ module \bchw_top.engine2.requant7 (rst, \port$9446$413 , acc, q, clk);
   reg [4:0] shift2 = 5'h00;
   wire [36:0] shifted;
   reg [36:0] total = 37'h0000000000;
-  assign \$1  = $signed(acc) * $signed(\port$9446$413 [17:0]);
+  assign \$1  = $signed(acc) * $signed(\port$8475$413 [17:0]);
   assign \$3  = $signed(bias1) + $signed(\$2 );
   assign \$4  = | shifted[36:8];
   assign \$5  = \$4  ? 37'h00000000ff : shifted;
@@ -24648,19 +21142,19 @@ module \bchw_top.engine2.requant7 (rst, \port$9446$413 , acc, q, clk);
     end
   end
   assign en = 1'h1;
-  assign mul = \port$9446$413 [17:0];
-  assign bias = \port$9446$413 [58:23];
-  assign shift = \port$9446$413 [22:18];
+  assign mul = \port$8475$413 [17:0];
+  assign bias = \port$8475$413 [58:23];
+  assign shift = \port$8475$413 [22:18];
   assign \$11  = shift1;
   assign \$10  = \$3 [36:0];
-  assign \$9  = \port$9446$413 [22:18];
-  assign \$8  = \port$9446$413 [58:23];
+  assign \$9  = \port$8475$413 [22:18];
+  assign \$8  = \port$8475$413 [58:23];
   assign \$7  = { \$1 [34], \$1  };
   assign \$2  = { prod0[35], prod0 };
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine2.requant8 (rst, \port$9446$472 , acc, q, clk);
+module \bchw_top.engine2.requant8 (rst, \port$8475$472 , acc, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$51  = 0;
   wire [34:0] \$1 ;
   wire [36:0] \$10 ;
@@ -24682,8 +21176,8 @@ module \bchw_top.engine2.requant8 (rst, \port$9446$472 , acc, q, clk);
   wire clk;
   wire en;
   wire [17:0] mul;
-  input [58:0] \port$9446$472 ;
-  wire [58:0] \port$9446$472 ;
+  input [58:0] \port$8475$472 ;
+  wire [58:0] \port$8475$472 ;
   reg [35:0] prod0 = 36'h000000000;
   output [7:0] q;
   reg [7:0] q = 8'h00;
@@ -24694,7 +21188,7 @@ module \bchw_top.engine2.requant8 (rst, \port$9446$472 , acc, q, clk);
   reg [4:0] shift2 = 5'h00;
   wire [36:0] shifted;
   reg [36:0] total = 37'h0000000000;
-  assign \$1  = $signed(acc) * $signed(\port$9446$472 [17:0]);
+  assign \$1  = $signed(acc) * $signed(\port$8475$472 [17:0]);
   assign \$3  = $signed(bias1) + $signed(\$2 );
   assign \$4  = | shifted[36:8];
   assign \$5  = \$4  ? 37'h00000000ff : shifted;
@@ -24720,19 +21214,19 @@ module \bchw_top.engine2.requant8 (rst, \port$9446$472 , acc, q, clk);
     end
   end
   assign en = 1'h1;
-  assign mul = \port$9446$472 [17:0];
-  assign bias = \port$9446$472 [58:23];
-  assign shift = \port$9446$472 [22:18];
+  assign mul = \port$8475$472 [17:0];
+  assign bias = \port$8475$472 [58:23];
+  assign shift = \port$8475$472 [22:18];
   assign \$11  = shift1;
   assign \$10  = \$3 [36:0];
-  assign \$9  = \port$9446$472 [22:18];
-  assign \$8  = \port$9446$472 [58:23];
+  assign \$9  = \port$8475$472 [22:18];
+  assign \$8  = \port$8475$472 [58:23];
   assign \$7  = { \$1 [34], \$1  };
   assign \$2  = { prod0[35], prod0 };
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine2.requant9 (rst, \port$9446$531 , acc, q, clk);
+module \bchw_top.engine2.requant9 (rst, \port$8475$531 , acc, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$52  = 0;
   wire [34:0] \$1 ;
   wire [36:0] \$10 ;
@@ -24754,8 +21248,8 @@ module \bchw_top.engine2.requant9 (rst, \port$9446$531 , acc, q, clk);
   wire clk;
   wire en;
   wire [17:0] mul;
-  input [58:0] \port$9446$531 ;
-  wire [58:0] \port$9446$531 ;
+  input [58:0] \port$8475$531 ;
+  wire [58:0] \port$8475$531 ;
   reg [35:0] prod0 = 36'h000000000;
   output [7:0] q;
   reg [7:0] q = 8'h00;
@@ -24766,7 +21260,7 @@ module \bchw_top.engine2.requant9 (rst, \port$9446$531 , acc, q, clk);
   reg [4:0] shift2 = 5'h00;
   wire [36:0] shifted;
   reg [36:0] total = 37'h0000000000;
-  assign \$1  = $signed(acc) * $signed(\port$9446$531 [17:0]);
+  assign \$1  = $signed(acc) * $signed(\port$8475$531 [17:0]);
   assign \$3  = $signed(bias1) + $signed(\$2 );
   assign \$4  = | shifted[36:8];
   assign \$5  = \$4  ? 37'h00000000ff : shifted;
@@ -24792,13 +21286,13 @@ module \bchw_top.engine2.requant9 (rst, \port$9446$531 , acc, q, clk);
     end
   end
   assign en = 1'h1;
-  assign mul = \port$9446$531 [17:0];
-  assign bias = \port$9446$531 [58:23];
-  assign shift = \port$9446$531 [22:18];
+  assign mul = \port$8475$531 [17:0];
+  assign bias = \port$8475$531 [58:23];
+  assign shift = \port$8475$531 [22:18];
   assign \$11  = shift1;
   assign \$10  = \$3 [36:0];
-  assign \$9  = \port$9446$531 [22:18];
-  assign \$8  = \port$9446$531 [58:23];
+  assign \$9  = \port$8475$531 [22:18];
+  assign \$8  = \port$8475$531 [58:23];
   assign \$7  = { \$1 [34], \$1  };
   assign \$2  = { prod0[35], prod0 };
 endmodule
@@ -29099,7 +25593,7 @@ module \bchw_top.engine2.weights (data, addr, clk);
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine3 (rst, m__ready, s__valid, pay, ready, m__valid, m__payload, clk);
+module \bchw_top.engine3 (rst, s__valid, write__data, s__ready, m__ready, m__valid, m__payload, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$53  = 0;
   wire \$1 ;
   wire [4:0] \$10 ;
@@ -29107,216 +25601,140 @@ module \bchw_top.engine3 (rst, m__ready, s__valid, pay, ready, m__valid, m__payl
   wire \$101 ;
   wire \$102 ;
   wire \$103 ;
-  wire [127:0] \$104 ;
+  wire \$104 ;
   wire \$105 ;
   wire \$106 ;
-  wire [127:0] \$107 ;
-  wire \$108 ;
-  wire \$109 ;
+  wire \$107 ;
+  wire [16:0] \$108 ;
+  wire [17:0] \$109 ;
   wire [4:0] \$11 ;
-  wire [127:0] \$110 ;
-  wire \$111 ;
-  wire \$112 ;
-  wire [127:0] \$113 ;
-  wire \$114 ;
-  wire \$115 ;
-  wire [127:0] \$116 ;
-  wire \$117 ;
-  wire \$118 ;
-  wire [127:0] \$119 ;
+  wire [16:0] \$110 ;
+  wire [17:0] \$111 ;
+  wire [16:0] \$112 ;
+  wire [17:0] \$113 ;
+  wire [16:0] \$114 ;
+  wire [17:0] \$115 ;
+  wire [16:0] \$116 ;
+  wire [17:0] \$117 ;
+  wire [16:0] \$118 ;
+  wire [17:0] \$119 ;
   wire \$12 ;
-  wire \$120 ;
-  wire \$121 ;
-  wire [127:0] \$122 ;
-  wire \$123 ;
-  wire \$124 ;
-  wire [127:0] \$125 ;
-  wire \$126 ;
-  wire \$127 ;
-  wire [127:0] \$128 ;
+  wire [16:0] \$120 ;
+  wire [17:0] \$121 ;
+  wire [16:0] \$122 ;
+  wire [17:0] \$123 ;
+  wire [16:0] \$124 ;
+  wire [17:0] \$125 ;
+  wire [16:0] \$126 ;
+  wire [17:0] \$127 ;
+  wire \$128 ;
   wire \$129 ;
   wire \$13 ;
   wire \$130 ;
-  wire [127:0] \$131 ;
+  wire \$131 ;
   wire \$132 ;
   wire \$133 ;
-  wire [127:0] \$134 ;
-  wire \$135 ;
+  wire \$134 ;
+  wire [2:0] \$135 ;
   wire \$136 ;
-  wire [127:0] \$137 ;
+  wire \$137 ;
   wire \$138 ;
   wire \$139 ;
   wire \$14 ;
-  wire [127:0] \$140 ;
+  wire \$140 ;
   wire \$141 ;
   wire \$142 ;
-  wire [127:0] \$143 ;
+  wire \$143 ;
   wire \$144 ;
   wire \$145 ;
-  wire [127:0] \$146 ;
-  wire \$147 ;
+  wire \$146 ;
+  wire [2:0] \$147 ;
   wire \$148 ;
-  wire [127:0] \$149 ;
+  wire \$149 ;
   wire \$15 ;
   wire \$150 ;
   wire \$151 ;
   wire \$152 ;
   wire \$153 ;
-  wire [16:0] \$154 ;
-  wire [17:0] \$155 ;
-  wire [16:0] \$156 ;
-  wire [17:0] \$157 ;
-  wire [16:0] \$158 ;
-  wire [17:0] \$159 ;
+  wire \$154 ;
+  wire \$155 ;
+  wire \$156 ;
+  wire \$157 ;
+  wire \$158 ;
+  wire [160:0] \$159 ;
   wire \$16 ;
-  wire [16:0] \$160 ;
-  wire [17:0] \$161 ;
-  wire [16:0] \$162 ;
-  wire [17:0] \$163 ;
-  wire [16:0] \$164 ;
-  wire [17:0] \$165 ;
-  wire [16:0] \$166 ;
-  wire [17:0] \$167 ;
-  wire [16:0] \$168 ;
-  wire [17:0] \$169 ;
+  wire \$160 ;
+  wire \$161 ;
+  wire \$162 ;
+  wire \$163 ;
+  wire \$164 ;
+  wire [160:0] \$165 ;
+  reg \$166 ;
+  reg [3:0] \$167 ;
+  reg [3:0] \$168 ;
+  reg \$169 ;
   wire \$17 ;
-  wire [16:0] \$170 ;
-  wire [17:0] \$171 ;
-  wire [16:0] \$172 ;
-  wire [17:0] \$173 ;
-  wire \$174 ;
-  wire \$175 ;
-  wire \$176 ;
-  wire \$177 ;
-  wire \$178 ;
-  wire \$179 ;
+  reg \$170 ;
+  reg [1:0] \$171 ;
+  reg \$172 ;
+  reg [3:0] \$173 ;
+  reg \$174 ;
+  reg \$175 ;
+  reg \$176 ;
+  wire [127:0] \$177 ;
+  wire [159:0] \$178 ;
+  reg [3:0] \$179 ;
   wire \$18 ;
-  wire \$180 ;
-  wire [2:0] \$181 ;
-  wire \$182 ;
-  wire \$183 ;
-  wire \$184 ;
-  wire \$185 ;
-  wire \$186 ;
-  wire \$187 ;
-  wire \$188 ;
-  wire \$189 ;
+  reg [3:0] \$180 ;
+  reg [3:0] \$181 ;
+  reg [3:0] \$182 ;
+  reg [3:0] \$183 ;
+  reg [3:0] \$184 ;
+  reg [3:0] \$185 ;
+  wire [589:0] \$186 ;
+  reg \$187 ;
+  reg \$188 ;
+  reg [16:0] \$189 ;
   wire \$19 ;
-  wire \$190 ;
-  wire \$191 ;
-  wire \$192 ;
-  wire [2:0] \$193 ;
-  wire \$194 ;
-  wire \$195 ;
-  wire \$196 ;
-  wire \$197 ;
-  wire \$198 ;
-  wire \$199 ;
+  reg [16:0] \$190 ;
+  reg [16:0] \$191 ;
+  reg [16:0] \$192 ;
+  reg [16:0] \$193 ;
+  reg [16:0] \$194 ;
+  reg [16:0] \$195 ;
+  reg [16:0] \$196 ;
+  reg [16:0] \$197 ;
+  reg [16:0] \$198 ;
+  reg \$199 ;
   wire \$2 ;
   wire [4:0] \$20 ;
-  wire \$200 ;
-  wire \$201 ;
-  wire \$202 ;
-  wire \$203 ;
-  wire \$204 ;
-  wire [160:0] \$205 ;
-  wire \$206 ;
-  wire \$207 ;
-  wire \$208 ;
-  wire \$209 ;
+  reg \$200 ;
+  reg \$201 ;
+  reg \$202 ;
+  reg \$203 ;
+  reg \$204 ;
+  reg [160:0] \$205 ;
+  reg [160:0] \$206 ;
+  reg [1:0] \$207 ;
+  reg \$208 ;
+  reg \$209 ;
   wire [4:0] \$21 ;
-  wire \$210 ;
-  wire [160:0] \$211 ;
+  reg \$210 ;
+  reg \$211 ;
   reg \$212 ;
-  reg [3:0] \$213 ;
-  reg [3:0] \$214 ;
-  reg \$215 ;
+  reg \$213 ;
+  reg \$214 ;
+  reg [159:0] \$215 ;
   reg \$216 ;
-  reg [1:0] \$217 ;
-  reg \$218 ;
-  reg \$219 ;
+  reg \$217 ;
   wire [4:0] \$22 ;
-  reg \$220 ;
-  reg \$221 ;
-  reg \$222 ;
-  reg \$223 ;
-  reg \$224 ;
-  reg \$225 ;
-  reg \$226 ;
-  reg \$227 ;
-  reg \$228 ;
-  reg \$229 ;
   wire [4:0] \$23 ;
-  reg \$230 ;
-  reg \$231 ;
-  reg \$232 ;
-  reg \$233 ;
-  reg \$234 ;
-  reg \$235 ;
-  reg \$236 ;
-  reg \$237 ;
-  reg \$238 ;
-  reg \$239 ;
   wire \$24 ;
-  reg \$240 ;
-  reg \$241 ;
-  reg \$242 ;
-  reg \$243 ;
-  reg \$244 ;
-  reg \$245 ;
-  reg \$246 ;
-  reg \$247 ;
-  reg \$248 ;
-  reg \$249 ;
   wire \$25 ;
-  reg \$250 ;
-  reg [2047:0] \$251 ;
-  wire [127:0] \$252 ;
-  wire [127:0] \$253 ;
-  wire [159:0] \$254 ;
-  reg [3:0] \$255 ;
-  reg [3:0] \$256 ;
-  reg [3:0] \$257 ;
-  reg [3:0] \$258 ;
-  reg [3:0] \$259 ;
   wire \$26 ;
-  reg [3:0] \$260 ;
-  reg [3:0] \$261 ;
-  wire [589:0] \$262 ;
-  reg \$263 ;
-  reg \$264 ;
-  reg [16:0] \$265 ;
-  reg [16:0] \$266 ;
-  reg [16:0] \$267 ;
-  reg [16:0] \$268 ;
-  reg [16:0] \$269 ;
   wire \$27 ;
-  reg [16:0] \$270 ;
-  reg [16:0] \$271 ;
-  reg [16:0] \$272 ;
-  reg [16:0] \$273 ;
-  reg [16:0] \$274 ;
-  reg \$275 ;
-  reg \$276 ;
-  reg \$277 ;
-  reg \$278 ;
-  reg \$279 ;
   wire \$28 ;
-  reg \$280 ;
-  reg [160:0] \$281 ;
-  reg [160:0] \$282 ;
-  reg [1:0] \$283 ;
-  reg \$284 ;
-  reg \$285 ;
-  reg \$286 ;
-  reg \$287 ;
-  reg \$288 ;
-  reg \$289 ;
   wire [1:0] \$29 ;
-  reg \$290 ;
-  reg [159:0] \$291 ;
-  reg \$292 ;
-  reg \$293 ;
   wire \$3 ;
   wire [1:0] \$30 ;
   wire [1:0] \$31 ;
@@ -29348,19 +25766,19 @@ module \bchw_top.engine3 (rst, m__ready, s__valid, pay, ready, m__valid, m__payl
   wire \$55 ;
   wire \$56 ;
   wire \$57 ;
-  wire [2:0] \$58 ;
+  wire \$58 ;
   wire \$59 ;
   wire \$6 ;
   wire \$60 ;
-  wire \$61 ;
+  wire [2:0] \$61 ;
   wire \$62 ;
   wire \$63 ;
-  wire [3:0] \$64 ;
+  wire \$64 ;
   wire \$65 ;
-  wire [160:0] \$66 ;
-  wire \$67 ;
+  wire \$66 ;
+  wire [3:0] \$67 ;
   wire \$68 ;
-  wire \$69 ;
+  wire [160:0] \$69 ;
   wire \$7 ;
   wire \$70 ;
   wire \$71 ;
@@ -29371,16 +25789,16 @@ module \bchw_top.engine3 (rst, m__ready, s__valid, pay, ready, m__valid, m__payl
   wire \$76 ;
   wire \$77 ;
   wire \$78 ;
-  wire \$79 ;
+  wire [1:0] \$79 ;
   wire [4:0] \$8 ;
-  wire \$80 ;
+  wire [1:0] \$80 ;
   wire \$81 ;
   wire \$82 ;
   wire \$83 ;
   wire \$84 ;
-  wire \$85 ;
-  wire \$86 ;
-  wire \$87 ;
+  wire [4:0] \$85 ;
+  wire [4:0] \$86 ;
+  wire [4:0] \$87 ;
   wire \$88 ;
   wire \$89 ;
   wire [4:0] \$9 ;
@@ -29394,16 +25812,17 @@ module \bchw_top.engine3 (rst, m__ready, s__valid, pay, ready, m__valid, m__payl
   wire \$97 ;
   wire \$98 ;
   wire \$99 ;
+  reg \$signal  = 1'h0;
   reg [16:0] acc = 17'h00000;
-  reg [16:0] \acc$102  = 17'h00000;
-  reg [16:0] \acc$108  = 17'h00000;
-  reg [16:0] \acc$114  = 17'h00000;
-  reg [16:0] \acc$66  = 17'h00000;
-  reg [16:0] \acc$72  = 17'h00000;
-  reg [16:0] \acc$78  = 17'h00000;
-  reg [16:0] \acc$84  = 17'h00000;
-  reg [16:0] \acc$90  = 17'h00000;
-  reg [16:0] \acc$96  = 17'h00000;
+  reg [16:0] \acc$104  = 17'h00000;
+  reg [16:0] \acc$110  = 17'h00000;
+  reg [16:0] \acc$116  = 17'h00000;
+  reg [16:0] \acc$122  = 17'h00000;
+  reg [16:0] \acc$74  = 17'h00000;
+  reg [16:0] \acc$80  = 17'h00000;
+  reg [16:0] \acc$86  = 17'h00000;
+  reg [16:0] \acc$92  = 17'h00000;
+  reg [16:0] \acc$98  = 17'h00000;
   (* init = 17'h00000 *)
   wire [16:0] acc0;
   (* init = 17'h00000 *)
@@ -29427,17 +25846,17 @@ module \bchw_top.engine3 (rst, m__ready, s__valid, pay, ready, m__valid, m__payl
   reg acc_end = 1'h0;
   reg acc_valid = 1'h0;
   reg [3:0] addr = 4'h0;
-  wire \addr$56 ;
+  wire \addr$64 ;
   wire [35:0] bias;
-  wire [35:0] \bias$100 ;
-  wire [35:0] \bias$106 ;
-  wire [35:0] \bias$112 ;
-  wire [35:0] \bias$118 ;
-  wire [35:0] \bias$70 ;
-  wire [35:0] \bias$76 ;
-  wire [35:0] \bias$82 ;
-  wire [35:0] \bias$88 ;
-  wire [35:0] \bias$94 ;
+  wire [35:0] \bias$102 ;
+  wire [35:0] \bias$108 ;
+  wire [35:0] \bias$114 ;
+  wire [35:0] \bias$120 ;
+  wire [35:0] \bias$126 ;
+  wire [35:0] \bias$78 ;
+  wire [35:0] \bias$84 ;
+  wire [35:0] \bias$90 ;
+  wire [35:0] \bias$96 ;
   reg busy = 1'h0;
   wire busy_next;
   input clk;
@@ -29451,29 +25870,29 @@ module \bchw_top.engine3 (rst, m__ready, s__valid, pay, ready, m__valid, m__payl
   reg [1:0] credits = 2'h2;
   wire [1:0] credits_next;
   wire [159:0] data;
-  wire [589:0] \data$185 ;
+  wire [589:0] \data$160 ;
   wire en;
-  wire \en$101 ;
-  wire \en$107 ;
-  wire \en$113 ;
-  wire \en$23 ;
-  wire \en$28 ;
+  wire \en$103 ;
+  wire \en$109 ;
+  wire \en$115 ;
+  wire \en$121 ;
   wire \en$31 ;
-  wire \en$34 ;
-  wire \en$37 ;
-  wire \en$40 ;
-  wire \en$43 ;
-  wire \en$46 ;
-  wire \en$49 ;
-  wire \en$52 ;
-  wire \en$55 ;
-  wire \en$58 ;
-  wire \en$65 ;
-  wire \en$71 ;
-  wire \en$77 ;
-  wire \en$83 ;
-  wire \en$89 ;
-  wire \en$95 ;
+  wire \en$36 ;
+  wire \en$39 ;
+  wire \en$42 ;
+  wire \en$45 ;
+  wire \en$48 ;
+  wire \en$51 ;
+  wire \en$54 ;
+  wire \en$57 ;
+  wire \en$60 ;
+  wire \en$63 ;
+  wire \en$66 ;
+  wire \en$73 ;
+  wire \en$79 ;
+  wire \en$85 ;
+  wire \en$91 ;
+  wire \en$97 ;
   wire enter;
   reg [3:0] f1_d0 = 4'h0;
   reg [3:0] f1_d1 = 4'h0;
@@ -29488,6 +25907,7 @@ module \bchw_top.engine3 (rst, m__ready, s__valid, pay, ready, m__valid, m__payl
   reg held_copy1 = 1'h0;
   reg issue = 1'h0;
   wire issue_next;
+  wire [-1:0] lane;
   reg last_step = 1'h0;
   wire last_step_next;
   output [159:0] m__payload;
@@ -29497,15 +25917,15 @@ module \bchw_top.engine3 (rst, m__ready, s__valid, pay, ready, m__valid, m__payl
   output m__valid;
   reg m__valid = 1'h0;
   wire [17:0] mul;
-  wire [17:0] \mul$104 ;
-  wire [17:0] \mul$110 ;
-  wire [17:0] \mul$116 ;
-  wire [17:0] \mul$68 ;
-  wire [17:0] \mul$74 ;
-  wire [17:0] \mul$80 ;
-  wire [17:0] \mul$86 ;
-  wire [17:0] \mul$92 ;
-  wire [17:0] \mul$98 ;
+  wire [17:0] \mul$100 ;
+  wire [17:0] \mul$106 ;
+  wire [17:0] \mul$112 ;
+  wire [17:0] \mul$118 ;
+  wire [17:0] \mul$124 ;
+  wire [17:0] \mul$76 ;
+  wire [17:0] \mul$82 ;
+  wire [17:0] \mul$88 ;
+  wire [17:0] \mul$94 ;
   (* keep = 32'd1 *)
   reg mvalid_copy0 = 1'h0;
   (* keep = 32'd1 *)
@@ -29514,18 +25934,16 @@ module \bchw_top.engine3 (rst, m__ready, s__valid, pay, ready, m__valid, m__payl
   wire [-1:0] nfc_next;
   wire out_done;
   reg [589:0] params_d0 = 590'h0000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000;
-  input [2047:0] pay;
-  wire [2047:0] pay;
   wire [15:0] q;
-  wire [15:0] \q$131 ;
-  wire [15:0] \q$132 ;
-  wire [15:0] \q$133 ;
-  wire [15:0] \q$134 ;
-  wire [15:0] \q$135 ;
-  wire [15:0] \q$136 ;
-  wire [15:0] \q$137 ;
-  wire [15:0] \q$138 ;
   wire [15:0] \q$139 ;
+  wire [15:0] \q$140 ;
+  wire [15:0] \q$141 ;
+  wire [15:0] \q$142 ;
+  wire [15:0] \q$143 ;
+  wire [15:0] \q$144 ;
+  wire [15:0] \q$145 ;
+  wire [15:0] \q$146 ;
+  wire [15:0] \q$147 ;
   reg qe_d0 = 1'h0;
   reg qe_d1 = 1'h0;
   reg qe_last_d0 = 1'h0;
@@ -29536,155 +25954,141 @@ module \bchw_top.engine3 (rst, m__ready, s__valid, pay, ready, m__valid, m__payl
   reg qvalid_copy0 = 1'h0;
   (* keep = 32'd1 *)
   reg qvalid_copy1 = 1'h0;
-  output ready;
+  wire [4:0] read__addr;
+  wire [127:0] read__data;
+  reg read_bank = 1'h1;
   reg ready = 1'h1;
   wire ready_next;
   input rst;
   wire rst;
-  wire [2047:0] s__payload;
-  (* init = 1'h1 *)
+  wire [127:0] s__payload;
+  output s__ready;
   wire s__ready;
   input s__valid;
   wire s__valid;
   reg [3:0] sfc = 4'h0;
   wire [3:0] sfc_next;
   wire [4:0] shift;
-  wire [4:0] \shift$105 ;
-  wire [4:0] \shift$111 ;
-  wire [4:0] \shift$117 ;
-  wire [4:0] \shift$69 ;
-  wire [4:0] \shift$75 ;
-  wire [4:0] \shift$81 ;
-  wire [4:0] \shift$87 ;
-  wire [4:0] \shift$93 ;
-  wire [4:0] \shift$99 ;
+  wire [4:0] \shift$101 ;
+  wire [4:0] \shift$107 ;
+  wire [4:0] \shift$113 ;
+  wire [4:0] \shift$119 ;
+  wire [4:0] \shift$125 ;
+  wire [4:0] \shift$77 ;
+  wire [4:0] \shift$83 ;
+  wire [4:0] \shift$89 ;
+  wire [4:0] \shift$95 ;
   reg [160:0] skid0 = 161'h00000000000000000000000000000000000000000;
   reg [160:0] skid1 = 161'h00000000000000000000000000000000000000000;
   (* init = 4'h0 *)
   wire [3:0] step;
   wire [3:0] step_next;
   wire [12:0] sum;
-  wire [12:0] \sum$189 ;
-  wire [12:0] \sum$190 ;
-  wire [12:0] \sum$191 ;
-  wire [12:0] \sum$192 ;
-  wire [12:0] \sum$193 ;
-  wire [12:0] \sum$194 ;
-  wire [12:0] \sum$195 ;
-  wire [12:0] \sum$196 ;
-  wire [12:0] \sum$197 ;
+  wire [12:0] \sum$164 ;
+  wire [12:0] \sum$165 ;
+  wire [12:0] \sum$166 ;
+  wire [12:0] \sum$167 ;
+  wire [12:0] \sum$168 ;
+  wire [12:0] \sum$169 ;
+  wire [12:0] \sum$170 ;
+  wire [12:0] \sum$171 ;
+  wire [12:0] \sum$172 ;
   wire valid_next;
   (* init = 160'h0000000000000000000000000000000000000000 *)
   wire [159:0] vector;
   wire [15:0] w;
-  wire [15:0] \w$30 ;
-  wire [15:0] \w$33 ;
-  wire [15:0] \w$36 ;
-  wire [15:0] \w$39 ;
-  wire [15:0] \w$42 ;
-  wire [15:0] \w$45 ;
-  wire [15:0] \w$48 ;
-  wire [15:0] \w$51 ;
-  wire [15:0] \w$54 ;
+  wire [15:0] \w$38 ;
+  wire [15:0] \w$41 ;
+  wire [15:0] \w$44 ;
+  wire [15:0] \w$47 ;
+  wire [15:0] \w$50 ;
+  wire [15:0] \w$53 ;
+  wire [15:0] \w$56 ;
+  wire [15:0] \w$59 ;
+  wire [15:0] \w$62 ;
   reg [159:0] wdata_d0 = 160'h0000000000000000000000000000000000000000;
+  reg [3:0] word = 4'h0;
+  wire [4:0] write__addr;
+  input [127:0] write__data;
+  wire [127:0] write__data;
+  wire write__en;
+  reg write_bank = 1'h0;
   reg [127:0] x = 128'h00000000000000000000000000000000;
   (* init = 128'h00000000000000000000000000000000 *)
-  wire [127:0] \x$29 ;
+  wire [127:0] \x$37 ;
   (* init = 128'h00000000000000000000000000000000 *)
-  wire [127:0] \x$32 ;
+  wire [127:0] \x$40 ;
   (* init = 128'h00000000000000000000000000000000 *)
-  wire [127:0] \x$35 ;
+  wire [127:0] \x$43 ;
   (* init = 128'h00000000000000000000000000000000 *)
-  wire [127:0] \x$38 ;
+  wire [127:0] \x$46 ;
   (* init = 128'h00000000000000000000000000000000 *)
-  wire [127:0] \x$41 ;
+  wire [127:0] \x$49 ;
   (* init = 128'h00000000000000000000000000000000 *)
-  wire [127:0] \x$44 ;
+  wire [127:0] \x$52 ;
   (* init = 128'h00000000000000000000000000000000 *)
-  wire [127:0] \x$47 ;
+  wire [127:0] \x$55 ;
   (* init = 128'h00000000000000000000000000000000 *)
-  wire [127:0] \x$50 ;
+  wire [127:0] \x$58 ;
   (* init = 128'h00000000000000000000000000000000 *)
-  wire [127:0] \x$53 ;
-  reg [127:0] x_d0 = 128'h00000000000000000000000000000000;
+  wire [127:0] \x$61 ;
   (* init = 128'h00000000000000000000000000000000 *)
-  wire [127:0] x_d1;
-  reg [2047:0] xbuf = 2048'h00000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000;
-  (* keep = 32'd1 *)
-  reg xready_copy0 = 1'h1;
-  (* keep = 32'd1 *)
-  reg xready_copy1 = 1'h1;
-  (* keep = 32'd1 *)
-  reg xready_copy10 = 1'h1;
-  (* keep = 32'd1 *)
-  reg xready_copy11 = 1'h1;
-  (* keep = 32'd1 *)
-  reg xready_copy12 = 1'h1;
-  (* keep = 32'd1 *)
-  reg xready_copy13 = 1'h1;
-  (* keep = 32'd1 *)
-  reg xready_copy14 = 1'h1;
-  (* keep = 32'd1 *)
-  reg xready_copy15 = 1'h1;
-  (* keep = 32'd1 *)
-  reg xready_copy2 = 1'h1;
-  (* keep = 32'd1 *)
-  reg xready_copy3 = 1'h1;
-  (* keep = 32'd1 *)
-  reg xready_copy4 = 1'h1;
-  (* keep = 32'd1 *)
-  reg xready_copy5 = 1'h1;
-  (* keep = 32'd1 *)
-  reg xready_copy6 = 1'h1;
-  (* keep = 32'd1 *)
-  reg xready_copy7 = 1'h1;
-  (* keep = 32'd1 *)
-  reg xready_copy8 = 1'h1;
-  (* keep = 32'd1 *)
-  reg xready_copy9 = 1'h1;
-  (* keep = 32'd1 *)
-  reg xshift_copy0 = 1'h0;
-  (* keep = 32'd1 *)
-  reg xshift_copy1 = 1'h0;
-  (* keep = 32'd1 *)
-  reg xshift_copy10 = 1'h0;
-  (* keep = 32'd1 *)
-  reg xshift_copy11 = 1'h0;
-  (* keep = 32'd1 *)
-  reg xshift_copy12 = 1'h0;
-  (* keep = 32'd1 *)
-  reg xshift_copy13 = 1'h0;
-  (* keep = 32'd1 *)
-  reg xshift_copy14 = 1'h0;
-  (* keep = 32'd1 *)
-  reg xshift_copy15 = 1'h0;
-  (* keep = 32'd1 *)
-  reg xshift_copy2 = 1'h0;
-  (* keep = 32'd1 *)
-  reg xshift_copy3 = 1'h0;
-  (* keep = 32'd1 *)
-  reg xshift_copy4 = 1'h0;
-  (* keep = 32'd1 *)
-  reg xshift_copy5 = 1'h0;
-  (* keep = 32'd1 *)
-  reg xshift_copy6 = 1'h0;
-  (* keep = 32'd1 *)
-  reg xshift_copy7 = 1'h0;
-  (* keep = 32'd1 *)
-  reg xshift_copy8 = 1'h0;
-  (* keep = 32'd1 *)
-  reg xshift_copy9 = 1'h0;
-  assign \$1  = s__valid & ready;
+  wire [127:0] x_d0;
+  reg [127:0] xmem [31:0];
+  initial begin
+    xmem[0] = 128'h00000000000000000000000000000000;
+    xmem[1] = 128'h00000000000000000000000000000000;
+    xmem[2] = 128'h00000000000000000000000000000000;
+    xmem[3] = 128'h00000000000000000000000000000000;
+    xmem[4] = 128'h00000000000000000000000000000000;
+    xmem[5] = 128'h00000000000000000000000000000000;
+    xmem[6] = 128'h00000000000000000000000000000000;
+    xmem[7] = 128'h00000000000000000000000000000000;
+    xmem[8] = 128'h00000000000000000000000000000000;
+    xmem[9] = 128'h00000000000000000000000000000000;
+    xmem[10] = 128'h00000000000000000000000000000000;
+    xmem[11] = 128'h00000000000000000000000000000000;
+    xmem[12] = 128'h00000000000000000000000000000000;
+    xmem[13] = 128'h00000000000000000000000000000000;
+    xmem[14] = 128'h00000000000000000000000000000000;
+    xmem[15] = 128'h00000000000000000000000000000000;
+    xmem[16] = 128'h00000000000000000000000000000000;
+    xmem[17] = 128'h00000000000000000000000000000000;
+    xmem[18] = 128'h00000000000000000000000000000000;
+    xmem[19] = 128'h00000000000000000000000000000000;
+    xmem[20] = 128'h00000000000000000000000000000000;
+    xmem[21] = 128'h00000000000000000000000000000000;
+    xmem[22] = 128'h00000000000000000000000000000000;
+    xmem[23] = 128'h00000000000000000000000000000000;
+    xmem[24] = 128'h00000000000000000000000000000000;
+    xmem[25] = 128'h00000000000000000000000000000000;
+    xmem[26] = 128'h00000000000000000000000000000000;
+    xmem[27] = 128'h00000000000000000000000000000000;
+    xmem[28] = 128'h00000000000000000000000000000000;
+    xmem[29] = 128'h00000000000000000000000000000000;
+    xmem[30] = 128'h00000000000000000000000000000000;
+    xmem[31] = 128'h00000000000000000000000000000000;
+  end
+  always @(posedge clk) begin
+    if (write__en)
+      xmem[{ write_bank, word }] <= write__data;
+  end
+  reg [127:0] _0_;
+  always @(posedge clk) begin
+    _0_ <= xmem[{ read_bank, sfc }];
+  end
+  assign read__data = _0_;
+  assign \$1  = \$signal  & ready;
   assign \$2  = ~ last_step;
   assign \$3  = busy & \$2 ;
   assign \$4  = \$1  ? 1'h1 : \$3 ;
-  assign \$5  = s__valid & ready;
+  assign \$5  = \$signal  & ready;
   assign \$6  = ~ last_step;
   assign \$7  = issue & \$6 ;
   assign \$8  = addr + 1'h1;
   assign \$9  = \$7  ? \$8  : { 1'h0, addr };
   assign \$10  = \$5  ? 5'h00 : \$9 ;
-  assign \$12  = s__valid & ready;
+  assign \$12  = \$signal  & ready;
   assign \$13  = ~ last_step;
   assign \$14  = issue & \$13 ;
   assign \$15  = sfc == 4'hf;
@@ -29695,19 +26099,19 @@ module \bchw_top.engine3 (rst, m__ready, s__valid, pay, ready, m__valid, m__payl
   assign \$20  = sfc + 1'h1;
   assign \$21  = \$19  ? \$20  : { 1'h0, sfc };
   assign \$22  = \$17  ? 5'h00 : \$21 ;
-  assign \$24  = s__valid & ready;
+  assign \$24  = \$signal  & ready;
   assign \$25  = ~ last_step;
   assign \$26  = issue & \$25 ;
   assign \$27  = sfc == 4'hf;
   assign \$28  = \$26  & \$27 ;
   assign \$30  = \$28  ? 2'h1 : 2'h0;
   assign \$31  = \$24  ? 2'h0 : \$30 ;
-  assign \$33  = s__valid & ready;
+  assign \$33  = \$signal  & ready;
   assign \$34  = addr == 4'he;
   assign \$35  = issue ? \$34  : last_step;
   assign \$36  = last_step ? 1'h0 : \$35 ;
   assign \$37  = \$33  ? 1'h0 : \$36 ;
-  assign \$38  = s__valid & ready;
+  assign \$38  = \$signal  & ready;
   assign \$39  = addr == 4'he;
   assign \$40  = issue ? \$39  : ready;
   assign \$41  = last_step ? 1'h1 : \$40 ;
@@ -29720,405 +26124,286 @@ module \bchw_top.engine3 (rst, m__ready, s__valid, pay, ready, m__valid, m__payl
   assign \$49  = | \$47 [1:0];
   assign \$50  = \$48  | \$49 ;
   assign \$51  = busy_next & \$50 ;
+  assign \$52  = ~ \$signal ;
+  assign s__ready = \$52  | ready;
+  assign \$53  = s__valid & s__ready;
+  assign write__en = \$53  ? 1'h1 : 1'h0;
   assign out_done = qv_last_d0 & qe_last_d0;
-  assign \$52  = | count;
-  assign \$53  = \$52  | qv_last_d0;
-  assign \$54  = ~ m__valid;
-  assign \$55  = \$54  | m__ready;
-  assign enter = \$53  & \$55 ;
-  assign \$56  = | count;
-  assign \$57  = enter & \$56 ;
-  assign \$58  = count - \$57 ;
+  assign \$55  = | count;
+  assign \$56  = \$55  | qv_last_d0;
+  assign \$57  = ~ m__valid;
+  assign \$58  = \$57  | m__ready;
+  assign enter = \$56  & \$58 ;
   assign \$59  = | count;
-  assign \$60  = ~ \$59 ;
-  assign \$61  = enter & \$60 ;
-  assign \$62  = ~ \$61 ;
-  assign \$63  = qv_last_d0 & \$62 ;
-  assign \$64  = $signed(\$58 ) + $signed({ 1'h0, \$63  });
-  assign \$65  = | count;
-  assign \$66  = \$65  ? skid0 : { qe_last_d0, \q$139 , \q$138 , \q$137 , \q$136 , \q$135 , \q$134 , \q$133 , \q$132 , \q$131 , q };
-  assign \$67  = enter & \$66 [160];
-  assign \$68  = ~ m__ready;
-  assign \$69  = m__valid & \$68 ;
-  assign valid_next = \$67  ? 1'h1 : \$69 ;
-  assign \$70  = ~ last_step_next;
-  assign \$71  = issue_next & \$70 ;
-  assign \$72  = ~ last_step_next;
-  assign \$73  = issue_next & \$72 ;
-  assign \$74  = ~ last_step_next;
-  assign \$75  = issue_next & \$74 ;
-  assign \$76  = ~ last_step_next;
-  assign \$77  = issue_next & \$76 ;
-  assign \$78  = ~ last_step_next;
-  assign \$79  = issue_next & \$78 ;
-  assign \$80  = ~ last_step_next;
-  assign \$81  = issue_next & \$80 ;
-  assign \$82  = ~ last_step_next;
-  assign \$83  = issue_next & \$82 ;
-  assign \$84  = ~ last_step_next;
-  assign \$85  = issue_next & \$84 ;
-  assign \$86  = ~ last_step_next;
-  assign \$87  = issue_next & \$86 ;
-  assign \$88  = ~ last_step_next;
-  assign \$89  = issue_next & \$88 ;
-  assign \$90  = ~ last_step_next;
-  assign \$91  = issue_next & \$90 ;
-  assign \$92  = ~ last_step_next;
-  assign \$93  = issue_next & \$92 ;
-  assign \$94  = ~ last_step_next;
-  assign \$95  = issue_next & \$94 ;
-  assign \$96  = ~ last_step_next;
-  assign \$97  = issue_next & \$96 ;
-  assign \$98  = ~ last_step_next;
-  assign \$99  = issue_next & \$98 ;
-  assign \$100  = ~ last_step_next;
-  assign \$101  = issue_next & \$100 ;
-  assign \$102  = s__valid & xready_copy0;
-  assign \$103  = xshift_copy0 | \$102 ;
-  assign \$104  = xshift_copy0 ? xbuf[255:128] : pay[127:0];
-  assign \$105  = s__valid & xready_copy1;
-  assign \$106  = xshift_copy1 | \$105 ;
-  assign \$107  = xshift_copy1 ? xbuf[383:256] : pay[255:128];
-  assign \$108  = s__valid & xready_copy2;
-  assign \$109  = xshift_copy2 | \$108 ;
-  assign \$110  = xshift_copy2 ? xbuf[511:384] : pay[383:256];
-  assign \$111  = s__valid & xready_copy3;
-  assign \$112  = xshift_copy3 | \$111 ;
-  assign \$113  = xshift_copy3 ? xbuf[639:512] : pay[511:384];
-  assign \$114  = s__valid & xready_copy4;
-  assign \$115  = xshift_copy4 | \$114 ;
-  assign \$116  = xshift_copy4 ? xbuf[767:640] : pay[639:512];
-  assign \$117  = s__valid & xready_copy5;
-  assign \$118  = xshift_copy5 | \$117 ;
-  assign \$119  = xshift_copy5 ? xbuf[895:768] : pay[767:640];
-  assign \$120  = s__valid & xready_copy6;
-  assign \$121  = xshift_copy6 | \$120 ;
-  assign \$122  = xshift_copy6 ? xbuf[1023:896] : pay[895:768];
-  assign \$123  = s__valid & xready_copy7;
-  assign \$124  = xshift_copy7 | \$123 ;
-  assign \$125  = xshift_copy7 ? xbuf[1151:1024] : pay[1023:896];
-  assign \$126  = s__valid & xready_copy8;
-  assign \$127  = xshift_copy8 | \$126 ;
-  assign \$128  = xshift_copy8 ? xbuf[1279:1152] : pay[1151:1024];
-  assign \$129  = s__valid & xready_copy9;
-  assign \$130  = xshift_copy9 | \$129 ;
-  assign \$131  = xshift_copy9 ? xbuf[1407:1280] : pay[1279:1152];
-  assign \$132  = s__valid & xready_copy10;
-  assign \$133  = xshift_copy10 | \$132 ;
-  assign \$134  = xshift_copy10 ? xbuf[1535:1408] : pay[1407:1280];
-  assign \$135  = s__valid & xready_copy11;
-  assign \$136  = xshift_copy11 | \$135 ;
-  assign \$137  = xshift_copy11 ? xbuf[1663:1536] : pay[1535:1408];
-  assign \$138  = s__valid & xready_copy12;
-  assign \$139  = xshift_copy12 | \$138 ;
-  assign \$140  = xshift_copy12 ? xbuf[1791:1664] : pay[1663:1536];
-  assign \$141  = s__valid & xready_copy13;
-  assign \$142  = xshift_copy13 | \$141 ;
-  assign \$143  = xshift_copy13 ? xbuf[1919:1792] : pay[1791:1664];
-  assign \$144  = s__valid & xready_copy14;
-  assign \$145  = xshift_copy14 | \$144 ;
-  assign \$146  = xshift_copy14 ? xbuf[2047:1920] : pay[1919:1792];
-  assign \$147  = s__valid & xready_copy15;
-  assign \$148  = xshift_copy15 | \$147 ;
-  assign \$149  = xshift_copy15 ? xbuf[127:0] : pay[2047:1920];
-  assign \$150  = ! sfc;
-  assign \$151  = sfc == 4'hf;
-  assign \$152  = ft_d0[0] & ft_d0[2];
-  assign \$153  = ft_d0[0] & ft_d0[3];
-  assign \$154  = ft_d0[1] ? 17'h00000 : acc;
-  assign \$155  = $signed(\$154 ) + $signed(sum);
-  assign \$156  = ft_d0[1] ? 17'h00000 : \acc$66 ;
-  assign \$157  = $signed(\$156 ) + $signed(\sum$189 );
-  assign \$158  = ft_d0[1] ? 17'h00000 : \acc$72 ;
-  assign \$159  = $signed(\$158 ) + $signed(\sum$190 );
-  assign \$160  = ft_d0[1] ? 17'h00000 : \acc$78 ;
-  assign \$161  = $signed(\$160 ) + $signed(\sum$191 );
-  assign \$162  = ft_d0[1] ? 17'h00000 : \acc$84 ;
-  assign \$163  = $signed(\$162 ) + $signed(\sum$192 );
-  assign \$164  = ft_d0[1] ? 17'h00000 : \acc$90 ;
-  assign \$165  = $signed(\$164 ) + $signed(\sum$193 );
-  assign \$166  = ft_d0[1] ? 17'h00000 : \acc$96 ;
-  assign \$167  = $signed(\$166 ) + $signed(\sum$194 );
-  assign \$168  = ft_d0[1] ? 17'h00000 : \acc$102 ;
-  assign \$169  = $signed(\$168 ) + $signed(\sum$195 );
-  assign \$170  = ft_d0[1] ? 17'h00000 : \acc$108 ;
-  assign \$171  = $signed(\$170 ) + $signed(\sum$196 );
-  assign \$172  = ft_d0[1] ? 17'h00000 : \acc$114 ;
-  assign \$173  = $signed(\$172 ) + $signed(\sum$197 );
-  assign \$174  = | count;
-  assign \$175  = ~ \$174 ;
-  assign \$176  = enter & \$175 ;
-  assign \$177  = ~ \$176 ;
-  assign \$178  = qv_last_d0 & \$177 ;
-  assign \$179  = | count;
-  assign \$180  = enter & \$179 ;
-  assign \$181  = count - \$180 ;
-  assign \$182  = ! \$181 ;
-  assign \$183  = \$178  & \$182 ;
-  assign \$184  = | count;
-  assign \$185  = enter & \$184 ;
-  assign \$186  = | count;
-  assign \$187  = ~ \$186 ;
-  assign \$188  = enter & \$187 ;
-  assign \$189  = ~ \$188 ;
-  assign \$190  = qv_last_d0 & \$189 ;
-  assign \$191  = | count;
-  assign \$192  = enter & \$191 ;
-  assign \$193  = count - \$192 ;
-  assign \$194  = \$193  == 1'h1;
-  assign \$195  = \$190  & \$194 ;
-  assign \$196  = | count;
-  assign \$197  = enter & \$196 ;
-  assign \$198  = | \$64 [1:0];
-  assign \$199  = | \$64 [1:0];
-  assign \$200  = held_copy0 | qvalid_copy0;
-  assign \$201  = ~ mvalid_copy0;
-  assign \$202  = \$201  | m__ready;
-  assign \$203  = \$200  & \$202 ;
-  assign \$204  = | count;
-  assign \$205  = \$204  ? skid0 : { qe_last_d0, \q$139 , \q$138 , \q$137 , \q$136 , \q$135 , \q$134 , \q$133 , \q$132 , \q$131 , q };
-  assign \$206  = held_copy1 | qvalid_copy1;
-  assign \$207  = ~ mvalid_copy1;
-  assign \$208  = \$207  | m__ready;
-  assign \$209  = \$206  & \$208 ;
-  assign \$210  = | count;
-  assign \$211  = \$210  ? skid0 : { qe_last_d0, \q$139 , \q$138 , \q$137 , \q$136 , \q$135 , \q$134 , \q$133 , \q$132 , \q$131 , q };
+  assign \$60  = enter & \$59 ;
+  assign \$61  = count - \$60 ;
+  assign \$62  = | count;
+  assign \$63  = ~ \$62 ;
+  assign \$64  = enter & \$63 ;
+  assign \$65  = ~ \$64 ;
+  assign \$66  = qv_last_d0 & \$65 ;
+  assign \$67  = $signed(\$61 ) + $signed({ 1'h0, \$66  });
+  assign \$68  = | count;
+  assign \$69  = \$68  ? skid0 : { qe_last_d0, \q$147 , \q$146 , \q$145 , \q$144 , \q$143 , \q$142 , \q$141 , \q$140 , \q$139 , q };
+  assign \$70  = enter & \$69 [160];
+  assign \$71  = ~ m__ready;
+  assign \$72  = m__valid & \$71 ;
+  assign valid_next = \$70  ? 1'h1 : \$72 ;
+  assign \$73  = s__valid & s__ready;
+  assign \$74  = word == 4'hf;
+  assign \$81  = word == 4'hf;
+  assign \$85  = word + 1'h1;
+  assign \$87  = \$83  ? 5'h00 : \$86 ;
+  assign \$88  = s__valid & s__ready;
+  assign \$89  = word == 4'hf;
+  assign \$92  = \$88  & \$91 ;
+  assign \$93  = ~ write_bank;
+  assign \$94  = \$signal  & ready;
+  assign \$95  = ~ read_bank;
+  assign \$96  = s__valid & s__ready;
+  assign \$97  = word == 4'hf;
+  assign \$100  = \$96  & \$99 ;
+  assign \$101  = ~ ready;
+  assign \$102  = \$signal  & \$101 ;
+  assign \$103  = \$100  ? 1'h1 : \$102 ;
+  assign \$104  = ! sfc;
+  assign \$105  = sfc == 4'hf;
+  assign \$106  = ft_d0[0] & ft_d0[2];
+  assign \$107  = ft_d0[0] & ft_d0[3];
+  assign \$108  = ft_d0[1] ? 17'h00000 : acc;
+  assign \$109  = $signed(\$108 ) + $signed(sum);
+  assign \$110  = ft_d0[1] ? 17'h00000 : \acc$74 ;
+  assign \$111  = $signed(\$110 ) + $signed(\sum$164 );
+  assign \$112  = ft_d0[1] ? 17'h00000 : \acc$80 ;
+  assign \$113  = $signed(\$112 ) + $signed(\sum$165 );
+  assign \$114  = ft_d0[1] ? 17'h00000 : \acc$86 ;
+  assign \$115  = $signed(\$114 ) + $signed(\sum$166 );
+  assign \$116  = ft_d0[1] ? 17'h00000 : \acc$92 ;
+  assign \$117  = $signed(\$116 ) + $signed(\sum$167 );
+  assign \$118  = ft_d0[1] ? 17'h00000 : \acc$98 ;
+  assign \$119  = $signed(\$118 ) + $signed(\sum$168 );
+  assign \$120  = ft_d0[1] ? 17'h00000 : \acc$104 ;
+  assign \$121  = $signed(\$120 ) + $signed(\sum$169 );
+  assign \$122  = ft_d0[1] ? 17'h00000 : \acc$110 ;
+  assign \$123  = $signed(\$122 ) + $signed(\sum$170 );
+  assign \$124  = ft_d0[1] ? 17'h00000 : \acc$116 ;
+  assign \$125  = $signed(\$124 ) + $signed(\sum$171 );
+  assign \$126  = ft_d0[1] ? 17'h00000 : \acc$122 ;
+  assign \$127  = $signed(\$126 ) + $signed(\sum$172 );
+  assign \$128  = | count;
+  assign \$129  = ~ \$128 ;
+  assign \$130  = enter & \$129 ;
+  assign \$131  = ~ \$130 ;
+  assign \$132  = qv_last_d0 & \$131 ;
+  assign \$133  = | count;
+  assign \$134  = enter & \$133 ;
+  assign \$135  = count - \$134 ;
+  assign \$136  = ! \$135 ;
+  assign \$137  = \$132  & \$136 ;
+  assign \$138  = | count;
+  assign \$139  = enter & \$138 ;
+  assign \$140  = | count;
+  assign \$141  = ~ \$140 ;
+  assign \$142  = enter & \$141 ;
+  assign \$143  = ~ \$142 ;
+  assign \$144  = qv_last_d0 & \$143 ;
+  assign \$145  = | count;
+  assign \$146  = enter & \$145 ;
+  assign \$147  = count - \$146 ;
+  assign \$148  = \$147  == 1'h1;
+  assign \$149  = \$144  & \$148 ;
+  assign \$150  = | count;
+  assign \$151  = enter & \$150 ;
+  assign \$152  = | \$67 [1:0];
+  assign \$153  = | \$67 [1:0];
+  assign \$154  = held_copy0 | qvalid_copy0;
+  assign \$155  = ~ mvalid_copy0;
+  assign \$156  = \$155  | m__ready;
+  assign \$157  = \$154  & \$156 ;
+  assign \$158  = | count;
+  assign \$159  = \$158  ? skid0 : { qe_last_d0, \q$147 , \q$146 , \q$145 , \q$144 , \q$143 , \q$142 , \q$141 , \q$140 , \q$139 , q };
+  assign \$160  = held_copy1 | qvalid_copy1;
+  assign \$161  = ~ mvalid_copy1;
+  assign \$162  = \$161  | m__ready;
+  assign \$163  = \$160  & \$162 ;
+  assign \$164  = | count;
+  assign \$165  = \$164  ? skid0 : { qe_last_d0, \q$147 , \q$146 , \q$145 , \q$144 , \q$143 , \q$142 , \q$141 , \q$140 , \q$139 , q };
   always @(posedge clk)
-    busy <= \$212 ;
+    busy <= \$166 ;
   always @(posedge clk)
-    addr <= \$213 ;
+    addr <= \$167 ;
   always @(posedge clk)
-    sfc <= \$214 ;
+    sfc <= \$168 ;
   always @(posedge clk)
-    last_step <= \$215 ;
+    last_step <= \$169 ;
   always @(posedge clk)
-    ready <= \$216 ;
+    ready <= \$170 ;
   always @(posedge clk)
-    credits <= \$217 ;
+    credits <= \$171 ;
   always @(posedge clk)
-    issue <= \$218 ;
+    issue <= \$172 ;
   always @(posedge clk)
-    xshift_copy0 <= \$219 ;
+    word <= \$173 ;
   always @(posedge clk)
-    xshift_copy1 <= \$220 ;
+    write_bank <= \$174 ;
   always @(posedge clk)
-    xshift_copy2 <= \$221 ;
+    read_bank <= \$175 ;
   always @(posedge clk)
-    xshift_copy3 <= \$222 ;
+    \$signal  <= \$176 ;
   always @(posedge clk)
-    xshift_copy4 <= \$223 ;
+    x <= \$177 ;
   always @(posedge clk)
-    xshift_copy5 <= \$224 ;
+    wdata_d0 <= \$178 ;
   always @(posedge clk)
-    xshift_copy6 <= \$225 ;
+    f1_d0 <= \$179 ;
   always @(posedge clk)
-    xshift_copy7 <= \$226 ;
+    f1_d1 <= \$180 ;
   always @(posedge clk)
-    xshift_copy8 <= \$227 ;
+    fp_d0 <= \$181 ;
   always @(posedge clk)
-    xshift_copy9 <= \$228 ;
+    fp_d1 <= \$182 ;
   always @(posedge clk)
-    xshift_copy10 <= \$229 ;
+    fp_d2 <= \$183 ;
   always @(posedge clk)
-    xshift_copy11 <= \$230 ;
+    fp_d3 <= \$184 ;
   always @(posedge clk)
-    xshift_copy12 <= \$231 ;
+    ft_d0 <= \$185 ;
   always @(posedge clk)
-    xshift_copy13 <= \$232 ;
+    params_d0 <= \$186 ;
   always @(posedge clk)
-    xshift_copy14 <= \$233 ;
+    acc_valid <= \$187 ;
   always @(posedge clk)
-    xshift_copy15 <= \$234 ;
+    acc_end <= \$188 ;
   always @(posedge clk)
-    xready_copy0 <= \$235 ;
+    acc <= \$189 ;
   always @(posedge clk)
-    xready_copy1 <= \$236 ;
+    \acc$74  <= \$190 ;
   always @(posedge clk)
-    xready_copy2 <= \$237 ;
+    \acc$80  <= \$191 ;
   always @(posedge clk)
-    xready_copy3 <= \$238 ;
+    \acc$86  <= \$192 ;
   always @(posedge clk)
-    xready_copy4 <= \$239 ;
+    \acc$92  <= \$193 ;
   always @(posedge clk)
-    xready_copy5 <= \$240 ;
+    \acc$98  <= \$194 ;
   always @(posedge clk)
-    xready_copy6 <= \$241 ;
+    \acc$104  <= \$195 ;
   always @(posedge clk)
-    xready_copy7 <= \$242 ;
+    \acc$110  <= \$196 ;
   always @(posedge clk)
-    xready_copy8 <= \$243 ;
+    \acc$116  <= \$197 ;
   always @(posedge clk)
-    xready_copy9 <= \$244 ;
+    \acc$122  <= \$198 ;
   always @(posedge clk)
-    xready_copy10 <= \$245 ;
+    qv_d0 <= \$199 ;
   always @(posedge clk)
-    xready_copy11 <= \$246 ;
+    qv_d1 <= \$200 ;
   always @(posedge clk)
-    xready_copy12 <= \$247 ;
+    qe_d0 <= \$201 ;
   always @(posedge clk)
-    xready_copy13 <= \$248 ;
+    qe_d1 <= \$202 ;
   always @(posedge clk)
-    xready_copy14 <= \$249 ;
+    qv_last_d0 <= \$203 ;
   always @(posedge clk)
-    xready_copy15 <= \$250 ;
+    qe_last_d0 <= \$204 ;
   always @(posedge clk)
-    xbuf <= \$251 ;
+    skid0 <= \$205 ;
   always @(posedge clk)
-    x_d0 <= \$252 ;
+    skid1 <= \$206 ;
   always @(posedge clk)
-    x <= \$253 ;
+    count <= \$207 ;
   always @(posedge clk)
-    wdata_d0 <= \$254 ;
+    held_copy0 <= \$208 ;
   always @(posedge clk)
-    f1_d0 <= \$255 ;
+    held_copy1 <= \$209 ;
   always @(posedge clk)
-    f1_d1 <= \$256 ;
+    qvalid_copy0 <= \$210 ;
   always @(posedge clk)
-    fp_d0 <= \$257 ;
+    qvalid_copy1 <= \$211 ;
   always @(posedge clk)
-    fp_d1 <= \$258 ;
+    m__valid <= \$212 ;
   always @(posedge clk)
-    fp_d2 <= \$259 ;
+    mvalid_copy0 <= \$213 ;
   always @(posedge clk)
-    fp_d3 <= \$260 ;
+    mvalid_copy1 <= \$214 ;
   always @(posedge clk)
-    ft_d0 <= \$261 ;
+    m__payload <= \$215 ;
   always @(posedge clk)
-    params_d0 <= \$262 ;
+    credit_back_d0 <= \$216 ;
   always @(posedge clk)
-    acc_valid <= \$263 ;
-  always @(posedge clk)
-    acc_end <= \$264 ;
-  always @(posedge clk)
-    acc <= \$265 ;
-  always @(posedge clk)
-    \acc$66  <= \$266 ;
-  always @(posedge clk)
-    \acc$72  <= \$267 ;
-  always @(posedge clk)
-    \acc$78  <= \$268 ;
-  always @(posedge clk)
-    \acc$84  <= \$269 ;
-  always @(posedge clk)
-    \acc$90  <= \$270 ;
-  always @(posedge clk)
-    \acc$96  <= \$271 ;
-  always @(posedge clk)
-    \acc$102  <= \$272 ;
-  always @(posedge clk)
-    \acc$108  <= \$273 ;
-  always @(posedge clk)
-    \acc$114  <= \$274 ;
-  always @(posedge clk)
-    qv_d0 <= \$275 ;
-  always @(posedge clk)
-    qv_d1 <= \$276 ;
-  always @(posedge clk)
-    qe_d0 <= \$277 ;
-  always @(posedge clk)
-    qe_d1 <= \$278 ;
-  always @(posedge clk)
-    qv_last_d0 <= \$279 ;
-  always @(posedge clk)
-    qe_last_d0 <= \$280 ;
-  always @(posedge clk)
-    skid0 <= \$281 ;
-  always @(posedge clk)
-    skid1 <= \$282 ;
-  always @(posedge clk)
-    count <= \$283 ;
-  always @(posedge clk)
-    held_copy0 <= \$284 ;
-  always @(posedge clk)
-    held_copy1 <= \$285 ;
-  always @(posedge clk)
-    qvalid_copy0 <= \$286 ;
-  always @(posedge clk)
-    qvalid_copy1 <= \$287 ;
-  always @(posedge clk)
-    m__valid <= \$288 ;
-  always @(posedge clk)
-    mvalid_copy0 <= \$289 ;
-  always @(posedge clk)
-    mvalid_copy1 <= \$290 ;
-  always @(posedge clk)
-    m__payload <= \$291 ;
-  always @(posedge clk)
-    credit_back_d0 <= \$292 ;
-  always @(posedge clk)
-    credit_back <= \$293 ;
+    credit_back <= \$217 ;
   \bchw_top.engine3.params  params (
     .clk(clk),
-    .data(\data$185 )
+    .data(\data$160 )
   );
   \bchw_top.engine3.requant0  requant0 (
     .acc(acc),
     .clk(clk),
-    .\port$10924$0 (params_d0[58:0]),
+    .\port$9793$0 (params_d0[58:0]),
     .q(q),
     .rst(rst)
   );
   \bchw_top.engine3.requant1  requant1 (
-    .acc(\acc$66 ),
+    .acc(\acc$74 ),
     .clk(clk),
-    .\port$10924$59 (params_d0[117:59]),
-    .q(\q$131 ),
+    .\port$9793$59 (params_d0[117:59]),
+    .q(\q$139 ),
     .rst(rst)
   );
   \bchw_top.engine3.requant2  requant2 (
-    .acc(\acc$72 ),
+    .acc(\acc$80 ),
     .clk(clk),
-    .\port$10924$118 (params_d0[176:118]),
-    .q(\q$132 ),
+    .\port$9793$118 (params_d0[176:118]),
+    .q(\q$140 ),
     .rst(rst)
   );
   \bchw_top.engine3.requant3  requant3 (
-    .acc(\acc$78 ),
+    .acc(\acc$86 ),
     .clk(clk),
-    .\port$10924$177 (params_d0[235:177]),
-    .q(\q$133 ),
+    .\port$9793$177 (params_d0[235:177]),
+    .q(\q$141 ),
     .rst(rst)
   );
   \bchw_top.engine3.requant4  requant4 (
-    .acc(\acc$84 ),
+    .acc(\acc$92 ),
     .clk(clk),
-    .\port$10924$236 (params_d0[294:236]),
-    .q(\q$134 ),
+    .\port$9793$236 (params_d0[294:236]),
+    .q(\q$142 ),
     .rst(rst)
   );
   \bchw_top.engine3.requant5  requant5 (
-    .acc(\acc$90 ),
+    .acc(\acc$98 ),
     .clk(clk),
-    .\port$10924$295 (params_d0[353:295]),
-    .q(\q$135 ),
+    .\port$9793$295 (params_d0[353:295]),
+    .q(\q$143 ),
     .rst(rst)
   );
   \bchw_top.engine3.requant6  requant6 (
-    .acc(\acc$96 ),
+    .acc(\acc$104 ),
     .clk(clk),
-    .\port$10924$354 (params_d0[412:354]),
-    .q(\q$136 ),
+    .\port$9793$354 (params_d0[412:354]),
+    .q(\q$144 ),
     .rst(rst)
   );
   \bchw_top.engine3.requant7  requant7 (
-    .acc(\acc$102 ),
+    .acc(\acc$110 ),
     .clk(clk),
-    .\port$10924$413 (params_d0[471:413]),
-    .q(\q$137 ),
+    .\port$9793$413 (params_d0[471:413]),
+    .q(\q$145 ),
     .rst(rst)
   );
   \bchw_top.engine3.requant8  requant8 (
-    .acc(\acc$108 ),
+    .acc(\acc$116 ),
     .clk(clk),
-    .\port$10924$472 (params_d0[530:472]),
-    .q(\q$138 ),
+    .\port$9793$472 (params_d0[530:472]),
+    .q(\q$146 ),
     .rst(rst)
   );
   \bchw_top.engine3.requant9  requant9 (
-    .acc(\acc$114 ),
+    .acc(\acc$122 ),
     .clk(clk),
-    .\port$10924$531 (params_d0[589:531]),
-    .q(\q$139 ),
+    .\port$9793$531 (params_d0[589:531]),
+    .q(\q$147 ),
     .rst(rst)
   );
   \bchw_top.engine3.tree0  tree0 (
@@ -30130,63 +26415,63 @@ module \bchw_top.engine3 (rst, m__ready, s__valid, pay, ready, m__valid, m__payl
   );
   \bchw_top.engine3.tree1  tree1 (
     .clk(clk),
-    .l4_0(\sum$189 ),
+    .l4_0(\sum$164 ),
     .rst(rst),
     .w(wdata_d0[31:16]),
     .x(x)
   );
   \bchw_top.engine3.tree2  tree2 (
     .clk(clk),
-    .l4_0(\sum$190 ),
+    .l4_0(\sum$165 ),
     .rst(rst),
     .w(wdata_d0[47:32]),
     .x(x)
   );
   \bchw_top.engine3.tree3  tree3 (
     .clk(clk),
-    .l4_0(\sum$191 ),
+    .l4_0(\sum$166 ),
     .rst(rst),
     .w(wdata_d0[63:48]),
     .x(x)
   );
   \bchw_top.engine3.tree4  tree4 (
     .clk(clk),
-    .l4_0(\sum$192 ),
+    .l4_0(\sum$167 ),
     .rst(rst),
     .w(wdata_d0[79:64]),
     .x(x)
   );
   \bchw_top.engine3.tree5  tree5 (
     .clk(clk),
-    .l4_0(\sum$193 ),
+    .l4_0(\sum$168 ),
     .rst(rst),
     .w(wdata_d0[95:80]),
     .x(x)
   );
   \bchw_top.engine3.tree6  tree6 (
     .clk(clk),
-    .l4_0(\sum$194 ),
+    .l4_0(\sum$169 ),
     .rst(rst),
     .w(wdata_d0[111:96]),
     .x(x)
   );
   \bchw_top.engine3.tree7  tree7 (
     .clk(clk),
-    .l4_0(\sum$195 ),
+    .l4_0(\sum$170 ),
     .rst(rst),
     .w(wdata_d0[127:112]),
     .x(x)
   );
   \bchw_top.engine3.tree8  tree8 (
     .clk(clk),
-    .l4_0(\sum$196 ),
+    .l4_0(\sum$171 ),
     .rst(rst),
     .w(wdata_d0[143:128]),
     .x(x)
   );
   \bchw_top.engine3.tree9  tree9 (
     .clk(clk),
-    .l4_0(\sum$197 ),
+    .l4_0(\sum$172 ),
     .rst(rst),
     .w(wdata_d0[159:144]),
     .x(x)
@@ -30198,600 +26483,361 @@ module \bchw_top.engine3 (rst, m__ready, s__valid, pay, ready, m__valid, m__payl
   );
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$53 ) begin end
-    \$212  = busy_next;
+    \$166  = busy_next;
+    if (rst) begin
+      \$166  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$53 ) begin end
+    \$167  = \$11 [3:0];
+    if (rst) begin
+      \$167  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$53 ) begin end
+    \$168  = \$23 [3:0];
+    if (rst) begin
+      \$168  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$53 ) begin end
+    \$169  = last_step_next;
+    if (rst) begin
+      \$169  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$53 ) begin end
+    \$170  = ready_next;
+    if (rst) begin
+      \$170  = 1'h1;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$53 ) begin end
+    \$171  = \$47 [1:0];
+    if (rst) begin
+      \$171  = 2'h2;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$53 ) begin end
+    \$172  = issue_next;
+    if (rst) begin
+      \$172  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$53 ) begin end
+    \$173  = word;
+    if (\$73 ) begin
+      \$173  = \$87 [3:0];
+    end
+    if (rst) begin
+      \$173  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$53 ) begin end
+    \$174  = write_bank;
+    if (\$92 ) begin
+      \$174  = \$93 ;
+    end
+    if (rst) begin
+      \$174  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$53 ) begin end
+    \$175  = read_bank;
+    if (\$94 ) begin
+      \$175  = \$95 ;
+    end
+    if (rst) begin
+      \$175  = 1'h1;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$53 ) begin end
+    \$176  = \$103 ;
+    if (rst) begin
+      \$176  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$53 ) begin end
+    \$179  = { last_step, \$105 , \$104 , issue };
+    if (rst) begin
+      \$179  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$53 ) begin end
+    \$180  = f1_d0;
+    if (rst) begin
+      \$180  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$53 ) begin end
+    \$181  = f1_d1;
+    if (rst) begin
+      \$181  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$53 ) begin end
+    \$182  = fp_d0;
+    if (rst) begin
+      \$182  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$53 ) begin end
+    \$183  = fp_d1;
+    if (rst) begin
+      \$183  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$53 ) begin end
+    \$184  = fp_d2;
+    if (rst) begin
+      \$184  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$53 ) begin end
+    \$185  = fp_d3;
+    if (rst) begin
+      \$185  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$53 ) begin end
+    \$187  = \$106 ;
+    if (rst) begin
+      \$187  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$53 ) begin end
+    \$188  = \$107 ;
+    if (rst) begin
+      \$188  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$53 ) begin end
+    \$189  = acc;
+    if (ft_d0[0]) begin
+      \$189  = \$109 [16:0];
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$53 ) begin end
+    \$190  = \acc$74 ;
+    if (ft_d0[0]) begin
+      \$190  = \$111 [16:0];
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$53 ) begin end
+    \$191  = \acc$80 ;
+    if (ft_d0[0]) begin
+      \$191  = \$113 [16:0];
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$53 ) begin end
+    \$192  = \acc$86 ;
+    if (ft_d0[0]) begin
+      \$192  = \$115 [16:0];
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$53 ) begin end
+    \$193  = \acc$92 ;
+    if (ft_d0[0]) begin
+      \$193  = \$117 [16:0];
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$53 ) begin end
+    \$194  = \acc$98 ;
+    if (ft_d0[0]) begin
+      \$194  = \$119 [16:0];
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$53 ) begin end
+    \$195  = \acc$104 ;
+    if (ft_d0[0]) begin
+      \$195  = \$121 [16:0];
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$53 ) begin end
+    \$196  = \acc$110 ;
+    if (ft_d0[0]) begin
+      \$196  = \$123 [16:0];
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$53 ) begin end
+    \$197  = \acc$116 ;
+    if (ft_d0[0]) begin
+      \$197  = \$125 [16:0];
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$53 ) begin end
+    \$198  = \acc$122 ;
+    if (ft_d0[0]) begin
+      \$198  = \$127 [16:0];
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$53 ) begin end
+    \$199  = acc_valid;
+    if (rst) begin
+      \$199  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$53 ) begin end
+    \$200  = qv_d0;
+    if (rst) begin
+      \$200  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$53 ) begin end
+    \$201  = acc_end;
+    if (rst) begin
+      \$201  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$53 ) begin end
+    \$202  = qe_d0;
+    if (rst) begin
+      \$202  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$53 ) begin end
+    \$203  = qv_d1;
+    if (rst) begin
+      \$203  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$53 ) begin end
+    \$204  = qe_d1;
+    if (rst) begin
+      \$204  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$53 ) begin end
+    \$205  = skid0;
+    if (\$137 ) begin
+      \$205  = { qe_last_d0, \q$147 , \q$146 , \q$145 , \q$144 , \q$143 , \q$142 , \q$141 , \q$140 , \q$139 , q };
+    end else if (\$139 ) begin
+      \$205  = skid1;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$53 ) begin end
+    \$206  = skid1;
+    if (\$149 ) begin
+      \$206  = { qe_last_d0, \q$147 , \q$146 , \q$145 , \q$144 , \q$143 , \q$142 , \q$141 , \q$140 , \q$139 , q };
+    end else if (\$151 ) begin
+      \$206  = 161'h00000000000000000000000000000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$53 ) begin end
+    \$207  = \$67 [1:0];
+    if (rst) begin
+      \$207  = 2'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$53 ) begin end
+    \$208  = \$152 ;
+    if (rst) begin
+      \$208  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$53 ) begin end
+    \$209  = \$153 ;
+    if (rst) begin
+      \$209  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$53 ) begin end
+    \$210  = qv_d1;
+    if (rst) begin
+      \$210  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$53 ) begin end
+    \$211  = qv_d1;
+    if (rst) begin
+      \$211  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$53 ) begin end
+    \$212  = valid_next;
     if (rst) begin
       \$212  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$53 ) begin end
-    \$213  = \$11 [3:0];
+    \$213  = valid_next;
     if (rst) begin
-      \$213  = 4'h0;
+      \$213  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$53 ) begin end
-    \$214  = \$23 [3:0];
+    \$214  = valid_next;
     if (rst) begin
-      \$214  = 4'h0;
+      \$214  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$53 ) begin end
-    \$215  = last_step_next;
+    \$215  = m__payload;
+    if (\$157 ) begin
+      \$215 [127:0] = \$159 [127:0];
+    end
+    if (\$163 ) begin
+      \$215 [159:128] = \$165 [159:128];
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$53 ) begin end
+    \$216  = enter;
     if (rst) begin
-      \$215  = 1'h0;
+      \$216  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$53 ) begin end
-    \$216  = ready_next;
+    \$217  = credit_back_d0;
     if (rst) begin
-      \$216  = 1'h1;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$53 ) begin end
-    \$217  = \$47 [1:0];
-    if (rst) begin
-      \$217  = 2'h2;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$53 ) begin end
-    \$218  = issue_next;
-    if (rst) begin
-      \$218  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$53 ) begin end
-    \$219  = \$71 ;
-    if (rst) begin
-      \$219  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$53 ) begin end
-    \$220  = \$73 ;
-    if (rst) begin
-      \$220  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$53 ) begin end
-    \$221  = \$75 ;
-    if (rst) begin
-      \$221  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$53 ) begin end
-    \$222  = \$77 ;
-    if (rst) begin
-      \$222  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$53 ) begin end
-    \$223  = \$79 ;
-    if (rst) begin
-      \$223  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$53 ) begin end
-    \$224  = \$81 ;
-    if (rst) begin
-      \$224  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$53 ) begin end
-    \$225  = \$83 ;
-    if (rst) begin
-      \$225  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$53 ) begin end
-    \$226  = \$85 ;
-    if (rst) begin
-      \$226  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$53 ) begin end
-    \$227  = \$87 ;
-    if (rst) begin
-      \$227  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$53 ) begin end
-    \$228  = \$89 ;
-    if (rst) begin
-      \$228  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$53 ) begin end
-    \$229  = \$91 ;
-    if (rst) begin
-      \$229  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$53 ) begin end
-    \$230  = \$93 ;
-    if (rst) begin
-      \$230  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$53 ) begin end
-    \$231  = \$95 ;
-    if (rst) begin
-      \$231  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$53 ) begin end
-    \$232  = \$97 ;
-    if (rst) begin
-      \$232  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$53 ) begin end
-    \$233  = \$99 ;
-    if (rst) begin
-      \$233  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$53 ) begin end
-    \$234  = \$101 ;
-    if (rst) begin
-      \$234  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$53 ) begin end
-    \$235  = ready_next;
-    if (rst) begin
-      \$235  = 1'h1;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$53 ) begin end
-    \$236  = ready_next;
-    if (rst) begin
-      \$236  = 1'h1;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$53 ) begin end
-    \$237  = ready_next;
-    if (rst) begin
-      \$237  = 1'h1;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$53 ) begin end
-    \$238  = ready_next;
-    if (rst) begin
-      \$238  = 1'h1;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$53 ) begin end
-    \$239  = ready_next;
-    if (rst) begin
-      \$239  = 1'h1;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$53 ) begin end
-    \$240  = ready_next;
-    if (rst) begin
-      \$240  = 1'h1;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$53 ) begin end
-    \$241  = ready_next;
-    if (rst) begin
-      \$241  = 1'h1;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$53 ) begin end
-    \$242  = ready_next;
-    if (rst) begin
-      \$242  = 1'h1;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$53 ) begin end
-    \$243  = ready_next;
-    if (rst) begin
-      \$243  = 1'h1;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$53 ) begin end
-    \$244  = ready_next;
-    if (rst) begin
-      \$244  = 1'h1;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$53 ) begin end
-    \$245  = ready_next;
-    if (rst) begin
-      \$245  = 1'h1;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$53 ) begin end
-    \$246  = ready_next;
-    if (rst) begin
-      \$246  = 1'h1;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$53 ) begin end
-    \$247  = ready_next;
-    if (rst) begin
-      \$247  = 1'h1;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$53 ) begin end
-    \$248  = ready_next;
-    if (rst) begin
-      \$248  = 1'h1;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$53 ) begin end
-    \$249  = ready_next;
-    if (rst) begin
-      \$249  = 1'h1;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$53 ) begin end
-    \$250  = ready_next;
-    if (rst) begin
-      \$250  = 1'h1;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$53 ) begin end
-    \$251  = xbuf;
-    if (\$103 ) begin
-      \$251 [127:0] = \$104 ;
-    end
-    if (\$106 ) begin
-      \$251 [255:128] = \$107 ;
-    end
-    if (\$109 ) begin
-      \$251 [383:256] = \$110 ;
-    end
-    if (\$112 ) begin
-      \$251 [511:384] = \$113 ;
-    end
-    if (\$115 ) begin
-      \$251 [639:512] = \$116 ;
-    end
-    if (\$118 ) begin
-      \$251 [767:640] = \$119 ;
-    end
-    if (\$121 ) begin
-      \$251 [895:768] = \$122 ;
-    end
-    if (\$124 ) begin
-      \$251 [1023:896] = \$125 ;
-    end
-    if (\$127 ) begin
-      \$251 [1151:1024] = \$128 ;
-    end
-    if (\$130 ) begin
-      \$251 [1279:1152] = \$131 ;
-    end
-    if (\$133 ) begin
-      \$251 [1407:1280] = \$134 ;
-    end
-    if (\$136 ) begin
-      \$251 [1535:1408] = \$137 ;
-    end
-    if (\$139 ) begin
-      \$251 [1663:1536] = \$140 ;
-    end
-    if (\$142 ) begin
-      \$251 [1791:1664] = \$143 ;
-    end
-    if (\$145 ) begin
-      \$251 [1919:1792] = \$146 ;
-    end
-    if (\$148 ) begin
-      \$251 [2047:1920] = \$149 ;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$53 ) begin end
-    \$255  = { last_step, \$151 , \$150 , issue };
-    if (rst) begin
-      \$255  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$53 ) begin end
-    \$256  = f1_d0;
-    if (rst) begin
-      \$256  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$53 ) begin end
-    \$257  = f1_d1;
-    if (rst) begin
-      \$257  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$53 ) begin end
-    \$258  = fp_d0;
-    if (rst) begin
-      \$258  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$53 ) begin end
-    \$259  = fp_d1;
-    if (rst) begin
-      \$259  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$53 ) begin end
-    \$260  = fp_d2;
-    if (rst) begin
-      \$260  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$53 ) begin end
-    \$261  = fp_d3;
-    if (rst) begin
-      \$261  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$53 ) begin end
-    \$263  = \$152 ;
-    if (rst) begin
-      \$263  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$53 ) begin end
-    \$264  = \$153 ;
-    if (rst) begin
-      \$264  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$53 ) begin end
-    \$265  = acc;
-    if (ft_d0[0]) begin
-      \$265  = \$155 [16:0];
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$53 ) begin end
-    \$266  = \acc$66 ;
-    if (ft_d0[0]) begin
-      \$266  = \$157 [16:0];
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$53 ) begin end
-    \$267  = \acc$72 ;
-    if (ft_d0[0]) begin
-      \$267  = \$159 [16:0];
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$53 ) begin end
-    \$268  = \acc$78 ;
-    if (ft_d0[0]) begin
-      \$268  = \$161 [16:0];
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$53 ) begin end
-    \$269  = \acc$84 ;
-    if (ft_d0[0]) begin
-      \$269  = \$163 [16:0];
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$53 ) begin end
-    \$270  = \acc$90 ;
-    if (ft_d0[0]) begin
-      \$270  = \$165 [16:0];
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$53 ) begin end
-    \$271  = \acc$96 ;
-    if (ft_d0[0]) begin
-      \$271  = \$167 [16:0];
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$53 ) begin end
-    \$272  = \acc$102 ;
-    if (ft_d0[0]) begin
-      \$272  = \$169 [16:0];
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$53 ) begin end
-    \$273  = \acc$108 ;
-    if (ft_d0[0]) begin
-      \$273  = \$171 [16:0];
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$53 ) begin end
-    \$274  = \acc$114 ;
-    if (ft_d0[0]) begin
-      \$274  = \$173 [16:0];
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$53 ) begin end
-    \$275  = acc_valid;
-    if (rst) begin
-      \$275  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$53 ) begin end
-    \$276  = qv_d0;
-    if (rst) begin
-      \$276  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$53 ) begin end
-    \$277  = acc_end;
-    if (rst) begin
-      \$277  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$53 ) begin end
-    \$278  = qe_d0;
-    if (rst) begin
-      \$278  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$53 ) begin end
-    \$279  = qv_d1;
-    if (rst) begin
-      \$279  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$53 ) begin end
-    \$280  = qe_d1;
-    if (rst) begin
-      \$280  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$53 ) begin end
-    \$281  = skid0;
-    if (\$183 ) begin
-      \$281  = { qe_last_d0, \q$139 , \q$138 , \q$137 , \q$136 , \q$135 , \q$134 , \q$133 , \q$132 , \q$131 , q };
-    end else if (\$185 ) begin
-      \$281  = skid1;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$53 ) begin end
-    \$282  = skid1;
-    if (\$195 ) begin
-      \$282  = { qe_last_d0, \q$139 , \q$138 , \q$137 , \q$136 , \q$135 , \q$134 , \q$133 , \q$132 , \q$131 , q };
-    end else if (\$197 ) begin
-      \$282  = 161'h00000000000000000000000000000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$53 ) begin end
-    \$283  = \$64 [1:0];
-    if (rst) begin
-      \$283  = 2'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$53 ) begin end
-    \$284  = \$198 ;
-    if (rst) begin
-      \$284  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$53 ) begin end
-    \$285  = \$199 ;
-    if (rst) begin
-      \$285  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$53 ) begin end
-    \$286  = qv_d1;
-    if (rst) begin
-      \$286  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$53 ) begin end
-    \$287  = qv_d1;
-    if (rst) begin
-      \$287  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$53 ) begin end
-    \$288  = valid_next;
-    if (rst) begin
-      \$288  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$53 ) begin end
-    \$289  = valid_next;
-    if (rst) begin
-      \$289  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$53 ) begin end
-    \$290  = valid_next;
-    if (rst) begin
-      \$290  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$53 ) begin end
-    \$291  = m__payload;
-    if (\$203 ) begin
-      \$291 [127:0] = \$205 [127:0];
-    end
-    if (\$209 ) begin
-      \$291 [159:128] = \$211 [159:128];
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$53 ) begin end
-    \$292  = enter;
-    if (rst) begin
-      \$292  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$53 ) begin end
-    \$293  = credit_back_d0;
-    if (rst) begin
-      \$293  = 1'h0;
+      \$217  = 1'h0;
     end
   end
   assign en = 1'h1;
@@ -30799,97 +26845,97 @@ module \bchw_top.engine3 (rst, m__ready, s__valid, pay, ready, m__valid, m__payl
   assign step_next = \$11 [3:0];
   assign sfc_next = \$23 [3:0];
   assign credits_next = \$47 [1:0];
-  assign s__ready = ready;
-  assign s__payload = pay;
-  assign \en$23  = 1'h1;
-  assign x_d1 = x;
-  assign w = wdata_d0[15:0];
-  assign \en$28  = 1'h1;
-  assign \x$29  = x;
-  assign \w$30  = wdata_d0[31:16];
+  assign write__addr = { write_bank, word };
+  assign s__payload = write__data;
+  assign read__addr = { read_bank, sfc };
   assign \en$31  = 1'h1;
-  assign \x$32  = x;
-  assign \w$33  = wdata_d0[47:32];
-  assign \en$34  = 1'h1;
-  assign \x$35  = x;
-  assign \w$36  = wdata_d0[63:48];
-  assign \en$37  = 1'h1;
-  assign \x$38  = x;
-  assign \w$39  = wdata_d0[79:64];
-  assign \en$40  = 1'h1;
-  assign \x$41  = x;
-  assign \w$42  = wdata_d0[95:80];
-  assign \en$43  = 1'h1;
-  assign \x$44  = x;
-  assign \w$45  = wdata_d0[111:96];
-  assign \en$46  = 1'h1;
-  assign \x$47  = x;
-  assign \w$48  = wdata_d0[127:112];
-  assign \en$49  = 1'h1;
-  assign \x$50  = x;
-  assign \w$51  = wdata_d0[143:128];
-  assign \en$52  = 1'h1;
-  assign \x$53  = x;
-  assign \w$54  = wdata_d0[159:144];
-  assign \en$55  = 1'h1;
-  assign \addr$56  = 1'h0;
-  assign \en$58  = 1'h1;
+  assign x_d0 = x;
+  assign w = wdata_d0[15:0];
+  assign \en$36  = 1'h1;
+  assign \x$37  = x;
+  assign \w$38  = wdata_d0[31:16];
+  assign \en$39  = 1'h1;
+  assign \x$40  = x;
+  assign \w$41  = wdata_d0[47:32];
+  assign \en$42  = 1'h1;
+  assign \x$43  = x;
+  assign \w$44  = wdata_d0[63:48];
+  assign \en$45  = 1'h1;
+  assign \x$46  = x;
+  assign \w$47  = wdata_d0[79:64];
+  assign \en$48  = 1'h1;
+  assign \x$49  = x;
+  assign \w$50  = wdata_d0[95:80];
+  assign \en$51  = 1'h1;
+  assign \x$52  = x;
+  assign \w$53  = wdata_d0[111:96];
+  assign \en$54  = 1'h1;
+  assign \x$55  = x;
+  assign \w$56  = wdata_d0[127:112];
+  assign \en$57  = 1'h1;
+  assign \x$58  = x;
+  assign \w$59  = wdata_d0[143:128];
+  assign \en$60  = 1'h1;
+  assign \x$61  = x;
+  assign \w$62  = wdata_d0[159:144];
+  assign \en$63  = 1'h1;
+  assign \addr$64  = 1'h0;
+  assign \en$66  = 1'h1;
   assign acc0 = acc;
   assign mul = params_d0[17:0];
   assign shift = params_d0[22:18];
   assign bias = params_d0[58:23];
-  assign \en$65  = 1'h1;
-  assign acc1 = \acc$66 ;
-  assign \mul$68  = params_d0[76:59];
-  assign \shift$69  = params_d0[81:77];
-  assign \bias$70  = params_d0[117:82];
-  assign \en$71  = 1'h1;
-  assign acc2 = \acc$72 ;
-  assign \mul$74  = params_d0[135:118];
-  assign \shift$75  = params_d0[140:136];
-  assign \bias$76  = params_d0[176:141];
-  assign \en$77  = 1'h1;
-  assign acc3 = \acc$78 ;
-  assign \mul$80  = params_d0[194:177];
-  assign \shift$81  = params_d0[199:195];
-  assign \bias$82  = params_d0[235:200];
-  assign \en$83  = 1'h1;
-  assign acc4 = \acc$84 ;
-  assign \mul$86  = params_d0[253:236];
-  assign \shift$87  = params_d0[258:254];
-  assign \bias$88  = params_d0[294:259];
-  assign \en$89  = 1'h1;
-  assign acc5 = \acc$90 ;
-  assign \mul$92  = params_d0[312:295];
-  assign \shift$93  = params_d0[317:313];
-  assign \bias$94  = params_d0[353:318];
-  assign \en$95  = 1'h1;
-  assign acc6 = \acc$96 ;
-  assign \mul$98  = params_d0[371:354];
-  assign \shift$99  = params_d0[376:372];
-  assign \bias$100  = params_d0[412:377];
-  assign \en$101  = 1'h1;
-  assign acc7 = \acc$102 ;
-  assign \mul$104  = params_d0[430:413];
-  assign \shift$105  = params_d0[435:431];
-  assign \bias$106  = params_d0[471:436];
-  assign \en$107  = 1'h1;
-  assign acc8 = \acc$108 ;
-  assign \mul$110  = params_d0[489:472];
-  assign \shift$111  = params_d0[494:490];
-  assign \bias$112  = params_d0[530:495];
-  assign \en$113  = 1'h1;
-  assign acc9 = \acc$114 ;
-  assign \mul$116  = params_d0[548:531];
-  assign \shift$117  = params_d0[553:549];
-  assign \bias$118  = params_d0[589:554];
+  assign \en$73  = 1'h1;
+  assign acc1 = \acc$74 ;
+  assign \mul$76  = params_d0[76:59];
+  assign \shift$77  = params_d0[81:77];
+  assign \bias$78  = params_d0[117:82];
+  assign \en$79  = 1'h1;
+  assign acc2 = \acc$80 ;
+  assign \mul$82  = params_d0[135:118];
+  assign \shift$83  = params_d0[140:136];
+  assign \bias$84  = params_d0[176:141];
+  assign \en$85  = 1'h1;
+  assign acc3 = \acc$86 ;
+  assign \mul$88  = params_d0[194:177];
+  assign \shift$89  = params_d0[199:195];
+  assign \bias$90  = params_d0[235:200];
+  assign \en$91  = 1'h1;
+  assign acc4 = \acc$92 ;
+  assign \mul$94  = params_d0[253:236];
+  assign \shift$95  = params_d0[258:254];
+  assign \bias$96  = params_d0[294:259];
+  assign \en$97  = 1'h1;
+  assign acc5 = \acc$98 ;
+  assign \mul$100  = params_d0[312:295];
+  assign \shift$101  = params_d0[317:313];
+  assign \bias$102  = params_d0[353:318];
+  assign \en$103  = 1'h1;
+  assign acc6 = \acc$104 ;
+  assign \mul$106  = params_d0[371:354];
+  assign \shift$107  = params_d0[376:372];
+  assign \bias$108  = params_d0[412:377];
+  assign \en$109  = 1'h1;
+  assign acc7 = \acc$110 ;
+  assign \mul$112  = params_d0[430:413];
+  assign \shift$113  = params_d0[435:431];
+  assign \bias$114  = params_d0[471:436];
+  assign \en$115  = 1'h1;
+  assign acc8 = \acc$116 ;
+  assign \mul$118  = params_d0[489:472];
+  assign \shift$119  = params_d0[494:490];
+  assign \bias$120  = params_d0[530:495];
+  assign \en$121  = 1'h1;
+  assign acc9 = \acc$122 ;
+  assign \mul$124  = params_d0[548:531];
+  assign \shift$125  = params_d0[553:549];
+  assign \bias$126  = params_d0[589:554];
+  assign count_next = \$67 [1:0];
   assign vector = m__payload;
-  assign count_next = \$64 [1:0];
   assign credit_back_d1 = credit_back;
-  assign \$262  = \data$185 ;
-  assign \$254  = data;
-  assign \$253  = x_d0;
-  assign \$252  = xbuf[127:0];
+  assign \$186  = \data$160 ;
+  assign \$178  = data;
+  assign \$177  = read__data;
   assign busy_next = \$4 ;
   assign \$11  = \$10 ;
   assign \$23  = \$22 ;
@@ -30899,6 +26945,21 @@ module \bchw_top.engine3 (rst, m__ready, s__valid, pay, ready, m__valid, m__payl
   assign ready_next = \$42 ;
   assign \$47  = \$46 ;
   assign issue_next = \$51 ;
+  assign \$54  = 1'h1;
+  assign \$75  = 1'h1;
+  assign \$76  = \$74 ;
+  assign \$77  = 1'h1;
+  assign \$78  = 1'h1;
+  assign \$79  = 2'h1;
+  assign \$80  = 2'h0;
+  assign \$82  = 1'h1;
+  assign \$83  = \$81 ;
+  assign \$84  = 1'h1;
+  assign \$86  = \$85 ;
+  assign \$90  = 1'h1;
+  assign \$91  = \$89 ;
+  assign \$98  = 1'h1;
+  assign \$99  = \$97 ;
 endmodule
 
 (* generator = "Amaranth" *)
@@ -30925,7 +26986,7 @@ module \bchw_top.engine3.params (data, clk);
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine3.requant0 (rst, \port$10924$0 , acc, q, clk);
+module \bchw_top.engine3.requant0 (rst, \port$9793$0 , acc, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$54  = 0;
   wire [34:0] \$1 ;
   wire [36:0] \$10 ;
@@ -30952,8 +27013,8 @@ module \bchw_top.engine3.requant0 (rst, \port$10924$0 , acc, q, clk);
   wire clk;
   wire en;
   wire [17:0] mul;
-  input [58:0] \port$10924$0 ;
-  wire [58:0] \port$10924$0 ;
+  input [58:0] \port$9793$0 ;
+  wire [58:0] \port$9793$0 ;
   reg [35:0] prod0 = 36'h000000000;
   output [15:0] q;
   reg [15:0] q = 16'h0000;
@@ -30964,7 +27025,7 @@ module \bchw_top.engine3.requant0 (rst, \port$10924$0 , acc, q, clk);
   reg [4:0] shift2 = 5'h00;
   wire [36:0] shifted;
   reg [36:0] total = 37'h0000000000;
-  assign \$1  = $signed(acc) * $signed(\port$10924$0 [17:0]);
+  assign \$1  = $signed(acc) * $signed(\port$9793$0 [17:0]);
   assign \$3  = $signed(bias1) + $signed(\$2 );
   assign \$4  = & shifted[36:15];
   assign \$5  = ~ \$4 ;
@@ -30995,19 +27056,19 @@ module \bchw_top.engine3.requant0 (rst, \port$10924$0 , acc, q, clk);
     end
   end
   assign en = 1'h1;
-  assign mul = \port$10924$0 [17:0];
-  assign bias = \port$10924$0 [58:23];
-  assign shift = \port$10924$0 [22:18];
+  assign mul = \port$9793$0 [17:0];
+  assign bias = \port$9793$0 [58:23];
+  assign shift = \port$9793$0 [22:18];
   assign \$16  = shift1;
   assign \$15  = \$3 [36:0];
-  assign \$14  = \port$10924$0 [22:18];
-  assign \$13  = \port$10924$0 [58:23];
+  assign \$14  = \port$9793$0 [22:18];
+  assign \$13  = \port$9793$0 [58:23];
   assign \$12  = { \$1 [34], \$1  };
   assign \$2  = { prod0[35], prod0 };
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine3.requant1 (rst, \port$10924$59 , acc, q, clk);
+module \bchw_top.engine3.requant1 (rst, \port$9793$59 , acc, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$55  = 0;
   wire [34:0] \$1 ;
   wire [36:0] \$10 ;
@@ -31034,8 +27095,8 @@ module \bchw_top.engine3.requant1 (rst, \port$10924$59 , acc, q, clk);
   wire clk;
   wire en;
   wire [17:0] mul;
-  input [58:0] \port$10924$59 ;
-  wire [58:0] \port$10924$59 ;
+  input [58:0] \port$9793$59 ;
+  wire [58:0] \port$9793$59 ;
   reg [35:0] prod0 = 36'h000000000;
   output [15:0] q;
   reg [15:0] q = 16'h0000;
@@ -31046,7 +27107,7 @@ module \bchw_top.engine3.requant1 (rst, \port$10924$59 , acc, q, clk);
   reg [4:0] shift2 = 5'h00;
   wire [36:0] shifted;
   reg [36:0] total = 37'h0000000000;
-  assign \$1  = $signed(acc) * $signed(\port$10924$59 [17:0]);
+  assign \$1  = $signed(acc) * $signed(\port$9793$59 [17:0]);
   assign \$3  = $signed(bias1) + $signed(\$2 );
   assign \$4  = & shifted[36:15];
   assign \$5  = ~ \$4 ;
@@ -31077,19 +27138,19 @@ module \bchw_top.engine3.requant1 (rst, \port$10924$59 , acc, q, clk);
     end
   end
   assign en = 1'h1;
-  assign mul = \port$10924$59 [17:0];
-  assign bias = \port$10924$59 [58:23];
-  assign shift = \port$10924$59 [22:18];
+  assign mul = \port$9793$59 [17:0];
+  assign bias = \port$9793$59 [58:23];
+  assign shift = \port$9793$59 [22:18];
   assign \$16  = shift1;
   assign \$15  = \$3 [36:0];
-  assign \$14  = \port$10924$59 [22:18];
-  assign \$13  = \port$10924$59 [58:23];
+  assign \$14  = \port$9793$59 [22:18];
+  assign \$13  = \port$9793$59 [58:23];
   assign \$12  = { \$1 [34], \$1  };
   assign \$2  = { prod0[35], prod0 };
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine3.requant2 (rst, \port$10924$118 , acc, q, clk);
+module \bchw_top.engine3.requant2 (rst, \port$9793$118 , acc, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$56  = 0;
   wire [34:0] \$1 ;
   wire [36:0] \$10 ;
@@ -31116,8 +27177,8 @@ module \bchw_top.engine3.requant2 (rst, \port$10924$118 , acc, q, clk);
   wire clk;
   wire en;
   wire [17:0] mul;
-  input [58:0] \port$10924$118 ;
-  wire [58:0] \port$10924$118 ;
+  input [58:0] \port$9793$118 ;
+  wire [58:0] \port$9793$118 ;
   reg [35:0] prod0 = 36'h000000000;
   output [15:0] q;
   reg [15:0] q = 16'h0000;
@@ -31128,7 +27189,7 @@ module \bchw_top.engine3.requant2 (rst, \port$10924$118 , acc, q, clk);
   reg [4:0] shift2 = 5'h00;
   wire [36:0] shifted;
   reg [36:0] total = 37'h0000000000;
-  assign \$1  = $signed(acc) * $signed(\port$10924$118 [17:0]);
+  assign \$1  = $signed(acc) * $signed(\port$9793$118 [17:0]);
   assign \$3  = $signed(bias1) + $signed(\$2 );
   assign \$4  = & shifted[36:15];
   assign \$5  = ~ \$4 ;
@@ -31159,19 +27220,19 @@ module \bchw_top.engine3.requant2 (rst, \port$10924$118 , acc, q, clk);
     end
   end
   assign en = 1'h1;
-  assign mul = \port$10924$118 [17:0];
-  assign bias = \port$10924$118 [58:23];
-  assign shift = \port$10924$118 [22:18];
+  assign mul = \port$9793$118 [17:0];
+  assign bias = \port$9793$118 [58:23];
+  assign shift = \port$9793$118 [22:18];
   assign \$16  = shift1;
   assign \$15  = \$3 [36:0];
-  assign \$14  = \port$10924$118 [22:18];
-  assign \$13  = \port$10924$118 [58:23];
+  assign \$14  = \port$9793$118 [22:18];
+  assign \$13  = \port$9793$118 [58:23];
   assign \$12  = { \$1 [34], \$1  };
   assign \$2  = { prod0[35], prod0 };
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine3.requant3 (rst, \port$10924$177 , acc, q, clk);
+module \bchw_top.engine3.requant3 (rst, \port$9793$177 , acc, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$57  = 0;
   wire [34:0] \$1 ;
   wire [36:0] \$10 ;
@@ -31198,8 +27259,8 @@ module \bchw_top.engine3.requant3 (rst, \port$10924$177 , acc, q, clk);
   wire clk;
   wire en;
   wire [17:0] mul;
-  input [58:0] \port$10924$177 ;
-  wire [58:0] \port$10924$177 ;
+  input [58:0] \port$9793$177 ;
+  wire [58:0] \port$9793$177 ;
   reg [35:0] prod0 = 36'h000000000;
   output [15:0] q;
   reg [15:0] q = 16'h0000;
@@ -31210,7 +27271,7 @@ module \bchw_top.engine3.requant3 (rst, \port$10924$177 , acc, q, clk);
   reg [4:0] shift2 = 5'h00;
   wire [36:0] shifted;
   reg [36:0] total = 37'h0000000000;
-  assign \$1  = $signed(acc) * $signed(\port$10924$177 [17:0]);
+  assign \$1  = $signed(acc) * $signed(\port$9793$177 [17:0]);
   assign \$3  = $signed(bias1) + $signed(\$2 );
   assign \$4  = & shifted[36:15];
   assign \$5  = ~ \$4 ;
@@ -31241,19 +27302,19 @@ module \bchw_top.engine3.requant3 (rst, \port$10924$177 , acc, q, clk);
     end
   end
   assign en = 1'h1;
-  assign mul = \port$10924$177 [17:0];
-  assign bias = \port$10924$177 [58:23];
-  assign shift = \port$10924$177 [22:18];
+  assign mul = \port$9793$177 [17:0];
+  assign bias = \port$9793$177 [58:23];
+  assign shift = \port$9793$177 [22:18];
   assign \$16  = shift1;
   assign \$15  = \$3 [36:0];
-  assign \$14  = \port$10924$177 [22:18];
-  assign \$13  = \port$10924$177 [58:23];
+  assign \$14  = \port$9793$177 [22:18];
+  assign \$13  = \port$9793$177 [58:23];
   assign \$12  = { \$1 [34], \$1  };
   assign \$2  = { prod0[35], prod0 };
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine3.requant4 (rst, \port$10924$236 , acc, q, clk);
+module \bchw_top.engine3.requant4 (rst, \port$9793$236 , acc, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$58  = 0;
   wire [34:0] \$1 ;
   wire [36:0] \$10 ;
@@ -31280,8 +27341,8 @@ module \bchw_top.engine3.requant4 (rst, \port$10924$236 , acc, q, clk);
   wire clk;
   wire en;
   wire [17:0] mul;
-  input [58:0] \port$10924$236 ;
-  wire [58:0] \port$10924$236 ;
+  input [58:0] \port$9793$236 ;
+  wire [58:0] \port$9793$236 ;
   reg [35:0] prod0 = 36'h000000000;
   output [15:0] q;
   reg [15:0] q = 16'h0000;
@@ -31292,7 +27353,7 @@ module \bchw_top.engine3.requant4 (rst, \port$10924$236 , acc, q, clk);
   reg [4:0] shift2 = 5'h00;
   wire [36:0] shifted;
   reg [36:0] total = 37'h0000000000;
-  assign \$1  = $signed(acc) * $signed(\port$10924$236 [17:0]);
+  assign \$1  = $signed(acc) * $signed(\port$9793$236 [17:0]);
   assign \$3  = $signed(bias1) + $signed(\$2 );
   assign \$4  = & shifted[36:15];
   assign \$5  = ~ \$4 ;
@@ -31323,19 +27384,19 @@ module \bchw_top.engine3.requant4 (rst, \port$10924$236 , acc, q, clk);
     end
   end
   assign en = 1'h1;
-  assign mul = \port$10924$236 [17:0];
-  assign bias = \port$10924$236 [58:23];
-  assign shift = \port$10924$236 [22:18];
+  assign mul = \port$9793$236 [17:0];
+  assign bias = \port$9793$236 [58:23];
+  assign shift = \port$9793$236 [22:18];
   assign \$16  = shift1;
   assign \$15  = \$3 [36:0];
-  assign \$14  = \port$10924$236 [22:18];
-  assign \$13  = \port$10924$236 [58:23];
+  assign \$14  = \port$9793$236 [22:18];
+  assign \$13  = \port$9793$236 [58:23];
   assign \$12  = { \$1 [34], \$1  };
   assign \$2  = { prod0[35], prod0 };
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine3.requant5 (rst, \port$10924$295 , acc, q, clk);
+module \bchw_top.engine3.requant5 (rst, \port$9793$295 , acc, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$59  = 0;
   wire [34:0] \$1 ;
   wire [36:0] \$10 ;
@@ -31362,8 +27423,8 @@ module \bchw_top.engine3.requant5 (rst, \port$10924$295 , acc, q, clk);
   wire clk;
   wire en;
   wire [17:0] mul;
-  input [58:0] \port$10924$295 ;
-  wire [58:0] \port$10924$295 ;
+  input [58:0] \port$9793$295 ;
+  wire [58:0] \port$9793$295 ;
   reg [35:0] prod0 = 36'h000000000;
   output [15:0] q;
   reg [15:0] q = 16'h0000;
@@ -31374,7 +27435,7 @@ module \bchw_top.engine3.requant5 (rst, \port$10924$295 , acc, q, clk);
   reg [4:0] shift2 = 5'h00;
   wire [36:0] shifted;
   reg [36:0] total = 37'h0000000000;
-  assign \$1  = $signed(acc) * $signed(\port$10924$295 [17:0]);
+  assign \$1  = $signed(acc) * $signed(\port$9793$295 [17:0]);
   assign \$3  = $signed(bias1) + $signed(\$2 );
   assign \$4  = & shifted[36:15];
   assign \$5  = ~ \$4 ;
@@ -31405,19 +27466,19 @@ module \bchw_top.engine3.requant5 (rst, \port$10924$295 , acc, q, clk);
     end
   end
   assign en = 1'h1;
-  assign mul = \port$10924$295 [17:0];
-  assign bias = \port$10924$295 [58:23];
-  assign shift = \port$10924$295 [22:18];
+  assign mul = \port$9793$295 [17:0];
+  assign bias = \port$9793$295 [58:23];
+  assign shift = \port$9793$295 [22:18];
   assign \$16  = shift1;
   assign \$15  = \$3 [36:0];
-  assign \$14  = \port$10924$295 [22:18];
-  assign \$13  = \port$10924$295 [58:23];
+  assign \$14  = \port$9793$295 [22:18];
+  assign \$13  = \port$9793$295 [58:23];
   assign \$12  = { \$1 [34], \$1  };
   assign \$2  = { prod0[35], prod0 };
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine3.requant6 (rst, \port$10924$354 , acc, q, clk);
+module \bchw_top.engine3.requant6 (rst, \port$9793$354 , acc, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$60  = 0;
   wire [34:0] \$1 ;
   wire [36:0] \$10 ;
@@ -31444,8 +27505,8 @@ module \bchw_top.engine3.requant6 (rst, \port$10924$354 , acc, q, clk);
   wire clk;
   wire en;
   wire [17:0] mul;
-  input [58:0] \port$10924$354 ;
-  wire [58:0] \port$10924$354 ;
+  input [58:0] \port$9793$354 ;
+  wire [58:0] \port$9793$354 ;
   reg [35:0] prod0 = 36'h000000000;
   output [15:0] q;
   reg [15:0] q = 16'h0000;
@@ -31456,7 +27517,7 @@ module \bchw_top.engine3.requant6 (rst, \port$10924$354 , acc, q, clk);
   reg [4:0] shift2 = 5'h00;
   wire [36:0] shifted;
   reg [36:0] total = 37'h0000000000;
-  assign \$1  = $signed(acc) * $signed(\port$10924$354 [17:0]);
+  assign \$1  = $signed(acc) * $signed(\port$9793$354 [17:0]);
   assign \$3  = $signed(bias1) + $signed(\$2 );
   assign \$4  = & shifted[36:15];
   assign \$5  = ~ \$4 ;
@@ -31487,19 +27548,19 @@ module \bchw_top.engine3.requant6 (rst, \port$10924$354 , acc, q, clk);
     end
   end
   assign en = 1'h1;
-  assign mul = \port$10924$354 [17:0];
-  assign bias = \port$10924$354 [58:23];
-  assign shift = \port$10924$354 [22:18];
+  assign mul = \port$9793$354 [17:0];
+  assign bias = \port$9793$354 [58:23];
+  assign shift = \port$9793$354 [22:18];
   assign \$16  = shift1;
   assign \$15  = \$3 [36:0];
-  assign \$14  = \port$10924$354 [22:18];
-  assign \$13  = \port$10924$354 [58:23];
+  assign \$14  = \port$9793$354 [22:18];
+  assign \$13  = \port$9793$354 [58:23];
   assign \$12  = { \$1 [34], \$1  };
   assign \$2  = { prod0[35], prod0 };
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine3.requant7 (rst, \port$10924$413 , acc, q, clk);
+module \bchw_top.engine3.requant7 (rst, \port$9793$413 , acc, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$61  = 0;
   wire [34:0] \$1 ;
   wire [36:0] \$10 ;
@@ -31526,8 +27587,8 @@ module \bchw_top.engine3.requant7 (rst, \port$10924$413 , acc, q, clk);
   wire clk;
   wire en;
   wire [17:0] mul;
-  input [58:0] \port$10924$413 ;
-  wire [58:0] \port$10924$413 ;
+  input [58:0] \port$9793$413 ;
+  wire [58:0] \port$9793$413 ;
   reg [35:0] prod0 = 36'h000000000;
   output [15:0] q;
   reg [15:0] q = 16'h0000;
@@ -31538,7 +27599,7 @@ module \bchw_top.engine3.requant7 (rst, \port$10924$413 , acc, q, clk);
   reg [4:0] shift2 = 5'h00;
   wire [36:0] shifted;
   reg [36:0] total = 37'h0000000000;
-  assign \$1  = $signed(acc) * $signed(\port$10924$413 [17:0]);
+  assign \$1  = $signed(acc) * $signed(\port$9793$413 [17:0]);
   assign \$3  = $signed(bias1) + $signed(\$2 );
   assign \$4  = & shifted[36:15];
   assign \$5  = ~ \$4 ;
@@ -31569,19 +27630,19 @@ module \bchw_top.engine3.requant7 (rst, \port$10924$413 , acc, q, clk);
     end
   end
   assign en = 1'h1;
-  assign mul = \port$10924$413 [17:0];
-  assign bias = \port$10924$413 [58:23];
-  assign shift = \port$10924$413 [22:18];
+  assign mul = \port$9793$413 [17:0];
+  assign bias = \port$9793$413 [58:23];
+  assign shift = \port$9793$413 [22:18];
   assign \$16  = shift1;
   assign \$15  = \$3 [36:0];
-  assign \$14  = \port$10924$413 [22:18];
-  assign \$13  = \port$10924$413 [58:23];
+  assign \$14  = \port$9793$413 [22:18];
+  assign \$13  = \port$9793$413 [58:23];
   assign \$12  = { \$1 [34], \$1  };
   assign \$2  = { prod0[35], prod0 };
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine3.requant8 (rst, \port$10924$472 , acc, q, clk);
+module \bchw_top.engine3.requant8 (rst, \port$9793$472 , acc, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$62  = 0;
   wire [34:0] \$1 ;
   wire [36:0] \$10 ;
@@ -31608,8 +27669,8 @@ module \bchw_top.engine3.requant8 (rst, \port$10924$472 , acc, q, clk);
   wire clk;
   wire en;
   wire [17:0] mul;
-  input [58:0] \port$10924$472 ;
-  wire [58:0] \port$10924$472 ;
+  input [58:0] \port$9793$472 ;
+  wire [58:0] \port$9793$472 ;
   reg [35:0] prod0 = 36'h000000000;
   output [15:0] q;
   reg [15:0] q = 16'h0000;
@@ -31620,7 +27681,7 @@ module \bchw_top.engine3.requant8 (rst, \port$10924$472 , acc, q, clk);
   reg [4:0] shift2 = 5'h00;
   wire [36:0] shifted;
   reg [36:0] total = 37'h0000000000;
-  assign \$1  = $signed(acc) * $signed(\port$10924$472 [17:0]);
+  assign \$1  = $signed(acc) * $signed(\port$9793$472 [17:0]);
   assign \$3  = $signed(bias1) + $signed(\$2 );
   assign \$4  = & shifted[36:15];
   assign \$5  = ~ \$4 ;
@@ -31651,19 +27712,19 @@ module \bchw_top.engine3.requant8 (rst, \port$10924$472 , acc, q, clk);
     end
   end
   assign en = 1'h1;
-  assign mul = \port$10924$472 [17:0];
-  assign bias = \port$10924$472 [58:23];
-  assign shift = \port$10924$472 [22:18];
+  assign mul = \port$9793$472 [17:0];
+  assign bias = \port$9793$472 [58:23];
+  assign shift = \port$9793$472 [22:18];
   assign \$16  = shift1;
   assign \$15  = \$3 [36:0];
-  assign \$14  = \port$10924$472 [22:18];
-  assign \$13  = \port$10924$472 [58:23];
+  assign \$14  = \port$9793$472 [22:18];
+  assign \$13  = \port$9793$472 [58:23];
   assign \$12  = { \$1 [34], \$1  };
   assign \$2  = { prod0[35], prod0 };
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine3.requant9 (rst, \port$10924$531 , acc, q, clk);
+module \bchw_top.engine3.requant9 (rst, \port$9793$531 , acc, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$63  = 0;
   wire [34:0] \$1 ;
   wire [36:0] \$10 ;
@@ -31690,8 +27751,8 @@ module \bchw_top.engine3.requant9 (rst, \port$10924$531 , acc, q, clk);
   wire clk;
   wire en;
   wire [17:0] mul;
-  input [58:0] \port$10924$531 ;
-  wire [58:0] \port$10924$531 ;
+  input [58:0] \port$9793$531 ;
+  wire [58:0] \port$9793$531 ;
   reg [35:0] prod0 = 36'h000000000;
   output [15:0] q;
   reg [15:0] q = 16'h0000;
@@ -31702,7 +27763,7 @@ module \bchw_top.engine3.requant9 (rst, \port$10924$531 , acc, q, clk);
   reg [4:0] shift2 = 5'h00;
   wire [36:0] shifted;
   reg [36:0] total = 37'h0000000000;
-  assign \$1  = $signed(acc) * $signed(\port$10924$531 [17:0]);
+  assign \$1  = $signed(acc) * $signed(\port$9793$531 [17:0]);
   assign \$3  = $signed(bias1) + $signed(\$2 );
   assign \$4  = & shifted[36:15];
   assign \$5  = ~ \$4 ;
@@ -31733,13 +27794,13 @@ module \bchw_top.engine3.requant9 (rst, \port$10924$531 , acc, q, clk);
     end
   end
   assign en = 1'h1;
-  assign mul = \port$10924$531 [17:0];
-  assign bias = \port$10924$531 [58:23];
-  assign shift = \port$10924$531 [22:18];
+  assign mul = \port$9793$531 [17:0];
+  assign bias = \port$9793$531 [58:23];
+  assign shift = \port$9793$531 [22:18];
   assign \$16  = shift1;
   assign \$15  = \$3 [36:0];
-  assign \$14  = \port$10924$531 [22:18];
-  assign \$13  = \port$10924$531 [58:23];
+  assign \$14  = \port$9793$531 [22:18];
+  assign \$13  = \port$9793$531 [58:23];
   assign \$12  = { \$1 [34], \$1  };
   assign \$2  = { prod0[35], prod0 };
 endmodule

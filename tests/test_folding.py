@@ -36,20 +36,17 @@ def test_lut_budget_is_kept_and_more_luts_buy_speed():
     assert both.inferences_per_s >= 100_000 and both.luts <= 60_000
 
 
-def test_the_estimate_is_the_resource_models():
+def test_the_estimate_is_the_resource_models(tmp_path):
+    """The folding's LUT estimate is the resource model of a bundle exported with it."""
+    from bchw import randnet
+    from bchw.export import HardwareConfig, export_state
+
     f = fold_for_budget(MLP256, 8, 400, mul_bits=18, score_bits=16, clock_mhz=100)
     assert f.interval <= 400
-    from bchw import golden
-
-    memory = perf.beats_into_engine(MLP256[0], f.simd[0], f.in_lanes)
-    total = perf.argmax_resources(MLP256[-1], 16).luts
-    if not memory:
-        total += perf.assembler_resources(MLP256[0], f.in_lanes).luts
-    for k, (i, o) in enumerate(zip(MLP256[:-1], MLP256[1:])):
-        widths = golden.layer_widths(i, 8, mul_bits=18, last=k == 3, act_bits=8, score_bits=16)
-        total += perf.engine_resources(i, o, 8, f.pe[k], f.simd[k], widths,
-                                       memory and k == 0).luts
-    assert f.luts == total
+    bundle = export_state(randnet.random_state(MLP256, act_bits=8, seed=0), tmp_path / "b",
+                          HardwareConfig(pe=f.pe, simd=f.simd, in_lanes=f.in_lanes,
+                                         mul_bits=18, score_bits=16), formats=("hex",))
+    assert f.luts == perf.resource_model(bundle).luts
 
 
 @pytest.mark.parametrize("kwargs, field", [

@@ -57,10 +57,10 @@ def int8_widths(layer: LayerBundle) -> golden.LayerWidths:
                                acc_bits=golden.signed_bits(-bound, bound))
 
 
-def int8_engine(layer: LayerBundle, weights: np.ndarray,
-                beat_lanes: int | None = None) -> LayerEngine:
+def int8_engine(layer: LayerBundle, weights: np.ndarray, beat_lanes: int | None = None,
+                group_output: bool = False) -> LayerEngine:
     """The baseline engine of ``layer``: its folding and parameters, ``weights`` inline
-    (``beat_lanes``: as :class:`LayerEngine`'s)."""
+    (``beat_lanes`` and ``group_output``: as :class:`LayerEngine`'s)."""
     if weights.shape != (layer.out_features, layer.in_features):
         raise ValueError(f"layer {layer.index}: int8 weights must be "
                          f"[{layer.out_features}, {layer.in_features}], got {list(weights.shape)}")
@@ -70,7 +70,7 @@ def int8_engine(layer: LayerBundle, weights: np.ndarray,
         weight_rom={"init": pack_int8_weights(weights, layer.pe, layer.simd)},
         param_rom={"init": pack_params(layer.mul, layer.shift, layer.bias, layer.pe,
                                        layer.widths)},
-        weight_bits=WEIGHT_BITS, beat_lanes=beat_lanes)
+        weight_bits=WEIGHT_BITS, beat_lanes=beat_lanes, group_output=group_output)
 
 
 class Int8Accelerator(Accelerator):
@@ -85,9 +85,10 @@ class Int8Accelerator(Accelerator):
         self.weights = list(weights)
         super().__init__(bundle, "inline")
 
-    def engine(self, layer: LayerBundle, beat_lanes: int | None = None) -> LayerEngine:
+    def engine(self, layer: LayerBundle, beat_lanes: int | None = None,
+               group_output: bool = False) -> LayerEngine:
         """The int8 engine of ``layer``, with its weight matrix."""
-        return int8_engine(layer, self.weights[layer.index], beat_lanes)
+        return int8_engine(layer, self.weights[layer.index], beat_lanes, group_output)
 
 
 def generate_int8_verilog(bundle: Bundle, seed: int = 0) -> str:

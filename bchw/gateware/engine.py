@@ -55,6 +55,13 @@ class LayerEngine(wiring.Component):
     engine, but no register holds the vector (twice), and no enable reaches
     thousands of flip-flops.
 
+    With ``group_output`` (``SF ≥ 2``) the engine hands its output on a group
+    of ``PE`` values a beat (``NF`` beats a vector, the last one's values
+    beyond ``out_features`` padding), straight from its skid buffer, to a
+    next engine that takes them into its input memory (``beat_lanes`` = this
+    ``PE``): that engine's ``s.ready`` is what this one's output register
+    would have said, so the groups move on the same cycles as into it.
+
     ``datapath`` (one of :data:`DATAPATHS`) chooses how ±1 weights are
     applied; both give the same bits at the same cycles, so which costs less
     is a synthesis measurement.  The ``shared`` one adds the per-step
@@ -71,14 +78,16 @@ class LayerEngine(wiring.Component):
         vector in beat ``i // beat_lanes``, lane ``i % beat_lanes``; the lanes of the
         last beat beyond ``in_features`` are dropped.
     m : Out(stream.Signature(out_features · out_bits))
-        Output vector, likewise (two's complement for the score layer).
+        Output vector, likewise (two's complement for the score layer). With
+        ``group_output``: Out(stream.Signature(pe · out_bits)), output ``j`` of a vector in
+        beat ``j // pe``, lane ``j % pe``.
     """
 
     def __init__(self, *, in_features: int, out_features: int, in_bits: int, pe: int,
                  simd: int, widths: LayerWidths, nf: int, sf: int,
                  weight_rom: dict, param_rom: dict, datapath: str = "negate",
                  weight_bits: int = 1, tree_levels: int = 1,
-                 beat_lanes: int | None = None):
+                 beat_lanes: int | None = None, group_output: bool = False):
         if datapath not in DATAPATHS:
             raise ValueError(f"datapath must be one of {DATAPATHS}, not {datapath!r}")
         if weight_bits > 1 and datapath != "negate":
@@ -87,19 +96,25 @@ class LayerEngine(wiring.Component):
             self._MustUse__silence = True     # refused: no "never elaborated" warning
             raise ValueError(f"beat_lanes ({beat_lanes}) must divide SIMD ({simd}), with "
                              f"SF ≥ 2 (SF is {sf})")
+        if group_output and sf < 2:
+            self._MustUse__silence = True
+            raise ValueError(f"group_output needs SF ≥ 2 (SF is {sf})")
         self.n_in, self.n_out, self.in_bits = in_features, out_features, in_bits
         self.pe, self.simd, self.nf, self.sf = pe, simd, nf, sf
         self.widths = widths
         self.weight_rom, self.param_rom = weight_rom, param_rom
         self.datapath, self.weight_bits = datapath, weight_bits
         self.tree_levels, self.beat_lanes = tree_levels, beat_lanes
+        self.group_output = group_output
         super().__init__({
             "s": In(stream.Signature((beat_lanes or in_features) * in_bits)),
-            "m": Out(stream.Signature(out_features * widths.out_bits))})
+            "m": Out(stream.Signature((pe if group_output else out_features)
+                                      * widths.out_bits))})
 
     @classmethod
     def from_layer(cls, layer, rom_mode: str, datapath: str = "negate",
-                   tree_levels: int = 1, beat_lanes: int | None = None) -> LayerEngine:
+                   tree_levels: int = 1, beat_lanes: int | None = None,
+                   group_output: bool = False) -> LayerEngine:
         """An engine for a :class:`bchw.export.LayerBundle`."""
         from bchw.export import pack_params, pack_weights
 
@@ -112,7 +127,8 @@ class LayerEngine(wiring.Component):
         return cls(in_features=layer.in_features, out_features=layer.out_features,
                    in_bits=layer.in_bits, pe=layer.pe, simd=layer.simd, widths=layer.widths,
                    nf=layer.nf, sf=layer.sf, weight_rom=wrom, param_rom=prom,
-                   datapath=datapath, tree_levels=tree_levels, beat_lanes=beat_lanes)
+                   datapath=datapath, tree_levels=tree_levels, beat_lanes=beat_lanes,
+                   group_output=group_output)
 
     def elaborate(self, platform):
         m = Module()
@@ -363,12 +379,11 @@ class LayerEngine(wiring.Component):
     def _skid(self, m: Module, group: Value, q_valid: Value, q_valid_next: Value,
               q_end: Value, groups: int, nf: int) -> Signal:
         """SF ≥ 2: groups shift straight into the output register (the vector is held
-        once); one that finds it full and not being taken waits in a skid buffer of
+        once), or with ``group_output`` leave as beats; one that finds the register full
+        and not being taken (the next engine not ready) waits in a skid buffer of
         ``groups`` entries, and the ones behind it queue there too. Returns the signal
-        that a group enters the output register."""
+        that a group enters the output register (is handed on)."""
         gb = group.shape().width
-        vector = wide_signal(nf * gb, "vector")
-        m.d.comb += self.m.payload.eq(vector[:self.n_out * self.widths.out_bits])
         skid = [Signal(gb + 1, name=f"skid{k}", reset_less=True) for k in range(groups)]
         count = Signal(range(groups + 1))
         count_n = Signal.like(count, name="count_next")
@@ -376,7 +391,12 @@ class LayerEngine(wiring.Component):
         arriving = Cat(group, q_end)
         head = Mux(held, skid[0], arriving)
         enter = Signal()
-        m.d.comb += enter.eq((held | q_valid) & (~self.m.valid | self.m.ready))
+        if self.group_output:
+            # the next engine's s.ready is ~(a whole vector waits) | (it is loaded)
+            m.d.comb += [self.m.valid.eq(held | q_valid), self.m.payload.eq(head[:gb]),
+                         enter.eq(self.m.valid & self.m.ready)]
+        else:
+            m.d.comb += enter.eq((held | q_valid) & (~self.m.valid | self.m.ready))
         pop = enter & held
         push = q_valid & ~(enter & ~held)
         tail = count - pop
@@ -387,6 +407,10 @@ class LayerEngine(wiring.Component):
                 m.d.sync += slot.eq(skid[k + 1] if k + 1 < groups else 0)
         m.d.comb += count_n.eq(count - pop + push)
         m.d.sync += count.eq(count_n)
+        if self.group_output:
+            return enter
+        vector = wide_signal(nf * gb, "vector")
+        m.d.comb += self.m.payload.eq(vector[:self.n_out * self.widths.out_bits])
         # the output register shifts in the entering group part by part, each part under
         # its own copy of ``enter`` made from copies of the registers it depends on
         parts = enable_parts(len(vector))

@@ -8,7 +8,7 @@ import os
 from pathlib import Path
 
 from amaranth.back import verilog
-from amaranth.hdl import Module
+from amaranth.hdl import Cat, Module, Mux, Signal
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
@@ -19,7 +19,7 @@ from bchw.gateware.engine import DATAPATHS, LayerEngine
 from bchw.gateware.pool import MaxPool
 from bchw.gateware.rom import ROM_VERILOG
 from bchw.gateware.window import SlidingWindow
-from bchw.perf import beats_into_engine
+from bchw.perf import beats_into_engine, groups_into_engine
 
 TOP_NAME = "bchw_top"
 ROM_MODES = ("readmemh", "inline")
@@ -93,10 +93,11 @@ class Accelerator(wiring.Component):
                                                           * layer.widths.out_bits)
         super().__init__(members)
 
-    def engine(self, layer, beat_lanes: int | None = None) -> LayerEngine:
+    def engine(self, layer, beat_lanes: int | None = None,
+               group_output: bool = False) -> LayerEngine:
         """The engine of a :class:`bchw.export.LayerBundle` (the int8 baseline makes its own)."""
         return LayerEngine.from_layer(layer, self.rom_mode, self.datapath, self.tree_levels,
-                                      beat_lanes)
+                                      beat_lanes, group_output)
 
     def elaborate(self, platform):
         if self.bundle.has_conv:
@@ -113,8 +114,16 @@ class Accelerator(wiring.Component):
             m.d.comb += [asm.tdata.eq(self.s_axis_tdata), asm.tvalid.eq(self.s_axis_tvalid),
                          asm.tlast.eq(self.s_axis_tlast), self.s_axis_tready.eq(asm.tready)]
             upstream = asm.m
-        for layer in self.bundle.layers:
-            engine = self.engine(layer, lanes if upstream is None else None)
+        layers = self.bundle.layers
+        for layer, after in zip(layers, [*layers[1:], None]):
+            if upstream is None:
+                beats = lanes
+            elif layer.index > 0 and groups_into_engine(layers[layer.index - 1], layer):
+                beats = layers[layer.index - 1].pe
+            else:
+                beats = None
+            engine = self.engine(layer, beats, after is not None
+                                 and groups_into_engine(layer, after))
             m.submodules[f"engine{layer.index}"] = engine
             if upstream is None:
                 m.d.comb += [engine.s.payload.eq(self.s_axis_tdata),
@@ -124,14 +133,34 @@ class Accelerator(wiring.Component):
                 wiring.connect(m, upstream, engine.s)
             upstream = engine.m
             if self.debug:
-                m.d.comb += [getattr(self, f"dbg_l{layer.index}_valid").eq(
-                                 engine.m.valid & engine.m.ready),
-                             getattr(self, f"dbg_l{layer.index}_data").eq(engine.m.payload)]
+                self._tap_vector(m, layer, engine)
         m.submodules.argmax = arg = Argmax(io["num_classes"], io["score_bits"])
         wiring.connect(m, upstream, arg.s)
         m.d.comb += [self.m_axis_tdata.eq(arg.m.payload), self.m_axis_tvalid.eq(arg.m.valid),
                      self.m_axis_tlast.eq(1), arg.m.ready.eq(self.m_axis_tready)]
         return m
+
+    def _tap_vector(self, m: Module, layer, engine: LayerEngine) -> None:
+        """The debug tap of a multilayer perceptron's layer: its output vector as it is
+        handed on, or, from an engine with ``group_output``, as the groups are collected
+        (debug hardware only: a register of the vector, its valid a cycle after the last
+        group goes)."""
+        valid = getattr(self, f"dbg_l{layer.index}_valid")
+        data = getattr(self, f"dbg_l{layer.index}_data")
+        out = engine.m
+        if not engine.group_output:
+            m.d.comb += [valid.eq(out.valid & out.ready), data.eq(out.payload)]
+            return
+        gb = len(out.payload)
+        vector = Signal(layer.nf * gb, name=f"dbg_l{layer.index}_vector")
+        count = Signal(range(layer.nf), name=f"dbg_l{layer.index}_count")
+        last = count == layer.nf - 1
+        done = Signal(name=f"dbg_l{layer.index}_done")
+        m.d.sync += done.eq(out.valid & out.ready & last)
+        with m.If(out.valid & out.ready):
+            m.d.sync += [vector.eq(Cat(vector[gb:], out.payload)),
+                         count.eq(Mux(last, 0, count + 1))]
+        m.d.comb += [valid.eq(done), data.eq(vector[:len(data)])]
 
     def _tap(self, m: Module, layer, stream) -> None:
         if self.debug:

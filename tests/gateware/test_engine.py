@@ -22,7 +22,7 @@ from bchw.gateware.simtools import (
     stream_get,
     stream_put,
 )
-from bchw.perf import engine_interval, engine_pipeline
+from bchw.perf import engine_interval, engine_pipeline, groups_into_engine
 
 from tests.gateware.nets import ENGINE_LAYERS as LAYERS
 from tests.gateware.nets import engine_bundles
@@ -158,6 +158,70 @@ def test_beats_into_the_input_memory_as_through_an_assembler(bundles, net: str, 
             assert [t.payload for t in got] == expected, f"{lanes} lanes"
             runs.append((sent, [t.cycle for t in got]))
         assert runs[0] == runs[1], f"{lanes} lanes"
+
+
+class ChainedEngines(wiring.Component):
+    """Two engines of consecutive layers, joined by whole vectors or (``groups``) by the
+    first one's groups into the second one's input memory."""
+
+    def __init__(self, first: LayerBundle, second: LayerBundle, groups: bool):
+        self.first, self.second, self.groups = first, second, groups
+        super().__init__({
+            "s": In(stream.Signature(first.in_features * first.in_bits)),
+            "m": Out(stream.Signature(second.out_features * second.widths.out_bits))})
+
+    def elaborate(self, platform):
+        m = Module()
+        m.submodules.first = a = LayerEngine.from_layer(self.first, "inline",
+                                                        group_output=self.groups)
+        m.submodules.second = b = LayerEngine.from_layer(
+            self.second, "inline", beat_lanes=self.first.pe if self.groups else None)
+        wiring.connect(m, wiring.flipped(self.s), a.s)
+        wiring.connect(m, a.m, b.s)
+        wiring.connect(m, b.m, wiring.flipped(self.m))
+        return m
+
+
+@pytest.mark.parametrize("net, index", [(n, i) for n, i in LAYERS if (n, i + 1) in LAYERS])
+@pytest.mark.parametrize("in_rate, out_rate", [(1.0, 1.0), (0.6, 0.3), (1.0, 0.05)])
+def test_groups_into_the_next_input_memory_as_through_vectors(bundles, net: str, index: int,
+                                                              in_rate: float, out_rate: float):
+    """An engine handing its groups straight into the next one's input memory: the same
+    inputs taken and the same outputs at the same cycles as with whole vectors between
+    them (the output register and the input buffer)."""
+    first, second = bundles[net].layers[index], bundles[net].layers[index + 1]
+    if not groups_into_engine(first, second):
+        if first.sf < 2:
+            with pytest.raises(ValueError, match="group_output needs SF ≥ 2"):
+                LayerEngine.from_layer(first, "inline", group_output=True)
+        return
+    x = layer_inputs(first, 10, seed=300 + index)
+    expected = [pack(y, second.widths.out_bits)
+                for y in golden_layer(second, golden_layer(first, x))]
+    valid = always if in_rate == 1 else random_pattern(in_rate, seed=index)
+    ready = always if out_rate == 1 else random_pattern(out_rate, seed=11)
+    runs = []
+    for dut in (ChainedEngines(first, second, True), ChainedEngines(first, second, False)):
+        sent, got = [], []
+
+        async def producer(ctx, dut=dut, sent=sent):
+            sent.extend(await stream_put(ctx, dut.s, [pack(v, first.in_bits) for v in x],
+                                         valid=valid))
+
+        async def consumer(ctx, dut=dut, got=got):
+            got.extend(await stream_get(ctx, dut.m, len(x), ready=ready))
+
+        steps = max(first.nf * first.sf, second.nf * second.sf)
+        simulate(dut, producer, consumer, cycles=len(x) * (steps + 40) * 40 + 200)
+        assert [t.payload for t in got] == expected
+        runs.append((sent, [t.cycle for t in got]))
+    assert runs[0] == runs[1]
+
+
+def test_groups_go_into_engines_on_the_engine_nets(bundles):
+    """The chained test above meets both joins: net A's engines hand groups on."""
+    layers = bundles["A"].layers
+    assert [groups_into_engine(a, b) for a, b in zip(layers, layers[1:])] == [True, True]
 
 
 def test_negative_scales_are_exercised(bundles):
