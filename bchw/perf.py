@@ -697,6 +697,16 @@ ROM_BITS_PER_BRAM = 2048
 DSP_BITS = 18
 
 
+def product_slices(acc_bits: int) -> list[int]:
+    """Where the requantizer cuts an accumulator of ``acc_bits`` to multiply it by M in
+    DSPs (:class:`bchw.gateware.requantizer.Requantizer`): the low bit of each slice,
+    slices of ``DSP_BITS − 1`` unsigned bits and a signed top one; one slice when it fits
+    a DSP's signed operand."""
+    if acc_bits <= DSP_BITS:
+        return [0]
+    return list(range(0, acc_bits - 1, DSP_BITS - 1))
+
+
 def rom_brams(width: int, depth: int) -> int:
     """Block RAMs of a synchronous ROM (0: it becomes LUT logic)."""
     blocks = min(-(-width // w) * -(-depth // d) for d, w in BRAM_SHAPES)
@@ -825,10 +835,11 @@ def engine_resources(n_in: int, n_out: int, in_bits: int, pe: int, simd: int,
     features = engine_features(n_in, n_out, in_bits, pe, simd, widths, input_memory,
                                group_output)
     luts = sum(LUT_COST[k] * v for k, v in features.items())
-    # The requantizer's M·acc: yosys splits the wider operand into 18-bit slices and
-    # leaves a 1-bit remainder slice to logic.
-    wide = max(w.acc_bits, w.mul_bits)
-    dsps = pe * (wide // DSP_BITS + (wide % DSP_BITS >= 2))
+    # The requantizer's M·acc: a DSP per slice of the accumulator (product_slices, each
+    # one signed 18-bit operand), times the 18-bit slices yosys splits a wider M into
+    # (leaving a 1-bit remainder slice to logic).
+    m_slices = max(1, w.mul_bits // DSP_BITS + (w.mul_bits % DSP_BITS >= 2))
+    dsps = pe * len(product_slices(w.acc_bits)) * m_slices
     engine = Resources(round(luts), round(ffs), sum(rom_brams(*r) for r in roms), dsps)
     return engine + input_memory_resources(n_in, in_bits, simd) if input_memory else engine
 

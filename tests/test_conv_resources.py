@@ -21,8 +21,8 @@ ROOT = Path(__file__).resolve().parent.parent
 #: copies of the enables of wide registers, and the engines' input memories).
 MLP_RECORDED = {
     "digits-mlp": Resources(10319, 9278, 0, 26),
-    "fmnist-mlp256": Resources(35329, 31464, 36, 58),
-    "fmnist-mlp1024": Resources(42638, 87241, 179, 7),
+    "fmnist-mlp256": Resources(35329, 31464, 36, 74),
+    "fmnist-mlp1024": Resources(42638, 87241, 179, 14),
 }
 RANDOM_MLP_RECORDED = [
     ([64, 64, 32, 10], [4, 4, 10], [4, 8, 16], 5, Resources(9155, 9419, 1, 18)),

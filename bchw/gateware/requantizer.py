@@ -7,7 +7,7 @@ from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
 from bchw.golden import LayerWidths
-from bchw.perf import DSP_BITS, REQUANT_STAGES
+from bchw.perf import REQUANT_STAGES, product_slices
 
 
 class Requantizer(wiring.Component):
@@ -17,7 +17,7 @@ class Requantizer(wiring.Component):
     the sum with the offset, and the arithmetic shift with the clamp.  This
     is the only multiplier of an engine, used once per output, not per input.
     An accumulator wider than a DSP's signed operand (:data:`bchw.perf.DSP_BITS`)
-    is multiplied in slices of ``DSP_BITS − 1`` bits (the top one signed), each
+    is multiplied in slices (:func:`bchw.perf.product_slices`), each
     product registered alone, and the partial products are summed with the
     offset: so no carry chain follows a multiplier within a cycle.
 
@@ -44,10 +44,10 @@ class Requantizer(wiring.Component):
     def elaborate(self, platform):
         w = self.w
         m = Module()
-        # the accumulator's slices: unsigned ones of DSP_BITS - 1 bits, the top one signed
-        step = DSP_BITS - 1
-        cuts = list(range(0, w.acc_bits - 1, step)) if w.acc_bits > DSP_BITS else [0]
-        slices = [self.acc[lo:lo + step] for lo in cuts[:-1]] + [self.acc[cuts[-1]:].as_signed()]
+        # the accumulator's slices: unsigned ones, the top one signed
+        cuts = product_slices(w.acc_bits)
+        slices = [self.acc[lo:hi] for lo, hi in zip(cuts, cuts[1:])] + [
+            self.acc[cuts[-1]:].as_signed()]
         partial = [Signal(signed(w.mul_bits + len(sl) + 1), name=f"prod{k}", reset_less=True)
                    for k, sl in enumerate(slices)]
         bias1 = Signal(signed(w.bias_bits), reset_less=True)
