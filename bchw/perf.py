@@ -985,15 +985,23 @@ def mlp_breakdown(layers: Sequence, in_lanes: int, score_bits: int) -> dict[str,
     layers do)."""
     first = layers[0]
     parts = {"argmax": argmax_resources(layers[-1].out_features, score_bits)}
-    beats_in = beats_into_engine(first.in_features, first.simd, in_lanes)
-    if not beats_in:
+    joins = mlp_joins(layers, in_lanes)
+    if not joins[0][0]:
         parts["assembler"] = assembler_resources(first.in_features, in_lanes)
-    for k, la in enumerate(layers):
-        fed = beats_in if k == 0 else groups_into_engine(layers[k - 1], la)
-        hands = k + 1 < len(layers) and groups_into_engine(la, layers[k + 1])
+    for k, (la, (fed, hands)) in enumerate(zip(layers, joins)):
         parts[f"engine{k}"] = engine_resources(la.in_features, la.out_features, la.in_bits,
                                                la.pe, la.simd, la.widths, fed, hands)
     return parts
+
+
+def mlp_joins(layers: Sequence, in_lanes: int) -> list[tuple[bool, bool]]:
+    """Per engine of a multilayer perceptron: (whether it takes its input into an input
+    memory, whether it hands its output on as groups); see :func:`beats_into_engine` and
+    :func:`groups_into_engine`."""
+    first = layers[0]
+    fed = [beats_into_engine(first.in_features, first.simd, in_lanes)] + [
+        groups_into_engine(a, b) for a, b in zip(layers, layers[1:])]
+    return list(zip(fed, fed[1:] + [False]))
 
 
 def resource_breakdown(bundle: Bundle) -> dict[str, Resources]:

@@ -335,6 +335,14 @@ def _first_error(*paths: Path) -> str:
     return "no ERROR line in its output"
 
 
+#: Registers whose flip-flops the flow keeps (yosys would merge flip-flops of one input
+#: into one, wherever they are): the copies of enable registers
+#: (:func:`bchw.gateware.wide.register_copies`), and each engine's registered ROM words,
+#: whose bits that are the same in every word (the multipliers' top bits) would become
+#: one flip-flop driving every requantizer's DSP across the device.
+KEPT_REGISTERS = ("*_copy*", "*params_d*", "*wdata_d*")
+
+
 def _yosys_script(target: Target, verilog_files: list[str], top: str, nodsp: bool) -> str:
     """Read everything deferred (so ``bchw_rom`` is only elaborated with its real
     ``INIT_FILE``), keep the core a module of its own, map, and write its ``stat``."""
@@ -348,14 +356,14 @@ def _yosys_script(target: Target, verilog_files: list[str], top: str, nodsp: boo
         # no power-on state off a device; dropping the reset values also avoids
         # yosys 0.70's "Conflicting init values" in this flow on Amaranth designs
         synth = f"proc\nattrmap -remove init\nsynth -flatten -top {WRAPPER_NAME} -lut 4"
-    # the copies of enable registers (bchw.gateware.wide.register_copies) keep their
-    # flip-flops: yosys would merge flip-flops with one input back into one
+    keeps = "\n".join(f"setattr -set keep 1 w:{name} %ci1:+$dff[Q] t:$dff %i"
+                      for name in KEPT_REGISTERS)
     return f"""\
 {reads}
 hierarchy -top {WRAPPER_NAME}
 setattr -mod -set keep_hierarchy 1 {top}
 proc
-setattr -set keep 1 w:*_copy* %ci1:+$dff[Q] t:$dff %i
+{keeps}
 {synth}
 tee -q -o stat.json stat -json
 """

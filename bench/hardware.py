@@ -84,8 +84,10 @@ def synth_one(job: dict) -> dict:
                          router=job.get("router", "router1"))
         model = perf.resource_model(bundle)
         features, registers = {}, {}
-        for la in bundle.layers:
-            shape = (la.in_features, la.out_features, la.in_bits, la.pe, la.simd, la.widths)
+        for la, joins in zip(bundle.layers, perf.mlp_joins(bundle.layers,
+                                                           bundle.io["in_lanes"])):
+            shape = (la.in_features, la.out_features, la.in_bits, la.pe, la.simd, la.widths,
+                     *joins)
             for k, v in perf.engine_features(*shape).items():
                 features[k] = features.get(k, 0) + v
             for k, v in perf.engine_registers(*shape).items():
@@ -141,8 +143,11 @@ def fit(workers: int, out: Path) -> None:
         ([64, 64, 32, 10], [4, 4, 10], [4, 8, 16]),
         ([100, 30, 10], [10, 5], [50, 15]),
         # the reference 784-256-256-256-10 at the folding search's 500,000/s and 100,000/s
+        ([784, 256, 256, 256, 10], [16, 15, 8, 1], [44, 16, 30, 9]),
+        ([784, 256, 256, 256, 10], [3, 4, 4, 1], [47, 12, 12, 2]),
+        # and at the foldings it chose before the input memories (engines joined by
+        # whole vectors where the PE of one does not divide the SIMD of the next)
         ([784, 256, 256, 256, 10], [8, 8, 8, 1], [88, 29, 29, 9]),
-        ([784, 256, 256, 256, 10], [1, 1, 1, 1], [157, 52, 52, 2]),
     ]
     jobs = [{"name": "-".join(map(str, sizes)), "model": None, "sizes": sizes, "pe": pe,
              "simd": simd, "in_lanes": simd[0], "variant": "negate", "pnr": False}
@@ -151,9 +156,9 @@ def fit(workers: int, out: Path) -> None:
     fitted = {}
     for what, costs, counts, measured in (("luts", perf.LUT_COST, "features", "luts"),
                                           ("ffs", perf.FF_COST, "registers", "ffs")):
-        keys = list(costs)
+        keys = [k for k in costs if k != "copies"]      # copies are counted, not fitted
         a = np.array([[r[counts].get(k, 0) for k in keys] for r in results], float)
-        # what the costs do not weigh: argmax, input assembler
+        # what the fitted costs do not weigh: argmax, input assembler, input memories, copies
         fixed = np.array([r["model"][what] - sum(costs[k] * r[counts].get(k, 0) for k in keys)
                           for r in results])
         b = np.array([r[measured] for r in results], float) - fixed
@@ -167,7 +172,7 @@ def fit(workers: int, out: Path) -> None:
             print(f"  {r['name']:>16s} PE {r['pe']} SIMD {r['simd']}: {r[measured]:,} {what}, "
                   f"model {r['model'][what]:,} ({r['model'][what] / r[measured] - 1:+.1%}), "
                   f"refit {p:,.0f} ({p / r[measured] - 1:+.1%})")
-        fitted[name] = dict(zip(keys, coef.tolist()))
+        fitted[name] = dict(zip(keys, coef.tolist())) | {"copies": costs["copies"]}
     (out / "hardware_fit.json").write_text(json.dumps(
         {"command": ".venv/bin/python bench/hardware.py --fit", "coefficients": fitted,
          "results": results}, indent=2) + "\n")

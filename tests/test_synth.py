@@ -154,6 +154,35 @@ def test_copies_of_an_enable_register_are_kept(tmp_path):
     assert merged.ffs == 16 + 1
 
 
+CONSTANT_CORE = """\
+module bchw_top (
+    input clk, input rst,
+    input [15:0] s_axis_tdata, input s_axis_tvalid, input s_axis_tlast, output s_axis_tready,
+    output [15:0] m_axis_tdata, output m_axis_tvalid, output m_axis_tlast,
+    input m_axis_tready
+);
+    assign s_axis_tready = 1'b1;
+    assign m_axis_tlast = 1'b1;
+    assign m_axis_tvalid = 1'b1;
+    reg [1:0] NAME0 = 0, NAME1 = 0;
+    always @(posedge clk) begin
+        NAME0 <= 2'b01;
+        NAME1 <= 2'b01;
+    end
+    assign m_axis_tdata = {s_axis_tdata[15:8] * NAME0, s_axis_tdata[7:0] * NAME1};
+endmodule
+"""
+
+
+def test_registered_rom_words_stay_apart(tmp_path):
+    # a bit that is 1 in every ROM word: two engines' registers of it are not merged
+    kept = synth.synthesize(CONSTANT_CORE.replace("NAME", "params_d"), "ecp5-85k",
+                            tmp_path / "kept", place_and_route=False)
+    merged = synth.synthesize(CONSTANT_CORE.replace("NAME", "other_d"), "ecp5-85k",
+                              tmp_path / "merged", place_and_route=False)
+    assert merged.ffs == 1 and kept.ffs >= 2
+
+
 def test_bad_input_exits_2(capsys, tiny, tmp_path):
     for argv, words in (
             (["synth", tiny.path, "--target", "virtex"], ["field 'target'", "virtex", "ecp5-85k"]),
