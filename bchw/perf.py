@@ -14,7 +14,11 @@ layer → argmax.  That of a convolutional network: per convolution a sliding
 window → an engine → a max pool (when the layer pools); then a *flattener*
 (an input assembler whose beats are the last convolution's output pixels) →
 one engine per fully connected layer → argmax.  Each stage holds one result
-in its output register until the next stage takes it.  Every stage below is
+in its output register until the next stage takes it.  Where an engine takes
+its input into an input memory (the input beats, or the previous engine's
+groups of PE outputs; :func:`beats_into_engine`, :func:`groups_into_engine`),
+the memory's bank that holds a whole vector plays that output register, with
+the same handshake, so the model is the same.  Every stage below is
 a small class with the stage's ``ready`` and its registers' next values, and
 :class:`_Pipeline` joins them as the gateware does, so the model of a whole
 accelerator and the contracts of single units (:func:`window_contract`,
@@ -307,7 +311,8 @@ def always(cycle: int) -> bool:
 # its output was taken or not) and ``state()`` (its registers, for finding a steady state).
 
 class _Assembler:
-    """:class:`bchw.gateware.assembler.InputAssembler`: ``beats`` beats make a vector."""
+    """:class:`bchw.gateware.assembler.InputAssembler`: ``beats`` beats make a vector
+    (also an engine's input memory fed beats, which counts them the same way)."""
 
     def __init__(self, beats: int):
         self.beats = beats

@@ -47,7 +47,8 @@ class LayerEngine(wiring.Component):
     :func:`bchw.perf.engine_pipeline` gives the latency.
 
     With ``beat_lanes`` (a divisor of ``SIMD``, with ``SF ≥ 2``: the first
-    engine of a multilayer perceptron, fed the input beats) the engine takes
+    engine of a multilayer perceptron fed the input beats, or an engine fed
+    the groups of one with ``group_output``) the engine takes
     its input vector ``beat_lanes`` elements a beat into a memory of two
     banks, a vector a bank, read a slice a step, instead of whole vectors
     into a register that rotates: the handshake and the cycles are those of
