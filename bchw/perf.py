@@ -676,22 +676,24 @@ class Resources:
 #: squares (relative error) over the synth_ecp5 runs of ``bench/hardware.py --fit``
 #: (12 small designs: 64-64-64-10, 64-64-32-10, 196-48-32-10, 100-30-10 at several
 #: foldings, two with the deep skid buffers of SF = 2; and the 784-256-256-256-10
-#: reference at its 500,000/s and 100,000/s foldings; random weights) with the engines
-#: of SF ≥ 2 that never stall: worst error 11.1%, on the reference foldings +4.1% and
-#: -5.4% (bench/results/hardware_fit.json). The features are nearly collinear (lanes,
-#: adders and bits all grow with PE·SIMD), so single costs mean little; the tree's
-#: adders carry the lanes' negation. ``copies`` (the enables of the parts of wide
-#: registers, added after that fit) is counted, one LUT each, not fitted.
-LUT_COST = {"negate": 0.0, "tree": 1.46, "acc": 0.0, "xbuf": 1.24, "shifter": 0.44,
-            "requant": 0.0, "rom_lut": 0.198, "engine": 111.0, "skid": 1.44, "copies": 1.0}
+#: reference at the folding search's 500,000/s and 100,000/s foldings and at its former
+#: 500,000/s one, joined by whole vectors; random weights), with the engines' input
+#: memories (their RAMs are :func:`ram_resources`, not fitted): worst error 13.4%, on
+#: the reference foldings -3.1%, -13.4% and +9.3% (bench/results/hardware_fit.json).
+#: The features are nearly collinear (lanes, adders and bits all grow with PE·SIMD),
+#: so single costs mean little: the lanes' negation carries the trees' adders.
+#: ``copies`` (the enables of the parts of wide registers) is counted, one LUT each,
+#: not fitted.
+LUT_COST = {"negate": 1.9, "tree": 0.0, "acc": 0.0, "xbuf": 1.86, "shifter": 0.544,
+            "requant": 0.0, "rom_lut": 0.155, "engine": 234.0, "skid": 0.512, "copies": 1.0}
 #: Flip-flops per register bit the gateware declares (:func:`engine_registers`), by
-#: part: the same fit (worst error 9.5%, on the reference foldings -4.1% and +3.0%).
-#: yosys absorbs the requantizer's product and accumulator registers into the DSP
-#: blocks and removes ROM output bits that are constant; an engine's output register
-#: and the next engine's input buffer grow together, so the fit weighs them as one.
-#: ``copies`` is counted, not fitted (added after the fit, like ``LUT_COST``'s).
-FF_COST = {"xbuf": 0.172, "tree": 1.06, "acc": 0.0, "requant": 0.0, "collect": 2.93,
-           "rom": 0.0, "misc": 5.02, "rom_out": 0.731, "skid": 0.529, "copies": 1.0}
+#: part: the same fit (worst error 15.5%, on the reference foldings -14.4%, -7.6% and
+#: -8.8%). yosys absorbs the requantizer's registers into the DSP blocks or removes
+#: them; where two engines are joined by whole vectors, the producer's output register
+#: and the consumer's input buffer grow together, so the fit weighs them as one
+#: (``xbuf``). ``copies`` is counted, not fitted.
+FF_COST = {"xbuf": 1.72, "tree": 1.01, "acc": 3.85, "requant": 0.0, "collect": 0.0,
+           "rom": 0.0, "misc": 6.16, "rom_out": 0.63, "skid": 0.229, "copies": 1.0}
 #: DP16KD shapes (depth, width) usable as a ROM.
 BRAM_SHAPES = ((16384, 1), (8192, 2), (4096, 4), (2048, 9), (1024, 18), (512, 36))
 #: synth_ecp5 maps a ROM to block RAM only when that beats logic: observed to

@@ -337,10 +337,15 @@ def _first_error(*paths: Path) -> str:
 
 #: Registers whose flip-flops the flow keeps (yosys would merge flip-flops of one input
 #: into one, wherever they are): the copies of enable registers
-#: (:func:`bchw.gateware.wide.register_copies`), and each engine's registered ROM words,
-#: whose bits that are the same in every word (the multipliers' top bits) would become
-#: one flip-flop driving every requantizer's DSP across the device.
-KEPT_REGISTERS = ("*_copy*", "*params_d*", "*wdata_d*")
+#: (:func:`bchw.gateware.wide.register_copies`).
+KEPT_REGISTERS = ("*_copy*",)
+#: Registers whose power-up value the flow drops: each engine's registered ROM words,
+#: whose value before the first read is never used. A bit that is the same in every
+#: word (a multiplier's top bits, a bias's sign bits) is then a constant that yosys
+#: folds into the logic after it, instead of a flip-flop loading a constant over its
+#: power-up zero, which yosys merges with every other engine's into one flip-flop
+#: driving every requantizer's DSP across the device.
+UNINITIALISED_REGISTERS = ("*params_d*", "*wdata_d*")
 
 
 def _yosys_script(target: Target, verilog_files: list[str], top: str, nodsp: bool) -> str:
@@ -356,8 +361,9 @@ def _yosys_script(target: Target, verilog_files: list[str], top: str, nodsp: boo
         # no power-on state off a device; dropping the reset values also avoids
         # yosys 0.70's "Conflicting init values" in this flow on Amaranth designs
         synth = f"proc\nattrmap -remove init\nsynth -flatten -top {WRAPPER_NAME} -lut 4"
-    keeps = "\n".join(f"setattr -set keep 1 w:{name} %ci1:+$dff[Q] t:$dff %i"
-                      for name in KEPT_REGISTERS)
+    keeps = "\n".join([f"setattr -set keep 1 w:{name} %ci1:+$dff[Q] t:$dff %i"
+                       for name in KEPT_REGISTERS]
+                      + [f"setattr -unset init w:{name}" for name in UNINITIALISED_REGISTERS])
     return f"""\
 {reads}
 hierarchy -top {WRAPPER_NAME}
