@@ -106,9 +106,9 @@ def test_conv_lut_budget_is_kept_and_more_luts_buy_speed():
     from bchw.nn import parse_net_spec
 
     layers = parse_net_spec(CNN, (1, 28, 28))
-    small = search_net_folding(layers, 8, max_luts=50_000)
-    large = search_net_folding(layers, 8, max_luts=80_000)
-    assert small.luts <= 50_000 and large.luts <= 80_000
+    small = search_net_folding(layers, 8, max_luts=80_000)
+    large = search_net_folding(layers, 8, max_luts=120_000)
+    assert small.luts <= 80_000 and large.luts <= 120_000
     assert large.interval < small.interval
 
 
