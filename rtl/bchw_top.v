@@ -1694,7 +1694,7 @@ module \bchw_top.engine0 (s__valid, clk, rst, s__ready, m__valid, m__payload, m_
   (* init = 224'h00000000000000000000000000000000000000000000000000000000 *)
   wire [223:0] \x$79 ;
   (* init = 224'h00000000000000000000000000000000000000000000000000000000 *)
-  wire [223:0] x_d0;
+  wire [223:0] xmem_d0;
   reg [223:0] xmem [63:0];
   initial begin
     xmem[0] = 224'h00000000000000000000000000000000000000000000000000000000;
@@ -2618,7 +2618,7 @@ module \bchw_top.engine0 (s__valid, clk, rst, s__ready, m__valid, m__payload, m_
   assign s__payload = write__data;
   assign read__addr = { read_bank, sfc };
   assign \en$31  = 1'h1;
-  assign x_d0 = x;
+  assign xmem_d0 = x;
   assign w = wdata_d0[27:0];
   assign \en$36  = 1'h1;
   assign \x$37  = x;
@@ -12071,7 +12071,7 @@ module \bchw_top.engine1 (rst, s__valid, write__data, s__ready, m__valid, m__pay
   (* init = 128'h00000000000000000000000000000000 *)
   wire [127:0] \x$79 ;
   (* init = 128'h00000000000000000000000000000000 *)
-  wire [127:0] x_d0;
+  wire [127:0] xmem_d0;
   reg [127:0] xmem [31:0];
   initial begin
     xmem[0] = 128'h00000000000000000000000000000000;
@@ -12954,7 +12954,7 @@ module \bchw_top.engine1 (rst, s__valid, write__data, s__ready, m__valid, m__pay
   assign s__payload = write__data;
   assign read__addr = { read_bank, sfc };
   assign \en$31  = 1'h1;
-  assign x_d0 = x;
+  assign xmem_d0 = x;
   assign w = wdata_d0[15:0];
   assign \en$36  = 1'h1;
   assign \x$37  = x;
@@ -19079,7 +19079,7 @@ module \bchw_top.engine2 (rst, s__valid, write__data, s__ready, m__valid, m__pay
   (* init = 128'h00000000000000000000000000000000 *)
   wire [127:0] \x$79 ;
   (* init = 128'h00000000000000000000000000000000 *)
-  wire [127:0] x_d0;
+  wire [127:0] xmem_d0;
   reg [127:0] xmem [31:0];
   initial begin
     xmem[0] = 128'h00000000000000000000000000000000;
@@ -19962,7 +19962,7 @@ module \bchw_top.engine2 (rst, s__valid, write__data, s__ready, m__valid, m__pay
   assign s__payload = write__data;
   assign read__addr = { read_bank, sfc };
   assign \en$31  = 1'h1;
-  assign x_d0 = x;
+  assign xmem_d0 = x;
   assign w = wdata_d0[15:0];
   assign \en$36  = 1'h1;
   assign \x$37  = x;
@@ -26033,7 +26033,7 @@ module \bchw_top.engine3 (rst, s__valid, write__data, s__ready, m__ready, m__val
   (* init = 128'h00000000000000000000000000000000 *)
   wire [127:0] \x$61 ;
   (* init = 128'h00000000000000000000000000000000 *)
-  wire [127:0] x_d0;
+  wire [127:0] xmem_d0;
   reg [127:0] xmem [31:0];
   initial begin
     xmem[0] = 128'h00000000000000000000000000000000;
@@ -26849,7 +26849,7 @@ module \bchw_top.engine3 (rst, s__valid, write__data, s__ready, m__ready, m__val
   assign s__payload = write__data;
   assign read__addr = { read_bank, sfc };
   assign \en$31  = 1'h1;
-  assign x_d0 = x;
+  assign xmem_d0 = x;
   assign w = wdata_d0[15:0];
   assign \en$36  = 1'h1;
   assign \x$37  = x;
