@@ -70,8 +70,11 @@ Pattern = Callable[[int], bool]
 #: Pipeline registers of the requantizer: product, sum, shift-and-clamp.
 REQUANT_STAGES = 3
 #: Cycles from a weight ROM address to its word in a register: the ROM's own read
-#: register, then one more (an ECP5 block RAM's clock-to-output is about 4 ns).
-ROM_STAGES = 2
+#: register, then two more: an ECP5 block RAM's clock-to-output is about 4.3 ns, so the
+#: first (which the placer puts beside the block RAM) only catches the word, and the
+#: second carries it to the adder trees (with one, the placer put it by the trees,
+#: and the way from the block RAM capped the clock at 125 MHz).
+ROM_STAGES = 3
 
 
 def argmax_stages(num_classes: int) -> int:

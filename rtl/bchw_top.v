@@ -1280,9 +1280,9 @@ module \bchw_top.engine0 (s__valid, clk, rst, s__ready, m__valid, m__payload, m_
   reg \$169 ;
   wire \$17 ;
   wire [223:0] \$170 ;
-  wire [447:0] \$171 ;
-  reg [7:0] \$172 ;
-  reg [7:0] \$173 ;
+  wire [223:0] \$171 ;
+  wire [447:0] \$172 ;
+  wire [447:0] \$173 ;
   reg [7:0] \$174 ;
   reg [7:0] \$175 ;
   reg [7:0] \$176 ;
@@ -1290,12 +1290,12 @@ module \bchw_top.engine0 (s__valid, clk, rst, s__ready, m__valid, m__payload, m_
   reg [7:0] \$178 ;
   reg [7:0] \$179 ;
   wire \$18 ;
-  wire [975:0] \$180 ;
-  reg \$181 ;
-  reg \$182 ;
-  reg [18:0] \$183 ;
-  reg [18:0] \$184 ;
-  reg [18:0] \$185 ;
+  reg [7:0] \$180 ;
+  reg [7:0] \$181 ;
+  reg [7:0] \$182 ;
+  wire [975:0] \$183 ;
+  reg \$184 ;
+  reg \$185 ;
   reg [18:0] \$186 ;
   reg [18:0] \$187 ;
   reg [18:0] \$188 ;
@@ -1310,20 +1310,23 @@ module \bchw_top.engine0 (s__valid, clk, rst, s__ready, m__valid, m__payload, m_
   reg [18:0] \$196 ;
   reg [18:0] \$197 ;
   reg [18:0] \$198 ;
-  reg \$199 ;
+  reg [18:0] \$199 ;
   wire \$2 ;
   wire [5:0] \$20 ;
-  reg \$200 ;
-  reg \$201 ;
+  reg [18:0] \$200 ;
+  reg [18:0] \$201 ;
   reg \$202 ;
   reg \$203 ;
   reg \$204 ;
-  reg [128:0] \$205 ;
-  reg [128:0] \$206 ;
-  reg [1:0] \$207 ;
-  reg \$208 ;
-  reg \$209 ;
+  reg \$205 ;
+  reg \$206 ;
+  reg \$207 ;
+  reg [128:0] \$208 ;
+  reg [128:0] \$209 ;
   wire [5:0] \$21 ;
+  reg [1:0] \$210 ;
+  reg \$211 ;
+  reg \$212 ;
   wire [5:0] \$22 ;
   wire [5:0] \$23 ;
   wire \$24 ;
@@ -1491,7 +1494,7 @@ module \bchw_top.engine0 (s__valid, clk, rst, s__ready, m__valid, m__payload, m_
   reg [1:0] credits = 2'h2;
   wire [1:0] credits_next;
   wire [447:0] data;
-  wire [975:0] \data$219 ;
+  wire [975:0] \data$222 ;
   wire en;
   wire \en$103 ;
   wire \en$109 ;
@@ -1529,6 +1532,7 @@ module \bchw_top.engine0 (s__valid, clk, rst, s__ready, m__valid, m__payload, m_
   wire enter;
   reg [7:0] f1_d0 = 8'h00;
   reg [7:0] f1_d1 = 8'h00;
+  reg [7:0] f1_d2 = 8'h00;
   reg [7:0] fp_d0 = 8'h00;
   reg [7:0] fp_d1 = 8'h00;
   reg [7:0] fp_d2 = 8'h00;
@@ -1624,9 +1628,6 @@ module \bchw_top.engine0 (s__valid, clk, rst, s__ready, m__valid, m__payload, m_
   wire [8:0] step;
   wire [8:0] step_next;
   wire [13:0] sum;
-  wire [13:0] \sum$223 ;
-  wire [13:0] \sum$224 ;
-  wire [13:0] \sum$225 ;
   wire [13:0] \sum$226 ;
   wire [13:0] \sum$227 ;
   wire [13:0] \sum$228 ;
@@ -1639,6 +1640,9 @@ module \bchw_top.engine0 (s__valid, clk, rst, s__ready, m__valid, m__payload, m_
   wire [13:0] \sum$235 ;
   wire [13:0] \sum$236 ;
   wire [13:0] \sum$237 ;
+  wire [13:0] \sum$238 ;
+  wire [13:0] \sum$239 ;
+  wire [13:0] \sum$240 ;
   wire [27:0] w;
   wire [27:0] \w$38 ;
   wire [27:0] \w$41 ;
@@ -1656,6 +1660,7 @@ module \bchw_top.engine0 (s__valid, clk, rst, s__ready, m__valid, m__payload, m_
   wire [27:0] \w$77 ;
   wire [27:0] \w$80 ;
   reg [447:0] wdata_d0 = 448'h0000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000;
+  reg [447:0] wdata_d1 = 448'h0000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000;
   reg [4:0] word = 5'h00;
   wire [5:0] write__addr;
   input [223:0] write__data;
@@ -1693,8 +1698,9 @@ module \bchw_top.engine0 (s__valid, clk, rst, s__ready, m__valid, m__payload, m_
   wire [223:0] \x$76 ;
   (* init = 224'h00000000000000000000000000000000000000000000000000000000 *)
   wire [223:0] \x$79 ;
+  reg [223:0] xmem_d0 = 224'h00000000000000000000000000000000000000000000000000000000;
   (* init = 224'h00000000000000000000000000000000000000000000000000000000 *)
-  wire [223:0] xmem_d0;
+  wire [223:0] xmem_d1;
   reg [223:0] xmem [63:0];
   initial begin
     xmem[0] = 224'h00000000000000000000000000000000000000000000000000000000;
@@ -1861,35 +1867,35 @@ module \bchw_top.engine0 (s__valid, clk, rst, s__ready, m__valid, m__payload, m_
   assign \$102  = ft_d0[1] ? 19'h00000 : acc;
   assign \$103  = $signed(\$102 ) + $signed(sum);
   assign \$104  = ft_d0[1] ? 19'h00000 : \acc$92 ;
-  assign \$105  = $signed(\$104 ) + $signed(\sum$223 );
+  assign \$105  = $signed(\$104 ) + $signed(\sum$226 );
   assign \$106  = ft_d0[1] ? 19'h00000 : \acc$98 ;
-  assign \$107  = $signed(\$106 ) + $signed(\sum$224 );
+  assign \$107  = $signed(\$106 ) + $signed(\sum$227 );
   assign \$108  = ft_d0[1] ? 19'h00000 : \acc$104 ;
-  assign \$109  = $signed(\$108 ) + $signed(\sum$225 );
+  assign \$109  = $signed(\$108 ) + $signed(\sum$228 );
   assign \$110  = ft_d0[1] ? 19'h00000 : \acc$110 ;
-  assign \$111  = $signed(\$110 ) + $signed(\sum$226 );
+  assign \$111  = $signed(\$110 ) + $signed(\sum$229 );
   assign \$112  = ft_d0[1] ? 19'h00000 : \acc$116 ;
-  assign \$113  = $signed(\$112 ) + $signed(\sum$227 );
+  assign \$113  = $signed(\$112 ) + $signed(\sum$230 );
   assign \$114  = ft_d0[1] ? 19'h00000 : \acc$122 ;
-  assign \$115  = $signed(\$114 ) + $signed(\sum$228 );
+  assign \$115  = $signed(\$114 ) + $signed(\sum$231 );
   assign \$116  = ft_d0[1] ? 19'h00000 : \acc$128 ;
-  assign \$117  = $signed(\$116 ) + $signed(\sum$229 );
+  assign \$117  = $signed(\$116 ) + $signed(\sum$232 );
   assign \$118  = ft_d0[1] ? 19'h00000 : \acc$134 ;
-  assign \$119  = $signed(\$118 ) + $signed(\sum$230 );
+  assign \$119  = $signed(\$118 ) + $signed(\sum$233 );
   assign \$120  = ft_d0[1] ? 19'h00000 : \acc$140 ;
-  assign \$121  = $signed(\$120 ) + $signed(\sum$231 );
+  assign \$121  = $signed(\$120 ) + $signed(\sum$234 );
   assign \$122  = ft_d0[1] ? 19'h00000 : \acc$146 ;
-  assign \$123  = $signed(\$122 ) + $signed(\sum$232 );
+  assign \$123  = $signed(\$122 ) + $signed(\sum$235 );
   assign \$124  = ft_d0[1] ? 19'h00000 : \acc$152 ;
-  assign \$125  = $signed(\$124 ) + $signed(\sum$233 );
+  assign \$125  = $signed(\$124 ) + $signed(\sum$236 );
   assign \$126  = ft_d0[1] ? 19'h00000 : \acc$158 ;
-  assign \$127  = $signed(\$126 ) + $signed(\sum$234 );
+  assign \$127  = $signed(\$126 ) + $signed(\sum$237 );
   assign \$128  = ft_d0[1] ? 19'h00000 : \acc$164 ;
-  assign \$129  = $signed(\$128 ) + $signed(\sum$235 );
+  assign \$129  = $signed(\$128 ) + $signed(\sum$238 );
   assign \$130  = ft_d0[1] ? 19'h00000 : \acc$170 ;
-  assign \$131  = $signed(\$130 ) + $signed(\sum$236 );
+  assign \$131  = $signed(\$130 ) + $signed(\sum$239 );
   assign \$132  = ft_d0[1] ? 19'h00000 : \acc$176 ;
-  assign \$133  = $signed(\$132 ) + $signed(\sum$237 );
+  assign \$133  = $signed(\$132 ) + $signed(\sum$240 );
   assign \$134  = | count;
   assign \$135  = ~ \$134 ;
   assign \$136  = enter & \$135 ;
@@ -1939,199 +1945,205 @@ module \bchw_top.engine0 (s__valid, clk, rst, s__ready, m__valid, m__payload, m_
   always @(posedge clk)
     \$signal  <= \$169 ;
   always @(posedge clk)
-    x <= \$170 ;
+    xmem_d0 <= \$170 ;
   always @(posedge clk)
-    wdata_d0 <= \$171 ;
+    x <= \$171 ;
   always @(posedge clk)
-    f1_d0 <= \$172 ;
+    wdata_d0 <= \$172 ;
   always @(posedge clk)
-    f1_d1 <= \$173 ;
+    wdata_d1 <= \$173 ;
   always @(posedge clk)
-    fp_d0 <= \$174 ;
+    f1_d0 <= \$174 ;
   always @(posedge clk)
-    fp_d1 <= \$175 ;
+    f1_d1 <= \$175 ;
   always @(posedge clk)
-    fp_d2 <= \$176 ;
+    f1_d2 <= \$176 ;
   always @(posedge clk)
-    fp_d3 <= \$177 ;
+    fp_d0 <= \$177 ;
   always @(posedge clk)
-    fp_d4 <= \$178 ;
+    fp_d1 <= \$178 ;
   always @(posedge clk)
-    ft_d0 <= \$179 ;
+    fp_d2 <= \$179 ;
   always @(posedge clk)
-    params_d0 <= \$180 ;
+    fp_d3 <= \$180 ;
   always @(posedge clk)
-    acc_valid <= \$181 ;
+    fp_d4 <= \$181 ;
   always @(posedge clk)
-    acc_end <= \$182 ;
+    ft_d0 <= \$182 ;
   always @(posedge clk)
-    acc <= \$183 ;
+    params_d0 <= \$183 ;
   always @(posedge clk)
-    \acc$92  <= \$184 ;
+    acc_valid <= \$184 ;
   always @(posedge clk)
-    \acc$98  <= \$185 ;
+    acc_end <= \$185 ;
   always @(posedge clk)
-    \acc$104  <= \$186 ;
+    acc <= \$186 ;
   always @(posedge clk)
-    \acc$110  <= \$187 ;
+    \acc$92  <= \$187 ;
   always @(posedge clk)
-    \acc$116  <= \$188 ;
+    \acc$98  <= \$188 ;
   always @(posedge clk)
-    \acc$122  <= \$189 ;
+    \acc$104  <= \$189 ;
   always @(posedge clk)
-    \acc$128  <= \$190 ;
+    \acc$110  <= \$190 ;
   always @(posedge clk)
-    \acc$134  <= \$191 ;
+    \acc$116  <= \$191 ;
   always @(posedge clk)
-    \acc$140  <= \$192 ;
+    \acc$122  <= \$192 ;
   always @(posedge clk)
-    \acc$146  <= \$193 ;
+    \acc$128  <= \$193 ;
   always @(posedge clk)
-    \acc$152  <= \$194 ;
+    \acc$134  <= \$194 ;
   always @(posedge clk)
-    \acc$158  <= \$195 ;
+    \acc$140  <= \$195 ;
   always @(posedge clk)
-    \acc$164  <= \$196 ;
+    \acc$146  <= \$196 ;
   always @(posedge clk)
-    \acc$170  <= \$197 ;
+    \acc$152  <= \$197 ;
   always @(posedge clk)
-    \acc$176  <= \$198 ;
+    \acc$158  <= \$198 ;
   always @(posedge clk)
-    qv_d0 <= \$199 ;
+    \acc$164  <= \$199 ;
   always @(posedge clk)
-    qv_d1 <= \$200 ;
+    \acc$170  <= \$200 ;
   always @(posedge clk)
-    qe_d0 <= \$201 ;
+    \acc$176  <= \$201 ;
   always @(posedge clk)
-    qe_d1 <= \$202 ;
+    qv_d0 <= \$202 ;
   always @(posedge clk)
-    qv_last_d0 <= \$203 ;
+    qv_d1 <= \$203 ;
   always @(posedge clk)
-    qe_last_d0 <= \$204 ;
+    qe_d0 <= \$204 ;
   always @(posedge clk)
-    skid0 <= \$205 ;
+    qe_d1 <= \$205 ;
   always @(posedge clk)
-    skid1 <= \$206 ;
+    qv_last_d0 <= \$206 ;
   always @(posedge clk)
-    count <= \$207 ;
+    qe_last_d0 <= \$207 ;
   always @(posedge clk)
-    credit_back_d0 <= \$208 ;
+    skid0 <= \$208 ;
   always @(posedge clk)
-    credit_back <= \$209 ;
+    skid1 <= \$209 ;
+  always @(posedge clk)
+    count <= \$210 ;
+  always @(posedge clk)
+    credit_back_d0 <= \$211 ;
+  always @(posedge clk)
+    credit_back <= \$212 ;
   \bchw_top.engine0.params  params (
     .addr(fp_d4[7:4]),
     .clk(clk),
-    .data(\data$219 )
+    .data(\data$222 )
   );
   \bchw_top.engine0.requant0  requant0 (
     .acc(acc),
     .clk(clk),
-    .\port$5003$0 (params_d0[60:0]),
+    .\port$5009$0 (params_d0[60:0]),
     .q(q),
     .rst(rst)
   );
   \bchw_top.engine0.requant1  requant1 (
     .acc(\acc$92 ),
     .clk(clk),
-    .\port$5003$61 (params_d0[121:61]),
+    .\port$5009$61 (params_d0[121:61]),
     .q(\q$188 ),
     .rst(rst)
   );
   \bchw_top.engine0.requant10  requant10 (
     .acc(\acc$146 ),
     .clk(clk),
-    .\port$5003$610 (params_d0[670:610]),
+    .\port$5009$610 (params_d0[670:610]),
     .q(\q$197 ),
     .rst(rst)
   );
   \bchw_top.engine0.requant11  requant11 (
     .acc(\acc$152 ),
     .clk(clk),
-    .\port$5003$671 (params_d0[731:671]),
+    .\port$5009$671 (params_d0[731:671]),
     .q(\q$198 ),
     .rst(rst)
   );
   \bchw_top.engine0.requant12  requant12 (
     .acc(\acc$158 ),
     .clk(clk),
-    .\port$5003$732 (params_d0[792:732]),
+    .\port$5009$732 (params_d0[792:732]),
     .q(\q$199 ),
     .rst(rst)
   );
   \bchw_top.engine0.requant13  requant13 (
     .acc(\acc$164 ),
     .clk(clk),
-    .\port$5003$793 (params_d0[853:793]),
+    .\port$5009$793 (params_d0[853:793]),
     .q(\q$200 ),
     .rst(rst)
   );
   \bchw_top.engine0.requant14  requant14 (
     .acc(\acc$170 ),
     .clk(clk),
-    .\port$5003$854 (params_d0[914:854]),
+    .\port$5009$854 (params_d0[914:854]),
     .q(\q$201 ),
     .rst(rst)
   );
   \bchw_top.engine0.requant15  requant15 (
     .acc(\acc$176 ),
     .clk(clk),
-    .\port$5003$915 (params_d0[975:915]),
+    .\port$5009$915 (params_d0[975:915]),
     .q(\q$202 ),
     .rst(rst)
   );
   \bchw_top.engine0.requant2  requant2 (
     .acc(\acc$98 ),
     .clk(clk),
-    .\port$5003$122 (params_d0[182:122]),
+    .\port$5009$122 (params_d0[182:122]),
     .q(\q$189 ),
     .rst(rst)
   );
   \bchw_top.engine0.requant3  requant3 (
     .acc(\acc$104 ),
     .clk(clk),
-    .\port$5003$183 (params_d0[243:183]),
+    .\port$5009$183 (params_d0[243:183]),
     .q(\q$190 ),
     .rst(rst)
   );
   \bchw_top.engine0.requant4  requant4 (
     .acc(\acc$110 ),
     .clk(clk),
-    .\port$5003$244 (params_d0[304:244]),
+    .\port$5009$244 (params_d0[304:244]),
     .q(\q$191 ),
     .rst(rst)
   );
   \bchw_top.engine0.requant5  requant5 (
     .acc(\acc$116 ),
     .clk(clk),
-    .\port$5003$305 (params_d0[365:305]),
+    .\port$5009$305 (params_d0[365:305]),
     .q(\q$192 ),
     .rst(rst)
   );
   \bchw_top.engine0.requant6  requant6 (
     .acc(\acc$122 ),
     .clk(clk),
-    .\port$5003$366 (params_d0[426:366]),
+    .\port$5009$366 (params_d0[426:366]),
     .q(\q$193 ),
     .rst(rst)
   );
   \bchw_top.engine0.requant7  requant7 (
     .acc(\acc$128 ),
     .clk(clk),
-    .\port$5003$427 (params_d0[487:427]),
+    .\port$5009$427 (params_d0[487:427]),
     .q(\q$194 ),
     .rst(rst)
   );
   \bchw_top.engine0.requant8  requant8 (
     .acc(\acc$134 ),
     .clk(clk),
-    .\port$5003$488 (params_d0[548:488]),
+    .\port$5009$488 (params_d0[548:488]),
     .q(\q$195 ),
     .rst(rst)
   );
   \bchw_top.engine0.requant9  requant9 (
     .acc(\acc$140 ),
     .clk(clk),
-    .\port$5003$549 (params_d0[609:549]),
+    .\port$5009$549 (params_d0[609:549]),
     .q(\q$196 ),
     .rst(rst)
   );
@@ -2139,112 +2151,112 @@ module \bchw_top.engine0 (s__valid, clk, rst, s__ready, m__valid, m__payload, m_
     .clk(clk),
     .l5_0(sum),
     .rst(rst),
-    .w(wdata_d0[27:0]),
+    .w(wdata_d1[27:0]),
     .x(x)
   );
   \bchw_top.engine0.tree1  tree1 (
     .clk(clk),
-    .l5_0(\sum$223 ),
+    .l5_0(\sum$226 ),
     .rst(rst),
-    .w(wdata_d0[55:28]),
+    .w(wdata_d1[55:28]),
     .x(x)
   );
   \bchw_top.engine0.tree10  tree10 (
     .clk(clk),
-    .l5_0(\sum$232 ),
+    .l5_0(\sum$235 ),
     .rst(rst),
-    .w(wdata_d0[307:280]),
+    .w(wdata_d1[307:280]),
     .x(x)
   );
   \bchw_top.engine0.tree11  tree11 (
     .clk(clk),
-    .l5_0(\sum$233 ),
+    .l5_0(\sum$236 ),
     .rst(rst),
-    .w(wdata_d0[335:308]),
+    .w(wdata_d1[335:308]),
     .x(x)
   );
   \bchw_top.engine0.tree12  tree12 (
     .clk(clk),
-    .l5_0(\sum$234 ),
+    .l5_0(\sum$237 ),
     .rst(rst),
-    .w(wdata_d0[363:336]),
+    .w(wdata_d1[363:336]),
     .x(x)
   );
   \bchw_top.engine0.tree13  tree13 (
     .clk(clk),
-    .l5_0(\sum$235 ),
+    .l5_0(\sum$238 ),
     .rst(rst),
-    .w(wdata_d0[391:364]),
+    .w(wdata_d1[391:364]),
     .x(x)
   );
   \bchw_top.engine0.tree14  tree14 (
     .clk(clk),
-    .l5_0(\sum$236 ),
+    .l5_0(\sum$239 ),
     .rst(rst),
-    .w(wdata_d0[419:392]),
+    .w(wdata_d1[419:392]),
     .x(x)
   );
   \bchw_top.engine0.tree15  tree15 (
     .clk(clk),
-    .l5_0(\sum$237 ),
+    .l5_0(\sum$240 ),
     .rst(rst),
-    .w(wdata_d0[447:420]),
+    .w(wdata_d1[447:420]),
     .x(x)
   );
   \bchw_top.engine0.tree2  tree2 (
     .clk(clk),
-    .l5_0(\sum$224 ),
+    .l5_0(\sum$227 ),
     .rst(rst),
-    .w(wdata_d0[83:56]),
+    .w(wdata_d1[83:56]),
     .x(x)
   );
   \bchw_top.engine0.tree3  tree3 (
     .clk(clk),
-    .l5_0(\sum$225 ),
+    .l5_0(\sum$228 ),
     .rst(rst),
-    .w(wdata_d0[111:84]),
+    .w(wdata_d1[111:84]),
     .x(x)
   );
   \bchw_top.engine0.tree4  tree4 (
     .clk(clk),
-    .l5_0(\sum$226 ),
+    .l5_0(\sum$229 ),
     .rst(rst),
-    .w(wdata_d0[139:112]),
+    .w(wdata_d1[139:112]),
     .x(x)
   );
   \bchw_top.engine0.tree5  tree5 (
     .clk(clk),
-    .l5_0(\sum$227 ),
+    .l5_0(\sum$230 ),
     .rst(rst),
-    .w(wdata_d0[167:140]),
+    .w(wdata_d1[167:140]),
     .x(x)
   );
   \bchw_top.engine0.tree6  tree6 (
     .clk(clk),
-    .l5_0(\sum$228 ),
+    .l5_0(\sum$231 ),
     .rst(rst),
-    .w(wdata_d0[195:168]),
+    .w(wdata_d1[195:168]),
     .x(x)
   );
   \bchw_top.engine0.tree7  tree7 (
     .clk(clk),
-    .l5_0(\sum$229 ),
+    .l5_0(\sum$232 ),
     .rst(rst),
-    .w(wdata_d0[223:196]),
+    .w(wdata_d1[223:196]),
     .x(x)
   );
   \bchw_top.engine0.tree8  tree8 (
     .clk(clk),
-    .l5_0(\sum$230 ),
+    .l5_0(\sum$233 ),
     .rst(rst),
-    .w(wdata_d0[251:224]),
+    .w(wdata_d1[251:224]),
     .x(x)
   );
   \bchw_top.engine0.tree9  tree9 (
     .clk(clk),
-    .l5_0(\sum$231 ),
+    .l5_0(\sum$234 ),
     .rst(rst),
-    .w(wdata_d0[279:252]),
+    .w(wdata_d1[279:252]),
     .x(x)
   );
   \bchw_top.engine0.weights  weights (
@@ -2347,265 +2359,272 @@ module \bchw_top.engine0 (s__valid, clk, rst, s__ready, m__valid, m__payload, m_
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$172  = { nfc, last_step, \$99 , \$98 , issue };
-    if (rst) begin
-      \$172  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$173  = f1_d0;
-    if (rst) begin
-      \$173  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$174  = f1_d1;
+    \$174  = { nfc, last_step, \$99 , \$98 , issue };
     if (rst) begin
       \$174  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$175  = fp_d0;
+    \$175  = f1_d0;
     if (rst) begin
       \$175  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$176  = fp_d1;
+    \$176  = f1_d1;
     if (rst) begin
       \$176  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$177  = fp_d2;
+    \$177  = f1_d2;
     if (rst) begin
       \$177  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$178  = fp_d3;
+    \$178  = fp_d0;
     if (rst) begin
       \$178  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$179  = fp_d4;
+    \$179  = fp_d1;
     if (rst) begin
       \$179  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$181  = \$100 ;
+    \$180  = fp_d2;
     if (rst) begin
-      \$181  = 1'h0;
+      \$180  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$182  = \$101 ;
+    \$181  = fp_d3;
     if (rst) begin
-      \$182  = 1'h0;
+      \$181  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$183  = acc;
-    if (ft_d0[0]) begin
-      \$183  = \$103 [18:0];
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$184  = \acc$92 ;
-    if (ft_d0[0]) begin
-      \$184  = \$105 [18:0];
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$185  = \acc$98 ;
-    if (ft_d0[0]) begin
-      \$185  = \$107 [18:0];
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$186  = \acc$104 ;
-    if (ft_d0[0]) begin
-      \$186  = \$109 [18:0];
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$187  = \acc$110 ;
-    if (ft_d0[0]) begin
-      \$187  = \$111 [18:0];
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$188  = \acc$116 ;
-    if (ft_d0[0]) begin
-      \$188  = \$113 [18:0];
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$189  = \acc$122 ;
-    if (ft_d0[0]) begin
-      \$189  = \$115 [18:0];
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$190  = \acc$128 ;
-    if (ft_d0[0]) begin
-      \$190  = \$117 [18:0];
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$191  = \acc$134 ;
-    if (ft_d0[0]) begin
-      \$191  = \$119 [18:0];
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$192  = \acc$140 ;
-    if (ft_d0[0]) begin
-      \$192  = \$121 [18:0];
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$193  = \acc$146 ;
-    if (ft_d0[0]) begin
-      \$193  = \$123 [18:0];
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$194  = \acc$152 ;
-    if (ft_d0[0]) begin
-      \$194  = \$125 [18:0];
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$195  = \acc$158 ;
-    if (ft_d0[0]) begin
-      \$195  = \$127 [18:0];
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$196  = \acc$164 ;
-    if (ft_d0[0]) begin
-      \$196  = \$129 [18:0];
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$197  = \acc$170 ;
-    if (ft_d0[0]) begin
-      \$197  = \$131 [18:0];
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$198  = \acc$176 ;
-    if (ft_d0[0]) begin
-      \$198  = \$133 [18:0];
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$199  = acc_valid;
+    \$182  = fp_d4;
     if (rst) begin
-      \$199  = 1'h0;
+      \$182  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$200  = qv_d0;
+    \$184  = \$100 ;
     if (rst) begin
-      \$200  = 1'h0;
+      \$184  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$201  = acc_end;
+    \$185  = \$101 ;
     if (rst) begin
-      \$201  = 1'h0;
+      \$185  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$202  = qe_d0;
+    \$186  = acc;
+    if (ft_d0[0]) begin
+      \$186  = \$103 [18:0];
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$187  = \acc$92 ;
+    if (ft_d0[0]) begin
+      \$187  = \$105 [18:0];
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$188  = \acc$98 ;
+    if (ft_d0[0]) begin
+      \$188  = \$107 [18:0];
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$189  = \acc$104 ;
+    if (ft_d0[0]) begin
+      \$189  = \$109 [18:0];
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$190  = \acc$110 ;
+    if (ft_d0[0]) begin
+      \$190  = \$111 [18:0];
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$191  = \acc$116 ;
+    if (ft_d0[0]) begin
+      \$191  = \$113 [18:0];
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$192  = \acc$122 ;
+    if (ft_d0[0]) begin
+      \$192  = \$115 [18:0];
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$193  = \acc$128 ;
+    if (ft_d0[0]) begin
+      \$193  = \$117 [18:0];
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$194  = \acc$134 ;
+    if (ft_d0[0]) begin
+      \$194  = \$119 [18:0];
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$195  = \acc$140 ;
+    if (ft_d0[0]) begin
+      \$195  = \$121 [18:0];
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$196  = \acc$146 ;
+    if (ft_d0[0]) begin
+      \$196  = \$123 [18:0];
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$197  = \acc$152 ;
+    if (ft_d0[0]) begin
+      \$197  = \$125 [18:0];
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$198  = \acc$158 ;
+    if (ft_d0[0]) begin
+      \$198  = \$127 [18:0];
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$199  = \acc$164 ;
+    if (ft_d0[0]) begin
+      \$199  = \$129 [18:0];
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$200  = \acc$170 ;
+    if (ft_d0[0]) begin
+      \$200  = \$131 [18:0];
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$201  = \acc$176 ;
+    if (ft_d0[0]) begin
+      \$201  = \$133 [18:0];
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$202  = acc_valid;
     if (rst) begin
       \$202  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$203  = qv_d1;
+    \$203  = qv_d0;
     if (rst) begin
       \$203  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$204  = qe_d1;
+    \$204  = acc_end;
     if (rst) begin
       \$204  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$205  = skid0;
+    \$205  = qe_d0;
+    if (rst) begin
+      \$205  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$206  = qv_d1;
+    if (rst) begin
+      \$206  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$207  = qe_d1;
+    if (rst) begin
+      \$207  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$208  = skid0;
     if (\$143 ) begin
-      \$205  = { qe_last_d0, \q$202 , \q$201 , \q$200 , \q$199 , \q$198 , \q$197 , \q$196 , \q$195 , \q$194 , \q$193 , \q$192 , \q$191 , \q$190 , \q$189 , \q$188 , q };
+      \$208  = { qe_last_d0, \q$202 , \q$201 , \q$200 , \q$199 , \q$198 , \q$197 , \q$196 , \q$195 , \q$194 , \q$193 , \q$192 , \q$191 , \q$190 , \q$189 , \q$188 , q };
     end else if (\$145 ) begin
-      \$205  = skid1;
+      \$208  = skid1;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$206  = skid1;
+    \$209  = skid1;
     if (\$155 ) begin
-      \$206  = { qe_last_d0, \q$202 , \q$201 , \q$200 , \q$199 , \q$198 , \q$197 , \q$196 , \q$195 , \q$194 , \q$193 , \q$192 , \q$191 , \q$190 , \q$189 , \q$188 , q };
+      \$209  = { qe_last_d0, \q$202 , \q$201 , \q$200 , \q$199 , \q$198 , \q$197 , \q$196 , \q$195 , \q$194 , \q$193 , \q$192 , \q$191 , \q$190 , \q$189 , \q$188 , q };
     end else if (\$157 ) begin
-      \$206  = 129'h000000000000000000000000000000000;
+      \$209  = 129'h000000000000000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$207  = \$66 [1:0];
+    \$210  = \$66 [1:0];
     if (rst) begin
-      \$207  = 2'h0;
+      \$210  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$208  = enter;
+    \$211  = enter;
     if (rst) begin
-      \$208  = 1'h0;
+      \$211  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$209  = credit_back_d0;
+    \$212  = credit_back_d0;
     if (rst) begin
-      \$209  = 1'h0;
+      \$212  = 1'h0;
     end
   end
   assign en = 1'h1;
@@ -2618,53 +2637,53 @@ module \bchw_top.engine0 (s__valid, clk, rst, s__ready, m__valid, m__payload, m_
   assign s__payload = write__data;
   assign read__addr = { read_bank, sfc };
   assign \en$31  = 1'h1;
-  assign xmem_d0 = x;
-  assign w = wdata_d0[27:0];
+  assign xmem_d1 = x;
+  assign w = wdata_d1[27:0];
   assign \en$36  = 1'h1;
   assign \x$37  = x;
-  assign \w$38  = wdata_d0[55:28];
+  assign \w$38  = wdata_d1[55:28];
   assign \en$39  = 1'h1;
   assign \x$40  = x;
-  assign \w$41  = wdata_d0[83:56];
+  assign \w$41  = wdata_d1[83:56];
   assign \en$42  = 1'h1;
   assign \x$43  = x;
-  assign \w$44  = wdata_d0[111:84];
+  assign \w$44  = wdata_d1[111:84];
   assign \en$45  = 1'h1;
   assign \x$46  = x;
-  assign \w$47  = wdata_d0[139:112];
+  assign \w$47  = wdata_d1[139:112];
   assign \en$48  = 1'h1;
   assign \x$49  = x;
-  assign \w$50  = wdata_d0[167:140];
+  assign \w$50  = wdata_d1[167:140];
   assign \en$51  = 1'h1;
   assign \x$52  = x;
-  assign \w$53  = wdata_d0[195:168];
+  assign \w$53  = wdata_d1[195:168];
   assign \en$54  = 1'h1;
   assign \x$55  = x;
-  assign \w$56  = wdata_d0[223:196];
+  assign \w$56  = wdata_d1[223:196];
   assign \en$57  = 1'h1;
   assign \x$58  = x;
-  assign \w$59  = wdata_d0[251:224];
+  assign \w$59  = wdata_d1[251:224];
   assign \en$60  = 1'h1;
   assign \x$61  = x;
-  assign \w$62  = wdata_d0[279:252];
+  assign \w$62  = wdata_d1[279:252];
   assign \en$63  = 1'h1;
   assign \x$64  = x;
-  assign \w$65  = wdata_d0[307:280];
+  assign \w$65  = wdata_d1[307:280];
   assign \en$66  = 1'h1;
   assign \x$67  = x;
-  assign \w$68  = wdata_d0[335:308];
+  assign \w$68  = wdata_d1[335:308];
   assign \en$69  = 1'h1;
   assign \x$70  = x;
-  assign \w$71  = wdata_d0[363:336];
+  assign \w$71  = wdata_d1[363:336];
   assign \en$72  = 1'h1;
   assign \x$73  = x;
-  assign \w$74  = wdata_d0[391:364];
+  assign \w$74  = wdata_d1[391:364];
   assign \en$75  = 1'h1;
   assign \x$76  = x;
-  assign \w$77  = wdata_d0[419:392];
+  assign \w$77  = wdata_d1[419:392];
   assign \en$78  = 1'h1;
   assign \x$79  = x;
-  assign \w$80  = wdata_d0[447:420];
+  assign \w$80  = wdata_d1[447:420];
   assign \en$81  = 1'h1;
   assign \addr$82  = fp_d4[7:4];
   assign \en$84  = 1'h1;
@@ -2750,8 +2769,10 @@ module \bchw_top.engine0 (s__valid, clk, rst, s__ready, m__valid, m__payload, m_
   assign count_next = \$66 [1:0];
   assign credit_back_d1 = credit_back;
   assign m__payload = \$57 [127:0];
-  assign \$180  = \data$219 ;
-  assign \$171  = data;
+  assign \$183  = \data$222 ;
+  assign \$173  = wdata_d0;
+  assign \$172  = data;
+  assign \$171  = xmem_d0;
   assign \$170  = read__data;
   assign busy_next = \$4 ;
   assign \$11  = \$10 ;
@@ -2802,7 +2823,7 @@ module \bchw_top.engine0.params (data, addr, clk);
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine0.requant0 (rst, \port$5003$0 , acc, q, clk);
+module \bchw_top.engine0.requant0 (rst, \port$5009$0 , acc, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$3  = 0;
   wire [34:0] \$1 ;
   wire [35:0] \$10 ;
@@ -2828,8 +2849,8 @@ module \bchw_top.engine0.requant0 (rst, \port$5003$0 , acc, q, clk);
   wire clk;
   wire en;
   wire [17:0] mul;
-  input [60:0] \port$5003$0 ;
-  wire [60:0] \port$5003$0 ;
+  input [60:0] \port$5009$0 ;
+  wire [60:0] \port$5009$0 ;
   reg [35:0] prod0 = 36'h000000000;
   reg [20:0] prod1 = 21'h000000;
   output [7:0] q;
@@ -2841,8 +2862,8 @@ module \bchw_top.engine0.requant0 (rst, \port$5003$0 , acc, q, clk);
   reg [4:0] shift2 = 5'h00;
   wire [38:0] shifted;
   reg [38:0] total = 39'h0000000000;
-  assign \$1  = $signed({ 1'h0, acc[16:0] }) * $signed(\port$5003$0 [17:0]);
-  assign \$2  = $signed(acc[18:17]) * $signed(\port$5003$0 [17:0]);
+  assign \$1  = $signed({ 1'h0, acc[16:0] }) * $signed(\port$5009$0 [17:0]);
+  assign \$2  = $signed(acc[18:17]) * $signed(\port$5009$0 [17:0]);
   assign \$4  = $signed(bias1) + $signed(\$3 );
   assign \$6  = $signed(\$4 ) + $signed(\$5 );
   assign \$7  = | shifted[38:8];
@@ -2871,13 +2892,13 @@ module \bchw_top.engine0.requant0 (rst, \port$5003$0 , acc, q, clk);
     end
   end
   assign en = 1'h1;
-  assign mul = \port$5003$0 [17:0];
-  assign bias = \port$5003$0 [60:23];
-  assign shift = \port$5003$0 [22:18];
+  assign mul = \port$5009$0 [17:0];
+  assign bias = \port$5009$0 [60:23];
+  assign shift = \port$5009$0 [22:18];
   assign \$15  = shift1;
   assign \$14  = \$6 [38:0];
-  assign \$13  = \port$5003$0 [22:18];
-  assign \$12  = \port$5003$0 [60:23];
+  assign \$13  = \port$5009$0 [22:18];
+  assign \$12  = \port$5009$0 [60:23];
   assign \$11  = { \$2 [19], \$2  };
   assign \$10  = { \$1 [34], \$1  };
   assign \$3  = { prod0[35], prod0 };
@@ -2885,7 +2906,7 @@ module \bchw_top.engine0.requant0 (rst, \port$5003$0 , acc, q, clk);
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine0.requant1 (rst, \port$5003$61 , acc, q, clk);
+module \bchw_top.engine0.requant1 (rst, \port$5009$61 , acc, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$4  = 0;
   wire [34:0] \$1 ;
   wire [35:0] \$10 ;
@@ -2911,8 +2932,8 @@ module \bchw_top.engine0.requant1 (rst, \port$5003$61 , acc, q, clk);
   wire clk;
   wire en;
   wire [17:0] mul;
-  input [60:0] \port$5003$61 ;
-  wire [60:0] \port$5003$61 ;
+  input [60:0] \port$5009$61 ;
+  wire [60:0] \port$5009$61 ;
   reg [35:0] prod0 = 36'h000000000;
   reg [20:0] prod1 = 21'h000000;
   output [7:0] q;
@@ -2924,8 +2945,8 @@ module \bchw_top.engine0.requant1 (rst, \port$5003$61 , acc, q, clk);
   reg [4:0] shift2 = 5'h00;
   wire [38:0] shifted;
   reg [38:0] total = 39'h0000000000;
-  assign \$1  = $signed({ 1'h0, acc[16:0] }) * $signed(\port$5003$61 [17:0]);
-  assign \$2  = $signed(acc[18:17]) * $signed(\port$5003$61 [17:0]);
+  assign \$1  = $signed({ 1'h0, acc[16:0] }) * $signed(\port$5009$61 [17:0]);
+  assign \$2  = $signed(acc[18:17]) * $signed(\port$5009$61 [17:0]);
   assign \$4  = $signed(bias1) + $signed(\$3 );
   assign \$6  = $signed(\$4 ) + $signed(\$5 );
   assign \$7  = | shifted[38:8];
@@ -2954,13 +2975,13 @@ module \bchw_top.engine0.requant1 (rst, \port$5003$61 , acc, q, clk);
     end
   end
   assign en = 1'h1;
-  assign mul = \port$5003$61 [17:0];
-  assign bias = \port$5003$61 [60:23];
-  assign shift = \port$5003$61 [22:18];
+  assign mul = \port$5009$61 [17:0];
+  assign bias = \port$5009$61 [60:23];
+  assign shift = \port$5009$61 [22:18];
   assign \$15  = shift1;
   assign \$14  = \$6 [38:0];
-  assign \$13  = \port$5003$61 [22:18];
-  assign \$12  = \port$5003$61 [60:23];
+  assign \$13  = \port$5009$61 [22:18];
+  assign \$12  = \port$5009$61 [60:23];
   assign \$11  = { \$2 [19], \$2  };
   assign \$10  = { \$1 [34], \$1  };
   assign \$3  = { prod0[35], prod0 };
@@ -2968,7 +2989,7 @@ module \bchw_top.engine0.requant1 (rst, \port$5003$61 , acc, q, clk);
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine0.requant10 (rst, \port$5003$610 , acc, q, clk);
+module \bchw_top.engine0.requant10 (rst, \port$5009$610 , acc, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$5  = 0;
   wire [34:0] \$1 ;
   wire [35:0] \$10 ;
@@ -2994,8 +3015,8 @@ module \bchw_top.engine0.requant10 (rst, \port$5003$610 , acc, q, clk);
   wire clk;
   wire en;
   wire [17:0] mul;
-  input [60:0] \port$5003$610 ;
-  wire [60:0] \port$5003$610 ;
+  input [60:0] \port$5009$610 ;
+  wire [60:0] \port$5009$610 ;
   reg [35:0] prod0 = 36'h000000000;
   reg [20:0] prod1 = 21'h000000;
   output [7:0] q;
@@ -3007,8 +3028,8 @@ module \bchw_top.engine0.requant10 (rst, \port$5003$610 , acc, q, clk);
   reg [4:0] shift2 = 5'h00;
   wire [38:0] shifted;
   reg [38:0] total = 39'h0000000000;
-  assign \$1  = $signed({ 1'h0, acc[16:0] }) * $signed(\port$5003$610 [17:0]);
-  assign \$2  = $signed(acc[18:17]) * $signed(\port$5003$610 [17:0]);
+  assign \$1  = $signed({ 1'h0, acc[16:0] }) * $signed(\port$5009$610 [17:0]);
+  assign \$2  = $signed(acc[18:17]) * $signed(\port$5009$610 [17:0]);
   assign \$4  = $signed(bias1) + $signed(\$3 );
   assign \$6  = $signed(\$4 ) + $signed(\$5 );
   assign \$7  = | shifted[38:8];
@@ -3037,13 +3058,13 @@ module \bchw_top.engine0.requant10 (rst, \port$5003$610 , acc, q, clk);
     end
   end
   assign en = 1'h1;
-  assign mul = \port$5003$610 [17:0];
-  assign bias = \port$5003$610 [60:23];
-  assign shift = \port$5003$610 [22:18];
+  assign mul = \port$5009$610 [17:0];
+  assign bias = \port$5009$610 [60:23];
+  assign shift = \port$5009$610 [22:18];
   assign \$15  = shift1;
   assign \$14  = \$6 [38:0];
-  assign \$13  = \port$5003$610 [22:18];
-  assign \$12  = \port$5003$610 [60:23];
+  assign \$13  = \port$5009$610 [22:18];
+  assign \$12  = \port$5009$610 [60:23];
   assign \$11  = { \$2 [19], \$2  };
   assign \$10  = { \$1 [34], \$1  };
   assign \$3  = { prod0[35], prod0 };
@@ -3051,7 +3072,7 @@ module \bchw_top.engine0.requant10 (rst, \port$5003$610 , acc, q, clk);
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine0.requant11 (rst, \port$5003$671 , acc, q, clk);
+module \bchw_top.engine0.requant11 (rst, \port$5009$671 , acc, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$6  = 0;
   wire [34:0] \$1 ;
   wire [35:0] \$10 ;
@@ -3077,8 +3098,8 @@ module \bchw_top.engine0.requant11 (rst, \port$5003$671 , acc, q, clk);
   wire clk;
   wire en;
   wire [17:0] mul;
-  input [60:0] \port$5003$671 ;
-  wire [60:0] \port$5003$671 ;
+  input [60:0] \port$5009$671 ;
+  wire [60:0] \port$5009$671 ;
   reg [35:0] prod0 = 36'h000000000;
   reg [20:0] prod1 = 21'h000000;
   output [7:0] q;
@@ -3090,8 +3111,8 @@ module \bchw_top.engine0.requant11 (rst, \port$5003$671 , acc, q, clk);
   reg [4:0] shift2 = 5'h00;
   wire [38:0] shifted;
   reg [38:0] total = 39'h0000000000;
-  assign \$1  = $signed({ 1'h0, acc[16:0] }) * $signed(\port$5003$671 [17:0]);
-  assign \$2  = $signed(acc[18:17]) * $signed(\port$5003$671 [17:0]);
+  assign \$1  = $signed({ 1'h0, acc[16:0] }) * $signed(\port$5009$671 [17:0]);
+  assign \$2  = $signed(acc[18:17]) * $signed(\port$5009$671 [17:0]);
   assign \$4  = $signed(bias1) + $signed(\$3 );
   assign \$6  = $signed(\$4 ) + $signed(\$5 );
   assign \$7  = | shifted[38:8];
@@ -3120,13 +3141,13 @@ module \bchw_top.engine0.requant11 (rst, \port$5003$671 , acc, q, clk);
     end
   end
   assign en = 1'h1;
-  assign mul = \port$5003$671 [17:0];
-  assign bias = \port$5003$671 [60:23];
-  assign shift = \port$5003$671 [22:18];
+  assign mul = \port$5009$671 [17:0];
+  assign bias = \port$5009$671 [60:23];
+  assign shift = \port$5009$671 [22:18];
   assign \$15  = shift1;
   assign \$14  = \$6 [38:0];
-  assign \$13  = \port$5003$671 [22:18];
-  assign \$12  = \port$5003$671 [60:23];
+  assign \$13  = \port$5009$671 [22:18];
+  assign \$12  = \port$5009$671 [60:23];
   assign \$11  = { \$2 [19], \$2  };
   assign \$10  = { \$1 [34], \$1  };
   assign \$3  = { prod0[35], prod0 };
@@ -3134,7 +3155,7 @@ module \bchw_top.engine0.requant11 (rst, \port$5003$671 , acc, q, clk);
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine0.requant12 (rst, \port$5003$732 , acc, q, clk);
+module \bchw_top.engine0.requant12 (rst, \port$5009$732 , acc, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$7  = 0;
   wire [34:0] \$1 ;
   wire [35:0] \$10 ;
@@ -3160,8 +3181,8 @@ module \bchw_top.engine0.requant12 (rst, \port$5003$732 , acc, q, clk);
   wire clk;
   wire en;
   wire [17:0] mul;
-  input [60:0] \port$5003$732 ;
-  wire [60:0] \port$5003$732 ;
+  input [60:0] \port$5009$732 ;
+  wire [60:0] \port$5009$732 ;
   reg [35:0] prod0 = 36'h000000000;
   reg [20:0] prod1 = 21'h000000;
   output [7:0] q;
@@ -3173,8 +3194,8 @@ module \bchw_top.engine0.requant12 (rst, \port$5003$732 , acc, q, clk);
   reg [4:0] shift2 = 5'h00;
   wire [38:0] shifted;
   reg [38:0] total = 39'h0000000000;
-  assign \$1  = $signed({ 1'h0, acc[16:0] }) * $signed(\port$5003$732 [17:0]);
-  assign \$2  = $signed(acc[18:17]) * $signed(\port$5003$732 [17:0]);
+  assign \$1  = $signed({ 1'h0, acc[16:0] }) * $signed(\port$5009$732 [17:0]);
+  assign \$2  = $signed(acc[18:17]) * $signed(\port$5009$732 [17:0]);
   assign \$4  = $signed(bias1) + $signed(\$3 );
   assign \$6  = $signed(\$4 ) + $signed(\$5 );
   assign \$7  = | shifted[38:8];
@@ -3203,13 +3224,13 @@ module \bchw_top.engine0.requant12 (rst, \port$5003$732 , acc, q, clk);
     end
   end
   assign en = 1'h1;
-  assign mul = \port$5003$732 [17:0];
-  assign bias = \port$5003$732 [60:23];
-  assign shift = \port$5003$732 [22:18];
+  assign mul = \port$5009$732 [17:0];
+  assign bias = \port$5009$732 [60:23];
+  assign shift = \port$5009$732 [22:18];
   assign \$15  = shift1;
   assign \$14  = \$6 [38:0];
-  assign \$13  = \port$5003$732 [22:18];
-  assign \$12  = \port$5003$732 [60:23];
+  assign \$13  = \port$5009$732 [22:18];
+  assign \$12  = \port$5009$732 [60:23];
   assign \$11  = { \$2 [19], \$2  };
   assign \$10  = { \$1 [34], \$1  };
   assign \$3  = { prod0[35], prod0 };
@@ -3217,7 +3238,7 @@ module \bchw_top.engine0.requant12 (rst, \port$5003$732 , acc, q, clk);
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine0.requant13 (rst, \port$5003$793 , acc, q, clk);
+module \bchw_top.engine0.requant13 (rst, \port$5009$793 , acc, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$8  = 0;
   wire [34:0] \$1 ;
   wire [35:0] \$10 ;
@@ -3243,8 +3264,8 @@ module \bchw_top.engine0.requant13 (rst, \port$5003$793 , acc, q, clk);
   wire clk;
   wire en;
   wire [17:0] mul;
-  input [60:0] \port$5003$793 ;
-  wire [60:0] \port$5003$793 ;
+  input [60:0] \port$5009$793 ;
+  wire [60:0] \port$5009$793 ;
   reg [35:0] prod0 = 36'h000000000;
   reg [20:0] prod1 = 21'h000000;
   output [7:0] q;
@@ -3256,8 +3277,8 @@ module \bchw_top.engine0.requant13 (rst, \port$5003$793 , acc, q, clk);
   reg [4:0] shift2 = 5'h00;
   wire [38:0] shifted;
   reg [38:0] total = 39'h0000000000;
-  assign \$1  = $signed({ 1'h0, acc[16:0] }) * $signed(\port$5003$793 [17:0]);
-  assign \$2  = $signed(acc[18:17]) * $signed(\port$5003$793 [17:0]);
+  assign \$1  = $signed({ 1'h0, acc[16:0] }) * $signed(\port$5009$793 [17:0]);
+  assign \$2  = $signed(acc[18:17]) * $signed(\port$5009$793 [17:0]);
   assign \$4  = $signed(bias1) + $signed(\$3 );
   assign \$6  = $signed(\$4 ) + $signed(\$5 );
   assign \$7  = | shifted[38:8];
@@ -3286,13 +3307,13 @@ module \bchw_top.engine0.requant13 (rst, \port$5003$793 , acc, q, clk);
     end
   end
   assign en = 1'h1;
-  assign mul = \port$5003$793 [17:0];
-  assign bias = \port$5003$793 [60:23];
-  assign shift = \port$5003$793 [22:18];
+  assign mul = \port$5009$793 [17:0];
+  assign bias = \port$5009$793 [60:23];
+  assign shift = \port$5009$793 [22:18];
   assign \$15  = shift1;
   assign \$14  = \$6 [38:0];
-  assign \$13  = \port$5003$793 [22:18];
-  assign \$12  = \port$5003$793 [60:23];
+  assign \$13  = \port$5009$793 [22:18];
+  assign \$12  = \port$5009$793 [60:23];
   assign \$11  = { \$2 [19], \$2  };
   assign \$10  = { \$1 [34], \$1  };
   assign \$3  = { prod0[35], prod0 };
@@ -3300,7 +3321,7 @@ module \bchw_top.engine0.requant13 (rst, \port$5003$793 , acc, q, clk);
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine0.requant14 (rst, \port$5003$854 , acc, q, clk);
+module \bchw_top.engine0.requant14 (rst, \port$5009$854 , acc, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$9  = 0;
   wire [34:0] \$1 ;
   wire [35:0] \$10 ;
@@ -3326,8 +3347,8 @@ module \bchw_top.engine0.requant14 (rst, \port$5003$854 , acc, q, clk);
   wire clk;
   wire en;
   wire [17:0] mul;
-  input [60:0] \port$5003$854 ;
-  wire [60:0] \port$5003$854 ;
+  input [60:0] \port$5009$854 ;
+  wire [60:0] \port$5009$854 ;
   reg [35:0] prod0 = 36'h000000000;
   reg [20:0] prod1 = 21'h000000;
   output [7:0] q;
@@ -3339,8 +3360,8 @@ module \bchw_top.engine0.requant14 (rst, \port$5003$854 , acc, q, clk);
   reg [4:0] shift2 = 5'h00;
   wire [38:0] shifted;
   reg [38:0] total = 39'h0000000000;
-  assign \$1  = $signed({ 1'h0, acc[16:0] }) * $signed(\port$5003$854 [17:0]);
-  assign \$2  = $signed(acc[18:17]) * $signed(\port$5003$854 [17:0]);
+  assign \$1  = $signed({ 1'h0, acc[16:0] }) * $signed(\port$5009$854 [17:0]);
+  assign \$2  = $signed(acc[18:17]) * $signed(\port$5009$854 [17:0]);
   assign \$4  = $signed(bias1) + $signed(\$3 );
   assign \$6  = $signed(\$4 ) + $signed(\$5 );
   assign \$7  = | shifted[38:8];
@@ -3369,13 +3390,13 @@ module \bchw_top.engine0.requant14 (rst, \port$5003$854 , acc, q, clk);
     end
   end
   assign en = 1'h1;
-  assign mul = \port$5003$854 [17:0];
-  assign bias = \port$5003$854 [60:23];
-  assign shift = \port$5003$854 [22:18];
+  assign mul = \port$5009$854 [17:0];
+  assign bias = \port$5009$854 [60:23];
+  assign shift = \port$5009$854 [22:18];
   assign \$15  = shift1;
   assign \$14  = \$6 [38:0];
-  assign \$13  = \port$5003$854 [22:18];
-  assign \$12  = \port$5003$854 [60:23];
+  assign \$13  = \port$5009$854 [22:18];
+  assign \$12  = \port$5009$854 [60:23];
   assign \$11  = { \$2 [19], \$2  };
   assign \$10  = { \$1 [34], \$1  };
   assign \$3  = { prod0[35], prod0 };
@@ -3383,7 +3404,7 @@ module \bchw_top.engine0.requant14 (rst, \port$5003$854 , acc, q, clk);
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine0.requant15 (rst, \port$5003$915 , acc, q, clk);
+module \bchw_top.engine0.requant15 (rst, \port$5009$915 , acc, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$10  = 0;
   wire [34:0] \$1 ;
   wire [35:0] \$10 ;
@@ -3409,8 +3430,8 @@ module \bchw_top.engine0.requant15 (rst, \port$5003$915 , acc, q, clk);
   wire clk;
   wire en;
   wire [17:0] mul;
-  input [60:0] \port$5003$915 ;
-  wire [60:0] \port$5003$915 ;
+  input [60:0] \port$5009$915 ;
+  wire [60:0] \port$5009$915 ;
   reg [35:0] prod0 = 36'h000000000;
   reg [20:0] prod1 = 21'h000000;
   output [7:0] q;
@@ -3422,8 +3443,8 @@ module \bchw_top.engine0.requant15 (rst, \port$5003$915 , acc, q, clk);
   reg [4:0] shift2 = 5'h00;
   wire [38:0] shifted;
   reg [38:0] total = 39'h0000000000;
-  assign \$1  = $signed({ 1'h0, acc[16:0] }) * $signed(\port$5003$915 [17:0]);
-  assign \$2  = $signed(acc[18:17]) * $signed(\port$5003$915 [17:0]);
+  assign \$1  = $signed({ 1'h0, acc[16:0] }) * $signed(\port$5009$915 [17:0]);
+  assign \$2  = $signed(acc[18:17]) * $signed(\port$5009$915 [17:0]);
   assign \$4  = $signed(bias1) + $signed(\$3 );
   assign \$6  = $signed(\$4 ) + $signed(\$5 );
   assign \$7  = | shifted[38:8];
@@ -3452,13 +3473,13 @@ module \bchw_top.engine0.requant15 (rst, \port$5003$915 , acc, q, clk);
     end
   end
   assign en = 1'h1;
-  assign mul = \port$5003$915 [17:0];
-  assign bias = \port$5003$915 [60:23];
-  assign shift = \port$5003$915 [22:18];
+  assign mul = \port$5009$915 [17:0];
+  assign bias = \port$5009$915 [60:23];
+  assign shift = \port$5009$915 [22:18];
   assign \$15  = shift1;
   assign \$14  = \$6 [38:0];
-  assign \$13  = \port$5003$915 [22:18];
-  assign \$12  = \port$5003$915 [60:23];
+  assign \$13  = \port$5009$915 [22:18];
+  assign \$12  = \port$5009$915 [60:23];
   assign \$11  = { \$2 [19], \$2  };
   assign \$10  = { \$1 [34], \$1  };
   assign \$3  = { prod0[35], prod0 };
@@ -3466,7 +3487,7 @@ module \bchw_top.engine0.requant15 (rst, \port$5003$915 , acc, q, clk);
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine0.requant2 (rst, \port$5003$122 , acc, q, clk);
+module \bchw_top.engine0.requant2 (rst, \port$5009$122 , acc, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$11  = 0;
   wire [34:0] \$1 ;
   wire [35:0] \$10 ;
@@ -3492,8 +3513,8 @@ module \bchw_top.engine0.requant2 (rst, \port$5003$122 , acc, q, clk);
   wire clk;
   wire en;
   wire [17:0] mul;
-  input [60:0] \port$5003$122 ;
-  wire [60:0] \port$5003$122 ;
+  input [60:0] \port$5009$122 ;
+  wire [60:0] \port$5009$122 ;
   reg [35:0] prod0 = 36'h000000000;
   reg [20:0] prod1 = 21'h000000;
   output [7:0] q;
@@ -3505,8 +3526,8 @@ module \bchw_top.engine0.requant2 (rst, \port$5003$122 , acc, q, clk);
   reg [4:0] shift2 = 5'h00;
   wire [38:0] shifted;
   reg [38:0] total = 39'h0000000000;
-  assign \$1  = $signed({ 1'h0, acc[16:0] }) * $signed(\port$5003$122 [17:0]);
-  assign \$2  = $signed(acc[18:17]) * $signed(\port$5003$122 [17:0]);
+  assign \$1  = $signed({ 1'h0, acc[16:0] }) * $signed(\port$5009$122 [17:0]);
+  assign \$2  = $signed(acc[18:17]) * $signed(\port$5009$122 [17:0]);
   assign \$4  = $signed(bias1) + $signed(\$3 );
   assign \$6  = $signed(\$4 ) + $signed(\$5 );
   assign \$7  = | shifted[38:8];
@@ -3535,13 +3556,13 @@ module \bchw_top.engine0.requant2 (rst, \port$5003$122 , acc, q, clk);
     end
   end
   assign en = 1'h1;
-  assign mul = \port$5003$122 [17:0];
-  assign bias = \port$5003$122 [60:23];
-  assign shift = \port$5003$122 [22:18];
+  assign mul = \port$5009$122 [17:0];
+  assign bias = \port$5009$122 [60:23];
+  assign shift = \port$5009$122 [22:18];
   assign \$15  = shift1;
   assign \$14  = \$6 [38:0];
-  assign \$13  = \port$5003$122 [22:18];
-  assign \$12  = \port$5003$122 [60:23];
+  assign \$13  = \port$5009$122 [22:18];
+  assign \$12  = \port$5009$122 [60:23];
   assign \$11  = { \$2 [19], \$2  };
   assign \$10  = { \$1 [34], \$1  };
   assign \$3  = { prod0[35], prod0 };
@@ -3549,7 +3570,7 @@ module \bchw_top.engine0.requant2 (rst, \port$5003$122 , acc, q, clk);
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine0.requant3 (rst, \port$5003$183 , acc, q, clk);
+module \bchw_top.engine0.requant3 (rst, \port$5009$183 , acc, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$12  = 0;
   wire [34:0] \$1 ;
   wire [35:0] \$10 ;
@@ -3575,8 +3596,8 @@ module \bchw_top.engine0.requant3 (rst, \port$5003$183 , acc, q, clk);
   wire clk;
   wire en;
   wire [17:0] mul;
-  input [60:0] \port$5003$183 ;
-  wire [60:0] \port$5003$183 ;
+  input [60:0] \port$5009$183 ;
+  wire [60:0] \port$5009$183 ;
   reg [35:0] prod0 = 36'h000000000;
   reg [20:0] prod1 = 21'h000000;
   output [7:0] q;
@@ -3588,8 +3609,8 @@ module \bchw_top.engine0.requant3 (rst, \port$5003$183 , acc, q, clk);
   reg [4:0] shift2 = 5'h00;
   wire [38:0] shifted;
   reg [38:0] total = 39'h0000000000;
-  assign \$1  = $signed({ 1'h0, acc[16:0] }) * $signed(\port$5003$183 [17:0]);
-  assign \$2  = $signed(acc[18:17]) * $signed(\port$5003$183 [17:0]);
+  assign \$1  = $signed({ 1'h0, acc[16:0] }) * $signed(\port$5009$183 [17:0]);
+  assign \$2  = $signed(acc[18:17]) * $signed(\port$5009$183 [17:0]);
   assign \$4  = $signed(bias1) + $signed(\$3 );
   assign \$6  = $signed(\$4 ) + $signed(\$5 );
   assign \$7  = | shifted[38:8];
@@ -3618,13 +3639,13 @@ module \bchw_top.engine0.requant3 (rst, \port$5003$183 , acc, q, clk);
     end
   end
   assign en = 1'h1;
-  assign mul = \port$5003$183 [17:0];
-  assign bias = \port$5003$183 [60:23];
-  assign shift = \port$5003$183 [22:18];
+  assign mul = \port$5009$183 [17:0];
+  assign bias = \port$5009$183 [60:23];
+  assign shift = \port$5009$183 [22:18];
   assign \$15  = shift1;
   assign \$14  = \$6 [38:0];
-  assign \$13  = \port$5003$183 [22:18];
-  assign \$12  = \port$5003$183 [60:23];
+  assign \$13  = \port$5009$183 [22:18];
+  assign \$12  = \port$5009$183 [60:23];
   assign \$11  = { \$2 [19], \$2  };
   assign \$10  = { \$1 [34], \$1  };
   assign \$3  = { prod0[35], prod0 };
@@ -3632,7 +3653,7 @@ module \bchw_top.engine0.requant3 (rst, \port$5003$183 , acc, q, clk);
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine0.requant4 (rst, \port$5003$244 , acc, q, clk);
+module \bchw_top.engine0.requant4 (rst, \port$5009$244 , acc, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$13  = 0;
   wire [34:0] \$1 ;
   wire [35:0] \$10 ;
@@ -3658,8 +3679,8 @@ module \bchw_top.engine0.requant4 (rst, \port$5003$244 , acc, q, clk);
   wire clk;
   wire en;
   wire [17:0] mul;
-  input [60:0] \port$5003$244 ;
-  wire [60:0] \port$5003$244 ;
+  input [60:0] \port$5009$244 ;
+  wire [60:0] \port$5009$244 ;
   reg [35:0] prod0 = 36'h000000000;
   reg [20:0] prod1 = 21'h000000;
   output [7:0] q;
@@ -3671,8 +3692,8 @@ module \bchw_top.engine0.requant4 (rst, \port$5003$244 , acc, q, clk);
   reg [4:0] shift2 = 5'h00;
   wire [38:0] shifted;
   reg [38:0] total = 39'h0000000000;
-  assign \$1  = $signed({ 1'h0, acc[16:0] }) * $signed(\port$5003$244 [17:0]);
-  assign \$2  = $signed(acc[18:17]) * $signed(\port$5003$244 [17:0]);
+  assign \$1  = $signed({ 1'h0, acc[16:0] }) * $signed(\port$5009$244 [17:0]);
+  assign \$2  = $signed(acc[18:17]) * $signed(\port$5009$244 [17:0]);
   assign \$4  = $signed(bias1) + $signed(\$3 );
   assign \$6  = $signed(\$4 ) + $signed(\$5 );
   assign \$7  = | shifted[38:8];
@@ -3701,13 +3722,13 @@ module \bchw_top.engine0.requant4 (rst, \port$5003$244 , acc, q, clk);
     end
   end
   assign en = 1'h1;
-  assign mul = \port$5003$244 [17:0];
-  assign bias = \port$5003$244 [60:23];
-  assign shift = \port$5003$244 [22:18];
+  assign mul = \port$5009$244 [17:0];
+  assign bias = \port$5009$244 [60:23];
+  assign shift = \port$5009$244 [22:18];
   assign \$15  = shift1;
   assign \$14  = \$6 [38:0];
-  assign \$13  = \port$5003$244 [22:18];
-  assign \$12  = \port$5003$244 [60:23];
+  assign \$13  = \port$5009$244 [22:18];
+  assign \$12  = \port$5009$244 [60:23];
   assign \$11  = { \$2 [19], \$2  };
   assign \$10  = { \$1 [34], \$1  };
   assign \$3  = { prod0[35], prod0 };
@@ -3715,7 +3736,7 @@ module \bchw_top.engine0.requant4 (rst, \port$5003$244 , acc, q, clk);
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine0.requant5 (rst, \port$5003$305 , acc, q, clk);
+module \bchw_top.engine0.requant5 (rst, \port$5009$305 , acc, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$14  = 0;
   wire [34:0] \$1 ;
   wire [35:0] \$10 ;
@@ -3741,8 +3762,8 @@ module \bchw_top.engine0.requant5 (rst, \port$5003$305 , acc, q, clk);
   wire clk;
   wire en;
   wire [17:0] mul;
-  input [60:0] \port$5003$305 ;
-  wire [60:0] \port$5003$305 ;
+  input [60:0] \port$5009$305 ;
+  wire [60:0] \port$5009$305 ;
   reg [35:0] prod0 = 36'h000000000;
   reg [20:0] prod1 = 21'h000000;
   output [7:0] q;
@@ -3754,8 +3775,8 @@ module \bchw_top.engine0.requant5 (rst, \port$5003$305 , acc, q, clk);
   reg [4:0] shift2 = 5'h00;
   wire [38:0] shifted;
   reg [38:0] total = 39'h0000000000;
-  assign \$1  = $signed({ 1'h0, acc[16:0] }) * $signed(\port$5003$305 [17:0]);
-  assign \$2  = $signed(acc[18:17]) * $signed(\port$5003$305 [17:0]);
+  assign \$1  = $signed({ 1'h0, acc[16:0] }) * $signed(\port$5009$305 [17:0]);
+  assign \$2  = $signed(acc[18:17]) * $signed(\port$5009$305 [17:0]);
   assign \$4  = $signed(bias1) + $signed(\$3 );
   assign \$6  = $signed(\$4 ) + $signed(\$5 );
   assign \$7  = | shifted[38:8];
@@ -3784,13 +3805,13 @@ module \bchw_top.engine0.requant5 (rst, \port$5003$305 , acc, q, clk);
     end
   end
   assign en = 1'h1;
-  assign mul = \port$5003$305 [17:0];
-  assign bias = \port$5003$305 [60:23];
-  assign shift = \port$5003$305 [22:18];
+  assign mul = \port$5009$305 [17:0];
+  assign bias = \port$5009$305 [60:23];
+  assign shift = \port$5009$305 [22:18];
   assign \$15  = shift1;
   assign \$14  = \$6 [38:0];
-  assign \$13  = \port$5003$305 [22:18];
-  assign \$12  = \port$5003$305 [60:23];
+  assign \$13  = \port$5009$305 [22:18];
+  assign \$12  = \port$5009$305 [60:23];
   assign \$11  = { \$2 [19], \$2  };
   assign \$10  = { \$1 [34], \$1  };
   assign \$3  = { prod0[35], prod0 };
@@ -3798,7 +3819,7 @@ module \bchw_top.engine0.requant5 (rst, \port$5003$305 , acc, q, clk);
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine0.requant6 (rst, \port$5003$366 , acc, q, clk);
+module \bchw_top.engine0.requant6 (rst, \port$5009$366 , acc, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$15  = 0;
   wire [34:0] \$1 ;
   wire [35:0] \$10 ;
@@ -3824,8 +3845,8 @@ module \bchw_top.engine0.requant6 (rst, \port$5003$366 , acc, q, clk);
   wire clk;
   wire en;
   wire [17:0] mul;
-  input [60:0] \port$5003$366 ;
-  wire [60:0] \port$5003$366 ;
+  input [60:0] \port$5009$366 ;
+  wire [60:0] \port$5009$366 ;
   reg [35:0] prod0 = 36'h000000000;
   reg [20:0] prod1 = 21'h000000;
   output [7:0] q;
@@ -3837,8 +3858,8 @@ module \bchw_top.engine0.requant6 (rst, \port$5003$366 , acc, q, clk);
   reg [4:0] shift2 = 5'h00;
   wire [38:0] shifted;
   reg [38:0] total = 39'h0000000000;
-  assign \$1  = $signed({ 1'h0, acc[16:0] }) * $signed(\port$5003$366 [17:0]);
-  assign \$2  = $signed(acc[18:17]) * $signed(\port$5003$366 [17:0]);
+  assign \$1  = $signed({ 1'h0, acc[16:0] }) * $signed(\port$5009$366 [17:0]);
+  assign \$2  = $signed(acc[18:17]) * $signed(\port$5009$366 [17:0]);
   assign \$4  = $signed(bias1) + $signed(\$3 );
   assign \$6  = $signed(\$4 ) + $signed(\$5 );
   assign \$7  = | shifted[38:8];
@@ -3867,13 +3888,13 @@ module \bchw_top.engine0.requant6 (rst, \port$5003$366 , acc, q, clk);
     end
   end
   assign en = 1'h1;
-  assign mul = \port$5003$366 [17:0];
-  assign bias = \port$5003$366 [60:23];
-  assign shift = \port$5003$366 [22:18];
+  assign mul = \port$5009$366 [17:0];
+  assign bias = \port$5009$366 [60:23];
+  assign shift = \port$5009$366 [22:18];
   assign \$15  = shift1;
   assign \$14  = \$6 [38:0];
-  assign \$13  = \port$5003$366 [22:18];
-  assign \$12  = \port$5003$366 [60:23];
+  assign \$13  = \port$5009$366 [22:18];
+  assign \$12  = \port$5009$366 [60:23];
   assign \$11  = { \$2 [19], \$2  };
   assign \$10  = { \$1 [34], \$1  };
   assign \$3  = { prod0[35], prod0 };
@@ -3881,7 +3902,7 @@ module \bchw_top.engine0.requant6 (rst, \port$5003$366 , acc, q, clk);
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine0.requant7 (rst, \port$5003$427 , acc, q, clk);
+module \bchw_top.engine0.requant7 (rst, \port$5009$427 , acc, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$16  = 0;
   wire [34:0] \$1 ;
   wire [35:0] \$10 ;
@@ -3907,8 +3928,8 @@ module \bchw_top.engine0.requant7 (rst, \port$5003$427 , acc, q, clk);
   wire clk;
   wire en;
   wire [17:0] mul;
-  input [60:0] \port$5003$427 ;
-  wire [60:0] \port$5003$427 ;
+  input [60:0] \port$5009$427 ;
+  wire [60:0] \port$5009$427 ;
   reg [35:0] prod0 = 36'h000000000;
   reg [20:0] prod1 = 21'h000000;
   output [7:0] q;
@@ -3920,8 +3941,8 @@ module \bchw_top.engine0.requant7 (rst, \port$5003$427 , acc, q, clk);
   reg [4:0] shift2 = 5'h00;
   wire [38:0] shifted;
   reg [38:0] total = 39'h0000000000;
-  assign \$1  = $signed({ 1'h0, acc[16:0] }) * $signed(\port$5003$427 [17:0]);
-  assign \$2  = $signed(acc[18:17]) * $signed(\port$5003$427 [17:0]);
+  assign \$1  = $signed({ 1'h0, acc[16:0] }) * $signed(\port$5009$427 [17:0]);
+  assign \$2  = $signed(acc[18:17]) * $signed(\port$5009$427 [17:0]);
   assign \$4  = $signed(bias1) + $signed(\$3 );
   assign \$6  = $signed(\$4 ) + $signed(\$5 );
   assign \$7  = | shifted[38:8];
@@ -3950,13 +3971,13 @@ module \bchw_top.engine0.requant7 (rst, \port$5003$427 , acc, q, clk);
     end
   end
   assign en = 1'h1;
-  assign mul = \port$5003$427 [17:0];
-  assign bias = \port$5003$427 [60:23];
-  assign shift = \port$5003$427 [22:18];
+  assign mul = \port$5009$427 [17:0];
+  assign bias = \port$5009$427 [60:23];
+  assign shift = \port$5009$427 [22:18];
   assign \$15  = shift1;
   assign \$14  = \$6 [38:0];
-  assign \$13  = \port$5003$427 [22:18];
-  assign \$12  = \port$5003$427 [60:23];
+  assign \$13  = \port$5009$427 [22:18];
+  assign \$12  = \port$5009$427 [60:23];
   assign \$11  = { \$2 [19], \$2  };
   assign \$10  = { \$1 [34], \$1  };
   assign \$3  = { prod0[35], prod0 };
@@ -3964,7 +3985,7 @@ module \bchw_top.engine0.requant7 (rst, \port$5003$427 , acc, q, clk);
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine0.requant8 (rst, \port$5003$488 , acc, q, clk);
+module \bchw_top.engine0.requant8 (rst, \port$5009$488 , acc, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$17  = 0;
   wire [34:0] \$1 ;
   wire [35:0] \$10 ;
@@ -3990,8 +4011,8 @@ module \bchw_top.engine0.requant8 (rst, \port$5003$488 , acc, q, clk);
   wire clk;
   wire en;
   wire [17:0] mul;
-  input [60:0] \port$5003$488 ;
-  wire [60:0] \port$5003$488 ;
+  input [60:0] \port$5009$488 ;
+  wire [60:0] \port$5009$488 ;
   reg [35:0] prod0 = 36'h000000000;
   reg [20:0] prod1 = 21'h000000;
   output [7:0] q;
@@ -4003,8 +4024,8 @@ module \bchw_top.engine0.requant8 (rst, \port$5003$488 , acc, q, clk);
   reg [4:0] shift2 = 5'h00;
   wire [38:0] shifted;
   reg [38:0] total = 39'h0000000000;
-  assign \$1  = $signed({ 1'h0, acc[16:0] }) * $signed(\port$5003$488 [17:0]);
-  assign \$2  = $signed(acc[18:17]) * $signed(\port$5003$488 [17:0]);
+  assign \$1  = $signed({ 1'h0, acc[16:0] }) * $signed(\port$5009$488 [17:0]);
+  assign \$2  = $signed(acc[18:17]) * $signed(\port$5009$488 [17:0]);
   assign \$4  = $signed(bias1) + $signed(\$3 );
   assign \$6  = $signed(\$4 ) + $signed(\$5 );
   assign \$7  = | shifted[38:8];
@@ -4033,13 +4054,13 @@ module \bchw_top.engine0.requant8 (rst, \port$5003$488 , acc, q, clk);
     end
   end
   assign en = 1'h1;
-  assign mul = \port$5003$488 [17:0];
-  assign bias = \port$5003$488 [60:23];
-  assign shift = \port$5003$488 [22:18];
+  assign mul = \port$5009$488 [17:0];
+  assign bias = \port$5009$488 [60:23];
+  assign shift = \port$5009$488 [22:18];
   assign \$15  = shift1;
   assign \$14  = \$6 [38:0];
-  assign \$13  = \port$5003$488 [22:18];
-  assign \$12  = \port$5003$488 [60:23];
+  assign \$13  = \port$5009$488 [22:18];
+  assign \$12  = \port$5009$488 [60:23];
   assign \$11  = { \$2 [19], \$2  };
   assign \$10  = { \$1 [34], \$1  };
   assign \$3  = { prod0[35], prod0 };
@@ -4047,7 +4068,7 @@ module \bchw_top.engine0.requant8 (rst, \port$5003$488 , acc, q, clk);
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine0.requant9 (rst, \port$5003$549 , acc, q, clk);
+module \bchw_top.engine0.requant9 (rst, \port$5009$549 , acc, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$18  = 0;
   wire [34:0] \$1 ;
   wire [35:0] \$10 ;
@@ -4073,8 +4094,8 @@ module \bchw_top.engine0.requant9 (rst, \port$5003$549 , acc, q, clk);
   wire clk;
   wire en;
   wire [17:0] mul;
-  input [60:0] \port$5003$549 ;
-  wire [60:0] \port$5003$549 ;
+  input [60:0] \port$5009$549 ;
+  wire [60:0] \port$5009$549 ;
   reg [35:0] prod0 = 36'h000000000;
   reg [20:0] prod1 = 21'h000000;
   output [7:0] q;
@@ -4086,8 +4107,8 @@ module \bchw_top.engine0.requant9 (rst, \port$5003$549 , acc, q, clk);
   reg [4:0] shift2 = 5'h00;
   wire [38:0] shifted;
   reg [38:0] total = 39'h0000000000;
-  assign \$1  = $signed({ 1'h0, acc[16:0] }) * $signed(\port$5003$549 [17:0]);
-  assign \$2  = $signed(acc[18:17]) * $signed(\port$5003$549 [17:0]);
+  assign \$1  = $signed({ 1'h0, acc[16:0] }) * $signed(\port$5009$549 [17:0]);
+  assign \$2  = $signed(acc[18:17]) * $signed(\port$5009$549 [17:0]);
   assign \$4  = $signed(bias1) + $signed(\$3 );
   assign \$6  = $signed(\$4 ) + $signed(\$5 );
   assign \$7  = | shifted[38:8];
@@ -4116,13 +4137,13 @@ module \bchw_top.engine0.requant9 (rst, \port$5003$549 , acc, q, clk);
     end
   end
   assign en = 1'h1;
-  assign mul = \port$5003$549 [17:0];
-  assign bias = \port$5003$549 [60:23];
-  assign shift = \port$5003$549 [22:18];
+  assign mul = \port$5009$549 [17:0];
+  assign bias = \port$5009$549 [60:23];
+  assign shift = \port$5009$549 [22:18];
   assign \$15  = shift1;
   assign \$14  = \$6 [38:0];
-  assign \$13  = \port$5003$549 [22:18];
-  assign \$12  = \port$5003$549 [60:23];
+  assign \$13  = \port$5009$549 [22:18];
+  assign \$12  = \port$5009$549 [60:23];
   assign \$11  = { \$2 [19], \$2  };
   assign \$10  = { \$1 [34], \$1  };
   assign \$3  = { prod0[35], prod0 };
@@ -11659,21 +11680,21 @@ module \bchw_top.engine1 (rst, s__valid, write__data, s__ready, m__valid, m__pay
   reg \$169 ;
   wire \$17 ;
   wire [127:0] \$170 ;
-  wire [255:0] \$171 ;
-  reg [7:0] \$172 ;
-  reg [7:0] \$173 ;
+  wire [127:0] \$171 ;
+  wire [255:0] \$172 ;
+  wire [255:0] \$173 ;
   reg [7:0] \$174 ;
   reg [7:0] \$175 ;
   reg [7:0] \$176 ;
   reg [7:0] \$177 ;
   reg [7:0] \$178 ;
-  wire [943:0] \$179 ;
+  reg [7:0] \$179 ;
   wire \$18 ;
-  reg \$180 ;
-  reg \$181 ;
-  reg [16:0] \$182 ;
-  reg [16:0] \$183 ;
-  reg [16:0] \$184 ;
+  reg [7:0] \$180 ;
+  reg [7:0] \$181 ;
+  wire [943:0] \$182 ;
+  reg \$183 ;
+  reg \$184 ;
   reg [16:0] \$185 ;
   reg [16:0] \$186 ;
   reg [16:0] \$187 ;
@@ -11688,20 +11709,23 @@ module \bchw_top.engine1 (rst, s__valid, write__data, s__ready, m__valid, m__pay
   reg [16:0] \$195 ;
   reg [16:0] \$196 ;
   reg [16:0] \$197 ;
-  reg \$198 ;
-  reg \$199 ;
+  reg [16:0] \$198 ;
+  reg [16:0] \$199 ;
   wire \$2 ;
   wire [4:0] \$20 ;
-  reg \$200 ;
+  reg [16:0] \$200 ;
   reg \$201 ;
   reg \$202 ;
   reg \$203 ;
-  reg [128:0] \$204 ;
-  reg [128:0] \$205 ;
-  reg [1:0] \$206 ;
-  reg \$207 ;
-  reg \$208 ;
+  reg \$204 ;
+  reg \$205 ;
+  reg \$206 ;
+  reg [128:0] \$207 ;
+  reg [128:0] \$208 ;
+  reg [1:0] \$209 ;
   wire [4:0] \$21 ;
+  reg \$210 ;
+  reg \$211 ;
   wire [4:0] \$22 ;
   wire [4:0] \$23 ;
   wire \$24 ;
@@ -11869,7 +11893,7 @@ module \bchw_top.engine1 (rst, s__valid, write__data, s__ready, m__valid, m__pay
   reg [1:0] credits = 2'h2;
   wire [1:0] credits_next;
   wire [255:0] data;
-  wire [943:0] \data$218 ;
+  wire [943:0] \data$221 ;
   wire en;
   wire \en$103 ;
   wire \en$109 ;
@@ -11907,6 +11931,7 @@ module \bchw_top.engine1 (rst, s__valid, write__data, s__ready, m__valid, m__pay
   wire enter;
   reg [7:0] f1_d0 = 8'h00;
   reg [7:0] f1_d1 = 8'h00;
+  reg [7:0] f1_d2 = 8'h00;
   reg [7:0] fp_d0 = 8'h00;
   reg [7:0] fp_d1 = 8'h00;
   reg [7:0] fp_d2 = 8'h00;
@@ -12001,9 +12026,6 @@ module \bchw_top.engine1 (rst, s__valid, write__data, s__ready, m__valid, m__pay
   wire [7:0] step;
   wire [7:0] step_next;
   wire [12:0] sum;
-  wire [12:0] \sum$222 ;
-  wire [12:0] \sum$223 ;
-  wire [12:0] \sum$224 ;
   wire [12:0] \sum$225 ;
   wire [12:0] \sum$226 ;
   wire [12:0] \sum$227 ;
@@ -12016,6 +12038,9 @@ module \bchw_top.engine1 (rst, s__valid, write__data, s__ready, m__valid, m__pay
   wire [12:0] \sum$234 ;
   wire [12:0] \sum$235 ;
   wire [12:0] \sum$236 ;
+  wire [12:0] \sum$237 ;
+  wire [12:0] \sum$238 ;
+  wire [12:0] \sum$239 ;
   wire [15:0] w;
   wire [15:0] \w$38 ;
   wire [15:0] \w$41 ;
@@ -12033,6 +12058,7 @@ module \bchw_top.engine1 (rst, s__valid, write__data, s__ready, m__valid, m__pay
   wire [15:0] \w$77 ;
   wire [15:0] \w$80 ;
   reg [255:0] wdata_d0 = 256'h0000000000000000000000000000000000000000000000000000000000000000;
+  reg [255:0] wdata_d1 = 256'h0000000000000000000000000000000000000000000000000000000000000000;
   reg [3:0] word = 4'h0;
   wire [4:0] write__addr;
   input [127:0] write__data;
@@ -12070,8 +12096,9 @@ module \bchw_top.engine1 (rst, s__valid, write__data, s__ready, m__valid, m__pay
   wire [127:0] \x$76 ;
   (* init = 128'h00000000000000000000000000000000 *)
   wire [127:0] \x$79 ;
+  reg [127:0] xmem_d0 = 128'h00000000000000000000000000000000;
   (* init = 128'h00000000000000000000000000000000 *)
-  wire [127:0] xmem_d0;
+  wire [127:0] xmem_d1;
   reg [127:0] xmem [31:0];
   initial begin
     xmem[0] = 128'h00000000000000000000000000000000;
@@ -12206,35 +12233,35 @@ module \bchw_top.engine1 (rst, s__valid, write__data, s__ready, m__valid, m__pay
   assign \$102  = ft_d0[1] ? 17'h00000 : acc;
   assign \$103  = $signed(\$102 ) + $signed(sum);
   assign \$104  = ft_d0[1] ? 17'h00000 : \acc$92 ;
-  assign \$105  = $signed(\$104 ) + $signed(\sum$222 );
+  assign \$105  = $signed(\$104 ) + $signed(\sum$225 );
   assign \$106  = ft_d0[1] ? 17'h00000 : \acc$98 ;
-  assign \$107  = $signed(\$106 ) + $signed(\sum$223 );
+  assign \$107  = $signed(\$106 ) + $signed(\sum$226 );
   assign \$108  = ft_d0[1] ? 17'h00000 : \acc$104 ;
-  assign \$109  = $signed(\$108 ) + $signed(\sum$224 );
+  assign \$109  = $signed(\$108 ) + $signed(\sum$227 );
   assign \$110  = ft_d0[1] ? 17'h00000 : \acc$110 ;
-  assign \$111  = $signed(\$110 ) + $signed(\sum$225 );
+  assign \$111  = $signed(\$110 ) + $signed(\sum$228 );
   assign \$112  = ft_d0[1] ? 17'h00000 : \acc$116 ;
-  assign \$113  = $signed(\$112 ) + $signed(\sum$226 );
+  assign \$113  = $signed(\$112 ) + $signed(\sum$229 );
   assign \$114  = ft_d0[1] ? 17'h00000 : \acc$122 ;
-  assign \$115  = $signed(\$114 ) + $signed(\sum$227 );
+  assign \$115  = $signed(\$114 ) + $signed(\sum$230 );
   assign \$116  = ft_d0[1] ? 17'h00000 : \acc$128 ;
-  assign \$117  = $signed(\$116 ) + $signed(\sum$228 );
+  assign \$117  = $signed(\$116 ) + $signed(\sum$231 );
   assign \$118  = ft_d0[1] ? 17'h00000 : \acc$134 ;
-  assign \$119  = $signed(\$118 ) + $signed(\sum$229 );
+  assign \$119  = $signed(\$118 ) + $signed(\sum$232 );
   assign \$120  = ft_d0[1] ? 17'h00000 : \acc$140 ;
-  assign \$121  = $signed(\$120 ) + $signed(\sum$230 );
+  assign \$121  = $signed(\$120 ) + $signed(\sum$233 );
   assign \$122  = ft_d0[1] ? 17'h00000 : \acc$146 ;
-  assign \$123  = $signed(\$122 ) + $signed(\sum$231 );
+  assign \$123  = $signed(\$122 ) + $signed(\sum$234 );
   assign \$124  = ft_d0[1] ? 17'h00000 : \acc$152 ;
-  assign \$125  = $signed(\$124 ) + $signed(\sum$232 );
+  assign \$125  = $signed(\$124 ) + $signed(\sum$235 );
   assign \$126  = ft_d0[1] ? 17'h00000 : \acc$158 ;
-  assign \$127  = $signed(\$126 ) + $signed(\sum$233 );
+  assign \$127  = $signed(\$126 ) + $signed(\sum$236 );
   assign \$128  = ft_d0[1] ? 17'h00000 : \acc$164 ;
-  assign \$129  = $signed(\$128 ) + $signed(\sum$234 );
+  assign \$129  = $signed(\$128 ) + $signed(\sum$237 );
   assign \$130  = ft_d0[1] ? 17'h00000 : \acc$170 ;
-  assign \$131  = $signed(\$130 ) + $signed(\sum$235 );
+  assign \$131  = $signed(\$130 ) + $signed(\sum$238 );
   assign \$132  = ft_d0[1] ? 17'h00000 : \acc$176 ;
-  assign \$133  = $signed(\$132 ) + $signed(\sum$236 );
+  assign \$133  = $signed(\$132 ) + $signed(\sum$239 );
   assign \$134  = | count;
   assign \$135  = ~ \$134 ;
   assign \$136  = enter & \$135 ;
@@ -12284,197 +12311,203 @@ module \bchw_top.engine1 (rst, s__valid, write__data, s__ready, m__valid, m__pay
   always @(posedge clk)
     \$signal  <= \$169 ;
   always @(posedge clk)
-    x <= \$170 ;
+    xmem_d0 <= \$170 ;
   always @(posedge clk)
-    wdata_d0 <= \$171 ;
+    x <= \$171 ;
   always @(posedge clk)
-    f1_d0 <= \$172 ;
+    wdata_d0 <= \$172 ;
   always @(posedge clk)
-    f1_d1 <= \$173 ;
+    wdata_d1 <= \$173 ;
   always @(posedge clk)
-    fp_d0 <= \$174 ;
+    f1_d0 <= \$174 ;
   always @(posedge clk)
-    fp_d1 <= \$175 ;
+    f1_d1 <= \$175 ;
   always @(posedge clk)
-    fp_d2 <= \$176 ;
+    f1_d2 <= \$176 ;
   always @(posedge clk)
-    fp_d3 <= \$177 ;
+    fp_d0 <= \$177 ;
   always @(posedge clk)
-    ft_d0 <= \$178 ;
+    fp_d1 <= \$178 ;
   always @(posedge clk)
-    params_d0 <= \$179 ;
+    fp_d2 <= \$179 ;
   always @(posedge clk)
-    acc_valid <= \$180 ;
+    fp_d3 <= \$180 ;
   always @(posedge clk)
-    acc_end <= \$181 ;
+    ft_d0 <= \$181 ;
   always @(posedge clk)
-    acc <= \$182 ;
+    params_d0 <= \$182 ;
   always @(posedge clk)
-    \acc$92  <= \$183 ;
+    acc_valid <= \$183 ;
   always @(posedge clk)
-    \acc$98  <= \$184 ;
+    acc_end <= \$184 ;
   always @(posedge clk)
-    \acc$104  <= \$185 ;
+    acc <= \$185 ;
   always @(posedge clk)
-    \acc$110  <= \$186 ;
+    \acc$92  <= \$186 ;
   always @(posedge clk)
-    \acc$116  <= \$187 ;
+    \acc$98  <= \$187 ;
   always @(posedge clk)
-    \acc$122  <= \$188 ;
+    \acc$104  <= \$188 ;
   always @(posedge clk)
-    \acc$128  <= \$189 ;
+    \acc$110  <= \$189 ;
   always @(posedge clk)
-    \acc$134  <= \$190 ;
+    \acc$116  <= \$190 ;
   always @(posedge clk)
-    \acc$140  <= \$191 ;
+    \acc$122  <= \$191 ;
   always @(posedge clk)
-    \acc$146  <= \$192 ;
+    \acc$128  <= \$192 ;
   always @(posedge clk)
-    \acc$152  <= \$193 ;
+    \acc$134  <= \$193 ;
   always @(posedge clk)
-    \acc$158  <= \$194 ;
+    \acc$140  <= \$194 ;
   always @(posedge clk)
-    \acc$164  <= \$195 ;
+    \acc$146  <= \$195 ;
   always @(posedge clk)
-    \acc$170  <= \$196 ;
+    \acc$152  <= \$196 ;
   always @(posedge clk)
-    \acc$176  <= \$197 ;
+    \acc$158  <= \$197 ;
   always @(posedge clk)
-    qv_d0 <= \$198 ;
+    \acc$164  <= \$198 ;
   always @(posedge clk)
-    qv_d1 <= \$199 ;
+    \acc$170  <= \$199 ;
   always @(posedge clk)
-    qe_d0 <= \$200 ;
+    \acc$176  <= \$200 ;
   always @(posedge clk)
-    qe_d1 <= \$201 ;
+    qv_d0 <= \$201 ;
   always @(posedge clk)
-    qv_last_d0 <= \$202 ;
+    qv_d1 <= \$202 ;
   always @(posedge clk)
-    qe_last_d0 <= \$203 ;
+    qe_d0 <= \$203 ;
   always @(posedge clk)
-    skid0 <= \$204 ;
+    qe_d1 <= \$204 ;
   always @(posedge clk)
-    skid1 <= \$205 ;
+    qv_last_d0 <= \$205 ;
   always @(posedge clk)
-    count <= \$206 ;
+    qe_last_d0 <= \$206 ;
   always @(posedge clk)
-    credit_back_d0 <= \$207 ;
+    skid0 <= \$207 ;
   always @(posedge clk)
-    credit_back <= \$208 ;
+    skid1 <= \$208 ;
+  always @(posedge clk)
+    count <= \$209 ;
+  always @(posedge clk)
+    credit_back_d0 <= \$210 ;
+  always @(posedge clk)
+    credit_back <= \$211 ;
   \bchw_top.engine1.params  params (
     .addr(fp_d3[7:4]),
     .clk(clk),
-    .data(\data$218 )
+    .data(\data$221 )
   );
   \bchw_top.engine1.requant0  requant0 (
     .acc(acc),
     .clk(clk),
-    .\port$7155$0 (params_d0[58:0]),
+    .\port$7167$0 (params_d0[58:0]),
     .q(q),
     .rst(rst)
   );
   \bchw_top.engine1.requant1  requant1 (
     .acc(\acc$92 ),
     .clk(clk),
-    .\port$7155$59 (params_d0[117:59]),
+    .\port$7167$59 (params_d0[117:59]),
     .q(\q$188 ),
     .rst(rst)
   );
   \bchw_top.engine1.requant10  requant10 (
     .acc(\acc$146 ),
     .clk(clk),
-    .\port$7155$590 (params_d0[648:590]),
+    .\port$7167$590 (params_d0[648:590]),
     .q(\q$197 ),
     .rst(rst)
   );
   \bchw_top.engine1.requant11  requant11 (
     .acc(\acc$152 ),
     .clk(clk),
-    .\port$7155$649 (params_d0[707:649]),
+    .\port$7167$649 (params_d0[707:649]),
     .q(\q$198 ),
     .rst(rst)
   );
   \bchw_top.engine1.requant12  requant12 (
     .acc(\acc$158 ),
     .clk(clk),
-    .\port$7155$708 (params_d0[766:708]),
+    .\port$7167$708 (params_d0[766:708]),
     .q(\q$199 ),
     .rst(rst)
   );
   \bchw_top.engine1.requant13  requant13 (
     .acc(\acc$164 ),
     .clk(clk),
-    .\port$7155$767 (params_d0[825:767]),
+    .\port$7167$767 (params_d0[825:767]),
     .q(\q$200 ),
     .rst(rst)
   );
   \bchw_top.engine1.requant14  requant14 (
     .acc(\acc$170 ),
     .clk(clk),
-    .\port$7155$826 (params_d0[884:826]),
+    .\port$7167$826 (params_d0[884:826]),
     .q(\q$201 ),
     .rst(rst)
   );
   \bchw_top.engine1.requant15  requant15 (
     .acc(\acc$176 ),
     .clk(clk),
-    .\port$7155$885 (params_d0[943:885]),
+    .\port$7167$885 (params_d0[943:885]),
     .q(\q$202 ),
     .rst(rst)
   );
   \bchw_top.engine1.requant2  requant2 (
     .acc(\acc$98 ),
     .clk(clk),
-    .\port$7155$118 (params_d0[176:118]),
+    .\port$7167$118 (params_d0[176:118]),
     .q(\q$189 ),
     .rst(rst)
   );
   \bchw_top.engine1.requant3  requant3 (
     .acc(\acc$104 ),
     .clk(clk),
-    .\port$7155$177 (params_d0[235:177]),
+    .\port$7167$177 (params_d0[235:177]),
     .q(\q$190 ),
     .rst(rst)
   );
   \bchw_top.engine1.requant4  requant4 (
     .acc(\acc$110 ),
     .clk(clk),
-    .\port$7155$236 (params_d0[294:236]),
+    .\port$7167$236 (params_d0[294:236]),
     .q(\q$191 ),
     .rst(rst)
   );
   \bchw_top.engine1.requant5  requant5 (
     .acc(\acc$116 ),
     .clk(clk),
-    .\port$7155$295 (params_d0[353:295]),
+    .\port$7167$295 (params_d0[353:295]),
     .q(\q$192 ),
     .rst(rst)
   );
   \bchw_top.engine1.requant6  requant6 (
     .acc(\acc$122 ),
     .clk(clk),
-    .\port$7155$354 (params_d0[412:354]),
+    .\port$7167$354 (params_d0[412:354]),
     .q(\q$193 ),
     .rst(rst)
   );
   \bchw_top.engine1.requant7  requant7 (
     .acc(\acc$128 ),
     .clk(clk),
-    .\port$7155$413 (params_d0[471:413]),
+    .\port$7167$413 (params_d0[471:413]),
     .q(\q$194 ),
     .rst(rst)
   );
   \bchw_top.engine1.requant8  requant8 (
     .acc(\acc$134 ),
     .clk(clk),
-    .\port$7155$472 (params_d0[530:472]),
+    .\port$7167$472 (params_d0[530:472]),
     .q(\q$195 ),
     .rst(rst)
   );
   \bchw_top.engine1.requant9  requant9 (
     .acc(\acc$140 ),
     .clk(clk),
-    .\port$7155$531 (params_d0[589:531]),
+    .\port$7167$531 (params_d0[589:531]),
     .q(\q$196 ),
     .rst(rst)
   );
@@ -12482,112 +12515,112 @@ module \bchw_top.engine1 (rst, s__valid, write__data, s__ready, m__valid, m__pay
     .clk(clk),
     .l4_0(sum),
     .rst(rst),
-    .w(wdata_d0[15:0]),
+    .w(wdata_d1[15:0]),
     .x(x)
   );
   \bchw_top.engine1.tree1  tree1 (
     .clk(clk),
-    .l4_0(\sum$222 ),
+    .l4_0(\sum$225 ),
     .rst(rst),
-    .w(wdata_d0[31:16]),
+    .w(wdata_d1[31:16]),
     .x(x)
   );
   \bchw_top.engine1.tree10  tree10 (
     .clk(clk),
-    .l4_0(\sum$231 ),
+    .l4_0(\sum$234 ),
     .rst(rst),
-    .w(wdata_d0[175:160]),
+    .w(wdata_d1[175:160]),
     .x(x)
   );
   \bchw_top.engine1.tree11  tree11 (
     .clk(clk),
-    .l4_0(\sum$232 ),
+    .l4_0(\sum$235 ),
     .rst(rst),
-    .w(wdata_d0[191:176]),
+    .w(wdata_d1[191:176]),
     .x(x)
   );
   \bchw_top.engine1.tree12  tree12 (
     .clk(clk),
-    .l4_0(\sum$233 ),
+    .l4_0(\sum$236 ),
     .rst(rst),
-    .w(wdata_d0[207:192]),
+    .w(wdata_d1[207:192]),
     .x(x)
   );
   \bchw_top.engine1.tree13  tree13 (
     .clk(clk),
-    .l4_0(\sum$234 ),
+    .l4_0(\sum$237 ),
     .rst(rst),
-    .w(wdata_d0[223:208]),
+    .w(wdata_d1[223:208]),
     .x(x)
   );
   \bchw_top.engine1.tree14  tree14 (
     .clk(clk),
-    .l4_0(\sum$235 ),
+    .l4_0(\sum$238 ),
     .rst(rst),
-    .w(wdata_d0[239:224]),
+    .w(wdata_d1[239:224]),
     .x(x)
   );
   \bchw_top.engine1.tree15  tree15 (
     .clk(clk),
-    .l4_0(\sum$236 ),
+    .l4_0(\sum$239 ),
     .rst(rst),
-    .w(wdata_d0[255:240]),
+    .w(wdata_d1[255:240]),
     .x(x)
   );
   \bchw_top.engine1.tree2  tree2 (
     .clk(clk),
-    .l4_0(\sum$223 ),
+    .l4_0(\sum$226 ),
     .rst(rst),
-    .w(wdata_d0[47:32]),
+    .w(wdata_d1[47:32]),
     .x(x)
   );
   \bchw_top.engine1.tree3  tree3 (
     .clk(clk),
-    .l4_0(\sum$224 ),
+    .l4_0(\sum$227 ),
     .rst(rst),
-    .w(wdata_d0[63:48]),
+    .w(wdata_d1[63:48]),
     .x(x)
   );
   \bchw_top.engine1.tree4  tree4 (
     .clk(clk),
-    .l4_0(\sum$225 ),
+    .l4_0(\sum$228 ),
     .rst(rst),
-    .w(wdata_d0[79:64]),
+    .w(wdata_d1[79:64]),
     .x(x)
   );
   \bchw_top.engine1.tree5  tree5 (
     .clk(clk),
-    .l4_0(\sum$226 ),
+    .l4_0(\sum$229 ),
     .rst(rst),
-    .w(wdata_d0[95:80]),
+    .w(wdata_d1[95:80]),
     .x(x)
   );
   \bchw_top.engine1.tree6  tree6 (
     .clk(clk),
-    .l4_0(\sum$227 ),
+    .l4_0(\sum$230 ),
     .rst(rst),
-    .w(wdata_d0[111:96]),
+    .w(wdata_d1[111:96]),
     .x(x)
   );
   \bchw_top.engine1.tree7  tree7 (
     .clk(clk),
-    .l4_0(\sum$228 ),
+    .l4_0(\sum$231 ),
     .rst(rst),
-    .w(wdata_d0[127:112]),
+    .w(wdata_d1[127:112]),
     .x(x)
   );
   \bchw_top.engine1.tree8  tree8 (
     .clk(clk),
-    .l4_0(\sum$229 ),
+    .l4_0(\sum$232 ),
     .rst(rst),
-    .w(wdata_d0[143:128]),
+    .w(wdata_d1[143:128]),
     .x(x)
   );
   \bchw_top.engine1.tree9  tree9 (
     .clk(clk),
-    .l4_0(\sum$230 ),
+    .l4_0(\sum$233 ),
     .rst(rst),
-    .w(wdata_d0[159:144]),
+    .w(wdata_d1[159:144]),
     .x(x)
   );
   \bchw_top.engine1.weights  weights (
@@ -12690,258 +12723,265 @@ module \bchw_top.engine1 (rst, s__valid, write__data, s__ready, m__valid, m__pay
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$172  = { nfc, last_step, \$99 , \$98 , issue };
-    if (rst) begin
-      \$172  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$173  = f1_d0;
-    if (rst) begin
-      \$173  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$174  = f1_d1;
+    \$174  = { nfc, last_step, \$99 , \$98 , issue };
     if (rst) begin
       \$174  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$175  = fp_d0;
+    \$175  = f1_d0;
     if (rst) begin
       \$175  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$176  = fp_d1;
+    \$176  = f1_d1;
     if (rst) begin
       \$176  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$177  = fp_d2;
+    \$177  = f1_d2;
     if (rst) begin
       \$177  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$178  = fp_d3;
+    \$178  = fp_d0;
     if (rst) begin
       \$178  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$180  = \$100 ;
+    \$179  = fp_d1;
     if (rst) begin
-      \$180  = 1'h0;
+      \$179  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$181  = \$101 ;
+    \$180  = fp_d2;
     if (rst) begin
-      \$181  = 1'h0;
+      \$180  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$182  = acc;
-    if (ft_d0[0]) begin
-      \$182  = \$103 [16:0];
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$183  = \acc$92 ;
-    if (ft_d0[0]) begin
-      \$183  = \$105 [16:0];
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$184  = \acc$98 ;
-    if (ft_d0[0]) begin
-      \$184  = \$107 [16:0];
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$185  = \acc$104 ;
-    if (ft_d0[0]) begin
-      \$185  = \$109 [16:0];
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$186  = \acc$110 ;
-    if (ft_d0[0]) begin
-      \$186  = \$111 [16:0];
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$187  = \acc$116 ;
-    if (ft_d0[0]) begin
-      \$187  = \$113 [16:0];
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$188  = \acc$122 ;
-    if (ft_d0[0]) begin
-      \$188  = \$115 [16:0];
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$189  = \acc$128 ;
-    if (ft_d0[0]) begin
-      \$189  = \$117 [16:0];
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$190  = \acc$134 ;
-    if (ft_d0[0]) begin
-      \$190  = \$119 [16:0];
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$191  = \acc$140 ;
-    if (ft_d0[0]) begin
-      \$191  = \$121 [16:0];
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$192  = \acc$146 ;
-    if (ft_d0[0]) begin
-      \$192  = \$123 [16:0];
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$193  = \acc$152 ;
-    if (ft_d0[0]) begin
-      \$193  = \$125 [16:0];
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$194  = \acc$158 ;
-    if (ft_d0[0]) begin
-      \$194  = \$127 [16:0];
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$195  = \acc$164 ;
-    if (ft_d0[0]) begin
-      \$195  = \$129 [16:0];
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$196  = \acc$170 ;
-    if (ft_d0[0]) begin
-      \$196  = \$131 [16:0];
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$197  = \acc$176 ;
-    if (ft_d0[0]) begin
-      \$197  = \$133 [16:0];
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$198  = acc_valid;
+    \$181  = fp_d3;
     if (rst) begin
-      \$198  = 1'h0;
+      \$181  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$199  = qv_d0;
+    \$183  = \$100 ;
     if (rst) begin
-      \$199  = 1'h0;
+      \$183  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$200  = acc_end;
+    \$184  = \$101 ;
     if (rst) begin
-      \$200  = 1'h0;
+      \$184  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$201  = qe_d0;
+    \$185  = acc;
+    if (ft_d0[0]) begin
+      \$185  = \$103 [16:0];
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    \$186  = \acc$92 ;
+    if (ft_d0[0]) begin
+      \$186  = \$105 [16:0];
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    \$187  = \acc$98 ;
+    if (ft_d0[0]) begin
+      \$187  = \$107 [16:0];
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    \$188  = \acc$104 ;
+    if (ft_d0[0]) begin
+      \$188  = \$109 [16:0];
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    \$189  = \acc$110 ;
+    if (ft_d0[0]) begin
+      \$189  = \$111 [16:0];
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    \$190  = \acc$116 ;
+    if (ft_d0[0]) begin
+      \$190  = \$113 [16:0];
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    \$191  = \acc$122 ;
+    if (ft_d0[0]) begin
+      \$191  = \$115 [16:0];
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    \$192  = \acc$128 ;
+    if (ft_d0[0]) begin
+      \$192  = \$117 [16:0];
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    \$193  = \acc$134 ;
+    if (ft_d0[0]) begin
+      \$193  = \$119 [16:0];
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    \$194  = \acc$140 ;
+    if (ft_d0[0]) begin
+      \$194  = \$121 [16:0];
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    \$195  = \acc$146 ;
+    if (ft_d0[0]) begin
+      \$195  = \$123 [16:0];
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    \$196  = \acc$152 ;
+    if (ft_d0[0]) begin
+      \$196  = \$125 [16:0];
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    \$197  = \acc$158 ;
+    if (ft_d0[0]) begin
+      \$197  = \$127 [16:0];
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    \$198  = \acc$164 ;
+    if (ft_d0[0]) begin
+      \$198  = \$129 [16:0];
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    \$199  = \acc$170 ;
+    if (ft_d0[0]) begin
+      \$199  = \$131 [16:0];
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    \$200  = \acc$176 ;
+    if (ft_d0[0]) begin
+      \$200  = \$133 [16:0];
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    \$201  = acc_valid;
     if (rst) begin
       \$201  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$202  = qv_d1;
+    \$202  = qv_d0;
     if (rst) begin
       \$202  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$203  = qe_d1;
+    \$203  = acc_end;
     if (rst) begin
       \$203  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$204  = skid0;
+    \$204  = qe_d0;
+    if (rst) begin
+      \$204  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    \$205  = qv_d1;
+    if (rst) begin
+      \$205  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    \$206  = qe_d1;
+    if (rst) begin
+      \$206  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    \$207  = skid0;
     if (\$143 ) begin
-      \$204  = { qe_last_d0, \q$202 , \q$201 , \q$200 , \q$199 , \q$198 , \q$197 , \q$196 , \q$195 , \q$194 , \q$193 , \q$192 , \q$191 , \q$190 , \q$189 , \q$188 , q };
+      \$207  = { qe_last_d0, \q$202 , \q$201 , \q$200 , \q$199 , \q$198 , \q$197 , \q$196 , \q$195 , \q$194 , \q$193 , \q$192 , \q$191 , \q$190 , \q$189 , \q$188 , q };
     end else if (\$145 ) begin
-      \$204  = skid1;
+      \$207  = skid1;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$205  = skid1;
+    \$208  = skid1;
     if (\$155 ) begin
-      \$205  = { qe_last_d0, \q$202 , \q$201 , \q$200 , \q$199 , \q$198 , \q$197 , \q$196 , \q$195 , \q$194 , \q$193 , \q$192 , \q$191 , \q$190 , \q$189 , \q$188 , q };
+      \$208  = { qe_last_d0, \q$202 , \q$201 , \q$200 , \q$199 , \q$198 , \q$197 , \q$196 , \q$195 , \q$194 , \q$193 , \q$192 , \q$191 , \q$190 , \q$189 , \q$188 , q };
     end else if (\$157 ) begin
-      \$205  = 129'h000000000000000000000000000000000;
+      \$208  = 129'h000000000000000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$206  = \$66 [1:0];
+    \$209  = \$66 [1:0];
     if (rst) begin
-      \$206  = 2'h0;
+      \$209  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$207  = enter;
+    \$210  = enter;
     if (rst) begin
-      \$207  = 1'h0;
+      \$210  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$208  = credit_back_d0;
+    \$211  = credit_back_d0;
     if (rst) begin
-      \$208  = 1'h0;
+      \$211  = 1'h0;
     end
   end
   assign en = 1'h1;
@@ -12954,53 +12994,53 @@ module \bchw_top.engine1 (rst, s__valid, write__data, s__ready, m__valid, m__pay
   assign s__payload = write__data;
   assign read__addr = { read_bank, sfc };
   assign \en$31  = 1'h1;
-  assign xmem_d0 = x;
-  assign w = wdata_d0[15:0];
+  assign xmem_d1 = x;
+  assign w = wdata_d1[15:0];
   assign \en$36  = 1'h1;
   assign \x$37  = x;
-  assign \w$38  = wdata_d0[31:16];
+  assign \w$38  = wdata_d1[31:16];
   assign \en$39  = 1'h1;
   assign \x$40  = x;
-  assign \w$41  = wdata_d0[47:32];
+  assign \w$41  = wdata_d1[47:32];
   assign \en$42  = 1'h1;
   assign \x$43  = x;
-  assign \w$44  = wdata_d0[63:48];
+  assign \w$44  = wdata_d1[63:48];
   assign \en$45  = 1'h1;
   assign \x$46  = x;
-  assign \w$47  = wdata_d0[79:64];
+  assign \w$47  = wdata_d1[79:64];
   assign \en$48  = 1'h1;
   assign \x$49  = x;
-  assign \w$50  = wdata_d0[95:80];
+  assign \w$50  = wdata_d1[95:80];
   assign \en$51  = 1'h1;
   assign \x$52  = x;
-  assign \w$53  = wdata_d0[111:96];
+  assign \w$53  = wdata_d1[111:96];
   assign \en$54  = 1'h1;
   assign \x$55  = x;
-  assign \w$56  = wdata_d0[127:112];
+  assign \w$56  = wdata_d1[127:112];
   assign \en$57  = 1'h1;
   assign \x$58  = x;
-  assign \w$59  = wdata_d0[143:128];
+  assign \w$59  = wdata_d1[143:128];
   assign \en$60  = 1'h1;
   assign \x$61  = x;
-  assign \w$62  = wdata_d0[159:144];
+  assign \w$62  = wdata_d1[159:144];
   assign \en$63  = 1'h1;
   assign \x$64  = x;
-  assign \w$65  = wdata_d0[175:160];
+  assign \w$65  = wdata_d1[175:160];
   assign \en$66  = 1'h1;
   assign \x$67  = x;
-  assign \w$68  = wdata_d0[191:176];
+  assign \w$68  = wdata_d1[191:176];
   assign \en$69  = 1'h1;
   assign \x$70  = x;
-  assign \w$71  = wdata_d0[207:192];
+  assign \w$71  = wdata_d1[207:192];
   assign \en$72  = 1'h1;
   assign \x$73  = x;
-  assign \w$74  = wdata_d0[223:208];
+  assign \w$74  = wdata_d1[223:208];
   assign \en$75  = 1'h1;
   assign \x$76  = x;
-  assign \w$77  = wdata_d0[239:224];
+  assign \w$77  = wdata_d1[239:224];
   assign \en$78  = 1'h1;
   assign \x$79  = x;
-  assign \w$80  = wdata_d0[255:240];
+  assign \w$80  = wdata_d1[255:240];
   assign \en$81  = 1'h1;
   assign \addr$82  = fp_d3[7:4];
   assign \en$84  = 1'h1;
@@ -13086,8 +13126,10 @@ module \bchw_top.engine1 (rst, s__valid, write__data, s__ready, m__valid, m__pay
   assign count_next = \$66 [1:0];
   assign credit_back_d1 = credit_back;
   assign m__payload = \$57 [127:0];
-  assign \$179  = \data$218 ;
-  assign \$171  = data;
+  assign \$182  = \data$221 ;
+  assign \$173  = wdata_d0;
+  assign \$172  = data;
+  assign \$171  = xmem_d0;
   assign \$170  = read__data;
   assign busy_next = \$4 ;
   assign \$11  = \$10 ;
@@ -13138,7 +13180,7 @@ module \bchw_top.engine1.params (data, addr, clk);
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine1.requant0 (rst, \port$7155$0 , acc, q, clk);
+module \bchw_top.engine1.requant0 (rst, \port$7167$0 , acc, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$20  = 0;
   wire [34:0] \$1 ;
   wire [36:0] \$10 ;
@@ -13160,8 +13202,8 @@ module \bchw_top.engine1.requant0 (rst, \port$7155$0 , acc, q, clk);
   wire clk;
   wire en;
   wire [17:0] mul;
-  input [58:0] \port$7155$0 ;
-  wire [58:0] \port$7155$0 ;
+  input [58:0] \port$7167$0 ;
+  wire [58:0] \port$7167$0 ;
   reg [35:0] prod0 = 36'h000000000;
   output [7:0] q;
   reg [7:0] q = 8'h00;
@@ -13172,7 +13214,7 @@ module \bchw_top.engine1.requant0 (rst, \port$7155$0 , acc, q, clk);
   reg [4:0] shift2 = 5'h00;
   wire [36:0] shifted;
   reg [36:0] total = 37'h0000000000;
-  assign \$1  = $signed(acc) * $signed(\port$7155$0 [17:0]);
+  assign \$1  = $signed(acc) * $signed(\port$7167$0 [17:0]);
   assign \$3  = $signed(bias1) + $signed(\$2 );
   assign \$4  = | shifted[36:8];
   assign \$5  = \$4  ? 37'h00000000ff : shifted;
@@ -13198,19 +13240,19 @@ module \bchw_top.engine1.requant0 (rst, \port$7155$0 , acc, q, clk);
     end
   end
   assign en = 1'h1;
-  assign mul = \port$7155$0 [17:0];
-  assign bias = \port$7155$0 [58:23];
-  assign shift = \port$7155$0 [22:18];
+  assign mul = \port$7167$0 [17:0];
+  assign bias = \port$7167$0 [58:23];
+  assign shift = \port$7167$0 [22:18];
   assign \$11  = shift1;
   assign \$10  = \$3 [36:0];
-  assign \$9  = \port$7155$0 [22:18];
-  assign \$8  = \port$7155$0 [58:23];
+  assign \$9  = \port$7167$0 [22:18];
+  assign \$8  = \port$7167$0 [58:23];
   assign \$7  = { \$1 [34], \$1  };
   assign \$2  = { prod0[35], prod0 };
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine1.requant1 (rst, \port$7155$59 , acc, q, clk);
+module \bchw_top.engine1.requant1 (rst, \port$7167$59 , acc, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$21  = 0;
   wire [34:0] \$1 ;
   wire [36:0] \$10 ;
@@ -13232,8 +13274,8 @@ module \bchw_top.engine1.requant1 (rst, \port$7155$59 , acc, q, clk);
   wire clk;
   wire en;
   wire [17:0] mul;
-  input [58:0] \port$7155$59 ;
-  wire [58:0] \port$7155$59 ;
+  input [58:0] \port$7167$59 ;
+  wire [58:0] \port$7167$59 ;
   reg [35:0] prod0 = 36'h000000000;
   output [7:0] q;
   reg [7:0] q = 8'h00;
@@ -13244,7 +13286,7 @@ module \bchw_top.engine1.requant1 (rst, \port$7155$59 , acc, q, clk);
   reg [4:0] shift2 = 5'h00;
   wire [36:0] shifted;
   reg [36:0] total = 37'h0000000000;
-  assign \$1  = $signed(acc) * $signed(\port$7155$59 [17:0]);
+  assign \$1  = $signed(acc) * $signed(\port$7167$59 [17:0]);
   assign \$3  = $signed(bias1) + $signed(\$2 );
   assign \$4  = | shifted[36:8];
   assign \$5  = \$4  ? 37'h00000000ff : shifted;
@@ -13270,19 +13312,19 @@ module \bchw_top.engine1.requant1 (rst, \port$7155$59 , acc, q, clk);
     end
   end
   assign en = 1'h1;
-  assign mul = \port$7155$59 [17:0];
-  assign bias = \port$7155$59 [58:23];
-  assign shift = \port$7155$59 [22:18];
+  assign mul = \port$7167$59 [17:0];
+  assign bias = \port$7167$59 [58:23];
+  assign shift = \port$7167$59 [22:18];
   assign \$11  = shift1;
   assign \$10  = \$3 [36:0];
-  assign \$9  = \port$7155$59 [22:18];
-  assign \$8  = \port$7155$59 [58:23];
+  assign \$9  = \port$7167$59 [22:18];
+  assign \$8  = \port$7167$59 [58:23];
   assign \$7  = { \$1 [34], \$1  };
   assign \$2  = { prod0[35], prod0 };
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine1.requant10 (rst, \port$7155$590 , acc, q, clk);
+module \bchw_top.engine1.requant10 (rst, \port$7167$590 , acc, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$22  = 0;
   wire [34:0] \$1 ;
   wire [36:0] \$10 ;
@@ -13304,8 +13346,8 @@ module \bchw_top.engine1.requant10 (rst, \port$7155$590 , acc, q, clk);
   wire clk;
   wire en;
   wire [17:0] mul;
-  input [58:0] \port$7155$590 ;
-  wire [58:0] \port$7155$590 ;
+  input [58:0] \port$7167$590 ;
+  wire [58:0] \port$7167$590 ;
   reg [35:0] prod0 = 36'h000000000;
   output [7:0] q;
   reg [7:0] q = 8'h00;
@@ -13316,7 +13358,7 @@ module \bchw_top.engine1.requant10 (rst, \port$7155$590 , acc, q, clk);
   reg [4:0] shift2 = 5'h00;
   wire [36:0] shifted;
   reg [36:0] total = 37'h0000000000;
-  assign \$1  = $signed(acc) * $signed(\port$7155$590 [17:0]);
+  assign \$1  = $signed(acc) * $signed(\port$7167$590 [17:0]);
   assign \$3  = $signed(bias1) + $signed(\$2 );
   assign \$4  = | shifted[36:8];
   assign \$5  = \$4  ? 37'h00000000ff : shifted;
@@ -13342,19 +13384,19 @@ module \bchw_top.engine1.requant10 (rst, \port$7155$590 , acc, q, clk);
     end
   end
   assign en = 1'h1;
-  assign mul = \port$7155$590 [17:0];
-  assign bias = \port$7155$590 [58:23];
-  assign shift = \port$7155$590 [22:18];
+  assign mul = \port$7167$590 [17:0];
+  assign bias = \port$7167$590 [58:23];
+  assign shift = \port$7167$590 [22:18];
   assign \$11  = shift1;
   assign \$10  = \$3 [36:0];
-  assign \$9  = \port$7155$590 [22:18];
-  assign \$8  = \port$7155$590 [58:23];
+  assign \$9  = \port$7167$590 [22:18];
+  assign \$8  = \port$7167$590 [58:23];
   assign \$7  = { \$1 [34], \$1  };
   assign \$2  = { prod0[35], prod0 };
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine1.requant11 (rst, \port$7155$649 , acc, q, clk);
+module \bchw_top.engine1.requant11 (rst, \port$7167$649 , acc, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$23  = 0;
   wire [34:0] \$1 ;
   wire [36:0] \$10 ;
@@ -13376,8 +13418,8 @@ module \bchw_top.engine1.requant11 (rst, \port$7155$649 , acc, q, clk);
   wire clk;
   wire en;
   wire [17:0] mul;
-  input [58:0] \port$7155$649 ;
-  wire [58:0] \port$7155$649 ;
+  input [58:0] \port$7167$649 ;
+  wire [58:0] \port$7167$649 ;
   reg [35:0] prod0 = 36'h000000000;
   output [7:0] q;
   reg [7:0] q = 8'h00;
@@ -13388,7 +13430,7 @@ module \bchw_top.engine1.requant11 (rst, \port$7155$649 , acc, q, clk);
   reg [4:0] shift2 = 5'h00;
   wire [36:0] shifted;
   reg [36:0] total = 37'h0000000000;
-  assign \$1  = $signed(acc) * $signed(\port$7155$649 [17:0]);
+  assign \$1  = $signed(acc) * $signed(\port$7167$649 [17:0]);
   assign \$3  = $signed(bias1) + $signed(\$2 );
   assign \$4  = | shifted[36:8];
   assign \$5  = \$4  ? 37'h00000000ff : shifted;
@@ -13414,19 +13456,19 @@ module \bchw_top.engine1.requant11 (rst, \port$7155$649 , acc, q, clk);
     end
   end
   assign en = 1'h1;
-  assign mul = \port$7155$649 [17:0];
-  assign bias = \port$7155$649 [58:23];
-  assign shift = \port$7155$649 [22:18];
+  assign mul = \port$7167$649 [17:0];
+  assign bias = \port$7167$649 [58:23];
+  assign shift = \port$7167$649 [22:18];
   assign \$11  = shift1;
   assign \$10  = \$3 [36:0];
-  assign \$9  = \port$7155$649 [22:18];
-  assign \$8  = \port$7155$649 [58:23];
+  assign \$9  = \port$7167$649 [22:18];
+  assign \$8  = \port$7167$649 [58:23];
   assign \$7  = { \$1 [34], \$1  };
   assign \$2  = { prod0[35], prod0 };
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine1.requant12 (rst, \port$7155$708 , acc, q, clk);
+module \bchw_top.engine1.requant12 (rst, \port$7167$708 , acc, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$24  = 0;
   wire [34:0] \$1 ;
   wire [36:0] \$10 ;
@@ -13448,8 +13490,8 @@ module \bchw_top.engine1.requant12 (rst, \port$7155$708 , acc, q, clk);
   wire clk;
   wire en;
   wire [17:0] mul;
-  input [58:0] \port$7155$708 ;
-  wire [58:0] \port$7155$708 ;
+  input [58:0] \port$7167$708 ;
+  wire [58:0] \port$7167$708 ;
   reg [35:0] prod0 = 36'h000000000;
   output [7:0] q;
   reg [7:0] q = 8'h00;
@@ -13460,7 +13502,7 @@ module \bchw_top.engine1.requant12 (rst, \port$7155$708 , acc, q, clk);
   reg [4:0] shift2 = 5'h00;
   wire [36:0] shifted;
   reg [36:0] total = 37'h0000000000;
-  assign \$1  = $signed(acc) * $signed(\port$7155$708 [17:0]);
+  assign \$1  = $signed(acc) * $signed(\port$7167$708 [17:0]);
   assign \$3  = $signed(bias1) + $signed(\$2 );
   assign \$4  = | shifted[36:8];
   assign \$5  = \$4  ? 37'h00000000ff : shifted;
@@ -13486,19 +13528,19 @@ module \bchw_top.engine1.requant12 (rst, \port$7155$708 , acc, q, clk);
     end
   end
   assign en = 1'h1;
-  assign mul = \port$7155$708 [17:0];
-  assign bias = \port$7155$708 [58:23];
-  assign shift = \port$7155$708 [22:18];
+  assign mul = \port$7167$708 [17:0];
+  assign bias = \port$7167$708 [58:23];
+  assign shift = \port$7167$708 [22:18];
   assign \$11  = shift1;
   assign \$10  = \$3 [36:0];
-  assign \$9  = \port$7155$708 [22:18];
-  assign \$8  = \port$7155$708 [58:23];
+  assign \$9  = \port$7167$708 [22:18];
+  assign \$8  = \port$7167$708 [58:23];
   assign \$7  = { \$1 [34], \$1  };
   assign \$2  = { prod0[35], prod0 };
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine1.requant13 (rst, \port$7155$767 , acc, q, clk);
+module \bchw_top.engine1.requant13 (rst, \port$7167$767 , acc, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$25  = 0;
   wire [34:0] \$1 ;
   wire [36:0] \$10 ;
@@ -13520,8 +13562,8 @@ module \bchw_top.engine1.requant13 (rst, \port$7155$767 , acc, q, clk);
   wire clk;
   wire en;
   wire [17:0] mul;
-  input [58:0] \port$7155$767 ;
-  wire [58:0] \port$7155$767 ;
+  input [58:0] \port$7167$767 ;
+  wire [58:0] \port$7167$767 ;
   reg [35:0] prod0 = 36'h000000000;
   output [7:0] q;
   reg [7:0] q = 8'h00;
@@ -13532,7 +13574,7 @@ module \bchw_top.engine1.requant13 (rst, \port$7155$767 , acc, q, clk);
   reg [4:0] shift2 = 5'h00;
   wire [36:0] shifted;
   reg [36:0] total = 37'h0000000000;
-  assign \$1  = $signed(acc) * $signed(\port$7155$767 [17:0]);
+  assign \$1  = $signed(acc) * $signed(\port$7167$767 [17:0]);
   assign \$3  = $signed(bias1) + $signed(\$2 );
   assign \$4  = | shifted[36:8];
   assign \$5  = \$4  ? 37'h00000000ff : shifted;
@@ -13558,19 +13600,19 @@ module \bchw_top.engine1.requant13 (rst, \port$7155$767 , acc, q, clk);
     end
   end
   assign en = 1'h1;
-  assign mul = \port$7155$767 [17:0];
-  assign bias = \port$7155$767 [58:23];
-  assign shift = \port$7155$767 [22:18];
+  assign mul = \port$7167$767 [17:0];
+  assign bias = \port$7167$767 [58:23];
+  assign shift = \port$7167$767 [22:18];
   assign \$11  = shift1;
   assign \$10  = \$3 [36:0];
-  assign \$9  = \port$7155$767 [22:18];
-  assign \$8  = \port$7155$767 [58:23];
+  assign \$9  = \port$7167$767 [22:18];
+  assign \$8  = \port$7167$767 [58:23];
   assign \$7  = { \$1 [34], \$1  };
   assign \$2  = { prod0[35], prod0 };
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine1.requant14 (rst, \port$7155$826 , acc, q, clk);
+module \bchw_top.engine1.requant14 (rst, \port$7167$826 , acc, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$26  = 0;
   wire [34:0] \$1 ;
   wire [36:0] \$10 ;
@@ -13592,8 +13634,8 @@ module \bchw_top.engine1.requant14 (rst, \port$7155$826 , acc, q, clk);
   wire clk;
   wire en;
   wire [17:0] mul;
-  input [58:0] \port$7155$826 ;
-  wire [58:0] \port$7155$826 ;
+  input [58:0] \port$7167$826 ;
+  wire [58:0] \port$7167$826 ;
   reg [35:0] prod0 = 36'h000000000;
   output [7:0] q;
   reg [7:0] q = 8'h00;
@@ -13604,7 +13646,7 @@ module \bchw_top.engine1.requant14 (rst, \port$7155$826 , acc, q, clk);
   reg [4:0] shift2 = 5'h00;
   wire [36:0] shifted;
   reg [36:0] total = 37'h0000000000;
-  assign \$1  = $signed(acc) * $signed(\port$7155$826 [17:0]);
+  assign \$1  = $signed(acc) * $signed(\port$7167$826 [17:0]);
   assign \$3  = $signed(bias1) + $signed(\$2 );
   assign \$4  = | shifted[36:8];
   assign \$5  = \$4  ? 37'h00000000ff : shifted;
@@ -13630,19 +13672,19 @@ module \bchw_top.engine1.requant14 (rst, \port$7155$826 , acc, q, clk);
     end
   end
   assign en = 1'h1;
-  assign mul = \port$7155$826 [17:0];
-  assign bias = \port$7155$826 [58:23];
-  assign shift = \port$7155$826 [22:18];
+  assign mul = \port$7167$826 [17:0];
+  assign bias = \port$7167$826 [58:23];
+  assign shift = \port$7167$826 [22:18];
   assign \$11  = shift1;
   assign \$10  = \$3 [36:0];
-  assign \$9  = \port$7155$826 [22:18];
-  assign \$8  = \port$7155$826 [58:23];
+  assign \$9  = \port$7167$826 [22:18];
+  assign \$8  = \port$7167$826 [58:23];
   assign \$7  = { \$1 [34], \$1  };
   assign \$2  = { prod0[35], prod0 };
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine1.requant15 (rst, \port$7155$885 , acc, q, clk);
+module \bchw_top.engine1.requant15 (rst, \port$7167$885 , acc, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$27  = 0;
   wire [34:0] \$1 ;
   wire [36:0] \$10 ;
@@ -13664,8 +13706,8 @@ module \bchw_top.engine1.requant15 (rst, \port$7155$885 , acc, q, clk);
   wire clk;
   wire en;
   wire [17:0] mul;
-  input [58:0] \port$7155$885 ;
-  wire [58:0] \port$7155$885 ;
+  input [58:0] \port$7167$885 ;
+  wire [58:0] \port$7167$885 ;
   reg [35:0] prod0 = 36'h000000000;
   output [7:0] q;
   reg [7:0] q = 8'h00;
@@ -13676,7 +13718,7 @@ module \bchw_top.engine1.requant15 (rst, \port$7155$885 , acc, q, clk);
   reg [4:0] shift2 = 5'h00;
   wire [36:0] shifted;
   reg [36:0] total = 37'h0000000000;
-  assign \$1  = $signed(acc) * $signed(\port$7155$885 [17:0]);
+  assign \$1  = $signed(acc) * $signed(\port$7167$885 [17:0]);
   assign \$3  = $signed(bias1) + $signed(\$2 );
   assign \$4  = | shifted[36:8];
   assign \$5  = \$4  ? 37'h00000000ff : shifted;
@@ -13702,19 +13744,19 @@ module \bchw_top.engine1.requant15 (rst, \port$7155$885 , acc, q, clk);
     end
   end
   assign en = 1'h1;
-  assign mul = \port$7155$885 [17:0];
-  assign bias = \port$7155$885 [58:23];
-  assign shift = \port$7155$885 [22:18];
+  assign mul = \port$7167$885 [17:0];
+  assign bias = \port$7167$885 [58:23];
+  assign shift = \port$7167$885 [22:18];
   assign \$11  = shift1;
   assign \$10  = \$3 [36:0];
-  assign \$9  = \port$7155$885 [22:18];
-  assign \$8  = \port$7155$885 [58:23];
+  assign \$9  = \port$7167$885 [22:18];
+  assign \$8  = \port$7167$885 [58:23];
   assign \$7  = { \$1 [34], \$1  };
   assign \$2  = { prod0[35], prod0 };
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine1.requant2 (rst, \port$7155$118 , acc, q, clk);
+module \bchw_top.engine1.requant2 (rst, \port$7167$118 , acc, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$28  = 0;
   wire [34:0] \$1 ;
   wire [36:0] \$10 ;
@@ -13736,8 +13778,8 @@ module \bchw_top.engine1.requant2 (rst, \port$7155$118 , acc, q, clk);
   wire clk;
   wire en;
   wire [17:0] mul;
-  input [58:0] \port$7155$118 ;
-  wire [58:0] \port$7155$118 ;
+  input [58:0] \port$7167$118 ;
+  wire [58:0] \port$7167$118 ;
   reg [35:0] prod0 = 36'h000000000;
   output [7:0] q;
   reg [7:0] q = 8'h00;
@@ -13748,7 +13790,7 @@ module \bchw_top.engine1.requant2 (rst, \port$7155$118 , acc, q, clk);
   reg [4:0] shift2 = 5'h00;
   wire [36:0] shifted;
   reg [36:0] total = 37'h0000000000;
-  assign \$1  = $signed(acc) * $signed(\port$7155$118 [17:0]);
+  assign \$1  = $signed(acc) * $signed(\port$7167$118 [17:0]);
   assign \$3  = $signed(bias1) + $signed(\$2 );
   assign \$4  = | shifted[36:8];
   assign \$5  = \$4  ? 37'h00000000ff : shifted;
@@ -13774,19 +13816,19 @@ module \bchw_top.engine1.requant2 (rst, \port$7155$118 , acc, q, clk);
     end
   end
   assign en = 1'h1;
-  assign mul = \port$7155$118 [17:0];
-  assign bias = \port$7155$118 [58:23];
-  assign shift = \port$7155$118 [22:18];
+  assign mul = \port$7167$118 [17:0];
+  assign bias = \port$7167$118 [58:23];
+  assign shift = \port$7167$118 [22:18];
   assign \$11  = shift1;
   assign \$10  = \$3 [36:0];
-  assign \$9  = \port$7155$118 [22:18];
-  assign \$8  = \port$7155$118 [58:23];
+  assign \$9  = \port$7167$118 [22:18];
+  assign \$8  = \port$7167$118 [58:23];
   assign \$7  = { \$1 [34], \$1  };
   assign \$2  = { prod0[35], prod0 };
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine1.requant3 (rst, \port$7155$177 , acc, q, clk);
+module \bchw_top.engine1.requant3 (rst, \port$7167$177 , acc, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$29  = 0;
   wire [34:0] \$1 ;
   wire [36:0] \$10 ;
@@ -13808,8 +13850,8 @@ module \bchw_top.engine1.requant3 (rst, \port$7155$177 , acc, q, clk);
   wire clk;
   wire en;
   wire [17:0] mul;
-  input [58:0] \port$7155$177 ;
-  wire [58:0] \port$7155$177 ;
+  input [58:0] \port$7167$177 ;
+  wire [58:0] \port$7167$177 ;
   reg [35:0] prod0 = 36'h000000000;
   output [7:0] q;
   reg [7:0] q = 8'h00;
@@ -13820,7 +13862,7 @@ module \bchw_top.engine1.requant3 (rst, \port$7155$177 , acc, q, clk);
   reg [4:0] shift2 = 5'h00;
   wire [36:0] shifted;
   reg [36:0] total = 37'h0000000000;
-  assign \$1  = $signed(acc) * $signed(\port$7155$177 [17:0]);
+  assign \$1  = $signed(acc) * $signed(\port$7167$177 [17:0]);
   assign \$3  = $signed(bias1) + $signed(\$2 );
   assign \$4  = | shifted[36:8];
   assign \$5  = \$4  ? 37'h00000000ff : shifted;
@@ -13846,19 +13888,19 @@ module \bchw_top.engine1.requant3 (rst, \port$7155$177 , acc, q, clk);
     end
   end
   assign en = 1'h1;
-  assign mul = \port$7155$177 [17:0];
-  assign bias = \port$7155$177 [58:23];
-  assign shift = \port$7155$177 [22:18];
+  assign mul = \port$7167$177 [17:0];
+  assign bias = \port$7167$177 [58:23];
+  assign shift = \port$7167$177 [22:18];
   assign \$11  = shift1;
   assign \$10  = \$3 [36:0];
-  assign \$9  = \port$7155$177 [22:18];
-  assign \$8  = \port$7155$177 [58:23];
+  assign \$9  = \port$7167$177 [22:18];
+  assign \$8  = \port$7167$177 [58:23];
   assign \$7  = { \$1 [34], \$1  };
   assign \$2  = { prod0[35], prod0 };
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine1.requant4 (rst, \port$7155$236 , acc, q, clk);
+module \bchw_top.engine1.requant4 (rst, \port$7167$236 , acc, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$30  = 0;
   wire [34:0] \$1 ;
   wire [36:0] \$10 ;
@@ -13880,8 +13922,8 @@ module \bchw_top.engine1.requant4 (rst, \port$7155$236 , acc, q, clk);
   wire clk;
   wire en;
   wire [17:0] mul;
-  input [58:0] \port$7155$236 ;
-  wire [58:0] \port$7155$236 ;
+  input [58:0] \port$7167$236 ;
+  wire [58:0] \port$7167$236 ;
   reg [35:0] prod0 = 36'h000000000;
   output [7:0] q;
   reg [7:0] q = 8'h00;
@@ -13892,7 +13934,7 @@ module \bchw_top.engine1.requant4 (rst, \port$7155$236 , acc, q, clk);
   reg [4:0] shift2 = 5'h00;
   wire [36:0] shifted;
   reg [36:0] total = 37'h0000000000;
-  assign \$1  = $signed(acc) * $signed(\port$7155$236 [17:0]);
+  assign \$1  = $signed(acc) * $signed(\port$7167$236 [17:0]);
   assign \$3  = $signed(bias1) + $signed(\$2 );
   assign \$4  = | shifted[36:8];
   assign \$5  = \$4  ? 37'h00000000ff : shifted;
@@ -13918,19 +13960,19 @@ module \bchw_top.engine1.requant4 (rst, \port$7155$236 , acc, q, clk);
     end
   end
   assign en = 1'h1;
-  assign mul = \port$7155$236 [17:0];
-  assign bias = \port$7155$236 [58:23];
-  assign shift = \port$7155$236 [22:18];
+  assign mul = \port$7167$236 [17:0];
+  assign bias = \port$7167$236 [58:23];
+  assign shift = \port$7167$236 [22:18];
   assign \$11  = shift1;
   assign \$10  = \$3 [36:0];
-  assign \$9  = \port$7155$236 [22:18];
-  assign \$8  = \port$7155$236 [58:23];
+  assign \$9  = \port$7167$236 [22:18];
+  assign \$8  = \port$7167$236 [58:23];
   assign \$7  = { \$1 [34], \$1  };
   assign \$2  = { prod0[35], prod0 };
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine1.requant5 (rst, \port$7155$295 , acc, q, clk);
+module \bchw_top.engine1.requant5 (rst, \port$7167$295 , acc, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$31  = 0;
   wire [34:0] \$1 ;
   wire [36:0] \$10 ;
@@ -13952,8 +13994,8 @@ module \bchw_top.engine1.requant5 (rst, \port$7155$295 , acc, q, clk);
   wire clk;
   wire en;
   wire [17:0] mul;
-  input [58:0] \port$7155$295 ;
-  wire [58:0] \port$7155$295 ;
+  input [58:0] \port$7167$295 ;
+  wire [58:0] \port$7167$295 ;
   reg [35:0] prod0 = 36'h000000000;
   output [7:0] q;
   reg [7:0] q = 8'h00;
@@ -13964,7 +14006,7 @@ module \bchw_top.engine1.requant5 (rst, \port$7155$295 , acc, q, clk);
   reg [4:0] shift2 = 5'h00;
   wire [36:0] shifted;
   reg [36:0] total = 37'h0000000000;
-  assign \$1  = $signed(acc) * $signed(\port$7155$295 [17:0]);
+  assign \$1  = $signed(acc) * $signed(\port$7167$295 [17:0]);
   assign \$3  = $signed(bias1) + $signed(\$2 );
   assign \$4  = | shifted[36:8];
   assign \$5  = \$4  ? 37'h00000000ff : shifted;
@@ -13990,19 +14032,19 @@ module \bchw_top.engine1.requant5 (rst, \port$7155$295 , acc, q, clk);
     end
   end
   assign en = 1'h1;
-  assign mul = \port$7155$295 [17:0];
-  assign bias = \port$7155$295 [58:23];
-  assign shift = \port$7155$295 [22:18];
+  assign mul = \port$7167$295 [17:0];
+  assign bias = \port$7167$295 [58:23];
+  assign shift = \port$7167$295 [22:18];
   assign \$11  = shift1;
   assign \$10  = \$3 [36:0];
-  assign \$9  = \port$7155$295 [22:18];
-  assign \$8  = \port$7155$295 [58:23];
+  assign \$9  = \port$7167$295 [22:18];
+  assign \$8  = \port$7167$295 [58:23];
   assign \$7  = { \$1 [34], \$1  };
   assign \$2  = { prod0[35], prod0 };
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine1.requant6 (rst, \port$7155$354 , acc, q, clk);
+module \bchw_top.engine1.requant6 (rst, \port$7167$354 , acc, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$32  = 0;
   wire [34:0] \$1 ;
   wire [36:0] \$10 ;
@@ -14024,8 +14066,8 @@ module \bchw_top.engine1.requant6 (rst, \port$7155$354 , acc, q, clk);
   wire clk;
   wire en;
   wire [17:0] mul;
-  input [58:0] \port$7155$354 ;
-  wire [58:0] \port$7155$354 ;
+  input [58:0] \port$7167$354 ;
+  wire [58:0] \port$7167$354 ;
   reg [35:0] prod0 = 36'h000000000;
   output [7:0] q;
   reg [7:0] q = 8'h00;
@@ -14036,7 +14078,7 @@ module \bchw_top.engine1.requant6 (rst, \port$7155$354 , acc, q, clk);
   reg [4:0] shift2 = 5'h00;
   wire [36:0] shifted;
   reg [36:0] total = 37'h0000000000;
-  assign \$1  = $signed(acc) * $signed(\port$7155$354 [17:0]);
+  assign \$1  = $signed(acc) * $signed(\port$7167$354 [17:0]);
   assign \$3  = $signed(bias1) + $signed(\$2 );
   assign \$4  = | shifted[36:8];
   assign \$5  = \$4  ? 37'h00000000ff : shifted;
@@ -14062,19 +14104,19 @@ module \bchw_top.engine1.requant6 (rst, \port$7155$354 , acc, q, clk);
     end
   end
   assign en = 1'h1;
-  assign mul = \port$7155$354 [17:0];
-  assign bias = \port$7155$354 [58:23];
-  assign shift = \port$7155$354 [22:18];
+  assign mul = \port$7167$354 [17:0];
+  assign bias = \port$7167$354 [58:23];
+  assign shift = \port$7167$354 [22:18];
   assign \$11  = shift1;
   assign \$10  = \$3 [36:0];
-  assign \$9  = \port$7155$354 [22:18];
-  assign \$8  = \port$7155$354 [58:23];
+  assign \$9  = \port$7167$354 [22:18];
+  assign \$8  = \port$7167$354 [58:23];
   assign \$7  = { \$1 [34], \$1  };
   assign \$2  = { prod0[35], prod0 };
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine1.requant7 (rst, \port$7155$413 , acc, q, clk);
+module \bchw_top.engine1.requant7 (rst, \port$7167$413 , acc, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$33  = 0;
   wire [34:0] \$1 ;
   wire [36:0] \$10 ;
@@ -14096,8 +14138,8 @@ module \bchw_top.engine1.requant7 (rst, \port$7155$413 , acc, q, clk);
   wire clk;
   wire en;
   wire [17:0] mul;
-  input [58:0] \port$7155$413 ;
-  wire [58:0] \port$7155$413 ;
+  input [58:0] \port$7167$413 ;
+  wire [58:0] \port$7167$413 ;
   reg [35:0] prod0 = 36'h000000000;
   output [7:0] q;
   reg [7:0] q = 8'h00;
@@ -14108,7 +14150,7 @@ module \bchw_top.engine1.requant7 (rst, \port$7155$413 , acc, q, clk);
   reg [4:0] shift2 = 5'h00;
   wire [36:0] shifted;
   reg [36:0] total = 37'h0000000000;
-  assign \$1  = $signed(acc) * $signed(\port$7155$413 [17:0]);
+  assign \$1  = $signed(acc) * $signed(\port$7167$413 [17:0]);
   assign \$3  = $signed(bias1) + $signed(\$2 );
   assign \$4  = | shifted[36:8];
   assign \$5  = \$4  ? 37'h00000000ff : shifted;
@@ -14134,19 +14176,19 @@ module \bchw_top.engine1.requant7 (rst, \port$7155$413 , acc, q, clk);
     end
   end
   assign en = 1'h1;
-  assign mul = \port$7155$413 [17:0];
-  assign bias = \port$7155$413 [58:23];
-  assign shift = \port$7155$413 [22:18];
+  assign mul = \port$7167$413 [17:0];
+  assign bias = \port$7167$413 [58:23];
+  assign shift = \port$7167$413 [22:18];
   assign \$11  = shift1;
   assign \$10  = \$3 [36:0];
-  assign \$9  = \port$7155$413 [22:18];
-  assign \$8  = \port$7155$413 [58:23];
+  assign \$9  = \port$7167$413 [22:18];
+  assign \$8  = \port$7167$413 [58:23];
   assign \$7  = { \$1 [34], \$1  };
   assign \$2  = { prod0[35], prod0 };
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine1.requant8 (rst, \port$7155$472 , acc, q, clk);
+module \bchw_top.engine1.requant8 (rst, \port$7167$472 , acc, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$34  = 0;
   wire [34:0] \$1 ;
   wire [36:0] \$10 ;
@@ -14168,8 +14210,8 @@ module \bchw_top.engine1.requant8 (rst, \port$7155$472 , acc, q, clk);
   wire clk;
   wire en;
   wire [17:0] mul;
-  input [58:0] \port$7155$472 ;
-  wire [58:0] \port$7155$472 ;
+  input [58:0] \port$7167$472 ;
+  wire [58:0] \port$7167$472 ;
   reg [35:0] prod0 = 36'h000000000;
   output [7:0] q;
   reg [7:0] q = 8'h00;
@@ -14180,7 +14222,7 @@ module \bchw_top.engine1.requant8 (rst, \port$7155$472 , acc, q, clk);
   reg [4:0] shift2 = 5'h00;
   wire [36:0] shifted;
   reg [36:0] total = 37'h0000000000;
-  assign \$1  = $signed(acc) * $signed(\port$7155$472 [17:0]);
+  assign \$1  = $signed(acc) * $signed(\port$7167$472 [17:0]);
   assign \$3  = $signed(bias1) + $signed(\$2 );
   assign \$4  = | shifted[36:8];
   assign \$5  = \$4  ? 37'h00000000ff : shifted;
@@ -14206,19 +14248,19 @@ module \bchw_top.engine1.requant8 (rst, \port$7155$472 , acc, q, clk);
     end
   end
   assign en = 1'h1;
-  assign mul = \port$7155$472 [17:0];
-  assign bias = \port$7155$472 [58:23];
-  assign shift = \port$7155$472 [22:18];
+  assign mul = \port$7167$472 [17:0];
+  assign bias = \port$7167$472 [58:23];
+  assign shift = \port$7167$472 [22:18];
   assign \$11  = shift1;
   assign \$10  = \$3 [36:0];
-  assign \$9  = \port$7155$472 [22:18];
-  assign \$8  = \port$7155$472 [58:23];
+  assign \$9  = \port$7167$472 [22:18];
+  assign \$8  = \port$7167$472 [58:23];
   assign \$7  = { \$1 [34], \$1  };
   assign \$2  = { prod0[35], prod0 };
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine1.requant9 (rst, \port$7155$531 , acc, q, clk);
+module \bchw_top.engine1.requant9 (rst, \port$7167$531 , acc, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$35  = 0;
   wire [34:0] \$1 ;
   wire [36:0] \$10 ;
@@ -14240,8 +14282,8 @@ module \bchw_top.engine1.requant9 (rst, \port$7155$531 , acc, q, clk);
   wire clk;
   wire en;
   wire [17:0] mul;
-  input [58:0] \port$7155$531 ;
-  wire [58:0] \port$7155$531 ;
+  input [58:0] \port$7167$531 ;
+  wire [58:0] \port$7167$531 ;
   reg [35:0] prod0 = 36'h000000000;
   output [7:0] q;
   reg [7:0] q = 8'h00;
@@ -14252,7 +14294,7 @@ module \bchw_top.engine1.requant9 (rst, \port$7155$531 , acc, q, clk);
   reg [4:0] shift2 = 5'h00;
   wire [36:0] shifted;
   reg [36:0] total = 37'h0000000000;
-  assign \$1  = $signed(acc) * $signed(\port$7155$531 [17:0]);
+  assign \$1  = $signed(acc) * $signed(\port$7167$531 [17:0]);
   assign \$3  = $signed(bias1) + $signed(\$2 );
   assign \$4  = | shifted[36:8];
   assign \$5  = \$4  ? 37'h00000000ff : shifted;
@@ -14278,13 +14320,13 @@ module \bchw_top.engine1.requant9 (rst, \port$7155$531 , acc, q, clk);
     end
   end
   assign en = 1'h1;
-  assign mul = \port$7155$531 [17:0];
-  assign bias = \port$7155$531 [58:23];
-  assign shift = \port$7155$531 [22:18];
+  assign mul = \port$7167$531 [17:0];
+  assign bias = \port$7167$531 [58:23];
+  assign shift = \port$7167$531 [22:18];
   assign \$11  = shift1;
   assign \$10  = \$3 [36:0];
-  assign \$9  = \port$7155$531 [22:18];
-  assign \$8  = \port$7155$531 [58:23];
+  assign \$9  = \port$7167$531 [22:18];
+  assign \$8  = \port$7167$531 [58:23];
   assign \$7  = { \$1 [34], \$1  };
   assign \$2  = { prod0[35], prod0 };
 endmodule
@@ -18667,21 +18709,21 @@ module \bchw_top.engine2 (rst, s__valid, write__data, s__ready, m__valid, m__pay
   reg \$169 ;
   wire \$17 ;
   wire [127:0] \$170 ;
-  wire [255:0] \$171 ;
-  reg [7:0] \$172 ;
-  reg [7:0] \$173 ;
+  wire [127:0] \$171 ;
+  wire [255:0] \$172 ;
+  wire [255:0] \$173 ;
   reg [7:0] \$174 ;
   reg [7:0] \$175 ;
   reg [7:0] \$176 ;
   reg [7:0] \$177 ;
   reg [7:0] \$178 ;
-  wire [943:0] \$179 ;
+  reg [7:0] \$179 ;
   wire \$18 ;
-  reg \$180 ;
-  reg \$181 ;
-  reg [16:0] \$182 ;
-  reg [16:0] \$183 ;
-  reg [16:0] \$184 ;
+  reg [7:0] \$180 ;
+  reg [7:0] \$181 ;
+  wire [943:0] \$182 ;
+  reg \$183 ;
+  reg \$184 ;
   reg [16:0] \$185 ;
   reg [16:0] \$186 ;
   reg [16:0] \$187 ;
@@ -18696,20 +18738,23 @@ module \bchw_top.engine2 (rst, s__valid, write__data, s__ready, m__valid, m__pay
   reg [16:0] \$195 ;
   reg [16:0] \$196 ;
   reg [16:0] \$197 ;
-  reg \$198 ;
-  reg \$199 ;
+  reg [16:0] \$198 ;
+  reg [16:0] \$199 ;
   wire \$2 ;
   wire [4:0] \$20 ;
-  reg \$200 ;
+  reg [16:0] \$200 ;
   reg \$201 ;
   reg \$202 ;
   reg \$203 ;
-  reg [128:0] \$204 ;
-  reg [128:0] \$205 ;
-  reg [1:0] \$206 ;
-  reg \$207 ;
-  reg \$208 ;
+  reg \$204 ;
+  reg \$205 ;
+  reg \$206 ;
+  reg [128:0] \$207 ;
+  reg [128:0] \$208 ;
+  reg [1:0] \$209 ;
   wire [4:0] \$21 ;
+  reg \$210 ;
+  reg \$211 ;
   wire [4:0] \$22 ;
   wire [4:0] \$23 ;
   wire \$24 ;
@@ -18877,7 +18922,7 @@ module \bchw_top.engine2 (rst, s__valid, write__data, s__ready, m__valid, m__pay
   reg [1:0] credits = 2'h2;
   wire [1:0] credits_next;
   wire [255:0] data;
-  wire [943:0] \data$218 ;
+  wire [943:0] \data$221 ;
   wire en;
   wire \en$103 ;
   wire \en$109 ;
@@ -18915,6 +18960,7 @@ module \bchw_top.engine2 (rst, s__valid, write__data, s__ready, m__valid, m__pay
   wire enter;
   reg [7:0] f1_d0 = 8'h00;
   reg [7:0] f1_d1 = 8'h00;
+  reg [7:0] f1_d2 = 8'h00;
   reg [7:0] fp_d0 = 8'h00;
   reg [7:0] fp_d1 = 8'h00;
   reg [7:0] fp_d2 = 8'h00;
@@ -19009,9 +19055,6 @@ module \bchw_top.engine2 (rst, s__valid, write__data, s__ready, m__valid, m__pay
   wire [7:0] step;
   wire [7:0] step_next;
   wire [12:0] sum;
-  wire [12:0] \sum$222 ;
-  wire [12:0] \sum$223 ;
-  wire [12:0] \sum$224 ;
   wire [12:0] \sum$225 ;
   wire [12:0] \sum$226 ;
   wire [12:0] \sum$227 ;
@@ -19024,6 +19067,9 @@ module \bchw_top.engine2 (rst, s__valid, write__data, s__ready, m__valid, m__pay
   wire [12:0] \sum$234 ;
   wire [12:0] \sum$235 ;
   wire [12:0] \sum$236 ;
+  wire [12:0] \sum$237 ;
+  wire [12:0] \sum$238 ;
+  wire [12:0] \sum$239 ;
   wire [15:0] w;
   wire [15:0] \w$38 ;
   wire [15:0] \w$41 ;
@@ -19041,6 +19087,7 @@ module \bchw_top.engine2 (rst, s__valid, write__data, s__ready, m__valid, m__pay
   wire [15:0] \w$77 ;
   wire [15:0] \w$80 ;
   reg [255:0] wdata_d0 = 256'h0000000000000000000000000000000000000000000000000000000000000000;
+  reg [255:0] wdata_d1 = 256'h0000000000000000000000000000000000000000000000000000000000000000;
   reg [3:0] word = 4'h0;
   wire [4:0] write__addr;
   input [127:0] write__data;
@@ -19078,8 +19125,9 @@ module \bchw_top.engine2 (rst, s__valid, write__data, s__ready, m__valid, m__pay
   wire [127:0] \x$76 ;
   (* init = 128'h00000000000000000000000000000000 *)
   wire [127:0] \x$79 ;
+  reg [127:0] xmem_d0 = 128'h00000000000000000000000000000000;
   (* init = 128'h00000000000000000000000000000000 *)
-  wire [127:0] xmem_d0;
+  wire [127:0] xmem_d1;
   reg [127:0] xmem [31:0];
   initial begin
     xmem[0] = 128'h00000000000000000000000000000000;
@@ -19214,35 +19262,35 @@ module \bchw_top.engine2 (rst, s__valid, write__data, s__ready, m__valid, m__pay
   assign \$102  = ft_d0[1] ? 17'h00000 : acc;
   assign \$103  = $signed(\$102 ) + $signed(sum);
   assign \$104  = ft_d0[1] ? 17'h00000 : \acc$92 ;
-  assign \$105  = $signed(\$104 ) + $signed(\sum$222 );
+  assign \$105  = $signed(\$104 ) + $signed(\sum$225 );
   assign \$106  = ft_d0[1] ? 17'h00000 : \acc$98 ;
-  assign \$107  = $signed(\$106 ) + $signed(\sum$223 );
+  assign \$107  = $signed(\$106 ) + $signed(\sum$226 );
   assign \$108  = ft_d0[1] ? 17'h00000 : \acc$104 ;
-  assign \$109  = $signed(\$108 ) + $signed(\sum$224 );
+  assign \$109  = $signed(\$108 ) + $signed(\sum$227 );
   assign \$110  = ft_d0[1] ? 17'h00000 : \acc$110 ;
-  assign \$111  = $signed(\$110 ) + $signed(\sum$225 );
+  assign \$111  = $signed(\$110 ) + $signed(\sum$228 );
   assign \$112  = ft_d0[1] ? 17'h00000 : \acc$116 ;
-  assign \$113  = $signed(\$112 ) + $signed(\sum$226 );
+  assign \$113  = $signed(\$112 ) + $signed(\sum$229 );
   assign \$114  = ft_d0[1] ? 17'h00000 : \acc$122 ;
-  assign \$115  = $signed(\$114 ) + $signed(\sum$227 );
+  assign \$115  = $signed(\$114 ) + $signed(\sum$230 );
   assign \$116  = ft_d0[1] ? 17'h00000 : \acc$128 ;
-  assign \$117  = $signed(\$116 ) + $signed(\sum$228 );
+  assign \$117  = $signed(\$116 ) + $signed(\sum$231 );
   assign \$118  = ft_d0[1] ? 17'h00000 : \acc$134 ;
-  assign \$119  = $signed(\$118 ) + $signed(\sum$229 );
+  assign \$119  = $signed(\$118 ) + $signed(\sum$232 );
   assign \$120  = ft_d0[1] ? 17'h00000 : \acc$140 ;
-  assign \$121  = $signed(\$120 ) + $signed(\sum$230 );
+  assign \$121  = $signed(\$120 ) + $signed(\sum$233 );
   assign \$122  = ft_d0[1] ? 17'h00000 : \acc$146 ;
-  assign \$123  = $signed(\$122 ) + $signed(\sum$231 );
+  assign \$123  = $signed(\$122 ) + $signed(\sum$234 );
   assign \$124  = ft_d0[1] ? 17'h00000 : \acc$152 ;
-  assign \$125  = $signed(\$124 ) + $signed(\sum$232 );
+  assign \$125  = $signed(\$124 ) + $signed(\sum$235 );
   assign \$126  = ft_d0[1] ? 17'h00000 : \acc$158 ;
-  assign \$127  = $signed(\$126 ) + $signed(\sum$233 );
+  assign \$127  = $signed(\$126 ) + $signed(\sum$236 );
   assign \$128  = ft_d0[1] ? 17'h00000 : \acc$164 ;
-  assign \$129  = $signed(\$128 ) + $signed(\sum$234 );
+  assign \$129  = $signed(\$128 ) + $signed(\sum$237 );
   assign \$130  = ft_d0[1] ? 17'h00000 : \acc$170 ;
-  assign \$131  = $signed(\$130 ) + $signed(\sum$235 );
+  assign \$131  = $signed(\$130 ) + $signed(\sum$238 );
   assign \$132  = ft_d0[1] ? 17'h00000 : \acc$176 ;
-  assign \$133  = $signed(\$132 ) + $signed(\sum$236 );
+  assign \$133  = $signed(\$132 ) + $signed(\sum$239 );
   assign \$134  = | count;
   assign \$135  = ~ \$134 ;
   assign \$136  = enter & \$135 ;
@@ -19292,197 +19340,203 @@ module \bchw_top.engine2 (rst, s__valid, write__data, s__ready, m__valid, m__pay
   always @(posedge clk)
     \$signal  <= \$169 ;
   always @(posedge clk)
-    x <= \$170 ;
+    xmem_d0 <= \$170 ;
   always @(posedge clk)
-    wdata_d0 <= \$171 ;
+    x <= \$171 ;
   always @(posedge clk)
-    f1_d0 <= \$172 ;
+    wdata_d0 <= \$172 ;
   always @(posedge clk)
-    f1_d1 <= \$173 ;
+    wdata_d1 <= \$173 ;
   always @(posedge clk)
-    fp_d0 <= \$174 ;
+    f1_d0 <= \$174 ;
   always @(posedge clk)
-    fp_d1 <= \$175 ;
+    f1_d1 <= \$175 ;
   always @(posedge clk)
-    fp_d2 <= \$176 ;
+    f1_d2 <= \$176 ;
   always @(posedge clk)
-    fp_d3 <= \$177 ;
+    fp_d0 <= \$177 ;
   always @(posedge clk)
-    ft_d0 <= \$178 ;
+    fp_d1 <= \$178 ;
   always @(posedge clk)
-    params_d0 <= \$179 ;
+    fp_d2 <= \$179 ;
   always @(posedge clk)
-    acc_valid <= \$180 ;
+    fp_d3 <= \$180 ;
   always @(posedge clk)
-    acc_end <= \$181 ;
+    ft_d0 <= \$181 ;
   always @(posedge clk)
-    acc <= \$182 ;
+    params_d0 <= \$182 ;
   always @(posedge clk)
-    \acc$92  <= \$183 ;
+    acc_valid <= \$183 ;
   always @(posedge clk)
-    \acc$98  <= \$184 ;
+    acc_end <= \$184 ;
   always @(posedge clk)
-    \acc$104  <= \$185 ;
+    acc <= \$185 ;
   always @(posedge clk)
-    \acc$110  <= \$186 ;
+    \acc$92  <= \$186 ;
   always @(posedge clk)
-    \acc$116  <= \$187 ;
+    \acc$98  <= \$187 ;
   always @(posedge clk)
-    \acc$122  <= \$188 ;
+    \acc$104  <= \$188 ;
   always @(posedge clk)
-    \acc$128  <= \$189 ;
+    \acc$110  <= \$189 ;
   always @(posedge clk)
-    \acc$134  <= \$190 ;
+    \acc$116  <= \$190 ;
   always @(posedge clk)
-    \acc$140  <= \$191 ;
+    \acc$122  <= \$191 ;
   always @(posedge clk)
-    \acc$146  <= \$192 ;
+    \acc$128  <= \$192 ;
   always @(posedge clk)
-    \acc$152  <= \$193 ;
+    \acc$134  <= \$193 ;
   always @(posedge clk)
-    \acc$158  <= \$194 ;
+    \acc$140  <= \$194 ;
   always @(posedge clk)
-    \acc$164  <= \$195 ;
+    \acc$146  <= \$195 ;
   always @(posedge clk)
-    \acc$170  <= \$196 ;
+    \acc$152  <= \$196 ;
   always @(posedge clk)
-    \acc$176  <= \$197 ;
+    \acc$158  <= \$197 ;
   always @(posedge clk)
-    qv_d0 <= \$198 ;
+    \acc$164  <= \$198 ;
   always @(posedge clk)
-    qv_d1 <= \$199 ;
+    \acc$170  <= \$199 ;
   always @(posedge clk)
-    qe_d0 <= \$200 ;
+    \acc$176  <= \$200 ;
   always @(posedge clk)
-    qe_d1 <= \$201 ;
+    qv_d0 <= \$201 ;
   always @(posedge clk)
-    qv_last_d0 <= \$202 ;
+    qv_d1 <= \$202 ;
   always @(posedge clk)
-    qe_last_d0 <= \$203 ;
+    qe_d0 <= \$203 ;
   always @(posedge clk)
-    skid0 <= \$204 ;
+    qe_d1 <= \$204 ;
   always @(posedge clk)
-    skid1 <= \$205 ;
+    qv_last_d0 <= \$205 ;
   always @(posedge clk)
-    count <= \$206 ;
+    qe_last_d0 <= \$206 ;
   always @(posedge clk)
-    credit_back_d0 <= \$207 ;
+    skid0 <= \$207 ;
   always @(posedge clk)
-    credit_back <= \$208 ;
+    skid1 <= \$208 ;
+  always @(posedge clk)
+    count <= \$209 ;
+  always @(posedge clk)
+    credit_back_d0 <= \$210 ;
+  always @(posedge clk)
+    credit_back <= \$211 ;
   \bchw_top.engine2.params  params (
     .addr(fp_d3[7:4]),
     .clk(clk),
-    .data(\data$218 )
+    .data(\data$221 )
   );
   \bchw_top.engine2.requant0  requant0 (
     .acc(acc),
     .clk(clk),
-    .\port$8475$0 (params_d0[58:0]),
+    .\port$8493$0 (params_d0[58:0]),
     .q(q),
     .rst(rst)
   );
   \bchw_top.engine2.requant1  requant1 (
     .acc(\acc$92 ),
     .clk(clk),
-    .\port$8475$59 (params_d0[117:59]),
+    .\port$8493$59 (params_d0[117:59]),
     .q(\q$188 ),
     .rst(rst)
   );
   \bchw_top.engine2.requant10  requant10 (
     .acc(\acc$146 ),
     .clk(clk),
-    .\port$8475$590 (params_d0[648:590]),
+    .\port$8493$590 (params_d0[648:590]),
     .q(\q$197 ),
     .rst(rst)
   );
   \bchw_top.engine2.requant11  requant11 (
     .acc(\acc$152 ),
     .clk(clk),
-    .\port$8475$649 (params_d0[707:649]),
+    .\port$8493$649 (params_d0[707:649]),
     .q(\q$198 ),
     .rst(rst)
   );
   \bchw_top.engine2.requant12  requant12 (
     .acc(\acc$158 ),
     .clk(clk),
-    .\port$8475$708 (params_d0[766:708]),
+    .\port$8493$708 (params_d0[766:708]),
     .q(\q$199 ),
     .rst(rst)
   );
   \bchw_top.engine2.requant13  requant13 (
     .acc(\acc$164 ),
     .clk(clk),
-    .\port$8475$767 (params_d0[825:767]),
+    .\port$8493$767 (params_d0[825:767]),
     .q(\q$200 ),
     .rst(rst)
   );
   \bchw_top.engine2.requant14  requant14 (
     .acc(\acc$170 ),
     .clk(clk),
-    .\port$8475$826 (params_d0[884:826]),
+    .\port$8493$826 (params_d0[884:826]),
     .q(\q$201 ),
     .rst(rst)
   );
   \bchw_top.engine2.requant15  requant15 (
     .acc(\acc$176 ),
     .clk(clk),
-    .\port$8475$885 (params_d0[943:885]),
+    .\port$8493$885 (params_d0[943:885]),
     .q(\q$202 ),
     .rst(rst)
   );
   \bchw_top.engine2.requant2  requant2 (
     .acc(\acc$98 ),
     .clk(clk),
-    .\port$8475$118 (params_d0[176:118]),
+    .\port$8493$118 (params_d0[176:118]),
     .q(\q$189 ),
     .rst(rst)
   );
   \bchw_top.engine2.requant3  requant3 (
     .acc(\acc$104 ),
     .clk(clk),
-    .\port$8475$177 (params_d0[235:177]),
+    .\port$8493$177 (params_d0[235:177]),
     .q(\q$190 ),
     .rst(rst)
   );
   \bchw_top.engine2.requant4  requant4 (
     .acc(\acc$110 ),
     .clk(clk),
-    .\port$8475$236 (params_d0[294:236]),
+    .\port$8493$236 (params_d0[294:236]),
     .q(\q$191 ),
     .rst(rst)
   );
   \bchw_top.engine2.requant5  requant5 (
     .acc(\acc$116 ),
     .clk(clk),
-    .\port$8475$295 (params_d0[353:295]),
+    .\port$8493$295 (params_d0[353:295]),
     .q(\q$192 ),
     .rst(rst)
   );
   \bchw_top.engine2.requant6  requant6 (
     .acc(\acc$122 ),
     .clk(clk),
-    .\port$8475$354 (params_d0[412:354]),
+    .\port$8493$354 (params_d0[412:354]),
     .q(\q$193 ),
     .rst(rst)
   );
   \bchw_top.engine2.requant7  requant7 (
     .acc(\acc$128 ),
     .clk(clk),
-    .\port$8475$413 (params_d0[471:413]),
+    .\port$8493$413 (params_d0[471:413]),
     .q(\q$194 ),
     .rst(rst)
   );
   \bchw_top.engine2.requant8  requant8 (
     .acc(\acc$134 ),
     .clk(clk),
-    .\port$8475$472 (params_d0[530:472]),
+    .\port$8493$472 (params_d0[530:472]),
     .q(\q$195 ),
     .rst(rst)
   );
   \bchw_top.engine2.requant9  requant9 (
     .acc(\acc$140 ),
     .clk(clk),
-    .\port$8475$531 (params_d0[589:531]),
+    .\port$8493$531 (params_d0[589:531]),
     .q(\q$196 ),
     .rst(rst)
   );
@@ -19490,112 +19544,112 @@ module \bchw_top.engine2 (rst, s__valid, write__data, s__ready, m__valid, m__pay
     .clk(clk),
     .l4_0(sum),
     .rst(rst),
-    .w(wdata_d0[15:0]),
+    .w(wdata_d1[15:0]),
     .x(x)
   );
   \bchw_top.engine2.tree1  tree1 (
     .clk(clk),
-    .l4_0(\sum$222 ),
+    .l4_0(\sum$225 ),
     .rst(rst),
-    .w(wdata_d0[31:16]),
+    .w(wdata_d1[31:16]),
     .x(x)
   );
   \bchw_top.engine2.tree10  tree10 (
     .clk(clk),
-    .l4_0(\sum$231 ),
+    .l4_0(\sum$234 ),
     .rst(rst),
-    .w(wdata_d0[175:160]),
+    .w(wdata_d1[175:160]),
     .x(x)
   );
   \bchw_top.engine2.tree11  tree11 (
     .clk(clk),
-    .l4_0(\sum$232 ),
+    .l4_0(\sum$235 ),
     .rst(rst),
-    .w(wdata_d0[191:176]),
+    .w(wdata_d1[191:176]),
     .x(x)
   );
   \bchw_top.engine2.tree12  tree12 (
     .clk(clk),
-    .l4_0(\sum$233 ),
+    .l4_0(\sum$236 ),
     .rst(rst),
-    .w(wdata_d0[207:192]),
+    .w(wdata_d1[207:192]),
     .x(x)
   );
   \bchw_top.engine2.tree13  tree13 (
     .clk(clk),
-    .l4_0(\sum$234 ),
+    .l4_0(\sum$237 ),
     .rst(rst),
-    .w(wdata_d0[223:208]),
+    .w(wdata_d1[223:208]),
     .x(x)
   );
   \bchw_top.engine2.tree14  tree14 (
     .clk(clk),
-    .l4_0(\sum$235 ),
+    .l4_0(\sum$238 ),
     .rst(rst),
-    .w(wdata_d0[239:224]),
+    .w(wdata_d1[239:224]),
     .x(x)
   );
   \bchw_top.engine2.tree15  tree15 (
     .clk(clk),
-    .l4_0(\sum$236 ),
+    .l4_0(\sum$239 ),
     .rst(rst),
-    .w(wdata_d0[255:240]),
+    .w(wdata_d1[255:240]),
     .x(x)
   );
   \bchw_top.engine2.tree2  tree2 (
     .clk(clk),
-    .l4_0(\sum$223 ),
+    .l4_0(\sum$226 ),
     .rst(rst),
-    .w(wdata_d0[47:32]),
+    .w(wdata_d1[47:32]),
     .x(x)
   );
   \bchw_top.engine2.tree3  tree3 (
     .clk(clk),
-    .l4_0(\sum$224 ),
+    .l4_0(\sum$227 ),
     .rst(rst),
-    .w(wdata_d0[63:48]),
+    .w(wdata_d1[63:48]),
     .x(x)
   );
   \bchw_top.engine2.tree4  tree4 (
     .clk(clk),
-    .l4_0(\sum$225 ),
+    .l4_0(\sum$228 ),
     .rst(rst),
-    .w(wdata_d0[79:64]),
+    .w(wdata_d1[79:64]),
     .x(x)
   );
   \bchw_top.engine2.tree5  tree5 (
     .clk(clk),
-    .l4_0(\sum$226 ),
+    .l4_0(\sum$229 ),
     .rst(rst),
-    .w(wdata_d0[95:80]),
+    .w(wdata_d1[95:80]),
     .x(x)
   );
   \bchw_top.engine2.tree6  tree6 (
     .clk(clk),
-    .l4_0(\sum$227 ),
+    .l4_0(\sum$230 ),
     .rst(rst),
-    .w(wdata_d0[111:96]),
+    .w(wdata_d1[111:96]),
     .x(x)
   );
   \bchw_top.engine2.tree7  tree7 (
     .clk(clk),
-    .l4_0(\sum$228 ),
+    .l4_0(\sum$231 ),
     .rst(rst),
-    .w(wdata_d0[127:112]),
+    .w(wdata_d1[127:112]),
     .x(x)
   );
   \bchw_top.engine2.tree8  tree8 (
     .clk(clk),
-    .l4_0(\sum$229 ),
+    .l4_0(\sum$232 ),
     .rst(rst),
-    .w(wdata_d0[143:128]),
+    .w(wdata_d1[143:128]),
     .x(x)
   );
   \bchw_top.engine2.tree9  tree9 (
     .clk(clk),
-    .l4_0(\sum$230 ),
+    .l4_0(\sum$233 ),
     .rst(rst),
-    .w(wdata_d0[159:144]),
+    .w(wdata_d1[159:144]),
     .x(x)
   );
   \bchw_top.engine2.weights  weights (
@@ -19698,258 +19752,265 @@ module \bchw_top.engine2 (rst, s__valid, write__data, s__ready, m__valid, m__pay
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
-    \$172  = { nfc, last_step, \$99 , \$98 , issue };
-    if (rst) begin
-      \$172  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
-    \$173  = f1_d0;
-    if (rst) begin
-      \$173  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
-    \$174  = f1_d1;
+    \$174  = { nfc, last_step, \$99 , \$98 , issue };
     if (rst) begin
       \$174  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
-    \$175  = fp_d0;
+    \$175  = f1_d0;
     if (rst) begin
       \$175  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
-    \$176  = fp_d1;
+    \$176  = f1_d1;
     if (rst) begin
       \$176  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
-    \$177  = fp_d2;
+    \$177  = f1_d2;
     if (rst) begin
       \$177  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
-    \$178  = fp_d3;
+    \$178  = fp_d0;
     if (rst) begin
       \$178  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
-    \$180  = \$100 ;
+    \$179  = fp_d1;
     if (rst) begin
-      \$180  = 1'h0;
+      \$179  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
-    \$181  = \$101 ;
+    \$180  = fp_d2;
     if (rst) begin
-      \$181  = 1'h0;
+      \$180  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
-    \$182  = acc;
-    if (ft_d0[0]) begin
-      \$182  = \$103 [16:0];
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
-    \$183  = \acc$92 ;
-    if (ft_d0[0]) begin
-      \$183  = \$105 [16:0];
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
-    \$184  = \acc$98 ;
-    if (ft_d0[0]) begin
-      \$184  = \$107 [16:0];
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
-    \$185  = \acc$104 ;
-    if (ft_d0[0]) begin
-      \$185  = \$109 [16:0];
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
-    \$186  = \acc$110 ;
-    if (ft_d0[0]) begin
-      \$186  = \$111 [16:0];
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
-    \$187  = \acc$116 ;
-    if (ft_d0[0]) begin
-      \$187  = \$113 [16:0];
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
-    \$188  = \acc$122 ;
-    if (ft_d0[0]) begin
-      \$188  = \$115 [16:0];
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
-    \$189  = \acc$128 ;
-    if (ft_d0[0]) begin
-      \$189  = \$117 [16:0];
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
-    \$190  = \acc$134 ;
-    if (ft_d0[0]) begin
-      \$190  = \$119 [16:0];
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
-    \$191  = \acc$140 ;
-    if (ft_d0[0]) begin
-      \$191  = \$121 [16:0];
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
-    \$192  = \acc$146 ;
-    if (ft_d0[0]) begin
-      \$192  = \$123 [16:0];
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
-    \$193  = \acc$152 ;
-    if (ft_d0[0]) begin
-      \$193  = \$125 [16:0];
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
-    \$194  = \acc$158 ;
-    if (ft_d0[0]) begin
-      \$194  = \$127 [16:0];
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
-    \$195  = \acc$164 ;
-    if (ft_d0[0]) begin
-      \$195  = \$129 [16:0];
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
-    \$196  = \acc$170 ;
-    if (ft_d0[0]) begin
-      \$196  = \$131 [16:0];
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
-    \$197  = \acc$176 ;
-    if (ft_d0[0]) begin
-      \$197  = \$133 [16:0];
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
-    \$198  = acc_valid;
+    \$181  = fp_d3;
     if (rst) begin
-      \$198  = 1'h0;
+      \$181  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
-    \$199  = qv_d0;
+    \$183  = \$100 ;
     if (rst) begin
-      \$199  = 1'h0;
+      \$183  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
-    \$200  = acc_end;
+    \$184  = \$101 ;
     if (rst) begin
-      \$200  = 1'h0;
+      \$184  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
-    \$201  = qe_d0;
+    \$185  = acc;
+    if (ft_d0[0]) begin
+      \$185  = \$103 [16:0];
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
+    \$186  = \acc$92 ;
+    if (ft_d0[0]) begin
+      \$186  = \$105 [16:0];
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
+    \$187  = \acc$98 ;
+    if (ft_d0[0]) begin
+      \$187  = \$107 [16:0];
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
+    \$188  = \acc$104 ;
+    if (ft_d0[0]) begin
+      \$188  = \$109 [16:0];
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
+    \$189  = \acc$110 ;
+    if (ft_d0[0]) begin
+      \$189  = \$111 [16:0];
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
+    \$190  = \acc$116 ;
+    if (ft_d0[0]) begin
+      \$190  = \$113 [16:0];
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
+    \$191  = \acc$122 ;
+    if (ft_d0[0]) begin
+      \$191  = \$115 [16:0];
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
+    \$192  = \acc$128 ;
+    if (ft_d0[0]) begin
+      \$192  = \$117 [16:0];
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
+    \$193  = \acc$134 ;
+    if (ft_d0[0]) begin
+      \$193  = \$119 [16:0];
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
+    \$194  = \acc$140 ;
+    if (ft_d0[0]) begin
+      \$194  = \$121 [16:0];
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
+    \$195  = \acc$146 ;
+    if (ft_d0[0]) begin
+      \$195  = \$123 [16:0];
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
+    \$196  = \acc$152 ;
+    if (ft_d0[0]) begin
+      \$196  = \$125 [16:0];
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
+    \$197  = \acc$158 ;
+    if (ft_d0[0]) begin
+      \$197  = \$127 [16:0];
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
+    \$198  = \acc$164 ;
+    if (ft_d0[0]) begin
+      \$198  = \$129 [16:0];
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
+    \$199  = \acc$170 ;
+    if (ft_d0[0]) begin
+      \$199  = \$131 [16:0];
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
+    \$200  = \acc$176 ;
+    if (ft_d0[0]) begin
+      \$200  = \$133 [16:0];
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
+    \$201  = acc_valid;
     if (rst) begin
       \$201  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
-    \$202  = qv_d1;
+    \$202  = qv_d0;
     if (rst) begin
       \$202  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
-    \$203  = qe_d1;
+    \$203  = acc_end;
     if (rst) begin
       \$203  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
-    \$204  = skid0;
+    \$204  = qe_d0;
+    if (rst) begin
+      \$204  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
+    \$205  = qv_d1;
+    if (rst) begin
+      \$205  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
+    \$206  = qe_d1;
+    if (rst) begin
+      \$206  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
+    \$207  = skid0;
     if (\$143 ) begin
-      \$204  = { qe_last_d0, \q$202 , \q$201 , \q$200 , \q$199 , \q$198 , \q$197 , \q$196 , \q$195 , \q$194 , \q$193 , \q$192 , \q$191 , \q$190 , \q$189 , \q$188 , q };
+      \$207  = { qe_last_d0, \q$202 , \q$201 , \q$200 , \q$199 , \q$198 , \q$197 , \q$196 , \q$195 , \q$194 , \q$193 , \q$192 , \q$191 , \q$190 , \q$189 , \q$188 , q };
     end else if (\$145 ) begin
-      \$204  = skid1;
+      \$207  = skid1;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
-    \$205  = skid1;
+    \$208  = skid1;
     if (\$155 ) begin
-      \$205  = { qe_last_d0, \q$202 , \q$201 , \q$200 , \q$199 , \q$198 , \q$197 , \q$196 , \q$195 , \q$194 , \q$193 , \q$192 , \q$191 , \q$190 , \q$189 , \q$188 , q };
+      \$208  = { qe_last_d0, \q$202 , \q$201 , \q$200 , \q$199 , \q$198 , \q$197 , \q$196 , \q$195 , \q$194 , \q$193 , \q$192 , \q$191 , \q$190 , \q$189 , \q$188 , q };
     end else if (\$157 ) begin
-      \$205  = 129'h000000000000000000000000000000000;
+      \$208  = 129'h000000000000000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
-    \$206  = \$66 [1:0];
+    \$209  = \$66 [1:0];
     if (rst) begin
-      \$206  = 2'h0;
+      \$209  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
-    \$207  = enter;
+    \$210  = enter;
     if (rst) begin
-      \$207  = 1'h0;
+      \$210  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
-    \$208  = credit_back_d0;
+    \$211  = credit_back_d0;
     if (rst) begin
-      \$208  = 1'h0;
+      \$211  = 1'h0;
     end
   end
   assign en = 1'h1;
@@ -19962,53 +20023,53 @@ module \bchw_top.engine2 (rst, s__valid, write__data, s__ready, m__valid, m__pay
   assign s__payload = write__data;
   assign read__addr = { read_bank, sfc };
   assign \en$31  = 1'h1;
-  assign xmem_d0 = x;
-  assign w = wdata_d0[15:0];
+  assign xmem_d1 = x;
+  assign w = wdata_d1[15:0];
   assign \en$36  = 1'h1;
   assign \x$37  = x;
-  assign \w$38  = wdata_d0[31:16];
+  assign \w$38  = wdata_d1[31:16];
   assign \en$39  = 1'h1;
   assign \x$40  = x;
-  assign \w$41  = wdata_d0[47:32];
+  assign \w$41  = wdata_d1[47:32];
   assign \en$42  = 1'h1;
   assign \x$43  = x;
-  assign \w$44  = wdata_d0[63:48];
+  assign \w$44  = wdata_d1[63:48];
   assign \en$45  = 1'h1;
   assign \x$46  = x;
-  assign \w$47  = wdata_d0[79:64];
+  assign \w$47  = wdata_d1[79:64];
   assign \en$48  = 1'h1;
   assign \x$49  = x;
-  assign \w$50  = wdata_d0[95:80];
+  assign \w$50  = wdata_d1[95:80];
   assign \en$51  = 1'h1;
   assign \x$52  = x;
-  assign \w$53  = wdata_d0[111:96];
+  assign \w$53  = wdata_d1[111:96];
   assign \en$54  = 1'h1;
   assign \x$55  = x;
-  assign \w$56  = wdata_d0[127:112];
+  assign \w$56  = wdata_d1[127:112];
   assign \en$57  = 1'h1;
   assign \x$58  = x;
-  assign \w$59  = wdata_d0[143:128];
+  assign \w$59  = wdata_d1[143:128];
   assign \en$60  = 1'h1;
   assign \x$61  = x;
-  assign \w$62  = wdata_d0[159:144];
+  assign \w$62  = wdata_d1[159:144];
   assign \en$63  = 1'h1;
   assign \x$64  = x;
-  assign \w$65  = wdata_d0[175:160];
+  assign \w$65  = wdata_d1[175:160];
   assign \en$66  = 1'h1;
   assign \x$67  = x;
-  assign \w$68  = wdata_d0[191:176];
+  assign \w$68  = wdata_d1[191:176];
   assign \en$69  = 1'h1;
   assign \x$70  = x;
-  assign \w$71  = wdata_d0[207:192];
+  assign \w$71  = wdata_d1[207:192];
   assign \en$72  = 1'h1;
   assign \x$73  = x;
-  assign \w$74  = wdata_d0[223:208];
+  assign \w$74  = wdata_d1[223:208];
   assign \en$75  = 1'h1;
   assign \x$76  = x;
-  assign \w$77  = wdata_d0[239:224];
+  assign \w$77  = wdata_d1[239:224];
   assign \en$78  = 1'h1;
   assign \x$79  = x;
-  assign \w$80  = wdata_d0[255:240];
+  assign \w$80  = wdata_d1[255:240];
   assign \en$81  = 1'h1;
   assign \addr$82  = fp_d3[7:4];
   assign \en$84  = 1'h1;
@@ -20094,8 +20155,10 @@ module \bchw_top.engine2 (rst, s__valid, write__data, s__ready, m__valid, m__pay
   assign count_next = \$66 [1:0];
   assign credit_back_d1 = credit_back;
   assign m__payload = \$57 [127:0];
-  assign \$179  = \data$218 ;
-  assign \$171  = data;
+  assign \$182  = \data$221 ;
+  assign \$173  = wdata_d0;
+  assign \$172  = data;
+  assign \$171  = xmem_d0;
   assign \$170  = read__data;
   assign busy_next = \$4 ;
   assign \$11  = \$10 ;
@@ -20146,7 +20209,7 @@ module \bchw_top.engine2.params (data, addr, clk);
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine2.requant0 (rst, \port$8475$0 , acc, q, clk);
+module \bchw_top.engine2.requant0 (rst, \port$8493$0 , acc, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$37  = 0;
   wire [34:0] \$1 ;
   wire [36:0] \$10 ;
@@ -20168,8 +20231,8 @@ module \bchw_top.engine2.requant0 (rst, \port$8475$0 , acc, q, clk);
   wire clk;
   wire en;
   wire [17:0] mul;
-  input [58:0] \port$8475$0 ;
-  wire [58:0] \port$8475$0 ;
+  input [58:0] \port$8493$0 ;
+  wire [58:0] \port$8493$0 ;
   reg [35:0] prod0 = 36'h000000000;
   output [7:0] q;
   reg [7:0] q = 8'h00;
@@ -20180,7 +20243,7 @@ module \bchw_top.engine2.requant0 (rst, \port$8475$0 , acc, q, clk);
   reg [4:0] shift2 = 5'h00;
   wire [36:0] shifted;
   reg [36:0] total = 37'h0000000000;
-  assign \$1  = $signed(acc) * $signed(\port$8475$0 [17:0]);
+  assign \$1  = $signed(acc) * $signed(\port$8493$0 [17:0]);
   assign \$3  = $signed(bias1) + $signed(\$2 );
   assign \$4  = | shifted[36:8];
   assign \$5  = \$4  ? 37'h00000000ff : shifted;
@@ -20206,19 +20269,19 @@ module \bchw_top.engine2.requant0 (rst, \port$8475$0 , acc, q, clk);
     end
   end
   assign en = 1'h1;
-  assign mul = \port$8475$0 [17:0];
-  assign bias = \port$8475$0 [58:23];
-  assign shift = \port$8475$0 [22:18];
+  assign mul = \port$8493$0 [17:0];
+  assign bias = \port$8493$0 [58:23];
+  assign shift = \port$8493$0 [22:18];
   assign \$11  = shift1;
   assign \$10  = \$3 [36:0];
-  assign \$9  = \port$8475$0 [22:18];
-  assign \$8  = \port$8475$0 [58:23];
+  assign \$9  = \port$8493$0 [22:18];
+  assign \$8  = \port$8493$0 [58:23];
   assign \$7  = { \$1 [34], \$1  };
   assign \$2  = { prod0[35], prod0 };
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine2.requant1 (rst, \port$8475$59 , acc, q, clk);
+module \bchw_top.engine2.requant1 (rst, \port$8493$59 , acc, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$38  = 0;
   wire [34:0] \$1 ;
   wire [36:0] \$10 ;
@@ -20240,8 +20303,8 @@ module \bchw_top.engine2.requant1 (rst, \port$8475$59 , acc, q, clk);
   wire clk;
   wire en;
   wire [17:0] mul;
-  input [58:0] \port$8475$59 ;
-  wire [58:0] \port$8475$59 ;
+  input [58:0] \port$8493$59 ;
+  wire [58:0] \port$8493$59 ;
   reg [35:0] prod0 = 36'h000000000;
   output [7:0] q;
   reg [7:0] q = 8'h00;
@@ -20252,7 +20315,7 @@ module \bchw_top.engine2.requant1 (rst, \port$8475$59 , acc, q, clk);
   reg [4:0] shift2 = 5'h00;
   wire [36:0] shifted;
   reg [36:0] total = 37'h0000000000;
-  assign \$1  = $signed(acc) * $signed(\port$8475$59 [17:0]);
+  assign \$1  = $signed(acc) * $signed(\port$8493$59 [17:0]);
   assign \$3  = $signed(bias1) + $signed(\$2 );
   assign \$4  = | shifted[36:8];
   assign \$5  = \$4  ? 37'h00000000ff : shifted;
@@ -20278,19 +20341,19 @@ module \bchw_top.engine2.requant1 (rst, \port$8475$59 , acc, q, clk);
     end
   end
   assign en = 1'h1;
-  assign mul = \port$8475$59 [17:0];
-  assign bias = \port$8475$59 [58:23];
-  assign shift = \port$8475$59 [22:18];
+  assign mul = \port$8493$59 [17:0];
+  assign bias = \port$8493$59 [58:23];
+  assign shift = \port$8493$59 [22:18];
   assign \$11  = shift1;
   assign \$10  = \$3 [36:0];
-  assign \$9  = \port$8475$59 [22:18];
-  assign \$8  = \port$8475$59 [58:23];
+  assign \$9  = \port$8493$59 [22:18];
+  assign \$8  = \port$8493$59 [58:23];
   assign \$7  = { \$1 [34], \$1  };
   assign \$2  = { prod0[35], prod0 };
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine2.requant10 (rst, \port$8475$590 , acc, q, clk);
+module \bchw_top.engine2.requant10 (rst, \port$8493$590 , acc, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$39  = 0;
   wire [34:0] \$1 ;
   wire [36:0] \$10 ;
@@ -20312,8 +20375,8 @@ module \bchw_top.engine2.requant10 (rst, \port$8475$590 , acc, q, clk);
   wire clk;
   wire en;
   wire [17:0] mul;
-  input [58:0] \port$8475$590 ;
-  wire [58:0] \port$8475$590 ;
+  input [58:0] \port$8493$590 ;
+  wire [58:0] \port$8493$590 ;
   reg [35:0] prod0 = 36'h000000000;
   output [7:0] q;
   reg [7:0] q = 8'h00;
@@ -20324,7 +20387,7 @@ module \bchw_top.engine2.requant10 (rst, \port$8475$590 , acc, q, clk);
   reg [4:0] shift2 = 5'h00;
   wire [36:0] shifted;
   reg [36:0] total = 37'h0000000000;
-  assign \$1  = $signed(acc) * $signed(\port$8475$590 [17:0]);
+  assign \$1  = $signed(acc) * $signed(\port$8493$590 [17:0]);
   assign \$3  = $signed(bias1) + $signed(\$2 );
   assign \$4  = | shifted[36:8];
   assign \$5  = \$4  ? 37'h00000000ff : shifted;
@@ -20350,19 +20413,19 @@ module \bchw_top.engine2.requant10 (rst, \port$8475$590 , acc, q, clk);
     end
   end
   assign en = 1'h1;
-  assign mul = \port$8475$590 [17:0];
-  assign bias = \port$8475$590 [58:23];
-  assign shift = \port$8475$590 [22:18];
+  assign mul = \port$8493$590 [17:0];
+  assign bias = \port$8493$590 [58:23];
+  assign shift = \port$8493$590 [22:18];
   assign \$11  = shift1;
   assign \$10  = \$3 [36:0];
-  assign \$9  = \port$8475$590 [22:18];
-  assign \$8  = \port$8475$590 [58:23];
+  assign \$9  = \port$8493$590 [22:18];
+  assign \$8  = \port$8493$590 [58:23];
   assign \$7  = { \$1 [34], \$1  };
   assign \$2  = { prod0[35], prod0 };
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine2.requant11 (rst, \port$8475$649 , acc, q, clk);
+module \bchw_top.engine2.requant11 (rst, \port$8493$649 , acc, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$40  = 0;
   wire [34:0] \$1 ;
   wire [36:0] \$10 ;
@@ -20384,8 +20447,8 @@ module \bchw_top.engine2.requant11 (rst, \port$8475$649 , acc, q, clk);
   wire clk;
   wire en;
   wire [17:0] mul;
-  input [58:0] \port$8475$649 ;
-  wire [58:0] \port$8475$649 ;
+  input [58:0] \port$8493$649 ;
+  wire [58:0] \port$8493$649 ;
   reg [35:0] prod0 = 36'h000000000;
   output [7:0] q;
   reg [7:0] q = 8'h00;
@@ -20396,7 +20459,7 @@ module \bchw_top.engine2.requant11 (rst, \port$8475$649 , acc, q, clk);
   reg [4:0] shift2 = 5'h00;
   wire [36:0] shifted;
   reg [36:0] total = 37'h0000000000;
-  assign \$1  = $signed(acc) * $signed(\port$8475$649 [17:0]);
+  assign \$1  = $signed(acc) * $signed(\port$8493$649 [17:0]);
   assign \$3  = $signed(bias1) + $signed(\$2 );
   assign \$4  = | shifted[36:8];
   assign \$5  = \$4  ? 37'h00000000ff : shifted;
@@ -20422,19 +20485,19 @@ module \bchw_top.engine2.requant11 (rst, \port$8475$649 , acc, q, clk);
     end
   end
   assign en = 1'h1;
-  assign mul = \port$8475$649 [17:0];
-  assign bias = \port$8475$649 [58:23];
-  assign shift = \port$8475$649 [22:18];
+  assign mul = \port$8493$649 [17:0];
+  assign bias = \port$8493$649 [58:23];
+  assign shift = \port$8493$649 [22:18];
   assign \$11  = shift1;
   assign \$10  = \$3 [36:0];
-  assign \$9  = \port$8475$649 [22:18];
-  assign \$8  = \port$8475$649 [58:23];
+  assign \$9  = \port$8493$649 [22:18];
+  assign \$8  = \port$8493$649 [58:23];
   assign \$7  = { \$1 [34], \$1  };
   assign \$2  = { prod0[35], prod0 };
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine2.requant12 (rst, \port$8475$708 , acc, q, clk);
+module \bchw_top.engine2.requant12 (rst, \port$8493$708 , acc, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$41  = 0;
   wire [34:0] \$1 ;
   wire [36:0] \$10 ;
@@ -20456,8 +20519,8 @@ module \bchw_top.engine2.requant12 (rst, \port$8475$708 , acc, q, clk);
   wire clk;
   wire en;
   wire [17:0] mul;
-  input [58:0] \port$8475$708 ;
-  wire [58:0] \port$8475$708 ;
+  input [58:0] \port$8493$708 ;
+  wire [58:0] \port$8493$708 ;
   reg [35:0] prod0 = 36'h000000000;
   output [7:0] q;
   reg [7:0] q = 8'h00;
@@ -20468,7 +20531,7 @@ module \bchw_top.engine2.requant12 (rst, \port$8475$708 , acc, q, clk);
   reg [4:0] shift2 = 5'h00;
   wire [36:0] shifted;
   reg [36:0] total = 37'h0000000000;
-  assign \$1  = $signed(acc) * $signed(\port$8475$708 [17:0]);
+  assign \$1  = $signed(acc) * $signed(\port$8493$708 [17:0]);
   assign \$3  = $signed(bias1) + $signed(\$2 );
   assign \$4  = | shifted[36:8];
   assign \$5  = \$4  ? 37'h00000000ff : shifted;
@@ -20494,19 +20557,19 @@ module \bchw_top.engine2.requant12 (rst, \port$8475$708 , acc, q, clk);
     end
   end
   assign en = 1'h1;
-  assign mul = \port$8475$708 [17:0];
-  assign bias = \port$8475$708 [58:23];
-  assign shift = \port$8475$708 [22:18];
+  assign mul = \port$8493$708 [17:0];
+  assign bias = \port$8493$708 [58:23];
+  assign shift = \port$8493$708 [22:18];
   assign \$11  = shift1;
   assign \$10  = \$3 [36:0];
-  assign \$9  = \port$8475$708 [22:18];
-  assign \$8  = \port$8475$708 [58:23];
+  assign \$9  = \port$8493$708 [22:18];
+  assign \$8  = \port$8493$708 [58:23];
   assign \$7  = { \$1 [34], \$1  };
   assign \$2  = { prod0[35], prod0 };
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine2.requant13 (rst, \port$8475$767 , acc, q, clk);
+module \bchw_top.engine2.requant13 (rst, \port$8493$767 , acc, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$42  = 0;
   wire [34:0] \$1 ;
   wire [36:0] \$10 ;
@@ -20528,8 +20591,8 @@ module \bchw_top.engine2.requant13 (rst, \port$8475$767 , acc, q, clk);
   wire clk;
   wire en;
   wire [17:0] mul;
-  input [58:0] \port$8475$767 ;
-  wire [58:0] \port$8475$767 ;
+  input [58:0] \port$8493$767 ;
+  wire [58:0] \port$8493$767 ;
   reg [35:0] prod0 = 36'h000000000;
   output [7:0] q;
   reg [7:0] q = 8'h00;
@@ -20540,7 +20603,7 @@ module \bchw_top.engine2.requant13 (rst, \port$8475$767 , acc, q, clk);
   reg [4:0] shift2 = 5'h00;
   wire [36:0] shifted;
   reg [36:0] total = 37'h0000000000;
-  assign \$1  = $signed(acc) * $signed(\port$8475$767 [17:0]);
+  assign \$1  = $signed(acc) * $signed(\port$8493$767 [17:0]);
   assign \$3  = $signed(bias1) + $signed(\$2 );
   assign \$4  = | shifted[36:8];
   assign \$5  = \$4  ? 37'h00000000ff : shifted;
@@ -20566,19 +20629,19 @@ module \bchw_top.engine2.requant13 (rst, \port$8475$767 , acc, q, clk);
     end
   end
   assign en = 1'h1;
-  assign mul = \port$8475$767 [17:0];
-  assign bias = \port$8475$767 [58:23];
-  assign shift = \port$8475$767 [22:18];
+  assign mul = \port$8493$767 [17:0];
+  assign bias = \port$8493$767 [58:23];
+  assign shift = \port$8493$767 [22:18];
   assign \$11  = shift1;
   assign \$10  = \$3 [36:0];
-  assign \$9  = \port$8475$767 [22:18];
-  assign \$8  = \port$8475$767 [58:23];
+  assign \$9  = \port$8493$767 [22:18];
+  assign \$8  = \port$8493$767 [58:23];
   assign \$7  = { \$1 [34], \$1  };
   assign \$2  = { prod0[35], prod0 };
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine2.requant14 (rst, \port$8475$826 , acc, q, clk);
+module \bchw_top.engine2.requant14 (rst, \port$8493$826 , acc, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$43  = 0;
   wire [34:0] \$1 ;
   wire [36:0] \$10 ;
@@ -20600,8 +20663,8 @@ module \bchw_top.engine2.requant14 (rst, \port$8475$826 , acc, q, clk);
   wire clk;
   wire en;
   wire [17:0] mul;
-  input [58:0] \port$8475$826 ;
-  wire [58:0] \port$8475$826 ;
+  input [58:0] \port$8493$826 ;
+  wire [58:0] \port$8493$826 ;
   reg [35:0] prod0 = 36'h000000000;
   output [7:0] q;
   reg [7:0] q = 8'h00;
@@ -20612,7 +20675,7 @@ module \bchw_top.engine2.requant14 (rst, \port$8475$826 , acc, q, clk);
   reg [4:0] shift2 = 5'h00;
   wire [36:0] shifted;
   reg [36:0] total = 37'h0000000000;
-  assign \$1  = $signed(acc) * $signed(\port$8475$826 [17:0]);
+  assign \$1  = $signed(acc) * $signed(\port$8493$826 [17:0]);
   assign \$3  = $signed(bias1) + $signed(\$2 );
   assign \$4  = | shifted[36:8];
   assign \$5  = \$4  ? 37'h00000000ff : shifted;
@@ -20638,19 +20701,19 @@ module \bchw_top.engine2.requant14 (rst, \port$8475$826 , acc, q, clk);
     end
   end
   assign en = 1'h1;
-  assign mul = \port$8475$826 [17:0];
-  assign bias = \port$8475$826 [58:23];
-  assign shift = \port$8475$826 [22:18];
+  assign mul = \port$8493$826 [17:0];
+  assign bias = \port$8493$826 [58:23];
+  assign shift = \port$8493$826 [22:18];
   assign \$11  = shift1;
   assign \$10  = \$3 [36:0];
-  assign \$9  = \port$8475$826 [22:18];
-  assign \$8  = \port$8475$826 [58:23];
+  assign \$9  = \port$8493$826 [22:18];
+  assign \$8  = \port$8493$826 [58:23];
   assign \$7  = { \$1 [34], \$1  };
   assign \$2  = { prod0[35], prod0 };
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine2.requant15 (rst, \port$8475$885 , acc, q, clk);
+module \bchw_top.engine2.requant15 (rst, \port$8493$885 , acc, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$44  = 0;
   wire [34:0] \$1 ;
   wire [36:0] \$10 ;
@@ -20672,8 +20735,8 @@ module \bchw_top.engine2.requant15 (rst, \port$8475$885 , acc, q, clk);
   wire clk;
   wire en;
   wire [17:0] mul;
-  input [58:0] \port$8475$885 ;
-  wire [58:0] \port$8475$885 ;
+  input [58:0] \port$8493$885 ;
+  wire [58:0] \port$8493$885 ;
   reg [35:0] prod0 = 36'h000000000;
   output [7:0] q;
   reg [7:0] q = 8'h00;
@@ -20684,7 +20747,7 @@ module \bchw_top.engine2.requant15 (rst, \port$8475$885 , acc, q, clk);
   reg [4:0] shift2 = 5'h00;
   wire [36:0] shifted;
   reg [36:0] total = 37'h0000000000;
-  assign \$1  = $signed(acc) * $signed(\port$8475$885 [17:0]);
+  assign \$1  = $signed(acc) * $signed(\port$8493$885 [17:0]);
   assign \$3  = $signed(bias1) + $signed(\$2 );
   assign \$4  = | shifted[36:8];
   assign \$5  = \$4  ? 37'h00000000ff : shifted;
@@ -20710,19 +20773,19 @@ module \bchw_top.engine2.requant15 (rst, \port$8475$885 , acc, q, clk);
     end
   end
   assign en = 1'h1;
-  assign mul = \port$8475$885 [17:0];
-  assign bias = \port$8475$885 [58:23];
-  assign shift = \port$8475$885 [22:18];
+  assign mul = \port$8493$885 [17:0];
+  assign bias = \port$8493$885 [58:23];
+  assign shift = \port$8493$885 [22:18];
   assign \$11  = shift1;
   assign \$10  = \$3 [36:0];
-  assign \$9  = \port$8475$885 [22:18];
-  assign \$8  = \port$8475$885 [58:23];
+  assign \$9  = \port$8493$885 [22:18];
+  assign \$8  = \port$8493$885 [58:23];
   assign \$7  = { \$1 [34], \$1  };
   assign \$2  = { prod0[35], prod0 };
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine2.requant2 (rst, \port$8475$118 , acc, q, clk);
+module \bchw_top.engine2.requant2 (rst, \port$8493$118 , acc, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$45  = 0;
   wire [34:0] \$1 ;
   wire [36:0] \$10 ;
@@ -20744,8 +20807,8 @@ module \bchw_top.engine2.requant2 (rst, \port$8475$118 , acc, q, clk);
   wire clk;
   wire en;
   wire [17:0] mul;
-  input [58:0] \port$8475$118 ;
-  wire [58:0] \port$8475$118 ;
+  input [58:0] \port$8493$118 ;
+  wire [58:0] \port$8493$118 ;
   reg [35:0] prod0 = 36'h000000000;
   output [7:0] q;
   reg [7:0] q = 8'h00;
@@ -20756,7 +20819,7 @@ module \bchw_top.engine2.requant2 (rst, \port$8475$118 , acc, q, clk);
   reg [4:0] shift2 = 5'h00;
   wire [36:0] shifted;
   reg [36:0] total = 37'h0000000000;
-  assign \$1  = $signed(acc) * $signed(\port$8475$118 [17:0]);
+  assign \$1  = $signed(acc) * $signed(\port$8493$118 [17:0]);
   assign \$3  = $signed(bias1) + $signed(\$2 );
   assign \$4  = | shifted[36:8];
   assign \$5  = \$4  ? 37'h00000000ff : shifted;
@@ -20782,19 +20845,19 @@ module \bchw_top.engine2.requant2 (rst, \port$8475$118 , acc, q, clk);
     end
   end
   assign en = 1'h1;
-  assign mul = \port$8475$118 [17:0];
-  assign bias = \port$8475$118 [58:23];
-  assign shift = \port$8475$118 [22:18];
+  assign mul = \port$8493$118 [17:0];
+  assign bias = \port$8493$118 [58:23];
+  assign shift = \port$8493$118 [22:18];
   assign \$11  = shift1;
   assign \$10  = \$3 [36:0];
-  assign \$9  = \port$8475$118 [22:18];
-  assign \$8  = \port$8475$118 [58:23];
+  assign \$9  = \port$8493$118 [22:18];
+  assign \$8  = \port$8493$118 [58:23];
   assign \$7  = { \$1 [34], \$1  };
   assign \$2  = { prod0[35], prod0 };
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine2.requant3 (rst, \port$8475$177 , acc, q, clk);
+module \bchw_top.engine2.requant3 (rst, \port$8493$177 , acc, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$46  = 0;
   wire [34:0] \$1 ;
   wire [36:0] \$10 ;
@@ -20816,8 +20879,8 @@ module \bchw_top.engine2.requant3 (rst, \port$8475$177 , acc, q, clk);
   wire clk;
   wire en;
   wire [17:0] mul;
-  input [58:0] \port$8475$177 ;
-  wire [58:0] \port$8475$177 ;
+  input [58:0] \port$8493$177 ;
+  wire [58:0] \port$8493$177 ;
   reg [35:0] prod0 = 36'h000000000;
   output [7:0] q;
   reg [7:0] q = 8'h00;
@@ -20828,7 +20891,7 @@ module \bchw_top.engine2.requant3 (rst, \port$8475$177 , acc, q, clk);
   reg [4:0] shift2 = 5'h00;
   wire [36:0] shifted;
   reg [36:0] total = 37'h0000000000;
-  assign \$1  = $signed(acc) * $signed(\port$8475$177 [17:0]);
+  assign \$1  = $signed(acc) * $signed(\port$8493$177 [17:0]);
   assign \$3  = $signed(bias1) + $signed(\$2 );
   assign \$4  = | shifted[36:8];
   assign \$5  = \$4  ? 37'h00000000ff : shifted;
@@ -20854,19 +20917,19 @@ module \bchw_top.engine2.requant3 (rst, \port$8475$177 , acc, q, clk);
     end
   end
   assign en = 1'h1;
-  assign mul = \port$8475$177 [17:0];
-  assign bias = \port$8475$177 [58:23];
-  assign shift = \port$8475$177 [22:18];
+  assign mul = \port$8493$177 [17:0];
+  assign bias = \port$8493$177 [58:23];
+  assign shift = \port$8493$177 [22:18];
   assign \$11  = shift1;
   assign \$10  = \$3 [36:0];
-  assign \$9  = \port$8475$177 [22:18];
-  assign \$8  = \port$8475$177 [58:23];
+  assign \$9  = \port$8493$177 [22:18];
+  assign \$8  = \port$8493$177 [58:23];
   assign \$7  = { \$1 [34], \$1  };
   assign \$2  = { prod0[35], prod0 };
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine2.requant4 (rst, \port$8475$236 , acc, q, clk);
+module \bchw_top.engine2.requant4 (rst, \port$8493$236 , acc, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$47  = 0;
   wire [34:0] \$1 ;
   wire [36:0] \$10 ;
@@ -20888,8 +20951,8 @@ module \bchw_top.engine2.requant4 (rst, \port$8475$236 , acc, q, clk);
   wire clk;
   wire en;
   wire [17:0] mul;
-  input [58:0] \port$8475$236 ;
-  wire [58:0] \port$8475$236 ;
+  input [58:0] \port$8493$236 ;
+  wire [58:0] \port$8493$236 ;
   reg [35:0] prod0 = 36'h000000000;
   output [7:0] q;
   reg [7:0] q = 8'h00;
@@ -20900,7 +20963,7 @@ module \bchw_top.engine2.requant4 (rst, \port$8475$236 , acc, q, clk);
   reg [4:0] shift2 = 5'h00;
   wire [36:0] shifted;
   reg [36:0] total = 37'h0000000000;
-  assign \$1  = $signed(acc) * $signed(\port$8475$236 [17:0]);
+  assign \$1  = $signed(acc) * $signed(\port$8493$236 [17:0]);
   assign \$3  = $signed(bias1) + $signed(\$2 );
   assign \$4  = | shifted[36:8];
   assign \$5  = \$4  ? 37'h00000000ff : shifted;
@@ -20926,19 +20989,19 @@ module \bchw_top.engine2.requant4 (rst, \port$8475$236 , acc, q, clk);
     end
   end
   assign en = 1'h1;
-  assign mul = \port$8475$236 [17:0];
-  assign bias = \port$8475$236 [58:23];
-  assign shift = \port$8475$236 [22:18];
+  assign mul = \port$8493$236 [17:0];
+  assign bias = \port$8493$236 [58:23];
+  assign shift = \port$8493$236 [22:18];
   assign \$11  = shift1;
   assign \$10  = \$3 [36:0];
-  assign \$9  = \port$8475$236 [22:18];
-  assign \$8  = \port$8475$236 [58:23];
+  assign \$9  = \port$8493$236 [22:18];
+  assign \$8  = \port$8493$236 [58:23];
   assign \$7  = { \$1 [34], \$1  };
   assign \$2  = { prod0[35], prod0 };
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine2.requant5 (rst, \port$8475$295 , acc, q, clk);
+module \bchw_top.engine2.requant5 (rst, \port$8493$295 , acc, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$48  = 0;
   wire [34:0] \$1 ;
   wire [36:0] \$10 ;
@@ -20960,8 +21023,8 @@ module \bchw_top.engine2.requant5 (rst, \port$8475$295 , acc, q, clk);
   wire clk;
   wire en;
   wire [17:0] mul;
-  input [58:0] \port$8475$295 ;
-  wire [58:0] \port$8475$295 ;
+  input [58:0] \port$8493$295 ;
+  wire [58:0] \port$8493$295 ;
   reg [35:0] prod0 = 36'h000000000;
   output [7:0] q;
   reg [7:0] q = 8'h00;
@@ -20972,7 +21035,7 @@ module \bchw_top.engine2.requant5 (rst, \port$8475$295 , acc, q, clk);
   reg [4:0] shift2 = 5'h00;
   wire [36:0] shifted;
   reg [36:0] total = 37'h0000000000;
-  assign \$1  = $signed(acc) * $signed(\port$8475$295 [17:0]);
+  assign \$1  = $signed(acc) * $signed(\port$8493$295 [17:0]);
   assign \$3  = $signed(bias1) + $signed(\$2 );
   assign \$4  = | shifted[36:8];
   assign \$5  = \$4  ? 37'h00000000ff : shifted;
@@ -20998,19 +21061,19 @@ module \bchw_top.engine2.requant5 (rst, \port$8475$295 , acc, q, clk);
     end
   end
   assign en = 1'h1;
-  assign mul = \port$8475$295 [17:0];
-  assign bias = \port$8475$295 [58:23];
-  assign shift = \port$8475$295 [22:18];
+  assign mul = \port$8493$295 [17:0];
+  assign bias = \port$8493$295 [58:23];
+  assign shift = \port$8493$295 [22:18];
   assign \$11  = shift1;
   assign \$10  = \$3 [36:0];
-  assign \$9  = \port$8475$295 [22:18];
-  assign \$8  = \port$8475$295 [58:23];
+  assign \$9  = \port$8493$295 [22:18];
+  assign \$8  = \port$8493$295 [58:23];
   assign \$7  = { \$1 [34], \$1  };
   assign \$2  = { prod0[35], prod0 };
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine2.requant6 (rst, \port$8475$354 , acc, q, clk);
+module \bchw_top.engine2.requant6 (rst, \port$8493$354 , acc, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$49  = 0;
   wire [34:0] \$1 ;
   wire [36:0] \$10 ;
@@ -21032,8 +21095,8 @@ module \bchw_top.engine2.requant6 (rst, \port$8475$354 , acc, q, clk);
   wire clk;
   wire en;
   wire [17:0] mul;
-  input [58:0] \port$8475$354 ;
-  wire [58:0] \port$8475$354 ;
+  input [58:0] \port$8493$354 ;
+  wire [58:0] \port$8493$354 ;
   reg [35:0] prod0 = 36'h000000000;
   output [7:0] q;
   reg [7:0] q = 8'h00;
@@ -21044,7 +21107,7 @@ module \bchw_top.engine2.requant6 (rst, \port$8475$354 , acc, q, clk);
   reg [4:0] shift2 = 5'h00;
   wire [36:0] shifted;
   reg [36:0] total = 37'h0000000000;
-  assign \$1  = $signed(acc) * $signed(\port$8475$354 [17:0]);
+  assign \$1  = $signed(acc) * $signed(\port$8493$354 [17:0]);
   assign \$3  = $signed(bias1) + $signed(\$2 );
   assign \$4  = | shifted[36:8];
   assign \$5  = \$4  ? 37'h00000000ff : shifted;
@@ -21070,19 +21133,19 @@ module \bchw_top.engine2.requant6 (rst, \port$8475$354 , acc, q, clk);
     end
   end
   assign en = 1'h1;
-  assign mul = \port$8475$354 [17:0];
-  assign bias = \port$8475$354 [58:23];
-  assign shift = \port$8475$354 [22:18];
+  assign mul = \port$8493$354 [17:0];
+  assign bias = \port$8493$354 [58:23];
+  assign shift = \port$8493$354 [22:18];
   assign \$11  = shift1;
   assign \$10  = \$3 [36:0];
-  assign \$9  = \port$8475$354 [22:18];
-  assign \$8  = \port$8475$354 [58:23];
+  assign \$9  = \port$8493$354 [22:18];
+  assign \$8  = \port$8493$354 [58:23];
   assign \$7  = { \$1 [34], \$1  };
   assign \$2  = { prod0[35], prod0 };
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine2.requant7 (rst, \port$8475$413 , acc, q, clk);
+module \bchw_top.engine2.requant7 (rst, \port$8493$413 , acc, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$50  = 0;
   wire [34:0] \$1 ;
   wire [36:0] \$10 ;
@@ -21104,8 +21167,8 @@ module \bchw_top.engine2.requant7 (rst, \port$8475$413 , acc, q, clk);
   wire clk;
   wire en;
   wire [17:0] mul;
-  input [58:0] \port$8475$413 ;
-  wire [58:0] \port$8475$413 ;
+  input [58:0] \port$8493$413 ;
+  wire [58:0] \port$8493$413 ;
   reg [35:0] prod0 = 36'h000000000;
   output [7:0] q;
   reg [7:0] q = 8'h00;
@@ -21116,7 +21179,7 @@ module \bchw_top.engine2.requant7 (rst, \port$8475$413 , acc, q, clk);
   reg [4:0] shift2 = 5'h00;
   wire [36:0] shifted;
   reg [36:0] total = 37'h0000000000;
-  assign \$1  = $signed(acc) * $signed(\port$8475$413 [17:0]);
+  assign \$1  = $signed(acc) * $signed(\port$8493$413 [17:0]);
   assign \$3  = $signed(bias1) + $signed(\$2 );
   assign \$4  = | shifted[36:8];
   assign \$5  = \$4  ? 37'h00000000ff : shifted;
@@ -21142,19 +21205,19 @@ module \bchw_top.engine2.requant7 (rst, \port$8475$413 , acc, q, clk);
     end
   end
   assign en = 1'h1;
-  assign mul = \port$8475$413 [17:0];
-  assign bias = \port$8475$413 [58:23];
-  assign shift = \port$8475$413 [22:18];
+  assign mul = \port$8493$413 [17:0];
+  assign bias = \port$8493$413 [58:23];
+  assign shift = \port$8493$413 [22:18];
   assign \$11  = shift1;
   assign \$10  = \$3 [36:0];
-  assign \$9  = \port$8475$413 [22:18];
-  assign \$8  = \port$8475$413 [58:23];
+  assign \$9  = \port$8493$413 [22:18];
+  assign \$8  = \port$8493$413 [58:23];
   assign \$7  = { \$1 [34], \$1  };
   assign \$2  = { prod0[35], prod0 };
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine2.requant8 (rst, \port$8475$472 , acc, q, clk);
+module \bchw_top.engine2.requant8 (rst, \port$8493$472 , acc, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$51  = 0;
   wire [34:0] \$1 ;
   wire [36:0] \$10 ;
@@ -21176,8 +21239,8 @@ module \bchw_top.engine2.requant8 (rst, \port$8475$472 , acc, q, clk);
   wire clk;
   wire en;
   wire [17:0] mul;
-  input [58:0] \port$8475$472 ;
-  wire [58:0] \port$8475$472 ;
+  input [58:0] \port$8493$472 ;
+  wire [58:0] \port$8493$472 ;
   reg [35:0] prod0 = 36'h000000000;
   output [7:0] q;
   reg [7:0] q = 8'h00;
@@ -21188,7 +21251,7 @@ module \bchw_top.engine2.requant8 (rst, \port$8475$472 , acc, q, clk);
   reg [4:0] shift2 = 5'h00;
   wire [36:0] shifted;
   reg [36:0] total = 37'h0000000000;
-  assign \$1  = $signed(acc) * $signed(\port$8475$472 [17:0]);
+  assign \$1  = $signed(acc) * $signed(\port$8493$472 [17:0]);
   assign \$3  = $signed(bias1) + $signed(\$2 );
   assign \$4  = | shifted[36:8];
   assign \$5  = \$4  ? 37'h00000000ff : shifted;
@@ -21214,19 +21277,19 @@ module \bchw_top.engine2.requant8 (rst, \port$8475$472 , acc, q, clk);
     end
   end
   assign en = 1'h1;
-  assign mul = \port$8475$472 [17:0];
-  assign bias = \port$8475$472 [58:23];
-  assign shift = \port$8475$472 [22:18];
+  assign mul = \port$8493$472 [17:0];
+  assign bias = \port$8493$472 [58:23];
+  assign shift = \port$8493$472 [22:18];
   assign \$11  = shift1;
   assign \$10  = \$3 [36:0];
-  assign \$9  = \port$8475$472 [22:18];
-  assign \$8  = \port$8475$472 [58:23];
+  assign \$9  = \port$8493$472 [22:18];
+  assign \$8  = \port$8493$472 [58:23];
   assign \$7  = { \$1 [34], \$1  };
   assign \$2  = { prod0[35], prod0 };
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine2.requant9 (rst, \port$8475$531 , acc, q, clk);
+module \bchw_top.engine2.requant9 (rst, \port$8493$531 , acc, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$52  = 0;
   wire [34:0] \$1 ;
   wire [36:0] \$10 ;
@@ -21248,8 +21311,8 @@ module \bchw_top.engine2.requant9 (rst, \port$8475$531 , acc, q, clk);
   wire clk;
   wire en;
   wire [17:0] mul;
-  input [58:0] \port$8475$531 ;
-  wire [58:0] \port$8475$531 ;
+  input [58:0] \port$8493$531 ;
+  wire [58:0] \port$8493$531 ;
   reg [35:0] prod0 = 36'h000000000;
   output [7:0] q;
   reg [7:0] q = 8'h00;
@@ -21260,7 +21323,7 @@ module \bchw_top.engine2.requant9 (rst, \port$8475$531 , acc, q, clk);
   reg [4:0] shift2 = 5'h00;
   wire [36:0] shifted;
   reg [36:0] total = 37'h0000000000;
-  assign \$1  = $signed(acc) * $signed(\port$8475$531 [17:0]);
+  assign \$1  = $signed(acc) * $signed(\port$8493$531 [17:0]);
   assign \$3  = $signed(bias1) + $signed(\$2 );
   assign \$4  = | shifted[36:8];
   assign \$5  = \$4  ? 37'h00000000ff : shifted;
@@ -21286,13 +21349,13 @@ module \bchw_top.engine2.requant9 (rst, \port$8475$531 , acc, q, clk);
     end
   end
   assign en = 1'h1;
-  assign mul = \port$8475$531 [17:0];
-  assign bias = \port$8475$531 [58:23];
-  assign shift = \port$8475$531 [22:18];
+  assign mul = \port$8493$531 [17:0];
+  assign bias = \port$8493$531 [58:23];
+  assign shift = \port$8493$531 [22:18];
   assign \$11  = shift1;
   assign \$10  = \$3 [36:0];
-  assign \$9  = \port$8475$531 [22:18];
-  assign \$8  = \port$8475$531 [58:23];
+  assign \$9  = \port$8493$531 [22:18];
+  assign \$8  = \port$8493$531 [58:23];
   assign \$7  = { \$1 [34], \$1  };
   assign \$2  = { prod0[35], prod0 };
 endmodule
@@ -25682,22 +25745,22 @@ module \bchw_top.engine3 (rst, s__valid, write__data, s__ready, m__ready, m__val
   reg \$175 ;
   reg \$176 ;
   wire [127:0] \$177 ;
-  wire [159:0] \$178 ;
-  reg [3:0] \$179 ;
+  wire [127:0] \$178 ;
+  wire [159:0] \$179 ;
   wire \$18 ;
-  reg [3:0] \$180 ;
+  wire [159:0] \$180 ;
   reg [3:0] \$181 ;
   reg [3:0] \$182 ;
   reg [3:0] \$183 ;
   reg [3:0] \$184 ;
   reg [3:0] \$185 ;
-  wire [589:0] \$186 ;
-  reg \$187 ;
-  reg \$188 ;
-  reg [16:0] \$189 ;
+  reg [3:0] \$186 ;
+  reg [3:0] \$187 ;
+  reg [3:0] \$188 ;
+  wire [589:0] \$189 ;
   wire \$19 ;
-  reg [16:0] \$190 ;
-  reg [16:0] \$191 ;
+  reg \$190 ;
+  reg \$191 ;
   reg [16:0] \$192 ;
   reg [16:0] \$193 ;
   reg [16:0] \$194 ;
@@ -25705,29 +25768,32 @@ module \bchw_top.engine3 (rst, s__valid, write__data, s__ready, m__ready, m__val
   reg [16:0] \$196 ;
   reg [16:0] \$197 ;
   reg [16:0] \$198 ;
-  reg \$199 ;
+  reg [16:0] \$199 ;
   wire \$2 ;
   wire [4:0] \$20 ;
-  reg \$200 ;
-  reg \$201 ;
+  reg [16:0] \$200 ;
+  reg [16:0] \$201 ;
   reg \$202 ;
   reg \$203 ;
   reg \$204 ;
-  reg [160:0] \$205 ;
-  reg [160:0] \$206 ;
-  reg [1:0] \$207 ;
-  reg \$208 ;
-  reg \$209 ;
+  reg \$205 ;
+  reg \$206 ;
+  reg \$207 ;
+  reg [160:0] \$208 ;
+  reg [160:0] \$209 ;
   wire [4:0] \$21 ;
-  reg \$210 ;
+  reg [1:0] \$210 ;
   reg \$211 ;
   reg \$212 ;
   reg \$213 ;
   reg \$214 ;
-  reg [159:0] \$215 ;
+  reg \$215 ;
   reg \$216 ;
   reg \$217 ;
+  reg [159:0] \$218 ;
+  reg \$219 ;
   wire [4:0] \$22 ;
+  reg \$220 ;
   wire [4:0] \$23 ;
   wire \$24 ;
   wire \$25 ;
@@ -25870,7 +25936,7 @@ module \bchw_top.engine3 (rst, s__valid, write__data, s__ready, m__ready, m__val
   reg [1:0] credits = 2'h2;
   wire [1:0] credits_next;
   wire [159:0] data;
-  wire [589:0] \data$160 ;
+  wire [589:0] \data$163 ;
   wire en;
   wire \en$103 ;
   wire \en$109 ;
@@ -25896,6 +25962,7 @@ module \bchw_top.engine3 (rst, s__valid, write__data, s__ready, m__ready, m__val
   wire enter;
   reg [3:0] f1_d0 = 4'h0;
   reg [3:0] f1_d1 = 4'h0;
+  reg [3:0] f1_d2 = 4'h0;
   reg [3:0] fp_d0 = 4'h0;
   reg [3:0] fp_d1 = 4'h0;
   reg [3:0] fp_d2 = 4'h0;
@@ -25984,15 +26051,15 @@ module \bchw_top.engine3 (rst, s__valid, write__data, s__ready, m__ready, m__val
   wire [3:0] step;
   wire [3:0] step_next;
   wire [12:0] sum;
-  wire [12:0] \sum$164 ;
-  wire [12:0] \sum$165 ;
-  wire [12:0] \sum$166 ;
   wire [12:0] \sum$167 ;
   wire [12:0] \sum$168 ;
   wire [12:0] \sum$169 ;
   wire [12:0] \sum$170 ;
   wire [12:0] \sum$171 ;
   wire [12:0] \sum$172 ;
+  wire [12:0] \sum$173 ;
+  wire [12:0] \sum$174 ;
+  wire [12:0] \sum$175 ;
   wire valid_next;
   (* init = 160'h0000000000000000000000000000000000000000 *)
   wire [159:0] vector;
@@ -26007,6 +26074,7 @@ module \bchw_top.engine3 (rst, s__valid, write__data, s__ready, m__ready, m__val
   wire [15:0] \w$59 ;
   wire [15:0] \w$62 ;
   reg [159:0] wdata_d0 = 160'h0000000000000000000000000000000000000000;
+  reg [159:0] wdata_d1 = 160'h0000000000000000000000000000000000000000;
   reg [3:0] word = 4'h0;
   wire [4:0] write__addr;
   input [127:0] write__data;
@@ -26032,8 +26100,9 @@ module \bchw_top.engine3 (rst, s__valid, write__data, s__ready, m__ready, m__val
   wire [127:0] \x$58 ;
   (* init = 128'h00000000000000000000000000000000 *)
   wire [127:0] \x$61 ;
+  reg [127:0] xmem_d0 = 128'h00000000000000000000000000000000;
   (* init = 128'h00000000000000000000000000000000 *)
-  wire [127:0] xmem_d0;
+  wire [127:0] xmem_d1;
   reg [127:0] xmem [31:0];
   initial begin
     xmem[0] = 128'h00000000000000000000000000000000;
@@ -26173,23 +26242,23 @@ module \bchw_top.engine3 (rst, s__valid, write__data, s__ready, m__ready, m__val
   assign \$108  = ft_d0[1] ? 17'h00000 : acc;
   assign \$109  = $signed(\$108 ) + $signed(sum);
   assign \$110  = ft_d0[1] ? 17'h00000 : \acc$74 ;
-  assign \$111  = $signed(\$110 ) + $signed(\sum$164 );
+  assign \$111  = $signed(\$110 ) + $signed(\sum$167 );
   assign \$112  = ft_d0[1] ? 17'h00000 : \acc$80 ;
-  assign \$113  = $signed(\$112 ) + $signed(\sum$165 );
+  assign \$113  = $signed(\$112 ) + $signed(\sum$168 );
   assign \$114  = ft_d0[1] ? 17'h00000 : \acc$86 ;
-  assign \$115  = $signed(\$114 ) + $signed(\sum$166 );
+  assign \$115  = $signed(\$114 ) + $signed(\sum$169 );
   assign \$116  = ft_d0[1] ? 17'h00000 : \acc$92 ;
-  assign \$117  = $signed(\$116 ) + $signed(\sum$167 );
+  assign \$117  = $signed(\$116 ) + $signed(\sum$170 );
   assign \$118  = ft_d0[1] ? 17'h00000 : \acc$98 ;
-  assign \$119  = $signed(\$118 ) + $signed(\sum$168 );
+  assign \$119  = $signed(\$118 ) + $signed(\sum$171 );
   assign \$120  = ft_d0[1] ? 17'h00000 : \acc$104 ;
-  assign \$121  = $signed(\$120 ) + $signed(\sum$169 );
+  assign \$121  = $signed(\$120 ) + $signed(\sum$172 );
   assign \$122  = ft_d0[1] ? 17'h00000 : \acc$110 ;
-  assign \$123  = $signed(\$122 ) + $signed(\sum$170 );
+  assign \$123  = $signed(\$122 ) + $signed(\sum$173 );
   assign \$124  = ft_d0[1] ? 17'h00000 : \acc$116 ;
-  assign \$125  = $signed(\$124 ) + $signed(\sum$171 );
+  assign \$125  = $signed(\$124 ) + $signed(\sum$174 );
   assign \$126  = ft_d0[1] ? 17'h00000 : \acc$122 ;
-  assign \$127  = $signed(\$126 ) + $signed(\sum$172 );
+  assign \$127  = $signed(\$126 ) + $signed(\sum$175 );
   assign \$128  = | count;
   assign \$129  = ~ \$128 ;
   assign \$130  = enter & \$129 ;
@@ -26251,158 +26320,164 @@ module \bchw_top.engine3 (rst, s__valid, write__data, s__ready, m__ready, m__val
   always @(posedge clk)
     \$signal  <= \$176 ;
   always @(posedge clk)
-    x <= \$177 ;
+    xmem_d0 <= \$177 ;
   always @(posedge clk)
-    wdata_d0 <= \$178 ;
+    x <= \$178 ;
   always @(posedge clk)
-    f1_d0 <= \$179 ;
+    wdata_d0 <= \$179 ;
   always @(posedge clk)
-    f1_d1 <= \$180 ;
+    wdata_d1 <= \$180 ;
   always @(posedge clk)
-    fp_d0 <= \$181 ;
+    f1_d0 <= \$181 ;
   always @(posedge clk)
-    fp_d1 <= \$182 ;
+    f1_d1 <= \$182 ;
   always @(posedge clk)
-    fp_d2 <= \$183 ;
+    f1_d2 <= \$183 ;
   always @(posedge clk)
-    fp_d3 <= \$184 ;
+    fp_d0 <= \$184 ;
   always @(posedge clk)
-    ft_d0 <= \$185 ;
+    fp_d1 <= \$185 ;
   always @(posedge clk)
-    params_d0 <= \$186 ;
+    fp_d2 <= \$186 ;
   always @(posedge clk)
-    acc_valid <= \$187 ;
+    fp_d3 <= \$187 ;
   always @(posedge clk)
-    acc_end <= \$188 ;
+    ft_d0 <= \$188 ;
   always @(posedge clk)
-    acc <= \$189 ;
+    params_d0 <= \$189 ;
   always @(posedge clk)
-    \acc$74  <= \$190 ;
+    acc_valid <= \$190 ;
   always @(posedge clk)
-    \acc$80  <= \$191 ;
+    acc_end <= \$191 ;
   always @(posedge clk)
-    \acc$86  <= \$192 ;
+    acc <= \$192 ;
   always @(posedge clk)
-    \acc$92  <= \$193 ;
+    \acc$74  <= \$193 ;
   always @(posedge clk)
-    \acc$98  <= \$194 ;
+    \acc$80  <= \$194 ;
   always @(posedge clk)
-    \acc$104  <= \$195 ;
+    \acc$86  <= \$195 ;
   always @(posedge clk)
-    \acc$110  <= \$196 ;
+    \acc$92  <= \$196 ;
   always @(posedge clk)
-    \acc$116  <= \$197 ;
+    \acc$98  <= \$197 ;
   always @(posedge clk)
-    \acc$122  <= \$198 ;
+    \acc$104  <= \$198 ;
   always @(posedge clk)
-    qv_d0 <= \$199 ;
+    \acc$110  <= \$199 ;
   always @(posedge clk)
-    qv_d1 <= \$200 ;
+    \acc$116  <= \$200 ;
   always @(posedge clk)
-    qe_d0 <= \$201 ;
+    \acc$122  <= \$201 ;
   always @(posedge clk)
-    qe_d1 <= \$202 ;
+    qv_d0 <= \$202 ;
   always @(posedge clk)
-    qv_last_d0 <= \$203 ;
+    qv_d1 <= \$203 ;
   always @(posedge clk)
-    qe_last_d0 <= \$204 ;
+    qe_d0 <= \$204 ;
   always @(posedge clk)
-    skid0 <= \$205 ;
+    qe_d1 <= \$205 ;
   always @(posedge clk)
-    skid1 <= \$206 ;
+    qv_last_d0 <= \$206 ;
   always @(posedge clk)
-    count <= \$207 ;
+    qe_last_d0 <= \$207 ;
   always @(posedge clk)
-    held_copy0 <= \$208 ;
+    skid0 <= \$208 ;
   always @(posedge clk)
-    held_copy1 <= \$209 ;
+    skid1 <= \$209 ;
   always @(posedge clk)
-    qvalid_copy0 <= \$210 ;
+    count <= \$210 ;
   always @(posedge clk)
-    qvalid_copy1 <= \$211 ;
+    held_copy0 <= \$211 ;
   always @(posedge clk)
-    m__valid <= \$212 ;
+    held_copy1 <= \$212 ;
   always @(posedge clk)
-    mvalid_copy0 <= \$213 ;
+    qvalid_copy0 <= \$213 ;
   always @(posedge clk)
-    mvalid_copy1 <= \$214 ;
+    qvalid_copy1 <= \$214 ;
   always @(posedge clk)
-    m__payload <= \$215 ;
+    m__valid <= \$215 ;
   always @(posedge clk)
-    credit_back_d0 <= \$216 ;
+    mvalid_copy0 <= \$216 ;
   always @(posedge clk)
-    credit_back <= \$217 ;
+    mvalid_copy1 <= \$217 ;
+  always @(posedge clk)
+    m__payload <= \$218 ;
+  always @(posedge clk)
+    credit_back_d0 <= \$219 ;
+  always @(posedge clk)
+    credit_back <= \$220 ;
   \bchw_top.engine3.params  params (
     .clk(clk),
-    .data(\data$160 )
+    .data(\data$163 )
   );
   \bchw_top.engine3.requant0  requant0 (
     .acc(acc),
     .clk(clk),
-    .\port$9793$0 (params_d0[58:0]),
+    .\port$9817$0 (params_d0[58:0]),
     .q(q),
     .rst(rst)
   );
   \bchw_top.engine3.requant1  requant1 (
     .acc(\acc$74 ),
     .clk(clk),
-    .\port$9793$59 (params_d0[117:59]),
+    .\port$9817$59 (params_d0[117:59]),
     .q(\q$139 ),
     .rst(rst)
   );
   \bchw_top.engine3.requant2  requant2 (
     .acc(\acc$80 ),
     .clk(clk),
-    .\port$9793$118 (params_d0[176:118]),
+    .\port$9817$118 (params_d0[176:118]),
     .q(\q$140 ),
     .rst(rst)
   );
   \bchw_top.engine3.requant3  requant3 (
     .acc(\acc$86 ),
     .clk(clk),
-    .\port$9793$177 (params_d0[235:177]),
+    .\port$9817$177 (params_d0[235:177]),
     .q(\q$141 ),
     .rst(rst)
   );
   \bchw_top.engine3.requant4  requant4 (
     .acc(\acc$92 ),
     .clk(clk),
-    .\port$9793$236 (params_d0[294:236]),
+    .\port$9817$236 (params_d0[294:236]),
     .q(\q$142 ),
     .rst(rst)
   );
   \bchw_top.engine3.requant5  requant5 (
     .acc(\acc$98 ),
     .clk(clk),
-    .\port$9793$295 (params_d0[353:295]),
+    .\port$9817$295 (params_d0[353:295]),
     .q(\q$143 ),
     .rst(rst)
   );
   \bchw_top.engine3.requant6  requant6 (
     .acc(\acc$104 ),
     .clk(clk),
-    .\port$9793$354 (params_d0[412:354]),
+    .\port$9817$354 (params_d0[412:354]),
     .q(\q$144 ),
     .rst(rst)
   );
   \bchw_top.engine3.requant7  requant7 (
     .acc(\acc$110 ),
     .clk(clk),
-    .\port$9793$413 (params_d0[471:413]),
+    .\port$9817$413 (params_d0[471:413]),
     .q(\q$145 ),
     .rst(rst)
   );
   \bchw_top.engine3.requant8  requant8 (
     .acc(\acc$116 ),
     .clk(clk),
-    .\port$9793$472 (params_d0[530:472]),
+    .\port$9817$472 (params_d0[530:472]),
     .q(\q$146 ),
     .rst(rst)
   );
   \bchw_top.engine3.requant9  requant9 (
     .acc(\acc$122 ),
     .clk(clk),
-    .\port$9793$531 (params_d0[589:531]),
+    .\port$9817$531 (params_d0[589:531]),
     .q(\q$147 ),
     .rst(rst)
   );
@@ -26410,70 +26485,70 @@ module \bchw_top.engine3 (rst, s__valid, write__data, s__ready, m__ready, m__val
     .clk(clk),
     .l4_0(sum),
     .rst(rst),
-    .w(wdata_d0[15:0]),
+    .w(wdata_d1[15:0]),
     .x(x)
   );
   \bchw_top.engine3.tree1  tree1 (
     .clk(clk),
-    .l4_0(\sum$164 ),
+    .l4_0(\sum$167 ),
     .rst(rst),
-    .w(wdata_d0[31:16]),
+    .w(wdata_d1[31:16]),
     .x(x)
   );
   \bchw_top.engine3.tree2  tree2 (
     .clk(clk),
-    .l4_0(\sum$165 ),
+    .l4_0(\sum$168 ),
     .rst(rst),
-    .w(wdata_d0[47:32]),
+    .w(wdata_d1[47:32]),
     .x(x)
   );
   \bchw_top.engine3.tree3  tree3 (
     .clk(clk),
-    .l4_0(\sum$166 ),
+    .l4_0(\sum$169 ),
     .rst(rst),
-    .w(wdata_d0[63:48]),
+    .w(wdata_d1[63:48]),
     .x(x)
   );
   \bchw_top.engine3.tree4  tree4 (
     .clk(clk),
-    .l4_0(\sum$167 ),
+    .l4_0(\sum$170 ),
     .rst(rst),
-    .w(wdata_d0[79:64]),
+    .w(wdata_d1[79:64]),
     .x(x)
   );
   \bchw_top.engine3.tree5  tree5 (
     .clk(clk),
-    .l4_0(\sum$168 ),
+    .l4_0(\sum$171 ),
     .rst(rst),
-    .w(wdata_d0[95:80]),
+    .w(wdata_d1[95:80]),
     .x(x)
   );
   \bchw_top.engine3.tree6  tree6 (
     .clk(clk),
-    .l4_0(\sum$169 ),
+    .l4_0(\sum$172 ),
     .rst(rst),
-    .w(wdata_d0[111:96]),
+    .w(wdata_d1[111:96]),
     .x(x)
   );
   \bchw_top.engine3.tree7  tree7 (
     .clk(clk),
-    .l4_0(\sum$170 ),
+    .l4_0(\sum$173 ),
     .rst(rst),
-    .w(wdata_d0[127:112]),
+    .w(wdata_d1[127:112]),
     .x(x)
   );
   \bchw_top.engine3.tree8  tree8 (
     .clk(clk),
-    .l4_0(\sum$171 ),
+    .l4_0(\sum$174 ),
     .rst(rst),
-    .w(wdata_d0[143:128]),
+    .w(wdata_d1[143:128]),
     .x(x)
   );
   \bchw_top.engine3.tree9  tree9 (
     .clk(clk),
-    .l4_0(\sum$172 ),
+    .l4_0(\sum$175 ),
     .rst(rst),
-    .w(wdata_d0[159:144]),
+    .w(wdata_d1[159:144]),
     .x(x)
   );
   \bchw_top.engine3.weights  weights (
@@ -26569,275 +26644,282 @@ module \bchw_top.engine3 (rst, s__valid, write__data, s__ready, m__ready, m__val
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$53 ) begin end
-    \$179  = { last_step, \$105 , \$104 , issue };
-    if (rst) begin
-      \$179  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$53 ) begin end
-    \$180  = f1_d0;
-    if (rst) begin
-      \$180  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$53 ) begin end
-    \$181  = f1_d1;
+    \$181  = { last_step, \$105 , \$104 , issue };
     if (rst) begin
       \$181  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$53 ) begin end
-    \$182  = fp_d0;
+    \$182  = f1_d0;
     if (rst) begin
       \$182  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$53 ) begin end
-    \$183  = fp_d1;
+    \$183  = f1_d1;
     if (rst) begin
       \$183  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$53 ) begin end
-    \$184  = fp_d2;
+    \$184  = f1_d2;
     if (rst) begin
       \$184  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$53 ) begin end
-    \$185  = fp_d3;
+    \$185  = fp_d0;
     if (rst) begin
       \$185  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$53 ) begin end
-    \$187  = \$106 ;
+    \$186  = fp_d1;
     if (rst) begin
-      \$187  = 1'h0;
+      \$186  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$53 ) begin end
-    \$188  = \$107 ;
+    \$187  = fp_d2;
     if (rst) begin
-      \$188  = 1'h0;
+      \$187  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$53 ) begin end
-    \$189  = acc;
-    if (ft_d0[0]) begin
-      \$189  = \$109 [16:0];
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$53 ) begin end
-    \$190  = \acc$74 ;
-    if (ft_d0[0]) begin
-      \$190  = \$111 [16:0];
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$53 ) begin end
-    \$191  = \acc$80 ;
-    if (ft_d0[0]) begin
-      \$191  = \$113 [16:0];
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$53 ) begin end
-    \$192  = \acc$86 ;
-    if (ft_d0[0]) begin
-      \$192  = \$115 [16:0];
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$53 ) begin end
-    \$193  = \acc$92 ;
-    if (ft_d0[0]) begin
-      \$193  = \$117 [16:0];
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$53 ) begin end
-    \$194  = \acc$98 ;
-    if (ft_d0[0]) begin
-      \$194  = \$119 [16:0];
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$53 ) begin end
-    \$195  = \acc$104 ;
-    if (ft_d0[0]) begin
-      \$195  = \$121 [16:0];
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$53 ) begin end
-    \$196  = \acc$110 ;
-    if (ft_d0[0]) begin
-      \$196  = \$123 [16:0];
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$53 ) begin end
-    \$197  = \acc$116 ;
-    if (ft_d0[0]) begin
-      \$197  = \$125 [16:0];
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$53 ) begin end
-    \$198  = \acc$122 ;
-    if (ft_d0[0]) begin
-      \$198  = \$127 [16:0];
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$53 ) begin end
-    \$199  = acc_valid;
+    \$188  = fp_d3;
     if (rst) begin
-      \$199  = 1'h0;
+      \$188  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$53 ) begin end
-    \$200  = qv_d0;
+    \$190  = \$106 ;
     if (rst) begin
-      \$200  = 1'h0;
+      \$190  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$53 ) begin end
-    \$201  = acc_end;
+    \$191  = \$107 ;
     if (rst) begin
-      \$201  = 1'h0;
+      \$191  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$53 ) begin end
-    \$202  = qe_d0;
+    \$192  = acc;
+    if (ft_d0[0]) begin
+      \$192  = \$109 [16:0];
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$53 ) begin end
+    \$193  = \acc$74 ;
+    if (ft_d0[0]) begin
+      \$193  = \$111 [16:0];
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$53 ) begin end
+    \$194  = \acc$80 ;
+    if (ft_d0[0]) begin
+      \$194  = \$113 [16:0];
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$53 ) begin end
+    \$195  = \acc$86 ;
+    if (ft_d0[0]) begin
+      \$195  = \$115 [16:0];
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$53 ) begin end
+    \$196  = \acc$92 ;
+    if (ft_d0[0]) begin
+      \$196  = \$117 [16:0];
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$53 ) begin end
+    \$197  = \acc$98 ;
+    if (ft_d0[0]) begin
+      \$197  = \$119 [16:0];
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$53 ) begin end
+    \$198  = \acc$104 ;
+    if (ft_d0[0]) begin
+      \$198  = \$121 [16:0];
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$53 ) begin end
+    \$199  = \acc$110 ;
+    if (ft_d0[0]) begin
+      \$199  = \$123 [16:0];
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$53 ) begin end
+    \$200  = \acc$116 ;
+    if (ft_d0[0]) begin
+      \$200  = \$125 [16:0];
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$53 ) begin end
+    \$201  = \acc$122 ;
+    if (ft_d0[0]) begin
+      \$201  = \$127 [16:0];
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$53 ) begin end
+    \$202  = acc_valid;
     if (rst) begin
       \$202  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$53 ) begin end
-    \$203  = qv_d1;
+    \$203  = qv_d0;
     if (rst) begin
       \$203  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$53 ) begin end
-    \$204  = qe_d1;
+    \$204  = acc_end;
     if (rst) begin
       \$204  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$53 ) begin end
-    \$205  = skid0;
+    \$205  = qe_d0;
+    if (rst) begin
+      \$205  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$53 ) begin end
+    \$206  = qv_d1;
+    if (rst) begin
+      \$206  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$53 ) begin end
+    \$207  = qe_d1;
+    if (rst) begin
+      \$207  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$53 ) begin end
+    \$208  = skid0;
     if (\$137 ) begin
-      \$205  = { qe_last_d0, \q$147 , \q$146 , \q$145 , \q$144 , \q$143 , \q$142 , \q$141 , \q$140 , \q$139 , q };
+      \$208  = { qe_last_d0, \q$147 , \q$146 , \q$145 , \q$144 , \q$143 , \q$142 , \q$141 , \q$140 , \q$139 , q };
     end else if (\$139 ) begin
-      \$205  = skid1;
+      \$208  = skid1;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$53 ) begin end
-    \$206  = skid1;
+    \$209  = skid1;
     if (\$149 ) begin
-      \$206  = { qe_last_d0, \q$147 , \q$146 , \q$145 , \q$144 , \q$143 , \q$142 , \q$141 , \q$140 , \q$139 , q };
+      \$209  = { qe_last_d0, \q$147 , \q$146 , \q$145 , \q$144 , \q$143 , \q$142 , \q$141 , \q$140 , \q$139 , q };
     end else if (\$151 ) begin
-      \$206  = 161'h00000000000000000000000000000000000000000;
+      \$209  = 161'h00000000000000000000000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$53 ) begin end
-    \$207  = \$67 [1:0];
+    \$210  = \$67 [1:0];
     if (rst) begin
-      \$207  = 2'h0;
+      \$210  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$53 ) begin end
-    \$208  = \$152 ;
-    if (rst) begin
-      \$208  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$53 ) begin end
-    \$209  = \$153 ;
-    if (rst) begin
-      \$209  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$53 ) begin end
-    \$210  = qv_d1;
-    if (rst) begin
-      \$210  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$53 ) begin end
-    \$211  = qv_d1;
+    \$211  = \$152 ;
     if (rst) begin
       \$211  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$53 ) begin end
-    \$212  = valid_next;
+    \$212  = \$153 ;
     if (rst) begin
       \$212  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$53 ) begin end
-    \$213  = valid_next;
+    \$213  = qv_d1;
     if (rst) begin
       \$213  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$53 ) begin end
-    \$214  = valid_next;
+    \$214  = qv_d1;
     if (rst) begin
       \$214  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$53 ) begin end
-    \$215  = m__payload;
-    if (\$157 ) begin
-      \$215 [127:0] = \$159 [127:0];
-    end
-    if (\$163 ) begin
-      \$215 [159:128] = \$165 [159:128];
+    \$215  = valid_next;
+    if (rst) begin
+      \$215  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$53 ) begin end
-    \$216  = enter;
+    \$216  = valid_next;
     if (rst) begin
       \$216  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$53 ) begin end
-    \$217  = credit_back_d0;
+    \$217  = valid_next;
     if (rst) begin
       \$217  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$53 ) begin end
+    \$218  = m__payload;
+    if (\$157 ) begin
+      \$218 [127:0] = \$159 [127:0];
+    end
+    if (\$163 ) begin
+      \$218 [159:128] = \$165 [159:128];
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$53 ) begin end
+    \$219  = enter;
+    if (rst) begin
+      \$219  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$53 ) begin end
+    \$220  = credit_back_d0;
+    if (rst) begin
+      \$220  = 1'h0;
     end
   end
   assign en = 1'h1;
@@ -26849,35 +26931,35 @@ module \bchw_top.engine3 (rst, s__valid, write__data, s__ready, m__ready, m__val
   assign s__payload = write__data;
   assign read__addr = { read_bank, sfc };
   assign \en$31  = 1'h1;
-  assign xmem_d0 = x;
-  assign w = wdata_d0[15:0];
+  assign xmem_d1 = x;
+  assign w = wdata_d1[15:0];
   assign \en$36  = 1'h1;
   assign \x$37  = x;
-  assign \w$38  = wdata_d0[31:16];
+  assign \w$38  = wdata_d1[31:16];
   assign \en$39  = 1'h1;
   assign \x$40  = x;
-  assign \w$41  = wdata_d0[47:32];
+  assign \w$41  = wdata_d1[47:32];
   assign \en$42  = 1'h1;
   assign \x$43  = x;
-  assign \w$44  = wdata_d0[63:48];
+  assign \w$44  = wdata_d1[63:48];
   assign \en$45  = 1'h1;
   assign \x$46  = x;
-  assign \w$47  = wdata_d0[79:64];
+  assign \w$47  = wdata_d1[79:64];
   assign \en$48  = 1'h1;
   assign \x$49  = x;
-  assign \w$50  = wdata_d0[95:80];
+  assign \w$50  = wdata_d1[95:80];
   assign \en$51  = 1'h1;
   assign \x$52  = x;
-  assign \w$53  = wdata_d0[111:96];
+  assign \w$53  = wdata_d1[111:96];
   assign \en$54  = 1'h1;
   assign \x$55  = x;
-  assign \w$56  = wdata_d0[127:112];
+  assign \w$56  = wdata_d1[127:112];
   assign \en$57  = 1'h1;
   assign \x$58  = x;
-  assign \w$59  = wdata_d0[143:128];
+  assign \w$59  = wdata_d1[143:128];
   assign \en$60  = 1'h1;
   assign \x$61  = x;
-  assign \w$62  = wdata_d0[159:144];
+  assign \w$62  = wdata_d1[159:144];
   assign \en$63  = 1'h1;
   assign \addr$64  = 1'h0;
   assign \en$66  = 1'h1;
@@ -26933,8 +27015,10 @@ module \bchw_top.engine3 (rst, s__valid, write__data, s__ready, m__ready, m__val
   assign count_next = \$67 [1:0];
   assign vector = m__payload;
   assign credit_back_d1 = credit_back;
-  assign \$186  = \data$160 ;
-  assign \$178  = data;
+  assign \$189  = \data$163 ;
+  assign \$180  = wdata_d0;
+  assign \$179  = data;
+  assign \$178  = xmem_d0;
   assign \$177  = read__data;
   assign busy_next = \$4 ;
   assign \$11  = \$10 ;
@@ -26986,7 +27070,7 @@ module \bchw_top.engine3.params (data, clk);
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine3.requant0 (rst, \port$9793$0 , acc, q, clk);
+module \bchw_top.engine3.requant0 (rst, \port$9817$0 , acc, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$54  = 0;
   wire [34:0] \$1 ;
   wire [36:0] \$10 ;
@@ -27013,8 +27097,8 @@ module \bchw_top.engine3.requant0 (rst, \port$9793$0 , acc, q, clk);
   wire clk;
   wire en;
   wire [17:0] mul;
-  input [58:0] \port$9793$0 ;
-  wire [58:0] \port$9793$0 ;
+  input [58:0] \port$9817$0 ;
+  wire [58:0] \port$9817$0 ;
   reg [35:0] prod0 = 36'h000000000;
   output [15:0] q;
   reg [15:0] q = 16'h0000;
@@ -27025,7 +27109,7 @@ module \bchw_top.engine3.requant0 (rst, \port$9793$0 , acc, q, clk);
   reg [4:0] shift2 = 5'h00;
   wire [36:0] shifted;
   reg [36:0] total = 37'h0000000000;
-  assign \$1  = $signed(acc) * $signed(\port$9793$0 [17:0]);
+  assign \$1  = $signed(acc) * $signed(\port$9817$0 [17:0]);
   assign \$3  = $signed(bias1) + $signed(\$2 );
   assign \$4  = & shifted[36:15];
   assign \$5  = ~ \$4 ;
@@ -27056,19 +27140,19 @@ module \bchw_top.engine3.requant0 (rst, \port$9793$0 , acc, q, clk);
     end
   end
   assign en = 1'h1;
-  assign mul = \port$9793$0 [17:0];
-  assign bias = \port$9793$0 [58:23];
-  assign shift = \port$9793$0 [22:18];
+  assign mul = \port$9817$0 [17:0];
+  assign bias = \port$9817$0 [58:23];
+  assign shift = \port$9817$0 [22:18];
   assign \$16  = shift1;
   assign \$15  = \$3 [36:0];
-  assign \$14  = \port$9793$0 [22:18];
-  assign \$13  = \port$9793$0 [58:23];
+  assign \$14  = \port$9817$0 [22:18];
+  assign \$13  = \port$9817$0 [58:23];
   assign \$12  = { \$1 [34], \$1  };
   assign \$2  = { prod0[35], prod0 };
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine3.requant1 (rst, \port$9793$59 , acc, q, clk);
+module \bchw_top.engine3.requant1 (rst, \port$9817$59 , acc, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$55  = 0;
   wire [34:0] \$1 ;
   wire [36:0] \$10 ;
@@ -27095,8 +27179,8 @@ module \bchw_top.engine3.requant1 (rst, \port$9793$59 , acc, q, clk);
   wire clk;
   wire en;
   wire [17:0] mul;
-  input [58:0] \port$9793$59 ;
-  wire [58:0] \port$9793$59 ;
+  input [58:0] \port$9817$59 ;
+  wire [58:0] \port$9817$59 ;
   reg [35:0] prod0 = 36'h000000000;
   output [15:0] q;
   reg [15:0] q = 16'h0000;
@@ -27107,7 +27191,7 @@ module \bchw_top.engine3.requant1 (rst, \port$9793$59 , acc, q, clk);
   reg [4:0] shift2 = 5'h00;
   wire [36:0] shifted;
   reg [36:0] total = 37'h0000000000;
-  assign \$1  = $signed(acc) * $signed(\port$9793$59 [17:0]);
+  assign \$1  = $signed(acc) * $signed(\port$9817$59 [17:0]);
   assign \$3  = $signed(bias1) + $signed(\$2 );
   assign \$4  = & shifted[36:15];
   assign \$5  = ~ \$4 ;
@@ -27138,19 +27222,19 @@ module \bchw_top.engine3.requant1 (rst, \port$9793$59 , acc, q, clk);
     end
   end
   assign en = 1'h1;
-  assign mul = \port$9793$59 [17:0];
-  assign bias = \port$9793$59 [58:23];
-  assign shift = \port$9793$59 [22:18];
+  assign mul = \port$9817$59 [17:0];
+  assign bias = \port$9817$59 [58:23];
+  assign shift = \port$9817$59 [22:18];
   assign \$16  = shift1;
   assign \$15  = \$3 [36:0];
-  assign \$14  = \port$9793$59 [22:18];
-  assign \$13  = \port$9793$59 [58:23];
+  assign \$14  = \port$9817$59 [22:18];
+  assign \$13  = \port$9817$59 [58:23];
   assign \$12  = { \$1 [34], \$1  };
   assign \$2  = { prod0[35], prod0 };
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine3.requant2 (rst, \port$9793$118 , acc, q, clk);
+module \bchw_top.engine3.requant2 (rst, \port$9817$118 , acc, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$56  = 0;
   wire [34:0] \$1 ;
   wire [36:0] \$10 ;
@@ -27177,8 +27261,8 @@ module \bchw_top.engine3.requant2 (rst, \port$9793$118 , acc, q, clk);
   wire clk;
   wire en;
   wire [17:0] mul;
-  input [58:0] \port$9793$118 ;
-  wire [58:0] \port$9793$118 ;
+  input [58:0] \port$9817$118 ;
+  wire [58:0] \port$9817$118 ;
   reg [35:0] prod0 = 36'h000000000;
   output [15:0] q;
   reg [15:0] q = 16'h0000;
@@ -27189,7 +27273,7 @@ module \bchw_top.engine3.requant2 (rst, \port$9793$118 , acc, q, clk);
   reg [4:0] shift2 = 5'h00;
   wire [36:0] shifted;
   reg [36:0] total = 37'h0000000000;
-  assign \$1  = $signed(acc) * $signed(\port$9793$118 [17:0]);
+  assign \$1  = $signed(acc) * $signed(\port$9817$118 [17:0]);
   assign \$3  = $signed(bias1) + $signed(\$2 );
   assign \$4  = & shifted[36:15];
   assign \$5  = ~ \$4 ;
@@ -27220,19 +27304,19 @@ module \bchw_top.engine3.requant2 (rst, \port$9793$118 , acc, q, clk);
     end
   end
   assign en = 1'h1;
-  assign mul = \port$9793$118 [17:0];
-  assign bias = \port$9793$118 [58:23];
-  assign shift = \port$9793$118 [22:18];
+  assign mul = \port$9817$118 [17:0];
+  assign bias = \port$9817$118 [58:23];
+  assign shift = \port$9817$118 [22:18];
   assign \$16  = shift1;
   assign \$15  = \$3 [36:0];
-  assign \$14  = \port$9793$118 [22:18];
-  assign \$13  = \port$9793$118 [58:23];
+  assign \$14  = \port$9817$118 [22:18];
+  assign \$13  = \port$9817$118 [58:23];
   assign \$12  = { \$1 [34], \$1  };
   assign \$2  = { prod0[35], prod0 };
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine3.requant3 (rst, \port$9793$177 , acc, q, clk);
+module \bchw_top.engine3.requant3 (rst, \port$9817$177 , acc, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$57  = 0;
   wire [34:0] \$1 ;
   wire [36:0] \$10 ;
@@ -27259,8 +27343,8 @@ module \bchw_top.engine3.requant3 (rst, \port$9793$177 , acc, q, clk);
   wire clk;
   wire en;
   wire [17:0] mul;
-  input [58:0] \port$9793$177 ;
-  wire [58:0] \port$9793$177 ;
+  input [58:0] \port$9817$177 ;
+  wire [58:0] \port$9817$177 ;
   reg [35:0] prod0 = 36'h000000000;
   output [15:0] q;
   reg [15:0] q = 16'h0000;
@@ -27271,7 +27355,7 @@ module \bchw_top.engine3.requant3 (rst, \port$9793$177 , acc, q, clk);
   reg [4:0] shift2 = 5'h00;
   wire [36:0] shifted;
   reg [36:0] total = 37'h0000000000;
-  assign \$1  = $signed(acc) * $signed(\port$9793$177 [17:0]);
+  assign \$1  = $signed(acc) * $signed(\port$9817$177 [17:0]);
   assign \$3  = $signed(bias1) + $signed(\$2 );
   assign \$4  = & shifted[36:15];
   assign \$5  = ~ \$4 ;
@@ -27302,19 +27386,19 @@ module \bchw_top.engine3.requant3 (rst, \port$9793$177 , acc, q, clk);
     end
   end
   assign en = 1'h1;
-  assign mul = \port$9793$177 [17:0];
-  assign bias = \port$9793$177 [58:23];
-  assign shift = \port$9793$177 [22:18];
+  assign mul = \port$9817$177 [17:0];
+  assign bias = \port$9817$177 [58:23];
+  assign shift = \port$9817$177 [22:18];
   assign \$16  = shift1;
   assign \$15  = \$3 [36:0];
-  assign \$14  = \port$9793$177 [22:18];
-  assign \$13  = \port$9793$177 [58:23];
+  assign \$14  = \port$9817$177 [22:18];
+  assign \$13  = \port$9817$177 [58:23];
   assign \$12  = { \$1 [34], \$1  };
   assign \$2  = { prod0[35], prod0 };
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine3.requant4 (rst, \port$9793$236 , acc, q, clk);
+module \bchw_top.engine3.requant4 (rst, \port$9817$236 , acc, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$58  = 0;
   wire [34:0] \$1 ;
   wire [36:0] \$10 ;
@@ -27341,8 +27425,8 @@ module \bchw_top.engine3.requant4 (rst, \port$9793$236 , acc, q, clk);
   wire clk;
   wire en;
   wire [17:0] mul;
-  input [58:0] \port$9793$236 ;
-  wire [58:0] \port$9793$236 ;
+  input [58:0] \port$9817$236 ;
+  wire [58:0] \port$9817$236 ;
   reg [35:0] prod0 = 36'h000000000;
   output [15:0] q;
   reg [15:0] q = 16'h0000;
@@ -27353,7 +27437,7 @@ module \bchw_top.engine3.requant4 (rst, \port$9793$236 , acc, q, clk);
   reg [4:0] shift2 = 5'h00;
   wire [36:0] shifted;
   reg [36:0] total = 37'h0000000000;
-  assign \$1  = $signed(acc) * $signed(\port$9793$236 [17:0]);
+  assign \$1  = $signed(acc) * $signed(\port$9817$236 [17:0]);
   assign \$3  = $signed(bias1) + $signed(\$2 );
   assign \$4  = & shifted[36:15];
   assign \$5  = ~ \$4 ;
@@ -27384,19 +27468,19 @@ module \bchw_top.engine3.requant4 (rst, \port$9793$236 , acc, q, clk);
     end
   end
   assign en = 1'h1;
-  assign mul = \port$9793$236 [17:0];
-  assign bias = \port$9793$236 [58:23];
-  assign shift = \port$9793$236 [22:18];
+  assign mul = \port$9817$236 [17:0];
+  assign bias = \port$9817$236 [58:23];
+  assign shift = \port$9817$236 [22:18];
   assign \$16  = shift1;
   assign \$15  = \$3 [36:0];
-  assign \$14  = \port$9793$236 [22:18];
-  assign \$13  = \port$9793$236 [58:23];
+  assign \$14  = \port$9817$236 [22:18];
+  assign \$13  = \port$9817$236 [58:23];
   assign \$12  = { \$1 [34], \$1  };
   assign \$2  = { prod0[35], prod0 };
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine3.requant5 (rst, \port$9793$295 , acc, q, clk);
+module \bchw_top.engine3.requant5 (rst, \port$9817$295 , acc, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$59  = 0;
   wire [34:0] \$1 ;
   wire [36:0] \$10 ;
@@ -27423,8 +27507,8 @@ module \bchw_top.engine3.requant5 (rst, \port$9793$295 , acc, q, clk);
   wire clk;
   wire en;
   wire [17:0] mul;
-  input [58:0] \port$9793$295 ;
-  wire [58:0] \port$9793$295 ;
+  input [58:0] \port$9817$295 ;
+  wire [58:0] \port$9817$295 ;
   reg [35:0] prod0 = 36'h000000000;
   output [15:0] q;
   reg [15:0] q = 16'h0000;
@@ -27435,7 +27519,7 @@ module \bchw_top.engine3.requant5 (rst, \port$9793$295 , acc, q, clk);
   reg [4:0] shift2 = 5'h00;
   wire [36:0] shifted;
   reg [36:0] total = 37'h0000000000;
-  assign \$1  = $signed(acc) * $signed(\port$9793$295 [17:0]);
+  assign \$1  = $signed(acc) * $signed(\port$9817$295 [17:0]);
   assign \$3  = $signed(bias1) + $signed(\$2 );
   assign \$4  = & shifted[36:15];
   assign \$5  = ~ \$4 ;
@@ -27466,19 +27550,19 @@ module \bchw_top.engine3.requant5 (rst, \port$9793$295 , acc, q, clk);
     end
   end
   assign en = 1'h1;
-  assign mul = \port$9793$295 [17:0];
-  assign bias = \port$9793$295 [58:23];
-  assign shift = \port$9793$295 [22:18];
+  assign mul = \port$9817$295 [17:0];
+  assign bias = \port$9817$295 [58:23];
+  assign shift = \port$9817$295 [22:18];
   assign \$16  = shift1;
   assign \$15  = \$3 [36:0];
-  assign \$14  = \port$9793$295 [22:18];
-  assign \$13  = \port$9793$295 [58:23];
+  assign \$14  = \port$9817$295 [22:18];
+  assign \$13  = \port$9817$295 [58:23];
   assign \$12  = { \$1 [34], \$1  };
   assign \$2  = { prod0[35], prod0 };
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine3.requant6 (rst, \port$9793$354 , acc, q, clk);
+module \bchw_top.engine3.requant6 (rst, \port$9817$354 , acc, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$60  = 0;
   wire [34:0] \$1 ;
   wire [36:0] \$10 ;
@@ -27505,8 +27589,8 @@ module \bchw_top.engine3.requant6 (rst, \port$9793$354 , acc, q, clk);
   wire clk;
   wire en;
   wire [17:0] mul;
-  input [58:0] \port$9793$354 ;
-  wire [58:0] \port$9793$354 ;
+  input [58:0] \port$9817$354 ;
+  wire [58:0] \port$9817$354 ;
   reg [35:0] prod0 = 36'h000000000;
   output [15:0] q;
   reg [15:0] q = 16'h0000;
@@ -27517,7 +27601,7 @@ module \bchw_top.engine3.requant6 (rst, \port$9793$354 , acc, q, clk);
   reg [4:0] shift2 = 5'h00;
   wire [36:0] shifted;
   reg [36:0] total = 37'h0000000000;
-  assign \$1  = $signed(acc) * $signed(\port$9793$354 [17:0]);
+  assign \$1  = $signed(acc) * $signed(\port$9817$354 [17:0]);
   assign \$3  = $signed(bias1) + $signed(\$2 );
   assign \$4  = & shifted[36:15];
   assign \$5  = ~ \$4 ;
@@ -27548,19 +27632,19 @@ module \bchw_top.engine3.requant6 (rst, \port$9793$354 , acc, q, clk);
     end
   end
   assign en = 1'h1;
-  assign mul = \port$9793$354 [17:0];
-  assign bias = \port$9793$354 [58:23];
-  assign shift = \port$9793$354 [22:18];
+  assign mul = \port$9817$354 [17:0];
+  assign bias = \port$9817$354 [58:23];
+  assign shift = \port$9817$354 [22:18];
   assign \$16  = shift1;
   assign \$15  = \$3 [36:0];
-  assign \$14  = \port$9793$354 [22:18];
-  assign \$13  = \port$9793$354 [58:23];
+  assign \$14  = \port$9817$354 [22:18];
+  assign \$13  = \port$9817$354 [58:23];
   assign \$12  = { \$1 [34], \$1  };
   assign \$2  = { prod0[35], prod0 };
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine3.requant7 (rst, \port$9793$413 , acc, q, clk);
+module \bchw_top.engine3.requant7 (rst, \port$9817$413 , acc, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$61  = 0;
   wire [34:0] \$1 ;
   wire [36:0] \$10 ;
@@ -27587,8 +27671,8 @@ module \bchw_top.engine3.requant7 (rst, \port$9793$413 , acc, q, clk);
   wire clk;
   wire en;
   wire [17:0] mul;
-  input [58:0] \port$9793$413 ;
-  wire [58:0] \port$9793$413 ;
+  input [58:0] \port$9817$413 ;
+  wire [58:0] \port$9817$413 ;
   reg [35:0] prod0 = 36'h000000000;
   output [15:0] q;
   reg [15:0] q = 16'h0000;
@@ -27599,7 +27683,7 @@ module \bchw_top.engine3.requant7 (rst, \port$9793$413 , acc, q, clk);
   reg [4:0] shift2 = 5'h00;
   wire [36:0] shifted;
   reg [36:0] total = 37'h0000000000;
-  assign \$1  = $signed(acc) * $signed(\port$9793$413 [17:0]);
+  assign \$1  = $signed(acc) * $signed(\port$9817$413 [17:0]);
   assign \$3  = $signed(bias1) + $signed(\$2 );
   assign \$4  = & shifted[36:15];
   assign \$5  = ~ \$4 ;
@@ -27630,19 +27714,19 @@ module \bchw_top.engine3.requant7 (rst, \port$9793$413 , acc, q, clk);
     end
   end
   assign en = 1'h1;
-  assign mul = \port$9793$413 [17:0];
-  assign bias = \port$9793$413 [58:23];
-  assign shift = \port$9793$413 [22:18];
+  assign mul = \port$9817$413 [17:0];
+  assign bias = \port$9817$413 [58:23];
+  assign shift = \port$9817$413 [22:18];
   assign \$16  = shift1;
   assign \$15  = \$3 [36:0];
-  assign \$14  = \port$9793$413 [22:18];
-  assign \$13  = \port$9793$413 [58:23];
+  assign \$14  = \port$9817$413 [22:18];
+  assign \$13  = \port$9817$413 [58:23];
   assign \$12  = { \$1 [34], \$1  };
   assign \$2  = { prod0[35], prod0 };
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine3.requant8 (rst, \port$9793$472 , acc, q, clk);
+module \bchw_top.engine3.requant8 (rst, \port$9817$472 , acc, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$62  = 0;
   wire [34:0] \$1 ;
   wire [36:0] \$10 ;
@@ -27669,8 +27753,8 @@ module \bchw_top.engine3.requant8 (rst, \port$9793$472 , acc, q, clk);
   wire clk;
   wire en;
   wire [17:0] mul;
-  input [58:0] \port$9793$472 ;
-  wire [58:0] \port$9793$472 ;
+  input [58:0] \port$9817$472 ;
+  wire [58:0] \port$9817$472 ;
   reg [35:0] prod0 = 36'h000000000;
   output [15:0] q;
   reg [15:0] q = 16'h0000;
@@ -27681,7 +27765,7 @@ module \bchw_top.engine3.requant8 (rst, \port$9793$472 , acc, q, clk);
   reg [4:0] shift2 = 5'h00;
   wire [36:0] shifted;
   reg [36:0] total = 37'h0000000000;
-  assign \$1  = $signed(acc) * $signed(\port$9793$472 [17:0]);
+  assign \$1  = $signed(acc) * $signed(\port$9817$472 [17:0]);
   assign \$3  = $signed(bias1) + $signed(\$2 );
   assign \$4  = & shifted[36:15];
   assign \$5  = ~ \$4 ;
@@ -27712,19 +27796,19 @@ module \bchw_top.engine3.requant8 (rst, \port$9793$472 , acc, q, clk);
     end
   end
   assign en = 1'h1;
-  assign mul = \port$9793$472 [17:0];
-  assign bias = \port$9793$472 [58:23];
-  assign shift = \port$9793$472 [22:18];
+  assign mul = \port$9817$472 [17:0];
+  assign bias = \port$9817$472 [58:23];
+  assign shift = \port$9817$472 [22:18];
   assign \$16  = shift1;
   assign \$15  = \$3 [36:0];
-  assign \$14  = \port$9793$472 [22:18];
-  assign \$13  = \port$9793$472 [58:23];
+  assign \$14  = \port$9817$472 [22:18];
+  assign \$13  = \port$9817$472 [58:23];
   assign \$12  = { \$1 [34], \$1  };
   assign \$2  = { prod0[35], prod0 };
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine3.requant9 (rst, \port$9793$531 , acc, q, clk);
+module \bchw_top.engine3.requant9 (rst, \port$9817$531 , acc, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$63  = 0;
   wire [34:0] \$1 ;
   wire [36:0] \$10 ;
@@ -27751,8 +27835,8 @@ module \bchw_top.engine3.requant9 (rst, \port$9793$531 , acc, q, clk);
   wire clk;
   wire en;
   wire [17:0] mul;
-  input [58:0] \port$9793$531 ;
-  wire [58:0] \port$9793$531 ;
+  input [58:0] \port$9817$531 ;
+  wire [58:0] \port$9817$531 ;
   reg [35:0] prod0 = 36'h000000000;
   output [15:0] q;
   reg [15:0] q = 16'h0000;
@@ -27763,7 +27847,7 @@ module \bchw_top.engine3.requant9 (rst, \port$9793$531 , acc, q, clk);
   reg [4:0] shift2 = 5'h00;
   wire [36:0] shifted;
   reg [36:0] total = 37'h0000000000;
-  assign \$1  = $signed(acc) * $signed(\port$9793$531 [17:0]);
+  assign \$1  = $signed(acc) * $signed(\port$9817$531 [17:0]);
   assign \$3  = $signed(bias1) + $signed(\$2 );
   assign \$4  = & shifted[36:15];
   assign \$5  = ~ \$4 ;
@@ -27794,13 +27878,13 @@ module \bchw_top.engine3.requant9 (rst, \port$9793$531 , acc, q, clk);
     end
   end
   assign en = 1'h1;
-  assign mul = \port$9793$531 [17:0];
-  assign bias = \port$9793$531 [58:23];
-  assign shift = \port$9793$531 [22:18];
+  assign mul = \port$9817$531 [17:0];
+  assign bias = \port$9817$531 [58:23];
+  assign shift = \port$9817$531 [22:18];
   assign \$16  = shift1;
   assign \$15  = \$3 [36:0];
-  assign \$14  = \port$9793$531 [22:18];
-  assign \$13  = \port$9793$531 [58:23];
+  assign \$14  = \port$9817$531 [22:18];
+  assign \$13  = \port$9817$531 [58:23];
   assign \$12  = { \$1 [34], \$1  };
   assign \$2  = { prod0[35], prod0 };
 endmodule
