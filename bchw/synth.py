@@ -335,12 +335,10 @@ def _first_error(*paths: Path) -> str:
     return "no ERROR line in its output"
 
 
-#: Registers whose flip-flops the flow keeps: the copies of enable registers
-#: (:func:`bchw.gateware.wide.register_copies`), which yosys would merge back into one
-#: flip-flop, and the register after an engine's input memory, which yosys would take
-#: into a block RAM as its output register (whose clock-to-output, about 4 ns, would then
-#: be in the same cycle as the way from the block RAM to the adder trees).
-KEPT_REGISTERS = ("*_copy*", "*xmem_d*")
+#: Registers whose flip-flops the flow keeps (yosys would merge flip-flops of one input
+#: back into one): the copies of enable registers
+#: (:func:`bchw.gateware.wide.register_copies`).
+KEPT_REGISTERS = ("*_copy*",)
 #: Registers whose power-up value the flow drops: each engine's registered ROM words,
 #: whose value before the first read is never used. A bit that is the same in every
 #: word (a multiplier's top bits, a bias's sign bits) is then a constant that yosys

@@ -242,9 +242,8 @@ class LayerEngine(wiring.Component):
                 value = r
             return value
 
-        # the input memory's read port is the first of these registers; the next one
-        # (``xmem_d0``) stays a flip-flop beside the memory (bchw.synth keeps it), so a
-        # block RAM's clock-to-output and the way to the trees are in different cycles
+        # the input memory's read port is the first of these registers (a block RAM's,
+        # like the weight ROM's: see ROM_STAGES)
         x1 = (delayed(x0, ROM_STAGES - 1, "xmem", reset_less=True) if self.beat_lanes
               else delayed(x0, ROM_STAGES, "x", reset_less=True))
         wdata = delayed(wrom.data, ROM_STAGES - 1, "wdata", reset_less=True)
