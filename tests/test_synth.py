@@ -122,15 +122,22 @@ def test_raw_verilog_and_nodsp(tmp_path):
 
 #: A core whose 16-bit output register loads in four parts, each under its own copy of one
 #: registered enable, named as bchw.gateware.wide.register_copies names them (NAME).
-COPIES_CORE = """\
+def core(body: str, out: str = "output") -> str:
+    """A 16-bit ``bchw_top`` for the synthesis wrapper, with ``body`` inside."""
+    return f"""\
 module bchw_top (
     input clk, input rst,
     input [15:0] s_axis_tdata, input s_axis_tvalid, input s_axis_tlast, output s_axis_tready,
-    output reg [15:0] m_axis_tdata, output m_axis_tvalid, output m_axis_tlast,
+    {out} [15:0] m_axis_tdata, output m_axis_tvalid, output m_axis_tlast,
     input m_axis_tready
 );
     assign s_axis_tready = 1'b1;
     assign m_axis_tlast = 1'b1;
+{body}endmodule
+"""
+
+
+COPIES_CORE = core("""\
     assign m_axis_tvalid = NAME0;
     (* keep *) reg NAME0, NAME1, NAME2, NAME3;
     always @(posedge clk) begin
@@ -140,8 +147,7 @@ module bchw_top (
         if (NAME2) m_axis_tdata[11:8] <= s_axis_tdata[11:8];
         if (NAME3) m_axis_tdata[15:12] <= s_axis_tdata[15:12];
     end
-endmodule
-"""
+""", out="output reg")
 
 
 def test_copies_of_an_enable_register_are_kept(tmp_path):
@@ -154,15 +160,7 @@ def test_copies_of_an_enable_register_are_kept(tmp_path):
     assert merged.ffs == 16 + 1
 
 
-CONSTANT_CORE = """\
-module bchw_top (
-    input clk, input rst,
-    input [15:0] s_axis_tdata, input s_axis_tvalid, input s_axis_tlast, output s_axis_tready,
-    output [15:0] m_axis_tdata, output m_axis_tvalid, output m_axis_tlast,
-    input m_axis_tready
-);
-    assign s_axis_tready = 1'b1;
-    assign m_axis_tlast = 1'b1;
+CONSTANT_CORE = core("""\
     assign m_axis_tvalid = 1'b1;
     reg [1:0] NAME0 = 0, NAME1 = 0;
     always @(posedge clk) begin
@@ -170,8 +168,7 @@ module bchw_top (
         NAME1 <= 2'b01;
     end
     assign m_axis_tdata = {s_axis_tdata[15:8] * NAME0, s_axis_tdata[7:0] * NAME1};
-endmodule
-"""
+""")
 
 
 def test_constant_bits_of_registered_rom_words_are_constants(tmp_path):

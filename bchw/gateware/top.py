@@ -19,7 +19,7 @@ from bchw.gateware.engine import DATAPATHS, LayerEngine
 from bchw.gateware.pool import MaxPool
 from bchw.gateware.rom import ROM_VERILOG
 from bchw.gateware.window import SlidingWindow
-from bchw.perf import beats_into_engine, groups_into_engine
+from bchw.perf import beats_into_engine, mlp_joins
 
 TOP_NAME = "bchw_top"
 ROM_MODES = ("readmemh", "inline")
@@ -115,20 +115,13 @@ class Accelerator(wiring.Component):
                          asm.tlast.eq(self.s_axis_tlast), self.s_axis_tready.eq(asm.tready)]
             upstream = asm.m
         layers = self.bundle.layers
-        for layer, after in zip(layers, [*layers[1:], None]):
-            if upstream is None:
-                beats = lanes
-            elif layer.index > 0 and groups_into_engine(layers[layer.index - 1], layer):
-                beats = layers[layer.index - 1].pe
-            else:
-                beats = None
-            engine = self.engine(layer, beats, after is not None
-                                 and groups_into_engine(layer, after))
+        for layer, (fed, hands) in zip(layers, mlp_joins(layers, lanes)):
+            # fed: the input beats (first engine) or the previous engine's groups
+            beats = (lanes if layer.index == 0 else layers[layer.index - 1].pe) if fed else None
+            engine = self.engine(layer, beats, hands)
             m.submodules[f"engine{layer.index}"] = engine
             if upstream is None:
-                m.d.comb += [engine.s.payload.eq(self.s_axis_tdata),
-                             engine.s.valid.eq(self.s_axis_tvalid),
-                             self.s_axis_tready.eq(engine.s.ready)]
+                self._input_port(m, engine.s)
             else:
                 wiring.connect(m, upstream, engine.s)
             upstream = engine.m
@@ -139,6 +132,11 @@ class Accelerator(wiring.Component):
         m.d.comb += [self.m_axis_tdata.eq(arg.m.payload), self.m_axis_tvalid.eq(arg.m.valid),
                      self.m_axis_tlast.eq(1), arg.m.ready.eq(self.m_axis_tready)]
         return m
+
+    def _input_port(self, m: Module, stream) -> None:
+        """The AXI4-Stream input straight into ``stream`` (``tlast`` is not needed)."""
+        m.d.comb += [stream.payload.eq(self.s_axis_tdata), stream.valid.eq(self.s_axis_tvalid),
+                     self.s_axis_tready.eq(stream.ready)]
 
     def _tap_vector(self, m: Module, layer, engine: LayerEngine) -> None:
         """The debug tap of a multilayer perceptron's layer: its output vector as it is
@@ -180,9 +178,7 @@ class Accelerator(wiring.Component):
                 window = SlidingWindow(channels, height, width, layer.kernel, layer.in_bits)
                 m.submodules[f"window{i}"] = window
                 if upstream is None:
-                    m.d.comb += [window.s.payload.eq(self.s_axis_tdata),
-                                 window.s.valid.eq(self.s_axis_tvalid),
-                                 self.s_axis_tready.eq(window.s.ready)]
+                    self._input_port(m, window.s)
                 else:
                     wiring.connect(m, upstream, window.s)
                 upstream = window.m
