@@ -98,8 +98,9 @@ def best_layer_folding(n_in: int, n_out: int, in_bits: int, widths: golden.Layer
         if sf_max < 1:
             continue
         for sf in sorted({min(sf_max, n_in), *range(max(1, sf_max - 8), sf_max + 1)}):
-            least = -(-n_in // -(-n_in // -(-n_in // sf)))   # the least SIMD of this SF
-            sf = -(-n_in // least)
+            simd = -(-n_in // sf)
+            sf = -(-n_in // simd)       # the least SIMD for this SF, and its real SF
+            least = -(-n_in // sf)
             for simd in _simd_candidates(n_in, least, need, producer):
                 shape = perf.LayerShape(n_in, n_out, in_bits, pe, simd, widths)
                 luts = _layer_luts(shape, need, producer, last)
