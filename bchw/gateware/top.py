@@ -19,7 +19,7 @@ from bchw.gateware.engine import DATAPATHS, LayerEngine
 from bchw.gateware.pool import MaxPool
 from bchw.gateware.rom import ROM_VERILOG
 from bchw.gateware.window import SlidingWindow
-from bchw.perf import beats_into_engine, mlp_joins
+from bchw.perf import mlp_joins
 
 TOP_NAME = "bchw_top"
 ROM_MODES = ("readmemh", "inline")
@@ -104,18 +104,17 @@ class Accelerator(wiring.Component):
             return self._elaborate_conv()
         m = Module()
         io = self.bundle.io
-        first = self.bundle.layers[0]
+        layers = self.bundle.layers
         lanes = io["in_lanes"]
-        if beats_into_engine(first.in_features, first.simd, lanes):
+        joins = mlp_joins(layers, lanes)
+        if joins[0][0]:
             upstream = None      # the beats go straight into the first engine's input memory
         else:
-            m.submodules.assembler = asm = InputAssembler(io["n_in"], io["in_lanes"],
-                                                          io["pixel_bits"])
+            m.submodules.assembler = asm = InputAssembler(io["n_in"], lanes, io["pixel_bits"])
             m.d.comb += [asm.tdata.eq(self.s_axis_tdata), asm.tvalid.eq(self.s_axis_tvalid),
                          asm.tlast.eq(self.s_axis_tlast), self.s_axis_tready.eq(asm.tready)]
             upstream = asm.m
-        layers = self.bundle.layers
-        for layer, (fed, hands) in zip(layers, mlp_joins(layers, lanes)):
+        for layer, (fed, hands) in zip(layers, joins):
             # fed: the input beats (first engine) or the previous engine's groups
             beats = (lanes if layer.index == 0 else layers[layer.index - 1].pe) if fed else None
             engine = self.engine(layer, beats, hands)
