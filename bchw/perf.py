@@ -740,6 +740,15 @@ def engine_roms(n_in: int, n_out: int, pe: int, simd: int, widths) -> tuple[tupl
     return (pe * simd, nf * sf), (pe * widths.param_bits, nf)
 
 
+def param_rom_parts(pe: int, param_bits: int, nf: int) -> int:
+    """ROMs an engine reads its parameters from: one a PE, each with its own copy of the
+    address register, where the ROM becomes logic (:func:`rom_brams`); else one. A ROM
+    in logic is a LUT a bit for 16 words, so its one address reaches every PE's
+    parameters (1,000 LUTs at 16 PEs): routed across the die, the 500,000/s folding's
+    critical path. A block RAM ROM stays whole: split, it would take more of them."""
+    return pe if pe > 1 and rom_brams(pe * param_bits, nf) == 0 else 1
+
+
 def beats_into_engine(n_in: int, simd: int, in_lanes: int) -> bool:
     """Whether a multilayer perceptron's first engine takes the input beats of
     ``in_lanes`` pixels itself, into its input memory (``beat_lanes`` of
@@ -821,9 +830,11 @@ def engine_registers(n_in: int, n_out: int, in_bits: int, pe: int, simd: int,
         "rom_out": (ROM_STAGES - 1) * (pe * simd + simd * in_bits) + pe * w.param_bits,
         "misc": (4 + clog2(nf)) * (1 + tree_depth(simd)) + 2 * clog2(nf * sf) + 12,
         # SF ≥ 2: the registered issue decision and the copies of the registers that enable
-        # the parts of the input buffer (2 each) and of the output register (3 each)
+        # the parts of the input buffer (2 each) and of the output register (3 each); the
+        # copies of the parameter ROM's address beyond the one it replaces
         "copies": (sf > 1) * (1 + (not input_memory) * 2 * enable_copies(sf * simd * in_bits)
-                              + (not group_output) * 3 * enable_copies(nf * pe * w.out_bits)),
+                              + (not group_output) * 3 * enable_copies(nf * pe * w.out_bits))
+        + (param_rom_parts(pe, w.param_bits, nf) - 1) * clog2(nf),
     }
 
 

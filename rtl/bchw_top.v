@@ -1293,42 +1293,65 @@ module \bchw_top.engine0 (s__valid, clk, rst, s__ready, m__valid, m__payload, m_
   reg [7:0] \$180 ;
   reg [7:0] \$181 ;
   reg [7:0] \$182 ;
-  wire [975:0] \$183 ;
-  reg \$184 ;
-  reg \$185 ;
-  reg [18:0] \$186 ;
-  reg [18:0] \$187 ;
-  reg [18:0] \$188 ;
-  reg [18:0] \$189 ;
+  reg [3:0] \$183 ;
+  reg [3:0] \$184 ;
+  reg [3:0] \$185 ;
+  reg [3:0] \$186 ;
+  reg [3:0] \$187 ;
+  reg [3:0] \$188 ;
+  reg [3:0] \$189 ;
   wire \$19 ;
-  reg [18:0] \$190 ;
-  reg [18:0] \$191 ;
-  reg [18:0] \$192 ;
-  reg [18:0] \$193 ;
-  reg [18:0] \$194 ;
-  reg [18:0] \$195 ;
-  reg [18:0] \$196 ;
-  reg [18:0] \$197 ;
-  reg [18:0] \$198 ;
-  reg [18:0] \$199 ;
+  reg [3:0] \$190 ;
+  reg [3:0] \$191 ;
+  reg [3:0] \$192 ;
+  reg [3:0] \$193 ;
+  reg [3:0] \$194 ;
+  reg [3:0] \$195 ;
+  reg [3:0] \$196 ;
+  reg [3:0] \$197 ;
+  reg [3:0] \$198 ;
+  reg [3:0] \$199 ;
   wire \$2 ;
   wire [5:0] \$20 ;
-  reg [18:0] \$200 ;
-  reg [18:0] \$201 ;
-  reg \$202 ;
-  reg \$203 ;
-  reg \$204 ;
-  reg \$205 ;
-  reg \$206 ;
+  reg [3:0] \$200 ;
+  reg [3:0] \$201 ;
+  reg [3:0] \$202 ;
+  reg [3:0] \$203 ;
+  reg [3:0] \$204 ;
+  reg [3:0] \$205 ;
+  wire [975:0] \$206 ;
   reg \$207 ;
-  reg [128:0] \$208 ;
-  reg [128:0] \$209 ;
+  reg \$208 ;
+  reg [18:0] \$209 ;
   wire [5:0] \$21 ;
-  reg [1:0] \$210 ;
-  reg \$211 ;
-  reg \$212 ;
+  reg [18:0] \$210 ;
+  reg [18:0] \$211 ;
+  reg [18:0] \$212 ;
+  reg [18:0] \$213 ;
+  reg [18:0] \$214 ;
+  reg [18:0] \$215 ;
+  reg [18:0] \$216 ;
+  reg [18:0] \$217 ;
+  reg [18:0] \$218 ;
+  reg [18:0] \$219 ;
   wire [5:0] \$22 ;
+  reg [18:0] \$220 ;
+  reg [18:0] \$221 ;
+  reg [18:0] \$222 ;
+  reg [18:0] \$223 ;
+  reg [18:0] \$224 ;
+  reg \$225 ;
+  reg \$226 ;
+  reg \$227 ;
+  reg \$228 ;
+  reg \$229 ;
   wire [5:0] \$23 ;
+  reg \$230 ;
+  reg [128:0] \$231 ;
+  reg [128:0] \$232 ;
+  reg [1:0] \$233 ;
+  reg \$234 ;
+  reg \$235 ;
   wire \$24 ;
   wire \$25 ;
   wire \$26 ;
@@ -1414,21 +1437,21 @@ module \bchw_top.engine0 (s__valid, clk, rst, s__ready, m__valid, m__payload, m_
   wire \$99 ;
   reg \$signal  = 1'h0;
   reg [18:0] acc = 19'h00000;
-  reg [18:0] \acc$104  = 19'h00000;
-  reg [18:0] \acc$110  = 19'h00000;
-  reg [18:0] \acc$116  = 19'h00000;
-  reg [18:0] \acc$122  = 19'h00000;
-  reg [18:0] \acc$128  = 19'h00000;
-  reg [18:0] \acc$134  = 19'h00000;
-  reg [18:0] \acc$140  = 19'h00000;
-  reg [18:0] \acc$146  = 19'h00000;
-  reg [18:0] \acc$152  = 19'h00000;
-  reg [18:0] \acc$158  = 19'h00000;
-  reg [18:0] \acc$164  = 19'h00000;
-  reg [18:0] \acc$170  = 19'h00000;
-  reg [18:0] \acc$176  = 19'h00000;
-  reg [18:0] \acc$92  = 19'h00000;
-  reg [18:0] \acc$98  = 19'h00000;
+  reg [18:0] \acc$137  = 19'h00000;
+  reg [18:0] \acc$143  = 19'h00000;
+  reg [18:0] \acc$149  = 19'h00000;
+  reg [18:0] \acc$155  = 19'h00000;
+  reg [18:0] \acc$161  = 19'h00000;
+  reg [18:0] \acc$167  = 19'h00000;
+  reg [18:0] \acc$173  = 19'h00000;
+  reg [18:0] \acc$179  = 19'h00000;
+  reg [18:0] \acc$185  = 19'h00000;
+  reg [18:0] \acc$191  = 19'h00000;
+  reg [18:0] \acc$197  = 19'h00000;
+  reg [18:0] \acc$203  = 19'h00000;
+  reg [18:0] \acc$209  = 19'h00000;
+  reg [18:0] \acc$215  = 19'h00000;
+  reg [18:0] \acc$221  = 19'h00000;
   (* init = 19'h00000 *)
   wire [18:0] acc0;
   (* init = 19'h00000 *)
@@ -1464,23 +1487,54 @@ module \bchw_top.engine0 (s__valid, clk, rst, s__ready, m__valid, m__payload, m_
   reg acc_end = 1'h0;
   reg acc_valid = 1'h0;
   reg [8:0] addr = 9'h000;
-  wire [3:0] \addr$82 ;
+  (* keep = 32'd1 *)
+  reg [3:0] \addr$100  = 4'h0;
+  (* keep = 32'd1 *)
+  reg [3:0] \addr$103  = 4'h0;
+  (* keep = 32'd1 *)
+  reg [3:0] \addr$106  = 4'h0;
+  (* keep = 32'd1 *)
+  reg [3:0] \addr$109  = 4'h0;
+  (* keep = 32'd1 *)
+  reg [3:0] \addr$112  = 4'h0;
+  (* keep = 32'd1 *)
+  reg [3:0] \addr$115  = 4'h0;
+  (* keep = 32'd1 *)
+  reg [3:0] \addr$118  = 4'h0;
+  (* keep = 32'd1 *)
+  reg [3:0] \addr$121  = 4'h0;
+  (* keep = 32'd1 *)
+  reg [3:0] \addr$124  = 4'h0;
+  (* keep = 32'd1 *)
+  reg [3:0] \addr$127  = 4'h0;
+  (* keep = 32'd1 *)
+  reg [3:0] \addr$82  = 4'h0;
+  (* keep = 32'd1 *)
+  reg [3:0] \addr$85  = 4'h0;
+  (* keep = 32'd1 *)
+  reg [3:0] \addr$88  = 4'h0;
+  (* keep = 32'd1 *)
+  reg [3:0] \addr$91  = 4'h0;
+  (* keep = 32'd1 *)
+  reg [3:0] \addr$94  = 4'h0;
+  (* keep = 32'd1 *)
+  reg [3:0] \addr$97  = 4'h0;
   wire [37:0] bias;
-  wire [37:0] \bias$102 ;
-  wire [37:0] \bias$108 ;
-  wire [37:0] \bias$114 ;
-  wire [37:0] \bias$120 ;
-  wire [37:0] \bias$126 ;
-  wire [37:0] \bias$132 ;
-  wire [37:0] \bias$138 ;
-  wire [37:0] \bias$144 ;
-  wire [37:0] \bias$150 ;
-  wire [37:0] \bias$156 ;
-  wire [37:0] \bias$162 ;
-  wire [37:0] \bias$168 ;
-  wire [37:0] \bias$174 ;
-  wire [37:0] \bias$180 ;
-  wire [37:0] \bias$96 ;
+  wire [37:0] \bias$141 ;
+  wire [37:0] \bias$147 ;
+  wire [37:0] \bias$153 ;
+  wire [37:0] \bias$159 ;
+  wire [37:0] \bias$165 ;
+  wire [37:0] \bias$171 ;
+  wire [37:0] \bias$177 ;
+  wire [37:0] \bias$183 ;
+  wire [37:0] \bias$189 ;
+  wire [37:0] \bias$195 ;
+  wire [37:0] \bias$201 ;
+  wire [37:0] \bias$207 ;
+  wire [37:0] \bias$213 ;
+  wire [37:0] \bias$219 ;
+  wire [37:0] \bias$225 ;
   reg busy = 1'h0;
   wire busy_next;
   input clk;
@@ -1494,21 +1548,48 @@ module \bchw_top.engine0 (s__valid, clk, rst, s__ready, m__valid, m__payload, m_
   reg [1:0] credits = 2'h2;
   wire [1:0] credits_next;
   wire [447:0] data;
-  wire [975:0] \data$222 ;
+  wire [60:0] \data$275 ;
+  wire [60:0] \data$276 ;
+  wire [60:0] \data$277 ;
+  wire [60:0] \data$278 ;
+  wire [60:0] \data$279 ;
+  wire [60:0] \data$280 ;
+  wire [60:0] \data$281 ;
+  wire [60:0] \data$282 ;
+  wire [60:0] \data$283 ;
+  wire [60:0] \data$284 ;
+  wire [60:0] \data$285 ;
+  wire [60:0] \data$286 ;
+  wire [60:0] \data$287 ;
+  wire [60:0] \data$288 ;
+  wire [60:0] \data$289 ;
+  wire [60:0] \data$290 ;
   wire en;
-  wire \en$103 ;
-  wire \en$109 ;
-  wire \en$115 ;
-  wire \en$121 ;
-  wire \en$127 ;
-  wire \en$133 ;
-  wire \en$139 ;
-  wire \en$145 ;
-  wire \en$151 ;
-  wire \en$157 ;
-  wire \en$163 ;
-  wire \en$169 ;
-  wire \en$175 ;
+  wire \en$102 ;
+  wire \en$105 ;
+  wire \en$108 ;
+  wire \en$111 ;
+  wire \en$114 ;
+  wire \en$117 ;
+  wire \en$120 ;
+  wire \en$123 ;
+  wire \en$126 ;
+  wire \en$129 ;
+  wire \en$136 ;
+  wire \en$142 ;
+  wire \en$148 ;
+  wire \en$154 ;
+  wire \en$160 ;
+  wire \en$166 ;
+  wire \en$172 ;
+  wire \en$178 ;
+  wire \en$184 ;
+  wire \en$190 ;
+  wire \en$196 ;
+  wire \en$202 ;
+  wire \en$208 ;
+  wire \en$214 ;
+  wire \en$220 ;
   wire \en$31 ;
   wire \en$36 ;
   wire \en$39 ;
@@ -1527,8 +1608,11 @@ module \bchw_top.engine0 (s__valid, clk, rst, s__ready, m__valid, m__payload, m_
   wire \en$78 ;
   wire \en$81 ;
   wire \en$84 ;
-  wire \en$91 ;
-  wire \en$97 ;
+  wire \en$87 ;
+  wire \en$90 ;
+  wire \en$93 ;
+  wire \en$96 ;
+  wire \en$99 ;
   wire enter;
   reg [7:0] f1_d0 = 8'h00;
   reg [7:0] f1_d1 = 8'h00;
@@ -1551,41 +1635,96 @@ module \bchw_top.engine0 (s__valid, clk, rst, s__ready, m__valid, m__payload, m_
   output m__valid;
   wire m__valid;
   wire [17:0] mul;
-  wire [17:0] \mul$100 ;
-  wire [17:0] \mul$106 ;
-  wire [17:0] \mul$112 ;
-  wire [17:0] \mul$118 ;
-  wire [17:0] \mul$124 ;
-  wire [17:0] \mul$130 ;
-  wire [17:0] \mul$136 ;
-  wire [17:0] \mul$142 ;
-  wire [17:0] \mul$148 ;
-  wire [17:0] \mul$154 ;
-  wire [17:0] \mul$160 ;
-  wire [17:0] \mul$166 ;
-  wire [17:0] \mul$172 ;
-  wire [17:0] \mul$178 ;
-  wire [17:0] \mul$94 ;
+  wire [17:0] \mul$139 ;
+  wire [17:0] \mul$145 ;
+  wire [17:0] \mul$151 ;
+  wire [17:0] \mul$157 ;
+  wire [17:0] \mul$163 ;
+  wire [17:0] \mul$169 ;
+  wire [17:0] \mul$175 ;
+  wire [17:0] \mul$181 ;
+  wire [17:0] \mul$187 ;
+  wire [17:0] \mul$193 ;
+  wire [17:0] \mul$199 ;
+  wire [17:0] \mul$205 ;
+  wire [17:0] \mul$211 ;
+  wire [17:0] \mul$217 ;
+  wire [17:0] \mul$223 ;
   reg [3:0] nfc = 4'h0;
   wire [3:0] nfc_next;
   wire out_done;
+  (* init = 4'h0 *)
+  (* keep = 32'd1 *)
+  wire [3:0] paddr_copy0;
+  (* init = 4'h0 *)
+  (* keep = 32'd1 *)
+  wire [3:0] paddr_copy1;
+  (* init = 4'h0 *)
+  (* keep = 32'd1 *)
+  wire [3:0] paddr_copy10;
+  (* init = 4'h0 *)
+  (* keep = 32'd1 *)
+  wire [3:0] paddr_copy11;
+  (* init = 4'h0 *)
+  (* keep = 32'd1 *)
+  wire [3:0] paddr_copy12;
+  (* init = 4'h0 *)
+  (* keep = 32'd1 *)
+  wire [3:0] paddr_copy13;
+  (* init = 4'h0 *)
+  (* keep = 32'd1 *)
+  wire [3:0] paddr_copy14;
+  (* init = 4'h0 *)
+  (* keep = 32'd1 *)
+  wire [3:0] paddr_copy15;
+  (* init = 4'h0 *)
+  (* keep = 32'd1 *)
+  wire [3:0] paddr_copy2;
+  (* init = 4'h0 *)
+  (* keep = 32'd1 *)
+  wire [3:0] paddr_copy3;
+  (* init = 4'h0 *)
+  (* keep = 32'd1 *)
+  wire [3:0] paddr_copy4;
+  (* init = 4'h0 *)
+  (* keep = 32'd1 *)
+  wire [3:0] paddr_copy5;
+  (* init = 4'h0 *)
+  (* keep = 32'd1 *)
+  wire [3:0] paddr_copy6;
+  (* init = 4'h0 *)
+  (* keep = 32'd1 *)
+  wire [3:0] paddr_copy7;
+  (* init = 4'h0 *)
+  (* keep = 32'd1 *)
+  wire [3:0] paddr_copy8;
+  (* init = 4'h0 *)
+  (* keep = 32'd1 *)
+  wire [3:0] paddr_copy9;
+  reg [3:0] paddr_d0 = 4'h0;
+  reg [3:0] paddr_d1 = 4'h0;
+  reg [3:0] paddr_d2 = 4'h0;
+  reg [3:0] paddr_d3 = 4'h0;
+  reg [3:0] paddr_d4 = 4'h0;
+  reg [3:0] paddr_d5 = 4'h0;
+  reg [3:0] paddr_d6 = 4'h0;
   reg [975:0] params_d0 = 976'h0000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000;
   wire [7:0] q;
-  wire [7:0] \q$188 ;
-  wire [7:0] \q$189 ;
-  wire [7:0] \q$190 ;
-  wire [7:0] \q$191 ;
-  wire [7:0] \q$192 ;
-  wire [7:0] \q$193 ;
-  wire [7:0] \q$194 ;
-  wire [7:0] \q$195 ;
-  wire [7:0] \q$196 ;
-  wire [7:0] \q$197 ;
-  wire [7:0] \q$198 ;
-  wire [7:0] \q$199 ;
-  wire [7:0] \q$200 ;
-  wire [7:0] \q$201 ;
-  wire [7:0] \q$202 ;
+  wire [7:0] \q$233 ;
+  wire [7:0] \q$234 ;
+  wire [7:0] \q$235 ;
+  wire [7:0] \q$236 ;
+  wire [7:0] \q$237 ;
+  wire [7:0] \q$238 ;
+  wire [7:0] \q$239 ;
+  wire [7:0] \q$240 ;
+  wire [7:0] \q$241 ;
+  wire [7:0] \q$242 ;
+  wire [7:0] \q$243 ;
+  wire [7:0] \q$244 ;
+  wire [7:0] \q$245 ;
+  wire [7:0] \q$246 ;
+  wire [7:0] \q$247 ;
   reg qe_d0 = 1'h0;
   reg qe_d1 = 1'h0;
   reg qe_last_d0 = 1'h0;
@@ -1607,42 +1746,42 @@ module \bchw_top.engine0 (s__valid, clk, rst, s__ready, m__valid, m__payload, m_
   reg [4:0] sfc = 5'h00;
   wire [4:0] sfc_next;
   wire [4:0] shift;
-  wire [4:0] \shift$101 ;
-  wire [4:0] \shift$107 ;
-  wire [4:0] \shift$113 ;
-  wire [4:0] \shift$119 ;
-  wire [4:0] \shift$125 ;
-  wire [4:0] \shift$131 ;
-  wire [4:0] \shift$137 ;
-  wire [4:0] \shift$143 ;
-  wire [4:0] \shift$149 ;
-  wire [4:0] \shift$155 ;
-  wire [4:0] \shift$161 ;
-  wire [4:0] \shift$167 ;
-  wire [4:0] \shift$173 ;
-  wire [4:0] \shift$179 ;
-  wire [4:0] \shift$95 ;
+  wire [4:0] \shift$140 ;
+  wire [4:0] \shift$146 ;
+  wire [4:0] \shift$152 ;
+  wire [4:0] \shift$158 ;
+  wire [4:0] \shift$164 ;
+  wire [4:0] \shift$170 ;
+  wire [4:0] \shift$176 ;
+  wire [4:0] \shift$182 ;
+  wire [4:0] \shift$188 ;
+  wire [4:0] \shift$194 ;
+  wire [4:0] \shift$200 ;
+  wire [4:0] \shift$206 ;
+  wire [4:0] \shift$212 ;
+  wire [4:0] \shift$218 ;
+  wire [4:0] \shift$224 ;
   reg [128:0] skid0 = 129'h000000000000000000000000000000000;
   reg [128:0] skid1 = 129'h000000000000000000000000000000000;
   (* init = 9'h000 *)
   wire [8:0] step;
   wire [8:0] step_next;
   wire [13:0] sum;
-  wire [13:0] \sum$226 ;
-  wire [13:0] \sum$227 ;
-  wire [13:0] \sum$228 ;
-  wire [13:0] \sum$229 ;
-  wire [13:0] \sum$230 ;
-  wire [13:0] \sum$231 ;
-  wire [13:0] \sum$232 ;
-  wire [13:0] \sum$233 ;
-  wire [13:0] \sum$234 ;
-  wire [13:0] \sum$235 ;
-  wire [13:0] \sum$236 ;
-  wire [13:0] \sum$237 ;
-  wire [13:0] \sum$238 ;
-  wire [13:0] \sum$239 ;
-  wire [13:0] \sum$240 ;
+  wire [13:0] \sum$294 ;
+  wire [13:0] \sum$295 ;
+  wire [13:0] \sum$296 ;
+  wire [13:0] \sum$297 ;
+  wire [13:0] \sum$298 ;
+  wire [13:0] \sum$299 ;
+  wire [13:0] \sum$300 ;
+  wire [13:0] \sum$301 ;
+  wire [13:0] \sum$302 ;
+  wire [13:0] \sum$303 ;
+  wire [13:0] \sum$304 ;
+  wire [13:0] \sum$305 ;
+  wire [13:0] \sum$306 ;
+  wire [13:0] \sum$307 ;
+  wire [13:0] \sum$308 ;
   wire [27:0] w;
   wire [27:0] \w$38 ;
   wire [27:0] \w$41 ;
@@ -1832,7 +1971,7 @@ module \bchw_top.engine0 (s__valid, clk, rst, s__ready, m__valid, m__payload, m_
   assign \$55  = | count;
   assign m__valid = \$55  | qv_last_d0;
   assign \$56  = | count;
-  assign \$57  = \$56  ? skid0 : { qe_last_d0, \q$202 , \q$201 , \q$200 , \q$199 , \q$198 , \q$197 , \q$196 , \q$195 , \q$194 , \q$193 , \q$192 , \q$191 , \q$190 , \q$189 , \q$188 , q };
+  assign \$57  = \$56  ? skid0 : { qe_last_d0, \q$247 , \q$246 , \q$245 , \q$244 , \q$243 , \q$242 , \q$241 , \q$240 , \q$239 , \q$238 , \q$237 , \q$236 , \q$235 , \q$234 , \q$233 , q };
   assign enter = m__valid & m__ready;
   assign \$58  = | count;
   assign \$59  = enter & \$58 ;
@@ -1866,36 +2005,36 @@ module \bchw_top.engine0 (s__valid, clk, rst, s__ready, m__valid, m__payload, m_
   assign \$101  = ft_d0[0] & ft_d0[3];
   assign \$102  = ft_d0[1] ? 19'h00000 : acc;
   assign \$103  = $signed(\$102 ) + $signed(sum);
-  assign \$104  = ft_d0[1] ? 19'h00000 : \acc$92 ;
-  assign \$105  = $signed(\$104 ) + $signed(\sum$226 );
-  assign \$106  = ft_d0[1] ? 19'h00000 : \acc$98 ;
-  assign \$107  = $signed(\$106 ) + $signed(\sum$227 );
-  assign \$108  = ft_d0[1] ? 19'h00000 : \acc$104 ;
-  assign \$109  = $signed(\$108 ) + $signed(\sum$228 );
-  assign \$110  = ft_d0[1] ? 19'h00000 : \acc$110 ;
-  assign \$111  = $signed(\$110 ) + $signed(\sum$229 );
-  assign \$112  = ft_d0[1] ? 19'h00000 : \acc$116 ;
-  assign \$113  = $signed(\$112 ) + $signed(\sum$230 );
-  assign \$114  = ft_d0[1] ? 19'h00000 : \acc$122 ;
-  assign \$115  = $signed(\$114 ) + $signed(\sum$231 );
-  assign \$116  = ft_d0[1] ? 19'h00000 : \acc$128 ;
-  assign \$117  = $signed(\$116 ) + $signed(\sum$232 );
-  assign \$118  = ft_d0[1] ? 19'h00000 : \acc$134 ;
-  assign \$119  = $signed(\$118 ) + $signed(\sum$233 );
-  assign \$120  = ft_d0[1] ? 19'h00000 : \acc$140 ;
-  assign \$121  = $signed(\$120 ) + $signed(\sum$234 );
-  assign \$122  = ft_d0[1] ? 19'h00000 : \acc$146 ;
-  assign \$123  = $signed(\$122 ) + $signed(\sum$235 );
-  assign \$124  = ft_d0[1] ? 19'h00000 : \acc$152 ;
-  assign \$125  = $signed(\$124 ) + $signed(\sum$236 );
-  assign \$126  = ft_d0[1] ? 19'h00000 : \acc$158 ;
-  assign \$127  = $signed(\$126 ) + $signed(\sum$237 );
-  assign \$128  = ft_d0[1] ? 19'h00000 : \acc$164 ;
-  assign \$129  = $signed(\$128 ) + $signed(\sum$238 );
-  assign \$130  = ft_d0[1] ? 19'h00000 : \acc$170 ;
-  assign \$131  = $signed(\$130 ) + $signed(\sum$239 );
-  assign \$132  = ft_d0[1] ? 19'h00000 : \acc$176 ;
-  assign \$133  = $signed(\$132 ) + $signed(\sum$240 );
+  assign \$104  = ft_d0[1] ? 19'h00000 : \acc$137 ;
+  assign \$105  = $signed(\$104 ) + $signed(\sum$294 );
+  assign \$106  = ft_d0[1] ? 19'h00000 : \acc$143 ;
+  assign \$107  = $signed(\$106 ) + $signed(\sum$295 );
+  assign \$108  = ft_d0[1] ? 19'h00000 : \acc$149 ;
+  assign \$109  = $signed(\$108 ) + $signed(\sum$296 );
+  assign \$110  = ft_d0[1] ? 19'h00000 : \acc$155 ;
+  assign \$111  = $signed(\$110 ) + $signed(\sum$297 );
+  assign \$112  = ft_d0[1] ? 19'h00000 : \acc$161 ;
+  assign \$113  = $signed(\$112 ) + $signed(\sum$298 );
+  assign \$114  = ft_d0[1] ? 19'h00000 : \acc$167 ;
+  assign \$115  = $signed(\$114 ) + $signed(\sum$299 );
+  assign \$116  = ft_d0[1] ? 19'h00000 : \acc$173 ;
+  assign \$117  = $signed(\$116 ) + $signed(\sum$300 );
+  assign \$118  = ft_d0[1] ? 19'h00000 : \acc$179 ;
+  assign \$119  = $signed(\$118 ) + $signed(\sum$301 );
+  assign \$120  = ft_d0[1] ? 19'h00000 : \acc$185 ;
+  assign \$121  = $signed(\$120 ) + $signed(\sum$302 );
+  assign \$122  = ft_d0[1] ? 19'h00000 : \acc$191 ;
+  assign \$123  = $signed(\$122 ) + $signed(\sum$303 );
+  assign \$124  = ft_d0[1] ? 19'h00000 : \acc$197 ;
+  assign \$125  = $signed(\$124 ) + $signed(\sum$304 );
+  assign \$126  = ft_d0[1] ? 19'h00000 : \acc$203 ;
+  assign \$127  = $signed(\$126 ) + $signed(\sum$305 );
+  assign \$128  = ft_d0[1] ? 19'h00000 : \acc$209 ;
+  assign \$129  = $signed(\$128 ) + $signed(\sum$306 );
+  assign \$130  = ft_d0[1] ? 19'h00000 : \acc$215 ;
+  assign \$131  = $signed(\$130 ) + $signed(\sum$307 );
+  assign \$132  = ft_d0[1] ? 19'h00000 : \acc$221 ;
+  assign \$133  = $signed(\$132 ) + $signed(\sum$308 );
   assign \$134  = | count;
   assign \$135  = ~ \$134 ;
   assign \$136  = enter & \$135 ;
@@ -1971,180 +2110,301 @@ module \bchw_top.engine0 (s__valid, clk, rst, s__ready, m__valid, m__payload, m_
   always @(posedge clk)
     ft_d0 <= \$182 ;
   always @(posedge clk)
-    params_d0 <= \$183 ;
+    paddr_d0 <= \$183 ;
   always @(posedge clk)
-    acc_valid <= \$184 ;
+    paddr_d1 <= \$184 ;
   always @(posedge clk)
-    acc_end <= \$185 ;
+    paddr_d2 <= \$185 ;
   always @(posedge clk)
-    acc <= \$186 ;
+    paddr_d3 <= \$186 ;
   always @(posedge clk)
-    \acc$92  <= \$187 ;
+    paddr_d4 <= \$187 ;
   always @(posedge clk)
-    \acc$98  <= \$188 ;
+    paddr_d5 <= \$188 ;
   always @(posedge clk)
-    \acc$104  <= \$189 ;
+    paddr_d6 <= \$189 ;
   always @(posedge clk)
-    \acc$110  <= \$190 ;
+    \addr$82  <= \$190 ;
   always @(posedge clk)
-    \acc$116  <= \$191 ;
+    \addr$85  <= \$191 ;
   always @(posedge clk)
-    \acc$122  <= \$192 ;
+    \addr$88  <= \$192 ;
   always @(posedge clk)
-    \acc$128  <= \$193 ;
+    \addr$91  <= \$193 ;
   always @(posedge clk)
-    \acc$134  <= \$194 ;
+    \addr$94  <= \$194 ;
   always @(posedge clk)
-    \acc$140  <= \$195 ;
+    \addr$97  <= \$195 ;
   always @(posedge clk)
-    \acc$146  <= \$196 ;
+    \addr$100  <= \$196 ;
   always @(posedge clk)
-    \acc$152  <= \$197 ;
+    \addr$103  <= \$197 ;
   always @(posedge clk)
-    \acc$158  <= \$198 ;
+    \addr$106  <= \$198 ;
   always @(posedge clk)
-    \acc$164  <= \$199 ;
+    \addr$109  <= \$199 ;
   always @(posedge clk)
-    \acc$170  <= \$200 ;
+    \addr$112  <= \$200 ;
   always @(posedge clk)
-    \acc$176  <= \$201 ;
+    \addr$115  <= \$201 ;
   always @(posedge clk)
-    qv_d0 <= \$202 ;
+    \addr$118  <= \$202 ;
   always @(posedge clk)
-    qv_d1 <= \$203 ;
+    \addr$121  <= \$203 ;
   always @(posedge clk)
-    qe_d0 <= \$204 ;
+    \addr$124  <= \$204 ;
   always @(posedge clk)
-    qe_d1 <= \$205 ;
+    \addr$127  <= \$205 ;
   always @(posedge clk)
-    qv_last_d0 <= \$206 ;
+    params_d0 <= \$206 ;
   always @(posedge clk)
-    qe_last_d0 <= \$207 ;
+    acc_valid <= \$207 ;
   always @(posedge clk)
-    skid0 <= \$208 ;
+    acc_end <= \$208 ;
   always @(posedge clk)
-    skid1 <= \$209 ;
+    acc <= \$209 ;
   always @(posedge clk)
-    count <= \$210 ;
+    \acc$137  <= \$210 ;
   always @(posedge clk)
-    credit_back_d0 <= \$211 ;
+    \acc$143  <= \$211 ;
   always @(posedge clk)
-    credit_back <= \$212 ;
-  \bchw_top.engine0.params  params (
-    .addr(fp_d4[7:4]),
+    \acc$149  <= \$212 ;
+  always @(posedge clk)
+    \acc$155  <= \$213 ;
+  always @(posedge clk)
+    \acc$161  <= \$214 ;
+  always @(posedge clk)
+    \acc$167  <= \$215 ;
+  always @(posedge clk)
+    \acc$173  <= \$216 ;
+  always @(posedge clk)
+    \acc$179  <= \$217 ;
+  always @(posedge clk)
+    \acc$185  <= \$218 ;
+  always @(posedge clk)
+    \acc$191  <= \$219 ;
+  always @(posedge clk)
+    \acc$197  <= \$220 ;
+  always @(posedge clk)
+    \acc$203  <= \$221 ;
+  always @(posedge clk)
+    \acc$209  <= \$222 ;
+  always @(posedge clk)
+    \acc$215  <= \$223 ;
+  always @(posedge clk)
+    \acc$221  <= \$224 ;
+  always @(posedge clk)
+    qv_d0 <= \$225 ;
+  always @(posedge clk)
+    qv_d1 <= \$226 ;
+  always @(posedge clk)
+    qe_d0 <= \$227 ;
+  always @(posedge clk)
+    qe_d1 <= \$228 ;
+  always @(posedge clk)
+    qv_last_d0 <= \$229 ;
+  always @(posedge clk)
+    qe_last_d0 <= \$230 ;
+  always @(posedge clk)
+    skid0 <= \$231 ;
+  always @(posedge clk)
+    skid1 <= \$232 ;
+  always @(posedge clk)
+    count <= \$233 ;
+  always @(posedge clk)
+    credit_back_d0 <= \$234 ;
+  always @(posedge clk)
+    credit_back <= \$235 ;
+  \bchw_top.engine0.params0  params0 (
+    .addr(\addr$82 ),
     .clk(clk),
-    .data(\data$222 )
+    .data(\data$275 )
+  );
+  \bchw_top.engine0.params1  params1 (
+    .addr(\addr$85 ),
+    .clk(clk),
+    .data(\data$276 )
+  );
+  \bchw_top.engine0.params10  params10 (
+    .addr(\addr$112 ),
+    .clk(clk),
+    .data(\data$285 )
+  );
+  \bchw_top.engine0.params11  params11 (
+    .addr(\addr$115 ),
+    .clk(clk),
+    .data(\data$286 )
+  );
+  \bchw_top.engine0.params12  params12 (
+    .addr(\addr$118 ),
+    .clk(clk),
+    .data(\data$287 )
+  );
+  \bchw_top.engine0.params13  params13 (
+    .addr(\addr$121 ),
+    .clk(clk),
+    .data(\data$288 )
+  );
+  \bchw_top.engine0.params14  params14 (
+    .addr(\addr$124 ),
+    .clk(clk),
+    .data(\data$289 )
+  );
+  \bchw_top.engine0.params15  params15 (
+    .addr(\addr$127 ),
+    .clk(clk),
+    .data(\data$290 )
+  );
+  \bchw_top.engine0.params2  params2 (
+    .addr(\addr$88 ),
+    .clk(clk),
+    .data(\data$277 )
+  );
+  \bchw_top.engine0.params3  params3 (
+    .addr(\addr$91 ),
+    .clk(clk),
+    .data(\data$278 )
+  );
+  \bchw_top.engine0.params4  params4 (
+    .addr(\addr$94 ),
+    .clk(clk),
+    .data(\data$279 )
+  );
+  \bchw_top.engine0.params5  params5 (
+    .addr(\addr$97 ),
+    .clk(clk),
+    .data(\data$280 )
+  );
+  \bchw_top.engine0.params6  params6 (
+    .addr(\addr$100 ),
+    .clk(clk),
+    .data(\data$281 )
+  );
+  \bchw_top.engine0.params7  params7 (
+    .addr(\addr$103 ),
+    .clk(clk),
+    .data(\data$282 )
+  );
+  \bchw_top.engine0.params8  params8 (
+    .addr(\addr$106 ),
+    .clk(clk),
+    .data(\data$283 )
+  );
+  \bchw_top.engine0.params9  params9 (
+    .addr(\addr$109 ),
+    .clk(clk),
+    .data(\data$284 )
   );
   \bchw_top.engine0.requant0  requant0 (
     .acc(acc),
     .clk(clk),
-    .\port$5009$0 (params_d0[60:0]),
+    .\port$5117$0 (params_d0[60:0]),
     .q(q),
     .rst(rst)
   );
   \bchw_top.engine0.requant1  requant1 (
-    .acc(\acc$92 ),
+    .acc(\acc$137 ),
     .clk(clk),
-    .\port$5009$61 (params_d0[121:61]),
-    .q(\q$188 ),
+    .\port$5117$61 (params_d0[121:61]),
+    .q(\q$233 ),
     .rst(rst)
   );
   \bchw_top.engine0.requant10  requant10 (
-    .acc(\acc$146 ),
+    .acc(\acc$191 ),
     .clk(clk),
-    .\port$5009$610 (params_d0[670:610]),
-    .q(\q$197 ),
+    .\port$5117$610 (params_d0[670:610]),
+    .q(\q$242 ),
     .rst(rst)
   );
   \bchw_top.engine0.requant11  requant11 (
-    .acc(\acc$152 ),
+    .acc(\acc$197 ),
     .clk(clk),
-    .\port$5009$671 (params_d0[731:671]),
-    .q(\q$198 ),
+    .\port$5117$671 (params_d0[731:671]),
+    .q(\q$243 ),
     .rst(rst)
   );
   \bchw_top.engine0.requant12  requant12 (
-    .acc(\acc$158 ),
+    .acc(\acc$203 ),
     .clk(clk),
-    .\port$5009$732 (params_d0[792:732]),
-    .q(\q$199 ),
+    .\port$5117$732 (params_d0[792:732]),
+    .q(\q$244 ),
     .rst(rst)
   );
   \bchw_top.engine0.requant13  requant13 (
-    .acc(\acc$164 ),
+    .acc(\acc$209 ),
     .clk(clk),
-    .\port$5009$793 (params_d0[853:793]),
-    .q(\q$200 ),
+    .\port$5117$793 (params_d0[853:793]),
+    .q(\q$245 ),
     .rst(rst)
   );
   \bchw_top.engine0.requant14  requant14 (
-    .acc(\acc$170 ),
+    .acc(\acc$215 ),
     .clk(clk),
-    .\port$5009$854 (params_d0[914:854]),
-    .q(\q$201 ),
+    .\port$5117$854 (params_d0[914:854]),
+    .q(\q$246 ),
     .rst(rst)
   );
   \bchw_top.engine0.requant15  requant15 (
-    .acc(\acc$176 ),
+    .acc(\acc$221 ),
     .clk(clk),
-    .\port$5009$915 (params_d0[975:915]),
-    .q(\q$202 ),
+    .\port$5117$915 (params_d0[975:915]),
+    .q(\q$247 ),
     .rst(rst)
   );
   \bchw_top.engine0.requant2  requant2 (
-    .acc(\acc$98 ),
+    .acc(\acc$143 ),
     .clk(clk),
-    .\port$5009$122 (params_d0[182:122]),
-    .q(\q$189 ),
+    .\port$5117$122 (params_d0[182:122]),
+    .q(\q$234 ),
     .rst(rst)
   );
   \bchw_top.engine0.requant3  requant3 (
-    .acc(\acc$104 ),
+    .acc(\acc$149 ),
     .clk(clk),
-    .\port$5009$183 (params_d0[243:183]),
-    .q(\q$190 ),
+    .\port$5117$183 (params_d0[243:183]),
+    .q(\q$235 ),
     .rst(rst)
   );
   \bchw_top.engine0.requant4  requant4 (
-    .acc(\acc$110 ),
+    .acc(\acc$155 ),
     .clk(clk),
-    .\port$5009$244 (params_d0[304:244]),
-    .q(\q$191 ),
+    .\port$5117$244 (params_d0[304:244]),
+    .q(\q$236 ),
     .rst(rst)
   );
   \bchw_top.engine0.requant5  requant5 (
-    .acc(\acc$116 ),
+    .acc(\acc$161 ),
     .clk(clk),
-    .\port$5009$305 (params_d0[365:305]),
-    .q(\q$192 ),
+    .\port$5117$305 (params_d0[365:305]),
+    .q(\q$237 ),
     .rst(rst)
   );
   \bchw_top.engine0.requant6  requant6 (
-    .acc(\acc$122 ),
+    .acc(\acc$167 ),
     .clk(clk),
-    .\port$5009$366 (params_d0[426:366]),
-    .q(\q$193 ),
+    .\port$5117$366 (params_d0[426:366]),
+    .q(\q$238 ),
     .rst(rst)
   );
   \bchw_top.engine0.requant7  requant7 (
-    .acc(\acc$128 ),
+    .acc(\acc$173 ),
     .clk(clk),
-    .\port$5009$427 (params_d0[487:427]),
-    .q(\q$194 ),
+    .\port$5117$427 (params_d0[487:427]),
+    .q(\q$239 ),
     .rst(rst)
   );
   \bchw_top.engine0.requant8  requant8 (
-    .acc(\acc$134 ),
+    .acc(\acc$179 ),
     .clk(clk),
-    .\port$5009$488 (params_d0[548:488]),
-    .q(\q$195 ),
+    .\port$5117$488 (params_d0[548:488]),
+    .q(\q$240 ),
     .rst(rst)
   );
   \bchw_top.engine0.requant9  requant9 (
-    .acc(\acc$140 ),
+    .acc(\acc$185 ),
     .clk(clk),
-    .\port$5009$549 (params_d0[609:549]),
-    .q(\q$196 ),
+    .\port$5117$549 (params_d0[609:549]),
+    .q(\q$241 ),
     .rst(rst)
   );
   \bchw_top.engine0.tree0  tree0 (
@@ -2156,105 +2416,105 @@ module \bchw_top.engine0 (s__valid, clk, rst, s__ready, m__valid, m__payload, m_
   );
   \bchw_top.engine0.tree1  tree1 (
     .clk(clk),
-    .l5_0(\sum$226 ),
+    .l5_0(\sum$294 ),
     .rst(rst),
     .w(wdata_d1[55:28]),
     .x(x)
   );
   \bchw_top.engine0.tree10  tree10 (
     .clk(clk),
-    .l5_0(\sum$235 ),
+    .l5_0(\sum$303 ),
     .rst(rst),
     .w(wdata_d1[307:280]),
     .x(x)
   );
   \bchw_top.engine0.tree11  tree11 (
     .clk(clk),
-    .l5_0(\sum$236 ),
+    .l5_0(\sum$304 ),
     .rst(rst),
     .w(wdata_d1[335:308]),
     .x(x)
   );
   \bchw_top.engine0.tree12  tree12 (
     .clk(clk),
-    .l5_0(\sum$237 ),
+    .l5_0(\sum$305 ),
     .rst(rst),
     .w(wdata_d1[363:336]),
     .x(x)
   );
   \bchw_top.engine0.tree13  tree13 (
     .clk(clk),
-    .l5_0(\sum$238 ),
+    .l5_0(\sum$306 ),
     .rst(rst),
     .w(wdata_d1[391:364]),
     .x(x)
   );
   \bchw_top.engine0.tree14  tree14 (
     .clk(clk),
-    .l5_0(\sum$239 ),
+    .l5_0(\sum$307 ),
     .rst(rst),
     .w(wdata_d1[419:392]),
     .x(x)
   );
   \bchw_top.engine0.tree15  tree15 (
     .clk(clk),
-    .l5_0(\sum$240 ),
+    .l5_0(\sum$308 ),
     .rst(rst),
     .w(wdata_d1[447:420]),
     .x(x)
   );
   \bchw_top.engine0.tree2  tree2 (
     .clk(clk),
-    .l5_0(\sum$227 ),
+    .l5_0(\sum$295 ),
     .rst(rst),
     .w(wdata_d1[83:56]),
     .x(x)
   );
   \bchw_top.engine0.tree3  tree3 (
     .clk(clk),
-    .l5_0(\sum$228 ),
+    .l5_0(\sum$296 ),
     .rst(rst),
     .w(wdata_d1[111:84]),
     .x(x)
   );
   \bchw_top.engine0.tree4  tree4 (
     .clk(clk),
-    .l5_0(\sum$229 ),
+    .l5_0(\sum$297 ),
     .rst(rst),
     .w(wdata_d1[139:112]),
     .x(x)
   );
   \bchw_top.engine0.tree5  tree5 (
     .clk(clk),
-    .l5_0(\sum$230 ),
+    .l5_0(\sum$298 ),
     .rst(rst),
     .w(wdata_d1[167:140]),
     .x(x)
   );
   \bchw_top.engine0.tree6  tree6 (
     .clk(clk),
-    .l5_0(\sum$231 ),
+    .l5_0(\sum$299 ),
     .rst(rst),
     .w(wdata_d1[195:168]),
     .x(x)
   );
   \bchw_top.engine0.tree7  tree7 (
     .clk(clk),
-    .l5_0(\sum$232 ),
+    .l5_0(\sum$300 ),
     .rst(rst),
     .w(wdata_d1[223:196]),
     .x(x)
   );
   \bchw_top.engine0.tree8  tree8 (
     .clk(clk),
-    .l5_0(\sum$233 ),
+    .l5_0(\sum$301 ),
     .rst(rst),
     .w(wdata_d1[251:224]),
     .x(x)
   );
   \bchw_top.engine0.tree9  tree9 (
     .clk(clk),
-    .l5_0(\sum$234 ),
+    .l5_0(\sum$302 ),
     .rst(rst),
     .w(wdata_d1[279:252]),
     .x(x)
@@ -2422,209 +2682,370 @@ module \bchw_top.engine0 (s__valid, clk, rst, s__ready, m__valid, m__payload, m_
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$184  = \$100 ;
+    \$183  = nfc;
     if (rst) begin
-      \$184  = 1'h0;
+      \$183  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$185  = \$101 ;
+    \$184  = paddr_d0;
     if (rst) begin
-      \$185  = 1'h0;
+      \$184  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$186  = acc;
-    if (ft_d0[0]) begin
-      \$186  = \$103 [18:0];
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$187  = \acc$92 ;
-    if (ft_d0[0]) begin
-      \$187  = \$105 [18:0];
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$188  = \acc$98 ;
-    if (ft_d0[0]) begin
-      \$188  = \$107 [18:0];
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$189  = \acc$104 ;
-    if (ft_d0[0]) begin
-      \$189  = \$109 [18:0];
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$190  = \acc$110 ;
-    if (ft_d0[0]) begin
-      \$190  = \$111 [18:0];
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$191  = \acc$116 ;
-    if (ft_d0[0]) begin
-      \$191  = \$113 [18:0];
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$192  = \acc$122 ;
-    if (ft_d0[0]) begin
-      \$192  = \$115 [18:0];
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$193  = \acc$128 ;
-    if (ft_d0[0]) begin
-      \$193  = \$117 [18:0];
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$194  = \acc$134 ;
-    if (ft_d0[0]) begin
-      \$194  = \$119 [18:0];
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$195  = \acc$140 ;
-    if (ft_d0[0]) begin
-      \$195  = \$121 [18:0];
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$196  = \acc$146 ;
-    if (ft_d0[0]) begin
-      \$196  = \$123 [18:0];
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$197  = \acc$152 ;
-    if (ft_d0[0]) begin
-      \$197  = \$125 [18:0];
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$198  = \acc$158 ;
-    if (ft_d0[0]) begin
-      \$198  = \$127 [18:0];
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$199  = \acc$164 ;
-    if (ft_d0[0]) begin
-      \$199  = \$129 [18:0];
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$200  = \acc$170 ;
-    if (ft_d0[0]) begin
-      \$200  = \$131 [18:0];
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$201  = \acc$176 ;
-    if (ft_d0[0]) begin
-      \$201  = \$133 [18:0];
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$202  = acc_valid;
+    \$185  = paddr_d1;
     if (rst) begin
-      \$202  = 1'h0;
+      \$185  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$203  = qv_d0;
+    \$186  = paddr_d2;
     if (rst) begin
-      \$203  = 1'h0;
+      \$186  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$204  = acc_end;
+    \$187  = paddr_d3;
     if (rst) begin
-      \$204  = 1'h0;
+      \$187  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$205  = qe_d0;
+    \$188  = paddr_d4;
     if (rst) begin
-      \$205  = 1'h0;
+      \$188  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$206  = qv_d1;
+    \$189  = paddr_d5;
     if (rst) begin
-      \$206  = 1'h0;
+      \$189  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$207  = qe_d1;
+    \$190  = paddr_d6;
+    if (rst) begin
+      \$190  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$191  = paddr_d6;
+    if (rst) begin
+      \$191  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$192  = paddr_d6;
+    if (rst) begin
+      \$192  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$193  = paddr_d6;
+    if (rst) begin
+      \$193  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$194  = paddr_d6;
+    if (rst) begin
+      \$194  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$195  = paddr_d6;
+    if (rst) begin
+      \$195  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$196  = paddr_d6;
+    if (rst) begin
+      \$196  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$197  = paddr_d6;
+    if (rst) begin
+      \$197  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$198  = paddr_d6;
+    if (rst) begin
+      \$198  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$199  = paddr_d6;
+    if (rst) begin
+      \$199  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$200  = paddr_d6;
+    if (rst) begin
+      \$200  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$201  = paddr_d6;
+    if (rst) begin
+      \$201  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$202  = paddr_d6;
+    if (rst) begin
+      \$202  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$203  = paddr_d6;
+    if (rst) begin
+      \$203  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$204  = paddr_d6;
+    if (rst) begin
+      \$204  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$205  = paddr_d6;
+    if (rst) begin
+      \$205  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$207  = \$100 ;
     if (rst) begin
       \$207  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$208  = skid0;
+    \$208  = \$101 ;
+    if (rst) begin
+      \$208  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$209  = acc;
+    if (ft_d0[0]) begin
+      \$209  = \$103 [18:0];
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$210  = \acc$137 ;
+    if (ft_d0[0]) begin
+      \$210  = \$105 [18:0];
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$211  = \acc$143 ;
+    if (ft_d0[0]) begin
+      \$211  = \$107 [18:0];
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$212  = \acc$149 ;
+    if (ft_d0[0]) begin
+      \$212  = \$109 [18:0];
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$213  = \acc$155 ;
+    if (ft_d0[0]) begin
+      \$213  = \$111 [18:0];
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$214  = \acc$161 ;
+    if (ft_d0[0]) begin
+      \$214  = \$113 [18:0];
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$215  = \acc$167 ;
+    if (ft_d0[0]) begin
+      \$215  = \$115 [18:0];
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$216  = \acc$173 ;
+    if (ft_d0[0]) begin
+      \$216  = \$117 [18:0];
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$217  = \acc$179 ;
+    if (ft_d0[0]) begin
+      \$217  = \$119 [18:0];
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$218  = \acc$185 ;
+    if (ft_d0[0]) begin
+      \$218  = \$121 [18:0];
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$219  = \acc$191 ;
+    if (ft_d0[0]) begin
+      \$219  = \$123 [18:0];
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$220  = \acc$197 ;
+    if (ft_d0[0]) begin
+      \$220  = \$125 [18:0];
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$221  = \acc$203 ;
+    if (ft_d0[0]) begin
+      \$221  = \$127 [18:0];
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$222  = \acc$209 ;
+    if (ft_d0[0]) begin
+      \$222  = \$129 [18:0];
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$223  = \acc$215 ;
+    if (ft_d0[0]) begin
+      \$223  = \$131 [18:0];
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$224  = \acc$221 ;
+    if (ft_d0[0]) begin
+      \$224  = \$133 [18:0];
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$225  = acc_valid;
+    if (rst) begin
+      \$225  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$226  = qv_d0;
+    if (rst) begin
+      \$226  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$227  = acc_end;
+    if (rst) begin
+      \$227  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$228  = qe_d0;
+    if (rst) begin
+      \$228  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$229  = qv_d1;
+    if (rst) begin
+      \$229  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$230  = qe_d1;
+    if (rst) begin
+      \$230  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$231  = skid0;
     if (\$143 ) begin
-      \$208  = { qe_last_d0, \q$202 , \q$201 , \q$200 , \q$199 , \q$198 , \q$197 , \q$196 , \q$195 , \q$194 , \q$193 , \q$192 , \q$191 , \q$190 , \q$189 , \q$188 , q };
+      \$231  = { qe_last_d0, \q$247 , \q$246 , \q$245 , \q$244 , \q$243 , \q$242 , \q$241 , \q$240 , \q$239 , \q$238 , \q$237 , \q$236 , \q$235 , \q$234 , \q$233 , q };
     end else if (\$145 ) begin
-      \$208  = skid1;
+      \$231  = skid1;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$209  = skid1;
+    \$232  = skid1;
     if (\$155 ) begin
-      \$209  = { qe_last_d0, \q$202 , \q$201 , \q$200 , \q$199 , \q$198 , \q$197 , \q$196 , \q$195 , \q$194 , \q$193 , \q$192 , \q$191 , \q$190 , \q$189 , \q$188 , q };
+      \$232  = { qe_last_d0, \q$247 , \q$246 , \q$245 , \q$244 , \q$243 , \q$242 , \q$241 , \q$240 , \q$239 , \q$238 , \q$237 , \q$236 , \q$235 , \q$234 , \q$233 , q };
     end else if (\$157 ) begin
-      \$209  = 129'h000000000000000000000000000000000;
+      \$232  = 129'h000000000000000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$210  = \$66 [1:0];
+    \$233  = \$66 [1:0];
     if (rst) begin
-      \$210  = 2'h0;
+      \$233  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$211  = enter;
+    \$234  = enter;
     if (rst) begin
-      \$211  = 1'h0;
+      \$234  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$212  = credit_back_d0;
+    \$235  = credit_back_d0;
     if (rst) begin
-      \$212  = 1'h0;
+      \$235  = 1'h0;
     end
   end
   assign en = 1'h1;
@@ -2685,91 +3106,121 @@ module \bchw_top.engine0 (s__valid, clk, rst, s__ready, m__valid, m__payload, m_
   assign \x$79  = x;
   assign \w$80  = wdata_d1[447:420];
   assign \en$81  = 1'h1;
-  assign \addr$82  = fp_d4[7:4];
+  assign paddr_copy0 = \addr$82 ;
   assign \en$84  = 1'h1;
+  assign paddr_copy1 = \addr$85 ;
+  assign \en$87  = 1'h1;
+  assign paddr_copy2 = \addr$88 ;
+  assign \en$90  = 1'h1;
+  assign paddr_copy3 = \addr$91 ;
+  assign \en$93  = 1'h1;
+  assign paddr_copy4 = \addr$94 ;
+  assign \en$96  = 1'h1;
+  assign paddr_copy5 = \addr$97 ;
+  assign \en$99  = 1'h1;
+  assign paddr_copy6 = \addr$100 ;
+  assign \en$102  = 1'h1;
+  assign paddr_copy7 = \addr$103 ;
+  assign \en$105  = 1'h1;
+  assign paddr_copy8 = \addr$106 ;
+  assign \en$108  = 1'h1;
+  assign paddr_copy9 = \addr$109 ;
+  assign \en$111  = 1'h1;
+  assign paddr_copy10 = \addr$112 ;
+  assign \en$114  = 1'h1;
+  assign paddr_copy11 = \addr$115 ;
+  assign \en$117  = 1'h1;
+  assign paddr_copy12 = \addr$118 ;
+  assign \en$120  = 1'h1;
+  assign paddr_copy13 = \addr$121 ;
+  assign \en$123  = 1'h1;
+  assign paddr_copy14 = \addr$124 ;
+  assign \en$126  = 1'h1;
+  assign paddr_copy15 = \addr$127 ;
+  assign \en$129  = 1'h1;
   assign acc0 = acc;
   assign mul = params_d0[17:0];
   assign shift = params_d0[22:18];
   assign bias = params_d0[60:23];
-  assign \en$91  = 1'h1;
-  assign acc1 = \acc$92 ;
-  assign \mul$94  = params_d0[78:61];
-  assign \shift$95  = params_d0[83:79];
-  assign \bias$96  = params_d0[121:84];
-  assign \en$97  = 1'h1;
-  assign acc2 = \acc$98 ;
-  assign \mul$100  = params_d0[139:122];
-  assign \shift$101  = params_d0[144:140];
-  assign \bias$102  = params_d0[182:145];
-  assign \en$103  = 1'h1;
-  assign acc3 = \acc$104 ;
-  assign \mul$106  = params_d0[200:183];
-  assign \shift$107  = params_d0[205:201];
-  assign \bias$108  = params_d0[243:206];
-  assign \en$109  = 1'h1;
-  assign acc4 = \acc$110 ;
-  assign \mul$112  = params_d0[261:244];
-  assign \shift$113  = params_d0[266:262];
-  assign \bias$114  = params_d0[304:267];
-  assign \en$115  = 1'h1;
-  assign acc5 = \acc$116 ;
-  assign \mul$118  = params_d0[322:305];
-  assign \shift$119  = params_d0[327:323];
-  assign \bias$120  = params_d0[365:328];
-  assign \en$121  = 1'h1;
-  assign acc6 = \acc$122 ;
-  assign \mul$124  = params_d0[383:366];
-  assign \shift$125  = params_d0[388:384];
-  assign \bias$126  = params_d0[426:389];
-  assign \en$127  = 1'h1;
-  assign acc7 = \acc$128 ;
-  assign \mul$130  = params_d0[444:427];
-  assign \shift$131  = params_d0[449:445];
-  assign \bias$132  = params_d0[487:450];
-  assign \en$133  = 1'h1;
-  assign acc8 = \acc$134 ;
-  assign \mul$136  = params_d0[505:488];
-  assign \shift$137  = params_d0[510:506];
-  assign \bias$138  = params_d0[548:511];
-  assign \en$139  = 1'h1;
-  assign acc9 = \acc$140 ;
-  assign \mul$142  = params_d0[566:549];
-  assign \shift$143  = params_d0[571:567];
-  assign \bias$144  = params_d0[609:572];
-  assign \en$145  = 1'h1;
-  assign acc10 = \acc$146 ;
-  assign \mul$148  = params_d0[627:610];
-  assign \shift$149  = params_d0[632:628];
-  assign \bias$150  = params_d0[670:633];
-  assign \en$151  = 1'h1;
-  assign acc11 = \acc$152 ;
-  assign \mul$154  = params_d0[688:671];
-  assign \shift$155  = params_d0[693:689];
-  assign \bias$156  = params_d0[731:694];
-  assign \en$157  = 1'h1;
-  assign acc12 = \acc$158 ;
-  assign \mul$160  = params_d0[749:732];
-  assign \shift$161  = params_d0[754:750];
-  assign \bias$162  = params_d0[792:755];
-  assign \en$163  = 1'h1;
-  assign acc13 = \acc$164 ;
-  assign \mul$166  = params_d0[810:793];
-  assign \shift$167  = params_d0[815:811];
-  assign \bias$168  = params_d0[853:816];
-  assign \en$169  = 1'h1;
-  assign acc14 = \acc$170 ;
-  assign \mul$172  = params_d0[871:854];
-  assign \shift$173  = params_d0[876:872];
-  assign \bias$174  = params_d0[914:877];
-  assign \en$175  = 1'h1;
-  assign acc15 = \acc$176 ;
-  assign \mul$178  = params_d0[932:915];
-  assign \shift$179  = params_d0[937:933];
-  assign \bias$180  = params_d0[975:938];
+  assign \en$136  = 1'h1;
+  assign acc1 = \acc$137 ;
+  assign \mul$139  = params_d0[78:61];
+  assign \shift$140  = params_d0[83:79];
+  assign \bias$141  = params_d0[121:84];
+  assign \en$142  = 1'h1;
+  assign acc2 = \acc$143 ;
+  assign \mul$145  = params_d0[139:122];
+  assign \shift$146  = params_d0[144:140];
+  assign \bias$147  = params_d0[182:145];
+  assign \en$148  = 1'h1;
+  assign acc3 = \acc$149 ;
+  assign \mul$151  = params_d0[200:183];
+  assign \shift$152  = params_d0[205:201];
+  assign \bias$153  = params_d0[243:206];
+  assign \en$154  = 1'h1;
+  assign acc4 = \acc$155 ;
+  assign \mul$157  = params_d0[261:244];
+  assign \shift$158  = params_d0[266:262];
+  assign \bias$159  = params_d0[304:267];
+  assign \en$160  = 1'h1;
+  assign acc5 = \acc$161 ;
+  assign \mul$163  = params_d0[322:305];
+  assign \shift$164  = params_d0[327:323];
+  assign \bias$165  = params_d0[365:328];
+  assign \en$166  = 1'h1;
+  assign acc6 = \acc$167 ;
+  assign \mul$169  = params_d0[383:366];
+  assign \shift$170  = params_d0[388:384];
+  assign \bias$171  = params_d0[426:389];
+  assign \en$172  = 1'h1;
+  assign acc7 = \acc$173 ;
+  assign \mul$175  = params_d0[444:427];
+  assign \shift$176  = params_d0[449:445];
+  assign \bias$177  = params_d0[487:450];
+  assign \en$178  = 1'h1;
+  assign acc8 = \acc$179 ;
+  assign \mul$181  = params_d0[505:488];
+  assign \shift$182  = params_d0[510:506];
+  assign \bias$183  = params_d0[548:511];
+  assign \en$184  = 1'h1;
+  assign acc9 = \acc$185 ;
+  assign \mul$187  = params_d0[566:549];
+  assign \shift$188  = params_d0[571:567];
+  assign \bias$189  = params_d0[609:572];
+  assign \en$190  = 1'h1;
+  assign acc10 = \acc$191 ;
+  assign \mul$193  = params_d0[627:610];
+  assign \shift$194  = params_d0[632:628];
+  assign \bias$195  = params_d0[670:633];
+  assign \en$196  = 1'h1;
+  assign acc11 = \acc$197 ;
+  assign \mul$199  = params_d0[688:671];
+  assign \shift$200  = params_d0[693:689];
+  assign \bias$201  = params_d0[731:694];
+  assign \en$202  = 1'h1;
+  assign acc12 = \acc$203 ;
+  assign \mul$205  = params_d0[749:732];
+  assign \shift$206  = params_d0[754:750];
+  assign \bias$207  = params_d0[792:755];
+  assign \en$208  = 1'h1;
+  assign acc13 = \acc$209 ;
+  assign \mul$211  = params_d0[810:793];
+  assign \shift$212  = params_d0[815:811];
+  assign \bias$213  = params_d0[853:816];
+  assign \en$214  = 1'h1;
+  assign acc14 = \acc$215 ;
+  assign \mul$217  = params_d0[871:854];
+  assign \shift$218  = params_d0[876:872];
+  assign \bias$219  = params_d0[914:877];
+  assign \en$220  = 1'h1;
+  assign acc15 = \acc$221 ;
+  assign \mul$223  = params_d0[932:915];
+  assign \shift$224  = params_d0[937:933];
+  assign \bias$225  = params_d0[975:938];
   assign count_next = \$66 [1:0];
   assign credit_back_d1 = credit_back;
   assign m__payload = \$57 [127:0];
-  assign \$183  = \data$222 ;
+  assign \$206  = { \data$290 , \data$289 , \data$288 , \data$287 , \data$286 , \data$285 , \data$284 , \data$283 , \data$282 , \data$281 , \data$280 , \data$279 , \data$278 , \data$277 , \data$276 , \data$275  };
   assign \$173  = wdata_d0;
   assign \$172  = data;
   assign \$171  = xmem_d0;
@@ -2800,19 +3251,21 @@ module \bchw_top.engine0 (s__valid, clk, rst, s__ready, m__valid, m__payload, m_
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine0.params (data, addr, clk);
+module \bchw_top.engine0.params0 (data, addr, clk);
   input [3:0] addr;
   wire [3:0] addr;
   input clk;
   wire clk;
-  output [975:0] data;
-  wire [975:0] data;
+  output [60:0] data;
+  wire [60:0] data;
   wire en;
   bchw_rom #(
     .ADDR_WIDTH(32'd4),
     .DEPTH(32'd16),
+    .IMAGE_WIDTH(32'd976),
     .INIT_FILE("layer0_params.hex"),
-    .WIDTH(32'd976)
+    .LO(32'd0),
+    .WIDTH(32'd61)
   ) rom (
     .addr(addr),
     .clk(clk),
@@ -2823,7 +3276,382 @@ module \bchw_top.engine0.params (data, addr, clk);
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine0.requant0 (rst, \port$5009$0 , acc, q, clk);
+module \bchw_top.engine0.params1 (data, addr, clk);
+  input [3:0] addr;
+  wire [3:0] addr;
+  input clk;
+  wire clk;
+  output [60:0] data;
+  wire [60:0] data;
+  wire en;
+  bchw_rom #(
+    .ADDR_WIDTH(32'd4),
+    .DEPTH(32'd16),
+    .IMAGE_WIDTH(32'd976),
+    .INIT_FILE("layer0_params.hex"),
+    .LO(32'd61),
+    .WIDTH(32'd61)
+  ) rom (
+    .addr(addr),
+    .clk(clk),
+    .data(data),
+    .en(1'h1)
+  );
+  assign en = 1'h1;
+endmodule
+
+(* generator = "Amaranth" *)
+module \bchw_top.engine0.params10 (data, addr, clk);
+  input [3:0] addr;
+  wire [3:0] addr;
+  input clk;
+  wire clk;
+  output [60:0] data;
+  wire [60:0] data;
+  wire en;
+  bchw_rom #(
+    .ADDR_WIDTH(32'd4),
+    .DEPTH(32'd16),
+    .IMAGE_WIDTH(32'd976),
+    .INIT_FILE("layer0_params.hex"),
+    .LO(32'd610),
+    .WIDTH(32'd61)
+  ) rom (
+    .addr(addr),
+    .clk(clk),
+    .data(data),
+    .en(1'h1)
+  );
+  assign en = 1'h1;
+endmodule
+
+(* generator = "Amaranth" *)
+module \bchw_top.engine0.params11 (data, addr, clk);
+  input [3:0] addr;
+  wire [3:0] addr;
+  input clk;
+  wire clk;
+  output [60:0] data;
+  wire [60:0] data;
+  wire en;
+  bchw_rom #(
+    .ADDR_WIDTH(32'd4),
+    .DEPTH(32'd16),
+    .IMAGE_WIDTH(32'd976),
+    .INIT_FILE("layer0_params.hex"),
+    .LO(32'd671),
+    .WIDTH(32'd61)
+  ) rom (
+    .addr(addr),
+    .clk(clk),
+    .data(data),
+    .en(1'h1)
+  );
+  assign en = 1'h1;
+endmodule
+
+(* generator = "Amaranth" *)
+module \bchw_top.engine0.params12 (data, addr, clk);
+  input [3:0] addr;
+  wire [3:0] addr;
+  input clk;
+  wire clk;
+  output [60:0] data;
+  wire [60:0] data;
+  wire en;
+  bchw_rom #(
+    .ADDR_WIDTH(32'd4),
+    .DEPTH(32'd16),
+    .IMAGE_WIDTH(32'd976),
+    .INIT_FILE("layer0_params.hex"),
+    .LO(32'd732),
+    .WIDTH(32'd61)
+  ) rom (
+    .addr(addr),
+    .clk(clk),
+    .data(data),
+    .en(1'h1)
+  );
+  assign en = 1'h1;
+endmodule
+
+(* generator = "Amaranth" *)
+module \bchw_top.engine0.params13 (data, addr, clk);
+  input [3:0] addr;
+  wire [3:0] addr;
+  input clk;
+  wire clk;
+  output [60:0] data;
+  wire [60:0] data;
+  wire en;
+  bchw_rom #(
+    .ADDR_WIDTH(32'd4),
+    .DEPTH(32'd16),
+    .IMAGE_WIDTH(32'd976),
+    .INIT_FILE("layer0_params.hex"),
+    .LO(32'd793),
+    .WIDTH(32'd61)
+  ) rom (
+    .addr(addr),
+    .clk(clk),
+    .data(data),
+    .en(1'h1)
+  );
+  assign en = 1'h1;
+endmodule
+
+(* generator = "Amaranth" *)
+module \bchw_top.engine0.params14 (data, addr, clk);
+  input [3:0] addr;
+  wire [3:0] addr;
+  input clk;
+  wire clk;
+  output [60:0] data;
+  wire [60:0] data;
+  wire en;
+  bchw_rom #(
+    .ADDR_WIDTH(32'd4),
+    .DEPTH(32'd16),
+    .IMAGE_WIDTH(32'd976),
+    .INIT_FILE("layer0_params.hex"),
+    .LO(32'd854),
+    .WIDTH(32'd61)
+  ) rom (
+    .addr(addr),
+    .clk(clk),
+    .data(data),
+    .en(1'h1)
+  );
+  assign en = 1'h1;
+endmodule
+
+(* generator = "Amaranth" *)
+module \bchw_top.engine0.params15 (data, addr, clk);
+  input [3:0] addr;
+  wire [3:0] addr;
+  input clk;
+  wire clk;
+  output [60:0] data;
+  wire [60:0] data;
+  wire en;
+  bchw_rom #(
+    .ADDR_WIDTH(32'd4),
+    .DEPTH(32'd16),
+    .IMAGE_WIDTH(32'd976),
+    .INIT_FILE("layer0_params.hex"),
+    .LO(32'd915),
+    .WIDTH(32'd61)
+  ) rom (
+    .addr(addr),
+    .clk(clk),
+    .data(data),
+    .en(1'h1)
+  );
+  assign en = 1'h1;
+endmodule
+
+(* generator = "Amaranth" *)
+module \bchw_top.engine0.params2 (data, addr, clk);
+  input [3:0] addr;
+  wire [3:0] addr;
+  input clk;
+  wire clk;
+  output [60:0] data;
+  wire [60:0] data;
+  wire en;
+  bchw_rom #(
+    .ADDR_WIDTH(32'd4),
+    .DEPTH(32'd16),
+    .IMAGE_WIDTH(32'd976),
+    .INIT_FILE("layer0_params.hex"),
+    .LO(32'd122),
+    .WIDTH(32'd61)
+  ) rom (
+    .addr(addr),
+    .clk(clk),
+    .data(data),
+    .en(1'h1)
+  );
+  assign en = 1'h1;
+endmodule
+
+(* generator = "Amaranth" *)
+module \bchw_top.engine0.params3 (data, addr, clk);
+  input [3:0] addr;
+  wire [3:0] addr;
+  input clk;
+  wire clk;
+  output [60:0] data;
+  wire [60:0] data;
+  wire en;
+  bchw_rom #(
+    .ADDR_WIDTH(32'd4),
+    .DEPTH(32'd16),
+    .IMAGE_WIDTH(32'd976),
+    .INIT_FILE("layer0_params.hex"),
+    .LO(32'd183),
+    .WIDTH(32'd61)
+  ) rom (
+    .addr(addr),
+    .clk(clk),
+    .data(data),
+    .en(1'h1)
+  );
+  assign en = 1'h1;
+endmodule
+
+(* generator = "Amaranth" *)
+module \bchw_top.engine0.params4 (data, addr, clk);
+  input [3:0] addr;
+  wire [3:0] addr;
+  input clk;
+  wire clk;
+  output [60:0] data;
+  wire [60:0] data;
+  wire en;
+  bchw_rom #(
+    .ADDR_WIDTH(32'd4),
+    .DEPTH(32'd16),
+    .IMAGE_WIDTH(32'd976),
+    .INIT_FILE("layer0_params.hex"),
+    .LO(32'd244),
+    .WIDTH(32'd61)
+  ) rom (
+    .addr(addr),
+    .clk(clk),
+    .data(data),
+    .en(1'h1)
+  );
+  assign en = 1'h1;
+endmodule
+
+(* generator = "Amaranth" *)
+module \bchw_top.engine0.params5 (data, addr, clk);
+  input [3:0] addr;
+  wire [3:0] addr;
+  input clk;
+  wire clk;
+  output [60:0] data;
+  wire [60:0] data;
+  wire en;
+  bchw_rom #(
+    .ADDR_WIDTH(32'd4),
+    .DEPTH(32'd16),
+    .IMAGE_WIDTH(32'd976),
+    .INIT_FILE("layer0_params.hex"),
+    .LO(32'd305),
+    .WIDTH(32'd61)
+  ) rom (
+    .addr(addr),
+    .clk(clk),
+    .data(data),
+    .en(1'h1)
+  );
+  assign en = 1'h1;
+endmodule
+
+(* generator = "Amaranth" *)
+module \bchw_top.engine0.params6 (data, addr, clk);
+  input [3:0] addr;
+  wire [3:0] addr;
+  input clk;
+  wire clk;
+  output [60:0] data;
+  wire [60:0] data;
+  wire en;
+  bchw_rom #(
+    .ADDR_WIDTH(32'd4),
+    .DEPTH(32'd16),
+    .IMAGE_WIDTH(32'd976),
+    .INIT_FILE("layer0_params.hex"),
+    .LO(32'd366),
+    .WIDTH(32'd61)
+  ) rom (
+    .addr(addr),
+    .clk(clk),
+    .data(data),
+    .en(1'h1)
+  );
+  assign en = 1'h1;
+endmodule
+
+(* generator = "Amaranth" *)
+module \bchw_top.engine0.params7 (data, addr, clk);
+  input [3:0] addr;
+  wire [3:0] addr;
+  input clk;
+  wire clk;
+  output [60:0] data;
+  wire [60:0] data;
+  wire en;
+  bchw_rom #(
+    .ADDR_WIDTH(32'd4),
+    .DEPTH(32'd16),
+    .IMAGE_WIDTH(32'd976),
+    .INIT_FILE("layer0_params.hex"),
+    .LO(32'd427),
+    .WIDTH(32'd61)
+  ) rom (
+    .addr(addr),
+    .clk(clk),
+    .data(data),
+    .en(1'h1)
+  );
+  assign en = 1'h1;
+endmodule
+
+(* generator = "Amaranth" *)
+module \bchw_top.engine0.params8 (data, addr, clk);
+  input [3:0] addr;
+  wire [3:0] addr;
+  input clk;
+  wire clk;
+  output [60:0] data;
+  wire [60:0] data;
+  wire en;
+  bchw_rom #(
+    .ADDR_WIDTH(32'd4),
+    .DEPTH(32'd16),
+    .IMAGE_WIDTH(32'd976),
+    .INIT_FILE("layer0_params.hex"),
+    .LO(32'd488),
+    .WIDTH(32'd61)
+  ) rom (
+    .addr(addr),
+    .clk(clk),
+    .data(data),
+    .en(1'h1)
+  );
+  assign en = 1'h1;
+endmodule
+
+(* generator = "Amaranth" *)
+module \bchw_top.engine0.params9 (data, addr, clk);
+  input [3:0] addr;
+  wire [3:0] addr;
+  input clk;
+  wire clk;
+  output [60:0] data;
+  wire [60:0] data;
+  wire en;
+  bchw_rom #(
+    .ADDR_WIDTH(32'd4),
+    .DEPTH(32'd16),
+    .IMAGE_WIDTH(32'd976),
+    .INIT_FILE("layer0_params.hex"),
+    .LO(32'd549),
+    .WIDTH(32'd61)
+  ) rom (
+    .addr(addr),
+    .clk(clk),
+    .data(data),
+    .en(1'h1)
+  );
+  assign en = 1'h1;
+endmodule
+
+(* generator = "Amaranth" *)
+module \bchw_top.engine0.requant0 (rst, \port$5117$0 , acc, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$3  = 0;
   wire [34:0] \$1 ;
   wire [35:0] \$10 ;
@@ -2849,8 +3677,8 @@ module \bchw_top.engine0.requant0 (rst, \port$5009$0 , acc, q, clk);
   wire clk;
   wire en;
   wire [17:0] mul;
-  input [60:0] \port$5009$0 ;
-  wire [60:0] \port$5009$0 ;
+  input [60:0] \port$5117$0 ;
+  wire [60:0] \port$5117$0 ;
   reg [35:0] prod0 = 36'h000000000;
   reg [20:0] prod1 = 21'h000000;
   output [7:0] q;
@@ -2862,8 +3690,8 @@ module \bchw_top.engine0.requant0 (rst, \port$5009$0 , acc, q, clk);
   reg [4:0] shift2 = 5'h00;
   wire [38:0] shifted;
   reg [38:0] total = 39'h0000000000;
-  assign \$1  = $signed({ 1'h0, acc[16:0] }) * $signed(\port$5009$0 [17:0]);
-  assign \$2  = $signed(acc[18:17]) * $signed(\port$5009$0 [17:0]);
+  assign \$1  = $signed({ 1'h0, acc[16:0] }) * $signed(\port$5117$0 [17:0]);
+  assign \$2  = $signed(acc[18:17]) * $signed(\port$5117$0 [17:0]);
   assign \$4  = $signed(bias1) + $signed(\$3 );
   assign \$6  = $signed(\$4 ) + $signed(\$5 );
   assign \$7  = | shifted[38:8];
@@ -2892,13 +3720,13 @@ module \bchw_top.engine0.requant0 (rst, \port$5009$0 , acc, q, clk);
     end
   end
   assign en = 1'h1;
-  assign mul = \port$5009$0 [17:0];
-  assign bias = \port$5009$0 [60:23];
-  assign shift = \port$5009$0 [22:18];
+  assign mul = \port$5117$0 [17:0];
+  assign bias = \port$5117$0 [60:23];
+  assign shift = \port$5117$0 [22:18];
   assign \$15  = shift1;
   assign \$14  = \$6 [38:0];
-  assign \$13  = \port$5009$0 [22:18];
-  assign \$12  = \port$5009$0 [60:23];
+  assign \$13  = \port$5117$0 [22:18];
+  assign \$12  = \port$5117$0 [60:23];
   assign \$11  = { \$2 [19], \$2  };
   assign \$10  = { \$1 [34], \$1  };
   assign \$3  = { prod0[35], prod0 };
@@ -2906,7 +3734,7 @@ module \bchw_top.engine0.requant0 (rst, \port$5009$0 , acc, q, clk);
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine0.requant1 (rst, \port$5009$61 , acc, q, clk);
+module \bchw_top.engine0.requant1 (rst, \port$5117$61 , acc, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$4  = 0;
   wire [34:0] \$1 ;
   wire [35:0] \$10 ;
@@ -2932,8 +3760,8 @@ module \bchw_top.engine0.requant1 (rst, \port$5009$61 , acc, q, clk);
   wire clk;
   wire en;
   wire [17:0] mul;
-  input [60:0] \port$5009$61 ;
-  wire [60:0] \port$5009$61 ;
+  input [60:0] \port$5117$61 ;
+  wire [60:0] \port$5117$61 ;
   reg [35:0] prod0 = 36'h000000000;
   reg [20:0] prod1 = 21'h000000;
   output [7:0] q;
@@ -2945,8 +3773,8 @@ module \bchw_top.engine0.requant1 (rst, \port$5009$61 , acc, q, clk);
   reg [4:0] shift2 = 5'h00;
   wire [38:0] shifted;
   reg [38:0] total = 39'h0000000000;
-  assign \$1  = $signed({ 1'h0, acc[16:0] }) * $signed(\port$5009$61 [17:0]);
-  assign \$2  = $signed(acc[18:17]) * $signed(\port$5009$61 [17:0]);
+  assign \$1  = $signed({ 1'h0, acc[16:0] }) * $signed(\port$5117$61 [17:0]);
+  assign \$2  = $signed(acc[18:17]) * $signed(\port$5117$61 [17:0]);
   assign \$4  = $signed(bias1) + $signed(\$3 );
   assign \$6  = $signed(\$4 ) + $signed(\$5 );
   assign \$7  = | shifted[38:8];
@@ -2975,13 +3803,13 @@ module \bchw_top.engine0.requant1 (rst, \port$5009$61 , acc, q, clk);
     end
   end
   assign en = 1'h1;
-  assign mul = \port$5009$61 [17:0];
-  assign bias = \port$5009$61 [60:23];
-  assign shift = \port$5009$61 [22:18];
+  assign mul = \port$5117$61 [17:0];
+  assign bias = \port$5117$61 [60:23];
+  assign shift = \port$5117$61 [22:18];
   assign \$15  = shift1;
   assign \$14  = \$6 [38:0];
-  assign \$13  = \port$5009$61 [22:18];
-  assign \$12  = \port$5009$61 [60:23];
+  assign \$13  = \port$5117$61 [22:18];
+  assign \$12  = \port$5117$61 [60:23];
   assign \$11  = { \$2 [19], \$2  };
   assign \$10  = { \$1 [34], \$1  };
   assign \$3  = { prod0[35], prod0 };
@@ -2989,7 +3817,7 @@ module \bchw_top.engine0.requant1 (rst, \port$5009$61 , acc, q, clk);
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine0.requant10 (rst, \port$5009$610 , acc, q, clk);
+module \bchw_top.engine0.requant10 (rst, \port$5117$610 , acc, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$5  = 0;
   wire [34:0] \$1 ;
   wire [35:0] \$10 ;
@@ -3015,8 +3843,8 @@ module \bchw_top.engine0.requant10 (rst, \port$5009$610 , acc, q, clk);
   wire clk;
   wire en;
   wire [17:0] mul;
-  input [60:0] \port$5009$610 ;
-  wire [60:0] \port$5009$610 ;
+  input [60:0] \port$5117$610 ;
+  wire [60:0] \port$5117$610 ;
   reg [35:0] prod0 = 36'h000000000;
   reg [20:0] prod1 = 21'h000000;
   output [7:0] q;
@@ -3028,8 +3856,8 @@ module \bchw_top.engine0.requant10 (rst, \port$5009$610 , acc, q, clk);
   reg [4:0] shift2 = 5'h00;
   wire [38:0] shifted;
   reg [38:0] total = 39'h0000000000;
-  assign \$1  = $signed({ 1'h0, acc[16:0] }) * $signed(\port$5009$610 [17:0]);
-  assign \$2  = $signed(acc[18:17]) * $signed(\port$5009$610 [17:0]);
+  assign \$1  = $signed({ 1'h0, acc[16:0] }) * $signed(\port$5117$610 [17:0]);
+  assign \$2  = $signed(acc[18:17]) * $signed(\port$5117$610 [17:0]);
   assign \$4  = $signed(bias1) + $signed(\$3 );
   assign \$6  = $signed(\$4 ) + $signed(\$5 );
   assign \$7  = | shifted[38:8];
@@ -3058,13 +3886,13 @@ module \bchw_top.engine0.requant10 (rst, \port$5009$610 , acc, q, clk);
     end
   end
   assign en = 1'h1;
-  assign mul = \port$5009$610 [17:0];
-  assign bias = \port$5009$610 [60:23];
-  assign shift = \port$5009$610 [22:18];
+  assign mul = \port$5117$610 [17:0];
+  assign bias = \port$5117$610 [60:23];
+  assign shift = \port$5117$610 [22:18];
   assign \$15  = shift1;
   assign \$14  = \$6 [38:0];
-  assign \$13  = \port$5009$610 [22:18];
-  assign \$12  = \port$5009$610 [60:23];
+  assign \$13  = \port$5117$610 [22:18];
+  assign \$12  = \port$5117$610 [60:23];
   assign \$11  = { \$2 [19], \$2  };
   assign \$10  = { \$1 [34], \$1  };
   assign \$3  = { prod0[35], prod0 };
@@ -3072,7 +3900,7 @@ module \bchw_top.engine0.requant10 (rst, \port$5009$610 , acc, q, clk);
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine0.requant11 (rst, \port$5009$671 , acc, q, clk);
+module \bchw_top.engine0.requant11 (rst, \port$5117$671 , acc, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$6  = 0;
   wire [34:0] \$1 ;
   wire [35:0] \$10 ;
@@ -3098,8 +3926,8 @@ module \bchw_top.engine0.requant11 (rst, \port$5009$671 , acc, q, clk);
   wire clk;
   wire en;
   wire [17:0] mul;
-  input [60:0] \port$5009$671 ;
-  wire [60:0] \port$5009$671 ;
+  input [60:0] \port$5117$671 ;
+  wire [60:0] \port$5117$671 ;
   reg [35:0] prod0 = 36'h000000000;
   reg [20:0] prod1 = 21'h000000;
   output [7:0] q;
@@ -3111,8 +3939,8 @@ module \bchw_top.engine0.requant11 (rst, \port$5009$671 , acc, q, clk);
   reg [4:0] shift2 = 5'h00;
   wire [38:0] shifted;
   reg [38:0] total = 39'h0000000000;
-  assign \$1  = $signed({ 1'h0, acc[16:0] }) * $signed(\port$5009$671 [17:0]);
-  assign \$2  = $signed(acc[18:17]) * $signed(\port$5009$671 [17:0]);
+  assign \$1  = $signed({ 1'h0, acc[16:0] }) * $signed(\port$5117$671 [17:0]);
+  assign \$2  = $signed(acc[18:17]) * $signed(\port$5117$671 [17:0]);
   assign \$4  = $signed(bias1) + $signed(\$3 );
   assign \$6  = $signed(\$4 ) + $signed(\$5 );
   assign \$7  = | shifted[38:8];
@@ -3141,13 +3969,13 @@ module \bchw_top.engine0.requant11 (rst, \port$5009$671 , acc, q, clk);
     end
   end
   assign en = 1'h1;
-  assign mul = \port$5009$671 [17:0];
-  assign bias = \port$5009$671 [60:23];
-  assign shift = \port$5009$671 [22:18];
+  assign mul = \port$5117$671 [17:0];
+  assign bias = \port$5117$671 [60:23];
+  assign shift = \port$5117$671 [22:18];
   assign \$15  = shift1;
   assign \$14  = \$6 [38:0];
-  assign \$13  = \port$5009$671 [22:18];
-  assign \$12  = \port$5009$671 [60:23];
+  assign \$13  = \port$5117$671 [22:18];
+  assign \$12  = \port$5117$671 [60:23];
   assign \$11  = { \$2 [19], \$2  };
   assign \$10  = { \$1 [34], \$1  };
   assign \$3  = { prod0[35], prod0 };
@@ -3155,7 +3983,7 @@ module \bchw_top.engine0.requant11 (rst, \port$5009$671 , acc, q, clk);
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine0.requant12 (rst, \port$5009$732 , acc, q, clk);
+module \bchw_top.engine0.requant12 (rst, \port$5117$732 , acc, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$7  = 0;
   wire [34:0] \$1 ;
   wire [35:0] \$10 ;
@@ -3181,8 +4009,8 @@ module \bchw_top.engine0.requant12 (rst, \port$5009$732 , acc, q, clk);
   wire clk;
   wire en;
   wire [17:0] mul;
-  input [60:0] \port$5009$732 ;
-  wire [60:0] \port$5009$732 ;
+  input [60:0] \port$5117$732 ;
+  wire [60:0] \port$5117$732 ;
   reg [35:0] prod0 = 36'h000000000;
   reg [20:0] prod1 = 21'h000000;
   output [7:0] q;
@@ -3194,8 +4022,8 @@ module \bchw_top.engine0.requant12 (rst, \port$5009$732 , acc, q, clk);
   reg [4:0] shift2 = 5'h00;
   wire [38:0] shifted;
   reg [38:0] total = 39'h0000000000;
-  assign \$1  = $signed({ 1'h0, acc[16:0] }) * $signed(\port$5009$732 [17:0]);
-  assign \$2  = $signed(acc[18:17]) * $signed(\port$5009$732 [17:0]);
+  assign \$1  = $signed({ 1'h0, acc[16:0] }) * $signed(\port$5117$732 [17:0]);
+  assign \$2  = $signed(acc[18:17]) * $signed(\port$5117$732 [17:0]);
   assign \$4  = $signed(bias1) + $signed(\$3 );
   assign \$6  = $signed(\$4 ) + $signed(\$5 );
   assign \$7  = | shifted[38:8];
@@ -3224,13 +4052,13 @@ module \bchw_top.engine0.requant12 (rst, \port$5009$732 , acc, q, clk);
     end
   end
   assign en = 1'h1;
-  assign mul = \port$5009$732 [17:0];
-  assign bias = \port$5009$732 [60:23];
-  assign shift = \port$5009$732 [22:18];
+  assign mul = \port$5117$732 [17:0];
+  assign bias = \port$5117$732 [60:23];
+  assign shift = \port$5117$732 [22:18];
   assign \$15  = shift1;
   assign \$14  = \$6 [38:0];
-  assign \$13  = \port$5009$732 [22:18];
-  assign \$12  = \port$5009$732 [60:23];
+  assign \$13  = \port$5117$732 [22:18];
+  assign \$12  = \port$5117$732 [60:23];
   assign \$11  = { \$2 [19], \$2  };
   assign \$10  = { \$1 [34], \$1  };
   assign \$3  = { prod0[35], prod0 };
@@ -3238,7 +4066,7 @@ module \bchw_top.engine0.requant12 (rst, \port$5009$732 , acc, q, clk);
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine0.requant13 (rst, \port$5009$793 , acc, q, clk);
+module \bchw_top.engine0.requant13 (rst, \port$5117$793 , acc, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$8  = 0;
   wire [34:0] \$1 ;
   wire [35:0] \$10 ;
@@ -3264,8 +4092,8 @@ module \bchw_top.engine0.requant13 (rst, \port$5009$793 , acc, q, clk);
   wire clk;
   wire en;
   wire [17:0] mul;
-  input [60:0] \port$5009$793 ;
-  wire [60:0] \port$5009$793 ;
+  input [60:0] \port$5117$793 ;
+  wire [60:0] \port$5117$793 ;
   reg [35:0] prod0 = 36'h000000000;
   reg [20:0] prod1 = 21'h000000;
   output [7:0] q;
@@ -3277,8 +4105,8 @@ module \bchw_top.engine0.requant13 (rst, \port$5009$793 , acc, q, clk);
   reg [4:0] shift2 = 5'h00;
   wire [38:0] shifted;
   reg [38:0] total = 39'h0000000000;
-  assign \$1  = $signed({ 1'h0, acc[16:0] }) * $signed(\port$5009$793 [17:0]);
-  assign \$2  = $signed(acc[18:17]) * $signed(\port$5009$793 [17:0]);
+  assign \$1  = $signed({ 1'h0, acc[16:0] }) * $signed(\port$5117$793 [17:0]);
+  assign \$2  = $signed(acc[18:17]) * $signed(\port$5117$793 [17:0]);
   assign \$4  = $signed(bias1) + $signed(\$3 );
   assign \$6  = $signed(\$4 ) + $signed(\$5 );
   assign \$7  = | shifted[38:8];
@@ -3307,13 +4135,13 @@ module \bchw_top.engine0.requant13 (rst, \port$5009$793 , acc, q, clk);
     end
   end
   assign en = 1'h1;
-  assign mul = \port$5009$793 [17:0];
-  assign bias = \port$5009$793 [60:23];
-  assign shift = \port$5009$793 [22:18];
+  assign mul = \port$5117$793 [17:0];
+  assign bias = \port$5117$793 [60:23];
+  assign shift = \port$5117$793 [22:18];
   assign \$15  = shift1;
   assign \$14  = \$6 [38:0];
-  assign \$13  = \port$5009$793 [22:18];
-  assign \$12  = \port$5009$793 [60:23];
+  assign \$13  = \port$5117$793 [22:18];
+  assign \$12  = \port$5117$793 [60:23];
   assign \$11  = { \$2 [19], \$2  };
   assign \$10  = { \$1 [34], \$1  };
   assign \$3  = { prod0[35], prod0 };
@@ -3321,7 +4149,7 @@ module \bchw_top.engine0.requant13 (rst, \port$5009$793 , acc, q, clk);
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine0.requant14 (rst, \port$5009$854 , acc, q, clk);
+module \bchw_top.engine0.requant14 (rst, \port$5117$854 , acc, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$9  = 0;
   wire [34:0] \$1 ;
   wire [35:0] \$10 ;
@@ -3347,8 +4175,8 @@ module \bchw_top.engine0.requant14 (rst, \port$5009$854 , acc, q, clk);
   wire clk;
   wire en;
   wire [17:0] mul;
-  input [60:0] \port$5009$854 ;
-  wire [60:0] \port$5009$854 ;
+  input [60:0] \port$5117$854 ;
+  wire [60:0] \port$5117$854 ;
   reg [35:0] prod0 = 36'h000000000;
   reg [20:0] prod1 = 21'h000000;
   output [7:0] q;
@@ -3360,8 +4188,8 @@ module \bchw_top.engine0.requant14 (rst, \port$5009$854 , acc, q, clk);
   reg [4:0] shift2 = 5'h00;
   wire [38:0] shifted;
   reg [38:0] total = 39'h0000000000;
-  assign \$1  = $signed({ 1'h0, acc[16:0] }) * $signed(\port$5009$854 [17:0]);
-  assign \$2  = $signed(acc[18:17]) * $signed(\port$5009$854 [17:0]);
+  assign \$1  = $signed({ 1'h0, acc[16:0] }) * $signed(\port$5117$854 [17:0]);
+  assign \$2  = $signed(acc[18:17]) * $signed(\port$5117$854 [17:0]);
   assign \$4  = $signed(bias1) + $signed(\$3 );
   assign \$6  = $signed(\$4 ) + $signed(\$5 );
   assign \$7  = | shifted[38:8];
@@ -3390,13 +4218,13 @@ module \bchw_top.engine0.requant14 (rst, \port$5009$854 , acc, q, clk);
     end
   end
   assign en = 1'h1;
-  assign mul = \port$5009$854 [17:0];
-  assign bias = \port$5009$854 [60:23];
-  assign shift = \port$5009$854 [22:18];
+  assign mul = \port$5117$854 [17:0];
+  assign bias = \port$5117$854 [60:23];
+  assign shift = \port$5117$854 [22:18];
   assign \$15  = shift1;
   assign \$14  = \$6 [38:0];
-  assign \$13  = \port$5009$854 [22:18];
-  assign \$12  = \port$5009$854 [60:23];
+  assign \$13  = \port$5117$854 [22:18];
+  assign \$12  = \port$5117$854 [60:23];
   assign \$11  = { \$2 [19], \$2  };
   assign \$10  = { \$1 [34], \$1  };
   assign \$3  = { prod0[35], prod0 };
@@ -3404,7 +4232,7 @@ module \bchw_top.engine0.requant14 (rst, \port$5009$854 , acc, q, clk);
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine0.requant15 (rst, \port$5009$915 , acc, q, clk);
+module \bchw_top.engine0.requant15 (rst, \port$5117$915 , acc, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$10  = 0;
   wire [34:0] \$1 ;
   wire [35:0] \$10 ;
@@ -3430,8 +4258,8 @@ module \bchw_top.engine0.requant15 (rst, \port$5009$915 , acc, q, clk);
   wire clk;
   wire en;
   wire [17:0] mul;
-  input [60:0] \port$5009$915 ;
-  wire [60:0] \port$5009$915 ;
+  input [60:0] \port$5117$915 ;
+  wire [60:0] \port$5117$915 ;
   reg [35:0] prod0 = 36'h000000000;
   reg [20:0] prod1 = 21'h000000;
   output [7:0] q;
@@ -3443,8 +4271,8 @@ module \bchw_top.engine0.requant15 (rst, \port$5009$915 , acc, q, clk);
   reg [4:0] shift2 = 5'h00;
   wire [38:0] shifted;
   reg [38:0] total = 39'h0000000000;
-  assign \$1  = $signed({ 1'h0, acc[16:0] }) * $signed(\port$5009$915 [17:0]);
-  assign \$2  = $signed(acc[18:17]) * $signed(\port$5009$915 [17:0]);
+  assign \$1  = $signed({ 1'h0, acc[16:0] }) * $signed(\port$5117$915 [17:0]);
+  assign \$2  = $signed(acc[18:17]) * $signed(\port$5117$915 [17:0]);
   assign \$4  = $signed(bias1) + $signed(\$3 );
   assign \$6  = $signed(\$4 ) + $signed(\$5 );
   assign \$7  = | shifted[38:8];
@@ -3473,13 +4301,13 @@ module \bchw_top.engine0.requant15 (rst, \port$5009$915 , acc, q, clk);
     end
   end
   assign en = 1'h1;
-  assign mul = \port$5009$915 [17:0];
-  assign bias = \port$5009$915 [60:23];
-  assign shift = \port$5009$915 [22:18];
+  assign mul = \port$5117$915 [17:0];
+  assign bias = \port$5117$915 [60:23];
+  assign shift = \port$5117$915 [22:18];
   assign \$15  = shift1;
   assign \$14  = \$6 [38:0];
-  assign \$13  = \port$5009$915 [22:18];
-  assign \$12  = \port$5009$915 [60:23];
+  assign \$13  = \port$5117$915 [22:18];
+  assign \$12  = \port$5117$915 [60:23];
   assign \$11  = { \$2 [19], \$2  };
   assign \$10  = { \$1 [34], \$1  };
   assign \$3  = { prod0[35], prod0 };
@@ -3487,7 +4315,7 @@ module \bchw_top.engine0.requant15 (rst, \port$5009$915 , acc, q, clk);
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine0.requant2 (rst, \port$5009$122 , acc, q, clk);
+module \bchw_top.engine0.requant2 (rst, \port$5117$122 , acc, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$11  = 0;
   wire [34:0] \$1 ;
   wire [35:0] \$10 ;
@@ -3513,8 +4341,8 @@ module \bchw_top.engine0.requant2 (rst, \port$5009$122 , acc, q, clk);
   wire clk;
   wire en;
   wire [17:0] mul;
-  input [60:0] \port$5009$122 ;
-  wire [60:0] \port$5009$122 ;
+  input [60:0] \port$5117$122 ;
+  wire [60:0] \port$5117$122 ;
   reg [35:0] prod0 = 36'h000000000;
   reg [20:0] prod1 = 21'h000000;
   output [7:0] q;
@@ -3526,8 +4354,8 @@ module \bchw_top.engine0.requant2 (rst, \port$5009$122 , acc, q, clk);
   reg [4:0] shift2 = 5'h00;
   wire [38:0] shifted;
   reg [38:0] total = 39'h0000000000;
-  assign \$1  = $signed({ 1'h0, acc[16:0] }) * $signed(\port$5009$122 [17:0]);
-  assign \$2  = $signed(acc[18:17]) * $signed(\port$5009$122 [17:0]);
+  assign \$1  = $signed({ 1'h0, acc[16:0] }) * $signed(\port$5117$122 [17:0]);
+  assign \$2  = $signed(acc[18:17]) * $signed(\port$5117$122 [17:0]);
   assign \$4  = $signed(bias1) + $signed(\$3 );
   assign \$6  = $signed(\$4 ) + $signed(\$5 );
   assign \$7  = | shifted[38:8];
@@ -3556,13 +4384,13 @@ module \bchw_top.engine0.requant2 (rst, \port$5009$122 , acc, q, clk);
     end
   end
   assign en = 1'h1;
-  assign mul = \port$5009$122 [17:0];
-  assign bias = \port$5009$122 [60:23];
-  assign shift = \port$5009$122 [22:18];
+  assign mul = \port$5117$122 [17:0];
+  assign bias = \port$5117$122 [60:23];
+  assign shift = \port$5117$122 [22:18];
   assign \$15  = shift1;
   assign \$14  = \$6 [38:0];
-  assign \$13  = \port$5009$122 [22:18];
-  assign \$12  = \port$5009$122 [60:23];
+  assign \$13  = \port$5117$122 [22:18];
+  assign \$12  = \port$5117$122 [60:23];
   assign \$11  = { \$2 [19], \$2  };
   assign \$10  = { \$1 [34], \$1  };
   assign \$3  = { prod0[35], prod0 };
@@ -3570,7 +4398,7 @@ module \bchw_top.engine0.requant2 (rst, \port$5009$122 , acc, q, clk);
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine0.requant3 (rst, \port$5009$183 , acc, q, clk);
+module \bchw_top.engine0.requant3 (rst, \port$5117$183 , acc, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$12  = 0;
   wire [34:0] \$1 ;
   wire [35:0] \$10 ;
@@ -3596,8 +4424,8 @@ module \bchw_top.engine0.requant3 (rst, \port$5009$183 , acc, q, clk);
   wire clk;
   wire en;
   wire [17:0] mul;
-  input [60:0] \port$5009$183 ;
-  wire [60:0] \port$5009$183 ;
+  input [60:0] \port$5117$183 ;
+  wire [60:0] \port$5117$183 ;
   reg [35:0] prod0 = 36'h000000000;
   reg [20:0] prod1 = 21'h000000;
   output [7:0] q;
@@ -3609,8 +4437,8 @@ module \bchw_top.engine0.requant3 (rst, \port$5009$183 , acc, q, clk);
   reg [4:0] shift2 = 5'h00;
   wire [38:0] shifted;
   reg [38:0] total = 39'h0000000000;
-  assign \$1  = $signed({ 1'h0, acc[16:0] }) * $signed(\port$5009$183 [17:0]);
-  assign \$2  = $signed(acc[18:17]) * $signed(\port$5009$183 [17:0]);
+  assign \$1  = $signed({ 1'h0, acc[16:0] }) * $signed(\port$5117$183 [17:0]);
+  assign \$2  = $signed(acc[18:17]) * $signed(\port$5117$183 [17:0]);
   assign \$4  = $signed(bias1) + $signed(\$3 );
   assign \$6  = $signed(\$4 ) + $signed(\$5 );
   assign \$7  = | shifted[38:8];
@@ -3639,13 +4467,13 @@ module \bchw_top.engine0.requant3 (rst, \port$5009$183 , acc, q, clk);
     end
   end
   assign en = 1'h1;
-  assign mul = \port$5009$183 [17:0];
-  assign bias = \port$5009$183 [60:23];
-  assign shift = \port$5009$183 [22:18];
+  assign mul = \port$5117$183 [17:0];
+  assign bias = \port$5117$183 [60:23];
+  assign shift = \port$5117$183 [22:18];
   assign \$15  = shift1;
   assign \$14  = \$6 [38:0];
-  assign \$13  = \port$5009$183 [22:18];
-  assign \$12  = \port$5009$183 [60:23];
+  assign \$13  = \port$5117$183 [22:18];
+  assign \$12  = \port$5117$183 [60:23];
   assign \$11  = { \$2 [19], \$2  };
   assign \$10  = { \$1 [34], \$1  };
   assign \$3  = { prod0[35], prod0 };
@@ -3653,7 +4481,7 @@ module \bchw_top.engine0.requant3 (rst, \port$5009$183 , acc, q, clk);
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine0.requant4 (rst, \port$5009$244 , acc, q, clk);
+module \bchw_top.engine0.requant4 (rst, \port$5117$244 , acc, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$13  = 0;
   wire [34:0] \$1 ;
   wire [35:0] \$10 ;
@@ -3679,8 +4507,8 @@ module \bchw_top.engine0.requant4 (rst, \port$5009$244 , acc, q, clk);
   wire clk;
   wire en;
   wire [17:0] mul;
-  input [60:0] \port$5009$244 ;
-  wire [60:0] \port$5009$244 ;
+  input [60:0] \port$5117$244 ;
+  wire [60:0] \port$5117$244 ;
   reg [35:0] prod0 = 36'h000000000;
   reg [20:0] prod1 = 21'h000000;
   output [7:0] q;
@@ -3692,8 +4520,8 @@ module \bchw_top.engine0.requant4 (rst, \port$5009$244 , acc, q, clk);
   reg [4:0] shift2 = 5'h00;
   wire [38:0] shifted;
   reg [38:0] total = 39'h0000000000;
-  assign \$1  = $signed({ 1'h0, acc[16:0] }) * $signed(\port$5009$244 [17:0]);
-  assign \$2  = $signed(acc[18:17]) * $signed(\port$5009$244 [17:0]);
+  assign \$1  = $signed({ 1'h0, acc[16:0] }) * $signed(\port$5117$244 [17:0]);
+  assign \$2  = $signed(acc[18:17]) * $signed(\port$5117$244 [17:0]);
   assign \$4  = $signed(bias1) + $signed(\$3 );
   assign \$6  = $signed(\$4 ) + $signed(\$5 );
   assign \$7  = | shifted[38:8];
@@ -3722,13 +4550,13 @@ module \bchw_top.engine0.requant4 (rst, \port$5009$244 , acc, q, clk);
     end
   end
   assign en = 1'h1;
-  assign mul = \port$5009$244 [17:0];
-  assign bias = \port$5009$244 [60:23];
-  assign shift = \port$5009$244 [22:18];
+  assign mul = \port$5117$244 [17:0];
+  assign bias = \port$5117$244 [60:23];
+  assign shift = \port$5117$244 [22:18];
   assign \$15  = shift1;
   assign \$14  = \$6 [38:0];
-  assign \$13  = \port$5009$244 [22:18];
-  assign \$12  = \port$5009$244 [60:23];
+  assign \$13  = \port$5117$244 [22:18];
+  assign \$12  = \port$5117$244 [60:23];
   assign \$11  = { \$2 [19], \$2  };
   assign \$10  = { \$1 [34], \$1  };
   assign \$3  = { prod0[35], prod0 };
@@ -3736,7 +4564,7 @@ module \bchw_top.engine0.requant4 (rst, \port$5009$244 , acc, q, clk);
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine0.requant5 (rst, \port$5009$305 , acc, q, clk);
+module \bchw_top.engine0.requant5 (rst, \port$5117$305 , acc, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$14  = 0;
   wire [34:0] \$1 ;
   wire [35:0] \$10 ;
@@ -3762,8 +4590,8 @@ module \bchw_top.engine0.requant5 (rst, \port$5009$305 , acc, q, clk);
   wire clk;
   wire en;
   wire [17:0] mul;
-  input [60:0] \port$5009$305 ;
-  wire [60:0] \port$5009$305 ;
+  input [60:0] \port$5117$305 ;
+  wire [60:0] \port$5117$305 ;
   reg [35:0] prod0 = 36'h000000000;
   reg [20:0] prod1 = 21'h000000;
   output [7:0] q;
@@ -3775,8 +4603,8 @@ module \bchw_top.engine0.requant5 (rst, \port$5009$305 , acc, q, clk);
   reg [4:0] shift2 = 5'h00;
   wire [38:0] shifted;
   reg [38:0] total = 39'h0000000000;
-  assign \$1  = $signed({ 1'h0, acc[16:0] }) * $signed(\port$5009$305 [17:0]);
-  assign \$2  = $signed(acc[18:17]) * $signed(\port$5009$305 [17:0]);
+  assign \$1  = $signed({ 1'h0, acc[16:0] }) * $signed(\port$5117$305 [17:0]);
+  assign \$2  = $signed(acc[18:17]) * $signed(\port$5117$305 [17:0]);
   assign \$4  = $signed(bias1) + $signed(\$3 );
   assign \$6  = $signed(\$4 ) + $signed(\$5 );
   assign \$7  = | shifted[38:8];
@@ -3805,13 +4633,13 @@ module \bchw_top.engine0.requant5 (rst, \port$5009$305 , acc, q, clk);
     end
   end
   assign en = 1'h1;
-  assign mul = \port$5009$305 [17:0];
-  assign bias = \port$5009$305 [60:23];
-  assign shift = \port$5009$305 [22:18];
+  assign mul = \port$5117$305 [17:0];
+  assign bias = \port$5117$305 [60:23];
+  assign shift = \port$5117$305 [22:18];
   assign \$15  = shift1;
   assign \$14  = \$6 [38:0];
-  assign \$13  = \port$5009$305 [22:18];
-  assign \$12  = \port$5009$305 [60:23];
+  assign \$13  = \port$5117$305 [22:18];
+  assign \$12  = \port$5117$305 [60:23];
   assign \$11  = { \$2 [19], \$2  };
   assign \$10  = { \$1 [34], \$1  };
   assign \$3  = { prod0[35], prod0 };
@@ -3819,7 +4647,7 @@ module \bchw_top.engine0.requant5 (rst, \port$5009$305 , acc, q, clk);
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine0.requant6 (rst, \port$5009$366 , acc, q, clk);
+module \bchw_top.engine0.requant6 (rst, \port$5117$366 , acc, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$15  = 0;
   wire [34:0] \$1 ;
   wire [35:0] \$10 ;
@@ -3845,8 +4673,8 @@ module \bchw_top.engine0.requant6 (rst, \port$5009$366 , acc, q, clk);
   wire clk;
   wire en;
   wire [17:0] mul;
-  input [60:0] \port$5009$366 ;
-  wire [60:0] \port$5009$366 ;
+  input [60:0] \port$5117$366 ;
+  wire [60:0] \port$5117$366 ;
   reg [35:0] prod0 = 36'h000000000;
   reg [20:0] prod1 = 21'h000000;
   output [7:0] q;
@@ -3858,8 +4686,8 @@ module \bchw_top.engine0.requant6 (rst, \port$5009$366 , acc, q, clk);
   reg [4:0] shift2 = 5'h00;
   wire [38:0] shifted;
   reg [38:0] total = 39'h0000000000;
-  assign \$1  = $signed({ 1'h0, acc[16:0] }) * $signed(\port$5009$366 [17:0]);
-  assign \$2  = $signed(acc[18:17]) * $signed(\port$5009$366 [17:0]);
+  assign \$1  = $signed({ 1'h0, acc[16:0] }) * $signed(\port$5117$366 [17:0]);
+  assign \$2  = $signed(acc[18:17]) * $signed(\port$5117$366 [17:0]);
   assign \$4  = $signed(bias1) + $signed(\$3 );
   assign \$6  = $signed(\$4 ) + $signed(\$5 );
   assign \$7  = | shifted[38:8];
@@ -3888,13 +4716,13 @@ module \bchw_top.engine0.requant6 (rst, \port$5009$366 , acc, q, clk);
     end
   end
   assign en = 1'h1;
-  assign mul = \port$5009$366 [17:0];
-  assign bias = \port$5009$366 [60:23];
-  assign shift = \port$5009$366 [22:18];
+  assign mul = \port$5117$366 [17:0];
+  assign bias = \port$5117$366 [60:23];
+  assign shift = \port$5117$366 [22:18];
   assign \$15  = shift1;
   assign \$14  = \$6 [38:0];
-  assign \$13  = \port$5009$366 [22:18];
-  assign \$12  = \port$5009$366 [60:23];
+  assign \$13  = \port$5117$366 [22:18];
+  assign \$12  = \port$5117$366 [60:23];
   assign \$11  = { \$2 [19], \$2  };
   assign \$10  = { \$1 [34], \$1  };
   assign \$3  = { prod0[35], prod0 };
@@ -3902,7 +4730,7 @@ module \bchw_top.engine0.requant6 (rst, \port$5009$366 , acc, q, clk);
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine0.requant7 (rst, \port$5009$427 , acc, q, clk);
+module \bchw_top.engine0.requant7 (rst, \port$5117$427 , acc, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$16  = 0;
   wire [34:0] \$1 ;
   wire [35:0] \$10 ;
@@ -3928,8 +4756,8 @@ module \bchw_top.engine0.requant7 (rst, \port$5009$427 , acc, q, clk);
   wire clk;
   wire en;
   wire [17:0] mul;
-  input [60:0] \port$5009$427 ;
-  wire [60:0] \port$5009$427 ;
+  input [60:0] \port$5117$427 ;
+  wire [60:0] \port$5117$427 ;
   reg [35:0] prod0 = 36'h000000000;
   reg [20:0] prod1 = 21'h000000;
   output [7:0] q;
@@ -3941,8 +4769,8 @@ module \bchw_top.engine0.requant7 (rst, \port$5009$427 , acc, q, clk);
   reg [4:0] shift2 = 5'h00;
   wire [38:0] shifted;
   reg [38:0] total = 39'h0000000000;
-  assign \$1  = $signed({ 1'h0, acc[16:0] }) * $signed(\port$5009$427 [17:0]);
-  assign \$2  = $signed(acc[18:17]) * $signed(\port$5009$427 [17:0]);
+  assign \$1  = $signed({ 1'h0, acc[16:0] }) * $signed(\port$5117$427 [17:0]);
+  assign \$2  = $signed(acc[18:17]) * $signed(\port$5117$427 [17:0]);
   assign \$4  = $signed(bias1) + $signed(\$3 );
   assign \$6  = $signed(\$4 ) + $signed(\$5 );
   assign \$7  = | shifted[38:8];
@@ -3971,13 +4799,13 @@ module \bchw_top.engine0.requant7 (rst, \port$5009$427 , acc, q, clk);
     end
   end
   assign en = 1'h1;
-  assign mul = \port$5009$427 [17:0];
-  assign bias = \port$5009$427 [60:23];
-  assign shift = \port$5009$427 [22:18];
+  assign mul = \port$5117$427 [17:0];
+  assign bias = \port$5117$427 [60:23];
+  assign shift = \port$5117$427 [22:18];
   assign \$15  = shift1;
   assign \$14  = \$6 [38:0];
-  assign \$13  = \port$5009$427 [22:18];
-  assign \$12  = \port$5009$427 [60:23];
+  assign \$13  = \port$5117$427 [22:18];
+  assign \$12  = \port$5117$427 [60:23];
   assign \$11  = { \$2 [19], \$2  };
   assign \$10  = { \$1 [34], \$1  };
   assign \$3  = { prod0[35], prod0 };
@@ -3985,7 +4813,7 @@ module \bchw_top.engine0.requant7 (rst, \port$5009$427 , acc, q, clk);
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine0.requant8 (rst, \port$5009$488 , acc, q, clk);
+module \bchw_top.engine0.requant8 (rst, \port$5117$488 , acc, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$17  = 0;
   wire [34:0] \$1 ;
   wire [35:0] \$10 ;
@@ -4011,8 +4839,8 @@ module \bchw_top.engine0.requant8 (rst, \port$5009$488 , acc, q, clk);
   wire clk;
   wire en;
   wire [17:0] mul;
-  input [60:0] \port$5009$488 ;
-  wire [60:0] \port$5009$488 ;
+  input [60:0] \port$5117$488 ;
+  wire [60:0] \port$5117$488 ;
   reg [35:0] prod0 = 36'h000000000;
   reg [20:0] prod1 = 21'h000000;
   output [7:0] q;
@@ -4024,8 +4852,8 @@ module \bchw_top.engine0.requant8 (rst, \port$5009$488 , acc, q, clk);
   reg [4:0] shift2 = 5'h00;
   wire [38:0] shifted;
   reg [38:0] total = 39'h0000000000;
-  assign \$1  = $signed({ 1'h0, acc[16:0] }) * $signed(\port$5009$488 [17:0]);
-  assign \$2  = $signed(acc[18:17]) * $signed(\port$5009$488 [17:0]);
+  assign \$1  = $signed({ 1'h0, acc[16:0] }) * $signed(\port$5117$488 [17:0]);
+  assign \$2  = $signed(acc[18:17]) * $signed(\port$5117$488 [17:0]);
   assign \$4  = $signed(bias1) + $signed(\$3 );
   assign \$6  = $signed(\$4 ) + $signed(\$5 );
   assign \$7  = | shifted[38:8];
@@ -4054,13 +4882,13 @@ module \bchw_top.engine0.requant8 (rst, \port$5009$488 , acc, q, clk);
     end
   end
   assign en = 1'h1;
-  assign mul = \port$5009$488 [17:0];
-  assign bias = \port$5009$488 [60:23];
-  assign shift = \port$5009$488 [22:18];
+  assign mul = \port$5117$488 [17:0];
+  assign bias = \port$5117$488 [60:23];
+  assign shift = \port$5117$488 [22:18];
   assign \$15  = shift1;
   assign \$14  = \$6 [38:0];
-  assign \$13  = \port$5009$488 [22:18];
-  assign \$12  = \port$5009$488 [60:23];
+  assign \$13  = \port$5117$488 [22:18];
+  assign \$12  = \port$5117$488 [60:23];
   assign \$11  = { \$2 [19], \$2  };
   assign \$10  = { \$1 [34], \$1  };
   assign \$3  = { prod0[35], prod0 };
@@ -4068,7 +4896,7 @@ module \bchw_top.engine0.requant8 (rst, \port$5009$488 , acc, q, clk);
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine0.requant9 (rst, \port$5009$549 , acc, q, clk);
+module \bchw_top.engine0.requant9 (rst, \port$5117$549 , acc, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$18  = 0;
   wire [34:0] \$1 ;
   wire [35:0] \$10 ;
@@ -4094,8 +4922,8 @@ module \bchw_top.engine0.requant9 (rst, \port$5009$549 , acc, q, clk);
   wire clk;
   wire en;
   wire [17:0] mul;
-  input [60:0] \port$5009$549 ;
-  wire [60:0] \port$5009$549 ;
+  input [60:0] \port$5117$549 ;
+  wire [60:0] \port$5117$549 ;
   reg [35:0] prod0 = 36'h000000000;
   reg [20:0] prod1 = 21'h000000;
   output [7:0] q;
@@ -4107,8 +4935,8 @@ module \bchw_top.engine0.requant9 (rst, \port$5009$549 , acc, q, clk);
   reg [4:0] shift2 = 5'h00;
   wire [38:0] shifted;
   reg [38:0] total = 39'h0000000000;
-  assign \$1  = $signed({ 1'h0, acc[16:0] }) * $signed(\port$5009$549 [17:0]);
-  assign \$2  = $signed(acc[18:17]) * $signed(\port$5009$549 [17:0]);
+  assign \$1  = $signed({ 1'h0, acc[16:0] }) * $signed(\port$5117$549 [17:0]);
+  assign \$2  = $signed(acc[18:17]) * $signed(\port$5117$549 [17:0]);
   assign \$4  = $signed(bias1) + $signed(\$3 );
   assign \$6  = $signed(\$4 ) + $signed(\$5 );
   assign \$7  = | shifted[38:8];
@@ -4137,13 +4965,13 @@ module \bchw_top.engine0.requant9 (rst, \port$5009$549 , acc, q, clk);
     end
   end
   assign en = 1'h1;
-  assign mul = \port$5009$549 [17:0];
-  assign bias = \port$5009$549 [60:23];
-  assign shift = \port$5009$549 [22:18];
+  assign mul = \port$5117$549 [17:0];
+  assign bias = \port$5117$549 [60:23];
+  assign shift = \port$5117$549 [22:18];
   assign \$15  = shift1;
   assign \$14  = \$6 [38:0];
-  assign \$13  = \port$5009$549 [22:18];
-  assign \$12  = \port$5009$549 [60:23];
+  assign \$13  = \port$5117$549 [22:18];
+  assign \$12  = \port$5117$549 [60:23];
   assign \$11  = { \$2 [19], \$2  };
   assign \$10  = { \$1 [34], \$1  };
   assign \$3  = { prod0[35], prod0 };
@@ -11692,42 +12520,64 @@ module \bchw_top.engine1 (rst, s__valid, write__data, s__ready, m__valid, m__pay
   wire \$18 ;
   reg [7:0] \$180 ;
   reg [7:0] \$181 ;
-  wire [943:0] \$182 ;
-  reg \$183 ;
-  reg \$184 ;
-  reg [16:0] \$185 ;
-  reg [16:0] \$186 ;
-  reg [16:0] \$187 ;
-  reg [16:0] \$188 ;
-  reg [16:0] \$189 ;
+  reg [3:0] \$182 ;
+  reg [3:0] \$183 ;
+  reg [3:0] \$184 ;
+  reg [3:0] \$185 ;
+  reg [3:0] \$186 ;
+  reg [3:0] \$187 ;
+  reg [3:0] \$188 ;
+  reg [3:0] \$189 ;
   wire \$19 ;
-  reg [16:0] \$190 ;
-  reg [16:0] \$191 ;
-  reg [16:0] \$192 ;
-  reg [16:0] \$193 ;
-  reg [16:0] \$194 ;
-  reg [16:0] \$195 ;
-  reg [16:0] \$196 ;
-  reg [16:0] \$197 ;
-  reg [16:0] \$198 ;
-  reg [16:0] \$199 ;
+  reg [3:0] \$190 ;
+  reg [3:0] \$191 ;
+  reg [3:0] \$192 ;
+  reg [3:0] \$193 ;
+  reg [3:0] \$194 ;
+  reg [3:0] \$195 ;
+  reg [3:0] \$196 ;
+  reg [3:0] \$197 ;
+  reg [3:0] \$198 ;
+  reg [3:0] \$199 ;
   wire \$2 ;
   wire [4:0] \$20 ;
-  reg [16:0] \$200 ;
-  reg \$201 ;
-  reg \$202 ;
-  reg \$203 ;
-  reg \$204 ;
+  reg [3:0] \$200 ;
+  reg [3:0] \$201 ;
+  reg [3:0] \$202 ;
+  reg [3:0] \$203 ;
+  wire [943:0] \$204 ;
   reg \$205 ;
   reg \$206 ;
-  reg [128:0] \$207 ;
-  reg [128:0] \$208 ;
-  reg [1:0] \$209 ;
+  reg [16:0] \$207 ;
+  reg [16:0] \$208 ;
+  reg [16:0] \$209 ;
   wire [4:0] \$21 ;
-  reg \$210 ;
-  reg \$211 ;
+  reg [16:0] \$210 ;
+  reg [16:0] \$211 ;
+  reg [16:0] \$212 ;
+  reg [16:0] \$213 ;
+  reg [16:0] \$214 ;
+  reg [16:0] \$215 ;
+  reg [16:0] \$216 ;
+  reg [16:0] \$217 ;
+  reg [16:0] \$218 ;
+  reg [16:0] \$219 ;
   wire [4:0] \$22 ;
+  reg [16:0] \$220 ;
+  reg [16:0] \$221 ;
+  reg [16:0] \$222 ;
+  reg \$223 ;
+  reg \$224 ;
+  reg \$225 ;
+  reg \$226 ;
+  reg \$227 ;
+  reg \$228 ;
+  reg [128:0] \$229 ;
   wire [4:0] \$23 ;
+  reg [128:0] \$230 ;
+  reg [1:0] \$231 ;
+  reg \$232 ;
+  reg \$233 ;
   wire \$24 ;
   wire \$25 ;
   wire \$26 ;
@@ -11813,21 +12663,21 @@ module \bchw_top.engine1 (rst, s__valid, write__data, s__ready, m__valid, m__pay
   wire \$99 ;
   reg \$signal  = 1'h0;
   reg [16:0] acc = 17'h00000;
-  reg [16:0] \acc$104  = 17'h00000;
-  reg [16:0] \acc$110  = 17'h00000;
-  reg [16:0] \acc$116  = 17'h00000;
-  reg [16:0] \acc$122  = 17'h00000;
-  reg [16:0] \acc$128  = 17'h00000;
-  reg [16:0] \acc$134  = 17'h00000;
-  reg [16:0] \acc$140  = 17'h00000;
-  reg [16:0] \acc$146  = 17'h00000;
-  reg [16:0] \acc$152  = 17'h00000;
-  reg [16:0] \acc$158  = 17'h00000;
-  reg [16:0] \acc$164  = 17'h00000;
-  reg [16:0] \acc$170  = 17'h00000;
-  reg [16:0] \acc$176  = 17'h00000;
-  reg [16:0] \acc$92  = 17'h00000;
-  reg [16:0] \acc$98  = 17'h00000;
+  reg [16:0] \acc$137  = 17'h00000;
+  reg [16:0] \acc$143  = 17'h00000;
+  reg [16:0] \acc$149  = 17'h00000;
+  reg [16:0] \acc$155  = 17'h00000;
+  reg [16:0] \acc$161  = 17'h00000;
+  reg [16:0] \acc$167  = 17'h00000;
+  reg [16:0] \acc$173  = 17'h00000;
+  reg [16:0] \acc$179  = 17'h00000;
+  reg [16:0] \acc$185  = 17'h00000;
+  reg [16:0] \acc$191  = 17'h00000;
+  reg [16:0] \acc$197  = 17'h00000;
+  reg [16:0] \acc$203  = 17'h00000;
+  reg [16:0] \acc$209  = 17'h00000;
+  reg [16:0] \acc$215  = 17'h00000;
+  reg [16:0] \acc$221  = 17'h00000;
   (* init = 17'h00000 *)
   wire [16:0] acc0;
   (* init = 17'h00000 *)
@@ -11863,23 +12713,54 @@ module \bchw_top.engine1 (rst, s__valid, write__data, s__ready, m__valid, m__pay
   reg acc_end = 1'h0;
   reg acc_valid = 1'h0;
   reg [7:0] addr = 8'h00;
-  wire [3:0] \addr$82 ;
+  (* keep = 32'd1 *)
+  reg [3:0] \addr$100  = 4'h0;
+  (* keep = 32'd1 *)
+  reg [3:0] \addr$103  = 4'h0;
+  (* keep = 32'd1 *)
+  reg [3:0] \addr$106  = 4'h0;
+  (* keep = 32'd1 *)
+  reg [3:0] \addr$109  = 4'h0;
+  (* keep = 32'd1 *)
+  reg [3:0] \addr$112  = 4'h0;
+  (* keep = 32'd1 *)
+  reg [3:0] \addr$115  = 4'h0;
+  (* keep = 32'd1 *)
+  reg [3:0] \addr$118  = 4'h0;
+  (* keep = 32'd1 *)
+  reg [3:0] \addr$121  = 4'h0;
+  (* keep = 32'd1 *)
+  reg [3:0] \addr$124  = 4'h0;
+  (* keep = 32'd1 *)
+  reg [3:0] \addr$127  = 4'h0;
+  (* keep = 32'd1 *)
+  reg [3:0] \addr$82  = 4'h0;
+  (* keep = 32'd1 *)
+  reg [3:0] \addr$85  = 4'h0;
+  (* keep = 32'd1 *)
+  reg [3:0] \addr$88  = 4'h0;
+  (* keep = 32'd1 *)
+  reg [3:0] \addr$91  = 4'h0;
+  (* keep = 32'd1 *)
+  reg [3:0] \addr$94  = 4'h0;
+  (* keep = 32'd1 *)
+  reg [3:0] \addr$97  = 4'h0;
   wire [35:0] bias;
-  wire [35:0] \bias$102 ;
-  wire [35:0] \bias$108 ;
-  wire [35:0] \bias$114 ;
-  wire [35:0] \bias$120 ;
-  wire [35:0] \bias$126 ;
-  wire [35:0] \bias$132 ;
-  wire [35:0] \bias$138 ;
-  wire [35:0] \bias$144 ;
-  wire [35:0] \bias$150 ;
-  wire [35:0] \bias$156 ;
-  wire [35:0] \bias$162 ;
-  wire [35:0] \bias$168 ;
-  wire [35:0] \bias$174 ;
-  wire [35:0] \bias$180 ;
-  wire [35:0] \bias$96 ;
+  wire [35:0] \bias$141 ;
+  wire [35:0] \bias$147 ;
+  wire [35:0] \bias$153 ;
+  wire [35:0] \bias$159 ;
+  wire [35:0] \bias$165 ;
+  wire [35:0] \bias$171 ;
+  wire [35:0] \bias$177 ;
+  wire [35:0] \bias$183 ;
+  wire [35:0] \bias$189 ;
+  wire [35:0] \bias$195 ;
+  wire [35:0] \bias$201 ;
+  wire [35:0] \bias$207 ;
+  wire [35:0] \bias$213 ;
+  wire [35:0] \bias$219 ;
+  wire [35:0] \bias$225 ;
   reg busy = 1'h0;
   wire busy_next;
   input clk;
@@ -11893,21 +12774,48 @@ module \bchw_top.engine1 (rst, s__valid, write__data, s__ready, m__valid, m__pay
   reg [1:0] credits = 2'h2;
   wire [1:0] credits_next;
   wire [255:0] data;
-  wire [943:0] \data$221 ;
+  wire [58:0] \data$273 ;
+  wire [58:0] \data$274 ;
+  wire [58:0] \data$275 ;
+  wire [58:0] \data$276 ;
+  wire [58:0] \data$277 ;
+  wire [58:0] \data$278 ;
+  wire [58:0] \data$279 ;
+  wire [58:0] \data$280 ;
+  wire [58:0] \data$281 ;
+  wire [58:0] \data$282 ;
+  wire [58:0] \data$283 ;
+  wire [58:0] \data$284 ;
+  wire [58:0] \data$285 ;
+  wire [58:0] \data$286 ;
+  wire [58:0] \data$287 ;
+  wire [58:0] \data$288 ;
   wire en;
-  wire \en$103 ;
-  wire \en$109 ;
-  wire \en$115 ;
-  wire \en$121 ;
-  wire \en$127 ;
-  wire \en$133 ;
-  wire \en$139 ;
-  wire \en$145 ;
-  wire \en$151 ;
-  wire \en$157 ;
-  wire \en$163 ;
-  wire \en$169 ;
-  wire \en$175 ;
+  wire \en$102 ;
+  wire \en$105 ;
+  wire \en$108 ;
+  wire \en$111 ;
+  wire \en$114 ;
+  wire \en$117 ;
+  wire \en$120 ;
+  wire \en$123 ;
+  wire \en$126 ;
+  wire \en$129 ;
+  wire \en$136 ;
+  wire \en$142 ;
+  wire \en$148 ;
+  wire \en$154 ;
+  wire \en$160 ;
+  wire \en$166 ;
+  wire \en$172 ;
+  wire \en$178 ;
+  wire \en$184 ;
+  wire \en$190 ;
+  wire \en$196 ;
+  wire \en$202 ;
+  wire \en$208 ;
+  wire \en$214 ;
+  wire \en$220 ;
   wire \en$31 ;
   wire \en$36 ;
   wire \en$39 ;
@@ -11926,8 +12834,11 @@ module \bchw_top.engine1 (rst, s__valid, write__data, s__ready, m__valid, m__pay
   wire \en$78 ;
   wire \en$81 ;
   wire \en$84 ;
-  wire \en$91 ;
-  wire \en$97 ;
+  wire \en$87 ;
+  wire \en$90 ;
+  wire \en$93 ;
+  wire \en$96 ;
+  wire \en$99 ;
   wire enter;
   reg [7:0] f1_d0 = 8'h00;
   reg [7:0] f1_d1 = 8'h00;
@@ -11949,41 +12860,95 @@ module \bchw_top.engine1 (rst, s__valid, write__data, s__ready, m__valid, m__pay
   output m__valid;
   wire m__valid;
   wire [17:0] mul;
-  wire [17:0] \mul$100 ;
-  wire [17:0] \mul$106 ;
-  wire [17:0] \mul$112 ;
-  wire [17:0] \mul$118 ;
-  wire [17:0] \mul$124 ;
-  wire [17:0] \mul$130 ;
-  wire [17:0] \mul$136 ;
-  wire [17:0] \mul$142 ;
-  wire [17:0] \mul$148 ;
-  wire [17:0] \mul$154 ;
-  wire [17:0] \mul$160 ;
-  wire [17:0] \mul$166 ;
-  wire [17:0] \mul$172 ;
-  wire [17:0] \mul$178 ;
-  wire [17:0] \mul$94 ;
+  wire [17:0] \mul$139 ;
+  wire [17:0] \mul$145 ;
+  wire [17:0] \mul$151 ;
+  wire [17:0] \mul$157 ;
+  wire [17:0] \mul$163 ;
+  wire [17:0] \mul$169 ;
+  wire [17:0] \mul$175 ;
+  wire [17:0] \mul$181 ;
+  wire [17:0] \mul$187 ;
+  wire [17:0] \mul$193 ;
+  wire [17:0] \mul$199 ;
+  wire [17:0] \mul$205 ;
+  wire [17:0] \mul$211 ;
+  wire [17:0] \mul$217 ;
+  wire [17:0] \mul$223 ;
   reg [3:0] nfc = 4'h0;
   wire [3:0] nfc_next;
   wire out_done;
+  (* init = 4'h0 *)
+  (* keep = 32'd1 *)
+  wire [3:0] paddr_copy0;
+  (* init = 4'h0 *)
+  (* keep = 32'd1 *)
+  wire [3:0] paddr_copy1;
+  (* init = 4'h0 *)
+  (* keep = 32'd1 *)
+  wire [3:0] paddr_copy10;
+  (* init = 4'h0 *)
+  (* keep = 32'd1 *)
+  wire [3:0] paddr_copy11;
+  (* init = 4'h0 *)
+  (* keep = 32'd1 *)
+  wire [3:0] paddr_copy12;
+  (* init = 4'h0 *)
+  (* keep = 32'd1 *)
+  wire [3:0] paddr_copy13;
+  (* init = 4'h0 *)
+  (* keep = 32'd1 *)
+  wire [3:0] paddr_copy14;
+  (* init = 4'h0 *)
+  (* keep = 32'd1 *)
+  wire [3:0] paddr_copy15;
+  (* init = 4'h0 *)
+  (* keep = 32'd1 *)
+  wire [3:0] paddr_copy2;
+  (* init = 4'h0 *)
+  (* keep = 32'd1 *)
+  wire [3:0] paddr_copy3;
+  (* init = 4'h0 *)
+  (* keep = 32'd1 *)
+  wire [3:0] paddr_copy4;
+  (* init = 4'h0 *)
+  (* keep = 32'd1 *)
+  wire [3:0] paddr_copy5;
+  (* init = 4'h0 *)
+  (* keep = 32'd1 *)
+  wire [3:0] paddr_copy6;
+  (* init = 4'h0 *)
+  (* keep = 32'd1 *)
+  wire [3:0] paddr_copy7;
+  (* init = 4'h0 *)
+  (* keep = 32'd1 *)
+  wire [3:0] paddr_copy8;
+  (* init = 4'h0 *)
+  (* keep = 32'd1 *)
+  wire [3:0] paddr_copy9;
+  reg [3:0] paddr_d0 = 4'h0;
+  reg [3:0] paddr_d1 = 4'h0;
+  reg [3:0] paddr_d2 = 4'h0;
+  reg [3:0] paddr_d3 = 4'h0;
+  reg [3:0] paddr_d4 = 4'h0;
+  reg [3:0] paddr_d5 = 4'h0;
   reg [943:0] params_d0 = 944'h00000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000;
   wire [7:0] q;
-  wire [7:0] \q$188 ;
-  wire [7:0] \q$189 ;
-  wire [7:0] \q$190 ;
-  wire [7:0] \q$191 ;
-  wire [7:0] \q$192 ;
-  wire [7:0] \q$193 ;
-  wire [7:0] \q$194 ;
-  wire [7:0] \q$195 ;
-  wire [7:0] \q$196 ;
-  wire [7:0] \q$197 ;
-  wire [7:0] \q$198 ;
-  wire [7:0] \q$199 ;
-  wire [7:0] \q$200 ;
-  wire [7:0] \q$201 ;
-  wire [7:0] \q$202 ;
+  wire [7:0] \q$233 ;
+  wire [7:0] \q$234 ;
+  wire [7:0] \q$235 ;
+  wire [7:0] \q$236 ;
+  wire [7:0] \q$237 ;
+  wire [7:0] \q$238 ;
+  wire [7:0] \q$239 ;
+  wire [7:0] \q$240 ;
+  wire [7:0] \q$241 ;
+  wire [7:0] \q$242 ;
+  wire [7:0] \q$243 ;
+  wire [7:0] \q$244 ;
+  wire [7:0] \q$245 ;
+  wire [7:0] \q$246 ;
+  wire [7:0] \q$247 ;
   reg qe_d0 = 1'h0;
   reg qe_d1 = 1'h0;
   reg qe_last_d0 = 1'h0;
@@ -12005,42 +12970,42 @@ module \bchw_top.engine1 (rst, s__valid, write__data, s__ready, m__valid, m__pay
   reg [3:0] sfc = 4'h0;
   wire [3:0] sfc_next;
   wire [4:0] shift;
-  wire [4:0] \shift$101 ;
-  wire [4:0] \shift$107 ;
-  wire [4:0] \shift$113 ;
-  wire [4:0] \shift$119 ;
-  wire [4:0] \shift$125 ;
-  wire [4:0] \shift$131 ;
-  wire [4:0] \shift$137 ;
-  wire [4:0] \shift$143 ;
-  wire [4:0] \shift$149 ;
-  wire [4:0] \shift$155 ;
-  wire [4:0] \shift$161 ;
-  wire [4:0] \shift$167 ;
-  wire [4:0] \shift$173 ;
-  wire [4:0] \shift$179 ;
-  wire [4:0] \shift$95 ;
+  wire [4:0] \shift$140 ;
+  wire [4:0] \shift$146 ;
+  wire [4:0] \shift$152 ;
+  wire [4:0] \shift$158 ;
+  wire [4:0] \shift$164 ;
+  wire [4:0] \shift$170 ;
+  wire [4:0] \shift$176 ;
+  wire [4:0] \shift$182 ;
+  wire [4:0] \shift$188 ;
+  wire [4:0] \shift$194 ;
+  wire [4:0] \shift$200 ;
+  wire [4:0] \shift$206 ;
+  wire [4:0] \shift$212 ;
+  wire [4:0] \shift$218 ;
+  wire [4:0] \shift$224 ;
   reg [128:0] skid0 = 129'h000000000000000000000000000000000;
   reg [128:0] skid1 = 129'h000000000000000000000000000000000;
   (* init = 8'h00 *)
   wire [7:0] step;
   wire [7:0] step_next;
   wire [12:0] sum;
-  wire [12:0] \sum$225 ;
-  wire [12:0] \sum$226 ;
-  wire [12:0] \sum$227 ;
-  wire [12:0] \sum$228 ;
-  wire [12:0] \sum$229 ;
-  wire [12:0] \sum$230 ;
-  wire [12:0] \sum$231 ;
-  wire [12:0] \sum$232 ;
-  wire [12:0] \sum$233 ;
-  wire [12:0] \sum$234 ;
-  wire [12:0] \sum$235 ;
-  wire [12:0] \sum$236 ;
-  wire [12:0] \sum$237 ;
-  wire [12:0] \sum$238 ;
-  wire [12:0] \sum$239 ;
+  wire [12:0] \sum$292 ;
+  wire [12:0] \sum$293 ;
+  wire [12:0] \sum$294 ;
+  wire [12:0] \sum$295 ;
+  wire [12:0] \sum$296 ;
+  wire [12:0] \sum$297 ;
+  wire [12:0] \sum$298 ;
+  wire [12:0] \sum$299 ;
+  wire [12:0] \sum$300 ;
+  wire [12:0] \sum$301 ;
+  wire [12:0] \sum$302 ;
+  wire [12:0] \sum$303 ;
+  wire [12:0] \sum$304 ;
+  wire [12:0] \sum$305 ;
+  wire [12:0] \sum$306 ;
   wire [15:0] w;
   wire [15:0] \w$38 ;
   wire [15:0] \w$41 ;
@@ -12198,7 +13163,7 @@ module \bchw_top.engine1 (rst, s__valid, write__data, s__ready, m__valid, m__pay
   assign \$55  = | count;
   assign m__valid = \$55  | qv_last_d0;
   assign \$56  = | count;
-  assign \$57  = \$56  ? skid0 : { qe_last_d0, \q$202 , \q$201 , \q$200 , \q$199 , \q$198 , \q$197 , \q$196 , \q$195 , \q$194 , \q$193 , \q$192 , \q$191 , \q$190 , \q$189 , \q$188 , q };
+  assign \$57  = \$56  ? skid0 : { qe_last_d0, \q$247 , \q$246 , \q$245 , \q$244 , \q$243 , \q$242 , \q$241 , \q$240 , \q$239 , \q$238 , \q$237 , \q$236 , \q$235 , \q$234 , \q$233 , q };
   assign enter = m__valid & m__ready;
   assign \$58  = | count;
   assign \$59  = enter & \$58 ;
@@ -12232,36 +13197,36 @@ module \bchw_top.engine1 (rst, s__valid, write__data, s__ready, m__valid, m__pay
   assign \$101  = ft_d0[0] & ft_d0[3];
   assign \$102  = ft_d0[1] ? 17'h00000 : acc;
   assign \$103  = $signed(\$102 ) + $signed(sum);
-  assign \$104  = ft_d0[1] ? 17'h00000 : \acc$92 ;
-  assign \$105  = $signed(\$104 ) + $signed(\sum$225 );
-  assign \$106  = ft_d0[1] ? 17'h00000 : \acc$98 ;
-  assign \$107  = $signed(\$106 ) + $signed(\sum$226 );
-  assign \$108  = ft_d0[1] ? 17'h00000 : \acc$104 ;
-  assign \$109  = $signed(\$108 ) + $signed(\sum$227 );
-  assign \$110  = ft_d0[1] ? 17'h00000 : \acc$110 ;
-  assign \$111  = $signed(\$110 ) + $signed(\sum$228 );
-  assign \$112  = ft_d0[1] ? 17'h00000 : \acc$116 ;
-  assign \$113  = $signed(\$112 ) + $signed(\sum$229 );
-  assign \$114  = ft_d0[1] ? 17'h00000 : \acc$122 ;
-  assign \$115  = $signed(\$114 ) + $signed(\sum$230 );
-  assign \$116  = ft_d0[1] ? 17'h00000 : \acc$128 ;
-  assign \$117  = $signed(\$116 ) + $signed(\sum$231 );
-  assign \$118  = ft_d0[1] ? 17'h00000 : \acc$134 ;
-  assign \$119  = $signed(\$118 ) + $signed(\sum$232 );
-  assign \$120  = ft_d0[1] ? 17'h00000 : \acc$140 ;
-  assign \$121  = $signed(\$120 ) + $signed(\sum$233 );
-  assign \$122  = ft_d0[1] ? 17'h00000 : \acc$146 ;
-  assign \$123  = $signed(\$122 ) + $signed(\sum$234 );
-  assign \$124  = ft_d0[1] ? 17'h00000 : \acc$152 ;
-  assign \$125  = $signed(\$124 ) + $signed(\sum$235 );
-  assign \$126  = ft_d0[1] ? 17'h00000 : \acc$158 ;
-  assign \$127  = $signed(\$126 ) + $signed(\sum$236 );
-  assign \$128  = ft_d0[1] ? 17'h00000 : \acc$164 ;
-  assign \$129  = $signed(\$128 ) + $signed(\sum$237 );
-  assign \$130  = ft_d0[1] ? 17'h00000 : \acc$170 ;
-  assign \$131  = $signed(\$130 ) + $signed(\sum$238 );
-  assign \$132  = ft_d0[1] ? 17'h00000 : \acc$176 ;
-  assign \$133  = $signed(\$132 ) + $signed(\sum$239 );
+  assign \$104  = ft_d0[1] ? 17'h00000 : \acc$137 ;
+  assign \$105  = $signed(\$104 ) + $signed(\sum$292 );
+  assign \$106  = ft_d0[1] ? 17'h00000 : \acc$143 ;
+  assign \$107  = $signed(\$106 ) + $signed(\sum$293 );
+  assign \$108  = ft_d0[1] ? 17'h00000 : \acc$149 ;
+  assign \$109  = $signed(\$108 ) + $signed(\sum$294 );
+  assign \$110  = ft_d0[1] ? 17'h00000 : \acc$155 ;
+  assign \$111  = $signed(\$110 ) + $signed(\sum$295 );
+  assign \$112  = ft_d0[1] ? 17'h00000 : \acc$161 ;
+  assign \$113  = $signed(\$112 ) + $signed(\sum$296 );
+  assign \$114  = ft_d0[1] ? 17'h00000 : \acc$167 ;
+  assign \$115  = $signed(\$114 ) + $signed(\sum$297 );
+  assign \$116  = ft_d0[1] ? 17'h00000 : \acc$173 ;
+  assign \$117  = $signed(\$116 ) + $signed(\sum$298 );
+  assign \$118  = ft_d0[1] ? 17'h00000 : \acc$179 ;
+  assign \$119  = $signed(\$118 ) + $signed(\sum$299 );
+  assign \$120  = ft_d0[1] ? 17'h00000 : \acc$185 ;
+  assign \$121  = $signed(\$120 ) + $signed(\sum$300 );
+  assign \$122  = ft_d0[1] ? 17'h00000 : \acc$191 ;
+  assign \$123  = $signed(\$122 ) + $signed(\sum$301 );
+  assign \$124  = ft_d0[1] ? 17'h00000 : \acc$197 ;
+  assign \$125  = $signed(\$124 ) + $signed(\sum$302 );
+  assign \$126  = ft_d0[1] ? 17'h00000 : \acc$203 ;
+  assign \$127  = $signed(\$126 ) + $signed(\sum$303 );
+  assign \$128  = ft_d0[1] ? 17'h00000 : \acc$209 ;
+  assign \$129  = $signed(\$128 ) + $signed(\sum$304 );
+  assign \$130  = ft_d0[1] ? 17'h00000 : \acc$215 ;
+  assign \$131  = $signed(\$130 ) + $signed(\sum$305 );
+  assign \$132  = ft_d0[1] ? 17'h00000 : \acc$221 ;
+  assign \$133  = $signed(\$132 ) + $signed(\sum$306 );
   assign \$134  = | count;
   assign \$135  = ~ \$134 ;
   assign \$136  = enter & \$135 ;
@@ -12335,180 +13300,299 @@ module \bchw_top.engine1 (rst, s__valid, write__data, s__ready, m__valid, m__pay
   always @(posedge clk)
     ft_d0 <= \$181 ;
   always @(posedge clk)
-    params_d0 <= \$182 ;
+    paddr_d0 <= \$182 ;
   always @(posedge clk)
-    acc_valid <= \$183 ;
+    paddr_d1 <= \$183 ;
   always @(posedge clk)
-    acc_end <= \$184 ;
+    paddr_d2 <= \$184 ;
   always @(posedge clk)
-    acc <= \$185 ;
+    paddr_d3 <= \$185 ;
   always @(posedge clk)
-    \acc$92  <= \$186 ;
+    paddr_d4 <= \$186 ;
   always @(posedge clk)
-    \acc$98  <= \$187 ;
+    paddr_d5 <= \$187 ;
   always @(posedge clk)
-    \acc$104  <= \$188 ;
+    \addr$82  <= \$188 ;
   always @(posedge clk)
-    \acc$110  <= \$189 ;
+    \addr$85  <= \$189 ;
   always @(posedge clk)
-    \acc$116  <= \$190 ;
+    \addr$88  <= \$190 ;
   always @(posedge clk)
-    \acc$122  <= \$191 ;
+    \addr$91  <= \$191 ;
   always @(posedge clk)
-    \acc$128  <= \$192 ;
+    \addr$94  <= \$192 ;
   always @(posedge clk)
-    \acc$134  <= \$193 ;
+    \addr$97  <= \$193 ;
   always @(posedge clk)
-    \acc$140  <= \$194 ;
+    \addr$100  <= \$194 ;
   always @(posedge clk)
-    \acc$146  <= \$195 ;
+    \addr$103  <= \$195 ;
   always @(posedge clk)
-    \acc$152  <= \$196 ;
+    \addr$106  <= \$196 ;
   always @(posedge clk)
-    \acc$158  <= \$197 ;
+    \addr$109  <= \$197 ;
   always @(posedge clk)
-    \acc$164  <= \$198 ;
+    \addr$112  <= \$198 ;
   always @(posedge clk)
-    \acc$170  <= \$199 ;
+    \addr$115  <= \$199 ;
   always @(posedge clk)
-    \acc$176  <= \$200 ;
+    \addr$118  <= \$200 ;
   always @(posedge clk)
-    qv_d0 <= \$201 ;
+    \addr$121  <= \$201 ;
   always @(posedge clk)
-    qv_d1 <= \$202 ;
+    \addr$124  <= \$202 ;
   always @(posedge clk)
-    qe_d0 <= \$203 ;
+    \addr$127  <= \$203 ;
   always @(posedge clk)
-    qe_d1 <= \$204 ;
+    params_d0 <= \$204 ;
   always @(posedge clk)
-    qv_last_d0 <= \$205 ;
+    acc_valid <= \$205 ;
   always @(posedge clk)
-    qe_last_d0 <= \$206 ;
+    acc_end <= \$206 ;
   always @(posedge clk)
-    skid0 <= \$207 ;
+    acc <= \$207 ;
   always @(posedge clk)
-    skid1 <= \$208 ;
+    \acc$137  <= \$208 ;
   always @(posedge clk)
-    count <= \$209 ;
+    \acc$143  <= \$209 ;
   always @(posedge clk)
-    credit_back_d0 <= \$210 ;
+    \acc$149  <= \$210 ;
   always @(posedge clk)
-    credit_back <= \$211 ;
-  \bchw_top.engine1.params  params (
-    .addr(fp_d3[7:4]),
+    \acc$155  <= \$211 ;
+  always @(posedge clk)
+    \acc$161  <= \$212 ;
+  always @(posedge clk)
+    \acc$167  <= \$213 ;
+  always @(posedge clk)
+    \acc$173  <= \$214 ;
+  always @(posedge clk)
+    \acc$179  <= \$215 ;
+  always @(posedge clk)
+    \acc$185  <= \$216 ;
+  always @(posedge clk)
+    \acc$191  <= \$217 ;
+  always @(posedge clk)
+    \acc$197  <= \$218 ;
+  always @(posedge clk)
+    \acc$203  <= \$219 ;
+  always @(posedge clk)
+    \acc$209  <= \$220 ;
+  always @(posedge clk)
+    \acc$215  <= \$221 ;
+  always @(posedge clk)
+    \acc$221  <= \$222 ;
+  always @(posedge clk)
+    qv_d0 <= \$223 ;
+  always @(posedge clk)
+    qv_d1 <= \$224 ;
+  always @(posedge clk)
+    qe_d0 <= \$225 ;
+  always @(posedge clk)
+    qe_d1 <= \$226 ;
+  always @(posedge clk)
+    qv_last_d0 <= \$227 ;
+  always @(posedge clk)
+    qe_last_d0 <= \$228 ;
+  always @(posedge clk)
+    skid0 <= \$229 ;
+  always @(posedge clk)
+    skid1 <= \$230 ;
+  always @(posedge clk)
+    count <= \$231 ;
+  always @(posedge clk)
+    credit_back_d0 <= \$232 ;
+  always @(posedge clk)
+    credit_back <= \$233 ;
+  \bchw_top.engine1.params0  params0 (
+    .addr(\addr$82 ),
     .clk(clk),
-    .data(\data$221 )
+    .data(\data$273 )
+  );
+  \bchw_top.engine1.params1  params1 (
+    .addr(\addr$85 ),
+    .clk(clk),
+    .data(\data$274 )
+  );
+  \bchw_top.engine1.params10  params10 (
+    .addr(\addr$112 ),
+    .clk(clk),
+    .data(\data$283 )
+  );
+  \bchw_top.engine1.params11  params11 (
+    .addr(\addr$115 ),
+    .clk(clk),
+    .data(\data$284 )
+  );
+  \bchw_top.engine1.params12  params12 (
+    .addr(\addr$118 ),
+    .clk(clk),
+    .data(\data$285 )
+  );
+  \bchw_top.engine1.params13  params13 (
+    .addr(\addr$121 ),
+    .clk(clk),
+    .data(\data$286 )
+  );
+  \bchw_top.engine1.params14  params14 (
+    .addr(\addr$124 ),
+    .clk(clk),
+    .data(\data$287 )
+  );
+  \bchw_top.engine1.params15  params15 (
+    .addr(\addr$127 ),
+    .clk(clk),
+    .data(\data$288 )
+  );
+  \bchw_top.engine1.params2  params2 (
+    .addr(\addr$88 ),
+    .clk(clk),
+    .data(\data$275 )
+  );
+  \bchw_top.engine1.params3  params3 (
+    .addr(\addr$91 ),
+    .clk(clk),
+    .data(\data$276 )
+  );
+  \bchw_top.engine1.params4  params4 (
+    .addr(\addr$94 ),
+    .clk(clk),
+    .data(\data$277 )
+  );
+  \bchw_top.engine1.params5  params5 (
+    .addr(\addr$97 ),
+    .clk(clk),
+    .data(\data$278 )
+  );
+  \bchw_top.engine1.params6  params6 (
+    .addr(\addr$100 ),
+    .clk(clk),
+    .data(\data$279 )
+  );
+  \bchw_top.engine1.params7  params7 (
+    .addr(\addr$103 ),
+    .clk(clk),
+    .data(\data$280 )
+  );
+  \bchw_top.engine1.params8  params8 (
+    .addr(\addr$106 ),
+    .clk(clk),
+    .data(\data$281 )
+  );
+  \bchw_top.engine1.params9  params9 (
+    .addr(\addr$109 ),
+    .clk(clk),
+    .data(\data$282 )
   );
   \bchw_top.engine1.requant0  requant0 (
     .acc(acc),
     .clk(clk),
-    .\port$7167$0 (params_d0[58:0]),
+    .\port$7319$0 (params_d0[58:0]),
     .q(q),
     .rst(rst)
   );
   \bchw_top.engine1.requant1  requant1 (
-    .acc(\acc$92 ),
+    .acc(\acc$137 ),
     .clk(clk),
-    .\port$7167$59 (params_d0[117:59]),
-    .q(\q$188 ),
+    .\port$7319$59 (params_d0[117:59]),
+    .q(\q$233 ),
     .rst(rst)
   );
   \bchw_top.engine1.requant10  requant10 (
-    .acc(\acc$146 ),
+    .acc(\acc$191 ),
     .clk(clk),
-    .\port$7167$590 (params_d0[648:590]),
-    .q(\q$197 ),
+    .\port$7319$590 (params_d0[648:590]),
+    .q(\q$242 ),
     .rst(rst)
   );
   \bchw_top.engine1.requant11  requant11 (
-    .acc(\acc$152 ),
+    .acc(\acc$197 ),
     .clk(clk),
-    .\port$7167$649 (params_d0[707:649]),
-    .q(\q$198 ),
+    .\port$7319$649 (params_d0[707:649]),
+    .q(\q$243 ),
     .rst(rst)
   );
   \bchw_top.engine1.requant12  requant12 (
-    .acc(\acc$158 ),
+    .acc(\acc$203 ),
     .clk(clk),
-    .\port$7167$708 (params_d0[766:708]),
-    .q(\q$199 ),
+    .\port$7319$708 (params_d0[766:708]),
+    .q(\q$244 ),
     .rst(rst)
   );
   \bchw_top.engine1.requant13  requant13 (
-    .acc(\acc$164 ),
+    .acc(\acc$209 ),
     .clk(clk),
-    .\port$7167$767 (params_d0[825:767]),
-    .q(\q$200 ),
+    .\port$7319$767 (params_d0[825:767]),
+    .q(\q$245 ),
     .rst(rst)
   );
   \bchw_top.engine1.requant14  requant14 (
-    .acc(\acc$170 ),
+    .acc(\acc$215 ),
     .clk(clk),
-    .\port$7167$826 (params_d0[884:826]),
-    .q(\q$201 ),
+    .\port$7319$826 (params_d0[884:826]),
+    .q(\q$246 ),
     .rst(rst)
   );
   \bchw_top.engine1.requant15  requant15 (
-    .acc(\acc$176 ),
+    .acc(\acc$221 ),
     .clk(clk),
-    .\port$7167$885 (params_d0[943:885]),
-    .q(\q$202 ),
+    .\port$7319$885 (params_d0[943:885]),
+    .q(\q$247 ),
     .rst(rst)
   );
   \bchw_top.engine1.requant2  requant2 (
-    .acc(\acc$98 ),
+    .acc(\acc$143 ),
     .clk(clk),
-    .\port$7167$118 (params_d0[176:118]),
-    .q(\q$189 ),
+    .\port$7319$118 (params_d0[176:118]),
+    .q(\q$234 ),
     .rst(rst)
   );
   \bchw_top.engine1.requant3  requant3 (
-    .acc(\acc$104 ),
+    .acc(\acc$149 ),
     .clk(clk),
-    .\port$7167$177 (params_d0[235:177]),
-    .q(\q$190 ),
+    .\port$7319$177 (params_d0[235:177]),
+    .q(\q$235 ),
     .rst(rst)
   );
   \bchw_top.engine1.requant4  requant4 (
-    .acc(\acc$110 ),
+    .acc(\acc$155 ),
     .clk(clk),
-    .\port$7167$236 (params_d0[294:236]),
-    .q(\q$191 ),
+    .\port$7319$236 (params_d0[294:236]),
+    .q(\q$236 ),
     .rst(rst)
   );
   \bchw_top.engine1.requant5  requant5 (
-    .acc(\acc$116 ),
+    .acc(\acc$161 ),
     .clk(clk),
-    .\port$7167$295 (params_d0[353:295]),
-    .q(\q$192 ),
+    .\port$7319$295 (params_d0[353:295]),
+    .q(\q$237 ),
     .rst(rst)
   );
   \bchw_top.engine1.requant6  requant6 (
-    .acc(\acc$122 ),
+    .acc(\acc$167 ),
     .clk(clk),
-    .\port$7167$354 (params_d0[412:354]),
-    .q(\q$193 ),
+    .\port$7319$354 (params_d0[412:354]),
+    .q(\q$238 ),
     .rst(rst)
   );
   \bchw_top.engine1.requant7  requant7 (
-    .acc(\acc$128 ),
+    .acc(\acc$173 ),
     .clk(clk),
-    .\port$7167$413 (params_d0[471:413]),
-    .q(\q$194 ),
+    .\port$7319$413 (params_d0[471:413]),
+    .q(\q$239 ),
     .rst(rst)
   );
   \bchw_top.engine1.requant8  requant8 (
-    .acc(\acc$134 ),
+    .acc(\acc$179 ),
     .clk(clk),
-    .\port$7167$472 (params_d0[530:472]),
-    .q(\q$195 ),
+    .\port$7319$472 (params_d0[530:472]),
+    .q(\q$240 ),
     .rst(rst)
   );
   \bchw_top.engine1.requant9  requant9 (
-    .acc(\acc$140 ),
+    .acc(\acc$185 ),
     .clk(clk),
-    .\port$7167$531 (params_d0[589:531]),
-    .q(\q$196 ),
+    .\port$7319$531 (params_d0[589:531]),
+    .q(\q$241 ),
     .rst(rst)
   );
   \bchw_top.engine1.tree0  tree0 (
@@ -12520,105 +13604,105 @@ module \bchw_top.engine1 (rst, s__valid, write__data, s__ready, m__valid, m__pay
   );
   \bchw_top.engine1.tree1  tree1 (
     .clk(clk),
-    .l4_0(\sum$225 ),
+    .l4_0(\sum$292 ),
     .rst(rst),
     .w(wdata_d1[31:16]),
     .x(x)
   );
   \bchw_top.engine1.tree10  tree10 (
     .clk(clk),
-    .l4_0(\sum$234 ),
+    .l4_0(\sum$301 ),
     .rst(rst),
     .w(wdata_d1[175:160]),
     .x(x)
   );
   \bchw_top.engine1.tree11  tree11 (
     .clk(clk),
-    .l4_0(\sum$235 ),
+    .l4_0(\sum$302 ),
     .rst(rst),
     .w(wdata_d1[191:176]),
     .x(x)
   );
   \bchw_top.engine1.tree12  tree12 (
     .clk(clk),
-    .l4_0(\sum$236 ),
+    .l4_0(\sum$303 ),
     .rst(rst),
     .w(wdata_d1[207:192]),
     .x(x)
   );
   \bchw_top.engine1.tree13  tree13 (
     .clk(clk),
-    .l4_0(\sum$237 ),
+    .l4_0(\sum$304 ),
     .rst(rst),
     .w(wdata_d1[223:208]),
     .x(x)
   );
   \bchw_top.engine1.tree14  tree14 (
     .clk(clk),
-    .l4_0(\sum$238 ),
+    .l4_0(\sum$305 ),
     .rst(rst),
     .w(wdata_d1[239:224]),
     .x(x)
   );
   \bchw_top.engine1.tree15  tree15 (
     .clk(clk),
-    .l4_0(\sum$239 ),
+    .l4_0(\sum$306 ),
     .rst(rst),
     .w(wdata_d1[255:240]),
     .x(x)
   );
   \bchw_top.engine1.tree2  tree2 (
     .clk(clk),
-    .l4_0(\sum$226 ),
+    .l4_0(\sum$293 ),
     .rst(rst),
     .w(wdata_d1[47:32]),
     .x(x)
   );
   \bchw_top.engine1.tree3  tree3 (
     .clk(clk),
-    .l4_0(\sum$227 ),
+    .l4_0(\sum$294 ),
     .rst(rst),
     .w(wdata_d1[63:48]),
     .x(x)
   );
   \bchw_top.engine1.tree4  tree4 (
     .clk(clk),
-    .l4_0(\sum$228 ),
+    .l4_0(\sum$295 ),
     .rst(rst),
     .w(wdata_d1[79:64]),
     .x(x)
   );
   \bchw_top.engine1.tree5  tree5 (
     .clk(clk),
-    .l4_0(\sum$229 ),
+    .l4_0(\sum$296 ),
     .rst(rst),
     .w(wdata_d1[95:80]),
     .x(x)
   );
   \bchw_top.engine1.tree6  tree6 (
     .clk(clk),
-    .l4_0(\sum$230 ),
+    .l4_0(\sum$297 ),
     .rst(rst),
     .w(wdata_d1[111:96]),
     .x(x)
   );
   \bchw_top.engine1.tree7  tree7 (
     .clk(clk),
-    .l4_0(\sum$231 ),
+    .l4_0(\sum$298 ),
     .rst(rst),
     .w(wdata_d1[127:112]),
     .x(x)
   );
   \bchw_top.engine1.tree8  tree8 (
     .clk(clk),
-    .l4_0(\sum$232 ),
+    .l4_0(\sum$299 ),
     .rst(rst),
     .w(wdata_d1[143:128]),
     .x(x)
   );
   \bchw_top.engine1.tree9  tree9 (
     .clk(clk),
-    .l4_0(\sum$233 ),
+    .l4_0(\sum$300 ),
     .rst(rst),
     .w(wdata_d1[159:144]),
     .x(x)
@@ -12779,209 +13863,363 @@ module \bchw_top.engine1 (rst, s__valid, write__data, s__ready, m__valid, m__pay
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$183  = \$100 ;
+    \$182  = nfc;
     if (rst) begin
-      \$183  = 1'h0;
+      \$182  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$184  = \$101 ;
+    \$183  = paddr_d0;
     if (rst) begin
-      \$184  = 1'h0;
+      \$183  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$185  = acc;
-    if (ft_d0[0]) begin
-      \$185  = \$103 [16:0];
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$186  = \acc$92 ;
-    if (ft_d0[0]) begin
-      \$186  = \$105 [16:0];
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$187  = \acc$98 ;
-    if (ft_d0[0]) begin
-      \$187  = \$107 [16:0];
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$188  = \acc$104 ;
-    if (ft_d0[0]) begin
-      \$188  = \$109 [16:0];
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$189  = \acc$110 ;
-    if (ft_d0[0]) begin
-      \$189  = \$111 [16:0];
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$190  = \acc$116 ;
-    if (ft_d0[0]) begin
-      \$190  = \$113 [16:0];
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$191  = \acc$122 ;
-    if (ft_d0[0]) begin
-      \$191  = \$115 [16:0];
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$192  = \acc$128 ;
-    if (ft_d0[0]) begin
-      \$192  = \$117 [16:0];
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$193  = \acc$134 ;
-    if (ft_d0[0]) begin
-      \$193  = \$119 [16:0];
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$194  = \acc$140 ;
-    if (ft_d0[0]) begin
-      \$194  = \$121 [16:0];
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$195  = \acc$146 ;
-    if (ft_d0[0]) begin
-      \$195  = \$123 [16:0];
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$196  = \acc$152 ;
-    if (ft_d0[0]) begin
-      \$196  = \$125 [16:0];
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$197  = \acc$158 ;
-    if (ft_d0[0]) begin
-      \$197  = \$127 [16:0];
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$198  = \acc$164 ;
-    if (ft_d0[0]) begin
-      \$198  = \$129 [16:0];
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$199  = \acc$170 ;
-    if (ft_d0[0]) begin
-      \$199  = \$131 [16:0];
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$200  = \acc$176 ;
-    if (ft_d0[0]) begin
-      \$200  = \$133 [16:0];
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$201  = acc_valid;
+    \$184  = paddr_d1;
     if (rst) begin
-      \$201  = 1'h0;
+      \$184  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$202  = qv_d0;
+    \$185  = paddr_d2;
     if (rst) begin
-      \$202  = 1'h0;
+      \$185  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$203  = acc_end;
+    \$186  = paddr_d3;
     if (rst) begin
-      \$203  = 1'h0;
+      \$186  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$204  = qe_d0;
+    \$187  = paddr_d4;
     if (rst) begin
-      \$204  = 1'h0;
+      \$187  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$205  = qv_d1;
+    \$188  = paddr_d5;
+    if (rst) begin
+      \$188  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    \$189  = paddr_d5;
+    if (rst) begin
+      \$189  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    \$190  = paddr_d5;
+    if (rst) begin
+      \$190  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    \$191  = paddr_d5;
+    if (rst) begin
+      \$191  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    \$192  = paddr_d5;
+    if (rst) begin
+      \$192  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    \$193  = paddr_d5;
+    if (rst) begin
+      \$193  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    \$194  = paddr_d5;
+    if (rst) begin
+      \$194  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    \$195  = paddr_d5;
+    if (rst) begin
+      \$195  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    \$196  = paddr_d5;
+    if (rst) begin
+      \$196  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    \$197  = paddr_d5;
+    if (rst) begin
+      \$197  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    \$198  = paddr_d5;
+    if (rst) begin
+      \$198  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    \$199  = paddr_d5;
+    if (rst) begin
+      \$199  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    \$200  = paddr_d5;
+    if (rst) begin
+      \$200  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    \$201  = paddr_d5;
+    if (rst) begin
+      \$201  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    \$202  = paddr_d5;
+    if (rst) begin
+      \$202  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    \$203  = paddr_d5;
+    if (rst) begin
+      \$203  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    \$205  = \$100 ;
     if (rst) begin
       \$205  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$206  = qe_d1;
+    \$206  = \$101 ;
     if (rst) begin
       \$206  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$207  = skid0;
+    \$207  = acc;
+    if (ft_d0[0]) begin
+      \$207  = \$103 [16:0];
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    \$208  = \acc$137 ;
+    if (ft_d0[0]) begin
+      \$208  = \$105 [16:0];
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    \$209  = \acc$143 ;
+    if (ft_d0[0]) begin
+      \$209  = \$107 [16:0];
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    \$210  = \acc$149 ;
+    if (ft_d0[0]) begin
+      \$210  = \$109 [16:0];
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    \$211  = \acc$155 ;
+    if (ft_d0[0]) begin
+      \$211  = \$111 [16:0];
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    \$212  = \acc$161 ;
+    if (ft_d0[0]) begin
+      \$212  = \$113 [16:0];
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    \$213  = \acc$167 ;
+    if (ft_d0[0]) begin
+      \$213  = \$115 [16:0];
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    \$214  = \acc$173 ;
+    if (ft_d0[0]) begin
+      \$214  = \$117 [16:0];
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    \$215  = \acc$179 ;
+    if (ft_d0[0]) begin
+      \$215  = \$119 [16:0];
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    \$216  = \acc$185 ;
+    if (ft_d0[0]) begin
+      \$216  = \$121 [16:0];
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    \$217  = \acc$191 ;
+    if (ft_d0[0]) begin
+      \$217  = \$123 [16:0];
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    \$218  = \acc$197 ;
+    if (ft_d0[0]) begin
+      \$218  = \$125 [16:0];
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    \$219  = \acc$203 ;
+    if (ft_d0[0]) begin
+      \$219  = \$127 [16:0];
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    \$220  = \acc$209 ;
+    if (ft_d0[0]) begin
+      \$220  = \$129 [16:0];
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    \$221  = \acc$215 ;
+    if (ft_d0[0]) begin
+      \$221  = \$131 [16:0];
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    \$222  = \acc$221 ;
+    if (ft_d0[0]) begin
+      \$222  = \$133 [16:0];
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    \$223  = acc_valid;
+    if (rst) begin
+      \$223  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    \$224  = qv_d0;
+    if (rst) begin
+      \$224  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    \$225  = acc_end;
+    if (rst) begin
+      \$225  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    \$226  = qe_d0;
+    if (rst) begin
+      \$226  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    \$227  = qv_d1;
+    if (rst) begin
+      \$227  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    \$228  = qe_d1;
+    if (rst) begin
+      \$228  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    \$229  = skid0;
     if (\$143 ) begin
-      \$207  = { qe_last_d0, \q$202 , \q$201 , \q$200 , \q$199 , \q$198 , \q$197 , \q$196 , \q$195 , \q$194 , \q$193 , \q$192 , \q$191 , \q$190 , \q$189 , \q$188 , q };
+      \$229  = { qe_last_d0, \q$247 , \q$246 , \q$245 , \q$244 , \q$243 , \q$242 , \q$241 , \q$240 , \q$239 , \q$238 , \q$237 , \q$236 , \q$235 , \q$234 , \q$233 , q };
     end else if (\$145 ) begin
-      \$207  = skid1;
+      \$229  = skid1;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$208  = skid1;
+    \$230  = skid1;
     if (\$155 ) begin
-      \$208  = { qe_last_d0, \q$202 , \q$201 , \q$200 , \q$199 , \q$198 , \q$197 , \q$196 , \q$195 , \q$194 , \q$193 , \q$192 , \q$191 , \q$190 , \q$189 , \q$188 , q };
+      \$230  = { qe_last_d0, \q$247 , \q$246 , \q$245 , \q$244 , \q$243 , \q$242 , \q$241 , \q$240 , \q$239 , \q$238 , \q$237 , \q$236 , \q$235 , \q$234 , \q$233 , q };
     end else if (\$157 ) begin
-      \$208  = 129'h000000000000000000000000000000000;
+      \$230  = 129'h000000000000000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$209  = \$66 [1:0];
+    \$231  = \$66 [1:0];
     if (rst) begin
-      \$209  = 2'h0;
+      \$231  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$210  = enter;
+    \$232  = enter;
     if (rst) begin
-      \$210  = 1'h0;
+      \$232  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$211  = credit_back_d0;
+    \$233  = credit_back_d0;
     if (rst) begin
-      \$211  = 1'h0;
+      \$233  = 1'h0;
     end
   end
   assign en = 1'h1;
@@ -13042,91 +14280,121 @@ module \bchw_top.engine1 (rst, s__valid, write__data, s__ready, m__valid, m__pay
   assign \x$79  = x;
   assign \w$80  = wdata_d1[255:240];
   assign \en$81  = 1'h1;
-  assign \addr$82  = fp_d3[7:4];
+  assign paddr_copy0 = \addr$82 ;
   assign \en$84  = 1'h1;
+  assign paddr_copy1 = \addr$85 ;
+  assign \en$87  = 1'h1;
+  assign paddr_copy2 = \addr$88 ;
+  assign \en$90  = 1'h1;
+  assign paddr_copy3 = \addr$91 ;
+  assign \en$93  = 1'h1;
+  assign paddr_copy4 = \addr$94 ;
+  assign \en$96  = 1'h1;
+  assign paddr_copy5 = \addr$97 ;
+  assign \en$99  = 1'h1;
+  assign paddr_copy6 = \addr$100 ;
+  assign \en$102  = 1'h1;
+  assign paddr_copy7 = \addr$103 ;
+  assign \en$105  = 1'h1;
+  assign paddr_copy8 = \addr$106 ;
+  assign \en$108  = 1'h1;
+  assign paddr_copy9 = \addr$109 ;
+  assign \en$111  = 1'h1;
+  assign paddr_copy10 = \addr$112 ;
+  assign \en$114  = 1'h1;
+  assign paddr_copy11 = \addr$115 ;
+  assign \en$117  = 1'h1;
+  assign paddr_copy12 = \addr$118 ;
+  assign \en$120  = 1'h1;
+  assign paddr_copy13 = \addr$121 ;
+  assign \en$123  = 1'h1;
+  assign paddr_copy14 = \addr$124 ;
+  assign \en$126  = 1'h1;
+  assign paddr_copy15 = \addr$127 ;
+  assign \en$129  = 1'h1;
   assign acc0 = acc;
   assign mul = params_d0[17:0];
   assign shift = params_d0[22:18];
   assign bias = params_d0[58:23];
-  assign \en$91  = 1'h1;
-  assign acc1 = \acc$92 ;
-  assign \mul$94  = params_d0[76:59];
-  assign \shift$95  = params_d0[81:77];
-  assign \bias$96  = params_d0[117:82];
-  assign \en$97  = 1'h1;
-  assign acc2 = \acc$98 ;
-  assign \mul$100  = params_d0[135:118];
-  assign \shift$101  = params_d0[140:136];
-  assign \bias$102  = params_d0[176:141];
-  assign \en$103  = 1'h1;
-  assign acc3 = \acc$104 ;
-  assign \mul$106  = params_d0[194:177];
-  assign \shift$107  = params_d0[199:195];
-  assign \bias$108  = params_d0[235:200];
-  assign \en$109  = 1'h1;
-  assign acc4 = \acc$110 ;
-  assign \mul$112  = params_d0[253:236];
-  assign \shift$113  = params_d0[258:254];
-  assign \bias$114  = params_d0[294:259];
-  assign \en$115  = 1'h1;
-  assign acc5 = \acc$116 ;
-  assign \mul$118  = params_d0[312:295];
-  assign \shift$119  = params_d0[317:313];
-  assign \bias$120  = params_d0[353:318];
-  assign \en$121  = 1'h1;
-  assign acc6 = \acc$122 ;
-  assign \mul$124  = params_d0[371:354];
-  assign \shift$125  = params_d0[376:372];
-  assign \bias$126  = params_d0[412:377];
-  assign \en$127  = 1'h1;
-  assign acc7 = \acc$128 ;
-  assign \mul$130  = params_d0[430:413];
-  assign \shift$131  = params_d0[435:431];
-  assign \bias$132  = params_d0[471:436];
-  assign \en$133  = 1'h1;
-  assign acc8 = \acc$134 ;
-  assign \mul$136  = params_d0[489:472];
-  assign \shift$137  = params_d0[494:490];
-  assign \bias$138  = params_d0[530:495];
-  assign \en$139  = 1'h1;
-  assign acc9 = \acc$140 ;
-  assign \mul$142  = params_d0[548:531];
-  assign \shift$143  = params_d0[553:549];
-  assign \bias$144  = params_d0[589:554];
-  assign \en$145  = 1'h1;
-  assign acc10 = \acc$146 ;
-  assign \mul$148  = params_d0[607:590];
-  assign \shift$149  = params_d0[612:608];
-  assign \bias$150  = params_d0[648:613];
-  assign \en$151  = 1'h1;
-  assign acc11 = \acc$152 ;
-  assign \mul$154  = params_d0[666:649];
-  assign \shift$155  = params_d0[671:667];
-  assign \bias$156  = params_d0[707:672];
-  assign \en$157  = 1'h1;
-  assign acc12 = \acc$158 ;
-  assign \mul$160  = params_d0[725:708];
-  assign \shift$161  = params_d0[730:726];
-  assign \bias$162  = params_d0[766:731];
-  assign \en$163  = 1'h1;
-  assign acc13 = \acc$164 ;
-  assign \mul$166  = params_d0[784:767];
-  assign \shift$167  = params_d0[789:785];
-  assign \bias$168  = params_d0[825:790];
-  assign \en$169  = 1'h1;
-  assign acc14 = \acc$170 ;
-  assign \mul$172  = params_d0[843:826];
-  assign \shift$173  = params_d0[848:844];
-  assign \bias$174  = params_d0[884:849];
-  assign \en$175  = 1'h1;
-  assign acc15 = \acc$176 ;
-  assign \mul$178  = params_d0[902:885];
-  assign \shift$179  = params_d0[907:903];
-  assign \bias$180  = params_d0[943:908];
+  assign \en$136  = 1'h1;
+  assign acc1 = \acc$137 ;
+  assign \mul$139  = params_d0[76:59];
+  assign \shift$140  = params_d0[81:77];
+  assign \bias$141  = params_d0[117:82];
+  assign \en$142  = 1'h1;
+  assign acc2 = \acc$143 ;
+  assign \mul$145  = params_d0[135:118];
+  assign \shift$146  = params_d0[140:136];
+  assign \bias$147  = params_d0[176:141];
+  assign \en$148  = 1'h1;
+  assign acc3 = \acc$149 ;
+  assign \mul$151  = params_d0[194:177];
+  assign \shift$152  = params_d0[199:195];
+  assign \bias$153  = params_d0[235:200];
+  assign \en$154  = 1'h1;
+  assign acc4 = \acc$155 ;
+  assign \mul$157  = params_d0[253:236];
+  assign \shift$158  = params_d0[258:254];
+  assign \bias$159  = params_d0[294:259];
+  assign \en$160  = 1'h1;
+  assign acc5 = \acc$161 ;
+  assign \mul$163  = params_d0[312:295];
+  assign \shift$164  = params_d0[317:313];
+  assign \bias$165  = params_d0[353:318];
+  assign \en$166  = 1'h1;
+  assign acc6 = \acc$167 ;
+  assign \mul$169  = params_d0[371:354];
+  assign \shift$170  = params_d0[376:372];
+  assign \bias$171  = params_d0[412:377];
+  assign \en$172  = 1'h1;
+  assign acc7 = \acc$173 ;
+  assign \mul$175  = params_d0[430:413];
+  assign \shift$176  = params_d0[435:431];
+  assign \bias$177  = params_d0[471:436];
+  assign \en$178  = 1'h1;
+  assign acc8 = \acc$179 ;
+  assign \mul$181  = params_d0[489:472];
+  assign \shift$182  = params_d0[494:490];
+  assign \bias$183  = params_d0[530:495];
+  assign \en$184  = 1'h1;
+  assign acc9 = \acc$185 ;
+  assign \mul$187  = params_d0[548:531];
+  assign \shift$188  = params_d0[553:549];
+  assign \bias$189  = params_d0[589:554];
+  assign \en$190  = 1'h1;
+  assign acc10 = \acc$191 ;
+  assign \mul$193  = params_d0[607:590];
+  assign \shift$194  = params_d0[612:608];
+  assign \bias$195  = params_d0[648:613];
+  assign \en$196  = 1'h1;
+  assign acc11 = \acc$197 ;
+  assign \mul$199  = params_d0[666:649];
+  assign \shift$200  = params_d0[671:667];
+  assign \bias$201  = params_d0[707:672];
+  assign \en$202  = 1'h1;
+  assign acc12 = \acc$203 ;
+  assign \mul$205  = params_d0[725:708];
+  assign \shift$206  = params_d0[730:726];
+  assign \bias$207  = params_d0[766:731];
+  assign \en$208  = 1'h1;
+  assign acc13 = \acc$209 ;
+  assign \mul$211  = params_d0[784:767];
+  assign \shift$212  = params_d0[789:785];
+  assign \bias$213  = params_d0[825:790];
+  assign \en$214  = 1'h1;
+  assign acc14 = \acc$215 ;
+  assign \mul$217  = params_d0[843:826];
+  assign \shift$218  = params_d0[848:844];
+  assign \bias$219  = params_d0[884:849];
+  assign \en$220  = 1'h1;
+  assign acc15 = \acc$221 ;
+  assign \mul$223  = params_d0[902:885];
+  assign \shift$224  = params_d0[907:903];
+  assign \bias$225  = params_d0[943:908];
   assign count_next = \$66 [1:0];
   assign credit_back_d1 = credit_back;
   assign m__payload = \$57 [127:0];
-  assign \$182  = \data$221 ;
+  assign \$204  = { \data$288 , \data$287 , \data$286 , \data$285 , \data$284 , \data$283 , \data$282 , \data$281 , \data$280 , \data$279 , \data$278 , \data$277 , \data$276 , \data$275 , \data$274 , \data$273  };
   assign \$173  = wdata_d0;
   assign \$172  = data;
   assign \$171  = xmem_d0;
@@ -13157,19 +14425,21 @@ module \bchw_top.engine1 (rst, s__valid, write__data, s__ready, m__valid, m__pay
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine1.params (data, addr, clk);
+module \bchw_top.engine1.params0 (data, addr, clk);
   input [3:0] addr;
   wire [3:0] addr;
   input clk;
   wire clk;
-  output [943:0] data;
-  wire [943:0] data;
+  output [58:0] data;
+  wire [58:0] data;
   wire en;
   bchw_rom #(
     .ADDR_WIDTH(32'd4),
     .DEPTH(32'd16),
+    .IMAGE_WIDTH(32'd944),
     .INIT_FILE("layer1_params.hex"),
-    .WIDTH(32'd944)
+    .LO(32'd0),
+    .WIDTH(32'd59)
   ) rom (
     .addr(addr),
     .clk(clk),
@@ -13180,7 +14450,382 @@ module \bchw_top.engine1.params (data, addr, clk);
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine1.requant0 (rst, \port$7167$0 , acc, q, clk);
+module \bchw_top.engine1.params1 (data, addr, clk);
+  input [3:0] addr;
+  wire [3:0] addr;
+  input clk;
+  wire clk;
+  output [58:0] data;
+  wire [58:0] data;
+  wire en;
+  bchw_rom #(
+    .ADDR_WIDTH(32'd4),
+    .DEPTH(32'd16),
+    .IMAGE_WIDTH(32'd944),
+    .INIT_FILE("layer1_params.hex"),
+    .LO(32'd59),
+    .WIDTH(32'd59)
+  ) rom (
+    .addr(addr),
+    .clk(clk),
+    .data(data),
+    .en(1'h1)
+  );
+  assign en = 1'h1;
+endmodule
+
+(* generator = "Amaranth" *)
+module \bchw_top.engine1.params10 (data, addr, clk);
+  input [3:0] addr;
+  wire [3:0] addr;
+  input clk;
+  wire clk;
+  output [58:0] data;
+  wire [58:0] data;
+  wire en;
+  bchw_rom #(
+    .ADDR_WIDTH(32'd4),
+    .DEPTH(32'd16),
+    .IMAGE_WIDTH(32'd944),
+    .INIT_FILE("layer1_params.hex"),
+    .LO(32'd590),
+    .WIDTH(32'd59)
+  ) rom (
+    .addr(addr),
+    .clk(clk),
+    .data(data),
+    .en(1'h1)
+  );
+  assign en = 1'h1;
+endmodule
+
+(* generator = "Amaranth" *)
+module \bchw_top.engine1.params11 (data, addr, clk);
+  input [3:0] addr;
+  wire [3:0] addr;
+  input clk;
+  wire clk;
+  output [58:0] data;
+  wire [58:0] data;
+  wire en;
+  bchw_rom #(
+    .ADDR_WIDTH(32'd4),
+    .DEPTH(32'd16),
+    .IMAGE_WIDTH(32'd944),
+    .INIT_FILE("layer1_params.hex"),
+    .LO(32'd649),
+    .WIDTH(32'd59)
+  ) rom (
+    .addr(addr),
+    .clk(clk),
+    .data(data),
+    .en(1'h1)
+  );
+  assign en = 1'h1;
+endmodule
+
+(* generator = "Amaranth" *)
+module \bchw_top.engine1.params12 (data, addr, clk);
+  input [3:0] addr;
+  wire [3:0] addr;
+  input clk;
+  wire clk;
+  output [58:0] data;
+  wire [58:0] data;
+  wire en;
+  bchw_rom #(
+    .ADDR_WIDTH(32'd4),
+    .DEPTH(32'd16),
+    .IMAGE_WIDTH(32'd944),
+    .INIT_FILE("layer1_params.hex"),
+    .LO(32'd708),
+    .WIDTH(32'd59)
+  ) rom (
+    .addr(addr),
+    .clk(clk),
+    .data(data),
+    .en(1'h1)
+  );
+  assign en = 1'h1;
+endmodule
+
+(* generator = "Amaranth" *)
+module \bchw_top.engine1.params13 (data, addr, clk);
+  input [3:0] addr;
+  wire [3:0] addr;
+  input clk;
+  wire clk;
+  output [58:0] data;
+  wire [58:0] data;
+  wire en;
+  bchw_rom #(
+    .ADDR_WIDTH(32'd4),
+    .DEPTH(32'd16),
+    .IMAGE_WIDTH(32'd944),
+    .INIT_FILE("layer1_params.hex"),
+    .LO(32'd767),
+    .WIDTH(32'd59)
+  ) rom (
+    .addr(addr),
+    .clk(clk),
+    .data(data),
+    .en(1'h1)
+  );
+  assign en = 1'h1;
+endmodule
+
+(* generator = "Amaranth" *)
+module \bchw_top.engine1.params14 (data, addr, clk);
+  input [3:0] addr;
+  wire [3:0] addr;
+  input clk;
+  wire clk;
+  output [58:0] data;
+  wire [58:0] data;
+  wire en;
+  bchw_rom #(
+    .ADDR_WIDTH(32'd4),
+    .DEPTH(32'd16),
+    .IMAGE_WIDTH(32'd944),
+    .INIT_FILE("layer1_params.hex"),
+    .LO(32'd826),
+    .WIDTH(32'd59)
+  ) rom (
+    .addr(addr),
+    .clk(clk),
+    .data(data),
+    .en(1'h1)
+  );
+  assign en = 1'h1;
+endmodule
+
+(* generator = "Amaranth" *)
+module \bchw_top.engine1.params15 (data, addr, clk);
+  input [3:0] addr;
+  wire [3:0] addr;
+  input clk;
+  wire clk;
+  output [58:0] data;
+  wire [58:0] data;
+  wire en;
+  bchw_rom #(
+    .ADDR_WIDTH(32'd4),
+    .DEPTH(32'd16),
+    .IMAGE_WIDTH(32'd944),
+    .INIT_FILE("layer1_params.hex"),
+    .LO(32'd885),
+    .WIDTH(32'd59)
+  ) rom (
+    .addr(addr),
+    .clk(clk),
+    .data(data),
+    .en(1'h1)
+  );
+  assign en = 1'h1;
+endmodule
+
+(* generator = "Amaranth" *)
+module \bchw_top.engine1.params2 (data, addr, clk);
+  input [3:0] addr;
+  wire [3:0] addr;
+  input clk;
+  wire clk;
+  output [58:0] data;
+  wire [58:0] data;
+  wire en;
+  bchw_rom #(
+    .ADDR_WIDTH(32'd4),
+    .DEPTH(32'd16),
+    .IMAGE_WIDTH(32'd944),
+    .INIT_FILE("layer1_params.hex"),
+    .LO(32'd118),
+    .WIDTH(32'd59)
+  ) rom (
+    .addr(addr),
+    .clk(clk),
+    .data(data),
+    .en(1'h1)
+  );
+  assign en = 1'h1;
+endmodule
+
+(* generator = "Amaranth" *)
+module \bchw_top.engine1.params3 (data, addr, clk);
+  input [3:0] addr;
+  wire [3:0] addr;
+  input clk;
+  wire clk;
+  output [58:0] data;
+  wire [58:0] data;
+  wire en;
+  bchw_rom #(
+    .ADDR_WIDTH(32'd4),
+    .DEPTH(32'd16),
+    .IMAGE_WIDTH(32'd944),
+    .INIT_FILE("layer1_params.hex"),
+    .LO(32'd177),
+    .WIDTH(32'd59)
+  ) rom (
+    .addr(addr),
+    .clk(clk),
+    .data(data),
+    .en(1'h1)
+  );
+  assign en = 1'h1;
+endmodule
+
+(* generator = "Amaranth" *)
+module \bchw_top.engine1.params4 (data, addr, clk);
+  input [3:0] addr;
+  wire [3:0] addr;
+  input clk;
+  wire clk;
+  output [58:0] data;
+  wire [58:0] data;
+  wire en;
+  bchw_rom #(
+    .ADDR_WIDTH(32'd4),
+    .DEPTH(32'd16),
+    .IMAGE_WIDTH(32'd944),
+    .INIT_FILE("layer1_params.hex"),
+    .LO(32'd236),
+    .WIDTH(32'd59)
+  ) rom (
+    .addr(addr),
+    .clk(clk),
+    .data(data),
+    .en(1'h1)
+  );
+  assign en = 1'h1;
+endmodule
+
+(* generator = "Amaranth" *)
+module \bchw_top.engine1.params5 (data, addr, clk);
+  input [3:0] addr;
+  wire [3:0] addr;
+  input clk;
+  wire clk;
+  output [58:0] data;
+  wire [58:0] data;
+  wire en;
+  bchw_rom #(
+    .ADDR_WIDTH(32'd4),
+    .DEPTH(32'd16),
+    .IMAGE_WIDTH(32'd944),
+    .INIT_FILE("layer1_params.hex"),
+    .LO(32'd295),
+    .WIDTH(32'd59)
+  ) rom (
+    .addr(addr),
+    .clk(clk),
+    .data(data),
+    .en(1'h1)
+  );
+  assign en = 1'h1;
+endmodule
+
+(* generator = "Amaranth" *)
+module \bchw_top.engine1.params6 (data, addr, clk);
+  input [3:0] addr;
+  wire [3:0] addr;
+  input clk;
+  wire clk;
+  output [58:0] data;
+  wire [58:0] data;
+  wire en;
+  bchw_rom #(
+    .ADDR_WIDTH(32'd4),
+    .DEPTH(32'd16),
+    .IMAGE_WIDTH(32'd944),
+    .INIT_FILE("layer1_params.hex"),
+    .LO(32'd354),
+    .WIDTH(32'd59)
+  ) rom (
+    .addr(addr),
+    .clk(clk),
+    .data(data),
+    .en(1'h1)
+  );
+  assign en = 1'h1;
+endmodule
+
+(* generator = "Amaranth" *)
+module \bchw_top.engine1.params7 (data, addr, clk);
+  input [3:0] addr;
+  wire [3:0] addr;
+  input clk;
+  wire clk;
+  output [58:0] data;
+  wire [58:0] data;
+  wire en;
+  bchw_rom #(
+    .ADDR_WIDTH(32'd4),
+    .DEPTH(32'd16),
+    .IMAGE_WIDTH(32'd944),
+    .INIT_FILE("layer1_params.hex"),
+    .LO(32'd413),
+    .WIDTH(32'd59)
+  ) rom (
+    .addr(addr),
+    .clk(clk),
+    .data(data),
+    .en(1'h1)
+  );
+  assign en = 1'h1;
+endmodule
+
+(* generator = "Amaranth" *)
+module \bchw_top.engine1.params8 (data, addr, clk);
+  input [3:0] addr;
+  wire [3:0] addr;
+  input clk;
+  wire clk;
+  output [58:0] data;
+  wire [58:0] data;
+  wire en;
+  bchw_rom #(
+    .ADDR_WIDTH(32'd4),
+    .DEPTH(32'd16),
+    .IMAGE_WIDTH(32'd944),
+    .INIT_FILE("layer1_params.hex"),
+    .LO(32'd472),
+    .WIDTH(32'd59)
+  ) rom (
+    .addr(addr),
+    .clk(clk),
+    .data(data),
+    .en(1'h1)
+  );
+  assign en = 1'h1;
+endmodule
+
+(* generator = "Amaranth" *)
+module \bchw_top.engine1.params9 (data, addr, clk);
+  input [3:0] addr;
+  wire [3:0] addr;
+  input clk;
+  wire clk;
+  output [58:0] data;
+  wire [58:0] data;
+  wire en;
+  bchw_rom #(
+    .ADDR_WIDTH(32'd4),
+    .DEPTH(32'd16),
+    .IMAGE_WIDTH(32'd944),
+    .INIT_FILE("layer1_params.hex"),
+    .LO(32'd531),
+    .WIDTH(32'd59)
+  ) rom (
+    .addr(addr),
+    .clk(clk),
+    .data(data),
+    .en(1'h1)
+  );
+  assign en = 1'h1;
+endmodule
+
+(* generator = "Amaranth" *)
+module \bchw_top.engine1.requant0 (rst, \port$7319$0 , acc, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$20  = 0;
   wire [34:0] \$1 ;
   wire [36:0] \$10 ;
@@ -13202,8 +14847,8 @@ module \bchw_top.engine1.requant0 (rst, \port$7167$0 , acc, q, clk);
   wire clk;
   wire en;
   wire [17:0] mul;
-  input [58:0] \port$7167$0 ;
-  wire [58:0] \port$7167$0 ;
+  input [58:0] \port$7319$0 ;
+  wire [58:0] \port$7319$0 ;
   reg [35:0] prod0 = 36'h000000000;
   output [7:0] q;
   reg [7:0] q = 8'h00;
@@ -13214,7 +14859,7 @@ module \bchw_top.engine1.requant0 (rst, \port$7167$0 , acc, q, clk);
   reg [4:0] shift2 = 5'h00;
   wire [36:0] shifted;
   reg [36:0] total = 37'h0000000000;
-  assign \$1  = $signed(acc) * $signed(\port$7167$0 [17:0]);
+  assign \$1  = $signed(acc) * $signed(\port$7319$0 [17:0]);
   assign \$3  = $signed(bias1) + $signed(\$2 );
   assign \$4  = | shifted[36:8];
   assign \$5  = \$4  ? 37'h00000000ff : shifted;
@@ -13240,19 +14885,19 @@ module \bchw_top.engine1.requant0 (rst, \port$7167$0 , acc, q, clk);
     end
   end
   assign en = 1'h1;
-  assign mul = \port$7167$0 [17:0];
-  assign bias = \port$7167$0 [58:23];
-  assign shift = \port$7167$0 [22:18];
+  assign mul = \port$7319$0 [17:0];
+  assign bias = \port$7319$0 [58:23];
+  assign shift = \port$7319$0 [22:18];
   assign \$11  = shift1;
   assign \$10  = \$3 [36:0];
-  assign \$9  = \port$7167$0 [22:18];
-  assign \$8  = \port$7167$0 [58:23];
+  assign \$9  = \port$7319$0 [22:18];
+  assign \$8  = \port$7319$0 [58:23];
   assign \$7  = { \$1 [34], \$1  };
   assign \$2  = { prod0[35], prod0 };
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine1.requant1 (rst, \port$7167$59 , acc, q, clk);
+module \bchw_top.engine1.requant1 (rst, \port$7319$59 , acc, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$21  = 0;
   wire [34:0] \$1 ;
   wire [36:0] \$10 ;
@@ -13274,8 +14919,8 @@ module \bchw_top.engine1.requant1 (rst, \port$7167$59 , acc, q, clk);
   wire clk;
   wire en;
   wire [17:0] mul;
-  input [58:0] \port$7167$59 ;
-  wire [58:0] \port$7167$59 ;
+  input [58:0] \port$7319$59 ;
+  wire [58:0] \port$7319$59 ;
   reg [35:0] prod0 = 36'h000000000;
   output [7:0] q;
   reg [7:0] q = 8'h00;
@@ -13286,7 +14931,7 @@ module \bchw_top.engine1.requant1 (rst, \port$7167$59 , acc, q, clk);
   reg [4:0] shift2 = 5'h00;
   wire [36:0] shifted;
   reg [36:0] total = 37'h0000000000;
-  assign \$1  = $signed(acc) * $signed(\port$7167$59 [17:0]);
+  assign \$1  = $signed(acc) * $signed(\port$7319$59 [17:0]);
   assign \$3  = $signed(bias1) + $signed(\$2 );
   assign \$4  = | shifted[36:8];
   assign \$5  = \$4  ? 37'h00000000ff : shifted;
@@ -13312,19 +14957,19 @@ module \bchw_top.engine1.requant1 (rst, \port$7167$59 , acc, q, clk);
     end
   end
   assign en = 1'h1;
-  assign mul = \port$7167$59 [17:0];
-  assign bias = \port$7167$59 [58:23];
-  assign shift = \port$7167$59 [22:18];
+  assign mul = \port$7319$59 [17:0];
+  assign bias = \port$7319$59 [58:23];
+  assign shift = \port$7319$59 [22:18];
   assign \$11  = shift1;
   assign \$10  = \$3 [36:0];
-  assign \$9  = \port$7167$59 [22:18];
-  assign \$8  = \port$7167$59 [58:23];
+  assign \$9  = \port$7319$59 [22:18];
+  assign \$8  = \port$7319$59 [58:23];
   assign \$7  = { \$1 [34], \$1  };
   assign \$2  = { prod0[35], prod0 };
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine1.requant10 (rst, \port$7167$590 , acc, q, clk);
+module \bchw_top.engine1.requant10 (rst, \port$7319$590 , acc, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$22  = 0;
   wire [34:0] \$1 ;
   wire [36:0] \$10 ;
@@ -13346,8 +14991,8 @@ module \bchw_top.engine1.requant10 (rst, \port$7167$590 , acc, q, clk);
   wire clk;
   wire en;
   wire [17:0] mul;
-  input [58:0] \port$7167$590 ;
-  wire [58:0] \port$7167$590 ;
+  input [58:0] \port$7319$590 ;
+  wire [58:0] \port$7319$590 ;
   reg [35:0] prod0 = 36'h000000000;
   output [7:0] q;
   reg [7:0] q = 8'h00;
@@ -13358,7 +15003,7 @@ module \bchw_top.engine1.requant10 (rst, \port$7167$590 , acc, q, clk);
   reg [4:0] shift2 = 5'h00;
   wire [36:0] shifted;
   reg [36:0] total = 37'h0000000000;
-  assign \$1  = $signed(acc) * $signed(\port$7167$590 [17:0]);
+  assign \$1  = $signed(acc) * $signed(\port$7319$590 [17:0]);
   assign \$3  = $signed(bias1) + $signed(\$2 );
   assign \$4  = | shifted[36:8];
   assign \$5  = \$4  ? 37'h00000000ff : shifted;
@@ -13384,19 +15029,19 @@ module \bchw_top.engine1.requant10 (rst, \port$7167$590 , acc, q, clk);
     end
   end
   assign en = 1'h1;
-  assign mul = \port$7167$590 [17:0];
-  assign bias = \port$7167$590 [58:23];
-  assign shift = \port$7167$590 [22:18];
+  assign mul = \port$7319$590 [17:0];
+  assign bias = \port$7319$590 [58:23];
+  assign shift = \port$7319$590 [22:18];
   assign \$11  = shift1;
   assign \$10  = \$3 [36:0];
-  assign \$9  = \port$7167$590 [22:18];
-  assign \$8  = \port$7167$590 [58:23];
+  assign \$9  = \port$7319$590 [22:18];
+  assign \$8  = \port$7319$590 [58:23];
   assign \$7  = { \$1 [34], \$1  };
   assign \$2  = { prod0[35], prod0 };
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine1.requant11 (rst, \port$7167$649 , acc, q, clk);
+module \bchw_top.engine1.requant11 (rst, \port$7319$649 , acc, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$23  = 0;
   wire [34:0] \$1 ;
   wire [36:0] \$10 ;
@@ -13418,8 +15063,8 @@ module \bchw_top.engine1.requant11 (rst, \port$7167$649 , acc, q, clk);
   wire clk;
   wire en;
   wire [17:0] mul;
-  input [58:0] \port$7167$649 ;
-  wire [58:0] \port$7167$649 ;
+  input [58:0] \port$7319$649 ;
+  wire [58:0] \port$7319$649 ;
   reg [35:0] prod0 = 36'h000000000;
   output [7:0] q;
   reg [7:0] q = 8'h00;
@@ -13430,7 +15075,7 @@ module \bchw_top.engine1.requant11 (rst, \port$7167$649 , acc, q, clk);
   reg [4:0] shift2 = 5'h00;
   wire [36:0] shifted;
   reg [36:0] total = 37'h0000000000;
-  assign \$1  = $signed(acc) * $signed(\port$7167$649 [17:0]);
+  assign \$1  = $signed(acc) * $signed(\port$7319$649 [17:0]);
   assign \$3  = $signed(bias1) + $signed(\$2 );
   assign \$4  = | shifted[36:8];
   assign \$5  = \$4  ? 37'h00000000ff : shifted;
@@ -13456,19 +15101,19 @@ module \bchw_top.engine1.requant11 (rst, \port$7167$649 , acc, q, clk);
     end
   end
   assign en = 1'h1;
-  assign mul = \port$7167$649 [17:0];
-  assign bias = \port$7167$649 [58:23];
-  assign shift = \port$7167$649 [22:18];
+  assign mul = \port$7319$649 [17:0];
+  assign bias = \port$7319$649 [58:23];
+  assign shift = \port$7319$649 [22:18];
   assign \$11  = shift1;
   assign \$10  = \$3 [36:0];
-  assign \$9  = \port$7167$649 [22:18];
-  assign \$8  = \port$7167$649 [58:23];
+  assign \$9  = \port$7319$649 [22:18];
+  assign \$8  = \port$7319$649 [58:23];
   assign \$7  = { \$1 [34], \$1  };
   assign \$2  = { prod0[35], prod0 };
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine1.requant12 (rst, \port$7167$708 , acc, q, clk);
+module \bchw_top.engine1.requant12 (rst, \port$7319$708 , acc, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$24  = 0;
   wire [34:0] \$1 ;
   wire [36:0] \$10 ;
@@ -13490,8 +15135,8 @@ module \bchw_top.engine1.requant12 (rst, \port$7167$708 , acc, q, clk);
   wire clk;
   wire en;
   wire [17:0] mul;
-  input [58:0] \port$7167$708 ;
-  wire [58:0] \port$7167$708 ;
+  input [58:0] \port$7319$708 ;
+  wire [58:0] \port$7319$708 ;
   reg [35:0] prod0 = 36'h000000000;
   output [7:0] q;
   reg [7:0] q = 8'h00;
@@ -13502,7 +15147,7 @@ module \bchw_top.engine1.requant12 (rst, \port$7167$708 , acc, q, clk);
   reg [4:0] shift2 = 5'h00;
   wire [36:0] shifted;
   reg [36:0] total = 37'h0000000000;
-  assign \$1  = $signed(acc) * $signed(\port$7167$708 [17:0]);
+  assign \$1  = $signed(acc) * $signed(\port$7319$708 [17:0]);
   assign \$3  = $signed(bias1) + $signed(\$2 );
   assign \$4  = | shifted[36:8];
   assign \$5  = \$4  ? 37'h00000000ff : shifted;
@@ -13528,19 +15173,19 @@ module \bchw_top.engine1.requant12 (rst, \port$7167$708 , acc, q, clk);
     end
   end
   assign en = 1'h1;
-  assign mul = \port$7167$708 [17:0];
-  assign bias = \port$7167$708 [58:23];
-  assign shift = \port$7167$708 [22:18];
+  assign mul = \port$7319$708 [17:0];
+  assign bias = \port$7319$708 [58:23];
+  assign shift = \port$7319$708 [22:18];
   assign \$11  = shift1;
   assign \$10  = \$3 [36:0];
-  assign \$9  = \port$7167$708 [22:18];
-  assign \$8  = \port$7167$708 [58:23];
+  assign \$9  = \port$7319$708 [22:18];
+  assign \$8  = \port$7319$708 [58:23];
   assign \$7  = { \$1 [34], \$1  };
   assign \$2  = { prod0[35], prod0 };
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine1.requant13 (rst, \port$7167$767 , acc, q, clk);
+module \bchw_top.engine1.requant13 (rst, \port$7319$767 , acc, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$25  = 0;
   wire [34:0] \$1 ;
   wire [36:0] \$10 ;
@@ -13562,8 +15207,8 @@ module \bchw_top.engine1.requant13 (rst, \port$7167$767 , acc, q, clk);
   wire clk;
   wire en;
   wire [17:0] mul;
-  input [58:0] \port$7167$767 ;
-  wire [58:0] \port$7167$767 ;
+  input [58:0] \port$7319$767 ;
+  wire [58:0] \port$7319$767 ;
   reg [35:0] prod0 = 36'h000000000;
   output [7:0] q;
   reg [7:0] q = 8'h00;
@@ -13574,7 +15219,7 @@ module \bchw_top.engine1.requant13 (rst, \port$7167$767 , acc, q, clk);
   reg [4:0] shift2 = 5'h00;
   wire [36:0] shifted;
   reg [36:0] total = 37'h0000000000;
-  assign \$1  = $signed(acc) * $signed(\port$7167$767 [17:0]);
+  assign \$1  = $signed(acc) * $signed(\port$7319$767 [17:0]);
   assign \$3  = $signed(bias1) + $signed(\$2 );
   assign \$4  = | shifted[36:8];
   assign \$5  = \$4  ? 37'h00000000ff : shifted;
@@ -13600,19 +15245,19 @@ module \bchw_top.engine1.requant13 (rst, \port$7167$767 , acc, q, clk);
     end
   end
   assign en = 1'h1;
-  assign mul = \port$7167$767 [17:0];
-  assign bias = \port$7167$767 [58:23];
-  assign shift = \port$7167$767 [22:18];
+  assign mul = \port$7319$767 [17:0];
+  assign bias = \port$7319$767 [58:23];
+  assign shift = \port$7319$767 [22:18];
   assign \$11  = shift1;
   assign \$10  = \$3 [36:0];
-  assign \$9  = \port$7167$767 [22:18];
-  assign \$8  = \port$7167$767 [58:23];
+  assign \$9  = \port$7319$767 [22:18];
+  assign \$8  = \port$7319$767 [58:23];
   assign \$7  = { \$1 [34], \$1  };
   assign \$2  = { prod0[35], prod0 };
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine1.requant14 (rst, \port$7167$826 , acc, q, clk);
+module \bchw_top.engine1.requant14 (rst, \port$7319$826 , acc, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$26  = 0;
   wire [34:0] \$1 ;
   wire [36:0] \$10 ;
@@ -13634,8 +15279,8 @@ module \bchw_top.engine1.requant14 (rst, \port$7167$826 , acc, q, clk);
   wire clk;
   wire en;
   wire [17:0] mul;
-  input [58:0] \port$7167$826 ;
-  wire [58:0] \port$7167$826 ;
+  input [58:0] \port$7319$826 ;
+  wire [58:0] \port$7319$826 ;
   reg [35:0] prod0 = 36'h000000000;
   output [7:0] q;
   reg [7:0] q = 8'h00;
@@ -13646,7 +15291,7 @@ module \bchw_top.engine1.requant14 (rst, \port$7167$826 , acc, q, clk);
   reg [4:0] shift2 = 5'h00;
   wire [36:0] shifted;
   reg [36:0] total = 37'h0000000000;
-  assign \$1  = $signed(acc) * $signed(\port$7167$826 [17:0]);
+  assign \$1  = $signed(acc) * $signed(\port$7319$826 [17:0]);
   assign \$3  = $signed(bias1) + $signed(\$2 );
   assign \$4  = | shifted[36:8];
   assign \$5  = \$4  ? 37'h00000000ff : shifted;
@@ -13672,19 +15317,19 @@ module \bchw_top.engine1.requant14 (rst, \port$7167$826 , acc, q, clk);
     end
   end
   assign en = 1'h1;
-  assign mul = \port$7167$826 [17:0];
-  assign bias = \port$7167$826 [58:23];
-  assign shift = \port$7167$826 [22:18];
+  assign mul = \port$7319$826 [17:0];
+  assign bias = \port$7319$826 [58:23];
+  assign shift = \port$7319$826 [22:18];
   assign \$11  = shift1;
   assign \$10  = \$3 [36:0];
-  assign \$9  = \port$7167$826 [22:18];
-  assign \$8  = \port$7167$826 [58:23];
+  assign \$9  = \port$7319$826 [22:18];
+  assign \$8  = \port$7319$826 [58:23];
   assign \$7  = { \$1 [34], \$1  };
   assign \$2  = { prod0[35], prod0 };
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine1.requant15 (rst, \port$7167$885 , acc, q, clk);
+module \bchw_top.engine1.requant15 (rst, \port$7319$885 , acc, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$27  = 0;
   wire [34:0] \$1 ;
   wire [36:0] \$10 ;
@@ -13706,8 +15351,8 @@ module \bchw_top.engine1.requant15 (rst, \port$7167$885 , acc, q, clk);
   wire clk;
   wire en;
   wire [17:0] mul;
-  input [58:0] \port$7167$885 ;
-  wire [58:0] \port$7167$885 ;
+  input [58:0] \port$7319$885 ;
+  wire [58:0] \port$7319$885 ;
   reg [35:0] prod0 = 36'h000000000;
   output [7:0] q;
   reg [7:0] q = 8'h00;
@@ -13718,7 +15363,7 @@ module \bchw_top.engine1.requant15 (rst, \port$7167$885 , acc, q, clk);
   reg [4:0] shift2 = 5'h00;
   wire [36:0] shifted;
   reg [36:0] total = 37'h0000000000;
-  assign \$1  = $signed(acc) * $signed(\port$7167$885 [17:0]);
+  assign \$1  = $signed(acc) * $signed(\port$7319$885 [17:0]);
   assign \$3  = $signed(bias1) + $signed(\$2 );
   assign \$4  = | shifted[36:8];
   assign \$5  = \$4  ? 37'h00000000ff : shifted;
@@ -13744,19 +15389,19 @@ module \bchw_top.engine1.requant15 (rst, \port$7167$885 , acc, q, clk);
     end
   end
   assign en = 1'h1;
-  assign mul = \port$7167$885 [17:0];
-  assign bias = \port$7167$885 [58:23];
-  assign shift = \port$7167$885 [22:18];
+  assign mul = \port$7319$885 [17:0];
+  assign bias = \port$7319$885 [58:23];
+  assign shift = \port$7319$885 [22:18];
   assign \$11  = shift1;
   assign \$10  = \$3 [36:0];
-  assign \$9  = \port$7167$885 [22:18];
-  assign \$8  = \port$7167$885 [58:23];
+  assign \$9  = \port$7319$885 [22:18];
+  assign \$8  = \port$7319$885 [58:23];
   assign \$7  = { \$1 [34], \$1  };
   assign \$2  = { prod0[35], prod0 };
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine1.requant2 (rst, \port$7167$118 , acc, q, clk);
+module \bchw_top.engine1.requant2 (rst, \port$7319$118 , acc, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$28  = 0;
   wire [34:0] \$1 ;
   wire [36:0] \$10 ;
@@ -13778,8 +15423,8 @@ module \bchw_top.engine1.requant2 (rst, \port$7167$118 , acc, q, clk);
   wire clk;
   wire en;
   wire [17:0] mul;
-  input [58:0] \port$7167$118 ;
-  wire [58:0] \port$7167$118 ;
+  input [58:0] \port$7319$118 ;
+  wire [58:0] \port$7319$118 ;
   reg [35:0] prod0 = 36'h000000000;
   output [7:0] q;
   reg [7:0] q = 8'h00;
@@ -13790,7 +15435,7 @@ module \bchw_top.engine1.requant2 (rst, \port$7167$118 , acc, q, clk);
   reg [4:0] shift2 = 5'h00;
   wire [36:0] shifted;
   reg [36:0] total = 37'h0000000000;
-  assign \$1  = $signed(acc) * $signed(\port$7167$118 [17:0]);
+  assign \$1  = $signed(acc) * $signed(\port$7319$118 [17:0]);
   assign \$3  = $signed(bias1) + $signed(\$2 );
   assign \$4  = | shifted[36:8];
   assign \$5  = \$4  ? 37'h00000000ff : shifted;
@@ -13816,19 +15461,19 @@ module \bchw_top.engine1.requant2 (rst, \port$7167$118 , acc, q, clk);
     end
   end
   assign en = 1'h1;
-  assign mul = \port$7167$118 [17:0];
-  assign bias = \port$7167$118 [58:23];
-  assign shift = \port$7167$118 [22:18];
+  assign mul = \port$7319$118 [17:0];
+  assign bias = \port$7319$118 [58:23];
+  assign shift = \port$7319$118 [22:18];
   assign \$11  = shift1;
   assign \$10  = \$3 [36:0];
-  assign \$9  = \port$7167$118 [22:18];
-  assign \$8  = \port$7167$118 [58:23];
+  assign \$9  = \port$7319$118 [22:18];
+  assign \$8  = \port$7319$118 [58:23];
   assign \$7  = { \$1 [34], \$1  };
   assign \$2  = { prod0[35], prod0 };
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine1.requant3 (rst, \port$7167$177 , acc, q, clk);
+module \bchw_top.engine1.requant3 (rst, \port$7319$177 , acc, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$29  = 0;
   wire [34:0] \$1 ;
   wire [36:0] \$10 ;
@@ -13850,8 +15495,8 @@ module \bchw_top.engine1.requant3 (rst, \port$7167$177 , acc, q, clk);
   wire clk;
   wire en;
   wire [17:0] mul;
-  input [58:0] \port$7167$177 ;
-  wire [58:0] \port$7167$177 ;
+  input [58:0] \port$7319$177 ;
+  wire [58:0] \port$7319$177 ;
   reg [35:0] prod0 = 36'h000000000;
   output [7:0] q;
   reg [7:0] q = 8'h00;
@@ -13862,7 +15507,7 @@ module \bchw_top.engine1.requant3 (rst, \port$7167$177 , acc, q, clk);
   reg [4:0] shift2 = 5'h00;
   wire [36:0] shifted;
   reg [36:0] total = 37'h0000000000;
-  assign \$1  = $signed(acc) * $signed(\port$7167$177 [17:0]);
+  assign \$1  = $signed(acc) * $signed(\port$7319$177 [17:0]);
   assign \$3  = $signed(bias1) + $signed(\$2 );
   assign \$4  = | shifted[36:8];
   assign \$5  = \$4  ? 37'h00000000ff : shifted;
@@ -13888,19 +15533,19 @@ module \bchw_top.engine1.requant3 (rst, \port$7167$177 , acc, q, clk);
     end
   end
   assign en = 1'h1;
-  assign mul = \port$7167$177 [17:0];
-  assign bias = \port$7167$177 [58:23];
-  assign shift = \port$7167$177 [22:18];
+  assign mul = \port$7319$177 [17:0];
+  assign bias = \port$7319$177 [58:23];
+  assign shift = \port$7319$177 [22:18];
   assign \$11  = shift1;
   assign \$10  = \$3 [36:0];
-  assign \$9  = \port$7167$177 [22:18];
-  assign \$8  = \port$7167$177 [58:23];
+  assign \$9  = \port$7319$177 [22:18];
+  assign \$8  = \port$7319$177 [58:23];
   assign \$7  = { \$1 [34], \$1  };
   assign \$2  = { prod0[35], prod0 };
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine1.requant4 (rst, \port$7167$236 , acc, q, clk);
+module \bchw_top.engine1.requant4 (rst, \port$7319$236 , acc, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$30  = 0;
   wire [34:0] \$1 ;
   wire [36:0] \$10 ;
@@ -13922,8 +15567,8 @@ module \bchw_top.engine1.requant4 (rst, \port$7167$236 , acc, q, clk);
   wire clk;
   wire en;
   wire [17:0] mul;
-  input [58:0] \port$7167$236 ;
-  wire [58:0] \port$7167$236 ;
+  input [58:0] \port$7319$236 ;
+  wire [58:0] \port$7319$236 ;
   reg [35:0] prod0 = 36'h000000000;
   output [7:0] q;
   reg [7:0] q = 8'h00;
@@ -13934,7 +15579,7 @@ module \bchw_top.engine1.requant4 (rst, \port$7167$236 , acc, q, clk);
   reg [4:0] shift2 = 5'h00;
   wire [36:0] shifted;
   reg [36:0] total = 37'h0000000000;
-  assign \$1  = $signed(acc) * $signed(\port$7167$236 [17:0]);
+  assign \$1  = $signed(acc) * $signed(\port$7319$236 [17:0]);
   assign \$3  = $signed(bias1) + $signed(\$2 );
   assign \$4  = | shifted[36:8];
   assign \$5  = \$4  ? 37'h00000000ff : shifted;
@@ -13960,19 +15605,19 @@ module \bchw_top.engine1.requant4 (rst, \port$7167$236 , acc, q, clk);
     end
   end
   assign en = 1'h1;
-  assign mul = \port$7167$236 [17:0];
-  assign bias = \port$7167$236 [58:23];
-  assign shift = \port$7167$236 [22:18];
+  assign mul = \port$7319$236 [17:0];
+  assign bias = \port$7319$236 [58:23];
+  assign shift = \port$7319$236 [22:18];
   assign \$11  = shift1;
   assign \$10  = \$3 [36:0];
-  assign \$9  = \port$7167$236 [22:18];
-  assign \$8  = \port$7167$236 [58:23];
+  assign \$9  = \port$7319$236 [22:18];
+  assign \$8  = \port$7319$236 [58:23];
   assign \$7  = { \$1 [34], \$1  };
   assign \$2  = { prod0[35], prod0 };
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine1.requant5 (rst, \port$7167$295 , acc, q, clk);
+module \bchw_top.engine1.requant5 (rst, \port$7319$295 , acc, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$31  = 0;
   wire [34:0] \$1 ;
   wire [36:0] \$10 ;
@@ -13994,8 +15639,8 @@ module \bchw_top.engine1.requant5 (rst, \port$7167$295 , acc, q, clk);
   wire clk;
   wire en;
   wire [17:0] mul;
-  input [58:0] \port$7167$295 ;
-  wire [58:0] \port$7167$295 ;
+  input [58:0] \port$7319$295 ;
+  wire [58:0] \port$7319$295 ;
   reg [35:0] prod0 = 36'h000000000;
   output [7:0] q;
   reg [7:0] q = 8'h00;
@@ -14006,7 +15651,7 @@ module \bchw_top.engine1.requant5 (rst, \port$7167$295 , acc, q, clk);
   reg [4:0] shift2 = 5'h00;
   wire [36:0] shifted;
   reg [36:0] total = 37'h0000000000;
-  assign \$1  = $signed(acc) * $signed(\port$7167$295 [17:0]);
+  assign \$1  = $signed(acc) * $signed(\port$7319$295 [17:0]);
   assign \$3  = $signed(bias1) + $signed(\$2 );
   assign \$4  = | shifted[36:8];
   assign \$5  = \$4  ? 37'h00000000ff : shifted;
@@ -14032,19 +15677,19 @@ module \bchw_top.engine1.requant5 (rst, \port$7167$295 , acc, q, clk);
     end
   end
   assign en = 1'h1;
-  assign mul = \port$7167$295 [17:0];
-  assign bias = \port$7167$295 [58:23];
-  assign shift = \port$7167$295 [22:18];
+  assign mul = \port$7319$295 [17:0];
+  assign bias = \port$7319$295 [58:23];
+  assign shift = \port$7319$295 [22:18];
   assign \$11  = shift1;
   assign \$10  = \$3 [36:0];
-  assign \$9  = \port$7167$295 [22:18];
-  assign \$8  = \port$7167$295 [58:23];
+  assign \$9  = \port$7319$295 [22:18];
+  assign \$8  = \port$7319$295 [58:23];
   assign \$7  = { \$1 [34], \$1  };
   assign \$2  = { prod0[35], prod0 };
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine1.requant6 (rst, \port$7167$354 , acc, q, clk);
+module \bchw_top.engine1.requant6 (rst, \port$7319$354 , acc, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$32  = 0;
   wire [34:0] \$1 ;
   wire [36:0] \$10 ;
@@ -14066,8 +15711,8 @@ module \bchw_top.engine1.requant6 (rst, \port$7167$354 , acc, q, clk);
   wire clk;
   wire en;
   wire [17:0] mul;
-  input [58:0] \port$7167$354 ;
-  wire [58:0] \port$7167$354 ;
+  input [58:0] \port$7319$354 ;
+  wire [58:0] \port$7319$354 ;
   reg [35:0] prod0 = 36'h000000000;
   output [7:0] q;
   reg [7:0] q = 8'h00;
@@ -14078,7 +15723,7 @@ module \bchw_top.engine1.requant6 (rst, \port$7167$354 , acc, q, clk);
   reg [4:0] shift2 = 5'h00;
   wire [36:0] shifted;
   reg [36:0] total = 37'h0000000000;
-  assign \$1  = $signed(acc) * $signed(\port$7167$354 [17:0]);
+  assign \$1  = $signed(acc) * $signed(\port$7319$354 [17:0]);
   assign \$3  = $signed(bias1) + $signed(\$2 );
   assign \$4  = | shifted[36:8];
   assign \$5  = \$4  ? 37'h00000000ff : shifted;
@@ -14104,19 +15749,19 @@ module \bchw_top.engine1.requant6 (rst, \port$7167$354 , acc, q, clk);
     end
   end
   assign en = 1'h1;
-  assign mul = \port$7167$354 [17:0];
-  assign bias = \port$7167$354 [58:23];
-  assign shift = \port$7167$354 [22:18];
+  assign mul = \port$7319$354 [17:0];
+  assign bias = \port$7319$354 [58:23];
+  assign shift = \port$7319$354 [22:18];
   assign \$11  = shift1;
   assign \$10  = \$3 [36:0];
-  assign \$9  = \port$7167$354 [22:18];
-  assign \$8  = \port$7167$354 [58:23];
+  assign \$9  = \port$7319$354 [22:18];
+  assign \$8  = \port$7319$354 [58:23];
   assign \$7  = { \$1 [34], \$1  };
   assign \$2  = { prod0[35], prod0 };
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine1.requant7 (rst, \port$7167$413 , acc, q, clk);
+module \bchw_top.engine1.requant7 (rst, \port$7319$413 , acc, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$33  = 0;
   wire [34:0] \$1 ;
   wire [36:0] \$10 ;
@@ -14138,8 +15783,8 @@ module \bchw_top.engine1.requant7 (rst, \port$7167$413 , acc, q, clk);
   wire clk;
   wire en;
   wire [17:0] mul;
-  input [58:0] \port$7167$413 ;
-  wire [58:0] \port$7167$413 ;
+  input [58:0] \port$7319$413 ;
+  wire [58:0] \port$7319$413 ;
   reg [35:0] prod0 = 36'h000000000;
   output [7:0] q;
   reg [7:0] q = 8'h00;
@@ -14150,7 +15795,7 @@ module \bchw_top.engine1.requant7 (rst, \port$7167$413 , acc, q, clk);
   reg [4:0] shift2 = 5'h00;
   wire [36:0] shifted;
   reg [36:0] total = 37'h0000000000;
-  assign \$1  = $signed(acc) * $signed(\port$7167$413 [17:0]);
+  assign \$1  = $signed(acc) * $signed(\port$7319$413 [17:0]);
   assign \$3  = $signed(bias1) + $signed(\$2 );
   assign \$4  = | shifted[36:8];
   assign \$5  = \$4  ? 37'h00000000ff : shifted;
@@ -14176,19 +15821,19 @@ module \bchw_top.engine1.requant7 (rst, \port$7167$413 , acc, q, clk);
     end
   end
   assign en = 1'h1;
-  assign mul = \port$7167$413 [17:0];
-  assign bias = \port$7167$413 [58:23];
-  assign shift = \port$7167$413 [22:18];
+  assign mul = \port$7319$413 [17:0];
+  assign bias = \port$7319$413 [58:23];
+  assign shift = \port$7319$413 [22:18];
   assign \$11  = shift1;
   assign \$10  = \$3 [36:0];
-  assign \$9  = \port$7167$413 [22:18];
-  assign \$8  = \port$7167$413 [58:23];
+  assign \$9  = \port$7319$413 [22:18];
+  assign \$8  = \port$7319$413 [58:23];
   assign \$7  = { \$1 [34], \$1  };
   assign \$2  = { prod0[35], prod0 };
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine1.requant8 (rst, \port$7167$472 , acc, q, clk);
+module \bchw_top.engine1.requant8 (rst, \port$7319$472 , acc, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$34  = 0;
   wire [34:0] \$1 ;
   wire [36:0] \$10 ;
@@ -14210,8 +15855,8 @@ module \bchw_top.engine1.requant8 (rst, \port$7167$472 , acc, q, clk);
   wire clk;
   wire en;
   wire [17:0] mul;
-  input [58:0] \port$7167$472 ;
-  wire [58:0] \port$7167$472 ;
+  input [58:0] \port$7319$472 ;
+  wire [58:0] \port$7319$472 ;
   reg [35:0] prod0 = 36'h000000000;
   output [7:0] q;
   reg [7:0] q = 8'h00;
@@ -14222,7 +15867,7 @@ module \bchw_top.engine1.requant8 (rst, \port$7167$472 , acc, q, clk);
   reg [4:0] shift2 = 5'h00;
   wire [36:0] shifted;
   reg [36:0] total = 37'h0000000000;
-  assign \$1  = $signed(acc) * $signed(\port$7167$472 [17:0]);
+  assign \$1  = $signed(acc) * $signed(\port$7319$472 [17:0]);
   assign \$3  = $signed(bias1) + $signed(\$2 );
   assign \$4  = | shifted[36:8];
   assign \$5  = \$4  ? 37'h00000000ff : shifted;
@@ -14248,19 +15893,19 @@ module \bchw_top.engine1.requant8 (rst, \port$7167$472 , acc, q, clk);
     end
   end
   assign en = 1'h1;
-  assign mul = \port$7167$472 [17:0];
-  assign bias = \port$7167$472 [58:23];
-  assign shift = \port$7167$472 [22:18];
+  assign mul = \port$7319$472 [17:0];
+  assign bias = \port$7319$472 [58:23];
+  assign shift = \port$7319$472 [22:18];
   assign \$11  = shift1;
   assign \$10  = \$3 [36:0];
-  assign \$9  = \port$7167$472 [22:18];
-  assign \$8  = \port$7167$472 [58:23];
+  assign \$9  = \port$7319$472 [22:18];
+  assign \$8  = \port$7319$472 [58:23];
   assign \$7  = { \$1 [34], \$1  };
   assign \$2  = { prod0[35], prod0 };
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine1.requant9 (rst, \port$7167$531 , acc, q, clk);
+module \bchw_top.engine1.requant9 (rst, \port$7319$531 , acc, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$35  = 0;
   wire [34:0] \$1 ;
   wire [36:0] \$10 ;
@@ -14282,8 +15927,8 @@ module \bchw_top.engine1.requant9 (rst, \port$7167$531 , acc, q, clk);
   wire clk;
   wire en;
   wire [17:0] mul;
-  input [58:0] \port$7167$531 ;
-  wire [58:0] \port$7167$531 ;
+  input [58:0] \port$7319$531 ;
+  wire [58:0] \port$7319$531 ;
   reg [35:0] prod0 = 36'h000000000;
   output [7:0] q;
   reg [7:0] q = 8'h00;
@@ -14294,7 +15939,7 @@ module \bchw_top.engine1.requant9 (rst, \port$7167$531 , acc, q, clk);
   reg [4:0] shift2 = 5'h00;
   wire [36:0] shifted;
   reg [36:0] total = 37'h0000000000;
-  assign \$1  = $signed(acc) * $signed(\port$7167$531 [17:0]);
+  assign \$1  = $signed(acc) * $signed(\port$7319$531 [17:0]);
   assign \$3  = $signed(bias1) + $signed(\$2 );
   assign \$4  = | shifted[36:8];
   assign \$5  = \$4  ? 37'h00000000ff : shifted;
@@ -14320,13 +15965,13 @@ module \bchw_top.engine1.requant9 (rst, \port$7167$531 , acc, q, clk);
     end
   end
   assign en = 1'h1;
-  assign mul = \port$7167$531 [17:0];
-  assign bias = \port$7167$531 [58:23];
-  assign shift = \port$7167$531 [22:18];
+  assign mul = \port$7319$531 [17:0];
+  assign bias = \port$7319$531 [58:23];
+  assign shift = \port$7319$531 [22:18];
   assign \$11  = shift1;
   assign \$10  = \$3 [36:0];
-  assign \$9  = \port$7167$531 [22:18];
-  assign \$8  = \port$7167$531 [58:23];
+  assign \$9  = \port$7319$531 [22:18];
+  assign \$8  = \port$7319$531 [58:23];
   assign \$7  = { \$1 [34], \$1  };
   assign \$2  = { prod0[35], prod0 };
 endmodule
@@ -18721,42 +20366,64 @@ module \bchw_top.engine2 (rst, s__valid, write__data, s__ready, m__valid, m__pay
   wire \$18 ;
   reg [7:0] \$180 ;
   reg [7:0] \$181 ;
-  wire [943:0] \$182 ;
-  reg \$183 ;
-  reg \$184 ;
-  reg [16:0] \$185 ;
-  reg [16:0] \$186 ;
-  reg [16:0] \$187 ;
-  reg [16:0] \$188 ;
-  reg [16:0] \$189 ;
+  reg [3:0] \$182 ;
+  reg [3:0] \$183 ;
+  reg [3:0] \$184 ;
+  reg [3:0] \$185 ;
+  reg [3:0] \$186 ;
+  reg [3:0] \$187 ;
+  reg [3:0] \$188 ;
+  reg [3:0] \$189 ;
   wire \$19 ;
-  reg [16:0] \$190 ;
-  reg [16:0] \$191 ;
-  reg [16:0] \$192 ;
-  reg [16:0] \$193 ;
-  reg [16:0] \$194 ;
-  reg [16:0] \$195 ;
-  reg [16:0] \$196 ;
-  reg [16:0] \$197 ;
-  reg [16:0] \$198 ;
-  reg [16:0] \$199 ;
+  reg [3:0] \$190 ;
+  reg [3:0] \$191 ;
+  reg [3:0] \$192 ;
+  reg [3:0] \$193 ;
+  reg [3:0] \$194 ;
+  reg [3:0] \$195 ;
+  reg [3:0] \$196 ;
+  reg [3:0] \$197 ;
+  reg [3:0] \$198 ;
+  reg [3:0] \$199 ;
   wire \$2 ;
   wire [4:0] \$20 ;
-  reg [16:0] \$200 ;
-  reg \$201 ;
-  reg \$202 ;
-  reg \$203 ;
-  reg \$204 ;
+  reg [3:0] \$200 ;
+  reg [3:0] \$201 ;
+  reg [3:0] \$202 ;
+  reg [3:0] \$203 ;
+  wire [943:0] \$204 ;
   reg \$205 ;
   reg \$206 ;
-  reg [128:0] \$207 ;
-  reg [128:0] \$208 ;
-  reg [1:0] \$209 ;
+  reg [16:0] \$207 ;
+  reg [16:0] \$208 ;
+  reg [16:0] \$209 ;
   wire [4:0] \$21 ;
-  reg \$210 ;
-  reg \$211 ;
+  reg [16:0] \$210 ;
+  reg [16:0] \$211 ;
+  reg [16:0] \$212 ;
+  reg [16:0] \$213 ;
+  reg [16:0] \$214 ;
+  reg [16:0] \$215 ;
+  reg [16:0] \$216 ;
+  reg [16:0] \$217 ;
+  reg [16:0] \$218 ;
+  reg [16:0] \$219 ;
   wire [4:0] \$22 ;
+  reg [16:0] \$220 ;
+  reg [16:0] \$221 ;
+  reg [16:0] \$222 ;
+  reg \$223 ;
+  reg \$224 ;
+  reg \$225 ;
+  reg \$226 ;
+  reg \$227 ;
+  reg \$228 ;
+  reg [128:0] \$229 ;
   wire [4:0] \$23 ;
+  reg [128:0] \$230 ;
+  reg [1:0] \$231 ;
+  reg \$232 ;
+  reg \$233 ;
   wire \$24 ;
   wire \$25 ;
   wire \$26 ;
@@ -18842,21 +20509,21 @@ module \bchw_top.engine2 (rst, s__valid, write__data, s__ready, m__valid, m__pay
   wire \$99 ;
   reg \$signal  = 1'h0;
   reg [16:0] acc = 17'h00000;
-  reg [16:0] \acc$104  = 17'h00000;
-  reg [16:0] \acc$110  = 17'h00000;
-  reg [16:0] \acc$116  = 17'h00000;
-  reg [16:0] \acc$122  = 17'h00000;
-  reg [16:0] \acc$128  = 17'h00000;
-  reg [16:0] \acc$134  = 17'h00000;
-  reg [16:0] \acc$140  = 17'h00000;
-  reg [16:0] \acc$146  = 17'h00000;
-  reg [16:0] \acc$152  = 17'h00000;
-  reg [16:0] \acc$158  = 17'h00000;
-  reg [16:0] \acc$164  = 17'h00000;
-  reg [16:0] \acc$170  = 17'h00000;
-  reg [16:0] \acc$176  = 17'h00000;
-  reg [16:0] \acc$92  = 17'h00000;
-  reg [16:0] \acc$98  = 17'h00000;
+  reg [16:0] \acc$137  = 17'h00000;
+  reg [16:0] \acc$143  = 17'h00000;
+  reg [16:0] \acc$149  = 17'h00000;
+  reg [16:0] \acc$155  = 17'h00000;
+  reg [16:0] \acc$161  = 17'h00000;
+  reg [16:0] \acc$167  = 17'h00000;
+  reg [16:0] \acc$173  = 17'h00000;
+  reg [16:0] \acc$179  = 17'h00000;
+  reg [16:0] \acc$185  = 17'h00000;
+  reg [16:0] \acc$191  = 17'h00000;
+  reg [16:0] \acc$197  = 17'h00000;
+  reg [16:0] \acc$203  = 17'h00000;
+  reg [16:0] \acc$209  = 17'h00000;
+  reg [16:0] \acc$215  = 17'h00000;
+  reg [16:0] \acc$221  = 17'h00000;
   (* init = 17'h00000 *)
   wire [16:0] acc0;
   (* init = 17'h00000 *)
@@ -18892,23 +20559,54 @@ module \bchw_top.engine2 (rst, s__valid, write__data, s__ready, m__valid, m__pay
   reg acc_end = 1'h0;
   reg acc_valid = 1'h0;
   reg [7:0] addr = 8'h00;
-  wire [3:0] \addr$82 ;
+  (* keep = 32'd1 *)
+  reg [3:0] \addr$100  = 4'h0;
+  (* keep = 32'd1 *)
+  reg [3:0] \addr$103  = 4'h0;
+  (* keep = 32'd1 *)
+  reg [3:0] \addr$106  = 4'h0;
+  (* keep = 32'd1 *)
+  reg [3:0] \addr$109  = 4'h0;
+  (* keep = 32'd1 *)
+  reg [3:0] \addr$112  = 4'h0;
+  (* keep = 32'd1 *)
+  reg [3:0] \addr$115  = 4'h0;
+  (* keep = 32'd1 *)
+  reg [3:0] \addr$118  = 4'h0;
+  (* keep = 32'd1 *)
+  reg [3:0] \addr$121  = 4'h0;
+  (* keep = 32'd1 *)
+  reg [3:0] \addr$124  = 4'h0;
+  (* keep = 32'd1 *)
+  reg [3:0] \addr$127  = 4'h0;
+  (* keep = 32'd1 *)
+  reg [3:0] \addr$82  = 4'h0;
+  (* keep = 32'd1 *)
+  reg [3:0] \addr$85  = 4'h0;
+  (* keep = 32'd1 *)
+  reg [3:0] \addr$88  = 4'h0;
+  (* keep = 32'd1 *)
+  reg [3:0] \addr$91  = 4'h0;
+  (* keep = 32'd1 *)
+  reg [3:0] \addr$94  = 4'h0;
+  (* keep = 32'd1 *)
+  reg [3:0] \addr$97  = 4'h0;
   wire [35:0] bias;
-  wire [35:0] \bias$102 ;
-  wire [35:0] \bias$108 ;
-  wire [35:0] \bias$114 ;
-  wire [35:0] \bias$120 ;
-  wire [35:0] \bias$126 ;
-  wire [35:0] \bias$132 ;
-  wire [35:0] \bias$138 ;
-  wire [35:0] \bias$144 ;
-  wire [35:0] \bias$150 ;
-  wire [35:0] \bias$156 ;
-  wire [35:0] \bias$162 ;
-  wire [35:0] \bias$168 ;
-  wire [35:0] \bias$174 ;
-  wire [35:0] \bias$180 ;
-  wire [35:0] \bias$96 ;
+  wire [35:0] \bias$141 ;
+  wire [35:0] \bias$147 ;
+  wire [35:0] \bias$153 ;
+  wire [35:0] \bias$159 ;
+  wire [35:0] \bias$165 ;
+  wire [35:0] \bias$171 ;
+  wire [35:0] \bias$177 ;
+  wire [35:0] \bias$183 ;
+  wire [35:0] \bias$189 ;
+  wire [35:0] \bias$195 ;
+  wire [35:0] \bias$201 ;
+  wire [35:0] \bias$207 ;
+  wire [35:0] \bias$213 ;
+  wire [35:0] \bias$219 ;
+  wire [35:0] \bias$225 ;
   reg busy = 1'h0;
   wire busy_next;
   input clk;
@@ -18922,21 +20620,48 @@ module \bchw_top.engine2 (rst, s__valid, write__data, s__ready, m__valid, m__pay
   reg [1:0] credits = 2'h2;
   wire [1:0] credits_next;
   wire [255:0] data;
-  wire [943:0] \data$221 ;
+  wire [58:0] \data$273 ;
+  wire [58:0] \data$274 ;
+  wire [58:0] \data$275 ;
+  wire [58:0] \data$276 ;
+  wire [58:0] \data$277 ;
+  wire [58:0] \data$278 ;
+  wire [58:0] \data$279 ;
+  wire [58:0] \data$280 ;
+  wire [58:0] \data$281 ;
+  wire [58:0] \data$282 ;
+  wire [58:0] \data$283 ;
+  wire [58:0] \data$284 ;
+  wire [58:0] \data$285 ;
+  wire [58:0] \data$286 ;
+  wire [58:0] \data$287 ;
+  wire [58:0] \data$288 ;
   wire en;
-  wire \en$103 ;
-  wire \en$109 ;
-  wire \en$115 ;
-  wire \en$121 ;
-  wire \en$127 ;
-  wire \en$133 ;
-  wire \en$139 ;
-  wire \en$145 ;
-  wire \en$151 ;
-  wire \en$157 ;
-  wire \en$163 ;
-  wire \en$169 ;
-  wire \en$175 ;
+  wire \en$102 ;
+  wire \en$105 ;
+  wire \en$108 ;
+  wire \en$111 ;
+  wire \en$114 ;
+  wire \en$117 ;
+  wire \en$120 ;
+  wire \en$123 ;
+  wire \en$126 ;
+  wire \en$129 ;
+  wire \en$136 ;
+  wire \en$142 ;
+  wire \en$148 ;
+  wire \en$154 ;
+  wire \en$160 ;
+  wire \en$166 ;
+  wire \en$172 ;
+  wire \en$178 ;
+  wire \en$184 ;
+  wire \en$190 ;
+  wire \en$196 ;
+  wire \en$202 ;
+  wire \en$208 ;
+  wire \en$214 ;
+  wire \en$220 ;
   wire \en$31 ;
   wire \en$36 ;
   wire \en$39 ;
@@ -18955,8 +20680,11 @@ module \bchw_top.engine2 (rst, s__valid, write__data, s__ready, m__valid, m__pay
   wire \en$78 ;
   wire \en$81 ;
   wire \en$84 ;
-  wire \en$91 ;
-  wire \en$97 ;
+  wire \en$87 ;
+  wire \en$90 ;
+  wire \en$93 ;
+  wire \en$96 ;
+  wire \en$99 ;
   wire enter;
   reg [7:0] f1_d0 = 8'h00;
   reg [7:0] f1_d1 = 8'h00;
@@ -18978,41 +20706,95 @@ module \bchw_top.engine2 (rst, s__valid, write__data, s__ready, m__valid, m__pay
   output m__valid;
   wire m__valid;
   wire [17:0] mul;
-  wire [17:0] \mul$100 ;
-  wire [17:0] \mul$106 ;
-  wire [17:0] \mul$112 ;
-  wire [17:0] \mul$118 ;
-  wire [17:0] \mul$124 ;
-  wire [17:0] \mul$130 ;
-  wire [17:0] \mul$136 ;
-  wire [17:0] \mul$142 ;
-  wire [17:0] \mul$148 ;
-  wire [17:0] \mul$154 ;
-  wire [17:0] \mul$160 ;
-  wire [17:0] \mul$166 ;
-  wire [17:0] \mul$172 ;
-  wire [17:0] \mul$178 ;
-  wire [17:0] \mul$94 ;
+  wire [17:0] \mul$139 ;
+  wire [17:0] \mul$145 ;
+  wire [17:0] \mul$151 ;
+  wire [17:0] \mul$157 ;
+  wire [17:0] \mul$163 ;
+  wire [17:0] \mul$169 ;
+  wire [17:0] \mul$175 ;
+  wire [17:0] \mul$181 ;
+  wire [17:0] \mul$187 ;
+  wire [17:0] \mul$193 ;
+  wire [17:0] \mul$199 ;
+  wire [17:0] \mul$205 ;
+  wire [17:0] \mul$211 ;
+  wire [17:0] \mul$217 ;
+  wire [17:0] \mul$223 ;
   reg [3:0] nfc = 4'h0;
   wire [3:0] nfc_next;
   wire out_done;
+  (* init = 4'h0 *)
+  (* keep = 32'd1 *)
+  wire [3:0] paddr_copy0;
+  (* init = 4'h0 *)
+  (* keep = 32'd1 *)
+  wire [3:0] paddr_copy1;
+  (* init = 4'h0 *)
+  (* keep = 32'd1 *)
+  wire [3:0] paddr_copy10;
+  (* init = 4'h0 *)
+  (* keep = 32'd1 *)
+  wire [3:0] paddr_copy11;
+  (* init = 4'h0 *)
+  (* keep = 32'd1 *)
+  wire [3:0] paddr_copy12;
+  (* init = 4'h0 *)
+  (* keep = 32'd1 *)
+  wire [3:0] paddr_copy13;
+  (* init = 4'h0 *)
+  (* keep = 32'd1 *)
+  wire [3:0] paddr_copy14;
+  (* init = 4'h0 *)
+  (* keep = 32'd1 *)
+  wire [3:0] paddr_copy15;
+  (* init = 4'h0 *)
+  (* keep = 32'd1 *)
+  wire [3:0] paddr_copy2;
+  (* init = 4'h0 *)
+  (* keep = 32'd1 *)
+  wire [3:0] paddr_copy3;
+  (* init = 4'h0 *)
+  (* keep = 32'd1 *)
+  wire [3:0] paddr_copy4;
+  (* init = 4'h0 *)
+  (* keep = 32'd1 *)
+  wire [3:0] paddr_copy5;
+  (* init = 4'h0 *)
+  (* keep = 32'd1 *)
+  wire [3:0] paddr_copy6;
+  (* init = 4'h0 *)
+  (* keep = 32'd1 *)
+  wire [3:0] paddr_copy7;
+  (* init = 4'h0 *)
+  (* keep = 32'd1 *)
+  wire [3:0] paddr_copy8;
+  (* init = 4'h0 *)
+  (* keep = 32'd1 *)
+  wire [3:0] paddr_copy9;
+  reg [3:0] paddr_d0 = 4'h0;
+  reg [3:0] paddr_d1 = 4'h0;
+  reg [3:0] paddr_d2 = 4'h0;
+  reg [3:0] paddr_d3 = 4'h0;
+  reg [3:0] paddr_d4 = 4'h0;
+  reg [3:0] paddr_d5 = 4'h0;
   reg [943:0] params_d0 = 944'h00000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000;
   wire [7:0] q;
-  wire [7:0] \q$188 ;
-  wire [7:0] \q$189 ;
-  wire [7:0] \q$190 ;
-  wire [7:0] \q$191 ;
-  wire [7:0] \q$192 ;
-  wire [7:0] \q$193 ;
-  wire [7:0] \q$194 ;
-  wire [7:0] \q$195 ;
-  wire [7:0] \q$196 ;
-  wire [7:0] \q$197 ;
-  wire [7:0] \q$198 ;
-  wire [7:0] \q$199 ;
-  wire [7:0] \q$200 ;
-  wire [7:0] \q$201 ;
-  wire [7:0] \q$202 ;
+  wire [7:0] \q$233 ;
+  wire [7:0] \q$234 ;
+  wire [7:0] \q$235 ;
+  wire [7:0] \q$236 ;
+  wire [7:0] \q$237 ;
+  wire [7:0] \q$238 ;
+  wire [7:0] \q$239 ;
+  wire [7:0] \q$240 ;
+  wire [7:0] \q$241 ;
+  wire [7:0] \q$242 ;
+  wire [7:0] \q$243 ;
+  wire [7:0] \q$244 ;
+  wire [7:0] \q$245 ;
+  wire [7:0] \q$246 ;
+  wire [7:0] \q$247 ;
   reg qe_d0 = 1'h0;
   reg qe_d1 = 1'h0;
   reg qe_last_d0 = 1'h0;
@@ -19034,42 +20816,42 @@ module \bchw_top.engine2 (rst, s__valid, write__data, s__ready, m__valid, m__pay
   reg [3:0] sfc = 4'h0;
   wire [3:0] sfc_next;
   wire [4:0] shift;
-  wire [4:0] \shift$101 ;
-  wire [4:0] \shift$107 ;
-  wire [4:0] \shift$113 ;
-  wire [4:0] \shift$119 ;
-  wire [4:0] \shift$125 ;
-  wire [4:0] \shift$131 ;
-  wire [4:0] \shift$137 ;
-  wire [4:0] \shift$143 ;
-  wire [4:0] \shift$149 ;
-  wire [4:0] \shift$155 ;
-  wire [4:0] \shift$161 ;
-  wire [4:0] \shift$167 ;
-  wire [4:0] \shift$173 ;
-  wire [4:0] \shift$179 ;
-  wire [4:0] \shift$95 ;
+  wire [4:0] \shift$140 ;
+  wire [4:0] \shift$146 ;
+  wire [4:0] \shift$152 ;
+  wire [4:0] \shift$158 ;
+  wire [4:0] \shift$164 ;
+  wire [4:0] \shift$170 ;
+  wire [4:0] \shift$176 ;
+  wire [4:0] \shift$182 ;
+  wire [4:0] \shift$188 ;
+  wire [4:0] \shift$194 ;
+  wire [4:0] \shift$200 ;
+  wire [4:0] \shift$206 ;
+  wire [4:0] \shift$212 ;
+  wire [4:0] \shift$218 ;
+  wire [4:0] \shift$224 ;
   reg [128:0] skid0 = 129'h000000000000000000000000000000000;
   reg [128:0] skid1 = 129'h000000000000000000000000000000000;
   (* init = 8'h00 *)
   wire [7:0] step;
   wire [7:0] step_next;
   wire [12:0] sum;
-  wire [12:0] \sum$225 ;
-  wire [12:0] \sum$226 ;
-  wire [12:0] \sum$227 ;
-  wire [12:0] \sum$228 ;
-  wire [12:0] \sum$229 ;
-  wire [12:0] \sum$230 ;
-  wire [12:0] \sum$231 ;
-  wire [12:0] \sum$232 ;
-  wire [12:0] \sum$233 ;
-  wire [12:0] \sum$234 ;
-  wire [12:0] \sum$235 ;
-  wire [12:0] \sum$236 ;
-  wire [12:0] \sum$237 ;
-  wire [12:0] \sum$238 ;
-  wire [12:0] \sum$239 ;
+  wire [12:0] \sum$292 ;
+  wire [12:0] \sum$293 ;
+  wire [12:0] \sum$294 ;
+  wire [12:0] \sum$295 ;
+  wire [12:0] \sum$296 ;
+  wire [12:0] \sum$297 ;
+  wire [12:0] \sum$298 ;
+  wire [12:0] \sum$299 ;
+  wire [12:0] \sum$300 ;
+  wire [12:0] \sum$301 ;
+  wire [12:0] \sum$302 ;
+  wire [12:0] \sum$303 ;
+  wire [12:0] \sum$304 ;
+  wire [12:0] \sum$305 ;
+  wire [12:0] \sum$306 ;
   wire [15:0] w;
   wire [15:0] \w$38 ;
   wire [15:0] \w$41 ;
@@ -19227,7 +21009,7 @@ module \bchw_top.engine2 (rst, s__valid, write__data, s__ready, m__valid, m__pay
   assign \$55  = | count;
   assign m__valid = \$55  | qv_last_d0;
   assign \$56  = | count;
-  assign \$57  = \$56  ? skid0 : { qe_last_d0, \q$202 , \q$201 , \q$200 , \q$199 , \q$198 , \q$197 , \q$196 , \q$195 , \q$194 , \q$193 , \q$192 , \q$191 , \q$190 , \q$189 , \q$188 , q };
+  assign \$57  = \$56  ? skid0 : { qe_last_d0, \q$247 , \q$246 , \q$245 , \q$244 , \q$243 , \q$242 , \q$241 , \q$240 , \q$239 , \q$238 , \q$237 , \q$236 , \q$235 , \q$234 , \q$233 , q };
   assign enter = m__valid & m__ready;
   assign \$58  = | count;
   assign \$59  = enter & \$58 ;
@@ -19261,36 +21043,36 @@ module \bchw_top.engine2 (rst, s__valid, write__data, s__ready, m__valid, m__pay
   assign \$101  = ft_d0[0] & ft_d0[3];
   assign \$102  = ft_d0[1] ? 17'h00000 : acc;
   assign \$103  = $signed(\$102 ) + $signed(sum);
-  assign \$104  = ft_d0[1] ? 17'h00000 : \acc$92 ;
-  assign \$105  = $signed(\$104 ) + $signed(\sum$225 );
-  assign \$106  = ft_d0[1] ? 17'h00000 : \acc$98 ;
-  assign \$107  = $signed(\$106 ) + $signed(\sum$226 );
-  assign \$108  = ft_d0[1] ? 17'h00000 : \acc$104 ;
-  assign \$109  = $signed(\$108 ) + $signed(\sum$227 );
-  assign \$110  = ft_d0[1] ? 17'h00000 : \acc$110 ;
-  assign \$111  = $signed(\$110 ) + $signed(\sum$228 );
-  assign \$112  = ft_d0[1] ? 17'h00000 : \acc$116 ;
-  assign \$113  = $signed(\$112 ) + $signed(\sum$229 );
-  assign \$114  = ft_d0[1] ? 17'h00000 : \acc$122 ;
-  assign \$115  = $signed(\$114 ) + $signed(\sum$230 );
-  assign \$116  = ft_d0[1] ? 17'h00000 : \acc$128 ;
-  assign \$117  = $signed(\$116 ) + $signed(\sum$231 );
-  assign \$118  = ft_d0[1] ? 17'h00000 : \acc$134 ;
-  assign \$119  = $signed(\$118 ) + $signed(\sum$232 );
-  assign \$120  = ft_d0[1] ? 17'h00000 : \acc$140 ;
-  assign \$121  = $signed(\$120 ) + $signed(\sum$233 );
-  assign \$122  = ft_d0[1] ? 17'h00000 : \acc$146 ;
-  assign \$123  = $signed(\$122 ) + $signed(\sum$234 );
-  assign \$124  = ft_d0[1] ? 17'h00000 : \acc$152 ;
-  assign \$125  = $signed(\$124 ) + $signed(\sum$235 );
-  assign \$126  = ft_d0[1] ? 17'h00000 : \acc$158 ;
-  assign \$127  = $signed(\$126 ) + $signed(\sum$236 );
-  assign \$128  = ft_d0[1] ? 17'h00000 : \acc$164 ;
-  assign \$129  = $signed(\$128 ) + $signed(\sum$237 );
-  assign \$130  = ft_d0[1] ? 17'h00000 : \acc$170 ;
-  assign \$131  = $signed(\$130 ) + $signed(\sum$238 );
-  assign \$132  = ft_d0[1] ? 17'h00000 : \acc$176 ;
-  assign \$133  = $signed(\$132 ) + $signed(\sum$239 );
+  assign \$104  = ft_d0[1] ? 17'h00000 : \acc$137 ;
+  assign \$105  = $signed(\$104 ) + $signed(\sum$292 );
+  assign \$106  = ft_d0[1] ? 17'h00000 : \acc$143 ;
+  assign \$107  = $signed(\$106 ) + $signed(\sum$293 );
+  assign \$108  = ft_d0[1] ? 17'h00000 : \acc$149 ;
+  assign \$109  = $signed(\$108 ) + $signed(\sum$294 );
+  assign \$110  = ft_d0[1] ? 17'h00000 : \acc$155 ;
+  assign \$111  = $signed(\$110 ) + $signed(\sum$295 );
+  assign \$112  = ft_d0[1] ? 17'h00000 : \acc$161 ;
+  assign \$113  = $signed(\$112 ) + $signed(\sum$296 );
+  assign \$114  = ft_d0[1] ? 17'h00000 : \acc$167 ;
+  assign \$115  = $signed(\$114 ) + $signed(\sum$297 );
+  assign \$116  = ft_d0[1] ? 17'h00000 : \acc$173 ;
+  assign \$117  = $signed(\$116 ) + $signed(\sum$298 );
+  assign \$118  = ft_d0[1] ? 17'h00000 : \acc$179 ;
+  assign \$119  = $signed(\$118 ) + $signed(\sum$299 );
+  assign \$120  = ft_d0[1] ? 17'h00000 : \acc$185 ;
+  assign \$121  = $signed(\$120 ) + $signed(\sum$300 );
+  assign \$122  = ft_d0[1] ? 17'h00000 : \acc$191 ;
+  assign \$123  = $signed(\$122 ) + $signed(\sum$301 );
+  assign \$124  = ft_d0[1] ? 17'h00000 : \acc$197 ;
+  assign \$125  = $signed(\$124 ) + $signed(\sum$302 );
+  assign \$126  = ft_d0[1] ? 17'h00000 : \acc$203 ;
+  assign \$127  = $signed(\$126 ) + $signed(\sum$303 );
+  assign \$128  = ft_d0[1] ? 17'h00000 : \acc$209 ;
+  assign \$129  = $signed(\$128 ) + $signed(\sum$304 );
+  assign \$130  = ft_d0[1] ? 17'h00000 : \acc$215 ;
+  assign \$131  = $signed(\$130 ) + $signed(\sum$305 );
+  assign \$132  = ft_d0[1] ? 17'h00000 : \acc$221 ;
+  assign \$133  = $signed(\$132 ) + $signed(\sum$306 );
   assign \$134  = | count;
   assign \$135  = ~ \$134 ;
   assign \$136  = enter & \$135 ;
@@ -19364,180 +21146,299 @@ module \bchw_top.engine2 (rst, s__valid, write__data, s__ready, m__valid, m__pay
   always @(posedge clk)
     ft_d0 <= \$181 ;
   always @(posedge clk)
-    params_d0 <= \$182 ;
+    paddr_d0 <= \$182 ;
   always @(posedge clk)
-    acc_valid <= \$183 ;
+    paddr_d1 <= \$183 ;
   always @(posedge clk)
-    acc_end <= \$184 ;
+    paddr_d2 <= \$184 ;
   always @(posedge clk)
-    acc <= \$185 ;
+    paddr_d3 <= \$185 ;
   always @(posedge clk)
-    \acc$92  <= \$186 ;
+    paddr_d4 <= \$186 ;
   always @(posedge clk)
-    \acc$98  <= \$187 ;
+    paddr_d5 <= \$187 ;
   always @(posedge clk)
-    \acc$104  <= \$188 ;
+    \addr$82  <= \$188 ;
   always @(posedge clk)
-    \acc$110  <= \$189 ;
+    \addr$85  <= \$189 ;
   always @(posedge clk)
-    \acc$116  <= \$190 ;
+    \addr$88  <= \$190 ;
   always @(posedge clk)
-    \acc$122  <= \$191 ;
+    \addr$91  <= \$191 ;
   always @(posedge clk)
-    \acc$128  <= \$192 ;
+    \addr$94  <= \$192 ;
   always @(posedge clk)
-    \acc$134  <= \$193 ;
+    \addr$97  <= \$193 ;
   always @(posedge clk)
-    \acc$140  <= \$194 ;
+    \addr$100  <= \$194 ;
   always @(posedge clk)
-    \acc$146  <= \$195 ;
+    \addr$103  <= \$195 ;
   always @(posedge clk)
-    \acc$152  <= \$196 ;
+    \addr$106  <= \$196 ;
   always @(posedge clk)
-    \acc$158  <= \$197 ;
+    \addr$109  <= \$197 ;
   always @(posedge clk)
-    \acc$164  <= \$198 ;
+    \addr$112  <= \$198 ;
   always @(posedge clk)
-    \acc$170  <= \$199 ;
+    \addr$115  <= \$199 ;
   always @(posedge clk)
-    \acc$176  <= \$200 ;
+    \addr$118  <= \$200 ;
   always @(posedge clk)
-    qv_d0 <= \$201 ;
+    \addr$121  <= \$201 ;
   always @(posedge clk)
-    qv_d1 <= \$202 ;
+    \addr$124  <= \$202 ;
   always @(posedge clk)
-    qe_d0 <= \$203 ;
+    \addr$127  <= \$203 ;
   always @(posedge clk)
-    qe_d1 <= \$204 ;
+    params_d0 <= \$204 ;
   always @(posedge clk)
-    qv_last_d0 <= \$205 ;
+    acc_valid <= \$205 ;
   always @(posedge clk)
-    qe_last_d0 <= \$206 ;
+    acc_end <= \$206 ;
   always @(posedge clk)
-    skid0 <= \$207 ;
+    acc <= \$207 ;
   always @(posedge clk)
-    skid1 <= \$208 ;
+    \acc$137  <= \$208 ;
   always @(posedge clk)
-    count <= \$209 ;
+    \acc$143  <= \$209 ;
   always @(posedge clk)
-    credit_back_d0 <= \$210 ;
+    \acc$149  <= \$210 ;
   always @(posedge clk)
-    credit_back <= \$211 ;
-  \bchw_top.engine2.params  params (
-    .addr(fp_d3[7:4]),
+    \acc$155  <= \$211 ;
+  always @(posedge clk)
+    \acc$161  <= \$212 ;
+  always @(posedge clk)
+    \acc$167  <= \$213 ;
+  always @(posedge clk)
+    \acc$173  <= \$214 ;
+  always @(posedge clk)
+    \acc$179  <= \$215 ;
+  always @(posedge clk)
+    \acc$185  <= \$216 ;
+  always @(posedge clk)
+    \acc$191  <= \$217 ;
+  always @(posedge clk)
+    \acc$197  <= \$218 ;
+  always @(posedge clk)
+    \acc$203  <= \$219 ;
+  always @(posedge clk)
+    \acc$209  <= \$220 ;
+  always @(posedge clk)
+    \acc$215  <= \$221 ;
+  always @(posedge clk)
+    \acc$221  <= \$222 ;
+  always @(posedge clk)
+    qv_d0 <= \$223 ;
+  always @(posedge clk)
+    qv_d1 <= \$224 ;
+  always @(posedge clk)
+    qe_d0 <= \$225 ;
+  always @(posedge clk)
+    qe_d1 <= \$226 ;
+  always @(posedge clk)
+    qv_last_d0 <= \$227 ;
+  always @(posedge clk)
+    qe_last_d0 <= \$228 ;
+  always @(posedge clk)
+    skid0 <= \$229 ;
+  always @(posedge clk)
+    skid1 <= \$230 ;
+  always @(posedge clk)
+    count <= \$231 ;
+  always @(posedge clk)
+    credit_back_d0 <= \$232 ;
+  always @(posedge clk)
+    credit_back <= \$233 ;
+  \bchw_top.engine2.params0  params0 (
+    .addr(\addr$82 ),
     .clk(clk),
-    .data(\data$221 )
+    .data(\data$273 )
+  );
+  \bchw_top.engine2.params1  params1 (
+    .addr(\addr$85 ),
+    .clk(clk),
+    .data(\data$274 )
+  );
+  \bchw_top.engine2.params10  params10 (
+    .addr(\addr$112 ),
+    .clk(clk),
+    .data(\data$283 )
+  );
+  \bchw_top.engine2.params11  params11 (
+    .addr(\addr$115 ),
+    .clk(clk),
+    .data(\data$284 )
+  );
+  \bchw_top.engine2.params12  params12 (
+    .addr(\addr$118 ),
+    .clk(clk),
+    .data(\data$285 )
+  );
+  \bchw_top.engine2.params13  params13 (
+    .addr(\addr$121 ),
+    .clk(clk),
+    .data(\data$286 )
+  );
+  \bchw_top.engine2.params14  params14 (
+    .addr(\addr$124 ),
+    .clk(clk),
+    .data(\data$287 )
+  );
+  \bchw_top.engine2.params15  params15 (
+    .addr(\addr$127 ),
+    .clk(clk),
+    .data(\data$288 )
+  );
+  \bchw_top.engine2.params2  params2 (
+    .addr(\addr$88 ),
+    .clk(clk),
+    .data(\data$275 )
+  );
+  \bchw_top.engine2.params3  params3 (
+    .addr(\addr$91 ),
+    .clk(clk),
+    .data(\data$276 )
+  );
+  \bchw_top.engine2.params4  params4 (
+    .addr(\addr$94 ),
+    .clk(clk),
+    .data(\data$277 )
+  );
+  \bchw_top.engine2.params5  params5 (
+    .addr(\addr$97 ),
+    .clk(clk),
+    .data(\data$278 )
+  );
+  \bchw_top.engine2.params6  params6 (
+    .addr(\addr$100 ),
+    .clk(clk),
+    .data(\data$279 )
+  );
+  \bchw_top.engine2.params7  params7 (
+    .addr(\addr$103 ),
+    .clk(clk),
+    .data(\data$280 )
+  );
+  \bchw_top.engine2.params8  params8 (
+    .addr(\addr$106 ),
+    .clk(clk),
+    .data(\data$281 )
+  );
+  \bchw_top.engine2.params9  params9 (
+    .addr(\addr$109 ),
+    .clk(clk),
+    .data(\data$282 )
   );
   \bchw_top.engine2.requant0  requant0 (
     .acc(acc),
     .clk(clk),
-    .\port$8493$0 (params_d0[58:0]),
+    .\port$8689$0 (params_d0[58:0]),
     .q(q),
     .rst(rst)
   );
   \bchw_top.engine2.requant1  requant1 (
-    .acc(\acc$92 ),
+    .acc(\acc$137 ),
     .clk(clk),
-    .\port$8493$59 (params_d0[117:59]),
-    .q(\q$188 ),
+    .\port$8689$59 (params_d0[117:59]),
+    .q(\q$233 ),
     .rst(rst)
   );
   \bchw_top.engine2.requant10  requant10 (
-    .acc(\acc$146 ),
+    .acc(\acc$191 ),
     .clk(clk),
-    .\port$8493$590 (params_d0[648:590]),
-    .q(\q$197 ),
+    .\port$8689$590 (params_d0[648:590]),
+    .q(\q$242 ),
     .rst(rst)
   );
   \bchw_top.engine2.requant11  requant11 (
-    .acc(\acc$152 ),
+    .acc(\acc$197 ),
     .clk(clk),
-    .\port$8493$649 (params_d0[707:649]),
-    .q(\q$198 ),
+    .\port$8689$649 (params_d0[707:649]),
+    .q(\q$243 ),
     .rst(rst)
   );
   \bchw_top.engine2.requant12  requant12 (
-    .acc(\acc$158 ),
+    .acc(\acc$203 ),
     .clk(clk),
-    .\port$8493$708 (params_d0[766:708]),
-    .q(\q$199 ),
+    .\port$8689$708 (params_d0[766:708]),
+    .q(\q$244 ),
     .rst(rst)
   );
   \bchw_top.engine2.requant13  requant13 (
-    .acc(\acc$164 ),
+    .acc(\acc$209 ),
     .clk(clk),
-    .\port$8493$767 (params_d0[825:767]),
-    .q(\q$200 ),
+    .\port$8689$767 (params_d0[825:767]),
+    .q(\q$245 ),
     .rst(rst)
   );
   \bchw_top.engine2.requant14  requant14 (
-    .acc(\acc$170 ),
+    .acc(\acc$215 ),
     .clk(clk),
-    .\port$8493$826 (params_d0[884:826]),
-    .q(\q$201 ),
+    .\port$8689$826 (params_d0[884:826]),
+    .q(\q$246 ),
     .rst(rst)
   );
   \bchw_top.engine2.requant15  requant15 (
-    .acc(\acc$176 ),
+    .acc(\acc$221 ),
     .clk(clk),
-    .\port$8493$885 (params_d0[943:885]),
-    .q(\q$202 ),
+    .\port$8689$885 (params_d0[943:885]),
+    .q(\q$247 ),
     .rst(rst)
   );
   \bchw_top.engine2.requant2  requant2 (
-    .acc(\acc$98 ),
+    .acc(\acc$143 ),
     .clk(clk),
-    .\port$8493$118 (params_d0[176:118]),
-    .q(\q$189 ),
+    .\port$8689$118 (params_d0[176:118]),
+    .q(\q$234 ),
     .rst(rst)
   );
   \bchw_top.engine2.requant3  requant3 (
-    .acc(\acc$104 ),
+    .acc(\acc$149 ),
     .clk(clk),
-    .\port$8493$177 (params_d0[235:177]),
-    .q(\q$190 ),
+    .\port$8689$177 (params_d0[235:177]),
+    .q(\q$235 ),
     .rst(rst)
   );
   \bchw_top.engine2.requant4  requant4 (
-    .acc(\acc$110 ),
+    .acc(\acc$155 ),
     .clk(clk),
-    .\port$8493$236 (params_d0[294:236]),
-    .q(\q$191 ),
+    .\port$8689$236 (params_d0[294:236]),
+    .q(\q$236 ),
     .rst(rst)
   );
   \bchw_top.engine2.requant5  requant5 (
-    .acc(\acc$116 ),
+    .acc(\acc$161 ),
     .clk(clk),
-    .\port$8493$295 (params_d0[353:295]),
-    .q(\q$192 ),
+    .\port$8689$295 (params_d0[353:295]),
+    .q(\q$237 ),
     .rst(rst)
   );
   \bchw_top.engine2.requant6  requant6 (
-    .acc(\acc$122 ),
+    .acc(\acc$167 ),
     .clk(clk),
-    .\port$8493$354 (params_d0[412:354]),
-    .q(\q$193 ),
+    .\port$8689$354 (params_d0[412:354]),
+    .q(\q$238 ),
     .rst(rst)
   );
   \bchw_top.engine2.requant7  requant7 (
-    .acc(\acc$128 ),
+    .acc(\acc$173 ),
     .clk(clk),
-    .\port$8493$413 (params_d0[471:413]),
-    .q(\q$194 ),
+    .\port$8689$413 (params_d0[471:413]),
+    .q(\q$239 ),
     .rst(rst)
   );
   \bchw_top.engine2.requant8  requant8 (
-    .acc(\acc$134 ),
+    .acc(\acc$179 ),
     .clk(clk),
-    .\port$8493$472 (params_d0[530:472]),
-    .q(\q$195 ),
+    .\port$8689$472 (params_d0[530:472]),
+    .q(\q$240 ),
     .rst(rst)
   );
   \bchw_top.engine2.requant9  requant9 (
-    .acc(\acc$140 ),
+    .acc(\acc$185 ),
     .clk(clk),
-    .\port$8493$531 (params_d0[589:531]),
-    .q(\q$196 ),
+    .\port$8689$531 (params_d0[589:531]),
+    .q(\q$241 ),
     .rst(rst)
   );
   \bchw_top.engine2.tree0  tree0 (
@@ -19549,105 +21450,105 @@ module \bchw_top.engine2 (rst, s__valid, write__data, s__ready, m__valid, m__pay
   );
   \bchw_top.engine2.tree1  tree1 (
     .clk(clk),
-    .l4_0(\sum$225 ),
+    .l4_0(\sum$292 ),
     .rst(rst),
     .w(wdata_d1[31:16]),
     .x(x)
   );
   \bchw_top.engine2.tree10  tree10 (
     .clk(clk),
-    .l4_0(\sum$234 ),
+    .l4_0(\sum$301 ),
     .rst(rst),
     .w(wdata_d1[175:160]),
     .x(x)
   );
   \bchw_top.engine2.tree11  tree11 (
     .clk(clk),
-    .l4_0(\sum$235 ),
+    .l4_0(\sum$302 ),
     .rst(rst),
     .w(wdata_d1[191:176]),
     .x(x)
   );
   \bchw_top.engine2.tree12  tree12 (
     .clk(clk),
-    .l4_0(\sum$236 ),
+    .l4_0(\sum$303 ),
     .rst(rst),
     .w(wdata_d1[207:192]),
     .x(x)
   );
   \bchw_top.engine2.tree13  tree13 (
     .clk(clk),
-    .l4_0(\sum$237 ),
+    .l4_0(\sum$304 ),
     .rst(rst),
     .w(wdata_d1[223:208]),
     .x(x)
   );
   \bchw_top.engine2.tree14  tree14 (
     .clk(clk),
-    .l4_0(\sum$238 ),
+    .l4_0(\sum$305 ),
     .rst(rst),
     .w(wdata_d1[239:224]),
     .x(x)
   );
   \bchw_top.engine2.tree15  tree15 (
     .clk(clk),
-    .l4_0(\sum$239 ),
+    .l4_0(\sum$306 ),
     .rst(rst),
     .w(wdata_d1[255:240]),
     .x(x)
   );
   \bchw_top.engine2.tree2  tree2 (
     .clk(clk),
-    .l4_0(\sum$226 ),
+    .l4_0(\sum$293 ),
     .rst(rst),
     .w(wdata_d1[47:32]),
     .x(x)
   );
   \bchw_top.engine2.tree3  tree3 (
     .clk(clk),
-    .l4_0(\sum$227 ),
+    .l4_0(\sum$294 ),
     .rst(rst),
     .w(wdata_d1[63:48]),
     .x(x)
   );
   \bchw_top.engine2.tree4  tree4 (
     .clk(clk),
-    .l4_0(\sum$228 ),
+    .l4_0(\sum$295 ),
     .rst(rst),
     .w(wdata_d1[79:64]),
     .x(x)
   );
   \bchw_top.engine2.tree5  tree5 (
     .clk(clk),
-    .l4_0(\sum$229 ),
+    .l4_0(\sum$296 ),
     .rst(rst),
     .w(wdata_d1[95:80]),
     .x(x)
   );
   \bchw_top.engine2.tree6  tree6 (
     .clk(clk),
-    .l4_0(\sum$230 ),
+    .l4_0(\sum$297 ),
     .rst(rst),
     .w(wdata_d1[111:96]),
     .x(x)
   );
   \bchw_top.engine2.tree7  tree7 (
     .clk(clk),
-    .l4_0(\sum$231 ),
+    .l4_0(\sum$298 ),
     .rst(rst),
     .w(wdata_d1[127:112]),
     .x(x)
   );
   \bchw_top.engine2.tree8  tree8 (
     .clk(clk),
-    .l4_0(\sum$232 ),
+    .l4_0(\sum$299 ),
     .rst(rst),
     .w(wdata_d1[143:128]),
     .x(x)
   );
   \bchw_top.engine2.tree9  tree9 (
     .clk(clk),
-    .l4_0(\sum$233 ),
+    .l4_0(\sum$300 ),
     .rst(rst),
     .w(wdata_d1[159:144]),
     .x(x)
@@ -19808,209 +21709,363 @@ module \bchw_top.engine2 (rst, s__valid, write__data, s__ready, m__valid, m__pay
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
-    \$183  = \$100 ;
+    \$182  = nfc;
     if (rst) begin
-      \$183  = 1'h0;
+      \$182  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
-    \$184  = \$101 ;
+    \$183  = paddr_d0;
     if (rst) begin
-      \$184  = 1'h0;
+      \$183  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
-    \$185  = acc;
-    if (ft_d0[0]) begin
-      \$185  = \$103 [16:0];
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
-    \$186  = \acc$92 ;
-    if (ft_d0[0]) begin
-      \$186  = \$105 [16:0];
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
-    \$187  = \acc$98 ;
-    if (ft_d0[0]) begin
-      \$187  = \$107 [16:0];
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
-    \$188  = \acc$104 ;
-    if (ft_d0[0]) begin
-      \$188  = \$109 [16:0];
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
-    \$189  = \acc$110 ;
-    if (ft_d0[0]) begin
-      \$189  = \$111 [16:0];
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
-    \$190  = \acc$116 ;
-    if (ft_d0[0]) begin
-      \$190  = \$113 [16:0];
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
-    \$191  = \acc$122 ;
-    if (ft_d0[0]) begin
-      \$191  = \$115 [16:0];
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
-    \$192  = \acc$128 ;
-    if (ft_d0[0]) begin
-      \$192  = \$117 [16:0];
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
-    \$193  = \acc$134 ;
-    if (ft_d0[0]) begin
-      \$193  = \$119 [16:0];
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
-    \$194  = \acc$140 ;
-    if (ft_d0[0]) begin
-      \$194  = \$121 [16:0];
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
-    \$195  = \acc$146 ;
-    if (ft_d0[0]) begin
-      \$195  = \$123 [16:0];
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
-    \$196  = \acc$152 ;
-    if (ft_d0[0]) begin
-      \$196  = \$125 [16:0];
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
-    \$197  = \acc$158 ;
-    if (ft_d0[0]) begin
-      \$197  = \$127 [16:0];
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
-    \$198  = \acc$164 ;
-    if (ft_d0[0]) begin
-      \$198  = \$129 [16:0];
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
-    \$199  = \acc$170 ;
-    if (ft_d0[0]) begin
-      \$199  = \$131 [16:0];
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
-    \$200  = \acc$176 ;
-    if (ft_d0[0]) begin
-      \$200  = \$133 [16:0];
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
-    \$201  = acc_valid;
+    \$184  = paddr_d1;
     if (rst) begin
-      \$201  = 1'h0;
+      \$184  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
-    \$202  = qv_d0;
+    \$185  = paddr_d2;
     if (rst) begin
-      \$202  = 1'h0;
+      \$185  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
-    \$203  = acc_end;
+    \$186  = paddr_d3;
     if (rst) begin
-      \$203  = 1'h0;
+      \$186  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
-    \$204  = qe_d0;
+    \$187  = paddr_d4;
     if (rst) begin
-      \$204  = 1'h0;
+      \$187  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
-    \$205  = qv_d1;
+    \$188  = paddr_d5;
+    if (rst) begin
+      \$188  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
+    \$189  = paddr_d5;
+    if (rst) begin
+      \$189  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
+    \$190  = paddr_d5;
+    if (rst) begin
+      \$190  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
+    \$191  = paddr_d5;
+    if (rst) begin
+      \$191  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
+    \$192  = paddr_d5;
+    if (rst) begin
+      \$192  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
+    \$193  = paddr_d5;
+    if (rst) begin
+      \$193  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
+    \$194  = paddr_d5;
+    if (rst) begin
+      \$194  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
+    \$195  = paddr_d5;
+    if (rst) begin
+      \$195  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
+    \$196  = paddr_d5;
+    if (rst) begin
+      \$196  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
+    \$197  = paddr_d5;
+    if (rst) begin
+      \$197  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
+    \$198  = paddr_d5;
+    if (rst) begin
+      \$198  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
+    \$199  = paddr_d5;
+    if (rst) begin
+      \$199  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
+    \$200  = paddr_d5;
+    if (rst) begin
+      \$200  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
+    \$201  = paddr_d5;
+    if (rst) begin
+      \$201  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
+    \$202  = paddr_d5;
+    if (rst) begin
+      \$202  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
+    \$203  = paddr_d5;
+    if (rst) begin
+      \$203  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
+    \$205  = \$100 ;
     if (rst) begin
       \$205  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
-    \$206  = qe_d1;
+    \$206  = \$101 ;
     if (rst) begin
       \$206  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
-    \$207  = skid0;
+    \$207  = acc;
+    if (ft_d0[0]) begin
+      \$207  = \$103 [16:0];
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
+    \$208  = \acc$137 ;
+    if (ft_d0[0]) begin
+      \$208  = \$105 [16:0];
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
+    \$209  = \acc$143 ;
+    if (ft_d0[0]) begin
+      \$209  = \$107 [16:0];
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
+    \$210  = \acc$149 ;
+    if (ft_d0[0]) begin
+      \$210  = \$109 [16:0];
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
+    \$211  = \acc$155 ;
+    if (ft_d0[0]) begin
+      \$211  = \$111 [16:0];
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
+    \$212  = \acc$161 ;
+    if (ft_d0[0]) begin
+      \$212  = \$113 [16:0];
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
+    \$213  = \acc$167 ;
+    if (ft_d0[0]) begin
+      \$213  = \$115 [16:0];
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
+    \$214  = \acc$173 ;
+    if (ft_d0[0]) begin
+      \$214  = \$117 [16:0];
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
+    \$215  = \acc$179 ;
+    if (ft_d0[0]) begin
+      \$215  = \$119 [16:0];
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
+    \$216  = \acc$185 ;
+    if (ft_d0[0]) begin
+      \$216  = \$121 [16:0];
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
+    \$217  = \acc$191 ;
+    if (ft_d0[0]) begin
+      \$217  = \$123 [16:0];
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
+    \$218  = \acc$197 ;
+    if (ft_d0[0]) begin
+      \$218  = \$125 [16:0];
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
+    \$219  = \acc$203 ;
+    if (ft_d0[0]) begin
+      \$219  = \$127 [16:0];
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
+    \$220  = \acc$209 ;
+    if (ft_d0[0]) begin
+      \$220  = \$129 [16:0];
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
+    \$221  = \acc$215 ;
+    if (ft_d0[0]) begin
+      \$221  = \$131 [16:0];
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
+    \$222  = \acc$221 ;
+    if (ft_d0[0]) begin
+      \$222  = \$133 [16:0];
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
+    \$223  = acc_valid;
+    if (rst) begin
+      \$223  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
+    \$224  = qv_d0;
+    if (rst) begin
+      \$224  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
+    \$225  = acc_end;
+    if (rst) begin
+      \$225  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
+    \$226  = qe_d0;
+    if (rst) begin
+      \$226  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
+    \$227  = qv_d1;
+    if (rst) begin
+      \$227  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
+    \$228  = qe_d1;
+    if (rst) begin
+      \$228  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
+    \$229  = skid0;
     if (\$143 ) begin
-      \$207  = { qe_last_d0, \q$202 , \q$201 , \q$200 , \q$199 , \q$198 , \q$197 , \q$196 , \q$195 , \q$194 , \q$193 , \q$192 , \q$191 , \q$190 , \q$189 , \q$188 , q };
+      \$229  = { qe_last_d0, \q$247 , \q$246 , \q$245 , \q$244 , \q$243 , \q$242 , \q$241 , \q$240 , \q$239 , \q$238 , \q$237 , \q$236 , \q$235 , \q$234 , \q$233 , q };
     end else if (\$145 ) begin
-      \$207  = skid1;
+      \$229  = skid1;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
-    \$208  = skid1;
+    \$230  = skid1;
     if (\$155 ) begin
-      \$208  = { qe_last_d0, \q$202 , \q$201 , \q$200 , \q$199 , \q$198 , \q$197 , \q$196 , \q$195 , \q$194 , \q$193 , \q$192 , \q$191 , \q$190 , \q$189 , \q$188 , q };
+      \$230  = { qe_last_d0, \q$247 , \q$246 , \q$245 , \q$244 , \q$243 , \q$242 , \q$241 , \q$240 , \q$239 , \q$238 , \q$237 , \q$236 , \q$235 , \q$234 , \q$233 , q };
     end else if (\$157 ) begin
-      \$208  = 129'h000000000000000000000000000000000;
+      \$230  = 129'h000000000000000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
-    \$209  = \$66 [1:0];
+    \$231  = \$66 [1:0];
     if (rst) begin
-      \$209  = 2'h0;
+      \$231  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
-    \$210  = enter;
+    \$232  = enter;
     if (rst) begin
-      \$210  = 1'h0;
+      \$232  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
-    \$211  = credit_back_d0;
+    \$233  = credit_back_d0;
     if (rst) begin
-      \$211  = 1'h0;
+      \$233  = 1'h0;
     end
   end
   assign en = 1'h1;
@@ -20071,91 +22126,121 @@ module \bchw_top.engine2 (rst, s__valid, write__data, s__ready, m__valid, m__pay
   assign \x$79  = x;
   assign \w$80  = wdata_d1[255:240];
   assign \en$81  = 1'h1;
-  assign \addr$82  = fp_d3[7:4];
+  assign paddr_copy0 = \addr$82 ;
   assign \en$84  = 1'h1;
+  assign paddr_copy1 = \addr$85 ;
+  assign \en$87  = 1'h1;
+  assign paddr_copy2 = \addr$88 ;
+  assign \en$90  = 1'h1;
+  assign paddr_copy3 = \addr$91 ;
+  assign \en$93  = 1'h1;
+  assign paddr_copy4 = \addr$94 ;
+  assign \en$96  = 1'h1;
+  assign paddr_copy5 = \addr$97 ;
+  assign \en$99  = 1'h1;
+  assign paddr_copy6 = \addr$100 ;
+  assign \en$102  = 1'h1;
+  assign paddr_copy7 = \addr$103 ;
+  assign \en$105  = 1'h1;
+  assign paddr_copy8 = \addr$106 ;
+  assign \en$108  = 1'h1;
+  assign paddr_copy9 = \addr$109 ;
+  assign \en$111  = 1'h1;
+  assign paddr_copy10 = \addr$112 ;
+  assign \en$114  = 1'h1;
+  assign paddr_copy11 = \addr$115 ;
+  assign \en$117  = 1'h1;
+  assign paddr_copy12 = \addr$118 ;
+  assign \en$120  = 1'h1;
+  assign paddr_copy13 = \addr$121 ;
+  assign \en$123  = 1'h1;
+  assign paddr_copy14 = \addr$124 ;
+  assign \en$126  = 1'h1;
+  assign paddr_copy15 = \addr$127 ;
+  assign \en$129  = 1'h1;
   assign acc0 = acc;
   assign mul = params_d0[17:0];
   assign shift = params_d0[22:18];
   assign bias = params_d0[58:23];
-  assign \en$91  = 1'h1;
-  assign acc1 = \acc$92 ;
-  assign \mul$94  = params_d0[76:59];
-  assign \shift$95  = params_d0[81:77];
-  assign \bias$96  = params_d0[117:82];
-  assign \en$97  = 1'h1;
-  assign acc2 = \acc$98 ;
-  assign \mul$100  = params_d0[135:118];
-  assign \shift$101  = params_d0[140:136];
-  assign \bias$102  = params_d0[176:141];
-  assign \en$103  = 1'h1;
-  assign acc3 = \acc$104 ;
-  assign \mul$106  = params_d0[194:177];
-  assign \shift$107  = params_d0[199:195];
-  assign \bias$108  = params_d0[235:200];
-  assign \en$109  = 1'h1;
-  assign acc4 = \acc$110 ;
-  assign \mul$112  = params_d0[253:236];
-  assign \shift$113  = params_d0[258:254];
-  assign \bias$114  = params_d0[294:259];
-  assign \en$115  = 1'h1;
-  assign acc5 = \acc$116 ;
-  assign \mul$118  = params_d0[312:295];
-  assign \shift$119  = params_d0[317:313];
-  assign \bias$120  = params_d0[353:318];
-  assign \en$121  = 1'h1;
-  assign acc6 = \acc$122 ;
-  assign \mul$124  = params_d0[371:354];
-  assign \shift$125  = params_d0[376:372];
-  assign \bias$126  = params_d0[412:377];
-  assign \en$127  = 1'h1;
-  assign acc7 = \acc$128 ;
-  assign \mul$130  = params_d0[430:413];
-  assign \shift$131  = params_d0[435:431];
-  assign \bias$132  = params_d0[471:436];
-  assign \en$133  = 1'h1;
-  assign acc8 = \acc$134 ;
-  assign \mul$136  = params_d0[489:472];
-  assign \shift$137  = params_d0[494:490];
-  assign \bias$138  = params_d0[530:495];
-  assign \en$139  = 1'h1;
-  assign acc9 = \acc$140 ;
-  assign \mul$142  = params_d0[548:531];
-  assign \shift$143  = params_d0[553:549];
-  assign \bias$144  = params_d0[589:554];
-  assign \en$145  = 1'h1;
-  assign acc10 = \acc$146 ;
-  assign \mul$148  = params_d0[607:590];
-  assign \shift$149  = params_d0[612:608];
-  assign \bias$150  = params_d0[648:613];
-  assign \en$151  = 1'h1;
-  assign acc11 = \acc$152 ;
-  assign \mul$154  = params_d0[666:649];
-  assign \shift$155  = params_d0[671:667];
-  assign \bias$156  = params_d0[707:672];
-  assign \en$157  = 1'h1;
-  assign acc12 = \acc$158 ;
-  assign \mul$160  = params_d0[725:708];
-  assign \shift$161  = params_d0[730:726];
-  assign \bias$162  = params_d0[766:731];
-  assign \en$163  = 1'h1;
-  assign acc13 = \acc$164 ;
-  assign \mul$166  = params_d0[784:767];
-  assign \shift$167  = params_d0[789:785];
-  assign \bias$168  = params_d0[825:790];
-  assign \en$169  = 1'h1;
-  assign acc14 = \acc$170 ;
-  assign \mul$172  = params_d0[843:826];
-  assign \shift$173  = params_d0[848:844];
-  assign \bias$174  = params_d0[884:849];
-  assign \en$175  = 1'h1;
-  assign acc15 = \acc$176 ;
-  assign \mul$178  = params_d0[902:885];
-  assign \shift$179  = params_d0[907:903];
-  assign \bias$180  = params_d0[943:908];
+  assign \en$136  = 1'h1;
+  assign acc1 = \acc$137 ;
+  assign \mul$139  = params_d0[76:59];
+  assign \shift$140  = params_d0[81:77];
+  assign \bias$141  = params_d0[117:82];
+  assign \en$142  = 1'h1;
+  assign acc2 = \acc$143 ;
+  assign \mul$145  = params_d0[135:118];
+  assign \shift$146  = params_d0[140:136];
+  assign \bias$147  = params_d0[176:141];
+  assign \en$148  = 1'h1;
+  assign acc3 = \acc$149 ;
+  assign \mul$151  = params_d0[194:177];
+  assign \shift$152  = params_d0[199:195];
+  assign \bias$153  = params_d0[235:200];
+  assign \en$154  = 1'h1;
+  assign acc4 = \acc$155 ;
+  assign \mul$157  = params_d0[253:236];
+  assign \shift$158  = params_d0[258:254];
+  assign \bias$159  = params_d0[294:259];
+  assign \en$160  = 1'h1;
+  assign acc5 = \acc$161 ;
+  assign \mul$163  = params_d0[312:295];
+  assign \shift$164  = params_d0[317:313];
+  assign \bias$165  = params_d0[353:318];
+  assign \en$166  = 1'h1;
+  assign acc6 = \acc$167 ;
+  assign \mul$169  = params_d0[371:354];
+  assign \shift$170  = params_d0[376:372];
+  assign \bias$171  = params_d0[412:377];
+  assign \en$172  = 1'h1;
+  assign acc7 = \acc$173 ;
+  assign \mul$175  = params_d0[430:413];
+  assign \shift$176  = params_d0[435:431];
+  assign \bias$177  = params_d0[471:436];
+  assign \en$178  = 1'h1;
+  assign acc8 = \acc$179 ;
+  assign \mul$181  = params_d0[489:472];
+  assign \shift$182  = params_d0[494:490];
+  assign \bias$183  = params_d0[530:495];
+  assign \en$184  = 1'h1;
+  assign acc9 = \acc$185 ;
+  assign \mul$187  = params_d0[548:531];
+  assign \shift$188  = params_d0[553:549];
+  assign \bias$189  = params_d0[589:554];
+  assign \en$190  = 1'h1;
+  assign acc10 = \acc$191 ;
+  assign \mul$193  = params_d0[607:590];
+  assign \shift$194  = params_d0[612:608];
+  assign \bias$195  = params_d0[648:613];
+  assign \en$196  = 1'h1;
+  assign acc11 = \acc$197 ;
+  assign \mul$199  = params_d0[666:649];
+  assign \shift$200  = params_d0[671:667];
+  assign \bias$201  = params_d0[707:672];
+  assign \en$202  = 1'h1;
+  assign acc12 = \acc$203 ;
+  assign \mul$205  = params_d0[725:708];
+  assign \shift$206  = params_d0[730:726];
+  assign \bias$207  = params_d0[766:731];
+  assign \en$208  = 1'h1;
+  assign acc13 = \acc$209 ;
+  assign \mul$211  = params_d0[784:767];
+  assign \shift$212  = params_d0[789:785];
+  assign \bias$213  = params_d0[825:790];
+  assign \en$214  = 1'h1;
+  assign acc14 = \acc$215 ;
+  assign \mul$217  = params_d0[843:826];
+  assign \shift$218  = params_d0[848:844];
+  assign \bias$219  = params_d0[884:849];
+  assign \en$220  = 1'h1;
+  assign acc15 = \acc$221 ;
+  assign \mul$223  = params_d0[902:885];
+  assign \shift$224  = params_d0[907:903];
+  assign \bias$225  = params_d0[943:908];
   assign count_next = \$66 [1:0];
   assign credit_back_d1 = credit_back;
   assign m__payload = \$57 [127:0];
-  assign \$182  = \data$221 ;
+  assign \$204  = { \data$288 , \data$287 , \data$286 , \data$285 , \data$284 , \data$283 , \data$282 , \data$281 , \data$280 , \data$279 , \data$278 , \data$277 , \data$276 , \data$275 , \data$274 , \data$273  };
   assign \$173  = wdata_d0;
   assign \$172  = data;
   assign \$171  = xmem_d0;
@@ -20186,19 +22271,21 @@ module \bchw_top.engine2 (rst, s__valid, write__data, s__ready, m__valid, m__pay
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine2.params (data, addr, clk);
+module \bchw_top.engine2.params0 (data, addr, clk);
   input [3:0] addr;
   wire [3:0] addr;
   input clk;
   wire clk;
-  output [943:0] data;
-  wire [943:0] data;
+  output [58:0] data;
+  wire [58:0] data;
   wire en;
   bchw_rom #(
     .ADDR_WIDTH(32'd4),
     .DEPTH(32'd16),
+    .IMAGE_WIDTH(32'd944),
     .INIT_FILE("layer2_params.hex"),
-    .WIDTH(32'd944)
+    .LO(32'd0),
+    .WIDTH(32'd59)
   ) rom (
     .addr(addr),
     .clk(clk),
@@ -20209,7 +22296,382 @@ module \bchw_top.engine2.params (data, addr, clk);
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine2.requant0 (rst, \port$8493$0 , acc, q, clk);
+module \bchw_top.engine2.params1 (data, addr, clk);
+  input [3:0] addr;
+  wire [3:0] addr;
+  input clk;
+  wire clk;
+  output [58:0] data;
+  wire [58:0] data;
+  wire en;
+  bchw_rom #(
+    .ADDR_WIDTH(32'd4),
+    .DEPTH(32'd16),
+    .IMAGE_WIDTH(32'd944),
+    .INIT_FILE("layer2_params.hex"),
+    .LO(32'd59),
+    .WIDTH(32'd59)
+  ) rom (
+    .addr(addr),
+    .clk(clk),
+    .data(data),
+    .en(1'h1)
+  );
+  assign en = 1'h1;
+endmodule
+
+(* generator = "Amaranth" *)
+module \bchw_top.engine2.params10 (data, addr, clk);
+  input [3:0] addr;
+  wire [3:0] addr;
+  input clk;
+  wire clk;
+  output [58:0] data;
+  wire [58:0] data;
+  wire en;
+  bchw_rom #(
+    .ADDR_WIDTH(32'd4),
+    .DEPTH(32'd16),
+    .IMAGE_WIDTH(32'd944),
+    .INIT_FILE("layer2_params.hex"),
+    .LO(32'd590),
+    .WIDTH(32'd59)
+  ) rom (
+    .addr(addr),
+    .clk(clk),
+    .data(data),
+    .en(1'h1)
+  );
+  assign en = 1'h1;
+endmodule
+
+(* generator = "Amaranth" *)
+module \bchw_top.engine2.params11 (data, addr, clk);
+  input [3:0] addr;
+  wire [3:0] addr;
+  input clk;
+  wire clk;
+  output [58:0] data;
+  wire [58:0] data;
+  wire en;
+  bchw_rom #(
+    .ADDR_WIDTH(32'd4),
+    .DEPTH(32'd16),
+    .IMAGE_WIDTH(32'd944),
+    .INIT_FILE("layer2_params.hex"),
+    .LO(32'd649),
+    .WIDTH(32'd59)
+  ) rom (
+    .addr(addr),
+    .clk(clk),
+    .data(data),
+    .en(1'h1)
+  );
+  assign en = 1'h1;
+endmodule
+
+(* generator = "Amaranth" *)
+module \bchw_top.engine2.params12 (data, addr, clk);
+  input [3:0] addr;
+  wire [3:0] addr;
+  input clk;
+  wire clk;
+  output [58:0] data;
+  wire [58:0] data;
+  wire en;
+  bchw_rom #(
+    .ADDR_WIDTH(32'd4),
+    .DEPTH(32'd16),
+    .IMAGE_WIDTH(32'd944),
+    .INIT_FILE("layer2_params.hex"),
+    .LO(32'd708),
+    .WIDTH(32'd59)
+  ) rom (
+    .addr(addr),
+    .clk(clk),
+    .data(data),
+    .en(1'h1)
+  );
+  assign en = 1'h1;
+endmodule
+
+(* generator = "Amaranth" *)
+module \bchw_top.engine2.params13 (data, addr, clk);
+  input [3:0] addr;
+  wire [3:0] addr;
+  input clk;
+  wire clk;
+  output [58:0] data;
+  wire [58:0] data;
+  wire en;
+  bchw_rom #(
+    .ADDR_WIDTH(32'd4),
+    .DEPTH(32'd16),
+    .IMAGE_WIDTH(32'd944),
+    .INIT_FILE("layer2_params.hex"),
+    .LO(32'd767),
+    .WIDTH(32'd59)
+  ) rom (
+    .addr(addr),
+    .clk(clk),
+    .data(data),
+    .en(1'h1)
+  );
+  assign en = 1'h1;
+endmodule
+
+(* generator = "Amaranth" *)
+module \bchw_top.engine2.params14 (data, addr, clk);
+  input [3:0] addr;
+  wire [3:0] addr;
+  input clk;
+  wire clk;
+  output [58:0] data;
+  wire [58:0] data;
+  wire en;
+  bchw_rom #(
+    .ADDR_WIDTH(32'd4),
+    .DEPTH(32'd16),
+    .IMAGE_WIDTH(32'd944),
+    .INIT_FILE("layer2_params.hex"),
+    .LO(32'd826),
+    .WIDTH(32'd59)
+  ) rom (
+    .addr(addr),
+    .clk(clk),
+    .data(data),
+    .en(1'h1)
+  );
+  assign en = 1'h1;
+endmodule
+
+(* generator = "Amaranth" *)
+module \bchw_top.engine2.params15 (data, addr, clk);
+  input [3:0] addr;
+  wire [3:0] addr;
+  input clk;
+  wire clk;
+  output [58:0] data;
+  wire [58:0] data;
+  wire en;
+  bchw_rom #(
+    .ADDR_WIDTH(32'd4),
+    .DEPTH(32'd16),
+    .IMAGE_WIDTH(32'd944),
+    .INIT_FILE("layer2_params.hex"),
+    .LO(32'd885),
+    .WIDTH(32'd59)
+  ) rom (
+    .addr(addr),
+    .clk(clk),
+    .data(data),
+    .en(1'h1)
+  );
+  assign en = 1'h1;
+endmodule
+
+(* generator = "Amaranth" *)
+module \bchw_top.engine2.params2 (data, addr, clk);
+  input [3:0] addr;
+  wire [3:0] addr;
+  input clk;
+  wire clk;
+  output [58:0] data;
+  wire [58:0] data;
+  wire en;
+  bchw_rom #(
+    .ADDR_WIDTH(32'd4),
+    .DEPTH(32'd16),
+    .IMAGE_WIDTH(32'd944),
+    .INIT_FILE("layer2_params.hex"),
+    .LO(32'd118),
+    .WIDTH(32'd59)
+  ) rom (
+    .addr(addr),
+    .clk(clk),
+    .data(data),
+    .en(1'h1)
+  );
+  assign en = 1'h1;
+endmodule
+
+(* generator = "Amaranth" *)
+module \bchw_top.engine2.params3 (data, addr, clk);
+  input [3:0] addr;
+  wire [3:0] addr;
+  input clk;
+  wire clk;
+  output [58:0] data;
+  wire [58:0] data;
+  wire en;
+  bchw_rom #(
+    .ADDR_WIDTH(32'd4),
+    .DEPTH(32'd16),
+    .IMAGE_WIDTH(32'd944),
+    .INIT_FILE("layer2_params.hex"),
+    .LO(32'd177),
+    .WIDTH(32'd59)
+  ) rom (
+    .addr(addr),
+    .clk(clk),
+    .data(data),
+    .en(1'h1)
+  );
+  assign en = 1'h1;
+endmodule
+
+(* generator = "Amaranth" *)
+module \bchw_top.engine2.params4 (data, addr, clk);
+  input [3:0] addr;
+  wire [3:0] addr;
+  input clk;
+  wire clk;
+  output [58:0] data;
+  wire [58:0] data;
+  wire en;
+  bchw_rom #(
+    .ADDR_WIDTH(32'd4),
+    .DEPTH(32'd16),
+    .IMAGE_WIDTH(32'd944),
+    .INIT_FILE("layer2_params.hex"),
+    .LO(32'd236),
+    .WIDTH(32'd59)
+  ) rom (
+    .addr(addr),
+    .clk(clk),
+    .data(data),
+    .en(1'h1)
+  );
+  assign en = 1'h1;
+endmodule
+
+(* generator = "Amaranth" *)
+module \bchw_top.engine2.params5 (data, addr, clk);
+  input [3:0] addr;
+  wire [3:0] addr;
+  input clk;
+  wire clk;
+  output [58:0] data;
+  wire [58:0] data;
+  wire en;
+  bchw_rom #(
+    .ADDR_WIDTH(32'd4),
+    .DEPTH(32'd16),
+    .IMAGE_WIDTH(32'd944),
+    .INIT_FILE("layer2_params.hex"),
+    .LO(32'd295),
+    .WIDTH(32'd59)
+  ) rom (
+    .addr(addr),
+    .clk(clk),
+    .data(data),
+    .en(1'h1)
+  );
+  assign en = 1'h1;
+endmodule
+
+(* generator = "Amaranth" *)
+module \bchw_top.engine2.params6 (data, addr, clk);
+  input [3:0] addr;
+  wire [3:0] addr;
+  input clk;
+  wire clk;
+  output [58:0] data;
+  wire [58:0] data;
+  wire en;
+  bchw_rom #(
+    .ADDR_WIDTH(32'd4),
+    .DEPTH(32'd16),
+    .IMAGE_WIDTH(32'd944),
+    .INIT_FILE("layer2_params.hex"),
+    .LO(32'd354),
+    .WIDTH(32'd59)
+  ) rom (
+    .addr(addr),
+    .clk(clk),
+    .data(data),
+    .en(1'h1)
+  );
+  assign en = 1'h1;
+endmodule
+
+(* generator = "Amaranth" *)
+module \bchw_top.engine2.params7 (data, addr, clk);
+  input [3:0] addr;
+  wire [3:0] addr;
+  input clk;
+  wire clk;
+  output [58:0] data;
+  wire [58:0] data;
+  wire en;
+  bchw_rom #(
+    .ADDR_WIDTH(32'd4),
+    .DEPTH(32'd16),
+    .IMAGE_WIDTH(32'd944),
+    .INIT_FILE("layer2_params.hex"),
+    .LO(32'd413),
+    .WIDTH(32'd59)
+  ) rom (
+    .addr(addr),
+    .clk(clk),
+    .data(data),
+    .en(1'h1)
+  );
+  assign en = 1'h1;
+endmodule
+
+(* generator = "Amaranth" *)
+module \bchw_top.engine2.params8 (data, addr, clk);
+  input [3:0] addr;
+  wire [3:0] addr;
+  input clk;
+  wire clk;
+  output [58:0] data;
+  wire [58:0] data;
+  wire en;
+  bchw_rom #(
+    .ADDR_WIDTH(32'd4),
+    .DEPTH(32'd16),
+    .IMAGE_WIDTH(32'd944),
+    .INIT_FILE("layer2_params.hex"),
+    .LO(32'd472),
+    .WIDTH(32'd59)
+  ) rom (
+    .addr(addr),
+    .clk(clk),
+    .data(data),
+    .en(1'h1)
+  );
+  assign en = 1'h1;
+endmodule
+
+(* generator = "Amaranth" *)
+module \bchw_top.engine2.params9 (data, addr, clk);
+  input [3:0] addr;
+  wire [3:0] addr;
+  input clk;
+  wire clk;
+  output [58:0] data;
+  wire [58:0] data;
+  wire en;
+  bchw_rom #(
+    .ADDR_WIDTH(32'd4),
+    .DEPTH(32'd16),
+    .IMAGE_WIDTH(32'd944),
+    .INIT_FILE("layer2_params.hex"),
+    .LO(32'd531),
+    .WIDTH(32'd59)
+  ) rom (
+    .addr(addr),
+    .clk(clk),
+    .data(data),
+    .en(1'h1)
+  );
+  assign en = 1'h1;
+endmodule
+
+(* generator = "Amaranth" *)
+module \bchw_top.engine2.requant0 (rst, \port$8689$0 , acc, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$37  = 0;
   wire [34:0] \$1 ;
   wire [36:0] \$10 ;
@@ -20231,8 +22693,8 @@ module \bchw_top.engine2.requant0 (rst, \port$8493$0 , acc, q, clk);
   wire clk;
   wire en;
   wire [17:0] mul;
-  input [58:0] \port$8493$0 ;
-  wire [58:0] \port$8493$0 ;
+  input [58:0] \port$8689$0 ;
+  wire [58:0] \port$8689$0 ;
   reg [35:0] prod0 = 36'h000000000;
   output [7:0] q;
   reg [7:0] q = 8'h00;
@@ -20243,7 +22705,7 @@ module \bchw_top.engine2.requant0 (rst, \port$8493$0 , acc, q, clk);
   reg [4:0] shift2 = 5'h00;
   wire [36:0] shifted;
   reg [36:0] total = 37'h0000000000;
-  assign \$1  = $signed(acc) * $signed(\port$8493$0 [17:0]);
+  assign \$1  = $signed(acc) * $signed(\port$8689$0 [17:0]);
   assign \$3  = $signed(bias1) + $signed(\$2 );
   assign \$4  = | shifted[36:8];
   assign \$5  = \$4  ? 37'h00000000ff : shifted;
@@ -20269,19 +22731,19 @@ module \bchw_top.engine2.requant0 (rst, \port$8493$0 , acc, q, clk);
     end
   end
   assign en = 1'h1;
-  assign mul = \port$8493$0 [17:0];
-  assign bias = \port$8493$0 [58:23];
-  assign shift = \port$8493$0 [22:18];
+  assign mul = \port$8689$0 [17:0];
+  assign bias = \port$8689$0 [58:23];
+  assign shift = \port$8689$0 [22:18];
   assign \$11  = shift1;
   assign \$10  = \$3 [36:0];
-  assign \$9  = \port$8493$0 [22:18];
-  assign \$8  = \port$8493$0 [58:23];
+  assign \$9  = \port$8689$0 [22:18];
+  assign \$8  = \port$8689$0 [58:23];
   assign \$7  = { \$1 [34], \$1  };
   assign \$2  = { prod0[35], prod0 };
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine2.requant1 (rst, \port$8493$59 , acc, q, clk);
+module \bchw_top.engine2.requant1 (rst, \port$8689$59 , acc, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$38  = 0;
   wire [34:0] \$1 ;
   wire [36:0] \$10 ;
@@ -20303,8 +22765,8 @@ module \bchw_top.engine2.requant1 (rst, \port$8493$59 , acc, q, clk);
   wire clk;
   wire en;
   wire [17:0] mul;
-  input [58:0] \port$8493$59 ;
-  wire [58:0] \port$8493$59 ;
+  input [58:0] \port$8689$59 ;
+  wire [58:0] \port$8689$59 ;
   reg [35:0] prod0 = 36'h000000000;
   output [7:0] q;
   reg [7:0] q = 8'h00;
@@ -20315,7 +22777,7 @@ module \bchw_top.engine2.requant1 (rst, \port$8493$59 , acc, q, clk);
   reg [4:0] shift2 = 5'h00;
   wire [36:0] shifted;
   reg [36:0] total = 37'h0000000000;
-  assign \$1  = $signed(acc) * $signed(\port$8493$59 [17:0]);
+  assign \$1  = $signed(acc) * $signed(\port$8689$59 [17:0]);
   assign \$3  = $signed(bias1) + $signed(\$2 );
   assign \$4  = | shifted[36:8];
   assign \$5  = \$4  ? 37'h00000000ff : shifted;
@@ -20341,19 +22803,19 @@ module \bchw_top.engine2.requant1 (rst, \port$8493$59 , acc, q, clk);
     end
   end
   assign en = 1'h1;
-  assign mul = \port$8493$59 [17:0];
-  assign bias = \port$8493$59 [58:23];
-  assign shift = \port$8493$59 [22:18];
+  assign mul = \port$8689$59 [17:0];
+  assign bias = \port$8689$59 [58:23];
+  assign shift = \port$8689$59 [22:18];
   assign \$11  = shift1;
   assign \$10  = \$3 [36:0];
-  assign \$9  = \port$8493$59 [22:18];
-  assign \$8  = \port$8493$59 [58:23];
+  assign \$9  = \port$8689$59 [22:18];
+  assign \$8  = \port$8689$59 [58:23];
   assign \$7  = { \$1 [34], \$1  };
   assign \$2  = { prod0[35], prod0 };
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine2.requant10 (rst, \port$8493$590 , acc, q, clk);
+module \bchw_top.engine2.requant10 (rst, \port$8689$590 , acc, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$39  = 0;
   wire [34:0] \$1 ;
   wire [36:0] \$10 ;
@@ -20375,8 +22837,8 @@ module \bchw_top.engine2.requant10 (rst, \port$8493$590 , acc, q, clk);
   wire clk;
   wire en;
   wire [17:0] mul;
-  input [58:0] \port$8493$590 ;
-  wire [58:0] \port$8493$590 ;
+  input [58:0] \port$8689$590 ;
+  wire [58:0] \port$8689$590 ;
   reg [35:0] prod0 = 36'h000000000;
   output [7:0] q;
   reg [7:0] q = 8'h00;
@@ -20387,7 +22849,7 @@ module \bchw_top.engine2.requant10 (rst, \port$8493$590 , acc, q, clk);
   reg [4:0] shift2 = 5'h00;
   wire [36:0] shifted;
   reg [36:0] total = 37'h0000000000;
-  assign \$1  = $signed(acc) * $signed(\port$8493$590 [17:0]);
+  assign \$1  = $signed(acc) * $signed(\port$8689$590 [17:0]);
   assign \$3  = $signed(bias1) + $signed(\$2 );
   assign \$4  = | shifted[36:8];
   assign \$5  = \$4  ? 37'h00000000ff : shifted;
@@ -20413,19 +22875,19 @@ module \bchw_top.engine2.requant10 (rst, \port$8493$590 , acc, q, clk);
     end
   end
   assign en = 1'h1;
-  assign mul = \port$8493$590 [17:0];
-  assign bias = \port$8493$590 [58:23];
-  assign shift = \port$8493$590 [22:18];
+  assign mul = \port$8689$590 [17:0];
+  assign bias = \port$8689$590 [58:23];
+  assign shift = \port$8689$590 [22:18];
   assign \$11  = shift1;
   assign \$10  = \$3 [36:0];
-  assign \$9  = \port$8493$590 [22:18];
-  assign \$8  = \port$8493$590 [58:23];
+  assign \$9  = \port$8689$590 [22:18];
+  assign \$8  = \port$8689$590 [58:23];
   assign \$7  = { \$1 [34], \$1  };
   assign \$2  = { prod0[35], prod0 };
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine2.requant11 (rst, \port$8493$649 , acc, q, clk);
+module \bchw_top.engine2.requant11 (rst, \port$8689$649 , acc, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$40  = 0;
   wire [34:0] \$1 ;
   wire [36:0] \$10 ;
@@ -20447,8 +22909,8 @@ module \bchw_top.engine2.requant11 (rst, \port$8493$649 , acc, q, clk);
   wire clk;
   wire en;
   wire [17:0] mul;
-  input [58:0] \port$8493$649 ;
-  wire [58:0] \port$8493$649 ;
+  input [58:0] \port$8689$649 ;
+  wire [58:0] \port$8689$649 ;
   reg [35:0] prod0 = 36'h000000000;
   output [7:0] q;
   reg [7:0] q = 8'h00;
@@ -20459,7 +22921,7 @@ module \bchw_top.engine2.requant11 (rst, \port$8493$649 , acc, q, clk);
   reg [4:0] shift2 = 5'h00;
   wire [36:0] shifted;
   reg [36:0] total = 37'h0000000000;
-  assign \$1  = $signed(acc) * $signed(\port$8493$649 [17:0]);
+  assign \$1  = $signed(acc) * $signed(\port$8689$649 [17:0]);
   assign \$3  = $signed(bias1) + $signed(\$2 );
   assign \$4  = | shifted[36:8];
   assign \$5  = \$4  ? 37'h00000000ff : shifted;
@@ -20485,19 +22947,19 @@ module \bchw_top.engine2.requant11 (rst, \port$8493$649 , acc, q, clk);
     end
   end
   assign en = 1'h1;
-  assign mul = \port$8493$649 [17:0];
-  assign bias = \port$8493$649 [58:23];
-  assign shift = \port$8493$649 [22:18];
+  assign mul = \port$8689$649 [17:0];
+  assign bias = \port$8689$649 [58:23];
+  assign shift = \port$8689$649 [22:18];
   assign \$11  = shift1;
   assign \$10  = \$3 [36:0];
-  assign \$9  = \port$8493$649 [22:18];
-  assign \$8  = \port$8493$649 [58:23];
+  assign \$9  = \port$8689$649 [22:18];
+  assign \$8  = \port$8689$649 [58:23];
   assign \$7  = { \$1 [34], \$1  };
   assign \$2  = { prod0[35], prod0 };
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine2.requant12 (rst, \port$8493$708 , acc, q, clk);
+module \bchw_top.engine2.requant12 (rst, \port$8689$708 , acc, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$41  = 0;
   wire [34:0] \$1 ;
   wire [36:0] \$10 ;
@@ -20519,8 +22981,8 @@ module \bchw_top.engine2.requant12 (rst, \port$8493$708 , acc, q, clk);
   wire clk;
   wire en;
   wire [17:0] mul;
-  input [58:0] \port$8493$708 ;
-  wire [58:0] \port$8493$708 ;
+  input [58:0] \port$8689$708 ;
+  wire [58:0] \port$8689$708 ;
   reg [35:0] prod0 = 36'h000000000;
   output [7:0] q;
   reg [7:0] q = 8'h00;
@@ -20531,7 +22993,7 @@ module \bchw_top.engine2.requant12 (rst, \port$8493$708 , acc, q, clk);
   reg [4:0] shift2 = 5'h00;
   wire [36:0] shifted;
   reg [36:0] total = 37'h0000000000;
-  assign \$1  = $signed(acc) * $signed(\port$8493$708 [17:0]);
+  assign \$1  = $signed(acc) * $signed(\port$8689$708 [17:0]);
   assign \$3  = $signed(bias1) + $signed(\$2 );
   assign \$4  = | shifted[36:8];
   assign \$5  = \$4  ? 37'h00000000ff : shifted;
@@ -20557,19 +23019,19 @@ module \bchw_top.engine2.requant12 (rst, \port$8493$708 , acc, q, clk);
     end
   end
   assign en = 1'h1;
-  assign mul = \port$8493$708 [17:0];
-  assign bias = \port$8493$708 [58:23];
-  assign shift = \port$8493$708 [22:18];
+  assign mul = \port$8689$708 [17:0];
+  assign bias = \port$8689$708 [58:23];
+  assign shift = \port$8689$708 [22:18];
   assign \$11  = shift1;
   assign \$10  = \$3 [36:0];
-  assign \$9  = \port$8493$708 [22:18];
-  assign \$8  = \port$8493$708 [58:23];
+  assign \$9  = \port$8689$708 [22:18];
+  assign \$8  = \port$8689$708 [58:23];
   assign \$7  = { \$1 [34], \$1  };
   assign \$2  = { prod0[35], prod0 };
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine2.requant13 (rst, \port$8493$767 , acc, q, clk);
+module \bchw_top.engine2.requant13 (rst, \port$8689$767 , acc, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$42  = 0;
   wire [34:0] \$1 ;
   wire [36:0] \$10 ;
@@ -20591,8 +23053,8 @@ module \bchw_top.engine2.requant13 (rst, \port$8493$767 , acc, q, clk);
   wire clk;
   wire en;
   wire [17:0] mul;
-  input [58:0] \port$8493$767 ;
-  wire [58:0] \port$8493$767 ;
+  input [58:0] \port$8689$767 ;
+  wire [58:0] \port$8689$767 ;
   reg [35:0] prod0 = 36'h000000000;
   output [7:0] q;
   reg [7:0] q = 8'h00;
@@ -20603,7 +23065,7 @@ module \bchw_top.engine2.requant13 (rst, \port$8493$767 , acc, q, clk);
   reg [4:0] shift2 = 5'h00;
   wire [36:0] shifted;
   reg [36:0] total = 37'h0000000000;
-  assign \$1  = $signed(acc) * $signed(\port$8493$767 [17:0]);
+  assign \$1  = $signed(acc) * $signed(\port$8689$767 [17:0]);
   assign \$3  = $signed(bias1) + $signed(\$2 );
   assign \$4  = | shifted[36:8];
   assign \$5  = \$4  ? 37'h00000000ff : shifted;
@@ -20629,19 +23091,19 @@ module \bchw_top.engine2.requant13 (rst, \port$8493$767 , acc, q, clk);
     end
   end
   assign en = 1'h1;
-  assign mul = \port$8493$767 [17:0];
-  assign bias = \port$8493$767 [58:23];
-  assign shift = \port$8493$767 [22:18];
+  assign mul = \port$8689$767 [17:0];
+  assign bias = \port$8689$767 [58:23];
+  assign shift = \port$8689$767 [22:18];
   assign \$11  = shift1;
   assign \$10  = \$3 [36:0];
-  assign \$9  = \port$8493$767 [22:18];
-  assign \$8  = \port$8493$767 [58:23];
+  assign \$9  = \port$8689$767 [22:18];
+  assign \$8  = \port$8689$767 [58:23];
   assign \$7  = { \$1 [34], \$1  };
   assign \$2  = { prod0[35], prod0 };
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine2.requant14 (rst, \port$8493$826 , acc, q, clk);
+module \bchw_top.engine2.requant14 (rst, \port$8689$826 , acc, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$43  = 0;
   wire [34:0] \$1 ;
   wire [36:0] \$10 ;
@@ -20663,8 +23125,8 @@ module \bchw_top.engine2.requant14 (rst, \port$8493$826 , acc, q, clk);
   wire clk;
   wire en;
   wire [17:0] mul;
-  input [58:0] \port$8493$826 ;
-  wire [58:0] \port$8493$826 ;
+  input [58:0] \port$8689$826 ;
+  wire [58:0] \port$8689$826 ;
   reg [35:0] prod0 = 36'h000000000;
   output [7:0] q;
   reg [7:0] q = 8'h00;
@@ -20675,7 +23137,7 @@ module \bchw_top.engine2.requant14 (rst, \port$8493$826 , acc, q, clk);
   reg [4:0] shift2 = 5'h00;
   wire [36:0] shifted;
   reg [36:0] total = 37'h0000000000;
-  assign \$1  = $signed(acc) * $signed(\port$8493$826 [17:0]);
+  assign \$1  = $signed(acc) * $signed(\port$8689$826 [17:0]);
   assign \$3  = $signed(bias1) + $signed(\$2 );
   assign \$4  = | shifted[36:8];
   assign \$5  = \$4  ? 37'h00000000ff : shifted;
@@ -20701,19 +23163,19 @@ module \bchw_top.engine2.requant14 (rst, \port$8493$826 , acc, q, clk);
     end
   end
   assign en = 1'h1;
-  assign mul = \port$8493$826 [17:0];
-  assign bias = \port$8493$826 [58:23];
-  assign shift = \port$8493$826 [22:18];
+  assign mul = \port$8689$826 [17:0];
+  assign bias = \port$8689$826 [58:23];
+  assign shift = \port$8689$826 [22:18];
   assign \$11  = shift1;
   assign \$10  = \$3 [36:0];
-  assign \$9  = \port$8493$826 [22:18];
-  assign \$8  = \port$8493$826 [58:23];
+  assign \$9  = \port$8689$826 [22:18];
+  assign \$8  = \port$8689$826 [58:23];
   assign \$7  = { \$1 [34], \$1  };
   assign \$2  = { prod0[35], prod0 };
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine2.requant15 (rst, \port$8493$885 , acc, q, clk);
+module \bchw_top.engine2.requant15 (rst, \port$8689$885 , acc, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$44  = 0;
   wire [34:0] \$1 ;
   wire [36:0] \$10 ;
@@ -20735,8 +23197,8 @@ module \bchw_top.engine2.requant15 (rst, \port$8493$885 , acc, q, clk);
   wire clk;
   wire en;
   wire [17:0] mul;
-  input [58:0] \port$8493$885 ;
-  wire [58:0] \port$8493$885 ;
+  input [58:0] \port$8689$885 ;
+  wire [58:0] \port$8689$885 ;
   reg [35:0] prod0 = 36'h000000000;
   output [7:0] q;
   reg [7:0] q = 8'h00;
@@ -20747,7 +23209,7 @@ module \bchw_top.engine2.requant15 (rst, \port$8493$885 , acc, q, clk);
   reg [4:0] shift2 = 5'h00;
   wire [36:0] shifted;
   reg [36:0] total = 37'h0000000000;
-  assign \$1  = $signed(acc) * $signed(\port$8493$885 [17:0]);
+  assign \$1  = $signed(acc) * $signed(\port$8689$885 [17:0]);
   assign \$3  = $signed(bias1) + $signed(\$2 );
   assign \$4  = | shifted[36:8];
   assign \$5  = \$4  ? 37'h00000000ff : shifted;
@@ -20773,19 +23235,19 @@ module \bchw_top.engine2.requant15 (rst, \port$8493$885 , acc, q, clk);
     end
   end
   assign en = 1'h1;
-  assign mul = \port$8493$885 [17:0];
-  assign bias = \port$8493$885 [58:23];
-  assign shift = \port$8493$885 [22:18];
+  assign mul = \port$8689$885 [17:0];
+  assign bias = \port$8689$885 [58:23];
+  assign shift = \port$8689$885 [22:18];
   assign \$11  = shift1;
   assign \$10  = \$3 [36:0];
-  assign \$9  = \port$8493$885 [22:18];
-  assign \$8  = \port$8493$885 [58:23];
+  assign \$9  = \port$8689$885 [22:18];
+  assign \$8  = \port$8689$885 [58:23];
   assign \$7  = { \$1 [34], \$1  };
   assign \$2  = { prod0[35], prod0 };
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine2.requant2 (rst, \port$8493$118 , acc, q, clk);
+module \bchw_top.engine2.requant2 (rst, \port$8689$118 , acc, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$45  = 0;
   wire [34:0] \$1 ;
   wire [36:0] \$10 ;
@@ -20807,8 +23269,8 @@ module \bchw_top.engine2.requant2 (rst, \port$8493$118 , acc, q, clk);
   wire clk;
   wire en;
   wire [17:0] mul;
-  input [58:0] \port$8493$118 ;
-  wire [58:0] \port$8493$118 ;
+  input [58:0] \port$8689$118 ;
+  wire [58:0] \port$8689$118 ;
   reg [35:0] prod0 = 36'h000000000;
   output [7:0] q;
   reg [7:0] q = 8'h00;
@@ -20819,7 +23281,7 @@ module \bchw_top.engine2.requant2 (rst, \port$8493$118 , acc, q, clk);
   reg [4:0] shift2 = 5'h00;
   wire [36:0] shifted;
   reg [36:0] total = 37'h0000000000;
-  assign \$1  = $signed(acc) * $signed(\port$8493$118 [17:0]);
+  assign \$1  = $signed(acc) * $signed(\port$8689$118 [17:0]);
   assign \$3  = $signed(bias1) + $signed(\$2 );
   assign \$4  = | shifted[36:8];
   assign \$5  = \$4  ? 37'h00000000ff : shifted;
@@ -20845,19 +23307,19 @@ module \bchw_top.engine2.requant2 (rst, \port$8493$118 , acc, q, clk);
     end
   end
   assign en = 1'h1;
-  assign mul = \port$8493$118 [17:0];
-  assign bias = \port$8493$118 [58:23];
-  assign shift = \port$8493$118 [22:18];
+  assign mul = \port$8689$118 [17:0];
+  assign bias = \port$8689$118 [58:23];
+  assign shift = \port$8689$118 [22:18];
   assign \$11  = shift1;
   assign \$10  = \$3 [36:0];
-  assign \$9  = \port$8493$118 [22:18];
-  assign \$8  = \port$8493$118 [58:23];
+  assign \$9  = \port$8689$118 [22:18];
+  assign \$8  = \port$8689$118 [58:23];
   assign \$7  = { \$1 [34], \$1  };
   assign \$2  = { prod0[35], prod0 };
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine2.requant3 (rst, \port$8493$177 , acc, q, clk);
+module \bchw_top.engine2.requant3 (rst, \port$8689$177 , acc, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$46  = 0;
   wire [34:0] \$1 ;
   wire [36:0] \$10 ;
@@ -20879,8 +23341,8 @@ module \bchw_top.engine2.requant3 (rst, \port$8493$177 , acc, q, clk);
   wire clk;
   wire en;
   wire [17:0] mul;
-  input [58:0] \port$8493$177 ;
-  wire [58:0] \port$8493$177 ;
+  input [58:0] \port$8689$177 ;
+  wire [58:0] \port$8689$177 ;
   reg [35:0] prod0 = 36'h000000000;
   output [7:0] q;
   reg [7:0] q = 8'h00;
@@ -20891,7 +23353,7 @@ module \bchw_top.engine2.requant3 (rst, \port$8493$177 , acc, q, clk);
   reg [4:0] shift2 = 5'h00;
   wire [36:0] shifted;
   reg [36:0] total = 37'h0000000000;
-  assign \$1  = $signed(acc) * $signed(\port$8493$177 [17:0]);
+  assign \$1  = $signed(acc) * $signed(\port$8689$177 [17:0]);
   assign \$3  = $signed(bias1) + $signed(\$2 );
   assign \$4  = | shifted[36:8];
   assign \$5  = \$4  ? 37'h00000000ff : shifted;
@@ -20917,19 +23379,19 @@ module \bchw_top.engine2.requant3 (rst, \port$8493$177 , acc, q, clk);
     end
   end
   assign en = 1'h1;
-  assign mul = \port$8493$177 [17:0];
-  assign bias = \port$8493$177 [58:23];
-  assign shift = \port$8493$177 [22:18];
+  assign mul = \port$8689$177 [17:0];
+  assign bias = \port$8689$177 [58:23];
+  assign shift = \port$8689$177 [22:18];
   assign \$11  = shift1;
   assign \$10  = \$3 [36:0];
-  assign \$9  = \port$8493$177 [22:18];
-  assign \$8  = \port$8493$177 [58:23];
+  assign \$9  = \port$8689$177 [22:18];
+  assign \$8  = \port$8689$177 [58:23];
   assign \$7  = { \$1 [34], \$1  };
   assign \$2  = { prod0[35], prod0 };
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine2.requant4 (rst, \port$8493$236 , acc, q, clk);
+module \bchw_top.engine2.requant4 (rst, \port$8689$236 , acc, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$47  = 0;
   wire [34:0] \$1 ;
   wire [36:0] \$10 ;
@@ -20951,8 +23413,8 @@ module \bchw_top.engine2.requant4 (rst, \port$8493$236 , acc, q, clk);
   wire clk;
   wire en;
   wire [17:0] mul;
-  input [58:0] \port$8493$236 ;
-  wire [58:0] \port$8493$236 ;
+  input [58:0] \port$8689$236 ;
+  wire [58:0] \port$8689$236 ;
   reg [35:0] prod0 = 36'h000000000;
   output [7:0] q;
   reg [7:0] q = 8'h00;
@@ -20963,7 +23425,7 @@ module \bchw_top.engine2.requant4 (rst, \port$8493$236 , acc, q, clk);
   reg [4:0] shift2 = 5'h00;
   wire [36:0] shifted;
   reg [36:0] total = 37'h0000000000;
-  assign \$1  = $signed(acc) * $signed(\port$8493$236 [17:0]);
+  assign \$1  = $signed(acc) * $signed(\port$8689$236 [17:0]);
   assign \$3  = $signed(bias1) + $signed(\$2 );
   assign \$4  = | shifted[36:8];
   assign \$5  = \$4  ? 37'h00000000ff : shifted;
@@ -20989,19 +23451,19 @@ module \bchw_top.engine2.requant4 (rst, \port$8493$236 , acc, q, clk);
     end
   end
   assign en = 1'h1;
-  assign mul = \port$8493$236 [17:0];
-  assign bias = \port$8493$236 [58:23];
-  assign shift = \port$8493$236 [22:18];
+  assign mul = \port$8689$236 [17:0];
+  assign bias = \port$8689$236 [58:23];
+  assign shift = \port$8689$236 [22:18];
   assign \$11  = shift1;
   assign \$10  = \$3 [36:0];
-  assign \$9  = \port$8493$236 [22:18];
-  assign \$8  = \port$8493$236 [58:23];
+  assign \$9  = \port$8689$236 [22:18];
+  assign \$8  = \port$8689$236 [58:23];
   assign \$7  = { \$1 [34], \$1  };
   assign \$2  = { prod0[35], prod0 };
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine2.requant5 (rst, \port$8493$295 , acc, q, clk);
+module \bchw_top.engine2.requant5 (rst, \port$8689$295 , acc, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$48  = 0;
   wire [34:0] \$1 ;
   wire [36:0] \$10 ;
@@ -21023,8 +23485,8 @@ module \bchw_top.engine2.requant5 (rst, \port$8493$295 , acc, q, clk);
   wire clk;
   wire en;
   wire [17:0] mul;
-  input [58:0] \port$8493$295 ;
-  wire [58:0] \port$8493$295 ;
+  input [58:0] \port$8689$295 ;
+  wire [58:0] \port$8689$295 ;
   reg [35:0] prod0 = 36'h000000000;
   output [7:0] q;
   reg [7:0] q = 8'h00;
@@ -21035,7 +23497,7 @@ module \bchw_top.engine2.requant5 (rst, \port$8493$295 , acc, q, clk);
   reg [4:0] shift2 = 5'h00;
   wire [36:0] shifted;
   reg [36:0] total = 37'h0000000000;
-  assign \$1  = $signed(acc) * $signed(\port$8493$295 [17:0]);
+  assign \$1  = $signed(acc) * $signed(\port$8689$295 [17:0]);
   assign \$3  = $signed(bias1) + $signed(\$2 );
   assign \$4  = | shifted[36:8];
   assign \$5  = \$4  ? 37'h00000000ff : shifted;
@@ -21061,19 +23523,19 @@ module \bchw_top.engine2.requant5 (rst, \port$8493$295 , acc, q, clk);
     end
   end
   assign en = 1'h1;
-  assign mul = \port$8493$295 [17:0];
-  assign bias = \port$8493$295 [58:23];
-  assign shift = \port$8493$295 [22:18];
+  assign mul = \port$8689$295 [17:0];
+  assign bias = \port$8689$295 [58:23];
+  assign shift = \port$8689$295 [22:18];
   assign \$11  = shift1;
   assign \$10  = \$3 [36:0];
-  assign \$9  = \port$8493$295 [22:18];
-  assign \$8  = \port$8493$295 [58:23];
+  assign \$9  = \port$8689$295 [22:18];
+  assign \$8  = \port$8689$295 [58:23];
   assign \$7  = { \$1 [34], \$1  };
   assign \$2  = { prod0[35], prod0 };
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine2.requant6 (rst, \port$8493$354 , acc, q, clk);
+module \bchw_top.engine2.requant6 (rst, \port$8689$354 , acc, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$49  = 0;
   wire [34:0] \$1 ;
   wire [36:0] \$10 ;
@@ -21095,8 +23557,8 @@ module \bchw_top.engine2.requant6 (rst, \port$8493$354 , acc, q, clk);
   wire clk;
   wire en;
   wire [17:0] mul;
-  input [58:0] \port$8493$354 ;
-  wire [58:0] \port$8493$354 ;
+  input [58:0] \port$8689$354 ;
+  wire [58:0] \port$8689$354 ;
   reg [35:0] prod0 = 36'h000000000;
   output [7:0] q;
   reg [7:0] q = 8'h00;
@@ -21107,7 +23569,7 @@ module \bchw_top.engine2.requant6 (rst, \port$8493$354 , acc, q, clk);
   reg [4:0] shift2 = 5'h00;
   wire [36:0] shifted;
   reg [36:0] total = 37'h0000000000;
-  assign \$1  = $signed(acc) * $signed(\port$8493$354 [17:0]);
+  assign \$1  = $signed(acc) * $signed(\port$8689$354 [17:0]);
   assign \$3  = $signed(bias1) + $signed(\$2 );
   assign \$4  = | shifted[36:8];
   assign \$5  = \$4  ? 37'h00000000ff : shifted;
@@ -21133,19 +23595,19 @@ module \bchw_top.engine2.requant6 (rst, \port$8493$354 , acc, q, clk);
     end
   end
   assign en = 1'h1;
-  assign mul = \port$8493$354 [17:0];
-  assign bias = \port$8493$354 [58:23];
-  assign shift = \port$8493$354 [22:18];
+  assign mul = \port$8689$354 [17:0];
+  assign bias = \port$8689$354 [58:23];
+  assign shift = \port$8689$354 [22:18];
   assign \$11  = shift1;
   assign \$10  = \$3 [36:0];
-  assign \$9  = \port$8493$354 [22:18];
-  assign \$8  = \port$8493$354 [58:23];
+  assign \$9  = \port$8689$354 [22:18];
+  assign \$8  = \port$8689$354 [58:23];
   assign \$7  = { \$1 [34], \$1  };
   assign \$2  = { prod0[35], prod0 };
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine2.requant7 (rst, \port$8493$413 , acc, q, clk);
+module \bchw_top.engine2.requant7 (rst, \port$8689$413 , acc, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$50  = 0;
   wire [34:0] \$1 ;
   wire [36:0] \$10 ;
@@ -21167,8 +23629,8 @@ module \bchw_top.engine2.requant7 (rst, \port$8493$413 , acc, q, clk);
   wire clk;
   wire en;
   wire [17:0] mul;
-  input [58:0] \port$8493$413 ;
-  wire [58:0] \port$8493$413 ;
+  input [58:0] \port$8689$413 ;
+  wire [58:0] \port$8689$413 ;
   reg [35:0] prod0 = 36'h000000000;
   output [7:0] q;
   reg [7:0] q = 8'h00;
@@ -21179,7 +23641,7 @@ module \bchw_top.engine2.requant7 (rst, \port$8493$413 , acc, q, clk);
   reg [4:0] shift2 = 5'h00;
   wire [36:0] shifted;
   reg [36:0] total = 37'h0000000000;
-  assign \$1  = $signed(acc) * $signed(\port$8493$413 [17:0]);
+  assign \$1  = $signed(acc) * $signed(\port$8689$413 [17:0]);
   assign \$3  = $signed(bias1) + $signed(\$2 );
   assign \$4  = | shifted[36:8];
   assign \$5  = \$4  ? 37'h00000000ff : shifted;
@@ -21205,19 +23667,19 @@ module \bchw_top.engine2.requant7 (rst, \port$8493$413 , acc, q, clk);
     end
   end
   assign en = 1'h1;
-  assign mul = \port$8493$413 [17:0];
-  assign bias = \port$8493$413 [58:23];
-  assign shift = \port$8493$413 [22:18];
+  assign mul = \port$8689$413 [17:0];
+  assign bias = \port$8689$413 [58:23];
+  assign shift = \port$8689$413 [22:18];
   assign \$11  = shift1;
   assign \$10  = \$3 [36:0];
-  assign \$9  = \port$8493$413 [22:18];
-  assign \$8  = \port$8493$413 [58:23];
+  assign \$9  = \port$8689$413 [22:18];
+  assign \$8  = \port$8689$413 [58:23];
   assign \$7  = { \$1 [34], \$1  };
   assign \$2  = { prod0[35], prod0 };
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine2.requant8 (rst, \port$8493$472 , acc, q, clk);
+module \bchw_top.engine2.requant8 (rst, \port$8689$472 , acc, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$51  = 0;
   wire [34:0] \$1 ;
   wire [36:0] \$10 ;
@@ -21239,8 +23701,8 @@ module \bchw_top.engine2.requant8 (rst, \port$8493$472 , acc, q, clk);
   wire clk;
   wire en;
   wire [17:0] mul;
-  input [58:0] \port$8493$472 ;
-  wire [58:0] \port$8493$472 ;
+  input [58:0] \port$8689$472 ;
+  wire [58:0] \port$8689$472 ;
   reg [35:0] prod0 = 36'h000000000;
   output [7:0] q;
   reg [7:0] q = 8'h00;
@@ -21251,7 +23713,7 @@ module \bchw_top.engine2.requant8 (rst, \port$8493$472 , acc, q, clk);
   reg [4:0] shift2 = 5'h00;
   wire [36:0] shifted;
   reg [36:0] total = 37'h0000000000;
-  assign \$1  = $signed(acc) * $signed(\port$8493$472 [17:0]);
+  assign \$1  = $signed(acc) * $signed(\port$8689$472 [17:0]);
   assign \$3  = $signed(bias1) + $signed(\$2 );
   assign \$4  = | shifted[36:8];
   assign \$5  = \$4  ? 37'h00000000ff : shifted;
@@ -21277,19 +23739,19 @@ module \bchw_top.engine2.requant8 (rst, \port$8493$472 , acc, q, clk);
     end
   end
   assign en = 1'h1;
-  assign mul = \port$8493$472 [17:0];
-  assign bias = \port$8493$472 [58:23];
-  assign shift = \port$8493$472 [22:18];
+  assign mul = \port$8689$472 [17:0];
+  assign bias = \port$8689$472 [58:23];
+  assign shift = \port$8689$472 [22:18];
   assign \$11  = shift1;
   assign \$10  = \$3 [36:0];
-  assign \$9  = \port$8493$472 [22:18];
-  assign \$8  = \port$8493$472 [58:23];
+  assign \$9  = \port$8689$472 [22:18];
+  assign \$8  = \port$8689$472 [58:23];
   assign \$7  = { \$1 [34], \$1  };
   assign \$2  = { prod0[35], prod0 };
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine2.requant9 (rst, \port$8493$531 , acc, q, clk);
+module \bchw_top.engine2.requant9 (rst, \port$8689$531 , acc, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$52  = 0;
   wire [34:0] \$1 ;
   wire [36:0] \$10 ;
@@ -21311,8 +23773,8 @@ module \bchw_top.engine2.requant9 (rst, \port$8493$531 , acc, q, clk);
   wire clk;
   wire en;
   wire [17:0] mul;
-  input [58:0] \port$8493$531 ;
-  wire [58:0] \port$8493$531 ;
+  input [58:0] \port$8689$531 ;
+  wire [58:0] \port$8689$531 ;
   reg [35:0] prod0 = 36'h000000000;
   output [7:0] q;
   reg [7:0] q = 8'h00;
@@ -21323,7 +23785,7 @@ module \bchw_top.engine2.requant9 (rst, \port$8493$531 , acc, q, clk);
   reg [4:0] shift2 = 5'h00;
   wire [36:0] shifted;
   reg [36:0] total = 37'h0000000000;
-  assign \$1  = $signed(acc) * $signed(\port$8493$531 [17:0]);
+  assign \$1  = $signed(acc) * $signed(\port$8689$531 [17:0]);
   assign \$3  = $signed(bias1) + $signed(\$2 );
   assign \$4  = | shifted[36:8];
   assign \$5  = \$4  ? 37'h00000000ff : shifted;
@@ -21349,13 +23811,13 @@ module \bchw_top.engine2.requant9 (rst, \port$8493$531 , acc, q, clk);
     end
   end
   assign en = 1'h1;
-  assign mul = \port$8493$531 [17:0];
-  assign bias = \port$8493$531 [58:23];
-  assign shift = \port$8493$531 [22:18];
+  assign mul = \port$8689$531 [17:0];
+  assign bias = \port$8689$531 [58:23];
+  assign shift = \port$8689$531 [22:18];
   assign \$11  = shift1;
   assign \$10  = \$3 [36:0];
-  assign \$9  = \port$8493$531 [22:18];
-  assign \$8  = \port$8493$531 [58:23];
+  assign \$9  = \port$8689$531 [22:18];
+  assign \$8  = \port$8689$531 [58:23];
   assign \$7  = { \$1 [34], \$1  };
   assign \$2  = { prod0[35], prod0 };
 endmodule
@@ -25880,15 +28342,15 @@ module \bchw_top.engine3 (rst, s__valid, write__data, s__ready, m__ready, m__val
   wire \$99 ;
   reg \$signal  = 1'h0;
   reg [16:0] acc = 17'h00000;
-  reg [16:0] \acc$104  = 17'h00000;
-  reg [16:0] \acc$110  = 17'h00000;
-  reg [16:0] \acc$116  = 17'h00000;
-  reg [16:0] \acc$122  = 17'h00000;
-  reg [16:0] \acc$74  = 17'h00000;
-  reg [16:0] \acc$80  = 17'h00000;
-  reg [16:0] \acc$86  = 17'h00000;
-  reg [16:0] \acc$92  = 17'h00000;
-  reg [16:0] \acc$98  = 17'h00000;
+  reg [16:0] \acc$101  = 17'h00000;
+  reg [16:0] \acc$107  = 17'h00000;
+  reg [16:0] \acc$113  = 17'h00000;
+  reg [16:0] \acc$119  = 17'h00000;
+  reg [16:0] \acc$125  = 17'h00000;
+  reg [16:0] \acc$131  = 17'h00000;
+  reg [16:0] \acc$137  = 17'h00000;
+  reg [16:0] \acc$143  = 17'h00000;
+  reg [16:0] \acc$149  = 17'h00000;
   (* init = 17'h00000 *)
   wire [16:0] acc0;
   (* init = 17'h00000 *)
@@ -25913,16 +28375,25 @@ module \bchw_top.engine3 (rst, s__valid, write__data, s__ready, m__ready, m__val
   reg acc_valid = 1'h0;
   reg [3:0] addr = 4'h0;
   wire \addr$64 ;
+  wire \addr$67 ;
+  wire \addr$70 ;
+  wire \addr$73 ;
+  wire \addr$76 ;
+  wire \addr$79 ;
+  wire \addr$82 ;
+  wire \addr$85 ;
+  wire \addr$88 ;
+  wire \addr$91 ;
   wire [35:0] bias;
-  wire [35:0] \bias$102 ;
-  wire [35:0] \bias$108 ;
-  wire [35:0] \bias$114 ;
-  wire [35:0] \bias$120 ;
-  wire [35:0] \bias$126 ;
-  wire [35:0] \bias$78 ;
-  wire [35:0] \bias$84 ;
-  wire [35:0] \bias$90 ;
-  wire [35:0] \bias$96 ;
+  wire [35:0] \bias$105 ;
+  wire [35:0] \bias$111 ;
+  wire [35:0] \bias$117 ;
+  wire [35:0] \bias$123 ;
+  wire [35:0] \bias$129 ;
+  wire [35:0] \bias$135 ;
+  wire [35:0] \bias$141 ;
+  wire [35:0] \bias$147 ;
+  wire [35:0] \bias$153 ;
   reg busy = 1'h0;
   wire busy_next;
   input clk;
@@ -25936,12 +28407,26 @@ module \bchw_top.engine3 (rst, s__valid, write__data, s__ready, m__ready, m__val
   reg [1:0] credits = 2'h2;
   wire [1:0] credits_next;
   wire [159:0] data;
-  wire [589:0] \data$163 ;
+  wire [58:0] \data$197 ;
+  wire [58:0] \data$198 ;
+  wire [58:0] \data$199 ;
+  wire [58:0] \data$200 ;
+  wire [58:0] \data$201 ;
+  wire [58:0] \data$202 ;
+  wire [58:0] \data$203 ;
+  wire [58:0] \data$204 ;
+  wire [58:0] \data$205 ;
+  wire [58:0] \data$206 ;
   wire en;
-  wire \en$103 ;
-  wire \en$109 ;
-  wire \en$115 ;
-  wire \en$121 ;
+  wire \en$100 ;
+  wire \en$106 ;
+  wire \en$112 ;
+  wire \en$118 ;
+  wire \en$124 ;
+  wire \en$130 ;
+  wire \en$136 ;
+  wire \en$142 ;
+  wire \en$148 ;
   wire \en$31 ;
   wire \en$36 ;
   wire \en$39 ;
@@ -25954,11 +28439,15 @@ module \bchw_top.engine3 (rst, s__valid, write__data, s__ready, m__ready, m__val
   wire \en$60 ;
   wire \en$63 ;
   wire \en$66 ;
-  wire \en$73 ;
-  wire \en$79 ;
-  wire \en$85 ;
-  wire \en$91 ;
-  wire \en$97 ;
+  wire \en$69 ;
+  wire \en$72 ;
+  wire \en$75 ;
+  wire \en$78 ;
+  wire \en$81 ;
+  wire \en$84 ;
+  wire \en$87 ;
+  wire \en$90 ;
+  wire \en$93 ;
   wire enter;
   reg [3:0] f1_d0 = 4'h0;
   reg [3:0] f1_d1 = 4'h0;
@@ -25984,15 +28473,15 @@ module \bchw_top.engine3 (rst, s__valid, write__data, s__ready, m__ready, m__val
   output m__valid;
   reg m__valid = 1'h0;
   wire [17:0] mul;
-  wire [17:0] \mul$100 ;
-  wire [17:0] \mul$106 ;
-  wire [17:0] \mul$112 ;
-  wire [17:0] \mul$118 ;
-  wire [17:0] \mul$124 ;
-  wire [17:0] \mul$76 ;
-  wire [17:0] \mul$82 ;
-  wire [17:0] \mul$88 ;
-  wire [17:0] \mul$94 ;
+  wire [17:0] \mul$103 ;
+  wire [17:0] \mul$109 ;
+  wire [17:0] \mul$115 ;
+  wire [17:0] \mul$121 ;
+  wire [17:0] \mul$127 ;
+  wire [17:0] \mul$133 ;
+  wire [17:0] \mul$139 ;
+  wire [17:0] \mul$145 ;
+  wire [17:0] \mul$151 ;
   (* keep = 32'd1 *)
   reg mvalid_copy0 = 1'h0;
   (* keep = 32'd1 *)
@@ -26000,17 +28489,49 @@ module \bchw_top.engine3 (rst, s__valid, write__data, s__ready, m__ready, m__val
   wire [-1:0] nfc;
   wire [-1:0] nfc_next;
   wire out_done;
+  (* keep = 32'd1 *)
+  wire [-1:0] paddr_copy0;
+  (* keep = 32'd1 *)
+  wire [-1:0] paddr_copy1;
+  (* keep = 32'd1 *)
+  wire [-1:0] paddr_copy2;
+  (* keep = 32'd1 *)
+  wire [-1:0] paddr_copy3;
+  (* keep = 32'd1 *)
+  wire [-1:0] paddr_copy4;
+  (* keep = 32'd1 *)
+  wire [-1:0] paddr_copy5;
+  (* keep = 32'd1 *)
+  wire [-1:0] paddr_copy6;
+  (* keep = 32'd1 *)
+  wire [-1:0] paddr_copy7;
+  (* keep = 32'd1 *)
+  wire [-1:0] paddr_copy8;
+  (* keep = 32'd1 *)
+  wire [-1:0] paddr_copy9;
+  (* keep = 32'd1 *)
+  wire [-1:0] paddr_d0;
+  (* keep = 32'd1 *)
+  wire [-1:0] paddr_d1;
+  (* keep = 32'd1 *)
+  wire [-1:0] paddr_d2;
+  (* keep = 32'd1 *)
+  wire [-1:0] paddr_d3;
+  (* keep = 32'd1 *)
+  wire [-1:0] paddr_d4;
+  (* keep = 32'd1 *)
+  wire [-1:0] paddr_d5;
   reg [589:0] params_d0 = 590'h0000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000;
   wire [15:0] q;
-  wire [15:0] \q$139 ;
-  wire [15:0] \q$140 ;
-  wire [15:0] \q$141 ;
-  wire [15:0] \q$142 ;
-  wire [15:0] \q$143 ;
-  wire [15:0] \q$144 ;
-  wire [15:0] \q$145 ;
-  wire [15:0] \q$146 ;
-  wire [15:0] \q$147 ;
+  wire [15:0] \q$166 ;
+  wire [15:0] \q$167 ;
+  wire [15:0] \q$168 ;
+  wire [15:0] \q$169 ;
+  wire [15:0] \q$170 ;
+  wire [15:0] \q$171 ;
+  wire [15:0] \q$172 ;
+  wire [15:0] \q$173 ;
+  wire [15:0] \q$174 ;
   reg qe_d0 = 1'h0;
   reg qe_d1 = 1'h0;
   reg qe_last_d0 = 1'h0;
@@ -26036,30 +28557,30 @@ module \bchw_top.engine3 (rst, s__valid, write__data, s__ready, m__ready, m__val
   reg [3:0] sfc = 4'h0;
   wire [3:0] sfc_next;
   wire [4:0] shift;
-  wire [4:0] \shift$101 ;
-  wire [4:0] \shift$107 ;
-  wire [4:0] \shift$113 ;
-  wire [4:0] \shift$119 ;
-  wire [4:0] \shift$125 ;
-  wire [4:0] \shift$77 ;
-  wire [4:0] \shift$83 ;
-  wire [4:0] \shift$89 ;
-  wire [4:0] \shift$95 ;
+  wire [4:0] \shift$104 ;
+  wire [4:0] \shift$110 ;
+  wire [4:0] \shift$116 ;
+  wire [4:0] \shift$122 ;
+  wire [4:0] \shift$128 ;
+  wire [4:0] \shift$134 ;
+  wire [4:0] \shift$140 ;
+  wire [4:0] \shift$146 ;
+  wire [4:0] \shift$152 ;
   reg [160:0] skid0 = 161'h00000000000000000000000000000000000000000;
   reg [160:0] skid1 = 161'h00000000000000000000000000000000000000000;
   (* init = 4'h0 *)
   wire [3:0] step;
   wire [3:0] step_next;
   wire [12:0] sum;
-  wire [12:0] \sum$167 ;
-  wire [12:0] \sum$168 ;
-  wire [12:0] \sum$169 ;
-  wire [12:0] \sum$170 ;
-  wire [12:0] \sum$171 ;
-  wire [12:0] \sum$172 ;
-  wire [12:0] \sum$173 ;
-  wire [12:0] \sum$174 ;
-  wire [12:0] \sum$175 ;
+  wire [12:0] \sum$210 ;
+  wire [12:0] \sum$211 ;
+  wire [12:0] \sum$212 ;
+  wire [12:0] \sum$213 ;
+  wire [12:0] \sum$214 ;
+  wire [12:0] \sum$215 ;
+  wire [12:0] \sum$216 ;
+  wire [12:0] \sum$217 ;
+  wire [12:0] \sum$218 ;
   wire valid_next;
   (* init = 160'h0000000000000000000000000000000000000000 *)
   wire [159:0] vector;
@@ -26213,7 +28734,7 @@ module \bchw_top.engine3 (rst, s__valid, write__data, s__ready, m__ready, m__val
   assign \$66  = qv_last_d0 & \$65 ;
   assign \$67  = $signed(\$61 ) + $signed({ 1'h0, \$66  });
   assign \$68  = | count;
-  assign \$69  = \$68  ? skid0 : { qe_last_d0, \q$147 , \q$146 , \q$145 , \q$144 , \q$143 , \q$142 , \q$141 , \q$140 , \q$139 , q };
+  assign \$69  = \$68  ? skid0 : { qe_last_d0, \q$174 , \q$173 , \q$172 , \q$171 , \q$170 , \q$169 , \q$168 , \q$167 , \q$166 , q };
   assign \$70  = enter & \$69 [160];
   assign \$71  = ~ m__ready;
   assign \$72  = m__valid & \$71 ;
@@ -26241,24 +28762,24 @@ module \bchw_top.engine3 (rst, s__valid, write__data, s__ready, m__ready, m__val
   assign \$107  = ft_d0[0] & ft_d0[3];
   assign \$108  = ft_d0[1] ? 17'h00000 : acc;
   assign \$109  = $signed(\$108 ) + $signed(sum);
-  assign \$110  = ft_d0[1] ? 17'h00000 : \acc$74 ;
-  assign \$111  = $signed(\$110 ) + $signed(\sum$167 );
-  assign \$112  = ft_d0[1] ? 17'h00000 : \acc$80 ;
-  assign \$113  = $signed(\$112 ) + $signed(\sum$168 );
-  assign \$114  = ft_d0[1] ? 17'h00000 : \acc$86 ;
-  assign \$115  = $signed(\$114 ) + $signed(\sum$169 );
-  assign \$116  = ft_d0[1] ? 17'h00000 : \acc$92 ;
-  assign \$117  = $signed(\$116 ) + $signed(\sum$170 );
-  assign \$118  = ft_d0[1] ? 17'h00000 : \acc$98 ;
-  assign \$119  = $signed(\$118 ) + $signed(\sum$171 );
-  assign \$120  = ft_d0[1] ? 17'h00000 : \acc$104 ;
-  assign \$121  = $signed(\$120 ) + $signed(\sum$172 );
-  assign \$122  = ft_d0[1] ? 17'h00000 : \acc$110 ;
-  assign \$123  = $signed(\$122 ) + $signed(\sum$173 );
-  assign \$124  = ft_d0[1] ? 17'h00000 : \acc$116 ;
-  assign \$125  = $signed(\$124 ) + $signed(\sum$174 );
-  assign \$126  = ft_d0[1] ? 17'h00000 : \acc$122 ;
-  assign \$127  = $signed(\$126 ) + $signed(\sum$175 );
+  assign \$110  = ft_d0[1] ? 17'h00000 : \acc$101 ;
+  assign \$111  = $signed(\$110 ) + $signed(\sum$210 );
+  assign \$112  = ft_d0[1] ? 17'h00000 : \acc$107 ;
+  assign \$113  = $signed(\$112 ) + $signed(\sum$211 );
+  assign \$114  = ft_d0[1] ? 17'h00000 : \acc$113 ;
+  assign \$115  = $signed(\$114 ) + $signed(\sum$212 );
+  assign \$116  = ft_d0[1] ? 17'h00000 : \acc$119 ;
+  assign \$117  = $signed(\$116 ) + $signed(\sum$213 );
+  assign \$118  = ft_d0[1] ? 17'h00000 : \acc$125 ;
+  assign \$119  = $signed(\$118 ) + $signed(\sum$214 );
+  assign \$120  = ft_d0[1] ? 17'h00000 : \acc$131 ;
+  assign \$121  = $signed(\$120 ) + $signed(\sum$215 );
+  assign \$122  = ft_d0[1] ? 17'h00000 : \acc$137 ;
+  assign \$123  = $signed(\$122 ) + $signed(\sum$216 );
+  assign \$124  = ft_d0[1] ? 17'h00000 : \acc$143 ;
+  assign \$125  = $signed(\$124 ) + $signed(\sum$217 );
+  assign \$126  = ft_d0[1] ? 17'h00000 : \acc$149 ;
+  assign \$127  = $signed(\$126 ) + $signed(\sum$218 );
   assign \$128  = | count;
   assign \$129  = ~ \$128 ;
   assign \$130  = enter & \$129 ;
@@ -26290,13 +28811,13 @@ module \bchw_top.engine3 (rst, s__valid, write__data, s__ready, m__ready, m__val
   assign \$156  = \$155  | m__ready;
   assign \$157  = \$154  & \$156 ;
   assign \$158  = | count;
-  assign \$159  = \$158  ? skid0 : { qe_last_d0, \q$147 , \q$146 , \q$145 , \q$144 , \q$143 , \q$142 , \q$141 , \q$140 , \q$139 , q };
+  assign \$159  = \$158  ? skid0 : { qe_last_d0, \q$174 , \q$173 , \q$172 , \q$171 , \q$170 , \q$169 , \q$168 , \q$167 , \q$166 , q };
   assign \$160  = held_copy1 | qvalid_copy1;
   assign \$161  = ~ mvalid_copy1;
   assign \$162  = \$161  | m__ready;
   assign \$163  = \$160  & \$162 ;
   assign \$164  = | count;
-  assign \$165  = \$164  ? skid0 : { qe_last_d0, \q$147 , \q$146 , \q$145 , \q$144 , \q$143 , \q$142 , \q$141 , \q$140 , \q$139 , q };
+  assign \$165  = \$164  ? skid0 : { qe_last_d0, \q$174 , \q$173 , \q$172 , \q$171 , \q$170 , \q$169 , \q$168 , \q$167 , \q$166 , q };
   always @(posedge clk)
     busy <= \$166 ;
   always @(posedge clk)
@@ -26352,23 +28873,23 @@ module \bchw_top.engine3 (rst, s__valid, write__data, s__ready, m__ready, m__val
   always @(posedge clk)
     acc <= \$192 ;
   always @(posedge clk)
-    \acc$74  <= \$193 ;
+    \acc$101  <= \$193 ;
   always @(posedge clk)
-    \acc$80  <= \$194 ;
+    \acc$107  <= \$194 ;
   always @(posedge clk)
-    \acc$86  <= \$195 ;
+    \acc$113  <= \$195 ;
   always @(posedge clk)
-    \acc$92  <= \$196 ;
+    \acc$119  <= \$196 ;
   always @(posedge clk)
-    \acc$98  <= \$197 ;
+    \acc$125  <= \$197 ;
   always @(posedge clk)
-    \acc$104  <= \$198 ;
+    \acc$131  <= \$198 ;
   always @(posedge clk)
-    \acc$110  <= \$199 ;
+    \acc$137  <= \$199 ;
   always @(posedge clk)
-    \acc$116  <= \$200 ;
+    \acc$143  <= \$200 ;
   always @(posedge clk)
-    \acc$122  <= \$201 ;
+    \acc$149  <= \$201 ;
   always @(posedge clk)
     qv_d0 <= \$202 ;
   always @(posedge clk)
@@ -26407,78 +28928,114 @@ module \bchw_top.engine3 (rst, s__valid, write__data, s__ready, m__ready, m__val
     credit_back_d0 <= \$219 ;
   always @(posedge clk)
     credit_back <= \$220 ;
-  \bchw_top.engine3.params  params (
+  \bchw_top.engine3.params0  params0 (
     .clk(clk),
-    .data(\data$163 )
+    .data(\data$197 )
+  );
+  \bchw_top.engine3.params1  params1 (
+    .clk(clk),
+    .data(\data$198 )
+  );
+  \bchw_top.engine3.params2  params2 (
+    .clk(clk),
+    .data(\data$199 )
+  );
+  \bchw_top.engine3.params3  params3 (
+    .clk(clk),
+    .data(\data$200 )
+  );
+  \bchw_top.engine3.params4  params4 (
+    .clk(clk),
+    .data(\data$201 )
+  );
+  \bchw_top.engine3.params5  params5 (
+    .clk(clk),
+    .data(\data$202 )
+  );
+  \bchw_top.engine3.params6  params6 (
+    .clk(clk),
+    .data(\data$203 )
+  );
+  \bchw_top.engine3.params7  params7 (
+    .clk(clk),
+    .data(\data$204 )
+  );
+  \bchw_top.engine3.params8  params8 (
+    .clk(clk),
+    .data(\data$205 )
+  );
+  \bchw_top.engine3.params9  params9 (
+    .clk(clk),
+    .data(\data$206 )
   );
   \bchw_top.engine3.requant0  requant0 (
     .acc(acc),
     .clk(clk),
-    .\port$9817$0 (params_d0[58:0]),
+    .\port$10013$0 (params_d0[58:0]),
     .q(q),
     .rst(rst)
   );
   \bchw_top.engine3.requant1  requant1 (
-    .acc(\acc$74 ),
+    .acc(\acc$101 ),
     .clk(clk),
-    .\port$9817$59 (params_d0[117:59]),
-    .q(\q$139 ),
+    .\port$10013$59 (params_d0[117:59]),
+    .q(\q$166 ),
     .rst(rst)
   );
   \bchw_top.engine3.requant2  requant2 (
-    .acc(\acc$80 ),
+    .acc(\acc$107 ),
     .clk(clk),
-    .\port$9817$118 (params_d0[176:118]),
-    .q(\q$140 ),
+    .\port$10013$118 (params_d0[176:118]),
+    .q(\q$167 ),
     .rst(rst)
   );
   \bchw_top.engine3.requant3  requant3 (
-    .acc(\acc$86 ),
+    .acc(\acc$113 ),
     .clk(clk),
-    .\port$9817$177 (params_d0[235:177]),
-    .q(\q$141 ),
+    .\port$10013$177 (params_d0[235:177]),
+    .q(\q$168 ),
     .rst(rst)
   );
   \bchw_top.engine3.requant4  requant4 (
-    .acc(\acc$92 ),
+    .acc(\acc$119 ),
     .clk(clk),
-    .\port$9817$236 (params_d0[294:236]),
-    .q(\q$142 ),
+    .\port$10013$236 (params_d0[294:236]),
+    .q(\q$169 ),
     .rst(rst)
   );
   \bchw_top.engine3.requant5  requant5 (
-    .acc(\acc$98 ),
+    .acc(\acc$125 ),
     .clk(clk),
-    .\port$9817$295 (params_d0[353:295]),
-    .q(\q$143 ),
+    .\port$10013$295 (params_d0[353:295]),
+    .q(\q$170 ),
     .rst(rst)
   );
   \bchw_top.engine3.requant6  requant6 (
-    .acc(\acc$104 ),
+    .acc(\acc$131 ),
     .clk(clk),
-    .\port$9817$354 (params_d0[412:354]),
-    .q(\q$144 ),
+    .\port$10013$354 (params_d0[412:354]),
+    .q(\q$171 ),
     .rst(rst)
   );
   \bchw_top.engine3.requant7  requant7 (
-    .acc(\acc$110 ),
+    .acc(\acc$137 ),
     .clk(clk),
-    .\port$9817$413 (params_d0[471:413]),
-    .q(\q$145 ),
+    .\port$10013$413 (params_d0[471:413]),
+    .q(\q$172 ),
     .rst(rst)
   );
   \bchw_top.engine3.requant8  requant8 (
-    .acc(\acc$116 ),
+    .acc(\acc$143 ),
     .clk(clk),
-    .\port$9817$472 (params_d0[530:472]),
-    .q(\q$146 ),
+    .\port$10013$472 (params_d0[530:472]),
+    .q(\q$173 ),
     .rst(rst)
   );
   \bchw_top.engine3.requant9  requant9 (
-    .acc(\acc$122 ),
+    .acc(\acc$149 ),
     .clk(clk),
-    .\port$9817$531 (params_d0[589:531]),
-    .q(\q$147 ),
+    .\port$10013$531 (params_d0[589:531]),
+    .q(\q$174 ),
     .rst(rst)
   );
   \bchw_top.engine3.tree0  tree0 (
@@ -26490,63 +29047,63 @@ module \bchw_top.engine3 (rst, s__valid, write__data, s__ready, m__ready, m__val
   );
   \bchw_top.engine3.tree1  tree1 (
     .clk(clk),
-    .l4_0(\sum$167 ),
+    .l4_0(\sum$210 ),
     .rst(rst),
     .w(wdata_d1[31:16]),
     .x(x)
   );
   \bchw_top.engine3.tree2  tree2 (
     .clk(clk),
-    .l4_0(\sum$168 ),
+    .l4_0(\sum$211 ),
     .rst(rst),
     .w(wdata_d1[47:32]),
     .x(x)
   );
   \bchw_top.engine3.tree3  tree3 (
     .clk(clk),
-    .l4_0(\sum$169 ),
+    .l4_0(\sum$212 ),
     .rst(rst),
     .w(wdata_d1[63:48]),
     .x(x)
   );
   \bchw_top.engine3.tree4  tree4 (
     .clk(clk),
-    .l4_0(\sum$170 ),
+    .l4_0(\sum$213 ),
     .rst(rst),
     .w(wdata_d1[79:64]),
     .x(x)
   );
   \bchw_top.engine3.tree5  tree5 (
     .clk(clk),
-    .l4_0(\sum$171 ),
+    .l4_0(\sum$214 ),
     .rst(rst),
     .w(wdata_d1[95:80]),
     .x(x)
   );
   \bchw_top.engine3.tree6  tree6 (
     .clk(clk),
-    .l4_0(\sum$172 ),
+    .l4_0(\sum$215 ),
     .rst(rst),
     .w(wdata_d1[111:96]),
     .x(x)
   );
   \bchw_top.engine3.tree7  tree7 (
     .clk(clk),
-    .l4_0(\sum$173 ),
+    .l4_0(\sum$216 ),
     .rst(rst),
     .w(wdata_d1[127:112]),
     .x(x)
   );
   \bchw_top.engine3.tree8  tree8 (
     .clk(clk),
-    .l4_0(\sum$174 ),
+    .l4_0(\sum$217 ),
     .rst(rst),
     .w(wdata_d1[143:128]),
     .x(x)
   );
   \bchw_top.engine3.tree9  tree9 (
     .clk(clk),
-    .l4_0(\sum$175 ),
+    .l4_0(\sum$218 ),
     .rst(rst),
     .w(wdata_d1[159:144]),
     .x(x)
@@ -26721,63 +29278,63 @@ module \bchw_top.engine3 (rst, s__valid, write__data, s__ready, m__ready, m__val
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$53 ) begin end
-    \$193  = \acc$74 ;
+    \$193  = \acc$101 ;
     if (ft_d0[0]) begin
       \$193  = \$111 [16:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$53 ) begin end
-    \$194  = \acc$80 ;
+    \$194  = \acc$107 ;
     if (ft_d0[0]) begin
       \$194  = \$113 [16:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$53 ) begin end
-    \$195  = \acc$86 ;
+    \$195  = \acc$113 ;
     if (ft_d0[0]) begin
       \$195  = \$115 [16:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$53 ) begin end
-    \$196  = \acc$92 ;
+    \$196  = \acc$119 ;
     if (ft_d0[0]) begin
       \$196  = \$117 [16:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$53 ) begin end
-    \$197  = \acc$98 ;
+    \$197  = \acc$125 ;
     if (ft_d0[0]) begin
       \$197  = \$119 [16:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$53 ) begin end
-    \$198  = \acc$104 ;
+    \$198  = \acc$131 ;
     if (ft_d0[0]) begin
       \$198  = \$121 [16:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$53 ) begin end
-    \$199  = \acc$110 ;
+    \$199  = \acc$137 ;
     if (ft_d0[0]) begin
       \$199  = \$123 [16:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$53 ) begin end
-    \$200  = \acc$116 ;
+    \$200  = \acc$143 ;
     if (ft_d0[0]) begin
       \$200  = \$125 [16:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$53 ) begin end
-    \$201  = \acc$122 ;
+    \$201  = \acc$149 ;
     if (ft_d0[0]) begin
       \$201  = \$127 [16:0];
     end
@@ -26828,7 +29385,7 @@ module \bchw_top.engine3 (rst, s__valid, write__data, s__ready, m__ready, m__val
     if (\$auto$verilog_backend.cc:2355:dump_module$53 ) begin end
     \$208  = skid0;
     if (\$137 ) begin
-      \$208  = { qe_last_d0, \q$147 , \q$146 , \q$145 , \q$144 , \q$143 , \q$142 , \q$141 , \q$140 , \q$139 , q };
+      \$208  = { qe_last_d0, \q$174 , \q$173 , \q$172 , \q$171 , \q$170 , \q$169 , \q$168 , \q$167 , \q$166 , q };
     end else if (\$139 ) begin
       \$208  = skid1;
     end
@@ -26837,7 +29394,7 @@ module \bchw_top.engine3 (rst, s__valid, write__data, s__ready, m__ready, m__val
     if (\$auto$verilog_backend.cc:2355:dump_module$53 ) begin end
     \$209  = skid1;
     if (\$149 ) begin
-      \$209  = { qe_last_d0, \q$147 , \q$146 , \q$145 , \q$144 , \q$143 , \q$142 , \q$141 , \q$140 , \q$139 , q };
+      \$209  = { qe_last_d0, \q$174 , \q$173 , \q$172 , \q$171 , \q$170 , \q$169 , \q$168 , \q$167 , \q$166 , q };
     end else if (\$151 ) begin
       \$209  = 161'h00000000000000000000000000000000000000000;
     end
@@ -26963,59 +29520,77 @@ module \bchw_top.engine3 (rst, s__valid, write__data, s__ready, m__ready, m__val
   assign \en$63  = 1'h1;
   assign \addr$64  = 1'h0;
   assign \en$66  = 1'h1;
+  assign \addr$67  = 1'h0;
+  assign \en$69  = 1'h1;
+  assign \addr$70  = 1'h0;
+  assign \en$72  = 1'h1;
+  assign \addr$73  = 1'h0;
+  assign \en$75  = 1'h1;
+  assign \addr$76  = 1'h0;
+  assign \en$78  = 1'h1;
+  assign \addr$79  = 1'h0;
+  assign \en$81  = 1'h1;
+  assign \addr$82  = 1'h0;
+  assign \en$84  = 1'h1;
+  assign \addr$85  = 1'h0;
+  assign \en$87  = 1'h1;
+  assign \addr$88  = 1'h0;
+  assign \en$90  = 1'h1;
+  assign \addr$91  = 1'h0;
+  assign \en$93  = 1'h1;
   assign acc0 = acc;
   assign mul = params_d0[17:0];
   assign shift = params_d0[22:18];
   assign bias = params_d0[58:23];
-  assign \en$73  = 1'h1;
-  assign acc1 = \acc$74 ;
-  assign \mul$76  = params_d0[76:59];
-  assign \shift$77  = params_d0[81:77];
-  assign \bias$78  = params_d0[117:82];
-  assign \en$79  = 1'h1;
-  assign acc2 = \acc$80 ;
-  assign \mul$82  = params_d0[135:118];
-  assign \shift$83  = params_d0[140:136];
-  assign \bias$84  = params_d0[176:141];
-  assign \en$85  = 1'h1;
-  assign acc3 = \acc$86 ;
-  assign \mul$88  = params_d0[194:177];
-  assign \shift$89  = params_d0[199:195];
-  assign \bias$90  = params_d0[235:200];
-  assign \en$91  = 1'h1;
-  assign acc4 = \acc$92 ;
-  assign \mul$94  = params_d0[253:236];
-  assign \shift$95  = params_d0[258:254];
-  assign \bias$96  = params_d0[294:259];
-  assign \en$97  = 1'h1;
-  assign acc5 = \acc$98 ;
-  assign \mul$100  = params_d0[312:295];
-  assign \shift$101  = params_d0[317:313];
-  assign \bias$102  = params_d0[353:318];
-  assign \en$103  = 1'h1;
-  assign acc6 = \acc$104 ;
-  assign \mul$106  = params_d0[371:354];
-  assign \shift$107  = params_d0[376:372];
-  assign \bias$108  = params_d0[412:377];
-  assign \en$109  = 1'h1;
-  assign acc7 = \acc$110 ;
-  assign \mul$112  = params_d0[430:413];
-  assign \shift$113  = params_d0[435:431];
-  assign \bias$114  = params_d0[471:436];
-  assign \en$115  = 1'h1;
-  assign acc8 = \acc$116 ;
-  assign \mul$118  = params_d0[489:472];
-  assign \shift$119  = params_d0[494:490];
-  assign \bias$120  = params_d0[530:495];
-  assign \en$121  = 1'h1;
-  assign acc9 = \acc$122 ;
-  assign \mul$124  = params_d0[548:531];
-  assign \shift$125  = params_d0[553:549];
-  assign \bias$126  = params_d0[589:554];
+  assign \en$100  = 1'h1;
+  assign acc1 = \acc$101 ;
+  assign \mul$103  = params_d0[76:59];
+  assign \shift$104  = params_d0[81:77];
+  assign \bias$105  = params_d0[117:82];
+  assign \en$106  = 1'h1;
+  assign acc2 = \acc$107 ;
+  assign \mul$109  = params_d0[135:118];
+  assign \shift$110  = params_d0[140:136];
+  assign \bias$111  = params_d0[176:141];
+  assign \en$112  = 1'h1;
+  assign acc3 = \acc$113 ;
+  assign \mul$115  = params_d0[194:177];
+  assign \shift$116  = params_d0[199:195];
+  assign \bias$117  = params_d0[235:200];
+  assign \en$118  = 1'h1;
+  assign acc4 = \acc$119 ;
+  assign \mul$121  = params_d0[253:236];
+  assign \shift$122  = params_d0[258:254];
+  assign \bias$123  = params_d0[294:259];
+  assign \en$124  = 1'h1;
+  assign acc5 = \acc$125 ;
+  assign \mul$127  = params_d0[312:295];
+  assign \shift$128  = params_d0[317:313];
+  assign \bias$129  = params_d0[353:318];
+  assign \en$130  = 1'h1;
+  assign acc6 = \acc$131 ;
+  assign \mul$133  = params_d0[371:354];
+  assign \shift$134  = params_d0[376:372];
+  assign \bias$135  = params_d0[412:377];
+  assign \en$136  = 1'h1;
+  assign acc7 = \acc$137 ;
+  assign \mul$139  = params_d0[430:413];
+  assign \shift$140  = params_d0[435:431];
+  assign \bias$141  = params_d0[471:436];
+  assign \en$142  = 1'h1;
+  assign acc8 = \acc$143 ;
+  assign \mul$145  = params_d0[489:472];
+  assign \shift$146  = params_d0[494:490];
+  assign \bias$147  = params_d0[530:495];
+  assign \en$148  = 1'h1;
+  assign acc9 = \acc$149 ;
+  assign \mul$151  = params_d0[548:531];
+  assign \shift$152  = params_d0[553:549];
+  assign \bias$153  = params_d0[589:554];
   assign count_next = \$67 [1:0];
   assign vector = m__payload;
   assign credit_back_d1 = credit_back;
-  assign \$189  = \data$163 ;
+  assign \$189  = { \data$206 , \data$205 , \data$204 , \data$203 , \data$202 , \data$201 , \data$200 , \data$199 , \data$198 , \data$197  };
   assign \$180  = wdata_d0;
   assign \$179  = data;
   assign \$178  = xmem_d0;
@@ -27047,18 +29622,20 @@ module \bchw_top.engine3 (rst, s__valid, write__data, s__ready, m__ready, m__val
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine3.params (data, clk);
+module \bchw_top.engine3.params0 (data, clk);
   wire addr;
   input clk;
   wire clk;
-  output [589:0] data;
-  wire [589:0] data;
+  output [58:0] data;
+  wire [58:0] data;
   wire en;
   bchw_rom #(
     .ADDR_WIDTH(32'd1),
     .DEPTH(32'd1),
+    .IMAGE_WIDTH(32'd590),
     .INIT_FILE("layer3_params.hex"),
-    .WIDTH(32'd590)
+    .LO(32'd0),
+    .WIDTH(32'd59)
   ) rom (
     .addr(1'h0),
     .clk(clk),
@@ -27070,7 +29647,232 @@ module \bchw_top.engine3.params (data, clk);
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine3.requant0 (rst, \port$9817$0 , acc, q, clk);
+module \bchw_top.engine3.params1 (data, clk);
+  wire addr;
+  input clk;
+  wire clk;
+  output [58:0] data;
+  wire [58:0] data;
+  wire en;
+  bchw_rom #(
+    .ADDR_WIDTH(32'd1),
+    .DEPTH(32'd1),
+    .IMAGE_WIDTH(32'd590),
+    .INIT_FILE("layer3_params.hex"),
+    .LO(32'd59),
+    .WIDTH(32'd59)
+  ) rom (
+    .addr(1'h0),
+    .clk(clk),
+    .data(data),
+    .en(1'h1)
+  );
+  assign en = 1'h1;
+  assign addr = 1'h0;
+endmodule
+
+(* generator = "Amaranth" *)
+module \bchw_top.engine3.params2 (data, clk);
+  wire addr;
+  input clk;
+  wire clk;
+  output [58:0] data;
+  wire [58:0] data;
+  wire en;
+  bchw_rom #(
+    .ADDR_WIDTH(32'd1),
+    .DEPTH(32'd1),
+    .IMAGE_WIDTH(32'd590),
+    .INIT_FILE("layer3_params.hex"),
+    .LO(32'd118),
+    .WIDTH(32'd59)
+  ) rom (
+    .addr(1'h0),
+    .clk(clk),
+    .data(data),
+    .en(1'h1)
+  );
+  assign en = 1'h1;
+  assign addr = 1'h0;
+endmodule
+
+(* generator = "Amaranth" *)
+module \bchw_top.engine3.params3 (data, clk);
+  wire addr;
+  input clk;
+  wire clk;
+  output [58:0] data;
+  wire [58:0] data;
+  wire en;
+  bchw_rom #(
+    .ADDR_WIDTH(32'd1),
+    .DEPTH(32'd1),
+    .IMAGE_WIDTH(32'd590),
+    .INIT_FILE("layer3_params.hex"),
+    .LO(32'd177),
+    .WIDTH(32'd59)
+  ) rom (
+    .addr(1'h0),
+    .clk(clk),
+    .data(data),
+    .en(1'h1)
+  );
+  assign en = 1'h1;
+  assign addr = 1'h0;
+endmodule
+
+(* generator = "Amaranth" *)
+module \bchw_top.engine3.params4 (data, clk);
+  wire addr;
+  input clk;
+  wire clk;
+  output [58:0] data;
+  wire [58:0] data;
+  wire en;
+  bchw_rom #(
+    .ADDR_WIDTH(32'd1),
+    .DEPTH(32'd1),
+    .IMAGE_WIDTH(32'd590),
+    .INIT_FILE("layer3_params.hex"),
+    .LO(32'd236),
+    .WIDTH(32'd59)
+  ) rom (
+    .addr(1'h0),
+    .clk(clk),
+    .data(data),
+    .en(1'h1)
+  );
+  assign en = 1'h1;
+  assign addr = 1'h0;
+endmodule
+
+(* generator = "Amaranth" *)
+module \bchw_top.engine3.params5 (data, clk);
+  wire addr;
+  input clk;
+  wire clk;
+  output [58:0] data;
+  wire [58:0] data;
+  wire en;
+  bchw_rom #(
+    .ADDR_WIDTH(32'd1),
+    .DEPTH(32'd1),
+    .IMAGE_WIDTH(32'd590),
+    .INIT_FILE("layer3_params.hex"),
+    .LO(32'd295),
+    .WIDTH(32'd59)
+  ) rom (
+    .addr(1'h0),
+    .clk(clk),
+    .data(data),
+    .en(1'h1)
+  );
+  assign en = 1'h1;
+  assign addr = 1'h0;
+endmodule
+
+(* generator = "Amaranth" *)
+module \bchw_top.engine3.params6 (data, clk);
+  wire addr;
+  input clk;
+  wire clk;
+  output [58:0] data;
+  wire [58:0] data;
+  wire en;
+  bchw_rom #(
+    .ADDR_WIDTH(32'd1),
+    .DEPTH(32'd1),
+    .IMAGE_WIDTH(32'd590),
+    .INIT_FILE("layer3_params.hex"),
+    .LO(32'd354),
+    .WIDTH(32'd59)
+  ) rom (
+    .addr(1'h0),
+    .clk(clk),
+    .data(data),
+    .en(1'h1)
+  );
+  assign en = 1'h1;
+  assign addr = 1'h0;
+endmodule
+
+(* generator = "Amaranth" *)
+module \bchw_top.engine3.params7 (data, clk);
+  wire addr;
+  input clk;
+  wire clk;
+  output [58:0] data;
+  wire [58:0] data;
+  wire en;
+  bchw_rom #(
+    .ADDR_WIDTH(32'd1),
+    .DEPTH(32'd1),
+    .IMAGE_WIDTH(32'd590),
+    .INIT_FILE("layer3_params.hex"),
+    .LO(32'd413),
+    .WIDTH(32'd59)
+  ) rom (
+    .addr(1'h0),
+    .clk(clk),
+    .data(data),
+    .en(1'h1)
+  );
+  assign en = 1'h1;
+  assign addr = 1'h0;
+endmodule
+
+(* generator = "Amaranth" *)
+module \bchw_top.engine3.params8 (data, clk);
+  wire addr;
+  input clk;
+  wire clk;
+  output [58:0] data;
+  wire [58:0] data;
+  wire en;
+  bchw_rom #(
+    .ADDR_WIDTH(32'd1),
+    .DEPTH(32'd1),
+    .IMAGE_WIDTH(32'd590),
+    .INIT_FILE("layer3_params.hex"),
+    .LO(32'd472),
+    .WIDTH(32'd59)
+  ) rom (
+    .addr(1'h0),
+    .clk(clk),
+    .data(data),
+    .en(1'h1)
+  );
+  assign en = 1'h1;
+  assign addr = 1'h0;
+endmodule
+
+(* generator = "Amaranth" *)
+module \bchw_top.engine3.params9 (data, clk);
+  wire addr;
+  input clk;
+  wire clk;
+  output [58:0] data;
+  wire [58:0] data;
+  wire en;
+  bchw_rom #(
+    .ADDR_WIDTH(32'd1),
+    .DEPTH(32'd1),
+    .IMAGE_WIDTH(32'd590),
+    .INIT_FILE("layer3_params.hex"),
+    .LO(32'd531),
+    .WIDTH(32'd59)
+  ) rom (
+    .addr(1'h0),
+    .clk(clk),
+    .data(data),
+    .en(1'h1)
+  );
+  assign en = 1'h1;
+  assign addr = 1'h0;
+endmodule
+
+(* generator = "Amaranth" *)
+module \bchw_top.engine3.requant0 (rst, \port$10013$0 , acc, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$54  = 0;
   wire [34:0] \$1 ;
   wire [36:0] \$10 ;
@@ -27097,8 +29899,8 @@ module \bchw_top.engine3.requant0 (rst, \port$9817$0 , acc, q, clk);
   wire clk;
   wire en;
   wire [17:0] mul;
-  input [58:0] \port$9817$0 ;
-  wire [58:0] \port$9817$0 ;
+  input [58:0] \port$10013$0 ;
+  wire [58:0] \port$10013$0 ;
   reg [35:0] prod0 = 36'h000000000;
   output [15:0] q;
   reg [15:0] q = 16'h0000;
@@ -27109,7 +29911,7 @@ module \bchw_top.engine3.requant0 (rst, \port$9817$0 , acc, q, clk);
   reg [4:0] shift2 = 5'h00;
   wire [36:0] shifted;
   reg [36:0] total = 37'h0000000000;
-  assign \$1  = $signed(acc) * $signed(\port$9817$0 [17:0]);
+  assign \$1  = $signed(acc) * $signed(\port$10013$0 [17:0]);
   assign \$3  = $signed(bias1) + $signed(\$2 );
   assign \$4  = & shifted[36:15];
   assign \$5  = ~ \$4 ;
@@ -27140,19 +29942,19 @@ module \bchw_top.engine3.requant0 (rst, \port$9817$0 , acc, q, clk);
     end
   end
   assign en = 1'h1;
-  assign mul = \port$9817$0 [17:0];
-  assign bias = \port$9817$0 [58:23];
-  assign shift = \port$9817$0 [22:18];
+  assign mul = \port$10013$0 [17:0];
+  assign bias = \port$10013$0 [58:23];
+  assign shift = \port$10013$0 [22:18];
   assign \$16  = shift1;
   assign \$15  = \$3 [36:0];
-  assign \$14  = \port$9817$0 [22:18];
-  assign \$13  = \port$9817$0 [58:23];
+  assign \$14  = \port$10013$0 [22:18];
+  assign \$13  = \port$10013$0 [58:23];
   assign \$12  = { \$1 [34], \$1  };
   assign \$2  = { prod0[35], prod0 };
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine3.requant1 (rst, \port$9817$59 , acc, q, clk);
+module \bchw_top.engine3.requant1 (rst, \port$10013$59 , acc, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$55  = 0;
   wire [34:0] \$1 ;
   wire [36:0] \$10 ;
@@ -27179,8 +29981,8 @@ module \bchw_top.engine3.requant1 (rst, \port$9817$59 , acc, q, clk);
   wire clk;
   wire en;
   wire [17:0] mul;
-  input [58:0] \port$9817$59 ;
-  wire [58:0] \port$9817$59 ;
+  input [58:0] \port$10013$59 ;
+  wire [58:0] \port$10013$59 ;
   reg [35:0] prod0 = 36'h000000000;
   output [15:0] q;
   reg [15:0] q = 16'h0000;
@@ -27191,7 +29993,7 @@ module \bchw_top.engine3.requant1 (rst, \port$9817$59 , acc, q, clk);
   reg [4:0] shift2 = 5'h00;
   wire [36:0] shifted;
   reg [36:0] total = 37'h0000000000;
-  assign \$1  = $signed(acc) * $signed(\port$9817$59 [17:0]);
+  assign \$1  = $signed(acc) * $signed(\port$10013$59 [17:0]);
   assign \$3  = $signed(bias1) + $signed(\$2 );
   assign \$4  = & shifted[36:15];
   assign \$5  = ~ \$4 ;
@@ -27222,19 +30024,19 @@ module \bchw_top.engine3.requant1 (rst, \port$9817$59 , acc, q, clk);
     end
   end
   assign en = 1'h1;
-  assign mul = \port$9817$59 [17:0];
-  assign bias = \port$9817$59 [58:23];
-  assign shift = \port$9817$59 [22:18];
+  assign mul = \port$10013$59 [17:0];
+  assign bias = \port$10013$59 [58:23];
+  assign shift = \port$10013$59 [22:18];
   assign \$16  = shift1;
   assign \$15  = \$3 [36:0];
-  assign \$14  = \port$9817$59 [22:18];
-  assign \$13  = \port$9817$59 [58:23];
+  assign \$14  = \port$10013$59 [22:18];
+  assign \$13  = \port$10013$59 [58:23];
   assign \$12  = { \$1 [34], \$1  };
   assign \$2  = { prod0[35], prod0 };
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine3.requant2 (rst, \port$9817$118 , acc, q, clk);
+module \bchw_top.engine3.requant2 (rst, \port$10013$118 , acc, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$56  = 0;
   wire [34:0] \$1 ;
   wire [36:0] \$10 ;
@@ -27261,8 +30063,8 @@ module \bchw_top.engine3.requant2 (rst, \port$9817$118 , acc, q, clk);
   wire clk;
   wire en;
   wire [17:0] mul;
-  input [58:0] \port$9817$118 ;
-  wire [58:0] \port$9817$118 ;
+  input [58:0] \port$10013$118 ;
+  wire [58:0] \port$10013$118 ;
   reg [35:0] prod0 = 36'h000000000;
   output [15:0] q;
   reg [15:0] q = 16'h0000;
@@ -27273,7 +30075,7 @@ module \bchw_top.engine3.requant2 (rst, \port$9817$118 , acc, q, clk);
   reg [4:0] shift2 = 5'h00;
   wire [36:0] shifted;
   reg [36:0] total = 37'h0000000000;
-  assign \$1  = $signed(acc) * $signed(\port$9817$118 [17:0]);
+  assign \$1  = $signed(acc) * $signed(\port$10013$118 [17:0]);
   assign \$3  = $signed(bias1) + $signed(\$2 );
   assign \$4  = & shifted[36:15];
   assign \$5  = ~ \$4 ;
@@ -27304,19 +30106,19 @@ module \bchw_top.engine3.requant2 (rst, \port$9817$118 , acc, q, clk);
     end
   end
   assign en = 1'h1;
-  assign mul = \port$9817$118 [17:0];
-  assign bias = \port$9817$118 [58:23];
-  assign shift = \port$9817$118 [22:18];
+  assign mul = \port$10013$118 [17:0];
+  assign bias = \port$10013$118 [58:23];
+  assign shift = \port$10013$118 [22:18];
   assign \$16  = shift1;
   assign \$15  = \$3 [36:0];
-  assign \$14  = \port$9817$118 [22:18];
-  assign \$13  = \port$9817$118 [58:23];
+  assign \$14  = \port$10013$118 [22:18];
+  assign \$13  = \port$10013$118 [58:23];
   assign \$12  = { \$1 [34], \$1  };
   assign \$2  = { prod0[35], prod0 };
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine3.requant3 (rst, \port$9817$177 , acc, q, clk);
+module \bchw_top.engine3.requant3 (rst, \port$10013$177 , acc, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$57  = 0;
   wire [34:0] \$1 ;
   wire [36:0] \$10 ;
@@ -27343,8 +30145,8 @@ module \bchw_top.engine3.requant3 (rst, \port$9817$177 , acc, q, clk);
   wire clk;
   wire en;
   wire [17:0] mul;
-  input [58:0] \port$9817$177 ;
-  wire [58:0] \port$9817$177 ;
+  input [58:0] \port$10013$177 ;
+  wire [58:0] \port$10013$177 ;
   reg [35:0] prod0 = 36'h000000000;
   output [15:0] q;
   reg [15:0] q = 16'h0000;
@@ -27355,7 +30157,7 @@ module \bchw_top.engine3.requant3 (rst, \port$9817$177 , acc, q, clk);
   reg [4:0] shift2 = 5'h00;
   wire [36:0] shifted;
   reg [36:0] total = 37'h0000000000;
-  assign \$1  = $signed(acc) * $signed(\port$9817$177 [17:0]);
+  assign \$1  = $signed(acc) * $signed(\port$10013$177 [17:0]);
   assign \$3  = $signed(bias1) + $signed(\$2 );
   assign \$4  = & shifted[36:15];
   assign \$5  = ~ \$4 ;
@@ -27386,19 +30188,19 @@ module \bchw_top.engine3.requant3 (rst, \port$9817$177 , acc, q, clk);
     end
   end
   assign en = 1'h1;
-  assign mul = \port$9817$177 [17:0];
-  assign bias = \port$9817$177 [58:23];
-  assign shift = \port$9817$177 [22:18];
+  assign mul = \port$10013$177 [17:0];
+  assign bias = \port$10013$177 [58:23];
+  assign shift = \port$10013$177 [22:18];
   assign \$16  = shift1;
   assign \$15  = \$3 [36:0];
-  assign \$14  = \port$9817$177 [22:18];
-  assign \$13  = \port$9817$177 [58:23];
+  assign \$14  = \port$10013$177 [22:18];
+  assign \$13  = \port$10013$177 [58:23];
   assign \$12  = { \$1 [34], \$1  };
   assign \$2  = { prod0[35], prod0 };
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine3.requant4 (rst, \port$9817$236 , acc, q, clk);
+module \bchw_top.engine3.requant4 (rst, \port$10013$236 , acc, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$58  = 0;
   wire [34:0] \$1 ;
   wire [36:0] \$10 ;
@@ -27425,8 +30227,8 @@ module \bchw_top.engine3.requant4 (rst, \port$9817$236 , acc, q, clk);
   wire clk;
   wire en;
   wire [17:0] mul;
-  input [58:0] \port$9817$236 ;
-  wire [58:0] \port$9817$236 ;
+  input [58:0] \port$10013$236 ;
+  wire [58:0] \port$10013$236 ;
   reg [35:0] prod0 = 36'h000000000;
   output [15:0] q;
   reg [15:0] q = 16'h0000;
@@ -27437,7 +30239,7 @@ module \bchw_top.engine3.requant4 (rst, \port$9817$236 , acc, q, clk);
   reg [4:0] shift2 = 5'h00;
   wire [36:0] shifted;
   reg [36:0] total = 37'h0000000000;
-  assign \$1  = $signed(acc) * $signed(\port$9817$236 [17:0]);
+  assign \$1  = $signed(acc) * $signed(\port$10013$236 [17:0]);
   assign \$3  = $signed(bias1) + $signed(\$2 );
   assign \$4  = & shifted[36:15];
   assign \$5  = ~ \$4 ;
@@ -27468,19 +30270,19 @@ module \bchw_top.engine3.requant4 (rst, \port$9817$236 , acc, q, clk);
     end
   end
   assign en = 1'h1;
-  assign mul = \port$9817$236 [17:0];
-  assign bias = \port$9817$236 [58:23];
-  assign shift = \port$9817$236 [22:18];
+  assign mul = \port$10013$236 [17:0];
+  assign bias = \port$10013$236 [58:23];
+  assign shift = \port$10013$236 [22:18];
   assign \$16  = shift1;
   assign \$15  = \$3 [36:0];
-  assign \$14  = \port$9817$236 [22:18];
-  assign \$13  = \port$9817$236 [58:23];
+  assign \$14  = \port$10013$236 [22:18];
+  assign \$13  = \port$10013$236 [58:23];
   assign \$12  = { \$1 [34], \$1  };
   assign \$2  = { prod0[35], prod0 };
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine3.requant5 (rst, \port$9817$295 , acc, q, clk);
+module \bchw_top.engine3.requant5 (rst, \port$10013$295 , acc, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$59  = 0;
   wire [34:0] \$1 ;
   wire [36:0] \$10 ;
@@ -27507,8 +30309,8 @@ module \bchw_top.engine3.requant5 (rst, \port$9817$295 , acc, q, clk);
   wire clk;
   wire en;
   wire [17:0] mul;
-  input [58:0] \port$9817$295 ;
-  wire [58:0] \port$9817$295 ;
+  input [58:0] \port$10013$295 ;
+  wire [58:0] \port$10013$295 ;
   reg [35:0] prod0 = 36'h000000000;
   output [15:0] q;
   reg [15:0] q = 16'h0000;
@@ -27519,7 +30321,7 @@ module \bchw_top.engine3.requant5 (rst, \port$9817$295 , acc, q, clk);
   reg [4:0] shift2 = 5'h00;
   wire [36:0] shifted;
   reg [36:0] total = 37'h0000000000;
-  assign \$1  = $signed(acc) * $signed(\port$9817$295 [17:0]);
+  assign \$1  = $signed(acc) * $signed(\port$10013$295 [17:0]);
   assign \$3  = $signed(bias1) + $signed(\$2 );
   assign \$4  = & shifted[36:15];
   assign \$5  = ~ \$4 ;
@@ -27550,19 +30352,19 @@ module \bchw_top.engine3.requant5 (rst, \port$9817$295 , acc, q, clk);
     end
   end
   assign en = 1'h1;
-  assign mul = \port$9817$295 [17:0];
-  assign bias = \port$9817$295 [58:23];
-  assign shift = \port$9817$295 [22:18];
+  assign mul = \port$10013$295 [17:0];
+  assign bias = \port$10013$295 [58:23];
+  assign shift = \port$10013$295 [22:18];
   assign \$16  = shift1;
   assign \$15  = \$3 [36:0];
-  assign \$14  = \port$9817$295 [22:18];
-  assign \$13  = \port$9817$295 [58:23];
+  assign \$14  = \port$10013$295 [22:18];
+  assign \$13  = \port$10013$295 [58:23];
   assign \$12  = { \$1 [34], \$1  };
   assign \$2  = { prod0[35], prod0 };
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine3.requant6 (rst, \port$9817$354 , acc, q, clk);
+module \bchw_top.engine3.requant6 (rst, \port$10013$354 , acc, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$60  = 0;
   wire [34:0] \$1 ;
   wire [36:0] \$10 ;
@@ -27589,8 +30391,8 @@ module \bchw_top.engine3.requant6 (rst, \port$9817$354 , acc, q, clk);
   wire clk;
   wire en;
   wire [17:0] mul;
-  input [58:0] \port$9817$354 ;
-  wire [58:0] \port$9817$354 ;
+  input [58:0] \port$10013$354 ;
+  wire [58:0] \port$10013$354 ;
   reg [35:0] prod0 = 36'h000000000;
   output [15:0] q;
   reg [15:0] q = 16'h0000;
@@ -27601,7 +30403,7 @@ module \bchw_top.engine3.requant6 (rst, \port$9817$354 , acc, q, clk);
   reg [4:0] shift2 = 5'h00;
   wire [36:0] shifted;
   reg [36:0] total = 37'h0000000000;
-  assign \$1  = $signed(acc) * $signed(\port$9817$354 [17:0]);
+  assign \$1  = $signed(acc) * $signed(\port$10013$354 [17:0]);
   assign \$3  = $signed(bias1) + $signed(\$2 );
   assign \$4  = & shifted[36:15];
   assign \$5  = ~ \$4 ;
@@ -27632,19 +30434,19 @@ module \bchw_top.engine3.requant6 (rst, \port$9817$354 , acc, q, clk);
     end
   end
   assign en = 1'h1;
-  assign mul = \port$9817$354 [17:0];
-  assign bias = \port$9817$354 [58:23];
-  assign shift = \port$9817$354 [22:18];
+  assign mul = \port$10013$354 [17:0];
+  assign bias = \port$10013$354 [58:23];
+  assign shift = \port$10013$354 [22:18];
   assign \$16  = shift1;
   assign \$15  = \$3 [36:0];
-  assign \$14  = \port$9817$354 [22:18];
-  assign \$13  = \port$9817$354 [58:23];
+  assign \$14  = \port$10013$354 [22:18];
+  assign \$13  = \port$10013$354 [58:23];
   assign \$12  = { \$1 [34], \$1  };
   assign \$2  = { prod0[35], prod0 };
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine3.requant7 (rst, \port$9817$413 , acc, q, clk);
+module \bchw_top.engine3.requant7 (rst, \port$10013$413 , acc, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$61  = 0;
   wire [34:0] \$1 ;
   wire [36:0] \$10 ;
@@ -27671,8 +30473,8 @@ module \bchw_top.engine3.requant7 (rst, \port$9817$413 , acc, q, clk);
   wire clk;
   wire en;
   wire [17:0] mul;
-  input [58:0] \port$9817$413 ;
-  wire [58:0] \port$9817$413 ;
+  input [58:0] \port$10013$413 ;
+  wire [58:0] \port$10013$413 ;
   reg [35:0] prod0 = 36'h000000000;
   output [15:0] q;
   reg [15:0] q = 16'h0000;
@@ -27683,7 +30485,7 @@ module \bchw_top.engine3.requant7 (rst, \port$9817$413 , acc, q, clk);
   reg [4:0] shift2 = 5'h00;
   wire [36:0] shifted;
   reg [36:0] total = 37'h0000000000;
-  assign \$1  = $signed(acc) * $signed(\port$9817$413 [17:0]);
+  assign \$1  = $signed(acc) * $signed(\port$10013$413 [17:0]);
   assign \$3  = $signed(bias1) + $signed(\$2 );
   assign \$4  = & shifted[36:15];
   assign \$5  = ~ \$4 ;
@@ -27714,19 +30516,19 @@ module \bchw_top.engine3.requant7 (rst, \port$9817$413 , acc, q, clk);
     end
   end
   assign en = 1'h1;
-  assign mul = \port$9817$413 [17:0];
-  assign bias = \port$9817$413 [58:23];
-  assign shift = \port$9817$413 [22:18];
+  assign mul = \port$10013$413 [17:0];
+  assign bias = \port$10013$413 [58:23];
+  assign shift = \port$10013$413 [22:18];
   assign \$16  = shift1;
   assign \$15  = \$3 [36:0];
-  assign \$14  = \port$9817$413 [22:18];
-  assign \$13  = \port$9817$413 [58:23];
+  assign \$14  = \port$10013$413 [22:18];
+  assign \$13  = \port$10013$413 [58:23];
   assign \$12  = { \$1 [34], \$1  };
   assign \$2  = { prod0[35], prod0 };
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine3.requant8 (rst, \port$9817$472 , acc, q, clk);
+module \bchw_top.engine3.requant8 (rst, \port$10013$472 , acc, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$62  = 0;
   wire [34:0] \$1 ;
   wire [36:0] \$10 ;
@@ -27753,8 +30555,8 @@ module \bchw_top.engine3.requant8 (rst, \port$9817$472 , acc, q, clk);
   wire clk;
   wire en;
   wire [17:0] mul;
-  input [58:0] \port$9817$472 ;
-  wire [58:0] \port$9817$472 ;
+  input [58:0] \port$10013$472 ;
+  wire [58:0] \port$10013$472 ;
   reg [35:0] prod0 = 36'h000000000;
   output [15:0] q;
   reg [15:0] q = 16'h0000;
@@ -27765,7 +30567,7 @@ module \bchw_top.engine3.requant8 (rst, \port$9817$472 , acc, q, clk);
   reg [4:0] shift2 = 5'h00;
   wire [36:0] shifted;
   reg [36:0] total = 37'h0000000000;
-  assign \$1  = $signed(acc) * $signed(\port$9817$472 [17:0]);
+  assign \$1  = $signed(acc) * $signed(\port$10013$472 [17:0]);
   assign \$3  = $signed(bias1) + $signed(\$2 );
   assign \$4  = & shifted[36:15];
   assign \$5  = ~ \$4 ;
@@ -27796,19 +30598,19 @@ module \bchw_top.engine3.requant8 (rst, \port$9817$472 , acc, q, clk);
     end
   end
   assign en = 1'h1;
-  assign mul = \port$9817$472 [17:0];
-  assign bias = \port$9817$472 [58:23];
-  assign shift = \port$9817$472 [22:18];
+  assign mul = \port$10013$472 [17:0];
+  assign bias = \port$10013$472 [58:23];
+  assign shift = \port$10013$472 [22:18];
   assign \$16  = shift1;
   assign \$15  = \$3 [36:0];
-  assign \$14  = \port$9817$472 [22:18];
-  assign \$13  = \port$9817$472 [58:23];
+  assign \$14  = \port$10013$472 [22:18];
+  assign \$13  = \port$10013$472 [58:23];
   assign \$12  = { \$1 [34], \$1  };
   assign \$2  = { prod0[35], prod0 };
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine3.requant9 (rst, \port$9817$531 , acc, q, clk);
+module \bchw_top.engine3.requant9 (rst, \port$10013$531 , acc, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$63  = 0;
   wire [34:0] \$1 ;
   wire [36:0] \$10 ;
@@ -27835,8 +30637,8 @@ module \bchw_top.engine3.requant9 (rst, \port$9817$531 , acc, q, clk);
   wire clk;
   wire en;
   wire [17:0] mul;
-  input [58:0] \port$9817$531 ;
-  wire [58:0] \port$9817$531 ;
+  input [58:0] \port$10013$531 ;
+  wire [58:0] \port$10013$531 ;
   reg [35:0] prod0 = 36'h000000000;
   output [15:0] q;
   reg [15:0] q = 16'h0000;
@@ -27847,7 +30649,7 @@ module \bchw_top.engine3.requant9 (rst, \port$9817$531 , acc, q, clk);
   reg [4:0] shift2 = 5'h00;
   wire [36:0] shifted;
   reg [36:0] total = 37'h0000000000;
-  assign \$1  = $signed(acc) * $signed(\port$9817$531 [17:0]);
+  assign \$1  = $signed(acc) * $signed(\port$10013$531 [17:0]);
   assign \$3  = $signed(bias1) + $signed(\$2 );
   assign \$4  = & shifted[36:15];
   assign \$5  = ~ \$4 ;
@@ -27878,13 +30680,13 @@ module \bchw_top.engine3.requant9 (rst, \port$9817$531 , acc, q, clk);
     end
   end
   assign en = 1'h1;
-  assign mul = \port$9817$531 [17:0];
-  assign bias = \port$9817$531 [58:23];
-  assign shift = \port$9817$531 [22:18];
+  assign mul = \port$10013$531 [17:0];
+  assign bias = \port$10013$531 [58:23];
+  assign shift = \port$10013$531 [22:18];
   assign \$16  = shift1;
   assign \$15  = \$3 [36:0];
-  assign \$14  = \port$9817$531 [22:18];
-  assign \$13  = \port$9817$531 [58:23];
+  assign \$14  = \port$10013$531 [22:18];
+  assign \$13  = \port$10013$531 [58:23];
   assign \$12  = { \$1 [34], \$1  };
   assign \$2  = { prod0[35], prod0 };
 endmodule

@@ -12,7 +12,7 @@ from bchw.gateware.rom import Rom
 from bchw.gateware.wide import output_valid_copies, register_copies, wide_signal
 from bchw.golden import LayerWidths
 from bchw.perf import (CREDIT_RETURN_STAGES, REQUANT_STAGES, ROM_STAGES, enable_parts,
-                       engine_pipeline, skid_groups, tree_depth)
+                       engine_pipeline, param_rom_parts, skid_groups, tree_depth)
 
 #: How an engine computes ``Σ ±x`` with ±1 weights: a conditional-negate tree per PE
 #: (``negate``), or ``2·Σ_{w=+1} x − Σ x`` with one ``Σ x`` tree shared by all PEs (``shared``).
@@ -140,7 +140,14 @@ class LayerEngine(wiring.Component):
         slice_bits = simd * ib
 
         m.submodules.weights = wrom = Rom(pe * simd * wb, steps, **self.weight_rom)
-        m.submodules.params = prom = Rom(pe * w.param_bits, nf, **self.param_rom)
+        # the parameters: one ROM, or (in logic) a ROM a PE, each reading its PE's bits of
+        # the image from its own copy of the address register (perf.param_rom_parts)
+        param_parts = param_rom_parts(pe, w.param_bits, nf)
+        proms = [Rom(pe * w.param_bits // param_parts, nf, **self.param_rom,
+                     lo=k * pe * w.param_bits // param_parts, image_width=pe * w.param_bits)
+                 for k in range(param_parts)]
+        for k, prom in enumerate(proms):
+            m.submodules[f"params{k}" if param_parts > 1 else "params"] = prom
 
         # With SF ≥ 2 (``credit``) the pipeline never stalls: groups that find the output
         # register full wait in a skid buffer, and the issue side waits for a credit
@@ -272,8 +279,14 @@ class LayerEngine(wiring.Component):
         flags_p = delayed(flags1, depth - 1, "fp")
         flags_t = delayed(flags_p, 1, "ft")
         valid_t, first_t, lastsf_t, end_t = flags_t[0], flags_t[1], flags_t[2], flags_t[3]
-        m.d.comb += [prom.en.eq(en), prom.addr.eq(flags_p[4:])]
-        params = delayed(prom.data, 1, "params", reset_less=True)
+        if param_parts == 1:
+            addrs = [flags_p[4:]]
+        else:   # copies of the last register of flags_p's group field
+            addrs = register_copies(m, delayed(nfc, ROM_STAGES + depth - 2, "paddr"),
+                                    param_parts, "paddr", enable=en)
+        for prom, addr in zip(proms, addrs, strict=True):
+            m.d.comb += [prom.en.eq(en), prom.addr.eq(addr)]
+        params = delayed(Cat(*[prom.data for prom in proms]), 1, "params", reset_less=True)
 
         # --- accumulate
         accs = [Signal(signed(w.acc_bits), name=f"acc{p}", reset_less=True) for p in range(pe)]

@@ -4,14 +4,16 @@
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 from amaranth.hdl import Module
 from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from bchw import golden
-from bchw.export import LayerBundle
+from bchw import golden, randnet
+from bchw.export import HardwareConfig, LayerBundle, export_state
 from bchw.gateware.assembler import InputAssembler
 from bchw.gateware.engine import LayerEngine
 from bchw.gateware.simtools import (
@@ -22,7 +24,7 @@ from bchw.gateware.simtools import (
     stream_get,
     stream_put,
 )
-from bchw.perf import engine_interval, engine_pipeline, groups_into_engine
+from bchw.perf import engine_interval, engine_pipeline, groups_into_engine, param_rom_parts
 
 from tests.gateware.nets import ENGINE_LAYERS as LAYERS
 from tests.gateware.nets import engine_bundles
@@ -228,3 +230,28 @@ def test_negative_scales_are_exercised(bundles):
     """The random networks give negative multipliers, so both signs of M are checked."""
     muls = np.concatenate([layer.mul for b in bundles.values() for layer in b.layers])
     assert (muls < 0).any() and (muls > 0).any()
+
+
+def test_a_parameter_rom_in_logic_is_read_a_pe_a_rom(tmp_path):
+    # A shallow ROM becomes LUT logic: a ROM a PE, each on its own copy of the address
+    # register, reading its PE's bits of the one image; a deep one stays a block RAM whole.
+    from amaranth.back import verilog
+
+    for n_out, pe, parts in ((12, 4, 4), (1024, 8, 1)):
+        state = randnet.random_state([16, n_out], seed=3)
+        bundle = export_state(state, tmp_path / f"b{n_out}", HardwareConfig(pe=[pe], simd=[8]),
+                              formats=("hex",))
+        layer = bundle.layers[0]
+        assert param_rom_parts(pe, layer.widths.param_bits, layer.nf) == parts
+        text = verilog.convert(LayerEngine.from_layer(layer, "readmemh"), name="engine")
+        bits = pe * layer.widths.param_bits
+        roms = re.findall(r"bchw_rom #\((.*?)\)\s*\w+ \(", text, re.S)
+        param_roms = [r for r in roms if layer.param_file in r]
+        assert len(param_roms) == parts
+        if parts > 1:
+            los = sorted(int(re.search(r"\.LO\(32'd(\d+)\)", r)[1]) for r in param_roms)
+            assert los == [k * bits // pe for k in range(pe)]
+            assert all(f".IMAGE_WIDTH(32'd{bits})" in r for r in param_roms)
+            assert len(set(re.findall(r"\bpaddr_copy\d+\b", text))) == pe
+        else:
+            assert ".LO(" not in param_roms[0] and "paddr_copy" not in text

@@ -39,3 +39,22 @@ def test_every_address_reads_its_word():
 
     simulate(dut, testbench, cycles=50)
 
+
+
+@pytest.mark.parametrize("lo, width", [(0, 5), (5, 7), (12, 8)])
+def test_a_part_reads_its_bits_of_the_image_words(lo: int, width: int):
+    rng = random.Random(lo)
+    words = [rng.getrandbits(20) for _ in range(9)]
+    dut = Rom(width, 9, init=words, lo=lo, image_width=20)
+    inputs = [(a,) for a in range(9)]
+    expected = [(word >> lo) % (1 << width) for word in words]
+
+    async def testbench(ctx):
+        assert await check_pipeline(ctx, dut.en, [dut.addr], inputs, dut.data, expected, 1) == 9
+
+    simulate(dut, testbench, cycles=40)
+
+
+def test_a_part_outside_the_image_word_is_refused():
+    with pytest.raises(ValueError, match="not in a 20-bit image word"):
+        Rom(8, 4, init=[0] * 4, lo=13, image_width=20)
