@@ -361,7 +361,7 @@ def _yosys_script(target: Target, verilog_files: list[str], top: str, nodsp: boo
         # no power-on state off a device; dropping the reset values also avoids
         # yosys 0.70's "Conflicting init values" in this flow on Amaranth designs
         synth = f"proc\nattrmap -remove init\nsynth -flatten -top {WRAPPER_NAME} -lut 4"
-    keeps = "\n".join([f"setattr -set keep 1 w:{name} %ci1:+$dff[Q] t:$dff %i"
+    keeps = "\n".join([f"setattr -set keep 1 w:{name} %a %ci1:+$dff[Q] t:$dff %i"
                        for name in KEPT_REGISTERS]
                       + [f"setattr -unset init w:{name}" for name in UNINITIALISED_REGISTERS])
     return f"""\

@@ -150,11 +150,20 @@ COPIES_CORE = core("""\
 """, out="output reg")
 
 
-def test_copies_of_an_enable_register_are_kept(tmp_path):
+#: COPIES_CORE where the copies are aliases of registers of other names, as Amaranth
+#: writes a copy that drives a submodule's port (a parameter ROM's address).
+ALIASED_COPIES_CORE = COPIES_CORE.replace(
+    "(* keep *) reg NAME0, NAME1, NAME2, NAME3;",
+    "reg r0, r1, r2, r3;\n    wire NAME0 = r0, NAME1 = r1, NAME2 = r2, NAME3 = r3;").replace(
+    "{NAME0, NAME1, NAME2, NAME3} <=", "{r0, r1, r2, r3} <=")
+
+
+@pytest.mark.parametrize("design", [COPIES_CORE, ALIASED_COPIES_CORE])
+def test_copies_of_an_enable_register_are_kept(tmp_path, design):
     # yosys merges flip-flops of one input; the flow keeps those of register_copies' names
-    copies = synth.synthesize(COPIES_CORE.replace("NAME", "load_copy"), "ecp5-85k",
+    copies = synth.synthesize(design.replace("NAME", "load_copy"), "ecp5-85k",
                               tmp_path / "copies", place_and_route=False)
-    merged = synth.synthesize(COPIES_CORE.replace("NAME", "load_"), "ecp5-85k",
+    merged = synth.synthesize(design.replace("NAME", "load_"), "ecp5-85k",
                               tmp_path / "merged", place_and_route=False)
     assert copies.ffs == 16 + 4
     assert merged.ffs == 16 + 1
