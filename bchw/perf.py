@@ -826,8 +826,8 @@ def engine_registers(n_in: int, n_out: int, in_bits: int, pe: int, simd: int,
         # and their way back
         "skid": (sf > 1) * _skid_bits(sf, simd, pe * w.out_bits),
         # the registered ROM words and the input slice that waits with them: ROM_STAGES - 1
-        # registers after the weight ROM's (and the input memory's) own, one for the params
-        "rom_out": (ROM_STAGES - 1) * (pe * simd + simd * in_bits) + pe * w.param_bits,
+        # registers after the weight ROM's (and the input memory's) own, two for the params
+        "rom_out": (ROM_STAGES - 1) * (pe * simd + simd * in_bits) + 2 * pe * w.param_bits,
         "misc": (4 + clog2(nf)) * (1 + tree_depth(simd)) + 2 * clog2(nf * sf) + 12,
         # SF ≥ 2: the registered issue decision and the copies of the registers that enable
         # the parts of the input buffer (2 each) and of the output register (3 each); the

@@ -1318,7 +1318,7 @@ module \bchw_top.engine0 (s__valid, clk, rst, s__ready, m__valid, m__payload, m_
   reg [3:0] \$202 ;
   reg [3:0] \$203 ;
   reg [3:0] \$204 ;
-  reg [3:0] \$205 ;
+  wire [975:0] \$205 ;
   wire [975:0] \$206 ;
   reg \$207 ;
   reg \$208 ;
@@ -1707,8 +1707,8 @@ module \bchw_top.engine0 (s__valid, clk, rst, s__ready, m__valid, m__payload, m_
   reg [3:0] paddr_d3 = 4'h0;
   reg [3:0] paddr_d4 = 4'h0;
   reg [3:0] paddr_d5 = 4'h0;
-  reg [3:0] paddr_d6 = 4'h0;
   reg [975:0] params_d0 = 976'h0000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000;
+  reg [975:0] params_d1 = 976'h0000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000;
   wire [7:0] q;
   wire [7:0] \q$233 ;
   wire [7:0] \q$234 ;
@@ -2122,41 +2122,41 @@ module \bchw_top.engine0 (s__valid, clk, rst, s__ready, m__valid, m__payload, m_
   always @(posedge clk)
     paddr_d5 <= \$188 ;
   always @(posedge clk)
-    paddr_d6 <= \$189 ;
+    \addr$82  <= \$189 ;
   always @(posedge clk)
-    \addr$82  <= \$190 ;
+    \addr$85  <= \$190 ;
   always @(posedge clk)
-    \addr$85  <= \$191 ;
+    \addr$88  <= \$191 ;
   always @(posedge clk)
-    \addr$88  <= \$192 ;
+    \addr$91  <= \$192 ;
   always @(posedge clk)
-    \addr$91  <= \$193 ;
+    \addr$94  <= \$193 ;
   always @(posedge clk)
-    \addr$94  <= \$194 ;
+    \addr$97  <= \$194 ;
   always @(posedge clk)
-    \addr$97  <= \$195 ;
+    \addr$100  <= \$195 ;
   always @(posedge clk)
-    \addr$100  <= \$196 ;
+    \addr$103  <= \$196 ;
   always @(posedge clk)
-    \addr$103  <= \$197 ;
+    \addr$106  <= \$197 ;
   always @(posedge clk)
-    \addr$106  <= \$198 ;
+    \addr$109  <= \$198 ;
   always @(posedge clk)
-    \addr$109  <= \$199 ;
+    \addr$112  <= \$199 ;
   always @(posedge clk)
-    \addr$112  <= \$200 ;
+    \addr$115  <= \$200 ;
   always @(posedge clk)
-    \addr$115  <= \$201 ;
+    \addr$118  <= \$201 ;
   always @(posedge clk)
-    \addr$118  <= \$202 ;
+    \addr$121  <= \$202 ;
   always @(posedge clk)
-    \addr$121  <= \$203 ;
+    \addr$124  <= \$203 ;
   always @(posedge clk)
-    \addr$124  <= \$204 ;
+    \addr$127  <= \$204 ;
   always @(posedge clk)
-    \addr$127  <= \$205 ;
+    params_d0 <= \$205 ;
   always @(posedge clk)
-    params_d0 <= \$206 ;
+    params_d1 <= \$206 ;
   always @(posedge clk)
     acc_valid <= \$207 ;
   always @(posedge clk)
@@ -2298,112 +2298,112 @@ module \bchw_top.engine0 (s__valid, clk, rst, s__ready, m__valid, m__payload, m_
   \bchw_top.engine0.requant0  requant0 (
     .acc(acc),
     .clk(clk),
-    .\port$5117$0 (params_d0[60:0]),
+    .\port$5117$0 (params_d1[60:0]),
     .q(q),
     .rst(rst)
   );
   \bchw_top.engine0.requant1  requant1 (
     .acc(\acc$137 ),
     .clk(clk),
-    .\port$5117$61 (params_d0[121:61]),
+    .\port$5117$61 (params_d1[121:61]),
     .q(\q$233 ),
     .rst(rst)
   );
   \bchw_top.engine0.requant10  requant10 (
     .acc(\acc$191 ),
     .clk(clk),
-    .\port$5117$610 (params_d0[670:610]),
+    .\port$5117$610 (params_d1[670:610]),
     .q(\q$242 ),
     .rst(rst)
   );
   \bchw_top.engine0.requant11  requant11 (
     .acc(\acc$197 ),
     .clk(clk),
-    .\port$5117$671 (params_d0[731:671]),
+    .\port$5117$671 (params_d1[731:671]),
     .q(\q$243 ),
     .rst(rst)
   );
   \bchw_top.engine0.requant12  requant12 (
     .acc(\acc$203 ),
     .clk(clk),
-    .\port$5117$732 (params_d0[792:732]),
+    .\port$5117$732 (params_d1[792:732]),
     .q(\q$244 ),
     .rst(rst)
   );
   \bchw_top.engine0.requant13  requant13 (
     .acc(\acc$209 ),
     .clk(clk),
-    .\port$5117$793 (params_d0[853:793]),
+    .\port$5117$793 (params_d1[853:793]),
     .q(\q$245 ),
     .rst(rst)
   );
   \bchw_top.engine0.requant14  requant14 (
     .acc(\acc$215 ),
     .clk(clk),
-    .\port$5117$854 (params_d0[914:854]),
+    .\port$5117$854 (params_d1[914:854]),
     .q(\q$246 ),
     .rst(rst)
   );
   \bchw_top.engine0.requant15  requant15 (
     .acc(\acc$221 ),
     .clk(clk),
-    .\port$5117$915 (params_d0[975:915]),
+    .\port$5117$915 (params_d1[975:915]),
     .q(\q$247 ),
     .rst(rst)
   );
   \bchw_top.engine0.requant2  requant2 (
     .acc(\acc$143 ),
     .clk(clk),
-    .\port$5117$122 (params_d0[182:122]),
+    .\port$5117$122 (params_d1[182:122]),
     .q(\q$234 ),
     .rst(rst)
   );
   \bchw_top.engine0.requant3  requant3 (
     .acc(\acc$149 ),
     .clk(clk),
-    .\port$5117$183 (params_d0[243:183]),
+    .\port$5117$183 (params_d1[243:183]),
     .q(\q$235 ),
     .rst(rst)
   );
   \bchw_top.engine0.requant4  requant4 (
     .acc(\acc$155 ),
     .clk(clk),
-    .\port$5117$244 (params_d0[304:244]),
+    .\port$5117$244 (params_d1[304:244]),
     .q(\q$236 ),
     .rst(rst)
   );
   \bchw_top.engine0.requant5  requant5 (
     .acc(\acc$161 ),
     .clk(clk),
-    .\port$5117$305 (params_d0[365:305]),
+    .\port$5117$305 (params_d1[365:305]),
     .q(\q$237 ),
     .rst(rst)
   );
   \bchw_top.engine0.requant6  requant6 (
     .acc(\acc$167 ),
     .clk(clk),
-    .\port$5117$366 (params_d0[426:366]),
+    .\port$5117$366 (params_d1[426:366]),
     .q(\q$238 ),
     .rst(rst)
   );
   \bchw_top.engine0.requant7  requant7 (
     .acc(\acc$173 ),
     .clk(clk),
-    .\port$5117$427 (params_d0[487:427]),
+    .\port$5117$427 (params_d1[487:427]),
     .q(\q$239 ),
     .rst(rst)
   );
   \bchw_top.engine0.requant8  requant8 (
     .acc(\acc$179 ),
     .clk(clk),
-    .\port$5117$488 (params_d0[548:488]),
+    .\port$5117$488 (params_d1[548:488]),
     .q(\q$240 ),
     .rst(rst)
   );
   \bchw_top.engine0.requant9  requant9 (
     .acc(\acc$185 ),
     .clk(clk),
-    .\port$5117$549 (params_d0[609:549]),
+    .\port$5117$549 (params_d1[609:549]),
     .q(\q$241 ),
     .rst(rst)
   );
@@ -2731,114 +2731,107 @@ module \bchw_top.engine0 (s__valid, clk, rst, s__ready, m__valid, m__payload, m_
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$190  = paddr_d6;
+    \$190  = paddr_d5;
     if (rst) begin
       \$190  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$191  = paddr_d6;
+    \$191  = paddr_d5;
     if (rst) begin
       \$191  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$192  = paddr_d6;
+    \$192  = paddr_d5;
     if (rst) begin
       \$192  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$193  = paddr_d6;
+    \$193  = paddr_d5;
     if (rst) begin
       \$193  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$194  = paddr_d6;
+    \$194  = paddr_d5;
     if (rst) begin
       \$194  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$195  = paddr_d6;
+    \$195  = paddr_d5;
     if (rst) begin
       \$195  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$196  = paddr_d6;
+    \$196  = paddr_d5;
     if (rst) begin
       \$196  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$197  = paddr_d6;
+    \$197  = paddr_d5;
     if (rst) begin
       \$197  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$198  = paddr_d6;
+    \$198  = paddr_d5;
     if (rst) begin
       \$198  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$199  = paddr_d6;
+    \$199  = paddr_d5;
     if (rst) begin
       \$199  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$200  = paddr_d6;
+    \$200  = paddr_d5;
     if (rst) begin
       \$200  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$201  = paddr_d6;
+    \$201  = paddr_d5;
     if (rst) begin
       \$201  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$202  = paddr_d6;
+    \$202  = paddr_d5;
     if (rst) begin
       \$202  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$203  = paddr_d6;
+    \$203  = paddr_d5;
     if (rst) begin
       \$203  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$204  = paddr_d6;
+    \$204  = paddr_d5;
     if (rst) begin
       \$204  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$205  = paddr_d6;
-    if (rst) begin
-      \$205  = 4'h0;
     end
   end
   always @* begin
@@ -3139,88 +3132,89 @@ module \bchw_top.engine0 (s__valid, clk, rst, s__ready, m__valid, m__payload, m_
   assign paddr_copy15 = \addr$127 ;
   assign \en$129  = 1'h1;
   assign acc0 = acc;
-  assign mul = params_d0[17:0];
-  assign shift = params_d0[22:18];
-  assign bias = params_d0[60:23];
+  assign mul = params_d1[17:0];
+  assign shift = params_d1[22:18];
+  assign bias = params_d1[60:23];
   assign \en$136  = 1'h1;
   assign acc1 = \acc$137 ;
-  assign \mul$139  = params_d0[78:61];
-  assign \shift$140  = params_d0[83:79];
-  assign \bias$141  = params_d0[121:84];
+  assign \mul$139  = params_d1[78:61];
+  assign \shift$140  = params_d1[83:79];
+  assign \bias$141  = params_d1[121:84];
   assign \en$142  = 1'h1;
   assign acc2 = \acc$143 ;
-  assign \mul$145  = params_d0[139:122];
-  assign \shift$146  = params_d0[144:140];
-  assign \bias$147  = params_d0[182:145];
+  assign \mul$145  = params_d1[139:122];
+  assign \shift$146  = params_d1[144:140];
+  assign \bias$147  = params_d1[182:145];
   assign \en$148  = 1'h1;
   assign acc3 = \acc$149 ;
-  assign \mul$151  = params_d0[200:183];
-  assign \shift$152  = params_d0[205:201];
-  assign \bias$153  = params_d0[243:206];
+  assign \mul$151  = params_d1[200:183];
+  assign \shift$152  = params_d1[205:201];
+  assign \bias$153  = params_d1[243:206];
   assign \en$154  = 1'h1;
   assign acc4 = \acc$155 ;
-  assign \mul$157  = params_d0[261:244];
-  assign \shift$158  = params_d0[266:262];
-  assign \bias$159  = params_d0[304:267];
+  assign \mul$157  = params_d1[261:244];
+  assign \shift$158  = params_d1[266:262];
+  assign \bias$159  = params_d1[304:267];
   assign \en$160  = 1'h1;
   assign acc5 = \acc$161 ;
-  assign \mul$163  = params_d0[322:305];
-  assign \shift$164  = params_d0[327:323];
-  assign \bias$165  = params_d0[365:328];
+  assign \mul$163  = params_d1[322:305];
+  assign \shift$164  = params_d1[327:323];
+  assign \bias$165  = params_d1[365:328];
   assign \en$166  = 1'h1;
   assign acc6 = \acc$167 ;
-  assign \mul$169  = params_d0[383:366];
-  assign \shift$170  = params_d0[388:384];
-  assign \bias$171  = params_d0[426:389];
+  assign \mul$169  = params_d1[383:366];
+  assign \shift$170  = params_d1[388:384];
+  assign \bias$171  = params_d1[426:389];
   assign \en$172  = 1'h1;
   assign acc7 = \acc$173 ;
-  assign \mul$175  = params_d0[444:427];
-  assign \shift$176  = params_d0[449:445];
-  assign \bias$177  = params_d0[487:450];
+  assign \mul$175  = params_d1[444:427];
+  assign \shift$176  = params_d1[449:445];
+  assign \bias$177  = params_d1[487:450];
   assign \en$178  = 1'h1;
   assign acc8 = \acc$179 ;
-  assign \mul$181  = params_d0[505:488];
-  assign \shift$182  = params_d0[510:506];
-  assign \bias$183  = params_d0[548:511];
+  assign \mul$181  = params_d1[505:488];
+  assign \shift$182  = params_d1[510:506];
+  assign \bias$183  = params_d1[548:511];
   assign \en$184  = 1'h1;
   assign acc9 = \acc$185 ;
-  assign \mul$187  = params_d0[566:549];
-  assign \shift$188  = params_d0[571:567];
-  assign \bias$189  = params_d0[609:572];
+  assign \mul$187  = params_d1[566:549];
+  assign \shift$188  = params_d1[571:567];
+  assign \bias$189  = params_d1[609:572];
   assign \en$190  = 1'h1;
   assign acc10 = \acc$191 ;
-  assign \mul$193  = params_d0[627:610];
-  assign \shift$194  = params_d0[632:628];
-  assign \bias$195  = params_d0[670:633];
+  assign \mul$193  = params_d1[627:610];
+  assign \shift$194  = params_d1[632:628];
+  assign \bias$195  = params_d1[670:633];
   assign \en$196  = 1'h1;
   assign acc11 = \acc$197 ;
-  assign \mul$199  = params_d0[688:671];
-  assign \shift$200  = params_d0[693:689];
-  assign \bias$201  = params_d0[731:694];
+  assign \mul$199  = params_d1[688:671];
+  assign \shift$200  = params_d1[693:689];
+  assign \bias$201  = params_d1[731:694];
   assign \en$202  = 1'h1;
   assign acc12 = \acc$203 ;
-  assign \mul$205  = params_d0[749:732];
-  assign \shift$206  = params_d0[754:750];
-  assign \bias$207  = params_d0[792:755];
+  assign \mul$205  = params_d1[749:732];
+  assign \shift$206  = params_d1[754:750];
+  assign \bias$207  = params_d1[792:755];
   assign \en$208  = 1'h1;
   assign acc13 = \acc$209 ;
-  assign \mul$211  = params_d0[810:793];
-  assign \shift$212  = params_d0[815:811];
-  assign \bias$213  = params_d0[853:816];
+  assign \mul$211  = params_d1[810:793];
+  assign \shift$212  = params_d1[815:811];
+  assign \bias$213  = params_d1[853:816];
   assign \en$214  = 1'h1;
   assign acc14 = \acc$215 ;
-  assign \mul$217  = params_d0[871:854];
-  assign \shift$218  = params_d0[876:872];
-  assign \bias$219  = params_d0[914:877];
+  assign \mul$217  = params_d1[871:854];
+  assign \shift$218  = params_d1[876:872];
+  assign \bias$219  = params_d1[914:877];
   assign \en$220  = 1'h1;
   assign acc15 = \acc$221 ;
-  assign \mul$223  = params_d0[932:915];
-  assign \shift$224  = params_d0[937:933];
-  assign \bias$225  = params_d0[975:938];
+  assign \mul$223  = params_d1[932:915];
+  assign \shift$224  = params_d1[937:933];
+  assign \bias$225  = params_d1[975:938];
   assign count_next = \$66 [1:0];
   assign credit_back_d1 = credit_back;
   assign m__payload = \$57 [127:0];
-  assign \$206  = { \data$290 , \data$289 , \data$288 , \data$287 , \data$286 , \data$285 , \data$284 , \data$283 , \data$282 , \data$281 , \data$280 , \data$279 , \data$278 , \data$277 , \data$276 , \data$275  };
+  assign \$206  = params_d0;
+  assign \$205  = { \data$290 , \data$289 , \data$288 , \data$287 , \data$286 , \data$285 , \data$284 , \data$283 , \data$282 , \data$281 , \data$280 , \data$279 , \data$278 , \data$277 , \data$276 , \data$275  };
   assign \$173  = wdata_d0;
   assign \$172  = data;
   assign \$171  = xmem_d0;
@@ -12544,7 +12538,7 @@ module \bchw_top.engine1 (rst, s__valid, write__data, s__ready, m__valid, m__pay
   reg [3:0] \$200 ;
   reg [3:0] \$201 ;
   reg [3:0] \$202 ;
-  reg [3:0] \$203 ;
+  wire [943:0] \$203 ;
   wire [943:0] \$204 ;
   reg \$205 ;
   reg \$206 ;
@@ -12931,8 +12925,8 @@ module \bchw_top.engine1 (rst, s__valid, write__data, s__ready, m__valid, m__pay
   reg [3:0] paddr_d2 = 4'h0;
   reg [3:0] paddr_d3 = 4'h0;
   reg [3:0] paddr_d4 = 4'h0;
-  reg [3:0] paddr_d5 = 4'h0;
   reg [943:0] params_d0 = 944'h00000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000;
+  reg [943:0] params_d1 = 944'h00000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000;
   wire [7:0] q;
   wire [7:0] \q$233 ;
   wire [7:0] \q$234 ;
@@ -13310,41 +13304,41 @@ module \bchw_top.engine1 (rst, s__valid, write__data, s__ready, m__valid, m__pay
   always @(posedge clk)
     paddr_d4 <= \$186 ;
   always @(posedge clk)
-    paddr_d5 <= \$187 ;
+    \addr$82  <= \$187 ;
   always @(posedge clk)
-    \addr$82  <= \$188 ;
+    \addr$85  <= \$188 ;
   always @(posedge clk)
-    \addr$85  <= \$189 ;
+    \addr$88  <= \$189 ;
   always @(posedge clk)
-    \addr$88  <= \$190 ;
+    \addr$91  <= \$190 ;
   always @(posedge clk)
-    \addr$91  <= \$191 ;
+    \addr$94  <= \$191 ;
   always @(posedge clk)
-    \addr$94  <= \$192 ;
+    \addr$97  <= \$192 ;
   always @(posedge clk)
-    \addr$97  <= \$193 ;
+    \addr$100  <= \$193 ;
   always @(posedge clk)
-    \addr$100  <= \$194 ;
+    \addr$103  <= \$194 ;
   always @(posedge clk)
-    \addr$103  <= \$195 ;
+    \addr$106  <= \$195 ;
   always @(posedge clk)
-    \addr$106  <= \$196 ;
+    \addr$109  <= \$196 ;
   always @(posedge clk)
-    \addr$109  <= \$197 ;
+    \addr$112  <= \$197 ;
   always @(posedge clk)
-    \addr$112  <= \$198 ;
+    \addr$115  <= \$198 ;
   always @(posedge clk)
-    \addr$115  <= \$199 ;
+    \addr$118  <= \$199 ;
   always @(posedge clk)
-    \addr$118  <= \$200 ;
+    \addr$121  <= \$200 ;
   always @(posedge clk)
-    \addr$121  <= \$201 ;
+    \addr$124  <= \$201 ;
   always @(posedge clk)
-    \addr$124  <= \$202 ;
+    \addr$127  <= \$202 ;
   always @(posedge clk)
-    \addr$127  <= \$203 ;
+    params_d0 <= \$203 ;
   always @(posedge clk)
-    params_d0 <= \$204 ;
+    params_d1 <= \$204 ;
   always @(posedge clk)
     acc_valid <= \$205 ;
   always @(posedge clk)
@@ -13486,112 +13480,112 @@ module \bchw_top.engine1 (rst, s__valid, write__data, s__ready, m__valid, m__pay
   \bchw_top.engine1.requant0  requant0 (
     .acc(acc),
     .clk(clk),
-    .\port$7319$0 (params_d0[58:0]),
+    .\port$7319$0 (params_d1[58:0]),
     .q(q),
     .rst(rst)
   );
   \bchw_top.engine1.requant1  requant1 (
     .acc(\acc$137 ),
     .clk(clk),
-    .\port$7319$59 (params_d0[117:59]),
+    .\port$7319$59 (params_d1[117:59]),
     .q(\q$233 ),
     .rst(rst)
   );
   \bchw_top.engine1.requant10  requant10 (
     .acc(\acc$191 ),
     .clk(clk),
-    .\port$7319$590 (params_d0[648:590]),
+    .\port$7319$590 (params_d1[648:590]),
     .q(\q$242 ),
     .rst(rst)
   );
   \bchw_top.engine1.requant11  requant11 (
     .acc(\acc$197 ),
     .clk(clk),
-    .\port$7319$649 (params_d0[707:649]),
+    .\port$7319$649 (params_d1[707:649]),
     .q(\q$243 ),
     .rst(rst)
   );
   \bchw_top.engine1.requant12  requant12 (
     .acc(\acc$203 ),
     .clk(clk),
-    .\port$7319$708 (params_d0[766:708]),
+    .\port$7319$708 (params_d1[766:708]),
     .q(\q$244 ),
     .rst(rst)
   );
   \bchw_top.engine1.requant13  requant13 (
     .acc(\acc$209 ),
     .clk(clk),
-    .\port$7319$767 (params_d0[825:767]),
+    .\port$7319$767 (params_d1[825:767]),
     .q(\q$245 ),
     .rst(rst)
   );
   \bchw_top.engine1.requant14  requant14 (
     .acc(\acc$215 ),
     .clk(clk),
-    .\port$7319$826 (params_d0[884:826]),
+    .\port$7319$826 (params_d1[884:826]),
     .q(\q$246 ),
     .rst(rst)
   );
   \bchw_top.engine1.requant15  requant15 (
     .acc(\acc$221 ),
     .clk(clk),
-    .\port$7319$885 (params_d0[943:885]),
+    .\port$7319$885 (params_d1[943:885]),
     .q(\q$247 ),
     .rst(rst)
   );
   \bchw_top.engine1.requant2  requant2 (
     .acc(\acc$143 ),
     .clk(clk),
-    .\port$7319$118 (params_d0[176:118]),
+    .\port$7319$118 (params_d1[176:118]),
     .q(\q$234 ),
     .rst(rst)
   );
   \bchw_top.engine1.requant3  requant3 (
     .acc(\acc$149 ),
     .clk(clk),
-    .\port$7319$177 (params_d0[235:177]),
+    .\port$7319$177 (params_d1[235:177]),
     .q(\q$235 ),
     .rst(rst)
   );
   \bchw_top.engine1.requant4  requant4 (
     .acc(\acc$155 ),
     .clk(clk),
-    .\port$7319$236 (params_d0[294:236]),
+    .\port$7319$236 (params_d1[294:236]),
     .q(\q$236 ),
     .rst(rst)
   );
   \bchw_top.engine1.requant5  requant5 (
     .acc(\acc$161 ),
     .clk(clk),
-    .\port$7319$295 (params_d0[353:295]),
+    .\port$7319$295 (params_d1[353:295]),
     .q(\q$237 ),
     .rst(rst)
   );
   \bchw_top.engine1.requant6  requant6 (
     .acc(\acc$167 ),
     .clk(clk),
-    .\port$7319$354 (params_d0[412:354]),
+    .\port$7319$354 (params_d1[412:354]),
     .q(\q$238 ),
     .rst(rst)
   );
   \bchw_top.engine1.requant7  requant7 (
     .acc(\acc$173 ),
     .clk(clk),
-    .\port$7319$413 (params_d0[471:413]),
+    .\port$7319$413 (params_d1[471:413]),
     .q(\q$239 ),
     .rst(rst)
   );
   \bchw_top.engine1.requant8  requant8 (
     .acc(\acc$179 ),
     .clk(clk),
-    .\port$7319$472 (params_d0[530:472]),
+    .\port$7319$472 (params_d1[530:472]),
     .q(\q$240 ),
     .rst(rst)
   );
   \bchw_top.engine1.requant9  requant9 (
     .acc(\acc$185 ),
     .clk(clk),
-    .\port$7319$531 (params_d0[589:531]),
+    .\port$7319$531 (params_d1[589:531]),
     .q(\q$241 ),
     .rst(rst)
   );
@@ -13905,114 +13899,107 @@ module \bchw_top.engine1 (rst, s__valid, write__data, s__ready, m__valid, m__pay
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$188  = paddr_d5;
+    \$188  = paddr_d4;
     if (rst) begin
       \$188  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$189  = paddr_d5;
+    \$189  = paddr_d4;
     if (rst) begin
       \$189  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$190  = paddr_d5;
+    \$190  = paddr_d4;
     if (rst) begin
       \$190  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$191  = paddr_d5;
+    \$191  = paddr_d4;
     if (rst) begin
       \$191  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$192  = paddr_d5;
+    \$192  = paddr_d4;
     if (rst) begin
       \$192  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$193  = paddr_d5;
+    \$193  = paddr_d4;
     if (rst) begin
       \$193  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$194  = paddr_d5;
+    \$194  = paddr_d4;
     if (rst) begin
       \$194  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$195  = paddr_d5;
+    \$195  = paddr_d4;
     if (rst) begin
       \$195  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$196  = paddr_d5;
+    \$196  = paddr_d4;
     if (rst) begin
       \$196  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$197  = paddr_d5;
+    \$197  = paddr_d4;
     if (rst) begin
       \$197  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$198  = paddr_d5;
+    \$198  = paddr_d4;
     if (rst) begin
       \$198  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$199  = paddr_d5;
+    \$199  = paddr_d4;
     if (rst) begin
       \$199  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$200  = paddr_d5;
+    \$200  = paddr_d4;
     if (rst) begin
       \$200  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$201  = paddr_d5;
+    \$201  = paddr_d4;
     if (rst) begin
       \$201  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$202  = paddr_d5;
+    \$202  = paddr_d4;
     if (rst) begin
       \$202  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$203  = paddr_d5;
-    if (rst) begin
-      \$203  = 4'h0;
     end
   end
   always @* begin
@@ -14313,88 +14300,89 @@ module \bchw_top.engine1 (rst, s__valid, write__data, s__ready, m__valid, m__pay
   assign paddr_copy15 = \addr$127 ;
   assign \en$129  = 1'h1;
   assign acc0 = acc;
-  assign mul = params_d0[17:0];
-  assign shift = params_d0[22:18];
-  assign bias = params_d0[58:23];
+  assign mul = params_d1[17:0];
+  assign shift = params_d1[22:18];
+  assign bias = params_d1[58:23];
   assign \en$136  = 1'h1;
   assign acc1 = \acc$137 ;
-  assign \mul$139  = params_d0[76:59];
-  assign \shift$140  = params_d0[81:77];
-  assign \bias$141  = params_d0[117:82];
+  assign \mul$139  = params_d1[76:59];
+  assign \shift$140  = params_d1[81:77];
+  assign \bias$141  = params_d1[117:82];
   assign \en$142  = 1'h1;
   assign acc2 = \acc$143 ;
-  assign \mul$145  = params_d0[135:118];
-  assign \shift$146  = params_d0[140:136];
-  assign \bias$147  = params_d0[176:141];
+  assign \mul$145  = params_d1[135:118];
+  assign \shift$146  = params_d1[140:136];
+  assign \bias$147  = params_d1[176:141];
   assign \en$148  = 1'h1;
   assign acc3 = \acc$149 ;
-  assign \mul$151  = params_d0[194:177];
-  assign \shift$152  = params_d0[199:195];
-  assign \bias$153  = params_d0[235:200];
+  assign \mul$151  = params_d1[194:177];
+  assign \shift$152  = params_d1[199:195];
+  assign \bias$153  = params_d1[235:200];
   assign \en$154  = 1'h1;
   assign acc4 = \acc$155 ;
-  assign \mul$157  = params_d0[253:236];
-  assign \shift$158  = params_d0[258:254];
-  assign \bias$159  = params_d0[294:259];
+  assign \mul$157  = params_d1[253:236];
+  assign \shift$158  = params_d1[258:254];
+  assign \bias$159  = params_d1[294:259];
   assign \en$160  = 1'h1;
   assign acc5 = \acc$161 ;
-  assign \mul$163  = params_d0[312:295];
-  assign \shift$164  = params_d0[317:313];
-  assign \bias$165  = params_d0[353:318];
+  assign \mul$163  = params_d1[312:295];
+  assign \shift$164  = params_d1[317:313];
+  assign \bias$165  = params_d1[353:318];
   assign \en$166  = 1'h1;
   assign acc6 = \acc$167 ;
-  assign \mul$169  = params_d0[371:354];
-  assign \shift$170  = params_d0[376:372];
-  assign \bias$171  = params_d0[412:377];
+  assign \mul$169  = params_d1[371:354];
+  assign \shift$170  = params_d1[376:372];
+  assign \bias$171  = params_d1[412:377];
   assign \en$172  = 1'h1;
   assign acc7 = \acc$173 ;
-  assign \mul$175  = params_d0[430:413];
-  assign \shift$176  = params_d0[435:431];
-  assign \bias$177  = params_d0[471:436];
+  assign \mul$175  = params_d1[430:413];
+  assign \shift$176  = params_d1[435:431];
+  assign \bias$177  = params_d1[471:436];
   assign \en$178  = 1'h1;
   assign acc8 = \acc$179 ;
-  assign \mul$181  = params_d0[489:472];
-  assign \shift$182  = params_d0[494:490];
-  assign \bias$183  = params_d0[530:495];
+  assign \mul$181  = params_d1[489:472];
+  assign \shift$182  = params_d1[494:490];
+  assign \bias$183  = params_d1[530:495];
   assign \en$184  = 1'h1;
   assign acc9 = \acc$185 ;
-  assign \mul$187  = params_d0[548:531];
-  assign \shift$188  = params_d0[553:549];
-  assign \bias$189  = params_d0[589:554];
+  assign \mul$187  = params_d1[548:531];
+  assign \shift$188  = params_d1[553:549];
+  assign \bias$189  = params_d1[589:554];
   assign \en$190  = 1'h1;
   assign acc10 = \acc$191 ;
-  assign \mul$193  = params_d0[607:590];
-  assign \shift$194  = params_d0[612:608];
-  assign \bias$195  = params_d0[648:613];
+  assign \mul$193  = params_d1[607:590];
+  assign \shift$194  = params_d1[612:608];
+  assign \bias$195  = params_d1[648:613];
   assign \en$196  = 1'h1;
   assign acc11 = \acc$197 ;
-  assign \mul$199  = params_d0[666:649];
-  assign \shift$200  = params_d0[671:667];
-  assign \bias$201  = params_d0[707:672];
+  assign \mul$199  = params_d1[666:649];
+  assign \shift$200  = params_d1[671:667];
+  assign \bias$201  = params_d1[707:672];
   assign \en$202  = 1'h1;
   assign acc12 = \acc$203 ;
-  assign \mul$205  = params_d0[725:708];
-  assign \shift$206  = params_d0[730:726];
-  assign \bias$207  = params_d0[766:731];
+  assign \mul$205  = params_d1[725:708];
+  assign \shift$206  = params_d1[730:726];
+  assign \bias$207  = params_d1[766:731];
   assign \en$208  = 1'h1;
   assign acc13 = \acc$209 ;
-  assign \mul$211  = params_d0[784:767];
-  assign \shift$212  = params_d0[789:785];
-  assign \bias$213  = params_d0[825:790];
+  assign \mul$211  = params_d1[784:767];
+  assign \shift$212  = params_d1[789:785];
+  assign \bias$213  = params_d1[825:790];
   assign \en$214  = 1'h1;
   assign acc14 = \acc$215 ;
-  assign \mul$217  = params_d0[843:826];
-  assign \shift$218  = params_d0[848:844];
-  assign \bias$219  = params_d0[884:849];
+  assign \mul$217  = params_d1[843:826];
+  assign \shift$218  = params_d1[848:844];
+  assign \bias$219  = params_d1[884:849];
   assign \en$220  = 1'h1;
   assign acc15 = \acc$221 ;
-  assign \mul$223  = params_d0[902:885];
-  assign \shift$224  = params_d0[907:903];
-  assign \bias$225  = params_d0[943:908];
+  assign \mul$223  = params_d1[902:885];
+  assign \shift$224  = params_d1[907:903];
+  assign \bias$225  = params_d1[943:908];
   assign count_next = \$66 [1:0];
   assign credit_back_d1 = credit_back;
   assign m__payload = \$57 [127:0];
-  assign \$204  = { \data$288 , \data$287 , \data$286 , \data$285 , \data$284 , \data$283 , \data$282 , \data$281 , \data$280 , \data$279 , \data$278 , \data$277 , \data$276 , \data$275 , \data$274 , \data$273  };
+  assign \$204  = params_d0;
+  assign \$203  = { \data$288 , \data$287 , \data$286 , \data$285 , \data$284 , \data$283 , \data$282 , \data$281 , \data$280 , \data$279 , \data$278 , \data$277 , \data$276 , \data$275 , \data$274 , \data$273  };
   assign \$173  = wdata_d0;
   assign \$172  = data;
   assign \$171  = xmem_d0;
@@ -20390,7 +20378,7 @@ module \bchw_top.engine2 (rst, s__valid, write__data, s__ready, m__valid, m__pay
   reg [3:0] \$200 ;
   reg [3:0] \$201 ;
   reg [3:0] \$202 ;
-  reg [3:0] \$203 ;
+  wire [943:0] \$203 ;
   wire [943:0] \$204 ;
   reg \$205 ;
   reg \$206 ;
@@ -20777,8 +20765,8 @@ module \bchw_top.engine2 (rst, s__valid, write__data, s__ready, m__valid, m__pay
   reg [3:0] paddr_d2 = 4'h0;
   reg [3:0] paddr_d3 = 4'h0;
   reg [3:0] paddr_d4 = 4'h0;
-  reg [3:0] paddr_d5 = 4'h0;
   reg [943:0] params_d0 = 944'h00000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000;
+  reg [943:0] params_d1 = 944'h00000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000;
   wire [7:0] q;
   wire [7:0] \q$233 ;
   wire [7:0] \q$234 ;
@@ -21156,41 +21144,41 @@ module \bchw_top.engine2 (rst, s__valid, write__data, s__ready, m__valid, m__pay
   always @(posedge clk)
     paddr_d4 <= \$186 ;
   always @(posedge clk)
-    paddr_d5 <= \$187 ;
+    \addr$82  <= \$187 ;
   always @(posedge clk)
-    \addr$82  <= \$188 ;
+    \addr$85  <= \$188 ;
   always @(posedge clk)
-    \addr$85  <= \$189 ;
+    \addr$88  <= \$189 ;
   always @(posedge clk)
-    \addr$88  <= \$190 ;
+    \addr$91  <= \$190 ;
   always @(posedge clk)
-    \addr$91  <= \$191 ;
+    \addr$94  <= \$191 ;
   always @(posedge clk)
-    \addr$94  <= \$192 ;
+    \addr$97  <= \$192 ;
   always @(posedge clk)
-    \addr$97  <= \$193 ;
+    \addr$100  <= \$193 ;
   always @(posedge clk)
-    \addr$100  <= \$194 ;
+    \addr$103  <= \$194 ;
   always @(posedge clk)
-    \addr$103  <= \$195 ;
+    \addr$106  <= \$195 ;
   always @(posedge clk)
-    \addr$106  <= \$196 ;
+    \addr$109  <= \$196 ;
   always @(posedge clk)
-    \addr$109  <= \$197 ;
+    \addr$112  <= \$197 ;
   always @(posedge clk)
-    \addr$112  <= \$198 ;
+    \addr$115  <= \$198 ;
   always @(posedge clk)
-    \addr$115  <= \$199 ;
+    \addr$118  <= \$199 ;
   always @(posedge clk)
-    \addr$118  <= \$200 ;
+    \addr$121  <= \$200 ;
   always @(posedge clk)
-    \addr$121  <= \$201 ;
+    \addr$124  <= \$201 ;
   always @(posedge clk)
-    \addr$124  <= \$202 ;
+    \addr$127  <= \$202 ;
   always @(posedge clk)
-    \addr$127  <= \$203 ;
+    params_d0 <= \$203 ;
   always @(posedge clk)
-    params_d0 <= \$204 ;
+    params_d1 <= \$204 ;
   always @(posedge clk)
     acc_valid <= \$205 ;
   always @(posedge clk)
@@ -21332,112 +21320,112 @@ module \bchw_top.engine2 (rst, s__valid, write__data, s__ready, m__valid, m__pay
   \bchw_top.engine2.requant0  requant0 (
     .acc(acc),
     .clk(clk),
-    .\port$8689$0 (params_d0[58:0]),
+    .\port$8689$0 (params_d1[58:0]),
     .q(q),
     .rst(rst)
   );
   \bchw_top.engine2.requant1  requant1 (
     .acc(\acc$137 ),
     .clk(clk),
-    .\port$8689$59 (params_d0[117:59]),
+    .\port$8689$59 (params_d1[117:59]),
     .q(\q$233 ),
     .rst(rst)
   );
   \bchw_top.engine2.requant10  requant10 (
     .acc(\acc$191 ),
     .clk(clk),
-    .\port$8689$590 (params_d0[648:590]),
+    .\port$8689$590 (params_d1[648:590]),
     .q(\q$242 ),
     .rst(rst)
   );
   \bchw_top.engine2.requant11  requant11 (
     .acc(\acc$197 ),
     .clk(clk),
-    .\port$8689$649 (params_d0[707:649]),
+    .\port$8689$649 (params_d1[707:649]),
     .q(\q$243 ),
     .rst(rst)
   );
   \bchw_top.engine2.requant12  requant12 (
     .acc(\acc$203 ),
     .clk(clk),
-    .\port$8689$708 (params_d0[766:708]),
+    .\port$8689$708 (params_d1[766:708]),
     .q(\q$244 ),
     .rst(rst)
   );
   \bchw_top.engine2.requant13  requant13 (
     .acc(\acc$209 ),
     .clk(clk),
-    .\port$8689$767 (params_d0[825:767]),
+    .\port$8689$767 (params_d1[825:767]),
     .q(\q$245 ),
     .rst(rst)
   );
   \bchw_top.engine2.requant14  requant14 (
     .acc(\acc$215 ),
     .clk(clk),
-    .\port$8689$826 (params_d0[884:826]),
+    .\port$8689$826 (params_d1[884:826]),
     .q(\q$246 ),
     .rst(rst)
   );
   \bchw_top.engine2.requant15  requant15 (
     .acc(\acc$221 ),
     .clk(clk),
-    .\port$8689$885 (params_d0[943:885]),
+    .\port$8689$885 (params_d1[943:885]),
     .q(\q$247 ),
     .rst(rst)
   );
   \bchw_top.engine2.requant2  requant2 (
     .acc(\acc$143 ),
     .clk(clk),
-    .\port$8689$118 (params_d0[176:118]),
+    .\port$8689$118 (params_d1[176:118]),
     .q(\q$234 ),
     .rst(rst)
   );
   \bchw_top.engine2.requant3  requant3 (
     .acc(\acc$149 ),
     .clk(clk),
-    .\port$8689$177 (params_d0[235:177]),
+    .\port$8689$177 (params_d1[235:177]),
     .q(\q$235 ),
     .rst(rst)
   );
   \bchw_top.engine2.requant4  requant4 (
     .acc(\acc$155 ),
     .clk(clk),
-    .\port$8689$236 (params_d0[294:236]),
+    .\port$8689$236 (params_d1[294:236]),
     .q(\q$236 ),
     .rst(rst)
   );
   \bchw_top.engine2.requant5  requant5 (
     .acc(\acc$161 ),
     .clk(clk),
-    .\port$8689$295 (params_d0[353:295]),
+    .\port$8689$295 (params_d1[353:295]),
     .q(\q$237 ),
     .rst(rst)
   );
   \bchw_top.engine2.requant6  requant6 (
     .acc(\acc$167 ),
     .clk(clk),
-    .\port$8689$354 (params_d0[412:354]),
+    .\port$8689$354 (params_d1[412:354]),
     .q(\q$238 ),
     .rst(rst)
   );
   \bchw_top.engine2.requant7  requant7 (
     .acc(\acc$173 ),
     .clk(clk),
-    .\port$8689$413 (params_d0[471:413]),
+    .\port$8689$413 (params_d1[471:413]),
     .q(\q$239 ),
     .rst(rst)
   );
   \bchw_top.engine2.requant8  requant8 (
     .acc(\acc$179 ),
     .clk(clk),
-    .\port$8689$472 (params_d0[530:472]),
+    .\port$8689$472 (params_d1[530:472]),
     .q(\q$240 ),
     .rst(rst)
   );
   \bchw_top.engine2.requant9  requant9 (
     .acc(\acc$185 ),
     .clk(clk),
-    .\port$8689$531 (params_d0[589:531]),
+    .\port$8689$531 (params_d1[589:531]),
     .q(\q$241 ),
     .rst(rst)
   );
@@ -21751,114 +21739,107 @@ module \bchw_top.engine2 (rst, s__valid, write__data, s__ready, m__valid, m__pay
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
-    \$188  = paddr_d5;
+    \$188  = paddr_d4;
     if (rst) begin
       \$188  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
-    \$189  = paddr_d5;
+    \$189  = paddr_d4;
     if (rst) begin
       \$189  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
-    \$190  = paddr_d5;
+    \$190  = paddr_d4;
     if (rst) begin
       \$190  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
-    \$191  = paddr_d5;
+    \$191  = paddr_d4;
     if (rst) begin
       \$191  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
-    \$192  = paddr_d5;
+    \$192  = paddr_d4;
     if (rst) begin
       \$192  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
-    \$193  = paddr_d5;
+    \$193  = paddr_d4;
     if (rst) begin
       \$193  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
-    \$194  = paddr_d5;
+    \$194  = paddr_d4;
     if (rst) begin
       \$194  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
-    \$195  = paddr_d5;
+    \$195  = paddr_d4;
     if (rst) begin
       \$195  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
-    \$196  = paddr_d5;
+    \$196  = paddr_d4;
     if (rst) begin
       \$196  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
-    \$197  = paddr_d5;
+    \$197  = paddr_d4;
     if (rst) begin
       \$197  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
-    \$198  = paddr_d5;
+    \$198  = paddr_d4;
     if (rst) begin
       \$198  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
-    \$199  = paddr_d5;
+    \$199  = paddr_d4;
     if (rst) begin
       \$199  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
-    \$200  = paddr_d5;
+    \$200  = paddr_d4;
     if (rst) begin
       \$200  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
-    \$201  = paddr_d5;
+    \$201  = paddr_d4;
     if (rst) begin
       \$201  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
-    \$202  = paddr_d5;
+    \$202  = paddr_d4;
     if (rst) begin
       \$202  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
-    \$203  = paddr_d5;
-    if (rst) begin
-      \$203  = 4'h0;
     end
   end
   always @* begin
@@ -22159,88 +22140,89 @@ module \bchw_top.engine2 (rst, s__valid, write__data, s__ready, m__valid, m__pay
   assign paddr_copy15 = \addr$127 ;
   assign \en$129  = 1'h1;
   assign acc0 = acc;
-  assign mul = params_d0[17:0];
-  assign shift = params_d0[22:18];
-  assign bias = params_d0[58:23];
+  assign mul = params_d1[17:0];
+  assign shift = params_d1[22:18];
+  assign bias = params_d1[58:23];
   assign \en$136  = 1'h1;
   assign acc1 = \acc$137 ;
-  assign \mul$139  = params_d0[76:59];
-  assign \shift$140  = params_d0[81:77];
-  assign \bias$141  = params_d0[117:82];
+  assign \mul$139  = params_d1[76:59];
+  assign \shift$140  = params_d1[81:77];
+  assign \bias$141  = params_d1[117:82];
   assign \en$142  = 1'h1;
   assign acc2 = \acc$143 ;
-  assign \mul$145  = params_d0[135:118];
-  assign \shift$146  = params_d0[140:136];
-  assign \bias$147  = params_d0[176:141];
+  assign \mul$145  = params_d1[135:118];
+  assign \shift$146  = params_d1[140:136];
+  assign \bias$147  = params_d1[176:141];
   assign \en$148  = 1'h1;
   assign acc3 = \acc$149 ;
-  assign \mul$151  = params_d0[194:177];
-  assign \shift$152  = params_d0[199:195];
-  assign \bias$153  = params_d0[235:200];
+  assign \mul$151  = params_d1[194:177];
+  assign \shift$152  = params_d1[199:195];
+  assign \bias$153  = params_d1[235:200];
   assign \en$154  = 1'h1;
   assign acc4 = \acc$155 ;
-  assign \mul$157  = params_d0[253:236];
-  assign \shift$158  = params_d0[258:254];
-  assign \bias$159  = params_d0[294:259];
+  assign \mul$157  = params_d1[253:236];
+  assign \shift$158  = params_d1[258:254];
+  assign \bias$159  = params_d1[294:259];
   assign \en$160  = 1'h1;
   assign acc5 = \acc$161 ;
-  assign \mul$163  = params_d0[312:295];
-  assign \shift$164  = params_d0[317:313];
-  assign \bias$165  = params_d0[353:318];
+  assign \mul$163  = params_d1[312:295];
+  assign \shift$164  = params_d1[317:313];
+  assign \bias$165  = params_d1[353:318];
   assign \en$166  = 1'h1;
   assign acc6 = \acc$167 ;
-  assign \mul$169  = params_d0[371:354];
-  assign \shift$170  = params_d0[376:372];
-  assign \bias$171  = params_d0[412:377];
+  assign \mul$169  = params_d1[371:354];
+  assign \shift$170  = params_d1[376:372];
+  assign \bias$171  = params_d1[412:377];
   assign \en$172  = 1'h1;
   assign acc7 = \acc$173 ;
-  assign \mul$175  = params_d0[430:413];
-  assign \shift$176  = params_d0[435:431];
-  assign \bias$177  = params_d0[471:436];
+  assign \mul$175  = params_d1[430:413];
+  assign \shift$176  = params_d1[435:431];
+  assign \bias$177  = params_d1[471:436];
   assign \en$178  = 1'h1;
   assign acc8 = \acc$179 ;
-  assign \mul$181  = params_d0[489:472];
-  assign \shift$182  = params_d0[494:490];
-  assign \bias$183  = params_d0[530:495];
+  assign \mul$181  = params_d1[489:472];
+  assign \shift$182  = params_d1[494:490];
+  assign \bias$183  = params_d1[530:495];
   assign \en$184  = 1'h1;
   assign acc9 = \acc$185 ;
-  assign \mul$187  = params_d0[548:531];
-  assign \shift$188  = params_d0[553:549];
-  assign \bias$189  = params_d0[589:554];
+  assign \mul$187  = params_d1[548:531];
+  assign \shift$188  = params_d1[553:549];
+  assign \bias$189  = params_d1[589:554];
   assign \en$190  = 1'h1;
   assign acc10 = \acc$191 ;
-  assign \mul$193  = params_d0[607:590];
-  assign \shift$194  = params_d0[612:608];
-  assign \bias$195  = params_d0[648:613];
+  assign \mul$193  = params_d1[607:590];
+  assign \shift$194  = params_d1[612:608];
+  assign \bias$195  = params_d1[648:613];
   assign \en$196  = 1'h1;
   assign acc11 = \acc$197 ;
-  assign \mul$199  = params_d0[666:649];
-  assign \shift$200  = params_d0[671:667];
-  assign \bias$201  = params_d0[707:672];
+  assign \mul$199  = params_d1[666:649];
+  assign \shift$200  = params_d1[671:667];
+  assign \bias$201  = params_d1[707:672];
   assign \en$202  = 1'h1;
   assign acc12 = \acc$203 ;
-  assign \mul$205  = params_d0[725:708];
-  assign \shift$206  = params_d0[730:726];
-  assign \bias$207  = params_d0[766:731];
+  assign \mul$205  = params_d1[725:708];
+  assign \shift$206  = params_d1[730:726];
+  assign \bias$207  = params_d1[766:731];
   assign \en$208  = 1'h1;
   assign acc13 = \acc$209 ;
-  assign \mul$211  = params_d0[784:767];
-  assign \shift$212  = params_d0[789:785];
-  assign \bias$213  = params_d0[825:790];
+  assign \mul$211  = params_d1[784:767];
+  assign \shift$212  = params_d1[789:785];
+  assign \bias$213  = params_d1[825:790];
   assign \en$214  = 1'h1;
   assign acc14 = \acc$215 ;
-  assign \mul$217  = params_d0[843:826];
-  assign \shift$218  = params_d0[848:844];
-  assign \bias$219  = params_d0[884:849];
+  assign \mul$217  = params_d1[843:826];
+  assign \shift$218  = params_d1[848:844];
+  assign \bias$219  = params_d1[884:849];
   assign \en$220  = 1'h1;
   assign acc15 = \acc$221 ;
-  assign \mul$223  = params_d0[902:885];
-  assign \shift$224  = params_d0[907:903];
-  assign \bias$225  = params_d0[943:908];
+  assign \mul$223  = params_d1[902:885];
+  assign \shift$224  = params_d1[907:903];
+  assign \bias$225  = params_d1[943:908];
   assign count_next = \$66 [1:0];
   assign credit_back_d1 = credit_back;
   assign m__payload = \$57 [127:0];
-  assign \$204  = { \data$288 , \data$287 , \data$286 , \data$285 , \data$284 , \data$283 , \data$282 , \data$281 , \data$280 , \data$279 , \data$278 , \data$277 , \data$276 , \data$275 , \data$274 , \data$273  };
+  assign \$204  = params_d0;
+  assign \$203  = { \data$288 , \data$287 , \data$286 , \data$285 , \data$284 , \data$283 , \data$282 , \data$281 , \data$280 , \data$279 , \data$278 , \data$277 , \data$276 , \data$275 , \data$274 , \data$273  };
   assign \$173  = wdata_d0;
   assign \$172  = data;
   assign \$171  = xmem_d0;
@@ -28221,9 +28203,9 @@ module \bchw_top.engine3 (rst, s__valid, write__data, s__ready, m__ready, m__val
   reg [3:0] \$188 ;
   wire [589:0] \$189 ;
   wire \$19 ;
-  reg \$190 ;
+  wire [589:0] \$190 ;
   reg \$191 ;
-  reg [16:0] \$192 ;
+  reg \$192 ;
   reg [16:0] \$193 ;
   reg [16:0] \$194 ;
   reg [16:0] \$195 ;
@@ -28235,27 +28217,28 @@ module \bchw_top.engine3 (rst, s__valid, write__data, s__ready, m__ready, m__val
   wire [4:0] \$20 ;
   reg [16:0] \$200 ;
   reg [16:0] \$201 ;
-  reg \$202 ;
+  reg [16:0] \$202 ;
   reg \$203 ;
   reg \$204 ;
   reg \$205 ;
   reg \$206 ;
   reg \$207 ;
-  reg [160:0] \$208 ;
+  reg \$208 ;
   reg [160:0] \$209 ;
   wire [4:0] \$21 ;
-  reg [1:0] \$210 ;
-  reg \$211 ;
+  reg [160:0] \$210 ;
+  reg [1:0] \$211 ;
   reg \$212 ;
   reg \$213 ;
   reg \$214 ;
   reg \$215 ;
   reg \$216 ;
   reg \$217 ;
-  reg [159:0] \$218 ;
-  reg \$219 ;
+  reg \$218 ;
+  reg [159:0] \$219 ;
   wire [4:0] \$22 ;
   reg \$220 ;
+  reg \$221 ;
   wire [4:0] \$23 ;
   wire \$24 ;
   wire \$25 ;
@@ -28519,9 +28502,8 @@ module \bchw_top.engine3 (rst, s__valid, write__data, s__ready, m__ready, m__val
   wire [-1:0] paddr_d3;
   (* keep = 32'd1 *)
   wire [-1:0] paddr_d4;
-  (* keep = 32'd1 *)
-  wire [-1:0] paddr_d5;
   reg [589:0] params_d0 = 590'h0000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000;
+  reg [589:0] params_d1 = 590'h0000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000;
   wire [15:0] q;
   wire [15:0] \q$166 ;
   wire [15:0] \q$167 ;
@@ -28867,67 +28849,69 @@ module \bchw_top.engine3 (rst, s__valid, write__data, s__ready, m__ready, m__val
   always @(posedge clk)
     params_d0 <= \$189 ;
   always @(posedge clk)
-    acc_valid <= \$190 ;
+    params_d1 <= \$190 ;
   always @(posedge clk)
-    acc_end <= \$191 ;
+    acc_valid <= \$191 ;
   always @(posedge clk)
-    acc <= \$192 ;
+    acc_end <= \$192 ;
   always @(posedge clk)
-    \acc$101  <= \$193 ;
+    acc <= \$193 ;
   always @(posedge clk)
-    \acc$107  <= \$194 ;
+    \acc$101  <= \$194 ;
   always @(posedge clk)
-    \acc$113  <= \$195 ;
+    \acc$107  <= \$195 ;
   always @(posedge clk)
-    \acc$119  <= \$196 ;
+    \acc$113  <= \$196 ;
   always @(posedge clk)
-    \acc$125  <= \$197 ;
+    \acc$119  <= \$197 ;
   always @(posedge clk)
-    \acc$131  <= \$198 ;
+    \acc$125  <= \$198 ;
   always @(posedge clk)
-    \acc$137  <= \$199 ;
+    \acc$131  <= \$199 ;
   always @(posedge clk)
-    \acc$143  <= \$200 ;
+    \acc$137  <= \$200 ;
   always @(posedge clk)
-    \acc$149  <= \$201 ;
+    \acc$143  <= \$201 ;
   always @(posedge clk)
-    qv_d0 <= \$202 ;
+    \acc$149  <= \$202 ;
   always @(posedge clk)
-    qv_d1 <= \$203 ;
+    qv_d0 <= \$203 ;
   always @(posedge clk)
-    qe_d0 <= \$204 ;
+    qv_d1 <= \$204 ;
   always @(posedge clk)
-    qe_d1 <= \$205 ;
+    qe_d0 <= \$205 ;
   always @(posedge clk)
-    qv_last_d0 <= \$206 ;
+    qe_d1 <= \$206 ;
   always @(posedge clk)
-    qe_last_d0 <= \$207 ;
+    qv_last_d0 <= \$207 ;
   always @(posedge clk)
-    skid0 <= \$208 ;
+    qe_last_d0 <= \$208 ;
   always @(posedge clk)
-    skid1 <= \$209 ;
+    skid0 <= \$209 ;
   always @(posedge clk)
-    count <= \$210 ;
+    skid1 <= \$210 ;
   always @(posedge clk)
-    held_copy0 <= \$211 ;
+    count <= \$211 ;
   always @(posedge clk)
-    held_copy1 <= \$212 ;
+    held_copy0 <= \$212 ;
   always @(posedge clk)
-    qvalid_copy0 <= \$213 ;
+    held_copy1 <= \$213 ;
   always @(posedge clk)
-    qvalid_copy1 <= \$214 ;
+    qvalid_copy0 <= \$214 ;
   always @(posedge clk)
-    m__valid <= \$215 ;
+    qvalid_copy1 <= \$215 ;
   always @(posedge clk)
-    mvalid_copy0 <= \$216 ;
+    m__valid <= \$216 ;
   always @(posedge clk)
-    mvalid_copy1 <= \$217 ;
+    mvalid_copy0 <= \$217 ;
   always @(posedge clk)
-    m__payload <= \$218 ;
+    mvalid_copy1 <= \$218 ;
   always @(posedge clk)
-    credit_back_d0 <= \$219 ;
+    m__payload <= \$219 ;
   always @(posedge clk)
-    credit_back <= \$220 ;
+    credit_back_d0 <= \$220 ;
+  always @(posedge clk)
+    credit_back <= \$221 ;
   \bchw_top.engine3.params0  params0 (
     .clk(clk),
     .data(\data$197 )
@@ -28971,70 +28955,70 @@ module \bchw_top.engine3 (rst, s__valid, write__data, s__ready, m__ready, m__val
   \bchw_top.engine3.requant0  requant0 (
     .acc(acc),
     .clk(clk),
-    .\port$10013$0 (params_d0[58:0]),
+    .\port$10015$0 (params_d1[58:0]),
     .q(q),
     .rst(rst)
   );
   \bchw_top.engine3.requant1  requant1 (
     .acc(\acc$101 ),
     .clk(clk),
-    .\port$10013$59 (params_d0[117:59]),
+    .\port$10015$59 (params_d1[117:59]),
     .q(\q$166 ),
     .rst(rst)
   );
   \bchw_top.engine3.requant2  requant2 (
     .acc(\acc$107 ),
     .clk(clk),
-    .\port$10013$118 (params_d0[176:118]),
+    .\port$10015$118 (params_d1[176:118]),
     .q(\q$167 ),
     .rst(rst)
   );
   \bchw_top.engine3.requant3  requant3 (
     .acc(\acc$113 ),
     .clk(clk),
-    .\port$10013$177 (params_d0[235:177]),
+    .\port$10015$177 (params_d1[235:177]),
     .q(\q$168 ),
     .rst(rst)
   );
   \bchw_top.engine3.requant4  requant4 (
     .acc(\acc$119 ),
     .clk(clk),
-    .\port$10013$236 (params_d0[294:236]),
+    .\port$10015$236 (params_d1[294:236]),
     .q(\q$169 ),
     .rst(rst)
   );
   \bchw_top.engine3.requant5  requant5 (
     .acc(\acc$125 ),
     .clk(clk),
-    .\port$10013$295 (params_d0[353:295]),
+    .\port$10015$295 (params_d1[353:295]),
     .q(\q$170 ),
     .rst(rst)
   );
   \bchw_top.engine3.requant6  requant6 (
     .acc(\acc$131 ),
     .clk(clk),
-    .\port$10013$354 (params_d0[412:354]),
+    .\port$10015$354 (params_d1[412:354]),
     .q(\q$171 ),
     .rst(rst)
   );
   \bchw_top.engine3.requant7  requant7 (
     .acc(\acc$137 ),
     .clk(clk),
-    .\port$10013$413 (params_d0[471:413]),
+    .\port$10015$413 (params_d1[471:413]),
     .q(\q$172 ),
     .rst(rst)
   );
   \bchw_top.engine3.requant8  requant8 (
     .acc(\acc$143 ),
     .clk(clk),
-    .\port$10013$472 (params_d0[530:472]),
+    .\port$10015$472 (params_d1[530:472]),
     .q(\q$173 ),
     .rst(rst)
   );
   \bchw_top.engine3.requant9  requant9 (
     .acc(\acc$149 ),
     .clk(clk),
-    .\port$10013$531 (params_d0[589:531]),
+    .\port$10015$531 (params_d1[589:531]),
     .q(\q$174 ),
     .rst(rst)
   );
@@ -29257,172 +29241,165 @@ module \bchw_top.engine3 (rst, s__valid, write__data, s__ready, m__ready, m__val
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$53 ) begin end
-    \$190  = \$106 ;
-    if (rst) begin
-      \$190  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$53 ) begin end
-    \$191  = \$107 ;
+    \$191  = \$106 ;
     if (rst) begin
       \$191  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$53 ) begin end
-    \$192  = acc;
-    if (ft_d0[0]) begin
-      \$192  = \$109 [16:0];
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$53 ) begin end
-    \$193  = \acc$101 ;
-    if (ft_d0[0]) begin
-      \$193  = \$111 [16:0];
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$53 ) begin end
-    \$194  = \acc$107 ;
-    if (ft_d0[0]) begin
-      \$194  = \$113 [16:0];
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$53 ) begin end
-    \$195  = \acc$113 ;
-    if (ft_d0[0]) begin
-      \$195  = \$115 [16:0];
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$53 ) begin end
-    \$196  = \acc$119 ;
-    if (ft_d0[0]) begin
-      \$196  = \$117 [16:0];
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$53 ) begin end
-    \$197  = \acc$125 ;
-    if (ft_d0[0]) begin
-      \$197  = \$119 [16:0];
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$53 ) begin end
-    \$198  = \acc$131 ;
-    if (ft_d0[0]) begin
-      \$198  = \$121 [16:0];
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$53 ) begin end
-    \$199  = \acc$137 ;
-    if (ft_d0[0]) begin
-      \$199  = \$123 [16:0];
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$53 ) begin end
-    \$200  = \acc$143 ;
-    if (ft_d0[0]) begin
-      \$200  = \$125 [16:0];
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$53 ) begin end
-    \$201  = \acc$149 ;
-    if (ft_d0[0]) begin
-      \$201  = \$127 [16:0];
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$53 ) begin end
-    \$202  = acc_valid;
+    \$192  = \$107 ;
     if (rst) begin
-      \$202  = 1'h0;
+      \$192  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$53 ) begin end
-    \$203  = qv_d0;
+    \$193  = acc;
+    if (ft_d0[0]) begin
+      \$193  = \$109 [16:0];
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$53 ) begin end
+    \$194  = \acc$101 ;
+    if (ft_d0[0]) begin
+      \$194  = \$111 [16:0];
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$53 ) begin end
+    \$195  = \acc$107 ;
+    if (ft_d0[0]) begin
+      \$195  = \$113 [16:0];
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$53 ) begin end
+    \$196  = \acc$113 ;
+    if (ft_d0[0]) begin
+      \$196  = \$115 [16:0];
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$53 ) begin end
+    \$197  = \acc$119 ;
+    if (ft_d0[0]) begin
+      \$197  = \$117 [16:0];
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$53 ) begin end
+    \$198  = \acc$125 ;
+    if (ft_d0[0]) begin
+      \$198  = \$119 [16:0];
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$53 ) begin end
+    \$199  = \acc$131 ;
+    if (ft_d0[0]) begin
+      \$199  = \$121 [16:0];
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$53 ) begin end
+    \$200  = \acc$137 ;
+    if (ft_d0[0]) begin
+      \$200  = \$123 [16:0];
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$53 ) begin end
+    \$201  = \acc$143 ;
+    if (ft_d0[0]) begin
+      \$201  = \$125 [16:0];
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$53 ) begin end
+    \$202  = \acc$149 ;
+    if (ft_d0[0]) begin
+      \$202  = \$127 [16:0];
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$53 ) begin end
+    \$203  = acc_valid;
     if (rst) begin
       \$203  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$53 ) begin end
-    \$204  = acc_end;
+    \$204  = qv_d0;
     if (rst) begin
       \$204  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$53 ) begin end
-    \$205  = qe_d0;
+    \$205  = acc_end;
     if (rst) begin
       \$205  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$53 ) begin end
-    \$206  = qv_d1;
+    \$206  = qe_d0;
     if (rst) begin
       \$206  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$53 ) begin end
-    \$207  = qe_d1;
+    \$207  = qv_d1;
     if (rst) begin
       \$207  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$53 ) begin end
-    \$208  = skid0;
+    \$208  = qe_d1;
+    if (rst) begin
+      \$208  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$53 ) begin end
+    \$209  = skid0;
     if (\$137 ) begin
-      \$208  = { qe_last_d0, \q$174 , \q$173 , \q$172 , \q$171 , \q$170 , \q$169 , \q$168 , \q$167 , \q$166 , q };
-    end else if (\$139 ) begin
-      \$208  = skid1;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$53 ) begin end
-    \$209  = skid1;
-    if (\$149 ) begin
       \$209  = { qe_last_d0, \q$174 , \q$173 , \q$172 , \q$171 , \q$170 , \q$169 , \q$168 , \q$167 , \q$166 , q };
+    end else if (\$139 ) begin
+      \$209  = skid1;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$53 ) begin end
+    \$210  = skid1;
+    if (\$149 ) begin
+      \$210  = { qe_last_d0, \q$174 , \q$173 , \q$172 , \q$171 , \q$170 , \q$169 , \q$168 , \q$167 , \q$166 , q };
     end else if (\$151 ) begin
-      \$209  = 161'h00000000000000000000000000000000000000000;
+      \$210  = 161'h00000000000000000000000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$53 ) begin end
-    \$210  = \$67 [1:0];
+    \$211  = \$67 [1:0];
     if (rst) begin
-      \$210  = 2'h0;
+      \$211  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$53 ) begin end
-    \$211  = \$152 ;
-    if (rst) begin
-      \$211  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$53 ) begin end
-    \$212  = \$153 ;
+    \$212  = \$152 ;
     if (rst) begin
       \$212  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$53 ) begin end
-    \$213  = qv_d1;
+    \$213  = \$153 ;
     if (rst) begin
       \$213  = 1'h0;
     end
@@ -29436,7 +29413,7 @@ module \bchw_top.engine3 (rst, s__valid, write__data, s__ready, m__ready, m__val
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$53 ) begin end
-    \$215  = valid_next;
+    \$215  = qv_d1;
     if (rst) begin
       \$215  = 1'h0;
     end
@@ -29457,26 +29434,33 @@ module \bchw_top.engine3 (rst, s__valid, write__data, s__ready, m__ready, m__val
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$53 ) begin end
-    \$218  = m__payload;
+    \$218  = valid_next;
+    if (rst) begin
+      \$218  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$53 ) begin end
+    \$219  = m__payload;
     if (\$157 ) begin
-      \$218 [127:0] = \$159 [127:0];
+      \$219 [127:0] = \$159 [127:0];
     end
     if (\$163 ) begin
-      \$218 [159:128] = \$165 [159:128];
+      \$219 [159:128] = \$165 [159:128];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$53 ) begin end
-    \$219  = enter;
-    if (rst) begin
-      \$219  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$53 ) begin end
-    \$220  = credit_back_d0;
+    \$220  = enter;
     if (rst) begin
       \$220  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$53 ) begin end
+    \$221  = credit_back_d0;
+    if (rst) begin
+      \$221  = 1'h0;
     end
   end
   assign en = 1'h1;
@@ -29539,57 +29523,58 @@ module \bchw_top.engine3 (rst, s__valid, write__data, s__ready, m__ready, m__val
   assign \addr$91  = 1'h0;
   assign \en$93  = 1'h1;
   assign acc0 = acc;
-  assign mul = params_d0[17:0];
-  assign shift = params_d0[22:18];
-  assign bias = params_d0[58:23];
+  assign mul = params_d1[17:0];
+  assign shift = params_d1[22:18];
+  assign bias = params_d1[58:23];
   assign \en$100  = 1'h1;
   assign acc1 = \acc$101 ;
-  assign \mul$103  = params_d0[76:59];
-  assign \shift$104  = params_d0[81:77];
-  assign \bias$105  = params_d0[117:82];
+  assign \mul$103  = params_d1[76:59];
+  assign \shift$104  = params_d1[81:77];
+  assign \bias$105  = params_d1[117:82];
   assign \en$106  = 1'h1;
   assign acc2 = \acc$107 ;
-  assign \mul$109  = params_d0[135:118];
-  assign \shift$110  = params_d0[140:136];
-  assign \bias$111  = params_d0[176:141];
+  assign \mul$109  = params_d1[135:118];
+  assign \shift$110  = params_d1[140:136];
+  assign \bias$111  = params_d1[176:141];
   assign \en$112  = 1'h1;
   assign acc3 = \acc$113 ;
-  assign \mul$115  = params_d0[194:177];
-  assign \shift$116  = params_d0[199:195];
-  assign \bias$117  = params_d0[235:200];
+  assign \mul$115  = params_d1[194:177];
+  assign \shift$116  = params_d1[199:195];
+  assign \bias$117  = params_d1[235:200];
   assign \en$118  = 1'h1;
   assign acc4 = \acc$119 ;
-  assign \mul$121  = params_d0[253:236];
-  assign \shift$122  = params_d0[258:254];
-  assign \bias$123  = params_d0[294:259];
+  assign \mul$121  = params_d1[253:236];
+  assign \shift$122  = params_d1[258:254];
+  assign \bias$123  = params_d1[294:259];
   assign \en$124  = 1'h1;
   assign acc5 = \acc$125 ;
-  assign \mul$127  = params_d0[312:295];
-  assign \shift$128  = params_d0[317:313];
-  assign \bias$129  = params_d0[353:318];
+  assign \mul$127  = params_d1[312:295];
+  assign \shift$128  = params_d1[317:313];
+  assign \bias$129  = params_d1[353:318];
   assign \en$130  = 1'h1;
   assign acc6 = \acc$131 ;
-  assign \mul$133  = params_d0[371:354];
-  assign \shift$134  = params_d0[376:372];
-  assign \bias$135  = params_d0[412:377];
+  assign \mul$133  = params_d1[371:354];
+  assign \shift$134  = params_d1[376:372];
+  assign \bias$135  = params_d1[412:377];
   assign \en$136  = 1'h1;
   assign acc7 = \acc$137 ;
-  assign \mul$139  = params_d0[430:413];
-  assign \shift$140  = params_d0[435:431];
-  assign \bias$141  = params_d0[471:436];
+  assign \mul$139  = params_d1[430:413];
+  assign \shift$140  = params_d1[435:431];
+  assign \bias$141  = params_d1[471:436];
   assign \en$142  = 1'h1;
   assign acc8 = \acc$143 ;
-  assign \mul$145  = params_d0[489:472];
-  assign \shift$146  = params_d0[494:490];
-  assign \bias$147  = params_d0[530:495];
+  assign \mul$145  = params_d1[489:472];
+  assign \shift$146  = params_d1[494:490];
+  assign \bias$147  = params_d1[530:495];
   assign \en$148  = 1'h1;
   assign acc9 = \acc$149 ;
-  assign \mul$151  = params_d0[548:531];
-  assign \shift$152  = params_d0[553:549];
-  assign \bias$153  = params_d0[589:554];
+  assign \mul$151  = params_d1[548:531];
+  assign \shift$152  = params_d1[553:549];
+  assign \bias$153  = params_d1[589:554];
   assign count_next = \$67 [1:0];
   assign vector = m__payload;
   assign credit_back_d1 = credit_back;
+  assign \$190  = params_d0;
   assign \$189  = { \data$206 , \data$205 , \data$204 , \data$203 , \data$202 , \data$201 , \data$200 , \data$199 , \data$198 , \data$197  };
   assign \$180  = wdata_d0;
   assign \$179  = data;
@@ -29872,7 +29857,7 @@ module \bchw_top.engine3.params9 (data, clk);
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine3.requant0 (rst, \port$10013$0 , acc, q, clk);
+module \bchw_top.engine3.requant0 (rst, \port$10015$0 , acc, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$54  = 0;
   wire [34:0] \$1 ;
   wire [36:0] \$10 ;
@@ -29899,8 +29884,8 @@ module \bchw_top.engine3.requant0 (rst, \port$10013$0 , acc, q, clk);
   wire clk;
   wire en;
   wire [17:0] mul;
-  input [58:0] \port$10013$0 ;
-  wire [58:0] \port$10013$0 ;
+  input [58:0] \port$10015$0 ;
+  wire [58:0] \port$10015$0 ;
   reg [35:0] prod0 = 36'h000000000;
   output [15:0] q;
   reg [15:0] q = 16'h0000;
@@ -29911,7 +29896,7 @@ module \bchw_top.engine3.requant0 (rst, \port$10013$0 , acc, q, clk);
   reg [4:0] shift2 = 5'h00;
   wire [36:0] shifted;
   reg [36:0] total = 37'h0000000000;
-  assign \$1  = $signed(acc) * $signed(\port$10013$0 [17:0]);
+  assign \$1  = $signed(acc) * $signed(\port$10015$0 [17:0]);
   assign \$3  = $signed(bias1) + $signed(\$2 );
   assign \$4  = & shifted[36:15];
   assign \$5  = ~ \$4 ;
@@ -29942,19 +29927,19 @@ module \bchw_top.engine3.requant0 (rst, \port$10013$0 , acc, q, clk);
     end
   end
   assign en = 1'h1;
-  assign mul = \port$10013$0 [17:0];
-  assign bias = \port$10013$0 [58:23];
-  assign shift = \port$10013$0 [22:18];
+  assign mul = \port$10015$0 [17:0];
+  assign bias = \port$10015$0 [58:23];
+  assign shift = \port$10015$0 [22:18];
   assign \$16  = shift1;
   assign \$15  = \$3 [36:0];
-  assign \$14  = \port$10013$0 [22:18];
-  assign \$13  = \port$10013$0 [58:23];
+  assign \$14  = \port$10015$0 [22:18];
+  assign \$13  = \port$10015$0 [58:23];
   assign \$12  = { \$1 [34], \$1  };
   assign \$2  = { prod0[35], prod0 };
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine3.requant1 (rst, \port$10013$59 , acc, q, clk);
+module \bchw_top.engine3.requant1 (rst, \port$10015$59 , acc, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$55  = 0;
   wire [34:0] \$1 ;
   wire [36:0] \$10 ;
@@ -29981,8 +29966,8 @@ module \bchw_top.engine3.requant1 (rst, \port$10013$59 , acc, q, clk);
   wire clk;
   wire en;
   wire [17:0] mul;
-  input [58:0] \port$10013$59 ;
-  wire [58:0] \port$10013$59 ;
+  input [58:0] \port$10015$59 ;
+  wire [58:0] \port$10015$59 ;
   reg [35:0] prod0 = 36'h000000000;
   output [15:0] q;
   reg [15:0] q = 16'h0000;
@@ -29993,7 +29978,7 @@ module \bchw_top.engine3.requant1 (rst, \port$10013$59 , acc, q, clk);
   reg [4:0] shift2 = 5'h00;
   wire [36:0] shifted;
   reg [36:0] total = 37'h0000000000;
-  assign \$1  = $signed(acc) * $signed(\port$10013$59 [17:0]);
+  assign \$1  = $signed(acc) * $signed(\port$10015$59 [17:0]);
   assign \$3  = $signed(bias1) + $signed(\$2 );
   assign \$4  = & shifted[36:15];
   assign \$5  = ~ \$4 ;
@@ -30024,19 +30009,19 @@ module \bchw_top.engine3.requant1 (rst, \port$10013$59 , acc, q, clk);
     end
   end
   assign en = 1'h1;
-  assign mul = \port$10013$59 [17:0];
-  assign bias = \port$10013$59 [58:23];
-  assign shift = \port$10013$59 [22:18];
+  assign mul = \port$10015$59 [17:0];
+  assign bias = \port$10015$59 [58:23];
+  assign shift = \port$10015$59 [22:18];
   assign \$16  = shift1;
   assign \$15  = \$3 [36:0];
-  assign \$14  = \port$10013$59 [22:18];
-  assign \$13  = \port$10013$59 [58:23];
+  assign \$14  = \port$10015$59 [22:18];
+  assign \$13  = \port$10015$59 [58:23];
   assign \$12  = { \$1 [34], \$1  };
   assign \$2  = { prod0[35], prod0 };
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine3.requant2 (rst, \port$10013$118 , acc, q, clk);
+module \bchw_top.engine3.requant2 (rst, \port$10015$118 , acc, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$56  = 0;
   wire [34:0] \$1 ;
   wire [36:0] \$10 ;
@@ -30063,8 +30048,8 @@ module \bchw_top.engine3.requant2 (rst, \port$10013$118 , acc, q, clk);
   wire clk;
   wire en;
   wire [17:0] mul;
-  input [58:0] \port$10013$118 ;
-  wire [58:0] \port$10013$118 ;
+  input [58:0] \port$10015$118 ;
+  wire [58:0] \port$10015$118 ;
   reg [35:0] prod0 = 36'h000000000;
   output [15:0] q;
   reg [15:0] q = 16'h0000;
@@ -30075,7 +30060,7 @@ module \bchw_top.engine3.requant2 (rst, \port$10013$118 , acc, q, clk);
   reg [4:0] shift2 = 5'h00;
   wire [36:0] shifted;
   reg [36:0] total = 37'h0000000000;
-  assign \$1  = $signed(acc) * $signed(\port$10013$118 [17:0]);
+  assign \$1  = $signed(acc) * $signed(\port$10015$118 [17:0]);
   assign \$3  = $signed(bias1) + $signed(\$2 );
   assign \$4  = & shifted[36:15];
   assign \$5  = ~ \$4 ;
@@ -30106,19 +30091,19 @@ module \bchw_top.engine3.requant2 (rst, \port$10013$118 , acc, q, clk);
     end
   end
   assign en = 1'h1;
-  assign mul = \port$10013$118 [17:0];
-  assign bias = \port$10013$118 [58:23];
-  assign shift = \port$10013$118 [22:18];
+  assign mul = \port$10015$118 [17:0];
+  assign bias = \port$10015$118 [58:23];
+  assign shift = \port$10015$118 [22:18];
   assign \$16  = shift1;
   assign \$15  = \$3 [36:0];
-  assign \$14  = \port$10013$118 [22:18];
-  assign \$13  = \port$10013$118 [58:23];
+  assign \$14  = \port$10015$118 [22:18];
+  assign \$13  = \port$10015$118 [58:23];
   assign \$12  = { \$1 [34], \$1  };
   assign \$2  = { prod0[35], prod0 };
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine3.requant3 (rst, \port$10013$177 , acc, q, clk);
+module \bchw_top.engine3.requant3 (rst, \port$10015$177 , acc, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$57  = 0;
   wire [34:0] \$1 ;
   wire [36:0] \$10 ;
@@ -30145,8 +30130,8 @@ module \bchw_top.engine3.requant3 (rst, \port$10013$177 , acc, q, clk);
   wire clk;
   wire en;
   wire [17:0] mul;
-  input [58:0] \port$10013$177 ;
-  wire [58:0] \port$10013$177 ;
+  input [58:0] \port$10015$177 ;
+  wire [58:0] \port$10015$177 ;
   reg [35:0] prod0 = 36'h000000000;
   output [15:0] q;
   reg [15:0] q = 16'h0000;
@@ -30157,7 +30142,7 @@ module \bchw_top.engine3.requant3 (rst, \port$10013$177 , acc, q, clk);
   reg [4:0] shift2 = 5'h00;
   wire [36:0] shifted;
   reg [36:0] total = 37'h0000000000;
-  assign \$1  = $signed(acc) * $signed(\port$10013$177 [17:0]);
+  assign \$1  = $signed(acc) * $signed(\port$10015$177 [17:0]);
   assign \$3  = $signed(bias1) + $signed(\$2 );
   assign \$4  = & shifted[36:15];
   assign \$5  = ~ \$4 ;
@@ -30188,19 +30173,19 @@ module \bchw_top.engine3.requant3 (rst, \port$10013$177 , acc, q, clk);
     end
   end
   assign en = 1'h1;
-  assign mul = \port$10013$177 [17:0];
-  assign bias = \port$10013$177 [58:23];
-  assign shift = \port$10013$177 [22:18];
+  assign mul = \port$10015$177 [17:0];
+  assign bias = \port$10015$177 [58:23];
+  assign shift = \port$10015$177 [22:18];
   assign \$16  = shift1;
   assign \$15  = \$3 [36:0];
-  assign \$14  = \port$10013$177 [22:18];
-  assign \$13  = \port$10013$177 [58:23];
+  assign \$14  = \port$10015$177 [22:18];
+  assign \$13  = \port$10015$177 [58:23];
   assign \$12  = { \$1 [34], \$1  };
   assign \$2  = { prod0[35], prod0 };
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine3.requant4 (rst, \port$10013$236 , acc, q, clk);
+module \bchw_top.engine3.requant4 (rst, \port$10015$236 , acc, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$58  = 0;
   wire [34:0] \$1 ;
   wire [36:0] \$10 ;
@@ -30227,8 +30212,8 @@ module \bchw_top.engine3.requant4 (rst, \port$10013$236 , acc, q, clk);
   wire clk;
   wire en;
   wire [17:0] mul;
-  input [58:0] \port$10013$236 ;
-  wire [58:0] \port$10013$236 ;
+  input [58:0] \port$10015$236 ;
+  wire [58:0] \port$10015$236 ;
   reg [35:0] prod0 = 36'h000000000;
   output [15:0] q;
   reg [15:0] q = 16'h0000;
@@ -30239,7 +30224,7 @@ module \bchw_top.engine3.requant4 (rst, \port$10013$236 , acc, q, clk);
   reg [4:0] shift2 = 5'h00;
   wire [36:0] shifted;
   reg [36:0] total = 37'h0000000000;
-  assign \$1  = $signed(acc) * $signed(\port$10013$236 [17:0]);
+  assign \$1  = $signed(acc) * $signed(\port$10015$236 [17:0]);
   assign \$3  = $signed(bias1) + $signed(\$2 );
   assign \$4  = & shifted[36:15];
   assign \$5  = ~ \$4 ;
@@ -30270,19 +30255,19 @@ module \bchw_top.engine3.requant4 (rst, \port$10013$236 , acc, q, clk);
     end
   end
   assign en = 1'h1;
-  assign mul = \port$10013$236 [17:0];
-  assign bias = \port$10013$236 [58:23];
-  assign shift = \port$10013$236 [22:18];
+  assign mul = \port$10015$236 [17:0];
+  assign bias = \port$10015$236 [58:23];
+  assign shift = \port$10015$236 [22:18];
   assign \$16  = shift1;
   assign \$15  = \$3 [36:0];
-  assign \$14  = \port$10013$236 [22:18];
-  assign \$13  = \port$10013$236 [58:23];
+  assign \$14  = \port$10015$236 [22:18];
+  assign \$13  = \port$10015$236 [58:23];
   assign \$12  = { \$1 [34], \$1  };
   assign \$2  = { prod0[35], prod0 };
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine3.requant5 (rst, \port$10013$295 , acc, q, clk);
+module \bchw_top.engine3.requant5 (rst, \port$10015$295 , acc, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$59  = 0;
   wire [34:0] \$1 ;
   wire [36:0] \$10 ;
@@ -30309,8 +30294,8 @@ module \bchw_top.engine3.requant5 (rst, \port$10013$295 , acc, q, clk);
   wire clk;
   wire en;
   wire [17:0] mul;
-  input [58:0] \port$10013$295 ;
-  wire [58:0] \port$10013$295 ;
+  input [58:0] \port$10015$295 ;
+  wire [58:0] \port$10015$295 ;
   reg [35:0] prod0 = 36'h000000000;
   output [15:0] q;
   reg [15:0] q = 16'h0000;
@@ -30321,7 +30306,7 @@ module \bchw_top.engine3.requant5 (rst, \port$10013$295 , acc, q, clk);
   reg [4:0] shift2 = 5'h00;
   wire [36:0] shifted;
   reg [36:0] total = 37'h0000000000;
-  assign \$1  = $signed(acc) * $signed(\port$10013$295 [17:0]);
+  assign \$1  = $signed(acc) * $signed(\port$10015$295 [17:0]);
   assign \$3  = $signed(bias1) + $signed(\$2 );
   assign \$4  = & shifted[36:15];
   assign \$5  = ~ \$4 ;
@@ -30352,19 +30337,19 @@ module \bchw_top.engine3.requant5 (rst, \port$10013$295 , acc, q, clk);
     end
   end
   assign en = 1'h1;
-  assign mul = \port$10013$295 [17:0];
-  assign bias = \port$10013$295 [58:23];
-  assign shift = \port$10013$295 [22:18];
+  assign mul = \port$10015$295 [17:0];
+  assign bias = \port$10015$295 [58:23];
+  assign shift = \port$10015$295 [22:18];
   assign \$16  = shift1;
   assign \$15  = \$3 [36:0];
-  assign \$14  = \port$10013$295 [22:18];
-  assign \$13  = \port$10013$295 [58:23];
+  assign \$14  = \port$10015$295 [22:18];
+  assign \$13  = \port$10015$295 [58:23];
   assign \$12  = { \$1 [34], \$1  };
   assign \$2  = { prod0[35], prod0 };
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine3.requant6 (rst, \port$10013$354 , acc, q, clk);
+module \bchw_top.engine3.requant6 (rst, \port$10015$354 , acc, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$60  = 0;
   wire [34:0] \$1 ;
   wire [36:0] \$10 ;
@@ -30391,8 +30376,8 @@ module \bchw_top.engine3.requant6 (rst, \port$10013$354 , acc, q, clk);
   wire clk;
   wire en;
   wire [17:0] mul;
-  input [58:0] \port$10013$354 ;
-  wire [58:0] \port$10013$354 ;
+  input [58:0] \port$10015$354 ;
+  wire [58:0] \port$10015$354 ;
   reg [35:0] prod0 = 36'h000000000;
   output [15:0] q;
   reg [15:0] q = 16'h0000;
@@ -30403,7 +30388,7 @@ module \bchw_top.engine3.requant6 (rst, \port$10013$354 , acc, q, clk);
   reg [4:0] shift2 = 5'h00;
   wire [36:0] shifted;
   reg [36:0] total = 37'h0000000000;
-  assign \$1  = $signed(acc) * $signed(\port$10013$354 [17:0]);
+  assign \$1  = $signed(acc) * $signed(\port$10015$354 [17:0]);
   assign \$3  = $signed(bias1) + $signed(\$2 );
   assign \$4  = & shifted[36:15];
   assign \$5  = ~ \$4 ;
@@ -30434,19 +30419,19 @@ module \bchw_top.engine3.requant6 (rst, \port$10013$354 , acc, q, clk);
     end
   end
   assign en = 1'h1;
-  assign mul = \port$10013$354 [17:0];
-  assign bias = \port$10013$354 [58:23];
-  assign shift = \port$10013$354 [22:18];
+  assign mul = \port$10015$354 [17:0];
+  assign bias = \port$10015$354 [58:23];
+  assign shift = \port$10015$354 [22:18];
   assign \$16  = shift1;
   assign \$15  = \$3 [36:0];
-  assign \$14  = \port$10013$354 [22:18];
-  assign \$13  = \port$10013$354 [58:23];
+  assign \$14  = \port$10015$354 [22:18];
+  assign \$13  = \port$10015$354 [58:23];
   assign \$12  = { \$1 [34], \$1  };
   assign \$2  = { prod0[35], prod0 };
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine3.requant7 (rst, \port$10013$413 , acc, q, clk);
+module \bchw_top.engine3.requant7 (rst, \port$10015$413 , acc, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$61  = 0;
   wire [34:0] \$1 ;
   wire [36:0] \$10 ;
@@ -30473,8 +30458,8 @@ module \bchw_top.engine3.requant7 (rst, \port$10013$413 , acc, q, clk);
   wire clk;
   wire en;
   wire [17:0] mul;
-  input [58:0] \port$10013$413 ;
-  wire [58:0] \port$10013$413 ;
+  input [58:0] \port$10015$413 ;
+  wire [58:0] \port$10015$413 ;
   reg [35:0] prod0 = 36'h000000000;
   output [15:0] q;
   reg [15:0] q = 16'h0000;
@@ -30485,7 +30470,7 @@ module \bchw_top.engine3.requant7 (rst, \port$10013$413 , acc, q, clk);
   reg [4:0] shift2 = 5'h00;
   wire [36:0] shifted;
   reg [36:0] total = 37'h0000000000;
-  assign \$1  = $signed(acc) * $signed(\port$10013$413 [17:0]);
+  assign \$1  = $signed(acc) * $signed(\port$10015$413 [17:0]);
   assign \$3  = $signed(bias1) + $signed(\$2 );
   assign \$4  = & shifted[36:15];
   assign \$5  = ~ \$4 ;
@@ -30516,19 +30501,19 @@ module \bchw_top.engine3.requant7 (rst, \port$10013$413 , acc, q, clk);
     end
   end
   assign en = 1'h1;
-  assign mul = \port$10013$413 [17:0];
-  assign bias = \port$10013$413 [58:23];
-  assign shift = \port$10013$413 [22:18];
+  assign mul = \port$10015$413 [17:0];
+  assign bias = \port$10015$413 [58:23];
+  assign shift = \port$10015$413 [22:18];
   assign \$16  = shift1;
   assign \$15  = \$3 [36:0];
-  assign \$14  = \port$10013$413 [22:18];
-  assign \$13  = \port$10013$413 [58:23];
+  assign \$14  = \port$10015$413 [22:18];
+  assign \$13  = \port$10015$413 [58:23];
   assign \$12  = { \$1 [34], \$1  };
   assign \$2  = { prod0[35], prod0 };
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine3.requant8 (rst, \port$10013$472 , acc, q, clk);
+module \bchw_top.engine3.requant8 (rst, \port$10015$472 , acc, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$62  = 0;
   wire [34:0] \$1 ;
   wire [36:0] \$10 ;
@@ -30555,8 +30540,8 @@ module \bchw_top.engine3.requant8 (rst, \port$10013$472 , acc, q, clk);
   wire clk;
   wire en;
   wire [17:0] mul;
-  input [58:0] \port$10013$472 ;
-  wire [58:0] \port$10013$472 ;
+  input [58:0] \port$10015$472 ;
+  wire [58:0] \port$10015$472 ;
   reg [35:0] prod0 = 36'h000000000;
   output [15:0] q;
   reg [15:0] q = 16'h0000;
@@ -30567,7 +30552,7 @@ module \bchw_top.engine3.requant8 (rst, \port$10013$472 , acc, q, clk);
   reg [4:0] shift2 = 5'h00;
   wire [36:0] shifted;
   reg [36:0] total = 37'h0000000000;
-  assign \$1  = $signed(acc) * $signed(\port$10013$472 [17:0]);
+  assign \$1  = $signed(acc) * $signed(\port$10015$472 [17:0]);
   assign \$3  = $signed(bias1) + $signed(\$2 );
   assign \$4  = & shifted[36:15];
   assign \$5  = ~ \$4 ;
@@ -30598,19 +30583,19 @@ module \bchw_top.engine3.requant8 (rst, \port$10013$472 , acc, q, clk);
     end
   end
   assign en = 1'h1;
-  assign mul = \port$10013$472 [17:0];
-  assign bias = \port$10013$472 [58:23];
-  assign shift = \port$10013$472 [22:18];
+  assign mul = \port$10015$472 [17:0];
+  assign bias = \port$10015$472 [58:23];
+  assign shift = \port$10015$472 [22:18];
   assign \$16  = shift1;
   assign \$15  = \$3 [36:0];
-  assign \$14  = \port$10013$472 [22:18];
-  assign \$13  = \port$10013$472 [58:23];
+  assign \$14  = \port$10015$472 [22:18];
+  assign \$13  = \port$10015$472 [58:23];
   assign \$12  = { \$1 [34], \$1  };
   assign \$2  = { prod0[35], prod0 };
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine3.requant9 (rst, \port$10013$531 , acc, q, clk);
+module \bchw_top.engine3.requant9 (rst, \port$10015$531 , acc, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$63  = 0;
   wire [34:0] \$1 ;
   wire [36:0] \$10 ;
@@ -30637,8 +30622,8 @@ module \bchw_top.engine3.requant9 (rst, \port$10013$531 , acc, q, clk);
   wire clk;
   wire en;
   wire [17:0] mul;
-  input [58:0] \port$10013$531 ;
-  wire [58:0] \port$10013$531 ;
+  input [58:0] \port$10015$531 ;
+  wire [58:0] \port$10015$531 ;
   reg [35:0] prod0 = 36'h000000000;
   output [15:0] q;
   reg [15:0] q = 16'h0000;
@@ -30649,7 +30634,7 @@ module \bchw_top.engine3.requant9 (rst, \port$10013$531 , acc, q, clk);
   reg [4:0] shift2 = 5'h00;
   wire [36:0] shifted;
   reg [36:0] total = 37'h0000000000;
-  assign \$1  = $signed(acc) * $signed(\port$10013$531 [17:0]);
+  assign \$1  = $signed(acc) * $signed(\port$10015$531 [17:0]);
   assign \$3  = $signed(bias1) + $signed(\$2 );
   assign \$4  = & shifted[36:15];
   assign \$5  = ~ \$4 ;
@@ -30680,13 +30665,13 @@ module \bchw_top.engine3.requant9 (rst, \port$10013$531 , acc, q, clk);
     end
   end
   assign en = 1'h1;
-  assign mul = \port$10013$531 [17:0];
-  assign bias = \port$10013$531 [58:23];
-  assign shift = \port$10013$531 [22:18];
+  assign mul = \port$10015$531 [17:0];
+  assign bias = \port$10015$531 [58:23];
+  assign shift = \port$10015$531 [22:18];
   assign \$16  = shift1;
   assign \$15  = \$3 [36:0];
-  assign \$14  = \port$10013$531 [22:18];
-  assign \$13  = \port$10013$531 [58:23];
+  assign \$14  = \port$10015$531 [22:18];
+  assign \$13  = \port$10015$531 [58:23];
   assign \$12  = { \$1 [34], \$1  };
   assign \$2  = { prod0[35], prod0 };
 endmodule

@@ -273,20 +273,19 @@ class LayerEngine(wiring.Component):
             terms = [(tree.sum << 1) - total.sum for tree in trees]
         else:
             terms = [tree.sum for tree in trees]
-        # the params of a group are addressed a cycle before its sums leave the trees, so
-        # that they arrive registered, with the accumulator
+        # the params of a group are addressed two cycles before its sums leave the trees,
+        # so that they arrive registered twice, with the accumulator: the second register
+        # feeds only its PE's requantizer (its DSPs), so it is placed beside them
         depth = tree_depth(simd, self.tree_levels)
         flags_p = delayed(flags1, depth - 1, "fp")
         flags_t = delayed(flags_p, 1, "ft")
         valid_t, first_t, lastsf_t, end_t = flags_t[0], flags_t[1], flags_t[2], flags_t[3]
-        if param_parts == 1:
-            addrs = [flags_p[4:]]
-        else:   # copies of the last register of flags_p's group field
-            addrs = register_copies(m, delayed(nfc, ROM_STAGES + depth - 2, "paddr"),
-                                    param_parts, "paddr", enable=en)
+        addr_d = delayed(nfc, ROM_STAGES + depth - 3, "paddr")
+        addrs = (register_copies(m, addr_d, param_parts, "paddr", enable=en) if param_parts > 1
+                 else [delayed(addr_d, 1, "paddr_last")])
         for prom, addr in zip(proms, addrs, strict=True):
             m.d.comb += [prom.en.eq(en), prom.addr.eq(addr)]
-        params = delayed(Cat(*[prom.data for prom in proms]), 1, "params", reset_less=True)
+        params = delayed(Cat(*[prom.data for prom in proms]), 2, "params", reset_less=True)
 
         # --- accumulate
         accs = [Signal(signed(w.acc_bits), name=f"acc{p}", reset_less=True) for p in range(pe)]
