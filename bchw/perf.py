@@ -745,7 +745,8 @@ def param_rom_parts(pe: int, param_bits: int, nf: int) -> int:
     address register, where the ROM becomes logic (:func:`rom_brams`); else one. A ROM
     in logic is a LUT a bit for 16 words, so its one address reaches every PE's
     parameters (1,000 LUTs at 16 PEs): routed across the die, the 500,000/s folding's
-    critical path. A block RAM ROM stays whole: split, it would take more of them."""
+    critical path. A block RAM ROM stays whole: yosys maps each part at the image's
+    whole width before it drops the columns the part doesn't read."""
     return pe if pe > 1 and rom_brams(pe * param_bits, nf) == 0 else 1
 
 
