@@ -102,9 +102,11 @@ def test_ecp5_place_and_route_json(capsys, tiny, tmp_path):
     assert r["luts"] == (r["cells"]["LUT4"] + 2 * r["cells"].get("CCU2C", 0)
                          + 6 * r["cells"].get("TRELLIS_DPR16X4", 0))
     # nextpnr placed the core's flip-flops plus exactly the wrapper's: its shift
-    # registers and 9 one-bit registers; so the core's count excludes the wrapper
+    # registers, 8 one-bit registers and the copies of its load enable; so the core's
+    # count excludes the wrapper
     io = tiny.io
-    wrapper_ffs = io["in_lanes"] * io["pixel_bits"] + io["out_bits"] + 9
+    load_copies = -(-io["out_bits"] // synth.WRAPPER_LOAD_BITS)
+    wrapper_ffs = io["in_lanes"] * io["pixel_bits"] + io["out_bits"] + 8 + load_copies
     assert r["pnr_utilization"]["TRELLIS_FF"][0] == r["ffs"] + wrapper_ffs
     assert r["work_dir"] == str(keep) and (keep / r["logs"]["nextpnr"]).is_file()
     assert r["router"] == "router2" and "router2" in (keep / r["logs"]["nextpnr"]).read_text()
@@ -167,6 +169,31 @@ def test_copies_of_an_enable_register_are_kept(tmp_path, design):
                               tmp_path / "merged", place_and_route=False)
     assert copies.ffs == 16 + 4
     assert merged.ffs == 16 + 1
+
+
+WIDE_OUTPUT_CORE = """\
+module bchw_top (
+    input clk, input rst,
+    input [15:0] s_axis_tdata, input s_axis_tvalid, input s_axis_tlast, output s_axis_tready,
+    output reg [47:0] m_axis_tdata, output m_axis_tvalid, output m_axis_tlast,
+    input m_axis_tready
+);
+    assign s_axis_tready = 1'b1;
+    assign {m_axis_tvalid, m_axis_tlast} = 2'b11;
+    always @(posedge clk)
+        m_axis_tdata <= {s_axis_tdata, s_axis_tdata ^ 16'h5a5a, s_axis_tdata + 16'd3};
+endmodule
+"""
+
+
+def test_the_wrapper_loads_its_output_register_under_copies_of_load(tmp_path):
+    # 48 output bits: three copies of the load enable, 16 bits each, kept apart
+    synth.synthesize(WIDE_OUTPUT_CORE, "ecp5-85k", tmp_path, place_and_route=False)
+    wrapper = json.loads((tmp_path / "netlist.json").read_text())["modules"][synth.WRAPPER_NAME]
+    copies = {name: net["bits"][0] for name, net in wrapper["netnames"].items()
+              if name.startswith("load_copy")}
+    assert sorted(copies) == ["load_copy0", "load_copy1", "load_copy2"]
+    assert len(set(copies.values())) == 3
 
 
 CONSTANT_CORE = core("""\
