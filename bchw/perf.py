@@ -67,8 +67,8 @@ if TYPE_CHECKING:
 
 Pattern = Callable[[int], bool]
 
-#: Pipeline registers of the requantizer: product, product again, sum, shift-and-clamp.
-REQUANT_STAGES = 4
+#: Pipeline registers of the requantizer: product, sum, shift-and-clamp.
+REQUANT_STAGES = 3
 #: Cycles from a weight ROM address to its word in a register: the ROM's own read
 #: register, then two more: an ECP5 block RAM's clock-to-output is about 4.3 ns, so the
 #: first can sit beside the block RAM and only catch the word, and the second carry it
@@ -694,8 +694,7 @@ LUT_COST = {"negate": 1.9, "tree": 0.0, "acc": 0.0, "xbuf": 1.86, "shifter": 0.5
 #: -8.8%). yosys absorbs the requantizer's registers into the DSP blocks or removes
 #: them; where two engines are joined by whole vectors, the producer's output register
 #: and the consumer's input buffer grow together, so the fit weighs them as one
-#: (``xbuf``). ``copies`` is counted, not fitted: the copies of registers, and the
-#: registers added after the fit to be placed beside a DSP (see :func:`engine_registers`).
+#: (``xbuf``). ``copies`` is counted, not fitted.
 FF_COST = {"xbuf": 1.72, "tree": 1.01, "acc": 3.85, "requant": 0.0, "collect": 0.0,
            "rom": 0.0, "misc": 6.16, "rom_out": 0.63, "skid": 0.229, "copies": 1.0}
 #: DP16KD shapes (depth, width) usable as a ROM.
@@ -716,16 +715,6 @@ def product_slices(acc_bits: int) -> list[int]:
     if acc_bits <= DSP_BITS:
         return [0]
     return list(range(0, acc_bits - 1, DSP_BITS - 1))
-
-
-def second_product_bits(widths) -> int:
-    """Bits of a requantizer's second register stage
-    (:class:`bchw.gateware.requantizer.Requantizer`): its partial products, the offset and
-    the shift that wait with them."""
-    w = widths
-    cuts = product_slices(w.acc_bits) + [w.acc_bits]
-    return (sum(w.mul_bits + hi - lo + 1 for lo, hi in zip(cuts, cuts[1:]))
-            + w.bias_bits + w.shift_bits)
 
 
 def rom_brams(width: int, depth: int) -> int:
@@ -838,19 +827,15 @@ def engine_registers(n_in: int, n_out: int, in_bits: int, pe: int, simd: int,
         # and their way back
         "skid": (sf > 1) * _skid_bits(sf, simd, pe * w.out_bits),
         # the registered ROM words and the input slice that waits with them: ROM_STAGES - 1
-        # registers after the weight ROM's (and the input memory's) own, one for the params
-        "rom_out": (ROM_STAGES - 1) * (pe * simd + simd * in_bits) + pe * w.param_bits,
+        # registers after the weight ROM's (and the input memory's) own, two for the params
+        "rom_out": (ROM_STAGES - 1) * (pe * simd + simd * in_bits) + 2 * pe * w.param_bits,
         "misc": (4 + clog2(nf)) * (1 + tree_depth(simd)) + 2 * clog2(nf * sf) + 12,
         # SF ≥ 2: the registered issue decision and the copies of the registers that enable
         # the parts of the input buffer (2 each) and of the output register (3 each); the
-        # copies of the parameter ROM's address beyond the one it replaces; and the second
-        # registers that are there to be placed beside what they feed or are fed by (the
-        # parameters, SF ≥ 2: the finished sums, the products and what waits with them)
+        # copies of the parameter ROM's address beyond the one it replaces
         "copies": (sf > 1) * (1 + (not input_memory) * 2 * enable_copies(sf * simd * in_bits)
-                              + (not group_output) * 3 * enable_copies(nf * pe * w.out_bits)
-                              + pe * w.acc_bits)
-        + (param_rom_parts(pe, w.param_bits, nf) - 1) * clog2(nf)
-        + pe * (w.param_bits + second_product_bits(w)),
+                              + (not group_output) * 3 * enable_copies(nf * pe * w.out_bits))
+        + (param_rom_parts(pe, w.param_bits, nf) - 1) * clog2(nf),
     }
 
 

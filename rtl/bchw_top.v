@@ -1241,174 +1241,122 @@ module \bchw_top.engine0 (s__valid, clk, rst, s__ready, m__valid, m__payload, m_
   wire [19:0] \$133 ;
   wire \$134 ;
   wire \$135 ;
-  wire [18:0] \$136 ;
-  wire [19:0] \$137 ;
-  wire [18:0] \$138 ;
-  wire [19:0] \$139 ;
+  wire \$136 ;
+  wire \$137 ;
+  wire \$138 ;
+  wire \$139 ;
   wire \$14 ;
-  wire [18:0] \$140 ;
-  wire [19:0] \$141 ;
-  wire [18:0] \$142 ;
-  wire [19:0] \$143 ;
-  wire [18:0] \$144 ;
-  wire [19:0] \$145 ;
-  wire [18:0] \$146 ;
-  wire [19:0] \$147 ;
-  wire [18:0] \$148 ;
-  wire [19:0] \$149 ;
+  wire \$140 ;
+  wire [2:0] \$141 ;
+  wire \$142 ;
+  wire \$143 ;
+  wire \$144 ;
+  wire \$145 ;
+  wire \$146 ;
+  wire \$147 ;
+  wire \$148 ;
+  wire \$149 ;
   wire \$15 ;
-  wire [18:0] \$150 ;
-  wire [19:0] \$151 ;
-  wire [18:0] \$152 ;
-  wire [19:0] \$153 ;
-  wire [18:0] \$154 ;
-  wire [19:0] \$155 ;
-  wire [18:0] \$156 ;
-  wire [19:0] \$157 ;
-  wire [18:0] \$158 ;
-  wire [19:0] \$159 ;
+  wire \$150 ;
+  wire \$151 ;
+  wire \$152 ;
+  wire [2:0] \$153 ;
+  wire \$154 ;
+  wire \$155 ;
+  wire \$156 ;
+  wire \$157 ;
+  reg \$158 ;
+  reg [8:0] \$159 ;
   wire \$16 ;
-  wire [18:0] \$160 ;
-  wire [19:0] \$161 ;
-  wire [18:0] \$162 ;
-  wire [19:0] \$163 ;
-  wire [18:0] \$164 ;
-  wire [19:0] \$165 ;
-  wire [18:0] \$166 ;
-  wire [19:0] \$167 ;
-  wire \$168 ;
-  wire \$169 ;
+  reg [4:0] \$160 ;
+  reg [3:0] \$161 ;
+  reg \$162 ;
+  reg \$163 ;
+  reg [1:0] \$164 ;
+  reg \$165 ;
+  reg [4:0] \$166 ;
+  reg \$167 ;
+  reg \$168 ;
+  reg \$169 ;
   wire \$17 ;
-  wire \$170 ;
-  wire \$171 ;
-  wire \$172 ;
-  wire \$173 ;
-  wire \$174 ;
-  wire [2:0] \$175 ;
-  wire \$176 ;
-  wire \$177 ;
-  wire \$178 ;
-  wire \$179 ;
+  wire [223:0] \$170 ;
+  wire [223:0] \$171 ;
+  wire [447:0] \$172 ;
+  wire [447:0] \$173 ;
+  reg [7:0] \$174 ;
+  reg [7:0] \$175 ;
+  reg [7:0] \$176 ;
+  reg [7:0] \$177 ;
+  reg [7:0] \$178 ;
+  reg [7:0] \$179 ;
   wire \$18 ;
-  wire \$180 ;
-  wire \$181 ;
-  wire \$182 ;
-  wire \$183 ;
-  wire \$184 ;
-  wire \$185 ;
-  wire \$186 ;
-  wire [2:0] \$187 ;
-  wire \$188 ;
-  wire \$189 ;
+  reg [7:0] \$180 ;
+  reg [7:0] \$181 ;
+  reg [7:0] \$182 ;
+  reg [3:0] \$183 ;
+  reg [3:0] \$184 ;
+  reg [3:0] \$185 ;
+  reg [3:0] \$186 ;
+  reg [3:0] \$187 ;
+  reg [3:0] \$188 ;
+  reg [3:0] \$189 ;
   wire \$19 ;
-  wire \$190 ;
-  wire \$191 ;
-  reg \$192 ;
-  reg [8:0] \$193 ;
-  reg [4:0] \$194 ;
+  reg [3:0] \$190 ;
+  reg [3:0] \$191 ;
+  reg [3:0] \$192 ;
+  reg [3:0] \$193 ;
+  reg [3:0] \$194 ;
   reg [3:0] \$195 ;
-  reg \$196 ;
-  reg \$197 ;
-  reg [1:0] \$198 ;
-  reg \$199 ;
+  reg [3:0] \$196 ;
+  reg [3:0] \$197 ;
+  reg [3:0] \$198 ;
+  reg [3:0] \$199 ;
   wire \$2 ;
   wire [5:0] \$20 ;
-  reg [4:0] \$200 ;
-  reg \$201 ;
-  reg \$202 ;
-  reg \$203 ;
-  wire [223:0] \$204 ;
-  wire [223:0] \$205 ;
-  wire [447:0] \$206 ;
-  wire [447:0] \$207 ;
-  reg [7:0] \$208 ;
-  reg [7:0] \$209 ;
+  reg [3:0] \$200 ;
+  reg [3:0] \$201 ;
+  reg [3:0] \$202 ;
+  reg [3:0] \$203 ;
+  reg [3:0] \$204 ;
+  wire [975:0] \$205 ;
+  wire [975:0] \$206 ;
+  reg \$207 ;
+  reg \$208 ;
+  reg [18:0] \$209 ;
   wire [5:0] \$21 ;
-  reg [7:0] \$210 ;
-  reg [7:0] \$211 ;
-  reg [7:0] \$212 ;
-  reg [7:0] \$213 ;
-  reg [7:0] \$214 ;
-  reg [7:0] \$215 ;
-  reg [7:0] \$216 ;
-  reg [3:0] \$217 ;
-  reg [3:0] \$218 ;
-  reg [3:0] \$219 ;
+  reg [18:0] \$210 ;
+  reg [18:0] \$211 ;
+  reg [18:0] \$212 ;
+  reg [18:0] \$213 ;
+  reg [18:0] \$214 ;
+  reg [18:0] \$215 ;
+  reg [18:0] \$216 ;
+  reg [18:0] \$217 ;
+  reg [18:0] \$218 ;
+  reg [18:0] \$219 ;
   wire [5:0] \$22 ;
-  reg [3:0] \$220 ;
-  reg [3:0] \$221 ;
-  reg [3:0] \$222 ;
-  reg [3:0] \$223 ;
-  reg [3:0] \$224 ;
-  reg [3:0] \$225 ;
-  reg [3:0] \$226 ;
-  reg [3:0] \$227 ;
-  reg [3:0] \$228 ;
-  reg [3:0] \$229 ;
+  reg [18:0] \$220 ;
+  reg [18:0] \$221 ;
+  reg [18:0] \$222 ;
+  reg [18:0] \$223 ;
+  reg [18:0] \$224 ;
+  reg \$225 ;
+  reg \$226 ;
+  reg \$227 ;
+  reg \$228 ;
+  reg \$229 ;
   wire [5:0] \$23 ;
-  reg [3:0] \$230 ;
-  reg [3:0] \$231 ;
-  reg [3:0] \$232 ;
-  reg [3:0] \$233 ;
-  reg [3:0] \$234 ;
-  reg [3:0] \$235 ;
-  reg [3:0] \$236 ;
-  reg [3:0] \$237 ;
-  reg [3:0] \$238 ;
-  wire [975:0] \$239 ;
+  reg \$230 ;
+  reg [128:0] \$231 ;
+  reg [128:0] \$232 ;
+  reg [1:0] \$233 ;
+  reg \$234 ;
+  reg \$235 ;
   wire \$24 ;
-  wire [975:0] \$240 ;
-  reg \$241 ;
-  reg \$242 ;
-  reg [18:0] \$243 ;
-  reg [18:0] \$244 ;
-  reg [18:0] \$245 ;
-  reg [18:0] \$246 ;
-  reg [18:0] \$247 ;
-  reg [18:0] \$248 ;
-  reg [18:0] \$249 ;
   wire \$25 ;
-  reg [18:0] \$250 ;
-  reg [18:0] \$251 ;
-  reg [18:0] \$252 ;
-  reg [18:0] \$253 ;
-  reg [18:0] \$254 ;
-  reg [18:0] \$255 ;
-  reg [18:0] \$256 ;
-  reg [18:0] \$257 ;
-  reg [18:0] \$258 ;
-  reg [18:0] \$259 ;
   wire \$26 ;
-  reg [18:0] \$260 ;
-  reg [18:0] \$261 ;
-  reg [18:0] \$262 ;
-  reg [18:0] \$263 ;
-  reg [18:0] \$264 ;
-  reg [18:0] \$265 ;
-  reg [18:0] \$266 ;
-  reg [18:0] \$267 ;
-  reg [18:0] \$268 ;
-  reg [18:0] \$269 ;
   wire \$27 ;
-  reg [18:0] \$270 ;
-  reg [18:0] \$271 ;
-  reg [18:0] \$272 ;
-  reg [18:0] \$273 ;
-  reg [18:0] \$274 ;
-  reg \$275 ;
-  reg \$276 ;
-  reg \$277 ;
-  reg \$278 ;
-  reg \$279 ;
   wire \$28 ;
-  reg \$280 ;
-  reg \$281 ;
-  reg \$282 ;
-  reg [128:0] \$283 ;
-  reg [128:0] \$284 ;
-  reg [1:0] \$285 ;
-  reg \$286 ;
-  reg \$287 ;
   wire [4:0] \$29 ;
   wire \$3 ;
   wire [4:0] \$30 ;
@@ -1504,56 +1452,40 @@ module \bchw_top.engine0 (s__valid, clk, rst, s__ready, m__valid, m__payload, m_
   reg [18:0] \acc$209  = 19'h00000;
   reg [18:0] \acc$215  = 19'h00000;
   reg [18:0] \acc$221  = 19'h00000;
-  reg [18:0] acc0 = 19'h00000;
-  reg [18:0] acc1 = 19'h00000;
-  reg [18:0] acc10 = 19'h00000;
-  reg [18:0] acc11 = 19'h00000;
-  reg [18:0] acc12 = 19'h00000;
-  reg [18:0] acc13 = 19'h00000;
-  reg [18:0] acc14 = 19'h00000;
-  reg [18:0] acc15 = 19'h00000;
-  reg [18:0] acc2 = 19'h00000;
-  reg [18:0] acc3 = 19'h00000;
-  reg [18:0] acc4 = 19'h00000;
-  reg [18:0] acc5 = 19'h00000;
-  reg [18:0] acc6 = 19'h00000;
-  reg [18:0] acc7 = 19'h00000;
-  reg [18:0] acc8 = 19'h00000;
-  reg [18:0] acc9 = 19'h00000;
+  (* init = 19'h00000 *)
+  wire [18:0] acc0;
+  (* init = 19'h00000 *)
+  wire [18:0] acc1;
+  (* init = 19'h00000 *)
+  wire [18:0] acc10;
+  (* init = 19'h00000 *)
+  wire [18:0] acc11;
+  (* init = 19'h00000 *)
+  wire [18:0] acc12;
+  (* init = 19'h00000 *)
+  wire [18:0] acc13;
+  (* init = 19'h00000 *)
+  wire [18:0] acc14;
+  (* init = 19'h00000 *)
+  wire [18:0] acc15;
+  (* init = 19'h00000 *)
+  wire [18:0] acc2;
+  (* init = 19'h00000 *)
+  wire [18:0] acc3;
+  (* init = 19'h00000 *)
+  wire [18:0] acc4;
+  (* init = 19'h00000 *)
+  wire [18:0] acc5;
+  (* init = 19'h00000 *)
+  wire [18:0] acc6;
+  (* init = 19'h00000 *)
+  wire [18:0] acc7;
+  (* init = 19'h00000 *)
+  wire [18:0] acc8;
+  (* init = 19'h00000 *)
+  wire [18:0] acc9;
   reg acc_end = 1'h0;
   reg acc_valid = 1'h0;
-  (* init = 19'h00000 *)
-  wire [18:0] accq0;
-  (* init = 19'h00000 *)
-  wire [18:0] accq1;
-  (* init = 19'h00000 *)
-  wire [18:0] accq10;
-  (* init = 19'h00000 *)
-  wire [18:0] accq11;
-  (* init = 19'h00000 *)
-  wire [18:0] accq12;
-  (* init = 19'h00000 *)
-  wire [18:0] accq13;
-  (* init = 19'h00000 *)
-  wire [18:0] accq14;
-  (* init = 19'h00000 *)
-  wire [18:0] accq15;
-  (* init = 19'h00000 *)
-  wire [18:0] accq2;
-  (* init = 19'h00000 *)
-  wire [18:0] accq3;
-  (* init = 19'h00000 *)
-  wire [18:0] accq4;
-  (* init = 19'h00000 *)
-  wire [18:0] accq5;
-  (* init = 19'h00000 *)
-  wire [18:0] accq6;
-  (* init = 19'h00000 *)
-  wire [18:0] accq7;
-  (* init = 19'h00000 *)
-  wire [18:0] accq8;
-  (* init = 19'h00000 *)
-  wire [18:0] accq9;
   reg [8:0] addr = 9'h000;
   (* keep = 32'd1 *)
   reg [3:0] \addr$100  = 4'h0;
@@ -1795,11 +1727,9 @@ module \bchw_top.engine0 (s__valid, clk, rst, s__ready, m__valid, m__payload, m_
   wire [7:0] \q$247 ;
   reg qe_d0 = 1'h0;
   reg qe_d1 = 1'h0;
-  reg qe_d2 = 1'h0;
   reg qe_last_d0 = 1'h0;
   reg qv_d0 = 1'h0;
   reg qv_d1 = 1'h0;
-  reg qv_d2 = 1'h0;
   reg qv_last_d0 = 1'h0;
   wire [5:0] read__addr;
   wire [223:0] read__data;
@@ -1837,21 +1767,21 @@ module \bchw_top.engine0 (s__valid, clk, rst, s__ready, m__valid, m__payload, m_
   wire [8:0] step;
   wire [8:0] step_next;
   wire [13:0] sum;
+  wire [13:0] \sum$294 ;
+  wire [13:0] \sum$295 ;
   wire [13:0] \sum$296 ;
+  wire [13:0] \sum$297 ;
   wire [13:0] \sum$298 ;
+  wire [13:0] \sum$299 ;
   wire [13:0] \sum$300 ;
+  wire [13:0] \sum$301 ;
   wire [13:0] \sum$302 ;
+  wire [13:0] \sum$303 ;
   wire [13:0] \sum$304 ;
+  wire [13:0] \sum$305 ;
   wire [13:0] \sum$306 ;
+  wire [13:0] \sum$307 ;
   wire [13:0] \sum$308 ;
-  wire [13:0] \sum$310 ;
-  wire [13:0] \sum$312 ;
-  wire [13:0] \sum$314 ;
-  wire [13:0] \sum$316 ;
-  wire [13:0] \sum$318 ;
-  wire [13:0] \sum$320 ;
-  wire [13:0] \sum$322 ;
-  wire [13:0] \sum$324 ;
   wire [27:0] w;
   wire [27:0] \w$38 ;
   wire [27:0] \w$41 ;
@@ -2073,287 +2003,218 @@ module \bchw_top.engine0 (s__valid, clk, rst, s__ready, m__valid, m__payload, m_
   assign \$99  = sfc == 5'h1b;
   assign \$100  = ft_d0[0] & ft_d0[2];
   assign \$101  = ft_d0[0] & ft_d0[3];
-  assign \$102  = ft_d0[1] ? 19'h00000 : acc0;
+  assign \$102  = ft_d0[1] ? 19'h00000 : acc;
   assign \$103  = $signed(\$102 ) + $signed(sum);
-  assign \$104  = ft_d0[1] ? 19'h00000 : acc1;
-  assign \$105  = $signed(\$104 ) + $signed(\sum$296 );
-  assign \$106  = ft_d0[1] ? 19'h00000 : acc2;
-  assign \$107  = $signed(\$106 ) + $signed(\sum$298 );
-  assign \$108  = ft_d0[1] ? 19'h00000 : acc3;
-  assign \$109  = $signed(\$108 ) + $signed(\sum$300 );
-  assign \$110  = ft_d0[1] ? 19'h00000 : acc4;
-  assign \$111  = $signed(\$110 ) + $signed(\sum$302 );
-  assign \$112  = ft_d0[1] ? 19'h00000 : acc5;
-  assign \$113  = $signed(\$112 ) + $signed(\sum$304 );
-  assign \$114  = ft_d0[1] ? 19'h00000 : acc6;
-  assign \$115  = $signed(\$114 ) + $signed(\sum$306 );
-  assign \$116  = ft_d0[1] ? 19'h00000 : acc7;
-  assign \$117  = $signed(\$116 ) + $signed(\sum$308 );
-  assign \$118  = ft_d0[1] ? 19'h00000 : acc8;
-  assign \$119  = $signed(\$118 ) + $signed(\sum$310 );
-  assign \$120  = ft_d0[1] ? 19'h00000 : acc9;
-  assign \$121  = $signed(\$120 ) + $signed(\sum$312 );
-  assign \$122  = ft_d0[1] ? 19'h00000 : acc10;
-  assign \$123  = $signed(\$122 ) + $signed(\sum$314 );
-  assign \$124  = ft_d0[1] ? 19'h00000 : acc11;
-  assign \$125  = $signed(\$124 ) + $signed(\sum$316 );
-  assign \$126  = ft_d0[1] ? 19'h00000 : acc12;
-  assign \$127  = $signed(\$126 ) + $signed(\sum$318 );
-  assign \$128  = ft_d0[1] ? 19'h00000 : acc13;
-  assign \$129  = $signed(\$128 ) + $signed(\sum$320 );
-  assign \$130  = ft_d0[1] ? 19'h00000 : acc14;
-  assign \$131  = $signed(\$130 ) + $signed(\sum$322 );
-  assign \$132  = ft_d0[1] ? 19'h00000 : acc15;
-  assign \$133  = $signed(\$132 ) + $signed(\sum$324 );
-  assign \$135  = \$134  & ft_d0[2];
-  assign \$136  = ft_d0[1] ? 19'h00000 : acc0;
-  assign \$137  = $signed(\$136 ) + $signed(sum);
-  assign \$138  = ft_d0[1] ? 19'h00000 : acc1;
-  assign \$139  = $signed(\$138 ) + $signed(\sum$296 );
-  assign \$140  = ft_d0[1] ? 19'h00000 : acc2;
-  assign \$141  = $signed(\$140 ) + $signed(\sum$298 );
-  assign \$142  = ft_d0[1] ? 19'h00000 : acc3;
-  assign \$143  = $signed(\$142 ) + $signed(\sum$300 );
-  assign \$144  = ft_d0[1] ? 19'h00000 : acc4;
-  assign \$145  = $signed(\$144 ) + $signed(\sum$302 );
-  assign \$146  = ft_d0[1] ? 19'h00000 : acc5;
-  assign \$147  = $signed(\$146 ) + $signed(\sum$304 );
-  assign \$148  = ft_d0[1] ? 19'h00000 : acc6;
-  assign \$149  = $signed(\$148 ) + $signed(\sum$306 );
-  assign \$150  = ft_d0[1] ? 19'h00000 : acc7;
-  assign \$151  = $signed(\$150 ) + $signed(\sum$308 );
-  assign \$152  = ft_d0[1] ? 19'h00000 : acc8;
-  assign \$153  = $signed(\$152 ) + $signed(\sum$310 );
-  assign \$154  = ft_d0[1] ? 19'h00000 : acc9;
-  assign \$155  = $signed(\$154 ) + $signed(\sum$312 );
-  assign \$156  = ft_d0[1] ? 19'h00000 : acc10;
-  assign \$157  = $signed(\$156 ) + $signed(\sum$314 );
-  assign \$158  = ft_d0[1] ? 19'h00000 : acc11;
-  assign \$159  = $signed(\$158 ) + $signed(\sum$316 );
-  assign \$160  = ft_d0[1] ? 19'h00000 : acc12;
-  assign \$161  = $signed(\$160 ) + $signed(\sum$318 );
-  assign \$162  = ft_d0[1] ? 19'h00000 : acc13;
-  assign \$163  = $signed(\$162 ) + $signed(\sum$320 );
-  assign \$164  = ft_d0[1] ? 19'h00000 : acc14;
-  assign \$165  = $signed(\$164 ) + $signed(\sum$322 );
-  assign \$166  = ft_d0[1] ? 19'h00000 : acc15;
-  assign \$167  = $signed(\$166 ) + $signed(\sum$324 );
-  assign \$168  = | count;
-  assign \$169  = ~ \$168 ;
-  assign \$170  = enter & \$169 ;
-  assign \$171  = ~ \$170 ;
-  assign \$172  = qv_last_d0 & \$171 ;
-  assign \$173  = | count;
-  assign \$174  = enter & \$173 ;
-  assign \$175  = count - \$174 ;
-  assign \$176  = ! \$175 ;
-  assign \$177  = \$172  & \$176 ;
-  assign \$178  = | count;
-  assign \$179  = enter & \$178 ;
-  assign \$180  = | count;
-  assign \$181  = ~ \$180 ;
-  assign \$182  = enter & \$181 ;
-  assign \$183  = ~ \$182 ;
-  assign \$184  = qv_last_d0 & \$183 ;
-  assign \$185  = | count;
-  assign \$186  = enter & \$185 ;
-  assign \$187  = count - \$186 ;
-  assign \$188  = \$187  == 1'h1;
-  assign \$189  = \$184  & \$188 ;
-  assign \$190  = | count;
-  assign \$191  = enter & \$190 ;
+  assign \$104  = ft_d0[1] ? 19'h00000 : \acc$137 ;
+  assign \$105  = $signed(\$104 ) + $signed(\sum$294 );
+  assign \$106  = ft_d0[1] ? 19'h00000 : \acc$143 ;
+  assign \$107  = $signed(\$106 ) + $signed(\sum$295 );
+  assign \$108  = ft_d0[1] ? 19'h00000 : \acc$149 ;
+  assign \$109  = $signed(\$108 ) + $signed(\sum$296 );
+  assign \$110  = ft_d0[1] ? 19'h00000 : \acc$155 ;
+  assign \$111  = $signed(\$110 ) + $signed(\sum$297 );
+  assign \$112  = ft_d0[1] ? 19'h00000 : \acc$161 ;
+  assign \$113  = $signed(\$112 ) + $signed(\sum$298 );
+  assign \$114  = ft_d0[1] ? 19'h00000 : \acc$167 ;
+  assign \$115  = $signed(\$114 ) + $signed(\sum$299 );
+  assign \$116  = ft_d0[1] ? 19'h00000 : \acc$173 ;
+  assign \$117  = $signed(\$116 ) + $signed(\sum$300 );
+  assign \$118  = ft_d0[1] ? 19'h00000 : \acc$179 ;
+  assign \$119  = $signed(\$118 ) + $signed(\sum$301 );
+  assign \$120  = ft_d0[1] ? 19'h00000 : \acc$185 ;
+  assign \$121  = $signed(\$120 ) + $signed(\sum$302 );
+  assign \$122  = ft_d0[1] ? 19'h00000 : \acc$191 ;
+  assign \$123  = $signed(\$122 ) + $signed(\sum$303 );
+  assign \$124  = ft_d0[1] ? 19'h00000 : \acc$197 ;
+  assign \$125  = $signed(\$124 ) + $signed(\sum$304 );
+  assign \$126  = ft_d0[1] ? 19'h00000 : \acc$203 ;
+  assign \$127  = $signed(\$126 ) + $signed(\sum$305 );
+  assign \$128  = ft_d0[1] ? 19'h00000 : \acc$209 ;
+  assign \$129  = $signed(\$128 ) + $signed(\sum$306 );
+  assign \$130  = ft_d0[1] ? 19'h00000 : \acc$215 ;
+  assign \$131  = $signed(\$130 ) + $signed(\sum$307 );
+  assign \$132  = ft_d0[1] ? 19'h00000 : \acc$221 ;
+  assign \$133  = $signed(\$132 ) + $signed(\sum$308 );
+  assign \$134  = | count;
+  assign \$135  = ~ \$134 ;
+  assign \$136  = enter & \$135 ;
+  assign \$137  = ~ \$136 ;
+  assign \$138  = qv_last_d0 & \$137 ;
+  assign \$139  = | count;
+  assign \$140  = enter & \$139 ;
+  assign \$141  = count - \$140 ;
+  assign \$142  = ! \$141 ;
+  assign \$143  = \$138  & \$142 ;
+  assign \$144  = | count;
+  assign \$145  = enter & \$144 ;
+  assign \$146  = | count;
+  assign \$147  = ~ \$146 ;
+  assign \$148  = enter & \$147 ;
+  assign \$149  = ~ \$148 ;
+  assign \$150  = qv_last_d0 & \$149 ;
+  assign \$151  = | count;
+  assign \$152  = enter & \$151 ;
+  assign \$153  = count - \$152 ;
+  assign \$154  = \$153  == 1'h1;
+  assign \$155  = \$150  & \$154 ;
+  assign \$156  = | count;
+  assign \$157  = enter & \$156 ;
   always @(posedge clk)
-    busy <= \$192 ;
+    busy <= \$158 ;
   always @(posedge clk)
-    addr <= \$193 ;
+    addr <= \$159 ;
   always @(posedge clk)
-    sfc <= \$194 ;
+    sfc <= \$160 ;
   always @(posedge clk)
-    nfc <= \$195 ;
+    nfc <= \$161 ;
   always @(posedge clk)
-    last_step <= \$196 ;
+    last_step <= \$162 ;
   always @(posedge clk)
-    ready <= \$197 ;
+    ready <= \$163 ;
   always @(posedge clk)
-    credits <= \$198 ;
+    credits <= \$164 ;
   always @(posedge clk)
-    issue <= \$199 ;
+    issue <= \$165 ;
   always @(posedge clk)
-    word <= \$200 ;
+    word <= \$166 ;
   always @(posedge clk)
-    write_bank <= \$201 ;
+    write_bank <= \$167 ;
   always @(posedge clk)
-    read_bank <= \$202 ;
+    read_bank <= \$168 ;
   always @(posedge clk)
-    \$signal  <= \$203 ;
+    \$signal  <= \$169 ;
   always @(posedge clk)
-    xmem_d0 <= \$204 ;
+    xmem_d0 <= \$170 ;
   always @(posedge clk)
-    x <= \$205 ;
+    x <= \$171 ;
   always @(posedge clk)
-    wdata_d0 <= \$206 ;
+    wdata_d0 <= \$172 ;
   always @(posedge clk)
-    wdata_d1 <= \$207 ;
+    wdata_d1 <= \$173 ;
   always @(posedge clk)
-    f1_d0 <= \$208 ;
+    f1_d0 <= \$174 ;
   always @(posedge clk)
-    f1_d1 <= \$209 ;
+    f1_d1 <= \$175 ;
   always @(posedge clk)
-    f1_d2 <= \$210 ;
+    f1_d2 <= \$176 ;
   always @(posedge clk)
-    fp_d0 <= \$211 ;
+    fp_d0 <= \$177 ;
   always @(posedge clk)
-    fp_d1 <= \$212 ;
+    fp_d1 <= \$178 ;
   always @(posedge clk)
-    fp_d2 <= \$213 ;
+    fp_d2 <= \$179 ;
   always @(posedge clk)
-    fp_d3 <= \$214 ;
+    fp_d3 <= \$180 ;
   always @(posedge clk)
-    fp_d4 <= \$215 ;
+    fp_d4 <= \$181 ;
   always @(posedge clk)
-    ft_d0 <= \$216 ;
+    ft_d0 <= \$182 ;
   always @(posedge clk)
-    paddr_d0 <= \$217 ;
+    paddr_d0 <= \$183 ;
   always @(posedge clk)
-    paddr_d1 <= \$218 ;
+    paddr_d1 <= \$184 ;
   always @(posedge clk)
-    paddr_d2 <= \$219 ;
+    paddr_d2 <= \$185 ;
   always @(posedge clk)
-    paddr_d3 <= \$220 ;
+    paddr_d3 <= \$186 ;
   always @(posedge clk)
-    paddr_d4 <= \$221 ;
+    paddr_d4 <= \$187 ;
   always @(posedge clk)
-    paddr_d5 <= \$222 ;
+    paddr_d5 <= \$188 ;
   always @(posedge clk)
-    \addr$82  <= \$223 ;
+    \addr$82  <= \$189 ;
   always @(posedge clk)
-    \addr$85  <= \$224 ;
+    \addr$85  <= \$190 ;
   always @(posedge clk)
-    \addr$88  <= \$225 ;
+    \addr$88  <= \$191 ;
   always @(posedge clk)
-    \addr$91  <= \$226 ;
+    \addr$91  <= \$192 ;
   always @(posedge clk)
-    \addr$94  <= \$227 ;
+    \addr$94  <= \$193 ;
   always @(posedge clk)
-    \addr$97  <= \$228 ;
+    \addr$97  <= \$194 ;
   always @(posedge clk)
-    \addr$100  <= \$229 ;
+    \addr$100  <= \$195 ;
   always @(posedge clk)
-    \addr$103  <= \$230 ;
+    \addr$103  <= \$196 ;
   always @(posedge clk)
-    \addr$106  <= \$231 ;
+    \addr$106  <= \$197 ;
   always @(posedge clk)
-    \addr$109  <= \$232 ;
+    \addr$109  <= \$198 ;
   always @(posedge clk)
-    \addr$112  <= \$233 ;
+    \addr$112  <= \$199 ;
   always @(posedge clk)
-    \addr$115  <= \$234 ;
+    \addr$115  <= \$200 ;
   always @(posedge clk)
-    \addr$118  <= \$235 ;
+    \addr$118  <= \$201 ;
   always @(posedge clk)
-    \addr$121  <= \$236 ;
+    \addr$121  <= \$202 ;
   always @(posedge clk)
-    \addr$124  <= \$237 ;
+    \addr$124  <= \$203 ;
   always @(posedge clk)
-    \addr$127  <= \$238 ;
+    \addr$127  <= \$204 ;
   always @(posedge clk)
-    params_d0 <= \$239 ;
+    params_d0 <= \$205 ;
   always @(posedge clk)
-    params_d1 <= \$240 ;
+    params_d1 <= \$206 ;
   always @(posedge clk)
-    acc_valid <= \$241 ;
+    acc_valid <= \$207 ;
   always @(posedge clk)
-    acc_end <= \$242 ;
+    acc_end <= \$208 ;
   always @(posedge clk)
-    acc0 <= \$243 ;
+    acc <= \$209 ;
   always @(posedge clk)
-    acc1 <= \$244 ;
+    \acc$137  <= \$210 ;
   always @(posedge clk)
-    acc2 <= \$245 ;
+    \acc$143  <= \$211 ;
   always @(posedge clk)
-    acc3 <= \$246 ;
+    \acc$149  <= \$212 ;
   always @(posedge clk)
-    acc4 <= \$247 ;
+    \acc$155  <= \$213 ;
   always @(posedge clk)
-    acc5 <= \$248 ;
+    \acc$161  <= \$214 ;
   always @(posedge clk)
-    acc6 <= \$249 ;
+    \acc$167  <= \$215 ;
   always @(posedge clk)
-    acc7 <= \$250 ;
+    \acc$173  <= \$216 ;
   always @(posedge clk)
-    acc8 <= \$251 ;
+    \acc$179  <= \$217 ;
   always @(posedge clk)
-    acc9 <= \$252 ;
+    \acc$185  <= \$218 ;
   always @(posedge clk)
-    acc10 <= \$253 ;
+    \acc$191  <= \$219 ;
   always @(posedge clk)
-    acc11 <= \$254 ;
+    \acc$197  <= \$220 ;
   always @(posedge clk)
-    acc12 <= \$255 ;
+    \acc$203  <= \$221 ;
   always @(posedge clk)
-    acc13 <= \$256 ;
+    \acc$209  <= \$222 ;
   always @(posedge clk)
-    acc14 <= \$257 ;
+    \acc$215  <= \$223 ;
   always @(posedge clk)
-    acc15 <= \$258 ;
+    \acc$221  <= \$224 ;
   always @(posedge clk)
-    acc <= \$259 ;
+    qv_d0 <= \$225 ;
   always @(posedge clk)
-    \acc$137  <= \$260 ;
+    qv_d1 <= \$226 ;
   always @(posedge clk)
-    \acc$143  <= \$261 ;
+    qe_d0 <= \$227 ;
   always @(posedge clk)
-    \acc$149  <= \$262 ;
+    qe_d1 <= \$228 ;
   always @(posedge clk)
-    \acc$155  <= \$263 ;
+    qv_last_d0 <= \$229 ;
   always @(posedge clk)
-    \acc$161  <= \$264 ;
+    qe_last_d0 <= \$230 ;
   always @(posedge clk)
-    \acc$167  <= \$265 ;
+    skid0 <= \$231 ;
   always @(posedge clk)
-    \acc$173  <= \$266 ;
+    skid1 <= \$232 ;
   always @(posedge clk)
-    \acc$179  <= \$267 ;
+    count <= \$233 ;
   always @(posedge clk)
-    \acc$185  <= \$268 ;
+    credit_back_d0 <= \$234 ;
   always @(posedge clk)
-    \acc$191  <= \$269 ;
-  always @(posedge clk)
-    \acc$197  <= \$270 ;
-  always @(posedge clk)
-    \acc$203  <= \$271 ;
-  always @(posedge clk)
-    \acc$209  <= \$272 ;
-  always @(posedge clk)
-    \acc$215  <= \$273 ;
-  always @(posedge clk)
-    \acc$221  <= \$274 ;
-  always @(posedge clk)
-    qv_d0 <= \$275 ;
-  always @(posedge clk)
-    qv_d1 <= \$276 ;
-  always @(posedge clk)
-    qv_d2 <= \$277 ;
-  always @(posedge clk)
-    qe_d0 <= \$278 ;
-  always @(posedge clk)
-    qe_d1 <= \$279 ;
-  always @(posedge clk)
-    qe_d2 <= \$280 ;
-  always @(posedge clk)
-    qv_last_d0 <= \$281 ;
-  always @(posedge clk)
-    qe_last_d0 <= \$282 ;
-  always @(posedge clk)
-    skid0 <= \$283 ;
-  always @(posedge clk)
-    skid1 <= \$284 ;
-  always @(posedge clk)
-    count <= \$285 ;
-  always @(posedge clk)
-    credit_back_d0 <= \$286 ;
-  always @(posedge clk)
-    credit_back <= \$287 ;
+    credit_back <= \$235 ;
   \bchw_top.engine0.params0  params0 (
     .addr(\addr$82 ),
     .clk(clk),
@@ -2437,112 +2298,112 @@ module \bchw_top.engine0 (s__valid, clk, rst, s__ready, m__valid, m__payload, m_
   \bchw_top.engine0.requant0  requant0 (
     .acc(acc),
     .clk(clk),
-    .\port$5249$0 (params_d1[60:0]),
+    .\port$5117$0 (params_d1[60:0]),
     .q(q),
     .rst(rst)
   );
   \bchw_top.engine0.requant1  requant1 (
     .acc(\acc$137 ),
     .clk(clk),
-    .\port$5249$61 (params_d1[121:61]),
+    .\port$5117$61 (params_d1[121:61]),
     .q(\q$233 ),
     .rst(rst)
   );
   \bchw_top.engine0.requant10  requant10 (
     .acc(\acc$191 ),
     .clk(clk),
-    .\port$5249$610 (params_d1[670:610]),
+    .\port$5117$610 (params_d1[670:610]),
     .q(\q$242 ),
     .rst(rst)
   );
   \bchw_top.engine0.requant11  requant11 (
     .acc(\acc$197 ),
     .clk(clk),
-    .\port$5249$671 (params_d1[731:671]),
+    .\port$5117$671 (params_d1[731:671]),
     .q(\q$243 ),
     .rst(rst)
   );
   \bchw_top.engine0.requant12  requant12 (
     .acc(\acc$203 ),
     .clk(clk),
-    .\port$5249$732 (params_d1[792:732]),
+    .\port$5117$732 (params_d1[792:732]),
     .q(\q$244 ),
     .rst(rst)
   );
   \bchw_top.engine0.requant13  requant13 (
     .acc(\acc$209 ),
     .clk(clk),
-    .\port$5249$793 (params_d1[853:793]),
+    .\port$5117$793 (params_d1[853:793]),
     .q(\q$245 ),
     .rst(rst)
   );
   \bchw_top.engine0.requant14  requant14 (
     .acc(\acc$215 ),
     .clk(clk),
-    .\port$5249$854 (params_d1[914:854]),
+    .\port$5117$854 (params_d1[914:854]),
     .q(\q$246 ),
     .rst(rst)
   );
   \bchw_top.engine0.requant15  requant15 (
     .acc(\acc$221 ),
     .clk(clk),
-    .\port$5249$915 (params_d1[975:915]),
+    .\port$5117$915 (params_d1[975:915]),
     .q(\q$247 ),
     .rst(rst)
   );
   \bchw_top.engine0.requant2  requant2 (
     .acc(\acc$143 ),
     .clk(clk),
-    .\port$5249$122 (params_d1[182:122]),
+    .\port$5117$122 (params_d1[182:122]),
     .q(\q$234 ),
     .rst(rst)
   );
   \bchw_top.engine0.requant3  requant3 (
     .acc(\acc$149 ),
     .clk(clk),
-    .\port$5249$183 (params_d1[243:183]),
+    .\port$5117$183 (params_d1[243:183]),
     .q(\q$235 ),
     .rst(rst)
   );
   \bchw_top.engine0.requant4  requant4 (
     .acc(\acc$155 ),
     .clk(clk),
-    .\port$5249$244 (params_d1[304:244]),
+    .\port$5117$244 (params_d1[304:244]),
     .q(\q$236 ),
     .rst(rst)
   );
   \bchw_top.engine0.requant5  requant5 (
     .acc(\acc$161 ),
     .clk(clk),
-    .\port$5249$305 (params_d1[365:305]),
+    .\port$5117$305 (params_d1[365:305]),
     .q(\q$237 ),
     .rst(rst)
   );
   \bchw_top.engine0.requant6  requant6 (
     .acc(\acc$167 ),
     .clk(clk),
-    .\port$5249$366 (params_d1[426:366]),
+    .\port$5117$366 (params_d1[426:366]),
     .q(\q$238 ),
     .rst(rst)
   );
   \bchw_top.engine0.requant7  requant7 (
     .acc(\acc$173 ),
     .clk(clk),
-    .\port$5249$427 (params_d1[487:427]),
+    .\port$5117$427 (params_d1[487:427]),
     .q(\q$239 ),
     .rst(rst)
   );
   \bchw_top.engine0.requant8  requant8 (
     .acc(\acc$179 ),
     .clk(clk),
-    .\port$5249$488 (params_d1[548:488]),
+    .\port$5117$488 (params_d1[548:488]),
     .q(\q$240 ),
     .rst(rst)
   );
   \bchw_top.engine0.requant9  requant9 (
     .acc(\acc$185 ),
     .clk(clk),
-    .\port$5249$549 (params_d1[609:549]),
+    .\port$5117$549 (params_d1[609:549]),
     .q(\q$241 ),
     .rst(rst)
   );
@@ -2555,105 +2416,105 @@ module \bchw_top.engine0 (s__valid, clk, rst, s__ready, m__valid, m__payload, m_
   );
   \bchw_top.engine0.tree1  tree1 (
     .clk(clk),
-    .l5_0(\sum$296 ),
+    .l5_0(\sum$294 ),
     .rst(rst),
     .w(wdata_d1[55:28]),
     .x(x)
   );
   \bchw_top.engine0.tree10  tree10 (
     .clk(clk),
-    .l5_0(\sum$314 ),
+    .l5_0(\sum$303 ),
     .rst(rst),
     .w(wdata_d1[307:280]),
     .x(x)
   );
   \bchw_top.engine0.tree11  tree11 (
     .clk(clk),
-    .l5_0(\sum$316 ),
+    .l5_0(\sum$304 ),
     .rst(rst),
     .w(wdata_d1[335:308]),
     .x(x)
   );
   \bchw_top.engine0.tree12  tree12 (
     .clk(clk),
-    .l5_0(\sum$318 ),
+    .l5_0(\sum$305 ),
     .rst(rst),
     .w(wdata_d1[363:336]),
     .x(x)
   );
   \bchw_top.engine0.tree13  tree13 (
     .clk(clk),
-    .l5_0(\sum$320 ),
+    .l5_0(\sum$306 ),
     .rst(rst),
     .w(wdata_d1[391:364]),
     .x(x)
   );
   \bchw_top.engine0.tree14  tree14 (
     .clk(clk),
-    .l5_0(\sum$322 ),
+    .l5_0(\sum$307 ),
     .rst(rst),
     .w(wdata_d1[419:392]),
     .x(x)
   );
   \bchw_top.engine0.tree15  tree15 (
     .clk(clk),
-    .l5_0(\sum$324 ),
+    .l5_0(\sum$308 ),
     .rst(rst),
     .w(wdata_d1[447:420]),
     .x(x)
   );
   \bchw_top.engine0.tree2  tree2 (
     .clk(clk),
-    .l5_0(\sum$298 ),
+    .l5_0(\sum$295 ),
     .rst(rst),
     .w(wdata_d1[83:56]),
     .x(x)
   );
   \bchw_top.engine0.tree3  tree3 (
     .clk(clk),
-    .l5_0(\sum$300 ),
+    .l5_0(\sum$296 ),
     .rst(rst),
     .w(wdata_d1[111:84]),
     .x(x)
   );
   \bchw_top.engine0.tree4  tree4 (
     .clk(clk),
-    .l5_0(\sum$302 ),
+    .l5_0(\sum$297 ),
     .rst(rst),
     .w(wdata_d1[139:112]),
     .x(x)
   );
   \bchw_top.engine0.tree5  tree5 (
     .clk(clk),
-    .l5_0(\sum$304 ),
+    .l5_0(\sum$298 ),
     .rst(rst),
     .w(wdata_d1[167:140]),
     .x(x)
   );
   \bchw_top.engine0.tree6  tree6 (
     .clk(clk),
-    .l5_0(\sum$306 ),
+    .l5_0(\sum$299 ),
     .rst(rst),
     .w(wdata_d1[195:168]),
     .x(x)
   );
   \bchw_top.engine0.tree7  tree7 (
     .clk(clk),
-    .l5_0(\sum$308 ),
+    .l5_0(\sum$300 ),
     .rst(rst),
     .w(wdata_d1[223:196]),
     .x(x)
   );
   \bchw_top.engine0.tree8  tree8 (
     .clk(clk),
-    .l5_0(\sum$310 ),
+    .l5_0(\sum$301 ),
     .rst(rst),
     .w(wdata_d1[251:224]),
     .x(x)
   );
   \bchw_top.engine0.tree9  tree9 (
     .clk(clk),
-    .l5_0(\sum$312 ),
+    .l5_0(\sum$302 ),
     .rst(rst),
     .w(wdata_d1[279:252]),
     .x(x)
@@ -2665,645 +2526,519 @@ module \bchw_top.engine0 (s__valid, clk, rst, s__ready, m__valid, m__payload, m_
   );
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$192  = busy_next;
+    \$158  = busy_next;
     if (rst) begin
-      \$192  = 1'h0;
+      \$158  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$193  = \$11 [8:0];
+    \$159  = \$11 [8:0];
     if (rst) begin
-      \$193  = 9'h000;
+      \$159  = 9'h000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$194  = \$23 [4:0];
+    \$160  = \$23 [4:0];
     if (rst) begin
-      \$194  = 5'h00;
+      \$160  = 5'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$195  = \$32 [3:0];
+    \$161  = \$32 [3:0];
+    if (rst) begin
+      \$161  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$162  = last_step_next;
+    if (rst) begin
+      \$162  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$163  = ready_next;
+    if (rst) begin
+      \$163  = 1'h1;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$164  = \$47 [1:0];
+    if (rst) begin
+      \$164  = 2'h2;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$165  = issue_next;
+    if (rst) begin
+      \$165  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$166  = word;
+    if (\$67 ) begin
+      \$166  = \$81 [4:0];
+    end
+    if (rst) begin
+      \$166  = 5'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$167  = write_bank;
+    if (\$86 ) begin
+      \$167  = \$87 ;
+    end
+    if (rst) begin
+      \$167  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$168  = read_bank;
+    if (\$88 ) begin
+      \$168  = \$89 ;
+    end
+    if (rst) begin
+      \$168  = 1'h1;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$169  = \$97 ;
+    if (rst) begin
+      \$169  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$174  = { nfc, last_step, \$99 , \$98 , issue };
+    if (rst) begin
+      \$174  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$175  = f1_d0;
+    if (rst) begin
+      \$175  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$176  = f1_d1;
+    if (rst) begin
+      \$176  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$177  = f1_d2;
+    if (rst) begin
+      \$177  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$178  = fp_d0;
+    if (rst) begin
+      \$178  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$179  = fp_d1;
+    if (rst) begin
+      \$179  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$180  = fp_d2;
+    if (rst) begin
+      \$180  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$181  = fp_d3;
+    if (rst) begin
+      \$181  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$182  = fp_d4;
+    if (rst) begin
+      \$182  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$183  = nfc;
+    if (rst) begin
+      \$183  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$184  = paddr_d0;
+    if (rst) begin
+      \$184  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$185  = paddr_d1;
+    if (rst) begin
+      \$185  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$186  = paddr_d2;
+    if (rst) begin
+      \$186  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$187  = paddr_d3;
+    if (rst) begin
+      \$187  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$188  = paddr_d4;
+    if (rst) begin
+      \$188  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$189  = paddr_d5;
+    if (rst) begin
+      \$189  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$190  = paddr_d5;
+    if (rst) begin
+      \$190  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$191  = paddr_d5;
+    if (rst) begin
+      \$191  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$192  = paddr_d5;
+    if (rst) begin
+      \$192  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$193  = paddr_d5;
+    if (rst) begin
+      \$193  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$194  = paddr_d5;
+    if (rst) begin
+      \$194  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$195  = paddr_d5;
     if (rst) begin
       \$195  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$196  = last_step_next;
+    \$196  = paddr_d5;
     if (rst) begin
-      \$196  = 1'h0;
+      \$196  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$197  = ready_next;
+    \$197  = paddr_d5;
     if (rst) begin
-      \$197  = 1'h1;
+      \$197  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$198  = \$47 [1:0];
+    \$198  = paddr_d5;
     if (rst) begin
-      \$198  = 2'h2;
+      \$198  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$199  = issue_next;
+    \$199  = paddr_d5;
     if (rst) begin
-      \$199  = 1'h0;
+      \$199  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$200  = word;
-    if (\$67 ) begin
-      \$200  = \$81 [4:0];
-    end
+    \$200  = paddr_d5;
     if (rst) begin
-      \$200  = 5'h00;
+      \$200  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$201  = write_bank;
-    if (\$86 ) begin
-      \$201  = \$87 ;
-    end
+    \$201  = paddr_d5;
     if (rst) begin
-      \$201  = 1'h0;
+      \$201  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$202  = read_bank;
-    if (\$88 ) begin
-      \$202  = \$89 ;
-    end
+    \$202  = paddr_d5;
     if (rst) begin
-      \$202  = 1'h1;
+      \$202  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$203  = \$97 ;
+    \$203  = paddr_d5;
     if (rst) begin
-      \$203  = 1'h0;
+      \$203  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$208  = { nfc, last_step, \$99 , \$98 , issue };
+    \$204  = paddr_d5;
     if (rst) begin
-      \$208  = 8'h00;
+      \$204  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$209  = f1_d0;
+    \$207  = \$100 ;
     if (rst) begin
-      \$209  = 8'h00;
+      \$207  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$210  = f1_d1;
+    \$208  = \$101 ;
     if (rst) begin
-      \$210  = 8'h00;
+      \$208  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$211  = f1_d2;
-    if (rst) begin
-      \$211  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$212  = fp_d0;
-    if (rst) begin
-      \$212  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$213  = fp_d1;
-    if (rst) begin
-      \$213  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$214  = fp_d2;
-    if (rst) begin
-      \$214  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$215  = fp_d3;
-    if (rst) begin
-      \$215  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$216  = fp_d4;
-    if (rst) begin
-      \$216  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$217  = nfc;
-    if (rst) begin
-      \$217  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$218  = paddr_d0;
-    if (rst) begin
-      \$218  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$219  = paddr_d1;
-    if (rst) begin
-      \$219  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$220  = paddr_d2;
-    if (rst) begin
-      \$220  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$221  = paddr_d3;
-    if (rst) begin
-      \$221  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$222  = paddr_d4;
-    if (rst) begin
-      \$222  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$223  = paddr_d5;
-    if (rst) begin
-      \$223  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$224  = paddr_d5;
-    if (rst) begin
-      \$224  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$225  = paddr_d5;
-    if (rst) begin
-      \$225  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$226  = paddr_d5;
-    if (rst) begin
-      \$226  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$227  = paddr_d5;
-    if (rst) begin
-      \$227  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$228  = paddr_d5;
-    if (rst) begin
-      \$228  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$229  = paddr_d5;
-    if (rst) begin
-      \$229  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$230  = paddr_d5;
-    if (rst) begin
-      \$230  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$231  = paddr_d5;
-    if (rst) begin
-      \$231  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$232  = paddr_d5;
-    if (rst) begin
-      \$232  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$233  = paddr_d5;
-    if (rst) begin
-      \$233  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$234  = paddr_d5;
-    if (rst) begin
-      \$234  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$235  = paddr_d5;
-    if (rst) begin
-      \$235  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$236  = paddr_d5;
-    if (rst) begin
-      \$236  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$237  = paddr_d5;
-    if (rst) begin
-      \$237  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$238  = paddr_d5;
-    if (rst) begin
-      \$238  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$241  = \$100 ;
-    if (rst) begin
-      \$241  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$242  = \$101 ;
-    if (rst) begin
-      \$242  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$243  = acc0;
+    \$209  = acc;
     if (ft_d0[0]) begin
-      \$243  = \$103 [18:0];
+      \$209  = \$103 [18:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$244  = acc1;
+    \$210  = \acc$137 ;
     if (ft_d0[0]) begin
-      \$244  = \$105 [18:0];
+      \$210  = \$105 [18:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$245  = acc2;
+    \$211  = \acc$143 ;
     if (ft_d0[0]) begin
-      \$245  = \$107 [18:0];
+      \$211  = \$107 [18:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$246  = acc3;
+    \$212  = \acc$149 ;
     if (ft_d0[0]) begin
-      \$246  = \$109 [18:0];
+      \$212  = \$109 [18:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$247  = acc4;
+    \$213  = \acc$155 ;
     if (ft_d0[0]) begin
-      \$247  = \$111 [18:0];
+      \$213  = \$111 [18:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$248  = acc5;
+    \$214  = \acc$161 ;
     if (ft_d0[0]) begin
-      \$248  = \$113 [18:0];
+      \$214  = \$113 [18:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$249  = acc6;
+    \$215  = \acc$167 ;
     if (ft_d0[0]) begin
-      \$249  = \$115 [18:0];
+      \$215  = \$115 [18:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$250  = acc7;
+    \$216  = \acc$173 ;
     if (ft_d0[0]) begin
-      \$250  = \$117 [18:0];
+      \$216  = \$117 [18:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$251  = acc8;
+    \$217  = \acc$179 ;
     if (ft_d0[0]) begin
-      \$251  = \$119 [18:0];
+      \$217  = \$119 [18:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$252  = acc9;
+    \$218  = \acc$185 ;
     if (ft_d0[0]) begin
-      \$252  = \$121 [18:0];
+      \$218  = \$121 [18:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$253  = acc10;
+    \$219  = \acc$191 ;
     if (ft_d0[0]) begin
-      \$253  = \$123 [18:0];
+      \$219  = \$123 [18:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$254  = acc11;
+    \$220  = \acc$197 ;
     if (ft_d0[0]) begin
-      \$254  = \$125 [18:0];
+      \$220  = \$125 [18:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$255  = acc12;
+    \$221  = \acc$203 ;
     if (ft_d0[0]) begin
-      \$255  = \$127 [18:0];
+      \$221  = \$127 [18:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$256  = acc13;
+    \$222  = \acc$209 ;
     if (ft_d0[0]) begin
-      \$256  = \$129 [18:0];
+      \$222  = \$129 [18:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$257  = acc14;
+    \$223  = \acc$215 ;
     if (ft_d0[0]) begin
-      \$257  = \$131 [18:0];
+      \$223  = \$131 [18:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$258  = acc15;
+    \$224  = \acc$221 ;
     if (ft_d0[0]) begin
-      \$258  = \$133 [18:0];
+      \$224  = \$133 [18:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$259  = acc;
-    if (\$135 ) begin
-      \$259  = \$137 [18:0];
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$260  = \acc$137 ;
-    if (\$135 ) begin
-      \$260  = \$139 [18:0];
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$261  = \acc$143 ;
-    if (\$135 ) begin
-      \$261  = \$141 [18:0];
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$262  = \acc$149 ;
-    if (\$135 ) begin
-      \$262  = \$143 [18:0];
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$263  = \acc$155 ;
-    if (\$135 ) begin
-      \$263  = \$145 [18:0];
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$264  = \acc$161 ;
-    if (\$135 ) begin
-      \$264  = \$147 [18:0];
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$265  = \acc$167 ;
-    if (\$135 ) begin
-      \$265  = \$149 [18:0];
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$266  = \acc$173 ;
-    if (\$135 ) begin
-      \$266  = \$151 [18:0];
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$267  = \acc$179 ;
-    if (\$135 ) begin
-      \$267  = \$153 [18:0];
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$268  = \acc$185 ;
-    if (\$135 ) begin
-      \$268  = \$155 [18:0];
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$269  = \acc$191 ;
-    if (\$135 ) begin
-      \$269  = \$157 [18:0];
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$270  = \acc$197 ;
-    if (\$135 ) begin
-      \$270  = \$159 [18:0];
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$271  = \acc$203 ;
-    if (\$135 ) begin
-      \$271  = \$161 [18:0];
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$272  = \acc$209 ;
-    if (\$135 ) begin
-      \$272  = \$163 [18:0];
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$273  = \acc$215 ;
-    if (\$135 ) begin
-      \$273  = \$165 [18:0];
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$274  = \acc$221 ;
-    if (\$135 ) begin
-      \$274  = \$167 [18:0];
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$275  = acc_valid;
+    \$225  = acc_valid;
     if (rst) begin
-      \$275  = 1'h0;
+      \$225  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$276  = qv_d0;
+    \$226  = qv_d0;
     if (rst) begin
-      \$276  = 1'h0;
+      \$226  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$277  = qv_d1;
+    \$227  = acc_end;
     if (rst) begin
-      \$277  = 1'h0;
+      \$227  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$278  = acc_end;
+    \$228  = qe_d0;
     if (rst) begin
-      \$278  = 1'h0;
+      \$228  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$279  = qe_d0;
+    \$229  = qv_d1;
     if (rst) begin
-      \$279  = 1'h0;
+      \$229  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$280  = qe_d1;
+    \$230  = qe_d1;
     if (rst) begin
-      \$280  = 1'h0;
+      \$230  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$281  = qv_d2;
+    \$231  = skid0;
+    if (\$143 ) begin
+      \$231  = { qe_last_d0, \q$247 , \q$246 , \q$245 , \q$244 , \q$243 , \q$242 , \q$241 , \q$240 , \q$239 , \q$238 , \q$237 , \q$236 , \q$235 , \q$234 , \q$233 , q };
+    end else if (\$145 ) begin
+      \$231  = skid1;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$232  = skid1;
+    if (\$155 ) begin
+      \$232  = { qe_last_d0, \q$247 , \q$246 , \q$245 , \q$244 , \q$243 , \q$242 , \q$241 , \q$240 , \q$239 , \q$238 , \q$237 , \q$236 , \q$235 , \q$234 , \q$233 , q };
+    end else if (\$157 ) begin
+      \$232  = 129'h000000000000000000000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$233  = \$66 [1:0];
     if (rst) begin
-      \$281  = 1'h0;
+      \$233  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$282  = qe_d2;
+    \$234  = enter;
     if (rst) begin
-      \$282  = 1'h0;
+      \$234  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$283  = skid0;
-    if (\$177 ) begin
-      \$283  = { qe_last_d0, \q$247 , \q$246 , \q$245 , \q$244 , \q$243 , \q$242 , \q$241 , \q$240 , \q$239 , \q$238 , \q$237 , \q$236 , \q$235 , \q$234 , \q$233 , q };
-    end else if (\$179 ) begin
-      \$283  = skid1;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$284  = skid1;
-    if (\$189 ) begin
-      \$284  = { qe_last_d0, \q$247 , \q$246 , \q$245 , \q$244 , \q$243 , \q$242 , \q$241 , \q$240 , \q$239 , \q$238 , \q$237 , \q$236 , \q$235 , \q$234 , \q$233 , q };
-    end else if (\$191 ) begin
-      \$284  = 129'h000000000000000000000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$285  = \$66 [1:0];
+    \$235  = credit_back_d0;
     if (rst) begin
-      \$285  = 2'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$286  = enter;
-    if (rst) begin
-      \$286  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$287  = credit_back_d0;
-    if (rst) begin
-      \$287  = 1'h0;
+      \$235  = 1'h0;
     end
   end
   assign en = 1'h1;
@@ -3396,94 +3131,94 @@ module \bchw_top.engine0 (s__valid, clk, rst, s__ready, m__valid, m__payload, m_
   assign \en$126  = 1'h1;
   assign paddr_copy15 = \addr$127 ;
   assign \en$129  = 1'h1;
-  assign accq0 = acc;
+  assign acc0 = acc;
   assign mul = params_d1[17:0];
   assign shift = params_d1[22:18];
   assign bias = params_d1[60:23];
   assign \en$136  = 1'h1;
-  assign accq1 = \acc$137 ;
+  assign acc1 = \acc$137 ;
   assign \mul$139  = params_d1[78:61];
   assign \shift$140  = params_d1[83:79];
   assign \bias$141  = params_d1[121:84];
   assign \en$142  = 1'h1;
-  assign accq2 = \acc$143 ;
+  assign acc2 = \acc$143 ;
   assign \mul$145  = params_d1[139:122];
   assign \shift$146  = params_d1[144:140];
   assign \bias$147  = params_d1[182:145];
   assign \en$148  = 1'h1;
-  assign accq3 = \acc$149 ;
+  assign acc3 = \acc$149 ;
   assign \mul$151  = params_d1[200:183];
   assign \shift$152  = params_d1[205:201];
   assign \bias$153  = params_d1[243:206];
   assign \en$154  = 1'h1;
-  assign accq4 = \acc$155 ;
+  assign acc4 = \acc$155 ;
   assign \mul$157  = params_d1[261:244];
   assign \shift$158  = params_d1[266:262];
   assign \bias$159  = params_d1[304:267];
   assign \en$160  = 1'h1;
-  assign accq5 = \acc$161 ;
+  assign acc5 = \acc$161 ;
   assign \mul$163  = params_d1[322:305];
   assign \shift$164  = params_d1[327:323];
   assign \bias$165  = params_d1[365:328];
   assign \en$166  = 1'h1;
-  assign accq6 = \acc$167 ;
+  assign acc6 = \acc$167 ;
   assign \mul$169  = params_d1[383:366];
   assign \shift$170  = params_d1[388:384];
   assign \bias$171  = params_d1[426:389];
   assign \en$172  = 1'h1;
-  assign accq7 = \acc$173 ;
+  assign acc7 = \acc$173 ;
   assign \mul$175  = params_d1[444:427];
   assign \shift$176  = params_d1[449:445];
   assign \bias$177  = params_d1[487:450];
   assign \en$178  = 1'h1;
-  assign accq8 = \acc$179 ;
+  assign acc8 = \acc$179 ;
   assign \mul$181  = params_d1[505:488];
   assign \shift$182  = params_d1[510:506];
   assign \bias$183  = params_d1[548:511];
   assign \en$184  = 1'h1;
-  assign accq9 = \acc$185 ;
+  assign acc9 = \acc$185 ;
   assign \mul$187  = params_d1[566:549];
   assign \shift$188  = params_d1[571:567];
   assign \bias$189  = params_d1[609:572];
   assign \en$190  = 1'h1;
-  assign accq10 = \acc$191 ;
+  assign acc10 = \acc$191 ;
   assign \mul$193  = params_d1[627:610];
   assign \shift$194  = params_d1[632:628];
   assign \bias$195  = params_d1[670:633];
   assign \en$196  = 1'h1;
-  assign accq11 = \acc$197 ;
+  assign acc11 = \acc$197 ;
   assign \mul$199  = params_d1[688:671];
   assign \shift$200  = params_d1[693:689];
   assign \bias$201  = params_d1[731:694];
   assign \en$202  = 1'h1;
-  assign accq12 = \acc$203 ;
+  assign acc12 = \acc$203 ;
   assign \mul$205  = params_d1[749:732];
   assign \shift$206  = params_d1[754:750];
   assign \bias$207  = params_d1[792:755];
   assign \en$208  = 1'h1;
-  assign accq13 = \acc$209 ;
+  assign acc13 = \acc$209 ;
   assign \mul$211  = params_d1[810:793];
   assign \shift$212  = params_d1[815:811];
   assign \bias$213  = params_d1[853:816];
   assign \en$214  = 1'h1;
-  assign accq14 = \acc$215 ;
+  assign acc14 = \acc$215 ;
   assign \mul$217  = params_d1[871:854];
   assign \shift$218  = params_d1[876:872];
   assign \bias$219  = params_d1[914:877];
   assign \en$220  = 1'h1;
-  assign accq15 = \acc$221 ;
+  assign acc15 = \acc$221 ;
   assign \mul$223  = params_d1[932:915];
   assign \shift$224  = params_d1[937:933];
   assign \bias$225  = params_d1[975:938];
   assign count_next = \$66 [1:0];
   assign credit_back_d1 = credit_back;
   assign m__payload = \$57 [127:0];
-  assign \$240  = params_d0;
-  assign \$239  = { \data$290 , \data$289 , \data$288 , \data$287 , \data$286 , \data$285 , \data$284 , \data$283 , \data$282 , \data$281 , \data$280 , \data$279 , \data$278 , \data$277 , \data$276 , \data$275  };
-  assign \$207  = wdata_d0;
-  assign \$206  = data;
-  assign \$205  = xmem_d0;
-  assign \$204  = read__data;
+  assign \$206  = params_d0;
+  assign \$205  = { \data$290 , \data$289 , \data$288 , \data$287 , \data$286 , \data$285 , \data$284 , \data$283 , \data$282 , \data$281 , \data$280 , \data$279 , \data$278 , \data$277 , \data$276 , \data$275  };
+  assign \$173  = wdata_d0;
+  assign \$172  = data;
+  assign \$171  = xmem_d0;
+  assign \$170  = read__data;
   assign busy_next = \$4 ;
   assign \$11  = \$10 ;
   assign \$23  = \$22 ;
@@ -3507,7 +3242,6 @@ module \bchw_top.engine0 (s__valid, clk, rst, s__ready, m__valid, m__payload, m_
   assign \$85  = \$83 ;
   assign \$92  = 1'h1;
   assign \$93  = \$91 ;
-  assign \$134  = ft_d0[0];
 endmodule
 
 (* generator = "Amaranth" *)
@@ -3911,21 +3645,17 @@ module \bchw_top.engine0.params9 (data, addr, clk);
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine0.requant0 (rst, \port$5249$0 , acc, q, clk);
+module \bchw_top.engine0.requant0 (rst, \port$5117$0 , acc, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$3  = 0;
   wire [34:0] \$1 ;
   wire [35:0] \$10 ;
   wire [20:0] \$11 ;
   wire [37:0] \$12 ;
   wire [4:0] \$13 ;
-  wire [35:0] \$14 ;
-  wire [20:0] \$15 ;
-  wire [37:0] \$16 ;
-  wire [4:0] \$17 ;
-  wire [38:0] \$18 ;
-  wire [4:0] \$19 ;
+  wire [38:0] \$14 ;
+  wire [4:0] \$15 ;
+  reg [7:0] \$16 ;
   wire [19:0] \$2 ;
-  reg [7:0] \$20 ;
   wire [36:0] \$3 ;
   wire [38:0] \$4 ;
   wire [51:0] \$5 ;
@@ -3937,17 +3667,14 @@ module \bchw_top.engine0.requant0 (rst, \port$5249$0 , acc, q, clk);
   wire [18:0] acc;
   wire [37:0] bias;
   reg [37:0] bias1 = 38'h0000000000;
-  reg [37:0] bias2 = 38'h0000000000;
   input clk;
   wire clk;
   wire en;
   wire [17:0] mul;
-  input [60:0] \port$5249$0 ;
-  wire [60:0] \port$5249$0 ;
+  input [60:0] \port$5117$0 ;
+  wire [60:0] \port$5117$0 ;
   reg [35:0] prod0 = 36'h000000000;
-  reg [35:0] prod0_q = 36'h000000000;
   reg [20:0] prod1 = 21'h000000;
-  reg [20:0] prod1_q = 21'h000000;
   output [7:0] q;
   reg [7:0] q = 8'h00;
   input rst;
@@ -3955,17 +3682,16 @@ module \bchw_top.engine0.requant0 (rst, \port$5249$0 , acc, q, clk);
   wire [4:0] shift;
   reg [4:0] shift1 = 5'h00;
   reg [4:0] shift2 = 5'h00;
-  reg [4:0] shift3 = 5'h00;
   wire [38:0] shifted;
   reg [38:0] total = 39'h0000000000;
-  assign \$1  = $signed({ 1'h0, acc[16:0] }) * $signed(\port$5249$0 [17:0]);
-  assign \$2  = $signed(acc[18:17]) * $signed(\port$5249$0 [17:0]);
-  assign \$4  = $signed(bias2) + $signed(\$3 );
+  assign \$1  = $signed({ 1'h0, acc[16:0] }) * $signed(\port$5117$0 [17:0]);
+  assign \$2  = $signed(acc[18:17]) * $signed(\port$5117$0 [17:0]);
+  assign \$4  = $signed(bias1) + $signed(\$3 );
   assign \$6  = $signed(\$4 ) + $signed(\$5 );
   assign \$7  = | shifted[38:8];
   assign \$8  = \$7  ? 39'h00000000ff : shifted;
   assign \$9  = shifted[38] ? 39'h0000000000 : \$8 ;
-  assign shifted = $signed(total) >>> shift3;
+  assign shifted = $signed(total) >>> shift2;
   always @(posedge clk)
     prod0 <= \$10 ;
   always @(posedge clk)
@@ -3975,60 +3701,44 @@ module \bchw_top.engine0.requant0 (rst, \port$5249$0 , acc, q, clk);
   always @(posedge clk)
     shift1 <= \$13 ;
   always @(posedge clk)
-    prod0_q <= \$14 ;
+    total <= \$14 ;
   always @(posedge clk)
-    prod1_q <= \$15 ;
+    shift2 <= \$15 ;
   always @(posedge clk)
-    bias2 <= \$16 ;
-  always @(posedge clk)
-    shift2 <= \$17 ;
-  always @(posedge clk)
-    total <= \$18 ;
-  always @(posedge clk)
-    shift3 <= \$19 ;
-  always @(posedge clk)
-    q <= \$20 ;
+    q <= \$16 ;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$20  = \$9 [7:0];
+    \$16  = \$9 [7:0];
     if (rst) begin
-      \$20  = 8'h00;
+      \$16  = 8'h00;
     end
   end
   assign en = 1'h1;
-  assign mul = \port$5249$0 [17:0];
-  assign bias = \port$5249$0 [60:23];
-  assign shift = \port$5249$0 [22:18];
-  assign \$19  = shift2;
-  assign \$18  = \$6 [38:0];
-  assign \$17  = shift1;
-  assign \$16  = bias1;
-  assign \$15  = prod1;
-  assign \$14  = prod0;
-  assign \$13  = \port$5249$0 [22:18];
-  assign \$12  = \port$5249$0 [60:23];
+  assign mul = \port$5117$0 [17:0];
+  assign bias = \port$5117$0 [60:23];
+  assign shift = \port$5117$0 [22:18];
+  assign \$15  = shift1;
+  assign \$14  = \$6 [38:0];
+  assign \$13  = \port$5117$0 [22:18];
+  assign \$12  = \port$5117$0 [60:23];
   assign \$11  = { \$2 [19], \$2  };
   assign \$10  = { \$1 [34], \$1  };
-  assign \$3  = { prod0_q[35], prod0_q };
-  assign \$5  = { prod1_q[20], prod1_q[20], prod1_q[20], prod1_q[20], prod1_q[20], prod1_q[20], prod1_q[20], prod1_q[20], prod1_q[20], prod1_q[20], prod1_q[20], prod1_q[20], prod1_q[20], prod1_q[20], prod1_q, 17'h00000 };
+  assign \$3  = { prod0[35], prod0 };
+  assign \$5  = { prod1[20], prod1[20], prod1[20], prod1[20], prod1[20], prod1[20], prod1[20], prod1[20], prod1[20], prod1[20], prod1[20], prod1[20], prod1[20], prod1[20], prod1, 17'h00000 };
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine0.requant1 (rst, \port$5249$61 , acc, q, clk);
+module \bchw_top.engine0.requant1 (rst, \port$5117$61 , acc, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$4  = 0;
   wire [34:0] \$1 ;
   wire [35:0] \$10 ;
   wire [20:0] \$11 ;
   wire [37:0] \$12 ;
   wire [4:0] \$13 ;
-  wire [35:0] \$14 ;
-  wire [20:0] \$15 ;
-  wire [37:0] \$16 ;
-  wire [4:0] \$17 ;
-  wire [38:0] \$18 ;
-  wire [4:0] \$19 ;
+  wire [38:0] \$14 ;
+  wire [4:0] \$15 ;
+  reg [7:0] \$16 ;
   wire [19:0] \$2 ;
-  reg [7:0] \$20 ;
   wire [36:0] \$3 ;
   wire [38:0] \$4 ;
   wire [51:0] \$5 ;
@@ -4040,17 +3750,14 @@ module \bchw_top.engine0.requant1 (rst, \port$5249$61 , acc, q, clk);
   wire [18:0] acc;
   wire [37:0] bias;
   reg [37:0] bias1 = 38'h0000000000;
-  reg [37:0] bias2 = 38'h0000000000;
   input clk;
   wire clk;
   wire en;
   wire [17:0] mul;
-  input [60:0] \port$5249$61 ;
-  wire [60:0] \port$5249$61 ;
+  input [60:0] \port$5117$61 ;
+  wire [60:0] \port$5117$61 ;
   reg [35:0] prod0 = 36'h000000000;
-  reg [35:0] prod0_q = 36'h000000000;
   reg [20:0] prod1 = 21'h000000;
-  reg [20:0] prod1_q = 21'h000000;
   output [7:0] q;
   reg [7:0] q = 8'h00;
   input rst;
@@ -4058,17 +3765,16 @@ module \bchw_top.engine0.requant1 (rst, \port$5249$61 , acc, q, clk);
   wire [4:0] shift;
   reg [4:0] shift1 = 5'h00;
   reg [4:0] shift2 = 5'h00;
-  reg [4:0] shift3 = 5'h00;
   wire [38:0] shifted;
   reg [38:0] total = 39'h0000000000;
-  assign \$1  = $signed({ 1'h0, acc[16:0] }) * $signed(\port$5249$61 [17:0]);
-  assign \$2  = $signed(acc[18:17]) * $signed(\port$5249$61 [17:0]);
-  assign \$4  = $signed(bias2) + $signed(\$3 );
+  assign \$1  = $signed({ 1'h0, acc[16:0] }) * $signed(\port$5117$61 [17:0]);
+  assign \$2  = $signed(acc[18:17]) * $signed(\port$5117$61 [17:0]);
+  assign \$4  = $signed(bias1) + $signed(\$3 );
   assign \$6  = $signed(\$4 ) + $signed(\$5 );
   assign \$7  = | shifted[38:8];
   assign \$8  = \$7  ? 39'h00000000ff : shifted;
   assign \$9  = shifted[38] ? 39'h0000000000 : \$8 ;
-  assign shifted = $signed(total) >>> shift3;
+  assign shifted = $signed(total) >>> shift2;
   always @(posedge clk)
     prod0 <= \$10 ;
   always @(posedge clk)
@@ -4078,60 +3784,44 @@ module \bchw_top.engine0.requant1 (rst, \port$5249$61 , acc, q, clk);
   always @(posedge clk)
     shift1 <= \$13 ;
   always @(posedge clk)
-    prod0_q <= \$14 ;
+    total <= \$14 ;
   always @(posedge clk)
-    prod1_q <= \$15 ;
+    shift2 <= \$15 ;
   always @(posedge clk)
-    bias2 <= \$16 ;
-  always @(posedge clk)
-    shift2 <= \$17 ;
-  always @(posedge clk)
-    total <= \$18 ;
-  always @(posedge clk)
-    shift3 <= \$19 ;
-  always @(posedge clk)
-    q <= \$20 ;
+    q <= \$16 ;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$20  = \$9 [7:0];
+    \$16  = \$9 [7:0];
     if (rst) begin
-      \$20  = 8'h00;
+      \$16  = 8'h00;
     end
   end
   assign en = 1'h1;
-  assign mul = \port$5249$61 [17:0];
-  assign bias = \port$5249$61 [60:23];
-  assign shift = \port$5249$61 [22:18];
-  assign \$19  = shift2;
-  assign \$18  = \$6 [38:0];
-  assign \$17  = shift1;
-  assign \$16  = bias1;
-  assign \$15  = prod1;
-  assign \$14  = prod0;
-  assign \$13  = \port$5249$61 [22:18];
-  assign \$12  = \port$5249$61 [60:23];
+  assign mul = \port$5117$61 [17:0];
+  assign bias = \port$5117$61 [60:23];
+  assign shift = \port$5117$61 [22:18];
+  assign \$15  = shift1;
+  assign \$14  = \$6 [38:0];
+  assign \$13  = \port$5117$61 [22:18];
+  assign \$12  = \port$5117$61 [60:23];
   assign \$11  = { \$2 [19], \$2  };
   assign \$10  = { \$1 [34], \$1  };
-  assign \$3  = { prod0_q[35], prod0_q };
-  assign \$5  = { prod1_q[20], prod1_q[20], prod1_q[20], prod1_q[20], prod1_q[20], prod1_q[20], prod1_q[20], prod1_q[20], prod1_q[20], prod1_q[20], prod1_q[20], prod1_q[20], prod1_q[20], prod1_q[20], prod1_q, 17'h00000 };
+  assign \$3  = { prod0[35], prod0 };
+  assign \$5  = { prod1[20], prod1[20], prod1[20], prod1[20], prod1[20], prod1[20], prod1[20], prod1[20], prod1[20], prod1[20], prod1[20], prod1[20], prod1[20], prod1[20], prod1, 17'h00000 };
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine0.requant10 (rst, \port$5249$610 , acc, q, clk);
+module \bchw_top.engine0.requant10 (rst, \port$5117$610 , acc, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$5  = 0;
   wire [34:0] \$1 ;
   wire [35:0] \$10 ;
   wire [20:0] \$11 ;
   wire [37:0] \$12 ;
   wire [4:0] \$13 ;
-  wire [35:0] \$14 ;
-  wire [20:0] \$15 ;
-  wire [37:0] \$16 ;
-  wire [4:0] \$17 ;
-  wire [38:0] \$18 ;
-  wire [4:0] \$19 ;
+  wire [38:0] \$14 ;
+  wire [4:0] \$15 ;
+  reg [7:0] \$16 ;
   wire [19:0] \$2 ;
-  reg [7:0] \$20 ;
   wire [36:0] \$3 ;
   wire [38:0] \$4 ;
   wire [51:0] \$5 ;
@@ -4143,17 +3833,14 @@ module \bchw_top.engine0.requant10 (rst, \port$5249$610 , acc, q, clk);
   wire [18:0] acc;
   wire [37:0] bias;
   reg [37:0] bias1 = 38'h0000000000;
-  reg [37:0] bias2 = 38'h0000000000;
   input clk;
   wire clk;
   wire en;
   wire [17:0] mul;
-  input [60:0] \port$5249$610 ;
-  wire [60:0] \port$5249$610 ;
+  input [60:0] \port$5117$610 ;
+  wire [60:0] \port$5117$610 ;
   reg [35:0] prod0 = 36'h000000000;
-  reg [35:0] prod0_q = 36'h000000000;
   reg [20:0] prod1 = 21'h000000;
-  reg [20:0] prod1_q = 21'h000000;
   output [7:0] q;
   reg [7:0] q = 8'h00;
   input rst;
@@ -4161,17 +3848,16 @@ module \bchw_top.engine0.requant10 (rst, \port$5249$610 , acc, q, clk);
   wire [4:0] shift;
   reg [4:0] shift1 = 5'h00;
   reg [4:0] shift2 = 5'h00;
-  reg [4:0] shift3 = 5'h00;
   wire [38:0] shifted;
   reg [38:0] total = 39'h0000000000;
-  assign \$1  = $signed({ 1'h0, acc[16:0] }) * $signed(\port$5249$610 [17:0]);
-  assign \$2  = $signed(acc[18:17]) * $signed(\port$5249$610 [17:0]);
-  assign \$4  = $signed(bias2) + $signed(\$3 );
+  assign \$1  = $signed({ 1'h0, acc[16:0] }) * $signed(\port$5117$610 [17:0]);
+  assign \$2  = $signed(acc[18:17]) * $signed(\port$5117$610 [17:0]);
+  assign \$4  = $signed(bias1) + $signed(\$3 );
   assign \$6  = $signed(\$4 ) + $signed(\$5 );
   assign \$7  = | shifted[38:8];
   assign \$8  = \$7  ? 39'h00000000ff : shifted;
   assign \$9  = shifted[38] ? 39'h0000000000 : \$8 ;
-  assign shifted = $signed(total) >>> shift3;
+  assign shifted = $signed(total) >>> shift2;
   always @(posedge clk)
     prod0 <= \$10 ;
   always @(posedge clk)
@@ -4181,60 +3867,44 @@ module \bchw_top.engine0.requant10 (rst, \port$5249$610 , acc, q, clk);
   always @(posedge clk)
     shift1 <= \$13 ;
   always @(posedge clk)
-    prod0_q <= \$14 ;
+    total <= \$14 ;
   always @(posedge clk)
-    prod1_q <= \$15 ;
+    shift2 <= \$15 ;
   always @(posedge clk)
-    bias2 <= \$16 ;
-  always @(posedge clk)
-    shift2 <= \$17 ;
-  always @(posedge clk)
-    total <= \$18 ;
-  always @(posedge clk)
-    shift3 <= \$19 ;
-  always @(posedge clk)
-    q <= \$20 ;
+    q <= \$16 ;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$20  = \$9 [7:0];
+    \$16  = \$9 [7:0];
     if (rst) begin
-      \$20  = 8'h00;
+      \$16  = 8'h00;
     end
   end
   assign en = 1'h1;
-  assign mul = \port$5249$610 [17:0];
-  assign bias = \port$5249$610 [60:23];
-  assign shift = \port$5249$610 [22:18];
-  assign \$19  = shift2;
-  assign \$18  = \$6 [38:0];
-  assign \$17  = shift1;
-  assign \$16  = bias1;
-  assign \$15  = prod1;
-  assign \$14  = prod0;
-  assign \$13  = \port$5249$610 [22:18];
-  assign \$12  = \port$5249$610 [60:23];
+  assign mul = \port$5117$610 [17:0];
+  assign bias = \port$5117$610 [60:23];
+  assign shift = \port$5117$610 [22:18];
+  assign \$15  = shift1;
+  assign \$14  = \$6 [38:0];
+  assign \$13  = \port$5117$610 [22:18];
+  assign \$12  = \port$5117$610 [60:23];
   assign \$11  = { \$2 [19], \$2  };
   assign \$10  = { \$1 [34], \$1  };
-  assign \$3  = { prod0_q[35], prod0_q };
-  assign \$5  = { prod1_q[20], prod1_q[20], prod1_q[20], prod1_q[20], prod1_q[20], prod1_q[20], prod1_q[20], prod1_q[20], prod1_q[20], prod1_q[20], prod1_q[20], prod1_q[20], prod1_q[20], prod1_q[20], prod1_q, 17'h00000 };
+  assign \$3  = { prod0[35], prod0 };
+  assign \$5  = { prod1[20], prod1[20], prod1[20], prod1[20], prod1[20], prod1[20], prod1[20], prod1[20], prod1[20], prod1[20], prod1[20], prod1[20], prod1[20], prod1[20], prod1, 17'h00000 };
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine0.requant11 (rst, \port$5249$671 , acc, q, clk);
+module \bchw_top.engine0.requant11 (rst, \port$5117$671 , acc, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$6  = 0;
   wire [34:0] \$1 ;
   wire [35:0] \$10 ;
   wire [20:0] \$11 ;
   wire [37:0] \$12 ;
   wire [4:0] \$13 ;
-  wire [35:0] \$14 ;
-  wire [20:0] \$15 ;
-  wire [37:0] \$16 ;
-  wire [4:0] \$17 ;
-  wire [38:0] \$18 ;
-  wire [4:0] \$19 ;
+  wire [38:0] \$14 ;
+  wire [4:0] \$15 ;
+  reg [7:0] \$16 ;
   wire [19:0] \$2 ;
-  reg [7:0] \$20 ;
   wire [36:0] \$3 ;
   wire [38:0] \$4 ;
   wire [51:0] \$5 ;
@@ -4246,17 +3916,14 @@ module \bchw_top.engine0.requant11 (rst, \port$5249$671 , acc, q, clk);
   wire [18:0] acc;
   wire [37:0] bias;
   reg [37:0] bias1 = 38'h0000000000;
-  reg [37:0] bias2 = 38'h0000000000;
   input clk;
   wire clk;
   wire en;
   wire [17:0] mul;
-  input [60:0] \port$5249$671 ;
-  wire [60:0] \port$5249$671 ;
+  input [60:0] \port$5117$671 ;
+  wire [60:0] \port$5117$671 ;
   reg [35:0] prod0 = 36'h000000000;
-  reg [35:0] prod0_q = 36'h000000000;
   reg [20:0] prod1 = 21'h000000;
-  reg [20:0] prod1_q = 21'h000000;
   output [7:0] q;
   reg [7:0] q = 8'h00;
   input rst;
@@ -4264,17 +3931,16 @@ module \bchw_top.engine0.requant11 (rst, \port$5249$671 , acc, q, clk);
   wire [4:0] shift;
   reg [4:0] shift1 = 5'h00;
   reg [4:0] shift2 = 5'h00;
-  reg [4:0] shift3 = 5'h00;
   wire [38:0] shifted;
   reg [38:0] total = 39'h0000000000;
-  assign \$1  = $signed({ 1'h0, acc[16:0] }) * $signed(\port$5249$671 [17:0]);
-  assign \$2  = $signed(acc[18:17]) * $signed(\port$5249$671 [17:0]);
-  assign \$4  = $signed(bias2) + $signed(\$3 );
+  assign \$1  = $signed({ 1'h0, acc[16:0] }) * $signed(\port$5117$671 [17:0]);
+  assign \$2  = $signed(acc[18:17]) * $signed(\port$5117$671 [17:0]);
+  assign \$4  = $signed(bias1) + $signed(\$3 );
   assign \$6  = $signed(\$4 ) + $signed(\$5 );
   assign \$7  = | shifted[38:8];
   assign \$8  = \$7  ? 39'h00000000ff : shifted;
   assign \$9  = shifted[38] ? 39'h0000000000 : \$8 ;
-  assign shifted = $signed(total) >>> shift3;
+  assign shifted = $signed(total) >>> shift2;
   always @(posedge clk)
     prod0 <= \$10 ;
   always @(posedge clk)
@@ -4284,60 +3950,44 @@ module \bchw_top.engine0.requant11 (rst, \port$5249$671 , acc, q, clk);
   always @(posedge clk)
     shift1 <= \$13 ;
   always @(posedge clk)
-    prod0_q <= \$14 ;
+    total <= \$14 ;
   always @(posedge clk)
-    prod1_q <= \$15 ;
+    shift2 <= \$15 ;
   always @(posedge clk)
-    bias2 <= \$16 ;
-  always @(posedge clk)
-    shift2 <= \$17 ;
-  always @(posedge clk)
-    total <= \$18 ;
-  always @(posedge clk)
-    shift3 <= \$19 ;
-  always @(posedge clk)
-    q <= \$20 ;
+    q <= \$16 ;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$20  = \$9 [7:0];
+    \$16  = \$9 [7:0];
     if (rst) begin
-      \$20  = 8'h00;
+      \$16  = 8'h00;
     end
   end
   assign en = 1'h1;
-  assign mul = \port$5249$671 [17:0];
-  assign bias = \port$5249$671 [60:23];
-  assign shift = \port$5249$671 [22:18];
-  assign \$19  = shift2;
-  assign \$18  = \$6 [38:0];
-  assign \$17  = shift1;
-  assign \$16  = bias1;
-  assign \$15  = prod1;
-  assign \$14  = prod0;
-  assign \$13  = \port$5249$671 [22:18];
-  assign \$12  = \port$5249$671 [60:23];
+  assign mul = \port$5117$671 [17:0];
+  assign bias = \port$5117$671 [60:23];
+  assign shift = \port$5117$671 [22:18];
+  assign \$15  = shift1;
+  assign \$14  = \$6 [38:0];
+  assign \$13  = \port$5117$671 [22:18];
+  assign \$12  = \port$5117$671 [60:23];
   assign \$11  = { \$2 [19], \$2  };
   assign \$10  = { \$1 [34], \$1  };
-  assign \$3  = { prod0_q[35], prod0_q };
-  assign \$5  = { prod1_q[20], prod1_q[20], prod1_q[20], prod1_q[20], prod1_q[20], prod1_q[20], prod1_q[20], prod1_q[20], prod1_q[20], prod1_q[20], prod1_q[20], prod1_q[20], prod1_q[20], prod1_q[20], prod1_q, 17'h00000 };
+  assign \$3  = { prod0[35], prod0 };
+  assign \$5  = { prod1[20], prod1[20], prod1[20], prod1[20], prod1[20], prod1[20], prod1[20], prod1[20], prod1[20], prod1[20], prod1[20], prod1[20], prod1[20], prod1[20], prod1, 17'h00000 };
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine0.requant12 (rst, \port$5249$732 , acc, q, clk);
+module \bchw_top.engine0.requant12 (rst, \port$5117$732 , acc, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$7  = 0;
   wire [34:0] \$1 ;
   wire [35:0] \$10 ;
   wire [20:0] \$11 ;
   wire [37:0] \$12 ;
   wire [4:0] \$13 ;
-  wire [35:0] \$14 ;
-  wire [20:0] \$15 ;
-  wire [37:0] \$16 ;
-  wire [4:0] \$17 ;
-  wire [38:0] \$18 ;
-  wire [4:0] \$19 ;
+  wire [38:0] \$14 ;
+  wire [4:0] \$15 ;
+  reg [7:0] \$16 ;
   wire [19:0] \$2 ;
-  reg [7:0] \$20 ;
   wire [36:0] \$3 ;
   wire [38:0] \$4 ;
   wire [51:0] \$5 ;
@@ -4349,17 +3999,14 @@ module \bchw_top.engine0.requant12 (rst, \port$5249$732 , acc, q, clk);
   wire [18:0] acc;
   wire [37:0] bias;
   reg [37:0] bias1 = 38'h0000000000;
-  reg [37:0] bias2 = 38'h0000000000;
   input clk;
   wire clk;
   wire en;
   wire [17:0] mul;
-  input [60:0] \port$5249$732 ;
-  wire [60:0] \port$5249$732 ;
+  input [60:0] \port$5117$732 ;
+  wire [60:0] \port$5117$732 ;
   reg [35:0] prod0 = 36'h000000000;
-  reg [35:0] prod0_q = 36'h000000000;
   reg [20:0] prod1 = 21'h000000;
-  reg [20:0] prod1_q = 21'h000000;
   output [7:0] q;
   reg [7:0] q = 8'h00;
   input rst;
@@ -4367,17 +4014,16 @@ module \bchw_top.engine0.requant12 (rst, \port$5249$732 , acc, q, clk);
   wire [4:0] shift;
   reg [4:0] shift1 = 5'h00;
   reg [4:0] shift2 = 5'h00;
-  reg [4:0] shift3 = 5'h00;
   wire [38:0] shifted;
   reg [38:0] total = 39'h0000000000;
-  assign \$1  = $signed({ 1'h0, acc[16:0] }) * $signed(\port$5249$732 [17:0]);
-  assign \$2  = $signed(acc[18:17]) * $signed(\port$5249$732 [17:0]);
-  assign \$4  = $signed(bias2) + $signed(\$3 );
+  assign \$1  = $signed({ 1'h0, acc[16:0] }) * $signed(\port$5117$732 [17:0]);
+  assign \$2  = $signed(acc[18:17]) * $signed(\port$5117$732 [17:0]);
+  assign \$4  = $signed(bias1) + $signed(\$3 );
   assign \$6  = $signed(\$4 ) + $signed(\$5 );
   assign \$7  = | shifted[38:8];
   assign \$8  = \$7  ? 39'h00000000ff : shifted;
   assign \$9  = shifted[38] ? 39'h0000000000 : \$8 ;
-  assign shifted = $signed(total) >>> shift3;
+  assign shifted = $signed(total) >>> shift2;
   always @(posedge clk)
     prod0 <= \$10 ;
   always @(posedge clk)
@@ -4387,60 +4033,44 @@ module \bchw_top.engine0.requant12 (rst, \port$5249$732 , acc, q, clk);
   always @(posedge clk)
     shift1 <= \$13 ;
   always @(posedge clk)
-    prod0_q <= \$14 ;
+    total <= \$14 ;
   always @(posedge clk)
-    prod1_q <= \$15 ;
+    shift2 <= \$15 ;
   always @(posedge clk)
-    bias2 <= \$16 ;
-  always @(posedge clk)
-    shift2 <= \$17 ;
-  always @(posedge clk)
-    total <= \$18 ;
-  always @(posedge clk)
-    shift3 <= \$19 ;
-  always @(posedge clk)
-    q <= \$20 ;
+    q <= \$16 ;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
-    \$20  = \$9 [7:0];
+    \$16  = \$9 [7:0];
     if (rst) begin
-      \$20  = 8'h00;
+      \$16  = 8'h00;
     end
   end
   assign en = 1'h1;
-  assign mul = \port$5249$732 [17:0];
-  assign bias = \port$5249$732 [60:23];
-  assign shift = \port$5249$732 [22:18];
-  assign \$19  = shift2;
-  assign \$18  = \$6 [38:0];
-  assign \$17  = shift1;
-  assign \$16  = bias1;
-  assign \$15  = prod1;
-  assign \$14  = prod0;
-  assign \$13  = \port$5249$732 [22:18];
-  assign \$12  = \port$5249$732 [60:23];
+  assign mul = \port$5117$732 [17:0];
+  assign bias = \port$5117$732 [60:23];
+  assign shift = \port$5117$732 [22:18];
+  assign \$15  = shift1;
+  assign \$14  = \$6 [38:0];
+  assign \$13  = \port$5117$732 [22:18];
+  assign \$12  = \port$5117$732 [60:23];
   assign \$11  = { \$2 [19], \$2  };
   assign \$10  = { \$1 [34], \$1  };
-  assign \$3  = { prod0_q[35], prod0_q };
-  assign \$5  = { prod1_q[20], prod1_q[20], prod1_q[20], prod1_q[20], prod1_q[20], prod1_q[20], prod1_q[20], prod1_q[20], prod1_q[20], prod1_q[20], prod1_q[20], prod1_q[20], prod1_q[20], prod1_q[20], prod1_q, 17'h00000 };
+  assign \$3  = { prod0[35], prod0 };
+  assign \$5  = { prod1[20], prod1[20], prod1[20], prod1[20], prod1[20], prod1[20], prod1[20], prod1[20], prod1[20], prod1[20], prod1[20], prod1[20], prod1[20], prod1[20], prod1, 17'h00000 };
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine0.requant13 (rst, \port$5249$793 , acc, q, clk);
+module \bchw_top.engine0.requant13 (rst, \port$5117$793 , acc, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$8  = 0;
   wire [34:0] \$1 ;
   wire [35:0] \$10 ;
   wire [20:0] \$11 ;
   wire [37:0] \$12 ;
   wire [4:0] \$13 ;
-  wire [35:0] \$14 ;
-  wire [20:0] \$15 ;
-  wire [37:0] \$16 ;
-  wire [4:0] \$17 ;
-  wire [38:0] \$18 ;
-  wire [4:0] \$19 ;
+  wire [38:0] \$14 ;
+  wire [4:0] \$15 ;
+  reg [7:0] \$16 ;
   wire [19:0] \$2 ;
-  reg [7:0] \$20 ;
   wire [36:0] \$3 ;
   wire [38:0] \$4 ;
   wire [51:0] \$5 ;
@@ -4452,17 +4082,14 @@ module \bchw_top.engine0.requant13 (rst, \port$5249$793 , acc, q, clk);
   wire [18:0] acc;
   wire [37:0] bias;
   reg [37:0] bias1 = 38'h0000000000;
-  reg [37:0] bias2 = 38'h0000000000;
   input clk;
   wire clk;
   wire en;
   wire [17:0] mul;
-  input [60:0] \port$5249$793 ;
-  wire [60:0] \port$5249$793 ;
+  input [60:0] \port$5117$793 ;
+  wire [60:0] \port$5117$793 ;
   reg [35:0] prod0 = 36'h000000000;
-  reg [35:0] prod0_q = 36'h000000000;
   reg [20:0] prod1 = 21'h000000;
-  reg [20:0] prod1_q = 21'h000000;
   output [7:0] q;
   reg [7:0] q = 8'h00;
   input rst;
@@ -4470,17 +4097,16 @@ module \bchw_top.engine0.requant13 (rst, \port$5249$793 , acc, q, clk);
   wire [4:0] shift;
   reg [4:0] shift1 = 5'h00;
   reg [4:0] shift2 = 5'h00;
-  reg [4:0] shift3 = 5'h00;
   wire [38:0] shifted;
   reg [38:0] total = 39'h0000000000;
-  assign \$1  = $signed({ 1'h0, acc[16:0] }) * $signed(\port$5249$793 [17:0]);
-  assign \$2  = $signed(acc[18:17]) * $signed(\port$5249$793 [17:0]);
-  assign \$4  = $signed(bias2) + $signed(\$3 );
+  assign \$1  = $signed({ 1'h0, acc[16:0] }) * $signed(\port$5117$793 [17:0]);
+  assign \$2  = $signed(acc[18:17]) * $signed(\port$5117$793 [17:0]);
+  assign \$4  = $signed(bias1) + $signed(\$3 );
   assign \$6  = $signed(\$4 ) + $signed(\$5 );
   assign \$7  = | shifted[38:8];
   assign \$8  = \$7  ? 39'h00000000ff : shifted;
   assign \$9  = shifted[38] ? 39'h0000000000 : \$8 ;
-  assign shifted = $signed(total) >>> shift3;
+  assign shifted = $signed(total) >>> shift2;
   always @(posedge clk)
     prod0 <= \$10 ;
   always @(posedge clk)
@@ -4490,60 +4116,44 @@ module \bchw_top.engine0.requant13 (rst, \port$5249$793 , acc, q, clk);
   always @(posedge clk)
     shift1 <= \$13 ;
   always @(posedge clk)
-    prod0_q <= \$14 ;
+    total <= \$14 ;
   always @(posedge clk)
-    prod1_q <= \$15 ;
+    shift2 <= \$15 ;
   always @(posedge clk)
-    bias2 <= \$16 ;
-  always @(posedge clk)
-    shift2 <= \$17 ;
-  always @(posedge clk)
-    total <= \$18 ;
-  always @(posedge clk)
-    shift3 <= \$19 ;
-  always @(posedge clk)
-    q <= \$20 ;
+    q <= \$16 ;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$20  = \$9 [7:0];
+    \$16  = \$9 [7:0];
     if (rst) begin
-      \$20  = 8'h00;
+      \$16  = 8'h00;
     end
   end
   assign en = 1'h1;
-  assign mul = \port$5249$793 [17:0];
-  assign bias = \port$5249$793 [60:23];
-  assign shift = \port$5249$793 [22:18];
-  assign \$19  = shift2;
-  assign \$18  = \$6 [38:0];
-  assign \$17  = shift1;
-  assign \$16  = bias1;
-  assign \$15  = prod1;
-  assign \$14  = prod0;
-  assign \$13  = \port$5249$793 [22:18];
-  assign \$12  = \port$5249$793 [60:23];
+  assign mul = \port$5117$793 [17:0];
+  assign bias = \port$5117$793 [60:23];
+  assign shift = \port$5117$793 [22:18];
+  assign \$15  = shift1;
+  assign \$14  = \$6 [38:0];
+  assign \$13  = \port$5117$793 [22:18];
+  assign \$12  = \port$5117$793 [60:23];
   assign \$11  = { \$2 [19], \$2  };
   assign \$10  = { \$1 [34], \$1  };
-  assign \$3  = { prod0_q[35], prod0_q };
-  assign \$5  = { prod1_q[20], prod1_q[20], prod1_q[20], prod1_q[20], prod1_q[20], prod1_q[20], prod1_q[20], prod1_q[20], prod1_q[20], prod1_q[20], prod1_q[20], prod1_q[20], prod1_q[20], prod1_q[20], prod1_q, 17'h00000 };
+  assign \$3  = { prod0[35], prod0 };
+  assign \$5  = { prod1[20], prod1[20], prod1[20], prod1[20], prod1[20], prod1[20], prod1[20], prod1[20], prod1[20], prod1[20], prod1[20], prod1[20], prod1[20], prod1[20], prod1, 17'h00000 };
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine0.requant14 (rst, \port$5249$854 , acc, q, clk);
+module \bchw_top.engine0.requant14 (rst, \port$5117$854 , acc, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$9  = 0;
   wire [34:0] \$1 ;
   wire [35:0] \$10 ;
   wire [20:0] \$11 ;
   wire [37:0] \$12 ;
   wire [4:0] \$13 ;
-  wire [35:0] \$14 ;
-  wire [20:0] \$15 ;
-  wire [37:0] \$16 ;
-  wire [4:0] \$17 ;
-  wire [38:0] \$18 ;
-  wire [4:0] \$19 ;
+  wire [38:0] \$14 ;
+  wire [4:0] \$15 ;
+  reg [7:0] \$16 ;
   wire [19:0] \$2 ;
-  reg [7:0] \$20 ;
   wire [36:0] \$3 ;
   wire [38:0] \$4 ;
   wire [51:0] \$5 ;
@@ -4555,17 +4165,14 @@ module \bchw_top.engine0.requant14 (rst, \port$5249$854 , acc, q, clk);
   wire [18:0] acc;
   wire [37:0] bias;
   reg [37:0] bias1 = 38'h0000000000;
-  reg [37:0] bias2 = 38'h0000000000;
   input clk;
   wire clk;
   wire en;
   wire [17:0] mul;
-  input [60:0] \port$5249$854 ;
-  wire [60:0] \port$5249$854 ;
+  input [60:0] \port$5117$854 ;
+  wire [60:0] \port$5117$854 ;
   reg [35:0] prod0 = 36'h000000000;
-  reg [35:0] prod0_q = 36'h000000000;
   reg [20:0] prod1 = 21'h000000;
-  reg [20:0] prod1_q = 21'h000000;
   output [7:0] q;
   reg [7:0] q = 8'h00;
   input rst;
@@ -4573,17 +4180,16 @@ module \bchw_top.engine0.requant14 (rst, \port$5249$854 , acc, q, clk);
   wire [4:0] shift;
   reg [4:0] shift1 = 5'h00;
   reg [4:0] shift2 = 5'h00;
-  reg [4:0] shift3 = 5'h00;
   wire [38:0] shifted;
   reg [38:0] total = 39'h0000000000;
-  assign \$1  = $signed({ 1'h0, acc[16:0] }) * $signed(\port$5249$854 [17:0]);
-  assign \$2  = $signed(acc[18:17]) * $signed(\port$5249$854 [17:0]);
-  assign \$4  = $signed(bias2) + $signed(\$3 );
+  assign \$1  = $signed({ 1'h0, acc[16:0] }) * $signed(\port$5117$854 [17:0]);
+  assign \$2  = $signed(acc[18:17]) * $signed(\port$5117$854 [17:0]);
+  assign \$4  = $signed(bias1) + $signed(\$3 );
   assign \$6  = $signed(\$4 ) + $signed(\$5 );
   assign \$7  = | shifted[38:8];
   assign \$8  = \$7  ? 39'h00000000ff : shifted;
   assign \$9  = shifted[38] ? 39'h0000000000 : \$8 ;
-  assign shifted = $signed(total) >>> shift3;
+  assign shifted = $signed(total) >>> shift2;
   always @(posedge clk)
     prod0 <= \$10 ;
   always @(posedge clk)
@@ -4593,60 +4199,44 @@ module \bchw_top.engine0.requant14 (rst, \port$5249$854 , acc, q, clk);
   always @(posedge clk)
     shift1 <= \$13 ;
   always @(posedge clk)
-    prod0_q <= \$14 ;
+    total <= \$14 ;
   always @(posedge clk)
-    prod1_q <= \$15 ;
+    shift2 <= \$15 ;
   always @(posedge clk)
-    bias2 <= \$16 ;
-  always @(posedge clk)
-    shift2 <= \$17 ;
-  always @(posedge clk)
-    total <= \$18 ;
-  always @(posedge clk)
-    shift3 <= \$19 ;
-  always @(posedge clk)
-    q <= \$20 ;
+    q <= \$16 ;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$20  = \$9 [7:0];
+    \$16  = \$9 [7:0];
     if (rst) begin
-      \$20  = 8'h00;
+      \$16  = 8'h00;
     end
   end
   assign en = 1'h1;
-  assign mul = \port$5249$854 [17:0];
-  assign bias = \port$5249$854 [60:23];
-  assign shift = \port$5249$854 [22:18];
-  assign \$19  = shift2;
-  assign \$18  = \$6 [38:0];
-  assign \$17  = shift1;
-  assign \$16  = bias1;
-  assign \$15  = prod1;
-  assign \$14  = prod0;
-  assign \$13  = \port$5249$854 [22:18];
-  assign \$12  = \port$5249$854 [60:23];
+  assign mul = \port$5117$854 [17:0];
+  assign bias = \port$5117$854 [60:23];
+  assign shift = \port$5117$854 [22:18];
+  assign \$15  = shift1;
+  assign \$14  = \$6 [38:0];
+  assign \$13  = \port$5117$854 [22:18];
+  assign \$12  = \port$5117$854 [60:23];
   assign \$11  = { \$2 [19], \$2  };
   assign \$10  = { \$1 [34], \$1  };
-  assign \$3  = { prod0_q[35], prod0_q };
-  assign \$5  = { prod1_q[20], prod1_q[20], prod1_q[20], prod1_q[20], prod1_q[20], prod1_q[20], prod1_q[20], prod1_q[20], prod1_q[20], prod1_q[20], prod1_q[20], prod1_q[20], prod1_q[20], prod1_q[20], prod1_q, 17'h00000 };
+  assign \$3  = { prod0[35], prod0 };
+  assign \$5  = { prod1[20], prod1[20], prod1[20], prod1[20], prod1[20], prod1[20], prod1[20], prod1[20], prod1[20], prod1[20], prod1[20], prod1[20], prod1[20], prod1[20], prod1, 17'h00000 };
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine0.requant15 (rst, \port$5249$915 , acc, q, clk);
+module \bchw_top.engine0.requant15 (rst, \port$5117$915 , acc, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$10  = 0;
   wire [34:0] \$1 ;
   wire [35:0] \$10 ;
   wire [20:0] \$11 ;
   wire [37:0] \$12 ;
   wire [4:0] \$13 ;
-  wire [35:0] \$14 ;
-  wire [20:0] \$15 ;
-  wire [37:0] \$16 ;
-  wire [4:0] \$17 ;
-  wire [38:0] \$18 ;
-  wire [4:0] \$19 ;
+  wire [38:0] \$14 ;
+  wire [4:0] \$15 ;
+  reg [7:0] \$16 ;
   wire [19:0] \$2 ;
-  reg [7:0] \$20 ;
   wire [36:0] \$3 ;
   wire [38:0] \$4 ;
   wire [51:0] \$5 ;
@@ -4658,17 +4248,14 @@ module \bchw_top.engine0.requant15 (rst, \port$5249$915 , acc, q, clk);
   wire [18:0] acc;
   wire [37:0] bias;
   reg [37:0] bias1 = 38'h0000000000;
-  reg [37:0] bias2 = 38'h0000000000;
   input clk;
   wire clk;
   wire en;
   wire [17:0] mul;
-  input [60:0] \port$5249$915 ;
-  wire [60:0] \port$5249$915 ;
+  input [60:0] \port$5117$915 ;
+  wire [60:0] \port$5117$915 ;
   reg [35:0] prod0 = 36'h000000000;
-  reg [35:0] prod0_q = 36'h000000000;
   reg [20:0] prod1 = 21'h000000;
-  reg [20:0] prod1_q = 21'h000000;
   output [7:0] q;
   reg [7:0] q = 8'h00;
   input rst;
@@ -4676,17 +4263,16 @@ module \bchw_top.engine0.requant15 (rst, \port$5249$915 , acc, q, clk);
   wire [4:0] shift;
   reg [4:0] shift1 = 5'h00;
   reg [4:0] shift2 = 5'h00;
-  reg [4:0] shift3 = 5'h00;
   wire [38:0] shifted;
   reg [38:0] total = 39'h0000000000;
-  assign \$1  = $signed({ 1'h0, acc[16:0] }) * $signed(\port$5249$915 [17:0]);
-  assign \$2  = $signed(acc[18:17]) * $signed(\port$5249$915 [17:0]);
-  assign \$4  = $signed(bias2) + $signed(\$3 );
+  assign \$1  = $signed({ 1'h0, acc[16:0] }) * $signed(\port$5117$915 [17:0]);
+  assign \$2  = $signed(acc[18:17]) * $signed(\port$5117$915 [17:0]);
+  assign \$4  = $signed(bias1) + $signed(\$3 );
   assign \$6  = $signed(\$4 ) + $signed(\$5 );
   assign \$7  = | shifted[38:8];
   assign \$8  = \$7  ? 39'h00000000ff : shifted;
   assign \$9  = shifted[38] ? 39'h0000000000 : \$8 ;
-  assign shifted = $signed(total) >>> shift3;
+  assign shifted = $signed(total) >>> shift2;
   always @(posedge clk)
     prod0 <= \$10 ;
   always @(posedge clk)
@@ -4696,60 +4282,44 @@ module \bchw_top.engine0.requant15 (rst, \port$5249$915 , acc, q, clk);
   always @(posedge clk)
     shift1 <= \$13 ;
   always @(posedge clk)
-    prod0_q <= \$14 ;
+    total <= \$14 ;
   always @(posedge clk)
-    prod1_q <= \$15 ;
+    shift2 <= \$15 ;
   always @(posedge clk)
-    bias2 <= \$16 ;
-  always @(posedge clk)
-    shift2 <= \$17 ;
-  always @(posedge clk)
-    total <= \$18 ;
-  always @(posedge clk)
-    shift3 <= \$19 ;
-  always @(posedge clk)
-    q <= \$20 ;
+    q <= \$16 ;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
-    \$20  = \$9 [7:0];
+    \$16  = \$9 [7:0];
     if (rst) begin
-      \$20  = 8'h00;
+      \$16  = 8'h00;
     end
   end
   assign en = 1'h1;
-  assign mul = \port$5249$915 [17:0];
-  assign bias = \port$5249$915 [60:23];
-  assign shift = \port$5249$915 [22:18];
-  assign \$19  = shift2;
-  assign \$18  = \$6 [38:0];
-  assign \$17  = shift1;
-  assign \$16  = bias1;
-  assign \$15  = prod1;
-  assign \$14  = prod0;
-  assign \$13  = \port$5249$915 [22:18];
-  assign \$12  = \port$5249$915 [60:23];
+  assign mul = \port$5117$915 [17:0];
+  assign bias = \port$5117$915 [60:23];
+  assign shift = \port$5117$915 [22:18];
+  assign \$15  = shift1;
+  assign \$14  = \$6 [38:0];
+  assign \$13  = \port$5117$915 [22:18];
+  assign \$12  = \port$5117$915 [60:23];
   assign \$11  = { \$2 [19], \$2  };
   assign \$10  = { \$1 [34], \$1  };
-  assign \$3  = { prod0_q[35], prod0_q };
-  assign \$5  = { prod1_q[20], prod1_q[20], prod1_q[20], prod1_q[20], prod1_q[20], prod1_q[20], prod1_q[20], prod1_q[20], prod1_q[20], prod1_q[20], prod1_q[20], prod1_q[20], prod1_q[20], prod1_q[20], prod1_q, 17'h00000 };
+  assign \$3  = { prod0[35], prod0 };
+  assign \$5  = { prod1[20], prod1[20], prod1[20], prod1[20], prod1[20], prod1[20], prod1[20], prod1[20], prod1[20], prod1[20], prod1[20], prod1[20], prod1[20], prod1[20], prod1, 17'h00000 };
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine0.requant2 (rst, \port$5249$122 , acc, q, clk);
+module \bchw_top.engine0.requant2 (rst, \port$5117$122 , acc, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$11  = 0;
   wire [34:0] \$1 ;
   wire [35:0] \$10 ;
   wire [20:0] \$11 ;
   wire [37:0] \$12 ;
   wire [4:0] \$13 ;
-  wire [35:0] \$14 ;
-  wire [20:0] \$15 ;
-  wire [37:0] \$16 ;
-  wire [4:0] \$17 ;
-  wire [38:0] \$18 ;
-  wire [4:0] \$19 ;
+  wire [38:0] \$14 ;
+  wire [4:0] \$15 ;
+  reg [7:0] \$16 ;
   wire [19:0] \$2 ;
-  reg [7:0] \$20 ;
   wire [36:0] \$3 ;
   wire [38:0] \$4 ;
   wire [51:0] \$5 ;
@@ -4761,17 +4331,14 @@ module \bchw_top.engine0.requant2 (rst, \port$5249$122 , acc, q, clk);
   wire [18:0] acc;
   wire [37:0] bias;
   reg [37:0] bias1 = 38'h0000000000;
-  reg [37:0] bias2 = 38'h0000000000;
   input clk;
   wire clk;
   wire en;
   wire [17:0] mul;
-  input [60:0] \port$5249$122 ;
-  wire [60:0] \port$5249$122 ;
+  input [60:0] \port$5117$122 ;
+  wire [60:0] \port$5117$122 ;
   reg [35:0] prod0 = 36'h000000000;
-  reg [35:0] prod0_q = 36'h000000000;
   reg [20:0] prod1 = 21'h000000;
-  reg [20:0] prod1_q = 21'h000000;
   output [7:0] q;
   reg [7:0] q = 8'h00;
   input rst;
@@ -4779,17 +4346,16 @@ module \bchw_top.engine0.requant2 (rst, \port$5249$122 , acc, q, clk);
   wire [4:0] shift;
   reg [4:0] shift1 = 5'h00;
   reg [4:0] shift2 = 5'h00;
-  reg [4:0] shift3 = 5'h00;
   wire [38:0] shifted;
   reg [38:0] total = 39'h0000000000;
-  assign \$1  = $signed({ 1'h0, acc[16:0] }) * $signed(\port$5249$122 [17:0]);
-  assign \$2  = $signed(acc[18:17]) * $signed(\port$5249$122 [17:0]);
-  assign \$4  = $signed(bias2) + $signed(\$3 );
+  assign \$1  = $signed({ 1'h0, acc[16:0] }) * $signed(\port$5117$122 [17:0]);
+  assign \$2  = $signed(acc[18:17]) * $signed(\port$5117$122 [17:0]);
+  assign \$4  = $signed(bias1) + $signed(\$3 );
   assign \$6  = $signed(\$4 ) + $signed(\$5 );
   assign \$7  = | shifted[38:8];
   assign \$8  = \$7  ? 39'h00000000ff : shifted;
   assign \$9  = shifted[38] ? 39'h0000000000 : \$8 ;
-  assign shifted = $signed(total) >>> shift3;
+  assign shifted = $signed(total) >>> shift2;
   always @(posedge clk)
     prod0 <= \$10 ;
   always @(posedge clk)
@@ -4799,60 +4365,44 @@ module \bchw_top.engine0.requant2 (rst, \port$5249$122 , acc, q, clk);
   always @(posedge clk)
     shift1 <= \$13 ;
   always @(posedge clk)
-    prod0_q <= \$14 ;
+    total <= \$14 ;
   always @(posedge clk)
-    prod1_q <= \$15 ;
+    shift2 <= \$15 ;
   always @(posedge clk)
-    bias2 <= \$16 ;
-  always @(posedge clk)
-    shift2 <= \$17 ;
-  always @(posedge clk)
-    total <= \$18 ;
-  always @(posedge clk)
-    shift3 <= \$19 ;
-  always @(posedge clk)
-    q <= \$20 ;
+    q <= \$16 ;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
-    \$20  = \$9 [7:0];
+    \$16  = \$9 [7:0];
     if (rst) begin
-      \$20  = 8'h00;
+      \$16  = 8'h00;
     end
   end
   assign en = 1'h1;
-  assign mul = \port$5249$122 [17:0];
-  assign bias = \port$5249$122 [60:23];
-  assign shift = \port$5249$122 [22:18];
-  assign \$19  = shift2;
-  assign \$18  = \$6 [38:0];
-  assign \$17  = shift1;
-  assign \$16  = bias1;
-  assign \$15  = prod1;
-  assign \$14  = prod0;
-  assign \$13  = \port$5249$122 [22:18];
-  assign \$12  = \port$5249$122 [60:23];
+  assign mul = \port$5117$122 [17:0];
+  assign bias = \port$5117$122 [60:23];
+  assign shift = \port$5117$122 [22:18];
+  assign \$15  = shift1;
+  assign \$14  = \$6 [38:0];
+  assign \$13  = \port$5117$122 [22:18];
+  assign \$12  = \port$5117$122 [60:23];
   assign \$11  = { \$2 [19], \$2  };
   assign \$10  = { \$1 [34], \$1  };
-  assign \$3  = { prod0_q[35], prod0_q };
-  assign \$5  = { prod1_q[20], prod1_q[20], prod1_q[20], prod1_q[20], prod1_q[20], prod1_q[20], prod1_q[20], prod1_q[20], prod1_q[20], prod1_q[20], prod1_q[20], prod1_q[20], prod1_q[20], prod1_q[20], prod1_q, 17'h00000 };
+  assign \$3  = { prod0[35], prod0 };
+  assign \$5  = { prod1[20], prod1[20], prod1[20], prod1[20], prod1[20], prod1[20], prod1[20], prod1[20], prod1[20], prod1[20], prod1[20], prod1[20], prod1[20], prod1[20], prod1, 17'h00000 };
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine0.requant3 (rst, \port$5249$183 , acc, q, clk);
+module \bchw_top.engine0.requant3 (rst, \port$5117$183 , acc, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$12  = 0;
   wire [34:0] \$1 ;
   wire [35:0] \$10 ;
   wire [20:0] \$11 ;
   wire [37:0] \$12 ;
   wire [4:0] \$13 ;
-  wire [35:0] \$14 ;
-  wire [20:0] \$15 ;
-  wire [37:0] \$16 ;
-  wire [4:0] \$17 ;
-  wire [38:0] \$18 ;
-  wire [4:0] \$19 ;
+  wire [38:0] \$14 ;
+  wire [4:0] \$15 ;
+  reg [7:0] \$16 ;
   wire [19:0] \$2 ;
-  reg [7:0] \$20 ;
   wire [36:0] \$3 ;
   wire [38:0] \$4 ;
   wire [51:0] \$5 ;
@@ -4864,17 +4414,14 @@ module \bchw_top.engine0.requant3 (rst, \port$5249$183 , acc, q, clk);
   wire [18:0] acc;
   wire [37:0] bias;
   reg [37:0] bias1 = 38'h0000000000;
-  reg [37:0] bias2 = 38'h0000000000;
   input clk;
   wire clk;
   wire en;
   wire [17:0] mul;
-  input [60:0] \port$5249$183 ;
-  wire [60:0] \port$5249$183 ;
+  input [60:0] \port$5117$183 ;
+  wire [60:0] \port$5117$183 ;
   reg [35:0] prod0 = 36'h000000000;
-  reg [35:0] prod0_q = 36'h000000000;
   reg [20:0] prod1 = 21'h000000;
-  reg [20:0] prod1_q = 21'h000000;
   output [7:0] q;
   reg [7:0] q = 8'h00;
   input rst;
@@ -4882,17 +4429,16 @@ module \bchw_top.engine0.requant3 (rst, \port$5249$183 , acc, q, clk);
   wire [4:0] shift;
   reg [4:0] shift1 = 5'h00;
   reg [4:0] shift2 = 5'h00;
-  reg [4:0] shift3 = 5'h00;
   wire [38:0] shifted;
   reg [38:0] total = 39'h0000000000;
-  assign \$1  = $signed({ 1'h0, acc[16:0] }) * $signed(\port$5249$183 [17:0]);
-  assign \$2  = $signed(acc[18:17]) * $signed(\port$5249$183 [17:0]);
-  assign \$4  = $signed(bias2) + $signed(\$3 );
+  assign \$1  = $signed({ 1'h0, acc[16:0] }) * $signed(\port$5117$183 [17:0]);
+  assign \$2  = $signed(acc[18:17]) * $signed(\port$5117$183 [17:0]);
+  assign \$4  = $signed(bias1) + $signed(\$3 );
   assign \$6  = $signed(\$4 ) + $signed(\$5 );
   assign \$7  = | shifted[38:8];
   assign \$8  = \$7  ? 39'h00000000ff : shifted;
   assign \$9  = shifted[38] ? 39'h0000000000 : \$8 ;
-  assign shifted = $signed(total) >>> shift3;
+  assign shifted = $signed(total) >>> shift2;
   always @(posedge clk)
     prod0 <= \$10 ;
   always @(posedge clk)
@@ -4902,60 +4448,44 @@ module \bchw_top.engine0.requant3 (rst, \port$5249$183 , acc, q, clk);
   always @(posedge clk)
     shift1 <= \$13 ;
   always @(posedge clk)
-    prod0_q <= \$14 ;
+    total <= \$14 ;
   always @(posedge clk)
-    prod1_q <= \$15 ;
+    shift2 <= \$15 ;
   always @(posedge clk)
-    bias2 <= \$16 ;
-  always @(posedge clk)
-    shift2 <= \$17 ;
-  always @(posedge clk)
-    total <= \$18 ;
-  always @(posedge clk)
-    shift3 <= \$19 ;
-  always @(posedge clk)
-    q <= \$20 ;
+    q <= \$16 ;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$20  = \$9 [7:0];
+    \$16  = \$9 [7:0];
     if (rst) begin
-      \$20  = 8'h00;
+      \$16  = 8'h00;
     end
   end
   assign en = 1'h1;
-  assign mul = \port$5249$183 [17:0];
-  assign bias = \port$5249$183 [60:23];
-  assign shift = \port$5249$183 [22:18];
-  assign \$19  = shift2;
-  assign \$18  = \$6 [38:0];
-  assign \$17  = shift1;
-  assign \$16  = bias1;
-  assign \$15  = prod1;
-  assign \$14  = prod0;
-  assign \$13  = \port$5249$183 [22:18];
-  assign \$12  = \port$5249$183 [60:23];
+  assign mul = \port$5117$183 [17:0];
+  assign bias = \port$5117$183 [60:23];
+  assign shift = \port$5117$183 [22:18];
+  assign \$15  = shift1;
+  assign \$14  = \$6 [38:0];
+  assign \$13  = \port$5117$183 [22:18];
+  assign \$12  = \port$5117$183 [60:23];
   assign \$11  = { \$2 [19], \$2  };
   assign \$10  = { \$1 [34], \$1  };
-  assign \$3  = { prod0_q[35], prod0_q };
-  assign \$5  = { prod1_q[20], prod1_q[20], prod1_q[20], prod1_q[20], prod1_q[20], prod1_q[20], prod1_q[20], prod1_q[20], prod1_q[20], prod1_q[20], prod1_q[20], prod1_q[20], prod1_q[20], prod1_q[20], prod1_q, 17'h00000 };
+  assign \$3  = { prod0[35], prod0 };
+  assign \$5  = { prod1[20], prod1[20], prod1[20], prod1[20], prod1[20], prod1[20], prod1[20], prod1[20], prod1[20], prod1[20], prod1[20], prod1[20], prod1[20], prod1[20], prod1, 17'h00000 };
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine0.requant4 (rst, \port$5249$244 , acc, q, clk);
+module \bchw_top.engine0.requant4 (rst, \port$5117$244 , acc, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$13  = 0;
   wire [34:0] \$1 ;
   wire [35:0] \$10 ;
   wire [20:0] \$11 ;
   wire [37:0] \$12 ;
   wire [4:0] \$13 ;
-  wire [35:0] \$14 ;
-  wire [20:0] \$15 ;
-  wire [37:0] \$16 ;
-  wire [4:0] \$17 ;
-  wire [38:0] \$18 ;
-  wire [4:0] \$19 ;
+  wire [38:0] \$14 ;
+  wire [4:0] \$15 ;
+  reg [7:0] \$16 ;
   wire [19:0] \$2 ;
-  reg [7:0] \$20 ;
   wire [36:0] \$3 ;
   wire [38:0] \$4 ;
   wire [51:0] \$5 ;
@@ -4967,17 +4497,14 @@ module \bchw_top.engine0.requant4 (rst, \port$5249$244 , acc, q, clk);
   wire [18:0] acc;
   wire [37:0] bias;
   reg [37:0] bias1 = 38'h0000000000;
-  reg [37:0] bias2 = 38'h0000000000;
   input clk;
   wire clk;
   wire en;
   wire [17:0] mul;
-  input [60:0] \port$5249$244 ;
-  wire [60:0] \port$5249$244 ;
+  input [60:0] \port$5117$244 ;
+  wire [60:0] \port$5117$244 ;
   reg [35:0] prod0 = 36'h000000000;
-  reg [35:0] prod0_q = 36'h000000000;
   reg [20:0] prod1 = 21'h000000;
-  reg [20:0] prod1_q = 21'h000000;
   output [7:0] q;
   reg [7:0] q = 8'h00;
   input rst;
@@ -4985,17 +4512,16 @@ module \bchw_top.engine0.requant4 (rst, \port$5249$244 , acc, q, clk);
   wire [4:0] shift;
   reg [4:0] shift1 = 5'h00;
   reg [4:0] shift2 = 5'h00;
-  reg [4:0] shift3 = 5'h00;
   wire [38:0] shifted;
   reg [38:0] total = 39'h0000000000;
-  assign \$1  = $signed({ 1'h0, acc[16:0] }) * $signed(\port$5249$244 [17:0]);
-  assign \$2  = $signed(acc[18:17]) * $signed(\port$5249$244 [17:0]);
-  assign \$4  = $signed(bias2) + $signed(\$3 );
+  assign \$1  = $signed({ 1'h0, acc[16:0] }) * $signed(\port$5117$244 [17:0]);
+  assign \$2  = $signed(acc[18:17]) * $signed(\port$5117$244 [17:0]);
+  assign \$4  = $signed(bias1) + $signed(\$3 );
   assign \$6  = $signed(\$4 ) + $signed(\$5 );
   assign \$7  = | shifted[38:8];
   assign \$8  = \$7  ? 39'h00000000ff : shifted;
   assign \$9  = shifted[38] ? 39'h0000000000 : \$8 ;
-  assign shifted = $signed(total) >>> shift3;
+  assign shifted = $signed(total) >>> shift2;
   always @(posedge clk)
     prod0 <= \$10 ;
   always @(posedge clk)
@@ -5005,60 +4531,44 @@ module \bchw_top.engine0.requant4 (rst, \port$5249$244 , acc, q, clk);
   always @(posedge clk)
     shift1 <= \$13 ;
   always @(posedge clk)
-    prod0_q <= \$14 ;
+    total <= \$14 ;
   always @(posedge clk)
-    prod1_q <= \$15 ;
+    shift2 <= \$15 ;
   always @(posedge clk)
-    bias2 <= \$16 ;
-  always @(posedge clk)
-    shift2 <= \$17 ;
-  always @(posedge clk)
-    total <= \$18 ;
-  always @(posedge clk)
-    shift3 <= \$19 ;
-  always @(posedge clk)
-    q <= \$20 ;
+    q <= \$16 ;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$20  = \$9 [7:0];
+    \$16  = \$9 [7:0];
     if (rst) begin
-      \$20  = 8'h00;
+      \$16  = 8'h00;
     end
   end
   assign en = 1'h1;
-  assign mul = \port$5249$244 [17:0];
-  assign bias = \port$5249$244 [60:23];
-  assign shift = \port$5249$244 [22:18];
-  assign \$19  = shift2;
-  assign \$18  = \$6 [38:0];
-  assign \$17  = shift1;
-  assign \$16  = bias1;
-  assign \$15  = prod1;
-  assign \$14  = prod0;
-  assign \$13  = \port$5249$244 [22:18];
-  assign \$12  = \port$5249$244 [60:23];
+  assign mul = \port$5117$244 [17:0];
+  assign bias = \port$5117$244 [60:23];
+  assign shift = \port$5117$244 [22:18];
+  assign \$15  = shift1;
+  assign \$14  = \$6 [38:0];
+  assign \$13  = \port$5117$244 [22:18];
+  assign \$12  = \port$5117$244 [60:23];
   assign \$11  = { \$2 [19], \$2  };
   assign \$10  = { \$1 [34], \$1  };
-  assign \$3  = { prod0_q[35], prod0_q };
-  assign \$5  = { prod1_q[20], prod1_q[20], prod1_q[20], prod1_q[20], prod1_q[20], prod1_q[20], prod1_q[20], prod1_q[20], prod1_q[20], prod1_q[20], prod1_q[20], prod1_q[20], prod1_q[20], prod1_q[20], prod1_q, 17'h00000 };
+  assign \$3  = { prod0[35], prod0 };
+  assign \$5  = { prod1[20], prod1[20], prod1[20], prod1[20], prod1[20], prod1[20], prod1[20], prod1[20], prod1[20], prod1[20], prod1[20], prod1[20], prod1[20], prod1[20], prod1, 17'h00000 };
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine0.requant5 (rst, \port$5249$305 , acc, q, clk);
+module \bchw_top.engine0.requant5 (rst, \port$5117$305 , acc, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$14  = 0;
   wire [34:0] \$1 ;
   wire [35:0] \$10 ;
   wire [20:0] \$11 ;
   wire [37:0] \$12 ;
   wire [4:0] \$13 ;
-  wire [35:0] \$14 ;
-  wire [20:0] \$15 ;
-  wire [37:0] \$16 ;
-  wire [4:0] \$17 ;
-  wire [38:0] \$18 ;
-  wire [4:0] \$19 ;
+  wire [38:0] \$14 ;
+  wire [4:0] \$15 ;
+  reg [7:0] \$16 ;
   wire [19:0] \$2 ;
-  reg [7:0] \$20 ;
   wire [36:0] \$3 ;
   wire [38:0] \$4 ;
   wire [51:0] \$5 ;
@@ -5070,17 +4580,14 @@ module \bchw_top.engine0.requant5 (rst, \port$5249$305 , acc, q, clk);
   wire [18:0] acc;
   wire [37:0] bias;
   reg [37:0] bias1 = 38'h0000000000;
-  reg [37:0] bias2 = 38'h0000000000;
   input clk;
   wire clk;
   wire en;
   wire [17:0] mul;
-  input [60:0] \port$5249$305 ;
-  wire [60:0] \port$5249$305 ;
+  input [60:0] \port$5117$305 ;
+  wire [60:0] \port$5117$305 ;
   reg [35:0] prod0 = 36'h000000000;
-  reg [35:0] prod0_q = 36'h000000000;
   reg [20:0] prod1 = 21'h000000;
-  reg [20:0] prod1_q = 21'h000000;
   output [7:0] q;
   reg [7:0] q = 8'h00;
   input rst;
@@ -5088,17 +4595,16 @@ module \bchw_top.engine0.requant5 (rst, \port$5249$305 , acc, q, clk);
   wire [4:0] shift;
   reg [4:0] shift1 = 5'h00;
   reg [4:0] shift2 = 5'h00;
-  reg [4:0] shift3 = 5'h00;
   wire [38:0] shifted;
   reg [38:0] total = 39'h0000000000;
-  assign \$1  = $signed({ 1'h0, acc[16:0] }) * $signed(\port$5249$305 [17:0]);
-  assign \$2  = $signed(acc[18:17]) * $signed(\port$5249$305 [17:0]);
-  assign \$4  = $signed(bias2) + $signed(\$3 );
+  assign \$1  = $signed({ 1'h0, acc[16:0] }) * $signed(\port$5117$305 [17:0]);
+  assign \$2  = $signed(acc[18:17]) * $signed(\port$5117$305 [17:0]);
+  assign \$4  = $signed(bias1) + $signed(\$3 );
   assign \$6  = $signed(\$4 ) + $signed(\$5 );
   assign \$7  = | shifted[38:8];
   assign \$8  = \$7  ? 39'h00000000ff : shifted;
   assign \$9  = shifted[38] ? 39'h0000000000 : \$8 ;
-  assign shifted = $signed(total) >>> shift3;
+  assign shifted = $signed(total) >>> shift2;
   always @(posedge clk)
     prod0 <= \$10 ;
   always @(posedge clk)
@@ -5108,60 +4614,44 @@ module \bchw_top.engine0.requant5 (rst, \port$5249$305 , acc, q, clk);
   always @(posedge clk)
     shift1 <= \$13 ;
   always @(posedge clk)
-    prod0_q <= \$14 ;
+    total <= \$14 ;
   always @(posedge clk)
-    prod1_q <= \$15 ;
+    shift2 <= \$15 ;
   always @(posedge clk)
-    bias2 <= \$16 ;
-  always @(posedge clk)
-    shift2 <= \$17 ;
-  always @(posedge clk)
-    total <= \$18 ;
-  always @(posedge clk)
-    shift3 <= \$19 ;
-  always @(posedge clk)
-    q <= \$20 ;
+    q <= \$16 ;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
-    \$20  = \$9 [7:0];
+    \$16  = \$9 [7:0];
     if (rst) begin
-      \$20  = 8'h00;
+      \$16  = 8'h00;
     end
   end
   assign en = 1'h1;
-  assign mul = \port$5249$305 [17:0];
-  assign bias = \port$5249$305 [60:23];
-  assign shift = \port$5249$305 [22:18];
-  assign \$19  = shift2;
-  assign \$18  = \$6 [38:0];
-  assign \$17  = shift1;
-  assign \$16  = bias1;
-  assign \$15  = prod1;
-  assign \$14  = prod0;
-  assign \$13  = \port$5249$305 [22:18];
-  assign \$12  = \port$5249$305 [60:23];
+  assign mul = \port$5117$305 [17:0];
+  assign bias = \port$5117$305 [60:23];
+  assign shift = \port$5117$305 [22:18];
+  assign \$15  = shift1;
+  assign \$14  = \$6 [38:0];
+  assign \$13  = \port$5117$305 [22:18];
+  assign \$12  = \port$5117$305 [60:23];
   assign \$11  = { \$2 [19], \$2  };
   assign \$10  = { \$1 [34], \$1  };
-  assign \$3  = { prod0_q[35], prod0_q };
-  assign \$5  = { prod1_q[20], prod1_q[20], prod1_q[20], prod1_q[20], prod1_q[20], prod1_q[20], prod1_q[20], prod1_q[20], prod1_q[20], prod1_q[20], prod1_q[20], prod1_q[20], prod1_q[20], prod1_q[20], prod1_q, 17'h00000 };
+  assign \$3  = { prod0[35], prod0 };
+  assign \$5  = { prod1[20], prod1[20], prod1[20], prod1[20], prod1[20], prod1[20], prod1[20], prod1[20], prod1[20], prod1[20], prod1[20], prod1[20], prod1[20], prod1[20], prod1, 17'h00000 };
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine0.requant6 (rst, \port$5249$366 , acc, q, clk);
+module \bchw_top.engine0.requant6 (rst, \port$5117$366 , acc, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$15  = 0;
   wire [34:0] \$1 ;
   wire [35:0] \$10 ;
   wire [20:0] \$11 ;
   wire [37:0] \$12 ;
   wire [4:0] \$13 ;
-  wire [35:0] \$14 ;
-  wire [20:0] \$15 ;
-  wire [37:0] \$16 ;
-  wire [4:0] \$17 ;
-  wire [38:0] \$18 ;
-  wire [4:0] \$19 ;
+  wire [38:0] \$14 ;
+  wire [4:0] \$15 ;
+  reg [7:0] \$16 ;
   wire [19:0] \$2 ;
-  reg [7:0] \$20 ;
   wire [36:0] \$3 ;
   wire [38:0] \$4 ;
   wire [51:0] \$5 ;
@@ -5173,17 +4663,14 @@ module \bchw_top.engine0.requant6 (rst, \port$5249$366 , acc, q, clk);
   wire [18:0] acc;
   wire [37:0] bias;
   reg [37:0] bias1 = 38'h0000000000;
-  reg [37:0] bias2 = 38'h0000000000;
   input clk;
   wire clk;
   wire en;
   wire [17:0] mul;
-  input [60:0] \port$5249$366 ;
-  wire [60:0] \port$5249$366 ;
+  input [60:0] \port$5117$366 ;
+  wire [60:0] \port$5117$366 ;
   reg [35:0] prod0 = 36'h000000000;
-  reg [35:0] prod0_q = 36'h000000000;
   reg [20:0] prod1 = 21'h000000;
-  reg [20:0] prod1_q = 21'h000000;
   output [7:0] q;
   reg [7:0] q = 8'h00;
   input rst;
@@ -5191,17 +4678,16 @@ module \bchw_top.engine0.requant6 (rst, \port$5249$366 , acc, q, clk);
   wire [4:0] shift;
   reg [4:0] shift1 = 5'h00;
   reg [4:0] shift2 = 5'h00;
-  reg [4:0] shift3 = 5'h00;
   wire [38:0] shifted;
   reg [38:0] total = 39'h0000000000;
-  assign \$1  = $signed({ 1'h0, acc[16:0] }) * $signed(\port$5249$366 [17:0]);
-  assign \$2  = $signed(acc[18:17]) * $signed(\port$5249$366 [17:0]);
-  assign \$4  = $signed(bias2) + $signed(\$3 );
+  assign \$1  = $signed({ 1'h0, acc[16:0] }) * $signed(\port$5117$366 [17:0]);
+  assign \$2  = $signed(acc[18:17]) * $signed(\port$5117$366 [17:0]);
+  assign \$4  = $signed(bias1) + $signed(\$3 );
   assign \$6  = $signed(\$4 ) + $signed(\$5 );
   assign \$7  = | shifted[38:8];
   assign \$8  = \$7  ? 39'h00000000ff : shifted;
   assign \$9  = shifted[38] ? 39'h0000000000 : \$8 ;
-  assign shifted = $signed(total) >>> shift3;
+  assign shifted = $signed(total) >>> shift2;
   always @(posedge clk)
     prod0 <= \$10 ;
   always @(posedge clk)
@@ -5211,60 +4697,44 @@ module \bchw_top.engine0.requant6 (rst, \port$5249$366 , acc, q, clk);
   always @(posedge clk)
     shift1 <= \$13 ;
   always @(posedge clk)
-    prod0_q <= \$14 ;
+    total <= \$14 ;
   always @(posedge clk)
-    prod1_q <= \$15 ;
+    shift2 <= \$15 ;
   always @(posedge clk)
-    bias2 <= \$16 ;
-  always @(posedge clk)
-    shift2 <= \$17 ;
-  always @(posedge clk)
-    total <= \$18 ;
-  always @(posedge clk)
-    shift3 <= \$19 ;
-  always @(posedge clk)
-    q <= \$20 ;
+    q <= \$16 ;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$20  = \$9 [7:0];
+    \$16  = \$9 [7:0];
     if (rst) begin
-      \$20  = 8'h00;
+      \$16  = 8'h00;
     end
   end
   assign en = 1'h1;
-  assign mul = \port$5249$366 [17:0];
-  assign bias = \port$5249$366 [60:23];
-  assign shift = \port$5249$366 [22:18];
-  assign \$19  = shift2;
-  assign \$18  = \$6 [38:0];
-  assign \$17  = shift1;
-  assign \$16  = bias1;
-  assign \$15  = prod1;
-  assign \$14  = prod0;
-  assign \$13  = \port$5249$366 [22:18];
-  assign \$12  = \port$5249$366 [60:23];
+  assign mul = \port$5117$366 [17:0];
+  assign bias = \port$5117$366 [60:23];
+  assign shift = \port$5117$366 [22:18];
+  assign \$15  = shift1;
+  assign \$14  = \$6 [38:0];
+  assign \$13  = \port$5117$366 [22:18];
+  assign \$12  = \port$5117$366 [60:23];
   assign \$11  = { \$2 [19], \$2  };
   assign \$10  = { \$1 [34], \$1  };
-  assign \$3  = { prod0_q[35], prod0_q };
-  assign \$5  = { prod1_q[20], prod1_q[20], prod1_q[20], prod1_q[20], prod1_q[20], prod1_q[20], prod1_q[20], prod1_q[20], prod1_q[20], prod1_q[20], prod1_q[20], prod1_q[20], prod1_q[20], prod1_q[20], prod1_q, 17'h00000 };
+  assign \$3  = { prod0[35], prod0 };
+  assign \$5  = { prod1[20], prod1[20], prod1[20], prod1[20], prod1[20], prod1[20], prod1[20], prod1[20], prod1[20], prod1[20], prod1[20], prod1[20], prod1[20], prod1[20], prod1, 17'h00000 };
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine0.requant7 (rst, \port$5249$427 , acc, q, clk);
+module \bchw_top.engine0.requant7 (rst, \port$5117$427 , acc, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$16  = 0;
   wire [34:0] \$1 ;
   wire [35:0] \$10 ;
   wire [20:0] \$11 ;
   wire [37:0] \$12 ;
   wire [4:0] \$13 ;
-  wire [35:0] \$14 ;
-  wire [20:0] \$15 ;
-  wire [37:0] \$16 ;
-  wire [4:0] \$17 ;
-  wire [38:0] \$18 ;
-  wire [4:0] \$19 ;
+  wire [38:0] \$14 ;
+  wire [4:0] \$15 ;
+  reg [7:0] \$16 ;
   wire [19:0] \$2 ;
-  reg [7:0] \$20 ;
   wire [36:0] \$3 ;
   wire [38:0] \$4 ;
   wire [51:0] \$5 ;
@@ -5276,17 +4746,14 @@ module \bchw_top.engine0.requant7 (rst, \port$5249$427 , acc, q, clk);
   wire [18:0] acc;
   wire [37:0] bias;
   reg [37:0] bias1 = 38'h0000000000;
-  reg [37:0] bias2 = 38'h0000000000;
   input clk;
   wire clk;
   wire en;
   wire [17:0] mul;
-  input [60:0] \port$5249$427 ;
-  wire [60:0] \port$5249$427 ;
+  input [60:0] \port$5117$427 ;
+  wire [60:0] \port$5117$427 ;
   reg [35:0] prod0 = 36'h000000000;
-  reg [35:0] prod0_q = 36'h000000000;
   reg [20:0] prod1 = 21'h000000;
-  reg [20:0] prod1_q = 21'h000000;
   output [7:0] q;
   reg [7:0] q = 8'h00;
   input rst;
@@ -5294,17 +4761,16 @@ module \bchw_top.engine0.requant7 (rst, \port$5249$427 , acc, q, clk);
   wire [4:0] shift;
   reg [4:0] shift1 = 5'h00;
   reg [4:0] shift2 = 5'h00;
-  reg [4:0] shift3 = 5'h00;
   wire [38:0] shifted;
   reg [38:0] total = 39'h0000000000;
-  assign \$1  = $signed({ 1'h0, acc[16:0] }) * $signed(\port$5249$427 [17:0]);
-  assign \$2  = $signed(acc[18:17]) * $signed(\port$5249$427 [17:0]);
-  assign \$4  = $signed(bias2) + $signed(\$3 );
+  assign \$1  = $signed({ 1'h0, acc[16:0] }) * $signed(\port$5117$427 [17:0]);
+  assign \$2  = $signed(acc[18:17]) * $signed(\port$5117$427 [17:0]);
+  assign \$4  = $signed(bias1) + $signed(\$3 );
   assign \$6  = $signed(\$4 ) + $signed(\$5 );
   assign \$7  = | shifted[38:8];
   assign \$8  = \$7  ? 39'h00000000ff : shifted;
   assign \$9  = shifted[38] ? 39'h0000000000 : \$8 ;
-  assign shifted = $signed(total) >>> shift3;
+  assign shifted = $signed(total) >>> shift2;
   always @(posedge clk)
     prod0 <= \$10 ;
   always @(posedge clk)
@@ -5314,60 +4780,44 @@ module \bchw_top.engine0.requant7 (rst, \port$5249$427 , acc, q, clk);
   always @(posedge clk)
     shift1 <= \$13 ;
   always @(posedge clk)
-    prod0_q <= \$14 ;
+    total <= \$14 ;
   always @(posedge clk)
-    prod1_q <= \$15 ;
+    shift2 <= \$15 ;
   always @(posedge clk)
-    bias2 <= \$16 ;
-  always @(posedge clk)
-    shift2 <= \$17 ;
-  always @(posedge clk)
-    total <= \$18 ;
-  always @(posedge clk)
-    shift3 <= \$19 ;
-  always @(posedge clk)
-    q <= \$20 ;
+    q <= \$16 ;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$20  = \$9 [7:0];
+    \$16  = \$9 [7:0];
     if (rst) begin
-      \$20  = 8'h00;
+      \$16  = 8'h00;
     end
   end
   assign en = 1'h1;
-  assign mul = \port$5249$427 [17:0];
-  assign bias = \port$5249$427 [60:23];
-  assign shift = \port$5249$427 [22:18];
-  assign \$19  = shift2;
-  assign \$18  = \$6 [38:0];
-  assign \$17  = shift1;
-  assign \$16  = bias1;
-  assign \$15  = prod1;
-  assign \$14  = prod0;
-  assign \$13  = \port$5249$427 [22:18];
-  assign \$12  = \port$5249$427 [60:23];
+  assign mul = \port$5117$427 [17:0];
+  assign bias = \port$5117$427 [60:23];
+  assign shift = \port$5117$427 [22:18];
+  assign \$15  = shift1;
+  assign \$14  = \$6 [38:0];
+  assign \$13  = \port$5117$427 [22:18];
+  assign \$12  = \port$5117$427 [60:23];
   assign \$11  = { \$2 [19], \$2  };
   assign \$10  = { \$1 [34], \$1  };
-  assign \$3  = { prod0_q[35], prod0_q };
-  assign \$5  = { prod1_q[20], prod1_q[20], prod1_q[20], prod1_q[20], prod1_q[20], prod1_q[20], prod1_q[20], prod1_q[20], prod1_q[20], prod1_q[20], prod1_q[20], prod1_q[20], prod1_q[20], prod1_q[20], prod1_q, 17'h00000 };
+  assign \$3  = { prod0[35], prod0 };
+  assign \$5  = { prod1[20], prod1[20], prod1[20], prod1[20], prod1[20], prod1[20], prod1[20], prod1[20], prod1[20], prod1[20], prod1[20], prod1[20], prod1[20], prod1[20], prod1, 17'h00000 };
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine0.requant8 (rst, \port$5249$488 , acc, q, clk);
+module \bchw_top.engine0.requant8 (rst, \port$5117$488 , acc, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$17  = 0;
   wire [34:0] \$1 ;
   wire [35:0] \$10 ;
   wire [20:0] \$11 ;
   wire [37:0] \$12 ;
   wire [4:0] \$13 ;
-  wire [35:0] \$14 ;
-  wire [20:0] \$15 ;
-  wire [37:0] \$16 ;
-  wire [4:0] \$17 ;
-  wire [38:0] \$18 ;
-  wire [4:0] \$19 ;
+  wire [38:0] \$14 ;
+  wire [4:0] \$15 ;
+  reg [7:0] \$16 ;
   wire [19:0] \$2 ;
-  reg [7:0] \$20 ;
   wire [36:0] \$3 ;
   wire [38:0] \$4 ;
   wire [51:0] \$5 ;
@@ -5379,17 +4829,14 @@ module \bchw_top.engine0.requant8 (rst, \port$5249$488 , acc, q, clk);
   wire [18:0] acc;
   wire [37:0] bias;
   reg [37:0] bias1 = 38'h0000000000;
-  reg [37:0] bias2 = 38'h0000000000;
   input clk;
   wire clk;
   wire en;
   wire [17:0] mul;
-  input [60:0] \port$5249$488 ;
-  wire [60:0] \port$5249$488 ;
+  input [60:0] \port$5117$488 ;
+  wire [60:0] \port$5117$488 ;
   reg [35:0] prod0 = 36'h000000000;
-  reg [35:0] prod0_q = 36'h000000000;
   reg [20:0] prod1 = 21'h000000;
-  reg [20:0] prod1_q = 21'h000000;
   output [7:0] q;
   reg [7:0] q = 8'h00;
   input rst;
@@ -5397,17 +4844,16 @@ module \bchw_top.engine0.requant8 (rst, \port$5249$488 , acc, q, clk);
   wire [4:0] shift;
   reg [4:0] shift1 = 5'h00;
   reg [4:0] shift2 = 5'h00;
-  reg [4:0] shift3 = 5'h00;
   wire [38:0] shifted;
   reg [38:0] total = 39'h0000000000;
-  assign \$1  = $signed({ 1'h0, acc[16:0] }) * $signed(\port$5249$488 [17:0]);
-  assign \$2  = $signed(acc[18:17]) * $signed(\port$5249$488 [17:0]);
-  assign \$4  = $signed(bias2) + $signed(\$3 );
+  assign \$1  = $signed({ 1'h0, acc[16:0] }) * $signed(\port$5117$488 [17:0]);
+  assign \$2  = $signed(acc[18:17]) * $signed(\port$5117$488 [17:0]);
+  assign \$4  = $signed(bias1) + $signed(\$3 );
   assign \$6  = $signed(\$4 ) + $signed(\$5 );
   assign \$7  = | shifted[38:8];
   assign \$8  = \$7  ? 39'h00000000ff : shifted;
   assign \$9  = shifted[38] ? 39'h0000000000 : \$8 ;
-  assign shifted = $signed(total) >>> shift3;
+  assign shifted = $signed(total) >>> shift2;
   always @(posedge clk)
     prod0 <= \$10 ;
   always @(posedge clk)
@@ -5417,60 +4863,44 @@ module \bchw_top.engine0.requant8 (rst, \port$5249$488 , acc, q, clk);
   always @(posedge clk)
     shift1 <= \$13 ;
   always @(posedge clk)
-    prod0_q <= \$14 ;
+    total <= \$14 ;
   always @(posedge clk)
-    prod1_q <= \$15 ;
+    shift2 <= \$15 ;
   always @(posedge clk)
-    bias2 <= \$16 ;
-  always @(posedge clk)
-    shift2 <= \$17 ;
-  always @(posedge clk)
-    total <= \$18 ;
-  always @(posedge clk)
-    shift3 <= \$19 ;
-  always @(posedge clk)
-    q <= \$20 ;
+    q <= \$16 ;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
-    \$20  = \$9 [7:0];
+    \$16  = \$9 [7:0];
     if (rst) begin
-      \$20  = 8'h00;
+      \$16  = 8'h00;
     end
   end
   assign en = 1'h1;
-  assign mul = \port$5249$488 [17:0];
-  assign bias = \port$5249$488 [60:23];
-  assign shift = \port$5249$488 [22:18];
-  assign \$19  = shift2;
-  assign \$18  = \$6 [38:0];
-  assign \$17  = shift1;
-  assign \$16  = bias1;
-  assign \$15  = prod1;
-  assign \$14  = prod0;
-  assign \$13  = \port$5249$488 [22:18];
-  assign \$12  = \port$5249$488 [60:23];
+  assign mul = \port$5117$488 [17:0];
+  assign bias = \port$5117$488 [60:23];
+  assign shift = \port$5117$488 [22:18];
+  assign \$15  = shift1;
+  assign \$14  = \$6 [38:0];
+  assign \$13  = \port$5117$488 [22:18];
+  assign \$12  = \port$5117$488 [60:23];
   assign \$11  = { \$2 [19], \$2  };
   assign \$10  = { \$1 [34], \$1  };
-  assign \$3  = { prod0_q[35], prod0_q };
-  assign \$5  = { prod1_q[20], prod1_q[20], prod1_q[20], prod1_q[20], prod1_q[20], prod1_q[20], prod1_q[20], prod1_q[20], prod1_q[20], prod1_q[20], prod1_q[20], prod1_q[20], prod1_q[20], prod1_q[20], prod1_q, 17'h00000 };
+  assign \$3  = { prod0[35], prod0 };
+  assign \$5  = { prod1[20], prod1[20], prod1[20], prod1[20], prod1[20], prod1[20], prod1[20], prod1[20], prod1[20], prod1[20], prod1[20], prod1[20], prod1[20], prod1[20], prod1, 17'h00000 };
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine0.requant9 (rst, \port$5249$549 , acc, q, clk);
+module \bchw_top.engine0.requant9 (rst, \port$5117$549 , acc, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$18  = 0;
   wire [34:0] \$1 ;
   wire [35:0] \$10 ;
   wire [20:0] \$11 ;
   wire [37:0] \$12 ;
   wire [4:0] \$13 ;
-  wire [35:0] \$14 ;
-  wire [20:0] \$15 ;
-  wire [37:0] \$16 ;
-  wire [4:0] \$17 ;
-  wire [38:0] \$18 ;
-  wire [4:0] \$19 ;
+  wire [38:0] \$14 ;
+  wire [4:0] \$15 ;
+  reg [7:0] \$16 ;
   wire [19:0] \$2 ;
-  reg [7:0] \$20 ;
   wire [36:0] \$3 ;
   wire [38:0] \$4 ;
   wire [51:0] \$5 ;
@@ -5482,17 +4912,14 @@ module \bchw_top.engine0.requant9 (rst, \port$5249$549 , acc, q, clk);
   wire [18:0] acc;
   wire [37:0] bias;
   reg [37:0] bias1 = 38'h0000000000;
-  reg [37:0] bias2 = 38'h0000000000;
   input clk;
   wire clk;
   wire en;
   wire [17:0] mul;
-  input [60:0] \port$5249$549 ;
-  wire [60:0] \port$5249$549 ;
+  input [60:0] \port$5117$549 ;
+  wire [60:0] \port$5117$549 ;
   reg [35:0] prod0 = 36'h000000000;
-  reg [35:0] prod0_q = 36'h000000000;
   reg [20:0] prod1 = 21'h000000;
-  reg [20:0] prod1_q = 21'h000000;
   output [7:0] q;
   reg [7:0] q = 8'h00;
   input rst;
@@ -5500,17 +4927,16 @@ module \bchw_top.engine0.requant9 (rst, \port$5249$549 , acc, q, clk);
   wire [4:0] shift;
   reg [4:0] shift1 = 5'h00;
   reg [4:0] shift2 = 5'h00;
-  reg [4:0] shift3 = 5'h00;
   wire [38:0] shifted;
   reg [38:0] total = 39'h0000000000;
-  assign \$1  = $signed({ 1'h0, acc[16:0] }) * $signed(\port$5249$549 [17:0]);
-  assign \$2  = $signed(acc[18:17]) * $signed(\port$5249$549 [17:0]);
-  assign \$4  = $signed(bias2) + $signed(\$3 );
+  assign \$1  = $signed({ 1'h0, acc[16:0] }) * $signed(\port$5117$549 [17:0]);
+  assign \$2  = $signed(acc[18:17]) * $signed(\port$5117$549 [17:0]);
+  assign \$4  = $signed(bias1) + $signed(\$3 );
   assign \$6  = $signed(\$4 ) + $signed(\$5 );
   assign \$7  = | shifted[38:8];
   assign \$8  = \$7  ? 39'h00000000ff : shifted;
   assign \$9  = shifted[38] ? 39'h0000000000 : \$8 ;
-  assign shifted = $signed(total) >>> shift3;
+  assign shifted = $signed(total) >>> shift2;
   always @(posedge clk)
     prod0 <= \$10 ;
   always @(posedge clk)
@@ -5520,42 +4946,30 @@ module \bchw_top.engine0.requant9 (rst, \port$5249$549 , acc, q, clk);
   always @(posedge clk)
     shift1 <= \$13 ;
   always @(posedge clk)
-    prod0_q <= \$14 ;
+    total <= \$14 ;
   always @(posedge clk)
-    prod1_q <= \$15 ;
+    shift2 <= \$15 ;
   always @(posedge clk)
-    bias2 <= \$16 ;
-  always @(posedge clk)
-    shift2 <= \$17 ;
-  always @(posedge clk)
-    total <= \$18 ;
-  always @(posedge clk)
-    shift3 <= \$19 ;
-  always @(posedge clk)
-    q <= \$20 ;
+    q <= \$16 ;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$18 ) begin end
-    \$20  = \$9 [7:0];
+    \$16  = \$9 [7:0];
     if (rst) begin
-      \$20  = 8'h00;
+      \$16  = 8'h00;
     end
   end
   assign en = 1'h1;
-  assign mul = \port$5249$549 [17:0];
-  assign bias = \port$5249$549 [60:23];
-  assign shift = \port$5249$549 [22:18];
-  assign \$19  = shift2;
-  assign \$18  = \$6 [38:0];
-  assign \$17  = shift1;
-  assign \$16  = bias1;
-  assign \$15  = prod1;
-  assign \$14  = prod0;
-  assign \$13  = \port$5249$549 [22:18];
-  assign \$12  = \port$5249$549 [60:23];
+  assign mul = \port$5117$549 [17:0];
+  assign bias = \port$5117$549 [60:23];
+  assign shift = \port$5117$549 [22:18];
+  assign \$15  = shift1;
+  assign \$14  = \$6 [38:0];
+  assign \$13  = \port$5117$549 [22:18];
+  assign \$12  = \port$5117$549 [60:23];
   assign \$11  = { \$2 [19], \$2  };
   assign \$10  = { \$1 [34], \$1  };
-  assign \$3  = { prod0_q[35], prod0_q };
-  assign \$5  = { prod1_q[20], prod1_q[20], prod1_q[20], prod1_q[20], prod1_q[20], prod1_q[20], prod1_q[20], prod1_q[20], prod1_q[20], prod1_q[20], prod1_q[20], prod1_q[20], prod1_q[20], prod1_q[20], prod1_q, 17'h00000 };
+  assign \$3  = { prod0[35], prod0 };
+  assign \$5  = { prod1[20], prod1[20], prod1[20], prod1[20], prod1[20], prod1[20], prod1[20], prod1[20], prod1[20], prod1[20], prod1[20], prod1[20], prod1[20], prod1[20], prod1, 17'h00000 };
 endmodule
 
 (* generator = "Amaranth" *)
@@ -13049,172 +12463,120 @@ module \bchw_top.engine1 (rst, s__valid, write__data, s__ready, m__valid, m__pay
   wire [17:0] \$133 ;
   wire \$134 ;
   wire \$135 ;
-  wire [16:0] \$136 ;
-  wire [17:0] \$137 ;
-  wire [16:0] \$138 ;
-  wire [17:0] \$139 ;
+  wire \$136 ;
+  wire \$137 ;
+  wire \$138 ;
+  wire \$139 ;
   wire \$14 ;
-  wire [16:0] \$140 ;
-  wire [17:0] \$141 ;
-  wire [16:0] \$142 ;
-  wire [17:0] \$143 ;
-  wire [16:0] \$144 ;
-  wire [17:0] \$145 ;
-  wire [16:0] \$146 ;
-  wire [17:0] \$147 ;
-  wire [16:0] \$148 ;
-  wire [17:0] \$149 ;
+  wire \$140 ;
+  wire [2:0] \$141 ;
+  wire \$142 ;
+  wire \$143 ;
+  wire \$144 ;
+  wire \$145 ;
+  wire \$146 ;
+  wire \$147 ;
+  wire \$148 ;
+  wire \$149 ;
   wire \$15 ;
-  wire [16:0] \$150 ;
-  wire [17:0] \$151 ;
-  wire [16:0] \$152 ;
-  wire [17:0] \$153 ;
-  wire [16:0] \$154 ;
-  wire [17:0] \$155 ;
-  wire [16:0] \$156 ;
-  wire [17:0] \$157 ;
-  wire [16:0] \$158 ;
-  wire [17:0] \$159 ;
+  wire \$150 ;
+  wire \$151 ;
+  wire \$152 ;
+  wire [2:0] \$153 ;
+  wire \$154 ;
+  wire \$155 ;
+  wire \$156 ;
+  wire \$157 ;
+  reg \$158 ;
+  reg [7:0] \$159 ;
   wire \$16 ;
-  wire [16:0] \$160 ;
-  wire [17:0] \$161 ;
-  wire [16:0] \$162 ;
-  wire [17:0] \$163 ;
-  wire [16:0] \$164 ;
-  wire [17:0] \$165 ;
-  wire [16:0] \$166 ;
-  wire [17:0] \$167 ;
-  wire \$168 ;
-  wire \$169 ;
+  reg [3:0] \$160 ;
+  reg [3:0] \$161 ;
+  reg \$162 ;
+  reg \$163 ;
+  reg [1:0] \$164 ;
+  reg \$165 ;
+  reg [3:0] \$166 ;
+  reg \$167 ;
+  reg \$168 ;
+  reg \$169 ;
   wire \$17 ;
-  wire \$170 ;
-  wire \$171 ;
-  wire \$172 ;
-  wire \$173 ;
-  wire \$174 ;
-  wire [2:0] \$175 ;
-  wire \$176 ;
-  wire \$177 ;
-  wire \$178 ;
-  wire \$179 ;
+  wire [127:0] \$170 ;
+  wire [127:0] \$171 ;
+  wire [255:0] \$172 ;
+  wire [255:0] \$173 ;
+  reg [7:0] \$174 ;
+  reg [7:0] \$175 ;
+  reg [7:0] \$176 ;
+  reg [7:0] \$177 ;
+  reg [7:0] \$178 ;
+  reg [7:0] \$179 ;
   wire \$18 ;
-  wire \$180 ;
-  wire \$181 ;
-  wire \$182 ;
-  wire \$183 ;
-  wire \$184 ;
-  wire \$185 ;
-  wire \$186 ;
-  wire [2:0] \$187 ;
-  wire \$188 ;
-  wire \$189 ;
+  reg [7:0] \$180 ;
+  reg [7:0] \$181 ;
+  reg [3:0] \$182 ;
+  reg [3:0] \$183 ;
+  reg [3:0] \$184 ;
+  reg [3:0] \$185 ;
+  reg [3:0] \$186 ;
+  reg [3:0] \$187 ;
+  reg [3:0] \$188 ;
+  reg [3:0] \$189 ;
   wire \$19 ;
-  wire \$190 ;
-  wire \$191 ;
-  reg \$192 ;
-  reg [7:0] \$193 ;
+  reg [3:0] \$190 ;
+  reg [3:0] \$191 ;
+  reg [3:0] \$192 ;
+  reg [3:0] \$193 ;
   reg [3:0] \$194 ;
   reg [3:0] \$195 ;
-  reg \$196 ;
-  reg \$197 ;
-  reg [1:0] \$198 ;
-  reg \$199 ;
+  reg [3:0] \$196 ;
+  reg [3:0] \$197 ;
+  reg [3:0] \$198 ;
+  reg [3:0] \$199 ;
   wire \$2 ;
   wire [4:0] \$20 ;
   reg [3:0] \$200 ;
-  reg \$201 ;
-  reg \$202 ;
-  reg \$203 ;
-  wire [127:0] \$204 ;
-  wire [127:0] \$205 ;
-  wire [255:0] \$206 ;
-  wire [255:0] \$207 ;
-  reg [7:0] \$208 ;
-  reg [7:0] \$209 ;
+  reg [3:0] \$201 ;
+  reg [3:0] \$202 ;
+  wire [943:0] \$203 ;
+  wire [943:0] \$204 ;
+  reg \$205 ;
+  reg \$206 ;
+  reg [16:0] \$207 ;
+  reg [16:0] \$208 ;
+  reg [16:0] \$209 ;
   wire [4:0] \$21 ;
-  reg [7:0] \$210 ;
-  reg [7:0] \$211 ;
-  reg [7:0] \$212 ;
-  reg [7:0] \$213 ;
-  reg [7:0] \$214 ;
-  reg [7:0] \$215 ;
-  reg [3:0] \$216 ;
-  reg [3:0] \$217 ;
-  reg [3:0] \$218 ;
-  reg [3:0] \$219 ;
+  reg [16:0] \$210 ;
+  reg [16:0] \$211 ;
+  reg [16:0] \$212 ;
+  reg [16:0] \$213 ;
+  reg [16:0] \$214 ;
+  reg [16:0] \$215 ;
+  reg [16:0] \$216 ;
+  reg [16:0] \$217 ;
+  reg [16:0] \$218 ;
+  reg [16:0] \$219 ;
   wire [4:0] \$22 ;
-  reg [3:0] \$220 ;
-  reg [3:0] \$221 ;
-  reg [3:0] \$222 ;
-  reg [3:0] \$223 ;
-  reg [3:0] \$224 ;
-  reg [3:0] \$225 ;
-  reg [3:0] \$226 ;
-  reg [3:0] \$227 ;
-  reg [3:0] \$228 ;
-  reg [3:0] \$229 ;
+  reg [16:0] \$220 ;
+  reg [16:0] \$221 ;
+  reg [16:0] \$222 ;
+  reg \$223 ;
+  reg \$224 ;
+  reg \$225 ;
+  reg \$226 ;
+  reg \$227 ;
+  reg \$228 ;
+  reg [128:0] \$229 ;
   wire [4:0] \$23 ;
-  reg [3:0] \$230 ;
-  reg [3:0] \$231 ;
-  reg [3:0] \$232 ;
-  reg [3:0] \$233 ;
-  reg [3:0] \$234 ;
-  reg [3:0] \$235 ;
-  reg [3:0] \$236 ;
-  wire [943:0] \$237 ;
-  wire [943:0] \$238 ;
-  reg \$239 ;
+  reg [128:0] \$230 ;
+  reg [1:0] \$231 ;
+  reg \$232 ;
+  reg \$233 ;
   wire \$24 ;
-  reg \$240 ;
-  reg [16:0] \$241 ;
-  reg [16:0] \$242 ;
-  reg [16:0] \$243 ;
-  reg [16:0] \$244 ;
-  reg [16:0] \$245 ;
-  reg [16:0] \$246 ;
-  reg [16:0] \$247 ;
-  reg [16:0] \$248 ;
-  reg [16:0] \$249 ;
   wire \$25 ;
-  reg [16:0] \$250 ;
-  reg [16:0] \$251 ;
-  reg [16:0] \$252 ;
-  reg [16:0] \$253 ;
-  reg [16:0] \$254 ;
-  reg [16:0] \$255 ;
-  reg [16:0] \$256 ;
-  reg [16:0] \$257 ;
-  reg [16:0] \$258 ;
-  reg [16:0] \$259 ;
   wire \$26 ;
-  reg [16:0] \$260 ;
-  reg [16:0] \$261 ;
-  reg [16:0] \$262 ;
-  reg [16:0] \$263 ;
-  reg [16:0] \$264 ;
-  reg [16:0] \$265 ;
-  reg [16:0] \$266 ;
-  reg [16:0] \$267 ;
-  reg [16:0] \$268 ;
-  reg [16:0] \$269 ;
   wire \$27 ;
-  reg [16:0] \$270 ;
-  reg [16:0] \$271 ;
-  reg [16:0] \$272 ;
-  reg \$273 ;
-  reg \$274 ;
-  reg \$275 ;
-  reg \$276 ;
-  reg \$277 ;
-  reg \$278 ;
-  reg \$279 ;
   wire \$28 ;
-  reg \$280 ;
-  reg [128:0] \$281 ;
-  reg [128:0] \$282 ;
-  reg [1:0] \$283 ;
-  reg \$284 ;
-  reg \$285 ;
   wire [4:0] \$29 ;
   wire \$3 ;
   wire [4:0] \$30 ;
@@ -13310,56 +12672,40 @@ module \bchw_top.engine1 (rst, s__valid, write__data, s__ready, m__valid, m__pay
   reg [16:0] \acc$209  = 17'h00000;
   reg [16:0] \acc$215  = 17'h00000;
   reg [16:0] \acc$221  = 17'h00000;
-  reg [16:0] acc0 = 17'h00000;
-  reg [16:0] acc1 = 17'h00000;
-  reg [16:0] acc10 = 17'h00000;
-  reg [16:0] acc11 = 17'h00000;
-  reg [16:0] acc12 = 17'h00000;
-  reg [16:0] acc13 = 17'h00000;
-  reg [16:0] acc14 = 17'h00000;
-  reg [16:0] acc15 = 17'h00000;
-  reg [16:0] acc2 = 17'h00000;
-  reg [16:0] acc3 = 17'h00000;
-  reg [16:0] acc4 = 17'h00000;
-  reg [16:0] acc5 = 17'h00000;
-  reg [16:0] acc6 = 17'h00000;
-  reg [16:0] acc7 = 17'h00000;
-  reg [16:0] acc8 = 17'h00000;
-  reg [16:0] acc9 = 17'h00000;
+  (* init = 17'h00000 *)
+  wire [16:0] acc0;
+  (* init = 17'h00000 *)
+  wire [16:0] acc1;
+  (* init = 17'h00000 *)
+  wire [16:0] acc10;
+  (* init = 17'h00000 *)
+  wire [16:0] acc11;
+  (* init = 17'h00000 *)
+  wire [16:0] acc12;
+  (* init = 17'h00000 *)
+  wire [16:0] acc13;
+  (* init = 17'h00000 *)
+  wire [16:0] acc14;
+  (* init = 17'h00000 *)
+  wire [16:0] acc15;
+  (* init = 17'h00000 *)
+  wire [16:0] acc2;
+  (* init = 17'h00000 *)
+  wire [16:0] acc3;
+  (* init = 17'h00000 *)
+  wire [16:0] acc4;
+  (* init = 17'h00000 *)
+  wire [16:0] acc5;
+  (* init = 17'h00000 *)
+  wire [16:0] acc6;
+  (* init = 17'h00000 *)
+  wire [16:0] acc7;
+  (* init = 17'h00000 *)
+  wire [16:0] acc8;
+  (* init = 17'h00000 *)
+  wire [16:0] acc9;
   reg acc_end = 1'h0;
   reg acc_valid = 1'h0;
-  (* init = 17'h00000 *)
-  wire [16:0] accq0;
-  (* init = 17'h00000 *)
-  wire [16:0] accq1;
-  (* init = 17'h00000 *)
-  wire [16:0] accq10;
-  (* init = 17'h00000 *)
-  wire [16:0] accq11;
-  (* init = 17'h00000 *)
-  wire [16:0] accq12;
-  (* init = 17'h00000 *)
-  wire [16:0] accq13;
-  (* init = 17'h00000 *)
-  wire [16:0] accq14;
-  (* init = 17'h00000 *)
-  wire [16:0] accq15;
-  (* init = 17'h00000 *)
-  wire [16:0] accq2;
-  (* init = 17'h00000 *)
-  wire [16:0] accq3;
-  (* init = 17'h00000 *)
-  wire [16:0] accq4;
-  (* init = 17'h00000 *)
-  wire [16:0] accq5;
-  (* init = 17'h00000 *)
-  wire [16:0] accq6;
-  (* init = 17'h00000 *)
-  wire [16:0] accq7;
-  (* init = 17'h00000 *)
-  wire [16:0] accq8;
-  (* init = 17'h00000 *)
-  wire [16:0] accq9;
   reg [7:0] addr = 8'h00;
   (* keep = 32'd1 *)
   reg [3:0] \addr$100  = 4'h0;
@@ -13599,11 +12945,9 @@ module \bchw_top.engine1 (rst, s__valid, write__data, s__ready, m__valid, m__pay
   wire [7:0] \q$247 ;
   reg qe_d0 = 1'h0;
   reg qe_d1 = 1'h0;
-  reg qe_d2 = 1'h0;
   reg qe_last_d0 = 1'h0;
   reg qv_d0 = 1'h0;
   reg qv_d1 = 1'h0;
-  reg qv_d2 = 1'h0;
   reg qv_last_d0 = 1'h0;
   wire [4:0] read__addr;
   wire [127:0] read__data;
@@ -13641,21 +12985,21 @@ module \bchw_top.engine1 (rst, s__valid, write__data, s__ready, m__valid, m__pay
   wire [7:0] step;
   wire [7:0] step_next;
   wire [12:0] sum;
+  wire [12:0] \sum$292 ;
+  wire [12:0] \sum$293 ;
   wire [12:0] \sum$294 ;
+  wire [12:0] \sum$295 ;
   wire [12:0] \sum$296 ;
+  wire [12:0] \sum$297 ;
   wire [12:0] \sum$298 ;
+  wire [12:0] \sum$299 ;
   wire [12:0] \sum$300 ;
+  wire [12:0] \sum$301 ;
   wire [12:0] \sum$302 ;
+  wire [12:0] \sum$303 ;
   wire [12:0] \sum$304 ;
+  wire [12:0] \sum$305 ;
   wire [12:0] \sum$306 ;
-  wire [12:0] \sum$308 ;
-  wire [12:0] \sum$310 ;
-  wire [12:0] \sum$312 ;
-  wire [12:0] \sum$314 ;
-  wire [12:0] \sum$316 ;
-  wire [12:0] \sum$318 ;
-  wire [12:0] \sum$320 ;
-  wire [12:0] \sum$322 ;
   wire [15:0] w;
   wire [15:0] \w$38 ;
   wire [15:0] \w$41 ;
@@ -13845,283 +13189,214 @@ module \bchw_top.engine1 (rst, s__valid, write__data, s__ready, m__valid, m__pay
   assign \$99  = sfc == 4'hf;
   assign \$100  = ft_d0[0] & ft_d0[2];
   assign \$101  = ft_d0[0] & ft_d0[3];
-  assign \$102  = ft_d0[1] ? 17'h00000 : acc0;
+  assign \$102  = ft_d0[1] ? 17'h00000 : acc;
   assign \$103  = $signed(\$102 ) + $signed(sum);
-  assign \$104  = ft_d0[1] ? 17'h00000 : acc1;
-  assign \$105  = $signed(\$104 ) + $signed(\sum$294 );
-  assign \$106  = ft_d0[1] ? 17'h00000 : acc2;
-  assign \$107  = $signed(\$106 ) + $signed(\sum$296 );
-  assign \$108  = ft_d0[1] ? 17'h00000 : acc3;
-  assign \$109  = $signed(\$108 ) + $signed(\sum$298 );
-  assign \$110  = ft_d0[1] ? 17'h00000 : acc4;
-  assign \$111  = $signed(\$110 ) + $signed(\sum$300 );
-  assign \$112  = ft_d0[1] ? 17'h00000 : acc5;
-  assign \$113  = $signed(\$112 ) + $signed(\sum$302 );
-  assign \$114  = ft_d0[1] ? 17'h00000 : acc6;
-  assign \$115  = $signed(\$114 ) + $signed(\sum$304 );
-  assign \$116  = ft_d0[1] ? 17'h00000 : acc7;
-  assign \$117  = $signed(\$116 ) + $signed(\sum$306 );
-  assign \$118  = ft_d0[1] ? 17'h00000 : acc8;
-  assign \$119  = $signed(\$118 ) + $signed(\sum$308 );
-  assign \$120  = ft_d0[1] ? 17'h00000 : acc9;
-  assign \$121  = $signed(\$120 ) + $signed(\sum$310 );
-  assign \$122  = ft_d0[1] ? 17'h00000 : acc10;
-  assign \$123  = $signed(\$122 ) + $signed(\sum$312 );
-  assign \$124  = ft_d0[1] ? 17'h00000 : acc11;
-  assign \$125  = $signed(\$124 ) + $signed(\sum$314 );
-  assign \$126  = ft_d0[1] ? 17'h00000 : acc12;
-  assign \$127  = $signed(\$126 ) + $signed(\sum$316 );
-  assign \$128  = ft_d0[1] ? 17'h00000 : acc13;
-  assign \$129  = $signed(\$128 ) + $signed(\sum$318 );
-  assign \$130  = ft_d0[1] ? 17'h00000 : acc14;
-  assign \$131  = $signed(\$130 ) + $signed(\sum$320 );
-  assign \$132  = ft_d0[1] ? 17'h00000 : acc15;
-  assign \$133  = $signed(\$132 ) + $signed(\sum$322 );
-  assign \$135  = \$134  & ft_d0[2];
-  assign \$136  = ft_d0[1] ? 17'h00000 : acc0;
-  assign \$137  = $signed(\$136 ) + $signed(sum);
-  assign \$138  = ft_d0[1] ? 17'h00000 : acc1;
-  assign \$139  = $signed(\$138 ) + $signed(\sum$294 );
-  assign \$140  = ft_d0[1] ? 17'h00000 : acc2;
-  assign \$141  = $signed(\$140 ) + $signed(\sum$296 );
-  assign \$142  = ft_d0[1] ? 17'h00000 : acc3;
-  assign \$143  = $signed(\$142 ) + $signed(\sum$298 );
-  assign \$144  = ft_d0[1] ? 17'h00000 : acc4;
-  assign \$145  = $signed(\$144 ) + $signed(\sum$300 );
-  assign \$146  = ft_d0[1] ? 17'h00000 : acc5;
-  assign \$147  = $signed(\$146 ) + $signed(\sum$302 );
-  assign \$148  = ft_d0[1] ? 17'h00000 : acc6;
-  assign \$149  = $signed(\$148 ) + $signed(\sum$304 );
-  assign \$150  = ft_d0[1] ? 17'h00000 : acc7;
-  assign \$151  = $signed(\$150 ) + $signed(\sum$306 );
-  assign \$152  = ft_d0[1] ? 17'h00000 : acc8;
-  assign \$153  = $signed(\$152 ) + $signed(\sum$308 );
-  assign \$154  = ft_d0[1] ? 17'h00000 : acc9;
-  assign \$155  = $signed(\$154 ) + $signed(\sum$310 );
-  assign \$156  = ft_d0[1] ? 17'h00000 : acc10;
-  assign \$157  = $signed(\$156 ) + $signed(\sum$312 );
-  assign \$158  = ft_d0[1] ? 17'h00000 : acc11;
-  assign \$159  = $signed(\$158 ) + $signed(\sum$314 );
-  assign \$160  = ft_d0[1] ? 17'h00000 : acc12;
-  assign \$161  = $signed(\$160 ) + $signed(\sum$316 );
-  assign \$162  = ft_d0[1] ? 17'h00000 : acc13;
-  assign \$163  = $signed(\$162 ) + $signed(\sum$318 );
-  assign \$164  = ft_d0[1] ? 17'h00000 : acc14;
-  assign \$165  = $signed(\$164 ) + $signed(\sum$320 );
-  assign \$166  = ft_d0[1] ? 17'h00000 : acc15;
-  assign \$167  = $signed(\$166 ) + $signed(\sum$322 );
-  assign \$168  = | count;
-  assign \$169  = ~ \$168 ;
-  assign \$170  = enter & \$169 ;
-  assign \$171  = ~ \$170 ;
-  assign \$172  = qv_last_d0 & \$171 ;
-  assign \$173  = | count;
-  assign \$174  = enter & \$173 ;
-  assign \$175  = count - \$174 ;
-  assign \$176  = ! \$175 ;
-  assign \$177  = \$172  & \$176 ;
-  assign \$178  = | count;
-  assign \$179  = enter & \$178 ;
-  assign \$180  = | count;
-  assign \$181  = ~ \$180 ;
-  assign \$182  = enter & \$181 ;
-  assign \$183  = ~ \$182 ;
-  assign \$184  = qv_last_d0 & \$183 ;
-  assign \$185  = | count;
-  assign \$186  = enter & \$185 ;
-  assign \$187  = count - \$186 ;
-  assign \$188  = \$187  == 1'h1;
-  assign \$189  = \$184  & \$188 ;
-  assign \$190  = | count;
-  assign \$191  = enter & \$190 ;
+  assign \$104  = ft_d0[1] ? 17'h00000 : \acc$137 ;
+  assign \$105  = $signed(\$104 ) + $signed(\sum$292 );
+  assign \$106  = ft_d0[1] ? 17'h00000 : \acc$143 ;
+  assign \$107  = $signed(\$106 ) + $signed(\sum$293 );
+  assign \$108  = ft_d0[1] ? 17'h00000 : \acc$149 ;
+  assign \$109  = $signed(\$108 ) + $signed(\sum$294 );
+  assign \$110  = ft_d0[1] ? 17'h00000 : \acc$155 ;
+  assign \$111  = $signed(\$110 ) + $signed(\sum$295 );
+  assign \$112  = ft_d0[1] ? 17'h00000 : \acc$161 ;
+  assign \$113  = $signed(\$112 ) + $signed(\sum$296 );
+  assign \$114  = ft_d0[1] ? 17'h00000 : \acc$167 ;
+  assign \$115  = $signed(\$114 ) + $signed(\sum$297 );
+  assign \$116  = ft_d0[1] ? 17'h00000 : \acc$173 ;
+  assign \$117  = $signed(\$116 ) + $signed(\sum$298 );
+  assign \$118  = ft_d0[1] ? 17'h00000 : \acc$179 ;
+  assign \$119  = $signed(\$118 ) + $signed(\sum$299 );
+  assign \$120  = ft_d0[1] ? 17'h00000 : \acc$185 ;
+  assign \$121  = $signed(\$120 ) + $signed(\sum$300 );
+  assign \$122  = ft_d0[1] ? 17'h00000 : \acc$191 ;
+  assign \$123  = $signed(\$122 ) + $signed(\sum$301 );
+  assign \$124  = ft_d0[1] ? 17'h00000 : \acc$197 ;
+  assign \$125  = $signed(\$124 ) + $signed(\sum$302 );
+  assign \$126  = ft_d0[1] ? 17'h00000 : \acc$203 ;
+  assign \$127  = $signed(\$126 ) + $signed(\sum$303 );
+  assign \$128  = ft_d0[1] ? 17'h00000 : \acc$209 ;
+  assign \$129  = $signed(\$128 ) + $signed(\sum$304 );
+  assign \$130  = ft_d0[1] ? 17'h00000 : \acc$215 ;
+  assign \$131  = $signed(\$130 ) + $signed(\sum$305 );
+  assign \$132  = ft_d0[1] ? 17'h00000 : \acc$221 ;
+  assign \$133  = $signed(\$132 ) + $signed(\sum$306 );
+  assign \$134  = | count;
+  assign \$135  = ~ \$134 ;
+  assign \$136  = enter & \$135 ;
+  assign \$137  = ~ \$136 ;
+  assign \$138  = qv_last_d0 & \$137 ;
+  assign \$139  = | count;
+  assign \$140  = enter & \$139 ;
+  assign \$141  = count - \$140 ;
+  assign \$142  = ! \$141 ;
+  assign \$143  = \$138  & \$142 ;
+  assign \$144  = | count;
+  assign \$145  = enter & \$144 ;
+  assign \$146  = | count;
+  assign \$147  = ~ \$146 ;
+  assign \$148  = enter & \$147 ;
+  assign \$149  = ~ \$148 ;
+  assign \$150  = qv_last_d0 & \$149 ;
+  assign \$151  = | count;
+  assign \$152  = enter & \$151 ;
+  assign \$153  = count - \$152 ;
+  assign \$154  = \$153  == 1'h1;
+  assign \$155  = \$150  & \$154 ;
+  assign \$156  = | count;
+  assign \$157  = enter & \$156 ;
   always @(posedge clk)
-    busy <= \$192 ;
+    busy <= \$158 ;
   always @(posedge clk)
-    addr <= \$193 ;
+    addr <= \$159 ;
   always @(posedge clk)
-    sfc <= \$194 ;
+    sfc <= \$160 ;
   always @(posedge clk)
-    nfc <= \$195 ;
+    nfc <= \$161 ;
   always @(posedge clk)
-    last_step <= \$196 ;
+    last_step <= \$162 ;
   always @(posedge clk)
-    ready <= \$197 ;
+    ready <= \$163 ;
   always @(posedge clk)
-    credits <= \$198 ;
+    credits <= \$164 ;
   always @(posedge clk)
-    issue <= \$199 ;
+    issue <= \$165 ;
   always @(posedge clk)
-    word <= \$200 ;
+    word <= \$166 ;
   always @(posedge clk)
-    write_bank <= \$201 ;
+    write_bank <= \$167 ;
   always @(posedge clk)
-    read_bank <= \$202 ;
+    read_bank <= \$168 ;
   always @(posedge clk)
-    \$signal  <= \$203 ;
+    \$signal  <= \$169 ;
   always @(posedge clk)
-    xmem_d0 <= \$204 ;
+    xmem_d0 <= \$170 ;
   always @(posedge clk)
-    x <= \$205 ;
+    x <= \$171 ;
   always @(posedge clk)
-    wdata_d0 <= \$206 ;
+    wdata_d0 <= \$172 ;
   always @(posedge clk)
-    wdata_d1 <= \$207 ;
+    wdata_d1 <= \$173 ;
   always @(posedge clk)
-    f1_d0 <= \$208 ;
+    f1_d0 <= \$174 ;
   always @(posedge clk)
-    f1_d1 <= \$209 ;
+    f1_d1 <= \$175 ;
   always @(posedge clk)
-    f1_d2 <= \$210 ;
+    f1_d2 <= \$176 ;
   always @(posedge clk)
-    fp_d0 <= \$211 ;
+    fp_d0 <= \$177 ;
   always @(posedge clk)
-    fp_d1 <= \$212 ;
+    fp_d1 <= \$178 ;
   always @(posedge clk)
-    fp_d2 <= \$213 ;
+    fp_d2 <= \$179 ;
   always @(posedge clk)
-    fp_d3 <= \$214 ;
+    fp_d3 <= \$180 ;
   always @(posedge clk)
-    ft_d0 <= \$215 ;
+    ft_d0 <= \$181 ;
   always @(posedge clk)
-    paddr_d0 <= \$216 ;
+    paddr_d0 <= \$182 ;
   always @(posedge clk)
-    paddr_d1 <= \$217 ;
+    paddr_d1 <= \$183 ;
   always @(posedge clk)
-    paddr_d2 <= \$218 ;
+    paddr_d2 <= \$184 ;
   always @(posedge clk)
-    paddr_d3 <= \$219 ;
+    paddr_d3 <= \$185 ;
   always @(posedge clk)
-    paddr_d4 <= \$220 ;
+    paddr_d4 <= \$186 ;
   always @(posedge clk)
-    \addr$82  <= \$221 ;
+    \addr$82  <= \$187 ;
   always @(posedge clk)
-    \addr$85  <= \$222 ;
+    \addr$85  <= \$188 ;
   always @(posedge clk)
-    \addr$88  <= \$223 ;
+    \addr$88  <= \$189 ;
   always @(posedge clk)
-    \addr$91  <= \$224 ;
+    \addr$91  <= \$190 ;
   always @(posedge clk)
-    \addr$94  <= \$225 ;
+    \addr$94  <= \$191 ;
   always @(posedge clk)
-    \addr$97  <= \$226 ;
+    \addr$97  <= \$192 ;
   always @(posedge clk)
-    \addr$100  <= \$227 ;
+    \addr$100  <= \$193 ;
   always @(posedge clk)
-    \addr$103  <= \$228 ;
+    \addr$103  <= \$194 ;
   always @(posedge clk)
-    \addr$106  <= \$229 ;
+    \addr$106  <= \$195 ;
   always @(posedge clk)
-    \addr$109  <= \$230 ;
+    \addr$109  <= \$196 ;
   always @(posedge clk)
-    \addr$112  <= \$231 ;
+    \addr$112  <= \$197 ;
   always @(posedge clk)
-    \addr$115  <= \$232 ;
+    \addr$115  <= \$198 ;
   always @(posedge clk)
-    \addr$118  <= \$233 ;
+    \addr$118  <= \$199 ;
   always @(posedge clk)
-    \addr$121  <= \$234 ;
+    \addr$121  <= \$200 ;
   always @(posedge clk)
-    \addr$124  <= \$235 ;
+    \addr$124  <= \$201 ;
   always @(posedge clk)
-    \addr$127  <= \$236 ;
+    \addr$127  <= \$202 ;
   always @(posedge clk)
-    params_d0 <= \$237 ;
+    params_d0 <= \$203 ;
   always @(posedge clk)
-    params_d1 <= \$238 ;
+    params_d1 <= \$204 ;
   always @(posedge clk)
-    acc_valid <= \$239 ;
+    acc_valid <= \$205 ;
   always @(posedge clk)
-    acc_end <= \$240 ;
+    acc_end <= \$206 ;
   always @(posedge clk)
-    acc0 <= \$241 ;
+    acc <= \$207 ;
   always @(posedge clk)
-    acc1 <= \$242 ;
+    \acc$137  <= \$208 ;
   always @(posedge clk)
-    acc2 <= \$243 ;
+    \acc$143  <= \$209 ;
   always @(posedge clk)
-    acc3 <= \$244 ;
+    \acc$149  <= \$210 ;
   always @(posedge clk)
-    acc4 <= \$245 ;
+    \acc$155  <= \$211 ;
   always @(posedge clk)
-    acc5 <= \$246 ;
+    \acc$161  <= \$212 ;
   always @(posedge clk)
-    acc6 <= \$247 ;
+    \acc$167  <= \$213 ;
   always @(posedge clk)
-    acc7 <= \$248 ;
+    \acc$173  <= \$214 ;
   always @(posedge clk)
-    acc8 <= \$249 ;
+    \acc$179  <= \$215 ;
   always @(posedge clk)
-    acc9 <= \$250 ;
+    \acc$185  <= \$216 ;
   always @(posedge clk)
-    acc10 <= \$251 ;
+    \acc$191  <= \$217 ;
   always @(posedge clk)
-    acc11 <= \$252 ;
+    \acc$197  <= \$218 ;
   always @(posedge clk)
-    acc12 <= \$253 ;
+    \acc$203  <= \$219 ;
   always @(posedge clk)
-    acc13 <= \$254 ;
+    \acc$209  <= \$220 ;
   always @(posedge clk)
-    acc14 <= \$255 ;
+    \acc$215  <= \$221 ;
   always @(posedge clk)
-    acc15 <= \$256 ;
+    \acc$221  <= \$222 ;
   always @(posedge clk)
-    acc <= \$257 ;
+    qv_d0 <= \$223 ;
   always @(posedge clk)
-    \acc$137  <= \$258 ;
+    qv_d1 <= \$224 ;
   always @(posedge clk)
-    \acc$143  <= \$259 ;
+    qe_d0 <= \$225 ;
   always @(posedge clk)
-    \acc$149  <= \$260 ;
+    qe_d1 <= \$226 ;
   always @(posedge clk)
-    \acc$155  <= \$261 ;
+    qv_last_d0 <= \$227 ;
   always @(posedge clk)
-    \acc$161  <= \$262 ;
+    qe_last_d0 <= \$228 ;
   always @(posedge clk)
-    \acc$167  <= \$263 ;
+    skid0 <= \$229 ;
   always @(posedge clk)
-    \acc$173  <= \$264 ;
+    skid1 <= \$230 ;
   always @(posedge clk)
-    \acc$179  <= \$265 ;
+    count <= \$231 ;
   always @(posedge clk)
-    \acc$185  <= \$266 ;
+    credit_back_d0 <= \$232 ;
   always @(posedge clk)
-    \acc$191  <= \$267 ;
-  always @(posedge clk)
-    \acc$197  <= \$268 ;
-  always @(posedge clk)
-    \acc$203  <= \$269 ;
-  always @(posedge clk)
-    \acc$209  <= \$270 ;
-  always @(posedge clk)
-    \acc$215  <= \$271 ;
-  always @(posedge clk)
-    \acc$221  <= \$272 ;
-  always @(posedge clk)
-    qv_d0 <= \$273 ;
-  always @(posedge clk)
-    qv_d1 <= \$274 ;
-  always @(posedge clk)
-    qv_d2 <= \$275 ;
-  always @(posedge clk)
-    qe_d0 <= \$276 ;
-  always @(posedge clk)
-    qe_d1 <= \$277 ;
-  always @(posedge clk)
-    qe_d2 <= \$278 ;
-  always @(posedge clk)
-    qv_last_d0 <= \$279 ;
-  always @(posedge clk)
-    qe_last_d0 <= \$280 ;
-  always @(posedge clk)
-    skid0 <= \$281 ;
-  always @(posedge clk)
-    skid1 <= \$282 ;
-  always @(posedge clk)
-    count <= \$283 ;
-  always @(posedge clk)
-    credit_back_d0 <= \$284 ;
-  always @(posedge clk)
-    credit_back <= \$285 ;
+    credit_back <= \$233 ;
   \bchw_top.engine1.params0  params0 (
     .addr(\addr$82 ),
     .clk(clk),
@@ -14205,112 +13480,112 @@ module \bchw_top.engine1 (rst, s__valid, write__data, s__ready, m__valid, m__pay
   \bchw_top.engine1.requant0  requant0 (
     .acc(acc),
     .clk(clk),
-    .\port$7615$0 (params_d1[58:0]),
+    .\port$7319$0 (params_d1[58:0]),
     .q(q),
     .rst(rst)
   );
   \bchw_top.engine1.requant1  requant1 (
     .acc(\acc$137 ),
     .clk(clk),
-    .\port$7615$59 (params_d1[117:59]),
+    .\port$7319$59 (params_d1[117:59]),
     .q(\q$233 ),
     .rst(rst)
   );
   \bchw_top.engine1.requant10  requant10 (
     .acc(\acc$191 ),
     .clk(clk),
-    .\port$7615$590 (params_d1[648:590]),
+    .\port$7319$590 (params_d1[648:590]),
     .q(\q$242 ),
     .rst(rst)
   );
   \bchw_top.engine1.requant11  requant11 (
     .acc(\acc$197 ),
     .clk(clk),
-    .\port$7615$649 (params_d1[707:649]),
+    .\port$7319$649 (params_d1[707:649]),
     .q(\q$243 ),
     .rst(rst)
   );
   \bchw_top.engine1.requant12  requant12 (
     .acc(\acc$203 ),
     .clk(clk),
-    .\port$7615$708 (params_d1[766:708]),
+    .\port$7319$708 (params_d1[766:708]),
     .q(\q$244 ),
     .rst(rst)
   );
   \bchw_top.engine1.requant13  requant13 (
     .acc(\acc$209 ),
     .clk(clk),
-    .\port$7615$767 (params_d1[825:767]),
+    .\port$7319$767 (params_d1[825:767]),
     .q(\q$245 ),
     .rst(rst)
   );
   \bchw_top.engine1.requant14  requant14 (
     .acc(\acc$215 ),
     .clk(clk),
-    .\port$7615$826 (params_d1[884:826]),
+    .\port$7319$826 (params_d1[884:826]),
     .q(\q$246 ),
     .rst(rst)
   );
   \bchw_top.engine1.requant15  requant15 (
     .acc(\acc$221 ),
     .clk(clk),
-    .\port$7615$885 (params_d1[943:885]),
+    .\port$7319$885 (params_d1[943:885]),
     .q(\q$247 ),
     .rst(rst)
   );
   \bchw_top.engine1.requant2  requant2 (
     .acc(\acc$143 ),
     .clk(clk),
-    .\port$7615$118 (params_d1[176:118]),
+    .\port$7319$118 (params_d1[176:118]),
     .q(\q$234 ),
     .rst(rst)
   );
   \bchw_top.engine1.requant3  requant3 (
     .acc(\acc$149 ),
     .clk(clk),
-    .\port$7615$177 (params_d1[235:177]),
+    .\port$7319$177 (params_d1[235:177]),
     .q(\q$235 ),
     .rst(rst)
   );
   \bchw_top.engine1.requant4  requant4 (
     .acc(\acc$155 ),
     .clk(clk),
-    .\port$7615$236 (params_d1[294:236]),
+    .\port$7319$236 (params_d1[294:236]),
     .q(\q$236 ),
     .rst(rst)
   );
   \bchw_top.engine1.requant5  requant5 (
     .acc(\acc$161 ),
     .clk(clk),
-    .\port$7615$295 (params_d1[353:295]),
+    .\port$7319$295 (params_d1[353:295]),
     .q(\q$237 ),
     .rst(rst)
   );
   \bchw_top.engine1.requant6  requant6 (
     .acc(\acc$167 ),
     .clk(clk),
-    .\port$7615$354 (params_d1[412:354]),
+    .\port$7319$354 (params_d1[412:354]),
     .q(\q$238 ),
     .rst(rst)
   );
   \bchw_top.engine1.requant7  requant7 (
     .acc(\acc$173 ),
     .clk(clk),
-    .\port$7615$413 (params_d1[471:413]),
+    .\port$7319$413 (params_d1[471:413]),
     .q(\q$239 ),
     .rst(rst)
   );
   \bchw_top.engine1.requant8  requant8 (
     .acc(\acc$179 ),
     .clk(clk),
-    .\port$7615$472 (params_d1[530:472]),
+    .\port$7319$472 (params_d1[530:472]),
     .q(\q$240 ),
     .rst(rst)
   );
   \bchw_top.engine1.requant9  requant9 (
     .acc(\acc$185 ),
     .clk(clk),
-    .\port$7615$531 (params_d1[589:531]),
+    .\port$7319$531 (params_d1[589:531]),
     .q(\q$241 ),
     .rst(rst)
   );
@@ -14323,105 +13598,105 @@ module \bchw_top.engine1 (rst, s__valid, write__data, s__ready, m__valid, m__pay
   );
   \bchw_top.engine1.tree1  tree1 (
     .clk(clk),
-    .l4_0(\sum$294 ),
+    .l4_0(\sum$292 ),
     .rst(rst),
     .w(wdata_d1[31:16]),
     .x(x)
   );
   \bchw_top.engine1.tree10  tree10 (
     .clk(clk),
-    .l4_0(\sum$312 ),
+    .l4_0(\sum$301 ),
     .rst(rst),
     .w(wdata_d1[175:160]),
     .x(x)
   );
   \bchw_top.engine1.tree11  tree11 (
     .clk(clk),
-    .l4_0(\sum$314 ),
+    .l4_0(\sum$302 ),
     .rst(rst),
     .w(wdata_d1[191:176]),
     .x(x)
   );
   \bchw_top.engine1.tree12  tree12 (
     .clk(clk),
-    .l4_0(\sum$316 ),
+    .l4_0(\sum$303 ),
     .rst(rst),
     .w(wdata_d1[207:192]),
     .x(x)
   );
   \bchw_top.engine1.tree13  tree13 (
     .clk(clk),
-    .l4_0(\sum$318 ),
+    .l4_0(\sum$304 ),
     .rst(rst),
     .w(wdata_d1[223:208]),
     .x(x)
   );
   \bchw_top.engine1.tree14  tree14 (
     .clk(clk),
-    .l4_0(\sum$320 ),
+    .l4_0(\sum$305 ),
     .rst(rst),
     .w(wdata_d1[239:224]),
     .x(x)
   );
   \bchw_top.engine1.tree15  tree15 (
     .clk(clk),
-    .l4_0(\sum$322 ),
+    .l4_0(\sum$306 ),
     .rst(rst),
     .w(wdata_d1[255:240]),
     .x(x)
   );
   \bchw_top.engine1.tree2  tree2 (
     .clk(clk),
-    .l4_0(\sum$296 ),
+    .l4_0(\sum$293 ),
     .rst(rst),
     .w(wdata_d1[47:32]),
     .x(x)
   );
   \bchw_top.engine1.tree3  tree3 (
     .clk(clk),
-    .l4_0(\sum$298 ),
+    .l4_0(\sum$294 ),
     .rst(rst),
     .w(wdata_d1[63:48]),
     .x(x)
   );
   \bchw_top.engine1.tree4  tree4 (
     .clk(clk),
-    .l4_0(\sum$300 ),
+    .l4_0(\sum$295 ),
     .rst(rst),
     .w(wdata_d1[79:64]),
     .x(x)
   );
   \bchw_top.engine1.tree5  tree5 (
     .clk(clk),
-    .l4_0(\sum$302 ),
+    .l4_0(\sum$296 ),
     .rst(rst),
     .w(wdata_d1[95:80]),
     .x(x)
   );
   \bchw_top.engine1.tree6  tree6 (
     .clk(clk),
-    .l4_0(\sum$304 ),
+    .l4_0(\sum$297 ),
     .rst(rst),
     .w(wdata_d1[111:96]),
     .x(x)
   );
   \bchw_top.engine1.tree7  tree7 (
     .clk(clk),
-    .l4_0(\sum$306 ),
+    .l4_0(\sum$298 ),
     .rst(rst),
     .w(wdata_d1[127:112]),
     .x(x)
   );
   \bchw_top.engine1.tree8  tree8 (
     .clk(clk),
-    .l4_0(\sum$308 ),
+    .l4_0(\sum$299 ),
     .rst(rst),
     .w(wdata_d1[143:128]),
     .x(x)
   );
   \bchw_top.engine1.tree9  tree9 (
     .clk(clk),
-    .l4_0(\sum$310 ),
+    .l4_0(\sum$300 ),
     .rst(rst),
     .w(wdata_d1[159:144]),
     .x(x)
@@ -14433,631 +13708,505 @@ module \bchw_top.engine1 (rst, s__valid, write__data, s__ready, m__valid, m__pay
   );
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$192  = busy_next;
+    \$158  = busy_next;
     if (rst) begin
-      \$192  = 1'h0;
+      \$158  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$193  = \$11 [7:0];
+    \$159  = \$11 [7:0];
     if (rst) begin
-      \$193  = 8'h00;
+      \$159  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$194  = \$23 [3:0];
+    \$160  = \$23 [3:0];
+    if (rst) begin
+      \$160  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    \$161  = \$32 [3:0];
+    if (rst) begin
+      \$161  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    \$162  = last_step_next;
+    if (rst) begin
+      \$162  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    \$163  = ready_next;
+    if (rst) begin
+      \$163  = 1'h1;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    \$164  = \$47 [1:0];
+    if (rst) begin
+      \$164  = 2'h2;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    \$165  = issue_next;
+    if (rst) begin
+      \$165  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    \$166  = word;
+    if (\$67 ) begin
+      \$166  = \$81 [3:0];
+    end
+    if (rst) begin
+      \$166  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    \$167  = write_bank;
+    if (\$86 ) begin
+      \$167  = \$87 ;
+    end
+    if (rst) begin
+      \$167  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    \$168  = read_bank;
+    if (\$88 ) begin
+      \$168  = \$89 ;
+    end
+    if (rst) begin
+      \$168  = 1'h1;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    \$169  = \$97 ;
+    if (rst) begin
+      \$169  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    \$174  = { nfc, last_step, \$99 , \$98 , issue };
+    if (rst) begin
+      \$174  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    \$175  = f1_d0;
+    if (rst) begin
+      \$175  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    \$176  = f1_d1;
+    if (rst) begin
+      \$176  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    \$177  = f1_d2;
+    if (rst) begin
+      \$177  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    \$178  = fp_d0;
+    if (rst) begin
+      \$178  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    \$179  = fp_d1;
+    if (rst) begin
+      \$179  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    \$180  = fp_d2;
+    if (rst) begin
+      \$180  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    \$181  = fp_d3;
+    if (rst) begin
+      \$181  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    \$182  = nfc;
+    if (rst) begin
+      \$182  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    \$183  = paddr_d0;
+    if (rst) begin
+      \$183  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    \$184  = paddr_d1;
+    if (rst) begin
+      \$184  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    \$185  = paddr_d2;
+    if (rst) begin
+      \$185  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    \$186  = paddr_d3;
+    if (rst) begin
+      \$186  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    \$187  = paddr_d4;
+    if (rst) begin
+      \$187  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    \$188  = paddr_d4;
+    if (rst) begin
+      \$188  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    \$189  = paddr_d4;
+    if (rst) begin
+      \$189  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    \$190  = paddr_d4;
+    if (rst) begin
+      \$190  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    \$191  = paddr_d4;
+    if (rst) begin
+      \$191  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    \$192  = paddr_d4;
+    if (rst) begin
+      \$192  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    \$193  = paddr_d4;
+    if (rst) begin
+      \$193  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    \$194  = paddr_d4;
     if (rst) begin
       \$194  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$195  = \$32 [3:0];
+    \$195  = paddr_d4;
     if (rst) begin
       \$195  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$196  = last_step_next;
+    \$196  = paddr_d4;
     if (rst) begin
-      \$196  = 1'h0;
+      \$196  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$197  = ready_next;
+    \$197  = paddr_d4;
     if (rst) begin
-      \$197  = 1'h1;
+      \$197  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$198  = \$47 [1:0];
+    \$198  = paddr_d4;
     if (rst) begin
-      \$198  = 2'h2;
+      \$198  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$199  = issue_next;
+    \$199  = paddr_d4;
     if (rst) begin
-      \$199  = 1'h0;
+      \$199  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$200  = word;
-    if (\$67 ) begin
-      \$200  = \$81 [3:0];
-    end
+    \$200  = paddr_d4;
     if (rst) begin
       \$200  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$201  = write_bank;
-    if (\$86 ) begin
-      \$201  = \$87 ;
-    end
+    \$201  = paddr_d4;
     if (rst) begin
-      \$201  = 1'h0;
+      \$201  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$202  = read_bank;
-    if (\$88 ) begin
-      \$202  = \$89 ;
-    end
+    \$202  = paddr_d4;
     if (rst) begin
-      \$202  = 1'h1;
+      \$202  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$203  = \$97 ;
+    \$205  = \$100 ;
     if (rst) begin
-      \$203  = 1'h0;
+      \$205  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$208  = { nfc, last_step, \$99 , \$98 , issue };
+    \$206  = \$101 ;
     if (rst) begin
-      \$208  = 8'h00;
+      \$206  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$209  = f1_d0;
-    if (rst) begin
-      \$209  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$210  = f1_d1;
-    if (rst) begin
-      \$210  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$211  = f1_d2;
-    if (rst) begin
-      \$211  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$212  = fp_d0;
-    if (rst) begin
-      \$212  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$213  = fp_d1;
-    if (rst) begin
-      \$213  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$214  = fp_d2;
-    if (rst) begin
-      \$214  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$215  = fp_d3;
-    if (rst) begin
-      \$215  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$216  = nfc;
-    if (rst) begin
-      \$216  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$217  = paddr_d0;
-    if (rst) begin
-      \$217  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$218  = paddr_d1;
-    if (rst) begin
-      \$218  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$219  = paddr_d2;
-    if (rst) begin
-      \$219  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$220  = paddr_d3;
-    if (rst) begin
-      \$220  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$221  = paddr_d4;
-    if (rst) begin
-      \$221  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$222  = paddr_d4;
-    if (rst) begin
-      \$222  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$223  = paddr_d4;
-    if (rst) begin
-      \$223  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$224  = paddr_d4;
-    if (rst) begin
-      \$224  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$225  = paddr_d4;
-    if (rst) begin
-      \$225  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$226  = paddr_d4;
-    if (rst) begin
-      \$226  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$227  = paddr_d4;
-    if (rst) begin
-      \$227  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$228  = paddr_d4;
-    if (rst) begin
-      \$228  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$229  = paddr_d4;
-    if (rst) begin
-      \$229  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$230  = paddr_d4;
-    if (rst) begin
-      \$230  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$231  = paddr_d4;
-    if (rst) begin
-      \$231  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$232  = paddr_d4;
-    if (rst) begin
-      \$232  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$233  = paddr_d4;
-    if (rst) begin
-      \$233  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$234  = paddr_d4;
-    if (rst) begin
-      \$234  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$235  = paddr_d4;
-    if (rst) begin
-      \$235  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$236  = paddr_d4;
-    if (rst) begin
-      \$236  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$239  = \$100 ;
-    if (rst) begin
-      \$239  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$240  = \$101 ;
-    if (rst) begin
-      \$240  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$241  = acc0;
+    \$207  = acc;
     if (ft_d0[0]) begin
-      \$241  = \$103 [16:0];
+      \$207  = \$103 [16:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$242  = acc1;
+    \$208  = \acc$137 ;
     if (ft_d0[0]) begin
-      \$242  = \$105 [16:0];
+      \$208  = \$105 [16:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$243  = acc2;
+    \$209  = \acc$143 ;
     if (ft_d0[0]) begin
-      \$243  = \$107 [16:0];
+      \$209  = \$107 [16:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$244  = acc3;
+    \$210  = \acc$149 ;
     if (ft_d0[0]) begin
-      \$244  = \$109 [16:0];
+      \$210  = \$109 [16:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$245  = acc4;
+    \$211  = \acc$155 ;
     if (ft_d0[0]) begin
-      \$245  = \$111 [16:0];
+      \$211  = \$111 [16:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$246  = acc5;
+    \$212  = \acc$161 ;
     if (ft_d0[0]) begin
-      \$246  = \$113 [16:0];
+      \$212  = \$113 [16:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$247  = acc6;
+    \$213  = \acc$167 ;
     if (ft_d0[0]) begin
-      \$247  = \$115 [16:0];
+      \$213  = \$115 [16:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$248  = acc7;
+    \$214  = \acc$173 ;
     if (ft_d0[0]) begin
-      \$248  = \$117 [16:0];
+      \$214  = \$117 [16:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$249  = acc8;
+    \$215  = \acc$179 ;
     if (ft_d0[0]) begin
-      \$249  = \$119 [16:0];
+      \$215  = \$119 [16:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$250  = acc9;
+    \$216  = \acc$185 ;
     if (ft_d0[0]) begin
-      \$250  = \$121 [16:0];
+      \$216  = \$121 [16:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$251  = acc10;
+    \$217  = \acc$191 ;
     if (ft_d0[0]) begin
-      \$251  = \$123 [16:0];
+      \$217  = \$123 [16:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$252  = acc11;
+    \$218  = \acc$197 ;
     if (ft_d0[0]) begin
-      \$252  = \$125 [16:0];
+      \$218  = \$125 [16:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$253  = acc12;
+    \$219  = \acc$203 ;
     if (ft_d0[0]) begin
-      \$253  = \$127 [16:0];
+      \$219  = \$127 [16:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$254  = acc13;
+    \$220  = \acc$209 ;
     if (ft_d0[0]) begin
-      \$254  = \$129 [16:0];
+      \$220  = \$129 [16:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$255  = acc14;
+    \$221  = \acc$215 ;
     if (ft_d0[0]) begin
-      \$255  = \$131 [16:0];
+      \$221  = \$131 [16:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$256  = acc15;
+    \$222  = \acc$221 ;
     if (ft_d0[0]) begin
-      \$256  = \$133 [16:0];
+      \$222  = \$133 [16:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$257  = acc;
-    if (\$135 ) begin
-      \$257  = \$137 [16:0];
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$258  = \acc$137 ;
-    if (\$135 ) begin
-      \$258  = \$139 [16:0];
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$259  = \acc$143 ;
-    if (\$135 ) begin
-      \$259  = \$141 [16:0];
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$260  = \acc$149 ;
-    if (\$135 ) begin
-      \$260  = \$143 [16:0];
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$261  = \acc$155 ;
-    if (\$135 ) begin
-      \$261  = \$145 [16:0];
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$262  = \acc$161 ;
-    if (\$135 ) begin
-      \$262  = \$147 [16:0];
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$263  = \acc$167 ;
-    if (\$135 ) begin
-      \$263  = \$149 [16:0];
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$264  = \acc$173 ;
-    if (\$135 ) begin
-      \$264  = \$151 [16:0];
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$265  = \acc$179 ;
-    if (\$135 ) begin
-      \$265  = \$153 [16:0];
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$266  = \acc$185 ;
-    if (\$135 ) begin
-      \$266  = \$155 [16:0];
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$267  = \acc$191 ;
-    if (\$135 ) begin
-      \$267  = \$157 [16:0];
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$268  = \acc$197 ;
-    if (\$135 ) begin
-      \$268  = \$159 [16:0];
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$269  = \acc$203 ;
-    if (\$135 ) begin
-      \$269  = \$161 [16:0];
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$270  = \acc$209 ;
-    if (\$135 ) begin
-      \$270  = \$163 [16:0];
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$271  = \acc$215 ;
-    if (\$135 ) begin
-      \$271  = \$165 [16:0];
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$272  = \acc$221 ;
-    if (\$135 ) begin
-      \$272  = \$167 [16:0];
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$273  = acc_valid;
+    \$223  = acc_valid;
     if (rst) begin
-      \$273  = 1'h0;
+      \$223  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$274  = qv_d0;
+    \$224  = qv_d0;
     if (rst) begin
-      \$274  = 1'h0;
+      \$224  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$275  = qv_d1;
+    \$225  = acc_end;
     if (rst) begin
-      \$275  = 1'h0;
+      \$225  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$276  = acc_end;
+    \$226  = qe_d0;
     if (rst) begin
-      \$276  = 1'h0;
+      \$226  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$277  = qe_d0;
+    \$227  = qv_d1;
     if (rst) begin
-      \$277  = 1'h0;
+      \$227  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$278  = qe_d1;
+    \$228  = qe_d1;
     if (rst) begin
-      \$278  = 1'h0;
+      \$228  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$279  = qv_d2;
+    \$229  = skid0;
+    if (\$143 ) begin
+      \$229  = { qe_last_d0, \q$247 , \q$246 , \q$245 , \q$244 , \q$243 , \q$242 , \q$241 , \q$240 , \q$239 , \q$238 , \q$237 , \q$236 , \q$235 , \q$234 , \q$233 , q };
+    end else if (\$145 ) begin
+      \$229  = skid1;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    \$230  = skid1;
+    if (\$155 ) begin
+      \$230  = { qe_last_d0, \q$247 , \q$246 , \q$245 , \q$244 , \q$243 , \q$242 , \q$241 , \q$240 , \q$239 , \q$238 , \q$237 , \q$236 , \q$235 , \q$234 , \q$233 , q };
+    end else if (\$157 ) begin
+      \$230  = 129'h000000000000000000000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    \$231  = \$66 [1:0];
     if (rst) begin
-      \$279  = 1'h0;
+      \$231  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$280  = qe_d2;
+    \$232  = enter;
     if (rst) begin
-      \$280  = 1'h0;
+      \$232  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$281  = skid0;
-    if (\$177 ) begin
-      \$281  = { qe_last_d0, \q$247 , \q$246 , \q$245 , \q$244 , \q$243 , \q$242 , \q$241 , \q$240 , \q$239 , \q$238 , \q$237 , \q$236 , \q$235 , \q$234 , \q$233 , q };
-    end else if (\$179 ) begin
-      \$281  = skid1;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$282  = skid1;
-    if (\$189 ) begin
-      \$282  = { qe_last_d0, \q$247 , \q$246 , \q$245 , \q$244 , \q$243 , \q$242 , \q$241 , \q$240 , \q$239 , \q$238 , \q$237 , \q$236 , \q$235 , \q$234 , \q$233 , q };
-    end else if (\$191 ) begin
-      \$282  = 129'h000000000000000000000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$283  = \$66 [1:0];
+    \$233  = credit_back_d0;
     if (rst) begin
-      \$283  = 2'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$284  = enter;
-    if (rst) begin
-      \$284  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$285  = credit_back_d0;
-    if (rst) begin
-      \$285  = 1'h0;
+      \$233  = 1'h0;
     end
   end
   assign en = 1'h1;
@@ -15150,94 +14299,94 @@ module \bchw_top.engine1 (rst, s__valid, write__data, s__ready, m__valid, m__pay
   assign \en$126  = 1'h1;
   assign paddr_copy15 = \addr$127 ;
   assign \en$129  = 1'h1;
-  assign accq0 = acc;
+  assign acc0 = acc;
   assign mul = params_d1[17:0];
   assign shift = params_d1[22:18];
   assign bias = params_d1[58:23];
   assign \en$136  = 1'h1;
-  assign accq1 = \acc$137 ;
+  assign acc1 = \acc$137 ;
   assign \mul$139  = params_d1[76:59];
   assign \shift$140  = params_d1[81:77];
   assign \bias$141  = params_d1[117:82];
   assign \en$142  = 1'h1;
-  assign accq2 = \acc$143 ;
+  assign acc2 = \acc$143 ;
   assign \mul$145  = params_d1[135:118];
   assign \shift$146  = params_d1[140:136];
   assign \bias$147  = params_d1[176:141];
   assign \en$148  = 1'h1;
-  assign accq3 = \acc$149 ;
+  assign acc3 = \acc$149 ;
   assign \mul$151  = params_d1[194:177];
   assign \shift$152  = params_d1[199:195];
   assign \bias$153  = params_d1[235:200];
   assign \en$154  = 1'h1;
-  assign accq4 = \acc$155 ;
+  assign acc4 = \acc$155 ;
   assign \mul$157  = params_d1[253:236];
   assign \shift$158  = params_d1[258:254];
   assign \bias$159  = params_d1[294:259];
   assign \en$160  = 1'h1;
-  assign accq5 = \acc$161 ;
+  assign acc5 = \acc$161 ;
   assign \mul$163  = params_d1[312:295];
   assign \shift$164  = params_d1[317:313];
   assign \bias$165  = params_d1[353:318];
   assign \en$166  = 1'h1;
-  assign accq6 = \acc$167 ;
+  assign acc6 = \acc$167 ;
   assign \mul$169  = params_d1[371:354];
   assign \shift$170  = params_d1[376:372];
   assign \bias$171  = params_d1[412:377];
   assign \en$172  = 1'h1;
-  assign accq7 = \acc$173 ;
+  assign acc7 = \acc$173 ;
   assign \mul$175  = params_d1[430:413];
   assign \shift$176  = params_d1[435:431];
   assign \bias$177  = params_d1[471:436];
   assign \en$178  = 1'h1;
-  assign accq8 = \acc$179 ;
+  assign acc8 = \acc$179 ;
   assign \mul$181  = params_d1[489:472];
   assign \shift$182  = params_d1[494:490];
   assign \bias$183  = params_d1[530:495];
   assign \en$184  = 1'h1;
-  assign accq9 = \acc$185 ;
+  assign acc9 = \acc$185 ;
   assign \mul$187  = params_d1[548:531];
   assign \shift$188  = params_d1[553:549];
   assign \bias$189  = params_d1[589:554];
   assign \en$190  = 1'h1;
-  assign accq10 = \acc$191 ;
+  assign acc10 = \acc$191 ;
   assign \mul$193  = params_d1[607:590];
   assign \shift$194  = params_d1[612:608];
   assign \bias$195  = params_d1[648:613];
   assign \en$196  = 1'h1;
-  assign accq11 = \acc$197 ;
+  assign acc11 = \acc$197 ;
   assign \mul$199  = params_d1[666:649];
   assign \shift$200  = params_d1[671:667];
   assign \bias$201  = params_d1[707:672];
   assign \en$202  = 1'h1;
-  assign accq12 = \acc$203 ;
+  assign acc12 = \acc$203 ;
   assign \mul$205  = params_d1[725:708];
   assign \shift$206  = params_d1[730:726];
   assign \bias$207  = params_d1[766:731];
   assign \en$208  = 1'h1;
-  assign accq13 = \acc$209 ;
+  assign acc13 = \acc$209 ;
   assign \mul$211  = params_d1[784:767];
   assign \shift$212  = params_d1[789:785];
   assign \bias$213  = params_d1[825:790];
   assign \en$214  = 1'h1;
-  assign accq14 = \acc$215 ;
+  assign acc14 = \acc$215 ;
   assign \mul$217  = params_d1[843:826];
   assign \shift$218  = params_d1[848:844];
   assign \bias$219  = params_d1[884:849];
   assign \en$220  = 1'h1;
-  assign accq15 = \acc$221 ;
+  assign acc15 = \acc$221 ;
   assign \mul$223  = params_d1[902:885];
   assign \shift$224  = params_d1[907:903];
   assign \bias$225  = params_d1[943:908];
   assign count_next = \$66 [1:0];
   assign credit_back_d1 = credit_back;
   assign m__payload = \$57 [127:0];
-  assign \$238  = params_d0;
-  assign \$237  = { \data$288 , \data$287 , \data$286 , \data$285 , \data$284 , \data$283 , \data$282 , \data$281 , \data$280 , \data$279 , \data$278 , \data$277 , \data$276 , \data$275 , \data$274 , \data$273  };
-  assign \$207  = wdata_d0;
-  assign \$206  = data;
-  assign \$205  = xmem_d0;
-  assign \$204  = read__data;
+  assign \$204  = params_d0;
+  assign \$203  = { \data$288 , \data$287 , \data$286 , \data$285 , \data$284 , \data$283 , \data$282 , \data$281 , \data$280 , \data$279 , \data$278 , \data$277 , \data$276 , \data$275 , \data$274 , \data$273  };
+  assign \$173  = wdata_d0;
+  assign \$172  = data;
+  assign \$171  = xmem_d0;
+  assign \$170  = read__data;
   assign busy_next = \$4 ;
   assign \$11  = \$10 ;
   assign \$23  = \$22 ;
@@ -15261,7 +14410,6 @@ module \bchw_top.engine1 (rst, s__valid, write__data, s__ready, m__valid, m__pay
   assign \$85  = \$83 ;
   assign \$92  = 1'h1;
   assign \$93  = \$91 ;
-  assign \$134  = ft_d0[0];
 endmodule
 
 (* generator = "Amaranth" *)
@@ -15665,15 +14813,12 @@ module \bchw_top.engine1.params9 (data, addr, clk);
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine1.requant0 (rst, \port$7615$0 , acc, q, clk);
+module \bchw_top.engine1.requant0 (rst, \port$7319$0 , acc, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$20  = 0;
   wire [34:0] \$1 ;
-  wire [35:0] \$10 ;
-  wire [35:0] \$11 ;
-  wire [4:0] \$12 ;
-  wire [36:0] \$13 ;
-  wire [4:0] \$14 ;
-  reg [7:0] \$15 ;
+  wire [36:0] \$10 ;
+  wire [4:0] \$11 ;
+  reg [7:0] \$12 ;
   wire [36:0] \$2 ;
   wire [37:0] \$3 ;
   wire \$4 ;
@@ -15686,15 +14831,13 @@ module \bchw_top.engine1.requant0 (rst, \port$7615$0 , acc, q, clk);
   wire [16:0] acc;
   wire [35:0] bias;
   reg [35:0] bias1 = 36'h000000000;
-  reg [35:0] bias2 = 36'h000000000;
   input clk;
   wire clk;
   wire en;
   wire [17:0] mul;
-  input [58:0] \port$7615$0 ;
-  wire [58:0] \port$7615$0 ;
+  input [58:0] \port$7319$0 ;
+  wire [58:0] \port$7319$0 ;
   reg [35:0] prod0 = 36'h000000000;
-  reg [35:0] prod0_q = 36'h000000000;
   output [7:0] q;
   reg [7:0] q = 8'h00;
   input rst;
@@ -15702,15 +14845,14 @@ module \bchw_top.engine1.requant0 (rst, \port$7615$0 , acc, q, clk);
   wire [4:0] shift;
   reg [4:0] shift1 = 5'h00;
   reg [4:0] shift2 = 5'h00;
-  reg [4:0] shift3 = 5'h00;
   wire [36:0] shifted;
   reg [36:0] total = 37'h0000000000;
-  assign \$1  = $signed(acc) * $signed(\port$7615$0 [17:0]);
-  assign \$3  = $signed(bias2) + $signed(\$2 );
+  assign \$1  = $signed(acc) * $signed(\port$7319$0 [17:0]);
+  assign \$3  = $signed(bias1) + $signed(\$2 );
   assign \$4  = | shifted[36:8];
   assign \$5  = \$4  ? 37'h00000000ff : shifted;
   assign \$6  = shifted[36] ? 37'h0000000000 : \$5 ;
-  assign shifted = $signed(total) >>> shift3;
+  assign shifted = $signed(total) >>> shift2;
   always @(posedge clk)
     prod0 <= \$7 ;
   always @(posedge clk)
@@ -15718,49 +14860,37 @@ module \bchw_top.engine1.requant0 (rst, \port$7615$0 , acc, q, clk);
   always @(posedge clk)
     shift1 <= \$9 ;
   always @(posedge clk)
-    prod0_q <= \$10 ;
+    total <= \$10 ;
   always @(posedge clk)
-    bias2 <= \$11 ;
+    shift2 <= \$11 ;
   always @(posedge clk)
-    shift2 <= \$12 ;
-  always @(posedge clk)
-    total <= \$13 ;
-  always @(posedge clk)
-    shift3 <= \$14 ;
-  always @(posedge clk)
-    q <= \$15 ;
+    q <= \$12 ;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$15  = \$6 [7:0];
+    \$12  = \$6 [7:0];
     if (rst) begin
-      \$15  = 8'h00;
+      \$12  = 8'h00;
     end
   end
   assign en = 1'h1;
-  assign mul = \port$7615$0 [17:0];
-  assign bias = \port$7615$0 [58:23];
-  assign shift = \port$7615$0 [22:18];
-  assign \$14  = shift2;
-  assign \$13  = \$3 [36:0];
-  assign \$12  = shift1;
-  assign \$11  = bias1;
-  assign \$10  = prod0;
-  assign \$9  = \port$7615$0 [22:18];
-  assign \$8  = \port$7615$0 [58:23];
+  assign mul = \port$7319$0 [17:0];
+  assign bias = \port$7319$0 [58:23];
+  assign shift = \port$7319$0 [22:18];
+  assign \$11  = shift1;
+  assign \$10  = \$3 [36:0];
+  assign \$9  = \port$7319$0 [22:18];
+  assign \$8  = \port$7319$0 [58:23];
   assign \$7  = { \$1 [34], \$1  };
-  assign \$2  = { prod0_q[35], prod0_q };
+  assign \$2  = { prod0[35], prod0 };
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine1.requant1 (rst, \port$7615$59 , acc, q, clk);
+module \bchw_top.engine1.requant1 (rst, \port$7319$59 , acc, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$21  = 0;
   wire [34:0] \$1 ;
-  wire [35:0] \$10 ;
-  wire [35:0] \$11 ;
-  wire [4:0] \$12 ;
-  wire [36:0] \$13 ;
-  wire [4:0] \$14 ;
-  reg [7:0] \$15 ;
+  wire [36:0] \$10 ;
+  wire [4:0] \$11 ;
+  reg [7:0] \$12 ;
   wire [36:0] \$2 ;
   wire [37:0] \$3 ;
   wire \$4 ;
@@ -15773,15 +14903,13 @@ module \bchw_top.engine1.requant1 (rst, \port$7615$59 , acc, q, clk);
   wire [16:0] acc;
   wire [35:0] bias;
   reg [35:0] bias1 = 36'h000000000;
-  reg [35:0] bias2 = 36'h000000000;
   input clk;
   wire clk;
   wire en;
   wire [17:0] mul;
-  input [58:0] \port$7615$59 ;
-  wire [58:0] \port$7615$59 ;
+  input [58:0] \port$7319$59 ;
+  wire [58:0] \port$7319$59 ;
   reg [35:0] prod0 = 36'h000000000;
-  reg [35:0] prod0_q = 36'h000000000;
   output [7:0] q;
   reg [7:0] q = 8'h00;
   input rst;
@@ -15789,15 +14917,14 @@ module \bchw_top.engine1.requant1 (rst, \port$7615$59 , acc, q, clk);
   wire [4:0] shift;
   reg [4:0] shift1 = 5'h00;
   reg [4:0] shift2 = 5'h00;
-  reg [4:0] shift3 = 5'h00;
   wire [36:0] shifted;
   reg [36:0] total = 37'h0000000000;
-  assign \$1  = $signed(acc) * $signed(\port$7615$59 [17:0]);
-  assign \$3  = $signed(bias2) + $signed(\$2 );
+  assign \$1  = $signed(acc) * $signed(\port$7319$59 [17:0]);
+  assign \$3  = $signed(bias1) + $signed(\$2 );
   assign \$4  = | shifted[36:8];
   assign \$5  = \$4  ? 37'h00000000ff : shifted;
   assign \$6  = shifted[36] ? 37'h0000000000 : \$5 ;
-  assign shifted = $signed(total) >>> shift3;
+  assign shifted = $signed(total) >>> shift2;
   always @(posedge clk)
     prod0 <= \$7 ;
   always @(posedge clk)
@@ -15805,49 +14932,37 @@ module \bchw_top.engine1.requant1 (rst, \port$7615$59 , acc, q, clk);
   always @(posedge clk)
     shift1 <= \$9 ;
   always @(posedge clk)
-    prod0_q <= \$10 ;
+    total <= \$10 ;
   always @(posedge clk)
-    bias2 <= \$11 ;
+    shift2 <= \$11 ;
   always @(posedge clk)
-    shift2 <= \$12 ;
-  always @(posedge clk)
-    total <= \$13 ;
-  always @(posedge clk)
-    shift3 <= \$14 ;
-  always @(posedge clk)
-    q <= \$15 ;
+    q <= \$12 ;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$15  = \$6 [7:0];
+    \$12  = \$6 [7:0];
     if (rst) begin
-      \$15  = 8'h00;
+      \$12  = 8'h00;
     end
   end
   assign en = 1'h1;
-  assign mul = \port$7615$59 [17:0];
-  assign bias = \port$7615$59 [58:23];
-  assign shift = \port$7615$59 [22:18];
-  assign \$14  = shift2;
-  assign \$13  = \$3 [36:0];
-  assign \$12  = shift1;
-  assign \$11  = bias1;
-  assign \$10  = prod0;
-  assign \$9  = \port$7615$59 [22:18];
-  assign \$8  = \port$7615$59 [58:23];
+  assign mul = \port$7319$59 [17:0];
+  assign bias = \port$7319$59 [58:23];
+  assign shift = \port$7319$59 [22:18];
+  assign \$11  = shift1;
+  assign \$10  = \$3 [36:0];
+  assign \$9  = \port$7319$59 [22:18];
+  assign \$8  = \port$7319$59 [58:23];
   assign \$7  = { \$1 [34], \$1  };
-  assign \$2  = { prod0_q[35], prod0_q };
+  assign \$2  = { prod0[35], prod0 };
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine1.requant10 (rst, \port$7615$590 , acc, q, clk);
+module \bchw_top.engine1.requant10 (rst, \port$7319$590 , acc, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$22  = 0;
   wire [34:0] \$1 ;
-  wire [35:0] \$10 ;
-  wire [35:0] \$11 ;
-  wire [4:0] \$12 ;
-  wire [36:0] \$13 ;
-  wire [4:0] \$14 ;
-  reg [7:0] \$15 ;
+  wire [36:0] \$10 ;
+  wire [4:0] \$11 ;
+  reg [7:0] \$12 ;
   wire [36:0] \$2 ;
   wire [37:0] \$3 ;
   wire \$4 ;
@@ -15860,15 +14975,13 @@ module \bchw_top.engine1.requant10 (rst, \port$7615$590 , acc, q, clk);
   wire [16:0] acc;
   wire [35:0] bias;
   reg [35:0] bias1 = 36'h000000000;
-  reg [35:0] bias2 = 36'h000000000;
   input clk;
   wire clk;
   wire en;
   wire [17:0] mul;
-  input [58:0] \port$7615$590 ;
-  wire [58:0] \port$7615$590 ;
+  input [58:0] \port$7319$590 ;
+  wire [58:0] \port$7319$590 ;
   reg [35:0] prod0 = 36'h000000000;
-  reg [35:0] prod0_q = 36'h000000000;
   output [7:0] q;
   reg [7:0] q = 8'h00;
   input rst;
@@ -15876,15 +14989,14 @@ module \bchw_top.engine1.requant10 (rst, \port$7615$590 , acc, q, clk);
   wire [4:0] shift;
   reg [4:0] shift1 = 5'h00;
   reg [4:0] shift2 = 5'h00;
-  reg [4:0] shift3 = 5'h00;
   wire [36:0] shifted;
   reg [36:0] total = 37'h0000000000;
-  assign \$1  = $signed(acc) * $signed(\port$7615$590 [17:0]);
-  assign \$3  = $signed(bias2) + $signed(\$2 );
+  assign \$1  = $signed(acc) * $signed(\port$7319$590 [17:0]);
+  assign \$3  = $signed(bias1) + $signed(\$2 );
   assign \$4  = | shifted[36:8];
   assign \$5  = \$4  ? 37'h00000000ff : shifted;
   assign \$6  = shifted[36] ? 37'h0000000000 : \$5 ;
-  assign shifted = $signed(total) >>> shift3;
+  assign shifted = $signed(total) >>> shift2;
   always @(posedge clk)
     prod0 <= \$7 ;
   always @(posedge clk)
@@ -15892,49 +15004,37 @@ module \bchw_top.engine1.requant10 (rst, \port$7615$590 , acc, q, clk);
   always @(posedge clk)
     shift1 <= \$9 ;
   always @(posedge clk)
-    prod0_q <= \$10 ;
+    total <= \$10 ;
   always @(posedge clk)
-    bias2 <= \$11 ;
+    shift2 <= \$11 ;
   always @(posedge clk)
-    shift2 <= \$12 ;
-  always @(posedge clk)
-    total <= \$13 ;
-  always @(posedge clk)
-    shift3 <= \$14 ;
-  always @(posedge clk)
-    q <= \$15 ;
+    q <= \$12 ;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
-    \$15  = \$6 [7:0];
+    \$12  = \$6 [7:0];
     if (rst) begin
-      \$15  = 8'h00;
+      \$12  = 8'h00;
     end
   end
   assign en = 1'h1;
-  assign mul = \port$7615$590 [17:0];
-  assign bias = \port$7615$590 [58:23];
-  assign shift = \port$7615$590 [22:18];
-  assign \$14  = shift2;
-  assign \$13  = \$3 [36:0];
-  assign \$12  = shift1;
-  assign \$11  = bias1;
-  assign \$10  = prod0;
-  assign \$9  = \port$7615$590 [22:18];
-  assign \$8  = \port$7615$590 [58:23];
+  assign mul = \port$7319$590 [17:0];
+  assign bias = \port$7319$590 [58:23];
+  assign shift = \port$7319$590 [22:18];
+  assign \$11  = shift1;
+  assign \$10  = \$3 [36:0];
+  assign \$9  = \port$7319$590 [22:18];
+  assign \$8  = \port$7319$590 [58:23];
   assign \$7  = { \$1 [34], \$1  };
-  assign \$2  = { prod0_q[35], prod0_q };
+  assign \$2  = { prod0[35], prod0 };
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine1.requant11 (rst, \port$7615$649 , acc, q, clk);
+module \bchw_top.engine1.requant11 (rst, \port$7319$649 , acc, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$23  = 0;
   wire [34:0] \$1 ;
-  wire [35:0] \$10 ;
-  wire [35:0] \$11 ;
-  wire [4:0] \$12 ;
-  wire [36:0] \$13 ;
-  wire [4:0] \$14 ;
-  reg [7:0] \$15 ;
+  wire [36:0] \$10 ;
+  wire [4:0] \$11 ;
+  reg [7:0] \$12 ;
   wire [36:0] \$2 ;
   wire [37:0] \$3 ;
   wire \$4 ;
@@ -15947,15 +15047,13 @@ module \bchw_top.engine1.requant11 (rst, \port$7615$649 , acc, q, clk);
   wire [16:0] acc;
   wire [35:0] bias;
   reg [35:0] bias1 = 36'h000000000;
-  reg [35:0] bias2 = 36'h000000000;
   input clk;
   wire clk;
   wire en;
   wire [17:0] mul;
-  input [58:0] \port$7615$649 ;
-  wire [58:0] \port$7615$649 ;
+  input [58:0] \port$7319$649 ;
+  wire [58:0] \port$7319$649 ;
   reg [35:0] prod0 = 36'h000000000;
-  reg [35:0] prod0_q = 36'h000000000;
   output [7:0] q;
   reg [7:0] q = 8'h00;
   input rst;
@@ -15963,15 +15061,14 @@ module \bchw_top.engine1.requant11 (rst, \port$7615$649 , acc, q, clk);
   wire [4:0] shift;
   reg [4:0] shift1 = 5'h00;
   reg [4:0] shift2 = 5'h00;
-  reg [4:0] shift3 = 5'h00;
   wire [36:0] shifted;
   reg [36:0] total = 37'h0000000000;
-  assign \$1  = $signed(acc) * $signed(\port$7615$649 [17:0]);
-  assign \$3  = $signed(bias2) + $signed(\$2 );
+  assign \$1  = $signed(acc) * $signed(\port$7319$649 [17:0]);
+  assign \$3  = $signed(bias1) + $signed(\$2 );
   assign \$4  = | shifted[36:8];
   assign \$5  = \$4  ? 37'h00000000ff : shifted;
   assign \$6  = shifted[36] ? 37'h0000000000 : \$5 ;
-  assign shifted = $signed(total) >>> shift3;
+  assign shifted = $signed(total) >>> shift2;
   always @(posedge clk)
     prod0 <= \$7 ;
   always @(posedge clk)
@@ -15979,49 +15076,37 @@ module \bchw_top.engine1.requant11 (rst, \port$7615$649 , acc, q, clk);
   always @(posedge clk)
     shift1 <= \$9 ;
   always @(posedge clk)
-    prod0_q <= \$10 ;
+    total <= \$10 ;
   always @(posedge clk)
-    bias2 <= \$11 ;
+    shift2 <= \$11 ;
   always @(posedge clk)
-    shift2 <= \$12 ;
-  always @(posedge clk)
-    total <= \$13 ;
-  always @(posedge clk)
-    shift3 <= \$14 ;
-  always @(posedge clk)
-    q <= \$15 ;
+    q <= \$12 ;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
-    \$15  = \$6 [7:0];
+    \$12  = \$6 [7:0];
     if (rst) begin
-      \$15  = 8'h00;
+      \$12  = 8'h00;
     end
   end
   assign en = 1'h1;
-  assign mul = \port$7615$649 [17:0];
-  assign bias = \port$7615$649 [58:23];
-  assign shift = \port$7615$649 [22:18];
-  assign \$14  = shift2;
-  assign \$13  = \$3 [36:0];
-  assign \$12  = shift1;
-  assign \$11  = bias1;
-  assign \$10  = prod0;
-  assign \$9  = \port$7615$649 [22:18];
-  assign \$8  = \port$7615$649 [58:23];
+  assign mul = \port$7319$649 [17:0];
+  assign bias = \port$7319$649 [58:23];
+  assign shift = \port$7319$649 [22:18];
+  assign \$11  = shift1;
+  assign \$10  = \$3 [36:0];
+  assign \$9  = \port$7319$649 [22:18];
+  assign \$8  = \port$7319$649 [58:23];
   assign \$7  = { \$1 [34], \$1  };
-  assign \$2  = { prod0_q[35], prod0_q };
+  assign \$2  = { prod0[35], prod0 };
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine1.requant12 (rst, \port$7615$708 , acc, q, clk);
+module \bchw_top.engine1.requant12 (rst, \port$7319$708 , acc, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$24  = 0;
   wire [34:0] \$1 ;
-  wire [35:0] \$10 ;
-  wire [35:0] \$11 ;
-  wire [4:0] \$12 ;
-  wire [36:0] \$13 ;
-  wire [4:0] \$14 ;
-  reg [7:0] \$15 ;
+  wire [36:0] \$10 ;
+  wire [4:0] \$11 ;
+  reg [7:0] \$12 ;
   wire [36:0] \$2 ;
   wire [37:0] \$3 ;
   wire \$4 ;
@@ -16034,15 +15119,13 @@ module \bchw_top.engine1.requant12 (rst, \port$7615$708 , acc, q, clk);
   wire [16:0] acc;
   wire [35:0] bias;
   reg [35:0] bias1 = 36'h000000000;
-  reg [35:0] bias2 = 36'h000000000;
   input clk;
   wire clk;
   wire en;
   wire [17:0] mul;
-  input [58:0] \port$7615$708 ;
-  wire [58:0] \port$7615$708 ;
+  input [58:0] \port$7319$708 ;
+  wire [58:0] \port$7319$708 ;
   reg [35:0] prod0 = 36'h000000000;
-  reg [35:0] prod0_q = 36'h000000000;
   output [7:0] q;
   reg [7:0] q = 8'h00;
   input rst;
@@ -16050,15 +15133,14 @@ module \bchw_top.engine1.requant12 (rst, \port$7615$708 , acc, q, clk);
   wire [4:0] shift;
   reg [4:0] shift1 = 5'h00;
   reg [4:0] shift2 = 5'h00;
-  reg [4:0] shift3 = 5'h00;
   wire [36:0] shifted;
   reg [36:0] total = 37'h0000000000;
-  assign \$1  = $signed(acc) * $signed(\port$7615$708 [17:0]);
-  assign \$3  = $signed(bias2) + $signed(\$2 );
+  assign \$1  = $signed(acc) * $signed(\port$7319$708 [17:0]);
+  assign \$3  = $signed(bias1) + $signed(\$2 );
   assign \$4  = | shifted[36:8];
   assign \$5  = \$4  ? 37'h00000000ff : shifted;
   assign \$6  = shifted[36] ? 37'h0000000000 : \$5 ;
-  assign shifted = $signed(total) >>> shift3;
+  assign shifted = $signed(total) >>> shift2;
   always @(posedge clk)
     prod0 <= \$7 ;
   always @(posedge clk)
@@ -16066,49 +15148,37 @@ module \bchw_top.engine1.requant12 (rst, \port$7615$708 , acc, q, clk);
   always @(posedge clk)
     shift1 <= \$9 ;
   always @(posedge clk)
-    prod0_q <= \$10 ;
+    total <= \$10 ;
   always @(posedge clk)
-    bias2 <= \$11 ;
+    shift2 <= \$11 ;
   always @(posedge clk)
-    shift2 <= \$12 ;
-  always @(posedge clk)
-    total <= \$13 ;
-  always @(posedge clk)
-    shift3 <= \$14 ;
-  always @(posedge clk)
-    q <= \$15 ;
+    q <= \$12 ;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    \$15  = \$6 [7:0];
+    \$12  = \$6 [7:0];
     if (rst) begin
-      \$15  = 8'h00;
+      \$12  = 8'h00;
     end
   end
   assign en = 1'h1;
-  assign mul = \port$7615$708 [17:0];
-  assign bias = \port$7615$708 [58:23];
-  assign shift = \port$7615$708 [22:18];
-  assign \$14  = shift2;
-  assign \$13  = \$3 [36:0];
-  assign \$12  = shift1;
-  assign \$11  = bias1;
-  assign \$10  = prod0;
-  assign \$9  = \port$7615$708 [22:18];
-  assign \$8  = \port$7615$708 [58:23];
+  assign mul = \port$7319$708 [17:0];
+  assign bias = \port$7319$708 [58:23];
+  assign shift = \port$7319$708 [22:18];
+  assign \$11  = shift1;
+  assign \$10  = \$3 [36:0];
+  assign \$9  = \port$7319$708 [22:18];
+  assign \$8  = \port$7319$708 [58:23];
   assign \$7  = { \$1 [34], \$1  };
-  assign \$2  = { prod0_q[35], prod0_q };
+  assign \$2  = { prod0[35], prod0 };
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine1.requant13 (rst, \port$7615$767 , acc, q, clk);
+module \bchw_top.engine1.requant13 (rst, \port$7319$767 , acc, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$25  = 0;
   wire [34:0] \$1 ;
-  wire [35:0] \$10 ;
-  wire [35:0] \$11 ;
-  wire [4:0] \$12 ;
-  wire [36:0] \$13 ;
-  wire [4:0] \$14 ;
-  reg [7:0] \$15 ;
+  wire [36:0] \$10 ;
+  wire [4:0] \$11 ;
+  reg [7:0] \$12 ;
   wire [36:0] \$2 ;
   wire [37:0] \$3 ;
   wire \$4 ;
@@ -16121,15 +15191,13 @@ module \bchw_top.engine1.requant13 (rst, \port$7615$767 , acc, q, clk);
   wire [16:0] acc;
   wire [35:0] bias;
   reg [35:0] bias1 = 36'h000000000;
-  reg [35:0] bias2 = 36'h000000000;
   input clk;
   wire clk;
   wire en;
   wire [17:0] mul;
-  input [58:0] \port$7615$767 ;
-  wire [58:0] \port$7615$767 ;
+  input [58:0] \port$7319$767 ;
+  wire [58:0] \port$7319$767 ;
   reg [35:0] prod0 = 36'h000000000;
-  reg [35:0] prod0_q = 36'h000000000;
   output [7:0] q;
   reg [7:0] q = 8'h00;
   input rst;
@@ -16137,15 +15205,14 @@ module \bchw_top.engine1.requant13 (rst, \port$7615$767 , acc, q, clk);
   wire [4:0] shift;
   reg [4:0] shift1 = 5'h00;
   reg [4:0] shift2 = 5'h00;
-  reg [4:0] shift3 = 5'h00;
   wire [36:0] shifted;
   reg [36:0] total = 37'h0000000000;
-  assign \$1  = $signed(acc) * $signed(\port$7615$767 [17:0]);
-  assign \$3  = $signed(bias2) + $signed(\$2 );
+  assign \$1  = $signed(acc) * $signed(\port$7319$767 [17:0]);
+  assign \$3  = $signed(bias1) + $signed(\$2 );
   assign \$4  = | shifted[36:8];
   assign \$5  = \$4  ? 37'h00000000ff : shifted;
   assign \$6  = shifted[36] ? 37'h0000000000 : \$5 ;
-  assign shifted = $signed(total) >>> shift3;
+  assign shifted = $signed(total) >>> shift2;
   always @(posedge clk)
     prod0 <= \$7 ;
   always @(posedge clk)
@@ -16153,49 +15220,37 @@ module \bchw_top.engine1.requant13 (rst, \port$7615$767 , acc, q, clk);
   always @(posedge clk)
     shift1 <= \$9 ;
   always @(posedge clk)
-    prod0_q <= \$10 ;
+    total <= \$10 ;
   always @(posedge clk)
-    bias2 <= \$11 ;
+    shift2 <= \$11 ;
   always @(posedge clk)
-    shift2 <= \$12 ;
-  always @(posedge clk)
-    total <= \$13 ;
-  always @(posedge clk)
-    shift3 <= \$14 ;
-  always @(posedge clk)
-    q <= \$15 ;
+    q <= \$12 ;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
-    \$15  = \$6 [7:0];
+    \$12  = \$6 [7:0];
     if (rst) begin
-      \$15  = 8'h00;
+      \$12  = 8'h00;
     end
   end
   assign en = 1'h1;
-  assign mul = \port$7615$767 [17:0];
-  assign bias = \port$7615$767 [58:23];
-  assign shift = \port$7615$767 [22:18];
-  assign \$14  = shift2;
-  assign \$13  = \$3 [36:0];
-  assign \$12  = shift1;
-  assign \$11  = bias1;
-  assign \$10  = prod0;
-  assign \$9  = \port$7615$767 [22:18];
-  assign \$8  = \port$7615$767 [58:23];
+  assign mul = \port$7319$767 [17:0];
+  assign bias = \port$7319$767 [58:23];
+  assign shift = \port$7319$767 [22:18];
+  assign \$11  = shift1;
+  assign \$10  = \$3 [36:0];
+  assign \$9  = \port$7319$767 [22:18];
+  assign \$8  = \port$7319$767 [58:23];
   assign \$7  = { \$1 [34], \$1  };
-  assign \$2  = { prod0_q[35], prod0_q };
+  assign \$2  = { prod0[35], prod0 };
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine1.requant14 (rst, \port$7615$826 , acc, q, clk);
+module \bchw_top.engine1.requant14 (rst, \port$7319$826 , acc, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$26  = 0;
   wire [34:0] \$1 ;
-  wire [35:0] \$10 ;
-  wire [35:0] \$11 ;
-  wire [4:0] \$12 ;
-  wire [36:0] \$13 ;
-  wire [4:0] \$14 ;
-  reg [7:0] \$15 ;
+  wire [36:0] \$10 ;
+  wire [4:0] \$11 ;
+  reg [7:0] \$12 ;
   wire [36:0] \$2 ;
   wire [37:0] \$3 ;
   wire \$4 ;
@@ -16208,15 +15263,13 @@ module \bchw_top.engine1.requant14 (rst, \port$7615$826 , acc, q, clk);
   wire [16:0] acc;
   wire [35:0] bias;
   reg [35:0] bias1 = 36'h000000000;
-  reg [35:0] bias2 = 36'h000000000;
   input clk;
   wire clk;
   wire en;
   wire [17:0] mul;
-  input [58:0] \port$7615$826 ;
-  wire [58:0] \port$7615$826 ;
+  input [58:0] \port$7319$826 ;
+  wire [58:0] \port$7319$826 ;
   reg [35:0] prod0 = 36'h000000000;
-  reg [35:0] prod0_q = 36'h000000000;
   output [7:0] q;
   reg [7:0] q = 8'h00;
   input rst;
@@ -16224,15 +15277,14 @@ module \bchw_top.engine1.requant14 (rst, \port$7615$826 , acc, q, clk);
   wire [4:0] shift;
   reg [4:0] shift1 = 5'h00;
   reg [4:0] shift2 = 5'h00;
-  reg [4:0] shift3 = 5'h00;
   wire [36:0] shifted;
   reg [36:0] total = 37'h0000000000;
-  assign \$1  = $signed(acc) * $signed(\port$7615$826 [17:0]);
-  assign \$3  = $signed(bias2) + $signed(\$2 );
+  assign \$1  = $signed(acc) * $signed(\port$7319$826 [17:0]);
+  assign \$3  = $signed(bias1) + $signed(\$2 );
   assign \$4  = | shifted[36:8];
   assign \$5  = \$4  ? 37'h00000000ff : shifted;
   assign \$6  = shifted[36] ? 37'h0000000000 : \$5 ;
-  assign shifted = $signed(total) >>> shift3;
+  assign shifted = $signed(total) >>> shift2;
   always @(posedge clk)
     prod0 <= \$7 ;
   always @(posedge clk)
@@ -16240,49 +15292,37 @@ module \bchw_top.engine1.requant14 (rst, \port$7615$826 , acc, q, clk);
   always @(posedge clk)
     shift1 <= \$9 ;
   always @(posedge clk)
-    prod0_q <= \$10 ;
+    total <= \$10 ;
   always @(posedge clk)
-    bias2 <= \$11 ;
+    shift2 <= \$11 ;
   always @(posedge clk)
-    shift2 <= \$12 ;
-  always @(posedge clk)
-    total <= \$13 ;
-  always @(posedge clk)
-    shift3 <= \$14 ;
-  always @(posedge clk)
-    q <= \$15 ;
+    q <= \$12 ;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
-    \$15  = \$6 [7:0];
+    \$12  = \$6 [7:0];
     if (rst) begin
-      \$15  = 8'h00;
+      \$12  = 8'h00;
     end
   end
   assign en = 1'h1;
-  assign mul = \port$7615$826 [17:0];
-  assign bias = \port$7615$826 [58:23];
-  assign shift = \port$7615$826 [22:18];
-  assign \$14  = shift2;
-  assign \$13  = \$3 [36:0];
-  assign \$12  = shift1;
-  assign \$11  = bias1;
-  assign \$10  = prod0;
-  assign \$9  = \port$7615$826 [22:18];
-  assign \$8  = \port$7615$826 [58:23];
+  assign mul = \port$7319$826 [17:0];
+  assign bias = \port$7319$826 [58:23];
+  assign shift = \port$7319$826 [22:18];
+  assign \$11  = shift1;
+  assign \$10  = \$3 [36:0];
+  assign \$9  = \port$7319$826 [22:18];
+  assign \$8  = \port$7319$826 [58:23];
   assign \$7  = { \$1 [34], \$1  };
-  assign \$2  = { prod0_q[35], prod0_q };
+  assign \$2  = { prod0[35], prod0 };
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine1.requant15 (rst, \port$7615$885 , acc, q, clk);
+module \bchw_top.engine1.requant15 (rst, \port$7319$885 , acc, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$27  = 0;
   wire [34:0] \$1 ;
-  wire [35:0] \$10 ;
-  wire [35:0] \$11 ;
-  wire [4:0] \$12 ;
-  wire [36:0] \$13 ;
-  wire [4:0] \$14 ;
-  reg [7:0] \$15 ;
+  wire [36:0] \$10 ;
+  wire [4:0] \$11 ;
+  reg [7:0] \$12 ;
   wire [36:0] \$2 ;
   wire [37:0] \$3 ;
   wire \$4 ;
@@ -16295,15 +15335,13 @@ module \bchw_top.engine1.requant15 (rst, \port$7615$885 , acc, q, clk);
   wire [16:0] acc;
   wire [35:0] bias;
   reg [35:0] bias1 = 36'h000000000;
-  reg [35:0] bias2 = 36'h000000000;
   input clk;
   wire clk;
   wire en;
   wire [17:0] mul;
-  input [58:0] \port$7615$885 ;
-  wire [58:0] \port$7615$885 ;
+  input [58:0] \port$7319$885 ;
+  wire [58:0] \port$7319$885 ;
   reg [35:0] prod0 = 36'h000000000;
-  reg [35:0] prod0_q = 36'h000000000;
   output [7:0] q;
   reg [7:0] q = 8'h00;
   input rst;
@@ -16311,15 +15349,14 @@ module \bchw_top.engine1.requant15 (rst, \port$7615$885 , acc, q, clk);
   wire [4:0] shift;
   reg [4:0] shift1 = 5'h00;
   reg [4:0] shift2 = 5'h00;
-  reg [4:0] shift3 = 5'h00;
   wire [36:0] shifted;
   reg [36:0] total = 37'h0000000000;
-  assign \$1  = $signed(acc) * $signed(\port$7615$885 [17:0]);
-  assign \$3  = $signed(bias2) + $signed(\$2 );
+  assign \$1  = $signed(acc) * $signed(\port$7319$885 [17:0]);
+  assign \$3  = $signed(bias1) + $signed(\$2 );
   assign \$4  = | shifted[36:8];
   assign \$5  = \$4  ? 37'h00000000ff : shifted;
   assign \$6  = shifted[36] ? 37'h0000000000 : \$5 ;
-  assign shifted = $signed(total) >>> shift3;
+  assign shifted = $signed(total) >>> shift2;
   always @(posedge clk)
     prod0 <= \$7 ;
   always @(posedge clk)
@@ -16327,49 +15364,37 @@ module \bchw_top.engine1.requant15 (rst, \port$7615$885 , acc, q, clk);
   always @(posedge clk)
     shift1 <= \$9 ;
   always @(posedge clk)
-    prod0_q <= \$10 ;
+    total <= \$10 ;
   always @(posedge clk)
-    bias2 <= \$11 ;
+    shift2 <= \$11 ;
   always @(posedge clk)
-    shift2 <= \$12 ;
-  always @(posedge clk)
-    total <= \$13 ;
-  always @(posedge clk)
-    shift3 <= \$14 ;
-  always @(posedge clk)
-    q <= \$15 ;
+    q <= \$12 ;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$15  = \$6 [7:0];
+    \$12  = \$6 [7:0];
     if (rst) begin
-      \$15  = 8'h00;
+      \$12  = 8'h00;
     end
   end
   assign en = 1'h1;
-  assign mul = \port$7615$885 [17:0];
-  assign bias = \port$7615$885 [58:23];
-  assign shift = \port$7615$885 [22:18];
-  assign \$14  = shift2;
-  assign \$13  = \$3 [36:0];
-  assign \$12  = shift1;
-  assign \$11  = bias1;
-  assign \$10  = prod0;
-  assign \$9  = \port$7615$885 [22:18];
-  assign \$8  = \port$7615$885 [58:23];
+  assign mul = \port$7319$885 [17:0];
+  assign bias = \port$7319$885 [58:23];
+  assign shift = \port$7319$885 [22:18];
+  assign \$11  = shift1;
+  assign \$10  = \$3 [36:0];
+  assign \$9  = \port$7319$885 [22:18];
+  assign \$8  = \port$7319$885 [58:23];
   assign \$7  = { \$1 [34], \$1  };
-  assign \$2  = { prod0_q[35], prod0_q };
+  assign \$2  = { prod0[35], prod0 };
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine1.requant2 (rst, \port$7615$118 , acc, q, clk);
+module \bchw_top.engine1.requant2 (rst, \port$7319$118 , acc, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$28  = 0;
   wire [34:0] \$1 ;
-  wire [35:0] \$10 ;
-  wire [35:0] \$11 ;
-  wire [4:0] \$12 ;
-  wire [36:0] \$13 ;
-  wire [4:0] \$14 ;
-  reg [7:0] \$15 ;
+  wire [36:0] \$10 ;
+  wire [4:0] \$11 ;
+  reg [7:0] \$12 ;
   wire [36:0] \$2 ;
   wire [37:0] \$3 ;
   wire \$4 ;
@@ -16382,15 +15407,13 @@ module \bchw_top.engine1.requant2 (rst, \port$7615$118 , acc, q, clk);
   wire [16:0] acc;
   wire [35:0] bias;
   reg [35:0] bias1 = 36'h000000000;
-  reg [35:0] bias2 = 36'h000000000;
   input clk;
   wire clk;
   wire en;
   wire [17:0] mul;
-  input [58:0] \port$7615$118 ;
-  wire [58:0] \port$7615$118 ;
+  input [58:0] \port$7319$118 ;
+  wire [58:0] \port$7319$118 ;
   reg [35:0] prod0 = 36'h000000000;
-  reg [35:0] prod0_q = 36'h000000000;
   output [7:0] q;
   reg [7:0] q = 8'h00;
   input rst;
@@ -16398,15 +15421,14 @@ module \bchw_top.engine1.requant2 (rst, \port$7615$118 , acc, q, clk);
   wire [4:0] shift;
   reg [4:0] shift1 = 5'h00;
   reg [4:0] shift2 = 5'h00;
-  reg [4:0] shift3 = 5'h00;
   wire [36:0] shifted;
   reg [36:0] total = 37'h0000000000;
-  assign \$1  = $signed(acc) * $signed(\port$7615$118 [17:0]);
-  assign \$3  = $signed(bias2) + $signed(\$2 );
+  assign \$1  = $signed(acc) * $signed(\port$7319$118 [17:0]);
+  assign \$3  = $signed(bias1) + $signed(\$2 );
   assign \$4  = | shifted[36:8];
   assign \$5  = \$4  ? 37'h00000000ff : shifted;
   assign \$6  = shifted[36] ? 37'h0000000000 : \$5 ;
-  assign shifted = $signed(total) >>> shift3;
+  assign shifted = $signed(total) >>> shift2;
   always @(posedge clk)
     prod0 <= \$7 ;
   always @(posedge clk)
@@ -16414,49 +15436,37 @@ module \bchw_top.engine1.requant2 (rst, \port$7615$118 , acc, q, clk);
   always @(posedge clk)
     shift1 <= \$9 ;
   always @(posedge clk)
-    prod0_q <= \$10 ;
+    total <= \$10 ;
   always @(posedge clk)
-    bias2 <= \$11 ;
+    shift2 <= \$11 ;
   always @(posedge clk)
-    shift2 <= \$12 ;
-  always @(posedge clk)
-    total <= \$13 ;
-  always @(posedge clk)
-    shift3 <= \$14 ;
-  always @(posedge clk)
-    q <= \$15 ;
+    q <= \$12 ;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
-    \$15  = \$6 [7:0];
+    \$12  = \$6 [7:0];
     if (rst) begin
-      \$15  = 8'h00;
+      \$12  = 8'h00;
     end
   end
   assign en = 1'h1;
-  assign mul = \port$7615$118 [17:0];
-  assign bias = \port$7615$118 [58:23];
-  assign shift = \port$7615$118 [22:18];
-  assign \$14  = shift2;
-  assign \$13  = \$3 [36:0];
-  assign \$12  = shift1;
-  assign \$11  = bias1;
-  assign \$10  = prod0;
-  assign \$9  = \port$7615$118 [22:18];
-  assign \$8  = \port$7615$118 [58:23];
+  assign mul = \port$7319$118 [17:0];
+  assign bias = \port$7319$118 [58:23];
+  assign shift = \port$7319$118 [22:18];
+  assign \$11  = shift1;
+  assign \$10  = \$3 [36:0];
+  assign \$9  = \port$7319$118 [22:18];
+  assign \$8  = \port$7319$118 [58:23];
   assign \$7  = { \$1 [34], \$1  };
-  assign \$2  = { prod0_q[35], prod0_q };
+  assign \$2  = { prod0[35], prod0 };
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine1.requant3 (rst, \port$7615$177 , acc, q, clk);
+module \bchw_top.engine1.requant3 (rst, \port$7319$177 , acc, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$29  = 0;
   wire [34:0] \$1 ;
-  wire [35:0] \$10 ;
-  wire [35:0] \$11 ;
-  wire [4:0] \$12 ;
-  wire [36:0] \$13 ;
-  wire [4:0] \$14 ;
-  reg [7:0] \$15 ;
+  wire [36:0] \$10 ;
+  wire [4:0] \$11 ;
+  reg [7:0] \$12 ;
   wire [36:0] \$2 ;
   wire [37:0] \$3 ;
   wire \$4 ;
@@ -16469,15 +15479,13 @@ module \bchw_top.engine1.requant3 (rst, \port$7615$177 , acc, q, clk);
   wire [16:0] acc;
   wire [35:0] bias;
   reg [35:0] bias1 = 36'h000000000;
-  reg [35:0] bias2 = 36'h000000000;
   input clk;
   wire clk;
   wire en;
   wire [17:0] mul;
-  input [58:0] \port$7615$177 ;
-  wire [58:0] \port$7615$177 ;
+  input [58:0] \port$7319$177 ;
+  wire [58:0] \port$7319$177 ;
   reg [35:0] prod0 = 36'h000000000;
-  reg [35:0] prod0_q = 36'h000000000;
   output [7:0] q;
   reg [7:0] q = 8'h00;
   input rst;
@@ -16485,15 +15493,14 @@ module \bchw_top.engine1.requant3 (rst, \port$7615$177 , acc, q, clk);
   wire [4:0] shift;
   reg [4:0] shift1 = 5'h00;
   reg [4:0] shift2 = 5'h00;
-  reg [4:0] shift3 = 5'h00;
   wire [36:0] shifted;
   reg [36:0] total = 37'h0000000000;
-  assign \$1  = $signed(acc) * $signed(\port$7615$177 [17:0]);
-  assign \$3  = $signed(bias2) + $signed(\$2 );
+  assign \$1  = $signed(acc) * $signed(\port$7319$177 [17:0]);
+  assign \$3  = $signed(bias1) + $signed(\$2 );
   assign \$4  = | shifted[36:8];
   assign \$5  = \$4  ? 37'h00000000ff : shifted;
   assign \$6  = shifted[36] ? 37'h0000000000 : \$5 ;
-  assign shifted = $signed(total) >>> shift3;
+  assign shifted = $signed(total) >>> shift2;
   always @(posedge clk)
     prod0 <= \$7 ;
   always @(posedge clk)
@@ -16501,49 +15508,37 @@ module \bchw_top.engine1.requant3 (rst, \port$7615$177 , acc, q, clk);
   always @(posedge clk)
     shift1 <= \$9 ;
   always @(posedge clk)
-    prod0_q <= \$10 ;
+    total <= \$10 ;
   always @(posedge clk)
-    bias2 <= \$11 ;
+    shift2 <= \$11 ;
   always @(posedge clk)
-    shift2 <= \$12 ;
-  always @(posedge clk)
-    total <= \$13 ;
-  always @(posedge clk)
-    shift3 <= \$14 ;
-  always @(posedge clk)
-    q <= \$15 ;
+    q <= \$12 ;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$29 ) begin end
-    \$15  = \$6 [7:0];
+    \$12  = \$6 [7:0];
     if (rst) begin
-      \$15  = 8'h00;
+      \$12  = 8'h00;
     end
   end
   assign en = 1'h1;
-  assign mul = \port$7615$177 [17:0];
-  assign bias = \port$7615$177 [58:23];
-  assign shift = \port$7615$177 [22:18];
-  assign \$14  = shift2;
-  assign \$13  = \$3 [36:0];
-  assign \$12  = shift1;
-  assign \$11  = bias1;
-  assign \$10  = prod0;
-  assign \$9  = \port$7615$177 [22:18];
-  assign \$8  = \port$7615$177 [58:23];
+  assign mul = \port$7319$177 [17:0];
+  assign bias = \port$7319$177 [58:23];
+  assign shift = \port$7319$177 [22:18];
+  assign \$11  = shift1;
+  assign \$10  = \$3 [36:0];
+  assign \$9  = \port$7319$177 [22:18];
+  assign \$8  = \port$7319$177 [58:23];
   assign \$7  = { \$1 [34], \$1  };
-  assign \$2  = { prod0_q[35], prod0_q };
+  assign \$2  = { prod0[35], prod0 };
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine1.requant4 (rst, \port$7615$236 , acc, q, clk);
+module \bchw_top.engine1.requant4 (rst, \port$7319$236 , acc, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$30  = 0;
   wire [34:0] \$1 ;
-  wire [35:0] \$10 ;
-  wire [35:0] \$11 ;
-  wire [4:0] \$12 ;
-  wire [36:0] \$13 ;
-  wire [4:0] \$14 ;
-  reg [7:0] \$15 ;
+  wire [36:0] \$10 ;
+  wire [4:0] \$11 ;
+  reg [7:0] \$12 ;
   wire [36:0] \$2 ;
   wire [37:0] \$3 ;
   wire \$4 ;
@@ -16556,15 +15551,13 @@ module \bchw_top.engine1.requant4 (rst, \port$7615$236 , acc, q, clk);
   wire [16:0] acc;
   wire [35:0] bias;
   reg [35:0] bias1 = 36'h000000000;
-  reg [35:0] bias2 = 36'h000000000;
   input clk;
   wire clk;
   wire en;
   wire [17:0] mul;
-  input [58:0] \port$7615$236 ;
-  wire [58:0] \port$7615$236 ;
+  input [58:0] \port$7319$236 ;
+  wire [58:0] \port$7319$236 ;
   reg [35:0] prod0 = 36'h000000000;
-  reg [35:0] prod0_q = 36'h000000000;
   output [7:0] q;
   reg [7:0] q = 8'h00;
   input rst;
@@ -16572,15 +15565,14 @@ module \bchw_top.engine1.requant4 (rst, \port$7615$236 , acc, q, clk);
   wire [4:0] shift;
   reg [4:0] shift1 = 5'h00;
   reg [4:0] shift2 = 5'h00;
-  reg [4:0] shift3 = 5'h00;
   wire [36:0] shifted;
   reg [36:0] total = 37'h0000000000;
-  assign \$1  = $signed(acc) * $signed(\port$7615$236 [17:0]);
-  assign \$3  = $signed(bias2) + $signed(\$2 );
+  assign \$1  = $signed(acc) * $signed(\port$7319$236 [17:0]);
+  assign \$3  = $signed(bias1) + $signed(\$2 );
   assign \$4  = | shifted[36:8];
   assign \$5  = \$4  ? 37'h00000000ff : shifted;
   assign \$6  = shifted[36] ? 37'h0000000000 : \$5 ;
-  assign shifted = $signed(total) >>> shift3;
+  assign shifted = $signed(total) >>> shift2;
   always @(posedge clk)
     prod0 <= \$7 ;
   always @(posedge clk)
@@ -16588,49 +15580,37 @@ module \bchw_top.engine1.requant4 (rst, \port$7615$236 , acc, q, clk);
   always @(posedge clk)
     shift1 <= \$9 ;
   always @(posedge clk)
-    prod0_q <= \$10 ;
+    total <= \$10 ;
   always @(posedge clk)
-    bias2 <= \$11 ;
+    shift2 <= \$11 ;
   always @(posedge clk)
-    shift2 <= \$12 ;
-  always @(posedge clk)
-    total <= \$13 ;
-  always @(posedge clk)
-    shift3 <= \$14 ;
-  always @(posedge clk)
-    q <= \$15 ;
+    q <= \$12 ;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$30 ) begin end
-    \$15  = \$6 [7:0];
+    \$12  = \$6 [7:0];
     if (rst) begin
-      \$15  = 8'h00;
+      \$12  = 8'h00;
     end
   end
   assign en = 1'h1;
-  assign mul = \port$7615$236 [17:0];
-  assign bias = \port$7615$236 [58:23];
-  assign shift = \port$7615$236 [22:18];
-  assign \$14  = shift2;
-  assign \$13  = \$3 [36:0];
-  assign \$12  = shift1;
-  assign \$11  = bias1;
-  assign \$10  = prod0;
-  assign \$9  = \port$7615$236 [22:18];
-  assign \$8  = \port$7615$236 [58:23];
+  assign mul = \port$7319$236 [17:0];
+  assign bias = \port$7319$236 [58:23];
+  assign shift = \port$7319$236 [22:18];
+  assign \$11  = shift1;
+  assign \$10  = \$3 [36:0];
+  assign \$9  = \port$7319$236 [22:18];
+  assign \$8  = \port$7319$236 [58:23];
   assign \$7  = { \$1 [34], \$1  };
-  assign \$2  = { prod0_q[35], prod0_q };
+  assign \$2  = { prod0[35], prod0 };
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine1.requant5 (rst, \port$7615$295 , acc, q, clk);
+module \bchw_top.engine1.requant5 (rst, \port$7319$295 , acc, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$31  = 0;
   wire [34:0] \$1 ;
-  wire [35:0] \$10 ;
-  wire [35:0] \$11 ;
-  wire [4:0] \$12 ;
-  wire [36:0] \$13 ;
-  wire [4:0] \$14 ;
-  reg [7:0] \$15 ;
+  wire [36:0] \$10 ;
+  wire [4:0] \$11 ;
+  reg [7:0] \$12 ;
   wire [36:0] \$2 ;
   wire [37:0] \$3 ;
   wire \$4 ;
@@ -16643,15 +15623,13 @@ module \bchw_top.engine1.requant5 (rst, \port$7615$295 , acc, q, clk);
   wire [16:0] acc;
   wire [35:0] bias;
   reg [35:0] bias1 = 36'h000000000;
-  reg [35:0] bias2 = 36'h000000000;
   input clk;
   wire clk;
   wire en;
   wire [17:0] mul;
-  input [58:0] \port$7615$295 ;
-  wire [58:0] \port$7615$295 ;
+  input [58:0] \port$7319$295 ;
+  wire [58:0] \port$7319$295 ;
   reg [35:0] prod0 = 36'h000000000;
-  reg [35:0] prod0_q = 36'h000000000;
   output [7:0] q;
   reg [7:0] q = 8'h00;
   input rst;
@@ -16659,15 +15637,14 @@ module \bchw_top.engine1.requant5 (rst, \port$7615$295 , acc, q, clk);
   wire [4:0] shift;
   reg [4:0] shift1 = 5'h00;
   reg [4:0] shift2 = 5'h00;
-  reg [4:0] shift3 = 5'h00;
   wire [36:0] shifted;
   reg [36:0] total = 37'h0000000000;
-  assign \$1  = $signed(acc) * $signed(\port$7615$295 [17:0]);
-  assign \$3  = $signed(bias2) + $signed(\$2 );
+  assign \$1  = $signed(acc) * $signed(\port$7319$295 [17:0]);
+  assign \$3  = $signed(bias1) + $signed(\$2 );
   assign \$4  = | shifted[36:8];
   assign \$5  = \$4  ? 37'h00000000ff : shifted;
   assign \$6  = shifted[36] ? 37'h0000000000 : \$5 ;
-  assign shifted = $signed(total) >>> shift3;
+  assign shifted = $signed(total) >>> shift2;
   always @(posedge clk)
     prod0 <= \$7 ;
   always @(posedge clk)
@@ -16675,49 +15652,37 @@ module \bchw_top.engine1.requant5 (rst, \port$7615$295 , acc, q, clk);
   always @(posedge clk)
     shift1 <= \$9 ;
   always @(posedge clk)
-    prod0_q <= \$10 ;
+    total <= \$10 ;
   always @(posedge clk)
-    bias2 <= \$11 ;
+    shift2 <= \$11 ;
   always @(posedge clk)
-    shift2 <= \$12 ;
-  always @(posedge clk)
-    total <= \$13 ;
-  always @(posedge clk)
-    shift3 <= \$14 ;
-  always @(posedge clk)
-    q <= \$15 ;
+    q <= \$12 ;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$15  = \$6 [7:0];
+    \$12  = \$6 [7:0];
     if (rst) begin
-      \$15  = 8'h00;
+      \$12  = 8'h00;
     end
   end
   assign en = 1'h1;
-  assign mul = \port$7615$295 [17:0];
-  assign bias = \port$7615$295 [58:23];
-  assign shift = \port$7615$295 [22:18];
-  assign \$14  = shift2;
-  assign \$13  = \$3 [36:0];
-  assign \$12  = shift1;
-  assign \$11  = bias1;
-  assign \$10  = prod0;
-  assign \$9  = \port$7615$295 [22:18];
-  assign \$8  = \port$7615$295 [58:23];
+  assign mul = \port$7319$295 [17:0];
+  assign bias = \port$7319$295 [58:23];
+  assign shift = \port$7319$295 [22:18];
+  assign \$11  = shift1;
+  assign \$10  = \$3 [36:0];
+  assign \$9  = \port$7319$295 [22:18];
+  assign \$8  = \port$7319$295 [58:23];
   assign \$7  = { \$1 [34], \$1  };
-  assign \$2  = { prod0_q[35], prod0_q };
+  assign \$2  = { prod0[35], prod0 };
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine1.requant6 (rst, \port$7615$354 , acc, q, clk);
+module \bchw_top.engine1.requant6 (rst, \port$7319$354 , acc, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$32  = 0;
   wire [34:0] \$1 ;
-  wire [35:0] \$10 ;
-  wire [35:0] \$11 ;
-  wire [4:0] \$12 ;
-  wire [36:0] \$13 ;
-  wire [4:0] \$14 ;
-  reg [7:0] \$15 ;
+  wire [36:0] \$10 ;
+  wire [4:0] \$11 ;
+  reg [7:0] \$12 ;
   wire [36:0] \$2 ;
   wire [37:0] \$3 ;
   wire \$4 ;
@@ -16730,15 +15695,13 @@ module \bchw_top.engine1.requant6 (rst, \port$7615$354 , acc, q, clk);
   wire [16:0] acc;
   wire [35:0] bias;
   reg [35:0] bias1 = 36'h000000000;
-  reg [35:0] bias2 = 36'h000000000;
   input clk;
   wire clk;
   wire en;
   wire [17:0] mul;
-  input [58:0] \port$7615$354 ;
-  wire [58:0] \port$7615$354 ;
+  input [58:0] \port$7319$354 ;
+  wire [58:0] \port$7319$354 ;
   reg [35:0] prod0 = 36'h000000000;
-  reg [35:0] prod0_q = 36'h000000000;
   output [7:0] q;
   reg [7:0] q = 8'h00;
   input rst;
@@ -16746,15 +15709,14 @@ module \bchw_top.engine1.requant6 (rst, \port$7615$354 , acc, q, clk);
   wire [4:0] shift;
   reg [4:0] shift1 = 5'h00;
   reg [4:0] shift2 = 5'h00;
-  reg [4:0] shift3 = 5'h00;
   wire [36:0] shifted;
   reg [36:0] total = 37'h0000000000;
-  assign \$1  = $signed(acc) * $signed(\port$7615$354 [17:0]);
-  assign \$3  = $signed(bias2) + $signed(\$2 );
+  assign \$1  = $signed(acc) * $signed(\port$7319$354 [17:0]);
+  assign \$3  = $signed(bias1) + $signed(\$2 );
   assign \$4  = | shifted[36:8];
   assign \$5  = \$4  ? 37'h00000000ff : shifted;
   assign \$6  = shifted[36] ? 37'h0000000000 : \$5 ;
-  assign shifted = $signed(total) >>> shift3;
+  assign shifted = $signed(total) >>> shift2;
   always @(posedge clk)
     prod0 <= \$7 ;
   always @(posedge clk)
@@ -16762,49 +15724,37 @@ module \bchw_top.engine1.requant6 (rst, \port$7615$354 , acc, q, clk);
   always @(posedge clk)
     shift1 <= \$9 ;
   always @(posedge clk)
-    prod0_q <= \$10 ;
+    total <= \$10 ;
   always @(posedge clk)
-    bias2 <= \$11 ;
+    shift2 <= \$11 ;
   always @(posedge clk)
-    shift2 <= \$12 ;
-  always @(posedge clk)
-    total <= \$13 ;
-  always @(posedge clk)
-    shift3 <= \$14 ;
-  always @(posedge clk)
-    q <= \$15 ;
+    q <= \$12 ;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
-    \$15  = \$6 [7:0];
+    \$12  = \$6 [7:0];
     if (rst) begin
-      \$15  = 8'h00;
+      \$12  = 8'h00;
     end
   end
   assign en = 1'h1;
-  assign mul = \port$7615$354 [17:0];
-  assign bias = \port$7615$354 [58:23];
-  assign shift = \port$7615$354 [22:18];
-  assign \$14  = shift2;
-  assign \$13  = \$3 [36:0];
-  assign \$12  = shift1;
-  assign \$11  = bias1;
-  assign \$10  = prod0;
-  assign \$9  = \port$7615$354 [22:18];
-  assign \$8  = \port$7615$354 [58:23];
+  assign mul = \port$7319$354 [17:0];
+  assign bias = \port$7319$354 [58:23];
+  assign shift = \port$7319$354 [22:18];
+  assign \$11  = shift1;
+  assign \$10  = \$3 [36:0];
+  assign \$9  = \port$7319$354 [22:18];
+  assign \$8  = \port$7319$354 [58:23];
   assign \$7  = { \$1 [34], \$1  };
-  assign \$2  = { prod0_q[35], prod0_q };
+  assign \$2  = { prod0[35], prod0 };
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine1.requant7 (rst, \port$7615$413 , acc, q, clk);
+module \bchw_top.engine1.requant7 (rst, \port$7319$413 , acc, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$33  = 0;
   wire [34:0] \$1 ;
-  wire [35:0] \$10 ;
-  wire [35:0] \$11 ;
-  wire [4:0] \$12 ;
-  wire [36:0] \$13 ;
-  wire [4:0] \$14 ;
-  reg [7:0] \$15 ;
+  wire [36:0] \$10 ;
+  wire [4:0] \$11 ;
+  reg [7:0] \$12 ;
   wire [36:0] \$2 ;
   wire [37:0] \$3 ;
   wire \$4 ;
@@ -16817,15 +15767,13 @@ module \bchw_top.engine1.requant7 (rst, \port$7615$413 , acc, q, clk);
   wire [16:0] acc;
   wire [35:0] bias;
   reg [35:0] bias1 = 36'h000000000;
-  reg [35:0] bias2 = 36'h000000000;
   input clk;
   wire clk;
   wire en;
   wire [17:0] mul;
-  input [58:0] \port$7615$413 ;
-  wire [58:0] \port$7615$413 ;
+  input [58:0] \port$7319$413 ;
+  wire [58:0] \port$7319$413 ;
   reg [35:0] prod0 = 36'h000000000;
-  reg [35:0] prod0_q = 36'h000000000;
   output [7:0] q;
   reg [7:0] q = 8'h00;
   input rst;
@@ -16833,15 +15781,14 @@ module \bchw_top.engine1.requant7 (rst, \port$7615$413 , acc, q, clk);
   wire [4:0] shift;
   reg [4:0] shift1 = 5'h00;
   reg [4:0] shift2 = 5'h00;
-  reg [4:0] shift3 = 5'h00;
   wire [36:0] shifted;
   reg [36:0] total = 37'h0000000000;
-  assign \$1  = $signed(acc) * $signed(\port$7615$413 [17:0]);
-  assign \$3  = $signed(bias2) + $signed(\$2 );
+  assign \$1  = $signed(acc) * $signed(\port$7319$413 [17:0]);
+  assign \$3  = $signed(bias1) + $signed(\$2 );
   assign \$4  = | shifted[36:8];
   assign \$5  = \$4  ? 37'h00000000ff : shifted;
   assign \$6  = shifted[36] ? 37'h0000000000 : \$5 ;
-  assign shifted = $signed(total) >>> shift3;
+  assign shifted = $signed(total) >>> shift2;
   always @(posedge clk)
     prod0 <= \$7 ;
   always @(posedge clk)
@@ -16849,49 +15796,37 @@ module \bchw_top.engine1.requant7 (rst, \port$7615$413 , acc, q, clk);
   always @(posedge clk)
     shift1 <= \$9 ;
   always @(posedge clk)
-    prod0_q <= \$10 ;
+    total <= \$10 ;
   always @(posedge clk)
-    bias2 <= \$11 ;
+    shift2 <= \$11 ;
   always @(posedge clk)
-    shift2 <= \$12 ;
-  always @(posedge clk)
-    total <= \$13 ;
-  always @(posedge clk)
-    shift3 <= \$14 ;
-  always @(posedge clk)
-    q <= \$15 ;
+    q <= \$12 ;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$15  = \$6 [7:0];
+    \$12  = \$6 [7:0];
     if (rst) begin
-      \$15  = 8'h00;
+      \$12  = 8'h00;
     end
   end
   assign en = 1'h1;
-  assign mul = \port$7615$413 [17:0];
-  assign bias = \port$7615$413 [58:23];
-  assign shift = \port$7615$413 [22:18];
-  assign \$14  = shift2;
-  assign \$13  = \$3 [36:0];
-  assign \$12  = shift1;
-  assign \$11  = bias1;
-  assign \$10  = prod0;
-  assign \$9  = \port$7615$413 [22:18];
-  assign \$8  = \port$7615$413 [58:23];
+  assign mul = \port$7319$413 [17:0];
+  assign bias = \port$7319$413 [58:23];
+  assign shift = \port$7319$413 [22:18];
+  assign \$11  = shift1;
+  assign \$10  = \$3 [36:0];
+  assign \$9  = \port$7319$413 [22:18];
+  assign \$8  = \port$7319$413 [58:23];
   assign \$7  = { \$1 [34], \$1  };
-  assign \$2  = { prod0_q[35], prod0_q };
+  assign \$2  = { prod0[35], prod0 };
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine1.requant8 (rst, \port$7615$472 , acc, q, clk);
+module \bchw_top.engine1.requant8 (rst, \port$7319$472 , acc, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$34  = 0;
   wire [34:0] \$1 ;
-  wire [35:0] \$10 ;
-  wire [35:0] \$11 ;
-  wire [4:0] \$12 ;
-  wire [36:0] \$13 ;
-  wire [4:0] \$14 ;
-  reg [7:0] \$15 ;
+  wire [36:0] \$10 ;
+  wire [4:0] \$11 ;
+  reg [7:0] \$12 ;
   wire [36:0] \$2 ;
   wire [37:0] \$3 ;
   wire \$4 ;
@@ -16904,15 +15839,13 @@ module \bchw_top.engine1.requant8 (rst, \port$7615$472 , acc, q, clk);
   wire [16:0] acc;
   wire [35:0] bias;
   reg [35:0] bias1 = 36'h000000000;
-  reg [35:0] bias2 = 36'h000000000;
   input clk;
   wire clk;
   wire en;
   wire [17:0] mul;
-  input [58:0] \port$7615$472 ;
-  wire [58:0] \port$7615$472 ;
+  input [58:0] \port$7319$472 ;
+  wire [58:0] \port$7319$472 ;
   reg [35:0] prod0 = 36'h000000000;
-  reg [35:0] prod0_q = 36'h000000000;
   output [7:0] q;
   reg [7:0] q = 8'h00;
   input rst;
@@ -16920,15 +15853,14 @@ module \bchw_top.engine1.requant8 (rst, \port$7615$472 , acc, q, clk);
   wire [4:0] shift;
   reg [4:0] shift1 = 5'h00;
   reg [4:0] shift2 = 5'h00;
-  reg [4:0] shift3 = 5'h00;
   wire [36:0] shifted;
   reg [36:0] total = 37'h0000000000;
-  assign \$1  = $signed(acc) * $signed(\port$7615$472 [17:0]);
-  assign \$3  = $signed(bias2) + $signed(\$2 );
+  assign \$1  = $signed(acc) * $signed(\port$7319$472 [17:0]);
+  assign \$3  = $signed(bias1) + $signed(\$2 );
   assign \$4  = | shifted[36:8];
   assign \$5  = \$4  ? 37'h00000000ff : shifted;
   assign \$6  = shifted[36] ? 37'h0000000000 : \$5 ;
-  assign shifted = $signed(total) >>> shift3;
+  assign shifted = $signed(total) >>> shift2;
   always @(posedge clk)
     prod0 <= \$7 ;
   always @(posedge clk)
@@ -16936,49 +15868,37 @@ module \bchw_top.engine1.requant8 (rst, \port$7615$472 , acc, q, clk);
   always @(posedge clk)
     shift1 <= \$9 ;
   always @(posedge clk)
-    prod0_q <= \$10 ;
+    total <= \$10 ;
   always @(posedge clk)
-    bias2 <= \$11 ;
+    shift2 <= \$11 ;
   always @(posedge clk)
-    shift2 <= \$12 ;
-  always @(posedge clk)
-    total <= \$13 ;
-  always @(posedge clk)
-    shift3 <= \$14 ;
-  always @(posedge clk)
-    q <= \$15 ;
+    q <= \$12 ;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$34 ) begin end
-    \$15  = \$6 [7:0];
+    \$12  = \$6 [7:0];
     if (rst) begin
-      \$15  = 8'h00;
+      \$12  = 8'h00;
     end
   end
   assign en = 1'h1;
-  assign mul = \port$7615$472 [17:0];
-  assign bias = \port$7615$472 [58:23];
-  assign shift = \port$7615$472 [22:18];
-  assign \$14  = shift2;
-  assign \$13  = \$3 [36:0];
-  assign \$12  = shift1;
-  assign \$11  = bias1;
-  assign \$10  = prod0;
-  assign \$9  = \port$7615$472 [22:18];
-  assign \$8  = \port$7615$472 [58:23];
+  assign mul = \port$7319$472 [17:0];
+  assign bias = \port$7319$472 [58:23];
+  assign shift = \port$7319$472 [22:18];
+  assign \$11  = shift1;
+  assign \$10  = \$3 [36:0];
+  assign \$9  = \port$7319$472 [22:18];
+  assign \$8  = \port$7319$472 [58:23];
   assign \$7  = { \$1 [34], \$1  };
-  assign \$2  = { prod0_q[35], prod0_q };
+  assign \$2  = { prod0[35], prod0 };
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine1.requant9 (rst, \port$7615$531 , acc, q, clk);
+module \bchw_top.engine1.requant9 (rst, \port$7319$531 , acc, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$35  = 0;
   wire [34:0] \$1 ;
-  wire [35:0] \$10 ;
-  wire [35:0] \$11 ;
-  wire [4:0] \$12 ;
-  wire [36:0] \$13 ;
-  wire [4:0] \$14 ;
-  reg [7:0] \$15 ;
+  wire [36:0] \$10 ;
+  wire [4:0] \$11 ;
+  reg [7:0] \$12 ;
   wire [36:0] \$2 ;
   wire [37:0] \$3 ;
   wire \$4 ;
@@ -16991,15 +15911,13 @@ module \bchw_top.engine1.requant9 (rst, \port$7615$531 , acc, q, clk);
   wire [16:0] acc;
   wire [35:0] bias;
   reg [35:0] bias1 = 36'h000000000;
-  reg [35:0] bias2 = 36'h000000000;
   input clk;
   wire clk;
   wire en;
   wire [17:0] mul;
-  input [58:0] \port$7615$531 ;
-  wire [58:0] \port$7615$531 ;
+  input [58:0] \port$7319$531 ;
+  wire [58:0] \port$7319$531 ;
   reg [35:0] prod0 = 36'h000000000;
-  reg [35:0] prod0_q = 36'h000000000;
   output [7:0] q;
   reg [7:0] q = 8'h00;
   input rst;
@@ -17007,15 +15925,14 @@ module \bchw_top.engine1.requant9 (rst, \port$7615$531 , acc, q, clk);
   wire [4:0] shift;
   reg [4:0] shift1 = 5'h00;
   reg [4:0] shift2 = 5'h00;
-  reg [4:0] shift3 = 5'h00;
   wire [36:0] shifted;
   reg [36:0] total = 37'h0000000000;
-  assign \$1  = $signed(acc) * $signed(\port$7615$531 [17:0]);
-  assign \$3  = $signed(bias2) + $signed(\$2 );
+  assign \$1  = $signed(acc) * $signed(\port$7319$531 [17:0]);
+  assign \$3  = $signed(bias1) + $signed(\$2 );
   assign \$4  = | shifted[36:8];
   assign \$5  = \$4  ? 37'h00000000ff : shifted;
   assign \$6  = shifted[36] ? 37'h0000000000 : \$5 ;
-  assign shifted = $signed(total) >>> shift3;
+  assign shifted = $signed(total) >>> shift2;
   always @(posedge clk)
     prod0 <= \$7 ;
   always @(posedge clk)
@@ -17023,37 +15940,28 @@ module \bchw_top.engine1.requant9 (rst, \port$7615$531 , acc, q, clk);
   always @(posedge clk)
     shift1 <= \$9 ;
   always @(posedge clk)
-    prod0_q <= \$10 ;
+    total <= \$10 ;
   always @(posedge clk)
-    bias2 <= \$11 ;
+    shift2 <= \$11 ;
   always @(posedge clk)
-    shift2 <= \$12 ;
-  always @(posedge clk)
-    total <= \$13 ;
-  always @(posedge clk)
-    shift3 <= \$14 ;
-  always @(posedge clk)
-    q <= \$15 ;
+    q <= \$12 ;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$35 ) begin end
-    \$15  = \$6 [7:0];
+    \$12  = \$6 [7:0];
     if (rst) begin
-      \$15  = 8'h00;
+      \$12  = 8'h00;
     end
   end
   assign en = 1'h1;
-  assign mul = \port$7615$531 [17:0];
-  assign bias = \port$7615$531 [58:23];
-  assign shift = \port$7615$531 [22:18];
-  assign \$14  = shift2;
-  assign \$13  = \$3 [36:0];
-  assign \$12  = shift1;
-  assign \$11  = bias1;
-  assign \$10  = prod0;
-  assign \$9  = \port$7615$531 [22:18];
-  assign \$8  = \port$7615$531 [58:23];
+  assign mul = \port$7319$531 [17:0];
+  assign bias = \port$7319$531 [58:23];
+  assign shift = \port$7319$531 [22:18];
+  assign \$11  = shift1;
+  assign \$10  = \$3 [36:0];
+  assign \$9  = \port$7319$531 [22:18];
+  assign \$8  = \port$7319$531 [58:23];
   assign \$7  = { \$1 [34], \$1  };
-  assign \$2  = { prod0_q[35], prod0_q };
+  assign \$2  = { prod0[35], prod0 };
 endmodule
 
 (* generator = "Amaranth" *)
@@ -21395,172 +20303,120 @@ module \bchw_top.engine2 (rst, s__valid, write__data, s__ready, m__valid, m__pay
   wire [17:0] \$133 ;
   wire \$134 ;
   wire \$135 ;
-  wire [16:0] \$136 ;
-  wire [17:0] \$137 ;
-  wire [16:0] \$138 ;
-  wire [17:0] \$139 ;
+  wire \$136 ;
+  wire \$137 ;
+  wire \$138 ;
+  wire \$139 ;
   wire \$14 ;
-  wire [16:0] \$140 ;
-  wire [17:0] \$141 ;
-  wire [16:0] \$142 ;
-  wire [17:0] \$143 ;
-  wire [16:0] \$144 ;
-  wire [17:0] \$145 ;
-  wire [16:0] \$146 ;
-  wire [17:0] \$147 ;
-  wire [16:0] \$148 ;
-  wire [17:0] \$149 ;
+  wire \$140 ;
+  wire [2:0] \$141 ;
+  wire \$142 ;
+  wire \$143 ;
+  wire \$144 ;
+  wire \$145 ;
+  wire \$146 ;
+  wire \$147 ;
+  wire \$148 ;
+  wire \$149 ;
   wire \$15 ;
-  wire [16:0] \$150 ;
-  wire [17:0] \$151 ;
-  wire [16:0] \$152 ;
-  wire [17:0] \$153 ;
-  wire [16:0] \$154 ;
-  wire [17:0] \$155 ;
-  wire [16:0] \$156 ;
-  wire [17:0] \$157 ;
-  wire [16:0] \$158 ;
-  wire [17:0] \$159 ;
+  wire \$150 ;
+  wire \$151 ;
+  wire \$152 ;
+  wire [2:0] \$153 ;
+  wire \$154 ;
+  wire \$155 ;
+  wire \$156 ;
+  wire \$157 ;
+  reg \$158 ;
+  reg [7:0] \$159 ;
   wire \$16 ;
-  wire [16:0] \$160 ;
-  wire [17:0] \$161 ;
-  wire [16:0] \$162 ;
-  wire [17:0] \$163 ;
-  wire [16:0] \$164 ;
-  wire [17:0] \$165 ;
-  wire [16:0] \$166 ;
-  wire [17:0] \$167 ;
-  wire \$168 ;
-  wire \$169 ;
+  reg [3:0] \$160 ;
+  reg [3:0] \$161 ;
+  reg \$162 ;
+  reg \$163 ;
+  reg [1:0] \$164 ;
+  reg \$165 ;
+  reg [3:0] \$166 ;
+  reg \$167 ;
+  reg \$168 ;
+  reg \$169 ;
   wire \$17 ;
-  wire \$170 ;
-  wire \$171 ;
-  wire \$172 ;
-  wire \$173 ;
-  wire \$174 ;
-  wire [2:0] \$175 ;
-  wire \$176 ;
-  wire \$177 ;
-  wire \$178 ;
-  wire \$179 ;
+  wire [127:0] \$170 ;
+  wire [127:0] \$171 ;
+  wire [255:0] \$172 ;
+  wire [255:0] \$173 ;
+  reg [7:0] \$174 ;
+  reg [7:0] \$175 ;
+  reg [7:0] \$176 ;
+  reg [7:0] \$177 ;
+  reg [7:0] \$178 ;
+  reg [7:0] \$179 ;
   wire \$18 ;
-  wire \$180 ;
-  wire \$181 ;
-  wire \$182 ;
-  wire \$183 ;
-  wire \$184 ;
-  wire \$185 ;
-  wire \$186 ;
-  wire [2:0] \$187 ;
-  wire \$188 ;
-  wire \$189 ;
+  reg [7:0] \$180 ;
+  reg [7:0] \$181 ;
+  reg [3:0] \$182 ;
+  reg [3:0] \$183 ;
+  reg [3:0] \$184 ;
+  reg [3:0] \$185 ;
+  reg [3:0] \$186 ;
+  reg [3:0] \$187 ;
+  reg [3:0] \$188 ;
+  reg [3:0] \$189 ;
   wire \$19 ;
-  wire \$190 ;
-  wire \$191 ;
-  reg \$192 ;
-  reg [7:0] \$193 ;
+  reg [3:0] \$190 ;
+  reg [3:0] \$191 ;
+  reg [3:0] \$192 ;
+  reg [3:0] \$193 ;
   reg [3:0] \$194 ;
   reg [3:0] \$195 ;
-  reg \$196 ;
-  reg \$197 ;
-  reg [1:0] \$198 ;
-  reg \$199 ;
+  reg [3:0] \$196 ;
+  reg [3:0] \$197 ;
+  reg [3:0] \$198 ;
+  reg [3:0] \$199 ;
   wire \$2 ;
   wire [4:0] \$20 ;
   reg [3:0] \$200 ;
-  reg \$201 ;
-  reg \$202 ;
-  reg \$203 ;
-  wire [127:0] \$204 ;
-  wire [127:0] \$205 ;
-  wire [255:0] \$206 ;
-  wire [255:0] \$207 ;
-  reg [7:0] \$208 ;
-  reg [7:0] \$209 ;
+  reg [3:0] \$201 ;
+  reg [3:0] \$202 ;
+  wire [943:0] \$203 ;
+  wire [943:0] \$204 ;
+  reg \$205 ;
+  reg \$206 ;
+  reg [16:0] \$207 ;
+  reg [16:0] \$208 ;
+  reg [16:0] \$209 ;
   wire [4:0] \$21 ;
-  reg [7:0] \$210 ;
-  reg [7:0] \$211 ;
-  reg [7:0] \$212 ;
-  reg [7:0] \$213 ;
-  reg [7:0] \$214 ;
-  reg [7:0] \$215 ;
-  reg [3:0] \$216 ;
-  reg [3:0] \$217 ;
-  reg [3:0] \$218 ;
-  reg [3:0] \$219 ;
+  reg [16:0] \$210 ;
+  reg [16:0] \$211 ;
+  reg [16:0] \$212 ;
+  reg [16:0] \$213 ;
+  reg [16:0] \$214 ;
+  reg [16:0] \$215 ;
+  reg [16:0] \$216 ;
+  reg [16:0] \$217 ;
+  reg [16:0] \$218 ;
+  reg [16:0] \$219 ;
   wire [4:0] \$22 ;
-  reg [3:0] \$220 ;
-  reg [3:0] \$221 ;
-  reg [3:0] \$222 ;
-  reg [3:0] \$223 ;
-  reg [3:0] \$224 ;
-  reg [3:0] \$225 ;
-  reg [3:0] \$226 ;
-  reg [3:0] \$227 ;
-  reg [3:0] \$228 ;
-  reg [3:0] \$229 ;
+  reg [16:0] \$220 ;
+  reg [16:0] \$221 ;
+  reg [16:0] \$222 ;
+  reg \$223 ;
+  reg \$224 ;
+  reg \$225 ;
+  reg \$226 ;
+  reg \$227 ;
+  reg \$228 ;
+  reg [128:0] \$229 ;
   wire [4:0] \$23 ;
-  reg [3:0] \$230 ;
-  reg [3:0] \$231 ;
-  reg [3:0] \$232 ;
-  reg [3:0] \$233 ;
-  reg [3:0] \$234 ;
-  reg [3:0] \$235 ;
-  reg [3:0] \$236 ;
-  wire [943:0] \$237 ;
-  wire [943:0] \$238 ;
-  reg \$239 ;
+  reg [128:0] \$230 ;
+  reg [1:0] \$231 ;
+  reg \$232 ;
+  reg \$233 ;
   wire \$24 ;
-  reg \$240 ;
-  reg [16:0] \$241 ;
-  reg [16:0] \$242 ;
-  reg [16:0] \$243 ;
-  reg [16:0] \$244 ;
-  reg [16:0] \$245 ;
-  reg [16:0] \$246 ;
-  reg [16:0] \$247 ;
-  reg [16:0] \$248 ;
-  reg [16:0] \$249 ;
   wire \$25 ;
-  reg [16:0] \$250 ;
-  reg [16:0] \$251 ;
-  reg [16:0] \$252 ;
-  reg [16:0] \$253 ;
-  reg [16:0] \$254 ;
-  reg [16:0] \$255 ;
-  reg [16:0] \$256 ;
-  reg [16:0] \$257 ;
-  reg [16:0] \$258 ;
-  reg [16:0] \$259 ;
   wire \$26 ;
-  reg [16:0] \$260 ;
-  reg [16:0] \$261 ;
-  reg [16:0] \$262 ;
-  reg [16:0] \$263 ;
-  reg [16:0] \$264 ;
-  reg [16:0] \$265 ;
-  reg [16:0] \$266 ;
-  reg [16:0] \$267 ;
-  reg [16:0] \$268 ;
-  reg [16:0] \$269 ;
   wire \$27 ;
-  reg [16:0] \$270 ;
-  reg [16:0] \$271 ;
-  reg [16:0] \$272 ;
-  reg \$273 ;
-  reg \$274 ;
-  reg \$275 ;
-  reg \$276 ;
-  reg \$277 ;
-  reg \$278 ;
-  reg \$279 ;
   wire \$28 ;
-  reg \$280 ;
-  reg [128:0] \$281 ;
-  reg [128:0] \$282 ;
-  reg [1:0] \$283 ;
-  reg \$284 ;
-  reg \$285 ;
   wire [4:0] \$29 ;
   wire \$3 ;
   wire [4:0] \$30 ;
@@ -21656,56 +20512,40 @@ module \bchw_top.engine2 (rst, s__valid, write__data, s__ready, m__valid, m__pay
   reg [16:0] \acc$209  = 17'h00000;
   reg [16:0] \acc$215  = 17'h00000;
   reg [16:0] \acc$221  = 17'h00000;
-  reg [16:0] acc0 = 17'h00000;
-  reg [16:0] acc1 = 17'h00000;
-  reg [16:0] acc10 = 17'h00000;
-  reg [16:0] acc11 = 17'h00000;
-  reg [16:0] acc12 = 17'h00000;
-  reg [16:0] acc13 = 17'h00000;
-  reg [16:0] acc14 = 17'h00000;
-  reg [16:0] acc15 = 17'h00000;
-  reg [16:0] acc2 = 17'h00000;
-  reg [16:0] acc3 = 17'h00000;
-  reg [16:0] acc4 = 17'h00000;
-  reg [16:0] acc5 = 17'h00000;
-  reg [16:0] acc6 = 17'h00000;
-  reg [16:0] acc7 = 17'h00000;
-  reg [16:0] acc8 = 17'h00000;
-  reg [16:0] acc9 = 17'h00000;
+  (* init = 17'h00000 *)
+  wire [16:0] acc0;
+  (* init = 17'h00000 *)
+  wire [16:0] acc1;
+  (* init = 17'h00000 *)
+  wire [16:0] acc10;
+  (* init = 17'h00000 *)
+  wire [16:0] acc11;
+  (* init = 17'h00000 *)
+  wire [16:0] acc12;
+  (* init = 17'h00000 *)
+  wire [16:0] acc13;
+  (* init = 17'h00000 *)
+  wire [16:0] acc14;
+  (* init = 17'h00000 *)
+  wire [16:0] acc15;
+  (* init = 17'h00000 *)
+  wire [16:0] acc2;
+  (* init = 17'h00000 *)
+  wire [16:0] acc3;
+  (* init = 17'h00000 *)
+  wire [16:0] acc4;
+  (* init = 17'h00000 *)
+  wire [16:0] acc5;
+  (* init = 17'h00000 *)
+  wire [16:0] acc6;
+  (* init = 17'h00000 *)
+  wire [16:0] acc7;
+  (* init = 17'h00000 *)
+  wire [16:0] acc8;
+  (* init = 17'h00000 *)
+  wire [16:0] acc9;
   reg acc_end = 1'h0;
   reg acc_valid = 1'h0;
-  (* init = 17'h00000 *)
-  wire [16:0] accq0;
-  (* init = 17'h00000 *)
-  wire [16:0] accq1;
-  (* init = 17'h00000 *)
-  wire [16:0] accq10;
-  (* init = 17'h00000 *)
-  wire [16:0] accq11;
-  (* init = 17'h00000 *)
-  wire [16:0] accq12;
-  (* init = 17'h00000 *)
-  wire [16:0] accq13;
-  (* init = 17'h00000 *)
-  wire [16:0] accq14;
-  (* init = 17'h00000 *)
-  wire [16:0] accq15;
-  (* init = 17'h00000 *)
-  wire [16:0] accq2;
-  (* init = 17'h00000 *)
-  wire [16:0] accq3;
-  (* init = 17'h00000 *)
-  wire [16:0] accq4;
-  (* init = 17'h00000 *)
-  wire [16:0] accq5;
-  (* init = 17'h00000 *)
-  wire [16:0] accq6;
-  (* init = 17'h00000 *)
-  wire [16:0] accq7;
-  (* init = 17'h00000 *)
-  wire [16:0] accq8;
-  (* init = 17'h00000 *)
-  wire [16:0] accq9;
   reg [7:0] addr = 8'h00;
   (* keep = 32'd1 *)
   reg [3:0] \addr$100  = 4'h0;
@@ -21945,11 +20785,9 @@ module \bchw_top.engine2 (rst, s__valid, write__data, s__ready, m__valid, m__pay
   wire [7:0] \q$247 ;
   reg qe_d0 = 1'h0;
   reg qe_d1 = 1'h0;
-  reg qe_d2 = 1'h0;
   reg qe_last_d0 = 1'h0;
   reg qv_d0 = 1'h0;
   reg qv_d1 = 1'h0;
-  reg qv_d2 = 1'h0;
   reg qv_last_d0 = 1'h0;
   wire [4:0] read__addr;
   wire [127:0] read__data;
@@ -21987,21 +20825,21 @@ module \bchw_top.engine2 (rst, s__valid, write__data, s__ready, m__valid, m__pay
   wire [7:0] step;
   wire [7:0] step_next;
   wire [12:0] sum;
+  wire [12:0] \sum$292 ;
+  wire [12:0] \sum$293 ;
   wire [12:0] \sum$294 ;
+  wire [12:0] \sum$295 ;
   wire [12:0] \sum$296 ;
+  wire [12:0] \sum$297 ;
   wire [12:0] \sum$298 ;
+  wire [12:0] \sum$299 ;
   wire [12:0] \sum$300 ;
+  wire [12:0] \sum$301 ;
   wire [12:0] \sum$302 ;
+  wire [12:0] \sum$303 ;
   wire [12:0] \sum$304 ;
+  wire [12:0] \sum$305 ;
   wire [12:0] \sum$306 ;
-  wire [12:0] \sum$308 ;
-  wire [12:0] \sum$310 ;
-  wire [12:0] \sum$312 ;
-  wire [12:0] \sum$314 ;
-  wire [12:0] \sum$316 ;
-  wire [12:0] \sum$318 ;
-  wire [12:0] \sum$320 ;
-  wire [12:0] \sum$322 ;
   wire [15:0] w;
   wire [15:0] \w$38 ;
   wire [15:0] \w$41 ;
@@ -22191,283 +21029,214 @@ module \bchw_top.engine2 (rst, s__valid, write__data, s__ready, m__valid, m__pay
   assign \$99  = sfc == 4'hf;
   assign \$100  = ft_d0[0] & ft_d0[2];
   assign \$101  = ft_d0[0] & ft_d0[3];
-  assign \$102  = ft_d0[1] ? 17'h00000 : acc0;
+  assign \$102  = ft_d0[1] ? 17'h00000 : acc;
   assign \$103  = $signed(\$102 ) + $signed(sum);
-  assign \$104  = ft_d0[1] ? 17'h00000 : acc1;
-  assign \$105  = $signed(\$104 ) + $signed(\sum$294 );
-  assign \$106  = ft_d0[1] ? 17'h00000 : acc2;
-  assign \$107  = $signed(\$106 ) + $signed(\sum$296 );
-  assign \$108  = ft_d0[1] ? 17'h00000 : acc3;
-  assign \$109  = $signed(\$108 ) + $signed(\sum$298 );
-  assign \$110  = ft_d0[1] ? 17'h00000 : acc4;
-  assign \$111  = $signed(\$110 ) + $signed(\sum$300 );
-  assign \$112  = ft_d0[1] ? 17'h00000 : acc5;
-  assign \$113  = $signed(\$112 ) + $signed(\sum$302 );
-  assign \$114  = ft_d0[1] ? 17'h00000 : acc6;
-  assign \$115  = $signed(\$114 ) + $signed(\sum$304 );
-  assign \$116  = ft_d0[1] ? 17'h00000 : acc7;
-  assign \$117  = $signed(\$116 ) + $signed(\sum$306 );
-  assign \$118  = ft_d0[1] ? 17'h00000 : acc8;
-  assign \$119  = $signed(\$118 ) + $signed(\sum$308 );
-  assign \$120  = ft_d0[1] ? 17'h00000 : acc9;
-  assign \$121  = $signed(\$120 ) + $signed(\sum$310 );
-  assign \$122  = ft_d0[1] ? 17'h00000 : acc10;
-  assign \$123  = $signed(\$122 ) + $signed(\sum$312 );
-  assign \$124  = ft_d0[1] ? 17'h00000 : acc11;
-  assign \$125  = $signed(\$124 ) + $signed(\sum$314 );
-  assign \$126  = ft_d0[1] ? 17'h00000 : acc12;
-  assign \$127  = $signed(\$126 ) + $signed(\sum$316 );
-  assign \$128  = ft_d0[1] ? 17'h00000 : acc13;
-  assign \$129  = $signed(\$128 ) + $signed(\sum$318 );
-  assign \$130  = ft_d0[1] ? 17'h00000 : acc14;
-  assign \$131  = $signed(\$130 ) + $signed(\sum$320 );
-  assign \$132  = ft_d0[1] ? 17'h00000 : acc15;
-  assign \$133  = $signed(\$132 ) + $signed(\sum$322 );
-  assign \$135  = \$134  & ft_d0[2];
-  assign \$136  = ft_d0[1] ? 17'h00000 : acc0;
-  assign \$137  = $signed(\$136 ) + $signed(sum);
-  assign \$138  = ft_d0[1] ? 17'h00000 : acc1;
-  assign \$139  = $signed(\$138 ) + $signed(\sum$294 );
-  assign \$140  = ft_d0[1] ? 17'h00000 : acc2;
-  assign \$141  = $signed(\$140 ) + $signed(\sum$296 );
-  assign \$142  = ft_d0[1] ? 17'h00000 : acc3;
-  assign \$143  = $signed(\$142 ) + $signed(\sum$298 );
-  assign \$144  = ft_d0[1] ? 17'h00000 : acc4;
-  assign \$145  = $signed(\$144 ) + $signed(\sum$300 );
-  assign \$146  = ft_d0[1] ? 17'h00000 : acc5;
-  assign \$147  = $signed(\$146 ) + $signed(\sum$302 );
-  assign \$148  = ft_d0[1] ? 17'h00000 : acc6;
-  assign \$149  = $signed(\$148 ) + $signed(\sum$304 );
-  assign \$150  = ft_d0[1] ? 17'h00000 : acc7;
-  assign \$151  = $signed(\$150 ) + $signed(\sum$306 );
-  assign \$152  = ft_d0[1] ? 17'h00000 : acc8;
-  assign \$153  = $signed(\$152 ) + $signed(\sum$308 );
-  assign \$154  = ft_d0[1] ? 17'h00000 : acc9;
-  assign \$155  = $signed(\$154 ) + $signed(\sum$310 );
-  assign \$156  = ft_d0[1] ? 17'h00000 : acc10;
-  assign \$157  = $signed(\$156 ) + $signed(\sum$312 );
-  assign \$158  = ft_d0[1] ? 17'h00000 : acc11;
-  assign \$159  = $signed(\$158 ) + $signed(\sum$314 );
-  assign \$160  = ft_d0[1] ? 17'h00000 : acc12;
-  assign \$161  = $signed(\$160 ) + $signed(\sum$316 );
-  assign \$162  = ft_d0[1] ? 17'h00000 : acc13;
-  assign \$163  = $signed(\$162 ) + $signed(\sum$318 );
-  assign \$164  = ft_d0[1] ? 17'h00000 : acc14;
-  assign \$165  = $signed(\$164 ) + $signed(\sum$320 );
-  assign \$166  = ft_d0[1] ? 17'h00000 : acc15;
-  assign \$167  = $signed(\$166 ) + $signed(\sum$322 );
-  assign \$168  = | count;
-  assign \$169  = ~ \$168 ;
-  assign \$170  = enter & \$169 ;
-  assign \$171  = ~ \$170 ;
-  assign \$172  = qv_last_d0 & \$171 ;
-  assign \$173  = | count;
-  assign \$174  = enter & \$173 ;
-  assign \$175  = count - \$174 ;
-  assign \$176  = ! \$175 ;
-  assign \$177  = \$172  & \$176 ;
-  assign \$178  = | count;
-  assign \$179  = enter & \$178 ;
-  assign \$180  = | count;
-  assign \$181  = ~ \$180 ;
-  assign \$182  = enter & \$181 ;
-  assign \$183  = ~ \$182 ;
-  assign \$184  = qv_last_d0 & \$183 ;
-  assign \$185  = | count;
-  assign \$186  = enter & \$185 ;
-  assign \$187  = count - \$186 ;
-  assign \$188  = \$187  == 1'h1;
-  assign \$189  = \$184  & \$188 ;
-  assign \$190  = | count;
-  assign \$191  = enter & \$190 ;
+  assign \$104  = ft_d0[1] ? 17'h00000 : \acc$137 ;
+  assign \$105  = $signed(\$104 ) + $signed(\sum$292 );
+  assign \$106  = ft_d0[1] ? 17'h00000 : \acc$143 ;
+  assign \$107  = $signed(\$106 ) + $signed(\sum$293 );
+  assign \$108  = ft_d0[1] ? 17'h00000 : \acc$149 ;
+  assign \$109  = $signed(\$108 ) + $signed(\sum$294 );
+  assign \$110  = ft_d0[1] ? 17'h00000 : \acc$155 ;
+  assign \$111  = $signed(\$110 ) + $signed(\sum$295 );
+  assign \$112  = ft_d0[1] ? 17'h00000 : \acc$161 ;
+  assign \$113  = $signed(\$112 ) + $signed(\sum$296 );
+  assign \$114  = ft_d0[1] ? 17'h00000 : \acc$167 ;
+  assign \$115  = $signed(\$114 ) + $signed(\sum$297 );
+  assign \$116  = ft_d0[1] ? 17'h00000 : \acc$173 ;
+  assign \$117  = $signed(\$116 ) + $signed(\sum$298 );
+  assign \$118  = ft_d0[1] ? 17'h00000 : \acc$179 ;
+  assign \$119  = $signed(\$118 ) + $signed(\sum$299 );
+  assign \$120  = ft_d0[1] ? 17'h00000 : \acc$185 ;
+  assign \$121  = $signed(\$120 ) + $signed(\sum$300 );
+  assign \$122  = ft_d0[1] ? 17'h00000 : \acc$191 ;
+  assign \$123  = $signed(\$122 ) + $signed(\sum$301 );
+  assign \$124  = ft_d0[1] ? 17'h00000 : \acc$197 ;
+  assign \$125  = $signed(\$124 ) + $signed(\sum$302 );
+  assign \$126  = ft_d0[1] ? 17'h00000 : \acc$203 ;
+  assign \$127  = $signed(\$126 ) + $signed(\sum$303 );
+  assign \$128  = ft_d0[1] ? 17'h00000 : \acc$209 ;
+  assign \$129  = $signed(\$128 ) + $signed(\sum$304 );
+  assign \$130  = ft_d0[1] ? 17'h00000 : \acc$215 ;
+  assign \$131  = $signed(\$130 ) + $signed(\sum$305 );
+  assign \$132  = ft_d0[1] ? 17'h00000 : \acc$221 ;
+  assign \$133  = $signed(\$132 ) + $signed(\sum$306 );
+  assign \$134  = | count;
+  assign \$135  = ~ \$134 ;
+  assign \$136  = enter & \$135 ;
+  assign \$137  = ~ \$136 ;
+  assign \$138  = qv_last_d0 & \$137 ;
+  assign \$139  = | count;
+  assign \$140  = enter & \$139 ;
+  assign \$141  = count - \$140 ;
+  assign \$142  = ! \$141 ;
+  assign \$143  = \$138  & \$142 ;
+  assign \$144  = | count;
+  assign \$145  = enter & \$144 ;
+  assign \$146  = | count;
+  assign \$147  = ~ \$146 ;
+  assign \$148  = enter & \$147 ;
+  assign \$149  = ~ \$148 ;
+  assign \$150  = qv_last_d0 & \$149 ;
+  assign \$151  = | count;
+  assign \$152  = enter & \$151 ;
+  assign \$153  = count - \$152 ;
+  assign \$154  = \$153  == 1'h1;
+  assign \$155  = \$150  & \$154 ;
+  assign \$156  = | count;
+  assign \$157  = enter & \$156 ;
   always @(posedge clk)
-    busy <= \$192 ;
+    busy <= \$158 ;
   always @(posedge clk)
-    addr <= \$193 ;
+    addr <= \$159 ;
   always @(posedge clk)
-    sfc <= \$194 ;
+    sfc <= \$160 ;
   always @(posedge clk)
-    nfc <= \$195 ;
+    nfc <= \$161 ;
   always @(posedge clk)
-    last_step <= \$196 ;
+    last_step <= \$162 ;
   always @(posedge clk)
-    ready <= \$197 ;
+    ready <= \$163 ;
   always @(posedge clk)
-    credits <= \$198 ;
+    credits <= \$164 ;
   always @(posedge clk)
-    issue <= \$199 ;
+    issue <= \$165 ;
   always @(posedge clk)
-    word <= \$200 ;
+    word <= \$166 ;
   always @(posedge clk)
-    write_bank <= \$201 ;
+    write_bank <= \$167 ;
   always @(posedge clk)
-    read_bank <= \$202 ;
+    read_bank <= \$168 ;
   always @(posedge clk)
-    \$signal  <= \$203 ;
+    \$signal  <= \$169 ;
   always @(posedge clk)
-    xmem_d0 <= \$204 ;
+    xmem_d0 <= \$170 ;
   always @(posedge clk)
-    x <= \$205 ;
+    x <= \$171 ;
   always @(posedge clk)
-    wdata_d0 <= \$206 ;
+    wdata_d0 <= \$172 ;
   always @(posedge clk)
-    wdata_d1 <= \$207 ;
+    wdata_d1 <= \$173 ;
   always @(posedge clk)
-    f1_d0 <= \$208 ;
+    f1_d0 <= \$174 ;
   always @(posedge clk)
-    f1_d1 <= \$209 ;
+    f1_d1 <= \$175 ;
   always @(posedge clk)
-    f1_d2 <= \$210 ;
+    f1_d2 <= \$176 ;
   always @(posedge clk)
-    fp_d0 <= \$211 ;
+    fp_d0 <= \$177 ;
   always @(posedge clk)
-    fp_d1 <= \$212 ;
+    fp_d1 <= \$178 ;
   always @(posedge clk)
-    fp_d2 <= \$213 ;
+    fp_d2 <= \$179 ;
   always @(posedge clk)
-    fp_d3 <= \$214 ;
+    fp_d3 <= \$180 ;
   always @(posedge clk)
-    ft_d0 <= \$215 ;
+    ft_d0 <= \$181 ;
   always @(posedge clk)
-    paddr_d0 <= \$216 ;
+    paddr_d0 <= \$182 ;
   always @(posedge clk)
-    paddr_d1 <= \$217 ;
+    paddr_d1 <= \$183 ;
   always @(posedge clk)
-    paddr_d2 <= \$218 ;
+    paddr_d2 <= \$184 ;
   always @(posedge clk)
-    paddr_d3 <= \$219 ;
+    paddr_d3 <= \$185 ;
   always @(posedge clk)
-    paddr_d4 <= \$220 ;
+    paddr_d4 <= \$186 ;
   always @(posedge clk)
-    \addr$82  <= \$221 ;
+    \addr$82  <= \$187 ;
   always @(posedge clk)
-    \addr$85  <= \$222 ;
+    \addr$85  <= \$188 ;
   always @(posedge clk)
-    \addr$88  <= \$223 ;
+    \addr$88  <= \$189 ;
   always @(posedge clk)
-    \addr$91  <= \$224 ;
+    \addr$91  <= \$190 ;
   always @(posedge clk)
-    \addr$94  <= \$225 ;
+    \addr$94  <= \$191 ;
   always @(posedge clk)
-    \addr$97  <= \$226 ;
+    \addr$97  <= \$192 ;
   always @(posedge clk)
-    \addr$100  <= \$227 ;
+    \addr$100  <= \$193 ;
   always @(posedge clk)
-    \addr$103  <= \$228 ;
+    \addr$103  <= \$194 ;
   always @(posedge clk)
-    \addr$106  <= \$229 ;
+    \addr$106  <= \$195 ;
   always @(posedge clk)
-    \addr$109  <= \$230 ;
+    \addr$109  <= \$196 ;
   always @(posedge clk)
-    \addr$112  <= \$231 ;
+    \addr$112  <= \$197 ;
   always @(posedge clk)
-    \addr$115  <= \$232 ;
+    \addr$115  <= \$198 ;
   always @(posedge clk)
-    \addr$118  <= \$233 ;
+    \addr$118  <= \$199 ;
   always @(posedge clk)
-    \addr$121  <= \$234 ;
+    \addr$121  <= \$200 ;
   always @(posedge clk)
-    \addr$124  <= \$235 ;
+    \addr$124  <= \$201 ;
   always @(posedge clk)
-    \addr$127  <= \$236 ;
+    \addr$127  <= \$202 ;
   always @(posedge clk)
-    params_d0 <= \$237 ;
+    params_d0 <= \$203 ;
   always @(posedge clk)
-    params_d1 <= \$238 ;
+    params_d1 <= \$204 ;
   always @(posedge clk)
-    acc_valid <= \$239 ;
+    acc_valid <= \$205 ;
   always @(posedge clk)
-    acc_end <= \$240 ;
+    acc_end <= \$206 ;
   always @(posedge clk)
-    acc0 <= \$241 ;
+    acc <= \$207 ;
   always @(posedge clk)
-    acc1 <= \$242 ;
+    \acc$137  <= \$208 ;
   always @(posedge clk)
-    acc2 <= \$243 ;
+    \acc$143  <= \$209 ;
   always @(posedge clk)
-    acc3 <= \$244 ;
+    \acc$149  <= \$210 ;
   always @(posedge clk)
-    acc4 <= \$245 ;
+    \acc$155  <= \$211 ;
   always @(posedge clk)
-    acc5 <= \$246 ;
+    \acc$161  <= \$212 ;
   always @(posedge clk)
-    acc6 <= \$247 ;
+    \acc$167  <= \$213 ;
   always @(posedge clk)
-    acc7 <= \$248 ;
+    \acc$173  <= \$214 ;
   always @(posedge clk)
-    acc8 <= \$249 ;
+    \acc$179  <= \$215 ;
   always @(posedge clk)
-    acc9 <= \$250 ;
+    \acc$185  <= \$216 ;
   always @(posedge clk)
-    acc10 <= \$251 ;
+    \acc$191  <= \$217 ;
   always @(posedge clk)
-    acc11 <= \$252 ;
+    \acc$197  <= \$218 ;
   always @(posedge clk)
-    acc12 <= \$253 ;
+    \acc$203  <= \$219 ;
   always @(posedge clk)
-    acc13 <= \$254 ;
+    \acc$209  <= \$220 ;
   always @(posedge clk)
-    acc14 <= \$255 ;
+    \acc$215  <= \$221 ;
   always @(posedge clk)
-    acc15 <= \$256 ;
+    \acc$221  <= \$222 ;
   always @(posedge clk)
-    acc <= \$257 ;
+    qv_d0 <= \$223 ;
   always @(posedge clk)
-    \acc$137  <= \$258 ;
+    qv_d1 <= \$224 ;
   always @(posedge clk)
-    \acc$143  <= \$259 ;
+    qe_d0 <= \$225 ;
   always @(posedge clk)
-    \acc$149  <= \$260 ;
+    qe_d1 <= \$226 ;
   always @(posedge clk)
-    \acc$155  <= \$261 ;
+    qv_last_d0 <= \$227 ;
   always @(posedge clk)
-    \acc$161  <= \$262 ;
+    qe_last_d0 <= \$228 ;
   always @(posedge clk)
-    \acc$167  <= \$263 ;
+    skid0 <= \$229 ;
   always @(posedge clk)
-    \acc$173  <= \$264 ;
+    skid1 <= \$230 ;
   always @(posedge clk)
-    \acc$179  <= \$265 ;
+    count <= \$231 ;
   always @(posedge clk)
-    \acc$185  <= \$266 ;
+    credit_back_d0 <= \$232 ;
   always @(posedge clk)
-    \acc$191  <= \$267 ;
-  always @(posedge clk)
-    \acc$197  <= \$268 ;
-  always @(posedge clk)
-    \acc$203  <= \$269 ;
-  always @(posedge clk)
-    \acc$209  <= \$270 ;
-  always @(posedge clk)
-    \acc$215  <= \$271 ;
-  always @(posedge clk)
-    \acc$221  <= \$272 ;
-  always @(posedge clk)
-    qv_d0 <= \$273 ;
-  always @(posedge clk)
-    qv_d1 <= \$274 ;
-  always @(posedge clk)
-    qv_d2 <= \$275 ;
-  always @(posedge clk)
-    qe_d0 <= \$276 ;
-  always @(posedge clk)
-    qe_d1 <= \$277 ;
-  always @(posedge clk)
-    qe_d2 <= \$278 ;
-  always @(posedge clk)
-    qv_last_d0 <= \$279 ;
-  always @(posedge clk)
-    qe_last_d0 <= \$280 ;
-  always @(posedge clk)
-    skid0 <= \$281 ;
-  always @(posedge clk)
-    skid1 <= \$282 ;
-  always @(posedge clk)
-    count <= \$283 ;
-  always @(posedge clk)
-    credit_back_d0 <= \$284 ;
-  always @(posedge clk)
-    credit_back <= \$285 ;
+    credit_back <= \$233 ;
   \bchw_top.engine2.params0  params0 (
     .addr(\addr$82 ),
     .clk(clk),
@@ -22551,112 +21320,112 @@ module \bchw_top.engine2 (rst, s__valid, write__data, s__ready, m__valid, m__pay
   \bchw_top.engine2.requant0  requant0 (
     .acc(acc),
     .clk(clk),
-    .\port$9117$0 (params_d1[58:0]),
+    .\port$8689$0 (params_d1[58:0]),
     .q(q),
     .rst(rst)
   );
   \bchw_top.engine2.requant1  requant1 (
     .acc(\acc$137 ),
     .clk(clk),
-    .\port$9117$59 (params_d1[117:59]),
+    .\port$8689$59 (params_d1[117:59]),
     .q(\q$233 ),
     .rst(rst)
   );
   \bchw_top.engine2.requant10  requant10 (
     .acc(\acc$191 ),
     .clk(clk),
-    .\port$9117$590 (params_d1[648:590]),
+    .\port$8689$590 (params_d1[648:590]),
     .q(\q$242 ),
     .rst(rst)
   );
   \bchw_top.engine2.requant11  requant11 (
     .acc(\acc$197 ),
     .clk(clk),
-    .\port$9117$649 (params_d1[707:649]),
+    .\port$8689$649 (params_d1[707:649]),
     .q(\q$243 ),
     .rst(rst)
   );
   \bchw_top.engine2.requant12  requant12 (
     .acc(\acc$203 ),
     .clk(clk),
-    .\port$9117$708 (params_d1[766:708]),
+    .\port$8689$708 (params_d1[766:708]),
     .q(\q$244 ),
     .rst(rst)
   );
   \bchw_top.engine2.requant13  requant13 (
     .acc(\acc$209 ),
     .clk(clk),
-    .\port$9117$767 (params_d1[825:767]),
+    .\port$8689$767 (params_d1[825:767]),
     .q(\q$245 ),
     .rst(rst)
   );
   \bchw_top.engine2.requant14  requant14 (
     .acc(\acc$215 ),
     .clk(clk),
-    .\port$9117$826 (params_d1[884:826]),
+    .\port$8689$826 (params_d1[884:826]),
     .q(\q$246 ),
     .rst(rst)
   );
   \bchw_top.engine2.requant15  requant15 (
     .acc(\acc$221 ),
     .clk(clk),
-    .\port$9117$885 (params_d1[943:885]),
+    .\port$8689$885 (params_d1[943:885]),
     .q(\q$247 ),
     .rst(rst)
   );
   \bchw_top.engine2.requant2  requant2 (
     .acc(\acc$143 ),
     .clk(clk),
-    .\port$9117$118 (params_d1[176:118]),
+    .\port$8689$118 (params_d1[176:118]),
     .q(\q$234 ),
     .rst(rst)
   );
   \bchw_top.engine2.requant3  requant3 (
     .acc(\acc$149 ),
     .clk(clk),
-    .\port$9117$177 (params_d1[235:177]),
+    .\port$8689$177 (params_d1[235:177]),
     .q(\q$235 ),
     .rst(rst)
   );
   \bchw_top.engine2.requant4  requant4 (
     .acc(\acc$155 ),
     .clk(clk),
-    .\port$9117$236 (params_d1[294:236]),
+    .\port$8689$236 (params_d1[294:236]),
     .q(\q$236 ),
     .rst(rst)
   );
   \bchw_top.engine2.requant5  requant5 (
     .acc(\acc$161 ),
     .clk(clk),
-    .\port$9117$295 (params_d1[353:295]),
+    .\port$8689$295 (params_d1[353:295]),
     .q(\q$237 ),
     .rst(rst)
   );
   \bchw_top.engine2.requant6  requant6 (
     .acc(\acc$167 ),
     .clk(clk),
-    .\port$9117$354 (params_d1[412:354]),
+    .\port$8689$354 (params_d1[412:354]),
     .q(\q$238 ),
     .rst(rst)
   );
   \bchw_top.engine2.requant7  requant7 (
     .acc(\acc$173 ),
     .clk(clk),
-    .\port$9117$413 (params_d1[471:413]),
+    .\port$8689$413 (params_d1[471:413]),
     .q(\q$239 ),
     .rst(rst)
   );
   \bchw_top.engine2.requant8  requant8 (
     .acc(\acc$179 ),
     .clk(clk),
-    .\port$9117$472 (params_d1[530:472]),
+    .\port$8689$472 (params_d1[530:472]),
     .q(\q$240 ),
     .rst(rst)
   );
   \bchw_top.engine2.requant9  requant9 (
     .acc(\acc$185 ),
     .clk(clk),
-    .\port$9117$531 (params_d1[589:531]),
+    .\port$8689$531 (params_d1[589:531]),
     .q(\q$241 ),
     .rst(rst)
   );
@@ -22669,105 +21438,105 @@ module \bchw_top.engine2 (rst, s__valid, write__data, s__ready, m__valid, m__pay
   );
   \bchw_top.engine2.tree1  tree1 (
     .clk(clk),
-    .l4_0(\sum$294 ),
+    .l4_0(\sum$292 ),
     .rst(rst),
     .w(wdata_d1[31:16]),
     .x(x)
   );
   \bchw_top.engine2.tree10  tree10 (
     .clk(clk),
-    .l4_0(\sum$312 ),
+    .l4_0(\sum$301 ),
     .rst(rst),
     .w(wdata_d1[175:160]),
     .x(x)
   );
   \bchw_top.engine2.tree11  tree11 (
     .clk(clk),
-    .l4_0(\sum$314 ),
+    .l4_0(\sum$302 ),
     .rst(rst),
     .w(wdata_d1[191:176]),
     .x(x)
   );
   \bchw_top.engine2.tree12  tree12 (
     .clk(clk),
-    .l4_0(\sum$316 ),
+    .l4_0(\sum$303 ),
     .rst(rst),
     .w(wdata_d1[207:192]),
     .x(x)
   );
   \bchw_top.engine2.tree13  tree13 (
     .clk(clk),
-    .l4_0(\sum$318 ),
+    .l4_0(\sum$304 ),
     .rst(rst),
     .w(wdata_d1[223:208]),
     .x(x)
   );
   \bchw_top.engine2.tree14  tree14 (
     .clk(clk),
-    .l4_0(\sum$320 ),
+    .l4_0(\sum$305 ),
     .rst(rst),
     .w(wdata_d1[239:224]),
     .x(x)
   );
   \bchw_top.engine2.tree15  tree15 (
     .clk(clk),
-    .l4_0(\sum$322 ),
+    .l4_0(\sum$306 ),
     .rst(rst),
     .w(wdata_d1[255:240]),
     .x(x)
   );
   \bchw_top.engine2.tree2  tree2 (
     .clk(clk),
-    .l4_0(\sum$296 ),
+    .l4_0(\sum$293 ),
     .rst(rst),
     .w(wdata_d1[47:32]),
     .x(x)
   );
   \bchw_top.engine2.tree3  tree3 (
     .clk(clk),
-    .l4_0(\sum$298 ),
+    .l4_0(\sum$294 ),
     .rst(rst),
     .w(wdata_d1[63:48]),
     .x(x)
   );
   \bchw_top.engine2.tree4  tree4 (
     .clk(clk),
-    .l4_0(\sum$300 ),
+    .l4_0(\sum$295 ),
     .rst(rst),
     .w(wdata_d1[79:64]),
     .x(x)
   );
   \bchw_top.engine2.tree5  tree5 (
     .clk(clk),
-    .l4_0(\sum$302 ),
+    .l4_0(\sum$296 ),
     .rst(rst),
     .w(wdata_d1[95:80]),
     .x(x)
   );
   \bchw_top.engine2.tree6  tree6 (
     .clk(clk),
-    .l4_0(\sum$304 ),
+    .l4_0(\sum$297 ),
     .rst(rst),
     .w(wdata_d1[111:96]),
     .x(x)
   );
   \bchw_top.engine2.tree7  tree7 (
     .clk(clk),
-    .l4_0(\sum$306 ),
+    .l4_0(\sum$298 ),
     .rst(rst),
     .w(wdata_d1[127:112]),
     .x(x)
   );
   \bchw_top.engine2.tree8  tree8 (
     .clk(clk),
-    .l4_0(\sum$308 ),
+    .l4_0(\sum$299 ),
     .rst(rst),
     .w(wdata_d1[143:128]),
     .x(x)
   );
   \bchw_top.engine2.tree9  tree9 (
     .clk(clk),
-    .l4_0(\sum$310 ),
+    .l4_0(\sum$300 ),
     .rst(rst),
     .w(wdata_d1[159:144]),
     .x(x)
@@ -22779,631 +21548,505 @@ module \bchw_top.engine2 (rst, s__valid, write__data, s__ready, m__valid, m__pay
   );
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
-    \$192  = busy_next;
+    \$158  = busy_next;
     if (rst) begin
-      \$192  = 1'h0;
+      \$158  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
-    \$193  = \$11 [7:0];
+    \$159  = \$11 [7:0];
     if (rst) begin
-      \$193  = 8'h00;
+      \$159  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
-    \$194  = \$23 [3:0];
+    \$160  = \$23 [3:0];
+    if (rst) begin
+      \$160  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
+    \$161  = \$32 [3:0];
+    if (rst) begin
+      \$161  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
+    \$162  = last_step_next;
+    if (rst) begin
+      \$162  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
+    \$163  = ready_next;
+    if (rst) begin
+      \$163  = 1'h1;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
+    \$164  = \$47 [1:0];
+    if (rst) begin
+      \$164  = 2'h2;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
+    \$165  = issue_next;
+    if (rst) begin
+      \$165  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
+    \$166  = word;
+    if (\$67 ) begin
+      \$166  = \$81 [3:0];
+    end
+    if (rst) begin
+      \$166  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
+    \$167  = write_bank;
+    if (\$86 ) begin
+      \$167  = \$87 ;
+    end
+    if (rst) begin
+      \$167  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
+    \$168  = read_bank;
+    if (\$88 ) begin
+      \$168  = \$89 ;
+    end
+    if (rst) begin
+      \$168  = 1'h1;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
+    \$169  = \$97 ;
+    if (rst) begin
+      \$169  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
+    \$174  = { nfc, last_step, \$99 , \$98 , issue };
+    if (rst) begin
+      \$174  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
+    \$175  = f1_d0;
+    if (rst) begin
+      \$175  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
+    \$176  = f1_d1;
+    if (rst) begin
+      \$176  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
+    \$177  = f1_d2;
+    if (rst) begin
+      \$177  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
+    \$178  = fp_d0;
+    if (rst) begin
+      \$178  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
+    \$179  = fp_d1;
+    if (rst) begin
+      \$179  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
+    \$180  = fp_d2;
+    if (rst) begin
+      \$180  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
+    \$181  = fp_d3;
+    if (rst) begin
+      \$181  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
+    \$182  = nfc;
+    if (rst) begin
+      \$182  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
+    \$183  = paddr_d0;
+    if (rst) begin
+      \$183  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
+    \$184  = paddr_d1;
+    if (rst) begin
+      \$184  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
+    \$185  = paddr_d2;
+    if (rst) begin
+      \$185  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
+    \$186  = paddr_d3;
+    if (rst) begin
+      \$186  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
+    \$187  = paddr_d4;
+    if (rst) begin
+      \$187  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
+    \$188  = paddr_d4;
+    if (rst) begin
+      \$188  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
+    \$189  = paddr_d4;
+    if (rst) begin
+      \$189  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
+    \$190  = paddr_d4;
+    if (rst) begin
+      \$190  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
+    \$191  = paddr_d4;
+    if (rst) begin
+      \$191  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
+    \$192  = paddr_d4;
+    if (rst) begin
+      \$192  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
+    \$193  = paddr_d4;
+    if (rst) begin
+      \$193  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
+    \$194  = paddr_d4;
     if (rst) begin
       \$194  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
-    \$195  = \$32 [3:0];
+    \$195  = paddr_d4;
     if (rst) begin
       \$195  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
-    \$196  = last_step_next;
+    \$196  = paddr_d4;
     if (rst) begin
-      \$196  = 1'h0;
+      \$196  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
-    \$197  = ready_next;
+    \$197  = paddr_d4;
     if (rst) begin
-      \$197  = 1'h1;
+      \$197  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
-    \$198  = \$47 [1:0];
+    \$198  = paddr_d4;
     if (rst) begin
-      \$198  = 2'h2;
+      \$198  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
-    \$199  = issue_next;
+    \$199  = paddr_d4;
     if (rst) begin
-      \$199  = 1'h0;
+      \$199  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
-    \$200  = word;
-    if (\$67 ) begin
-      \$200  = \$81 [3:0];
-    end
+    \$200  = paddr_d4;
     if (rst) begin
       \$200  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
-    \$201  = write_bank;
-    if (\$86 ) begin
-      \$201  = \$87 ;
-    end
+    \$201  = paddr_d4;
     if (rst) begin
-      \$201  = 1'h0;
+      \$201  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
-    \$202  = read_bank;
-    if (\$88 ) begin
-      \$202  = \$89 ;
-    end
+    \$202  = paddr_d4;
     if (rst) begin
-      \$202  = 1'h1;
+      \$202  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
-    \$203  = \$97 ;
+    \$205  = \$100 ;
     if (rst) begin
-      \$203  = 1'h0;
+      \$205  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
-    \$208  = { nfc, last_step, \$99 , \$98 , issue };
+    \$206  = \$101 ;
     if (rst) begin
-      \$208  = 8'h00;
+      \$206  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
-    \$209  = f1_d0;
-    if (rst) begin
-      \$209  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
-    \$210  = f1_d1;
-    if (rst) begin
-      \$210  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
-    \$211  = f1_d2;
-    if (rst) begin
-      \$211  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
-    \$212  = fp_d0;
-    if (rst) begin
-      \$212  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
-    \$213  = fp_d1;
-    if (rst) begin
-      \$213  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
-    \$214  = fp_d2;
-    if (rst) begin
-      \$214  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
-    \$215  = fp_d3;
-    if (rst) begin
-      \$215  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
-    \$216  = nfc;
-    if (rst) begin
-      \$216  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
-    \$217  = paddr_d0;
-    if (rst) begin
-      \$217  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
-    \$218  = paddr_d1;
-    if (rst) begin
-      \$218  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
-    \$219  = paddr_d2;
-    if (rst) begin
-      \$219  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
-    \$220  = paddr_d3;
-    if (rst) begin
-      \$220  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
-    \$221  = paddr_d4;
-    if (rst) begin
-      \$221  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
-    \$222  = paddr_d4;
-    if (rst) begin
-      \$222  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
-    \$223  = paddr_d4;
-    if (rst) begin
-      \$223  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
-    \$224  = paddr_d4;
-    if (rst) begin
-      \$224  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
-    \$225  = paddr_d4;
-    if (rst) begin
-      \$225  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
-    \$226  = paddr_d4;
-    if (rst) begin
-      \$226  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
-    \$227  = paddr_d4;
-    if (rst) begin
-      \$227  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
-    \$228  = paddr_d4;
-    if (rst) begin
-      \$228  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
-    \$229  = paddr_d4;
-    if (rst) begin
-      \$229  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
-    \$230  = paddr_d4;
-    if (rst) begin
-      \$230  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
-    \$231  = paddr_d4;
-    if (rst) begin
-      \$231  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
-    \$232  = paddr_d4;
-    if (rst) begin
-      \$232  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
-    \$233  = paddr_d4;
-    if (rst) begin
-      \$233  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
-    \$234  = paddr_d4;
-    if (rst) begin
-      \$234  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
-    \$235  = paddr_d4;
-    if (rst) begin
-      \$235  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
-    \$236  = paddr_d4;
-    if (rst) begin
-      \$236  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
-    \$239  = \$100 ;
-    if (rst) begin
-      \$239  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
-    \$240  = \$101 ;
-    if (rst) begin
-      \$240  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
-    \$241  = acc0;
+    \$207  = acc;
     if (ft_d0[0]) begin
-      \$241  = \$103 [16:0];
+      \$207  = \$103 [16:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
-    \$242  = acc1;
+    \$208  = \acc$137 ;
     if (ft_d0[0]) begin
-      \$242  = \$105 [16:0];
+      \$208  = \$105 [16:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
-    \$243  = acc2;
+    \$209  = \acc$143 ;
     if (ft_d0[0]) begin
-      \$243  = \$107 [16:0];
+      \$209  = \$107 [16:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
-    \$244  = acc3;
+    \$210  = \acc$149 ;
     if (ft_d0[0]) begin
-      \$244  = \$109 [16:0];
+      \$210  = \$109 [16:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
-    \$245  = acc4;
+    \$211  = \acc$155 ;
     if (ft_d0[0]) begin
-      \$245  = \$111 [16:0];
+      \$211  = \$111 [16:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
-    \$246  = acc5;
+    \$212  = \acc$161 ;
     if (ft_d0[0]) begin
-      \$246  = \$113 [16:0];
+      \$212  = \$113 [16:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
-    \$247  = acc6;
+    \$213  = \acc$167 ;
     if (ft_d0[0]) begin
-      \$247  = \$115 [16:0];
+      \$213  = \$115 [16:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
-    \$248  = acc7;
+    \$214  = \acc$173 ;
     if (ft_d0[0]) begin
-      \$248  = \$117 [16:0];
+      \$214  = \$117 [16:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
-    \$249  = acc8;
+    \$215  = \acc$179 ;
     if (ft_d0[0]) begin
-      \$249  = \$119 [16:0];
+      \$215  = \$119 [16:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
-    \$250  = acc9;
+    \$216  = \acc$185 ;
     if (ft_d0[0]) begin
-      \$250  = \$121 [16:0];
+      \$216  = \$121 [16:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
-    \$251  = acc10;
+    \$217  = \acc$191 ;
     if (ft_d0[0]) begin
-      \$251  = \$123 [16:0];
+      \$217  = \$123 [16:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
-    \$252  = acc11;
+    \$218  = \acc$197 ;
     if (ft_d0[0]) begin
-      \$252  = \$125 [16:0];
+      \$218  = \$125 [16:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
-    \$253  = acc12;
+    \$219  = \acc$203 ;
     if (ft_d0[0]) begin
-      \$253  = \$127 [16:0];
+      \$219  = \$127 [16:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
-    \$254  = acc13;
+    \$220  = \acc$209 ;
     if (ft_d0[0]) begin
-      \$254  = \$129 [16:0];
+      \$220  = \$129 [16:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
-    \$255  = acc14;
+    \$221  = \acc$215 ;
     if (ft_d0[0]) begin
-      \$255  = \$131 [16:0];
+      \$221  = \$131 [16:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
-    \$256  = acc15;
+    \$222  = \acc$221 ;
     if (ft_d0[0]) begin
-      \$256  = \$133 [16:0];
+      \$222  = \$133 [16:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
-    \$257  = acc;
-    if (\$135 ) begin
-      \$257  = \$137 [16:0];
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
-    \$258  = \acc$137 ;
-    if (\$135 ) begin
-      \$258  = \$139 [16:0];
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
-    \$259  = \acc$143 ;
-    if (\$135 ) begin
-      \$259  = \$141 [16:0];
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
-    \$260  = \acc$149 ;
-    if (\$135 ) begin
-      \$260  = \$143 [16:0];
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
-    \$261  = \acc$155 ;
-    if (\$135 ) begin
-      \$261  = \$145 [16:0];
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
-    \$262  = \acc$161 ;
-    if (\$135 ) begin
-      \$262  = \$147 [16:0];
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
-    \$263  = \acc$167 ;
-    if (\$135 ) begin
-      \$263  = \$149 [16:0];
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
-    \$264  = \acc$173 ;
-    if (\$135 ) begin
-      \$264  = \$151 [16:0];
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
-    \$265  = \acc$179 ;
-    if (\$135 ) begin
-      \$265  = \$153 [16:0];
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
-    \$266  = \acc$185 ;
-    if (\$135 ) begin
-      \$266  = \$155 [16:0];
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
-    \$267  = \acc$191 ;
-    if (\$135 ) begin
-      \$267  = \$157 [16:0];
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
-    \$268  = \acc$197 ;
-    if (\$135 ) begin
-      \$268  = \$159 [16:0];
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
-    \$269  = \acc$203 ;
-    if (\$135 ) begin
-      \$269  = \$161 [16:0];
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
-    \$270  = \acc$209 ;
-    if (\$135 ) begin
-      \$270  = \$163 [16:0];
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
-    \$271  = \acc$215 ;
-    if (\$135 ) begin
-      \$271  = \$165 [16:0];
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
-    \$272  = \acc$221 ;
-    if (\$135 ) begin
-      \$272  = \$167 [16:0];
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
-    \$273  = acc_valid;
+    \$223  = acc_valid;
     if (rst) begin
-      \$273  = 1'h0;
+      \$223  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
-    \$274  = qv_d0;
+    \$224  = qv_d0;
     if (rst) begin
-      \$274  = 1'h0;
+      \$224  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
-    \$275  = qv_d1;
+    \$225  = acc_end;
     if (rst) begin
-      \$275  = 1'h0;
+      \$225  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
-    \$276  = acc_end;
+    \$226  = qe_d0;
     if (rst) begin
-      \$276  = 1'h0;
+      \$226  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
-    \$277  = qe_d0;
+    \$227  = qv_d1;
     if (rst) begin
-      \$277  = 1'h0;
+      \$227  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
-    \$278  = qe_d1;
+    \$228  = qe_d1;
     if (rst) begin
-      \$278  = 1'h0;
+      \$228  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
-    \$279  = qv_d2;
+    \$229  = skid0;
+    if (\$143 ) begin
+      \$229  = { qe_last_d0, \q$247 , \q$246 , \q$245 , \q$244 , \q$243 , \q$242 , \q$241 , \q$240 , \q$239 , \q$238 , \q$237 , \q$236 , \q$235 , \q$234 , \q$233 , q };
+    end else if (\$145 ) begin
+      \$229  = skid1;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
+    \$230  = skid1;
+    if (\$155 ) begin
+      \$230  = { qe_last_d0, \q$247 , \q$246 , \q$245 , \q$244 , \q$243 , \q$242 , \q$241 , \q$240 , \q$239 , \q$238 , \q$237 , \q$236 , \q$235 , \q$234 , \q$233 , q };
+    end else if (\$157 ) begin
+      \$230  = 129'h000000000000000000000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
+    \$231  = \$66 [1:0];
     if (rst) begin
-      \$279  = 1'h0;
+      \$231  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
-    \$280  = qe_d2;
+    \$232  = enter;
     if (rst) begin
-      \$280  = 1'h0;
+      \$232  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
-    \$281  = skid0;
-    if (\$177 ) begin
-      \$281  = { qe_last_d0, \q$247 , \q$246 , \q$245 , \q$244 , \q$243 , \q$242 , \q$241 , \q$240 , \q$239 , \q$238 , \q$237 , \q$236 , \q$235 , \q$234 , \q$233 , q };
-    end else if (\$179 ) begin
-      \$281  = skid1;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
-    \$282  = skid1;
-    if (\$189 ) begin
-      \$282  = { qe_last_d0, \q$247 , \q$246 , \q$245 , \q$244 , \q$243 , \q$242 , \q$241 , \q$240 , \q$239 , \q$238 , \q$237 , \q$236 , \q$235 , \q$234 , \q$233 , q };
-    end else if (\$191 ) begin
-      \$282  = 129'h000000000000000000000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
-    \$283  = \$66 [1:0];
+    \$233  = credit_back_d0;
     if (rst) begin
-      \$283  = 2'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
-    \$284  = enter;
-    if (rst) begin
-      \$284  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
-    \$285  = credit_back_d0;
-    if (rst) begin
-      \$285  = 1'h0;
+      \$233  = 1'h0;
     end
   end
   assign en = 1'h1;
@@ -23496,94 +22139,94 @@ module \bchw_top.engine2 (rst, s__valid, write__data, s__ready, m__valid, m__pay
   assign \en$126  = 1'h1;
   assign paddr_copy15 = \addr$127 ;
   assign \en$129  = 1'h1;
-  assign accq0 = acc;
+  assign acc0 = acc;
   assign mul = params_d1[17:0];
   assign shift = params_d1[22:18];
   assign bias = params_d1[58:23];
   assign \en$136  = 1'h1;
-  assign accq1 = \acc$137 ;
+  assign acc1 = \acc$137 ;
   assign \mul$139  = params_d1[76:59];
   assign \shift$140  = params_d1[81:77];
   assign \bias$141  = params_d1[117:82];
   assign \en$142  = 1'h1;
-  assign accq2 = \acc$143 ;
+  assign acc2 = \acc$143 ;
   assign \mul$145  = params_d1[135:118];
   assign \shift$146  = params_d1[140:136];
   assign \bias$147  = params_d1[176:141];
   assign \en$148  = 1'h1;
-  assign accq3 = \acc$149 ;
+  assign acc3 = \acc$149 ;
   assign \mul$151  = params_d1[194:177];
   assign \shift$152  = params_d1[199:195];
   assign \bias$153  = params_d1[235:200];
   assign \en$154  = 1'h1;
-  assign accq4 = \acc$155 ;
+  assign acc4 = \acc$155 ;
   assign \mul$157  = params_d1[253:236];
   assign \shift$158  = params_d1[258:254];
   assign \bias$159  = params_d1[294:259];
   assign \en$160  = 1'h1;
-  assign accq5 = \acc$161 ;
+  assign acc5 = \acc$161 ;
   assign \mul$163  = params_d1[312:295];
   assign \shift$164  = params_d1[317:313];
   assign \bias$165  = params_d1[353:318];
   assign \en$166  = 1'h1;
-  assign accq6 = \acc$167 ;
+  assign acc6 = \acc$167 ;
   assign \mul$169  = params_d1[371:354];
   assign \shift$170  = params_d1[376:372];
   assign \bias$171  = params_d1[412:377];
   assign \en$172  = 1'h1;
-  assign accq7 = \acc$173 ;
+  assign acc7 = \acc$173 ;
   assign \mul$175  = params_d1[430:413];
   assign \shift$176  = params_d1[435:431];
   assign \bias$177  = params_d1[471:436];
   assign \en$178  = 1'h1;
-  assign accq8 = \acc$179 ;
+  assign acc8 = \acc$179 ;
   assign \mul$181  = params_d1[489:472];
   assign \shift$182  = params_d1[494:490];
   assign \bias$183  = params_d1[530:495];
   assign \en$184  = 1'h1;
-  assign accq9 = \acc$185 ;
+  assign acc9 = \acc$185 ;
   assign \mul$187  = params_d1[548:531];
   assign \shift$188  = params_d1[553:549];
   assign \bias$189  = params_d1[589:554];
   assign \en$190  = 1'h1;
-  assign accq10 = \acc$191 ;
+  assign acc10 = \acc$191 ;
   assign \mul$193  = params_d1[607:590];
   assign \shift$194  = params_d1[612:608];
   assign \bias$195  = params_d1[648:613];
   assign \en$196  = 1'h1;
-  assign accq11 = \acc$197 ;
+  assign acc11 = \acc$197 ;
   assign \mul$199  = params_d1[666:649];
   assign \shift$200  = params_d1[671:667];
   assign \bias$201  = params_d1[707:672];
   assign \en$202  = 1'h1;
-  assign accq12 = \acc$203 ;
+  assign acc12 = \acc$203 ;
   assign \mul$205  = params_d1[725:708];
   assign \shift$206  = params_d1[730:726];
   assign \bias$207  = params_d1[766:731];
   assign \en$208  = 1'h1;
-  assign accq13 = \acc$209 ;
+  assign acc13 = \acc$209 ;
   assign \mul$211  = params_d1[784:767];
   assign \shift$212  = params_d1[789:785];
   assign \bias$213  = params_d1[825:790];
   assign \en$214  = 1'h1;
-  assign accq14 = \acc$215 ;
+  assign acc14 = \acc$215 ;
   assign \mul$217  = params_d1[843:826];
   assign \shift$218  = params_d1[848:844];
   assign \bias$219  = params_d1[884:849];
   assign \en$220  = 1'h1;
-  assign accq15 = \acc$221 ;
+  assign acc15 = \acc$221 ;
   assign \mul$223  = params_d1[902:885];
   assign \shift$224  = params_d1[907:903];
   assign \bias$225  = params_d1[943:908];
   assign count_next = \$66 [1:0];
   assign credit_back_d1 = credit_back;
   assign m__payload = \$57 [127:0];
-  assign \$238  = params_d0;
-  assign \$237  = { \data$288 , \data$287 , \data$286 , \data$285 , \data$284 , \data$283 , \data$282 , \data$281 , \data$280 , \data$279 , \data$278 , \data$277 , \data$276 , \data$275 , \data$274 , \data$273  };
-  assign \$207  = wdata_d0;
-  assign \$206  = data;
-  assign \$205  = xmem_d0;
-  assign \$204  = read__data;
+  assign \$204  = params_d0;
+  assign \$203  = { \data$288 , \data$287 , \data$286 , \data$285 , \data$284 , \data$283 , \data$282 , \data$281 , \data$280 , \data$279 , \data$278 , \data$277 , \data$276 , \data$275 , \data$274 , \data$273  };
+  assign \$173  = wdata_d0;
+  assign \$172  = data;
+  assign \$171  = xmem_d0;
+  assign \$170  = read__data;
   assign busy_next = \$4 ;
   assign \$11  = \$10 ;
   assign \$23  = \$22 ;
@@ -23607,7 +22250,6 @@ module \bchw_top.engine2 (rst, s__valid, write__data, s__ready, m__valid, m__pay
   assign \$85  = \$83 ;
   assign \$92  = 1'h1;
   assign \$93  = \$91 ;
-  assign \$134  = ft_d0[0];
 endmodule
 
 (* generator = "Amaranth" *)
@@ -24011,15 +22653,12 @@ module \bchw_top.engine2.params9 (data, addr, clk);
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine2.requant0 (rst, \port$9117$0 , acc, q, clk);
+module \bchw_top.engine2.requant0 (rst, \port$8689$0 , acc, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$37  = 0;
   wire [34:0] \$1 ;
-  wire [35:0] \$10 ;
-  wire [35:0] \$11 ;
-  wire [4:0] \$12 ;
-  wire [36:0] \$13 ;
-  wire [4:0] \$14 ;
-  reg [7:0] \$15 ;
+  wire [36:0] \$10 ;
+  wire [4:0] \$11 ;
+  reg [7:0] \$12 ;
   wire [36:0] \$2 ;
   wire [37:0] \$3 ;
   wire \$4 ;
@@ -24032,15 +22671,13 @@ module \bchw_top.engine2.requant0 (rst, \port$9117$0 , acc, q, clk);
   wire [16:0] acc;
   wire [35:0] bias;
   reg [35:0] bias1 = 36'h000000000;
-  reg [35:0] bias2 = 36'h000000000;
   input clk;
   wire clk;
   wire en;
   wire [17:0] mul;
-  input [58:0] \port$9117$0 ;
-  wire [58:0] \port$9117$0 ;
+  input [58:0] \port$8689$0 ;
+  wire [58:0] \port$8689$0 ;
   reg [35:0] prod0 = 36'h000000000;
-  reg [35:0] prod0_q = 36'h000000000;
   output [7:0] q;
   reg [7:0] q = 8'h00;
   input rst;
@@ -24048,15 +22685,14 @@ module \bchw_top.engine2.requant0 (rst, \port$9117$0 , acc, q, clk);
   wire [4:0] shift;
   reg [4:0] shift1 = 5'h00;
   reg [4:0] shift2 = 5'h00;
-  reg [4:0] shift3 = 5'h00;
   wire [36:0] shifted;
   reg [36:0] total = 37'h0000000000;
-  assign \$1  = $signed(acc) * $signed(\port$9117$0 [17:0]);
-  assign \$3  = $signed(bias2) + $signed(\$2 );
+  assign \$1  = $signed(acc) * $signed(\port$8689$0 [17:0]);
+  assign \$3  = $signed(bias1) + $signed(\$2 );
   assign \$4  = | shifted[36:8];
   assign \$5  = \$4  ? 37'h00000000ff : shifted;
   assign \$6  = shifted[36] ? 37'h0000000000 : \$5 ;
-  assign shifted = $signed(total) >>> shift3;
+  assign shifted = $signed(total) >>> shift2;
   always @(posedge clk)
     prod0 <= \$7 ;
   always @(posedge clk)
@@ -24064,49 +22700,37 @@ module \bchw_top.engine2.requant0 (rst, \port$9117$0 , acc, q, clk);
   always @(posedge clk)
     shift1 <= \$9 ;
   always @(posedge clk)
-    prod0_q <= \$10 ;
+    total <= \$10 ;
   always @(posedge clk)
-    bias2 <= \$11 ;
+    shift2 <= \$11 ;
   always @(posedge clk)
-    shift2 <= \$12 ;
-  always @(posedge clk)
-    total <= \$13 ;
-  always @(posedge clk)
-    shift3 <= \$14 ;
-  always @(posedge clk)
-    q <= \$15 ;
+    q <= \$12 ;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$37 ) begin end
-    \$15  = \$6 [7:0];
+    \$12  = \$6 [7:0];
     if (rst) begin
-      \$15  = 8'h00;
+      \$12  = 8'h00;
     end
   end
   assign en = 1'h1;
-  assign mul = \port$9117$0 [17:0];
-  assign bias = \port$9117$0 [58:23];
-  assign shift = \port$9117$0 [22:18];
-  assign \$14  = shift2;
-  assign \$13  = \$3 [36:0];
-  assign \$12  = shift1;
-  assign \$11  = bias1;
-  assign \$10  = prod0;
-  assign \$9  = \port$9117$0 [22:18];
-  assign \$8  = \port$9117$0 [58:23];
+  assign mul = \port$8689$0 [17:0];
+  assign bias = \port$8689$0 [58:23];
+  assign shift = \port$8689$0 [22:18];
+  assign \$11  = shift1;
+  assign \$10  = \$3 [36:0];
+  assign \$9  = \port$8689$0 [22:18];
+  assign \$8  = \port$8689$0 [58:23];
   assign \$7  = { \$1 [34], \$1  };
-  assign \$2  = { prod0_q[35], prod0_q };
+  assign \$2  = { prod0[35], prod0 };
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine2.requant1 (rst, \port$9117$59 , acc, q, clk);
+module \bchw_top.engine2.requant1 (rst, \port$8689$59 , acc, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$38  = 0;
   wire [34:0] \$1 ;
-  wire [35:0] \$10 ;
-  wire [35:0] \$11 ;
-  wire [4:0] \$12 ;
-  wire [36:0] \$13 ;
-  wire [4:0] \$14 ;
-  reg [7:0] \$15 ;
+  wire [36:0] \$10 ;
+  wire [4:0] \$11 ;
+  reg [7:0] \$12 ;
   wire [36:0] \$2 ;
   wire [37:0] \$3 ;
   wire \$4 ;
@@ -24119,15 +22743,13 @@ module \bchw_top.engine2.requant1 (rst, \port$9117$59 , acc, q, clk);
   wire [16:0] acc;
   wire [35:0] bias;
   reg [35:0] bias1 = 36'h000000000;
-  reg [35:0] bias2 = 36'h000000000;
   input clk;
   wire clk;
   wire en;
   wire [17:0] mul;
-  input [58:0] \port$9117$59 ;
-  wire [58:0] \port$9117$59 ;
+  input [58:0] \port$8689$59 ;
+  wire [58:0] \port$8689$59 ;
   reg [35:0] prod0 = 36'h000000000;
-  reg [35:0] prod0_q = 36'h000000000;
   output [7:0] q;
   reg [7:0] q = 8'h00;
   input rst;
@@ -24135,15 +22757,14 @@ module \bchw_top.engine2.requant1 (rst, \port$9117$59 , acc, q, clk);
   wire [4:0] shift;
   reg [4:0] shift1 = 5'h00;
   reg [4:0] shift2 = 5'h00;
-  reg [4:0] shift3 = 5'h00;
   wire [36:0] shifted;
   reg [36:0] total = 37'h0000000000;
-  assign \$1  = $signed(acc) * $signed(\port$9117$59 [17:0]);
-  assign \$3  = $signed(bias2) + $signed(\$2 );
+  assign \$1  = $signed(acc) * $signed(\port$8689$59 [17:0]);
+  assign \$3  = $signed(bias1) + $signed(\$2 );
   assign \$4  = | shifted[36:8];
   assign \$5  = \$4  ? 37'h00000000ff : shifted;
   assign \$6  = shifted[36] ? 37'h0000000000 : \$5 ;
-  assign shifted = $signed(total) >>> shift3;
+  assign shifted = $signed(total) >>> shift2;
   always @(posedge clk)
     prod0 <= \$7 ;
   always @(posedge clk)
@@ -24151,49 +22772,37 @@ module \bchw_top.engine2.requant1 (rst, \port$9117$59 , acc, q, clk);
   always @(posedge clk)
     shift1 <= \$9 ;
   always @(posedge clk)
-    prod0_q <= \$10 ;
+    total <= \$10 ;
   always @(posedge clk)
-    bias2 <= \$11 ;
+    shift2 <= \$11 ;
   always @(posedge clk)
-    shift2 <= \$12 ;
-  always @(posedge clk)
-    total <= \$13 ;
-  always @(posedge clk)
-    shift3 <= \$14 ;
-  always @(posedge clk)
-    q <= \$15 ;
+    q <= \$12 ;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$38 ) begin end
-    \$15  = \$6 [7:0];
+    \$12  = \$6 [7:0];
     if (rst) begin
-      \$15  = 8'h00;
+      \$12  = 8'h00;
     end
   end
   assign en = 1'h1;
-  assign mul = \port$9117$59 [17:0];
-  assign bias = \port$9117$59 [58:23];
-  assign shift = \port$9117$59 [22:18];
-  assign \$14  = shift2;
-  assign \$13  = \$3 [36:0];
-  assign \$12  = shift1;
-  assign \$11  = bias1;
-  assign \$10  = prod0;
-  assign \$9  = \port$9117$59 [22:18];
-  assign \$8  = \port$9117$59 [58:23];
+  assign mul = \port$8689$59 [17:0];
+  assign bias = \port$8689$59 [58:23];
+  assign shift = \port$8689$59 [22:18];
+  assign \$11  = shift1;
+  assign \$10  = \$3 [36:0];
+  assign \$9  = \port$8689$59 [22:18];
+  assign \$8  = \port$8689$59 [58:23];
   assign \$7  = { \$1 [34], \$1  };
-  assign \$2  = { prod0_q[35], prod0_q };
+  assign \$2  = { prod0[35], prod0 };
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine2.requant10 (rst, \port$9117$590 , acc, q, clk);
+module \bchw_top.engine2.requant10 (rst, \port$8689$590 , acc, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$39  = 0;
   wire [34:0] \$1 ;
-  wire [35:0] \$10 ;
-  wire [35:0] \$11 ;
-  wire [4:0] \$12 ;
-  wire [36:0] \$13 ;
-  wire [4:0] \$14 ;
-  reg [7:0] \$15 ;
+  wire [36:0] \$10 ;
+  wire [4:0] \$11 ;
+  reg [7:0] \$12 ;
   wire [36:0] \$2 ;
   wire [37:0] \$3 ;
   wire \$4 ;
@@ -24206,15 +22815,13 @@ module \bchw_top.engine2.requant10 (rst, \port$9117$590 , acc, q, clk);
   wire [16:0] acc;
   wire [35:0] bias;
   reg [35:0] bias1 = 36'h000000000;
-  reg [35:0] bias2 = 36'h000000000;
   input clk;
   wire clk;
   wire en;
   wire [17:0] mul;
-  input [58:0] \port$9117$590 ;
-  wire [58:0] \port$9117$590 ;
+  input [58:0] \port$8689$590 ;
+  wire [58:0] \port$8689$590 ;
   reg [35:0] prod0 = 36'h000000000;
-  reg [35:0] prod0_q = 36'h000000000;
   output [7:0] q;
   reg [7:0] q = 8'h00;
   input rst;
@@ -24222,15 +22829,14 @@ module \bchw_top.engine2.requant10 (rst, \port$9117$590 , acc, q, clk);
   wire [4:0] shift;
   reg [4:0] shift1 = 5'h00;
   reg [4:0] shift2 = 5'h00;
-  reg [4:0] shift3 = 5'h00;
   wire [36:0] shifted;
   reg [36:0] total = 37'h0000000000;
-  assign \$1  = $signed(acc) * $signed(\port$9117$590 [17:0]);
-  assign \$3  = $signed(bias2) + $signed(\$2 );
+  assign \$1  = $signed(acc) * $signed(\port$8689$590 [17:0]);
+  assign \$3  = $signed(bias1) + $signed(\$2 );
   assign \$4  = | shifted[36:8];
   assign \$5  = \$4  ? 37'h00000000ff : shifted;
   assign \$6  = shifted[36] ? 37'h0000000000 : \$5 ;
-  assign shifted = $signed(total) >>> shift3;
+  assign shifted = $signed(total) >>> shift2;
   always @(posedge clk)
     prod0 <= \$7 ;
   always @(posedge clk)
@@ -24238,49 +22844,37 @@ module \bchw_top.engine2.requant10 (rst, \port$9117$590 , acc, q, clk);
   always @(posedge clk)
     shift1 <= \$9 ;
   always @(posedge clk)
-    prod0_q <= \$10 ;
+    total <= \$10 ;
   always @(posedge clk)
-    bias2 <= \$11 ;
+    shift2 <= \$11 ;
   always @(posedge clk)
-    shift2 <= \$12 ;
-  always @(posedge clk)
-    total <= \$13 ;
-  always @(posedge clk)
-    shift3 <= \$14 ;
-  always @(posedge clk)
-    q <= \$15 ;
+    q <= \$12 ;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$39 ) begin end
-    \$15  = \$6 [7:0];
+    \$12  = \$6 [7:0];
     if (rst) begin
-      \$15  = 8'h00;
+      \$12  = 8'h00;
     end
   end
   assign en = 1'h1;
-  assign mul = \port$9117$590 [17:0];
-  assign bias = \port$9117$590 [58:23];
-  assign shift = \port$9117$590 [22:18];
-  assign \$14  = shift2;
-  assign \$13  = \$3 [36:0];
-  assign \$12  = shift1;
-  assign \$11  = bias1;
-  assign \$10  = prod0;
-  assign \$9  = \port$9117$590 [22:18];
-  assign \$8  = \port$9117$590 [58:23];
+  assign mul = \port$8689$590 [17:0];
+  assign bias = \port$8689$590 [58:23];
+  assign shift = \port$8689$590 [22:18];
+  assign \$11  = shift1;
+  assign \$10  = \$3 [36:0];
+  assign \$9  = \port$8689$590 [22:18];
+  assign \$8  = \port$8689$590 [58:23];
   assign \$7  = { \$1 [34], \$1  };
-  assign \$2  = { prod0_q[35], prod0_q };
+  assign \$2  = { prod0[35], prod0 };
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine2.requant11 (rst, \port$9117$649 , acc, q, clk);
+module \bchw_top.engine2.requant11 (rst, \port$8689$649 , acc, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$40  = 0;
   wire [34:0] \$1 ;
-  wire [35:0] \$10 ;
-  wire [35:0] \$11 ;
-  wire [4:0] \$12 ;
-  wire [36:0] \$13 ;
-  wire [4:0] \$14 ;
-  reg [7:0] \$15 ;
+  wire [36:0] \$10 ;
+  wire [4:0] \$11 ;
+  reg [7:0] \$12 ;
   wire [36:0] \$2 ;
   wire [37:0] \$3 ;
   wire \$4 ;
@@ -24293,15 +22887,13 @@ module \bchw_top.engine2.requant11 (rst, \port$9117$649 , acc, q, clk);
   wire [16:0] acc;
   wire [35:0] bias;
   reg [35:0] bias1 = 36'h000000000;
-  reg [35:0] bias2 = 36'h000000000;
   input clk;
   wire clk;
   wire en;
   wire [17:0] mul;
-  input [58:0] \port$9117$649 ;
-  wire [58:0] \port$9117$649 ;
+  input [58:0] \port$8689$649 ;
+  wire [58:0] \port$8689$649 ;
   reg [35:0] prod0 = 36'h000000000;
-  reg [35:0] prod0_q = 36'h000000000;
   output [7:0] q;
   reg [7:0] q = 8'h00;
   input rst;
@@ -24309,15 +22901,14 @@ module \bchw_top.engine2.requant11 (rst, \port$9117$649 , acc, q, clk);
   wire [4:0] shift;
   reg [4:0] shift1 = 5'h00;
   reg [4:0] shift2 = 5'h00;
-  reg [4:0] shift3 = 5'h00;
   wire [36:0] shifted;
   reg [36:0] total = 37'h0000000000;
-  assign \$1  = $signed(acc) * $signed(\port$9117$649 [17:0]);
-  assign \$3  = $signed(bias2) + $signed(\$2 );
+  assign \$1  = $signed(acc) * $signed(\port$8689$649 [17:0]);
+  assign \$3  = $signed(bias1) + $signed(\$2 );
   assign \$4  = | shifted[36:8];
   assign \$5  = \$4  ? 37'h00000000ff : shifted;
   assign \$6  = shifted[36] ? 37'h0000000000 : \$5 ;
-  assign shifted = $signed(total) >>> shift3;
+  assign shifted = $signed(total) >>> shift2;
   always @(posedge clk)
     prod0 <= \$7 ;
   always @(posedge clk)
@@ -24325,49 +22916,37 @@ module \bchw_top.engine2.requant11 (rst, \port$9117$649 , acc, q, clk);
   always @(posedge clk)
     shift1 <= \$9 ;
   always @(posedge clk)
-    prod0_q <= \$10 ;
+    total <= \$10 ;
   always @(posedge clk)
-    bias2 <= \$11 ;
+    shift2 <= \$11 ;
   always @(posedge clk)
-    shift2 <= \$12 ;
-  always @(posedge clk)
-    total <= \$13 ;
-  always @(posedge clk)
-    shift3 <= \$14 ;
-  always @(posedge clk)
-    q <= \$15 ;
+    q <= \$12 ;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$40 ) begin end
-    \$15  = \$6 [7:0];
+    \$12  = \$6 [7:0];
     if (rst) begin
-      \$15  = 8'h00;
+      \$12  = 8'h00;
     end
   end
   assign en = 1'h1;
-  assign mul = \port$9117$649 [17:0];
-  assign bias = \port$9117$649 [58:23];
-  assign shift = \port$9117$649 [22:18];
-  assign \$14  = shift2;
-  assign \$13  = \$3 [36:0];
-  assign \$12  = shift1;
-  assign \$11  = bias1;
-  assign \$10  = prod0;
-  assign \$9  = \port$9117$649 [22:18];
-  assign \$8  = \port$9117$649 [58:23];
+  assign mul = \port$8689$649 [17:0];
+  assign bias = \port$8689$649 [58:23];
+  assign shift = \port$8689$649 [22:18];
+  assign \$11  = shift1;
+  assign \$10  = \$3 [36:0];
+  assign \$9  = \port$8689$649 [22:18];
+  assign \$8  = \port$8689$649 [58:23];
   assign \$7  = { \$1 [34], \$1  };
-  assign \$2  = { prod0_q[35], prod0_q };
+  assign \$2  = { prod0[35], prod0 };
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine2.requant12 (rst, \port$9117$708 , acc, q, clk);
+module \bchw_top.engine2.requant12 (rst, \port$8689$708 , acc, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$41  = 0;
   wire [34:0] \$1 ;
-  wire [35:0] \$10 ;
-  wire [35:0] \$11 ;
-  wire [4:0] \$12 ;
-  wire [36:0] \$13 ;
-  wire [4:0] \$14 ;
-  reg [7:0] \$15 ;
+  wire [36:0] \$10 ;
+  wire [4:0] \$11 ;
+  reg [7:0] \$12 ;
   wire [36:0] \$2 ;
   wire [37:0] \$3 ;
   wire \$4 ;
@@ -24380,15 +22959,13 @@ module \bchw_top.engine2.requant12 (rst, \port$9117$708 , acc, q, clk);
   wire [16:0] acc;
   wire [35:0] bias;
   reg [35:0] bias1 = 36'h000000000;
-  reg [35:0] bias2 = 36'h000000000;
   input clk;
   wire clk;
   wire en;
   wire [17:0] mul;
-  input [58:0] \port$9117$708 ;
-  wire [58:0] \port$9117$708 ;
+  input [58:0] \port$8689$708 ;
+  wire [58:0] \port$8689$708 ;
   reg [35:0] prod0 = 36'h000000000;
-  reg [35:0] prod0_q = 36'h000000000;
   output [7:0] q;
   reg [7:0] q = 8'h00;
   input rst;
@@ -24396,15 +22973,14 @@ module \bchw_top.engine2.requant12 (rst, \port$9117$708 , acc, q, clk);
   wire [4:0] shift;
   reg [4:0] shift1 = 5'h00;
   reg [4:0] shift2 = 5'h00;
-  reg [4:0] shift3 = 5'h00;
   wire [36:0] shifted;
   reg [36:0] total = 37'h0000000000;
-  assign \$1  = $signed(acc) * $signed(\port$9117$708 [17:0]);
-  assign \$3  = $signed(bias2) + $signed(\$2 );
+  assign \$1  = $signed(acc) * $signed(\port$8689$708 [17:0]);
+  assign \$3  = $signed(bias1) + $signed(\$2 );
   assign \$4  = | shifted[36:8];
   assign \$5  = \$4  ? 37'h00000000ff : shifted;
   assign \$6  = shifted[36] ? 37'h0000000000 : \$5 ;
-  assign shifted = $signed(total) >>> shift3;
+  assign shifted = $signed(total) >>> shift2;
   always @(posedge clk)
     prod0 <= \$7 ;
   always @(posedge clk)
@@ -24412,49 +22988,37 @@ module \bchw_top.engine2.requant12 (rst, \port$9117$708 , acc, q, clk);
   always @(posedge clk)
     shift1 <= \$9 ;
   always @(posedge clk)
-    prod0_q <= \$10 ;
+    total <= \$10 ;
   always @(posedge clk)
-    bias2 <= \$11 ;
+    shift2 <= \$11 ;
   always @(posedge clk)
-    shift2 <= \$12 ;
-  always @(posedge clk)
-    total <= \$13 ;
-  always @(posedge clk)
-    shift3 <= \$14 ;
-  always @(posedge clk)
-    q <= \$15 ;
+    q <= \$12 ;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$41 ) begin end
-    \$15  = \$6 [7:0];
+    \$12  = \$6 [7:0];
     if (rst) begin
-      \$15  = 8'h00;
+      \$12  = 8'h00;
     end
   end
   assign en = 1'h1;
-  assign mul = \port$9117$708 [17:0];
-  assign bias = \port$9117$708 [58:23];
-  assign shift = \port$9117$708 [22:18];
-  assign \$14  = shift2;
-  assign \$13  = \$3 [36:0];
-  assign \$12  = shift1;
-  assign \$11  = bias1;
-  assign \$10  = prod0;
-  assign \$9  = \port$9117$708 [22:18];
-  assign \$8  = \port$9117$708 [58:23];
+  assign mul = \port$8689$708 [17:0];
+  assign bias = \port$8689$708 [58:23];
+  assign shift = \port$8689$708 [22:18];
+  assign \$11  = shift1;
+  assign \$10  = \$3 [36:0];
+  assign \$9  = \port$8689$708 [22:18];
+  assign \$8  = \port$8689$708 [58:23];
   assign \$7  = { \$1 [34], \$1  };
-  assign \$2  = { prod0_q[35], prod0_q };
+  assign \$2  = { prod0[35], prod0 };
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine2.requant13 (rst, \port$9117$767 , acc, q, clk);
+module \bchw_top.engine2.requant13 (rst, \port$8689$767 , acc, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$42  = 0;
   wire [34:0] \$1 ;
-  wire [35:0] \$10 ;
-  wire [35:0] \$11 ;
-  wire [4:0] \$12 ;
-  wire [36:0] \$13 ;
-  wire [4:0] \$14 ;
-  reg [7:0] \$15 ;
+  wire [36:0] \$10 ;
+  wire [4:0] \$11 ;
+  reg [7:0] \$12 ;
   wire [36:0] \$2 ;
   wire [37:0] \$3 ;
   wire \$4 ;
@@ -24467,15 +23031,13 @@ module \bchw_top.engine2.requant13 (rst, \port$9117$767 , acc, q, clk);
   wire [16:0] acc;
   wire [35:0] bias;
   reg [35:0] bias1 = 36'h000000000;
-  reg [35:0] bias2 = 36'h000000000;
   input clk;
   wire clk;
   wire en;
   wire [17:0] mul;
-  input [58:0] \port$9117$767 ;
-  wire [58:0] \port$9117$767 ;
+  input [58:0] \port$8689$767 ;
+  wire [58:0] \port$8689$767 ;
   reg [35:0] prod0 = 36'h000000000;
-  reg [35:0] prod0_q = 36'h000000000;
   output [7:0] q;
   reg [7:0] q = 8'h00;
   input rst;
@@ -24483,15 +23045,14 @@ module \bchw_top.engine2.requant13 (rst, \port$9117$767 , acc, q, clk);
   wire [4:0] shift;
   reg [4:0] shift1 = 5'h00;
   reg [4:0] shift2 = 5'h00;
-  reg [4:0] shift3 = 5'h00;
   wire [36:0] shifted;
   reg [36:0] total = 37'h0000000000;
-  assign \$1  = $signed(acc) * $signed(\port$9117$767 [17:0]);
-  assign \$3  = $signed(bias2) + $signed(\$2 );
+  assign \$1  = $signed(acc) * $signed(\port$8689$767 [17:0]);
+  assign \$3  = $signed(bias1) + $signed(\$2 );
   assign \$4  = | shifted[36:8];
   assign \$5  = \$4  ? 37'h00000000ff : shifted;
   assign \$6  = shifted[36] ? 37'h0000000000 : \$5 ;
-  assign shifted = $signed(total) >>> shift3;
+  assign shifted = $signed(total) >>> shift2;
   always @(posedge clk)
     prod0 <= \$7 ;
   always @(posedge clk)
@@ -24499,49 +23060,37 @@ module \bchw_top.engine2.requant13 (rst, \port$9117$767 , acc, q, clk);
   always @(posedge clk)
     shift1 <= \$9 ;
   always @(posedge clk)
-    prod0_q <= \$10 ;
+    total <= \$10 ;
   always @(posedge clk)
-    bias2 <= \$11 ;
+    shift2 <= \$11 ;
   always @(posedge clk)
-    shift2 <= \$12 ;
-  always @(posedge clk)
-    total <= \$13 ;
-  always @(posedge clk)
-    shift3 <= \$14 ;
-  always @(posedge clk)
-    q <= \$15 ;
+    q <= \$12 ;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$42 ) begin end
-    \$15  = \$6 [7:0];
+    \$12  = \$6 [7:0];
     if (rst) begin
-      \$15  = 8'h00;
+      \$12  = 8'h00;
     end
   end
   assign en = 1'h1;
-  assign mul = \port$9117$767 [17:0];
-  assign bias = \port$9117$767 [58:23];
-  assign shift = \port$9117$767 [22:18];
-  assign \$14  = shift2;
-  assign \$13  = \$3 [36:0];
-  assign \$12  = shift1;
-  assign \$11  = bias1;
-  assign \$10  = prod0;
-  assign \$9  = \port$9117$767 [22:18];
-  assign \$8  = \port$9117$767 [58:23];
+  assign mul = \port$8689$767 [17:0];
+  assign bias = \port$8689$767 [58:23];
+  assign shift = \port$8689$767 [22:18];
+  assign \$11  = shift1;
+  assign \$10  = \$3 [36:0];
+  assign \$9  = \port$8689$767 [22:18];
+  assign \$8  = \port$8689$767 [58:23];
   assign \$7  = { \$1 [34], \$1  };
-  assign \$2  = { prod0_q[35], prod0_q };
+  assign \$2  = { prod0[35], prod0 };
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine2.requant14 (rst, \port$9117$826 , acc, q, clk);
+module \bchw_top.engine2.requant14 (rst, \port$8689$826 , acc, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$43  = 0;
   wire [34:0] \$1 ;
-  wire [35:0] \$10 ;
-  wire [35:0] \$11 ;
-  wire [4:0] \$12 ;
-  wire [36:0] \$13 ;
-  wire [4:0] \$14 ;
-  reg [7:0] \$15 ;
+  wire [36:0] \$10 ;
+  wire [4:0] \$11 ;
+  reg [7:0] \$12 ;
   wire [36:0] \$2 ;
   wire [37:0] \$3 ;
   wire \$4 ;
@@ -24554,15 +23103,13 @@ module \bchw_top.engine2.requant14 (rst, \port$9117$826 , acc, q, clk);
   wire [16:0] acc;
   wire [35:0] bias;
   reg [35:0] bias1 = 36'h000000000;
-  reg [35:0] bias2 = 36'h000000000;
   input clk;
   wire clk;
   wire en;
   wire [17:0] mul;
-  input [58:0] \port$9117$826 ;
-  wire [58:0] \port$9117$826 ;
+  input [58:0] \port$8689$826 ;
+  wire [58:0] \port$8689$826 ;
   reg [35:0] prod0 = 36'h000000000;
-  reg [35:0] prod0_q = 36'h000000000;
   output [7:0] q;
   reg [7:0] q = 8'h00;
   input rst;
@@ -24570,15 +23117,14 @@ module \bchw_top.engine2.requant14 (rst, \port$9117$826 , acc, q, clk);
   wire [4:0] shift;
   reg [4:0] shift1 = 5'h00;
   reg [4:0] shift2 = 5'h00;
-  reg [4:0] shift3 = 5'h00;
   wire [36:0] shifted;
   reg [36:0] total = 37'h0000000000;
-  assign \$1  = $signed(acc) * $signed(\port$9117$826 [17:0]);
-  assign \$3  = $signed(bias2) + $signed(\$2 );
+  assign \$1  = $signed(acc) * $signed(\port$8689$826 [17:0]);
+  assign \$3  = $signed(bias1) + $signed(\$2 );
   assign \$4  = | shifted[36:8];
   assign \$5  = \$4  ? 37'h00000000ff : shifted;
   assign \$6  = shifted[36] ? 37'h0000000000 : \$5 ;
-  assign shifted = $signed(total) >>> shift3;
+  assign shifted = $signed(total) >>> shift2;
   always @(posedge clk)
     prod0 <= \$7 ;
   always @(posedge clk)
@@ -24586,49 +23132,37 @@ module \bchw_top.engine2.requant14 (rst, \port$9117$826 , acc, q, clk);
   always @(posedge clk)
     shift1 <= \$9 ;
   always @(posedge clk)
-    prod0_q <= \$10 ;
+    total <= \$10 ;
   always @(posedge clk)
-    bias2 <= \$11 ;
+    shift2 <= \$11 ;
   always @(posedge clk)
-    shift2 <= \$12 ;
-  always @(posedge clk)
-    total <= \$13 ;
-  always @(posedge clk)
-    shift3 <= \$14 ;
-  always @(posedge clk)
-    q <= \$15 ;
+    q <= \$12 ;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$43 ) begin end
-    \$15  = \$6 [7:0];
+    \$12  = \$6 [7:0];
     if (rst) begin
-      \$15  = 8'h00;
+      \$12  = 8'h00;
     end
   end
   assign en = 1'h1;
-  assign mul = \port$9117$826 [17:0];
-  assign bias = \port$9117$826 [58:23];
-  assign shift = \port$9117$826 [22:18];
-  assign \$14  = shift2;
-  assign \$13  = \$3 [36:0];
-  assign \$12  = shift1;
-  assign \$11  = bias1;
-  assign \$10  = prod0;
-  assign \$9  = \port$9117$826 [22:18];
-  assign \$8  = \port$9117$826 [58:23];
+  assign mul = \port$8689$826 [17:0];
+  assign bias = \port$8689$826 [58:23];
+  assign shift = \port$8689$826 [22:18];
+  assign \$11  = shift1;
+  assign \$10  = \$3 [36:0];
+  assign \$9  = \port$8689$826 [22:18];
+  assign \$8  = \port$8689$826 [58:23];
   assign \$7  = { \$1 [34], \$1  };
-  assign \$2  = { prod0_q[35], prod0_q };
+  assign \$2  = { prod0[35], prod0 };
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine2.requant15 (rst, \port$9117$885 , acc, q, clk);
+module \bchw_top.engine2.requant15 (rst, \port$8689$885 , acc, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$44  = 0;
   wire [34:0] \$1 ;
-  wire [35:0] \$10 ;
-  wire [35:0] \$11 ;
-  wire [4:0] \$12 ;
-  wire [36:0] \$13 ;
-  wire [4:0] \$14 ;
-  reg [7:0] \$15 ;
+  wire [36:0] \$10 ;
+  wire [4:0] \$11 ;
+  reg [7:0] \$12 ;
   wire [36:0] \$2 ;
   wire [37:0] \$3 ;
   wire \$4 ;
@@ -24641,15 +23175,13 @@ module \bchw_top.engine2.requant15 (rst, \port$9117$885 , acc, q, clk);
   wire [16:0] acc;
   wire [35:0] bias;
   reg [35:0] bias1 = 36'h000000000;
-  reg [35:0] bias2 = 36'h000000000;
   input clk;
   wire clk;
   wire en;
   wire [17:0] mul;
-  input [58:0] \port$9117$885 ;
-  wire [58:0] \port$9117$885 ;
+  input [58:0] \port$8689$885 ;
+  wire [58:0] \port$8689$885 ;
   reg [35:0] prod0 = 36'h000000000;
-  reg [35:0] prod0_q = 36'h000000000;
   output [7:0] q;
   reg [7:0] q = 8'h00;
   input rst;
@@ -24657,15 +23189,14 @@ module \bchw_top.engine2.requant15 (rst, \port$9117$885 , acc, q, clk);
   wire [4:0] shift;
   reg [4:0] shift1 = 5'h00;
   reg [4:0] shift2 = 5'h00;
-  reg [4:0] shift3 = 5'h00;
   wire [36:0] shifted;
   reg [36:0] total = 37'h0000000000;
-  assign \$1  = $signed(acc) * $signed(\port$9117$885 [17:0]);
-  assign \$3  = $signed(bias2) + $signed(\$2 );
+  assign \$1  = $signed(acc) * $signed(\port$8689$885 [17:0]);
+  assign \$3  = $signed(bias1) + $signed(\$2 );
   assign \$4  = | shifted[36:8];
   assign \$5  = \$4  ? 37'h00000000ff : shifted;
   assign \$6  = shifted[36] ? 37'h0000000000 : \$5 ;
-  assign shifted = $signed(total) >>> shift3;
+  assign shifted = $signed(total) >>> shift2;
   always @(posedge clk)
     prod0 <= \$7 ;
   always @(posedge clk)
@@ -24673,49 +23204,37 @@ module \bchw_top.engine2.requant15 (rst, \port$9117$885 , acc, q, clk);
   always @(posedge clk)
     shift1 <= \$9 ;
   always @(posedge clk)
-    prod0_q <= \$10 ;
+    total <= \$10 ;
   always @(posedge clk)
-    bias2 <= \$11 ;
+    shift2 <= \$11 ;
   always @(posedge clk)
-    shift2 <= \$12 ;
-  always @(posedge clk)
-    total <= \$13 ;
-  always @(posedge clk)
-    shift3 <= \$14 ;
-  always @(posedge clk)
-    q <= \$15 ;
+    q <= \$12 ;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$44 ) begin end
-    \$15  = \$6 [7:0];
+    \$12  = \$6 [7:0];
     if (rst) begin
-      \$15  = 8'h00;
+      \$12  = 8'h00;
     end
   end
   assign en = 1'h1;
-  assign mul = \port$9117$885 [17:0];
-  assign bias = \port$9117$885 [58:23];
-  assign shift = \port$9117$885 [22:18];
-  assign \$14  = shift2;
-  assign \$13  = \$3 [36:0];
-  assign \$12  = shift1;
-  assign \$11  = bias1;
-  assign \$10  = prod0;
-  assign \$9  = \port$9117$885 [22:18];
-  assign \$8  = \port$9117$885 [58:23];
+  assign mul = \port$8689$885 [17:0];
+  assign bias = \port$8689$885 [58:23];
+  assign shift = \port$8689$885 [22:18];
+  assign \$11  = shift1;
+  assign \$10  = \$3 [36:0];
+  assign \$9  = \port$8689$885 [22:18];
+  assign \$8  = \port$8689$885 [58:23];
   assign \$7  = { \$1 [34], \$1  };
-  assign \$2  = { prod0_q[35], prod0_q };
+  assign \$2  = { prod0[35], prod0 };
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine2.requant2 (rst, \port$9117$118 , acc, q, clk);
+module \bchw_top.engine2.requant2 (rst, \port$8689$118 , acc, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$45  = 0;
   wire [34:0] \$1 ;
-  wire [35:0] \$10 ;
-  wire [35:0] \$11 ;
-  wire [4:0] \$12 ;
-  wire [36:0] \$13 ;
-  wire [4:0] \$14 ;
-  reg [7:0] \$15 ;
+  wire [36:0] \$10 ;
+  wire [4:0] \$11 ;
+  reg [7:0] \$12 ;
   wire [36:0] \$2 ;
   wire [37:0] \$3 ;
   wire \$4 ;
@@ -24728,15 +23247,13 @@ module \bchw_top.engine2.requant2 (rst, \port$9117$118 , acc, q, clk);
   wire [16:0] acc;
   wire [35:0] bias;
   reg [35:0] bias1 = 36'h000000000;
-  reg [35:0] bias2 = 36'h000000000;
   input clk;
   wire clk;
   wire en;
   wire [17:0] mul;
-  input [58:0] \port$9117$118 ;
-  wire [58:0] \port$9117$118 ;
+  input [58:0] \port$8689$118 ;
+  wire [58:0] \port$8689$118 ;
   reg [35:0] prod0 = 36'h000000000;
-  reg [35:0] prod0_q = 36'h000000000;
   output [7:0] q;
   reg [7:0] q = 8'h00;
   input rst;
@@ -24744,15 +23261,14 @@ module \bchw_top.engine2.requant2 (rst, \port$9117$118 , acc, q, clk);
   wire [4:0] shift;
   reg [4:0] shift1 = 5'h00;
   reg [4:0] shift2 = 5'h00;
-  reg [4:0] shift3 = 5'h00;
   wire [36:0] shifted;
   reg [36:0] total = 37'h0000000000;
-  assign \$1  = $signed(acc) * $signed(\port$9117$118 [17:0]);
-  assign \$3  = $signed(bias2) + $signed(\$2 );
+  assign \$1  = $signed(acc) * $signed(\port$8689$118 [17:0]);
+  assign \$3  = $signed(bias1) + $signed(\$2 );
   assign \$4  = | shifted[36:8];
   assign \$5  = \$4  ? 37'h00000000ff : shifted;
   assign \$6  = shifted[36] ? 37'h0000000000 : \$5 ;
-  assign shifted = $signed(total) >>> shift3;
+  assign shifted = $signed(total) >>> shift2;
   always @(posedge clk)
     prod0 <= \$7 ;
   always @(posedge clk)
@@ -24760,49 +23276,37 @@ module \bchw_top.engine2.requant2 (rst, \port$9117$118 , acc, q, clk);
   always @(posedge clk)
     shift1 <= \$9 ;
   always @(posedge clk)
-    prod0_q <= \$10 ;
+    total <= \$10 ;
   always @(posedge clk)
-    bias2 <= \$11 ;
+    shift2 <= \$11 ;
   always @(posedge clk)
-    shift2 <= \$12 ;
-  always @(posedge clk)
-    total <= \$13 ;
-  always @(posedge clk)
-    shift3 <= \$14 ;
-  always @(posedge clk)
-    q <= \$15 ;
+    q <= \$12 ;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$45 ) begin end
-    \$15  = \$6 [7:0];
+    \$12  = \$6 [7:0];
     if (rst) begin
-      \$15  = 8'h00;
+      \$12  = 8'h00;
     end
   end
   assign en = 1'h1;
-  assign mul = \port$9117$118 [17:0];
-  assign bias = \port$9117$118 [58:23];
-  assign shift = \port$9117$118 [22:18];
-  assign \$14  = shift2;
-  assign \$13  = \$3 [36:0];
-  assign \$12  = shift1;
-  assign \$11  = bias1;
-  assign \$10  = prod0;
-  assign \$9  = \port$9117$118 [22:18];
-  assign \$8  = \port$9117$118 [58:23];
+  assign mul = \port$8689$118 [17:0];
+  assign bias = \port$8689$118 [58:23];
+  assign shift = \port$8689$118 [22:18];
+  assign \$11  = shift1;
+  assign \$10  = \$3 [36:0];
+  assign \$9  = \port$8689$118 [22:18];
+  assign \$8  = \port$8689$118 [58:23];
   assign \$7  = { \$1 [34], \$1  };
-  assign \$2  = { prod0_q[35], prod0_q };
+  assign \$2  = { prod0[35], prod0 };
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine2.requant3 (rst, \port$9117$177 , acc, q, clk);
+module \bchw_top.engine2.requant3 (rst, \port$8689$177 , acc, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$46  = 0;
   wire [34:0] \$1 ;
-  wire [35:0] \$10 ;
-  wire [35:0] \$11 ;
-  wire [4:0] \$12 ;
-  wire [36:0] \$13 ;
-  wire [4:0] \$14 ;
-  reg [7:0] \$15 ;
+  wire [36:0] \$10 ;
+  wire [4:0] \$11 ;
+  reg [7:0] \$12 ;
   wire [36:0] \$2 ;
   wire [37:0] \$3 ;
   wire \$4 ;
@@ -24815,15 +23319,13 @@ module \bchw_top.engine2.requant3 (rst, \port$9117$177 , acc, q, clk);
   wire [16:0] acc;
   wire [35:0] bias;
   reg [35:0] bias1 = 36'h000000000;
-  reg [35:0] bias2 = 36'h000000000;
   input clk;
   wire clk;
   wire en;
   wire [17:0] mul;
-  input [58:0] \port$9117$177 ;
-  wire [58:0] \port$9117$177 ;
+  input [58:0] \port$8689$177 ;
+  wire [58:0] \port$8689$177 ;
   reg [35:0] prod0 = 36'h000000000;
-  reg [35:0] prod0_q = 36'h000000000;
   output [7:0] q;
   reg [7:0] q = 8'h00;
   input rst;
@@ -24831,15 +23333,14 @@ module \bchw_top.engine2.requant3 (rst, \port$9117$177 , acc, q, clk);
   wire [4:0] shift;
   reg [4:0] shift1 = 5'h00;
   reg [4:0] shift2 = 5'h00;
-  reg [4:0] shift3 = 5'h00;
   wire [36:0] shifted;
   reg [36:0] total = 37'h0000000000;
-  assign \$1  = $signed(acc) * $signed(\port$9117$177 [17:0]);
-  assign \$3  = $signed(bias2) + $signed(\$2 );
+  assign \$1  = $signed(acc) * $signed(\port$8689$177 [17:0]);
+  assign \$3  = $signed(bias1) + $signed(\$2 );
   assign \$4  = | shifted[36:8];
   assign \$5  = \$4  ? 37'h00000000ff : shifted;
   assign \$6  = shifted[36] ? 37'h0000000000 : \$5 ;
-  assign shifted = $signed(total) >>> shift3;
+  assign shifted = $signed(total) >>> shift2;
   always @(posedge clk)
     prod0 <= \$7 ;
   always @(posedge clk)
@@ -24847,49 +23348,37 @@ module \bchw_top.engine2.requant3 (rst, \port$9117$177 , acc, q, clk);
   always @(posedge clk)
     shift1 <= \$9 ;
   always @(posedge clk)
-    prod0_q <= \$10 ;
+    total <= \$10 ;
   always @(posedge clk)
-    bias2 <= \$11 ;
+    shift2 <= \$11 ;
   always @(posedge clk)
-    shift2 <= \$12 ;
-  always @(posedge clk)
-    total <= \$13 ;
-  always @(posedge clk)
-    shift3 <= \$14 ;
-  always @(posedge clk)
-    q <= \$15 ;
+    q <= \$12 ;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$46 ) begin end
-    \$15  = \$6 [7:0];
+    \$12  = \$6 [7:0];
     if (rst) begin
-      \$15  = 8'h00;
+      \$12  = 8'h00;
     end
   end
   assign en = 1'h1;
-  assign mul = \port$9117$177 [17:0];
-  assign bias = \port$9117$177 [58:23];
-  assign shift = \port$9117$177 [22:18];
-  assign \$14  = shift2;
-  assign \$13  = \$3 [36:0];
-  assign \$12  = shift1;
-  assign \$11  = bias1;
-  assign \$10  = prod0;
-  assign \$9  = \port$9117$177 [22:18];
-  assign \$8  = \port$9117$177 [58:23];
+  assign mul = \port$8689$177 [17:0];
+  assign bias = \port$8689$177 [58:23];
+  assign shift = \port$8689$177 [22:18];
+  assign \$11  = shift1;
+  assign \$10  = \$3 [36:0];
+  assign \$9  = \port$8689$177 [22:18];
+  assign \$8  = \port$8689$177 [58:23];
   assign \$7  = { \$1 [34], \$1  };
-  assign \$2  = { prod0_q[35], prod0_q };
+  assign \$2  = { prod0[35], prod0 };
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine2.requant4 (rst, \port$9117$236 , acc, q, clk);
+module \bchw_top.engine2.requant4 (rst, \port$8689$236 , acc, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$47  = 0;
   wire [34:0] \$1 ;
-  wire [35:0] \$10 ;
-  wire [35:0] \$11 ;
-  wire [4:0] \$12 ;
-  wire [36:0] \$13 ;
-  wire [4:0] \$14 ;
-  reg [7:0] \$15 ;
+  wire [36:0] \$10 ;
+  wire [4:0] \$11 ;
+  reg [7:0] \$12 ;
   wire [36:0] \$2 ;
   wire [37:0] \$3 ;
   wire \$4 ;
@@ -24902,15 +23391,13 @@ module \bchw_top.engine2.requant4 (rst, \port$9117$236 , acc, q, clk);
   wire [16:0] acc;
   wire [35:0] bias;
   reg [35:0] bias1 = 36'h000000000;
-  reg [35:0] bias2 = 36'h000000000;
   input clk;
   wire clk;
   wire en;
   wire [17:0] mul;
-  input [58:0] \port$9117$236 ;
-  wire [58:0] \port$9117$236 ;
+  input [58:0] \port$8689$236 ;
+  wire [58:0] \port$8689$236 ;
   reg [35:0] prod0 = 36'h000000000;
-  reg [35:0] prod0_q = 36'h000000000;
   output [7:0] q;
   reg [7:0] q = 8'h00;
   input rst;
@@ -24918,15 +23405,14 @@ module \bchw_top.engine2.requant4 (rst, \port$9117$236 , acc, q, clk);
   wire [4:0] shift;
   reg [4:0] shift1 = 5'h00;
   reg [4:0] shift2 = 5'h00;
-  reg [4:0] shift3 = 5'h00;
   wire [36:0] shifted;
   reg [36:0] total = 37'h0000000000;
-  assign \$1  = $signed(acc) * $signed(\port$9117$236 [17:0]);
-  assign \$3  = $signed(bias2) + $signed(\$2 );
+  assign \$1  = $signed(acc) * $signed(\port$8689$236 [17:0]);
+  assign \$3  = $signed(bias1) + $signed(\$2 );
   assign \$4  = | shifted[36:8];
   assign \$5  = \$4  ? 37'h00000000ff : shifted;
   assign \$6  = shifted[36] ? 37'h0000000000 : \$5 ;
-  assign shifted = $signed(total) >>> shift3;
+  assign shifted = $signed(total) >>> shift2;
   always @(posedge clk)
     prod0 <= \$7 ;
   always @(posedge clk)
@@ -24934,49 +23420,37 @@ module \bchw_top.engine2.requant4 (rst, \port$9117$236 , acc, q, clk);
   always @(posedge clk)
     shift1 <= \$9 ;
   always @(posedge clk)
-    prod0_q <= \$10 ;
+    total <= \$10 ;
   always @(posedge clk)
-    bias2 <= \$11 ;
+    shift2 <= \$11 ;
   always @(posedge clk)
-    shift2 <= \$12 ;
-  always @(posedge clk)
-    total <= \$13 ;
-  always @(posedge clk)
-    shift3 <= \$14 ;
-  always @(posedge clk)
-    q <= \$15 ;
+    q <= \$12 ;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$47 ) begin end
-    \$15  = \$6 [7:0];
+    \$12  = \$6 [7:0];
     if (rst) begin
-      \$15  = 8'h00;
+      \$12  = 8'h00;
     end
   end
   assign en = 1'h1;
-  assign mul = \port$9117$236 [17:0];
-  assign bias = \port$9117$236 [58:23];
-  assign shift = \port$9117$236 [22:18];
-  assign \$14  = shift2;
-  assign \$13  = \$3 [36:0];
-  assign \$12  = shift1;
-  assign \$11  = bias1;
-  assign \$10  = prod0;
-  assign \$9  = \port$9117$236 [22:18];
-  assign \$8  = \port$9117$236 [58:23];
+  assign mul = \port$8689$236 [17:0];
+  assign bias = \port$8689$236 [58:23];
+  assign shift = \port$8689$236 [22:18];
+  assign \$11  = shift1;
+  assign \$10  = \$3 [36:0];
+  assign \$9  = \port$8689$236 [22:18];
+  assign \$8  = \port$8689$236 [58:23];
   assign \$7  = { \$1 [34], \$1  };
-  assign \$2  = { prod0_q[35], prod0_q };
+  assign \$2  = { prod0[35], prod0 };
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine2.requant5 (rst, \port$9117$295 , acc, q, clk);
+module \bchw_top.engine2.requant5 (rst, \port$8689$295 , acc, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$48  = 0;
   wire [34:0] \$1 ;
-  wire [35:0] \$10 ;
-  wire [35:0] \$11 ;
-  wire [4:0] \$12 ;
-  wire [36:0] \$13 ;
-  wire [4:0] \$14 ;
-  reg [7:0] \$15 ;
+  wire [36:0] \$10 ;
+  wire [4:0] \$11 ;
+  reg [7:0] \$12 ;
   wire [36:0] \$2 ;
   wire [37:0] \$3 ;
   wire \$4 ;
@@ -24989,15 +23463,13 @@ module \bchw_top.engine2.requant5 (rst, \port$9117$295 , acc, q, clk);
   wire [16:0] acc;
   wire [35:0] bias;
   reg [35:0] bias1 = 36'h000000000;
-  reg [35:0] bias2 = 36'h000000000;
   input clk;
   wire clk;
   wire en;
   wire [17:0] mul;
-  input [58:0] \port$9117$295 ;
-  wire [58:0] \port$9117$295 ;
+  input [58:0] \port$8689$295 ;
+  wire [58:0] \port$8689$295 ;
   reg [35:0] prod0 = 36'h000000000;
-  reg [35:0] prod0_q = 36'h000000000;
   output [7:0] q;
   reg [7:0] q = 8'h00;
   input rst;
@@ -25005,15 +23477,14 @@ module \bchw_top.engine2.requant5 (rst, \port$9117$295 , acc, q, clk);
   wire [4:0] shift;
   reg [4:0] shift1 = 5'h00;
   reg [4:0] shift2 = 5'h00;
-  reg [4:0] shift3 = 5'h00;
   wire [36:0] shifted;
   reg [36:0] total = 37'h0000000000;
-  assign \$1  = $signed(acc) * $signed(\port$9117$295 [17:0]);
-  assign \$3  = $signed(bias2) + $signed(\$2 );
+  assign \$1  = $signed(acc) * $signed(\port$8689$295 [17:0]);
+  assign \$3  = $signed(bias1) + $signed(\$2 );
   assign \$4  = | shifted[36:8];
   assign \$5  = \$4  ? 37'h00000000ff : shifted;
   assign \$6  = shifted[36] ? 37'h0000000000 : \$5 ;
-  assign shifted = $signed(total) >>> shift3;
+  assign shifted = $signed(total) >>> shift2;
   always @(posedge clk)
     prod0 <= \$7 ;
   always @(posedge clk)
@@ -25021,49 +23492,37 @@ module \bchw_top.engine2.requant5 (rst, \port$9117$295 , acc, q, clk);
   always @(posedge clk)
     shift1 <= \$9 ;
   always @(posedge clk)
-    prod0_q <= \$10 ;
+    total <= \$10 ;
   always @(posedge clk)
-    bias2 <= \$11 ;
+    shift2 <= \$11 ;
   always @(posedge clk)
-    shift2 <= \$12 ;
-  always @(posedge clk)
-    total <= \$13 ;
-  always @(posedge clk)
-    shift3 <= \$14 ;
-  always @(posedge clk)
-    q <= \$15 ;
+    q <= \$12 ;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$48 ) begin end
-    \$15  = \$6 [7:0];
+    \$12  = \$6 [7:0];
     if (rst) begin
-      \$15  = 8'h00;
+      \$12  = 8'h00;
     end
   end
   assign en = 1'h1;
-  assign mul = \port$9117$295 [17:0];
-  assign bias = \port$9117$295 [58:23];
-  assign shift = \port$9117$295 [22:18];
-  assign \$14  = shift2;
-  assign \$13  = \$3 [36:0];
-  assign \$12  = shift1;
-  assign \$11  = bias1;
-  assign \$10  = prod0;
-  assign \$9  = \port$9117$295 [22:18];
-  assign \$8  = \port$9117$295 [58:23];
+  assign mul = \port$8689$295 [17:0];
+  assign bias = \port$8689$295 [58:23];
+  assign shift = \port$8689$295 [22:18];
+  assign \$11  = shift1;
+  assign \$10  = \$3 [36:0];
+  assign \$9  = \port$8689$295 [22:18];
+  assign \$8  = \port$8689$295 [58:23];
   assign \$7  = { \$1 [34], \$1  };
-  assign \$2  = { prod0_q[35], prod0_q };
+  assign \$2  = { prod0[35], prod0 };
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine2.requant6 (rst, \port$9117$354 , acc, q, clk);
+module \bchw_top.engine2.requant6 (rst, \port$8689$354 , acc, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$49  = 0;
   wire [34:0] \$1 ;
-  wire [35:0] \$10 ;
-  wire [35:0] \$11 ;
-  wire [4:0] \$12 ;
-  wire [36:0] \$13 ;
-  wire [4:0] \$14 ;
-  reg [7:0] \$15 ;
+  wire [36:0] \$10 ;
+  wire [4:0] \$11 ;
+  reg [7:0] \$12 ;
   wire [36:0] \$2 ;
   wire [37:0] \$3 ;
   wire \$4 ;
@@ -25076,15 +23535,13 @@ module \bchw_top.engine2.requant6 (rst, \port$9117$354 , acc, q, clk);
   wire [16:0] acc;
   wire [35:0] bias;
   reg [35:0] bias1 = 36'h000000000;
-  reg [35:0] bias2 = 36'h000000000;
   input clk;
   wire clk;
   wire en;
   wire [17:0] mul;
-  input [58:0] \port$9117$354 ;
-  wire [58:0] \port$9117$354 ;
+  input [58:0] \port$8689$354 ;
+  wire [58:0] \port$8689$354 ;
   reg [35:0] prod0 = 36'h000000000;
-  reg [35:0] prod0_q = 36'h000000000;
   output [7:0] q;
   reg [7:0] q = 8'h00;
   input rst;
@@ -25092,15 +23549,14 @@ module \bchw_top.engine2.requant6 (rst, \port$9117$354 , acc, q, clk);
   wire [4:0] shift;
   reg [4:0] shift1 = 5'h00;
   reg [4:0] shift2 = 5'h00;
-  reg [4:0] shift3 = 5'h00;
   wire [36:0] shifted;
   reg [36:0] total = 37'h0000000000;
-  assign \$1  = $signed(acc) * $signed(\port$9117$354 [17:0]);
-  assign \$3  = $signed(bias2) + $signed(\$2 );
+  assign \$1  = $signed(acc) * $signed(\port$8689$354 [17:0]);
+  assign \$3  = $signed(bias1) + $signed(\$2 );
   assign \$4  = | shifted[36:8];
   assign \$5  = \$4  ? 37'h00000000ff : shifted;
   assign \$6  = shifted[36] ? 37'h0000000000 : \$5 ;
-  assign shifted = $signed(total) >>> shift3;
+  assign shifted = $signed(total) >>> shift2;
   always @(posedge clk)
     prod0 <= \$7 ;
   always @(posedge clk)
@@ -25108,49 +23564,37 @@ module \bchw_top.engine2.requant6 (rst, \port$9117$354 , acc, q, clk);
   always @(posedge clk)
     shift1 <= \$9 ;
   always @(posedge clk)
-    prod0_q <= \$10 ;
+    total <= \$10 ;
   always @(posedge clk)
-    bias2 <= \$11 ;
+    shift2 <= \$11 ;
   always @(posedge clk)
-    shift2 <= \$12 ;
-  always @(posedge clk)
-    total <= \$13 ;
-  always @(posedge clk)
-    shift3 <= \$14 ;
-  always @(posedge clk)
-    q <= \$15 ;
+    q <= \$12 ;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$49 ) begin end
-    \$15  = \$6 [7:0];
+    \$12  = \$6 [7:0];
     if (rst) begin
-      \$15  = 8'h00;
+      \$12  = 8'h00;
     end
   end
   assign en = 1'h1;
-  assign mul = \port$9117$354 [17:0];
-  assign bias = \port$9117$354 [58:23];
-  assign shift = \port$9117$354 [22:18];
-  assign \$14  = shift2;
-  assign \$13  = \$3 [36:0];
-  assign \$12  = shift1;
-  assign \$11  = bias1;
-  assign \$10  = prod0;
-  assign \$9  = \port$9117$354 [22:18];
-  assign \$8  = \port$9117$354 [58:23];
+  assign mul = \port$8689$354 [17:0];
+  assign bias = \port$8689$354 [58:23];
+  assign shift = \port$8689$354 [22:18];
+  assign \$11  = shift1;
+  assign \$10  = \$3 [36:0];
+  assign \$9  = \port$8689$354 [22:18];
+  assign \$8  = \port$8689$354 [58:23];
   assign \$7  = { \$1 [34], \$1  };
-  assign \$2  = { prod0_q[35], prod0_q };
+  assign \$2  = { prod0[35], prod0 };
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine2.requant7 (rst, \port$9117$413 , acc, q, clk);
+module \bchw_top.engine2.requant7 (rst, \port$8689$413 , acc, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$50  = 0;
   wire [34:0] \$1 ;
-  wire [35:0] \$10 ;
-  wire [35:0] \$11 ;
-  wire [4:0] \$12 ;
-  wire [36:0] \$13 ;
-  wire [4:0] \$14 ;
-  reg [7:0] \$15 ;
+  wire [36:0] \$10 ;
+  wire [4:0] \$11 ;
+  reg [7:0] \$12 ;
   wire [36:0] \$2 ;
   wire [37:0] \$3 ;
   wire \$4 ;
@@ -25163,15 +23607,13 @@ module \bchw_top.engine2.requant7 (rst, \port$9117$413 , acc, q, clk);
   wire [16:0] acc;
   wire [35:0] bias;
   reg [35:0] bias1 = 36'h000000000;
-  reg [35:0] bias2 = 36'h000000000;
   input clk;
   wire clk;
   wire en;
   wire [17:0] mul;
-  input [58:0] \port$9117$413 ;
-  wire [58:0] \port$9117$413 ;
+  input [58:0] \port$8689$413 ;
+  wire [58:0] \port$8689$413 ;
   reg [35:0] prod0 = 36'h000000000;
-  reg [35:0] prod0_q = 36'h000000000;
   output [7:0] q;
   reg [7:0] q = 8'h00;
   input rst;
@@ -25179,15 +23621,14 @@ module \bchw_top.engine2.requant7 (rst, \port$9117$413 , acc, q, clk);
   wire [4:0] shift;
   reg [4:0] shift1 = 5'h00;
   reg [4:0] shift2 = 5'h00;
-  reg [4:0] shift3 = 5'h00;
   wire [36:0] shifted;
   reg [36:0] total = 37'h0000000000;
-  assign \$1  = $signed(acc) * $signed(\port$9117$413 [17:0]);
-  assign \$3  = $signed(bias2) + $signed(\$2 );
+  assign \$1  = $signed(acc) * $signed(\port$8689$413 [17:0]);
+  assign \$3  = $signed(bias1) + $signed(\$2 );
   assign \$4  = | shifted[36:8];
   assign \$5  = \$4  ? 37'h00000000ff : shifted;
   assign \$6  = shifted[36] ? 37'h0000000000 : \$5 ;
-  assign shifted = $signed(total) >>> shift3;
+  assign shifted = $signed(total) >>> shift2;
   always @(posedge clk)
     prod0 <= \$7 ;
   always @(posedge clk)
@@ -25195,49 +23636,37 @@ module \bchw_top.engine2.requant7 (rst, \port$9117$413 , acc, q, clk);
   always @(posedge clk)
     shift1 <= \$9 ;
   always @(posedge clk)
-    prod0_q <= \$10 ;
+    total <= \$10 ;
   always @(posedge clk)
-    bias2 <= \$11 ;
+    shift2 <= \$11 ;
   always @(posedge clk)
-    shift2 <= \$12 ;
-  always @(posedge clk)
-    total <= \$13 ;
-  always @(posedge clk)
-    shift3 <= \$14 ;
-  always @(posedge clk)
-    q <= \$15 ;
+    q <= \$12 ;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$50 ) begin end
-    \$15  = \$6 [7:0];
+    \$12  = \$6 [7:0];
     if (rst) begin
-      \$15  = 8'h00;
+      \$12  = 8'h00;
     end
   end
   assign en = 1'h1;
-  assign mul = \port$9117$413 [17:0];
-  assign bias = \port$9117$413 [58:23];
-  assign shift = \port$9117$413 [22:18];
-  assign \$14  = shift2;
-  assign \$13  = \$3 [36:0];
-  assign \$12  = shift1;
-  assign \$11  = bias1;
-  assign \$10  = prod0;
-  assign \$9  = \port$9117$413 [22:18];
-  assign \$8  = \port$9117$413 [58:23];
+  assign mul = \port$8689$413 [17:0];
+  assign bias = \port$8689$413 [58:23];
+  assign shift = \port$8689$413 [22:18];
+  assign \$11  = shift1;
+  assign \$10  = \$3 [36:0];
+  assign \$9  = \port$8689$413 [22:18];
+  assign \$8  = \port$8689$413 [58:23];
   assign \$7  = { \$1 [34], \$1  };
-  assign \$2  = { prod0_q[35], prod0_q };
+  assign \$2  = { prod0[35], prod0 };
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine2.requant8 (rst, \port$9117$472 , acc, q, clk);
+module \bchw_top.engine2.requant8 (rst, \port$8689$472 , acc, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$51  = 0;
   wire [34:0] \$1 ;
-  wire [35:0] \$10 ;
-  wire [35:0] \$11 ;
-  wire [4:0] \$12 ;
-  wire [36:0] \$13 ;
-  wire [4:0] \$14 ;
-  reg [7:0] \$15 ;
+  wire [36:0] \$10 ;
+  wire [4:0] \$11 ;
+  reg [7:0] \$12 ;
   wire [36:0] \$2 ;
   wire [37:0] \$3 ;
   wire \$4 ;
@@ -25250,15 +23679,13 @@ module \bchw_top.engine2.requant8 (rst, \port$9117$472 , acc, q, clk);
   wire [16:0] acc;
   wire [35:0] bias;
   reg [35:0] bias1 = 36'h000000000;
-  reg [35:0] bias2 = 36'h000000000;
   input clk;
   wire clk;
   wire en;
   wire [17:0] mul;
-  input [58:0] \port$9117$472 ;
-  wire [58:0] \port$9117$472 ;
+  input [58:0] \port$8689$472 ;
+  wire [58:0] \port$8689$472 ;
   reg [35:0] prod0 = 36'h000000000;
-  reg [35:0] prod0_q = 36'h000000000;
   output [7:0] q;
   reg [7:0] q = 8'h00;
   input rst;
@@ -25266,15 +23693,14 @@ module \bchw_top.engine2.requant8 (rst, \port$9117$472 , acc, q, clk);
   wire [4:0] shift;
   reg [4:0] shift1 = 5'h00;
   reg [4:0] shift2 = 5'h00;
-  reg [4:0] shift3 = 5'h00;
   wire [36:0] shifted;
   reg [36:0] total = 37'h0000000000;
-  assign \$1  = $signed(acc) * $signed(\port$9117$472 [17:0]);
-  assign \$3  = $signed(bias2) + $signed(\$2 );
+  assign \$1  = $signed(acc) * $signed(\port$8689$472 [17:0]);
+  assign \$3  = $signed(bias1) + $signed(\$2 );
   assign \$4  = | shifted[36:8];
   assign \$5  = \$4  ? 37'h00000000ff : shifted;
   assign \$6  = shifted[36] ? 37'h0000000000 : \$5 ;
-  assign shifted = $signed(total) >>> shift3;
+  assign shifted = $signed(total) >>> shift2;
   always @(posedge clk)
     prod0 <= \$7 ;
   always @(posedge clk)
@@ -25282,49 +23708,37 @@ module \bchw_top.engine2.requant8 (rst, \port$9117$472 , acc, q, clk);
   always @(posedge clk)
     shift1 <= \$9 ;
   always @(posedge clk)
-    prod0_q <= \$10 ;
+    total <= \$10 ;
   always @(posedge clk)
-    bias2 <= \$11 ;
+    shift2 <= \$11 ;
   always @(posedge clk)
-    shift2 <= \$12 ;
-  always @(posedge clk)
-    total <= \$13 ;
-  always @(posedge clk)
-    shift3 <= \$14 ;
-  always @(posedge clk)
-    q <= \$15 ;
+    q <= \$12 ;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$51 ) begin end
-    \$15  = \$6 [7:0];
+    \$12  = \$6 [7:0];
     if (rst) begin
-      \$15  = 8'h00;
+      \$12  = 8'h00;
     end
   end
   assign en = 1'h1;
-  assign mul = \port$9117$472 [17:0];
-  assign bias = \port$9117$472 [58:23];
-  assign shift = \port$9117$472 [22:18];
-  assign \$14  = shift2;
-  assign \$13  = \$3 [36:0];
-  assign \$12  = shift1;
-  assign \$11  = bias1;
-  assign \$10  = prod0;
-  assign \$9  = \port$9117$472 [22:18];
-  assign \$8  = \port$9117$472 [58:23];
+  assign mul = \port$8689$472 [17:0];
+  assign bias = \port$8689$472 [58:23];
+  assign shift = \port$8689$472 [22:18];
+  assign \$11  = shift1;
+  assign \$10  = \$3 [36:0];
+  assign \$9  = \port$8689$472 [22:18];
+  assign \$8  = \port$8689$472 [58:23];
   assign \$7  = { \$1 [34], \$1  };
-  assign \$2  = { prod0_q[35], prod0_q };
+  assign \$2  = { prod0[35], prod0 };
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine2.requant9 (rst, \port$9117$531 , acc, q, clk);
+module \bchw_top.engine2.requant9 (rst, \port$8689$531 , acc, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$52  = 0;
   wire [34:0] \$1 ;
-  wire [35:0] \$10 ;
-  wire [35:0] \$11 ;
-  wire [4:0] \$12 ;
-  wire [36:0] \$13 ;
-  wire [4:0] \$14 ;
-  reg [7:0] \$15 ;
+  wire [36:0] \$10 ;
+  wire [4:0] \$11 ;
+  reg [7:0] \$12 ;
   wire [36:0] \$2 ;
   wire [37:0] \$3 ;
   wire \$4 ;
@@ -25337,15 +23751,13 @@ module \bchw_top.engine2.requant9 (rst, \port$9117$531 , acc, q, clk);
   wire [16:0] acc;
   wire [35:0] bias;
   reg [35:0] bias1 = 36'h000000000;
-  reg [35:0] bias2 = 36'h000000000;
   input clk;
   wire clk;
   wire en;
   wire [17:0] mul;
-  input [58:0] \port$9117$531 ;
-  wire [58:0] \port$9117$531 ;
+  input [58:0] \port$8689$531 ;
+  wire [58:0] \port$8689$531 ;
   reg [35:0] prod0 = 36'h000000000;
-  reg [35:0] prod0_q = 36'h000000000;
   output [7:0] q;
   reg [7:0] q = 8'h00;
   input rst;
@@ -25353,15 +23765,14 @@ module \bchw_top.engine2.requant9 (rst, \port$9117$531 , acc, q, clk);
   wire [4:0] shift;
   reg [4:0] shift1 = 5'h00;
   reg [4:0] shift2 = 5'h00;
-  reg [4:0] shift3 = 5'h00;
   wire [36:0] shifted;
   reg [36:0] total = 37'h0000000000;
-  assign \$1  = $signed(acc) * $signed(\port$9117$531 [17:0]);
-  assign \$3  = $signed(bias2) + $signed(\$2 );
+  assign \$1  = $signed(acc) * $signed(\port$8689$531 [17:0]);
+  assign \$3  = $signed(bias1) + $signed(\$2 );
   assign \$4  = | shifted[36:8];
   assign \$5  = \$4  ? 37'h00000000ff : shifted;
   assign \$6  = shifted[36] ? 37'h0000000000 : \$5 ;
-  assign shifted = $signed(total) >>> shift3;
+  assign shifted = $signed(total) >>> shift2;
   always @(posedge clk)
     prod0 <= \$7 ;
   always @(posedge clk)
@@ -25369,37 +23780,28 @@ module \bchw_top.engine2.requant9 (rst, \port$9117$531 , acc, q, clk);
   always @(posedge clk)
     shift1 <= \$9 ;
   always @(posedge clk)
-    prod0_q <= \$10 ;
+    total <= \$10 ;
   always @(posedge clk)
-    bias2 <= \$11 ;
+    shift2 <= \$11 ;
   always @(posedge clk)
-    shift2 <= \$12 ;
-  always @(posedge clk)
-    total <= \$13 ;
-  always @(posedge clk)
-    shift3 <= \$14 ;
-  always @(posedge clk)
-    q <= \$15 ;
+    q <= \$12 ;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$52 ) begin end
-    \$15  = \$6 [7:0];
+    \$12  = \$6 [7:0];
     if (rst) begin
-      \$15  = 8'h00;
+      \$12  = 8'h00;
     end
   end
   assign en = 1'h1;
-  assign mul = \port$9117$531 [17:0];
-  assign bias = \port$9117$531 [58:23];
-  assign shift = \port$9117$531 [22:18];
-  assign \$14  = shift2;
-  assign \$13  = \$3 [36:0];
-  assign \$12  = shift1;
-  assign \$11  = bias1;
-  assign \$10  = prod0;
-  assign \$9  = \port$9117$531 [22:18];
-  assign \$8  = \port$9117$531 [58:23];
+  assign mul = \port$8689$531 [17:0];
+  assign bias = \port$8689$531 [58:23];
+  assign shift = \port$8689$531 [22:18];
+  assign \$11  = shift1;
+  assign \$10  = \$3 [36:0];
+  assign \$9  = \port$8689$531 [22:18];
+  assign \$8  = \port$8689$531 [58:23];
   assign \$7  = { \$1 [34], \$1  };
-  assign \$2  = { prod0_q[35], prod0_q };
+  assign \$2  = { prod0[35], prod0 };
 endmodule
 
 (* generator = "Amaranth" *)
@@ -29735,27 +28137,27 @@ module \bchw_top.engine3 (rst, s__valid, write__data, s__ready, m__ready, m__val
   wire \$128 ;
   wire \$129 ;
   wire \$13 ;
-  wire [16:0] \$130 ;
-  wire [17:0] \$131 ;
-  wire [16:0] \$132 ;
-  wire [17:0] \$133 ;
-  wire [16:0] \$134 ;
-  wire [17:0] \$135 ;
-  wire [16:0] \$136 ;
-  wire [17:0] \$137 ;
-  wire [16:0] \$138 ;
-  wire [17:0] \$139 ;
+  wire \$130 ;
+  wire \$131 ;
+  wire \$132 ;
+  wire \$133 ;
+  wire \$134 ;
+  wire [2:0] \$135 ;
+  wire \$136 ;
+  wire \$137 ;
+  wire \$138 ;
+  wire \$139 ;
   wire \$14 ;
-  wire [16:0] \$140 ;
-  wire [17:0] \$141 ;
-  wire [16:0] \$142 ;
-  wire [17:0] \$143 ;
-  wire [16:0] \$144 ;
-  wire [17:0] \$145 ;
-  wire [16:0] \$146 ;
-  wire [17:0] \$147 ;
-  wire [16:0] \$148 ;
-  wire [17:0] \$149 ;
+  wire \$140 ;
+  wire \$141 ;
+  wire \$142 ;
+  wire \$143 ;
+  wire \$144 ;
+  wire \$145 ;
+  wire \$146 ;
+  wire [2:0] \$147 ;
+  wire \$148 ;
+  wire \$149 ;
   wire \$15 ;
   wire \$150 ;
   wire \$151 ;
@@ -29764,116 +28166,82 @@ module \bchw_top.engine3 (rst, s__valid, write__data, s__ready, m__ready, m__val
   wire \$154 ;
   wire \$155 ;
   wire \$156 ;
-  wire [2:0] \$157 ;
+  wire \$157 ;
   wire \$158 ;
-  wire \$159 ;
+  wire [160:0] \$159 ;
   wire \$16 ;
   wire \$160 ;
   wire \$161 ;
   wire \$162 ;
   wire \$163 ;
   wire \$164 ;
-  wire \$165 ;
-  wire \$166 ;
-  wire \$167 ;
-  wire \$168 ;
-  wire [2:0] \$169 ;
+  wire [160:0] \$165 ;
+  reg \$166 ;
+  reg [3:0] \$167 ;
+  reg [3:0] \$168 ;
+  reg \$169 ;
   wire \$17 ;
-  wire \$170 ;
-  wire \$171 ;
-  wire \$172 ;
-  wire \$173 ;
-  wire \$174 ;
-  wire \$175 ;
-  wire \$176 ;
-  wire \$177 ;
-  wire \$178 ;
-  wire \$179 ;
+  reg \$170 ;
+  reg [1:0] \$171 ;
+  reg \$172 ;
+  reg [3:0] \$173 ;
+  reg \$174 ;
+  reg \$175 ;
+  reg \$176 ;
+  wire [127:0] \$177 ;
+  wire [127:0] \$178 ;
+  wire [159:0] \$179 ;
   wire \$18 ;
-  wire \$180 ;
-  wire [160:0] \$181 ;
-  wire \$182 ;
-  wire \$183 ;
-  wire \$184 ;
-  wire \$185 ;
-  wire \$186 ;
-  wire [160:0] \$187 ;
-  reg \$188 ;
-  reg [3:0] \$189 ;
+  wire [159:0] \$180 ;
+  reg [3:0] \$181 ;
+  reg [3:0] \$182 ;
+  reg [3:0] \$183 ;
+  reg [3:0] \$184 ;
+  reg [3:0] \$185 ;
+  reg [3:0] \$186 ;
+  reg [3:0] \$187 ;
+  reg [3:0] \$188 ;
+  wire [589:0] \$189 ;
   wire \$19 ;
-  reg [3:0] \$190 ;
+  wire [589:0] \$190 ;
   reg \$191 ;
   reg \$192 ;
-  reg [1:0] \$193 ;
-  reg \$194 ;
-  reg [3:0] \$195 ;
-  reg \$196 ;
-  reg \$197 ;
-  reg \$198 ;
-  wire [127:0] \$199 ;
+  reg [16:0] \$193 ;
+  reg [16:0] \$194 ;
+  reg [16:0] \$195 ;
+  reg [16:0] \$196 ;
+  reg [16:0] \$197 ;
+  reg [16:0] \$198 ;
+  reg [16:0] \$199 ;
   wire \$2 ;
   wire [4:0] \$20 ;
-  wire [127:0] \$200 ;
-  wire [159:0] \$201 ;
-  wire [159:0] \$202 ;
-  reg [3:0] \$203 ;
-  reg [3:0] \$204 ;
-  reg [3:0] \$205 ;
-  reg [3:0] \$206 ;
-  reg [3:0] \$207 ;
-  reg [3:0] \$208 ;
-  reg [3:0] \$209 ;
+  reg [16:0] \$200 ;
+  reg [16:0] \$201 ;
+  reg [16:0] \$202 ;
+  reg \$203 ;
+  reg \$204 ;
+  reg \$205 ;
+  reg \$206 ;
+  reg \$207 ;
+  reg \$208 ;
+  reg [160:0] \$209 ;
   wire [4:0] \$21 ;
-  reg [3:0] \$210 ;
-  wire [589:0] \$211 ;
-  wire [589:0] \$212 ;
+  reg [160:0] \$210 ;
+  reg [1:0] \$211 ;
+  reg \$212 ;
   reg \$213 ;
   reg \$214 ;
-  reg [16:0] \$215 ;
-  reg [16:0] \$216 ;
-  reg [16:0] \$217 ;
-  reg [16:0] \$218 ;
-  reg [16:0] \$219 ;
+  reg \$215 ;
+  reg \$216 ;
+  reg \$217 ;
+  reg \$218 ;
+  reg [159:0] \$219 ;
   wire [4:0] \$22 ;
-  reg [16:0] \$220 ;
-  reg [16:0] \$221 ;
-  reg [16:0] \$222 ;
-  reg [16:0] \$223 ;
-  reg [16:0] \$224 ;
-  reg [16:0] \$225 ;
-  reg [16:0] \$226 ;
-  reg [16:0] \$227 ;
-  reg [16:0] \$228 ;
-  reg [16:0] \$229 ;
+  reg \$220 ;
+  reg \$221 ;
   wire [4:0] \$23 ;
-  reg [16:0] \$230 ;
-  reg [16:0] \$231 ;
-  reg [16:0] \$232 ;
-  reg [16:0] \$233 ;
-  reg [16:0] \$234 ;
-  reg \$235 ;
-  reg \$236 ;
-  reg \$237 ;
-  reg \$238 ;
-  reg \$239 ;
   wire \$24 ;
-  reg \$240 ;
-  reg \$241 ;
-  reg \$242 ;
-  reg [160:0] \$243 ;
-  reg [160:0] \$244 ;
-  reg [1:0] \$245 ;
-  reg \$246 ;
-  reg \$247 ;
-  reg \$248 ;
-  reg \$249 ;
   wire \$25 ;
-  reg \$250 ;
-  reg \$251 ;
-  reg \$252 ;
-  reg [159:0] \$253 ;
-  reg \$254 ;
-  reg \$255 ;
   wire \$26 ;
   wire \$27 ;
   wire \$28 ;
@@ -29966,38 +28334,28 @@ module \bchw_top.engine3 (rst, s__valid, write__data, s__ready, m__ready, m__val
   reg [16:0] \acc$137  = 17'h00000;
   reg [16:0] \acc$143  = 17'h00000;
   reg [16:0] \acc$149  = 17'h00000;
-  reg [16:0] acc0 = 17'h00000;
-  reg [16:0] acc1 = 17'h00000;
-  reg [16:0] acc2 = 17'h00000;
-  reg [16:0] acc3 = 17'h00000;
-  reg [16:0] acc4 = 17'h00000;
-  reg [16:0] acc5 = 17'h00000;
-  reg [16:0] acc6 = 17'h00000;
-  reg [16:0] acc7 = 17'h00000;
-  reg [16:0] acc8 = 17'h00000;
-  reg [16:0] acc9 = 17'h00000;
+  (* init = 17'h00000 *)
+  wire [16:0] acc0;
+  (* init = 17'h00000 *)
+  wire [16:0] acc1;
+  (* init = 17'h00000 *)
+  wire [16:0] acc2;
+  (* init = 17'h00000 *)
+  wire [16:0] acc3;
+  (* init = 17'h00000 *)
+  wire [16:0] acc4;
+  (* init = 17'h00000 *)
+  wire [16:0] acc5;
+  (* init = 17'h00000 *)
+  wire [16:0] acc6;
+  (* init = 17'h00000 *)
+  wire [16:0] acc7;
+  (* init = 17'h00000 *)
+  wire [16:0] acc8;
+  (* init = 17'h00000 *)
+  wire [16:0] acc9;
   reg acc_end = 1'h0;
   reg acc_valid = 1'h0;
-  (* init = 17'h00000 *)
-  wire [16:0] accq0;
-  (* init = 17'h00000 *)
-  wire [16:0] accq1;
-  (* init = 17'h00000 *)
-  wire [16:0] accq2;
-  (* init = 17'h00000 *)
-  wire [16:0] accq3;
-  (* init = 17'h00000 *)
-  wire [16:0] accq4;
-  (* init = 17'h00000 *)
-  wire [16:0] accq5;
-  (* init = 17'h00000 *)
-  wire [16:0] accq6;
-  (* init = 17'h00000 *)
-  wire [16:0] accq7;
-  (* init = 17'h00000 *)
-  wire [16:0] accq8;
-  (* init = 17'h00000 *)
-  wire [16:0] accq9;
   reg [3:0] addr = 4'h0;
   wire \addr$64 ;
   wire \addr$67 ;
@@ -30158,11 +28516,9 @@ module \bchw_top.engine3 (rst, s__valid, write__data, s__ready, m__ready, m__val
   wire [15:0] \q$174 ;
   reg qe_d0 = 1'h0;
   reg qe_d1 = 1'h0;
-  reg qe_d2 = 1'h0;
   reg qe_last_d0 = 1'h0;
   reg qv_d0 = 1'h0;
   reg qv_d1 = 1'h0;
-  reg qv_d2 = 1'h0;
   reg qv_last_d0 = 1'h0;
   (* keep = 32'd1 *)
   reg qvalid_copy0 = 1'h0;
@@ -30198,15 +28554,15 @@ module \bchw_top.engine3 (rst, s__valid, write__data, s__ready, m__ready, m__val
   wire [3:0] step;
   wire [3:0] step_next;
   wire [12:0] sum;
+  wire [12:0] \sum$210 ;
+  wire [12:0] \sum$211 ;
   wire [12:0] \sum$212 ;
+  wire [12:0] \sum$213 ;
   wire [12:0] \sum$214 ;
+  wire [12:0] \sum$215 ;
   wire [12:0] \sum$216 ;
+  wire [12:0] \sum$217 ;
   wire [12:0] \sum$218 ;
-  wire [12:0] \sum$220 ;
-  wire [12:0] \sum$222 ;
-  wire [12:0] \sum$224 ;
-  wire [12:0] \sum$226 ;
-  wire [12:0] \sum$228 ;
   wire valid_next;
   (* init = 160'h0000000000000000000000000000000000000000 *)
   wire [159:0] vector;
@@ -30386,221 +28742,176 @@ module \bchw_top.engine3 (rst, s__valid, write__data, s__ready, m__ready, m__val
   assign \$105  = sfc == 4'hf;
   assign \$106  = ft_d0[0] & ft_d0[2];
   assign \$107  = ft_d0[0] & ft_d0[3];
-  assign \$108  = ft_d0[1] ? 17'h00000 : acc0;
+  assign \$108  = ft_d0[1] ? 17'h00000 : acc;
   assign \$109  = $signed(\$108 ) + $signed(sum);
-  assign \$110  = ft_d0[1] ? 17'h00000 : acc1;
-  assign \$111  = $signed(\$110 ) + $signed(\sum$212 );
-  assign \$112  = ft_d0[1] ? 17'h00000 : acc2;
-  assign \$113  = $signed(\$112 ) + $signed(\sum$214 );
-  assign \$114  = ft_d0[1] ? 17'h00000 : acc3;
-  assign \$115  = $signed(\$114 ) + $signed(\sum$216 );
-  assign \$116  = ft_d0[1] ? 17'h00000 : acc4;
-  assign \$117  = $signed(\$116 ) + $signed(\sum$218 );
-  assign \$118  = ft_d0[1] ? 17'h00000 : acc5;
-  assign \$119  = $signed(\$118 ) + $signed(\sum$220 );
-  assign \$120  = ft_d0[1] ? 17'h00000 : acc6;
-  assign \$121  = $signed(\$120 ) + $signed(\sum$222 );
-  assign \$122  = ft_d0[1] ? 17'h00000 : acc7;
-  assign \$123  = $signed(\$122 ) + $signed(\sum$224 );
-  assign \$124  = ft_d0[1] ? 17'h00000 : acc8;
-  assign \$125  = $signed(\$124 ) + $signed(\sum$226 );
-  assign \$126  = ft_d0[1] ? 17'h00000 : acc9;
-  assign \$127  = $signed(\$126 ) + $signed(\sum$228 );
-  assign \$129  = \$128  & ft_d0[2];
-  assign \$130  = ft_d0[1] ? 17'h00000 : acc0;
-  assign \$131  = $signed(\$130 ) + $signed(sum);
-  assign \$132  = ft_d0[1] ? 17'h00000 : acc1;
-  assign \$133  = $signed(\$132 ) + $signed(\sum$212 );
-  assign \$134  = ft_d0[1] ? 17'h00000 : acc2;
-  assign \$135  = $signed(\$134 ) + $signed(\sum$214 );
-  assign \$136  = ft_d0[1] ? 17'h00000 : acc3;
-  assign \$137  = $signed(\$136 ) + $signed(\sum$216 );
-  assign \$138  = ft_d0[1] ? 17'h00000 : acc4;
-  assign \$139  = $signed(\$138 ) + $signed(\sum$218 );
-  assign \$140  = ft_d0[1] ? 17'h00000 : acc5;
-  assign \$141  = $signed(\$140 ) + $signed(\sum$220 );
-  assign \$142  = ft_d0[1] ? 17'h00000 : acc6;
-  assign \$143  = $signed(\$142 ) + $signed(\sum$222 );
-  assign \$144  = ft_d0[1] ? 17'h00000 : acc7;
-  assign \$145  = $signed(\$144 ) + $signed(\sum$224 );
-  assign \$146  = ft_d0[1] ? 17'h00000 : acc8;
-  assign \$147  = $signed(\$146 ) + $signed(\sum$226 );
-  assign \$148  = ft_d0[1] ? 17'h00000 : acc9;
-  assign \$149  = $signed(\$148 ) + $signed(\sum$228 );
+  assign \$110  = ft_d0[1] ? 17'h00000 : \acc$101 ;
+  assign \$111  = $signed(\$110 ) + $signed(\sum$210 );
+  assign \$112  = ft_d0[1] ? 17'h00000 : \acc$107 ;
+  assign \$113  = $signed(\$112 ) + $signed(\sum$211 );
+  assign \$114  = ft_d0[1] ? 17'h00000 : \acc$113 ;
+  assign \$115  = $signed(\$114 ) + $signed(\sum$212 );
+  assign \$116  = ft_d0[1] ? 17'h00000 : \acc$119 ;
+  assign \$117  = $signed(\$116 ) + $signed(\sum$213 );
+  assign \$118  = ft_d0[1] ? 17'h00000 : \acc$125 ;
+  assign \$119  = $signed(\$118 ) + $signed(\sum$214 );
+  assign \$120  = ft_d0[1] ? 17'h00000 : \acc$131 ;
+  assign \$121  = $signed(\$120 ) + $signed(\sum$215 );
+  assign \$122  = ft_d0[1] ? 17'h00000 : \acc$137 ;
+  assign \$123  = $signed(\$122 ) + $signed(\sum$216 );
+  assign \$124  = ft_d0[1] ? 17'h00000 : \acc$143 ;
+  assign \$125  = $signed(\$124 ) + $signed(\sum$217 );
+  assign \$126  = ft_d0[1] ? 17'h00000 : \acc$149 ;
+  assign \$127  = $signed(\$126 ) + $signed(\sum$218 );
+  assign \$128  = | count;
+  assign \$129  = ~ \$128 ;
+  assign \$130  = enter & \$129 ;
+  assign \$131  = ~ \$130 ;
+  assign \$132  = qv_last_d0 & \$131 ;
+  assign \$133  = | count;
+  assign \$134  = enter & \$133 ;
+  assign \$135  = count - \$134 ;
+  assign \$136  = ! \$135 ;
+  assign \$137  = \$132  & \$136 ;
+  assign \$138  = | count;
+  assign \$139  = enter & \$138 ;
+  assign \$140  = | count;
+  assign \$141  = ~ \$140 ;
+  assign \$142  = enter & \$141 ;
+  assign \$143  = ~ \$142 ;
+  assign \$144  = qv_last_d0 & \$143 ;
+  assign \$145  = | count;
+  assign \$146  = enter & \$145 ;
+  assign \$147  = count - \$146 ;
+  assign \$148  = \$147  == 1'h1;
+  assign \$149  = \$144  & \$148 ;
   assign \$150  = | count;
-  assign \$151  = ~ \$150 ;
-  assign \$152  = enter & \$151 ;
-  assign \$153  = ~ \$152 ;
-  assign \$154  = qv_last_d0 & \$153 ;
-  assign \$155  = | count;
-  assign \$156  = enter & \$155 ;
-  assign \$157  = count - \$156 ;
-  assign \$158  = ! \$157 ;
-  assign \$159  = \$154  & \$158 ;
-  assign \$160  = | count;
-  assign \$161  = enter & \$160 ;
-  assign \$162  = | count;
-  assign \$163  = ~ \$162 ;
-  assign \$164  = enter & \$163 ;
-  assign \$165  = ~ \$164 ;
-  assign \$166  = qv_last_d0 & \$165 ;
-  assign \$167  = | count;
-  assign \$168  = enter & \$167 ;
-  assign \$169  = count - \$168 ;
-  assign \$170  = \$169  == 1'h1;
-  assign \$171  = \$166  & \$170 ;
-  assign \$172  = | count;
-  assign \$173  = enter & \$172 ;
-  assign \$174  = | \$67 [1:0];
-  assign \$175  = | \$67 [1:0];
-  assign \$176  = held_copy0 | qvalid_copy0;
-  assign \$177  = ~ mvalid_copy0;
-  assign \$178  = \$177  | m__ready;
-  assign \$179  = \$176  & \$178 ;
-  assign \$180  = | count;
-  assign \$181  = \$180  ? skid0 : { qe_last_d0, \q$174 , \q$173 , \q$172 , \q$171 , \q$170 , \q$169 , \q$168 , \q$167 , \q$166 , q };
-  assign \$182  = held_copy1 | qvalid_copy1;
-  assign \$183  = ~ mvalid_copy1;
-  assign \$184  = \$183  | m__ready;
-  assign \$185  = \$182  & \$184 ;
-  assign \$186  = | count;
-  assign \$187  = \$186  ? skid0 : { qe_last_d0, \q$174 , \q$173 , \q$172 , \q$171 , \q$170 , \q$169 , \q$168 , \q$167 , \q$166 , q };
+  assign \$151  = enter & \$150 ;
+  assign \$152  = | \$67 [1:0];
+  assign \$153  = | \$67 [1:0];
+  assign \$154  = held_copy0 | qvalid_copy0;
+  assign \$155  = ~ mvalid_copy0;
+  assign \$156  = \$155  | m__ready;
+  assign \$157  = \$154  & \$156 ;
+  assign \$158  = | count;
+  assign \$159  = \$158  ? skid0 : { qe_last_d0, \q$174 , \q$173 , \q$172 , \q$171 , \q$170 , \q$169 , \q$168 , \q$167 , \q$166 , q };
+  assign \$160  = held_copy1 | qvalid_copy1;
+  assign \$161  = ~ mvalid_copy1;
+  assign \$162  = \$161  | m__ready;
+  assign \$163  = \$160  & \$162 ;
+  assign \$164  = | count;
+  assign \$165  = \$164  ? skid0 : { qe_last_d0, \q$174 , \q$173 , \q$172 , \q$171 , \q$170 , \q$169 , \q$168 , \q$167 , \q$166 , q };
   always @(posedge clk)
-    busy <= \$188 ;
+    busy <= \$166 ;
   always @(posedge clk)
-    addr <= \$189 ;
+    addr <= \$167 ;
   always @(posedge clk)
-    sfc <= \$190 ;
+    sfc <= \$168 ;
   always @(posedge clk)
-    last_step <= \$191 ;
+    last_step <= \$169 ;
   always @(posedge clk)
-    ready <= \$192 ;
+    ready <= \$170 ;
   always @(posedge clk)
-    credits <= \$193 ;
+    credits <= \$171 ;
   always @(posedge clk)
-    issue <= \$194 ;
+    issue <= \$172 ;
   always @(posedge clk)
-    word <= \$195 ;
+    word <= \$173 ;
   always @(posedge clk)
-    write_bank <= \$196 ;
+    write_bank <= \$174 ;
   always @(posedge clk)
-    read_bank <= \$197 ;
+    read_bank <= \$175 ;
   always @(posedge clk)
-    \$signal  <= \$198 ;
+    \$signal  <= \$176 ;
   always @(posedge clk)
-    xmem_d0 <= \$199 ;
+    xmem_d0 <= \$177 ;
   always @(posedge clk)
-    x <= \$200 ;
+    x <= \$178 ;
   always @(posedge clk)
-    wdata_d0 <= \$201 ;
+    wdata_d0 <= \$179 ;
   always @(posedge clk)
-    wdata_d1 <= \$202 ;
+    wdata_d1 <= \$180 ;
   always @(posedge clk)
-    f1_d0 <= \$203 ;
+    f1_d0 <= \$181 ;
   always @(posedge clk)
-    f1_d1 <= \$204 ;
+    f1_d1 <= \$182 ;
   always @(posedge clk)
-    f1_d2 <= \$205 ;
+    f1_d2 <= \$183 ;
   always @(posedge clk)
-    fp_d0 <= \$206 ;
+    fp_d0 <= \$184 ;
   always @(posedge clk)
-    fp_d1 <= \$207 ;
+    fp_d1 <= \$185 ;
   always @(posedge clk)
-    fp_d2 <= \$208 ;
+    fp_d2 <= \$186 ;
   always @(posedge clk)
-    fp_d3 <= \$209 ;
+    fp_d3 <= \$187 ;
   always @(posedge clk)
-    ft_d0 <= \$210 ;
+    ft_d0 <= \$188 ;
   always @(posedge clk)
-    params_d0 <= \$211 ;
+    params_d0 <= \$189 ;
   always @(posedge clk)
-    params_d1 <= \$212 ;
+    params_d1 <= \$190 ;
   always @(posedge clk)
-    acc_valid <= \$213 ;
+    acc_valid <= \$191 ;
   always @(posedge clk)
-    acc_end <= \$214 ;
+    acc_end <= \$192 ;
   always @(posedge clk)
-    acc0 <= \$215 ;
+    acc <= \$193 ;
   always @(posedge clk)
-    acc1 <= \$216 ;
+    \acc$101  <= \$194 ;
   always @(posedge clk)
-    acc2 <= \$217 ;
+    \acc$107  <= \$195 ;
   always @(posedge clk)
-    acc3 <= \$218 ;
+    \acc$113  <= \$196 ;
   always @(posedge clk)
-    acc4 <= \$219 ;
+    \acc$119  <= \$197 ;
   always @(posedge clk)
-    acc5 <= \$220 ;
+    \acc$125  <= \$198 ;
   always @(posedge clk)
-    acc6 <= \$221 ;
+    \acc$131  <= \$199 ;
   always @(posedge clk)
-    acc7 <= \$222 ;
+    \acc$137  <= \$200 ;
   always @(posedge clk)
-    acc8 <= \$223 ;
+    \acc$143  <= \$201 ;
   always @(posedge clk)
-    acc9 <= \$224 ;
+    \acc$149  <= \$202 ;
   always @(posedge clk)
-    acc <= \$225 ;
+    qv_d0 <= \$203 ;
   always @(posedge clk)
-    \acc$101  <= \$226 ;
+    qv_d1 <= \$204 ;
   always @(posedge clk)
-    \acc$107  <= \$227 ;
+    qe_d0 <= \$205 ;
   always @(posedge clk)
-    \acc$113  <= \$228 ;
+    qe_d1 <= \$206 ;
   always @(posedge clk)
-    \acc$119  <= \$229 ;
+    qv_last_d0 <= \$207 ;
   always @(posedge clk)
-    \acc$125  <= \$230 ;
+    qe_last_d0 <= \$208 ;
   always @(posedge clk)
-    \acc$131  <= \$231 ;
+    skid0 <= \$209 ;
   always @(posedge clk)
-    \acc$137  <= \$232 ;
+    skid1 <= \$210 ;
   always @(posedge clk)
-    \acc$143  <= \$233 ;
+    count <= \$211 ;
   always @(posedge clk)
-    \acc$149  <= \$234 ;
+    held_copy0 <= \$212 ;
   always @(posedge clk)
-    qv_d0 <= \$235 ;
+    held_copy1 <= \$213 ;
   always @(posedge clk)
-    qv_d1 <= \$236 ;
+    qvalid_copy0 <= \$214 ;
   always @(posedge clk)
-    qv_d2 <= \$237 ;
+    qvalid_copy1 <= \$215 ;
   always @(posedge clk)
-    qe_d0 <= \$238 ;
+    m__valid <= \$216 ;
   always @(posedge clk)
-    qe_d1 <= \$239 ;
+    mvalid_copy0 <= \$217 ;
   always @(posedge clk)
-    qe_d2 <= \$240 ;
+    mvalid_copy1 <= \$218 ;
   always @(posedge clk)
-    qv_last_d0 <= \$241 ;
+    m__payload <= \$219 ;
   always @(posedge clk)
-    qe_last_d0 <= \$242 ;
+    credit_back_d0 <= \$220 ;
   always @(posedge clk)
-    skid0 <= \$243 ;
-  always @(posedge clk)
-    skid1 <= \$244 ;
-  always @(posedge clk)
-    count <= \$245 ;
-  always @(posedge clk)
-    held_copy0 <= \$246 ;
-  always @(posedge clk)
-    held_copy1 <= \$247 ;
-  always @(posedge clk)
-    qvalid_copy0 <= \$248 ;
-  always @(posedge clk)
-    qvalid_copy1 <= \$249 ;
-  always @(posedge clk)
-    m__valid <= \$250 ;
-  always @(posedge clk)
-    mvalid_copy0 <= \$251 ;
-  always @(posedge clk)
-    mvalid_copy1 <= \$252 ;
-  always @(posedge clk)
-    m__payload <= \$253 ;
-  always @(posedge clk)
-    credit_back_d0 <= \$254 ;
-  always @(posedge clk)
-    credit_back <= \$255 ;
+    credit_back <= \$221 ;
   \bchw_top.engine3.params0  params0 (
     .clk(clk),
     .data(\data$197 )
@@ -30644,70 +28955,70 @@ module \bchw_top.engine3 (rst, s__valid, write__data, s__ready, m__ready, m__val
   \bchw_top.engine3.requant0  requant0 (
     .acc(acc),
     .clk(clk),
-    .\port$10575$0 (params_d1[58:0]),
+    .\port$10015$0 (params_d1[58:0]),
     .q(q),
     .rst(rst)
   );
   \bchw_top.engine3.requant1  requant1 (
     .acc(\acc$101 ),
     .clk(clk),
-    .\port$10575$59 (params_d1[117:59]),
+    .\port$10015$59 (params_d1[117:59]),
     .q(\q$166 ),
     .rst(rst)
   );
   \bchw_top.engine3.requant2  requant2 (
     .acc(\acc$107 ),
     .clk(clk),
-    .\port$10575$118 (params_d1[176:118]),
+    .\port$10015$118 (params_d1[176:118]),
     .q(\q$167 ),
     .rst(rst)
   );
   \bchw_top.engine3.requant3  requant3 (
     .acc(\acc$113 ),
     .clk(clk),
-    .\port$10575$177 (params_d1[235:177]),
+    .\port$10015$177 (params_d1[235:177]),
     .q(\q$168 ),
     .rst(rst)
   );
   \bchw_top.engine3.requant4  requant4 (
     .acc(\acc$119 ),
     .clk(clk),
-    .\port$10575$236 (params_d1[294:236]),
+    .\port$10015$236 (params_d1[294:236]),
     .q(\q$169 ),
     .rst(rst)
   );
   \bchw_top.engine3.requant5  requant5 (
     .acc(\acc$125 ),
     .clk(clk),
-    .\port$10575$295 (params_d1[353:295]),
+    .\port$10015$295 (params_d1[353:295]),
     .q(\q$170 ),
     .rst(rst)
   );
   \bchw_top.engine3.requant6  requant6 (
     .acc(\acc$131 ),
     .clk(clk),
-    .\port$10575$354 (params_d1[412:354]),
+    .\port$10015$354 (params_d1[412:354]),
     .q(\q$171 ),
     .rst(rst)
   );
   \bchw_top.engine3.requant7  requant7 (
     .acc(\acc$137 ),
     .clk(clk),
-    .\port$10575$413 (params_d1[471:413]),
+    .\port$10015$413 (params_d1[471:413]),
     .q(\q$172 ),
     .rst(rst)
   );
   \bchw_top.engine3.requant8  requant8 (
     .acc(\acc$143 ),
     .clk(clk),
-    .\port$10575$472 (params_d1[530:472]),
+    .\port$10015$472 (params_d1[530:472]),
     .q(\q$173 ),
     .rst(rst)
   );
   \bchw_top.engine3.requant9  requant9 (
     .acc(\acc$149 ),
     .clk(clk),
-    .\port$10575$531 (params_d1[589:531]),
+    .\port$10015$531 (params_d1[589:531]),
     .q(\q$174 ),
     .rst(rst)
   );
@@ -30720,63 +29031,63 @@ module \bchw_top.engine3 (rst, s__valid, write__data, s__ready, m__ready, m__val
   );
   \bchw_top.engine3.tree1  tree1 (
     .clk(clk),
-    .l4_0(\sum$212 ),
+    .l4_0(\sum$210 ),
     .rst(rst),
     .w(wdata_d1[31:16]),
     .x(x)
   );
   \bchw_top.engine3.tree2  tree2 (
     .clk(clk),
-    .l4_0(\sum$214 ),
+    .l4_0(\sum$211 ),
     .rst(rst),
     .w(wdata_d1[47:32]),
     .x(x)
   );
   \bchw_top.engine3.tree3  tree3 (
     .clk(clk),
-    .l4_0(\sum$216 ),
+    .l4_0(\sum$212 ),
     .rst(rst),
     .w(wdata_d1[63:48]),
     .x(x)
   );
   \bchw_top.engine3.tree4  tree4 (
     .clk(clk),
-    .l4_0(\sum$218 ),
+    .l4_0(\sum$213 ),
     .rst(rst),
     .w(wdata_d1[79:64]),
     .x(x)
   );
   \bchw_top.engine3.tree5  tree5 (
     .clk(clk),
-    .l4_0(\sum$220 ),
+    .l4_0(\sum$214 ),
     .rst(rst),
     .w(wdata_d1[95:80]),
     .x(x)
   );
   \bchw_top.engine3.tree6  tree6 (
     .clk(clk),
-    .l4_0(\sum$222 ),
+    .l4_0(\sum$215 ),
     .rst(rst),
     .w(wdata_d1[111:96]),
     .x(x)
   );
   \bchw_top.engine3.tree7  tree7 (
     .clk(clk),
-    .l4_0(\sum$224 ),
+    .l4_0(\sum$216 ),
     .rst(rst),
     .w(wdata_d1[127:112]),
     .x(x)
   );
   \bchw_top.engine3.tree8  tree8 (
     .clk(clk),
-    .l4_0(\sum$226 ),
+    .l4_0(\sum$217 ),
     .rst(rst),
     .w(wdata_d1[143:128]),
     .x(x)
   );
   \bchw_top.engine3.tree9  tree9 (
     .clk(clk),
-    .l4_0(\sum$228 ),
+    .l4_0(\sum$218 ),
     .rst(rst),
     .w(wdata_d1[159:144]),
     .x(x)
@@ -30788,452 +29099,368 @@ module \bchw_top.engine3 (rst, s__valid, write__data, s__ready, m__ready, m__val
   );
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$53 ) begin end
-    \$188  = busy_next;
+    \$166  = busy_next;
     if (rst) begin
-      \$188  = 1'h0;
+      \$166  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$53 ) begin end
-    \$189  = \$11 [3:0];
+    \$167  = \$11 [3:0];
     if (rst) begin
-      \$189  = 4'h0;
+      \$167  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$53 ) begin end
-    \$190  = \$23 [3:0];
+    \$168  = \$23 [3:0];
     if (rst) begin
-      \$190  = 4'h0;
+      \$168  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$53 ) begin end
-    \$191  = last_step_next;
+    \$169  = last_step_next;
+    if (rst) begin
+      \$169  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$53 ) begin end
+    \$170  = ready_next;
+    if (rst) begin
+      \$170  = 1'h1;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$53 ) begin end
+    \$171  = \$47 [1:0];
+    if (rst) begin
+      \$171  = 2'h2;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$53 ) begin end
+    \$172  = issue_next;
+    if (rst) begin
+      \$172  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$53 ) begin end
+    \$173  = word;
+    if (\$73 ) begin
+      \$173  = \$87 [3:0];
+    end
+    if (rst) begin
+      \$173  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$53 ) begin end
+    \$174  = write_bank;
+    if (\$92 ) begin
+      \$174  = \$93 ;
+    end
+    if (rst) begin
+      \$174  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$53 ) begin end
+    \$175  = read_bank;
+    if (\$94 ) begin
+      \$175  = \$95 ;
+    end
+    if (rst) begin
+      \$175  = 1'h1;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$53 ) begin end
+    \$176  = \$103 ;
+    if (rst) begin
+      \$176  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$53 ) begin end
+    \$181  = { last_step, \$105 , \$104 , issue };
+    if (rst) begin
+      \$181  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$53 ) begin end
+    \$182  = f1_d0;
+    if (rst) begin
+      \$182  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$53 ) begin end
+    \$183  = f1_d1;
+    if (rst) begin
+      \$183  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$53 ) begin end
+    \$184  = f1_d2;
+    if (rst) begin
+      \$184  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$53 ) begin end
+    \$185  = fp_d0;
+    if (rst) begin
+      \$185  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$53 ) begin end
+    \$186  = fp_d1;
+    if (rst) begin
+      \$186  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$53 ) begin end
+    \$187  = fp_d2;
+    if (rst) begin
+      \$187  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$53 ) begin end
+    \$188  = fp_d3;
+    if (rst) begin
+      \$188  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$53 ) begin end
+    \$191  = \$106 ;
     if (rst) begin
       \$191  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$53 ) begin end
-    \$192  = ready_next;
+    \$192  = \$107 ;
     if (rst) begin
-      \$192  = 1'h1;
+      \$192  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$53 ) begin end
-    \$193  = \$47 [1:0];
-    if (rst) begin
-      \$193  = 2'h2;
+    \$193  = acc;
+    if (ft_d0[0]) begin
+      \$193  = \$109 [16:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$53 ) begin end
-    \$194  = issue_next;
-    if (rst) begin
-      \$194  = 1'h0;
+    \$194  = \acc$101 ;
+    if (ft_d0[0]) begin
+      \$194  = \$111 [16:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$53 ) begin end
-    \$195  = word;
-    if (\$73 ) begin
-      \$195  = \$87 [3:0];
-    end
-    if (rst) begin
-      \$195  = 4'h0;
+    \$195  = \acc$107 ;
+    if (ft_d0[0]) begin
+      \$195  = \$113 [16:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$53 ) begin end
-    \$196  = write_bank;
-    if (\$92 ) begin
-      \$196  = \$93 ;
-    end
-    if (rst) begin
-      \$196  = 1'h0;
+    \$196  = \acc$113 ;
+    if (ft_d0[0]) begin
+      \$196  = \$115 [16:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$53 ) begin end
-    \$197  = read_bank;
-    if (\$94 ) begin
-      \$197  = \$95 ;
-    end
-    if (rst) begin
-      \$197  = 1'h1;
+    \$197  = \acc$119 ;
+    if (ft_d0[0]) begin
+      \$197  = \$117 [16:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$53 ) begin end
-    \$198  = \$103 ;
-    if (rst) begin
-      \$198  = 1'h0;
+    \$198  = \acc$125 ;
+    if (ft_d0[0]) begin
+      \$198  = \$119 [16:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$53 ) begin end
-    \$203  = { last_step, \$105 , \$104 , issue };
-    if (rst) begin
-      \$203  = 4'h0;
+    \$199  = \acc$131 ;
+    if (ft_d0[0]) begin
+      \$199  = \$121 [16:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$53 ) begin end
-    \$204  = f1_d0;
-    if (rst) begin
-      \$204  = 4'h0;
+    \$200  = \acc$137 ;
+    if (ft_d0[0]) begin
+      \$200  = \$123 [16:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$53 ) begin end
-    \$205  = f1_d1;
-    if (rst) begin
-      \$205  = 4'h0;
+    \$201  = \acc$143 ;
+    if (ft_d0[0]) begin
+      \$201  = \$125 [16:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$53 ) begin end
-    \$206  = f1_d2;
-    if (rst) begin
-      \$206  = 4'h0;
+    \$202  = \acc$149 ;
+    if (ft_d0[0]) begin
+      \$202  = \$127 [16:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$53 ) begin end
-    \$207  = fp_d0;
+    \$203  = acc_valid;
     if (rst) begin
-      \$207  = 4'h0;
+      \$203  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$53 ) begin end
-    \$208  = fp_d1;
+    \$204  = qv_d0;
     if (rst) begin
-      \$208  = 4'h0;
+      \$204  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$53 ) begin end
-    \$209  = fp_d2;
+    \$205  = acc_end;
     if (rst) begin
-      \$209  = 4'h0;
+      \$205  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$53 ) begin end
-    \$210  = fp_d3;
+    \$206  = qe_d0;
     if (rst) begin
-      \$210  = 4'h0;
+      \$206  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$53 ) begin end
-    \$213  = \$106 ;
+    \$207  = qv_d1;
+    if (rst) begin
+      \$207  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$53 ) begin end
+    \$208  = qe_d1;
+    if (rst) begin
+      \$208  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$53 ) begin end
+    \$209  = skid0;
+    if (\$137 ) begin
+      \$209  = { qe_last_d0, \q$174 , \q$173 , \q$172 , \q$171 , \q$170 , \q$169 , \q$168 , \q$167 , \q$166 , q };
+    end else if (\$139 ) begin
+      \$209  = skid1;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$53 ) begin end
+    \$210  = skid1;
+    if (\$149 ) begin
+      \$210  = { qe_last_d0, \q$174 , \q$173 , \q$172 , \q$171 , \q$170 , \q$169 , \q$168 , \q$167 , \q$166 , q };
+    end else if (\$151 ) begin
+      \$210  = 161'h00000000000000000000000000000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$53 ) begin end
+    \$211  = \$67 [1:0];
+    if (rst) begin
+      \$211  = 2'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$53 ) begin end
+    \$212  = \$152 ;
+    if (rst) begin
+      \$212  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$53 ) begin end
+    \$213  = \$153 ;
     if (rst) begin
       \$213  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$53 ) begin end
-    \$214  = \$107 ;
+    \$214  = qv_d1;
     if (rst) begin
       \$214  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$53 ) begin end
-    \$215  = acc0;
-    if (ft_d0[0]) begin
-      \$215  = \$109 [16:0];
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$53 ) begin end
-    \$216  = acc1;
-    if (ft_d0[0]) begin
-      \$216  = \$111 [16:0];
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$53 ) begin end
-    \$217  = acc2;
-    if (ft_d0[0]) begin
-      \$217  = \$113 [16:0];
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$53 ) begin end
-    \$218  = acc3;
-    if (ft_d0[0]) begin
-      \$218  = \$115 [16:0];
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$53 ) begin end
-    \$219  = acc4;
-    if (ft_d0[0]) begin
-      \$219  = \$117 [16:0];
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$53 ) begin end
-    \$220  = acc5;
-    if (ft_d0[0]) begin
-      \$220  = \$119 [16:0];
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$53 ) begin end
-    \$221  = acc6;
-    if (ft_d0[0]) begin
-      \$221  = \$121 [16:0];
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$53 ) begin end
-    \$222  = acc7;
-    if (ft_d0[0]) begin
-      \$222  = \$123 [16:0];
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$53 ) begin end
-    \$223  = acc8;
-    if (ft_d0[0]) begin
-      \$223  = \$125 [16:0];
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$53 ) begin end
-    \$224  = acc9;
-    if (ft_d0[0]) begin
-      \$224  = \$127 [16:0];
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$53 ) begin end
-    \$225  = acc;
-    if (\$129 ) begin
-      \$225  = \$131 [16:0];
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$53 ) begin end
-    \$226  = \acc$101 ;
-    if (\$129 ) begin
-      \$226  = \$133 [16:0];
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$53 ) begin end
-    \$227  = \acc$107 ;
-    if (\$129 ) begin
-      \$227  = \$135 [16:0];
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$53 ) begin end
-    \$228  = \acc$113 ;
-    if (\$129 ) begin
-      \$228  = \$137 [16:0];
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$53 ) begin end
-    \$229  = \acc$119 ;
-    if (\$129 ) begin
-      \$229  = \$139 [16:0];
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$53 ) begin end
-    \$230  = \acc$125 ;
-    if (\$129 ) begin
-      \$230  = \$141 [16:0];
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$53 ) begin end
-    \$231  = \acc$131 ;
-    if (\$129 ) begin
-      \$231  = \$143 [16:0];
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$53 ) begin end
-    \$232  = \acc$137 ;
-    if (\$129 ) begin
-      \$232  = \$145 [16:0];
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$53 ) begin end
-    \$233  = \acc$143 ;
-    if (\$129 ) begin
-      \$233  = \$147 [16:0];
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$53 ) begin end
-    \$234  = \acc$149 ;
-    if (\$129 ) begin
-      \$234  = \$149 [16:0];
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$53 ) begin end
-    \$235  = acc_valid;
+    \$215  = qv_d1;
     if (rst) begin
-      \$235  = 1'h0;
+      \$215  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$53 ) begin end
-    \$236  = qv_d0;
+    \$216  = valid_next;
     if (rst) begin
-      \$236  = 1'h0;
+      \$216  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$53 ) begin end
-    \$237  = qv_d1;
+    \$217  = valid_next;
     if (rst) begin
-      \$237  = 1'h0;
+      \$217  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$53 ) begin end
-    \$238  = acc_end;
+    \$218  = valid_next;
     if (rst) begin
-      \$238  = 1'h0;
+      \$218  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$53 ) begin end
-    \$239  = qe_d0;
+    \$219  = m__payload;
+    if (\$157 ) begin
+      \$219 [127:0] = \$159 [127:0];
+    end
+    if (\$163 ) begin
+      \$219 [159:128] = \$165 [159:128];
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$53 ) begin end
+    \$220  = enter;
     if (rst) begin
-      \$239  = 1'h0;
+      \$220  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$53 ) begin end
-    \$240  = qe_d1;
+    \$221  = credit_back_d0;
     if (rst) begin
-      \$240  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$53 ) begin end
-    \$241  = qv_d2;
-    if (rst) begin
-      \$241  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$53 ) begin end
-    \$242  = qe_d2;
-    if (rst) begin
-      \$242  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$53 ) begin end
-    \$243  = skid0;
-    if (\$159 ) begin
-      \$243  = { qe_last_d0, \q$174 , \q$173 , \q$172 , \q$171 , \q$170 , \q$169 , \q$168 , \q$167 , \q$166 , q };
-    end else if (\$161 ) begin
-      \$243  = skid1;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$53 ) begin end
-    \$244  = skid1;
-    if (\$171 ) begin
-      \$244  = { qe_last_d0, \q$174 , \q$173 , \q$172 , \q$171 , \q$170 , \q$169 , \q$168 , \q$167 , \q$166 , q };
-    end else if (\$173 ) begin
-      \$244  = 161'h00000000000000000000000000000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$53 ) begin end
-    \$245  = \$67 [1:0];
-    if (rst) begin
-      \$245  = 2'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$53 ) begin end
-    \$246  = \$174 ;
-    if (rst) begin
-      \$246  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$53 ) begin end
-    \$247  = \$175 ;
-    if (rst) begin
-      \$247  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$53 ) begin end
-    \$248  = qv_d2;
-    if (rst) begin
-      \$248  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$53 ) begin end
-    \$249  = qv_d2;
-    if (rst) begin
-      \$249  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$53 ) begin end
-    \$250  = valid_next;
-    if (rst) begin
-      \$250  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$53 ) begin end
-    \$251  = valid_next;
-    if (rst) begin
-      \$251  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$53 ) begin end
-    \$252  = valid_next;
-    if (rst) begin
-      \$252  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$53 ) begin end
-    \$253  = m__payload;
-    if (\$179 ) begin
-      \$253 [127:0] = \$181 [127:0];
-    end
-    if (\$185 ) begin
-      \$253 [159:128] = \$187 [159:128];
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$53 ) begin end
-    \$254  = enter;
-    if (rst) begin
-      \$254  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$53 ) begin end
-    \$255  = credit_back_d0;
-    if (rst) begin
-      \$255  = 1'h0;
+      \$221  = 1'h0;
     end
   end
   assign en = 1'h1;
@@ -31295,64 +29522,64 @@ module \bchw_top.engine3 (rst, s__valid, write__data, s__ready, m__ready, m__val
   assign \en$90  = 1'h1;
   assign \addr$91  = 1'h0;
   assign \en$93  = 1'h1;
-  assign accq0 = acc;
+  assign acc0 = acc;
   assign mul = params_d1[17:0];
   assign shift = params_d1[22:18];
   assign bias = params_d1[58:23];
   assign \en$100  = 1'h1;
-  assign accq1 = \acc$101 ;
+  assign acc1 = \acc$101 ;
   assign \mul$103  = params_d1[76:59];
   assign \shift$104  = params_d1[81:77];
   assign \bias$105  = params_d1[117:82];
   assign \en$106  = 1'h1;
-  assign accq2 = \acc$107 ;
+  assign acc2 = \acc$107 ;
   assign \mul$109  = params_d1[135:118];
   assign \shift$110  = params_d1[140:136];
   assign \bias$111  = params_d1[176:141];
   assign \en$112  = 1'h1;
-  assign accq3 = \acc$113 ;
+  assign acc3 = \acc$113 ;
   assign \mul$115  = params_d1[194:177];
   assign \shift$116  = params_d1[199:195];
   assign \bias$117  = params_d1[235:200];
   assign \en$118  = 1'h1;
-  assign accq4 = \acc$119 ;
+  assign acc4 = \acc$119 ;
   assign \mul$121  = params_d1[253:236];
   assign \shift$122  = params_d1[258:254];
   assign \bias$123  = params_d1[294:259];
   assign \en$124  = 1'h1;
-  assign accq5 = \acc$125 ;
+  assign acc5 = \acc$125 ;
   assign \mul$127  = params_d1[312:295];
   assign \shift$128  = params_d1[317:313];
   assign \bias$129  = params_d1[353:318];
   assign \en$130  = 1'h1;
-  assign accq6 = \acc$131 ;
+  assign acc6 = \acc$131 ;
   assign \mul$133  = params_d1[371:354];
   assign \shift$134  = params_d1[376:372];
   assign \bias$135  = params_d1[412:377];
   assign \en$136  = 1'h1;
-  assign accq7 = \acc$137 ;
+  assign acc7 = \acc$137 ;
   assign \mul$139  = params_d1[430:413];
   assign \shift$140  = params_d1[435:431];
   assign \bias$141  = params_d1[471:436];
   assign \en$142  = 1'h1;
-  assign accq8 = \acc$143 ;
+  assign acc8 = \acc$143 ;
   assign \mul$145  = params_d1[489:472];
   assign \shift$146  = params_d1[494:490];
   assign \bias$147  = params_d1[530:495];
   assign \en$148  = 1'h1;
-  assign accq9 = \acc$149 ;
+  assign acc9 = \acc$149 ;
   assign \mul$151  = params_d1[548:531];
   assign \shift$152  = params_d1[553:549];
   assign \bias$153  = params_d1[589:554];
   assign count_next = \$67 [1:0];
   assign vector = m__payload;
   assign credit_back_d1 = credit_back;
-  assign \$212  = params_d0;
-  assign \$211  = { \data$206 , \data$205 , \data$204 , \data$203 , \data$202 , \data$201 , \data$200 , \data$199 , \data$198 , \data$197  };
-  assign \$202  = wdata_d0;
-  assign \$201  = data;
-  assign \$200  = xmem_d0;
-  assign \$199  = read__data;
+  assign \$190  = params_d0;
+  assign \$189  = { \data$206 , \data$205 , \data$204 , \data$203 , \data$202 , \data$201 , \data$200 , \data$199 , \data$198 , \data$197  };
+  assign \$180  = wdata_d0;
+  assign \$179  = data;
+  assign \$178  = xmem_d0;
+  assign \$177  = read__data;
   assign busy_next = \$4 ;
   assign \$11  = \$10 ;
   assign \$23  = \$22 ;
@@ -31377,7 +29604,6 @@ module \bchw_top.engine3 (rst, s__valid, write__data, s__ready, m__ready, m__val
   assign \$91  = \$89 ;
   assign \$98  = 1'h1;
   assign \$99  = \$97 ;
-  assign \$128  = ft_d0[0];
 endmodule
 
 (* generator = "Amaranth" *)
@@ -31631,7 +29857,7 @@ module \bchw_top.engine3.params9 (data, clk);
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine3.requant0 (rst, \port$10575$0 , acc, q, clk);
+module \bchw_top.engine3.requant0 (rst, \port$10015$0 , acc, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$54  = 0;
   wire [34:0] \$1 ;
   wire [36:0] \$10 ;
@@ -31639,13 +29865,10 @@ module \bchw_top.engine3.requant0 (rst, \port$10575$0 , acc, q, clk);
   wire [35:0] \$12 ;
   wire [35:0] \$13 ;
   wire [4:0] \$14 ;
-  wire [35:0] \$15 ;
-  wire [35:0] \$16 ;
-  wire [4:0] \$17 ;
-  wire [36:0] \$18 ;
-  wire [4:0] \$19 ;
+  wire [36:0] \$15 ;
+  wire [4:0] \$16 ;
+  reg [15:0] \$17 ;
   wire [36:0] \$2 ;
-  reg [15:0] \$20 ;
   wire [37:0] \$3 ;
   wire \$4 ;
   wire \$5 ;
@@ -31657,15 +29880,13 @@ module \bchw_top.engine3.requant0 (rst, \port$10575$0 , acc, q, clk);
   wire [16:0] acc;
   wire [35:0] bias;
   reg [35:0] bias1 = 36'h000000000;
-  reg [35:0] bias2 = 36'h000000000;
   input clk;
   wire clk;
   wire en;
   wire [17:0] mul;
-  input [58:0] \port$10575$0 ;
-  wire [58:0] \port$10575$0 ;
+  input [58:0] \port$10015$0 ;
+  wire [58:0] \port$10015$0 ;
   reg [35:0] prod0 = 36'h000000000;
-  reg [35:0] prod0_q = 36'h000000000;
   output [15:0] q;
   reg [15:0] q = 16'h0000;
   input rst;
@@ -31673,11 +29894,10 @@ module \bchw_top.engine3.requant0 (rst, \port$10575$0 , acc, q, clk);
   wire [4:0] shift;
   reg [4:0] shift1 = 5'h00;
   reg [4:0] shift2 = 5'h00;
-  reg [4:0] shift3 = 5'h00;
   wire [36:0] shifted;
   reg [36:0] total = 37'h0000000000;
-  assign \$1  = $signed(acc) * $signed(\port$10575$0 [17:0]);
-  assign \$3  = $signed(bias2) + $signed(\$2 );
+  assign \$1  = $signed(acc) * $signed(\port$10015$0 [17:0]);
+  assign \$3  = $signed(bias1) + $signed(\$2 );
   assign \$4  = & shifted[36:15];
   assign \$5  = ~ \$4 ;
   assign \$6  = shifted[36] & \$5 ;
@@ -31686,7 +29906,7 @@ module \bchw_top.engine3.requant0 (rst, \port$10575$0 , acc, q, clk);
   assign \$9  = \$7  & \$8 ;
   assign \$10  = \$9  ? 37'h0000007fff : shifted;
   assign \$11  = \$6  ? 37'h1fffff8000 : \$10 ;
-  assign shifted = $signed(total) >>> shift3;
+  assign shifted = $signed(total) >>> shift2;
   always @(posedge clk)
     prod0 <= \$12 ;
   always @(posedge clk)
@@ -31694,41 +29914,32 @@ module \bchw_top.engine3.requant0 (rst, \port$10575$0 , acc, q, clk);
   always @(posedge clk)
     shift1 <= \$14 ;
   always @(posedge clk)
-    prod0_q <= \$15 ;
+    total <= \$15 ;
   always @(posedge clk)
-    bias2 <= \$16 ;
+    shift2 <= \$16 ;
   always @(posedge clk)
-    shift2 <= \$17 ;
-  always @(posedge clk)
-    total <= \$18 ;
-  always @(posedge clk)
-    shift3 <= \$19 ;
-  always @(posedge clk)
-    q <= \$20 ;
+    q <= \$17 ;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$54 ) begin end
-    \$20  = \$11 [15:0];
+    \$17  = \$11 [15:0];
     if (rst) begin
-      \$20  = 16'h0000;
+      \$17  = 16'h0000;
     end
   end
   assign en = 1'h1;
-  assign mul = \port$10575$0 [17:0];
-  assign bias = \port$10575$0 [58:23];
-  assign shift = \port$10575$0 [22:18];
-  assign \$19  = shift2;
-  assign \$18  = \$3 [36:0];
-  assign \$17  = shift1;
-  assign \$16  = bias1;
-  assign \$15  = prod0;
-  assign \$14  = \port$10575$0 [22:18];
-  assign \$13  = \port$10575$0 [58:23];
+  assign mul = \port$10015$0 [17:0];
+  assign bias = \port$10015$0 [58:23];
+  assign shift = \port$10015$0 [22:18];
+  assign \$16  = shift1;
+  assign \$15  = \$3 [36:0];
+  assign \$14  = \port$10015$0 [22:18];
+  assign \$13  = \port$10015$0 [58:23];
   assign \$12  = { \$1 [34], \$1  };
-  assign \$2  = { prod0_q[35], prod0_q };
+  assign \$2  = { prod0[35], prod0 };
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine3.requant1 (rst, \port$10575$59 , acc, q, clk);
+module \bchw_top.engine3.requant1 (rst, \port$10015$59 , acc, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$55  = 0;
   wire [34:0] \$1 ;
   wire [36:0] \$10 ;
@@ -31736,13 +29947,10 @@ module \bchw_top.engine3.requant1 (rst, \port$10575$59 , acc, q, clk);
   wire [35:0] \$12 ;
   wire [35:0] \$13 ;
   wire [4:0] \$14 ;
-  wire [35:0] \$15 ;
-  wire [35:0] \$16 ;
-  wire [4:0] \$17 ;
-  wire [36:0] \$18 ;
-  wire [4:0] \$19 ;
+  wire [36:0] \$15 ;
+  wire [4:0] \$16 ;
+  reg [15:0] \$17 ;
   wire [36:0] \$2 ;
-  reg [15:0] \$20 ;
   wire [37:0] \$3 ;
   wire \$4 ;
   wire \$5 ;
@@ -31754,15 +29962,13 @@ module \bchw_top.engine3.requant1 (rst, \port$10575$59 , acc, q, clk);
   wire [16:0] acc;
   wire [35:0] bias;
   reg [35:0] bias1 = 36'h000000000;
-  reg [35:0] bias2 = 36'h000000000;
   input clk;
   wire clk;
   wire en;
   wire [17:0] mul;
-  input [58:0] \port$10575$59 ;
-  wire [58:0] \port$10575$59 ;
+  input [58:0] \port$10015$59 ;
+  wire [58:0] \port$10015$59 ;
   reg [35:0] prod0 = 36'h000000000;
-  reg [35:0] prod0_q = 36'h000000000;
   output [15:0] q;
   reg [15:0] q = 16'h0000;
   input rst;
@@ -31770,11 +29976,10 @@ module \bchw_top.engine3.requant1 (rst, \port$10575$59 , acc, q, clk);
   wire [4:0] shift;
   reg [4:0] shift1 = 5'h00;
   reg [4:0] shift2 = 5'h00;
-  reg [4:0] shift3 = 5'h00;
   wire [36:0] shifted;
   reg [36:0] total = 37'h0000000000;
-  assign \$1  = $signed(acc) * $signed(\port$10575$59 [17:0]);
-  assign \$3  = $signed(bias2) + $signed(\$2 );
+  assign \$1  = $signed(acc) * $signed(\port$10015$59 [17:0]);
+  assign \$3  = $signed(bias1) + $signed(\$2 );
   assign \$4  = & shifted[36:15];
   assign \$5  = ~ \$4 ;
   assign \$6  = shifted[36] & \$5 ;
@@ -31783,7 +29988,7 @@ module \bchw_top.engine3.requant1 (rst, \port$10575$59 , acc, q, clk);
   assign \$9  = \$7  & \$8 ;
   assign \$10  = \$9  ? 37'h0000007fff : shifted;
   assign \$11  = \$6  ? 37'h1fffff8000 : \$10 ;
-  assign shifted = $signed(total) >>> shift3;
+  assign shifted = $signed(total) >>> shift2;
   always @(posedge clk)
     prod0 <= \$12 ;
   always @(posedge clk)
@@ -31791,41 +29996,32 @@ module \bchw_top.engine3.requant1 (rst, \port$10575$59 , acc, q, clk);
   always @(posedge clk)
     shift1 <= \$14 ;
   always @(posedge clk)
-    prod0_q <= \$15 ;
+    total <= \$15 ;
   always @(posedge clk)
-    bias2 <= \$16 ;
+    shift2 <= \$16 ;
   always @(posedge clk)
-    shift2 <= \$17 ;
-  always @(posedge clk)
-    total <= \$18 ;
-  always @(posedge clk)
-    shift3 <= \$19 ;
-  always @(posedge clk)
-    q <= \$20 ;
+    q <= \$17 ;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$55 ) begin end
-    \$20  = \$11 [15:0];
+    \$17  = \$11 [15:0];
     if (rst) begin
-      \$20  = 16'h0000;
+      \$17  = 16'h0000;
     end
   end
   assign en = 1'h1;
-  assign mul = \port$10575$59 [17:0];
-  assign bias = \port$10575$59 [58:23];
-  assign shift = \port$10575$59 [22:18];
-  assign \$19  = shift2;
-  assign \$18  = \$3 [36:0];
-  assign \$17  = shift1;
-  assign \$16  = bias1;
-  assign \$15  = prod0;
-  assign \$14  = \port$10575$59 [22:18];
-  assign \$13  = \port$10575$59 [58:23];
+  assign mul = \port$10015$59 [17:0];
+  assign bias = \port$10015$59 [58:23];
+  assign shift = \port$10015$59 [22:18];
+  assign \$16  = shift1;
+  assign \$15  = \$3 [36:0];
+  assign \$14  = \port$10015$59 [22:18];
+  assign \$13  = \port$10015$59 [58:23];
   assign \$12  = { \$1 [34], \$1  };
-  assign \$2  = { prod0_q[35], prod0_q };
+  assign \$2  = { prod0[35], prod0 };
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine3.requant2 (rst, \port$10575$118 , acc, q, clk);
+module \bchw_top.engine3.requant2 (rst, \port$10015$118 , acc, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$56  = 0;
   wire [34:0] \$1 ;
   wire [36:0] \$10 ;
@@ -31833,13 +30029,10 @@ module \bchw_top.engine3.requant2 (rst, \port$10575$118 , acc, q, clk);
   wire [35:0] \$12 ;
   wire [35:0] \$13 ;
   wire [4:0] \$14 ;
-  wire [35:0] \$15 ;
-  wire [35:0] \$16 ;
-  wire [4:0] \$17 ;
-  wire [36:0] \$18 ;
-  wire [4:0] \$19 ;
+  wire [36:0] \$15 ;
+  wire [4:0] \$16 ;
+  reg [15:0] \$17 ;
   wire [36:0] \$2 ;
-  reg [15:0] \$20 ;
   wire [37:0] \$3 ;
   wire \$4 ;
   wire \$5 ;
@@ -31851,15 +30044,13 @@ module \bchw_top.engine3.requant2 (rst, \port$10575$118 , acc, q, clk);
   wire [16:0] acc;
   wire [35:0] bias;
   reg [35:0] bias1 = 36'h000000000;
-  reg [35:0] bias2 = 36'h000000000;
   input clk;
   wire clk;
   wire en;
   wire [17:0] mul;
-  input [58:0] \port$10575$118 ;
-  wire [58:0] \port$10575$118 ;
+  input [58:0] \port$10015$118 ;
+  wire [58:0] \port$10015$118 ;
   reg [35:0] prod0 = 36'h000000000;
-  reg [35:0] prod0_q = 36'h000000000;
   output [15:0] q;
   reg [15:0] q = 16'h0000;
   input rst;
@@ -31867,11 +30058,10 @@ module \bchw_top.engine3.requant2 (rst, \port$10575$118 , acc, q, clk);
   wire [4:0] shift;
   reg [4:0] shift1 = 5'h00;
   reg [4:0] shift2 = 5'h00;
-  reg [4:0] shift3 = 5'h00;
   wire [36:0] shifted;
   reg [36:0] total = 37'h0000000000;
-  assign \$1  = $signed(acc) * $signed(\port$10575$118 [17:0]);
-  assign \$3  = $signed(bias2) + $signed(\$2 );
+  assign \$1  = $signed(acc) * $signed(\port$10015$118 [17:0]);
+  assign \$3  = $signed(bias1) + $signed(\$2 );
   assign \$4  = & shifted[36:15];
   assign \$5  = ~ \$4 ;
   assign \$6  = shifted[36] & \$5 ;
@@ -31880,7 +30070,7 @@ module \bchw_top.engine3.requant2 (rst, \port$10575$118 , acc, q, clk);
   assign \$9  = \$7  & \$8 ;
   assign \$10  = \$9  ? 37'h0000007fff : shifted;
   assign \$11  = \$6  ? 37'h1fffff8000 : \$10 ;
-  assign shifted = $signed(total) >>> shift3;
+  assign shifted = $signed(total) >>> shift2;
   always @(posedge clk)
     prod0 <= \$12 ;
   always @(posedge clk)
@@ -31888,41 +30078,32 @@ module \bchw_top.engine3.requant2 (rst, \port$10575$118 , acc, q, clk);
   always @(posedge clk)
     shift1 <= \$14 ;
   always @(posedge clk)
-    prod0_q <= \$15 ;
+    total <= \$15 ;
   always @(posedge clk)
-    bias2 <= \$16 ;
+    shift2 <= \$16 ;
   always @(posedge clk)
-    shift2 <= \$17 ;
-  always @(posedge clk)
-    total <= \$18 ;
-  always @(posedge clk)
-    shift3 <= \$19 ;
-  always @(posedge clk)
-    q <= \$20 ;
+    q <= \$17 ;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$56 ) begin end
-    \$20  = \$11 [15:0];
+    \$17  = \$11 [15:0];
     if (rst) begin
-      \$20  = 16'h0000;
+      \$17  = 16'h0000;
     end
   end
   assign en = 1'h1;
-  assign mul = \port$10575$118 [17:0];
-  assign bias = \port$10575$118 [58:23];
-  assign shift = \port$10575$118 [22:18];
-  assign \$19  = shift2;
-  assign \$18  = \$3 [36:0];
-  assign \$17  = shift1;
-  assign \$16  = bias1;
-  assign \$15  = prod0;
-  assign \$14  = \port$10575$118 [22:18];
-  assign \$13  = \port$10575$118 [58:23];
+  assign mul = \port$10015$118 [17:0];
+  assign bias = \port$10015$118 [58:23];
+  assign shift = \port$10015$118 [22:18];
+  assign \$16  = shift1;
+  assign \$15  = \$3 [36:0];
+  assign \$14  = \port$10015$118 [22:18];
+  assign \$13  = \port$10015$118 [58:23];
   assign \$12  = { \$1 [34], \$1  };
-  assign \$2  = { prod0_q[35], prod0_q };
+  assign \$2  = { prod0[35], prod0 };
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine3.requant3 (rst, \port$10575$177 , acc, q, clk);
+module \bchw_top.engine3.requant3 (rst, \port$10015$177 , acc, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$57  = 0;
   wire [34:0] \$1 ;
   wire [36:0] \$10 ;
@@ -31930,13 +30111,10 @@ module \bchw_top.engine3.requant3 (rst, \port$10575$177 , acc, q, clk);
   wire [35:0] \$12 ;
   wire [35:0] \$13 ;
   wire [4:0] \$14 ;
-  wire [35:0] \$15 ;
-  wire [35:0] \$16 ;
-  wire [4:0] \$17 ;
-  wire [36:0] \$18 ;
-  wire [4:0] \$19 ;
+  wire [36:0] \$15 ;
+  wire [4:0] \$16 ;
+  reg [15:0] \$17 ;
   wire [36:0] \$2 ;
-  reg [15:0] \$20 ;
   wire [37:0] \$3 ;
   wire \$4 ;
   wire \$5 ;
@@ -31948,15 +30126,13 @@ module \bchw_top.engine3.requant3 (rst, \port$10575$177 , acc, q, clk);
   wire [16:0] acc;
   wire [35:0] bias;
   reg [35:0] bias1 = 36'h000000000;
-  reg [35:0] bias2 = 36'h000000000;
   input clk;
   wire clk;
   wire en;
   wire [17:0] mul;
-  input [58:0] \port$10575$177 ;
-  wire [58:0] \port$10575$177 ;
+  input [58:0] \port$10015$177 ;
+  wire [58:0] \port$10015$177 ;
   reg [35:0] prod0 = 36'h000000000;
-  reg [35:0] prod0_q = 36'h000000000;
   output [15:0] q;
   reg [15:0] q = 16'h0000;
   input rst;
@@ -31964,11 +30140,10 @@ module \bchw_top.engine3.requant3 (rst, \port$10575$177 , acc, q, clk);
   wire [4:0] shift;
   reg [4:0] shift1 = 5'h00;
   reg [4:0] shift2 = 5'h00;
-  reg [4:0] shift3 = 5'h00;
   wire [36:0] shifted;
   reg [36:0] total = 37'h0000000000;
-  assign \$1  = $signed(acc) * $signed(\port$10575$177 [17:0]);
-  assign \$3  = $signed(bias2) + $signed(\$2 );
+  assign \$1  = $signed(acc) * $signed(\port$10015$177 [17:0]);
+  assign \$3  = $signed(bias1) + $signed(\$2 );
   assign \$4  = & shifted[36:15];
   assign \$5  = ~ \$4 ;
   assign \$6  = shifted[36] & \$5 ;
@@ -31977,7 +30152,7 @@ module \bchw_top.engine3.requant3 (rst, \port$10575$177 , acc, q, clk);
   assign \$9  = \$7  & \$8 ;
   assign \$10  = \$9  ? 37'h0000007fff : shifted;
   assign \$11  = \$6  ? 37'h1fffff8000 : \$10 ;
-  assign shifted = $signed(total) >>> shift3;
+  assign shifted = $signed(total) >>> shift2;
   always @(posedge clk)
     prod0 <= \$12 ;
   always @(posedge clk)
@@ -31985,41 +30160,32 @@ module \bchw_top.engine3.requant3 (rst, \port$10575$177 , acc, q, clk);
   always @(posedge clk)
     shift1 <= \$14 ;
   always @(posedge clk)
-    prod0_q <= \$15 ;
+    total <= \$15 ;
   always @(posedge clk)
-    bias2 <= \$16 ;
+    shift2 <= \$16 ;
   always @(posedge clk)
-    shift2 <= \$17 ;
-  always @(posedge clk)
-    total <= \$18 ;
-  always @(posedge clk)
-    shift3 <= \$19 ;
-  always @(posedge clk)
-    q <= \$20 ;
+    q <= \$17 ;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$57 ) begin end
-    \$20  = \$11 [15:0];
+    \$17  = \$11 [15:0];
     if (rst) begin
-      \$20  = 16'h0000;
+      \$17  = 16'h0000;
     end
   end
   assign en = 1'h1;
-  assign mul = \port$10575$177 [17:0];
-  assign bias = \port$10575$177 [58:23];
-  assign shift = \port$10575$177 [22:18];
-  assign \$19  = shift2;
-  assign \$18  = \$3 [36:0];
-  assign \$17  = shift1;
-  assign \$16  = bias1;
-  assign \$15  = prod0;
-  assign \$14  = \port$10575$177 [22:18];
-  assign \$13  = \port$10575$177 [58:23];
+  assign mul = \port$10015$177 [17:0];
+  assign bias = \port$10015$177 [58:23];
+  assign shift = \port$10015$177 [22:18];
+  assign \$16  = shift1;
+  assign \$15  = \$3 [36:0];
+  assign \$14  = \port$10015$177 [22:18];
+  assign \$13  = \port$10015$177 [58:23];
   assign \$12  = { \$1 [34], \$1  };
-  assign \$2  = { prod0_q[35], prod0_q };
+  assign \$2  = { prod0[35], prod0 };
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine3.requant4 (rst, \port$10575$236 , acc, q, clk);
+module \bchw_top.engine3.requant4 (rst, \port$10015$236 , acc, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$58  = 0;
   wire [34:0] \$1 ;
   wire [36:0] \$10 ;
@@ -32027,13 +30193,10 @@ module \bchw_top.engine3.requant4 (rst, \port$10575$236 , acc, q, clk);
   wire [35:0] \$12 ;
   wire [35:0] \$13 ;
   wire [4:0] \$14 ;
-  wire [35:0] \$15 ;
-  wire [35:0] \$16 ;
-  wire [4:0] \$17 ;
-  wire [36:0] \$18 ;
-  wire [4:0] \$19 ;
+  wire [36:0] \$15 ;
+  wire [4:0] \$16 ;
+  reg [15:0] \$17 ;
   wire [36:0] \$2 ;
-  reg [15:0] \$20 ;
   wire [37:0] \$3 ;
   wire \$4 ;
   wire \$5 ;
@@ -32045,15 +30208,13 @@ module \bchw_top.engine3.requant4 (rst, \port$10575$236 , acc, q, clk);
   wire [16:0] acc;
   wire [35:0] bias;
   reg [35:0] bias1 = 36'h000000000;
-  reg [35:0] bias2 = 36'h000000000;
   input clk;
   wire clk;
   wire en;
   wire [17:0] mul;
-  input [58:0] \port$10575$236 ;
-  wire [58:0] \port$10575$236 ;
+  input [58:0] \port$10015$236 ;
+  wire [58:0] \port$10015$236 ;
   reg [35:0] prod0 = 36'h000000000;
-  reg [35:0] prod0_q = 36'h000000000;
   output [15:0] q;
   reg [15:0] q = 16'h0000;
   input rst;
@@ -32061,11 +30222,10 @@ module \bchw_top.engine3.requant4 (rst, \port$10575$236 , acc, q, clk);
   wire [4:0] shift;
   reg [4:0] shift1 = 5'h00;
   reg [4:0] shift2 = 5'h00;
-  reg [4:0] shift3 = 5'h00;
   wire [36:0] shifted;
   reg [36:0] total = 37'h0000000000;
-  assign \$1  = $signed(acc) * $signed(\port$10575$236 [17:0]);
-  assign \$3  = $signed(bias2) + $signed(\$2 );
+  assign \$1  = $signed(acc) * $signed(\port$10015$236 [17:0]);
+  assign \$3  = $signed(bias1) + $signed(\$2 );
   assign \$4  = & shifted[36:15];
   assign \$5  = ~ \$4 ;
   assign \$6  = shifted[36] & \$5 ;
@@ -32074,7 +30234,7 @@ module \bchw_top.engine3.requant4 (rst, \port$10575$236 , acc, q, clk);
   assign \$9  = \$7  & \$8 ;
   assign \$10  = \$9  ? 37'h0000007fff : shifted;
   assign \$11  = \$6  ? 37'h1fffff8000 : \$10 ;
-  assign shifted = $signed(total) >>> shift3;
+  assign shifted = $signed(total) >>> shift2;
   always @(posedge clk)
     prod0 <= \$12 ;
   always @(posedge clk)
@@ -32082,41 +30242,32 @@ module \bchw_top.engine3.requant4 (rst, \port$10575$236 , acc, q, clk);
   always @(posedge clk)
     shift1 <= \$14 ;
   always @(posedge clk)
-    prod0_q <= \$15 ;
+    total <= \$15 ;
   always @(posedge clk)
-    bias2 <= \$16 ;
+    shift2 <= \$16 ;
   always @(posedge clk)
-    shift2 <= \$17 ;
-  always @(posedge clk)
-    total <= \$18 ;
-  always @(posedge clk)
-    shift3 <= \$19 ;
-  always @(posedge clk)
-    q <= \$20 ;
+    q <= \$17 ;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$58 ) begin end
-    \$20  = \$11 [15:0];
+    \$17  = \$11 [15:0];
     if (rst) begin
-      \$20  = 16'h0000;
+      \$17  = 16'h0000;
     end
   end
   assign en = 1'h1;
-  assign mul = \port$10575$236 [17:0];
-  assign bias = \port$10575$236 [58:23];
-  assign shift = \port$10575$236 [22:18];
-  assign \$19  = shift2;
-  assign \$18  = \$3 [36:0];
-  assign \$17  = shift1;
-  assign \$16  = bias1;
-  assign \$15  = prod0;
-  assign \$14  = \port$10575$236 [22:18];
-  assign \$13  = \port$10575$236 [58:23];
+  assign mul = \port$10015$236 [17:0];
+  assign bias = \port$10015$236 [58:23];
+  assign shift = \port$10015$236 [22:18];
+  assign \$16  = shift1;
+  assign \$15  = \$3 [36:0];
+  assign \$14  = \port$10015$236 [22:18];
+  assign \$13  = \port$10015$236 [58:23];
   assign \$12  = { \$1 [34], \$1  };
-  assign \$2  = { prod0_q[35], prod0_q };
+  assign \$2  = { prod0[35], prod0 };
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine3.requant5 (rst, \port$10575$295 , acc, q, clk);
+module \bchw_top.engine3.requant5 (rst, \port$10015$295 , acc, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$59  = 0;
   wire [34:0] \$1 ;
   wire [36:0] \$10 ;
@@ -32124,13 +30275,10 @@ module \bchw_top.engine3.requant5 (rst, \port$10575$295 , acc, q, clk);
   wire [35:0] \$12 ;
   wire [35:0] \$13 ;
   wire [4:0] \$14 ;
-  wire [35:0] \$15 ;
-  wire [35:0] \$16 ;
-  wire [4:0] \$17 ;
-  wire [36:0] \$18 ;
-  wire [4:0] \$19 ;
+  wire [36:0] \$15 ;
+  wire [4:0] \$16 ;
+  reg [15:0] \$17 ;
   wire [36:0] \$2 ;
-  reg [15:0] \$20 ;
   wire [37:0] \$3 ;
   wire \$4 ;
   wire \$5 ;
@@ -32142,15 +30290,13 @@ module \bchw_top.engine3.requant5 (rst, \port$10575$295 , acc, q, clk);
   wire [16:0] acc;
   wire [35:0] bias;
   reg [35:0] bias1 = 36'h000000000;
-  reg [35:0] bias2 = 36'h000000000;
   input clk;
   wire clk;
   wire en;
   wire [17:0] mul;
-  input [58:0] \port$10575$295 ;
-  wire [58:0] \port$10575$295 ;
+  input [58:0] \port$10015$295 ;
+  wire [58:0] \port$10015$295 ;
   reg [35:0] prod0 = 36'h000000000;
-  reg [35:0] prod0_q = 36'h000000000;
   output [15:0] q;
   reg [15:0] q = 16'h0000;
   input rst;
@@ -32158,11 +30304,10 @@ module \bchw_top.engine3.requant5 (rst, \port$10575$295 , acc, q, clk);
   wire [4:0] shift;
   reg [4:0] shift1 = 5'h00;
   reg [4:0] shift2 = 5'h00;
-  reg [4:0] shift3 = 5'h00;
   wire [36:0] shifted;
   reg [36:0] total = 37'h0000000000;
-  assign \$1  = $signed(acc) * $signed(\port$10575$295 [17:0]);
-  assign \$3  = $signed(bias2) + $signed(\$2 );
+  assign \$1  = $signed(acc) * $signed(\port$10015$295 [17:0]);
+  assign \$3  = $signed(bias1) + $signed(\$2 );
   assign \$4  = & shifted[36:15];
   assign \$5  = ~ \$4 ;
   assign \$6  = shifted[36] & \$5 ;
@@ -32171,7 +30316,7 @@ module \bchw_top.engine3.requant5 (rst, \port$10575$295 , acc, q, clk);
   assign \$9  = \$7  & \$8 ;
   assign \$10  = \$9  ? 37'h0000007fff : shifted;
   assign \$11  = \$6  ? 37'h1fffff8000 : \$10 ;
-  assign shifted = $signed(total) >>> shift3;
+  assign shifted = $signed(total) >>> shift2;
   always @(posedge clk)
     prod0 <= \$12 ;
   always @(posedge clk)
@@ -32179,41 +30324,32 @@ module \bchw_top.engine3.requant5 (rst, \port$10575$295 , acc, q, clk);
   always @(posedge clk)
     shift1 <= \$14 ;
   always @(posedge clk)
-    prod0_q <= \$15 ;
+    total <= \$15 ;
   always @(posedge clk)
-    bias2 <= \$16 ;
+    shift2 <= \$16 ;
   always @(posedge clk)
-    shift2 <= \$17 ;
-  always @(posedge clk)
-    total <= \$18 ;
-  always @(posedge clk)
-    shift3 <= \$19 ;
-  always @(posedge clk)
-    q <= \$20 ;
+    q <= \$17 ;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$59 ) begin end
-    \$20  = \$11 [15:0];
+    \$17  = \$11 [15:0];
     if (rst) begin
-      \$20  = 16'h0000;
+      \$17  = 16'h0000;
     end
   end
   assign en = 1'h1;
-  assign mul = \port$10575$295 [17:0];
-  assign bias = \port$10575$295 [58:23];
-  assign shift = \port$10575$295 [22:18];
-  assign \$19  = shift2;
-  assign \$18  = \$3 [36:0];
-  assign \$17  = shift1;
-  assign \$16  = bias1;
-  assign \$15  = prod0;
-  assign \$14  = \port$10575$295 [22:18];
-  assign \$13  = \port$10575$295 [58:23];
+  assign mul = \port$10015$295 [17:0];
+  assign bias = \port$10015$295 [58:23];
+  assign shift = \port$10015$295 [22:18];
+  assign \$16  = shift1;
+  assign \$15  = \$3 [36:0];
+  assign \$14  = \port$10015$295 [22:18];
+  assign \$13  = \port$10015$295 [58:23];
   assign \$12  = { \$1 [34], \$1  };
-  assign \$2  = { prod0_q[35], prod0_q };
+  assign \$2  = { prod0[35], prod0 };
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine3.requant6 (rst, \port$10575$354 , acc, q, clk);
+module \bchw_top.engine3.requant6 (rst, \port$10015$354 , acc, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$60  = 0;
   wire [34:0] \$1 ;
   wire [36:0] \$10 ;
@@ -32221,13 +30357,10 @@ module \bchw_top.engine3.requant6 (rst, \port$10575$354 , acc, q, clk);
   wire [35:0] \$12 ;
   wire [35:0] \$13 ;
   wire [4:0] \$14 ;
-  wire [35:0] \$15 ;
-  wire [35:0] \$16 ;
-  wire [4:0] \$17 ;
-  wire [36:0] \$18 ;
-  wire [4:0] \$19 ;
+  wire [36:0] \$15 ;
+  wire [4:0] \$16 ;
+  reg [15:0] \$17 ;
   wire [36:0] \$2 ;
-  reg [15:0] \$20 ;
   wire [37:0] \$3 ;
   wire \$4 ;
   wire \$5 ;
@@ -32239,15 +30372,13 @@ module \bchw_top.engine3.requant6 (rst, \port$10575$354 , acc, q, clk);
   wire [16:0] acc;
   wire [35:0] bias;
   reg [35:0] bias1 = 36'h000000000;
-  reg [35:0] bias2 = 36'h000000000;
   input clk;
   wire clk;
   wire en;
   wire [17:0] mul;
-  input [58:0] \port$10575$354 ;
-  wire [58:0] \port$10575$354 ;
+  input [58:0] \port$10015$354 ;
+  wire [58:0] \port$10015$354 ;
   reg [35:0] prod0 = 36'h000000000;
-  reg [35:0] prod0_q = 36'h000000000;
   output [15:0] q;
   reg [15:0] q = 16'h0000;
   input rst;
@@ -32255,11 +30386,10 @@ module \bchw_top.engine3.requant6 (rst, \port$10575$354 , acc, q, clk);
   wire [4:0] shift;
   reg [4:0] shift1 = 5'h00;
   reg [4:0] shift2 = 5'h00;
-  reg [4:0] shift3 = 5'h00;
   wire [36:0] shifted;
   reg [36:0] total = 37'h0000000000;
-  assign \$1  = $signed(acc) * $signed(\port$10575$354 [17:0]);
-  assign \$3  = $signed(bias2) + $signed(\$2 );
+  assign \$1  = $signed(acc) * $signed(\port$10015$354 [17:0]);
+  assign \$3  = $signed(bias1) + $signed(\$2 );
   assign \$4  = & shifted[36:15];
   assign \$5  = ~ \$4 ;
   assign \$6  = shifted[36] & \$5 ;
@@ -32268,7 +30398,7 @@ module \bchw_top.engine3.requant6 (rst, \port$10575$354 , acc, q, clk);
   assign \$9  = \$7  & \$8 ;
   assign \$10  = \$9  ? 37'h0000007fff : shifted;
   assign \$11  = \$6  ? 37'h1fffff8000 : \$10 ;
-  assign shifted = $signed(total) >>> shift3;
+  assign shifted = $signed(total) >>> shift2;
   always @(posedge clk)
     prod0 <= \$12 ;
   always @(posedge clk)
@@ -32276,41 +30406,32 @@ module \bchw_top.engine3.requant6 (rst, \port$10575$354 , acc, q, clk);
   always @(posedge clk)
     shift1 <= \$14 ;
   always @(posedge clk)
-    prod0_q <= \$15 ;
+    total <= \$15 ;
   always @(posedge clk)
-    bias2 <= \$16 ;
+    shift2 <= \$16 ;
   always @(posedge clk)
-    shift2 <= \$17 ;
-  always @(posedge clk)
-    total <= \$18 ;
-  always @(posedge clk)
-    shift3 <= \$19 ;
-  always @(posedge clk)
-    q <= \$20 ;
+    q <= \$17 ;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$60 ) begin end
-    \$20  = \$11 [15:0];
+    \$17  = \$11 [15:0];
     if (rst) begin
-      \$20  = 16'h0000;
+      \$17  = 16'h0000;
     end
   end
   assign en = 1'h1;
-  assign mul = \port$10575$354 [17:0];
-  assign bias = \port$10575$354 [58:23];
-  assign shift = \port$10575$354 [22:18];
-  assign \$19  = shift2;
-  assign \$18  = \$3 [36:0];
-  assign \$17  = shift1;
-  assign \$16  = bias1;
-  assign \$15  = prod0;
-  assign \$14  = \port$10575$354 [22:18];
-  assign \$13  = \port$10575$354 [58:23];
+  assign mul = \port$10015$354 [17:0];
+  assign bias = \port$10015$354 [58:23];
+  assign shift = \port$10015$354 [22:18];
+  assign \$16  = shift1;
+  assign \$15  = \$3 [36:0];
+  assign \$14  = \port$10015$354 [22:18];
+  assign \$13  = \port$10015$354 [58:23];
   assign \$12  = { \$1 [34], \$1  };
-  assign \$2  = { prod0_q[35], prod0_q };
+  assign \$2  = { prod0[35], prod0 };
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine3.requant7 (rst, \port$10575$413 , acc, q, clk);
+module \bchw_top.engine3.requant7 (rst, \port$10015$413 , acc, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$61  = 0;
   wire [34:0] \$1 ;
   wire [36:0] \$10 ;
@@ -32318,13 +30439,10 @@ module \bchw_top.engine3.requant7 (rst, \port$10575$413 , acc, q, clk);
   wire [35:0] \$12 ;
   wire [35:0] \$13 ;
   wire [4:0] \$14 ;
-  wire [35:0] \$15 ;
-  wire [35:0] \$16 ;
-  wire [4:0] \$17 ;
-  wire [36:0] \$18 ;
-  wire [4:0] \$19 ;
+  wire [36:0] \$15 ;
+  wire [4:0] \$16 ;
+  reg [15:0] \$17 ;
   wire [36:0] \$2 ;
-  reg [15:0] \$20 ;
   wire [37:0] \$3 ;
   wire \$4 ;
   wire \$5 ;
@@ -32336,15 +30454,13 @@ module \bchw_top.engine3.requant7 (rst, \port$10575$413 , acc, q, clk);
   wire [16:0] acc;
   wire [35:0] bias;
   reg [35:0] bias1 = 36'h000000000;
-  reg [35:0] bias2 = 36'h000000000;
   input clk;
   wire clk;
   wire en;
   wire [17:0] mul;
-  input [58:0] \port$10575$413 ;
-  wire [58:0] \port$10575$413 ;
+  input [58:0] \port$10015$413 ;
+  wire [58:0] \port$10015$413 ;
   reg [35:0] prod0 = 36'h000000000;
-  reg [35:0] prod0_q = 36'h000000000;
   output [15:0] q;
   reg [15:0] q = 16'h0000;
   input rst;
@@ -32352,11 +30468,10 @@ module \bchw_top.engine3.requant7 (rst, \port$10575$413 , acc, q, clk);
   wire [4:0] shift;
   reg [4:0] shift1 = 5'h00;
   reg [4:0] shift2 = 5'h00;
-  reg [4:0] shift3 = 5'h00;
   wire [36:0] shifted;
   reg [36:0] total = 37'h0000000000;
-  assign \$1  = $signed(acc) * $signed(\port$10575$413 [17:0]);
-  assign \$3  = $signed(bias2) + $signed(\$2 );
+  assign \$1  = $signed(acc) * $signed(\port$10015$413 [17:0]);
+  assign \$3  = $signed(bias1) + $signed(\$2 );
   assign \$4  = & shifted[36:15];
   assign \$5  = ~ \$4 ;
   assign \$6  = shifted[36] & \$5 ;
@@ -32365,7 +30480,7 @@ module \bchw_top.engine3.requant7 (rst, \port$10575$413 , acc, q, clk);
   assign \$9  = \$7  & \$8 ;
   assign \$10  = \$9  ? 37'h0000007fff : shifted;
   assign \$11  = \$6  ? 37'h1fffff8000 : \$10 ;
-  assign shifted = $signed(total) >>> shift3;
+  assign shifted = $signed(total) >>> shift2;
   always @(posedge clk)
     prod0 <= \$12 ;
   always @(posedge clk)
@@ -32373,41 +30488,32 @@ module \bchw_top.engine3.requant7 (rst, \port$10575$413 , acc, q, clk);
   always @(posedge clk)
     shift1 <= \$14 ;
   always @(posedge clk)
-    prod0_q <= \$15 ;
+    total <= \$15 ;
   always @(posedge clk)
-    bias2 <= \$16 ;
+    shift2 <= \$16 ;
   always @(posedge clk)
-    shift2 <= \$17 ;
-  always @(posedge clk)
-    total <= \$18 ;
-  always @(posedge clk)
-    shift3 <= \$19 ;
-  always @(posedge clk)
-    q <= \$20 ;
+    q <= \$17 ;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$61 ) begin end
-    \$20  = \$11 [15:0];
+    \$17  = \$11 [15:0];
     if (rst) begin
-      \$20  = 16'h0000;
+      \$17  = 16'h0000;
     end
   end
   assign en = 1'h1;
-  assign mul = \port$10575$413 [17:0];
-  assign bias = \port$10575$413 [58:23];
-  assign shift = \port$10575$413 [22:18];
-  assign \$19  = shift2;
-  assign \$18  = \$3 [36:0];
-  assign \$17  = shift1;
-  assign \$16  = bias1;
-  assign \$15  = prod0;
-  assign \$14  = \port$10575$413 [22:18];
-  assign \$13  = \port$10575$413 [58:23];
+  assign mul = \port$10015$413 [17:0];
+  assign bias = \port$10015$413 [58:23];
+  assign shift = \port$10015$413 [22:18];
+  assign \$16  = shift1;
+  assign \$15  = \$3 [36:0];
+  assign \$14  = \port$10015$413 [22:18];
+  assign \$13  = \port$10015$413 [58:23];
   assign \$12  = { \$1 [34], \$1  };
-  assign \$2  = { prod0_q[35], prod0_q };
+  assign \$2  = { prod0[35], prod0 };
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine3.requant8 (rst, \port$10575$472 , acc, q, clk);
+module \bchw_top.engine3.requant8 (rst, \port$10015$472 , acc, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$62  = 0;
   wire [34:0] \$1 ;
   wire [36:0] \$10 ;
@@ -32415,13 +30521,10 @@ module \bchw_top.engine3.requant8 (rst, \port$10575$472 , acc, q, clk);
   wire [35:0] \$12 ;
   wire [35:0] \$13 ;
   wire [4:0] \$14 ;
-  wire [35:0] \$15 ;
-  wire [35:0] \$16 ;
-  wire [4:0] \$17 ;
-  wire [36:0] \$18 ;
-  wire [4:0] \$19 ;
+  wire [36:0] \$15 ;
+  wire [4:0] \$16 ;
+  reg [15:0] \$17 ;
   wire [36:0] \$2 ;
-  reg [15:0] \$20 ;
   wire [37:0] \$3 ;
   wire \$4 ;
   wire \$5 ;
@@ -32433,15 +30536,13 @@ module \bchw_top.engine3.requant8 (rst, \port$10575$472 , acc, q, clk);
   wire [16:0] acc;
   wire [35:0] bias;
   reg [35:0] bias1 = 36'h000000000;
-  reg [35:0] bias2 = 36'h000000000;
   input clk;
   wire clk;
   wire en;
   wire [17:0] mul;
-  input [58:0] \port$10575$472 ;
-  wire [58:0] \port$10575$472 ;
+  input [58:0] \port$10015$472 ;
+  wire [58:0] \port$10015$472 ;
   reg [35:0] prod0 = 36'h000000000;
-  reg [35:0] prod0_q = 36'h000000000;
   output [15:0] q;
   reg [15:0] q = 16'h0000;
   input rst;
@@ -32449,11 +30550,10 @@ module \bchw_top.engine3.requant8 (rst, \port$10575$472 , acc, q, clk);
   wire [4:0] shift;
   reg [4:0] shift1 = 5'h00;
   reg [4:0] shift2 = 5'h00;
-  reg [4:0] shift3 = 5'h00;
   wire [36:0] shifted;
   reg [36:0] total = 37'h0000000000;
-  assign \$1  = $signed(acc) * $signed(\port$10575$472 [17:0]);
-  assign \$3  = $signed(bias2) + $signed(\$2 );
+  assign \$1  = $signed(acc) * $signed(\port$10015$472 [17:0]);
+  assign \$3  = $signed(bias1) + $signed(\$2 );
   assign \$4  = & shifted[36:15];
   assign \$5  = ~ \$4 ;
   assign \$6  = shifted[36] & \$5 ;
@@ -32462,7 +30562,7 @@ module \bchw_top.engine3.requant8 (rst, \port$10575$472 , acc, q, clk);
   assign \$9  = \$7  & \$8 ;
   assign \$10  = \$9  ? 37'h0000007fff : shifted;
   assign \$11  = \$6  ? 37'h1fffff8000 : \$10 ;
-  assign shifted = $signed(total) >>> shift3;
+  assign shifted = $signed(total) >>> shift2;
   always @(posedge clk)
     prod0 <= \$12 ;
   always @(posedge clk)
@@ -32470,41 +30570,32 @@ module \bchw_top.engine3.requant8 (rst, \port$10575$472 , acc, q, clk);
   always @(posedge clk)
     shift1 <= \$14 ;
   always @(posedge clk)
-    prod0_q <= \$15 ;
+    total <= \$15 ;
   always @(posedge clk)
-    bias2 <= \$16 ;
+    shift2 <= \$16 ;
   always @(posedge clk)
-    shift2 <= \$17 ;
-  always @(posedge clk)
-    total <= \$18 ;
-  always @(posedge clk)
-    shift3 <= \$19 ;
-  always @(posedge clk)
-    q <= \$20 ;
+    q <= \$17 ;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$62 ) begin end
-    \$20  = \$11 [15:0];
+    \$17  = \$11 [15:0];
     if (rst) begin
-      \$20  = 16'h0000;
+      \$17  = 16'h0000;
     end
   end
   assign en = 1'h1;
-  assign mul = \port$10575$472 [17:0];
-  assign bias = \port$10575$472 [58:23];
-  assign shift = \port$10575$472 [22:18];
-  assign \$19  = shift2;
-  assign \$18  = \$3 [36:0];
-  assign \$17  = shift1;
-  assign \$16  = bias1;
-  assign \$15  = prod0;
-  assign \$14  = \port$10575$472 [22:18];
-  assign \$13  = \port$10575$472 [58:23];
+  assign mul = \port$10015$472 [17:0];
+  assign bias = \port$10015$472 [58:23];
+  assign shift = \port$10015$472 [22:18];
+  assign \$16  = shift1;
+  assign \$15  = \$3 [36:0];
+  assign \$14  = \port$10015$472 [22:18];
+  assign \$13  = \port$10015$472 [58:23];
   assign \$12  = { \$1 [34], \$1  };
-  assign \$2  = { prod0_q[35], prod0_q };
+  assign \$2  = { prod0[35], prod0 };
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine3.requant9 (rst, \port$10575$531 , acc, q, clk);
+module \bchw_top.engine3.requant9 (rst, \port$10015$531 , acc, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$63  = 0;
   wire [34:0] \$1 ;
   wire [36:0] \$10 ;
@@ -32512,13 +30603,10 @@ module \bchw_top.engine3.requant9 (rst, \port$10575$531 , acc, q, clk);
   wire [35:0] \$12 ;
   wire [35:0] \$13 ;
   wire [4:0] \$14 ;
-  wire [35:0] \$15 ;
-  wire [35:0] \$16 ;
-  wire [4:0] \$17 ;
-  wire [36:0] \$18 ;
-  wire [4:0] \$19 ;
+  wire [36:0] \$15 ;
+  wire [4:0] \$16 ;
+  reg [15:0] \$17 ;
   wire [36:0] \$2 ;
-  reg [15:0] \$20 ;
   wire [37:0] \$3 ;
   wire \$4 ;
   wire \$5 ;
@@ -32530,15 +30618,13 @@ module \bchw_top.engine3.requant9 (rst, \port$10575$531 , acc, q, clk);
   wire [16:0] acc;
   wire [35:0] bias;
   reg [35:0] bias1 = 36'h000000000;
-  reg [35:0] bias2 = 36'h000000000;
   input clk;
   wire clk;
   wire en;
   wire [17:0] mul;
-  input [58:0] \port$10575$531 ;
-  wire [58:0] \port$10575$531 ;
+  input [58:0] \port$10015$531 ;
+  wire [58:0] \port$10015$531 ;
   reg [35:0] prod0 = 36'h000000000;
-  reg [35:0] prod0_q = 36'h000000000;
   output [15:0] q;
   reg [15:0] q = 16'h0000;
   input rst;
@@ -32546,11 +30632,10 @@ module \bchw_top.engine3.requant9 (rst, \port$10575$531 , acc, q, clk);
   wire [4:0] shift;
   reg [4:0] shift1 = 5'h00;
   reg [4:0] shift2 = 5'h00;
-  reg [4:0] shift3 = 5'h00;
   wire [36:0] shifted;
   reg [36:0] total = 37'h0000000000;
-  assign \$1  = $signed(acc) * $signed(\port$10575$531 [17:0]);
-  assign \$3  = $signed(bias2) + $signed(\$2 );
+  assign \$1  = $signed(acc) * $signed(\port$10015$531 [17:0]);
+  assign \$3  = $signed(bias1) + $signed(\$2 );
   assign \$4  = & shifted[36:15];
   assign \$5  = ~ \$4 ;
   assign \$6  = shifted[36] & \$5 ;
@@ -32559,7 +30644,7 @@ module \bchw_top.engine3.requant9 (rst, \port$10575$531 , acc, q, clk);
   assign \$9  = \$7  & \$8 ;
   assign \$10  = \$9  ? 37'h0000007fff : shifted;
   assign \$11  = \$6  ? 37'h1fffff8000 : \$10 ;
-  assign shifted = $signed(total) >>> shift3;
+  assign shifted = $signed(total) >>> shift2;
   always @(posedge clk)
     prod0 <= \$12 ;
   always @(posedge clk)
@@ -32567,37 +30652,28 @@ module \bchw_top.engine3.requant9 (rst, \port$10575$531 , acc, q, clk);
   always @(posedge clk)
     shift1 <= \$14 ;
   always @(posedge clk)
-    prod0_q <= \$15 ;
+    total <= \$15 ;
   always @(posedge clk)
-    bias2 <= \$16 ;
+    shift2 <= \$16 ;
   always @(posedge clk)
-    shift2 <= \$17 ;
-  always @(posedge clk)
-    total <= \$18 ;
-  always @(posedge clk)
-    shift3 <= \$19 ;
-  always @(posedge clk)
-    q <= \$20 ;
+    q <= \$17 ;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$63 ) begin end
-    \$20  = \$11 [15:0];
+    \$17  = \$11 [15:0];
     if (rst) begin
-      \$20  = 16'h0000;
+      \$17  = 16'h0000;
     end
   end
   assign en = 1'h1;
-  assign mul = \port$10575$531 [17:0];
-  assign bias = \port$10575$531 [58:23];
-  assign shift = \port$10575$531 [22:18];
-  assign \$19  = shift2;
-  assign \$18  = \$3 [36:0];
-  assign \$17  = shift1;
-  assign \$16  = bias1;
-  assign \$15  = prod0;
-  assign \$14  = \port$10575$531 [22:18];
-  assign \$13  = \port$10575$531 [58:23];
+  assign mul = \port$10015$531 [17:0];
+  assign bias = \port$10015$531 [58:23];
+  assign shift = \port$10015$531 [22:18];
+  assign \$16  = shift1;
+  assign \$15  = \$3 [36:0];
+  assign \$14  = \port$10015$531 [22:18];
+  assign \$13  = \port$10015$531 [58:23];
   assign \$12  = { \$1 [34], \$1  };
-  assign \$2  = { prod0_q[35], prod0_q };
+  assign \$2  = { prod0[35], prod0 };
 endmodule
 
 (* generator = "Amaranth" *)

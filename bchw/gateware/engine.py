@@ -296,15 +296,6 @@ class LayerEngine(wiring.Component):
             with m.If(valid_t):
                 for acc, term in zip(accs, terms):
                     m.d.sync += acc.eq(term if sf == 1 else Mux(first_t, 0, acc) + term)
-        if sf > 1:
-            # each finished sum also goes into a register that feeds only its requantizer's
-            # DSPs, so it is placed beside them rather than by the accumulator's adder (the
-            # 500,000/s folding's critical path ran from the accumulator to the DSPs)
-            finished = [Signal.like(acc, name=f"accq{p}") for p, acc in enumerate(accs)]
-            with m.If(en & valid_t & lastsf_t):
-                m.d.sync += [f.eq(Mux(first_t, 0, acc) + term)
-                             for f, acc, term in zip(finished, accs, terms)]
-            accs = finished
 
         # --- requantize
         qs = []

@@ -13,17 +13,13 @@ from bchw.perf import REQUANT_STAGES, product_slices
 class Requantizer(wiring.Component):
     """One neuron's requantizer, the arithmetic of :func:`bchw.golden.requantize`.
 
-    Four register stages (:data:`bchw.perf.REQUANT_STAGES`): the product, the
-    product again, the sum with the offset, and the arithmetic shift with the
-    clamp.  This is the only multiplier of an engine, used once per output, not
-    per input.  An accumulator wider than a DSP's signed operand
-    (:data:`bchw.perf.DSP_BITS`) is multiplied in slices
-    (:func:`bchw.perf.product_slices`), each product registered alone, and the
-    partial products are summed with the offset: so no carry chain follows a
-    multiplier within a cycle.  A product is registered twice so that the
-    first register, fed by the DSP alone, is placed beside it (a DSP site may be
-    far from the adder that sums the products: 3.6 ns of routing after the
-    multiply on the 500,000/s folding).
+    Three register stages (:data:`bchw.perf.REQUANT_STAGES`): the product,
+    the sum with the offset, and the arithmetic shift with the clamp.  This
+    is the only multiplier of an engine, used once per output, not per input.
+    An accumulator wider than a DSP's signed operand (:data:`bchw.perf.DSP_BITS`)
+    is multiplied in slices (:func:`bchw.perf.product_slices`), each
+    product registered alone, and the partial products are summed with the
+    offset: so no carry chain follows a multiplier within a cycle.
 
     Members
     -------
@@ -34,7 +30,7 @@ class Requantizer(wiring.Component):
     mul, shift, bias : In
         The neuron's M (signed), S (unsigned) and B (signed).
     q : Out(out_bits)
-        The clamped output, signed for the score layer, of four cycles ago.
+        The clamped output, signed for the score layer, of three cycles ago.
     """
 
     def __init__(self, widths: LayerWidths):
@@ -54,13 +50,10 @@ class Requantizer(wiring.Component):
             self.acc[cuts[-1]:].as_signed()]
         partial = [Signal(signed(w.mul_bits + len(sl) + 1), name=f"prod{k}", reset_less=True)
                    for k, sl in enumerate(slices)]
-        partial2 = [Signal.like(p, name=f"prod{k}_q") for k, p in enumerate(partial)]
         bias1 = Signal(signed(w.bias_bits), reset_less=True)
-        bias2 = Signal.like(bias1)
         shift1 = Signal(unsigned(w.shift_bits), reset_less=True)
-        shift2 = Signal.like(shift1)
         total = Signal(signed(max(w.mul_bits + w.acc_bits, w.bias_bits) + 1), reset_less=True)
-        shift3 = Signal.like(shift1)
+        shift2 = Signal(unsigned(w.shift_bits), reset_less=True)
         shifted = Signal.like(total)
         # The range is [0, 2**out_bits) or, signed, [-2**(out_bits-1), 2**(out_bits-1)):
         # out of it is a test of the bits above it, shorter than two comparisons.
@@ -75,11 +68,9 @@ class Requantizer(wiring.Component):
         with m.If(self.en):
             m.d.sync += [*(p.eq(sl * self.mul) for p, sl in zip(partial, slices)),
                          bias1.eq(self.bias), shift1.eq(self.shift),
-                         *(q.eq(p) for q, p in zip(partial2, partial)),
-                         bias2.eq(bias1), shift2.eq(shift1),
-                         total.eq(sum((q << lo for q, lo in zip(partial2, cuts)), bias2)),
-                         shift3.eq(shift2),
+                         total.eq(sum((p << lo for p, lo in zip(partial, cuts)), bias1)),
+                         shift2.eq(shift1),
                          self.q.eq(Mux(under, w.out_lo, Mux(over, w.out_hi, shifted)))]
-        m.d.comb += shifted.eq(total >> shift3)
-        assert REQUANT_STAGES == 4
+        m.d.comb += shifted.eq(total >> shift2)
+        assert REQUANT_STAGES == 3
         return m
