@@ -40,7 +40,6 @@ def test_every_address_reads_its_word():
     simulate(dut, testbench, cycles=50)
 
 
-
 @pytest.mark.parametrize("lo, width", [(0, 5), (5, 7), (12, 8)])
 def test_a_part_reads_its_bits_of_the_image_words(lo: int, width: int):
     rng = random.Random(lo)
