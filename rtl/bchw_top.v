@@ -1283,16 +1283,16 @@ module \bchw_top.engine0 (s__valid, clk, rst, s__ready, m__valid, m__payload, m_
   wire [223:0] \$171 ;
   wire [447:0] \$172 ;
   wire [447:0] \$173 ;
-  reg [7:0] \$174 ;
-  reg [7:0] \$175 ;
-  reg [7:0] \$176 ;
-  reg [7:0] \$177 ;
-  reg [7:0] \$178 ;
-  reg [7:0] \$179 ;
+  reg [3:0] \$174 ;
+  reg [3:0] \$175 ;
+  reg [3:0] \$176 ;
+  reg [3:0] \$177 ;
+  reg [3:0] \$178 ;
+  reg [3:0] \$179 ;
   wire \$18 ;
-  reg [7:0] \$180 ;
-  reg [7:0] \$181 ;
-  reg [7:0] \$182 ;
+  reg [3:0] \$180 ;
+  reg [3:0] \$181 ;
+  reg [3:0] \$182 ;
   reg [3:0] \$183 ;
   reg [3:0] \$184 ;
   reg [3:0] \$185 ;
@@ -1614,15 +1614,15 @@ module \bchw_top.engine0 (s__valid, clk, rst, s__ready, m__valid, m__payload, m_
   wire \en$96 ;
   wire \en$99 ;
   wire enter;
-  reg [7:0] f1_d0 = 8'h00;
-  reg [7:0] f1_d1 = 8'h00;
-  reg [7:0] f1_d2 = 8'h00;
-  reg [7:0] fp_d0 = 8'h00;
-  reg [7:0] fp_d1 = 8'h00;
-  reg [7:0] fp_d2 = 8'h00;
-  reg [7:0] fp_d3 = 8'h00;
-  reg [7:0] fp_d4 = 8'h00;
-  reg [7:0] ft_d0 = 8'h00;
+  reg [3:0] f1_d0 = 4'h0;
+  reg [3:0] f1_d1 = 4'h0;
+  reg [3:0] f1_d2 = 4'h0;
+  reg [3:0] ft_d0 = 4'h0;
+  reg [3:0] ft_d1 = 4'h0;
+  reg [3:0] ft_d2 = 4'h0;
+  reg [3:0] ft_d3 = 4'h0;
+  reg [3:0] ft_d4 = 4'h0;
+  reg [3:0] ft_d5 = 4'h0;
   reg issue = 1'h0;
   wire issue_next;
   wire [-1:0] lane;
@@ -2001,39 +2001,39 @@ module \bchw_top.engine0 (s__valid, clk, rst, s__ready, m__valid, m__payload, m_
   assign \$97  = \$94  ? 1'h1 : \$96 ;
   assign \$98  = ! sfc;
   assign \$99  = sfc == 5'h1b;
-  assign \$100  = ft_d0[0] & ft_d0[2];
-  assign \$101  = ft_d0[0] & ft_d0[3];
-  assign \$102  = ft_d0[1] ? 19'h00000 : acc;
+  assign \$100  = ft_d5[0] & ft_d5[2];
+  assign \$101  = ft_d5[0] & ft_d5[3];
+  assign \$102  = ft_d5[1] ? 19'h00000 : acc;
   assign \$103  = $signed(\$102 ) + $signed(sum);
-  assign \$104  = ft_d0[1] ? 19'h00000 : \acc$137 ;
+  assign \$104  = ft_d5[1] ? 19'h00000 : \acc$137 ;
   assign \$105  = $signed(\$104 ) + $signed(\sum$294 );
-  assign \$106  = ft_d0[1] ? 19'h00000 : \acc$143 ;
+  assign \$106  = ft_d5[1] ? 19'h00000 : \acc$143 ;
   assign \$107  = $signed(\$106 ) + $signed(\sum$295 );
-  assign \$108  = ft_d0[1] ? 19'h00000 : \acc$149 ;
+  assign \$108  = ft_d5[1] ? 19'h00000 : \acc$149 ;
   assign \$109  = $signed(\$108 ) + $signed(\sum$296 );
-  assign \$110  = ft_d0[1] ? 19'h00000 : \acc$155 ;
+  assign \$110  = ft_d5[1] ? 19'h00000 : \acc$155 ;
   assign \$111  = $signed(\$110 ) + $signed(\sum$297 );
-  assign \$112  = ft_d0[1] ? 19'h00000 : \acc$161 ;
+  assign \$112  = ft_d5[1] ? 19'h00000 : \acc$161 ;
   assign \$113  = $signed(\$112 ) + $signed(\sum$298 );
-  assign \$114  = ft_d0[1] ? 19'h00000 : \acc$167 ;
+  assign \$114  = ft_d5[1] ? 19'h00000 : \acc$167 ;
   assign \$115  = $signed(\$114 ) + $signed(\sum$299 );
-  assign \$116  = ft_d0[1] ? 19'h00000 : \acc$173 ;
+  assign \$116  = ft_d5[1] ? 19'h00000 : \acc$173 ;
   assign \$117  = $signed(\$116 ) + $signed(\sum$300 );
-  assign \$118  = ft_d0[1] ? 19'h00000 : \acc$179 ;
+  assign \$118  = ft_d5[1] ? 19'h00000 : \acc$179 ;
   assign \$119  = $signed(\$118 ) + $signed(\sum$301 );
-  assign \$120  = ft_d0[1] ? 19'h00000 : \acc$185 ;
+  assign \$120  = ft_d5[1] ? 19'h00000 : \acc$185 ;
   assign \$121  = $signed(\$120 ) + $signed(\sum$302 );
-  assign \$122  = ft_d0[1] ? 19'h00000 : \acc$191 ;
+  assign \$122  = ft_d5[1] ? 19'h00000 : \acc$191 ;
   assign \$123  = $signed(\$122 ) + $signed(\sum$303 );
-  assign \$124  = ft_d0[1] ? 19'h00000 : \acc$197 ;
+  assign \$124  = ft_d5[1] ? 19'h00000 : \acc$197 ;
   assign \$125  = $signed(\$124 ) + $signed(\sum$304 );
-  assign \$126  = ft_d0[1] ? 19'h00000 : \acc$203 ;
+  assign \$126  = ft_d5[1] ? 19'h00000 : \acc$203 ;
   assign \$127  = $signed(\$126 ) + $signed(\sum$305 );
-  assign \$128  = ft_d0[1] ? 19'h00000 : \acc$209 ;
+  assign \$128  = ft_d5[1] ? 19'h00000 : \acc$209 ;
   assign \$129  = $signed(\$128 ) + $signed(\sum$306 );
-  assign \$130  = ft_d0[1] ? 19'h00000 : \acc$215 ;
+  assign \$130  = ft_d5[1] ? 19'h00000 : \acc$215 ;
   assign \$131  = $signed(\$130 ) + $signed(\sum$307 );
-  assign \$132  = ft_d0[1] ? 19'h00000 : \acc$221 ;
+  assign \$132  = ft_d5[1] ? 19'h00000 : \acc$221 ;
   assign \$133  = $signed(\$132 ) + $signed(\sum$308 );
   assign \$134  = | count;
   assign \$135  = ~ \$134 ;
@@ -2098,17 +2098,17 @@ module \bchw_top.engine0 (s__valid, clk, rst, s__ready, m__valid, m__payload, m_
   always @(posedge clk)
     f1_d2 <= \$176 ;
   always @(posedge clk)
-    fp_d0 <= \$177 ;
+    ft_d0 <= \$177 ;
   always @(posedge clk)
-    fp_d1 <= \$178 ;
+    ft_d1 <= \$178 ;
   always @(posedge clk)
-    fp_d2 <= \$179 ;
+    ft_d2 <= \$179 ;
   always @(posedge clk)
-    fp_d3 <= \$180 ;
+    ft_d3 <= \$180 ;
   always @(posedge clk)
-    fp_d4 <= \$181 ;
+    ft_d4 <= \$181 ;
   always @(posedge clk)
-    ft_d0 <= \$182 ;
+    ft_d5 <= \$182 ;
   always @(posedge clk)
     paddr_d0 <= \$183 ;
   always @(posedge clk)
@@ -2619,65 +2619,65 @@ module \bchw_top.engine0 (s__valid, clk, rst, s__ready, m__valid, m__payload, m_
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$174  = { nfc, last_step, \$99 , \$98 , issue };
+    \$174  = { last_step, \$99 , \$98 , issue };
     if (rst) begin
-      \$174  = 8'h00;
+      \$174  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
     \$175  = f1_d0;
     if (rst) begin
-      \$175  = 8'h00;
+      \$175  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
     \$176  = f1_d1;
     if (rst) begin
-      \$176  = 8'h00;
+      \$176  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
     \$177  = f1_d2;
     if (rst) begin
-      \$177  = 8'h00;
+      \$177  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$178  = fp_d0;
+    \$178  = ft_d0;
     if (rst) begin
-      \$178  = 8'h00;
+      \$178  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$179  = fp_d1;
+    \$179  = ft_d1;
     if (rst) begin
-      \$179  = 8'h00;
+      \$179  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$180  = fp_d2;
+    \$180  = ft_d2;
     if (rst) begin
-      \$180  = 8'h00;
+      \$180  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$181  = fp_d3;
+    \$181  = ft_d3;
     if (rst) begin
-      \$181  = 8'h00;
+      \$181  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$182  = fp_d4;
+    \$182  = ft_d4;
     if (rst) begin
-      \$182  = 8'h00;
+      \$182  = 4'h0;
     end
   end
   always @* begin
@@ -2851,112 +2851,112 @@ module \bchw_top.engine0 (s__valid, clk, rst, s__ready, m__valid, m__payload, m_
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
     \$209  = acc;
-    if (ft_d0[0]) begin
+    if (ft_d5[0]) begin
       \$209  = \$103 [18:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
     \$210  = \acc$137 ;
-    if (ft_d0[0]) begin
+    if (ft_d5[0]) begin
       \$210  = \$105 [18:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
     \$211  = \acc$143 ;
-    if (ft_d0[0]) begin
+    if (ft_d5[0]) begin
       \$211  = \$107 [18:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
     \$212  = \acc$149 ;
-    if (ft_d0[0]) begin
+    if (ft_d5[0]) begin
       \$212  = \$109 [18:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
     \$213  = \acc$155 ;
-    if (ft_d0[0]) begin
+    if (ft_d5[0]) begin
       \$213  = \$111 [18:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
     \$214  = \acc$161 ;
-    if (ft_d0[0]) begin
+    if (ft_d5[0]) begin
       \$214  = \$113 [18:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
     \$215  = \acc$167 ;
-    if (ft_d0[0]) begin
+    if (ft_d5[0]) begin
       \$215  = \$115 [18:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
     \$216  = \acc$173 ;
-    if (ft_d0[0]) begin
+    if (ft_d5[0]) begin
       \$216  = \$117 [18:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
     \$217  = \acc$179 ;
-    if (ft_d0[0]) begin
+    if (ft_d5[0]) begin
       \$217  = \$119 [18:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
     \$218  = \acc$185 ;
-    if (ft_d0[0]) begin
+    if (ft_d5[0]) begin
       \$218  = \$121 [18:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
     \$219  = \acc$191 ;
-    if (ft_d0[0]) begin
+    if (ft_d5[0]) begin
       \$219  = \$123 [18:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
     \$220  = \acc$197 ;
-    if (ft_d0[0]) begin
+    if (ft_d5[0]) begin
       \$220  = \$125 [18:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
     \$221  = \acc$203 ;
-    if (ft_d0[0]) begin
+    if (ft_d5[0]) begin
       \$221  = \$127 [18:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
     \$222  = \acc$209 ;
-    if (ft_d0[0]) begin
+    if (ft_d5[0]) begin
       \$222  = \$129 [18:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
     \$223  = \acc$215 ;
-    if (ft_d0[0]) begin
+    if (ft_d5[0]) begin
       \$223  = \$131 [18:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
     \$224  = \acc$221 ;
-    if (ft_d0[0]) begin
+    if (ft_d5[0]) begin
       \$224  = \$133 [18:0];
     end
   end
@@ -12505,15 +12505,15 @@ module \bchw_top.engine1 (rst, s__valid, write__data, s__ready, m__valid, m__pay
   wire [127:0] \$171 ;
   wire [255:0] \$172 ;
   wire [255:0] \$173 ;
-  reg [7:0] \$174 ;
-  reg [7:0] \$175 ;
-  reg [7:0] \$176 ;
-  reg [7:0] \$177 ;
-  reg [7:0] \$178 ;
-  reg [7:0] \$179 ;
+  reg [3:0] \$174 ;
+  reg [3:0] \$175 ;
+  reg [3:0] \$176 ;
+  reg [3:0] \$177 ;
+  reg [3:0] \$178 ;
+  reg [3:0] \$179 ;
   wire \$18 ;
-  reg [7:0] \$180 ;
-  reg [7:0] \$181 ;
+  reg [3:0] \$180 ;
+  reg [3:0] \$181 ;
   reg [3:0] \$182 ;
   reg [3:0] \$183 ;
   reg [3:0] \$184 ;
@@ -12834,14 +12834,14 @@ module \bchw_top.engine1 (rst, s__valid, write__data, s__ready, m__valid, m__pay
   wire \en$96 ;
   wire \en$99 ;
   wire enter;
-  reg [7:0] f1_d0 = 8'h00;
-  reg [7:0] f1_d1 = 8'h00;
-  reg [7:0] f1_d2 = 8'h00;
-  reg [7:0] fp_d0 = 8'h00;
-  reg [7:0] fp_d1 = 8'h00;
-  reg [7:0] fp_d2 = 8'h00;
-  reg [7:0] fp_d3 = 8'h00;
-  reg [7:0] ft_d0 = 8'h00;
+  reg [3:0] f1_d0 = 4'h0;
+  reg [3:0] f1_d1 = 4'h0;
+  reg [3:0] f1_d2 = 4'h0;
+  reg [3:0] ft_d0 = 4'h0;
+  reg [3:0] ft_d1 = 4'h0;
+  reg [3:0] ft_d2 = 4'h0;
+  reg [3:0] ft_d3 = 4'h0;
+  reg [3:0] ft_d4 = 4'h0;
   reg issue = 1'h0;
   wire issue_next;
   wire [-1:0] lane;
@@ -13187,39 +13187,39 @@ module \bchw_top.engine1 (rst, s__valid, write__data, s__ready, m__valid, m__pay
   assign \$97  = \$94  ? 1'h1 : \$96 ;
   assign \$98  = ! sfc;
   assign \$99  = sfc == 4'hf;
-  assign \$100  = ft_d0[0] & ft_d0[2];
-  assign \$101  = ft_d0[0] & ft_d0[3];
-  assign \$102  = ft_d0[1] ? 17'h00000 : acc;
+  assign \$100  = ft_d4[0] & ft_d4[2];
+  assign \$101  = ft_d4[0] & ft_d4[3];
+  assign \$102  = ft_d4[1] ? 17'h00000 : acc;
   assign \$103  = $signed(\$102 ) + $signed(sum);
-  assign \$104  = ft_d0[1] ? 17'h00000 : \acc$137 ;
+  assign \$104  = ft_d4[1] ? 17'h00000 : \acc$137 ;
   assign \$105  = $signed(\$104 ) + $signed(\sum$292 );
-  assign \$106  = ft_d0[1] ? 17'h00000 : \acc$143 ;
+  assign \$106  = ft_d4[1] ? 17'h00000 : \acc$143 ;
   assign \$107  = $signed(\$106 ) + $signed(\sum$293 );
-  assign \$108  = ft_d0[1] ? 17'h00000 : \acc$149 ;
+  assign \$108  = ft_d4[1] ? 17'h00000 : \acc$149 ;
   assign \$109  = $signed(\$108 ) + $signed(\sum$294 );
-  assign \$110  = ft_d0[1] ? 17'h00000 : \acc$155 ;
+  assign \$110  = ft_d4[1] ? 17'h00000 : \acc$155 ;
   assign \$111  = $signed(\$110 ) + $signed(\sum$295 );
-  assign \$112  = ft_d0[1] ? 17'h00000 : \acc$161 ;
+  assign \$112  = ft_d4[1] ? 17'h00000 : \acc$161 ;
   assign \$113  = $signed(\$112 ) + $signed(\sum$296 );
-  assign \$114  = ft_d0[1] ? 17'h00000 : \acc$167 ;
+  assign \$114  = ft_d4[1] ? 17'h00000 : \acc$167 ;
   assign \$115  = $signed(\$114 ) + $signed(\sum$297 );
-  assign \$116  = ft_d0[1] ? 17'h00000 : \acc$173 ;
+  assign \$116  = ft_d4[1] ? 17'h00000 : \acc$173 ;
   assign \$117  = $signed(\$116 ) + $signed(\sum$298 );
-  assign \$118  = ft_d0[1] ? 17'h00000 : \acc$179 ;
+  assign \$118  = ft_d4[1] ? 17'h00000 : \acc$179 ;
   assign \$119  = $signed(\$118 ) + $signed(\sum$299 );
-  assign \$120  = ft_d0[1] ? 17'h00000 : \acc$185 ;
+  assign \$120  = ft_d4[1] ? 17'h00000 : \acc$185 ;
   assign \$121  = $signed(\$120 ) + $signed(\sum$300 );
-  assign \$122  = ft_d0[1] ? 17'h00000 : \acc$191 ;
+  assign \$122  = ft_d4[1] ? 17'h00000 : \acc$191 ;
   assign \$123  = $signed(\$122 ) + $signed(\sum$301 );
-  assign \$124  = ft_d0[1] ? 17'h00000 : \acc$197 ;
+  assign \$124  = ft_d4[1] ? 17'h00000 : \acc$197 ;
   assign \$125  = $signed(\$124 ) + $signed(\sum$302 );
-  assign \$126  = ft_d0[1] ? 17'h00000 : \acc$203 ;
+  assign \$126  = ft_d4[1] ? 17'h00000 : \acc$203 ;
   assign \$127  = $signed(\$126 ) + $signed(\sum$303 );
-  assign \$128  = ft_d0[1] ? 17'h00000 : \acc$209 ;
+  assign \$128  = ft_d4[1] ? 17'h00000 : \acc$209 ;
   assign \$129  = $signed(\$128 ) + $signed(\sum$304 );
-  assign \$130  = ft_d0[1] ? 17'h00000 : \acc$215 ;
+  assign \$130  = ft_d4[1] ? 17'h00000 : \acc$215 ;
   assign \$131  = $signed(\$130 ) + $signed(\sum$305 );
-  assign \$132  = ft_d0[1] ? 17'h00000 : \acc$221 ;
+  assign \$132  = ft_d4[1] ? 17'h00000 : \acc$221 ;
   assign \$133  = $signed(\$132 ) + $signed(\sum$306 );
   assign \$134  = | count;
   assign \$135  = ~ \$134 ;
@@ -13284,15 +13284,15 @@ module \bchw_top.engine1 (rst, s__valid, write__data, s__ready, m__valid, m__pay
   always @(posedge clk)
     f1_d2 <= \$176 ;
   always @(posedge clk)
-    fp_d0 <= \$177 ;
+    ft_d0 <= \$177 ;
   always @(posedge clk)
-    fp_d1 <= \$178 ;
+    ft_d1 <= \$178 ;
   always @(posedge clk)
-    fp_d2 <= \$179 ;
+    ft_d2 <= \$179 ;
   always @(posedge clk)
-    fp_d3 <= \$180 ;
+    ft_d3 <= \$180 ;
   always @(posedge clk)
-    ft_d0 <= \$181 ;
+    ft_d4 <= \$181 ;
   always @(posedge clk)
     paddr_d0 <= \$182 ;
   always @(posedge clk)
@@ -13801,58 +13801,58 @@ module \bchw_top.engine1 (rst, s__valid, write__data, s__ready, m__valid, m__pay
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$174  = { nfc, last_step, \$99 , \$98 , issue };
+    \$174  = { last_step, \$99 , \$98 , issue };
     if (rst) begin
-      \$174  = 8'h00;
+      \$174  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
     \$175  = f1_d0;
     if (rst) begin
-      \$175  = 8'h00;
+      \$175  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
     \$176  = f1_d1;
     if (rst) begin
-      \$176  = 8'h00;
+      \$176  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
     \$177  = f1_d2;
     if (rst) begin
-      \$177  = 8'h00;
+      \$177  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$178  = fp_d0;
+    \$178  = ft_d0;
     if (rst) begin
-      \$178  = 8'h00;
+      \$178  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$179  = fp_d1;
+    \$179  = ft_d1;
     if (rst) begin
-      \$179  = 8'h00;
+      \$179  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$180  = fp_d2;
+    \$180  = ft_d2;
     if (rst) begin
-      \$180  = 8'h00;
+      \$180  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$181  = fp_d3;
+    \$181  = ft_d3;
     if (rst) begin
-      \$181  = 8'h00;
+      \$181  = 4'h0;
     end
   end
   always @* begin
@@ -14019,112 +14019,112 @@ module \bchw_top.engine1 (rst, s__valid, write__data, s__ready, m__valid, m__pay
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
     \$207  = acc;
-    if (ft_d0[0]) begin
+    if (ft_d4[0]) begin
       \$207  = \$103 [16:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
     \$208  = \acc$137 ;
-    if (ft_d0[0]) begin
+    if (ft_d4[0]) begin
       \$208  = \$105 [16:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
     \$209  = \acc$143 ;
-    if (ft_d0[0]) begin
+    if (ft_d4[0]) begin
       \$209  = \$107 [16:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
     \$210  = \acc$149 ;
-    if (ft_d0[0]) begin
+    if (ft_d4[0]) begin
       \$210  = \$109 [16:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
     \$211  = \acc$155 ;
-    if (ft_d0[0]) begin
+    if (ft_d4[0]) begin
       \$211  = \$111 [16:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
     \$212  = \acc$161 ;
-    if (ft_d0[0]) begin
+    if (ft_d4[0]) begin
       \$212  = \$113 [16:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
     \$213  = \acc$167 ;
-    if (ft_d0[0]) begin
+    if (ft_d4[0]) begin
       \$213  = \$115 [16:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
     \$214  = \acc$173 ;
-    if (ft_d0[0]) begin
+    if (ft_d4[0]) begin
       \$214  = \$117 [16:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
     \$215  = \acc$179 ;
-    if (ft_d0[0]) begin
+    if (ft_d4[0]) begin
       \$215  = \$119 [16:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
     \$216  = \acc$185 ;
-    if (ft_d0[0]) begin
+    if (ft_d4[0]) begin
       \$216  = \$121 [16:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
     \$217  = \acc$191 ;
-    if (ft_d0[0]) begin
+    if (ft_d4[0]) begin
       \$217  = \$123 [16:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
     \$218  = \acc$197 ;
-    if (ft_d0[0]) begin
+    if (ft_d4[0]) begin
       \$218  = \$125 [16:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
     \$219  = \acc$203 ;
-    if (ft_d0[0]) begin
+    if (ft_d4[0]) begin
       \$219  = \$127 [16:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
     \$220  = \acc$209 ;
-    if (ft_d0[0]) begin
+    if (ft_d4[0]) begin
       \$220  = \$129 [16:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
     \$221  = \acc$215 ;
-    if (ft_d0[0]) begin
+    if (ft_d4[0]) begin
       \$221  = \$131 [16:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
     \$222  = \acc$221 ;
-    if (ft_d0[0]) begin
+    if (ft_d4[0]) begin
       \$222  = \$133 [16:0];
     end
   end
@@ -20345,15 +20345,15 @@ module \bchw_top.engine2 (rst, s__valid, write__data, s__ready, m__valid, m__pay
   wire [127:0] \$171 ;
   wire [255:0] \$172 ;
   wire [255:0] \$173 ;
-  reg [7:0] \$174 ;
-  reg [7:0] \$175 ;
-  reg [7:0] \$176 ;
-  reg [7:0] \$177 ;
-  reg [7:0] \$178 ;
-  reg [7:0] \$179 ;
+  reg [3:0] \$174 ;
+  reg [3:0] \$175 ;
+  reg [3:0] \$176 ;
+  reg [3:0] \$177 ;
+  reg [3:0] \$178 ;
+  reg [3:0] \$179 ;
   wire \$18 ;
-  reg [7:0] \$180 ;
-  reg [7:0] \$181 ;
+  reg [3:0] \$180 ;
+  reg [3:0] \$181 ;
   reg [3:0] \$182 ;
   reg [3:0] \$183 ;
   reg [3:0] \$184 ;
@@ -20674,14 +20674,14 @@ module \bchw_top.engine2 (rst, s__valid, write__data, s__ready, m__valid, m__pay
   wire \en$96 ;
   wire \en$99 ;
   wire enter;
-  reg [7:0] f1_d0 = 8'h00;
-  reg [7:0] f1_d1 = 8'h00;
-  reg [7:0] f1_d2 = 8'h00;
-  reg [7:0] fp_d0 = 8'h00;
-  reg [7:0] fp_d1 = 8'h00;
-  reg [7:0] fp_d2 = 8'h00;
-  reg [7:0] fp_d3 = 8'h00;
-  reg [7:0] ft_d0 = 8'h00;
+  reg [3:0] f1_d0 = 4'h0;
+  reg [3:0] f1_d1 = 4'h0;
+  reg [3:0] f1_d2 = 4'h0;
+  reg [3:0] ft_d0 = 4'h0;
+  reg [3:0] ft_d1 = 4'h0;
+  reg [3:0] ft_d2 = 4'h0;
+  reg [3:0] ft_d3 = 4'h0;
+  reg [3:0] ft_d4 = 4'h0;
   reg issue = 1'h0;
   wire issue_next;
   wire [-1:0] lane;
@@ -21027,39 +21027,39 @@ module \bchw_top.engine2 (rst, s__valid, write__data, s__ready, m__valid, m__pay
   assign \$97  = \$94  ? 1'h1 : \$96 ;
   assign \$98  = ! sfc;
   assign \$99  = sfc == 4'hf;
-  assign \$100  = ft_d0[0] & ft_d0[2];
-  assign \$101  = ft_d0[0] & ft_d0[3];
-  assign \$102  = ft_d0[1] ? 17'h00000 : acc;
+  assign \$100  = ft_d4[0] & ft_d4[2];
+  assign \$101  = ft_d4[0] & ft_d4[3];
+  assign \$102  = ft_d4[1] ? 17'h00000 : acc;
   assign \$103  = $signed(\$102 ) + $signed(sum);
-  assign \$104  = ft_d0[1] ? 17'h00000 : \acc$137 ;
+  assign \$104  = ft_d4[1] ? 17'h00000 : \acc$137 ;
   assign \$105  = $signed(\$104 ) + $signed(\sum$292 );
-  assign \$106  = ft_d0[1] ? 17'h00000 : \acc$143 ;
+  assign \$106  = ft_d4[1] ? 17'h00000 : \acc$143 ;
   assign \$107  = $signed(\$106 ) + $signed(\sum$293 );
-  assign \$108  = ft_d0[1] ? 17'h00000 : \acc$149 ;
+  assign \$108  = ft_d4[1] ? 17'h00000 : \acc$149 ;
   assign \$109  = $signed(\$108 ) + $signed(\sum$294 );
-  assign \$110  = ft_d0[1] ? 17'h00000 : \acc$155 ;
+  assign \$110  = ft_d4[1] ? 17'h00000 : \acc$155 ;
   assign \$111  = $signed(\$110 ) + $signed(\sum$295 );
-  assign \$112  = ft_d0[1] ? 17'h00000 : \acc$161 ;
+  assign \$112  = ft_d4[1] ? 17'h00000 : \acc$161 ;
   assign \$113  = $signed(\$112 ) + $signed(\sum$296 );
-  assign \$114  = ft_d0[1] ? 17'h00000 : \acc$167 ;
+  assign \$114  = ft_d4[1] ? 17'h00000 : \acc$167 ;
   assign \$115  = $signed(\$114 ) + $signed(\sum$297 );
-  assign \$116  = ft_d0[1] ? 17'h00000 : \acc$173 ;
+  assign \$116  = ft_d4[1] ? 17'h00000 : \acc$173 ;
   assign \$117  = $signed(\$116 ) + $signed(\sum$298 );
-  assign \$118  = ft_d0[1] ? 17'h00000 : \acc$179 ;
+  assign \$118  = ft_d4[1] ? 17'h00000 : \acc$179 ;
   assign \$119  = $signed(\$118 ) + $signed(\sum$299 );
-  assign \$120  = ft_d0[1] ? 17'h00000 : \acc$185 ;
+  assign \$120  = ft_d4[1] ? 17'h00000 : \acc$185 ;
   assign \$121  = $signed(\$120 ) + $signed(\sum$300 );
-  assign \$122  = ft_d0[1] ? 17'h00000 : \acc$191 ;
+  assign \$122  = ft_d4[1] ? 17'h00000 : \acc$191 ;
   assign \$123  = $signed(\$122 ) + $signed(\sum$301 );
-  assign \$124  = ft_d0[1] ? 17'h00000 : \acc$197 ;
+  assign \$124  = ft_d4[1] ? 17'h00000 : \acc$197 ;
   assign \$125  = $signed(\$124 ) + $signed(\sum$302 );
-  assign \$126  = ft_d0[1] ? 17'h00000 : \acc$203 ;
+  assign \$126  = ft_d4[1] ? 17'h00000 : \acc$203 ;
   assign \$127  = $signed(\$126 ) + $signed(\sum$303 );
-  assign \$128  = ft_d0[1] ? 17'h00000 : \acc$209 ;
+  assign \$128  = ft_d4[1] ? 17'h00000 : \acc$209 ;
   assign \$129  = $signed(\$128 ) + $signed(\sum$304 );
-  assign \$130  = ft_d0[1] ? 17'h00000 : \acc$215 ;
+  assign \$130  = ft_d4[1] ? 17'h00000 : \acc$215 ;
   assign \$131  = $signed(\$130 ) + $signed(\sum$305 );
-  assign \$132  = ft_d0[1] ? 17'h00000 : \acc$221 ;
+  assign \$132  = ft_d4[1] ? 17'h00000 : \acc$221 ;
   assign \$133  = $signed(\$132 ) + $signed(\sum$306 );
   assign \$134  = | count;
   assign \$135  = ~ \$134 ;
@@ -21124,15 +21124,15 @@ module \bchw_top.engine2 (rst, s__valid, write__data, s__ready, m__valid, m__pay
   always @(posedge clk)
     f1_d2 <= \$176 ;
   always @(posedge clk)
-    fp_d0 <= \$177 ;
+    ft_d0 <= \$177 ;
   always @(posedge clk)
-    fp_d1 <= \$178 ;
+    ft_d1 <= \$178 ;
   always @(posedge clk)
-    fp_d2 <= \$179 ;
+    ft_d2 <= \$179 ;
   always @(posedge clk)
-    fp_d3 <= \$180 ;
+    ft_d3 <= \$180 ;
   always @(posedge clk)
-    ft_d0 <= \$181 ;
+    ft_d4 <= \$181 ;
   always @(posedge clk)
     paddr_d0 <= \$182 ;
   always @(posedge clk)
@@ -21641,58 +21641,58 @@ module \bchw_top.engine2 (rst, s__valid, write__data, s__ready, m__valid, m__pay
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
-    \$174  = { nfc, last_step, \$99 , \$98 , issue };
+    \$174  = { last_step, \$99 , \$98 , issue };
     if (rst) begin
-      \$174  = 8'h00;
+      \$174  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
     \$175  = f1_d0;
     if (rst) begin
-      \$175  = 8'h00;
+      \$175  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
     \$176  = f1_d1;
     if (rst) begin
-      \$176  = 8'h00;
+      \$176  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
     \$177  = f1_d2;
     if (rst) begin
-      \$177  = 8'h00;
+      \$177  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
-    \$178  = fp_d0;
+    \$178  = ft_d0;
     if (rst) begin
-      \$178  = 8'h00;
+      \$178  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
-    \$179  = fp_d1;
+    \$179  = ft_d1;
     if (rst) begin
-      \$179  = 8'h00;
+      \$179  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
-    \$180  = fp_d2;
+    \$180  = ft_d2;
     if (rst) begin
-      \$180  = 8'h00;
+      \$180  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
-    \$181  = fp_d3;
+    \$181  = ft_d3;
     if (rst) begin
-      \$181  = 8'h00;
+      \$181  = 4'h0;
     end
   end
   always @* begin
@@ -21859,112 +21859,112 @@ module \bchw_top.engine2 (rst, s__valid, write__data, s__ready, m__valid, m__pay
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
     \$207  = acc;
-    if (ft_d0[0]) begin
+    if (ft_d4[0]) begin
       \$207  = \$103 [16:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
     \$208  = \acc$137 ;
-    if (ft_d0[0]) begin
+    if (ft_d4[0]) begin
       \$208  = \$105 [16:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
     \$209  = \acc$143 ;
-    if (ft_d0[0]) begin
+    if (ft_d4[0]) begin
       \$209  = \$107 [16:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
     \$210  = \acc$149 ;
-    if (ft_d0[0]) begin
+    if (ft_d4[0]) begin
       \$210  = \$109 [16:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
     \$211  = \acc$155 ;
-    if (ft_d0[0]) begin
+    if (ft_d4[0]) begin
       \$211  = \$111 [16:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
     \$212  = \acc$161 ;
-    if (ft_d0[0]) begin
+    if (ft_d4[0]) begin
       \$212  = \$113 [16:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
     \$213  = \acc$167 ;
-    if (ft_d0[0]) begin
+    if (ft_d4[0]) begin
       \$213  = \$115 [16:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
     \$214  = \acc$173 ;
-    if (ft_d0[0]) begin
+    if (ft_d4[0]) begin
       \$214  = \$117 [16:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
     \$215  = \acc$179 ;
-    if (ft_d0[0]) begin
+    if (ft_d4[0]) begin
       \$215  = \$119 [16:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
     \$216  = \acc$185 ;
-    if (ft_d0[0]) begin
+    if (ft_d4[0]) begin
       \$216  = \$121 [16:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
     \$217  = \acc$191 ;
-    if (ft_d0[0]) begin
+    if (ft_d4[0]) begin
       \$217  = \$123 [16:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
     \$218  = \acc$197 ;
-    if (ft_d0[0]) begin
+    if (ft_d4[0]) begin
       \$218  = \$125 [16:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
     \$219  = \acc$203 ;
-    if (ft_d0[0]) begin
+    if (ft_d4[0]) begin
       \$219  = \$127 [16:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
     \$220  = \acc$209 ;
-    if (ft_d0[0]) begin
+    if (ft_d4[0]) begin
       \$220  = \$129 [16:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
     \$221  = \acc$215 ;
-    if (ft_d0[0]) begin
+    if (ft_d4[0]) begin
       \$221  = \$131 [16:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
     \$222  = \acc$221 ;
-    if (ft_d0[0]) begin
+    if (ft_d4[0]) begin
       \$222  = \$133 [16:0];
     end
   end
@@ -28435,11 +28435,11 @@ module \bchw_top.engine3 (rst, s__valid, write__data, s__ready, m__ready, m__val
   reg [3:0] f1_d0 = 4'h0;
   reg [3:0] f1_d1 = 4'h0;
   reg [3:0] f1_d2 = 4'h0;
-  reg [3:0] fp_d0 = 4'h0;
-  reg [3:0] fp_d1 = 4'h0;
-  reg [3:0] fp_d2 = 4'h0;
-  reg [3:0] fp_d3 = 4'h0;
   reg [3:0] ft_d0 = 4'h0;
+  reg [3:0] ft_d1 = 4'h0;
+  reg [3:0] ft_d2 = 4'h0;
+  reg [3:0] ft_d3 = 4'h0;
+  reg [3:0] ft_d4 = 4'h0;
   (* keep = 32'd1 *)
   reg held_copy0 = 1'h0;
   (* keep = 32'd1 *)
@@ -28740,27 +28740,27 @@ module \bchw_top.engine3 (rst, s__valid, write__data, s__ready, m__ready, m__val
   assign \$103  = \$100  ? 1'h1 : \$102 ;
   assign \$104  = ! sfc;
   assign \$105  = sfc == 4'hf;
-  assign \$106  = ft_d0[0] & ft_d0[2];
-  assign \$107  = ft_d0[0] & ft_d0[3];
-  assign \$108  = ft_d0[1] ? 17'h00000 : acc;
+  assign \$106  = ft_d4[0] & ft_d4[2];
+  assign \$107  = ft_d4[0] & ft_d4[3];
+  assign \$108  = ft_d4[1] ? 17'h00000 : acc;
   assign \$109  = $signed(\$108 ) + $signed(sum);
-  assign \$110  = ft_d0[1] ? 17'h00000 : \acc$101 ;
+  assign \$110  = ft_d4[1] ? 17'h00000 : \acc$101 ;
   assign \$111  = $signed(\$110 ) + $signed(\sum$210 );
-  assign \$112  = ft_d0[1] ? 17'h00000 : \acc$107 ;
+  assign \$112  = ft_d4[1] ? 17'h00000 : \acc$107 ;
   assign \$113  = $signed(\$112 ) + $signed(\sum$211 );
-  assign \$114  = ft_d0[1] ? 17'h00000 : \acc$113 ;
+  assign \$114  = ft_d4[1] ? 17'h00000 : \acc$113 ;
   assign \$115  = $signed(\$114 ) + $signed(\sum$212 );
-  assign \$116  = ft_d0[1] ? 17'h00000 : \acc$119 ;
+  assign \$116  = ft_d4[1] ? 17'h00000 : \acc$119 ;
   assign \$117  = $signed(\$116 ) + $signed(\sum$213 );
-  assign \$118  = ft_d0[1] ? 17'h00000 : \acc$125 ;
+  assign \$118  = ft_d4[1] ? 17'h00000 : \acc$125 ;
   assign \$119  = $signed(\$118 ) + $signed(\sum$214 );
-  assign \$120  = ft_d0[1] ? 17'h00000 : \acc$131 ;
+  assign \$120  = ft_d4[1] ? 17'h00000 : \acc$131 ;
   assign \$121  = $signed(\$120 ) + $signed(\sum$215 );
-  assign \$122  = ft_d0[1] ? 17'h00000 : \acc$137 ;
+  assign \$122  = ft_d4[1] ? 17'h00000 : \acc$137 ;
   assign \$123  = $signed(\$122 ) + $signed(\sum$216 );
-  assign \$124  = ft_d0[1] ? 17'h00000 : \acc$143 ;
+  assign \$124  = ft_d4[1] ? 17'h00000 : \acc$143 ;
   assign \$125  = $signed(\$124 ) + $signed(\sum$217 );
-  assign \$126  = ft_d0[1] ? 17'h00000 : \acc$149 ;
+  assign \$126  = ft_d4[1] ? 17'h00000 : \acc$149 ;
   assign \$127  = $signed(\$126 ) + $signed(\sum$218 );
   assign \$128  = | count;
   assign \$129  = ~ \$128 ;
@@ -28837,15 +28837,15 @@ module \bchw_top.engine3 (rst, s__valid, write__data, s__ready, m__ready, m__val
   always @(posedge clk)
     f1_d2 <= \$183 ;
   always @(posedge clk)
-    fp_d0 <= \$184 ;
+    ft_d0 <= \$184 ;
   always @(posedge clk)
-    fp_d1 <= \$185 ;
+    ft_d1 <= \$185 ;
   always @(posedge clk)
-    fp_d2 <= \$186 ;
+    ft_d2 <= \$186 ;
   always @(posedge clk)
-    fp_d3 <= \$187 ;
+    ft_d3 <= \$187 ;
   always @(posedge clk)
-    ft_d0 <= \$188 ;
+    ft_d4 <= \$188 ;
   always @(posedge clk)
     params_d0 <= \$189 ;
   always @(posedge clk)
@@ -29213,28 +29213,28 @@ module \bchw_top.engine3 (rst, s__valid, write__data, s__ready, m__ready, m__val
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$53 ) begin end
-    \$185  = fp_d0;
+    \$185  = ft_d0;
     if (rst) begin
       \$185  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$53 ) begin end
-    \$186  = fp_d1;
+    \$186  = ft_d1;
     if (rst) begin
       \$186  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$53 ) begin end
-    \$187  = fp_d2;
+    \$187  = ft_d2;
     if (rst) begin
       \$187  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$53 ) begin end
-    \$188  = fp_d3;
+    \$188  = ft_d3;
     if (rst) begin
       \$188  = 4'h0;
     end
@@ -29256,70 +29256,70 @@ module \bchw_top.engine3 (rst, s__valid, write__data, s__ready, m__ready, m__val
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$53 ) begin end
     \$193  = acc;
-    if (ft_d0[0]) begin
+    if (ft_d4[0]) begin
       \$193  = \$109 [16:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$53 ) begin end
     \$194  = \acc$101 ;
-    if (ft_d0[0]) begin
+    if (ft_d4[0]) begin
       \$194  = \$111 [16:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$53 ) begin end
     \$195  = \acc$107 ;
-    if (ft_d0[0]) begin
+    if (ft_d4[0]) begin
       \$195  = \$113 [16:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$53 ) begin end
     \$196  = \acc$113 ;
-    if (ft_d0[0]) begin
+    if (ft_d4[0]) begin
       \$196  = \$115 [16:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$53 ) begin end
     \$197  = \acc$119 ;
-    if (ft_d0[0]) begin
+    if (ft_d4[0]) begin
       \$197  = \$117 [16:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$53 ) begin end
     \$198  = \acc$125 ;
-    if (ft_d0[0]) begin
+    if (ft_d4[0]) begin
       \$198  = \$119 [16:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$53 ) begin end
     \$199  = \acc$131 ;
-    if (ft_d0[0]) begin
+    if (ft_d4[0]) begin
       \$199  = \$121 [16:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$53 ) begin end
     \$200  = \acc$137 ;
-    if (ft_d0[0]) begin
+    if (ft_d4[0]) begin
       \$200  = \$123 [16:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$53 ) begin end
     \$201  = \acc$143 ;
-    if (ft_d0[0]) begin
+    if (ft_d4[0]) begin
       \$201  = \$125 [16:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$53 ) begin end
     \$202  = \acc$149 ;
-    if (ft_d0[0]) begin
+    if (ft_d4[0]) begin
       \$202  = \$127 [16:0];
     end
   end

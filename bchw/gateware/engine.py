@@ -254,7 +254,7 @@ class LayerEngine(wiring.Component):
         x1 = (delayed(x0, ROM_STAGES - 1, "xmem", reset_less=True) if self.beat_lanes
               else delayed(x0, ROM_STAGES, "x", reset_less=True))
         wdata = delayed(wrom.data, ROM_STAGES - 1, "wdata", reset_less=True)
-        flags = Cat(issue, sfc == 0, sfc == sf - 1, last_step, nfc)
+        flags = Cat(issue, sfc == 0, sfc == sf - 1, last_step)   # (nfc: its own chain, below)
         flags1 = delayed(flags, ROM_STAGES, "f1")
 
         # --- adder trees, one per PE (and the shared Σ x one)
@@ -277,8 +277,7 @@ class LayerEngine(wiring.Component):
         # so that they arrive registered twice, with the accumulator: the second register
         # feeds only its PE's requantizer (its DSPs), so it is placed beside them
         depth = tree_depth(simd, self.tree_levels)
-        flags_p = delayed(flags1, depth - 1, "fp")
-        flags_t = delayed(flags_p, 1, "ft")
+        flags_t = delayed(flags1, depth, "ft")
         valid_t, first_t, lastsf_t, end_t = flags_t[0], flags_t[1], flags_t[2], flags_t[3]
         addr_d = delayed(nfc, ROM_STAGES + depth - 3, "paddr")
         addrs = (register_copies(m, addr_d, param_parts, "paddr", enable=en) if param_parts > 1
