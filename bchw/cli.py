@@ -209,7 +209,7 @@ def cmd_verilog(args: argparse.Namespace) -> int:
 
     bundle = load_bundle(args.bundle)
     out = write_verilog(bundle, args.output)
-    print(f"wrote {out}/bchw_top.v, bchw_rom.v and {2 * len(bundle.layers)} hex images")
+    print(f"wrote {out}/bchw_top.v, bchw_rom.v, bchw_mul.v and {2 * len(bundle.layers)} hex images")
     return 0
 
 

@@ -67,8 +67,9 @@ if TYPE_CHECKING:
 
 Pattern = Callable[[int], bool]
 
-#: Pipeline registers of the requantizer: product, sum, shift-and-clamp.
-REQUANT_STAGES = 3
+#: Pipeline registers of the requantizer: the multiplier's operands, its product, the sum,
+#: the shift-and-clamp.
+REQUANT_STAGES = 4
 #: Cycles from a weight ROM address to its word in a register: the ROM's own read
 #: register, then two more: an ECP5 block RAM's clock-to-output is about 4.3 ns, so the
 #: first can sit beside the block RAM and only catch the word, and the second carry it

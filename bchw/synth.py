@@ -362,11 +362,17 @@ KEPT_REGISTERS = ("*_copy*",)
 UNINITIALISED_REGISTERS = ("*params_d*", "*wdata_d*")
 
 
+#: Files read at once, not deferred: ``bchw_mul`` (see
+#: :data:`bchw.gateware.multiplier.MUL_VERILOG_ECP5`).
+IMMEDIATE_FILES = ("bchw_mul.v",)
+
+
 def _yosys_script(target: Target, verilog_files: list[str], top: str, nodsp: bool) -> str:
     """Read everything deferred (so ``bchw_rom`` is only elaborated with its real
-    ``INIT_FILE``), keep the core a module of its own, map, and write its ``stat``."""
-    reads = "\n".join(f"read_verilog -defer {'-sv ' if f.endswith('.sv') else ''}{f}"
-                      for f in verilog_files)
+    ``INIT_FILE``) but :data:`IMMEDIATE_FILES`, keep the core a module of its own, map,
+    and write its ``stat``."""
+    reads = "\n".join(f"read_verilog {'' if f in IMMEDIATE_FILES else '-defer '}"
+                      f"{'-sv ' if f.endswith('.sv') else ''}{f}" for f in verilog_files)
     if target.family == "ecp5":
         synth = f"synth_ecp5 -top {WRAPPER_NAME} -json netlist.json" + (" -nodsp" if nodsp else "")
     elif target.family == "ice40":
@@ -514,10 +520,12 @@ def synth_bundle(bundle: Any, target: str, work_dir: str | os.PathLike, *,
     :func:`synthesize`.  The Verilog is ``generate_verilog(bundle)``, or
     ``verilog`` if given (another generator option of the same bundle, generated
     with ``tree_levels`` adder levels per register stage, which the latency needs), with
-    ``bchw_rom`` and the bundle's hex images beside it, so the ROMs hold the
-    real weights (a constant ROM would be optimised away).
+    ``bchw_rom``, ``bchw_mul`` (on an ECP5 unless ``nodsp``, a DSP block:
+    :data:`bchw.gateware.multiplier.MUL_VERILOG_ECP5`) and the bundle's hex images beside
+    it, so the ROMs hold the real weights (a constant ROM would be optimised away).
     """
     from bchw.export import Bundle, load_bundle
+    from bchw.gateware.multiplier import MUL_VERILOG, MUL_VERILOG_ECP5
     from bchw.gateware.rom import ROM_VERILOG
     from bchw.gateware.top import TOP_NAME, generate_verilog, rom_files
     from bchw.perf import cycle_model
@@ -527,7 +535,12 @@ def synth_bundle(bundle: Any, target: str, work_dir: str | os.PathLike, *,
         bundle = load_bundle(bundle)
     if verilog is None:
         verilog = generate_verilog(bundle)
-    files: dict[str, str | bytes] = {f"{TOP_NAME}.v": verilog, "bchw_rom.v": ROM_VERILOG}
+    # on an ECP5 the requantizers' multipliers are DSP blocks with their own registers
+    # (unless DSPs are refused)
+    dsp = TARGETS[target].family == "ecp5" and not options.get("nodsp", False)
+    mul = MUL_VERILOG_ECP5 if dsp else MUL_VERILOG
+    files: dict[str, str | bytes] = {f"{TOP_NAME}.v": verilog, "bchw_rom.v": ROM_VERILOG,
+                                     "bchw_mul.v": mul}
     for name in rom_files(bundle):
         files[name] = (bundle.path / name).read_bytes()
     result = synthesize(files, target, work_dir, top=TOP_NAME, **options)

@@ -1347,11 +1347,13 @@ module \bchw_top.engine0 (s__valid, clk, rst, s__ready, m__valid, m__payload, m_
   reg \$229 ;
   wire [5:0] \$23 ;
   reg \$230 ;
-  reg [128:0] \$231 ;
-  reg [128:0] \$232 ;
-  reg [1:0] \$233 ;
-  reg \$234 ;
-  reg \$235 ;
+  reg \$231 ;
+  reg \$232 ;
+  reg [128:0] \$233 ;
+  reg [128:0] \$234 ;
+  reg [1:0] \$235 ;
+  reg \$236 ;
+  reg \$237 ;
   wire \$24 ;
   wire \$25 ;
   wire \$26 ;
@@ -1727,9 +1729,11 @@ module \bchw_top.engine0 (s__valid, clk, rst, s__ready, m__valid, m__payload, m_
   wire [7:0] \q$247 ;
   reg qe_d0 = 1'h0;
   reg qe_d1 = 1'h0;
+  reg qe_d2 = 1'h0;
   reg qe_last_d0 = 1'h0;
   reg qv_d0 = 1'h0;
   reg qv_d1 = 1'h0;
+  reg qv_d2 = 1'h0;
   reg qv_last_d0 = 1'h0;
   wire [5:0] read__addr;
   wire [223:0] read__data;
@@ -2198,23 +2202,27 @@ module \bchw_top.engine0 (s__valid, clk, rst, s__ready, m__valid, m__payload, m_
   always @(posedge clk)
     qv_d1 <= \$226 ;
   always @(posedge clk)
-    qe_d0 <= \$227 ;
+    qv_d2 <= \$227 ;
   always @(posedge clk)
-    qe_d1 <= \$228 ;
+    qe_d0 <= \$228 ;
   always @(posedge clk)
-    qv_last_d0 <= \$229 ;
+    qe_d1 <= \$229 ;
   always @(posedge clk)
-    qe_last_d0 <= \$230 ;
+    qe_d2 <= \$230 ;
   always @(posedge clk)
-    skid0 <= \$231 ;
+    qv_last_d0 <= \$231 ;
   always @(posedge clk)
-    skid1 <= \$232 ;
+    qe_last_d0 <= \$232 ;
   always @(posedge clk)
-    count <= \$233 ;
+    skid0 <= \$233 ;
   always @(posedge clk)
-    credit_back_d0 <= \$234 ;
+    skid1 <= \$234 ;
   always @(posedge clk)
-    credit_back <= \$235 ;
+    count <= \$235 ;
+  always @(posedge clk)
+    credit_back_d0 <= \$236 ;
+  always @(posedge clk)
+    credit_back <= \$237 ;
   \bchw_top.engine0.params0  params0 (
     .addr(\addr$82 ),
     .clk(clk),
@@ -2976,21 +2984,21 @@ module \bchw_top.engine0 (s__valid, clk, rst, s__ready, m__valid, m__payload, m_
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$227  = acc_end;
+    \$227  = qv_d1;
     if (rst) begin
       \$227  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$228  = qe_d0;
+    \$228  = acc_end;
     if (rst) begin
       \$228  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$229  = qv_d1;
+    \$229  = qe_d0;
     if (rst) begin
       \$229  = 1'h0;
     end
@@ -3004,41 +3012,55 @@ module \bchw_top.engine0 (s__valid, clk, rst, s__ready, m__valid, m__payload, m_
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$231  = skid0;
+    \$231  = qv_d2;
+    if (rst) begin
+      \$231  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$232  = qe_d2;
+    if (rst) begin
+      \$232  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$233  = skid0;
     if (\$143 ) begin
-      \$231  = { qe_last_d0, \q$247 , \q$246 , \q$245 , \q$244 , \q$243 , \q$242 , \q$241 , \q$240 , \q$239 , \q$238 , \q$237 , \q$236 , \q$235 , \q$234 , \q$233 , q };
+      \$233  = { qe_last_d0, \q$247 , \q$246 , \q$245 , \q$244 , \q$243 , \q$242 , \q$241 , \q$240 , \q$239 , \q$238 , \q$237 , \q$236 , \q$235 , \q$234 , \q$233 , q };
     end else if (\$145 ) begin
-      \$231  = skid1;
+      \$233  = skid1;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$232  = skid1;
+    \$234  = skid1;
     if (\$155 ) begin
-      \$232  = { qe_last_d0, \q$247 , \q$246 , \q$245 , \q$244 , \q$243 , \q$242 , \q$241 , \q$240 , \q$239 , \q$238 , \q$237 , \q$236 , \q$235 , \q$234 , \q$233 , q };
+      \$234  = { qe_last_d0, \q$247 , \q$246 , \q$245 , \q$244 , \q$243 , \q$242 , \q$241 , \q$240 , \q$239 , \q$238 , \q$237 , \q$236 , \q$235 , \q$234 , \q$233 , q };
     end else if (\$157 ) begin
-      \$232  = 129'h000000000000000000000000000000000;
+      \$234  = 129'h000000000000000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$233  = \$66 [1:0];
+    \$235  = \$66 [1:0];
     if (rst) begin
-      \$233  = 2'h0;
+      \$235  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$234  = enter;
+    \$236  = enter;
     if (rst) begin
-      \$234  = 1'h0;
+      \$236  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$235  = credit_back_d0;
+    \$237  = credit_back_d0;
     if (rst) begin
-      \$235  = 1'h0;
+      \$237  = 1'h0;
     end
   end
   assign en = 1'h1;
@@ -3647,34 +3669,39 @@ endmodule
 (* generator = "Amaranth" *)
 module \bchw_top.engine0.requant0 (rst, \port$5117$0 , acc, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$3  = 0;
-  wire [34:0] \$1 ;
-  wire [35:0] \$10 ;
-  wire [20:0] \$11 ;
-  wire [37:0] \$12 ;
+  wire [36:0] \$1 ;
+  wire [37:0] \$10 ;
+  wire [4:0] \$11 ;
+  wire [38:0] \$12 ;
   wire [4:0] \$13 ;
-  wire [38:0] \$14 ;
-  wire [4:0] \$15 ;
-  reg [7:0] \$16 ;
-  wire [19:0] \$2 ;
-  wire [36:0] \$3 ;
-  wire [38:0] \$4 ;
-  wire [51:0] \$5 ;
-  wire [52:0] \$6 ;
-  wire \$7 ;
-  wire [38:0] \$8 ;
-  wire [38:0] \$9 ;
+  reg [7:0] \$14 ;
+  wire [38:0] \$2 ;
+  wire [50:0] \$3 ;
+  wire [51:0] \$4 ;
+  wire \$5 ;
+  wire [38:0] \$6 ;
+  wire [38:0] \$7 ;
+  wire [37:0] \$8 ;
+  wire [4:0] \$9 ;
+  reg [37:0] \$like  = 38'h0000000000;
+  wire [17:0] a;
+  wire [1:0] \a$7 ;
   input [18:0] acc;
   wire [18:0] acc;
+  wire [17:0] b;
+  wire [17:0] \b$8 ;
   wire [37:0] bias;
-  reg [37:0] bias1 = 38'h0000000000;
+  reg [37:0] bias2 = 38'h0000000000;
   input clk;
   wire clk;
   wire en;
+  wire \en$1 ;
+  wire \en$6 ;
   wire [17:0] mul;
+  wire [35:0] p;
+  wire [19:0] \p$21 ;
   input [60:0] \port$5117$0 ;
   wire [60:0] \port$5117$0 ;
-  reg [35:0] prod0 = 36'h000000000;
-  reg [20:0] prod1 = 21'h000000;
   output [7:0] q;
   reg [7:0] q = 8'h00;
   input rst;
@@ -3682,82 +3709,154 @@ module \bchw_top.engine0.requant0 (rst, \port$5117$0 , acc, q, clk);
   wire [4:0] shift;
   reg [4:0] shift1 = 5'h00;
   reg [4:0] shift2 = 5'h00;
+  reg [4:0] shift3 = 5'h00;
   wire [38:0] shifted;
   reg [38:0] total = 39'h0000000000;
-  assign \$1  = $signed({ 1'h0, acc[16:0] }) * $signed(\port$5117$0 [17:0]);
-  assign \$2  = $signed(acc[18:17]) * $signed(\port$5117$0 [17:0]);
-  assign \$4  = $signed(bias1) + $signed(\$3 );
-  assign \$6  = $signed(\$4 ) + $signed(\$5 );
-  assign \$7  = | shifted[38:8];
-  assign \$8  = \$7  ? 39'h00000000ff : shifted;
-  assign \$9  = shifted[38] ? 39'h0000000000 : \$8 ;
-  assign shifted = $signed(total) >>> shift2;
+  assign shifted = $signed(total) >>> shift3;
+  assign \$2  = $signed(bias2) + $signed(\$1 );
+  assign \$4  = $signed(\$2 ) + $signed(\$3 );
+  assign \$5  = | shifted[38:8];
+  assign \$6  = \$5  ? 39'h00000000ff : shifted;
+  assign \$7  = shifted[38] ? 39'h0000000000 : \$6 ;
   always @(posedge clk)
-    prod0 <= \$10 ;
+    \$like  <= \$8 ;
   always @(posedge clk)
-    prod1 <= \$11 ;
+    shift1 <= \$9 ;
   always @(posedge clk)
-    bias1 <= \$12 ;
+    bias2 <= \$10 ;
   always @(posedge clk)
-    shift1 <= \$13 ;
+    shift2 <= \$11 ;
   always @(posedge clk)
-    total <= \$14 ;
+    total <= \$12 ;
   always @(posedge clk)
-    shift2 <= \$15 ;
+    shift3 <= \$13 ;
   always @(posedge clk)
-    q <= \$16 ;
+    q <= \$14 ;
+  \bchw_top.engine0.requant0.mul0  mul0 (
+    .b(\port$5117$0 [17:0]),
+    .clk(clk),
+    .p(p),
+    .\port$5123$0 (acc[16:0])
+  );
+  \bchw_top.engine0.requant0.mul1  mul1 (
+    .a(acc[18:17]),
+    .b(\port$5117$0 [17:0]),
+    .clk(clk),
+    .p(\p$21 )
+  );
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$16  = \$9 [7:0];
+    \$14  = \$7 [7:0];
     if (rst) begin
-      \$16  = 8'h00;
+      \$14  = 8'h00;
     end
   end
   assign en = 1'h1;
+  assign \en$1  = 1'h1;
+  assign a = { 1'h0, acc[16:0] };
+  assign b = \port$5117$0 [17:0];
   assign mul = \port$5117$0 [17:0];
+  assign \en$6  = 1'h1;
+  assign \a$7  = acc[18:17];
+  assign \b$8  = \port$5117$0 [17:0];
   assign bias = \port$5117$0 [60:23];
   assign shift = \port$5117$0 [22:18];
-  assign \$15  = shift1;
-  assign \$14  = \$6 [38:0];
-  assign \$13  = \port$5117$0 [22:18];
-  assign \$12  = \port$5117$0 [60:23];
-  assign \$11  = { \$2 [19], \$2  };
-  assign \$10  = { \$1 [34], \$1  };
-  assign \$3  = { prod0[35], prod0 };
-  assign \$5  = { prod1[20], prod1[20], prod1[20], prod1[20], prod1[20], prod1[20], prod1[20], prod1[20], prod1[20], prod1[20], prod1[20], prod1[20], prod1[20], prod1[20], prod1, 17'h00000 };
+  assign \$13  = shift2;
+  assign \$12  = \$4 [38:0];
+  assign \$11  = shift1;
+  assign \$10  = \$like ;
+  assign \$9  = \port$5117$0 [22:18];
+  assign \$8  = \port$5117$0 [60:23];
+  assign \$1  = { p[35], p };
+  assign \$3  = { \p$21 [19], \p$21 [19], \p$21 [19], \p$21 [19], \p$21 [19], \p$21 [19], \p$21 [19], \p$21 [19], \p$21 [19], \p$21 [19], \p$21 [19], \p$21 [19], \p$21 [19], \p$21 [19], \p$21 , 17'h00000 };
+endmodule
+
+(* generator = "Amaranth" *)
+module \bchw_top.engine0.requant0.mul0 (p, b, \port$5123$0 , clk);
+  wire [17:0] a;
+  input [17:0] b;
+  wire [17:0] b;
+  input clk;
+  wire clk;
+  wire en;
+  output [35:0] p;
+  wire [35:0] p;
+  input [16:0] \port$5123$0 ;
+  wire [16:0] \port$5123$0 ;
+  bchw_mul #(
+    .A_WIDTH(32'd18),
+    .B_WIDTH(32'd18)
+  ) mul (
+    .a({ 1'h0, \port$5123$0  }),
+    .b(b),
+    .clk(clk),
+    .en(1'h1),
+    .p(p)
+  );
+  assign en = 1'h1;
+  assign a = { 1'h0, \port$5123$0  };
+endmodule
+
+(* generator = "Amaranth" *)
+module \bchw_top.engine0.requant0.mul1 (p, b, a, clk);
+  input [1:0] a;
+  wire [1:0] a;
+  input [17:0] b;
+  wire [17:0] b;
+  input clk;
+  wire clk;
+  wire en;
+  output [19:0] p;
+  wire [19:0] p;
+  bchw_mul #(
+    .A_WIDTH(32'd2),
+    .B_WIDTH(32'd18)
+  ) mul (
+    .a(a),
+    .b(b),
+    .clk(clk),
+    .en(1'h1),
+    .p(p)
+  );
+  assign en = 1'h1;
 endmodule
 
 (* generator = "Amaranth" *)
 module \bchw_top.engine0.requant1 (rst, \port$5117$61 , acc, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$4  = 0;
-  wire [34:0] \$1 ;
-  wire [35:0] \$10 ;
-  wire [20:0] \$11 ;
-  wire [37:0] \$12 ;
+  wire [36:0] \$1 ;
+  wire [37:0] \$10 ;
+  wire [4:0] \$11 ;
+  wire [38:0] \$12 ;
   wire [4:0] \$13 ;
-  wire [38:0] \$14 ;
-  wire [4:0] \$15 ;
-  reg [7:0] \$16 ;
-  wire [19:0] \$2 ;
-  wire [36:0] \$3 ;
-  wire [38:0] \$4 ;
-  wire [51:0] \$5 ;
-  wire [52:0] \$6 ;
-  wire \$7 ;
-  wire [38:0] \$8 ;
-  wire [38:0] \$9 ;
+  reg [7:0] \$14 ;
+  wire [38:0] \$2 ;
+  wire [50:0] \$3 ;
+  wire [51:0] \$4 ;
+  wire \$5 ;
+  wire [38:0] \$6 ;
+  wire [38:0] \$7 ;
+  wire [37:0] \$8 ;
+  wire [4:0] \$9 ;
+  reg [37:0] \$like  = 38'h0000000000;
+  wire [17:0] a;
+  wire [1:0] \a$7 ;
   input [18:0] acc;
   wire [18:0] acc;
+  wire [17:0] b;
+  wire [17:0] \b$8 ;
   wire [37:0] bias;
-  reg [37:0] bias1 = 38'h0000000000;
+  reg [37:0] bias2 = 38'h0000000000;
   input clk;
   wire clk;
   wire en;
+  wire \en$1 ;
+  wire \en$6 ;
   wire [17:0] mul;
+  wire [35:0] p;
+  wire [19:0] \p$21 ;
   input [60:0] \port$5117$61 ;
   wire [60:0] \port$5117$61 ;
-  reg [35:0] prod0 = 36'h000000000;
-  reg [20:0] prod1 = 21'h000000;
   output [7:0] q;
   reg [7:0] q = 8'h00;
   input rst;
@@ -3765,82 +3864,154 @@ module \bchw_top.engine0.requant1 (rst, \port$5117$61 , acc, q, clk);
   wire [4:0] shift;
   reg [4:0] shift1 = 5'h00;
   reg [4:0] shift2 = 5'h00;
+  reg [4:0] shift3 = 5'h00;
   wire [38:0] shifted;
   reg [38:0] total = 39'h0000000000;
-  assign \$1  = $signed({ 1'h0, acc[16:0] }) * $signed(\port$5117$61 [17:0]);
-  assign \$2  = $signed(acc[18:17]) * $signed(\port$5117$61 [17:0]);
-  assign \$4  = $signed(bias1) + $signed(\$3 );
-  assign \$6  = $signed(\$4 ) + $signed(\$5 );
-  assign \$7  = | shifted[38:8];
-  assign \$8  = \$7  ? 39'h00000000ff : shifted;
-  assign \$9  = shifted[38] ? 39'h0000000000 : \$8 ;
-  assign shifted = $signed(total) >>> shift2;
+  assign shifted = $signed(total) >>> shift3;
+  assign \$2  = $signed(bias2) + $signed(\$1 );
+  assign \$4  = $signed(\$2 ) + $signed(\$3 );
+  assign \$5  = | shifted[38:8];
+  assign \$6  = \$5  ? 39'h00000000ff : shifted;
+  assign \$7  = shifted[38] ? 39'h0000000000 : \$6 ;
   always @(posedge clk)
-    prod0 <= \$10 ;
+    \$like  <= \$8 ;
   always @(posedge clk)
-    prod1 <= \$11 ;
+    shift1 <= \$9 ;
   always @(posedge clk)
-    bias1 <= \$12 ;
+    bias2 <= \$10 ;
   always @(posedge clk)
-    shift1 <= \$13 ;
+    shift2 <= \$11 ;
   always @(posedge clk)
-    total <= \$14 ;
+    total <= \$12 ;
   always @(posedge clk)
-    shift2 <= \$15 ;
+    shift3 <= \$13 ;
   always @(posedge clk)
-    q <= \$16 ;
+    q <= \$14 ;
+  \bchw_top.engine0.requant1.mul0  mul0 (
+    .b(\port$5117$61 [17:0]),
+    .clk(clk),
+    .p(p),
+    .\port$5125$0 (acc[16:0])
+  );
+  \bchw_top.engine0.requant1.mul1  mul1 (
+    .a(acc[18:17]),
+    .b(\port$5117$61 [17:0]),
+    .clk(clk),
+    .p(\p$21 )
+  );
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$16  = \$9 [7:0];
+    \$14  = \$7 [7:0];
     if (rst) begin
-      \$16  = 8'h00;
+      \$14  = 8'h00;
     end
   end
   assign en = 1'h1;
+  assign \en$1  = 1'h1;
+  assign a = { 1'h0, acc[16:0] };
+  assign b = \port$5117$61 [17:0];
   assign mul = \port$5117$61 [17:0];
+  assign \en$6  = 1'h1;
+  assign \a$7  = acc[18:17];
+  assign \b$8  = \port$5117$61 [17:0];
   assign bias = \port$5117$61 [60:23];
   assign shift = \port$5117$61 [22:18];
-  assign \$15  = shift1;
-  assign \$14  = \$6 [38:0];
-  assign \$13  = \port$5117$61 [22:18];
-  assign \$12  = \port$5117$61 [60:23];
-  assign \$11  = { \$2 [19], \$2  };
-  assign \$10  = { \$1 [34], \$1  };
-  assign \$3  = { prod0[35], prod0 };
-  assign \$5  = { prod1[20], prod1[20], prod1[20], prod1[20], prod1[20], prod1[20], prod1[20], prod1[20], prod1[20], prod1[20], prod1[20], prod1[20], prod1[20], prod1[20], prod1, 17'h00000 };
+  assign \$13  = shift2;
+  assign \$12  = \$4 [38:0];
+  assign \$11  = shift1;
+  assign \$10  = \$like ;
+  assign \$9  = \port$5117$61 [22:18];
+  assign \$8  = \port$5117$61 [60:23];
+  assign \$1  = { p[35], p };
+  assign \$3  = { \p$21 [19], \p$21 [19], \p$21 [19], \p$21 [19], \p$21 [19], \p$21 [19], \p$21 [19], \p$21 [19], \p$21 [19], \p$21 [19], \p$21 [19], \p$21 [19], \p$21 [19], \p$21 [19], \p$21 , 17'h00000 };
+endmodule
+
+(* generator = "Amaranth" *)
+module \bchw_top.engine0.requant1.mul0 (p, b, \port$5125$0 , clk);
+  wire [17:0] a;
+  input [17:0] b;
+  wire [17:0] b;
+  input clk;
+  wire clk;
+  wire en;
+  output [35:0] p;
+  wire [35:0] p;
+  input [16:0] \port$5125$0 ;
+  wire [16:0] \port$5125$0 ;
+  bchw_mul #(
+    .A_WIDTH(32'd18),
+    .B_WIDTH(32'd18)
+  ) mul (
+    .a({ 1'h0, \port$5125$0  }),
+    .b(b),
+    .clk(clk),
+    .en(1'h1),
+    .p(p)
+  );
+  assign en = 1'h1;
+  assign a = { 1'h0, \port$5125$0  };
+endmodule
+
+(* generator = "Amaranth" *)
+module \bchw_top.engine0.requant1.mul1 (p, b, a, clk);
+  input [1:0] a;
+  wire [1:0] a;
+  input [17:0] b;
+  wire [17:0] b;
+  input clk;
+  wire clk;
+  wire en;
+  output [19:0] p;
+  wire [19:0] p;
+  bchw_mul #(
+    .A_WIDTH(32'd2),
+    .B_WIDTH(32'd18)
+  ) mul (
+    .a(a),
+    .b(b),
+    .clk(clk),
+    .en(1'h1),
+    .p(p)
+  );
+  assign en = 1'h1;
 endmodule
 
 (* generator = "Amaranth" *)
 module \bchw_top.engine0.requant10 (rst, \port$5117$610 , acc, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$5  = 0;
-  wire [34:0] \$1 ;
-  wire [35:0] \$10 ;
-  wire [20:0] \$11 ;
-  wire [37:0] \$12 ;
+  wire [36:0] \$1 ;
+  wire [37:0] \$10 ;
+  wire [4:0] \$11 ;
+  wire [38:0] \$12 ;
   wire [4:0] \$13 ;
-  wire [38:0] \$14 ;
-  wire [4:0] \$15 ;
-  reg [7:0] \$16 ;
-  wire [19:0] \$2 ;
-  wire [36:0] \$3 ;
-  wire [38:0] \$4 ;
-  wire [51:0] \$5 ;
-  wire [52:0] \$6 ;
-  wire \$7 ;
-  wire [38:0] \$8 ;
-  wire [38:0] \$9 ;
+  reg [7:0] \$14 ;
+  wire [38:0] \$2 ;
+  wire [50:0] \$3 ;
+  wire [51:0] \$4 ;
+  wire \$5 ;
+  wire [38:0] \$6 ;
+  wire [38:0] \$7 ;
+  wire [37:0] \$8 ;
+  wire [4:0] \$9 ;
+  reg [37:0] \$like  = 38'h0000000000;
+  wire [17:0] a;
+  wire [1:0] \a$7 ;
   input [18:0] acc;
   wire [18:0] acc;
+  wire [17:0] b;
+  wire [17:0] \b$8 ;
   wire [37:0] bias;
-  reg [37:0] bias1 = 38'h0000000000;
+  reg [37:0] bias2 = 38'h0000000000;
   input clk;
   wire clk;
   wire en;
+  wire \en$1 ;
+  wire \en$6 ;
   wire [17:0] mul;
+  wire [35:0] p;
+  wire [19:0] \p$21 ;
   input [60:0] \port$5117$610 ;
   wire [60:0] \port$5117$610 ;
-  reg [35:0] prod0 = 36'h000000000;
-  reg [20:0] prod1 = 21'h000000;
   output [7:0] q;
   reg [7:0] q = 8'h00;
   input rst;
@@ -3848,82 +4019,154 @@ module \bchw_top.engine0.requant10 (rst, \port$5117$610 , acc, q, clk);
   wire [4:0] shift;
   reg [4:0] shift1 = 5'h00;
   reg [4:0] shift2 = 5'h00;
+  reg [4:0] shift3 = 5'h00;
   wire [38:0] shifted;
   reg [38:0] total = 39'h0000000000;
-  assign \$1  = $signed({ 1'h0, acc[16:0] }) * $signed(\port$5117$610 [17:0]);
-  assign \$2  = $signed(acc[18:17]) * $signed(\port$5117$610 [17:0]);
-  assign \$4  = $signed(bias1) + $signed(\$3 );
-  assign \$6  = $signed(\$4 ) + $signed(\$5 );
-  assign \$7  = | shifted[38:8];
-  assign \$8  = \$7  ? 39'h00000000ff : shifted;
-  assign \$9  = shifted[38] ? 39'h0000000000 : \$8 ;
-  assign shifted = $signed(total) >>> shift2;
+  assign shifted = $signed(total) >>> shift3;
+  assign \$2  = $signed(bias2) + $signed(\$1 );
+  assign \$4  = $signed(\$2 ) + $signed(\$3 );
+  assign \$5  = | shifted[38:8];
+  assign \$6  = \$5  ? 39'h00000000ff : shifted;
+  assign \$7  = shifted[38] ? 39'h0000000000 : \$6 ;
   always @(posedge clk)
-    prod0 <= \$10 ;
+    \$like  <= \$8 ;
   always @(posedge clk)
-    prod1 <= \$11 ;
+    shift1 <= \$9 ;
   always @(posedge clk)
-    bias1 <= \$12 ;
+    bias2 <= \$10 ;
   always @(posedge clk)
-    shift1 <= \$13 ;
+    shift2 <= \$11 ;
   always @(posedge clk)
-    total <= \$14 ;
+    total <= \$12 ;
   always @(posedge clk)
-    shift2 <= \$15 ;
+    shift3 <= \$13 ;
   always @(posedge clk)
-    q <= \$16 ;
+    q <= \$14 ;
+  \bchw_top.engine0.requant10.mul0  mul0 (
+    .b(\port$5117$610 [17:0]),
+    .clk(clk),
+    .p(p),
+    .\port$5143$0 (acc[16:0])
+  );
+  \bchw_top.engine0.requant10.mul1  mul1 (
+    .a(acc[18:17]),
+    .b(\port$5117$610 [17:0]),
+    .clk(clk),
+    .p(\p$21 )
+  );
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$16  = \$9 [7:0];
+    \$14  = \$7 [7:0];
     if (rst) begin
-      \$16  = 8'h00;
+      \$14  = 8'h00;
     end
   end
   assign en = 1'h1;
+  assign \en$1  = 1'h1;
+  assign a = { 1'h0, acc[16:0] };
+  assign b = \port$5117$610 [17:0];
   assign mul = \port$5117$610 [17:0];
+  assign \en$6  = 1'h1;
+  assign \a$7  = acc[18:17];
+  assign \b$8  = \port$5117$610 [17:0];
   assign bias = \port$5117$610 [60:23];
   assign shift = \port$5117$610 [22:18];
-  assign \$15  = shift1;
-  assign \$14  = \$6 [38:0];
-  assign \$13  = \port$5117$610 [22:18];
-  assign \$12  = \port$5117$610 [60:23];
-  assign \$11  = { \$2 [19], \$2  };
-  assign \$10  = { \$1 [34], \$1  };
-  assign \$3  = { prod0[35], prod0 };
-  assign \$5  = { prod1[20], prod1[20], prod1[20], prod1[20], prod1[20], prod1[20], prod1[20], prod1[20], prod1[20], prod1[20], prod1[20], prod1[20], prod1[20], prod1[20], prod1, 17'h00000 };
+  assign \$13  = shift2;
+  assign \$12  = \$4 [38:0];
+  assign \$11  = shift1;
+  assign \$10  = \$like ;
+  assign \$9  = \port$5117$610 [22:18];
+  assign \$8  = \port$5117$610 [60:23];
+  assign \$1  = { p[35], p };
+  assign \$3  = { \p$21 [19], \p$21 [19], \p$21 [19], \p$21 [19], \p$21 [19], \p$21 [19], \p$21 [19], \p$21 [19], \p$21 [19], \p$21 [19], \p$21 [19], \p$21 [19], \p$21 [19], \p$21 [19], \p$21 , 17'h00000 };
+endmodule
+
+(* generator = "Amaranth" *)
+module \bchw_top.engine0.requant10.mul0 (p, b, \port$5143$0 , clk);
+  wire [17:0] a;
+  input [17:0] b;
+  wire [17:0] b;
+  input clk;
+  wire clk;
+  wire en;
+  output [35:0] p;
+  wire [35:0] p;
+  input [16:0] \port$5143$0 ;
+  wire [16:0] \port$5143$0 ;
+  bchw_mul #(
+    .A_WIDTH(32'd18),
+    .B_WIDTH(32'd18)
+  ) mul (
+    .a({ 1'h0, \port$5143$0  }),
+    .b(b),
+    .clk(clk),
+    .en(1'h1),
+    .p(p)
+  );
+  assign en = 1'h1;
+  assign a = { 1'h0, \port$5143$0  };
+endmodule
+
+(* generator = "Amaranth" *)
+module \bchw_top.engine0.requant10.mul1 (p, b, a, clk);
+  input [1:0] a;
+  wire [1:0] a;
+  input [17:0] b;
+  wire [17:0] b;
+  input clk;
+  wire clk;
+  wire en;
+  output [19:0] p;
+  wire [19:0] p;
+  bchw_mul #(
+    .A_WIDTH(32'd2),
+    .B_WIDTH(32'd18)
+  ) mul (
+    .a(a),
+    .b(b),
+    .clk(clk),
+    .en(1'h1),
+    .p(p)
+  );
+  assign en = 1'h1;
 endmodule
 
 (* generator = "Amaranth" *)
 module \bchw_top.engine0.requant11 (rst, \port$5117$671 , acc, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$6  = 0;
-  wire [34:0] \$1 ;
-  wire [35:0] \$10 ;
-  wire [20:0] \$11 ;
-  wire [37:0] \$12 ;
+  wire [36:0] \$1 ;
+  wire [37:0] \$10 ;
+  wire [4:0] \$11 ;
+  wire [38:0] \$12 ;
   wire [4:0] \$13 ;
-  wire [38:0] \$14 ;
-  wire [4:0] \$15 ;
-  reg [7:0] \$16 ;
-  wire [19:0] \$2 ;
-  wire [36:0] \$3 ;
-  wire [38:0] \$4 ;
-  wire [51:0] \$5 ;
-  wire [52:0] \$6 ;
-  wire \$7 ;
-  wire [38:0] \$8 ;
-  wire [38:0] \$9 ;
+  reg [7:0] \$14 ;
+  wire [38:0] \$2 ;
+  wire [50:0] \$3 ;
+  wire [51:0] \$4 ;
+  wire \$5 ;
+  wire [38:0] \$6 ;
+  wire [38:0] \$7 ;
+  wire [37:0] \$8 ;
+  wire [4:0] \$9 ;
+  reg [37:0] \$like  = 38'h0000000000;
+  wire [17:0] a;
+  wire [1:0] \a$7 ;
   input [18:0] acc;
   wire [18:0] acc;
+  wire [17:0] b;
+  wire [17:0] \b$8 ;
   wire [37:0] bias;
-  reg [37:0] bias1 = 38'h0000000000;
+  reg [37:0] bias2 = 38'h0000000000;
   input clk;
   wire clk;
   wire en;
+  wire \en$1 ;
+  wire \en$6 ;
   wire [17:0] mul;
+  wire [35:0] p;
+  wire [19:0] \p$21 ;
   input [60:0] \port$5117$671 ;
   wire [60:0] \port$5117$671 ;
-  reg [35:0] prod0 = 36'h000000000;
-  reg [20:0] prod1 = 21'h000000;
   output [7:0] q;
   reg [7:0] q = 8'h00;
   input rst;
@@ -3931,82 +4174,154 @@ module \bchw_top.engine0.requant11 (rst, \port$5117$671 , acc, q, clk);
   wire [4:0] shift;
   reg [4:0] shift1 = 5'h00;
   reg [4:0] shift2 = 5'h00;
+  reg [4:0] shift3 = 5'h00;
   wire [38:0] shifted;
   reg [38:0] total = 39'h0000000000;
-  assign \$1  = $signed({ 1'h0, acc[16:0] }) * $signed(\port$5117$671 [17:0]);
-  assign \$2  = $signed(acc[18:17]) * $signed(\port$5117$671 [17:0]);
-  assign \$4  = $signed(bias1) + $signed(\$3 );
-  assign \$6  = $signed(\$4 ) + $signed(\$5 );
-  assign \$7  = | shifted[38:8];
-  assign \$8  = \$7  ? 39'h00000000ff : shifted;
-  assign \$9  = shifted[38] ? 39'h0000000000 : \$8 ;
-  assign shifted = $signed(total) >>> shift2;
+  assign shifted = $signed(total) >>> shift3;
+  assign \$2  = $signed(bias2) + $signed(\$1 );
+  assign \$4  = $signed(\$2 ) + $signed(\$3 );
+  assign \$5  = | shifted[38:8];
+  assign \$6  = \$5  ? 39'h00000000ff : shifted;
+  assign \$7  = shifted[38] ? 39'h0000000000 : \$6 ;
   always @(posedge clk)
-    prod0 <= \$10 ;
+    \$like  <= \$8 ;
   always @(posedge clk)
-    prod1 <= \$11 ;
+    shift1 <= \$9 ;
   always @(posedge clk)
-    bias1 <= \$12 ;
+    bias2 <= \$10 ;
   always @(posedge clk)
-    shift1 <= \$13 ;
+    shift2 <= \$11 ;
   always @(posedge clk)
-    total <= \$14 ;
+    total <= \$12 ;
   always @(posedge clk)
-    shift2 <= \$15 ;
+    shift3 <= \$13 ;
   always @(posedge clk)
-    q <= \$16 ;
+    q <= \$14 ;
+  \bchw_top.engine0.requant11.mul0  mul0 (
+    .b(\port$5117$671 [17:0]),
+    .clk(clk),
+    .p(p),
+    .\port$5145$0 (acc[16:0])
+  );
+  \bchw_top.engine0.requant11.mul1  mul1 (
+    .a(acc[18:17]),
+    .b(\port$5117$671 [17:0]),
+    .clk(clk),
+    .p(\p$21 )
+  );
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$16  = \$9 [7:0];
+    \$14  = \$7 [7:0];
     if (rst) begin
-      \$16  = 8'h00;
+      \$14  = 8'h00;
     end
   end
   assign en = 1'h1;
+  assign \en$1  = 1'h1;
+  assign a = { 1'h0, acc[16:0] };
+  assign b = \port$5117$671 [17:0];
   assign mul = \port$5117$671 [17:0];
+  assign \en$6  = 1'h1;
+  assign \a$7  = acc[18:17];
+  assign \b$8  = \port$5117$671 [17:0];
   assign bias = \port$5117$671 [60:23];
   assign shift = \port$5117$671 [22:18];
-  assign \$15  = shift1;
-  assign \$14  = \$6 [38:0];
-  assign \$13  = \port$5117$671 [22:18];
-  assign \$12  = \port$5117$671 [60:23];
-  assign \$11  = { \$2 [19], \$2  };
-  assign \$10  = { \$1 [34], \$1  };
-  assign \$3  = { prod0[35], prod0 };
-  assign \$5  = { prod1[20], prod1[20], prod1[20], prod1[20], prod1[20], prod1[20], prod1[20], prod1[20], prod1[20], prod1[20], prod1[20], prod1[20], prod1[20], prod1[20], prod1, 17'h00000 };
+  assign \$13  = shift2;
+  assign \$12  = \$4 [38:0];
+  assign \$11  = shift1;
+  assign \$10  = \$like ;
+  assign \$9  = \port$5117$671 [22:18];
+  assign \$8  = \port$5117$671 [60:23];
+  assign \$1  = { p[35], p };
+  assign \$3  = { \p$21 [19], \p$21 [19], \p$21 [19], \p$21 [19], \p$21 [19], \p$21 [19], \p$21 [19], \p$21 [19], \p$21 [19], \p$21 [19], \p$21 [19], \p$21 [19], \p$21 [19], \p$21 [19], \p$21 , 17'h00000 };
+endmodule
+
+(* generator = "Amaranth" *)
+module \bchw_top.engine0.requant11.mul0 (p, b, \port$5145$0 , clk);
+  wire [17:0] a;
+  input [17:0] b;
+  wire [17:0] b;
+  input clk;
+  wire clk;
+  wire en;
+  output [35:0] p;
+  wire [35:0] p;
+  input [16:0] \port$5145$0 ;
+  wire [16:0] \port$5145$0 ;
+  bchw_mul #(
+    .A_WIDTH(32'd18),
+    .B_WIDTH(32'd18)
+  ) mul (
+    .a({ 1'h0, \port$5145$0  }),
+    .b(b),
+    .clk(clk),
+    .en(1'h1),
+    .p(p)
+  );
+  assign en = 1'h1;
+  assign a = { 1'h0, \port$5145$0  };
+endmodule
+
+(* generator = "Amaranth" *)
+module \bchw_top.engine0.requant11.mul1 (p, b, a, clk);
+  input [1:0] a;
+  wire [1:0] a;
+  input [17:0] b;
+  wire [17:0] b;
+  input clk;
+  wire clk;
+  wire en;
+  output [19:0] p;
+  wire [19:0] p;
+  bchw_mul #(
+    .A_WIDTH(32'd2),
+    .B_WIDTH(32'd18)
+  ) mul (
+    .a(a),
+    .b(b),
+    .clk(clk),
+    .en(1'h1),
+    .p(p)
+  );
+  assign en = 1'h1;
 endmodule
 
 (* generator = "Amaranth" *)
 module \bchw_top.engine0.requant12 (rst, \port$5117$732 , acc, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$7  = 0;
-  wire [34:0] \$1 ;
-  wire [35:0] \$10 ;
-  wire [20:0] \$11 ;
-  wire [37:0] \$12 ;
+  wire [36:0] \$1 ;
+  wire [37:0] \$10 ;
+  wire [4:0] \$11 ;
+  wire [38:0] \$12 ;
   wire [4:0] \$13 ;
-  wire [38:0] \$14 ;
-  wire [4:0] \$15 ;
-  reg [7:0] \$16 ;
-  wire [19:0] \$2 ;
-  wire [36:0] \$3 ;
-  wire [38:0] \$4 ;
-  wire [51:0] \$5 ;
-  wire [52:0] \$6 ;
-  wire \$7 ;
-  wire [38:0] \$8 ;
-  wire [38:0] \$9 ;
+  reg [7:0] \$14 ;
+  wire [38:0] \$2 ;
+  wire [50:0] \$3 ;
+  wire [51:0] \$4 ;
+  wire \$5 ;
+  wire [38:0] \$6 ;
+  wire [38:0] \$7 ;
+  wire [37:0] \$8 ;
+  wire [4:0] \$9 ;
+  reg [37:0] \$like  = 38'h0000000000;
+  wire [17:0] a;
+  wire [1:0] \a$7 ;
   input [18:0] acc;
   wire [18:0] acc;
+  wire [17:0] b;
+  wire [17:0] \b$8 ;
   wire [37:0] bias;
-  reg [37:0] bias1 = 38'h0000000000;
+  reg [37:0] bias2 = 38'h0000000000;
   input clk;
   wire clk;
   wire en;
+  wire \en$1 ;
+  wire \en$6 ;
   wire [17:0] mul;
+  wire [35:0] p;
+  wire [19:0] \p$21 ;
   input [60:0] \port$5117$732 ;
   wire [60:0] \port$5117$732 ;
-  reg [35:0] prod0 = 36'h000000000;
-  reg [20:0] prod1 = 21'h000000;
   output [7:0] q;
   reg [7:0] q = 8'h00;
   input rst;
@@ -4014,82 +4329,154 @@ module \bchw_top.engine0.requant12 (rst, \port$5117$732 , acc, q, clk);
   wire [4:0] shift;
   reg [4:0] shift1 = 5'h00;
   reg [4:0] shift2 = 5'h00;
+  reg [4:0] shift3 = 5'h00;
   wire [38:0] shifted;
   reg [38:0] total = 39'h0000000000;
-  assign \$1  = $signed({ 1'h0, acc[16:0] }) * $signed(\port$5117$732 [17:0]);
-  assign \$2  = $signed(acc[18:17]) * $signed(\port$5117$732 [17:0]);
-  assign \$4  = $signed(bias1) + $signed(\$3 );
-  assign \$6  = $signed(\$4 ) + $signed(\$5 );
-  assign \$7  = | shifted[38:8];
-  assign \$8  = \$7  ? 39'h00000000ff : shifted;
-  assign \$9  = shifted[38] ? 39'h0000000000 : \$8 ;
-  assign shifted = $signed(total) >>> shift2;
+  assign shifted = $signed(total) >>> shift3;
+  assign \$2  = $signed(bias2) + $signed(\$1 );
+  assign \$4  = $signed(\$2 ) + $signed(\$3 );
+  assign \$5  = | shifted[38:8];
+  assign \$6  = \$5  ? 39'h00000000ff : shifted;
+  assign \$7  = shifted[38] ? 39'h0000000000 : \$6 ;
   always @(posedge clk)
-    prod0 <= \$10 ;
+    \$like  <= \$8 ;
   always @(posedge clk)
-    prod1 <= \$11 ;
+    shift1 <= \$9 ;
   always @(posedge clk)
-    bias1 <= \$12 ;
+    bias2 <= \$10 ;
   always @(posedge clk)
-    shift1 <= \$13 ;
+    shift2 <= \$11 ;
   always @(posedge clk)
-    total <= \$14 ;
+    total <= \$12 ;
   always @(posedge clk)
-    shift2 <= \$15 ;
+    shift3 <= \$13 ;
   always @(posedge clk)
-    q <= \$16 ;
+    q <= \$14 ;
+  \bchw_top.engine0.requant12.mul0  mul0 (
+    .b(\port$5117$732 [17:0]),
+    .clk(clk),
+    .p(p),
+    .\port$5147$0 (acc[16:0])
+  );
+  \bchw_top.engine0.requant12.mul1  mul1 (
+    .a(acc[18:17]),
+    .b(\port$5117$732 [17:0]),
+    .clk(clk),
+    .p(\p$21 )
+  );
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
-    \$16  = \$9 [7:0];
+    \$14  = \$7 [7:0];
     if (rst) begin
-      \$16  = 8'h00;
+      \$14  = 8'h00;
     end
   end
   assign en = 1'h1;
+  assign \en$1  = 1'h1;
+  assign a = { 1'h0, acc[16:0] };
+  assign b = \port$5117$732 [17:0];
   assign mul = \port$5117$732 [17:0];
+  assign \en$6  = 1'h1;
+  assign \a$7  = acc[18:17];
+  assign \b$8  = \port$5117$732 [17:0];
   assign bias = \port$5117$732 [60:23];
   assign shift = \port$5117$732 [22:18];
-  assign \$15  = shift1;
-  assign \$14  = \$6 [38:0];
-  assign \$13  = \port$5117$732 [22:18];
-  assign \$12  = \port$5117$732 [60:23];
-  assign \$11  = { \$2 [19], \$2  };
-  assign \$10  = { \$1 [34], \$1  };
-  assign \$3  = { prod0[35], prod0 };
-  assign \$5  = { prod1[20], prod1[20], prod1[20], prod1[20], prod1[20], prod1[20], prod1[20], prod1[20], prod1[20], prod1[20], prod1[20], prod1[20], prod1[20], prod1[20], prod1, 17'h00000 };
+  assign \$13  = shift2;
+  assign \$12  = \$4 [38:0];
+  assign \$11  = shift1;
+  assign \$10  = \$like ;
+  assign \$9  = \port$5117$732 [22:18];
+  assign \$8  = \port$5117$732 [60:23];
+  assign \$1  = { p[35], p };
+  assign \$3  = { \p$21 [19], \p$21 [19], \p$21 [19], \p$21 [19], \p$21 [19], \p$21 [19], \p$21 [19], \p$21 [19], \p$21 [19], \p$21 [19], \p$21 [19], \p$21 [19], \p$21 [19], \p$21 [19], \p$21 , 17'h00000 };
+endmodule
+
+(* generator = "Amaranth" *)
+module \bchw_top.engine0.requant12.mul0 (p, b, \port$5147$0 , clk);
+  wire [17:0] a;
+  input [17:0] b;
+  wire [17:0] b;
+  input clk;
+  wire clk;
+  wire en;
+  output [35:0] p;
+  wire [35:0] p;
+  input [16:0] \port$5147$0 ;
+  wire [16:0] \port$5147$0 ;
+  bchw_mul #(
+    .A_WIDTH(32'd18),
+    .B_WIDTH(32'd18)
+  ) mul (
+    .a({ 1'h0, \port$5147$0  }),
+    .b(b),
+    .clk(clk),
+    .en(1'h1),
+    .p(p)
+  );
+  assign en = 1'h1;
+  assign a = { 1'h0, \port$5147$0  };
+endmodule
+
+(* generator = "Amaranth" *)
+module \bchw_top.engine0.requant12.mul1 (p, b, a, clk);
+  input [1:0] a;
+  wire [1:0] a;
+  input [17:0] b;
+  wire [17:0] b;
+  input clk;
+  wire clk;
+  wire en;
+  output [19:0] p;
+  wire [19:0] p;
+  bchw_mul #(
+    .A_WIDTH(32'd2),
+    .B_WIDTH(32'd18)
+  ) mul (
+    .a(a),
+    .b(b),
+    .clk(clk),
+    .en(1'h1),
+    .p(p)
+  );
+  assign en = 1'h1;
 endmodule
 
 (* generator = "Amaranth" *)
 module \bchw_top.engine0.requant13 (rst, \port$5117$793 , acc, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$8  = 0;
-  wire [34:0] \$1 ;
-  wire [35:0] \$10 ;
-  wire [20:0] \$11 ;
-  wire [37:0] \$12 ;
+  wire [36:0] \$1 ;
+  wire [37:0] \$10 ;
+  wire [4:0] \$11 ;
+  wire [38:0] \$12 ;
   wire [4:0] \$13 ;
-  wire [38:0] \$14 ;
-  wire [4:0] \$15 ;
-  reg [7:0] \$16 ;
-  wire [19:0] \$2 ;
-  wire [36:0] \$3 ;
-  wire [38:0] \$4 ;
-  wire [51:0] \$5 ;
-  wire [52:0] \$6 ;
-  wire \$7 ;
-  wire [38:0] \$8 ;
-  wire [38:0] \$9 ;
+  reg [7:0] \$14 ;
+  wire [38:0] \$2 ;
+  wire [50:0] \$3 ;
+  wire [51:0] \$4 ;
+  wire \$5 ;
+  wire [38:0] \$6 ;
+  wire [38:0] \$7 ;
+  wire [37:0] \$8 ;
+  wire [4:0] \$9 ;
+  reg [37:0] \$like  = 38'h0000000000;
+  wire [17:0] a;
+  wire [1:0] \a$7 ;
   input [18:0] acc;
   wire [18:0] acc;
+  wire [17:0] b;
+  wire [17:0] \b$8 ;
   wire [37:0] bias;
-  reg [37:0] bias1 = 38'h0000000000;
+  reg [37:0] bias2 = 38'h0000000000;
   input clk;
   wire clk;
   wire en;
+  wire \en$1 ;
+  wire \en$6 ;
   wire [17:0] mul;
+  wire [35:0] p;
+  wire [19:0] \p$21 ;
   input [60:0] \port$5117$793 ;
   wire [60:0] \port$5117$793 ;
-  reg [35:0] prod0 = 36'h000000000;
-  reg [20:0] prod1 = 21'h000000;
   output [7:0] q;
   reg [7:0] q = 8'h00;
   input rst;
@@ -4097,82 +4484,154 @@ module \bchw_top.engine0.requant13 (rst, \port$5117$793 , acc, q, clk);
   wire [4:0] shift;
   reg [4:0] shift1 = 5'h00;
   reg [4:0] shift2 = 5'h00;
+  reg [4:0] shift3 = 5'h00;
   wire [38:0] shifted;
   reg [38:0] total = 39'h0000000000;
-  assign \$1  = $signed({ 1'h0, acc[16:0] }) * $signed(\port$5117$793 [17:0]);
-  assign \$2  = $signed(acc[18:17]) * $signed(\port$5117$793 [17:0]);
-  assign \$4  = $signed(bias1) + $signed(\$3 );
-  assign \$6  = $signed(\$4 ) + $signed(\$5 );
-  assign \$7  = | shifted[38:8];
-  assign \$8  = \$7  ? 39'h00000000ff : shifted;
-  assign \$9  = shifted[38] ? 39'h0000000000 : \$8 ;
-  assign shifted = $signed(total) >>> shift2;
+  assign shifted = $signed(total) >>> shift3;
+  assign \$2  = $signed(bias2) + $signed(\$1 );
+  assign \$4  = $signed(\$2 ) + $signed(\$3 );
+  assign \$5  = | shifted[38:8];
+  assign \$6  = \$5  ? 39'h00000000ff : shifted;
+  assign \$7  = shifted[38] ? 39'h0000000000 : \$6 ;
   always @(posedge clk)
-    prod0 <= \$10 ;
+    \$like  <= \$8 ;
   always @(posedge clk)
-    prod1 <= \$11 ;
+    shift1 <= \$9 ;
   always @(posedge clk)
-    bias1 <= \$12 ;
+    bias2 <= \$10 ;
   always @(posedge clk)
-    shift1 <= \$13 ;
+    shift2 <= \$11 ;
   always @(posedge clk)
-    total <= \$14 ;
+    total <= \$12 ;
   always @(posedge clk)
-    shift2 <= \$15 ;
+    shift3 <= \$13 ;
   always @(posedge clk)
-    q <= \$16 ;
+    q <= \$14 ;
+  \bchw_top.engine0.requant13.mul0  mul0 (
+    .b(\port$5117$793 [17:0]),
+    .clk(clk),
+    .p(p),
+    .\port$5149$0 (acc[16:0])
+  );
+  \bchw_top.engine0.requant13.mul1  mul1 (
+    .a(acc[18:17]),
+    .b(\port$5117$793 [17:0]),
+    .clk(clk),
+    .p(\p$21 )
+  );
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$16  = \$9 [7:0];
+    \$14  = \$7 [7:0];
     if (rst) begin
-      \$16  = 8'h00;
+      \$14  = 8'h00;
     end
   end
   assign en = 1'h1;
+  assign \en$1  = 1'h1;
+  assign a = { 1'h0, acc[16:0] };
+  assign b = \port$5117$793 [17:0];
   assign mul = \port$5117$793 [17:0];
+  assign \en$6  = 1'h1;
+  assign \a$7  = acc[18:17];
+  assign \b$8  = \port$5117$793 [17:0];
   assign bias = \port$5117$793 [60:23];
   assign shift = \port$5117$793 [22:18];
-  assign \$15  = shift1;
-  assign \$14  = \$6 [38:0];
-  assign \$13  = \port$5117$793 [22:18];
-  assign \$12  = \port$5117$793 [60:23];
-  assign \$11  = { \$2 [19], \$2  };
-  assign \$10  = { \$1 [34], \$1  };
-  assign \$3  = { prod0[35], prod0 };
-  assign \$5  = { prod1[20], prod1[20], prod1[20], prod1[20], prod1[20], prod1[20], prod1[20], prod1[20], prod1[20], prod1[20], prod1[20], prod1[20], prod1[20], prod1[20], prod1, 17'h00000 };
+  assign \$13  = shift2;
+  assign \$12  = \$4 [38:0];
+  assign \$11  = shift1;
+  assign \$10  = \$like ;
+  assign \$9  = \port$5117$793 [22:18];
+  assign \$8  = \port$5117$793 [60:23];
+  assign \$1  = { p[35], p };
+  assign \$3  = { \p$21 [19], \p$21 [19], \p$21 [19], \p$21 [19], \p$21 [19], \p$21 [19], \p$21 [19], \p$21 [19], \p$21 [19], \p$21 [19], \p$21 [19], \p$21 [19], \p$21 [19], \p$21 [19], \p$21 , 17'h00000 };
+endmodule
+
+(* generator = "Amaranth" *)
+module \bchw_top.engine0.requant13.mul0 (p, b, \port$5149$0 , clk);
+  wire [17:0] a;
+  input [17:0] b;
+  wire [17:0] b;
+  input clk;
+  wire clk;
+  wire en;
+  output [35:0] p;
+  wire [35:0] p;
+  input [16:0] \port$5149$0 ;
+  wire [16:0] \port$5149$0 ;
+  bchw_mul #(
+    .A_WIDTH(32'd18),
+    .B_WIDTH(32'd18)
+  ) mul (
+    .a({ 1'h0, \port$5149$0  }),
+    .b(b),
+    .clk(clk),
+    .en(1'h1),
+    .p(p)
+  );
+  assign en = 1'h1;
+  assign a = { 1'h0, \port$5149$0  };
+endmodule
+
+(* generator = "Amaranth" *)
+module \bchw_top.engine0.requant13.mul1 (p, b, a, clk);
+  input [1:0] a;
+  wire [1:0] a;
+  input [17:0] b;
+  wire [17:0] b;
+  input clk;
+  wire clk;
+  wire en;
+  output [19:0] p;
+  wire [19:0] p;
+  bchw_mul #(
+    .A_WIDTH(32'd2),
+    .B_WIDTH(32'd18)
+  ) mul (
+    .a(a),
+    .b(b),
+    .clk(clk),
+    .en(1'h1),
+    .p(p)
+  );
+  assign en = 1'h1;
 endmodule
 
 (* generator = "Amaranth" *)
 module \bchw_top.engine0.requant14 (rst, \port$5117$854 , acc, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$9  = 0;
-  wire [34:0] \$1 ;
-  wire [35:0] \$10 ;
-  wire [20:0] \$11 ;
-  wire [37:0] \$12 ;
+  wire [36:0] \$1 ;
+  wire [37:0] \$10 ;
+  wire [4:0] \$11 ;
+  wire [38:0] \$12 ;
   wire [4:0] \$13 ;
-  wire [38:0] \$14 ;
-  wire [4:0] \$15 ;
-  reg [7:0] \$16 ;
-  wire [19:0] \$2 ;
-  wire [36:0] \$3 ;
-  wire [38:0] \$4 ;
-  wire [51:0] \$5 ;
-  wire [52:0] \$6 ;
-  wire \$7 ;
-  wire [38:0] \$8 ;
-  wire [38:0] \$9 ;
+  reg [7:0] \$14 ;
+  wire [38:0] \$2 ;
+  wire [50:0] \$3 ;
+  wire [51:0] \$4 ;
+  wire \$5 ;
+  wire [38:0] \$6 ;
+  wire [38:0] \$7 ;
+  wire [37:0] \$8 ;
+  wire [4:0] \$9 ;
+  reg [37:0] \$like  = 38'h0000000000;
+  wire [17:0] a;
+  wire [1:0] \a$7 ;
   input [18:0] acc;
   wire [18:0] acc;
+  wire [17:0] b;
+  wire [17:0] \b$8 ;
   wire [37:0] bias;
-  reg [37:0] bias1 = 38'h0000000000;
+  reg [37:0] bias2 = 38'h0000000000;
   input clk;
   wire clk;
   wire en;
+  wire \en$1 ;
+  wire \en$6 ;
   wire [17:0] mul;
+  wire [35:0] p;
+  wire [19:0] \p$21 ;
   input [60:0] \port$5117$854 ;
   wire [60:0] \port$5117$854 ;
-  reg [35:0] prod0 = 36'h000000000;
-  reg [20:0] prod1 = 21'h000000;
   output [7:0] q;
   reg [7:0] q = 8'h00;
   input rst;
@@ -4180,82 +4639,154 @@ module \bchw_top.engine0.requant14 (rst, \port$5117$854 , acc, q, clk);
   wire [4:0] shift;
   reg [4:0] shift1 = 5'h00;
   reg [4:0] shift2 = 5'h00;
+  reg [4:0] shift3 = 5'h00;
   wire [38:0] shifted;
   reg [38:0] total = 39'h0000000000;
-  assign \$1  = $signed({ 1'h0, acc[16:0] }) * $signed(\port$5117$854 [17:0]);
-  assign \$2  = $signed(acc[18:17]) * $signed(\port$5117$854 [17:0]);
-  assign \$4  = $signed(bias1) + $signed(\$3 );
-  assign \$6  = $signed(\$4 ) + $signed(\$5 );
-  assign \$7  = | shifted[38:8];
-  assign \$8  = \$7  ? 39'h00000000ff : shifted;
-  assign \$9  = shifted[38] ? 39'h0000000000 : \$8 ;
-  assign shifted = $signed(total) >>> shift2;
+  assign shifted = $signed(total) >>> shift3;
+  assign \$2  = $signed(bias2) + $signed(\$1 );
+  assign \$4  = $signed(\$2 ) + $signed(\$3 );
+  assign \$5  = | shifted[38:8];
+  assign \$6  = \$5  ? 39'h00000000ff : shifted;
+  assign \$7  = shifted[38] ? 39'h0000000000 : \$6 ;
   always @(posedge clk)
-    prod0 <= \$10 ;
+    \$like  <= \$8 ;
   always @(posedge clk)
-    prod1 <= \$11 ;
+    shift1 <= \$9 ;
   always @(posedge clk)
-    bias1 <= \$12 ;
+    bias2 <= \$10 ;
   always @(posedge clk)
-    shift1 <= \$13 ;
+    shift2 <= \$11 ;
   always @(posedge clk)
-    total <= \$14 ;
+    total <= \$12 ;
   always @(posedge clk)
-    shift2 <= \$15 ;
+    shift3 <= \$13 ;
   always @(posedge clk)
-    q <= \$16 ;
+    q <= \$14 ;
+  \bchw_top.engine0.requant14.mul0  mul0 (
+    .b(\port$5117$854 [17:0]),
+    .clk(clk),
+    .p(p),
+    .\port$5151$0 (acc[16:0])
+  );
+  \bchw_top.engine0.requant14.mul1  mul1 (
+    .a(acc[18:17]),
+    .b(\port$5117$854 [17:0]),
+    .clk(clk),
+    .p(\p$21 )
+  );
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$16  = \$9 [7:0];
+    \$14  = \$7 [7:0];
     if (rst) begin
-      \$16  = 8'h00;
+      \$14  = 8'h00;
     end
   end
   assign en = 1'h1;
+  assign \en$1  = 1'h1;
+  assign a = { 1'h0, acc[16:0] };
+  assign b = \port$5117$854 [17:0];
   assign mul = \port$5117$854 [17:0];
+  assign \en$6  = 1'h1;
+  assign \a$7  = acc[18:17];
+  assign \b$8  = \port$5117$854 [17:0];
   assign bias = \port$5117$854 [60:23];
   assign shift = \port$5117$854 [22:18];
-  assign \$15  = shift1;
-  assign \$14  = \$6 [38:0];
-  assign \$13  = \port$5117$854 [22:18];
-  assign \$12  = \port$5117$854 [60:23];
-  assign \$11  = { \$2 [19], \$2  };
-  assign \$10  = { \$1 [34], \$1  };
-  assign \$3  = { prod0[35], prod0 };
-  assign \$5  = { prod1[20], prod1[20], prod1[20], prod1[20], prod1[20], prod1[20], prod1[20], prod1[20], prod1[20], prod1[20], prod1[20], prod1[20], prod1[20], prod1[20], prod1, 17'h00000 };
+  assign \$13  = shift2;
+  assign \$12  = \$4 [38:0];
+  assign \$11  = shift1;
+  assign \$10  = \$like ;
+  assign \$9  = \port$5117$854 [22:18];
+  assign \$8  = \port$5117$854 [60:23];
+  assign \$1  = { p[35], p };
+  assign \$3  = { \p$21 [19], \p$21 [19], \p$21 [19], \p$21 [19], \p$21 [19], \p$21 [19], \p$21 [19], \p$21 [19], \p$21 [19], \p$21 [19], \p$21 [19], \p$21 [19], \p$21 [19], \p$21 [19], \p$21 , 17'h00000 };
+endmodule
+
+(* generator = "Amaranth" *)
+module \bchw_top.engine0.requant14.mul0 (p, b, \port$5151$0 , clk);
+  wire [17:0] a;
+  input [17:0] b;
+  wire [17:0] b;
+  input clk;
+  wire clk;
+  wire en;
+  output [35:0] p;
+  wire [35:0] p;
+  input [16:0] \port$5151$0 ;
+  wire [16:0] \port$5151$0 ;
+  bchw_mul #(
+    .A_WIDTH(32'd18),
+    .B_WIDTH(32'd18)
+  ) mul (
+    .a({ 1'h0, \port$5151$0  }),
+    .b(b),
+    .clk(clk),
+    .en(1'h1),
+    .p(p)
+  );
+  assign en = 1'h1;
+  assign a = { 1'h0, \port$5151$0  };
+endmodule
+
+(* generator = "Amaranth" *)
+module \bchw_top.engine0.requant14.mul1 (p, b, a, clk);
+  input [1:0] a;
+  wire [1:0] a;
+  input [17:0] b;
+  wire [17:0] b;
+  input clk;
+  wire clk;
+  wire en;
+  output [19:0] p;
+  wire [19:0] p;
+  bchw_mul #(
+    .A_WIDTH(32'd2),
+    .B_WIDTH(32'd18)
+  ) mul (
+    .a(a),
+    .b(b),
+    .clk(clk),
+    .en(1'h1),
+    .p(p)
+  );
+  assign en = 1'h1;
 endmodule
 
 (* generator = "Amaranth" *)
 module \bchw_top.engine0.requant15 (rst, \port$5117$915 , acc, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$10  = 0;
-  wire [34:0] \$1 ;
-  wire [35:0] \$10 ;
-  wire [20:0] \$11 ;
-  wire [37:0] \$12 ;
+  wire [36:0] \$1 ;
+  wire [37:0] \$10 ;
+  wire [4:0] \$11 ;
+  wire [38:0] \$12 ;
   wire [4:0] \$13 ;
-  wire [38:0] \$14 ;
-  wire [4:0] \$15 ;
-  reg [7:0] \$16 ;
-  wire [19:0] \$2 ;
-  wire [36:0] \$3 ;
-  wire [38:0] \$4 ;
-  wire [51:0] \$5 ;
-  wire [52:0] \$6 ;
-  wire \$7 ;
-  wire [38:0] \$8 ;
-  wire [38:0] \$9 ;
+  reg [7:0] \$14 ;
+  wire [38:0] \$2 ;
+  wire [50:0] \$3 ;
+  wire [51:0] \$4 ;
+  wire \$5 ;
+  wire [38:0] \$6 ;
+  wire [38:0] \$7 ;
+  wire [37:0] \$8 ;
+  wire [4:0] \$9 ;
+  reg [37:0] \$like  = 38'h0000000000;
+  wire [17:0] a;
+  wire [1:0] \a$7 ;
   input [18:0] acc;
   wire [18:0] acc;
+  wire [17:0] b;
+  wire [17:0] \b$8 ;
   wire [37:0] bias;
-  reg [37:0] bias1 = 38'h0000000000;
+  reg [37:0] bias2 = 38'h0000000000;
   input clk;
   wire clk;
   wire en;
+  wire \en$1 ;
+  wire \en$6 ;
   wire [17:0] mul;
+  wire [35:0] p;
+  wire [19:0] \p$21 ;
   input [60:0] \port$5117$915 ;
   wire [60:0] \port$5117$915 ;
-  reg [35:0] prod0 = 36'h000000000;
-  reg [20:0] prod1 = 21'h000000;
   output [7:0] q;
   reg [7:0] q = 8'h00;
   input rst;
@@ -4263,82 +4794,154 @@ module \bchw_top.engine0.requant15 (rst, \port$5117$915 , acc, q, clk);
   wire [4:0] shift;
   reg [4:0] shift1 = 5'h00;
   reg [4:0] shift2 = 5'h00;
+  reg [4:0] shift3 = 5'h00;
   wire [38:0] shifted;
   reg [38:0] total = 39'h0000000000;
-  assign \$1  = $signed({ 1'h0, acc[16:0] }) * $signed(\port$5117$915 [17:0]);
-  assign \$2  = $signed(acc[18:17]) * $signed(\port$5117$915 [17:0]);
-  assign \$4  = $signed(bias1) + $signed(\$3 );
-  assign \$6  = $signed(\$4 ) + $signed(\$5 );
-  assign \$7  = | shifted[38:8];
-  assign \$8  = \$7  ? 39'h00000000ff : shifted;
-  assign \$9  = shifted[38] ? 39'h0000000000 : \$8 ;
-  assign shifted = $signed(total) >>> shift2;
+  assign shifted = $signed(total) >>> shift3;
+  assign \$2  = $signed(bias2) + $signed(\$1 );
+  assign \$4  = $signed(\$2 ) + $signed(\$3 );
+  assign \$5  = | shifted[38:8];
+  assign \$6  = \$5  ? 39'h00000000ff : shifted;
+  assign \$7  = shifted[38] ? 39'h0000000000 : \$6 ;
   always @(posedge clk)
-    prod0 <= \$10 ;
+    \$like  <= \$8 ;
   always @(posedge clk)
-    prod1 <= \$11 ;
+    shift1 <= \$9 ;
   always @(posedge clk)
-    bias1 <= \$12 ;
+    bias2 <= \$10 ;
   always @(posedge clk)
-    shift1 <= \$13 ;
+    shift2 <= \$11 ;
   always @(posedge clk)
-    total <= \$14 ;
+    total <= \$12 ;
   always @(posedge clk)
-    shift2 <= \$15 ;
+    shift3 <= \$13 ;
   always @(posedge clk)
-    q <= \$16 ;
+    q <= \$14 ;
+  \bchw_top.engine0.requant15.mul0  mul0 (
+    .b(\port$5117$915 [17:0]),
+    .clk(clk),
+    .p(p),
+    .\port$5153$0 (acc[16:0])
+  );
+  \bchw_top.engine0.requant15.mul1  mul1 (
+    .a(acc[18:17]),
+    .b(\port$5117$915 [17:0]),
+    .clk(clk),
+    .p(\p$21 )
+  );
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
-    \$16  = \$9 [7:0];
+    \$14  = \$7 [7:0];
     if (rst) begin
-      \$16  = 8'h00;
+      \$14  = 8'h00;
     end
   end
   assign en = 1'h1;
+  assign \en$1  = 1'h1;
+  assign a = { 1'h0, acc[16:0] };
+  assign b = \port$5117$915 [17:0];
   assign mul = \port$5117$915 [17:0];
+  assign \en$6  = 1'h1;
+  assign \a$7  = acc[18:17];
+  assign \b$8  = \port$5117$915 [17:0];
   assign bias = \port$5117$915 [60:23];
   assign shift = \port$5117$915 [22:18];
-  assign \$15  = shift1;
-  assign \$14  = \$6 [38:0];
-  assign \$13  = \port$5117$915 [22:18];
-  assign \$12  = \port$5117$915 [60:23];
-  assign \$11  = { \$2 [19], \$2  };
-  assign \$10  = { \$1 [34], \$1  };
-  assign \$3  = { prod0[35], prod0 };
-  assign \$5  = { prod1[20], prod1[20], prod1[20], prod1[20], prod1[20], prod1[20], prod1[20], prod1[20], prod1[20], prod1[20], prod1[20], prod1[20], prod1[20], prod1[20], prod1, 17'h00000 };
+  assign \$13  = shift2;
+  assign \$12  = \$4 [38:0];
+  assign \$11  = shift1;
+  assign \$10  = \$like ;
+  assign \$9  = \port$5117$915 [22:18];
+  assign \$8  = \port$5117$915 [60:23];
+  assign \$1  = { p[35], p };
+  assign \$3  = { \p$21 [19], \p$21 [19], \p$21 [19], \p$21 [19], \p$21 [19], \p$21 [19], \p$21 [19], \p$21 [19], \p$21 [19], \p$21 [19], \p$21 [19], \p$21 [19], \p$21 [19], \p$21 [19], \p$21 , 17'h00000 };
+endmodule
+
+(* generator = "Amaranth" *)
+module \bchw_top.engine0.requant15.mul0 (p, b, \port$5153$0 , clk);
+  wire [17:0] a;
+  input [17:0] b;
+  wire [17:0] b;
+  input clk;
+  wire clk;
+  wire en;
+  output [35:0] p;
+  wire [35:0] p;
+  input [16:0] \port$5153$0 ;
+  wire [16:0] \port$5153$0 ;
+  bchw_mul #(
+    .A_WIDTH(32'd18),
+    .B_WIDTH(32'd18)
+  ) mul (
+    .a({ 1'h0, \port$5153$0  }),
+    .b(b),
+    .clk(clk),
+    .en(1'h1),
+    .p(p)
+  );
+  assign en = 1'h1;
+  assign a = { 1'h0, \port$5153$0  };
+endmodule
+
+(* generator = "Amaranth" *)
+module \bchw_top.engine0.requant15.mul1 (p, b, a, clk);
+  input [1:0] a;
+  wire [1:0] a;
+  input [17:0] b;
+  wire [17:0] b;
+  input clk;
+  wire clk;
+  wire en;
+  output [19:0] p;
+  wire [19:0] p;
+  bchw_mul #(
+    .A_WIDTH(32'd2),
+    .B_WIDTH(32'd18)
+  ) mul (
+    .a(a),
+    .b(b),
+    .clk(clk),
+    .en(1'h1),
+    .p(p)
+  );
+  assign en = 1'h1;
 endmodule
 
 (* generator = "Amaranth" *)
 module \bchw_top.engine0.requant2 (rst, \port$5117$122 , acc, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$11  = 0;
-  wire [34:0] \$1 ;
-  wire [35:0] \$10 ;
-  wire [20:0] \$11 ;
-  wire [37:0] \$12 ;
+  wire [36:0] \$1 ;
+  wire [37:0] \$10 ;
+  wire [4:0] \$11 ;
+  wire [38:0] \$12 ;
   wire [4:0] \$13 ;
-  wire [38:0] \$14 ;
-  wire [4:0] \$15 ;
-  reg [7:0] \$16 ;
-  wire [19:0] \$2 ;
-  wire [36:0] \$3 ;
-  wire [38:0] \$4 ;
-  wire [51:0] \$5 ;
-  wire [52:0] \$6 ;
-  wire \$7 ;
-  wire [38:0] \$8 ;
-  wire [38:0] \$9 ;
+  reg [7:0] \$14 ;
+  wire [38:0] \$2 ;
+  wire [50:0] \$3 ;
+  wire [51:0] \$4 ;
+  wire \$5 ;
+  wire [38:0] \$6 ;
+  wire [38:0] \$7 ;
+  wire [37:0] \$8 ;
+  wire [4:0] \$9 ;
+  reg [37:0] \$like  = 38'h0000000000;
+  wire [17:0] a;
+  wire [1:0] \a$7 ;
   input [18:0] acc;
   wire [18:0] acc;
+  wire [17:0] b;
+  wire [17:0] \b$8 ;
   wire [37:0] bias;
-  reg [37:0] bias1 = 38'h0000000000;
+  reg [37:0] bias2 = 38'h0000000000;
   input clk;
   wire clk;
   wire en;
+  wire \en$1 ;
+  wire \en$6 ;
   wire [17:0] mul;
+  wire [35:0] p;
+  wire [19:0] \p$21 ;
   input [60:0] \port$5117$122 ;
   wire [60:0] \port$5117$122 ;
-  reg [35:0] prod0 = 36'h000000000;
-  reg [20:0] prod1 = 21'h000000;
   output [7:0] q;
   reg [7:0] q = 8'h00;
   input rst;
@@ -4346,82 +4949,154 @@ module \bchw_top.engine0.requant2 (rst, \port$5117$122 , acc, q, clk);
   wire [4:0] shift;
   reg [4:0] shift1 = 5'h00;
   reg [4:0] shift2 = 5'h00;
+  reg [4:0] shift3 = 5'h00;
   wire [38:0] shifted;
   reg [38:0] total = 39'h0000000000;
-  assign \$1  = $signed({ 1'h0, acc[16:0] }) * $signed(\port$5117$122 [17:0]);
-  assign \$2  = $signed(acc[18:17]) * $signed(\port$5117$122 [17:0]);
-  assign \$4  = $signed(bias1) + $signed(\$3 );
-  assign \$6  = $signed(\$4 ) + $signed(\$5 );
-  assign \$7  = | shifted[38:8];
-  assign \$8  = \$7  ? 39'h00000000ff : shifted;
-  assign \$9  = shifted[38] ? 39'h0000000000 : \$8 ;
-  assign shifted = $signed(total) >>> shift2;
+  assign shifted = $signed(total) >>> shift3;
+  assign \$2  = $signed(bias2) + $signed(\$1 );
+  assign \$4  = $signed(\$2 ) + $signed(\$3 );
+  assign \$5  = | shifted[38:8];
+  assign \$6  = \$5  ? 39'h00000000ff : shifted;
+  assign \$7  = shifted[38] ? 39'h0000000000 : \$6 ;
   always @(posedge clk)
-    prod0 <= \$10 ;
+    \$like  <= \$8 ;
   always @(posedge clk)
-    prod1 <= \$11 ;
+    shift1 <= \$9 ;
   always @(posedge clk)
-    bias1 <= \$12 ;
+    bias2 <= \$10 ;
   always @(posedge clk)
-    shift1 <= \$13 ;
+    shift2 <= \$11 ;
   always @(posedge clk)
-    total <= \$14 ;
+    total <= \$12 ;
   always @(posedge clk)
-    shift2 <= \$15 ;
+    shift3 <= \$13 ;
   always @(posedge clk)
-    q <= \$16 ;
+    q <= \$14 ;
+  \bchw_top.engine0.requant2.mul0  mul0 (
+    .b(\port$5117$122 [17:0]),
+    .clk(clk),
+    .p(p),
+    .\port$5127$0 (acc[16:0])
+  );
+  \bchw_top.engine0.requant2.mul1  mul1 (
+    .a(acc[18:17]),
+    .b(\port$5117$122 [17:0]),
+    .clk(clk),
+    .p(\p$21 )
+  );
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
-    \$16  = \$9 [7:0];
+    \$14  = \$7 [7:0];
     if (rst) begin
-      \$16  = 8'h00;
+      \$14  = 8'h00;
     end
   end
   assign en = 1'h1;
+  assign \en$1  = 1'h1;
+  assign a = { 1'h0, acc[16:0] };
+  assign b = \port$5117$122 [17:0];
   assign mul = \port$5117$122 [17:0];
+  assign \en$6  = 1'h1;
+  assign \a$7  = acc[18:17];
+  assign \b$8  = \port$5117$122 [17:0];
   assign bias = \port$5117$122 [60:23];
   assign shift = \port$5117$122 [22:18];
-  assign \$15  = shift1;
-  assign \$14  = \$6 [38:0];
-  assign \$13  = \port$5117$122 [22:18];
-  assign \$12  = \port$5117$122 [60:23];
-  assign \$11  = { \$2 [19], \$2  };
-  assign \$10  = { \$1 [34], \$1  };
-  assign \$3  = { prod0[35], prod0 };
-  assign \$5  = { prod1[20], prod1[20], prod1[20], prod1[20], prod1[20], prod1[20], prod1[20], prod1[20], prod1[20], prod1[20], prod1[20], prod1[20], prod1[20], prod1[20], prod1, 17'h00000 };
+  assign \$13  = shift2;
+  assign \$12  = \$4 [38:0];
+  assign \$11  = shift1;
+  assign \$10  = \$like ;
+  assign \$9  = \port$5117$122 [22:18];
+  assign \$8  = \port$5117$122 [60:23];
+  assign \$1  = { p[35], p };
+  assign \$3  = { \p$21 [19], \p$21 [19], \p$21 [19], \p$21 [19], \p$21 [19], \p$21 [19], \p$21 [19], \p$21 [19], \p$21 [19], \p$21 [19], \p$21 [19], \p$21 [19], \p$21 [19], \p$21 [19], \p$21 , 17'h00000 };
+endmodule
+
+(* generator = "Amaranth" *)
+module \bchw_top.engine0.requant2.mul0 (p, b, \port$5127$0 , clk);
+  wire [17:0] a;
+  input [17:0] b;
+  wire [17:0] b;
+  input clk;
+  wire clk;
+  wire en;
+  output [35:0] p;
+  wire [35:0] p;
+  input [16:0] \port$5127$0 ;
+  wire [16:0] \port$5127$0 ;
+  bchw_mul #(
+    .A_WIDTH(32'd18),
+    .B_WIDTH(32'd18)
+  ) mul (
+    .a({ 1'h0, \port$5127$0  }),
+    .b(b),
+    .clk(clk),
+    .en(1'h1),
+    .p(p)
+  );
+  assign en = 1'h1;
+  assign a = { 1'h0, \port$5127$0  };
+endmodule
+
+(* generator = "Amaranth" *)
+module \bchw_top.engine0.requant2.mul1 (p, b, a, clk);
+  input [1:0] a;
+  wire [1:0] a;
+  input [17:0] b;
+  wire [17:0] b;
+  input clk;
+  wire clk;
+  wire en;
+  output [19:0] p;
+  wire [19:0] p;
+  bchw_mul #(
+    .A_WIDTH(32'd2),
+    .B_WIDTH(32'd18)
+  ) mul (
+    .a(a),
+    .b(b),
+    .clk(clk),
+    .en(1'h1),
+    .p(p)
+  );
+  assign en = 1'h1;
 endmodule
 
 (* generator = "Amaranth" *)
 module \bchw_top.engine0.requant3 (rst, \port$5117$183 , acc, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$12  = 0;
-  wire [34:0] \$1 ;
-  wire [35:0] \$10 ;
-  wire [20:0] \$11 ;
-  wire [37:0] \$12 ;
+  wire [36:0] \$1 ;
+  wire [37:0] \$10 ;
+  wire [4:0] \$11 ;
+  wire [38:0] \$12 ;
   wire [4:0] \$13 ;
-  wire [38:0] \$14 ;
-  wire [4:0] \$15 ;
-  reg [7:0] \$16 ;
-  wire [19:0] \$2 ;
-  wire [36:0] \$3 ;
-  wire [38:0] \$4 ;
-  wire [51:0] \$5 ;
-  wire [52:0] \$6 ;
-  wire \$7 ;
-  wire [38:0] \$8 ;
-  wire [38:0] \$9 ;
+  reg [7:0] \$14 ;
+  wire [38:0] \$2 ;
+  wire [50:0] \$3 ;
+  wire [51:0] \$4 ;
+  wire \$5 ;
+  wire [38:0] \$6 ;
+  wire [38:0] \$7 ;
+  wire [37:0] \$8 ;
+  wire [4:0] \$9 ;
+  reg [37:0] \$like  = 38'h0000000000;
+  wire [17:0] a;
+  wire [1:0] \a$7 ;
   input [18:0] acc;
   wire [18:0] acc;
+  wire [17:0] b;
+  wire [17:0] \b$8 ;
   wire [37:0] bias;
-  reg [37:0] bias1 = 38'h0000000000;
+  reg [37:0] bias2 = 38'h0000000000;
   input clk;
   wire clk;
   wire en;
+  wire \en$1 ;
+  wire \en$6 ;
   wire [17:0] mul;
+  wire [35:0] p;
+  wire [19:0] \p$21 ;
   input [60:0] \port$5117$183 ;
   wire [60:0] \port$5117$183 ;
-  reg [35:0] prod0 = 36'h000000000;
-  reg [20:0] prod1 = 21'h000000;
   output [7:0] q;
   reg [7:0] q = 8'h00;
   input rst;
@@ -4429,82 +5104,154 @@ module \bchw_top.engine0.requant3 (rst, \port$5117$183 , acc, q, clk);
   wire [4:0] shift;
   reg [4:0] shift1 = 5'h00;
   reg [4:0] shift2 = 5'h00;
+  reg [4:0] shift3 = 5'h00;
   wire [38:0] shifted;
   reg [38:0] total = 39'h0000000000;
-  assign \$1  = $signed({ 1'h0, acc[16:0] }) * $signed(\port$5117$183 [17:0]);
-  assign \$2  = $signed(acc[18:17]) * $signed(\port$5117$183 [17:0]);
-  assign \$4  = $signed(bias1) + $signed(\$3 );
-  assign \$6  = $signed(\$4 ) + $signed(\$5 );
-  assign \$7  = | shifted[38:8];
-  assign \$8  = \$7  ? 39'h00000000ff : shifted;
-  assign \$9  = shifted[38] ? 39'h0000000000 : \$8 ;
-  assign shifted = $signed(total) >>> shift2;
+  assign shifted = $signed(total) >>> shift3;
+  assign \$2  = $signed(bias2) + $signed(\$1 );
+  assign \$4  = $signed(\$2 ) + $signed(\$3 );
+  assign \$5  = | shifted[38:8];
+  assign \$6  = \$5  ? 39'h00000000ff : shifted;
+  assign \$7  = shifted[38] ? 39'h0000000000 : \$6 ;
   always @(posedge clk)
-    prod0 <= \$10 ;
+    \$like  <= \$8 ;
   always @(posedge clk)
-    prod1 <= \$11 ;
+    shift1 <= \$9 ;
   always @(posedge clk)
-    bias1 <= \$12 ;
+    bias2 <= \$10 ;
   always @(posedge clk)
-    shift1 <= \$13 ;
+    shift2 <= \$11 ;
   always @(posedge clk)
-    total <= \$14 ;
+    total <= \$12 ;
   always @(posedge clk)
-    shift2 <= \$15 ;
+    shift3 <= \$13 ;
   always @(posedge clk)
-    q <= \$16 ;
+    q <= \$14 ;
+  \bchw_top.engine0.requant3.mul0  mul0 (
+    .b(\port$5117$183 [17:0]),
+    .clk(clk),
+    .p(p),
+    .\port$5129$0 (acc[16:0])
+  );
+  \bchw_top.engine0.requant3.mul1  mul1 (
+    .a(acc[18:17]),
+    .b(\port$5117$183 [17:0]),
+    .clk(clk),
+    .p(\p$21 )
+  );
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$16  = \$9 [7:0];
+    \$14  = \$7 [7:0];
     if (rst) begin
-      \$16  = 8'h00;
+      \$14  = 8'h00;
     end
   end
   assign en = 1'h1;
+  assign \en$1  = 1'h1;
+  assign a = { 1'h0, acc[16:0] };
+  assign b = \port$5117$183 [17:0];
   assign mul = \port$5117$183 [17:0];
+  assign \en$6  = 1'h1;
+  assign \a$7  = acc[18:17];
+  assign \b$8  = \port$5117$183 [17:0];
   assign bias = \port$5117$183 [60:23];
   assign shift = \port$5117$183 [22:18];
-  assign \$15  = shift1;
-  assign \$14  = \$6 [38:0];
-  assign \$13  = \port$5117$183 [22:18];
-  assign \$12  = \port$5117$183 [60:23];
-  assign \$11  = { \$2 [19], \$2  };
-  assign \$10  = { \$1 [34], \$1  };
-  assign \$3  = { prod0[35], prod0 };
-  assign \$5  = { prod1[20], prod1[20], prod1[20], prod1[20], prod1[20], prod1[20], prod1[20], prod1[20], prod1[20], prod1[20], prod1[20], prod1[20], prod1[20], prod1[20], prod1, 17'h00000 };
+  assign \$13  = shift2;
+  assign \$12  = \$4 [38:0];
+  assign \$11  = shift1;
+  assign \$10  = \$like ;
+  assign \$9  = \port$5117$183 [22:18];
+  assign \$8  = \port$5117$183 [60:23];
+  assign \$1  = { p[35], p };
+  assign \$3  = { \p$21 [19], \p$21 [19], \p$21 [19], \p$21 [19], \p$21 [19], \p$21 [19], \p$21 [19], \p$21 [19], \p$21 [19], \p$21 [19], \p$21 [19], \p$21 [19], \p$21 [19], \p$21 [19], \p$21 , 17'h00000 };
+endmodule
+
+(* generator = "Amaranth" *)
+module \bchw_top.engine0.requant3.mul0 (p, b, \port$5129$0 , clk);
+  wire [17:0] a;
+  input [17:0] b;
+  wire [17:0] b;
+  input clk;
+  wire clk;
+  wire en;
+  output [35:0] p;
+  wire [35:0] p;
+  input [16:0] \port$5129$0 ;
+  wire [16:0] \port$5129$0 ;
+  bchw_mul #(
+    .A_WIDTH(32'd18),
+    .B_WIDTH(32'd18)
+  ) mul (
+    .a({ 1'h0, \port$5129$0  }),
+    .b(b),
+    .clk(clk),
+    .en(1'h1),
+    .p(p)
+  );
+  assign en = 1'h1;
+  assign a = { 1'h0, \port$5129$0  };
+endmodule
+
+(* generator = "Amaranth" *)
+module \bchw_top.engine0.requant3.mul1 (p, b, a, clk);
+  input [1:0] a;
+  wire [1:0] a;
+  input [17:0] b;
+  wire [17:0] b;
+  input clk;
+  wire clk;
+  wire en;
+  output [19:0] p;
+  wire [19:0] p;
+  bchw_mul #(
+    .A_WIDTH(32'd2),
+    .B_WIDTH(32'd18)
+  ) mul (
+    .a(a),
+    .b(b),
+    .clk(clk),
+    .en(1'h1),
+    .p(p)
+  );
+  assign en = 1'h1;
 endmodule
 
 (* generator = "Amaranth" *)
 module \bchw_top.engine0.requant4 (rst, \port$5117$244 , acc, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$13  = 0;
-  wire [34:0] \$1 ;
-  wire [35:0] \$10 ;
-  wire [20:0] \$11 ;
-  wire [37:0] \$12 ;
+  wire [36:0] \$1 ;
+  wire [37:0] \$10 ;
+  wire [4:0] \$11 ;
+  wire [38:0] \$12 ;
   wire [4:0] \$13 ;
-  wire [38:0] \$14 ;
-  wire [4:0] \$15 ;
-  reg [7:0] \$16 ;
-  wire [19:0] \$2 ;
-  wire [36:0] \$3 ;
-  wire [38:0] \$4 ;
-  wire [51:0] \$5 ;
-  wire [52:0] \$6 ;
-  wire \$7 ;
-  wire [38:0] \$8 ;
-  wire [38:0] \$9 ;
+  reg [7:0] \$14 ;
+  wire [38:0] \$2 ;
+  wire [50:0] \$3 ;
+  wire [51:0] \$4 ;
+  wire \$5 ;
+  wire [38:0] \$6 ;
+  wire [38:0] \$7 ;
+  wire [37:0] \$8 ;
+  wire [4:0] \$9 ;
+  reg [37:0] \$like  = 38'h0000000000;
+  wire [17:0] a;
+  wire [1:0] \a$7 ;
   input [18:0] acc;
   wire [18:0] acc;
+  wire [17:0] b;
+  wire [17:0] \b$8 ;
   wire [37:0] bias;
-  reg [37:0] bias1 = 38'h0000000000;
+  reg [37:0] bias2 = 38'h0000000000;
   input clk;
   wire clk;
   wire en;
+  wire \en$1 ;
+  wire \en$6 ;
   wire [17:0] mul;
+  wire [35:0] p;
+  wire [19:0] \p$21 ;
   input [60:0] \port$5117$244 ;
   wire [60:0] \port$5117$244 ;
-  reg [35:0] prod0 = 36'h000000000;
-  reg [20:0] prod1 = 21'h000000;
   output [7:0] q;
   reg [7:0] q = 8'h00;
   input rst;
@@ -4512,82 +5259,154 @@ module \bchw_top.engine0.requant4 (rst, \port$5117$244 , acc, q, clk);
   wire [4:0] shift;
   reg [4:0] shift1 = 5'h00;
   reg [4:0] shift2 = 5'h00;
+  reg [4:0] shift3 = 5'h00;
   wire [38:0] shifted;
   reg [38:0] total = 39'h0000000000;
-  assign \$1  = $signed({ 1'h0, acc[16:0] }) * $signed(\port$5117$244 [17:0]);
-  assign \$2  = $signed(acc[18:17]) * $signed(\port$5117$244 [17:0]);
-  assign \$4  = $signed(bias1) + $signed(\$3 );
-  assign \$6  = $signed(\$4 ) + $signed(\$5 );
-  assign \$7  = | shifted[38:8];
-  assign \$8  = \$7  ? 39'h00000000ff : shifted;
-  assign \$9  = shifted[38] ? 39'h0000000000 : \$8 ;
-  assign shifted = $signed(total) >>> shift2;
+  assign shifted = $signed(total) >>> shift3;
+  assign \$2  = $signed(bias2) + $signed(\$1 );
+  assign \$4  = $signed(\$2 ) + $signed(\$3 );
+  assign \$5  = | shifted[38:8];
+  assign \$6  = \$5  ? 39'h00000000ff : shifted;
+  assign \$7  = shifted[38] ? 39'h0000000000 : \$6 ;
   always @(posedge clk)
-    prod0 <= \$10 ;
+    \$like  <= \$8 ;
   always @(posedge clk)
-    prod1 <= \$11 ;
+    shift1 <= \$9 ;
   always @(posedge clk)
-    bias1 <= \$12 ;
+    bias2 <= \$10 ;
   always @(posedge clk)
-    shift1 <= \$13 ;
+    shift2 <= \$11 ;
   always @(posedge clk)
-    total <= \$14 ;
+    total <= \$12 ;
   always @(posedge clk)
-    shift2 <= \$15 ;
+    shift3 <= \$13 ;
   always @(posedge clk)
-    q <= \$16 ;
+    q <= \$14 ;
+  \bchw_top.engine0.requant4.mul0  mul0 (
+    .b(\port$5117$244 [17:0]),
+    .clk(clk),
+    .p(p),
+    .\port$5131$0 (acc[16:0])
+  );
+  \bchw_top.engine0.requant4.mul1  mul1 (
+    .a(acc[18:17]),
+    .b(\port$5117$244 [17:0]),
+    .clk(clk),
+    .p(\p$21 )
+  );
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$16  = \$9 [7:0];
+    \$14  = \$7 [7:0];
     if (rst) begin
-      \$16  = 8'h00;
+      \$14  = 8'h00;
     end
   end
   assign en = 1'h1;
+  assign \en$1  = 1'h1;
+  assign a = { 1'h0, acc[16:0] };
+  assign b = \port$5117$244 [17:0];
   assign mul = \port$5117$244 [17:0];
+  assign \en$6  = 1'h1;
+  assign \a$7  = acc[18:17];
+  assign \b$8  = \port$5117$244 [17:0];
   assign bias = \port$5117$244 [60:23];
   assign shift = \port$5117$244 [22:18];
-  assign \$15  = shift1;
-  assign \$14  = \$6 [38:0];
-  assign \$13  = \port$5117$244 [22:18];
-  assign \$12  = \port$5117$244 [60:23];
-  assign \$11  = { \$2 [19], \$2  };
-  assign \$10  = { \$1 [34], \$1  };
-  assign \$3  = { prod0[35], prod0 };
-  assign \$5  = { prod1[20], prod1[20], prod1[20], prod1[20], prod1[20], prod1[20], prod1[20], prod1[20], prod1[20], prod1[20], prod1[20], prod1[20], prod1[20], prod1[20], prod1, 17'h00000 };
+  assign \$13  = shift2;
+  assign \$12  = \$4 [38:0];
+  assign \$11  = shift1;
+  assign \$10  = \$like ;
+  assign \$9  = \port$5117$244 [22:18];
+  assign \$8  = \port$5117$244 [60:23];
+  assign \$1  = { p[35], p };
+  assign \$3  = { \p$21 [19], \p$21 [19], \p$21 [19], \p$21 [19], \p$21 [19], \p$21 [19], \p$21 [19], \p$21 [19], \p$21 [19], \p$21 [19], \p$21 [19], \p$21 [19], \p$21 [19], \p$21 [19], \p$21 , 17'h00000 };
+endmodule
+
+(* generator = "Amaranth" *)
+module \bchw_top.engine0.requant4.mul0 (p, b, \port$5131$0 , clk);
+  wire [17:0] a;
+  input [17:0] b;
+  wire [17:0] b;
+  input clk;
+  wire clk;
+  wire en;
+  output [35:0] p;
+  wire [35:0] p;
+  input [16:0] \port$5131$0 ;
+  wire [16:0] \port$5131$0 ;
+  bchw_mul #(
+    .A_WIDTH(32'd18),
+    .B_WIDTH(32'd18)
+  ) mul (
+    .a({ 1'h0, \port$5131$0  }),
+    .b(b),
+    .clk(clk),
+    .en(1'h1),
+    .p(p)
+  );
+  assign en = 1'h1;
+  assign a = { 1'h0, \port$5131$0  };
+endmodule
+
+(* generator = "Amaranth" *)
+module \bchw_top.engine0.requant4.mul1 (p, b, a, clk);
+  input [1:0] a;
+  wire [1:0] a;
+  input [17:0] b;
+  wire [17:0] b;
+  input clk;
+  wire clk;
+  wire en;
+  output [19:0] p;
+  wire [19:0] p;
+  bchw_mul #(
+    .A_WIDTH(32'd2),
+    .B_WIDTH(32'd18)
+  ) mul (
+    .a(a),
+    .b(b),
+    .clk(clk),
+    .en(1'h1),
+    .p(p)
+  );
+  assign en = 1'h1;
 endmodule
 
 (* generator = "Amaranth" *)
 module \bchw_top.engine0.requant5 (rst, \port$5117$305 , acc, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$14  = 0;
-  wire [34:0] \$1 ;
-  wire [35:0] \$10 ;
-  wire [20:0] \$11 ;
-  wire [37:0] \$12 ;
+  wire [36:0] \$1 ;
+  wire [37:0] \$10 ;
+  wire [4:0] \$11 ;
+  wire [38:0] \$12 ;
   wire [4:0] \$13 ;
-  wire [38:0] \$14 ;
-  wire [4:0] \$15 ;
-  reg [7:0] \$16 ;
-  wire [19:0] \$2 ;
-  wire [36:0] \$3 ;
-  wire [38:0] \$4 ;
-  wire [51:0] \$5 ;
-  wire [52:0] \$6 ;
-  wire \$7 ;
-  wire [38:0] \$8 ;
-  wire [38:0] \$9 ;
+  reg [7:0] \$14 ;
+  wire [38:0] \$2 ;
+  wire [50:0] \$3 ;
+  wire [51:0] \$4 ;
+  wire \$5 ;
+  wire [38:0] \$6 ;
+  wire [38:0] \$7 ;
+  wire [37:0] \$8 ;
+  wire [4:0] \$9 ;
+  reg [37:0] \$like  = 38'h0000000000;
+  wire [17:0] a;
+  wire [1:0] \a$7 ;
   input [18:0] acc;
   wire [18:0] acc;
+  wire [17:0] b;
+  wire [17:0] \b$8 ;
   wire [37:0] bias;
-  reg [37:0] bias1 = 38'h0000000000;
+  reg [37:0] bias2 = 38'h0000000000;
   input clk;
   wire clk;
   wire en;
+  wire \en$1 ;
+  wire \en$6 ;
   wire [17:0] mul;
+  wire [35:0] p;
+  wire [19:0] \p$21 ;
   input [60:0] \port$5117$305 ;
   wire [60:0] \port$5117$305 ;
-  reg [35:0] prod0 = 36'h000000000;
-  reg [20:0] prod1 = 21'h000000;
   output [7:0] q;
   reg [7:0] q = 8'h00;
   input rst;
@@ -4595,82 +5414,154 @@ module \bchw_top.engine0.requant5 (rst, \port$5117$305 , acc, q, clk);
   wire [4:0] shift;
   reg [4:0] shift1 = 5'h00;
   reg [4:0] shift2 = 5'h00;
+  reg [4:0] shift3 = 5'h00;
   wire [38:0] shifted;
   reg [38:0] total = 39'h0000000000;
-  assign \$1  = $signed({ 1'h0, acc[16:0] }) * $signed(\port$5117$305 [17:0]);
-  assign \$2  = $signed(acc[18:17]) * $signed(\port$5117$305 [17:0]);
-  assign \$4  = $signed(bias1) + $signed(\$3 );
-  assign \$6  = $signed(\$4 ) + $signed(\$5 );
-  assign \$7  = | shifted[38:8];
-  assign \$8  = \$7  ? 39'h00000000ff : shifted;
-  assign \$9  = shifted[38] ? 39'h0000000000 : \$8 ;
-  assign shifted = $signed(total) >>> shift2;
+  assign shifted = $signed(total) >>> shift3;
+  assign \$2  = $signed(bias2) + $signed(\$1 );
+  assign \$4  = $signed(\$2 ) + $signed(\$3 );
+  assign \$5  = | shifted[38:8];
+  assign \$6  = \$5  ? 39'h00000000ff : shifted;
+  assign \$7  = shifted[38] ? 39'h0000000000 : \$6 ;
   always @(posedge clk)
-    prod0 <= \$10 ;
+    \$like  <= \$8 ;
   always @(posedge clk)
-    prod1 <= \$11 ;
+    shift1 <= \$9 ;
   always @(posedge clk)
-    bias1 <= \$12 ;
+    bias2 <= \$10 ;
   always @(posedge clk)
-    shift1 <= \$13 ;
+    shift2 <= \$11 ;
   always @(posedge clk)
-    total <= \$14 ;
+    total <= \$12 ;
   always @(posedge clk)
-    shift2 <= \$15 ;
+    shift3 <= \$13 ;
   always @(posedge clk)
-    q <= \$16 ;
+    q <= \$14 ;
+  \bchw_top.engine0.requant5.mul0  mul0 (
+    .b(\port$5117$305 [17:0]),
+    .clk(clk),
+    .p(p),
+    .\port$5133$0 (acc[16:0])
+  );
+  \bchw_top.engine0.requant5.mul1  mul1 (
+    .a(acc[18:17]),
+    .b(\port$5117$305 [17:0]),
+    .clk(clk),
+    .p(\p$21 )
+  );
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
-    \$16  = \$9 [7:0];
+    \$14  = \$7 [7:0];
     if (rst) begin
-      \$16  = 8'h00;
+      \$14  = 8'h00;
     end
   end
   assign en = 1'h1;
+  assign \en$1  = 1'h1;
+  assign a = { 1'h0, acc[16:0] };
+  assign b = \port$5117$305 [17:0];
   assign mul = \port$5117$305 [17:0];
+  assign \en$6  = 1'h1;
+  assign \a$7  = acc[18:17];
+  assign \b$8  = \port$5117$305 [17:0];
   assign bias = \port$5117$305 [60:23];
   assign shift = \port$5117$305 [22:18];
-  assign \$15  = shift1;
-  assign \$14  = \$6 [38:0];
-  assign \$13  = \port$5117$305 [22:18];
-  assign \$12  = \port$5117$305 [60:23];
-  assign \$11  = { \$2 [19], \$2  };
-  assign \$10  = { \$1 [34], \$1  };
-  assign \$3  = { prod0[35], prod0 };
-  assign \$5  = { prod1[20], prod1[20], prod1[20], prod1[20], prod1[20], prod1[20], prod1[20], prod1[20], prod1[20], prod1[20], prod1[20], prod1[20], prod1[20], prod1[20], prod1, 17'h00000 };
+  assign \$13  = shift2;
+  assign \$12  = \$4 [38:0];
+  assign \$11  = shift1;
+  assign \$10  = \$like ;
+  assign \$9  = \port$5117$305 [22:18];
+  assign \$8  = \port$5117$305 [60:23];
+  assign \$1  = { p[35], p };
+  assign \$3  = { \p$21 [19], \p$21 [19], \p$21 [19], \p$21 [19], \p$21 [19], \p$21 [19], \p$21 [19], \p$21 [19], \p$21 [19], \p$21 [19], \p$21 [19], \p$21 [19], \p$21 [19], \p$21 [19], \p$21 , 17'h00000 };
+endmodule
+
+(* generator = "Amaranth" *)
+module \bchw_top.engine0.requant5.mul0 (p, b, \port$5133$0 , clk);
+  wire [17:0] a;
+  input [17:0] b;
+  wire [17:0] b;
+  input clk;
+  wire clk;
+  wire en;
+  output [35:0] p;
+  wire [35:0] p;
+  input [16:0] \port$5133$0 ;
+  wire [16:0] \port$5133$0 ;
+  bchw_mul #(
+    .A_WIDTH(32'd18),
+    .B_WIDTH(32'd18)
+  ) mul (
+    .a({ 1'h0, \port$5133$0  }),
+    .b(b),
+    .clk(clk),
+    .en(1'h1),
+    .p(p)
+  );
+  assign en = 1'h1;
+  assign a = { 1'h0, \port$5133$0  };
+endmodule
+
+(* generator = "Amaranth" *)
+module \bchw_top.engine0.requant5.mul1 (p, b, a, clk);
+  input [1:0] a;
+  wire [1:0] a;
+  input [17:0] b;
+  wire [17:0] b;
+  input clk;
+  wire clk;
+  wire en;
+  output [19:0] p;
+  wire [19:0] p;
+  bchw_mul #(
+    .A_WIDTH(32'd2),
+    .B_WIDTH(32'd18)
+  ) mul (
+    .a(a),
+    .b(b),
+    .clk(clk),
+    .en(1'h1),
+    .p(p)
+  );
+  assign en = 1'h1;
 endmodule
 
 (* generator = "Amaranth" *)
 module \bchw_top.engine0.requant6 (rst, \port$5117$366 , acc, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$15  = 0;
-  wire [34:0] \$1 ;
-  wire [35:0] \$10 ;
-  wire [20:0] \$11 ;
-  wire [37:0] \$12 ;
+  wire [36:0] \$1 ;
+  wire [37:0] \$10 ;
+  wire [4:0] \$11 ;
+  wire [38:0] \$12 ;
   wire [4:0] \$13 ;
-  wire [38:0] \$14 ;
-  wire [4:0] \$15 ;
-  reg [7:0] \$16 ;
-  wire [19:0] \$2 ;
-  wire [36:0] \$3 ;
-  wire [38:0] \$4 ;
-  wire [51:0] \$5 ;
-  wire [52:0] \$6 ;
-  wire \$7 ;
-  wire [38:0] \$8 ;
-  wire [38:0] \$9 ;
+  reg [7:0] \$14 ;
+  wire [38:0] \$2 ;
+  wire [50:0] \$3 ;
+  wire [51:0] \$4 ;
+  wire \$5 ;
+  wire [38:0] \$6 ;
+  wire [38:0] \$7 ;
+  wire [37:0] \$8 ;
+  wire [4:0] \$9 ;
+  reg [37:0] \$like  = 38'h0000000000;
+  wire [17:0] a;
+  wire [1:0] \a$7 ;
   input [18:0] acc;
   wire [18:0] acc;
+  wire [17:0] b;
+  wire [17:0] \b$8 ;
   wire [37:0] bias;
-  reg [37:0] bias1 = 38'h0000000000;
+  reg [37:0] bias2 = 38'h0000000000;
   input clk;
   wire clk;
   wire en;
+  wire \en$1 ;
+  wire \en$6 ;
   wire [17:0] mul;
+  wire [35:0] p;
+  wire [19:0] \p$21 ;
   input [60:0] \port$5117$366 ;
   wire [60:0] \port$5117$366 ;
-  reg [35:0] prod0 = 36'h000000000;
-  reg [20:0] prod1 = 21'h000000;
   output [7:0] q;
   reg [7:0] q = 8'h00;
   input rst;
@@ -4678,82 +5569,154 @@ module \bchw_top.engine0.requant6 (rst, \port$5117$366 , acc, q, clk);
   wire [4:0] shift;
   reg [4:0] shift1 = 5'h00;
   reg [4:0] shift2 = 5'h00;
+  reg [4:0] shift3 = 5'h00;
   wire [38:0] shifted;
   reg [38:0] total = 39'h0000000000;
-  assign \$1  = $signed({ 1'h0, acc[16:0] }) * $signed(\port$5117$366 [17:0]);
-  assign \$2  = $signed(acc[18:17]) * $signed(\port$5117$366 [17:0]);
-  assign \$4  = $signed(bias1) + $signed(\$3 );
-  assign \$6  = $signed(\$4 ) + $signed(\$5 );
-  assign \$7  = | shifted[38:8];
-  assign \$8  = \$7  ? 39'h00000000ff : shifted;
-  assign \$9  = shifted[38] ? 39'h0000000000 : \$8 ;
-  assign shifted = $signed(total) >>> shift2;
+  assign shifted = $signed(total) >>> shift3;
+  assign \$2  = $signed(bias2) + $signed(\$1 );
+  assign \$4  = $signed(\$2 ) + $signed(\$3 );
+  assign \$5  = | shifted[38:8];
+  assign \$6  = \$5  ? 39'h00000000ff : shifted;
+  assign \$7  = shifted[38] ? 39'h0000000000 : \$6 ;
   always @(posedge clk)
-    prod0 <= \$10 ;
+    \$like  <= \$8 ;
   always @(posedge clk)
-    prod1 <= \$11 ;
+    shift1 <= \$9 ;
   always @(posedge clk)
-    bias1 <= \$12 ;
+    bias2 <= \$10 ;
   always @(posedge clk)
-    shift1 <= \$13 ;
+    shift2 <= \$11 ;
   always @(posedge clk)
-    total <= \$14 ;
+    total <= \$12 ;
   always @(posedge clk)
-    shift2 <= \$15 ;
+    shift3 <= \$13 ;
   always @(posedge clk)
-    q <= \$16 ;
+    q <= \$14 ;
+  \bchw_top.engine0.requant6.mul0  mul0 (
+    .b(\port$5117$366 [17:0]),
+    .clk(clk),
+    .p(p),
+    .\port$5135$0 (acc[16:0])
+  );
+  \bchw_top.engine0.requant6.mul1  mul1 (
+    .a(acc[18:17]),
+    .b(\port$5117$366 [17:0]),
+    .clk(clk),
+    .p(\p$21 )
+  );
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$16  = \$9 [7:0];
+    \$14  = \$7 [7:0];
     if (rst) begin
-      \$16  = 8'h00;
+      \$14  = 8'h00;
     end
   end
   assign en = 1'h1;
+  assign \en$1  = 1'h1;
+  assign a = { 1'h0, acc[16:0] };
+  assign b = \port$5117$366 [17:0];
   assign mul = \port$5117$366 [17:0];
+  assign \en$6  = 1'h1;
+  assign \a$7  = acc[18:17];
+  assign \b$8  = \port$5117$366 [17:0];
   assign bias = \port$5117$366 [60:23];
   assign shift = \port$5117$366 [22:18];
-  assign \$15  = shift1;
-  assign \$14  = \$6 [38:0];
-  assign \$13  = \port$5117$366 [22:18];
-  assign \$12  = \port$5117$366 [60:23];
-  assign \$11  = { \$2 [19], \$2  };
-  assign \$10  = { \$1 [34], \$1  };
-  assign \$3  = { prod0[35], prod0 };
-  assign \$5  = { prod1[20], prod1[20], prod1[20], prod1[20], prod1[20], prod1[20], prod1[20], prod1[20], prod1[20], prod1[20], prod1[20], prod1[20], prod1[20], prod1[20], prod1, 17'h00000 };
+  assign \$13  = shift2;
+  assign \$12  = \$4 [38:0];
+  assign \$11  = shift1;
+  assign \$10  = \$like ;
+  assign \$9  = \port$5117$366 [22:18];
+  assign \$8  = \port$5117$366 [60:23];
+  assign \$1  = { p[35], p };
+  assign \$3  = { \p$21 [19], \p$21 [19], \p$21 [19], \p$21 [19], \p$21 [19], \p$21 [19], \p$21 [19], \p$21 [19], \p$21 [19], \p$21 [19], \p$21 [19], \p$21 [19], \p$21 [19], \p$21 [19], \p$21 , 17'h00000 };
+endmodule
+
+(* generator = "Amaranth" *)
+module \bchw_top.engine0.requant6.mul0 (p, b, \port$5135$0 , clk);
+  wire [17:0] a;
+  input [17:0] b;
+  wire [17:0] b;
+  input clk;
+  wire clk;
+  wire en;
+  output [35:0] p;
+  wire [35:0] p;
+  input [16:0] \port$5135$0 ;
+  wire [16:0] \port$5135$0 ;
+  bchw_mul #(
+    .A_WIDTH(32'd18),
+    .B_WIDTH(32'd18)
+  ) mul (
+    .a({ 1'h0, \port$5135$0  }),
+    .b(b),
+    .clk(clk),
+    .en(1'h1),
+    .p(p)
+  );
+  assign en = 1'h1;
+  assign a = { 1'h0, \port$5135$0  };
+endmodule
+
+(* generator = "Amaranth" *)
+module \bchw_top.engine0.requant6.mul1 (p, b, a, clk);
+  input [1:0] a;
+  wire [1:0] a;
+  input [17:0] b;
+  wire [17:0] b;
+  input clk;
+  wire clk;
+  wire en;
+  output [19:0] p;
+  wire [19:0] p;
+  bchw_mul #(
+    .A_WIDTH(32'd2),
+    .B_WIDTH(32'd18)
+  ) mul (
+    .a(a),
+    .b(b),
+    .clk(clk),
+    .en(1'h1),
+    .p(p)
+  );
+  assign en = 1'h1;
 endmodule
 
 (* generator = "Amaranth" *)
 module \bchw_top.engine0.requant7 (rst, \port$5117$427 , acc, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$16  = 0;
-  wire [34:0] \$1 ;
-  wire [35:0] \$10 ;
-  wire [20:0] \$11 ;
-  wire [37:0] \$12 ;
+  wire [36:0] \$1 ;
+  wire [37:0] \$10 ;
+  wire [4:0] \$11 ;
+  wire [38:0] \$12 ;
   wire [4:0] \$13 ;
-  wire [38:0] \$14 ;
-  wire [4:0] \$15 ;
-  reg [7:0] \$16 ;
-  wire [19:0] \$2 ;
-  wire [36:0] \$3 ;
-  wire [38:0] \$4 ;
-  wire [51:0] \$5 ;
-  wire [52:0] \$6 ;
-  wire \$7 ;
-  wire [38:0] \$8 ;
-  wire [38:0] \$9 ;
+  reg [7:0] \$14 ;
+  wire [38:0] \$2 ;
+  wire [50:0] \$3 ;
+  wire [51:0] \$4 ;
+  wire \$5 ;
+  wire [38:0] \$6 ;
+  wire [38:0] \$7 ;
+  wire [37:0] \$8 ;
+  wire [4:0] \$9 ;
+  reg [37:0] \$like  = 38'h0000000000;
+  wire [17:0] a;
+  wire [1:0] \a$7 ;
   input [18:0] acc;
   wire [18:0] acc;
+  wire [17:0] b;
+  wire [17:0] \b$8 ;
   wire [37:0] bias;
-  reg [37:0] bias1 = 38'h0000000000;
+  reg [37:0] bias2 = 38'h0000000000;
   input clk;
   wire clk;
   wire en;
+  wire \en$1 ;
+  wire \en$6 ;
   wire [17:0] mul;
+  wire [35:0] p;
+  wire [19:0] \p$21 ;
   input [60:0] \port$5117$427 ;
   wire [60:0] \port$5117$427 ;
-  reg [35:0] prod0 = 36'h000000000;
-  reg [20:0] prod1 = 21'h000000;
   output [7:0] q;
   reg [7:0] q = 8'h00;
   input rst;
@@ -4761,82 +5724,154 @@ module \bchw_top.engine0.requant7 (rst, \port$5117$427 , acc, q, clk);
   wire [4:0] shift;
   reg [4:0] shift1 = 5'h00;
   reg [4:0] shift2 = 5'h00;
+  reg [4:0] shift3 = 5'h00;
   wire [38:0] shifted;
   reg [38:0] total = 39'h0000000000;
-  assign \$1  = $signed({ 1'h0, acc[16:0] }) * $signed(\port$5117$427 [17:0]);
-  assign \$2  = $signed(acc[18:17]) * $signed(\port$5117$427 [17:0]);
-  assign \$4  = $signed(bias1) + $signed(\$3 );
-  assign \$6  = $signed(\$4 ) + $signed(\$5 );
-  assign \$7  = | shifted[38:8];
-  assign \$8  = \$7  ? 39'h00000000ff : shifted;
-  assign \$9  = shifted[38] ? 39'h0000000000 : \$8 ;
-  assign shifted = $signed(total) >>> shift2;
+  assign shifted = $signed(total) >>> shift3;
+  assign \$2  = $signed(bias2) + $signed(\$1 );
+  assign \$4  = $signed(\$2 ) + $signed(\$3 );
+  assign \$5  = | shifted[38:8];
+  assign \$6  = \$5  ? 39'h00000000ff : shifted;
+  assign \$7  = shifted[38] ? 39'h0000000000 : \$6 ;
   always @(posedge clk)
-    prod0 <= \$10 ;
+    \$like  <= \$8 ;
   always @(posedge clk)
-    prod1 <= \$11 ;
+    shift1 <= \$9 ;
   always @(posedge clk)
-    bias1 <= \$12 ;
+    bias2 <= \$10 ;
   always @(posedge clk)
-    shift1 <= \$13 ;
+    shift2 <= \$11 ;
   always @(posedge clk)
-    total <= \$14 ;
+    total <= \$12 ;
   always @(posedge clk)
-    shift2 <= \$15 ;
+    shift3 <= \$13 ;
   always @(posedge clk)
-    q <= \$16 ;
+    q <= \$14 ;
+  \bchw_top.engine0.requant7.mul0  mul0 (
+    .b(\port$5117$427 [17:0]),
+    .clk(clk),
+    .p(p),
+    .\port$5137$0 (acc[16:0])
+  );
+  \bchw_top.engine0.requant7.mul1  mul1 (
+    .a(acc[18:17]),
+    .b(\port$5117$427 [17:0]),
+    .clk(clk),
+    .p(\p$21 )
+  );
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$16  = \$9 [7:0];
+    \$14  = \$7 [7:0];
     if (rst) begin
-      \$16  = 8'h00;
+      \$14  = 8'h00;
     end
   end
   assign en = 1'h1;
+  assign \en$1  = 1'h1;
+  assign a = { 1'h0, acc[16:0] };
+  assign b = \port$5117$427 [17:0];
   assign mul = \port$5117$427 [17:0];
+  assign \en$6  = 1'h1;
+  assign \a$7  = acc[18:17];
+  assign \b$8  = \port$5117$427 [17:0];
   assign bias = \port$5117$427 [60:23];
   assign shift = \port$5117$427 [22:18];
-  assign \$15  = shift1;
-  assign \$14  = \$6 [38:0];
-  assign \$13  = \port$5117$427 [22:18];
-  assign \$12  = \port$5117$427 [60:23];
-  assign \$11  = { \$2 [19], \$2  };
-  assign \$10  = { \$1 [34], \$1  };
-  assign \$3  = { prod0[35], prod0 };
-  assign \$5  = { prod1[20], prod1[20], prod1[20], prod1[20], prod1[20], prod1[20], prod1[20], prod1[20], prod1[20], prod1[20], prod1[20], prod1[20], prod1[20], prod1[20], prod1, 17'h00000 };
+  assign \$13  = shift2;
+  assign \$12  = \$4 [38:0];
+  assign \$11  = shift1;
+  assign \$10  = \$like ;
+  assign \$9  = \port$5117$427 [22:18];
+  assign \$8  = \port$5117$427 [60:23];
+  assign \$1  = { p[35], p };
+  assign \$3  = { \p$21 [19], \p$21 [19], \p$21 [19], \p$21 [19], \p$21 [19], \p$21 [19], \p$21 [19], \p$21 [19], \p$21 [19], \p$21 [19], \p$21 [19], \p$21 [19], \p$21 [19], \p$21 [19], \p$21 , 17'h00000 };
+endmodule
+
+(* generator = "Amaranth" *)
+module \bchw_top.engine0.requant7.mul0 (p, b, \port$5137$0 , clk);
+  wire [17:0] a;
+  input [17:0] b;
+  wire [17:0] b;
+  input clk;
+  wire clk;
+  wire en;
+  output [35:0] p;
+  wire [35:0] p;
+  input [16:0] \port$5137$0 ;
+  wire [16:0] \port$5137$0 ;
+  bchw_mul #(
+    .A_WIDTH(32'd18),
+    .B_WIDTH(32'd18)
+  ) mul (
+    .a({ 1'h0, \port$5137$0  }),
+    .b(b),
+    .clk(clk),
+    .en(1'h1),
+    .p(p)
+  );
+  assign en = 1'h1;
+  assign a = { 1'h0, \port$5137$0  };
+endmodule
+
+(* generator = "Amaranth" *)
+module \bchw_top.engine0.requant7.mul1 (p, b, a, clk);
+  input [1:0] a;
+  wire [1:0] a;
+  input [17:0] b;
+  wire [17:0] b;
+  input clk;
+  wire clk;
+  wire en;
+  output [19:0] p;
+  wire [19:0] p;
+  bchw_mul #(
+    .A_WIDTH(32'd2),
+    .B_WIDTH(32'd18)
+  ) mul (
+    .a(a),
+    .b(b),
+    .clk(clk),
+    .en(1'h1),
+    .p(p)
+  );
+  assign en = 1'h1;
 endmodule
 
 (* generator = "Amaranth" *)
 module \bchw_top.engine0.requant8 (rst, \port$5117$488 , acc, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$17  = 0;
-  wire [34:0] \$1 ;
-  wire [35:0] \$10 ;
-  wire [20:0] \$11 ;
-  wire [37:0] \$12 ;
+  wire [36:0] \$1 ;
+  wire [37:0] \$10 ;
+  wire [4:0] \$11 ;
+  wire [38:0] \$12 ;
   wire [4:0] \$13 ;
-  wire [38:0] \$14 ;
-  wire [4:0] \$15 ;
-  reg [7:0] \$16 ;
-  wire [19:0] \$2 ;
-  wire [36:0] \$3 ;
-  wire [38:0] \$4 ;
-  wire [51:0] \$5 ;
-  wire [52:0] \$6 ;
-  wire \$7 ;
-  wire [38:0] \$8 ;
-  wire [38:0] \$9 ;
+  reg [7:0] \$14 ;
+  wire [38:0] \$2 ;
+  wire [50:0] \$3 ;
+  wire [51:0] \$4 ;
+  wire \$5 ;
+  wire [38:0] \$6 ;
+  wire [38:0] \$7 ;
+  wire [37:0] \$8 ;
+  wire [4:0] \$9 ;
+  reg [37:0] \$like  = 38'h0000000000;
+  wire [17:0] a;
+  wire [1:0] \a$7 ;
   input [18:0] acc;
   wire [18:0] acc;
+  wire [17:0] b;
+  wire [17:0] \b$8 ;
   wire [37:0] bias;
-  reg [37:0] bias1 = 38'h0000000000;
+  reg [37:0] bias2 = 38'h0000000000;
   input clk;
   wire clk;
   wire en;
+  wire \en$1 ;
+  wire \en$6 ;
   wire [17:0] mul;
+  wire [35:0] p;
+  wire [19:0] \p$21 ;
   input [60:0] \port$5117$488 ;
   wire [60:0] \port$5117$488 ;
-  reg [35:0] prod0 = 36'h000000000;
-  reg [20:0] prod1 = 21'h000000;
   output [7:0] q;
   reg [7:0] q = 8'h00;
   input rst;
@@ -4844,82 +5879,154 @@ module \bchw_top.engine0.requant8 (rst, \port$5117$488 , acc, q, clk);
   wire [4:0] shift;
   reg [4:0] shift1 = 5'h00;
   reg [4:0] shift2 = 5'h00;
+  reg [4:0] shift3 = 5'h00;
   wire [38:0] shifted;
   reg [38:0] total = 39'h0000000000;
-  assign \$1  = $signed({ 1'h0, acc[16:0] }) * $signed(\port$5117$488 [17:0]);
-  assign \$2  = $signed(acc[18:17]) * $signed(\port$5117$488 [17:0]);
-  assign \$4  = $signed(bias1) + $signed(\$3 );
-  assign \$6  = $signed(\$4 ) + $signed(\$5 );
-  assign \$7  = | shifted[38:8];
-  assign \$8  = \$7  ? 39'h00000000ff : shifted;
-  assign \$9  = shifted[38] ? 39'h0000000000 : \$8 ;
-  assign shifted = $signed(total) >>> shift2;
+  assign shifted = $signed(total) >>> shift3;
+  assign \$2  = $signed(bias2) + $signed(\$1 );
+  assign \$4  = $signed(\$2 ) + $signed(\$3 );
+  assign \$5  = | shifted[38:8];
+  assign \$6  = \$5  ? 39'h00000000ff : shifted;
+  assign \$7  = shifted[38] ? 39'h0000000000 : \$6 ;
   always @(posedge clk)
-    prod0 <= \$10 ;
+    \$like  <= \$8 ;
   always @(posedge clk)
-    prod1 <= \$11 ;
+    shift1 <= \$9 ;
   always @(posedge clk)
-    bias1 <= \$12 ;
+    bias2 <= \$10 ;
   always @(posedge clk)
-    shift1 <= \$13 ;
+    shift2 <= \$11 ;
   always @(posedge clk)
-    total <= \$14 ;
+    total <= \$12 ;
   always @(posedge clk)
-    shift2 <= \$15 ;
+    shift3 <= \$13 ;
   always @(posedge clk)
-    q <= \$16 ;
+    q <= \$14 ;
+  \bchw_top.engine0.requant8.mul0  mul0 (
+    .b(\port$5117$488 [17:0]),
+    .clk(clk),
+    .p(p),
+    .\port$5139$0 (acc[16:0])
+  );
+  \bchw_top.engine0.requant8.mul1  mul1 (
+    .a(acc[18:17]),
+    .b(\port$5117$488 [17:0]),
+    .clk(clk),
+    .p(\p$21 )
+  );
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
-    \$16  = \$9 [7:0];
+    \$14  = \$7 [7:0];
     if (rst) begin
-      \$16  = 8'h00;
+      \$14  = 8'h00;
     end
   end
   assign en = 1'h1;
+  assign \en$1  = 1'h1;
+  assign a = { 1'h0, acc[16:0] };
+  assign b = \port$5117$488 [17:0];
   assign mul = \port$5117$488 [17:0];
+  assign \en$6  = 1'h1;
+  assign \a$7  = acc[18:17];
+  assign \b$8  = \port$5117$488 [17:0];
   assign bias = \port$5117$488 [60:23];
   assign shift = \port$5117$488 [22:18];
-  assign \$15  = shift1;
-  assign \$14  = \$6 [38:0];
-  assign \$13  = \port$5117$488 [22:18];
-  assign \$12  = \port$5117$488 [60:23];
-  assign \$11  = { \$2 [19], \$2  };
-  assign \$10  = { \$1 [34], \$1  };
-  assign \$3  = { prod0[35], prod0 };
-  assign \$5  = { prod1[20], prod1[20], prod1[20], prod1[20], prod1[20], prod1[20], prod1[20], prod1[20], prod1[20], prod1[20], prod1[20], prod1[20], prod1[20], prod1[20], prod1, 17'h00000 };
+  assign \$13  = shift2;
+  assign \$12  = \$4 [38:0];
+  assign \$11  = shift1;
+  assign \$10  = \$like ;
+  assign \$9  = \port$5117$488 [22:18];
+  assign \$8  = \port$5117$488 [60:23];
+  assign \$1  = { p[35], p };
+  assign \$3  = { \p$21 [19], \p$21 [19], \p$21 [19], \p$21 [19], \p$21 [19], \p$21 [19], \p$21 [19], \p$21 [19], \p$21 [19], \p$21 [19], \p$21 [19], \p$21 [19], \p$21 [19], \p$21 [19], \p$21 , 17'h00000 };
+endmodule
+
+(* generator = "Amaranth" *)
+module \bchw_top.engine0.requant8.mul0 (p, b, \port$5139$0 , clk);
+  wire [17:0] a;
+  input [17:0] b;
+  wire [17:0] b;
+  input clk;
+  wire clk;
+  wire en;
+  output [35:0] p;
+  wire [35:0] p;
+  input [16:0] \port$5139$0 ;
+  wire [16:0] \port$5139$0 ;
+  bchw_mul #(
+    .A_WIDTH(32'd18),
+    .B_WIDTH(32'd18)
+  ) mul (
+    .a({ 1'h0, \port$5139$0  }),
+    .b(b),
+    .clk(clk),
+    .en(1'h1),
+    .p(p)
+  );
+  assign en = 1'h1;
+  assign a = { 1'h0, \port$5139$0  };
+endmodule
+
+(* generator = "Amaranth" *)
+module \bchw_top.engine0.requant8.mul1 (p, b, a, clk);
+  input [1:0] a;
+  wire [1:0] a;
+  input [17:0] b;
+  wire [17:0] b;
+  input clk;
+  wire clk;
+  wire en;
+  output [19:0] p;
+  wire [19:0] p;
+  bchw_mul #(
+    .A_WIDTH(32'd2),
+    .B_WIDTH(32'd18)
+  ) mul (
+    .a(a),
+    .b(b),
+    .clk(clk),
+    .en(1'h1),
+    .p(p)
+  );
+  assign en = 1'h1;
 endmodule
 
 (* generator = "Amaranth" *)
 module \bchw_top.engine0.requant9 (rst, \port$5117$549 , acc, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$18  = 0;
-  wire [34:0] \$1 ;
-  wire [35:0] \$10 ;
-  wire [20:0] \$11 ;
-  wire [37:0] \$12 ;
+  wire [36:0] \$1 ;
+  wire [37:0] \$10 ;
+  wire [4:0] \$11 ;
+  wire [38:0] \$12 ;
   wire [4:0] \$13 ;
-  wire [38:0] \$14 ;
-  wire [4:0] \$15 ;
-  reg [7:0] \$16 ;
-  wire [19:0] \$2 ;
-  wire [36:0] \$3 ;
-  wire [38:0] \$4 ;
-  wire [51:0] \$5 ;
-  wire [52:0] \$6 ;
-  wire \$7 ;
-  wire [38:0] \$8 ;
-  wire [38:0] \$9 ;
+  reg [7:0] \$14 ;
+  wire [38:0] \$2 ;
+  wire [50:0] \$3 ;
+  wire [51:0] \$4 ;
+  wire \$5 ;
+  wire [38:0] \$6 ;
+  wire [38:0] \$7 ;
+  wire [37:0] \$8 ;
+  wire [4:0] \$9 ;
+  reg [37:0] \$like  = 38'h0000000000;
+  wire [17:0] a;
+  wire [1:0] \a$7 ;
   input [18:0] acc;
   wire [18:0] acc;
+  wire [17:0] b;
+  wire [17:0] \b$8 ;
   wire [37:0] bias;
-  reg [37:0] bias1 = 38'h0000000000;
+  reg [37:0] bias2 = 38'h0000000000;
   input clk;
   wire clk;
   wire en;
+  wire \en$1 ;
+  wire \en$6 ;
   wire [17:0] mul;
+  wire [35:0] p;
+  wire [19:0] \p$21 ;
   input [60:0] \port$5117$549 ;
   wire [60:0] \port$5117$549 ;
-  reg [35:0] prod0 = 36'h000000000;
-  reg [20:0] prod1 = 21'h000000;
   output [7:0] q;
   reg [7:0] q = 8'h00;
   input rst;
@@ -4927,49 +6034,116 @@ module \bchw_top.engine0.requant9 (rst, \port$5117$549 , acc, q, clk);
   wire [4:0] shift;
   reg [4:0] shift1 = 5'h00;
   reg [4:0] shift2 = 5'h00;
+  reg [4:0] shift3 = 5'h00;
   wire [38:0] shifted;
   reg [38:0] total = 39'h0000000000;
-  assign \$1  = $signed({ 1'h0, acc[16:0] }) * $signed(\port$5117$549 [17:0]);
-  assign \$2  = $signed(acc[18:17]) * $signed(\port$5117$549 [17:0]);
-  assign \$4  = $signed(bias1) + $signed(\$3 );
-  assign \$6  = $signed(\$4 ) + $signed(\$5 );
-  assign \$7  = | shifted[38:8];
-  assign \$8  = \$7  ? 39'h00000000ff : shifted;
-  assign \$9  = shifted[38] ? 39'h0000000000 : \$8 ;
-  assign shifted = $signed(total) >>> shift2;
+  assign shifted = $signed(total) >>> shift3;
+  assign \$2  = $signed(bias2) + $signed(\$1 );
+  assign \$4  = $signed(\$2 ) + $signed(\$3 );
+  assign \$5  = | shifted[38:8];
+  assign \$6  = \$5  ? 39'h00000000ff : shifted;
+  assign \$7  = shifted[38] ? 39'h0000000000 : \$6 ;
   always @(posedge clk)
-    prod0 <= \$10 ;
+    \$like  <= \$8 ;
   always @(posedge clk)
-    prod1 <= \$11 ;
+    shift1 <= \$9 ;
   always @(posedge clk)
-    bias1 <= \$12 ;
+    bias2 <= \$10 ;
   always @(posedge clk)
-    shift1 <= \$13 ;
+    shift2 <= \$11 ;
   always @(posedge clk)
-    total <= \$14 ;
+    total <= \$12 ;
   always @(posedge clk)
-    shift2 <= \$15 ;
+    shift3 <= \$13 ;
   always @(posedge clk)
-    q <= \$16 ;
+    q <= \$14 ;
+  \bchw_top.engine0.requant9.mul0  mul0 (
+    .b(\port$5117$549 [17:0]),
+    .clk(clk),
+    .p(p),
+    .\port$5141$0 (acc[16:0])
+  );
+  \bchw_top.engine0.requant9.mul1  mul1 (
+    .a(acc[18:17]),
+    .b(\port$5117$549 [17:0]),
+    .clk(clk),
+    .p(\p$21 )
+  );
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$18 ) begin end
-    \$16  = \$9 [7:0];
+    \$14  = \$7 [7:0];
     if (rst) begin
-      \$16  = 8'h00;
+      \$14  = 8'h00;
     end
   end
   assign en = 1'h1;
+  assign \en$1  = 1'h1;
+  assign a = { 1'h0, acc[16:0] };
+  assign b = \port$5117$549 [17:0];
   assign mul = \port$5117$549 [17:0];
+  assign \en$6  = 1'h1;
+  assign \a$7  = acc[18:17];
+  assign \b$8  = \port$5117$549 [17:0];
   assign bias = \port$5117$549 [60:23];
   assign shift = \port$5117$549 [22:18];
-  assign \$15  = shift1;
-  assign \$14  = \$6 [38:0];
-  assign \$13  = \port$5117$549 [22:18];
-  assign \$12  = \port$5117$549 [60:23];
-  assign \$11  = { \$2 [19], \$2  };
-  assign \$10  = { \$1 [34], \$1  };
-  assign \$3  = { prod0[35], prod0 };
-  assign \$5  = { prod1[20], prod1[20], prod1[20], prod1[20], prod1[20], prod1[20], prod1[20], prod1[20], prod1[20], prod1[20], prod1[20], prod1[20], prod1[20], prod1[20], prod1, 17'h00000 };
+  assign \$13  = shift2;
+  assign \$12  = \$4 [38:0];
+  assign \$11  = shift1;
+  assign \$10  = \$like ;
+  assign \$9  = \port$5117$549 [22:18];
+  assign \$8  = \port$5117$549 [60:23];
+  assign \$1  = { p[35], p };
+  assign \$3  = { \p$21 [19], \p$21 [19], \p$21 [19], \p$21 [19], \p$21 [19], \p$21 [19], \p$21 [19], \p$21 [19], \p$21 [19], \p$21 [19], \p$21 [19], \p$21 [19], \p$21 [19], \p$21 [19], \p$21 , 17'h00000 };
+endmodule
+
+(* generator = "Amaranth" *)
+module \bchw_top.engine0.requant9.mul0 (p, b, \port$5141$0 , clk);
+  wire [17:0] a;
+  input [17:0] b;
+  wire [17:0] b;
+  input clk;
+  wire clk;
+  wire en;
+  output [35:0] p;
+  wire [35:0] p;
+  input [16:0] \port$5141$0 ;
+  wire [16:0] \port$5141$0 ;
+  bchw_mul #(
+    .A_WIDTH(32'd18),
+    .B_WIDTH(32'd18)
+  ) mul (
+    .a({ 1'h0, \port$5141$0  }),
+    .b(b),
+    .clk(clk),
+    .en(1'h1),
+    .p(p)
+  );
+  assign en = 1'h1;
+  assign a = { 1'h0, \port$5141$0  };
+endmodule
+
+(* generator = "Amaranth" *)
+module \bchw_top.engine0.requant9.mul1 (p, b, a, clk);
+  input [1:0] a;
+  wire [1:0] a;
+  input [17:0] b;
+  wire [17:0] b;
+  input clk;
+  wire clk;
+  wire en;
+  output [19:0] p;
+  wire [19:0] p;
+  bchw_mul #(
+    .A_WIDTH(32'd2),
+    .B_WIDTH(32'd18)
+  ) mul (
+    .a(a),
+    .b(b),
+    .clk(clk),
+    .en(1'h1),
+    .p(p)
+  );
+  assign en = 1'h1;
 endmodule
 
 (* generator = "Amaranth" *)
@@ -12566,12 +13740,14 @@ module \bchw_top.engine1 (rst, s__valid, write__data, s__ready, m__valid, m__pay
   reg \$226 ;
   reg \$227 ;
   reg \$228 ;
-  reg [128:0] \$229 ;
+  reg \$229 ;
   wire [4:0] \$23 ;
-  reg [128:0] \$230 ;
-  reg [1:0] \$231 ;
-  reg \$232 ;
-  reg \$233 ;
+  reg \$230 ;
+  reg [128:0] \$231 ;
+  reg [128:0] \$232 ;
+  reg [1:0] \$233 ;
+  reg \$234 ;
+  reg \$235 ;
   wire \$24 ;
   wire \$25 ;
   wire \$26 ;
@@ -12945,9 +14121,11 @@ module \bchw_top.engine1 (rst, s__valid, write__data, s__ready, m__valid, m__pay
   wire [7:0] \q$247 ;
   reg qe_d0 = 1'h0;
   reg qe_d1 = 1'h0;
+  reg qe_d2 = 1'h0;
   reg qe_last_d0 = 1'h0;
   reg qv_d0 = 1'h0;
   reg qv_d1 = 1'h0;
+  reg qv_d2 = 1'h0;
   reg qv_last_d0 = 1'h0;
   wire [4:0] read__addr;
   wire [127:0] read__data;
@@ -13380,23 +14558,27 @@ module \bchw_top.engine1 (rst, s__valid, write__data, s__ready, m__valid, m__pay
   always @(posedge clk)
     qv_d1 <= \$224 ;
   always @(posedge clk)
-    qe_d0 <= \$225 ;
+    qv_d2 <= \$225 ;
   always @(posedge clk)
-    qe_d1 <= \$226 ;
+    qe_d0 <= \$226 ;
   always @(posedge clk)
-    qv_last_d0 <= \$227 ;
+    qe_d1 <= \$227 ;
   always @(posedge clk)
-    qe_last_d0 <= \$228 ;
+    qe_d2 <= \$228 ;
   always @(posedge clk)
-    skid0 <= \$229 ;
+    qv_last_d0 <= \$229 ;
   always @(posedge clk)
-    skid1 <= \$230 ;
+    qe_last_d0 <= \$230 ;
   always @(posedge clk)
-    count <= \$231 ;
+    skid0 <= \$231 ;
   always @(posedge clk)
-    credit_back_d0 <= \$232 ;
+    skid1 <= \$232 ;
   always @(posedge clk)
-    credit_back <= \$233 ;
+    count <= \$233 ;
+  always @(posedge clk)
+    credit_back_d0 <= \$234 ;
+  always @(posedge clk)
+    credit_back <= \$235 ;
   \bchw_top.engine1.params0  params0 (
     .addr(\addr$82 ),
     .clk(clk),
@@ -13478,114 +14660,114 @@ module \bchw_top.engine1 (rst, s__valid, write__data, s__ready, m__valid, m__pay
     .data(\data$282 )
   );
   \bchw_top.engine1.requant0  requant0 (
-    .acc(acc),
+    .a(acc),
     .clk(clk),
-    .\port$7319$0 (params_d1[58:0]),
+    .\port$7323$0 (params_d1[58:0]),
     .q(q),
     .rst(rst)
   );
   \bchw_top.engine1.requant1  requant1 (
-    .acc(\acc$137 ),
+    .a(\acc$137 ),
     .clk(clk),
-    .\port$7319$59 (params_d1[117:59]),
+    .\port$7323$59 (params_d1[117:59]),
     .q(\q$233 ),
     .rst(rst)
   );
   \bchw_top.engine1.requant10  requant10 (
-    .acc(\acc$191 ),
+    .a(\acc$191 ),
     .clk(clk),
-    .\port$7319$590 (params_d1[648:590]),
+    .\port$7323$590 (params_d1[648:590]),
     .q(\q$242 ),
     .rst(rst)
   );
   \bchw_top.engine1.requant11  requant11 (
-    .acc(\acc$197 ),
+    .a(\acc$197 ),
     .clk(clk),
-    .\port$7319$649 (params_d1[707:649]),
+    .\port$7323$649 (params_d1[707:649]),
     .q(\q$243 ),
     .rst(rst)
   );
   \bchw_top.engine1.requant12  requant12 (
-    .acc(\acc$203 ),
+    .a(\acc$203 ),
     .clk(clk),
-    .\port$7319$708 (params_d1[766:708]),
+    .\port$7323$708 (params_d1[766:708]),
     .q(\q$244 ),
     .rst(rst)
   );
   \bchw_top.engine1.requant13  requant13 (
-    .acc(\acc$209 ),
+    .a(\acc$209 ),
     .clk(clk),
-    .\port$7319$767 (params_d1[825:767]),
+    .\port$7323$767 (params_d1[825:767]),
     .q(\q$245 ),
     .rst(rst)
   );
   \bchw_top.engine1.requant14  requant14 (
-    .acc(\acc$215 ),
+    .a(\acc$215 ),
     .clk(clk),
-    .\port$7319$826 (params_d1[884:826]),
+    .\port$7323$826 (params_d1[884:826]),
     .q(\q$246 ),
     .rst(rst)
   );
   \bchw_top.engine1.requant15  requant15 (
-    .acc(\acc$221 ),
+    .a(\acc$221 ),
     .clk(clk),
-    .\port$7319$885 (params_d1[943:885]),
+    .\port$7323$885 (params_d1[943:885]),
     .q(\q$247 ),
     .rst(rst)
   );
   \bchw_top.engine1.requant2  requant2 (
-    .acc(\acc$143 ),
+    .a(\acc$143 ),
     .clk(clk),
-    .\port$7319$118 (params_d1[176:118]),
+    .\port$7323$118 (params_d1[176:118]),
     .q(\q$234 ),
     .rst(rst)
   );
   \bchw_top.engine1.requant3  requant3 (
-    .acc(\acc$149 ),
+    .a(\acc$149 ),
     .clk(clk),
-    .\port$7319$177 (params_d1[235:177]),
+    .\port$7323$177 (params_d1[235:177]),
     .q(\q$235 ),
     .rst(rst)
   );
   \bchw_top.engine1.requant4  requant4 (
-    .acc(\acc$155 ),
+    .a(\acc$155 ),
     .clk(clk),
-    .\port$7319$236 (params_d1[294:236]),
+    .\port$7323$236 (params_d1[294:236]),
     .q(\q$236 ),
     .rst(rst)
   );
   \bchw_top.engine1.requant5  requant5 (
-    .acc(\acc$161 ),
+    .a(\acc$161 ),
     .clk(clk),
-    .\port$7319$295 (params_d1[353:295]),
+    .\port$7323$295 (params_d1[353:295]),
     .q(\q$237 ),
     .rst(rst)
   );
   \bchw_top.engine1.requant6  requant6 (
-    .acc(\acc$167 ),
+    .a(\acc$167 ),
     .clk(clk),
-    .\port$7319$354 (params_d1[412:354]),
+    .\port$7323$354 (params_d1[412:354]),
     .q(\q$238 ),
     .rst(rst)
   );
   \bchw_top.engine1.requant7  requant7 (
-    .acc(\acc$173 ),
+    .a(\acc$173 ),
     .clk(clk),
-    .\port$7319$413 (params_d1[471:413]),
+    .\port$7323$413 (params_d1[471:413]),
     .q(\q$239 ),
     .rst(rst)
   );
   \bchw_top.engine1.requant8  requant8 (
-    .acc(\acc$179 ),
+    .a(\acc$179 ),
     .clk(clk),
-    .\port$7319$472 (params_d1[530:472]),
+    .\port$7323$472 (params_d1[530:472]),
     .q(\q$240 ),
     .rst(rst)
   );
   \bchw_top.engine1.requant9  requant9 (
-    .acc(\acc$185 ),
+    .a(\acc$185 ),
     .clk(clk),
-    .\port$7319$531 (params_d1[589:531]),
+    .\port$7323$531 (params_d1[589:531]),
     .q(\q$241 ),
     .rst(rst)
   );
@@ -14144,21 +15326,21 @@ module \bchw_top.engine1 (rst, s__valid, write__data, s__ready, m__valid, m__pay
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$225  = acc_end;
+    \$225  = qv_d1;
     if (rst) begin
       \$225  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$226  = qe_d0;
+    \$226  = acc_end;
     if (rst) begin
       \$226  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$227  = qv_d1;
+    \$227  = qe_d0;
     if (rst) begin
       \$227  = 1'h0;
     end
@@ -14172,41 +15354,55 @@ module \bchw_top.engine1 (rst, s__valid, write__data, s__ready, m__valid, m__pay
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$229  = skid0;
+    \$229  = qv_d2;
+    if (rst) begin
+      \$229  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    \$230  = qe_d2;
+    if (rst) begin
+      \$230  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    \$231  = skid0;
     if (\$143 ) begin
-      \$229  = { qe_last_d0, \q$247 , \q$246 , \q$245 , \q$244 , \q$243 , \q$242 , \q$241 , \q$240 , \q$239 , \q$238 , \q$237 , \q$236 , \q$235 , \q$234 , \q$233 , q };
+      \$231  = { qe_last_d0, \q$247 , \q$246 , \q$245 , \q$244 , \q$243 , \q$242 , \q$241 , \q$240 , \q$239 , \q$238 , \q$237 , \q$236 , \q$235 , \q$234 , \q$233 , q };
     end else if (\$145 ) begin
-      \$229  = skid1;
+      \$231  = skid1;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$230  = skid1;
+    \$232  = skid1;
     if (\$155 ) begin
-      \$230  = { qe_last_d0, \q$247 , \q$246 , \q$245 , \q$244 , \q$243 , \q$242 , \q$241 , \q$240 , \q$239 , \q$238 , \q$237 , \q$236 , \q$235 , \q$234 , \q$233 , q };
+      \$232  = { qe_last_d0, \q$247 , \q$246 , \q$245 , \q$244 , \q$243 , \q$242 , \q$241 , \q$240 , \q$239 , \q$238 , \q$237 , \q$236 , \q$235 , \q$234 , \q$233 , q };
     end else if (\$157 ) begin
-      \$230  = 129'h000000000000000000000000000000000;
+      \$232  = 129'h000000000000000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$231  = \$66 [1:0];
+    \$233  = \$66 [1:0];
     if (rst) begin
-      \$231  = 2'h0;
+      \$233  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$232  = enter;
+    \$234  = enter;
     if (rst) begin
-      \$232  = 1'h0;
+      \$234  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$233  = credit_back_d0;
+    \$235  = credit_back_d0;
     if (rst) begin
-      \$233  = 1'h0;
+      \$235  = 1'h0;
     end
   end
   assign en = 1'h1;
@@ -14813,31 +16009,35 @@ module \bchw_top.engine1.params9 (data, addr, clk);
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine1.requant0 (rst, \port$7319$0 , acc, q, clk);
+module \bchw_top.engine1.requant0 (rst, \port$7323$0 , a, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$20  = 0;
-  wire [34:0] \$1 ;
+  wire [35:0] \$1 ;
   wire [36:0] \$10 ;
   wire [4:0] \$11 ;
   reg [7:0] \$12 ;
   wire [36:0] \$2 ;
-  wire [37:0] \$3 ;
-  wire \$4 ;
+  wire \$3 ;
+  wire [36:0] \$4 ;
   wire [36:0] \$5 ;
-  wire [36:0] \$6 ;
-  wire [35:0] \$7 ;
+  wire [35:0] \$6 ;
+  wire [4:0] \$7 ;
   wire [35:0] \$8 ;
   wire [4:0] \$9 ;
-  input [16:0] acc;
+  reg [35:0] \$like  = 36'h000000000;
+  input [16:0] a;
+  wire [16:0] a;
   wire [16:0] acc;
+  wire [17:0] b;
   wire [35:0] bias;
-  reg [35:0] bias1 = 36'h000000000;
+  reg [35:0] bias2 = 36'h000000000;
   input clk;
   wire clk;
   wire en;
+  wire \en$1 ;
   wire [17:0] mul;
-  input [58:0] \port$7319$0 ;
-  wire [58:0] \port$7319$0 ;
-  reg [35:0] prod0 = 36'h000000000;
+  wire [34:0] p;
+  input [58:0] \port$7323$0 ;
+  wire [58:0] \port$7323$0 ;
   output [7:0] q;
   reg [7:0] q = 8'h00;
   input rst;
@@ -14845,71 +16045,111 @@ module \bchw_top.engine1.requant0 (rst, \port$7319$0 , acc, q, clk);
   wire [4:0] shift;
   reg [4:0] shift1 = 5'h00;
   reg [4:0] shift2 = 5'h00;
+  reg [4:0] shift3 = 5'h00;
   wire [36:0] shifted;
   reg [36:0] total = 37'h0000000000;
-  assign \$1  = $signed(acc) * $signed(\port$7319$0 [17:0]);
-  assign \$3  = $signed(bias1) + $signed(\$2 );
-  assign \$4  = | shifted[36:8];
-  assign \$5  = \$4  ? 37'h00000000ff : shifted;
-  assign \$6  = shifted[36] ? 37'h0000000000 : \$5 ;
-  assign shifted = $signed(total) >>> shift2;
+  assign shifted = $signed(total) >>> shift3;
+  assign \$2  = $signed(bias2) + $signed(\$1 );
+  assign \$3  = | shifted[36:8];
+  assign \$4  = \$3  ? 37'h00000000ff : shifted;
+  assign \$5  = shifted[36] ? 37'h0000000000 : \$4 ;
   always @(posedge clk)
-    prod0 <= \$7 ;
+    \$like  <= \$6 ;
   always @(posedge clk)
-    bias1 <= \$8 ;
+    shift1 <= \$7 ;
   always @(posedge clk)
-    shift1 <= \$9 ;
+    bias2 <= \$8 ;
+  always @(posedge clk)
+    shift2 <= \$9 ;
   always @(posedge clk)
     total <= \$10 ;
   always @(posedge clk)
-    shift2 <= \$11 ;
+    shift3 <= \$11 ;
   always @(posedge clk)
     q <= \$12 ;
+  \bchw_top.engine1.requant0.mul0  mul0 (
+    .a(a),
+    .b(\port$7323$0 [17:0]),
+    .clk(clk),
+    .p(p)
+  );
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$12  = \$6 [7:0];
+    \$12  = \$5 [7:0];
     if (rst) begin
       \$12  = 8'h00;
     end
   end
   assign en = 1'h1;
-  assign mul = \port$7319$0 [17:0];
-  assign bias = \port$7319$0 [58:23];
-  assign shift = \port$7319$0 [22:18];
-  assign \$11  = shift1;
-  assign \$10  = \$3 [36:0];
-  assign \$9  = \port$7319$0 [22:18];
-  assign \$8  = \port$7319$0 [58:23];
-  assign \$7  = { \$1 [34], \$1  };
-  assign \$2  = { prod0[35], prod0 };
+  assign \en$1  = 1'h1;
+  assign acc = a;
+  assign b = \port$7323$0 [17:0];
+  assign mul = \port$7323$0 [17:0];
+  assign bias = \port$7323$0 [58:23];
+  assign shift = \port$7323$0 [22:18];
+  assign \$11  = shift2;
+  assign \$10  = \$2 ;
+  assign \$9  = shift1;
+  assign \$8  = \$like ;
+  assign \$7  = \port$7323$0 [22:18];
+  assign \$6  = \port$7323$0 [58:23];
+  assign \$1  = { p[34], p };
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine1.requant1 (rst, \port$7319$59 , acc, q, clk);
+module \bchw_top.engine1.requant0.mul0 (p, b, a, clk);
+  input [16:0] a;
+  wire [16:0] a;
+  input [17:0] b;
+  wire [17:0] b;
+  input clk;
+  wire clk;
+  wire en;
+  output [34:0] p;
+  wire [34:0] p;
+  bchw_mul #(
+    .A_WIDTH(32'd17),
+    .B_WIDTH(32'd18)
+  ) mul (
+    .a(a),
+    .b(b),
+    .clk(clk),
+    .en(1'h1),
+    .p(p)
+  );
+  assign en = 1'h1;
+endmodule
+
+(* generator = "Amaranth" *)
+module \bchw_top.engine1.requant1 (rst, \port$7323$59 , a, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$21  = 0;
-  wire [34:0] \$1 ;
+  wire [35:0] \$1 ;
   wire [36:0] \$10 ;
   wire [4:0] \$11 ;
   reg [7:0] \$12 ;
   wire [36:0] \$2 ;
-  wire [37:0] \$3 ;
-  wire \$4 ;
+  wire \$3 ;
+  wire [36:0] \$4 ;
   wire [36:0] \$5 ;
-  wire [36:0] \$6 ;
-  wire [35:0] \$7 ;
+  wire [35:0] \$6 ;
+  wire [4:0] \$7 ;
   wire [35:0] \$8 ;
   wire [4:0] \$9 ;
-  input [16:0] acc;
+  reg [35:0] \$like  = 36'h000000000;
+  input [16:0] a;
+  wire [16:0] a;
   wire [16:0] acc;
+  wire [17:0] b;
   wire [35:0] bias;
-  reg [35:0] bias1 = 36'h000000000;
+  reg [35:0] bias2 = 36'h000000000;
   input clk;
   wire clk;
   wire en;
+  wire \en$1 ;
   wire [17:0] mul;
-  input [58:0] \port$7319$59 ;
-  wire [58:0] \port$7319$59 ;
-  reg [35:0] prod0 = 36'h000000000;
+  wire [34:0] p;
+  input [58:0] \port$7323$59 ;
+  wire [58:0] \port$7323$59 ;
   output [7:0] q;
   reg [7:0] q = 8'h00;
   input rst;
@@ -14917,71 +16157,111 @@ module \bchw_top.engine1.requant1 (rst, \port$7319$59 , acc, q, clk);
   wire [4:0] shift;
   reg [4:0] shift1 = 5'h00;
   reg [4:0] shift2 = 5'h00;
+  reg [4:0] shift3 = 5'h00;
   wire [36:0] shifted;
   reg [36:0] total = 37'h0000000000;
-  assign \$1  = $signed(acc) * $signed(\port$7319$59 [17:0]);
-  assign \$3  = $signed(bias1) + $signed(\$2 );
-  assign \$4  = | shifted[36:8];
-  assign \$5  = \$4  ? 37'h00000000ff : shifted;
-  assign \$6  = shifted[36] ? 37'h0000000000 : \$5 ;
-  assign shifted = $signed(total) >>> shift2;
+  assign shifted = $signed(total) >>> shift3;
+  assign \$2  = $signed(bias2) + $signed(\$1 );
+  assign \$3  = | shifted[36:8];
+  assign \$4  = \$3  ? 37'h00000000ff : shifted;
+  assign \$5  = shifted[36] ? 37'h0000000000 : \$4 ;
   always @(posedge clk)
-    prod0 <= \$7 ;
+    \$like  <= \$6 ;
   always @(posedge clk)
-    bias1 <= \$8 ;
+    shift1 <= \$7 ;
   always @(posedge clk)
-    shift1 <= \$9 ;
+    bias2 <= \$8 ;
+  always @(posedge clk)
+    shift2 <= \$9 ;
   always @(posedge clk)
     total <= \$10 ;
   always @(posedge clk)
-    shift2 <= \$11 ;
+    shift3 <= \$11 ;
   always @(posedge clk)
     q <= \$12 ;
+  \bchw_top.engine1.requant1.mul0  mul0 (
+    .a(a),
+    .b(\port$7323$59 [17:0]),
+    .clk(clk),
+    .p(p)
+  );
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$12  = \$6 [7:0];
+    \$12  = \$5 [7:0];
     if (rst) begin
       \$12  = 8'h00;
     end
   end
   assign en = 1'h1;
-  assign mul = \port$7319$59 [17:0];
-  assign bias = \port$7319$59 [58:23];
-  assign shift = \port$7319$59 [22:18];
-  assign \$11  = shift1;
-  assign \$10  = \$3 [36:0];
-  assign \$9  = \port$7319$59 [22:18];
-  assign \$8  = \port$7319$59 [58:23];
-  assign \$7  = { \$1 [34], \$1  };
-  assign \$2  = { prod0[35], prod0 };
+  assign \en$1  = 1'h1;
+  assign acc = a;
+  assign b = \port$7323$59 [17:0];
+  assign mul = \port$7323$59 [17:0];
+  assign bias = \port$7323$59 [58:23];
+  assign shift = \port$7323$59 [22:18];
+  assign \$11  = shift2;
+  assign \$10  = \$2 ;
+  assign \$9  = shift1;
+  assign \$8  = \$like ;
+  assign \$7  = \port$7323$59 [22:18];
+  assign \$6  = \port$7323$59 [58:23];
+  assign \$1  = { p[34], p };
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine1.requant10 (rst, \port$7319$590 , acc, q, clk);
+module \bchw_top.engine1.requant1.mul0 (p, b, a, clk);
+  input [16:0] a;
+  wire [16:0] a;
+  input [17:0] b;
+  wire [17:0] b;
+  input clk;
+  wire clk;
+  wire en;
+  output [34:0] p;
+  wire [34:0] p;
+  bchw_mul #(
+    .A_WIDTH(32'd17),
+    .B_WIDTH(32'd18)
+  ) mul (
+    .a(a),
+    .b(b),
+    .clk(clk),
+    .en(1'h1),
+    .p(p)
+  );
+  assign en = 1'h1;
+endmodule
+
+(* generator = "Amaranth" *)
+module \bchw_top.engine1.requant10 (rst, \port$7323$590 , a, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$22  = 0;
-  wire [34:0] \$1 ;
+  wire [35:0] \$1 ;
   wire [36:0] \$10 ;
   wire [4:0] \$11 ;
   reg [7:0] \$12 ;
   wire [36:0] \$2 ;
-  wire [37:0] \$3 ;
-  wire \$4 ;
+  wire \$3 ;
+  wire [36:0] \$4 ;
   wire [36:0] \$5 ;
-  wire [36:0] \$6 ;
-  wire [35:0] \$7 ;
+  wire [35:0] \$6 ;
+  wire [4:0] \$7 ;
   wire [35:0] \$8 ;
   wire [4:0] \$9 ;
-  input [16:0] acc;
+  reg [35:0] \$like  = 36'h000000000;
+  input [16:0] a;
+  wire [16:0] a;
   wire [16:0] acc;
+  wire [17:0] b;
   wire [35:0] bias;
-  reg [35:0] bias1 = 36'h000000000;
+  reg [35:0] bias2 = 36'h000000000;
   input clk;
   wire clk;
   wire en;
+  wire \en$1 ;
   wire [17:0] mul;
-  input [58:0] \port$7319$590 ;
-  wire [58:0] \port$7319$590 ;
-  reg [35:0] prod0 = 36'h000000000;
+  wire [34:0] p;
+  input [58:0] \port$7323$590 ;
+  wire [58:0] \port$7323$590 ;
   output [7:0] q;
   reg [7:0] q = 8'h00;
   input rst;
@@ -14989,71 +16269,111 @@ module \bchw_top.engine1.requant10 (rst, \port$7319$590 , acc, q, clk);
   wire [4:0] shift;
   reg [4:0] shift1 = 5'h00;
   reg [4:0] shift2 = 5'h00;
+  reg [4:0] shift3 = 5'h00;
   wire [36:0] shifted;
   reg [36:0] total = 37'h0000000000;
-  assign \$1  = $signed(acc) * $signed(\port$7319$590 [17:0]);
-  assign \$3  = $signed(bias1) + $signed(\$2 );
-  assign \$4  = | shifted[36:8];
-  assign \$5  = \$4  ? 37'h00000000ff : shifted;
-  assign \$6  = shifted[36] ? 37'h0000000000 : \$5 ;
-  assign shifted = $signed(total) >>> shift2;
+  assign shifted = $signed(total) >>> shift3;
+  assign \$2  = $signed(bias2) + $signed(\$1 );
+  assign \$3  = | shifted[36:8];
+  assign \$4  = \$3  ? 37'h00000000ff : shifted;
+  assign \$5  = shifted[36] ? 37'h0000000000 : \$4 ;
   always @(posedge clk)
-    prod0 <= \$7 ;
+    \$like  <= \$6 ;
   always @(posedge clk)
-    bias1 <= \$8 ;
+    shift1 <= \$7 ;
   always @(posedge clk)
-    shift1 <= \$9 ;
+    bias2 <= \$8 ;
+  always @(posedge clk)
+    shift2 <= \$9 ;
   always @(posedge clk)
     total <= \$10 ;
   always @(posedge clk)
-    shift2 <= \$11 ;
+    shift3 <= \$11 ;
   always @(posedge clk)
     q <= \$12 ;
+  \bchw_top.engine1.requant10.mul0  mul0 (
+    .a(a),
+    .b(\port$7323$590 [17:0]),
+    .clk(clk),
+    .p(p)
+  );
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
-    \$12  = \$6 [7:0];
+    \$12  = \$5 [7:0];
     if (rst) begin
       \$12  = 8'h00;
     end
   end
   assign en = 1'h1;
-  assign mul = \port$7319$590 [17:0];
-  assign bias = \port$7319$590 [58:23];
-  assign shift = \port$7319$590 [22:18];
-  assign \$11  = shift1;
-  assign \$10  = \$3 [36:0];
-  assign \$9  = \port$7319$590 [22:18];
-  assign \$8  = \port$7319$590 [58:23];
-  assign \$7  = { \$1 [34], \$1  };
-  assign \$2  = { prod0[35], prod0 };
+  assign \en$1  = 1'h1;
+  assign acc = a;
+  assign b = \port$7323$590 [17:0];
+  assign mul = \port$7323$590 [17:0];
+  assign bias = \port$7323$590 [58:23];
+  assign shift = \port$7323$590 [22:18];
+  assign \$11  = shift2;
+  assign \$10  = \$2 ;
+  assign \$9  = shift1;
+  assign \$8  = \$like ;
+  assign \$7  = \port$7323$590 [22:18];
+  assign \$6  = \port$7323$590 [58:23];
+  assign \$1  = { p[34], p };
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine1.requant11 (rst, \port$7319$649 , acc, q, clk);
+module \bchw_top.engine1.requant10.mul0 (p, b, a, clk);
+  input [16:0] a;
+  wire [16:0] a;
+  input [17:0] b;
+  wire [17:0] b;
+  input clk;
+  wire clk;
+  wire en;
+  output [34:0] p;
+  wire [34:0] p;
+  bchw_mul #(
+    .A_WIDTH(32'd17),
+    .B_WIDTH(32'd18)
+  ) mul (
+    .a(a),
+    .b(b),
+    .clk(clk),
+    .en(1'h1),
+    .p(p)
+  );
+  assign en = 1'h1;
+endmodule
+
+(* generator = "Amaranth" *)
+module \bchw_top.engine1.requant11 (rst, \port$7323$649 , a, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$23  = 0;
-  wire [34:0] \$1 ;
+  wire [35:0] \$1 ;
   wire [36:0] \$10 ;
   wire [4:0] \$11 ;
   reg [7:0] \$12 ;
   wire [36:0] \$2 ;
-  wire [37:0] \$3 ;
-  wire \$4 ;
+  wire \$3 ;
+  wire [36:0] \$4 ;
   wire [36:0] \$5 ;
-  wire [36:0] \$6 ;
-  wire [35:0] \$7 ;
+  wire [35:0] \$6 ;
+  wire [4:0] \$7 ;
   wire [35:0] \$8 ;
   wire [4:0] \$9 ;
-  input [16:0] acc;
+  reg [35:0] \$like  = 36'h000000000;
+  input [16:0] a;
+  wire [16:0] a;
   wire [16:0] acc;
+  wire [17:0] b;
   wire [35:0] bias;
-  reg [35:0] bias1 = 36'h000000000;
+  reg [35:0] bias2 = 36'h000000000;
   input clk;
   wire clk;
   wire en;
+  wire \en$1 ;
   wire [17:0] mul;
-  input [58:0] \port$7319$649 ;
-  wire [58:0] \port$7319$649 ;
-  reg [35:0] prod0 = 36'h000000000;
+  wire [34:0] p;
+  input [58:0] \port$7323$649 ;
+  wire [58:0] \port$7323$649 ;
   output [7:0] q;
   reg [7:0] q = 8'h00;
   input rst;
@@ -15061,71 +16381,111 @@ module \bchw_top.engine1.requant11 (rst, \port$7319$649 , acc, q, clk);
   wire [4:0] shift;
   reg [4:0] shift1 = 5'h00;
   reg [4:0] shift2 = 5'h00;
+  reg [4:0] shift3 = 5'h00;
   wire [36:0] shifted;
   reg [36:0] total = 37'h0000000000;
-  assign \$1  = $signed(acc) * $signed(\port$7319$649 [17:0]);
-  assign \$3  = $signed(bias1) + $signed(\$2 );
-  assign \$4  = | shifted[36:8];
-  assign \$5  = \$4  ? 37'h00000000ff : shifted;
-  assign \$6  = shifted[36] ? 37'h0000000000 : \$5 ;
-  assign shifted = $signed(total) >>> shift2;
+  assign shifted = $signed(total) >>> shift3;
+  assign \$2  = $signed(bias2) + $signed(\$1 );
+  assign \$3  = | shifted[36:8];
+  assign \$4  = \$3  ? 37'h00000000ff : shifted;
+  assign \$5  = shifted[36] ? 37'h0000000000 : \$4 ;
   always @(posedge clk)
-    prod0 <= \$7 ;
+    \$like  <= \$6 ;
   always @(posedge clk)
-    bias1 <= \$8 ;
+    shift1 <= \$7 ;
   always @(posedge clk)
-    shift1 <= \$9 ;
+    bias2 <= \$8 ;
+  always @(posedge clk)
+    shift2 <= \$9 ;
   always @(posedge clk)
     total <= \$10 ;
   always @(posedge clk)
-    shift2 <= \$11 ;
+    shift3 <= \$11 ;
   always @(posedge clk)
     q <= \$12 ;
+  \bchw_top.engine1.requant11.mul0  mul0 (
+    .a(a),
+    .b(\port$7323$649 [17:0]),
+    .clk(clk),
+    .p(p)
+  );
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
-    \$12  = \$6 [7:0];
+    \$12  = \$5 [7:0];
     if (rst) begin
       \$12  = 8'h00;
     end
   end
   assign en = 1'h1;
-  assign mul = \port$7319$649 [17:0];
-  assign bias = \port$7319$649 [58:23];
-  assign shift = \port$7319$649 [22:18];
-  assign \$11  = shift1;
-  assign \$10  = \$3 [36:0];
-  assign \$9  = \port$7319$649 [22:18];
-  assign \$8  = \port$7319$649 [58:23];
-  assign \$7  = { \$1 [34], \$1  };
-  assign \$2  = { prod0[35], prod0 };
+  assign \en$1  = 1'h1;
+  assign acc = a;
+  assign b = \port$7323$649 [17:0];
+  assign mul = \port$7323$649 [17:0];
+  assign bias = \port$7323$649 [58:23];
+  assign shift = \port$7323$649 [22:18];
+  assign \$11  = shift2;
+  assign \$10  = \$2 ;
+  assign \$9  = shift1;
+  assign \$8  = \$like ;
+  assign \$7  = \port$7323$649 [22:18];
+  assign \$6  = \port$7323$649 [58:23];
+  assign \$1  = { p[34], p };
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine1.requant12 (rst, \port$7319$708 , acc, q, clk);
+module \bchw_top.engine1.requant11.mul0 (p, b, a, clk);
+  input [16:0] a;
+  wire [16:0] a;
+  input [17:0] b;
+  wire [17:0] b;
+  input clk;
+  wire clk;
+  wire en;
+  output [34:0] p;
+  wire [34:0] p;
+  bchw_mul #(
+    .A_WIDTH(32'd17),
+    .B_WIDTH(32'd18)
+  ) mul (
+    .a(a),
+    .b(b),
+    .clk(clk),
+    .en(1'h1),
+    .p(p)
+  );
+  assign en = 1'h1;
+endmodule
+
+(* generator = "Amaranth" *)
+module \bchw_top.engine1.requant12 (rst, \port$7323$708 , a, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$24  = 0;
-  wire [34:0] \$1 ;
+  wire [35:0] \$1 ;
   wire [36:0] \$10 ;
   wire [4:0] \$11 ;
   reg [7:0] \$12 ;
   wire [36:0] \$2 ;
-  wire [37:0] \$3 ;
-  wire \$4 ;
+  wire \$3 ;
+  wire [36:0] \$4 ;
   wire [36:0] \$5 ;
-  wire [36:0] \$6 ;
-  wire [35:0] \$7 ;
+  wire [35:0] \$6 ;
+  wire [4:0] \$7 ;
   wire [35:0] \$8 ;
   wire [4:0] \$9 ;
-  input [16:0] acc;
+  reg [35:0] \$like  = 36'h000000000;
+  input [16:0] a;
+  wire [16:0] a;
   wire [16:0] acc;
+  wire [17:0] b;
   wire [35:0] bias;
-  reg [35:0] bias1 = 36'h000000000;
+  reg [35:0] bias2 = 36'h000000000;
   input clk;
   wire clk;
   wire en;
+  wire \en$1 ;
   wire [17:0] mul;
-  input [58:0] \port$7319$708 ;
-  wire [58:0] \port$7319$708 ;
-  reg [35:0] prod0 = 36'h000000000;
+  wire [34:0] p;
+  input [58:0] \port$7323$708 ;
+  wire [58:0] \port$7323$708 ;
   output [7:0] q;
   reg [7:0] q = 8'h00;
   input rst;
@@ -15133,71 +16493,111 @@ module \bchw_top.engine1.requant12 (rst, \port$7319$708 , acc, q, clk);
   wire [4:0] shift;
   reg [4:0] shift1 = 5'h00;
   reg [4:0] shift2 = 5'h00;
+  reg [4:0] shift3 = 5'h00;
   wire [36:0] shifted;
   reg [36:0] total = 37'h0000000000;
-  assign \$1  = $signed(acc) * $signed(\port$7319$708 [17:0]);
-  assign \$3  = $signed(bias1) + $signed(\$2 );
-  assign \$4  = | shifted[36:8];
-  assign \$5  = \$4  ? 37'h00000000ff : shifted;
-  assign \$6  = shifted[36] ? 37'h0000000000 : \$5 ;
-  assign shifted = $signed(total) >>> shift2;
+  assign shifted = $signed(total) >>> shift3;
+  assign \$2  = $signed(bias2) + $signed(\$1 );
+  assign \$3  = | shifted[36:8];
+  assign \$4  = \$3  ? 37'h00000000ff : shifted;
+  assign \$5  = shifted[36] ? 37'h0000000000 : \$4 ;
   always @(posedge clk)
-    prod0 <= \$7 ;
+    \$like  <= \$6 ;
   always @(posedge clk)
-    bias1 <= \$8 ;
+    shift1 <= \$7 ;
   always @(posedge clk)
-    shift1 <= \$9 ;
+    bias2 <= \$8 ;
+  always @(posedge clk)
+    shift2 <= \$9 ;
   always @(posedge clk)
     total <= \$10 ;
   always @(posedge clk)
-    shift2 <= \$11 ;
+    shift3 <= \$11 ;
   always @(posedge clk)
     q <= \$12 ;
+  \bchw_top.engine1.requant12.mul0  mul0 (
+    .a(a),
+    .b(\port$7323$708 [17:0]),
+    .clk(clk),
+    .p(p)
+  );
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    \$12  = \$6 [7:0];
+    \$12  = \$5 [7:0];
     if (rst) begin
       \$12  = 8'h00;
     end
   end
   assign en = 1'h1;
-  assign mul = \port$7319$708 [17:0];
-  assign bias = \port$7319$708 [58:23];
-  assign shift = \port$7319$708 [22:18];
-  assign \$11  = shift1;
-  assign \$10  = \$3 [36:0];
-  assign \$9  = \port$7319$708 [22:18];
-  assign \$8  = \port$7319$708 [58:23];
-  assign \$7  = { \$1 [34], \$1  };
-  assign \$2  = { prod0[35], prod0 };
+  assign \en$1  = 1'h1;
+  assign acc = a;
+  assign b = \port$7323$708 [17:0];
+  assign mul = \port$7323$708 [17:0];
+  assign bias = \port$7323$708 [58:23];
+  assign shift = \port$7323$708 [22:18];
+  assign \$11  = shift2;
+  assign \$10  = \$2 ;
+  assign \$9  = shift1;
+  assign \$8  = \$like ;
+  assign \$7  = \port$7323$708 [22:18];
+  assign \$6  = \port$7323$708 [58:23];
+  assign \$1  = { p[34], p };
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine1.requant13 (rst, \port$7319$767 , acc, q, clk);
+module \bchw_top.engine1.requant12.mul0 (p, b, a, clk);
+  input [16:0] a;
+  wire [16:0] a;
+  input [17:0] b;
+  wire [17:0] b;
+  input clk;
+  wire clk;
+  wire en;
+  output [34:0] p;
+  wire [34:0] p;
+  bchw_mul #(
+    .A_WIDTH(32'd17),
+    .B_WIDTH(32'd18)
+  ) mul (
+    .a(a),
+    .b(b),
+    .clk(clk),
+    .en(1'h1),
+    .p(p)
+  );
+  assign en = 1'h1;
+endmodule
+
+(* generator = "Amaranth" *)
+module \bchw_top.engine1.requant13 (rst, \port$7323$767 , a, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$25  = 0;
-  wire [34:0] \$1 ;
+  wire [35:0] \$1 ;
   wire [36:0] \$10 ;
   wire [4:0] \$11 ;
   reg [7:0] \$12 ;
   wire [36:0] \$2 ;
-  wire [37:0] \$3 ;
-  wire \$4 ;
+  wire \$3 ;
+  wire [36:0] \$4 ;
   wire [36:0] \$5 ;
-  wire [36:0] \$6 ;
-  wire [35:0] \$7 ;
+  wire [35:0] \$6 ;
+  wire [4:0] \$7 ;
   wire [35:0] \$8 ;
   wire [4:0] \$9 ;
-  input [16:0] acc;
+  reg [35:0] \$like  = 36'h000000000;
+  input [16:0] a;
+  wire [16:0] a;
   wire [16:0] acc;
+  wire [17:0] b;
   wire [35:0] bias;
-  reg [35:0] bias1 = 36'h000000000;
+  reg [35:0] bias2 = 36'h000000000;
   input clk;
   wire clk;
   wire en;
+  wire \en$1 ;
   wire [17:0] mul;
-  input [58:0] \port$7319$767 ;
-  wire [58:0] \port$7319$767 ;
-  reg [35:0] prod0 = 36'h000000000;
+  wire [34:0] p;
+  input [58:0] \port$7323$767 ;
+  wire [58:0] \port$7323$767 ;
   output [7:0] q;
   reg [7:0] q = 8'h00;
   input rst;
@@ -15205,71 +16605,111 @@ module \bchw_top.engine1.requant13 (rst, \port$7319$767 , acc, q, clk);
   wire [4:0] shift;
   reg [4:0] shift1 = 5'h00;
   reg [4:0] shift2 = 5'h00;
+  reg [4:0] shift3 = 5'h00;
   wire [36:0] shifted;
   reg [36:0] total = 37'h0000000000;
-  assign \$1  = $signed(acc) * $signed(\port$7319$767 [17:0]);
-  assign \$3  = $signed(bias1) + $signed(\$2 );
-  assign \$4  = | shifted[36:8];
-  assign \$5  = \$4  ? 37'h00000000ff : shifted;
-  assign \$6  = shifted[36] ? 37'h0000000000 : \$5 ;
-  assign shifted = $signed(total) >>> shift2;
+  assign shifted = $signed(total) >>> shift3;
+  assign \$2  = $signed(bias2) + $signed(\$1 );
+  assign \$3  = | shifted[36:8];
+  assign \$4  = \$3  ? 37'h00000000ff : shifted;
+  assign \$5  = shifted[36] ? 37'h0000000000 : \$4 ;
   always @(posedge clk)
-    prod0 <= \$7 ;
+    \$like  <= \$6 ;
   always @(posedge clk)
-    bias1 <= \$8 ;
+    shift1 <= \$7 ;
   always @(posedge clk)
-    shift1 <= \$9 ;
+    bias2 <= \$8 ;
+  always @(posedge clk)
+    shift2 <= \$9 ;
   always @(posedge clk)
     total <= \$10 ;
   always @(posedge clk)
-    shift2 <= \$11 ;
+    shift3 <= \$11 ;
   always @(posedge clk)
     q <= \$12 ;
+  \bchw_top.engine1.requant13.mul0  mul0 (
+    .a(a),
+    .b(\port$7323$767 [17:0]),
+    .clk(clk),
+    .p(p)
+  );
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
-    \$12  = \$6 [7:0];
+    \$12  = \$5 [7:0];
     if (rst) begin
       \$12  = 8'h00;
     end
   end
   assign en = 1'h1;
-  assign mul = \port$7319$767 [17:0];
-  assign bias = \port$7319$767 [58:23];
-  assign shift = \port$7319$767 [22:18];
-  assign \$11  = shift1;
-  assign \$10  = \$3 [36:0];
-  assign \$9  = \port$7319$767 [22:18];
-  assign \$8  = \port$7319$767 [58:23];
-  assign \$7  = { \$1 [34], \$1  };
-  assign \$2  = { prod0[35], prod0 };
+  assign \en$1  = 1'h1;
+  assign acc = a;
+  assign b = \port$7323$767 [17:0];
+  assign mul = \port$7323$767 [17:0];
+  assign bias = \port$7323$767 [58:23];
+  assign shift = \port$7323$767 [22:18];
+  assign \$11  = shift2;
+  assign \$10  = \$2 ;
+  assign \$9  = shift1;
+  assign \$8  = \$like ;
+  assign \$7  = \port$7323$767 [22:18];
+  assign \$6  = \port$7323$767 [58:23];
+  assign \$1  = { p[34], p };
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine1.requant14 (rst, \port$7319$826 , acc, q, clk);
+module \bchw_top.engine1.requant13.mul0 (p, b, a, clk);
+  input [16:0] a;
+  wire [16:0] a;
+  input [17:0] b;
+  wire [17:0] b;
+  input clk;
+  wire clk;
+  wire en;
+  output [34:0] p;
+  wire [34:0] p;
+  bchw_mul #(
+    .A_WIDTH(32'd17),
+    .B_WIDTH(32'd18)
+  ) mul (
+    .a(a),
+    .b(b),
+    .clk(clk),
+    .en(1'h1),
+    .p(p)
+  );
+  assign en = 1'h1;
+endmodule
+
+(* generator = "Amaranth" *)
+module \bchw_top.engine1.requant14 (rst, \port$7323$826 , a, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$26  = 0;
-  wire [34:0] \$1 ;
+  wire [35:0] \$1 ;
   wire [36:0] \$10 ;
   wire [4:0] \$11 ;
   reg [7:0] \$12 ;
   wire [36:0] \$2 ;
-  wire [37:0] \$3 ;
-  wire \$4 ;
+  wire \$3 ;
+  wire [36:0] \$4 ;
   wire [36:0] \$5 ;
-  wire [36:0] \$6 ;
-  wire [35:0] \$7 ;
+  wire [35:0] \$6 ;
+  wire [4:0] \$7 ;
   wire [35:0] \$8 ;
   wire [4:0] \$9 ;
-  input [16:0] acc;
+  reg [35:0] \$like  = 36'h000000000;
+  input [16:0] a;
+  wire [16:0] a;
   wire [16:0] acc;
+  wire [17:0] b;
   wire [35:0] bias;
-  reg [35:0] bias1 = 36'h000000000;
+  reg [35:0] bias2 = 36'h000000000;
   input clk;
   wire clk;
   wire en;
+  wire \en$1 ;
   wire [17:0] mul;
-  input [58:0] \port$7319$826 ;
-  wire [58:0] \port$7319$826 ;
-  reg [35:0] prod0 = 36'h000000000;
+  wire [34:0] p;
+  input [58:0] \port$7323$826 ;
+  wire [58:0] \port$7323$826 ;
   output [7:0] q;
   reg [7:0] q = 8'h00;
   input rst;
@@ -15277,71 +16717,111 @@ module \bchw_top.engine1.requant14 (rst, \port$7319$826 , acc, q, clk);
   wire [4:0] shift;
   reg [4:0] shift1 = 5'h00;
   reg [4:0] shift2 = 5'h00;
+  reg [4:0] shift3 = 5'h00;
   wire [36:0] shifted;
   reg [36:0] total = 37'h0000000000;
-  assign \$1  = $signed(acc) * $signed(\port$7319$826 [17:0]);
-  assign \$3  = $signed(bias1) + $signed(\$2 );
-  assign \$4  = | shifted[36:8];
-  assign \$5  = \$4  ? 37'h00000000ff : shifted;
-  assign \$6  = shifted[36] ? 37'h0000000000 : \$5 ;
-  assign shifted = $signed(total) >>> shift2;
+  assign shifted = $signed(total) >>> shift3;
+  assign \$2  = $signed(bias2) + $signed(\$1 );
+  assign \$3  = | shifted[36:8];
+  assign \$4  = \$3  ? 37'h00000000ff : shifted;
+  assign \$5  = shifted[36] ? 37'h0000000000 : \$4 ;
   always @(posedge clk)
-    prod0 <= \$7 ;
+    \$like  <= \$6 ;
   always @(posedge clk)
-    bias1 <= \$8 ;
+    shift1 <= \$7 ;
   always @(posedge clk)
-    shift1 <= \$9 ;
+    bias2 <= \$8 ;
+  always @(posedge clk)
+    shift2 <= \$9 ;
   always @(posedge clk)
     total <= \$10 ;
   always @(posedge clk)
-    shift2 <= \$11 ;
+    shift3 <= \$11 ;
   always @(posedge clk)
     q <= \$12 ;
+  \bchw_top.engine1.requant14.mul0  mul0 (
+    .a(a),
+    .b(\port$7323$826 [17:0]),
+    .clk(clk),
+    .p(p)
+  );
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
-    \$12  = \$6 [7:0];
+    \$12  = \$5 [7:0];
     if (rst) begin
       \$12  = 8'h00;
     end
   end
   assign en = 1'h1;
-  assign mul = \port$7319$826 [17:0];
-  assign bias = \port$7319$826 [58:23];
-  assign shift = \port$7319$826 [22:18];
-  assign \$11  = shift1;
-  assign \$10  = \$3 [36:0];
-  assign \$9  = \port$7319$826 [22:18];
-  assign \$8  = \port$7319$826 [58:23];
-  assign \$7  = { \$1 [34], \$1  };
-  assign \$2  = { prod0[35], prod0 };
+  assign \en$1  = 1'h1;
+  assign acc = a;
+  assign b = \port$7323$826 [17:0];
+  assign mul = \port$7323$826 [17:0];
+  assign bias = \port$7323$826 [58:23];
+  assign shift = \port$7323$826 [22:18];
+  assign \$11  = shift2;
+  assign \$10  = \$2 ;
+  assign \$9  = shift1;
+  assign \$8  = \$like ;
+  assign \$7  = \port$7323$826 [22:18];
+  assign \$6  = \port$7323$826 [58:23];
+  assign \$1  = { p[34], p };
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine1.requant15 (rst, \port$7319$885 , acc, q, clk);
+module \bchw_top.engine1.requant14.mul0 (p, b, a, clk);
+  input [16:0] a;
+  wire [16:0] a;
+  input [17:0] b;
+  wire [17:0] b;
+  input clk;
+  wire clk;
+  wire en;
+  output [34:0] p;
+  wire [34:0] p;
+  bchw_mul #(
+    .A_WIDTH(32'd17),
+    .B_WIDTH(32'd18)
+  ) mul (
+    .a(a),
+    .b(b),
+    .clk(clk),
+    .en(1'h1),
+    .p(p)
+  );
+  assign en = 1'h1;
+endmodule
+
+(* generator = "Amaranth" *)
+module \bchw_top.engine1.requant15 (rst, \port$7323$885 , a, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$27  = 0;
-  wire [34:0] \$1 ;
+  wire [35:0] \$1 ;
   wire [36:0] \$10 ;
   wire [4:0] \$11 ;
   reg [7:0] \$12 ;
   wire [36:0] \$2 ;
-  wire [37:0] \$3 ;
-  wire \$4 ;
+  wire \$3 ;
+  wire [36:0] \$4 ;
   wire [36:0] \$5 ;
-  wire [36:0] \$6 ;
-  wire [35:0] \$7 ;
+  wire [35:0] \$6 ;
+  wire [4:0] \$7 ;
   wire [35:0] \$8 ;
   wire [4:0] \$9 ;
-  input [16:0] acc;
+  reg [35:0] \$like  = 36'h000000000;
+  input [16:0] a;
+  wire [16:0] a;
   wire [16:0] acc;
+  wire [17:0] b;
   wire [35:0] bias;
-  reg [35:0] bias1 = 36'h000000000;
+  reg [35:0] bias2 = 36'h000000000;
   input clk;
   wire clk;
   wire en;
+  wire \en$1 ;
   wire [17:0] mul;
-  input [58:0] \port$7319$885 ;
-  wire [58:0] \port$7319$885 ;
-  reg [35:0] prod0 = 36'h000000000;
+  wire [34:0] p;
+  input [58:0] \port$7323$885 ;
+  wire [58:0] \port$7323$885 ;
   output [7:0] q;
   reg [7:0] q = 8'h00;
   input rst;
@@ -15349,71 +16829,111 @@ module \bchw_top.engine1.requant15 (rst, \port$7319$885 , acc, q, clk);
   wire [4:0] shift;
   reg [4:0] shift1 = 5'h00;
   reg [4:0] shift2 = 5'h00;
+  reg [4:0] shift3 = 5'h00;
   wire [36:0] shifted;
   reg [36:0] total = 37'h0000000000;
-  assign \$1  = $signed(acc) * $signed(\port$7319$885 [17:0]);
-  assign \$3  = $signed(bias1) + $signed(\$2 );
-  assign \$4  = | shifted[36:8];
-  assign \$5  = \$4  ? 37'h00000000ff : shifted;
-  assign \$6  = shifted[36] ? 37'h0000000000 : \$5 ;
-  assign shifted = $signed(total) >>> shift2;
+  assign shifted = $signed(total) >>> shift3;
+  assign \$2  = $signed(bias2) + $signed(\$1 );
+  assign \$3  = | shifted[36:8];
+  assign \$4  = \$3  ? 37'h00000000ff : shifted;
+  assign \$5  = shifted[36] ? 37'h0000000000 : \$4 ;
   always @(posedge clk)
-    prod0 <= \$7 ;
+    \$like  <= \$6 ;
   always @(posedge clk)
-    bias1 <= \$8 ;
+    shift1 <= \$7 ;
   always @(posedge clk)
-    shift1 <= \$9 ;
+    bias2 <= \$8 ;
+  always @(posedge clk)
+    shift2 <= \$9 ;
   always @(posedge clk)
     total <= \$10 ;
   always @(posedge clk)
-    shift2 <= \$11 ;
+    shift3 <= \$11 ;
   always @(posedge clk)
     q <= \$12 ;
+  \bchw_top.engine1.requant15.mul0  mul0 (
+    .a(a),
+    .b(\port$7323$885 [17:0]),
+    .clk(clk),
+    .p(p)
+  );
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$12  = \$6 [7:0];
+    \$12  = \$5 [7:0];
     if (rst) begin
       \$12  = 8'h00;
     end
   end
   assign en = 1'h1;
-  assign mul = \port$7319$885 [17:0];
-  assign bias = \port$7319$885 [58:23];
-  assign shift = \port$7319$885 [22:18];
-  assign \$11  = shift1;
-  assign \$10  = \$3 [36:0];
-  assign \$9  = \port$7319$885 [22:18];
-  assign \$8  = \port$7319$885 [58:23];
-  assign \$7  = { \$1 [34], \$1  };
-  assign \$2  = { prod0[35], prod0 };
+  assign \en$1  = 1'h1;
+  assign acc = a;
+  assign b = \port$7323$885 [17:0];
+  assign mul = \port$7323$885 [17:0];
+  assign bias = \port$7323$885 [58:23];
+  assign shift = \port$7323$885 [22:18];
+  assign \$11  = shift2;
+  assign \$10  = \$2 ;
+  assign \$9  = shift1;
+  assign \$8  = \$like ;
+  assign \$7  = \port$7323$885 [22:18];
+  assign \$6  = \port$7323$885 [58:23];
+  assign \$1  = { p[34], p };
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine1.requant2 (rst, \port$7319$118 , acc, q, clk);
+module \bchw_top.engine1.requant15.mul0 (p, b, a, clk);
+  input [16:0] a;
+  wire [16:0] a;
+  input [17:0] b;
+  wire [17:0] b;
+  input clk;
+  wire clk;
+  wire en;
+  output [34:0] p;
+  wire [34:0] p;
+  bchw_mul #(
+    .A_WIDTH(32'd17),
+    .B_WIDTH(32'd18)
+  ) mul (
+    .a(a),
+    .b(b),
+    .clk(clk),
+    .en(1'h1),
+    .p(p)
+  );
+  assign en = 1'h1;
+endmodule
+
+(* generator = "Amaranth" *)
+module \bchw_top.engine1.requant2 (rst, \port$7323$118 , a, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$28  = 0;
-  wire [34:0] \$1 ;
+  wire [35:0] \$1 ;
   wire [36:0] \$10 ;
   wire [4:0] \$11 ;
   reg [7:0] \$12 ;
   wire [36:0] \$2 ;
-  wire [37:0] \$3 ;
-  wire \$4 ;
+  wire \$3 ;
+  wire [36:0] \$4 ;
   wire [36:0] \$5 ;
-  wire [36:0] \$6 ;
-  wire [35:0] \$7 ;
+  wire [35:0] \$6 ;
+  wire [4:0] \$7 ;
   wire [35:0] \$8 ;
   wire [4:0] \$9 ;
-  input [16:0] acc;
+  reg [35:0] \$like  = 36'h000000000;
+  input [16:0] a;
+  wire [16:0] a;
   wire [16:0] acc;
+  wire [17:0] b;
   wire [35:0] bias;
-  reg [35:0] bias1 = 36'h000000000;
+  reg [35:0] bias2 = 36'h000000000;
   input clk;
   wire clk;
   wire en;
+  wire \en$1 ;
   wire [17:0] mul;
-  input [58:0] \port$7319$118 ;
-  wire [58:0] \port$7319$118 ;
-  reg [35:0] prod0 = 36'h000000000;
+  wire [34:0] p;
+  input [58:0] \port$7323$118 ;
+  wire [58:0] \port$7323$118 ;
   output [7:0] q;
   reg [7:0] q = 8'h00;
   input rst;
@@ -15421,71 +16941,111 @@ module \bchw_top.engine1.requant2 (rst, \port$7319$118 , acc, q, clk);
   wire [4:0] shift;
   reg [4:0] shift1 = 5'h00;
   reg [4:0] shift2 = 5'h00;
+  reg [4:0] shift3 = 5'h00;
   wire [36:0] shifted;
   reg [36:0] total = 37'h0000000000;
-  assign \$1  = $signed(acc) * $signed(\port$7319$118 [17:0]);
-  assign \$3  = $signed(bias1) + $signed(\$2 );
-  assign \$4  = | shifted[36:8];
-  assign \$5  = \$4  ? 37'h00000000ff : shifted;
-  assign \$6  = shifted[36] ? 37'h0000000000 : \$5 ;
-  assign shifted = $signed(total) >>> shift2;
+  assign shifted = $signed(total) >>> shift3;
+  assign \$2  = $signed(bias2) + $signed(\$1 );
+  assign \$3  = | shifted[36:8];
+  assign \$4  = \$3  ? 37'h00000000ff : shifted;
+  assign \$5  = shifted[36] ? 37'h0000000000 : \$4 ;
   always @(posedge clk)
-    prod0 <= \$7 ;
+    \$like  <= \$6 ;
   always @(posedge clk)
-    bias1 <= \$8 ;
+    shift1 <= \$7 ;
   always @(posedge clk)
-    shift1 <= \$9 ;
+    bias2 <= \$8 ;
+  always @(posedge clk)
+    shift2 <= \$9 ;
   always @(posedge clk)
     total <= \$10 ;
   always @(posedge clk)
-    shift2 <= \$11 ;
+    shift3 <= \$11 ;
   always @(posedge clk)
     q <= \$12 ;
+  \bchw_top.engine1.requant2.mul0  mul0 (
+    .a(a),
+    .b(\port$7323$118 [17:0]),
+    .clk(clk),
+    .p(p)
+  );
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
-    \$12  = \$6 [7:0];
+    \$12  = \$5 [7:0];
     if (rst) begin
       \$12  = 8'h00;
     end
   end
   assign en = 1'h1;
-  assign mul = \port$7319$118 [17:0];
-  assign bias = \port$7319$118 [58:23];
-  assign shift = \port$7319$118 [22:18];
-  assign \$11  = shift1;
-  assign \$10  = \$3 [36:0];
-  assign \$9  = \port$7319$118 [22:18];
-  assign \$8  = \port$7319$118 [58:23];
-  assign \$7  = { \$1 [34], \$1  };
-  assign \$2  = { prod0[35], prod0 };
+  assign \en$1  = 1'h1;
+  assign acc = a;
+  assign b = \port$7323$118 [17:0];
+  assign mul = \port$7323$118 [17:0];
+  assign bias = \port$7323$118 [58:23];
+  assign shift = \port$7323$118 [22:18];
+  assign \$11  = shift2;
+  assign \$10  = \$2 ;
+  assign \$9  = shift1;
+  assign \$8  = \$like ;
+  assign \$7  = \port$7323$118 [22:18];
+  assign \$6  = \port$7323$118 [58:23];
+  assign \$1  = { p[34], p };
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine1.requant3 (rst, \port$7319$177 , acc, q, clk);
+module \bchw_top.engine1.requant2.mul0 (p, b, a, clk);
+  input [16:0] a;
+  wire [16:0] a;
+  input [17:0] b;
+  wire [17:0] b;
+  input clk;
+  wire clk;
+  wire en;
+  output [34:0] p;
+  wire [34:0] p;
+  bchw_mul #(
+    .A_WIDTH(32'd17),
+    .B_WIDTH(32'd18)
+  ) mul (
+    .a(a),
+    .b(b),
+    .clk(clk),
+    .en(1'h1),
+    .p(p)
+  );
+  assign en = 1'h1;
+endmodule
+
+(* generator = "Amaranth" *)
+module \bchw_top.engine1.requant3 (rst, \port$7323$177 , a, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$29  = 0;
-  wire [34:0] \$1 ;
+  wire [35:0] \$1 ;
   wire [36:0] \$10 ;
   wire [4:0] \$11 ;
   reg [7:0] \$12 ;
   wire [36:0] \$2 ;
-  wire [37:0] \$3 ;
-  wire \$4 ;
+  wire \$3 ;
+  wire [36:0] \$4 ;
   wire [36:0] \$5 ;
-  wire [36:0] \$6 ;
-  wire [35:0] \$7 ;
+  wire [35:0] \$6 ;
+  wire [4:0] \$7 ;
   wire [35:0] \$8 ;
   wire [4:0] \$9 ;
-  input [16:0] acc;
+  reg [35:0] \$like  = 36'h000000000;
+  input [16:0] a;
+  wire [16:0] a;
   wire [16:0] acc;
+  wire [17:0] b;
   wire [35:0] bias;
-  reg [35:0] bias1 = 36'h000000000;
+  reg [35:0] bias2 = 36'h000000000;
   input clk;
   wire clk;
   wire en;
+  wire \en$1 ;
   wire [17:0] mul;
-  input [58:0] \port$7319$177 ;
-  wire [58:0] \port$7319$177 ;
-  reg [35:0] prod0 = 36'h000000000;
+  wire [34:0] p;
+  input [58:0] \port$7323$177 ;
+  wire [58:0] \port$7323$177 ;
   output [7:0] q;
   reg [7:0] q = 8'h00;
   input rst;
@@ -15493,71 +17053,111 @@ module \bchw_top.engine1.requant3 (rst, \port$7319$177 , acc, q, clk);
   wire [4:0] shift;
   reg [4:0] shift1 = 5'h00;
   reg [4:0] shift2 = 5'h00;
+  reg [4:0] shift3 = 5'h00;
   wire [36:0] shifted;
   reg [36:0] total = 37'h0000000000;
-  assign \$1  = $signed(acc) * $signed(\port$7319$177 [17:0]);
-  assign \$3  = $signed(bias1) + $signed(\$2 );
-  assign \$4  = | shifted[36:8];
-  assign \$5  = \$4  ? 37'h00000000ff : shifted;
-  assign \$6  = shifted[36] ? 37'h0000000000 : \$5 ;
-  assign shifted = $signed(total) >>> shift2;
+  assign shifted = $signed(total) >>> shift3;
+  assign \$2  = $signed(bias2) + $signed(\$1 );
+  assign \$3  = | shifted[36:8];
+  assign \$4  = \$3  ? 37'h00000000ff : shifted;
+  assign \$5  = shifted[36] ? 37'h0000000000 : \$4 ;
   always @(posedge clk)
-    prod0 <= \$7 ;
+    \$like  <= \$6 ;
   always @(posedge clk)
-    bias1 <= \$8 ;
+    shift1 <= \$7 ;
   always @(posedge clk)
-    shift1 <= \$9 ;
+    bias2 <= \$8 ;
+  always @(posedge clk)
+    shift2 <= \$9 ;
   always @(posedge clk)
     total <= \$10 ;
   always @(posedge clk)
-    shift2 <= \$11 ;
+    shift3 <= \$11 ;
   always @(posedge clk)
     q <= \$12 ;
+  \bchw_top.engine1.requant3.mul0  mul0 (
+    .a(a),
+    .b(\port$7323$177 [17:0]),
+    .clk(clk),
+    .p(p)
+  );
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$29 ) begin end
-    \$12  = \$6 [7:0];
+    \$12  = \$5 [7:0];
     if (rst) begin
       \$12  = 8'h00;
     end
   end
   assign en = 1'h1;
-  assign mul = \port$7319$177 [17:0];
-  assign bias = \port$7319$177 [58:23];
-  assign shift = \port$7319$177 [22:18];
-  assign \$11  = shift1;
-  assign \$10  = \$3 [36:0];
-  assign \$9  = \port$7319$177 [22:18];
-  assign \$8  = \port$7319$177 [58:23];
-  assign \$7  = { \$1 [34], \$1  };
-  assign \$2  = { prod0[35], prod0 };
+  assign \en$1  = 1'h1;
+  assign acc = a;
+  assign b = \port$7323$177 [17:0];
+  assign mul = \port$7323$177 [17:0];
+  assign bias = \port$7323$177 [58:23];
+  assign shift = \port$7323$177 [22:18];
+  assign \$11  = shift2;
+  assign \$10  = \$2 ;
+  assign \$9  = shift1;
+  assign \$8  = \$like ;
+  assign \$7  = \port$7323$177 [22:18];
+  assign \$6  = \port$7323$177 [58:23];
+  assign \$1  = { p[34], p };
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine1.requant4 (rst, \port$7319$236 , acc, q, clk);
+module \bchw_top.engine1.requant3.mul0 (p, b, a, clk);
+  input [16:0] a;
+  wire [16:0] a;
+  input [17:0] b;
+  wire [17:0] b;
+  input clk;
+  wire clk;
+  wire en;
+  output [34:0] p;
+  wire [34:0] p;
+  bchw_mul #(
+    .A_WIDTH(32'd17),
+    .B_WIDTH(32'd18)
+  ) mul (
+    .a(a),
+    .b(b),
+    .clk(clk),
+    .en(1'h1),
+    .p(p)
+  );
+  assign en = 1'h1;
+endmodule
+
+(* generator = "Amaranth" *)
+module \bchw_top.engine1.requant4 (rst, \port$7323$236 , a, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$30  = 0;
-  wire [34:0] \$1 ;
+  wire [35:0] \$1 ;
   wire [36:0] \$10 ;
   wire [4:0] \$11 ;
   reg [7:0] \$12 ;
   wire [36:0] \$2 ;
-  wire [37:0] \$3 ;
-  wire \$4 ;
+  wire \$3 ;
+  wire [36:0] \$4 ;
   wire [36:0] \$5 ;
-  wire [36:0] \$6 ;
-  wire [35:0] \$7 ;
+  wire [35:0] \$6 ;
+  wire [4:0] \$7 ;
   wire [35:0] \$8 ;
   wire [4:0] \$9 ;
-  input [16:0] acc;
+  reg [35:0] \$like  = 36'h000000000;
+  input [16:0] a;
+  wire [16:0] a;
   wire [16:0] acc;
+  wire [17:0] b;
   wire [35:0] bias;
-  reg [35:0] bias1 = 36'h000000000;
+  reg [35:0] bias2 = 36'h000000000;
   input clk;
   wire clk;
   wire en;
+  wire \en$1 ;
   wire [17:0] mul;
-  input [58:0] \port$7319$236 ;
-  wire [58:0] \port$7319$236 ;
-  reg [35:0] prod0 = 36'h000000000;
+  wire [34:0] p;
+  input [58:0] \port$7323$236 ;
+  wire [58:0] \port$7323$236 ;
   output [7:0] q;
   reg [7:0] q = 8'h00;
   input rst;
@@ -15565,71 +17165,111 @@ module \bchw_top.engine1.requant4 (rst, \port$7319$236 , acc, q, clk);
   wire [4:0] shift;
   reg [4:0] shift1 = 5'h00;
   reg [4:0] shift2 = 5'h00;
+  reg [4:0] shift3 = 5'h00;
   wire [36:0] shifted;
   reg [36:0] total = 37'h0000000000;
-  assign \$1  = $signed(acc) * $signed(\port$7319$236 [17:0]);
-  assign \$3  = $signed(bias1) + $signed(\$2 );
-  assign \$4  = | shifted[36:8];
-  assign \$5  = \$4  ? 37'h00000000ff : shifted;
-  assign \$6  = shifted[36] ? 37'h0000000000 : \$5 ;
-  assign shifted = $signed(total) >>> shift2;
+  assign shifted = $signed(total) >>> shift3;
+  assign \$2  = $signed(bias2) + $signed(\$1 );
+  assign \$3  = | shifted[36:8];
+  assign \$4  = \$3  ? 37'h00000000ff : shifted;
+  assign \$5  = shifted[36] ? 37'h0000000000 : \$4 ;
   always @(posedge clk)
-    prod0 <= \$7 ;
+    \$like  <= \$6 ;
   always @(posedge clk)
-    bias1 <= \$8 ;
+    shift1 <= \$7 ;
   always @(posedge clk)
-    shift1 <= \$9 ;
+    bias2 <= \$8 ;
+  always @(posedge clk)
+    shift2 <= \$9 ;
   always @(posedge clk)
     total <= \$10 ;
   always @(posedge clk)
-    shift2 <= \$11 ;
+    shift3 <= \$11 ;
   always @(posedge clk)
     q <= \$12 ;
+  \bchw_top.engine1.requant4.mul0  mul0 (
+    .a(a),
+    .b(\port$7323$236 [17:0]),
+    .clk(clk),
+    .p(p)
+  );
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$30 ) begin end
-    \$12  = \$6 [7:0];
+    \$12  = \$5 [7:0];
     if (rst) begin
       \$12  = 8'h00;
     end
   end
   assign en = 1'h1;
-  assign mul = \port$7319$236 [17:0];
-  assign bias = \port$7319$236 [58:23];
-  assign shift = \port$7319$236 [22:18];
-  assign \$11  = shift1;
-  assign \$10  = \$3 [36:0];
-  assign \$9  = \port$7319$236 [22:18];
-  assign \$8  = \port$7319$236 [58:23];
-  assign \$7  = { \$1 [34], \$1  };
-  assign \$2  = { prod0[35], prod0 };
+  assign \en$1  = 1'h1;
+  assign acc = a;
+  assign b = \port$7323$236 [17:0];
+  assign mul = \port$7323$236 [17:0];
+  assign bias = \port$7323$236 [58:23];
+  assign shift = \port$7323$236 [22:18];
+  assign \$11  = shift2;
+  assign \$10  = \$2 ;
+  assign \$9  = shift1;
+  assign \$8  = \$like ;
+  assign \$7  = \port$7323$236 [22:18];
+  assign \$6  = \port$7323$236 [58:23];
+  assign \$1  = { p[34], p };
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine1.requant5 (rst, \port$7319$295 , acc, q, clk);
+module \bchw_top.engine1.requant4.mul0 (p, b, a, clk);
+  input [16:0] a;
+  wire [16:0] a;
+  input [17:0] b;
+  wire [17:0] b;
+  input clk;
+  wire clk;
+  wire en;
+  output [34:0] p;
+  wire [34:0] p;
+  bchw_mul #(
+    .A_WIDTH(32'd17),
+    .B_WIDTH(32'd18)
+  ) mul (
+    .a(a),
+    .b(b),
+    .clk(clk),
+    .en(1'h1),
+    .p(p)
+  );
+  assign en = 1'h1;
+endmodule
+
+(* generator = "Amaranth" *)
+module \bchw_top.engine1.requant5 (rst, \port$7323$295 , a, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$31  = 0;
-  wire [34:0] \$1 ;
+  wire [35:0] \$1 ;
   wire [36:0] \$10 ;
   wire [4:0] \$11 ;
   reg [7:0] \$12 ;
   wire [36:0] \$2 ;
-  wire [37:0] \$3 ;
-  wire \$4 ;
+  wire \$3 ;
+  wire [36:0] \$4 ;
   wire [36:0] \$5 ;
-  wire [36:0] \$6 ;
-  wire [35:0] \$7 ;
+  wire [35:0] \$6 ;
+  wire [4:0] \$7 ;
   wire [35:0] \$8 ;
   wire [4:0] \$9 ;
-  input [16:0] acc;
+  reg [35:0] \$like  = 36'h000000000;
+  input [16:0] a;
+  wire [16:0] a;
   wire [16:0] acc;
+  wire [17:0] b;
   wire [35:0] bias;
-  reg [35:0] bias1 = 36'h000000000;
+  reg [35:0] bias2 = 36'h000000000;
   input clk;
   wire clk;
   wire en;
+  wire \en$1 ;
   wire [17:0] mul;
-  input [58:0] \port$7319$295 ;
-  wire [58:0] \port$7319$295 ;
-  reg [35:0] prod0 = 36'h000000000;
+  wire [34:0] p;
+  input [58:0] \port$7323$295 ;
+  wire [58:0] \port$7323$295 ;
   output [7:0] q;
   reg [7:0] q = 8'h00;
   input rst;
@@ -15637,71 +17277,111 @@ module \bchw_top.engine1.requant5 (rst, \port$7319$295 , acc, q, clk);
   wire [4:0] shift;
   reg [4:0] shift1 = 5'h00;
   reg [4:0] shift2 = 5'h00;
+  reg [4:0] shift3 = 5'h00;
   wire [36:0] shifted;
   reg [36:0] total = 37'h0000000000;
-  assign \$1  = $signed(acc) * $signed(\port$7319$295 [17:0]);
-  assign \$3  = $signed(bias1) + $signed(\$2 );
-  assign \$4  = | shifted[36:8];
-  assign \$5  = \$4  ? 37'h00000000ff : shifted;
-  assign \$6  = shifted[36] ? 37'h0000000000 : \$5 ;
-  assign shifted = $signed(total) >>> shift2;
+  assign shifted = $signed(total) >>> shift3;
+  assign \$2  = $signed(bias2) + $signed(\$1 );
+  assign \$3  = | shifted[36:8];
+  assign \$4  = \$3  ? 37'h00000000ff : shifted;
+  assign \$5  = shifted[36] ? 37'h0000000000 : \$4 ;
   always @(posedge clk)
-    prod0 <= \$7 ;
+    \$like  <= \$6 ;
   always @(posedge clk)
-    bias1 <= \$8 ;
+    shift1 <= \$7 ;
   always @(posedge clk)
-    shift1 <= \$9 ;
+    bias2 <= \$8 ;
+  always @(posedge clk)
+    shift2 <= \$9 ;
   always @(posedge clk)
     total <= \$10 ;
   always @(posedge clk)
-    shift2 <= \$11 ;
+    shift3 <= \$11 ;
   always @(posedge clk)
     q <= \$12 ;
+  \bchw_top.engine1.requant5.mul0  mul0 (
+    .a(a),
+    .b(\port$7323$295 [17:0]),
+    .clk(clk),
+    .p(p)
+  );
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$12  = \$6 [7:0];
+    \$12  = \$5 [7:0];
     if (rst) begin
       \$12  = 8'h00;
     end
   end
   assign en = 1'h1;
-  assign mul = \port$7319$295 [17:0];
-  assign bias = \port$7319$295 [58:23];
-  assign shift = \port$7319$295 [22:18];
-  assign \$11  = shift1;
-  assign \$10  = \$3 [36:0];
-  assign \$9  = \port$7319$295 [22:18];
-  assign \$8  = \port$7319$295 [58:23];
-  assign \$7  = { \$1 [34], \$1  };
-  assign \$2  = { prod0[35], prod0 };
+  assign \en$1  = 1'h1;
+  assign acc = a;
+  assign b = \port$7323$295 [17:0];
+  assign mul = \port$7323$295 [17:0];
+  assign bias = \port$7323$295 [58:23];
+  assign shift = \port$7323$295 [22:18];
+  assign \$11  = shift2;
+  assign \$10  = \$2 ;
+  assign \$9  = shift1;
+  assign \$8  = \$like ;
+  assign \$7  = \port$7323$295 [22:18];
+  assign \$6  = \port$7323$295 [58:23];
+  assign \$1  = { p[34], p };
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine1.requant6 (rst, \port$7319$354 , acc, q, clk);
+module \bchw_top.engine1.requant5.mul0 (p, b, a, clk);
+  input [16:0] a;
+  wire [16:0] a;
+  input [17:0] b;
+  wire [17:0] b;
+  input clk;
+  wire clk;
+  wire en;
+  output [34:0] p;
+  wire [34:0] p;
+  bchw_mul #(
+    .A_WIDTH(32'd17),
+    .B_WIDTH(32'd18)
+  ) mul (
+    .a(a),
+    .b(b),
+    .clk(clk),
+    .en(1'h1),
+    .p(p)
+  );
+  assign en = 1'h1;
+endmodule
+
+(* generator = "Amaranth" *)
+module \bchw_top.engine1.requant6 (rst, \port$7323$354 , a, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$32  = 0;
-  wire [34:0] \$1 ;
+  wire [35:0] \$1 ;
   wire [36:0] \$10 ;
   wire [4:0] \$11 ;
   reg [7:0] \$12 ;
   wire [36:0] \$2 ;
-  wire [37:0] \$3 ;
-  wire \$4 ;
+  wire \$3 ;
+  wire [36:0] \$4 ;
   wire [36:0] \$5 ;
-  wire [36:0] \$6 ;
-  wire [35:0] \$7 ;
+  wire [35:0] \$6 ;
+  wire [4:0] \$7 ;
   wire [35:0] \$8 ;
   wire [4:0] \$9 ;
-  input [16:0] acc;
+  reg [35:0] \$like  = 36'h000000000;
+  input [16:0] a;
+  wire [16:0] a;
   wire [16:0] acc;
+  wire [17:0] b;
   wire [35:0] bias;
-  reg [35:0] bias1 = 36'h000000000;
+  reg [35:0] bias2 = 36'h000000000;
   input clk;
   wire clk;
   wire en;
+  wire \en$1 ;
   wire [17:0] mul;
-  input [58:0] \port$7319$354 ;
-  wire [58:0] \port$7319$354 ;
-  reg [35:0] prod0 = 36'h000000000;
+  wire [34:0] p;
+  input [58:0] \port$7323$354 ;
+  wire [58:0] \port$7323$354 ;
   output [7:0] q;
   reg [7:0] q = 8'h00;
   input rst;
@@ -15709,71 +17389,111 @@ module \bchw_top.engine1.requant6 (rst, \port$7319$354 , acc, q, clk);
   wire [4:0] shift;
   reg [4:0] shift1 = 5'h00;
   reg [4:0] shift2 = 5'h00;
+  reg [4:0] shift3 = 5'h00;
   wire [36:0] shifted;
   reg [36:0] total = 37'h0000000000;
-  assign \$1  = $signed(acc) * $signed(\port$7319$354 [17:0]);
-  assign \$3  = $signed(bias1) + $signed(\$2 );
-  assign \$4  = | shifted[36:8];
-  assign \$5  = \$4  ? 37'h00000000ff : shifted;
-  assign \$6  = shifted[36] ? 37'h0000000000 : \$5 ;
-  assign shifted = $signed(total) >>> shift2;
+  assign shifted = $signed(total) >>> shift3;
+  assign \$2  = $signed(bias2) + $signed(\$1 );
+  assign \$3  = | shifted[36:8];
+  assign \$4  = \$3  ? 37'h00000000ff : shifted;
+  assign \$5  = shifted[36] ? 37'h0000000000 : \$4 ;
   always @(posedge clk)
-    prod0 <= \$7 ;
+    \$like  <= \$6 ;
   always @(posedge clk)
-    bias1 <= \$8 ;
+    shift1 <= \$7 ;
   always @(posedge clk)
-    shift1 <= \$9 ;
+    bias2 <= \$8 ;
+  always @(posedge clk)
+    shift2 <= \$9 ;
   always @(posedge clk)
     total <= \$10 ;
   always @(posedge clk)
-    shift2 <= \$11 ;
+    shift3 <= \$11 ;
   always @(posedge clk)
     q <= \$12 ;
+  \bchw_top.engine1.requant6.mul0  mul0 (
+    .a(a),
+    .b(\port$7323$354 [17:0]),
+    .clk(clk),
+    .p(p)
+  );
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
-    \$12  = \$6 [7:0];
+    \$12  = \$5 [7:0];
     if (rst) begin
       \$12  = 8'h00;
     end
   end
   assign en = 1'h1;
-  assign mul = \port$7319$354 [17:0];
-  assign bias = \port$7319$354 [58:23];
-  assign shift = \port$7319$354 [22:18];
-  assign \$11  = shift1;
-  assign \$10  = \$3 [36:0];
-  assign \$9  = \port$7319$354 [22:18];
-  assign \$8  = \port$7319$354 [58:23];
-  assign \$7  = { \$1 [34], \$1  };
-  assign \$2  = { prod0[35], prod0 };
+  assign \en$1  = 1'h1;
+  assign acc = a;
+  assign b = \port$7323$354 [17:0];
+  assign mul = \port$7323$354 [17:0];
+  assign bias = \port$7323$354 [58:23];
+  assign shift = \port$7323$354 [22:18];
+  assign \$11  = shift2;
+  assign \$10  = \$2 ;
+  assign \$9  = shift1;
+  assign \$8  = \$like ;
+  assign \$7  = \port$7323$354 [22:18];
+  assign \$6  = \port$7323$354 [58:23];
+  assign \$1  = { p[34], p };
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine1.requant7 (rst, \port$7319$413 , acc, q, clk);
+module \bchw_top.engine1.requant6.mul0 (p, b, a, clk);
+  input [16:0] a;
+  wire [16:0] a;
+  input [17:0] b;
+  wire [17:0] b;
+  input clk;
+  wire clk;
+  wire en;
+  output [34:0] p;
+  wire [34:0] p;
+  bchw_mul #(
+    .A_WIDTH(32'd17),
+    .B_WIDTH(32'd18)
+  ) mul (
+    .a(a),
+    .b(b),
+    .clk(clk),
+    .en(1'h1),
+    .p(p)
+  );
+  assign en = 1'h1;
+endmodule
+
+(* generator = "Amaranth" *)
+module \bchw_top.engine1.requant7 (rst, \port$7323$413 , a, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$33  = 0;
-  wire [34:0] \$1 ;
+  wire [35:0] \$1 ;
   wire [36:0] \$10 ;
   wire [4:0] \$11 ;
   reg [7:0] \$12 ;
   wire [36:0] \$2 ;
-  wire [37:0] \$3 ;
-  wire \$4 ;
+  wire \$3 ;
+  wire [36:0] \$4 ;
   wire [36:0] \$5 ;
-  wire [36:0] \$6 ;
-  wire [35:0] \$7 ;
+  wire [35:0] \$6 ;
+  wire [4:0] \$7 ;
   wire [35:0] \$8 ;
   wire [4:0] \$9 ;
-  input [16:0] acc;
+  reg [35:0] \$like  = 36'h000000000;
+  input [16:0] a;
+  wire [16:0] a;
   wire [16:0] acc;
+  wire [17:0] b;
   wire [35:0] bias;
-  reg [35:0] bias1 = 36'h000000000;
+  reg [35:0] bias2 = 36'h000000000;
   input clk;
   wire clk;
   wire en;
+  wire \en$1 ;
   wire [17:0] mul;
-  input [58:0] \port$7319$413 ;
-  wire [58:0] \port$7319$413 ;
-  reg [35:0] prod0 = 36'h000000000;
+  wire [34:0] p;
+  input [58:0] \port$7323$413 ;
+  wire [58:0] \port$7323$413 ;
   output [7:0] q;
   reg [7:0] q = 8'h00;
   input rst;
@@ -15781,71 +17501,111 @@ module \bchw_top.engine1.requant7 (rst, \port$7319$413 , acc, q, clk);
   wire [4:0] shift;
   reg [4:0] shift1 = 5'h00;
   reg [4:0] shift2 = 5'h00;
+  reg [4:0] shift3 = 5'h00;
   wire [36:0] shifted;
   reg [36:0] total = 37'h0000000000;
-  assign \$1  = $signed(acc) * $signed(\port$7319$413 [17:0]);
-  assign \$3  = $signed(bias1) + $signed(\$2 );
-  assign \$4  = | shifted[36:8];
-  assign \$5  = \$4  ? 37'h00000000ff : shifted;
-  assign \$6  = shifted[36] ? 37'h0000000000 : \$5 ;
-  assign shifted = $signed(total) >>> shift2;
+  assign shifted = $signed(total) >>> shift3;
+  assign \$2  = $signed(bias2) + $signed(\$1 );
+  assign \$3  = | shifted[36:8];
+  assign \$4  = \$3  ? 37'h00000000ff : shifted;
+  assign \$5  = shifted[36] ? 37'h0000000000 : \$4 ;
   always @(posedge clk)
-    prod0 <= \$7 ;
+    \$like  <= \$6 ;
   always @(posedge clk)
-    bias1 <= \$8 ;
+    shift1 <= \$7 ;
   always @(posedge clk)
-    shift1 <= \$9 ;
+    bias2 <= \$8 ;
+  always @(posedge clk)
+    shift2 <= \$9 ;
   always @(posedge clk)
     total <= \$10 ;
   always @(posedge clk)
-    shift2 <= \$11 ;
+    shift3 <= \$11 ;
   always @(posedge clk)
     q <= \$12 ;
+  \bchw_top.engine1.requant7.mul0  mul0 (
+    .a(a),
+    .b(\port$7323$413 [17:0]),
+    .clk(clk),
+    .p(p)
+  );
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$12  = \$6 [7:0];
+    \$12  = \$5 [7:0];
     if (rst) begin
       \$12  = 8'h00;
     end
   end
   assign en = 1'h1;
-  assign mul = \port$7319$413 [17:0];
-  assign bias = \port$7319$413 [58:23];
-  assign shift = \port$7319$413 [22:18];
-  assign \$11  = shift1;
-  assign \$10  = \$3 [36:0];
-  assign \$9  = \port$7319$413 [22:18];
-  assign \$8  = \port$7319$413 [58:23];
-  assign \$7  = { \$1 [34], \$1  };
-  assign \$2  = { prod0[35], prod0 };
+  assign \en$1  = 1'h1;
+  assign acc = a;
+  assign b = \port$7323$413 [17:0];
+  assign mul = \port$7323$413 [17:0];
+  assign bias = \port$7323$413 [58:23];
+  assign shift = \port$7323$413 [22:18];
+  assign \$11  = shift2;
+  assign \$10  = \$2 ;
+  assign \$9  = shift1;
+  assign \$8  = \$like ;
+  assign \$7  = \port$7323$413 [22:18];
+  assign \$6  = \port$7323$413 [58:23];
+  assign \$1  = { p[34], p };
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine1.requant8 (rst, \port$7319$472 , acc, q, clk);
+module \bchw_top.engine1.requant7.mul0 (p, b, a, clk);
+  input [16:0] a;
+  wire [16:0] a;
+  input [17:0] b;
+  wire [17:0] b;
+  input clk;
+  wire clk;
+  wire en;
+  output [34:0] p;
+  wire [34:0] p;
+  bchw_mul #(
+    .A_WIDTH(32'd17),
+    .B_WIDTH(32'd18)
+  ) mul (
+    .a(a),
+    .b(b),
+    .clk(clk),
+    .en(1'h1),
+    .p(p)
+  );
+  assign en = 1'h1;
+endmodule
+
+(* generator = "Amaranth" *)
+module \bchw_top.engine1.requant8 (rst, \port$7323$472 , a, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$34  = 0;
-  wire [34:0] \$1 ;
+  wire [35:0] \$1 ;
   wire [36:0] \$10 ;
   wire [4:0] \$11 ;
   reg [7:0] \$12 ;
   wire [36:0] \$2 ;
-  wire [37:0] \$3 ;
-  wire \$4 ;
+  wire \$3 ;
+  wire [36:0] \$4 ;
   wire [36:0] \$5 ;
-  wire [36:0] \$6 ;
-  wire [35:0] \$7 ;
+  wire [35:0] \$6 ;
+  wire [4:0] \$7 ;
   wire [35:0] \$8 ;
   wire [4:0] \$9 ;
-  input [16:0] acc;
+  reg [35:0] \$like  = 36'h000000000;
+  input [16:0] a;
+  wire [16:0] a;
   wire [16:0] acc;
+  wire [17:0] b;
   wire [35:0] bias;
-  reg [35:0] bias1 = 36'h000000000;
+  reg [35:0] bias2 = 36'h000000000;
   input clk;
   wire clk;
   wire en;
+  wire \en$1 ;
   wire [17:0] mul;
-  input [58:0] \port$7319$472 ;
-  wire [58:0] \port$7319$472 ;
-  reg [35:0] prod0 = 36'h000000000;
+  wire [34:0] p;
+  input [58:0] \port$7323$472 ;
+  wire [58:0] \port$7323$472 ;
   output [7:0] q;
   reg [7:0] q = 8'h00;
   input rst;
@@ -15853,71 +17613,111 @@ module \bchw_top.engine1.requant8 (rst, \port$7319$472 , acc, q, clk);
   wire [4:0] shift;
   reg [4:0] shift1 = 5'h00;
   reg [4:0] shift2 = 5'h00;
+  reg [4:0] shift3 = 5'h00;
   wire [36:0] shifted;
   reg [36:0] total = 37'h0000000000;
-  assign \$1  = $signed(acc) * $signed(\port$7319$472 [17:0]);
-  assign \$3  = $signed(bias1) + $signed(\$2 );
-  assign \$4  = | shifted[36:8];
-  assign \$5  = \$4  ? 37'h00000000ff : shifted;
-  assign \$6  = shifted[36] ? 37'h0000000000 : \$5 ;
-  assign shifted = $signed(total) >>> shift2;
+  assign shifted = $signed(total) >>> shift3;
+  assign \$2  = $signed(bias2) + $signed(\$1 );
+  assign \$3  = | shifted[36:8];
+  assign \$4  = \$3  ? 37'h00000000ff : shifted;
+  assign \$5  = shifted[36] ? 37'h0000000000 : \$4 ;
   always @(posedge clk)
-    prod0 <= \$7 ;
+    \$like  <= \$6 ;
   always @(posedge clk)
-    bias1 <= \$8 ;
+    shift1 <= \$7 ;
   always @(posedge clk)
-    shift1 <= \$9 ;
+    bias2 <= \$8 ;
+  always @(posedge clk)
+    shift2 <= \$9 ;
   always @(posedge clk)
     total <= \$10 ;
   always @(posedge clk)
-    shift2 <= \$11 ;
+    shift3 <= \$11 ;
   always @(posedge clk)
     q <= \$12 ;
+  \bchw_top.engine1.requant8.mul0  mul0 (
+    .a(a),
+    .b(\port$7323$472 [17:0]),
+    .clk(clk),
+    .p(p)
+  );
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$34 ) begin end
-    \$12  = \$6 [7:0];
+    \$12  = \$5 [7:0];
     if (rst) begin
       \$12  = 8'h00;
     end
   end
   assign en = 1'h1;
-  assign mul = \port$7319$472 [17:0];
-  assign bias = \port$7319$472 [58:23];
-  assign shift = \port$7319$472 [22:18];
-  assign \$11  = shift1;
-  assign \$10  = \$3 [36:0];
-  assign \$9  = \port$7319$472 [22:18];
-  assign \$8  = \port$7319$472 [58:23];
-  assign \$7  = { \$1 [34], \$1  };
-  assign \$2  = { prod0[35], prod0 };
+  assign \en$1  = 1'h1;
+  assign acc = a;
+  assign b = \port$7323$472 [17:0];
+  assign mul = \port$7323$472 [17:0];
+  assign bias = \port$7323$472 [58:23];
+  assign shift = \port$7323$472 [22:18];
+  assign \$11  = shift2;
+  assign \$10  = \$2 ;
+  assign \$9  = shift1;
+  assign \$8  = \$like ;
+  assign \$7  = \port$7323$472 [22:18];
+  assign \$6  = \port$7323$472 [58:23];
+  assign \$1  = { p[34], p };
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine1.requant9 (rst, \port$7319$531 , acc, q, clk);
+module \bchw_top.engine1.requant8.mul0 (p, b, a, clk);
+  input [16:0] a;
+  wire [16:0] a;
+  input [17:0] b;
+  wire [17:0] b;
+  input clk;
+  wire clk;
+  wire en;
+  output [34:0] p;
+  wire [34:0] p;
+  bchw_mul #(
+    .A_WIDTH(32'd17),
+    .B_WIDTH(32'd18)
+  ) mul (
+    .a(a),
+    .b(b),
+    .clk(clk),
+    .en(1'h1),
+    .p(p)
+  );
+  assign en = 1'h1;
+endmodule
+
+(* generator = "Amaranth" *)
+module \bchw_top.engine1.requant9 (rst, \port$7323$531 , a, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$35  = 0;
-  wire [34:0] \$1 ;
+  wire [35:0] \$1 ;
   wire [36:0] \$10 ;
   wire [4:0] \$11 ;
   reg [7:0] \$12 ;
   wire [36:0] \$2 ;
-  wire [37:0] \$3 ;
-  wire \$4 ;
+  wire \$3 ;
+  wire [36:0] \$4 ;
   wire [36:0] \$5 ;
-  wire [36:0] \$6 ;
-  wire [35:0] \$7 ;
+  wire [35:0] \$6 ;
+  wire [4:0] \$7 ;
   wire [35:0] \$8 ;
   wire [4:0] \$9 ;
-  input [16:0] acc;
+  reg [35:0] \$like  = 36'h000000000;
+  input [16:0] a;
+  wire [16:0] a;
   wire [16:0] acc;
+  wire [17:0] b;
   wire [35:0] bias;
-  reg [35:0] bias1 = 36'h000000000;
+  reg [35:0] bias2 = 36'h000000000;
   input clk;
   wire clk;
   wire en;
+  wire \en$1 ;
   wire [17:0] mul;
-  input [58:0] \port$7319$531 ;
-  wire [58:0] \port$7319$531 ;
-  reg [35:0] prod0 = 36'h000000000;
+  wire [34:0] p;
+  input [58:0] \port$7323$531 ;
+  wire [58:0] \port$7323$531 ;
   output [7:0] q;
   reg [7:0] q = 8'h00;
   input rst;
@@ -15925,43 +17725,79 @@ module \bchw_top.engine1.requant9 (rst, \port$7319$531 , acc, q, clk);
   wire [4:0] shift;
   reg [4:0] shift1 = 5'h00;
   reg [4:0] shift2 = 5'h00;
+  reg [4:0] shift3 = 5'h00;
   wire [36:0] shifted;
   reg [36:0] total = 37'h0000000000;
-  assign \$1  = $signed(acc) * $signed(\port$7319$531 [17:0]);
-  assign \$3  = $signed(bias1) + $signed(\$2 );
-  assign \$4  = | shifted[36:8];
-  assign \$5  = \$4  ? 37'h00000000ff : shifted;
-  assign \$6  = shifted[36] ? 37'h0000000000 : \$5 ;
-  assign shifted = $signed(total) >>> shift2;
+  assign shifted = $signed(total) >>> shift3;
+  assign \$2  = $signed(bias2) + $signed(\$1 );
+  assign \$3  = | shifted[36:8];
+  assign \$4  = \$3  ? 37'h00000000ff : shifted;
+  assign \$5  = shifted[36] ? 37'h0000000000 : \$4 ;
   always @(posedge clk)
-    prod0 <= \$7 ;
+    \$like  <= \$6 ;
   always @(posedge clk)
-    bias1 <= \$8 ;
+    shift1 <= \$7 ;
   always @(posedge clk)
-    shift1 <= \$9 ;
+    bias2 <= \$8 ;
+  always @(posedge clk)
+    shift2 <= \$9 ;
   always @(posedge clk)
     total <= \$10 ;
   always @(posedge clk)
-    shift2 <= \$11 ;
+    shift3 <= \$11 ;
   always @(posedge clk)
     q <= \$12 ;
+  \bchw_top.engine1.requant9.mul0  mul0 (
+    .a(a),
+    .b(\port$7323$531 [17:0]),
+    .clk(clk),
+    .p(p)
+  );
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$35 ) begin end
-    \$12  = \$6 [7:0];
+    \$12  = \$5 [7:0];
     if (rst) begin
       \$12  = 8'h00;
     end
   end
   assign en = 1'h1;
-  assign mul = \port$7319$531 [17:0];
-  assign bias = \port$7319$531 [58:23];
-  assign shift = \port$7319$531 [22:18];
-  assign \$11  = shift1;
-  assign \$10  = \$3 [36:0];
-  assign \$9  = \port$7319$531 [22:18];
-  assign \$8  = \port$7319$531 [58:23];
-  assign \$7  = { \$1 [34], \$1  };
-  assign \$2  = { prod0[35], prod0 };
+  assign \en$1  = 1'h1;
+  assign acc = a;
+  assign b = \port$7323$531 [17:0];
+  assign mul = \port$7323$531 [17:0];
+  assign bias = \port$7323$531 [58:23];
+  assign shift = \port$7323$531 [22:18];
+  assign \$11  = shift2;
+  assign \$10  = \$2 ;
+  assign \$9  = shift1;
+  assign \$8  = \$like ;
+  assign \$7  = \port$7323$531 [22:18];
+  assign \$6  = \port$7323$531 [58:23];
+  assign \$1  = { p[34], p };
+endmodule
+
+(* generator = "Amaranth" *)
+module \bchw_top.engine1.requant9.mul0 (p, b, a, clk);
+  input [16:0] a;
+  wire [16:0] a;
+  input [17:0] b;
+  wire [17:0] b;
+  input clk;
+  wire clk;
+  wire en;
+  output [34:0] p;
+  wire [34:0] p;
+  bchw_mul #(
+    .A_WIDTH(32'd17),
+    .B_WIDTH(32'd18)
+  ) mul (
+    .a(a),
+    .b(b),
+    .clk(clk),
+    .en(1'h1),
+    .p(p)
+  );
+  assign en = 1'h1;
 endmodule
 
 (* generator = "Amaranth" *)
@@ -20406,12 +22242,14 @@ module \bchw_top.engine2 (rst, s__valid, write__data, s__ready, m__valid, m__pay
   reg \$226 ;
   reg \$227 ;
   reg \$228 ;
-  reg [128:0] \$229 ;
+  reg \$229 ;
   wire [4:0] \$23 ;
-  reg [128:0] \$230 ;
-  reg [1:0] \$231 ;
-  reg \$232 ;
-  reg \$233 ;
+  reg \$230 ;
+  reg [128:0] \$231 ;
+  reg [128:0] \$232 ;
+  reg [1:0] \$233 ;
+  reg \$234 ;
+  reg \$235 ;
   wire \$24 ;
   wire \$25 ;
   wire \$26 ;
@@ -20785,9 +22623,11 @@ module \bchw_top.engine2 (rst, s__valid, write__data, s__ready, m__valid, m__pay
   wire [7:0] \q$247 ;
   reg qe_d0 = 1'h0;
   reg qe_d1 = 1'h0;
+  reg qe_d2 = 1'h0;
   reg qe_last_d0 = 1'h0;
   reg qv_d0 = 1'h0;
   reg qv_d1 = 1'h0;
+  reg qv_d2 = 1'h0;
   reg qv_last_d0 = 1'h0;
   wire [4:0] read__addr;
   wire [127:0] read__data;
@@ -21220,23 +23060,27 @@ module \bchw_top.engine2 (rst, s__valid, write__data, s__ready, m__valid, m__pay
   always @(posedge clk)
     qv_d1 <= \$224 ;
   always @(posedge clk)
-    qe_d0 <= \$225 ;
+    qv_d2 <= \$225 ;
   always @(posedge clk)
-    qe_d1 <= \$226 ;
+    qe_d0 <= \$226 ;
   always @(posedge clk)
-    qv_last_d0 <= \$227 ;
+    qe_d1 <= \$227 ;
   always @(posedge clk)
-    qe_last_d0 <= \$228 ;
+    qe_d2 <= \$228 ;
   always @(posedge clk)
-    skid0 <= \$229 ;
+    qv_last_d0 <= \$229 ;
   always @(posedge clk)
-    skid1 <= \$230 ;
+    qe_last_d0 <= \$230 ;
   always @(posedge clk)
-    count <= \$231 ;
+    skid0 <= \$231 ;
   always @(posedge clk)
-    credit_back_d0 <= \$232 ;
+    skid1 <= \$232 ;
   always @(posedge clk)
-    credit_back <= \$233 ;
+    count <= \$233 ;
+  always @(posedge clk)
+    credit_back_d0 <= \$234 ;
+  always @(posedge clk)
+    credit_back <= \$235 ;
   \bchw_top.engine2.params0  params0 (
     .addr(\addr$82 ),
     .clk(clk),
@@ -21318,114 +23162,114 @@ module \bchw_top.engine2 (rst, s__valid, write__data, s__ready, m__valid, m__pay
     .data(\data$282 )
   );
   \bchw_top.engine2.requant0  requant0 (
-    .acc(acc),
+    .a(acc),
     .clk(clk),
-    .\port$8689$0 (params_d1[58:0]),
+    .\port$8729$0 (params_d1[58:0]),
     .q(q),
     .rst(rst)
   );
   \bchw_top.engine2.requant1  requant1 (
-    .acc(\acc$137 ),
+    .a(\acc$137 ),
     .clk(clk),
-    .\port$8689$59 (params_d1[117:59]),
+    .\port$8729$59 (params_d1[117:59]),
     .q(\q$233 ),
     .rst(rst)
   );
   \bchw_top.engine2.requant10  requant10 (
-    .acc(\acc$191 ),
+    .a(\acc$191 ),
     .clk(clk),
-    .\port$8689$590 (params_d1[648:590]),
+    .\port$8729$590 (params_d1[648:590]),
     .q(\q$242 ),
     .rst(rst)
   );
   \bchw_top.engine2.requant11  requant11 (
-    .acc(\acc$197 ),
+    .a(\acc$197 ),
     .clk(clk),
-    .\port$8689$649 (params_d1[707:649]),
+    .\port$8729$649 (params_d1[707:649]),
     .q(\q$243 ),
     .rst(rst)
   );
   \bchw_top.engine2.requant12  requant12 (
-    .acc(\acc$203 ),
+    .a(\acc$203 ),
     .clk(clk),
-    .\port$8689$708 (params_d1[766:708]),
+    .\port$8729$708 (params_d1[766:708]),
     .q(\q$244 ),
     .rst(rst)
   );
   \bchw_top.engine2.requant13  requant13 (
-    .acc(\acc$209 ),
+    .a(\acc$209 ),
     .clk(clk),
-    .\port$8689$767 (params_d1[825:767]),
+    .\port$8729$767 (params_d1[825:767]),
     .q(\q$245 ),
     .rst(rst)
   );
   \bchw_top.engine2.requant14  requant14 (
-    .acc(\acc$215 ),
+    .a(\acc$215 ),
     .clk(clk),
-    .\port$8689$826 (params_d1[884:826]),
+    .\port$8729$826 (params_d1[884:826]),
     .q(\q$246 ),
     .rst(rst)
   );
   \bchw_top.engine2.requant15  requant15 (
-    .acc(\acc$221 ),
+    .a(\acc$221 ),
     .clk(clk),
-    .\port$8689$885 (params_d1[943:885]),
+    .\port$8729$885 (params_d1[943:885]),
     .q(\q$247 ),
     .rst(rst)
   );
   \bchw_top.engine2.requant2  requant2 (
-    .acc(\acc$143 ),
+    .a(\acc$143 ),
     .clk(clk),
-    .\port$8689$118 (params_d1[176:118]),
+    .\port$8729$118 (params_d1[176:118]),
     .q(\q$234 ),
     .rst(rst)
   );
   \bchw_top.engine2.requant3  requant3 (
-    .acc(\acc$149 ),
+    .a(\acc$149 ),
     .clk(clk),
-    .\port$8689$177 (params_d1[235:177]),
+    .\port$8729$177 (params_d1[235:177]),
     .q(\q$235 ),
     .rst(rst)
   );
   \bchw_top.engine2.requant4  requant4 (
-    .acc(\acc$155 ),
+    .a(\acc$155 ),
     .clk(clk),
-    .\port$8689$236 (params_d1[294:236]),
+    .\port$8729$236 (params_d1[294:236]),
     .q(\q$236 ),
     .rst(rst)
   );
   \bchw_top.engine2.requant5  requant5 (
-    .acc(\acc$161 ),
+    .a(\acc$161 ),
     .clk(clk),
-    .\port$8689$295 (params_d1[353:295]),
+    .\port$8729$295 (params_d1[353:295]),
     .q(\q$237 ),
     .rst(rst)
   );
   \bchw_top.engine2.requant6  requant6 (
-    .acc(\acc$167 ),
+    .a(\acc$167 ),
     .clk(clk),
-    .\port$8689$354 (params_d1[412:354]),
+    .\port$8729$354 (params_d1[412:354]),
     .q(\q$238 ),
     .rst(rst)
   );
   \bchw_top.engine2.requant7  requant7 (
-    .acc(\acc$173 ),
+    .a(\acc$173 ),
     .clk(clk),
-    .\port$8689$413 (params_d1[471:413]),
+    .\port$8729$413 (params_d1[471:413]),
     .q(\q$239 ),
     .rst(rst)
   );
   \bchw_top.engine2.requant8  requant8 (
-    .acc(\acc$179 ),
+    .a(\acc$179 ),
     .clk(clk),
-    .\port$8689$472 (params_d1[530:472]),
+    .\port$8729$472 (params_d1[530:472]),
     .q(\q$240 ),
     .rst(rst)
   );
   \bchw_top.engine2.requant9  requant9 (
-    .acc(\acc$185 ),
+    .a(\acc$185 ),
     .clk(clk),
-    .\port$8689$531 (params_d1[589:531]),
+    .\port$8729$531 (params_d1[589:531]),
     .q(\q$241 ),
     .rst(rst)
   );
@@ -21984,21 +23828,21 @@ module \bchw_top.engine2 (rst, s__valid, write__data, s__ready, m__valid, m__pay
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
-    \$225  = acc_end;
+    \$225  = qv_d1;
     if (rst) begin
       \$225  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
-    \$226  = qe_d0;
+    \$226  = acc_end;
     if (rst) begin
       \$226  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
-    \$227  = qv_d1;
+    \$227  = qe_d0;
     if (rst) begin
       \$227  = 1'h0;
     end
@@ -22012,41 +23856,55 @@ module \bchw_top.engine2 (rst, s__valid, write__data, s__ready, m__valid, m__pay
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
-    \$229  = skid0;
+    \$229  = qv_d2;
+    if (rst) begin
+      \$229  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
+    \$230  = qe_d2;
+    if (rst) begin
+      \$230  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
+    \$231  = skid0;
     if (\$143 ) begin
-      \$229  = { qe_last_d0, \q$247 , \q$246 , \q$245 , \q$244 , \q$243 , \q$242 , \q$241 , \q$240 , \q$239 , \q$238 , \q$237 , \q$236 , \q$235 , \q$234 , \q$233 , q };
+      \$231  = { qe_last_d0, \q$247 , \q$246 , \q$245 , \q$244 , \q$243 , \q$242 , \q$241 , \q$240 , \q$239 , \q$238 , \q$237 , \q$236 , \q$235 , \q$234 , \q$233 , q };
     end else if (\$145 ) begin
-      \$229  = skid1;
+      \$231  = skid1;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
-    \$230  = skid1;
+    \$232  = skid1;
     if (\$155 ) begin
-      \$230  = { qe_last_d0, \q$247 , \q$246 , \q$245 , \q$244 , \q$243 , \q$242 , \q$241 , \q$240 , \q$239 , \q$238 , \q$237 , \q$236 , \q$235 , \q$234 , \q$233 , q };
+      \$232  = { qe_last_d0, \q$247 , \q$246 , \q$245 , \q$244 , \q$243 , \q$242 , \q$241 , \q$240 , \q$239 , \q$238 , \q$237 , \q$236 , \q$235 , \q$234 , \q$233 , q };
     end else if (\$157 ) begin
-      \$230  = 129'h000000000000000000000000000000000;
+      \$232  = 129'h000000000000000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
-    \$231  = \$66 [1:0];
+    \$233  = \$66 [1:0];
     if (rst) begin
-      \$231  = 2'h0;
+      \$233  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
-    \$232  = enter;
+    \$234  = enter;
     if (rst) begin
-      \$232  = 1'h0;
+      \$234  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
-    \$233  = credit_back_d0;
+    \$235  = credit_back_d0;
     if (rst) begin
-      \$233  = 1'h0;
+      \$235  = 1'h0;
     end
   end
   assign en = 1'h1;
@@ -22653,31 +24511,35 @@ module \bchw_top.engine2.params9 (data, addr, clk);
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine2.requant0 (rst, \port$8689$0 , acc, q, clk);
+module \bchw_top.engine2.requant0 (rst, \port$8729$0 , a, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$37  = 0;
-  wire [34:0] \$1 ;
+  wire [35:0] \$1 ;
   wire [36:0] \$10 ;
   wire [4:0] \$11 ;
   reg [7:0] \$12 ;
   wire [36:0] \$2 ;
-  wire [37:0] \$3 ;
-  wire \$4 ;
+  wire \$3 ;
+  wire [36:0] \$4 ;
   wire [36:0] \$5 ;
-  wire [36:0] \$6 ;
-  wire [35:0] \$7 ;
+  wire [35:0] \$6 ;
+  wire [4:0] \$7 ;
   wire [35:0] \$8 ;
   wire [4:0] \$9 ;
-  input [16:0] acc;
+  reg [35:0] \$like  = 36'h000000000;
+  input [16:0] a;
+  wire [16:0] a;
   wire [16:0] acc;
+  wire [17:0] b;
   wire [35:0] bias;
-  reg [35:0] bias1 = 36'h000000000;
+  reg [35:0] bias2 = 36'h000000000;
   input clk;
   wire clk;
   wire en;
+  wire \en$1 ;
   wire [17:0] mul;
-  input [58:0] \port$8689$0 ;
-  wire [58:0] \port$8689$0 ;
-  reg [35:0] prod0 = 36'h000000000;
+  wire [34:0] p;
+  input [58:0] \port$8729$0 ;
+  wire [58:0] \port$8729$0 ;
   output [7:0] q;
   reg [7:0] q = 8'h00;
   input rst;
@@ -22685,71 +24547,111 @@ module \bchw_top.engine2.requant0 (rst, \port$8689$0 , acc, q, clk);
   wire [4:0] shift;
   reg [4:0] shift1 = 5'h00;
   reg [4:0] shift2 = 5'h00;
+  reg [4:0] shift3 = 5'h00;
   wire [36:0] shifted;
   reg [36:0] total = 37'h0000000000;
-  assign \$1  = $signed(acc) * $signed(\port$8689$0 [17:0]);
-  assign \$3  = $signed(bias1) + $signed(\$2 );
-  assign \$4  = | shifted[36:8];
-  assign \$5  = \$4  ? 37'h00000000ff : shifted;
-  assign \$6  = shifted[36] ? 37'h0000000000 : \$5 ;
-  assign shifted = $signed(total) >>> shift2;
+  assign shifted = $signed(total) >>> shift3;
+  assign \$2  = $signed(bias2) + $signed(\$1 );
+  assign \$3  = | shifted[36:8];
+  assign \$4  = \$3  ? 37'h00000000ff : shifted;
+  assign \$5  = shifted[36] ? 37'h0000000000 : \$4 ;
   always @(posedge clk)
-    prod0 <= \$7 ;
+    \$like  <= \$6 ;
   always @(posedge clk)
-    bias1 <= \$8 ;
+    shift1 <= \$7 ;
   always @(posedge clk)
-    shift1 <= \$9 ;
+    bias2 <= \$8 ;
+  always @(posedge clk)
+    shift2 <= \$9 ;
   always @(posedge clk)
     total <= \$10 ;
   always @(posedge clk)
-    shift2 <= \$11 ;
+    shift3 <= \$11 ;
   always @(posedge clk)
     q <= \$12 ;
+  \bchw_top.engine2.requant0.mul0  mul0 (
+    .a(a),
+    .b(\port$8729$0 [17:0]),
+    .clk(clk),
+    .p(p)
+  );
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$37 ) begin end
-    \$12  = \$6 [7:0];
+    \$12  = \$5 [7:0];
     if (rst) begin
       \$12  = 8'h00;
     end
   end
   assign en = 1'h1;
-  assign mul = \port$8689$0 [17:0];
-  assign bias = \port$8689$0 [58:23];
-  assign shift = \port$8689$0 [22:18];
-  assign \$11  = shift1;
-  assign \$10  = \$3 [36:0];
-  assign \$9  = \port$8689$0 [22:18];
-  assign \$8  = \port$8689$0 [58:23];
-  assign \$7  = { \$1 [34], \$1  };
-  assign \$2  = { prod0[35], prod0 };
+  assign \en$1  = 1'h1;
+  assign acc = a;
+  assign b = \port$8729$0 [17:0];
+  assign mul = \port$8729$0 [17:0];
+  assign bias = \port$8729$0 [58:23];
+  assign shift = \port$8729$0 [22:18];
+  assign \$11  = shift2;
+  assign \$10  = \$2 ;
+  assign \$9  = shift1;
+  assign \$8  = \$like ;
+  assign \$7  = \port$8729$0 [22:18];
+  assign \$6  = \port$8729$0 [58:23];
+  assign \$1  = { p[34], p };
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine2.requant1 (rst, \port$8689$59 , acc, q, clk);
+module \bchw_top.engine2.requant0.mul0 (p, b, a, clk);
+  input [16:0] a;
+  wire [16:0] a;
+  input [17:0] b;
+  wire [17:0] b;
+  input clk;
+  wire clk;
+  wire en;
+  output [34:0] p;
+  wire [34:0] p;
+  bchw_mul #(
+    .A_WIDTH(32'd17),
+    .B_WIDTH(32'd18)
+  ) mul (
+    .a(a),
+    .b(b),
+    .clk(clk),
+    .en(1'h1),
+    .p(p)
+  );
+  assign en = 1'h1;
+endmodule
+
+(* generator = "Amaranth" *)
+module \bchw_top.engine2.requant1 (rst, \port$8729$59 , a, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$38  = 0;
-  wire [34:0] \$1 ;
+  wire [35:0] \$1 ;
   wire [36:0] \$10 ;
   wire [4:0] \$11 ;
   reg [7:0] \$12 ;
   wire [36:0] \$2 ;
-  wire [37:0] \$3 ;
-  wire \$4 ;
+  wire \$3 ;
+  wire [36:0] \$4 ;
   wire [36:0] \$5 ;
-  wire [36:0] \$6 ;
-  wire [35:0] \$7 ;
+  wire [35:0] \$6 ;
+  wire [4:0] \$7 ;
   wire [35:0] \$8 ;
   wire [4:0] \$9 ;
-  input [16:0] acc;
+  reg [35:0] \$like  = 36'h000000000;
+  input [16:0] a;
+  wire [16:0] a;
   wire [16:0] acc;
+  wire [17:0] b;
   wire [35:0] bias;
-  reg [35:0] bias1 = 36'h000000000;
+  reg [35:0] bias2 = 36'h000000000;
   input clk;
   wire clk;
   wire en;
+  wire \en$1 ;
   wire [17:0] mul;
-  input [58:0] \port$8689$59 ;
-  wire [58:0] \port$8689$59 ;
-  reg [35:0] prod0 = 36'h000000000;
+  wire [34:0] p;
+  input [58:0] \port$8729$59 ;
+  wire [58:0] \port$8729$59 ;
   output [7:0] q;
   reg [7:0] q = 8'h00;
   input rst;
@@ -22757,71 +24659,111 @@ module \bchw_top.engine2.requant1 (rst, \port$8689$59 , acc, q, clk);
   wire [4:0] shift;
   reg [4:0] shift1 = 5'h00;
   reg [4:0] shift2 = 5'h00;
+  reg [4:0] shift3 = 5'h00;
   wire [36:0] shifted;
   reg [36:0] total = 37'h0000000000;
-  assign \$1  = $signed(acc) * $signed(\port$8689$59 [17:0]);
-  assign \$3  = $signed(bias1) + $signed(\$2 );
-  assign \$4  = | shifted[36:8];
-  assign \$5  = \$4  ? 37'h00000000ff : shifted;
-  assign \$6  = shifted[36] ? 37'h0000000000 : \$5 ;
-  assign shifted = $signed(total) >>> shift2;
+  assign shifted = $signed(total) >>> shift3;
+  assign \$2  = $signed(bias2) + $signed(\$1 );
+  assign \$3  = | shifted[36:8];
+  assign \$4  = \$3  ? 37'h00000000ff : shifted;
+  assign \$5  = shifted[36] ? 37'h0000000000 : \$4 ;
   always @(posedge clk)
-    prod0 <= \$7 ;
+    \$like  <= \$6 ;
   always @(posedge clk)
-    bias1 <= \$8 ;
+    shift1 <= \$7 ;
   always @(posedge clk)
-    shift1 <= \$9 ;
+    bias2 <= \$8 ;
+  always @(posedge clk)
+    shift2 <= \$9 ;
   always @(posedge clk)
     total <= \$10 ;
   always @(posedge clk)
-    shift2 <= \$11 ;
+    shift3 <= \$11 ;
   always @(posedge clk)
     q <= \$12 ;
+  \bchw_top.engine2.requant1.mul0  mul0 (
+    .a(a),
+    .b(\port$8729$59 [17:0]),
+    .clk(clk),
+    .p(p)
+  );
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$38 ) begin end
-    \$12  = \$6 [7:0];
+    \$12  = \$5 [7:0];
     if (rst) begin
       \$12  = 8'h00;
     end
   end
   assign en = 1'h1;
-  assign mul = \port$8689$59 [17:0];
-  assign bias = \port$8689$59 [58:23];
-  assign shift = \port$8689$59 [22:18];
-  assign \$11  = shift1;
-  assign \$10  = \$3 [36:0];
-  assign \$9  = \port$8689$59 [22:18];
-  assign \$8  = \port$8689$59 [58:23];
-  assign \$7  = { \$1 [34], \$1  };
-  assign \$2  = { prod0[35], prod0 };
+  assign \en$1  = 1'h1;
+  assign acc = a;
+  assign b = \port$8729$59 [17:0];
+  assign mul = \port$8729$59 [17:0];
+  assign bias = \port$8729$59 [58:23];
+  assign shift = \port$8729$59 [22:18];
+  assign \$11  = shift2;
+  assign \$10  = \$2 ;
+  assign \$9  = shift1;
+  assign \$8  = \$like ;
+  assign \$7  = \port$8729$59 [22:18];
+  assign \$6  = \port$8729$59 [58:23];
+  assign \$1  = { p[34], p };
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine2.requant10 (rst, \port$8689$590 , acc, q, clk);
+module \bchw_top.engine2.requant1.mul0 (p, b, a, clk);
+  input [16:0] a;
+  wire [16:0] a;
+  input [17:0] b;
+  wire [17:0] b;
+  input clk;
+  wire clk;
+  wire en;
+  output [34:0] p;
+  wire [34:0] p;
+  bchw_mul #(
+    .A_WIDTH(32'd17),
+    .B_WIDTH(32'd18)
+  ) mul (
+    .a(a),
+    .b(b),
+    .clk(clk),
+    .en(1'h1),
+    .p(p)
+  );
+  assign en = 1'h1;
+endmodule
+
+(* generator = "Amaranth" *)
+module \bchw_top.engine2.requant10 (rst, \port$8729$590 , a, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$39  = 0;
-  wire [34:0] \$1 ;
+  wire [35:0] \$1 ;
   wire [36:0] \$10 ;
   wire [4:0] \$11 ;
   reg [7:0] \$12 ;
   wire [36:0] \$2 ;
-  wire [37:0] \$3 ;
-  wire \$4 ;
+  wire \$3 ;
+  wire [36:0] \$4 ;
   wire [36:0] \$5 ;
-  wire [36:0] \$6 ;
-  wire [35:0] \$7 ;
+  wire [35:0] \$6 ;
+  wire [4:0] \$7 ;
   wire [35:0] \$8 ;
   wire [4:0] \$9 ;
-  input [16:0] acc;
+  reg [35:0] \$like  = 36'h000000000;
+  input [16:0] a;
+  wire [16:0] a;
   wire [16:0] acc;
+  wire [17:0] b;
   wire [35:0] bias;
-  reg [35:0] bias1 = 36'h000000000;
+  reg [35:0] bias2 = 36'h000000000;
   input clk;
   wire clk;
   wire en;
+  wire \en$1 ;
   wire [17:0] mul;
-  input [58:0] \port$8689$590 ;
-  wire [58:0] \port$8689$590 ;
-  reg [35:0] prod0 = 36'h000000000;
+  wire [34:0] p;
+  input [58:0] \port$8729$590 ;
+  wire [58:0] \port$8729$590 ;
   output [7:0] q;
   reg [7:0] q = 8'h00;
   input rst;
@@ -22829,71 +24771,111 @@ module \bchw_top.engine2.requant10 (rst, \port$8689$590 , acc, q, clk);
   wire [4:0] shift;
   reg [4:0] shift1 = 5'h00;
   reg [4:0] shift2 = 5'h00;
+  reg [4:0] shift3 = 5'h00;
   wire [36:0] shifted;
   reg [36:0] total = 37'h0000000000;
-  assign \$1  = $signed(acc) * $signed(\port$8689$590 [17:0]);
-  assign \$3  = $signed(bias1) + $signed(\$2 );
-  assign \$4  = | shifted[36:8];
-  assign \$5  = \$4  ? 37'h00000000ff : shifted;
-  assign \$6  = shifted[36] ? 37'h0000000000 : \$5 ;
-  assign shifted = $signed(total) >>> shift2;
+  assign shifted = $signed(total) >>> shift3;
+  assign \$2  = $signed(bias2) + $signed(\$1 );
+  assign \$3  = | shifted[36:8];
+  assign \$4  = \$3  ? 37'h00000000ff : shifted;
+  assign \$5  = shifted[36] ? 37'h0000000000 : \$4 ;
   always @(posedge clk)
-    prod0 <= \$7 ;
+    \$like  <= \$6 ;
   always @(posedge clk)
-    bias1 <= \$8 ;
+    shift1 <= \$7 ;
   always @(posedge clk)
-    shift1 <= \$9 ;
+    bias2 <= \$8 ;
+  always @(posedge clk)
+    shift2 <= \$9 ;
   always @(posedge clk)
     total <= \$10 ;
   always @(posedge clk)
-    shift2 <= \$11 ;
+    shift3 <= \$11 ;
   always @(posedge clk)
     q <= \$12 ;
+  \bchw_top.engine2.requant10.mul0  mul0 (
+    .a(a),
+    .b(\port$8729$590 [17:0]),
+    .clk(clk),
+    .p(p)
+  );
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$39 ) begin end
-    \$12  = \$6 [7:0];
+    \$12  = \$5 [7:0];
     if (rst) begin
       \$12  = 8'h00;
     end
   end
   assign en = 1'h1;
-  assign mul = \port$8689$590 [17:0];
-  assign bias = \port$8689$590 [58:23];
-  assign shift = \port$8689$590 [22:18];
-  assign \$11  = shift1;
-  assign \$10  = \$3 [36:0];
-  assign \$9  = \port$8689$590 [22:18];
-  assign \$8  = \port$8689$590 [58:23];
-  assign \$7  = { \$1 [34], \$1  };
-  assign \$2  = { prod0[35], prod0 };
+  assign \en$1  = 1'h1;
+  assign acc = a;
+  assign b = \port$8729$590 [17:0];
+  assign mul = \port$8729$590 [17:0];
+  assign bias = \port$8729$590 [58:23];
+  assign shift = \port$8729$590 [22:18];
+  assign \$11  = shift2;
+  assign \$10  = \$2 ;
+  assign \$9  = shift1;
+  assign \$8  = \$like ;
+  assign \$7  = \port$8729$590 [22:18];
+  assign \$6  = \port$8729$590 [58:23];
+  assign \$1  = { p[34], p };
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine2.requant11 (rst, \port$8689$649 , acc, q, clk);
+module \bchw_top.engine2.requant10.mul0 (p, b, a, clk);
+  input [16:0] a;
+  wire [16:0] a;
+  input [17:0] b;
+  wire [17:0] b;
+  input clk;
+  wire clk;
+  wire en;
+  output [34:0] p;
+  wire [34:0] p;
+  bchw_mul #(
+    .A_WIDTH(32'd17),
+    .B_WIDTH(32'd18)
+  ) mul (
+    .a(a),
+    .b(b),
+    .clk(clk),
+    .en(1'h1),
+    .p(p)
+  );
+  assign en = 1'h1;
+endmodule
+
+(* generator = "Amaranth" *)
+module \bchw_top.engine2.requant11 (rst, \port$8729$649 , a, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$40  = 0;
-  wire [34:0] \$1 ;
+  wire [35:0] \$1 ;
   wire [36:0] \$10 ;
   wire [4:0] \$11 ;
   reg [7:0] \$12 ;
   wire [36:0] \$2 ;
-  wire [37:0] \$3 ;
-  wire \$4 ;
+  wire \$3 ;
+  wire [36:0] \$4 ;
   wire [36:0] \$5 ;
-  wire [36:0] \$6 ;
-  wire [35:0] \$7 ;
+  wire [35:0] \$6 ;
+  wire [4:0] \$7 ;
   wire [35:0] \$8 ;
   wire [4:0] \$9 ;
-  input [16:0] acc;
+  reg [35:0] \$like  = 36'h000000000;
+  input [16:0] a;
+  wire [16:0] a;
   wire [16:0] acc;
+  wire [17:0] b;
   wire [35:0] bias;
-  reg [35:0] bias1 = 36'h000000000;
+  reg [35:0] bias2 = 36'h000000000;
   input clk;
   wire clk;
   wire en;
+  wire \en$1 ;
   wire [17:0] mul;
-  input [58:0] \port$8689$649 ;
-  wire [58:0] \port$8689$649 ;
-  reg [35:0] prod0 = 36'h000000000;
+  wire [34:0] p;
+  input [58:0] \port$8729$649 ;
+  wire [58:0] \port$8729$649 ;
   output [7:0] q;
   reg [7:0] q = 8'h00;
   input rst;
@@ -22901,71 +24883,111 @@ module \bchw_top.engine2.requant11 (rst, \port$8689$649 , acc, q, clk);
   wire [4:0] shift;
   reg [4:0] shift1 = 5'h00;
   reg [4:0] shift2 = 5'h00;
+  reg [4:0] shift3 = 5'h00;
   wire [36:0] shifted;
   reg [36:0] total = 37'h0000000000;
-  assign \$1  = $signed(acc) * $signed(\port$8689$649 [17:0]);
-  assign \$3  = $signed(bias1) + $signed(\$2 );
-  assign \$4  = | shifted[36:8];
-  assign \$5  = \$4  ? 37'h00000000ff : shifted;
-  assign \$6  = shifted[36] ? 37'h0000000000 : \$5 ;
-  assign shifted = $signed(total) >>> shift2;
+  assign shifted = $signed(total) >>> shift3;
+  assign \$2  = $signed(bias2) + $signed(\$1 );
+  assign \$3  = | shifted[36:8];
+  assign \$4  = \$3  ? 37'h00000000ff : shifted;
+  assign \$5  = shifted[36] ? 37'h0000000000 : \$4 ;
   always @(posedge clk)
-    prod0 <= \$7 ;
+    \$like  <= \$6 ;
   always @(posedge clk)
-    bias1 <= \$8 ;
+    shift1 <= \$7 ;
   always @(posedge clk)
-    shift1 <= \$9 ;
+    bias2 <= \$8 ;
+  always @(posedge clk)
+    shift2 <= \$9 ;
   always @(posedge clk)
     total <= \$10 ;
   always @(posedge clk)
-    shift2 <= \$11 ;
+    shift3 <= \$11 ;
   always @(posedge clk)
     q <= \$12 ;
+  \bchw_top.engine2.requant11.mul0  mul0 (
+    .a(a),
+    .b(\port$8729$649 [17:0]),
+    .clk(clk),
+    .p(p)
+  );
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$40 ) begin end
-    \$12  = \$6 [7:0];
+    \$12  = \$5 [7:0];
     if (rst) begin
       \$12  = 8'h00;
     end
   end
   assign en = 1'h1;
-  assign mul = \port$8689$649 [17:0];
-  assign bias = \port$8689$649 [58:23];
-  assign shift = \port$8689$649 [22:18];
-  assign \$11  = shift1;
-  assign \$10  = \$3 [36:0];
-  assign \$9  = \port$8689$649 [22:18];
-  assign \$8  = \port$8689$649 [58:23];
-  assign \$7  = { \$1 [34], \$1  };
-  assign \$2  = { prod0[35], prod0 };
+  assign \en$1  = 1'h1;
+  assign acc = a;
+  assign b = \port$8729$649 [17:0];
+  assign mul = \port$8729$649 [17:0];
+  assign bias = \port$8729$649 [58:23];
+  assign shift = \port$8729$649 [22:18];
+  assign \$11  = shift2;
+  assign \$10  = \$2 ;
+  assign \$9  = shift1;
+  assign \$8  = \$like ;
+  assign \$7  = \port$8729$649 [22:18];
+  assign \$6  = \port$8729$649 [58:23];
+  assign \$1  = { p[34], p };
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine2.requant12 (rst, \port$8689$708 , acc, q, clk);
+module \bchw_top.engine2.requant11.mul0 (p, b, a, clk);
+  input [16:0] a;
+  wire [16:0] a;
+  input [17:0] b;
+  wire [17:0] b;
+  input clk;
+  wire clk;
+  wire en;
+  output [34:0] p;
+  wire [34:0] p;
+  bchw_mul #(
+    .A_WIDTH(32'd17),
+    .B_WIDTH(32'd18)
+  ) mul (
+    .a(a),
+    .b(b),
+    .clk(clk),
+    .en(1'h1),
+    .p(p)
+  );
+  assign en = 1'h1;
+endmodule
+
+(* generator = "Amaranth" *)
+module \bchw_top.engine2.requant12 (rst, \port$8729$708 , a, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$41  = 0;
-  wire [34:0] \$1 ;
+  wire [35:0] \$1 ;
   wire [36:0] \$10 ;
   wire [4:0] \$11 ;
   reg [7:0] \$12 ;
   wire [36:0] \$2 ;
-  wire [37:0] \$3 ;
-  wire \$4 ;
+  wire \$3 ;
+  wire [36:0] \$4 ;
   wire [36:0] \$5 ;
-  wire [36:0] \$6 ;
-  wire [35:0] \$7 ;
+  wire [35:0] \$6 ;
+  wire [4:0] \$7 ;
   wire [35:0] \$8 ;
   wire [4:0] \$9 ;
-  input [16:0] acc;
+  reg [35:0] \$like  = 36'h000000000;
+  input [16:0] a;
+  wire [16:0] a;
   wire [16:0] acc;
+  wire [17:0] b;
   wire [35:0] bias;
-  reg [35:0] bias1 = 36'h000000000;
+  reg [35:0] bias2 = 36'h000000000;
   input clk;
   wire clk;
   wire en;
+  wire \en$1 ;
   wire [17:0] mul;
-  input [58:0] \port$8689$708 ;
-  wire [58:0] \port$8689$708 ;
-  reg [35:0] prod0 = 36'h000000000;
+  wire [34:0] p;
+  input [58:0] \port$8729$708 ;
+  wire [58:0] \port$8729$708 ;
   output [7:0] q;
   reg [7:0] q = 8'h00;
   input rst;
@@ -22973,71 +24995,111 @@ module \bchw_top.engine2.requant12 (rst, \port$8689$708 , acc, q, clk);
   wire [4:0] shift;
   reg [4:0] shift1 = 5'h00;
   reg [4:0] shift2 = 5'h00;
+  reg [4:0] shift3 = 5'h00;
   wire [36:0] shifted;
   reg [36:0] total = 37'h0000000000;
-  assign \$1  = $signed(acc) * $signed(\port$8689$708 [17:0]);
-  assign \$3  = $signed(bias1) + $signed(\$2 );
-  assign \$4  = | shifted[36:8];
-  assign \$5  = \$4  ? 37'h00000000ff : shifted;
-  assign \$6  = shifted[36] ? 37'h0000000000 : \$5 ;
-  assign shifted = $signed(total) >>> shift2;
+  assign shifted = $signed(total) >>> shift3;
+  assign \$2  = $signed(bias2) + $signed(\$1 );
+  assign \$3  = | shifted[36:8];
+  assign \$4  = \$3  ? 37'h00000000ff : shifted;
+  assign \$5  = shifted[36] ? 37'h0000000000 : \$4 ;
   always @(posedge clk)
-    prod0 <= \$7 ;
+    \$like  <= \$6 ;
   always @(posedge clk)
-    bias1 <= \$8 ;
+    shift1 <= \$7 ;
   always @(posedge clk)
-    shift1 <= \$9 ;
+    bias2 <= \$8 ;
+  always @(posedge clk)
+    shift2 <= \$9 ;
   always @(posedge clk)
     total <= \$10 ;
   always @(posedge clk)
-    shift2 <= \$11 ;
+    shift3 <= \$11 ;
   always @(posedge clk)
     q <= \$12 ;
+  \bchw_top.engine2.requant12.mul0  mul0 (
+    .a(a),
+    .b(\port$8729$708 [17:0]),
+    .clk(clk),
+    .p(p)
+  );
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$41 ) begin end
-    \$12  = \$6 [7:0];
+    \$12  = \$5 [7:0];
     if (rst) begin
       \$12  = 8'h00;
     end
   end
   assign en = 1'h1;
-  assign mul = \port$8689$708 [17:0];
-  assign bias = \port$8689$708 [58:23];
-  assign shift = \port$8689$708 [22:18];
-  assign \$11  = shift1;
-  assign \$10  = \$3 [36:0];
-  assign \$9  = \port$8689$708 [22:18];
-  assign \$8  = \port$8689$708 [58:23];
-  assign \$7  = { \$1 [34], \$1  };
-  assign \$2  = { prod0[35], prod0 };
+  assign \en$1  = 1'h1;
+  assign acc = a;
+  assign b = \port$8729$708 [17:0];
+  assign mul = \port$8729$708 [17:0];
+  assign bias = \port$8729$708 [58:23];
+  assign shift = \port$8729$708 [22:18];
+  assign \$11  = shift2;
+  assign \$10  = \$2 ;
+  assign \$9  = shift1;
+  assign \$8  = \$like ;
+  assign \$7  = \port$8729$708 [22:18];
+  assign \$6  = \port$8729$708 [58:23];
+  assign \$1  = { p[34], p };
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine2.requant13 (rst, \port$8689$767 , acc, q, clk);
+module \bchw_top.engine2.requant12.mul0 (p, b, a, clk);
+  input [16:0] a;
+  wire [16:0] a;
+  input [17:0] b;
+  wire [17:0] b;
+  input clk;
+  wire clk;
+  wire en;
+  output [34:0] p;
+  wire [34:0] p;
+  bchw_mul #(
+    .A_WIDTH(32'd17),
+    .B_WIDTH(32'd18)
+  ) mul (
+    .a(a),
+    .b(b),
+    .clk(clk),
+    .en(1'h1),
+    .p(p)
+  );
+  assign en = 1'h1;
+endmodule
+
+(* generator = "Amaranth" *)
+module \bchw_top.engine2.requant13 (rst, \port$8729$767 , a, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$42  = 0;
-  wire [34:0] \$1 ;
+  wire [35:0] \$1 ;
   wire [36:0] \$10 ;
   wire [4:0] \$11 ;
   reg [7:0] \$12 ;
   wire [36:0] \$2 ;
-  wire [37:0] \$3 ;
-  wire \$4 ;
+  wire \$3 ;
+  wire [36:0] \$4 ;
   wire [36:0] \$5 ;
-  wire [36:0] \$6 ;
-  wire [35:0] \$7 ;
+  wire [35:0] \$6 ;
+  wire [4:0] \$7 ;
   wire [35:0] \$8 ;
   wire [4:0] \$9 ;
-  input [16:0] acc;
+  reg [35:0] \$like  = 36'h000000000;
+  input [16:0] a;
+  wire [16:0] a;
   wire [16:0] acc;
+  wire [17:0] b;
   wire [35:0] bias;
-  reg [35:0] bias1 = 36'h000000000;
+  reg [35:0] bias2 = 36'h000000000;
   input clk;
   wire clk;
   wire en;
+  wire \en$1 ;
   wire [17:0] mul;
-  input [58:0] \port$8689$767 ;
-  wire [58:0] \port$8689$767 ;
-  reg [35:0] prod0 = 36'h000000000;
+  wire [34:0] p;
+  input [58:0] \port$8729$767 ;
+  wire [58:0] \port$8729$767 ;
   output [7:0] q;
   reg [7:0] q = 8'h00;
   input rst;
@@ -23045,71 +25107,111 @@ module \bchw_top.engine2.requant13 (rst, \port$8689$767 , acc, q, clk);
   wire [4:0] shift;
   reg [4:0] shift1 = 5'h00;
   reg [4:0] shift2 = 5'h00;
+  reg [4:0] shift3 = 5'h00;
   wire [36:0] shifted;
   reg [36:0] total = 37'h0000000000;
-  assign \$1  = $signed(acc) * $signed(\port$8689$767 [17:0]);
-  assign \$3  = $signed(bias1) + $signed(\$2 );
-  assign \$4  = | shifted[36:8];
-  assign \$5  = \$4  ? 37'h00000000ff : shifted;
-  assign \$6  = shifted[36] ? 37'h0000000000 : \$5 ;
-  assign shifted = $signed(total) >>> shift2;
+  assign shifted = $signed(total) >>> shift3;
+  assign \$2  = $signed(bias2) + $signed(\$1 );
+  assign \$3  = | shifted[36:8];
+  assign \$4  = \$3  ? 37'h00000000ff : shifted;
+  assign \$5  = shifted[36] ? 37'h0000000000 : \$4 ;
   always @(posedge clk)
-    prod0 <= \$7 ;
+    \$like  <= \$6 ;
   always @(posedge clk)
-    bias1 <= \$8 ;
+    shift1 <= \$7 ;
   always @(posedge clk)
-    shift1 <= \$9 ;
+    bias2 <= \$8 ;
+  always @(posedge clk)
+    shift2 <= \$9 ;
   always @(posedge clk)
     total <= \$10 ;
   always @(posedge clk)
-    shift2 <= \$11 ;
+    shift3 <= \$11 ;
   always @(posedge clk)
     q <= \$12 ;
+  \bchw_top.engine2.requant13.mul0  mul0 (
+    .a(a),
+    .b(\port$8729$767 [17:0]),
+    .clk(clk),
+    .p(p)
+  );
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$42 ) begin end
-    \$12  = \$6 [7:0];
+    \$12  = \$5 [7:0];
     if (rst) begin
       \$12  = 8'h00;
     end
   end
   assign en = 1'h1;
-  assign mul = \port$8689$767 [17:0];
-  assign bias = \port$8689$767 [58:23];
-  assign shift = \port$8689$767 [22:18];
-  assign \$11  = shift1;
-  assign \$10  = \$3 [36:0];
-  assign \$9  = \port$8689$767 [22:18];
-  assign \$8  = \port$8689$767 [58:23];
-  assign \$7  = { \$1 [34], \$1  };
-  assign \$2  = { prod0[35], prod0 };
+  assign \en$1  = 1'h1;
+  assign acc = a;
+  assign b = \port$8729$767 [17:0];
+  assign mul = \port$8729$767 [17:0];
+  assign bias = \port$8729$767 [58:23];
+  assign shift = \port$8729$767 [22:18];
+  assign \$11  = shift2;
+  assign \$10  = \$2 ;
+  assign \$9  = shift1;
+  assign \$8  = \$like ;
+  assign \$7  = \port$8729$767 [22:18];
+  assign \$6  = \port$8729$767 [58:23];
+  assign \$1  = { p[34], p };
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine2.requant14 (rst, \port$8689$826 , acc, q, clk);
+module \bchw_top.engine2.requant13.mul0 (p, b, a, clk);
+  input [16:0] a;
+  wire [16:0] a;
+  input [17:0] b;
+  wire [17:0] b;
+  input clk;
+  wire clk;
+  wire en;
+  output [34:0] p;
+  wire [34:0] p;
+  bchw_mul #(
+    .A_WIDTH(32'd17),
+    .B_WIDTH(32'd18)
+  ) mul (
+    .a(a),
+    .b(b),
+    .clk(clk),
+    .en(1'h1),
+    .p(p)
+  );
+  assign en = 1'h1;
+endmodule
+
+(* generator = "Amaranth" *)
+module \bchw_top.engine2.requant14 (rst, \port$8729$826 , a, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$43  = 0;
-  wire [34:0] \$1 ;
+  wire [35:0] \$1 ;
   wire [36:0] \$10 ;
   wire [4:0] \$11 ;
   reg [7:0] \$12 ;
   wire [36:0] \$2 ;
-  wire [37:0] \$3 ;
-  wire \$4 ;
+  wire \$3 ;
+  wire [36:0] \$4 ;
   wire [36:0] \$5 ;
-  wire [36:0] \$6 ;
-  wire [35:0] \$7 ;
+  wire [35:0] \$6 ;
+  wire [4:0] \$7 ;
   wire [35:0] \$8 ;
   wire [4:0] \$9 ;
-  input [16:0] acc;
+  reg [35:0] \$like  = 36'h000000000;
+  input [16:0] a;
+  wire [16:0] a;
   wire [16:0] acc;
+  wire [17:0] b;
   wire [35:0] bias;
-  reg [35:0] bias1 = 36'h000000000;
+  reg [35:0] bias2 = 36'h000000000;
   input clk;
   wire clk;
   wire en;
+  wire \en$1 ;
   wire [17:0] mul;
-  input [58:0] \port$8689$826 ;
-  wire [58:0] \port$8689$826 ;
-  reg [35:0] prod0 = 36'h000000000;
+  wire [34:0] p;
+  input [58:0] \port$8729$826 ;
+  wire [58:0] \port$8729$826 ;
   output [7:0] q;
   reg [7:0] q = 8'h00;
   input rst;
@@ -23117,71 +25219,111 @@ module \bchw_top.engine2.requant14 (rst, \port$8689$826 , acc, q, clk);
   wire [4:0] shift;
   reg [4:0] shift1 = 5'h00;
   reg [4:0] shift2 = 5'h00;
+  reg [4:0] shift3 = 5'h00;
   wire [36:0] shifted;
   reg [36:0] total = 37'h0000000000;
-  assign \$1  = $signed(acc) * $signed(\port$8689$826 [17:0]);
-  assign \$3  = $signed(bias1) + $signed(\$2 );
-  assign \$4  = | shifted[36:8];
-  assign \$5  = \$4  ? 37'h00000000ff : shifted;
-  assign \$6  = shifted[36] ? 37'h0000000000 : \$5 ;
-  assign shifted = $signed(total) >>> shift2;
+  assign shifted = $signed(total) >>> shift3;
+  assign \$2  = $signed(bias2) + $signed(\$1 );
+  assign \$3  = | shifted[36:8];
+  assign \$4  = \$3  ? 37'h00000000ff : shifted;
+  assign \$5  = shifted[36] ? 37'h0000000000 : \$4 ;
   always @(posedge clk)
-    prod0 <= \$7 ;
+    \$like  <= \$6 ;
   always @(posedge clk)
-    bias1 <= \$8 ;
+    shift1 <= \$7 ;
   always @(posedge clk)
-    shift1 <= \$9 ;
+    bias2 <= \$8 ;
+  always @(posedge clk)
+    shift2 <= \$9 ;
   always @(posedge clk)
     total <= \$10 ;
   always @(posedge clk)
-    shift2 <= \$11 ;
+    shift3 <= \$11 ;
   always @(posedge clk)
     q <= \$12 ;
+  \bchw_top.engine2.requant14.mul0  mul0 (
+    .a(a),
+    .b(\port$8729$826 [17:0]),
+    .clk(clk),
+    .p(p)
+  );
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$43 ) begin end
-    \$12  = \$6 [7:0];
+    \$12  = \$5 [7:0];
     if (rst) begin
       \$12  = 8'h00;
     end
   end
   assign en = 1'h1;
-  assign mul = \port$8689$826 [17:0];
-  assign bias = \port$8689$826 [58:23];
-  assign shift = \port$8689$826 [22:18];
-  assign \$11  = shift1;
-  assign \$10  = \$3 [36:0];
-  assign \$9  = \port$8689$826 [22:18];
-  assign \$8  = \port$8689$826 [58:23];
-  assign \$7  = { \$1 [34], \$1  };
-  assign \$2  = { prod0[35], prod0 };
+  assign \en$1  = 1'h1;
+  assign acc = a;
+  assign b = \port$8729$826 [17:0];
+  assign mul = \port$8729$826 [17:0];
+  assign bias = \port$8729$826 [58:23];
+  assign shift = \port$8729$826 [22:18];
+  assign \$11  = shift2;
+  assign \$10  = \$2 ;
+  assign \$9  = shift1;
+  assign \$8  = \$like ;
+  assign \$7  = \port$8729$826 [22:18];
+  assign \$6  = \port$8729$826 [58:23];
+  assign \$1  = { p[34], p };
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine2.requant15 (rst, \port$8689$885 , acc, q, clk);
+module \bchw_top.engine2.requant14.mul0 (p, b, a, clk);
+  input [16:0] a;
+  wire [16:0] a;
+  input [17:0] b;
+  wire [17:0] b;
+  input clk;
+  wire clk;
+  wire en;
+  output [34:0] p;
+  wire [34:0] p;
+  bchw_mul #(
+    .A_WIDTH(32'd17),
+    .B_WIDTH(32'd18)
+  ) mul (
+    .a(a),
+    .b(b),
+    .clk(clk),
+    .en(1'h1),
+    .p(p)
+  );
+  assign en = 1'h1;
+endmodule
+
+(* generator = "Amaranth" *)
+module \bchw_top.engine2.requant15 (rst, \port$8729$885 , a, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$44  = 0;
-  wire [34:0] \$1 ;
+  wire [35:0] \$1 ;
   wire [36:0] \$10 ;
   wire [4:0] \$11 ;
   reg [7:0] \$12 ;
   wire [36:0] \$2 ;
-  wire [37:0] \$3 ;
-  wire \$4 ;
+  wire \$3 ;
+  wire [36:0] \$4 ;
   wire [36:0] \$5 ;
-  wire [36:0] \$6 ;
-  wire [35:0] \$7 ;
+  wire [35:0] \$6 ;
+  wire [4:0] \$7 ;
   wire [35:0] \$8 ;
   wire [4:0] \$9 ;
-  input [16:0] acc;
+  reg [35:0] \$like  = 36'h000000000;
+  input [16:0] a;
+  wire [16:0] a;
   wire [16:0] acc;
+  wire [17:0] b;
   wire [35:0] bias;
-  reg [35:0] bias1 = 36'h000000000;
+  reg [35:0] bias2 = 36'h000000000;
   input clk;
   wire clk;
   wire en;
+  wire \en$1 ;
   wire [17:0] mul;
-  input [58:0] \port$8689$885 ;
-  wire [58:0] \port$8689$885 ;
-  reg [35:0] prod0 = 36'h000000000;
+  wire [34:0] p;
+  input [58:0] \port$8729$885 ;
+  wire [58:0] \port$8729$885 ;
   output [7:0] q;
   reg [7:0] q = 8'h00;
   input rst;
@@ -23189,71 +25331,111 @@ module \bchw_top.engine2.requant15 (rst, \port$8689$885 , acc, q, clk);
   wire [4:0] shift;
   reg [4:0] shift1 = 5'h00;
   reg [4:0] shift2 = 5'h00;
+  reg [4:0] shift3 = 5'h00;
   wire [36:0] shifted;
   reg [36:0] total = 37'h0000000000;
-  assign \$1  = $signed(acc) * $signed(\port$8689$885 [17:0]);
-  assign \$3  = $signed(bias1) + $signed(\$2 );
-  assign \$4  = | shifted[36:8];
-  assign \$5  = \$4  ? 37'h00000000ff : shifted;
-  assign \$6  = shifted[36] ? 37'h0000000000 : \$5 ;
-  assign shifted = $signed(total) >>> shift2;
+  assign shifted = $signed(total) >>> shift3;
+  assign \$2  = $signed(bias2) + $signed(\$1 );
+  assign \$3  = | shifted[36:8];
+  assign \$4  = \$3  ? 37'h00000000ff : shifted;
+  assign \$5  = shifted[36] ? 37'h0000000000 : \$4 ;
   always @(posedge clk)
-    prod0 <= \$7 ;
+    \$like  <= \$6 ;
   always @(posedge clk)
-    bias1 <= \$8 ;
+    shift1 <= \$7 ;
   always @(posedge clk)
-    shift1 <= \$9 ;
+    bias2 <= \$8 ;
+  always @(posedge clk)
+    shift2 <= \$9 ;
   always @(posedge clk)
     total <= \$10 ;
   always @(posedge clk)
-    shift2 <= \$11 ;
+    shift3 <= \$11 ;
   always @(posedge clk)
     q <= \$12 ;
+  \bchw_top.engine2.requant15.mul0  mul0 (
+    .a(a),
+    .b(\port$8729$885 [17:0]),
+    .clk(clk),
+    .p(p)
+  );
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$44 ) begin end
-    \$12  = \$6 [7:0];
+    \$12  = \$5 [7:0];
     if (rst) begin
       \$12  = 8'h00;
     end
   end
   assign en = 1'h1;
-  assign mul = \port$8689$885 [17:0];
-  assign bias = \port$8689$885 [58:23];
-  assign shift = \port$8689$885 [22:18];
-  assign \$11  = shift1;
-  assign \$10  = \$3 [36:0];
-  assign \$9  = \port$8689$885 [22:18];
-  assign \$8  = \port$8689$885 [58:23];
-  assign \$7  = { \$1 [34], \$1  };
-  assign \$2  = { prod0[35], prod0 };
+  assign \en$1  = 1'h1;
+  assign acc = a;
+  assign b = \port$8729$885 [17:0];
+  assign mul = \port$8729$885 [17:0];
+  assign bias = \port$8729$885 [58:23];
+  assign shift = \port$8729$885 [22:18];
+  assign \$11  = shift2;
+  assign \$10  = \$2 ;
+  assign \$9  = shift1;
+  assign \$8  = \$like ;
+  assign \$7  = \port$8729$885 [22:18];
+  assign \$6  = \port$8729$885 [58:23];
+  assign \$1  = { p[34], p };
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine2.requant2 (rst, \port$8689$118 , acc, q, clk);
+module \bchw_top.engine2.requant15.mul0 (p, b, a, clk);
+  input [16:0] a;
+  wire [16:0] a;
+  input [17:0] b;
+  wire [17:0] b;
+  input clk;
+  wire clk;
+  wire en;
+  output [34:0] p;
+  wire [34:0] p;
+  bchw_mul #(
+    .A_WIDTH(32'd17),
+    .B_WIDTH(32'd18)
+  ) mul (
+    .a(a),
+    .b(b),
+    .clk(clk),
+    .en(1'h1),
+    .p(p)
+  );
+  assign en = 1'h1;
+endmodule
+
+(* generator = "Amaranth" *)
+module \bchw_top.engine2.requant2 (rst, \port$8729$118 , a, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$45  = 0;
-  wire [34:0] \$1 ;
+  wire [35:0] \$1 ;
   wire [36:0] \$10 ;
   wire [4:0] \$11 ;
   reg [7:0] \$12 ;
   wire [36:0] \$2 ;
-  wire [37:0] \$3 ;
-  wire \$4 ;
+  wire \$3 ;
+  wire [36:0] \$4 ;
   wire [36:0] \$5 ;
-  wire [36:0] \$6 ;
-  wire [35:0] \$7 ;
+  wire [35:0] \$6 ;
+  wire [4:0] \$7 ;
   wire [35:0] \$8 ;
   wire [4:0] \$9 ;
-  input [16:0] acc;
+  reg [35:0] \$like  = 36'h000000000;
+  input [16:0] a;
+  wire [16:0] a;
   wire [16:0] acc;
+  wire [17:0] b;
   wire [35:0] bias;
-  reg [35:0] bias1 = 36'h000000000;
+  reg [35:0] bias2 = 36'h000000000;
   input clk;
   wire clk;
   wire en;
+  wire \en$1 ;
   wire [17:0] mul;
-  input [58:0] \port$8689$118 ;
-  wire [58:0] \port$8689$118 ;
-  reg [35:0] prod0 = 36'h000000000;
+  wire [34:0] p;
+  input [58:0] \port$8729$118 ;
+  wire [58:0] \port$8729$118 ;
   output [7:0] q;
   reg [7:0] q = 8'h00;
   input rst;
@@ -23261,71 +25443,111 @@ module \bchw_top.engine2.requant2 (rst, \port$8689$118 , acc, q, clk);
   wire [4:0] shift;
   reg [4:0] shift1 = 5'h00;
   reg [4:0] shift2 = 5'h00;
+  reg [4:0] shift3 = 5'h00;
   wire [36:0] shifted;
   reg [36:0] total = 37'h0000000000;
-  assign \$1  = $signed(acc) * $signed(\port$8689$118 [17:0]);
-  assign \$3  = $signed(bias1) + $signed(\$2 );
-  assign \$4  = | shifted[36:8];
-  assign \$5  = \$4  ? 37'h00000000ff : shifted;
-  assign \$6  = shifted[36] ? 37'h0000000000 : \$5 ;
-  assign shifted = $signed(total) >>> shift2;
+  assign shifted = $signed(total) >>> shift3;
+  assign \$2  = $signed(bias2) + $signed(\$1 );
+  assign \$3  = | shifted[36:8];
+  assign \$4  = \$3  ? 37'h00000000ff : shifted;
+  assign \$5  = shifted[36] ? 37'h0000000000 : \$4 ;
   always @(posedge clk)
-    prod0 <= \$7 ;
+    \$like  <= \$6 ;
   always @(posedge clk)
-    bias1 <= \$8 ;
+    shift1 <= \$7 ;
   always @(posedge clk)
-    shift1 <= \$9 ;
+    bias2 <= \$8 ;
+  always @(posedge clk)
+    shift2 <= \$9 ;
   always @(posedge clk)
     total <= \$10 ;
   always @(posedge clk)
-    shift2 <= \$11 ;
+    shift3 <= \$11 ;
   always @(posedge clk)
     q <= \$12 ;
+  \bchw_top.engine2.requant2.mul0  mul0 (
+    .a(a),
+    .b(\port$8729$118 [17:0]),
+    .clk(clk),
+    .p(p)
+  );
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$45 ) begin end
-    \$12  = \$6 [7:0];
+    \$12  = \$5 [7:0];
     if (rst) begin
       \$12  = 8'h00;
     end
   end
   assign en = 1'h1;
-  assign mul = \port$8689$118 [17:0];
-  assign bias = \port$8689$118 [58:23];
-  assign shift = \port$8689$118 [22:18];
-  assign \$11  = shift1;
-  assign \$10  = \$3 [36:0];
-  assign \$9  = \port$8689$118 [22:18];
-  assign \$8  = \port$8689$118 [58:23];
-  assign \$7  = { \$1 [34], \$1  };
-  assign \$2  = { prod0[35], prod0 };
+  assign \en$1  = 1'h1;
+  assign acc = a;
+  assign b = \port$8729$118 [17:0];
+  assign mul = \port$8729$118 [17:0];
+  assign bias = \port$8729$118 [58:23];
+  assign shift = \port$8729$118 [22:18];
+  assign \$11  = shift2;
+  assign \$10  = \$2 ;
+  assign \$9  = shift1;
+  assign \$8  = \$like ;
+  assign \$7  = \port$8729$118 [22:18];
+  assign \$6  = \port$8729$118 [58:23];
+  assign \$1  = { p[34], p };
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine2.requant3 (rst, \port$8689$177 , acc, q, clk);
+module \bchw_top.engine2.requant2.mul0 (p, b, a, clk);
+  input [16:0] a;
+  wire [16:0] a;
+  input [17:0] b;
+  wire [17:0] b;
+  input clk;
+  wire clk;
+  wire en;
+  output [34:0] p;
+  wire [34:0] p;
+  bchw_mul #(
+    .A_WIDTH(32'd17),
+    .B_WIDTH(32'd18)
+  ) mul (
+    .a(a),
+    .b(b),
+    .clk(clk),
+    .en(1'h1),
+    .p(p)
+  );
+  assign en = 1'h1;
+endmodule
+
+(* generator = "Amaranth" *)
+module \bchw_top.engine2.requant3 (rst, \port$8729$177 , a, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$46  = 0;
-  wire [34:0] \$1 ;
+  wire [35:0] \$1 ;
   wire [36:0] \$10 ;
   wire [4:0] \$11 ;
   reg [7:0] \$12 ;
   wire [36:0] \$2 ;
-  wire [37:0] \$3 ;
-  wire \$4 ;
+  wire \$3 ;
+  wire [36:0] \$4 ;
   wire [36:0] \$5 ;
-  wire [36:0] \$6 ;
-  wire [35:0] \$7 ;
+  wire [35:0] \$6 ;
+  wire [4:0] \$7 ;
   wire [35:0] \$8 ;
   wire [4:0] \$9 ;
-  input [16:0] acc;
+  reg [35:0] \$like  = 36'h000000000;
+  input [16:0] a;
+  wire [16:0] a;
   wire [16:0] acc;
+  wire [17:0] b;
   wire [35:0] bias;
-  reg [35:0] bias1 = 36'h000000000;
+  reg [35:0] bias2 = 36'h000000000;
   input clk;
   wire clk;
   wire en;
+  wire \en$1 ;
   wire [17:0] mul;
-  input [58:0] \port$8689$177 ;
-  wire [58:0] \port$8689$177 ;
-  reg [35:0] prod0 = 36'h000000000;
+  wire [34:0] p;
+  input [58:0] \port$8729$177 ;
+  wire [58:0] \port$8729$177 ;
   output [7:0] q;
   reg [7:0] q = 8'h00;
   input rst;
@@ -23333,71 +25555,111 @@ module \bchw_top.engine2.requant3 (rst, \port$8689$177 , acc, q, clk);
   wire [4:0] shift;
   reg [4:0] shift1 = 5'h00;
   reg [4:0] shift2 = 5'h00;
+  reg [4:0] shift3 = 5'h00;
   wire [36:0] shifted;
   reg [36:0] total = 37'h0000000000;
-  assign \$1  = $signed(acc) * $signed(\port$8689$177 [17:0]);
-  assign \$3  = $signed(bias1) + $signed(\$2 );
-  assign \$4  = | shifted[36:8];
-  assign \$5  = \$4  ? 37'h00000000ff : shifted;
-  assign \$6  = shifted[36] ? 37'h0000000000 : \$5 ;
-  assign shifted = $signed(total) >>> shift2;
+  assign shifted = $signed(total) >>> shift3;
+  assign \$2  = $signed(bias2) + $signed(\$1 );
+  assign \$3  = | shifted[36:8];
+  assign \$4  = \$3  ? 37'h00000000ff : shifted;
+  assign \$5  = shifted[36] ? 37'h0000000000 : \$4 ;
   always @(posedge clk)
-    prod0 <= \$7 ;
+    \$like  <= \$6 ;
   always @(posedge clk)
-    bias1 <= \$8 ;
+    shift1 <= \$7 ;
   always @(posedge clk)
-    shift1 <= \$9 ;
+    bias2 <= \$8 ;
+  always @(posedge clk)
+    shift2 <= \$9 ;
   always @(posedge clk)
     total <= \$10 ;
   always @(posedge clk)
-    shift2 <= \$11 ;
+    shift3 <= \$11 ;
   always @(posedge clk)
     q <= \$12 ;
+  \bchw_top.engine2.requant3.mul0  mul0 (
+    .a(a),
+    .b(\port$8729$177 [17:0]),
+    .clk(clk),
+    .p(p)
+  );
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$46 ) begin end
-    \$12  = \$6 [7:0];
+    \$12  = \$5 [7:0];
     if (rst) begin
       \$12  = 8'h00;
     end
   end
   assign en = 1'h1;
-  assign mul = \port$8689$177 [17:0];
-  assign bias = \port$8689$177 [58:23];
-  assign shift = \port$8689$177 [22:18];
-  assign \$11  = shift1;
-  assign \$10  = \$3 [36:0];
-  assign \$9  = \port$8689$177 [22:18];
-  assign \$8  = \port$8689$177 [58:23];
-  assign \$7  = { \$1 [34], \$1  };
-  assign \$2  = { prod0[35], prod0 };
+  assign \en$1  = 1'h1;
+  assign acc = a;
+  assign b = \port$8729$177 [17:0];
+  assign mul = \port$8729$177 [17:0];
+  assign bias = \port$8729$177 [58:23];
+  assign shift = \port$8729$177 [22:18];
+  assign \$11  = shift2;
+  assign \$10  = \$2 ;
+  assign \$9  = shift1;
+  assign \$8  = \$like ;
+  assign \$7  = \port$8729$177 [22:18];
+  assign \$6  = \port$8729$177 [58:23];
+  assign \$1  = { p[34], p };
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine2.requant4 (rst, \port$8689$236 , acc, q, clk);
+module \bchw_top.engine2.requant3.mul0 (p, b, a, clk);
+  input [16:0] a;
+  wire [16:0] a;
+  input [17:0] b;
+  wire [17:0] b;
+  input clk;
+  wire clk;
+  wire en;
+  output [34:0] p;
+  wire [34:0] p;
+  bchw_mul #(
+    .A_WIDTH(32'd17),
+    .B_WIDTH(32'd18)
+  ) mul (
+    .a(a),
+    .b(b),
+    .clk(clk),
+    .en(1'h1),
+    .p(p)
+  );
+  assign en = 1'h1;
+endmodule
+
+(* generator = "Amaranth" *)
+module \bchw_top.engine2.requant4 (rst, \port$8729$236 , a, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$47  = 0;
-  wire [34:0] \$1 ;
+  wire [35:0] \$1 ;
   wire [36:0] \$10 ;
   wire [4:0] \$11 ;
   reg [7:0] \$12 ;
   wire [36:0] \$2 ;
-  wire [37:0] \$3 ;
-  wire \$4 ;
+  wire \$3 ;
+  wire [36:0] \$4 ;
   wire [36:0] \$5 ;
-  wire [36:0] \$6 ;
-  wire [35:0] \$7 ;
+  wire [35:0] \$6 ;
+  wire [4:0] \$7 ;
   wire [35:0] \$8 ;
   wire [4:0] \$9 ;
-  input [16:0] acc;
+  reg [35:0] \$like  = 36'h000000000;
+  input [16:0] a;
+  wire [16:0] a;
   wire [16:0] acc;
+  wire [17:0] b;
   wire [35:0] bias;
-  reg [35:0] bias1 = 36'h000000000;
+  reg [35:0] bias2 = 36'h000000000;
   input clk;
   wire clk;
   wire en;
+  wire \en$1 ;
   wire [17:0] mul;
-  input [58:0] \port$8689$236 ;
-  wire [58:0] \port$8689$236 ;
-  reg [35:0] prod0 = 36'h000000000;
+  wire [34:0] p;
+  input [58:0] \port$8729$236 ;
+  wire [58:0] \port$8729$236 ;
   output [7:0] q;
   reg [7:0] q = 8'h00;
   input rst;
@@ -23405,71 +25667,111 @@ module \bchw_top.engine2.requant4 (rst, \port$8689$236 , acc, q, clk);
   wire [4:0] shift;
   reg [4:0] shift1 = 5'h00;
   reg [4:0] shift2 = 5'h00;
+  reg [4:0] shift3 = 5'h00;
   wire [36:0] shifted;
   reg [36:0] total = 37'h0000000000;
-  assign \$1  = $signed(acc) * $signed(\port$8689$236 [17:0]);
-  assign \$3  = $signed(bias1) + $signed(\$2 );
-  assign \$4  = | shifted[36:8];
-  assign \$5  = \$4  ? 37'h00000000ff : shifted;
-  assign \$6  = shifted[36] ? 37'h0000000000 : \$5 ;
-  assign shifted = $signed(total) >>> shift2;
+  assign shifted = $signed(total) >>> shift3;
+  assign \$2  = $signed(bias2) + $signed(\$1 );
+  assign \$3  = | shifted[36:8];
+  assign \$4  = \$3  ? 37'h00000000ff : shifted;
+  assign \$5  = shifted[36] ? 37'h0000000000 : \$4 ;
   always @(posedge clk)
-    prod0 <= \$7 ;
+    \$like  <= \$6 ;
   always @(posedge clk)
-    bias1 <= \$8 ;
+    shift1 <= \$7 ;
   always @(posedge clk)
-    shift1 <= \$9 ;
+    bias2 <= \$8 ;
+  always @(posedge clk)
+    shift2 <= \$9 ;
   always @(posedge clk)
     total <= \$10 ;
   always @(posedge clk)
-    shift2 <= \$11 ;
+    shift3 <= \$11 ;
   always @(posedge clk)
     q <= \$12 ;
+  \bchw_top.engine2.requant4.mul0  mul0 (
+    .a(a),
+    .b(\port$8729$236 [17:0]),
+    .clk(clk),
+    .p(p)
+  );
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$47 ) begin end
-    \$12  = \$6 [7:0];
+    \$12  = \$5 [7:0];
     if (rst) begin
       \$12  = 8'h00;
     end
   end
   assign en = 1'h1;
-  assign mul = \port$8689$236 [17:0];
-  assign bias = \port$8689$236 [58:23];
-  assign shift = \port$8689$236 [22:18];
-  assign \$11  = shift1;
-  assign \$10  = \$3 [36:0];
-  assign \$9  = \port$8689$236 [22:18];
-  assign \$8  = \port$8689$236 [58:23];
-  assign \$7  = { \$1 [34], \$1  };
-  assign \$2  = { prod0[35], prod0 };
+  assign \en$1  = 1'h1;
+  assign acc = a;
+  assign b = \port$8729$236 [17:0];
+  assign mul = \port$8729$236 [17:0];
+  assign bias = \port$8729$236 [58:23];
+  assign shift = \port$8729$236 [22:18];
+  assign \$11  = shift2;
+  assign \$10  = \$2 ;
+  assign \$9  = shift1;
+  assign \$8  = \$like ;
+  assign \$7  = \port$8729$236 [22:18];
+  assign \$6  = \port$8729$236 [58:23];
+  assign \$1  = { p[34], p };
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine2.requant5 (rst, \port$8689$295 , acc, q, clk);
+module \bchw_top.engine2.requant4.mul0 (p, b, a, clk);
+  input [16:0] a;
+  wire [16:0] a;
+  input [17:0] b;
+  wire [17:0] b;
+  input clk;
+  wire clk;
+  wire en;
+  output [34:0] p;
+  wire [34:0] p;
+  bchw_mul #(
+    .A_WIDTH(32'd17),
+    .B_WIDTH(32'd18)
+  ) mul (
+    .a(a),
+    .b(b),
+    .clk(clk),
+    .en(1'h1),
+    .p(p)
+  );
+  assign en = 1'h1;
+endmodule
+
+(* generator = "Amaranth" *)
+module \bchw_top.engine2.requant5 (rst, \port$8729$295 , a, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$48  = 0;
-  wire [34:0] \$1 ;
+  wire [35:0] \$1 ;
   wire [36:0] \$10 ;
   wire [4:0] \$11 ;
   reg [7:0] \$12 ;
   wire [36:0] \$2 ;
-  wire [37:0] \$3 ;
-  wire \$4 ;
+  wire \$3 ;
+  wire [36:0] \$4 ;
   wire [36:0] \$5 ;
-  wire [36:0] \$6 ;
-  wire [35:0] \$7 ;
+  wire [35:0] \$6 ;
+  wire [4:0] \$7 ;
   wire [35:0] \$8 ;
   wire [4:0] \$9 ;
-  input [16:0] acc;
+  reg [35:0] \$like  = 36'h000000000;
+  input [16:0] a;
+  wire [16:0] a;
   wire [16:0] acc;
+  wire [17:0] b;
   wire [35:0] bias;
-  reg [35:0] bias1 = 36'h000000000;
+  reg [35:0] bias2 = 36'h000000000;
   input clk;
   wire clk;
   wire en;
+  wire \en$1 ;
   wire [17:0] mul;
-  input [58:0] \port$8689$295 ;
-  wire [58:0] \port$8689$295 ;
-  reg [35:0] prod0 = 36'h000000000;
+  wire [34:0] p;
+  input [58:0] \port$8729$295 ;
+  wire [58:0] \port$8729$295 ;
   output [7:0] q;
   reg [7:0] q = 8'h00;
   input rst;
@@ -23477,71 +25779,111 @@ module \bchw_top.engine2.requant5 (rst, \port$8689$295 , acc, q, clk);
   wire [4:0] shift;
   reg [4:0] shift1 = 5'h00;
   reg [4:0] shift2 = 5'h00;
+  reg [4:0] shift3 = 5'h00;
   wire [36:0] shifted;
   reg [36:0] total = 37'h0000000000;
-  assign \$1  = $signed(acc) * $signed(\port$8689$295 [17:0]);
-  assign \$3  = $signed(bias1) + $signed(\$2 );
-  assign \$4  = | shifted[36:8];
-  assign \$5  = \$4  ? 37'h00000000ff : shifted;
-  assign \$6  = shifted[36] ? 37'h0000000000 : \$5 ;
-  assign shifted = $signed(total) >>> shift2;
+  assign shifted = $signed(total) >>> shift3;
+  assign \$2  = $signed(bias2) + $signed(\$1 );
+  assign \$3  = | shifted[36:8];
+  assign \$4  = \$3  ? 37'h00000000ff : shifted;
+  assign \$5  = shifted[36] ? 37'h0000000000 : \$4 ;
   always @(posedge clk)
-    prod0 <= \$7 ;
+    \$like  <= \$6 ;
   always @(posedge clk)
-    bias1 <= \$8 ;
+    shift1 <= \$7 ;
   always @(posedge clk)
-    shift1 <= \$9 ;
+    bias2 <= \$8 ;
+  always @(posedge clk)
+    shift2 <= \$9 ;
   always @(posedge clk)
     total <= \$10 ;
   always @(posedge clk)
-    shift2 <= \$11 ;
+    shift3 <= \$11 ;
   always @(posedge clk)
     q <= \$12 ;
+  \bchw_top.engine2.requant5.mul0  mul0 (
+    .a(a),
+    .b(\port$8729$295 [17:0]),
+    .clk(clk),
+    .p(p)
+  );
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$48 ) begin end
-    \$12  = \$6 [7:0];
+    \$12  = \$5 [7:0];
     if (rst) begin
       \$12  = 8'h00;
     end
   end
   assign en = 1'h1;
-  assign mul = \port$8689$295 [17:0];
-  assign bias = \port$8689$295 [58:23];
-  assign shift = \port$8689$295 [22:18];
-  assign \$11  = shift1;
-  assign \$10  = \$3 [36:0];
-  assign \$9  = \port$8689$295 [22:18];
-  assign \$8  = \port$8689$295 [58:23];
-  assign \$7  = { \$1 [34], \$1  };
-  assign \$2  = { prod0[35], prod0 };
+  assign \en$1  = 1'h1;
+  assign acc = a;
+  assign b = \port$8729$295 [17:0];
+  assign mul = \port$8729$295 [17:0];
+  assign bias = \port$8729$295 [58:23];
+  assign shift = \port$8729$295 [22:18];
+  assign \$11  = shift2;
+  assign \$10  = \$2 ;
+  assign \$9  = shift1;
+  assign \$8  = \$like ;
+  assign \$7  = \port$8729$295 [22:18];
+  assign \$6  = \port$8729$295 [58:23];
+  assign \$1  = { p[34], p };
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine2.requant6 (rst, \port$8689$354 , acc, q, clk);
+module \bchw_top.engine2.requant5.mul0 (p, b, a, clk);
+  input [16:0] a;
+  wire [16:0] a;
+  input [17:0] b;
+  wire [17:0] b;
+  input clk;
+  wire clk;
+  wire en;
+  output [34:0] p;
+  wire [34:0] p;
+  bchw_mul #(
+    .A_WIDTH(32'd17),
+    .B_WIDTH(32'd18)
+  ) mul (
+    .a(a),
+    .b(b),
+    .clk(clk),
+    .en(1'h1),
+    .p(p)
+  );
+  assign en = 1'h1;
+endmodule
+
+(* generator = "Amaranth" *)
+module \bchw_top.engine2.requant6 (rst, \port$8729$354 , a, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$49  = 0;
-  wire [34:0] \$1 ;
+  wire [35:0] \$1 ;
   wire [36:0] \$10 ;
   wire [4:0] \$11 ;
   reg [7:0] \$12 ;
   wire [36:0] \$2 ;
-  wire [37:0] \$3 ;
-  wire \$4 ;
+  wire \$3 ;
+  wire [36:0] \$4 ;
   wire [36:0] \$5 ;
-  wire [36:0] \$6 ;
-  wire [35:0] \$7 ;
+  wire [35:0] \$6 ;
+  wire [4:0] \$7 ;
   wire [35:0] \$8 ;
   wire [4:0] \$9 ;
-  input [16:0] acc;
+  reg [35:0] \$like  = 36'h000000000;
+  input [16:0] a;
+  wire [16:0] a;
   wire [16:0] acc;
+  wire [17:0] b;
   wire [35:0] bias;
-  reg [35:0] bias1 = 36'h000000000;
+  reg [35:0] bias2 = 36'h000000000;
   input clk;
   wire clk;
   wire en;
+  wire \en$1 ;
   wire [17:0] mul;
-  input [58:0] \port$8689$354 ;
-  wire [58:0] \port$8689$354 ;
-  reg [35:0] prod0 = 36'h000000000;
+  wire [34:0] p;
+  input [58:0] \port$8729$354 ;
+  wire [58:0] \port$8729$354 ;
   output [7:0] q;
   reg [7:0] q = 8'h00;
   input rst;
@@ -23549,71 +25891,111 @@ module \bchw_top.engine2.requant6 (rst, \port$8689$354 , acc, q, clk);
   wire [4:0] shift;
   reg [4:0] shift1 = 5'h00;
   reg [4:0] shift2 = 5'h00;
+  reg [4:0] shift3 = 5'h00;
   wire [36:0] shifted;
   reg [36:0] total = 37'h0000000000;
-  assign \$1  = $signed(acc) * $signed(\port$8689$354 [17:0]);
-  assign \$3  = $signed(bias1) + $signed(\$2 );
-  assign \$4  = | shifted[36:8];
-  assign \$5  = \$4  ? 37'h00000000ff : shifted;
-  assign \$6  = shifted[36] ? 37'h0000000000 : \$5 ;
-  assign shifted = $signed(total) >>> shift2;
+  assign shifted = $signed(total) >>> shift3;
+  assign \$2  = $signed(bias2) + $signed(\$1 );
+  assign \$3  = | shifted[36:8];
+  assign \$4  = \$3  ? 37'h00000000ff : shifted;
+  assign \$5  = shifted[36] ? 37'h0000000000 : \$4 ;
   always @(posedge clk)
-    prod0 <= \$7 ;
+    \$like  <= \$6 ;
   always @(posedge clk)
-    bias1 <= \$8 ;
+    shift1 <= \$7 ;
   always @(posedge clk)
-    shift1 <= \$9 ;
+    bias2 <= \$8 ;
+  always @(posedge clk)
+    shift2 <= \$9 ;
   always @(posedge clk)
     total <= \$10 ;
   always @(posedge clk)
-    shift2 <= \$11 ;
+    shift3 <= \$11 ;
   always @(posedge clk)
     q <= \$12 ;
+  \bchw_top.engine2.requant6.mul0  mul0 (
+    .a(a),
+    .b(\port$8729$354 [17:0]),
+    .clk(clk),
+    .p(p)
+  );
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$49 ) begin end
-    \$12  = \$6 [7:0];
+    \$12  = \$5 [7:0];
     if (rst) begin
       \$12  = 8'h00;
     end
   end
   assign en = 1'h1;
-  assign mul = \port$8689$354 [17:0];
-  assign bias = \port$8689$354 [58:23];
-  assign shift = \port$8689$354 [22:18];
-  assign \$11  = shift1;
-  assign \$10  = \$3 [36:0];
-  assign \$9  = \port$8689$354 [22:18];
-  assign \$8  = \port$8689$354 [58:23];
-  assign \$7  = { \$1 [34], \$1  };
-  assign \$2  = { prod0[35], prod0 };
+  assign \en$1  = 1'h1;
+  assign acc = a;
+  assign b = \port$8729$354 [17:0];
+  assign mul = \port$8729$354 [17:0];
+  assign bias = \port$8729$354 [58:23];
+  assign shift = \port$8729$354 [22:18];
+  assign \$11  = shift2;
+  assign \$10  = \$2 ;
+  assign \$9  = shift1;
+  assign \$8  = \$like ;
+  assign \$7  = \port$8729$354 [22:18];
+  assign \$6  = \port$8729$354 [58:23];
+  assign \$1  = { p[34], p };
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine2.requant7 (rst, \port$8689$413 , acc, q, clk);
+module \bchw_top.engine2.requant6.mul0 (p, b, a, clk);
+  input [16:0] a;
+  wire [16:0] a;
+  input [17:0] b;
+  wire [17:0] b;
+  input clk;
+  wire clk;
+  wire en;
+  output [34:0] p;
+  wire [34:0] p;
+  bchw_mul #(
+    .A_WIDTH(32'd17),
+    .B_WIDTH(32'd18)
+  ) mul (
+    .a(a),
+    .b(b),
+    .clk(clk),
+    .en(1'h1),
+    .p(p)
+  );
+  assign en = 1'h1;
+endmodule
+
+(* generator = "Amaranth" *)
+module \bchw_top.engine2.requant7 (rst, \port$8729$413 , a, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$50  = 0;
-  wire [34:0] \$1 ;
+  wire [35:0] \$1 ;
   wire [36:0] \$10 ;
   wire [4:0] \$11 ;
   reg [7:0] \$12 ;
   wire [36:0] \$2 ;
-  wire [37:0] \$3 ;
-  wire \$4 ;
+  wire \$3 ;
+  wire [36:0] \$4 ;
   wire [36:0] \$5 ;
-  wire [36:0] \$6 ;
-  wire [35:0] \$7 ;
+  wire [35:0] \$6 ;
+  wire [4:0] \$7 ;
   wire [35:0] \$8 ;
   wire [4:0] \$9 ;
-  input [16:0] acc;
+  reg [35:0] \$like  = 36'h000000000;
+  input [16:0] a;
+  wire [16:0] a;
   wire [16:0] acc;
+  wire [17:0] b;
   wire [35:0] bias;
-  reg [35:0] bias1 = 36'h000000000;
+  reg [35:0] bias2 = 36'h000000000;
   input clk;
   wire clk;
   wire en;
+  wire \en$1 ;
   wire [17:0] mul;
-  input [58:0] \port$8689$413 ;
-  wire [58:0] \port$8689$413 ;
-  reg [35:0] prod0 = 36'h000000000;
+  wire [34:0] p;
+  input [58:0] \port$8729$413 ;
+  wire [58:0] \port$8729$413 ;
   output [7:0] q;
   reg [7:0] q = 8'h00;
   input rst;
@@ -23621,71 +26003,111 @@ module \bchw_top.engine2.requant7 (rst, \port$8689$413 , acc, q, clk);
   wire [4:0] shift;
   reg [4:0] shift1 = 5'h00;
   reg [4:0] shift2 = 5'h00;
+  reg [4:0] shift3 = 5'h00;
   wire [36:0] shifted;
   reg [36:0] total = 37'h0000000000;
-  assign \$1  = $signed(acc) * $signed(\port$8689$413 [17:0]);
-  assign \$3  = $signed(bias1) + $signed(\$2 );
-  assign \$4  = | shifted[36:8];
-  assign \$5  = \$4  ? 37'h00000000ff : shifted;
-  assign \$6  = shifted[36] ? 37'h0000000000 : \$5 ;
-  assign shifted = $signed(total) >>> shift2;
+  assign shifted = $signed(total) >>> shift3;
+  assign \$2  = $signed(bias2) + $signed(\$1 );
+  assign \$3  = | shifted[36:8];
+  assign \$4  = \$3  ? 37'h00000000ff : shifted;
+  assign \$5  = shifted[36] ? 37'h0000000000 : \$4 ;
   always @(posedge clk)
-    prod0 <= \$7 ;
+    \$like  <= \$6 ;
   always @(posedge clk)
-    bias1 <= \$8 ;
+    shift1 <= \$7 ;
   always @(posedge clk)
-    shift1 <= \$9 ;
+    bias2 <= \$8 ;
+  always @(posedge clk)
+    shift2 <= \$9 ;
   always @(posedge clk)
     total <= \$10 ;
   always @(posedge clk)
-    shift2 <= \$11 ;
+    shift3 <= \$11 ;
   always @(posedge clk)
     q <= \$12 ;
+  \bchw_top.engine2.requant7.mul0  mul0 (
+    .a(a),
+    .b(\port$8729$413 [17:0]),
+    .clk(clk),
+    .p(p)
+  );
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$50 ) begin end
-    \$12  = \$6 [7:0];
+    \$12  = \$5 [7:0];
     if (rst) begin
       \$12  = 8'h00;
     end
   end
   assign en = 1'h1;
-  assign mul = \port$8689$413 [17:0];
-  assign bias = \port$8689$413 [58:23];
-  assign shift = \port$8689$413 [22:18];
-  assign \$11  = shift1;
-  assign \$10  = \$3 [36:0];
-  assign \$9  = \port$8689$413 [22:18];
-  assign \$8  = \port$8689$413 [58:23];
-  assign \$7  = { \$1 [34], \$1  };
-  assign \$2  = { prod0[35], prod0 };
+  assign \en$1  = 1'h1;
+  assign acc = a;
+  assign b = \port$8729$413 [17:0];
+  assign mul = \port$8729$413 [17:0];
+  assign bias = \port$8729$413 [58:23];
+  assign shift = \port$8729$413 [22:18];
+  assign \$11  = shift2;
+  assign \$10  = \$2 ;
+  assign \$9  = shift1;
+  assign \$8  = \$like ;
+  assign \$7  = \port$8729$413 [22:18];
+  assign \$6  = \port$8729$413 [58:23];
+  assign \$1  = { p[34], p };
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine2.requant8 (rst, \port$8689$472 , acc, q, clk);
+module \bchw_top.engine2.requant7.mul0 (p, b, a, clk);
+  input [16:0] a;
+  wire [16:0] a;
+  input [17:0] b;
+  wire [17:0] b;
+  input clk;
+  wire clk;
+  wire en;
+  output [34:0] p;
+  wire [34:0] p;
+  bchw_mul #(
+    .A_WIDTH(32'd17),
+    .B_WIDTH(32'd18)
+  ) mul (
+    .a(a),
+    .b(b),
+    .clk(clk),
+    .en(1'h1),
+    .p(p)
+  );
+  assign en = 1'h1;
+endmodule
+
+(* generator = "Amaranth" *)
+module \bchw_top.engine2.requant8 (rst, \port$8729$472 , a, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$51  = 0;
-  wire [34:0] \$1 ;
+  wire [35:0] \$1 ;
   wire [36:0] \$10 ;
   wire [4:0] \$11 ;
   reg [7:0] \$12 ;
   wire [36:0] \$2 ;
-  wire [37:0] \$3 ;
-  wire \$4 ;
+  wire \$3 ;
+  wire [36:0] \$4 ;
   wire [36:0] \$5 ;
-  wire [36:0] \$6 ;
-  wire [35:0] \$7 ;
+  wire [35:0] \$6 ;
+  wire [4:0] \$7 ;
   wire [35:0] \$8 ;
   wire [4:0] \$9 ;
-  input [16:0] acc;
+  reg [35:0] \$like  = 36'h000000000;
+  input [16:0] a;
+  wire [16:0] a;
   wire [16:0] acc;
+  wire [17:0] b;
   wire [35:0] bias;
-  reg [35:0] bias1 = 36'h000000000;
+  reg [35:0] bias2 = 36'h000000000;
   input clk;
   wire clk;
   wire en;
+  wire \en$1 ;
   wire [17:0] mul;
-  input [58:0] \port$8689$472 ;
-  wire [58:0] \port$8689$472 ;
-  reg [35:0] prod0 = 36'h000000000;
+  wire [34:0] p;
+  input [58:0] \port$8729$472 ;
+  wire [58:0] \port$8729$472 ;
   output [7:0] q;
   reg [7:0] q = 8'h00;
   input rst;
@@ -23693,71 +26115,111 @@ module \bchw_top.engine2.requant8 (rst, \port$8689$472 , acc, q, clk);
   wire [4:0] shift;
   reg [4:0] shift1 = 5'h00;
   reg [4:0] shift2 = 5'h00;
+  reg [4:0] shift3 = 5'h00;
   wire [36:0] shifted;
   reg [36:0] total = 37'h0000000000;
-  assign \$1  = $signed(acc) * $signed(\port$8689$472 [17:0]);
-  assign \$3  = $signed(bias1) + $signed(\$2 );
-  assign \$4  = | shifted[36:8];
-  assign \$5  = \$4  ? 37'h00000000ff : shifted;
-  assign \$6  = shifted[36] ? 37'h0000000000 : \$5 ;
-  assign shifted = $signed(total) >>> shift2;
+  assign shifted = $signed(total) >>> shift3;
+  assign \$2  = $signed(bias2) + $signed(\$1 );
+  assign \$3  = | shifted[36:8];
+  assign \$4  = \$3  ? 37'h00000000ff : shifted;
+  assign \$5  = shifted[36] ? 37'h0000000000 : \$4 ;
   always @(posedge clk)
-    prod0 <= \$7 ;
+    \$like  <= \$6 ;
   always @(posedge clk)
-    bias1 <= \$8 ;
+    shift1 <= \$7 ;
   always @(posedge clk)
-    shift1 <= \$9 ;
+    bias2 <= \$8 ;
+  always @(posedge clk)
+    shift2 <= \$9 ;
   always @(posedge clk)
     total <= \$10 ;
   always @(posedge clk)
-    shift2 <= \$11 ;
+    shift3 <= \$11 ;
   always @(posedge clk)
     q <= \$12 ;
+  \bchw_top.engine2.requant8.mul0  mul0 (
+    .a(a),
+    .b(\port$8729$472 [17:0]),
+    .clk(clk),
+    .p(p)
+  );
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$51 ) begin end
-    \$12  = \$6 [7:0];
+    \$12  = \$5 [7:0];
     if (rst) begin
       \$12  = 8'h00;
     end
   end
   assign en = 1'h1;
-  assign mul = \port$8689$472 [17:0];
-  assign bias = \port$8689$472 [58:23];
-  assign shift = \port$8689$472 [22:18];
-  assign \$11  = shift1;
-  assign \$10  = \$3 [36:0];
-  assign \$9  = \port$8689$472 [22:18];
-  assign \$8  = \port$8689$472 [58:23];
-  assign \$7  = { \$1 [34], \$1  };
-  assign \$2  = { prod0[35], prod0 };
+  assign \en$1  = 1'h1;
+  assign acc = a;
+  assign b = \port$8729$472 [17:0];
+  assign mul = \port$8729$472 [17:0];
+  assign bias = \port$8729$472 [58:23];
+  assign shift = \port$8729$472 [22:18];
+  assign \$11  = shift2;
+  assign \$10  = \$2 ;
+  assign \$9  = shift1;
+  assign \$8  = \$like ;
+  assign \$7  = \port$8729$472 [22:18];
+  assign \$6  = \port$8729$472 [58:23];
+  assign \$1  = { p[34], p };
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine2.requant9 (rst, \port$8689$531 , acc, q, clk);
+module \bchw_top.engine2.requant8.mul0 (p, b, a, clk);
+  input [16:0] a;
+  wire [16:0] a;
+  input [17:0] b;
+  wire [17:0] b;
+  input clk;
+  wire clk;
+  wire en;
+  output [34:0] p;
+  wire [34:0] p;
+  bchw_mul #(
+    .A_WIDTH(32'd17),
+    .B_WIDTH(32'd18)
+  ) mul (
+    .a(a),
+    .b(b),
+    .clk(clk),
+    .en(1'h1),
+    .p(p)
+  );
+  assign en = 1'h1;
+endmodule
+
+(* generator = "Amaranth" *)
+module \bchw_top.engine2.requant9 (rst, \port$8729$531 , a, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$52  = 0;
-  wire [34:0] \$1 ;
+  wire [35:0] \$1 ;
   wire [36:0] \$10 ;
   wire [4:0] \$11 ;
   reg [7:0] \$12 ;
   wire [36:0] \$2 ;
-  wire [37:0] \$3 ;
-  wire \$4 ;
+  wire \$3 ;
+  wire [36:0] \$4 ;
   wire [36:0] \$5 ;
-  wire [36:0] \$6 ;
-  wire [35:0] \$7 ;
+  wire [35:0] \$6 ;
+  wire [4:0] \$7 ;
   wire [35:0] \$8 ;
   wire [4:0] \$9 ;
-  input [16:0] acc;
+  reg [35:0] \$like  = 36'h000000000;
+  input [16:0] a;
+  wire [16:0] a;
   wire [16:0] acc;
+  wire [17:0] b;
   wire [35:0] bias;
-  reg [35:0] bias1 = 36'h000000000;
+  reg [35:0] bias2 = 36'h000000000;
   input clk;
   wire clk;
   wire en;
+  wire \en$1 ;
   wire [17:0] mul;
-  input [58:0] \port$8689$531 ;
-  wire [58:0] \port$8689$531 ;
-  reg [35:0] prod0 = 36'h000000000;
+  wire [34:0] p;
+  input [58:0] \port$8729$531 ;
+  wire [58:0] \port$8729$531 ;
   output [7:0] q;
   reg [7:0] q = 8'h00;
   input rst;
@@ -23765,43 +26227,79 @@ module \bchw_top.engine2.requant9 (rst, \port$8689$531 , acc, q, clk);
   wire [4:0] shift;
   reg [4:0] shift1 = 5'h00;
   reg [4:0] shift2 = 5'h00;
+  reg [4:0] shift3 = 5'h00;
   wire [36:0] shifted;
   reg [36:0] total = 37'h0000000000;
-  assign \$1  = $signed(acc) * $signed(\port$8689$531 [17:0]);
-  assign \$3  = $signed(bias1) + $signed(\$2 );
-  assign \$4  = | shifted[36:8];
-  assign \$5  = \$4  ? 37'h00000000ff : shifted;
-  assign \$6  = shifted[36] ? 37'h0000000000 : \$5 ;
-  assign shifted = $signed(total) >>> shift2;
+  assign shifted = $signed(total) >>> shift3;
+  assign \$2  = $signed(bias2) + $signed(\$1 );
+  assign \$3  = | shifted[36:8];
+  assign \$4  = \$3  ? 37'h00000000ff : shifted;
+  assign \$5  = shifted[36] ? 37'h0000000000 : \$4 ;
   always @(posedge clk)
-    prod0 <= \$7 ;
+    \$like  <= \$6 ;
   always @(posedge clk)
-    bias1 <= \$8 ;
+    shift1 <= \$7 ;
   always @(posedge clk)
-    shift1 <= \$9 ;
+    bias2 <= \$8 ;
+  always @(posedge clk)
+    shift2 <= \$9 ;
   always @(posedge clk)
     total <= \$10 ;
   always @(posedge clk)
-    shift2 <= \$11 ;
+    shift3 <= \$11 ;
   always @(posedge clk)
     q <= \$12 ;
+  \bchw_top.engine2.requant9.mul0  mul0 (
+    .a(a),
+    .b(\port$8729$531 [17:0]),
+    .clk(clk),
+    .p(p)
+  );
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$52 ) begin end
-    \$12  = \$6 [7:0];
+    \$12  = \$5 [7:0];
     if (rst) begin
       \$12  = 8'h00;
     end
   end
   assign en = 1'h1;
-  assign mul = \port$8689$531 [17:0];
-  assign bias = \port$8689$531 [58:23];
-  assign shift = \port$8689$531 [22:18];
-  assign \$11  = shift1;
-  assign \$10  = \$3 [36:0];
-  assign \$9  = \port$8689$531 [22:18];
-  assign \$8  = \port$8689$531 [58:23];
-  assign \$7  = { \$1 [34], \$1  };
-  assign \$2  = { prod0[35], prod0 };
+  assign \en$1  = 1'h1;
+  assign acc = a;
+  assign b = \port$8729$531 [17:0];
+  assign mul = \port$8729$531 [17:0];
+  assign bias = \port$8729$531 [58:23];
+  assign shift = \port$8729$531 [22:18];
+  assign \$11  = shift2;
+  assign \$10  = \$2 ;
+  assign \$9  = shift1;
+  assign \$8  = \$like ;
+  assign \$7  = \port$8729$531 [22:18];
+  assign \$6  = \port$8729$531 [58:23];
+  assign \$1  = { p[34], p };
+endmodule
+
+(* generator = "Amaranth" *)
+module \bchw_top.engine2.requant9.mul0 (p, b, a, clk);
+  input [16:0] a;
+  wire [16:0] a;
+  input [17:0] b;
+  wire [17:0] b;
+  input clk;
+  wire clk;
+  wire en;
+  output [34:0] p;
+  wire [34:0] p;
+  bchw_mul #(
+    .A_WIDTH(32'd17),
+    .B_WIDTH(32'd18)
+  ) mul (
+    .a(a),
+    .b(b),
+    .clk(clk),
+    .en(1'h1),
+    .p(p)
+  );
+  assign en = 1'h1;
 endmodule
 
 (* generator = "Amaranth" *)
@@ -28224,21 +30722,23 @@ module \bchw_top.engine3 (rst, s__valid, write__data, s__ready, m__ready, m__val
   reg \$206 ;
   reg \$207 ;
   reg \$208 ;
-  reg [160:0] \$209 ;
+  reg \$209 ;
   wire [4:0] \$21 ;
-  reg [160:0] \$210 ;
-  reg [1:0] \$211 ;
-  reg \$212 ;
-  reg \$213 ;
+  reg \$210 ;
+  reg [160:0] \$211 ;
+  reg [160:0] \$212 ;
+  reg [1:0] \$213 ;
   reg \$214 ;
   reg \$215 ;
   reg \$216 ;
   reg \$217 ;
   reg \$218 ;
-  reg [159:0] \$219 ;
+  reg \$219 ;
   wire [4:0] \$22 ;
   reg \$220 ;
-  reg \$221 ;
+  reg [159:0] \$221 ;
+  reg \$222 ;
+  reg \$223 ;
   wire [4:0] \$23 ;
   wire \$24 ;
   wire \$25 ;
@@ -28516,9 +31016,11 @@ module \bchw_top.engine3 (rst, s__valid, write__data, s__ready, m__ready, m__val
   wire [15:0] \q$174 ;
   reg qe_d0 = 1'h0;
   reg qe_d1 = 1'h0;
+  reg qe_d2 = 1'h0;
   reg qe_last_d0 = 1'h0;
   reg qv_d0 = 1'h0;
   reg qv_d1 = 1'h0;
+  reg qv_d2 = 1'h0;
   reg qv_last_d0 = 1'h0;
   (* keep = 32'd1 *)
   reg qvalid_copy0 = 1'h0;
@@ -28879,39 +31381,43 @@ module \bchw_top.engine3 (rst, s__valid, write__data, s__ready, m__ready, m__val
   always @(posedge clk)
     qv_d1 <= \$204 ;
   always @(posedge clk)
-    qe_d0 <= \$205 ;
+    qv_d2 <= \$205 ;
   always @(posedge clk)
-    qe_d1 <= \$206 ;
+    qe_d0 <= \$206 ;
   always @(posedge clk)
-    qv_last_d0 <= \$207 ;
+    qe_d1 <= \$207 ;
   always @(posedge clk)
-    qe_last_d0 <= \$208 ;
+    qe_d2 <= \$208 ;
   always @(posedge clk)
-    skid0 <= \$209 ;
+    qv_last_d0 <= \$209 ;
   always @(posedge clk)
-    skid1 <= \$210 ;
+    qe_last_d0 <= \$210 ;
   always @(posedge clk)
-    count <= \$211 ;
+    skid0 <= \$211 ;
   always @(posedge clk)
-    held_copy0 <= \$212 ;
+    skid1 <= \$212 ;
   always @(posedge clk)
-    held_copy1 <= \$213 ;
+    count <= \$213 ;
   always @(posedge clk)
-    qvalid_copy0 <= \$214 ;
+    held_copy0 <= \$214 ;
   always @(posedge clk)
-    qvalid_copy1 <= \$215 ;
+    held_copy1 <= \$215 ;
   always @(posedge clk)
-    m__valid <= \$216 ;
+    qvalid_copy0 <= \$216 ;
   always @(posedge clk)
-    mvalid_copy0 <= \$217 ;
+    qvalid_copy1 <= \$217 ;
   always @(posedge clk)
-    mvalid_copy1 <= \$218 ;
+    m__valid <= \$218 ;
   always @(posedge clk)
-    m__payload <= \$219 ;
+    mvalid_copy0 <= \$219 ;
   always @(posedge clk)
-    credit_back_d0 <= \$220 ;
+    mvalid_copy1 <= \$220 ;
   always @(posedge clk)
-    credit_back <= \$221 ;
+    m__payload <= \$221 ;
+  always @(posedge clk)
+    credit_back_d0 <= \$222 ;
+  always @(posedge clk)
+    credit_back <= \$223 ;
   \bchw_top.engine3.params0  params0 (
     .clk(clk),
     .data(\data$197 )
@@ -28953,72 +31459,72 @@ module \bchw_top.engine3 (rst, s__valid, write__data, s__ready, m__ready, m__val
     .data(\data$206 )
   );
   \bchw_top.engine3.requant0  requant0 (
-    .acc(acc),
+    .a(acc),
     .clk(clk),
-    .\port$10015$0 (params_d1[58:0]),
+    .\port$10091$0 (params_d1[58:0]),
     .q(q),
     .rst(rst)
   );
   \bchw_top.engine3.requant1  requant1 (
-    .acc(\acc$101 ),
+    .a(\acc$101 ),
     .clk(clk),
-    .\port$10015$59 (params_d1[117:59]),
+    .\port$10091$59 (params_d1[117:59]),
     .q(\q$166 ),
     .rst(rst)
   );
   \bchw_top.engine3.requant2  requant2 (
-    .acc(\acc$107 ),
+    .a(\acc$107 ),
     .clk(clk),
-    .\port$10015$118 (params_d1[176:118]),
+    .\port$10091$118 (params_d1[176:118]),
     .q(\q$167 ),
     .rst(rst)
   );
   \bchw_top.engine3.requant3  requant3 (
-    .acc(\acc$113 ),
+    .a(\acc$113 ),
     .clk(clk),
-    .\port$10015$177 (params_d1[235:177]),
+    .\port$10091$177 (params_d1[235:177]),
     .q(\q$168 ),
     .rst(rst)
   );
   \bchw_top.engine3.requant4  requant4 (
-    .acc(\acc$119 ),
+    .a(\acc$119 ),
     .clk(clk),
-    .\port$10015$236 (params_d1[294:236]),
+    .\port$10091$236 (params_d1[294:236]),
     .q(\q$169 ),
     .rst(rst)
   );
   \bchw_top.engine3.requant5  requant5 (
-    .acc(\acc$125 ),
+    .a(\acc$125 ),
     .clk(clk),
-    .\port$10015$295 (params_d1[353:295]),
+    .\port$10091$295 (params_d1[353:295]),
     .q(\q$170 ),
     .rst(rst)
   );
   \bchw_top.engine3.requant6  requant6 (
-    .acc(\acc$131 ),
+    .a(\acc$131 ),
     .clk(clk),
-    .\port$10015$354 (params_d1[412:354]),
+    .\port$10091$354 (params_d1[412:354]),
     .q(\q$171 ),
     .rst(rst)
   );
   \bchw_top.engine3.requant7  requant7 (
-    .acc(\acc$137 ),
+    .a(\acc$137 ),
     .clk(clk),
-    .\port$10015$413 (params_d1[471:413]),
+    .\port$10091$413 (params_d1[471:413]),
     .q(\q$172 ),
     .rst(rst)
   );
   \bchw_top.engine3.requant8  requant8 (
-    .acc(\acc$143 ),
+    .a(\acc$143 ),
     .clk(clk),
-    .\port$10015$472 (params_d1[530:472]),
+    .\port$10091$472 (params_d1[530:472]),
     .q(\q$173 ),
     .rst(rst)
   );
   \bchw_top.engine3.requant9  requant9 (
-    .acc(\acc$149 ),
+    .a(\acc$149 ),
     .clk(clk),
-    .\port$10015$531 (params_d1[589:531]),
+    .\port$10091$531 (params_d1[589:531]),
     .q(\q$174 ),
     .rst(rst)
   );
@@ -29339,21 +31845,21 @@ module \bchw_top.engine3 (rst, s__valid, write__data, s__ready, m__ready, m__val
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$53 ) begin end
-    \$205  = acc_end;
+    \$205  = qv_d1;
     if (rst) begin
       \$205  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$53 ) begin end
-    \$206  = qe_d0;
+    \$206  = acc_end;
     if (rst) begin
       \$206  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$53 ) begin end
-    \$207  = qv_d1;
+    \$207  = qe_d0;
     if (rst) begin
       \$207  = 1'h0;
     end
@@ -29367,67 +31873,67 @@ module \bchw_top.engine3 (rst, s__valid, write__data, s__ready, m__ready, m__val
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$53 ) begin end
-    \$209  = skid0;
+    \$209  = qv_d2;
+    if (rst) begin
+      \$209  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$53 ) begin end
+    \$210  = qe_d2;
+    if (rst) begin
+      \$210  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$53 ) begin end
+    \$211  = skid0;
     if (\$137 ) begin
-      \$209  = { qe_last_d0, \q$174 , \q$173 , \q$172 , \q$171 , \q$170 , \q$169 , \q$168 , \q$167 , \q$166 , q };
+      \$211  = { qe_last_d0, \q$174 , \q$173 , \q$172 , \q$171 , \q$170 , \q$169 , \q$168 , \q$167 , \q$166 , q };
     end else if (\$139 ) begin
-      \$209  = skid1;
+      \$211  = skid1;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$53 ) begin end
-    \$210  = skid1;
+    \$212  = skid1;
     if (\$149 ) begin
-      \$210  = { qe_last_d0, \q$174 , \q$173 , \q$172 , \q$171 , \q$170 , \q$169 , \q$168 , \q$167 , \q$166 , q };
+      \$212  = { qe_last_d0, \q$174 , \q$173 , \q$172 , \q$171 , \q$170 , \q$169 , \q$168 , \q$167 , \q$166 , q };
     end else if (\$151 ) begin
-      \$210  = 161'h00000000000000000000000000000000000000000;
+      \$212  = 161'h00000000000000000000000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$53 ) begin end
-    \$211  = \$67 [1:0];
+    \$213  = \$67 [1:0];
     if (rst) begin
-      \$211  = 2'h0;
+      \$213  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$53 ) begin end
-    \$212  = \$152 ;
-    if (rst) begin
-      \$212  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$53 ) begin end
-    \$213  = \$153 ;
-    if (rst) begin
-      \$213  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$53 ) begin end
-    \$214  = qv_d1;
+    \$214  = \$152 ;
     if (rst) begin
       \$214  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$53 ) begin end
-    \$215  = qv_d1;
+    \$215  = \$153 ;
     if (rst) begin
       \$215  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$53 ) begin end
-    \$216  = valid_next;
+    \$216  = qv_d2;
     if (rst) begin
       \$216  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$53 ) begin end
-    \$217  = valid_next;
+    \$217  = qv_d2;
     if (rst) begin
       \$217  = 1'h0;
     end
@@ -29441,26 +31947,40 @@ module \bchw_top.engine3 (rst, s__valid, write__data, s__ready, m__ready, m__val
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$53 ) begin end
-    \$219  = m__payload;
-    if (\$157 ) begin
-      \$219 [127:0] = \$159 [127:0];
-    end
-    if (\$163 ) begin
-      \$219 [159:128] = \$165 [159:128];
+    \$219  = valid_next;
+    if (rst) begin
+      \$219  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$53 ) begin end
-    \$220  = enter;
+    \$220  = valid_next;
     if (rst) begin
       \$220  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$53 ) begin end
-    \$221  = credit_back_d0;
+    \$221  = m__payload;
+    if (\$157 ) begin
+      \$221 [127:0] = \$159 [127:0];
+    end
+    if (\$163 ) begin
+      \$221 [159:128] = \$165 [159:128];
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$53 ) begin end
+    \$222  = enter;
     if (rst) begin
-      \$221  = 1'h0;
+      \$222  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$53 ) begin end
+    \$223  = credit_back_d0;
+    if (rst) begin
+      \$223  = 1'h0;
     end
   end
   assign en = 1'h1;
@@ -29857,36 +32377,40 @@ module \bchw_top.engine3.params9 (data, clk);
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine3.requant0 (rst, \port$10015$0 , acc, q, clk);
+module \bchw_top.engine3.requant0 (rst, \port$10091$0 , a, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$54  = 0;
-  wire [34:0] \$1 ;
+  wire [35:0] \$1 ;
   wire [36:0] \$10 ;
-  wire [36:0] \$11 ;
-  wire [35:0] \$12 ;
+  wire [35:0] \$11 ;
+  wire [4:0] \$12 ;
   wire [35:0] \$13 ;
   wire [4:0] \$14 ;
   wire [36:0] \$15 ;
   wire [4:0] \$16 ;
   reg [15:0] \$17 ;
   wire [36:0] \$2 ;
-  wire [37:0] \$3 ;
+  wire \$3 ;
   wire \$4 ;
   wire \$5 ;
   wire \$6 ;
   wire \$7 ;
   wire \$8 ;
-  wire \$9 ;
-  input [16:0] acc;
+  wire [36:0] \$9 ;
+  reg [35:0] \$like  = 36'h000000000;
+  input [16:0] a;
+  wire [16:0] a;
   wire [16:0] acc;
+  wire [17:0] b;
   wire [35:0] bias;
-  reg [35:0] bias1 = 36'h000000000;
+  reg [35:0] bias2 = 36'h000000000;
   input clk;
   wire clk;
   wire en;
+  wire \en$1 ;
   wire [17:0] mul;
-  input [58:0] \port$10015$0 ;
-  wire [58:0] \port$10015$0 ;
-  reg [35:0] prod0 = 36'h000000000;
+  wire [34:0] p;
+  input [58:0] \port$10091$0 ;
+  wire [58:0] \port$10091$0 ;
   output [15:0] q;
   reg [15:0] q = 16'h0000;
   input rst;
@@ -29894,81 +32418,121 @@ module \bchw_top.engine3.requant0 (rst, \port$10015$0 , acc, q, clk);
   wire [4:0] shift;
   reg [4:0] shift1 = 5'h00;
   reg [4:0] shift2 = 5'h00;
+  reg [4:0] shift3 = 5'h00;
   wire [36:0] shifted;
   reg [36:0] total = 37'h0000000000;
-  assign \$1  = $signed(acc) * $signed(\port$10015$0 [17:0]);
-  assign \$3  = $signed(bias1) + $signed(\$2 );
-  assign \$4  = & shifted[36:15];
-  assign \$5  = ~ \$4 ;
-  assign \$6  = shifted[36] & \$5 ;
-  assign \$7  = ~ shifted[36];
-  assign \$8  = | shifted[36:15];
-  assign \$9  = \$7  & \$8 ;
-  assign \$10  = \$9  ? 37'h0000007fff : shifted;
-  assign \$11  = \$6  ? 37'h1fffff8000 : \$10 ;
-  assign shifted = $signed(total) >>> shift2;
+  assign shifted = $signed(total) >>> shift3;
+  assign \$2  = $signed(bias2) + $signed(\$1 );
+  assign \$3  = & shifted[36:15];
+  assign \$4  = ~ \$3 ;
+  assign \$5  = shifted[36] & \$4 ;
+  assign \$6  = ~ shifted[36];
+  assign \$7  = | shifted[36:15];
+  assign \$8  = \$6  & \$7 ;
+  assign \$9  = \$8  ? 37'h0000007fff : shifted;
+  assign \$10  = \$5  ? 37'h1fffff8000 : \$9 ;
   always @(posedge clk)
-    prod0 <= \$12 ;
+    \$like  <= \$11 ;
   always @(posedge clk)
-    bias1 <= \$13 ;
+    shift1 <= \$12 ;
   always @(posedge clk)
-    shift1 <= \$14 ;
+    bias2 <= \$13 ;
+  always @(posedge clk)
+    shift2 <= \$14 ;
   always @(posedge clk)
     total <= \$15 ;
   always @(posedge clk)
-    shift2 <= \$16 ;
+    shift3 <= \$16 ;
   always @(posedge clk)
     q <= \$17 ;
+  \bchw_top.engine3.requant0.mul0  mul0 (
+    .a(a),
+    .b(\port$10091$0 [17:0]),
+    .clk(clk),
+    .p(p)
+  );
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$54 ) begin end
-    \$17  = \$11 [15:0];
+    \$17  = \$10 [15:0];
     if (rst) begin
       \$17  = 16'h0000;
     end
   end
   assign en = 1'h1;
-  assign mul = \port$10015$0 [17:0];
-  assign bias = \port$10015$0 [58:23];
-  assign shift = \port$10015$0 [22:18];
-  assign \$16  = shift1;
-  assign \$15  = \$3 [36:0];
-  assign \$14  = \port$10015$0 [22:18];
-  assign \$13  = \port$10015$0 [58:23];
-  assign \$12  = { \$1 [34], \$1  };
-  assign \$2  = { prod0[35], prod0 };
+  assign \en$1  = 1'h1;
+  assign acc = a;
+  assign b = \port$10091$0 [17:0];
+  assign mul = \port$10091$0 [17:0];
+  assign bias = \port$10091$0 [58:23];
+  assign shift = \port$10091$0 [22:18];
+  assign \$16  = shift2;
+  assign \$15  = \$2 ;
+  assign \$14  = shift1;
+  assign \$13  = \$like ;
+  assign \$12  = \port$10091$0 [22:18];
+  assign \$11  = \port$10091$0 [58:23];
+  assign \$1  = { p[34], p };
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine3.requant1 (rst, \port$10015$59 , acc, q, clk);
+module \bchw_top.engine3.requant0.mul0 (p, b, a, clk);
+  input [16:0] a;
+  wire [16:0] a;
+  input [17:0] b;
+  wire [17:0] b;
+  input clk;
+  wire clk;
+  wire en;
+  output [34:0] p;
+  wire [34:0] p;
+  bchw_mul #(
+    .A_WIDTH(32'd17),
+    .B_WIDTH(32'd18)
+  ) mul (
+    .a(a),
+    .b(b),
+    .clk(clk),
+    .en(1'h1),
+    .p(p)
+  );
+  assign en = 1'h1;
+endmodule
+
+(* generator = "Amaranth" *)
+module \bchw_top.engine3.requant1 (rst, \port$10091$59 , a, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$55  = 0;
-  wire [34:0] \$1 ;
+  wire [35:0] \$1 ;
   wire [36:0] \$10 ;
-  wire [36:0] \$11 ;
-  wire [35:0] \$12 ;
+  wire [35:0] \$11 ;
+  wire [4:0] \$12 ;
   wire [35:0] \$13 ;
   wire [4:0] \$14 ;
   wire [36:0] \$15 ;
   wire [4:0] \$16 ;
   reg [15:0] \$17 ;
   wire [36:0] \$2 ;
-  wire [37:0] \$3 ;
+  wire \$3 ;
   wire \$4 ;
   wire \$5 ;
   wire \$6 ;
   wire \$7 ;
   wire \$8 ;
-  wire \$9 ;
-  input [16:0] acc;
+  wire [36:0] \$9 ;
+  reg [35:0] \$like  = 36'h000000000;
+  input [16:0] a;
+  wire [16:0] a;
   wire [16:0] acc;
+  wire [17:0] b;
   wire [35:0] bias;
-  reg [35:0] bias1 = 36'h000000000;
+  reg [35:0] bias2 = 36'h000000000;
   input clk;
   wire clk;
   wire en;
+  wire \en$1 ;
   wire [17:0] mul;
-  input [58:0] \port$10015$59 ;
-  wire [58:0] \port$10015$59 ;
-  reg [35:0] prod0 = 36'h000000000;
+  wire [34:0] p;
+  input [58:0] \port$10091$59 ;
+  wire [58:0] \port$10091$59 ;
   output [15:0] q;
   reg [15:0] q = 16'h0000;
   input rst;
@@ -29976,81 +32540,121 @@ module \bchw_top.engine3.requant1 (rst, \port$10015$59 , acc, q, clk);
   wire [4:0] shift;
   reg [4:0] shift1 = 5'h00;
   reg [4:0] shift2 = 5'h00;
+  reg [4:0] shift3 = 5'h00;
   wire [36:0] shifted;
   reg [36:0] total = 37'h0000000000;
-  assign \$1  = $signed(acc) * $signed(\port$10015$59 [17:0]);
-  assign \$3  = $signed(bias1) + $signed(\$2 );
-  assign \$4  = & shifted[36:15];
-  assign \$5  = ~ \$4 ;
-  assign \$6  = shifted[36] & \$5 ;
-  assign \$7  = ~ shifted[36];
-  assign \$8  = | shifted[36:15];
-  assign \$9  = \$7  & \$8 ;
-  assign \$10  = \$9  ? 37'h0000007fff : shifted;
-  assign \$11  = \$6  ? 37'h1fffff8000 : \$10 ;
-  assign shifted = $signed(total) >>> shift2;
+  assign shifted = $signed(total) >>> shift3;
+  assign \$2  = $signed(bias2) + $signed(\$1 );
+  assign \$3  = & shifted[36:15];
+  assign \$4  = ~ \$3 ;
+  assign \$5  = shifted[36] & \$4 ;
+  assign \$6  = ~ shifted[36];
+  assign \$7  = | shifted[36:15];
+  assign \$8  = \$6  & \$7 ;
+  assign \$9  = \$8  ? 37'h0000007fff : shifted;
+  assign \$10  = \$5  ? 37'h1fffff8000 : \$9 ;
   always @(posedge clk)
-    prod0 <= \$12 ;
+    \$like  <= \$11 ;
   always @(posedge clk)
-    bias1 <= \$13 ;
+    shift1 <= \$12 ;
   always @(posedge clk)
-    shift1 <= \$14 ;
+    bias2 <= \$13 ;
+  always @(posedge clk)
+    shift2 <= \$14 ;
   always @(posedge clk)
     total <= \$15 ;
   always @(posedge clk)
-    shift2 <= \$16 ;
+    shift3 <= \$16 ;
   always @(posedge clk)
     q <= \$17 ;
+  \bchw_top.engine3.requant1.mul0  mul0 (
+    .a(a),
+    .b(\port$10091$59 [17:0]),
+    .clk(clk),
+    .p(p)
+  );
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$55 ) begin end
-    \$17  = \$11 [15:0];
+    \$17  = \$10 [15:0];
     if (rst) begin
       \$17  = 16'h0000;
     end
   end
   assign en = 1'h1;
-  assign mul = \port$10015$59 [17:0];
-  assign bias = \port$10015$59 [58:23];
-  assign shift = \port$10015$59 [22:18];
-  assign \$16  = shift1;
-  assign \$15  = \$3 [36:0];
-  assign \$14  = \port$10015$59 [22:18];
-  assign \$13  = \port$10015$59 [58:23];
-  assign \$12  = { \$1 [34], \$1  };
-  assign \$2  = { prod0[35], prod0 };
+  assign \en$1  = 1'h1;
+  assign acc = a;
+  assign b = \port$10091$59 [17:0];
+  assign mul = \port$10091$59 [17:0];
+  assign bias = \port$10091$59 [58:23];
+  assign shift = \port$10091$59 [22:18];
+  assign \$16  = shift2;
+  assign \$15  = \$2 ;
+  assign \$14  = shift1;
+  assign \$13  = \$like ;
+  assign \$12  = \port$10091$59 [22:18];
+  assign \$11  = \port$10091$59 [58:23];
+  assign \$1  = { p[34], p };
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine3.requant2 (rst, \port$10015$118 , acc, q, clk);
+module \bchw_top.engine3.requant1.mul0 (p, b, a, clk);
+  input [16:0] a;
+  wire [16:0] a;
+  input [17:0] b;
+  wire [17:0] b;
+  input clk;
+  wire clk;
+  wire en;
+  output [34:0] p;
+  wire [34:0] p;
+  bchw_mul #(
+    .A_WIDTH(32'd17),
+    .B_WIDTH(32'd18)
+  ) mul (
+    .a(a),
+    .b(b),
+    .clk(clk),
+    .en(1'h1),
+    .p(p)
+  );
+  assign en = 1'h1;
+endmodule
+
+(* generator = "Amaranth" *)
+module \bchw_top.engine3.requant2 (rst, \port$10091$118 , a, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$56  = 0;
-  wire [34:0] \$1 ;
+  wire [35:0] \$1 ;
   wire [36:0] \$10 ;
-  wire [36:0] \$11 ;
-  wire [35:0] \$12 ;
+  wire [35:0] \$11 ;
+  wire [4:0] \$12 ;
   wire [35:0] \$13 ;
   wire [4:0] \$14 ;
   wire [36:0] \$15 ;
   wire [4:0] \$16 ;
   reg [15:0] \$17 ;
   wire [36:0] \$2 ;
-  wire [37:0] \$3 ;
+  wire \$3 ;
   wire \$4 ;
   wire \$5 ;
   wire \$6 ;
   wire \$7 ;
   wire \$8 ;
-  wire \$9 ;
-  input [16:0] acc;
+  wire [36:0] \$9 ;
+  reg [35:0] \$like  = 36'h000000000;
+  input [16:0] a;
+  wire [16:0] a;
   wire [16:0] acc;
+  wire [17:0] b;
   wire [35:0] bias;
-  reg [35:0] bias1 = 36'h000000000;
+  reg [35:0] bias2 = 36'h000000000;
   input clk;
   wire clk;
   wire en;
+  wire \en$1 ;
   wire [17:0] mul;
-  input [58:0] \port$10015$118 ;
-  wire [58:0] \port$10015$118 ;
-  reg [35:0] prod0 = 36'h000000000;
+  wire [34:0] p;
+  input [58:0] \port$10091$118 ;
+  wire [58:0] \port$10091$118 ;
   output [15:0] q;
   reg [15:0] q = 16'h0000;
   input rst;
@@ -30058,81 +32662,121 @@ module \bchw_top.engine3.requant2 (rst, \port$10015$118 , acc, q, clk);
   wire [4:0] shift;
   reg [4:0] shift1 = 5'h00;
   reg [4:0] shift2 = 5'h00;
+  reg [4:0] shift3 = 5'h00;
   wire [36:0] shifted;
   reg [36:0] total = 37'h0000000000;
-  assign \$1  = $signed(acc) * $signed(\port$10015$118 [17:0]);
-  assign \$3  = $signed(bias1) + $signed(\$2 );
-  assign \$4  = & shifted[36:15];
-  assign \$5  = ~ \$4 ;
-  assign \$6  = shifted[36] & \$5 ;
-  assign \$7  = ~ shifted[36];
-  assign \$8  = | shifted[36:15];
-  assign \$9  = \$7  & \$8 ;
-  assign \$10  = \$9  ? 37'h0000007fff : shifted;
-  assign \$11  = \$6  ? 37'h1fffff8000 : \$10 ;
-  assign shifted = $signed(total) >>> shift2;
+  assign shifted = $signed(total) >>> shift3;
+  assign \$2  = $signed(bias2) + $signed(\$1 );
+  assign \$3  = & shifted[36:15];
+  assign \$4  = ~ \$3 ;
+  assign \$5  = shifted[36] & \$4 ;
+  assign \$6  = ~ shifted[36];
+  assign \$7  = | shifted[36:15];
+  assign \$8  = \$6  & \$7 ;
+  assign \$9  = \$8  ? 37'h0000007fff : shifted;
+  assign \$10  = \$5  ? 37'h1fffff8000 : \$9 ;
   always @(posedge clk)
-    prod0 <= \$12 ;
+    \$like  <= \$11 ;
   always @(posedge clk)
-    bias1 <= \$13 ;
+    shift1 <= \$12 ;
   always @(posedge clk)
-    shift1 <= \$14 ;
+    bias2 <= \$13 ;
+  always @(posedge clk)
+    shift2 <= \$14 ;
   always @(posedge clk)
     total <= \$15 ;
   always @(posedge clk)
-    shift2 <= \$16 ;
+    shift3 <= \$16 ;
   always @(posedge clk)
     q <= \$17 ;
+  \bchw_top.engine3.requant2.mul0  mul0 (
+    .a(a),
+    .b(\port$10091$118 [17:0]),
+    .clk(clk),
+    .p(p)
+  );
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$56 ) begin end
-    \$17  = \$11 [15:0];
+    \$17  = \$10 [15:0];
     if (rst) begin
       \$17  = 16'h0000;
     end
   end
   assign en = 1'h1;
-  assign mul = \port$10015$118 [17:0];
-  assign bias = \port$10015$118 [58:23];
-  assign shift = \port$10015$118 [22:18];
-  assign \$16  = shift1;
-  assign \$15  = \$3 [36:0];
-  assign \$14  = \port$10015$118 [22:18];
-  assign \$13  = \port$10015$118 [58:23];
-  assign \$12  = { \$1 [34], \$1  };
-  assign \$2  = { prod0[35], prod0 };
+  assign \en$1  = 1'h1;
+  assign acc = a;
+  assign b = \port$10091$118 [17:0];
+  assign mul = \port$10091$118 [17:0];
+  assign bias = \port$10091$118 [58:23];
+  assign shift = \port$10091$118 [22:18];
+  assign \$16  = shift2;
+  assign \$15  = \$2 ;
+  assign \$14  = shift1;
+  assign \$13  = \$like ;
+  assign \$12  = \port$10091$118 [22:18];
+  assign \$11  = \port$10091$118 [58:23];
+  assign \$1  = { p[34], p };
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine3.requant3 (rst, \port$10015$177 , acc, q, clk);
+module \bchw_top.engine3.requant2.mul0 (p, b, a, clk);
+  input [16:0] a;
+  wire [16:0] a;
+  input [17:0] b;
+  wire [17:0] b;
+  input clk;
+  wire clk;
+  wire en;
+  output [34:0] p;
+  wire [34:0] p;
+  bchw_mul #(
+    .A_WIDTH(32'd17),
+    .B_WIDTH(32'd18)
+  ) mul (
+    .a(a),
+    .b(b),
+    .clk(clk),
+    .en(1'h1),
+    .p(p)
+  );
+  assign en = 1'h1;
+endmodule
+
+(* generator = "Amaranth" *)
+module \bchw_top.engine3.requant3 (rst, \port$10091$177 , a, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$57  = 0;
-  wire [34:0] \$1 ;
+  wire [35:0] \$1 ;
   wire [36:0] \$10 ;
-  wire [36:0] \$11 ;
-  wire [35:0] \$12 ;
+  wire [35:0] \$11 ;
+  wire [4:0] \$12 ;
   wire [35:0] \$13 ;
   wire [4:0] \$14 ;
   wire [36:0] \$15 ;
   wire [4:0] \$16 ;
   reg [15:0] \$17 ;
   wire [36:0] \$2 ;
-  wire [37:0] \$3 ;
+  wire \$3 ;
   wire \$4 ;
   wire \$5 ;
   wire \$6 ;
   wire \$7 ;
   wire \$8 ;
-  wire \$9 ;
-  input [16:0] acc;
+  wire [36:0] \$9 ;
+  reg [35:0] \$like  = 36'h000000000;
+  input [16:0] a;
+  wire [16:0] a;
   wire [16:0] acc;
+  wire [17:0] b;
   wire [35:0] bias;
-  reg [35:0] bias1 = 36'h000000000;
+  reg [35:0] bias2 = 36'h000000000;
   input clk;
   wire clk;
   wire en;
+  wire \en$1 ;
   wire [17:0] mul;
-  input [58:0] \port$10015$177 ;
-  wire [58:0] \port$10015$177 ;
-  reg [35:0] prod0 = 36'h000000000;
+  wire [34:0] p;
+  input [58:0] \port$10091$177 ;
+  wire [58:0] \port$10091$177 ;
   output [15:0] q;
   reg [15:0] q = 16'h0000;
   input rst;
@@ -30140,81 +32784,121 @@ module \bchw_top.engine3.requant3 (rst, \port$10015$177 , acc, q, clk);
   wire [4:0] shift;
   reg [4:0] shift1 = 5'h00;
   reg [4:0] shift2 = 5'h00;
+  reg [4:0] shift3 = 5'h00;
   wire [36:0] shifted;
   reg [36:0] total = 37'h0000000000;
-  assign \$1  = $signed(acc) * $signed(\port$10015$177 [17:0]);
-  assign \$3  = $signed(bias1) + $signed(\$2 );
-  assign \$4  = & shifted[36:15];
-  assign \$5  = ~ \$4 ;
-  assign \$6  = shifted[36] & \$5 ;
-  assign \$7  = ~ shifted[36];
-  assign \$8  = | shifted[36:15];
-  assign \$9  = \$7  & \$8 ;
-  assign \$10  = \$9  ? 37'h0000007fff : shifted;
-  assign \$11  = \$6  ? 37'h1fffff8000 : \$10 ;
-  assign shifted = $signed(total) >>> shift2;
+  assign shifted = $signed(total) >>> shift3;
+  assign \$2  = $signed(bias2) + $signed(\$1 );
+  assign \$3  = & shifted[36:15];
+  assign \$4  = ~ \$3 ;
+  assign \$5  = shifted[36] & \$4 ;
+  assign \$6  = ~ shifted[36];
+  assign \$7  = | shifted[36:15];
+  assign \$8  = \$6  & \$7 ;
+  assign \$9  = \$8  ? 37'h0000007fff : shifted;
+  assign \$10  = \$5  ? 37'h1fffff8000 : \$9 ;
   always @(posedge clk)
-    prod0 <= \$12 ;
+    \$like  <= \$11 ;
   always @(posedge clk)
-    bias1 <= \$13 ;
+    shift1 <= \$12 ;
   always @(posedge clk)
-    shift1 <= \$14 ;
+    bias2 <= \$13 ;
+  always @(posedge clk)
+    shift2 <= \$14 ;
   always @(posedge clk)
     total <= \$15 ;
   always @(posedge clk)
-    shift2 <= \$16 ;
+    shift3 <= \$16 ;
   always @(posedge clk)
     q <= \$17 ;
+  \bchw_top.engine3.requant3.mul0  mul0 (
+    .a(a),
+    .b(\port$10091$177 [17:0]),
+    .clk(clk),
+    .p(p)
+  );
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$57 ) begin end
-    \$17  = \$11 [15:0];
+    \$17  = \$10 [15:0];
     if (rst) begin
       \$17  = 16'h0000;
     end
   end
   assign en = 1'h1;
-  assign mul = \port$10015$177 [17:0];
-  assign bias = \port$10015$177 [58:23];
-  assign shift = \port$10015$177 [22:18];
-  assign \$16  = shift1;
-  assign \$15  = \$3 [36:0];
-  assign \$14  = \port$10015$177 [22:18];
-  assign \$13  = \port$10015$177 [58:23];
-  assign \$12  = { \$1 [34], \$1  };
-  assign \$2  = { prod0[35], prod0 };
+  assign \en$1  = 1'h1;
+  assign acc = a;
+  assign b = \port$10091$177 [17:0];
+  assign mul = \port$10091$177 [17:0];
+  assign bias = \port$10091$177 [58:23];
+  assign shift = \port$10091$177 [22:18];
+  assign \$16  = shift2;
+  assign \$15  = \$2 ;
+  assign \$14  = shift1;
+  assign \$13  = \$like ;
+  assign \$12  = \port$10091$177 [22:18];
+  assign \$11  = \port$10091$177 [58:23];
+  assign \$1  = { p[34], p };
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine3.requant4 (rst, \port$10015$236 , acc, q, clk);
+module \bchw_top.engine3.requant3.mul0 (p, b, a, clk);
+  input [16:0] a;
+  wire [16:0] a;
+  input [17:0] b;
+  wire [17:0] b;
+  input clk;
+  wire clk;
+  wire en;
+  output [34:0] p;
+  wire [34:0] p;
+  bchw_mul #(
+    .A_WIDTH(32'd17),
+    .B_WIDTH(32'd18)
+  ) mul (
+    .a(a),
+    .b(b),
+    .clk(clk),
+    .en(1'h1),
+    .p(p)
+  );
+  assign en = 1'h1;
+endmodule
+
+(* generator = "Amaranth" *)
+module \bchw_top.engine3.requant4 (rst, \port$10091$236 , a, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$58  = 0;
-  wire [34:0] \$1 ;
+  wire [35:0] \$1 ;
   wire [36:0] \$10 ;
-  wire [36:0] \$11 ;
-  wire [35:0] \$12 ;
+  wire [35:0] \$11 ;
+  wire [4:0] \$12 ;
   wire [35:0] \$13 ;
   wire [4:0] \$14 ;
   wire [36:0] \$15 ;
   wire [4:0] \$16 ;
   reg [15:0] \$17 ;
   wire [36:0] \$2 ;
-  wire [37:0] \$3 ;
+  wire \$3 ;
   wire \$4 ;
   wire \$5 ;
   wire \$6 ;
   wire \$7 ;
   wire \$8 ;
-  wire \$9 ;
-  input [16:0] acc;
+  wire [36:0] \$9 ;
+  reg [35:0] \$like  = 36'h000000000;
+  input [16:0] a;
+  wire [16:0] a;
   wire [16:0] acc;
+  wire [17:0] b;
   wire [35:0] bias;
-  reg [35:0] bias1 = 36'h000000000;
+  reg [35:0] bias2 = 36'h000000000;
   input clk;
   wire clk;
   wire en;
+  wire \en$1 ;
   wire [17:0] mul;
-  input [58:0] \port$10015$236 ;
-  wire [58:0] \port$10015$236 ;
-  reg [35:0] prod0 = 36'h000000000;
+  wire [34:0] p;
+  input [58:0] \port$10091$236 ;
+  wire [58:0] \port$10091$236 ;
   output [15:0] q;
   reg [15:0] q = 16'h0000;
   input rst;
@@ -30222,81 +32906,121 @@ module \bchw_top.engine3.requant4 (rst, \port$10015$236 , acc, q, clk);
   wire [4:0] shift;
   reg [4:0] shift1 = 5'h00;
   reg [4:0] shift2 = 5'h00;
+  reg [4:0] shift3 = 5'h00;
   wire [36:0] shifted;
   reg [36:0] total = 37'h0000000000;
-  assign \$1  = $signed(acc) * $signed(\port$10015$236 [17:0]);
-  assign \$3  = $signed(bias1) + $signed(\$2 );
-  assign \$4  = & shifted[36:15];
-  assign \$5  = ~ \$4 ;
-  assign \$6  = shifted[36] & \$5 ;
-  assign \$7  = ~ shifted[36];
-  assign \$8  = | shifted[36:15];
-  assign \$9  = \$7  & \$8 ;
-  assign \$10  = \$9  ? 37'h0000007fff : shifted;
-  assign \$11  = \$6  ? 37'h1fffff8000 : \$10 ;
-  assign shifted = $signed(total) >>> shift2;
+  assign shifted = $signed(total) >>> shift3;
+  assign \$2  = $signed(bias2) + $signed(\$1 );
+  assign \$3  = & shifted[36:15];
+  assign \$4  = ~ \$3 ;
+  assign \$5  = shifted[36] & \$4 ;
+  assign \$6  = ~ shifted[36];
+  assign \$7  = | shifted[36:15];
+  assign \$8  = \$6  & \$7 ;
+  assign \$9  = \$8  ? 37'h0000007fff : shifted;
+  assign \$10  = \$5  ? 37'h1fffff8000 : \$9 ;
   always @(posedge clk)
-    prod0 <= \$12 ;
+    \$like  <= \$11 ;
   always @(posedge clk)
-    bias1 <= \$13 ;
+    shift1 <= \$12 ;
   always @(posedge clk)
-    shift1 <= \$14 ;
+    bias2 <= \$13 ;
+  always @(posedge clk)
+    shift2 <= \$14 ;
   always @(posedge clk)
     total <= \$15 ;
   always @(posedge clk)
-    shift2 <= \$16 ;
+    shift3 <= \$16 ;
   always @(posedge clk)
     q <= \$17 ;
+  \bchw_top.engine3.requant4.mul0  mul0 (
+    .a(a),
+    .b(\port$10091$236 [17:0]),
+    .clk(clk),
+    .p(p)
+  );
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$58 ) begin end
-    \$17  = \$11 [15:0];
+    \$17  = \$10 [15:0];
     if (rst) begin
       \$17  = 16'h0000;
     end
   end
   assign en = 1'h1;
-  assign mul = \port$10015$236 [17:0];
-  assign bias = \port$10015$236 [58:23];
-  assign shift = \port$10015$236 [22:18];
-  assign \$16  = shift1;
-  assign \$15  = \$3 [36:0];
-  assign \$14  = \port$10015$236 [22:18];
-  assign \$13  = \port$10015$236 [58:23];
-  assign \$12  = { \$1 [34], \$1  };
-  assign \$2  = { prod0[35], prod0 };
+  assign \en$1  = 1'h1;
+  assign acc = a;
+  assign b = \port$10091$236 [17:0];
+  assign mul = \port$10091$236 [17:0];
+  assign bias = \port$10091$236 [58:23];
+  assign shift = \port$10091$236 [22:18];
+  assign \$16  = shift2;
+  assign \$15  = \$2 ;
+  assign \$14  = shift1;
+  assign \$13  = \$like ;
+  assign \$12  = \port$10091$236 [22:18];
+  assign \$11  = \port$10091$236 [58:23];
+  assign \$1  = { p[34], p };
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine3.requant5 (rst, \port$10015$295 , acc, q, clk);
+module \bchw_top.engine3.requant4.mul0 (p, b, a, clk);
+  input [16:0] a;
+  wire [16:0] a;
+  input [17:0] b;
+  wire [17:0] b;
+  input clk;
+  wire clk;
+  wire en;
+  output [34:0] p;
+  wire [34:0] p;
+  bchw_mul #(
+    .A_WIDTH(32'd17),
+    .B_WIDTH(32'd18)
+  ) mul (
+    .a(a),
+    .b(b),
+    .clk(clk),
+    .en(1'h1),
+    .p(p)
+  );
+  assign en = 1'h1;
+endmodule
+
+(* generator = "Amaranth" *)
+module \bchw_top.engine3.requant5 (rst, \port$10091$295 , a, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$59  = 0;
-  wire [34:0] \$1 ;
+  wire [35:0] \$1 ;
   wire [36:0] \$10 ;
-  wire [36:0] \$11 ;
-  wire [35:0] \$12 ;
+  wire [35:0] \$11 ;
+  wire [4:0] \$12 ;
   wire [35:0] \$13 ;
   wire [4:0] \$14 ;
   wire [36:0] \$15 ;
   wire [4:0] \$16 ;
   reg [15:0] \$17 ;
   wire [36:0] \$2 ;
-  wire [37:0] \$3 ;
+  wire \$3 ;
   wire \$4 ;
   wire \$5 ;
   wire \$6 ;
   wire \$7 ;
   wire \$8 ;
-  wire \$9 ;
-  input [16:0] acc;
+  wire [36:0] \$9 ;
+  reg [35:0] \$like  = 36'h000000000;
+  input [16:0] a;
+  wire [16:0] a;
   wire [16:0] acc;
+  wire [17:0] b;
   wire [35:0] bias;
-  reg [35:0] bias1 = 36'h000000000;
+  reg [35:0] bias2 = 36'h000000000;
   input clk;
   wire clk;
   wire en;
+  wire \en$1 ;
   wire [17:0] mul;
-  input [58:0] \port$10015$295 ;
-  wire [58:0] \port$10015$295 ;
-  reg [35:0] prod0 = 36'h000000000;
+  wire [34:0] p;
+  input [58:0] \port$10091$295 ;
+  wire [58:0] \port$10091$295 ;
   output [15:0] q;
   reg [15:0] q = 16'h0000;
   input rst;
@@ -30304,81 +33028,121 @@ module \bchw_top.engine3.requant5 (rst, \port$10015$295 , acc, q, clk);
   wire [4:0] shift;
   reg [4:0] shift1 = 5'h00;
   reg [4:0] shift2 = 5'h00;
+  reg [4:0] shift3 = 5'h00;
   wire [36:0] shifted;
   reg [36:0] total = 37'h0000000000;
-  assign \$1  = $signed(acc) * $signed(\port$10015$295 [17:0]);
-  assign \$3  = $signed(bias1) + $signed(\$2 );
-  assign \$4  = & shifted[36:15];
-  assign \$5  = ~ \$4 ;
-  assign \$6  = shifted[36] & \$5 ;
-  assign \$7  = ~ shifted[36];
-  assign \$8  = | shifted[36:15];
-  assign \$9  = \$7  & \$8 ;
-  assign \$10  = \$9  ? 37'h0000007fff : shifted;
-  assign \$11  = \$6  ? 37'h1fffff8000 : \$10 ;
-  assign shifted = $signed(total) >>> shift2;
+  assign shifted = $signed(total) >>> shift3;
+  assign \$2  = $signed(bias2) + $signed(\$1 );
+  assign \$3  = & shifted[36:15];
+  assign \$4  = ~ \$3 ;
+  assign \$5  = shifted[36] & \$4 ;
+  assign \$6  = ~ shifted[36];
+  assign \$7  = | shifted[36:15];
+  assign \$8  = \$6  & \$7 ;
+  assign \$9  = \$8  ? 37'h0000007fff : shifted;
+  assign \$10  = \$5  ? 37'h1fffff8000 : \$9 ;
   always @(posedge clk)
-    prod0 <= \$12 ;
+    \$like  <= \$11 ;
   always @(posedge clk)
-    bias1 <= \$13 ;
+    shift1 <= \$12 ;
   always @(posedge clk)
-    shift1 <= \$14 ;
+    bias2 <= \$13 ;
+  always @(posedge clk)
+    shift2 <= \$14 ;
   always @(posedge clk)
     total <= \$15 ;
   always @(posedge clk)
-    shift2 <= \$16 ;
+    shift3 <= \$16 ;
   always @(posedge clk)
     q <= \$17 ;
+  \bchw_top.engine3.requant5.mul0  mul0 (
+    .a(a),
+    .b(\port$10091$295 [17:0]),
+    .clk(clk),
+    .p(p)
+  );
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$59 ) begin end
-    \$17  = \$11 [15:0];
+    \$17  = \$10 [15:0];
     if (rst) begin
       \$17  = 16'h0000;
     end
   end
   assign en = 1'h1;
-  assign mul = \port$10015$295 [17:0];
-  assign bias = \port$10015$295 [58:23];
-  assign shift = \port$10015$295 [22:18];
-  assign \$16  = shift1;
-  assign \$15  = \$3 [36:0];
-  assign \$14  = \port$10015$295 [22:18];
-  assign \$13  = \port$10015$295 [58:23];
-  assign \$12  = { \$1 [34], \$1  };
-  assign \$2  = { prod0[35], prod0 };
+  assign \en$1  = 1'h1;
+  assign acc = a;
+  assign b = \port$10091$295 [17:0];
+  assign mul = \port$10091$295 [17:0];
+  assign bias = \port$10091$295 [58:23];
+  assign shift = \port$10091$295 [22:18];
+  assign \$16  = shift2;
+  assign \$15  = \$2 ;
+  assign \$14  = shift1;
+  assign \$13  = \$like ;
+  assign \$12  = \port$10091$295 [22:18];
+  assign \$11  = \port$10091$295 [58:23];
+  assign \$1  = { p[34], p };
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine3.requant6 (rst, \port$10015$354 , acc, q, clk);
+module \bchw_top.engine3.requant5.mul0 (p, b, a, clk);
+  input [16:0] a;
+  wire [16:0] a;
+  input [17:0] b;
+  wire [17:0] b;
+  input clk;
+  wire clk;
+  wire en;
+  output [34:0] p;
+  wire [34:0] p;
+  bchw_mul #(
+    .A_WIDTH(32'd17),
+    .B_WIDTH(32'd18)
+  ) mul (
+    .a(a),
+    .b(b),
+    .clk(clk),
+    .en(1'h1),
+    .p(p)
+  );
+  assign en = 1'h1;
+endmodule
+
+(* generator = "Amaranth" *)
+module \bchw_top.engine3.requant6 (rst, \port$10091$354 , a, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$60  = 0;
-  wire [34:0] \$1 ;
+  wire [35:0] \$1 ;
   wire [36:0] \$10 ;
-  wire [36:0] \$11 ;
-  wire [35:0] \$12 ;
+  wire [35:0] \$11 ;
+  wire [4:0] \$12 ;
   wire [35:0] \$13 ;
   wire [4:0] \$14 ;
   wire [36:0] \$15 ;
   wire [4:0] \$16 ;
   reg [15:0] \$17 ;
   wire [36:0] \$2 ;
-  wire [37:0] \$3 ;
+  wire \$3 ;
   wire \$4 ;
   wire \$5 ;
   wire \$6 ;
   wire \$7 ;
   wire \$8 ;
-  wire \$9 ;
-  input [16:0] acc;
+  wire [36:0] \$9 ;
+  reg [35:0] \$like  = 36'h000000000;
+  input [16:0] a;
+  wire [16:0] a;
   wire [16:0] acc;
+  wire [17:0] b;
   wire [35:0] bias;
-  reg [35:0] bias1 = 36'h000000000;
+  reg [35:0] bias2 = 36'h000000000;
   input clk;
   wire clk;
   wire en;
+  wire \en$1 ;
   wire [17:0] mul;
-  input [58:0] \port$10015$354 ;
-  wire [58:0] \port$10015$354 ;
-  reg [35:0] prod0 = 36'h000000000;
+  wire [34:0] p;
+  input [58:0] \port$10091$354 ;
+  wire [58:0] \port$10091$354 ;
   output [15:0] q;
   reg [15:0] q = 16'h0000;
   input rst;
@@ -30386,81 +33150,121 @@ module \bchw_top.engine3.requant6 (rst, \port$10015$354 , acc, q, clk);
   wire [4:0] shift;
   reg [4:0] shift1 = 5'h00;
   reg [4:0] shift2 = 5'h00;
+  reg [4:0] shift3 = 5'h00;
   wire [36:0] shifted;
   reg [36:0] total = 37'h0000000000;
-  assign \$1  = $signed(acc) * $signed(\port$10015$354 [17:0]);
-  assign \$3  = $signed(bias1) + $signed(\$2 );
-  assign \$4  = & shifted[36:15];
-  assign \$5  = ~ \$4 ;
-  assign \$6  = shifted[36] & \$5 ;
-  assign \$7  = ~ shifted[36];
-  assign \$8  = | shifted[36:15];
-  assign \$9  = \$7  & \$8 ;
-  assign \$10  = \$9  ? 37'h0000007fff : shifted;
-  assign \$11  = \$6  ? 37'h1fffff8000 : \$10 ;
-  assign shifted = $signed(total) >>> shift2;
+  assign shifted = $signed(total) >>> shift3;
+  assign \$2  = $signed(bias2) + $signed(\$1 );
+  assign \$3  = & shifted[36:15];
+  assign \$4  = ~ \$3 ;
+  assign \$5  = shifted[36] & \$4 ;
+  assign \$6  = ~ shifted[36];
+  assign \$7  = | shifted[36:15];
+  assign \$8  = \$6  & \$7 ;
+  assign \$9  = \$8  ? 37'h0000007fff : shifted;
+  assign \$10  = \$5  ? 37'h1fffff8000 : \$9 ;
   always @(posedge clk)
-    prod0 <= \$12 ;
+    \$like  <= \$11 ;
   always @(posedge clk)
-    bias1 <= \$13 ;
+    shift1 <= \$12 ;
   always @(posedge clk)
-    shift1 <= \$14 ;
+    bias2 <= \$13 ;
+  always @(posedge clk)
+    shift2 <= \$14 ;
   always @(posedge clk)
     total <= \$15 ;
   always @(posedge clk)
-    shift2 <= \$16 ;
+    shift3 <= \$16 ;
   always @(posedge clk)
     q <= \$17 ;
+  \bchw_top.engine3.requant6.mul0  mul0 (
+    .a(a),
+    .b(\port$10091$354 [17:0]),
+    .clk(clk),
+    .p(p)
+  );
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$60 ) begin end
-    \$17  = \$11 [15:0];
+    \$17  = \$10 [15:0];
     if (rst) begin
       \$17  = 16'h0000;
     end
   end
   assign en = 1'h1;
-  assign mul = \port$10015$354 [17:0];
-  assign bias = \port$10015$354 [58:23];
-  assign shift = \port$10015$354 [22:18];
-  assign \$16  = shift1;
-  assign \$15  = \$3 [36:0];
-  assign \$14  = \port$10015$354 [22:18];
-  assign \$13  = \port$10015$354 [58:23];
-  assign \$12  = { \$1 [34], \$1  };
-  assign \$2  = { prod0[35], prod0 };
+  assign \en$1  = 1'h1;
+  assign acc = a;
+  assign b = \port$10091$354 [17:0];
+  assign mul = \port$10091$354 [17:0];
+  assign bias = \port$10091$354 [58:23];
+  assign shift = \port$10091$354 [22:18];
+  assign \$16  = shift2;
+  assign \$15  = \$2 ;
+  assign \$14  = shift1;
+  assign \$13  = \$like ;
+  assign \$12  = \port$10091$354 [22:18];
+  assign \$11  = \port$10091$354 [58:23];
+  assign \$1  = { p[34], p };
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine3.requant7 (rst, \port$10015$413 , acc, q, clk);
+module \bchw_top.engine3.requant6.mul0 (p, b, a, clk);
+  input [16:0] a;
+  wire [16:0] a;
+  input [17:0] b;
+  wire [17:0] b;
+  input clk;
+  wire clk;
+  wire en;
+  output [34:0] p;
+  wire [34:0] p;
+  bchw_mul #(
+    .A_WIDTH(32'd17),
+    .B_WIDTH(32'd18)
+  ) mul (
+    .a(a),
+    .b(b),
+    .clk(clk),
+    .en(1'h1),
+    .p(p)
+  );
+  assign en = 1'h1;
+endmodule
+
+(* generator = "Amaranth" *)
+module \bchw_top.engine3.requant7 (rst, \port$10091$413 , a, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$61  = 0;
-  wire [34:0] \$1 ;
+  wire [35:0] \$1 ;
   wire [36:0] \$10 ;
-  wire [36:0] \$11 ;
-  wire [35:0] \$12 ;
+  wire [35:0] \$11 ;
+  wire [4:0] \$12 ;
   wire [35:0] \$13 ;
   wire [4:0] \$14 ;
   wire [36:0] \$15 ;
   wire [4:0] \$16 ;
   reg [15:0] \$17 ;
   wire [36:0] \$2 ;
-  wire [37:0] \$3 ;
+  wire \$3 ;
   wire \$4 ;
   wire \$5 ;
   wire \$6 ;
   wire \$7 ;
   wire \$8 ;
-  wire \$9 ;
-  input [16:0] acc;
+  wire [36:0] \$9 ;
+  reg [35:0] \$like  = 36'h000000000;
+  input [16:0] a;
+  wire [16:0] a;
   wire [16:0] acc;
+  wire [17:0] b;
   wire [35:0] bias;
-  reg [35:0] bias1 = 36'h000000000;
+  reg [35:0] bias2 = 36'h000000000;
   input clk;
   wire clk;
   wire en;
+  wire \en$1 ;
   wire [17:0] mul;
-  input [58:0] \port$10015$413 ;
-  wire [58:0] \port$10015$413 ;
-  reg [35:0] prod0 = 36'h000000000;
+  wire [34:0] p;
+  input [58:0] \port$10091$413 ;
+  wire [58:0] \port$10091$413 ;
   output [15:0] q;
   reg [15:0] q = 16'h0000;
   input rst;
@@ -30468,81 +33272,121 @@ module \bchw_top.engine3.requant7 (rst, \port$10015$413 , acc, q, clk);
   wire [4:0] shift;
   reg [4:0] shift1 = 5'h00;
   reg [4:0] shift2 = 5'h00;
+  reg [4:0] shift3 = 5'h00;
   wire [36:0] shifted;
   reg [36:0] total = 37'h0000000000;
-  assign \$1  = $signed(acc) * $signed(\port$10015$413 [17:0]);
-  assign \$3  = $signed(bias1) + $signed(\$2 );
-  assign \$4  = & shifted[36:15];
-  assign \$5  = ~ \$4 ;
-  assign \$6  = shifted[36] & \$5 ;
-  assign \$7  = ~ shifted[36];
-  assign \$8  = | shifted[36:15];
-  assign \$9  = \$7  & \$8 ;
-  assign \$10  = \$9  ? 37'h0000007fff : shifted;
-  assign \$11  = \$6  ? 37'h1fffff8000 : \$10 ;
-  assign shifted = $signed(total) >>> shift2;
+  assign shifted = $signed(total) >>> shift3;
+  assign \$2  = $signed(bias2) + $signed(\$1 );
+  assign \$3  = & shifted[36:15];
+  assign \$4  = ~ \$3 ;
+  assign \$5  = shifted[36] & \$4 ;
+  assign \$6  = ~ shifted[36];
+  assign \$7  = | shifted[36:15];
+  assign \$8  = \$6  & \$7 ;
+  assign \$9  = \$8  ? 37'h0000007fff : shifted;
+  assign \$10  = \$5  ? 37'h1fffff8000 : \$9 ;
   always @(posedge clk)
-    prod0 <= \$12 ;
+    \$like  <= \$11 ;
   always @(posedge clk)
-    bias1 <= \$13 ;
+    shift1 <= \$12 ;
   always @(posedge clk)
-    shift1 <= \$14 ;
+    bias2 <= \$13 ;
+  always @(posedge clk)
+    shift2 <= \$14 ;
   always @(posedge clk)
     total <= \$15 ;
   always @(posedge clk)
-    shift2 <= \$16 ;
+    shift3 <= \$16 ;
   always @(posedge clk)
     q <= \$17 ;
+  \bchw_top.engine3.requant7.mul0  mul0 (
+    .a(a),
+    .b(\port$10091$413 [17:0]),
+    .clk(clk),
+    .p(p)
+  );
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$61 ) begin end
-    \$17  = \$11 [15:0];
+    \$17  = \$10 [15:0];
     if (rst) begin
       \$17  = 16'h0000;
     end
   end
   assign en = 1'h1;
-  assign mul = \port$10015$413 [17:0];
-  assign bias = \port$10015$413 [58:23];
-  assign shift = \port$10015$413 [22:18];
-  assign \$16  = shift1;
-  assign \$15  = \$3 [36:0];
-  assign \$14  = \port$10015$413 [22:18];
-  assign \$13  = \port$10015$413 [58:23];
-  assign \$12  = { \$1 [34], \$1  };
-  assign \$2  = { prod0[35], prod0 };
+  assign \en$1  = 1'h1;
+  assign acc = a;
+  assign b = \port$10091$413 [17:0];
+  assign mul = \port$10091$413 [17:0];
+  assign bias = \port$10091$413 [58:23];
+  assign shift = \port$10091$413 [22:18];
+  assign \$16  = shift2;
+  assign \$15  = \$2 ;
+  assign \$14  = shift1;
+  assign \$13  = \$like ;
+  assign \$12  = \port$10091$413 [22:18];
+  assign \$11  = \port$10091$413 [58:23];
+  assign \$1  = { p[34], p };
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine3.requant8 (rst, \port$10015$472 , acc, q, clk);
+module \bchw_top.engine3.requant7.mul0 (p, b, a, clk);
+  input [16:0] a;
+  wire [16:0] a;
+  input [17:0] b;
+  wire [17:0] b;
+  input clk;
+  wire clk;
+  wire en;
+  output [34:0] p;
+  wire [34:0] p;
+  bchw_mul #(
+    .A_WIDTH(32'd17),
+    .B_WIDTH(32'd18)
+  ) mul (
+    .a(a),
+    .b(b),
+    .clk(clk),
+    .en(1'h1),
+    .p(p)
+  );
+  assign en = 1'h1;
+endmodule
+
+(* generator = "Amaranth" *)
+module \bchw_top.engine3.requant8 (rst, \port$10091$472 , a, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$62  = 0;
-  wire [34:0] \$1 ;
+  wire [35:0] \$1 ;
   wire [36:0] \$10 ;
-  wire [36:0] \$11 ;
-  wire [35:0] \$12 ;
+  wire [35:0] \$11 ;
+  wire [4:0] \$12 ;
   wire [35:0] \$13 ;
   wire [4:0] \$14 ;
   wire [36:0] \$15 ;
   wire [4:0] \$16 ;
   reg [15:0] \$17 ;
   wire [36:0] \$2 ;
-  wire [37:0] \$3 ;
+  wire \$3 ;
   wire \$4 ;
   wire \$5 ;
   wire \$6 ;
   wire \$7 ;
   wire \$8 ;
-  wire \$9 ;
-  input [16:0] acc;
+  wire [36:0] \$9 ;
+  reg [35:0] \$like  = 36'h000000000;
+  input [16:0] a;
+  wire [16:0] a;
   wire [16:0] acc;
+  wire [17:0] b;
   wire [35:0] bias;
-  reg [35:0] bias1 = 36'h000000000;
+  reg [35:0] bias2 = 36'h000000000;
   input clk;
   wire clk;
   wire en;
+  wire \en$1 ;
   wire [17:0] mul;
-  input [58:0] \port$10015$472 ;
-  wire [58:0] \port$10015$472 ;
-  reg [35:0] prod0 = 36'h000000000;
+  wire [34:0] p;
+  input [58:0] \port$10091$472 ;
+  wire [58:0] \port$10091$472 ;
   output [15:0] q;
   reg [15:0] q = 16'h0000;
   input rst;
@@ -30550,81 +33394,121 @@ module \bchw_top.engine3.requant8 (rst, \port$10015$472 , acc, q, clk);
   wire [4:0] shift;
   reg [4:0] shift1 = 5'h00;
   reg [4:0] shift2 = 5'h00;
+  reg [4:0] shift3 = 5'h00;
   wire [36:0] shifted;
   reg [36:0] total = 37'h0000000000;
-  assign \$1  = $signed(acc) * $signed(\port$10015$472 [17:0]);
-  assign \$3  = $signed(bias1) + $signed(\$2 );
-  assign \$4  = & shifted[36:15];
-  assign \$5  = ~ \$4 ;
-  assign \$6  = shifted[36] & \$5 ;
-  assign \$7  = ~ shifted[36];
-  assign \$8  = | shifted[36:15];
-  assign \$9  = \$7  & \$8 ;
-  assign \$10  = \$9  ? 37'h0000007fff : shifted;
-  assign \$11  = \$6  ? 37'h1fffff8000 : \$10 ;
-  assign shifted = $signed(total) >>> shift2;
+  assign shifted = $signed(total) >>> shift3;
+  assign \$2  = $signed(bias2) + $signed(\$1 );
+  assign \$3  = & shifted[36:15];
+  assign \$4  = ~ \$3 ;
+  assign \$5  = shifted[36] & \$4 ;
+  assign \$6  = ~ shifted[36];
+  assign \$7  = | shifted[36:15];
+  assign \$8  = \$6  & \$7 ;
+  assign \$9  = \$8  ? 37'h0000007fff : shifted;
+  assign \$10  = \$5  ? 37'h1fffff8000 : \$9 ;
   always @(posedge clk)
-    prod0 <= \$12 ;
+    \$like  <= \$11 ;
   always @(posedge clk)
-    bias1 <= \$13 ;
+    shift1 <= \$12 ;
   always @(posedge clk)
-    shift1 <= \$14 ;
+    bias2 <= \$13 ;
+  always @(posedge clk)
+    shift2 <= \$14 ;
   always @(posedge clk)
     total <= \$15 ;
   always @(posedge clk)
-    shift2 <= \$16 ;
+    shift3 <= \$16 ;
   always @(posedge clk)
     q <= \$17 ;
+  \bchw_top.engine3.requant8.mul0  mul0 (
+    .a(a),
+    .b(\port$10091$472 [17:0]),
+    .clk(clk),
+    .p(p)
+  );
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$62 ) begin end
-    \$17  = \$11 [15:0];
+    \$17  = \$10 [15:0];
     if (rst) begin
       \$17  = 16'h0000;
     end
   end
   assign en = 1'h1;
-  assign mul = \port$10015$472 [17:0];
-  assign bias = \port$10015$472 [58:23];
-  assign shift = \port$10015$472 [22:18];
-  assign \$16  = shift1;
-  assign \$15  = \$3 [36:0];
-  assign \$14  = \port$10015$472 [22:18];
-  assign \$13  = \port$10015$472 [58:23];
-  assign \$12  = { \$1 [34], \$1  };
-  assign \$2  = { prod0[35], prod0 };
+  assign \en$1  = 1'h1;
+  assign acc = a;
+  assign b = \port$10091$472 [17:0];
+  assign mul = \port$10091$472 [17:0];
+  assign bias = \port$10091$472 [58:23];
+  assign shift = \port$10091$472 [22:18];
+  assign \$16  = shift2;
+  assign \$15  = \$2 ;
+  assign \$14  = shift1;
+  assign \$13  = \$like ;
+  assign \$12  = \port$10091$472 [22:18];
+  assign \$11  = \port$10091$472 [58:23];
+  assign \$1  = { p[34], p };
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine3.requant9 (rst, \port$10015$531 , acc, q, clk);
+module \bchw_top.engine3.requant8.mul0 (p, b, a, clk);
+  input [16:0] a;
+  wire [16:0] a;
+  input [17:0] b;
+  wire [17:0] b;
+  input clk;
+  wire clk;
+  wire en;
+  output [34:0] p;
+  wire [34:0] p;
+  bchw_mul #(
+    .A_WIDTH(32'd17),
+    .B_WIDTH(32'd18)
+  ) mul (
+    .a(a),
+    .b(b),
+    .clk(clk),
+    .en(1'h1),
+    .p(p)
+  );
+  assign en = 1'h1;
+endmodule
+
+(* generator = "Amaranth" *)
+module \bchw_top.engine3.requant9 (rst, \port$10091$531 , a, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$63  = 0;
-  wire [34:0] \$1 ;
+  wire [35:0] \$1 ;
   wire [36:0] \$10 ;
-  wire [36:0] \$11 ;
-  wire [35:0] \$12 ;
+  wire [35:0] \$11 ;
+  wire [4:0] \$12 ;
   wire [35:0] \$13 ;
   wire [4:0] \$14 ;
   wire [36:0] \$15 ;
   wire [4:0] \$16 ;
   reg [15:0] \$17 ;
   wire [36:0] \$2 ;
-  wire [37:0] \$3 ;
+  wire \$3 ;
   wire \$4 ;
   wire \$5 ;
   wire \$6 ;
   wire \$7 ;
   wire \$8 ;
-  wire \$9 ;
-  input [16:0] acc;
+  wire [36:0] \$9 ;
+  reg [35:0] \$like  = 36'h000000000;
+  input [16:0] a;
+  wire [16:0] a;
   wire [16:0] acc;
+  wire [17:0] b;
   wire [35:0] bias;
-  reg [35:0] bias1 = 36'h000000000;
+  reg [35:0] bias2 = 36'h000000000;
   input clk;
   wire clk;
   wire en;
+  wire \en$1 ;
   wire [17:0] mul;
-  input [58:0] \port$10015$531 ;
-  wire [58:0] \port$10015$531 ;
-  reg [35:0] prod0 = 36'h000000000;
+  wire [34:0] p;
+  input [58:0] \port$10091$531 ;
+  wire [58:0] \port$10091$531 ;
   output [15:0] q;
   reg [15:0] q = 16'h0000;
   input rst;
@@ -30632,48 +33516,84 @@ module \bchw_top.engine3.requant9 (rst, \port$10015$531 , acc, q, clk);
   wire [4:0] shift;
   reg [4:0] shift1 = 5'h00;
   reg [4:0] shift2 = 5'h00;
+  reg [4:0] shift3 = 5'h00;
   wire [36:0] shifted;
   reg [36:0] total = 37'h0000000000;
-  assign \$1  = $signed(acc) * $signed(\port$10015$531 [17:0]);
-  assign \$3  = $signed(bias1) + $signed(\$2 );
-  assign \$4  = & shifted[36:15];
-  assign \$5  = ~ \$4 ;
-  assign \$6  = shifted[36] & \$5 ;
-  assign \$7  = ~ shifted[36];
-  assign \$8  = | shifted[36:15];
-  assign \$9  = \$7  & \$8 ;
-  assign \$10  = \$9  ? 37'h0000007fff : shifted;
-  assign \$11  = \$6  ? 37'h1fffff8000 : \$10 ;
-  assign shifted = $signed(total) >>> shift2;
+  assign shifted = $signed(total) >>> shift3;
+  assign \$2  = $signed(bias2) + $signed(\$1 );
+  assign \$3  = & shifted[36:15];
+  assign \$4  = ~ \$3 ;
+  assign \$5  = shifted[36] & \$4 ;
+  assign \$6  = ~ shifted[36];
+  assign \$7  = | shifted[36:15];
+  assign \$8  = \$6  & \$7 ;
+  assign \$9  = \$8  ? 37'h0000007fff : shifted;
+  assign \$10  = \$5  ? 37'h1fffff8000 : \$9 ;
   always @(posedge clk)
-    prod0 <= \$12 ;
+    \$like  <= \$11 ;
   always @(posedge clk)
-    bias1 <= \$13 ;
+    shift1 <= \$12 ;
   always @(posedge clk)
-    shift1 <= \$14 ;
+    bias2 <= \$13 ;
+  always @(posedge clk)
+    shift2 <= \$14 ;
   always @(posedge clk)
     total <= \$15 ;
   always @(posedge clk)
-    shift2 <= \$16 ;
+    shift3 <= \$16 ;
   always @(posedge clk)
     q <= \$17 ;
+  \bchw_top.engine3.requant9.mul0  mul0 (
+    .a(a),
+    .b(\port$10091$531 [17:0]),
+    .clk(clk),
+    .p(p)
+  );
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$63 ) begin end
-    \$17  = \$11 [15:0];
+    \$17  = \$10 [15:0];
     if (rst) begin
       \$17  = 16'h0000;
     end
   end
   assign en = 1'h1;
-  assign mul = \port$10015$531 [17:0];
-  assign bias = \port$10015$531 [58:23];
-  assign shift = \port$10015$531 [22:18];
-  assign \$16  = shift1;
-  assign \$15  = \$3 [36:0];
-  assign \$14  = \port$10015$531 [22:18];
-  assign \$13  = \port$10015$531 [58:23];
-  assign \$12  = { \$1 [34], \$1  };
-  assign \$2  = { prod0[35], prod0 };
+  assign \en$1  = 1'h1;
+  assign acc = a;
+  assign b = \port$10091$531 [17:0];
+  assign mul = \port$10091$531 [17:0];
+  assign bias = \port$10091$531 [58:23];
+  assign shift = \port$10091$531 [22:18];
+  assign \$16  = shift2;
+  assign \$15  = \$2 ;
+  assign \$14  = shift1;
+  assign \$13  = \$like ;
+  assign \$12  = \port$10091$531 [22:18];
+  assign \$11  = \port$10091$531 [58:23];
+  assign \$1  = { p[34], p };
+endmodule
+
+(* generator = "Amaranth" *)
+module \bchw_top.engine3.requant9.mul0 (p, b, a, clk);
+  input [16:0] a;
+  wire [16:0] a;
+  input [17:0] b;
+  wire [17:0] b;
+  input clk;
+  wire clk;
+  wire en;
+  output [34:0] p;
+  wire [34:0] p;
+  bchw_mul #(
+    .A_WIDTH(32'd17),
+    .B_WIDTH(32'd18)
+  ) mul (
+    .a(a),
+    .b(b),
+    .clk(clk),
+    .en(1'h1),
+    .p(p)
+  );
+  assign en = 1'h1;
 endmodule
 
 (* generator = "Amaranth" *)

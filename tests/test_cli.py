@@ -110,10 +110,11 @@ def test_verilog_writes_the_rom_images(capsys, bundle_dir, tmp_path):
     rc, _, _ = run(capsys, "verilog", bundle_dir, "-o", tmp_path / "rtl")
     assert rc == 0
     names = sorted(p.name for p in (tmp_path / "rtl").iterdir())
-    assert names == ["bchw_rom.v", "bchw_top.v", "layer0_params.hex", "layer0_weights.hex",
-                     "layer1_params.hex", "layer1_weights.hex"]
+    assert names == ["bchw_mul.v", "bchw_rom.v", "bchw_top.v", "layer0_params.hex",
+                     "layer0_weights.hex", "layer1_params.hex", "layer1_weights.hex"]
     assert "$readmemh" in (tmp_path / "rtl" / "bchw_rom.v").read_text()
     assert "layer1_weights.hex" in (tmp_path / "rtl" / "bchw_top.v").read_text()
+    assert "bchw_mul #(" in (tmp_path / "rtl" / "bchw_top.v").read_text()
 
 
 def test_eval_json(capsys):

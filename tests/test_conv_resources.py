@@ -20,14 +20,15 @@ ROOT = Path(__file__).resolve().parent.parent
 #: (updated for the skid buffers of engines of SF ≥ 2, the refit of their costs, the
 #: copies of the enables of wide registers, and the engines' input memories and the
 #: refit with them, the third weight-ROM register, the copies of the parameter ROMs'
-#: address and their second register).
+#: address and their second register, the multipliers' operand registers (a deeper
+#: pipeline: larger skid buffers)).
 MLP_RECORDED = {
     "digits-mlp": Resources(10205, 11065, 0, 26),
     "fmnist-mlp256": Resources(36124, 36744, 36, 74),
     "fmnist-mlp1024": Resources(54450, 72405, 179, 14),
 }
 RANDOM_MLP_RECORDED = [
-    ([64, 64, 32, 10], [4, 4, 10], [4, 8, 16], 5, Resources(8558, 10275, 1, 18)),
+    ([64, 64, 32, 10], [4, 4, 10], [4, 8, 16], 5, Resources(8640, 10312, 1, 18)),
     ([100, 30, 10], [3, 10], [7, 5], 1, Resources(4463, 6444, 1, 13)),
 ]
 

@@ -7,6 +7,7 @@ import pytest
 
 from bchw import golden, randnet
 from bchw.export import HardwareConfig, export_bundle, export_state, load_bundle
+from bchw.gateware.multiplier import MUL_VERILOG
 from bchw.gateware.rom import ROM_VERILOG
 from bchw.gateware.top import generate_verilog, rom_files
 from bchw.nn import model_from_checkpoint
@@ -24,7 +25,8 @@ def bundle():
 
 def test_rtl_is_up_to_date(bundle):
     """`make rtl` regenerates rtl/: what is committed must be what the generator makes now."""
-    expected = {"bchw_top.v": generate_verilog(bundle).encode(), "bchw_rom.v": ROM_VERILOG.encode()}
+    expected = {"bchw_top.v": generate_verilog(bundle).encode(), "bchw_rom.v": ROM_VERILOG.encode(),
+                "bchw_mul.v": MUL_VERILOG.encode()}
     for name in rom_files(bundle):
         expected[name] = (bundle.path / name).read_bytes()
     assert sorted(p.name for p in RTL.iterdir()) == sorted(expected), "run `make rtl`"

@@ -70,6 +70,9 @@ class LayerEngine(wiring.Component):
     depth.  ``weight_bits`` above 1 makes the weights signed integers,
     multiplied in the trees: the baseline of :mod:`bchw.gateware.baseline`,
     with the same folding and timing and a ``widths`` for its accumulator.
+    ``mul_instance``: the requantizers' multipliers are ``bchw_mul`` instances
+    (:class:`bchw.gateware.multiplier.Multiplier`; what ``from_layer`` gives the
+    ``readmemh`` mode, whose Verilog comes with that module).
 
     Members
     -------
@@ -88,7 +91,8 @@ class LayerEngine(wiring.Component):
                  simd: int, widths: LayerWidths, nf: int, sf: int,
                  weight_rom: dict, param_rom: dict, datapath: str = "negate",
                  weight_bits: int = 1, tree_levels: int = 1,
-                 beat_lanes: int | None = None, group_output: bool = False):
+                 beat_lanes: int | None = None, group_output: bool = False,
+                 mul_instance: bool = False):
         if datapath not in DATAPATHS:
             raise ValueError(f"datapath must be one of {DATAPATHS}, not {datapath!r}")
         if weight_bits > 1 and datapath != "negate":
@@ -106,7 +110,7 @@ class LayerEngine(wiring.Component):
         self.weight_rom, self.param_rom = weight_rom, param_rom
         self.datapath, self.weight_bits = datapath, weight_bits
         self.tree_levels, self.beat_lanes = tree_levels, beat_lanes
-        self.group_output = group_output
+        self.group_output, self.mul_instance = group_output, mul_instance
         super().__init__({
             "s": In(stream.Signature((beat_lanes or in_features) * in_bits)),
             "m": Out(stream.Signature((pe if group_output else out_features)
@@ -129,7 +133,7 @@ class LayerEngine(wiring.Component):
                    in_bits=layer.in_bits, pe=layer.pe, simd=layer.simd, widths=layer.widths,
                    nf=layer.nf, sf=layer.sf, weight_rom=wrom, param_rom=prom,
                    datapath=datapath, tree_levels=tree_levels, beat_lanes=beat_lanes,
-                   group_output=group_output)
+                   group_output=group_output, mul_instance=rom_mode == "readmemh")
 
     def elaborate(self, platform):
         m = Module()
@@ -299,7 +303,7 @@ class LayerEngine(wiring.Component):
         # --- requantize
         qs = []
         for p in range(pe):
-            rq = Requantizer(w)
+            rq = Requantizer(w, mul_instance=self.mul_instance)
             m.submodules[f"requant{p}"] = rq
             field = params[p * w.param_bits:(p + 1) * w.param_bits]
             m.d.comb += [rq.en.eq(en), rq.acc.eq(accs[p]),

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from amaranth.hdl import Module, Mux, Signal, signed, unsigned
+from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
+from bchw.gateware.multiplier import MUL_STAGES, Multiplier
 from bchw.golden import LayerWidths
 from bchw.perf import REQUANT_STAGES, product_slices
 
@@ -13,13 +14,17 @@ from bchw.perf import REQUANT_STAGES, product_slices
 class Requantizer(wiring.Component):
     """One neuron's requantizer, the arithmetic of :func:`bchw.golden.requantize`.
 
-    Three register stages (:data:`bchw.perf.REQUANT_STAGES`): the product,
-    the sum with the offset, and the arithmetic shift with the clamp.  This
-    is the only multiplier of an engine, used once per output, not per input.
-    An accumulator wider than a DSP's signed operand (:data:`bchw.perf.DSP_BITS`)
-    is multiplied in slices (:func:`bchw.perf.product_slices`), each
-    product registered alone, and the partial products are summed with the
-    offset: so no carry chain follows a multiplier within a cycle.
+    Four register stages (:data:`bchw.perf.REQUANT_STAGES`): the multiplier's
+    operands and its product (:class:`bchw.gateware.multiplier.Multiplier`; on an
+    ECP5 with ``mul_instance``, the DSP block's own registers, so that the ways
+    to and from a DSP site, which may be far from the accumulator, each have a
+    cycle), the sum with the offset, and the arithmetic shift with the clamp.
+    This is the only multiplier of an engine, used once per output, not per
+    input.  An accumulator wider than a DSP's signed operand
+    (:data:`bchw.perf.DSP_BITS`) is multiplied in slices
+    (:func:`bchw.perf.product_slices`), each product registered alone, and the
+    partial products are summed with the offset: so no carry chain follows a
+    multiplier within a cycle.
 
     Members
     -------
@@ -30,11 +35,11 @@ class Requantizer(wiring.Component):
     mul, shift, bias : In
         The neuron's M (signed), S (unsigned) and B (signed).
     q : Out(out_bits)
-        The clamped output, signed for the score layer, of three cycles ago.
+        The clamped output, signed for the score layer, of four cycles ago.
     """
 
-    def __init__(self, widths: LayerWidths):
-        self.w = widths
+    def __init__(self, widths: LayerWidths, *, mul_instance: bool = False):
+        self.w, self.mul_instance = widths, mul_instance
         out = signed(widths.out_bits) if widths.out_signed else unsigned(widths.out_bits)
         super().__init__({
             "en": In(1), "acc": In(signed(widths.acc_bits)),
@@ -44,16 +49,23 @@ class Requantizer(wiring.Component):
     def elaborate(self, platform):
         w = self.w
         m = Module()
-        # the accumulator's slices: unsigned ones, the top one signed
+        # the accumulator's slices: unsigned ones (a zero above them makes them signed
+        # operands), the top one signed
         cuts = product_slices(w.acc_bits)
-        slices = [self.acc[lo:hi] for lo, hi in zip(cuts, cuts[1:])] + [
-            self.acc[cuts[-1]:].as_signed()]
-        partial = [Signal(signed(w.mul_bits + len(sl) + 1), name=f"prod{k}", reset_less=True)
-                   for k, sl in enumerate(slices)]
-        bias1 = Signal(signed(w.bias_bits), reset_less=True)
-        shift1 = Signal(unsigned(w.shift_bits), reset_less=True)
-        total = Signal(signed(max(w.mul_bits + w.acc_bits, w.bias_bits) + 1), reset_less=True)
+        slices = [Cat(self.acc[lo:hi], Const(0, 1)).as_signed()
+                  for lo, hi in zip(cuts, cuts[1:])] + [self.acc[cuts[-1]:].as_signed()]
+        partial = []
+        for k, sl in enumerate(slices):
+            mul = Multiplier(len(sl), w.mul_bits, instance=self.mul_instance)
+            m.submodules[f"mul{k}"] = mul
+            m.d.comb += [mul.en.eq(self.en), mul.a.eq(sl), mul.b.eq(self.mul)]
+            partial.append(mul.p)
+        # the offset and the shift wait MUL_STAGES cycles with the product
+        bias2 = Signal(signed(w.bias_bits), reset_less=True)
         shift2 = Signal(unsigned(w.shift_bits), reset_less=True)
+        bias1, shift1 = Signal.like(bias2), Signal.like(shift2)
+        total = Signal(signed(max(w.mul_bits + w.acc_bits, w.bias_bits) + 1), reset_less=True)
+        shift3 = Signal(unsigned(w.shift_bits), reset_less=True)
         shifted = Signal.like(total)
         # The range is [0, 2**out_bits) or, signed, [-2**(out_bits-1), 2**(out_bits-1)):
         # out of it is a test of the bits above it, shorter than two comparisons.
@@ -66,11 +78,11 @@ class Requantizer(wiring.Component):
         assert (w.out_lo, w.out_hi) == ((-(1 << (w.out_bits - 1)), (1 << (w.out_bits - 1)) - 1)
                                         if w.out_signed else (0, (1 << w.out_bits) - 1))
         with m.If(self.en):
-            m.d.sync += [*(p.eq(sl * self.mul) for p, sl in zip(partial, slices)),
-                         bias1.eq(self.bias), shift1.eq(self.shift),
-                         total.eq(sum((p << lo for p, lo in zip(partial, cuts)), bias1)),
-                         shift2.eq(shift1),
+            m.d.sync += [bias1.eq(self.bias), shift1.eq(self.shift),
+                         bias2.eq(bias1), shift2.eq(shift1),
+                         total.eq(sum((p << lo for p, lo in zip(partial, cuts)), bias2)),
+                         shift3.eq(shift2),
                          self.q.eq(Mux(under, w.out_lo, Mux(over, w.out_hi, shifted)))]
-        m.d.comb += shifted.eq(total >> shift2)
-        assert REQUANT_STAGES == 3
+        m.d.comb += shifted.eq(total >> shift3)
+        assert REQUANT_STAGES == MUL_STAGES + 2
         return m

@@ -16,6 +16,7 @@ from bchw.errors import atomic_dir
 from bchw.gateware.argmax import Argmax
 from bchw.gateware.assembler import InputAssembler
 from bchw.gateware.engine import DATAPATHS, LayerEngine
+from bchw.gateware.multiplier import MUL_VERILOG
 from bchw.gateware.pool import MaxPool
 from bchw.gateware.rom import ROM_VERILOG
 from bchw.gateware.window import SlidingWindow
@@ -233,11 +234,13 @@ def rom_files(bundle) -> list[str]:
 
 def write_verilog(bundle, out_dir: str | os.PathLike, debug: bool = False,
                   datapath: str = "negate") -> Path:
-    """Write ``bchw_top.v``, ``bchw_rom.v`` and the hex images into ``out_dir`` (atomically)."""
+    """Write ``bchw_top.v``, the modules it instantiates (``bchw_rom.v``, ``bchw_mul.v``)
+    and the hex images into ``out_dir`` (atomically)."""
     text = generate_verilog(bundle, debug, datapath)
     with atomic_dir(out_dir) as tmp:
         (tmp / f"{TOP_NAME}.v").write_text(text)
         (tmp / "bchw_rom.v").write_text(ROM_VERILOG)
+        (tmp / "bchw_mul.v").write_text(MUL_VERILOG)
         for name in rom_files(bundle):
             (tmp / name).write_bytes((bundle.path / name).read_bytes())
     return Path(out_dir)
