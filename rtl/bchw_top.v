@@ -3683,7 +3683,6 @@ module \bchw_top.engine0.requant0 (rst, \port$5117$0 , acc, q, clk);
   wire [38:0] \$7 ;
   wire [37:0] \$8 ;
   wire [4:0] \$9 ;
-  reg [37:0] \$like  = 38'h0000000000;
   wire [17:0] a;
   wire [1:0] \a$7 ;
   input [18:0] acc;
@@ -3691,7 +3690,8 @@ module \bchw_top.engine0.requant0 (rst, \port$5117$0 , acc, q, clk);
   wire [17:0] b;
   wire [17:0] \b$8 ;
   wire [37:0] bias;
-  reg [37:0] bias2 = 38'h0000000000;
+  reg [37:0] bias_d1 = 38'h0000000000;
+  reg [37:0] bias_d2 = 38'h0000000000;
   input clk;
   wire clk;
   wire en;
@@ -3707,29 +3707,29 @@ module \bchw_top.engine0.requant0 (rst, \port$5117$0 , acc, q, clk);
   input rst;
   wire rst;
   wire [4:0] shift;
-  reg [4:0] shift1 = 5'h00;
-  reg [4:0] shift2 = 5'h00;
-  reg [4:0] shift3 = 5'h00;
+  reg [4:0] shift_d1 = 5'h00;
+  reg [4:0] shift_d2 = 5'h00;
+  reg [4:0] shift_d3 = 5'h00;
   wire [38:0] shifted;
   reg [38:0] total = 39'h0000000000;
-  assign shifted = $signed(total) >>> shift3;
-  assign \$2  = $signed(bias2) + $signed(\$1 );
+  assign shifted = $signed(total) >>> shift_d3;
+  assign \$2  = $signed(bias_d2) + $signed(\$1 );
   assign \$4  = $signed(\$2 ) + $signed(\$3 );
   assign \$5  = | shifted[38:8];
   assign \$6  = \$5  ? 39'h00000000ff : shifted;
   assign \$7  = shifted[38] ? 39'h0000000000 : \$6 ;
   always @(posedge clk)
-    \$like  <= \$8 ;
+    bias_d1 <= \$8 ;
   always @(posedge clk)
-    shift1 <= \$9 ;
+    shift_d1 <= \$9 ;
   always @(posedge clk)
-    bias2 <= \$10 ;
+    bias_d2 <= \$10 ;
   always @(posedge clk)
-    shift2 <= \$11 ;
+    shift_d2 <= \$11 ;
   always @(posedge clk)
     total <= \$12 ;
   always @(posedge clk)
-    shift3 <= \$13 ;
+    shift_d3 <= \$13 ;
   always @(posedge clk)
     q <= \$14 ;
   \bchw_top.engine0.requant0.mul0  mul0 (
@@ -3761,10 +3761,10 @@ module \bchw_top.engine0.requant0 (rst, \port$5117$0 , acc, q, clk);
   assign \b$8  = \port$5117$0 [17:0];
   assign bias = \port$5117$0 [60:23];
   assign shift = \port$5117$0 [22:18];
-  assign \$13  = shift2;
+  assign \$13  = shift_d2;
   assign \$12  = \$4 [38:0];
-  assign \$11  = shift1;
-  assign \$10  = \$like ;
+  assign \$11  = shift_d1;
+  assign \$10  = bias_d1;
   assign \$9  = \port$5117$0 [22:18];
   assign \$8  = \port$5117$0 [60:23];
   assign \$1  = { p[35], p };
@@ -3838,7 +3838,6 @@ module \bchw_top.engine0.requant1 (rst, \port$5117$61 , acc, q, clk);
   wire [38:0] \$7 ;
   wire [37:0] \$8 ;
   wire [4:0] \$9 ;
-  reg [37:0] \$like  = 38'h0000000000;
   wire [17:0] a;
   wire [1:0] \a$7 ;
   input [18:0] acc;
@@ -3846,7 +3845,8 @@ module \bchw_top.engine0.requant1 (rst, \port$5117$61 , acc, q, clk);
   wire [17:0] b;
   wire [17:0] \b$8 ;
   wire [37:0] bias;
-  reg [37:0] bias2 = 38'h0000000000;
+  reg [37:0] bias_d1 = 38'h0000000000;
+  reg [37:0] bias_d2 = 38'h0000000000;
   input clk;
   wire clk;
   wire en;
@@ -3862,29 +3862,29 @@ module \bchw_top.engine0.requant1 (rst, \port$5117$61 , acc, q, clk);
   input rst;
   wire rst;
   wire [4:0] shift;
-  reg [4:0] shift1 = 5'h00;
-  reg [4:0] shift2 = 5'h00;
-  reg [4:0] shift3 = 5'h00;
+  reg [4:0] shift_d1 = 5'h00;
+  reg [4:0] shift_d2 = 5'h00;
+  reg [4:0] shift_d3 = 5'h00;
   wire [38:0] shifted;
   reg [38:0] total = 39'h0000000000;
-  assign shifted = $signed(total) >>> shift3;
-  assign \$2  = $signed(bias2) + $signed(\$1 );
+  assign shifted = $signed(total) >>> shift_d3;
+  assign \$2  = $signed(bias_d2) + $signed(\$1 );
   assign \$4  = $signed(\$2 ) + $signed(\$3 );
   assign \$5  = | shifted[38:8];
   assign \$6  = \$5  ? 39'h00000000ff : shifted;
   assign \$7  = shifted[38] ? 39'h0000000000 : \$6 ;
   always @(posedge clk)
-    \$like  <= \$8 ;
+    bias_d1 <= \$8 ;
   always @(posedge clk)
-    shift1 <= \$9 ;
+    shift_d1 <= \$9 ;
   always @(posedge clk)
-    bias2 <= \$10 ;
+    bias_d2 <= \$10 ;
   always @(posedge clk)
-    shift2 <= \$11 ;
+    shift_d2 <= \$11 ;
   always @(posedge clk)
     total <= \$12 ;
   always @(posedge clk)
-    shift3 <= \$13 ;
+    shift_d3 <= \$13 ;
   always @(posedge clk)
     q <= \$14 ;
   \bchw_top.engine0.requant1.mul0  mul0 (
@@ -3916,10 +3916,10 @@ module \bchw_top.engine0.requant1 (rst, \port$5117$61 , acc, q, clk);
   assign \b$8  = \port$5117$61 [17:0];
   assign bias = \port$5117$61 [60:23];
   assign shift = \port$5117$61 [22:18];
-  assign \$13  = shift2;
+  assign \$13  = shift_d2;
   assign \$12  = \$4 [38:0];
-  assign \$11  = shift1;
-  assign \$10  = \$like ;
+  assign \$11  = shift_d1;
+  assign \$10  = bias_d1;
   assign \$9  = \port$5117$61 [22:18];
   assign \$8  = \port$5117$61 [60:23];
   assign \$1  = { p[35], p };
@@ -3993,7 +3993,6 @@ module \bchw_top.engine0.requant10 (rst, \port$5117$610 , acc, q, clk);
   wire [38:0] \$7 ;
   wire [37:0] \$8 ;
   wire [4:0] \$9 ;
-  reg [37:0] \$like  = 38'h0000000000;
   wire [17:0] a;
   wire [1:0] \a$7 ;
   input [18:0] acc;
@@ -4001,7 +4000,8 @@ module \bchw_top.engine0.requant10 (rst, \port$5117$610 , acc, q, clk);
   wire [17:0] b;
   wire [17:0] \b$8 ;
   wire [37:0] bias;
-  reg [37:0] bias2 = 38'h0000000000;
+  reg [37:0] bias_d1 = 38'h0000000000;
+  reg [37:0] bias_d2 = 38'h0000000000;
   input clk;
   wire clk;
   wire en;
@@ -4017,29 +4017,29 @@ module \bchw_top.engine0.requant10 (rst, \port$5117$610 , acc, q, clk);
   input rst;
   wire rst;
   wire [4:0] shift;
-  reg [4:0] shift1 = 5'h00;
-  reg [4:0] shift2 = 5'h00;
-  reg [4:0] shift3 = 5'h00;
+  reg [4:0] shift_d1 = 5'h00;
+  reg [4:0] shift_d2 = 5'h00;
+  reg [4:0] shift_d3 = 5'h00;
   wire [38:0] shifted;
   reg [38:0] total = 39'h0000000000;
-  assign shifted = $signed(total) >>> shift3;
-  assign \$2  = $signed(bias2) + $signed(\$1 );
+  assign shifted = $signed(total) >>> shift_d3;
+  assign \$2  = $signed(bias_d2) + $signed(\$1 );
   assign \$4  = $signed(\$2 ) + $signed(\$3 );
   assign \$5  = | shifted[38:8];
   assign \$6  = \$5  ? 39'h00000000ff : shifted;
   assign \$7  = shifted[38] ? 39'h0000000000 : \$6 ;
   always @(posedge clk)
-    \$like  <= \$8 ;
+    bias_d1 <= \$8 ;
   always @(posedge clk)
-    shift1 <= \$9 ;
+    shift_d1 <= \$9 ;
   always @(posedge clk)
-    bias2 <= \$10 ;
+    bias_d2 <= \$10 ;
   always @(posedge clk)
-    shift2 <= \$11 ;
+    shift_d2 <= \$11 ;
   always @(posedge clk)
     total <= \$12 ;
   always @(posedge clk)
-    shift3 <= \$13 ;
+    shift_d3 <= \$13 ;
   always @(posedge clk)
     q <= \$14 ;
   \bchw_top.engine0.requant10.mul0  mul0 (
@@ -4071,10 +4071,10 @@ module \bchw_top.engine0.requant10 (rst, \port$5117$610 , acc, q, clk);
   assign \b$8  = \port$5117$610 [17:0];
   assign bias = \port$5117$610 [60:23];
   assign shift = \port$5117$610 [22:18];
-  assign \$13  = shift2;
+  assign \$13  = shift_d2;
   assign \$12  = \$4 [38:0];
-  assign \$11  = shift1;
-  assign \$10  = \$like ;
+  assign \$11  = shift_d1;
+  assign \$10  = bias_d1;
   assign \$9  = \port$5117$610 [22:18];
   assign \$8  = \port$5117$610 [60:23];
   assign \$1  = { p[35], p };
@@ -4148,7 +4148,6 @@ module \bchw_top.engine0.requant11 (rst, \port$5117$671 , acc, q, clk);
   wire [38:0] \$7 ;
   wire [37:0] \$8 ;
   wire [4:0] \$9 ;
-  reg [37:0] \$like  = 38'h0000000000;
   wire [17:0] a;
   wire [1:0] \a$7 ;
   input [18:0] acc;
@@ -4156,7 +4155,8 @@ module \bchw_top.engine0.requant11 (rst, \port$5117$671 , acc, q, clk);
   wire [17:0] b;
   wire [17:0] \b$8 ;
   wire [37:0] bias;
-  reg [37:0] bias2 = 38'h0000000000;
+  reg [37:0] bias_d1 = 38'h0000000000;
+  reg [37:0] bias_d2 = 38'h0000000000;
   input clk;
   wire clk;
   wire en;
@@ -4172,29 +4172,29 @@ module \bchw_top.engine0.requant11 (rst, \port$5117$671 , acc, q, clk);
   input rst;
   wire rst;
   wire [4:0] shift;
-  reg [4:0] shift1 = 5'h00;
-  reg [4:0] shift2 = 5'h00;
-  reg [4:0] shift3 = 5'h00;
+  reg [4:0] shift_d1 = 5'h00;
+  reg [4:0] shift_d2 = 5'h00;
+  reg [4:0] shift_d3 = 5'h00;
   wire [38:0] shifted;
   reg [38:0] total = 39'h0000000000;
-  assign shifted = $signed(total) >>> shift3;
-  assign \$2  = $signed(bias2) + $signed(\$1 );
+  assign shifted = $signed(total) >>> shift_d3;
+  assign \$2  = $signed(bias_d2) + $signed(\$1 );
   assign \$4  = $signed(\$2 ) + $signed(\$3 );
   assign \$5  = | shifted[38:8];
   assign \$6  = \$5  ? 39'h00000000ff : shifted;
   assign \$7  = shifted[38] ? 39'h0000000000 : \$6 ;
   always @(posedge clk)
-    \$like  <= \$8 ;
+    bias_d1 <= \$8 ;
   always @(posedge clk)
-    shift1 <= \$9 ;
+    shift_d1 <= \$9 ;
   always @(posedge clk)
-    bias2 <= \$10 ;
+    bias_d2 <= \$10 ;
   always @(posedge clk)
-    shift2 <= \$11 ;
+    shift_d2 <= \$11 ;
   always @(posedge clk)
     total <= \$12 ;
   always @(posedge clk)
-    shift3 <= \$13 ;
+    shift_d3 <= \$13 ;
   always @(posedge clk)
     q <= \$14 ;
   \bchw_top.engine0.requant11.mul0  mul0 (
@@ -4226,10 +4226,10 @@ module \bchw_top.engine0.requant11 (rst, \port$5117$671 , acc, q, clk);
   assign \b$8  = \port$5117$671 [17:0];
   assign bias = \port$5117$671 [60:23];
   assign shift = \port$5117$671 [22:18];
-  assign \$13  = shift2;
+  assign \$13  = shift_d2;
   assign \$12  = \$4 [38:0];
-  assign \$11  = shift1;
-  assign \$10  = \$like ;
+  assign \$11  = shift_d1;
+  assign \$10  = bias_d1;
   assign \$9  = \port$5117$671 [22:18];
   assign \$8  = \port$5117$671 [60:23];
   assign \$1  = { p[35], p };
@@ -4303,7 +4303,6 @@ module \bchw_top.engine0.requant12 (rst, \port$5117$732 , acc, q, clk);
   wire [38:0] \$7 ;
   wire [37:0] \$8 ;
   wire [4:0] \$9 ;
-  reg [37:0] \$like  = 38'h0000000000;
   wire [17:0] a;
   wire [1:0] \a$7 ;
   input [18:0] acc;
@@ -4311,7 +4310,8 @@ module \bchw_top.engine0.requant12 (rst, \port$5117$732 , acc, q, clk);
   wire [17:0] b;
   wire [17:0] \b$8 ;
   wire [37:0] bias;
-  reg [37:0] bias2 = 38'h0000000000;
+  reg [37:0] bias_d1 = 38'h0000000000;
+  reg [37:0] bias_d2 = 38'h0000000000;
   input clk;
   wire clk;
   wire en;
@@ -4327,29 +4327,29 @@ module \bchw_top.engine0.requant12 (rst, \port$5117$732 , acc, q, clk);
   input rst;
   wire rst;
   wire [4:0] shift;
-  reg [4:0] shift1 = 5'h00;
-  reg [4:0] shift2 = 5'h00;
-  reg [4:0] shift3 = 5'h00;
+  reg [4:0] shift_d1 = 5'h00;
+  reg [4:0] shift_d2 = 5'h00;
+  reg [4:0] shift_d3 = 5'h00;
   wire [38:0] shifted;
   reg [38:0] total = 39'h0000000000;
-  assign shifted = $signed(total) >>> shift3;
-  assign \$2  = $signed(bias2) + $signed(\$1 );
+  assign shifted = $signed(total) >>> shift_d3;
+  assign \$2  = $signed(bias_d2) + $signed(\$1 );
   assign \$4  = $signed(\$2 ) + $signed(\$3 );
   assign \$5  = | shifted[38:8];
   assign \$6  = \$5  ? 39'h00000000ff : shifted;
   assign \$7  = shifted[38] ? 39'h0000000000 : \$6 ;
   always @(posedge clk)
-    \$like  <= \$8 ;
+    bias_d1 <= \$8 ;
   always @(posedge clk)
-    shift1 <= \$9 ;
+    shift_d1 <= \$9 ;
   always @(posedge clk)
-    bias2 <= \$10 ;
+    bias_d2 <= \$10 ;
   always @(posedge clk)
-    shift2 <= \$11 ;
+    shift_d2 <= \$11 ;
   always @(posedge clk)
     total <= \$12 ;
   always @(posedge clk)
-    shift3 <= \$13 ;
+    shift_d3 <= \$13 ;
   always @(posedge clk)
     q <= \$14 ;
   \bchw_top.engine0.requant12.mul0  mul0 (
@@ -4381,10 +4381,10 @@ module \bchw_top.engine0.requant12 (rst, \port$5117$732 , acc, q, clk);
   assign \b$8  = \port$5117$732 [17:0];
   assign bias = \port$5117$732 [60:23];
   assign shift = \port$5117$732 [22:18];
-  assign \$13  = shift2;
+  assign \$13  = shift_d2;
   assign \$12  = \$4 [38:0];
-  assign \$11  = shift1;
-  assign \$10  = \$like ;
+  assign \$11  = shift_d1;
+  assign \$10  = bias_d1;
   assign \$9  = \port$5117$732 [22:18];
   assign \$8  = \port$5117$732 [60:23];
   assign \$1  = { p[35], p };
@@ -4458,7 +4458,6 @@ module \bchw_top.engine0.requant13 (rst, \port$5117$793 , acc, q, clk);
   wire [38:0] \$7 ;
   wire [37:0] \$8 ;
   wire [4:0] \$9 ;
-  reg [37:0] \$like  = 38'h0000000000;
   wire [17:0] a;
   wire [1:0] \a$7 ;
   input [18:0] acc;
@@ -4466,7 +4465,8 @@ module \bchw_top.engine0.requant13 (rst, \port$5117$793 , acc, q, clk);
   wire [17:0] b;
   wire [17:0] \b$8 ;
   wire [37:0] bias;
-  reg [37:0] bias2 = 38'h0000000000;
+  reg [37:0] bias_d1 = 38'h0000000000;
+  reg [37:0] bias_d2 = 38'h0000000000;
   input clk;
   wire clk;
   wire en;
@@ -4482,29 +4482,29 @@ module \bchw_top.engine0.requant13 (rst, \port$5117$793 , acc, q, clk);
   input rst;
   wire rst;
   wire [4:0] shift;
-  reg [4:0] shift1 = 5'h00;
-  reg [4:0] shift2 = 5'h00;
-  reg [4:0] shift3 = 5'h00;
+  reg [4:0] shift_d1 = 5'h00;
+  reg [4:0] shift_d2 = 5'h00;
+  reg [4:0] shift_d3 = 5'h00;
   wire [38:0] shifted;
   reg [38:0] total = 39'h0000000000;
-  assign shifted = $signed(total) >>> shift3;
-  assign \$2  = $signed(bias2) + $signed(\$1 );
+  assign shifted = $signed(total) >>> shift_d3;
+  assign \$2  = $signed(bias_d2) + $signed(\$1 );
   assign \$4  = $signed(\$2 ) + $signed(\$3 );
   assign \$5  = | shifted[38:8];
   assign \$6  = \$5  ? 39'h00000000ff : shifted;
   assign \$7  = shifted[38] ? 39'h0000000000 : \$6 ;
   always @(posedge clk)
-    \$like  <= \$8 ;
+    bias_d1 <= \$8 ;
   always @(posedge clk)
-    shift1 <= \$9 ;
+    shift_d1 <= \$9 ;
   always @(posedge clk)
-    bias2 <= \$10 ;
+    bias_d2 <= \$10 ;
   always @(posedge clk)
-    shift2 <= \$11 ;
+    shift_d2 <= \$11 ;
   always @(posedge clk)
     total <= \$12 ;
   always @(posedge clk)
-    shift3 <= \$13 ;
+    shift_d3 <= \$13 ;
   always @(posedge clk)
     q <= \$14 ;
   \bchw_top.engine0.requant13.mul0  mul0 (
@@ -4536,10 +4536,10 @@ module \bchw_top.engine0.requant13 (rst, \port$5117$793 , acc, q, clk);
   assign \b$8  = \port$5117$793 [17:0];
   assign bias = \port$5117$793 [60:23];
   assign shift = \port$5117$793 [22:18];
-  assign \$13  = shift2;
+  assign \$13  = shift_d2;
   assign \$12  = \$4 [38:0];
-  assign \$11  = shift1;
-  assign \$10  = \$like ;
+  assign \$11  = shift_d1;
+  assign \$10  = bias_d1;
   assign \$9  = \port$5117$793 [22:18];
   assign \$8  = \port$5117$793 [60:23];
   assign \$1  = { p[35], p };
@@ -4613,7 +4613,6 @@ module \bchw_top.engine0.requant14 (rst, \port$5117$854 , acc, q, clk);
   wire [38:0] \$7 ;
   wire [37:0] \$8 ;
   wire [4:0] \$9 ;
-  reg [37:0] \$like  = 38'h0000000000;
   wire [17:0] a;
   wire [1:0] \a$7 ;
   input [18:0] acc;
@@ -4621,7 +4620,8 @@ module \bchw_top.engine0.requant14 (rst, \port$5117$854 , acc, q, clk);
   wire [17:0] b;
   wire [17:0] \b$8 ;
   wire [37:0] bias;
-  reg [37:0] bias2 = 38'h0000000000;
+  reg [37:0] bias_d1 = 38'h0000000000;
+  reg [37:0] bias_d2 = 38'h0000000000;
   input clk;
   wire clk;
   wire en;
@@ -4637,29 +4637,29 @@ module \bchw_top.engine0.requant14 (rst, \port$5117$854 , acc, q, clk);
   input rst;
   wire rst;
   wire [4:0] shift;
-  reg [4:0] shift1 = 5'h00;
-  reg [4:0] shift2 = 5'h00;
-  reg [4:0] shift3 = 5'h00;
+  reg [4:0] shift_d1 = 5'h00;
+  reg [4:0] shift_d2 = 5'h00;
+  reg [4:0] shift_d3 = 5'h00;
   wire [38:0] shifted;
   reg [38:0] total = 39'h0000000000;
-  assign shifted = $signed(total) >>> shift3;
-  assign \$2  = $signed(bias2) + $signed(\$1 );
+  assign shifted = $signed(total) >>> shift_d3;
+  assign \$2  = $signed(bias_d2) + $signed(\$1 );
   assign \$4  = $signed(\$2 ) + $signed(\$3 );
   assign \$5  = | shifted[38:8];
   assign \$6  = \$5  ? 39'h00000000ff : shifted;
   assign \$7  = shifted[38] ? 39'h0000000000 : \$6 ;
   always @(posedge clk)
-    \$like  <= \$8 ;
+    bias_d1 <= \$8 ;
   always @(posedge clk)
-    shift1 <= \$9 ;
+    shift_d1 <= \$9 ;
   always @(posedge clk)
-    bias2 <= \$10 ;
+    bias_d2 <= \$10 ;
   always @(posedge clk)
-    shift2 <= \$11 ;
+    shift_d2 <= \$11 ;
   always @(posedge clk)
     total <= \$12 ;
   always @(posedge clk)
-    shift3 <= \$13 ;
+    shift_d3 <= \$13 ;
   always @(posedge clk)
     q <= \$14 ;
   \bchw_top.engine0.requant14.mul0  mul0 (
@@ -4691,10 +4691,10 @@ module \bchw_top.engine0.requant14 (rst, \port$5117$854 , acc, q, clk);
   assign \b$8  = \port$5117$854 [17:0];
   assign bias = \port$5117$854 [60:23];
   assign shift = \port$5117$854 [22:18];
-  assign \$13  = shift2;
+  assign \$13  = shift_d2;
   assign \$12  = \$4 [38:0];
-  assign \$11  = shift1;
-  assign \$10  = \$like ;
+  assign \$11  = shift_d1;
+  assign \$10  = bias_d1;
   assign \$9  = \port$5117$854 [22:18];
   assign \$8  = \port$5117$854 [60:23];
   assign \$1  = { p[35], p };
@@ -4768,7 +4768,6 @@ module \bchw_top.engine0.requant15 (rst, \port$5117$915 , acc, q, clk);
   wire [38:0] \$7 ;
   wire [37:0] \$8 ;
   wire [4:0] \$9 ;
-  reg [37:0] \$like  = 38'h0000000000;
   wire [17:0] a;
   wire [1:0] \a$7 ;
   input [18:0] acc;
@@ -4776,7 +4775,8 @@ module \bchw_top.engine0.requant15 (rst, \port$5117$915 , acc, q, clk);
   wire [17:0] b;
   wire [17:0] \b$8 ;
   wire [37:0] bias;
-  reg [37:0] bias2 = 38'h0000000000;
+  reg [37:0] bias_d1 = 38'h0000000000;
+  reg [37:0] bias_d2 = 38'h0000000000;
   input clk;
   wire clk;
   wire en;
@@ -4792,29 +4792,29 @@ module \bchw_top.engine0.requant15 (rst, \port$5117$915 , acc, q, clk);
   input rst;
   wire rst;
   wire [4:0] shift;
-  reg [4:0] shift1 = 5'h00;
-  reg [4:0] shift2 = 5'h00;
-  reg [4:0] shift3 = 5'h00;
+  reg [4:0] shift_d1 = 5'h00;
+  reg [4:0] shift_d2 = 5'h00;
+  reg [4:0] shift_d3 = 5'h00;
   wire [38:0] shifted;
   reg [38:0] total = 39'h0000000000;
-  assign shifted = $signed(total) >>> shift3;
-  assign \$2  = $signed(bias2) + $signed(\$1 );
+  assign shifted = $signed(total) >>> shift_d3;
+  assign \$2  = $signed(bias_d2) + $signed(\$1 );
   assign \$4  = $signed(\$2 ) + $signed(\$3 );
   assign \$5  = | shifted[38:8];
   assign \$6  = \$5  ? 39'h00000000ff : shifted;
   assign \$7  = shifted[38] ? 39'h0000000000 : \$6 ;
   always @(posedge clk)
-    \$like  <= \$8 ;
+    bias_d1 <= \$8 ;
   always @(posedge clk)
-    shift1 <= \$9 ;
+    shift_d1 <= \$9 ;
   always @(posedge clk)
-    bias2 <= \$10 ;
+    bias_d2 <= \$10 ;
   always @(posedge clk)
-    shift2 <= \$11 ;
+    shift_d2 <= \$11 ;
   always @(posedge clk)
     total <= \$12 ;
   always @(posedge clk)
-    shift3 <= \$13 ;
+    shift_d3 <= \$13 ;
   always @(posedge clk)
     q <= \$14 ;
   \bchw_top.engine0.requant15.mul0  mul0 (
@@ -4846,10 +4846,10 @@ module \bchw_top.engine0.requant15 (rst, \port$5117$915 , acc, q, clk);
   assign \b$8  = \port$5117$915 [17:0];
   assign bias = \port$5117$915 [60:23];
   assign shift = \port$5117$915 [22:18];
-  assign \$13  = shift2;
+  assign \$13  = shift_d2;
   assign \$12  = \$4 [38:0];
-  assign \$11  = shift1;
-  assign \$10  = \$like ;
+  assign \$11  = shift_d1;
+  assign \$10  = bias_d1;
   assign \$9  = \port$5117$915 [22:18];
   assign \$8  = \port$5117$915 [60:23];
   assign \$1  = { p[35], p };
@@ -4923,7 +4923,6 @@ module \bchw_top.engine0.requant2 (rst, \port$5117$122 , acc, q, clk);
   wire [38:0] \$7 ;
   wire [37:0] \$8 ;
   wire [4:0] \$9 ;
-  reg [37:0] \$like  = 38'h0000000000;
   wire [17:0] a;
   wire [1:0] \a$7 ;
   input [18:0] acc;
@@ -4931,7 +4930,8 @@ module \bchw_top.engine0.requant2 (rst, \port$5117$122 , acc, q, clk);
   wire [17:0] b;
   wire [17:0] \b$8 ;
   wire [37:0] bias;
-  reg [37:0] bias2 = 38'h0000000000;
+  reg [37:0] bias_d1 = 38'h0000000000;
+  reg [37:0] bias_d2 = 38'h0000000000;
   input clk;
   wire clk;
   wire en;
@@ -4947,29 +4947,29 @@ module \bchw_top.engine0.requant2 (rst, \port$5117$122 , acc, q, clk);
   input rst;
   wire rst;
   wire [4:0] shift;
-  reg [4:0] shift1 = 5'h00;
-  reg [4:0] shift2 = 5'h00;
-  reg [4:0] shift3 = 5'h00;
+  reg [4:0] shift_d1 = 5'h00;
+  reg [4:0] shift_d2 = 5'h00;
+  reg [4:0] shift_d3 = 5'h00;
   wire [38:0] shifted;
   reg [38:0] total = 39'h0000000000;
-  assign shifted = $signed(total) >>> shift3;
-  assign \$2  = $signed(bias2) + $signed(\$1 );
+  assign shifted = $signed(total) >>> shift_d3;
+  assign \$2  = $signed(bias_d2) + $signed(\$1 );
   assign \$4  = $signed(\$2 ) + $signed(\$3 );
   assign \$5  = | shifted[38:8];
   assign \$6  = \$5  ? 39'h00000000ff : shifted;
   assign \$7  = shifted[38] ? 39'h0000000000 : \$6 ;
   always @(posedge clk)
-    \$like  <= \$8 ;
+    bias_d1 <= \$8 ;
   always @(posedge clk)
-    shift1 <= \$9 ;
+    shift_d1 <= \$9 ;
   always @(posedge clk)
-    bias2 <= \$10 ;
+    bias_d2 <= \$10 ;
   always @(posedge clk)
-    shift2 <= \$11 ;
+    shift_d2 <= \$11 ;
   always @(posedge clk)
     total <= \$12 ;
   always @(posedge clk)
-    shift3 <= \$13 ;
+    shift_d3 <= \$13 ;
   always @(posedge clk)
     q <= \$14 ;
   \bchw_top.engine0.requant2.mul0  mul0 (
@@ -5001,10 +5001,10 @@ module \bchw_top.engine0.requant2 (rst, \port$5117$122 , acc, q, clk);
   assign \b$8  = \port$5117$122 [17:0];
   assign bias = \port$5117$122 [60:23];
   assign shift = \port$5117$122 [22:18];
-  assign \$13  = shift2;
+  assign \$13  = shift_d2;
   assign \$12  = \$4 [38:0];
-  assign \$11  = shift1;
-  assign \$10  = \$like ;
+  assign \$11  = shift_d1;
+  assign \$10  = bias_d1;
   assign \$9  = \port$5117$122 [22:18];
   assign \$8  = \port$5117$122 [60:23];
   assign \$1  = { p[35], p };
@@ -5078,7 +5078,6 @@ module \bchw_top.engine0.requant3 (rst, \port$5117$183 , acc, q, clk);
   wire [38:0] \$7 ;
   wire [37:0] \$8 ;
   wire [4:0] \$9 ;
-  reg [37:0] \$like  = 38'h0000000000;
   wire [17:0] a;
   wire [1:0] \a$7 ;
   input [18:0] acc;
@@ -5086,7 +5085,8 @@ module \bchw_top.engine0.requant3 (rst, \port$5117$183 , acc, q, clk);
   wire [17:0] b;
   wire [17:0] \b$8 ;
   wire [37:0] bias;
-  reg [37:0] bias2 = 38'h0000000000;
+  reg [37:0] bias_d1 = 38'h0000000000;
+  reg [37:0] bias_d2 = 38'h0000000000;
   input clk;
   wire clk;
   wire en;
@@ -5102,29 +5102,29 @@ module \bchw_top.engine0.requant3 (rst, \port$5117$183 , acc, q, clk);
   input rst;
   wire rst;
   wire [4:0] shift;
-  reg [4:0] shift1 = 5'h00;
-  reg [4:0] shift2 = 5'h00;
-  reg [4:0] shift3 = 5'h00;
+  reg [4:0] shift_d1 = 5'h00;
+  reg [4:0] shift_d2 = 5'h00;
+  reg [4:0] shift_d3 = 5'h00;
   wire [38:0] shifted;
   reg [38:0] total = 39'h0000000000;
-  assign shifted = $signed(total) >>> shift3;
-  assign \$2  = $signed(bias2) + $signed(\$1 );
+  assign shifted = $signed(total) >>> shift_d3;
+  assign \$2  = $signed(bias_d2) + $signed(\$1 );
   assign \$4  = $signed(\$2 ) + $signed(\$3 );
   assign \$5  = | shifted[38:8];
   assign \$6  = \$5  ? 39'h00000000ff : shifted;
   assign \$7  = shifted[38] ? 39'h0000000000 : \$6 ;
   always @(posedge clk)
-    \$like  <= \$8 ;
+    bias_d1 <= \$8 ;
   always @(posedge clk)
-    shift1 <= \$9 ;
+    shift_d1 <= \$9 ;
   always @(posedge clk)
-    bias2 <= \$10 ;
+    bias_d2 <= \$10 ;
   always @(posedge clk)
-    shift2 <= \$11 ;
+    shift_d2 <= \$11 ;
   always @(posedge clk)
     total <= \$12 ;
   always @(posedge clk)
-    shift3 <= \$13 ;
+    shift_d3 <= \$13 ;
   always @(posedge clk)
     q <= \$14 ;
   \bchw_top.engine0.requant3.mul0  mul0 (
@@ -5156,10 +5156,10 @@ module \bchw_top.engine0.requant3 (rst, \port$5117$183 , acc, q, clk);
   assign \b$8  = \port$5117$183 [17:0];
   assign bias = \port$5117$183 [60:23];
   assign shift = \port$5117$183 [22:18];
-  assign \$13  = shift2;
+  assign \$13  = shift_d2;
   assign \$12  = \$4 [38:0];
-  assign \$11  = shift1;
-  assign \$10  = \$like ;
+  assign \$11  = shift_d1;
+  assign \$10  = bias_d1;
   assign \$9  = \port$5117$183 [22:18];
   assign \$8  = \port$5117$183 [60:23];
   assign \$1  = { p[35], p };
@@ -5233,7 +5233,6 @@ module \bchw_top.engine0.requant4 (rst, \port$5117$244 , acc, q, clk);
   wire [38:0] \$7 ;
   wire [37:0] \$8 ;
   wire [4:0] \$9 ;
-  reg [37:0] \$like  = 38'h0000000000;
   wire [17:0] a;
   wire [1:0] \a$7 ;
   input [18:0] acc;
@@ -5241,7 +5240,8 @@ module \bchw_top.engine0.requant4 (rst, \port$5117$244 , acc, q, clk);
   wire [17:0] b;
   wire [17:0] \b$8 ;
   wire [37:0] bias;
-  reg [37:0] bias2 = 38'h0000000000;
+  reg [37:0] bias_d1 = 38'h0000000000;
+  reg [37:0] bias_d2 = 38'h0000000000;
   input clk;
   wire clk;
   wire en;
@@ -5257,29 +5257,29 @@ module \bchw_top.engine0.requant4 (rst, \port$5117$244 , acc, q, clk);
   input rst;
   wire rst;
   wire [4:0] shift;
-  reg [4:0] shift1 = 5'h00;
-  reg [4:0] shift2 = 5'h00;
-  reg [4:0] shift3 = 5'h00;
+  reg [4:0] shift_d1 = 5'h00;
+  reg [4:0] shift_d2 = 5'h00;
+  reg [4:0] shift_d3 = 5'h00;
   wire [38:0] shifted;
   reg [38:0] total = 39'h0000000000;
-  assign shifted = $signed(total) >>> shift3;
-  assign \$2  = $signed(bias2) + $signed(\$1 );
+  assign shifted = $signed(total) >>> shift_d3;
+  assign \$2  = $signed(bias_d2) + $signed(\$1 );
   assign \$4  = $signed(\$2 ) + $signed(\$3 );
   assign \$5  = | shifted[38:8];
   assign \$6  = \$5  ? 39'h00000000ff : shifted;
   assign \$7  = shifted[38] ? 39'h0000000000 : \$6 ;
   always @(posedge clk)
-    \$like  <= \$8 ;
+    bias_d1 <= \$8 ;
   always @(posedge clk)
-    shift1 <= \$9 ;
+    shift_d1 <= \$9 ;
   always @(posedge clk)
-    bias2 <= \$10 ;
+    bias_d2 <= \$10 ;
   always @(posedge clk)
-    shift2 <= \$11 ;
+    shift_d2 <= \$11 ;
   always @(posedge clk)
     total <= \$12 ;
   always @(posedge clk)
-    shift3 <= \$13 ;
+    shift_d3 <= \$13 ;
   always @(posedge clk)
     q <= \$14 ;
   \bchw_top.engine0.requant4.mul0  mul0 (
@@ -5311,10 +5311,10 @@ module \bchw_top.engine0.requant4 (rst, \port$5117$244 , acc, q, clk);
   assign \b$8  = \port$5117$244 [17:0];
   assign bias = \port$5117$244 [60:23];
   assign shift = \port$5117$244 [22:18];
-  assign \$13  = shift2;
+  assign \$13  = shift_d2;
   assign \$12  = \$4 [38:0];
-  assign \$11  = shift1;
-  assign \$10  = \$like ;
+  assign \$11  = shift_d1;
+  assign \$10  = bias_d1;
   assign \$9  = \port$5117$244 [22:18];
   assign \$8  = \port$5117$244 [60:23];
   assign \$1  = { p[35], p };
@@ -5388,7 +5388,6 @@ module \bchw_top.engine0.requant5 (rst, \port$5117$305 , acc, q, clk);
   wire [38:0] \$7 ;
   wire [37:0] \$8 ;
   wire [4:0] \$9 ;
-  reg [37:0] \$like  = 38'h0000000000;
   wire [17:0] a;
   wire [1:0] \a$7 ;
   input [18:0] acc;
@@ -5396,7 +5395,8 @@ module \bchw_top.engine0.requant5 (rst, \port$5117$305 , acc, q, clk);
   wire [17:0] b;
   wire [17:0] \b$8 ;
   wire [37:0] bias;
-  reg [37:0] bias2 = 38'h0000000000;
+  reg [37:0] bias_d1 = 38'h0000000000;
+  reg [37:0] bias_d2 = 38'h0000000000;
   input clk;
   wire clk;
   wire en;
@@ -5412,29 +5412,29 @@ module \bchw_top.engine0.requant5 (rst, \port$5117$305 , acc, q, clk);
   input rst;
   wire rst;
   wire [4:0] shift;
-  reg [4:0] shift1 = 5'h00;
-  reg [4:0] shift2 = 5'h00;
-  reg [4:0] shift3 = 5'h00;
+  reg [4:0] shift_d1 = 5'h00;
+  reg [4:0] shift_d2 = 5'h00;
+  reg [4:0] shift_d3 = 5'h00;
   wire [38:0] shifted;
   reg [38:0] total = 39'h0000000000;
-  assign shifted = $signed(total) >>> shift3;
-  assign \$2  = $signed(bias2) + $signed(\$1 );
+  assign shifted = $signed(total) >>> shift_d3;
+  assign \$2  = $signed(bias_d2) + $signed(\$1 );
   assign \$4  = $signed(\$2 ) + $signed(\$3 );
   assign \$5  = | shifted[38:8];
   assign \$6  = \$5  ? 39'h00000000ff : shifted;
   assign \$7  = shifted[38] ? 39'h0000000000 : \$6 ;
   always @(posedge clk)
-    \$like  <= \$8 ;
+    bias_d1 <= \$8 ;
   always @(posedge clk)
-    shift1 <= \$9 ;
+    shift_d1 <= \$9 ;
   always @(posedge clk)
-    bias2 <= \$10 ;
+    bias_d2 <= \$10 ;
   always @(posedge clk)
-    shift2 <= \$11 ;
+    shift_d2 <= \$11 ;
   always @(posedge clk)
     total <= \$12 ;
   always @(posedge clk)
-    shift3 <= \$13 ;
+    shift_d3 <= \$13 ;
   always @(posedge clk)
     q <= \$14 ;
   \bchw_top.engine0.requant5.mul0  mul0 (
@@ -5466,10 +5466,10 @@ module \bchw_top.engine0.requant5 (rst, \port$5117$305 , acc, q, clk);
   assign \b$8  = \port$5117$305 [17:0];
   assign bias = \port$5117$305 [60:23];
   assign shift = \port$5117$305 [22:18];
-  assign \$13  = shift2;
+  assign \$13  = shift_d2;
   assign \$12  = \$4 [38:0];
-  assign \$11  = shift1;
-  assign \$10  = \$like ;
+  assign \$11  = shift_d1;
+  assign \$10  = bias_d1;
   assign \$9  = \port$5117$305 [22:18];
   assign \$8  = \port$5117$305 [60:23];
   assign \$1  = { p[35], p };
@@ -5543,7 +5543,6 @@ module \bchw_top.engine0.requant6 (rst, \port$5117$366 , acc, q, clk);
   wire [38:0] \$7 ;
   wire [37:0] \$8 ;
   wire [4:0] \$9 ;
-  reg [37:0] \$like  = 38'h0000000000;
   wire [17:0] a;
   wire [1:0] \a$7 ;
   input [18:0] acc;
@@ -5551,7 +5550,8 @@ module \bchw_top.engine0.requant6 (rst, \port$5117$366 , acc, q, clk);
   wire [17:0] b;
   wire [17:0] \b$8 ;
   wire [37:0] bias;
-  reg [37:0] bias2 = 38'h0000000000;
+  reg [37:0] bias_d1 = 38'h0000000000;
+  reg [37:0] bias_d2 = 38'h0000000000;
   input clk;
   wire clk;
   wire en;
@@ -5567,29 +5567,29 @@ module \bchw_top.engine0.requant6 (rst, \port$5117$366 , acc, q, clk);
   input rst;
   wire rst;
   wire [4:0] shift;
-  reg [4:0] shift1 = 5'h00;
-  reg [4:0] shift2 = 5'h00;
-  reg [4:0] shift3 = 5'h00;
+  reg [4:0] shift_d1 = 5'h00;
+  reg [4:0] shift_d2 = 5'h00;
+  reg [4:0] shift_d3 = 5'h00;
   wire [38:0] shifted;
   reg [38:0] total = 39'h0000000000;
-  assign shifted = $signed(total) >>> shift3;
-  assign \$2  = $signed(bias2) + $signed(\$1 );
+  assign shifted = $signed(total) >>> shift_d3;
+  assign \$2  = $signed(bias_d2) + $signed(\$1 );
   assign \$4  = $signed(\$2 ) + $signed(\$3 );
   assign \$5  = | shifted[38:8];
   assign \$6  = \$5  ? 39'h00000000ff : shifted;
   assign \$7  = shifted[38] ? 39'h0000000000 : \$6 ;
   always @(posedge clk)
-    \$like  <= \$8 ;
+    bias_d1 <= \$8 ;
   always @(posedge clk)
-    shift1 <= \$9 ;
+    shift_d1 <= \$9 ;
   always @(posedge clk)
-    bias2 <= \$10 ;
+    bias_d2 <= \$10 ;
   always @(posedge clk)
-    shift2 <= \$11 ;
+    shift_d2 <= \$11 ;
   always @(posedge clk)
     total <= \$12 ;
   always @(posedge clk)
-    shift3 <= \$13 ;
+    shift_d3 <= \$13 ;
   always @(posedge clk)
     q <= \$14 ;
   \bchw_top.engine0.requant6.mul0  mul0 (
@@ -5621,10 +5621,10 @@ module \bchw_top.engine0.requant6 (rst, \port$5117$366 , acc, q, clk);
   assign \b$8  = \port$5117$366 [17:0];
   assign bias = \port$5117$366 [60:23];
   assign shift = \port$5117$366 [22:18];
-  assign \$13  = shift2;
+  assign \$13  = shift_d2;
   assign \$12  = \$4 [38:0];
-  assign \$11  = shift1;
-  assign \$10  = \$like ;
+  assign \$11  = shift_d1;
+  assign \$10  = bias_d1;
   assign \$9  = \port$5117$366 [22:18];
   assign \$8  = \port$5117$366 [60:23];
   assign \$1  = { p[35], p };
@@ -5698,7 +5698,6 @@ module \bchw_top.engine0.requant7 (rst, \port$5117$427 , acc, q, clk);
   wire [38:0] \$7 ;
   wire [37:0] \$8 ;
   wire [4:0] \$9 ;
-  reg [37:0] \$like  = 38'h0000000000;
   wire [17:0] a;
   wire [1:0] \a$7 ;
   input [18:0] acc;
@@ -5706,7 +5705,8 @@ module \bchw_top.engine0.requant7 (rst, \port$5117$427 , acc, q, clk);
   wire [17:0] b;
   wire [17:0] \b$8 ;
   wire [37:0] bias;
-  reg [37:0] bias2 = 38'h0000000000;
+  reg [37:0] bias_d1 = 38'h0000000000;
+  reg [37:0] bias_d2 = 38'h0000000000;
   input clk;
   wire clk;
   wire en;
@@ -5722,29 +5722,29 @@ module \bchw_top.engine0.requant7 (rst, \port$5117$427 , acc, q, clk);
   input rst;
   wire rst;
   wire [4:0] shift;
-  reg [4:0] shift1 = 5'h00;
-  reg [4:0] shift2 = 5'h00;
-  reg [4:0] shift3 = 5'h00;
+  reg [4:0] shift_d1 = 5'h00;
+  reg [4:0] shift_d2 = 5'h00;
+  reg [4:0] shift_d3 = 5'h00;
   wire [38:0] shifted;
   reg [38:0] total = 39'h0000000000;
-  assign shifted = $signed(total) >>> shift3;
-  assign \$2  = $signed(bias2) + $signed(\$1 );
+  assign shifted = $signed(total) >>> shift_d3;
+  assign \$2  = $signed(bias_d2) + $signed(\$1 );
   assign \$4  = $signed(\$2 ) + $signed(\$3 );
   assign \$5  = | shifted[38:8];
   assign \$6  = \$5  ? 39'h00000000ff : shifted;
   assign \$7  = shifted[38] ? 39'h0000000000 : \$6 ;
   always @(posedge clk)
-    \$like  <= \$8 ;
+    bias_d1 <= \$8 ;
   always @(posedge clk)
-    shift1 <= \$9 ;
+    shift_d1 <= \$9 ;
   always @(posedge clk)
-    bias2 <= \$10 ;
+    bias_d2 <= \$10 ;
   always @(posedge clk)
-    shift2 <= \$11 ;
+    shift_d2 <= \$11 ;
   always @(posedge clk)
     total <= \$12 ;
   always @(posedge clk)
-    shift3 <= \$13 ;
+    shift_d3 <= \$13 ;
   always @(posedge clk)
     q <= \$14 ;
   \bchw_top.engine0.requant7.mul0  mul0 (
@@ -5776,10 +5776,10 @@ module \bchw_top.engine0.requant7 (rst, \port$5117$427 , acc, q, clk);
   assign \b$8  = \port$5117$427 [17:0];
   assign bias = \port$5117$427 [60:23];
   assign shift = \port$5117$427 [22:18];
-  assign \$13  = shift2;
+  assign \$13  = shift_d2;
   assign \$12  = \$4 [38:0];
-  assign \$11  = shift1;
-  assign \$10  = \$like ;
+  assign \$11  = shift_d1;
+  assign \$10  = bias_d1;
   assign \$9  = \port$5117$427 [22:18];
   assign \$8  = \port$5117$427 [60:23];
   assign \$1  = { p[35], p };
@@ -5853,7 +5853,6 @@ module \bchw_top.engine0.requant8 (rst, \port$5117$488 , acc, q, clk);
   wire [38:0] \$7 ;
   wire [37:0] \$8 ;
   wire [4:0] \$9 ;
-  reg [37:0] \$like  = 38'h0000000000;
   wire [17:0] a;
   wire [1:0] \a$7 ;
   input [18:0] acc;
@@ -5861,7 +5860,8 @@ module \bchw_top.engine0.requant8 (rst, \port$5117$488 , acc, q, clk);
   wire [17:0] b;
   wire [17:0] \b$8 ;
   wire [37:0] bias;
-  reg [37:0] bias2 = 38'h0000000000;
+  reg [37:0] bias_d1 = 38'h0000000000;
+  reg [37:0] bias_d2 = 38'h0000000000;
   input clk;
   wire clk;
   wire en;
@@ -5877,29 +5877,29 @@ module \bchw_top.engine0.requant8 (rst, \port$5117$488 , acc, q, clk);
   input rst;
   wire rst;
   wire [4:0] shift;
-  reg [4:0] shift1 = 5'h00;
-  reg [4:0] shift2 = 5'h00;
-  reg [4:0] shift3 = 5'h00;
+  reg [4:0] shift_d1 = 5'h00;
+  reg [4:0] shift_d2 = 5'h00;
+  reg [4:0] shift_d3 = 5'h00;
   wire [38:0] shifted;
   reg [38:0] total = 39'h0000000000;
-  assign shifted = $signed(total) >>> shift3;
-  assign \$2  = $signed(bias2) + $signed(\$1 );
+  assign shifted = $signed(total) >>> shift_d3;
+  assign \$2  = $signed(bias_d2) + $signed(\$1 );
   assign \$4  = $signed(\$2 ) + $signed(\$3 );
   assign \$5  = | shifted[38:8];
   assign \$6  = \$5  ? 39'h00000000ff : shifted;
   assign \$7  = shifted[38] ? 39'h0000000000 : \$6 ;
   always @(posedge clk)
-    \$like  <= \$8 ;
+    bias_d1 <= \$8 ;
   always @(posedge clk)
-    shift1 <= \$9 ;
+    shift_d1 <= \$9 ;
   always @(posedge clk)
-    bias2 <= \$10 ;
+    bias_d2 <= \$10 ;
   always @(posedge clk)
-    shift2 <= \$11 ;
+    shift_d2 <= \$11 ;
   always @(posedge clk)
     total <= \$12 ;
   always @(posedge clk)
-    shift3 <= \$13 ;
+    shift_d3 <= \$13 ;
   always @(posedge clk)
     q <= \$14 ;
   \bchw_top.engine0.requant8.mul0  mul0 (
@@ -5931,10 +5931,10 @@ module \bchw_top.engine0.requant8 (rst, \port$5117$488 , acc, q, clk);
   assign \b$8  = \port$5117$488 [17:0];
   assign bias = \port$5117$488 [60:23];
   assign shift = \port$5117$488 [22:18];
-  assign \$13  = shift2;
+  assign \$13  = shift_d2;
   assign \$12  = \$4 [38:0];
-  assign \$11  = shift1;
-  assign \$10  = \$like ;
+  assign \$11  = shift_d1;
+  assign \$10  = bias_d1;
   assign \$9  = \port$5117$488 [22:18];
   assign \$8  = \port$5117$488 [60:23];
   assign \$1  = { p[35], p };
@@ -6008,7 +6008,6 @@ module \bchw_top.engine0.requant9 (rst, \port$5117$549 , acc, q, clk);
   wire [38:0] \$7 ;
   wire [37:0] \$8 ;
   wire [4:0] \$9 ;
-  reg [37:0] \$like  = 38'h0000000000;
   wire [17:0] a;
   wire [1:0] \a$7 ;
   input [18:0] acc;
@@ -6016,7 +6015,8 @@ module \bchw_top.engine0.requant9 (rst, \port$5117$549 , acc, q, clk);
   wire [17:0] b;
   wire [17:0] \b$8 ;
   wire [37:0] bias;
-  reg [37:0] bias2 = 38'h0000000000;
+  reg [37:0] bias_d1 = 38'h0000000000;
+  reg [37:0] bias_d2 = 38'h0000000000;
   input clk;
   wire clk;
   wire en;
@@ -6032,29 +6032,29 @@ module \bchw_top.engine0.requant9 (rst, \port$5117$549 , acc, q, clk);
   input rst;
   wire rst;
   wire [4:0] shift;
-  reg [4:0] shift1 = 5'h00;
-  reg [4:0] shift2 = 5'h00;
-  reg [4:0] shift3 = 5'h00;
+  reg [4:0] shift_d1 = 5'h00;
+  reg [4:0] shift_d2 = 5'h00;
+  reg [4:0] shift_d3 = 5'h00;
   wire [38:0] shifted;
   reg [38:0] total = 39'h0000000000;
-  assign shifted = $signed(total) >>> shift3;
-  assign \$2  = $signed(bias2) + $signed(\$1 );
+  assign shifted = $signed(total) >>> shift_d3;
+  assign \$2  = $signed(bias_d2) + $signed(\$1 );
   assign \$4  = $signed(\$2 ) + $signed(\$3 );
   assign \$5  = | shifted[38:8];
   assign \$6  = \$5  ? 39'h00000000ff : shifted;
   assign \$7  = shifted[38] ? 39'h0000000000 : \$6 ;
   always @(posedge clk)
-    \$like  <= \$8 ;
+    bias_d1 <= \$8 ;
   always @(posedge clk)
-    shift1 <= \$9 ;
+    shift_d1 <= \$9 ;
   always @(posedge clk)
-    bias2 <= \$10 ;
+    bias_d2 <= \$10 ;
   always @(posedge clk)
-    shift2 <= \$11 ;
+    shift_d2 <= \$11 ;
   always @(posedge clk)
     total <= \$12 ;
   always @(posedge clk)
-    shift3 <= \$13 ;
+    shift_d3 <= \$13 ;
   always @(posedge clk)
     q <= \$14 ;
   \bchw_top.engine0.requant9.mul0  mul0 (
@@ -6086,10 +6086,10 @@ module \bchw_top.engine0.requant9 (rst, \port$5117$549 , acc, q, clk);
   assign \b$8  = \port$5117$549 [17:0];
   assign bias = \port$5117$549 [60:23];
   assign shift = \port$5117$549 [22:18];
-  assign \$13  = shift2;
+  assign \$13  = shift_d2;
   assign \$12  = \$4 [38:0];
-  assign \$11  = shift1;
-  assign \$10  = \$like ;
+  assign \$11  = shift_d1;
+  assign \$10  = bias_d1;
   assign \$9  = \port$5117$549 [22:18];
   assign \$8  = \port$5117$549 [60:23];
   assign \$1  = { p[35], p };
@@ -16023,13 +16023,13 @@ module \bchw_top.engine1.requant0 (rst, \port$7323$0 , a, q, clk);
   wire [4:0] \$7 ;
   wire [35:0] \$8 ;
   wire [4:0] \$9 ;
-  reg [35:0] \$like  = 36'h000000000;
   input [16:0] a;
   wire [16:0] a;
   wire [16:0] acc;
   wire [17:0] b;
   wire [35:0] bias;
-  reg [35:0] bias2 = 36'h000000000;
+  reg [35:0] bias_d1 = 36'h000000000;
+  reg [35:0] bias_d2 = 36'h000000000;
   input clk;
   wire clk;
   wire en;
@@ -16043,28 +16043,28 @@ module \bchw_top.engine1.requant0 (rst, \port$7323$0 , a, q, clk);
   input rst;
   wire rst;
   wire [4:0] shift;
-  reg [4:0] shift1 = 5'h00;
-  reg [4:0] shift2 = 5'h00;
-  reg [4:0] shift3 = 5'h00;
+  reg [4:0] shift_d1 = 5'h00;
+  reg [4:0] shift_d2 = 5'h00;
+  reg [4:0] shift_d3 = 5'h00;
   wire [36:0] shifted;
   reg [36:0] total = 37'h0000000000;
-  assign shifted = $signed(total) >>> shift3;
-  assign \$2  = $signed(bias2) + $signed(\$1 );
+  assign shifted = $signed(total) >>> shift_d3;
+  assign \$2  = $signed(bias_d2) + $signed(\$1 );
   assign \$3  = | shifted[36:8];
   assign \$4  = \$3  ? 37'h00000000ff : shifted;
   assign \$5  = shifted[36] ? 37'h0000000000 : \$4 ;
   always @(posedge clk)
-    \$like  <= \$6 ;
+    bias_d1 <= \$6 ;
   always @(posedge clk)
-    shift1 <= \$7 ;
+    shift_d1 <= \$7 ;
   always @(posedge clk)
-    bias2 <= \$8 ;
+    bias_d2 <= \$8 ;
   always @(posedge clk)
-    shift2 <= \$9 ;
+    shift_d2 <= \$9 ;
   always @(posedge clk)
     total <= \$10 ;
   always @(posedge clk)
-    shift3 <= \$11 ;
+    shift_d3 <= \$11 ;
   always @(posedge clk)
     q <= \$12 ;
   \bchw_top.engine1.requant0.mul0  mul0 (
@@ -16087,10 +16087,10 @@ module \bchw_top.engine1.requant0 (rst, \port$7323$0 , a, q, clk);
   assign mul = \port$7323$0 [17:0];
   assign bias = \port$7323$0 [58:23];
   assign shift = \port$7323$0 [22:18];
-  assign \$11  = shift2;
+  assign \$11  = shift_d2;
   assign \$10  = \$2 ;
-  assign \$9  = shift1;
-  assign \$8  = \$like ;
+  assign \$9  = shift_d1;
+  assign \$8  = bias_d1;
   assign \$7  = \port$7323$0 [22:18];
   assign \$6  = \port$7323$0 [58:23];
   assign \$1  = { p[34], p };
@@ -16135,13 +16135,13 @@ module \bchw_top.engine1.requant1 (rst, \port$7323$59 , a, q, clk);
   wire [4:0] \$7 ;
   wire [35:0] \$8 ;
   wire [4:0] \$9 ;
-  reg [35:0] \$like  = 36'h000000000;
   input [16:0] a;
   wire [16:0] a;
   wire [16:0] acc;
   wire [17:0] b;
   wire [35:0] bias;
-  reg [35:0] bias2 = 36'h000000000;
+  reg [35:0] bias_d1 = 36'h000000000;
+  reg [35:0] bias_d2 = 36'h000000000;
   input clk;
   wire clk;
   wire en;
@@ -16155,28 +16155,28 @@ module \bchw_top.engine1.requant1 (rst, \port$7323$59 , a, q, clk);
   input rst;
   wire rst;
   wire [4:0] shift;
-  reg [4:0] shift1 = 5'h00;
-  reg [4:0] shift2 = 5'h00;
-  reg [4:0] shift3 = 5'h00;
+  reg [4:0] shift_d1 = 5'h00;
+  reg [4:0] shift_d2 = 5'h00;
+  reg [4:0] shift_d3 = 5'h00;
   wire [36:0] shifted;
   reg [36:0] total = 37'h0000000000;
-  assign shifted = $signed(total) >>> shift3;
-  assign \$2  = $signed(bias2) + $signed(\$1 );
+  assign shifted = $signed(total) >>> shift_d3;
+  assign \$2  = $signed(bias_d2) + $signed(\$1 );
   assign \$3  = | shifted[36:8];
   assign \$4  = \$3  ? 37'h00000000ff : shifted;
   assign \$5  = shifted[36] ? 37'h0000000000 : \$4 ;
   always @(posedge clk)
-    \$like  <= \$6 ;
+    bias_d1 <= \$6 ;
   always @(posedge clk)
-    shift1 <= \$7 ;
+    shift_d1 <= \$7 ;
   always @(posedge clk)
-    bias2 <= \$8 ;
+    bias_d2 <= \$8 ;
   always @(posedge clk)
-    shift2 <= \$9 ;
+    shift_d2 <= \$9 ;
   always @(posedge clk)
     total <= \$10 ;
   always @(posedge clk)
-    shift3 <= \$11 ;
+    shift_d3 <= \$11 ;
   always @(posedge clk)
     q <= \$12 ;
   \bchw_top.engine1.requant1.mul0  mul0 (
@@ -16199,10 +16199,10 @@ module \bchw_top.engine1.requant1 (rst, \port$7323$59 , a, q, clk);
   assign mul = \port$7323$59 [17:0];
   assign bias = \port$7323$59 [58:23];
   assign shift = \port$7323$59 [22:18];
-  assign \$11  = shift2;
+  assign \$11  = shift_d2;
   assign \$10  = \$2 ;
-  assign \$9  = shift1;
-  assign \$8  = \$like ;
+  assign \$9  = shift_d1;
+  assign \$8  = bias_d1;
   assign \$7  = \port$7323$59 [22:18];
   assign \$6  = \port$7323$59 [58:23];
   assign \$1  = { p[34], p };
@@ -16247,13 +16247,13 @@ module \bchw_top.engine1.requant10 (rst, \port$7323$590 , a, q, clk);
   wire [4:0] \$7 ;
   wire [35:0] \$8 ;
   wire [4:0] \$9 ;
-  reg [35:0] \$like  = 36'h000000000;
   input [16:0] a;
   wire [16:0] a;
   wire [16:0] acc;
   wire [17:0] b;
   wire [35:0] bias;
-  reg [35:0] bias2 = 36'h000000000;
+  reg [35:0] bias_d1 = 36'h000000000;
+  reg [35:0] bias_d2 = 36'h000000000;
   input clk;
   wire clk;
   wire en;
@@ -16267,28 +16267,28 @@ module \bchw_top.engine1.requant10 (rst, \port$7323$590 , a, q, clk);
   input rst;
   wire rst;
   wire [4:0] shift;
-  reg [4:0] shift1 = 5'h00;
-  reg [4:0] shift2 = 5'h00;
-  reg [4:0] shift3 = 5'h00;
+  reg [4:0] shift_d1 = 5'h00;
+  reg [4:0] shift_d2 = 5'h00;
+  reg [4:0] shift_d3 = 5'h00;
   wire [36:0] shifted;
   reg [36:0] total = 37'h0000000000;
-  assign shifted = $signed(total) >>> shift3;
-  assign \$2  = $signed(bias2) + $signed(\$1 );
+  assign shifted = $signed(total) >>> shift_d3;
+  assign \$2  = $signed(bias_d2) + $signed(\$1 );
   assign \$3  = | shifted[36:8];
   assign \$4  = \$3  ? 37'h00000000ff : shifted;
   assign \$5  = shifted[36] ? 37'h0000000000 : \$4 ;
   always @(posedge clk)
-    \$like  <= \$6 ;
+    bias_d1 <= \$6 ;
   always @(posedge clk)
-    shift1 <= \$7 ;
+    shift_d1 <= \$7 ;
   always @(posedge clk)
-    bias2 <= \$8 ;
+    bias_d2 <= \$8 ;
   always @(posedge clk)
-    shift2 <= \$9 ;
+    shift_d2 <= \$9 ;
   always @(posedge clk)
     total <= \$10 ;
   always @(posedge clk)
-    shift3 <= \$11 ;
+    shift_d3 <= \$11 ;
   always @(posedge clk)
     q <= \$12 ;
   \bchw_top.engine1.requant10.mul0  mul0 (
@@ -16311,10 +16311,10 @@ module \bchw_top.engine1.requant10 (rst, \port$7323$590 , a, q, clk);
   assign mul = \port$7323$590 [17:0];
   assign bias = \port$7323$590 [58:23];
   assign shift = \port$7323$590 [22:18];
-  assign \$11  = shift2;
+  assign \$11  = shift_d2;
   assign \$10  = \$2 ;
-  assign \$9  = shift1;
-  assign \$8  = \$like ;
+  assign \$9  = shift_d1;
+  assign \$8  = bias_d1;
   assign \$7  = \port$7323$590 [22:18];
   assign \$6  = \port$7323$590 [58:23];
   assign \$1  = { p[34], p };
@@ -16359,13 +16359,13 @@ module \bchw_top.engine1.requant11 (rst, \port$7323$649 , a, q, clk);
   wire [4:0] \$7 ;
   wire [35:0] \$8 ;
   wire [4:0] \$9 ;
-  reg [35:0] \$like  = 36'h000000000;
   input [16:0] a;
   wire [16:0] a;
   wire [16:0] acc;
   wire [17:0] b;
   wire [35:0] bias;
-  reg [35:0] bias2 = 36'h000000000;
+  reg [35:0] bias_d1 = 36'h000000000;
+  reg [35:0] bias_d2 = 36'h000000000;
   input clk;
   wire clk;
   wire en;
@@ -16379,28 +16379,28 @@ module \bchw_top.engine1.requant11 (rst, \port$7323$649 , a, q, clk);
   input rst;
   wire rst;
   wire [4:0] shift;
-  reg [4:0] shift1 = 5'h00;
-  reg [4:0] shift2 = 5'h00;
-  reg [4:0] shift3 = 5'h00;
+  reg [4:0] shift_d1 = 5'h00;
+  reg [4:0] shift_d2 = 5'h00;
+  reg [4:0] shift_d3 = 5'h00;
   wire [36:0] shifted;
   reg [36:0] total = 37'h0000000000;
-  assign shifted = $signed(total) >>> shift3;
-  assign \$2  = $signed(bias2) + $signed(\$1 );
+  assign shifted = $signed(total) >>> shift_d3;
+  assign \$2  = $signed(bias_d2) + $signed(\$1 );
   assign \$3  = | shifted[36:8];
   assign \$4  = \$3  ? 37'h00000000ff : shifted;
   assign \$5  = shifted[36] ? 37'h0000000000 : \$4 ;
   always @(posedge clk)
-    \$like  <= \$6 ;
+    bias_d1 <= \$6 ;
   always @(posedge clk)
-    shift1 <= \$7 ;
+    shift_d1 <= \$7 ;
   always @(posedge clk)
-    bias2 <= \$8 ;
+    bias_d2 <= \$8 ;
   always @(posedge clk)
-    shift2 <= \$9 ;
+    shift_d2 <= \$9 ;
   always @(posedge clk)
     total <= \$10 ;
   always @(posedge clk)
-    shift3 <= \$11 ;
+    shift_d3 <= \$11 ;
   always @(posedge clk)
     q <= \$12 ;
   \bchw_top.engine1.requant11.mul0  mul0 (
@@ -16423,10 +16423,10 @@ module \bchw_top.engine1.requant11 (rst, \port$7323$649 , a, q, clk);
   assign mul = \port$7323$649 [17:0];
   assign bias = \port$7323$649 [58:23];
   assign shift = \port$7323$649 [22:18];
-  assign \$11  = shift2;
+  assign \$11  = shift_d2;
   assign \$10  = \$2 ;
-  assign \$9  = shift1;
-  assign \$8  = \$like ;
+  assign \$9  = shift_d1;
+  assign \$8  = bias_d1;
   assign \$7  = \port$7323$649 [22:18];
   assign \$6  = \port$7323$649 [58:23];
   assign \$1  = { p[34], p };
@@ -16471,13 +16471,13 @@ module \bchw_top.engine1.requant12 (rst, \port$7323$708 , a, q, clk);
   wire [4:0] \$7 ;
   wire [35:0] \$8 ;
   wire [4:0] \$9 ;
-  reg [35:0] \$like  = 36'h000000000;
   input [16:0] a;
   wire [16:0] a;
   wire [16:0] acc;
   wire [17:0] b;
   wire [35:0] bias;
-  reg [35:0] bias2 = 36'h000000000;
+  reg [35:0] bias_d1 = 36'h000000000;
+  reg [35:0] bias_d2 = 36'h000000000;
   input clk;
   wire clk;
   wire en;
@@ -16491,28 +16491,28 @@ module \bchw_top.engine1.requant12 (rst, \port$7323$708 , a, q, clk);
   input rst;
   wire rst;
   wire [4:0] shift;
-  reg [4:0] shift1 = 5'h00;
-  reg [4:0] shift2 = 5'h00;
-  reg [4:0] shift3 = 5'h00;
+  reg [4:0] shift_d1 = 5'h00;
+  reg [4:0] shift_d2 = 5'h00;
+  reg [4:0] shift_d3 = 5'h00;
   wire [36:0] shifted;
   reg [36:0] total = 37'h0000000000;
-  assign shifted = $signed(total) >>> shift3;
-  assign \$2  = $signed(bias2) + $signed(\$1 );
+  assign shifted = $signed(total) >>> shift_d3;
+  assign \$2  = $signed(bias_d2) + $signed(\$1 );
   assign \$3  = | shifted[36:8];
   assign \$4  = \$3  ? 37'h00000000ff : shifted;
   assign \$5  = shifted[36] ? 37'h0000000000 : \$4 ;
   always @(posedge clk)
-    \$like  <= \$6 ;
+    bias_d1 <= \$6 ;
   always @(posedge clk)
-    shift1 <= \$7 ;
+    shift_d1 <= \$7 ;
   always @(posedge clk)
-    bias2 <= \$8 ;
+    bias_d2 <= \$8 ;
   always @(posedge clk)
-    shift2 <= \$9 ;
+    shift_d2 <= \$9 ;
   always @(posedge clk)
     total <= \$10 ;
   always @(posedge clk)
-    shift3 <= \$11 ;
+    shift_d3 <= \$11 ;
   always @(posedge clk)
     q <= \$12 ;
   \bchw_top.engine1.requant12.mul0  mul0 (
@@ -16535,10 +16535,10 @@ module \bchw_top.engine1.requant12 (rst, \port$7323$708 , a, q, clk);
   assign mul = \port$7323$708 [17:0];
   assign bias = \port$7323$708 [58:23];
   assign shift = \port$7323$708 [22:18];
-  assign \$11  = shift2;
+  assign \$11  = shift_d2;
   assign \$10  = \$2 ;
-  assign \$9  = shift1;
-  assign \$8  = \$like ;
+  assign \$9  = shift_d1;
+  assign \$8  = bias_d1;
   assign \$7  = \port$7323$708 [22:18];
   assign \$6  = \port$7323$708 [58:23];
   assign \$1  = { p[34], p };
@@ -16583,13 +16583,13 @@ module \bchw_top.engine1.requant13 (rst, \port$7323$767 , a, q, clk);
   wire [4:0] \$7 ;
   wire [35:0] \$8 ;
   wire [4:0] \$9 ;
-  reg [35:0] \$like  = 36'h000000000;
   input [16:0] a;
   wire [16:0] a;
   wire [16:0] acc;
   wire [17:0] b;
   wire [35:0] bias;
-  reg [35:0] bias2 = 36'h000000000;
+  reg [35:0] bias_d1 = 36'h000000000;
+  reg [35:0] bias_d2 = 36'h000000000;
   input clk;
   wire clk;
   wire en;
@@ -16603,28 +16603,28 @@ module \bchw_top.engine1.requant13 (rst, \port$7323$767 , a, q, clk);
   input rst;
   wire rst;
   wire [4:0] shift;
-  reg [4:0] shift1 = 5'h00;
-  reg [4:0] shift2 = 5'h00;
-  reg [4:0] shift3 = 5'h00;
+  reg [4:0] shift_d1 = 5'h00;
+  reg [4:0] shift_d2 = 5'h00;
+  reg [4:0] shift_d3 = 5'h00;
   wire [36:0] shifted;
   reg [36:0] total = 37'h0000000000;
-  assign shifted = $signed(total) >>> shift3;
-  assign \$2  = $signed(bias2) + $signed(\$1 );
+  assign shifted = $signed(total) >>> shift_d3;
+  assign \$2  = $signed(bias_d2) + $signed(\$1 );
   assign \$3  = | shifted[36:8];
   assign \$4  = \$3  ? 37'h00000000ff : shifted;
   assign \$5  = shifted[36] ? 37'h0000000000 : \$4 ;
   always @(posedge clk)
-    \$like  <= \$6 ;
+    bias_d1 <= \$6 ;
   always @(posedge clk)
-    shift1 <= \$7 ;
+    shift_d1 <= \$7 ;
   always @(posedge clk)
-    bias2 <= \$8 ;
+    bias_d2 <= \$8 ;
   always @(posedge clk)
-    shift2 <= \$9 ;
+    shift_d2 <= \$9 ;
   always @(posedge clk)
     total <= \$10 ;
   always @(posedge clk)
-    shift3 <= \$11 ;
+    shift_d3 <= \$11 ;
   always @(posedge clk)
     q <= \$12 ;
   \bchw_top.engine1.requant13.mul0  mul0 (
@@ -16647,10 +16647,10 @@ module \bchw_top.engine1.requant13 (rst, \port$7323$767 , a, q, clk);
   assign mul = \port$7323$767 [17:0];
   assign bias = \port$7323$767 [58:23];
   assign shift = \port$7323$767 [22:18];
-  assign \$11  = shift2;
+  assign \$11  = shift_d2;
   assign \$10  = \$2 ;
-  assign \$9  = shift1;
-  assign \$8  = \$like ;
+  assign \$9  = shift_d1;
+  assign \$8  = bias_d1;
   assign \$7  = \port$7323$767 [22:18];
   assign \$6  = \port$7323$767 [58:23];
   assign \$1  = { p[34], p };
@@ -16695,13 +16695,13 @@ module \bchw_top.engine1.requant14 (rst, \port$7323$826 , a, q, clk);
   wire [4:0] \$7 ;
   wire [35:0] \$8 ;
   wire [4:0] \$9 ;
-  reg [35:0] \$like  = 36'h000000000;
   input [16:0] a;
   wire [16:0] a;
   wire [16:0] acc;
   wire [17:0] b;
   wire [35:0] bias;
-  reg [35:0] bias2 = 36'h000000000;
+  reg [35:0] bias_d1 = 36'h000000000;
+  reg [35:0] bias_d2 = 36'h000000000;
   input clk;
   wire clk;
   wire en;
@@ -16715,28 +16715,28 @@ module \bchw_top.engine1.requant14 (rst, \port$7323$826 , a, q, clk);
   input rst;
   wire rst;
   wire [4:0] shift;
-  reg [4:0] shift1 = 5'h00;
-  reg [4:0] shift2 = 5'h00;
-  reg [4:0] shift3 = 5'h00;
+  reg [4:0] shift_d1 = 5'h00;
+  reg [4:0] shift_d2 = 5'h00;
+  reg [4:0] shift_d3 = 5'h00;
   wire [36:0] shifted;
   reg [36:0] total = 37'h0000000000;
-  assign shifted = $signed(total) >>> shift3;
-  assign \$2  = $signed(bias2) + $signed(\$1 );
+  assign shifted = $signed(total) >>> shift_d3;
+  assign \$2  = $signed(bias_d2) + $signed(\$1 );
   assign \$3  = | shifted[36:8];
   assign \$4  = \$3  ? 37'h00000000ff : shifted;
   assign \$5  = shifted[36] ? 37'h0000000000 : \$4 ;
   always @(posedge clk)
-    \$like  <= \$6 ;
+    bias_d1 <= \$6 ;
   always @(posedge clk)
-    shift1 <= \$7 ;
+    shift_d1 <= \$7 ;
   always @(posedge clk)
-    bias2 <= \$8 ;
+    bias_d2 <= \$8 ;
   always @(posedge clk)
-    shift2 <= \$9 ;
+    shift_d2 <= \$9 ;
   always @(posedge clk)
     total <= \$10 ;
   always @(posedge clk)
-    shift3 <= \$11 ;
+    shift_d3 <= \$11 ;
   always @(posedge clk)
     q <= \$12 ;
   \bchw_top.engine1.requant14.mul0  mul0 (
@@ -16759,10 +16759,10 @@ module \bchw_top.engine1.requant14 (rst, \port$7323$826 , a, q, clk);
   assign mul = \port$7323$826 [17:0];
   assign bias = \port$7323$826 [58:23];
   assign shift = \port$7323$826 [22:18];
-  assign \$11  = shift2;
+  assign \$11  = shift_d2;
   assign \$10  = \$2 ;
-  assign \$9  = shift1;
-  assign \$8  = \$like ;
+  assign \$9  = shift_d1;
+  assign \$8  = bias_d1;
   assign \$7  = \port$7323$826 [22:18];
   assign \$6  = \port$7323$826 [58:23];
   assign \$1  = { p[34], p };
@@ -16807,13 +16807,13 @@ module \bchw_top.engine1.requant15 (rst, \port$7323$885 , a, q, clk);
   wire [4:0] \$7 ;
   wire [35:0] \$8 ;
   wire [4:0] \$9 ;
-  reg [35:0] \$like  = 36'h000000000;
   input [16:0] a;
   wire [16:0] a;
   wire [16:0] acc;
   wire [17:0] b;
   wire [35:0] bias;
-  reg [35:0] bias2 = 36'h000000000;
+  reg [35:0] bias_d1 = 36'h000000000;
+  reg [35:0] bias_d2 = 36'h000000000;
   input clk;
   wire clk;
   wire en;
@@ -16827,28 +16827,28 @@ module \bchw_top.engine1.requant15 (rst, \port$7323$885 , a, q, clk);
   input rst;
   wire rst;
   wire [4:0] shift;
-  reg [4:0] shift1 = 5'h00;
-  reg [4:0] shift2 = 5'h00;
-  reg [4:0] shift3 = 5'h00;
+  reg [4:0] shift_d1 = 5'h00;
+  reg [4:0] shift_d2 = 5'h00;
+  reg [4:0] shift_d3 = 5'h00;
   wire [36:0] shifted;
   reg [36:0] total = 37'h0000000000;
-  assign shifted = $signed(total) >>> shift3;
-  assign \$2  = $signed(bias2) + $signed(\$1 );
+  assign shifted = $signed(total) >>> shift_d3;
+  assign \$2  = $signed(bias_d2) + $signed(\$1 );
   assign \$3  = | shifted[36:8];
   assign \$4  = \$3  ? 37'h00000000ff : shifted;
   assign \$5  = shifted[36] ? 37'h0000000000 : \$4 ;
   always @(posedge clk)
-    \$like  <= \$6 ;
+    bias_d1 <= \$6 ;
   always @(posedge clk)
-    shift1 <= \$7 ;
+    shift_d1 <= \$7 ;
   always @(posedge clk)
-    bias2 <= \$8 ;
+    bias_d2 <= \$8 ;
   always @(posedge clk)
-    shift2 <= \$9 ;
+    shift_d2 <= \$9 ;
   always @(posedge clk)
     total <= \$10 ;
   always @(posedge clk)
-    shift3 <= \$11 ;
+    shift_d3 <= \$11 ;
   always @(posedge clk)
     q <= \$12 ;
   \bchw_top.engine1.requant15.mul0  mul0 (
@@ -16871,10 +16871,10 @@ module \bchw_top.engine1.requant15 (rst, \port$7323$885 , a, q, clk);
   assign mul = \port$7323$885 [17:0];
   assign bias = \port$7323$885 [58:23];
   assign shift = \port$7323$885 [22:18];
-  assign \$11  = shift2;
+  assign \$11  = shift_d2;
   assign \$10  = \$2 ;
-  assign \$9  = shift1;
-  assign \$8  = \$like ;
+  assign \$9  = shift_d1;
+  assign \$8  = bias_d1;
   assign \$7  = \port$7323$885 [22:18];
   assign \$6  = \port$7323$885 [58:23];
   assign \$1  = { p[34], p };
@@ -16919,13 +16919,13 @@ module \bchw_top.engine1.requant2 (rst, \port$7323$118 , a, q, clk);
   wire [4:0] \$7 ;
   wire [35:0] \$8 ;
   wire [4:0] \$9 ;
-  reg [35:0] \$like  = 36'h000000000;
   input [16:0] a;
   wire [16:0] a;
   wire [16:0] acc;
   wire [17:0] b;
   wire [35:0] bias;
-  reg [35:0] bias2 = 36'h000000000;
+  reg [35:0] bias_d1 = 36'h000000000;
+  reg [35:0] bias_d2 = 36'h000000000;
   input clk;
   wire clk;
   wire en;
@@ -16939,28 +16939,28 @@ module \bchw_top.engine1.requant2 (rst, \port$7323$118 , a, q, clk);
   input rst;
   wire rst;
   wire [4:0] shift;
-  reg [4:0] shift1 = 5'h00;
-  reg [4:0] shift2 = 5'h00;
-  reg [4:0] shift3 = 5'h00;
+  reg [4:0] shift_d1 = 5'h00;
+  reg [4:0] shift_d2 = 5'h00;
+  reg [4:0] shift_d3 = 5'h00;
   wire [36:0] shifted;
   reg [36:0] total = 37'h0000000000;
-  assign shifted = $signed(total) >>> shift3;
-  assign \$2  = $signed(bias2) + $signed(\$1 );
+  assign shifted = $signed(total) >>> shift_d3;
+  assign \$2  = $signed(bias_d2) + $signed(\$1 );
   assign \$3  = | shifted[36:8];
   assign \$4  = \$3  ? 37'h00000000ff : shifted;
   assign \$5  = shifted[36] ? 37'h0000000000 : \$4 ;
   always @(posedge clk)
-    \$like  <= \$6 ;
+    bias_d1 <= \$6 ;
   always @(posedge clk)
-    shift1 <= \$7 ;
+    shift_d1 <= \$7 ;
   always @(posedge clk)
-    bias2 <= \$8 ;
+    bias_d2 <= \$8 ;
   always @(posedge clk)
-    shift2 <= \$9 ;
+    shift_d2 <= \$9 ;
   always @(posedge clk)
     total <= \$10 ;
   always @(posedge clk)
-    shift3 <= \$11 ;
+    shift_d3 <= \$11 ;
   always @(posedge clk)
     q <= \$12 ;
   \bchw_top.engine1.requant2.mul0  mul0 (
@@ -16983,10 +16983,10 @@ module \bchw_top.engine1.requant2 (rst, \port$7323$118 , a, q, clk);
   assign mul = \port$7323$118 [17:0];
   assign bias = \port$7323$118 [58:23];
   assign shift = \port$7323$118 [22:18];
-  assign \$11  = shift2;
+  assign \$11  = shift_d2;
   assign \$10  = \$2 ;
-  assign \$9  = shift1;
-  assign \$8  = \$like ;
+  assign \$9  = shift_d1;
+  assign \$8  = bias_d1;
   assign \$7  = \port$7323$118 [22:18];
   assign \$6  = \port$7323$118 [58:23];
   assign \$1  = { p[34], p };
@@ -17031,13 +17031,13 @@ module \bchw_top.engine1.requant3 (rst, \port$7323$177 , a, q, clk);
   wire [4:0] \$7 ;
   wire [35:0] \$8 ;
   wire [4:0] \$9 ;
-  reg [35:0] \$like  = 36'h000000000;
   input [16:0] a;
   wire [16:0] a;
   wire [16:0] acc;
   wire [17:0] b;
   wire [35:0] bias;
-  reg [35:0] bias2 = 36'h000000000;
+  reg [35:0] bias_d1 = 36'h000000000;
+  reg [35:0] bias_d2 = 36'h000000000;
   input clk;
   wire clk;
   wire en;
@@ -17051,28 +17051,28 @@ module \bchw_top.engine1.requant3 (rst, \port$7323$177 , a, q, clk);
   input rst;
   wire rst;
   wire [4:0] shift;
-  reg [4:0] shift1 = 5'h00;
-  reg [4:0] shift2 = 5'h00;
-  reg [4:0] shift3 = 5'h00;
+  reg [4:0] shift_d1 = 5'h00;
+  reg [4:0] shift_d2 = 5'h00;
+  reg [4:0] shift_d3 = 5'h00;
   wire [36:0] shifted;
   reg [36:0] total = 37'h0000000000;
-  assign shifted = $signed(total) >>> shift3;
-  assign \$2  = $signed(bias2) + $signed(\$1 );
+  assign shifted = $signed(total) >>> shift_d3;
+  assign \$2  = $signed(bias_d2) + $signed(\$1 );
   assign \$3  = | shifted[36:8];
   assign \$4  = \$3  ? 37'h00000000ff : shifted;
   assign \$5  = shifted[36] ? 37'h0000000000 : \$4 ;
   always @(posedge clk)
-    \$like  <= \$6 ;
+    bias_d1 <= \$6 ;
   always @(posedge clk)
-    shift1 <= \$7 ;
+    shift_d1 <= \$7 ;
   always @(posedge clk)
-    bias2 <= \$8 ;
+    bias_d2 <= \$8 ;
   always @(posedge clk)
-    shift2 <= \$9 ;
+    shift_d2 <= \$9 ;
   always @(posedge clk)
     total <= \$10 ;
   always @(posedge clk)
-    shift3 <= \$11 ;
+    shift_d3 <= \$11 ;
   always @(posedge clk)
     q <= \$12 ;
   \bchw_top.engine1.requant3.mul0  mul0 (
@@ -17095,10 +17095,10 @@ module \bchw_top.engine1.requant3 (rst, \port$7323$177 , a, q, clk);
   assign mul = \port$7323$177 [17:0];
   assign bias = \port$7323$177 [58:23];
   assign shift = \port$7323$177 [22:18];
-  assign \$11  = shift2;
+  assign \$11  = shift_d2;
   assign \$10  = \$2 ;
-  assign \$9  = shift1;
-  assign \$8  = \$like ;
+  assign \$9  = shift_d1;
+  assign \$8  = bias_d1;
   assign \$7  = \port$7323$177 [22:18];
   assign \$6  = \port$7323$177 [58:23];
   assign \$1  = { p[34], p };
@@ -17143,13 +17143,13 @@ module \bchw_top.engine1.requant4 (rst, \port$7323$236 , a, q, clk);
   wire [4:0] \$7 ;
   wire [35:0] \$8 ;
   wire [4:0] \$9 ;
-  reg [35:0] \$like  = 36'h000000000;
   input [16:0] a;
   wire [16:0] a;
   wire [16:0] acc;
   wire [17:0] b;
   wire [35:0] bias;
-  reg [35:0] bias2 = 36'h000000000;
+  reg [35:0] bias_d1 = 36'h000000000;
+  reg [35:0] bias_d2 = 36'h000000000;
   input clk;
   wire clk;
   wire en;
@@ -17163,28 +17163,28 @@ module \bchw_top.engine1.requant4 (rst, \port$7323$236 , a, q, clk);
   input rst;
   wire rst;
   wire [4:0] shift;
-  reg [4:0] shift1 = 5'h00;
-  reg [4:0] shift2 = 5'h00;
-  reg [4:0] shift3 = 5'h00;
+  reg [4:0] shift_d1 = 5'h00;
+  reg [4:0] shift_d2 = 5'h00;
+  reg [4:0] shift_d3 = 5'h00;
   wire [36:0] shifted;
   reg [36:0] total = 37'h0000000000;
-  assign shifted = $signed(total) >>> shift3;
-  assign \$2  = $signed(bias2) + $signed(\$1 );
+  assign shifted = $signed(total) >>> shift_d3;
+  assign \$2  = $signed(bias_d2) + $signed(\$1 );
   assign \$3  = | shifted[36:8];
   assign \$4  = \$3  ? 37'h00000000ff : shifted;
   assign \$5  = shifted[36] ? 37'h0000000000 : \$4 ;
   always @(posedge clk)
-    \$like  <= \$6 ;
+    bias_d1 <= \$6 ;
   always @(posedge clk)
-    shift1 <= \$7 ;
+    shift_d1 <= \$7 ;
   always @(posedge clk)
-    bias2 <= \$8 ;
+    bias_d2 <= \$8 ;
   always @(posedge clk)
-    shift2 <= \$9 ;
+    shift_d2 <= \$9 ;
   always @(posedge clk)
     total <= \$10 ;
   always @(posedge clk)
-    shift3 <= \$11 ;
+    shift_d3 <= \$11 ;
   always @(posedge clk)
     q <= \$12 ;
   \bchw_top.engine1.requant4.mul0  mul0 (
@@ -17207,10 +17207,10 @@ module \bchw_top.engine1.requant4 (rst, \port$7323$236 , a, q, clk);
   assign mul = \port$7323$236 [17:0];
   assign bias = \port$7323$236 [58:23];
   assign shift = \port$7323$236 [22:18];
-  assign \$11  = shift2;
+  assign \$11  = shift_d2;
   assign \$10  = \$2 ;
-  assign \$9  = shift1;
-  assign \$8  = \$like ;
+  assign \$9  = shift_d1;
+  assign \$8  = bias_d1;
   assign \$7  = \port$7323$236 [22:18];
   assign \$6  = \port$7323$236 [58:23];
   assign \$1  = { p[34], p };
@@ -17255,13 +17255,13 @@ module \bchw_top.engine1.requant5 (rst, \port$7323$295 , a, q, clk);
   wire [4:0] \$7 ;
   wire [35:0] \$8 ;
   wire [4:0] \$9 ;
-  reg [35:0] \$like  = 36'h000000000;
   input [16:0] a;
   wire [16:0] a;
   wire [16:0] acc;
   wire [17:0] b;
   wire [35:0] bias;
-  reg [35:0] bias2 = 36'h000000000;
+  reg [35:0] bias_d1 = 36'h000000000;
+  reg [35:0] bias_d2 = 36'h000000000;
   input clk;
   wire clk;
   wire en;
@@ -17275,28 +17275,28 @@ module \bchw_top.engine1.requant5 (rst, \port$7323$295 , a, q, clk);
   input rst;
   wire rst;
   wire [4:0] shift;
-  reg [4:0] shift1 = 5'h00;
-  reg [4:0] shift2 = 5'h00;
-  reg [4:0] shift3 = 5'h00;
+  reg [4:0] shift_d1 = 5'h00;
+  reg [4:0] shift_d2 = 5'h00;
+  reg [4:0] shift_d3 = 5'h00;
   wire [36:0] shifted;
   reg [36:0] total = 37'h0000000000;
-  assign shifted = $signed(total) >>> shift3;
-  assign \$2  = $signed(bias2) + $signed(\$1 );
+  assign shifted = $signed(total) >>> shift_d3;
+  assign \$2  = $signed(bias_d2) + $signed(\$1 );
   assign \$3  = | shifted[36:8];
   assign \$4  = \$3  ? 37'h00000000ff : shifted;
   assign \$5  = shifted[36] ? 37'h0000000000 : \$4 ;
   always @(posedge clk)
-    \$like  <= \$6 ;
+    bias_d1 <= \$6 ;
   always @(posedge clk)
-    shift1 <= \$7 ;
+    shift_d1 <= \$7 ;
   always @(posedge clk)
-    bias2 <= \$8 ;
+    bias_d2 <= \$8 ;
   always @(posedge clk)
-    shift2 <= \$9 ;
+    shift_d2 <= \$9 ;
   always @(posedge clk)
     total <= \$10 ;
   always @(posedge clk)
-    shift3 <= \$11 ;
+    shift_d3 <= \$11 ;
   always @(posedge clk)
     q <= \$12 ;
   \bchw_top.engine1.requant5.mul0  mul0 (
@@ -17319,10 +17319,10 @@ module \bchw_top.engine1.requant5 (rst, \port$7323$295 , a, q, clk);
   assign mul = \port$7323$295 [17:0];
   assign bias = \port$7323$295 [58:23];
   assign shift = \port$7323$295 [22:18];
-  assign \$11  = shift2;
+  assign \$11  = shift_d2;
   assign \$10  = \$2 ;
-  assign \$9  = shift1;
-  assign \$8  = \$like ;
+  assign \$9  = shift_d1;
+  assign \$8  = bias_d1;
   assign \$7  = \port$7323$295 [22:18];
   assign \$6  = \port$7323$295 [58:23];
   assign \$1  = { p[34], p };
@@ -17367,13 +17367,13 @@ module \bchw_top.engine1.requant6 (rst, \port$7323$354 , a, q, clk);
   wire [4:0] \$7 ;
   wire [35:0] \$8 ;
   wire [4:0] \$9 ;
-  reg [35:0] \$like  = 36'h000000000;
   input [16:0] a;
   wire [16:0] a;
   wire [16:0] acc;
   wire [17:0] b;
   wire [35:0] bias;
-  reg [35:0] bias2 = 36'h000000000;
+  reg [35:0] bias_d1 = 36'h000000000;
+  reg [35:0] bias_d2 = 36'h000000000;
   input clk;
   wire clk;
   wire en;
@@ -17387,28 +17387,28 @@ module \bchw_top.engine1.requant6 (rst, \port$7323$354 , a, q, clk);
   input rst;
   wire rst;
   wire [4:0] shift;
-  reg [4:0] shift1 = 5'h00;
-  reg [4:0] shift2 = 5'h00;
-  reg [4:0] shift3 = 5'h00;
+  reg [4:0] shift_d1 = 5'h00;
+  reg [4:0] shift_d2 = 5'h00;
+  reg [4:0] shift_d3 = 5'h00;
   wire [36:0] shifted;
   reg [36:0] total = 37'h0000000000;
-  assign shifted = $signed(total) >>> shift3;
-  assign \$2  = $signed(bias2) + $signed(\$1 );
+  assign shifted = $signed(total) >>> shift_d3;
+  assign \$2  = $signed(bias_d2) + $signed(\$1 );
   assign \$3  = | shifted[36:8];
   assign \$4  = \$3  ? 37'h00000000ff : shifted;
   assign \$5  = shifted[36] ? 37'h0000000000 : \$4 ;
   always @(posedge clk)
-    \$like  <= \$6 ;
+    bias_d1 <= \$6 ;
   always @(posedge clk)
-    shift1 <= \$7 ;
+    shift_d1 <= \$7 ;
   always @(posedge clk)
-    bias2 <= \$8 ;
+    bias_d2 <= \$8 ;
   always @(posedge clk)
-    shift2 <= \$9 ;
+    shift_d2 <= \$9 ;
   always @(posedge clk)
     total <= \$10 ;
   always @(posedge clk)
-    shift3 <= \$11 ;
+    shift_d3 <= \$11 ;
   always @(posedge clk)
     q <= \$12 ;
   \bchw_top.engine1.requant6.mul0  mul0 (
@@ -17431,10 +17431,10 @@ module \bchw_top.engine1.requant6 (rst, \port$7323$354 , a, q, clk);
   assign mul = \port$7323$354 [17:0];
   assign bias = \port$7323$354 [58:23];
   assign shift = \port$7323$354 [22:18];
-  assign \$11  = shift2;
+  assign \$11  = shift_d2;
   assign \$10  = \$2 ;
-  assign \$9  = shift1;
-  assign \$8  = \$like ;
+  assign \$9  = shift_d1;
+  assign \$8  = bias_d1;
   assign \$7  = \port$7323$354 [22:18];
   assign \$6  = \port$7323$354 [58:23];
   assign \$1  = { p[34], p };
@@ -17479,13 +17479,13 @@ module \bchw_top.engine1.requant7 (rst, \port$7323$413 , a, q, clk);
   wire [4:0] \$7 ;
   wire [35:0] \$8 ;
   wire [4:0] \$9 ;
-  reg [35:0] \$like  = 36'h000000000;
   input [16:0] a;
   wire [16:0] a;
   wire [16:0] acc;
   wire [17:0] b;
   wire [35:0] bias;
-  reg [35:0] bias2 = 36'h000000000;
+  reg [35:0] bias_d1 = 36'h000000000;
+  reg [35:0] bias_d2 = 36'h000000000;
   input clk;
   wire clk;
   wire en;
@@ -17499,28 +17499,28 @@ module \bchw_top.engine1.requant7 (rst, \port$7323$413 , a, q, clk);
   input rst;
   wire rst;
   wire [4:0] shift;
-  reg [4:0] shift1 = 5'h00;
-  reg [4:0] shift2 = 5'h00;
-  reg [4:0] shift3 = 5'h00;
+  reg [4:0] shift_d1 = 5'h00;
+  reg [4:0] shift_d2 = 5'h00;
+  reg [4:0] shift_d3 = 5'h00;
   wire [36:0] shifted;
   reg [36:0] total = 37'h0000000000;
-  assign shifted = $signed(total) >>> shift3;
-  assign \$2  = $signed(bias2) + $signed(\$1 );
+  assign shifted = $signed(total) >>> shift_d3;
+  assign \$2  = $signed(bias_d2) + $signed(\$1 );
   assign \$3  = | shifted[36:8];
   assign \$4  = \$3  ? 37'h00000000ff : shifted;
   assign \$5  = shifted[36] ? 37'h0000000000 : \$4 ;
   always @(posedge clk)
-    \$like  <= \$6 ;
+    bias_d1 <= \$6 ;
   always @(posedge clk)
-    shift1 <= \$7 ;
+    shift_d1 <= \$7 ;
   always @(posedge clk)
-    bias2 <= \$8 ;
+    bias_d2 <= \$8 ;
   always @(posedge clk)
-    shift2 <= \$9 ;
+    shift_d2 <= \$9 ;
   always @(posedge clk)
     total <= \$10 ;
   always @(posedge clk)
-    shift3 <= \$11 ;
+    shift_d3 <= \$11 ;
   always @(posedge clk)
     q <= \$12 ;
   \bchw_top.engine1.requant7.mul0  mul0 (
@@ -17543,10 +17543,10 @@ module \bchw_top.engine1.requant7 (rst, \port$7323$413 , a, q, clk);
   assign mul = \port$7323$413 [17:0];
   assign bias = \port$7323$413 [58:23];
   assign shift = \port$7323$413 [22:18];
-  assign \$11  = shift2;
+  assign \$11  = shift_d2;
   assign \$10  = \$2 ;
-  assign \$9  = shift1;
-  assign \$8  = \$like ;
+  assign \$9  = shift_d1;
+  assign \$8  = bias_d1;
   assign \$7  = \port$7323$413 [22:18];
   assign \$6  = \port$7323$413 [58:23];
   assign \$1  = { p[34], p };
@@ -17591,13 +17591,13 @@ module \bchw_top.engine1.requant8 (rst, \port$7323$472 , a, q, clk);
   wire [4:0] \$7 ;
   wire [35:0] \$8 ;
   wire [4:0] \$9 ;
-  reg [35:0] \$like  = 36'h000000000;
   input [16:0] a;
   wire [16:0] a;
   wire [16:0] acc;
   wire [17:0] b;
   wire [35:0] bias;
-  reg [35:0] bias2 = 36'h000000000;
+  reg [35:0] bias_d1 = 36'h000000000;
+  reg [35:0] bias_d2 = 36'h000000000;
   input clk;
   wire clk;
   wire en;
@@ -17611,28 +17611,28 @@ module \bchw_top.engine1.requant8 (rst, \port$7323$472 , a, q, clk);
   input rst;
   wire rst;
   wire [4:0] shift;
-  reg [4:0] shift1 = 5'h00;
-  reg [4:0] shift2 = 5'h00;
-  reg [4:0] shift3 = 5'h00;
+  reg [4:0] shift_d1 = 5'h00;
+  reg [4:0] shift_d2 = 5'h00;
+  reg [4:0] shift_d3 = 5'h00;
   wire [36:0] shifted;
   reg [36:0] total = 37'h0000000000;
-  assign shifted = $signed(total) >>> shift3;
-  assign \$2  = $signed(bias2) + $signed(\$1 );
+  assign shifted = $signed(total) >>> shift_d3;
+  assign \$2  = $signed(bias_d2) + $signed(\$1 );
   assign \$3  = | shifted[36:8];
   assign \$4  = \$3  ? 37'h00000000ff : shifted;
   assign \$5  = shifted[36] ? 37'h0000000000 : \$4 ;
   always @(posedge clk)
-    \$like  <= \$6 ;
+    bias_d1 <= \$6 ;
   always @(posedge clk)
-    shift1 <= \$7 ;
+    shift_d1 <= \$7 ;
   always @(posedge clk)
-    bias2 <= \$8 ;
+    bias_d2 <= \$8 ;
   always @(posedge clk)
-    shift2 <= \$9 ;
+    shift_d2 <= \$9 ;
   always @(posedge clk)
     total <= \$10 ;
   always @(posedge clk)
-    shift3 <= \$11 ;
+    shift_d3 <= \$11 ;
   always @(posedge clk)
     q <= \$12 ;
   \bchw_top.engine1.requant8.mul0  mul0 (
@@ -17655,10 +17655,10 @@ module \bchw_top.engine1.requant8 (rst, \port$7323$472 , a, q, clk);
   assign mul = \port$7323$472 [17:0];
   assign bias = \port$7323$472 [58:23];
   assign shift = \port$7323$472 [22:18];
-  assign \$11  = shift2;
+  assign \$11  = shift_d2;
   assign \$10  = \$2 ;
-  assign \$9  = shift1;
-  assign \$8  = \$like ;
+  assign \$9  = shift_d1;
+  assign \$8  = bias_d1;
   assign \$7  = \port$7323$472 [22:18];
   assign \$6  = \port$7323$472 [58:23];
   assign \$1  = { p[34], p };
@@ -17703,13 +17703,13 @@ module \bchw_top.engine1.requant9 (rst, \port$7323$531 , a, q, clk);
   wire [4:0] \$7 ;
   wire [35:0] \$8 ;
   wire [4:0] \$9 ;
-  reg [35:0] \$like  = 36'h000000000;
   input [16:0] a;
   wire [16:0] a;
   wire [16:0] acc;
   wire [17:0] b;
   wire [35:0] bias;
-  reg [35:0] bias2 = 36'h000000000;
+  reg [35:0] bias_d1 = 36'h000000000;
+  reg [35:0] bias_d2 = 36'h000000000;
   input clk;
   wire clk;
   wire en;
@@ -17723,28 +17723,28 @@ module \bchw_top.engine1.requant9 (rst, \port$7323$531 , a, q, clk);
   input rst;
   wire rst;
   wire [4:0] shift;
-  reg [4:0] shift1 = 5'h00;
-  reg [4:0] shift2 = 5'h00;
-  reg [4:0] shift3 = 5'h00;
+  reg [4:0] shift_d1 = 5'h00;
+  reg [4:0] shift_d2 = 5'h00;
+  reg [4:0] shift_d3 = 5'h00;
   wire [36:0] shifted;
   reg [36:0] total = 37'h0000000000;
-  assign shifted = $signed(total) >>> shift3;
-  assign \$2  = $signed(bias2) + $signed(\$1 );
+  assign shifted = $signed(total) >>> shift_d3;
+  assign \$2  = $signed(bias_d2) + $signed(\$1 );
   assign \$3  = | shifted[36:8];
   assign \$4  = \$3  ? 37'h00000000ff : shifted;
   assign \$5  = shifted[36] ? 37'h0000000000 : \$4 ;
   always @(posedge clk)
-    \$like  <= \$6 ;
+    bias_d1 <= \$6 ;
   always @(posedge clk)
-    shift1 <= \$7 ;
+    shift_d1 <= \$7 ;
   always @(posedge clk)
-    bias2 <= \$8 ;
+    bias_d2 <= \$8 ;
   always @(posedge clk)
-    shift2 <= \$9 ;
+    shift_d2 <= \$9 ;
   always @(posedge clk)
     total <= \$10 ;
   always @(posedge clk)
-    shift3 <= \$11 ;
+    shift_d3 <= \$11 ;
   always @(posedge clk)
     q <= \$12 ;
   \bchw_top.engine1.requant9.mul0  mul0 (
@@ -17767,10 +17767,10 @@ module \bchw_top.engine1.requant9 (rst, \port$7323$531 , a, q, clk);
   assign mul = \port$7323$531 [17:0];
   assign bias = \port$7323$531 [58:23];
   assign shift = \port$7323$531 [22:18];
-  assign \$11  = shift2;
+  assign \$11  = shift_d2;
   assign \$10  = \$2 ;
-  assign \$9  = shift1;
-  assign \$8  = \$like ;
+  assign \$9  = shift_d1;
+  assign \$8  = bias_d1;
   assign \$7  = \port$7323$531 [22:18];
   assign \$6  = \port$7323$531 [58:23];
   assign \$1  = { p[34], p };
@@ -24525,13 +24525,13 @@ module \bchw_top.engine2.requant0 (rst, \port$8729$0 , a, q, clk);
   wire [4:0] \$7 ;
   wire [35:0] \$8 ;
   wire [4:0] \$9 ;
-  reg [35:0] \$like  = 36'h000000000;
   input [16:0] a;
   wire [16:0] a;
   wire [16:0] acc;
   wire [17:0] b;
   wire [35:0] bias;
-  reg [35:0] bias2 = 36'h000000000;
+  reg [35:0] bias_d1 = 36'h000000000;
+  reg [35:0] bias_d2 = 36'h000000000;
   input clk;
   wire clk;
   wire en;
@@ -24545,28 +24545,28 @@ module \bchw_top.engine2.requant0 (rst, \port$8729$0 , a, q, clk);
   input rst;
   wire rst;
   wire [4:0] shift;
-  reg [4:0] shift1 = 5'h00;
-  reg [4:0] shift2 = 5'h00;
-  reg [4:0] shift3 = 5'h00;
+  reg [4:0] shift_d1 = 5'h00;
+  reg [4:0] shift_d2 = 5'h00;
+  reg [4:0] shift_d3 = 5'h00;
   wire [36:0] shifted;
   reg [36:0] total = 37'h0000000000;
-  assign shifted = $signed(total) >>> shift3;
-  assign \$2  = $signed(bias2) + $signed(\$1 );
+  assign shifted = $signed(total) >>> shift_d3;
+  assign \$2  = $signed(bias_d2) + $signed(\$1 );
   assign \$3  = | shifted[36:8];
   assign \$4  = \$3  ? 37'h00000000ff : shifted;
   assign \$5  = shifted[36] ? 37'h0000000000 : \$4 ;
   always @(posedge clk)
-    \$like  <= \$6 ;
+    bias_d1 <= \$6 ;
   always @(posedge clk)
-    shift1 <= \$7 ;
+    shift_d1 <= \$7 ;
   always @(posedge clk)
-    bias2 <= \$8 ;
+    bias_d2 <= \$8 ;
   always @(posedge clk)
-    shift2 <= \$9 ;
+    shift_d2 <= \$9 ;
   always @(posedge clk)
     total <= \$10 ;
   always @(posedge clk)
-    shift3 <= \$11 ;
+    shift_d3 <= \$11 ;
   always @(posedge clk)
     q <= \$12 ;
   \bchw_top.engine2.requant0.mul0  mul0 (
@@ -24589,10 +24589,10 @@ module \bchw_top.engine2.requant0 (rst, \port$8729$0 , a, q, clk);
   assign mul = \port$8729$0 [17:0];
   assign bias = \port$8729$0 [58:23];
   assign shift = \port$8729$0 [22:18];
-  assign \$11  = shift2;
+  assign \$11  = shift_d2;
   assign \$10  = \$2 ;
-  assign \$9  = shift1;
-  assign \$8  = \$like ;
+  assign \$9  = shift_d1;
+  assign \$8  = bias_d1;
   assign \$7  = \port$8729$0 [22:18];
   assign \$6  = \port$8729$0 [58:23];
   assign \$1  = { p[34], p };
@@ -24637,13 +24637,13 @@ module \bchw_top.engine2.requant1 (rst, \port$8729$59 , a, q, clk);
   wire [4:0] \$7 ;
   wire [35:0] \$8 ;
   wire [4:0] \$9 ;
-  reg [35:0] \$like  = 36'h000000000;
   input [16:0] a;
   wire [16:0] a;
   wire [16:0] acc;
   wire [17:0] b;
   wire [35:0] bias;
-  reg [35:0] bias2 = 36'h000000000;
+  reg [35:0] bias_d1 = 36'h000000000;
+  reg [35:0] bias_d2 = 36'h000000000;
   input clk;
   wire clk;
   wire en;
@@ -24657,28 +24657,28 @@ module \bchw_top.engine2.requant1 (rst, \port$8729$59 , a, q, clk);
   input rst;
   wire rst;
   wire [4:0] shift;
-  reg [4:0] shift1 = 5'h00;
-  reg [4:0] shift2 = 5'h00;
-  reg [4:0] shift3 = 5'h00;
+  reg [4:0] shift_d1 = 5'h00;
+  reg [4:0] shift_d2 = 5'h00;
+  reg [4:0] shift_d3 = 5'h00;
   wire [36:0] shifted;
   reg [36:0] total = 37'h0000000000;
-  assign shifted = $signed(total) >>> shift3;
-  assign \$2  = $signed(bias2) + $signed(\$1 );
+  assign shifted = $signed(total) >>> shift_d3;
+  assign \$2  = $signed(bias_d2) + $signed(\$1 );
   assign \$3  = | shifted[36:8];
   assign \$4  = \$3  ? 37'h00000000ff : shifted;
   assign \$5  = shifted[36] ? 37'h0000000000 : \$4 ;
   always @(posedge clk)
-    \$like  <= \$6 ;
+    bias_d1 <= \$6 ;
   always @(posedge clk)
-    shift1 <= \$7 ;
+    shift_d1 <= \$7 ;
   always @(posedge clk)
-    bias2 <= \$8 ;
+    bias_d2 <= \$8 ;
   always @(posedge clk)
-    shift2 <= \$9 ;
+    shift_d2 <= \$9 ;
   always @(posedge clk)
     total <= \$10 ;
   always @(posedge clk)
-    shift3 <= \$11 ;
+    shift_d3 <= \$11 ;
   always @(posedge clk)
     q <= \$12 ;
   \bchw_top.engine2.requant1.mul0  mul0 (
@@ -24701,10 +24701,10 @@ module \bchw_top.engine2.requant1 (rst, \port$8729$59 , a, q, clk);
   assign mul = \port$8729$59 [17:0];
   assign bias = \port$8729$59 [58:23];
   assign shift = \port$8729$59 [22:18];
-  assign \$11  = shift2;
+  assign \$11  = shift_d2;
   assign \$10  = \$2 ;
-  assign \$9  = shift1;
-  assign \$8  = \$like ;
+  assign \$9  = shift_d1;
+  assign \$8  = bias_d1;
   assign \$7  = \port$8729$59 [22:18];
   assign \$6  = \port$8729$59 [58:23];
   assign \$1  = { p[34], p };
@@ -24749,13 +24749,13 @@ module \bchw_top.engine2.requant10 (rst, \port$8729$590 , a, q, clk);
   wire [4:0] \$7 ;
   wire [35:0] \$8 ;
   wire [4:0] \$9 ;
-  reg [35:0] \$like  = 36'h000000000;
   input [16:0] a;
   wire [16:0] a;
   wire [16:0] acc;
   wire [17:0] b;
   wire [35:0] bias;
-  reg [35:0] bias2 = 36'h000000000;
+  reg [35:0] bias_d1 = 36'h000000000;
+  reg [35:0] bias_d2 = 36'h000000000;
   input clk;
   wire clk;
   wire en;
@@ -24769,28 +24769,28 @@ module \bchw_top.engine2.requant10 (rst, \port$8729$590 , a, q, clk);
   input rst;
   wire rst;
   wire [4:0] shift;
-  reg [4:0] shift1 = 5'h00;
-  reg [4:0] shift2 = 5'h00;
-  reg [4:0] shift3 = 5'h00;
+  reg [4:0] shift_d1 = 5'h00;
+  reg [4:0] shift_d2 = 5'h00;
+  reg [4:0] shift_d3 = 5'h00;
   wire [36:0] shifted;
   reg [36:0] total = 37'h0000000000;
-  assign shifted = $signed(total) >>> shift3;
-  assign \$2  = $signed(bias2) + $signed(\$1 );
+  assign shifted = $signed(total) >>> shift_d3;
+  assign \$2  = $signed(bias_d2) + $signed(\$1 );
   assign \$3  = | shifted[36:8];
   assign \$4  = \$3  ? 37'h00000000ff : shifted;
   assign \$5  = shifted[36] ? 37'h0000000000 : \$4 ;
   always @(posedge clk)
-    \$like  <= \$6 ;
+    bias_d1 <= \$6 ;
   always @(posedge clk)
-    shift1 <= \$7 ;
+    shift_d1 <= \$7 ;
   always @(posedge clk)
-    bias2 <= \$8 ;
+    bias_d2 <= \$8 ;
   always @(posedge clk)
-    shift2 <= \$9 ;
+    shift_d2 <= \$9 ;
   always @(posedge clk)
     total <= \$10 ;
   always @(posedge clk)
-    shift3 <= \$11 ;
+    shift_d3 <= \$11 ;
   always @(posedge clk)
     q <= \$12 ;
   \bchw_top.engine2.requant10.mul0  mul0 (
@@ -24813,10 +24813,10 @@ module \bchw_top.engine2.requant10 (rst, \port$8729$590 , a, q, clk);
   assign mul = \port$8729$590 [17:0];
   assign bias = \port$8729$590 [58:23];
   assign shift = \port$8729$590 [22:18];
-  assign \$11  = shift2;
+  assign \$11  = shift_d2;
   assign \$10  = \$2 ;
-  assign \$9  = shift1;
-  assign \$8  = \$like ;
+  assign \$9  = shift_d1;
+  assign \$8  = bias_d1;
   assign \$7  = \port$8729$590 [22:18];
   assign \$6  = \port$8729$590 [58:23];
   assign \$1  = { p[34], p };
@@ -24861,13 +24861,13 @@ module \bchw_top.engine2.requant11 (rst, \port$8729$649 , a, q, clk);
   wire [4:0] \$7 ;
   wire [35:0] \$8 ;
   wire [4:0] \$9 ;
-  reg [35:0] \$like  = 36'h000000000;
   input [16:0] a;
   wire [16:0] a;
   wire [16:0] acc;
   wire [17:0] b;
   wire [35:0] bias;
-  reg [35:0] bias2 = 36'h000000000;
+  reg [35:0] bias_d1 = 36'h000000000;
+  reg [35:0] bias_d2 = 36'h000000000;
   input clk;
   wire clk;
   wire en;
@@ -24881,28 +24881,28 @@ module \bchw_top.engine2.requant11 (rst, \port$8729$649 , a, q, clk);
   input rst;
   wire rst;
   wire [4:0] shift;
-  reg [4:0] shift1 = 5'h00;
-  reg [4:0] shift2 = 5'h00;
-  reg [4:0] shift3 = 5'h00;
+  reg [4:0] shift_d1 = 5'h00;
+  reg [4:0] shift_d2 = 5'h00;
+  reg [4:0] shift_d3 = 5'h00;
   wire [36:0] shifted;
   reg [36:0] total = 37'h0000000000;
-  assign shifted = $signed(total) >>> shift3;
-  assign \$2  = $signed(bias2) + $signed(\$1 );
+  assign shifted = $signed(total) >>> shift_d3;
+  assign \$2  = $signed(bias_d2) + $signed(\$1 );
   assign \$3  = | shifted[36:8];
   assign \$4  = \$3  ? 37'h00000000ff : shifted;
   assign \$5  = shifted[36] ? 37'h0000000000 : \$4 ;
   always @(posedge clk)
-    \$like  <= \$6 ;
+    bias_d1 <= \$6 ;
   always @(posedge clk)
-    shift1 <= \$7 ;
+    shift_d1 <= \$7 ;
   always @(posedge clk)
-    bias2 <= \$8 ;
+    bias_d2 <= \$8 ;
   always @(posedge clk)
-    shift2 <= \$9 ;
+    shift_d2 <= \$9 ;
   always @(posedge clk)
     total <= \$10 ;
   always @(posedge clk)
-    shift3 <= \$11 ;
+    shift_d3 <= \$11 ;
   always @(posedge clk)
     q <= \$12 ;
   \bchw_top.engine2.requant11.mul0  mul0 (
@@ -24925,10 +24925,10 @@ module \bchw_top.engine2.requant11 (rst, \port$8729$649 , a, q, clk);
   assign mul = \port$8729$649 [17:0];
   assign bias = \port$8729$649 [58:23];
   assign shift = \port$8729$649 [22:18];
-  assign \$11  = shift2;
+  assign \$11  = shift_d2;
   assign \$10  = \$2 ;
-  assign \$9  = shift1;
-  assign \$8  = \$like ;
+  assign \$9  = shift_d1;
+  assign \$8  = bias_d1;
   assign \$7  = \port$8729$649 [22:18];
   assign \$6  = \port$8729$649 [58:23];
   assign \$1  = { p[34], p };
@@ -24973,13 +24973,13 @@ module \bchw_top.engine2.requant12 (rst, \port$8729$708 , a, q, clk);
   wire [4:0] \$7 ;
   wire [35:0] \$8 ;
   wire [4:0] \$9 ;
-  reg [35:0] \$like  = 36'h000000000;
   input [16:0] a;
   wire [16:0] a;
   wire [16:0] acc;
   wire [17:0] b;
   wire [35:0] bias;
-  reg [35:0] bias2 = 36'h000000000;
+  reg [35:0] bias_d1 = 36'h000000000;
+  reg [35:0] bias_d2 = 36'h000000000;
   input clk;
   wire clk;
   wire en;
@@ -24993,28 +24993,28 @@ module \bchw_top.engine2.requant12 (rst, \port$8729$708 , a, q, clk);
   input rst;
   wire rst;
   wire [4:0] shift;
-  reg [4:0] shift1 = 5'h00;
-  reg [4:0] shift2 = 5'h00;
-  reg [4:0] shift3 = 5'h00;
+  reg [4:0] shift_d1 = 5'h00;
+  reg [4:0] shift_d2 = 5'h00;
+  reg [4:0] shift_d3 = 5'h00;
   wire [36:0] shifted;
   reg [36:0] total = 37'h0000000000;
-  assign shifted = $signed(total) >>> shift3;
-  assign \$2  = $signed(bias2) + $signed(\$1 );
+  assign shifted = $signed(total) >>> shift_d3;
+  assign \$2  = $signed(bias_d2) + $signed(\$1 );
   assign \$3  = | shifted[36:8];
   assign \$4  = \$3  ? 37'h00000000ff : shifted;
   assign \$5  = shifted[36] ? 37'h0000000000 : \$4 ;
   always @(posedge clk)
-    \$like  <= \$6 ;
+    bias_d1 <= \$6 ;
   always @(posedge clk)
-    shift1 <= \$7 ;
+    shift_d1 <= \$7 ;
   always @(posedge clk)
-    bias2 <= \$8 ;
+    bias_d2 <= \$8 ;
   always @(posedge clk)
-    shift2 <= \$9 ;
+    shift_d2 <= \$9 ;
   always @(posedge clk)
     total <= \$10 ;
   always @(posedge clk)
-    shift3 <= \$11 ;
+    shift_d3 <= \$11 ;
   always @(posedge clk)
     q <= \$12 ;
   \bchw_top.engine2.requant12.mul0  mul0 (
@@ -25037,10 +25037,10 @@ module \bchw_top.engine2.requant12 (rst, \port$8729$708 , a, q, clk);
   assign mul = \port$8729$708 [17:0];
   assign bias = \port$8729$708 [58:23];
   assign shift = \port$8729$708 [22:18];
-  assign \$11  = shift2;
+  assign \$11  = shift_d2;
   assign \$10  = \$2 ;
-  assign \$9  = shift1;
-  assign \$8  = \$like ;
+  assign \$9  = shift_d1;
+  assign \$8  = bias_d1;
   assign \$7  = \port$8729$708 [22:18];
   assign \$6  = \port$8729$708 [58:23];
   assign \$1  = { p[34], p };
@@ -25085,13 +25085,13 @@ module \bchw_top.engine2.requant13 (rst, \port$8729$767 , a, q, clk);
   wire [4:0] \$7 ;
   wire [35:0] \$8 ;
   wire [4:0] \$9 ;
-  reg [35:0] \$like  = 36'h000000000;
   input [16:0] a;
   wire [16:0] a;
   wire [16:0] acc;
   wire [17:0] b;
   wire [35:0] bias;
-  reg [35:0] bias2 = 36'h000000000;
+  reg [35:0] bias_d1 = 36'h000000000;
+  reg [35:0] bias_d2 = 36'h000000000;
   input clk;
   wire clk;
   wire en;
@@ -25105,28 +25105,28 @@ module \bchw_top.engine2.requant13 (rst, \port$8729$767 , a, q, clk);
   input rst;
   wire rst;
   wire [4:0] shift;
-  reg [4:0] shift1 = 5'h00;
-  reg [4:0] shift2 = 5'h00;
-  reg [4:0] shift3 = 5'h00;
+  reg [4:0] shift_d1 = 5'h00;
+  reg [4:0] shift_d2 = 5'h00;
+  reg [4:0] shift_d3 = 5'h00;
   wire [36:0] shifted;
   reg [36:0] total = 37'h0000000000;
-  assign shifted = $signed(total) >>> shift3;
-  assign \$2  = $signed(bias2) + $signed(\$1 );
+  assign shifted = $signed(total) >>> shift_d3;
+  assign \$2  = $signed(bias_d2) + $signed(\$1 );
   assign \$3  = | shifted[36:8];
   assign \$4  = \$3  ? 37'h00000000ff : shifted;
   assign \$5  = shifted[36] ? 37'h0000000000 : \$4 ;
   always @(posedge clk)
-    \$like  <= \$6 ;
+    bias_d1 <= \$6 ;
   always @(posedge clk)
-    shift1 <= \$7 ;
+    shift_d1 <= \$7 ;
   always @(posedge clk)
-    bias2 <= \$8 ;
+    bias_d2 <= \$8 ;
   always @(posedge clk)
-    shift2 <= \$9 ;
+    shift_d2 <= \$9 ;
   always @(posedge clk)
     total <= \$10 ;
   always @(posedge clk)
-    shift3 <= \$11 ;
+    shift_d3 <= \$11 ;
   always @(posedge clk)
     q <= \$12 ;
   \bchw_top.engine2.requant13.mul0  mul0 (
@@ -25149,10 +25149,10 @@ module \bchw_top.engine2.requant13 (rst, \port$8729$767 , a, q, clk);
   assign mul = \port$8729$767 [17:0];
   assign bias = \port$8729$767 [58:23];
   assign shift = \port$8729$767 [22:18];
-  assign \$11  = shift2;
+  assign \$11  = shift_d2;
   assign \$10  = \$2 ;
-  assign \$9  = shift1;
-  assign \$8  = \$like ;
+  assign \$9  = shift_d1;
+  assign \$8  = bias_d1;
   assign \$7  = \port$8729$767 [22:18];
   assign \$6  = \port$8729$767 [58:23];
   assign \$1  = { p[34], p };
@@ -25197,13 +25197,13 @@ module \bchw_top.engine2.requant14 (rst, \port$8729$826 , a, q, clk);
   wire [4:0] \$7 ;
   wire [35:0] \$8 ;
   wire [4:0] \$9 ;
-  reg [35:0] \$like  = 36'h000000000;
   input [16:0] a;
   wire [16:0] a;
   wire [16:0] acc;
   wire [17:0] b;
   wire [35:0] bias;
-  reg [35:0] bias2 = 36'h000000000;
+  reg [35:0] bias_d1 = 36'h000000000;
+  reg [35:0] bias_d2 = 36'h000000000;
   input clk;
   wire clk;
   wire en;
@@ -25217,28 +25217,28 @@ module \bchw_top.engine2.requant14 (rst, \port$8729$826 , a, q, clk);
   input rst;
   wire rst;
   wire [4:0] shift;
-  reg [4:0] shift1 = 5'h00;
-  reg [4:0] shift2 = 5'h00;
-  reg [4:0] shift3 = 5'h00;
+  reg [4:0] shift_d1 = 5'h00;
+  reg [4:0] shift_d2 = 5'h00;
+  reg [4:0] shift_d3 = 5'h00;
   wire [36:0] shifted;
   reg [36:0] total = 37'h0000000000;
-  assign shifted = $signed(total) >>> shift3;
-  assign \$2  = $signed(bias2) + $signed(\$1 );
+  assign shifted = $signed(total) >>> shift_d3;
+  assign \$2  = $signed(bias_d2) + $signed(\$1 );
   assign \$3  = | shifted[36:8];
   assign \$4  = \$3  ? 37'h00000000ff : shifted;
   assign \$5  = shifted[36] ? 37'h0000000000 : \$4 ;
   always @(posedge clk)
-    \$like  <= \$6 ;
+    bias_d1 <= \$6 ;
   always @(posedge clk)
-    shift1 <= \$7 ;
+    shift_d1 <= \$7 ;
   always @(posedge clk)
-    bias2 <= \$8 ;
+    bias_d2 <= \$8 ;
   always @(posedge clk)
-    shift2 <= \$9 ;
+    shift_d2 <= \$9 ;
   always @(posedge clk)
     total <= \$10 ;
   always @(posedge clk)
-    shift3 <= \$11 ;
+    shift_d3 <= \$11 ;
   always @(posedge clk)
     q <= \$12 ;
   \bchw_top.engine2.requant14.mul0  mul0 (
@@ -25261,10 +25261,10 @@ module \bchw_top.engine2.requant14 (rst, \port$8729$826 , a, q, clk);
   assign mul = \port$8729$826 [17:0];
   assign bias = \port$8729$826 [58:23];
   assign shift = \port$8729$826 [22:18];
-  assign \$11  = shift2;
+  assign \$11  = shift_d2;
   assign \$10  = \$2 ;
-  assign \$9  = shift1;
-  assign \$8  = \$like ;
+  assign \$9  = shift_d1;
+  assign \$8  = bias_d1;
   assign \$7  = \port$8729$826 [22:18];
   assign \$6  = \port$8729$826 [58:23];
   assign \$1  = { p[34], p };
@@ -25309,13 +25309,13 @@ module \bchw_top.engine2.requant15 (rst, \port$8729$885 , a, q, clk);
   wire [4:0] \$7 ;
   wire [35:0] \$8 ;
   wire [4:0] \$9 ;
-  reg [35:0] \$like  = 36'h000000000;
   input [16:0] a;
   wire [16:0] a;
   wire [16:0] acc;
   wire [17:0] b;
   wire [35:0] bias;
-  reg [35:0] bias2 = 36'h000000000;
+  reg [35:0] bias_d1 = 36'h000000000;
+  reg [35:0] bias_d2 = 36'h000000000;
   input clk;
   wire clk;
   wire en;
@@ -25329,28 +25329,28 @@ module \bchw_top.engine2.requant15 (rst, \port$8729$885 , a, q, clk);
   input rst;
   wire rst;
   wire [4:0] shift;
-  reg [4:0] shift1 = 5'h00;
-  reg [4:0] shift2 = 5'h00;
-  reg [4:0] shift3 = 5'h00;
+  reg [4:0] shift_d1 = 5'h00;
+  reg [4:0] shift_d2 = 5'h00;
+  reg [4:0] shift_d3 = 5'h00;
   wire [36:0] shifted;
   reg [36:0] total = 37'h0000000000;
-  assign shifted = $signed(total) >>> shift3;
-  assign \$2  = $signed(bias2) + $signed(\$1 );
+  assign shifted = $signed(total) >>> shift_d3;
+  assign \$2  = $signed(bias_d2) + $signed(\$1 );
   assign \$3  = | shifted[36:8];
   assign \$4  = \$3  ? 37'h00000000ff : shifted;
   assign \$5  = shifted[36] ? 37'h0000000000 : \$4 ;
   always @(posedge clk)
-    \$like  <= \$6 ;
+    bias_d1 <= \$6 ;
   always @(posedge clk)
-    shift1 <= \$7 ;
+    shift_d1 <= \$7 ;
   always @(posedge clk)
-    bias2 <= \$8 ;
+    bias_d2 <= \$8 ;
   always @(posedge clk)
-    shift2 <= \$9 ;
+    shift_d2 <= \$9 ;
   always @(posedge clk)
     total <= \$10 ;
   always @(posedge clk)
-    shift3 <= \$11 ;
+    shift_d3 <= \$11 ;
   always @(posedge clk)
     q <= \$12 ;
   \bchw_top.engine2.requant15.mul0  mul0 (
@@ -25373,10 +25373,10 @@ module \bchw_top.engine2.requant15 (rst, \port$8729$885 , a, q, clk);
   assign mul = \port$8729$885 [17:0];
   assign bias = \port$8729$885 [58:23];
   assign shift = \port$8729$885 [22:18];
-  assign \$11  = shift2;
+  assign \$11  = shift_d2;
   assign \$10  = \$2 ;
-  assign \$9  = shift1;
-  assign \$8  = \$like ;
+  assign \$9  = shift_d1;
+  assign \$8  = bias_d1;
   assign \$7  = \port$8729$885 [22:18];
   assign \$6  = \port$8729$885 [58:23];
   assign \$1  = { p[34], p };
@@ -25421,13 +25421,13 @@ module \bchw_top.engine2.requant2 (rst, \port$8729$118 , a, q, clk);
   wire [4:0] \$7 ;
   wire [35:0] \$8 ;
   wire [4:0] \$9 ;
-  reg [35:0] \$like  = 36'h000000000;
   input [16:0] a;
   wire [16:0] a;
   wire [16:0] acc;
   wire [17:0] b;
   wire [35:0] bias;
-  reg [35:0] bias2 = 36'h000000000;
+  reg [35:0] bias_d1 = 36'h000000000;
+  reg [35:0] bias_d2 = 36'h000000000;
   input clk;
   wire clk;
   wire en;
@@ -25441,28 +25441,28 @@ module \bchw_top.engine2.requant2 (rst, \port$8729$118 , a, q, clk);
   input rst;
   wire rst;
   wire [4:0] shift;
-  reg [4:0] shift1 = 5'h00;
-  reg [4:0] shift2 = 5'h00;
-  reg [4:0] shift3 = 5'h00;
+  reg [4:0] shift_d1 = 5'h00;
+  reg [4:0] shift_d2 = 5'h00;
+  reg [4:0] shift_d3 = 5'h00;
   wire [36:0] shifted;
   reg [36:0] total = 37'h0000000000;
-  assign shifted = $signed(total) >>> shift3;
-  assign \$2  = $signed(bias2) + $signed(\$1 );
+  assign shifted = $signed(total) >>> shift_d3;
+  assign \$2  = $signed(bias_d2) + $signed(\$1 );
   assign \$3  = | shifted[36:8];
   assign \$4  = \$3  ? 37'h00000000ff : shifted;
   assign \$5  = shifted[36] ? 37'h0000000000 : \$4 ;
   always @(posedge clk)
-    \$like  <= \$6 ;
+    bias_d1 <= \$6 ;
   always @(posedge clk)
-    shift1 <= \$7 ;
+    shift_d1 <= \$7 ;
   always @(posedge clk)
-    bias2 <= \$8 ;
+    bias_d2 <= \$8 ;
   always @(posedge clk)
-    shift2 <= \$9 ;
+    shift_d2 <= \$9 ;
   always @(posedge clk)
     total <= \$10 ;
   always @(posedge clk)
-    shift3 <= \$11 ;
+    shift_d3 <= \$11 ;
   always @(posedge clk)
     q <= \$12 ;
   \bchw_top.engine2.requant2.mul0  mul0 (
@@ -25485,10 +25485,10 @@ module \bchw_top.engine2.requant2 (rst, \port$8729$118 , a, q, clk);
   assign mul = \port$8729$118 [17:0];
   assign bias = \port$8729$118 [58:23];
   assign shift = \port$8729$118 [22:18];
-  assign \$11  = shift2;
+  assign \$11  = shift_d2;
   assign \$10  = \$2 ;
-  assign \$9  = shift1;
-  assign \$8  = \$like ;
+  assign \$9  = shift_d1;
+  assign \$8  = bias_d1;
   assign \$7  = \port$8729$118 [22:18];
   assign \$6  = \port$8729$118 [58:23];
   assign \$1  = { p[34], p };
@@ -25533,13 +25533,13 @@ module \bchw_top.engine2.requant3 (rst, \port$8729$177 , a, q, clk);
   wire [4:0] \$7 ;
   wire [35:0] \$8 ;
   wire [4:0] \$9 ;
-  reg [35:0] \$like  = 36'h000000000;
   input [16:0] a;
   wire [16:0] a;
   wire [16:0] acc;
   wire [17:0] b;
   wire [35:0] bias;
-  reg [35:0] bias2 = 36'h000000000;
+  reg [35:0] bias_d1 = 36'h000000000;
+  reg [35:0] bias_d2 = 36'h000000000;
   input clk;
   wire clk;
   wire en;
@@ -25553,28 +25553,28 @@ module \bchw_top.engine2.requant3 (rst, \port$8729$177 , a, q, clk);
   input rst;
   wire rst;
   wire [4:0] shift;
-  reg [4:0] shift1 = 5'h00;
-  reg [4:0] shift2 = 5'h00;
-  reg [4:0] shift3 = 5'h00;
+  reg [4:0] shift_d1 = 5'h00;
+  reg [4:0] shift_d2 = 5'h00;
+  reg [4:0] shift_d3 = 5'h00;
   wire [36:0] shifted;
   reg [36:0] total = 37'h0000000000;
-  assign shifted = $signed(total) >>> shift3;
-  assign \$2  = $signed(bias2) + $signed(\$1 );
+  assign shifted = $signed(total) >>> shift_d3;
+  assign \$2  = $signed(bias_d2) + $signed(\$1 );
   assign \$3  = | shifted[36:8];
   assign \$4  = \$3  ? 37'h00000000ff : shifted;
   assign \$5  = shifted[36] ? 37'h0000000000 : \$4 ;
   always @(posedge clk)
-    \$like  <= \$6 ;
+    bias_d1 <= \$6 ;
   always @(posedge clk)
-    shift1 <= \$7 ;
+    shift_d1 <= \$7 ;
   always @(posedge clk)
-    bias2 <= \$8 ;
+    bias_d2 <= \$8 ;
   always @(posedge clk)
-    shift2 <= \$9 ;
+    shift_d2 <= \$9 ;
   always @(posedge clk)
     total <= \$10 ;
   always @(posedge clk)
-    shift3 <= \$11 ;
+    shift_d3 <= \$11 ;
   always @(posedge clk)
     q <= \$12 ;
   \bchw_top.engine2.requant3.mul0  mul0 (
@@ -25597,10 +25597,10 @@ module \bchw_top.engine2.requant3 (rst, \port$8729$177 , a, q, clk);
   assign mul = \port$8729$177 [17:0];
   assign bias = \port$8729$177 [58:23];
   assign shift = \port$8729$177 [22:18];
-  assign \$11  = shift2;
+  assign \$11  = shift_d2;
   assign \$10  = \$2 ;
-  assign \$9  = shift1;
-  assign \$8  = \$like ;
+  assign \$9  = shift_d1;
+  assign \$8  = bias_d1;
   assign \$7  = \port$8729$177 [22:18];
   assign \$6  = \port$8729$177 [58:23];
   assign \$1  = { p[34], p };
@@ -25645,13 +25645,13 @@ module \bchw_top.engine2.requant4 (rst, \port$8729$236 , a, q, clk);
   wire [4:0] \$7 ;
   wire [35:0] \$8 ;
   wire [4:0] \$9 ;
-  reg [35:0] \$like  = 36'h000000000;
   input [16:0] a;
   wire [16:0] a;
   wire [16:0] acc;
   wire [17:0] b;
   wire [35:0] bias;
-  reg [35:0] bias2 = 36'h000000000;
+  reg [35:0] bias_d1 = 36'h000000000;
+  reg [35:0] bias_d2 = 36'h000000000;
   input clk;
   wire clk;
   wire en;
@@ -25665,28 +25665,28 @@ module \bchw_top.engine2.requant4 (rst, \port$8729$236 , a, q, clk);
   input rst;
   wire rst;
   wire [4:0] shift;
-  reg [4:0] shift1 = 5'h00;
-  reg [4:0] shift2 = 5'h00;
-  reg [4:0] shift3 = 5'h00;
+  reg [4:0] shift_d1 = 5'h00;
+  reg [4:0] shift_d2 = 5'h00;
+  reg [4:0] shift_d3 = 5'h00;
   wire [36:0] shifted;
   reg [36:0] total = 37'h0000000000;
-  assign shifted = $signed(total) >>> shift3;
-  assign \$2  = $signed(bias2) + $signed(\$1 );
+  assign shifted = $signed(total) >>> shift_d3;
+  assign \$2  = $signed(bias_d2) + $signed(\$1 );
   assign \$3  = | shifted[36:8];
   assign \$4  = \$3  ? 37'h00000000ff : shifted;
   assign \$5  = shifted[36] ? 37'h0000000000 : \$4 ;
   always @(posedge clk)
-    \$like  <= \$6 ;
+    bias_d1 <= \$6 ;
   always @(posedge clk)
-    shift1 <= \$7 ;
+    shift_d1 <= \$7 ;
   always @(posedge clk)
-    bias2 <= \$8 ;
+    bias_d2 <= \$8 ;
   always @(posedge clk)
-    shift2 <= \$9 ;
+    shift_d2 <= \$9 ;
   always @(posedge clk)
     total <= \$10 ;
   always @(posedge clk)
-    shift3 <= \$11 ;
+    shift_d3 <= \$11 ;
   always @(posedge clk)
     q <= \$12 ;
   \bchw_top.engine2.requant4.mul0  mul0 (
@@ -25709,10 +25709,10 @@ module \bchw_top.engine2.requant4 (rst, \port$8729$236 , a, q, clk);
   assign mul = \port$8729$236 [17:0];
   assign bias = \port$8729$236 [58:23];
   assign shift = \port$8729$236 [22:18];
-  assign \$11  = shift2;
+  assign \$11  = shift_d2;
   assign \$10  = \$2 ;
-  assign \$9  = shift1;
-  assign \$8  = \$like ;
+  assign \$9  = shift_d1;
+  assign \$8  = bias_d1;
   assign \$7  = \port$8729$236 [22:18];
   assign \$6  = \port$8729$236 [58:23];
   assign \$1  = { p[34], p };
@@ -25757,13 +25757,13 @@ module \bchw_top.engine2.requant5 (rst, \port$8729$295 , a, q, clk);
   wire [4:0] \$7 ;
   wire [35:0] \$8 ;
   wire [4:0] \$9 ;
-  reg [35:0] \$like  = 36'h000000000;
   input [16:0] a;
   wire [16:0] a;
   wire [16:0] acc;
   wire [17:0] b;
   wire [35:0] bias;
-  reg [35:0] bias2 = 36'h000000000;
+  reg [35:0] bias_d1 = 36'h000000000;
+  reg [35:0] bias_d2 = 36'h000000000;
   input clk;
   wire clk;
   wire en;
@@ -25777,28 +25777,28 @@ module \bchw_top.engine2.requant5 (rst, \port$8729$295 , a, q, clk);
   input rst;
   wire rst;
   wire [4:0] shift;
-  reg [4:0] shift1 = 5'h00;
-  reg [4:0] shift2 = 5'h00;
-  reg [4:0] shift3 = 5'h00;
+  reg [4:0] shift_d1 = 5'h00;
+  reg [4:0] shift_d2 = 5'h00;
+  reg [4:0] shift_d3 = 5'h00;
   wire [36:0] shifted;
   reg [36:0] total = 37'h0000000000;
-  assign shifted = $signed(total) >>> shift3;
-  assign \$2  = $signed(bias2) + $signed(\$1 );
+  assign shifted = $signed(total) >>> shift_d3;
+  assign \$2  = $signed(bias_d2) + $signed(\$1 );
   assign \$3  = | shifted[36:8];
   assign \$4  = \$3  ? 37'h00000000ff : shifted;
   assign \$5  = shifted[36] ? 37'h0000000000 : \$4 ;
   always @(posedge clk)
-    \$like  <= \$6 ;
+    bias_d1 <= \$6 ;
   always @(posedge clk)
-    shift1 <= \$7 ;
+    shift_d1 <= \$7 ;
   always @(posedge clk)
-    bias2 <= \$8 ;
+    bias_d2 <= \$8 ;
   always @(posedge clk)
-    shift2 <= \$9 ;
+    shift_d2 <= \$9 ;
   always @(posedge clk)
     total <= \$10 ;
   always @(posedge clk)
-    shift3 <= \$11 ;
+    shift_d3 <= \$11 ;
   always @(posedge clk)
     q <= \$12 ;
   \bchw_top.engine2.requant5.mul0  mul0 (
@@ -25821,10 +25821,10 @@ module \bchw_top.engine2.requant5 (rst, \port$8729$295 , a, q, clk);
   assign mul = \port$8729$295 [17:0];
   assign bias = \port$8729$295 [58:23];
   assign shift = \port$8729$295 [22:18];
-  assign \$11  = shift2;
+  assign \$11  = shift_d2;
   assign \$10  = \$2 ;
-  assign \$9  = shift1;
-  assign \$8  = \$like ;
+  assign \$9  = shift_d1;
+  assign \$8  = bias_d1;
   assign \$7  = \port$8729$295 [22:18];
   assign \$6  = \port$8729$295 [58:23];
   assign \$1  = { p[34], p };
@@ -25869,13 +25869,13 @@ module \bchw_top.engine2.requant6 (rst, \port$8729$354 , a, q, clk);
   wire [4:0] \$7 ;
   wire [35:0] \$8 ;
   wire [4:0] \$9 ;
-  reg [35:0] \$like  = 36'h000000000;
   input [16:0] a;
   wire [16:0] a;
   wire [16:0] acc;
   wire [17:0] b;
   wire [35:0] bias;
-  reg [35:0] bias2 = 36'h000000000;
+  reg [35:0] bias_d1 = 36'h000000000;
+  reg [35:0] bias_d2 = 36'h000000000;
   input clk;
   wire clk;
   wire en;
@@ -25889,28 +25889,28 @@ module \bchw_top.engine2.requant6 (rst, \port$8729$354 , a, q, clk);
   input rst;
   wire rst;
   wire [4:0] shift;
-  reg [4:0] shift1 = 5'h00;
-  reg [4:0] shift2 = 5'h00;
-  reg [4:0] shift3 = 5'h00;
+  reg [4:0] shift_d1 = 5'h00;
+  reg [4:0] shift_d2 = 5'h00;
+  reg [4:0] shift_d3 = 5'h00;
   wire [36:0] shifted;
   reg [36:0] total = 37'h0000000000;
-  assign shifted = $signed(total) >>> shift3;
-  assign \$2  = $signed(bias2) + $signed(\$1 );
+  assign shifted = $signed(total) >>> shift_d3;
+  assign \$2  = $signed(bias_d2) + $signed(\$1 );
   assign \$3  = | shifted[36:8];
   assign \$4  = \$3  ? 37'h00000000ff : shifted;
   assign \$5  = shifted[36] ? 37'h0000000000 : \$4 ;
   always @(posedge clk)
-    \$like  <= \$6 ;
+    bias_d1 <= \$6 ;
   always @(posedge clk)
-    shift1 <= \$7 ;
+    shift_d1 <= \$7 ;
   always @(posedge clk)
-    bias2 <= \$8 ;
+    bias_d2 <= \$8 ;
   always @(posedge clk)
-    shift2 <= \$9 ;
+    shift_d2 <= \$9 ;
   always @(posedge clk)
     total <= \$10 ;
   always @(posedge clk)
-    shift3 <= \$11 ;
+    shift_d3 <= \$11 ;
   always @(posedge clk)
     q <= \$12 ;
   \bchw_top.engine2.requant6.mul0  mul0 (
@@ -25933,10 +25933,10 @@ module \bchw_top.engine2.requant6 (rst, \port$8729$354 , a, q, clk);
   assign mul = \port$8729$354 [17:0];
   assign bias = \port$8729$354 [58:23];
   assign shift = \port$8729$354 [22:18];
-  assign \$11  = shift2;
+  assign \$11  = shift_d2;
   assign \$10  = \$2 ;
-  assign \$9  = shift1;
-  assign \$8  = \$like ;
+  assign \$9  = shift_d1;
+  assign \$8  = bias_d1;
   assign \$7  = \port$8729$354 [22:18];
   assign \$6  = \port$8729$354 [58:23];
   assign \$1  = { p[34], p };
@@ -25981,13 +25981,13 @@ module \bchw_top.engine2.requant7 (rst, \port$8729$413 , a, q, clk);
   wire [4:0] \$7 ;
   wire [35:0] \$8 ;
   wire [4:0] \$9 ;
-  reg [35:0] \$like  = 36'h000000000;
   input [16:0] a;
   wire [16:0] a;
   wire [16:0] acc;
   wire [17:0] b;
   wire [35:0] bias;
-  reg [35:0] bias2 = 36'h000000000;
+  reg [35:0] bias_d1 = 36'h000000000;
+  reg [35:0] bias_d2 = 36'h000000000;
   input clk;
   wire clk;
   wire en;
@@ -26001,28 +26001,28 @@ module \bchw_top.engine2.requant7 (rst, \port$8729$413 , a, q, clk);
   input rst;
   wire rst;
   wire [4:0] shift;
-  reg [4:0] shift1 = 5'h00;
-  reg [4:0] shift2 = 5'h00;
-  reg [4:0] shift3 = 5'h00;
+  reg [4:0] shift_d1 = 5'h00;
+  reg [4:0] shift_d2 = 5'h00;
+  reg [4:0] shift_d3 = 5'h00;
   wire [36:0] shifted;
   reg [36:0] total = 37'h0000000000;
-  assign shifted = $signed(total) >>> shift3;
-  assign \$2  = $signed(bias2) + $signed(\$1 );
+  assign shifted = $signed(total) >>> shift_d3;
+  assign \$2  = $signed(bias_d2) + $signed(\$1 );
   assign \$3  = | shifted[36:8];
   assign \$4  = \$3  ? 37'h00000000ff : shifted;
   assign \$5  = shifted[36] ? 37'h0000000000 : \$4 ;
   always @(posedge clk)
-    \$like  <= \$6 ;
+    bias_d1 <= \$6 ;
   always @(posedge clk)
-    shift1 <= \$7 ;
+    shift_d1 <= \$7 ;
   always @(posedge clk)
-    bias2 <= \$8 ;
+    bias_d2 <= \$8 ;
   always @(posedge clk)
-    shift2 <= \$9 ;
+    shift_d2 <= \$9 ;
   always @(posedge clk)
     total <= \$10 ;
   always @(posedge clk)
-    shift3 <= \$11 ;
+    shift_d3 <= \$11 ;
   always @(posedge clk)
     q <= \$12 ;
   \bchw_top.engine2.requant7.mul0  mul0 (
@@ -26045,10 +26045,10 @@ module \bchw_top.engine2.requant7 (rst, \port$8729$413 , a, q, clk);
   assign mul = \port$8729$413 [17:0];
   assign bias = \port$8729$413 [58:23];
   assign shift = \port$8729$413 [22:18];
-  assign \$11  = shift2;
+  assign \$11  = shift_d2;
   assign \$10  = \$2 ;
-  assign \$9  = shift1;
-  assign \$8  = \$like ;
+  assign \$9  = shift_d1;
+  assign \$8  = bias_d1;
   assign \$7  = \port$8729$413 [22:18];
   assign \$6  = \port$8729$413 [58:23];
   assign \$1  = { p[34], p };
@@ -26093,13 +26093,13 @@ module \bchw_top.engine2.requant8 (rst, \port$8729$472 , a, q, clk);
   wire [4:0] \$7 ;
   wire [35:0] \$8 ;
   wire [4:0] \$9 ;
-  reg [35:0] \$like  = 36'h000000000;
   input [16:0] a;
   wire [16:0] a;
   wire [16:0] acc;
   wire [17:0] b;
   wire [35:0] bias;
-  reg [35:0] bias2 = 36'h000000000;
+  reg [35:0] bias_d1 = 36'h000000000;
+  reg [35:0] bias_d2 = 36'h000000000;
   input clk;
   wire clk;
   wire en;
@@ -26113,28 +26113,28 @@ module \bchw_top.engine2.requant8 (rst, \port$8729$472 , a, q, clk);
   input rst;
   wire rst;
   wire [4:0] shift;
-  reg [4:0] shift1 = 5'h00;
-  reg [4:0] shift2 = 5'h00;
-  reg [4:0] shift3 = 5'h00;
+  reg [4:0] shift_d1 = 5'h00;
+  reg [4:0] shift_d2 = 5'h00;
+  reg [4:0] shift_d3 = 5'h00;
   wire [36:0] shifted;
   reg [36:0] total = 37'h0000000000;
-  assign shifted = $signed(total) >>> shift3;
-  assign \$2  = $signed(bias2) + $signed(\$1 );
+  assign shifted = $signed(total) >>> shift_d3;
+  assign \$2  = $signed(bias_d2) + $signed(\$1 );
   assign \$3  = | shifted[36:8];
   assign \$4  = \$3  ? 37'h00000000ff : shifted;
   assign \$5  = shifted[36] ? 37'h0000000000 : \$4 ;
   always @(posedge clk)
-    \$like  <= \$6 ;
+    bias_d1 <= \$6 ;
   always @(posedge clk)
-    shift1 <= \$7 ;
+    shift_d1 <= \$7 ;
   always @(posedge clk)
-    bias2 <= \$8 ;
+    bias_d2 <= \$8 ;
   always @(posedge clk)
-    shift2 <= \$9 ;
+    shift_d2 <= \$9 ;
   always @(posedge clk)
     total <= \$10 ;
   always @(posedge clk)
-    shift3 <= \$11 ;
+    shift_d3 <= \$11 ;
   always @(posedge clk)
     q <= \$12 ;
   \bchw_top.engine2.requant8.mul0  mul0 (
@@ -26157,10 +26157,10 @@ module \bchw_top.engine2.requant8 (rst, \port$8729$472 , a, q, clk);
   assign mul = \port$8729$472 [17:0];
   assign bias = \port$8729$472 [58:23];
   assign shift = \port$8729$472 [22:18];
-  assign \$11  = shift2;
+  assign \$11  = shift_d2;
   assign \$10  = \$2 ;
-  assign \$9  = shift1;
-  assign \$8  = \$like ;
+  assign \$9  = shift_d1;
+  assign \$8  = bias_d1;
   assign \$7  = \port$8729$472 [22:18];
   assign \$6  = \port$8729$472 [58:23];
   assign \$1  = { p[34], p };
@@ -26205,13 +26205,13 @@ module \bchw_top.engine2.requant9 (rst, \port$8729$531 , a, q, clk);
   wire [4:0] \$7 ;
   wire [35:0] \$8 ;
   wire [4:0] \$9 ;
-  reg [35:0] \$like  = 36'h000000000;
   input [16:0] a;
   wire [16:0] a;
   wire [16:0] acc;
   wire [17:0] b;
   wire [35:0] bias;
-  reg [35:0] bias2 = 36'h000000000;
+  reg [35:0] bias_d1 = 36'h000000000;
+  reg [35:0] bias_d2 = 36'h000000000;
   input clk;
   wire clk;
   wire en;
@@ -26225,28 +26225,28 @@ module \bchw_top.engine2.requant9 (rst, \port$8729$531 , a, q, clk);
   input rst;
   wire rst;
   wire [4:0] shift;
-  reg [4:0] shift1 = 5'h00;
-  reg [4:0] shift2 = 5'h00;
-  reg [4:0] shift3 = 5'h00;
+  reg [4:0] shift_d1 = 5'h00;
+  reg [4:0] shift_d2 = 5'h00;
+  reg [4:0] shift_d3 = 5'h00;
   wire [36:0] shifted;
   reg [36:0] total = 37'h0000000000;
-  assign shifted = $signed(total) >>> shift3;
-  assign \$2  = $signed(bias2) + $signed(\$1 );
+  assign shifted = $signed(total) >>> shift_d3;
+  assign \$2  = $signed(bias_d2) + $signed(\$1 );
   assign \$3  = | shifted[36:8];
   assign \$4  = \$3  ? 37'h00000000ff : shifted;
   assign \$5  = shifted[36] ? 37'h0000000000 : \$4 ;
   always @(posedge clk)
-    \$like  <= \$6 ;
+    bias_d1 <= \$6 ;
   always @(posedge clk)
-    shift1 <= \$7 ;
+    shift_d1 <= \$7 ;
   always @(posedge clk)
-    bias2 <= \$8 ;
+    bias_d2 <= \$8 ;
   always @(posedge clk)
-    shift2 <= \$9 ;
+    shift_d2 <= \$9 ;
   always @(posedge clk)
     total <= \$10 ;
   always @(posedge clk)
-    shift3 <= \$11 ;
+    shift_d3 <= \$11 ;
   always @(posedge clk)
     q <= \$12 ;
   \bchw_top.engine2.requant9.mul0  mul0 (
@@ -26269,10 +26269,10 @@ module \bchw_top.engine2.requant9 (rst, \port$8729$531 , a, q, clk);
   assign mul = \port$8729$531 [17:0];
   assign bias = \port$8729$531 [58:23];
   assign shift = \port$8729$531 [22:18];
-  assign \$11  = shift2;
+  assign \$11  = shift_d2;
   assign \$10  = \$2 ;
-  assign \$9  = shift1;
-  assign \$8  = \$like ;
+  assign \$9  = shift_d1;
+  assign \$8  = bias_d1;
   assign \$7  = \port$8729$531 [22:18];
   assign \$6  = \port$8729$531 [58:23];
   assign \$1  = { p[34], p };
@@ -32396,13 +32396,13 @@ module \bchw_top.engine3.requant0 (rst, \port$10091$0 , a, q, clk);
   wire \$7 ;
   wire \$8 ;
   wire [36:0] \$9 ;
-  reg [35:0] \$like  = 36'h000000000;
   input [16:0] a;
   wire [16:0] a;
   wire [16:0] acc;
   wire [17:0] b;
   wire [35:0] bias;
-  reg [35:0] bias2 = 36'h000000000;
+  reg [35:0] bias_d1 = 36'h000000000;
+  reg [35:0] bias_d2 = 36'h000000000;
   input clk;
   wire clk;
   wire en;
@@ -32416,13 +32416,13 @@ module \bchw_top.engine3.requant0 (rst, \port$10091$0 , a, q, clk);
   input rst;
   wire rst;
   wire [4:0] shift;
-  reg [4:0] shift1 = 5'h00;
-  reg [4:0] shift2 = 5'h00;
-  reg [4:0] shift3 = 5'h00;
+  reg [4:0] shift_d1 = 5'h00;
+  reg [4:0] shift_d2 = 5'h00;
+  reg [4:0] shift_d3 = 5'h00;
   wire [36:0] shifted;
   reg [36:0] total = 37'h0000000000;
-  assign shifted = $signed(total) >>> shift3;
-  assign \$2  = $signed(bias2) + $signed(\$1 );
+  assign shifted = $signed(total) >>> shift_d3;
+  assign \$2  = $signed(bias_d2) + $signed(\$1 );
   assign \$3  = & shifted[36:15];
   assign \$4  = ~ \$3 ;
   assign \$5  = shifted[36] & \$4 ;
@@ -32432,17 +32432,17 @@ module \bchw_top.engine3.requant0 (rst, \port$10091$0 , a, q, clk);
   assign \$9  = \$8  ? 37'h0000007fff : shifted;
   assign \$10  = \$5  ? 37'h1fffff8000 : \$9 ;
   always @(posedge clk)
-    \$like  <= \$11 ;
+    bias_d1 <= \$11 ;
   always @(posedge clk)
-    shift1 <= \$12 ;
+    shift_d1 <= \$12 ;
   always @(posedge clk)
-    bias2 <= \$13 ;
+    bias_d2 <= \$13 ;
   always @(posedge clk)
-    shift2 <= \$14 ;
+    shift_d2 <= \$14 ;
   always @(posedge clk)
     total <= \$15 ;
   always @(posedge clk)
-    shift3 <= \$16 ;
+    shift_d3 <= \$16 ;
   always @(posedge clk)
     q <= \$17 ;
   \bchw_top.engine3.requant0.mul0  mul0 (
@@ -32465,10 +32465,10 @@ module \bchw_top.engine3.requant0 (rst, \port$10091$0 , a, q, clk);
   assign mul = \port$10091$0 [17:0];
   assign bias = \port$10091$0 [58:23];
   assign shift = \port$10091$0 [22:18];
-  assign \$16  = shift2;
+  assign \$16  = shift_d2;
   assign \$15  = \$2 ;
-  assign \$14  = shift1;
-  assign \$13  = \$like ;
+  assign \$14  = shift_d1;
+  assign \$13  = bias_d1;
   assign \$12  = \port$10091$0 [22:18];
   assign \$11  = \port$10091$0 [58:23];
   assign \$1  = { p[34], p };
@@ -32518,13 +32518,13 @@ module \bchw_top.engine3.requant1 (rst, \port$10091$59 , a, q, clk);
   wire \$7 ;
   wire \$8 ;
   wire [36:0] \$9 ;
-  reg [35:0] \$like  = 36'h000000000;
   input [16:0] a;
   wire [16:0] a;
   wire [16:0] acc;
   wire [17:0] b;
   wire [35:0] bias;
-  reg [35:0] bias2 = 36'h000000000;
+  reg [35:0] bias_d1 = 36'h000000000;
+  reg [35:0] bias_d2 = 36'h000000000;
   input clk;
   wire clk;
   wire en;
@@ -32538,13 +32538,13 @@ module \bchw_top.engine3.requant1 (rst, \port$10091$59 , a, q, clk);
   input rst;
   wire rst;
   wire [4:0] shift;
-  reg [4:0] shift1 = 5'h00;
-  reg [4:0] shift2 = 5'h00;
-  reg [4:0] shift3 = 5'h00;
+  reg [4:0] shift_d1 = 5'h00;
+  reg [4:0] shift_d2 = 5'h00;
+  reg [4:0] shift_d3 = 5'h00;
   wire [36:0] shifted;
   reg [36:0] total = 37'h0000000000;
-  assign shifted = $signed(total) >>> shift3;
-  assign \$2  = $signed(bias2) + $signed(\$1 );
+  assign shifted = $signed(total) >>> shift_d3;
+  assign \$2  = $signed(bias_d2) + $signed(\$1 );
   assign \$3  = & shifted[36:15];
   assign \$4  = ~ \$3 ;
   assign \$5  = shifted[36] & \$4 ;
@@ -32554,17 +32554,17 @@ module \bchw_top.engine3.requant1 (rst, \port$10091$59 , a, q, clk);
   assign \$9  = \$8  ? 37'h0000007fff : shifted;
   assign \$10  = \$5  ? 37'h1fffff8000 : \$9 ;
   always @(posedge clk)
-    \$like  <= \$11 ;
+    bias_d1 <= \$11 ;
   always @(posedge clk)
-    shift1 <= \$12 ;
+    shift_d1 <= \$12 ;
   always @(posedge clk)
-    bias2 <= \$13 ;
+    bias_d2 <= \$13 ;
   always @(posedge clk)
-    shift2 <= \$14 ;
+    shift_d2 <= \$14 ;
   always @(posedge clk)
     total <= \$15 ;
   always @(posedge clk)
-    shift3 <= \$16 ;
+    shift_d3 <= \$16 ;
   always @(posedge clk)
     q <= \$17 ;
   \bchw_top.engine3.requant1.mul0  mul0 (
@@ -32587,10 +32587,10 @@ module \bchw_top.engine3.requant1 (rst, \port$10091$59 , a, q, clk);
   assign mul = \port$10091$59 [17:0];
   assign bias = \port$10091$59 [58:23];
   assign shift = \port$10091$59 [22:18];
-  assign \$16  = shift2;
+  assign \$16  = shift_d2;
   assign \$15  = \$2 ;
-  assign \$14  = shift1;
-  assign \$13  = \$like ;
+  assign \$14  = shift_d1;
+  assign \$13  = bias_d1;
   assign \$12  = \port$10091$59 [22:18];
   assign \$11  = \port$10091$59 [58:23];
   assign \$1  = { p[34], p };
@@ -32640,13 +32640,13 @@ module \bchw_top.engine3.requant2 (rst, \port$10091$118 , a, q, clk);
   wire \$7 ;
   wire \$8 ;
   wire [36:0] \$9 ;
-  reg [35:0] \$like  = 36'h000000000;
   input [16:0] a;
   wire [16:0] a;
   wire [16:0] acc;
   wire [17:0] b;
   wire [35:0] bias;
-  reg [35:0] bias2 = 36'h000000000;
+  reg [35:0] bias_d1 = 36'h000000000;
+  reg [35:0] bias_d2 = 36'h000000000;
   input clk;
   wire clk;
   wire en;
@@ -32660,13 +32660,13 @@ module \bchw_top.engine3.requant2 (rst, \port$10091$118 , a, q, clk);
   input rst;
   wire rst;
   wire [4:0] shift;
-  reg [4:0] shift1 = 5'h00;
-  reg [4:0] shift2 = 5'h00;
-  reg [4:0] shift3 = 5'h00;
+  reg [4:0] shift_d1 = 5'h00;
+  reg [4:0] shift_d2 = 5'h00;
+  reg [4:0] shift_d3 = 5'h00;
   wire [36:0] shifted;
   reg [36:0] total = 37'h0000000000;
-  assign shifted = $signed(total) >>> shift3;
-  assign \$2  = $signed(bias2) + $signed(\$1 );
+  assign shifted = $signed(total) >>> shift_d3;
+  assign \$2  = $signed(bias_d2) + $signed(\$1 );
   assign \$3  = & shifted[36:15];
   assign \$4  = ~ \$3 ;
   assign \$5  = shifted[36] & \$4 ;
@@ -32676,17 +32676,17 @@ module \bchw_top.engine3.requant2 (rst, \port$10091$118 , a, q, clk);
   assign \$9  = \$8  ? 37'h0000007fff : shifted;
   assign \$10  = \$5  ? 37'h1fffff8000 : \$9 ;
   always @(posedge clk)
-    \$like  <= \$11 ;
+    bias_d1 <= \$11 ;
   always @(posedge clk)
-    shift1 <= \$12 ;
+    shift_d1 <= \$12 ;
   always @(posedge clk)
-    bias2 <= \$13 ;
+    bias_d2 <= \$13 ;
   always @(posedge clk)
-    shift2 <= \$14 ;
+    shift_d2 <= \$14 ;
   always @(posedge clk)
     total <= \$15 ;
   always @(posedge clk)
-    shift3 <= \$16 ;
+    shift_d3 <= \$16 ;
   always @(posedge clk)
     q <= \$17 ;
   \bchw_top.engine3.requant2.mul0  mul0 (
@@ -32709,10 +32709,10 @@ module \bchw_top.engine3.requant2 (rst, \port$10091$118 , a, q, clk);
   assign mul = \port$10091$118 [17:0];
   assign bias = \port$10091$118 [58:23];
   assign shift = \port$10091$118 [22:18];
-  assign \$16  = shift2;
+  assign \$16  = shift_d2;
   assign \$15  = \$2 ;
-  assign \$14  = shift1;
-  assign \$13  = \$like ;
+  assign \$14  = shift_d1;
+  assign \$13  = bias_d1;
   assign \$12  = \port$10091$118 [22:18];
   assign \$11  = \port$10091$118 [58:23];
   assign \$1  = { p[34], p };
@@ -32762,13 +32762,13 @@ module \bchw_top.engine3.requant3 (rst, \port$10091$177 , a, q, clk);
   wire \$7 ;
   wire \$8 ;
   wire [36:0] \$9 ;
-  reg [35:0] \$like  = 36'h000000000;
   input [16:0] a;
   wire [16:0] a;
   wire [16:0] acc;
   wire [17:0] b;
   wire [35:0] bias;
-  reg [35:0] bias2 = 36'h000000000;
+  reg [35:0] bias_d1 = 36'h000000000;
+  reg [35:0] bias_d2 = 36'h000000000;
   input clk;
   wire clk;
   wire en;
@@ -32782,13 +32782,13 @@ module \bchw_top.engine3.requant3 (rst, \port$10091$177 , a, q, clk);
   input rst;
   wire rst;
   wire [4:0] shift;
-  reg [4:0] shift1 = 5'h00;
-  reg [4:0] shift2 = 5'h00;
-  reg [4:0] shift3 = 5'h00;
+  reg [4:0] shift_d1 = 5'h00;
+  reg [4:0] shift_d2 = 5'h00;
+  reg [4:0] shift_d3 = 5'h00;
   wire [36:0] shifted;
   reg [36:0] total = 37'h0000000000;
-  assign shifted = $signed(total) >>> shift3;
-  assign \$2  = $signed(bias2) + $signed(\$1 );
+  assign shifted = $signed(total) >>> shift_d3;
+  assign \$2  = $signed(bias_d2) + $signed(\$1 );
   assign \$3  = & shifted[36:15];
   assign \$4  = ~ \$3 ;
   assign \$5  = shifted[36] & \$4 ;
@@ -32798,17 +32798,17 @@ module \bchw_top.engine3.requant3 (rst, \port$10091$177 , a, q, clk);
   assign \$9  = \$8  ? 37'h0000007fff : shifted;
   assign \$10  = \$5  ? 37'h1fffff8000 : \$9 ;
   always @(posedge clk)
-    \$like  <= \$11 ;
+    bias_d1 <= \$11 ;
   always @(posedge clk)
-    shift1 <= \$12 ;
+    shift_d1 <= \$12 ;
   always @(posedge clk)
-    bias2 <= \$13 ;
+    bias_d2 <= \$13 ;
   always @(posedge clk)
-    shift2 <= \$14 ;
+    shift_d2 <= \$14 ;
   always @(posedge clk)
     total <= \$15 ;
   always @(posedge clk)
-    shift3 <= \$16 ;
+    shift_d3 <= \$16 ;
   always @(posedge clk)
     q <= \$17 ;
   \bchw_top.engine3.requant3.mul0  mul0 (
@@ -32831,10 +32831,10 @@ module \bchw_top.engine3.requant3 (rst, \port$10091$177 , a, q, clk);
   assign mul = \port$10091$177 [17:0];
   assign bias = \port$10091$177 [58:23];
   assign shift = \port$10091$177 [22:18];
-  assign \$16  = shift2;
+  assign \$16  = shift_d2;
   assign \$15  = \$2 ;
-  assign \$14  = shift1;
-  assign \$13  = \$like ;
+  assign \$14  = shift_d1;
+  assign \$13  = bias_d1;
   assign \$12  = \port$10091$177 [22:18];
   assign \$11  = \port$10091$177 [58:23];
   assign \$1  = { p[34], p };
@@ -32884,13 +32884,13 @@ module \bchw_top.engine3.requant4 (rst, \port$10091$236 , a, q, clk);
   wire \$7 ;
   wire \$8 ;
   wire [36:0] \$9 ;
-  reg [35:0] \$like  = 36'h000000000;
   input [16:0] a;
   wire [16:0] a;
   wire [16:0] acc;
   wire [17:0] b;
   wire [35:0] bias;
-  reg [35:0] bias2 = 36'h000000000;
+  reg [35:0] bias_d1 = 36'h000000000;
+  reg [35:0] bias_d2 = 36'h000000000;
   input clk;
   wire clk;
   wire en;
@@ -32904,13 +32904,13 @@ module \bchw_top.engine3.requant4 (rst, \port$10091$236 , a, q, clk);
   input rst;
   wire rst;
   wire [4:0] shift;
-  reg [4:0] shift1 = 5'h00;
-  reg [4:0] shift2 = 5'h00;
-  reg [4:0] shift3 = 5'h00;
+  reg [4:0] shift_d1 = 5'h00;
+  reg [4:0] shift_d2 = 5'h00;
+  reg [4:0] shift_d3 = 5'h00;
   wire [36:0] shifted;
   reg [36:0] total = 37'h0000000000;
-  assign shifted = $signed(total) >>> shift3;
-  assign \$2  = $signed(bias2) + $signed(\$1 );
+  assign shifted = $signed(total) >>> shift_d3;
+  assign \$2  = $signed(bias_d2) + $signed(\$1 );
   assign \$3  = & shifted[36:15];
   assign \$4  = ~ \$3 ;
   assign \$5  = shifted[36] & \$4 ;
@@ -32920,17 +32920,17 @@ module \bchw_top.engine3.requant4 (rst, \port$10091$236 , a, q, clk);
   assign \$9  = \$8  ? 37'h0000007fff : shifted;
   assign \$10  = \$5  ? 37'h1fffff8000 : \$9 ;
   always @(posedge clk)
-    \$like  <= \$11 ;
+    bias_d1 <= \$11 ;
   always @(posedge clk)
-    shift1 <= \$12 ;
+    shift_d1 <= \$12 ;
   always @(posedge clk)
-    bias2 <= \$13 ;
+    bias_d2 <= \$13 ;
   always @(posedge clk)
-    shift2 <= \$14 ;
+    shift_d2 <= \$14 ;
   always @(posedge clk)
     total <= \$15 ;
   always @(posedge clk)
-    shift3 <= \$16 ;
+    shift_d3 <= \$16 ;
   always @(posedge clk)
     q <= \$17 ;
   \bchw_top.engine3.requant4.mul0  mul0 (
@@ -32953,10 +32953,10 @@ module \bchw_top.engine3.requant4 (rst, \port$10091$236 , a, q, clk);
   assign mul = \port$10091$236 [17:0];
   assign bias = \port$10091$236 [58:23];
   assign shift = \port$10091$236 [22:18];
-  assign \$16  = shift2;
+  assign \$16  = shift_d2;
   assign \$15  = \$2 ;
-  assign \$14  = shift1;
-  assign \$13  = \$like ;
+  assign \$14  = shift_d1;
+  assign \$13  = bias_d1;
   assign \$12  = \port$10091$236 [22:18];
   assign \$11  = \port$10091$236 [58:23];
   assign \$1  = { p[34], p };
@@ -33006,13 +33006,13 @@ module \bchw_top.engine3.requant5 (rst, \port$10091$295 , a, q, clk);
   wire \$7 ;
   wire \$8 ;
   wire [36:0] \$9 ;
-  reg [35:0] \$like  = 36'h000000000;
   input [16:0] a;
   wire [16:0] a;
   wire [16:0] acc;
   wire [17:0] b;
   wire [35:0] bias;
-  reg [35:0] bias2 = 36'h000000000;
+  reg [35:0] bias_d1 = 36'h000000000;
+  reg [35:0] bias_d2 = 36'h000000000;
   input clk;
   wire clk;
   wire en;
@@ -33026,13 +33026,13 @@ module \bchw_top.engine3.requant5 (rst, \port$10091$295 , a, q, clk);
   input rst;
   wire rst;
   wire [4:0] shift;
-  reg [4:0] shift1 = 5'h00;
-  reg [4:0] shift2 = 5'h00;
-  reg [4:0] shift3 = 5'h00;
+  reg [4:0] shift_d1 = 5'h00;
+  reg [4:0] shift_d2 = 5'h00;
+  reg [4:0] shift_d3 = 5'h00;
   wire [36:0] shifted;
   reg [36:0] total = 37'h0000000000;
-  assign shifted = $signed(total) >>> shift3;
-  assign \$2  = $signed(bias2) + $signed(\$1 );
+  assign shifted = $signed(total) >>> shift_d3;
+  assign \$2  = $signed(bias_d2) + $signed(\$1 );
   assign \$3  = & shifted[36:15];
   assign \$4  = ~ \$3 ;
   assign \$5  = shifted[36] & \$4 ;
@@ -33042,17 +33042,17 @@ module \bchw_top.engine3.requant5 (rst, \port$10091$295 , a, q, clk);
   assign \$9  = \$8  ? 37'h0000007fff : shifted;
   assign \$10  = \$5  ? 37'h1fffff8000 : \$9 ;
   always @(posedge clk)
-    \$like  <= \$11 ;
+    bias_d1 <= \$11 ;
   always @(posedge clk)
-    shift1 <= \$12 ;
+    shift_d1 <= \$12 ;
   always @(posedge clk)
-    bias2 <= \$13 ;
+    bias_d2 <= \$13 ;
   always @(posedge clk)
-    shift2 <= \$14 ;
+    shift_d2 <= \$14 ;
   always @(posedge clk)
     total <= \$15 ;
   always @(posedge clk)
-    shift3 <= \$16 ;
+    shift_d3 <= \$16 ;
   always @(posedge clk)
     q <= \$17 ;
   \bchw_top.engine3.requant5.mul0  mul0 (
@@ -33075,10 +33075,10 @@ module \bchw_top.engine3.requant5 (rst, \port$10091$295 , a, q, clk);
   assign mul = \port$10091$295 [17:0];
   assign bias = \port$10091$295 [58:23];
   assign shift = \port$10091$295 [22:18];
-  assign \$16  = shift2;
+  assign \$16  = shift_d2;
   assign \$15  = \$2 ;
-  assign \$14  = shift1;
-  assign \$13  = \$like ;
+  assign \$14  = shift_d1;
+  assign \$13  = bias_d1;
   assign \$12  = \port$10091$295 [22:18];
   assign \$11  = \port$10091$295 [58:23];
   assign \$1  = { p[34], p };
@@ -33128,13 +33128,13 @@ module \bchw_top.engine3.requant6 (rst, \port$10091$354 , a, q, clk);
   wire \$7 ;
   wire \$8 ;
   wire [36:0] \$9 ;
-  reg [35:0] \$like  = 36'h000000000;
   input [16:0] a;
   wire [16:0] a;
   wire [16:0] acc;
   wire [17:0] b;
   wire [35:0] bias;
-  reg [35:0] bias2 = 36'h000000000;
+  reg [35:0] bias_d1 = 36'h000000000;
+  reg [35:0] bias_d2 = 36'h000000000;
   input clk;
   wire clk;
   wire en;
@@ -33148,13 +33148,13 @@ module \bchw_top.engine3.requant6 (rst, \port$10091$354 , a, q, clk);
   input rst;
   wire rst;
   wire [4:0] shift;
-  reg [4:0] shift1 = 5'h00;
-  reg [4:0] shift2 = 5'h00;
-  reg [4:0] shift3 = 5'h00;
+  reg [4:0] shift_d1 = 5'h00;
+  reg [4:0] shift_d2 = 5'h00;
+  reg [4:0] shift_d3 = 5'h00;
   wire [36:0] shifted;
   reg [36:0] total = 37'h0000000000;
-  assign shifted = $signed(total) >>> shift3;
-  assign \$2  = $signed(bias2) + $signed(\$1 );
+  assign shifted = $signed(total) >>> shift_d3;
+  assign \$2  = $signed(bias_d2) + $signed(\$1 );
   assign \$3  = & shifted[36:15];
   assign \$4  = ~ \$3 ;
   assign \$5  = shifted[36] & \$4 ;
@@ -33164,17 +33164,17 @@ module \bchw_top.engine3.requant6 (rst, \port$10091$354 , a, q, clk);
   assign \$9  = \$8  ? 37'h0000007fff : shifted;
   assign \$10  = \$5  ? 37'h1fffff8000 : \$9 ;
   always @(posedge clk)
-    \$like  <= \$11 ;
+    bias_d1 <= \$11 ;
   always @(posedge clk)
-    shift1 <= \$12 ;
+    shift_d1 <= \$12 ;
   always @(posedge clk)
-    bias2 <= \$13 ;
+    bias_d2 <= \$13 ;
   always @(posedge clk)
-    shift2 <= \$14 ;
+    shift_d2 <= \$14 ;
   always @(posedge clk)
     total <= \$15 ;
   always @(posedge clk)
-    shift3 <= \$16 ;
+    shift_d3 <= \$16 ;
   always @(posedge clk)
     q <= \$17 ;
   \bchw_top.engine3.requant6.mul0  mul0 (
@@ -33197,10 +33197,10 @@ module \bchw_top.engine3.requant6 (rst, \port$10091$354 , a, q, clk);
   assign mul = \port$10091$354 [17:0];
   assign bias = \port$10091$354 [58:23];
   assign shift = \port$10091$354 [22:18];
-  assign \$16  = shift2;
+  assign \$16  = shift_d2;
   assign \$15  = \$2 ;
-  assign \$14  = shift1;
-  assign \$13  = \$like ;
+  assign \$14  = shift_d1;
+  assign \$13  = bias_d1;
   assign \$12  = \port$10091$354 [22:18];
   assign \$11  = \port$10091$354 [58:23];
   assign \$1  = { p[34], p };
@@ -33250,13 +33250,13 @@ module \bchw_top.engine3.requant7 (rst, \port$10091$413 , a, q, clk);
   wire \$7 ;
   wire \$8 ;
   wire [36:0] \$9 ;
-  reg [35:0] \$like  = 36'h000000000;
   input [16:0] a;
   wire [16:0] a;
   wire [16:0] acc;
   wire [17:0] b;
   wire [35:0] bias;
-  reg [35:0] bias2 = 36'h000000000;
+  reg [35:0] bias_d1 = 36'h000000000;
+  reg [35:0] bias_d2 = 36'h000000000;
   input clk;
   wire clk;
   wire en;
@@ -33270,13 +33270,13 @@ module \bchw_top.engine3.requant7 (rst, \port$10091$413 , a, q, clk);
   input rst;
   wire rst;
   wire [4:0] shift;
-  reg [4:0] shift1 = 5'h00;
-  reg [4:0] shift2 = 5'h00;
-  reg [4:0] shift3 = 5'h00;
+  reg [4:0] shift_d1 = 5'h00;
+  reg [4:0] shift_d2 = 5'h00;
+  reg [4:0] shift_d3 = 5'h00;
   wire [36:0] shifted;
   reg [36:0] total = 37'h0000000000;
-  assign shifted = $signed(total) >>> shift3;
-  assign \$2  = $signed(bias2) + $signed(\$1 );
+  assign shifted = $signed(total) >>> shift_d3;
+  assign \$2  = $signed(bias_d2) + $signed(\$1 );
   assign \$3  = & shifted[36:15];
   assign \$4  = ~ \$3 ;
   assign \$5  = shifted[36] & \$4 ;
@@ -33286,17 +33286,17 @@ module \bchw_top.engine3.requant7 (rst, \port$10091$413 , a, q, clk);
   assign \$9  = \$8  ? 37'h0000007fff : shifted;
   assign \$10  = \$5  ? 37'h1fffff8000 : \$9 ;
   always @(posedge clk)
-    \$like  <= \$11 ;
+    bias_d1 <= \$11 ;
   always @(posedge clk)
-    shift1 <= \$12 ;
+    shift_d1 <= \$12 ;
   always @(posedge clk)
-    bias2 <= \$13 ;
+    bias_d2 <= \$13 ;
   always @(posedge clk)
-    shift2 <= \$14 ;
+    shift_d2 <= \$14 ;
   always @(posedge clk)
     total <= \$15 ;
   always @(posedge clk)
-    shift3 <= \$16 ;
+    shift_d3 <= \$16 ;
   always @(posedge clk)
     q <= \$17 ;
   \bchw_top.engine3.requant7.mul0  mul0 (
@@ -33319,10 +33319,10 @@ module \bchw_top.engine3.requant7 (rst, \port$10091$413 , a, q, clk);
   assign mul = \port$10091$413 [17:0];
   assign bias = \port$10091$413 [58:23];
   assign shift = \port$10091$413 [22:18];
-  assign \$16  = shift2;
+  assign \$16  = shift_d2;
   assign \$15  = \$2 ;
-  assign \$14  = shift1;
-  assign \$13  = \$like ;
+  assign \$14  = shift_d1;
+  assign \$13  = bias_d1;
   assign \$12  = \port$10091$413 [22:18];
   assign \$11  = \port$10091$413 [58:23];
   assign \$1  = { p[34], p };
@@ -33372,13 +33372,13 @@ module \bchw_top.engine3.requant8 (rst, \port$10091$472 , a, q, clk);
   wire \$7 ;
   wire \$8 ;
   wire [36:0] \$9 ;
-  reg [35:0] \$like  = 36'h000000000;
   input [16:0] a;
   wire [16:0] a;
   wire [16:0] acc;
   wire [17:0] b;
   wire [35:0] bias;
-  reg [35:0] bias2 = 36'h000000000;
+  reg [35:0] bias_d1 = 36'h000000000;
+  reg [35:0] bias_d2 = 36'h000000000;
   input clk;
   wire clk;
   wire en;
@@ -33392,13 +33392,13 @@ module \bchw_top.engine3.requant8 (rst, \port$10091$472 , a, q, clk);
   input rst;
   wire rst;
   wire [4:0] shift;
-  reg [4:0] shift1 = 5'h00;
-  reg [4:0] shift2 = 5'h00;
-  reg [4:0] shift3 = 5'h00;
+  reg [4:0] shift_d1 = 5'h00;
+  reg [4:0] shift_d2 = 5'h00;
+  reg [4:0] shift_d3 = 5'h00;
   wire [36:0] shifted;
   reg [36:0] total = 37'h0000000000;
-  assign shifted = $signed(total) >>> shift3;
-  assign \$2  = $signed(bias2) + $signed(\$1 );
+  assign shifted = $signed(total) >>> shift_d3;
+  assign \$2  = $signed(bias_d2) + $signed(\$1 );
   assign \$3  = & shifted[36:15];
   assign \$4  = ~ \$3 ;
   assign \$5  = shifted[36] & \$4 ;
@@ -33408,17 +33408,17 @@ module \bchw_top.engine3.requant8 (rst, \port$10091$472 , a, q, clk);
   assign \$9  = \$8  ? 37'h0000007fff : shifted;
   assign \$10  = \$5  ? 37'h1fffff8000 : \$9 ;
   always @(posedge clk)
-    \$like  <= \$11 ;
+    bias_d1 <= \$11 ;
   always @(posedge clk)
-    shift1 <= \$12 ;
+    shift_d1 <= \$12 ;
   always @(posedge clk)
-    bias2 <= \$13 ;
+    bias_d2 <= \$13 ;
   always @(posedge clk)
-    shift2 <= \$14 ;
+    shift_d2 <= \$14 ;
   always @(posedge clk)
     total <= \$15 ;
   always @(posedge clk)
-    shift3 <= \$16 ;
+    shift_d3 <= \$16 ;
   always @(posedge clk)
     q <= \$17 ;
   \bchw_top.engine3.requant8.mul0  mul0 (
@@ -33441,10 +33441,10 @@ module \bchw_top.engine3.requant8 (rst, \port$10091$472 , a, q, clk);
   assign mul = \port$10091$472 [17:0];
   assign bias = \port$10091$472 [58:23];
   assign shift = \port$10091$472 [22:18];
-  assign \$16  = shift2;
+  assign \$16  = shift_d2;
   assign \$15  = \$2 ;
-  assign \$14  = shift1;
-  assign \$13  = \$like ;
+  assign \$14  = shift_d1;
+  assign \$13  = bias_d1;
   assign \$12  = \port$10091$472 [22:18];
   assign \$11  = \port$10091$472 [58:23];
   assign \$1  = { p[34], p };
@@ -33494,13 +33494,13 @@ module \bchw_top.engine3.requant9 (rst, \port$10091$531 , a, q, clk);
   wire \$7 ;
   wire \$8 ;
   wire [36:0] \$9 ;
-  reg [35:0] \$like  = 36'h000000000;
   input [16:0] a;
   wire [16:0] a;
   wire [16:0] acc;
   wire [17:0] b;
   wire [35:0] bias;
-  reg [35:0] bias2 = 36'h000000000;
+  reg [35:0] bias_d1 = 36'h000000000;
+  reg [35:0] bias_d2 = 36'h000000000;
   input clk;
   wire clk;
   wire en;
@@ -33514,13 +33514,13 @@ module \bchw_top.engine3.requant9 (rst, \port$10091$531 , a, q, clk);
   input rst;
   wire rst;
   wire [4:0] shift;
-  reg [4:0] shift1 = 5'h00;
-  reg [4:0] shift2 = 5'h00;
-  reg [4:0] shift3 = 5'h00;
+  reg [4:0] shift_d1 = 5'h00;
+  reg [4:0] shift_d2 = 5'h00;
+  reg [4:0] shift_d3 = 5'h00;
   wire [36:0] shifted;
   reg [36:0] total = 37'h0000000000;
-  assign shifted = $signed(total) >>> shift3;
-  assign \$2  = $signed(bias2) + $signed(\$1 );
+  assign shifted = $signed(total) >>> shift_d3;
+  assign \$2  = $signed(bias_d2) + $signed(\$1 );
   assign \$3  = & shifted[36:15];
   assign \$4  = ~ \$3 ;
   assign \$5  = shifted[36] & \$4 ;
@@ -33530,17 +33530,17 @@ module \bchw_top.engine3.requant9 (rst, \port$10091$531 , a, q, clk);
   assign \$9  = \$8  ? 37'h0000007fff : shifted;
   assign \$10  = \$5  ? 37'h1fffff8000 : \$9 ;
   always @(posedge clk)
-    \$like  <= \$11 ;
+    bias_d1 <= \$11 ;
   always @(posedge clk)
-    shift1 <= \$12 ;
+    shift_d1 <= \$12 ;
   always @(posedge clk)
-    bias2 <= \$13 ;
+    bias_d2 <= \$13 ;
   always @(posedge clk)
-    shift2 <= \$14 ;
+    shift_d2 <= \$14 ;
   always @(posedge clk)
     total <= \$15 ;
   always @(posedge clk)
-    shift3 <= \$16 ;
+    shift_d3 <= \$16 ;
   always @(posedge clk)
     q <= \$17 ;
   \bchw_top.engine3.requant9.mul0  mul0 (
@@ -33563,10 +33563,10 @@ module \bchw_top.engine3.requant9 (rst, \port$10091$531 , a, q, clk);
   assign mul = \port$10091$531 [17:0];
   assign bias = \port$10091$531 [58:23];
   assign shift = \port$10091$531 [22:18];
-  assign \$16  = shift2;
+  assign \$16  = shift_d2;
   assign \$15  = \$2 ;
-  assign \$14  = shift1;
-  assign \$13  = \$like ;
+  assign \$14  = shift_d1;
+  assign \$13  = bias_d1;
   assign \$12  = \port$10091$531 [22:18];
   assign \$11  = \port$10091$531 [58:23];
   assign \$1  = { p[34], p };

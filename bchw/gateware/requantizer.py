@@ -60,12 +60,13 @@ class Requantizer(wiring.Component):
             m.submodules[f"mul{k}"] = mul
             m.d.comb += [mul.en.eq(self.en), mul.a.eq(sl), mul.b.eq(self.mul)]
             partial.append(mul.p)
-        # the offset and the shift wait MUL_STAGES cycles with the product
-        bias2 = Signal(signed(w.bias_bits), reset_less=True)
-        shift2 = Signal(unsigned(w.shift_bits), reset_less=True)
-        bias1, shift1 = Signal.like(bias2), Signal.like(shift2)
+        # the offset and the shift wait MUL_STAGES cycles with the product (the offset's
+        # registers named for bchw.synth.UNINITIALISED_REGISTERS: its constant bits fold)
+        bias1, bias2 = (Signal(signed(w.bias_bits), name=f"bias_d{k}", reset_less=True)
+                        for k in (1, 2))
+        shift1, shift2, shift3 = (Signal(unsigned(w.shift_bits), name=f"shift_d{k}",
+                                         reset_less=True) for k in (1, 2, 3))
         total = Signal(signed(max(w.mul_bits + w.acc_bits, w.bias_bits) + 1), reset_less=True)
-        shift3 = Signal(unsigned(w.shift_bits), reset_less=True)
         shifted = Signal.like(total)
         # The range is [0, 2**out_bits) or, signed, [-2**(out_bits-1), 2**(out_bits-1)):
         # out of it is a test of the bits above it, shorter than two comparisons.
