@@ -88,11 +88,22 @@ def test_generic_counts_are_plausible(tiny, tmp_path):
     assert (tmp_path / "work" / r.logs["yosys"]).is_file()
 
 
-def test_ecp5_place_and_route_json(capsys, tiny, tmp_path):
+def test_ecp5_place_and_route_json(capsys, tiny, tmp_path, monkeypatch):
     keep = tmp_path / "kept"
+    calls = []
+    real_run = synth._run
+
+    def spy(tool, args, *rest):
+        calls.append((tool, args))
+        return real_run(tool, args, *rest)
+
+    monkeypatch.setattr(synth, "_run", spy)
     rc, out, err = run(capsys, "synth", tiny.path, "--target", "ecp5-85k", "--json",
                        "--freq", "100", "--keep", keep, "--router", "router2")
     assert rc == 0, err
+    # nextpnr's placer weighs timing as PLACER_OPTIONS say
+    (tool, args), = [call for call in calls if call[0] == "nextpnr-ecp5"]
+    assert " ".join(synth.PLACER_OPTIONS) in " ".join(args)
     r = json.loads(out)
     assert REQUIRED <= set(r)
     assert r["luts"] > adder_bits(tiny) and r["ffs"] > register_bits(tiny)
