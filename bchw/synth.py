@@ -354,8 +354,10 @@ def _first_error(*paths: Path) -> str:
 #: (:func:`bchw.gateware.wide.register_copies`).
 KEPT_REGISTERS = ("*_copy*",)
 #: nextpnr's HeAP placer weighs timing harder than its defaults (10, 2): on the
-#: 500,000/s folding of the reference MLP, 102.1 → 134.7 MHz (seed 1), the DSP blocks
-#: then placed near their requantizers' logic.
+#: 500,000/s folding of the reference MLP, 102.1 → 134.7 MHz on one netlist (seed 1,
+#: the DSP blocks then placed near their requantizers' logic), 107.8 on the next
+#: revision's; 64-64-64-10 at 1,000,000/s, seeds 1–3: 129.1, 151.2, 161.1 MHz against
+#: 128.0, 138.7, 151.7.
 PLACER_OPTIONS = ("--placer-heap-timingweight", "40", "--placer-heap-critexp", "4")
 #: Registers whose power-up value the flow drops: each engine's registered ROM words,
 #: and the offsets that wait in its requantizers, whose value before the first read is
