@@ -539,14 +539,14 @@ def synth_bundle(bundle: Any, target: str, work_dir: str | os.PathLike, *,
     from bchw.gateware.top import TOP_NAME, generate_verilog, rom_files
     from bchw.perf import cycle_model
 
-    check_target(target)
+    tgt = check_target(target)
     if not isinstance(bundle, Bundle):
         bundle = load_bundle(bundle)
     if verilog is None:
         verilog = generate_verilog(bundle)
     # on an ECP5 the requantizers' multipliers are DSP blocks with their own registers
     # (unless DSPs are refused)
-    dsp = TARGETS[target].family == "ecp5" and not options.get("nodsp", False)
+    dsp = tgt.family == "ecp5" and not options.get("nodsp", False)
     mul = MUL_VERILOG_ECP5 if dsp else MUL_VERILOG
     files: dict[str, str | bytes] = {f"{TOP_NAME}.v": verilog, "bchw_rom.v": ROM_VERILOG,
                                      "bchw_mul.v": mul}
