@@ -328,7 +328,7 @@ def _conv_fold(layers, shapes: list[EngineShape], act_bits: int, budget: int, mu
     engines = []
     for s, p, q in zip(shapes, pe, simd):
         nf, sf = -(-s.n_out // p), -(-s.n_in // q)
-        engines.append(perf.engine_timing(nf * sf, q, sf=sf))
+        engines.append(perf.engine_timing(nf * sf, q, sf=sf, pe=p))
     convs = [perf.ConvTiming(la.in_shape[1], la.in_shape[2], la.kernel, la.pool)
              for la in layers if la.kind == "conv"]
     model = perf.CycleModel(in_beats=convs[0].height * convs[0].width, engines=engines,

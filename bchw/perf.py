@@ -95,13 +95,32 @@ def tree_depth(simd: int, levels: int = 1) -> int:
     return 1 + -(-clog2(simd) // levels)
 
 
-def engine_pipeline(simd: int, tree_levels: int = 1) -> int:
+def requant_share(pe: int, sf: int) -> int:
+    """PEs that take one requantizer in turn, a sum a cycle (1: a requantizer a PE).
+
+    An engine of SF ≥ 2 finishes a group of PE sums every SF cycles, so one requantizer
+    can take up to SF of them one after the other: ``ceil(PE / share)`` requantizers (and
+    their DSPs) instead of PE.  With PE a requantizer each, the 500,000/s folding of the
+    784-256-256-256-10 reference had 56 DSPs, which the placer spread over the device's
+    few DSP rows, far from their logic (its critical path).  The PEs are spread evenly
+    over the fewest requantizers that keep up.
+    """
+    if sf < 2 or pe < 2:
+        return 1
+    lanes = -(-pe // min(pe, sf))
+    return -(-pe // lanes)
+
+
+def engine_pipeline(simd: int, tree_levels: int = 1, share: int = 1) -> int:
     """Cycles from issuing an engine's last step to its output register being visible.
 
     ROM read and its register (:data:`ROM_STAGES`) + adder tree + accumulator (1) +
-    requantizer + output register (1).
+    requantizer + output register (1); with ``share`` PEs a requantizer
+    (:func:`requant_share`, from 2), ``share`` more: a register that takes the group's
+    sums, then one sum a requantizer a cycle, the last one's result joining the others'.
     """
-    return ROM_STAGES + tree_depth(simd, tree_levels) + 1 + REQUANT_STAGES + 1
+    return (ROM_STAGES + tree_depth(simd, tree_levels) + 1 + REQUANT_STAGES + 1
+            + (share if share > 1 else 0))
 
 
 #: Registers that carry a group's entry into the output register back to the issue side of
@@ -284,17 +303,18 @@ class CycleModel:
         return work + self.convs[-1].out_pixels
 
 
-def engine_timing(steps: int, simd: int, tree_levels: int = 1, sf: int = 1) -> EngineTiming:
-    """An engine of ``steps`` = NF·SF cycles a vector, ``sf`` of them a group, and ``simd``
-    lanes."""
-    pipe = engine_pipeline(simd, tree_levels)
+def engine_timing(steps: int, simd: int, tree_levels: int = 1, sf: int = 1,
+                  pe: int = 1) -> EngineTiming:
+    """An engine of ``steps`` = NF·SF cycles a vector, ``sf`` of them a group, ``simd``
+    lanes and ``pe`` PEs."""
+    pipe = engine_pipeline(simd, tree_levels, requant_share(pe, sf))
     return EngineTiming(steps=steps, pipeline=pipe, latency=steps + pipe, sf=sf)
 
 
 def cycle_model(bundle: Bundle, tree_levels: int = 1) -> CycleModel:
     """The cycle model of a bundle's accelerator, generated with ``tree_levels`` adder
     levels per register stage (1, the default, registers every level)."""
-    engines = [engine_timing(layer.nf * layer.sf, layer.simd, tree_levels, layer.sf)
+    engines = [engine_timing(layer.nf * layer.sf, layer.simd, tree_levels, layer.sf, layer.pe)
                for layer in bundle.layers]
     convs = [ConvTiming(la.in_shape[1], la.in_shape[2], la.kernel, la.pool)
              for la in bundle.layers if la.kind == "conv"]
@@ -682,22 +702,27 @@ class Resources:
 #: foldings, two with the deep skid buffers of SF = 2; and the 784-256-256-256-10
 #: reference at the folding search's 500,000/s and 100,000/s foldings and at its former
 #: 500,000/s one, joined by whole vectors; random weights), with the engines' input
-#: memories (their RAMs are :func:`ram_resources`, not fitted): worst error 13.4%, on
-#: the reference foldings -3.1%, -13.4% and +9.3% (bench/results/hardware_fit.json).
-#: The features are nearly collinear (lanes, adders and bits all grow with PE·SIMD),
-#: so single costs mean little: the lanes' negation carries the trees' adders.
-#: ``copies`` (the enables of the parts of wide registers) is counted, one LUT each,
-#: not fitted.
-LUT_COST = {"negate": 1.9, "tree": 0.0, "acc": 0.0, "xbuf": 1.86, "shifter": 0.544,
-            "requant": 0.0, "rom_lut": 0.155, "engine": 234.0, "skid": 0.512, "copies": 1.0}
+#: memories (their RAMs are :func:`ram_resources`, not fitted), the shared requantizers
+#: and the ones'-complement lanes: worst error 8.2%, on the reference foldings -1.2%,
+#: -7.4% and +4.5% (bench/results/hardware_fit.json). The features are nearly
+#: collinear (lanes, adders and bits all grow with PE·SIMD), so single costs mean
+#: little: the trees' adders carry the lanes' negation, the engine's constant its
+#: requantizers. ``copies`` (the enables of the parts of wide registers) and ``drain``
+#: (the drain register of shared requantizers, a 2-to-1 choice a bit) are counted, one
+#: LUT each, not fitted.
+LUT_COST = {"negate": 0.0, "tree": 1.89, "acc": 0.0, "xbuf": 1.2, "shifter": 0.0,
+            "requant": 0.0, "rom_lut": 0.0656, "engine": 335.0, "skid": 1.22, "copies": 1.0,
+            "drain": 1.0}
 #: Flip-flops per register bit the gateware declares (:func:`engine_registers`), by
-#: part: the same fit (worst error 15.5%, on the reference foldings -14.4%, -7.6% and
-#: -8.8%). yosys absorbs the requantizer's registers into the DSP blocks or removes
+#: part: the same fit (worst error 10.5%, on the reference foldings -8.1%, -5.9% and
+#: -4.9%). yosys absorbs the requantizer's registers into the DSP blocks or removes
 #: them; where two engines are joined by whole vectors, the producer's output register
 #: and the consumer's input buffer grow together, so the fit weighs them as one
-#: (``xbuf``). ``copies`` is counted, not fitted.
-FF_COST = {"xbuf": 1.72, "tree": 1.01, "acc": 3.85, "requant": 0.0, "collect": 0.0,
-           "rom": 0.0, "misc": 6.16, "rom_out": 0.63, "skid": 0.229, "copies": 1.0}
+#: (``xbuf``). ``copies`` and ``xtree`` (the input slice's copies, one a tree, which
+#: are kept) are counted, not fitted.
+FF_COST = {"xbuf": 1.44, "tree": 1.2, "acc": 0.0, "requant": 0.0, "collect": 0.348,
+           "rom": 0.0, "misc": 7.11, "rom_out": 0.0, "skid": 0.662, "copies": 1.0,
+           "drain": 1.48, "xtree": 1.0}
 #: DP16KD shapes (depth, width) usable as a ROM.
 BRAM_SHAPES = ((16384, 1), (8192, 2), (4096, 4), (2048, 9), (1024, 18), (512, 36))
 #: synth_ecp5 maps a ROM to block RAM only when that beats logic: observed to
@@ -778,6 +803,12 @@ def input_memory_resources(n_in: int, in_bits: int, simd: int) -> Resources:
             + Resources(simd + 4 * clog2(sf), 2 * clog2(sf) + 4, 0, 0))
 
 
+def drain_bits(widths, nf: int) -> int:
+    """Bits of a PE's sum and parameters in the drain of shared requantizers that are not
+    constant: an engine of one group (NF = 1) has constant parameters, which fold."""
+    return widths.acc_bits + (nf > 1) * widths.param_bits
+
+
 def engine_features(n_in: int, n_out: int, in_bits: int, pe: int, simd: int,
                     widths, input_memory: bool = False,
                     group_output: bool = False) -> dict[str, float]:
@@ -788,15 +819,20 @@ def engine_features(n_in: int, n_out: int, in_bits: int, pe: int, simd: int,
     w = widths
     neg, adders = tree_bits(simd, in_bits)
     total_bits = max(w.mul_bits + w.acc_bits, w.bias_bits) + 1
+    share = requant_share(pe, sf)
+    lanes = -(-pe // share)
     rom_lut = sum(width * depth for width, depth in engine_roms(n_in, n_out, pe, simd, w)
                   if rom_brams(width, depth) == 0)
     return {"negate": pe * neg, "tree": pe * adders, "acc": pe * w.acc_bits * (sf > 1),
             "xbuf": (sf > 1 and not input_memory) * sf * simd * in_bits,
             # SF ≥ 2: each skid slot's input choice and the output register's
-            "skid": (sf > 1) * (skid_groups(sf, engine_pipeline(simd)) + (not group_output))
-            * pe * w.out_bits,
-            "shifter": pe * total_bits * max(1, w.shift_bits),
-            "requant": pe * (total_bits + w.out_bits), "rom_lut": rom_lut, "engine": 1,
+            "skid": (sf > 1) * (skid_groups(sf, engine_pipeline(simd, 1, share))
+                                + (not group_output)) * pe * w.out_bits,
+            "shifter": lanes * total_bits * max(1, w.shift_bits),
+            "requant": lanes * (total_bits + w.out_bits), "rom_lut": rom_lut, "engine": 1,
+            # shared requantizers: the register that takes a group's sums and parameters
+            # or shifts them on, a bit a LUT, and its enables' copies
+            "drain": (share > 1) * (pe * drain_bits(w, nf) + enable_copies(pe * drain_bits(w, nf))),
             # SF ≥ 2: the enable of each part of the input buffer and the output register
             "copies": (sf > 1) * ((not input_memory) * enable_copies(sf * simd * in_bits)
                                   + (not group_output) * enable_copies(nf * pe * w.out_bits))}
@@ -815,21 +851,31 @@ def engine_registers(n_in: int, n_out: int, in_bits: int, pe: int, simd: int,
     prod_bits = w.mul_bits + w.acc_bits
     total_bits = max(prod_bits, w.bias_bits) + 1
     roms = engine_roms(n_in, n_out, pe, simd, w)
+    share = requant_share(pe, sf)
+    lanes = -(-pe // share)
+    drain = pe * drain_bits(w, nf)
     return {
         "xbuf": (not input_memory) * (sf * simd * in_bits + simd * in_bits),
         "tree": pe * (neg + adders),
         "acc": pe * w.acc_bits,
-        "requant": pe * (prod_bits + w.bias_bits + total_bits + 2 * w.shift_bits + w.out_bits),
+        "requant": lanes * (prod_bits + w.bias_bits + total_bits + 2 * w.shift_bits
+                            + w.out_bits),
+        # shared requantizers: the register of a group's sums and parameters (and the
+        # copies of its load), the chains that collect the results
+        "drain": (share > 1) * (drain + enable_copies(drain) + (share - 1) * lanes * w.out_bits),
         # SF ≥ 2: groups shift into the output register; SF = 1: collected apart
         "collect": ((not group_output) * nf * pe * w.out_bits if sf > 1
                     else (nf - 1) * pe * w.out_bits + n_out * w.out_bits),
         "rom": sum(width for width, depth in roms if rom_brams(width, depth) == 0),
         # SF ≥ 2: the skid buffer (a group and its last flag a slot), its count, the credits
         # and their way back
-        "skid": (sf > 1) * _skid_bits(sf, simd, pe * w.out_bits),
+        "skid": (sf > 1) * _skid_bits(sf, simd, pe * w.out_bits, share),
         # the registered ROM words and the input slice that waits with them: ROM_STAGES - 1
-        # registers after the weight ROM's (and the input memory's) own, two for the params
-        "rom_out": (ROM_STAGES - 1) * (pe * simd + simd * in_bits) + 2 * pe * w.param_bits,
+        # registers after the weight ROM's (and the input memory's) own, the input slice's
+        # last one a copy a PE (``xtree``), two for the params
+        "rom_out": ((ROM_STAGES - 1) * pe * simd + (ROM_STAGES - 2) * simd * in_bits
+                    + 2 * pe * w.param_bits),
+        "xtree": pe * simd * in_bits,
         "misc": (4 + clog2(nf)) * (1 + tree_depth(simd)) + 2 * clog2(nf * sf) + 12,
         # SF ≥ 2: the registered issue decision and the copies of the registers that enable
         # the parts of the input buffer (2 each) and of the output register (3 each); the
@@ -840,8 +886,8 @@ def engine_registers(n_in: int, n_out: int, in_bits: int, pe: int, simd: int,
     }
 
 
-def _skid_bits(sf: int, simd: int, group_bits: int) -> int:
-    groups = skid_groups(sf, engine_pipeline(simd))
+def _skid_bits(sf: int, simd: int, group_bits: int, share: int) -> int:
+    groups = skid_groups(sf, engine_pipeline(simd, 1, share))
     return groups * (group_bits + 1) + 2 * clog2(groups + 1) + CREDIT_RETURN_STAGES
 
 
@@ -863,7 +909,8 @@ def engine_resources(n_in: int, n_out: int, in_bits: int, pe: int, simd: int,
     # one signed 18-bit operand), times the 18-bit slices yosys splits a wider M into
     # (leaving a 1-bit remainder slice to logic).
     m_slices = max(1, w.mul_bits // DSP_BITS + (w.mul_bits % DSP_BITS >= 2))
-    dsps = pe * len(product_slices(w.acc_bits)) * m_slices
+    lanes = -(-pe // requant_share(pe, -(-n_in // simd)))
+    dsps = lanes * len(product_slices(w.acc_bits)) * m_slices
     engine = Resources(round(luts), round(ffs), sum(rom_brams(*r) for r in roms), dsps)
     return engine + input_memory_resources(n_in, in_bits, simd) if input_memory else engine
 

@@ -366,8 +366,9 @@ PLACER_OPTIONS = ("--placer-heap-timingweight", "40", "--placer-heap-critexp", "
 #: flip-flop loading a constant over its power-up zero, which yosys merges with every
 #: other engine's into one flip-flop driving every requantizer's DSP across the device.
 #: (Not the waiting shifts, ``*shift_d*``: with theirs dropped, yosys maps the shifters
-#: into twice the LUTs, 8,988 → 16,632 on a 64-64-32-10 design.)
-UNINITIALISED_REGISTERS = ("*params_d*", "*wdata_d*", "*bias_d*")
+#: into twice the LUTs, 8,988 → 16,632 on a 64-64-32-10 design.) The drain of shared
+#: requantizers (``*drain*``) holds parameters too.
+UNINITIALISED_REGISTERS = ("*params_d*", "*wdata_d*", "*bias_d*", "*drain*")
 
 
 #: Files read at once, not deferred: ``bchw_mul`` (see

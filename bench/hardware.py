@@ -39,6 +39,8 @@ sys.path.insert(0, str(ROOT))
 os.environ.setdefault("AMARANTH_USE_YOSYS", "builtin")
 
 VARIANTS = ("negate", "negate-l2", "shared", "int8", "int8-nodsp")
+#: Costs of bchw.perf.LUT_COST and FF_COST that are counted (one a bit), not fitted.
+COUNTED = {"luts": ("copies", "drain"), "ffs": ("copies", "xtree")}
 
 
 def tree_levels(variant: str) -> int:
@@ -156,7 +158,7 @@ def fit(workers: int, out: Path) -> None:
     fitted = {}
     for what, costs, counts, measured in (("luts", perf.LUT_COST, "features", "luts"),
                                           ("ffs", perf.FF_COST, "registers", "ffs")):
-        keys = [k for k in costs if k != "copies"]      # copies are counted, not fitted
+        keys = [k for k in costs if k not in COUNTED[what]]   # counted, not fitted
         a = np.array([[r[counts].get(k, 0) for k in keys] for r in results], float)
         # what the fitted costs do not weigh: argmax, input assembler, input memories, copies
         fixed = np.array([r["model"][what] - sum(costs[k] * r[counts].get(k, 0) for k in keys)
@@ -172,7 +174,7 @@ def fit(workers: int, out: Path) -> None:
             print(f"  {r['name']:>16s} PE {r['pe']} SIMD {r['simd']}: {r[measured]:,} {what}, "
                   f"model {r['model'][what]:,} ({r['model'][what] / r[measured] - 1:+.1%}), "
                   f"refit {p:,.0f} ({p / r[measured] - 1:+.1%})")
-        fitted[name] = dict(zip(keys, coef.tolist())) | {"copies": costs["copies"]}
+        fitted[name] = dict(zip(keys, coef.tolist())) | {k: costs[k] for k in COUNTED[what]}
     (out / "hardware_fit.json").write_text(json.dumps(
         {"command": ".venv/bin/python bench/hardware.py --fit", "coefficients": fitted,
          "results": results}, indent=2) + "\n")

@@ -21,15 +21,16 @@ ROOT = Path(__file__).resolve().parent.parent
 #: copies of the enables of wide registers, and the engines' input memories and the
 #: refit with them, the third weight-ROM register, the copies of the parameter ROMs'
 #: address and their second register, the multipliers' operand registers (a deeper
-#: pipeline: larger skid buffers)).
+#: pipeline: larger skid buffers), the shared requantizers, the input slice's copies
+#: and the refit with them).
 MLP_RECORDED = {
-    "digits-mlp": Resources(10205, 11065, 0, 26),
-    "fmnist-mlp256": Resources(36124, 36744, 36, 74),
-    "fmnist-mlp1024": Resources(54450, 72405, 179, 14),
+    "digits-mlp": Resources(9200, 12676, 0, 4),
+    "fmnist-mlp256": Resources(34175, 47057, 36, 5),
+    "fmnist-mlp1024": Resources(48008, 79285, 179, 8),
 }
 RANDOM_MLP_RECORDED = [
-    ([64, 64, 32, 10], [4, 4, 10], [4, 8, 16], 5, Resources(8640, 10312, 1, 18)),
-    ([100, 30, 10], [3, 10], [7, 5], 1, Resources(4463, 6444, 1, 13)),
+    ([64, 64, 32, 10], [4, 4, 10], [4, 8, 16], 5, Resources(9215, 12229, 1, 7)),
+    ([100, 30, 10], [3, 10], [7, 5], 1, Resources(4411, 6751, 1, 3)),
 ]
 
 # spec, input shape, PE, SIMD: line buffers and row memories in LUT RAM (the first), in block

@@ -185,3 +185,23 @@ def test_enable_parts_cover_a_register_once(width):
     assert len(parts) == perf.enable_copies(width)
     assert [b for lo, hi in parts for b in range(lo, hi)] == list(range(width))
     assert all(0 < hi - lo <= perf.FANOUT_BITS for lo, hi in parts)
+
+
+@pytest.mark.parametrize("pe", [1, 2, 3, 5, 8, 15, 16, 17, 64])
+@pytest.mark.parametrize("sf", [1, 2, 3, 9, 16, 18, 100])
+def test_shared_requantizers_are_the_fewest_that_keep_up(pe, sf):
+    """``share`` PEs take a requantizer in turn within a group's SF cycles, over the fewest
+    requantizers that can, spread evenly (no requantizer idles for a whole turn)."""
+    share = perf.requant_share(pe, sf)
+    lanes = -(-pe // share)
+    if sf == 1 or pe == 1:
+        assert share == 1
+    assert share <= sf and lanes * share >= pe > (lanes - 1) * share
+    assert lanes == -(-pe // min(pe, sf))
+    assert perf.engine_pipeline(4, 1, share) - perf.engine_pipeline(4) == (share > 1) * share
+
+
+def test_shared_requantizers_make_the_pipeline_longer_by_their_turns():
+    t = perf.engine_timing(16 * 18, 44, sf=18, pe=16)
+    assert t.pipeline == perf.engine_pipeline(44) + 16 and t.latency == 16 * 18 + t.pipeline
+    assert perf.engine_timing(16, 8, sf=1, pe=16).pipeline == perf.engine_pipeline(8)

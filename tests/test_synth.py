@@ -275,14 +275,17 @@ def test_resource_model_is_within_15_percent_of_synthesis(tmp_path):
 
 def test_requantizer_multipliers_are_dsp_blocks_with_their_registers(tiny, tmp_path):
     """On an ECP5 each requantizer multiplier is a MULT18X18D whose own input and output
-    registers are its two stages (bchw_mul, MUL_VERILOG_ECP5); with nodsp, logic."""
-    from bchw.perf import resource_model
+    registers are its two stages (bchw_mul, MUL_VERILOG_ECP5); with nodsp, logic. The
+    first engine's two PEs (SF 2) share one requantizer."""
+    from bchw.perf import requant_share, resource_model
 
+    requantizers = [-(-la.pe // requant_share(la.pe, la.sf)) for la in tiny.layers]
+    assert requantizers == [1, 1]
     r = synth.synth_bundle(tiny, "ecp5-85k", tmp_path / "dsp", place_and_route=False)
     netlist = json.loads((tmp_path / "dsp" / "netlist.json").read_text())
     dsps = [cell["parameters"] for module in netlist["modules"].values()
             for cell in module["cells"].values() if cell["type"] == "MULT18X18D"]
-    assert len(dsps) == r.dsps == resource_model(tiny).dsps == sum(la.pe for la in tiny.layers)
+    assert len(dsps) == r.dsps == resource_model(tiny).dsps == sum(requantizers)
     for params in dsps:
         assert [params[f"REG_{reg}_CLK"] for reg in ("INPUTA", "INPUTB", "PIPELINE", "OUTPUT")
                 ] == ["CLK0", "CLK0", "NONE", "CLK0"]
@@ -290,5 +293,5 @@ def test_requantizer_multipliers_are_dsp_blocks_with_their_registers(tiny, tmp_p
                                nodsp=True)
     assert logic.dsps == 0 and logic.luts > r.luts
     # the registers the DSP blocks hold are flip-flops now: at least each product's
-    assert logic.ffs >= r.ffs + sum(la.pe * (la.widths.acc_bits + la.widths.mul_bits)
-                                    for la in tiny.layers)
+    assert logic.ffs >= r.ffs + sum(n * (la.widths.acc_bits + la.widths.mul_bits)
+                                    for n, la in zip(requantizers, tiny.layers))

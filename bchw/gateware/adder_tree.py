@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from amaranth.hdl import Module, Mux, Signal, signed, unsigned
+from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
@@ -17,7 +17,9 @@ class AdderTree(wiring.Component):
     """``sum = Σ_s lane(w[s], x[s])`` over ``simd`` unsigned ``in_bits``-bit lanes.
 
     With ±1 weights there are no multipliers: in the ``negate`` lanes a
-    weight selects between a value and its negation (``Σ ±x``); in the
+    weight selects between a value and its negation (``Σ ±x``; but for the first
+    lane as its ones' complement, whose ``+1`` an adder of the tree takes as its
+    carry-in); in the
     ``mask`` lanes between a value and zero (``Σ_{w=+1} x``, unsigned and a
     bit narrower, from which an engine rebuilds ``Σ ±x = 2·Σ_{w=+1} x − Σ x``).
     The ``multiply`` lanes hold the product with a signed integer weight: the
@@ -64,12 +66,25 @@ class AdderTree(wiring.Component):
         m = Module()
         bits, wb = self.lane_bits, self.weight_bits
         level = []
+        # negate lanes but the first take the ones' complement, ``~x = −x − 1`` (a LUT a bit,
+        # no carry chain), and leave their ``+1`` pending: each adder of the tree takes one
+        # as its carry-in, which costs nothing, and a tree of SIMD lanes has SIMD − 1
+        # adders. So no lane has a carry chain of its own but the first, and no chain
+        # computes a lane's ``−x`` that yosys could share between PEs.
+        carries = []
         for s in range(self.simd):
             x = self.x[s * self.in_bits:(s + 1) * self.in_bits]
             w = self.w[s * wb:(s + 1) * wb]
             if self.lane == "negate":
                 r = Signal(signed(bits), name=f"neg{s}", reset_less=True)
-                value = Mux(w, x, -x)
+                if s == 0:
+                    value = Mux(w, x, -x)
+                else:
+                    value = Cat(x, Const(0, bits - self.in_bits)) ^ (~w).replicate(bits)
+                    carry = Signal(name=f"negc{s}", reset_less=True)
+                    with m.If(self.en):
+                        m.d.sync += carry.eq(~w)
+                    carries.append(carry)
             elif self.lane == "mask":
                 r = Signal(unsigned(bits), name=f"mask{s}", reset_less=True)
                 value = Mux(w, x, 0)
@@ -86,7 +101,10 @@ class AdderTree(wiring.Component):
             staged = depth % self.levels == 0 or depth == last
             nxt = []
             for i in range(0, len(level), 2):
-                value = level[i] + level[i + 1] if i + 1 < len(level) else level[i]
+                if i + 1 < len(level):
+                    value = level[i] + level[i + 1] + (carries.pop() if carries else 0)
+                else:
+                    value = level[i]
                 if staged:
                     r = Signal(self.kind(bits), name=f"l{depth}_{i // 2}", reset_less=True)
                     with m.If(self.en):
@@ -95,6 +113,13 @@ class AdderTree(wiring.Component):
                     r = Signal(self.kind(bits), name=f"l{depth}_{i // 2}")
                     m.d.comb += r.eq(value)
                 nxt.append(r)
+            if staged:    # the carries still pending wait a stage with the sums
+                waiting = [Signal(name=f"c{depth}_{k}", reset_less=True)
+                           for k in range(len(carries))]
+                with m.If(self.en):
+                    m.d.sync += [r.eq(c) for r, c in zip(waiting, carries)]
+                carries = waiting
             level = nxt
+        assert not carries      # every adder took one: SIMD − 1 of them
         m.d.comb += self.sum.eq(level[0])
         return m

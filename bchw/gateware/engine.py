@@ -12,7 +12,8 @@ from bchw.gateware.rom import Rom
 from bchw.gateware.wide import output_valid_copies, register_copies, wide_signal
 from bchw.golden import LayerWidths
 from bchw.perf import (CREDIT_RETURN_STAGES, REQUANT_STAGES, ROM_STAGES, enable_parts,
-                       engine_pipeline, param_rom_parts, skid_groups, tree_depth)
+                       engine_pipeline, param_rom_parts, requant_share, skid_groups,
+                       tree_depth)
 
 #: How an engine computes ``Σ ±x`` with ±1 weights: a conditional-negate tree per PE
 #: (``negate``), or ``2·Σ_{w=+1} x − Σ x`` with one ``Σ x`` tree shared by all PEs (``shared``).
@@ -45,6 +46,13 @@ class LayerEngine(wiring.Component):
     output register; the stall depends on this engine's registers only (not
     on ``m.ready``), so ready paths stay within one stage.
     :func:`bchw.perf.engine_pipeline` gives the latency.
+
+    With SF ≥ 2 the PEs also share requantizers, ``share`` =
+    :func:`bchw.perf.requant_share` PEs one: a group's sums, with their parameters, are
+    taken into a drain register that shifts them on, one a cycle, into each
+    requantizer; each one's results but the last wait in a chain, and the group is
+    complete ``share`` cycles after the accumulators. So an engine of SF ≥ PE has one
+    requantizer (its multiplier's DSP blocks in one place) instead of PE.
 
     With ``beat_lanes`` (a divisor of ``SIMD``, with ``SF ≥ 2``: the first
     engine of a multilayer perceptron fed the input beats, or an engine fed
@@ -142,6 +150,7 @@ class LayerEngine(wiring.Component):
         wb = self.weight_bits
         steps = nf * sf
         slice_bits = simd * ib
+        share = requant_share(pe, sf)
 
         m.submodules.weights = wrom = Rom(pe * simd * wb, steps, **self.weight_rom)
         # the parameters: one ROM, or (in logic) a ROM a PE, each reading its PE's bits of
@@ -184,7 +193,7 @@ class LayerEngine(wiring.Component):
         nfc = Signal(range(nf))
         last_step = Signal()          # busy & (step == steps - 1), as a register
         if credit:
-            groups = skid_groups(sf, engine_pipeline(simd, self.tree_levels))
+            groups = skid_groups(sf, engine_pipeline(simd, self.tree_levels, share))
             credits = Signal(range(groups + 1), init=groups)
             issue = Signal()          # busy & ((sfc != 0) | (credits != 0)), as a register
             # a vector's last step issues whenever it is reached (it starts no group), so
@@ -254,9 +263,14 @@ class LayerEngine(wiring.Component):
             return value
 
         # the input memory's read port is the first of these registers (a block RAM's,
-        # like the weight ROM's: see ROM_STAGES)
-        x1 = (delayed(x0, ROM_STAGES - 1, "xmem", reset_less=True) if self.beat_lanes
-              else delayed(x0, ROM_STAGES, "x", reset_less=True))
+        # like the weight ROM's: see ROM_STAGES). The last one is a copy a tree: every PE
+        # adds the same inputs, and from one register their negations were one carry chain
+        # a lane, which yosys shares between the PEs, its result routed across the device
+        # to each of them (the 500,000/s folding's critical path, 6.9 ns)
+        x_last = (delayed(x0, ROM_STAGES - 2, "xmem", reset_less=True) if self.beat_lanes
+                  else delayed(x0, ROM_STAGES - 1, "x", reset_less=True))
+        x_trees = register_copies(m, x_last, pe + (self.datapath == "shared"), "xtree",
+                                  enable=None if credit else en, reset_less=True)
         wdata = delayed(wrom.data, ROM_STAGES - 1, "wdata", reset_less=True)
         flags = Cat(issue, sfc == 0, sfc == sf - 1, last_step)   # (nfc: its own chain, below)
         flags1 = delayed(flags, ROM_STAGES, "f1")
@@ -267,13 +281,13 @@ class LayerEngine(wiring.Component):
         for p in range(pe):
             tree = AdderTree(simd, ib, lane, wb, self.tree_levels)
             m.submodules[f"tree{p}"] = tree
-            m.d.comb += [tree.en.eq(en), tree.x.eq(x1),
+            m.d.comb += [tree.en.eq(en), tree.x.eq(x_trees[p]),
                          tree.w.eq(wdata[p * simd * wb:(p + 1) * simd * wb])]
             trees.append(tree)
         if self.datapath == "shared":
             m.submodules.tree_sum = total = AdderTree(simd, ib, "mask", levels=self.tree_levels)
             # every lane weighted +1: Σ x, the term common to all PEs
-            m.d.comb += [total.en.eq(en), total.x.eq(x1), total.w.eq((1 << simd) - 1)]
+            m.d.comb += [total.en.eq(en), total.x.eq(x_trees[pe]), total.w.eq((1 << simd) - 1)]
             terms = [(tree.sum << 1) - total.sum for tree in trees]
         else:
             terms = [tree.sum for tree in trees]
@@ -300,19 +314,28 @@ class LayerEngine(wiring.Component):
                 for acc, term in zip(accs, terms):
                     m.d.sync += acc.eq(term if sf == 1 else Mux(first_t, 0, acc) + term)
 
-        # --- requantize
+        # --- requantize: a requantizer a PE, or (share ≥ 2) one a ``share`` PEs in turn
+        items = [Cat(acc, params[p * w.param_bits:(p + 1) * w.param_bits])
+                 for p, acc in enumerate(accs)]
+        if share == 1:
+            heads = items
+        else:
+            heads = self._drain(m, items, share, valid_t & lastsf_t)
         qs = []
-        for p in range(pe):
+        for k, head in enumerate(heads):
             rq = Requantizer(w, mul_instance=self.mul_instance)
-            m.submodules[f"requant{p}"] = rq
-            field = params[p * w.param_bits:(p + 1) * w.param_bits]
-            m.d.comb += [rq.en.eq(en), rq.acc.eq(accs[p]),
+            m.submodules[f"requant{k}"] = rq
+            field = head[w.acc_bits:]
+            m.d.comb += [rq.en.eq(en), rq.acc.eq(head[:w.acc_bits]),
                          rq.mul.eq(field[:w.mul_bits]),
                          rq.shift.eq(field[w.mul_bits:w.mul_bits + w.shift_bits]),
                          rq.bias.eq(field[w.mul_bits + w.shift_bits:])]
-            qs.append(rq.q)
-        qv_pre = delayed(acc_valid, REQUANT_STAGES - 1, "qv")
-        qe_pre = delayed(acc_end, REQUANT_STAGES - 1, "qe")
+            qs.append(rq.q.as_unsigned())
+        # the group is complete ``share`` cycles after the accumulators (share ≥ 2): a
+        # cycle into the drain, then one a sum
+        wait = REQUANT_STAGES + (share if share > 1 else 0)
+        qv_pre = delayed(acc_valid, wait - 1, "qv")
+        qe_pre = delayed(acc_end, wait - 1, "qe")
         q_valid = delayed(qv_pre, 1, "qv_last")
         q_end = delayed(qe_pre, 1, "qe_last")
         m.d.comb += out_done.eq(q_valid & q_end)
@@ -320,11 +343,20 @@ class LayerEngine(wiring.Component):
         # they shift straight into the output register (the vector is held once) or wait
         # in the skid buffer. With SF = 1 a group follows the last one at once, so the
         # groups are collected apart, and only a finished vector stalls the engine.
-        group = Cat(*[q.as_unsigned() for q in qs])
         group_bits = pe * w.out_bits
+        if share == 1:
+            group = Cat(*qs)
+        else:
+            # each requantizer's results of a group but the last wait in a chain
+            chains = []
+            for k, q in enumerate(qs):
+                chain = Signal((share - 1) * w.out_bits, name=f"results{k}", reset_less=True)
+                m.d.sync += chain.eq(Cat(chain[w.out_bits:], q))
+                chains.append(Cat(chain, q))
+            group = Cat(*chains)[:group_bits]
         out_bits = self.n_out * w.out_bits
-        assert (engine_pipeline(simd, self.tree_levels)
-                == ROM_STAGES + depth + 1 + REQUANT_STAGES + 1)
+        assert (engine_pipeline(simd, self.tree_levels, share)
+                == ROM_STAGES + depth + 1 + wait + 1)
         if credit:
             enter = self._skid(m, group, q_valid, qv_pre, q_end, groups, nf)
             # a group's entry gives its credit back CREDIT_RETURN_STAGES cycles later; a
@@ -346,6 +378,27 @@ class LayerEngine(wiring.Component):
         valid_next = (en & out_done) | (self.m.valid & ~self.m.ready)
         m.d.sync += en.eq(~(valid_next & Mux(en, qv_pre & qe_pre, out_done)))
         return m
+
+    def _drain(self, m: Module, items: list[Value], share: int, loading: Value) -> list[Value]:
+        """Shared requantizers: a register takes the PEs' sums with their parameters
+        (``items``) at the edge the accumulators hold them (``loading`` is the
+        accumulators' valid's next value) and shifts them on, one a cycle, to the heads of
+        its chains, one chain of ``share`` items a requantizer; returns the heads. Loaded
+        part by part under copies of the load (:func:`bchw.perf.enable_parts`). A chain's
+        last item keeps its value, so a parameter bit the same for every neuron is a
+        constant (the register is named for ``bchw.synth.UNINITIALISED_REGISTERS``)."""
+        ib = len(items[0])
+        lanes = -(-len(items) // share)
+        padded = items + [Const(0, ib)] * (lanes * share - len(items))
+        drain = wide_signal(lanes * share * ib, "drain")
+        chains = [drain[k * share * ib:(k + 1) * share * ib] for k in range(lanes)]
+        shifted = Cat(*[Cat(c[ib:], c[-ib:]) for c in chains])
+        loaded = Cat(*padded)
+        parts = enable_parts(len(drain))
+        for (lo, hi), load in zip(parts, register_copies(m, loading, len(parts), "dload"),
+                                  strict=True):
+            m.d.sync += drain[lo:hi].eq(Mux(load, loaded[lo:hi], shifted[lo:hi]))
+        return [c[:ib] for c in chains]
 
     def _input_memory(self, m: Module, offered: Signal, ready: Value, load: Value,
                       sfc: Signal) -> Value:

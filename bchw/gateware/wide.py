@@ -21,7 +21,8 @@ def wide_signal(width: int, name: str, reset_less: bool = True) -> Value:
 
 
 def register_copies(m: Module, next_value: Value, count: int, name: str,
-                    init: int = 0, enable: Value | None = None) -> list[Signal]:
+                    init: int = 0, enable: Value | None = None,
+                    reset_less: bool = False) -> list[Signal]:
     """``count`` registers that all load ``next_value`` every cycle (every cycle ``enable``
     is high, if given): copies of one register, each to drive a part of a wide
     register's enable logic, or of a wide ROM, on its own.
@@ -30,7 +31,7 @@ def register_copies(m: Module, next_value: Value, count: int, name: str,
     yosys would otherwise merge flip-flops with the same input back into one.
     """
     copies = [Signal(Value.cast(next_value).shape(), name=f"{name}_copy{k}", init=init,
-                     attrs={"keep": 1}) for k in range(count)]
+                     reset_less=reset_less, attrs={"keep": 1}) for k in range(count)]
     loads = [c.eq(next_value) for c in copies]
     if enable is None:
         m.d.sync += loads

@@ -26,7 +26,7 @@ from bchw.gateware.simtools import (
     unpack,
 )
 from bchw.gateware.top import DATAPATHS, Accelerator, generate_verilog
-from bchw.perf import cycle_model, engine_interval, engine_pipeline, tree_depth
+from bchw.perf import cycle_model, engine_interval, engine_pipeline, requant_share, tree_depth
 
 from tests.gateware.nets import ENGINE_LAYERS as LAYERS
 from tests.gateware.nets import ENGINE_NETS as NETS
@@ -95,7 +95,8 @@ def test_engine_exact_and_on_time(bundles, net: str, index: int):
         assert np.diff(sent).tolist() == [steps] * (len(sent) - 1)
     else:  # one-step engines take vectors back to back until the first full output register
         assert np.diff(sent).tolist()[0] == 1 and set(np.diff(sent).tolist()) <= {1, 2}
-    assert got[0].cycle - sent[0] == steps + engine_pipeline(layer.simd)
+    assert got[0].cycle - sent[0] == steps + engine_pipeline(
+        layer.simd, 1, requant_share(layer.pe, layer.sf))
     assert np.diff([t.cycle for t in got]).tolist() == [engine_interval(steps)] * (len(got) - 1)
 
 

@@ -24,7 +24,8 @@ from bchw.gateware.simtools import (
     stream_get,
     stream_put,
 )
-from bchw.perf import engine_interval, engine_pipeline, groups_into_engine, param_rom_parts
+from bchw.perf import (engine_interval, engine_pipeline, groups_into_engine, param_rom_parts,
+                       requant_share)
 
 from tests.gateware.nets import ENGINE_LAYERS as LAYERS
 from tests.gateware.nets import engine_bundles
@@ -78,7 +79,8 @@ def test_back_to_back_exact_and_on_time(bundles, net: str, index: int):
         assert np.diff(sent).tolist() == [steps] * (len(sent) - 1)
     else:  # one-step engines take vectors back to back until the first full output register
         assert np.diff(sent).tolist()[0] == 1 and set(np.diff(sent).tolist()) <= {1, 2}
-    assert got[0].cycle - sent[0] == steps + engine_pipeline(layer.simd)
+    assert got[0].cycle - sent[0] == steps + engine_pipeline(
+        layer.simd, 1, requant_share(layer.pe, layer.sf))
     assert np.diff([t.cycle for t in got]).tolist() == [engine_interval(steps)] * (len(got) - 1)
 
 

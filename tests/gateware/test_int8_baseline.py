@@ -33,7 +33,7 @@ from bchw.gateware.simtools import (
     unpack,
 )
 from bchw.gateware.top import generate_verilog
-from bchw.perf import cycle_model, engine_interval, engine_pipeline, tree_depth
+from bchw.perf import cycle_model, engine_interval, engine_pipeline, requant_share, tree_depth
 
 # sizes, act_bits, PE, SIMD, in_lanes: PE and SIMD that don't divide, SIMD 1, PE 1, SF = 1
 NETS = {
@@ -157,7 +157,8 @@ def test_engine_exact_and_on_time(bundles, net: str, index: int, kind: str):
     for n, (transfer, row) in enumerate(zip(got, want)):
         assert transfer.payload == pack(row, layer.widths.out_bits), f"vector {n}"
     if kind == "full":
-        assert got[0].cycle - sent[0] == steps + engine_pipeline(layer.simd)
+        assert got[0].cycle - sent[0] == steps + engine_pipeline(
+            layer.simd, 1, requant_share(layer.pe, layer.sf))
         assert np.diff([t.cycle for t in got]).tolist() == [engine_interval(steps)] * (len(got) - 1)
 
 
