@@ -111,6 +111,17 @@ def requant_share(pe: int, sf: int) -> int:
     return -(-pe // lanes)
 
 
+def requantizers(pe: int, sf: int) -> int:
+    """Requantizers of an engine: ``ceil(PE / share)``, :func:`requant_share` PEs each."""
+    return -(-pe // requant_share(pe, sf))
+
+
+def drain_stages(share: int) -> int:
+    """Cycles that sharing a requantizer among ``share`` PEs adds to an engine's pipeline:
+    none for one PE; else a cycle into the drain register, then one a sum."""
+    return share if share > 1 else 0
+
+
 def engine_pipeline(simd: int, tree_levels: int = 1, share: int = 1) -> int:
     """Cycles from issuing an engine's last step to its output register being visible.
 
@@ -120,7 +131,7 @@ def engine_pipeline(simd: int, tree_levels: int = 1, share: int = 1) -> int:
     sums, then one sum a requantizer a cycle, the last one's result joining the others'.
     """
     return (ROM_STAGES + tree_depth(simd, tree_levels) + 1 + REQUANT_STAGES + 1
-            + (share if share > 1 else 0))
+            + drain_stages(share))
 
 
 #: Registers that carry a group's entry into the output register back to the issue side of
@@ -820,7 +831,8 @@ def engine_features(n_in: int, n_out: int, in_bits: int, pe: int, simd: int,
     neg, adders = tree_bits(simd, in_bits)
     total_bits = max(w.mul_bits + w.acc_bits, w.bias_bits) + 1
     share = requant_share(pe, sf)
-    lanes = -(-pe // share)
+    lanes = requantizers(pe, sf)
+    drain = pe * drain_bits(w, nf)
     rom_lut = sum(width * depth for width, depth in engine_roms(n_in, n_out, pe, simd, w)
                   if rom_brams(width, depth) == 0)
     return {"negate": pe * neg, "tree": pe * adders, "acc": pe * w.acc_bits * (sf > 1),
@@ -832,7 +844,7 @@ def engine_features(n_in: int, n_out: int, in_bits: int, pe: int, simd: int,
             "requant": lanes * (total_bits + w.out_bits), "rom_lut": rom_lut, "engine": 1,
             # shared requantizers: the register that takes a group's sums and parameters
             # or shifts them on, a bit a LUT, and its enables' copies
-            "drain": (share > 1) * (pe * drain_bits(w, nf) + enable_copies(pe * drain_bits(w, nf))),
+            "drain": (share > 1) * (drain + enable_copies(drain)),
             # SF ≥ 2: the enable of each part of the input buffer and the output register
             "copies": (sf > 1) * ((not input_memory) * enable_copies(sf * simd * in_bits)
                                   + (not group_output) * enable_copies(nf * pe * w.out_bits))}
@@ -852,7 +864,7 @@ def engine_registers(n_in: int, n_out: int, in_bits: int, pe: int, simd: int,
     total_bits = max(prod_bits, w.bias_bits) + 1
     roms = engine_roms(n_in, n_out, pe, simd, w)
     share = requant_share(pe, sf)
-    lanes = -(-pe // share)
+    lanes = requantizers(pe, sf)
     drain = pe * drain_bits(w, nf)
     return {
         "xbuf": (not input_memory) * (sf * simd * in_bits + simd * in_bits),
@@ -909,8 +921,7 @@ def engine_resources(n_in: int, n_out: int, in_bits: int, pe: int, simd: int,
     # one signed 18-bit operand), times the 18-bit slices yosys splits a wider M into
     # (leaving a 1-bit remainder slice to logic).
     m_slices = max(1, w.mul_bits // DSP_BITS + (w.mul_bits % DSP_BITS >= 2))
-    lanes = -(-pe // requant_share(pe, -(-n_in // simd)))
-    dsps = lanes * len(product_slices(w.acc_bits)) * m_slices
+    dsps = requantizers(pe, -(-n_in // simd)) * len(product_slices(w.acc_bits)) * m_slices
     engine = Resources(round(luts), round(ffs), sum(rom_brams(*r) for r in roms), dsps)
     return engine + input_memory_resources(n_in, in_bits, simd) if input_memory else engine
 

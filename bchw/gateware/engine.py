@@ -11,9 +11,9 @@ from bchw.gateware.requantizer import Requantizer
 from bchw.gateware.rom import Rom
 from bchw.gateware.wide import output_valid_copies, register_copies, wide_signal
 from bchw.golden import LayerWidths
-from bchw.perf import (CREDIT_RETURN_STAGES, REQUANT_STAGES, ROM_STAGES, enable_parts,
-                       engine_pipeline, param_rom_parts, requant_share, skid_groups,
-                       tree_depth)
+from bchw.perf import (CREDIT_RETURN_STAGES, REQUANT_STAGES, ROM_STAGES, drain_stages,
+                       enable_parts, engine_pipeline, param_rom_parts, requant_share,
+                       skid_groups, tree_depth)
 
 #: How an engine computes ``Σ ±x`` with ±1 weights: a conditional-negate tree per PE
 #: (``negate``), or ``2·Σ_{w=+1} x − Σ x`` with one ``Σ x`` tree shared by all PEs (``shared``).
@@ -308,8 +308,9 @@ class LayerEngine(wiring.Component):
         accs = [Signal(signed(w.acc_bits), name=f"acc{p}", reset_less=True) for p in range(pe)]
         acc_valid = Signal()
         acc_end = Signal()
+        group_done = valid_t & lastsf_t       # the accumulators hold a group's sums next
         with m.If(en):
-            m.d.sync += [acc_valid.eq(valid_t & lastsf_t), acc_end.eq(valid_t & end_t)]
+            m.d.sync += [acc_valid.eq(group_done), acc_end.eq(valid_t & end_t)]
             with m.If(valid_t):
                 for acc, term in zip(accs, terms):
                     m.d.sync += acc.eq(term if sf == 1 else Mux(first_t, 0, acc) + term)
@@ -320,7 +321,7 @@ class LayerEngine(wiring.Component):
         if share == 1:
             heads = items
         else:
-            heads = self._drain(m, items, share, valid_t & lastsf_t)
+            heads = self._drain(m, items, share, group_done)
         qs = []
         for k, head in enumerate(heads):
             rq = Requantizer(w, mul_instance=self.mul_instance)
@@ -333,7 +334,7 @@ class LayerEngine(wiring.Component):
             qs.append(rq.q.as_unsigned())
         # the group is complete ``share`` cycles after the accumulators (share ≥ 2): a
         # cycle into the drain, then one a sum
-        wait = REQUANT_STAGES + (share if share > 1 else 0)
+        wait = REQUANT_STAGES + drain_stages(share)
         qv_pre = delayed(acc_valid, wait - 1, "qv")
         qe_pre = delayed(acc_end, wait - 1, "qe")
         q_valid = delayed(qv_pre, 1, "qv_last")
