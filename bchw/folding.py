@@ -113,11 +113,11 @@ def best_layer_folding(n_in: int, n_out: int, in_bits: int, widths: golden.Layer
     return best[1:]
 
 
-def _fed(shape: perf.LayerShape, need: int | None, producer: perf.LayerShape | None) -> bool:
-    """Whether the layer takes its input into an input memory."""
+def _fed(shape: perf.LayerShape, need: int | None, producer: perf.LayerShape | None) -> int:
+    """The values a beat the layer takes into an input memory; 0 if it has none."""
     if need is not None:
-        return beat_lanes(shape.in_features, shape.simd, need) is not None
-    return producer is not None and perf.groups_into_engine(producer, shape)
+        return beat_lanes(shape.in_features, shape.simd, need) or 0
+    return producer.pe if producer is not None and perf.groups_into_engine(producer, shape) else 0
 
 
 def _simd_candidates(n_in: int, least: int, need: int | None,

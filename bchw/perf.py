@@ -805,13 +805,39 @@ def groups_into_engine(producer, consumer) -> bool:
     return producer.sf >= 2 and consumer.sf >= 2 and consumer.simd % producer.pe == 0
 
 
-def input_memory_resources(n_in: int, in_bits: int, simd: int) -> Resources:
+#: The widest part of an engine's input memory (:func:`input_memory_parts`). Each part is
+#: a memory of its own with its own copies of the read and write address registers: from
+#: one register, the address of a 128-bit memory in LUT RAM reached every one of its
+#: cells, routed across the engine (the 500,000/s folding's critical path, 5.5 ns).
+INPUT_PART_BITS = 32
+
+
+def input_memory_parts(simd: int, in_bits: int, beat_lanes: int) -> list[tuple[int, int]]:
+    """``(lo, hi)``, the bits of each part of an engine's input memory (a word is a slice,
+    ``SIMD / beat_lanes`` beats): whole beats up to :data:`INPUT_PART_BITS`, or a beat
+    wider than that split evenly, so that a part is written by one beat or whole ones."""
+    beat, width = beat_lanes * in_bits, simd * in_bits
+    if beat >= INPUT_PART_BITS:
+        pieces = -(-beat // INPUT_PART_BITS)
+        return [(lo + beat * k // pieces, lo + beat * (k + 1) // pieces)
+                for lo in range(0, width, beat) for k in range(pieces)]
+    step = INPUT_PART_BITS // beat * beat
+    return [(lo, min(lo + step, width)) for lo in range(0, width, step)]
+
+
+def input_memory_resources(n_in: int, in_bits: int, simd: int, beat_lanes: int) -> Resources:
     """The input memory of an engine fed beats (:func:`beats_into_engine`): two banks of
-    ``SF`` slices, each rounded up to a power of two (:func:`ram_resources`), and its
+    ``SF`` slices, each rounded up to a power of two, in parts
+    (:func:`input_memory_parts`, :func:`ram_resources` each), each with copies of the
+    read and write addresses and its beats' write enables; the registered beat; its
     write counters and flags."""
     sf = -(-n_in // simd)
-    return (ram_resources(simd * in_bits, 2 << clog2(sf))
-            + Resources(simd + 4 * clog2(sf), 2 * clog2(sf) + 4, 0, 0))
+    parts = input_memory_parts(simd, in_bits, beat_lanes)
+    address = clog2(sf) + 1
+    rams = sum((ram_resources(hi - lo, 2 << clog2(sf)) for lo, hi in parts),
+               Resources(0, 0, 0, 0))
+    return rams + Resources(simd + 4 * clog2(sf), 2 * clog2(sf) + 4 + 2 * address * len(parts)
+                            + beat_lanes * in_bits + simd // beat_lanes, 0, 0)
 
 
 def drain_bits(widths, nf: int) -> int:
@@ -821,10 +847,11 @@ def drain_bits(widths, nf: int) -> int:
 
 
 def engine_features(n_in: int, n_out: int, in_bits: int, pe: int, simd: int,
-                    widths, input_memory: bool = False,
+                    widths, beat_lanes: int = 0,
                     group_output: bool = False) -> dict[str, float]:
     """The quantities an engine's LUT count is proportional to, part by part;
-    ``input_memory``: without the input buffer (see :func:`input_memory_resources`);
+    ``beat_lanes`` (not 0): without the input buffer, fed beats of that many values into
+    an input memory (see :func:`input_memory_resources`);
     ``group_output``: without the output register (:func:`groups_into_engine`)."""
     nf, sf = -(-n_out // pe), -(-n_in // simd)
     w = widths
@@ -836,7 +863,7 @@ def engine_features(n_in: int, n_out: int, in_bits: int, pe: int, simd: int,
     rom_lut = sum(width * depth for width, depth in engine_roms(n_in, n_out, pe, simd, w)
                   if rom_brams(width, depth) == 0)
     return {"negate": pe * neg, "tree": pe * adders, "acc": pe * w.acc_bits * (sf > 1),
-            "xbuf": (sf > 1 and not input_memory) * sf * simd * in_bits,
+            "xbuf": (sf > 1 and not beat_lanes) * sf * simd * in_bits,
             # SF ≥ 2: each skid slot's input choice and the output register's
             "skid": (sf > 1) * (skid_groups(sf, engine_pipeline(simd, 1, share))
                                 + (not group_output)) * pe * w.out_bits,
@@ -846,15 +873,15 @@ def engine_features(n_in: int, n_out: int, in_bits: int, pe: int, simd: int,
             # or shifts them on, a bit a LUT, and its enables' copies
             "drain": (share > 1) * (drain + enable_copies(drain)),
             # SF ≥ 2: the enable of each part of the input buffer and the output register
-            "copies": (sf > 1) * ((not input_memory) * enable_copies(sf * simd * in_bits)
+            "copies": (sf > 1) * ((not beat_lanes) * enable_copies(sf * simd * in_bits)
                                   + (not group_output) * enable_copies(nf * pe * w.out_bits))}
 
 
 def engine_registers(n_in: int, n_out: int, in_bits: int, pe: int, simd: int,
-                     widths, input_memory: bool = False,
+                     widths, beat_lanes: int = 0,
                      group_output: bool = False) -> dict[str, int]:
     """The register bits an engine declares, part by part (its flip-flops are these
-    weighted by :data:`FF_COST`); ``input_memory``: without the input buffer, whose
+    weighted by :data:`FF_COST`); ``beat_lanes`` (not 0): without the input buffer, whose
     first slice register is the memory's read register; ``group_output``: without the
     output register."""
     nf, sf = -(-n_out // pe), -(-n_in // simd)
@@ -867,7 +894,7 @@ def engine_registers(n_in: int, n_out: int, in_bits: int, pe: int, simd: int,
     lanes = requantizers(pe, sf)
     drain = pe * drain_bits(w, nf)
     return {
-        "xbuf": (not input_memory) * (sf * simd * in_bits + simd * in_bits),
+        "xbuf": (not beat_lanes) * (sf * simd * in_bits + simd * in_bits),
         "tree": pe * (neg + adders),
         "acc": pe * w.acc_bits,
         "requant": lanes * (prod_bits + w.bias_bits + total_bits + 2 * w.shift_bits
@@ -891,10 +918,11 @@ def engine_registers(n_in: int, n_out: int, in_bits: int, pe: int, simd: int,
         "misc": (4 + clog2(nf)) * (1 + tree_depth(simd)) + 2 * clog2(nf * sf) + 12,
         # SF ≥ 2: the registered issue decision and the copies of the registers that enable
         # the parts of the input buffer (2 each) and of the output register (3 each); the
-        # copies of the parameter ROM's address beyond the one it replaces
-        "copies": (sf > 1) * (1 + (not input_memory) * 2 * enable_copies(sf * simd * in_bits)
+        # copies of the parameter ROM's address beyond the one it replaces; the flags' copies
+        "copies": (sf > 1) * (1 + (not beat_lanes) * 2 * enable_copies(sf * simd * in_bits)
                               + (not group_output) * 3 * enable_copies(nf * pe * w.out_bits))
-        + (param_rom_parts(pe, w.param_bits, nf) - 1) * clog2(nf),
+        + (param_rom_parts(pe, w.param_bits, nf) - 1) * clog2(nf)
+        + 2 * pe,   # each accumulator's copies of its valid and first flags
     }
 
 
@@ -904,17 +932,18 @@ def _skid_bits(sf: int, simd: int, group_bits: int, share: int) -> int:
 
 
 def engine_resources(n_in: int, n_out: int, in_bits: int, pe: int, simd: int,
-                     widths, input_memory: bool = False,
+                     widths, beat_lanes: int = 0,
                      group_output: bool = False) -> Resources:
     """One layer engine (:class:`bchw.gateware.engine.LayerEngine`, negate datapath);
-    ``input_memory``: fed beats into its input memory (:func:`beats_into_engine`,
-    :func:`groups_into_engine`); ``group_output``: handing its output on as groups."""
+    ``beat_lanes`` (not 0): fed beats of that many values into its input memory
+    (:func:`beats_into_engine`, :func:`groups_into_engine`); ``group_output``: handing its
+    output on as groups."""
     w = widths
     roms = engine_roms(n_in, n_out, pe, simd, w)
-    registers = engine_registers(n_in, n_out, in_bits, pe, simd, widths, input_memory,
+    registers = engine_registers(n_in, n_out, in_bits, pe, simd, widths, beat_lanes,
                                  group_output)
     ffs = sum(FF_COST[k] * v for k, v in registers.items())
-    features = engine_features(n_in, n_out, in_bits, pe, simd, widths, input_memory,
+    features = engine_features(n_in, n_out, in_bits, pe, simd, widths, beat_lanes,
                                group_output)
     luts = sum(LUT_COST[k] * v for k, v in features.items())
     # The requantizer's M·acc: a DSP per slice of the accumulator (product_slices, each
@@ -923,7 +952,9 @@ def engine_resources(n_in: int, n_out: int, in_bits: int, pe: int, simd: int,
     m_slices = max(1, w.mul_bits // DSP_BITS + (w.mul_bits % DSP_BITS >= 2))
     dsps = requantizers(pe, -(-n_in // simd)) * len(product_slices(w.acc_bits)) * m_slices
     engine = Resources(round(luts), round(ffs), sum(rom_brams(*r) for r in roms), dsps)
-    return engine + input_memory_resources(n_in, in_bits, simd) if input_memory else engine
+    if not beat_lanes:
+        return engine
+    return engine + input_memory_resources(n_in, in_bits, simd, beat_lanes)
 
 
 def assembler_resources(n_in: int, lanes: int) -> Resources:
@@ -1070,20 +1101,21 @@ def mlp_breakdown(layers: Sequence, in_lanes: int, score_bits: int) -> dict[str,
     joins = mlp_joins(layers, in_lanes)
     if not joins[0][0]:
         parts["assembler"] = assembler_resources(first.in_features, in_lanes)
-    for k, (la, (fed, hands)) in enumerate(zip(layers, joins)):
+    for k, (la, (lanes, hands)) in enumerate(zip(layers, joins)):
         parts[f"engine{k}"] = engine_resources(la.in_features, la.out_features, la.in_bits,
-                                               la.pe, la.simd, la.widths, fed, hands)
+                                               la.pe, la.simd, la.widths, lanes, hands)
     return parts
 
 
-def mlp_joins(layers: Sequence, in_lanes: int) -> list[tuple[bool, bool]]:
-    """Per engine of a multilayer perceptron: (whether it takes its input into an input
-    memory, whether it hands its output on as groups); see :func:`beats_into_engine` and
+def mlp_joins(layers: Sequence, in_lanes: int) -> list[tuple[int, bool]]:
+    """Per engine of a multilayer perceptron: (the values a beat it takes into an input
+    memory, 0 if it has none; whether it hands its output on as groups): the input beats'
+    ``in_lanes`` where :func:`beats_into_engine`, the previous engine's PE where
     :func:`groups_into_engine`."""
     first = layers[0]
-    fed = [beats_into_engine(first.in_features, first.simd, in_lanes)] + [
-        groups_into_engine(a, b) for a, b in zip(layers, layers[1:])]
-    return list(zip(fed, fed[1:] + [False]))
+    fed = [in_lanes * beats_into_engine(first.in_features, first.simd, in_lanes)] + [
+        a.pe * groups_into_engine(a, b) for a, b in zip(layers, layers[1:])]
+    return list(zip(fed, [bool(f) for f in fed[1:]] + [False]))
 
 
 def resource_breakdown(bundle: Bundle) -> dict[str, Resources]:

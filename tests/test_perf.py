@@ -205,3 +205,20 @@ def test_shared_requantizers_make_the_pipeline_longer_by_their_turns():
     t = perf.engine_timing(16 * 18, 44, sf=18, pe=16)
     assert t.pipeline == perf.engine_pipeline(44) + 16 and t.latency == 16 * 18 + t.pipeline
     assert perf.engine_timing(16, 8, sf=1, pe=16).pipeline == perf.engine_pipeline(8)
+
+
+@pytest.mark.parametrize("simd, in_bits, lanes", [(44, 8, 4), (16, 8, 16), (30, 8, 15),
+                                                  (9, 3, 1), (12, 8, 6), (5, 8, 5)])
+def test_input_memory_parts_cover_a_slice_once_and_split_no_beat_between_parts(simd, in_bits,
+                                                                              lanes):
+    parts = perf.input_memory_parts(simd, in_bits, lanes)
+    beat = lanes * in_bits
+    assert parts[0][0] == 0 and parts[-1][1] == simd * in_bits
+    assert all(a[1] == b[0] for a, b in zip(parts, parts[1:]))
+    for lo, hi in parts:
+        assert 0 < hi - lo <= perf.INPUT_PART_BITS
+        # whole beats, or bits of one beat
+        assert (lo % beat == 0 and hi % beat == 0) or lo // beat == (hi - 1) // beat
+    assert len(parts) == (simd // lanes * -(-beat // perf.INPUT_PART_BITS)
+                          if beat >= perf.INPUT_PART_BITS
+                          else -(-simd // (perf.INPUT_PART_BITS // beat * lanes)))

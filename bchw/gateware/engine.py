@@ -12,8 +12,8 @@ from bchw.gateware.rom import Rom
 from bchw.gateware.wide import output_valid_copies, register_copies, wide_signal
 from bchw.golden import LayerWidths
 from bchw.perf import (CREDIT_RETURN_STAGES, REQUANT_STAGES, ROM_STAGES, drain_stages,
-                       enable_parts, engine_pipeline, param_rom_parts, requant_share,
-                       skid_groups, tree_depth)
+                       enable_parts, engine_pipeline, input_memory_parts, param_rom_parts,
+                       requant_share, skid_groups, tree_depth)
 
 #: How an engine computes ``Σ ±x`` with ±1 weights: a conditional-negate tree per PE
 #: (``negate``), or ``2·Σ_{w=+1} x − Σ x`` with one ``Σ x`` tree shared by all PEs (``shared``).
@@ -225,7 +225,7 @@ class LayerEngine(wiring.Component):
             credits_n = state(credits, credits + credit_back - (issue & (sfc == 0)))
             issue_n = state(issue, busy_n & ((sfc_n != 0) | (credits_n != 0)))
         if self.beat_lanes:
-            x0 = self._input_memory(m, offered, ready, load, sfc)
+            x0 = self._input_memory(m, offered, ready, load, sfc_n)
         elif credit:
             m.d.comb += self.s.ready.eq(ready)
             # the input buffer loads a vector, or rotates by one slice at each step but a
@@ -273,7 +273,6 @@ class LayerEngine(wiring.Component):
                                   enable=None if credit else en, reset_less=True)
         wdata = delayed(wrom.data, ROM_STAGES - 1, "wdata", reset_less=True)
         flags = Cat(issue, sfc == 0, sfc == sf - 1, last_step)   # (nfc: its own chain, below)
-        flags1 = delayed(flags, ROM_STAGES, "f1")
 
         # --- adder trees, one per PE (and the shared Σ x one)
         lane = {"negate": "negate", "shared": "mask"}[self.datapath] if wb == 1 else "multiply"
@@ -295,8 +294,14 @@ class LayerEngine(wiring.Component):
         # so that they arrive registered twice, with the accumulator: the second register
         # feeds only its PE's requantizer (its DSPs), so it is placed beside them
         depth = tree_depth(simd, self.tree_levels)
-        flags_t = delayed(flags1, depth, "ft")
-        valid_t, first_t, lastsf_t, end_t = flags_t[0], flags_t[1], flags_t[2], flags_t[3]
+        flags_pre = delayed(flags, ROM_STAGES + depth - 1, "f")
+        flags_t = delayed(flags_pre, 1, "ft")
+        valid_t, lastsf_t, end_t = flags_t[0], flags_t[2], flags_t[3]
+        # each PE's accumulator takes a group's valid and first flags from copies of its own:
+        # from one register they reached every accumulator bit of the engine (the
+        # 500,000/s folding's critical path, 5.8 ns of routing)
+        acc_flags = register_copies(m, flags_pre[:2], pe, "accflags",
+                                    enable=None if credit else en)
         addr_d = delayed(nfc, ROM_STAGES + depth - 3, "paddr")
         addrs = (register_copies(m, addr_d, param_parts, "paddr", enable=en) if param_parts > 1
                  else [delayed(addr_d, 1, "paddr_last")])
@@ -311,9 +316,9 @@ class LayerEngine(wiring.Component):
         group_done = valid_t & lastsf_t       # the accumulators hold a group's sums next
         with m.If(en):
             m.d.sync += [acc_valid.eq(group_done), acc_end.eq(valid_t & end_t)]
-            with m.If(valid_t):
-                for acc, term in zip(accs, terms):
-                    m.d.sync += acc.eq(term if sf == 1 else Mux(first_t, 0, acc) + term)
+            for acc, term, (valid_p, first_p) in zip(accs, terms, acc_flags, strict=True):
+                with m.If(valid_p):
+                    m.d.sync += acc.eq(term if sf == 1 else Mux(first_p, 0, acc) + term)
 
         # --- requantize: a requantizer a PE, or (share ≥ 2) one a ``share`` PEs in turn
         items = [Cat(acc, params[p * w.param_bits:(p + 1) * w.param_bits])
@@ -402,14 +407,14 @@ class LayerEngine(wiring.Component):
         return [c[:ib] for c in chains]
 
     def _input_memory(self, m: Module, offered: Signal, ready: Value, load: Value,
-                      sfc: Signal) -> Value:
+                      sfc_next: Value) -> Value:
         """beat_lanes: beats write into a memory of two banks, vector ``n`` into bank
         ``n % 2``, slice ``k`` at word ``k``, a beat into one word (``beat_lanes`` divides
         SIMD). ``offered`` is set after a vector's last beat and cleared when the vector
         is loaded (an :class:`InputAssembler`'s ``m.valid``); a beat is taken while no
         vector waits, or in the cycle one is loaded: the bank it writes was then read for
-        the last time, at another word. Returns the slice of step ``sfc`` of the loaded
-        vector one cycle later (the read port's register).
+        the last time, at another word. Returns the slice of step ``sfc`` (whose next value
+        is ``sfc_next``) of the loaded vector one cycle later (the read port's register).
 
         Pixels past the last beat's word of a vector are never written: they stay the
         memory's initial zeros, so padding adds nothing; the lanes of the last beat
@@ -437,15 +442,35 @@ class LayerEngine(wiring.Component):
         data = self.s.payload
         if kept < lanes * ib:
             data = Cat(data[:kept], Mux(last_beat, 0, data[kept:]))
+        # The memory is in parts (perf.input_memory_parts), each with its own copies of the
+        # address registers. A beat is written a cycle after it is taken, from registers:
+        # a vector's first slice is read two cycles after its last beat is taken at the
+        # soonest (``offered``, then ``read_bank``, are registers), and a bank is written
+        # only after its vector's last read.
+        beat = Signal(lanes * ib, name="xbeat", reset_less=True)
+        m.d.sync += beat.eq(data)
+        enables = Mux(take, 1 << lane, 0)
+        parts = input_memory_parts(self.simd, ib, lanes)
+        write_addrs = register_copies(m, Cat(word, write_bank), len(parts), "xwaddr")
+        read_addrs = register_copies(m, Cat(sfc_next, read_bank ^ load), len(parts), "xraddr",
+                                     init=1 << (sf - 1).bit_length())
         words = 2 << (sf - 1).bit_length()
-        m.submodules.xmem = mem = memory.Memory(shape=self.simd * ib, depth=words, init=[])
-        write = mem.write_port(granularity=lanes * ib)
-        read = mem.read_port()
-        m.d.comb += [write.en.eq(Mux(take, 1 << lane, 0)),
-                     write.addr.eq(Cat(word, write_bank)),
-                     write.data.eq(Cat(*[data] * per_word)),
-                     read.addr.eq(Cat(sfc, read_bank))]
-        return read.data
+        slices = []
+        for k, ((lo, hi), waddr, raddr) in enumerate(zip(parts, write_addrs, read_addrs,
+                                                         strict=True)):
+            first, last = lo // (lanes * ib), (hi - 1) // (lanes * ib)
+            # the beats a part holds: whole ones, or bits of one
+            whole = first != last or hi - lo == lanes * ib
+            wen = Signal(last - first + 1, name=f"xwen{k}")
+            m.d.sync += wen.eq(enables[first:last + 1])
+            m.submodules[f"xmem{k}"] = mem = memory.Memory(shape=hi - lo, depth=words, init=[])
+            write = mem.write_port(granularity=lanes * ib if whole else hi - lo)
+            read = mem.read_port()
+            m.d.comb += [write.en.eq(wen), write.addr.eq(waddr),
+                         write.data.eq(Cat(*[beat] * (self.simd // lanes))[lo:hi]),
+                         read.addr.eq(raddr)]
+            slices.append(read.data)
+        return Cat(*slices)
 
     def _skid(self, m: Module, group: Value, q_valid: Value, q_valid_next: Value,
               q_end: Value, groups: int, nf: int) -> Signal:

@@ -115,10 +115,9 @@ class Accelerator(wiring.Component):
             m.d.comb += [asm.tdata.eq(self.s_axis_tdata), asm.tvalid.eq(self.s_axis_tvalid),
                          asm.tlast.eq(self.s_axis_tlast), self.s_axis_tready.eq(asm.tready)]
             upstream = asm.m
-        for layer, (fed, hands) in zip(layers, joins):
-            # fed: the input beats (first engine) or the previous engine's groups
-            beats = (lanes if layer.index == 0 else layers[layer.index - 1].pe) if fed else None
-            engine = self.engine(layer, beats, hands)
+        for layer, (beats, hands) in zip(layers, joins):
+            # beats: of the input (first engine) or the previous engine's groups
+            engine = self.engine(layer, beats or None, hands)
             m.submodules[f"engine{layer.index}"] = engine
             if upstream is None:
                 self._input_port(m, engine.s)
