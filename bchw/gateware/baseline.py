@@ -58,9 +58,9 @@ def int8_widths(layer: LayerBundle) -> golden.LayerWidths:
 
 
 def int8_engine(layer: LayerBundle, weights: np.ndarray, beat_lanes: int | None = None,
-                group_output: bool = False) -> LayerEngine:
+                group_output: bool = False, ready_copies: int = 0) -> LayerEngine:
     """The baseline engine of ``layer``: its folding and parameters, ``weights`` inline
-    (``beat_lanes`` and ``group_output``: as :class:`LayerEngine`'s)."""
+    (``beat_lanes``, ``group_output`` and ``ready_copies``: as :class:`LayerEngine`'s)."""
     if weights.shape != (layer.out_features, layer.in_features):
         raise ValueError(f"layer {layer.index}: int8 weights must be "
                          f"[{layer.out_features}, {layer.in_features}], got {list(weights.shape)}")
@@ -70,7 +70,8 @@ def int8_engine(layer: LayerBundle, weights: np.ndarray, beat_lanes: int | None 
         weight_rom={"init": pack_int8_weights(weights, layer.pe, layer.simd)},
         param_rom={"init": pack_params(layer.mul, layer.shift, layer.bias, layer.pe,
                                        layer.widths)},
-        weight_bits=WEIGHT_BITS, beat_lanes=beat_lanes, group_output=group_output)
+        weight_bits=WEIGHT_BITS, beat_lanes=beat_lanes, group_output=group_output,
+        ready_copies=ready_copies)
 
 
 class Int8Accelerator(Accelerator):
@@ -86,9 +87,10 @@ class Int8Accelerator(Accelerator):
         super().__init__(bundle, "inline")
 
     def engine(self, layer: LayerBundle, beat_lanes: int | None = None,
-               group_output: bool = False) -> LayerEngine:
+               group_output: bool = False, ready_copies: int = 0) -> LayerEngine:
         """The int8 engine of ``layer``, with its weight matrix."""
-        return int8_engine(layer, self.weights[layer.index], beat_lanes, group_output)
+        return int8_engine(layer, self.weights[layer.index], beat_lanes, group_output,
+                           ready_copies)
 
 
 def generate_int8_verilog(bundle: Bundle, seed: int = 0) -> str:

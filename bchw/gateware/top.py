@@ -20,7 +20,7 @@ from bchw.gateware.multiplier import MUL_VERILOG
 from bchw.gateware.pool import MaxPool
 from bchw.gateware.rom import ROM_VERILOG
 from bchw.gateware.window import SlidingWindow
-from bchw.perf import mlp_joins
+from bchw.perf import enable_copies, mlp_joins
 
 TOP_NAME = "bchw_top"
 ROM_MODES = ("readmemh", "inline")
@@ -94,11 +94,11 @@ class Accelerator(wiring.Component):
                                                           * layer.widths.out_bits)
         super().__init__(members)
 
-    def engine(self, layer, beat_lanes: int | None = None,
-               group_output: bool = False) -> LayerEngine:
+    def engine(self, layer, beat_lanes: int | None = None, group_output: bool = False,
+               ready_copies: int = 0) -> LayerEngine:
         """The engine of a :class:`bchw.export.LayerBundle` (the int8 baseline makes its own)."""
         return LayerEngine.from_layer(layer, self.rom_mode, self.datapath, self.tree_levels,
-                                      beat_lanes, group_output)
+                                      beat_lanes, group_output, ready_copies)
 
     def elaborate(self, platform):
         if self.bundle.has_conv:
@@ -115,15 +115,24 @@ class Accelerator(wiring.Component):
             m.d.comb += [asm.tdata.eq(self.s_axis_tdata), asm.tvalid.eq(self.s_axis_tvalid),
                          asm.tlast.eq(self.s_axis_tlast), self.s_axis_tready.eq(asm.tready)]
             upstream = asm.m
+        previous = None
         for layer, (beats, hands) in zip(layers, joins):
-            # beats: of the input (first engine) or the previous engine's groups
-            engine = self.engine(layer, beats or None, hands)
+            # beats: of the input (first engine) or the previous engine's groups. An engine
+            # whose output register feeds the next one's input buffer (both of SF ≥ 2)
+            # looks at that buffer's copies of its ready register
+            after = layers[layer.index + 1] if layer.index + 1 < len(layers) else None
+            copies = (enable_copies(after.sf * after.simd * after.in_bits)
+                      if after is not None and layer.sf >= 2 and not hands and after.sf >= 2
+                      else 0)
+            engine = self.engine(layer, beats or None, hands, copies)
             m.submodules[f"engine{layer.index}"] = engine
             if upstream is None:
                 self._input_port(m, engine.s)
             else:
                 wiring.connect(m, upstream, engine.s)
-            upstream = engine.m
+            if previous is not None and previous.ready_copies:
+                m.d.comb += previous.m_ready_copies.eq(engine.s_ready_copies)
+            upstream, previous = engine.m, engine
             if self.debug:
                 self._tap_vector(m, layer, engine)
         m.submodules.argmax = arg = Argmax(io["num_classes"], io["score_bits"])

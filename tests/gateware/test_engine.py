@@ -8,7 +8,7 @@ import re
 
 import numpy as np
 import pytest
-from amaranth.hdl import Module
+from amaranth.hdl import Fragment, Module
 from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -24,8 +24,8 @@ from bchw.gateware.simtools import (
     stream_get,
     stream_put,
 )
-from bchw.perf import (engine_interval, engine_pipeline, groups_into_engine, param_rom_parts,
-                       requant_share)
+from bchw.perf import (enable_copies, engine_interval, engine_pipeline, groups_into_engine,
+                       param_rom_parts, requant_share)
 
 from tests.gateware.nets import ENGINE_LAYERS as LAYERS
 from tests.gateware.nets import engine_bundles
@@ -257,3 +257,23 @@ def test_a_parameter_rom_in_logic_is_read_a_pe_a_rom(tmp_path):
             assert len(set(re.findall(r"\bpaddr_copy\d+\b", text))) == pe
         else:
             assert ".LO(" not in param_roms[0] and "paddr_copy" not in text
+
+
+def test_an_output_register_can_look_at_copies_of_the_next_input_buffers_ready(bundles):
+    """Net D joins two engines of SF ≥ 2 by whole vectors: the consumer offers a copy of
+    its ready a part of its input buffer, which the producer's output register takes
+    (their behaviour: test_datapath's accelerator test of net D, under back-pressure)."""
+    producer, consumer = bundles["D"].layers
+    assert producer.sf >= 2 and consumer.sf >= 2 and not groups_into_engine(producer, consumer)
+    copies = enable_copies(consumer.sf * consumer.simd * consumer.in_bits)
+    engines = [LayerEngine.from_layer(consumer, "inline"),
+               LayerEngine.from_layer(producer, "inline", ready_copies=copies)]
+    assert len(engines[0].s_ready_copies) == len(engines[1].m_ready_copies) == copies
+    with pytest.raises(ValueError, match="ready_copies needs an output register"):
+        LayerEngine.from_layer(producer, "inline", group_output=True, ready_copies=copies)
+    one_step = bundles["B"].layers[0]        # SF = 1: no input buffer parts, no copies
+    assert one_step.sf == 1
+    engines.append(LayerEngine.from_layer(one_step, "inline"))
+    assert "s_ready_copies" not in engines[-1].signature.members
+    for engine in engines:
+        Fragment.get(engine, None)      # they elaborate
