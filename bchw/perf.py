@@ -159,6 +159,15 @@ def enable_copies(width: int) -> int:
     return -(-width // FANOUT_BITS)
 
 
+def item_parts(items: int, item_bits: int) -> list[tuple[int, int]]:
+    """``(lo, hi)`` of the parts of a register of ``items`` items of ``item_bits`` each,
+    loaded under one copy of the load each: :func:`enable_parts` of every item, so that
+    no part spans two items (two PEs' sums and parameters, which may be placed far
+    apart: a 128-bit part of a drain across two PEs routed 6.9 ns to one of them)."""
+    return [(k * item_bits + lo, k * item_bits + hi)
+            for k in range(items) for lo, hi in enable_parts(item_bits)]
+
+
 def skid_groups(sf: int, pipeline: int) -> int:
     """Groups of PE outputs the skid buffer of an engine of SF ≥ 2 holds, and so its credits.
 
@@ -734,12 +743,14 @@ LUT_COST = {"negate": 0.0, "tree": 1.89, "acc": 0.0, "xbuf": 1.2, "shifter": 0.0
 FF_COST = {"xbuf": 1.44, "tree": 1.2, "acc": 0.0, "requant": 0.0, "collect": 0.348,
            "rom": 0.0, "misc": 7.11, "rom_out": 0.0, "skid": 0.662, "copies": 1.0,
            "drain": 1.48, "xtree": 1.0}
-#: DP16KD shapes (depth, width) usable as a ROM.
+#: The (depth, width) modes of the ECP5's 16-kbit block RAM as yosys maps a ROM to it
+#: (techlibs/lattice/brams_16kd.txt: DP16KD up to 18 bits, PDPW16KD's read port 36).
 BRAM_SHAPES = ((16384, 1), (8192, 2), (4096, 4), (2048, 9), (1024, 18), (512, 36))
-#: synth_ecp5 maps a ROM to block RAM only when that beats logic: observed to
-#: hold exactly when blocks · ROM_BITS_PER_BRAM < bits (ROMs 64 deep or less
-#: almost always become logic).
-ROM_BITS_PER_BRAM = 2048
+#: memory_libmap's costs for ECP5 (yosys share/lattice): a TRELLIS_DPR16X4 (16 × 4
+#: bits of LUT RAM, 6 LUT4s of the device) costs 4, a DP16KD or PDPW16KD block RAM
+#: 128; a ROM bit in logic 1/16 (memory_libmap's ``-logic-cost-rom``).
+LUTRAM_COST, BRAM_COST, LUTRAM_LUTS = 4, 128, 6
+ROM_LOGIC_COST = 1 / 16
 #: Signed operand width of one MULT18X18D.
 DSP_BITS = 18
 
@@ -755,9 +766,18 @@ def product_slices(acc_bits: int) -> list[int]:
 
 
 def rom_brams(width: int, depth: int) -> int:
-    """Block RAMs of a synchronous ROM (0: it becomes LUT logic)."""
-    blocks = min(-(-width // w) * -(-depth // d) for d, w in BRAM_SHAPES)
-    return blocks if blocks * ROM_BITS_PER_BRAM < width * depth else 0
+    """Block RAMs of a synchronous ROM of ``depth`` words of ``width`` bits, 0 where it is
+    logic: yosys's memory_libmap choice on the ECP5, whose cost it reproduces. In a mode
+    of ``d`` words a ROM takes ⌈depth/d⌉ rows, laid side by side in ⌈rows·width/w⌉
+    blocks (its rows share blocks) and read through a multiplexer (½ a bit a further
+    row), plus 2 for its read port; logic costs ``width·depth·ROM_LOGIC_COST``, rounded
+    down, and wins ties. yosys first drops a ROM's constant columns, which a bundle's
+    images may have; the gateware fixes the choice made here for the whole image
+    (:class:`bchw.gateware.rom.Rom`), so that it does not hang on the weights."""
+    cost, blocks = min((BRAM_COST * -(-rows * width // w) + (rows - 1) * width / 2 + 2,
+                        -(-rows * width // w))
+                       for d, w in BRAM_SHAPES for rows in [-(-depth // d)])
+    return blocks if cost < int(width * depth * ROM_LOGIC_COST) else 0
 
 
 def tree_bits(simd: int, in_bits: int) -> tuple[int, int]:
@@ -871,7 +891,7 @@ def engine_features(n_in: int, n_out: int, in_bits: int, pe: int, simd: int,
             "requant": lanes * (total_bits + w.out_bits), "rom_lut": rom_lut, "engine": 1,
             # shared requantizers: the register that takes a group's sums and parameters
             # or shifts them on, a bit a LUT, and its enables' copies
-            "drain": (share > 1) * (drain + enable_copies(drain)),
+            "drain": (share > 1) * (drain + pe * enable_copies(drain_bits(w, nf))),
             # SF ≥ 2: the enable of each part of the input buffer and the output register
             "copies": (sf > 1) * ((not beat_lanes) * enable_copies(sf * simd * in_bits)
                                   + (not group_output) * enable_copies(nf * pe * w.out_bits))}
@@ -901,7 +921,8 @@ def engine_registers(n_in: int, n_out: int, in_bits: int, pe: int, simd: int,
                             + w.out_bits),
         # shared requantizers: the register of a group's sums and parameters (and the
         # copies of its load), the chains that collect the results
-        "drain": (share > 1) * (drain + enable_copies(drain) + (share - 1) * lanes * w.out_bits),
+        "drain": (share > 1) * (drain + pe * enable_copies(drain_bits(w, nf))
+                                + (share - 1) * lanes * w.out_bits),
         # SF ≥ 2: groups shift into the output register; SF = 1: collected apart
         "collect": ((not group_output) * nf * pe * w.out_bits if sf > 1
                     else (nf - 1) * pe * w.out_bits + n_out * w.out_bits),
@@ -1005,11 +1026,6 @@ CONV_LUTS_PER_BIT = {"window": 1.004, "pool": 2.952, "flatten": 0.0}
 #: LUT4s per bit of a position counter (its increment and compare) and the control around
 #: it, fitted with :data:`CONV_LUTS_PER_BIT`.
 COUNTER_LUTS_PER_BIT = 4.457
-#: memory_libmap's costs for ECP5 (yosys share/lattice): a TRELLIS_DPR16X4 (16 × 4
-#: bits of LUT RAM, 6 LUT4s of the device) costs 4, a DP16KD or PDPW16KD block RAM
-#: 128; a RAM goes where it costs less. (For ROMs this is :data:`ROM_BITS_PER_BRAM`'s
-#: observed rule: 128 / (4 / 64 bits) = 2048 bits a block.)
-LUTRAM_COST, BRAM_COST, LUTRAM_LUTS = 4, 128, 6
 
 
 def ram_resources(width: int, depth: int) -> Resources:

@@ -2,23 +2,37 @@
 // It reads bits LO .. LO+WIDTH-1 of the image's IMAGE_WIDTH-bit words: ROMs that read
 // parts of one image each have an address of their own. (yosys drops the bits a part
 // doesn't read from a ROM it makes logic, but maps a block RAM ROM at its whole width
-// first, so bchw reads in parts only ROMs that become logic.)
+// first, so bchw reads in parts only ROMs that become logic.) BLOCK says which: bchw's
+// resource model chooses (bchw.perf.rom_brams) and yosys is told (rom_style), so that
+// the columns an image happens to hold constant, which yosys drops first, cannot
+// change the choice.
 module bchw_rom #(
     parameter WIDTH = 1,
     parameter DEPTH = 1,
     parameter ADDR_WIDTH = 1,
     parameter INIT_FILE = "",
     parameter IMAGE_WIDTH = WIDTH,
-    parameter LO = 0
+    parameter LO = 0,
+    parameter BLOCK = 0
 ) (
     input wire clk,
     input wire en,
     input wire [ADDR_WIDTH-1:0] addr,
     output reg [WIDTH-1:0] data
 );
-    reg [IMAGE_WIDTH-1:0] mem [0:DEPTH-1];
-    initial $readmemh(INIT_FILE, mem);
-    always @(posedge clk)
-        if (en)
-            data <= mem[addr][LO +: WIDTH];
+    generate
+        if (BLOCK) begin : in_block_ram
+            (* rom_style = "block" *) reg [IMAGE_WIDTH-1:0] mem [0:DEPTH-1];
+            initial $readmemh(INIT_FILE, mem);
+            always @(posedge clk)
+                if (en)
+                    data <= mem[addr][LO +: WIDTH];
+        end else begin : in_logic
+            (* rom_style = "logic" *) reg [IMAGE_WIDTH-1:0] mem [0:DEPTH-1];
+            initial $readmemh(INIT_FILE, mem);
+            always @(posedge clk)
+                if (en)
+                    data <= mem[addr][LO +: WIDTH];
+        end
+    endgenerate
 endmodule

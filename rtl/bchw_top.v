@@ -1286,30 +1286,30 @@ module \bchw_top.engine0 (s__valid, clk, rst, s__ready, m__valid, m__payload, m_
   wire \$174 ;
   wire \$175 ;
   wire \$176 ;
-  wire [127:0] \$177 ;
-  wire [127:0] \$178 ;
-  wire [127:0] \$179 ;
+  wire \$177 ;
+  wire \$178 ;
+  wire \$179 ;
   wire \$18 ;
-  wire [127:0] \$180 ;
-  wire [127:0] \$181 ;
-  wire [127:0] \$182 ;
-  wire [127:0] \$183 ;
-  wire [127:0] \$184 ;
-  wire [127:0] \$185 ;
-  wire [127:0] \$186 ;
-  wire \$187 ;
-  wire \$188 ;
-  wire \$189 ;
+  wire \$180 ;
+  wire \$181 ;
+  wire \$182 ;
+  wire [79:0] \$183 ;
+  wire [79:0] \$184 ;
+  wire [79:0] \$185 ;
+  wire [79:0] \$186 ;
+  wire [79:0] \$187 ;
+  wire [79:0] \$188 ;
+  wire [79:0] \$189 ;
   wire \$19 ;
-  wire \$190 ;
-  wire \$191 ;
-  wire \$192 ;
-  wire \$193 ;
-  wire [2:0] \$194 ;
-  wire \$195 ;
-  wire \$196 ;
-  wire \$197 ;
-  wire \$198 ;
+  wire [79:0] \$190 ;
+  wire [79:0] \$191 ;
+  wire [79:0] \$192 ;
+  wire [79:0] \$193 ;
+  wire [79:0] \$194 ;
+  wire [79:0] \$195 ;
+  wire [79:0] \$196 ;
+  wire [79:0] \$197 ;
+  wire [79:0] \$198 ;
   wire \$199 ;
   wire \$2 ;
   wire [5:0] \$20 ;
@@ -1338,86 +1338,86 @@ module \bchw_top.engine0 (s__valid, clk, rst, s__ready, m__valid, m__payload, m_
   wire \$220 ;
   wire \$221 ;
   wire \$222 ;
-  reg \$223 ;
-  reg [8:0] \$224 ;
-  reg [4:0] \$225 ;
-  reg [3:0] \$226 ;
-  reg \$227 ;
-  reg \$228 ;
-  reg [1:0] \$229 ;
+  wire \$223 ;
+  wire \$224 ;
+  wire \$225 ;
+  wire \$226 ;
+  wire \$227 ;
+  wire \$228 ;
+  wire \$229 ;
   wire [5:0] \$23 ;
-  reg \$230 ;
-  reg [4:0] \$231 ;
-  reg \$232 ;
-  reg \$233 ;
-  reg \$234 ;
-  reg [5:0] \$235 ;
-  reg [5:0] \$236 ;
-  reg [5:0] \$237 ;
-  reg [5:0] \$238 ;
-  reg [5:0] \$239 ;
+  wire [2:0] \$230 ;
+  wire \$231 ;
+  wire \$232 ;
+  wire \$233 ;
+  wire \$234 ;
+  reg \$235 ;
+  reg [8:0] \$236 ;
+  reg [4:0] \$237 ;
+  reg [3:0] \$238 ;
+  reg \$239 ;
   wire \$24 ;
-  reg [5:0] \$240 ;
-  reg [5:0] \$241 ;
-  reg [5:0] \$242 ;
-  reg [5:0] \$243 ;
-  reg [5:0] \$244 ;
-  reg [5:0] \$245 ;
-  reg [5:0] \$246 ;
+  reg \$240 ;
+  reg [1:0] \$241 ;
+  reg \$242 ;
+  reg [4:0] \$243 ;
+  reg \$244 ;
+  reg \$245 ;
+  reg \$246 ;
   reg [5:0] \$247 ;
   reg [5:0] \$248 ;
-  reg \$249 ;
+  reg [5:0] \$249 ;
   wire \$25 ;
-  reg \$250 ;
-  reg \$251 ;
-  reg \$252 ;
-  reg \$253 ;
-  reg \$254 ;
-  reg \$255 ;
-  wire [223:0] \$256 ;
-  wire [447:0] \$257 ;
-  wire [447:0] \$258 ;
-  reg [3:0] \$259 ;
+  reg [5:0] \$250 ;
+  reg [5:0] \$251 ;
+  reg [5:0] \$252 ;
+  reg [5:0] \$253 ;
+  reg [5:0] \$254 ;
+  reg [5:0] \$255 ;
+  reg [5:0] \$256 ;
+  reg [5:0] \$257 ;
+  reg [5:0] \$258 ;
+  reg [5:0] \$259 ;
   wire \$26 ;
-  reg [3:0] \$260 ;
-  reg [3:0] \$261 ;
-  reg [3:0] \$262 ;
-  reg [3:0] \$263 ;
-  reg [3:0] \$264 ;
-  reg [3:0] \$265 ;
-  reg [3:0] \$266 ;
-  reg [3:0] \$267 ;
-  reg [1:0] \$268 ;
-  reg [1:0] \$269 ;
+  reg [5:0] \$260 ;
+  reg \$261 ;
+  reg \$262 ;
+  reg \$263 ;
+  reg \$264 ;
+  reg \$265 ;
+  reg \$266 ;
+  reg \$267 ;
+  wire [223:0] \$268 ;
+  wire [447:0] \$269 ;
   wire \$27 ;
-  reg [1:0] \$270 ;
-  reg [1:0] \$271 ;
-  reg [1:0] \$272 ;
-  reg [1:0] \$273 ;
-  reg [1:0] \$274 ;
-  reg [1:0] \$275 ;
-  reg [1:0] \$276 ;
-  reg [1:0] \$277 ;
-  reg [1:0] \$278 ;
-  reg [1:0] \$279 ;
+  wire [447:0] \$270 ;
+  reg [3:0] \$271 ;
+  reg [3:0] \$272 ;
+  reg [3:0] \$273 ;
+  reg [3:0] \$274 ;
+  reg [3:0] \$275 ;
+  reg [3:0] \$276 ;
+  reg [3:0] \$277 ;
+  reg [3:0] \$278 ;
+  reg [3:0] \$279 ;
   wire \$28 ;
   reg [1:0] \$280 ;
   reg [1:0] \$281 ;
   reg [1:0] \$282 ;
   reg [1:0] \$283 ;
-  reg [3:0] \$284 ;
-  reg [3:0] \$285 ;
-  reg [3:0] \$286 ;
-  reg [3:0] \$287 ;
-  reg [3:0] \$288 ;
-  reg [3:0] \$289 ;
+  reg [1:0] \$284 ;
+  reg [1:0] \$285 ;
+  reg [1:0] \$286 ;
+  reg [1:0] \$287 ;
+  reg [1:0] \$288 ;
+  reg [1:0] \$289 ;
   wire [4:0] \$29 ;
-  reg [3:0] \$290 ;
-  reg [3:0] \$291 ;
-  reg [3:0] \$292 ;
-  reg [3:0] \$293 ;
-  reg [3:0] \$294 ;
-  reg [3:0] \$295 ;
+  reg [1:0] \$290 ;
+  reg [1:0] \$291 ;
+  reg [1:0] \$292 ;
+  reg [1:0] \$293 ;
+  reg [1:0] \$294 ;
+  reg [1:0] \$295 ;
   reg [3:0] \$296 ;
   reg [3:0] \$297 ;
   reg [3:0] \$298 ;
@@ -1430,41 +1430,41 @@ module \bchw_top.engine0 (s__valid, clk, rst, s__ready, m__valid, m__payload, m_
   reg [3:0] \$303 ;
   reg [3:0] \$304 ;
   reg [3:0] \$305 ;
-  wire [975:0] \$306 ;
-  wire [975:0] \$307 ;
-  reg \$308 ;
-  reg \$309 ;
+  reg [3:0] \$306 ;
+  reg [3:0] \$307 ;
+  reg [3:0] \$308 ;
+  reg [3:0] \$309 ;
   wire [4:0] \$31 ;
-  reg [18:0] \$310 ;
-  reg [18:0] \$311 ;
-  reg [18:0] \$312 ;
-  reg [18:0] \$313 ;
-  reg [18:0] \$314 ;
-  reg [18:0] \$315 ;
-  reg [18:0] \$316 ;
-  reg [18:0] \$317 ;
-  reg [18:0] \$318 ;
-  reg [18:0] \$319 ;
+  reg [3:0] \$310 ;
+  reg [3:0] \$311 ;
+  reg [3:0] \$312 ;
+  reg [3:0] \$313 ;
+  reg [3:0] \$314 ;
+  reg [3:0] \$315 ;
+  reg [3:0] \$316 ;
+  reg [3:0] \$317 ;
+  wire [975:0] \$318 ;
+  wire [975:0] \$319 ;
   wire [4:0] \$32 ;
-  reg [18:0] \$320 ;
-  reg [18:0] \$321 ;
+  reg \$320 ;
+  reg \$321 ;
   reg [18:0] \$322 ;
   reg [18:0] \$323 ;
   reg [18:0] \$324 ;
   reg [18:0] \$325 ;
-  reg \$326 ;
-  reg \$327 ;
-  reg \$328 ;
-  reg \$329 ;
+  reg [18:0] \$326 ;
+  reg [18:0] \$327 ;
+  reg [18:0] \$328 ;
+  reg [18:0] \$329 ;
   wire \$33 ;
-  reg \$330 ;
-  reg \$331 ;
-  reg \$332 ;
-  reg \$333 ;
-  reg \$334 ;
-  reg \$335 ;
-  wire [1279:0] \$336 ;
-  reg \$337 ;
+  reg [18:0] \$330 ;
+  reg [18:0] \$331 ;
+  reg [18:0] \$332 ;
+  reg [18:0] \$333 ;
+  reg [18:0] \$334 ;
+  reg [18:0] \$335 ;
+  reg [18:0] \$336 ;
+  reg [18:0] \$337 ;
   reg \$338 ;
   reg \$339 ;
   wire \$34 ;
@@ -1483,7 +1483,7 @@ module \bchw_top.engine0 (s__valid, clk, rst, s__ready, m__valid, m__payload, m_
   reg \$351 ;
   reg \$352 ;
   reg \$353 ;
-  reg \$354 ;
+  wire [1279:0] \$354 ;
   reg \$355 ;
   reg \$356 ;
   reg \$357 ;
@@ -1508,16 +1508,34 @@ module \bchw_top.engine0 (s__valid, clk, rst, s__ready, m__valid, m__payload, m_
   reg \$374 ;
   reg \$375 ;
   reg \$376 ;
-  reg [128:0] \$377 ;
-  reg [128:0] \$378 ;
-  reg [128:0] \$379 ;
+  reg \$377 ;
+  reg \$378 ;
+  reg \$379 ;
   wire \$38 ;
-  reg [1:0] \$380 ;
+  reg \$380 ;
   reg \$381 ;
   reg \$382 ;
+  reg \$383 ;
+  reg \$384 ;
+  reg \$385 ;
+  reg \$386 ;
+  reg \$387 ;
+  reg \$388 ;
+  reg \$389 ;
   wire \$39 ;
+  reg \$390 ;
+  reg \$391 ;
+  reg \$392 ;
+  reg \$393 ;
+  reg \$394 ;
+  reg [128:0] \$395 ;
+  reg [128:0] \$396 ;
+  reg [128:0] \$397 ;
+  reg [1:0] \$398 ;
+  reg \$399 ;
   wire \$4 ;
   wire \$40 ;
+  reg \$400 ;
   wire \$41 ;
   wire \$42 ;
   wire [2:0] \$43 ;
@@ -1701,6 +1719,18 @@ module \bchw_top.engine0 (s__valid, clk, rst, s__ready, m__valid, m__payload, m_
   reg dload_copy0 = 1'h0;
   (* keep = 32'd1 *)
   reg dload_copy1 = 1'h0;
+  (* keep = 32'd1 *)
+  reg dload_copy10 = 1'h0;
+  (* keep = 32'd1 *)
+  reg dload_copy11 = 1'h0;
+  (* keep = 32'd1 *)
+  reg dload_copy12 = 1'h0;
+  (* keep = 32'd1 *)
+  reg dload_copy13 = 1'h0;
+  (* keep = 32'd1 *)
+  reg dload_copy14 = 1'h0;
+  (* keep = 32'd1 *)
+  reg dload_copy15 = 1'h0;
   (* keep = 32'd1 *)
   reg dload_copy2 = 1'h0;
   (* keep = 32'd1 *)
@@ -2650,6 +2680,22 @@ module \bchw_top.engine0 (s__valid, clk, rst, s__ready, m__valid, m__payload, m_
     _6_ <= xmem6[\read__addr$69 ];
   end
   assign \read__data$218  = _6_;
+  always @(posedge clk)
+    qe_last_d0 <= \$394 ;
+  always @(posedge clk)
+    results0 <= { q, results0[119:8] };
+  always @(posedge clk)
+    skid0 <= \$395 ;
+  always @(posedge clk)
+    skid1 <= \$396 ;
+  always @(posedge clk)
+    skid2 <= \$397 ;
+  always @(posedge clk)
+    count <= \$398 ;
+  always @(posedge clk)
+    credit_back_d0 <= \$399 ;
+  always @(posedge clk)
+    credit_back <= \$400 ;
   assign \$1  = \$signal  & ready;
   assign \$2  = ~ last_step;
   assign \$3  = busy & \$2 ;
@@ -2805,28 +2851,28 @@ module \bchw_top.engine0 (s__valid, clk, rst, s__ready, m__valid, m__payload, m_
   assign \$174  = ft_d0[0] & ft_d0[2];
   assign \$175  = ft_d0[0] & ft_d0[2];
   assign \$176  = ft_d0[0] & ft_d0[2];
-  assign \$177  = dload_copy0 ? { params_d1[89:61], acc1, params_d1[60:0], acc0 } : drain[207:80];
-  assign \$178  = dload_copy1 ? { acc3[15:0], params_d1[182:122], acc2, params_d1[121:90] } : drain[335:208];
-  assign \$179  = dload_copy2 ? { params_d1[288:244], acc4, params_d1[243:183], acc3[18:16] } : drain[463:336];
-  assign \$180  = dload_copy3 ? { params_d1[378:366], acc6, params_d1[365:305], acc5, params_d1[304:289] } : drain[591:464];
-  assign \$181  = dload_copy4 ? { params_d1[487:427], acc7, params_d1[426:379] } : drain[719:592];
-  assign \$182  = dload_copy5 ? { params_d1[577:549], acc9, params_d1[548:488], acc8 } : drain[847:720];
-  assign \$183  = dload_copy6 ? { acc11[15:0], params_d1[670:610], acc10, params_d1[609:578] } : drain[975:848];
-  assign \$184  = dload_copy7 ? { params_d1[776:732], acc12, params_d1[731:671], acc11[18:16] } : drain[1103:976];
-  assign \$185  = dload_copy8 ? { params_d1[866:854], acc14, params_d1[853:793], acc13, params_d1[792:777] } : drain[1231:1104];
-  assign \$186  = dload_copy9 ? { params_d1[975:915], acc15, params_d1[914:867] } : { drain[1279:1200], drain[1279:1232] };
-  assign \$187  = | count;
-  assign \$188  = ~ \$187 ;
-  assign \$189  = enter & \$188 ;
-  assign \$190  = ~ \$189 ;
-  assign \$191  = qv_last_d0 & \$190 ;
-  assign \$192  = | count;
-  assign \$193  = enter & \$192 ;
-  assign \$194  = count - \$193 ;
-  assign \$195  = ! \$194 ;
-  assign \$196  = \$191  & \$195 ;
-  assign \$197  = | count;
-  assign \$198  = enter & \$197 ;
+  assign \$177  = ft_d0[0] & ft_d0[2];
+  assign \$178  = ft_d0[0] & ft_d0[2];
+  assign \$179  = ft_d0[0] & ft_d0[2];
+  assign \$180  = ft_d0[0] & ft_d0[2];
+  assign \$181  = ft_d0[0] & ft_d0[2];
+  assign \$182  = ft_d0[0] & ft_d0[2];
+  assign \$183  = dload_copy0 ? { params_d1[60:0], acc0 } : drain[159:80];
+  assign \$184  = dload_copy1 ? { params_d1[121:61], acc1 } : drain[239:160];
+  assign \$185  = dload_copy2 ? { params_d1[182:122], acc2 } : drain[319:240];
+  assign \$186  = dload_copy3 ? { params_d1[243:183], acc3 } : drain[399:320];
+  assign \$187  = dload_copy4 ? { params_d1[304:244], acc4 } : drain[479:400];
+  assign \$188  = dload_copy5 ? { params_d1[365:305], acc5 } : drain[559:480];
+  assign \$189  = dload_copy6 ? { params_d1[426:366], acc6 } : drain[639:560];
+  assign \$190  = dload_copy7 ? { params_d1[487:427], acc7 } : drain[719:640];
+  assign \$191  = dload_copy8 ? { params_d1[548:488], acc8 } : drain[799:720];
+  assign \$192  = dload_copy9 ? { params_d1[609:549], acc9 } : drain[879:800];
+  assign \$193  = dload_copy10 ? { params_d1[670:610], acc10 } : drain[959:880];
+  assign \$194  = dload_copy11 ? { params_d1[731:671], acc11 } : drain[1039:960];
+  assign \$195  = dload_copy12 ? { params_d1[792:732], acc12 } : drain[1119:1040];
+  assign \$196  = dload_copy13 ? { params_d1[853:793], acc13 } : drain[1199:1120];
+  assign \$197  = dload_copy14 ? { params_d1[914:854], acc14 } : drain[1279:1200];
+  assign \$198  = dload_copy15 ? { params_d1[975:915], acc15 } : drain[1279:1200];
   assign \$199  = | count;
   assign \$200  = ~ \$199 ;
   assign \$201  = enter & \$200 ;
@@ -2835,7 +2881,7 @@ module \bchw_top.engine0 (s__valid, clk, rst, s__ready, m__valid, m__payload, m_
   assign \$204  = | count;
   assign \$205  = enter & \$204 ;
   assign \$206  = count - \$205 ;
-  assign \$207  = \$206  == 1'h1;
+  assign \$207  = ! \$206 ;
   assign \$208  = \$203  & \$207 ;
   assign \$209  = | count;
   assign \$210  = enter & \$209 ;
@@ -2847,80 +2893,92 @@ module \bchw_top.engine0 (s__valid, clk, rst, s__ready, m__valid, m__payload, m_
   assign \$216  = | count;
   assign \$217  = enter & \$216 ;
   assign \$218  = count - \$217 ;
-  assign \$219  = \$218  == 2'h2;
+  assign \$219  = \$218  == 1'h1;
   assign \$220  = \$215  & \$219 ;
   assign \$221  = | count;
   assign \$222  = enter & \$221 ;
+  assign \$223  = | count;
+  assign \$224  = ~ \$223 ;
+  assign \$225  = enter & \$224 ;
+  assign \$226  = ~ \$225 ;
+  assign \$227  = qv_last_d0 & \$226 ;
+  assign \$228  = | count;
+  assign \$229  = enter & \$228 ;
+  assign \$230  = count - \$229 ;
+  assign \$231  = \$230  == 2'h2;
+  assign \$232  = \$227  & \$231 ;
+  assign \$233  = | count;
+  assign \$234  = enter & \$233 ;
   always @(posedge clk)
-    busy <= \$223 ;
+    busy <= \$235 ;
   always @(posedge clk)
-    addr <= \$224 ;
+    addr <= \$236 ;
   always @(posedge clk)
-    sfc <= \$225 ;
+    sfc <= \$237 ;
   always @(posedge clk)
-    nfc <= \$226 ;
+    nfc <= \$238 ;
   always @(posedge clk)
-    last_step <= \$227 ;
+    last_step <= \$239 ;
   always @(posedge clk)
-    ready <= \$228 ;
+    ready <= \$240 ;
   always @(posedge clk)
-    credits <= \$229 ;
+    credits <= \$241 ;
   always @(posedge clk)
-    issue <= \$230 ;
+    issue <= \$242 ;
   always @(posedge clk)
-    word <= \$231 ;
+    word <= \$243 ;
   always @(posedge clk)
-    write_bank <= \$232 ;
+    write_bank <= \$244 ;
   always @(posedge clk)
-    read_bank <= \$233 ;
+    read_bank <= \$245 ;
   always @(posedge clk)
-    \$signal  <= \$234 ;
+    \$signal  <= \$246 ;
   always @(posedge clk)
     xbeat <= s__payload;
   always @(posedge clk)
-    write__addr <= \$235 ;
+    write__addr <= \$247 ;
   always @(posedge clk)
-    \write__addr$31  <= \$236 ;
+    \write__addr$31  <= \$248 ;
   always @(posedge clk)
-    \write__addr$38  <= \$237 ;
+    \write__addr$38  <= \$249 ;
   always @(posedge clk)
-    \write__addr$45  <= \$238 ;
+    \write__addr$45  <= \$250 ;
   always @(posedge clk)
-    \write__addr$52  <= \$239 ;
+    \write__addr$52  <= \$251 ;
   always @(posedge clk)
-    \write__addr$59  <= \$240 ;
+    \write__addr$59  <= \$252 ;
   always @(posedge clk)
-    \write__addr$66  <= \$241 ;
+    \write__addr$66  <= \$253 ;
   always @(posedge clk)
-    read__addr <= \$242 ;
+    read__addr <= \$254 ;
   always @(posedge clk)
-    \read__addr$34  <= \$243 ;
+    \read__addr$34  <= \$255 ;
   always @(posedge clk)
-    \read__addr$41  <= \$244 ;
+    \read__addr$41  <= \$256 ;
   always @(posedge clk)
-    \read__addr$48  <= \$245 ;
+    \read__addr$48  <= \$257 ;
   always @(posedge clk)
-    \read__addr$55  <= \$246 ;
+    \read__addr$55  <= \$258 ;
   always @(posedge clk)
-    \read__addr$62  <= \$247 ;
+    \read__addr$62  <= \$259 ;
   always @(posedge clk)
-    \read__addr$69  <= \$248 ;
+    \read__addr$69  <= \$260 ;
   always @(posedge clk)
-    write__en <= \$249 ;
+    write__en <= \$261 ;
   always @(posedge clk)
-    \write__en$29  <= \$250 ;
+    \write__en$29  <= \$262 ;
   always @(posedge clk)
-    \write__en$36  <= \$251 ;
+    \write__en$36  <= \$263 ;
   always @(posedge clk)
-    \write__en$43  <= \$252 ;
+    \write__en$43  <= \$264 ;
   always @(posedge clk)
-    \write__en$50  <= \$253 ;
+    \write__en$50  <= \$265 ;
   always @(posedge clk)
-    \write__en$57  <= \$254 ;
+    \write__en$57  <= \$266 ;
   always @(posedge clk)
-    \write__en$64  <= \$255 ;
+    \write__en$64  <= \$267 ;
   always @(posedge clk)
-    xmem_d0 <= \$256 ;
+    xmem_d0 <= \$268 ;
   always @(posedge clk)
     x <= xmem_d0;
   always @(posedge clk)
@@ -2954,259 +3012,255 @@ module \bchw_top.engine0 (s__valid, clk, rst, s__ready, m__valid, m__payload, m_
   always @(posedge clk)
     \x$133  <= xmem_d0;
   always @(posedge clk)
-    wdata_d0 <= \$257 ;
+    wdata_d0 <= \$269 ;
   always @(posedge clk)
-    wdata_d1 <= \$258 ;
+    wdata_d1 <= \$270 ;
   always @(posedge clk)
-    f_d0 <= \$259 ;
+    f_d0 <= \$271 ;
   always @(posedge clk)
-    f_d1 <= \$260 ;
+    f_d1 <= \$272 ;
   always @(posedge clk)
-    f_d2 <= \$261 ;
+    f_d2 <= \$273 ;
   always @(posedge clk)
-    f_d3 <= \$262 ;
+    f_d3 <= \$274 ;
   always @(posedge clk)
-    f_d4 <= \$263 ;
+    f_d4 <= \$275 ;
   always @(posedge clk)
-    f_d5 <= \$264 ;
+    f_d5 <= \$276 ;
   always @(posedge clk)
-    f_d6 <= \$265 ;
+    f_d6 <= \$277 ;
   always @(posedge clk)
-    f_d7 <= \$266 ;
+    f_d7 <= \$278 ;
   always @(posedge clk)
-    ft_d0 <= \$267 ;
+    ft_d0 <= \$279 ;
   always @(posedge clk)
-    accflags_copy0 <= \$268 ;
+    accflags_copy0 <= \$280 ;
   always @(posedge clk)
-    accflags_copy1 <= \$269 ;
+    accflags_copy1 <= \$281 ;
   always @(posedge clk)
-    accflags_copy2 <= \$270 ;
+    accflags_copy2 <= \$282 ;
   always @(posedge clk)
-    accflags_copy3 <= \$271 ;
+    accflags_copy3 <= \$283 ;
   always @(posedge clk)
-    accflags_copy4 <= \$272 ;
+    accflags_copy4 <= \$284 ;
   always @(posedge clk)
-    accflags_copy5 <= \$273 ;
+    accflags_copy5 <= \$285 ;
   always @(posedge clk)
-    accflags_copy6 <= \$274 ;
+    accflags_copy6 <= \$286 ;
   always @(posedge clk)
-    accflags_copy7 <= \$275 ;
+    accflags_copy7 <= \$287 ;
   always @(posedge clk)
-    accflags_copy8 <= \$276 ;
+    accflags_copy8 <= \$288 ;
   always @(posedge clk)
-    accflags_copy9 <= \$277 ;
+    accflags_copy9 <= \$289 ;
   always @(posedge clk)
-    accflags_copy10 <= \$278 ;
+    accflags_copy10 <= \$290 ;
   always @(posedge clk)
-    accflags_copy11 <= \$279 ;
+    accflags_copy11 <= \$291 ;
   always @(posedge clk)
-    accflags_copy12 <= \$280 ;
+    accflags_copy12 <= \$292 ;
   always @(posedge clk)
-    accflags_copy13 <= \$281 ;
+    accflags_copy13 <= \$293 ;
   always @(posedge clk)
-    accflags_copy14 <= \$282 ;
+    accflags_copy14 <= \$294 ;
   always @(posedge clk)
-    accflags_copy15 <= \$283 ;
+    accflags_copy15 <= \$295 ;
   always @(posedge clk)
-    paddr_d0 <= \$284 ;
+    paddr_d0 <= \$296 ;
   always @(posedge clk)
-    paddr_d1 <= \$285 ;
+    paddr_d1 <= \$297 ;
   always @(posedge clk)
-    paddr_d2 <= \$286 ;
+    paddr_d2 <= \$298 ;
   always @(posedge clk)
-    paddr_d3 <= \$287 ;
+    paddr_d3 <= \$299 ;
   always @(posedge clk)
-    paddr_d4 <= \$288 ;
+    paddr_d4 <= \$300 ;
   always @(posedge clk)
-    paddr_d5 <= \$289 ;
+    paddr_d5 <= \$301 ;
   always @(posedge clk)
-    \addr$137  <= \$290 ;
+    \addr$137  <= \$302 ;
   always @(posedge clk)
-    \addr$140  <= \$291 ;
+    \addr$140  <= \$303 ;
   always @(posedge clk)
-    \addr$143  <= \$292 ;
+    \addr$143  <= \$304 ;
   always @(posedge clk)
-    \addr$146  <= \$293 ;
+    \addr$146  <= \$305 ;
   always @(posedge clk)
-    \addr$149  <= \$294 ;
+    \addr$149  <= \$306 ;
   always @(posedge clk)
-    \addr$152  <= \$295 ;
+    \addr$152  <= \$307 ;
   always @(posedge clk)
-    \addr$155  <= \$296 ;
+    \addr$155  <= \$308 ;
   always @(posedge clk)
-    \addr$158  <= \$297 ;
+    \addr$158  <= \$309 ;
   always @(posedge clk)
-    \addr$161  <= \$298 ;
+    \addr$161  <= \$310 ;
   always @(posedge clk)
-    \addr$164  <= \$299 ;
+    \addr$164  <= \$311 ;
   always @(posedge clk)
-    \addr$167  <= \$300 ;
+    \addr$167  <= \$312 ;
   always @(posedge clk)
-    \addr$170  <= \$301 ;
+    \addr$170  <= \$313 ;
   always @(posedge clk)
-    \addr$173  <= \$302 ;
+    \addr$173  <= \$314 ;
   always @(posedge clk)
-    \addr$176  <= \$303 ;
+    \addr$176  <= \$315 ;
   always @(posedge clk)
-    \addr$179  <= \$304 ;
+    \addr$179  <= \$316 ;
   always @(posedge clk)
-    \addr$182  <= \$305 ;
+    \addr$182  <= \$317 ;
   always @(posedge clk)
-    params_d0 <= \$306 ;
+    params_d0 <= \$318 ;
   always @(posedge clk)
-    params_d1 <= \$307 ;
+    params_d1 <= \$319 ;
   always @(posedge clk)
-    acc_valid <= \$308 ;
+    acc_valid <= \$320 ;
   always @(posedge clk)
-    acc_end <= \$309 ;
+    acc_end <= \$321 ;
   always @(posedge clk)
-    acc0 <= \$310 ;
+    acc0 <= \$322 ;
   always @(posedge clk)
-    acc1 <= \$311 ;
+    acc1 <= \$323 ;
   always @(posedge clk)
-    acc2 <= \$312 ;
+    acc2 <= \$324 ;
   always @(posedge clk)
-    acc3 <= \$313 ;
+    acc3 <= \$325 ;
   always @(posedge clk)
-    acc4 <= \$314 ;
+    acc4 <= \$326 ;
   always @(posedge clk)
-    acc5 <= \$315 ;
+    acc5 <= \$327 ;
   always @(posedge clk)
-    acc6 <= \$316 ;
+    acc6 <= \$328 ;
   always @(posedge clk)
-    acc7 <= \$317 ;
+    acc7 <= \$329 ;
   always @(posedge clk)
-    acc8 <= \$318 ;
+    acc8 <= \$330 ;
   always @(posedge clk)
-    acc9 <= \$319 ;
+    acc9 <= \$331 ;
   always @(posedge clk)
-    acc10 <= \$320 ;
+    acc10 <= \$332 ;
   always @(posedge clk)
-    acc11 <= \$321 ;
+    acc11 <= \$333 ;
   always @(posedge clk)
-    acc12 <= \$322 ;
+    acc12 <= \$334 ;
   always @(posedge clk)
-    acc13 <= \$323 ;
+    acc13 <= \$335 ;
   always @(posedge clk)
-    acc14 <= \$324 ;
+    acc14 <= \$336 ;
   always @(posedge clk)
-    acc15 <= \$325 ;
+    acc15 <= \$337 ;
   always @(posedge clk)
-    dload_copy0 <= \$326 ;
+    dload_copy0 <= \$338 ;
   always @(posedge clk)
-    dload_copy1 <= \$327 ;
+    dload_copy1 <= \$339 ;
   always @(posedge clk)
-    dload_copy2 <= \$328 ;
+    dload_copy2 <= \$340 ;
   always @(posedge clk)
-    dload_copy3 <= \$329 ;
+    dload_copy3 <= \$341 ;
   always @(posedge clk)
-    dload_copy4 <= \$330 ;
+    dload_copy4 <= \$342 ;
   always @(posedge clk)
-    dload_copy5 <= \$331 ;
+    dload_copy5 <= \$343 ;
   always @(posedge clk)
-    dload_copy6 <= \$332 ;
+    dload_copy6 <= \$344 ;
   always @(posedge clk)
-    dload_copy7 <= \$333 ;
+    dload_copy7 <= \$345 ;
   always @(posedge clk)
-    dload_copy8 <= \$334 ;
+    dload_copy8 <= \$346 ;
   always @(posedge clk)
-    dload_copy9 <= \$335 ;
+    dload_copy9 <= \$347 ;
   always @(posedge clk)
-    drain <= \$336 ;
+    dload_copy10 <= \$348 ;
   always @(posedge clk)
-    qv_d0 <= \$337 ;
+    dload_copy11 <= \$349 ;
   always @(posedge clk)
-    qv_d1 <= \$338 ;
+    dload_copy12 <= \$350 ;
   always @(posedge clk)
-    qv_d2 <= \$339 ;
+    dload_copy13 <= \$351 ;
   always @(posedge clk)
-    qv_d3 <= \$340 ;
+    dload_copy14 <= \$352 ;
   always @(posedge clk)
-    qv_d4 <= \$341 ;
+    dload_copy15 <= \$353 ;
   always @(posedge clk)
-    qv_d5 <= \$342 ;
+    drain <= \$354 ;
   always @(posedge clk)
-    qv_d6 <= \$343 ;
+    qv_d0 <= \$355 ;
   always @(posedge clk)
-    qv_d7 <= \$344 ;
+    qv_d1 <= \$356 ;
   always @(posedge clk)
-    qv_d8 <= \$345 ;
+    qv_d2 <= \$357 ;
   always @(posedge clk)
-    qv_d9 <= \$346 ;
+    qv_d3 <= \$358 ;
   always @(posedge clk)
-    qv_d10 <= \$347 ;
+    qv_d4 <= \$359 ;
   always @(posedge clk)
-    qv_d11 <= \$348 ;
+    qv_d5 <= \$360 ;
   always @(posedge clk)
-    qv_d12 <= \$349 ;
+    qv_d6 <= \$361 ;
   always @(posedge clk)
-    qv_d13 <= \$350 ;
+    qv_d7 <= \$362 ;
   always @(posedge clk)
-    qv_d14 <= \$351 ;
+    qv_d8 <= \$363 ;
   always @(posedge clk)
-    qv_d15 <= \$352 ;
+    qv_d9 <= \$364 ;
   always @(posedge clk)
-    qv_d16 <= \$353 ;
+    qv_d10 <= \$365 ;
   always @(posedge clk)
-    qv_d17 <= \$354 ;
+    qv_d11 <= \$366 ;
   always @(posedge clk)
-    qv_d18 <= \$355 ;
+    qv_d12 <= \$367 ;
   always @(posedge clk)
-    qe_d0 <= \$356 ;
+    qv_d13 <= \$368 ;
   always @(posedge clk)
-    qe_d1 <= \$357 ;
+    qv_d14 <= \$369 ;
   always @(posedge clk)
-    qe_d2 <= \$358 ;
+    qv_d15 <= \$370 ;
   always @(posedge clk)
-    qe_d3 <= \$359 ;
+    qv_d16 <= \$371 ;
   always @(posedge clk)
-    qe_d4 <= \$360 ;
+    qv_d17 <= \$372 ;
   always @(posedge clk)
-    qe_d5 <= \$361 ;
+    qv_d18 <= \$373 ;
   always @(posedge clk)
-    qe_d6 <= \$362 ;
+    qe_d0 <= \$374 ;
   always @(posedge clk)
-    qe_d7 <= \$363 ;
+    qe_d1 <= \$375 ;
   always @(posedge clk)
-    qe_d8 <= \$364 ;
+    qe_d2 <= \$376 ;
   always @(posedge clk)
-    qe_d9 <= \$365 ;
+    qe_d3 <= \$377 ;
   always @(posedge clk)
-    qe_d10 <= \$366 ;
+    qe_d4 <= \$378 ;
   always @(posedge clk)
-    qe_d11 <= \$367 ;
+    qe_d5 <= \$379 ;
   always @(posedge clk)
-    qe_d12 <= \$368 ;
+    qe_d6 <= \$380 ;
   always @(posedge clk)
-    qe_d13 <= \$369 ;
+    qe_d7 <= \$381 ;
   always @(posedge clk)
-    qe_d14 <= \$370 ;
+    qe_d8 <= \$382 ;
   always @(posedge clk)
-    qe_d15 <= \$371 ;
+    qe_d9 <= \$383 ;
   always @(posedge clk)
-    qe_d16 <= \$372 ;
+    qe_d10 <= \$384 ;
   always @(posedge clk)
-    qe_d17 <= \$373 ;
+    qe_d11 <= \$385 ;
   always @(posedge clk)
-    qe_d18 <= \$374 ;
+    qe_d12 <= \$386 ;
   always @(posedge clk)
-    qv_last_d0 <= \$375 ;
+    qe_d13 <= \$387 ;
   always @(posedge clk)
-    qe_last_d0 <= \$376 ;
+    qe_d14 <= \$388 ;
   always @(posedge clk)
-    results0 <= { q, results0[119:8] };
+    qe_d15 <= \$389 ;
   always @(posedge clk)
-    skid0 <= \$377 ;
+    qe_d16 <= \$390 ;
   always @(posedge clk)
-    skid1 <= \$378 ;
+    qe_d17 <= \$391 ;
   always @(posedge clk)
-    skid2 <= \$379 ;
+    qe_d18 <= \$392 ;
   always @(posedge clk)
-    count <= \$380 ;
-  always @(posedge clk)
-    credit_back_d0 <= \$381 ;
-  always @(posedge clk)
-    credit_back <= \$382 ;
+    qv_last_d0 <= \$393 ;
   \bchw_top.engine0.params0  params0 (
     .addr(\addr$137 ),
     .clk(clk),
@@ -3289,7 +3343,7 @@ module \bchw_top.engine0 (s__valid, clk, rst, s__ready, m__valid, m__payload, m_
   );
   \bchw_top.engine0.requant0  requant0 (
     .clk(clk),
-    .\port$15908$0 (drain[79:0]),
+    .\port$15964$0 (drain[79:0]),
     .q(q),
     .rst(rst)
   );
@@ -3412,389 +3466,353 @@ module \bchw_top.engine0 (s__valid, clk, rst, s__ready, m__valid, m__payload, m_
   );
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$223  = busy_next;
-    if (rst) begin
-      \$223  = 1'h0;
+    \$395  = skid0;
+    if (\$208 ) begin
+      \$395  = { qe_last_d0, q, results0 };
+    end else if (\$210 ) begin
+      \$395  = skid1;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$224  = \$11 [8:0];
-    if (rst) begin
-      \$224  = 9'h000;
+    \$396  = skid1;
+    if (\$220 ) begin
+      \$396  = { qe_last_d0, q, results0 };
+    end else if (\$222 ) begin
+      \$396  = skid2;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$225  = \$23 [4:0];
-    if (rst) begin
-      \$225  = 5'h00;
+    \$397  = skid2;
+    if (\$232 ) begin
+      \$397  = { qe_last_d0, q, results0 };
+    end else if (\$234 ) begin
+      \$397  = 129'h000000000000000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$226  = \$32 [3:0];
+    \$398  = \$64 [1:0];
     if (rst) begin
-      \$226  = 4'h0;
+      \$398  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$227  = last_step_next;
+    \$399  = enter;
     if (rst) begin
-      \$227  = 1'h0;
+      \$399  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$228  = ready_next;
+    \$400  = credit_back_d0;
     if (rst) begin
-      \$228  = 1'h1;
+      \$400  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$229  = \$47 [1:0];
+    \$235  = busy_next;
     if (rst) begin
-      \$229  = 2'h3;
+      \$235  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$230  = issue_next;
+    \$236  = \$11 [8:0];
     if (rst) begin
-      \$230  = 1'h0;
+      \$236  = 9'h000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$231  = word;
+    \$237  = \$23 [4:0];
+    if (rst) begin
+      \$237  = 5'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$238  = \$32 [3:0];
+    if (rst) begin
+      \$238  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$239  = last_step_next;
+    if (rst) begin
+      \$239  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$240  = ready_next;
+    if (rst) begin
+      \$240  = 1'h1;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$241  = \$47 [1:0];
+    if (rst) begin
+      \$241  = 2'h3;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$242  = issue_next;
+    if (rst) begin
+      \$242  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$243  = word;
     if (\$65 ) begin
-      \$231  = \$79 [4:0];
+      \$243  = \$79 [4:0];
     end
     if (rst) begin
-      \$231  = 5'h00;
+      \$243  = 5'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$232  = write_bank;
+    \$244  = write_bank;
     if (\$84 ) begin
-      \$232  = \$85 ;
+      \$244  = \$85 ;
     end
     if (rst) begin
-      \$232  = 1'h0;
+      \$244  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$233  = read_bank;
+    \$245  = read_bank;
     if (\$86 ) begin
-      \$233  = \$87 ;
+      \$245  = \$87 ;
     end
     if (rst) begin
-      \$233  = 1'h1;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$234  = \$95 ;
-    if (rst) begin
-      \$234  = 1'h0;
+      \$245  = 1'h1;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$235  = { write_bank, word };
+    \$246  = \$95 ;
     if (rst) begin
-      \$235  = 6'h00;
+      \$246  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$236  = { write_bank, word };
+    \$247  = { write_bank, word };
     if (rst) begin
-      \$236  = 6'h00;
+      \$247  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$237  = { write_bank, word };
+    \$248  = { write_bank, word };
     if (rst) begin
-      \$237  = 6'h00;
+      \$248  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$238  = { write_bank, word };
+    \$249  = { write_bank, word };
     if (rst) begin
-      \$238  = 6'h00;
+      \$249  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$239  = { write_bank, word };
+    \$250  = { write_bank, word };
     if (rst) begin
-      \$239  = 6'h00;
+      \$250  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$240  = { write_bank, word };
+    \$251  = { write_bank, word };
     if (rst) begin
-      \$240  = 6'h00;
+      \$251  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$241  = { write_bank, word };
+    \$252  = { write_bank, word };
     if (rst) begin
-      \$241  = 6'h00;
+      \$252  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$242  = { \$97 , \$23 [4:0] };
+    \$253  = { write_bank, word };
     if (rst) begin
-      \$242  = 6'h20;
+      \$253  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$243  = { \$99 , \$23 [4:0] };
+    \$254  = { \$97 , \$23 [4:0] };
     if (rst) begin
-      \$243  = 6'h20;
+      \$254  = 6'h20;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$244  = { \$101 , \$23 [4:0] };
+    \$255  = { \$99 , \$23 [4:0] };
     if (rst) begin
-      \$244  = 6'h20;
+      \$255  = 6'h20;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$245  = { \$103 , \$23 [4:0] };
+    \$256  = { \$101 , \$23 [4:0] };
     if (rst) begin
-      \$245  = 6'h20;
+      \$256  = 6'h20;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$246  = { \$105 , \$23 [4:0] };
+    \$257  = { \$103 , \$23 [4:0] };
     if (rst) begin
-      \$246  = 6'h20;
+      \$257  = 6'h20;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$247  = { \$107 , \$23 [4:0] };
+    \$258  = { \$105 , \$23 [4:0] };
     if (rst) begin
-      \$247  = 6'h20;
+      \$258  = 6'h20;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$248  = { \$109 , \$23 [4:0] };
+    \$259  = { \$107 , \$23 [4:0] };
     if (rst) begin
-      \$248  = 6'h20;
+      \$259  = 6'h20;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$249  = \$112 ;
+    \$260  = { \$109 , \$23 [4:0] };
     if (rst) begin
-      \$249  = 1'h0;
+      \$260  = 6'h20;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$250  = \$115 ;
+    \$261  = \$112 ;
     if (rst) begin
-      \$250  = 1'h0;
+      \$261  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$251  = \$118 ;
+    \$262  = \$115 ;
     if (rst) begin
-      \$251  = 1'h0;
+      \$262  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$252  = \$121 ;
+    \$263  = \$118 ;
     if (rst) begin
-      \$252  = 1'h0;
+      \$263  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$253  = \$124 ;
+    \$264  = \$121 ;
     if (rst) begin
-      \$253  = 1'h0;
+      \$264  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$254  = \$127 ;
+    \$265  = \$124 ;
     if (rst) begin
-      \$254  = 1'h0;
+      \$265  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$255  = \$130 ;
+    \$266  = \$127 ;
     if (rst) begin
-      \$255  = 1'h0;
+      \$266  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$259  = { last_step, \$132 , \$131 , issue };
+    \$267  = \$130 ;
     if (rst) begin
-      \$259  = 4'h0;
+      \$267  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$260  = f_d0;
+    \$271  = { last_step, \$132 , \$131 , issue };
     if (rst) begin
-      \$260  = 4'h0;
+      \$271  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$261  = f_d1;
+    \$272  = f_d0;
     if (rst) begin
-      \$261  = 4'h0;
+      \$272  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$262  = f_d2;
+    \$273  = f_d1;
     if (rst) begin
-      \$262  = 4'h0;
+      \$273  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$263  = f_d3;
+    \$274  = f_d2;
     if (rst) begin
-      \$263  = 4'h0;
+      \$274  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$264  = f_d4;
+    \$275  = f_d3;
     if (rst) begin
-      \$264  = 4'h0;
+      \$275  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$265  = f_d5;
+    \$276  = f_d4;
     if (rst) begin
-      \$265  = 4'h0;
+      \$276  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$266  = f_d6;
+    \$277  = f_d5;
     if (rst) begin
-      \$266  = 4'h0;
+      \$277  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$267  = f_d7;
+    \$278  = f_d6;
     if (rst) begin
-      \$267  = 4'h0;
+      \$278  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$268  = f_d7[1:0];
+    \$279  = f_d7;
     if (rst) begin
-      \$268  = 2'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$269  = f_d7[1:0];
-    if (rst) begin
-      \$269  = 2'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$270  = f_d7[1:0];
-    if (rst) begin
-      \$270  = 2'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$271  = f_d7[1:0];
-    if (rst) begin
-      \$271  = 2'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$272  = f_d7[1:0];
-    if (rst) begin
-      \$272  = 2'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$273  = f_d7[1:0];
-    if (rst) begin
-      \$273  = 2'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$274  = f_d7[1:0];
-    if (rst) begin
-      \$274  = 2'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$275  = f_d7[1:0];
-    if (rst) begin
-      \$275  = 2'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$276  = f_d7[1:0];
-    if (rst) begin
-      \$276  = 2'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$277  = f_d7[1:0];
-    if (rst) begin
-      \$277  = 2'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$278  = f_d7[1:0];
-    if (rst) begin
-      \$278  = 2'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$279  = f_d7[1:0];
-    if (rst) begin
-      \$279  = 2'h0;
+      \$279  = 4'h0;
     end
   end
   always @* begin
@@ -3827,126 +3845,126 @@ module \bchw_top.engine0 (s__valid, clk, rst, s__ready, m__valid, m__payload, m_
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$284  = nfc;
+    \$284  = f_d7[1:0];
     if (rst) begin
-      \$284  = 4'h0;
+      \$284  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$285  = paddr_d0;
+    \$285  = f_d7[1:0];
     if (rst) begin
-      \$285  = 4'h0;
+      \$285  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$286  = paddr_d1;
+    \$286  = f_d7[1:0];
     if (rst) begin
-      \$286  = 4'h0;
+      \$286  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$287  = paddr_d2;
+    \$287  = f_d7[1:0];
     if (rst) begin
-      \$287  = 4'h0;
+      \$287  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$288  = paddr_d3;
+    \$288  = f_d7[1:0];
     if (rst) begin
-      \$288  = 4'h0;
+      \$288  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$289  = paddr_d4;
+    \$289  = f_d7[1:0];
     if (rst) begin
-      \$289  = 4'h0;
+      \$289  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$290  = paddr_d5;
+    \$290  = f_d7[1:0];
     if (rst) begin
-      \$290  = 4'h0;
+      \$290  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$291  = paddr_d5;
+    \$291  = f_d7[1:0];
     if (rst) begin
-      \$291  = 4'h0;
+      \$291  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$292  = paddr_d5;
+    \$292  = f_d7[1:0];
     if (rst) begin
-      \$292  = 4'h0;
+      \$292  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$293  = paddr_d5;
+    \$293  = f_d7[1:0];
     if (rst) begin
-      \$293  = 4'h0;
+      \$293  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$294  = paddr_d5;
+    \$294  = f_d7[1:0];
     if (rst) begin
-      \$294  = 4'h0;
+      \$294  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$295  = paddr_d5;
+    \$295  = f_d7[1:0];
     if (rst) begin
-      \$295  = 4'h0;
+      \$295  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$296  = paddr_d5;
+    \$296  = nfc;
     if (rst) begin
       \$296  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$297  = paddr_d5;
+    \$297  = paddr_d0;
     if (rst) begin
       \$297  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$298  = paddr_d5;
+    \$298  = paddr_d1;
     if (rst) begin
       \$298  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$299  = paddr_d5;
+    \$299  = paddr_d2;
     if (rst) begin
       \$299  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$300  = paddr_d5;
+    \$300  = paddr_d3;
     if (rst) begin
       \$300  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$301  = paddr_d5;
+    \$301  = paddr_d4;
     if (rst) begin
       \$301  = 4'h0;
     end
@@ -3981,526 +3999,604 @@ module \bchw_top.engine0 (s__valid, clk, rst, s__ready, m__valid, m__payload, m_
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$308  = \$133 ;
+    \$306  = paddr_d5;
     if (rst) begin
-      \$308  = 1'h0;
+      \$306  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$309  = \$134 ;
+    \$307  = paddr_d5;
     if (rst) begin
-      \$309  = 1'h0;
+      \$307  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$310  = acc0;
+    \$308  = paddr_d5;
+    if (rst) begin
+      \$308  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$309  = paddr_d5;
+    if (rst) begin
+      \$309  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$310  = paddr_d5;
+    if (rst) begin
+      \$310  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$311  = paddr_d5;
+    if (rst) begin
+      \$311  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$312  = paddr_d5;
+    if (rst) begin
+      \$312  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$313  = paddr_d5;
+    if (rst) begin
+      \$313  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$314  = paddr_d5;
+    if (rst) begin
+      \$314  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$315  = paddr_d5;
+    if (rst) begin
+      \$315  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$316  = paddr_d5;
+    if (rst) begin
+      \$316  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$317  = paddr_d5;
+    if (rst) begin
+      \$317  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$320  = \$133 ;
+    if (rst) begin
+      \$320  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$321  = \$134 ;
+    if (rst) begin
+      \$321  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$322  = acc0;
     if (accflags_copy0[0]) begin
-      \$310  = \$136 [18:0];
+      \$322  = \$136 [18:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$311  = acc1;
+    \$323  = acc1;
     if (accflags_copy1[0]) begin
-      \$311  = \$138 [18:0];
+      \$323  = \$138 [18:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$312  = acc2;
+    \$324  = acc2;
     if (accflags_copy2[0]) begin
-      \$312  = \$140 [18:0];
+      \$324  = \$140 [18:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$313  = acc3;
+    \$325  = acc3;
     if (accflags_copy3[0]) begin
-      \$313  = \$142 [18:0];
+      \$325  = \$142 [18:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$314  = acc4;
+    \$326  = acc4;
     if (accflags_copy4[0]) begin
-      \$314  = \$144 [18:0];
+      \$326  = \$144 [18:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$315  = acc5;
+    \$327  = acc5;
     if (accflags_copy5[0]) begin
-      \$315  = \$146 [18:0];
+      \$327  = \$146 [18:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$316  = acc6;
+    \$328  = acc6;
     if (accflags_copy6[0]) begin
-      \$316  = \$148 [18:0];
+      \$328  = \$148 [18:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$317  = acc7;
+    \$329  = acc7;
     if (accflags_copy7[0]) begin
-      \$317  = \$150 [18:0];
+      \$329  = \$150 [18:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$318  = acc8;
+    \$330  = acc8;
     if (accflags_copy8[0]) begin
-      \$318  = \$152 [18:0];
+      \$330  = \$152 [18:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$319  = acc9;
+    \$331  = acc9;
     if (accflags_copy9[0]) begin
-      \$319  = \$154 [18:0];
+      \$331  = \$154 [18:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$320  = acc10;
+    \$332  = acc10;
     if (accflags_copy10[0]) begin
-      \$320  = \$156 [18:0];
+      \$332  = \$156 [18:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$321  = acc11;
+    \$333  = acc11;
     if (accflags_copy11[0]) begin
-      \$321  = \$158 [18:0];
+      \$333  = \$158 [18:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$322  = acc12;
+    \$334  = acc12;
     if (accflags_copy12[0]) begin
-      \$322  = \$160 [18:0];
+      \$334  = \$160 [18:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$323  = acc13;
+    \$335  = acc13;
     if (accflags_copy13[0]) begin
-      \$323  = \$162 [18:0];
+      \$335  = \$162 [18:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$324  = acc14;
+    \$336  = acc14;
     if (accflags_copy14[0]) begin
-      \$324  = \$164 [18:0];
+      \$336  = \$164 [18:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$325  = acc15;
+    \$337  = acc15;
     if (accflags_copy15[0]) begin
-      \$325  = \$166 [18:0];
+      \$337  = \$166 [18:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$326  = \$167 ;
-    if (rst) begin
-      \$326  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$327  = \$168 ;
-    if (rst) begin
-      \$327  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$328  = \$169 ;
-    if (rst) begin
-      \$328  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$329  = \$170 ;
-    if (rst) begin
-      \$329  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$330  = \$171 ;
-    if (rst) begin
-      \$330  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$331  = \$172 ;
-    if (rst) begin
-      \$331  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$332  = \$173 ;
-    if (rst) begin
-      \$332  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$333  = \$174 ;
-    if (rst) begin
-      \$333  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$334  = \$175 ;
-    if (rst) begin
-      \$334  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$335  = \$176 ;
-    if (rst) begin
-      \$335  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$337  = acc_valid;
-    if (rst) begin
-      \$337  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$338  = qv_d0;
+    \$338  = \$167 ;
     if (rst) begin
       \$338  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$339  = qv_d1;
+    \$339  = \$168 ;
     if (rst) begin
       \$339  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$340  = qv_d2;
+    \$340  = \$169 ;
     if (rst) begin
       \$340  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$341  = qv_d3;
+    \$341  = \$170 ;
     if (rst) begin
       \$341  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$342  = qv_d4;
+    \$342  = \$171 ;
     if (rst) begin
       \$342  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$343  = qv_d5;
+    \$343  = \$172 ;
     if (rst) begin
       \$343  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$344  = qv_d6;
+    \$344  = \$173 ;
     if (rst) begin
       \$344  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$345  = qv_d7;
+    \$345  = \$174 ;
     if (rst) begin
       \$345  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$346  = qv_d8;
+    \$346  = \$175 ;
     if (rst) begin
       \$346  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$347  = qv_d9;
+    \$347  = \$176 ;
     if (rst) begin
       \$347  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$348  = qv_d10;
+    \$348  = \$177 ;
     if (rst) begin
       \$348  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$349  = qv_d11;
+    \$349  = \$178 ;
     if (rst) begin
       \$349  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$350  = qv_d12;
+    \$350  = \$179 ;
     if (rst) begin
       \$350  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$351  = qv_d13;
+    \$351  = \$180 ;
     if (rst) begin
       \$351  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$352  = qv_d14;
+    \$352  = \$181 ;
     if (rst) begin
       \$352  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$353  = qv_d15;
+    \$353  = \$182 ;
     if (rst) begin
       \$353  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$354  = qv_d16;
-    if (rst) begin
-      \$354  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$355  = qv_d17;
+    \$355  = acc_valid;
     if (rst) begin
       \$355  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$356  = acc_end;
+    \$356  = qv_d0;
     if (rst) begin
       \$356  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$357  = qe_d0;
+    \$357  = qv_d1;
     if (rst) begin
       \$357  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$358  = qe_d1;
+    \$358  = qv_d2;
     if (rst) begin
       \$358  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$359  = qe_d2;
+    \$359  = qv_d3;
     if (rst) begin
       \$359  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$360  = qe_d3;
+    \$360  = qv_d4;
     if (rst) begin
       \$360  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$361  = qe_d4;
+    \$361  = qv_d5;
     if (rst) begin
       \$361  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$362  = qe_d5;
+    \$362  = qv_d6;
     if (rst) begin
       \$362  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$363  = qe_d6;
+    \$363  = qv_d7;
     if (rst) begin
       \$363  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$364  = qe_d7;
+    \$364  = qv_d8;
     if (rst) begin
       \$364  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$365  = qe_d8;
+    \$365  = qv_d9;
     if (rst) begin
       \$365  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$366  = qe_d9;
+    \$366  = qv_d10;
     if (rst) begin
       \$366  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$367  = qe_d10;
+    \$367  = qv_d11;
     if (rst) begin
       \$367  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$368  = qe_d11;
+    \$368  = qv_d12;
     if (rst) begin
       \$368  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$369  = qe_d12;
+    \$369  = qv_d13;
     if (rst) begin
       \$369  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$370  = qe_d13;
+    \$370  = qv_d14;
     if (rst) begin
       \$370  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$371  = qe_d14;
+    \$371  = qv_d15;
     if (rst) begin
       \$371  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$372  = qe_d15;
+    \$372  = qv_d16;
     if (rst) begin
       \$372  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$373  = qe_d16;
+    \$373  = qv_d17;
     if (rst) begin
       \$373  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$374  = qe_d17;
+    \$374  = acc_end;
     if (rst) begin
       \$374  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$375  = qv_d18;
+    \$375  = qe_d0;
     if (rst) begin
       \$375  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$376  = qe_d18;
+    \$376  = qe_d1;
     if (rst) begin
       \$376  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$377  = skid0;
-    if (\$196 ) begin
-      \$377  = { qe_last_d0, q, results0 };
-    end else if (\$198 ) begin
-      \$377  = skid1;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$378  = skid1;
-    if (\$208 ) begin
-      \$378  = { qe_last_d0, q, results0 };
-    end else if (\$210 ) begin
-      \$378  = skid2;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$379  = skid2;
-    if (\$220 ) begin
-      \$379  = { qe_last_d0, q, results0 };
-    end else if (\$222 ) begin
-      \$379  = 129'h000000000000000000000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$380  = \$64 [1:0];
+    \$377  = qe_d2;
     if (rst) begin
-      \$380  = 2'h0;
+      \$377  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$381  = enter;
+    \$378  = qe_d3;
+    if (rst) begin
+      \$378  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$379  = qe_d4;
+    if (rst) begin
+      \$379  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$380  = qe_d5;
+    if (rst) begin
+      \$380  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$381  = qe_d6;
     if (rst) begin
       \$381  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$382  = credit_back_d0;
+    \$382  = qe_d7;
     if (rst) begin
       \$382  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$383  = qe_d8;
+    if (rst) begin
+      \$383  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$384  = qe_d9;
+    if (rst) begin
+      \$384  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$385  = qe_d10;
+    if (rst) begin
+      \$385  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$386  = qe_d11;
+    if (rst) begin
+      \$386  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$387  = qe_d12;
+    if (rst) begin
+      \$387  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$388  = qe_d13;
+    if (rst) begin
+      \$388  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$389  = qe_d14;
+    if (rst) begin
+      \$389  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$390  = qe_d15;
+    if (rst) begin
+      \$390  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$391  = qe_d16;
+    if (rst) begin
+      \$391  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$392  = qe_d17;
+    if (rst) begin
+      \$392  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$393  = qv_d18;
+    if (rst) begin
+      \$393  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$394  = qe_d18;
+    if (rst) begin
+      \$394  = 1'h0;
     end
   end
   assign en = 1'h1;
@@ -4625,21 +4721,27 @@ module \bchw_top.engine0 (s__valid, clk, rst, s__ready, m__valid, m__payload, m_
   assign count_next = \$64 [1:0];
   assign credit_back_d1 = credit_back;
   assign m__payload = \$55 [127:0];
-  assign \$336 [1279:1152] = \$186 ;
-  assign \$336 [1151:1024] = \$185 ;
-  assign \$336 [1023:896] = \$184 ;
-  assign \$336 [895:768] = \$183 ;
-  assign \$336 [767:640] = \$182 ;
-  assign \$336 [639:512] = \$181 ;
-  assign \$336 [511:384] = \$180 ;
-  assign \$336 [383:256] = \$179 ;
-  assign \$336 [255:128] = \$178 ;
-  assign \$336 [127:0] = \$177 ;
-  assign \$307  = params_d0;
-  assign \$306  = { \data$268 , \data$267 , \data$266 , \data$265 , \data$264 , \data$263 , \data$262 , \data$261 , \data$260 , \data$259 , \data$258 , \data$257 , \data$256 , \data$255 , \data$254 , \data$253  };
-  assign \$258  = wdata_d0;
-  assign \$257  = data;
-  assign \$256  = { \read__data$218 , \read__data$217 , \read__data$216 , \read__data$215 , \read__data$214 , \read__data$213 , read__data };
+  assign \$354 [1279:1200] = \$198 ;
+  assign \$354 [1199:1120] = \$197 ;
+  assign \$354 [1119:1040] = \$196 ;
+  assign \$354 [1039:960] = \$195 ;
+  assign \$354 [959:880] = \$194 ;
+  assign \$354 [879:800] = \$193 ;
+  assign \$354 [799:720] = \$192 ;
+  assign \$354 [719:640] = \$191 ;
+  assign \$354 [639:560] = \$190 ;
+  assign \$354 [559:480] = \$189 ;
+  assign \$354 [479:400] = \$188 ;
+  assign \$354 [399:320] = \$187 ;
+  assign \$354 [319:240] = \$186 ;
+  assign \$354 [239:160] = \$185 ;
+  assign \$354 [159:80] = \$184 ;
+  assign \$354 [79:0] = \$183 ;
+  assign \$319  = params_d0;
+  assign \$318  = { \data$268 , \data$267 , \data$266 , \data$265 , \data$264 , \data$263 , \data$262 , \data$261 , \data$260 , \data$259 , \data$258 , \data$257 , \data$256 , \data$255 , \data$254 , \data$253  };
+  assign \$270  = wdata_d0;
+  assign \$269  = data;
+  assign \$268  = { \read__data$218 , \read__data$217 , \read__data$216 , \read__data$215 , \read__data$214 , \read__data$213 , read__data };
   assign busy_next = \$4 ;
   assign \$11  = \$10 ;
   assign \$23  = \$22 ;
@@ -4682,6 +4784,7 @@ module \bchw_top.engine0.params0 (data, addr, clk);
   wire en;
   bchw_rom #(
     .ADDR_WIDTH(32'd4),
+    .BLOCK(32'd0),
     .DEPTH(32'd16),
     .IMAGE_WIDTH(32'd976),
     .INIT_FILE("layer0_params.hex"),
@@ -4707,6 +4810,7 @@ module \bchw_top.engine0.params1 (data, addr, clk);
   wire en;
   bchw_rom #(
     .ADDR_WIDTH(32'd4),
+    .BLOCK(32'd0),
     .DEPTH(32'd16),
     .IMAGE_WIDTH(32'd976),
     .INIT_FILE("layer0_params.hex"),
@@ -4732,6 +4836,7 @@ module \bchw_top.engine0.params10 (data, addr, clk);
   wire en;
   bchw_rom #(
     .ADDR_WIDTH(32'd4),
+    .BLOCK(32'd0),
     .DEPTH(32'd16),
     .IMAGE_WIDTH(32'd976),
     .INIT_FILE("layer0_params.hex"),
@@ -4757,6 +4862,7 @@ module \bchw_top.engine0.params11 (data, addr, clk);
   wire en;
   bchw_rom #(
     .ADDR_WIDTH(32'd4),
+    .BLOCK(32'd0),
     .DEPTH(32'd16),
     .IMAGE_WIDTH(32'd976),
     .INIT_FILE("layer0_params.hex"),
@@ -4782,6 +4888,7 @@ module \bchw_top.engine0.params12 (data, addr, clk);
   wire en;
   bchw_rom #(
     .ADDR_WIDTH(32'd4),
+    .BLOCK(32'd0),
     .DEPTH(32'd16),
     .IMAGE_WIDTH(32'd976),
     .INIT_FILE("layer0_params.hex"),
@@ -4807,6 +4914,7 @@ module \bchw_top.engine0.params13 (data, addr, clk);
   wire en;
   bchw_rom #(
     .ADDR_WIDTH(32'd4),
+    .BLOCK(32'd0),
     .DEPTH(32'd16),
     .IMAGE_WIDTH(32'd976),
     .INIT_FILE("layer0_params.hex"),
@@ -4832,6 +4940,7 @@ module \bchw_top.engine0.params14 (data, addr, clk);
   wire en;
   bchw_rom #(
     .ADDR_WIDTH(32'd4),
+    .BLOCK(32'd0),
     .DEPTH(32'd16),
     .IMAGE_WIDTH(32'd976),
     .INIT_FILE("layer0_params.hex"),
@@ -4857,6 +4966,7 @@ module \bchw_top.engine0.params15 (data, addr, clk);
   wire en;
   bchw_rom #(
     .ADDR_WIDTH(32'd4),
+    .BLOCK(32'd0),
     .DEPTH(32'd16),
     .IMAGE_WIDTH(32'd976),
     .INIT_FILE("layer0_params.hex"),
@@ -4882,6 +4992,7 @@ module \bchw_top.engine0.params2 (data, addr, clk);
   wire en;
   bchw_rom #(
     .ADDR_WIDTH(32'd4),
+    .BLOCK(32'd0),
     .DEPTH(32'd16),
     .IMAGE_WIDTH(32'd976),
     .INIT_FILE("layer0_params.hex"),
@@ -4907,6 +5018,7 @@ module \bchw_top.engine0.params3 (data, addr, clk);
   wire en;
   bchw_rom #(
     .ADDR_WIDTH(32'd4),
+    .BLOCK(32'd0),
     .DEPTH(32'd16),
     .IMAGE_WIDTH(32'd976),
     .INIT_FILE("layer0_params.hex"),
@@ -4932,6 +5044,7 @@ module \bchw_top.engine0.params4 (data, addr, clk);
   wire en;
   bchw_rom #(
     .ADDR_WIDTH(32'd4),
+    .BLOCK(32'd0),
     .DEPTH(32'd16),
     .IMAGE_WIDTH(32'd976),
     .INIT_FILE("layer0_params.hex"),
@@ -4957,6 +5070,7 @@ module \bchw_top.engine0.params5 (data, addr, clk);
   wire en;
   bchw_rom #(
     .ADDR_WIDTH(32'd4),
+    .BLOCK(32'd0),
     .DEPTH(32'd16),
     .IMAGE_WIDTH(32'd976),
     .INIT_FILE("layer0_params.hex"),
@@ -4982,6 +5096,7 @@ module \bchw_top.engine0.params6 (data, addr, clk);
   wire en;
   bchw_rom #(
     .ADDR_WIDTH(32'd4),
+    .BLOCK(32'd0),
     .DEPTH(32'd16),
     .IMAGE_WIDTH(32'd976),
     .INIT_FILE("layer0_params.hex"),
@@ -5007,6 +5122,7 @@ module \bchw_top.engine0.params7 (data, addr, clk);
   wire en;
   bchw_rom #(
     .ADDR_WIDTH(32'd4),
+    .BLOCK(32'd0),
     .DEPTH(32'd16),
     .IMAGE_WIDTH(32'd976),
     .INIT_FILE("layer0_params.hex"),
@@ -5032,6 +5148,7 @@ module \bchw_top.engine0.params8 (data, addr, clk);
   wire en;
   bchw_rom #(
     .ADDR_WIDTH(32'd4),
+    .BLOCK(32'd0),
     .DEPTH(32'd16),
     .IMAGE_WIDTH(32'd976),
     .INIT_FILE("layer0_params.hex"),
@@ -5057,6 +5174,7 @@ module \bchw_top.engine0.params9 (data, addr, clk);
   wire en;
   bchw_rom #(
     .ADDR_WIDTH(32'd4),
+    .BLOCK(32'd0),
     .DEPTH(32'd16),
     .IMAGE_WIDTH(32'd976),
     .INIT_FILE("layer0_params.hex"),
@@ -5072,7 +5190,7 @@ module \bchw_top.engine0.params9 (data, addr, clk);
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine0.requant0 (rst, \port$15908$0 , q, clk);
+module \bchw_top.engine0.requant0 (rst, \port$15964$0 , q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$3  = 0;
   wire [36:0] \$1 ;
   wire [37:0] \$10 ;
@@ -5104,8 +5222,8 @@ module \bchw_top.engine0.requant0 (rst, \port$15908$0 , q, clk);
   wire [17:0] mul;
   wire [35:0] p;
   wire [19:0] \p$21 ;
-  input [79:0] \port$15908$0 ;
-  wire [79:0] \port$15908$0 ;
+  input [79:0] \port$15964$0 ;
+  wire [79:0] \port$15964$0 ;
   output [7:0] q;
   reg [7:0] q = 8'h00;
   input rst;
@@ -5137,15 +5255,15 @@ module \bchw_top.engine0.requant0 (rst, \port$15908$0 , q, clk);
   always @(posedge clk)
     q <= \$14 ;
   \bchw_top.engine0.requant0.mul0  mul0 (
-    .b(\port$15908$0 [36:19]),
+    .b(\port$15964$0 [36:19]),
     .clk(clk),
     .p(p),
-    .\port$15908$0 (\port$15908$0 [16:0])
+    .\port$15964$0 (\port$15964$0 [16:0])
   );
   \bchw_top.engine0.requant0.mul1  mul1 (
     .clk(clk),
     .p(\p$21 ),
-    .\port$15908$17 (\port$15908$0 [36:17])
+    .\port$15964$17 (\port$15964$0 [36:17])
   );
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
@@ -5156,27 +5274,27 @@ module \bchw_top.engine0.requant0 (rst, \port$15908$0 , q, clk);
   end
   assign en = 1'h1;
   assign \en$1  = 1'h1;
-  assign a = { 1'h0, \port$15908$0 [16:0] };
-  assign acc = \port$15908$0 [18:0];
-  assign b = \port$15908$0 [36:19];
-  assign mul = \port$15908$0 [36:19];
+  assign a = { 1'h0, \port$15964$0 [16:0] };
+  assign acc = \port$15964$0 [18:0];
+  assign b = \port$15964$0 [36:19];
+  assign mul = \port$15964$0 [36:19];
   assign \en$6  = 1'h1;
-  assign \a$7  = \port$15908$0 [18:17];
-  assign \b$8  = \port$15908$0 [36:19];
-  assign bias = \port$15908$0 [79:42];
-  assign shift = \port$15908$0 [41:37];
+  assign \a$7  = \port$15964$0 [18:17];
+  assign \b$8  = \port$15964$0 [36:19];
+  assign bias = \port$15964$0 [79:42];
+  assign shift = \port$15964$0 [41:37];
   assign \$13  = shift_d2;
   assign \$12  = \$4 [38:0];
   assign \$11  = shift_d1;
   assign \$10  = bias_d1;
-  assign \$9  = \port$15908$0 [41:37];
-  assign \$8  = \port$15908$0 [79:42];
+  assign \$9  = \port$15964$0 [41:37];
+  assign \$8  = \port$15964$0 [79:42];
   assign \$1  = { p[35], p };
   assign \$3  = { \p$21 [19], \p$21 [19], \p$21 [19], \p$21 [19], \p$21 [19], \p$21 [19], \p$21 [19], \p$21 [19], \p$21 [19], \p$21 [19], \p$21 [19], \p$21 [19], \p$21 [19], \p$21 [19], \p$21 , 17'h00000 };
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine0.requant0.mul0 (p, \port$15908$0 , b, clk);
+module \bchw_top.engine0.requant0.mul0 (p, \port$15964$0 , b, clk);
   wire [17:0] a;
   input [17:0] b;
   wire [17:0] b;
@@ -5185,24 +5303,24 @@ module \bchw_top.engine0.requant0.mul0 (p, \port$15908$0 , b, clk);
   wire en;
   output [35:0] p;
   wire [35:0] p;
-  input [16:0] \port$15908$0 ;
-  wire [16:0] \port$15908$0 ;
+  input [16:0] \port$15964$0 ;
+  wire [16:0] \port$15964$0 ;
   bchw_mul #(
     .A_WIDTH(32'd18),
     .B_WIDTH(32'd18)
   ) mul (
-    .a({ 1'h0, \port$15908$0  }),
+    .a({ 1'h0, \port$15964$0  }),
     .b(b),
     .clk(clk),
     .en(1'h1),
     .p(p)
   );
   assign en = 1'h1;
-  assign a = { 1'h0, \port$15908$0  };
+  assign a = { 1'h0, \port$15964$0  };
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine0.requant0.mul1 (p, \port$15908$17 , clk);
+module \bchw_top.engine0.requant0.mul1 (p, \port$15964$17 , clk);
   wire [1:0] a;
   wire [17:0] b;
   input clk;
@@ -5210,21 +5328,21 @@ module \bchw_top.engine0.requant0.mul1 (p, \port$15908$17 , clk);
   wire en;
   output [19:0] p;
   wire [19:0] p;
-  input [19:0] \port$15908$17 ;
-  wire [19:0] \port$15908$17 ;
+  input [19:0] \port$15964$17 ;
+  wire [19:0] \port$15964$17 ;
   bchw_mul #(
     .A_WIDTH(32'd2),
     .B_WIDTH(32'd18)
   ) mul (
-    .a(\port$15908$17 [1:0]),
-    .b(\port$15908$17 [19:2]),
+    .a(\port$15964$17 [1:0]),
+    .b(\port$15964$17 [19:2]),
     .clk(clk),
     .en(1'h1),
     .p(p)
   );
   assign en = 1'h1;
-  assign a = \port$15908$17 [1:0];
-  assign b = \port$15908$17 [19:2];
+  assign a = \port$15964$17 [1:0];
+  assign b = \port$15964$17 [19:2];
 endmodule
 
 (* generator = "Amaranth" *)
@@ -25302,6 +25420,7 @@ module \bchw_top.engine0.weights (data, addr, clk);
   wire en;
   bchw_rom #(
     .ADDR_WIDTH(32'd9),
+    .BLOCK(32'd1),
     .DEPTH(32'd448),
     .INIT_FILE("layer0_weights.hex"),
     .WIDTH(32'd448)
@@ -25387,30 +25506,30 @@ module \bchw_top.engine1 (rst, s__valid, s__payload, s__ready, m__valid, m__payl
   wire \$16 ;
   wire \$160 ;
   wire \$161 ;
-  wire [127:0] \$162 ;
-  wire [127:0] \$163 ;
-  wire [127:0] \$164 ;
-  wire [127:0] \$165 ;
-  wire [127:0] \$166 ;
-  wire [127:0] \$167 ;
-  wire [127:0] \$168 ;
-  wire [127:0] \$169 ;
+  wire \$162 ;
+  wire \$163 ;
+  wire \$164 ;
+  wire \$165 ;
+  wire \$166 ;
+  wire \$167 ;
+  wire [75:0] \$168 ;
+  wire [75:0] \$169 ;
   wire \$17 ;
-  wire [127:0] \$170 ;
-  wire [63:0] \$171 ;
-  wire \$172 ;
-  wire \$173 ;
-  wire \$174 ;
-  wire \$175 ;
-  wire \$176 ;
-  wire \$177 ;
-  wire \$178 ;
-  wire [2:0] \$179 ;
+  wire [75:0] \$170 ;
+  wire [75:0] \$171 ;
+  wire [75:0] \$172 ;
+  wire [75:0] \$173 ;
+  wire [75:0] \$174 ;
+  wire [75:0] \$175 ;
+  wire [75:0] \$176 ;
+  wire [75:0] \$177 ;
+  wire [75:0] \$178 ;
+  wire [75:0] \$179 ;
   wire \$18 ;
-  wire \$180 ;
-  wire \$181 ;
-  wire \$182 ;
-  wire \$183 ;
+  wire [75:0] \$180 ;
+  wire [75:0] \$181 ;
+  wire [75:0] \$182 ;
+  wire [75:0] \$183 ;
   wire \$184 ;
   wire \$185 ;
   wire \$186 ;
@@ -25438,76 +25557,76 @@ module \bchw_top.engine1 (rst, s__valid, s__payload, s__ready, m__valid, m__payl
   wire \$205 ;
   wire \$206 ;
   wire \$207 ;
-  reg \$208 ;
-  reg [7:0] \$209 ;
+  wire \$208 ;
+  wire \$209 ;
   wire [4:0] \$21 ;
-  reg [3:0] \$210 ;
-  reg [3:0] \$211 ;
-  reg \$212 ;
-  reg \$213 ;
-  reg [1:0] \$214 ;
-  reg \$215 ;
-  reg [3:0] \$216 ;
-  reg \$217 ;
-  reg \$218 ;
-  reg \$219 ;
+  wire \$210 ;
+  wire \$211 ;
+  wire \$212 ;
+  wire \$213 ;
+  wire \$214 ;
+  wire [2:0] \$215 ;
+  wire \$216 ;
+  wire \$217 ;
+  wire \$218 ;
+  wire \$219 ;
   wire [4:0] \$22 ;
-  reg [4:0] \$220 ;
-  reg [4:0] \$221 ;
-  reg [4:0] \$222 ;
-  reg [4:0] \$223 ;
-  reg [4:0] \$224 ;
-  reg [4:0] \$225 ;
-  reg [4:0] \$226 ;
-  reg [4:0] \$227 ;
-  reg \$228 ;
+  reg \$220 ;
+  reg [7:0] \$221 ;
+  reg [3:0] \$222 ;
+  reg [3:0] \$223 ;
+  reg \$224 ;
+  reg \$225 ;
+  reg [1:0] \$226 ;
+  reg \$227 ;
+  reg [3:0] \$228 ;
   reg \$229 ;
   wire [4:0] \$23 ;
   reg \$230 ;
   reg \$231 ;
-  wire [127:0] \$232 ;
-  wire [255:0] \$233 ;
-  wire [255:0] \$234 ;
-  reg [3:0] \$235 ;
-  reg [3:0] \$236 ;
-  reg [3:0] \$237 ;
-  reg [3:0] \$238 ;
-  reg [3:0] \$239 ;
+  reg [4:0] \$232 ;
+  reg [4:0] \$233 ;
+  reg [4:0] \$234 ;
+  reg [4:0] \$235 ;
+  reg [4:0] \$236 ;
+  reg [4:0] \$237 ;
+  reg [4:0] \$238 ;
+  reg [4:0] \$239 ;
   wire \$24 ;
-  reg [3:0] \$240 ;
-  reg [3:0] \$241 ;
-  reg [3:0] \$242 ;
-  reg [1:0] \$243 ;
-  reg [1:0] \$244 ;
-  reg [1:0] \$245 ;
-  reg [1:0] \$246 ;
-  reg [1:0] \$247 ;
-  reg [1:0] \$248 ;
-  reg [1:0] \$249 ;
+  reg \$240 ;
+  reg \$241 ;
+  reg \$242 ;
+  reg \$243 ;
+  wire [127:0] \$244 ;
+  wire [255:0] \$245 ;
+  wire [255:0] \$246 ;
+  reg [3:0] \$247 ;
+  reg [3:0] \$248 ;
+  reg [3:0] \$249 ;
   wire \$25 ;
-  reg [1:0] \$250 ;
-  reg [1:0] \$251 ;
-  reg [1:0] \$252 ;
-  reg [1:0] \$253 ;
-  reg [1:0] \$254 ;
+  reg [3:0] \$250 ;
+  reg [3:0] \$251 ;
+  reg [3:0] \$252 ;
+  reg [3:0] \$253 ;
+  reg [3:0] \$254 ;
   reg [1:0] \$255 ;
   reg [1:0] \$256 ;
   reg [1:0] \$257 ;
   reg [1:0] \$258 ;
-  reg [3:0] \$259 ;
+  reg [1:0] \$259 ;
   wire \$26 ;
-  reg [3:0] \$260 ;
-  reg [3:0] \$261 ;
-  reg [3:0] \$262 ;
-  reg [3:0] \$263 ;
-  reg [3:0] \$264 ;
-  reg [3:0] \$265 ;
-  reg [3:0] \$266 ;
-  reg [3:0] \$267 ;
-  reg [3:0] \$268 ;
-  reg [3:0] \$269 ;
+  reg [1:0] \$260 ;
+  reg [1:0] \$261 ;
+  reg [1:0] \$262 ;
+  reg [1:0] \$263 ;
+  reg [1:0] \$264 ;
+  reg [1:0] \$265 ;
+  reg [1:0] \$266 ;
+  reg [1:0] \$267 ;
+  reg [1:0] \$268 ;
+  reg [1:0] \$269 ;
   wire \$27 ;
-  reg [3:0] \$270 ;
+  reg [1:0] \$270 ;
   reg [3:0] \$271 ;
   reg [3:0] \$272 ;
   reg [3:0] \$273 ;
@@ -25518,42 +25637,42 @@ module \bchw_top.engine1 (rst, s__valid, s__payload, s__ready, m__valid, m__payl
   reg [3:0] \$278 ;
   reg [3:0] \$279 ;
   wire \$28 ;
-  wire [943:0] \$280 ;
-  wire [943:0] \$281 ;
-  reg \$282 ;
-  reg \$283 ;
-  reg [16:0] \$284 ;
-  reg [16:0] \$285 ;
-  reg [16:0] \$286 ;
-  reg [16:0] \$287 ;
-  reg [16:0] \$288 ;
-  reg [16:0] \$289 ;
+  reg [3:0] \$280 ;
+  reg [3:0] \$281 ;
+  reg [3:0] \$282 ;
+  reg [3:0] \$283 ;
+  reg [3:0] \$284 ;
+  reg [3:0] \$285 ;
+  reg [3:0] \$286 ;
+  reg [3:0] \$287 ;
+  reg [3:0] \$288 ;
+  reg [3:0] \$289 ;
   wire [4:0] \$29 ;
-  reg [16:0] \$290 ;
-  reg [16:0] \$291 ;
-  reg [16:0] \$292 ;
-  reg [16:0] \$293 ;
-  reg [16:0] \$294 ;
-  reg [16:0] \$295 ;
+  reg [3:0] \$290 ;
+  reg [3:0] \$291 ;
+  wire [943:0] \$292 ;
+  wire [943:0] \$293 ;
+  reg \$294 ;
+  reg \$295 ;
   reg [16:0] \$296 ;
   reg [16:0] \$297 ;
   reg [16:0] \$298 ;
   reg [16:0] \$299 ;
   wire \$3 ;
   wire [4:0] \$30 ;
-  reg \$300 ;
-  reg \$301 ;
-  reg \$302 ;
-  reg \$303 ;
-  reg \$304 ;
-  reg \$305 ;
-  reg \$306 ;
-  reg \$307 ;
-  reg \$308 ;
-  reg \$309 ;
+  reg [16:0] \$300 ;
+  reg [16:0] \$301 ;
+  reg [16:0] \$302 ;
+  reg [16:0] \$303 ;
+  reg [16:0] \$304 ;
+  reg [16:0] \$305 ;
+  reg [16:0] \$306 ;
+  reg [16:0] \$307 ;
+  reg [16:0] \$308 ;
+  reg [16:0] \$309 ;
   wire [4:0] \$31 ;
-  wire [1215:0] \$310 ;
-  reg \$311 ;
+  reg [16:0] \$310 ;
+  reg [16:0] \$311 ;
   reg \$312 ;
   reg \$313 ;
   reg \$314 ;
@@ -25571,7 +25690,7 @@ module \bchw_top.engine1 (rst, s__valid, s__payload, s__ready, m__valid, m__payl
   reg \$325 ;
   reg \$326 ;
   reg \$327 ;
-  reg \$328 ;
+  wire [1215:0] \$328 ;
   reg \$329 ;
   wire \$33 ;
   reg \$330 ;
@@ -25597,14 +25716,32 @@ module \bchw_top.engine1 (rst, s__valid, s__payload, s__ready, m__valid, m__payl
   reg \$349 ;
   wire \$35 ;
   reg \$350 ;
-  reg [128:0] \$351 ;
-  reg [128:0] \$352 ;
-  reg [128:0] \$353 ;
-  reg [1:0] \$354 ;
+  reg \$351 ;
+  reg \$352 ;
+  reg \$353 ;
+  reg \$354 ;
   reg \$355 ;
   reg \$356 ;
+  reg \$357 ;
+  reg \$358 ;
+  reg \$359 ;
   wire \$36 ;
+  reg \$360 ;
+  reg \$361 ;
+  reg \$362 ;
+  reg \$363 ;
+  reg \$364 ;
+  reg \$365 ;
+  reg \$366 ;
+  reg \$367 ;
+  reg \$368 ;
+  reg [128:0] \$369 ;
   wire \$37 ;
+  reg [128:0] \$370 ;
+  reg [128:0] \$371 ;
+  reg [1:0] \$372 ;
+  reg \$373 ;
+  reg \$374 ;
   wire \$38 ;
   wire \$39 ;
   wire \$4 ;
@@ -25792,6 +25929,18 @@ module \bchw_top.engine1 (rst, s__valid, s__payload, s__ready, m__valid, m__payl
   reg dload_copy0 = 1'h0;
   (* keep = 32'd1 *)
   reg dload_copy1 = 1'h0;
+  (* keep = 32'd1 *)
+  reg dload_copy10 = 1'h0;
+  (* keep = 32'd1 *)
+  reg dload_copy11 = 1'h0;
+  (* keep = 32'd1 *)
+  reg dload_copy12 = 1'h0;
+  (* keep = 32'd1 *)
+  reg dload_copy13 = 1'h0;
+  (* keep = 32'd1 *)
+  reg dload_copy14 = 1'h0;
+  (* keep = 32'd1 *)
+  reg dload_copy15 = 1'h0;
   (* keep = 32'd1 *)
   reg dload_copy2 = 1'h0;
   (* keep = 32'd1 *)
@@ -26481,28 +26630,28 @@ module \bchw_top.engine1 (rst, s__valid, s__payload, s__ready, m__valid, m__payl
   assign \$159  = ft_d0[0] & ft_d0[2];
   assign \$160  = ft_d0[0] & ft_d0[2];
   assign \$161  = ft_d0[0] & ft_d0[2];
-  assign \$162  = dload_copy0 ? { params_d1[93:59], acc1, params_d1[58:0], acc0 } : drain[203:76];
-  assign \$163  = dload_copy1 ? { params_d1[187:177], acc3, params_d1[176:118], acc2, params_d1[117:94] } : drain[331:204];
-  assign \$164  = dload_copy2 ? { acc5[3:0], params_d1[294:236], acc4, params_d1[235:188] } : drain[459:332];
-  assign \$165  = dload_copy3 ? { params_d1[392:354], acc6, params_d1[353:295], acc5[16:4] } : drain[587:460];
-  assign \$166  = dload_copy4 ? { params_d1[486:472], acc8, params_d1[471:413], acc7, params_d1[412:393] } : drain[715:588];
-  assign \$167  = dload_copy5 ? { acc10[7:0], params_d1[589:531], acc9, params_d1[530:487] } : drain[843:716];
-  assign \$168  = dload_copy6 ? { params_d1[691:649], acc11, params_d1[648:590], acc10[16:8] } : drain[971:844];
-  assign \$169  = dload_copy7 ? { params_d1[785:767], acc13, params_d1[766:708], acc12, params_d1[707:692] } : drain[1099:972];
-  assign \$170  = dload_copy8 ? { acc15[11:0], params_d1[884:826], acc14, params_d1[825:786] } : { drain[1151:1140], drain[1215:1100] };
-  assign \$171  = dload_copy9 ? { params_d1[943:885], acc15[16:12] } : drain[1215:1152];
-  assign \$172  = | count;
-  assign \$173  = ~ \$172 ;
-  assign \$174  = enter & \$173 ;
-  assign \$175  = ~ \$174 ;
-  assign \$176  = qv_last_d0 & \$175 ;
-  assign \$177  = | count;
-  assign \$178  = enter & \$177 ;
-  assign \$179  = count - \$178 ;
-  assign \$180  = ! \$179 ;
-  assign \$181  = \$176  & \$180 ;
-  assign \$182  = | count;
-  assign \$183  = enter & \$182 ;
+  assign \$162  = ft_d0[0] & ft_d0[2];
+  assign \$163  = ft_d0[0] & ft_d0[2];
+  assign \$164  = ft_d0[0] & ft_d0[2];
+  assign \$165  = ft_d0[0] & ft_d0[2];
+  assign \$166  = ft_d0[0] & ft_d0[2];
+  assign \$167  = ft_d0[0] & ft_d0[2];
+  assign \$168  = dload_copy0 ? { params_d1[58:0], acc0 } : drain[151:76];
+  assign \$169  = dload_copy1 ? { params_d1[117:59], acc1 } : drain[227:152];
+  assign \$170  = dload_copy2 ? { params_d1[176:118], acc2 } : drain[303:228];
+  assign \$171  = dload_copy3 ? { params_d1[235:177], acc3 } : drain[379:304];
+  assign \$172  = dload_copy4 ? { params_d1[294:236], acc4 } : drain[455:380];
+  assign \$173  = dload_copy5 ? { params_d1[353:295], acc5 } : drain[531:456];
+  assign \$174  = dload_copy6 ? { params_d1[412:354], acc6 } : drain[607:532];
+  assign \$175  = dload_copy7 ? { params_d1[471:413], acc7 } : drain[683:608];
+  assign \$176  = dload_copy8 ? { params_d1[530:472], acc8 } : drain[759:684];
+  assign \$177  = dload_copy9 ? { params_d1[589:531], acc9 } : drain[835:760];
+  assign \$178  = dload_copy10 ? { params_d1[648:590], acc10 } : drain[911:836];
+  assign \$179  = dload_copy11 ? { params_d1[707:649], acc11 } : drain[987:912];
+  assign \$180  = dload_copy12 ? { params_d1[766:708], acc12 } : drain[1063:988];
+  assign \$181  = dload_copy13 ? { params_d1[825:767], acc13 } : drain[1139:1064];
+  assign \$182  = dload_copy14 ? { params_d1[884:826], acc14 } : drain[1215:1140];
+  assign \$183  = dload_copy15 ? { params_d1[943:885], acc15 } : drain[1215:1140];
   assign \$184  = | count;
   assign \$185  = ~ \$184 ;
   assign \$186  = enter & \$185 ;
@@ -26511,7 +26660,7 @@ module \bchw_top.engine1 (rst, s__valid, s__payload, s__ready, m__valid, m__payl
   assign \$189  = | count;
   assign \$190  = enter & \$189 ;
   assign \$191  = count - \$190 ;
-  assign \$192  = \$191  == 1'h1;
+  assign \$192  = ! \$191 ;
   assign \$193  = \$188  & \$192 ;
   assign \$194  = | count;
   assign \$195  = enter & \$194 ;
@@ -26523,62 +26672,74 @@ module \bchw_top.engine1 (rst, s__valid, s__payload, s__ready, m__valid, m__payl
   assign \$201  = | count;
   assign \$202  = enter & \$201 ;
   assign \$203  = count - \$202 ;
-  assign \$204  = \$203  == 2'h2;
+  assign \$204  = \$203  == 1'h1;
   assign \$205  = \$200  & \$204 ;
   assign \$206  = | count;
   assign \$207  = enter & \$206 ;
+  assign \$208  = | count;
+  assign \$209  = ~ \$208 ;
+  assign \$210  = enter & \$209 ;
+  assign \$211  = ~ \$210 ;
+  assign \$212  = qv_last_d0 & \$211 ;
+  assign \$213  = | count;
+  assign \$214  = enter & \$213 ;
+  assign \$215  = count - \$214 ;
+  assign \$216  = \$215  == 2'h2;
+  assign \$217  = \$212  & \$216 ;
+  assign \$218  = | count;
+  assign \$219  = enter & \$218 ;
   always @(posedge clk)
-    busy <= \$208 ;
+    busy <= \$220 ;
   always @(posedge clk)
-    addr <= \$209 ;
+    addr <= \$221 ;
   always @(posedge clk)
-    sfc <= \$210 ;
+    sfc <= \$222 ;
   always @(posedge clk)
-    nfc <= \$211 ;
+    nfc <= \$223 ;
   always @(posedge clk)
-    last_step <= \$212 ;
+    last_step <= \$224 ;
   always @(posedge clk)
-    ready <= \$213 ;
+    ready <= \$225 ;
   always @(posedge clk)
-    credits <= \$214 ;
+    credits <= \$226 ;
   always @(posedge clk)
-    issue <= \$215 ;
+    issue <= \$227 ;
   always @(posedge clk)
-    word <= \$216 ;
+    word <= \$228 ;
   always @(posedge clk)
-    write_bank <= \$217 ;
+    write_bank <= \$229 ;
   always @(posedge clk)
-    read_bank <= \$218 ;
+    read_bank <= \$230 ;
   always @(posedge clk)
-    \$signal  <= \$219 ;
+    \$signal  <= \$231 ;
   always @(posedge clk)
     xbeat <= s__payload;
   always @(posedge clk)
-    write__addr <= \$220 ;
+    write__addr <= \$232 ;
   always @(posedge clk)
-    \write__addr$31  <= \$221 ;
+    \write__addr$31  <= \$233 ;
   always @(posedge clk)
-    \write__addr$38  <= \$222 ;
+    \write__addr$38  <= \$234 ;
   always @(posedge clk)
-    \write__addr$45  <= \$223 ;
+    \write__addr$45  <= \$235 ;
   always @(posedge clk)
-    read__addr <= \$224 ;
+    read__addr <= \$236 ;
   always @(posedge clk)
-    \read__addr$34  <= \$225 ;
+    \read__addr$34  <= \$237 ;
   always @(posedge clk)
-    \read__addr$41  <= \$226 ;
+    \read__addr$41  <= \$238 ;
   always @(posedge clk)
-    \read__addr$48  <= \$227 ;
+    \read__addr$48  <= \$239 ;
   always @(posedge clk)
-    write__en <= \$228 ;
+    write__en <= \$240 ;
   always @(posedge clk)
-    \write__en$29  <= \$229 ;
+    \write__en$29  <= \$241 ;
   always @(posedge clk)
-    \write__en$36  <= \$230 ;
+    \write__en$36  <= \$242 ;
   always @(posedge clk)
-    \write__en$43  <= \$231 ;
+    \write__en$43  <= \$243 ;
   always @(posedge clk)
-    xmem_d0 <= \$232 ;
+    xmem_d0 <= \$244 ;
   always @(posedge clk)
     x <= xmem_d0;
   always @(posedge clk)
@@ -26612,255 +26773,267 @@ module \bchw_top.engine1 (rst, s__valid, s__payload, s__ready, m__valid, m__payl
   always @(posedge clk)
     \x$112  <= xmem_d0;
   always @(posedge clk)
-    wdata_d0 <= \$233 ;
+    wdata_d0 <= \$245 ;
   always @(posedge clk)
-    wdata_d1 <= \$234 ;
+    wdata_d1 <= \$246 ;
   always @(posedge clk)
-    f_d0 <= \$235 ;
+    f_d0 <= \$247 ;
   always @(posedge clk)
-    f_d1 <= \$236 ;
+    f_d1 <= \$248 ;
   always @(posedge clk)
-    f_d2 <= \$237 ;
+    f_d2 <= \$249 ;
   always @(posedge clk)
-    f_d3 <= \$238 ;
+    f_d3 <= \$250 ;
   always @(posedge clk)
-    f_d4 <= \$239 ;
+    f_d4 <= \$251 ;
   always @(posedge clk)
-    f_d5 <= \$240 ;
+    f_d5 <= \$252 ;
   always @(posedge clk)
-    f_d6 <= \$241 ;
+    f_d6 <= \$253 ;
   always @(posedge clk)
-    ft_d0 <= \$242 ;
+    ft_d0 <= \$254 ;
   always @(posedge clk)
-    accflags_copy0 <= \$243 ;
+    accflags_copy0 <= \$255 ;
   always @(posedge clk)
-    accflags_copy1 <= \$244 ;
+    accflags_copy1 <= \$256 ;
   always @(posedge clk)
-    accflags_copy2 <= \$245 ;
+    accflags_copy2 <= \$257 ;
   always @(posedge clk)
-    accflags_copy3 <= \$246 ;
+    accflags_copy3 <= \$258 ;
   always @(posedge clk)
-    accflags_copy4 <= \$247 ;
+    accflags_copy4 <= \$259 ;
   always @(posedge clk)
-    accflags_copy5 <= \$248 ;
+    accflags_copy5 <= \$260 ;
   always @(posedge clk)
-    accflags_copy6 <= \$249 ;
+    accflags_copy6 <= \$261 ;
   always @(posedge clk)
-    accflags_copy7 <= \$250 ;
+    accflags_copy7 <= \$262 ;
   always @(posedge clk)
-    accflags_copy8 <= \$251 ;
+    accflags_copy8 <= \$263 ;
   always @(posedge clk)
-    accflags_copy9 <= \$252 ;
+    accflags_copy9 <= \$264 ;
   always @(posedge clk)
-    accflags_copy10 <= \$253 ;
+    accflags_copy10 <= \$265 ;
   always @(posedge clk)
-    accflags_copy11 <= \$254 ;
+    accflags_copy11 <= \$266 ;
   always @(posedge clk)
-    accflags_copy12 <= \$255 ;
+    accflags_copy12 <= \$267 ;
   always @(posedge clk)
-    accflags_copy13 <= \$256 ;
+    accflags_copy13 <= \$268 ;
   always @(posedge clk)
-    accflags_copy14 <= \$257 ;
+    accflags_copy14 <= \$269 ;
   always @(posedge clk)
-    accflags_copy15 <= \$258 ;
+    accflags_copy15 <= \$270 ;
   always @(posedge clk)
-    paddr_d0 <= \$259 ;
+    paddr_d0 <= \$271 ;
   always @(posedge clk)
-    paddr_d1 <= \$260 ;
+    paddr_d1 <= \$272 ;
   always @(posedge clk)
-    paddr_d2 <= \$261 ;
+    paddr_d2 <= \$273 ;
   always @(posedge clk)
-    paddr_d3 <= \$262 ;
+    paddr_d3 <= \$274 ;
   always @(posedge clk)
-    paddr_d4 <= \$263 ;
+    paddr_d4 <= \$275 ;
   always @(posedge clk)
-    \addr$116  <= \$264 ;
+    \addr$116  <= \$276 ;
   always @(posedge clk)
-    \addr$119  <= \$265 ;
+    \addr$119  <= \$277 ;
   always @(posedge clk)
-    \addr$122  <= \$266 ;
+    \addr$122  <= \$278 ;
   always @(posedge clk)
-    \addr$125  <= \$267 ;
+    \addr$125  <= \$279 ;
   always @(posedge clk)
-    \addr$128  <= \$268 ;
+    \addr$128  <= \$280 ;
   always @(posedge clk)
-    \addr$131  <= \$269 ;
+    \addr$131  <= \$281 ;
   always @(posedge clk)
-    \addr$134  <= \$270 ;
+    \addr$134  <= \$282 ;
   always @(posedge clk)
-    \addr$137  <= \$271 ;
+    \addr$137  <= \$283 ;
   always @(posedge clk)
-    \addr$140  <= \$272 ;
+    \addr$140  <= \$284 ;
   always @(posedge clk)
-    \addr$143  <= \$273 ;
+    \addr$143  <= \$285 ;
   always @(posedge clk)
-    \addr$146  <= \$274 ;
+    \addr$146  <= \$286 ;
   always @(posedge clk)
-    \addr$149  <= \$275 ;
+    \addr$149  <= \$287 ;
   always @(posedge clk)
-    \addr$152  <= \$276 ;
+    \addr$152  <= \$288 ;
   always @(posedge clk)
-    \addr$155  <= \$277 ;
+    \addr$155  <= \$289 ;
   always @(posedge clk)
-    \addr$158  <= \$278 ;
+    \addr$158  <= \$290 ;
   always @(posedge clk)
-    \addr$161  <= \$279 ;
+    \addr$161  <= \$291 ;
   always @(posedge clk)
-    params_d0 <= \$280 ;
+    params_d0 <= \$292 ;
   always @(posedge clk)
-    params_d1 <= \$281 ;
+    params_d1 <= \$293 ;
   always @(posedge clk)
-    acc_valid <= \$282 ;
+    acc_valid <= \$294 ;
   always @(posedge clk)
-    acc_end <= \$283 ;
+    acc_end <= \$295 ;
   always @(posedge clk)
-    acc0 <= \$284 ;
+    acc0 <= \$296 ;
   always @(posedge clk)
-    acc1 <= \$285 ;
+    acc1 <= \$297 ;
   always @(posedge clk)
-    acc2 <= \$286 ;
+    acc2 <= \$298 ;
   always @(posedge clk)
-    acc3 <= \$287 ;
+    acc3 <= \$299 ;
   always @(posedge clk)
-    acc4 <= \$288 ;
+    acc4 <= \$300 ;
   always @(posedge clk)
-    acc5 <= \$289 ;
+    acc5 <= \$301 ;
   always @(posedge clk)
-    acc6 <= \$290 ;
+    acc6 <= \$302 ;
   always @(posedge clk)
-    acc7 <= \$291 ;
+    acc7 <= \$303 ;
   always @(posedge clk)
-    acc8 <= \$292 ;
+    acc8 <= \$304 ;
   always @(posedge clk)
-    acc9 <= \$293 ;
+    acc9 <= \$305 ;
   always @(posedge clk)
-    acc10 <= \$294 ;
+    acc10 <= \$306 ;
   always @(posedge clk)
-    acc11 <= \$295 ;
+    acc11 <= \$307 ;
   always @(posedge clk)
-    acc12 <= \$296 ;
+    acc12 <= \$308 ;
   always @(posedge clk)
-    acc13 <= \$297 ;
+    acc13 <= \$309 ;
   always @(posedge clk)
-    acc14 <= \$298 ;
+    acc14 <= \$310 ;
   always @(posedge clk)
-    acc15 <= \$299 ;
+    acc15 <= \$311 ;
   always @(posedge clk)
-    dload_copy0 <= \$300 ;
+    dload_copy0 <= \$312 ;
   always @(posedge clk)
-    dload_copy1 <= \$301 ;
+    dload_copy1 <= \$313 ;
   always @(posedge clk)
-    dload_copy2 <= \$302 ;
+    dload_copy2 <= \$314 ;
   always @(posedge clk)
-    dload_copy3 <= \$303 ;
+    dload_copy3 <= \$315 ;
   always @(posedge clk)
-    dload_copy4 <= \$304 ;
+    dload_copy4 <= \$316 ;
   always @(posedge clk)
-    dload_copy5 <= \$305 ;
+    dload_copy5 <= \$317 ;
   always @(posedge clk)
-    dload_copy6 <= \$306 ;
+    dload_copy6 <= \$318 ;
   always @(posedge clk)
-    dload_copy7 <= \$307 ;
+    dload_copy7 <= \$319 ;
   always @(posedge clk)
-    dload_copy8 <= \$308 ;
+    dload_copy8 <= \$320 ;
   always @(posedge clk)
-    dload_copy9 <= \$309 ;
+    dload_copy9 <= \$321 ;
   always @(posedge clk)
-    drain <= \$310 ;
+    dload_copy10 <= \$322 ;
   always @(posedge clk)
-    qv_d0 <= \$311 ;
+    dload_copy11 <= \$323 ;
   always @(posedge clk)
-    qv_d1 <= \$312 ;
+    dload_copy12 <= \$324 ;
   always @(posedge clk)
-    qv_d2 <= \$313 ;
+    dload_copy13 <= \$325 ;
   always @(posedge clk)
-    qv_d3 <= \$314 ;
+    dload_copy14 <= \$326 ;
   always @(posedge clk)
-    qv_d4 <= \$315 ;
+    dload_copy15 <= \$327 ;
   always @(posedge clk)
-    qv_d5 <= \$316 ;
+    drain <= \$328 ;
   always @(posedge clk)
-    qv_d6 <= \$317 ;
+    qv_d0 <= \$329 ;
   always @(posedge clk)
-    qv_d7 <= \$318 ;
+    qv_d1 <= \$330 ;
   always @(posedge clk)
-    qv_d8 <= \$319 ;
+    qv_d2 <= \$331 ;
   always @(posedge clk)
-    qv_d9 <= \$320 ;
+    qv_d3 <= \$332 ;
   always @(posedge clk)
-    qv_d10 <= \$321 ;
+    qv_d4 <= \$333 ;
   always @(posedge clk)
-    qv_d11 <= \$322 ;
+    qv_d5 <= \$334 ;
   always @(posedge clk)
-    qv_d12 <= \$323 ;
+    qv_d6 <= \$335 ;
   always @(posedge clk)
-    qv_d13 <= \$324 ;
+    qv_d7 <= \$336 ;
   always @(posedge clk)
-    qv_d14 <= \$325 ;
+    qv_d8 <= \$337 ;
   always @(posedge clk)
-    qv_d15 <= \$326 ;
+    qv_d9 <= \$338 ;
   always @(posedge clk)
-    qv_d16 <= \$327 ;
+    qv_d10 <= \$339 ;
   always @(posedge clk)
-    qv_d17 <= \$328 ;
+    qv_d11 <= \$340 ;
   always @(posedge clk)
-    qv_d18 <= \$329 ;
+    qv_d12 <= \$341 ;
   always @(posedge clk)
-    qe_d0 <= \$330 ;
+    qv_d13 <= \$342 ;
   always @(posedge clk)
-    qe_d1 <= \$331 ;
+    qv_d14 <= \$343 ;
   always @(posedge clk)
-    qe_d2 <= \$332 ;
+    qv_d15 <= \$344 ;
   always @(posedge clk)
-    qe_d3 <= \$333 ;
+    qv_d16 <= \$345 ;
   always @(posedge clk)
-    qe_d4 <= \$334 ;
+    qv_d17 <= \$346 ;
   always @(posedge clk)
-    qe_d5 <= \$335 ;
+    qv_d18 <= \$347 ;
   always @(posedge clk)
-    qe_d6 <= \$336 ;
+    qe_d0 <= \$348 ;
   always @(posedge clk)
-    qe_d7 <= \$337 ;
+    qe_d1 <= \$349 ;
   always @(posedge clk)
-    qe_d8 <= \$338 ;
+    qe_d2 <= \$350 ;
   always @(posedge clk)
-    qe_d9 <= \$339 ;
+    qe_d3 <= \$351 ;
   always @(posedge clk)
-    qe_d10 <= \$340 ;
+    qe_d4 <= \$352 ;
   always @(posedge clk)
-    qe_d11 <= \$341 ;
+    qe_d5 <= \$353 ;
   always @(posedge clk)
-    qe_d12 <= \$342 ;
+    qe_d6 <= \$354 ;
   always @(posedge clk)
-    qe_d13 <= \$343 ;
+    qe_d7 <= \$355 ;
   always @(posedge clk)
-    qe_d14 <= \$344 ;
+    qe_d8 <= \$356 ;
   always @(posedge clk)
-    qe_d15 <= \$345 ;
+    qe_d9 <= \$357 ;
   always @(posedge clk)
-    qe_d16 <= \$346 ;
+    qe_d10 <= \$358 ;
   always @(posedge clk)
-    qe_d17 <= \$347 ;
+    qe_d11 <= \$359 ;
   always @(posedge clk)
-    qe_d18 <= \$348 ;
+    qe_d12 <= \$360 ;
   always @(posedge clk)
-    qv_last_d0 <= \$349 ;
+    qe_d13 <= \$361 ;
   always @(posedge clk)
-    qe_last_d0 <= \$350 ;
+    qe_d14 <= \$362 ;
+  always @(posedge clk)
+    qe_d15 <= \$363 ;
+  always @(posedge clk)
+    qe_d16 <= \$364 ;
+  always @(posedge clk)
+    qe_d17 <= \$365 ;
+  always @(posedge clk)
+    qe_d18 <= \$366 ;
+  always @(posedge clk)
+    qv_last_d0 <= \$367 ;
+  always @(posedge clk)
+    qe_last_d0 <= \$368 ;
   always @(posedge clk)
     results0 <= { q, results0[119:8] };
   always @(posedge clk)
-    skid0 <= \$351 ;
+    skid0 <= \$369 ;
   always @(posedge clk)
-    skid1 <= \$352 ;
+    skid1 <= \$370 ;
   always @(posedge clk)
-    skid2 <= \$353 ;
+    skid2 <= \$371 ;
   always @(posedge clk)
-    count <= \$354 ;
+    count <= \$372 ;
   always @(posedge clk)
-    credit_back_d0 <= \$355 ;
+    credit_back_d0 <= \$373 ;
   always @(posedge clk)
-    credit_back <= \$356 ;
+    credit_back <= \$374 ;
   \bchw_top.engine1.params0  params0 (
     .addr(\addr$116 ),
     .clk(clk),
@@ -26943,7 +27116,7 @@ module \bchw_top.engine1 (rst, s__valid, s__payload, s__ready, m__valid, m__payl
   );
   \bchw_top.engine1.requant0  requant0 (
     .clk(clk),
-    .\port$19634$0 (drain[75:0]),
+    .\port$19702$0 (drain[75:0]),
     .q(q),
     .rst(rst)
   );
@@ -27066,319 +27239,235 @@ module \bchw_top.engine1 (rst, s__valid, s__payload, s__ready, m__valid, m__payl
   );
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$208  = busy_next;
+    \$220  = busy_next;
     if (rst) begin
-      \$208  = 1'h0;
+      \$220  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$209  = \$11 [7:0];
+    \$221  = \$11 [7:0];
     if (rst) begin
-      \$209  = 8'h00;
+      \$221  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$210  = \$23 [3:0];
+    \$222  = \$23 [3:0];
     if (rst) begin
-      \$210  = 4'h0;
+      \$222  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$211  = \$32 [3:0];
+    \$223  = \$32 [3:0];
     if (rst) begin
-      \$211  = 4'h0;
+      \$223  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$212  = last_step_next;
+    \$224  = last_step_next;
     if (rst) begin
-      \$212  = 1'h0;
+      \$224  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$213  = ready_next;
+    \$225  = ready_next;
     if (rst) begin
-      \$213  = 1'h1;
+      \$225  = 1'h1;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$214  = \$47 [1:0];
+    \$226  = \$47 [1:0];
     if (rst) begin
-      \$214  = 2'h3;
+      \$226  = 2'h3;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$215  = issue_next;
+    \$227  = issue_next;
     if (rst) begin
-      \$215  = 1'h0;
+      \$227  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$216  = word;
+    \$228  = word;
     if (\$65 ) begin
-      \$216  = \$79 [3:0];
+      \$228  = \$79 [3:0];
     end
     if (rst) begin
-      \$216  = 4'h0;
+      \$228  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$217  = write_bank;
+    \$229  = write_bank;
     if (\$84 ) begin
-      \$217  = \$85 ;
+      \$229  = \$85 ;
     end
-    if (rst) begin
-      \$217  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$218  = read_bank;
-    if (\$86 ) begin
-      \$218  = \$87 ;
-    end
-    if (rst) begin
-      \$218  = 1'h1;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$219  = \$95 ;
-    if (rst) begin
-      \$219  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$220  = { write_bank, word };
-    if (rst) begin
-      \$220  = 5'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$221  = { write_bank, word };
-    if (rst) begin
-      \$221  = 5'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$222  = { write_bank, word };
-    if (rst) begin
-      \$222  = 5'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$223  = { write_bank, word };
-    if (rst) begin
-      \$223  = 5'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$224  = { \$97 , \$23 [3:0] };
-    if (rst) begin
-      \$224  = 5'h10;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$225  = { \$99 , \$23 [3:0] };
-    if (rst) begin
-      \$225  = 5'h10;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$226  = { \$101 , \$23 [3:0] };
-    if (rst) begin
-      \$226  = 5'h10;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$227  = { \$103 , \$23 [3:0] };
-    if (rst) begin
-      \$227  = 5'h10;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$228  = \$106 ;
-    if (rst) begin
-      \$228  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$229  = \$109 ;
     if (rst) begin
       \$229  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$230  = \$112 ;
+    \$230  = read_bank;
+    if (\$86 ) begin
+      \$230  = \$87 ;
+    end
     if (rst) begin
-      \$230  = 1'h0;
+      \$230  = 1'h1;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$231  = \$115 ;
+    \$231  = \$95 ;
     if (rst) begin
       \$231  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$235  = { last_step, \$117 , \$116 , issue };
+    \$232  = { write_bank, word };
     if (rst) begin
-      \$235  = 4'h0;
+      \$232  = 5'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$236  = f_d0;
+    \$233  = { write_bank, word };
     if (rst) begin
-      \$236  = 4'h0;
+      \$233  = 5'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$237  = f_d1;
+    \$234  = { write_bank, word };
     if (rst) begin
-      \$237  = 4'h0;
+      \$234  = 5'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$238  = f_d2;
+    \$235  = { write_bank, word };
     if (rst) begin
-      \$238  = 4'h0;
+      \$235  = 5'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$239  = f_d3;
+    \$236  = { \$97 , \$23 [3:0] };
     if (rst) begin
-      \$239  = 4'h0;
+      \$236  = 5'h10;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$240  = f_d4;
+    \$237  = { \$99 , \$23 [3:0] };
     if (rst) begin
-      \$240  = 4'h0;
+      \$237  = 5'h10;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$241  = f_d5;
+    \$238  = { \$101 , \$23 [3:0] };
     if (rst) begin
-      \$241  = 4'h0;
+      \$238  = 5'h10;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$242  = f_d6;
+    \$239  = { \$103 , \$23 [3:0] };
     if (rst) begin
-      \$242  = 4'h0;
+      \$239  = 5'h10;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$243  = f_d6[1:0];
+    \$240  = \$106 ;
     if (rst) begin
-      \$243  = 2'h0;
+      \$240  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$244  = f_d6[1:0];
+    \$241  = \$109 ;
     if (rst) begin
-      \$244  = 2'h0;
+      \$241  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$245  = f_d6[1:0];
+    \$242  = \$112 ;
     if (rst) begin
-      \$245  = 2'h0;
+      \$242  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$246  = f_d6[1:0];
+    \$243  = \$115 ;
     if (rst) begin
-      \$246  = 2'h0;
+      \$243  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$247  = f_d6[1:0];
+    \$247  = { last_step, \$117 , \$116 , issue };
     if (rst) begin
-      \$247  = 2'h0;
+      \$247  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$248  = f_d6[1:0];
+    \$248  = f_d0;
     if (rst) begin
-      \$248  = 2'h0;
+      \$248  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$249  = f_d6[1:0];
+    \$249  = f_d1;
     if (rst) begin
-      \$249  = 2'h0;
+      \$249  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$250  = f_d6[1:0];
+    \$250  = f_d2;
     if (rst) begin
-      \$250  = 2'h0;
+      \$250  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$251  = f_d6[1:0];
+    \$251  = f_d3;
     if (rst) begin
-      \$251  = 2'h0;
+      \$251  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$252  = f_d6[1:0];
+    \$252  = f_d4;
     if (rst) begin
-      \$252  = 2'h0;
+      \$252  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$253  = f_d6[1:0];
+    \$253  = f_d5;
     if (rst) begin
-      \$253  = 2'h0;
+      \$253  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$254  = f_d6[1:0];
+    \$254  = f_d6;
     if (rst) begin
-      \$254  = 2'h0;
+      \$254  = 4'h0;
     end
   end
   always @* begin
@@ -27411,119 +27500,119 @@ module \bchw_top.engine1 (rst, s__valid, s__payload, s__ready, m__valid, m__payl
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$259  = nfc;
+    \$259  = f_d6[1:0];
     if (rst) begin
-      \$259  = 4'h0;
+      \$259  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$260  = paddr_d0;
+    \$260  = f_d6[1:0];
     if (rst) begin
-      \$260  = 4'h0;
+      \$260  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$261  = paddr_d1;
+    \$261  = f_d6[1:0];
     if (rst) begin
-      \$261  = 4'h0;
+      \$261  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$262  = paddr_d2;
+    \$262  = f_d6[1:0];
     if (rst) begin
-      \$262  = 4'h0;
+      \$262  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$263  = paddr_d3;
+    \$263  = f_d6[1:0];
     if (rst) begin
-      \$263  = 4'h0;
+      \$263  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$264  = paddr_d4;
+    \$264  = f_d6[1:0];
     if (rst) begin
-      \$264  = 4'h0;
+      \$264  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$265  = paddr_d4;
+    \$265  = f_d6[1:0];
     if (rst) begin
-      \$265  = 4'h0;
+      \$265  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$266  = paddr_d4;
+    \$266  = f_d6[1:0];
     if (rst) begin
-      \$266  = 4'h0;
+      \$266  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$267  = paddr_d4;
+    \$267  = f_d6[1:0];
     if (rst) begin
-      \$267  = 4'h0;
+      \$267  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$268  = paddr_d4;
+    \$268  = f_d6[1:0];
     if (rst) begin
-      \$268  = 4'h0;
+      \$268  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$269  = paddr_d4;
+    \$269  = f_d6[1:0];
     if (rst) begin
-      \$269  = 4'h0;
+      \$269  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$270  = paddr_d4;
+    \$270  = f_d6[1:0];
     if (rst) begin
-      \$270  = 4'h0;
+      \$270  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$271  = paddr_d4;
+    \$271  = nfc;
     if (rst) begin
       \$271  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$272  = paddr_d4;
+    \$272  = paddr_d0;
     if (rst) begin
       \$272  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$273  = paddr_d4;
+    \$273  = paddr_d1;
     if (rst) begin
       \$273  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$274  = paddr_d4;
+    \$274  = paddr_d2;
     if (rst) begin
       \$274  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$275  = paddr_d4;
+    \$275  = paddr_d3;
     if (rst) begin
       \$275  = 4'h0;
     end
@@ -27558,526 +27647,652 @@ module \bchw_top.engine1 (rst, s__valid, s__payload, s__ready, m__valid, m__payl
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$282  = \$118 ;
+    \$280  = paddr_d4;
     if (rst) begin
-      \$282  = 1'h0;
+      \$280  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$283  = \$119 ;
+    \$281  = paddr_d4;
     if (rst) begin
-      \$283  = 1'h0;
+      \$281  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$284  = acc0;
+    \$282  = paddr_d4;
+    if (rst) begin
+      \$282  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$283  = paddr_d4;
+    if (rst) begin
+      \$283  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$284  = paddr_d4;
+    if (rst) begin
+      \$284  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$285  = paddr_d4;
+    if (rst) begin
+      \$285  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$286  = paddr_d4;
+    if (rst) begin
+      \$286  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$287  = paddr_d4;
+    if (rst) begin
+      \$287  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$288  = paddr_d4;
+    if (rst) begin
+      \$288  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$289  = paddr_d4;
+    if (rst) begin
+      \$289  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$290  = paddr_d4;
+    if (rst) begin
+      \$290  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$291  = paddr_d4;
+    if (rst) begin
+      \$291  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$294  = \$118 ;
+    if (rst) begin
+      \$294  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$295  = \$119 ;
+    if (rst) begin
+      \$295  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$296  = acc0;
     if (accflags_copy0[0]) begin
-      \$284  = \$121 [16:0];
+      \$296  = \$121 [16:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$285  = acc1;
+    \$297  = acc1;
     if (accflags_copy1[0]) begin
-      \$285  = \$123 [16:0];
+      \$297  = \$123 [16:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$286  = acc2;
+    \$298  = acc2;
     if (accflags_copy2[0]) begin
-      \$286  = \$125 [16:0];
+      \$298  = \$125 [16:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$287  = acc3;
+    \$299  = acc3;
     if (accflags_copy3[0]) begin
-      \$287  = \$127 [16:0];
+      \$299  = \$127 [16:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$288  = acc4;
+    \$300  = acc4;
     if (accflags_copy4[0]) begin
-      \$288  = \$129 [16:0];
+      \$300  = \$129 [16:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$289  = acc5;
+    \$301  = acc5;
     if (accflags_copy5[0]) begin
-      \$289  = \$131 [16:0];
+      \$301  = \$131 [16:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$290  = acc6;
+    \$302  = acc6;
     if (accflags_copy6[0]) begin
-      \$290  = \$133 [16:0];
+      \$302  = \$133 [16:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$291  = acc7;
+    \$303  = acc7;
     if (accflags_copy7[0]) begin
-      \$291  = \$135 [16:0];
+      \$303  = \$135 [16:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$292  = acc8;
+    \$304  = acc8;
     if (accflags_copy8[0]) begin
-      \$292  = \$137 [16:0];
+      \$304  = \$137 [16:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$293  = acc9;
+    \$305  = acc9;
     if (accflags_copy9[0]) begin
-      \$293  = \$139 [16:0];
+      \$305  = \$139 [16:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$294  = acc10;
+    \$306  = acc10;
     if (accflags_copy10[0]) begin
-      \$294  = \$141 [16:0];
+      \$306  = \$141 [16:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$295  = acc11;
+    \$307  = acc11;
     if (accflags_copy11[0]) begin
-      \$295  = \$143 [16:0];
+      \$307  = \$143 [16:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$296  = acc12;
+    \$308  = acc12;
     if (accflags_copy12[0]) begin
-      \$296  = \$145 [16:0];
+      \$308  = \$145 [16:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$297  = acc13;
+    \$309  = acc13;
     if (accflags_copy13[0]) begin
-      \$297  = \$147 [16:0];
+      \$309  = \$147 [16:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$298  = acc14;
+    \$310  = acc14;
     if (accflags_copy14[0]) begin
-      \$298  = \$149 [16:0];
+      \$310  = \$149 [16:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$299  = acc15;
+    \$311  = acc15;
     if (accflags_copy15[0]) begin
-      \$299  = \$151 [16:0];
+      \$311  = \$151 [16:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$300  = \$152 ;
-    if (rst) begin
-      \$300  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$301  = \$153 ;
-    if (rst) begin
-      \$301  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$302  = \$154 ;
-    if (rst) begin
-      \$302  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$303  = \$155 ;
-    if (rst) begin
-      \$303  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$304  = \$156 ;
-    if (rst) begin
-      \$304  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$305  = \$157 ;
-    if (rst) begin
-      \$305  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$306  = \$158 ;
-    if (rst) begin
-      \$306  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$307  = \$159 ;
-    if (rst) begin
-      \$307  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$308  = \$160 ;
-    if (rst) begin
-      \$308  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$309  = \$161 ;
-    if (rst) begin
-      \$309  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$311  = acc_valid;
-    if (rst) begin
-      \$311  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$312  = qv_d0;
+    \$312  = \$152 ;
     if (rst) begin
       \$312  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$313  = qv_d1;
+    \$313  = \$153 ;
     if (rst) begin
       \$313  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$314  = qv_d2;
+    \$314  = \$154 ;
     if (rst) begin
       \$314  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$315  = qv_d3;
+    \$315  = \$155 ;
     if (rst) begin
       \$315  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$316  = qv_d4;
+    \$316  = \$156 ;
     if (rst) begin
       \$316  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$317  = qv_d5;
+    \$317  = \$157 ;
     if (rst) begin
       \$317  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$318  = qv_d6;
+    \$318  = \$158 ;
     if (rst) begin
       \$318  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$319  = qv_d7;
+    \$319  = \$159 ;
     if (rst) begin
       \$319  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$320  = qv_d8;
+    \$320  = \$160 ;
     if (rst) begin
       \$320  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$321  = qv_d9;
+    \$321  = \$161 ;
     if (rst) begin
       \$321  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$322  = qv_d10;
+    \$322  = \$162 ;
     if (rst) begin
       \$322  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$323  = qv_d11;
+    \$323  = \$163 ;
     if (rst) begin
       \$323  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$324  = qv_d12;
+    \$324  = \$164 ;
     if (rst) begin
       \$324  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$325  = qv_d13;
+    \$325  = \$165 ;
     if (rst) begin
       \$325  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$326  = qv_d14;
+    \$326  = \$166 ;
     if (rst) begin
       \$326  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$327  = qv_d15;
+    \$327  = \$167 ;
     if (rst) begin
       \$327  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$328  = qv_d16;
-    if (rst) begin
-      \$328  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$329  = qv_d17;
+    \$329  = acc_valid;
     if (rst) begin
       \$329  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$330  = acc_end;
+    \$330  = qv_d0;
     if (rst) begin
       \$330  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$331  = qe_d0;
+    \$331  = qv_d1;
     if (rst) begin
       \$331  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$332  = qe_d1;
+    \$332  = qv_d2;
     if (rst) begin
       \$332  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$333  = qe_d2;
+    \$333  = qv_d3;
     if (rst) begin
       \$333  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$334  = qe_d3;
+    \$334  = qv_d4;
     if (rst) begin
       \$334  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$335  = qe_d4;
+    \$335  = qv_d5;
     if (rst) begin
       \$335  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$336  = qe_d5;
+    \$336  = qv_d6;
     if (rst) begin
       \$336  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$337  = qe_d6;
+    \$337  = qv_d7;
     if (rst) begin
       \$337  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$338  = qe_d7;
+    \$338  = qv_d8;
     if (rst) begin
       \$338  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$339  = qe_d8;
+    \$339  = qv_d9;
     if (rst) begin
       \$339  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$340  = qe_d9;
+    \$340  = qv_d10;
     if (rst) begin
       \$340  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$341  = qe_d10;
+    \$341  = qv_d11;
     if (rst) begin
       \$341  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$342  = qe_d11;
+    \$342  = qv_d12;
     if (rst) begin
       \$342  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$343  = qe_d12;
+    \$343  = qv_d13;
     if (rst) begin
       \$343  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$344  = qe_d13;
+    \$344  = qv_d14;
     if (rst) begin
       \$344  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$345  = qe_d14;
+    \$345  = qv_d15;
     if (rst) begin
       \$345  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$346  = qe_d15;
+    \$346  = qv_d16;
     if (rst) begin
       \$346  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$347  = qe_d16;
+    \$347  = qv_d17;
     if (rst) begin
       \$347  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$348  = qe_d17;
+    \$348  = acc_end;
     if (rst) begin
       \$348  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$349  = qv_d18;
+    \$349  = qe_d0;
     if (rst) begin
       \$349  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$350  = qe_d18;
+    \$350  = qe_d1;
     if (rst) begin
       \$350  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$351  = skid0;
-    if (\$181 ) begin
-      \$351  = { qe_last_d0, q, results0 };
-    end else if (\$183 ) begin
-      \$351  = skid1;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$352  = skid1;
-    if (\$193 ) begin
-      \$352  = { qe_last_d0, q, results0 };
-    end else if (\$195 ) begin
-      \$352  = skid2;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$353  = skid2;
-    if (\$205 ) begin
-      \$353  = { qe_last_d0, q, results0 };
-    end else if (\$207 ) begin
-      \$353  = 129'h000000000000000000000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$354  = \$64 [1:0];
+    \$351  = qe_d2;
     if (rst) begin
-      \$354  = 2'h0;
+      \$351  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$355  = enter;
+    \$352  = qe_d3;
+    if (rst) begin
+      \$352  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$353  = qe_d4;
+    if (rst) begin
+      \$353  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$354  = qe_d5;
+    if (rst) begin
+      \$354  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$355  = qe_d6;
     if (rst) begin
       \$355  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$356  = credit_back_d0;
+    \$356  = qe_d7;
     if (rst) begin
       \$356  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$357  = qe_d8;
+    if (rst) begin
+      \$357  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$358  = qe_d9;
+    if (rst) begin
+      \$358  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$359  = qe_d10;
+    if (rst) begin
+      \$359  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$360  = qe_d11;
+    if (rst) begin
+      \$360  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$361  = qe_d12;
+    if (rst) begin
+      \$361  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$362  = qe_d13;
+    if (rst) begin
+      \$362  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$363  = qe_d14;
+    if (rst) begin
+      \$363  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$364  = qe_d15;
+    if (rst) begin
+      \$364  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$365  = qe_d16;
+    if (rst) begin
+      \$365  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$366  = qe_d17;
+    if (rst) begin
+      \$366  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$367  = qv_d18;
+    if (rst) begin
+      \$367  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$368  = qe_d18;
+    if (rst) begin
+      \$368  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$369  = skid0;
+    if (\$193 ) begin
+      \$369  = { qe_last_d0, q, results0 };
+    end else if (\$195 ) begin
+      \$369  = skid1;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$370  = skid1;
+    if (\$205 ) begin
+      \$370  = { qe_last_d0, q, results0 };
+    end else if (\$207 ) begin
+      \$370  = skid2;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$371  = skid2;
+    if (\$217 ) begin
+      \$371  = { qe_last_d0, q, results0 };
+    end else if (\$219 ) begin
+      \$371  = 129'h000000000000000000000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$372  = \$64 [1:0];
+    if (rst) begin
+      \$372  = 2'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$373  = enter;
+    if (rst) begin
+      \$373  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$374  = credit_back_d0;
+    if (rst) begin
+      \$374  = 1'h0;
     end
   end
   assign en = 1'h1;
@@ -28190,21 +28405,27 @@ module \bchw_top.engine1 (rst, s__valid, s__payload, s__ready, m__valid, m__payl
   assign count_next = \$64 [1:0];
   assign credit_back_d1 = credit_back;
   assign m__payload = \$55 [127:0];
-  assign \$310 [1215:1152] = \$171 ;
-  assign \$310 [1151:1024] = \$170 ;
-  assign \$310 [1023:896] = \$169 ;
-  assign \$310 [895:768] = \$168 ;
-  assign \$310 [767:640] = \$167 ;
-  assign \$310 [639:512] = \$166 ;
-  assign \$310 [511:384] = \$165 ;
-  assign \$310 [383:256] = \$164 ;
-  assign \$310 [255:128] = \$163 ;
-  assign \$310 [127:0] = \$162 ;
-  assign \$281  = params_d0;
-  assign \$280  = { \data$242 , \data$241 , \data$240 , \data$239 , \data$238 , \data$237 , \data$236 , \data$235 , \data$234 , \data$233 , \data$232 , \data$231 , \data$230 , \data$229 , \data$228 , \data$227  };
-  assign \$234  = wdata_d0;
-  assign \$233  = data;
-  assign \$232  = { \read__data$194 , \read__data$193 , \read__data$192 , read__data };
+  assign \$328 [1215:1140] = \$183 ;
+  assign \$328 [1139:1064] = \$182 ;
+  assign \$328 [1063:988] = \$181 ;
+  assign \$328 [987:912] = \$180 ;
+  assign \$328 [911:836] = \$179 ;
+  assign \$328 [835:760] = \$178 ;
+  assign \$328 [759:684] = \$177 ;
+  assign \$328 [683:608] = \$176 ;
+  assign \$328 [607:532] = \$175 ;
+  assign \$328 [531:456] = \$174 ;
+  assign \$328 [455:380] = \$173 ;
+  assign \$328 [379:304] = \$172 ;
+  assign \$328 [303:228] = \$171 ;
+  assign \$328 [227:152] = \$170 ;
+  assign \$328 [151:76] = \$169 ;
+  assign \$328 [75:0] = \$168 ;
+  assign \$293  = params_d0;
+  assign \$292  = { \data$242 , \data$241 , \data$240 , \data$239 , \data$238 , \data$237 , \data$236 , \data$235 , \data$234 , \data$233 , \data$232 , \data$231 , \data$230 , \data$229 , \data$228 , \data$227  };
+  assign \$246  = wdata_d0;
+  assign \$245  = data;
+  assign \$244  = { \read__data$194 , \read__data$193 , \read__data$192 , read__data };
   assign busy_next = \$4 ;
   assign \$11  = \$10 ;
   assign \$23  = \$22 ;
@@ -28244,6 +28465,7 @@ module \bchw_top.engine1.params0 (data, addr, clk);
   wire en;
   bchw_rom #(
     .ADDR_WIDTH(32'd4),
+    .BLOCK(32'd0),
     .DEPTH(32'd16),
     .IMAGE_WIDTH(32'd944),
     .INIT_FILE("layer1_params.hex"),
@@ -28269,6 +28491,7 @@ module \bchw_top.engine1.params1 (data, addr, clk);
   wire en;
   bchw_rom #(
     .ADDR_WIDTH(32'd4),
+    .BLOCK(32'd0),
     .DEPTH(32'd16),
     .IMAGE_WIDTH(32'd944),
     .INIT_FILE("layer1_params.hex"),
@@ -28294,6 +28517,7 @@ module \bchw_top.engine1.params10 (data, addr, clk);
   wire en;
   bchw_rom #(
     .ADDR_WIDTH(32'd4),
+    .BLOCK(32'd0),
     .DEPTH(32'd16),
     .IMAGE_WIDTH(32'd944),
     .INIT_FILE("layer1_params.hex"),
@@ -28319,6 +28543,7 @@ module \bchw_top.engine1.params11 (data, addr, clk);
   wire en;
   bchw_rom #(
     .ADDR_WIDTH(32'd4),
+    .BLOCK(32'd0),
     .DEPTH(32'd16),
     .IMAGE_WIDTH(32'd944),
     .INIT_FILE("layer1_params.hex"),
@@ -28344,6 +28569,7 @@ module \bchw_top.engine1.params12 (data, addr, clk);
   wire en;
   bchw_rom #(
     .ADDR_WIDTH(32'd4),
+    .BLOCK(32'd0),
     .DEPTH(32'd16),
     .IMAGE_WIDTH(32'd944),
     .INIT_FILE("layer1_params.hex"),
@@ -28369,6 +28595,7 @@ module \bchw_top.engine1.params13 (data, addr, clk);
   wire en;
   bchw_rom #(
     .ADDR_WIDTH(32'd4),
+    .BLOCK(32'd0),
     .DEPTH(32'd16),
     .IMAGE_WIDTH(32'd944),
     .INIT_FILE("layer1_params.hex"),
@@ -28394,6 +28621,7 @@ module \bchw_top.engine1.params14 (data, addr, clk);
   wire en;
   bchw_rom #(
     .ADDR_WIDTH(32'd4),
+    .BLOCK(32'd0),
     .DEPTH(32'd16),
     .IMAGE_WIDTH(32'd944),
     .INIT_FILE("layer1_params.hex"),
@@ -28419,6 +28647,7 @@ module \bchw_top.engine1.params15 (data, addr, clk);
   wire en;
   bchw_rom #(
     .ADDR_WIDTH(32'd4),
+    .BLOCK(32'd0),
     .DEPTH(32'd16),
     .IMAGE_WIDTH(32'd944),
     .INIT_FILE("layer1_params.hex"),
@@ -28444,6 +28673,7 @@ module \bchw_top.engine1.params2 (data, addr, clk);
   wire en;
   bchw_rom #(
     .ADDR_WIDTH(32'd4),
+    .BLOCK(32'd0),
     .DEPTH(32'd16),
     .IMAGE_WIDTH(32'd944),
     .INIT_FILE("layer1_params.hex"),
@@ -28469,6 +28699,7 @@ module \bchw_top.engine1.params3 (data, addr, clk);
   wire en;
   bchw_rom #(
     .ADDR_WIDTH(32'd4),
+    .BLOCK(32'd0),
     .DEPTH(32'd16),
     .IMAGE_WIDTH(32'd944),
     .INIT_FILE("layer1_params.hex"),
@@ -28494,6 +28725,7 @@ module \bchw_top.engine1.params4 (data, addr, clk);
   wire en;
   bchw_rom #(
     .ADDR_WIDTH(32'd4),
+    .BLOCK(32'd0),
     .DEPTH(32'd16),
     .IMAGE_WIDTH(32'd944),
     .INIT_FILE("layer1_params.hex"),
@@ -28519,6 +28751,7 @@ module \bchw_top.engine1.params5 (data, addr, clk);
   wire en;
   bchw_rom #(
     .ADDR_WIDTH(32'd4),
+    .BLOCK(32'd0),
     .DEPTH(32'd16),
     .IMAGE_WIDTH(32'd944),
     .INIT_FILE("layer1_params.hex"),
@@ -28544,6 +28777,7 @@ module \bchw_top.engine1.params6 (data, addr, clk);
   wire en;
   bchw_rom #(
     .ADDR_WIDTH(32'd4),
+    .BLOCK(32'd0),
     .DEPTH(32'd16),
     .IMAGE_WIDTH(32'd944),
     .INIT_FILE("layer1_params.hex"),
@@ -28569,6 +28803,7 @@ module \bchw_top.engine1.params7 (data, addr, clk);
   wire en;
   bchw_rom #(
     .ADDR_WIDTH(32'd4),
+    .BLOCK(32'd0),
     .DEPTH(32'd16),
     .IMAGE_WIDTH(32'd944),
     .INIT_FILE("layer1_params.hex"),
@@ -28594,6 +28829,7 @@ module \bchw_top.engine1.params8 (data, addr, clk);
   wire en;
   bchw_rom #(
     .ADDR_WIDTH(32'd4),
+    .BLOCK(32'd0),
     .DEPTH(32'd16),
     .IMAGE_WIDTH(32'd944),
     .INIT_FILE("layer1_params.hex"),
@@ -28619,6 +28855,7 @@ module \bchw_top.engine1.params9 (data, addr, clk);
   wire en;
   bchw_rom #(
     .ADDR_WIDTH(32'd4),
+    .BLOCK(32'd0),
     .DEPTH(32'd16),
     .IMAGE_WIDTH(32'd944),
     .INIT_FILE("layer1_params.hex"),
@@ -28634,7 +28871,7 @@ module \bchw_top.engine1.params9 (data, addr, clk);
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine1.requant0 (rst, \port$19634$0 , q, clk);
+module \bchw_top.engine1.requant0 (rst, \port$19702$0 , q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$5  = 0;
   wire [35:0] \$1 ;
   wire [36:0] \$10 ;
@@ -28660,8 +28897,8 @@ module \bchw_top.engine1.requant0 (rst, \port$19634$0 , q, clk);
   wire \en$1 ;
   wire [17:0] mul;
   wire [34:0] p;
-  input [75:0] \port$19634$0 ;
-  wire [75:0] \port$19634$0 ;
+  input [75:0] \port$19702$0 ;
+  wire [75:0] \port$19702$0 ;
   output [7:0] q;
   reg [7:0] q = 8'h00;
   input rst;
@@ -28694,7 +28931,7 @@ module \bchw_top.engine1.requant0 (rst, \port$19634$0 , q, clk);
   \bchw_top.engine1.requant0.mul0  mul0 (
     .clk(clk),
     .p(p),
-    .\port$19634$0 (\port$19634$0 [34:0])
+    .\port$19702$0 (\port$19702$0 [34:0])
   );
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
@@ -28705,23 +28942,23 @@ module \bchw_top.engine1.requant0 (rst, \port$19634$0 , q, clk);
   end
   assign en = 1'h1;
   assign \en$1  = 1'h1;
-  assign a = \port$19634$0 [16:0];
-  assign acc = \port$19634$0 [16:0];
-  assign b = \port$19634$0 [34:17];
-  assign mul = \port$19634$0 [34:17];
-  assign bias = \port$19634$0 [75:40];
-  assign shift = \port$19634$0 [39:35];
+  assign a = \port$19702$0 [16:0];
+  assign acc = \port$19702$0 [16:0];
+  assign b = \port$19702$0 [34:17];
+  assign mul = \port$19702$0 [34:17];
+  assign bias = \port$19702$0 [75:40];
+  assign shift = \port$19702$0 [39:35];
   assign \$11  = shift_d2;
   assign \$10  = \$2 ;
   assign \$9  = shift_d1;
   assign \$8  = bias_d1;
-  assign \$7  = \port$19634$0 [39:35];
-  assign \$6  = \port$19634$0 [75:40];
+  assign \$7  = \port$19702$0 [39:35];
+  assign \$6  = \port$19702$0 [75:40];
   assign \$1  = { p[34], p };
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine1.requant0.mul0 (p, \port$19634$0 , clk);
+module \bchw_top.engine1.requant0.mul0 (p, \port$19702$0 , clk);
   wire [16:0] a;
   wire [17:0] b;
   input clk;
@@ -28729,21 +28966,21 @@ module \bchw_top.engine1.requant0.mul0 (p, \port$19634$0 , clk);
   wire en;
   output [34:0] p;
   wire [34:0] p;
-  input [34:0] \port$19634$0 ;
-  wire [34:0] \port$19634$0 ;
+  input [34:0] \port$19702$0 ;
+  wire [34:0] \port$19702$0 ;
   bchw_mul #(
     .A_WIDTH(32'd17),
     .B_WIDTH(32'd18)
   ) mul (
-    .a(\port$19634$0 [16:0]),
-    .b(\port$19634$0 [34:17]),
+    .a(\port$19702$0 [16:0]),
+    .b(\port$19702$0 [34:17]),
     .clk(clk),
     .en(1'h1),
     .p(p)
   );
   assign en = 1'h1;
-  assign a = \port$19634$0 [16:0];
-  assign b = \port$19634$0 [34:17];
+  assign a = \port$19702$0 [16:0];
+  assign b = \port$19702$0 [34:17];
 endmodule
 
 (* generator = "Amaranth" *)
@@ -39909,6 +40146,7 @@ module \bchw_top.engine1.weights (data, addr, clk);
   wire en;
   bchw_rom #(
     .ADDR_WIDTH(32'd8),
+    .BLOCK(32'd1),
     .DEPTH(32'd256),
     .INIT_FILE("layer1_weights.hex"),
     .WIDTH(32'd256)
@@ -39994,30 +40232,30 @@ module \bchw_top.engine2 (rst, s__valid, s__payload, s__ready, m__valid, m__payl
   wire \$16 ;
   wire \$160 ;
   wire \$161 ;
-  wire [127:0] \$162 ;
-  wire [127:0] \$163 ;
-  wire [127:0] \$164 ;
-  wire [127:0] \$165 ;
-  wire [127:0] \$166 ;
-  wire [127:0] \$167 ;
-  wire [127:0] \$168 ;
-  wire [127:0] \$169 ;
+  wire \$162 ;
+  wire \$163 ;
+  wire \$164 ;
+  wire \$165 ;
+  wire \$166 ;
+  wire \$167 ;
+  wire [75:0] \$168 ;
+  wire [75:0] \$169 ;
   wire \$17 ;
-  wire [127:0] \$170 ;
-  wire [63:0] \$171 ;
-  wire \$172 ;
-  wire \$173 ;
-  wire \$174 ;
-  wire \$175 ;
-  wire \$176 ;
-  wire \$177 ;
-  wire \$178 ;
-  wire [2:0] \$179 ;
+  wire [75:0] \$170 ;
+  wire [75:0] \$171 ;
+  wire [75:0] \$172 ;
+  wire [75:0] \$173 ;
+  wire [75:0] \$174 ;
+  wire [75:0] \$175 ;
+  wire [75:0] \$176 ;
+  wire [75:0] \$177 ;
+  wire [75:0] \$178 ;
+  wire [75:0] \$179 ;
   wire \$18 ;
-  wire \$180 ;
-  wire \$181 ;
-  wire \$182 ;
-  wire \$183 ;
+  wire [75:0] \$180 ;
+  wire [75:0] \$181 ;
+  wire [75:0] \$182 ;
+  wire [75:0] \$183 ;
   wire \$184 ;
   wire \$185 ;
   wire \$186 ;
@@ -40045,76 +40283,76 @@ module \bchw_top.engine2 (rst, s__valid, s__payload, s__ready, m__valid, m__payl
   wire \$205 ;
   wire \$206 ;
   wire \$207 ;
-  reg \$208 ;
-  reg [7:0] \$209 ;
+  wire \$208 ;
+  wire \$209 ;
   wire [4:0] \$21 ;
-  reg [3:0] \$210 ;
-  reg [3:0] \$211 ;
-  reg \$212 ;
-  reg \$213 ;
-  reg [1:0] \$214 ;
-  reg \$215 ;
-  reg [3:0] \$216 ;
-  reg \$217 ;
-  reg \$218 ;
-  reg \$219 ;
+  wire \$210 ;
+  wire \$211 ;
+  wire \$212 ;
+  wire \$213 ;
+  wire \$214 ;
+  wire [2:0] \$215 ;
+  wire \$216 ;
+  wire \$217 ;
+  wire \$218 ;
+  wire \$219 ;
   wire [4:0] \$22 ;
-  reg [4:0] \$220 ;
-  reg [4:0] \$221 ;
-  reg [4:0] \$222 ;
-  reg [4:0] \$223 ;
-  reg [4:0] \$224 ;
-  reg [4:0] \$225 ;
-  reg [4:0] \$226 ;
-  reg [4:0] \$227 ;
-  reg \$228 ;
+  reg \$220 ;
+  reg [7:0] \$221 ;
+  reg [3:0] \$222 ;
+  reg [3:0] \$223 ;
+  reg \$224 ;
+  reg \$225 ;
+  reg [1:0] \$226 ;
+  reg \$227 ;
+  reg [3:0] \$228 ;
   reg \$229 ;
   wire [4:0] \$23 ;
   reg \$230 ;
   reg \$231 ;
-  wire [127:0] \$232 ;
-  wire [255:0] \$233 ;
-  wire [255:0] \$234 ;
-  reg [3:0] \$235 ;
-  reg [3:0] \$236 ;
-  reg [3:0] \$237 ;
-  reg [3:0] \$238 ;
-  reg [3:0] \$239 ;
+  reg [4:0] \$232 ;
+  reg [4:0] \$233 ;
+  reg [4:0] \$234 ;
+  reg [4:0] \$235 ;
+  reg [4:0] \$236 ;
+  reg [4:0] \$237 ;
+  reg [4:0] \$238 ;
+  reg [4:0] \$239 ;
   wire \$24 ;
-  reg [3:0] \$240 ;
-  reg [3:0] \$241 ;
-  reg [3:0] \$242 ;
-  reg [1:0] \$243 ;
-  reg [1:0] \$244 ;
-  reg [1:0] \$245 ;
-  reg [1:0] \$246 ;
-  reg [1:0] \$247 ;
-  reg [1:0] \$248 ;
-  reg [1:0] \$249 ;
+  reg \$240 ;
+  reg \$241 ;
+  reg \$242 ;
+  reg \$243 ;
+  wire [127:0] \$244 ;
+  wire [255:0] \$245 ;
+  wire [255:0] \$246 ;
+  reg [3:0] \$247 ;
+  reg [3:0] \$248 ;
+  reg [3:0] \$249 ;
   wire \$25 ;
-  reg [1:0] \$250 ;
-  reg [1:0] \$251 ;
-  reg [1:0] \$252 ;
-  reg [1:0] \$253 ;
-  reg [1:0] \$254 ;
+  reg [3:0] \$250 ;
+  reg [3:0] \$251 ;
+  reg [3:0] \$252 ;
+  reg [3:0] \$253 ;
+  reg [3:0] \$254 ;
   reg [1:0] \$255 ;
   reg [1:0] \$256 ;
   reg [1:0] \$257 ;
   reg [1:0] \$258 ;
-  reg [3:0] \$259 ;
+  reg [1:0] \$259 ;
   wire \$26 ;
-  reg [3:0] \$260 ;
-  reg [3:0] \$261 ;
-  reg [3:0] \$262 ;
-  reg [3:0] \$263 ;
-  reg [3:0] \$264 ;
-  reg [3:0] \$265 ;
-  reg [3:0] \$266 ;
-  reg [3:0] \$267 ;
-  reg [3:0] \$268 ;
-  reg [3:0] \$269 ;
+  reg [1:0] \$260 ;
+  reg [1:0] \$261 ;
+  reg [1:0] \$262 ;
+  reg [1:0] \$263 ;
+  reg [1:0] \$264 ;
+  reg [1:0] \$265 ;
+  reg [1:0] \$266 ;
+  reg [1:0] \$267 ;
+  reg [1:0] \$268 ;
+  reg [1:0] \$269 ;
   wire \$27 ;
-  reg [3:0] \$270 ;
+  reg [1:0] \$270 ;
   reg [3:0] \$271 ;
   reg [3:0] \$272 ;
   reg [3:0] \$273 ;
@@ -40125,42 +40363,42 @@ module \bchw_top.engine2 (rst, s__valid, s__payload, s__ready, m__valid, m__payl
   reg [3:0] \$278 ;
   reg [3:0] \$279 ;
   wire \$28 ;
-  wire [943:0] \$280 ;
-  wire [943:0] \$281 ;
-  reg \$282 ;
-  reg \$283 ;
-  reg [16:0] \$284 ;
-  reg [16:0] \$285 ;
-  reg [16:0] \$286 ;
-  reg [16:0] \$287 ;
-  reg [16:0] \$288 ;
-  reg [16:0] \$289 ;
+  reg [3:0] \$280 ;
+  reg [3:0] \$281 ;
+  reg [3:0] \$282 ;
+  reg [3:0] \$283 ;
+  reg [3:0] \$284 ;
+  reg [3:0] \$285 ;
+  reg [3:0] \$286 ;
+  reg [3:0] \$287 ;
+  reg [3:0] \$288 ;
+  reg [3:0] \$289 ;
   wire [4:0] \$29 ;
-  reg [16:0] \$290 ;
-  reg [16:0] \$291 ;
-  reg [16:0] \$292 ;
-  reg [16:0] \$293 ;
-  reg [16:0] \$294 ;
-  reg [16:0] \$295 ;
+  reg [3:0] \$290 ;
+  reg [3:0] \$291 ;
+  wire [943:0] \$292 ;
+  wire [943:0] \$293 ;
+  reg \$294 ;
+  reg \$295 ;
   reg [16:0] \$296 ;
   reg [16:0] \$297 ;
   reg [16:0] \$298 ;
   reg [16:0] \$299 ;
   wire \$3 ;
   wire [4:0] \$30 ;
-  reg \$300 ;
-  reg \$301 ;
-  reg \$302 ;
-  reg \$303 ;
-  reg \$304 ;
-  reg \$305 ;
-  reg \$306 ;
-  reg \$307 ;
-  reg \$308 ;
-  reg \$309 ;
+  reg [16:0] \$300 ;
+  reg [16:0] \$301 ;
+  reg [16:0] \$302 ;
+  reg [16:0] \$303 ;
+  reg [16:0] \$304 ;
+  reg [16:0] \$305 ;
+  reg [16:0] \$306 ;
+  reg [16:0] \$307 ;
+  reg [16:0] \$308 ;
+  reg [16:0] \$309 ;
   wire [4:0] \$31 ;
-  wire [1215:0] \$310 ;
-  reg \$311 ;
+  reg [16:0] \$310 ;
+  reg [16:0] \$311 ;
   reg \$312 ;
   reg \$313 ;
   reg \$314 ;
@@ -40178,7 +40416,7 @@ module \bchw_top.engine2 (rst, s__valid, s__payload, s__ready, m__valid, m__payl
   reg \$325 ;
   reg \$326 ;
   reg \$327 ;
-  reg \$328 ;
+  wire [1215:0] \$328 ;
   reg \$329 ;
   wire \$33 ;
   reg \$330 ;
@@ -40204,14 +40442,32 @@ module \bchw_top.engine2 (rst, s__valid, s__payload, s__ready, m__valid, m__payl
   reg \$349 ;
   wire \$35 ;
   reg \$350 ;
-  reg [128:0] \$351 ;
-  reg [128:0] \$352 ;
-  reg [128:0] \$353 ;
-  reg [1:0] \$354 ;
+  reg \$351 ;
+  reg \$352 ;
+  reg \$353 ;
+  reg \$354 ;
   reg \$355 ;
   reg \$356 ;
+  reg \$357 ;
+  reg \$358 ;
+  reg \$359 ;
   wire \$36 ;
+  reg \$360 ;
+  reg \$361 ;
+  reg \$362 ;
+  reg \$363 ;
+  reg \$364 ;
+  reg \$365 ;
+  reg \$366 ;
+  reg \$367 ;
+  reg \$368 ;
+  reg [128:0] \$369 ;
   wire \$37 ;
+  reg [128:0] \$370 ;
+  reg [128:0] \$371 ;
+  reg [1:0] \$372 ;
+  reg \$373 ;
+  reg \$374 ;
   wire \$38 ;
   wire \$39 ;
   wire \$4 ;
@@ -40399,6 +40655,18 @@ module \bchw_top.engine2 (rst, s__valid, s__payload, s__ready, m__valid, m__payl
   reg dload_copy0 = 1'h0;
   (* keep = 32'd1 *)
   reg dload_copy1 = 1'h0;
+  (* keep = 32'd1 *)
+  reg dload_copy10 = 1'h0;
+  (* keep = 32'd1 *)
+  reg dload_copy11 = 1'h0;
+  (* keep = 32'd1 *)
+  reg dload_copy12 = 1'h0;
+  (* keep = 32'd1 *)
+  reg dload_copy13 = 1'h0;
+  (* keep = 32'd1 *)
+  reg dload_copy14 = 1'h0;
+  (* keep = 32'd1 *)
+  reg dload_copy15 = 1'h0;
   (* keep = 32'd1 *)
   reg dload_copy2 = 1'h0;
   (* keep = 32'd1 *)
@@ -41088,28 +41356,28 @@ module \bchw_top.engine2 (rst, s__valid, s__payload, s__ready, m__valid, m__payl
   assign \$159  = ft_d0[0] & ft_d0[2];
   assign \$160  = ft_d0[0] & ft_d0[2];
   assign \$161  = ft_d0[0] & ft_d0[2];
-  assign \$162  = dload_copy0 ? { params_d1[93:59], acc1, params_d1[58:0], acc0 } : drain[203:76];
-  assign \$163  = dload_copy1 ? { params_d1[187:177], acc3, params_d1[176:118], acc2, params_d1[117:94] } : drain[331:204];
-  assign \$164  = dload_copy2 ? { acc5[3:0], params_d1[294:236], acc4, params_d1[235:188] } : drain[459:332];
-  assign \$165  = dload_copy3 ? { params_d1[392:354], acc6, params_d1[353:295], acc5[16:4] } : drain[587:460];
-  assign \$166  = dload_copy4 ? { params_d1[486:472], acc8, params_d1[471:413], acc7, params_d1[412:393] } : drain[715:588];
-  assign \$167  = dload_copy5 ? { acc10[7:0], params_d1[589:531], acc9, params_d1[530:487] } : drain[843:716];
-  assign \$168  = dload_copy6 ? { params_d1[691:649], acc11, params_d1[648:590], acc10[16:8] } : drain[971:844];
-  assign \$169  = dload_copy7 ? { params_d1[785:767], acc13, params_d1[766:708], acc12, params_d1[707:692] } : drain[1099:972];
-  assign \$170  = dload_copy8 ? { acc15[11:0], params_d1[884:826], acc14, params_d1[825:786] } : { drain[1151:1140], drain[1215:1100] };
-  assign \$171  = dload_copy9 ? { params_d1[943:885], acc15[16:12] } : drain[1215:1152];
-  assign \$172  = | count;
-  assign \$173  = ~ \$172 ;
-  assign \$174  = enter & \$173 ;
-  assign \$175  = ~ \$174 ;
-  assign \$176  = qv_last_d0 & \$175 ;
-  assign \$177  = | count;
-  assign \$178  = enter & \$177 ;
-  assign \$179  = count - \$178 ;
-  assign \$180  = ! \$179 ;
-  assign \$181  = \$176  & \$180 ;
-  assign \$182  = | count;
-  assign \$183  = enter & \$182 ;
+  assign \$162  = ft_d0[0] & ft_d0[2];
+  assign \$163  = ft_d0[0] & ft_d0[2];
+  assign \$164  = ft_d0[0] & ft_d0[2];
+  assign \$165  = ft_d0[0] & ft_d0[2];
+  assign \$166  = ft_d0[0] & ft_d0[2];
+  assign \$167  = ft_d0[0] & ft_d0[2];
+  assign \$168  = dload_copy0 ? { params_d1[58:0], acc0 } : drain[151:76];
+  assign \$169  = dload_copy1 ? { params_d1[117:59], acc1 } : drain[227:152];
+  assign \$170  = dload_copy2 ? { params_d1[176:118], acc2 } : drain[303:228];
+  assign \$171  = dload_copy3 ? { params_d1[235:177], acc3 } : drain[379:304];
+  assign \$172  = dload_copy4 ? { params_d1[294:236], acc4 } : drain[455:380];
+  assign \$173  = dload_copy5 ? { params_d1[353:295], acc5 } : drain[531:456];
+  assign \$174  = dload_copy6 ? { params_d1[412:354], acc6 } : drain[607:532];
+  assign \$175  = dload_copy7 ? { params_d1[471:413], acc7 } : drain[683:608];
+  assign \$176  = dload_copy8 ? { params_d1[530:472], acc8 } : drain[759:684];
+  assign \$177  = dload_copy9 ? { params_d1[589:531], acc9 } : drain[835:760];
+  assign \$178  = dload_copy10 ? { params_d1[648:590], acc10 } : drain[911:836];
+  assign \$179  = dload_copy11 ? { params_d1[707:649], acc11 } : drain[987:912];
+  assign \$180  = dload_copy12 ? { params_d1[766:708], acc12 } : drain[1063:988];
+  assign \$181  = dload_copy13 ? { params_d1[825:767], acc13 } : drain[1139:1064];
+  assign \$182  = dload_copy14 ? { params_d1[884:826], acc14 } : drain[1215:1140];
+  assign \$183  = dload_copy15 ? { params_d1[943:885], acc15 } : drain[1215:1140];
   assign \$184  = | count;
   assign \$185  = ~ \$184 ;
   assign \$186  = enter & \$185 ;
@@ -41118,7 +41386,7 @@ module \bchw_top.engine2 (rst, s__valid, s__payload, s__ready, m__valid, m__payl
   assign \$189  = | count;
   assign \$190  = enter & \$189 ;
   assign \$191  = count - \$190 ;
-  assign \$192  = \$191  == 1'h1;
+  assign \$192  = ! \$191 ;
   assign \$193  = \$188  & \$192 ;
   assign \$194  = | count;
   assign \$195  = enter & \$194 ;
@@ -41130,62 +41398,74 @@ module \bchw_top.engine2 (rst, s__valid, s__payload, s__ready, m__valid, m__payl
   assign \$201  = | count;
   assign \$202  = enter & \$201 ;
   assign \$203  = count - \$202 ;
-  assign \$204  = \$203  == 2'h2;
+  assign \$204  = \$203  == 1'h1;
   assign \$205  = \$200  & \$204 ;
   assign \$206  = | count;
   assign \$207  = enter & \$206 ;
+  assign \$208  = | count;
+  assign \$209  = ~ \$208 ;
+  assign \$210  = enter & \$209 ;
+  assign \$211  = ~ \$210 ;
+  assign \$212  = qv_last_d0 & \$211 ;
+  assign \$213  = | count;
+  assign \$214  = enter & \$213 ;
+  assign \$215  = count - \$214 ;
+  assign \$216  = \$215  == 2'h2;
+  assign \$217  = \$212  & \$216 ;
+  assign \$218  = | count;
+  assign \$219  = enter & \$218 ;
   always @(posedge clk)
-    busy <= \$208 ;
+    busy <= \$220 ;
   always @(posedge clk)
-    addr <= \$209 ;
+    addr <= \$221 ;
   always @(posedge clk)
-    sfc <= \$210 ;
+    sfc <= \$222 ;
   always @(posedge clk)
-    nfc <= \$211 ;
+    nfc <= \$223 ;
   always @(posedge clk)
-    last_step <= \$212 ;
+    last_step <= \$224 ;
   always @(posedge clk)
-    ready <= \$213 ;
+    ready <= \$225 ;
   always @(posedge clk)
-    credits <= \$214 ;
+    credits <= \$226 ;
   always @(posedge clk)
-    issue <= \$215 ;
+    issue <= \$227 ;
   always @(posedge clk)
-    word <= \$216 ;
+    word <= \$228 ;
   always @(posedge clk)
-    write_bank <= \$217 ;
+    write_bank <= \$229 ;
   always @(posedge clk)
-    read_bank <= \$218 ;
+    read_bank <= \$230 ;
   always @(posedge clk)
-    \$signal  <= \$219 ;
+    \$signal  <= \$231 ;
   always @(posedge clk)
     xbeat <= s__payload;
   always @(posedge clk)
-    write__addr <= \$220 ;
+    write__addr <= \$232 ;
   always @(posedge clk)
-    \write__addr$31  <= \$221 ;
+    \write__addr$31  <= \$233 ;
   always @(posedge clk)
-    \write__addr$38  <= \$222 ;
+    \write__addr$38  <= \$234 ;
   always @(posedge clk)
-    \write__addr$45  <= \$223 ;
+    \write__addr$45  <= \$235 ;
   always @(posedge clk)
-    read__addr <= \$224 ;
+    read__addr <= \$236 ;
   always @(posedge clk)
-    \read__addr$34  <= \$225 ;
+    \read__addr$34  <= \$237 ;
   always @(posedge clk)
-    \read__addr$41  <= \$226 ;
+    \read__addr$41  <= \$238 ;
   always @(posedge clk)
-    \read__addr$48  <= \$227 ;
+    \read__addr$48  <= \$239 ;
   always @(posedge clk)
-    write__en <= \$228 ;
+    write__en <= \$240 ;
   always @(posedge clk)
-    \write__en$29  <= \$229 ;
+    \write__en$29  <= \$241 ;
   always @(posedge clk)
-    \write__en$36  <= \$230 ;
+    \write__en$36  <= \$242 ;
   always @(posedge clk)
-    \write__en$43  <= \$231 ;
+    \write__en$43  <= \$243 ;
   always @(posedge clk)
-    xmem_d0 <= \$232 ;
+    xmem_d0 <= \$244 ;
   always @(posedge clk)
     x <= xmem_d0;
   always @(posedge clk)
@@ -41219,255 +41499,267 @@ module \bchw_top.engine2 (rst, s__valid, s__payload, s__ready, m__valid, m__payl
   always @(posedge clk)
     \x$112  <= xmem_d0;
   always @(posedge clk)
-    wdata_d0 <= \$233 ;
+    wdata_d0 <= \$245 ;
   always @(posedge clk)
-    wdata_d1 <= \$234 ;
+    wdata_d1 <= \$246 ;
   always @(posedge clk)
-    f_d0 <= \$235 ;
+    f_d0 <= \$247 ;
   always @(posedge clk)
-    f_d1 <= \$236 ;
+    f_d1 <= \$248 ;
   always @(posedge clk)
-    f_d2 <= \$237 ;
+    f_d2 <= \$249 ;
   always @(posedge clk)
-    f_d3 <= \$238 ;
+    f_d3 <= \$250 ;
   always @(posedge clk)
-    f_d4 <= \$239 ;
+    f_d4 <= \$251 ;
   always @(posedge clk)
-    f_d5 <= \$240 ;
+    f_d5 <= \$252 ;
   always @(posedge clk)
-    f_d6 <= \$241 ;
+    f_d6 <= \$253 ;
   always @(posedge clk)
-    ft_d0 <= \$242 ;
+    ft_d0 <= \$254 ;
   always @(posedge clk)
-    accflags_copy0 <= \$243 ;
+    accflags_copy0 <= \$255 ;
   always @(posedge clk)
-    accflags_copy1 <= \$244 ;
+    accflags_copy1 <= \$256 ;
   always @(posedge clk)
-    accflags_copy2 <= \$245 ;
+    accflags_copy2 <= \$257 ;
   always @(posedge clk)
-    accflags_copy3 <= \$246 ;
+    accflags_copy3 <= \$258 ;
   always @(posedge clk)
-    accflags_copy4 <= \$247 ;
+    accflags_copy4 <= \$259 ;
   always @(posedge clk)
-    accflags_copy5 <= \$248 ;
+    accflags_copy5 <= \$260 ;
   always @(posedge clk)
-    accflags_copy6 <= \$249 ;
+    accflags_copy6 <= \$261 ;
   always @(posedge clk)
-    accflags_copy7 <= \$250 ;
+    accflags_copy7 <= \$262 ;
   always @(posedge clk)
-    accflags_copy8 <= \$251 ;
+    accflags_copy8 <= \$263 ;
   always @(posedge clk)
-    accflags_copy9 <= \$252 ;
+    accflags_copy9 <= \$264 ;
   always @(posedge clk)
-    accflags_copy10 <= \$253 ;
+    accflags_copy10 <= \$265 ;
   always @(posedge clk)
-    accflags_copy11 <= \$254 ;
+    accflags_copy11 <= \$266 ;
   always @(posedge clk)
-    accflags_copy12 <= \$255 ;
+    accflags_copy12 <= \$267 ;
   always @(posedge clk)
-    accflags_copy13 <= \$256 ;
+    accflags_copy13 <= \$268 ;
   always @(posedge clk)
-    accflags_copy14 <= \$257 ;
+    accflags_copy14 <= \$269 ;
   always @(posedge clk)
-    accflags_copy15 <= \$258 ;
+    accflags_copy15 <= \$270 ;
   always @(posedge clk)
-    paddr_d0 <= \$259 ;
+    paddr_d0 <= \$271 ;
   always @(posedge clk)
-    paddr_d1 <= \$260 ;
+    paddr_d1 <= \$272 ;
   always @(posedge clk)
-    paddr_d2 <= \$261 ;
+    paddr_d2 <= \$273 ;
   always @(posedge clk)
-    paddr_d3 <= \$262 ;
+    paddr_d3 <= \$274 ;
   always @(posedge clk)
-    paddr_d4 <= \$263 ;
+    paddr_d4 <= \$275 ;
   always @(posedge clk)
-    \addr$116  <= \$264 ;
+    \addr$116  <= \$276 ;
   always @(posedge clk)
-    \addr$119  <= \$265 ;
+    \addr$119  <= \$277 ;
   always @(posedge clk)
-    \addr$122  <= \$266 ;
+    \addr$122  <= \$278 ;
   always @(posedge clk)
-    \addr$125  <= \$267 ;
+    \addr$125  <= \$279 ;
   always @(posedge clk)
-    \addr$128  <= \$268 ;
+    \addr$128  <= \$280 ;
   always @(posedge clk)
-    \addr$131  <= \$269 ;
+    \addr$131  <= \$281 ;
   always @(posedge clk)
-    \addr$134  <= \$270 ;
+    \addr$134  <= \$282 ;
   always @(posedge clk)
-    \addr$137  <= \$271 ;
+    \addr$137  <= \$283 ;
   always @(posedge clk)
-    \addr$140  <= \$272 ;
+    \addr$140  <= \$284 ;
   always @(posedge clk)
-    \addr$143  <= \$273 ;
+    \addr$143  <= \$285 ;
   always @(posedge clk)
-    \addr$146  <= \$274 ;
+    \addr$146  <= \$286 ;
   always @(posedge clk)
-    \addr$149  <= \$275 ;
+    \addr$149  <= \$287 ;
   always @(posedge clk)
-    \addr$152  <= \$276 ;
+    \addr$152  <= \$288 ;
   always @(posedge clk)
-    \addr$155  <= \$277 ;
+    \addr$155  <= \$289 ;
   always @(posedge clk)
-    \addr$158  <= \$278 ;
+    \addr$158  <= \$290 ;
   always @(posedge clk)
-    \addr$161  <= \$279 ;
+    \addr$161  <= \$291 ;
   always @(posedge clk)
-    params_d0 <= \$280 ;
+    params_d0 <= \$292 ;
   always @(posedge clk)
-    params_d1 <= \$281 ;
+    params_d1 <= \$293 ;
   always @(posedge clk)
-    acc_valid <= \$282 ;
+    acc_valid <= \$294 ;
   always @(posedge clk)
-    acc_end <= \$283 ;
+    acc_end <= \$295 ;
   always @(posedge clk)
-    acc0 <= \$284 ;
+    acc0 <= \$296 ;
   always @(posedge clk)
-    acc1 <= \$285 ;
+    acc1 <= \$297 ;
   always @(posedge clk)
-    acc2 <= \$286 ;
+    acc2 <= \$298 ;
   always @(posedge clk)
-    acc3 <= \$287 ;
+    acc3 <= \$299 ;
   always @(posedge clk)
-    acc4 <= \$288 ;
+    acc4 <= \$300 ;
   always @(posedge clk)
-    acc5 <= \$289 ;
+    acc5 <= \$301 ;
   always @(posedge clk)
-    acc6 <= \$290 ;
+    acc6 <= \$302 ;
   always @(posedge clk)
-    acc7 <= \$291 ;
+    acc7 <= \$303 ;
   always @(posedge clk)
-    acc8 <= \$292 ;
+    acc8 <= \$304 ;
   always @(posedge clk)
-    acc9 <= \$293 ;
+    acc9 <= \$305 ;
   always @(posedge clk)
-    acc10 <= \$294 ;
+    acc10 <= \$306 ;
   always @(posedge clk)
-    acc11 <= \$295 ;
+    acc11 <= \$307 ;
   always @(posedge clk)
-    acc12 <= \$296 ;
+    acc12 <= \$308 ;
   always @(posedge clk)
-    acc13 <= \$297 ;
+    acc13 <= \$309 ;
   always @(posedge clk)
-    acc14 <= \$298 ;
+    acc14 <= \$310 ;
   always @(posedge clk)
-    acc15 <= \$299 ;
+    acc15 <= \$311 ;
   always @(posedge clk)
-    dload_copy0 <= \$300 ;
+    dload_copy0 <= \$312 ;
   always @(posedge clk)
-    dload_copy1 <= \$301 ;
+    dload_copy1 <= \$313 ;
   always @(posedge clk)
-    dload_copy2 <= \$302 ;
+    dload_copy2 <= \$314 ;
   always @(posedge clk)
-    dload_copy3 <= \$303 ;
+    dload_copy3 <= \$315 ;
   always @(posedge clk)
-    dload_copy4 <= \$304 ;
+    dload_copy4 <= \$316 ;
   always @(posedge clk)
-    dload_copy5 <= \$305 ;
+    dload_copy5 <= \$317 ;
   always @(posedge clk)
-    dload_copy6 <= \$306 ;
+    dload_copy6 <= \$318 ;
   always @(posedge clk)
-    dload_copy7 <= \$307 ;
+    dload_copy7 <= \$319 ;
   always @(posedge clk)
-    dload_copy8 <= \$308 ;
+    dload_copy8 <= \$320 ;
   always @(posedge clk)
-    dload_copy9 <= \$309 ;
+    dload_copy9 <= \$321 ;
   always @(posedge clk)
-    drain <= \$310 ;
+    dload_copy10 <= \$322 ;
   always @(posedge clk)
-    qv_d0 <= \$311 ;
+    dload_copy11 <= \$323 ;
   always @(posedge clk)
-    qv_d1 <= \$312 ;
+    dload_copy12 <= \$324 ;
   always @(posedge clk)
-    qv_d2 <= \$313 ;
+    dload_copy13 <= \$325 ;
   always @(posedge clk)
-    qv_d3 <= \$314 ;
+    dload_copy14 <= \$326 ;
   always @(posedge clk)
-    qv_d4 <= \$315 ;
+    dload_copy15 <= \$327 ;
   always @(posedge clk)
-    qv_d5 <= \$316 ;
+    drain <= \$328 ;
   always @(posedge clk)
-    qv_d6 <= \$317 ;
+    qv_d0 <= \$329 ;
   always @(posedge clk)
-    qv_d7 <= \$318 ;
+    qv_d1 <= \$330 ;
   always @(posedge clk)
-    qv_d8 <= \$319 ;
+    qv_d2 <= \$331 ;
   always @(posedge clk)
-    qv_d9 <= \$320 ;
+    qv_d3 <= \$332 ;
   always @(posedge clk)
-    qv_d10 <= \$321 ;
+    qv_d4 <= \$333 ;
   always @(posedge clk)
-    qv_d11 <= \$322 ;
+    qv_d5 <= \$334 ;
   always @(posedge clk)
-    qv_d12 <= \$323 ;
+    qv_d6 <= \$335 ;
   always @(posedge clk)
-    qv_d13 <= \$324 ;
+    qv_d7 <= \$336 ;
   always @(posedge clk)
-    qv_d14 <= \$325 ;
+    qv_d8 <= \$337 ;
   always @(posedge clk)
-    qv_d15 <= \$326 ;
+    qv_d9 <= \$338 ;
   always @(posedge clk)
-    qv_d16 <= \$327 ;
+    qv_d10 <= \$339 ;
   always @(posedge clk)
-    qv_d17 <= \$328 ;
+    qv_d11 <= \$340 ;
   always @(posedge clk)
-    qv_d18 <= \$329 ;
+    qv_d12 <= \$341 ;
   always @(posedge clk)
-    qe_d0 <= \$330 ;
+    qv_d13 <= \$342 ;
   always @(posedge clk)
-    qe_d1 <= \$331 ;
+    qv_d14 <= \$343 ;
   always @(posedge clk)
-    qe_d2 <= \$332 ;
+    qv_d15 <= \$344 ;
   always @(posedge clk)
-    qe_d3 <= \$333 ;
+    qv_d16 <= \$345 ;
   always @(posedge clk)
-    qe_d4 <= \$334 ;
+    qv_d17 <= \$346 ;
   always @(posedge clk)
-    qe_d5 <= \$335 ;
+    qv_d18 <= \$347 ;
   always @(posedge clk)
-    qe_d6 <= \$336 ;
+    qe_d0 <= \$348 ;
   always @(posedge clk)
-    qe_d7 <= \$337 ;
+    qe_d1 <= \$349 ;
   always @(posedge clk)
-    qe_d8 <= \$338 ;
+    qe_d2 <= \$350 ;
   always @(posedge clk)
-    qe_d9 <= \$339 ;
+    qe_d3 <= \$351 ;
   always @(posedge clk)
-    qe_d10 <= \$340 ;
+    qe_d4 <= \$352 ;
   always @(posedge clk)
-    qe_d11 <= \$341 ;
+    qe_d5 <= \$353 ;
   always @(posedge clk)
-    qe_d12 <= \$342 ;
+    qe_d6 <= \$354 ;
   always @(posedge clk)
-    qe_d13 <= \$343 ;
+    qe_d7 <= \$355 ;
   always @(posedge clk)
-    qe_d14 <= \$344 ;
+    qe_d8 <= \$356 ;
   always @(posedge clk)
-    qe_d15 <= \$345 ;
+    qe_d9 <= \$357 ;
   always @(posedge clk)
-    qe_d16 <= \$346 ;
+    qe_d10 <= \$358 ;
   always @(posedge clk)
-    qe_d17 <= \$347 ;
+    qe_d11 <= \$359 ;
   always @(posedge clk)
-    qe_d18 <= \$348 ;
+    qe_d12 <= \$360 ;
   always @(posedge clk)
-    qv_last_d0 <= \$349 ;
+    qe_d13 <= \$361 ;
   always @(posedge clk)
-    qe_last_d0 <= \$350 ;
+    qe_d14 <= \$362 ;
+  always @(posedge clk)
+    qe_d15 <= \$363 ;
+  always @(posedge clk)
+    qe_d16 <= \$364 ;
+  always @(posedge clk)
+    qe_d17 <= \$365 ;
+  always @(posedge clk)
+    qe_d18 <= \$366 ;
+  always @(posedge clk)
+    qv_last_d0 <= \$367 ;
+  always @(posedge clk)
+    qe_last_d0 <= \$368 ;
   always @(posedge clk)
     results0 <= { q, results0[119:8] };
   always @(posedge clk)
-    skid0 <= \$351 ;
+    skid0 <= \$369 ;
   always @(posedge clk)
-    skid1 <= \$352 ;
+    skid1 <= \$370 ;
   always @(posedge clk)
-    skid2 <= \$353 ;
+    skid2 <= \$371 ;
   always @(posedge clk)
-    count <= \$354 ;
+    count <= \$372 ;
   always @(posedge clk)
-    credit_back_d0 <= \$355 ;
+    credit_back_d0 <= \$373 ;
   always @(posedge clk)
-    credit_back <= \$356 ;
+    credit_back <= \$374 ;
   \bchw_top.engine2.params0  params0 (
     .addr(\addr$116 ),
     .clk(clk),
@@ -41550,7 +41842,7 @@ module \bchw_top.engine2 (rst, s__valid, s__payload, s__ready, m__valid, m__payl
   );
   \bchw_top.engine2.requant0  requant0 (
     .clk(clk),
-    .\port$21792$0 (drain[75:0]),
+    .\port$21872$0 (drain[75:0]),
     .q(q),
     .rst(rst)
   );
@@ -41673,319 +41965,235 @@ module \bchw_top.engine2 (rst, s__valid, s__payload, s__ready, m__valid, m__payl
   );
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$208  = busy_next;
+    \$220  = busy_next;
     if (rst) begin
-      \$208  = 1'h0;
+      \$220  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$209  = \$11 [7:0];
+    \$221  = \$11 [7:0];
     if (rst) begin
-      \$209  = 8'h00;
+      \$221  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$210  = \$23 [3:0];
+    \$222  = \$23 [3:0];
     if (rst) begin
-      \$210  = 4'h0;
+      \$222  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$211  = \$32 [3:0];
+    \$223  = \$32 [3:0];
     if (rst) begin
-      \$211  = 4'h0;
+      \$223  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$212  = last_step_next;
+    \$224  = last_step_next;
     if (rst) begin
-      \$212  = 1'h0;
+      \$224  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$213  = ready_next;
+    \$225  = ready_next;
     if (rst) begin
-      \$213  = 1'h1;
+      \$225  = 1'h1;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$214  = \$47 [1:0];
+    \$226  = \$47 [1:0];
     if (rst) begin
-      \$214  = 2'h3;
+      \$226  = 2'h3;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$215  = issue_next;
+    \$227  = issue_next;
     if (rst) begin
-      \$215  = 1'h0;
+      \$227  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$216  = word;
+    \$228  = word;
     if (\$65 ) begin
-      \$216  = \$79 [3:0];
+      \$228  = \$79 [3:0];
     end
     if (rst) begin
-      \$216  = 4'h0;
+      \$228  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$217  = write_bank;
+    \$229  = write_bank;
     if (\$84 ) begin
-      \$217  = \$85 ;
+      \$229  = \$85 ;
     end
-    if (rst) begin
-      \$217  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$218  = read_bank;
-    if (\$86 ) begin
-      \$218  = \$87 ;
-    end
-    if (rst) begin
-      \$218  = 1'h1;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$219  = \$95 ;
-    if (rst) begin
-      \$219  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$220  = { write_bank, word };
-    if (rst) begin
-      \$220  = 5'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$221  = { write_bank, word };
-    if (rst) begin
-      \$221  = 5'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$222  = { write_bank, word };
-    if (rst) begin
-      \$222  = 5'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$223  = { write_bank, word };
-    if (rst) begin
-      \$223  = 5'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$224  = { \$97 , \$23 [3:0] };
-    if (rst) begin
-      \$224  = 5'h10;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$225  = { \$99 , \$23 [3:0] };
-    if (rst) begin
-      \$225  = 5'h10;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$226  = { \$101 , \$23 [3:0] };
-    if (rst) begin
-      \$226  = 5'h10;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$227  = { \$103 , \$23 [3:0] };
-    if (rst) begin
-      \$227  = 5'h10;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$228  = \$106 ;
-    if (rst) begin
-      \$228  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$229  = \$109 ;
     if (rst) begin
       \$229  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$230  = \$112 ;
+    \$230  = read_bank;
+    if (\$86 ) begin
+      \$230  = \$87 ;
+    end
     if (rst) begin
-      \$230  = 1'h0;
+      \$230  = 1'h1;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$231  = \$115 ;
+    \$231  = \$95 ;
     if (rst) begin
       \$231  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$235  = { last_step, \$117 , \$116 , issue };
+    \$232  = { write_bank, word };
     if (rst) begin
-      \$235  = 4'h0;
+      \$232  = 5'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$236  = f_d0;
+    \$233  = { write_bank, word };
     if (rst) begin
-      \$236  = 4'h0;
+      \$233  = 5'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$237  = f_d1;
+    \$234  = { write_bank, word };
     if (rst) begin
-      \$237  = 4'h0;
+      \$234  = 5'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$238  = f_d2;
+    \$235  = { write_bank, word };
     if (rst) begin
-      \$238  = 4'h0;
+      \$235  = 5'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$239  = f_d3;
+    \$236  = { \$97 , \$23 [3:0] };
     if (rst) begin
-      \$239  = 4'h0;
+      \$236  = 5'h10;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$240  = f_d4;
+    \$237  = { \$99 , \$23 [3:0] };
     if (rst) begin
-      \$240  = 4'h0;
+      \$237  = 5'h10;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$241  = f_d5;
+    \$238  = { \$101 , \$23 [3:0] };
     if (rst) begin
-      \$241  = 4'h0;
+      \$238  = 5'h10;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$242  = f_d6;
+    \$239  = { \$103 , \$23 [3:0] };
     if (rst) begin
-      \$242  = 4'h0;
+      \$239  = 5'h10;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$243  = f_d6[1:0];
+    \$240  = \$106 ;
     if (rst) begin
-      \$243  = 2'h0;
+      \$240  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$244  = f_d6[1:0];
+    \$241  = \$109 ;
     if (rst) begin
-      \$244  = 2'h0;
+      \$241  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$245  = f_d6[1:0];
+    \$242  = \$112 ;
     if (rst) begin
-      \$245  = 2'h0;
+      \$242  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$246  = f_d6[1:0];
+    \$243  = \$115 ;
     if (rst) begin
-      \$246  = 2'h0;
+      \$243  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$247  = f_d6[1:0];
+    \$247  = { last_step, \$117 , \$116 , issue };
     if (rst) begin
-      \$247  = 2'h0;
+      \$247  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$248  = f_d6[1:0];
+    \$248  = f_d0;
     if (rst) begin
-      \$248  = 2'h0;
+      \$248  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$249  = f_d6[1:0];
+    \$249  = f_d1;
     if (rst) begin
-      \$249  = 2'h0;
+      \$249  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$250  = f_d6[1:0];
+    \$250  = f_d2;
     if (rst) begin
-      \$250  = 2'h0;
+      \$250  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$251  = f_d6[1:0];
+    \$251  = f_d3;
     if (rst) begin
-      \$251  = 2'h0;
+      \$251  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$252  = f_d6[1:0];
+    \$252  = f_d4;
     if (rst) begin
-      \$252  = 2'h0;
+      \$252  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$253  = f_d6[1:0];
+    \$253  = f_d5;
     if (rst) begin
-      \$253  = 2'h0;
+      \$253  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$254  = f_d6[1:0];
+    \$254  = f_d6;
     if (rst) begin
-      \$254  = 2'h0;
+      \$254  = 4'h0;
     end
   end
   always @* begin
@@ -42018,119 +42226,119 @@ module \bchw_top.engine2 (rst, s__valid, s__payload, s__ready, m__valid, m__payl
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$259  = nfc;
+    \$259  = f_d6[1:0];
     if (rst) begin
-      \$259  = 4'h0;
+      \$259  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$260  = paddr_d0;
+    \$260  = f_d6[1:0];
     if (rst) begin
-      \$260  = 4'h0;
+      \$260  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$261  = paddr_d1;
+    \$261  = f_d6[1:0];
     if (rst) begin
-      \$261  = 4'h0;
+      \$261  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$262  = paddr_d2;
+    \$262  = f_d6[1:0];
     if (rst) begin
-      \$262  = 4'h0;
+      \$262  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$263  = paddr_d3;
+    \$263  = f_d6[1:0];
     if (rst) begin
-      \$263  = 4'h0;
+      \$263  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$264  = paddr_d4;
+    \$264  = f_d6[1:0];
     if (rst) begin
-      \$264  = 4'h0;
+      \$264  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$265  = paddr_d4;
+    \$265  = f_d6[1:0];
     if (rst) begin
-      \$265  = 4'h0;
+      \$265  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$266  = paddr_d4;
+    \$266  = f_d6[1:0];
     if (rst) begin
-      \$266  = 4'h0;
+      \$266  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$267  = paddr_d4;
+    \$267  = f_d6[1:0];
     if (rst) begin
-      \$267  = 4'h0;
+      \$267  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$268  = paddr_d4;
+    \$268  = f_d6[1:0];
     if (rst) begin
-      \$268  = 4'h0;
+      \$268  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$269  = paddr_d4;
+    \$269  = f_d6[1:0];
     if (rst) begin
-      \$269  = 4'h0;
+      \$269  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$270  = paddr_d4;
+    \$270  = f_d6[1:0];
     if (rst) begin
-      \$270  = 4'h0;
+      \$270  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$271  = paddr_d4;
+    \$271  = nfc;
     if (rst) begin
       \$271  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$272  = paddr_d4;
+    \$272  = paddr_d0;
     if (rst) begin
       \$272  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$273  = paddr_d4;
+    \$273  = paddr_d1;
     if (rst) begin
       \$273  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$274  = paddr_d4;
+    \$274  = paddr_d2;
     if (rst) begin
       \$274  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$275  = paddr_d4;
+    \$275  = paddr_d3;
     if (rst) begin
       \$275  = 4'h0;
     end
@@ -42165,526 +42373,652 @@ module \bchw_top.engine2 (rst, s__valid, s__payload, s__ready, m__valid, m__payl
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$282  = \$118 ;
+    \$280  = paddr_d4;
     if (rst) begin
-      \$282  = 1'h0;
+      \$280  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$283  = \$119 ;
+    \$281  = paddr_d4;
     if (rst) begin
-      \$283  = 1'h0;
+      \$281  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$284  = acc0;
+    \$282  = paddr_d4;
+    if (rst) begin
+      \$282  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$283  = paddr_d4;
+    if (rst) begin
+      \$283  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$284  = paddr_d4;
+    if (rst) begin
+      \$284  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$285  = paddr_d4;
+    if (rst) begin
+      \$285  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$286  = paddr_d4;
+    if (rst) begin
+      \$286  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$287  = paddr_d4;
+    if (rst) begin
+      \$287  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$288  = paddr_d4;
+    if (rst) begin
+      \$288  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$289  = paddr_d4;
+    if (rst) begin
+      \$289  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$290  = paddr_d4;
+    if (rst) begin
+      \$290  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$291  = paddr_d4;
+    if (rst) begin
+      \$291  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$294  = \$118 ;
+    if (rst) begin
+      \$294  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$295  = \$119 ;
+    if (rst) begin
+      \$295  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$296  = acc0;
     if (accflags_copy0[0]) begin
-      \$284  = \$121 [16:0];
+      \$296  = \$121 [16:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$285  = acc1;
+    \$297  = acc1;
     if (accflags_copy1[0]) begin
-      \$285  = \$123 [16:0];
+      \$297  = \$123 [16:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$286  = acc2;
+    \$298  = acc2;
     if (accflags_copy2[0]) begin
-      \$286  = \$125 [16:0];
+      \$298  = \$125 [16:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$287  = acc3;
+    \$299  = acc3;
     if (accflags_copy3[0]) begin
-      \$287  = \$127 [16:0];
+      \$299  = \$127 [16:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$288  = acc4;
+    \$300  = acc4;
     if (accflags_copy4[0]) begin
-      \$288  = \$129 [16:0];
+      \$300  = \$129 [16:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$289  = acc5;
+    \$301  = acc5;
     if (accflags_copy5[0]) begin
-      \$289  = \$131 [16:0];
+      \$301  = \$131 [16:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$290  = acc6;
+    \$302  = acc6;
     if (accflags_copy6[0]) begin
-      \$290  = \$133 [16:0];
+      \$302  = \$133 [16:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$291  = acc7;
+    \$303  = acc7;
     if (accflags_copy7[0]) begin
-      \$291  = \$135 [16:0];
+      \$303  = \$135 [16:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$292  = acc8;
+    \$304  = acc8;
     if (accflags_copy8[0]) begin
-      \$292  = \$137 [16:0];
+      \$304  = \$137 [16:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$293  = acc9;
+    \$305  = acc9;
     if (accflags_copy9[0]) begin
-      \$293  = \$139 [16:0];
+      \$305  = \$139 [16:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$294  = acc10;
+    \$306  = acc10;
     if (accflags_copy10[0]) begin
-      \$294  = \$141 [16:0];
+      \$306  = \$141 [16:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$295  = acc11;
+    \$307  = acc11;
     if (accflags_copy11[0]) begin
-      \$295  = \$143 [16:0];
+      \$307  = \$143 [16:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$296  = acc12;
+    \$308  = acc12;
     if (accflags_copy12[0]) begin
-      \$296  = \$145 [16:0];
+      \$308  = \$145 [16:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$297  = acc13;
+    \$309  = acc13;
     if (accflags_copy13[0]) begin
-      \$297  = \$147 [16:0];
+      \$309  = \$147 [16:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$298  = acc14;
+    \$310  = acc14;
     if (accflags_copy14[0]) begin
-      \$298  = \$149 [16:0];
+      \$310  = \$149 [16:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$299  = acc15;
+    \$311  = acc15;
     if (accflags_copy15[0]) begin
-      \$299  = \$151 [16:0];
+      \$311  = \$151 [16:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$300  = \$152 ;
-    if (rst) begin
-      \$300  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$301  = \$153 ;
-    if (rst) begin
-      \$301  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$302  = \$154 ;
-    if (rst) begin
-      \$302  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$303  = \$155 ;
-    if (rst) begin
-      \$303  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$304  = \$156 ;
-    if (rst) begin
-      \$304  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$305  = \$157 ;
-    if (rst) begin
-      \$305  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$306  = \$158 ;
-    if (rst) begin
-      \$306  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$307  = \$159 ;
-    if (rst) begin
-      \$307  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$308  = \$160 ;
-    if (rst) begin
-      \$308  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$309  = \$161 ;
-    if (rst) begin
-      \$309  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$311  = acc_valid;
-    if (rst) begin
-      \$311  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$312  = qv_d0;
+    \$312  = \$152 ;
     if (rst) begin
       \$312  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$313  = qv_d1;
+    \$313  = \$153 ;
     if (rst) begin
       \$313  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$314  = qv_d2;
+    \$314  = \$154 ;
     if (rst) begin
       \$314  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$315  = qv_d3;
+    \$315  = \$155 ;
     if (rst) begin
       \$315  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$316  = qv_d4;
+    \$316  = \$156 ;
     if (rst) begin
       \$316  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$317  = qv_d5;
+    \$317  = \$157 ;
     if (rst) begin
       \$317  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$318  = qv_d6;
+    \$318  = \$158 ;
     if (rst) begin
       \$318  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$319  = qv_d7;
+    \$319  = \$159 ;
     if (rst) begin
       \$319  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$320  = qv_d8;
+    \$320  = \$160 ;
     if (rst) begin
       \$320  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$321  = qv_d9;
+    \$321  = \$161 ;
     if (rst) begin
       \$321  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$322  = qv_d10;
+    \$322  = \$162 ;
     if (rst) begin
       \$322  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$323  = qv_d11;
+    \$323  = \$163 ;
     if (rst) begin
       \$323  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$324  = qv_d12;
+    \$324  = \$164 ;
     if (rst) begin
       \$324  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$325  = qv_d13;
+    \$325  = \$165 ;
     if (rst) begin
       \$325  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$326  = qv_d14;
+    \$326  = \$166 ;
     if (rst) begin
       \$326  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$327  = qv_d15;
+    \$327  = \$167 ;
     if (rst) begin
       \$327  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$328  = qv_d16;
-    if (rst) begin
-      \$328  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$329  = qv_d17;
+    \$329  = acc_valid;
     if (rst) begin
       \$329  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$330  = acc_end;
+    \$330  = qv_d0;
     if (rst) begin
       \$330  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$331  = qe_d0;
+    \$331  = qv_d1;
     if (rst) begin
       \$331  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$332  = qe_d1;
+    \$332  = qv_d2;
     if (rst) begin
       \$332  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$333  = qe_d2;
+    \$333  = qv_d3;
     if (rst) begin
       \$333  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$334  = qe_d3;
+    \$334  = qv_d4;
     if (rst) begin
       \$334  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$335  = qe_d4;
+    \$335  = qv_d5;
     if (rst) begin
       \$335  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$336  = qe_d5;
+    \$336  = qv_d6;
     if (rst) begin
       \$336  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$337  = qe_d6;
+    \$337  = qv_d7;
     if (rst) begin
       \$337  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$338  = qe_d7;
+    \$338  = qv_d8;
     if (rst) begin
       \$338  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$339  = qe_d8;
+    \$339  = qv_d9;
     if (rst) begin
       \$339  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$340  = qe_d9;
+    \$340  = qv_d10;
     if (rst) begin
       \$340  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$341  = qe_d10;
+    \$341  = qv_d11;
     if (rst) begin
       \$341  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$342  = qe_d11;
+    \$342  = qv_d12;
     if (rst) begin
       \$342  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$343  = qe_d12;
+    \$343  = qv_d13;
     if (rst) begin
       \$343  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$344  = qe_d13;
+    \$344  = qv_d14;
     if (rst) begin
       \$344  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$345  = qe_d14;
+    \$345  = qv_d15;
     if (rst) begin
       \$345  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$346  = qe_d15;
+    \$346  = qv_d16;
     if (rst) begin
       \$346  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$347  = qe_d16;
+    \$347  = qv_d17;
     if (rst) begin
       \$347  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$348  = qe_d17;
+    \$348  = acc_end;
     if (rst) begin
       \$348  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$349  = qv_d18;
+    \$349  = qe_d0;
     if (rst) begin
       \$349  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$350  = qe_d18;
+    \$350  = qe_d1;
     if (rst) begin
       \$350  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$351  = skid0;
-    if (\$181 ) begin
-      \$351  = { qe_last_d0, q, results0 };
-    end else if (\$183 ) begin
-      \$351  = skid1;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$352  = skid1;
-    if (\$193 ) begin
-      \$352  = { qe_last_d0, q, results0 };
-    end else if (\$195 ) begin
-      \$352  = skid2;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$353  = skid2;
-    if (\$205 ) begin
-      \$353  = { qe_last_d0, q, results0 };
-    end else if (\$207 ) begin
-      \$353  = 129'h000000000000000000000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$354  = \$64 [1:0];
+    \$351  = qe_d2;
     if (rst) begin
-      \$354  = 2'h0;
+      \$351  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$355  = enter;
+    \$352  = qe_d3;
+    if (rst) begin
+      \$352  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$353  = qe_d4;
+    if (rst) begin
+      \$353  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$354  = qe_d5;
+    if (rst) begin
+      \$354  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$355  = qe_d6;
     if (rst) begin
       \$355  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$356  = credit_back_d0;
+    \$356  = qe_d7;
     if (rst) begin
       \$356  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$357  = qe_d8;
+    if (rst) begin
+      \$357  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$358  = qe_d9;
+    if (rst) begin
+      \$358  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$359  = qe_d10;
+    if (rst) begin
+      \$359  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$360  = qe_d11;
+    if (rst) begin
+      \$360  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$361  = qe_d12;
+    if (rst) begin
+      \$361  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$362  = qe_d13;
+    if (rst) begin
+      \$362  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$363  = qe_d14;
+    if (rst) begin
+      \$363  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$364  = qe_d15;
+    if (rst) begin
+      \$364  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$365  = qe_d16;
+    if (rst) begin
+      \$365  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$366  = qe_d17;
+    if (rst) begin
+      \$366  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$367  = qv_d18;
+    if (rst) begin
+      \$367  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$368  = qe_d18;
+    if (rst) begin
+      \$368  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$369  = skid0;
+    if (\$193 ) begin
+      \$369  = { qe_last_d0, q, results0 };
+    end else if (\$195 ) begin
+      \$369  = skid1;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$370  = skid1;
+    if (\$205 ) begin
+      \$370  = { qe_last_d0, q, results0 };
+    end else if (\$207 ) begin
+      \$370  = skid2;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$371  = skid2;
+    if (\$217 ) begin
+      \$371  = { qe_last_d0, q, results0 };
+    end else if (\$219 ) begin
+      \$371  = 129'h000000000000000000000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$372  = \$64 [1:0];
+    if (rst) begin
+      \$372  = 2'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$373  = enter;
+    if (rst) begin
+      \$373  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$374  = credit_back_d0;
+    if (rst) begin
+      \$374  = 1'h0;
     end
   end
   assign en = 1'h1;
@@ -42797,21 +43131,27 @@ module \bchw_top.engine2 (rst, s__valid, s__payload, s__ready, m__valid, m__payl
   assign count_next = \$64 [1:0];
   assign credit_back_d1 = credit_back;
   assign m__payload = \$55 [127:0];
-  assign \$310 [1215:1152] = \$171 ;
-  assign \$310 [1151:1024] = \$170 ;
-  assign \$310 [1023:896] = \$169 ;
-  assign \$310 [895:768] = \$168 ;
-  assign \$310 [767:640] = \$167 ;
-  assign \$310 [639:512] = \$166 ;
-  assign \$310 [511:384] = \$165 ;
-  assign \$310 [383:256] = \$164 ;
-  assign \$310 [255:128] = \$163 ;
-  assign \$310 [127:0] = \$162 ;
-  assign \$281  = params_d0;
-  assign \$280  = { \data$242 , \data$241 , \data$240 , \data$239 , \data$238 , \data$237 , \data$236 , \data$235 , \data$234 , \data$233 , \data$232 , \data$231 , \data$230 , \data$229 , \data$228 , \data$227  };
-  assign \$234  = wdata_d0;
-  assign \$233  = data;
-  assign \$232  = { \read__data$194 , \read__data$193 , \read__data$192 , read__data };
+  assign \$328 [1215:1140] = \$183 ;
+  assign \$328 [1139:1064] = \$182 ;
+  assign \$328 [1063:988] = \$181 ;
+  assign \$328 [987:912] = \$180 ;
+  assign \$328 [911:836] = \$179 ;
+  assign \$328 [835:760] = \$178 ;
+  assign \$328 [759:684] = \$177 ;
+  assign \$328 [683:608] = \$176 ;
+  assign \$328 [607:532] = \$175 ;
+  assign \$328 [531:456] = \$174 ;
+  assign \$328 [455:380] = \$173 ;
+  assign \$328 [379:304] = \$172 ;
+  assign \$328 [303:228] = \$171 ;
+  assign \$328 [227:152] = \$170 ;
+  assign \$328 [151:76] = \$169 ;
+  assign \$328 [75:0] = \$168 ;
+  assign \$293  = params_d0;
+  assign \$292  = { \data$242 , \data$241 , \data$240 , \data$239 , \data$238 , \data$237 , \data$236 , \data$235 , \data$234 , \data$233 , \data$232 , \data$231 , \data$230 , \data$229 , \data$228 , \data$227  };
+  assign \$246  = wdata_d0;
+  assign \$245  = data;
+  assign \$244  = { \read__data$194 , \read__data$193 , \read__data$192 , read__data };
   assign busy_next = \$4 ;
   assign \$11  = \$10 ;
   assign \$23  = \$22 ;
@@ -42851,6 +43191,7 @@ module \bchw_top.engine2.params0 (data, addr, clk);
   wire en;
   bchw_rom #(
     .ADDR_WIDTH(32'd4),
+    .BLOCK(32'd0),
     .DEPTH(32'd16),
     .IMAGE_WIDTH(32'd944),
     .INIT_FILE("layer2_params.hex"),
@@ -42876,6 +43217,7 @@ module \bchw_top.engine2.params1 (data, addr, clk);
   wire en;
   bchw_rom #(
     .ADDR_WIDTH(32'd4),
+    .BLOCK(32'd0),
     .DEPTH(32'd16),
     .IMAGE_WIDTH(32'd944),
     .INIT_FILE("layer2_params.hex"),
@@ -42901,6 +43243,7 @@ module \bchw_top.engine2.params10 (data, addr, clk);
   wire en;
   bchw_rom #(
     .ADDR_WIDTH(32'd4),
+    .BLOCK(32'd0),
     .DEPTH(32'd16),
     .IMAGE_WIDTH(32'd944),
     .INIT_FILE("layer2_params.hex"),
@@ -42926,6 +43269,7 @@ module \bchw_top.engine2.params11 (data, addr, clk);
   wire en;
   bchw_rom #(
     .ADDR_WIDTH(32'd4),
+    .BLOCK(32'd0),
     .DEPTH(32'd16),
     .IMAGE_WIDTH(32'd944),
     .INIT_FILE("layer2_params.hex"),
@@ -42951,6 +43295,7 @@ module \bchw_top.engine2.params12 (data, addr, clk);
   wire en;
   bchw_rom #(
     .ADDR_WIDTH(32'd4),
+    .BLOCK(32'd0),
     .DEPTH(32'd16),
     .IMAGE_WIDTH(32'd944),
     .INIT_FILE("layer2_params.hex"),
@@ -42976,6 +43321,7 @@ module \bchw_top.engine2.params13 (data, addr, clk);
   wire en;
   bchw_rom #(
     .ADDR_WIDTH(32'd4),
+    .BLOCK(32'd0),
     .DEPTH(32'd16),
     .IMAGE_WIDTH(32'd944),
     .INIT_FILE("layer2_params.hex"),
@@ -43001,6 +43347,7 @@ module \bchw_top.engine2.params14 (data, addr, clk);
   wire en;
   bchw_rom #(
     .ADDR_WIDTH(32'd4),
+    .BLOCK(32'd0),
     .DEPTH(32'd16),
     .IMAGE_WIDTH(32'd944),
     .INIT_FILE("layer2_params.hex"),
@@ -43026,6 +43373,7 @@ module \bchw_top.engine2.params15 (data, addr, clk);
   wire en;
   bchw_rom #(
     .ADDR_WIDTH(32'd4),
+    .BLOCK(32'd0),
     .DEPTH(32'd16),
     .IMAGE_WIDTH(32'd944),
     .INIT_FILE("layer2_params.hex"),
@@ -43051,6 +43399,7 @@ module \bchw_top.engine2.params2 (data, addr, clk);
   wire en;
   bchw_rom #(
     .ADDR_WIDTH(32'd4),
+    .BLOCK(32'd0),
     .DEPTH(32'd16),
     .IMAGE_WIDTH(32'd944),
     .INIT_FILE("layer2_params.hex"),
@@ -43076,6 +43425,7 @@ module \bchw_top.engine2.params3 (data, addr, clk);
   wire en;
   bchw_rom #(
     .ADDR_WIDTH(32'd4),
+    .BLOCK(32'd0),
     .DEPTH(32'd16),
     .IMAGE_WIDTH(32'd944),
     .INIT_FILE("layer2_params.hex"),
@@ -43101,6 +43451,7 @@ module \bchw_top.engine2.params4 (data, addr, clk);
   wire en;
   bchw_rom #(
     .ADDR_WIDTH(32'd4),
+    .BLOCK(32'd0),
     .DEPTH(32'd16),
     .IMAGE_WIDTH(32'd944),
     .INIT_FILE("layer2_params.hex"),
@@ -43126,6 +43477,7 @@ module \bchw_top.engine2.params5 (data, addr, clk);
   wire en;
   bchw_rom #(
     .ADDR_WIDTH(32'd4),
+    .BLOCK(32'd0),
     .DEPTH(32'd16),
     .IMAGE_WIDTH(32'd944),
     .INIT_FILE("layer2_params.hex"),
@@ -43151,6 +43503,7 @@ module \bchw_top.engine2.params6 (data, addr, clk);
   wire en;
   bchw_rom #(
     .ADDR_WIDTH(32'd4),
+    .BLOCK(32'd0),
     .DEPTH(32'd16),
     .IMAGE_WIDTH(32'd944),
     .INIT_FILE("layer2_params.hex"),
@@ -43176,6 +43529,7 @@ module \bchw_top.engine2.params7 (data, addr, clk);
   wire en;
   bchw_rom #(
     .ADDR_WIDTH(32'd4),
+    .BLOCK(32'd0),
     .DEPTH(32'd16),
     .IMAGE_WIDTH(32'd944),
     .INIT_FILE("layer2_params.hex"),
@@ -43201,6 +43555,7 @@ module \bchw_top.engine2.params8 (data, addr, clk);
   wire en;
   bchw_rom #(
     .ADDR_WIDTH(32'd4),
+    .BLOCK(32'd0),
     .DEPTH(32'd16),
     .IMAGE_WIDTH(32'd944),
     .INIT_FILE("layer2_params.hex"),
@@ -43226,6 +43581,7 @@ module \bchw_top.engine2.params9 (data, addr, clk);
   wire en;
   bchw_rom #(
     .ADDR_WIDTH(32'd4),
+    .BLOCK(32'd0),
     .DEPTH(32'd16),
     .IMAGE_WIDTH(32'd944),
     .INIT_FILE("layer2_params.hex"),
@@ -43241,7 +43597,7 @@ module \bchw_top.engine2.params9 (data, addr, clk);
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine2.requant0 (rst, \port$21792$0 , q, clk);
+module \bchw_top.engine2.requant0 (rst, \port$21872$0 , q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$7  = 0;
   wire [35:0] \$1 ;
   wire [36:0] \$10 ;
@@ -43267,8 +43623,8 @@ module \bchw_top.engine2.requant0 (rst, \port$21792$0 , q, clk);
   wire \en$1 ;
   wire [17:0] mul;
   wire [34:0] p;
-  input [75:0] \port$21792$0 ;
-  wire [75:0] \port$21792$0 ;
+  input [75:0] \port$21872$0 ;
+  wire [75:0] \port$21872$0 ;
   output [7:0] q;
   reg [7:0] q = 8'h00;
   input rst;
@@ -43301,7 +43657,7 @@ module \bchw_top.engine2.requant0 (rst, \port$21792$0 , q, clk);
   \bchw_top.engine2.requant0.mul0  mul0 (
     .clk(clk),
     .p(p),
-    .\port$21792$0 (\port$21792$0 [34:0])
+    .\port$21872$0 (\port$21872$0 [34:0])
   );
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
@@ -43312,23 +43668,23 @@ module \bchw_top.engine2.requant0 (rst, \port$21792$0 , q, clk);
   end
   assign en = 1'h1;
   assign \en$1  = 1'h1;
-  assign a = \port$21792$0 [16:0];
-  assign acc = \port$21792$0 [16:0];
-  assign b = \port$21792$0 [34:17];
-  assign mul = \port$21792$0 [34:17];
-  assign bias = \port$21792$0 [75:40];
-  assign shift = \port$21792$0 [39:35];
+  assign a = \port$21872$0 [16:0];
+  assign acc = \port$21872$0 [16:0];
+  assign b = \port$21872$0 [34:17];
+  assign mul = \port$21872$0 [34:17];
+  assign bias = \port$21872$0 [75:40];
+  assign shift = \port$21872$0 [39:35];
   assign \$11  = shift_d2;
   assign \$10  = \$2 ;
   assign \$9  = shift_d1;
   assign \$8  = bias_d1;
-  assign \$7  = \port$21792$0 [39:35];
-  assign \$6  = \port$21792$0 [75:40];
+  assign \$7  = \port$21872$0 [39:35];
+  assign \$6  = \port$21872$0 [75:40];
   assign \$1  = { p[34], p };
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine2.requant0.mul0 (p, \port$21792$0 , clk);
+module \bchw_top.engine2.requant0.mul0 (p, \port$21872$0 , clk);
   wire [16:0] a;
   wire [17:0] b;
   input clk;
@@ -43336,21 +43692,21 @@ module \bchw_top.engine2.requant0.mul0 (p, \port$21792$0 , clk);
   wire en;
   output [34:0] p;
   wire [34:0] p;
-  input [34:0] \port$21792$0 ;
-  wire [34:0] \port$21792$0 ;
+  input [34:0] \port$21872$0 ;
+  wire [34:0] \port$21872$0 ;
   bchw_mul #(
     .A_WIDTH(32'd17),
     .B_WIDTH(32'd18)
   ) mul (
-    .a(\port$21792$0 [16:0]),
-    .b(\port$21792$0 [34:17]),
+    .a(\port$21872$0 [16:0]),
+    .b(\port$21872$0 [34:17]),
     .clk(clk),
     .en(1'h1),
     .p(p)
   );
   assign en = 1'h1;
-  assign a = \port$21792$0 [16:0];
-  assign b = \port$21792$0 [34:17];
+  assign a = \port$21872$0 [16:0];
+  assign b = \port$21872$0 [34:17];
 endmodule
 
 (* generator = "Amaranth" *)
@@ -54516,6 +54872,7 @@ module \bchw_top.engine2.weights (data, addr, clk);
   wire en;
   bchw_rom #(
     .ADDR_WIDTH(32'd8),
+    .BLOCK(32'd1),
     .DEPTH(32'd256),
     .INIT_FILE("layer2_weights.hex"),
     .WIDTH(32'd256)
@@ -54590,21 +54947,21 @@ module \bchw_top.engine3 (rst, s__valid, s__payload, s__ready, m__ready, m__vali
   wire \$15 ;
   wire \$150 ;
   wire \$151 ;
-  wire [127:0] \$152 ;
-  wire [127:0] \$153 ;
-  wire [127:0] \$154 ;
-  wire [127:0] \$155 ;
-  wire [127:0] \$156 ;
-  wire [119:0] \$157 ;
-  wire \$158 ;
-  wire \$159 ;
+  wire \$152 ;
+  wire \$153 ;
+  wire \$154 ;
+  wire \$155 ;
+  wire [75:0] \$156 ;
+  wire [75:0] \$157 ;
+  wire [75:0] \$158 ;
+  wire [75:0] \$159 ;
   wire \$16 ;
-  wire \$160 ;
-  wire \$161 ;
-  wire \$162 ;
-  wire \$163 ;
-  wire \$164 ;
-  wire [2:0] \$165 ;
+  wire [75:0] \$160 ;
+  wire [75:0] \$161 ;
+  wire [75:0] \$162 ;
+  wire [75:0] \$163 ;
+  wire [75:0] \$164 ;
+  wire [75:0] \$165 ;
   wire \$166 ;
   wire \$167 ;
   wire \$168 ;
@@ -54613,11 +54970,11 @@ module \bchw_top.engine3 (rst, s__valid, s__payload, s__ready, m__ready, m__vali
   wire \$170 ;
   wire \$171 ;
   wire \$172 ;
-  wire \$173 ;
+  wire [2:0] \$173 ;
   wire \$174 ;
   wire \$175 ;
   wire \$176 ;
-  wire [2:0] \$177 ;
+  wire \$177 ;
   wire \$178 ;
   wire \$179 ;
   wire \$18 ;
@@ -54626,11 +54983,11 @@ module \bchw_top.engine3 (rst, s__valid, s__payload, s__ready, m__ready, m__vali
   wire \$182 ;
   wire \$183 ;
   wire \$184 ;
-  wire \$185 ;
+  wire [2:0] \$185 ;
   wire \$186 ;
   wire \$187 ;
   wire \$188 ;
-  wire [2:0] \$189 ;
+  wire \$189 ;
   wire \$19 ;
   wire \$190 ;
   wire \$191 ;
@@ -54639,92 +54996,92 @@ module \bchw_top.engine3 (rst, s__valid, s__payload, s__ready, m__ready, m__vali
   wire \$194 ;
   wire \$195 ;
   wire \$196 ;
-  wire \$197 ;
+  wire [2:0] \$197 ;
   wire \$198 ;
   wire \$199 ;
   wire \$2 ;
   wire [4:0] \$20 ;
   wire \$200 ;
-  wire [160:0] \$201 ;
+  wire \$201 ;
   wire \$202 ;
   wire \$203 ;
   wire \$204 ;
   wire \$205 ;
   wire \$206 ;
-  wire [160:0] \$207 ;
-  reg \$208 ;
-  reg [3:0] \$209 ;
+  wire \$207 ;
+  wire \$208 ;
+  wire [160:0] \$209 ;
   wire [4:0] \$21 ;
-  reg [3:0] \$210 ;
-  reg \$211 ;
-  reg \$212 ;
-  reg [1:0] \$213 ;
-  reg \$214 ;
-  reg [3:0] \$215 ;
+  wire \$210 ;
+  wire \$211 ;
+  wire \$212 ;
+  wire \$213 ;
+  wire \$214 ;
+  wire [160:0] \$215 ;
   reg \$216 ;
-  reg \$217 ;
-  reg \$218 ;
-  reg [4:0] \$219 ;
+  reg [3:0] \$217 ;
+  reg [3:0] \$218 ;
+  reg \$219 ;
   wire [4:0] \$22 ;
-  reg [4:0] \$220 ;
-  reg [4:0] \$221 ;
-  reg [4:0] \$222 ;
-  reg [4:0] \$223 ;
-  reg [4:0] \$224 ;
-  reg [4:0] \$225 ;
-  reg [4:0] \$226 ;
-  reg \$227 ;
-  reg \$228 ;
-  reg \$229 ;
+  reg \$220 ;
+  reg [1:0] \$221 ;
+  reg \$222 ;
+  reg [3:0] \$223 ;
+  reg \$224 ;
+  reg \$225 ;
+  reg \$226 ;
+  reg [4:0] \$227 ;
+  reg [4:0] \$228 ;
+  reg [4:0] \$229 ;
   wire [4:0] \$23 ;
-  reg \$230 ;
-  wire [127:0] \$231 ;
-  wire [159:0] \$232 ;
-  wire [159:0] \$233 ;
-  reg [3:0] \$234 ;
-  reg [3:0] \$235 ;
-  reg [3:0] \$236 ;
-  reg [3:0] \$237 ;
-  reg [3:0] \$238 ;
-  reg [3:0] \$239 ;
+  reg [4:0] \$230 ;
+  reg [4:0] \$231 ;
+  reg [4:0] \$232 ;
+  reg [4:0] \$233 ;
+  reg [4:0] \$234 ;
+  reg \$235 ;
+  reg \$236 ;
+  reg \$237 ;
+  reg \$238 ;
+  wire [127:0] \$239 ;
   wire \$24 ;
-  reg [3:0] \$240 ;
-  reg [3:0] \$241 ;
-  reg [1:0] \$242 ;
-  reg [1:0] \$243 ;
-  reg [1:0] \$244 ;
-  reg [1:0] \$245 ;
-  reg [1:0] \$246 ;
-  reg [1:0] \$247 ;
-  reg [1:0] \$248 ;
-  reg [1:0] \$249 ;
+  wire [159:0] \$240 ;
+  wire [159:0] \$241 ;
+  reg [3:0] \$242 ;
+  reg [3:0] \$243 ;
+  reg [3:0] \$244 ;
+  reg [3:0] \$245 ;
+  reg [3:0] \$246 ;
+  reg [3:0] \$247 ;
+  reg [3:0] \$248 ;
+  reg [3:0] \$249 ;
   wire \$25 ;
   reg [1:0] \$250 ;
   reg [1:0] \$251 ;
-  wire [589:0] \$252 ;
-  wire [589:0] \$253 ;
-  reg \$254 ;
-  reg \$255 ;
-  reg [16:0] \$256 ;
-  reg [16:0] \$257 ;
-  reg [16:0] \$258 ;
-  reg [16:0] \$259 ;
+  reg [1:0] \$252 ;
+  reg [1:0] \$253 ;
+  reg [1:0] \$254 ;
+  reg [1:0] \$255 ;
+  reg [1:0] \$256 ;
+  reg [1:0] \$257 ;
+  reg [1:0] \$258 ;
+  reg [1:0] \$259 ;
   wire \$26 ;
-  reg [16:0] \$260 ;
-  reg [16:0] \$261 ;
-  reg [16:0] \$262 ;
-  reg [16:0] \$263 ;
+  wire [589:0] \$260 ;
+  wire [589:0] \$261 ;
+  reg \$262 ;
+  reg \$263 ;
   reg [16:0] \$264 ;
   reg [16:0] \$265 ;
-  reg \$266 ;
-  reg \$267 ;
-  reg \$268 ;
-  reg \$269 ;
+  reg [16:0] \$266 ;
+  reg [16:0] \$267 ;
+  reg [16:0] \$268 ;
+  reg [16:0] \$269 ;
   wire \$27 ;
-  reg \$270 ;
-  reg \$271 ;
-  wire [759:0] \$272 ;
-  reg \$273 ;
+  reg [16:0] \$270 ;
+  reg [16:0] \$271 ;
+  reg [16:0] \$272 ;
+  reg [16:0] \$273 ;
   reg \$274 ;
   reg \$275 ;
   reg \$276 ;
@@ -54736,7 +55093,7 @@ module \bchw_top.engine3 (rst, s__valid, s__payload, s__ready, m__ready, m__vali
   reg \$281 ;
   reg \$282 ;
   reg \$283 ;
-  reg \$284 ;
+  wire [759:0] \$284 ;
   reg \$285 ;
   reg \$286 ;
   reg \$287 ;
@@ -54756,10 +55113,10 @@ module \bchw_top.engine3 (rst, s__valid, s__payload, s__ready, m__ready, m__vali
   wire \$3 ;
   wire [1:0] \$30 ;
   reg \$300 ;
-  reg [160:0] \$301 ;
-  reg [160:0] \$302 ;
-  reg [160:0] \$303 ;
-  reg [1:0] \$304 ;
+  reg \$301 ;
+  reg \$302 ;
+  reg \$303 ;
+  reg \$304 ;
   reg \$305 ;
   reg \$306 ;
   reg \$307 ;
@@ -54768,10 +55125,22 @@ module \bchw_top.engine3 (rst, s__valid, s__payload, s__ready, m__ready, m__vali
   wire [1:0] \$31 ;
   reg \$310 ;
   reg \$311 ;
-  reg [159:0] \$312 ;
-  reg \$313 ;
-  reg \$314 ;
+  reg \$312 ;
+  reg [160:0] \$313 ;
+  reg [160:0] \$314 ;
+  reg [160:0] \$315 ;
+  reg [1:0] \$316 ;
+  reg \$317 ;
+  reg \$318 ;
+  reg \$319 ;
   wire [1:0] \$32 ;
+  reg \$320 ;
+  reg \$321 ;
+  reg \$322 ;
+  reg \$323 ;
+  reg [159:0] \$324 ;
+  reg \$325 ;
+  reg \$326 ;
   wire \$33 ;
   wire \$34 ;
   wire \$35 ;
@@ -54926,6 +55295,14 @@ module \bchw_top.engine3 (rst, s__valid, s__payload, s__ready, m__ready, m__vali
   reg dload_copy4 = 1'h0;
   (* keep = 32'd1 *)
   reg dload_copy5 = 1'h0;
+  (* keep = 32'd1 *)
+  reg dload_copy6 = 1'h0;
+  (* keep = 32'd1 *)
+  reg dload_copy7 = 1'h0;
+  (* keep = 32'd1 *)
+  reg dload_copy8 = 1'h0;
+  (* keep = 32'd1 *)
+  reg dload_copy9 = 1'h0;
   reg [759:0] drain = 760'h0000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000;
   wire en;
   wire \en$100 ;
@@ -55515,112 +55892,120 @@ module \bchw_top.engine3 (rst, s__valid, s__payload, s__ready, m__ready, m__vali
   assign \$149  = ft_d0[0] & ft_d0[2];
   assign \$150  = ft_d0[0] & ft_d0[2];
   assign \$151  = ft_d0[0] & ft_d0[2];
-  assign \$152  = dload_copy0 ? { params_d1[93:59], acc1, params_d1[58:0], acc0 } : drain[203:76];
-  assign \$153  = dload_copy1 ? { params_d1[187:177], acc3, params_d1[176:118], acc2, params_d1[117:94] } : drain[331:204];
-  assign \$154  = dload_copy2 ? { acc5[3:0], params_d1[294:236], acc4, params_d1[235:188] } : drain[459:332];
-  assign \$155  = dload_copy3 ? { params_d1[392:354], acc6, params_d1[353:295], acc5[16:4] } : drain[587:460];
-  assign \$156  = dload_copy4 ? { params_d1[486:472], acc8, params_d1[471:413], acc7, params_d1[412:393] } : drain[715:588];
-  assign \$157  = dload_copy5 ? { params_d1[589:531], acc9, params_d1[530:487] } : { drain[759:684], drain[759:716] };
-  assign \$158  = | count;
-  assign \$159  = ~ \$158 ;
-  assign \$160  = enter & \$159 ;
-  assign \$161  = ~ \$160 ;
-  assign \$162  = qv_last_d0 & \$161 ;
-  assign \$163  = | count;
-  assign \$164  = enter & \$163 ;
-  assign \$165  = count - \$164 ;
-  assign \$166  = ! \$165 ;
-  assign \$167  = \$162  & \$166 ;
-  assign \$168  = | count;
-  assign \$169  = enter & \$168 ;
-  assign \$170  = | count;
-  assign \$171  = ~ \$170 ;
+  assign \$152  = ft_d0[0] & ft_d0[2];
+  assign \$153  = ft_d0[0] & ft_d0[2];
+  assign \$154  = ft_d0[0] & ft_d0[2];
+  assign \$155  = ft_d0[0] & ft_d0[2];
+  assign \$156  = dload_copy0 ? { params_d1[58:0], acc0 } : drain[151:76];
+  assign \$157  = dload_copy1 ? { params_d1[117:59], acc1 } : drain[227:152];
+  assign \$158  = dload_copy2 ? { params_d1[176:118], acc2 } : drain[303:228];
+  assign \$159  = dload_copy3 ? { params_d1[235:177], acc3 } : drain[379:304];
+  assign \$160  = dload_copy4 ? { params_d1[294:236], acc4 } : drain[455:380];
+  assign \$161  = dload_copy5 ? { params_d1[353:295], acc5 } : drain[531:456];
+  assign \$162  = dload_copy6 ? { params_d1[412:354], acc6 } : drain[607:532];
+  assign \$163  = dload_copy7 ? { params_d1[471:413], acc7 } : drain[683:608];
+  assign \$164  = dload_copy8 ? { params_d1[530:472], acc8 } : drain[759:684];
+  assign \$165  = dload_copy9 ? { params_d1[589:531], acc9 } : drain[759:684];
+  assign \$166  = | count;
+  assign \$167  = ~ \$166 ;
+  assign \$168  = enter & \$167 ;
+  assign \$169  = ~ \$168 ;
+  assign \$170  = qv_last_d0 & \$169 ;
+  assign \$171  = | count;
   assign \$172  = enter & \$171 ;
-  assign \$173  = ~ \$172 ;
-  assign \$174  = qv_last_d0 & \$173 ;
-  assign \$175  = | count;
-  assign \$176  = enter & \$175 ;
-  assign \$177  = count - \$176 ;
-  assign \$178  = \$177  == 1'h1;
-  assign \$179  = \$174  & \$178 ;
-  assign \$180  = | count;
-  assign \$181  = enter & \$180 ;
-  assign \$182  = | count;
-  assign \$183  = ~ \$182 ;
+  assign \$173  = count - \$172 ;
+  assign \$174  = ! \$173 ;
+  assign \$175  = \$170  & \$174 ;
+  assign \$176  = | count;
+  assign \$177  = enter & \$176 ;
+  assign \$178  = | count;
+  assign \$179  = ~ \$178 ;
+  assign \$180  = enter & \$179 ;
+  assign \$181  = ~ \$180 ;
+  assign \$182  = qv_last_d0 & \$181 ;
+  assign \$183  = | count;
   assign \$184  = enter & \$183 ;
-  assign \$185  = ~ \$184 ;
-  assign \$186  = qv_last_d0 & \$185 ;
-  assign \$187  = | count;
-  assign \$188  = enter & \$187 ;
-  assign \$189  = count - \$188 ;
-  assign \$190  = \$189  == 2'h2;
-  assign \$191  = \$186  & \$190 ;
-  assign \$192  = | count;
-  assign \$193  = enter & \$192 ;
-  assign \$194  = | \$65 [1:0];
-  assign \$195  = | \$65 [1:0];
-  assign \$196  = held_copy0 | qvalid_copy0;
-  assign \$197  = ~ mvalid_copy0;
-  assign \$198  = \$197  | m__ready;
-  assign \$199  = \$196  & \$198 ;
+  assign \$185  = count - \$184 ;
+  assign \$186  = \$185  == 1'h1;
+  assign \$187  = \$182  & \$186 ;
+  assign \$188  = | count;
+  assign \$189  = enter & \$188 ;
+  assign \$190  = | count;
+  assign \$191  = ~ \$190 ;
+  assign \$192  = enter & \$191 ;
+  assign \$193  = ~ \$192 ;
+  assign \$194  = qv_last_d0 & \$193 ;
+  assign \$195  = | count;
+  assign \$196  = enter & \$195 ;
+  assign \$197  = count - \$196 ;
+  assign \$198  = \$197  == 2'h2;
+  assign \$199  = \$194  & \$198 ;
   assign \$200  = | count;
-  assign \$201  = \$200  ? skid0 : { qe_last_d0, q, results0 };
-  assign \$202  = held_copy1 | qvalid_copy1;
-  assign \$203  = ~ mvalid_copy1;
-  assign \$204  = \$203  | m__ready;
-  assign \$205  = \$202  & \$204 ;
-  assign \$206  = | count;
-  assign \$207  = \$206  ? skid0 : { qe_last_d0, q, results0 };
+  assign \$201  = enter & \$200 ;
+  assign \$202  = | \$65 [1:0];
+  assign \$203  = | \$65 [1:0];
+  assign \$204  = held_copy0 | qvalid_copy0;
+  assign \$205  = ~ mvalid_copy0;
+  assign \$206  = \$205  | m__ready;
+  assign \$207  = \$204  & \$206 ;
+  assign \$208  = | count;
+  assign \$209  = \$208  ? skid0 : { qe_last_d0, q, results0 };
+  assign \$210  = held_copy1 | qvalid_copy1;
+  assign \$211  = ~ mvalid_copy1;
+  assign \$212  = \$211  | m__ready;
+  assign \$213  = \$210  & \$212 ;
+  assign \$214  = | count;
+  assign \$215  = \$214  ? skid0 : { qe_last_d0, q, results0 };
   always @(posedge clk)
-    busy <= \$208 ;
+    busy <= \$216 ;
   always @(posedge clk)
-    addr <= \$209 ;
+    addr <= \$217 ;
   always @(posedge clk)
-    sfc <= \$210 ;
+    sfc <= \$218 ;
   always @(posedge clk)
-    last_step <= \$211 ;
+    last_step <= \$219 ;
   always @(posedge clk)
-    ready <= \$212 ;
+    ready <= \$220 ;
   always @(posedge clk)
-    credits <= \$213 ;
+    credits <= \$221 ;
   always @(posedge clk)
-    issue <= \$214 ;
+    issue <= \$222 ;
   always @(posedge clk)
-    word <= \$215 ;
+    word <= \$223 ;
   always @(posedge clk)
-    write_bank <= \$216 ;
+    write_bank <= \$224 ;
   always @(posedge clk)
-    read_bank <= \$217 ;
+    read_bank <= \$225 ;
   always @(posedge clk)
-    \$signal  <= \$218 ;
+    \$signal  <= \$226 ;
   always @(posedge clk)
     xbeat <= s__payload;
   always @(posedge clk)
-    write__addr <= \$219 ;
+    write__addr <= \$227 ;
   always @(posedge clk)
-    \write__addr$31  <= \$220 ;
+    \write__addr$31  <= \$228 ;
   always @(posedge clk)
-    \write__addr$38  <= \$221 ;
+    \write__addr$38  <= \$229 ;
   always @(posedge clk)
-    \write__addr$45  <= \$222 ;
+    \write__addr$45  <= \$230 ;
   always @(posedge clk)
-    read__addr <= \$223 ;
+    read__addr <= \$231 ;
   always @(posedge clk)
-    \read__addr$34  <= \$224 ;
+    \read__addr$34  <= \$232 ;
   always @(posedge clk)
-    \read__addr$41  <= \$225 ;
+    \read__addr$41  <= \$233 ;
   always @(posedge clk)
-    \read__addr$48  <= \$226 ;
+    \read__addr$48  <= \$234 ;
   always @(posedge clk)
-    write__en <= \$227 ;
+    write__en <= \$235 ;
   always @(posedge clk)
-    \write__en$29  <= \$228 ;
+    \write__en$29  <= \$236 ;
   always @(posedge clk)
-    \write__en$36  <= \$229 ;
+    \write__en$36  <= \$237 ;
   always @(posedge clk)
-    \write__en$43  <= \$230 ;
+    \write__en$43  <= \$238 ;
   always @(posedge clk)
-    xmem_d0 <= \$231 ;
+    xmem_d0 <= \$239 ;
   always @(posedge clk)
     x <= xmem_d0;
   always @(posedge clk)
@@ -55642,173 +56027,181 @@ module \bchw_top.engine3 (rst, s__valid, s__payload, s__ready, m__ready, m__vali
   always @(posedge clk)
     \x$88  <= xmem_d0;
   always @(posedge clk)
-    wdata_d0 <= \$232 ;
+    wdata_d0 <= \$240 ;
   always @(posedge clk)
-    wdata_d1 <= \$233 ;
+    wdata_d1 <= \$241 ;
   always @(posedge clk)
-    f_d0 <= \$234 ;
+    f_d0 <= \$242 ;
   always @(posedge clk)
-    f_d1 <= \$235 ;
+    f_d1 <= \$243 ;
   always @(posedge clk)
-    f_d2 <= \$236 ;
+    f_d2 <= \$244 ;
   always @(posedge clk)
-    f_d3 <= \$237 ;
+    f_d3 <= \$245 ;
   always @(posedge clk)
-    f_d4 <= \$238 ;
+    f_d4 <= \$246 ;
   always @(posedge clk)
-    f_d5 <= \$239 ;
+    f_d5 <= \$247 ;
   always @(posedge clk)
-    f_d6 <= \$240 ;
+    f_d6 <= \$248 ;
   always @(posedge clk)
-    ft_d0 <= \$241 ;
+    ft_d0 <= \$249 ;
   always @(posedge clk)
-    accflags_copy0 <= \$242 ;
+    accflags_copy0 <= \$250 ;
   always @(posedge clk)
-    accflags_copy1 <= \$243 ;
+    accflags_copy1 <= \$251 ;
   always @(posedge clk)
-    accflags_copy2 <= \$244 ;
+    accflags_copy2 <= \$252 ;
   always @(posedge clk)
-    accflags_copy3 <= \$245 ;
+    accflags_copy3 <= \$253 ;
   always @(posedge clk)
-    accflags_copy4 <= \$246 ;
+    accflags_copy4 <= \$254 ;
   always @(posedge clk)
-    accflags_copy5 <= \$247 ;
+    accflags_copy5 <= \$255 ;
   always @(posedge clk)
-    accflags_copy6 <= \$248 ;
+    accflags_copy6 <= \$256 ;
   always @(posedge clk)
-    accflags_copy7 <= \$249 ;
+    accflags_copy7 <= \$257 ;
   always @(posedge clk)
-    accflags_copy8 <= \$250 ;
+    accflags_copy8 <= \$258 ;
   always @(posedge clk)
-    accflags_copy9 <= \$251 ;
+    accflags_copy9 <= \$259 ;
   always @(posedge clk)
-    params_d0 <= \$252 ;
+    params_d0 <= \$260 ;
   always @(posedge clk)
-    params_d1 <= \$253 ;
+    params_d1 <= \$261 ;
   always @(posedge clk)
-    acc_valid <= \$254 ;
+    acc_valid <= \$262 ;
   always @(posedge clk)
-    acc_end <= \$255 ;
+    acc_end <= \$263 ;
   always @(posedge clk)
-    acc0 <= \$256 ;
+    acc0 <= \$264 ;
   always @(posedge clk)
-    acc1 <= \$257 ;
+    acc1 <= \$265 ;
   always @(posedge clk)
-    acc2 <= \$258 ;
+    acc2 <= \$266 ;
   always @(posedge clk)
-    acc3 <= \$259 ;
+    acc3 <= \$267 ;
   always @(posedge clk)
-    acc4 <= \$260 ;
+    acc4 <= \$268 ;
   always @(posedge clk)
-    acc5 <= \$261 ;
+    acc5 <= \$269 ;
   always @(posedge clk)
-    acc6 <= \$262 ;
+    acc6 <= \$270 ;
   always @(posedge clk)
-    acc7 <= \$263 ;
+    acc7 <= \$271 ;
   always @(posedge clk)
-    acc8 <= \$264 ;
+    acc8 <= \$272 ;
   always @(posedge clk)
-    acc9 <= \$265 ;
+    acc9 <= \$273 ;
   always @(posedge clk)
-    dload_copy0 <= \$266 ;
+    dload_copy0 <= \$274 ;
   always @(posedge clk)
-    dload_copy1 <= \$267 ;
+    dload_copy1 <= \$275 ;
   always @(posedge clk)
-    dload_copy2 <= \$268 ;
+    dload_copy2 <= \$276 ;
   always @(posedge clk)
-    dload_copy3 <= \$269 ;
+    dload_copy3 <= \$277 ;
   always @(posedge clk)
-    dload_copy4 <= \$270 ;
+    dload_copy4 <= \$278 ;
   always @(posedge clk)
-    dload_copy5 <= \$271 ;
+    dload_copy5 <= \$279 ;
   always @(posedge clk)
-    drain <= \$272 ;
+    dload_copy6 <= \$280 ;
   always @(posedge clk)
-    qv_d0 <= \$273 ;
+    dload_copy7 <= \$281 ;
   always @(posedge clk)
-    qv_d1 <= \$274 ;
+    dload_copy8 <= \$282 ;
   always @(posedge clk)
-    qv_d2 <= \$275 ;
+    dload_copy9 <= \$283 ;
   always @(posedge clk)
-    qv_d3 <= \$276 ;
+    drain <= \$284 ;
   always @(posedge clk)
-    qv_d4 <= \$277 ;
+    qv_d0 <= \$285 ;
   always @(posedge clk)
-    qv_d5 <= \$278 ;
+    qv_d1 <= \$286 ;
   always @(posedge clk)
-    qv_d6 <= \$279 ;
+    qv_d2 <= \$287 ;
   always @(posedge clk)
-    qv_d7 <= \$280 ;
+    qv_d3 <= \$288 ;
   always @(posedge clk)
-    qv_d8 <= \$281 ;
+    qv_d4 <= \$289 ;
   always @(posedge clk)
-    qv_d9 <= \$282 ;
+    qv_d5 <= \$290 ;
   always @(posedge clk)
-    qv_d10 <= \$283 ;
+    qv_d6 <= \$291 ;
   always @(posedge clk)
-    qv_d11 <= \$284 ;
+    qv_d7 <= \$292 ;
   always @(posedge clk)
-    qv_d12 <= \$285 ;
+    qv_d8 <= \$293 ;
   always @(posedge clk)
-    qe_d0 <= \$286 ;
+    qv_d9 <= \$294 ;
   always @(posedge clk)
-    qe_d1 <= \$287 ;
+    qv_d10 <= \$295 ;
   always @(posedge clk)
-    qe_d2 <= \$288 ;
+    qv_d11 <= \$296 ;
   always @(posedge clk)
-    qe_d3 <= \$289 ;
+    qv_d12 <= \$297 ;
   always @(posedge clk)
-    qe_d4 <= \$290 ;
+    qe_d0 <= \$298 ;
   always @(posedge clk)
-    qe_d5 <= \$291 ;
+    qe_d1 <= \$299 ;
   always @(posedge clk)
-    qe_d6 <= \$292 ;
+    qe_d2 <= \$300 ;
   always @(posedge clk)
-    qe_d7 <= \$293 ;
+    qe_d3 <= \$301 ;
   always @(posedge clk)
-    qe_d8 <= \$294 ;
+    qe_d4 <= \$302 ;
   always @(posedge clk)
-    qe_d9 <= \$295 ;
+    qe_d5 <= \$303 ;
   always @(posedge clk)
-    qe_d10 <= \$296 ;
+    qe_d6 <= \$304 ;
   always @(posedge clk)
-    qe_d11 <= \$297 ;
+    qe_d7 <= \$305 ;
   always @(posedge clk)
-    qe_d12 <= \$298 ;
+    qe_d8 <= \$306 ;
   always @(posedge clk)
-    qv_last_d0 <= \$299 ;
+    qe_d9 <= \$307 ;
   always @(posedge clk)
-    qe_last_d0 <= \$300 ;
+    qe_d10 <= \$308 ;
+  always @(posedge clk)
+    qe_d11 <= \$309 ;
+  always @(posedge clk)
+    qe_d12 <= \$310 ;
+  always @(posedge clk)
+    qv_last_d0 <= \$311 ;
+  always @(posedge clk)
+    qe_last_d0 <= \$312 ;
   always @(posedge clk)
     results0 <= { q, results0[143:16] };
   always @(posedge clk)
-    skid0 <= \$301 ;
+    skid0 <= \$313 ;
   always @(posedge clk)
-    skid1 <= \$302 ;
+    skid1 <= \$314 ;
   always @(posedge clk)
-    skid2 <= \$303 ;
+    skid2 <= \$315 ;
   always @(posedge clk)
-    count <= \$304 ;
+    count <= \$316 ;
   always @(posedge clk)
-    held_copy0 <= \$305 ;
+    held_copy0 <= \$317 ;
   always @(posedge clk)
-    held_copy1 <= \$306 ;
+    held_copy1 <= \$318 ;
   always @(posedge clk)
-    qvalid_copy0 <= \$307 ;
+    qvalid_copy0 <= \$319 ;
   always @(posedge clk)
-    qvalid_copy1 <= \$308 ;
+    qvalid_copy1 <= \$320 ;
   always @(posedge clk)
-    m__valid <= \$309 ;
+    m__valid <= \$321 ;
   always @(posedge clk)
-    mvalid_copy0 <= \$310 ;
+    mvalid_copy0 <= \$322 ;
   always @(posedge clk)
-    mvalid_copy1 <= \$311 ;
+    mvalid_copy1 <= \$323 ;
   always @(posedge clk)
-    m__payload <= \$312 ;
+    m__payload <= \$324 ;
   always @(posedge clk)
-    credit_back_d0 <= \$313 ;
+    credit_back_d0 <= \$325 ;
   always @(posedge clk)
-    credit_back <= \$314 ;
+    credit_back <= \$326 ;
   \bchw_top.engine3.params0  params0 (
     .clk(clk),
     .data(\data$181 )
@@ -55851,7 +56244,7 @@ module \bchw_top.engine3 (rst, s__valid, s__payload, s__ready, m__ready, m__vali
   );
   \bchw_top.engine3.requant0  requant0 (
     .clk(clk),
-    .\port$23868$0 (drain[75:0]),
+    .\port$23956$0 (drain[75:0]),
     .q(q),
     .rst(rst)
   );
@@ -55932,284 +56325,228 @@ module \bchw_top.engine3 (rst, s__valid, s__payload, s__ready, m__ready, m__vali
   );
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$208  = busy_next;
-    if (rst) begin
-      \$208  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$209  = \$11 [3:0];
-    if (rst) begin
-      \$209  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$210  = \$23 [3:0];
-    if (rst) begin
-      \$210  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$211  = last_step_next;
-    if (rst) begin
-      \$211  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$212  = ready_next;
-    if (rst) begin
-      \$212  = 1'h1;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$213  = \$47 [1:0];
-    if (rst) begin
-      \$213  = 2'h3;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$214  = issue_next;
-    if (rst) begin
-      \$214  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$215  = word;
-    if (\$71 ) begin
-      \$215  = \$85 [3:0];
-    end
-    if (rst) begin
-      \$215  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$216  = write_bank;
-    if (\$90 ) begin
-      \$216  = \$91 ;
-    end
+    \$216  = busy_next;
     if (rst) begin
       \$216  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$217  = read_bank;
+    \$217  = \$11 [3:0];
+    if (rst) begin
+      \$217  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    \$218  = \$23 [3:0];
+    if (rst) begin
+      \$218  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    \$219  = last_step_next;
+    if (rst) begin
+      \$219  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    \$220  = ready_next;
+    if (rst) begin
+      \$220  = 1'h1;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    \$221  = \$47 [1:0];
+    if (rst) begin
+      \$221  = 2'h3;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    \$222  = issue_next;
+    if (rst) begin
+      \$222  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    \$223  = word;
+    if (\$71 ) begin
+      \$223  = \$85 [3:0];
+    end
+    if (rst) begin
+      \$223  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    \$224  = write_bank;
+    if (\$90 ) begin
+      \$224  = \$91 ;
+    end
+    if (rst) begin
+      \$224  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    \$225  = read_bank;
     if (\$92 ) begin
-      \$217  = \$93 ;
+      \$225  = \$93 ;
     end
     if (rst) begin
-      \$217  = 1'h1;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$218  = \$101 ;
-    if (rst) begin
-      \$218  = 1'h0;
+      \$225  = 1'h1;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$219  = { write_bank, word };
+    \$226  = \$101 ;
     if (rst) begin
-      \$219  = 5'h00;
+      \$226  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$220  = { write_bank, word };
+    \$227  = { write_bank, word };
     if (rst) begin
-      \$220  = 5'h00;
+      \$227  = 5'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$221  = { write_bank, word };
+    \$228  = { write_bank, word };
     if (rst) begin
-      \$221  = 5'h00;
+      \$228  = 5'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$222  = { write_bank, word };
+    \$229  = { write_bank, word };
     if (rst) begin
-      \$222  = 5'h00;
+      \$229  = 5'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$223  = { \$103 , \$23 [3:0] };
+    \$230  = { write_bank, word };
     if (rst) begin
-      \$223  = 5'h10;
+      \$230  = 5'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$224  = { \$105 , \$23 [3:0] };
+    \$231  = { \$103 , \$23 [3:0] };
     if (rst) begin
-      \$224  = 5'h10;
+      \$231  = 5'h10;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$225  = { \$107 , \$23 [3:0] };
+    \$232  = { \$105 , \$23 [3:0] };
     if (rst) begin
-      \$225  = 5'h10;
+      \$232  = 5'h10;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$226  = { \$109 , \$23 [3:0] };
+    \$233  = { \$107 , \$23 [3:0] };
     if (rst) begin
-      \$226  = 5'h10;
+      \$233  = 5'h10;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$227  = \$112 ;
+    \$234  = { \$109 , \$23 [3:0] };
     if (rst) begin
-      \$227  = 1'h0;
+      \$234  = 5'h10;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$228  = \$115 ;
+    \$235  = \$112 ;
     if (rst) begin
-      \$228  = 1'h0;
+      \$235  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$229  = \$118 ;
+    \$236  = \$115 ;
     if (rst) begin
-      \$229  = 1'h0;
+      \$236  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$230  = \$121 ;
+    \$237  = \$118 ;
     if (rst) begin
-      \$230  = 1'h0;
+      \$237  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$234  = { last_step, \$123 , \$122 , issue };
+    \$238  = \$121 ;
     if (rst) begin
-      \$234  = 4'h0;
+      \$238  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$235  = f_d0;
+    \$242  = { last_step, \$123 , \$122 , issue };
     if (rst) begin
-      \$235  = 4'h0;
+      \$242  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$236  = f_d1;
+    \$243  = f_d0;
     if (rst) begin
-      \$236  = 4'h0;
+      \$243  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$237  = f_d2;
+    \$244  = f_d1;
     if (rst) begin
-      \$237  = 4'h0;
+      \$244  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$238  = f_d3;
+    \$245  = f_d2;
     if (rst) begin
-      \$238  = 4'h0;
+      \$245  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$239  = f_d4;
+    \$246  = f_d3;
     if (rst) begin
-      \$239  = 4'h0;
+      \$246  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$240  = f_d5;
+    \$247  = f_d4;
     if (rst) begin
-      \$240  = 4'h0;
+      \$247  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$241  = f_d6;
+    \$248  = f_d5;
     if (rst) begin
-      \$241  = 4'h0;
+      \$248  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$242  = f_d6[1:0];
+    \$249  = f_d6;
     if (rst) begin
-      \$242  = 2'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$243  = f_d6[1:0];
-    if (rst) begin
-      \$243  = 2'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$244  = f_d6[1:0];
-    if (rst) begin
-      \$244  = 2'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$245  = f_d6[1:0];
-    if (rst) begin
-      \$245  = 2'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$246  = f_d6[1:0];
-    if (rst) begin
-      \$246  = 2'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$247  = f_d6[1:0];
-    if (rst) begin
-      \$247  = 2'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$248  = f_d6[1:0];
-    if (rst) begin
-      \$248  = 2'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$249  = f_d6[1:0];
-    if (rst) begin
-      \$249  = 2'h0;
+      \$249  = 4'h0;
     end
   end
   always @* begin
@@ -56228,431 +56565,515 @@ module \bchw_top.engine3 (rst, s__valid, s__payload, s__ready, m__ready, m__vali
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$254  = \$124 ;
+    \$252  = f_d6[1:0];
     if (rst) begin
-      \$254  = 1'h0;
+      \$252  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$255  = \$125 ;
+    \$253  = f_d6[1:0];
     if (rst) begin
-      \$255  = 1'h0;
+      \$253  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$256  = acc0;
+    \$254  = f_d6[1:0];
+    if (rst) begin
+      \$254  = 2'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    \$255  = f_d6[1:0];
+    if (rst) begin
+      \$255  = 2'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    \$256  = f_d6[1:0];
+    if (rst) begin
+      \$256  = 2'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    \$257  = f_d6[1:0];
+    if (rst) begin
+      \$257  = 2'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    \$258  = f_d6[1:0];
+    if (rst) begin
+      \$258  = 2'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    \$259  = f_d6[1:0];
+    if (rst) begin
+      \$259  = 2'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    \$262  = \$124 ;
+    if (rst) begin
+      \$262  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    \$263  = \$125 ;
+    if (rst) begin
+      \$263  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    \$264  = acc0;
     if (accflags_copy0[0]) begin
-      \$256  = \$127 [16:0];
+      \$264  = \$127 [16:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$257  = acc1;
+    \$265  = acc1;
     if (accflags_copy1[0]) begin
-      \$257  = \$129 [16:0];
+      \$265  = \$129 [16:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$258  = acc2;
+    \$266  = acc2;
     if (accflags_copy2[0]) begin
-      \$258  = \$131 [16:0];
+      \$266  = \$131 [16:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$259  = acc3;
+    \$267  = acc3;
     if (accflags_copy3[0]) begin
-      \$259  = \$133 [16:0];
+      \$267  = \$133 [16:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$260  = acc4;
+    \$268  = acc4;
     if (accflags_copy4[0]) begin
-      \$260  = \$135 [16:0];
+      \$268  = \$135 [16:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$261  = acc5;
+    \$269  = acc5;
     if (accflags_copy5[0]) begin
-      \$261  = \$137 [16:0];
+      \$269  = \$137 [16:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$262  = acc6;
+    \$270  = acc6;
     if (accflags_copy6[0]) begin
-      \$262  = \$139 [16:0];
+      \$270  = \$139 [16:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$263  = acc7;
+    \$271  = acc7;
     if (accflags_copy7[0]) begin
-      \$263  = \$141 [16:0];
+      \$271  = \$141 [16:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$264  = acc8;
+    \$272  = acc8;
     if (accflags_copy8[0]) begin
-      \$264  = \$143 [16:0];
+      \$272  = \$143 [16:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$265  = acc9;
+    \$273  = acc9;
     if (accflags_copy9[0]) begin
-      \$265  = \$145 [16:0];
+      \$273  = \$145 [16:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$266  = \$146 ;
-    if (rst) begin
-      \$266  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$267  = \$147 ;
-    if (rst) begin
-      \$267  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$268  = \$148 ;
-    if (rst) begin
-      \$268  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$269  = \$149 ;
-    if (rst) begin
-      \$269  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$270  = \$150 ;
-    if (rst) begin
-      \$270  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$271  = \$151 ;
-    if (rst) begin
-      \$271  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$273  = acc_valid;
-    if (rst) begin
-      \$273  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$274  = qv_d0;
+    \$274  = \$146 ;
     if (rst) begin
       \$274  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$275  = qv_d1;
+    \$275  = \$147 ;
     if (rst) begin
       \$275  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$276  = qv_d2;
+    \$276  = \$148 ;
     if (rst) begin
       \$276  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$277  = qv_d3;
+    \$277  = \$149 ;
     if (rst) begin
       \$277  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$278  = qv_d4;
+    \$278  = \$150 ;
     if (rst) begin
       \$278  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$279  = qv_d5;
+    \$279  = \$151 ;
     if (rst) begin
       \$279  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$280  = qv_d6;
+    \$280  = \$152 ;
     if (rst) begin
       \$280  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$281  = qv_d7;
+    \$281  = \$153 ;
     if (rst) begin
       \$281  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$282  = qv_d8;
+    \$282  = \$154 ;
     if (rst) begin
       \$282  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$283  = qv_d9;
+    \$283  = \$155 ;
     if (rst) begin
       \$283  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$284  = qv_d10;
-    if (rst) begin
-      \$284  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$285  = qv_d11;
+    \$285  = acc_valid;
     if (rst) begin
       \$285  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$286  = acc_end;
+    \$286  = qv_d0;
     if (rst) begin
       \$286  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$287  = qe_d0;
+    \$287  = qv_d1;
     if (rst) begin
       \$287  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$288  = qe_d1;
+    \$288  = qv_d2;
     if (rst) begin
       \$288  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$289  = qe_d2;
+    \$289  = qv_d3;
     if (rst) begin
       \$289  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$290  = qe_d3;
+    \$290  = qv_d4;
     if (rst) begin
       \$290  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$291  = qe_d4;
+    \$291  = qv_d5;
     if (rst) begin
       \$291  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$292  = qe_d5;
+    \$292  = qv_d6;
     if (rst) begin
       \$292  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$293  = qe_d6;
+    \$293  = qv_d7;
     if (rst) begin
       \$293  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$294  = qe_d7;
+    \$294  = qv_d8;
     if (rst) begin
       \$294  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$295  = qe_d8;
+    \$295  = qv_d9;
     if (rst) begin
       \$295  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$296  = qe_d9;
+    \$296  = qv_d10;
     if (rst) begin
       \$296  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$297  = qe_d10;
+    \$297  = qv_d11;
     if (rst) begin
       \$297  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$298  = qe_d11;
+    \$298  = acc_end;
     if (rst) begin
       \$298  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$299  = qv_d12;
+    \$299  = qe_d0;
     if (rst) begin
       \$299  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$300  = qe_d12;
+    \$300  = qe_d1;
     if (rst) begin
       \$300  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$301  = skid0;
-    if (\$167 ) begin
-      \$301  = { qe_last_d0, q, results0 };
-    end else if (\$169 ) begin
-      \$301  = skid1;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$302  = skid1;
-    if (\$179 ) begin
-      \$302  = { qe_last_d0, q, results0 };
-    end else if (\$181 ) begin
-      \$302  = skid2;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$303  = skid2;
-    if (\$191 ) begin
-      \$303  = { qe_last_d0, q, results0 };
-    end else if (\$193 ) begin
-      \$303  = 161'h00000000000000000000000000000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$304  = \$65 [1:0];
+    \$301  = qe_d2;
     if (rst) begin
-      \$304  = 2'h0;
+      \$301  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$305  = \$194 ;
+    \$302  = qe_d3;
+    if (rst) begin
+      \$302  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    \$303  = qe_d4;
+    if (rst) begin
+      \$303  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    \$304  = qe_d5;
+    if (rst) begin
+      \$304  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    \$305  = qe_d6;
     if (rst) begin
       \$305  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$306  = \$195 ;
+    \$306  = qe_d7;
     if (rst) begin
       \$306  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$307  = qv_d12;
+    \$307  = qe_d8;
     if (rst) begin
       \$307  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$308  = qv_d12;
+    \$308  = qe_d9;
     if (rst) begin
       \$308  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$309  = valid_next;
+    \$309  = qe_d10;
     if (rst) begin
       \$309  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$310  = valid_next;
+    \$310  = qe_d11;
     if (rst) begin
       \$310  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$311  = valid_next;
+    \$311  = qv_d12;
     if (rst) begin
       \$311  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$312  = m__payload;
+    \$312  = qe_d12;
+    if (rst) begin
+      \$312  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    \$313  = skid0;
+    if (\$175 ) begin
+      \$313  = { qe_last_d0, q, results0 };
+    end else if (\$177 ) begin
+      \$313  = skid1;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    \$314  = skid1;
+    if (\$187 ) begin
+      \$314  = { qe_last_d0, q, results0 };
+    end else if (\$189 ) begin
+      \$314  = skid2;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    \$315  = skid2;
     if (\$199 ) begin
-      \$312 [127:0] = \$201 [127:0];
-    end
-    if (\$205 ) begin
-      \$312 [159:128] = \$207 [159:128];
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$313  = enter;
-    if (rst) begin
-      \$313  = 1'h0;
+      \$315  = { qe_last_d0, q, results0 };
+    end else if (\$201 ) begin
+      \$315  = 161'h00000000000000000000000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$314  = credit_back_d0;
+    \$316  = \$65 [1:0];
     if (rst) begin
-      \$314  = 1'h0;
+      \$316  = 2'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    \$317  = \$202 ;
+    if (rst) begin
+      \$317  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    \$318  = \$203 ;
+    if (rst) begin
+      \$318  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    \$319  = qv_d12;
+    if (rst) begin
+      \$319  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    \$320  = qv_d12;
+    if (rst) begin
+      \$320  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    \$321  = valid_next;
+    if (rst) begin
+      \$321  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    \$322  = valid_next;
+    if (rst) begin
+      \$322  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    \$323  = valid_next;
+    if (rst) begin
+      \$323  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    \$324  = m__payload;
+    if (\$207 ) begin
+      \$324 [127:0] = \$209 [127:0];
+    end
+    if (\$213 ) begin
+      \$324 [159:128] = \$215 [159:128];
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    \$325  = enter;
+    if (rst) begin
+      \$325  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    \$326  = credit_back_d0;
+    if (rst) begin
+      \$326  = 1'h0;
     end
   end
   assign en = 1'h1;
@@ -56734,17 +57155,21 @@ module \bchw_top.engine3 (rst, s__valid, s__payload, s__ready, m__ready, m__vali
   assign count_next = \$65 [1:0];
   assign vector = m__payload;
   assign credit_back_d1 = credit_back;
-  assign \$272 [759:640] = \$157 ;
-  assign \$272 [639:512] = \$156 ;
-  assign \$272 [511:384] = \$155 ;
-  assign \$272 [383:256] = \$154 ;
-  assign \$272 [255:128] = \$153 ;
-  assign \$272 [127:0] = \$152 ;
-  assign \$253  = params_d0;
-  assign \$252  = { \data$190 , \data$189 , \data$188 , \data$187 , \data$186 , \data$185 , \data$184 , \data$183 , \data$182 , \data$181  };
-  assign \$233  = wdata_d0;
-  assign \$232  = data;
-  assign \$231  = { \read__data$154 , \read__data$153 , \read__data$152 , read__data };
+  assign \$284 [759:684] = \$165 ;
+  assign \$284 [683:608] = \$164 ;
+  assign \$284 [607:532] = \$163 ;
+  assign \$284 [531:456] = \$162 ;
+  assign \$284 [455:380] = \$161 ;
+  assign \$284 [379:304] = \$160 ;
+  assign \$284 [303:228] = \$159 ;
+  assign \$284 [227:152] = \$158 ;
+  assign \$284 [151:76] = \$157 ;
+  assign \$284 [75:0] = \$156 ;
+  assign \$261  = params_d0;
+  assign \$260  = { \data$190 , \data$189 , \data$188 , \data$187 , \data$186 , \data$185 , \data$184 , \data$183 , \data$182 , \data$181  };
+  assign \$241  = wdata_d0;
+  assign \$240  = data;
+  assign \$239  = { \read__data$154 , \read__data$153 , \read__data$152 , read__data };
   assign busy_next = \$4 ;
   assign \$11  = \$10 ;
   assign \$23  = \$22 ;
@@ -56784,6 +57209,7 @@ module \bchw_top.engine3.params0 (data, clk);
   wire en;
   bchw_rom #(
     .ADDR_WIDTH(32'd1),
+    .BLOCK(32'd0),
     .DEPTH(32'd1),
     .IMAGE_WIDTH(32'd590),
     .INIT_FILE("layer3_params.hex"),
@@ -56809,6 +57235,7 @@ module \bchw_top.engine3.params1 (data, clk);
   wire en;
   bchw_rom #(
     .ADDR_WIDTH(32'd1),
+    .BLOCK(32'd0),
     .DEPTH(32'd1),
     .IMAGE_WIDTH(32'd590),
     .INIT_FILE("layer3_params.hex"),
@@ -56834,6 +57261,7 @@ module \bchw_top.engine3.params2 (data, clk);
   wire en;
   bchw_rom #(
     .ADDR_WIDTH(32'd1),
+    .BLOCK(32'd0),
     .DEPTH(32'd1),
     .IMAGE_WIDTH(32'd590),
     .INIT_FILE("layer3_params.hex"),
@@ -56859,6 +57287,7 @@ module \bchw_top.engine3.params3 (data, clk);
   wire en;
   bchw_rom #(
     .ADDR_WIDTH(32'd1),
+    .BLOCK(32'd0),
     .DEPTH(32'd1),
     .IMAGE_WIDTH(32'd590),
     .INIT_FILE("layer3_params.hex"),
@@ -56884,6 +57313,7 @@ module \bchw_top.engine3.params4 (data, clk);
   wire en;
   bchw_rom #(
     .ADDR_WIDTH(32'd1),
+    .BLOCK(32'd0),
     .DEPTH(32'd1),
     .IMAGE_WIDTH(32'd590),
     .INIT_FILE("layer3_params.hex"),
@@ -56909,6 +57339,7 @@ module \bchw_top.engine3.params5 (data, clk);
   wire en;
   bchw_rom #(
     .ADDR_WIDTH(32'd1),
+    .BLOCK(32'd0),
     .DEPTH(32'd1),
     .IMAGE_WIDTH(32'd590),
     .INIT_FILE("layer3_params.hex"),
@@ -56934,6 +57365,7 @@ module \bchw_top.engine3.params6 (data, clk);
   wire en;
   bchw_rom #(
     .ADDR_WIDTH(32'd1),
+    .BLOCK(32'd0),
     .DEPTH(32'd1),
     .IMAGE_WIDTH(32'd590),
     .INIT_FILE("layer3_params.hex"),
@@ -56959,6 +57391,7 @@ module \bchw_top.engine3.params7 (data, clk);
   wire en;
   bchw_rom #(
     .ADDR_WIDTH(32'd1),
+    .BLOCK(32'd0),
     .DEPTH(32'd1),
     .IMAGE_WIDTH(32'd590),
     .INIT_FILE("layer3_params.hex"),
@@ -56984,6 +57417,7 @@ module \bchw_top.engine3.params8 (data, clk);
   wire en;
   bchw_rom #(
     .ADDR_WIDTH(32'd1),
+    .BLOCK(32'd0),
     .DEPTH(32'd1),
     .IMAGE_WIDTH(32'd590),
     .INIT_FILE("layer3_params.hex"),
@@ -57009,6 +57443,7 @@ module \bchw_top.engine3.params9 (data, clk);
   wire en;
   bchw_rom #(
     .ADDR_WIDTH(32'd1),
+    .BLOCK(32'd0),
     .DEPTH(32'd1),
     .IMAGE_WIDTH(32'd590),
     .INIT_FILE("layer3_params.hex"),
@@ -57025,7 +57460,7 @@ module \bchw_top.engine3.params9 (data, clk);
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine3.requant0 (rst, \port$23868$0 , q, clk);
+module \bchw_top.engine3.requant0 (rst, \port$23956$0 , q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$9  = 0;
   wire [35:0] \$1 ;
   wire [36:0] \$10 ;
@@ -57056,8 +57491,8 @@ module \bchw_top.engine3.requant0 (rst, \port$23868$0 , q, clk);
   wire \en$1 ;
   wire [17:0] mul;
   wire [34:0] p;
-  input [75:0] \port$23868$0 ;
-  wire [75:0] \port$23868$0 ;
+  input [75:0] \port$23956$0 ;
+  wire [75:0] \port$23956$0 ;
   output [15:0] q;
   reg [15:0] q = 16'h0000;
   input rst;
@@ -57095,7 +57530,7 @@ module \bchw_top.engine3.requant0 (rst, \port$23868$0 , q, clk);
   \bchw_top.engine3.requant0.mul0  mul0 (
     .clk(clk),
     .p(p),
-    .\port$23868$0 (\port$23868$0 [34:0])
+    .\port$23956$0 (\port$23956$0 [34:0])
   );
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
@@ -57106,23 +57541,23 @@ module \bchw_top.engine3.requant0 (rst, \port$23868$0 , q, clk);
   end
   assign en = 1'h1;
   assign \en$1  = 1'h1;
-  assign a = \port$23868$0 [16:0];
-  assign acc = \port$23868$0 [16:0];
-  assign b = \port$23868$0 [34:17];
-  assign mul = \port$23868$0 [34:17];
-  assign bias = \port$23868$0 [75:40];
-  assign shift = \port$23868$0 [39:35];
+  assign a = \port$23956$0 [16:0];
+  assign acc = \port$23956$0 [16:0];
+  assign b = \port$23956$0 [34:17];
+  assign mul = \port$23956$0 [34:17];
+  assign bias = \port$23956$0 [75:40];
+  assign shift = \port$23956$0 [39:35];
   assign \$16  = shift_d2;
   assign \$15  = \$2 ;
   assign \$14  = shift_d1;
   assign \$13  = bias_d1;
-  assign \$12  = \port$23868$0 [39:35];
-  assign \$11  = \port$23868$0 [75:40];
+  assign \$12  = \port$23956$0 [39:35];
+  assign \$11  = \port$23956$0 [75:40];
   assign \$1  = { p[34], p };
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine3.requant0.mul0 (p, \port$23868$0 , clk);
+module \bchw_top.engine3.requant0.mul0 (p, \port$23956$0 , clk);
   wire [16:0] a;
   wire [17:0] b;
   input clk;
@@ -57130,21 +57565,21 @@ module \bchw_top.engine3.requant0.mul0 (p, \port$23868$0 , clk);
   wire en;
   output [34:0] p;
   wire [34:0] p;
-  input [34:0] \port$23868$0 ;
-  wire [34:0] \port$23868$0 ;
+  input [34:0] \port$23956$0 ;
+  wire [34:0] \port$23956$0 ;
   bchw_mul #(
     .A_WIDTH(32'd17),
     .B_WIDTH(32'd18)
   ) mul (
-    .a(\port$23868$0 [16:0]),
-    .b(\port$23868$0 [34:17]),
+    .a(\port$23956$0 [16:0]),
+    .b(\port$23956$0 [34:17]),
     .clk(clk),
     .en(1'h1),
     .p(p)
   );
   assign en = 1'h1;
-  assign a = \port$23868$0 [16:0];
-  assign b = \port$23868$0 [34:17];
+  assign a = \port$23956$0 [16:0];
+  assign b = \port$23956$0 [34:17];
 endmodule
 
 (* generator = "Amaranth" *)
@@ -64128,6 +64563,7 @@ module \bchw_top.engine3.weights (data, addr, clk);
   wire en;
   bchw_rom #(
     .ADDR_WIDTH(32'd4),
+    .BLOCK(32'd0),
     .DEPTH(32'd16),
     .INIT_FILE("layer3_weights.hex"),
     .WIDTH(32'd160)

@@ -222,3 +222,15 @@ def test_input_memory_parts_cover_a_slice_once_and_split_no_beat_between_parts(s
     assert len(parts) == (simd // lanes * -(-beat // perf.INPUT_PART_BITS)
                           if beat >= perf.INPUT_PART_BITS
                           else -(-simd // (perf.INPUT_PART_BITS // beat * lanes)))
+
+
+# (width, depth) → block RAMs as synth_ecp5 (yosys 0.70) mapped them in the 100,000/s
+# folding of the 784-256-256-256-10 MLP (its log's memory_libmap lines, its netlist's
+# DP16KD cells), at the width yosys saw once it dropped constant columns: the weight
+# ROMs of 1,408 words lay their three 512-word rows side by side in 36-bit blocks (4 and
+# 12, not 6 and 12); a 224 × 64 parameter ROM ties with logic (7 blocks) and is logic.
+@pytest.mark.parametrize("shape, brams", [
+    ((48, 1408), 4), ((144, 1408), 12), ((2, 1280), 1), ((224, 64), 0), ((216, 64), 6),
+    ((212, 64), 6), ((37, 10), 0)])
+def test_rom_brams_is_yosys_choice(shape, brams):
+    assert perf.rom_brams(*shape) == brams

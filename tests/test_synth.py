@@ -8,12 +8,14 @@ import json
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 
-from bchw import randnet, synth
+from bchw import perf, randnet, synth
 from bchw.cli import main
 from bchw.errors import BchwError
 from bchw.export import HardwareConfig, export_state
+from bchw.gateware.rom import ROM_VERILOG
 from bchw.gateware.top import generate_verilog
 from bchw.perf import cycle_model
 
@@ -295,3 +297,35 @@ def test_requantizer_multipliers_are_dsp_blocks_with_their_registers(tiny, tmp_p
     # the registers the DSP blocks hold are flip-flops now: at least each product's
     assert logic.ffs >= r.ffs + sum(n * (la.widths.acc_bits + la.widths.mul_bits)
                                     for n, la in zip(requantizers, tiny.layers))
+
+
+def rom_core(block: int) -> str:
+    """A 244-bit × 64-word ``bchw_rom`` of style ``block``, every bit reaching the output."""
+    folded = " ^ ".join(f"word[{lo + 15}:{lo}]" for lo in range(0, 240, 16))
+    return core(f"""\
+    assign m_axis_tvalid = 1'b1;
+    wire [243:0] word;
+    bchw_rom #(.WIDTH(244), .DEPTH(64), .ADDR_WIDTH(6), .INIT_FILE("rom.hex"),
+               .BLOCK({block})) rom (.clk(clk), .en(1'b1), .addr(s_axis_tdata[5:0]),
+                                     .data(word));
+    assign m_axis_tdata = {folded} ^ {{12'b0, word[243:240]}};
+""")
+
+
+@pytest.mark.parametrize("constant_columns", [0, 20])
+def test_rom_style_holds_whatever_columns_the_image_holds_constant(tmp_path,
+                                                                   constant_columns):
+    # yosys drops constant columns first: 224 varying bits tie with logic, 244 do not;
+    # the gateware's BLOCK (the resource model's choice for 244 × 64) decides either way
+    rng = np.random.default_rng(constant_columns)
+    words = [int(rng.integers(0, 1 << 61)) << 183 | int(rng.integers(0, 1 << 62)) << 121
+             | int(rng.integers(0, 1 << 62)) << 59 | int(rng.integers(0, 1 << 59))
+             for _ in range(64)]
+    keep = (1 << 244) - 1 - ((1 << constant_columns) - 1)
+    image = "".join(f"{w & keep:061x}\n" for w in words)
+    assert perf.rom_brams(244, 64) == 7
+    for block, brams in ((1, 7), (0, 0)):
+        r = synth.synthesize({"bchw_top.v": rom_core(block), "bchw_rom.v": ROM_VERILOG,
+                              "rom.hex": image}, "ecp5-85k", tmp_path / f"b{block}",
+                             place_and_route=False)
+        assert r.brams == brams, (block, constant_columns)

@@ -13,7 +13,7 @@ from bchw.gateware.wide import output_valid_copies, register_copies, wide_signal
 from bchw.golden import LayerWidths
 from bchw.perf import (CREDIT_RETURN_STAGES, REQUANT_STAGES, ROM_STAGES, drain_stages,
                        enable_copies, enable_parts, engine_pipeline, input_memory_parts,
-                       param_rom_parts, requant_share, skid_groups, tree_depth)
+                       item_parts, param_rom_parts, requant_share, skid_groups, tree_depth)
 
 #: How an engine computes ``Σ ±x`` with ±1 weights: a conditional-negate tree per PE
 #: (``negate``), or ``2·Σ_{w=+1} x − Σ x`` with one ``Σ x`` tree shared by all PEs (``shared``).
@@ -411,7 +411,8 @@ class LayerEngine(wiring.Component):
         (``items``) at the edge the accumulators hold them (``loading`` is the
         accumulators' valid's next value) and shifts them on, one a cycle, to the heads of
         its chains, one chain of ``share`` items a requantizer; returns the heads. Loaded
-        part by part under copies of the load (:func:`bchw.perf.enable_parts`). A chain's
+        part by part under copies of the load, no part across two items
+        (:func:`bchw.perf.item_parts`). A chain's
         last item keeps its value, so a parameter bit the same for every neuron is a
         constant (the register is named for ``bchw.synth.UNINITIALISED_REGISTERS``)."""
         ib = len(items[0])
@@ -421,7 +422,7 @@ class LayerEngine(wiring.Component):
         chains = [drain[k * share * ib:(k + 1) * share * ib] for k in range(lanes)]
         shifted = Cat(*[Cat(c[ib:], c[-ib:]) for c in chains])
         loaded = Cat(*padded)
-        parts = enable_parts(len(drain))
+        parts = item_parts(lanes * share, ib)
         for (lo, hi), load in zip(parts, register_copies(m, loading, len(parts), "dload"),
                                   strict=True):
             m.d.sync += drain[lo:hi].eq(Mux(load, loaded[lo:hi], shifted[lo:hi]))

@@ -8,6 +8,8 @@ from amaranth.hdl import ClockSignal, Instance, Module
 from amaranth.lib import memory, wiring
 from amaranth.lib.wiring import In, Out
 
+from bchw.perf import rom_brams
+
 #: The Verilog of the ROM the ``readmemh`` mode instantiates: the same file
 #: serves any image, so new weights never change the generated Verilog.
 ROM_VERILOG = """\
@@ -15,25 +17,39 @@ ROM_VERILOG = """\
 // It reads bits LO .. LO+WIDTH-1 of the image's IMAGE_WIDTH-bit words: ROMs that read
 // parts of one image each have an address of their own. (yosys drops the bits a part
 // doesn't read from a ROM it makes logic, but maps a block RAM ROM at its whole width
-// first, so bchw reads in parts only ROMs that become logic.)
+// first, so bchw reads in parts only ROMs that become logic.) BLOCK says which: bchw's
+// resource model chooses (bchw.perf.rom_brams) and yosys is told (rom_style), so that
+// the columns an image happens to hold constant, which yosys drops first, cannot
+// change the choice.
 module bchw_rom #(
     parameter WIDTH = 1,
     parameter DEPTH = 1,
     parameter ADDR_WIDTH = 1,
     parameter INIT_FILE = "",
     parameter IMAGE_WIDTH = WIDTH,
-    parameter LO = 0
+    parameter LO = 0,
+    parameter BLOCK = 0
 ) (
     input wire clk,
     input wire en,
     input wire [ADDR_WIDTH-1:0] addr,
     output reg [WIDTH-1:0] data
 );
-    reg [IMAGE_WIDTH-1:0] mem [0:DEPTH-1];
-    initial $readmemh(INIT_FILE, mem);
-    always @(posedge clk)
-        if (en)
-            data <= mem[addr][LO +: WIDTH];
+    generate
+        if (BLOCK) begin : in_block_ram
+            (* rom_style = "block" *) reg [IMAGE_WIDTH-1:0] mem [0:DEPTH-1];
+            initial $readmemh(INIT_FILE, mem);
+            always @(posedge clk)
+                if (en)
+                    data <= mem[addr][LO +: WIDTH];
+        end else begin : in_logic
+            (* rom_style = "logic" *) reg [IMAGE_WIDTH-1:0] mem [0:DEPTH-1];
+            initial $readmemh(INIT_FILE, mem);
+            always @(posedge clk)
+                if (en)
+                    data <= mem[addr][LO +: WIDTH];
+        end
+    endgenerate
 endmodule
 """
 
@@ -50,6 +66,9 @@ class Rom(wiring.Component):
     lo, image_width : the ROM holds bits ``lo`` .. ``lo + width − 1`` of an image of
         ``image_width``-bit words (``init`` gives those words): a part of a wider ROM
         with an address of its own.
+
+    In the ``readmemh`` mode the ROM is block RAM or logic as the resource model says
+    of its whole image (:func:`bchw.perf.rom_brams`), and synthesis is told so.
 
     Members
     -------
@@ -73,6 +92,7 @@ class Rom(wiring.Component):
         mask = (1 << width) - 1
         self.init = None if init is None else [(word >> lo) & mask for word in init]
         self.init_file = init_file
+        self.block = rom_brams(self.image_width, depth) > 0
         self.addr_width = max(1, (depth - 1).bit_length())
         super().__init__({"en": In(1), "addr": In(self.addr_width), "data": Out(width)})
 
@@ -89,6 +109,6 @@ class Rom(wiring.Component):
             m.submodules.rom = Instance(
                 "bchw_rom",
                 p_WIDTH=self.width, p_DEPTH=self.depth, p_ADDR_WIDTH=self.addr_width,
-                p_INIT_FILE=self.init_file, **part,
+                p_INIT_FILE=self.init_file, p_BLOCK=int(self.block), **part,
                 i_clk=ClockSignal("sync"), i_en=self.en, i_addr=self.addr, o_data=self.data)
         return m
