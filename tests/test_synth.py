@@ -75,6 +75,9 @@ def test_core_ports_and_wrapper(tiny):
     wrapper = synth.narrow_wrapper("bchw_top", ports["s_axis_tdata"], ports["m_axis_tdata"])
     assert f"reg [{ports['m_axis_tdata'] - 1}:0] out_sr;" in wrapper
     assert "input wire [7:0] din" in wrapper
+    assert "DCCA" not in wrapper and ".rst(rst)" in wrapper
+    ecp5 = synth.narrow_wrapper("bchw_top", 16, 8, global_reset=True)
+    assert "DCCA rst_buffer (.CLKI(rst)" in ecp5 and ".rst(rst_global)" in ecp5
     with pytest.raises(BchwError, match="m_axis_tlast"):
         synth.core_ports(MULTIPLIER_CORE.replace("output m_axis_tlast,", ""), "bchw_top")
     with pytest.raises(BchwError, match="no module 'core'"):
@@ -229,6 +232,14 @@ def test_constant_bits_of_registered_rom_words_are_constants(tmp_path):
     merged = synth.synthesize(CONSTANT_CORE.replace("NAME", "other_d"), "ecp5-85k",
                               tmp_path / "merged", place_and_route=False)
     assert merged.ffs == 1 and folded.ffs == 0
+
+
+def test_waiting_shifts_of_two_requantizers_are_not_merged(tmp_path):
+    # the same constant over a power-up zero in two requantizers' waiting shifts: merged,
+    # one flip-flop would drive both (of two engines, across the die); the flow keeps them
+    kept = synth.synthesize(CONSTANT_CORE.replace("NAME", "shift_d"), "ecp5-85k", tmp_path,
+                            place_and_route=False)
+    assert kept.ffs == 2
 
 
 def test_bad_input_exits_2(capsys, tiny, tmp_path):
