@@ -774,9 +774,12 @@ def rom_brams(width: int, depth: int) -> int:
     down, and wins ties. yosys first drops a ROM's constant columns, which a bundle's
     images may have; the gateware fixes the choice made here for the whole image
     (:class:`bchw.gateware.rom.Rom`), so that it does not hang on the weights."""
-    cost, blocks = min((BRAM_COST * -(-rows * width // w) + (rows - 1) * width / 2 + 2,
-                        -(-rows * width // w))
-                       for d, w in BRAM_SHAPES for rows in [-(-depth // d)])
+    def mode(d: int, w: int) -> tuple[float, int]:
+        rows = -(-depth // d)
+        blocks = -(-rows * width // w)
+        return BRAM_COST * blocks + (rows - 1) * width / 2 + 2, blocks
+
+    cost, blocks = min(mode(d, w) for d, w in BRAM_SHAPES)
     return blocks if cost < int(width * depth * ROM_LOGIC_COST) else 0
 
 

@@ -489,7 +489,7 @@ class LayerEngine(wiring.Component):
             write = mem.write_port(granularity=lanes * ib if whole else hi - lo)
             read = mem.read_port()
             m.d.comb += [write.en.eq(wen), write.addr.eq(waddr),
-                         write.data.eq(Cat(*[beat] * (self.simd // lanes))[lo:hi]),
+                         write.data.eq(Cat(*[beat] * per_word)[lo:hi]),
                          read.addr.eq(raddr)]
             slices.append(read.data)
         return Cat(*slices)
