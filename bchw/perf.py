@@ -67,15 +67,27 @@ if TYPE_CHECKING:
 
 Pattern = Callable[[int], bool]
 
-#: Pipeline registers of the requantizer: the multiplier's operands, its product, the sum,
-#: the shift-and-clamp.
-REQUANT_STAGES = 4
+#: Pipeline registers of the requantizer: the multiplier's operands, its product (in the
+#: DSP block), the product again (in the fabric), the sum, the shift-and-clamp.
+REQUANT_STAGES = 5
 #: Cycles from a weight ROM address to its word in a register: the ROM's own read
-#: register, then two more: an ECP5 block RAM's clock-to-output is about 4.3 ns, so the
-#: first can sit beside the block RAM and only catch the word, and the second carry it
+#: register, then three more: an ECP5 block RAM's clock-to-output is about 4.3 ns, so the
+#: first can sit beside the block RAM and only catch the word, and the others carry it
 #: to the adder trees (with one, the placer put it by the trees, and the way from the
-#: block RAM capped the 784-256 design at 100,000/s at 125 MHz; with two, 133 MHz).
-ROM_STAGES = 3
+#: block RAM capped the 784-256 design at 100,000/s at 125 MHz; with two, 133 MHz). The
+#: input slice takes as many: from an input memory, its read register, one beside it,
+#: then two levels of copies (:data:`XTREE_FANOUT`; with the first level straight after
+#: the block RAM, the way from it to four copies spread over the device was the
+#: 500,000/s folding's critical path, 7.8 ns).
+ROM_STAGES = 4
+#: Adder trees one copy of the input slice's next-to-last register feeds; each tree has
+#: its own copy of the last (:func:`bchw.gateware.wide.register_tree`).
+XTREE_FANOUT = 4
+
+
+def xtree_fans(trees: int) -> int:
+    """Copies of the input slice's next-to-last register for ``trees`` adder trees."""
+    return -(-trees // XTREE_FANOUT)
 
 
 def argmax_stages(num_classes: int) -> int:
@@ -739,10 +751,10 @@ LUT_COST = {"negate": 0.0, "tree": 1.89, "acc": 0.0, "xbuf": 1.2, "shifter": 0.0
 #: them; where two engines are joined by whole vectors, the producer's output register
 #: and the consumer's input buffer grow together, so the fit weighs them as one
 #: (``xbuf``). ``copies`` and ``xtree`` (the input slice's copies, one a tree, which
-#: are kept) are counted, not fitted.
+#: are kept) and ``product`` (the products' fabric registers) are counted, not fitted.
 FF_COST = {"xbuf": 1.44, "tree": 1.2, "acc": 0.0, "requant": 0.0, "collect": 0.348,
            "rom": 0.0, "misc": 7.11, "rom_out": 0.0, "skid": 0.662, "copies": 1.0,
-           "drain": 1.48, "xtree": 1.0}
+           "drain": 1.48, "xtree": 1.0, "product": 1.0}
 #: The (depth, width) modes of the ECP5's 16-kbit block RAM as yosys maps a ROM to it
 #: (techlibs/lattice/brams_16kd.txt: DP16KD up to 18 bits, PDPW16KD's read port 36).
 BRAM_SHAPES = ((16384, 1), (8192, 2), (4096, 4), (2048, 9), (1024, 18), (512, 36))
@@ -763,6 +775,14 @@ def product_slices(acc_bits: int) -> list[int]:
     if acc_bits <= DSP_BITS:
         return [0]
     return list(range(0, acc_bits - 1, DSP_BITS - 1))
+
+
+def product_bits(acc_bits: int, mul_bits: int) -> int:
+    """The bits of a requantizer's partial products (one a slice of
+    :func:`product_slices`, an unsigned slice one bit wider as a signed operand)."""
+    cuts = product_slices(acc_bits)
+    return sum(hi - lo + (hi < acc_bits) + mul_bits
+               for lo, hi in zip(cuts, [*cuts[1:], acc_bits]))
 
 
 def rom_brams(width: int, depth: int) -> int:
@@ -922,6 +942,8 @@ def engine_registers(n_in: int, n_out: int, in_bits: int, pe: int, simd: int,
         "acc": pe * w.acc_bits,
         "requant": lanes * (prod_bits + w.bias_bits + total_bits + 2 * w.shift_bits
                             + w.out_bits),
+        # the products registered again in the fabric, by the adder
+        "product": lanes * product_bits(w.acc_bits, w.mul_bits),
         # shared requantizers: the register of a group's sums and parameters (and the
         # copies of its load), the chains that collect the results
         "drain": (share > 1) * (drain + pe * enable_copies(drain_bits(w, nf))
@@ -935,10 +957,11 @@ def engine_registers(n_in: int, n_out: int, in_bits: int, pe: int, simd: int,
         "skid": (sf > 1) * _skid_bits(sf, simd, pe * w.out_bits, share),
         # the registered ROM words and the input slice that waits with them: ROM_STAGES - 1
         # registers after the weight ROM's (and the input memory's) own, the input slice's
-        # last one a copy a PE (``xtree``), two for the params
+        # last one a copy a PE and the one before it a copy every XTREE_FANOUT PEs
+        # (``xtree``, beyond the one register counted here), two for the params
         "rom_out": ((ROM_STAGES - 1) * pe * simd + (ROM_STAGES - 2) * simd * in_bits
                     + 2 * pe * w.param_bits),
-        "xtree": pe * simd * in_bits,
+        "xtree": (pe + xtree_fans(pe) - 1) * simd * in_bits,
         "misc": (4 + clog2(nf)) * (1 + tree_depth(simd)) + 2 * clog2(nf * sf) + 12,
         # SF ≥ 2: the registered issue decision and the copies of the registers that enable
         # the parts of the input buffer (2 each) and of the output register (3 each); the

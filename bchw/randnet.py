@@ -60,14 +60,15 @@ def random_state(sizes: list[int], *, act_bits: int = 8, seed: int = 0,
 
 
 def random_cnn(spec: str, in_shape: Sequence[int], *, act_bits: int = 8, seed: int = 0,
-               act_clip: float = 2.0):
+               act_clip: float = 2.0, stat_images: int = 512):
     """A :class:`bchw.nn.BinaryNet` of ``spec`` (:func:`bchw.nn.parse_net_spec`, convolutions
     included) on images of ``in_shape`` [C, H, W], with random weights, in eval mode.
 
     The weights are PyTorch's random initialisation; every third channel of each batch norm
     has a negative scale (a convolution that pools then takes the minimum of those codes);
-    the running statistics are those of a batch of random images, so that every layer's
-    outputs spread over their range.  The global torch random state is left as it was.
+    the running statistics are those of a batch of ``stat_images`` random images, so that
+    every layer's outputs spread over their range.  The global torch random state is left
+    as it was.
     """
     from bchw.nn import BinaryNet
 
@@ -83,17 +84,18 @@ def random_cnn(spec: str, in_shape: Sequence[int], *, act_bits: int = 8, seed: i
                 norm.weight.copy_(torch.empty(n).uniform_(0.5, 2.0) * flip)
                 norm.bias.uniform_(-0.5, 1.0)
             model.train()      # momentum 1: the running statistics are this batch's
-            model(torch.tensor(random_images(512, model.in_features, seed + 1),
+            model(torch.tensor(random_images(stat_images, model.in_features, seed + 1),
                                dtype=torch.float32))
     return model.eval()
 
 
 def random_cnn_state(spec: str, in_shape: Sequence[int], *, act_bits: int = 8, seed: int = 0,
-                     act_clip: float = 2.0) -> dict[str, Any]:
+                     act_clip: float = 2.0, stat_images: int = 512) -> dict[str, Any]:
     """The checkpoint dictionary (the :mod:`bchw.nn` contract) of :func:`random_cnn`."""
     from bchw.nn import CHECKPOINT_FORMAT, CHECKPOINT_VERSION
 
-    model = random_cnn(spec, in_shape, act_bits=act_bits, seed=seed, act_clip=act_clip)
+    model = random_cnn(spec, in_shape, act_bits=act_bits, seed=seed, act_clip=act_clip,
+                       stat_images=stat_images)
     layers = [{"weight": layer.weight.detach().float().clone(),
                "bn_mean": norm.running_mean.detach().float().clone(),
                "bn_var": norm.running_var.detach().float().clone(),

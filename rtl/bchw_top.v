@@ -1391,7 +1391,7 @@ module \bchw_top.engine0 (s__valid, clk, rst, s__ready, m__valid, m__payload, m_
   wire [447:0] \$269 ;
   wire \$27 ;
   wire [447:0] \$270 ;
-  reg [3:0] \$271 ;
+  wire [447:0] \$271 ;
   reg [3:0] \$272 ;
   reg [3:0] \$273 ;
   reg [3:0] \$274 ;
@@ -1401,8 +1401,8 @@ module \bchw_top.engine0 (s__valid, clk, rst, s__ready, m__valid, m__payload, m_
   reg [3:0] \$278 ;
   reg [3:0] \$279 ;
   wire \$28 ;
-  reg [1:0] \$280 ;
-  reg [1:0] \$281 ;
+  reg [3:0] \$280 ;
+  reg [3:0] \$281 ;
   reg [1:0] \$282 ;
   reg [1:0] \$283 ;
   reg [1:0] \$284 ;
@@ -1418,8 +1418,8 @@ module \bchw_top.engine0 (s__valid, clk, rst, s__ready, m__valid, m__payload, m_
   reg [1:0] \$293 ;
   reg [1:0] \$294 ;
   reg [1:0] \$295 ;
-  reg [3:0] \$296 ;
-  reg [3:0] \$297 ;
+  reg [1:0] \$296 ;
+  reg [1:0] \$297 ;
   reg [3:0] \$298 ;
   reg [3:0] \$299 ;
   wire \$3 ;
@@ -1443,14 +1443,14 @@ module \bchw_top.engine0 (s__valid, clk, rst, s__ready, m__valid, m__payload, m_
   reg [3:0] \$315 ;
   reg [3:0] \$316 ;
   reg [3:0] \$317 ;
-  wire [975:0] \$318 ;
-  wire [975:0] \$319 ;
+  reg [3:0] \$318 ;
+  reg [3:0] \$319 ;
   wire [4:0] \$32 ;
-  reg \$320 ;
-  reg \$321 ;
-  reg [18:0] \$322 ;
-  reg [18:0] \$323 ;
-  reg [18:0] \$324 ;
+  reg [3:0] \$320 ;
+  wire [975:0] \$321 ;
+  wire [975:0] \$322 ;
+  reg \$323 ;
+  reg \$324 ;
   reg [18:0] \$325 ;
   reg [18:0] \$326 ;
   reg [18:0] \$327 ;
@@ -1465,10 +1465,10 @@ module \bchw_top.engine0 (s__valid, clk, rst, s__ready, m__valid, m__payload, m_
   reg [18:0] \$335 ;
   reg [18:0] \$336 ;
   reg [18:0] \$337 ;
-  reg \$338 ;
-  reg \$339 ;
+  reg [18:0] \$338 ;
+  reg [18:0] \$339 ;
   wire \$34 ;
-  reg \$340 ;
+  reg [18:0] \$340 ;
   reg \$341 ;
   reg \$342 ;
   reg \$343 ;
@@ -1483,10 +1483,10 @@ module \bchw_top.engine0 (s__valid, clk, rst, s__ready, m__valid, m__payload, m_
   reg \$351 ;
   reg \$352 ;
   reg \$353 ;
-  wire [1279:0] \$354 ;
+  reg \$354 ;
   reg \$355 ;
   reg \$356 ;
-  reg \$357 ;
+  wire [1279:0] \$357 ;
   reg \$358 ;
   reg \$359 ;
   wire \$36 ;
@@ -1528,14 +1528,19 @@ module \bchw_top.engine0 (s__valid, clk, rst, s__ready, m__valid, m__payload, m_
   reg \$392 ;
   reg \$393 ;
   reg \$394 ;
-  reg [128:0] \$395 ;
-  reg [128:0] \$396 ;
-  reg [128:0] \$397 ;
-  reg [1:0] \$398 ;
+  reg \$395 ;
+  reg \$396 ;
+  reg \$397 ;
+  reg \$398 ;
   reg \$399 ;
   wire \$4 ;
   wire \$40 ;
-  reg \$400 ;
+  reg [128:0] \$400 ;
+  reg [128:0] \$401 ;
+  reg [128:0] \$402 ;
+  reg [1:0] \$403 ;
+  reg \$404 ;
+  reg \$405 ;
   wire \$41 ;
   wire \$42 ;
   wire [2:0] \$43 ;
@@ -1699,13 +1704,6 @@ module \bchw_top.engine0 (s__valid, clk, rst, s__ready, m__valid, m__payload, m_
   reg [1:0] credits = 2'h3;
   wire [1:0] credits_next;
   wire [447:0] data;
-  wire [60:0] \data$253 ;
-  wire [60:0] \data$254 ;
-  wire [60:0] \data$255 ;
-  wire [60:0] \data$256 ;
-  wire [60:0] \data$257 ;
-  wire [60:0] \data$258 ;
-  wire [60:0] \data$259 ;
   wire [60:0] \data$260 ;
   wire [60:0] \data$261 ;
   wire [60:0] \data$262 ;
@@ -1715,6 +1713,13 @@ module \bchw_top.engine0 (s__valid, clk, rst, s__ready, m__valid, m__payload, m_
   wire [60:0] \data$266 ;
   wire [60:0] \data$267 ;
   wire [60:0] \data$268 ;
+  wire [60:0] \data$269 ;
+  wire [60:0] \data$270 ;
+  wire [60:0] \data$271 ;
+  wire [60:0] \data$272 ;
+  wire [60:0] \data$273 ;
+  wire [60:0] \data$274 ;
+  wire [60:0] \data$275 ;
   (* keep = 32'd1 *)
   reg dload_copy0 = 1'h0;
   (* keep = 32'd1 *)
@@ -1791,6 +1796,7 @@ module \bchw_top.engine0 (s__valid, clk, rst, s__ready, m__valid, m__payload, m_
   reg [3:0] f_d5 = 4'h0;
   reg [3:0] f_d6 = 4'h0;
   reg [3:0] f_d7 = 4'h0;
+  reg [3:0] f_d8 = 4'h0;
   reg [3:0] ft_d0 = 4'h0;
   reg issue = 1'h0;
   wire issue_next;
@@ -1861,6 +1867,7 @@ module \bchw_top.engine0 (s__valid, clk, rst, s__ready, m__valid, m__payload, m_
   reg [3:0] paddr_d3 = 4'h0;
   reg [3:0] paddr_d4 = 4'h0;
   reg [3:0] paddr_d5 = 4'h0;
+  reg [3:0] paddr_d6 = 4'h0;
   reg [975:0] params_d0 = 976'h0000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000;
   reg [975:0] params_d1 = 976'h0000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000;
   wire [7:0] q;
@@ -1875,6 +1882,7 @@ module \bchw_top.engine0 (s__valid, clk, rst, s__ready, m__valid, m__payload, m_
   reg qe_d16 = 1'h0;
   reg qe_d17 = 1'h0;
   reg qe_d18 = 1'h0;
+  reg qe_d19 = 1'h0;
   reg qe_d2 = 1'h0;
   reg qe_d3 = 1'h0;
   reg qe_d4 = 1'h0;
@@ -1895,6 +1903,7 @@ module \bchw_top.engine0 (s__valid, clk, rst, s__ready, m__valid, m__payload, m_
   reg qv_d16 = 1'h0;
   reg qv_d17 = 1'h0;
   reg qv_d18 = 1'h0;
+  reg qv_d19 = 1'h0;
   reg qv_d2 = 1'h0;
   reg qv_d3 = 1'h0;
   reg qv_d4 = 1'h0;
@@ -1947,21 +1956,21 @@ module \bchw_top.engine0 (s__valid, clk, rst, s__ready, m__valid, m__payload, m_
   wire [8:0] step;
   wire [8:0] step_next;
   wire [13:0] sum;
-  wire [13:0] \sum$275 ;
-  wire [13:0] \sum$277 ;
-  wire [13:0] \sum$279 ;
-  wire [13:0] \sum$281 ;
-  wire [13:0] \sum$283 ;
-  wire [13:0] \sum$285 ;
-  wire [13:0] \sum$287 ;
-  wire [13:0] \sum$289 ;
-  wire [13:0] \sum$291 ;
-  wire [13:0] \sum$293 ;
-  wire [13:0] \sum$295 ;
-  wire [13:0] \sum$297 ;
-  wire [13:0] \sum$299 ;
-  wire [13:0] \sum$301 ;
-  wire [13:0] \sum$303 ;
+  wire [13:0] \sum$282 ;
+  wire [13:0] \sum$284 ;
+  wire [13:0] \sum$286 ;
+  wire [13:0] \sum$288 ;
+  wire [13:0] \sum$290 ;
+  wire [13:0] \sum$292 ;
+  wire [13:0] \sum$294 ;
+  wire [13:0] \sum$296 ;
+  wire [13:0] \sum$298 ;
+  wire [13:0] \sum$300 ;
+  wire [13:0] \sum$302 ;
+  wire [13:0] \sum$304 ;
+  wire [13:0] \sum$306 ;
+  wire [13:0] \sum$308 ;
+  wire [13:0] \sum$310 ;
   wire [27:0] w;
   wire [27:0] \w$103 ;
   wire [27:0] \w$107 ;
@@ -1980,6 +1989,7 @@ module \bchw_top.engine0 (s__valid, clk, rst, s__ready, m__valid, m__payload, m_
   wire [27:0] \w$99 ;
   reg [447:0] wdata_d0 = 448'h0000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000;
   reg [447:0] wdata_d1 = 448'h0000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000;
+  reg [447:0] wdata_d2 = 448'h0000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000;
   reg [4:0] word = 5'h00;
   (* keep = 32'd1 *)
   reg [5:0] write__addr = 6'h00;
@@ -2113,6 +2123,14 @@ module \bchw_top.engine0 (s__valid, clk, rst, s__ready, m__valid, m__payload, m_
   (* init = 224'h00000000000000000000000000000000000000000000000000000000 *)
   (* keep = 32'd1 *)
   wire [223:0] xtree_copy9;
+  (* keep = 32'd1 *)
+  reg [223:0] xtree_fan_copy0 = 224'h00000000000000000000000000000000000000000000000000000000;
+  (* keep = 32'd1 *)
+  reg [223:0] xtree_fan_copy1 = 224'h00000000000000000000000000000000000000000000000000000000;
+  (* keep = 32'd1 *)
+  reg [223:0] xtree_fan_copy2 = 224'h00000000000000000000000000000000000000000000000000000000;
+  (* keep = 32'd1 *)
+  reg [223:0] xtree_fan_copy3 = 224'h00000000000000000000000000000000000000000000000000000000;
   (* init = 6'h00 *)
   (* keep = 32'd1 *)
   wire [5:0] xwaddr_copy0;
@@ -2681,21 +2699,39 @@ module \bchw_top.engine0 (s__valid, clk, rst, s__ready, m__valid, m__payload, m_
   end
   assign \read__data$218  = _6_;
   always @(posedge clk)
-    qe_last_d0 <= \$394 ;
+    qe_d12 <= \$390 ;
+  always @(posedge clk)
+    qe_d13 <= \$391 ;
+  always @(posedge clk)
+    qe_d14 <= \$392 ;
+  always @(posedge clk)
+    qe_d15 <= \$393 ;
+  always @(posedge clk)
+    qe_d16 <= \$394 ;
+  always @(posedge clk)
+    qe_d17 <= \$395 ;
+  always @(posedge clk)
+    qe_d18 <= \$396 ;
+  always @(posedge clk)
+    qe_d19 <= \$397 ;
+  always @(posedge clk)
+    qv_last_d0 <= \$398 ;
+  always @(posedge clk)
+    qe_last_d0 <= \$399 ;
   always @(posedge clk)
     results0 <= { q, results0[119:8] };
   always @(posedge clk)
-    skid0 <= \$395 ;
+    skid0 <= \$400 ;
   always @(posedge clk)
-    skid1 <= \$396 ;
+    skid1 <= \$401 ;
   always @(posedge clk)
-    skid2 <= \$397 ;
+    skid2 <= \$402 ;
   always @(posedge clk)
-    count <= \$398 ;
+    count <= \$403 ;
   always @(posedge clk)
-    credit_back_d0 <= \$399 ;
+    credit_back_d0 <= \$404 ;
   always @(posedge clk)
-    credit_back <= \$400 ;
+    credit_back <= \$405 ;
   assign \$1  = \$signal  & ready;
   assign \$2  = ~ last_step;
   assign \$3  = busy & \$2 ;
@@ -2812,35 +2848,35 @@ module \bchw_top.engine0 (s__valid, clk, rst, s__ready, m__valid, m__payload, m_
   assign \$135  = accflags_copy0[1] ? 19'h00000 : acc0;
   assign \$136  = $signed(\$135 ) + $signed(sum);
   assign \$137  = accflags_copy1[1] ? 19'h00000 : acc1;
-  assign \$138  = $signed(\$137 ) + $signed(\sum$275 );
+  assign \$138  = $signed(\$137 ) + $signed(\sum$282 );
   assign \$139  = accflags_copy2[1] ? 19'h00000 : acc2;
-  assign \$140  = $signed(\$139 ) + $signed(\sum$277 );
+  assign \$140  = $signed(\$139 ) + $signed(\sum$284 );
   assign \$141  = accflags_copy3[1] ? 19'h00000 : acc3;
-  assign \$142  = $signed(\$141 ) + $signed(\sum$279 );
+  assign \$142  = $signed(\$141 ) + $signed(\sum$286 );
   assign \$143  = accflags_copy4[1] ? 19'h00000 : acc4;
-  assign \$144  = $signed(\$143 ) + $signed(\sum$281 );
+  assign \$144  = $signed(\$143 ) + $signed(\sum$288 );
   assign \$145  = accflags_copy5[1] ? 19'h00000 : acc5;
-  assign \$146  = $signed(\$145 ) + $signed(\sum$283 );
+  assign \$146  = $signed(\$145 ) + $signed(\sum$290 );
   assign \$147  = accflags_copy6[1] ? 19'h00000 : acc6;
-  assign \$148  = $signed(\$147 ) + $signed(\sum$285 );
+  assign \$148  = $signed(\$147 ) + $signed(\sum$292 );
   assign \$149  = accflags_copy7[1] ? 19'h00000 : acc7;
-  assign \$150  = $signed(\$149 ) + $signed(\sum$287 );
+  assign \$150  = $signed(\$149 ) + $signed(\sum$294 );
   assign \$151  = accflags_copy8[1] ? 19'h00000 : acc8;
-  assign \$152  = $signed(\$151 ) + $signed(\sum$289 );
+  assign \$152  = $signed(\$151 ) + $signed(\sum$296 );
   assign \$153  = accflags_copy9[1] ? 19'h00000 : acc9;
-  assign \$154  = $signed(\$153 ) + $signed(\sum$291 );
+  assign \$154  = $signed(\$153 ) + $signed(\sum$298 );
   assign \$155  = accflags_copy10[1] ? 19'h00000 : acc10;
-  assign \$156  = $signed(\$155 ) + $signed(\sum$293 );
+  assign \$156  = $signed(\$155 ) + $signed(\sum$300 );
   assign \$157  = accflags_copy11[1] ? 19'h00000 : acc11;
-  assign \$158  = $signed(\$157 ) + $signed(\sum$295 );
+  assign \$158  = $signed(\$157 ) + $signed(\sum$302 );
   assign \$159  = accflags_copy12[1] ? 19'h00000 : acc12;
-  assign \$160  = $signed(\$159 ) + $signed(\sum$297 );
+  assign \$160  = $signed(\$159 ) + $signed(\sum$304 );
   assign \$161  = accflags_copy13[1] ? 19'h00000 : acc13;
-  assign \$162  = $signed(\$161 ) + $signed(\sum$299 );
+  assign \$162  = $signed(\$161 ) + $signed(\sum$306 );
   assign \$163  = accflags_copy14[1] ? 19'h00000 : acc14;
-  assign \$164  = $signed(\$163 ) + $signed(\sum$301 );
+  assign \$164  = $signed(\$163 ) + $signed(\sum$308 );
   assign \$165  = accflags_copy15[1] ? 19'h00000 : acc15;
-  assign \$166  = $signed(\$165 ) + $signed(\sum$303 );
+  assign \$166  = $signed(\$165 ) + $signed(\sum$310 );
   assign \$167  = ft_d0[0] & ft_d0[2];
   assign \$168  = ft_d0[0] & ft_d0[2];
   assign \$169  = ft_d0[0] & ft_d0[2];
@@ -2980,370 +3016,370 @@ module \bchw_top.engine0 (s__valid, clk, rst, s__ready, m__valid, m__payload, m_
   always @(posedge clk)
     xmem_d0 <= \$268 ;
   always @(posedge clk)
-    x <= xmem_d0;
+    xtree_fan_copy0 <= xmem_d0;
   always @(posedge clk)
-    \x$77  <= xmem_d0;
+    xtree_fan_copy1 <= xmem_d0;
   always @(posedge clk)
-    \x$81  <= xmem_d0;
+    xtree_fan_copy2 <= xmem_d0;
   always @(posedge clk)
-    \x$85  <= xmem_d0;
+    xtree_fan_copy3 <= xmem_d0;
   always @(posedge clk)
-    \x$89  <= xmem_d0;
+    x <= xtree_fan_copy0;
   always @(posedge clk)
-    \x$93  <= xmem_d0;
+    \x$77  <= xtree_fan_copy0;
   always @(posedge clk)
-    \x$97  <= xmem_d0;
+    \x$81  <= xtree_fan_copy0;
   always @(posedge clk)
-    \x$101  <= xmem_d0;
+    \x$85  <= xtree_fan_copy0;
   always @(posedge clk)
-    \x$105  <= xmem_d0;
+    \x$89  <= xtree_fan_copy1;
   always @(posedge clk)
-    \x$109  <= xmem_d0;
+    \x$93  <= xtree_fan_copy1;
   always @(posedge clk)
-    \x$113  <= xmem_d0;
+    \x$97  <= xtree_fan_copy1;
   always @(posedge clk)
-    \x$117  <= xmem_d0;
+    \x$101  <= xtree_fan_copy1;
   always @(posedge clk)
-    \x$121  <= xmem_d0;
+    \x$105  <= xtree_fan_copy2;
   always @(posedge clk)
-    \x$125  <= xmem_d0;
+    \x$109  <= xtree_fan_copy2;
   always @(posedge clk)
-    \x$129  <= xmem_d0;
+    \x$113  <= xtree_fan_copy2;
   always @(posedge clk)
-    \x$133  <= xmem_d0;
+    \x$117  <= xtree_fan_copy2;
+  always @(posedge clk)
+    \x$121  <= xtree_fan_copy3;
+  always @(posedge clk)
+    \x$125  <= xtree_fan_copy3;
+  always @(posedge clk)
+    \x$129  <= xtree_fan_copy3;
+  always @(posedge clk)
+    \x$133  <= xtree_fan_copy3;
   always @(posedge clk)
     wdata_d0 <= \$269 ;
   always @(posedge clk)
     wdata_d1 <= \$270 ;
   always @(posedge clk)
-    f_d0 <= \$271 ;
+    wdata_d2 <= \$271 ;
   always @(posedge clk)
-    f_d1 <= \$272 ;
+    f_d0 <= \$272 ;
   always @(posedge clk)
-    f_d2 <= \$273 ;
+    f_d1 <= \$273 ;
   always @(posedge clk)
-    f_d3 <= \$274 ;
+    f_d2 <= \$274 ;
   always @(posedge clk)
-    f_d4 <= \$275 ;
+    f_d3 <= \$275 ;
   always @(posedge clk)
-    f_d5 <= \$276 ;
+    f_d4 <= \$276 ;
   always @(posedge clk)
-    f_d6 <= \$277 ;
+    f_d5 <= \$277 ;
   always @(posedge clk)
-    f_d7 <= \$278 ;
+    f_d6 <= \$278 ;
   always @(posedge clk)
-    ft_d0 <= \$279 ;
+    f_d7 <= \$279 ;
   always @(posedge clk)
-    accflags_copy0 <= \$280 ;
+    f_d8 <= \$280 ;
   always @(posedge clk)
-    accflags_copy1 <= \$281 ;
+    ft_d0 <= \$281 ;
   always @(posedge clk)
-    accflags_copy2 <= \$282 ;
+    accflags_copy0 <= \$282 ;
   always @(posedge clk)
-    accflags_copy3 <= \$283 ;
+    accflags_copy1 <= \$283 ;
   always @(posedge clk)
-    accflags_copy4 <= \$284 ;
+    accflags_copy2 <= \$284 ;
   always @(posedge clk)
-    accflags_copy5 <= \$285 ;
+    accflags_copy3 <= \$285 ;
   always @(posedge clk)
-    accflags_copy6 <= \$286 ;
+    accflags_copy4 <= \$286 ;
   always @(posedge clk)
-    accflags_copy7 <= \$287 ;
+    accflags_copy5 <= \$287 ;
   always @(posedge clk)
-    accflags_copy8 <= \$288 ;
+    accflags_copy6 <= \$288 ;
   always @(posedge clk)
-    accflags_copy9 <= \$289 ;
+    accflags_copy7 <= \$289 ;
   always @(posedge clk)
-    accflags_copy10 <= \$290 ;
+    accflags_copy8 <= \$290 ;
   always @(posedge clk)
-    accflags_copy11 <= \$291 ;
+    accflags_copy9 <= \$291 ;
   always @(posedge clk)
-    accflags_copy12 <= \$292 ;
+    accflags_copy10 <= \$292 ;
   always @(posedge clk)
-    accflags_copy13 <= \$293 ;
+    accflags_copy11 <= \$293 ;
   always @(posedge clk)
-    accflags_copy14 <= \$294 ;
+    accflags_copy12 <= \$294 ;
   always @(posedge clk)
-    accflags_copy15 <= \$295 ;
+    accflags_copy13 <= \$295 ;
   always @(posedge clk)
-    paddr_d0 <= \$296 ;
+    accflags_copy14 <= \$296 ;
   always @(posedge clk)
-    paddr_d1 <= \$297 ;
+    accflags_copy15 <= \$297 ;
   always @(posedge clk)
-    paddr_d2 <= \$298 ;
+    paddr_d0 <= \$298 ;
   always @(posedge clk)
-    paddr_d3 <= \$299 ;
+    paddr_d1 <= \$299 ;
   always @(posedge clk)
-    paddr_d4 <= \$300 ;
+    paddr_d2 <= \$300 ;
   always @(posedge clk)
-    paddr_d5 <= \$301 ;
+    paddr_d3 <= \$301 ;
   always @(posedge clk)
-    \addr$137  <= \$302 ;
+    paddr_d4 <= \$302 ;
   always @(posedge clk)
-    \addr$140  <= \$303 ;
+    paddr_d5 <= \$303 ;
   always @(posedge clk)
-    \addr$143  <= \$304 ;
+    paddr_d6 <= \$304 ;
   always @(posedge clk)
-    \addr$146  <= \$305 ;
+    \addr$137  <= \$305 ;
   always @(posedge clk)
-    \addr$149  <= \$306 ;
+    \addr$140  <= \$306 ;
   always @(posedge clk)
-    \addr$152  <= \$307 ;
+    \addr$143  <= \$307 ;
   always @(posedge clk)
-    \addr$155  <= \$308 ;
+    \addr$146  <= \$308 ;
   always @(posedge clk)
-    \addr$158  <= \$309 ;
+    \addr$149  <= \$309 ;
   always @(posedge clk)
-    \addr$161  <= \$310 ;
+    \addr$152  <= \$310 ;
   always @(posedge clk)
-    \addr$164  <= \$311 ;
+    \addr$155  <= \$311 ;
   always @(posedge clk)
-    \addr$167  <= \$312 ;
+    \addr$158  <= \$312 ;
   always @(posedge clk)
-    \addr$170  <= \$313 ;
+    \addr$161  <= \$313 ;
   always @(posedge clk)
-    \addr$173  <= \$314 ;
+    \addr$164  <= \$314 ;
   always @(posedge clk)
-    \addr$176  <= \$315 ;
+    \addr$167  <= \$315 ;
   always @(posedge clk)
-    \addr$179  <= \$316 ;
+    \addr$170  <= \$316 ;
   always @(posedge clk)
-    \addr$182  <= \$317 ;
+    \addr$173  <= \$317 ;
   always @(posedge clk)
-    params_d0 <= \$318 ;
+    \addr$176  <= \$318 ;
   always @(posedge clk)
-    params_d1 <= \$319 ;
+    \addr$179  <= \$319 ;
   always @(posedge clk)
-    acc_valid <= \$320 ;
+    \addr$182  <= \$320 ;
   always @(posedge clk)
-    acc_end <= \$321 ;
+    params_d0 <= \$321 ;
   always @(posedge clk)
-    acc0 <= \$322 ;
+    params_d1 <= \$322 ;
   always @(posedge clk)
-    acc1 <= \$323 ;
+    acc_valid <= \$323 ;
   always @(posedge clk)
-    acc2 <= \$324 ;
+    acc_end <= \$324 ;
   always @(posedge clk)
-    acc3 <= \$325 ;
+    acc0 <= \$325 ;
   always @(posedge clk)
-    acc4 <= \$326 ;
+    acc1 <= \$326 ;
   always @(posedge clk)
-    acc5 <= \$327 ;
+    acc2 <= \$327 ;
   always @(posedge clk)
-    acc6 <= \$328 ;
+    acc3 <= \$328 ;
   always @(posedge clk)
-    acc7 <= \$329 ;
+    acc4 <= \$329 ;
   always @(posedge clk)
-    acc8 <= \$330 ;
+    acc5 <= \$330 ;
   always @(posedge clk)
-    acc9 <= \$331 ;
+    acc6 <= \$331 ;
   always @(posedge clk)
-    acc10 <= \$332 ;
+    acc7 <= \$332 ;
   always @(posedge clk)
-    acc11 <= \$333 ;
+    acc8 <= \$333 ;
   always @(posedge clk)
-    acc12 <= \$334 ;
+    acc9 <= \$334 ;
   always @(posedge clk)
-    acc13 <= \$335 ;
+    acc10 <= \$335 ;
   always @(posedge clk)
-    acc14 <= \$336 ;
+    acc11 <= \$336 ;
   always @(posedge clk)
-    acc15 <= \$337 ;
+    acc12 <= \$337 ;
   always @(posedge clk)
-    dload_copy0 <= \$338 ;
+    acc13 <= \$338 ;
   always @(posedge clk)
-    dload_copy1 <= \$339 ;
+    acc14 <= \$339 ;
   always @(posedge clk)
-    dload_copy2 <= \$340 ;
+    acc15 <= \$340 ;
   always @(posedge clk)
-    dload_copy3 <= \$341 ;
+    dload_copy0 <= \$341 ;
   always @(posedge clk)
-    dload_copy4 <= \$342 ;
+    dload_copy1 <= \$342 ;
   always @(posedge clk)
-    dload_copy5 <= \$343 ;
+    dload_copy2 <= \$343 ;
   always @(posedge clk)
-    dload_copy6 <= \$344 ;
+    dload_copy3 <= \$344 ;
   always @(posedge clk)
-    dload_copy7 <= \$345 ;
+    dload_copy4 <= \$345 ;
   always @(posedge clk)
-    dload_copy8 <= \$346 ;
+    dload_copy5 <= \$346 ;
   always @(posedge clk)
-    dload_copy9 <= \$347 ;
+    dload_copy6 <= \$347 ;
   always @(posedge clk)
-    dload_copy10 <= \$348 ;
+    dload_copy7 <= \$348 ;
   always @(posedge clk)
-    dload_copy11 <= \$349 ;
+    dload_copy8 <= \$349 ;
   always @(posedge clk)
-    dload_copy12 <= \$350 ;
+    dload_copy9 <= \$350 ;
   always @(posedge clk)
-    dload_copy13 <= \$351 ;
+    dload_copy10 <= \$351 ;
   always @(posedge clk)
-    dload_copy14 <= \$352 ;
+    dload_copy11 <= \$352 ;
   always @(posedge clk)
-    dload_copy15 <= \$353 ;
+    dload_copy12 <= \$353 ;
   always @(posedge clk)
-    drain <= \$354 ;
+    dload_copy13 <= \$354 ;
   always @(posedge clk)
-    qv_d0 <= \$355 ;
+    dload_copy14 <= \$355 ;
   always @(posedge clk)
-    qv_d1 <= \$356 ;
+    dload_copy15 <= \$356 ;
   always @(posedge clk)
-    qv_d2 <= \$357 ;
+    drain <= \$357 ;
   always @(posedge clk)
-    qv_d3 <= \$358 ;
+    qv_d0 <= \$358 ;
   always @(posedge clk)
-    qv_d4 <= \$359 ;
+    qv_d1 <= \$359 ;
   always @(posedge clk)
-    qv_d5 <= \$360 ;
+    qv_d2 <= \$360 ;
   always @(posedge clk)
-    qv_d6 <= \$361 ;
+    qv_d3 <= \$361 ;
   always @(posedge clk)
-    qv_d7 <= \$362 ;
+    qv_d4 <= \$362 ;
   always @(posedge clk)
-    qv_d8 <= \$363 ;
+    qv_d5 <= \$363 ;
   always @(posedge clk)
-    qv_d9 <= \$364 ;
+    qv_d6 <= \$364 ;
   always @(posedge clk)
-    qv_d10 <= \$365 ;
+    qv_d7 <= \$365 ;
   always @(posedge clk)
-    qv_d11 <= \$366 ;
+    qv_d8 <= \$366 ;
   always @(posedge clk)
-    qv_d12 <= \$367 ;
+    qv_d9 <= \$367 ;
   always @(posedge clk)
-    qv_d13 <= \$368 ;
+    qv_d10 <= \$368 ;
   always @(posedge clk)
-    qv_d14 <= \$369 ;
+    qv_d11 <= \$369 ;
   always @(posedge clk)
-    qv_d15 <= \$370 ;
+    qv_d12 <= \$370 ;
   always @(posedge clk)
-    qv_d16 <= \$371 ;
+    qv_d13 <= \$371 ;
   always @(posedge clk)
-    qv_d17 <= \$372 ;
+    qv_d14 <= \$372 ;
   always @(posedge clk)
-    qv_d18 <= \$373 ;
+    qv_d15 <= \$373 ;
   always @(posedge clk)
-    qe_d0 <= \$374 ;
+    qv_d16 <= \$374 ;
   always @(posedge clk)
-    qe_d1 <= \$375 ;
+    qv_d17 <= \$375 ;
   always @(posedge clk)
-    qe_d2 <= \$376 ;
+    qv_d18 <= \$376 ;
   always @(posedge clk)
-    qe_d3 <= \$377 ;
+    qv_d19 <= \$377 ;
   always @(posedge clk)
-    qe_d4 <= \$378 ;
+    qe_d0 <= \$378 ;
   always @(posedge clk)
-    qe_d5 <= \$379 ;
+    qe_d1 <= \$379 ;
   always @(posedge clk)
-    qe_d6 <= \$380 ;
+    qe_d2 <= \$380 ;
   always @(posedge clk)
-    qe_d7 <= \$381 ;
+    qe_d3 <= \$381 ;
   always @(posedge clk)
-    qe_d8 <= \$382 ;
+    qe_d4 <= \$382 ;
   always @(posedge clk)
-    qe_d9 <= \$383 ;
+    qe_d5 <= \$383 ;
   always @(posedge clk)
-    qe_d10 <= \$384 ;
+    qe_d6 <= \$384 ;
   always @(posedge clk)
-    qe_d11 <= \$385 ;
+    qe_d7 <= \$385 ;
   always @(posedge clk)
-    qe_d12 <= \$386 ;
+    qe_d8 <= \$386 ;
   always @(posedge clk)
-    qe_d13 <= \$387 ;
+    qe_d9 <= \$387 ;
   always @(posedge clk)
-    qe_d14 <= \$388 ;
+    qe_d10 <= \$388 ;
   always @(posedge clk)
-    qe_d15 <= \$389 ;
-  always @(posedge clk)
-    qe_d16 <= \$390 ;
-  always @(posedge clk)
-    qe_d17 <= \$391 ;
-  always @(posedge clk)
-    qe_d18 <= \$392 ;
-  always @(posedge clk)
-    qv_last_d0 <= \$393 ;
+    qe_d11 <= \$389 ;
   \bchw_top.engine0.params0  params0 (
     .addr(\addr$137 ),
     .clk(clk),
-    .data(\data$253 )
+    .data(\data$260 )
   );
   \bchw_top.engine0.params1  params1 (
     .addr(\addr$140 ),
     .clk(clk),
-    .data(\data$254 )
+    .data(\data$261 )
   );
   \bchw_top.engine0.params10  params10 (
     .addr(\addr$167 ),
     .clk(clk),
-    .data(\data$263 )
+    .data(\data$270 )
   );
   \bchw_top.engine0.params11  params11 (
     .addr(\addr$170 ),
     .clk(clk),
-    .data(\data$264 )
+    .data(\data$271 )
   );
   \bchw_top.engine0.params12  params12 (
     .addr(\addr$173 ),
     .clk(clk),
-    .data(\data$265 )
+    .data(\data$272 )
   );
   \bchw_top.engine0.params13  params13 (
     .addr(\addr$176 ),
     .clk(clk),
-    .data(\data$266 )
+    .data(\data$273 )
   );
   \bchw_top.engine0.params14  params14 (
     .addr(\addr$179 ),
     .clk(clk),
-    .data(\data$267 )
+    .data(\data$274 )
   );
   \bchw_top.engine0.params15  params15 (
     .addr(\addr$182 ),
     .clk(clk),
-    .data(\data$268 )
+    .data(\data$275 )
   );
   \bchw_top.engine0.params2  params2 (
     .addr(\addr$143 ),
     .clk(clk),
-    .data(\data$255 )
+    .data(\data$262 )
   );
   \bchw_top.engine0.params3  params3 (
     .addr(\addr$146 ),
     .clk(clk),
-    .data(\data$256 )
+    .data(\data$263 )
   );
   \bchw_top.engine0.params4  params4 (
     .addr(\addr$149 ),
     .clk(clk),
-    .data(\data$257 )
+    .data(\data$264 )
   );
   \bchw_top.engine0.params5  params5 (
     .addr(\addr$152 ),
     .clk(clk),
-    .data(\data$258 )
+    .data(\data$265 )
   );
   \bchw_top.engine0.params6  params6 (
     .addr(\addr$155 ),
     .clk(clk),
-    .data(\data$259 )
+    .data(\data$266 )
   );
   \bchw_top.engine0.params7  params7 (
     .addr(\addr$158 ),
     .clk(clk),
-    .data(\data$260 )
+    .data(\data$267 )
   );
   \bchw_top.engine0.params8  params8 (
     .addr(\addr$161 ),
     .clk(clk),
-    .data(\data$261 )
+    .data(\data$268 )
   );
   \bchw_top.engine0.params9  params9 (
     .addr(\addr$164 ),
     .clk(clk),
-    .data(\data$262 )
+    .data(\data$269 )
   );
   \bchw_top.engine0.requant0  requant0 (
     .clk(clk),
-    .\port$15964$0 (drain[79:0]),
+    .\port$16004$0 (drain[79:0]),
     .q(q),
     .rst(rst)
   );
@@ -3351,112 +3387,112 @@ module \bchw_top.engine0 (s__valid, clk, rst, s__ready, m__valid, m__payload, m_
     .clk(clk),
     .l5_0(sum),
     .rst(rst),
-    .w(wdata_d1[27:0]),
+    .w(wdata_d2[27:0]),
     .x(x)
   );
   \bchw_top.engine0.tree1  tree1 (
     .clk(clk),
-    .l5_0(\sum$275 ),
+    .l5_0(\sum$282 ),
     .rst(rst),
-    .w(wdata_d1[55:28]),
+    .w(wdata_d2[55:28]),
     .x(\x$77 )
   );
   \bchw_top.engine0.tree10  tree10 (
     .clk(clk),
-    .l5_0(\sum$293 ),
+    .l5_0(\sum$300 ),
     .rst(rst),
-    .w(wdata_d1[307:280]),
+    .w(wdata_d2[307:280]),
     .x(\x$113 )
   );
   \bchw_top.engine0.tree11  tree11 (
     .clk(clk),
-    .l5_0(\sum$295 ),
+    .l5_0(\sum$302 ),
     .rst(rst),
-    .w(wdata_d1[335:308]),
+    .w(wdata_d2[335:308]),
     .x(\x$117 )
   );
   \bchw_top.engine0.tree12  tree12 (
     .clk(clk),
-    .l5_0(\sum$297 ),
+    .l5_0(\sum$304 ),
     .rst(rst),
-    .w(wdata_d1[363:336]),
+    .w(wdata_d2[363:336]),
     .x(\x$121 )
   );
   \bchw_top.engine0.tree13  tree13 (
     .clk(clk),
-    .l5_0(\sum$299 ),
+    .l5_0(\sum$306 ),
     .rst(rst),
-    .w(wdata_d1[391:364]),
+    .w(wdata_d2[391:364]),
     .x(\x$125 )
   );
   \bchw_top.engine0.tree14  tree14 (
     .clk(clk),
-    .l5_0(\sum$301 ),
+    .l5_0(\sum$308 ),
     .rst(rst),
-    .w(wdata_d1[419:392]),
+    .w(wdata_d2[419:392]),
     .x(\x$129 )
   );
   \bchw_top.engine0.tree15  tree15 (
     .clk(clk),
-    .l5_0(\sum$303 ),
+    .l5_0(\sum$310 ),
     .rst(rst),
-    .w(wdata_d1[447:420]),
+    .w(wdata_d2[447:420]),
     .x(\x$133 )
   );
   \bchw_top.engine0.tree2  tree2 (
     .clk(clk),
-    .l5_0(\sum$277 ),
+    .l5_0(\sum$284 ),
     .rst(rst),
-    .w(wdata_d1[83:56]),
+    .w(wdata_d2[83:56]),
     .x(\x$81 )
   );
   \bchw_top.engine0.tree3  tree3 (
     .clk(clk),
-    .l5_0(\sum$279 ),
+    .l5_0(\sum$286 ),
     .rst(rst),
-    .w(wdata_d1[111:84]),
+    .w(wdata_d2[111:84]),
     .x(\x$85 )
   );
   \bchw_top.engine0.tree4  tree4 (
     .clk(clk),
-    .l5_0(\sum$281 ),
+    .l5_0(\sum$288 ),
     .rst(rst),
-    .w(wdata_d1[139:112]),
+    .w(wdata_d2[139:112]),
     .x(\x$89 )
   );
   \bchw_top.engine0.tree5  tree5 (
     .clk(clk),
-    .l5_0(\sum$283 ),
+    .l5_0(\sum$290 ),
     .rst(rst),
-    .w(wdata_d1[167:140]),
+    .w(wdata_d2[167:140]),
     .x(\x$93 )
   );
   \bchw_top.engine0.tree6  tree6 (
     .clk(clk),
-    .l5_0(\sum$285 ),
+    .l5_0(\sum$292 ),
     .rst(rst),
-    .w(wdata_d1[195:168]),
+    .w(wdata_d2[195:168]),
     .x(\x$97 )
   );
   \bchw_top.engine0.tree7  tree7 (
     .clk(clk),
-    .l5_0(\sum$287 ),
+    .l5_0(\sum$294 ),
     .rst(rst),
-    .w(wdata_d1[223:196]),
+    .w(wdata_d2[223:196]),
     .x(\x$101 )
   );
   \bchw_top.engine0.tree8  tree8 (
     .clk(clk),
-    .l5_0(\sum$289 ),
+    .l5_0(\sum$296 ),
     .rst(rst),
-    .w(wdata_d1[251:224]),
+    .w(wdata_d2[251:224]),
     .x(\x$105 )
   );
   \bchw_top.engine0.tree9  tree9 (
     .clk(clk),
-    .l5_0(\sum$291 ),
+    .l5_0(\sum$298 ),
     .rst(rst),
-    .w(wdata_d1[279:252]),
+    .w(wdata_d2[279:252]),
     .x(\x$109 )
   );
   \bchw_top.engine0.weights  weights (
@@ -3466,50 +3502,120 @@ module \bchw_top.engine0 (s__valid, clk, rst, s__ready, m__valid, m__payload, m_
   );
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$395  = skid0;
-    if (\$208 ) begin
-      \$395  = { qe_last_d0, q, results0 };
-    end else if (\$210 ) begin
-      \$395  = skid1;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$396  = skid1;
-    if (\$220 ) begin
-      \$396  = { qe_last_d0, q, results0 };
-    end else if (\$222 ) begin
-      \$396  = skid2;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$397  = skid2;
-    if (\$232 ) begin
-      \$397  = { qe_last_d0, q, results0 };
-    end else if (\$234 ) begin
-      \$397  = 129'h000000000000000000000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$398  = \$64 [1:0];
+    \$390  = qe_d11;
     if (rst) begin
-      \$398  = 2'h0;
+      \$390  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$399  = enter;
+    \$391  = qe_d12;
+    if (rst) begin
+      \$391  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$392  = qe_d13;
+    if (rst) begin
+      \$392  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$393  = qe_d14;
+    if (rst) begin
+      \$393  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$394  = qe_d15;
+    if (rst) begin
+      \$394  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$395  = qe_d16;
+    if (rst) begin
+      \$395  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$396  = qe_d17;
+    if (rst) begin
+      \$396  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$397  = qe_d18;
+    if (rst) begin
+      \$397  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$398  = qv_d19;
+    if (rst) begin
+      \$398  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$399  = qe_d19;
     if (rst) begin
       \$399  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$400  = credit_back_d0;
+    \$400  = skid0;
+    if (\$208 ) begin
+      \$400  = { qe_last_d0, q, results0 };
+    end else if (\$210 ) begin
+      \$400  = skid1;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$401  = skid1;
+    if (\$220 ) begin
+      \$401  = { qe_last_d0, q, results0 };
+    end else if (\$222 ) begin
+      \$401  = skid2;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$402  = skid2;
+    if (\$232 ) begin
+      \$402  = { qe_last_d0, q, results0 };
+    end else if (\$234 ) begin
+      \$402  = 129'h000000000000000000000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$403  = \$64 [1:0];
     if (rst) begin
-      \$400  = 1'h0;
+      \$403  = 2'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$404  = enter;
+    if (rst) begin
+      \$404  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$405  = credit_back_d0;
+    if (rst) begin
+      \$405  = 1'h0;
     end
   end
   always @* begin
@@ -3754,231 +3860,224 @@ module \bchw_top.engine0 (s__valid, clk, rst, s__ready, m__valid, m__payload, m_
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$271  = { last_step, \$132 , \$131 , issue };
-    if (rst) begin
-      \$271  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$272  = f_d0;
+    \$272  = { last_step, \$132 , \$131 , issue };
     if (rst) begin
       \$272  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$273  = f_d1;
+    \$273  = f_d0;
     if (rst) begin
       \$273  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$274  = f_d2;
+    \$274  = f_d1;
     if (rst) begin
       \$274  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$275  = f_d3;
+    \$275  = f_d2;
     if (rst) begin
       \$275  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$276  = f_d4;
+    \$276  = f_d3;
     if (rst) begin
       \$276  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$277  = f_d5;
+    \$277  = f_d4;
     if (rst) begin
       \$277  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$278  = f_d6;
+    \$278  = f_d5;
     if (rst) begin
       \$278  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$279  = f_d7;
+    \$279  = f_d6;
     if (rst) begin
       \$279  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$280  = f_d7[1:0];
+    \$280  = f_d7;
     if (rst) begin
-      \$280  = 2'h0;
+      \$280  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$281  = f_d7[1:0];
+    \$281  = f_d8;
     if (rst) begin
-      \$281  = 2'h0;
+      \$281  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$282  = f_d7[1:0];
+    \$282  = f_d8[1:0];
     if (rst) begin
       \$282  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$283  = f_d7[1:0];
+    \$283  = f_d8[1:0];
     if (rst) begin
       \$283  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$284  = f_d7[1:0];
+    \$284  = f_d8[1:0];
     if (rst) begin
       \$284  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$285  = f_d7[1:0];
+    \$285  = f_d8[1:0];
     if (rst) begin
       \$285  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$286  = f_d7[1:0];
+    \$286  = f_d8[1:0];
     if (rst) begin
       \$286  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$287  = f_d7[1:0];
+    \$287  = f_d8[1:0];
     if (rst) begin
       \$287  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$288  = f_d7[1:0];
+    \$288  = f_d8[1:0];
     if (rst) begin
       \$288  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$289  = f_d7[1:0];
+    \$289  = f_d8[1:0];
     if (rst) begin
       \$289  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$290  = f_d7[1:0];
+    \$290  = f_d8[1:0];
     if (rst) begin
       \$290  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$291  = f_d7[1:0];
+    \$291  = f_d8[1:0];
     if (rst) begin
       \$291  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$292  = f_d7[1:0];
+    \$292  = f_d8[1:0];
     if (rst) begin
       \$292  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$293  = f_d7[1:0];
+    \$293  = f_d8[1:0];
     if (rst) begin
       \$293  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$294  = f_d7[1:0];
+    \$294  = f_d8[1:0];
     if (rst) begin
       \$294  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$295  = f_d7[1:0];
+    \$295  = f_d8[1:0];
     if (rst) begin
       \$295  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$296  = nfc;
+    \$296  = f_d8[1:0];
     if (rst) begin
-      \$296  = 4'h0;
+      \$296  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$297  = paddr_d0;
+    \$297  = f_d8[1:0];
     if (rst) begin
-      \$297  = 4'h0;
+      \$297  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$298  = paddr_d1;
+    \$298  = nfc;
     if (rst) begin
       \$298  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$299  = paddr_d2;
+    \$299  = paddr_d0;
     if (rst) begin
       \$299  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$300  = paddr_d3;
+    \$300  = paddr_d1;
     if (rst) begin
       \$300  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$301  = paddr_d4;
+    \$301  = paddr_d2;
     if (rst) begin
       \$301  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$302  = paddr_d5;
+    \$302  = paddr_d3;
     if (rst) begin
       \$302  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$303  = paddr_d5;
+    \$303  = paddr_d4;
     if (rst) begin
       \$303  = 4'h0;
     end
@@ -3992,611 +4091,576 @@ module \bchw_top.engine0 (s__valid, clk, rst, s__ready, m__valid, m__payload, m_
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$305  = paddr_d5;
+    \$305  = paddr_d6;
     if (rst) begin
       \$305  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$306  = paddr_d5;
+    \$306  = paddr_d6;
     if (rst) begin
       \$306  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$307  = paddr_d5;
+    \$307  = paddr_d6;
     if (rst) begin
       \$307  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$308  = paddr_d5;
+    \$308  = paddr_d6;
     if (rst) begin
       \$308  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$309  = paddr_d5;
+    \$309  = paddr_d6;
     if (rst) begin
       \$309  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$310  = paddr_d5;
+    \$310  = paddr_d6;
     if (rst) begin
       \$310  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$311  = paddr_d5;
+    \$311  = paddr_d6;
     if (rst) begin
       \$311  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$312  = paddr_d5;
+    \$312  = paddr_d6;
     if (rst) begin
       \$312  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$313  = paddr_d5;
+    \$313  = paddr_d6;
     if (rst) begin
       \$313  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$314  = paddr_d5;
+    \$314  = paddr_d6;
     if (rst) begin
       \$314  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$315  = paddr_d5;
+    \$315  = paddr_d6;
     if (rst) begin
       \$315  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$316  = paddr_d5;
+    \$316  = paddr_d6;
     if (rst) begin
       \$316  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$317  = paddr_d5;
+    \$317  = paddr_d6;
     if (rst) begin
       \$317  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$320  = \$133 ;
+    \$318  = paddr_d6;
     if (rst) begin
-      \$320  = 1'h0;
+      \$318  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$321  = \$134 ;
+    \$319  = paddr_d6;
     if (rst) begin
-      \$321  = 1'h0;
+      \$319  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$322  = acc0;
+    \$320  = paddr_d6;
+    if (rst) begin
+      \$320  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$323  = \$133 ;
+    if (rst) begin
+      \$323  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$324  = \$134 ;
+    if (rst) begin
+      \$324  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$325  = acc0;
     if (accflags_copy0[0]) begin
-      \$322  = \$136 [18:0];
+      \$325  = \$136 [18:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$323  = acc1;
+    \$326  = acc1;
     if (accflags_copy1[0]) begin
-      \$323  = \$138 [18:0];
+      \$326  = \$138 [18:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$324  = acc2;
+    \$327  = acc2;
     if (accflags_copy2[0]) begin
-      \$324  = \$140 [18:0];
+      \$327  = \$140 [18:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$325  = acc3;
+    \$328  = acc3;
     if (accflags_copy3[0]) begin
-      \$325  = \$142 [18:0];
+      \$328  = \$142 [18:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$326  = acc4;
+    \$329  = acc4;
     if (accflags_copy4[0]) begin
-      \$326  = \$144 [18:0];
+      \$329  = \$144 [18:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$327  = acc5;
+    \$330  = acc5;
     if (accflags_copy5[0]) begin
-      \$327  = \$146 [18:0];
+      \$330  = \$146 [18:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$328  = acc6;
+    \$331  = acc6;
     if (accflags_copy6[0]) begin
-      \$328  = \$148 [18:0];
+      \$331  = \$148 [18:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$329  = acc7;
+    \$332  = acc7;
     if (accflags_copy7[0]) begin
-      \$329  = \$150 [18:0];
+      \$332  = \$150 [18:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$330  = acc8;
+    \$333  = acc8;
     if (accflags_copy8[0]) begin
-      \$330  = \$152 [18:0];
+      \$333  = \$152 [18:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$331  = acc9;
+    \$334  = acc9;
     if (accflags_copy9[0]) begin
-      \$331  = \$154 [18:0];
+      \$334  = \$154 [18:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$332  = acc10;
+    \$335  = acc10;
     if (accflags_copy10[0]) begin
-      \$332  = \$156 [18:0];
+      \$335  = \$156 [18:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$333  = acc11;
+    \$336  = acc11;
     if (accflags_copy11[0]) begin
-      \$333  = \$158 [18:0];
+      \$336  = \$158 [18:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$334  = acc12;
+    \$337  = acc12;
     if (accflags_copy12[0]) begin
-      \$334  = \$160 [18:0];
+      \$337  = \$160 [18:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$335  = acc13;
+    \$338  = acc13;
     if (accflags_copy13[0]) begin
-      \$335  = \$162 [18:0];
+      \$338  = \$162 [18:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$336  = acc14;
+    \$339  = acc14;
     if (accflags_copy14[0]) begin
-      \$336  = \$164 [18:0];
+      \$339  = \$164 [18:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$337  = acc15;
+    \$340  = acc15;
     if (accflags_copy15[0]) begin
-      \$337  = \$166 [18:0];
+      \$340  = \$166 [18:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$338  = \$167 ;
-    if (rst) begin
-      \$338  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$339  = \$168 ;
-    if (rst) begin
-      \$339  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$340  = \$169 ;
-    if (rst) begin
-      \$340  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$341  = \$170 ;
+    \$341  = \$167 ;
     if (rst) begin
       \$341  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$342  = \$171 ;
+    \$342  = \$168 ;
     if (rst) begin
       \$342  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$343  = \$172 ;
+    \$343  = \$169 ;
     if (rst) begin
       \$343  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$344  = \$173 ;
+    \$344  = \$170 ;
     if (rst) begin
       \$344  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$345  = \$174 ;
+    \$345  = \$171 ;
     if (rst) begin
       \$345  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$346  = \$175 ;
+    \$346  = \$172 ;
     if (rst) begin
       \$346  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$347  = \$176 ;
+    \$347  = \$173 ;
     if (rst) begin
       \$347  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$348  = \$177 ;
+    \$348  = \$174 ;
     if (rst) begin
       \$348  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$349  = \$178 ;
+    \$349  = \$175 ;
     if (rst) begin
       \$349  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$350  = \$179 ;
+    \$350  = \$176 ;
     if (rst) begin
       \$350  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$351  = \$180 ;
+    \$351  = \$177 ;
     if (rst) begin
       \$351  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$352  = \$181 ;
+    \$352  = \$178 ;
     if (rst) begin
       \$352  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$353  = \$182 ;
+    \$353  = \$179 ;
     if (rst) begin
       \$353  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$355  = acc_valid;
+    \$354  = \$180 ;
+    if (rst) begin
+      \$354  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$355  = \$181 ;
     if (rst) begin
       \$355  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$356  = qv_d0;
+    \$356  = \$182 ;
     if (rst) begin
       \$356  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$357  = qv_d1;
-    if (rst) begin
-      \$357  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$358  = qv_d2;
+    \$358  = acc_valid;
     if (rst) begin
       \$358  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$359  = qv_d3;
+    \$359  = qv_d0;
     if (rst) begin
       \$359  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$360  = qv_d4;
+    \$360  = qv_d1;
     if (rst) begin
       \$360  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$361  = qv_d5;
+    \$361  = qv_d2;
     if (rst) begin
       \$361  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$362  = qv_d6;
+    \$362  = qv_d3;
     if (rst) begin
       \$362  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$363  = qv_d7;
+    \$363  = qv_d4;
     if (rst) begin
       \$363  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$364  = qv_d8;
+    \$364  = qv_d5;
     if (rst) begin
       \$364  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$365  = qv_d9;
+    \$365  = qv_d6;
     if (rst) begin
       \$365  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$366  = qv_d10;
+    \$366  = qv_d7;
     if (rst) begin
       \$366  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$367  = qv_d11;
+    \$367  = qv_d8;
     if (rst) begin
       \$367  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$368  = qv_d12;
+    \$368  = qv_d9;
     if (rst) begin
       \$368  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$369  = qv_d13;
+    \$369  = qv_d10;
     if (rst) begin
       \$369  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$370  = qv_d14;
+    \$370  = qv_d11;
     if (rst) begin
       \$370  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$371  = qv_d15;
+    \$371  = qv_d12;
     if (rst) begin
       \$371  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$372  = qv_d16;
+    \$372  = qv_d13;
     if (rst) begin
       \$372  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$373  = qv_d17;
+    \$373  = qv_d14;
     if (rst) begin
       \$373  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$374  = acc_end;
+    \$374  = qv_d15;
     if (rst) begin
       \$374  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$375  = qe_d0;
+    \$375  = qv_d16;
     if (rst) begin
       \$375  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$376  = qe_d1;
+    \$376  = qv_d17;
     if (rst) begin
       \$376  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$377  = qe_d2;
+    \$377  = qv_d18;
     if (rst) begin
       \$377  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$378  = qe_d3;
+    \$378  = acc_end;
     if (rst) begin
       \$378  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$379  = qe_d4;
+    \$379  = qe_d0;
     if (rst) begin
       \$379  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$380  = qe_d5;
+    \$380  = qe_d1;
     if (rst) begin
       \$380  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$381  = qe_d6;
+    \$381  = qe_d2;
     if (rst) begin
       \$381  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$382  = qe_d7;
+    \$382  = qe_d3;
     if (rst) begin
       \$382  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$383  = qe_d8;
+    \$383  = qe_d4;
     if (rst) begin
       \$383  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$384  = qe_d9;
+    \$384  = qe_d5;
     if (rst) begin
       \$384  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$385  = qe_d10;
+    \$385  = qe_d6;
     if (rst) begin
       \$385  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$386  = qe_d11;
+    \$386  = qe_d7;
     if (rst) begin
       \$386  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$387  = qe_d12;
+    \$387  = qe_d8;
     if (rst) begin
       \$387  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$388  = qe_d13;
+    \$388  = qe_d9;
     if (rst) begin
       \$388  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$389  = qe_d14;
+    \$389  = qe_d10;
     if (rst) begin
       \$389  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$390  = qe_d15;
-    if (rst) begin
-      \$390  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$391  = qe_d16;
-    if (rst) begin
-      \$391  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$392  = qe_d17;
-    if (rst) begin
-      \$392  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$393  = qv_d18;
-    if (rst) begin
-      \$393  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$394  = qe_d18;
-    if (rst) begin
-      \$394  = 1'h0;
     end
   end
   assign en = 1'h1;
@@ -4635,52 +4699,52 @@ module \bchw_top.engine0 (s__valid, clk, rst, s__ready, m__valid, m__payload, m_
   assign xraddr_copy6 = \read__addr$69 ;
   assign \en$71  = 1'h1;
   assign xtree_copy0 = x;
-  assign w = wdata_d1[27:0];
+  assign w = wdata_d2[27:0];
   assign \en$76  = 1'h1;
   assign xtree_copy1 = \x$77 ;
-  assign \w$79  = wdata_d1[55:28];
+  assign \w$79  = wdata_d2[55:28];
   assign \en$80  = 1'h1;
   assign xtree_copy2 = \x$81 ;
-  assign \w$83  = wdata_d1[83:56];
+  assign \w$83  = wdata_d2[83:56];
   assign \en$84  = 1'h1;
   assign xtree_copy3 = \x$85 ;
-  assign \w$87  = wdata_d1[111:84];
+  assign \w$87  = wdata_d2[111:84];
   assign \en$88  = 1'h1;
   assign xtree_copy4 = \x$89 ;
-  assign \w$91  = wdata_d1[139:112];
+  assign \w$91  = wdata_d2[139:112];
   assign \en$92  = 1'h1;
   assign xtree_copy5 = \x$93 ;
-  assign \w$95  = wdata_d1[167:140];
+  assign \w$95  = wdata_d2[167:140];
   assign \en$96  = 1'h1;
   assign xtree_copy6 = \x$97 ;
-  assign \w$99  = wdata_d1[195:168];
+  assign \w$99  = wdata_d2[195:168];
   assign \en$100  = 1'h1;
   assign xtree_copy7 = \x$101 ;
-  assign \w$103  = wdata_d1[223:196];
+  assign \w$103  = wdata_d2[223:196];
   assign \en$104  = 1'h1;
   assign xtree_copy8 = \x$105 ;
-  assign \w$107  = wdata_d1[251:224];
+  assign \w$107  = wdata_d2[251:224];
   assign \en$108  = 1'h1;
   assign xtree_copy9 = \x$109 ;
-  assign \w$111  = wdata_d1[279:252];
+  assign \w$111  = wdata_d2[279:252];
   assign \en$112  = 1'h1;
   assign xtree_copy10 = \x$113 ;
-  assign \w$115  = wdata_d1[307:280];
+  assign \w$115  = wdata_d2[307:280];
   assign \en$116  = 1'h1;
   assign xtree_copy11 = \x$117 ;
-  assign \w$119  = wdata_d1[335:308];
+  assign \w$119  = wdata_d2[335:308];
   assign \en$120  = 1'h1;
   assign xtree_copy12 = \x$121 ;
-  assign \w$123  = wdata_d1[363:336];
+  assign \w$123  = wdata_d2[363:336];
   assign \en$124  = 1'h1;
   assign xtree_copy13 = \x$125 ;
-  assign \w$127  = wdata_d1[391:364];
+  assign \w$127  = wdata_d2[391:364];
   assign \en$128  = 1'h1;
   assign xtree_copy14 = \x$129 ;
-  assign \w$131  = wdata_d1[419:392];
+  assign \w$131  = wdata_d2[419:392];
   assign \en$132  = 1'h1;
   assign xtree_copy15 = \x$133 ;
-  assign \w$135  = wdata_d1[447:420];
+  assign \w$135  = wdata_d2[447:420];
   assign \en$136  = 1'h1;
   assign paddr_copy0 = \addr$137 ;
   assign \en$139  = 1'h1;
@@ -4721,24 +4785,25 @@ module \bchw_top.engine0 (s__valid, clk, rst, s__ready, m__valid, m__payload, m_
   assign count_next = \$64 [1:0];
   assign credit_back_d1 = credit_back;
   assign m__payload = \$55 [127:0];
-  assign \$354 [1279:1200] = \$198 ;
-  assign \$354 [1199:1120] = \$197 ;
-  assign \$354 [1119:1040] = \$196 ;
-  assign \$354 [1039:960] = \$195 ;
-  assign \$354 [959:880] = \$194 ;
-  assign \$354 [879:800] = \$193 ;
-  assign \$354 [799:720] = \$192 ;
-  assign \$354 [719:640] = \$191 ;
-  assign \$354 [639:560] = \$190 ;
-  assign \$354 [559:480] = \$189 ;
-  assign \$354 [479:400] = \$188 ;
-  assign \$354 [399:320] = \$187 ;
-  assign \$354 [319:240] = \$186 ;
-  assign \$354 [239:160] = \$185 ;
-  assign \$354 [159:80] = \$184 ;
-  assign \$354 [79:0] = \$183 ;
-  assign \$319  = params_d0;
-  assign \$318  = { \data$268 , \data$267 , \data$266 , \data$265 , \data$264 , \data$263 , \data$262 , \data$261 , \data$260 , \data$259 , \data$258 , \data$257 , \data$256 , \data$255 , \data$254 , \data$253  };
+  assign \$357 [1279:1200] = \$198 ;
+  assign \$357 [1199:1120] = \$197 ;
+  assign \$357 [1119:1040] = \$196 ;
+  assign \$357 [1039:960] = \$195 ;
+  assign \$357 [959:880] = \$194 ;
+  assign \$357 [879:800] = \$193 ;
+  assign \$357 [799:720] = \$192 ;
+  assign \$357 [719:640] = \$191 ;
+  assign \$357 [639:560] = \$190 ;
+  assign \$357 [559:480] = \$189 ;
+  assign \$357 [479:400] = \$188 ;
+  assign \$357 [399:320] = \$187 ;
+  assign \$357 [319:240] = \$186 ;
+  assign \$357 [239:160] = \$185 ;
+  assign \$357 [159:80] = \$184 ;
+  assign \$357 [79:0] = \$183 ;
+  assign \$322  = params_d0;
+  assign \$321  = { \data$275 , \data$274 , \data$273 , \data$272 , \data$271 , \data$270 , \data$269 , \data$268 , \data$267 , \data$266 , \data$265 , \data$264 , \data$263 , \data$262 , \data$261 , \data$260  };
+  assign \$271  = wdata_d1;
   assign \$270  = wdata_d0;
   assign \$269  = data;
   assign \$268  = { \read__data$218 , \read__data$217 , \read__data$216 , \read__data$215 , \read__data$214 , \read__data$213 , read__data };
@@ -5190,14 +5255,18 @@ module \bchw_top.engine0.params9 (data, addr, clk);
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine0.requant0 (rst, \port$15964$0 , q, clk);
+module \bchw_top.engine0.requant0 (rst, \port$16004$0 , q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$3  = 0;
   wire [36:0] \$1 ;
   wire [37:0] \$10 ;
   wire [4:0] \$11 ;
-  wire [38:0] \$12 ;
-  wire [4:0] \$13 ;
-  reg [7:0] \$14 ;
+  wire [35:0] \$12 ;
+  wire [19:0] \$13 ;
+  wire [37:0] \$14 ;
+  wire [4:0] \$15 ;
+  wire [38:0] \$16 ;
+  wire [4:0] \$17 ;
+  reg [7:0] \$18 ;
   wire [38:0] \$2 ;
   wire [50:0] \$3 ;
   wire [51:0] \$4 ;
@@ -5214,6 +5283,7 @@ module \bchw_top.engine0.requant0 (rst, \port$15964$0 , q, clk);
   wire [37:0] bias;
   reg [37:0] bias_d1 = 38'h0000000000;
   reg [37:0] bias_d2 = 38'h0000000000;
+  reg [37:0] bias_d3 = 38'h0000000000;
   input clk;
   wire clk;
   wire en;
@@ -5221,9 +5291,11 @@ module \bchw_top.engine0.requant0 (rst, \port$15964$0 , q, clk);
   wire \en$6 ;
   wire [17:0] mul;
   wire [35:0] p;
-  wire [19:0] \p$21 ;
-  input [79:0] \port$15964$0 ;
-  wire [79:0] \port$15964$0 ;
+  wire [19:0] \p$23 ;
+  input [79:0] \port$16004$0 ;
+  wire [79:0] \port$16004$0 ;
+  reg [35:0] product_d0 = 36'h000000000;
+  reg [19:0] product_d1 = 20'h00000;
   output [7:0] q;
   reg [7:0] q = 8'h00;
   input rst;
@@ -5232,10 +5304,11 @@ module \bchw_top.engine0.requant0 (rst, \port$15964$0 , q, clk);
   reg [4:0] shift_d1 = 5'h00;
   reg [4:0] shift_d2 = 5'h00;
   reg [4:0] shift_d3 = 5'h00;
+  reg [4:0] shift_d4 = 5'h00;
   wire [38:0] shifted;
   reg [38:0] total = 39'h0000000000;
-  assign shifted = $signed(total) >>> shift_d3;
-  assign \$2  = $signed(bias_d2) + $signed(\$1 );
+  assign shifted = $signed(total) >>> shift_d4;
+  assign \$2  = $signed(bias_d3) + $signed(\$1 );
   assign \$4  = $signed(\$2 ) + $signed(\$3 );
   assign \$5  = | shifted[38:8];
   assign \$6  = \$5  ? 39'h00000000ff : shifted;
@@ -5249,52 +5322,64 @@ module \bchw_top.engine0.requant0 (rst, \port$15964$0 , q, clk);
   always @(posedge clk)
     shift_d2 <= \$11 ;
   always @(posedge clk)
-    total <= \$12 ;
+    product_d0 <= \$12 ;
   always @(posedge clk)
-    shift_d3 <= \$13 ;
+    product_d1 <= \$13 ;
   always @(posedge clk)
-    q <= \$14 ;
+    bias_d3 <= \$14 ;
+  always @(posedge clk)
+    shift_d3 <= \$15 ;
+  always @(posedge clk)
+    total <= \$16 ;
+  always @(posedge clk)
+    shift_d4 <= \$17 ;
+  always @(posedge clk)
+    q <= \$18 ;
   \bchw_top.engine0.requant0.mul0  mul0 (
-    .b(\port$15964$0 [36:19]),
+    .b(\port$16004$0 [36:19]),
     .clk(clk),
     .p(p),
-    .\port$15964$0 (\port$15964$0 [16:0])
+    .\port$16004$0 (\port$16004$0 [16:0])
   );
   \bchw_top.engine0.requant0.mul1  mul1 (
     .clk(clk),
-    .p(\p$21 ),
-    .\port$15964$17 (\port$15964$0 [36:17])
+    .p(\p$23 ),
+    .\port$16004$17 (\port$16004$0 [36:17])
   );
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$14  = \$7 [7:0];
+    \$18  = \$7 [7:0];
     if (rst) begin
-      \$14  = 8'h00;
+      \$18  = 8'h00;
     end
   end
   assign en = 1'h1;
   assign \en$1  = 1'h1;
-  assign a = { 1'h0, \port$15964$0 [16:0] };
-  assign acc = \port$15964$0 [18:0];
-  assign b = \port$15964$0 [36:19];
-  assign mul = \port$15964$0 [36:19];
+  assign a = { 1'h0, \port$16004$0 [16:0] };
+  assign acc = \port$16004$0 [18:0];
+  assign b = \port$16004$0 [36:19];
+  assign mul = \port$16004$0 [36:19];
   assign \en$6  = 1'h1;
-  assign \a$7  = \port$15964$0 [18:17];
-  assign \b$8  = \port$15964$0 [36:19];
-  assign bias = \port$15964$0 [79:42];
-  assign shift = \port$15964$0 [41:37];
-  assign \$13  = shift_d2;
-  assign \$12  = \$4 [38:0];
+  assign \a$7  = \port$16004$0 [18:17];
+  assign \b$8  = \port$16004$0 [36:19];
+  assign bias = \port$16004$0 [79:42];
+  assign shift = \port$16004$0 [41:37];
+  assign \$17  = shift_d3;
+  assign \$16  = \$4 [38:0];
+  assign \$15  = shift_d2;
+  assign \$14  = bias_d2;
+  assign \$13  = \p$23 ;
+  assign \$12  = p;
   assign \$11  = shift_d1;
   assign \$10  = bias_d1;
-  assign \$9  = \port$15964$0 [41:37];
-  assign \$8  = \port$15964$0 [79:42];
-  assign \$1  = { p[35], p };
-  assign \$3  = { \p$21 [19], \p$21 [19], \p$21 [19], \p$21 [19], \p$21 [19], \p$21 [19], \p$21 [19], \p$21 [19], \p$21 [19], \p$21 [19], \p$21 [19], \p$21 [19], \p$21 [19], \p$21 [19], \p$21 , 17'h00000 };
+  assign \$9  = \port$16004$0 [41:37];
+  assign \$8  = \port$16004$0 [79:42];
+  assign \$1  = { product_d0[35], product_d0 };
+  assign \$3  = { product_d1[19], product_d1[19], product_d1[19], product_d1[19], product_d1[19], product_d1[19], product_d1[19], product_d1[19], product_d1[19], product_d1[19], product_d1[19], product_d1[19], product_d1[19], product_d1[19], product_d1, 17'h00000 };
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine0.requant0.mul0 (p, \port$15964$0 , b, clk);
+module \bchw_top.engine0.requant0.mul0 (p, \port$16004$0 , b, clk);
   wire [17:0] a;
   input [17:0] b;
   wire [17:0] b;
@@ -5303,24 +5388,24 @@ module \bchw_top.engine0.requant0.mul0 (p, \port$15964$0 , b, clk);
   wire en;
   output [35:0] p;
   wire [35:0] p;
-  input [16:0] \port$15964$0 ;
-  wire [16:0] \port$15964$0 ;
+  input [16:0] \port$16004$0 ;
+  wire [16:0] \port$16004$0 ;
   bchw_mul #(
     .A_WIDTH(32'd18),
     .B_WIDTH(32'd18)
   ) mul (
-    .a({ 1'h0, \port$15964$0  }),
+    .a({ 1'h0, \port$16004$0  }),
     .b(b),
     .clk(clk),
     .en(1'h1),
     .p(p)
   );
   assign en = 1'h1;
-  assign a = { 1'h0, \port$15964$0  };
+  assign a = { 1'h0, \port$16004$0  };
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine0.requant0.mul1 (p, \port$15964$17 , clk);
+module \bchw_top.engine0.requant0.mul1 (p, \port$16004$17 , clk);
   wire [1:0] a;
   wire [17:0] b;
   input clk;
@@ -5328,21 +5413,21 @@ module \bchw_top.engine0.requant0.mul1 (p, \port$15964$17 , clk);
   wire en;
   output [19:0] p;
   wire [19:0] p;
-  input [19:0] \port$15964$17 ;
-  wire [19:0] \port$15964$17 ;
+  input [19:0] \port$16004$17 ;
+  wire [19:0] \port$16004$17 ;
   bchw_mul #(
     .A_WIDTH(32'd2),
     .B_WIDTH(32'd18)
   ) mul (
-    .a(\port$15964$17 [1:0]),
-    .b(\port$15964$17 [19:2]),
+    .a(\port$16004$17 [1:0]),
+    .b(\port$16004$17 [19:2]),
     .clk(clk),
     .en(1'h1),
     .p(p)
   );
   assign en = 1'h1;
-  assign a = \port$15964$17 [1:0];
-  assign b = \port$15964$17 [19:2];
+  assign a = \port$16004$17 [1:0];
+  assign b = \port$16004$17 [19:2];
 endmodule
 
 (* generator = "Amaranth" *)
@@ -25538,7 +25623,7 @@ module \bchw_top.engine1 (rst, s__valid, s__payload, s__ready, m__valid, m__payl
   wire \$189 ;
   wire \$19 ;
   wire \$190 ;
-  wire [2:0] \$191 ;
+  wire [3:0] \$191 ;
   wire \$192 ;
   wire \$193 ;
   wire \$194 ;
@@ -25552,7 +25637,7 @@ module \bchw_top.engine1 (rst, s__valid, s__payload, s__ready, m__valid, m__payl
   wire \$200 ;
   wire \$201 ;
   wire \$202 ;
-  wire [2:0] \$203 ;
+  wire [3:0] \$203 ;
   wire \$204 ;
   wire \$205 ;
   wire \$206 ;
@@ -25565,83 +25650,83 @@ module \bchw_top.engine1 (rst, s__valid, s__payload, s__ready, m__valid, m__payl
   wire \$212 ;
   wire \$213 ;
   wire \$214 ;
-  wire [2:0] \$215 ;
+  wire [3:0] \$215 ;
   wire \$216 ;
   wire \$217 ;
   wire \$218 ;
   wire \$219 ;
   wire [4:0] \$22 ;
-  reg \$220 ;
-  reg [7:0] \$221 ;
-  reg [3:0] \$222 ;
-  reg [3:0] \$223 ;
-  reg \$224 ;
-  reg \$225 ;
-  reg [1:0] \$226 ;
-  reg \$227 ;
-  reg [3:0] \$228 ;
-  reg \$229 ;
+  wire \$220 ;
+  wire \$221 ;
+  wire \$222 ;
+  wire \$223 ;
+  wire \$224 ;
+  wire \$225 ;
+  wire \$226 ;
+  wire [3:0] \$227 ;
+  wire \$228 ;
+  wire \$229 ;
   wire [4:0] \$23 ;
-  reg \$230 ;
-  reg \$231 ;
-  reg [4:0] \$232 ;
-  reg [4:0] \$233 ;
-  reg [4:0] \$234 ;
-  reg [4:0] \$235 ;
-  reg [4:0] \$236 ;
-  reg [4:0] \$237 ;
-  reg [4:0] \$238 ;
-  reg [4:0] \$239 ;
+  wire \$230 ;
+  wire \$231 ;
+  reg \$232 ;
+  reg [7:0] \$233 ;
+  reg [3:0] \$234 ;
+  reg [3:0] \$235 ;
+  reg \$236 ;
+  reg \$237 ;
+  reg [2:0] \$238 ;
+  reg \$239 ;
   wire \$24 ;
-  reg \$240 ;
+  reg [3:0] \$240 ;
   reg \$241 ;
   reg \$242 ;
   reg \$243 ;
-  wire [127:0] \$244 ;
-  wire [255:0] \$245 ;
-  wire [255:0] \$246 ;
-  reg [3:0] \$247 ;
-  reg [3:0] \$248 ;
-  reg [3:0] \$249 ;
+  reg [4:0] \$244 ;
+  reg [4:0] \$245 ;
+  reg [4:0] \$246 ;
+  reg [4:0] \$247 ;
+  reg [4:0] \$248 ;
+  reg [4:0] \$249 ;
   wire \$25 ;
-  reg [3:0] \$250 ;
-  reg [3:0] \$251 ;
-  reg [3:0] \$252 ;
-  reg [3:0] \$253 ;
-  reg [3:0] \$254 ;
-  reg [1:0] \$255 ;
-  reg [1:0] \$256 ;
-  reg [1:0] \$257 ;
-  reg [1:0] \$258 ;
-  reg [1:0] \$259 ;
+  reg [4:0] \$250 ;
+  reg [4:0] \$251 ;
+  reg \$252 ;
+  reg \$253 ;
+  reg \$254 ;
+  reg \$255 ;
+  wire [127:0] \$256 ;
+  wire [255:0] \$257 ;
+  wire [255:0] \$258 ;
+  wire [255:0] \$259 ;
   wire \$26 ;
-  reg [1:0] \$260 ;
-  reg [1:0] \$261 ;
-  reg [1:0] \$262 ;
-  reg [1:0] \$263 ;
-  reg [1:0] \$264 ;
-  reg [1:0] \$265 ;
-  reg [1:0] \$266 ;
-  reg [1:0] \$267 ;
-  reg [1:0] \$268 ;
+  reg [3:0] \$260 ;
+  reg [3:0] \$261 ;
+  reg [3:0] \$262 ;
+  reg [3:0] \$263 ;
+  reg [3:0] \$264 ;
+  reg [3:0] \$265 ;
+  reg [3:0] \$266 ;
+  reg [3:0] \$267 ;
+  reg [3:0] \$268 ;
   reg [1:0] \$269 ;
   wire \$27 ;
   reg [1:0] \$270 ;
-  reg [3:0] \$271 ;
-  reg [3:0] \$272 ;
-  reg [3:0] \$273 ;
-  reg [3:0] \$274 ;
-  reg [3:0] \$275 ;
-  reg [3:0] \$276 ;
-  reg [3:0] \$277 ;
-  reg [3:0] \$278 ;
-  reg [3:0] \$279 ;
+  reg [1:0] \$271 ;
+  reg [1:0] \$272 ;
+  reg [1:0] \$273 ;
+  reg [1:0] \$274 ;
+  reg [1:0] \$275 ;
+  reg [1:0] \$276 ;
+  reg [1:0] \$277 ;
+  reg [1:0] \$278 ;
+  reg [1:0] \$279 ;
   wire \$28 ;
-  reg [3:0] \$280 ;
-  reg [3:0] \$281 ;
-  reg [3:0] \$282 ;
-  reg [3:0] \$283 ;
-  reg [3:0] \$284 ;
+  reg [1:0] \$280 ;
+  reg [1:0] \$281 ;
+  reg [1:0] \$282 ;
+  reg [1:0] \$283 ;
+  reg [1:0] \$284 ;
   reg [3:0] \$285 ;
   reg [3:0] \$286 ;
   reg [3:0] \$287 ;
@@ -25650,47 +25735,47 @@ module \bchw_top.engine1 (rst, s__valid, s__payload, s__ready, m__valid, m__payl
   wire [4:0] \$29 ;
   reg [3:0] \$290 ;
   reg [3:0] \$291 ;
-  wire [943:0] \$292 ;
-  wire [943:0] \$293 ;
-  reg \$294 ;
-  reg \$295 ;
-  reg [16:0] \$296 ;
-  reg [16:0] \$297 ;
-  reg [16:0] \$298 ;
-  reg [16:0] \$299 ;
+  reg [3:0] \$292 ;
+  reg [3:0] \$293 ;
+  reg [3:0] \$294 ;
+  reg [3:0] \$295 ;
+  reg [3:0] \$296 ;
+  reg [3:0] \$297 ;
+  reg [3:0] \$298 ;
+  reg [3:0] \$299 ;
   wire \$3 ;
   wire [4:0] \$30 ;
-  reg [16:0] \$300 ;
-  reg [16:0] \$301 ;
-  reg [16:0] \$302 ;
-  reg [16:0] \$303 ;
-  reg [16:0] \$304 ;
-  reg [16:0] \$305 ;
-  reg [16:0] \$306 ;
-  reg [16:0] \$307 ;
-  reg [16:0] \$308 ;
-  reg [16:0] \$309 ;
+  reg [3:0] \$300 ;
+  reg [3:0] \$301 ;
+  reg [3:0] \$302 ;
+  reg [3:0] \$303 ;
+  reg [3:0] \$304 ;
+  reg [3:0] \$305 ;
+  reg [3:0] \$306 ;
+  wire [943:0] \$307 ;
+  wire [943:0] \$308 ;
+  reg \$309 ;
   wire [4:0] \$31 ;
-  reg [16:0] \$310 ;
+  reg \$310 ;
   reg [16:0] \$311 ;
-  reg \$312 ;
-  reg \$313 ;
-  reg \$314 ;
-  reg \$315 ;
-  reg \$316 ;
-  reg \$317 ;
-  reg \$318 ;
-  reg \$319 ;
+  reg [16:0] \$312 ;
+  reg [16:0] \$313 ;
+  reg [16:0] \$314 ;
+  reg [16:0] \$315 ;
+  reg [16:0] \$316 ;
+  reg [16:0] \$317 ;
+  reg [16:0] \$318 ;
+  reg [16:0] \$319 ;
   wire [4:0] \$32 ;
-  reg \$320 ;
-  reg \$321 ;
-  reg \$322 ;
-  reg \$323 ;
-  reg \$324 ;
-  reg \$325 ;
-  reg \$326 ;
+  reg [16:0] \$320 ;
+  reg [16:0] \$321 ;
+  reg [16:0] \$322 ;
+  reg [16:0] \$323 ;
+  reg [16:0] \$324 ;
+  reg [16:0] \$325 ;
+  reg [16:0] \$326 ;
   reg \$327 ;
-  wire [1215:0] \$328 ;
+  reg \$328 ;
   reg \$329 ;
   wire \$33 ;
   reg \$330 ;
@@ -25707,7 +25792,7 @@ module \bchw_top.engine1 (rst, s__valid, s__payload, s__ready, m__valid, m__payl
   reg \$340 ;
   reg \$341 ;
   reg \$342 ;
-  reg \$343 ;
+  wire [1215:0] \$343 ;
   reg \$344 ;
   reg \$345 ;
   reg \$346 ;
@@ -25735,24 +25820,42 @@ module \bchw_top.engine1 (rst, s__valid, s__payload, s__ready, m__valid, m__payl
   reg \$366 ;
   reg \$367 ;
   reg \$368 ;
-  reg [128:0] \$369 ;
+  reg \$369 ;
   wire \$37 ;
-  reg [128:0] \$370 ;
-  reg [128:0] \$371 ;
-  reg [1:0] \$372 ;
+  reg \$370 ;
+  reg \$371 ;
+  reg \$372 ;
   reg \$373 ;
   reg \$374 ;
+  reg \$375 ;
+  reg \$376 ;
+  reg \$377 ;
+  reg \$378 ;
+  reg \$379 ;
   wire \$38 ;
+  reg \$380 ;
+  reg \$381 ;
+  reg \$382 ;
+  reg \$383 ;
+  reg \$384 ;
+  reg \$385 ;
+  reg [128:0] \$386 ;
+  reg [128:0] \$387 ;
+  reg [128:0] \$388 ;
+  reg [128:0] \$389 ;
   wire \$39 ;
+  reg [2:0] \$390 ;
+  reg \$391 ;
+  reg \$392 ;
   wire \$4 ;
   wire \$40 ;
   wire \$41 ;
   wire \$42 ;
-  wire [2:0] \$43 ;
+  wire [3:0] \$43 ;
   wire \$44 ;
   wire \$45 ;
-  wire [3:0] \$46 ;
-  wire [3:0] \$47 ;
+  wire [4:0] \$46 ;
+  wire [4:0] \$47 ;
   wire \$48 ;
   wire \$49 ;
   wire \$5 ;
@@ -25764,14 +25867,14 @@ module \bchw_top.engine1 (rst, s__valid, s__payload, s__ready, m__valid, m__payl
   wire [128:0] \$55 ;
   wire \$56 ;
   wire \$57 ;
-  wire [2:0] \$58 ;
+  wire [3:0] \$58 ;
   wire \$59 ;
   wire \$6 ;
   wire \$60 ;
   wire \$61 ;
   wire \$62 ;
   wire \$63 ;
-  wire [3:0] \$64 ;
+  wire [4:0] \$64 ;
   wire \$65 ;
   wire \$66 ;
   wire \$67 ;
@@ -25900,22 +26003,15 @@ module \bchw_top.engine1 (rst, s__valid, s__payload, s__ready, m__valid, m__payl
   wire busy_next;
   input clk;
   wire clk;
-  reg [1:0] count = 2'h0;
-  wire [1:0] count_next;
+  reg [2:0] count = 3'h0;
+  wire [2:0] count_next;
   reg credit_back = 1'h0;
   reg credit_back_d0 = 1'h0;
   (* init = 1'h0 *)
   wire credit_back_d1;
-  reg [1:0] credits = 2'h3;
-  wire [1:0] credits_next;
+  reg [2:0] credits = 3'h4;
+  wire [2:0] credits_next;
   wire [255:0] data;
-  wire [58:0] \data$227 ;
-  wire [58:0] \data$228 ;
-  wire [58:0] \data$229 ;
-  wire [58:0] \data$230 ;
-  wire [58:0] \data$231 ;
-  wire [58:0] \data$232 ;
-  wire [58:0] \data$233 ;
   wire [58:0] \data$234 ;
   wire [58:0] \data$235 ;
   wire [58:0] \data$236 ;
@@ -25925,6 +26021,13 @@ module \bchw_top.engine1 (rst, s__valid, s__payload, s__ready, m__valid, m__payl
   wire [58:0] \data$240 ;
   wire [58:0] \data$241 ;
   wire [58:0] \data$242 ;
+  wire [58:0] \data$243 ;
+  wire [58:0] \data$244 ;
+  wire [58:0] \data$245 ;
+  wire [58:0] \data$246 ;
+  wire [58:0] \data$247 ;
+  wire [58:0] \data$248 ;
+  wire [58:0] \data$249 ;
   (* keep = 32'd1 *)
   reg dload_copy0 = 1'h0;
   (* keep = 32'd1 *)
@@ -26000,6 +26103,7 @@ module \bchw_top.engine1 (rst, s__valid, s__payload, s__ready, m__valid, m__payl
   reg [3:0] f_d4 = 4'h0;
   reg [3:0] f_d5 = 4'h0;
   reg [3:0] f_d6 = 4'h0;
+  reg [3:0] f_d7 = 4'h0;
   reg [3:0] ft_d0 = 4'h0;
   reg issue = 1'h0;
   wire issue_next;
@@ -26069,6 +26173,7 @@ module \bchw_top.engine1 (rst, s__valid, s__payload, s__ready, m__valid, m__payl
   reg [3:0] paddr_d2 = 4'h0;
   reg [3:0] paddr_d3 = 4'h0;
   reg [3:0] paddr_d4 = 4'h0;
+  reg [3:0] paddr_d5 = 4'h0;
   reg [943:0] params_d0 = 944'h00000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000;
   reg [943:0] params_d1 = 944'h00000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000;
   wire [7:0] q;
@@ -26083,6 +26188,7 @@ module \bchw_top.engine1 (rst, s__valid, s__payload, s__ready, m__valid, m__payl
   reg qe_d16 = 1'h0;
   reg qe_d17 = 1'h0;
   reg qe_d18 = 1'h0;
+  reg qe_d19 = 1'h0;
   reg qe_d2 = 1'h0;
   reg qe_d3 = 1'h0;
   reg qe_d4 = 1'h0;
@@ -26103,6 +26209,7 @@ module \bchw_top.engine1 (rst, s__valid, s__payload, s__ready, m__valid, m__payl
   reg qv_d16 = 1'h0;
   reg qv_d17 = 1'h0;
   reg qv_d18 = 1'h0;
+  reg qv_d19 = 1'h0;
   reg qv_d2 = 1'h0;
   reg qv_d3 = 1'h0;
   reg qv_d4 = 1'h0;
@@ -26142,25 +26249,26 @@ module \bchw_top.engine1 (rst, s__valid, s__payload, s__ready, m__valid, m__payl
   reg [128:0] skid0 = 129'h000000000000000000000000000000000;
   reg [128:0] skid1 = 129'h000000000000000000000000000000000;
   reg [128:0] skid2 = 129'h000000000000000000000000000000000;
+  reg [128:0] skid3 = 129'h000000000000000000000000000000000;
   (* init = 8'h00 *)
   wire [7:0] step;
   wire [7:0] step_next;
   wire [12:0] sum;
-  wire [12:0] \sum$249 ;
-  wire [12:0] \sum$251 ;
-  wire [12:0] \sum$253 ;
-  wire [12:0] \sum$255 ;
-  wire [12:0] \sum$257 ;
-  wire [12:0] \sum$259 ;
-  wire [12:0] \sum$261 ;
-  wire [12:0] \sum$263 ;
-  wire [12:0] \sum$265 ;
-  wire [12:0] \sum$267 ;
-  wire [12:0] \sum$269 ;
-  wire [12:0] \sum$271 ;
-  wire [12:0] \sum$273 ;
-  wire [12:0] \sum$275 ;
-  wire [12:0] \sum$277 ;
+  wire [12:0] \sum$256 ;
+  wire [12:0] \sum$258 ;
+  wire [12:0] \sum$260 ;
+  wire [12:0] \sum$262 ;
+  wire [12:0] \sum$264 ;
+  wire [12:0] \sum$266 ;
+  wire [12:0] \sum$268 ;
+  wire [12:0] \sum$270 ;
+  wire [12:0] \sum$272 ;
+  wire [12:0] \sum$274 ;
+  wire [12:0] \sum$276 ;
+  wire [12:0] \sum$278 ;
+  wire [12:0] \sum$280 ;
+  wire [12:0] \sum$282 ;
+  wire [12:0] \sum$284 ;
   wire [15:0] w;
   wire [15:0] \w$102 ;
   wire [15:0] \w$106 ;
@@ -26179,6 +26287,7 @@ module \bchw_top.engine1 (rst, s__valid, s__payload, s__ready, m__valid, m__payl
   wire [15:0] \w$98 ;
   reg [255:0] wdata_d0 = 256'h0000000000000000000000000000000000000000000000000000000000000000;
   reg [255:0] wdata_d1 = 256'h0000000000000000000000000000000000000000000000000000000000000000;
+  reg [255:0] wdata_d2 = 256'h0000000000000000000000000000000000000000000000000000000000000000;
   reg [3:0] word = 4'h0;
   (* keep = 32'd1 *)
   reg [4:0] write__addr = 5'h00;
@@ -26291,6 +26400,14 @@ module \bchw_top.engine1 (rst, s__valid, s__payload, s__ready, m__valid, m__payl
   (* init = 128'h00000000000000000000000000000000 *)
   (* keep = 32'd1 *)
   wire [127:0] xtree_copy9;
+  (* keep = 32'd1 *)
+  reg [127:0] xtree_fan_copy0 = 128'h00000000000000000000000000000000;
+  (* keep = 32'd1 *)
+  reg [127:0] xtree_fan_copy1 = 128'h00000000000000000000000000000000;
+  (* keep = 32'd1 *)
+  reg [127:0] xtree_fan_copy2 = 128'h00000000000000000000000000000000;
+  (* keep = 32'd1 *)
+  reg [127:0] xtree_fan_copy3 = 128'h00000000000000000000000000000000;
   (* init = 5'h00 *)
   (* keep = 32'd1 *)
   wire [4:0] xwaddr_copy0;
@@ -26531,7 +26648,7 @@ module \bchw_top.engine1 (rst, s__valid, s__payload, s__ready, m__valid, m__payl
   assign \$45  = issue & \$44 ;
   assign \$46  = \$43  - \$45 ;
   assign \$48  = | \$23 [3:0];
-  assign \$49  = | \$47 [1:0];
+  assign \$49  = | \$47 [2:0];
   assign \$50  = \$48  | \$49 ;
   assign \$51  = busy_next & \$50 ;
   assign \$52  = ~ \$signal ;
@@ -26591,35 +26708,35 @@ module \bchw_top.engine1 (rst, s__valid, s__payload, s__ready, m__valid, m__payl
   assign \$120  = accflags_copy0[1] ? 17'h00000 : acc0;
   assign \$121  = $signed(\$120 ) + $signed(sum);
   assign \$122  = accflags_copy1[1] ? 17'h00000 : acc1;
-  assign \$123  = $signed(\$122 ) + $signed(\sum$249 );
+  assign \$123  = $signed(\$122 ) + $signed(\sum$256 );
   assign \$124  = accflags_copy2[1] ? 17'h00000 : acc2;
-  assign \$125  = $signed(\$124 ) + $signed(\sum$251 );
+  assign \$125  = $signed(\$124 ) + $signed(\sum$258 );
   assign \$126  = accflags_copy3[1] ? 17'h00000 : acc3;
-  assign \$127  = $signed(\$126 ) + $signed(\sum$253 );
+  assign \$127  = $signed(\$126 ) + $signed(\sum$260 );
   assign \$128  = accflags_copy4[1] ? 17'h00000 : acc4;
-  assign \$129  = $signed(\$128 ) + $signed(\sum$255 );
+  assign \$129  = $signed(\$128 ) + $signed(\sum$262 );
   assign \$130  = accflags_copy5[1] ? 17'h00000 : acc5;
-  assign \$131  = $signed(\$130 ) + $signed(\sum$257 );
+  assign \$131  = $signed(\$130 ) + $signed(\sum$264 );
   assign \$132  = accflags_copy6[1] ? 17'h00000 : acc6;
-  assign \$133  = $signed(\$132 ) + $signed(\sum$259 );
+  assign \$133  = $signed(\$132 ) + $signed(\sum$266 );
   assign \$134  = accflags_copy7[1] ? 17'h00000 : acc7;
-  assign \$135  = $signed(\$134 ) + $signed(\sum$261 );
+  assign \$135  = $signed(\$134 ) + $signed(\sum$268 );
   assign \$136  = accflags_copy8[1] ? 17'h00000 : acc8;
-  assign \$137  = $signed(\$136 ) + $signed(\sum$263 );
+  assign \$137  = $signed(\$136 ) + $signed(\sum$270 );
   assign \$138  = accflags_copy9[1] ? 17'h00000 : acc9;
-  assign \$139  = $signed(\$138 ) + $signed(\sum$265 );
+  assign \$139  = $signed(\$138 ) + $signed(\sum$272 );
   assign \$140  = accflags_copy10[1] ? 17'h00000 : acc10;
-  assign \$141  = $signed(\$140 ) + $signed(\sum$267 );
+  assign \$141  = $signed(\$140 ) + $signed(\sum$274 );
   assign \$142  = accflags_copy11[1] ? 17'h00000 : acc11;
-  assign \$143  = $signed(\$142 ) + $signed(\sum$269 );
+  assign \$143  = $signed(\$142 ) + $signed(\sum$276 );
   assign \$144  = accflags_copy12[1] ? 17'h00000 : acc12;
-  assign \$145  = $signed(\$144 ) + $signed(\sum$271 );
+  assign \$145  = $signed(\$144 ) + $signed(\sum$278 );
   assign \$146  = accflags_copy13[1] ? 17'h00000 : acc13;
-  assign \$147  = $signed(\$146 ) + $signed(\sum$273 );
+  assign \$147  = $signed(\$146 ) + $signed(\sum$280 );
   assign \$148  = accflags_copy14[1] ? 17'h00000 : acc14;
-  assign \$149  = $signed(\$148 ) + $signed(\sum$275 );
+  assign \$149  = $signed(\$148 ) + $signed(\sum$282 );
   assign \$150  = accflags_copy15[1] ? 17'h00000 : acc15;
-  assign \$151  = $signed(\$150 ) + $signed(\sum$277 );
+  assign \$151  = $signed(\$150 ) + $signed(\sum$284 );
   assign \$152  = ft_d0[0] & ft_d0[2];
   assign \$153  = ft_d0[0] & ft_d0[2];
   assign \$154  = ft_d0[0] & ft_d0[2];
@@ -26688,435 +26805,467 @@ module \bchw_top.engine1 (rst, s__valid, s__payload, s__ready, m__valid, m__payl
   assign \$217  = \$212  & \$216 ;
   assign \$218  = | count;
   assign \$219  = enter & \$218 ;
+  assign \$220  = | count;
+  assign \$221  = ~ \$220 ;
+  assign \$222  = enter & \$221 ;
+  assign \$223  = ~ \$222 ;
+  assign \$224  = qv_last_d0 & \$223 ;
+  assign \$225  = | count;
+  assign \$226  = enter & \$225 ;
+  assign \$227  = count - \$226 ;
+  assign \$228  = \$227  == 2'h3;
+  assign \$229  = \$224  & \$228 ;
+  assign \$230  = | count;
+  assign \$231  = enter & \$230 ;
   always @(posedge clk)
-    busy <= \$220 ;
+    busy <= \$232 ;
   always @(posedge clk)
-    addr <= \$221 ;
+    addr <= \$233 ;
   always @(posedge clk)
-    sfc <= \$222 ;
+    sfc <= \$234 ;
   always @(posedge clk)
-    nfc <= \$223 ;
+    nfc <= \$235 ;
   always @(posedge clk)
-    last_step <= \$224 ;
+    last_step <= \$236 ;
   always @(posedge clk)
-    ready <= \$225 ;
+    ready <= \$237 ;
   always @(posedge clk)
-    credits <= \$226 ;
+    credits <= \$238 ;
   always @(posedge clk)
-    issue <= \$227 ;
+    issue <= \$239 ;
   always @(posedge clk)
-    word <= \$228 ;
+    word <= \$240 ;
   always @(posedge clk)
-    write_bank <= \$229 ;
+    write_bank <= \$241 ;
   always @(posedge clk)
-    read_bank <= \$230 ;
+    read_bank <= \$242 ;
   always @(posedge clk)
-    \$signal  <= \$231 ;
+    \$signal  <= \$243 ;
   always @(posedge clk)
     xbeat <= s__payload;
   always @(posedge clk)
-    write__addr <= \$232 ;
+    write__addr <= \$244 ;
   always @(posedge clk)
-    \write__addr$31  <= \$233 ;
+    \write__addr$31  <= \$245 ;
   always @(posedge clk)
-    \write__addr$38  <= \$234 ;
+    \write__addr$38  <= \$246 ;
   always @(posedge clk)
-    \write__addr$45  <= \$235 ;
+    \write__addr$45  <= \$247 ;
   always @(posedge clk)
-    read__addr <= \$236 ;
+    read__addr <= \$248 ;
   always @(posedge clk)
-    \read__addr$34  <= \$237 ;
+    \read__addr$34  <= \$249 ;
   always @(posedge clk)
-    \read__addr$41  <= \$238 ;
+    \read__addr$41  <= \$250 ;
   always @(posedge clk)
-    \read__addr$48  <= \$239 ;
+    \read__addr$48  <= \$251 ;
   always @(posedge clk)
-    write__en <= \$240 ;
+    write__en <= \$252 ;
   always @(posedge clk)
-    \write__en$29  <= \$241 ;
+    \write__en$29  <= \$253 ;
   always @(posedge clk)
-    \write__en$36  <= \$242 ;
+    \write__en$36  <= \$254 ;
   always @(posedge clk)
-    \write__en$43  <= \$243 ;
+    \write__en$43  <= \$255 ;
   always @(posedge clk)
-    xmem_d0 <= \$244 ;
+    xmem_d0 <= \$256 ;
   always @(posedge clk)
-    x <= xmem_d0;
+    xtree_fan_copy0 <= xmem_d0;
   always @(posedge clk)
-    \x$56  <= xmem_d0;
+    xtree_fan_copy1 <= xmem_d0;
   always @(posedge clk)
-    \x$60  <= xmem_d0;
+    xtree_fan_copy2 <= xmem_d0;
   always @(posedge clk)
-    \x$64  <= xmem_d0;
+    xtree_fan_copy3 <= xmem_d0;
   always @(posedge clk)
-    \x$68  <= xmem_d0;
+    x <= xtree_fan_copy0;
   always @(posedge clk)
-    \x$72  <= xmem_d0;
+    \x$56  <= xtree_fan_copy0;
   always @(posedge clk)
-    \x$76  <= xmem_d0;
+    \x$60  <= xtree_fan_copy0;
   always @(posedge clk)
-    \x$80  <= xmem_d0;
+    \x$64  <= xtree_fan_copy0;
   always @(posedge clk)
-    \x$84  <= xmem_d0;
+    \x$68  <= xtree_fan_copy1;
   always @(posedge clk)
-    \x$88  <= xmem_d0;
+    \x$72  <= xtree_fan_copy1;
   always @(posedge clk)
-    \x$92  <= xmem_d0;
+    \x$76  <= xtree_fan_copy1;
   always @(posedge clk)
-    \x$96  <= xmem_d0;
+    \x$80  <= xtree_fan_copy1;
   always @(posedge clk)
-    \x$100  <= xmem_d0;
+    \x$84  <= xtree_fan_copy2;
   always @(posedge clk)
-    \x$104  <= xmem_d0;
+    \x$88  <= xtree_fan_copy2;
   always @(posedge clk)
-    \x$108  <= xmem_d0;
+    \x$92  <= xtree_fan_copy2;
   always @(posedge clk)
-    \x$112  <= xmem_d0;
+    \x$96  <= xtree_fan_copy2;
   always @(posedge clk)
-    wdata_d0 <= \$245 ;
+    \x$100  <= xtree_fan_copy3;
   always @(posedge clk)
-    wdata_d1 <= \$246 ;
+    \x$104  <= xtree_fan_copy3;
   always @(posedge clk)
-    f_d0 <= \$247 ;
+    \x$108  <= xtree_fan_copy3;
   always @(posedge clk)
-    f_d1 <= \$248 ;
+    \x$112  <= xtree_fan_copy3;
   always @(posedge clk)
-    f_d2 <= \$249 ;
+    wdata_d0 <= \$257 ;
   always @(posedge clk)
-    f_d3 <= \$250 ;
+    wdata_d1 <= \$258 ;
   always @(posedge clk)
-    f_d4 <= \$251 ;
+    wdata_d2 <= \$259 ;
   always @(posedge clk)
-    f_d5 <= \$252 ;
+    f_d0 <= \$260 ;
   always @(posedge clk)
-    f_d6 <= \$253 ;
+    f_d1 <= \$261 ;
   always @(posedge clk)
-    ft_d0 <= \$254 ;
+    f_d2 <= \$262 ;
   always @(posedge clk)
-    accflags_copy0 <= \$255 ;
+    f_d3 <= \$263 ;
   always @(posedge clk)
-    accflags_copy1 <= \$256 ;
+    f_d4 <= \$264 ;
   always @(posedge clk)
-    accflags_copy2 <= \$257 ;
+    f_d5 <= \$265 ;
   always @(posedge clk)
-    accflags_copy3 <= \$258 ;
+    f_d6 <= \$266 ;
   always @(posedge clk)
-    accflags_copy4 <= \$259 ;
+    f_d7 <= \$267 ;
   always @(posedge clk)
-    accflags_copy5 <= \$260 ;
+    ft_d0 <= \$268 ;
   always @(posedge clk)
-    accflags_copy6 <= \$261 ;
+    accflags_copy0 <= \$269 ;
   always @(posedge clk)
-    accflags_copy7 <= \$262 ;
+    accflags_copy1 <= \$270 ;
   always @(posedge clk)
-    accflags_copy8 <= \$263 ;
+    accflags_copy2 <= \$271 ;
   always @(posedge clk)
-    accflags_copy9 <= \$264 ;
+    accflags_copy3 <= \$272 ;
   always @(posedge clk)
-    accflags_copy10 <= \$265 ;
+    accflags_copy4 <= \$273 ;
   always @(posedge clk)
-    accflags_copy11 <= \$266 ;
+    accflags_copy5 <= \$274 ;
   always @(posedge clk)
-    accflags_copy12 <= \$267 ;
+    accflags_copy6 <= \$275 ;
   always @(posedge clk)
-    accflags_copy13 <= \$268 ;
+    accflags_copy7 <= \$276 ;
   always @(posedge clk)
-    accflags_copy14 <= \$269 ;
+    accflags_copy8 <= \$277 ;
   always @(posedge clk)
-    accflags_copy15 <= \$270 ;
+    accflags_copy9 <= \$278 ;
   always @(posedge clk)
-    paddr_d0 <= \$271 ;
+    accflags_copy10 <= \$279 ;
   always @(posedge clk)
-    paddr_d1 <= \$272 ;
+    accflags_copy11 <= \$280 ;
   always @(posedge clk)
-    paddr_d2 <= \$273 ;
+    accflags_copy12 <= \$281 ;
   always @(posedge clk)
-    paddr_d3 <= \$274 ;
+    accflags_copy13 <= \$282 ;
   always @(posedge clk)
-    paddr_d4 <= \$275 ;
+    accflags_copy14 <= \$283 ;
   always @(posedge clk)
-    \addr$116  <= \$276 ;
+    accflags_copy15 <= \$284 ;
   always @(posedge clk)
-    \addr$119  <= \$277 ;
+    paddr_d0 <= \$285 ;
   always @(posedge clk)
-    \addr$122  <= \$278 ;
+    paddr_d1 <= \$286 ;
   always @(posedge clk)
-    \addr$125  <= \$279 ;
+    paddr_d2 <= \$287 ;
   always @(posedge clk)
-    \addr$128  <= \$280 ;
+    paddr_d3 <= \$288 ;
   always @(posedge clk)
-    \addr$131  <= \$281 ;
+    paddr_d4 <= \$289 ;
   always @(posedge clk)
-    \addr$134  <= \$282 ;
+    paddr_d5 <= \$290 ;
   always @(posedge clk)
-    \addr$137  <= \$283 ;
+    \addr$116  <= \$291 ;
   always @(posedge clk)
-    \addr$140  <= \$284 ;
+    \addr$119  <= \$292 ;
   always @(posedge clk)
-    \addr$143  <= \$285 ;
+    \addr$122  <= \$293 ;
   always @(posedge clk)
-    \addr$146  <= \$286 ;
+    \addr$125  <= \$294 ;
   always @(posedge clk)
-    \addr$149  <= \$287 ;
+    \addr$128  <= \$295 ;
   always @(posedge clk)
-    \addr$152  <= \$288 ;
+    \addr$131  <= \$296 ;
   always @(posedge clk)
-    \addr$155  <= \$289 ;
+    \addr$134  <= \$297 ;
   always @(posedge clk)
-    \addr$158  <= \$290 ;
+    \addr$137  <= \$298 ;
   always @(posedge clk)
-    \addr$161  <= \$291 ;
+    \addr$140  <= \$299 ;
   always @(posedge clk)
-    params_d0 <= \$292 ;
+    \addr$143  <= \$300 ;
   always @(posedge clk)
-    params_d1 <= \$293 ;
+    \addr$146  <= \$301 ;
   always @(posedge clk)
-    acc_valid <= \$294 ;
+    \addr$149  <= \$302 ;
   always @(posedge clk)
-    acc_end <= \$295 ;
+    \addr$152  <= \$303 ;
   always @(posedge clk)
-    acc0 <= \$296 ;
+    \addr$155  <= \$304 ;
   always @(posedge clk)
-    acc1 <= \$297 ;
+    \addr$158  <= \$305 ;
   always @(posedge clk)
-    acc2 <= \$298 ;
+    \addr$161  <= \$306 ;
   always @(posedge clk)
-    acc3 <= \$299 ;
+    params_d0 <= \$307 ;
   always @(posedge clk)
-    acc4 <= \$300 ;
+    params_d1 <= \$308 ;
   always @(posedge clk)
-    acc5 <= \$301 ;
+    acc_valid <= \$309 ;
   always @(posedge clk)
-    acc6 <= \$302 ;
+    acc_end <= \$310 ;
   always @(posedge clk)
-    acc7 <= \$303 ;
+    acc0 <= \$311 ;
   always @(posedge clk)
-    acc8 <= \$304 ;
+    acc1 <= \$312 ;
   always @(posedge clk)
-    acc9 <= \$305 ;
+    acc2 <= \$313 ;
   always @(posedge clk)
-    acc10 <= \$306 ;
+    acc3 <= \$314 ;
   always @(posedge clk)
-    acc11 <= \$307 ;
+    acc4 <= \$315 ;
   always @(posedge clk)
-    acc12 <= \$308 ;
+    acc5 <= \$316 ;
   always @(posedge clk)
-    acc13 <= \$309 ;
+    acc6 <= \$317 ;
   always @(posedge clk)
-    acc14 <= \$310 ;
+    acc7 <= \$318 ;
   always @(posedge clk)
-    acc15 <= \$311 ;
+    acc8 <= \$319 ;
   always @(posedge clk)
-    dload_copy0 <= \$312 ;
+    acc9 <= \$320 ;
   always @(posedge clk)
-    dload_copy1 <= \$313 ;
+    acc10 <= \$321 ;
   always @(posedge clk)
-    dload_copy2 <= \$314 ;
+    acc11 <= \$322 ;
   always @(posedge clk)
-    dload_copy3 <= \$315 ;
+    acc12 <= \$323 ;
   always @(posedge clk)
-    dload_copy4 <= \$316 ;
+    acc13 <= \$324 ;
   always @(posedge clk)
-    dload_copy5 <= \$317 ;
+    acc14 <= \$325 ;
   always @(posedge clk)
-    dload_copy6 <= \$318 ;
+    acc15 <= \$326 ;
   always @(posedge clk)
-    dload_copy7 <= \$319 ;
+    dload_copy0 <= \$327 ;
   always @(posedge clk)
-    dload_copy8 <= \$320 ;
+    dload_copy1 <= \$328 ;
   always @(posedge clk)
-    dload_copy9 <= \$321 ;
+    dload_copy2 <= \$329 ;
   always @(posedge clk)
-    dload_copy10 <= \$322 ;
+    dload_copy3 <= \$330 ;
   always @(posedge clk)
-    dload_copy11 <= \$323 ;
+    dload_copy4 <= \$331 ;
   always @(posedge clk)
-    dload_copy12 <= \$324 ;
+    dload_copy5 <= \$332 ;
   always @(posedge clk)
-    dload_copy13 <= \$325 ;
+    dload_copy6 <= \$333 ;
   always @(posedge clk)
-    dload_copy14 <= \$326 ;
+    dload_copy7 <= \$334 ;
   always @(posedge clk)
-    dload_copy15 <= \$327 ;
+    dload_copy8 <= \$335 ;
   always @(posedge clk)
-    drain <= \$328 ;
+    dload_copy9 <= \$336 ;
   always @(posedge clk)
-    qv_d0 <= \$329 ;
+    dload_copy10 <= \$337 ;
   always @(posedge clk)
-    qv_d1 <= \$330 ;
+    dload_copy11 <= \$338 ;
   always @(posedge clk)
-    qv_d2 <= \$331 ;
+    dload_copy12 <= \$339 ;
   always @(posedge clk)
-    qv_d3 <= \$332 ;
+    dload_copy13 <= \$340 ;
   always @(posedge clk)
-    qv_d4 <= \$333 ;
+    dload_copy14 <= \$341 ;
   always @(posedge clk)
-    qv_d5 <= \$334 ;
+    dload_copy15 <= \$342 ;
   always @(posedge clk)
-    qv_d6 <= \$335 ;
+    drain <= \$343 ;
   always @(posedge clk)
-    qv_d7 <= \$336 ;
+    qv_d0 <= \$344 ;
   always @(posedge clk)
-    qv_d8 <= \$337 ;
+    qv_d1 <= \$345 ;
   always @(posedge clk)
-    qv_d9 <= \$338 ;
+    qv_d2 <= \$346 ;
   always @(posedge clk)
-    qv_d10 <= \$339 ;
+    qv_d3 <= \$347 ;
   always @(posedge clk)
-    qv_d11 <= \$340 ;
+    qv_d4 <= \$348 ;
   always @(posedge clk)
-    qv_d12 <= \$341 ;
+    qv_d5 <= \$349 ;
   always @(posedge clk)
-    qv_d13 <= \$342 ;
+    qv_d6 <= \$350 ;
   always @(posedge clk)
-    qv_d14 <= \$343 ;
+    qv_d7 <= \$351 ;
   always @(posedge clk)
-    qv_d15 <= \$344 ;
+    qv_d8 <= \$352 ;
   always @(posedge clk)
-    qv_d16 <= \$345 ;
+    qv_d9 <= \$353 ;
   always @(posedge clk)
-    qv_d17 <= \$346 ;
+    qv_d10 <= \$354 ;
   always @(posedge clk)
-    qv_d18 <= \$347 ;
+    qv_d11 <= \$355 ;
   always @(posedge clk)
-    qe_d0 <= \$348 ;
+    qv_d12 <= \$356 ;
   always @(posedge clk)
-    qe_d1 <= \$349 ;
+    qv_d13 <= \$357 ;
   always @(posedge clk)
-    qe_d2 <= \$350 ;
+    qv_d14 <= \$358 ;
   always @(posedge clk)
-    qe_d3 <= \$351 ;
+    qv_d15 <= \$359 ;
   always @(posedge clk)
-    qe_d4 <= \$352 ;
+    qv_d16 <= \$360 ;
   always @(posedge clk)
-    qe_d5 <= \$353 ;
+    qv_d17 <= \$361 ;
   always @(posedge clk)
-    qe_d6 <= \$354 ;
+    qv_d18 <= \$362 ;
   always @(posedge clk)
-    qe_d7 <= \$355 ;
+    qv_d19 <= \$363 ;
   always @(posedge clk)
-    qe_d8 <= \$356 ;
+    qe_d0 <= \$364 ;
   always @(posedge clk)
-    qe_d9 <= \$357 ;
+    qe_d1 <= \$365 ;
   always @(posedge clk)
-    qe_d10 <= \$358 ;
+    qe_d2 <= \$366 ;
   always @(posedge clk)
-    qe_d11 <= \$359 ;
+    qe_d3 <= \$367 ;
   always @(posedge clk)
-    qe_d12 <= \$360 ;
+    qe_d4 <= \$368 ;
   always @(posedge clk)
-    qe_d13 <= \$361 ;
+    qe_d5 <= \$369 ;
   always @(posedge clk)
-    qe_d14 <= \$362 ;
+    qe_d6 <= \$370 ;
   always @(posedge clk)
-    qe_d15 <= \$363 ;
+    qe_d7 <= \$371 ;
   always @(posedge clk)
-    qe_d16 <= \$364 ;
+    qe_d8 <= \$372 ;
   always @(posedge clk)
-    qe_d17 <= \$365 ;
+    qe_d9 <= \$373 ;
   always @(posedge clk)
-    qe_d18 <= \$366 ;
+    qe_d10 <= \$374 ;
   always @(posedge clk)
-    qv_last_d0 <= \$367 ;
+    qe_d11 <= \$375 ;
   always @(posedge clk)
-    qe_last_d0 <= \$368 ;
+    qe_d12 <= \$376 ;
+  always @(posedge clk)
+    qe_d13 <= \$377 ;
+  always @(posedge clk)
+    qe_d14 <= \$378 ;
+  always @(posedge clk)
+    qe_d15 <= \$379 ;
+  always @(posedge clk)
+    qe_d16 <= \$380 ;
+  always @(posedge clk)
+    qe_d17 <= \$381 ;
+  always @(posedge clk)
+    qe_d18 <= \$382 ;
+  always @(posedge clk)
+    qe_d19 <= \$383 ;
+  always @(posedge clk)
+    qv_last_d0 <= \$384 ;
+  always @(posedge clk)
+    qe_last_d0 <= \$385 ;
   always @(posedge clk)
     results0 <= { q, results0[119:8] };
   always @(posedge clk)
-    skid0 <= \$369 ;
+    skid0 <= \$386 ;
   always @(posedge clk)
-    skid1 <= \$370 ;
+    skid1 <= \$387 ;
   always @(posedge clk)
-    skid2 <= \$371 ;
+    skid2 <= \$388 ;
   always @(posedge clk)
-    count <= \$372 ;
+    skid3 <= \$389 ;
   always @(posedge clk)
-    credit_back_d0 <= \$373 ;
+    count <= \$390 ;
   always @(posedge clk)
-    credit_back <= \$374 ;
+    credit_back_d0 <= \$391 ;
+  always @(posedge clk)
+    credit_back <= \$392 ;
   \bchw_top.engine1.params0  params0 (
     .addr(\addr$116 ),
     .clk(clk),
-    .data(\data$227 )
+    .data(\data$234 )
   );
   \bchw_top.engine1.params1  params1 (
     .addr(\addr$119 ),
     .clk(clk),
-    .data(\data$228 )
+    .data(\data$235 )
   );
   \bchw_top.engine1.params10  params10 (
     .addr(\addr$146 ),
     .clk(clk),
-    .data(\data$237 )
+    .data(\data$244 )
   );
   \bchw_top.engine1.params11  params11 (
     .addr(\addr$149 ),
     .clk(clk),
-    .data(\data$238 )
+    .data(\data$245 )
   );
   \bchw_top.engine1.params12  params12 (
     .addr(\addr$152 ),
     .clk(clk),
-    .data(\data$239 )
+    .data(\data$246 )
   );
   \bchw_top.engine1.params13  params13 (
     .addr(\addr$155 ),
     .clk(clk),
-    .data(\data$240 )
+    .data(\data$247 )
   );
   \bchw_top.engine1.params14  params14 (
     .addr(\addr$158 ),
     .clk(clk),
-    .data(\data$241 )
+    .data(\data$248 )
   );
   \bchw_top.engine1.params15  params15 (
     .addr(\addr$161 ),
     .clk(clk),
-    .data(\data$242 )
+    .data(\data$249 )
   );
   \bchw_top.engine1.params2  params2 (
     .addr(\addr$122 ),
     .clk(clk),
-    .data(\data$229 )
+    .data(\data$236 )
   );
   \bchw_top.engine1.params3  params3 (
     .addr(\addr$125 ),
     .clk(clk),
-    .data(\data$230 )
+    .data(\data$237 )
   );
   \bchw_top.engine1.params4  params4 (
     .addr(\addr$128 ),
     .clk(clk),
-    .data(\data$231 )
+    .data(\data$238 )
   );
   \bchw_top.engine1.params5  params5 (
     .addr(\addr$131 ),
     .clk(clk),
-    .data(\data$232 )
+    .data(\data$239 )
   );
   \bchw_top.engine1.params6  params6 (
     .addr(\addr$134 ),
     .clk(clk),
-    .data(\data$233 )
+    .data(\data$240 )
   );
   \bchw_top.engine1.params7  params7 (
     .addr(\addr$137 ),
     .clk(clk),
-    .data(\data$234 )
+    .data(\data$241 )
   );
   \bchw_top.engine1.params8  params8 (
     .addr(\addr$140 ),
     .clk(clk),
-    .data(\data$235 )
+    .data(\data$242 )
   );
   \bchw_top.engine1.params9  params9 (
     .addr(\addr$143 ),
     .clk(clk),
-    .data(\data$236 )
+    .data(\data$243 )
   );
   \bchw_top.engine1.requant0  requant0 (
     .clk(clk),
-    .\port$19702$0 (drain[75:0]),
+    .\port$19764$0 (drain[75:0]),
     .q(q),
     .rst(rst)
   );
@@ -27124,112 +27273,112 @@ module \bchw_top.engine1 (rst, s__valid, s__payload, s__ready, m__valid, m__payl
     .clk(clk),
     .l4_0(sum),
     .rst(rst),
-    .w(wdata_d1[15:0]),
+    .w(wdata_d2[15:0]),
     .x(x)
   );
   \bchw_top.engine1.tree1  tree1 (
     .clk(clk),
-    .l4_0(\sum$249 ),
+    .l4_0(\sum$256 ),
     .rst(rst),
-    .w(wdata_d1[31:16]),
+    .w(wdata_d2[31:16]),
     .x(\x$56 )
   );
   \bchw_top.engine1.tree10  tree10 (
     .clk(clk),
-    .l4_0(\sum$267 ),
+    .l4_0(\sum$274 ),
     .rst(rst),
-    .w(wdata_d1[175:160]),
+    .w(wdata_d2[175:160]),
     .x(\x$92 )
   );
   \bchw_top.engine1.tree11  tree11 (
     .clk(clk),
-    .l4_0(\sum$269 ),
+    .l4_0(\sum$276 ),
     .rst(rst),
-    .w(wdata_d1[191:176]),
+    .w(wdata_d2[191:176]),
     .x(\x$96 )
   );
   \bchw_top.engine1.tree12  tree12 (
     .clk(clk),
-    .l4_0(\sum$271 ),
+    .l4_0(\sum$278 ),
     .rst(rst),
-    .w(wdata_d1[207:192]),
+    .w(wdata_d2[207:192]),
     .x(\x$100 )
   );
   \bchw_top.engine1.tree13  tree13 (
     .clk(clk),
-    .l4_0(\sum$273 ),
+    .l4_0(\sum$280 ),
     .rst(rst),
-    .w(wdata_d1[223:208]),
+    .w(wdata_d2[223:208]),
     .x(\x$104 )
   );
   \bchw_top.engine1.tree14  tree14 (
     .clk(clk),
-    .l4_0(\sum$275 ),
+    .l4_0(\sum$282 ),
     .rst(rst),
-    .w(wdata_d1[239:224]),
+    .w(wdata_d2[239:224]),
     .x(\x$108 )
   );
   \bchw_top.engine1.tree15  tree15 (
     .clk(clk),
-    .l4_0(\sum$277 ),
+    .l4_0(\sum$284 ),
     .rst(rst),
-    .w(wdata_d1[255:240]),
+    .w(wdata_d2[255:240]),
     .x(\x$112 )
   );
   \bchw_top.engine1.tree2  tree2 (
     .clk(clk),
-    .l4_0(\sum$251 ),
+    .l4_0(\sum$258 ),
     .rst(rst),
-    .w(wdata_d1[47:32]),
+    .w(wdata_d2[47:32]),
     .x(\x$60 )
   );
   \bchw_top.engine1.tree3  tree3 (
     .clk(clk),
-    .l4_0(\sum$253 ),
+    .l4_0(\sum$260 ),
     .rst(rst),
-    .w(wdata_d1[63:48]),
+    .w(wdata_d2[63:48]),
     .x(\x$64 )
   );
   \bchw_top.engine1.tree4  tree4 (
     .clk(clk),
-    .l4_0(\sum$255 ),
+    .l4_0(\sum$262 ),
     .rst(rst),
-    .w(wdata_d1[79:64]),
+    .w(wdata_d2[79:64]),
     .x(\x$68 )
   );
   \bchw_top.engine1.tree5  tree5 (
     .clk(clk),
-    .l4_0(\sum$257 ),
+    .l4_0(\sum$264 ),
     .rst(rst),
-    .w(wdata_d1[95:80]),
+    .w(wdata_d2[95:80]),
     .x(\x$72 )
   );
   \bchw_top.engine1.tree6  tree6 (
     .clk(clk),
-    .l4_0(\sum$259 ),
+    .l4_0(\sum$266 ),
     .rst(rst),
-    .w(wdata_d1[111:96]),
+    .w(wdata_d2[111:96]),
     .x(\x$76 )
   );
   \bchw_top.engine1.tree7  tree7 (
     .clk(clk),
-    .l4_0(\sum$261 ),
+    .l4_0(\sum$268 ),
     .rst(rst),
-    .w(wdata_d1[127:112]),
+    .w(wdata_d2[127:112]),
     .x(\x$80 )
   );
   \bchw_top.engine1.tree8  tree8 (
     .clk(clk),
-    .l4_0(\sum$263 ),
+    .l4_0(\sum$270 ),
     .rst(rst),
-    .w(wdata_d1[143:128]),
+    .w(wdata_d2[143:128]),
     .x(\x$84 )
   );
   \bchw_top.engine1.tree9  tree9 (
     .clk(clk),
-    .l4_0(\sum$265 ),
+    .l4_0(\sum$272 ),
     .rst(rst),
-    .w(wdata_d1[159:144]),
+    .w(wdata_d2[159:144]),
     .x(\x$88 )
   );
   \bchw_top.engine1.weights  weights (
@@ -27239,478 +27388,387 @@ module \bchw_top.engine1 (rst, s__valid, s__payload, s__ready, m__valid, m__payl
   );
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$220  = busy_next;
+    \$232  = busy_next;
     if (rst) begin
-      \$220  = 1'h0;
+      \$232  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$221  = \$11 [7:0];
+    \$233  = \$11 [7:0];
     if (rst) begin
-      \$221  = 8'h00;
+      \$233  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$222  = \$23 [3:0];
+    \$234  = \$23 [3:0];
     if (rst) begin
-      \$222  = 4'h0;
+      \$234  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$223  = \$32 [3:0];
+    \$235  = \$32 [3:0];
     if (rst) begin
-      \$223  = 4'h0;
+      \$235  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$224  = last_step_next;
+    \$236  = last_step_next;
     if (rst) begin
-      \$224  = 1'h0;
+      \$236  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$225  = ready_next;
+    \$237  = ready_next;
     if (rst) begin
-      \$225  = 1'h1;
+      \$237  = 1'h1;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$226  = \$47 [1:0];
+    \$238  = \$47 [2:0];
     if (rst) begin
-      \$226  = 2'h3;
+      \$238  = 3'h4;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$227  = issue_next;
+    \$239  = issue_next;
     if (rst) begin
-      \$227  = 1'h0;
+      \$239  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$228  = word;
+    \$240  = word;
     if (\$65 ) begin
-      \$228  = \$79 [3:0];
+      \$240  = \$79 [3:0];
     end
     if (rst) begin
-      \$228  = 4'h0;
+      \$240  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$229  = write_bank;
+    \$241  = write_bank;
     if (\$84 ) begin
-      \$229  = \$85 ;
+      \$241  = \$85 ;
     end
-    if (rst) begin
-      \$229  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$230  = read_bank;
-    if (\$86 ) begin
-      \$230  = \$87 ;
-    end
-    if (rst) begin
-      \$230  = 1'h1;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$231  = \$95 ;
-    if (rst) begin
-      \$231  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$232  = { write_bank, word };
-    if (rst) begin
-      \$232  = 5'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$233  = { write_bank, word };
-    if (rst) begin
-      \$233  = 5'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$234  = { write_bank, word };
-    if (rst) begin
-      \$234  = 5'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$235  = { write_bank, word };
-    if (rst) begin
-      \$235  = 5'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$236  = { \$97 , \$23 [3:0] };
-    if (rst) begin
-      \$236  = 5'h10;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$237  = { \$99 , \$23 [3:0] };
-    if (rst) begin
-      \$237  = 5'h10;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$238  = { \$101 , \$23 [3:0] };
-    if (rst) begin
-      \$238  = 5'h10;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$239  = { \$103 , \$23 [3:0] };
-    if (rst) begin
-      \$239  = 5'h10;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$240  = \$106 ;
-    if (rst) begin
-      \$240  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$241  = \$109 ;
     if (rst) begin
       \$241  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$242  = \$112 ;
+    \$242  = read_bank;
+    if (\$86 ) begin
+      \$242  = \$87 ;
+    end
     if (rst) begin
-      \$242  = 1'h0;
+      \$242  = 1'h1;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$243  = \$115 ;
+    \$243  = \$95 ;
     if (rst) begin
       \$243  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$247  = { last_step, \$117 , \$116 , issue };
+    \$244  = { write_bank, word };
     if (rst) begin
-      \$247  = 4'h0;
+      \$244  = 5'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$248  = f_d0;
+    \$245  = { write_bank, word };
     if (rst) begin
-      \$248  = 4'h0;
+      \$245  = 5'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$249  = f_d1;
+    \$246  = { write_bank, word };
     if (rst) begin
-      \$249  = 4'h0;
+      \$246  = 5'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$250  = f_d2;
+    \$247  = { write_bank, word };
     if (rst) begin
-      \$250  = 4'h0;
+      \$247  = 5'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$251  = f_d3;
+    \$248  = { \$97 , \$23 [3:0] };
     if (rst) begin
-      \$251  = 4'h0;
+      \$248  = 5'h10;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$252  = f_d4;
+    \$249  = { \$99 , \$23 [3:0] };
     if (rst) begin
-      \$252  = 4'h0;
+      \$249  = 5'h10;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$253  = f_d5;
+    \$250  = { \$101 , \$23 [3:0] };
     if (rst) begin
-      \$253  = 4'h0;
+      \$250  = 5'h10;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$254  = f_d6;
+    \$251  = { \$103 , \$23 [3:0] };
     if (rst) begin
-      \$254  = 4'h0;
+      \$251  = 5'h10;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$255  = f_d6[1:0];
+    \$252  = \$106 ;
     if (rst) begin
-      \$255  = 2'h0;
+      \$252  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$256  = f_d6[1:0];
+    \$253  = \$109 ;
     if (rst) begin
-      \$256  = 2'h0;
+      \$253  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$257  = f_d6[1:0];
+    \$254  = \$112 ;
     if (rst) begin
-      \$257  = 2'h0;
+      \$254  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$258  = f_d6[1:0];
+    \$255  = \$115 ;
     if (rst) begin
-      \$258  = 2'h0;
+      \$255  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$259  = f_d6[1:0];
+    \$260  = { last_step, \$117 , \$116 , issue };
     if (rst) begin
-      \$259  = 2'h0;
+      \$260  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$260  = f_d6[1:0];
+    \$261  = f_d0;
     if (rst) begin
-      \$260  = 2'h0;
+      \$261  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$261  = f_d6[1:0];
+    \$262  = f_d1;
     if (rst) begin
-      \$261  = 2'h0;
+      \$262  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$262  = f_d6[1:0];
+    \$263  = f_d2;
     if (rst) begin
-      \$262  = 2'h0;
+      \$263  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$263  = f_d6[1:0];
+    \$264  = f_d3;
     if (rst) begin
-      \$263  = 2'h0;
+      \$264  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$264  = f_d6[1:0];
+    \$265  = f_d4;
     if (rst) begin
-      \$264  = 2'h0;
+      \$265  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$265  = f_d6[1:0];
+    \$266  = f_d5;
     if (rst) begin
-      \$265  = 2'h0;
+      \$266  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$266  = f_d6[1:0];
+    \$267  = f_d6;
     if (rst) begin
-      \$266  = 2'h0;
+      \$267  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$267  = f_d6[1:0];
+    \$268  = f_d7;
     if (rst) begin
-      \$267  = 2'h0;
+      \$268  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$268  = f_d6[1:0];
-    if (rst) begin
-      \$268  = 2'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$269  = f_d6[1:0];
+    \$269  = f_d7[1:0];
     if (rst) begin
       \$269  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$270  = f_d6[1:0];
+    \$270  = f_d7[1:0];
     if (rst) begin
       \$270  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$271  = nfc;
+    \$271  = f_d7[1:0];
     if (rst) begin
-      \$271  = 4'h0;
+      \$271  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$272  = paddr_d0;
+    \$272  = f_d7[1:0];
     if (rst) begin
-      \$272  = 4'h0;
+      \$272  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$273  = paddr_d1;
+    \$273  = f_d7[1:0];
     if (rst) begin
-      \$273  = 4'h0;
+      \$273  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$274  = paddr_d2;
+    \$274  = f_d7[1:0];
     if (rst) begin
-      \$274  = 4'h0;
+      \$274  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$275  = paddr_d3;
+    \$275  = f_d7[1:0];
     if (rst) begin
-      \$275  = 4'h0;
+      \$275  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$276  = paddr_d4;
+    \$276  = f_d7[1:0];
     if (rst) begin
-      \$276  = 4'h0;
+      \$276  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$277  = paddr_d4;
+    \$277  = f_d7[1:0];
     if (rst) begin
-      \$277  = 4'h0;
+      \$277  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$278  = paddr_d4;
+    \$278  = f_d7[1:0];
     if (rst) begin
-      \$278  = 4'h0;
+      \$278  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$279  = paddr_d4;
+    \$279  = f_d7[1:0];
     if (rst) begin
-      \$279  = 4'h0;
+      \$279  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$280  = paddr_d4;
+    \$280  = f_d7[1:0];
     if (rst) begin
-      \$280  = 4'h0;
+      \$280  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$281  = paddr_d4;
+    \$281  = f_d7[1:0];
     if (rst) begin
-      \$281  = 4'h0;
+      \$281  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$282  = paddr_d4;
+    \$282  = f_d7[1:0];
     if (rst) begin
-      \$282  = 4'h0;
+      \$282  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$283  = paddr_d4;
+    \$283  = f_d7[1:0];
     if (rst) begin
-      \$283  = 4'h0;
+      \$283  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$284  = paddr_d4;
+    \$284  = f_d7[1:0];
     if (rst) begin
-      \$284  = 4'h0;
+      \$284  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$285  = paddr_d4;
+    \$285  = nfc;
     if (rst) begin
       \$285  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$286  = paddr_d4;
+    \$286  = paddr_d0;
     if (rst) begin
       \$286  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$287  = paddr_d4;
+    \$287  = paddr_d1;
     if (rst) begin
       \$287  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$288  = paddr_d4;
+    \$288  = paddr_d2;
     if (rst) begin
       \$288  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$289  = paddr_d4;
+    \$289  = paddr_d3;
     if (rst) begin
       \$289  = 4'h0;
     end
@@ -27724,575 +27782,703 @@ module \bchw_top.engine1 (rst, s__valid, s__payload, s__ready, m__valid, m__payl
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$291  = paddr_d4;
+    \$291  = paddr_d5;
     if (rst) begin
       \$291  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$294  = \$118 ;
+    \$292  = paddr_d5;
     if (rst) begin
-      \$294  = 1'h0;
+      \$292  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$295  = \$119 ;
+    \$293  = paddr_d5;
     if (rst) begin
-      \$295  = 1'h0;
+      \$293  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$296  = acc0;
+    \$294  = paddr_d5;
+    if (rst) begin
+      \$294  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$295  = paddr_d5;
+    if (rst) begin
+      \$295  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$296  = paddr_d5;
+    if (rst) begin
+      \$296  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$297  = paddr_d5;
+    if (rst) begin
+      \$297  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$298  = paddr_d5;
+    if (rst) begin
+      \$298  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$299  = paddr_d5;
+    if (rst) begin
+      \$299  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$300  = paddr_d5;
+    if (rst) begin
+      \$300  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$301  = paddr_d5;
+    if (rst) begin
+      \$301  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$302  = paddr_d5;
+    if (rst) begin
+      \$302  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$303  = paddr_d5;
+    if (rst) begin
+      \$303  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$304  = paddr_d5;
+    if (rst) begin
+      \$304  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$305  = paddr_d5;
+    if (rst) begin
+      \$305  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$306  = paddr_d5;
+    if (rst) begin
+      \$306  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$309  = \$118 ;
+    if (rst) begin
+      \$309  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$310  = \$119 ;
+    if (rst) begin
+      \$310  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$311  = acc0;
     if (accflags_copy0[0]) begin
-      \$296  = \$121 [16:0];
+      \$311  = \$121 [16:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$297  = acc1;
+    \$312  = acc1;
     if (accflags_copy1[0]) begin
-      \$297  = \$123 [16:0];
+      \$312  = \$123 [16:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$298  = acc2;
+    \$313  = acc2;
     if (accflags_copy2[0]) begin
-      \$298  = \$125 [16:0];
+      \$313  = \$125 [16:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$299  = acc3;
+    \$314  = acc3;
     if (accflags_copy3[0]) begin
-      \$299  = \$127 [16:0];
+      \$314  = \$127 [16:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$300  = acc4;
+    \$315  = acc4;
     if (accflags_copy4[0]) begin
-      \$300  = \$129 [16:0];
+      \$315  = \$129 [16:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$301  = acc5;
+    \$316  = acc5;
     if (accflags_copy5[0]) begin
-      \$301  = \$131 [16:0];
+      \$316  = \$131 [16:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$302  = acc6;
+    \$317  = acc6;
     if (accflags_copy6[0]) begin
-      \$302  = \$133 [16:0];
+      \$317  = \$133 [16:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$303  = acc7;
+    \$318  = acc7;
     if (accflags_copy7[0]) begin
-      \$303  = \$135 [16:0];
+      \$318  = \$135 [16:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$304  = acc8;
+    \$319  = acc8;
     if (accflags_copy8[0]) begin
-      \$304  = \$137 [16:0];
+      \$319  = \$137 [16:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$305  = acc9;
+    \$320  = acc9;
     if (accflags_copy9[0]) begin
-      \$305  = \$139 [16:0];
+      \$320  = \$139 [16:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$306  = acc10;
+    \$321  = acc10;
     if (accflags_copy10[0]) begin
-      \$306  = \$141 [16:0];
+      \$321  = \$141 [16:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$307  = acc11;
+    \$322  = acc11;
     if (accflags_copy11[0]) begin
-      \$307  = \$143 [16:0];
+      \$322  = \$143 [16:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$308  = acc12;
+    \$323  = acc12;
     if (accflags_copy12[0]) begin
-      \$308  = \$145 [16:0];
+      \$323  = \$145 [16:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$309  = acc13;
+    \$324  = acc13;
     if (accflags_copy13[0]) begin
-      \$309  = \$147 [16:0];
+      \$324  = \$147 [16:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$310  = acc14;
+    \$325  = acc14;
     if (accflags_copy14[0]) begin
-      \$310  = \$149 [16:0];
+      \$325  = \$149 [16:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$311  = acc15;
+    \$326  = acc15;
     if (accflags_copy15[0]) begin
-      \$311  = \$151 [16:0];
+      \$326  = \$151 [16:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$312  = \$152 ;
-    if (rst) begin
-      \$312  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$313  = \$153 ;
-    if (rst) begin
-      \$313  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$314  = \$154 ;
-    if (rst) begin
-      \$314  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$315  = \$155 ;
-    if (rst) begin
-      \$315  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$316  = \$156 ;
-    if (rst) begin
-      \$316  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$317  = \$157 ;
-    if (rst) begin
-      \$317  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$318  = \$158 ;
-    if (rst) begin
-      \$318  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$319  = \$159 ;
-    if (rst) begin
-      \$319  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$320  = \$160 ;
-    if (rst) begin
-      \$320  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$321  = \$161 ;
-    if (rst) begin
-      \$321  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$322  = \$162 ;
-    if (rst) begin
-      \$322  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$323  = \$163 ;
-    if (rst) begin
-      \$323  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$324  = \$164 ;
-    if (rst) begin
-      \$324  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$325  = \$165 ;
-    if (rst) begin
-      \$325  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$326  = \$166 ;
-    if (rst) begin
-      \$326  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$327  = \$167 ;
+    \$327  = \$152 ;
     if (rst) begin
       \$327  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$329  = acc_valid;
+    \$328  = \$153 ;
+    if (rst) begin
+      \$328  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$329  = \$154 ;
     if (rst) begin
       \$329  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$330  = qv_d0;
+    \$330  = \$155 ;
     if (rst) begin
       \$330  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$331  = qv_d1;
+    \$331  = \$156 ;
     if (rst) begin
       \$331  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$332  = qv_d2;
+    \$332  = \$157 ;
     if (rst) begin
       \$332  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$333  = qv_d3;
+    \$333  = \$158 ;
     if (rst) begin
       \$333  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$334  = qv_d4;
+    \$334  = \$159 ;
     if (rst) begin
       \$334  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$335  = qv_d5;
+    \$335  = \$160 ;
     if (rst) begin
       \$335  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$336  = qv_d6;
+    \$336  = \$161 ;
     if (rst) begin
       \$336  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$337  = qv_d7;
+    \$337  = \$162 ;
     if (rst) begin
       \$337  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$338  = qv_d8;
+    \$338  = \$163 ;
     if (rst) begin
       \$338  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$339  = qv_d9;
+    \$339  = \$164 ;
     if (rst) begin
       \$339  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$340  = qv_d10;
+    \$340  = \$165 ;
     if (rst) begin
       \$340  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$341  = qv_d11;
+    \$341  = \$166 ;
     if (rst) begin
       \$341  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$342  = qv_d12;
+    \$342  = \$167 ;
     if (rst) begin
       \$342  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$343  = qv_d13;
-    if (rst) begin
-      \$343  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$344  = qv_d14;
+    \$344  = acc_valid;
     if (rst) begin
       \$344  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$345  = qv_d15;
+    \$345  = qv_d0;
     if (rst) begin
       \$345  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$346  = qv_d16;
+    \$346  = qv_d1;
     if (rst) begin
       \$346  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$347  = qv_d17;
+    \$347  = qv_d2;
     if (rst) begin
       \$347  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$348  = acc_end;
+    \$348  = qv_d3;
     if (rst) begin
       \$348  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$349  = qe_d0;
+    \$349  = qv_d4;
     if (rst) begin
       \$349  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$350  = qe_d1;
+    \$350  = qv_d5;
     if (rst) begin
       \$350  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$351  = qe_d2;
+    \$351  = qv_d6;
     if (rst) begin
       \$351  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$352  = qe_d3;
+    \$352  = qv_d7;
     if (rst) begin
       \$352  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$353  = qe_d4;
+    \$353  = qv_d8;
     if (rst) begin
       \$353  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$354  = qe_d5;
+    \$354  = qv_d9;
     if (rst) begin
       \$354  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$355  = qe_d6;
+    \$355  = qv_d10;
     if (rst) begin
       \$355  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$356  = qe_d7;
+    \$356  = qv_d11;
     if (rst) begin
       \$356  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$357  = qe_d8;
+    \$357  = qv_d12;
     if (rst) begin
       \$357  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$358  = qe_d9;
+    \$358  = qv_d13;
     if (rst) begin
       \$358  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$359  = qe_d10;
+    \$359  = qv_d14;
     if (rst) begin
       \$359  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$360  = qe_d11;
+    \$360  = qv_d15;
     if (rst) begin
       \$360  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$361  = qe_d12;
+    \$361  = qv_d16;
     if (rst) begin
       \$361  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$362  = qe_d13;
+    \$362  = qv_d17;
     if (rst) begin
       \$362  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$363  = qe_d14;
+    \$363  = qv_d18;
     if (rst) begin
       \$363  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$364  = qe_d15;
+    \$364  = acc_end;
     if (rst) begin
       \$364  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$365  = qe_d16;
+    \$365  = qe_d0;
     if (rst) begin
       \$365  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$366  = qe_d17;
+    \$366  = qe_d1;
     if (rst) begin
       \$366  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$367  = qv_d18;
+    \$367  = qe_d2;
     if (rst) begin
       \$367  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$368  = qe_d18;
+    \$368  = qe_d3;
     if (rst) begin
       \$368  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$369  = skid0;
-    if (\$193 ) begin
-      \$369  = { qe_last_d0, q, results0 };
-    end else if (\$195 ) begin
-      \$369  = skid1;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$370  = skid1;
-    if (\$205 ) begin
-      \$370  = { qe_last_d0, q, results0 };
-    end else if (\$207 ) begin
-      \$370  = skid2;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$371  = skid2;
-    if (\$217 ) begin
-      \$371  = { qe_last_d0, q, results0 };
-    end else if (\$219 ) begin
-      \$371  = 129'h000000000000000000000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$372  = \$64 [1:0];
+    \$369  = qe_d4;
     if (rst) begin
-      \$372  = 2'h0;
+      \$369  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$373  = enter;
+    \$370  = qe_d5;
+    if (rst) begin
+      \$370  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$371  = qe_d6;
+    if (rst) begin
+      \$371  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$372  = qe_d7;
+    if (rst) begin
+      \$372  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$373  = qe_d8;
     if (rst) begin
       \$373  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$374  = credit_back_d0;
+    \$374  = qe_d9;
     if (rst) begin
       \$374  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$375  = qe_d10;
+    if (rst) begin
+      \$375  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$376  = qe_d11;
+    if (rst) begin
+      \$376  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$377  = qe_d12;
+    if (rst) begin
+      \$377  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$378  = qe_d13;
+    if (rst) begin
+      \$378  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$379  = qe_d14;
+    if (rst) begin
+      \$379  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$380  = qe_d15;
+    if (rst) begin
+      \$380  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$381  = qe_d16;
+    if (rst) begin
+      \$381  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$382  = qe_d17;
+    if (rst) begin
+      \$382  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$383  = qe_d18;
+    if (rst) begin
+      \$383  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$384  = qv_d19;
+    if (rst) begin
+      \$384  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$385  = qe_d19;
+    if (rst) begin
+      \$385  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$386  = skid0;
+    if (\$193 ) begin
+      \$386  = { qe_last_d0, q, results0 };
+    end else if (\$195 ) begin
+      \$386  = skid1;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$387  = skid1;
+    if (\$205 ) begin
+      \$387  = { qe_last_d0, q, results0 };
+    end else if (\$207 ) begin
+      \$387  = skid2;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$388  = skid2;
+    if (\$217 ) begin
+      \$388  = { qe_last_d0, q, results0 };
+    end else if (\$219 ) begin
+      \$388  = skid3;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$389  = skid3;
+    if (\$229 ) begin
+      \$389  = { qe_last_d0, q, results0 };
+    end else if (\$231 ) begin
+      \$389  = 129'h000000000000000000000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$390  = \$64 [2:0];
+    if (rst) begin
+      \$390  = 3'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$391  = enter;
+    if (rst) begin
+      \$391  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$392  = credit_back_d0;
+    if (rst) begin
+      \$392  = 1'h0;
     end
   end
   assign en = 1'h1;
@@ -28300,7 +28486,7 @@ module \bchw_top.engine1 (rst, s__valid, s__payload, s__ready, m__valid, m__payl
   assign step_next = \$11 [7:0];
   assign sfc_next = \$23 [3:0];
   assign nfc_next = \$32 [3:0];
-  assign credits_next = \$47 [1:0];
+  assign credits_next = \$47 [2:0];
   assign xwen0 = write__en;
   assign xwaddr_copy0 = write__addr;
   assign write__data = xbeat[31:0];
@@ -28319,52 +28505,52 @@ module \bchw_top.engine1 (rst, s__valid, s__payload, s__ready, m__valid, m__payl
   assign xraddr_copy3 = \read__addr$48 ;
   assign \en$50  = 1'h1;
   assign xtree_copy0 = x;
-  assign w = wdata_d1[15:0];
+  assign w = wdata_d2[15:0];
   assign \en$55  = 1'h1;
   assign xtree_copy1 = \x$56 ;
-  assign \w$58  = wdata_d1[31:16];
+  assign \w$58  = wdata_d2[31:16];
   assign \en$59  = 1'h1;
   assign xtree_copy2 = \x$60 ;
-  assign \w$62  = wdata_d1[47:32];
+  assign \w$62  = wdata_d2[47:32];
   assign \en$63  = 1'h1;
   assign xtree_copy3 = \x$64 ;
-  assign \w$66  = wdata_d1[63:48];
+  assign \w$66  = wdata_d2[63:48];
   assign \en$67  = 1'h1;
   assign xtree_copy4 = \x$68 ;
-  assign \w$70  = wdata_d1[79:64];
+  assign \w$70  = wdata_d2[79:64];
   assign \en$71  = 1'h1;
   assign xtree_copy5 = \x$72 ;
-  assign \w$74  = wdata_d1[95:80];
+  assign \w$74  = wdata_d2[95:80];
   assign \en$75  = 1'h1;
   assign xtree_copy6 = \x$76 ;
-  assign \w$78  = wdata_d1[111:96];
+  assign \w$78  = wdata_d2[111:96];
   assign \en$79  = 1'h1;
   assign xtree_copy7 = \x$80 ;
-  assign \w$82  = wdata_d1[127:112];
+  assign \w$82  = wdata_d2[127:112];
   assign \en$83  = 1'h1;
   assign xtree_copy8 = \x$84 ;
-  assign \w$86  = wdata_d1[143:128];
+  assign \w$86  = wdata_d2[143:128];
   assign \en$87  = 1'h1;
   assign xtree_copy9 = \x$88 ;
-  assign \w$90  = wdata_d1[159:144];
+  assign \w$90  = wdata_d2[159:144];
   assign \en$91  = 1'h1;
   assign xtree_copy10 = \x$92 ;
-  assign \w$94  = wdata_d1[175:160];
+  assign \w$94  = wdata_d2[175:160];
   assign \en$95  = 1'h1;
   assign xtree_copy11 = \x$96 ;
-  assign \w$98  = wdata_d1[191:176];
+  assign \w$98  = wdata_d2[191:176];
   assign \en$99  = 1'h1;
   assign xtree_copy12 = \x$100 ;
-  assign \w$102  = wdata_d1[207:192];
+  assign \w$102  = wdata_d2[207:192];
   assign \en$103  = 1'h1;
   assign xtree_copy13 = \x$104 ;
-  assign \w$106  = wdata_d1[223:208];
+  assign \w$106  = wdata_d2[223:208];
   assign \en$107  = 1'h1;
   assign xtree_copy14 = \x$108 ;
-  assign \w$110  = wdata_d1[239:224];
+  assign \w$110  = wdata_d2[239:224];
   assign \en$111  = 1'h1;
   assign xtree_copy15 = \x$112 ;
-  assign \w$114  = wdata_d1[255:240];
+  assign \w$114  = wdata_d2[255:240];
   assign \en$115  = 1'h1;
   assign paddr_copy0 = \addr$116 ;
   assign \en$118  = 1'h1;
@@ -28402,30 +28588,31 @@ module \bchw_top.engine1 (rst, s__valid, s__payload, s__ready, m__valid, m__payl
   assign mul = drain[34:17];
   assign shift = drain[39:35];
   assign bias = drain[75:40];
-  assign count_next = \$64 [1:0];
+  assign count_next = \$64 [2:0];
   assign credit_back_d1 = credit_back;
   assign m__payload = \$55 [127:0];
-  assign \$328 [1215:1140] = \$183 ;
-  assign \$328 [1139:1064] = \$182 ;
-  assign \$328 [1063:988] = \$181 ;
-  assign \$328 [987:912] = \$180 ;
-  assign \$328 [911:836] = \$179 ;
-  assign \$328 [835:760] = \$178 ;
-  assign \$328 [759:684] = \$177 ;
-  assign \$328 [683:608] = \$176 ;
-  assign \$328 [607:532] = \$175 ;
-  assign \$328 [531:456] = \$174 ;
-  assign \$328 [455:380] = \$173 ;
-  assign \$328 [379:304] = \$172 ;
-  assign \$328 [303:228] = \$171 ;
-  assign \$328 [227:152] = \$170 ;
-  assign \$328 [151:76] = \$169 ;
-  assign \$328 [75:0] = \$168 ;
-  assign \$293  = params_d0;
-  assign \$292  = { \data$242 , \data$241 , \data$240 , \data$239 , \data$238 , \data$237 , \data$236 , \data$235 , \data$234 , \data$233 , \data$232 , \data$231 , \data$230 , \data$229 , \data$228 , \data$227  };
-  assign \$246  = wdata_d0;
-  assign \$245  = data;
-  assign \$244  = { \read__data$194 , \read__data$193 , \read__data$192 , read__data };
+  assign \$343 [1215:1140] = \$183 ;
+  assign \$343 [1139:1064] = \$182 ;
+  assign \$343 [1063:988] = \$181 ;
+  assign \$343 [987:912] = \$180 ;
+  assign \$343 [911:836] = \$179 ;
+  assign \$343 [835:760] = \$178 ;
+  assign \$343 [759:684] = \$177 ;
+  assign \$343 [683:608] = \$176 ;
+  assign \$343 [607:532] = \$175 ;
+  assign \$343 [531:456] = \$174 ;
+  assign \$343 [455:380] = \$173 ;
+  assign \$343 [379:304] = \$172 ;
+  assign \$343 [303:228] = \$171 ;
+  assign \$343 [227:152] = \$170 ;
+  assign \$343 [151:76] = \$169 ;
+  assign \$343 [75:0] = \$168 ;
+  assign \$308  = params_d0;
+  assign \$307  = { \data$249 , \data$248 , \data$247 , \data$246 , \data$245 , \data$244 , \data$243 , \data$242 , \data$241 , \data$240 , \data$239 , \data$238 , \data$237 , \data$236 , \data$235 , \data$234  };
+  assign \$259  = wdata_d1;
+  assign \$258  = wdata_d0;
+  assign \$257  = data;
+  assign \$256  = { \read__data$194 , \read__data$193 , \read__data$192 , read__data };
   assign busy_next = \$4 ;
   assign \$11  = \$10 ;
   assign \$23  = \$22 ;
@@ -28871,12 +29058,15 @@ module \bchw_top.engine1.params9 (data, addr, clk);
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine1.requant0 (rst, \port$19702$0 , q, clk);
+module \bchw_top.engine1.requant0 (rst, \port$19764$0 , q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$5  = 0;
   wire [35:0] \$1 ;
-  wire [36:0] \$10 ;
-  wire [4:0] \$11 ;
-  reg [7:0] \$12 ;
+  wire [34:0] \$10 ;
+  wire [35:0] \$11 ;
+  wire [4:0] \$12 ;
+  wire [36:0] \$13 ;
+  wire [4:0] \$14 ;
+  reg [7:0] \$15 ;
   wire [36:0] \$2 ;
   wire \$3 ;
   wire [36:0] \$4 ;
@@ -28891,14 +29081,16 @@ module \bchw_top.engine1.requant0 (rst, \port$19702$0 , q, clk);
   wire [35:0] bias;
   reg [35:0] bias_d1 = 36'h000000000;
   reg [35:0] bias_d2 = 36'h000000000;
+  reg [35:0] bias_d3 = 36'h000000000;
   input clk;
   wire clk;
   wire en;
   wire \en$1 ;
   wire [17:0] mul;
   wire [34:0] p;
-  input [75:0] \port$19702$0 ;
-  wire [75:0] \port$19702$0 ;
+  input [75:0] \port$19764$0 ;
+  wire [75:0] \port$19764$0 ;
+  reg [34:0] product_d0 = 35'h000000000;
   output [7:0] q;
   reg [7:0] q = 8'h00;
   input rst;
@@ -28907,10 +29099,11 @@ module \bchw_top.engine1.requant0 (rst, \port$19702$0 , q, clk);
   reg [4:0] shift_d1 = 5'h00;
   reg [4:0] shift_d2 = 5'h00;
   reg [4:0] shift_d3 = 5'h00;
+  reg [4:0] shift_d4 = 5'h00;
   wire [36:0] shifted;
   reg [36:0] total = 37'h0000000000;
-  assign shifted = $signed(total) >>> shift_d3;
-  assign \$2  = $signed(bias_d2) + $signed(\$1 );
+  assign shifted = $signed(total) >>> shift_d4;
+  assign \$2  = $signed(bias_d3) + $signed(\$1 );
   assign \$3  = | shifted[36:8];
   assign \$4  = \$3  ? 37'h00000000ff : shifted;
   assign \$5  = shifted[36] ? 37'h0000000000 : \$4 ;
@@ -28923,42 +29116,51 @@ module \bchw_top.engine1.requant0 (rst, \port$19702$0 , q, clk);
   always @(posedge clk)
     shift_d2 <= \$9 ;
   always @(posedge clk)
-    total <= \$10 ;
+    product_d0 <= \$10 ;
   always @(posedge clk)
-    shift_d3 <= \$11 ;
+    bias_d3 <= \$11 ;
   always @(posedge clk)
-    q <= \$12 ;
+    shift_d3 <= \$12 ;
+  always @(posedge clk)
+    total <= \$13 ;
+  always @(posedge clk)
+    shift_d4 <= \$14 ;
+  always @(posedge clk)
+    q <= \$15 ;
   \bchw_top.engine1.requant0.mul0  mul0 (
     .clk(clk),
     .p(p),
-    .\port$19702$0 (\port$19702$0 [34:0])
+    .\port$19764$0 (\port$19764$0 [34:0])
   );
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$12  = \$5 [7:0];
+    \$15  = \$5 [7:0];
     if (rst) begin
-      \$12  = 8'h00;
+      \$15  = 8'h00;
     end
   end
   assign en = 1'h1;
   assign \en$1  = 1'h1;
-  assign a = \port$19702$0 [16:0];
-  assign acc = \port$19702$0 [16:0];
-  assign b = \port$19702$0 [34:17];
-  assign mul = \port$19702$0 [34:17];
-  assign bias = \port$19702$0 [75:40];
-  assign shift = \port$19702$0 [39:35];
-  assign \$11  = shift_d2;
-  assign \$10  = \$2 ;
+  assign a = \port$19764$0 [16:0];
+  assign acc = \port$19764$0 [16:0];
+  assign b = \port$19764$0 [34:17];
+  assign mul = \port$19764$0 [34:17];
+  assign bias = \port$19764$0 [75:40];
+  assign shift = \port$19764$0 [39:35];
+  assign \$14  = shift_d3;
+  assign \$13  = \$2 ;
+  assign \$12  = shift_d2;
+  assign \$11  = bias_d2;
+  assign \$10  = p;
   assign \$9  = shift_d1;
   assign \$8  = bias_d1;
-  assign \$7  = \port$19702$0 [39:35];
-  assign \$6  = \port$19702$0 [75:40];
-  assign \$1  = { p[34], p };
+  assign \$7  = \port$19764$0 [39:35];
+  assign \$6  = \port$19764$0 [75:40];
+  assign \$1  = { product_d0[34], product_d0 };
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine1.requant0.mul0 (p, \port$19702$0 , clk);
+module \bchw_top.engine1.requant0.mul0 (p, \port$19764$0 , clk);
   wire [16:0] a;
   wire [17:0] b;
   input clk;
@@ -28966,21 +29168,21 @@ module \bchw_top.engine1.requant0.mul0 (p, \port$19702$0 , clk);
   wire en;
   output [34:0] p;
   wire [34:0] p;
-  input [34:0] \port$19702$0 ;
-  wire [34:0] \port$19702$0 ;
+  input [34:0] \port$19764$0 ;
+  wire [34:0] \port$19764$0 ;
   bchw_mul #(
     .A_WIDTH(32'd17),
     .B_WIDTH(32'd18)
   ) mul (
-    .a(\port$19702$0 [16:0]),
-    .b(\port$19702$0 [34:17]),
+    .a(\port$19764$0 [16:0]),
+    .b(\port$19764$0 [34:17]),
     .clk(clk),
     .en(1'h1),
     .p(p)
   );
   assign en = 1'h1;
-  assign a = \port$19702$0 [16:0];
-  assign b = \port$19702$0 [34:17];
+  assign a = \port$19764$0 [16:0];
+  assign b = \port$19764$0 [34:17];
 endmodule
 
 (* generator = "Amaranth" *)
@@ -40264,7 +40466,7 @@ module \bchw_top.engine2 (rst, s__valid, s__payload, s__ready, m__valid, m__payl
   wire \$189 ;
   wire \$19 ;
   wire \$190 ;
-  wire [2:0] \$191 ;
+  wire [3:0] \$191 ;
   wire \$192 ;
   wire \$193 ;
   wire \$194 ;
@@ -40278,7 +40480,7 @@ module \bchw_top.engine2 (rst, s__valid, s__payload, s__ready, m__valid, m__payl
   wire \$200 ;
   wire \$201 ;
   wire \$202 ;
-  wire [2:0] \$203 ;
+  wire [3:0] \$203 ;
   wire \$204 ;
   wire \$205 ;
   wire \$206 ;
@@ -40291,83 +40493,83 @@ module \bchw_top.engine2 (rst, s__valid, s__payload, s__ready, m__valid, m__payl
   wire \$212 ;
   wire \$213 ;
   wire \$214 ;
-  wire [2:0] \$215 ;
+  wire [3:0] \$215 ;
   wire \$216 ;
   wire \$217 ;
   wire \$218 ;
   wire \$219 ;
   wire [4:0] \$22 ;
-  reg \$220 ;
-  reg [7:0] \$221 ;
-  reg [3:0] \$222 ;
-  reg [3:0] \$223 ;
-  reg \$224 ;
-  reg \$225 ;
-  reg [1:0] \$226 ;
-  reg \$227 ;
-  reg [3:0] \$228 ;
-  reg \$229 ;
+  wire \$220 ;
+  wire \$221 ;
+  wire \$222 ;
+  wire \$223 ;
+  wire \$224 ;
+  wire \$225 ;
+  wire \$226 ;
+  wire [3:0] \$227 ;
+  wire \$228 ;
+  wire \$229 ;
   wire [4:0] \$23 ;
-  reg \$230 ;
-  reg \$231 ;
-  reg [4:0] \$232 ;
-  reg [4:0] \$233 ;
-  reg [4:0] \$234 ;
-  reg [4:0] \$235 ;
-  reg [4:0] \$236 ;
-  reg [4:0] \$237 ;
-  reg [4:0] \$238 ;
-  reg [4:0] \$239 ;
+  wire \$230 ;
+  wire \$231 ;
+  reg \$232 ;
+  reg [7:0] \$233 ;
+  reg [3:0] \$234 ;
+  reg [3:0] \$235 ;
+  reg \$236 ;
+  reg \$237 ;
+  reg [2:0] \$238 ;
+  reg \$239 ;
   wire \$24 ;
-  reg \$240 ;
+  reg [3:0] \$240 ;
   reg \$241 ;
   reg \$242 ;
   reg \$243 ;
-  wire [127:0] \$244 ;
-  wire [255:0] \$245 ;
-  wire [255:0] \$246 ;
-  reg [3:0] \$247 ;
-  reg [3:0] \$248 ;
-  reg [3:0] \$249 ;
+  reg [4:0] \$244 ;
+  reg [4:0] \$245 ;
+  reg [4:0] \$246 ;
+  reg [4:0] \$247 ;
+  reg [4:0] \$248 ;
+  reg [4:0] \$249 ;
   wire \$25 ;
-  reg [3:0] \$250 ;
-  reg [3:0] \$251 ;
-  reg [3:0] \$252 ;
-  reg [3:0] \$253 ;
-  reg [3:0] \$254 ;
-  reg [1:0] \$255 ;
-  reg [1:0] \$256 ;
-  reg [1:0] \$257 ;
-  reg [1:0] \$258 ;
-  reg [1:0] \$259 ;
+  reg [4:0] \$250 ;
+  reg [4:0] \$251 ;
+  reg \$252 ;
+  reg \$253 ;
+  reg \$254 ;
+  reg \$255 ;
+  wire [127:0] \$256 ;
+  wire [255:0] \$257 ;
+  wire [255:0] \$258 ;
+  wire [255:0] \$259 ;
   wire \$26 ;
-  reg [1:0] \$260 ;
-  reg [1:0] \$261 ;
-  reg [1:0] \$262 ;
-  reg [1:0] \$263 ;
-  reg [1:0] \$264 ;
-  reg [1:0] \$265 ;
-  reg [1:0] \$266 ;
-  reg [1:0] \$267 ;
-  reg [1:0] \$268 ;
+  reg [3:0] \$260 ;
+  reg [3:0] \$261 ;
+  reg [3:0] \$262 ;
+  reg [3:0] \$263 ;
+  reg [3:0] \$264 ;
+  reg [3:0] \$265 ;
+  reg [3:0] \$266 ;
+  reg [3:0] \$267 ;
+  reg [3:0] \$268 ;
   reg [1:0] \$269 ;
   wire \$27 ;
   reg [1:0] \$270 ;
-  reg [3:0] \$271 ;
-  reg [3:0] \$272 ;
-  reg [3:0] \$273 ;
-  reg [3:0] \$274 ;
-  reg [3:0] \$275 ;
-  reg [3:0] \$276 ;
-  reg [3:0] \$277 ;
-  reg [3:0] \$278 ;
-  reg [3:0] \$279 ;
+  reg [1:0] \$271 ;
+  reg [1:0] \$272 ;
+  reg [1:0] \$273 ;
+  reg [1:0] \$274 ;
+  reg [1:0] \$275 ;
+  reg [1:0] \$276 ;
+  reg [1:0] \$277 ;
+  reg [1:0] \$278 ;
+  reg [1:0] \$279 ;
   wire \$28 ;
-  reg [3:0] \$280 ;
-  reg [3:0] \$281 ;
-  reg [3:0] \$282 ;
-  reg [3:0] \$283 ;
-  reg [3:0] \$284 ;
+  reg [1:0] \$280 ;
+  reg [1:0] \$281 ;
+  reg [1:0] \$282 ;
+  reg [1:0] \$283 ;
+  reg [1:0] \$284 ;
   reg [3:0] \$285 ;
   reg [3:0] \$286 ;
   reg [3:0] \$287 ;
@@ -40376,47 +40578,47 @@ module \bchw_top.engine2 (rst, s__valid, s__payload, s__ready, m__valid, m__payl
   wire [4:0] \$29 ;
   reg [3:0] \$290 ;
   reg [3:0] \$291 ;
-  wire [943:0] \$292 ;
-  wire [943:0] \$293 ;
-  reg \$294 ;
-  reg \$295 ;
-  reg [16:0] \$296 ;
-  reg [16:0] \$297 ;
-  reg [16:0] \$298 ;
-  reg [16:0] \$299 ;
+  reg [3:0] \$292 ;
+  reg [3:0] \$293 ;
+  reg [3:0] \$294 ;
+  reg [3:0] \$295 ;
+  reg [3:0] \$296 ;
+  reg [3:0] \$297 ;
+  reg [3:0] \$298 ;
+  reg [3:0] \$299 ;
   wire \$3 ;
   wire [4:0] \$30 ;
-  reg [16:0] \$300 ;
-  reg [16:0] \$301 ;
-  reg [16:0] \$302 ;
-  reg [16:0] \$303 ;
-  reg [16:0] \$304 ;
-  reg [16:0] \$305 ;
-  reg [16:0] \$306 ;
-  reg [16:0] \$307 ;
-  reg [16:0] \$308 ;
-  reg [16:0] \$309 ;
+  reg [3:0] \$300 ;
+  reg [3:0] \$301 ;
+  reg [3:0] \$302 ;
+  reg [3:0] \$303 ;
+  reg [3:0] \$304 ;
+  reg [3:0] \$305 ;
+  reg [3:0] \$306 ;
+  wire [943:0] \$307 ;
+  wire [943:0] \$308 ;
+  reg \$309 ;
   wire [4:0] \$31 ;
-  reg [16:0] \$310 ;
+  reg \$310 ;
   reg [16:0] \$311 ;
-  reg \$312 ;
-  reg \$313 ;
-  reg \$314 ;
-  reg \$315 ;
-  reg \$316 ;
-  reg \$317 ;
-  reg \$318 ;
-  reg \$319 ;
+  reg [16:0] \$312 ;
+  reg [16:0] \$313 ;
+  reg [16:0] \$314 ;
+  reg [16:0] \$315 ;
+  reg [16:0] \$316 ;
+  reg [16:0] \$317 ;
+  reg [16:0] \$318 ;
+  reg [16:0] \$319 ;
   wire [4:0] \$32 ;
-  reg \$320 ;
-  reg \$321 ;
-  reg \$322 ;
-  reg \$323 ;
-  reg \$324 ;
-  reg \$325 ;
-  reg \$326 ;
+  reg [16:0] \$320 ;
+  reg [16:0] \$321 ;
+  reg [16:0] \$322 ;
+  reg [16:0] \$323 ;
+  reg [16:0] \$324 ;
+  reg [16:0] \$325 ;
+  reg [16:0] \$326 ;
   reg \$327 ;
-  wire [1215:0] \$328 ;
+  reg \$328 ;
   reg \$329 ;
   wire \$33 ;
   reg \$330 ;
@@ -40433,7 +40635,7 @@ module \bchw_top.engine2 (rst, s__valid, s__payload, s__ready, m__valid, m__payl
   reg \$340 ;
   reg \$341 ;
   reg \$342 ;
-  reg \$343 ;
+  wire [1215:0] \$343 ;
   reg \$344 ;
   reg \$345 ;
   reg \$346 ;
@@ -40461,24 +40663,42 @@ module \bchw_top.engine2 (rst, s__valid, s__payload, s__ready, m__valid, m__payl
   reg \$366 ;
   reg \$367 ;
   reg \$368 ;
-  reg [128:0] \$369 ;
+  reg \$369 ;
   wire \$37 ;
-  reg [128:0] \$370 ;
-  reg [128:0] \$371 ;
-  reg [1:0] \$372 ;
+  reg \$370 ;
+  reg \$371 ;
+  reg \$372 ;
   reg \$373 ;
   reg \$374 ;
+  reg \$375 ;
+  reg \$376 ;
+  reg \$377 ;
+  reg \$378 ;
+  reg \$379 ;
   wire \$38 ;
+  reg \$380 ;
+  reg \$381 ;
+  reg \$382 ;
+  reg \$383 ;
+  reg \$384 ;
+  reg \$385 ;
+  reg [128:0] \$386 ;
+  reg [128:0] \$387 ;
+  reg [128:0] \$388 ;
+  reg [128:0] \$389 ;
   wire \$39 ;
+  reg [2:0] \$390 ;
+  reg \$391 ;
+  reg \$392 ;
   wire \$4 ;
   wire \$40 ;
   wire \$41 ;
   wire \$42 ;
-  wire [2:0] \$43 ;
+  wire [3:0] \$43 ;
   wire \$44 ;
   wire \$45 ;
-  wire [3:0] \$46 ;
-  wire [3:0] \$47 ;
+  wire [4:0] \$46 ;
+  wire [4:0] \$47 ;
   wire \$48 ;
   wire \$49 ;
   wire \$5 ;
@@ -40490,14 +40710,14 @@ module \bchw_top.engine2 (rst, s__valid, s__payload, s__ready, m__valid, m__payl
   wire [128:0] \$55 ;
   wire \$56 ;
   wire \$57 ;
-  wire [2:0] \$58 ;
+  wire [3:0] \$58 ;
   wire \$59 ;
   wire \$6 ;
   wire \$60 ;
   wire \$61 ;
   wire \$62 ;
   wire \$63 ;
-  wire [3:0] \$64 ;
+  wire [4:0] \$64 ;
   wire \$65 ;
   wire \$66 ;
   wire \$67 ;
@@ -40626,22 +40846,15 @@ module \bchw_top.engine2 (rst, s__valid, s__payload, s__ready, m__valid, m__payl
   wire busy_next;
   input clk;
   wire clk;
-  reg [1:0] count = 2'h0;
-  wire [1:0] count_next;
+  reg [2:0] count = 3'h0;
+  wire [2:0] count_next;
   reg credit_back = 1'h0;
   reg credit_back_d0 = 1'h0;
   (* init = 1'h0 *)
   wire credit_back_d1;
-  reg [1:0] credits = 2'h3;
-  wire [1:0] credits_next;
+  reg [2:0] credits = 3'h4;
+  wire [2:0] credits_next;
   wire [255:0] data;
-  wire [58:0] \data$227 ;
-  wire [58:0] \data$228 ;
-  wire [58:0] \data$229 ;
-  wire [58:0] \data$230 ;
-  wire [58:0] \data$231 ;
-  wire [58:0] \data$232 ;
-  wire [58:0] \data$233 ;
   wire [58:0] \data$234 ;
   wire [58:0] \data$235 ;
   wire [58:0] \data$236 ;
@@ -40651,6 +40864,13 @@ module \bchw_top.engine2 (rst, s__valid, s__payload, s__ready, m__valid, m__payl
   wire [58:0] \data$240 ;
   wire [58:0] \data$241 ;
   wire [58:0] \data$242 ;
+  wire [58:0] \data$243 ;
+  wire [58:0] \data$244 ;
+  wire [58:0] \data$245 ;
+  wire [58:0] \data$246 ;
+  wire [58:0] \data$247 ;
+  wire [58:0] \data$248 ;
+  wire [58:0] \data$249 ;
   (* keep = 32'd1 *)
   reg dload_copy0 = 1'h0;
   (* keep = 32'd1 *)
@@ -40726,6 +40946,7 @@ module \bchw_top.engine2 (rst, s__valid, s__payload, s__ready, m__valid, m__payl
   reg [3:0] f_d4 = 4'h0;
   reg [3:0] f_d5 = 4'h0;
   reg [3:0] f_d6 = 4'h0;
+  reg [3:0] f_d7 = 4'h0;
   reg [3:0] ft_d0 = 4'h0;
   reg issue = 1'h0;
   wire issue_next;
@@ -40795,6 +41016,7 @@ module \bchw_top.engine2 (rst, s__valid, s__payload, s__ready, m__valid, m__payl
   reg [3:0] paddr_d2 = 4'h0;
   reg [3:0] paddr_d3 = 4'h0;
   reg [3:0] paddr_d4 = 4'h0;
+  reg [3:0] paddr_d5 = 4'h0;
   reg [943:0] params_d0 = 944'h00000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000;
   reg [943:0] params_d1 = 944'h00000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000;
   wire [7:0] q;
@@ -40809,6 +41031,7 @@ module \bchw_top.engine2 (rst, s__valid, s__payload, s__ready, m__valid, m__payl
   reg qe_d16 = 1'h0;
   reg qe_d17 = 1'h0;
   reg qe_d18 = 1'h0;
+  reg qe_d19 = 1'h0;
   reg qe_d2 = 1'h0;
   reg qe_d3 = 1'h0;
   reg qe_d4 = 1'h0;
@@ -40829,6 +41052,7 @@ module \bchw_top.engine2 (rst, s__valid, s__payload, s__ready, m__valid, m__payl
   reg qv_d16 = 1'h0;
   reg qv_d17 = 1'h0;
   reg qv_d18 = 1'h0;
+  reg qv_d19 = 1'h0;
   reg qv_d2 = 1'h0;
   reg qv_d3 = 1'h0;
   reg qv_d4 = 1'h0;
@@ -40868,25 +41092,26 @@ module \bchw_top.engine2 (rst, s__valid, s__payload, s__ready, m__valid, m__payl
   reg [128:0] skid0 = 129'h000000000000000000000000000000000;
   reg [128:0] skid1 = 129'h000000000000000000000000000000000;
   reg [128:0] skid2 = 129'h000000000000000000000000000000000;
+  reg [128:0] skid3 = 129'h000000000000000000000000000000000;
   (* init = 8'h00 *)
   wire [7:0] step;
   wire [7:0] step_next;
   wire [12:0] sum;
-  wire [12:0] \sum$249 ;
-  wire [12:0] \sum$251 ;
-  wire [12:0] \sum$253 ;
-  wire [12:0] \sum$255 ;
-  wire [12:0] \sum$257 ;
-  wire [12:0] \sum$259 ;
-  wire [12:0] \sum$261 ;
-  wire [12:0] \sum$263 ;
-  wire [12:0] \sum$265 ;
-  wire [12:0] \sum$267 ;
-  wire [12:0] \sum$269 ;
-  wire [12:0] \sum$271 ;
-  wire [12:0] \sum$273 ;
-  wire [12:0] \sum$275 ;
-  wire [12:0] \sum$277 ;
+  wire [12:0] \sum$256 ;
+  wire [12:0] \sum$258 ;
+  wire [12:0] \sum$260 ;
+  wire [12:0] \sum$262 ;
+  wire [12:0] \sum$264 ;
+  wire [12:0] \sum$266 ;
+  wire [12:0] \sum$268 ;
+  wire [12:0] \sum$270 ;
+  wire [12:0] \sum$272 ;
+  wire [12:0] \sum$274 ;
+  wire [12:0] \sum$276 ;
+  wire [12:0] \sum$278 ;
+  wire [12:0] \sum$280 ;
+  wire [12:0] \sum$282 ;
+  wire [12:0] \sum$284 ;
   wire [15:0] w;
   wire [15:0] \w$102 ;
   wire [15:0] \w$106 ;
@@ -40905,6 +41130,7 @@ module \bchw_top.engine2 (rst, s__valid, s__payload, s__ready, m__valid, m__payl
   wire [15:0] \w$98 ;
   reg [255:0] wdata_d0 = 256'h0000000000000000000000000000000000000000000000000000000000000000;
   reg [255:0] wdata_d1 = 256'h0000000000000000000000000000000000000000000000000000000000000000;
+  reg [255:0] wdata_d2 = 256'h0000000000000000000000000000000000000000000000000000000000000000;
   reg [3:0] word = 4'h0;
   (* keep = 32'd1 *)
   reg [4:0] write__addr = 5'h00;
@@ -41017,6 +41243,14 @@ module \bchw_top.engine2 (rst, s__valid, s__payload, s__ready, m__valid, m__payl
   (* init = 128'h00000000000000000000000000000000 *)
   (* keep = 32'd1 *)
   wire [127:0] xtree_copy9;
+  (* keep = 32'd1 *)
+  reg [127:0] xtree_fan_copy0 = 128'h00000000000000000000000000000000;
+  (* keep = 32'd1 *)
+  reg [127:0] xtree_fan_copy1 = 128'h00000000000000000000000000000000;
+  (* keep = 32'd1 *)
+  reg [127:0] xtree_fan_copy2 = 128'h00000000000000000000000000000000;
+  (* keep = 32'd1 *)
+  reg [127:0] xtree_fan_copy3 = 128'h00000000000000000000000000000000;
   (* init = 5'h00 *)
   (* keep = 32'd1 *)
   wire [4:0] xwaddr_copy0;
@@ -41257,7 +41491,7 @@ module \bchw_top.engine2 (rst, s__valid, s__payload, s__ready, m__valid, m__payl
   assign \$45  = issue & \$44 ;
   assign \$46  = \$43  - \$45 ;
   assign \$48  = | \$23 [3:0];
-  assign \$49  = | \$47 [1:0];
+  assign \$49  = | \$47 [2:0];
   assign \$50  = \$48  | \$49 ;
   assign \$51  = busy_next & \$50 ;
   assign \$52  = ~ \$signal ;
@@ -41317,35 +41551,35 @@ module \bchw_top.engine2 (rst, s__valid, s__payload, s__ready, m__valid, m__payl
   assign \$120  = accflags_copy0[1] ? 17'h00000 : acc0;
   assign \$121  = $signed(\$120 ) + $signed(sum);
   assign \$122  = accflags_copy1[1] ? 17'h00000 : acc1;
-  assign \$123  = $signed(\$122 ) + $signed(\sum$249 );
+  assign \$123  = $signed(\$122 ) + $signed(\sum$256 );
   assign \$124  = accflags_copy2[1] ? 17'h00000 : acc2;
-  assign \$125  = $signed(\$124 ) + $signed(\sum$251 );
+  assign \$125  = $signed(\$124 ) + $signed(\sum$258 );
   assign \$126  = accflags_copy3[1] ? 17'h00000 : acc3;
-  assign \$127  = $signed(\$126 ) + $signed(\sum$253 );
+  assign \$127  = $signed(\$126 ) + $signed(\sum$260 );
   assign \$128  = accflags_copy4[1] ? 17'h00000 : acc4;
-  assign \$129  = $signed(\$128 ) + $signed(\sum$255 );
+  assign \$129  = $signed(\$128 ) + $signed(\sum$262 );
   assign \$130  = accflags_copy5[1] ? 17'h00000 : acc5;
-  assign \$131  = $signed(\$130 ) + $signed(\sum$257 );
+  assign \$131  = $signed(\$130 ) + $signed(\sum$264 );
   assign \$132  = accflags_copy6[1] ? 17'h00000 : acc6;
-  assign \$133  = $signed(\$132 ) + $signed(\sum$259 );
+  assign \$133  = $signed(\$132 ) + $signed(\sum$266 );
   assign \$134  = accflags_copy7[1] ? 17'h00000 : acc7;
-  assign \$135  = $signed(\$134 ) + $signed(\sum$261 );
+  assign \$135  = $signed(\$134 ) + $signed(\sum$268 );
   assign \$136  = accflags_copy8[1] ? 17'h00000 : acc8;
-  assign \$137  = $signed(\$136 ) + $signed(\sum$263 );
+  assign \$137  = $signed(\$136 ) + $signed(\sum$270 );
   assign \$138  = accflags_copy9[1] ? 17'h00000 : acc9;
-  assign \$139  = $signed(\$138 ) + $signed(\sum$265 );
+  assign \$139  = $signed(\$138 ) + $signed(\sum$272 );
   assign \$140  = accflags_copy10[1] ? 17'h00000 : acc10;
-  assign \$141  = $signed(\$140 ) + $signed(\sum$267 );
+  assign \$141  = $signed(\$140 ) + $signed(\sum$274 );
   assign \$142  = accflags_copy11[1] ? 17'h00000 : acc11;
-  assign \$143  = $signed(\$142 ) + $signed(\sum$269 );
+  assign \$143  = $signed(\$142 ) + $signed(\sum$276 );
   assign \$144  = accflags_copy12[1] ? 17'h00000 : acc12;
-  assign \$145  = $signed(\$144 ) + $signed(\sum$271 );
+  assign \$145  = $signed(\$144 ) + $signed(\sum$278 );
   assign \$146  = accflags_copy13[1] ? 17'h00000 : acc13;
-  assign \$147  = $signed(\$146 ) + $signed(\sum$273 );
+  assign \$147  = $signed(\$146 ) + $signed(\sum$280 );
   assign \$148  = accflags_copy14[1] ? 17'h00000 : acc14;
-  assign \$149  = $signed(\$148 ) + $signed(\sum$275 );
+  assign \$149  = $signed(\$148 ) + $signed(\sum$282 );
   assign \$150  = accflags_copy15[1] ? 17'h00000 : acc15;
-  assign \$151  = $signed(\$150 ) + $signed(\sum$277 );
+  assign \$151  = $signed(\$150 ) + $signed(\sum$284 );
   assign \$152  = ft_d0[0] & ft_d0[2];
   assign \$153  = ft_d0[0] & ft_d0[2];
   assign \$154  = ft_d0[0] & ft_d0[2];
@@ -41414,435 +41648,467 @@ module \bchw_top.engine2 (rst, s__valid, s__payload, s__ready, m__valid, m__payl
   assign \$217  = \$212  & \$216 ;
   assign \$218  = | count;
   assign \$219  = enter & \$218 ;
+  assign \$220  = | count;
+  assign \$221  = ~ \$220 ;
+  assign \$222  = enter & \$221 ;
+  assign \$223  = ~ \$222 ;
+  assign \$224  = qv_last_d0 & \$223 ;
+  assign \$225  = | count;
+  assign \$226  = enter & \$225 ;
+  assign \$227  = count - \$226 ;
+  assign \$228  = \$227  == 2'h3;
+  assign \$229  = \$224  & \$228 ;
+  assign \$230  = | count;
+  assign \$231  = enter & \$230 ;
   always @(posedge clk)
-    busy <= \$220 ;
+    busy <= \$232 ;
   always @(posedge clk)
-    addr <= \$221 ;
+    addr <= \$233 ;
   always @(posedge clk)
-    sfc <= \$222 ;
+    sfc <= \$234 ;
   always @(posedge clk)
-    nfc <= \$223 ;
+    nfc <= \$235 ;
   always @(posedge clk)
-    last_step <= \$224 ;
+    last_step <= \$236 ;
   always @(posedge clk)
-    ready <= \$225 ;
+    ready <= \$237 ;
   always @(posedge clk)
-    credits <= \$226 ;
+    credits <= \$238 ;
   always @(posedge clk)
-    issue <= \$227 ;
+    issue <= \$239 ;
   always @(posedge clk)
-    word <= \$228 ;
+    word <= \$240 ;
   always @(posedge clk)
-    write_bank <= \$229 ;
+    write_bank <= \$241 ;
   always @(posedge clk)
-    read_bank <= \$230 ;
+    read_bank <= \$242 ;
   always @(posedge clk)
-    \$signal  <= \$231 ;
+    \$signal  <= \$243 ;
   always @(posedge clk)
     xbeat <= s__payload;
   always @(posedge clk)
-    write__addr <= \$232 ;
+    write__addr <= \$244 ;
   always @(posedge clk)
-    \write__addr$31  <= \$233 ;
+    \write__addr$31  <= \$245 ;
   always @(posedge clk)
-    \write__addr$38  <= \$234 ;
+    \write__addr$38  <= \$246 ;
   always @(posedge clk)
-    \write__addr$45  <= \$235 ;
+    \write__addr$45  <= \$247 ;
   always @(posedge clk)
-    read__addr <= \$236 ;
+    read__addr <= \$248 ;
   always @(posedge clk)
-    \read__addr$34  <= \$237 ;
+    \read__addr$34  <= \$249 ;
   always @(posedge clk)
-    \read__addr$41  <= \$238 ;
+    \read__addr$41  <= \$250 ;
   always @(posedge clk)
-    \read__addr$48  <= \$239 ;
+    \read__addr$48  <= \$251 ;
   always @(posedge clk)
-    write__en <= \$240 ;
+    write__en <= \$252 ;
   always @(posedge clk)
-    \write__en$29  <= \$241 ;
+    \write__en$29  <= \$253 ;
   always @(posedge clk)
-    \write__en$36  <= \$242 ;
+    \write__en$36  <= \$254 ;
   always @(posedge clk)
-    \write__en$43  <= \$243 ;
+    \write__en$43  <= \$255 ;
   always @(posedge clk)
-    xmem_d0 <= \$244 ;
+    xmem_d0 <= \$256 ;
   always @(posedge clk)
-    x <= xmem_d0;
+    xtree_fan_copy0 <= xmem_d0;
   always @(posedge clk)
-    \x$56  <= xmem_d0;
+    xtree_fan_copy1 <= xmem_d0;
   always @(posedge clk)
-    \x$60  <= xmem_d0;
+    xtree_fan_copy2 <= xmem_d0;
   always @(posedge clk)
-    \x$64  <= xmem_d0;
+    xtree_fan_copy3 <= xmem_d0;
   always @(posedge clk)
-    \x$68  <= xmem_d0;
+    x <= xtree_fan_copy0;
   always @(posedge clk)
-    \x$72  <= xmem_d0;
+    \x$56  <= xtree_fan_copy0;
   always @(posedge clk)
-    \x$76  <= xmem_d0;
+    \x$60  <= xtree_fan_copy0;
   always @(posedge clk)
-    \x$80  <= xmem_d0;
+    \x$64  <= xtree_fan_copy0;
   always @(posedge clk)
-    \x$84  <= xmem_d0;
+    \x$68  <= xtree_fan_copy1;
   always @(posedge clk)
-    \x$88  <= xmem_d0;
+    \x$72  <= xtree_fan_copy1;
   always @(posedge clk)
-    \x$92  <= xmem_d0;
+    \x$76  <= xtree_fan_copy1;
   always @(posedge clk)
-    \x$96  <= xmem_d0;
+    \x$80  <= xtree_fan_copy1;
   always @(posedge clk)
-    \x$100  <= xmem_d0;
+    \x$84  <= xtree_fan_copy2;
   always @(posedge clk)
-    \x$104  <= xmem_d0;
+    \x$88  <= xtree_fan_copy2;
   always @(posedge clk)
-    \x$108  <= xmem_d0;
+    \x$92  <= xtree_fan_copy2;
   always @(posedge clk)
-    \x$112  <= xmem_d0;
+    \x$96  <= xtree_fan_copy2;
   always @(posedge clk)
-    wdata_d0 <= \$245 ;
+    \x$100  <= xtree_fan_copy3;
   always @(posedge clk)
-    wdata_d1 <= \$246 ;
+    \x$104  <= xtree_fan_copy3;
   always @(posedge clk)
-    f_d0 <= \$247 ;
+    \x$108  <= xtree_fan_copy3;
   always @(posedge clk)
-    f_d1 <= \$248 ;
+    \x$112  <= xtree_fan_copy3;
   always @(posedge clk)
-    f_d2 <= \$249 ;
+    wdata_d0 <= \$257 ;
   always @(posedge clk)
-    f_d3 <= \$250 ;
+    wdata_d1 <= \$258 ;
   always @(posedge clk)
-    f_d4 <= \$251 ;
+    wdata_d2 <= \$259 ;
   always @(posedge clk)
-    f_d5 <= \$252 ;
+    f_d0 <= \$260 ;
   always @(posedge clk)
-    f_d6 <= \$253 ;
+    f_d1 <= \$261 ;
   always @(posedge clk)
-    ft_d0 <= \$254 ;
+    f_d2 <= \$262 ;
   always @(posedge clk)
-    accflags_copy0 <= \$255 ;
+    f_d3 <= \$263 ;
   always @(posedge clk)
-    accflags_copy1 <= \$256 ;
+    f_d4 <= \$264 ;
   always @(posedge clk)
-    accflags_copy2 <= \$257 ;
+    f_d5 <= \$265 ;
   always @(posedge clk)
-    accflags_copy3 <= \$258 ;
+    f_d6 <= \$266 ;
   always @(posedge clk)
-    accflags_copy4 <= \$259 ;
+    f_d7 <= \$267 ;
   always @(posedge clk)
-    accflags_copy5 <= \$260 ;
+    ft_d0 <= \$268 ;
   always @(posedge clk)
-    accflags_copy6 <= \$261 ;
+    accflags_copy0 <= \$269 ;
   always @(posedge clk)
-    accflags_copy7 <= \$262 ;
+    accflags_copy1 <= \$270 ;
   always @(posedge clk)
-    accflags_copy8 <= \$263 ;
+    accflags_copy2 <= \$271 ;
   always @(posedge clk)
-    accflags_copy9 <= \$264 ;
+    accflags_copy3 <= \$272 ;
   always @(posedge clk)
-    accflags_copy10 <= \$265 ;
+    accflags_copy4 <= \$273 ;
   always @(posedge clk)
-    accflags_copy11 <= \$266 ;
+    accflags_copy5 <= \$274 ;
   always @(posedge clk)
-    accflags_copy12 <= \$267 ;
+    accflags_copy6 <= \$275 ;
   always @(posedge clk)
-    accflags_copy13 <= \$268 ;
+    accflags_copy7 <= \$276 ;
   always @(posedge clk)
-    accflags_copy14 <= \$269 ;
+    accflags_copy8 <= \$277 ;
   always @(posedge clk)
-    accflags_copy15 <= \$270 ;
+    accflags_copy9 <= \$278 ;
   always @(posedge clk)
-    paddr_d0 <= \$271 ;
+    accflags_copy10 <= \$279 ;
   always @(posedge clk)
-    paddr_d1 <= \$272 ;
+    accflags_copy11 <= \$280 ;
   always @(posedge clk)
-    paddr_d2 <= \$273 ;
+    accflags_copy12 <= \$281 ;
   always @(posedge clk)
-    paddr_d3 <= \$274 ;
+    accflags_copy13 <= \$282 ;
   always @(posedge clk)
-    paddr_d4 <= \$275 ;
+    accflags_copy14 <= \$283 ;
   always @(posedge clk)
-    \addr$116  <= \$276 ;
+    accflags_copy15 <= \$284 ;
   always @(posedge clk)
-    \addr$119  <= \$277 ;
+    paddr_d0 <= \$285 ;
   always @(posedge clk)
-    \addr$122  <= \$278 ;
+    paddr_d1 <= \$286 ;
   always @(posedge clk)
-    \addr$125  <= \$279 ;
+    paddr_d2 <= \$287 ;
   always @(posedge clk)
-    \addr$128  <= \$280 ;
+    paddr_d3 <= \$288 ;
   always @(posedge clk)
-    \addr$131  <= \$281 ;
+    paddr_d4 <= \$289 ;
   always @(posedge clk)
-    \addr$134  <= \$282 ;
+    paddr_d5 <= \$290 ;
   always @(posedge clk)
-    \addr$137  <= \$283 ;
+    \addr$116  <= \$291 ;
   always @(posedge clk)
-    \addr$140  <= \$284 ;
+    \addr$119  <= \$292 ;
   always @(posedge clk)
-    \addr$143  <= \$285 ;
+    \addr$122  <= \$293 ;
   always @(posedge clk)
-    \addr$146  <= \$286 ;
+    \addr$125  <= \$294 ;
   always @(posedge clk)
-    \addr$149  <= \$287 ;
+    \addr$128  <= \$295 ;
   always @(posedge clk)
-    \addr$152  <= \$288 ;
+    \addr$131  <= \$296 ;
   always @(posedge clk)
-    \addr$155  <= \$289 ;
+    \addr$134  <= \$297 ;
   always @(posedge clk)
-    \addr$158  <= \$290 ;
+    \addr$137  <= \$298 ;
   always @(posedge clk)
-    \addr$161  <= \$291 ;
+    \addr$140  <= \$299 ;
   always @(posedge clk)
-    params_d0 <= \$292 ;
+    \addr$143  <= \$300 ;
   always @(posedge clk)
-    params_d1 <= \$293 ;
+    \addr$146  <= \$301 ;
   always @(posedge clk)
-    acc_valid <= \$294 ;
+    \addr$149  <= \$302 ;
   always @(posedge clk)
-    acc_end <= \$295 ;
+    \addr$152  <= \$303 ;
   always @(posedge clk)
-    acc0 <= \$296 ;
+    \addr$155  <= \$304 ;
   always @(posedge clk)
-    acc1 <= \$297 ;
+    \addr$158  <= \$305 ;
   always @(posedge clk)
-    acc2 <= \$298 ;
+    \addr$161  <= \$306 ;
   always @(posedge clk)
-    acc3 <= \$299 ;
+    params_d0 <= \$307 ;
   always @(posedge clk)
-    acc4 <= \$300 ;
+    params_d1 <= \$308 ;
   always @(posedge clk)
-    acc5 <= \$301 ;
+    acc_valid <= \$309 ;
   always @(posedge clk)
-    acc6 <= \$302 ;
+    acc_end <= \$310 ;
   always @(posedge clk)
-    acc7 <= \$303 ;
+    acc0 <= \$311 ;
   always @(posedge clk)
-    acc8 <= \$304 ;
+    acc1 <= \$312 ;
   always @(posedge clk)
-    acc9 <= \$305 ;
+    acc2 <= \$313 ;
   always @(posedge clk)
-    acc10 <= \$306 ;
+    acc3 <= \$314 ;
   always @(posedge clk)
-    acc11 <= \$307 ;
+    acc4 <= \$315 ;
   always @(posedge clk)
-    acc12 <= \$308 ;
+    acc5 <= \$316 ;
   always @(posedge clk)
-    acc13 <= \$309 ;
+    acc6 <= \$317 ;
   always @(posedge clk)
-    acc14 <= \$310 ;
+    acc7 <= \$318 ;
   always @(posedge clk)
-    acc15 <= \$311 ;
+    acc8 <= \$319 ;
   always @(posedge clk)
-    dload_copy0 <= \$312 ;
+    acc9 <= \$320 ;
   always @(posedge clk)
-    dload_copy1 <= \$313 ;
+    acc10 <= \$321 ;
   always @(posedge clk)
-    dload_copy2 <= \$314 ;
+    acc11 <= \$322 ;
   always @(posedge clk)
-    dload_copy3 <= \$315 ;
+    acc12 <= \$323 ;
   always @(posedge clk)
-    dload_copy4 <= \$316 ;
+    acc13 <= \$324 ;
   always @(posedge clk)
-    dload_copy5 <= \$317 ;
+    acc14 <= \$325 ;
   always @(posedge clk)
-    dload_copy6 <= \$318 ;
+    acc15 <= \$326 ;
   always @(posedge clk)
-    dload_copy7 <= \$319 ;
+    dload_copy0 <= \$327 ;
   always @(posedge clk)
-    dload_copy8 <= \$320 ;
+    dload_copy1 <= \$328 ;
   always @(posedge clk)
-    dload_copy9 <= \$321 ;
+    dload_copy2 <= \$329 ;
   always @(posedge clk)
-    dload_copy10 <= \$322 ;
+    dload_copy3 <= \$330 ;
   always @(posedge clk)
-    dload_copy11 <= \$323 ;
+    dload_copy4 <= \$331 ;
   always @(posedge clk)
-    dload_copy12 <= \$324 ;
+    dload_copy5 <= \$332 ;
   always @(posedge clk)
-    dload_copy13 <= \$325 ;
+    dload_copy6 <= \$333 ;
   always @(posedge clk)
-    dload_copy14 <= \$326 ;
+    dload_copy7 <= \$334 ;
   always @(posedge clk)
-    dload_copy15 <= \$327 ;
+    dload_copy8 <= \$335 ;
   always @(posedge clk)
-    drain <= \$328 ;
+    dload_copy9 <= \$336 ;
   always @(posedge clk)
-    qv_d0 <= \$329 ;
+    dload_copy10 <= \$337 ;
   always @(posedge clk)
-    qv_d1 <= \$330 ;
+    dload_copy11 <= \$338 ;
   always @(posedge clk)
-    qv_d2 <= \$331 ;
+    dload_copy12 <= \$339 ;
   always @(posedge clk)
-    qv_d3 <= \$332 ;
+    dload_copy13 <= \$340 ;
   always @(posedge clk)
-    qv_d4 <= \$333 ;
+    dload_copy14 <= \$341 ;
   always @(posedge clk)
-    qv_d5 <= \$334 ;
+    dload_copy15 <= \$342 ;
   always @(posedge clk)
-    qv_d6 <= \$335 ;
+    drain <= \$343 ;
   always @(posedge clk)
-    qv_d7 <= \$336 ;
+    qv_d0 <= \$344 ;
   always @(posedge clk)
-    qv_d8 <= \$337 ;
+    qv_d1 <= \$345 ;
   always @(posedge clk)
-    qv_d9 <= \$338 ;
+    qv_d2 <= \$346 ;
   always @(posedge clk)
-    qv_d10 <= \$339 ;
+    qv_d3 <= \$347 ;
   always @(posedge clk)
-    qv_d11 <= \$340 ;
+    qv_d4 <= \$348 ;
   always @(posedge clk)
-    qv_d12 <= \$341 ;
+    qv_d5 <= \$349 ;
   always @(posedge clk)
-    qv_d13 <= \$342 ;
+    qv_d6 <= \$350 ;
   always @(posedge clk)
-    qv_d14 <= \$343 ;
+    qv_d7 <= \$351 ;
   always @(posedge clk)
-    qv_d15 <= \$344 ;
+    qv_d8 <= \$352 ;
   always @(posedge clk)
-    qv_d16 <= \$345 ;
+    qv_d9 <= \$353 ;
   always @(posedge clk)
-    qv_d17 <= \$346 ;
+    qv_d10 <= \$354 ;
   always @(posedge clk)
-    qv_d18 <= \$347 ;
+    qv_d11 <= \$355 ;
   always @(posedge clk)
-    qe_d0 <= \$348 ;
+    qv_d12 <= \$356 ;
   always @(posedge clk)
-    qe_d1 <= \$349 ;
+    qv_d13 <= \$357 ;
   always @(posedge clk)
-    qe_d2 <= \$350 ;
+    qv_d14 <= \$358 ;
   always @(posedge clk)
-    qe_d3 <= \$351 ;
+    qv_d15 <= \$359 ;
   always @(posedge clk)
-    qe_d4 <= \$352 ;
+    qv_d16 <= \$360 ;
   always @(posedge clk)
-    qe_d5 <= \$353 ;
+    qv_d17 <= \$361 ;
   always @(posedge clk)
-    qe_d6 <= \$354 ;
+    qv_d18 <= \$362 ;
   always @(posedge clk)
-    qe_d7 <= \$355 ;
+    qv_d19 <= \$363 ;
   always @(posedge clk)
-    qe_d8 <= \$356 ;
+    qe_d0 <= \$364 ;
   always @(posedge clk)
-    qe_d9 <= \$357 ;
+    qe_d1 <= \$365 ;
   always @(posedge clk)
-    qe_d10 <= \$358 ;
+    qe_d2 <= \$366 ;
   always @(posedge clk)
-    qe_d11 <= \$359 ;
+    qe_d3 <= \$367 ;
   always @(posedge clk)
-    qe_d12 <= \$360 ;
+    qe_d4 <= \$368 ;
   always @(posedge clk)
-    qe_d13 <= \$361 ;
+    qe_d5 <= \$369 ;
   always @(posedge clk)
-    qe_d14 <= \$362 ;
+    qe_d6 <= \$370 ;
   always @(posedge clk)
-    qe_d15 <= \$363 ;
+    qe_d7 <= \$371 ;
   always @(posedge clk)
-    qe_d16 <= \$364 ;
+    qe_d8 <= \$372 ;
   always @(posedge clk)
-    qe_d17 <= \$365 ;
+    qe_d9 <= \$373 ;
   always @(posedge clk)
-    qe_d18 <= \$366 ;
+    qe_d10 <= \$374 ;
   always @(posedge clk)
-    qv_last_d0 <= \$367 ;
+    qe_d11 <= \$375 ;
   always @(posedge clk)
-    qe_last_d0 <= \$368 ;
+    qe_d12 <= \$376 ;
+  always @(posedge clk)
+    qe_d13 <= \$377 ;
+  always @(posedge clk)
+    qe_d14 <= \$378 ;
+  always @(posedge clk)
+    qe_d15 <= \$379 ;
+  always @(posedge clk)
+    qe_d16 <= \$380 ;
+  always @(posedge clk)
+    qe_d17 <= \$381 ;
+  always @(posedge clk)
+    qe_d18 <= \$382 ;
+  always @(posedge clk)
+    qe_d19 <= \$383 ;
+  always @(posedge clk)
+    qv_last_d0 <= \$384 ;
+  always @(posedge clk)
+    qe_last_d0 <= \$385 ;
   always @(posedge clk)
     results0 <= { q, results0[119:8] };
   always @(posedge clk)
-    skid0 <= \$369 ;
+    skid0 <= \$386 ;
   always @(posedge clk)
-    skid1 <= \$370 ;
+    skid1 <= \$387 ;
   always @(posedge clk)
-    skid2 <= \$371 ;
+    skid2 <= \$388 ;
   always @(posedge clk)
-    count <= \$372 ;
+    skid3 <= \$389 ;
   always @(posedge clk)
-    credit_back_d0 <= \$373 ;
+    count <= \$390 ;
   always @(posedge clk)
-    credit_back <= \$374 ;
+    credit_back_d0 <= \$391 ;
+  always @(posedge clk)
+    credit_back <= \$392 ;
   \bchw_top.engine2.params0  params0 (
     .addr(\addr$116 ),
     .clk(clk),
-    .data(\data$227 )
+    .data(\data$234 )
   );
   \bchw_top.engine2.params1  params1 (
     .addr(\addr$119 ),
     .clk(clk),
-    .data(\data$228 )
+    .data(\data$235 )
   );
   \bchw_top.engine2.params10  params10 (
     .addr(\addr$146 ),
     .clk(clk),
-    .data(\data$237 )
+    .data(\data$244 )
   );
   \bchw_top.engine2.params11  params11 (
     .addr(\addr$149 ),
     .clk(clk),
-    .data(\data$238 )
+    .data(\data$245 )
   );
   \bchw_top.engine2.params12  params12 (
     .addr(\addr$152 ),
     .clk(clk),
-    .data(\data$239 )
+    .data(\data$246 )
   );
   \bchw_top.engine2.params13  params13 (
     .addr(\addr$155 ),
     .clk(clk),
-    .data(\data$240 )
+    .data(\data$247 )
   );
   \bchw_top.engine2.params14  params14 (
     .addr(\addr$158 ),
     .clk(clk),
-    .data(\data$241 )
+    .data(\data$248 )
   );
   \bchw_top.engine2.params15  params15 (
     .addr(\addr$161 ),
     .clk(clk),
-    .data(\data$242 )
+    .data(\data$249 )
   );
   \bchw_top.engine2.params2  params2 (
     .addr(\addr$122 ),
     .clk(clk),
-    .data(\data$229 )
+    .data(\data$236 )
   );
   \bchw_top.engine2.params3  params3 (
     .addr(\addr$125 ),
     .clk(clk),
-    .data(\data$230 )
+    .data(\data$237 )
   );
   \bchw_top.engine2.params4  params4 (
     .addr(\addr$128 ),
     .clk(clk),
-    .data(\data$231 )
+    .data(\data$238 )
   );
   \bchw_top.engine2.params5  params5 (
     .addr(\addr$131 ),
     .clk(clk),
-    .data(\data$232 )
+    .data(\data$239 )
   );
   \bchw_top.engine2.params6  params6 (
     .addr(\addr$134 ),
     .clk(clk),
-    .data(\data$233 )
+    .data(\data$240 )
   );
   \bchw_top.engine2.params7  params7 (
     .addr(\addr$137 ),
     .clk(clk),
-    .data(\data$234 )
+    .data(\data$241 )
   );
   \bchw_top.engine2.params8  params8 (
     .addr(\addr$140 ),
     .clk(clk),
-    .data(\data$235 )
+    .data(\data$242 )
   );
   \bchw_top.engine2.params9  params9 (
     .addr(\addr$143 ),
     .clk(clk),
-    .data(\data$236 )
+    .data(\data$243 )
   );
   \bchw_top.engine2.requant0  requant0 (
     .clk(clk),
-    .\port$21872$0 (drain[75:0]),
+    .\port$21956$0 (drain[75:0]),
     .q(q),
     .rst(rst)
   );
@@ -41850,112 +42116,112 @@ module \bchw_top.engine2 (rst, s__valid, s__payload, s__ready, m__valid, m__payl
     .clk(clk),
     .l4_0(sum),
     .rst(rst),
-    .w(wdata_d1[15:0]),
+    .w(wdata_d2[15:0]),
     .x(x)
   );
   \bchw_top.engine2.tree1  tree1 (
     .clk(clk),
-    .l4_0(\sum$249 ),
+    .l4_0(\sum$256 ),
     .rst(rst),
-    .w(wdata_d1[31:16]),
+    .w(wdata_d2[31:16]),
     .x(\x$56 )
   );
   \bchw_top.engine2.tree10  tree10 (
     .clk(clk),
-    .l4_0(\sum$267 ),
+    .l4_0(\sum$274 ),
     .rst(rst),
-    .w(wdata_d1[175:160]),
+    .w(wdata_d2[175:160]),
     .x(\x$92 )
   );
   \bchw_top.engine2.tree11  tree11 (
     .clk(clk),
-    .l4_0(\sum$269 ),
+    .l4_0(\sum$276 ),
     .rst(rst),
-    .w(wdata_d1[191:176]),
+    .w(wdata_d2[191:176]),
     .x(\x$96 )
   );
   \bchw_top.engine2.tree12  tree12 (
     .clk(clk),
-    .l4_0(\sum$271 ),
+    .l4_0(\sum$278 ),
     .rst(rst),
-    .w(wdata_d1[207:192]),
+    .w(wdata_d2[207:192]),
     .x(\x$100 )
   );
   \bchw_top.engine2.tree13  tree13 (
     .clk(clk),
-    .l4_0(\sum$273 ),
+    .l4_0(\sum$280 ),
     .rst(rst),
-    .w(wdata_d1[223:208]),
+    .w(wdata_d2[223:208]),
     .x(\x$104 )
   );
   \bchw_top.engine2.tree14  tree14 (
     .clk(clk),
-    .l4_0(\sum$275 ),
+    .l4_0(\sum$282 ),
     .rst(rst),
-    .w(wdata_d1[239:224]),
+    .w(wdata_d2[239:224]),
     .x(\x$108 )
   );
   \bchw_top.engine2.tree15  tree15 (
     .clk(clk),
-    .l4_0(\sum$277 ),
+    .l4_0(\sum$284 ),
     .rst(rst),
-    .w(wdata_d1[255:240]),
+    .w(wdata_d2[255:240]),
     .x(\x$112 )
   );
   \bchw_top.engine2.tree2  tree2 (
     .clk(clk),
-    .l4_0(\sum$251 ),
+    .l4_0(\sum$258 ),
     .rst(rst),
-    .w(wdata_d1[47:32]),
+    .w(wdata_d2[47:32]),
     .x(\x$60 )
   );
   \bchw_top.engine2.tree3  tree3 (
     .clk(clk),
-    .l4_0(\sum$253 ),
+    .l4_0(\sum$260 ),
     .rst(rst),
-    .w(wdata_d1[63:48]),
+    .w(wdata_d2[63:48]),
     .x(\x$64 )
   );
   \bchw_top.engine2.tree4  tree4 (
     .clk(clk),
-    .l4_0(\sum$255 ),
+    .l4_0(\sum$262 ),
     .rst(rst),
-    .w(wdata_d1[79:64]),
+    .w(wdata_d2[79:64]),
     .x(\x$68 )
   );
   \bchw_top.engine2.tree5  tree5 (
     .clk(clk),
-    .l4_0(\sum$257 ),
+    .l4_0(\sum$264 ),
     .rst(rst),
-    .w(wdata_d1[95:80]),
+    .w(wdata_d2[95:80]),
     .x(\x$72 )
   );
   \bchw_top.engine2.tree6  tree6 (
     .clk(clk),
-    .l4_0(\sum$259 ),
+    .l4_0(\sum$266 ),
     .rst(rst),
-    .w(wdata_d1[111:96]),
+    .w(wdata_d2[111:96]),
     .x(\x$76 )
   );
   \bchw_top.engine2.tree7  tree7 (
     .clk(clk),
-    .l4_0(\sum$261 ),
+    .l4_0(\sum$268 ),
     .rst(rst),
-    .w(wdata_d1[127:112]),
+    .w(wdata_d2[127:112]),
     .x(\x$80 )
   );
   \bchw_top.engine2.tree8  tree8 (
     .clk(clk),
-    .l4_0(\sum$263 ),
+    .l4_0(\sum$270 ),
     .rst(rst),
-    .w(wdata_d1[143:128]),
+    .w(wdata_d2[143:128]),
     .x(\x$84 )
   );
   \bchw_top.engine2.tree9  tree9 (
     .clk(clk),
-    .l4_0(\sum$265 ),
+    .l4_0(\sum$272 ),
     .rst(rst),
-    .w(wdata_d1[159:144]),
+    .w(wdata_d2[159:144]),
     .x(\x$88 )
   );
   \bchw_top.engine2.weights  weights (
@@ -41965,478 +42231,387 @@ module \bchw_top.engine2 (rst, s__valid, s__payload, s__ready, m__valid, m__payl
   );
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$220  = busy_next;
+    \$232  = busy_next;
     if (rst) begin
-      \$220  = 1'h0;
+      \$232  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$221  = \$11 [7:0];
+    \$233  = \$11 [7:0];
     if (rst) begin
-      \$221  = 8'h00;
+      \$233  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$222  = \$23 [3:0];
+    \$234  = \$23 [3:0];
     if (rst) begin
-      \$222  = 4'h0;
+      \$234  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$223  = \$32 [3:0];
+    \$235  = \$32 [3:0];
     if (rst) begin
-      \$223  = 4'h0;
+      \$235  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$224  = last_step_next;
+    \$236  = last_step_next;
     if (rst) begin
-      \$224  = 1'h0;
+      \$236  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$225  = ready_next;
+    \$237  = ready_next;
     if (rst) begin
-      \$225  = 1'h1;
+      \$237  = 1'h1;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$226  = \$47 [1:0];
+    \$238  = \$47 [2:0];
     if (rst) begin
-      \$226  = 2'h3;
+      \$238  = 3'h4;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$227  = issue_next;
+    \$239  = issue_next;
     if (rst) begin
-      \$227  = 1'h0;
+      \$239  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$228  = word;
+    \$240  = word;
     if (\$65 ) begin
-      \$228  = \$79 [3:0];
+      \$240  = \$79 [3:0];
     end
     if (rst) begin
-      \$228  = 4'h0;
+      \$240  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$229  = write_bank;
+    \$241  = write_bank;
     if (\$84 ) begin
-      \$229  = \$85 ;
+      \$241  = \$85 ;
     end
-    if (rst) begin
-      \$229  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$230  = read_bank;
-    if (\$86 ) begin
-      \$230  = \$87 ;
-    end
-    if (rst) begin
-      \$230  = 1'h1;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$231  = \$95 ;
-    if (rst) begin
-      \$231  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$232  = { write_bank, word };
-    if (rst) begin
-      \$232  = 5'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$233  = { write_bank, word };
-    if (rst) begin
-      \$233  = 5'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$234  = { write_bank, word };
-    if (rst) begin
-      \$234  = 5'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$235  = { write_bank, word };
-    if (rst) begin
-      \$235  = 5'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$236  = { \$97 , \$23 [3:0] };
-    if (rst) begin
-      \$236  = 5'h10;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$237  = { \$99 , \$23 [3:0] };
-    if (rst) begin
-      \$237  = 5'h10;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$238  = { \$101 , \$23 [3:0] };
-    if (rst) begin
-      \$238  = 5'h10;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$239  = { \$103 , \$23 [3:0] };
-    if (rst) begin
-      \$239  = 5'h10;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$240  = \$106 ;
-    if (rst) begin
-      \$240  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$241  = \$109 ;
     if (rst) begin
       \$241  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$242  = \$112 ;
+    \$242  = read_bank;
+    if (\$86 ) begin
+      \$242  = \$87 ;
+    end
     if (rst) begin
-      \$242  = 1'h0;
+      \$242  = 1'h1;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$243  = \$115 ;
+    \$243  = \$95 ;
     if (rst) begin
       \$243  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$247  = { last_step, \$117 , \$116 , issue };
+    \$244  = { write_bank, word };
     if (rst) begin
-      \$247  = 4'h0;
+      \$244  = 5'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$248  = f_d0;
+    \$245  = { write_bank, word };
     if (rst) begin
-      \$248  = 4'h0;
+      \$245  = 5'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$249  = f_d1;
+    \$246  = { write_bank, word };
     if (rst) begin
-      \$249  = 4'h0;
+      \$246  = 5'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$250  = f_d2;
+    \$247  = { write_bank, word };
     if (rst) begin
-      \$250  = 4'h0;
+      \$247  = 5'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$251  = f_d3;
+    \$248  = { \$97 , \$23 [3:0] };
     if (rst) begin
-      \$251  = 4'h0;
+      \$248  = 5'h10;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$252  = f_d4;
+    \$249  = { \$99 , \$23 [3:0] };
     if (rst) begin
-      \$252  = 4'h0;
+      \$249  = 5'h10;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$253  = f_d5;
+    \$250  = { \$101 , \$23 [3:0] };
     if (rst) begin
-      \$253  = 4'h0;
+      \$250  = 5'h10;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$254  = f_d6;
+    \$251  = { \$103 , \$23 [3:0] };
     if (rst) begin
-      \$254  = 4'h0;
+      \$251  = 5'h10;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$255  = f_d6[1:0];
+    \$252  = \$106 ;
     if (rst) begin
-      \$255  = 2'h0;
+      \$252  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$256  = f_d6[1:0];
+    \$253  = \$109 ;
     if (rst) begin
-      \$256  = 2'h0;
+      \$253  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$257  = f_d6[1:0];
+    \$254  = \$112 ;
     if (rst) begin
-      \$257  = 2'h0;
+      \$254  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$258  = f_d6[1:0];
+    \$255  = \$115 ;
     if (rst) begin
-      \$258  = 2'h0;
+      \$255  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$259  = f_d6[1:0];
+    \$260  = { last_step, \$117 , \$116 , issue };
     if (rst) begin
-      \$259  = 2'h0;
+      \$260  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$260  = f_d6[1:0];
+    \$261  = f_d0;
     if (rst) begin
-      \$260  = 2'h0;
+      \$261  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$261  = f_d6[1:0];
+    \$262  = f_d1;
     if (rst) begin
-      \$261  = 2'h0;
+      \$262  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$262  = f_d6[1:0];
+    \$263  = f_d2;
     if (rst) begin
-      \$262  = 2'h0;
+      \$263  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$263  = f_d6[1:0];
+    \$264  = f_d3;
     if (rst) begin
-      \$263  = 2'h0;
+      \$264  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$264  = f_d6[1:0];
+    \$265  = f_d4;
     if (rst) begin
-      \$264  = 2'h0;
+      \$265  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$265  = f_d6[1:0];
+    \$266  = f_d5;
     if (rst) begin
-      \$265  = 2'h0;
+      \$266  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$266  = f_d6[1:0];
+    \$267  = f_d6;
     if (rst) begin
-      \$266  = 2'h0;
+      \$267  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$267  = f_d6[1:0];
+    \$268  = f_d7;
     if (rst) begin
-      \$267  = 2'h0;
+      \$268  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$268  = f_d6[1:0];
-    if (rst) begin
-      \$268  = 2'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$269  = f_d6[1:0];
+    \$269  = f_d7[1:0];
     if (rst) begin
       \$269  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$270  = f_d6[1:0];
+    \$270  = f_d7[1:0];
     if (rst) begin
       \$270  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$271  = nfc;
+    \$271  = f_d7[1:0];
     if (rst) begin
-      \$271  = 4'h0;
+      \$271  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$272  = paddr_d0;
+    \$272  = f_d7[1:0];
     if (rst) begin
-      \$272  = 4'h0;
+      \$272  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$273  = paddr_d1;
+    \$273  = f_d7[1:0];
     if (rst) begin
-      \$273  = 4'h0;
+      \$273  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$274  = paddr_d2;
+    \$274  = f_d7[1:0];
     if (rst) begin
-      \$274  = 4'h0;
+      \$274  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$275  = paddr_d3;
+    \$275  = f_d7[1:0];
     if (rst) begin
-      \$275  = 4'h0;
+      \$275  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$276  = paddr_d4;
+    \$276  = f_d7[1:0];
     if (rst) begin
-      \$276  = 4'h0;
+      \$276  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$277  = paddr_d4;
+    \$277  = f_d7[1:0];
     if (rst) begin
-      \$277  = 4'h0;
+      \$277  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$278  = paddr_d4;
+    \$278  = f_d7[1:0];
     if (rst) begin
-      \$278  = 4'h0;
+      \$278  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$279  = paddr_d4;
+    \$279  = f_d7[1:0];
     if (rst) begin
-      \$279  = 4'h0;
+      \$279  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$280  = paddr_d4;
+    \$280  = f_d7[1:0];
     if (rst) begin
-      \$280  = 4'h0;
+      \$280  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$281  = paddr_d4;
+    \$281  = f_d7[1:0];
     if (rst) begin
-      \$281  = 4'h0;
+      \$281  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$282  = paddr_d4;
+    \$282  = f_d7[1:0];
     if (rst) begin
-      \$282  = 4'h0;
+      \$282  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$283  = paddr_d4;
+    \$283  = f_d7[1:0];
     if (rst) begin
-      \$283  = 4'h0;
+      \$283  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$284  = paddr_d4;
+    \$284  = f_d7[1:0];
     if (rst) begin
-      \$284  = 4'h0;
+      \$284  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$285  = paddr_d4;
+    \$285  = nfc;
     if (rst) begin
       \$285  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$286  = paddr_d4;
+    \$286  = paddr_d0;
     if (rst) begin
       \$286  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$287  = paddr_d4;
+    \$287  = paddr_d1;
     if (rst) begin
       \$287  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$288  = paddr_d4;
+    \$288  = paddr_d2;
     if (rst) begin
       \$288  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$289  = paddr_d4;
+    \$289  = paddr_d3;
     if (rst) begin
       \$289  = 4'h0;
     end
@@ -42450,575 +42625,703 @@ module \bchw_top.engine2 (rst, s__valid, s__payload, s__ready, m__valid, m__payl
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$291  = paddr_d4;
+    \$291  = paddr_d5;
     if (rst) begin
       \$291  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$294  = \$118 ;
+    \$292  = paddr_d5;
     if (rst) begin
-      \$294  = 1'h0;
+      \$292  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$295  = \$119 ;
+    \$293  = paddr_d5;
     if (rst) begin
-      \$295  = 1'h0;
+      \$293  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$296  = acc0;
+    \$294  = paddr_d5;
+    if (rst) begin
+      \$294  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$295  = paddr_d5;
+    if (rst) begin
+      \$295  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$296  = paddr_d5;
+    if (rst) begin
+      \$296  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$297  = paddr_d5;
+    if (rst) begin
+      \$297  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$298  = paddr_d5;
+    if (rst) begin
+      \$298  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$299  = paddr_d5;
+    if (rst) begin
+      \$299  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$300  = paddr_d5;
+    if (rst) begin
+      \$300  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$301  = paddr_d5;
+    if (rst) begin
+      \$301  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$302  = paddr_d5;
+    if (rst) begin
+      \$302  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$303  = paddr_d5;
+    if (rst) begin
+      \$303  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$304  = paddr_d5;
+    if (rst) begin
+      \$304  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$305  = paddr_d5;
+    if (rst) begin
+      \$305  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$306  = paddr_d5;
+    if (rst) begin
+      \$306  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$309  = \$118 ;
+    if (rst) begin
+      \$309  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$310  = \$119 ;
+    if (rst) begin
+      \$310  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$311  = acc0;
     if (accflags_copy0[0]) begin
-      \$296  = \$121 [16:0];
+      \$311  = \$121 [16:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$297  = acc1;
+    \$312  = acc1;
     if (accflags_copy1[0]) begin
-      \$297  = \$123 [16:0];
+      \$312  = \$123 [16:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$298  = acc2;
+    \$313  = acc2;
     if (accflags_copy2[0]) begin
-      \$298  = \$125 [16:0];
+      \$313  = \$125 [16:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$299  = acc3;
+    \$314  = acc3;
     if (accflags_copy3[0]) begin
-      \$299  = \$127 [16:0];
+      \$314  = \$127 [16:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$300  = acc4;
+    \$315  = acc4;
     if (accflags_copy4[0]) begin
-      \$300  = \$129 [16:0];
+      \$315  = \$129 [16:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$301  = acc5;
+    \$316  = acc5;
     if (accflags_copy5[0]) begin
-      \$301  = \$131 [16:0];
+      \$316  = \$131 [16:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$302  = acc6;
+    \$317  = acc6;
     if (accflags_copy6[0]) begin
-      \$302  = \$133 [16:0];
+      \$317  = \$133 [16:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$303  = acc7;
+    \$318  = acc7;
     if (accflags_copy7[0]) begin
-      \$303  = \$135 [16:0];
+      \$318  = \$135 [16:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$304  = acc8;
+    \$319  = acc8;
     if (accflags_copy8[0]) begin
-      \$304  = \$137 [16:0];
+      \$319  = \$137 [16:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$305  = acc9;
+    \$320  = acc9;
     if (accflags_copy9[0]) begin
-      \$305  = \$139 [16:0];
+      \$320  = \$139 [16:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$306  = acc10;
+    \$321  = acc10;
     if (accflags_copy10[0]) begin
-      \$306  = \$141 [16:0];
+      \$321  = \$141 [16:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$307  = acc11;
+    \$322  = acc11;
     if (accflags_copy11[0]) begin
-      \$307  = \$143 [16:0];
+      \$322  = \$143 [16:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$308  = acc12;
+    \$323  = acc12;
     if (accflags_copy12[0]) begin
-      \$308  = \$145 [16:0];
+      \$323  = \$145 [16:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$309  = acc13;
+    \$324  = acc13;
     if (accflags_copy13[0]) begin
-      \$309  = \$147 [16:0];
+      \$324  = \$147 [16:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$310  = acc14;
+    \$325  = acc14;
     if (accflags_copy14[0]) begin
-      \$310  = \$149 [16:0];
+      \$325  = \$149 [16:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$311  = acc15;
+    \$326  = acc15;
     if (accflags_copy15[0]) begin
-      \$311  = \$151 [16:0];
+      \$326  = \$151 [16:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$312  = \$152 ;
-    if (rst) begin
-      \$312  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$313  = \$153 ;
-    if (rst) begin
-      \$313  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$314  = \$154 ;
-    if (rst) begin
-      \$314  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$315  = \$155 ;
-    if (rst) begin
-      \$315  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$316  = \$156 ;
-    if (rst) begin
-      \$316  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$317  = \$157 ;
-    if (rst) begin
-      \$317  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$318  = \$158 ;
-    if (rst) begin
-      \$318  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$319  = \$159 ;
-    if (rst) begin
-      \$319  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$320  = \$160 ;
-    if (rst) begin
-      \$320  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$321  = \$161 ;
-    if (rst) begin
-      \$321  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$322  = \$162 ;
-    if (rst) begin
-      \$322  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$323  = \$163 ;
-    if (rst) begin
-      \$323  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$324  = \$164 ;
-    if (rst) begin
-      \$324  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$325  = \$165 ;
-    if (rst) begin
-      \$325  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$326  = \$166 ;
-    if (rst) begin
-      \$326  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$327  = \$167 ;
+    \$327  = \$152 ;
     if (rst) begin
       \$327  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$329  = acc_valid;
+    \$328  = \$153 ;
+    if (rst) begin
+      \$328  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$329  = \$154 ;
     if (rst) begin
       \$329  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$330  = qv_d0;
+    \$330  = \$155 ;
     if (rst) begin
       \$330  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$331  = qv_d1;
+    \$331  = \$156 ;
     if (rst) begin
       \$331  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$332  = qv_d2;
+    \$332  = \$157 ;
     if (rst) begin
       \$332  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$333  = qv_d3;
+    \$333  = \$158 ;
     if (rst) begin
       \$333  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$334  = qv_d4;
+    \$334  = \$159 ;
     if (rst) begin
       \$334  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$335  = qv_d5;
+    \$335  = \$160 ;
     if (rst) begin
       \$335  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$336  = qv_d6;
+    \$336  = \$161 ;
     if (rst) begin
       \$336  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$337  = qv_d7;
+    \$337  = \$162 ;
     if (rst) begin
       \$337  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$338  = qv_d8;
+    \$338  = \$163 ;
     if (rst) begin
       \$338  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$339  = qv_d9;
+    \$339  = \$164 ;
     if (rst) begin
       \$339  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$340  = qv_d10;
+    \$340  = \$165 ;
     if (rst) begin
       \$340  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$341  = qv_d11;
+    \$341  = \$166 ;
     if (rst) begin
       \$341  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$342  = qv_d12;
+    \$342  = \$167 ;
     if (rst) begin
       \$342  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$343  = qv_d13;
-    if (rst) begin
-      \$343  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$344  = qv_d14;
+    \$344  = acc_valid;
     if (rst) begin
       \$344  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$345  = qv_d15;
+    \$345  = qv_d0;
     if (rst) begin
       \$345  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$346  = qv_d16;
+    \$346  = qv_d1;
     if (rst) begin
       \$346  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$347  = qv_d17;
+    \$347  = qv_d2;
     if (rst) begin
       \$347  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$348  = acc_end;
+    \$348  = qv_d3;
     if (rst) begin
       \$348  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$349  = qe_d0;
+    \$349  = qv_d4;
     if (rst) begin
       \$349  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$350  = qe_d1;
+    \$350  = qv_d5;
     if (rst) begin
       \$350  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$351  = qe_d2;
+    \$351  = qv_d6;
     if (rst) begin
       \$351  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$352  = qe_d3;
+    \$352  = qv_d7;
     if (rst) begin
       \$352  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$353  = qe_d4;
+    \$353  = qv_d8;
     if (rst) begin
       \$353  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$354  = qe_d5;
+    \$354  = qv_d9;
     if (rst) begin
       \$354  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$355  = qe_d6;
+    \$355  = qv_d10;
     if (rst) begin
       \$355  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$356  = qe_d7;
+    \$356  = qv_d11;
     if (rst) begin
       \$356  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$357  = qe_d8;
+    \$357  = qv_d12;
     if (rst) begin
       \$357  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$358  = qe_d9;
+    \$358  = qv_d13;
     if (rst) begin
       \$358  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$359  = qe_d10;
+    \$359  = qv_d14;
     if (rst) begin
       \$359  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$360  = qe_d11;
+    \$360  = qv_d15;
     if (rst) begin
       \$360  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$361  = qe_d12;
+    \$361  = qv_d16;
     if (rst) begin
       \$361  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$362  = qe_d13;
+    \$362  = qv_d17;
     if (rst) begin
       \$362  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$363  = qe_d14;
+    \$363  = qv_d18;
     if (rst) begin
       \$363  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$364  = qe_d15;
+    \$364  = acc_end;
     if (rst) begin
       \$364  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$365  = qe_d16;
+    \$365  = qe_d0;
     if (rst) begin
       \$365  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$366  = qe_d17;
+    \$366  = qe_d1;
     if (rst) begin
       \$366  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$367  = qv_d18;
+    \$367  = qe_d2;
     if (rst) begin
       \$367  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$368  = qe_d18;
+    \$368  = qe_d3;
     if (rst) begin
       \$368  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$369  = skid0;
-    if (\$193 ) begin
-      \$369  = { qe_last_d0, q, results0 };
-    end else if (\$195 ) begin
-      \$369  = skid1;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$370  = skid1;
-    if (\$205 ) begin
-      \$370  = { qe_last_d0, q, results0 };
-    end else if (\$207 ) begin
-      \$370  = skid2;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$371  = skid2;
-    if (\$217 ) begin
-      \$371  = { qe_last_d0, q, results0 };
-    end else if (\$219 ) begin
-      \$371  = 129'h000000000000000000000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$372  = \$64 [1:0];
+    \$369  = qe_d4;
     if (rst) begin
-      \$372  = 2'h0;
+      \$369  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$373  = enter;
+    \$370  = qe_d5;
+    if (rst) begin
+      \$370  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$371  = qe_d6;
+    if (rst) begin
+      \$371  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$372  = qe_d7;
+    if (rst) begin
+      \$372  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$373  = qe_d8;
     if (rst) begin
       \$373  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$374  = credit_back_d0;
+    \$374  = qe_d9;
     if (rst) begin
       \$374  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$375  = qe_d10;
+    if (rst) begin
+      \$375  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$376  = qe_d11;
+    if (rst) begin
+      \$376  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$377  = qe_d12;
+    if (rst) begin
+      \$377  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$378  = qe_d13;
+    if (rst) begin
+      \$378  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$379  = qe_d14;
+    if (rst) begin
+      \$379  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$380  = qe_d15;
+    if (rst) begin
+      \$380  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$381  = qe_d16;
+    if (rst) begin
+      \$381  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$382  = qe_d17;
+    if (rst) begin
+      \$382  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$383  = qe_d18;
+    if (rst) begin
+      \$383  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$384  = qv_d19;
+    if (rst) begin
+      \$384  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$385  = qe_d19;
+    if (rst) begin
+      \$385  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$386  = skid0;
+    if (\$193 ) begin
+      \$386  = { qe_last_d0, q, results0 };
+    end else if (\$195 ) begin
+      \$386  = skid1;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$387  = skid1;
+    if (\$205 ) begin
+      \$387  = { qe_last_d0, q, results0 };
+    end else if (\$207 ) begin
+      \$387  = skid2;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$388  = skid2;
+    if (\$217 ) begin
+      \$388  = { qe_last_d0, q, results0 };
+    end else if (\$219 ) begin
+      \$388  = skid3;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$389  = skid3;
+    if (\$229 ) begin
+      \$389  = { qe_last_d0, q, results0 };
+    end else if (\$231 ) begin
+      \$389  = 129'h000000000000000000000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$390  = \$64 [2:0];
+    if (rst) begin
+      \$390  = 3'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$391  = enter;
+    if (rst) begin
+      \$391  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$392  = credit_back_d0;
+    if (rst) begin
+      \$392  = 1'h0;
     end
   end
   assign en = 1'h1;
@@ -43026,7 +43329,7 @@ module \bchw_top.engine2 (rst, s__valid, s__payload, s__ready, m__valid, m__payl
   assign step_next = \$11 [7:0];
   assign sfc_next = \$23 [3:0];
   assign nfc_next = \$32 [3:0];
-  assign credits_next = \$47 [1:0];
+  assign credits_next = \$47 [2:0];
   assign xwen0 = write__en;
   assign xwaddr_copy0 = write__addr;
   assign write__data = xbeat[31:0];
@@ -43045,52 +43348,52 @@ module \bchw_top.engine2 (rst, s__valid, s__payload, s__ready, m__valid, m__payl
   assign xraddr_copy3 = \read__addr$48 ;
   assign \en$50  = 1'h1;
   assign xtree_copy0 = x;
-  assign w = wdata_d1[15:0];
+  assign w = wdata_d2[15:0];
   assign \en$55  = 1'h1;
   assign xtree_copy1 = \x$56 ;
-  assign \w$58  = wdata_d1[31:16];
+  assign \w$58  = wdata_d2[31:16];
   assign \en$59  = 1'h1;
   assign xtree_copy2 = \x$60 ;
-  assign \w$62  = wdata_d1[47:32];
+  assign \w$62  = wdata_d2[47:32];
   assign \en$63  = 1'h1;
   assign xtree_copy3 = \x$64 ;
-  assign \w$66  = wdata_d1[63:48];
+  assign \w$66  = wdata_d2[63:48];
   assign \en$67  = 1'h1;
   assign xtree_copy4 = \x$68 ;
-  assign \w$70  = wdata_d1[79:64];
+  assign \w$70  = wdata_d2[79:64];
   assign \en$71  = 1'h1;
   assign xtree_copy5 = \x$72 ;
-  assign \w$74  = wdata_d1[95:80];
+  assign \w$74  = wdata_d2[95:80];
   assign \en$75  = 1'h1;
   assign xtree_copy6 = \x$76 ;
-  assign \w$78  = wdata_d1[111:96];
+  assign \w$78  = wdata_d2[111:96];
   assign \en$79  = 1'h1;
   assign xtree_copy7 = \x$80 ;
-  assign \w$82  = wdata_d1[127:112];
+  assign \w$82  = wdata_d2[127:112];
   assign \en$83  = 1'h1;
   assign xtree_copy8 = \x$84 ;
-  assign \w$86  = wdata_d1[143:128];
+  assign \w$86  = wdata_d2[143:128];
   assign \en$87  = 1'h1;
   assign xtree_copy9 = \x$88 ;
-  assign \w$90  = wdata_d1[159:144];
+  assign \w$90  = wdata_d2[159:144];
   assign \en$91  = 1'h1;
   assign xtree_copy10 = \x$92 ;
-  assign \w$94  = wdata_d1[175:160];
+  assign \w$94  = wdata_d2[175:160];
   assign \en$95  = 1'h1;
   assign xtree_copy11 = \x$96 ;
-  assign \w$98  = wdata_d1[191:176];
+  assign \w$98  = wdata_d2[191:176];
   assign \en$99  = 1'h1;
   assign xtree_copy12 = \x$100 ;
-  assign \w$102  = wdata_d1[207:192];
+  assign \w$102  = wdata_d2[207:192];
   assign \en$103  = 1'h1;
   assign xtree_copy13 = \x$104 ;
-  assign \w$106  = wdata_d1[223:208];
+  assign \w$106  = wdata_d2[223:208];
   assign \en$107  = 1'h1;
   assign xtree_copy14 = \x$108 ;
-  assign \w$110  = wdata_d1[239:224];
+  assign \w$110  = wdata_d2[239:224];
   assign \en$111  = 1'h1;
   assign xtree_copy15 = \x$112 ;
-  assign \w$114  = wdata_d1[255:240];
+  assign \w$114  = wdata_d2[255:240];
   assign \en$115  = 1'h1;
   assign paddr_copy0 = \addr$116 ;
   assign \en$118  = 1'h1;
@@ -43128,30 +43431,31 @@ module \bchw_top.engine2 (rst, s__valid, s__payload, s__ready, m__valid, m__payl
   assign mul = drain[34:17];
   assign shift = drain[39:35];
   assign bias = drain[75:40];
-  assign count_next = \$64 [1:0];
+  assign count_next = \$64 [2:0];
   assign credit_back_d1 = credit_back;
   assign m__payload = \$55 [127:0];
-  assign \$328 [1215:1140] = \$183 ;
-  assign \$328 [1139:1064] = \$182 ;
-  assign \$328 [1063:988] = \$181 ;
-  assign \$328 [987:912] = \$180 ;
-  assign \$328 [911:836] = \$179 ;
-  assign \$328 [835:760] = \$178 ;
-  assign \$328 [759:684] = \$177 ;
-  assign \$328 [683:608] = \$176 ;
-  assign \$328 [607:532] = \$175 ;
-  assign \$328 [531:456] = \$174 ;
-  assign \$328 [455:380] = \$173 ;
-  assign \$328 [379:304] = \$172 ;
-  assign \$328 [303:228] = \$171 ;
-  assign \$328 [227:152] = \$170 ;
-  assign \$328 [151:76] = \$169 ;
-  assign \$328 [75:0] = \$168 ;
-  assign \$293  = params_d0;
-  assign \$292  = { \data$242 , \data$241 , \data$240 , \data$239 , \data$238 , \data$237 , \data$236 , \data$235 , \data$234 , \data$233 , \data$232 , \data$231 , \data$230 , \data$229 , \data$228 , \data$227  };
-  assign \$246  = wdata_d0;
-  assign \$245  = data;
-  assign \$244  = { \read__data$194 , \read__data$193 , \read__data$192 , read__data };
+  assign \$343 [1215:1140] = \$183 ;
+  assign \$343 [1139:1064] = \$182 ;
+  assign \$343 [1063:988] = \$181 ;
+  assign \$343 [987:912] = \$180 ;
+  assign \$343 [911:836] = \$179 ;
+  assign \$343 [835:760] = \$178 ;
+  assign \$343 [759:684] = \$177 ;
+  assign \$343 [683:608] = \$176 ;
+  assign \$343 [607:532] = \$175 ;
+  assign \$343 [531:456] = \$174 ;
+  assign \$343 [455:380] = \$173 ;
+  assign \$343 [379:304] = \$172 ;
+  assign \$343 [303:228] = \$171 ;
+  assign \$343 [227:152] = \$170 ;
+  assign \$343 [151:76] = \$169 ;
+  assign \$343 [75:0] = \$168 ;
+  assign \$308  = params_d0;
+  assign \$307  = { \data$249 , \data$248 , \data$247 , \data$246 , \data$245 , \data$244 , \data$243 , \data$242 , \data$241 , \data$240 , \data$239 , \data$238 , \data$237 , \data$236 , \data$235 , \data$234  };
+  assign \$259  = wdata_d1;
+  assign \$258  = wdata_d0;
+  assign \$257  = data;
+  assign \$256  = { \read__data$194 , \read__data$193 , \read__data$192 , read__data };
   assign busy_next = \$4 ;
   assign \$11  = \$10 ;
   assign \$23  = \$22 ;
@@ -43597,12 +43901,15 @@ module \bchw_top.engine2.params9 (data, addr, clk);
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine2.requant0 (rst, \port$21872$0 , q, clk);
+module \bchw_top.engine2.requant0 (rst, \port$21956$0 , q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$7  = 0;
   wire [35:0] \$1 ;
-  wire [36:0] \$10 ;
-  wire [4:0] \$11 ;
-  reg [7:0] \$12 ;
+  wire [34:0] \$10 ;
+  wire [35:0] \$11 ;
+  wire [4:0] \$12 ;
+  wire [36:0] \$13 ;
+  wire [4:0] \$14 ;
+  reg [7:0] \$15 ;
   wire [36:0] \$2 ;
   wire \$3 ;
   wire [36:0] \$4 ;
@@ -43617,14 +43924,16 @@ module \bchw_top.engine2.requant0 (rst, \port$21872$0 , q, clk);
   wire [35:0] bias;
   reg [35:0] bias_d1 = 36'h000000000;
   reg [35:0] bias_d2 = 36'h000000000;
+  reg [35:0] bias_d3 = 36'h000000000;
   input clk;
   wire clk;
   wire en;
   wire \en$1 ;
   wire [17:0] mul;
   wire [34:0] p;
-  input [75:0] \port$21872$0 ;
-  wire [75:0] \port$21872$0 ;
+  input [75:0] \port$21956$0 ;
+  wire [75:0] \port$21956$0 ;
+  reg [34:0] product_d0 = 35'h000000000;
   output [7:0] q;
   reg [7:0] q = 8'h00;
   input rst;
@@ -43633,10 +43942,11 @@ module \bchw_top.engine2.requant0 (rst, \port$21872$0 , q, clk);
   reg [4:0] shift_d1 = 5'h00;
   reg [4:0] shift_d2 = 5'h00;
   reg [4:0] shift_d3 = 5'h00;
+  reg [4:0] shift_d4 = 5'h00;
   wire [36:0] shifted;
   reg [36:0] total = 37'h0000000000;
-  assign shifted = $signed(total) >>> shift_d3;
-  assign \$2  = $signed(bias_d2) + $signed(\$1 );
+  assign shifted = $signed(total) >>> shift_d4;
+  assign \$2  = $signed(bias_d3) + $signed(\$1 );
   assign \$3  = | shifted[36:8];
   assign \$4  = \$3  ? 37'h00000000ff : shifted;
   assign \$5  = shifted[36] ? 37'h0000000000 : \$4 ;
@@ -43649,42 +43959,51 @@ module \bchw_top.engine2.requant0 (rst, \port$21872$0 , q, clk);
   always @(posedge clk)
     shift_d2 <= \$9 ;
   always @(posedge clk)
-    total <= \$10 ;
+    product_d0 <= \$10 ;
   always @(posedge clk)
-    shift_d3 <= \$11 ;
+    bias_d3 <= \$11 ;
   always @(posedge clk)
-    q <= \$12 ;
+    shift_d3 <= \$12 ;
+  always @(posedge clk)
+    total <= \$13 ;
+  always @(posedge clk)
+    shift_d4 <= \$14 ;
+  always @(posedge clk)
+    q <= \$15 ;
   \bchw_top.engine2.requant0.mul0  mul0 (
     .clk(clk),
     .p(p),
-    .\port$21872$0 (\port$21872$0 [34:0])
+    .\port$21956$0 (\port$21956$0 [34:0])
   );
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
-    \$12  = \$5 [7:0];
+    \$15  = \$5 [7:0];
     if (rst) begin
-      \$12  = 8'h00;
+      \$15  = 8'h00;
     end
   end
   assign en = 1'h1;
   assign \en$1  = 1'h1;
-  assign a = \port$21872$0 [16:0];
-  assign acc = \port$21872$0 [16:0];
-  assign b = \port$21872$0 [34:17];
-  assign mul = \port$21872$0 [34:17];
-  assign bias = \port$21872$0 [75:40];
-  assign shift = \port$21872$0 [39:35];
-  assign \$11  = shift_d2;
-  assign \$10  = \$2 ;
+  assign a = \port$21956$0 [16:0];
+  assign acc = \port$21956$0 [16:0];
+  assign b = \port$21956$0 [34:17];
+  assign mul = \port$21956$0 [34:17];
+  assign bias = \port$21956$0 [75:40];
+  assign shift = \port$21956$0 [39:35];
+  assign \$14  = shift_d3;
+  assign \$13  = \$2 ;
+  assign \$12  = shift_d2;
+  assign \$11  = bias_d2;
+  assign \$10  = p;
   assign \$9  = shift_d1;
   assign \$8  = bias_d1;
-  assign \$7  = \port$21872$0 [39:35];
-  assign \$6  = \port$21872$0 [75:40];
-  assign \$1  = { p[34], p };
+  assign \$7  = \port$21956$0 [39:35];
+  assign \$6  = \port$21956$0 [75:40];
+  assign \$1  = { product_d0[34], product_d0 };
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine2.requant0.mul0 (p, \port$21872$0 , clk);
+module \bchw_top.engine2.requant0.mul0 (p, \port$21956$0 , clk);
   wire [16:0] a;
   wire [17:0] b;
   input clk;
@@ -43692,21 +44011,21 @@ module \bchw_top.engine2.requant0.mul0 (p, \port$21872$0 , clk);
   wire en;
   output [34:0] p;
   wire [34:0] p;
-  input [34:0] \port$21872$0 ;
-  wire [34:0] \port$21872$0 ;
+  input [34:0] \port$21956$0 ;
+  wire [34:0] \port$21956$0 ;
   bchw_mul #(
     .A_WIDTH(32'd17),
     .B_WIDTH(32'd18)
   ) mul (
-    .a(\port$21872$0 [16:0]),
-    .b(\port$21872$0 [34:17]),
+    .a(\port$21956$0 [16:0]),
+    .b(\port$21956$0 [34:17]),
     .clk(clk),
     .en(1'h1),
     .p(p)
   );
   assign en = 1'h1;
-  assign a = \port$21872$0 [16:0];
-  assign b = \port$21872$0 [34:17];
+  assign a = \port$21956$0 [16:0];
+  assign b = \port$21956$0 [34:17];
 endmodule
 
 (* generator = "Amaranth" *)
@@ -55047,7 +55366,7 @@ module \bchw_top.engine3 (rst, s__valid, s__payload, s__ready, m__ready, m__vali
   wire \$24 ;
   wire [159:0] \$240 ;
   wire [159:0] \$241 ;
-  reg [3:0] \$242 ;
+  wire [159:0] \$242 ;
   reg [3:0] \$243 ;
   reg [3:0] \$244 ;
   reg [3:0] \$245 ;
@@ -55056,8 +55375,8 @@ module \bchw_top.engine3 (rst, s__valid, s__payload, s__ready, m__ready, m__vali
   reg [3:0] \$248 ;
   reg [3:0] \$249 ;
   wire \$25 ;
-  reg [1:0] \$250 ;
-  reg [1:0] \$251 ;
+  reg [3:0] \$250 ;
+  reg [3:0] \$251 ;
   reg [1:0] \$252 ;
   reg [1:0] \$253 ;
   reg [1:0] \$254 ;
@@ -55067,12 +55386,12 @@ module \bchw_top.engine3 (rst, s__valid, s__payload, s__ready, m__ready, m__vali
   reg [1:0] \$258 ;
   reg [1:0] \$259 ;
   wire \$26 ;
-  wire [589:0] \$260 ;
-  wire [589:0] \$261 ;
-  reg \$262 ;
-  reg \$263 ;
-  reg [16:0] \$264 ;
-  reg [16:0] \$265 ;
+  reg [1:0] \$260 ;
+  reg [1:0] \$261 ;
+  wire [589:0] \$262 ;
+  wire [589:0] \$263 ;
+  reg \$264 ;
+  reg \$265 ;
   reg [16:0] \$266 ;
   reg [16:0] \$267 ;
   reg [16:0] \$268 ;
@@ -55082,8 +55401,8 @@ module \bchw_top.engine3 (rst, s__valid, s__payload, s__ready, m__ready, m__vali
   reg [16:0] \$271 ;
   reg [16:0] \$272 ;
   reg [16:0] \$273 ;
-  reg \$274 ;
-  reg \$275 ;
+  reg [16:0] \$274 ;
+  reg [16:0] \$275 ;
   reg \$276 ;
   reg \$277 ;
   reg \$278 ;
@@ -55093,9 +55412,9 @@ module \bchw_top.engine3 (rst, s__valid, s__payload, s__ready, m__ready, m__vali
   reg \$281 ;
   reg \$282 ;
   reg \$283 ;
-  wire [759:0] \$284 ;
+  reg \$284 ;
   reg \$285 ;
-  reg \$286 ;
+  wire [759:0] \$286 ;
   reg \$287 ;
   reg \$288 ;
   reg \$289 ;
@@ -55126,22 +55445,26 @@ module \bchw_top.engine3 (rst, s__valid, s__payload, s__ready, m__ready, m__vali
   reg \$310 ;
   reg \$311 ;
   reg \$312 ;
-  reg [160:0] \$313 ;
-  reg [160:0] \$314 ;
-  reg [160:0] \$315 ;
-  reg [1:0] \$316 ;
-  reg \$317 ;
-  reg \$318 ;
-  reg \$319 ;
+  reg \$313 ;
+  reg \$314 ;
+  reg \$315 ;
+  reg \$316 ;
+  reg [160:0] \$317 ;
+  reg [160:0] \$318 ;
+  reg [160:0] \$319 ;
   wire [1:0] \$32 ;
-  reg \$320 ;
+  reg [1:0] \$320 ;
   reg \$321 ;
   reg \$322 ;
   reg \$323 ;
-  reg [159:0] \$324 ;
+  reg \$324 ;
   reg \$325 ;
   reg \$326 ;
+  reg \$327 ;
+  reg [159:0] \$328 ;
+  reg \$329 ;
   wire \$33 ;
+  reg \$330 ;
   wire \$34 ;
   wire \$35 ;
   wire \$36 ;
@@ -55273,16 +55596,16 @@ module \bchw_top.engine3 (rst, s__valid, s__payload, s__ready, m__ready, m__vali
   reg [1:0] credits = 2'h3;
   wire [1:0] credits_next;
   wire [159:0] data;
-  wire [58:0] \data$181 ;
-  wire [58:0] \data$182 ;
-  wire [58:0] \data$183 ;
-  wire [58:0] \data$184 ;
-  wire [58:0] \data$185 ;
-  wire [58:0] \data$186 ;
   wire [58:0] \data$187 ;
   wire [58:0] \data$188 ;
   wire [58:0] \data$189 ;
   wire [58:0] \data$190 ;
+  wire [58:0] \data$191 ;
+  wire [58:0] \data$192 ;
+  wire [58:0] \data$193 ;
+  wire [58:0] \data$194 ;
+  wire [58:0] \data$195 ;
+  wire [58:0] \data$196 ;
   (* keep = 32'd1 *)
   reg dload_copy0 = 1'h0;
   (* keep = 32'd1 *)
@@ -55334,6 +55657,7 @@ module \bchw_top.engine3 (rst, s__valid, s__payload, s__ready, m__ready, m__vali
   reg [3:0] f_d4 = 4'h0;
   reg [3:0] f_d5 = 4'h0;
   reg [3:0] f_d6 = 4'h0;
+  reg [3:0] f_d7 = 4'h0;
   reg [3:0] ft_d0 = 4'h0;
   (* keep = 32'd1 *)
   reg held_copy0 = 1'h0;
@@ -55389,6 +55713,8 @@ module \bchw_top.engine3 (rst, s__valid, s__payload, s__ready, m__ready, m__vali
   wire [-1:0] paddr_d3;
   (* keep = 32'd1 *)
   wire [-1:0] paddr_d4;
+  (* keep = 32'd1 *)
+  wire [-1:0] paddr_d5;
   reg [589:0] params_d0 = 590'h0000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000;
   reg [589:0] params_d1 = 590'h0000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000;
   wire [15:0] q;
@@ -55397,6 +55723,7 @@ module \bchw_top.engine3 (rst, s__valid, s__payload, s__ready, m__ready, m__vali
   reg qe_d10 = 1'h0;
   reg qe_d11 = 1'h0;
   reg qe_d12 = 1'h0;
+  reg qe_d13 = 1'h0;
   reg qe_d2 = 1'h0;
   reg qe_d3 = 1'h0;
   reg qe_d4 = 1'h0;
@@ -55411,6 +55738,7 @@ module \bchw_top.engine3 (rst, s__valid, s__payload, s__ready, m__ready, m__vali
   reg qv_d10 = 1'h0;
   reg qv_d11 = 1'h0;
   reg qv_d12 = 1'h0;
+  reg qv_d13 = 1'h0;
   reg qv_d2 = 1'h0;
   reg qv_d3 = 1'h0;
   reg qv_d4 = 1'h0;
@@ -55458,15 +55786,15 @@ module \bchw_top.engine3 (rst, s__valid, s__payload, s__ready, m__ready, m__vali
   wire [3:0] step;
   wire [3:0] step_next;
   wire [12:0] sum;
-  wire [12:0] \sum$197 ;
-  wire [12:0] \sum$199 ;
-  wire [12:0] \sum$201 ;
   wire [12:0] \sum$203 ;
   wire [12:0] \sum$205 ;
   wire [12:0] \sum$207 ;
   wire [12:0] \sum$209 ;
   wire [12:0] \sum$211 ;
   wire [12:0] \sum$213 ;
+  wire [12:0] \sum$215 ;
+  wire [12:0] \sum$217 ;
+  wire [12:0] \sum$219 ;
   wire valid_next;
   (* init = 160'h0000000000000000000000000000000000000000 *)
   wire [159:0] vector;
@@ -55482,6 +55810,7 @@ module \bchw_top.engine3 (rst, s__valid, s__payload, s__ready, m__ready, m__vali
   wire [15:0] \w$90 ;
   reg [159:0] wdata_d0 = 160'h0000000000000000000000000000000000000000;
   reg [159:0] wdata_d1 = 160'h0000000000000000000000000000000000000000;
+  reg [159:0] wdata_d2 = 160'h0000000000000000000000000000000000000000;
   reg [3:0] word = 4'h0;
   (* keep = 32'd1 *)
   reg [4:0] write__addr = 5'h00;
@@ -55564,6 +55893,12 @@ module \bchw_top.engine3 (rst, s__valid, s__payload, s__ready, m__ready, m__vali
   (* init = 128'h00000000000000000000000000000000 *)
   (* keep = 32'd1 *)
   wire [127:0] xtree_copy9;
+  (* keep = 32'd1 *)
+  reg [127:0] xtree_fan_copy0 = 128'h00000000000000000000000000000000;
+  (* keep = 32'd1 *)
+  reg [127:0] xtree_fan_copy1 = 128'h00000000000000000000000000000000;
+  (* keep = 32'd1 *)
+  reg [127:0] xtree_fan_copy2 = 128'h00000000000000000000000000000000;
   (* init = 5'h00 *)
   (* keep = 32'd1 *)
   wire [4:0] xwaddr_copy0;
@@ -55869,23 +56204,23 @@ module \bchw_top.engine3 (rst, s__valid, s__payload, s__ready, m__ready, m__vali
   assign \$126  = accflags_copy0[1] ? 17'h00000 : acc0;
   assign \$127  = $signed(\$126 ) + $signed(sum);
   assign \$128  = accflags_copy1[1] ? 17'h00000 : acc1;
-  assign \$129  = $signed(\$128 ) + $signed(\sum$197 );
+  assign \$129  = $signed(\$128 ) + $signed(\sum$203 );
   assign \$130  = accflags_copy2[1] ? 17'h00000 : acc2;
-  assign \$131  = $signed(\$130 ) + $signed(\sum$199 );
+  assign \$131  = $signed(\$130 ) + $signed(\sum$205 );
   assign \$132  = accflags_copy3[1] ? 17'h00000 : acc3;
-  assign \$133  = $signed(\$132 ) + $signed(\sum$201 );
+  assign \$133  = $signed(\$132 ) + $signed(\sum$207 );
   assign \$134  = accflags_copy4[1] ? 17'h00000 : acc4;
-  assign \$135  = $signed(\$134 ) + $signed(\sum$203 );
+  assign \$135  = $signed(\$134 ) + $signed(\sum$209 );
   assign \$136  = accflags_copy5[1] ? 17'h00000 : acc5;
-  assign \$137  = $signed(\$136 ) + $signed(\sum$205 );
+  assign \$137  = $signed(\$136 ) + $signed(\sum$211 );
   assign \$138  = accflags_copy6[1] ? 17'h00000 : acc6;
-  assign \$139  = $signed(\$138 ) + $signed(\sum$207 );
+  assign \$139  = $signed(\$138 ) + $signed(\sum$213 );
   assign \$140  = accflags_copy7[1] ? 17'h00000 : acc7;
-  assign \$141  = $signed(\$140 ) + $signed(\sum$209 );
+  assign \$141  = $signed(\$140 ) + $signed(\sum$215 );
   assign \$142  = accflags_copy8[1] ? 17'h00000 : acc8;
-  assign \$143  = $signed(\$142 ) + $signed(\sum$211 );
+  assign \$143  = $signed(\$142 ) + $signed(\sum$217 );
   assign \$144  = accflags_copy9[1] ? 17'h00000 : acc9;
-  assign \$145  = $signed(\$144 ) + $signed(\sum$213 );
+  assign \$145  = $signed(\$144 ) + $signed(\sum$219 );
   assign \$146  = ft_d0[0] & ft_d0[2];
   assign \$147  = ft_d0[0] & ft_d0[2];
   assign \$148  = ft_d0[0] & ft_d0[2];
@@ -56007,244 +56342,258 @@ module \bchw_top.engine3 (rst, s__valid, s__payload, s__ready, m__ready, m__vali
   always @(posedge clk)
     xmem_d0 <= \$239 ;
   always @(posedge clk)
-    x <= xmem_d0;
+    xtree_fan_copy0 <= xmem_d0;
   always @(posedge clk)
-    \x$56  <= xmem_d0;
+    xtree_fan_copy1 <= xmem_d0;
   always @(posedge clk)
-    \x$60  <= xmem_d0;
+    xtree_fan_copy2 <= xmem_d0;
   always @(posedge clk)
-    \x$64  <= xmem_d0;
+    x <= xtree_fan_copy0;
   always @(posedge clk)
-    \x$68  <= xmem_d0;
+    \x$56  <= xtree_fan_copy0;
   always @(posedge clk)
-    \x$72  <= xmem_d0;
+    \x$60  <= xtree_fan_copy0;
   always @(posedge clk)
-    \x$76  <= xmem_d0;
+    \x$64  <= xtree_fan_copy0;
   always @(posedge clk)
-    \x$80  <= xmem_d0;
+    \x$68  <= xtree_fan_copy1;
   always @(posedge clk)
-    \x$84  <= xmem_d0;
+    \x$72  <= xtree_fan_copy1;
   always @(posedge clk)
-    \x$88  <= xmem_d0;
+    \x$76  <= xtree_fan_copy1;
+  always @(posedge clk)
+    \x$80  <= xtree_fan_copy1;
+  always @(posedge clk)
+    \x$84  <= xtree_fan_copy2;
+  always @(posedge clk)
+    \x$88  <= xtree_fan_copy2;
   always @(posedge clk)
     wdata_d0 <= \$240 ;
   always @(posedge clk)
     wdata_d1 <= \$241 ;
   always @(posedge clk)
-    f_d0 <= \$242 ;
+    wdata_d2 <= \$242 ;
   always @(posedge clk)
-    f_d1 <= \$243 ;
+    f_d0 <= \$243 ;
   always @(posedge clk)
-    f_d2 <= \$244 ;
+    f_d1 <= \$244 ;
   always @(posedge clk)
-    f_d3 <= \$245 ;
+    f_d2 <= \$245 ;
   always @(posedge clk)
-    f_d4 <= \$246 ;
+    f_d3 <= \$246 ;
   always @(posedge clk)
-    f_d5 <= \$247 ;
+    f_d4 <= \$247 ;
   always @(posedge clk)
-    f_d6 <= \$248 ;
+    f_d5 <= \$248 ;
   always @(posedge clk)
-    ft_d0 <= \$249 ;
+    f_d6 <= \$249 ;
   always @(posedge clk)
-    accflags_copy0 <= \$250 ;
+    f_d7 <= \$250 ;
   always @(posedge clk)
-    accflags_copy1 <= \$251 ;
+    ft_d0 <= \$251 ;
   always @(posedge clk)
-    accflags_copy2 <= \$252 ;
+    accflags_copy0 <= \$252 ;
   always @(posedge clk)
-    accflags_copy3 <= \$253 ;
+    accflags_copy1 <= \$253 ;
   always @(posedge clk)
-    accflags_copy4 <= \$254 ;
+    accflags_copy2 <= \$254 ;
   always @(posedge clk)
-    accflags_copy5 <= \$255 ;
+    accflags_copy3 <= \$255 ;
   always @(posedge clk)
-    accflags_copy6 <= \$256 ;
+    accflags_copy4 <= \$256 ;
   always @(posedge clk)
-    accflags_copy7 <= \$257 ;
+    accflags_copy5 <= \$257 ;
   always @(posedge clk)
-    accflags_copy8 <= \$258 ;
+    accflags_copy6 <= \$258 ;
   always @(posedge clk)
-    accflags_copy9 <= \$259 ;
+    accflags_copy7 <= \$259 ;
   always @(posedge clk)
-    params_d0 <= \$260 ;
+    accflags_copy8 <= \$260 ;
   always @(posedge clk)
-    params_d1 <= \$261 ;
+    accflags_copy9 <= \$261 ;
   always @(posedge clk)
-    acc_valid <= \$262 ;
+    params_d0 <= \$262 ;
   always @(posedge clk)
-    acc_end <= \$263 ;
+    params_d1 <= \$263 ;
   always @(posedge clk)
-    acc0 <= \$264 ;
+    acc_valid <= \$264 ;
   always @(posedge clk)
-    acc1 <= \$265 ;
+    acc_end <= \$265 ;
   always @(posedge clk)
-    acc2 <= \$266 ;
+    acc0 <= \$266 ;
   always @(posedge clk)
-    acc3 <= \$267 ;
+    acc1 <= \$267 ;
   always @(posedge clk)
-    acc4 <= \$268 ;
+    acc2 <= \$268 ;
   always @(posedge clk)
-    acc5 <= \$269 ;
+    acc3 <= \$269 ;
   always @(posedge clk)
-    acc6 <= \$270 ;
+    acc4 <= \$270 ;
   always @(posedge clk)
-    acc7 <= \$271 ;
+    acc5 <= \$271 ;
   always @(posedge clk)
-    acc8 <= \$272 ;
+    acc6 <= \$272 ;
   always @(posedge clk)
-    acc9 <= \$273 ;
+    acc7 <= \$273 ;
   always @(posedge clk)
-    dload_copy0 <= \$274 ;
+    acc8 <= \$274 ;
   always @(posedge clk)
-    dload_copy1 <= \$275 ;
+    acc9 <= \$275 ;
   always @(posedge clk)
-    dload_copy2 <= \$276 ;
+    dload_copy0 <= \$276 ;
   always @(posedge clk)
-    dload_copy3 <= \$277 ;
+    dload_copy1 <= \$277 ;
   always @(posedge clk)
-    dload_copy4 <= \$278 ;
+    dload_copy2 <= \$278 ;
   always @(posedge clk)
-    dload_copy5 <= \$279 ;
+    dload_copy3 <= \$279 ;
   always @(posedge clk)
-    dload_copy6 <= \$280 ;
+    dload_copy4 <= \$280 ;
   always @(posedge clk)
-    dload_copy7 <= \$281 ;
+    dload_copy5 <= \$281 ;
   always @(posedge clk)
-    dload_copy8 <= \$282 ;
+    dload_copy6 <= \$282 ;
   always @(posedge clk)
-    dload_copy9 <= \$283 ;
+    dload_copy7 <= \$283 ;
   always @(posedge clk)
-    drain <= \$284 ;
+    dload_copy8 <= \$284 ;
   always @(posedge clk)
-    qv_d0 <= \$285 ;
+    dload_copy9 <= \$285 ;
   always @(posedge clk)
-    qv_d1 <= \$286 ;
+    drain <= \$286 ;
   always @(posedge clk)
-    qv_d2 <= \$287 ;
+    qv_d0 <= \$287 ;
   always @(posedge clk)
-    qv_d3 <= \$288 ;
+    qv_d1 <= \$288 ;
   always @(posedge clk)
-    qv_d4 <= \$289 ;
+    qv_d2 <= \$289 ;
   always @(posedge clk)
-    qv_d5 <= \$290 ;
+    qv_d3 <= \$290 ;
   always @(posedge clk)
-    qv_d6 <= \$291 ;
+    qv_d4 <= \$291 ;
   always @(posedge clk)
-    qv_d7 <= \$292 ;
+    qv_d5 <= \$292 ;
   always @(posedge clk)
-    qv_d8 <= \$293 ;
+    qv_d6 <= \$293 ;
   always @(posedge clk)
-    qv_d9 <= \$294 ;
+    qv_d7 <= \$294 ;
   always @(posedge clk)
-    qv_d10 <= \$295 ;
+    qv_d8 <= \$295 ;
   always @(posedge clk)
-    qv_d11 <= \$296 ;
+    qv_d9 <= \$296 ;
   always @(posedge clk)
-    qv_d12 <= \$297 ;
+    qv_d10 <= \$297 ;
   always @(posedge clk)
-    qe_d0 <= \$298 ;
+    qv_d11 <= \$298 ;
   always @(posedge clk)
-    qe_d1 <= \$299 ;
+    qv_d12 <= \$299 ;
   always @(posedge clk)
-    qe_d2 <= \$300 ;
+    qv_d13 <= \$300 ;
   always @(posedge clk)
-    qe_d3 <= \$301 ;
+    qe_d0 <= \$301 ;
   always @(posedge clk)
-    qe_d4 <= \$302 ;
+    qe_d1 <= \$302 ;
   always @(posedge clk)
-    qe_d5 <= \$303 ;
+    qe_d2 <= \$303 ;
   always @(posedge clk)
-    qe_d6 <= \$304 ;
+    qe_d3 <= \$304 ;
   always @(posedge clk)
-    qe_d7 <= \$305 ;
+    qe_d4 <= \$305 ;
   always @(posedge clk)
-    qe_d8 <= \$306 ;
+    qe_d5 <= \$306 ;
   always @(posedge clk)
-    qe_d9 <= \$307 ;
+    qe_d6 <= \$307 ;
   always @(posedge clk)
-    qe_d10 <= \$308 ;
+    qe_d7 <= \$308 ;
   always @(posedge clk)
-    qe_d11 <= \$309 ;
+    qe_d8 <= \$309 ;
   always @(posedge clk)
-    qe_d12 <= \$310 ;
+    qe_d9 <= \$310 ;
   always @(posedge clk)
-    qv_last_d0 <= \$311 ;
+    qe_d10 <= \$311 ;
   always @(posedge clk)
-    qe_last_d0 <= \$312 ;
+    qe_d11 <= \$312 ;
+  always @(posedge clk)
+    qe_d12 <= \$313 ;
+  always @(posedge clk)
+    qe_d13 <= \$314 ;
+  always @(posedge clk)
+    qv_last_d0 <= \$315 ;
+  always @(posedge clk)
+    qe_last_d0 <= \$316 ;
   always @(posedge clk)
     results0 <= { q, results0[143:16] };
   always @(posedge clk)
-    skid0 <= \$313 ;
+    skid0 <= \$317 ;
   always @(posedge clk)
-    skid1 <= \$314 ;
+    skid1 <= \$318 ;
   always @(posedge clk)
-    skid2 <= \$315 ;
+    skid2 <= \$319 ;
   always @(posedge clk)
-    count <= \$316 ;
+    count <= \$320 ;
   always @(posedge clk)
-    held_copy0 <= \$317 ;
+    held_copy0 <= \$321 ;
   always @(posedge clk)
-    held_copy1 <= \$318 ;
+    held_copy1 <= \$322 ;
   always @(posedge clk)
-    qvalid_copy0 <= \$319 ;
+    qvalid_copy0 <= \$323 ;
   always @(posedge clk)
-    qvalid_copy1 <= \$320 ;
+    qvalid_copy1 <= \$324 ;
   always @(posedge clk)
-    m__valid <= \$321 ;
+    m__valid <= \$325 ;
   always @(posedge clk)
-    mvalid_copy0 <= \$322 ;
+    mvalid_copy0 <= \$326 ;
   always @(posedge clk)
-    mvalid_copy1 <= \$323 ;
+    mvalid_copy1 <= \$327 ;
   always @(posedge clk)
-    m__payload <= \$324 ;
+    m__payload <= \$328 ;
   always @(posedge clk)
-    credit_back_d0 <= \$325 ;
+    credit_back_d0 <= \$329 ;
   always @(posedge clk)
-    credit_back <= \$326 ;
+    credit_back <= \$330 ;
   \bchw_top.engine3.params0  params0 (
-    .clk(clk),
-    .data(\data$181 )
-  );
-  \bchw_top.engine3.params1  params1 (
-    .clk(clk),
-    .data(\data$182 )
-  );
-  \bchw_top.engine3.params2  params2 (
-    .clk(clk),
-    .data(\data$183 )
-  );
-  \bchw_top.engine3.params3  params3 (
-    .clk(clk),
-    .data(\data$184 )
-  );
-  \bchw_top.engine3.params4  params4 (
-    .clk(clk),
-    .data(\data$185 )
-  );
-  \bchw_top.engine3.params5  params5 (
-    .clk(clk),
-    .data(\data$186 )
-  );
-  \bchw_top.engine3.params6  params6 (
     .clk(clk),
     .data(\data$187 )
   );
-  \bchw_top.engine3.params7  params7 (
+  \bchw_top.engine3.params1  params1 (
     .clk(clk),
     .data(\data$188 )
   );
-  \bchw_top.engine3.params8  params8 (
+  \bchw_top.engine3.params2  params2 (
     .clk(clk),
     .data(\data$189 )
   );
-  \bchw_top.engine3.params9  params9 (
+  \bchw_top.engine3.params3  params3 (
     .clk(clk),
     .data(\data$190 )
   );
+  \bchw_top.engine3.params4  params4 (
+    .clk(clk),
+    .data(\data$191 )
+  );
+  \bchw_top.engine3.params5  params5 (
+    .clk(clk),
+    .data(\data$192 )
+  );
+  \bchw_top.engine3.params6  params6 (
+    .clk(clk),
+    .data(\data$193 )
+  );
+  \bchw_top.engine3.params7  params7 (
+    .clk(clk),
+    .data(\data$194 )
+  );
+  \bchw_top.engine3.params8  params8 (
+    .clk(clk),
+    .data(\data$195 )
+  );
+  \bchw_top.engine3.params9  params9 (
+    .clk(clk),
+    .data(\data$196 )
+  );
   \bchw_top.engine3.requant0  requant0 (
     .clk(clk),
-    .\port$23956$0 (drain[75:0]),
+    .\port$24059$0 (drain[75:0]),
     .q(q),
     .rst(rst)
   );
@@ -56252,70 +56601,70 @@ module \bchw_top.engine3 (rst, s__valid, s__payload, s__ready, m__ready, m__vali
     .clk(clk),
     .l4_0(sum),
     .rst(rst),
-    .w(wdata_d1[15:0]),
+    .w(wdata_d2[15:0]),
     .x(x)
   );
   \bchw_top.engine3.tree1  tree1 (
     .clk(clk),
-    .l4_0(\sum$197 ),
+    .l4_0(\sum$203 ),
     .rst(rst),
-    .w(wdata_d1[31:16]),
+    .w(wdata_d2[31:16]),
     .x(\x$56 )
   );
   \bchw_top.engine3.tree2  tree2 (
     .clk(clk),
-    .l4_0(\sum$199 ),
+    .l4_0(\sum$205 ),
     .rst(rst),
-    .w(wdata_d1[47:32]),
+    .w(wdata_d2[47:32]),
     .x(\x$60 )
   );
   \bchw_top.engine3.tree3  tree3 (
     .clk(clk),
-    .l4_0(\sum$201 ),
+    .l4_0(\sum$207 ),
     .rst(rst),
-    .w(wdata_d1[63:48]),
+    .w(wdata_d2[63:48]),
     .x(\x$64 )
   );
   \bchw_top.engine3.tree4  tree4 (
     .clk(clk),
-    .l4_0(\sum$203 ),
+    .l4_0(\sum$209 ),
     .rst(rst),
-    .w(wdata_d1[79:64]),
+    .w(wdata_d2[79:64]),
     .x(\x$68 )
   );
   \bchw_top.engine3.tree5  tree5 (
     .clk(clk),
-    .l4_0(\sum$205 ),
+    .l4_0(\sum$211 ),
     .rst(rst),
-    .w(wdata_d1[95:80]),
+    .w(wdata_d2[95:80]),
     .x(\x$72 )
   );
   \bchw_top.engine3.tree6  tree6 (
     .clk(clk),
-    .l4_0(\sum$207 ),
+    .l4_0(\sum$213 ),
     .rst(rst),
-    .w(wdata_d1[111:96]),
+    .w(wdata_d2[111:96]),
     .x(\x$76 )
   );
   \bchw_top.engine3.tree7  tree7 (
     .clk(clk),
-    .l4_0(\sum$209 ),
+    .l4_0(\sum$215 ),
     .rst(rst),
-    .w(wdata_d1[127:112]),
+    .w(wdata_d2[127:112]),
     .x(\x$80 )
   );
   \bchw_top.engine3.tree8  tree8 (
     .clk(clk),
-    .l4_0(\sum$211 ),
+    .l4_0(\sum$217 ),
     .rst(rst),
-    .w(wdata_d1[143:128]),
+    .w(wdata_d2[143:128]),
     .x(\x$84 )
   );
   \bchw_top.engine3.tree9  tree9 (
     .clk(clk),
-    .l4_0(\sum$213 ),
+    .l4_0(\sum$219 ),
     .rst(rst),
-    .w(wdata_d1[159:144]),
+    .w(wdata_d2[159:144]),
     .x(\x$88 )
   );
   \bchw_top.engine3.weights  weights (
@@ -56495,585 +56844,606 @@ module \bchw_top.engine3 (rst, s__valid, s__payload, s__ready, m__ready, m__vali
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$242  = { last_step, \$123 , \$122 , issue };
-    if (rst) begin
-      \$242  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$243  = f_d0;
+    \$243  = { last_step, \$123 , \$122 , issue };
     if (rst) begin
       \$243  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$244  = f_d1;
+    \$244  = f_d0;
     if (rst) begin
       \$244  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$245  = f_d2;
+    \$245  = f_d1;
     if (rst) begin
       \$245  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$246  = f_d3;
+    \$246  = f_d2;
     if (rst) begin
       \$246  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$247  = f_d4;
+    \$247  = f_d3;
     if (rst) begin
       \$247  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$248  = f_d5;
+    \$248  = f_d4;
     if (rst) begin
       \$248  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$249  = f_d6;
+    \$249  = f_d5;
     if (rst) begin
       \$249  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$250  = f_d6[1:0];
+    \$250  = f_d6;
     if (rst) begin
-      \$250  = 2'h0;
+      \$250  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$251  = f_d6[1:0];
+    \$251  = f_d7;
     if (rst) begin
-      \$251  = 2'h0;
+      \$251  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$252  = f_d6[1:0];
+    \$252  = f_d7[1:0];
     if (rst) begin
       \$252  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$253  = f_d6[1:0];
+    \$253  = f_d7[1:0];
     if (rst) begin
       \$253  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$254  = f_d6[1:0];
+    \$254  = f_d7[1:0];
     if (rst) begin
       \$254  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$255  = f_d6[1:0];
+    \$255  = f_d7[1:0];
     if (rst) begin
       \$255  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$256  = f_d6[1:0];
+    \$256  = f_d7[1:0];
     if (rst) begin
       \$256  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$257  = f_d6[1:0];
+    \$257  = f_d7[1:0];
     if (rst) begin
       \$257  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$258  = f_d6[1:0];
+    \$258  = f_d7[1:0];
     if (rst) begin
       \$258  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$259  = f_d6[1:0];
+    \$259  = f_d7[1:0];
     if (rst) begin
       \$259  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$262  = \$124 ;
+    \$260  = f_d7[1:0];
     if (rst) begin
-      \$262  = 1'h0;
+      \$260  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$263  = \$125 ;
+    \$261  = f_d7[1:0];
     if (rst) begin
-      \$263  = 1'h0;
+      \$261  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$264  = acc0;
+    \$264  = \$124 ;
+    if (rst) begin
+      \$264  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    \$265  = \$125 ;
+    if (rst) begin
+      \$265  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    \$266  = acc0;
     if (accflags_copy0[0]) begin
-      \$264  = \$127 [16:0];
+      \$266  = \$127 [16:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$265  = acc1;
+    \$267  = acc1;
     if (accflags_copy1[0]) begin
-      \$265  = \$129 [16:0];
+      \$267  = \$129 [16:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$266  = acc2;
+    \$268  = acc2;
     if (accflags_copy2[0]) begin
-      \$266  = \$131 [16:0];
+      \$268  = \$131 [16:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$267  = acc3;
+    \$269  = acc3;
     if (accflags_copy3[0]) begin
-      \$267  = \$133 [16:0];
+      \$269  = \$133 [16:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$268  = acc4;
+    \$270  = acc4;
     if (accflags_copy4[0]) begin
-      \$268  = \$135 [16:0];
+      \$270  = \$135 [16:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$269  = acc5;
+    \$271  = acc5;
     if (accflags_copy5[0]) begin
-      \$269  = \$137 [16:0];
+      \$271  = \$137 [16:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$270  = acc6;
+    \$272  = acc6;
     if (accflags_copy6[0]) begin
-      \$270  = \$139 [16:0];
+      \$272  = \$139 [16:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$271  = acc7;
+    \$273  = acc7;
     if (accflags_copy7[0]) begin
-      \$271  = \$141 [16:0];
+      \$273  = \$141 [16:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$272  = acc8;
+    \$274  = acc8;
     if (accflags_copy8[0]) begin
-      \$272  = \$143 [16:0];
+      \$274  = \$143 [16:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$273  = acc9;
+    \$275  = acc9;
     if (accflags_copy9[0]) begin
-      \$273  = \$145 [16:0];
+      \$275  = \$145 [16:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$274  = \$146 ;
-    if (rst) begin
-      \$274  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$275  = \$147 ;
-    if (rst) begin
-      \$275  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$276  = \$148 ;
+    \$276  = \$146 ;
     if (rst) begin
       \$276  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$277  = \$149 ;
+    \$277  = \$147 ;
     if (rst) begin
       \$277  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$278  = \$150 ;
+    \$278  = \$148 ;
     if (rst) begin
       \$278  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$279  = \$151 ;
+    \$279  = \$149 ;
     if (rst) begin
       \$279  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$280  = \$152 ;
+    \$280  = \$150 ;
     if (rst) begin
       \$280  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$281  = \$153 ;
+    \$281  = \$151 ;
     if (rst) begin
       \$281  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$282  = \$154 ;
+    \$282  = \$152 ;
     if (rst) begin
       \$282  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$283  = \$155 ;
+    \$283  = \$153 ;
     if (rst) begin
       \$283  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$285  = acc_valid;
+    \$284  = \$154 ;
+    if (rst) begin
+      \$284  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    \$285  = \$155 ;
     if (rst) begin
       \$285  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$286  = qv_d0;
-    if (rst) begin
-      \$286  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$287  = qv_d1;
+    \$287  = acc_valid;
     if (rst) begin
       \$287  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$288  = qv_d2;
+    \$288  = qv_d0;
     if (rst) begin
       \$288  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$289  = qv_d3;
+    \$289  = qv_d1;
     if (rst) begin
       \$289  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$290  = qv_d4;
+    \$290  = qv_d2;
     if (rst) begin
       \$290  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$291  = qv_d5;
+    \$291  = qv_d3;
     if (rst) begin
       \$291  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$292  = qv_d6;
+    \$292  = qv_d4;
     if (rst) begin
       \$292  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$293  = qv_d7;
+    \$293  = qv_d5;
     if (rst) begin
       \$293  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$294  = qv_d8;
+    \$294  = qv_d6;
     if (rst) begin
       \$294  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$295  = qv_d9;
+    \$295  = qv_d7;
     if (rst) begin
       \$295  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$296  = qv_d10;
+    \$296  = qv_d8;
     if (rst) begin
       \$296  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$297  = qv_d11;
+    \$297  = qv_d9;
     if (rst) begin
       \$297  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$298  = acc_end;
+    \$298  = qv_d10;
     if (rst) begin
       \$298  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$299  = qe_d0;
+    \$299  = qv_d11;
     if (rst) begin
       \$299  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$300  = qe_d1;
+    \$300  = qv_d12;
     if (rst) begin
       \$300  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$301  = qe_d2;
+    \$301  = acc_end;
     if (rst) begin
       \$301  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$302  = qe_d3;
+    \$302  = qe_d0;
     if (rst) begin
       \$302  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$303  = qe_d4;
+    \$303  = qe_d1;
     if (rst) begin
       \$303  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$304  = qe_d5;
+    \$304  = qe_d2;
     if (rst) begin
       \$304  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$305  = qe_d6;
+    \$305  = qe_d3;
     if (rst) begin
       \$305  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$306  = qe_d7;
+    \$306  = qe_d4;
     if (rst) begin
       \$306  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$307  = qe_d8;
+    \$307  = qe_d5;
     if (rst) begin
       \$307  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$308  = qe_d9;
+    \$308  = qe_d6;
     if (rst) begin
       \$308  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$309  = qe_d10;
+    \$309  = qe_d7;
     if (rst) begin
       \$309  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$310  = qe_d11;
+    \$310  = qe_d8;
     if (rst) begin
       \$310  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$311  = qv_d12;
+    \$311  = qe_d9;
     if (rst) begin
       \$311  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$312  = qe_d12;
+    \$312  = qe_d10;
     if (rst) begin
       \$312  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$313  = skid0;
+    \$313  = qe_d11;
+    if (rst) begin
+      \$313  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    \$314  = qe_d12;
+    if (rst) begin
+      \$314  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    \$315  = qv_d13;
+    if (rst) begin
+      \$315  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    \$316  = qe_d13;
+    if (rst) begin
+      \$316  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    \$317  = skid0;
     if (\$175 ) begin
-      \$313  = { qe_last_d0, q, results0 };
+      \$317  = { qe_last_d0, q, results0 };
     end else if (\$177 ) begin
-      \$313  = skid1;
+      \$317  = skid1;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$314  = skid1;
+    \$318  = skid1;
     if (\$187 ) begin
-      \$314  = { qe_last_d0, q, results0 };
+      \$318  = { qe_last_d0, q, results0 };
     end else if (\$189 ) begin
-      \$314  = skid2;
+      \$318  = skid2;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$315  = skid2;
+    \$319  = skid2;
     if (\$199 ) begin
-      \$315  = { qe_last_d0, q, results0 };
+      \$319  = { qe_last_d0, q, results0 };
     end else if (\$201 ) begin
-      \$315  = 161'h00000000000000000000000000000000000000000;
+      \$319  = 161'h00000000000000000000000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$316  = \$65 [1:0];
+    \$320  = \$65 [1:0];
     if (rst) begin
-      \$316  = 2'h0;
+      \$320  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$317  = \$202 ;
-    if (rst) begin
-      \$317  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$318  = \$203 ;
-    if (rst) begin
-      \$318  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$319  = qv_d12;
-    if (rst) begin
-      \$319  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$320  = qv_d12;
-    if (rst) begin
-      \$320  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$321  = valid_next;
+    \$321  = \$202 ;
     if (rst) begin
       \$321  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$322  = valid_next;
+    \$322  = \$203 ;
     if (rst) begin
       \$322  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$323  = valid_next;
+    \$323  = qv_d13;
     if (rst) begin
       \$323  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$324  = m__payload;
-    if (\$207 ) begin
-      \$324 [127:0] = \$209 [127:0];
-    end
-    if (\$213 ) begin
-      \$324 [159:128] = \$215 [159:128];
+    \$324  = qv_d13;
+    if (rst) begin
+      \$324  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$325  = enter;
+    \$325  = valid_next;
     if (rst) begin
       \$325  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$326  = credit_back_d0;
+    \$326  = valid_next;
     if (rst) begin
       \$326  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    \$327  = valid_next;
+    if (rst) begin
+      \$327  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    \$328  = m__payload;
+    if (\$207 ) begin
+      \$328 [127:0] = \$209 [127:0];
+    end
+    if (\$213 ) begin
+      \$328 [159:128] = \$215 [159:128];
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    \$329  = enter;
+    if (rst) begin
+      \$329  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    \$330  = credit_back_d0;
+    if (rst) begin
+      \$330  = 1'h0;
     end
   end
   assign en = 1'h1;
@@ -57099,34 +57469,34 @@ module \bchw_top.engine3 (rst, s__valid, s__payload, s__ready, m__ready, m__vali
   assign xraddr_copy3 = \read__addr$48 ;
   assign \en$50  = 1'h1;
   assign xtree_copy0 = x;
-  assign w = wdata_d1[15:0];
+  assign w = wdata_d2[15:0];
   assign \en$55  = 1'h1;
   assign xtree_copy1 = \x$56 ;
-  assign \w$58  = wdata_d1[31:16];
+  assign \w$58  = wdata_d2[31:16];
   assign \en$59  = 1'h1;
   assign xtree_copy2 = \x$60 ;
-  assign \w$62  = wdata_d1[47:32];
+  assign \w$62  = wdata_d2[47:32];
   assign \en$63  = 1'h1;
   assign xtree_copy3 = \x$64 ;
-  assign \w$66  = wdata_d1[63:48];
+  assign \w$66  = wdata_d2[63:48];
   assign \en$67  = 1'h1;
   assign xtree_copy4 = \x$68 ;
-  assign \w$70  = wdata_d1[79:64];
+  assign \w$70  = wdata_d2[79:64];
   assign \en$71  = 1'h1;
   assign xtree_copy5 = \x$72 ;
-  assign \w$74  = wdata_d1[95:80];
+  assign \w$74  = wdata_d2[95:80];
   assign \en$75  = 1'h1;
   assign xtree_copy6 = \x$76 ;
-  assign \w$78  = wdata_d1[111:96];
+  assign \w$78  = wdata_d2[111:96];
   assign \en$79  = 1'h1;
   assign xtree_copy7 = \x$80 ;
-  assign \w$82  = wdata_d1[127:112];
+  assign \w$82  = wdata_d2[127:112];
   assign \en$83  = 1'h1;
   assign xtree_copy8 = \x$84 ;
-  assign \w$86  = wdata_d1[143:128];
+  assign \w$86  = wdata_d2[143:128];
   assign \en$87  = 1'h1;
   assign xtree_copy9 = \x$88 ;
-  assign \w$90  = wdata_d1[159:144];
+  assign \w$90  = wdata_d2[159:144];
   assign \en$91  = 1'h1;
   assign \addr$92  = 1'h0;
   assign \en$94  = 1'h1;
@@ -57155,18 +57525,19 @@ module \bchw_top.engine3 (rst, s__valid, s__payload, s__ready, m__ready, m__vali
   assign count_next = \$65 [1:0];
   assign vector = m__payload;
   assign credit_back_d1 = credit_back;
-  assign \$284 [759:684] = \$165 ;
-  assign \$284 [683:608] = \$164 ;
-  assign \$284 [607:532] = \$163 ;
-  assign \$284 [531:456] = \$162 ;
-  assign \$284 [455:380] = \$161 ;
-  assign \$284 [379:304] = \$160 ;
-  assign \$284 [303:228] = \$159 ;
-  assign \$284 [227:152] = \$158 ;
-  assign \$284 [151:76] = \$157 ;
-  assign \$284 [75:0] = \$156 ;
-  assign \$261  = params_d0;
-  assign \$260  = { \data$190 , \data$189 , \data$188 , \data$187 , \data$186 , \data$185 , \data$184 , \data$183 , \data$182 , \data$181  };
+  assign \$286 [759:684] = \$165 ;
+  assign \$286 [683:608] = \$164 ;
+  assign \$286 [607:532] = \$163 ;
+  assign \$286 [531:456] = \$162 ;
+  assign \$286 [455:380] = \$161 ;
+  assign \$286 [379:304] = \$160 ;
+  assign \$286 [303:228] = \$159 ;
+  assign \$286 [227:152] = \$158 ;
+  assign \$286 [151:76] = \$157 ;
+  assign \$286 [75:0] = \$156 ;
+  assign \$263  = params_d0;
+  assign \$262  = { \data$196 , \data$195 , \data$194 , \data$193 , \data$192 , \data$191 , \data$190 , \data$189 , \data$188 , \data$187  };
+  assign \$242  = wdata_d1;
   assign \$241  = wdata_d0;
   assign \$240  = data;
   assign \$239  = { \read__data$154 , \read__data$153 , \read__data$152 , read__data };
@@ -57460,7 +57831,7 @@ module \bchw_top.engine3.params9 (data, clk);
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine3.requant0 (rst, \port$23956$0 , q, clk);
+module \bchw_top.engine3.requant0 (rst, \port$24059$0 , q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$9  = 0;
   wire [35:0] \$1 ;
   wire [36:0] \$10 ;
@@ -57468,10 +57839,13 @@ module \bchw_top.engine3.requant0 (rst, \port$23956$0 , q, clk);
   wire [4:0] \$12 ;
   wire [35:0] \$13 ;
   wire [4:0] \$14 ;
-  wire [36:0] \$15 ;
-  wire [4:0] \$16 ;
-  reg [15:0] \$17 ;
+  wire [34:0] \$15 ;
+  wire [35:0] \$16 ;
+  wire [4:0] \$17 ;
+  wire [36:0] \$18 ;
+  wire [4:0] \$19 ;
   wire [36:0] \$2 ;
+  reg [15:0] \$20 ;
   wire \$3 ;
   wire \$4 ;
   wire \$5 ;
@@ -57485,14 +57859,16 @@ module \bchw_top.engine3.requant0 (rst, \port$23956$0 , q, clk);
   wire [35:0] bias;
   reg [35:0] bias_d1 = 36'h000000000;
   reg [35:0] bias_d2 = 36'h000000000;
+  reg [35:0] bias_d3 = 36'h000000000;
   input clk;
   wire clk;
   wire en;
   wire \en$1 ;
   wire [17:0] mul;
   wire [34:0] p;
-  input [75:0] \port$23956$0 ;
-  wire [75:0] \port$23956$0 ;
+  input [75:0] \port$24059$0 ;
+  wire [75:0] \port$24059$0 ;
+  reg [34:0] product_d0 = 35'h000000000;
   output [15:0] q;
   reg [15:0] q = 16'h0000;
   input rst;
@@ -57501,10 +57877,11 @@ module \bchw_top.engine3.requant0 (rst, \port$23956$0 , q, clk);
   reg [4:0] shift_d1 = 5'h00;
   reg [4:0] shift_d2 = 5'h00;
   reg [4:0] shift_d3 = 5'h00;
+  reg [4:0] shift_d4 = 5'h00;
   wire [36:0] shifted;
   reg [36:0] total = 37'h0000000000;
-  assign shifted = $signed(total) >>> shift_d3;
-  assign \$2  = $signed(bias_d2) + $signed(\$1 );
+  assign shifted = $signed(total) >>> shift_d4;
+  assign \$2  = $signed(bias_d3) + $signed(\$1 );
   assign \$3  = & shifted[36:15];
   assign \$4  = ~ \$3 ;
   assign \$5  = shifted[36] & \$4 ;
@@ -57522,42 +57899,51 @@ module \bchw_top.engine3.requant0 (rst, \port$23956$0 , q, clk);
   always @(posedge clk)
     shift_d2 <= \$14 ;
   always @(posedge clk)
-    total <= \$15 ;
+    product_d0 <= \$15 ;
   always @(posedge clk)
-    shift_d3 <= \$16 ;
+    bias_d3 <= \$16 ;
   always @(posedge clk)
-    q <= \$17 ;
+    shift_d3 <= \$17 ;
+  always @(posedge clk)
+    total <= \$18 ;
+  always @(posedge clk)
+    shift_d4 <= \$19 ;
+  always @(posedge clk)
+    q <= \$20 ;
   \bchw_top.engine3.requant0.mul0  mul0 (
     .clk(clk),
     .p(p),
-    .\port$23956$0 (\port$23956$0 [34:0])
+    .\port$24059$0 (\port$24059$0 [34:0])
   );
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$17  = \$10 [15:0];
+    \$20  = \$10 [15:0];
     if (rst) begin
-      \$17  = 16'h0000;
+      \$20  = 16'h0000;
     end
   end
   assign en = 1'h1;
   assign \en$1  = 1'h1;
-  assign a = \port$23956$0 [16:0];
-  assign acc = \port$23956$0 [16:0];
-  assign b = \port$23956$0 [34:17];
-  assign mul = \port$23956$0 [34:17];
-  assign bias = \port$23956$0 [75:40];
-  assign shift = \port$23956$0 [39:35];
-  assign \$16  = shift_d2;
-  assign \$15  = \$2 ;
+  assign a = \port$24059$0 [16:0];
+  assign acc = \port$24059$0 [16:0];
+  assign b = \port$24059$0 [34:17];
+  assign mul = \port$24059$0 [34:17];
+  assign bias = \port$24059$0 [75:40];
+  assign shift = \port$24059$0 [39:35];
+  assign \$19  = shift_d3;
+  assign \$18  = \$2 ;
+  assign \$17  = shift_d2;
+  assign \$16  = bias_d2;
+  assign \$15  = p;
   assign \$14  = shift_d1;
   assign \$13  = bias_d1;
-  assign \$12  = \port$23956$0 [39:35];
-  assign \$11  = \port$23956$0 [75:40];
-  assign \$1  = { p[34], p };
+  assign \$12  = \port$24059$0 [39:35];
+  assign \$11  = \port$24059$0 [75:40];
+  assign \$1  = { product_d0[34], product_d0 };
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine3.requant0.mul0 (p, \port$23956$0 , clk);
+module \bchw_top.engine3.requant0.mul0 (p, \port$24059$0 , clk);
   wire [16:0] a;
   wire [17:0] b;
   input clk;
@@ -57565,21 +57951,21 @@ module \bchw_top.engine3.requant0.mul0 (p, \port$23956$0 , clk);
   wire en;
   output [34:0] p;
   wire [34:0] p;
-  input [34:0] \port$23956$0 ;
-  wire [34:0] \port$23956$0 ;
+  input [34:0] \port$24059$0 ;
+  wire [34:0] \port$24059$0 ;
   bchw_mul #(
     .A_WIDTH(32'd17),
     .B_WIDTH(32'd18)
   ) mul (
-    .a(\port$23956$0 [16:0]),
-    .b(\port$23956$0 [34:17]),
+    .a(\port$24059$0 [16:0]),
+    .b(\port$24059$0 [34:17]),
     .clk(clk),
     .en(1'h1),
     .p(p)
   );
   assign en = 1'h1;
-  assign a = \port$23956$0 [16:0];
-  assign b = \port$23956$0 [34:17];
+  assign a = \port$24059$0 [16:0];
+  assign b = \port$24059$0 [34:17];
 endmodule
 
 (* generator = "Amaranth" *)

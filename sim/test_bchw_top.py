@@ -61,7 +61,7 @@ def test_reference_design(build_dir, capsys, simulator, images):
     assert rc == 0
     assert result["images"] == images and result["simulator"] == simulator
     assert result["mismatches"] == 0
-    assert result["latency_cycles_measured"] == result["latency_cycles_model"] == 1127
+    assert result["latency_cycles_measured"] == result["latency_cycles_model"] == 1135
     assert result["interval_cycles_measured"] == result["interval_cycles_model"] == 448
     assert result["accuracy"] >= 0.8
 

@@ -16,7 +16,8 @@ from bchw.cosim import cosimulate
 from bchw.export import HardwareConfig, export_state, write_bundle
 from bchw.gateware.top import write_verilog
 
-NETWORKS = 25
+#: Random networks in the suite (each a Verilator build, about 25 s).
+NETWORKS = 20
 
 
 @pytest.mark.parametrize("seed", range(NETWORKS))

@@ -27,6 +27,20 @@ def test_throughput_target_is_met_with_the_adders_busy(sizes, fps):
     assert f.utilisation >= 0.90, f
 
 
+def test_a_small_last_layer_may_be_faster_to_take_the_groups_of_the_one_before():
+    """At 500,000/s the last layer's busy foldings (1×10 at 288 cycles) can't take the
+    16-PE layer's groups into an input memory; 1×16 can, at 7 idle lanes: fewer LUTs,
+    the lanes still busy."""
+    from bchw.folding import BUSY, _fold
+
+    f = search_folding(MLP256, 8, target_fps=500_000, clock_mhz=150)
+    busy = _fold(MLP256, 8, f.interval, 18, 16, 150, BUSY)
+    assert busy.simd[-1] % busy.pe[-2] != 0 and busy.pe[:-1] == f.pe[:-1]
+    assert (f.pe[-1], f.simd[-1]) == (1, 16) and f.simd[-1] % f.pe[-2] == 0
+    assert f.luts < busy.luts - 1500
+    assert f.utilisation >= BUSY and f.interval == busy.interval
+
+
 def test_lut_budget_is_kept_and_more_luts_buy_speed():
     small = search_folding(MLP256, 8, max_luts=20_000)
     large = search_folding(MLP256, 8, max_luts=60_000)

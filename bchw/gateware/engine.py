@@ -9,9 +9,11 @@ from amaranth.lib.wiring import In, Out
 from bchw.gateware.adder_tree import AdderTree
 from bchw.gateware.requantizer import Requantizer
 from bchw.gateware.rom import Rom
-from bchw.gateware.wide import output_valid_copies, register_copies, wide_signal
+from bchw.gateware.wide import (output_valid_copies, register_copies, register_tree,
+                                wide_signal)
 from bchw.golden import LayerWidths
-from bchw.perf import (CREDIT_RETURN_STAGES, REQUANT_STAGES, ROM_STAGES, drain_stages,
+from bchw.perf import (CREDIT_RETURN_STAGES, REQUANT_STAGES, ROM_STAGES, XTREE_FANOUT,
+                       drain_stages,
                        enable_copies, enable_parts, engine_pipeline, input_memory_parts,
                        item_parts, param_rom_parts, requant_share, skid_groups, tree_depth)
 
@@ -271,8 +273,9 @@ class LayerEngine(wiring.Component):
                 m.d.sync += xbuf.eq(self.s.payload)
             x0 = xbuf
 
-        # --- stage 1: the ROM word arrives; stage 2: it is registered (a block RAM's
-        # clock-to-output is most of a cycle on ECP5), the input slice and flags with it
+        # --- stage 1: the ROM word arrives; stages 2 to ROM_STAGES: it is registered (a
+        # block RAM's clock-to-output is most of a cycle on ECP5) and carried to the trees,
+        # the input slice and flags with it
         def delayed(value, stages, name, reset_less=False):
             """``value`` delayed by ``stages`` enabled cycles."""
             for k in range(stages):
@@ -287,11 +290,14 @@ class LayerEngine(wiring.Component):
         # like the weight ROM's: see ROM_STAGES). The last one is a copy a tree: every PE
         # adds the same inputs, and from one register their negations were one carry chain
         # a lane, which yosys shares between the PEs, its result routed across the device
-        # to each of them (the 500,000/s folding's critical path, 6.9 ns)
-        x_last = (delayed(x0, ROM_STAGES - 2, "xmem", reset_less=True) if self.beat_lanes
-                  else delayed(x0, ROM_STAGES - 1, "x", reset_less=True))
-        x_trees = register_copies(m, x_last, pe + (self.datapath == "shared"), "xtree",
-                                  enable=None if credit else en, reset_less=True)
+        # to each of them (the 500,000/s folding's critical path, 6.9 ns). The one before
+        # it is a copy every XTREE_FANOUT trees: from one register beside the input memory,
+        # the slice reached 16 PEs' copies across the device (7.4 ns). The input memory's
+        # read data is registered beside it first (``xmem``)
+        x_pre = (delayed(x0, ROM_STAGES - 3, "xmem", reset_less=True) if self.beat_lanes
+                 else delayed(x0, ROM_STAGES - 2, "x", reset_less=True))
+        x_trees = register_tree(m, x_pre, pe + (self.datapath == "shared"), "xtree",
+                                XTREE_FANOUT, enable=None if credit else en, reset_less=True)
         wdata = delayed(wrom.data, ROM_STAGES - 1, "wdata", reset_less=True)
         flags = Cat(issue, sfc == 0, sfc == sf - 1, last_step)   # (nfc: its own chain, below)
 

@@ -14,11 +14,12 @@ from bchw.perf import REQUANT_STAGES, product_slices
 class Requantizer(wiring.Component):
     """One neuron's requantizer, the arithmetic of :func:`bchw.golden.requantize`.
 
-    Four register stages (:data:`bchw.perf.REQUANT_STAGES`): the multiplier's
+    Five register stages (:data:`bchw.perf.REQUANT_STAGES`): the multiplier's
     operands and its product (:class:`bchw.gateware.multiplier.Multiplier`; on an
-    ECP5 with ``mul_instance``, the DSP block's own registers, so that the ways
-    to and from a DSP site, which may be far from the accumulator, each have a
-    cycle), the sum with the offset, and the arithmetic shift with the clamp.
+    ECP5 with ``mul_instance``, the DSP block's own registers), the product again in
+    the fabric, so that the ways to and from a DSP site, which may be far from the
+    accumulator, each have a cycle, the sum with the offset, and the arithmetic
+    shift with the clamp.
     This is the only multiplier of an engine, used once per output, not per
     input.  An accumulator wider than a DSP's signed operand
     (:data:`bchw.perf.DSP_BITS`) is multiplied in slices
@@ -35,7 +36,7 @@ class Requantizer(wiring.Component):
     mul, shift, bias : In
         The neuron's M (signed), S (unsigned) and B (signed).
     q : Out(out_bits)
-        The clamped output, signed for the score layer, of four cycles ago.
+        The clamped output, signed for the score layer, of five cycles ago.
     """
 
     def __init__(self, widths: LayerWidths, *, mul_instance: bool = False):
@@ -60,12 +61,17 @@ class Requantizer(wiring.Component):
             m.submodules[f"mul{k}"] = mul
             m.d.comb += [mul.en.eq(self.en), mul.a.eq(sl), mul.b.eq(self.mul)]
             partial.append(mul.p)
-        # the offset and the shift wait MUL_STAGES cycles with the product (the offset's
-        # registers named for bchw.synth.UNINITIALISED_REGISTERS: its constant bits fold)
-        bias1, bias2 = (Signal(signed(w.bias_bits), name=f"bias_d{k}", reset_less=True)
-                        for k in (1, 2))
-        shift1, shift2, shift3 = (Signal(unsigned(w.shift_bits), name=f"shift_d{k}",
-                                         reset_less=True) for k in (1, 2, 3))
+        # each product is registered again in the fabric, by the adder: a DSP block may
+        # be far from it, and the way out of it and the carry chain in one cycle were the
+        # 500,000/s folding's critical path (3.6 ns of routing, then 1.7 ns). The offset
+        # and the shift wait with the product (the offset's registers named for
+        # bchw.synth.UNINITIALISED_REGISTERS: its constant bits fold)
+        products = [Signal(p.shape(), name=f"product_d{k}", reset_less=True)
+                    for k, p in enumerate(partial)]
+        bias1, bias2, bias3 = (Signal(signed(w.bias_bits), name=f"bias_d{k}", reset_less=True)
+                               for k in (1, 2, 3))
+        shift1, shift2, shift3, shift4 = (Signal(unsigned(w.shift_bits), name=f"shift_d{k}",
+                                                 reset_less=True) for k in (1, 2, 3, 4))
         total = Signal(signed(max(w.mul_bits + w.acc_bits, w.bias_bits) + 1), reset_less=True)
         shifted = Signal.like(total)
         # The range is [0, 2**out_bits) or, signed, [-2**(out_bits-1), 2**(out_bits-1)):
@@ -81,9 +87,11 @@ class Requantizer(wiring.Component):
         with m.If(self.en):
             m.d.sync += [bias1.eq(self.bias), shift1.eq(self.shift),
                          bias2.eq(bias1), shift2.eq(shift1),
-                         total.eq(sum((p << lo for p, lo in zip(partial, cuts)), bias2)),
-                         shift3.eq(shift2),
+                         [r.eq(p) for r, p in zip(products, partial, strict=True)],
+                         bias3.eq(bias2), shift3.eq(shift2),
+                         total.eq(sum((p << lo for p, lo in zip(products, cuts)), bias3)),
+                         shift4.eq(shift3),
                          self.q.eq(Mux(under, w.out_lo, Mux(over, w.out_hi, shifted)))]
-        m.d.comb += shifted.eq(total >> shift3)
-        assert REQUANT_STAGES == MUL_STAGES + 2
+        m.d.comb += shifted.eq(total >> shift4)
+        assert REQUANT_STAGES == MUL_STAGES + 3
         return m

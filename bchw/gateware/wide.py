@@ -30,9 +30,27 @@ def register_copies(m: Module, next_value: Value, count: int, name: str,
     They carry ``keep``; :mod:`bchw.synth` marks their flip-flops ``keep`` too, since
     yosys would otherwise merge flip-flops with the same input back into one.
     """
-    copies = [Signal(Value.cast(next_value).shape(), name=f"{name}_copy{k}", init=init,
-                     reset_less=reset_less, attrs={"keep": 1}) for k in range(count)]
-    loads = [c.eq(next_value) for c in copies]
+    return _kept_registers(m, [next_value] * count, name, init, enable, reset_less)
+
+
+def register_tree(m: Module, next_value: Value, count: int, name: str, fanout: int,
+                  enable: Value | None = None, reset_less: bool = False) -> list[Signal]:
+    """``count`` copies of ``next_value`` two registers later: a first level of
+    ``ceil(count / fanout)`` copies (``{name}_fan_copy{j}``), each loading ``fanout`` of
+    the second (``{name}_copy{k}``), so that no register drives more than ``fanout``
+    copies spread over the device, nor the source more than the first level."""
+    fans = register_copies(m, next_value, -(-count // fanout), f"{name}_fan", enable=enable,
+                           reset_less=reset_less)
+    return _kept_registers(m, [fans[k // fanout] for k in range(count)], name, 0, enable,
+                           reset_less)
+
+
+def _kept_registers(m: Module, sources: list[Value], name: str, init: int,
+                    enable: Value | None, reset_less: bool) -> list[Signal]:
+    """A ``keep`` register ``{name}_copy{k}`` loading ``sources[k]``, for each ``k``."""
+    copies = [Signal(Value.cast(src).shape(), name=f"{name}_copy{k}", init=init,
+                     reset_less=reset_less, attrs={"keep": 1}) for k, src in enumerate(sources)]
+    loads = [c.eq(src) for c, src in zip(copies, sources, strict=True)]
     if enable is None:
         m.d.sync += loads
     else:

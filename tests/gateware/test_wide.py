@@ -1,5 +1,7 @@
 """bchw.gateware.wide: registers wider than one Amaranth cell, generated and simulated."""
 
+import re
+
 from amaranth.back import verilog
 from amaranth.hdl import Cat, Module, Signal
 from amaranth.lib import wiring
@@ -85,3 +87,30 @@ def test_register_copies_all_follow_the_next_value():
 
     simulate(m, bench, cycles=10)
     assert seen == [[5] * 3, [1] * 3, [6] * 3, [2] * 3]
+
+
+def test_register_tree_copies_two_cycles_later_each_first_level_copy_feeding_fanout():
+    m = Module()
+    nxt = Signal(4)
+    copies = wide.register_tree(m, nxt, 10, "x", fanout=4)
+    assert [c.name for c in copies] == [f"x_copy{k}" for k in range(10)]
+    assert all(c.attrs["keep"] == 1 for c in copies)
+    text = verilog.convert(m, ports=[nxt, *copies])
+    # three first-level copies, of 4, 4 and 2 trees
+    assert sorted(set(re.findall(r"\bx_fan_copy\d+\b", text))) == [
+        f"x_fan_copy{j}" for j in range(3)]
+    # each copy loads (through a temporary of Amaranth's) its first-level copy
+    temps = dict(re.findall(r"(\\\$\d+)\s*= (x_fan_copy\d+);", text))
+    loads = dict(re.findall(r"\b(x_copy\d+) <= (\\\$\d+)\s*;", text))
+    assert {c: temps[t] for c, t in loads.items()} == {
+        f"x_copy{k}": f"x_fan_copy{k // 4}" for k in range(10)}
+    seen = []
+
+    async def bench(ctx):
+        for value in (3, 9, 12, 0):
+            ctx.set(nxt, value)
+            await ctx.tick()
+            seen.append({ctx.get(c) for c in copies})
+
+    simulate(m, bench, cycles=10)
+    assert seen == [{0}, {3}, {9}, {12}]
