@@ -936,6 +936,7 @@ def engine_registers(n_in: int, n_out: int, in_bits: int, pe: int, simd: int,
     share = requant_share(pe, sf)
     lanes = requantizers(pe, sf)
     drain = pe * drain_bits(w, nf)
+    slots = _skid_slots(sf, simd, share)
     return {
         "xbuf": (not beat_lanes) * (sf * simd * in_bits + simd * in_bits),
         "tree": pe * (neg + adders),
@@ -965,16 +966,22 @@ def engine_registers(n_in: int, n_out: int, in_bits: int, pe: int, simd: int,
         "misc": (4 + clog2(nf)) * (1 + tree_depth(simd)) + 2 * clog2(nf * sf) + 12,
         # SF ≥ 2: the registered issue decision and the copies of the registers that enable
         # the parts of the input buffer (2 each) and of the output register (3 each); the
-        # copies of the parameter ROM's address beyond the one it replaces; the flags' copies
+        # copies of the parameter ROM's address beyond the one it replaces; the flags'
+        # copies; each skid slot's copies of the count and of the group's valid
         "copies": (sf > 1) * (1 + (not beat_lanes) * 2 * enable_copies(sf * simd * in_bits)
-                              + (not group_output) * 3 * enable_copies(nf * pe * w.out_bits))
+                              + (not group_output) * 3 * enable_copies(nf * pe * w.out_bits)
+                              + slots * (clog2(slots + 1) + 1))
         + (param_rom_parts(pe, w.param_bits, nf) - 1) * clog2(nf)
         + 2 * pe,   # each accumulator's copies of its valid and first flags
     }
 
 
+def _skid_slots(sf: int, simd: int, share: int) -> int:
+    return skid_groups(sf, engine_pipeline(simd, 1, share))
+
+
 def _skid_bits(sf: int, simd: int, group_bits: int, share: int) -> int:
-    groups = skid_groups(sf, engine_pipeline(simd, 1, share))
+    groups = _skid_slots(sf, simd, share)
     return groups * (group_bits + 1) + 2 * clog2(groups + 1) + CREDIT_RETURN_STAGES
 
 

@@ -1240,13 +1240,13 @@ module \bchw_top.engine0 (s__valid, clk, rst, s__ready, m__valid, m__payload, m_
   wire \$132 ;
   wire \$133 ;
   wire \$134 ;
-  wire [18:0] \$135 ;
-  wire [19:0] \$136 ;
-  wire [18:0] \$137 ;
-  wire [19:0] \$138 ;
-  wire [18:0] \$139 ;
+  wire \$135 ;
+  wire \$136 ;
+  wire \$137 ;
+  wire \$138 ;
+  wire \$139 ;
   wire \$14 ;
-  wire [19:0] \$140 ;
+  wire \$140 ;
   wire [18:0] \$141 ;
   wire [19:0] \$142 ;
   wire [18:0] \$143 ;
@@ -1275,13 +1275,13 @@ module \bchw_top.engine0 (s__valid, clk, rst, s__ready, m__valid, m__payload, m_
   wire [19:0] \$164 ;
   wire [18:0] \$165 ;
   wire [19:0] \$166 ;
-  wire \$167 ;
-  wire \$168 ;
-  wire \$169 ;
+  wire [18:0] \$167 ;
+  wire [19:0] \$168 ;
+  wire [18:0] \$169 ;
   wire \$17 ;
-  wire \$170 ;
-  wire \$171 ;
-  wire \$172 ;
+  wire [19:0] \$170 ;
+  wire [18:0] \$171 ;
+  wire [19:0] \$172 ;
   wire \$173 ;
   wire \$174 ;
   wire \$175 ;
@@ -1293,12 +1293,12 @@ module \bchw_top.engine0 (s__valid, clk, rst, s__ready, m__valid, m__payload, m_
   wire \$180 ;
   wire \$181 ;
   wire \$182 ;
-  wire [79:0] \$183 ;
-  wire [79:0] \$184 ;
-  wire [79:0] \$185 ;
-  wire [79:0] \$186 ;
-  wire [79:0] \$187 ;
-  wire [79:0] \$188 ;
+  wire \$183 ;
+  wire \$184 ;
+  wire \$185 ;
+  wire \$186 ;
+  wire \$187 ;
+  wire \$188 ;
   wire [79:0] \$189 ;
   wire \$19 ;
   wire [79:0] \$190 ;
@@ -1310,16 +1310,16 @@ module \bchw_top.engine0 (s__valid, clk, rst, s__ready, m__valid, m__payload, m_
   wire [79:0] \$196 ;
   wire [79:0] \$197 ;
   wire [79:0] \$198 ;
-  wire \$199 ;
+  wire [79:0] \$199 ;
   wire \$2 ;
   wire [5:0] \$20 ;
-  wire \$200 ;
-  wire \$201 ;
-  wire \$202 ;
-  wire \$203 ;
-  wire \$204 ;
+  wire [79:0] \$200 ;
+  wire [79:0] \$201 ;
+  wire [79:0] \$202 ;
+  wire [79:0] \$203 ;
+  wire [79:0] \$204 ;
   wire \$205 ;
-  wire [2:0] \$206 ;
+  wire \$206 ;
   wire \$207 ;
   wire \$208 ;
   wire \$209 ;
@@ -1346,92 +1346,92 @@ module \bchw_top.engine0 (s__valid, clk, rst, s__ready, m__valid, m__payload, m_
   wire \$228 ;
   wire \$229 ;
   wire [5:0] \$23 ;
-  wire [2:0] \$230 ;
+  wire \$230 ;
   wire \$231 ;
   wire \$232 ;
   wire \$233 ;
   wire \$234 ;
-  reg \$235 ;
-  reg [8:0] \$236 ;
-  reg [4:0] \$237 ;
-  reg [3:0] \$238 ;
-  reg \$239 ;
+  wire \$235 ;
+  wire \$236 ;
+  wire \$237 ;
+  wire \$238 ;
+  wire [2:0] \$239 ;
   wire \$24 ;
-  reg \$240 ;
-  reg [1:0] \$241 ;
-  reg \$242 ;
-  reg [4:0] \$243 ;
-  reg \$244 ;
-  reg \$245 ;
-  reg \$246 ;
-  reg [5:0] \$247 ;
-  reg [5:0] \$248 ;
-  reg [5:0] \$249 ;
+  wire \$240 ;
+  wire \$241 ;
+  wire \$242 ;
+  wire \$243 ;
+  wire \$244 ;
+  wire \$245 ;
+  wire \$246 ;
+  wire \$247 ;
+  wire \$248 ;
+  wire \$249 ;
   wire \$25 ;
-  reg [5:0] \$250 ;
-  reg [5:0] \$251 ;
-  reg [5:0] \$252 ;
-  reg [5:0] \$253 ;
-  reg [5:0] \$254 ;
-  reg [5:0] \$255 ;
-  reg [5:0] \$256 ;
-  reg [5:0] \$257 ;
-  reg [5:0] \$258 ;
-  reg [5:0] \$259 ;
+  wire \$250 ;
+  wire \$251 ;
+  wire \$252 ;
+  wire \$253 ;
+  wire \$254 ;
+  wire \$255 ;
+  wire \$256 ;
+  wire \$257 ;
+  wire \$258 ;
+  wire \$259 ;
   wire \$26 ;
-  reg [5:0] \$260 ;
-  reg \$261 ;
-  reg \$262 ;
-  reg \$263 ;
-  reg \$264 ;
-  reg \$265 ;
-  reg \$266 ;
-  reg \$267 ;
-  wire [223:0] \$268 ;
-  wire [447:0] \$269 ;
+  wire [2:0] \$260 ;
+  wire \$261 ;
+  wire \$262 ;
+  wire \$263 ;
+  wire \$264 ;
+  wire \$265 ;
+  wire \$266 ;
+  wire \$267 ;
+  wire \$268 ;
+  wire \$269 ;
   wire \$27 ;
-  wire [447:0] \$270 ;
-  wire [447:0] \$271 ;
-  reg [3:0] \$272 ;
-  reg [3:0] \$273 ;
+  wire \$270 ;
+  reg \$271 ;
+  reg [8:0] \$272 ;
+  reg [4:0] \$273 ;
   reg [3:0] \$274 ;
-  reg [3:0] \$275 ;
-  reg [3:0] \$276 ;
-  reg [3:0] \$277 ;
-  reg [3:0] \$278 ;
-  reg [3:0] \$279 ;
+  reg \$275 ;
+  reg \$276 ;
+  reg [1:0] \$277 ;
+  reg \$278 ;
+  reg [4:0] \$279 ;
   wire \$28 ;
-  reg [3:0] \$280 ;
-  reg [3:0] \$281 ;
-  reg [1:0] \$282 ;
-  reg [1:0] \$283 ;
-  reg [1:0] \$284 ;
-  reg [1:0] \$285 ;
-  reg [1:0] \$286 ;
-  reg [1:0] \$287 ;
-  reg [1:0] \$288 ;
-  reg [1:0] \$289 ;
+  reg \$280 ;
+  reg \$281 ;
+  reg \$282 ;
+  reg [5:0] \$283 ;
+  reg [5:0] \$284 ;
+  reg [5:0] \$285 ;
+  reg [5:0] \$286 ;
+  reg [5:0] \$287 ;
+  reg [5:0] \$288 ;
+  reg [5:0] \$289 ;
   wire [4:0] \$29 ;
-  reg [1:0] \$290 ;
-  reg [1:0] \$291 ;
-  reg [1:0] \$292 ;
-  reg [1:0] \$293 ;
-  reg [1:0] \$294 ;
-  reg [1:0] \$295 ;
-  reg [1:0] \$296 ;
-  reg [1:0] \$297 ;
-  reg [3:0] \$298 ;
-  reg [3:0] \$299 ;
+  reg [5:0] \$290 ;
+  reg [5:0] \$291 ;
+  reg [5:0] \$292 ;
+  reg [5:0] \$293 ;
+  reg [5:0] \$294 ;
+  reg [5:0] \$295 ;
+  reg [5:0] \$296 ;
+  reg \$297 ;
+  reg \$298 ;
+  reg \$299 ;
   wire \$3 ;
   wire [4:0] \$30 ;
-  reg [3:0] \$300 ;
-  reg [3:0] \$301 ;
-  reg [3:0] \$302 ;
-  reg [3:0] \$303 ;
-  reg [3:0] \$304 ;
-  reg [3:0] \$305 ;
-  reg [3:0] \$306 ;
-  reg [3:0] \$307 ;
+  reg \$300 ;
+  reg \$301 ;
+  reg \$302 ;
+  reg \$303 ;
+  wire [223:0] \$304 ;
+  wire [447:0] \$305 ;
+  wire [447:0] \$306 ;
+  wire [447:0] \$307 ;
   reg [3:0] \$308 ;
   reg [3:0] \$309 ;
   wire [4:0] \$31 ;
@@ -1443,71 +1443,71 @@ module \bchw_top.engine0 (s__valid, clk, rst, s__ready, m__valid, m__payload, m_
   reg [3:0] \$315 ;
   reg [3:0] \$316 ;
   reg [3:0] \$317 ;
-  reg [3:0] \$318 ;
-  reg [3:0] \$319 ;
+  reg [1:0] \$318 ;
+  reg [1:0] \$319 ;
   wire [4:0] \$32 ;
-  reg [3:0] \$320 ;
-  wire [975:0] \$321 ;
-  wire [975:0] \$322 ;
-  reg \$323 ;
-  reg \$324 ;
-  reg [18:0] \$325 ;
-  reg [18:0] \$326 ;
-  reg [18:0] \$327 ;
-  reg [18:0] \$328 ;
-  reg [18:0] \$329 ;
+  reg [1:0] \$320 ;
+  reg [1:0] \$321 ;
+  reg [1:0] \$322 ;
+  reg [1:0] \$323 ;
+  reg [1:0] \$324 ;
+  reg [1:0] \$325 ;
+  reg [1:0] \$326 ;
+  reg [1:0] \$327 ;
+  reg [1:0] \$328 ;
+  reg [1:0] \$329 ;
   wire \$33 ;
-  reg [18:0] \$330 ;
-  reg [18:0] \$331 ;
-  reg [18:0] \$332 ;
-  reg [18:0] \$333 ;
-  reg [18:0] \$334 ;
-  reg [18:0] \$335 ;
-  reg [18:0] \$336 ;
-  reg [18:0] \$337 ;
-  reg [18:0] \$338 ;
-  reg [18:0] \$339 ;
+  reg [1:0] \$330 ;
+  reg [1:0] \$331 ;
+  reg [1:0] \$332 ;
+  reg [1:0] \$333 ;
+  reg [3:0] \$334 ;
+  reg [3:0] \$335 ;
+  reg [3:0] \$336 ;
+  reg [3:0] \$337 ;
+  reg [3:0] \$338 ;
+  reg [3:0] \$339 ;
   wire \$34 ;
-  reg [18:0] \$340 ;
-  reg \$341 ;
-  reg \$342 ;
-  reg \$343 ;
-  reg \$344 ;
-  reg \$345 ;
-  reg \$346 ;
-  reg \$347 ;
-  reg \$348 ;
-  reg \$349 ;
+  reg [3:0] \$340 ;
+  reg [3:0] \$341 ;
+  reg [3:0] \$342 ;
+  reg [3:0] \$343 ;
+  reg [3:0] \$344 ;
+  reg [3:0] \$345 ;
+  reg [3:0] \$346 ;
+  reg [3:0] \$347 ;
+  reg [3:0] \$348 ;
+  reg [3:0] \$349 ;
   wire \$35 ;
-  reg \$350 ;
-  reg \$351 ;
-  reg \$352 ;
-  reg \$353 ;
-  reg \$354 ;
-  reg \$355 ;
-  reg \$356 ;
-  wire [1279:0] \$357 ;
-  reg \$358 ;
+  reg [3:0] \$350 ;
+  reg [3:0] \$351 ;
+  reg [3:0] \$352 ;
+  reg [3:0] \$353 ;
+  reg [3:0] \$354 ;
+  reg [3:0] \$355 ;
+  reg [3:0] \$356 ;
+  wire [975:0] \$357 ;
+  wire [975:0] \$358 ;
   reg \$359 ;
   wire \$36 ;
   reg \$360 ;
-  reg \$361 ;
-  reg \$362 ;
-  reg \$363 ;
-  reg \$364 ;
-  reg \$365 ;
-  reg \$366 ;
-  reg \$367 ;
-  reg \$368 ;
-  reg \$369 ;
+  reg [18:0] \$361 ;
+  reg [18:0] \$362 ;
+  reg [18:0] \$363 ;
+  reg [18:0] \$364 ;
+  reg [18:0] \$365 ;
+  reg [18:0] \$366 ;
+  reg [18:0] \$367 ;
+  reg [18:0] \$368 ;
+  reg [18:0] \$369 ;
   wire \$37 ;
-  reg \$370 ;
-  reg \$371 ;
-  reg \$372 ;
-  reg \$373 ;
-  reg \$374 ;
-  reg \$375 ;
-  reg \$376 ;
+  reg [18:0] \$370 ;
+  reg [18:0] \$371 ;
+  reg [18:0] \$372 ;
+  reg [18:0] \$373 ;
+  reg [18:0] \$374 ;
+  reg [18:0] \$375 ;
+  reg [18:0] \$376 ;
   reg \$377 ;
   reg \$378 ;
   reg \$379 ;
@@ -1526,7 +1526,7 @@ module \bchw_top.engine0 (s__valid, clk, rst, s__ready, m__valid, m__payload, m_
   reg \$390 ;
   reg \$391 ;
   reg \$392 ;
-  reg \$393 ;
+  wire [1279:0] \$393 ;
   reg \$394 ;
   reg \$395 ;
   reg \$396 ;
@@ -1535,16 +1535,58 @@ module \bchw_top.engine0 (s__valid, clk, rst, s__ready, m__valid, m__payload, m_
   reg \$399 ;
   wire \$4 ;
   wire \$40 ;
-  reg [128:0] \$400 ;
-  reg [128:0] \$401 ;
-  reg [128:0] \$402 ;
-  reg [1:0] \$403 ;
+  reg \$400 ;
+  reg \$401 ;
+  reg \$402 ;
+  reg \$403 ;
   reg \$404 ;
   reg \$405 ;
+  reg \$406 ;
+  reg \$407 ;
+  reg \$408 ;
+  reg \$409 ;
   wire \$41 ;
+  reg \$410 ;
+  reg \$411 ;
+  reg \$412 ;
+  reg \$413 ;
+  reg \$414 ;
+  reg \$415 ;
+  reg \$416 ;
+  reg \$417 ;
+  reg \$418 ;
+  reg \$419 ;
   wire \$42 ;
+  reg \$420 ;
+  reg \$421 ;
+  reg \$422 ;
+  reg \$423 ;
+  reg \$424 ;
+  reg \$425 ;
+  reg \$426 ;
+  reg \$427 ;
+  reg \$428 ;
+  reg \$429 ;
   wire [2:0] \$43 ;
+  reg \$430 ;
+  reg \$431 ;
+  reg \$432 ;
+  reg \$433 ;
+  reg \$434 ;
+  reg \$435 ;
+  reg [1:0] \$436 ;
+  reg [1:0] \$437 ;
+  reg [1:0] \$438 ;
+  reg \$439 ;
   wire \$44 ;
+  reg \$440 ;
+  reg \$441 ;
+  reg [128:0] \$442 ;
+  reg [128:0] \$443 ;
+  reg [128:0] \$444 ;
+  reg [1:0] \$445 ;
+  reg \$446 ;
+  reg \$447 ;
   wire \$45 ;
   wire [3:0] \$46 ;
   wire [3:0] \$47 ;
@@ -1559,37 +1601,37 @@ module \bchw_top.engine0 (s__valid, clk, rst, s__ready, m__valid, m__payload, m_
   wire [128:0] \$55 ;
   wire \$56 ;
   wire \$57 ;
-  wire [2:0] \$58 ;
+  wire \$58 ;
   wire \$59 ;
   wire \$6 ;
   wire \$60 ;
-  wire \$61 ;
+  wire [2:0] \$61 ;
   wire \$62 ;
   wire \$63 ;
-  wire [3:0] \$64 ;
+  wire \$64 ;
   wire \$65 ;
   wire \$66 ;
   wire \$67 ;
   wire \$68 ;
   wire \$69 ;
   wire \$7 ;
-  wire \$70 ;
-  wire [1:0] \$71 ;
-  wire [1:0] \$72 ;
+  wire [3:0] \$70 ;
+  wire \$71 ;
+  wire \$72 ;
   wire \$73 ;
   wire \$74 ;
   wire \$75 ;
   wire \$76 ;
-  wire [5:0] \$77 ;
-  wire [5:0] \$78 ;
-  wire [5:0] \$79 ;
+  wire [1:0] \$77 ;
+  wire [1:0] \$78 ;
+  wire \$79 ;
   wire [9:0] \$8 ;
   wire \$80 ;
   wire \$81 ;
   wire \$82 ;
-  wire \$83 ;
-  wire \$84 ;
-  wire \$85 ;
+  wire [5:0] \$83 ;
+  wire [5:0] \$84 ;
+  wire [5:0] \$85 ;
   wire \$86 ;
   wire \$87 ;
   wire \$88 ;
@@ -1696,6 +1738,12 @@ module \bchw_top.engine0 (s__valid, clk, rst, s__ready, m__valid, m__payload, m_
   input clk;
   wire clk;
   reg [1:0] count = 2'h0;
+  (* keep = 32'd1 *)
+  reg [1:0] count_copy0 = 2'h0;
+  (* keep = 32'd1 *)
+  reg [1:0] count_copy1 = 2'h0;
+  (* keep = 32'd1 *)
+  reg [1:0] count_copy2 = 2'h0;
   wire [1:0] count_next;
   reg credit_back = 1'h0;
   reg credit_back_d0 = 1'h0;
@@ -1704,6 +1752,7 @@ module \bchw_top.engine0 (s__valid, clk, rst, s__ready, m__valid, m__payload, m_
   reg [1:0] credits = 2'h3;
   wire [1:0] credits_next;
   wire [447:0] data;
+  wire [60:0] \data$259 ;
   wire [60:0] \data$260 ;
   wire [60:0] \data$261 ;
   wire [60:0] \data$262 ;
@@ -1719,7 +1768,6 @@ module \bchw_top.engine0 (s__valid, clk, rst, s__ready, m__valid, m__payload, m_
   wire [60:0] \data$272 ;
   wire [60:0] \data$273 ;
   wire [60:0] \data$274 ;
-  wire [60:0] \data$275 ;
   (* keep = 32'd1 *)
   reg dload_copy0 = 1'h0;
   (* keep = 32'd1 *)
@@ -1787,7 +1835,6 @@ module \bchw_top.engine0 (s__valid, clk, rst, s__ready, m__valid, m__payload, m_
   wire \en$88 ;
   wire \en$92 ;
   wire \en$96 ;
-  wire enter;
   reg [3:0] f_d0 = 4'h0;
   reg [3:0] f_d1 = 4'h0;
   reg [3:0] f_d2 = 4'h0;
@@ -1928,12 +1975,12 @@ module \bchw_top.engine0 (s__valid, clk, rst, s__ready, m__valid, m__payload, m_
   (* keep = 32'd1 *)
   reg [5:0] \read__addr$69  = 6'h20;
   wire [31:0] read__data;
+  wire [31:0] \read__data$212 ;
   wire [31:0] \read__data$213 ;
   wire [31:0] \read__data$214 ;
   wire [31:0] \read__data$215 ;
   wire [31:0] \read__data$216 ;
   wire [31:0] \read__data$217 ;
-  wire [31:0] \read__data$218 ;
   reg read_bank = 1'h1;
   reg ready = 1'h1;
   wire ready_next;
@@ -1952,25 +1999,31 @@ module \bchw_top.engine0 (s__valid, clk, rst, s__ready, m__valid, m__payload, m_
   reg [128:0] skid0 = 129'h000000000000000000000000000000000;
   reg [128:0] skid1 = 129'h000000000000000000000000000000000;
   reg [128:0] skid2 = 129'h000000000000000000000000000000000;
+  (* keep = 32'd1 *)
+  reg skid_qvalid_copy0 = 1'h0;
+  (* keep = 32'd1 *)
+  reg skid_qvalid_copy1 = 1'h0;
+  (* keep = 32'd1 *)
+  reg skid_qvalid_copy2 = 1'h0;
   (* init = 9'h000 *)
   wire [8:0] step;
   wire [8:0] step_next;
   wire [13:0] sum;
-  wire [13:0] \sum$282 ;
-  wire [13:0] \sum$284 ;
-  wire [13:0] \sum$286 ;
-  wire [13:0] \sum$288 ;
-  wire [13:0] \sum$290 ;
-  wire [13:0] \sum$292 ;
-  wire [13:0] \sum$294 ;
-  wire [13:0] \sum$296 ;
-  wire [13:0] \sum$298 ;
-  wire [13:0] \sum$300 ;
-  wire [13:0] \sum$302 ;
-  wire [13:0] \sum$304 ;
-  wire [13:0] \sum$306 ;
-  wire [13:0] \sum$308 ;
-  wire [13:0] \sum$310 ;
+  wire [13:0] \sum$281 ;
+  wire [13:0] \sum$283 ;
+  wire [13:0] \sum$285 ;
+  wire [13:0] \sum$287 ;
+  wire [13:0] \sum$289 ;
+  wire [13:0] \sum$291 ;
+  wire [13:0] \sum$293 ;
+  wire [13:0] \sum$295 ;
+  wire [13:0] \sum$297 ;
+  wire [13:0] \sum$299 ;
+  wire [13:0] \sum$301 ;
+  wire [13:0] \sum$303 ;
+  wire [13:0] \sum$305 ;
+  wire [13:0] \sum$307 ;
+  wire [13:0] \sum$309 ;
   wire [27:0] w;
   wire [27:0] \w$103 ;
   wire [27:0] \w$107 ;
@@ -2317,7 +2370,7 @@ module \bchw_top.engine0 (s__valid, clk, rst, s__ready, m__valid, m__payload, m_
   always @(posedge clk) begin
     _1_ <= xmem1[\read__addr$34 ];
   end
-  assign \read__data$213  = _1_;
+  assign \read__data$212  = _1_;
   reg [31:0] xmem2 [63:0];
   initial begin
     xmem2[0] = 32'd0;
@@ -2393,7 +2446,7 @@ module \bchw_top.engine0 (s__valid, clk, rst, s__ready, m__valid, m__payload, m_
   always @(posedge clk) begin
     _2_ <= xmem2[\read__addr$41 ];
   end
-  assign \read__data$214  = _2_;
+  assign \read__data$213  = _2_;
   reg [31:0] xmem3 [63:0];
   initial begin
     xmem3[0] = 32'd0;
@@ -2469,7 +2522,7 @@ module \bchw_top.engine0 (s__valid, clk, rst, s__ready, m__valid, m__payload, m_
   always @(posedge clk) begin
     _3_ <= xmem3[\read__addr$48 ];
   end
-  assign \read__data$215  = _3_;
+  assign \read__data$214  = _3_;
   reg [31:0] xmem4 [63:0];
   initial begin
     xmem4[0] = 32'd0;
@@ -2545,7 +2598,7 @@ module \bchw_top.engine0 (s__valid, clk, rst, s__ready, m__valid, m__payload, m_
   always @(posedge clk) begin
     _4_ <= xmem4[\read__addr$55 ];
   end
-  assign \read__data$216  = _4_;
+  assign \read__data$215  = _4_;
   reg [31:0] xmem5 [63:0];
   initial begin
     xmem5[0] = 32'd0;
@@ -2621,7 +2674,7 @@ module \bchw_top.engine0 (s__valid, clk, rst, s__ready, m__valid, m__payload, m_
   always @(posedge clk) begin
     _5_ <= xmem5[\read__addr$62 ];
   end
-  assign \read__data$217  = _5_;
+  assign \read__data$216  = _5_;
   reg [31:0] xmem6 [63:0];
   initial begin
     xmem6[0] = 32'd0;
@@ -2697,41 +2750,131 @@ module \bchw_top.engine0 (s__valid, clk, rst, s__ready, m__valid, m__payload, m_
   always @(posedge clk) begin
     _6_ <= xmem6[\read__addr$69 ];
   end
-  assign \read__data$218  = _6_;
+  assign \read__data$217  = _6_;
   always @(posedge clk)
-    qe_d12 <= \$390 ;
+    dload_copy10 <= \$387 ;
   always @(posedge clk)
-    qe_d13 <= \$391 ;
+    dload_copy11 <= \$388 ;
   always @(posedge clk)
-    qe_d14 <= \$392 ;
+    dload_copy12 <= \$389 ;
   always @(posedge clk)
-    qe_d15 <= \$393 ;
+    dload_copy13 <= \$390 ;
   always @(posedge clk)
-    qe_d16 <= \$394 ;
+    dload_copy14 <= \$391 ;
   always @(posedge clk)
-    qe_d17 <= \$395 ;
+    dload_copy15 <= \$392 ;
   always @(posedge clk)
-    qe_d18 <= \$396 ;
+    drain <= \$393 ;
   always @(posedge clk)
-    qe_d19 <= \$397 ;
+    qv_d0 <= \$394 ;
   always @(posedge clk)
-    qv_last_d0 <= \$398 ;
+    qv_d1 <= \$395 ;
   always @(posedge clk)
-    qe_last_d0 <= \$399 ;
+    qv_d2 <= \$396 ;
+  always @(posedge clk)
+    qv_d3 <= \$397 ;
+  always @(posedge clk)
+    qv_d4 <= \$398 ;
+  always @(posedge clk)
+    qv_d5 <= \$399 ;
+  always @(posedge clk)
+    qv_d6 <= \$400 ;
+  always @(posedge clk)
+    qv_d7 <= \$401 ;
+  always @(posedge clk)
+    qv_d8 <= \$402 ;
+  always @(posedge clk)
+    qv_d9 <= \$403 ;
+  always @(posedge clk)
+    qv_d10 <= \$404 ;
+  always @(posedge clk)
+    qv_d11 <= \$405 ;
+  always @(posedge clk)
+    qv_d12 <= \$406 ;
+  always @(posedge clk)
+    qv_d13 <= \$407 ;
+  always @(posedge clk)
+    qv_d14 <= \$408 ;
+  always @(posedge clk)
+    qv_d15 <= \$409 ;
+  always @(posedge clk)
+    qv_d16 <= \$410 ;
+  always @(posedge clk)
+    qv_d17 <= \$411 ;
+  always @(posedge clk)
+    qv_d18 <= \$412 ;
+  always @(posedge clk)
+    qv_d19 <= \$413 ;
+  always @(posedge clk)
+    qe_d0 <= \$414 ;
+  always @(posedge clk)
+    qe_d1 <= \$415 ;
+  always @(posedge clk)
+    qe_d2 <= \$416 ;
+  always @(posedge clk)
+    qe_d3 <= \$417 ;
+  always @(posedge clk)
+    qe_d4 <= \$418 ;
+  always @(posedge clk)
+    qe_d5 <= \$419 ;
+  always @(posedge clk)
+    qe_d6 <= \$420 ;
+  always @(posedge clk)
+    qe_d7 <= \$421 ;
+  always @(posedge clk)
+    qe_d8 <= \$422 ;
+  always @(posedge clk)
+    qe_d9 <= \$423 ;
+  always @(posedge clk)
+    qe_d10 <= \$424 ;
+  always @(posedge clk)
+    qe_d11 <= \$425 ;
+  always @(posedge clk)
+    qe_d12 <= \$426 ;
+  always @(posedge clk)
+    qe_d13 <= \$427 ;
+  always @(posedge clk)
+    qe_d14 <= \$428 ;
+  always @(posedge clk)
+    qe_d15 <= \$429 ;
+  always @(posedge clk)
+    qe_d16 <= \$430 ;
+  always @(posedge clk)
+    qe_d17 <= \$431 ;
+  always @(posedge clk)
+    qe_d18 <= \$432 ;
+  always @(posedge clk)
+    qe_d19 <= \$433 ;
+  always @(posedge clk)
+    qv_last_d0 <= \$434 ;
+  always @(posedge clk)
+    qe_last_d0 <= \$435 ;
   always @(posedge clk)
     results0 <= { q, results0[119:8] };
   always @(posedge clk)
-    skid0 <= \$400 ;
+    count_copy0 <= \$436 ;
   always @(posedge clk)
-    skid1 <= \$401 ;
+    count_copy1 <= \$437 ;
   always @(posedge clk)
-    skid2 <= \$402 ;
+    count_copy2 <= \$438 ;
   always @(posedge clk)
-    count <= \$403 ;
+    skid_qvalid_copy0 <= \$439 ;
   always @(posedge clk)
-    credit_back_d0 <= \$404 ;
+    skid_qvalid_copy1 <= \$440 ;
   always @(posedge clk)
-    credit_back <= \$405 ;
+    skid_qvalid_copy2 <= \$441 ;
+  always @(posedge clk)
+    skid0 <= \$442 ;
+  always @(posedge clk)
+    skid1 <= \$443 ;
+  always @(posedge clk)
+    skid2 <= \$444 ;
+  always @(posedge clk)
+    count <= \$445 ;
+  always @(posedge clk)
+    credit_back_d0 <= \$446 ;
+  always @(posedge clk)
+    credit_back <= \$447 ;
   assign \$1  = \$signal  & ready;
   assign \$2  = ~ last_step;
   assign \$3  = busy & \$2 ;
@@ -2786,39 +2929,38 @@ module \bchw_top.engine0 (s__valid, clk, rst, s__ready, m__valid, m__payload, m_
   assign m__valid = \$53  | qv_last_d0;
   assign \$54  = | count;
   assign \$55  = \$54  ? skid0 : { qe_last_d0, q, results0 };
-  assign enter = m__valid & m__ready;
   assign \$56  = | count;
-  assign \$57  = enter & \$56 ;
-  assign \$58  = count - \$57 ;
+  assign \$57  = \$56  | qv_last_d0;
+  assign \$58  = \$57  & m__ready;
   assign \$59  = | count;
-  assign \$60  = ~ \$59 ;
-  assign \$61  = enter & \$60 ;
-  assign \$62  = ~ \$61 ;
-  assign \$63  = qv_last_d0 & \$62 ;
-  assign \$64  = $signed(\$58 ) + $signed({ 1'h0, \$63  });
-  assign \$65  = s__valid & s__ready;
-  assign \$66  = word == 5'h1b;
-  assign \$73  = word == 5'h1b;
-  assign \$77  = word + 1'h1;
-  assign \$79  = \$75  ? 6'h00 : \$78 ;
-  assign \$80  = s__valid & s__ready;
-  assign \$81  = word == 5'h1b;
-  assign \$84  = \$80  & \$83 ;
-  assign \$85  = ~ write_bank;
-  assign \$86  = \$signal  & ready;
-  assign \$87  = ~ read_bank;
-  assign \$88  = s__valid & s__ready;
-  assign \$89  = word == 5'h1b;
-  assign \$92  = \$88  & \$91 ;
-  assign \$93  = ~ ready;
-  assign \$94  = \$signal  & \$93 ;
-  assign \$95  = \$92  ? 1'h1 : \$94 ;
-  assign \$96  = \$signal  & ready;
-  assign \$97  = read_bank ^ \$96 ;
-  assign \$98  = \$signal  & ready;
-  assign \$99  = read_bank ^ \$98 ;
-  assign \$100  = \$signal  & ready;
-  assign \$101  = read_bank ^ \$100 ;
+  assign \$60  = \$58  & \$59 ;
+  assign \$61  = count - \$60 ;
+  assign \$62  = | count;
+  assign \$63  = \$62  | qv_last_d0;
+  assign \$64  = \$63  & m__ready;
+  assign \$65  = | count;
+  assign \$66  = ~ \$65 ;
+  assign \$67  = \$64  & \$66 ;
+  assign \$68  = ~ \$67 ;
+  assign \$69  = qv_last_d0 & \$68 ;
+  assign \$70  = $signed(\$61 ) + $signed({ 1'h0, \$69  });
+  assign \$71  = s__valid & s__ready;
+  assign \$72  = word == 5'h1b;
+  assign \$79  = word == 5'h1b;
+  assign \$83  = word + 1'h1;
+  assign \$85  = \$81  ? 6'h00 : \$84 ;
+  assign \$86  = s__valid & s__ready;
+  assign \$87  = word == 5'h1b;
+  assign \$90  = \$86  & \$89 ;
+  assign \$91  = ~ write_bank;
+  assign \$92  = \$signal  & ready;
+  assign \$93  = ~ read_bank;
+  assign \$94  = s__valid & s__ready;
+  assign \$95  = word == 5'h1b;
+  assign \$98  = \$94  & \$97 ;
+  assign \$99  = ~ ready;
+  assign \$100  = \$signal  & \$99 ;
+  assign \$101  = \$98  ? 1'h1 : \$100 ;
   assign \$102  = \$signal  & ready;
   assign \$103  = read_bank ^ \$102 ;
   assign \$104  = \$signal  & ready;
@@ -2827,10 +2969,12 @@ module \bchw_top.engine0 (s__valid, clk, rst, s__ready, m__valid, m__payload, m_
   assign \$107  = read_bank ^ \$106 ;
   assign \$108  = \$signal  & ready;
   assign \$109  = read_bank ^ \$108 ;
-  assign \$110  = s__valid & s__ready;
-  assign \$112  = \$110  ? 1'h1 : 1'h0;
-  assign \$113  = s__valid & s__ready;
-  assign \$115  = \$113  ? 1'h1 : 1'h0;
+  assign \$110  = \$signal  & ready;
+  assign \$111  = read_bank ^ \$110 ;
+  assign \$112  = \$signal  & ready;
+  assign \$113  = read_bank ^ \$112 ;
+  assign \$114  = \$signal  & ready;
+  assign \$115  = read_bank ^ \$114 ;
   assign \$116  = s__valid & s__ready;
   assign \$118  = \$116  ? 1'h1 : 1'h0;
   assign \$119  = s__valid & s__ready;
@@ -2841,48 +2985,46 @@ module \bchw_top.engine0 (s__valid, clk, rst, s__ready, m__valid, m__payload, m_
   assign \$127  = \$125  ? 1'h1 : 1'h0;
   assign \$128  = s__valid & s__ready;
   assign \$130  = \$128  ? 1'h1 : 1'h0;
-  assign \$131  = ! sfc;
-  assign \$132  = sfc == 5'h1b;
-  assign \$133  = ft_d0[0] & ft_d0[2];
-  assign \$134  = ft_d0[0] & ft_d0[3];
-  assign \$135  = accflags_copy0[1] ? 19'h00000 : acc0;
-  assign \$136  = $signed(\$135 ) + $signed(sum);
-  assign \$137  = accflags_copy1[1] ? 19'h00000 : acc1;
-  assign \$138  = $signed(\$137 ) + $signed(\sum$282 );
-  assign \$139  = accflags_copy2[1] ? 19'h00000 : acc2;
-  assign \$140  = $signed(\$139 ) + $signed(\sum$284 );
-  assign \$141  = accflags_copy3[1] ? 19'h00000 : acc3;
-  assign \$142  = $signed(\$141 ) + $signed(\sum$286 );
-  assign \$143  = accflags_copy4[1] ? 19'h00000 : acc4;
-  assign \$144  = $signed(\$143 ) + $signed(\sum$288 );
-  assign \$145  = accflags_copy5[1] ? 19'h00000 : acc5;
-  assign \$146  = $signed(\$145 ) + $signed(\sum$290 );
-  assign \$147  = accflags_copy6[1] ? 19'h00000 : acc6;
-  assign \$148  = $signed(\$147 ) + $signed(\sum$292 );
-  assign \$149  = accflags_copy7[1] ? 19'h00000 : acc7;
-  assign \$150  = $signed(\$149 ) + $signed(\sum$294 );
-  assign \$151  = accflags_copy8[1] ? 19'h00000 : acc8;
-  assign \$152  = $signed(\$151 ) + $signed(\sum$296 );
-  assign \$153  = accflags_copy9[1] ? 19'h00000 : acc9;
-  assign \$154  = $signed(\$153 ) + $signed(\sum$298 );
-  assign \$155  = accflags_copy10[1] ? 19'h00000 : acc10;
-  assign \$156  = $signed(\$155 ) + $signed(\sum$300 );
-  assign \$157  = accflags_copy11[1] ? 19'h00000 : acc11;
-  assign \$158  = $signed(\$157 ) + $signed(\sum$302 );
-  assign \$159  = accflags_copy12[1] ? 19'h00000 : acc12;
-  assign \$160  = $signed(\$159 ) + $signed(\sum$304 );
-  assign \$161  = accflags_copy13[1] ? 19'h00000 : acc13;
-  assign \$162  = $signed(\$161 ) + $signed(\sum$306 );
-  assign \$163  = accflags_copy14[1] ? 19'h00000 : acc14;
-  assign \$164  = $signed(\$163 ) + $signed(\sum$308 );
-  assign \$165  = accflags_copy15[1] ? 19'h00000 : acc15;
-  assign \$166  = $signed(\$165 ) + $signed(\sum$310 );
-  assign \$167  = ft_d0[0] & ft_d0[2];
-  assign \$168  = ft_d0[0] & ft_d0[2];
-  assign \$169  = ft_d0[0] & ft_d0[2];
-  assign \$170  = ft_d0[0] & ft_d0[2];
-  assign \$171  = ft_d0[0] & ft_d0[2];
-  assign \$172  = ft_d0[0] & ft_d0[2];
+  assign \$131  = s__valid & s__ready;
+  assign \$133  = \$131  ? 1'h1 : 1'h0;
+  assign \$134  = s__valid & s__ready;
+  assign \$136  = \$134  ? 1'h1 : 1'h0;
+  assign \$137  = ! sfc;
+  assign \$138  = sfc == 5'h1b;
+  assign \$139  = ft_d0[0] & ft_d0[2];
+  assign \$140  = ft_d0[0] & ft_d0[3];
+  assign \$141  = accflags_copy0[1] ? 19'h00000 : acc0;
+  assign \$142  = $signed(\$141 ) + $signed(sum);
+  assign \$143  = accflags_copy1[1] ? 19'h00000 : acc1;
+  assign \$144  = $signed(\$143 ) + $signed(\sum$281 );
+  assign \$145  = accflags_copy2[1] ? 19'h00000 : acc2;
+  assign \$146  = $signed(\$145 ) + $signed(\sum$283 );
+  assign \$147  = accflags_copy3[1] ? 19'h00000 : acc3;
+  assign \$148  = $signed(\$147 ) + $signed(\sum$285 );
+  assign \$149  = accflags_copy4[1] ? 19'h00000 : acc4;
+  assign \$150  = $signed(\$149 ) + $signed(\sum$287 );
+  assign \$151  = accflags_copy5[1] ? 19'h00000 : acc5;
+  assign \$152  = $signed(\$151 ) + $signed(\sum$289 );
+  assign \$153  = accflags_copy6[1] ? 19'h00000 : acc6;
+  assign \$154  = $signed(\$153 ) + $signed(\sum$291 );
+  assign \$155  = accflags_copy7[1] ? 19'h00000 : acc7;
+  assign \$156  = $signed(\$155 ) + $signed(\sum$293 );
+  assign \$157  = accflags_copy8[1] ? 19'h00000 : acc8;
+  assign \$158  = $signed(\$157 ) + $signed(\sum$295 );
+  assign \$159  = accflags_copy9[1] ? 19'h00000 : acc9;
+  assign \$160  = $signed(\$159 ) + $signed(\sum$297 );
+  assign \$161  = accflags_copy10[1] ? 19'h00000 : acc10;
+  assign \$162  = $signed(\$161 ) + $signed(\sum$299 );
+  assign \$163  = accflags_copy11[1] ? 19'h00000 : acc11;
+  assign \$164  = $signed(\$163 ) + $signed(\sum$301 );
+  assign \$165  = accflags_copy12[1] ? 19'h00000 : acc12;
+  assign \$166  = $signed(\$165 ) + $signed(\sum$303 );
+  assign \$167  = accflags_copy13[1] ? 19'h00000 : acc13;
+  assign \$168  = $signed(\$167 ) + $signed(\sum$305 );
+  assign \$169  = accflags_copy14[1] ? 19'h00000 : acc14;
+  assign \$170  = $signed(\$169 ) + $signed(\sum$307 );
+  assign \$171  = accflags_copy15[1] ? 19'h00000 : acc15;
+  assign \$172  = $signed(\$171 ) + $signed(\sum$309 );
   assign \$173  = ft_d0[0] & ft_d0[2];
   assign \$174  = ft_d0[0] & ft_d0[2];
   assign \$175  = ft_d0[0] & ft_d0[2];
@@ -2893,128 +3035,164 @@ module \bchw_top.engine0 (s__valid, clk, rst, s__ready, m__valid, m__payload, m_
   assign \$180  = ft_d0[0] & ft_d0[2];
   assign \$181  = ft_d0[0] & ft_d0[2];
   assign \$182  = ft_d0[0] & ft_d0[2];
-  assign \$183  = dload_copy0 ? { params_d1[60:0], acc0 } : drain[159:80];
-  assign \$184  = dload_copy1 ? { params_d1[121:61], acc1 } : drain[239:160];
-  assign \$185  = dload_copy2 ? { params_d1[182:122], acc2 } : drain[319:240];
-  assign \$186  = dload_copy3 ? { params_d1[243:183], acc3 } : drain[399:320];
-  assign \$187  = dload_copy4 ? { params_d1[304:244], acc4 } : drain[479:400];
-  assign \$188  = dload_copy5 ? { params_d1[365:305], acc5 } : drain[559:480];
-  assign \$189  = dload_copy6 ? { params_d1[426:366], acc6 } : drain[639:560];
-  assign \$190  = dload_copy7 ? { params_d1[487:427], acc7 } : drain[719:640];
-  assign \$191  = dload_copy8 ? { params_d1[548:488], acc8 } : drain[799:720];
-  assign \$192  = dload_copy9 ? { params_d1[609:549], acc9 } : drain[879:800];
-  assign \$193  = dload_copy10 ? { params_d1[670:610], acc10 } : drain[959:880];
-  assign \$194  = dload_copy11 ? { params_d1[731:671], acc11 } : drain[1039:960];
-  assign \$195  = dload_copy12 ? { params_d1[792:732], acc12 } : drain[1119:1040];
-  assign \$196  = dload_copy13 ? { params_d1[853:793], acc13 } : drain[1199:1120];
-  assign \$197  = dload_copy14 ? { params_d1[914:854], acc14 } : drain[1279:1200];
-  assign \$198  = dload_copy15 ? { params_d1[975:915], acc15 } : drain[1279:1200];
-  assign \$199  = | count;
-  assign \$200  = ~ \$199 ;
-  assign \$201  = enter & \$200 ;
-  assign \$202  = ~ \$201 ;
-  assign \$203  = qv_last_d0 & \$202 ;
-  assign \$204  = | count;
-  assign \$205  = enter & \$204 ;
-  assign \$206  = count - \$205 ;
-  assign \$207  = ! \$206 ;
-  assign \$208  = \$203  & \$207 ;
-  assign \$209  = | count;
-  assign \$210  = enter & \$209 ;
-  assign \$211  = | count;
-  assign \$212  = ~ \$211 ;
-  assign \$213  = enter & \$212 ;
-  assign \$214  = ~ \$213 ;
-  assign \$215  = qv_last_d0 & \$214 ;
-  assign \$216  = | count;
-  assign \$217  = enter & \$216 ;
-  assign \$218  = count - \$217 ;
-  assign \$219  = \$218  == 1'h1;
-  assign \$220  = \$215  & \$219 ;
-  assign \$221  = | count;
-  assign \$222  = enter & \$221 ;
-  assign \$223  = | count;
-  assign \$224  = ~ \$223 ;
-  assign \$225  = enter & \$224 ;
-  assign \$226  = ~ \$225 ;
-  assign \$227  = qv_last_d0 & \$226 ;
-  assign \$228  = | count;
-  assign \$229  = enter & \$228 ;
-  assign \$230  = count - \$229 ;
-  assign \$231  = \$230  == 2'h2;
-  assign \$232  = \$227  & \$231 ;
-  assign \$233  = | count;
-  assign \$234  = enter & \$233 ;
+  assign \$183  = ft_d0[0] & ft_d0[2];
+  assign \$184  = ft_d0[0] & ft_d0[2];
+  assign \$185  = ft_d0[0] & ft_d0[2];
+  assign \$186  = ft_d0[0] & ft_d0[2];
+  assign \$187  = ft_d0[0] & ft_d0[2];
+  assign \$188  = ft_d0[0] & ft_d0[2];
+  assign \$189  = dload_copy0 ? { params_d1[60:0], acc0 } : drain[159:80];
+  assign \$190  = dload_copy1 ? { params_d1[121:61], acc1 } : drain[239:160];
+  assign \$191  = dload_copy2 ? { params_d1[182:122], acc2 } : drain[319:240];
+  assign \$192  = dload_copy3 ? { params_d1[243:183], acc3 } : drain[399:320];
+  assign \$193  = dload_copy4 ? { params_d1[304:244], acc4 } : drain[479:400];
+  assign \$194  = dload_copy5 ? { params_d1[365:305], acc5 } : drain[559:480];
+  assign \$195  = dload_copy6 ? { params_d1[426:366], acc6 } : drain[639:560];
+  assign \$196  = dload_copy7 ? { params_d1[487:427], acc7 } : drain[719:640];
+  assign \$197  = dload_copy8 ? { params_d1[548:488], acc8 } : drain[799:720];
+  assign \$198  = dload_copy9 ? { params_d1[609:549], acc9 } : drain[879:800];
+  assign \$199  = dload_copy10 ? { params_d1[670:610], acc10 } : drain[959:880];
+  assign \$200  = dload_copy11 ? { params_d1[731:671], acc11 } : drain[1039:960];
+  assign \$201  = dload_copy12 ? { params_d1[792:732], acc12 } : drain[1119:1040];
+  assign \$202  = dload_copy13 ? { params_d1[853:793], acc13 } : drain[1199:1120];
+  assign \$203  = dload_copy14 ? { params_d1[914:854], acc14 } : drain[1279:1200];
+  assign \$204  = dload_copy15 ? { params_d1[975:915], acc15 } : drain[1279:1200];
+  assign \$205  = | count_copy0;
+  assign \$206  = \$205  | skid_qvalid_copy0;
+  assign \$207  = \$206  & m__ready;
+  assign \$208  = | count_copy0;
+  assign \$209  = ~ \$208 ;
+  assign \$210  = \$207  & \$209 ;
+  assign \$211  = ~ \$210 ;
+  assign \$212  = skid_qvalid_copy0 & \$211 ;
+  assign \$213  = | count_copy0;
+  assign \$214  = \$213  | skid_qvalid_copy0;
+  assign \$215  = \$214  & m__ready;
+  assign \$216  = | count_copy0;
+  assign \$217  = \$215  & \$216 ;
+  assign \$218  = count_copy0 - \$217 ;
+  assign \$219  = ! \$218 ;
+  assign \$220  = \$212  & \$219 ;
+  assign \$221  = | count_copy0;
+  assign \$222  = \$221  | skid_qvalid_copy0;
+  assign \$223  = \$222  & m__ready;
+  assign \$224  = | count_copy0;
+  assign \$225  = \$223  & \$224 ;
+  assign \$226  = | count_copy1;
+  assign \$227  = \$226  | skid_qvalid_copy1;
+  assign \$228  = \$227  & m__ready;
+  assign \$229  = | count_copy1;
+  assign \$230  = ~ \$229 ;
+  assign \$231  = \$228  & \$230 ;
+  assign \$232  = ~ \$231 ;
+  assign \$233  = skid_qvalid_copy1 & \$232 ;
+  assign \$234  = | count_copy1;
+  assign \$235  = \$234  | skid_qvalid_copy1;
+  assign \$236  = \$235  & m__ready;
+  assign \$237  = | count_copy1;
+  assign \$238  = \$236  & \$237 ;
+  assign \$239  = count_copy1 - \$238 ;
+  assign \$240  = \$239  == 1'h1;
+  assign \$241  = \$233  & \$240 ;
+  assign \$242  = | count_copy1;
+  assign \$243  = \$242  | skid_qvalid_copy1;
+  assign \$244  = \$243  & m__ready;
+  assign \$245  = | count_copy1;
+  assign \$246  = \$244  & \$245 ;
+  assign \$247  = | count_copy2;
+  assign \$248  = \$247  | skid_qvalid_copy2;
+  assign \$249  = \$248  & m__ready;
+  assign \$250  = | count_copy2;
+  assign \$251  = ~ \$250 ;
+  assign \$252  = \$249  & \$251 ;
+  assign \$253  = ~ \$252 ;
+  assign \$254  = skid_qvalid_copy2 & \$253 ;
+  assign \$255  = | count_copy2;
+  assign \$256  = \$255  | skid_qvalid_copy2;
+  assign \$257  = \$256  & m__ready;
+  assign \$258  = | count_copy2;
+  assign \$259  = \$257  & \$258 ;
+  assign \$260  = count_copy2 - \$259 ;
+  assign \$261  = \$260  == 2'h2;
+  assign \$262  = \$254  & \$261 ;
+  assign \$263  = | count_copy2;
+  assign \$264  = \$263  | skid_qvalid_copy2;
+  assign \$265  = \$264  & m__ready;
+  assign \$266  = | count_copy2;
+  assign \$267  = \$265  & \$266 ;
+  assign \$268  = | count;
+  assign \$269  = \$268  | qv_last_d0;
+  assign \$270  = \$269  & m__ready;
   always @(posedge clk)
-    busy <= \$235 ;
+    busy <= \$271 ;
   always @(posedge clk)
-    addr <= \$236 ;
+    addr <= \$272 ;
   always @(posedge clk)
-    sfc <= \$237 ;
+    sfc <= \$273 ;
   always @(posedge clk)
-    nfc <= \$238 ;
+    nfc <= \$274 ;
   always @(posedge clk)
-    last_step <= \$239 ;
+    last_step <= \$275 ;
   always @(posedge clk)
-    ready <= \$240 ;
+    ready <= \$276 ;
   always @(posedge clk)
-    credits <= \$241 ;
+    credits <= \$277 ;
   always @(posedge clk)
-    issue <= \$242 ;
+    issue <= \$278 ;
   always @(posedge clk)
-    word <= \$243 ;
+    word <= \$279 ;
   always @(posedge clk)
-    write_bank <= \$244 ;
+    write_bank <= \$280 ;
   always @(posedge clk)
-    read_bank <= \$245 ;
+    read_bank <= \$281 ;
   always @(posedge clk)
-    \$signal  <= \$246 ;
+    \$signal  <= \$282 ;
   always @(posedge clk)
     xbeat <= s__payload;
   always @(posedge clk)
-    write__addr <= \$247 ;
+    write__addr <= \$283 ;
   always @(posedge clk)
-    \write__addr$31  <= \$248 ;
+    \write__addr$31  <= \$284 ;
   always @(posedge clk)
-    \write__addr$38  <= \$249 ;
+    \write__addr$38  <= \$285 ;
   always @(posedge clk)
-    \write__addr$45  <= \$250 ;
+    \write__addr$45  <= \$286 ;
   always @(posedge clk)
-    \write__addr$52  <= \$251 ;
+    \write__addr$52  <= \$287 ;
   always @(posedge clk)
-    \write__addr$59  <= \$252 ;
+    \write__addr$59  <= \$288 ;
   always @(posedge clk)
-    \write__addr$66  <= \$253 ;
+    \write__addr$66  <= \$289 ;
   always @(posedge clk)
-    read__addr <= \$254 ;
+    read__addr <= \$290 ;
   always @(posedge clk)
-    \read__addr$34  <= \$255 ;
+    \read__addr$34  <= \$291 ;
   always @(posedge clk)
-    \read__addr$41  <= \$256 ;
+    \read__addr$41  <= \$292 ;
   always @(posedge clk)
-    \read__addr$48  <= \$257 ;
+    \read__addr$48  <= \$293 ;
   always @(posedge clk)
-    \read__addr$55  <= \$258 ;
+    \read__addr$55  <= \$294 ;
   always @(posedge clk)
-    \read__addr$62  <= \$259 ;
+    \read__addr$62  <= \$295 ;
   always @(posedge clk)
-    \read__addr$69  <= \$260 ;
+    \read__addr$69  <= \$296 ;
   always @(posedge clk)
-    write__en <= \$261 ;
+    write__en <= \$297 ;
   always @(posedge clk)
-    \write__en$29  <= \$262 ;
+    \write__en$29  <= \$298 ;
   always @(posedge clk)
-    \write__en$36  <= \$263 ;
+    \write__en$36  <= \$299 ;
   always @(posedge clk)
-    \write__en$43  <= \$264 ;
+    \write__en$43  <= \$300 ;
   always @(posedge clk)
-    \write__en$50  <= \$265 ;
+    \write__en$50  <= \$301 ;
   always @(posedge clk)
-    \write__en$57  <= \$266 ;
+    \write__en$57  <= \$302 ;
   always @(posedge clk)
-    \write__en$64  <= \$267 ;
+    \write__en$64  <= \$303 ;
   always @(posedge clk)
-    xmem_d0 <= \$268 ;
+    xmem_d0 <= \$304 ;
   always @(posedge clk)
     xtree_fan_copy0 <= xmem_d0;
   always @(posedge clk)
@@ -3056,330 +3234,252 @@ module \bchw_top.engine0 (s__valid, clk, rst, s__ready, m__valid, m__payload, m_
   always @(posedge clk)
     \x$133  <= xtree_fan_copy3;
   always @(posedge clk)
-    wdata_d0 <= \$269 ;
+    wdata_d0 <= \$305 ;
   always @(posedge clk)
-    wdata_d1 <= \$270 ;
+    wdata_d1 <= \$306 ;
   always @(posedge clk)
-    wdata_d2 <= \$271 ;
+    wdata_d2 <= \$307 ;
   always @(posedge clk)
-    f_d0 <= \$272 ;
+    f_d0 <= \$308 ;
   always @(posedge clk)
-    f_d1 <= \$273 ;
+    f_d1 <= \$309 ;
   always @(posedge clk)
-    f_d2 <= \$274 ;
+    f_d2 <= \$310 ;
   always @(posedge clk)
-    f_d3 <= \$275 ;
+    f_d3 <= \$311 ;
   always @(posedge clk)
-    f_d4 <= \$276 ;
+    f_d4 <= \$312 ;
   always @(posedge clk)
-    f_d5 <= \$277 ;
+    f_d5 <= \$313 ;
   always @(posedge clk)
-    f_d6 <= \$278 ;
+    f_d6 <= \$314 ;
   always @(posedge clk)
-    f_d7 <= \$279 ;
+    f_d7 <= \$315 ;
   always @(posedge clk)
-    f_d8 <= \$280 ;
+    f_d8 <= \$316 ;
   always @(posedge clk)
-    ft_d0 <= \$281 ;
+    ft_d0 <= \$317 ;
   always @(posedge clk)
-    accflags_copy0 <= \$282 ;
+    accflags_copy0 <= \$318 ;
   always @(posedge clk)
-    accflags_copy1 <= \$283 ;
+    accflags_copy1 <= \$319 ;
   always @(posedge clk)
-    accflags_copy2 <= \$284 ;
+    accflags_copy2 <= \$320 ;
   always @(posedge clk)
-    accflags_copy3 <= \$285 ;
+    accflags_copy3 <= \$321 ;
   always @(posedge clk)
-    accflags_copy4 <= \$286 ;
+    accflags_copy4 <= \$322 ;
   always @(posedge clk)
-    accflags_copy5 <= \$287 ;
+    accflags_copy5 <= \$323 ;
   always @(posedge clk)
-    accflags_copy6 <= \$288 ;
+    accflags_copy6 <= \$324 ;
   always @(posedge clk)
-    accflags_copy7 <= \$289 ;
+    accflags_copy7 <= \$325 ;
   always @(posedge clk)
-    accflags_copy8 <= \$290 ;
+    accflags_copy8 <= \$326 ;
   always @(posedge clk)
-    accflags_copy9 <= \$291 ;
+    accflags_copy9 <= \$327 ;
   always @(posedge clk)
-    accflags_copy10 <= \$292 ;
+    accflags_copy10 <= \$328 ;
   always @(posedge clk)
-    accflags_copy11 <= \$293 ;
+    accflags_copy11 <= \$329 ;
   always @(posedge clk)
-    accflags_copy12 <= \$294 ;
+    accflags_copy12 <= \$330 ;
   always @(posedge clk)
-    accflags_copy13 <= \$295 ;
+    accflags_copy13 <= \$331 ;
   always @(posedge clk)
-    accflags_copy14 <= \$296 ;
+    accflags_copy14 <= \$332 ;
   always @(posedge clk)
-    accflags_copy15 <= \$297 ;
+    accflags_copy15 <= \$333 ;
   always @(posedge clk)
-    paddr_d0 <= \$298 ;
+    paddr_d0 <= \$334 ;
   always @(posedge clk)
-    paddr_d1 <= \$299 ;
+    paddr_d1 <= \$335 ;
   always @(posedge clk)
-    paddr_d2 <= \$300 ;
+    paddr_d2 <= \$336 ;
   always @(posedge clk)
-    paddr_d3 <= \$301 ;
+    paddr_d3 <= \$337 ;
   always @(posedge clk)
-    paddr_d4 <= \$302 ;
+    paddr_d4 <= \$338 ;
   always @(posedge clk)
-    paddr_d5 <= \$303 ;
+    paddr_d5 <= \$339 ;
   always @(posedge clk)
-    paddr_d6 <= \$304 ;
+    paddr_d6 <= \$340 ;
   always @(posedge clk)
-    \addr$137  <= \$305 ;
+    \addr$137  <= \$341 ;
   always @(posedge clk)
-    \addr$140  <= \$306 ;
+    \addr$140  <= \$342 ;
   always @(posedge clk)
-    \addr$143  <= \$307 ;
+    \addr$143  <= \$343 ;
   always @(posedge clk)
-    \addr$146  <= \$308 ;
+    \addr$146  <= \$344 ;
   always @(posedge clk)
-    \addr$149  <= \$309 ;
+    \addr$149  <= \$345 ;
   always @(posedge clk)
-    \addr$152  <= \$310 ;
+    \addr$152  <= \$346 ;
   always @(posedge clk)
-    \addr$155  <= \$311 ;
+    \addr$155  <= \$347 ;
   always @(posedge clk)
-    \addr$158  <= \$312 ;
+    \addr$158  <= \$348 ;
   always @(posedge clk)
-    \addr$161  <= \$313 ;
+    \addr$161  <= \$349 ;
   always @(posedge clk)
-    \addr$164  <= \$314 ;
+    \addr$164  <= \$350 ;
   always @(posedge clk)
-    \addr$167  <= \$315 ;
+    \addr$167  <= \$351 ;
   always @(posedge clk)
-    \addr$170  <= \$316 ;
+    \addr$170  <= \$352 ;
   always @(posedge clk)
-    \addr$173  <= \$317 ;
+    \addr$173  <= \$353 ;
   always @(posedge clk)
-    \addr$176  <= \$318 ;
+    \addr$176  <= \$354 ;
   always @(posedge clk)
-    \addr$179  <= \$319 ;
+    \addr$179  <= \$355 ;
   always @(posedge clk)
-    \addr$182  <= \$320 ;
+    \addr$182  <= \$356 ;
   always @(posedge clk)
-    params_d0 <= \$321 ;
+    params_d0 <= \$357 ;
   always @(posedge clk)
-    params_d1 <= \$322 ;
+    params_d1 <= \$358 ;
   always @(posedge clk)
-    acc_valid <= \$323 ;
+    acc_valid <= \$359 ;
   always @(posedge clk)
-    acc_end <= \$324 ;
+    acc_end <= \$360 ;
   always @(posedge clk)
-    acc0 <= \$325 ;
+    acc0 <= \$361 ;
   always @(posedge clk)
-    acc1 <= \$326 ;
+    acc1 <= \$362 ;
   always @(posedge clk)
-    acc2 <= \$327 ;
+    acc2 <= \$363 ;
   always @(posedge clk)
-    acc3 <= \$328 ;
+    acc3 <= \$364 ;
   always @(posedge clk)
-    acc4 <= \$329 ;
+    acc4 <= \$365 ;
   always @(posedge clk)
-    acc5 <= \$330 ;
+    acc5 <= \$366 ;
   always @(posedge clk)
-    acc6 <= \$331 ;
+    acc6 <= \$367 ;
   always @(posedge clk)
-    acc7 <= \$332 ;
+    acc7 <= \$368 ;
   always @(posedge clk)
-    acc8 <= \$333 ;
+    acc8 <= \$369 ;
   always @(posedge clk)
-    acc9 <= \$334 ;
+    acc9 <= \$370 ;
   always @(posedge clk)
-    acc10 <= \$335 ;
+    acc10 <= \$371 ;
   always @(posedge clk)
-    acc11 <= \$336 ;
+    acc11 <= \$372 ;
   always @(posedge clk)
-    acc12 <= \$337 ;
+    acc12 <= \$373 ;
   always @(posedge clk)
-    acc13 <= \$338 ;
+    acc13 <= \$374 ;
   always @(posedge clk)
-    acc14 <= \$339 ;
+    acc14 <= \$375 ;
   always @(posedge clk)
-    acc15 <= \$340 ;
+    acc15 <= \$376 ;
   always @(posedge clk)
-    dload_copy0 <= \$341 ;
+    dload_copy0 <= \$377 ;
   always @(posedge clk)
-    dload_copy1 <= \$342 ;
+    dload_copy1 <= \$378 ;
   always @(posedge clk)
-    dload_copy2 <= \$343 ;
+    dload_copy2 <= \$379 ;
   always @(posedge clk)
-    dload_copy3 <= \$344 ;
+    dload_copy3 <= \$380 ;
   always @(posedge clk)
-    dload_copy4 <= \$345 ;
+    dload_copy4 <= \$381 ;
   always @(posedge clk)
-    dload_copy5 <= \$346 ;
+    dload_copy5 <= \$382 ;
   always @(posedge clk)
-    dload_copy6 <= \$347 ;
+    dload_copy6 <= \$383 ;
   always @(posedge clk)
-    dload_copy7 <= \$348 ;
+    dload_copy7 <= \$384 ;
   always @(posedge clk)
-    dload_copy8 <= \$349 ;
+    dload_copy8 <= \$385 ;
   always @(posedge clk)
-    dload_copy9 <= \$350 ;
-  always @(posedge clk)
-    dload_copy10 <= \$351 ;
-  always @(posedge clk)
-    dload_copy11 <= \$352 ;
-  always @(posedge clk)
-    dload_copy12 <= \$353 ;
-  always @(posedge clk)
-    dload_copy13 <= \$354 ;
-  always @(posedge clk)
-    dload_copy14 <= \$355 ;
-  always @(posedge clk)
-    dload_copy15 <= \$356 ;
-  always @(posedge clk)
-    drain <= \$357 ;
-  always @(posedge clk)
-    qv_d0 <= \$358 ;
-  always @(posedge clk)
-    qv_d1 <= \$359 ;
-  always @(posedge clk)
-    qv_d2 <= \$360 ;
-  always @(posedge clk)
-    qv_d3 <= \$361 ;
-  always @(posedge clk)
-    qv_d4 <= \$362 ;
-  always @(posedge clk)
-    qv_d5 <= \$363 ;
-  always @(posedge clk)
-    qv_d6 <= \$364 ;
-  always @(posedge clk)
-    qv_d7 <= \$365 ;
-  always @(posedge clk)
-    qv_d8 <= \$366 ;
-  always @(posedge clk)
-    qv_d9 <= \$367 ;
-  always @(posedge clk)
-    qv_d10 <= \$368 ;
-  always @(posedge clk)
-    qv_d11 <= \$369 ;
-  always @(posedge clk)
-    qv_d12 <= \$370 ;
-  always @(posedge clk)
-    qv_d13 <= \$371 ;
-  always @(posedge clk)
-    qv_d14 <= \$372 ;
-  always @(posedge clk)
-    qv_d15 <= \$373 ;
-  always @(posedge clk)
-    qv_d16 <= \$374 ;
-  always @(posedge clk)
-    qv_d17 <= \$375 ;
-  always @(posedge clk)
-    qv_d18 <= \$376 ;
-  always @(posedge clk)
-    qv_d19 <= \$377 ;
-  always @(posedge clk)
-    qe_d0 <= \$378 ;
-  always @(posedge clk)
-    qe_d1 <= \$379 ;
-  always @(posedge clk)
-    qe_d2 <= \$380 ;
-  always @(posedge clk)
-    qe_d3 <= \$381 ;
-  always @(posedge clk)
-    qe_d4 <= \$382 ;
-  always @(posedge clk)
-    qe_d5 <= \$383 ;
-  always @(posedge clk)
-    qe_d6 <= \$384 ;
-  always @(posedge clk)
-    qe_d7 <= \$385 ;
-  always @(posedge clk)
-    qe_d8 <= \$386 ;
-  always @(posedge clk)
-    qe_d9 <= \$387 ;
-  always @(posedge clk)
-    qe_d10 <= \$388 ;
-  always @(posedge clk)
-    qe_d11 <= \$389 ;
+    dload_copy9 <= \$386 ;
   \bchw_top.engine0.params0  params0 (
     .addr(\addr$137 ),
     .clk(clk),
-    .data(\data$260 )
+    .data(\data$259 )
   );
   \bchw_top.engine0.params1  params1 (
     .addr(\addr$140 ),
     .clk(clk),
-    .data(\data$261 )
+    .data(\data$260 )
   );
   \bchw_top.engine0.params10  params10 (
     .addr(\addr$167 ),
     .clk(clk),
-    .data(\data$270 )
+    .data(\data$269 )
   );
   \bchw_top.engine0.params11  params11 (
     .addr(\addr$170 ),
     .clk(clk),
-    .data(\data$271 )
+    .data(\data$270 )
   );
   \bchw_top.engine0.params12  params12 (
     .addr(\addr$173 ),
     .clk(clk),
-    .data(\data$272 )
+    .data(\data$271 )
   );
   \bchw_top.engine0.params13  params13 (
     .addr(\addr$176 ),
     .clk(clk),
-    .data(\data$273 )
+    .data(\data$272 )
   );
   \bchw_top.engine0.params14  params14 (
     .addr(\addr$179 ),
     .clk(clk),
-    .data(\data$274 )
+    .data(\data$273 )
   );
   \bchw_top.engine0.params15  params15 (
     .addr(\addr$182 ),
     .clk(clk),
-    .data(\data$275 )
+    .data(\data$274 )
   );
   \bchw_top.engine0.params2  params2 (
     .addr(\addr$143 ),
     .clk(clk),
-    .data(\data$262 )
+    .data(\data$261 )
   );
   \bchw_top.engine0.params3  params3 (
     .addr(\addr$146 ),
     .clk(clk),
-    .data(\data$263 )
+    .data(\data$262 )
   );
   \bchw_top.engine0.params4  params4 (
     .addr(\addr$149 ),
     .clk(clk),
-    .data(\data$264 )
+    .data(\data$263 )
   );
   \bchw_top.engine0.params5  params5 (
     .addr(\addr$152 ),
     .clk(clk),
-    .data(\data$265 )
+    .data(\data$264 )
   );
   \bchw_top.engine0.params6  params6 (
     .addr(\addr$155 ),
     .clk(clk),
-    .data(\data$266 )
+    .data(\data$265 )
   );
   \bchw_top.engine0.params7  params7 (
     .addr(\addr$158 ),
     .clk(clk),
-    .data(\data$267 )
+    .data(\data$266 )
   );
   \bchw_top.engine0.params8  params8 (
     .addr(\addr$161 ),
     .clk(clk),
-    .data(\data$268 )
+    .data(\data$267 )
   );
   \bchw_top.engine0.params9  params9 (
     .addr(\addr$164 ),
     .clk(clk),
-    .data(\data$269 )
+    .data(\data$268 )
   );
   \bchw_top.engine0.requant0  requant0 (
     .clk(clk),
-    .\port$16004$0 (drain[79:0]),
+    .\port$16187$0 (drain[79:0]),
     .q(q),
     .rst(rst)
   );
@@ -3392,105 +3492,105 @@ module \bchw_top.engine0 (s__valid, clk, rst, s__ready, m__valid, m__payload, m_
   );
   \bchw_top.engine0.tree1  tree1 (
     .clk(clk),
-    .l5_0(\sum$282 ),
+    .l5_0(\sum$281 ),
     .rst(rst),
     .w(wdata_d2[55:28]),
     .x(\x$77 )
   );
   \bchw_top.engine0.tree10  tree10 (
     .clk(clk),
-    .l5_0(\sum$300 ),
+    .l5_0(\sum$299 ),
     .rst(rst),
     .w(wdata_d2[307:280]),
     .x(\x$113 )
   );
   \bchw_top.engine0.tree11  tree11 (
     .clk(clk),
-    .l5_0(\sum$302 ),
+    .l5_0(\sum$301 ),
     .rst(rst),
     .w(wdata_d2[335:308]),
     .x(\x$117 )
   );
   \bchw_top.engine0.tree12  tree12 (
     .clk(clk),
-    .l5_0(\sum$304 ),
+    .l5_0(\sum$303 ),
     .rst(rst),
     .w(wdata_d2[363:336]),
     .x(\x$121 )
   );
   \bchw_top.engine0.tree13  tree13 (
     .clk(clk),
-    .l5_0(\sum$306 ),
+    .l5_0(\sum$305 ),
     .rst(rst),
     .w(wdata_d2[391:364]),
     .x(\x$125 )
   );
   \bchw_top.engine0.tree14  tree14 (
     .clk(clk),
-    .l5_0(\sum$308 ),
+    .l5_0(\sum$307 ),
     .rst(rst),
     .w(wdata_d2[419:392]),
     .x(\x$129 )
   );
   \bchw_top.engine0.tree15  tree15 (
     .clk(clk),
-    .l5_0(\sum$310 ),
+    .l5_0(\sum$309 ),
     .rst(rst),
     .w(wdata_d2[447:420]),
     .x(\x$133 )
   );
   \bchw_top.engine0.tree2  tree2 (
     .clk(clk),
-    .l5_0(\sum$284 ),
+    .l5_0(\sum$283 ),
     .rst(rst),
     .w(wdata_d2[83:56]),
     .x(\x$81 )
   );
   \bchw_top.engine0.tree3  tree3 (
     .clk(clk),
-    .l5_0(\sum$286 ),
+    .l5_0(\sum$285 ),
     .rst(rst),
     .w(wdata_d2[111:84]),
     .x(\x$85 )
   );
   \bchw_top.engine0.tree4  tree4 (
     .clk(clk),
-    .l5_0(\sum$288 ),
+    .l5_0(\sum$287 ),
     .rst(rst),
     .w(wdata_d2[139:112]),
     .x(\x$89 )
   );
   \bchw_top.engine0.tree5  tree5 (
     .clk(clk),
-    .l5_0(\sum$290 ),
+    .l5_0(\sum$289 ),
     .rst(rst),
     .w(wdata_d2[167:140]),
     .x(\x$93 )
   );
   \bchw_top.engine0.tree6  tree6 (
     .clk(clk),
-    .l5_0(\sum$292 ),
+    .l5_0(\sum$291 ),
     .rst(rst),
     .w(wdata_d2[195:168]),
     .x(\x$97 )
   );
   \bchw_top.engine0.tree7  tree7 (
     .clk(clk),
-    .l5_0(\sum$294 ),
+    .l5_0(\sum$293 ),
     .rst(rst),
     .w(wdata_d2[223:196]),
     .x(\x$101 )
   );
   \bchw_top.engine0.tree8  tree8 (
     .clk(clk),
-    .l5_0(\sum$296 ),
+    .l5_0(\sum$295 ),
     .rst(rst),
     .w(wdata_d2[251:224]),
     .x(\x$105 )
   );
   \bchw_top.engine0.tree9  tree9 (
     .clk(clk),
-    .l5_0(\sum$298 ),
+    .l5_0(\sum$297 ),
     .rst(rst),
     .w(wdata_d2[279:252]),
     .x(\x$109 )
@@ -3502,1165 +3602,1207 @@ module \bchw_top.engine0 (s__valid, clk, rst, s__ready, m__valid, m__payload, m_
   );
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$390  = qe_d11;
-    if (rst) begin
-      \$390  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$391  = qe_d12;
-    if (rst) begin
-      \$391  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$392  = qe_d13;
-    if (rst) begin
-      \$392  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$393  = qe_d14;
-    if (rst) begin
-      \$393  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$394  = qe_d15;
-    if (rst) begin
-      \$394  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$395  = qe_d16;
-    if (rst) begin
-      \$395  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$396  = qe_d17;
-    if (rst) begin
-      \$396  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$397  = qe_d18;
-    if (rst) begin
-      \$397  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$398  = qv_d19;
-    if (rst) begin
-      \$398  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$399  = qe_d19;
-    if (rst) begin
-      \$399  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$400  = skid0;
-    if (\$208 ) begin
-      \$400  = { qe_last_d0, q, results0 };
-    end else if (\$210 ) begin
-      \$400  = skid1;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$401  = skid1;
-    if (\$220 ) begin
-      \$401  = { qe_last_d0, q, results0 };
-    end else if (\$222 ) begin
-      \$401  = skid2;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$402  = skid2;
-    if (\$232 ) begin
-      \$402  = { qe_last_d0, q, results0 };
-    end else if (\$234 ) begin
-      \$402  = 129'h000000000000000000000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$403  = \$64 [1:0];
-    if (rst) begin
-      \$403  = 2'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$404  = enter;
-    if (rst) begin
-      \$404  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$405  = credit_back_d0;
-    if (rst) begin
-      \$405  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$235  = busy_next;
-    if (rst) begin
-      \$235  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$236  = \$11 [8:0];
-    if (rst) begin
-      \$236  = 9'h000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$237  = \$23 [4:0];
-    if (rst) begin
-      \$237  = 5'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$238  = \$32 [3:0];
-    if (rst) begin
-      \$238  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$239  = last_step_next;
-    if (rst) begin
-      \$239  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$240  = ready_next;
-    if (rst) begin
-      \$240  = 1'h1;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$241  = \$47 [1:0];
-    if (rst) begin
-      \$241  = 2'h3;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$242  = issue_next;
-    if (rst) begin
-      \$242  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$243  = word;
-    if (\$65 ) begin
-      \$243  = \$79 [4:0];
-    end
-    if (rst) begin
-      \$243  = 5'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$244  = write_bank;
-    if (\$84 ) begin
-      \$244  = \$85 ;
-    end
-    if (rst) begin
-      \$244  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$245  = read_bank;
-    if (\$86 ) begin
-      \$245  = \$87 ;
-    end
-    if (rst) begin
-      \$245  = 1'h1;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$246  = \$95 ;
-    if (rst) begin
-      \$246  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$247  = { write_bank, word };
-    if (rst) begin
-      \$247  = 6'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$248  = { write_bank, word };
-    if (rst) begin
-      \$248  = 6'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$249  = { write_bank, word };
-    if (rst) begin
-      \$249  = 6'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$250  = { write_bank, word };
-    if (rst) begin
-      \$250  = 6'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$251  = { write_bank, word };
-    if (rst) begin
-      \$251  = 6'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$252  = { write_bank, word };
-    if (rst) begin
-      \$252  = 6'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$253  = { write_bank, word };
-    if (rst) begin
-      \$253  = 6'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$254  = { \$97 , \$23 [4:0] };
-    if (rst) begin
-      \$254  = 6'h20;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$255  = { \$99 , \$23 [4:0] };
-    if (rst) begin
-      \$255  = 6'h20;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$256  = { \$101 , \$23 [4:0] };
-    if (rst) begin
-      \$256  = 6'h20;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$257  = { \$103 , \$23 [4:0] };
-    if (rst) begin
-      \$257  = 6'h20;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$258  = { \$105 , \$23 [4:0] };
-    if (rst) begin
-      \$258  = 6'h20;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$259  = { \$107 , \$23 [4:0] };
-    if (rst) begin
-      \$259  = 6'h20;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$260  = { \$109 , \$23 [4:0] };
-    if (rst) begin
-      \$260  = 6'h20;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$261  = \$112 ;
-    if (rst) begin
-      \$261  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$262  = \$115 ;
-    if (rst) begin
-      \$262  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$263  = \$118 ;
-    if (rst) begin
-      \$263  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$264  = \$121 ;
-    if (rst) begin
-      \$264  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$265  = \$124 ;
-    if (rst) begin
-      \$265  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$266  = \$127 ;
-    if (rst) begin
-      \$266  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$267  = \$130 ;
-    if (rst) begin
-      \$267  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$272  = { last_step, \$132 , \$131 , issue };
-    if (rst) begin
-      \$272  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$273  = f_d0;
-    if (rst) begin
-      \$273  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$274  = f_d1;
-    if (rst) begin
-      \$274  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$275  = f_d2;
-    if (rst) begin
-      \$275  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$276  = f_d3;
-    if (rst) begin
-      \$276  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$277  = f_d4;
-    if (rst) begin
-      \$277  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$278  = f_d5;
-    if (rst) begin
-      \$278  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$279  = f_d6;
-    if (rst) begin
-      \$279  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$280  = f_d7;
-    if (rst) begin
-      \$280  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$281  = f_d8;
-    if (rst) begin
-      \$281  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$282  = f_d8[1:0];
-    if (rst) begin
-      \$282  = 2'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$283  = f_d8[1:0];
-    if (rst) begin
-      \$283  = 2'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$284  = f_d8[1:0];
-    if (rst) begin
-      \$284  = 2'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$285  = f_d8[1:0];
-    if (rst) begin
-      \$285  = 2'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$286  = f_d8[1:0];
-    if (rst) begin
-      \$286  = 2'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$287  = f_d8[1:0];
-    if (rst) begin
-      \$287  = 2'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$288  = f_d8[1:0];
-    if (rst) begin
-      \$288  = 2'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$289  = f_d8[1:0];
-    if (rst) begin
-      \$289  = 2'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$290  = f_d8[1:0];
-    if (rst) begin
-      \$290  = 2'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$291  = f_d8[1:0];
-    if (rst) begin
-      \$291  = 2'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$292  = f_d8[1:0];
-    if (rst) begin
-      \$292  = 2'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$293  = f_d8[1:0];
-    if (rst) begin
-      \$293  = 2'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$294  = f_d8[1:0];
-    if (rst) begin
-      \$294  = 2'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$295  = f_d8[1:0];
-    if (rst) begin
-      \$295  = 2'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$296  = f_d8[1:0];
-    if (rst) begin
-      \$296  = 2'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$297  = f_d8[1:0];
-    if (rst) begin
-      \$297  = 2'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$298  = nfc;
-    if (rst) begin
-      \$298  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$299  = paddr_d0;
-    if (rst) begin
-      \$299  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$300  = paddr_d1;
-    if (rst) begin
-      \$300  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$301  = paddr_d2;
-    if (rst) begin
-      \$301  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$302  = paddr_d3;
-    if (rst) begin
-      \$302  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$303  = paddr_d4;
-    if (rst) begin
-      \$303  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$304  = paddr_d5;
-    if (rst) begin
-      \$304  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$305  = paddr_d6;
-    if (rst) begin
-      \$305  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$306  = paddr_d6;
-    if (rst) begin
-      \$306  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$307  = paddr_d6;
-    if (rst) begin
-      \$307  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$308  = paddr_d6;
-    if (rst) begin
-      \$308  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$309  = paddr_d6;
-    if (rst) begin
-      \$309  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$310  = paddr_d6;
-    if (rst) begin
-      \$310  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$311  = paddr_d6;
-    if (rst) begin
-      \$311  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$312  = paddr_d6;
-    if (rst) begin
-      \$312  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$313  = paddr_d6;
-    if (rst) begin
-      \$313  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$314  = paddr_d6;
-    if (rst) begin
-      \$314  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$315  = paddr_d6;
-    if (rst) begin
-      \$315  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$316  = paddr_d6;
-    if (rst) begin
-      \$316  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$317  = paddr_d6;
-    if (rst) begin
-      \$317  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$318  = paddr_d6;
-    if (rst) begin
-      \$318  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$319  = paddr_d6;
-    if (rst) begin
-      \$319  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$320  = paddr_d6;
-    if (rst) begin
-      \$320  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$323  = \$133 ;
-    if (rst) begin
-      \$323  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$324  = \$134 ;
-    if (rst) begin
-      \$324  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$325  = acc0;
-    if (accflags_copy0[0]) begin
-      \$325  = \$136 [18:0];
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$326  = acc1;
-    if (accflags_copy1[0]) begin
-      \$326  = \$138 [18:0];
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$327  = acc2;
-    if (accflags_copy2[0]) begin
-      \$327  = \$140 [18:0];
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$328  = acc3;
-    if (accflags_copy3[0]) begin
-      \$328  = \$142 [18:0];
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$329  = acc4;
-    if (accflags_copy4[0]) begin
-      \$329  = \$144 [18:0];
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$330  = acc5;
-    if (accflags_copy5[0]) begin
-      \$330  = \$146 [18:0];
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$331  = acc6;
-    if (accflags_copy6[0]) begin
-      \$331  = \$148 [18:0];
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$332  = acc7;
-    if (accflags_copy7[0]) begin
-      \$332  = \$150 [18:0];
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$333  = acc8;
-    if (accflags_copy8[0]) begin
-      \$333  = \$152 [18:0];
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$334  = acc9;
-    if (accflags_copy9[0]) begin
-      \$334  = \$154 [18:0];
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$335  = acc10;
-    if (accflags_copy10[0]) begin
-      \$335  = \$156 [18:0];
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$336  = acc11;
-    if (accflags_copy11[0]) begin
-      \$336  = \$158 [18:0];
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$337  = acc12;
-    if (accflags_copy12[0]) begin
-      \$337  = \$160 [18:0];
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$338  = acc13;
-    if (accflags_copy13[0]) begin
-      \$338  = \$162 [18:0];
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$339  = acc14;
-    if (accflags_copy14[0]) begin
-      \$339  = \$164 [18:0];
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$340  = acc15;
-    if (accflags_copy15[0]) begin
-      \$340  = \$166 [18:0];
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$341  = \$167 ;
-    if (rst) begin
-      \$341  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$342  = \$168 ;
-    if (rst) begin
-      \$342  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$343  = \$169 ;
-    if (rst) begin
-      \$343  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$344  = \$170 ;
-    if (rst) begin
-      \$344  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$345  = \$171 ;
-    if (rst) begin
-      \$345  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$346  = \$172 ;
-    if (rst) begin
-      \$346  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$347  = \$173 ;
-    if (rst) begin
-      \$347  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$348  = \$174 ;
-    if (rst) begin
-      \$348  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$349  = \$175 ;
-    if (rst) begin
-      \$349  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$350  = \$176 ;
-    if (rst) begin
-      \$350  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$351  = \$177 ;
-    if (rst) begin
-      \$351  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$352  = \$178 ;
-    if (rst) begin
-      \$352  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$353  = \$179 ;
-    if (rst) begin
-      \$353  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$354  = \$180 ;
-    if (rst) begin
-      \$354  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$355  = \$181 ;
-    if (rst) begin
-      \$355  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$356  = \$182 ;
-    if (rst) begin
-      \$356  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$358  = acc_valid;
-    if (rst) begin
-      \$358  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$359  = qv_d0;
-    if (rst) begin
-      \$359  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$360  = qv_d1;
-    if (rst) begin
-      \$360  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$361  = qv_d2;
-    if (rst) begin
-      \$361  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$362  = qv_d3;
-    if (rst) begin
-      \$362  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$363  = qv_d4;
-    if (rst) begin
-      \$363  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$364  = qv_d5;
-    if (rst) begin
-      \$364  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$365  = qv_d6;
-    if (rst) begin
-      \$365  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$366  = qv_d7;
-    if (rst) begin
-      \$366  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$367  = qv_d8;
-    if (rst) begin
-      \$367  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$368  = qv_d9;
-    if (rst) begin
-      \$368  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$369  = qv_d10;
-    if (rst) begin
-      \$369  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$370  = qv_d11;
-    if (rst) begin
-      \$370  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$371  = qv_d12;
-    if (rst) begin
-      \$371  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$372  = qv_d13;
-    if (rst) begin
-      \$372  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$373  = qv_d14;
-    if (rst) begin
-      \$373  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$374  = qv_d15;
-    if (rst) begin
-      \$374  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$375  = qv_d16;
-    if (rst) begin
-      \$375  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$376  = qv_d17;
-    if (rst) begin
-      \$376  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$377  = qv_d18;
-    if (rst) begin
-      \$377  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$378  = acc_end;
-    if (rst) begin
-      \$378  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$379  = qe_d0;
-    if (rst) begin
-      \$379  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$380  = qe_d1;
-    if (rst) begin
-      \$380  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$381  = qe_d2;
-    if (rst) begin
-      \$381  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$382  = qe_d3;
-    if (rst) begin
-      \$382  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$383  = qe_d4;
-    if (rst) begin
-      \$383  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$384  = qe_d5;
-    if (rst) begin
-      \$384  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$385  = qe_d6;
-    if (rst) begin
-      \$385  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$386  = qe_d7;
-    if (rst) begin
-      \$386  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$387  = qe_d8;
-    if (rst) begin
-      \$387  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$388  = qe_d9;
+    \$388  = \$184 ;
     if (rst) begin
       \$388  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$389  = qe_d10;
+    \$389  = \$185 ;
     if (rst) begin
       \$389  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$390  = \$186 ;
+    if (rst) begin
+      \$390  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$391  = \$187 ;
+    if (rst) begin
+      \$391  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$392  = \$188 ;
+    if (rst) begin
+      \$392  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$394  = acc_valid;
+    if (rst) begin
+      \$394  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$395  = qv_d0;
+    if (rst) begin
+      \$395  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$396  = qv_d1;
+    if (rst) begin
+      \$396  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$397  = qv_d2;
+    if (rst) begin
+      \$397  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$398  = qv_d3;
+    if (rst) begin
+      \$398  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$399  = qv_d4;
+    if (rst) begin
+      \$399  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$400  = qv_d5;
+    if (rst) begin
+      \$400  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$401  = qv_d6;
+    if (rst) begin
+      \$401  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$402  = qv_d7;
+    if (rst) begin
+      \$402  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$403  = qv_d8;
+    if (rst) begin
+      \$403  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$404  = qv_d9;
+    if (rst) begin
+      \$404  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$405  = qv_d10;
+    if (rst) begin
+      \$405  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$406  = qv_d11;
+    if (rst) begin
+      \$406  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$407  = qv_d12;
+    if (rst) begin
+      \$407  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$408  = qv_d13;
+    if (rst) begin
+      \$408  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$409  = qv_d14;
+    if (rst) begin
+      \$409  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$410  = qv_d15;
+    if (rst) begin
+      \$410  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$411  = qv_d16;
+    if (rst) begin
+      \$411  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$412  = qv_d17;
+    if (rst) begin
+      \$412  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$413  = qv_d18;
+    if (rst) begin
+      \$413  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$414  = acc_end;
+    if (rst) begin
+      \$414  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$415  = qe_d0;
+    if (rst) begin
+      \$415  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$416  = qe_d1;
+    if (rst) begin
+      \$416  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$417  = qe_d2;
+    if (rst) begin
+      \$417  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$418  = qe_d3;
+    if (rst) begin
+      \$418  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$419  = qe_d4;
+    if (rst) begin
+      \$419  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$420  = qe_d5;
+    if (rst) begin
+      \$420  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$421  = qe_d6;
+    if (rst) begin
+      \$421  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$422  = qe_d7;
+    if (rst) begin
+      \$422  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$423  = qe_d8;
+    if (rst) begin
+      \$423  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$424  = qe_d9;
+    if (rst) begin
+      \$424  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$425  = qe_d10;
+    if (rst) begin
+      \$425  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$426  = qe_d11;
+    if (rst) begin
+      \$426  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$427  = qe_d12;
+    if (rst) begin
+      \$427  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$428  = qe_d13;
+    if (rst) begin
+      \$428  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$429  = qe_d14;
+    if (rst) begin
+      \$429  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$430  = qe_d15;
+    if (rst) begin
+      \$430  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$431  = qe_d16;
+    if (rst) begin
+      \$431  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$432  = qe_d17;
+    if (rst) begin
+      \$432  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$433  = qe_d18;
+    if (rst) begin
+      \$433  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$434  = qv_d19;
+    if (rst) begin
+      \$434  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$435  = qe_d19;
+    if (rst) begin
+      \$435  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$436  = \$70 [1:0];
+    if (rst) begin
+      \$436  = 2'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$437  = \$70 [1:0];
+    if (rst) begin
+      \$437  = 2'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$438  = \$70 [1:0];
+    if (rst) begin
+      \$438  = 2'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$439  = qv_d19;
+    if (rst) begin
+      \$439  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$440  = qv_d19;
+    if (rst) begin
+      \$440  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$441  = qv_d19;
+    if (rst) begin
+      \$441  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$442  = skid0;
+    if (\$220 ) begin
+      \$442  = { qe_last_d0, q, results0 };
+    end else if (\$225 ) begin
+      \$442  = skid1;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$443  = skid1;
+    if (\$241 ) begin
+      \$443  = { qe_last_d0, q, results0 };
+    end else if (\$246 ) begin
+      \$443  = skid2;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$444  = skid2;
+    if (\$262 ) begin
+      \$444  = { qe_last_d0, q, results0 };
+    end else if (\$267 ) begin
+      \$444  = 129'h000000000000000000000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$445  = \$70 [1:0];
+    if (rst) begin
+      \$445  = 2'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$446  = \$270 ;
+    if (rst) begin
+      \$446  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$447  = credit_back_d0;
+    if (rst) begin
+      \$447  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$271  = busy_next;
+    if (rst) begin
+      \$271  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$272  = \$11 [8:0];
+    if (rst) begin
+      \$272  = 9'h000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$273  = \$23 [4:0];
+    if (rst) begin
+      \$273  = 5'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$274  = \$32 [3:0];
+    if (rst) begin
+      \$274  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$275  = last_step_next;
+    if (rst) begin
+      \$275  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$276  = ready_next;
+    if (rst) begin
+      \$276  = 1'h1;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$277  = \$47 [1:0];
+    if (rst) begin
+      \$277  = 2'h3;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$278  = issue_next;
+    if (rst) begin
+      \$278  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$279  = word;
+    if (\$71 ) begin
+      \$279  = \$85 [4:0];
+    end
+    if (rst) begin
+      \$279  = 5'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$280  = write_bank;
+    if (\$90 ) begin
+      \$280  = \$91 ;
+    end
+    if (rst) begin
+      \$280  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$281  = read_bank;
+    if (\$92 ) begin
+      \$281  = \$93 ;
+    end
+    if (rst) begin
+      \$281  = 1'h1;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$282  = \$101 ;
+    if (rst) begin
+      \$282  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$283  = { write_bank, word };
+    if (rst) begin
+      \$283  = 6'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$284  = { write_bank, word };
+    if (rst) begin
+      \$284  = 6'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$285  = { write_bank, word };
+    if (rst) begin
+      \$285  = 6'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$286  = { write_bank, word };
+    if (rst) begin
+      \$286  = 6'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$287  = { write_bank, word };
+    if (rst) begin
+      \$287  = 6'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$288  = { write_bank, word };
+    if (rst) begin
+      \$288  = 6'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$289  = { write_bank, word };
+    if (rst) begin
+      \$289  = 6'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$290  = { \$103 , \$23 [4:0] };
+    if (rst) begin
+      \$290  = 6'h20;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$291  = { \$105 , \$23 [4:0] };
+    if (rst) begin
+      \$291  = 6'h20;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$292  = { \$107 , \$23 [4:0] };
+    if (rst) begin
+      \$292  = 6'h20;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$293  = { \$109 , \$23 [4:0] };
+    if (rst) begin
+      \$293  = 6'h20;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$294  = { \$111 , \$23 [4:0] };
+    if (rst) begin
+      \$294  = 6'h20;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$295  = { \$113 , \$23 [4:0] };
+    if (rst) begin
+      \$295  = 6'h20;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$296  = { \$115 , \$23 [4:0] };
+    if (rst) begin
+      \$296  = 6'h20;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$297  = \$118 ;
+    if (rst) begin
+      \$297  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$298  = \$121 ;
+    if (rst) begin
+      \$298  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$299  = \$124 ;
+    if (rst) begin
+      \$299  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$300  = \$127 ;
+    if (rst) begin
+      \$300  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$301  = \$130 ;
+    if (rst) begin
+      \$301  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$302  = \$133 ;
+    if (rst) begin
+      \$302  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$303  = \$136 ;
+    if (rst) begin
+      \$303  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$308  = { last_step, \$138 , \$137 , issue };
+    if (rst) begin
+      \$308  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$309  = f_d0;
+    if (rst) begin
+      \$309  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$310  = f_d1;
+    if (rst) begin
+      \$310  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$311  = f_d2;
+    if (rst) begin
+      \$311  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$312  = f_d3;
+    if (rst) begin
+      \$312  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$313  = f_d4;
+    if (rst) begin
+      \$313  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$314  = f_d5;
+    if (rst) begin
+      \$314  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$315  = f_d6;
+    if (rst) begin
+      \$315  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$316  = f_d7;
+    if (rst) begin
+      \$316  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$317  = f_d8;
+    if (rst) begin
+      \$317  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$318  = f_d8[1:0];
+    if (rst) begin
+      \$318  = 2'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$319  = f_d8[1:0];
+    if (rst) begin
+      \$319  = 2'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$320  = f_d8[1:0];
+    if (rst) begin
+      \$320  = 2'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$321  = f_d8[1:0];
+    if (rst) begin
+      \$321  = 2'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$322  = f_d8[1:0];
+    if (rst) begin
+      \$322  = 2'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$323  = f_d8[1:0];
+    if (rst) begin
+      \$323  = 2'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$324  = f_d8[1:0];
+    if (rst) begin
+      \$324  = 2'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$325  = f_d8[1:0];
+    if (rst) begin
+      \$325  = 2'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$326  = f_d8[1:0];
+    if (rst) begin
+      \$326  = 2'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$327  = f_d8[1:0];
+    if (rst) begin
+      \$327  = 2'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$328  = f_d8[1:0];
+    if (rst) begin
+      \$328  = 2'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$329  = f_d8[1:0];
+    if (rst) begin
+      \$329  = 2'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$330  = f_d8[1:0];
+    if (rst) begin
+      \$330  = 2'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$331  = f_d8[1:0];
+    if (rst) begin
+      \$331  = 2'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$332  = f_d8[1:0];
+    if (rst) begin
+      \$332  = 2'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$333  = f_d8[1:0];
+    if (rst) begin
+      \$333  = 2'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$334  = nfc;
+    if (rst) begin
+      \$334  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$335  = paddr_d0;
+    if (rst) begin
+      \$335  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$336  = paddr_d1;
+    if (rst) begin
+      \$336  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$337  = paddr_d2;
+    if (rst) begin
+      \$337  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$338  = paddr_d3;
+    if (rst) begin
+      \$338  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$339  = paddr_d4;
+    if (rst) begin
+      \$339  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$340  = paddr_d5;
+    if (rst) begin
+      \$340  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$341  = paddr_d6;
+    if (rst) begin
+      \$341  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$342  = paddr_d6;
+    if (rst) begin
+      \$342  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$343  = paddr_d6;
+    if (rst) begin
+      \$343  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$344  = paddr_d6;
+    if (rst) begin
+      \$344  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$345  = paddr_d6;
+    if (rst) begin
+      \$345  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$346  = paddr_d6;
+    if (rst) begin
+      \$346  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$347  = paddr_d6;
+    if (rst) begin
+      \$347  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$348  = paddr_d6;
+    if (rst) begin
+      \$348  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$349  = paddr_d6;
+    if (rst) begin
+      \$349  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$350  = paddr_d6;
+    if (rst) begin
+      \$350  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$351  = paddr_d6;
+    if (rst) begin
+      \$351  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$352  = paddr_d6;
+    if (rst) begin
+      \$352  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$353  = paddr_d6;
+    if (rst) begin
+      \$353  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$354  = paddr_d6;
+    if (rst) begin
+      \$354  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$355  = paddr_d6;
+    if (rst) begin
+      \$355  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$356  = paddr_d6;
+    if (rst) begin
+      \$356  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$359  = \$139 ;
+    if (rst) begin
+      \$359  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$360  = \$140 ;
+    if (rst) begin
+      \$360  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$361  = acc0;
+    if (accflags_copy0[0]) begin
+      \$361  = \$142 [18:0];
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$362  = acc1;
+    if (accflags_copy1[0]) begin
+      \$362  = \$144 [18:0];
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$363  = acc2;
+    if (accflags_copy2[0]) begin
+      \$363  = \$146 [18:0];
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$364  = acc3;
+    if (accflags_copy3[0]) begin
+      \$364  = \$148 [18:0];
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$365  = acc4;
+    if (accflags_copy4[0]) begin
+      \$365  = \$150 [18:0];
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$366  = acc5;
+    if (accflags_copy5[0]) begin
+      \$366  = \$152 [18:0];
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$367  = acc6;
+    if (accflags_copy6[0]) begin
+      \$367  = \$154 [18:0];
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$368  = acc7;
+    if (accflags_copy7[0]) begin
+      \$368  = \$156 [18:0];
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$369  = acc8;
+    if (accflags_copy8[0]) begin
+      \$369  = \$158 [18:0];
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$370  = acc9;
+    if (accflags_copy9[0]) begin
+      \$370  = \$160 [18:0];
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$371  = acc10;
+    if (accflags_copy10[0]) begin
+      \$371  = \$162 [18:0];
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$372  = acc11;
+    if (accflags_copy11[0]) begin
+      \$372  = \$164 [18:0];
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$373  = acc12;
+    if (accflags_copy12[0]) begin
+      \$373  = \$166 [18:0];
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$374  = acc13;
+    if (accflags_copy13[0]) begin
+      \$374  = \$168 [18:0];
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$375  = acc14;
+    if (accflags_copy14[0]) begin
+      \$375  = \$170 [18:0];
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$376  = acc15;
+    if (accflags_copy15[0]) begin
+      \$376  = \$172 [18:0];
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$377  = \$173 ;
+    if (rst) begin
+      \$377  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$378  = \$174 ;
+    if (rst) begin
+      \$378  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$379  = \$175 ;
+    if (rst) begin
+      \$379  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$380  = \$176 ;
+    if (rst) begin
+      \$380  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$381  = \$177 ;
+    if (rst) begin
+      \$381  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$382  = \$178 ;
+    if (rst) begin
+      \$382  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$383  = \$179 ;
+    if (rst) begin
+      \$383  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$384  = \$180 ;
+    if (rst) begin
+      \$384  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$385  = \$181 ;
+    if (rst) begin
+      \$385  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$386  = \$182 ;
+    if (rst) begin
+      \$386  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$387  = \$183 ;
+    if (rst) begin
+      \$387  = 1'h0;
     end
   end
   assign en = 1'h1;
@@ -4782,31 +4924,31 @@ module \bchw_top.engine0 (s__valid, clk, rst, s__ready, m__valid, m__payload, m_
   assign mul = drain[36:19];
   assign shift = drain[41:37];
   assign bias = drain[79:42];
-  assign count_next = \$64 [1:0];
+  assign count_next = \$70 [1:0];
   assign credit_back_d1 = credit_back;
   assign m__payload = \$55 [127:0];
-  assign \$357 [1279:1200] = \$198 ;
-  assign \$357 [1199:1120] = \$197 ;
-  assign \$357 [1119:1040] = \$196 ;
-  assign \$357 [1039:960] = \$195 ;
-  assign \$357 [959:880] = \$194 ;
-  assign \$357 [879:800] = \$193 ;
-  assign \$357 [799:720] = \$192 ;
-  assign \$357 [719:640] = \$191 ;
-  assign \$357 [639:560] = \$190 ;
-  assign \$357 [559:480] = \$189 ;
-  assign \$357 [479:400] = \$188 ;
-  assign \$357 [399:320] = \$187 ;
-  assign \$357 [319:240] = \$186 ;
-  assign \$357 [239:160] = \$185 ;
-  assign \$357 [159:80] = \$184 ;
-  assign \$357 [79:0] = \$183 ;
-  assign \$322  = params_d0;
-  assign \$321  = { \data$275 , \data$274 , \data$273 , \data$272 , \data$271 , \data$270 , \data$269 , \data$268 , \data$267 , \data$266 , \data$265 , \data$264 , \data$263 , \data$262 , \data$261 , \data$260  };
-  assign \$271  = wdata_d1;
-  assign \$270  = wdata_d0;
-  assign \$269  = data;
-  assign \$268  = { \read__data$218 , \read__data$217 , \read__data$216 , \read__data$215 , \read__data$214 , \read__data$213 , read__data };
+  assign \$393 [1279:1200] = \$204 ;
+  assign \$393 [1199:1120] = \$203 ;
+  assign \$393 [1119:1040] = \$202 ;
+  assign \$393 [1039:960] = \$201 ;
+  assign \$393 [959:880] = \$200 ;
+  assign \$393 [879:800] = \$199 ;
+  assign \$393 [799:720] = \$198 ;
+  assign \$393 [719:640] = \$197 ;
+  assign \$393 [639:560] = \$196 ;
+  assign \$393 [559:480] = \$195 ;
+  assign \$393 [479:400] = \$194 ;
+  assign \$393 [399:320] = \$193 ;
+  assign \$393 [319:240] = \$192 ;
+  assign \$393 [239:160] = \$191 ;
+  assign \$393 [159:80] = \$190 ;
+  assign \$393 [79:0] = \$189 ;
+  assign \$358  = params_d0;
+  assign \$357  = { \data$274 , \data$273 , \data$272 , \data$271 , \data$270 , \data$269 , \data$268 , \data$267 , \data$266 , \data$265 , \data$264 , \data$263 , \data$262 , \data$261 , \data$260 , \data$259  };
+  assign \$307  = wdata_d1;
+  assign \$306  = wdata_d0;
+  assign \$305  = data;
+  assign \$304  = { \read__data$217 , \read__data$216 , \read__data$215 , \read__data$214 , \read__data$213 , \read__data$212 , read__data };
   assign busy_next = \$4 ;
   assign \$11  = \$10 ;
   assign \$23  = \$22 ;
@@ -4815,27 +4957,27 @@ module \bchw_top.engine0 (s__valid, clk, rst, s__ready, m__valid, m__payload, m_
   assign ready_next = \$42 ;
   assign \$47  = \$46 ;
   assign issue_next = \$51 ;
-  assign \$67  = 1'h1;
-  assign \$68  = \$66 ;
-  assign \$69  = 1'h1;
-  assign \$70  = 1'h1;
-  assign \$71  = 2'h1;
-  assign \$72  = 2'h0;
-  assign \$74  = 1'h1;
-  assign \$75  = \$73 ;
+  assign \$73  = 1'h1;
+  assign \$74  = \$72 ;
+  assign \$75  = 1'h1;
   assign \$76  = 1'h1;
-  assign \$78  = \$77 ;
+  assign \$77  = 2'h1;
+  assign \$78  = 2'h0;
+  assign \$80  = 1'h1;
+  assign \$81  = \$79 ;
   assign \$82  = 1'h1;
-  assign \$83  = \$81 ;
-  assign \$90  = 1'h1;
-  assign \$91  = \$89 ;
-  assign \$111  = 1'h1;
-  assign \$114  = 1'h1;
+  assign \$84  = \$83 ;
+  assign \$88  = 1'h1;
+  assign \$89  = \$87 ;
+  assign \$96  = 1'h1;
+  assign \$97  = \$95 ;
   assign \$117  = 1'h1;
   assign \$120  = 1'h1;
   assign \$123  = 1'h1;
   assign \$126  = 1'h1;
   assign \$129  = 1'h1;
+  assign \$132  = 1'h1;
+  assign \$135  = 1'h1;
 endmodule
 
 (* generator = "Amaranth" *)
@@ -5255,7 +5397,7 @@ module \bchw_top.engine0.params9 (data, addr, clk);
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine0.requant0 (rst, \port$16004$0 , q, clk);
+module \bchw_top.engine0.requant0 (rst, \port$16187$0 , q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$3  = 0;
   wire [36:0] \$1 ;
   wire [37:0] \$10 ;
@@ -5292,8 +5434,8 @@ module \bchw_top.engine0.requant0 (rst, \port$16004$0 , q, clk);
   wire [17:0] mul;
   wire [35:0] p;
   wire [19:0] \p$23 ;
-  input [79:0] \port$16004$0 ;
-  wire [79:0] \port$16004$0 ;
+  input [79:0] \port$16187$0 ;
+  wire [79:0] \port$16187$0 ;
   reg [35:0] product_d0 = 36'h000000000;
   reg [19:0] product_d1 = 20'h00000;
   output [7:0] q;
@@ -5336,15 +5478,15 @@ module \bchw_top.engine0.requant0 (rst, \port$16004$0 , q, clk);
   always @(posedge clk)
     q <= \$18 ;
   \bchw_top.engine0.requant0.mul0  mul0 (
-    .b(\port$16004$0 [36:19]),
+    .b(\port$16187$0 [36:19]),
     .clk(clk),
     .p(p),
-    .\port$16004$0 (\port$16004$0 [16:0])
+    .\port$16187$0 (\port$16187$0 [16:0])
   );
   \bchw_top.engine0.requant0.mul1  mul1 (
     .clk(clk),
     .p(\p$23 ),
-    .\port$16004$17 (\port$16004$0 [36:17])
+    .\port$16187$17 (\port$16187$0 [36:17])
   );
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
@@ -5355,15 +5497,15 @@ module \bchw_top.engine0.requant0 (rst, \port$16004$0 , q, clk);
   end
   assign en = 1'h1;
   assign \en$1  = 1'h1;
-  assign a = { 1'h0, \port$16004$0 [16:0] };
-  assign acc = \port$16004$0 [18:0];
-  assign b = \port$16004$0 [36:19];
-  assign mul = \port$16004$0 [36:19];
+  assign a = { 1'h0, \port$16187$0 [16:0] };
+  assign acc = \port$16187$0 [18:0];
+  assign b = \port$16187$0 [36:19];
+  assign mul = \port$16187$0 [36:19];
   assign \en$6  = 1'h1;
-  assign \a$7  = \port$16004$0 [18:17];
-  assign \b$8  = \port$16004$0 [36:19];
-  assign bias = \port$16004$0 [79:42];
-  assign shift = \port$16004$0 [41:37];
+  assign \a$7  = \port$16187$0 [18:17];
+  assign \b$8  = \port$16187$0 [36:19];
+  assign bias = \port$16187$0 [79:42];
+  assign shift = \port$16187$0 [41:37];
   assign \$17  = shift_d3;
   assign \$16  = \$4 [38:0];
   assign \$15  = shift_d2;
@@ -5372,14 +5514,14 @@ module \bchw_top.engine0.requant0 (rst, \port$16004$0 , q, clk);
   assign \$12  = p;
   assign \$11  = shift_d1;
   assign \$10  = bias_d1;
-  assign \$9  = \port$16004$0 [41:37];
-  assign \$8  = \port$16004$0 [79:42];
+  assign \$9  = \port$16187$0 [41:37];
+  assign \$8  = \port$16187$0 [79:42];
   assign \$1  = { product_d0[35], product_d0 };
   assign \$3  = { product_d1[19], product_d1[19], product_d1[19], product_d1[19], product_d1[19], product_d1[19], product_d1[19], product_d1[19], product_d1[19], product_d1[19], product_d1[19], product_d1[19], product_d1[19], product_d1[19], product_d1, 17'h00000 };
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine0.requant0.mul0 (p, \port$16004$0 , b, clk);
+module \bchw_top.engine0.requant0.mul0 (p, \port$16187$0 , b, clk);
   wire [17:0] a;
   input [17:0] b;
   wire [17:0] b;
@@ -5388,24 +5530,24 @@ module \bchw_top.engine0.requant0.mul0 (p, \port$16004$0 , b, clk);
   wire en;
   output [35:0] p;
   wire [35:0] p;
-  input [16:0] \port$16004$0 ;
-  wire [16:0] \port$16004$0 ;
+  input [16:0] \port$16187$0 ;
+  wire [16:0] \port$16187$0 ;
   bchw_mul #(
     .A_WIDTH(32'd18),
     .B_WIDTH(32'd18)
   ) mul (
-    .a({ 1'h0, \port$16004$0  }),
+    .a({ 1'h0, \port$16187$0  }),
     .b(b),
     .clk(clk),
     .en(1'h1),
     .p(p)
   );
   assign en = 1'h1;
-  assign a = { 1'h0, \port$16004$0  };
+  assign a = { 1'h0, \port$16187$0  };
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine0.requant0.mul1 (p, \port$16004$17 , clk);
+module \bchw_top.engine0.requant0.mul1 (p, \port$16187$17 , clk);
   wire [1:0] a;
   wire [17:0] b;
   input clk;
@@ -5413,21 +5555,21 @@ module \bchw_top.engine0.requant0.mul1 (p, \port$16004$17 , clk);
   wire en;
   output [19:0] p;
   wire [19:0] p;
-  input [19:0] \port$16004$17 ;
-  wire [19:0] \port$16004$17 ;
+  input [19:0] \port$16187$17 ;
+  wire [19:0] \port$16187$17 ;
   bchw_mul #(
     .A_WIDTH(32'd2),
     .B_WIDTH(32'd18)
   ) mul (
-    .a(\port$16004$17 [1:0]),
-    .b(\port$16004$17 [19:2]),
+    .a(\port$16187$17 [1:0]),
+    .b(\port$16187$17 [19:2]),
     .clk(clk),
     .en(1'h1),
     .p(p)
   );
   assign en = 1'h1;
-  assign a = \port$16004$17 [1:0];
-  assign b = \port$16004$17 [19:2];
+  assign a = \port$16187$17 [1:0];
+  assign b = \port$16187$17 [19:2];
 endmodule
 
 (* generator = "Amaranth" *)
@@ -25545,12 +25687,12 @@ module \bchw_top.engine1 (rst, s__valid, s__payload, s__ready, m__valid, m__payl
   wire \$118 ;
   wire \$119 ;
   wire \$12 ;
-  wire [16:0] \$120 ;
-  wire [17:0] \$121 ;
-  wire [16:0] \$122 ;
-  wire [17:0] \$123 ;
-  wire [16:0] \$124 ;
-  wire [17:0] \$125 ;
+  wire \$120 ;
+  wire \$121 ;
+  wire \$122 ;
+  wire \$123 ;
+  wire \$124 ;
+  wire \$125 ;
   wire [16:0] \$126 ;
   wire [17:0] \$127 ;
   wire [16:0] \$128 ;
@@ -25580,12 +25722,12 @@ module \bchw_top.engine1 (rst, s__valid, s__payload, s__ready, m__valid, m__payl
   wire \$15 ;
   wire [16:0] \$150 ;
   wire [17:0] \$151 ;
-  wire \$152 ;
-  wire \$153 ;
-  wire \$154 ;
-  wire \$155 ;
-  wire \$156 ;
-  wire \$157 ;
+  wire [16:0] \$152 ;
+  wire [17:0] \$153 ;
+  wire [16:0] \$154 ;
+  wire [17:0] \$155 ;
+  wire [16:0] \$156 ;
+  wire [17:0] \$157 ;
   wire \$158 ;
   wire \$159 ;
   wire \$16 ;
@@ -25597,13 +25739,13 @@ module \bchw_top.engine1 (rst, s__valid, s__payload, s__ready, m__valid, m__payl
   wire \$165 ;
   wire \$166 ;
   wire \$167 ;
-  wire [75:0] \$168 ;
-  wire [75:0] \$169 ;
+  wire \$168 ;
+  wire \$169 ;
   wire \$17 ;
-  wire [75:0] \$170 ;
-  wire [75:0] \$171 ;
-  wire [75:0] \$172 ;
-  wire [75:0] \$173 ;
+  wire \$170 ;
+  wire \$171 ;
+  wire \$172 ;
+  wire \$173 ;
   wire [75:0] \$174 ;
   wire [75:0] \$175 ;
   wire [75:0] \$176 ;
@@ -25615,15 +25757,15 @@ module \bchw_top.engine1 (rst, s__valid, s__payload, s__ready, m__valid, m__payl
   wire [75:0] \$181 ;
   wire [75:0] \$182 ;
   wire [75:0] \$183 ;
-  wire \$184 ;
-  wire \$185 ;
-  wire \$186 ;
-  wire \$187 ;
-  wire \$188 ;
-  wire \$189 ;
+  wire [75:0] \$184 ;
+  wire [75:0] \$185 ;
+  wire [75:0] \$186 ;
+  wire [75:0] \$187 ;
+  wire [75:0] \$188 ;
+  wire [75:0] \$189 ;
   wire \$19 ;
   wire \$190 ;
-  wire [3:0] \$191 ;
+  wire \$191 ;
   wire \$192 ;
   wire \$193 ;
   wire \$194 ;
@@ -25650,7 +25792,7 @@ module \bchw_top.engine1 (rst, s__valid, s__payload, s__ready, m__valid, m__payl
   wire \$212 ;
   wire \$213 ;
   wire \$214 ;
-  wire [3:0] \$215 ;
+  wire \$215 ;
   wire \$216 ;
   wire \$217 ;
   wire \$218 ;
@@ -25660,170 +25802,170 @@ module \bchw_top.engine1 (rst, s__valid, s__payload, s__ready, m__valid, m__payl
   wire \$221 ;
   wire \$222 ;
   wire \$223 ;
-  wire \$224 ;
+  wire [3:0] \$224 ;
   wire \$225 ;
   wire \$226 ;
-  wire [3:0] \$227 ;
+  wire \$227 ;
   wire \$228 ;
   wire \$229 ;
   wire [4:0] \$23 ;
   wire \$230 ;
   wire \$231 ;
-  reg \$232 ;
-  reg [7:0] \$233 ;
-  reg [3:0] \$234 ;
-  reg [3:0] \$235 ;
-  reg \$236 ;
-  reg \$237 ;
-  reg [2:0] \$238 ;
-  reg \$239 ;
+  wire \$232 ;
+  wire \$233 ;
+  wire \$234 ;
+  wire \$235 ;
+  wire \$236 ;
+  wire \$237 ;
+  wire \$238 ;
+  wire \$239 ;
   wire \$24 ;
-  reg [3:0] \$240 ;
-  reg \$241 ;
-  reg \$242 ;
-  reg \$243 ;
-  reg [4:0] \$244 ;
-  reg [4:0] \$245 ;
-  reg [4:0] \$246 ;
-  reg [4:0] \$247 ;
-  reg [4:0] \$248 ;
-  reg [4:0] \$249 ;
+  wire \$240 ;
+  wire \$241 ;
+  wire \$242 ;
+  wire \$243 ;
+  wire \$244 ;
+  wire [3:0] \$245 ;
+  wire \$246 ;
+  wire \$247 ;
+  wire \$248 ;
+  wire \$249 ;
   wire \$25 ;
-  reg [4:0] \$250 ;
-  reg [4:0] \$251 ;
-  reg \$252 ;
-  reg \$253 ;
-  reg \$254 ;
-  reg \$255 ;
-  wire [127:0] \$256 ;
-  wire [255:0] \$257 ;
-  wire [255:0] \$258 ;
-  wire [255:0] \$259 ;
+  wire \$250 ;
+  wire \$251 ;
+  wire \$252 ;
+  wire \$253 ;
+  wire \$254 ;
+  wire \$255 ;
+  wire \$256 ;
+  wire \$257 ;
+  wire \$258 ;
+  wire \$259 ;
   wire \$26 ;
-  reg [3:0] \$260 ;
-  reg [3:0] \$261 ;
-  reg [3:0] \$262 ;
-  reg [3:0] \$263 ;
-  reg [3:0] \$264 ;
-  reg [3:0] \$265 ;
-  reg [3:0] \$266 ;
-  reg [3:0] \$267 ;
-  reg [3:0] \$268 ;
-  reg [1:0] \$269 ;
+  wire \$260 ;
+  wire \$261 ;
+  wire \$262 ;
+  wire \$263 ;
+  wire \$264 ;
+  wire \$265 ;
+  wire [3:0] \$266 ;
+  wire \$267 ;
+  wire \$268 ;
+  wire \$269 ;
   wire \$27 ;
-  reg [1:0] \$270 ;
-  reg [1:0] \$271 ;
-  reg [1:0] \$272 ;
-  reg [1:0] \$273 ;
-  reg [1:0] \$274 ;
-  reg [1:0] \$275 ;
-  reg [1:0] \$276 ;
-  reg [1:0] \$277 ;
-  reg [1:0] \$278 ;
-  reg [1:0] \$279 ;
+  wire \$270 ;
+  wire \$271 ;
+  wire \$272 ;
+  wire \$273 ;
+  wire \$274 ;
+  wire \$275 ;
+  wire \$276 ;
+  reg \$277 ;
+  reg [7:0] \$278 ;
+  reg [3:0] \$279 ;
   wire \$28 ;
-  reg [1:0] \$280 ;
-  reg [1:0] \$281 ;
-  reg [1:0] \$282 ;
-  reg [1:0] \$283 ;
-  reg [1:0] \$284 ;
+  reg [3:0] \$280 ;
+  reg \$281 ;
+  reg \$282 ;
+  reg [2:0] \$283 ;
+  reg \$284 ;
   reg [3:0] \$285 ;
-  reg [3:0] \$286 ;
-  reg [3:0] \$287 ;
-  reg [3:0] \$288 ;
-  reg [3:0] \$289 ;
+  reg \$286 ;
+  reg \$287 ;
+  reg \$288 ;
+  reg [4:0] \$289 ;
   wire [4:0] \$29 ;
-  reg [3:0] \$290 ;
-  reg [3:0] \$291 ;
-  reg [3:0] \$292 ;
-  reg [3:0] \$293 ;
-  reg [3:0] \$294 ;
-  reg [3:0] \$295 ;
-  reg [3:0] \$296 ;
-  reg [3:0] \$297 ;
-  reg [3:0] \$298 ;
-  reg [3:0] \$299 ;
+  reg [4:0] \$290 ;
+  reg [4:0] \$291 ;
+  reg [4:0] \$292 ;
+  reg [4:0] \$293 ;
+  reg [4:0] \$294 ;
+  reg [4:0] \$295 ;
+  reg [4:0] \$296 ;
+  reg \$297 ;
+  reg \$298 ;
+  reg \$299 ;
   wire \$3 ;
   wire [4:0] \$30 ;
-  reg [3:0] \$300 ;
-  reg [3:0] \$301 ;
-  reg [3:0] \$302 ;
-  reg [3:0] \$303 ;
-  reg [3:0] \$304 ;
+  reg \$300 ;
+  wire [127:0] \$301 ;
+  wire [255:0] \$302 ;
+  wire [255:0] \$303 ;
+  wire [255:0] \$304 ;
   reg [3:0] \$305 ;
   reg [3:0] \$306 ;
-  wire [943:0] \$307 ;
-  wire [943:0] \$308 ;
-  reg \$309 ;
+  reg [3:0] \$307 ;
+  reg [3:0] \$308 ;
+  reg [3:0] \$309 ;
   wire [4:0] \$31 ;
-  reg \$310 ;
-  reg [16:0] \$311 ;
-  reg [16:0] \$312 ;
-  reg [16:0] \$313 ;
-  reg [16:0] \$314 ;
-  reg [16:0] \$315 ;
-  reg [16:0] \$316 ;
-  reg [16:0] \$317 ;
-  reg [16:0] \$318 ;
-  reg [16:0] \$319 ;
+  reg [3:0] \$310 ;
+  reg [3:0] \$311 ;
+  reg [3:0] \$312 ;
+  reg [3:0] \$313 ;
+  reg [1:0] \$314 ;
+  reg [1:0] \$315 ;
+  reg [1:0] \$316 ;
+  reg [1:0] \$317 ;
+  reg [1:0] \$318 ;
+  reg [1:0] \$319 ;
   wire [4:0] \$32 ;
-  reg [16:0] \$320 ;
-  reg [16:0] \$321 ;
-  reg [16:0] \$322 ;
-  reg [16:0] \$323 ;
-  reg [16:0] \$324 ;
-  reg [16:0] \$325 ;
-  reg [16:0] \$326 ;
-  reg \$327 ;
-  reg \$328 ;
-  reg \$329 ;
+  reg [1:0] \$320 ;
+  reg [1:0] \$321 ;
+  reg [1:0] \$322 ;
+  reg [1:0] \$323 ;
+  reg [1:0] \$324 ;
+  reg [1:0] \$325 ;
+  reg [1:0] \$326 ;
+  reg [1:0] \$327 ;
+  reg [1:0] \$328 ;
+  reg [1:0] \$329 ;
   wire \$33 ;
-  reg \$330 ;
-  reg \$331 ;
-  reg \$332 ;
-  reg \$333 ;
-  reg \$334 ;
-  reg \$335 ;
-  reg \$336 ;
-  reg \$337 ;
-  reg \$338 ;
-  reg \$339 ;
+  reg [3:0] \$330 ;
+  reg [3:0] \$331 ;
+  reg [3:0] \$332 ;
+  reg [3:0] \$333 ;
+  reg [3:0] \$334 ;
+  reg [3:0] \$335 ;
+  reg [3:0] \$336 ;
+  reg [3:0] \$337 ;
+  reg [3:0] \$338 ;
+  reg [3:0] \$339 ;
   wire \$34 ;
-  reg \$340 ;
-  reg \$341 ;
-  reg \$342 ;
-  wire [1215:0] \$343 ;
-  reg \$344 ;
-  reg \$345 ;
-  reg \$346 ;
-  reg \$347 ;
-  reg \$348 ;
-  reg \$349 ;
+  reg [3:0] \$340 ;
+  reg [3:0] \$341 ;
+  reg [3:0] \$342 ;
+  reg [3:0] \$343 ;
+  reg [3:0] \$344 ;
+  reg [3:0] \$345 ;
+  reg [3:0] \$346 ;
+  reg [3:0] \$347 ;
+  reg [3:0] \$348 ;
+  reg [3:0] \$349 ;
   wire \$35 ;
-  reg \$350 ;
-  reg \$351 ;
-  reg \$352 ;
-  reg \$353 ;
+  reg [3:0] \$350 ;
+  reg [3:0] \$351 ;
+  wire [943:0] \$352 ;
+  wire [943:0] \$353 ;
   reg \$354 ;
   reg \$355 ;
-  reg \$356 ;
-  reg \$357 ;
-  reg \$358 ;
-  reg \$359 ;
+  reg [16:0] \$356 ;
+  reg [16:0] \$357 ;
+  reg [16:0] \$358 ;
+  reg [16:0] \$359 ;
   wire \$36 ;
-  reg \$360 ;
-  reg \$361 ;
-  reg \$362 ;
-  reg \$363 ;
-  reg \$364 ;
-  reg \$365 ;
-  reg \$366 ;
-  reg \$367 ;
-  reg \$368 ;
-  reg \$369 ;
+  reg [16:0] \$360 ;
+  reg [16:0] \$361 ;
+  reg [16:0] \$362 ;
+  reg [16:0] \$363 ;
+  reg [16:0] \$364 ;
+  reg [16:0] \$365 ;
+  reg [16:0] \$366 ;
+  reg [16:0] \$367 ;
+  reg [16:0] \$368 ;
+  reg [16:0] \$369 ;
   wire \$37 ;
-  reg \$370 ;
-  reg \$371 ;
+  reg [16:0] \$370 ;
+  reg [16:0] \$371 ;
   reg \$372 ;
   reg \$373 ;
   reg \$374 ;
@@ -25839,20 +25981,73 @@ module \bchw_top.engine1 (rst, s__valid, s__payload, s__ready, m__valid, m__payl
   reg \$383 ;
   reg \$384 ;
   reg \$385 ;
-  reg [128:0] \$386 ;
-  reg [128:0] \$387 ;
-  reg [128:0] \$388 ;
-  reg [128:0] \$389 ;
+  reg \$386 ;
+  reg \$387 ;
+  wire [1215:0] \$388 ;
+  reg \$389 ;
   wire \$39 ;
-  reg [2:0] \$390 ;
+  reg \$390 ;
   reg \$391 ;
   reg \$392 ;
+  reg \$393 ;
+  reg \$394 ;
+  reg \$395 ;
+  reg \$396 ;
+  reg \$397 ;
+  reg \$398 ;
+  reg \$399 ;
   wire \$4 ;
   wire \$40 ;
+  reg \$400 ;
+  reg \$401 ;
+  reg \$402 ;
+  reg \$403 ;
+  reg \$404 ;
+  reg \$405 ;
+  reg \$406 ;
+  reg \$407 ;
+  reg \$408 ;
+  reg \$409 ;
   wire \$41 ;
+  reg \$410 ;
+  reg \$411 ;
+  reg \$412 ;
+  reg \$413 ;
+  reg \$414 ;
+  reg \$415 ;
+  reg \$416 ;
+  reg \$417 ;
+  reg \$418 ;
+  reg \$419 ;
   wire \$42 ;
+  reg \$420 ;
+  reg \$421 ;
+  reg \$422 ;
+  reg \$423 ;
+  reg \$424 ;
+  reg \$425 ;
+  reg \$426 ;
+  reg \$427 ;
+  reg \$428 ;
+  reg \$429 ;
   wire [3:0] \$43 ;
+  reg \$430 ;
+  reg [2:0] \$431 ;
+  reg [2:0] \$432 ;
+  reg [2:0] \$433 ;
+  reg [2:0] \$434 ;
+  reg \$435 ;
+  reg \$436 ;
+  reg \$437 ;
+  reg \$438 ;
+  reg [128:0] \$439 ;
   wire \$44 ;
+  reg [128:0] \$440 ;
+  reg [128:0] \$441 ;
+  reg [128:0] \$442 ;
+  reg [2:0] \$443 ;
+  reg \$444 ;
+  reg \$445 ;
   wire \$45 ;
   wire [4:0] \$46 ;
   wire [4:0] \$47 ;
@@ -25867,37 +26062,37 @@ module \bchw_top.engine1 (rst, s__valid, s__payload, s__ready, m__valid, m__payl
   wire [128:0] \$55 ;
   wire \$56 ;
   wire \$57 ;
-  wire [3:0] \$58 ;
+  wire \$58 ;
   wire \$59 ;
   wire \$6 ;
   wire \$60 ;
-  wire \$61 ;
+  wire [3:0] \$61 ;
   wire \$62 ;
   wire \$63 ;
-  wire [4:0] \$64 ;
+  wire \$64 ;
   wire \$65 ;
   wire \$66 ;
   wire \$67 ;
   wire \$68 ;
   wire \$69 ;
   wire \$7 ;
-  wire \$70 ;
-  wire [1:0] \$71 ;
-  wire [1:0] \$72 ;
+  wire [4:0] \$70 ;
+  wire \$71 ;
+  wire \$72 ;
   wire \$73 ;
   wire \$74 ;
   wire \$75 ;
   wire \$76 ;
-  wire [4:0] \$77 ;
-  wire [4:0] \$78 ;
-  wire [4:0] \$79 ;
+  wire [1:0] \$77 ;
+  wire [1:0] \$78 ;
+  wire \$79 ;
   wire [8:0] \$8 ;
   wire \$80 ;
   wire \$81 ;
   wire \$82 ;
-  wire \$83 ;
-  wire \$84 ;
-  wire \$85 ;
+  wire [4:0] \$83 ;
+  wire [4:0] \$84 ;
+  wire [4:0] \$85 ;
   wire \$86 ;
   wire \$87 ;
   wire \$88 ;
@@ -26004,6 +26199,14 @@ module \bchw_top.engine1 (rst, s__valid, s__payload, s__ready, m__valid, m__payl
   input clk;
   wire clk;
   reg [2:0] count = 3'h0;
+  (* keep = 32'd1 *)
+  reg [2:0] count_copy0 = 3'h0;
+  (* keep = 32'd1 *)
+  reg [2:0] count_copy1 = 3'h0;
+  (* keep = 32'd1 *)
+  reg [2:0] count_copy2 = 3'h0;
+  (* keep = 32'd1 *)
+  reg [2:0] count_copy3 = 3'h0;
   wire [2:0] count_next;
   reg credit_back = 1'h0;
   reg credit_back_d0 = 1'h0;
@@ -26012,6 +26215,7 @@ module \bchw_top.engine1 (rst, s__valid, s__payload, s__ready, m__valid, m__payl
   reg [2:0] credits = 3'h4;
   wire [2:0] credits_next;
   wire [255:0] data;
+  wire [58:0] \data$233 ;
   wire [58:0] \data$234 ;
   wire [58:0] \data$235 ;
   wire [58:0] \data$236 ;
@@ -26027,7 +26231,6 @@ module \bchw_top.engine1 (rst, s__valid, s__payload, s__ready, m__valid, m__payl
   wire [58:0] \data$246 ;
   wire [58:0] \data$247 ;
   wire [58:0] \data$248 ;
-  wire [58:0] \data$249 ;
   (* keep = 32'd1 *)
   reg dload_copy0 = 1'h0;
   (* keep = 32'd1 *)
@@ -26095,7 +26298,6 @@ module \bchw_top.engine1 (rst, s__valid, s__payload, s__ready, m__valid, m__payl
   wire \en$91 ;
   wire \en$95 ;
   wire \en$99 ;
-  wire enter;
   reg [3:0] f_d0 = 4'h0;
   reg [3:0] f_d1 = 4'h0;
   reg [3:0] f_d2 = 4'h0;
@@ -26228,9 +26430,9 @@ module \bchw_top.engine1 (rst, s__valid, s__payload, s__ready, m__valid, m__payl
   (* keep = 32'd1 *)
   reg [4:0] \read__addr$48  = 5'h10;
   wire [31:0] read__data;
+  wire [31:0] \read__data$191 ;
   wire [31:0] \read__data$192 ;
   wire [31:0] \read__data$193 ;
-  wire [31:0] \read__data$194 ;
   reg read_bank = 1'h1;
   reg ready = 1'h1;
   wire ready_next;
@@ -26250,25 +26452,33 @@ module \bchw_top.engine1 (rst, s__valid, s__payload, s__ready, m__valid, m__payl
   reg [128:0] skid1 = 129'h000000000000000000000000000000000;
   reg [128:0] skid2 = 129'h000000000000000000000000000000000;
   reg [128:0] skid3 = 129'h000000000000000000000000000000000;
+  (* keep = 32'd1 *)
+  reg skid_qvalid_copy0 = 1'h0;
+  (* keep = 32'd1 *)
+  reg skid_qvalid_copy1 = 1'h0;
+  (* keep = 32'd1 *)
+  reg skid_qvalid_copy2 = 1'h0;
+  (* keep = 32'd1 *)
+  reg skid_qvalid_copy3 = 1'h0;
   (* init = 8'h00 *)
   wire [7:0] step;
   wire [7:0] step_next;
   wire [12:0] sum;
-  wire [12:0] \sum$256 ;
-  wire [12:0] \sum$258 ;
-  wire [12:0] \sum$260 ;
-  wire [12:0] \sum$262 ;
-  wire [12:0] \sum$264 ;
-  wire [12:0] \sum$266 ;
-  wire [12:0] \sum$268 ;
-  wire [12:0] \sum$270 ;
-  wire [12:0] \sum$272 ;
-  wire [12:0] \sum$274 ;
-  wire [12:0] \sum$276 ;
-  wire [12:0] \sum$278 ;
-  wire [12:0] \sum$280 ;
-  wire [12:0] \sum$282 ;
-  wire [12:0] \sum$284 ;
+  wire [12:0] \sum$255 ;
+  wire [12:0] \sum$257 ;
+  wire [12:0] \sum$259 ;
+  wire [12:0] \sum$261 ;
+  wire [12:0] \sum$263 ;
+  wire [12:0] \sum$265 ;
+  wire [12:0] \sum$267 ;
+  wire [12:0] \sum$269 ;
+  wire [12:0] \sum$271 ;
+  wire [12:0] \sum$273 ;
+  wire [12:0] \sum$275 ;
+  wire [12:0] \sum$277 ;
+  wire [12:0] \sum$279 ;
+  wire [12:0] \sum$281 ;
+  wire [12:0] \sum$283 ;
   wire [15:0] w;
   wire [15:0] \w$102 ;
   wire [15:0] \w$106 ;
@@ -26515,7 +26725,7 @@ module \bchw_top.engine1 (rst, s__valid, s__payload, s__ready, m__valid, m__payl
   always @(posedge clk) begin
     _1_ <= xmem1[\read__addr$34 ];
   end
-  assign \read__data$192  = _1_;
+  assign \read__data$191  = _1_;
   reg [31:0] xmem2 [31:0];
   initial begin
     xmem2[0] = 32'd0;
@@ -26559,7 +26769,7 @@ module \bchw_top.engine1 (rst, s__valid, s__payload, s__ready, m__valid, m__payl
   always @(posedge clk) begin
     _2_ <= xmem2[\read__addr$41 ];
   end
-  assign \read__data$193  = _2_;
+  assign \read__data$192  = _2_;
   reg [31:0] xmem3 [31:0];
   initial begin
     xmem3[0] = 32'd0;
@@ -26603,7 +26813,109 @@ module \bchw_top.engine1 (rst, s__valid, s__payload, s__ready, m__valid, m__payl
   always @(posedge clk) begin
     _3_ <= xmem3[\read__addr$48 ];
   end
-  assign \read__data$194  = _3_;
+  assign \read__data$193  = _3_;
+  always @(posedge clk)
+    qv_d7 <= \$396 ;
+  always @(posedge clk)
+    qv_d8 <= \$397 ;
+  always @(posedge clk)
+    qv_d9 <= \$398 ;
+  always @(posedge clk)
+    qv_d10 <= \$399 ;
+  always @(posedge clk)
+    qv_d11 <= \$400 ;
+  always @(posedge clk)
+    qv_d12 <= \$401 ;
+  always @(posedge clk)
+    qv_d13 <= \$402 ;
+  always @(posedge clk)
+    qv_d14 <= \$403 ;
+  always @(posedge clk)
+    qv_d15 <= \$404 ;
+  always @(posedge clk)
+    qv_d16 <= \$405 ;
+  always @(posedge clk)
+    qv_d17 <= \$406 ;
+  always @(posedge clk)
+    qv_d18 <= \$407 ;
+  always @(posedge clk)
+    qv_d19 <= \$408 ;
+  always @(posedge clk)
+    qe_d0 <= \$409 ;
+  always @(posedge clk)
+    qe_d1 <= \$410 ;
+  always @(posedge clk)
+    qe_d2 <= \$411 ;
+  always @(posedge clk)
+    qe_d3 <= \$412 ;
+  always @(posedge clk)
+    qe_d4 <= \$413 ;
+  always @(posedge clk)
+    qe_d5 <= \$414 ;
+  always @(posedge clk)
+    qe_d6 <= \$415 ;
+  always @(posedge clk)
+    qe_d7 <= \$416 ;
+  always @(posedge clk)
+    qe_d8 <= \$417 ;
+  always @(posedge clk)
+    qe_d9 <= \$418 ;
+  always @(posedge clk)
+    qe_d10 <= \$419 ;
+  always @(posedge clk)
+    qe_d11 <= \$420 ;
+  always @(posedge clk)
+    qe_d12 <= \$421 ;
+  always @(posedge clk)
+    qe_d13 <= \$422 ;
+  always @(posedge clk)
+    qe_d14 <= \$423 ;
+  always @(posedge clk)
+    qe_d15 <= \$424 ;
+  always @(posedge clk)
+    qe_d16 <= \$425 ;
+  always @(posedge clk)
+    qe_d17 <= \$426 ;
+  always @(posedge clk)
+    qe_d18 <= \$427 ;
+  always @(posedge clk)
+    qe_d19 <= \$428 ;
+  always @(posedge clk)
+    qv_last_d0 <= \$429 ;
+  always @(posedge clk)
+    qe_last_d0 <= \$430 ;
+  always @(posedge clk)
+    results0 <= { q, results0[119:8] };
+  always @(posedge clk)
+    count_copy0 <= \$431 ;
+  always @(posedge clk)
+    count_copy1 <= \$432 ;
+  always @(posedge clk)
+    count_copy2 <= \$433 ;
+  always @(posedge clk)
+    count_copy3 <= \$434 ;
+  always @(posedge clk)
+    skid_qvalid_copy0 <= \$435 ;
+  always @(posedge clk)
+    skid_qvalid_copy1 <= \$436 ;
+  always @(posedge clk)
+    skid_qvalid_copy2 <= \$437 ;
+  always @(posedge clk)
+    skid_qvalid_copy3 <= \$438 ;
+  always @(posedge clk)
+    skid0 <= \$439 ;
+  always @(posedge clk)
+    skid1 <= \$440 ;
+  always @(posedge clk)
+    skid2 <= \$441 ;
+  always @(posedge clk)
+    skid3 <= \$442 ;
+  always @(posedge clk)
+    count <= \$443 ;
+  always @(posedge clk)
+    credit_back_d0 <= \$444 ;
+  always @(posedge clk)
+    credit_back <= \$445 ;
   assign \$1  = \$signal  & ready;
   assign \$2  = ~ last_step;
   assign \$3  = busy & \$2 ;
@@ -26658,91 +26970,90 @@ module \bchw_top.engine1 (rst, s__valid, s__payload, s__ready, m__valid, m__payl
   assign m__valid = \$53  | qv_last_d0;
   assign \$54  = | count;
   assign \$55  = \$54  ? skid0 : { qe_last_d0, q, results0 };
-  assign enter = m__valid & m__ready;
   assign \$56  = | count;
-  assign \$57  = enter & \$56 ;
-  assign \$58  = count - \$57 ;
+  assign \$57  = \$56  | qv_last_d0;
+  assign \$58  = \$57  & m__ready;
   assign \$59  = | count;
-  assign \$60  = ~ \$59 ;
-  assign \$61  = enter & \$60 ;
-  assign \$62  = ~ \$61 ;
-  assign \$63  = qv_last_d0 & \$62 ;
-  assign \$64  = $signed(\$58 ) + $signed({ 1'h0, \$63  });
-  assign \$65  = s__valid & s__ready;
-  assign \$66  = word == 4'hf;
-  assign \$73  = word == 4'hf;
-  assign \$77  = word + 1'h1;
-  assign \$79  = \$75  ? 5'h00 : \$78 ;
-  assign \$80  = s__valid & s__ready;
-  assign \$81  = word == 4'hf;
-  assign \$84  = \$80  & \$83 ;
-  assign \$85  = ~ write_bank;
-  assign \$86  = \$signal  & ready;
-  assign \$87  = ~ read_bank;
-  assign \$88  = s__valid & s__ready;
-  assign \$89  = word == 4'hf;
-  assign \$92  = \$88  & \$91 ;
-  assign \$93  = ~ ready;
-  assign \$94  = \$signal  & \$93 ;
-  assign \$95  = \$92  ? 1'h1 : \$94 ;
-  assign \$96  = \$signal  & ready;
-  assign \$97  = read_bank ^ \$96 ;
-  assign \$98  = \$signal  & ready;
-  assign \$99  = read_bank ^ \$98 ;
-  assign \$100  = \$signal  & ready;
-  assign \$101  = read_bank ^ \$100 ;
+  assign \$60  = \$58  & \$59 ;
+  assign \$61  = count - \$60 ;
+  assign \$62  = | count;
+  assign \$63  = \$62  | qv_last_d0;
+  assign \$64  = \$63  & m__ready;
+  assign \$65  = | count;
+  assign \$66  = ~ \$65 ;
+  assign \$67  = \$64  & \$66 ;
+  assign \$68  = ~ \$67 ;
+  assign \$69  = qv_last_d0 & \$68 ;
+  assign \$70  = $signed(\$61 ) + $signed({ 1'h0, \$69  });
+  assign \$71  = s__valid & s__ready;
+  assign \$72  = word == 4'hf;
+  assign \$79  = word == 4'hf;
+  assign \$83  = word + 1'h1;
+  assign \$85  = \$81  ? 5'h00 : \$84 ;
+  assign \$86  = s__valid & s__ready;
+  assign \$87  = word == 4'hf;
+  assign \$90  = \$86  & \$89 ;
+  assign \$91  = ~ write_bank;
+  assign \$92  = \$signal  & ready;
+  assign \$93  = ~ read_bank;
+  assign \$94  = s__valid & s__ready;
+  assign \$95  = word == 4'hf;
+  assign \$98  = \$94  & \$97 ;
+  assign \$99  = ~ ready;
+  assign \$100  = \$signal  & \$99 ;
+  assign \$101  = \$98  ? 1'h1 : \$100 ;
   assign \$102  = \$signal  & ready;
   assign \$103  = read_bank ^ \$102 ;
-  assign \$104  = s__valid & s__ready;
-  assign \$106  = \$104  ? 1'h1 : 1'h0;
-  assign \$107  = s__valid & s__ready;
-  assign \$109  = \$107  ? 1'h1 : 1'h0;
+  assign \$104  = \$signal  & ready;
+  assign \$105  = read_bank ^ \$104 ;
+  assign \$106  = \$signal  & ready;
+  assign \$107  = read_bank ^ \$106 ;
+  assign \$108  = \$signal  & ready;
+  assign \$109  = read_bank ^ \$108 ;
   assign \$110  = s__valid & s__ready;
   assign \$112  = \$110  ? 1'h1 : 1'h0;
   assign \$113  = s__valid & s__ready;
   assign \$115  = \$113  ? 1'h1 : 1'h0;
-  assign \$116  = ! sfc;
-  assign \$117  = sfc == 4'hf;
-  assign \$118  = ft_d0[0] & ft_d0[2];
-  assign \$119  = ft_d0[0] & ft_d0[3];
-  assign \$120  = accflags_copy0[1] ? 17'h00000 : acc0;
-  assign \$121  = $signed(\$120 ) + $signed(sum);
-  assign \$122  = accflags_copy1[1] ? 17'h00000 : acc1;
-  assign \$123  = $signed(\$122 ) + $signed(\sum$256 );
-  assign \$124  = accflags_copy2[1] ? 17'h00000 : acc2;
-  assign \$125  = $signed(\$124 ) + $signed(\sum$258 );
-  assign \$126  = accflags_copy3[1] ? 17'h00000 : acc3;
-  assign \$127  = $signed(\$126 ) + $signed(\sum$260 );
-  assign \$128  = accflags_copy4[1] ? 17'h00000 : acc4;
-  assign \$129  = $signed(\$128 ) + $signed(\sum$262 );
-  assign \$130  = accflags_copy5[1] ? 17'h00000 : acc5;
-  assign \$131  = $signed(\$130 ) + $signed(\sum$264 );
-  assign \$132  = accflags_copy6[1] ? 17'h00000 : acc6;
-  assign \$133  = $signed(\$132 ) + $signed(\sum$266 );
-  assign \$134  = accflags_copy7[1] ? 17'h00000 : acc7;
-  assign \$135  = $signed(\$134 ) + $signed(\sum$268 );
-  assign \$136  = accflags_copy8[1] ? 17'h00000 : acc8;
-  assign \$137  = $signed(\$136 ) + $signed(\sum$270 );
-  assign \$138  = accflags_copy9[1] ? 17'h00000 : acc9;
-  assign \$139  = $signed(\$138 ) + $signed(\sum$272 );
-  assign \$140  = accflags_copy10[1] ? 17'h00000 : acc10;
-  assign \$141  = $signed(\$140 ) + $signed(\sum$274 );
-  assign \$142  = accflags_copy11[1] ? 17'h00000 : acc11;
-  assign \$143  = $signed(\$142 ) + $signed(\sum$276 );
-  assign \$144  = accflags_copy12[1] ? 17'h00000 : acc12;
-  assign \$145  = $signed(\$144 ) + $signed(\sum$278 );
-  assign \$146  = accflags_copy13[1] ? 17'h00000 : acc13;
-  assign \$147  = $signed(\$146 ) + $signed(\sum$280 );
-  assign \$148  = accflags_copy14[1] ? 17'h00000 : acc14;
-  assign \$149  = $signed(\$148 ) + $signed(\sum$282 );
-  assign \$150  = accflags_copy15[1] ? 17'h00000 : acc15;
-  assign \$151  = $signed(\$150 ) + $signed(\sum$284 );
-  assign \$152  = ft_d0[0] & ft_d0[2];
-  assign \$153  = ft_d0[0] & ft_d0[2];
-  assign \$154  = ft_d0[0] & ft_d0[2];
-  assign \$155  = ft_d0[0] & ft_d0[2];
-  assign \$156  = ft_d0[0] & ft_d0[2];
-  assign \$157  = ft_d0[0] & ft_d0[2];
+  assign \$116  = s__valid & s__ready;
+  assign \$118  = \$116  ? 1'h1 : 1'h0;
+  assign \$119  = s__valid & s__ready;
+  assign \$121  = \$119  ? 1'h1 : 1'h0;
+  assign \$122  = ! sfc;
+  assign \$123  = sfc == 4'hf;
+  assign \$124  = ft_d0[0] & ft_d0[2];
+  assign \$125  = ft_d0[0] & ft_d0[3];
+  assign \$126  = accflags_copy0[1] ? 17'h00000 : acc0;
+  assign \$127  = $signed(\$126 ) + $signed(sum);
+  assign \$128  = accflags_copy1[1] ? 17'h00000 : acc1;
+  assign \$129  = $signed(\$128 ) + $signed(\sum$255 );
+  assign \$130  = accflags_copy2[1] ? 17'h00000 : acc2;
+  assign \$131  = $signed(\$130 ) + $signed(\sum$257 );
+  assign \$132  = accflags_copy3[1] ? 17'h00000 : acc3;
+  assign \$133  = $signed(\$132 ) + $signed(\sum$259 );
+  assign \$134  = accflags_copy4[1] ? 17'h00000 : acc4;
+  assign \$135  = $signed(\$134 ) + $signed(\sum$261 );
+  assign \$136  = accflags_copy5[1] ? 17'h00000 : acc5;
+  assign \$137  = $signed(\$136 ) + $signed(\sum$263 );
+  assign \$138  = accflags_copy6[1] ? 17'h00000 : acc6;
+  assign \$139  = $signed(\$138 ) + $signed(\sum$265 );
+  assign \$140  = accflags_copy7[1] ? 17'h00000 : acc7;
+  assign \$141  = $signed(\$140 ) + $signed(\sum$267 );
+  assign \$142  = accflags_copy8[1] ? 17'h00000 : acc8;
+  assign \$143  = $signed(\$142 ) + $signed(\sum$269 );
+  assign \$144  = accflags_copy9[1] ? 17'h00000 : acc9;
+  assign \$145  = $signed(\$144 ) + $signed(\sum$271 );
+  assign \$146  = accflags_copy10[1] ? 17'h00000 : acc10;
+  assign \$147  = $signed(\$146 ) + $signed(\sum$273 );
+  assign \$148  = accflags_copy11[1] ? 17'h00000 : acc11;
+  assign \$149  = $signed(\$148 ) + $signed(\sum$275 );
+  assign \$150  = accflags_copy12[1] ? 17'h00000 : acc12;
+  assign \$151  = $signed(\$150 ) + $signed(\sum$277 );
+  assign \$152  = accflags_copy13[1] ? 17'h00000 : acc13;
+  assign \$153  = $signed(\$152 ) + $signed(\sum$279 );
+  assign \$154  = accflags_copy14[1] ? 17'h00000 : acc14;
+  assign \$155  = $signed(\$154 ) + $signed(\sum$281 );
+  assign \$156  = accflags_copy15[1] ? 17'h00000 : acc15;
+  assign \$157  = $signed(\$156 ) + $signed(\sum$283 );
   assign \$158  = ft_d0[0] & ft_d0[2];
   assign \$159  = ft_d0[0] & ft_d0[2];
   assign \$160  = ft_d0[0] & ft_d0[2];
@@ -26753,122 +27064,167 @@ module \bchw_top.engine1 (rst, s__valid, s__payload, s__ready, m__valid, m__payl
   assign \$165  = ft_d0[0] & ft_d0[2];
   assign \$166  = ft_d0[0] & ft_d0[2];
   assign \$167  = ft_d0[0] & ft_d0[2];
-  assign \$168  = dload_copy0 ? { params_d1[58:0], acc0 } : drain[151:76];
-  assign \$169  = dload_copy1 ? { params_d1[117:59], acc1 } : drain[227:152];
-  assign \$170  = dload_copy2 ? { params_d1[176:118], acc2 } : drain[303:228];
-  assign \$171  = dload_copy3 ? { params_d1[235:177], acc3 } : drain[379:304];
-  assign \$172  = dload_copy4 ? { params_d1[294:236], acc4 } : drain[455:380];
-  assign \$173  = dload_copy5 ? { params_d1[353:295], acc5 } : drain[531:456];
-  assign \$174  = dload_copy6 ? { params_d1[412:354], acc6 } : drain[607:532];
-  assign \$175  = dload_copy7 ? { params_d1[471:413], acc7 } : drain[683:608];
-  assign \$176  = dload_copy8 ? { params_d1[530:472], acc8 } : drain[759:684];
-  assign \$177  = dload_copy9 ? { params_d1[589:531], acc9 } : drain[835:760];
-  assign \$178  = dload_copy10 ? { params_d1[648:590], acc10 } : drain[911:836];
-  assign \$179  = dload_copy11 ? { params_d1[707:649], acc11 } : drain[987:912];
-  assign \$180  = dload_copy12 ? { params_d1[766:708], acc12 } : drain[1063:988];
-  assign \$181  = dload_copy13 ? { params_d1[825:767], acc13 } : drain[1139:1064];
-  assign \$182  = dload_copy14 ? { params_d1[884:826], acc14 } : drain[1215:1140];
-  assign \$183  = dload_copy15 ? { params_d1[943:885], acc15 } : drain[1215:1140];
-  assign \$184  = | count;
-  assign \$185  = ~ \$184 ;
-  assign \$186  = enter & \$185 ;
-  assign \$187  = ~ \$186 ;
-  assign \$188  = qv_last_d0 & \$187 ;
-  assign \$189  = | count;
-  assign \$190  = enter & \$189 ;
-  assign \$191  = count - \$190 ;
-  assign \$192  = ! \$191 ;
-  assign \$193  = \$188  & \$192 ;
-  assign \$194  = | count;
-  assign \$195  = enter & \$194 ;
-  assign \$196  = | count;
-  assign \$197  = ~ \$196 ;
-  assign \$198  = enter & \$197 ;
-  assign \$199  = ~ \$198 ;
-  assign \$200  = qv_last_d0 & \$199 ;
-  assign \$201  = | count;
-  assign \$202  = enter & \$201 ;
-  assign \$203  = count - \$202 ;
-  assign \$204  = \$203  == 1'h1;
-  assign \$205  = \$200  & \$204 ;
-  assign \$206  = | count;
-  assign \$207  = enter & \$206 ;
-  assign \$208  = | count;
-  assign \$209  = ~ \$208 ;
-  assign \$210  = enter & \$209 ;
-  assign \$211  = ~ \$210 ;
-  assign \$212  = qv_last_d0 & \$211 ;
-  assign \$213  = | count;
-  assign \$214  = enter & \$213 ;
-  assign \$215  = count - \$214 ;
-  assign \$216  = \$215  == 2'h2;
-  assign \$217  = \$212  & \$216 ;
-  assign \$218  = | count;
-  assign \$219  = enter & \$218 ;
-  assign \$220  = | count;
-  assign \$221  = ~ \$220 ;
-  assign \$222  = enter & \$221 ;
-  assign \$223  = ~ \$222 ;
-  assign \$224  = qv_last_d0 & \$223 ;
-  assign \$225  = | count;
-  assign \$226  = enter & \$225 ;
-  assign \$227  = count - \$226 ;
-  assign \$228  = \$227  == 2'h3;
-  assign \$229  = \$224  & \$228 ;
-  assign \$230  = | count;
-  assign \$231  = enter & \$230 ;
+  assign \$168  = ft_d0[0] & ft_d0[2];
+  assign \$169  = ft_d0[0] & ft_d0[2];
+  assign \$170  = ft_d0[0] & ft_d0[2];
+  assign \$171  = ft_d0[0] & ft_d0[2];
+  assign \$172  = ft_d0[0] & ft_d0[2];
+  assign \$173  = ft_d0[0] & ft_d0[2];
+  assign \$174  = dload_copy0 ? { params_d1[58:0], acc0 } : drain[151:76];
+  assign \$175  = dload_copy1 ? { params_d1[117:59], acc1 } : drain[227:152];
+  assign \$176  = dload_copy2 ? { params_d1[176:118], acc2 } : drain[303:228];
+  assign \$177  = dload_copy3 ? { params_d1[235:177], acc3 } : drain[379:304];
+  assign \$178  = dload_copy4 ? { params_d1[294:236], acc4 } : drain[455:380];
+  assign \$179  = dload_copy5 ? { params_d1[353:295], acc5 } : drain[531:456];
+  assign \$180  = dload_copy6 ? { params_d1[412:354], acc6 } : drain[607:532];
+  assign \$181  = dload_copy7 ? { params_d1[471:413], acc7 } : drain[683:608];
+  assign \$182  = dload_copy8 ? { params_d1[530:472], acc8 } : drain[759:684];
+  assign \$183  = dload_copy9 ? { params_d1[589:531], acc9 } : drain[835:760];
+  assign \$184  = dload_copy10 ? { params_d1[648:590], acc10 } : drain[911:836];
+  assign \$185  = dload_copy11 ? { params_d1[707:649], acc11 } : drain[987:912];
+  assign \$186  = dload_copy12 ? { params_d1[766:708], acc12 } : drain[1063:988];
+  assign \$187  = dload_copy13 ? { params_d1[825:767], acc13 } : drain[1139:1064];
+  assign \$188  = dload_copy14 ? { params_d1[884:826], acc14 } : drain[1215:1140];
+  assign \$189  = dload_copy15 ? { params_d1[943:885], acc15 } : drain[1215:1140];
+  assign \$190  = | count_copy0;
+  assign \$191  = \$190  | skid_qvalid_copy0;
+  assign \$192  = \$191  & m__ready;
+  assign \$193  = | count_copy0;
+  assign \$194  = ~ \$193 ;
+  assign \$195  = \$192  & \$194 ;
+  assign \$196  = ~ \$195 ;
+  assign \$197  = skid_qvalid_copy0 & \$196 ;
+  assign \$198  = | count_copy0;
+  assign \$199  = \$198  | skid_qvalid_copy0;
+  assign \$200  = \$199  & m__ready;
+  assign \$201  = | count_copy0;
+  assign \$202  = \$200  & \$201 ;
+  assign \$203  = count_copy0 - \$202 ;
+  assign \$204  = ! \$203 ;
+  assign \$205  = \$197  & \$204 ;
+  assign \$206  = | count_copy0;
+  assign \$207  = \$206  | skid_qvalid_copy0;
+  assign \$208  = \$207  & m__ready;
+  assign \$209  = | count_copy0;
+  assign \$210  = \$208  & \$209 ;
+  assign \$211  = | count_copy1;
+  assign \$212  = \$211  | skid_qvalid_copy1;
+  assign \$213  = \$212  & m__ready;
+  assign \$214  = | count_copy1;
+  assign \$215  = ~ \$214 ;
+  assign \$216  = \$213  & \$215 ;
+  assign \$217  = ~ \$216 ;
+  assign \$218  = skid_qvalid_copy1 & \$217 ;
+  assign \$219  = | count_copy1;
+  assign \$220  = \$219  | skid_qvalid_copy1;
+  assign \$221  = \$220  & m__ready;
+  assign \$222  = | count_copy1;
+  assign \$223  = \$221  & \$222 ;
+  assign \$224  = count_copy1 - \$223 ;
+  assign \$225  = \$224  == 1'h1;
+  assign \$226  = \$218  & \$225 ;
+  assign \$227  = | count_copy1;
+  assign \$228  = \$227  | skid_qvalid_copy1;
+  assign \$229  = \$228  & m__ready;
+  assign \$230  = | count_copy1;
+  assign \$231  = \$229  & \$230 ;
+  assign \$232  = | count_copy2;
+  assign \$233  = \$232  | skid_qvalid_copy2;
+  assign \$234  = \$233  & m__ready;
+  assign \$235  = | count_copy2;
+  assign \$236  = ~ \$235 ;
+  assign \$237  = \$234  & \$236 ;
+  assign \$238  = ~ \$237 ;
+  assign \$239  = skid_qvalid_copy2 & \$238 ;
+  assign \$240  = | count_copy2;
+  assign \$241  = \$240  | skid_qvalid_copy2;
+  assign \$242  = \$241  & m__ready;
+  assign \$243  = | count_copy2;
+  assign \$244  = \$242  & \$243 ;
+  assign \$245  = count_copy2 - \$244 ;
+  assign \$246  = \$245  == 2'h2;
+  assign \$247  = \$239  & \$246 ;
+  assign \$248  = | count_copy2;
+  assign \$249  = \$248  | skid_qvalid_copy2;
+  assign \$250  = \$249  & m__ready;
+  assign \$251  = | count_copy2;
+  assign \$252  = \$250  & \$251 ;
+  assign \$253  = | count_copy3;
+  assign \$254  = \$253  | skid_qvalid_copy3;
+  assign \$255  = \$254  & m__ready;
+  assign \$256  = | count_copy3;
+  assign \$257  = ~ \$256 ;
+  assign \$258  = \$255  & \$257 ;
+  assign \$259  = ~ \$258 ;
+  assign \$260  = skid_qvalid_copy3 & \$259 ;
+  assign \$261  = | count_copy3;
+  assign \$262  = \$261  | skid_qvalid_copy3;
+  assign \$263  = \$262  & m__ready;
+  assign \$264  = | count_copy3;
+  assign \$265  = \$263  & \$264 ;
+  assign \$266  = count_copy3 - \$265 ;
+  assign \$267  = \$266  == 2'h3;
+  assign \$268  = \$260  & \$267 ;
+  assign \$269  = | count_copy3;
+  assign \$270  = \$269  | skid_qvalid_copy3;
+  assign \$271  = \$270  & m__ready;
+  assign \$272  = | count_copy3;
+  assign \$273  = \$271  & \$272 ;
+  assign \$274  = | count;
+  assign \$275  = \$274  | qv_last_d0;
+  assign \$276  = \$275  & m__ready;
   always @(posedge clk)
-    busy <= \$232 ;
+    busy <= \$277 ;
   always @(posedge clk)
-    addr <= \$233 ;
+    addr <= \$278 ;
   always @(posedge clk)
-    sfc <= \$234 ;
+    sfc <= \$279 ;
   always @(posedge clk)
-    nfc <= \$235 ;
+    nfc <= \$280 ;
   always @(posedge clk)
-    last_step <= \$236 ;
+    last_step <= \$281 ;
   always @(posedge clk)
-    ready <= \$237 ;
+    ready <= \$282 ;
   always @(posedge clk)
-    credits <= \$238 ;
+    credits <= \$283 ;
   always @(posedge clk)
-    issue <= \$239 ;
+    issue <= \$284 ;
   always @(posedge clk)
-    word <= \$240 ;
+    word <= \$285 ;
   always @(posedge clk)
-    write_bank <= \$241 ;
+    write_bank <= \$286 ;
   always @(posedge clk)
-    read_bank <= \$242 ;
+    read_bank <= \$287 ;
   always @(posedge clk)
-    \$signal  <= \$243 ;
+    \$signal  <= \$288 ;
   always @(posedge clk)
     xbeat <= s__payload;
   always @(posedge clk)
-    write__addr <= \$244 ;
+    write__addr <= \$289 ;
   always @(posedge clk)
-    \write__addr$31  <= \$245 ;
+    \write__addr$31  <= \$290 ;
   always @(posedge clk)
-    \write__addr$38  <= \$246 ;
+    \write__addr$38  <= \$291 ;
   always @(posedge clk)
-    \write__addr$45  <= \$247 ;
+    \write__addr$45  <= \$292 ;
   always @(posedge clk)
-    read__addr <= \$248 ;
+    read__addr <= \$293 ;
   always @(posedge clk)
-    \read__addr$34  <= \$249 ;
+    \read__addr$34  <= \$294 ;
   always @(posedge clk)
-    \read__addr$41  <= \$250 ;
+    \read__addr$41  <= \$295 ;
   always @(posedge clk)
-    \read__addr$48  <= \$251 ;
+    \read__addr$48  <= \$296 ;
   always @(posedge clk)
-    write__en <= \$252 ;
+    write__en <= \$297 ;
   always @(posedge clk)
-    \write__en$29  <= \$253 ;
+    \write__en$29  <= \$298 ;
   always @(posedge clk)
-    \write__en$36  <= \$254 ;
+    \write__en$36  <= \$299 ;
   always @(posedge clk)
-    \write__en$43  <= \$255 ;
+    \write__en$43  <= \$300 ;
   always @(posedge clk)
-    xmem_d0 <= \$256 ;
+    xmem_d0 <= \$301 ;
   always @(posedge clk)
     xtree_fan_copy0 <= xmem_d0;
   always @(posedge clk)
@@ -26910,362 +27266,276 @@ module \bchw_top.engine1 (rst, s__valid, s__payload, s__ready, m__valid, m__payl
   always @(posedge clk)
     \x$112  <= xtree_fan_copy3;
   always @(posedge clk)
-    wdata_d0 <= \$257 ;
+    wdata_d0 <= \$302 ;
   always @(posedge clk)
-    wdata_d1 <= \$258 ;
+    wdata_d1 <= \$303 ;
   always @(posedge clk)
-    wdata_d2 <= \$259 ;
+    wdata_d2 <= \$304 ;
   always @(posedge clk)
-    f_d0 <= \$260 ;
+    f_d0 <= \$305 ;
   always @(posedge clk)
-    f_d1 <= \$261 ;
+    f_d1 <= \$306 ;
   always @(posedge clk)
-    f_d2 <= \$262 ;
+    f_d2 <= \$307 ;
   always @(posedge clk)
-    f_d3 <= \$263 ;
+    f_d3 <= \$308 ;
   always @(posedge clk)
-    f_d4 <= \$264 ;
+    f_d4 <= \$309 ;
   always @(posedge clk)
-    f_d5 <= \$265 ;
+    f_d5 <= \$310 ;
   always @(posedge clk)
-    f_d6 <= \$266 ;
+    f_d6 <= \$311 ;
   always @(posedge clk)
-    f_d7 <= \$267 ;
+    f_d7 <= \$312 ;
   always @(posedge clk)
-    ft_d0 <= \$268 ;
+    ft_d0 <= \$313 ;
   always @(posedge clk)
-    accflags_copy0 <= \$269 ;
+    accflags_copy0 <= \$314 ;
   always @(posedge clk)
-    accflags_copy1 <= \$270 ;
+    accflags_copy1 <= \$315 ;
   always @(posedge clk)
-    accflags_copy2 <= \$271 ;
+    accflags_copy2 <= \$316 ;
   always @(posedge clk)
-    accflags_copy3 <= \$272 ;
+    accflags_copy3 <= \$317 ;
   always @(posedge clk)
-    accflags_copy4 <= \$273 ;
+    accflags_copy4 <= \$318 ;
   always @(posedge clk)
-    accflags_copy5 <= \$274 ;
+    accflags_copy5 <= \$319 ;
   always @(posedge clk)
-    accflags_copy6 <= \$275 ;
+    accflags_copy6 <= \$320 ;
   always @(posedge clk)
-    accflags_copy7 <= \$276 ;
+    accflags_copy7 <= \$321 ;
   always @(posedge clk)
-    accflags_copy8 <= \$277 ;
+    accflags_copy8 <= \$322 ;
   always @(posedge clk)
-    accflags_copy9 <= \$278 ;
+    accflags_copy9 <= \$323 ;
   always @(posedge clk)
-    accflags_copy10 <= \$279 ;
+    accflags_copy10 <= \$324 ;
   always @(posedge clk)
-    accflags_copy11 <= \$280 ;
+    accflags_copy11 <= \$325 ;
   always @(posedge clk)
-    accflags_copy12 <= \$281 ;
+    accflags_copy12 <= \$326 ;
   always @(posedge clk)
-    accflags_copy13 <= \$282 ;
+    accflags_copy13 <= \$327 ;
   always @(posedge clk)
-    accflags_copy14 <= \$283 ;
+    accflags_copy14 <= \$328 ;
   always @(posedge clk)
-    accflags_copy15 <= \$284 ;
+    accflags_copy15 <= \$329 ;
   always @(posedge clk)
-    paddr_d0 <= \$285 ;
+    paddr_d0 <= \$330 ;
   always @(posedge clk)
-    paddr_d1 <= \$286 ;
+    paddr_d1 <= \$331 ;
   always @(posedge clk)
-    paddr_d2 <= \$287 ;
+    paddr_d2 <= \$332 ;
   always @(posedge clk)
-    paddr_d3 <= \$288 ;
+    paddr_d3 <= \$333 ;
   always @(posedge clk)
-    paddr_d4 <= \$289 ;
+    paddr_d4 <= \$334 ;
   always @(posedge clk)
-    paddr_d5 <= \$290 ;
+    paddr_d5 <= \$335 ;
   always @(posedge clk)
-    \addr$116  <= \$291 ;
+    \addr$116  <= \$336 ;
   always @(posedge clk)
-    \addr$119  <= \$292 ;
+    \addr$119  <= \$337 ;
   always @(posedge clk)
-    \addr$122  <= \$293 ;
+    \addr$122  <= \$338 ;
   always @(posedge clk)
-    \addr$125  <= \$294 ;
+    \addr$125  <= \$339 ;
   always @(posedge clk)
-    \addr$128  <= \$295 ;
+    \addr$128  <= \$340 ;
   always @(posedge clk)
-    \addr$131  <= \$296 ;
+    \addr$131  <= \$341 ;
   always @(posedge clk)
-    \addr$134  <= \$297 ;
+    \addr$134  <= \$342 ;
   always @(posedge clk)
-    \addr$137  <= \$298 ;
+    \addr$137  <= \$343 ;
   always @(posedge clk)
-    \addr$140  <= \$299 ;
+    \addr$140  <= \$344 ;
   always @(posedge clk)
-    \addr$143  <= \$300 ;
+    \addr$143  <= \$345 ;
   always @(posedge clk)
-    \addr$146  <= \$301 ;
+    \addr$146  <= \$346 ;
   always @(posedge clk)
-    \addr$149  <= \$302 ;
+    \addr$149  <= \$347 ;
   always @(posedge clk)
-    \addr$152  <= \$303 ;
+    \addr$152  <= \$348 ;
   always @(posedge clk)
-    \addr$155  <= \$304 ;
+    \addr$155  <= \$349 ;
   always @(posedge clk)
-    \addr$158  <= \$305 ;
+    \addr$158  <= \$350 ;
   always @(posedge clk)
-    \addr$161  <= \$306 ;
+    \addr$161  <= \$351 ;
   always @(posedge clk)
-    params_d0 <= \$307 ;
+    params_d0 <= \$352 ;
   always @(posedge clk)
-    params_d1 <= \$308 ;
+    params_d1 <= \$353 ;
   always @(posedge clk)
-    acc_valid <= \$309 ;
+    acc_valid <= \$354 ;
   always @(posedge clk)
-    acc_end <= \$310 ;
+    acc_end <= \$355 ;
   always @(posedge clk)
-    acc0 <= \$311 ;
+    acc0 <= \$356 ;
   always @(posedge clk)
-    acc1 <= \$312 ;
+    acc1 <= \$357 ;
   always @(posedge clk)
-    acc2 <= \$313 ;
+    acc2 <= \$358 ;
   always @(posedge clk)
-    acc3 <= \$314 ;
+    acc3 <= \$359 ;
   always @(posedge clk)
-    acc4 <= \$315 ;
+    acc4 <= \$360 ;
   always @(posedge clk)
-    acc5 <= \$316 ;
+    acc5 <= \$361 ;
   always @(posedge clk)
-    acc6 <= \$317 ;
+    acc6 <= \$362 ;
   always @(posedge clk)
-    acc7 <= \$318 ;
+    acc7 <= \$363 ;
   always @(posedge clk)
-    acc8 <= \$319 ;
+    acc8 <= \$364 ;
   always @(posedge clk)
-    acc9 <= \$320 ;
+    acc9 <= \$365 ;
   always @(posedge clk)
-    acc10 <= \$321 ;
+    acc10 <= \$366 ;
   always @(posedge clk)
-    acc11 <= \$322 ;
+    acc11 <= \$367 ;
   always @(posedge clk)
-    acc12 <= \$323 ;
+    acc12 <= \$368 ;
   always @(posedge clk)
-    acc13 <= \$324 ;
+    acc13 <= \$369 ;
   always @(posedge clk)
-    acc14 <= \$325 ;
+    acc14 <= \$370 ;
   always @(posedge clk)
-    acc15 <= \$326 ;
+    acc15 <= \$371 ;
   always @(posedge clk)
-    dload_copy0 <= \$327 ;
+    dload_copy0 <= \$372 ;
   always @(posedge clk)
-    dload_copy1 <= \$328 ;
+    dload_copy1 <= \$373 ;
   always @(posedge clk)
-    dload_copy2 <= \$329 ;
+    dload_copy2 <= \$374 ;
   always @(posedge clk)
-    dload_copy3 <= \$330 ;
+    dload_copy3 <= \$375 ;
   always @(posedge clk)
-    dload_copy4 <= \$331 ;
+    dload_copy4 <= \$376 ;
   always @(posedge clk)
-    dload_copy5 <= \$332 ;
+    dload_copy5 <= \$377 ;
   always @(posedge clk)
-    dload_copy6 <= \$333 ;
+    dload_copy6 <= \$378 ;
   always @(posedge clk)
-    dload_copy7 <= \$334 ;
+    dload_copy7 <= \$379 ;
   always @(posedge clk)
-    dload_copy8 <= \$335 ;
+    dload_copy8 <= \$380 ;
   always @(posedge clk)
-    dload_copy9 <= \$336 ;
+    dload_copy9 <= \$381 ;
   always @(posedge clk)
-    dload_copy10 <= \$337 ;
+    dload_copy10 <= \$382 ;
   always @(posedge clk)
-    dload_copy11 <= \$338 ;
+    dload_copy11 <= \$383 ;
   always @(posedge clk)
-    dload_copy12 <= \$339 ;
+    dload_copy12 <= \$384 ;
   always @(posedge clk)
-    dload_copy13 <= \$340 ;
+    dload_copy13 <= \$385 ;
   always @(posedge clk)
-    dload_copy14 <= \$341 ;
+    dload_copy14 <= \$386 ;
   always @(posedge clk)
-    dload_copy15 <= \$342 ;
+    dload_copy15 <= \$387 ;
   always @(posedge clk)
-    drain <= \$343 ;
+    drain <= \$388 ;
   always @(posedge clk)
-    qv_d0 <= \$344 ;
+    qv_d0 <= \$389 ;
   always @(posedge clk)
-    qv_d1 <= \$345 ;
+    qv_d1 <= \$390 ;
   always @(posedge clk)
-    qv_d2 <= \$346 ;
+    qv_d2 <= \$391 ;
   always @(posedge clk)
-    qv_d3 <= \$347 ;
+    qv_d3 <= \$392 ;
   always @(posedge clk)
-    qv_d4 <= \$348 ;
+    qv_d4 <= \$393 ;
   always @(posedge clk)
-    qv_d5 <= \$349 ;
+    qv_d5 <= \$394 ;
   always @(posedge clk)
-    qv_d6 <= \$350 ;
-  always @(posedge clk)
-    qv_d7 <= \$351 ;
-  always @(posedge clk)
-    qv_d8 <= \$352 ;
-  always @(posedge clk)
-    qv_d9 <= \$353 ;
-  always @(posedge clk)
-    qv_d10 <= \$354 ;
-  always @(posedge clk)
-    qv_d11 <= \$355 ;
-  always @(posedge clk)
-    qv_d12 <= \$356 ;
-  always @(posedge clk)
-    qv_d13 <= \$357 ;
-  always @(posedge clk)
-    qv_d14 <= \$358 ;
-  always @(posedge clk)
-    qv_d15 <= \$359 ;
-  always @(posedge clk)
-    qv_d16 <= \$360 ;
-  always @(posedge clk)
-    qv_d17 <= \$361 ;
-  always @(posedge clk)
-    qv_d18 <= \$362 ;
-  always @(posedge clk)
-    qv_d19 <= \$363 ;
-  always @(posedge clk)
-    qe_d0 <= \$364 ;
-  always @(posedge clk)
-    qe_d1 <= \$365 ;
-  always @(posedge clk)
-    qe_d2 <= \$366 ;
-  always @(posedge clk)
-    qe_d3 <= \$367 ;
-  always @(posedge clk)
-    qe_d4 <= \$368 ;
-  always @(posedge clk)
-    qe_d5 <= \$369 ;
-  always @(posedge clk)
-    qe_d6 <= \$370 ;
-  always @(posedge clk)
-    qe_d7 <= \$371 ;
-  always @(posedge clk)
-    qe_d8 <= \$372 ;
-  always @(posedge clk)
-    qe_d9 <= \$373 ;
-  always @(posedge clk)
-    qe_d10 <= \$374 ;
-  always @(posedge clk)
-    qe_d11 <= \$375 ;
-  always @(posedge clk)
-    qe_d12 <= \$376 ;
-  always @(posedge clk)
-    qe_d13 <= \$377 ;
-  always @(posedge clk)
-    qe_d14 <= \$378 ;
-  always @(posedge clk)
-    qe_d15 <= \$379 ;
-  always @(posedge clk)
-    qe_d16 <= \$380 ;
-  always @(posedge clk)
-    qe_d17 <= \$381 ;
-  always @(posedge clk)
-    qe_d18 <= \$382 ;
-  always @(posedge clk)
-    qe_d19 <= \$383 ;
-  always @(posedge clk)
-    qv_last_d0 <= \$384 ;
-  always @(posedge clk)
-    qe_last_d0 <= \$385 ;
-  always @(posedge clk)
-    results0 <= { q, results0[119:8] };
-  always @(posedge clk)
-    skid0 <= \$386 ;
-  always @(posedge clk)
-    skid1 <= \$387 ;
-  always @(posedge clk)
-    skid2 <= \$388 ;
-  always @(posedge clk)
-    skid3 <= \$389 ;
-  always @(posedge clk)
-    count <= \$390 ;
-  always @(posedge clk)
-    credit_back_d0 <= \$391 ;
-  always @(posedge clk)
-    credit_back <= \$392 ;
+    qv_d6 <= \$395 ;
   \bchw_top.engine1.params0  params0 (
     .addr(\addr$116 ),
     .clk(clk),
-    .data(\data$234 )
+    .data(\data$233 )
   );
   \bchw_top.engine1.params1  params1 (
     .addr(\addr$119 ),
     .clk(clk),
-    .data(\data$235 )
+    .data(\data$234 )
   );
   \bchw_top.engine1.params10  params10 (
     .addr(\addr$146 ),
     .clk(clk),
-    .data(\data$244 )
+    .data(\data$243 )
   );
   \bchw_top.engine1.params11  params11 (
     .addr(\addr$149 ),
     .clk(clk),
-    .data(\data$245 )
+    .data(\data$244 )
   );
   \bchw_top.engine1.params12  params12 (
     .addr(\addr$152 ),
     .clk(clk),
-    .data(\data$246 )
+    .data(\data$245 )
   );
   \bchw_top.engine1.params13  params13 (
     .addr(\addr$155 ),
     .clk(clk),
-    .data(\data$247 )
+    .data(\data$246 )
   );
   \bchw_top.engine1.params14  params14 (
     .addr(\addr$158 ),
     .clk(clk),
-    .data(\data$248 )
+    .data(\data$247 )
   );
   \bchw_top.engine1.params15  params15 (
     .addr(\addr$161 ),
     .clk(clk),
-    .data(\data$249 )
+    .data(\data$248 )
   );
   \bchw_top.engine1.params2  params2 (
     .addr(\addr$122 ),
     .clk(clk),
-    .data(\data$236 )
+    .data(\data$235 )
   );
   \bchw_top.engine1.params3  params3 (
     .addr(\addr$125 ),
     .clk(clk),
-    .data(\data$237 )
+    .data(\data$236 )
   );
   \bchw_top.engine1.params4  params4 (
     .addr(\addr$128 ),
     .clk(clk),
-    .data(\data$238 )
+    .data(\data$237 )
   );
   \bchw_top.engine1.params5  params5 (
     .addr(\addr$131 ),
     .clk(clk),
-    .data(\data$239 )
+    .data(\data$238 )
   );
   \bchw_top.engine1.params6  params6 (
     .addr(\addr$134 ),
     .clk(clk),
-    .data(\data$240 )
+    .data(\data$239 )
   );
   \bchw_top.engine1.params7  params7 (
     .addr(\addr$137 ),
     .clk(clk),
-    .data(\data$241 )
+    .data(\data$240 )
   );
   \bchw_top.engine1.params8  params8 (
     .addr(\addr$140 ),
     .clk(clk),
-    .data(\data$242 )
+    .data(\data$241 )
   );
   \bchw_top.engine1.params9  params9 (
     .addr(\addr$143 ),
     .clk(clk),
-    .data(\data$243 )
+    .data(\data$242 )
   );
   \bchw_top.engine1.requant0  requant0 (
     .clk(clk),
-    .\port$19764$0 (drain[75:0]),
+    .\port$19959$0 (drain[75:0]),
     .q(q),
     .rst(rst)
   );
@@ -27278,105 +27548,105 @@ module \bchw_top.engine1 (rst, s__valid, s__payload, s__ready, m__valid, m__payl
   );
   \bchw_top.engine1.tree1  tree1 (
     .clk(clk),
-    .l4_0(\sum$256 ),
+    .l4_0(\sum$255 ),
     .rst(rst),
     .w(wdata_d2[31:16]),
     .x(\x$56 )
   );
   \bchw_top.engine1.tree10  tree10 (
     .clk(clk),
-    .l4_0(\sum$274 ),
+    .l4_0(\sum$273 ),
     .rst(rst),
     .w(wdata_d2[175:160]),
     .x(\x$92 )
   );
   \bchw_top.engine1.tree11  tree11 (
     .clk(clk),
-    .l4_0(\sum$276 ),
+    .l4_0(\sum$275 ),
     .rst(rst),
     .w(wdata_d2[191:176]),
     .x(\x$96 )
   );
   \bchw_top.engine1.tree12  tree12 (
     .clk(clk),
-    .l4_0(\sum$278 ),
+    .l4_0(\sum$277 ),
     .rst(rst),
     .w(wdata_d2[207:192]),
     .x(\x$100 )
   );
   \bchw_top.engine1.tree13  tree13 (
     .clk(clk),
-    .l4_0(\sum$280 ),
+    .l4_0(\sum$279 ),
     .rst(rst),
     .w(wdata_d2[223:208]),
     .x(\x$104 )
   );
   \bchw_top.engine1.tree14  tree14 (
     .clk(clk),
-    .l4_0(\sum$282 ),
+    .l4_0(\sum$281 ),
     .rst(rst),
     .w(wdata_d2[239:224]),
     .x(\x$108 )
   );
   \bchw_top.engine1.tree15  tree15 (
     .clk(clk),
-    .l4_0(\sum$284 ),
+    .l4_0(\sum$283 ),
     .rst(rst),
     .w(wdata_d2[255:240]),
     .x(\x$112 )
   );
   \bchw_top.engine1.tree2  tree2 (
     .clk(clk),
-    .l4_0(\sum$258 ),
+    .l4_0(\sum$257 ),
     .rst(rst),
     .w(wdata_d2[47:32]),
     .x(\x$60 )
   );
   \bchw_top.engine1.tree3  tree3 (
     .clk(clk),
-    .l4_0(\sum$260 ),
+    .l4_0(\sum$259 ),
     .rst(rst),
     .w(wdata_d2[63:48]),
     .x(\x$64 )
   );
   \bchw_top.engine1.tree4  tree4 (
     .clk(clk),
-    .l4_0(\sum$262 ),
+    .l4_0(\sum$261 ),
     .rst(rst),
     .w(wdata_d2[79:64]),
     .x(\x$68 )
   );
   \bchw_top.engine1.tree5  tree5 (
     .clk(clk),
-    .l4_0(\sum$264 ),
+    .l4_0(\sum$263 ),
     .rst(rst),
     .w(wdata_d2[95:80]),
     .x(\x$72 )
   );
   \bchw_top.engine1.tree6  tree6 (
     .clk(clk),
-    .l4_0(\sum$266 ),
+    .l4_0(\sum$265 ),
     .rst(rst),
     .w(wdata_d2[111:96]),
     .x(\x$76 )
   );
   \bchw_top.engine1.tree7  tree7 (
     .clk(clk),
-    .l4_0(\sum$268 ),
+    .l4_0(\sum$267 ),
     .rst(rst),
     .w(wdata_d2[127:112]),
     .x(\x$80 )
   );
   \bchw_top.engine1.tree8  tree8 (
     .clk(clk),
-    .l4_0(\sum$270 ),
+    .l4_0(\sum$269 ),
     .rst(rst),
     .w(wdata_d2[143:128]),
     .x(\x$84 )
   );
   \bchw_top.engine1.tree9  tree9 (
     .clk(clk),
-    .l4_0(\sum$272 ),
+    .l4_0(\sum$271 ),
     .rst(rst),
     .w(wdata_d2[159:144]),
     .x(\x$88 )
@@ -27388,1097 +27658,1153 @@ module \bchw_top.engine1 (rst, s__valid, s__payload, s__ready, m__valid, m__payl
   );
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$232  = busy_next;
+    \$396  = qv_d6;
     if (rst) begin
-      \$232  = 1'h0;
+      \$396  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$233  = \$11 [7:0];
+    \$397  = qv_d7;
     if (rst) begin
-      \$233  = 8'h00;
+      \$397  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$234  = \$23 [3:0];
+    \$398  = qv_d8;
     if (rst) begin
-      \$234  = 4'h0;
+      \$398  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$235  = \$32 [3:0];
+    \$399  = qv_d9;
     if (rst) begin
-      \$235  = 4'h0;
+      \$399  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$236  = last_step_next;
+    \$400  = qv_d10;
     if (rst) begin
-      \$236  = 1'h0;
+      \$400  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$237  = ready_next;
+    \$401  = qv_d11;
     if (rst) begin
-      \$237  = 1'h1;
+      \$401  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$238  = \$47 [2:0];
+    \$402  = qv_d12;
     if (rst) begin
-      \$238  = 3'h4;
+      \$402  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$239  = issue_next;
+    \$403  = qv_d13;
     if (rst) begin
-      \$239  = 1'h0;
+      \$403  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$240  = word;
-    if (\$65 ) begin
-      \$240  = \$79 [3:0];
-    end
+    \$404  = qv_d14;
     if (rst) begin
-      \$240  = 4'h0;
+      \$404  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$241  = write_bank;
-    if (\$84 ) begin
-      \$241  = \$85 ;
-    end
+    \$405  = qv_d15;
     if (rst) begin
-      \$241  = 1'h0;
+      \$405  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$242  = read_bank;
-    if (\$86 ) begin
-      \$242  = \$87 ;
-    end
+    \$406  = qv_d16;
     if (rst) begin
-      \$242  = 1'h1;
+      \$406  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$243  = \$95 ;
+    \$407  = qv_d17;
     if (rst) begin
-      \$243  = 1'h0;
+      \$407  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$244  = { write_bank, word };
+    \$408  = qv_d18;
     if (rst) begin
-      \$244  = 5'h00;
+      \$408  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$245  = { write_bank, word };
+    \$409  = acc_end;
     if (rst) begin
-      \$245  = 5'h00;
+      \$409  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$246  = { write_bank, word };
+    \$410  = qe_d0;
     if (rst) begin
-      \$246  = 5'h00;
+      \$410  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$247  = { write_bank, word };
+    \$411  = qe_d1;
     if (rst) begin
-      \$247  = 5'h00;
+      \$411  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$248  = { \$97 , \$23 [3:0] };
+    \$412  = qe_d2;
     if (rst) begin
-      \$248  = 5'h10;
+      \$412  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$249  = { \$99 , \$23 [3:0] };
+    \$413  = qe_d3;
     if (rst) begin
-      \$249  = 5'h10;
+      \$413  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$250  = { \$101 , \$23 [3:0] };
+    \$414  = qe_d4;
     if (rst) begin
-      \$250  = 5'h10;
+      \$414  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$251  = { \$103 , \$23 [3:0] };
+    \$415  = qe_d5;
     if (rst) begin
-      \$251  = 5'h10;
+      \$415  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$252  = \$106 ;
+    \$416  = qe_d6;
     if (rst) begin
-      \$252  = 1'h0;
+      \$416  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$253  = \$109 ;
+    \$417  = qe_d7;
     if (rst) begin
-      \$253  = 1'h0;
+      \$417  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$254  = \$112 ;
+    \$418  = qe_d8;
     if (rst) begin
-      \$254  = 1'h0;
+      \$418  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$255  = \$115 ;
+    \$419  = qe_d9;
     if (rst) begin
-      \$255  = 1'h0;
+      \$419  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$260  = { last_step, \$117 , \$116 , issue };
+    \$420  = qe_d10;
     if (rst) begin
-      \$260  = 4'h0;
+      \$420  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$261  = f_d0;
+    \$421  = qe_d11;
     if (rst) begin
-      \$261  = 4'h0;
+      \$421  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$262  = f_d1;
+    \$422  = qe_d12;
     if (rst) begin
-      \$262  = 4'h0;
+      \$422  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$263  = f_d2;
+    \$423  = qe_d13;
     if (rst) begin
-      \$263  = 4'h0;
+      \$423  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$264  = f_d3;
+    \$424  = qe_d14;
     if (rst) begin
-      \$264  = 4'h0;
+      \$424  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$265  = f_d4;
+    \$425  = qe_d15;
     if (rst) begin
-      \$265  = 4'h0;
+      \$425  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$266  = f_d5;
+    \$426  = qe_d16;
     if (rst) begin
-      \$266  = 4'h0;
+      \$426  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$267  = f_d6;
+    \$427  = qe_d17;
     if (rst) begin
-      \$267  = 4'h0;
+      \$427  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$268  = f_d7;
+    \$428  = qe_d18;
     if (rst) begin
-      \$268  = 4'h0;
+      \$428  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$269  = f_d7[1:0];
+    \$429  = qv_d19;
     if (rst) begin
-      \$269  = 2'h0;
+      \$429  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$270  = f_d7[1:0];
+    \$430  = qe_d19;
     if (rst) begin
-      \$270  = 2'h0;
+      \$430  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$271  = f_d7[1:0];
+    \$431  = \$70 [2:0];
     if (rst) begin
-      \$271  = 2'h0;
+      \$431  = 3'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$272  = f_d7[1:0];
+    \$432  = \$70 [2:0];
     if (rst) begin
-      \$272  = 2'h0;
+      \$432  = 3'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$273  = f_d7[1:0];
+    \$433  = \$70 [2:0];
     if (rst) begin
-      \$273  = 2'h0;
+      \$433  = 3'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$274  = f_d7[1:0];
+    \$434  = \$70 [2:0];
     if (rst) begin
-      \$274  = 2'h0;
+      \$434  = 3'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$275  = f_d7[1:0];
+    \$435  = qv_d19;
     if (rst) begin
-      \$275  = 2'h0;
+      \$435  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$276  = f_d7[1:0];
+    \$436  = qv_d19;
     if (rst) begin
-      \$276  = 2'h0;
+      \$436  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$277  = f_d7[1:0];
+    \$437  = qv_d19;
     if (rst) begin
-      \$277  = 2'h0;
+      \$437  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$278  = f_d7[1:0];
+    \$438  = qv_d19;
     if (rst) begin
-      \$278  = 2'h0;
+      \$438  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$279  = f_d7[1:0];
-    if (rst) begin
-      \$279  = 2'h0;
+    \$439  = skid0;
+    if (\$205 ) begin
+      \$439  = { qe_last_d0, q, results0 };
+    end else if (\$210 ) begin
+      \$439  = skid1;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$280  = f_d7[1:0];
-    if (rst) begin
-      \$280  = 2'h0;
+    \$440  = skid1;
+    if (\$226 ) begin
+      \$440  = { qe_last_d0, q, results0 };
+    end else if (\$231 ) begin
+      \$440  = skid2;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$281  = f_d7[1:0];
-    if (rst) begin
-      \$281  = 2'h0;
+    \$441  = skid2;
+    if (\$247 ) begin
+      \$441  = { qe_last_d0, q, results0 };
+    end else if (\$252 ) begin
+      \$441  = skid3;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$282  = f_d7[1:0];
-    if (rst) begin
-      \$282  = 2'h0;
+    \$442  = skid3;
+    if (\$268 ) begin
+      \$442  = { qe_last_d0, q, results0 };
+    end else if (\$273 ) begin
+      \$442  = 129'h000000000000000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$283  = f_d7[1:0];
+    \$443  = \$70 [2:0];
     if (rst) begin
-      \$283  = 2'h0;
+      \$443  = 3'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$284  = f_d7[1:0];
+    \$444  = \$276 ;
     if (rst) begin
-      \$284  = 2'h0;
+      \$444  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$285  = nfc;
+    \$445  = credit_back_d0;
+    if (rst) begin
+      \$445  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$277  = busy_next;
+    if (rst) begin
+      \$277  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$278  = \$11 [7:0];
+    if (rst) begin
+      \$278  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$279  = \$23 [3:0];
+    if (rst) begin
+      \$279  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$280  = \$32 [3:0];
+    if (rst) begin
+      \$280  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$281  = last_step_next;
+    if (rst) begin
+      \$281  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$282  = ready_next;
+    if (rst) begin
+      \$282  = 1'h1;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$283  = \$47 [2:0];
+    if (rst) begin
+      \$283  = 3'h4;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$284  = issue_next;
+    if (rst) begin
+      \$284  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$285  = word;
+    if (\$71 ) begin
+      \$285  = \$85 [3:0];
+    end
     if (rst) begin
       \$285  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$286  = paddr_d0;
+    \$286  = write_bank;
+    if (\$90 ) begin
+      \$286  = \$91 ;
+    end
     if (rst) begin
-      \$286  = 4'h0;
+      \$286  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$287  = paddr_d1;
+    \$287  = read_bank;
+    if (\$92 ) begin
+      \$287  = \$93 ;
+    end
     if (rst) begin
-      \$287  = 4'h0;
+      \$287  = 1'h1;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$288  = paddr_d2;
+    \$288  = \$101 ;
     if (rst) begin
-      \$288  = 4'h0;
+      \$288  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$289  = paddr_d3;
+    \$289  = { write_bank, word };
     if (rst) begin
-      \$289  = 4'h0;
+      \$289  = 5'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$290  = paddr_d4;
+    \$290  = { write_bank, word };
     if (rst) begin
-      \$290  = 4'h0;
+      \$290  = 5'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$291  = paddr_d5;
+    \$291  = { write_bank, word };
     if (rst) begin
-      \$291  = 4'h0;
+      \$291  = 5'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$292  = paddr_d5;
+    \$292  = { write_bank, word };
     if (rst) begin
-      \$292  = 4'h0;
+      \$292  = 5'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$293  = paddr_d5;
+    \$293  = { \$103 , \$23 [3:0] };
     if (rst) begin
-      \$293  = 4'h0;
+      \$293  = 5'h10;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$294  = paddr_d5;
+    \$294  = { \$105 , \$23 [3:0] };
     if (rst) begin
-      \$294  = 4'h0;
+      \$294  = 5'h10;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$295  = paddr_d5;
+    \$295  = { \$107 , \$23 [3:0] };
     if (rst) begin
-      \$295  = 4'h0;
+      \$295  = 5'h10;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$296  = paddr_d5;
+    \$296  = { \$109 , \$23 [3:0] };
     if (rst) begin
-      \$296  = 4'h0;
+      \$296  = 5'h10;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$297  = paddr_d5;
+    \$297  = \$112 ;
     if (rst) begin
-      \$297  = 4'h0;
+      \$297  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$298  = paddr_d5;
+    \$298  = \$115 ;
     if (rst) begin
-      \$298  = 4'h0;
+      \$298  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$299  = paddr_d5;
+    \$299  = \$118 ;
     if (rst) begin
-      \$299  = 4'h0;
+      \$299  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$300  = paddr_d5;
+    \$300  = \$121 ;
     if (rst) begin
-      \$300  = 4'h0;
+      \$300  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$301  = paddr_d5;
-    if (rst) begin
-      \$301  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$302  = paddr_d5;
-    if (rst) begin
-      \$302  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$303  = paddr_d5;
-    if (rst) begin
-      \$303  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$304  = paddr_d5;
-    if (rst) begin
-      \$304  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$305  = paddr_d5;
+    \$305  = { last_step, \$123 , \$122 , issue };
     if (rst) begin
       \$305  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$306  = paddr_d5;
+    \$306  = f_d0;
     if (rst) begin
       \$306  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$309  = \$118 ;
+    \$307  = f_d1;
     if (rst) begin
-      \$309  = 1'h0;
+      \$307  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$310  = \$119 ;
+    \$308  = f_d2;
     if (rst) begin
-      \$310  = 1'h0;
+      \$308  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$311  = acc0;
-    if (accflags_copy0[0]) begin
-      \$311  = \$121 [16:0];
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$312  = acc1;
-    if (accflags_copy1[0]) begin
-      \$312  = \$123 [16:0];
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$313  = acc2;
-    if (accflags_copy2[0]) begin
-      \$313  = \$125 [16:0];
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$314  = acc3;
-    if (accflags_copy3[0]) begin
-      \$314  = \$127 [16:0];
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$315  = acc4;
-    if (accflags_copy4[0]) begin
-      \$315  = \$129 [16:0];
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$316  = acc5;
-    if (accflags_copy5[0]) begin
-      \$316  = \$131 [16:0];
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$317  = acc6;
-    if (accflags_copy6[0]) begin
-      \$317  = \$133 [16:0];
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$318  = acc7;
-    if (accflags_copy7[0]) begin
-      \$318  = \$135 [16:0];
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$319  = acc8;
-    if (accflags_copy8[0]) begin
-      \$319  = \$137 [16:0];
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$320  = acc9;
-    if (accflags_copy9[0]) begin
-      \$320  = \$139 [16:0];
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$321  = acc10;
-    if (accflags_copy10[0]) begin
-      \$321  = \$141 [16:0];
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$322  = acc11;
-    if (accflags_copy11[0]) begin
-      \$322  = \$143 [16:0];
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$323  = acc12;
-    if (accflags_copy12[0]) begin
-      \$323  = \$145 [16:0];
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$324  = acc13;
-    if (accflags_copy13[0]) begin
-      \$324  = \$147 [16:0];
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$325  = acc14;
-    if (accflags_copy14[0]) begin
-      \$325  = \$149 [16:0];
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$326  = acc15;
-    if (accflags_copy15[0]) begin
-      \$326  = \$151 [16:0];
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$327  = \$152 ;
+    \$309  = f_d3;
     if (rst) begin
-      \$327  = 1'h0;
+      \$309  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$328  = \$153 ;
+    \$310  = f_d4;
     if (rst) begin
-      \$328  = 1'h0;
+      \$310  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$329  = \$154 ;
+    \$311  = f_d5;
     if (rst) begin
-      \$329  = 1'h0;
+      \$311  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$330  = \$155 ;
+    \$312  = f_d6;
     if (rst) begin
-      \$330  = 1'h0;
+      \$312  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$331  = \$156 ;
+    \$313  = f_d7;
     if (rst) begin
-      \$331  = 1'h0;
+      \$313  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$332  = \$157 ;
+    \$314  = f_d7[1:0];
     if (rst) begin
-      \$332  = 1'h0;
+      \$314  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$333  = \$158 ;
+    \$315  = f_d7[1:0];
     if (rst) begin
-      \$333  = 1'h0;
+      \$315  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$334  = \$159 ;
+    \$316  = f_d7[1:0];
     if (rst) begin
-      \$334  = 1'h0;
+      \$316  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$335  = \$160 ;
+    \$317  = f_d7[1:0];
     if (rst) begin
-      \$335  = 1'h0;
+      \$317  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$336  = \$161 ;
+    \$318  = f_d7[1:0];
     if (rst) begin
-      \$336  = 1'h0;
+      \$318  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$337  = \$162 ;
+    \$319  = f_d7[1:0];
     if (rst) begin
-      \$337  = 1'h0;
+      \$319  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$338  = \$163 ;
+    \$320  = f_d7[1:0];
     if (rst) begin
-      \$338  = 1'h0;
+      \$320  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$339  = \$164 ;
+    \$321  = f_d7[1:0];
     if (rst) begin
-      \$339  = 1'h0;
+      \$321  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$340  = \$165 ;
+    \$322  = f_d7[1:0];
     if (rst) begin
-      \$340  = 1'h0;
+      \$322  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$341  = \$166 ;
+    \$323  = f_d7[1:0];
     if (rst) begin
-      \$341  = 1'h0;
+      \$323  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$342  = \$167 ;
+    \$324  = f_d7[1:0];
     if (rst) begin
-      \$342  = 1'h0;
+      \$324  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$344  = acc_valid;
+    \$325  = f_d7[1:0];
     if (rst) begin
-      \$344  = 1'h0;
+      \$325  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$345  = qv_d0;
+    \$326  = f_d7[1:0];
     if (rst) begin
-      \$345  = 1'h0;
+      \$326  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$346  = qv_d1;
+    \$327  = f_d7[1:0];
     if (rst) begin
-      \$346  = 1'h0;
+      \$327  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$347  = qv_d2;
+    \$328  = f_d7[1:0];
     if (rst) begin
-      \$347  = 1'h0;
+      \$328  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$348  = qv_d3;
+    \$329  = f_d7[1:0];
     if (rst) begin
-      \$348  = 1'h0;
+      \$329  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$349  = qv_d4;
+    \$330  = nfc;
     if (rst) begin
-      \$349  = 1'h0;
+      \$330  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$350  = qv_d5;
+    \$331  = paddr_d0;
     if (rst) begin
-      \$350  = 1'h0;
+      \$331  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$351  = qv_d6;
+    \$332  = paddr_d1;
     if (rst) begin
-      \$351  = 1'h0;
+      \$332  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$352  = qv_d7;
+    \$333  = paddr_d2;
     if (rst) begin
-      \$352  = 1'h0;
+      \$333  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$353  = qv_d8;
+    \$334  = paddr_d3;
     if (rst) begin
-      \$353  = 1'h0;
+      \$334  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$354  = qv_d9;
+    \$335  = paddr_d4;
+    if (rst) begin
+      \$335  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$336  = paddr_d5;
+    if (rst) begin
+      \$336  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$337  = paddr_d5;
+    if (rst) begin
+      \$337  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$338  = paddr_d5;
+    if (rst) begin
+      \$338  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$339  = paddr_d5;
+    if (rst) begin
+      \$339  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$340  = paddr_d5;
+    if (rst) begin
+      \$340  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$341  = paddr_d5;
+    if (rst) begin
+      \$341  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$342  = paddr_d5;
+    if (rst) begin
+      \$342  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$343  = paddr_d5;
+    if (rst) begin
+      \$343  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$344  = paddr_d5;
+    if (rst) begin
+      \$344  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$345  = paddr_d5;
+    if (rst) begin
+      \$345  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$346  = paddr_d5;
+    if (rst) begin
+      \$346  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$347  = paddr_d5;
+    if (rst) begin
+      \$347  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$348  = paddr_d5;
+    if (rst) begin
+      \$348  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$349  = paddr_d5;
+    if (rst) begin
+      \$349  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$350  = paddr_d5;
+    if (rst) begin
+      \$350  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$351  = paddr_d5;
+    if (rst) begin
+      \$351  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$354  = \$124 ;
     if (rst) begin
       \$354  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$355  = qv_d10;
+    \$355  = \$125 ;
     if (rst) begin
       \$355  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$356  = qv_d11;
-    if (rst) begin
-      \$356  = 1'h0;
+    \$356  = acc0;
+    if (accflags_copy0[0]) begin
+      \$356  = \$127 [16:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$357  = qv_d12;
-    if (rst) begin
-      \$357  = 1'h0;
+    \$357  = acc1;
+    if (accflags_copy1[0]) begin
+      \$357  = \$129 [16:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$358  = qv_d13;
-    if (rst) begin
-      \$358  = 1'h0;
+    \$358  = acc2;
+    if (accflags_copy2[0]) begin
+      \$358  = \$131 [16:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$359  = qv_d14;
-    if (rst) begin
-      \$359  = 1'h0;
+    \$359  = acc3;
+    if (accflags_copy3[0]) begin
+      \$359  = \$133 [16:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$360  = qv_d15;
-    if (rst) begin
-      \$360  = 1'h0;
+    \$360  = acc4;
+    if (accflags_copy4[0]) begin
+      \$360  = \$135 [16:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$361  = qv_d16;
-    if (rst) begin
-      \$361  = 1'h0;
+    \$361  = acc5;
+    if (accflags_copy5[0]) begin
+      \$361  = \$137 [16:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$362  = qv_d17;
-    if (rst) begin
-      \$362  = 1'h0;
+    \$362  = acc6;
+    if (accflags_copy6[0]) begin
+      \$362  = \$139 [16:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$363  = qv_d18;
-    if (rst) begin
-      \$363  = 1'h0;
+    \$363  = acc7;
+    if (accflags_copy7[0]) begin
+      \$363  = \$141 [16:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$364  = acc_end;
-    if (rst) begin
-      \$364  = 1'h0;
+    \$364  = acc8;
+    if (accflags_copy8[0]) begin
+      \$364  = \$143 [16:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$365  = qe_d0;
-    if (rst) begin
-      \$365  = 1'h0;
+    \$365  = acc9;
+    if (accflags_copy9[0]) begin
+      \$365  = \$145 [16:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$366  = qe_d1;
-    if (rst) begin
-      \$366  = 1'h0;
+    \$366  = acc10;
+    if (accflags_copy10[0]) begin
+      \$366  = \$147 [16:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$367  = qe_d2;
-    if (rst) begin
-      \$367  = 1'h0;
+    \$367  = acc11;
+    if (accflags_copy11[0]) begin
+      \$367  = \$149 [16:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$368  = qe_d3;
-    if (rst) begin
-      \$368  = 1'h0;
+    \$368  = acc12;
+    if (accflags_copy12[0]) begin
+      \$368  = \$151 [16:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$369  = qe_d4;
-    if (rst) begin
-      \$369  = 1'h0;
+    \$369  = acc13;
+    if (accflags_copy13[0]) begin
+      \$369  = \$153 [16:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$370  = qe_d5;
-    if (rst) begin
-      \$370  = 1'h0;
+    \$370  = acc14;
+    if (accflags_copy14[0]) begin
+      \$370  = \$155 [16:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$371  = qe_d6;
-    if (rst) begin
-      \$371  = 1'h0;
+    \$371  = acc15;
+    if (accflags_copy15[0]) begin
+      \$371  = \$157 [16:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$372  = qe_d7;
+    \$372  = \$158 ;
     if (rst) begin
       \$372  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$373  = qe_d8;
+    \$373  = \$159 ;
     if (rst) begin
       \$373  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$374  = qe_d9;
+    \$374  = \$160 ;
     if (rst) begin
       \$374  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$375  = qe_d10;
+    \$375  = \$161 ;
     if (rst) begin
       \$375  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$376  = qe_d11;
+    \$376  = \$162 ;
     if (rst) begin
       \$376  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$377  = qe_d12;
+    \$377  = \$163 ;
     if (rst) begin
       \$377  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$378  = qe_d13;
+    \$378  = \$164 ;
     if (rst) begin
       \$378  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$379  = qe_d14;
+    \$379  = \$165 ;
     if (rst) begin
       \$379  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$380  = qe_d15;
+    \$380  = \$166 ;
     if (rst) begin
       \$380  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$381  = qe_d16;
+    \$381  = \$167 ;
     if (rst) begin
       \$381  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$382  = qe_d17;
+    \$382  = \$168 ;
     if (rst) begin
       \$382  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$383  = qe_d18;
+    \$383  = \$169 ;
     if (rst) begin
       \$383  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$384  = qv_d19;
+    \$384  = \$170 ;
     if (rst) begin
       \$384  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$385  = qe_d19;
+    \$385  = \$171 ;
     if (rst) begin
       \$385  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$386  = skid0;
-    if (\$193 ) begin
-      \$386  = { qe_last_d0, q, results0 };
-    end else if (\$195 ) begin
-      \$386  = skid1;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$387  = skid1;
-    if (\$205 ) begin
-      \$387  = { qe_last_d0, q, results0 };
-    end else if (\$207 ) begin
-      \$387  = skid2;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$388  = skid2;
-    if (\$217 ) begin
-      \$388  = { qe_last_d0, q, results0 };
-    end else if (\$219 ) begin
-      \$388  = skid3;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$389  = skid3;
-    if (\$229 ) begin
-      \$389  = { qe_last_d0, q, results0 };
-    end else if (\$231 ) begin
-      \$389  = 129'h000000000000000000000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$390  = \$64 [2:0];
+    \$386  = \$172 ;
     if (rst) begin
-      \$390  = 3'h0;
+      \$386  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$391  = enter;
+    \$387  = \$173 ;
+    if (rst) begin
+      \$387  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$389  = acc_valid;
+    if (rst) begin
+      \$389  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$390  = qv_d0;
+    if (rst) begin
+      \$390  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$391  = qv_d1;
     if (rst) begin
       \$391  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$392  = credit_back_d0;
+    \$392  = qv_d2;
     if (rst) begin
       \$392  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$393  = qv_d3;
+    if (rst) begin
+      \$393  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$394  = qv_d4;
+    if (rst) begin
+      \$394  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$395  = qv_d5;
+    if (rst) begin
+      \$395  = 1'h0;
     end
   end
   assign en = 1'h1;
@@ -28588,31 +28914,31 @@ module \bchw_top.engine1 (rst, s__valid, s__payload, s__ready, m__valid, m__payl
   assign mul = drain[34:17];
   assign shift = drain[39:35];
   assign bias = drain[75:40];
-  assign count_next = \$64 [2:0];
+  assign count_next = \$70 [2:0];
   assign credit_back_d1 = credit_back;
   assign m__payload = \$55 [127:0];
-  assign \$343 [1215:1140] = \$183 ;
-  assign \$343 [1139:1064] = \$182 ;
-  assign \$343 [1063:988] = \$181 ;
-  assign \$343 [987:912] = \$180 ;
-  assign \$343 [911:836] = \$179 ;
-  assign \$343 [835:760] = \$178 ;
-  assign \$343 [759:684] = \$177 ;
-  assign \$343 [683:608] = \$176 ;
-  assign \$343 [607:532] = \$175 ;
-  assign \$343 [531:456] = \$174 ;
-  assign \$343 [455:380] = \$173 ;
-  assign \$343 [379:304] = \$172 ;
-  assign \$343 [303:228] = \$171 ;
-  assign \$343 [227:152] = \$170 ;
-  assign \$343 [151:76] = \$169 ;
-  assign \$343 [75:0] = \$168 ;
-  assign \$308  = params_d0;
-  assign \$307  = { \data$249 , \data$248 , \data$247 , \data$246 , \data$245 , \data$244 , \data$243 , \data$242 , \data$241 , \data$240 , \data$239 , \data$238 , \data$237 , \data$236 , \data$235 , \data$234  };
-  assign \$259  = wdata_d1;
-  assign \$258  = wdata_d0;
-  assign \$257  = data;
-  assign \$256  = { \read__data$194 , \read__data$193 , \read__data$192 , read__data };
+  assign \$388 [1215:1140] = \$189 ;
+  assign \$388 [1139:1064] = \$188 ;
+  assign \$388 [1063:988] = \$187 ;
+  assign \$388 [987:912] = \$186 ;
+  assign \$388 [911:836] = \$185 ;
+  assign \$388 [835:760] = \$184 ;
+  assign \$388 [759:684] = \$183 ;
+  assign \$388 [683:608] = \$182 ;
+  assign \$388 [607:532] = \$181 ;
+  assign \$388 [531:456] = \$180 ;
+  assign \$388 [455:380] = \$179 ;
+  assign \$388 [379:304] = \$178 ;
+  assign \$388 [303:228] = \$177 ;
+  assign \$388 [227:152] = \$176 ;
+  assign \$388 [151:76] = \$175 ;
+  assign \$388 [75:0] = \$174 ;
+  assign \$353  = params_d0;
+  assign \$352  = { \data$248 , \data$247 , \data$246 , \data$245 , \data$244 , \data$243 , \data$242 , \data$241 , \data$240 , \data$239 , \data$238 , \data$237 , \data$236 , \data$235 , \data$234 , \data$233  };
+  assign \$304  = wdata_d1;
+  assign \$303  = wdata_d0;
+  assign \$302  = data;
+  assign \$301  = { \read__data$193 , \read__data$192 , \read__data$191 , read__data };
   assign busy_next = \$4 ;
   assign \$11  = \$10 ;
   assign \$23  = \$22 ;
@@ -28621,24 +28947,24 @@ module \bchw_top.engine1 (rst, s__valid, s__payload, s__ready, m__valid, m__payl
   assign ready_next = \$42 ;
   assign \$47  = \$46 ;
   assign issue_next = \$51 ;
-  assign \$67  = 1'h1;
-  assign \$68  = \$66 ;
-  assign \$69  = 1'h1;
-  assign \$70  = 1'h1;
-  assign \$71  = 2'h1;
-  assign \$72  = 2'h0;
-  assign \$74  = 1'h1;
-  assign \$75  = \$73 ;
+  assign \$73  = 1'h1;
+  assign \$74  = \$72 ;
+  assign \$75  = 1'h1;
   assign \$76  = 1'h1;
-  assign \$78  = \$77 ;
+  assign \$77  = 2'h1;
+  assign \$78  = 2'h0;
+  assign \$80  = 1'h1;
+  assign \$81  = \$79 ;
   assign \$82  = 1'h1;
-  assign \$83  = \$81 ;
-  assign \$90  = 1'h1;
-  assign \$91  = \$89 ;
-  assign \$105  = 1'h1;
-  assign \$108  = 1'h1;
+  assign \$84  = \$83 ;
+  assign \$88  = 1'h1;
+  assign \$89  = \$87 ;
+  assign \$96  = 1'h1;
+  assign \$97  = \$95 ;
   assign \$111  = 1'h1;
   assign \$114  = 1'h1;
+  assign \$117  = 1'h1;
+  assign \$120  = 1'h1;
 endmodule
 
 (* generator = "Amaranth" *)
@@ -29058,7 +29384,7 @@ module \bchw_top.engine1.params9 (data, addr, clk);
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine1.requant0 (rst, \port$19764$0 , q, clk);
+module \bchw_top.engine1.requant0 (rst, \port$19959$0 , q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$5  = 0;
   wire [35:0] \$1 ;
   wire [34:0] \$10 ;
@@ -29088,8 +29414,8 @@ module \bchw_top.engine1.requant0 (rst, \port$19764$0 , q, clk);
   wire \en$1 ;
   wire [17:0] mul;
   wire [34:0] p;
-  input [75:0] \port$19764$0 ;
-  wire [75:0] \port$19764$0 ;
+  input [75:0] \port$19959$0 ;
+  wire [75:0] \port$19959$0 ;
   reg [34:0] product_d0 = 35'h000000000;
   output [7:0] q;
   reg [7:0] q = 8'h00;
@@ -29130,7 +29456,7 @@ module \bchw_top.engine1.requant0 (rst, \port$19764$0 , q, clk);
   \bchw_top.engine1.requant0.mul0  mul0 (
     .clk(clk),
     .p(p),
-    .\port$19764$0 (\port$19764$0 [34:0])
+    .\port$19959$0 (\port$19959$0 [34:0])
   );
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
@@ -29141,12 +29467,12 @@ module \bchw_top.engine1.requant0 (rst, \port$19764$0 , q, clk);
   end
   assign en = 1'h1;
   assign \en$1  = 1'h1;
-  assign a = \port$19764$0 [16:0];
-  assign acc = \port$19764$0 [16:0];
-  assign b = \port$19764$0 [34:17];
-  assign mul = \port$19764$0 [34:17];
-  assign bias = \port$19764$0 [75:40];
-  assign shift = \port$19764$0 [39:35];
+  assign a = \port$19959$0 [16:0];
+  assign acc = \port$19959$0 [16:0];
+  assign b = \port$19959$0 [34:17];
+  assign mul = \port$19959$0 [34:17];
+  assign bias = \port$19959$0 [75:40];
+  assign shift = \port$19959$0 [39:35];
   assign \$14  = shift_d3;
   assign \$13  = \$2 ;
   assign \$12  = shift_d2;
@@ -29154,13 +29480,13 @@ module \bchw_top.engine1.requant0 (rst, \port$19764$0 , q, clk);
   assign \$10  = p;
   assign \$9  = shift_d1;
   assign \$8  = bias_d1;
-  assign \$7  = \port$19764$0 [39:35];
-  assign \$6  = \port$19764$0 [75:40];
+  assign \$7  = \port$19959$0 [39:35];
+  assign \$6  = \port$19959$0 [75:40];
   assign \$1  = { product_d0[34], product_d0 };
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine1.requant0.mul0 (p, \port$19764$0 , clk);
+module \bchw_top.engine1.requant0.mul0 (p, \port$19959$0 , clk);
   wire [16:0] a;
   wire [17:0] b;
   input clk;
@@ -29168,21 +29494,21 @@ module \bchw_top.engine1.requant0.mul0 (p, \port$19764$0 , clk);
   wire en;
   output [34:0] p;
   wire [34:0] p;
-  input [34:0] \port$19764$0 ;
-  wire [34:0] \port$19764$0 ;
+  input [34:0] \port$19959$0 ;
+  wire [34:0] \port$19959$0 ;
   bchw_mul #(
     .A_WIDTH(32'd17),
     .B_WIDTH(32'd18)
   ) mul (
-    .a(\port$19764$0 [16:0]),
-    .b(\port$19764$0 [34:17]),
+    .a(\port$19959$0 [16:0]),
+    .b(\port$19959$0 [34:17]),
     .clk(clk),
     .en(1'h1),
     .p(p)
   );
   assign en = 1'h1;
-  assign a = \port$19764$0 [16:0];
-  assign b = \port$19764$0 [34:17];
+  assign a = \port$19959$0 [16:0];
+  assign b = \port$19959$0 [34:17];
 endmodule
 
 (* generator = "Amaranth" *)
@@ -40388,12 +40714,12 @@ module \bchw_top.engine2 (rst, s__valid, s__payload, s__ready, m__valid, m__payl
   wire \$118 ;
   wire \$119 ;
   wire \$12 ;
-  wire [16:0] \$120 ;
-  wire [17:0] \$121 ;
-  wire [16:0] \$122 ;
-  wire [17:0] \$123 ;
-  wire [16:0] \$124 ;
-  wire [17:0] \$125 ;
+  wire \$120 ;
+  wire \$121 ;
+  wire \$122 ;
+  wire \$123 ;
+  wire \$124 ;
+  wire \$125 ;
   wire [16:0] \$126 ;
   wire [17:0] \$127 ;
   wire [16:0] \$128 ;
@@ -40423,12 +40749,12 @@ module \bchw_top.engine2 (rst, s__valid, s__payload, s__ready, m__valid, m__payl
   wire \$15 ;
   wire [16:0] \$150 ;
   wire [17:0] \$151 ;
-  wire \$152 ;
-  wire \$153 ;
-  wire \$154 ;
-  wire \$155 ;
-  wire \$156 ;
-  wire \$157 ;
+  wire [16:0] \$152 ;
+  wire [17:0] \$153 ;
+  wire [16:0] \$154 ;
+  wire [17:0] \$155 ;
+  wire [16:0] \$156 ;
+  wire [17:0] \$157 ;
   wire \$158 ;
   wire \$159 ;
   wire \$16 ;
@@ -40440,13 +40766,13 @@ module \bchw_top.engine2 (rst, s__valid, s__payload, s__ready, m__valid, m__payl
   wire \$165 ;
   wire \$166 ;
   wire \$167 ;
-  wire [75:0] \$168 ;
-  wire [75:0] \$169 ;
+  wire \$168 ;
+  wire \$169 ;
   wire \$17 ;
-  wire [75:0] \$170 ;
-  wire [75:0] \$171 ;
-  wire [75:0] \$172 ;
-  wire [75:0] \$173 ;
+  wire \$170 ;
+  wire \$171 ;
+  wire \$172 ;
+  wire \$173 ;
   wire [75:0] \$174 ;
   wire [75:0] \$175 ;
   wire [75:0] \$176 ;
@@ -40458,15 +40784,15 @@ module \bchw_top.engine2 (rst, s__valid, s__payload, s__ready, m__valid, m__payl
   wire [75:0] \$181 ;
   wire [75:0] \$182 ;
   wire [75:0] \$183 ;
-  wire \$184 ;
-  wire \$185 ;
-  wire \$186 ;
-  wire \$187 ;
-  wire \$188 ;
-  wire \$189 ;
+  wire [75:0] \$184 ;
+  wire [75:0] \$185 ;
+  wire [75:0] \$186 ;
+  wire [75:0] \$187 ;
+  wire [75:0] \$188 ;
+  wire [75:0] \$189 ;
   wire \$19 ;
   wire \$190 ;
-  wire [3:0] \$191 ;
+  wire \$191 ;
   wire \$192 ;
   wire \$193 ;
   wire \$194 ;
@@ -40493,7 +40819,7 @@ module \bchw_top.engine2 (rst, s__valid, s__payload, s__ready, m__valid, m__payl
   wire \$212 ;
   wire \$213 ;
   wire \$214 ;
-  wire [3:0] \$215 ;
+  wire \$215 ;
   wire \$216 ;
   wire \$217 ;
   wire \$218 ;
@@ -40503,170 +40829,170 @@ module \bchw_top.engine2 (rst, s__valid, s__payload, s__ready, m__valid, m__payl
   wire \$221 ;
   wire \$222 ;
   wire \$223 ;
-  wire \$224 ;
+  wire [3:0] \$224 ;
   wire \$225 ;
   wire \$226 ;
-  wire [3:0] \$227 ;
+  wire \$227 ;
   wire \$228 ;
   wire \$229 ;
   wire [4:0] \$23 ;
   wire \$230 ;
   wire \$231 ;
-  reg \$232 ;
-  reg [7:0] \$233 ;
-  reg [3:0] \$234 ;
-  reg [3:0] \$235 ;
-  reg \$236 ;
-  reg \$237 ;
-  reg [2:0] \$238 ;
-  reg \$239 ;
+  wire \$232 ;
+  wire \$233 ;
+  wire \$234 ;
+  wire \$235 ;
+  wire \$236 ;
+  wire \$237 ;
+  wire \$238 ;
+  wire \$239 ;
   wire \$24 ;
-  reg [3:0] \$240 ;
-  reg \$241 ;
-  reg \$242 ;
-  reg \$243 ;
-  reg [4:0] \$244 ;
-  reg [4:0] \$245 ;
-  reg [4:0] \$246 ;
-  reg [4:0] \$247 ;
-  reg [4:0] \$248 ;
-  reg [4:0] \$249 ;
+  wire \$240 ;
+  wire \$241 ;
+  wire \$242 ;
+  wire \$243 ;
+  wire \$244 ;
+  wire [3:0] \$245 ;
+  wire \$246 ;
+  wire \$247 ;
+  wire \$248 ;
+  wire \$249 ;
   wire \$25 ;
-  reg [4:0] \$250 ;
-  reg [4:0] \$251 ;
-  reg \$252 ;
-  reg \$253 ;
-  reg \$254 ;
-  reg \$255 ;
-  wire [127:0] \$256 ;
-  wire [255:0] \$257 ;
-  wire [255:0] \$258 ;
-  wire [255:0] \$259 ;
+  wire \$250 ;
+  wire \$251 ;
+  wire \$252 ;
+  wire \$253 ;
+  wire \$254 ;
+  wire \$255 ;
+  wire \$256 ;
+  wire \$257 ;
+  wire \$258 ;
+  wire \$259 ;
   wire \$26 ;
-  reg [3:0] \$260 ;
-  reg [3:0] \$261 ;
-  reg [3:0] \$262 ;
-  reg [3:0] \$263 ;
-  reg [3:0] \$264 ;
-  reg [3:0] \$265 ;
-  reg [3:0] \$266 ;
-  reg [3:0] \$267 ;
-  reg [3:0] \$268 ;
-  reg [1:0] \$269 ;
+  wire \$260 ;
+  wire \$261 ;
+  wire \$262 ;
+  wire \$263 ;
+  wire \$264 ;
+  wire \$265 ;
+  wire [3:0] \$266 ;
+  wire \$267 ;
+  wire \$268 ;
+  wire \$269 ;
   wire \$27 ;
-  reg [1:0] \$270 ;
-  reg [1:0] \$271 ;
-  reg [1:0] \$272 ;
-  reg [1:0] \$273 ;
-  reg [1:0] \$274 ;
-  reg [1:0] \$275 ;
-  reg [1:0] \$276 ;
-  reg [1:0] \$277 ;
-  reg [1:0] \$278 ;
-  reg [1:0] \$279 ;
+  wire \$270 ;
+  wire \$271 ;
+  wire \$272 ;
+  wire \$273 ;
+  wire \$274 ;
+  wire \$275 ;
+  wire \$276 ;
+  reg \$277 ;
+  reg [7:0] \$278 ;
+  reg [3:0] \$279 ;
   wire \$28 ;
-  reg [1:0] \$280 ;
-  reg [1:0] \$281 ;
-  reg [1:0] \$282 ;
-  reg [1:0] \$283 ;
-  reg [1:0] \$284 ;
+  reg [3:0] \$280 ;
+  reg \$281 ;
+  reg \$282 ;
+  reg [2:0] \$283 ;
+  reg \$284 ;
   reg [3:0] \$285 ;
-  reg [3:0] \$286 ;
-  reg [3:0] \$287 ;
-  reg [3:0] \$288 ;
-  reg [3:0] \$289 ;
+  reg \$286 ;
+  reg \$287 ;
+  reg \$288 ;
+  reg [4:0] \$289 ;
   wire [4:0] \$29 ;
-  reg [3:0] \$290 ;
-  reg [3:0] \$291 ;
-  reg [3:0] \$292 ;
-  reg [3:0] \$293 ;
-  reg [3:0] \$294 ;
-  reg [3:0] \$295 ;
-  reg [3:0] \$296 ;
-  reg [3:0] \$297 ;
-  reg [3:0] \$298 ;
-  reg [3:0] \$299 ;
+  reg [4:0] \$290 ;
+  reg [4:0] \$291 ;
+  reg [4:0] \$292 ;
+  reg [4:0] \$293 ;
+  reg [4:0] \$294 ;
+  reg [4:0] \$295 ;
+  reg [4:0] \$296 ;
+  reg \$297 ;
+  reg \$298 ;
+  reg \$299 ;
   wire \$3 ;
   wire [4:0] \$30 ;
-  reg [3:0] \$300 ;
-  reg [3:0] \$301 ;
-  reg [3:0] \$302 ;
-  reg [3:0] \$303 ;
-  reg [3:0] \$304 ;
+  reg \$300 ;
+  wire [127:0] \$301 ;
+  wire [255:0] \$302 ;
+  wire [255:0] \$303 ;
+  wire [255:0] \$304 ;
   reg [3:0] \$305 ;
   reg [3:0] \$306 ;
-  wire [943:0] \$307 ;
-  wire [943:0] \$308 ;
-  reg \$309 ;
+  reg [3:0] \$307 ;
+  reg [3:0] \$308 ;
+  reg [3:0] \$309 ;
   wire [4:0] \$31 ;
-  reg \$310 ;
-  reg [16:0] \$311 ;
-  reg [16:0] \$312 ;
-  reg [16:0] \$313 ;
-  reg [16:0] \$314 ;
-  reg [16:0] \$315 ;
-  reg [16:0] \$316 ;
-  reg [16:0] \$317 ;
-  reg [16:0] \$318 ;
-  reg [16:0] \$319 ;
+  reg [3:0] \$310 ;
+  reg [3:0] \$311 ;
+  reg [3:0] \$312 ;
+  reg [3:0] \$313 ;
+  reg [1:0] \$314 ;
+  reg [1:0] \$315 ;
+  reg [1:0] \$316 ;
+  reg [1:0] \$317 ;
+  reg [1:0] \$318 ;
+  reg [1:0] \$319 ;
   wire [4:0] \$32 ;
-  reg [16:0] \$320 ;
-  reg [16:0] \$321 ;
-  reg [16:0] \$322 ;
-  reg [16:0] \$323 ;
-  reg [16:0] \$324 ;
-  reg [16:0] \$325 ;
-  reg [16:0] \$326 ;
-  reg \$327 ;
-  reg \$328 ;
-  reg \$329 ;
+  reg [1:0] \$320 ;
+  reg [1:0] \$321 ;
+  reg [1:0] \$322 ;
+  reg [1:0] \$323 ;
+  reg [1:0] \$324 ;
+  reg [1:0] \$325 ;
+  reg [1:0] \$326 ;
+  reg [1:0] \$327 ;
+  reg [1:0] \$328 ;
+  reg [1:0] \$329 ;
   wire \$33 ;
-  reg \$330 ;
-  reg \$331 ;
-  reg \$332 ;
-  reg \$333 ;
-  reg \$334 ;
-  reg \$335 ;
-  reg \$336 ;
-  reg \$337 ;
-  reg \$338 ;
-  reg \$339 ;
+  reg [3:0] \$330 ;
+  reg [3:0] \$331 ;
+  reg [3:0] \$332 ;
+  reg [3:0] \$333 ;
+  reg [3:0] \$334 ;
+  reg [3:0] \$335 ;
+  reg [3:0] \$336 ;
+  reg [3:0] \$337 ;
+  reg [3:0] \$338 ;
+  reg [3:0] \$339 ;
   wire \$34 ;
-  reg \$340 ;
-  reg \$341 ;
-  reg \$342 ;
-  wire [1215:0] \$343 ;
-  reg \$344 ;
-  reg \$345 ;
-  reg \$346 ;
-  reg \$347 ;
-  reg \$348 ;
-  reg \$349 ;
+  reg [3:0] \$340 ;
+  reg [3:0] \$341 ;
+  reg [3:0] \$342 ;
+  reg [3:0] \$343 ;
+  reg [3:0] \$344 ;
+  reg [3:0] \$345 ;
+  reg [3:0] \$346 ;
+  reg [3:0] \$347 ;
+  reg [3:0] \$348 ;
+  reg [3:0] \$349 ;
   wire \$35 ;
-  reg \$350 ;
-  reg \$351 ;
-  reg \$352 ;
-  reg \$353 ;
+  reg [3:0] \$350 ;
+  reg [3:0] \$351 ;
+  wire [943:0] \$352 ;
+  wire [943:0] \$353 ;
   reg \$354 ;
   reg \$355 ;
-  reg \$356 ;
-  reg \$357 ;
-  reg \$358 ;
-  reg \$359 ;
+  reg [16:0] \$356 ;
+  reg [16:0] \$357 ;
+  reg [16:0] \$358 ;
+  reg [16:0] \$359 ;
   wire \$36 ;
-  reg \$360 ;
-  reg \$361 ;
-  reg \$362 ;
-  reg \$363 ;
-  reg \$364 ;
-  reg \$365 ;
-  reg \$366 ;
-  reg \$367 ;
-  reg \$368 ;
-  reg \$369 ;
+  reg [16:0] \$360 ;
+  reg [16:0] \$361 ;
+  reg [16:0] \$362 ;
+  reg [16:0] \$363 ;
+  reg [16:0] \$364 ;
+  reg [16:0] \$365 ;
+  reg [16:0] \$366 ;
+  reg [16:0] \$367 ;
+  reg [16:0] \$368 ;
+  reg [16:0] \$369 ;
   wire \$37 ;
-  reg \$370 ;
-  reg \$371 ;
+  reg [16:0] \$370 ;
+  reg [16:0] \$371 ;
   reg \$372 ;
   reg \$373 ;
   reg \$374 ;
@@ -40682,20 +41008,73 @@ module \bchw_top.engine2 (rst, s__valid, s__payload, s__ready, m__valid, m__payl
   reg \$383 ;
   reg \$384 ;
   reg \$385 ;
-  reg [128:0] \$386 ;
-  reg [128:0] \$387 ;
-  reg [128:0] \$388 ;
-  reg [128:0] \$389 ;
+  reg \$386 ;
+  reg \$387 ;
+  wire [1215:0] \$388 ;
+  reg \$389 ;
   wire \$39 ;
-  reg [2:0] \$390 ;
+  reg \$390 ;
   reg \$391 ;
   reg \$392 ;
+  reg \$393 ;
+  reg \$394 ;
+  reg \$395 ;
+  reg \$396 ;
+  reg \$397 ;
+  reg \$398 ;
+  reg \$399 ;
   wire \$4 ;
   wire \$40 ;
+  reg \$400 ;
+  reg \$401 ;
+  reg \$402 ;
+  reg \$403 ;
+  reg \$404 ;
+  reg \$405 ;
+  reg \$406 ;
+  reg \$407 ;
+  reg \$408 ;
+  reg \$409 ;
   wire \$41 ;
+  reg \$410 ;
+  reg \$411 ;
+  reg \$412 ;
+  reg \$413 ;
+  reg \$414 ;
+  reg \$415 ;
+  reg \$416 ;
+  reg \$417 ;
+  reg \$418 ;
+  reg \$419 ;
   wire \$42 ;
+  reg \$420 ;
+  reg \$421 ;
+  reg \$422 ;
+  reg \$423 ;
+  reg \$424 ;
+  reg \$425 ;
+  reg \$426 ;
+  reg \$427 ;
+  reg \$428 ;
+  reg \$429 ;
   wire [3:0] \$43 ;
+  reg \$430 ;
+  reg [2:0] \$431 ;
+  reg [2:0] \$432 ;
+  reg [2:0] \$433 ;
+  reg [2:0] \$434 ;
+  reg \$435 ;
+  reg \$436 ;
+  reg \$437 ;
+  reg \$438 ;
+  reg [128:0] \$439 ;
   wire \$44 ;
+  reg [128:0] \$440 ;
+  reg [128:0] \$441 ;
+  reg [128:0] \$442 ;
+  reg [2:0] \$443 ;
+  reg \$444 ;
+  reg \$445 ;
   wire \$45 ;
   wire [4:0] \$46 ;
   wire [4:0] \$47 ;
@@ -40710,37 +41089,37 @@ module \bchw_top.engine2 (rst, s__valid, s__payload, s__ready, m__valid, m__payl
   wire [128:0] \$55 ;
   wire \$56 ;
   wire \$57 ;
-  wire [3:0] \$58 ;
+  wire \$58 ;
   wire \$59 ;
   wire \$6 ;
   wire \$60 ;
-  wire \$61 ;
+  wire [3:0] \$61 ;
   wire \$62 ;
   wire \$63 ;
-  wire [4:0] \$64 ;
+  wire \$64 ;
   wire \$65 ;
   wire \$66 ;
   wire \$67 ;
   wire \$68 ;
   wire \$69 ;
   wire \$7 ;
-  wire \$70 ;
-  wire [1:0] \$71 ;
-  wire [1:0] \$72 ;
+  wire [4:0] \$70 ;
+  wire \$71 ;
+  wire \$72 ;
   wire \$73 ;
   wire \$74 ;
   wire \$75 ;
   wire \$76 ;
-  wire [4:0] \$77 ;
-  wire [4:0] \$78 ;
-  wire [4:0] \$79 ;
+  wire [1:0] \$77 ;
+  wire [1:0] \$78 ;
+  wire \$79 ;
   wire [8:0] \$8 ;
   wire \$80 ;
   wire \$81 ;
   wire \$82 ;
-  wire \$83 ;
-  wire \$84 ;
-  wire \$85 ;
+  wire [4:0] \$83 ;
+  wire [4:0] \$84 ;
+  wire [4:0] \$85 ;
   wire \$86 ;
   wire \$87 ;
   wire \$88 ;
@@ -40847,6 +41226,14 @@ module \bchw_top.engine2 (rst, s__valid, s__payload, s__ready, m__valid, m__payl
   input clk;
   wire clk;
   reg [2:0] count = 3'h0;
+  (* keep = 32'd1 *)
+  reg [2:0] count_copy0 = 3'h0;
+  (* keep = 32'd1 *)
+  reg [2:0] count_copy1 = 3'h0;
+  (* keep = 32'd1 *)
+  reg [2:0] count_copy2 = 3'h0;
+  (* keep = 32'd1 *)
+  reg [2:0] count_copy3 = 3'h0;
   wire [2:0] count_next;
   reg credit_back = 1'h0;
   reg credit_back_d0 = 1'h0;
@@ -40855,6 +41242,7 @@ module \bchw_top.engine2 (rst, s__valid, s__payload, s__ready, m__valid, m__payl
   reg [2:0] credits = 3'h4;
   wire [2:0] credits_next;
   wire [255:0] data;
+  wire [58:0] \data$233 ;
   wire [58:0] \data$234 ;
   wire [58:0] \data$235 ;
   wire [58:0] \data$236 ;
@@ -40870,7 +41258,6 @@ module \bchw_top.engine2 (rst, s__valid, s__payload, s__ready, m__valid, m__payl
   wire [58:0] \data$246 ;
   wire [58:0] \data$247 ;
   wire [58:0] \data$248 ;
-  wire [58:0] \data$249 ;
   (* keep = 32'd1 *)
   reg dload_copy0 = 1'h0;
   (* keep = 32'd1 *)
@@ -40938,7 +41325,6 @@ module \bchw_top.engine2 (rst, s__valid, s__payload, s__ready, m__valid, m__payl
   wire \en$91 ;
   wire \en$95 ;
   wire \en$99 ;
-  wire enter;
   reg [3:0] f_d0 = 4'h0;
   reg [3:0] f_d1 = 4'h0;
   reg [3:0] f_d2 = 4'h0;
@@ -41071,9 +41457,9 @@ module \bchw_top.engine2 (rst, s__valid, s__payload, s__ready, m__valid, m__payl
   (* keep = 32'd1 *)
   reg [4:0] \read__addr$48  = 5'h10;
   wire [31:0] read__data;
+  wire [31:0] \read__data$191 ;
   wire [31:0] \read__data$192 ;
   wire [31:0] \read__data$193 ;
-  wire [31:0] \read__data$194 ;
   reg read_bank = 1'h1;
   reg ready = 1'h1;
   wire ready_next;
@@ -41093,25 +41479,33 @@ module \bchw_top.engine2 (rst, s__valid, s__payload, s__ready, m__valid, m__payl
   reg [128:0] skid1 = 129'h000000000000000000000000000000000;
   reg [128:0] skid2 = 129'h000000000000000000000000000000000;
   reg [128:0] skid3 = 129'h000000000000000000000000000000000;
+  (* keep = 32'd1 *)
+  reg skid_qvalid_copy0 = 1'h0;
+  (* keep = 32'd1 *)
+  reg skid_qvalid_copy1 = 1'h0;
+  (* keep = 32'd1 *)
+  reg skid_qvalid_copy2 = 1'h0;
+  (* keep = 32'd1 *)
+  reg skid_qvalid_copy3 = 1'h0;
   (* init = 8'h00 *)
   wire [7:0] step;
   wire [7:0] step_next;
   wire [12:0] sum;
-  wire [12:0] \sum$256 ;
-  wire [12:0] \sum$258 ;
-  wire [12:0] \sum$260 ;
-  wire [12:0] \sum$262 ;
-  wire [12:0] \sum$264 ;
-  wire [12:0] \sum$266 ;
-  wire [12:0] \sum$268 ;
-  wire [12:0] \sum$270 ;
-  wire [12:0] \sum$272 ;
-  wire [12:0] \sum$274 ;
-  wire [12:0] \sum$276 ;
-  wire [12:0] \sum$278 ;
-  wire [12:0] \sum$280 ;
-  wire [12:0] \sum$282 ;
-  wire [12:0] \sum$284 ;
+  wire [12:0] \sum$255 ;
+  wire [12:0] \sum$257 ;
+  wire [12:0] \sum$259 ;
+  wire [12:0] \sum$261 ;
+  wire [12:0] \sum$263 ;
+  wire [12:0] \sum$265 ;
+  wire [12:0] \sum$267 ;
+  wire [12:0] \sum$269 ;
+  wire [12:0] \sum$271 ;
+  wire [12:0] \sum$273 ;
+  wire [12:0] \sum$275 ;
+  wire [12:0] \sum$277 ;
+  wire [12:0] \sum$279 ;
+  wire [12:0] \sum$281 ;
+  wire [12:0] \sum$283 ;
   wire [15:0] w;
   wire [15:0] \w$102 ;
   wire [15:0] \w$106 ;
@@ -41358,7 +41752,7 @@ module \bchw_top.engine2 (rst, s__valid, s__payload, s__ready, m__valid, m__payl
   always @(posedge clk) begin
     _1_ <= xmem1[\read__addr$34 ];
   end
-  assign \read__data$192  = _1_;
+  assign \read__data$191  = _1_;
   reg [31:0] xmem2 [31:0];
   initial begin
     xmem2[0] = 32'd0;
@@ -41402,7 +41796,7 @@ module \bchw_top.engine2 (rst, s__valid, s__payload, s__ready, m__valid, m__payl
   always @(posedge clk) begin
     _2_ <= xmem2[\read__addr$41 ];
   end
-  assign \read__data$193  = _2_;
+  assign \read__data$192  = _2_;
   reg [31:0] xmem3 [31:0];
   initial begin
     xmem3[0] = 32'd0;
@@ -41446,7 +41840,109 @@ module \bchw_top.engine2 (rst, s__valid, s__payload, s__ready, m__valid, m__payl
   always @(posedge clk) begin
     _3_ <= xmem3[\read__addr$48 ];
   end
-  assign \read__data$194  = _3_;
+  assign \read__data$193  = _3_;
+  always @(posedge clk)
+    qv_d7 <= \$396 ;
+  always @(posedge clk)
+    qv_d8 <= \$397 ;
+  always @(posedge clk)
+    qv_d9 <= \$398 ;
+  always @(posedge clk)
+    qv_d10 <= \$399 ;
+  always @(posedge clk)
+    qv_d11 <= \$400 ;
+  always @(posedge clk)
+    qv_d12 <= \$401 ;
+  always @(posedge clk)
+    qv_d13 <= \$402 ;
+  always @(posedge clk)
+    qv_d14 <= \$403 ;
+  always @(posedge clk)
+    qv_d15 <= \$404 ;
+  always @(posedge clk)
+    qv_d16 <= \$405 ;
+  always @(posedge clk)
+    qv_d17 <= \$406 ;
+  always @(posedge clk)
+    qv_d18 <= \$407 ;
+  always @(posedge clk)
+    qv_d19 <= \$408 ;
+  always @(posedge clk)
+    qe_d0 <= \$409 ;
+  always @(posedge clk)
+    qe_d1 <= \$410 ;
+  always @(posedge clk)
+    qe_d2 <= \$411 ;
+  always @(posedge clk)
+    qe_d3 <= \$412 ;
+  always @(posedge clk)
+    qe_d4 <= \$413 ;
+  always @(posedge clk)
+    qe_d5 <= \$414 ;
+  always @(posedge clk)
+    qe_d6 <= \$415 ;
+  always @(posedge clk)
+    qe_d7 <= \$416 ;
+  always @(posedge clk)
+    qe_d8 <= \$417 ;
+  always @(posedge clk)
+    qe_d9 <= \$418 ;
+  always @(posedge clk)
+    qe_d10 <= \$419 ;
+  always @(posedge clk)
+    qe_d11 <= \$420 ;
+  always @(posedge clk)
+    qe_d12 <= \$421 ;
+  always @(posedge clk)
+    qe_d13 <= \$422 ;
+  always @(posedge clk)
+    qe_d14 <= \$423 ;
+  always @(posedge clk)
+    qe_d15 <= \$424 ;
+  always @(posedge clk)
+    qe_d16 <= \$425 ;
+  always @(posedge clk)
+    qe_d17 <= \$426 ;
+  always @(posedge clk)
+    qe_d18 <= \$427 ;
+  always @(posedge clk)
+    qe_d19 <= \$428 ;
+  always @(posedge clk)
+    qv_last_d0 <= \$429 ;
+  always @(posedge clk)
+    qe_last_d0 <= \$430 ;
+  always @(posedge clk)
+    results0 <= { q, results0[119:8] };
+  always @(posedge clk)
+    count_copy0 <= \$431 ;
+  always @(posedge clk)
+    count_copy1 <= \$432 ;
+  always @(posedge clk)
+    count_copy2 <= \$433 ;
+  always @(posedge clk)
+    count_copy3 <= \$434 ;
+  always @(posedge clk)
+    skid_qvalid_copy0 <= \$435 ;
+  always @(posedge clk)
+    skid_qvalid_copy1 <= \$436 ;
+  always @(posedge clk)
+    skid_qvalid_copy2 <= \$437 ;
+  always @(posedge clk)
+    skid_qvalid_copy3 <= \$438 ;
+  always @(posedge clk)
+    skid0 <= \$439 ;
+  always @(posedge clk)
+    skid1 <= \$440 ;
+  always @(posedge clk)
+    skid2 <= \$441 ;
+  always @(posedge clk)
+    skid3 <= \$442 ;
+  always @(posedge clk)
+    count <= \$443 ;
+  always @(posedge clk)
+    credit_back_d0 <= \$444 ;
+  always @(posedge clk)
+    credit_back <= \$445 ;
   assign \$1  = \$signal  & ready;
   assign \$2  = ~ last_step;
   assign \$3  = busy & \$2 ;
@@ -41501,91 +41997,90 @@ module \bchw_top.engine2 (rst, s__valid, s__payload, s__ready, m__valid, m__payl
   assign m__valid = \$53  | qv_last_d0;
   assign \$54  = | count;
   assign \$55  = \$54  ? skid0 : { qe_last_d0, q, results0 };
-  assign enter = m__valid & m__ready;
   assign \$56  = | count;
-  assign \$57  = enter & \$56 ;
-  assign \$58  = count - \$57 ;
+  assign \$57  = \$56  | qv_last_d0;
+  assign \$58  = \$57  & m__ready;
   assign \$59  = | count;
-  assign \$60  = ~ \$59 ;
-  assign \$61  = enter & \$60 ;
-  assign \$62  = ~ \$61 ;
-  assign \$63  = qv_last_d0 & \$62 ;
-  assign \$64  = $signed(\$58 ) + $signed({ 1'h0, \$63  });
-  assign \$65  = s__valid & s__ready;
-  assign \$66  = word == 4'hf;
-  assign \$73  = word == 4'hf;
-  assign \$77  = word + 1'h1;
-  assign \$79  = \$75  ? 5'h00 : \$78 ;
-  assign \$80  = s__valid & s__ready;
-  assign \$81  = word == 4'hf;
-  assign \$84  = \$80  & \$83 ;
-  assign \$85  = ~ write_bank;
-  assign \$86  = \$signal  & ready;
-  assign \$87  = ~ read_bank;
-  assign \$88  = s__valid & s__ready;
-  assign \$89  = word == 4'hf;
-  assign \$92  = \$88  & \$91 ;
-  assign \$93  = ~ ready;
-  assign \$94  = \$signal  & \$93 ;
-  assign \$95  = \$92  ? 1'h1 : \$94 ;
-  assign \$96  = \$signal  & ready;
-  assign \$97  = read_bank ^ \$96 ;
-  assign \$98  = \$signal  & ready;
-  assign \$99  = read_bank ^ \$98 ;
-  assign \$100  = \$signal  & ready;
-  assign \$101  = read_bank ^ \$100 ;
+  assign \$60  = \$58  & \$59 ;
+  assign \$61  = count - \$60 ;
+  assign \$62  = | count;
+  assign \$63  = \$62  | qv_last_d0;
+  assign \$64  = \$63  & m__ready;
+  assign \$65  = | count;
+  assign \$66  = ~ \$65 ;
+  assign \$67  = \$64  & \$66 ;
+  assign \$68  = ~ \$67 ;
+  assign \$69  = qv_last_d0 & \$68 ;
+  assign \$70  = $signed(\$61 ) + $signed({ 1'h0, \$69  });
+  assign \$71  = s__valid & s__ready;
+  assign \$72  = word == 4'hf;
+  assign \$79  = word == 4'hf;
+  assign \$83  = word + 1'h1;
+  assign \$85  = \$81  ? 5'h00 : \$84 ;
+  assign \$86  = s__valid & s__ready;
+  assign \$87  = word == 4'hf;
+  assign \$90  = \$86  & \$89 ;
+  assign \$91  = ~ write_bank;
+  assign \$92  = \$signal  & ready;
+  assign \$93  = ~ read_bank;
+  assign \$94  = s__valid & s__ready;
+  assign \$95  = word == 4'hf;
+  assign \$98  = \$94  & \$97 ;
+  assign \$99  = ~ ready;
+  assign \$100  = \$signal  & \$99 ;
+  assign \$101  = \$98  ? 1'h1 : \$100 ;
   assign \$102  = \$signal  & ready;
   assign \$103  = read_bank ^ \$102 ;
-  assign \$104  = s__valid & s__ready;
-  assign \$106  = \$104  ? 1'h1 : 1'h0;
-  assign \$107  = s__valid & s__ready;
-  assign \$109  = \$107  ? 1'h1 : 1'h0;
+  assign \$104  = \$signal  & ready;
+  assign \$105  = read_bank ^ \$104 ;
+  assign \$106  = \$signal  & ready;
+  assign \$107  = read_bank ^ \$106 ;
+  assign \$108  = \$signal  & ready;
+  assign \$109  = read_bank ^ \$108 ;
   assign \$110  = s__valid & s__ready;
   assign \$112  = \$110  ? 1'h1 : 1'h0;
   assign \$113  = s__valid & s__ready;
   assign \$115  = \$113  ? 1'h1 : 1'h0;
-  assign \$116  = ! sfc;
-  assign \$117  = sfc == 4'hf;
-  assign \$118  = ft_d0[0] & ft_d0[2];
-  assign \$119  = ft_d0[0] & ft_d0[3];
-  assign \$120  = accflags_copy0[1] ? 17'h00000 : acc0;
-  assign \$121  = $signed(\$120 ) + $signed(sum);
-  assign \$122  = accflags_copy1[1] ? 17'h00000 : acc1;
-  assign \$123  = $signed(\$122 ) + $signed(\sum$256 );
-  assign \$124  = accflags_copy2[1] ? 17'h00000 : acc2;
-  assign \$125  = $signed(\$124 ) + $signed(\sum$258 );
-  assign \$126  = accflags_copy3[1] ? 17'h00000 : acc3;
-  assign \$127  = $signed(\$126 ) + $signed(\sum$260 );
-  assign \$128  = accflags_copy4[1] ? 17'h00000 : acc4;
-  assign \$129  = $signed(\$128 ) + $signed(\sum$262 );
-  assign \$130  = accflags_copy5[1] ? 17'h00000 : acc5;
-  assign \$131  = $signed(\$130 ) + $signed(\sum$264 );
-  assign \$132  = accflags_copy6[1] ? 17'h00000 : acc6;
-  assign \$133  = $signed(\$132 ) + $signed(\sum$266 );
-  assign \$134  = accflags_copy7[1] ? 17'h00000 : acc7;
-  assign \$135  = $signed(\$134 ) + $signed(\sum$268 );
-  assign \$136  = accflags_copy8[1] ? 17'h00000 : acc8;
-  assign \$137  = $signed(\$136 ) + $signed(\sum$270 );
-  assign \$138  = accflags_copy9[1] ? 17'h00000 : acc9;
-  assign \$139  = $signed(\$138 ) + $signed(\sum$272 );
-  assign \$140  = accflags_copy10[1] ? 17'h00000 : acc10;
-  assign \$141  = $signed(\$140 ) + $signed(\sum$274 );
-  assign \$142  = accflags_copy11[1] ? 17'h00000 : acc11;
-  assign \$143  = $signed(\$142 ) + $signed(\sum$276 );
-  assign \$144  = accflags_copy12[1] ? 17'h00000 : acc12;
-  assign \$145  = $signed(\$144 ) + $signed(\sum$278 );
-  assign \$146  = accflags_copy13[1] ? 17'h00000 : acc13;
-  assign \$147  = $signed(\$146 ) + $signed(\sum$280 );
-  assign \$148  = accflags_copy14[1] ? 17'h00000 : acc14;
-  assign \$149  = $signed(\$148 ) + $signed(\sum$282 );
-  assign \$150  = accflags_copy15[1] ? 17'h00000 : acc15;
-  assign \$151  = $signed(\$150 ) + $signed(\sum$284 );
-  assign \$152  = ft_d0[0] & ft_d0[2];
-  assign \$153  = ft_d0[0] & ft_d0[2];
-  assign \$154  = ft_d0[0] & ft_d0[2];
-  assign \$155  = ft_d0[0] & ft_d0[2];
-  assign \$156  = ft_d0[0] & ft_d0[2];
-  assign \$157  = ft_d0[0] & ft_d0[2];
+  assign \$116  = s__valid & s__ready;
+  assign \$118  = \$116  ? 1'h1 : 1'h0;
+  assign \$119  = s__valid & s__ready;
+  assign \$121  = \$119  ? 1'h1 : 1'h0;
+  assign \$122  = ! sfc;
+  assign \$123  = sfc == 4'hf;
+  assign \$124  = ft_d0[0] & ft_d0[2];
+  assign \$125  = ft_d0[0] & ft_d0[3];
+  assign \$126  = accflags_copy0[1] ? 17'h00000 : acc0;
+  assign \$127  = $signed(\$126 ) + $signed(sum);
+  assign \$128  = accflags_copy1[1] ? 17'h00000 : acc1;
+  assign \$129  = $signed(\$128 ) + $signed(\sum$255 );
+  assign \$130  = accflags_copy2[1] ? 17'h00000 : acc2;
+  assign \$131  = $signed(\$130 ) + $signed(\sum$257 );
+  assign \$132  = accflags_copy3[1] ? 17'h00000 : acc3;
+  assign \$133  = $signed(\$132 ) + $signed(\sum$259 );
+  assign \$134  = accflags_copy4[1] ? 17'h00000 : acc4;
+  assign \$135  = $signed(\$134 ) + $signed(\sum$261 );
+  assign \$136  = accflags_copy5[1] ? 17'h00000 : acc5;
+  assign \$137  = $signed(\$136 ) + $signed(\sum$263 );
+  assign \$138  = accflags_copy6[1] ? 17'h00000 : acc6;
+  assign \$139  = $signed(\$138 ) + $signed(\sum$265 );
+  assign \$140  = accflags_copy7[1] ? 17'h00000 : acc7;
+  assign \$141  = $signed(\$140 ) + $signed(\sum$267 );
+  assign \$142  = accflags_copy8[1] ? 17'h00000 : acc8;
+  assign \$143  = $signed(\$142 ) + $signed(\sum$269 );
+  assign \$144  = accflags_copy9[1] ? 17'h00000 : acc9;
+  assign \$145  = $signed(\$144 ) + $signed(\sum$271 );
+  assign \$146  = accflags_copy10[1] ? 17'h00000 : acc10;
+  assign \$147  = $signed(\$146 ) + $signed(\sum$273 );
+  assign \$148  = accflags_copy11[1] ? 17'h00000 : acc11;
+  assign \$149  = $signed(\$148 ) + $signed(\sum$275 );
+  assign \$150  = accflags_copy12[1] ? 17'h00000 : acc12;
+  assign \$151  = $signed(\$150 ) + $signed(\sum$277 );
+  assign \$152  = accflags_copy13[1] ? 17'h00000 : acc13;
+  assign \$153  = $signed(\$152 ) + $signed(\sum$279 );
+  assign \$154  = accflags_copy14[1] ? 17'h00000 : acc14;
+  assign \$155  = $signed(\$154 ) + $signed(\sum$281 );
+  assign \$156  = accflags_copy15[1] ? 17'h00000 : acc15;
+  assign \$157  = $signed(\$156 ) + $signed(\sum$283 );
   assign \$158  = ft_d0[0] & ft_d0[2];
   assign \$159  = ft_d0[0] & ft_d0[2];
   assign \$160  = ft_d0[0] & ft_d0[2];
@@ -41596,122 +42091,167 @@ module \bchw_top.engine2 (rst, s__valid, s__payload, s__ready, m__valid, m__payl
   assign \$165  = ft_d0[0] & ft_d0[2];
   assign \$166  = ft_d0[0] & ft_d0[2];
   assign \$167  = ft_d0[0] & ft_d0[2];
-  assign \$168  = dload_copy0 ? { params_d1[58:0], acc0 } : drain[151:76];
-  assign \$169  = dload_copy1 ? { params_d1[117:59], acc1 } : drain[227:152];
-  assign \$170  = dload_copy2 ? { params_d1[176:118], acc2 } : drain[303:228];
-  assign \$171  = dload_copy3 ? { params_d1[235:177], acc3 } : drain[379:304];
-  assign \$172  = dload_copy4 ? { params_d1[294:236], acc4 } : drain[455:380];
-  assign \$173  = dload_copy5 ? { params_d1[353:295], acc5 } : drain[531:456];
-  assign \$174  = dload_copy6 ? { params_d1[412:354], acc6 } : drain[607:532];
-  assign \$175  = dload_copy7 ? { params_d1[471:413], acc7 } : drain[683:608];
-  assign \$176  = dload_copy8 ? { params_d1[530:472], acc8 } : drain[759:684];
-  assign \$177  = dload_copy9 ? { params_d1[589:531], acc9 } : drain[835:760];
-  assign \$178  = dload_copy10 ? { params_d1[648:590], acc10 } : drain[911:836];
-  assign \$179  = dload_copy11 ? { params_d1[707:649], acc11 } : drain[987:912];
-  assign \$180  = dload_copy12 ? { params_d1[766:708], acc12 } : drain[1063:988];
-  assign \$181  = dload_copy13 ? { params_d1[825:767], acc13 } : drain[1139:1064];
-  assign \$182  = dload_copy14 ? { params_d1[884:826], acc14 } : drain[1215:1140];
-  assign \$183  = dload_copy15 ? { params_d1[943:885], acc15 } : drain[1215:1140];
-  assign \$184  = | count;
-  assign \$185  = ~ \$184 ;
-  assign \$186  = enter & \$185 ;
-  assign \$187  = ~ \$186 ;
-  assign \$188  = qv_last_d0 & \$187 ;
-  assign \$189  = | count;
-  assign \$190  = enter & \$189 ;
-  assign \$191  = count - \$190 ;
-  assign \$192  = ! \$191 ;
-  assign \$193  = \$188  & \$192 ;
-  assign \$194  = | count;
-  assign \$195  = enter & \$194 ;
-  assign \$196  = | count;
-  assign \$197  = ~ \$196 ;
-  assign \$198  = enter & \$197 ;
-  assign \$199  = ~ \$198 ;
-  assign \$200  = qv_last_d0 & \$199 ;
-  assign \$201  = | count;
-  assign \$202  = enter & \$201 ;
-  assign \$203  = count - \$202 ;
-  assign \$204  = \$203  == 1'h1;
-  assign \$205  = \$200  & \$204 ;
-  assign \$206  = | count;
-  assign \$207  = enter & \$206 ;
-  assign \$208  = | count;
-  assign \$209  = ~ \$208 ;
-  assign \$210  = enter & \$209 ;
-  assign \$211  = ~ \$210 ;
-  assign \$212  = qv_last_d0 & \$211 ;
-  assign \$213  = | count;
-  assign \$214  = enter & \$213 ;
-  assign \$215  = count - \$214 ;
-  assign \$216  = \$215  == 2'h2;
-  assign \$217  = \$212  & \$216 ;
-  assign \$218  = | count;
-  assign \$219  = enter & \$218 ;
-  assign \$220  = | count;
-  assign \$221  = ~ \$220 ;
-  assign \$222  = enter & \$221 ;
-  assign \$223  = ~ \$222 ;
-  assign \$224  = qv_last_d0 & \$223 ;
-  assign \$225  = | count;
-  assign \$226  = enter & \$225 ;
-  assign \$227  = count - \$226 ;
-  assign \$228  = \$227  == 2'h3;
-  assign \$229  = \$224  & \$228 ;
-  assign \$230  = | count;
-  assign \$231  = enter & \$230 ;
+  assign \$168  = ft_d0[0] & ft_d0[2];
+  assign \$169  = ft_d0[0] & ft_d0[2];
+  assign \$170  = ft_d0[0] & ft_d0[2];
+  assign \$171  = ft_d0[0] & ft_d0[2];
+  assign \$172  = ft_d0[0] & ft_d0[2];
+  assign \$173  = ft_d0[0] & ft_d0[2];
+  assign \$174  = dload_copy0 ? { params_d1[58:0], acc0 } : drain[151:76];
+  assign \$175  = dload_copy1 ? { params_d1[117:59], acc1 } : drain[227:152];
+  assign \$176  = dload_copy2 ? { params_d1[176:118], acc2 } : drain[303:228];
+  assign \$177  = dload_copy3 ? { params_d1[235:177], acc3 } : drain[379:304];
+  assign \$178  = dload_copy4 ? { params_d1[294:236], acc4 } : drain[455:380];
+  assign \$179  = dload_copy5 ? { params_d1[353:295], acc5 } : drain[531:456];
+  assign \$180  = dload_copy6 ? { params_d1[412:354], acc6 } : drain[607:532];
+  assign \$181  = dload_copy7 ? { params_d1[471:413], acc7 } : drain[683:608];
+  assign \$182  = dload_copy8 ? { params_d1[530:472], acc8 } : drain[759:684];
+  assign \$183  = dload_copy9 ? { params_d1[589:531], acc9 } : drain[835:760];
+  assign \$184  = dload_copy10 ? { params_d1[648:590], acc10 } : drain[911:836];
+  assign \$185  = dload_copy11 ? { params_d1[707:649], acc11 } : drain[987:912];
+  assign \$186  = dload_copy12 ? { params_d1[766:708], acc12 } : drain[1063:988];
+  assign \$187  = dload_copy13 ? { params_d1[825:767], acc13 } : drain[1139:1064];
+  assign \$188  = dload_copy14 ? { params_d1[884:826], acc14 } : drain[1215:1140];
+  assign \$189  = dload_copy15 ? { params_d1[943:885], acc15 } : drain[1215:1140];
+  assign \$190  = | count_copy0;
+  assign \$191  = \$190  | skid_qvalid_copy0;
+  assign \$192  = \$191  & m__ready;
+  assign \$193  = | count_copy0;
+  assign \$194  = ~ \$193 ;
+  assign \$195  = \$192  & \$194 ;
+  assign \$196  = ~ \$195 ;
+  assign \$197  = skid_qvalid_copy0 & \$196 ;
+  assign \$198  = | count_copy0;
+  assign \$199  = \$198  | skid_qvalid_copy0;
+  assign \$200  = \$199  & m__ready;
+  assign \$201  = | count_copy0;
+  assign \$202  = \$200  & \$201 ;
+  assign \$203  = count_copy0 - \$202 ;
+  assign \$204  = ! \$203 ;
+  assign \$205  = \$197  & \$204 ;
+  assign \$206  = | count_copy0;
+  assign \$207  = \$206  | skid_qvalid_copy0;
+  assign \$208  = \$207  & m__ready;
+  assign \$209  = | count_copy0;
+  assign \$210  = \$208  & \$209 ;
+  assign \$211  = | count_copy1;
+  assign \$212  = \$211  | skid_qvalid_copy1;
+  assign \$213  = \$212  & m__ready;
+  assign \$214  = | count_copy1;
+  assign \$215  = ~ \$214 ;
+  assign \$216  = \$213  & \$215 ;
+  assign \$217  = ~ \$216 ;
+  assign \$218  = skid_qvalid_copy1 & \$217 ;
+  assign \$219  = | count_copy1;
+  assign \$220  = \$219  | skid_qvalid_copy1;
+  assign \$221  = \$220  & m__ready;
+  assign \$222  = | count_copy1;
+  assign \$223  = \$221  & \$222 ;
+  assign \$224  = count_copy1 - \$223 ;
+  assign \$225  = \$224  == 1'h1;
+  assign \$226  = \$218  & \$225 ;
+  assign \$227  = | count_copy1;
+  assign \$228  = \$227  | skid_qvalid_copy1;
+  assign \$229  = \$228  & m__ready;
+  assign \$230  = | count_copy1;
+  assign \$231  = \$229  & \$230 ;
+  assign \$232  = | count_copy2;
+  assign \$233  = \$232  | skid_qvalid_copy2;
+  assign \$234  = \$233  & m__ready;
+  assign \$235  = | count_copy2;
+  assign \$236  = ~ \$235 ;
+  assign \$237  = \$234  & \$236 ;
+  assign \$238  = ~ \$237 ;
+  assign \$239  = skid_qvalid_copy2 & \$238 ;
+  assign \$240  = | count_copy2;
+  assign \$241  = \$240  | skid_qvalid_copy2;
+  assign \$242  = \$241  & m__ready;
+  assign \$243  = | count_copy2;
+  assign \$244  = \$242  & \$243 ;
+  assign \$245  = count_copy2 - \$244 ;
+  assign \$246  = \$245  == 2'h2;
+  assign \$247  = \$239  & \$246 ;
+  assign \$248  = | count_copy2;
+  assign \$249  = \$248  | skid_qvalid_copy2;
+  assign \$250  = \$249  & m__ready;
+  assign \$251  = | count_copy2;
+  assign \$252  = \$250  & \$251 ;
+  assign \$253  = | count_copy3;
+  assign \$254  = \$253  | skid_qvalid_copy3;
+  assign \$255  = \$254  & m__ready;
+  assign \$256  = | count_copy3;
+  assign \$257  = ~ \$256 ;
+  assign \$258  = \$255  & \$257 ;
+  assign \$259  = ~ \$258 ;
+  assign \$260  = skid_qvalid_copy3 & \$259 ;
+  assign \$261  = | count_copy3;
+  assign \$262  = \$261  | skid_qvalid_copy3;
+  assign \$263  = \$262  & m__ready;
+  assign \$264  = | count_copy3;
+  assign \$265  = \$263  & \$264 ;
+  assign \$266  = count_copy3 - \$265 ;
+  assign \$267  = \$266  == 2'h3;
+  assign \$268  = \$260  & \$267 ;
+  assign \$269  = | count_copy3;
+  assign \$270  = \$269  | skid_qvalid_copy3;
+  assign \$271  = \$270  & m__ready;
+  assign \$272  = | count_copy3;
+  assign \$273  = \$271  & \$272 ;
+  assign \$274  = | count;
+  assign \$275  = \$274  | qv_last_d0;
+  assign \$276  = \$275  & m__ready;
   always @(posedge clk)
-    busy <= \$232 ;
+    busy <= \$277 ;
   always @(posedge clk)
-    addr <= \$233 ;
+    addr <= \$278 ;
   always @(posedge clk)
-    sfc <= \$234 ;
+    sfc <= \$279 ;
   always @(posedge clk)
-    nfc <= \$235 ;
+    nfc <= \$280 ;
   always @(posedge clk)
-    last_step <= \$236 ;
+    last_step <= \$281 ;
   always @(posedge clk)
-    ready <= \$237 ;
+    ready <= \$282 ;
   always @(posedge clk)
-    credits <= \$238 ;
+    credits <= \$283 ;
   always @(posedge clk)
-    issue <= \$239 ;
+    issue <= \$284 ;
   always @(posedge clk)
-    word <= \$240 ;
+    word <= \$285 ;
   always @(posedge clk)
-    write_bank <= \$241 ;
+    write_bank <= \$286 ;
   always @(posedge clk)
-    read_bank <= \$242 ;
+    read_bank <= \$287 ;
   always @(posedge clk)
-    \$signal  <= \$243 ;
+    \$signal  <= \$288 ;
   always @(posedge clk)
     xbeat <= s__payload;
   always @(posedge clk)
-    write__addr <= \$244 ;
+    write__addr <= \$289 ;
   always @(posedge clk)
-    \write__addr$31  <= \$245 ;
+    \write__addr$31  <= \$290 ;
   always @(posedge clk)
-    \write__addr$38  <= \$246 ;
+    \write__addr$38  <= \$291 ;
   always @(posedge clk)
-    \write__addr$45  <= \$247 ;
+    \write__addr$45  <= \$292 ;
   always @(posedge clk)
-    read__addr <= \$248 ;
+    read__addr <= \$293 ;
   always @(posedge clk)
-    \read__addr$34  <= \$249 ;
+    \read__addr$34  <= \$294 ;
   always @(posedge clk)
-    \read__addr$41  <= \$250 ;
+    \read__addr$41  <= \$295 ;
   always @(posedge clk)
-    \read__addr$48  <= \$251 ;
+    \read__addr$48  <= \$296 ;
   always @(posedge clk)
-    write__en <= \$252 ;
+    write__en <= \$297 ;
   always @(posedge clk)
-    \write__en$29  <= \$253 ;
+    \write__en$29  <= \$298 ;
   always @(posedge clk)
-    \write__en$36  <= \$254 ;
+    \write__en$36  <= \$299 ;
   always @(posedge clk)
-    \write__en$43  <= \$255 ;
+    \write__en$43  <= \$300 ;
   always @(posedge clk)
-    xmem_d0 <= \$256 ;
+    xmem_d0 <= \$301 ;
   always @(posedge clk)
     xtree_fan_copy0 <= xmem_d0;
   always @(posedge clk)
@@ -41753,362 +42293,276 @@ module \bchw_top.engine2 (rst, s__valid, s__payload, s__ready, m__valid, m__payl
   always @(posedge clk)
     \x$112  <= xtree_fan_copy3;
   always @(posedge clk)
-    wdata_d0 <= \$257 ;
+    wdata_d0 <= \$302 ;
   always @(posedge clk)
-    wdata_d1 <= \$258 ;
+    wdata_d1 <= \$303 ;
   always @(posedge clk)
-    wdata_d2 <= \$259 ;
+    wdata_d2 <= \$304 ;
   always @(posedge clk)
-    f_d0 <= \$260 ;
+    f_d0 <= \$305 ;
   always @(posedge clk)
-    f_d1 <= \$261 ;
+    f_d1 <= \$306 ;
   always @(posedge clk)
-    f_d2 <= \$262 ;
+    f_d2 <= \$307 ;
   always @(posedge clk)
-    f_d3 <= \$263 ;
+    f_d3 <= \$308 ;
   always @(posedge clk)
-    f_d4 <= \$264 ;
+    f_d4 <= \$309 ;
   always @(posedge clk)
-    f_d5 <= \$265 ;
+    f_d5 <= \$310 ;
   always @(posedge clk)
-    f_d6 <= \$266 ;
+    f_d6 <= \$311 ;
   always @(posedge clk)
-    f_d7 <= \$267 ;
+    f_d7 <= \$312 ;
   always @(posedge clk)
-    ft_d0 <= \$268 ;
+    ft_d0 <= \$313 ;
   always @(posedge clk)
-    accflags_copy0 <= \$269 ;
+    accflags_copy0 <= \$314 ;
   always @(posedge clk)
-    accflags_copy1 <= \$270 ;
+    accflags_copy1 <= \$315 ;
   always @(posedge clk)
-    accflags_copy2 <= \$271 ;
+    accflags_copy2 <= \$316 ;
   always @(posedge clk)
-    accflags_copy3 <= \$272 ;
+    accflags_copy3 <= \$317 ;
   always @(posedge clk)
-    accflags_copy4 <= \$273 ;
+    accflags_copy4 <= \$318 ;
   always @(posedge clk)
-    accflags_copy5 <= \$274 ;
+    accflags_copy5 <= \$319 ;
   always @(posedge clk)
-    accflags_copy6 <= \$275 ;
+    accflags_copy6 <= \$320 ;
   always @(posedge clk)
-    accflags_copy7 <= \$276 ;
+    accflags_copy7 <= \$321 ;
   always @(posedge clk)
-    accflags_copy8 <= \$277 ;
+    accflags_copy8 <= \$322 ;
   always @(posedge clk)
-    accflags_copy9 <= \$278 ;
+    accflags_copy9 <= \$323 ;
   always @(posedge clk)
-    accflags_copy10 <= \$279 ;
+    accflags_copy10 <= \$324 ;
   always @(posedge clk)
-    accflags_copy11 <= \$280 ;
+    accflags_copy11 <= \$325 ;
   always @(posedge clk)
-    accflags_copy12 <= \$281 ;
+    accflags_copy12 <= \$326 ;
   always @(posedge clk)
-    accflags_copy13 <= \$282 ;
+    accflags_copy13 <= \$327 ;
   always @(posedge clk)
-    accflags_copy14 <= \$283 ;
+    accflags_copy14 <= \$328 ;
   always @(posedge clk)
-    accflags_copy15 <= \$284 ;
+    accflags_copy15 <= \$329 ;
   always @(posedge clk)
-    paddr_d0 <= \$285 ;
+    paddr_d0 <= \$330 ;
   always @(posedge clk)
-    paddr_d1 <= \$286 ;
+    paddr_d1 <= \$331 ;
   always @(posedge clk)
-    paddr_d2 <= \$287 ;
+    paddr_d2 <= \$332 ;
   always @(posedge clk)
-    paddr_d3 <= \$288 ;
+    paddr_d3 <= \$333 ;
   always @(posedge clk)
-    paddr_d4 <= \$289 ;
+    paddr_d4 <= \$334 ;
   always @(posedge clk)
-    paddr_d5 <= \$290 ;
+    paddr_d5 <= \$335 ;
   always @(posedge clk)
-    \addr$116  <= \$291 ;
+    \addr$116  <= \$336 ;
   always @(posedge clk)
-    \addr$119  <= \$292 ;
+    \addr$119  <= \$337 ;
   always @(posedge clk)
-    \addr$122  <= \$293 ;
+    \addr$122  <= \$338 ;
   always @(posedge clk)
-    \addr$125  <= \$294 ;
+    \addr$125  <= \$339 ;
   always @(posedge clk)
-    \addr$128  <= \$295 ;
+    \addr$128  <= \$340 ;
   always @(posedge clk)
-    \addr$131  <= \$296 ;
+    \addr$131  <= \$341 ;
   always @(posedge clk)
-    \addr$134  <= \$297 ;
+    \addr$134  <= \$342 ;
   always @(posedge clk)
-    \addr$137  <= \$298 ;
+    \addr$137  <= \$343 ;
   always @(posedge clk)
-    \addr$140  <= \$299 ;
+    \addr$140  <= \$344 ;
   always @(posedge clk)
-    \addr$143  <= \$300 ;
+    \addr$143  <= \$345 ;
   always @(posedge clk)
-    \addr$146  <= \$301 ;
+    \addr$146  <= \$346 ;
   always @(posedge clk)
-    \addr$149  <= \$302 ;
+    \addr$149  <= \$347 ;
   always @(posedge clk)
-    \addr$152  <= \$303 ;
+    \addr$152  <= \$348 ;
   always @(posedge clk)
-    \addr$155  <= \$304 ;
+    \addr$155  <= \$349 ;
   always @(posedge clk)
-    \addr$158  <= \$305 ;
+    \addr$158  <= \$350 ;
   always @(posedge clk)
-    \addr$161  <= \$306 ;
+    \addr$161  <= \$351 ;
   always @(posedge clk)
-    params_d0 <= \$307 ;
+    params_d0 <= \$352 ;
   always @(posedge clk)
-    params_d1 <= \$308 ;
+    params_d1 <= \$353 ;
   always @(posedge clk)
-    acc_valid <= \$309 ;
+    acc_valid <= \$354 ;
   always @(posedge clk)
-    acc_end <= \$310 ;
+    acc_end <= \$355 ;
   always @(posedge clk)
-    acc0 <= \$311 ;
+    acc0 <= \$356 ;
   always @(posedge clk)
-    acc1 <= \$312 ;
+    acc1 <= \$357 ;
   always @(posedge clk)
-    acc2 <= \$313 ;
+    acc2 <= \$358 ;
   always @(posedge clk)
-    acc3 <= \$314 ;
+    acc3 <= \$359 ;
   always @(posedge clk)
-    acc4 <= \$315 ;
+    acc4 <= \$360 ;
   always @(posedge clk)
-    acc5 <= \$316 ;
+    acc5 <= \$361 ;
   always @(posedge clk)
-    acc6 <= \$317 ;
+    acc6 <= \$362 ;
   always @(posedge clk)
-    acc7 <= \$318 ;
+    acc7 <= \$363 ;
   always @(posedge clk)
-    acc8 <= \$319 ;
+    acc8 <= \$364 ;
   always @(posedge clk)
-    acc9 <= \$320 ;
+    acc9 <= \$365 ;
   always @(posedge clk)
-    acc10 <= \$321 ;
+    acc10 <= \$366 ;
   always @(posedge clk)
-    acc11 <= \$322 ;
+    acc11 <= \$367 ;
   always @(posedge clk)
-    acc12 <= \$323 ;
+    acc12 <= \$368 ;
   always @(posedge clk)
-    acc13 <= \$324 ;
+    acc13 <= \$369 ;
   always @(posedge clk)
-    acc14 <= \$325 ;
+    acc14 <= \$370 ;
   always @(posedge clk)
-    acc15 <= \$326 ;
+    acc15 <= \$371 ;
   always @(posedge clk)
-    dload_copy0 <= \$327 ;
+    dload_copy0 <= \$372 ;
   always @(posedge clk)
-    dload_copy1 <= \$328 ;
+    dload_copy1 <= \$373 ;
   always @(posedge clk)
-    dload_copy2 <= \$329 ;
+    dload_copy2 <= \$374 ;
   always @(posedge clk)
-    dload_copy3 <= \$330 ;
+    dload_copy3 <= \$375 ;
   always @(posedge clk)
-    dload_copy4 <= \$331 ;
+    dload_copy4 <= \$376 ;
   always @(posedge clk)
-    dload_copy5 <= \$332 ;
+    dload_copy5 <= \$377 ;
   always @(posedge clk)
-    dload_copy6 <= \$333 ;
+    dload_copy6 <= \$378 ;
   always @(posedge clk)
-    dload_copy7 <= \$334 ;
+    dload_copy7 <= \$379 ;
   always @(posedge clk)
-    dload_copy8 <= \$335 ;
+    dload_copy8 <= \$380 ;
   always @(posedge clk)
-    dload_copy9 <= \$336 ;
+    dload_copy9 <= \$381 ;
   always @(posedge clk)
-    dload_copy10 <= \$337 ;
+    dload_copy10 <= \$382 ;
   always @(posedge clk)
-    dload_copy11 <= \$338 ;
+    dload_copy11 <= \$383 ;
   always @(posedge clk)
-    dload_copy12 <= \$339 ;
+    dload_copy12 <= \$384 ;
   always @(posedge clk)
-    dload_copy13 <= \$340 ;
+    dload_copy13 <= \$385 ;
   always @(posedge clk)
-    dload_copy14 <= \$341 ;
+    dload_copy14 <= \$386 ;
   always @(posedge clk)
-    dload_copy15 <= \$342 ;
+    dload_copy15 <= \$387 ;
   always @(posedge clk)
-    drain <= \$343 ;
+    drain <= \$388 ;
   always @(posedge clk)
-    qv_d0 <= \$344 ;
+    qv_d0 <= \$389 ;
   always @(posedge clk)
-    qv_d1 <= \$345 ;
+    qv_d1 <= \$390 ;
   always @(posedge clk)
-    qv_d2 <= \$346 ;
+    qv_d2 <= \$391 ;
   always @(posedge clk)
-    qv_d3 <= \$347 ;
+    qv_d3 <= \$392 ;
   always @(posedge clk)
-    qv_d4 <= \$348 ;
+    qv_d4 <= \$393 ;
   always @(posedge clk)
-    qv_d5 <= \$349 ;
+    qv_d5 <= \$394 ;
   always @(posedge clk)
-    qv_d6 <= \$350 ;
-  always @(posedge clk)
-    qv_d7 <= \$351 ;
-  always @(posedge clk)
-    qv_d8 <= \$352 ;
-  always @(posedge clk)
-    qv_d9 <= \$353 ;
-  always @(posedge clk)
-    qv_d10 <= \$354 ;
-  always @(posedge clk)
-    qv_d11 <= \$355 ;
-  always @(posedge clk)
-    qv_d12 <= \$356 ;
-  always @(posedge clk)
-    qv_d13 <= \$357 ;
-  always @(posedge clk)
-    qv_d14 <= \$358 ;
-  always @(posedge clk)
-    qv_d15 <= \$359 ;
-  always @(posedge clk)
-    qv_d16 <= \$360 ;
-  always @(posedge clk)
-    qv_d17 <= \$361 ;
-  always @(posedge clk)
-    qv_d18 <= \$362 ;
-  always @(posedge clk)
-    qv_d19 <= \$363 ;
-  always @(posedge clk)
-    qe_d0 <= \$364 ;
-  always @(posedge clk)
-    qe_d1 <= \$365 ;
-  always @(posedge clk)
-    qe_d2 <= \$366 ;
-  always @(posedge clk)
-    qe_d3 <= \$367 ;
-  always @(posedge clk)
-    qe_d4 <= \$368 ;
-  always @(posedge clk)
-    qe_d5 <= \$369 ;
-  always @(posedge clk)
-    qe_d6 <= \$370 ;
-  always @(posedge clk)
-    qe_d7 <= \$371 ;
-  always @(posedge clk)
-    qe_d8 <= \$372 ;
-  always @(posedge clk)
-    qe_d9 <= \$373 ;
-  always @(posedge clk)
-    qe_d10 <= \$374 ;
-  always @(posedge clk)
-    qe_d11 <= \$375 ;
-  always @(posedge clk)
-    qe_d12 <= \$376 ;
-  always @(posedge clk)
-    qe_d13 <= \$377 ;
-  always @(posedge clk)
-    qe_d14 <= \$378 ;
-  always @(posedge clk)
-    qe_d15 <= \$379 ;
-  always @(posedge clk)
-    qe_d16 <= \$380 ;
-  always @(posedge clk)
-    qe_d17 <= \$381 ;
-  always @(posedge clk)
-    qe_d18 <= \$382 ;
-  always @(posedge clk)
-    qe_d19 <= \$383 ;
-  always @(posedge clk)
-    qv_last_d0 <= \$384 ;
-  always @(posedge clk)
-    qe_last_d0 <= \$385 ;
-  always @(posedge clk)
-    results0 <= { q, results0[119:8] };
-  always @(posedge clk)
-    skid0 <= \$386 ;
-  always @(posedge clk)
-    skid1 <= \$387 ;
-  always @(posedge clk)
-    skid2 <= \$388 ;
-  always @(posedge clk)
-    skid3 <= \$389 ;
-  always @(posedge clk)
-    count <= \$390 ;
-  always @(posedge clk)
-    credit_back_d0 <= \$391 ;
-  always @(posedge clk)
-    credit_back <= \$392 ;
+    qv_d6 <= \$395 ;
   \bchw_top.engine2.params0  params0 (
     .addr(\addr$116 ),
     .clk(clk),
-    .data(\data$234 )
+    .data(\data$233 )
   );
   \bchw_top.engine2.params1  params1 (
     .addr(\addr$119 ),
     .clk(clk),
-    .data(\data$235 )
+    .data(\data$234 )
   );
   \bchw_top.engine2.params10  params10 (
     .addr(\addr$146 ),
     .clk(clk),
-    .data(\data$244 )
+    .data(\data$243 )
   );
   \bchw_top.engine2.params11  params11 (
     .addr(\addr$149 ),
     .clk(clk),
-    .data(\data$245 )
+    .data(\data$244 )
   );
   \bchw_top.engine2.params12  params12 (
     .addr(\addr$152 ),
     .clk(clk),
-    .data(\data$246 )
+    .data(\data$245 )
   );
   \bchw_top.engine2.params13  params13 (
     .addr(\addr$155 ),
     .clk(clk),
-    .data(\data$247 )
+    .data(\data$246 )
   );
   \bchw_top.engine2.params14  params14 (
     .addr(\addr$158 ),
     .clk(clk),
-    .data(\data$248 )
+    .data(\data$247 )
   );
   \bchw_top.engine2.params15  params15 (
     .addr(\addr$161 ),
     .clk(clk),
-    .data(\data$249 )
+    .data(\data$248 )
   );
   \bchw_top.engine2.params2  params2 (
     .addr(\addr$122 ),
     .clk(clk),
-    .data(\data$236 )
+    .data(\data$235 )
   );
   \bchw_top.engine2.params3  params3 (
     .addr(\addr$125 ),
     .clk(clk),
-    .data(\data$237 )
+    .data(\data$236 )
   );
   \bchw_top.engine2.params4  params4 (
     .addr(\addr$128 ),
     .clk(clk),
-    .data(\data$238 )
+    .data(\data$237 )
   );
   \bchw_top.engine2.params5  params5 (
     .addr(\addr$131 ),
     .clk(clk),
-    .data(\data$239 )
+    .data(\data$238 )
   );
   \bchw_top.engine2.params6  params6 (
     .addr(\addr$134 ),
     .clk(clk),
-    .data(\data$240 )
+    .data(\data$239 )
   );
   \bchw_top.engine2.params7  params7 (
     .addr(\addr$137 ),
     .clk(clk),
-    .data(\data$241 )
+    .data(\data$240 )
   );
   \bchw_top.engine2.params8  params8 (
     .addr(\addr$140 ),
     .clk(clk),
-    .data(\data$242 )
+    .data(\data$241 )
   );
   \bchw_top.engine2.params9  params9 (
     .addr(\addr$143 ),
     .clk(clk),
-    .data(\data$243 )
+    .data(\data$242 )
   );
   \bchw_top.engine2.requant0  requant0 (
     .clk(clk),
-    .\port$21956$0 (drain[75:0]),
+    .\port$22167$0 (drain[75:0]),
     .q(q),
     .rst(rst)
   );
@@ -42121,105 +42575,105 @@ module \bchw_top.engine2 (rst, s__valid, s__payload, s__ready, m__valid, m__payl
   );
   \bchw_top.engine2.tree1  tree1 (
     .clk(clk),
-    .l4_0(\sum$256 ),
+    .l4_0(\sum$255 ),
     .rst(rst),
     .w(wdata_d2[31:16]),
     .x(\x$56 )
   );
   \bchw_top.engine2.tree10  tree10 (
     .clk(clk),
-    .l4_0(\sum$274 ),
+    .l4_0(\sum$273 ),
     .rst(rst),
     .w(wdata_d2[175:160]),
     .x(\x$92 )
   );
   \bchw_top.engine2.tree11  tree11 (
     .clk(clk),
-    .l4_0(\sum$276 ),
+    .l4_0(\sum$275 ),
     .rst(rst),
     .w(wdata_d2[191:176]),
     .x(\x$96 )
   );
   \bchw_top.engine2.tree12  tree12 (
     .clk(clk),
-    .l4_0(\sum$278 ),
+    .l4_0(\sum$277 ),
     .rst(rst),
     .w(wdata_d2[207:192]),
     .x(\x$100 )
   );
   \bchw_top.engine2.tree13  tree13 (
     .clk(clk),
-    .l4_0(\sum$280 ),
+    .l4_0(\sum$279 ),
     .rst(rst),
     .w(wdata_d2[223:208]),
     .x(\x$104 )
   );
   \bchw_top.engine2.tree14  tree14 (
     .clk(clk),
-    .l4_0(\sum$282 ),
+    .l4_0(\sum$281 ),
     .rst(rst),
     .w(wdata_d2[239:224]),
     .x(\x$108 )
   );
   \bchw_top.engine2.tree15  tree15 (
     .clk(clk),
-    .l4_0(\sum$284 ),
+    .l4_0(\sum$283 ),
     .rst(rst),
     .w(wdata_d2[255:240]),
     .x(\x$112 )
   );
   \bchw_top.engine2.tree2  tree2 (
     .clk(clk),
-    .l4_0(\sum$258 ),
+    .l4_0(\sum$257 ),
     .rst(rst),
     .w(wdata_d2[47:32]),
     .x(\x$60 )
   );
   \bchw_top.engine2.tree3  tree3 (
     .clk(clk),
-    .l4_0(\sum$260 ),
+    .l4_0(\sum$259 ),
     .rst(rst),
     .w(wdata_d2[63:48]),
     .x(\x$64 )
   );
   \bchw_top.engine2.tree4  tree4 (
     .clk(clk),
-    .l4_0(\sum$262 ),
+    .l4_0(\sum$261 ),
     .rst(rst),
     .w(wdata_d2[79:64]),
     .x(\x$68 )
   );
   \bchw_top.engine2.tree5  tree5 (
     .clk(clk),
-    .l4_0(\sum$264 ),
+    .l4_0(\sum$263 ),
     .rst(rst),
     .w(wdata_d2[95:80]),
     .x(\x$72 )
   );
   \bchw_top.engine2.tree6  tree6 (
     .clk(clk),
-    .l4_0(\sum$266 ),
+    .l4_0(\sum$265 ),
     .rst(rst),
     .w(wdata_d2[111:96]),
     .x(\x$76 )
   );
   \bchw_top.engine2.tree7  tree7 (
     .clk(clk),
-    .l4_0(\sum$268 ),
+    .l4_0(\sum$267 ),
     .rst(rst),
     .w(wdata_d2[127:112]),
     .x(\x$80 )
   );
   \bchw_top.engine2.tree8  tree8 (
     .clk(clk),
-    .l4_0(\sum$270 ),
+    .l4_0(\sum$269 ),
     .rst(rst),
     .w(wdata_d2[143:128]),
     .x(\x$84 )
   );
   \bchw_top.engine2.tree9  tree9 (
     .clk(clk),
-    .l4_0(\sum$272 ),
+    .l4_0(\sum$271 ),
     .rst(rst),
     .w(wdata_d2[159:144]),
     .x(\x$88 )
@@ -42231,1097 +42685,1153 @@ module \bchw_top.engine2 (rst, s__valid, s__payload, s__ready, m__valid, m__payl
   );
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$232  = busy_next;
+    \$396  = qv_d6;
     if (rst) begin
-      \$232  = 1'h0;
+      \$396  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$233  = \$11 [7:0];
+    \$397  = qv_d7;
     if (rst) begin
-      \$233  = 8'h00;
+      \$397  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$234  = \$23 [3:0];
+    \$398  = qv_d8;
     if (rst) begin
-      \$234  = 4'h0;
+      \$398  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$235  = \$32 [3:0];
+    \$399  = qv_d9;
     if (rst) begin
-      \$235  = 4'h0;
+      \$399  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$236  = last_step_next;
+    \$400  = qv_d10;
     if (rst) begin
-      \$236  = 1'h0;
+      \$400  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$237  = ready_next;
+    \$401  = qv_d11;
     if (rst) begin
-      \$237  = 1'h1;
+      \$401  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$238  = \$47 [2:0];
+    \$402  = qv_d12;
     if (rst) begin
-      \$238  = 3'h4;
+      \$402  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$239  = issue_next;
+    \$403  = qv_d13;
     if (rst) begin
-      \$239  = 1'h0;
+      \$403  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$240  = word;
-    if (\$65 ) begin
-      \$240  = \$79 [3:0];
-    end
+    \$404  = qv_d14;
     if (rst) begin
-      \$240  = 4'h0;
+      \$404  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$241  = write_bank;
-    if (\$84 ) begin
-      \$241  = \$85 ;
-    end
+    \$405  = qv_d15;
     if (rst) begin
-      \$241  = 1'h0;
+      \$405  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$242  = read_bank;
-    if (\$86 ) begin
-      \$242  = \$87 ;
-    end
+    \$406  = qv_d16;
     if (rst) begin
-      \$242  = 1'h1;
+      \$406  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$243  = \$95 ;
+    \$407  = qv_d17;
     if (rst) begin
-      \$243  = 1'h0;
+      \$407  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$244  = { write_bank, word };
+    \$408  = qv_d18;
     if (rst) begin
-      \$244  = 5'h00;
+      \$408  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$245  = { write_bank, word };
+    \$409  = acc_end;
     if (rst) begin
-      \$245  = 5'h00;
+      \$409  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$246  = { write_bank, word };
+    \$410  = qe_d0;
     if (rst) begin
-      \$246  = 5'h00;
+      \$410  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$247  = { write_bank, word };
+    \$411  = qe_d1;
     if (rst) begin
-      \$247  = 5'h00;
+      \$411  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$248  = { \$97 , \$23 [3:0] };
+    \$412  = qe_d2;
     if (rst) begin
-      \$248  = 5'h10;
+      \$412  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$249  = { \$99 , \$23 [3:0] };
+    \$413  = qe_d3;
     if (rst) begin
-      \$249  = 5'h10;
+      \$413  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$250  = { \$101 , \$23 [3:0] };
+    \$414  = qe_d4;
     if (rst) begin
-      \$250  = 5'h10;
+      \$414  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$251  = { \$103 , \$23 [3:0] };
+    \$415  = qe_d5;
     if (rst) begin
-      \$251  = 5'h10;
+      \$415  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$252  = \$106 ;
+    \$416  = qe_d6;
     if (rst) begin
-      \$252  = 1'h0;
+      \$416  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$253  = \$109 ;
+    \$417  = qe_d7;
     if (rst) begin
-      \$253  = 1'h0;
+      \$417  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$254  = \$112 ;
+    \$418  = qe_d8;
     if (rst) begin
-      \$254  = 1'h0;
+      \$418  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$255  = \$115 ;
+    \$419  = qe_d9;
     if (rst) begin
-      \$255  = 1'h0;
+      \$419  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$260  = { last_step, \$117 , \$116 , issue };
+    \$420  = qe_d10;
     if (rst) begin
-      \$260  = 4'h0;
+      \$420  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$261  = f_d0;
+    \$421  = qe_d11;
     if (rst) begin
-      \$261  = 4'h0;
+      \$421  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$262  = f_d1;
+    \$422  = qe_d12;
     if (rst) begin
-      \$262  = 4'h0;
+      \$422  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$263  = f_d2;
+    \$423  = qe_d13;
     if (rst) begin
-      \$263  = 4'h0;
+      \$423  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$264  = f_d3;
+    \$424  = qe_d14;
     if (rst) begin
-      \$264  = 4'h0;
+      \$424  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$265  = f_d4;
+    \$425  = qe_d15;
     if (rst) begin
-      \$265  = 4'h0;
+      \$425  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$266  = f_d5;
+    \$426  = qe_d16;
     if (rst) begin
-      \$266  = 4'h0;
+      \$426  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$267  = f_d6;
+    \$427  = qe_d17;
     if (rst) begin
-      \$267  = 4'h0;
+      \$427  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$268  = f_d7;
+    \$428  = qe_d18;
     if (rst) begin
-      \$268  = 4'h0;
+      \$428  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$269  = f_d7[1:0];
+    \$429  = qv_d19;
     if (rst) begin
-      \$269  = 2'h0;
+      \$429  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$270  = f_d7[1:0];
+    \$430  = qe_d19;
     if (rst) begin
-      \$270  = 2'h0;
+      \$430  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$271  = f_d7[1:0];
+    \$431  = \$70 [2:0];
     if (rst) begin
-      \$271  = 2'h0;
+      \$431  = 3'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$272  = f_d7[1:0];
+    \$432  = \$70 [2:0];
     if (rst) begin
-      \$272  = 2'h0;
+      \$432  = 3'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$273  = f_d7[1:0];
+    \$433  = \$70 [2:0];
     if (rst) begin
-      \$273  = 2'h0;
+      \$433  = 3'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$274  = f_d7[1:0];
+    \$434  = \$70 [2:0];
     if (rst) begin
-      \$274  = 2'h0;
+      \$434  = 3'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$275  = f_d7[1:0];
+    \$435  = qv_d19;
     if (rst) begin
-      \$275  = 2'h0;
+      \$435  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$276  = f_d7[1:0];
+    \$436  = qv_d19;
     if (rst) begin
-      \$276  = 2'h0;
+      \$436  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$277  = f_d7[1:0];
+    \$437  = qv_d19;
     if (rst) begin
-      \$277  = 2'h0;
+      \$437  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$278  = f_d7[1:0];
+    \$438  = qv_d19;
     if (rst) begin
-      \$278  = 2'h0;
+      \$438  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$279  = f_d7[1:0];
-    if (rst) begin
-      \$279  = 2'h0;
+    \$439  = skid0;
+    if (\$205 ) begin
+      \$439  = { qe_last_d0, q, results0 };
+    end else if (\$210 ) begin
+      \$439  = skid1;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$280  = f_d7[1:0];
-    if (rst) begin
-      \$280  = 2'h0;
+    \$440  = skid1;
+    if (\$226 ) begin
+      \$440  = { qe_last_d0, q, results0 };
+    end else if (\$231 ) begin
+      \$440  = skid2;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$281  = f_d7[1:0];
-    if (rst) begin
-      \$281  = 2'h0;
+    \$441  = skid2;
+    if (\$247 ) begin
+      \$441  = { qe_last_d0, q, results0 };
+    end else if (\$252 ) begin
+      \$441  = skid3;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$282  = f_d7[1:0];
-    if (rst) begin
-      \$282  = 2'h0;
+    \$442  = skid3;
+    if (\$268 ) begin
+      \$442  = { qe_last_d0, q, results0 };
+    end else if (\$273 ) begin
+      \$442  = 129'h000000000000000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$283  = f_d7[1:0];
+    \$443  = \$70 [2:0];
     if (rst) begin
-      \$283  = 2'h0;
+      \$443  = 3'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$284  = f_d7[1:0];
+    \$444  = \$276 ;
     if (rst) begin
-      \$284  = 2'h0;
+      \$444  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$285  = nfc;
+    \$445  = credit_back_d0;
+    if (rst) begin
+      \$445  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$277  = busy_next;
+    if (rst) begin
+      \$277  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$278  = \$11 [7:0];
+    if (rst) begin
+      \$278  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$279  = \$23 [3:0];
+    if (rst) begin
+      \$279  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$280  = \$32 [3:0];
+    if (rst) begin
+      \$280  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$281  = last_step_next;
+    if (rst) begin
+      \$281  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$282  = ready_next;
+    if (rst) begin
+      \$282  = 1'h1;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$283  = \$47 [2:0];
+    if (rst) begin
+      \$283  = 3'h4;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$284  = issue_next;
+    if (rst) begin
+      \$284  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$285  = word;
+    if (\$71 ) begin
+      \$285  = \$85 [3:0];
+    end
     if (rst) begin
       \$285  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$286  = paddr_d0;
+    \$286  = write_bank;
+    if (\$90 ) begin
+      \$286  = \$91 ;
+    end
     if (rst) begin
-      \$286  = 4'h0;
+      \$286  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$287  = paddr_d1;
+    \$287  = read_bank;
+    if (\$92 ) begin
+      \$287  = \$93 ;
+    end
     if (rst) begin
-      \$287  = 4'h0;
+      \$287  = 1'h1;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$288  = paddr_d2;
+    \$288  = \$101 ;
     if (rst) begin
-      \$288  = 4'h0;
+      \$288  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$289  = paddr_d3;
+    \$289  = { write_bank, word };
     if (rst) begin
-      \$289  = 4'h0;
+      \$289  = 5'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$290  = paddr_d4;
+    \$290  = { write_bank, word };
     if (rst) begin
-      \$290  = 4'h0;
+      \$290  = 5'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$291  = paddr_d5;
+    \$291  = { write_bank, word };
     if (rst) begin
-      \$291  = 4'h0;
+      \$291  = 5'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$292  = paddr_d5;
+    \$292  = { write_bank, word };
     if (rst) begin
-      \$292  = 4'h0;
+      \$292  = 5'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$293  = paddr_d5;
+    \$293  = { \$103 , \$23 [3:0] };
     if (rst) begin
-      \$293  = 4'h0;
+      \$293  = 5'h10;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$294  = paddr_d5;
+    \$294  = { \$105 , \$23 [3:0] };
     if (rst) begin
-      \$294  = 4'h0;
+      \$294  = 5'h10;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$295  = paddr_d5;
+    \$295  = { \$107 , \$23 [3:0] };
     if (rst) begin
-      \$295  = 4'h0;
+      \$295  = 5'h10;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$296  = paddr_d5;
+    \$296  = { \$109 , \$23 [3:0] };
     if (rst) begin
-      \$296  = 4'h0;
+      \$296  = 5'h10;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$297  = paddr_d5;
+    \$297  = \$112 ;
     if (rst) begin
-      \$297  = 4'h0;
+      \$297  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$298  = paddr_d5;
+    \$298  = \$115 ;
     if (rst) begin
-      \$298  = 4'h0;
+      \$298  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$299  = paddr_d5;
+    \$299  = \$118 ;
     if (rst) begin
-      \$299  = 4'h0;
+      \$299  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$300  = paddr_d5;
+    \$300  = \$121 ;
     if (rst) begin
-      \$300  = 4'h0;
+      \$300  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$301  = paddr_d5;
-    if (rst) begin
-      \$301  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$302  = paddr_d5;
-    if (rst) begin
-      \$302  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$303  = paddr_d5;
-    if (rst) begin
-      \$303  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$304  = paddr_d5;
-    if (rst) begin
-      \$304  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$305  = paddr_d5;
+    \$305  = { last_step, \$123 , \$122 , issue };
     if (rst) begin
       \$305  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$306  = paddr_d5;
+    \$306  = f_d0;
     if (rst) begin
       \$306  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$309  = \$118 ;
+    \$307  = f_d1;
     if (rst) begin
-      \$309  = 1'h0;
+      \$307  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$310  = \$119 ;
+    \$308  = f_d2;
     if (rst) begin
-      \$310  = 1'h0;
+      \$308  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$311  = acc0;
-    if (accflags_copy0[0]) begin
-      \$311  = \$121 [16:0];
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$312  = acc1;
-    if (accflags_copy1[0]) begin
-      \$312  = \$123 [16:0];
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$313  = acc2;
-    if (accflags_copy2[0]) begin
-      \$313  = \$125 [16:0];
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$314  = acc3;
-    if (accflags_copy3[0]) begin
-      \$314  = \$127 [16:0];
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$315  = acc4;
-    if (accflags_copy4[0]) begin
-      \$315  = \$129 [16:0];
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$316  = acc5;
-    if (accflags_copy5[0]) begin
-      \$316  = \$131 [16:0];
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$317  = acc6;
-    if (accflags_copy6[0]) begin
-      \$317  = \$133 [16:0];
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$318  = acc7;
-    if (accflags_copy7[0]) begin
-      \$318  = \$135 [16:0];
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$319  = acc8;
-    if (accflags_copy8[0]) begin
-      \$319  = \$137 [16:0];
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$320  = acc9;
-    if (accflags_copy9[0]) begin
-      \$320  = \$139 [16:0];
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$321  = acc10;
-    if (accflags_copy10[0]) begin
-      \$321  = \$141 [16:0];
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$322  = acc11;
-    if (accflags_copy11[0]) begin
-      \$322  = \$143 [16:0];
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$323  = acc12;
-    if (accflags_copy12[0]) begin
-      \$323  = \$145 [16:0];
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$324  = acc13;
-    if (accflags_copy13[0]) begin
-      \$324  = \$147 [16:0];
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$325  = acc14;
-    if (accflags_copy14[0]) begin
-      \$325  = \$149 [16:0];
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$326  = acc15;
-    if (accflags_copy15[0]) begin
-      \$326  = \$151 [16:0];
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$327  = \$152 ;
+    \$309  = f_d3;
     if (rst) begin
-      \$327  = 1'h0;
+      \$309  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$328  = \$153 ;
+    \$310  = f_d4;
     if (rst) begin
-      \$328  = 1'h0;
+      \$310  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$329  = \$154 ;
+    \$311  = f_d5;
     if (rst) begin
-      \$329  = 1'h0;
+      \$311  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$330  = \$155 ;
+    \$312  = f_d6;
     if (rst) begin
-      \$330  = 1'h0;
+      \$312  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$331  = \$156 ;
+    \$313  = f_d7;
     if (rst) begin
-      \$331  = 1'h0;
+      \$313  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$332  = \$157 ;
+    \$314  = f_d7[1:0];
     if (rst) begin
-      \$332  = 1'h0;
+      \$314  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$333  = \$158 ;
+    \$315  = f_d7[1:0];
     if (rst) begin
-      \$333  = 1'h0;
+      \$315  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$334  = \$159 ;
+    \$316  = f_d7[1:0];
     if (rst) begin
-      \$334  = 1'h0;
+      \$316  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$335  = \$160 ;
+    \$317  = f_d7[1:0];
     if (rst) begin
-      \$335  = 1'h0;
+      \$317  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$336  = \$161 ;
+    \$318  = f_d7[1:0];
     if (rst) begin
-      \$336  = 1'h0;
+      \$318  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$337  = \$162 ;
+    \$319  = f_d7[1:0];
     if (rst) begin
-      \$337  = 1'h0;
+      \$319  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$338  = \$163 ;
+    \$320  = f_d7[1:0];
     if (rst) begin
-      \$338  = 1'h0;
+      \$320  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$339  = \$164 ;
+    \$321  = f_d7[1:0];
     if (rst) begin
-      \$339  = 1'h0;
+      \$321  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$340  = \$165 ;
+    \$322  = f_d7[1:0];
     if (rst) begin
-      \$340  = 1'h0;
+      \$322  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$341  = \$166 ;
+    \$323  = f_d7[1:0];
     if (rst) begin
-      \$341  = 1'h0;
+      \$323  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$342  = \$167 ;
+    \$324  = f_d7[1:0];
     if (rst) begin
-      \$342  = 1'h0;
+      \$324  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$344  = acc_valid;
+    \$325  = f_d7[1:0];
     if (rst) begin
-      \$344  = 1'h0;
+      \$325  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$345  = qv_d0;
+    \$326  = f_d7[1:0];
     if (rst) begin
-      \$345  = 1'h0;
+      \$326  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$346  = qv_d1;
+    \$327  = f_d7[1:0];
     if (rst) begin
-      \$346  = 1'h0;
+      \$327  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$347  = qv_d2;
+    \$328  = f_d7[1:0];
     if (rst) begin
-      \$347  = 1'h0;
+      \$328  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$348  = qv_d3;
+    \$329  = f_d7[1:0];
     if (rst) begin
-      \$348  = 1'h0;
+      \$329  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$349  = qv_d4;
+    \$330  = nfc;
     if (rst) begin
-      \$349  = 1'h0;
+      \$330  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$350  = qv_d5;
+    \$331  = paddr_d0;
     if (rst) begin
-      \$350  = 1'h0;
+      \$331  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$351  = qv_d6;
+    \$332  = paddr_d1;
     if (rst) begin
-      \$351  = 1'h0;
+      \$332  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$352  = qv_d7;
+    \$333  = paddr_d2;
     if (rst) begin
-      \$352  = 1'h0;
+      \$333  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$353  = qv_d8;
+    \$334  = paddr_d3;
     if (rst) begin
-      \$353  = 1'h0;
+      \$334  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$354  = qv_d9;
+    \$335  = paddr_d4;
+    if (rst) begin
+      \$335  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$336  = paddr_d5;
+    if (rst) begin
+      \$336  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$337  = paddr_d5;
+    if (rst) begin
+      \$337  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$338  = paddr_d5;
+    if (rst) begin
+      \$338  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$339  = paddr_d5;
+    if (rst) begin
+      \$339  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$340  = paddr_d5;
+    if (rst) begin
+      \$340  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$341  = paddr_d5;
+    if (rst) begin
+      \$341  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$342  = paddr_d5;
+    if (rst) begin
+      \$342  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$343  = paddr_d5;
+    if (rst) begin
+      \$343  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$344  = paddr_d5;
+    if (rst) begin
+      \$344  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$345  = paddr_d5;
+    if (rst) begin
+      \$345  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$346  = paddr_d5;
+    if (rst) begin
+      \$346  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$347  = paddr_d5;
+    if (rst) begin
+      \$347  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$348  = paddr_d5;
+    if (rst) begin
+      \$348  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$349  = paddr_d5;
+    if (rst) begin
+      \$349  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$350  = paddr_d5;
+    if (rst) begin
+      \$350  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$351  = paddr_d5;
+    if (rst) begin
+      \$351  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$354  = \$124 ;
     if (rst) begin
       \$354  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$355  = qv_d10;
+    \$355  = \$125 ;
     if (rst) begin
       \$355  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$356  = qv_d11;
-    if (rst) begin
-      \$356  = 1'h0;
+    \$356  = acc0;
+    if (accflags_copy0[0]) begin
+      \$356  = \$127 [16:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$357  = qv_d12;
-    if (rst) begin
-      \$357  = 1'h0;
+    \$357  = acc1;
+    if (accflags_copy1[0]) begin
+      \$357  = \$129 [16:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$358  = qv_d13;
-    if (rst) begin
-      \$358  = 1'h0;
+    \$358  = acc2;
+    if (accflags_copy2[0]) begin
+      \$358  = \$131 [16:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$359  = qv_d14;
-    if (rst) begin
-      \$359  = 1'h0;
+    \$359  = acc3;
+    if (accflags_copy3[0]) begin
+      \$359  = \$133 [16:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$360  = qv_d15;
-    if (rst) begin
-      \$360  = 1'h0;
+    \$360  = acc4;
+    if (accflags_copy4[0]) begin
+      \$360  = \$135 [16:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$361  = qv_d16;
-    if (rst) begin
-      \$361  = 1'h0;
+    \$361  = acc5;
+    if (accflags_copy5[0]) begin
+      \$361  = \$137 [16:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$362  = qv_d17;
-    if (rst) begin
-      \$362  = 1'h0;
+    \$362  = acc6;
+    if (accflags_copy6[0]) begin
+      \$362  = \$139 [16:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$363  = qv_d18;
-    if (rst) begin
-      \$363  = 1'h0;
+    \$363  = acc7;
+    if (accflags_copy7[0]) begin
+      \$363  = \$141 [16:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$364  = acc_end;
-    if (rst) begin
-      \$364  = 1'h0;
+    \$364  = acc8;
+    if (accflags_copy8[0]) begin
+      \$364  = \$143 [16:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$365  = qe_d0;
-    if (rst) begin
-      \$365  = 1'h0;
+    \$365  = acc9;
+    if (accflags_copy9[0]) begin
+      \$365  = \$145 [16:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$366  = qe_d1;
-    if (rst) begin
-      \$366  = 1'h0;
+    \$366  = acc10;
+    if (accflags_copy10[0]) begin
+      \$366  = \$147 [16:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$367  = qe_d2;
-    if (rst) begin
-      \$367  = 1'h0;
+    \$367  = acc11;
+    if (accflags_copy11[0]) begin
+      \$367  = \$149 [16:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$368  = qe_d3;
-    if (rst) begin
-      \$368  = 1'h0;
+    \$368  = acc12;
+    if (accflags_copy12[0]) begin
+      \$368  = \$151 [16:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$369  = qe_d4;
-    if (rst) begin
-      \$369  = 1'h0;
+    \$369  = acc13;
+    if (accflags_copy13[0]) begin
+      \$369  = \$153 [16:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$370  = qe_d5;
-    if (rst) begin
-      \$370  = 1'h0;
+    \$370  = acc14;
+    if (accflags_copy14[0]) begin
+      \$370  = \$155 [16:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$371  = qe_d6;
-    if (rst) begin
-      \$371  = 1'h0;
+    \$371  = acc15;
+    if (accflags_copy15[0]) begin
+      \$371  = \$157 [16:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$372  = qe_d7;
+    \$372  = \$158 ;
     if (rst) begin
       \$372  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$373  = qe_d8;
+    \$373  = \$159 ;
     if (rst) begin
       \$373  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$374  = qe_d9;
+    \$374  = \$160 ;
     if (rst) begin
       \$374  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$375  = qe_d10;
+    \$375  = \$161 ;
     if (rst) begin
       \$375  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$376  = qe_d11;
+    \$376  = \$162 ;
     if (rst) begin
       \$376  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$377  = qe_d12;
+    \$377  = \$163 ;
     if (rst) begin
       \$377  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$378  = qe_d13;
+    \$378  = \$164 ;
     if (rst) begin
       \$378  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$379  = qe_d14;
+    \$379  = \$165 ;
     if (rst) begin
       \$379  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$380  = qe_d15;
+    \$380  = \$166 ;
     if (rst) begin
       \$380  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$381  = qe_d16;
+    \$381  = \$167 ;
     if (rst) begin
       \$381  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$382  = qe_d17;
+    \$382  = \$168 ;
     if (rst) begin
       \$382  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$383  = qe_d18;
+    \$383  = \$169 ;
     if (rst) begin
       \$383  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$384  = qv_d19;
+    \$384  = \$170 ;
     if (rst) begin
       \$384  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$385  = qe_d19;
+    \$385  = \$171 ;
     if (rst) begin
       \$385  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$386  = skid0;
-    if (\$193 ) begin
-      \$386  = { qe_last_d0, q, results0 };
-    end else if (\$195 ) begin
-      \$386  = skid1;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$387  = skid1;
-    if (\$205 ) begin
-      \$387  = { qe_last_d0, q, results0 };
-    end else if (\$207 ) begin
-      \$387  = skid2;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$388  = skid2;
-    if (\$217 ) begin
-      \$388  = { qe_last_d0, q, results0 };
-    end else if (\$219 ) begin
-      \$388  = skid3;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$389  = skid3;
-    if (\$229 ) begin
-      \$389  = { qe_last_d0, q, results0 };
-    end else if (\$231 ) begin
-      \$389  = 129'h000000000000000000000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$390  = \$64 [2:0];
+    \$386  = \$172 ;
     if (rst) begin
-      \$390  = 3'h0;
+      \$386  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$391  = enter;
+    \$387  = \$173 ;
+    if (rst) begin
+      \$387  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$389  = acc_valid;
+    if (rst) begin
+      \$389  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$390  = qv_d0;
+    if (rst) begin
+      \$390  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$391  = qv_d1;
     if (rst) begin
       \$391  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$392  = credit_back_d0;
+    \$392  = qv_d2;
     if (rst) begin
       \$392  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$393  = qv_d3;
+    if (rst) begin
+      \$393  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$394  = qv_d4;
+    if (rst) begin
+      \$394  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$395  = qv_d5;
+    if (rst) begin
+      \$395  = 1'h0;
     end
   end
   assign en = 1'h1;
@@ -43431,31 +43941,31 @@ module \bchw_top.engine2 (rst, s__valid, s__payload, s__ready, m__valid, m__payl
   assign mul = drain[34:17];
   assign shift = drain[39:35];
   assign bias = drain[75:40];
-  assign count_next = \$64 [2:0];
+  assign count_next = \$70 [2:0];
   assign credit_back_d1 = credit_back;
   assign m__payload = \$55 [127:0];
-  assign \$343 [1215:1140] = \$183 ;
-  assign \$343 [1139:1064] = \$182 ;
-  assign \$343 [1063:988] = \$181 ;
-  assign \$343 [987:912] = \$180 ;
-  assign \$343 [911:836] = \$179 ;
-  assign \$343 [835:760] = \$178 ;
-  assign \$343 [759:684] = \$177 ;
-  assign \$343 [683:608] = \$176 ;
-  assign \$343 [607:532] = \$175 ;
-  assign \$343 [531:456] = \$174 ;
-  assign \$343 [455:380] = \$173 ;
-  assign \$343 [379:304] = \$172 ;
-  assign \$343 [303:228] = \$171 ;
-  assign \$343 [227:152] = \$170 ;
-  assign \$343 [151:76] = \$169 ;
-  assign \$343 [75:0] = \$168 ;
-  assign \$308  = params_d0;
-  assign \$307  = { \data$249 , \data$248 , \data$247 , \data$246 , \data$245 , \data$244 , \data$243 , \data$242 , \data$241 , \data$240 , \data$239 , \data$238 , \data$237 , \data$236 , \data$235 , \data$234  };
-  assign \$259  = wdata_d1;
-  assign \$258  = wdata_d0;
-  assign \$257  = data;
-  assign \$256  = { \read__data$194 , \read__data$193 , \read__data$192 , read__data };
+  assign \$388 [1215:1140] = \$189 ;
+  assign \$388 [1139:1064] = \$188 ;
+  assign \$388 [1063:988] = \$187 ;
+  assign \$388 [987:912] = \$186 ;
+  assign \$388 [911:836] = \$185 ;
+  assign \$388 [835:760] = \$184 ;
+  assign \$388 [759:684] = \$183 ;
+  assign \$388 [683:608] = \$182 ;
+  assign \$388 [607:532] = \$181 ;
+  assign \$388 [531:456] = \$180 ;
+  assign \$388 [455:380] = \$179 ;
+  assign \$388 [379:304] = \$178 ;
+  assign \$388 [303:228] = \$177 ;
+  assign \$388 [227:152] = \$176 ;
+  assign \$388 [151:76] = \$175 ;
+  assign \$388 [75:0] = \$174 ;
+  assign \$353  = params_d0;
+  assign \$352  = { \data$248 , \data$247 , \data$246 , \data$245 , \data$244 , \data$243 , \data$242 , \data$241 , \data$240 , \data$239 , \data$238 , \data$237 , \data$236 , \data$235 , \data$234 , \data$233  };
+  assign \$304  = wdata_d1;
+  assign \$303  = wdata_d0;
+  assign \$302  = data;
+  assign \$301  = { \read__data$193 , \read__data$192 , \read__data$191 , read__data };
   assign busy_next = \$4 ;
   assign \$11  = \$10 ;
   assign \$23  = \$22 ;
@@ -43464,24 +43974,24 @@ module \bchw_top.engine2 (rst, s__valid, s__payload, s__ready, m__valid, m__payl
   assign ready_next = \$42 ;
   assign \$47  = \$46 ;
   assign issue_next = \$51 ;
-  assign \$67  = 1'h1;
-  assign \$68  = \$66 ;
-  assign \$69  = 1'h1;
-  assign \$70  = 1'h1;
-  assign \$71  = 2'h1;
-  assign \$72  = 2'h0;
-  assign \$74  = 1'h1;
-  assign \$75  = \$73 ;
+  assign \$73  = 1'h1;
+  assign \$74  = \$72 ;
+  assign \$75  = 1'h1;
   assign \$76  = 1'h1;
-  assign \$78  = \$77 ;
+  assign \$77  = 2'h1;
+  assign \$78  = 2'h0;
+  assign \$80  = 1'h1;
+  assign \$81  = \$79 ;
   assign \$82  = 1'h1;
-  assign \$83  = \$81 ;
-  assign \$90  = 1'h1;
-  assign \$91  = \$89 ;
-  assign \$105  = 1'h1;
-  assign \$108  = 1'h1;
+  assign \$84  = \$83 ;
+  assign \$88  = 1'h1;
+  assign \$89  = \$87 ;
+  assign \$96  = 1'h1;
+  assign \$97  = \$95 ;
   assign \$111  = 1'h1;
   assign \$114  = 1'h1;
+  assign \$117  = 1'h1;
+  assign \$120  = 1'h1;
 endmodule
 
 (* generator = "Amaranth" *)
@@ -43901,7 +44411,7 @@ module \bchw_top.engine2.params9 (data, addr, clk);
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine2.requant0 (rst, \port$21956$0 , q, clk);
+module \bchw_top.engine2.requant0 (rst, \port$22167$0 , q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$7  = 0;
   wire [35:0] \$1 ;
   wire [34:0] \$10 ;
@@ -43931,8 +44441,8 @@ module \bchw_top.engine2.requant0 (rst, \port$21956$0 , q, clk);
   wire \en$1 ;
   wire [17:0] mul;
   wire [34:0] p;
-  input [75:0] \port$21956$0 ;
-  wire [75:0] \port$21956$0 ;
+  input [75:0] \port$22167$0 ;
+  wire [75:0] \port$22167$0 ;
   reg [34:0] product_d0 = 35'h000000000;
   output [7:0] q;
   reg [7:0] q = 8'h00;
@@ -43973,7 +44483,7 @@ module \bchw_top.engine2.requant0 (rst, \port$21956$0 , q, clk);
   \bchw_top.engine2.requant0.mul0  mul0 (
     .clk(clk),
     .p(p),
-    .\port$21956$0 (\port$21956$0 [34:0])
+    .\port$22167$0 (\port$22167$0 [34:0])
   );
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
@@ -43984,12 +44494,12 @@ module \bchw_top.engine2.requant0 (rst, \port$21956$0 , q, clk);
   end
   assign en = 1'h1;
   assign \en$1  = 1'h1;
-  assign a = \port$21956$0 [16:0];
-  assign acc = \port$21956$0 [16:0];
-  assign b = \port$21956$0 [34:17];
-  assign mul = \port$21956$0 [34:17];
-  assign bias = \port$21956$0 [75:40];
-  assign shift = \port$21956$0 [39:35];
+  assign a = \port$22167$0 [16:0];
+  assign acc = \port$22167$0 [16:0];
+  assign b = \port$22167$0 [34:17];
+  assign mul = \port$22167$0 [34:17];
+  assign bias = \port$22167$0 [75:40];
+  assign shift = \port$22167$0 [39:35];
   assign \$14  = shift_d3;
   assign \$13  = \$2 ;
   assign \$12  = shift_d2;
@@ -43997,13 +44507,13 @@ module \bchw_top.engine2.requant0 (rst, \port$21956$0 , q, clk);
   assign \$10  = p;
   assign \$9  = shift_d1;
   assign \$8  = bias_d1;
-  assign \$7  = \port$21956$0 [39:35];
-  assign \$6  = \port$21956$0 [75:40];
+  assign \$7  = \port$22167$0 [39:35];
+  assign \$6  = \port$22167$0 [75:40];
   assign \$1  = { product_d0[34], product_d0 };
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine2.requant0.mul0 (p, \port$21956$0 , clk);
+module \bchw_top.engine2.requant0.mul0 (p, \port$22167$0 , clk);
   wire [16:0] a;
   wire [17:0] b;
   input clk;
@@ -44011,21 +44521,21 @@ module \bchw_top.engine2.requant0.mul0 (p, \port$21956$0 , clk);
   wire en;
   output [34:0] p;
   wire [34:0] p;
-  input [34:0] \port$21956$0 ;
-  wire [34:0] \port$21956$0 ;
+  input [34:0] \port$22167$0 ;
+  wire [34:0] \port$22167$0 ;
   bchw_mul #(
     .A_WIDTH(32'd17),
     .B_WIDTH(32'd18)
   ) mul (
-    .a(\port$21956$0 [16:0]),
-    .b(\port$21956$0 [34:17]),
+    .a(\port$22167$0 [16:0]),
+    .b(\port$22167$0 [34:17]),
     .clk(clk),
     .en(1'h1),
     .p(p)
   );
   assign en = 1'h1;
-  assign a = \port$21956$0 [16:0];
-  assign b = \port$21956$0 [34:17];
+  assign a = \port$22167$0 [16:0];
+  assign b = \port$22167$0 [34:17];
 endmodule
 
 (* generator = "Amaranth" *)
@@ -55237,62 +55747,62 @@ module \bchw_top.engine3 (rst, s__valid, s__payload, s__ready, m__ready, m__vali
   wire \$123 ;
   wire \$124 ;
   wire \$125 ;
-  wire [16:0] \$126 ;
-  wire [17:0] \$127 ;
-  wire [16:0] \$128 ;
-  wire [17:0] \$129 ;
+  wire \$126 ;
+  wire \$127 ;
+  wire \$128 ;
+  wire \$129 ;
   wire \$13 ;
-  wire [16:0] \$130 ;
-  wire [17:0] \$131 ;
-  wire [16:0] \$132 ;
-  wire [17:0] \$133 ;
-  wire [16:0] \$134 ;
-  wire [17:0] \$135 ;
-  wire [16:0] \$136 ;
-  wire [17:0] \$137 ;
-  wire [16:0] \$138 ;
-  wire [17:0] \$139 ;
+  wire \$130 ;
+  wire \$131 ;
+  wire \$132 ;
+  wire \$133 ;
+  wire \$134 ;
+  wire \$135 ;
+  wire \$136 ;
+  wire [16:0] \$137 ;
+  wire [17:0] \$138 ;
+  wire [16:0] \$139 ;
   wire \$14 ;
-  wire [16:0] \$140 ;
-  wire [17:0] \$141 ;
-  wire [16:0] \$142 ;
-  wire [17:0] \$143 ;
-  wire [16:0] \$144 ;
-  wire [17:0] \$145 ;
-  wire \$146 ;
-  wire \$147 ;
-  wire \$148 ;
-  wire \$149 ;
+  wire [17:0] \$140 ;
+  wire [16:0] \$141 ;
+  wire [17:0] \$142 ;
+  wire [16:0] \$143 ;
+  wire [17:0] \$144 ;
+  wire [16:0] \$145 ;
+  wire [17:0] \$146 ;
+  wire [16:0] \$147 ;
+  wire [17:0] \$148 ;
+  wire [16:0] \$149 ;
   wire \$15 ;
-  wire \$150 ;
-  wire \$151 ;
-  wire \$152 ;
-  wire \$153 ;
-  wire \$154 ;
-  wire \$155 ;
-  wire [75:0] \$156 ;
-  wire [75:0] \$157 ;
-  wire [75:0] \$158 ;
-  wire [75:0] \$159 ;
+  wire [17:0] \$150 ;
+  wire [16:0] \$151 ;
+  wire [17:0] \$152 ;
+  wire [16:0] \$153 ;
+  wire [17:0] \$154 ;
+  wire [16:0] \$155 ;
+  wire [17:0] \$156 ;
+  wire \$157 ;
+  wire \$158 ;
+  wire \$159 ;
   wire \$16 ;
-  wire [75:0] \$160 ;
-  wire [75:0] \$161 ;
-  wire [75:0] \$162 ;
-  wire [75:0] \$163 ;
-  wire [75:0] \$164 ;
-  wire [75:0] \$165 ;
+  wire \$160 ;
+  wire \$161 ;
+  wire \$162 ;
+  wire \$163 ;
+  wire \$164 ;
+  wire \$165 ;
   wire \$166 ;
-  wire \$167 ;
-  wire \$168 ;
-  wire \$169 ;
+  wire [75:0] \$167 ;
+  wire [75:0] \$168 ;
+  wire [75:0] \$169 ;
   wire \$17 ;
-  wire \$170 ;
-  wire \$171 ;
-  wire \$172 ;
-  wire [2:0] \$173 ;
-  wire \$174 ;
-  wire \$175 ;
-  wire \$176 ;
+  wire [75:0] \$170 ;
+  wire [75:0] \$171 ;
+  wire [75:0] \$172 ;
+  wire [75:0] \$173 ;
+  wire [75:0] \$174 ;
+  wire [75:0] \$175 ;
+  wire [75:0] \$176 ;
   wire \$177 ;
   wire \$178 ;
   wire \$179 ;
@@ -55302,7 +55812,7 @@ module \bchw_top.engine3 (rst, s__valid, s__payload, s__ready, m__ready, m__vali
   wire \$182 ;
   wire \$183 ;
   wire \$184 ;
-  wire [2:0] \$185 ;
+  wire \$185 ;
   wire \$186 ;
   wire \$187 ;
   wire \$188 ;
@@ -55312,10 +55822,10 @@ module \bchw_top.engine3 (rst, s__valid, s__payload, s__ready, m__ready, m__vali
   wire \$191 ;
   wire \$192 ;
   wire \$193 ;
-  wire \$194 ;
+  wire [2:0] \$194 ;
   wire \$195 ;
   wire \$196 ;
-  wire [2:0] \$197 ;
+  wire \$197 ;
   wire \$198 ;
   wire \$199 ;
   wire \$2 ;
@@ -55329,148 +55839,215 @@ module \bchw_top.engine3 (rst, s__valid, s__payload, s__ready, m__ready, m__vali
   wire \$206 ;
   wire \$207 ;
   wire \$208 ;
-  wire [160:0] \$209 ;
+  wire \$209 ;
   wire [4:0] \$21 ;
   wire \$210 ;
   wire \$211 ;
   wire \$212 ;
   wire \$213 ;
   wire \$214 ;
-  wire [160:0] \$215 ;
-  reg \$216 ;
-  reg [3:0] \$217 ;
-  reg [3:0] \$218 ;
-  reg \$219 ;
+  wire \$215 ;
+  wire \$216 ;
+  wire \$217 ;
+  wire \$218 ;
+  wire \$219 ;
   wire [4:0] \$22 ;
-  reg \$220 ;
-  reg [1:0] \$221 ;
-  reg \$222 ;
-  reg [3:0] \$223 ;
-  reg \$224 ;
-  reg \$225 ;
-  reg \$226 ;
-  reg [4:0] \$227 ;
-  reg [4:0] \$228 ;
-  reg [4:0] \$229 ;
+  wire \$220 ;
+  wire [2:0] \$221 ;
+  wire \$222 ;
+  wire \$223 ;
+  wire \$224 ;
+  wire \$225 ;
+  wire \$226 ;
+  wire \$227 ;
+  wire \$228 ;
+  wire \$229 ;
   wire [4:0] \$23 ;
-  reg [4:0] \$230 ;
-  reg [4:0] \$231 ;
-  reg [4:0] \$232 ;
-  reg [4:0] \$233 ;
-  reg [4:0] \$234 ;
-  reg \$235 ;
-  reg \$236 ;
-  reg \$237 ;
-  reg \$238 ;
-  wire [127:0] \$239 ;
+  wire \$230 ;
+  wire \$231 ;
+  wire \$232 ;
+  wire \$233 ;
+  wire \$234 ;
+  wire \$235 ;
+  wire \$236 ;
+  wire \$237 ;
+  wire \$238 ;
+  wire \$239 ;
   wire \$24 ;
-  wire [159:0] \$240 ;
-  wire [159:0] \$241 ;
-  wire [159:0] \$242 ;
-  reg [3:0] \$243 ;
-  reg [3:0] \$244 ;
-  reg [3:0] \$245 ;
-  reg [3:0] \$246 ;
-  reg [3:0] \$247 ;
-  reg [3:0] \$248 ;
-  reg [3:0] \$249 ;
+  wire \$240 ;
+  wire \$241 ;
+  wire \$242 ;
+  wire \$243 ;
+  wire \$244 ;
+  wire \$245 ;
+  wire \$246 ;
+  wire \$247 ;
+  wire [2:0] \$248 ;
+  wire \$249 ;
   wire \$25 ;
-  reg [3:0] \$250 ;
-  reg [3:0] \$251 ;
-  reg [1:0] \$252 ;
-  reg [1:0] \$253 ;
-  reg [1:0] \$254 ;
-  reg [1:0] \$255 ;
-  reg [1:0] \$256 ;
-  reg [1:0] \$257 ;
-  reg [1:0] \$258 ;
-  reg [1:0] \$259 ;
+  wire \$250 ;
+  wire \$251 ;
+  wire \$252 ;
+  wire \$253 ;
+  wire \$254 ;
+  wire \$255 ;
+  wire \$256 ;
+  wire \$257 ;
+  wire \$258 ;
+  wire \$259 ;
   wire \$26 ;
-  reg [1:0] \$260 ;
-  reg [1:0] \$261 ;
-  wire [589:0] \$262 ;
-  wire [589:0] \$263 ;
-  reg \$264 ;
-  reg \$265 ;
-  reg [16:0] \$266 ;
-  reg [16:0] \$267 ;
-  reg [16:0] \$268 ;
-  reg [16:0] \$269 ;
+  wire \$260 ;
+  wire \$261 ;
+  wire \$262 ;
+  wire \$263 ;
+  wire \$264 ;
+  wire [160:0] \$265 ;
+  wire \$266 ;
+  wire \$267 ;
+  wire \$268 ;
+  wire \$269 ;
   wire \$27 ;
-  reg [16:0] \$270 ;
-  reg [16:0] \$271 ;
-  reg [16:0] \$272 ;
-  reg [16:0] \$273 ;
-  reg [16:0] \$274 ;
-  reg [16:0] \$275 ;
-  reg \$276 ;
+  wire \$270 ;
+  wire [160:0] \$271 ;
+  wire \$272 ;
+  wire \$273 ;
+  wire \$274 ;
+  wire \$275 ;
+  wire \$276 ;
   reg \$277 ;
-  reg \$278 ;
-  reg \$279 ;
+  reg [3:0] \$278 ;
+  reg [3:0] \$279 ;
   wire \$28 ;
   reg \$280 ;
   reg \$281 ;
-  reg \$282 ;
+  reg [1:0] \$282 ;
   reg \$283 ;
-  reg \$284 ;
+  reg [3:0] \$284 ;
   reg \$285 ;
-  wire [759:0] \$286 ;
+  reg \$286 ;
   reg \$287 ;
-  reg \$288 ;
-  reg \$289 ;
+  reg [4:0] \$288 ;
+  reg [4:0] \$289 ;
   wire [1:0] \$29 ;
-  reg \$290 ;
-  reg \$291 ;
-  reg \$292 ;
-  reg \$293 ;
-  reg \$294 ;
-  reg \$295 ;
+  reg [4:0] \$290 ;
+  reg [4:0] \$291 ;
+  reg [4:0] \$292 ;
+  reg [4:0] \$293 ;
+  reg [4:0] \$294 ;
+  reg [4:0] \$295 ;
   reg \$296 ;
   reg \$297 ;
   reg \$298 ;
   reg \$299 ;
   wire \$3 ;
   wire [1:0] \$30 ;
-  reg \$300 ;
-  reg \$301 ;
-  reg \$302 ;
-  reg \$303 ;
-  reg \$304 ;
-  reg \$305 ;
-  reg \$306 ;
-  reg \$307 ;
-  reg \$308 ;
-  reg \$309 ;
+  wire [127:0] \$300 ;
+  wire [159:0] \$301 ;
+  wire [159:0] \$302 ;
+  wire [159:0] \$303 ;
+  reg [3:0] \$304 ;
+  reg [3:0] \$305 ;
+  reg [3:0] \$306 ;
+  reg [3:0] \$307 ;
+  reg [3:0] \$308 ;
+  reg [3:0] \$309 ;
   wire [1:0] \$31 ;
-  reg \$310 ;
-  reg \$311 ;
-  reg \$312 ;
-  reg \$313 ;
-  reg \$314 ;
-  reg \$315 ;
-  reg \$316 ;
-  reg [160:0] \$317 ;
-  reg [160:0] \$318 ;
-  reg [160:0] \$319 ;
+  reg [3:0] \$310 ;
+  reg [3:0] \$311 ;
+  reg [3:0] \$312 ;
+  reg [1:0] \$313 ;
+  reg [1:0] \$314 ;
+  reg [1:0] \$315 ;
+  reg [1:0] \$316 ;
+  reg [1:0] \$317 ;
+  reg [1:0] \$318 ;
+  reg [1:0] \$319 ;
   wire [1:0] \$32 ;
   reg [1:0] \$320 ;
-  reg \$321 ;
-  reg \$322 ;
-  reg \$323 ;
-  reg \$324 ;
+  reg [1:0] \$321 ;
+  reg [1:0] \$322 ;
+  wire [589:0] \$323 ;
+  wire [589:0] \$324 ;
   reg \$325 ;
   reg \$326 ;
-  reg \$327 ;
-  reg [159:0] \$328 ;
-  reg \$329 ;
+  reg [16:0] \$327 ;
+  reg [16:0] \$328 ;
+  reg [16:0] \$329 ;
   wire \$33 ;
-  reg \$330 ;
+  reg [16:0] \$330 ;
+  reg [16:0] \$331 ;
+  reg [16:0] \$332 ;
+  reg [16:0] \$333 ;
+  reg [16:0] \$334 ;
+  reg [16:0] \$335 ;
+  reg [16:0] \$336 ;
+  reg \$337 ;
+  reg \$338 ;
+  reg \$339 ;
   wire \$34 ;
+  reg \$340 ;
+  reg \$341 ;
+  reg \$342 ;
+  reg \$343 ;
+  reg \$344 ;
+  reg \$345 ;
+  reg \$346 ;
+  wire [759:0] \$347 ;
+  reg \$348 ;
+  reg \$349 ;
   wire \$35 ;
+  reg \$350 ;
+  reg \$351 ;
+  reg \$352 ;
+  reg \$353 ;
+  reg \$354 ;
+  reg \$355 ;
+  reg \$356 ;
+  reg \$357 ;
+  reg \$358 ;
+  reg \$359 ;
   wire \$36 ;
+  reg \$360 ;
+  reg \$361 ;
+  reg \$362 ;
+  reg \$363 ;
+  reg \$364 ;
+  reg \$365 ;
+  reg \$366 ;
+  reg \$367 ;
+  reg \$368 ;
+  reg \$369 ;
   wire \$37 ;
+  reg \$370 ;
+  reg \$371 ;
+  reg \$372 ;
+  reg \$373 ;
+  reg \$374 ;
+  reg \$375 ;
+  reg \$376 ;
+  reg \$377 ;
+  reg [1:0] \$378 ;
+  reg [1:0] \$379 ;
   wire \$38 ;
+  reg [1:0] \$380 ;
+  reg \$381 ;
+  reg \$382 ;
+  reg \$383 ;
+  reg [160:0] \$384 ;
+  reg [160:0] \$385 ;
+  reg [160:0] \$386 ;
+  reg [1:0] \$387 ;
+  reg \$388 ;
+  reg \$389 ;
   wire \$39 ;
+  reg \$390 ;
+  reg \$391 ;
+  reg \$392 ;
+  reg \$393 ;
+  reg \$394 ;
+  reg [159:0] \$395 ;
+  reg \$396 ;
+  reg \$397 ;
   wire \$4 ;
   wire \$40 ;
   wire \$41 ;
@@ -55492,48 +56069,48 @@ module \bchw_top.engine3 (rst, s__valid, s__payload, s__ready, m__ready, m__vali
   wire \$56 ;
   wire \$57 ;
   wire \$58 ;
-  wire [2:0] \$59 ;
+  wire \$59 ;
   wire \$6 ;
-  wire \$60 ;
+  wire [2:0] \$60 ;
   wire \$61 ;
   wire \$62 ;
   wire \$63 ;
   wire \$64 ;
-  wire [3:0] \$65 ;
+  wire \$65 ;
   wire \$66 ;
-  wire [160:0] \$67 ;
+  wire \$67 ;
   wire \$68 ;
   wire \$69 ;
   wire \$7 ;
   wire \$70 ;
-  wire \$71 ;
+  wire [3:0] \$71 ;
   wire \$72 ;
   wire \$73 ;
   wire \$74 ;
   wire \$75 ;
   wire \$76 ;
-  wire [1:0] \$77 ;
-  wire [1:0] \$78 ;
+  wire \$77 ;
+  wire [160:0] \$78 ;
   wire \$79 ;
   wire [4:0] \$8 ;
   wire \$80 ;
   wire \$81 ;
   wire \$82 ;
-  wire [4:0] \$83 ;
-  wire [4:0] \$84 ;
-  wire [4:0] \$85 ;
+  wire \$83 ;
+  wire \$84 ;
+  wire \$85 ;
   wire \$86 ;
   wire \$87 ;
-  wire \$88 ;
-  wire \$89 ;
+  wire [1:0] \$88 ;
+  wire [1:0] \$89 ;
   wire [4:0] \$9 ;
   wire \$90 ;
   wire \$91 ;
   wire \$92 ;
   wire \$93 ;
-  wire \$94 ;
-  wire \$95 ;
-  wire \$96 ;
+  wire [4:0] \$94 ;
+  wire [4:0] \$95 ;
+  wire [4:0] \$96 ;
   wire \$97 ;
   wire \$98 ;
   wire \$99 ;
@@ -55588,6 +56165,12 @@ module \bchw_top.engine3 (rst, s__valid, s__payload, s__ready, m__ready, m__vali
   input clk;
   wire clk;
   reg [1:0] count = 2'h0;
+  (* keep = 32'd1 *)
+  reg [1:0] count_copy0 = 2'h0;
+  (* keep = 32'd1 *)
+  reg [1:0] count_copy1 = 2'h0;
+  (* keep = 32'd1 *)
+  reg [1:0] count_copy2 = 2'h0;
   wire [1:0] count_next;
   reg credit_back = 1'h0;
   reg credit_back_d0 = 1'h0;
@@ -55596,6 +56179,7 @@ module \bchw_top.engine3 (rst, s__valid, s__payload, s__ready, m__ready, m__vali
   reg [1:0] credits = 2'h3;
   wire [1:0] credits_next;
   wire [159:0] data;
+  wire [58:0] \data$186 ;
   wire [58:0] \data$187 ;
   wire [58:0] \data$188 ;
   wire [58:0] \data$189 ;
@@ -55605,7 +56189,6 @@ module \bchw_top.engine3 (rst, s__valid, s__payload, s__ready, m__ready, m__vali
   wire [58:0] \data$193 ;
   wire [58:0] \data$194 ;
   wire [58:0] \data$195 ;
-  wire [58:0] \data$196 ;
   (* keep = 32'd1 *)
   reg dload_copy0 = 1'h0;
   (* keep = 32'd1 *)
@@ -55649,7 +56232,6 @@ module \bchw_top.engine3 (rst, s__valid, s__payload, s__ready, m__ready, m__vali
   wire \en$91 ;
   wire \en$94 ;
   wire \en$97 ;
-  wire enter;
   reg [3:0] f_d0 = 4'h0;
   reg [3:0] f_d1 = 4'h0;
   reg [3:0] f_d2 = 4'h0;
@@ -55761,9 +56343,9 @@ module \bchw_top.engine3 (rst, s__valid, s__payload, s__ready, m__ready, m__vali
   (* keep = 32'd1 *)
   reg [4:0] \read__addr$48  = 5'h10;
   wire [31:0] read__data;
+  wire [31:0] \read__data$151 ;
   wire [31:0] \read__data$152 ;
   wire [31:0] \read__data$153 ;
-  wire [31:0] \read__data$154 ;
   reg read_bank = 1'h1;
   reg ready = 1'h1;
   wire ready_next;
@@ -55782,19 +56364,25 @@ module \bchw_top.engine3 (rst, s__valid, s__payload, s__ready, m__ready, m__vali
   reg [160:0] skid0 = 161'h00000000000000000000000000000000000000000;
   reg [160:0] skid1 = 161'h00000000000000000000000000000000000000000;
   reg [160:0] skid2 = 161'h00000000000000000000000000000000000000000;
+  (* keep = 32'd1 *)
+  reg skid_qvalid_copy0 = 1'h0;
+  (* keep = 32'd1 *)
+  reg skid_qvalid_copy1 = 1'h0;
+  (* keep = 32'd1 *)
+  reg skid_qvalid_copy2 = 1'h0;
   (* init = 4'h0 *)
   wire [3:0] step;
   wire [3:0] step_next;
   wire [12:0] sum;
-  wire [12:0] \sum$203 ;
-  wire [12:0] \sum$205 ;
-  wire [12:0] \sum$207 ;
-  wire [12:0] \sum$209 ;
-  wire [12:0] \sum$211 ;
-  wire [12:0] \sum$213 ;
-  wire [12:0] \sum$215 ;
-  wire [12:0] \sum$217 ;
-  wire [12:0] \sum$219 ;
+  wire [12:0] \sum$202 ;
+  wire [12:0] \sum$204 ;
+  wire [12:0] \sum$206 ;
+  wire [12:0] \sum$208 ;
+  wire [12:0] \sum$210 ;
+  wire [12:0] \sum$212 ;
+  wire [12:0] \sum$214 ;
+  wire [12:0] \sum$216 ;
+  wire [12:0] \sum$218 ;
   wire valid_next;
   (* init = 160'h0000000000000000000000000000000000000000 *)
   wire [159:0] vector;
@@ -56006,7 +56594,7 @@ module \bchw_top.engine3 (rst, s__valid, s__payload, s__ready, m__ready, m__vali
   always @(posedge clk) begin
     _1_ <= xmem1[\read__addr$34 ];
   end
-  assign \read__data$152  = _1_;
+  assign \read__data$151  = _1_;
   reg [31:0] xmem2 [31:0];
   initial begin
     xmem2[0] = 32'd0;
@@ -56050,7 +56638,7 @@ module \bchw_top.engine3 (rst, s__valid, s__payload, s__ready, m__ready, m__vali
   always @(posedge clk) begin
     _2_ <= xmem2[\read__addr$41 ];
   end
-  assign \read__data$153  = _2_;
+  assign \read__data$152  = _2_;
   reg [31:0] xmem3 [31:0];
   initial begin
     xmem3[0] = 32'd0;
@@ -56094,7 +56682,7 @@ module \bchw_top.engine3 (rst, s__valid, s__payload, s__ready, m__ready, m__vali
   always @(posedge clk) begin
     _3_ <= xmem3[\read__addr$48 ];
   end
-  assign \read__data$154  = _3_;
+  assign \read__data$153  = _3_;
   assign \$1  = \$signal  & ready;
   assign \$2  = ~ last_step;
   assign \$3  = busy & \$2 ;
@@ -56148,199 +56736,259 @@ module \bchw_top.engine3 (rst, s__valid, s__payload, s__ready, m__ready, m__vali
   assign \$54  = \$53  | qv_last_d0;
   assign \$55  = ~ m__valid;
   assign \$56  = \$55  | m__ready;
-  assign enter = \$54  & \$56 ;
-  assign \$57  = | count;
-  assign \$58  = enter & \$57 ;
-  assign \$59  = count - \$58 ;
-  assign \$60  = | count;
-  assign \$61  = ~ \$60 ;
-  assign \$62  = enter & \$61 ;
-  assign \$63  = ~ \$62 ;
-  assign \$64  = qv_last_d0 & \$63 ;
-  assign \$65  = $signed(\$59 ) + $signed({ 1'h0, \$64  });
+  assign \$57  = \$54  & \$56 ;
+  assign \$58  = | count;
+  assign \$59  = \$57  & \$58 ;
+  assign \$60  = count - \$59 ;
+  assign \$61  = | count;
+  assign \$62  = \$61  | qv_last_d0;
+  assign \$63  = ~ m__valid;
+  assign \$64  = \$63  | m__ready;
+  assign \$65  = \$62  & \$64 ;
   assign \$66  = | count;
-  assign \$67  = \$66  ? skid0 : { qe_last_d0, q, results0 };
-  assign \$68  = enter & \$67 [160];
-  assign \$69  = ~ m__ready;
-  assign \$70  = m__valid & \$69 ;
-  assign valid_next = \$68  ? 1'h1 : \$70 ;
-  assign \$71  = s__valid & s__ready;
-  assign \$72  = word == 4'hf;
-  assign \$79  = word == 4'hf;
-  assign \$83  = word + 1'h1;
-  assign \$85  = \$81  ? 5'h00 : \$84 ;
-  assign \$86  = s__valid & s__ready;
-  assign \$87  = word == 4'hf;
-  assign \$90  = \$86  & \$89 ;
-  assign \$91  = ~ write_bank;
-  assign \$92  = \$signal  & ready;
-  assign \$93  = ~ read_bank;
-  assign \$94  = s__valid & s__ready;
-  assign \$95  = word == 4'hf;
-  assign \$98  = \$94  & \$97 ;
-  assign \$99  = ~ ready;
-  assign \$100  = \$signal  & \$99 ;
-  assign \$101  = \$98  ? 1'h1 : \$100 ;
-  assign \$102  = \$signal  & ready;
-  assign \$103  = read_bank ^ \$102 ;
-  assign \$104  = \$signal  & ready;
-  assign \$105  = read_bank ^ \$104 ;
-  assign \$106  = \$signal  & ready;
-  assign \$107  = read_bank ^ \$106 ;
-  assign \$108  = \$signal  & ready;
-  assign \$109  = read_bank ^ \$108 ;
-  assign \$110  = s__valid & s__ready;
-  assign \$112  = \$110  ? 1'h1 : 1'h0;
-  assign \$113  = s__valid & s__ready;
-  assign \$115  = \$113  ? 1'h1 : 1'h0;
-  assign \$116  = s__valid & s__ready;
-  assign \$118  = \$116  ? 1'h1 : 1'h0;
-  assign \$119  = s__valid & s__ready;
-  assign \$121  = \$119  ? 1'h1 : 1'h0;
-  assign \$122  = ! sfc;
-  assign \$123  = sfc == 4'hf;
-  assign \$124  = ft_d0[0] & ft_d0[2];
-  assign \$125  = ft_d0[0] & ft_d0[3];
-  assign \$126  = accflags_copy0[1] ? 17'h00000 : acc0;
-  assign \$127  = $signed(\$126 ) + $signed(sum);
-  assign \$128  = accflags_copy1[1] ? 17'h00000 : acc1;
-  assign \$129  = $signed(\$128 ) + $signed(\sum$203 );
-  assign \$130  = accflags_copy2[1] ? 17'h00000 : acc2;
-  assign \$131  = $signed(\$130 ) + $signed(\sum$205 );
-  assign \$132  = accflags_copy3[1] ? 17'h00000 : acc3;
-  assign \$133  = $signed(\$132 ) + $signed(\sum$207 );
-  assign \$134  = accflags_copy4[1] ? 17'h00000 : acc4;
-  assign \$135  = $signed(\$134 ) + $signed(\sum$209 );
-  assign \$136  = accflags_copy5[1] ? 17'h00000 : acc5;
-  assign \$137  = $signed(\$136 ) + $signed(\sum$211 );
-  assign \$138  = accflags_copy6[1] ? 17'h00000 : acc6;
-  assign \$139  = $signed(\$138 ) + $signed(\sum$213 );
-  assign \$140  = accflags_copy7[1] ? 17'h00000 : acc7;
-  assign \$141  = $signed(\$140 ) + $signed(\sum$215 );
-  assign \$142  = accflags_copy8[1] ? 17'h00000 : acc8;
-  assign \$143  = $signed(\$142 ) + $signed(\sum$217 );
-  assign \$144  = accflags_copy9[1] ? 17'h00000 : acc9;
-  assign \$145  = $signed(\$144 ) + $signed(\sum$219 );
-  assign \$146  = ft_d0[0] & ft_d0[2];
-  assign \$147  = ft_d0[0] & ft_d0[2];
-  assign \$148  = ft_d0[0] & ft_d0[2];
-  assign \$149  = ft_d0[0] & ft_d0[2];
-  assign \$150  = ft_d0[0] & ft_d0[2];
-  assign \$151  = ft_d0[0] & ft_d0[2];
-  assign \$152  = ft_d0[0] & ft_d0[2];
-  assign \$153  = ft_d0[0] & ft_d0[2];
-  assign \$154  = ft_d0[0] & ft_d0[2];
-  assign \$155  = ft_d0[0] & ft_d0[2];
-  assign \$156  = dload_copy0 ? { params_d1[58:0], acc0 } : drain[151:76];
-  assign \$157  = dload_copy1 ? { params_d1[117:59], acc1 } : drain[227:152];
-  assign \$158  = dload_copy2 ? { params_d1[176:118], acc2 } : drain[303:228];
-  assign \$159  = dload_copy3 ? { params_d1[235:177], acc3 } : drain[379:304];
-  assign \$160  = dload_copy4 ? { params_d1[294:236], acc4 } : drain[455:380];
-  assign \$161  = dload_copy5 ? { params_d1[353:295], acc5 } : drain[531:456];
-  assign \$162  = dload_copy6 ? { params_d1[412:354], acc6 } : drain[607:532];
-  assign \$163  = dload_copy7 ? { params_d1[471:413], acc7 } : drain[683:608];
-  assign \$164  = dload_copy8 ? { params_d1[530:472], acc8 } : drain[759:684];
-  assign \$165  = dload_copy9 ? { params_d1[589:531], acc9 } : drain[759:684];
-  assign \$166  = | count;
-  assign \$167  = ~ \$166 ;
-  assign \$168  = enter & \$167 ;
-  assign \$169  = ~ \$168 ;
-  assign \$170  = qv_last_d0 & \$169 ;
-  assign \$171  = | count;
-  assign \$172  = enter & \$171 ;
-  assign \$173  = count - \$172 ;
-  assign \$174  = ! \$173 ;
-  assign \$175  = \$170  & \$174 ;
-  assign \$176  = | count;
-  assign \$177  = enter & \$176 ;
-  assign \$178  = | count;
-  assign \$179  = ~ \$178 ;
-  assign \$180  = enter & \$179 ;
-  assign \$181  = ~ \$180 ;
-  assign \$182  = qv_last_d0 & \$181 ;
-  assign \$183  = | count;
-  assign \$184  = enter & \$183 ;
-  assign \$185  = count - \$184 ;
-  assign \$186  = \$185  == 1'h1;
-  assign \$187  = \$182  & \$186 ;
-  assign \$188  = | count;
-  assign \$189  = enter & \$188 ;
-  assign \$190  = | count;
-  assign \$191  = ~ \$190 ;
-  assign \$192  = enter & \$191 ;
-  assign \$193  = ~ \$192 ;
-  assign \$194  = qv_last_d0 & \$193 ;
-  assign \$195  = | count;
-  assign \$196  = enter & \$195 ;
-  assign \$197  = count - \$196 ;
-  assign \$198  = \$197  == 2'h2;
-  assign \$199  = \$194  & \$198 ;
-  assign \$200  = | count;
-  assign \$201  = enter & \$200 ;
-  assign \$202  = | \$65 [1:0];
-  assign \$203  = | \$65 [1:0];
-  assign \$204  = held_copy0 | qvalid_copy0;
-  assign \$205  = ~ mvalid_copy0;
-  assign \$206  = \$205  | m__ready;
-  assign \$207  = \$204  & \$206 ;
-  assign \$208  = | count;
-  assign \$209  = \$208  ? skid0 : { qe_last_d0, q, results0 };
-  assign \$210  = held_copy1 | qvalid_copy1;
-  assign \$211  = ~ mvalid_copy1;
-  assign \$212  = \$211  | m__ready;
-  assign \$213  = \$210  & \$212 ;
-  assign \$214  = | count;
-  assign \$215  = \$214  ? skid0 : { qe_last_d0, q, results0 };
+  assign \$67  = ~ \$66 ;
+  assign \$68  = \$65  & \$67 ;
+  assign \$69  = ~ \$68 ;
+  assign \$70  = qv_last_d0 & \$69 ;
+  assign \$71  = $signed(\$60 ) + $signed({ 1'h0, \$70  });
+  assign \$72  = | count;
+  assign \$73  = \$72  | qv_last_d0;
+  assign \$74  = ~ m__valid;
+  assign \$75  = \$74  | m__ready;
+  assign \$76  = \$73  & \$75 ;
+  assign \$77  = | count;
+  assign \$78  = \$77  ? skid0 : { qe_last_d0, q, results0 };
+  assign \$79  = \$76  & \$78 [160];
+  assign \$80  = ~ m__ready;
+  assign \$81  = m__valid & \$80 ;
+  assign valid_next = \$79  ? 1'h1 : \$81 ;
+  assign \$82  = s__valid & s__ready;
+  assign \$83  = word == 4'hf;
+  assign \$90  = word == 4'hf;
+  assign \$94  = word + 1'h1;
+  assign \$96  = \$92  ? 5'h00 : \$95 ;
+  assign \$97  = s__valid & s__ready;
+  assign \$98  = word == 4'hf;
+  assign \$101  = \$97  & \$100 ;
+  assign \$102  = ~ write_bank;
+  assign \$103  = \$signal  & ready;
+  assign \$104  = ~ read_bank;
+  assign \$105  = s__valid & s__ready;
+  assign \$106  = word == 4'hf;
+  assign \$109  = \$105  & \$108 ;
+  assign \$110  = ~ ready;
+  assign \$111  = \$signal  & \$110 ;
+  assign \$112  = \$109  ? 1'h1 : \$111 ;
+  assign \$113  = \$signal  & ready;
+  assign \$114  = read_bank ^ \$113 ;
+  assign \$115  = \$signal  & ready;
+  assign \$116  = read_bank ^ \$115 ;
+  assign \$117  = \$signal  & ready;
+  assign \$118  = read_bank ^ \$117 ;
+  assign \$119  = \$signal  & ready;
+  assign \$120  = read_bank ^ \$119 ;
+  assign \$121  = s__valid & s__ready;
+  assign \$123  = \$121  ? 1'h1 : 1'h0;
+  assign \$124  = s__valid & s__ready;
+  assign \$126  = \$124  ? 1'h1 : 1'h0;
+  assign \$127  = s__valid & s__ready;
+  assign \$129  = \$127  ? 1'h1 : 1'h0;
+  assign \$130  = s__valid & s__ready;
+  assign \$132  = \$130  ? 1'h1 : 1'h0;
+  assign \$133  = ! sfc;
+  assign \$134  = sfc == 4'hf;
+  assign \$135  = ft_d0[0] & ft_d0[2];
+  assign \$136  = ft_d0[0] & ft_d0[3];
+  assign \$137  = accflags_copy0[1] ? 17'h00000 : acc0;
+  assign \$138  = $signed(\$137 ) + $signed(sum);
+  assign \$139  = accflags_copy1[1] ? 17'h00000 : acc1;
+  assign \$140  = $signed(\$139 ) + $signed(\sum$202 );
+  assign \$141  = accflags_copy2[1] ? 17'h00000 : acc2;
+  assign \$142  = $signed(\$141 ) + $signed(\sum$204 );
+  assign \$143  = accflags_copy3[1] ? 17'h00000 : acc3;
+  assign \$144  = $signed(\$143 ) + $signed(\sum$206 );
+  assign \$145  = accflags_copy4[1] ? 17'h00000 : acc4;
+  assign \$146  = $signed(\$145 ) + $signed(\sum$208 );
+  assign \$147  = accflags_copy5[1] ? 17'h00000 : acc5;
+  assign \$148  = $signed(\$147 ) + $signed(\sum$210 );
+  assign \$149  = accflags_copy6[1] ? 17'h00000 : acc6;
+  assign \$150  = $signed(\$149 ) + $signed(\sum$212 );
+  assign \$151  = accflags_copy7[1] ? 17'h00000 : acc7;
+  assign \$152  = $signed(\$151 ) + $signed(\sum$214 );
+  assign \$153  = accflags_copy8[1] ? 17'h00000 : acc8;
+  assign \$154  = $signed(\$153 ) + $signed(\sum$216 );
+  assign \$155  = accflags_copy9[1] ? 17'h00000 : acc9;
+  assign \$156  = $signed(\$155 ) + $signed(\sum$218 );
+  assign \$157  = ft_d0[0] & ft_d0[2];
+  assign \$158  = ft_d0[0] & ft_d0[2];
+  assign \$159  = ft_d0[0] & ft_d0[2];
+  assign \$160  = ft_d0[0] & ft_d0[2];
+  assign \$161  = ft_d0[0] & ft_d0[2];
+  assign \$162  = ft_d0[0] & ft_d0[2];
+  assign \$163  = ft_d0[0] & ft_d0[2];
+  assign \$164  = ft_d0[0] & ft_d0[2];
+  assign \$165  = ft_d0[0] & ft_d0[2];
+  assign \$166  = ft_d0[0] & ft_d0[2];
+  assign \$167  = dload_copy0 ? { params_d1[58:0], acc0 } : drain[151:76];
+  assign \$168  = dload_copy1 ? { params_d1[117:59], acc1 } : drain[227:152];
+  assign \$169  = dload_copy2 ? { params_d1[176:118], acc2 } : drain[303:228];
+  assign \$170  = dload_copy3 ? { params_d1[235:177], acc3 } : drain[379:304];
+  assign \$171  = dload_copy4 ? { params_d1[294:236], acc4 } : drain[455:380];
+  assign \$172  = dload_copy5 ? { params_d1[353:295], acc5 } : drain[531:456];
+  assign \$173  = dload_copy6 ? { params_d1[412:354], acc6 } : drain[607:532];
+  assign \$174  = dload_copy7 ? { params_d1[471:413], acc7 } : drain[683:608];
+  assign \$175  = dload_copy8 ? { params_d1[530:472], acc8 } : drain[759:684];
+  assign \$176  = dload_copy9 ? { params_d1[589:531], acc9 } : drain[759:684];
+  assign \$177  = | count_copy0;
+  assign \$178  = \$177  | skid_qvalid_copy0;
+  assign \$179  = ~ m__valid;
+  assign \$180  = \$179  | m__ready;
+  assign \$181  = \$178  & \$180 ;
+  assign \$182  = | count_copy0;
+  assign \$183  = ~ \$182 ;
+  assign \$184  = \$181  & \$183 ;
+  assign \$185  = ~ \$184 ;
+  assign \$186  = skid_qvalid_copy0 & \$185 ;
+  assign \$187  = | count_copy0;
+  assign \$188  = \$187  | skid_qvalid_copy0;
+  assign \$189  = ~ m__valid;
+  assign \$190  = \$189  | m__ready;
+  assign \$191  = \$188  & \$190 ;
+  assign \$192  = | count_copy0;
+  assign \$193  = \$191  & \$192 ;
+  assign \$194  = count_copy0 - \$193 ;
+  assign \$195  = ! \$194 ;
+  assign \$196  = \$186  & \$195 ;
+  assign \$197  = | count_copy0;
+  assign \$198  = \$197  | skid_qvalid_copy0;
+  assign \$199  = ~ m__valid;
+  assign \$200  = \$199  | m__ready;
+  assign \$201  = \$198  & \$200 ;
+  assign \$202  = | count_copy0;
+  assign \$203  = \$201  & \$202 ;
+  assign \$204  = | count_copy1;
+  assign \$205  = \$204  | skid_qvalid_copy1;
+  assign \$206  = ~ m__valid;
+  assign \$207  = \$206  | m__ready;
+  assign \$208  = \$205  & \$207 ;
+  assign \$209  = | count_copy1;
+  assign \$210  = ~ \$209 ;
+  assign \$211  = \$208  & \$210 ;
+  assign \$212  = ~ \$211 ;
+  assign \$213  = skid_qvalid_copy1 & \$212 ;
+  assign \$214  = | count_copy1;
+  assign \$215  = \$214  | skid_qvalid_copy1;
+  assign \$216  = ~ m__valid;
+  assign \$217  = \$216  | m__ready;
+  assign \$218  = \$215  & \$217 ;
+  assign \$219  = | count_copy1;
+  assign \$220  = \$218  & \$219 ;
+  assign \$221  = count_copy1 - \$220 ;
+  assign \$222  = \$221  == 1'h1;
+  assign \$223  = \$213  & \$222 ;
+  assign \$224  = | count_copy1;
+  assign \$225  = \$224  | skid_qvalid_copy1;
+  assign \$226  = ~ m__valid;
+  assign \$227  = \$226  | m__ready;
+  assign \$228  = \$225  & \$227 ;
+  assign \$229  = | count_copy1;
+  assign \$230  = \$228  & \$229 ;
+  assign \$231  = | count_copy2;
+  assign \$232  = \$231  | skid_qvalid_copy2;
+  assign \$233  = ~ m__valid;
+  assign \$234  = \$233  | m__ready;
+  assign \$235  = \$232  & \$234 ;
+  assign \$236  = | count_copy2;
+  assign \$237  = ~ \$236 ;
+  assign \$238  = \$235  & \$237 ;
+  assign \$239  = ~ \$238 ;
+  assign \$240  = skid_qvalid_copy2 & \$239 ;
+  assign \$241  = | count_copy2;
+  assign \$242  = \$241  | skid_qvalid_copy2;
+  assign \$243  = ~ m__valid;
+  assign \$244  = \$243  | m__ready;
+  assign \$245  = \$242  & \$244 ;
+  assign \$246  = | count_copy2;
+  assign \$247  = \$245  & \$246 ;
+  assign \$248  = count_copy2 - \$247 ;
+  assign \$249  = \$248  == 2'h2;
+  assign \$250  = \$240  & \$249 ;
+  assign \$251  = | count_copy2;
+  assign \$252  = \$251  | skid_qvalid_copy2;
+  assign \$253  = ~ m__valid;
+  assign \$254  = \$253  | m__ready;
+  assign \$255  = \$252  & \$254 ;
+  assign \$256  = | count_copy2;
+  assign \$257  = \$255  & \$256 ;
+  assign \$258  = | \$71 [1:0];
+  assign \$259  = | \$71 [1:0];
+  assign \$260  = held_copy0 | qvalid_copy0;
+  assign \$261  = ~ mvalid_copy0;
+  assign \$262  = \$261  | m__ready;
+  assign \$263  = \$260  & \$262 ;
+  assign \$264  = | count;
+  assign \$265  = \$264  ? skid0 : { qe_last_d0, q, results0 };
+  assign \$266  = held_copy1 | qvalid_copy1;
+  assign \$267  = ~ mvalid_copy1;
+  assign \$268  = \$267  | m__ready;
+  assign \$269  = \$266  & \$268 ;
+  assign \$270  = | count;
+  assign \$271  = \$270  ? skid0 : { qe_last_d0, q, results0 };
+  assign \$272  = | count;
+  assign \$273  = \$272  | qv_last_d0;
+  assign \$274  = ~ m__valid;
+  assign \$275  = \$274  | m__ready;
+  assign \$276  = \$273  & \$275 ;
   always @(posedge clk)
-    busy <= \$216 ;
+    busy <= \$277 ;
   always @(posedge clk)
-    addr <= \$217 ;
+    addr <= \$278 ;
   always @(posedge clk)
-    sfc <= \$218 ;
+    sfc <= \$279 ;
   always @(posedge clk)
-    last_step <= \$219 ;
+    last_step <= \$280 ;
   always @(posedge clk)
-    ready <= \$220 ;
+    ready <= \$281 ;
   always @(posedge clk)
-    credits <= \$221 ;
+    credits <= \$282 ;
   always @(posedge clk)
-    issue <= \$222 ;
+    issue <= \$283 ;
   always @(posedge clk)
-    word <= \$223 ;
+    word <= \$284 ;
   always @(posedge clk)
-    write_bank <= \$224 ;
+    write_bank <= \$285 ;
   always @(posedge clk)
-    read_bank <= \$225 ;
+    read_bank <= \$286 ;
   always @(posedge clk)
-    \$signal  <= \$226 ;
+    \$signal  <= \$287 ;
   always @(posedge clk)
     xbeat <= s__payload;
   always @(posedge clk)
-    write__addr <= \$227 ;
+    write__addr <= \$288 ;
   always @(posedge clk)
-    \write__addr$31  <= \$228 ;
+    \write__addr$31  <= \$289 ;
   always @(posedge clk)
-    \write__addr$38  <= \$229 ;
+    \write__addr$38  <= \$290 ;
   always @(posedge clk)
-    \write__addr$45  <= \$230 ;
+    \write__addr$45  <= \$291 ;
   always @(posedge clk)
-    read__addr <= \$231 ;
+    read__addr <= \$292 ;
   always @(posedge clk)
-    \read__addr$34  <= \$232 ;
+    \read__addr$34  <= \$293 ;
   always @(posedge clk)
-    \read__addr$41  <= \$233 ;
+    \read__addr$41  <= \$294 ;
   always @(posedge clk)
-    \read__addr$48  <= \$234 ;
+    \read__addr$48  <= \$295 ;
   always @(posedge clk)
-    write__en <= \$235 ;
+    write__en <= \$296 ;
   always @(posedge clk)
-    \write__en$29  <= \$236 ;
+    \write__en$29  <= \$297 ;
   always @(posedge clk)
-    \write__en$36  <= \$237 ;
+    \write__en$36  <= \$298 ;
   always @(posedge clk)
-    \write__en$43  <= \$238 ;
+    \write__en$43  <= \$299 ;
   always @(posedge clk)
-    xmem_d0 <= \$239 ;
+    xmem_d0 <= \$300 ;
   always @(posedge clk)
     xtree_fan_copy0 <= xmem_d0;
   always @(posedge clk)
@@ -56368,232 +57016,244 @@ module \bchw_top.engine3 (rst, s__valid, s__payload, s__ready, m__ready, m__vali
   always @(posedge clk)
     \x$88  <= xtree_fan_copy2;
   always @(posedge clk)
-    wdata_d0 <= \$240 ;
+    wdata_d0 <= \$301 ;
   always @(posedge clk)
-    wdata_d1 <= \$241 ;
+    wdata_d1 <= \$302 ;
   always @(posedge clk)
-    wdata_d2 <= \$242 ;
+    wdata_d2 <= \$303 ;
   always @(posedge clk)
-    f_d0 <= \$243 ;
+    f_d0 <= \$304 ;
   always @(posedge clk)
-    f_d1 <= \$244 ;
+    f_d1 <= \$305 ;
   always @(posedge clk)
-    f_d2 <= \$245 ;
+    f_d2 <= \$306 ;
   always @(posedge clk)
-    f_d3 <= \$246 ;
+    f_d3 <= \$307 ;
   always @(posedge clk)
-    f_d4 <= \$247 ;
+    f_d4 <= \$308 ;
   always @(posedge clk)
-    f_d5 <= \$248 ;
+    f_d5 <= \$309 ;
   always @(posedge clk)
-    f_d6 <= \$249 ;
+    f_d6 <= \$310 ;
   always @(posedge clk)
-    f_d7 <= \$250 ;
+    f_d7 <= \$311 ;
   always @(posedge clk)
-    ft_d0 <= \$251 ;
+    ft_d0 <= \$312 ;
   always @(posedge clk)
-    accflags_copy0 <= \$252 ;
+    accflags_copy0 <= \$313 ;
   always @(posedge clk)
-    accflags_copy1 <= \$253 ;
+    accflags_copy1 <= \$314 ;
   always @(posedge clk)
-    accflags_copy2 <= \$254 ;
+    accflags_copy2 <= \$315 ;
   always @(posedge clk)
-    accflags_copy3 <= \$255 ;
+    accflags_copy3 <= \$316 ;
   always @(posedge clk)
-    accflags_copy4 <= \$256 ;
+    accflags_copy4 <= \$317 ;
   always @(posedge clk)
-    accflags_copy5 <= \$257 ;
+    accflags_copy5 <= \$318 ;
   always @(posedge clk)
-    accflags_copy6 <= \$258 ;
+    accflags_copy6 <= \$319 ;
   always @(posedge clk)
-    accflags_copy7 <= \$259 ;
+    accflags_copy7 <= \$320 ;
   always @(posedge clk)
-    accflags_copy8 <= \$260 ;
+    accflags_copy8 <= \$321 ;
   always @(posedge clk)
-    accflags_copy9 <= \$261 ;
+    accflags_copy9 <= \$322 ;
   always @(posedge clk)
-    params_d0 <= \$262 ;
+    params_d0 <= \$323 ;
   always @(posedge clk)
-    params_d1 <= \$263 ;
+    params_d1 <= \$324 ;
   always @(posedge clk)
-    acc_valid <= \$264 ;
+    acc_valid <= \$325 ;
   always @(posedge clk)
-    acc_end <= \$265 ;
+    acc_end <= \$326 ;
   always @(posedge clk)
-    acc0 <= \$266 ;
+    acc0 <= \$327 ;
   always @(posedge clk)
-    acc1 <= \$267 ;
+    acc1 <= \$328 ;
   always @(posedge clk)
-    acc2 <= \$268 ;
+    acc2 <= \$329 ;
   always @(posedge clk)
-    acc3 <= \$269 ;
+    acc3 <= \$330 ;
   always @(posedge clk)
-    acc4 <= \$270 ;
+    acc4 <= \$331 ;
   always @(posedge clk)
-    acc5 <= \$271 ;
+    acc5 <= \$332 ;
   always @(posedge clk)
-    acc6 <= \$272 ;
+    acc6 <= \$333 ;
   always @(posedge clk)
-    acc7 <= \$273 ;
+    acc7 <= \$334 ;
   always @(posedge clk)
-    acc8 <= \$274 ;
+    acc8 <= \$335 ;
   always @(posedge clk)
-    acc9 <= \$275 ;
+    acc9 <= \$336 ;
   always @(posedge clk)
-    dload_copy0 <= \$276 ;
+    dload_copy0 <= \$337 ;
   always @(posedge clk)
-    dload_copy1 <= \$277 ;
+    dload_copy1 <= \$338 ;
   always @(posedge clk)
-    dload_copy2 <= \$278 ;
+    dload_copy2 <= \$339 ;
   always @(posedge clk)
-    dload_copy3 <= \$279 ;
+    dload_copy3 <= \$340 ;
   always @(posedge clk)
-    dload_copy4 <= \$280 ;
+    dload_copy4 <= \$341 ;
   always @(posedge clk)
-    dload_copy5 <= \$281 ;
+    dload_copy5 <= \$342 ;
   always @(posedge clk)
-    dload_copy6 <= \$282 ;
+    dload_copy6 <= \$343 ;
   always @(posedge clk)
-    dload_copy7 <= \$283 ;
+    dload_copy7 <= \$344 ;
   always @(posedge clk)
-    dload_copy8 <= \$284 ;
+    dload_copy8 <= \$345 ;
   always @(posedge clk)
-    dload_copy9 <= \$285 ;
+    dload_copy9 <= \$346 ;
   always @(posedge clk)
-    drain <= \$286 ;
+    drain <= \$347 ;
   always @(posedge clk)
-    qv_d0 <= \$287 ;
+    qv_d0 <= \$348 ;
   always @(posedge clk)
-    qv_d1 <= \$288 ;
+    qv_d1 <= \$349 ;
   always @(posedge clk)
-    qv_d2 <= \$289 ;
+    qv_d2 <= \$350 ;
   always @(posedge clk)
-    qv_d3 <= \$290 ;
+    qv_d3 <= \$351 ;
   always @(posedge clk)
-    qv_d4 <= \$291 ;
+    qv_d4 <= \$352 ;
   always @(posedge clk)
-    qv_d5 <= \$292 ;
+    qv_d5 <= \$353 ;
   always @(posedge clk)
-    qv_d6 <= \$293 ;
+    qv_d6 <= \$354 ;
   always @(posedge clk)
-    qv_d7 <= \$294 ;
+    qv_d7 <= \$355 ;
   always @(posedge clk)
-    qv_d8 <= \$295 ;
+    qv_d8 <= \$356 ;
   always @(posedge clk)
-    qv_d9 <= \$296 ;
+    qv_d9 <= \$357 ;
   always @(posedge clk)
-    qv_d10 <= \$297 ;
+    qv_d10 <= \$358 ;
   always @(posedge clk)
-    qv_d11 <= \$298 ;
+    qv_d11 <= \$359 ;
   always @(posedge clk)
-    qv_d12 <= \$299 ;
+    qv_d12 <= \$360 ;
   always @(posedge clk)
-    qv_d13 <= \$300 ;
+    qv_d13 <= \$361 ;
   always @(posedge clk)
-    qe_d0 <= \$301 ;
+    qe_d0 <= \$362 ;
   always @(posedge clk)
-    qe_d1 <= \$302 ;
+    qe_d1 <= \$363 ;
   always @(posedge clk)
-    qe_d2 <= \$303 ;
+    qe_d2 <= \$364 ;
   always @(posedge clk)
-    qe_d3 <= \$304 ;
+    qe_d3 <= \$365 ;
   always @(posedge clk)
-    qe_d4 <= \$305 ;
+    qe_d4 <= \$366 ;
   always @(posedge clk)
-    qe_d5 <= \$306 ;
+    qe_d5 <= \$367 ;
   always @(posedge clk)
-    qe_d6 <= \$307 ;
+    qe_d6 <= \$368 ;
   always @(posedge clk)
-    qe_d7 <= \$308 ;
+    qe_d7 <= \$369 ;
   always @(posedge clk)
-    qe_d8 <= \$309 ;
+    qe_d8 <= \$370 ;
   always @(posedge clk)
-    qe_d9 <= \$310 ;
+    qe_d9 <= \$371 ;
   always @(posedge clk)
-    qe_d10 <= \$311 ;
+    qe_d10 <= \$372 ;
   always @(posedge clk)
-    qe_d11 <= \$312 ;
+    qe_d11 <= \$373 ;
   always @(posedge clk)
-    qe_d12 <= \$313 ;
+    qe_d12 <= \$374 ;
   always @(posedge clk)
-    qe_d13 <= \$314 ;
+    qe_d13 <= \$375 ;
   always @(posedge clk)
-    qv_last_d0 <= \$315 ;
+    qv_last_d0 <= \$376 ;
   always @(posedge clk)
-    qe_last_d0 <= \$316 ;
+    qe_last_d0 <= \$377 ;
   always @(posedge clk)
     results0 <= { q, results0[143:16] };
   always @(posedge clk)
-    skid0 <= \$317 ;
+    count_copy0 <= \$378 ;
   always @(posedge clk)
-    skid1 <= \$318 ;
+    count_copy1 <= \$379 ;
   always @(posedge clk)
-    skid2 <= \$319 ;
+    count_copy2 <= \$380 ;
   always @(posedge clk)
-    count <= \$320 ;
+    skid_qvalid_copy0 <= \$381 ;
   always @(posedge clk)
-    held_copy0 <= \$321 ;
+    skid_qvalid_copy1 <= \$382 ;
   always @(posedge clk)
-    held_copy1 <= \$322 ;
+    skid_qvalid_copy2 <= \$383 ;
   always @(posedge clk)
-    qvalid_copy0 <= \$323 ;
+    skid0 <= \$384 ;
   always @(posedge clk)
-    qvalid_copy1 <= \$324 ;
+    skid1 <= \$385 ;
   always @(posedge clk)
-    m__valid <= \$325 ;
+    skid2 <= \$386 ;
   always @(posedge clk)
-    mvalid_copy0 <= \$326 ;
+    count <= \$387 ;
   always @(posedge clk)
-    mvalid_copy1 <= \$327 ;
+    held_copy0 <= \$388 ;
   always @(posedge clk)
-    m__payload <= \$328 ;
+    held_copy1 <= \$389 ;
   always @(posedge clk)
-    credit_back_d0 <= \$329 ;
+    qvalid_copy0 <= \$390 ;
   always @(posedge clk)
-    credit_back <= \$330 ;
+    qvalid_copy1 <= \$391 ;
+  always @(posedge clk)
+    m__valid <= \$392 ;
+  always @(posedge clk)
+    mvalid_copy0 <= \$393 ;
+  always @(posedge clk)
+    mvalid_copy1 <= \$394 ;
+  always @(posedge clk)
+    m__payload <= \$395 ;
+  always @(posedge clk)
+    credit_back_d0 <= \$396 ;
+  always @(posedge clk)
+    credit_back <= \$397 ;
   \bchw_top.engine3.params0  params0 (
     .clk(clk),
-    .data(\data$187 )
+    .data(\data$186 )
   );
   \bchw_top.engine3.params1  params1 (
     .clk(clk),
-    .data(\data$188 )
+    .data(\data$187 )
   );
   \bchw_top.engine3.params2  params2 (
     .clk(clk),
-    .data(\data$189 )
+    .data(\data$188 )
   );
   \bchw_top.engine3.params3  params3 (
     .clk(clk),
-    .data(\data$190 )
+    .data(\data$189 )
   );
   \bchw_top.engine3.params4  params4 (
     .clk(clk),
-    .data(\data$191 )
+    .data(\data$190 )
   );
   \bchw_top.engine3.params5  params5 (
     .clk(clk),
-    .data(\data$192 )
+    .data(\data$191 )
   );
   \bchw_top.engine3.params6  params6 (
     .clk(clk),
-    .data(\data$193 )
+    .data(\data$192 )
   );
   \bchw_top.engine3.params7  params7 (
     .clk(clk),
-    .data(\data$194 )
+    .data(\data$193 )
   );
   \bchw_top.engine3.params8  params8 (
     .clk(clk),
-    .data(\data$195 )
+    .data(\data$194 )
   );
   \bchw_top.engine3.params9  params9 (
     .clk(clk),
-    .data(\data$196 )
+    .data(\data$195 )
   );
   \bchw_top.engine3.requant0  requant0 (
     .clk(clk),
-    .\port$24059$0 (drain[75:0]),
+    .\port$24286$0 (drain[75:0]),
     .q(q),
     .rst(rst)
   );
@@ -56606,63 +57266,63 @@ module \bchw_top.engine3 (rst, s__valid, s__payload, s__ready, m__ready, m__vali
   );
   \bchw_top.engine3.tree1  tree1 (
     .clk(clk),
-    .l4_0(\sum$203 ),
+    .l4_0(\sum$202 ),
     .rst(rst),
     .w(wdata_d2[31:16]),
     .x(\x$56 )
   );
   \bchw_top.engine3.tree2  tree2 (
     .clk(clk),
-    .l4_0(\sum$205 ),
+    .l4_0(\sum$204 ),
     .rst(rst),
     .w(wdata_d2[47:32]),
     .x(\x$60 )
   );
   \bchw_top.engine3.tree3  tree3 (
     .clk(clk),
-    .l4_0(\sum$207 ),
+    .l4_0(\sum$206 ),
     .rst(rst),
     .w(wdata_d2[63:48]),
     .x(\x$64 )
   );
   \bchw_top.engine3.tree4  tree4 (
     .clk(clk),
-    .l4_0(\sum$209 ),
+    .l4_0(\sum$208 ),
     .rst(rst),
     .w(wdata_d2[79:64]),
     .x(\x$68 )
   );
   \bchw_top.engine3.tree5  tree5 (
     .clk(clk),
-    .l4_0(\sum$211 ),
+    .l4_0(\sum$210 ),
     .rst(rst),
     .w(wdata_d2[95:80]),
     .x(\x$72 )
   );
   \bchw_top.engine3.tree6  tree6 (
     .clk(clk),
-    .l4_0(\sum$213 ),
+    .l4_0(\sum$212 ),
     .rst(rst),
     .w(wdata_d2[111:96]),
     .x(\x$76 )
   );
   \bchw_top.engine3.tree7  tree7 (
     .clk(clk),
-    .l4_0(\sum$215 ),
+    .l4_0(\sum$214 ),
     .rst(rst),
     .w(wdata_d2[127:112]),
     .x(\x$80 )
   );
   \bchw_top.engine3.tree8  tree8 (
     .clk(clk),
-    .l4_0(\sum$217 ),
+    .l4_0(\sum$216 ),
     .rst(rst),
     .w(wdata_d2[143:128]),
     .x(\x$84 )
   );
   \bchw_top.engine3.tree9  tree9 (
     .clk(clk),
-    .l4_0(\sum$219 ),
+    .l4_0(\sum$218 ),
     .rst(rst),
     .w(wdata_d2[159:144]),
     .x(\x$88 )
@@ -56674,776 +57334,818 @@ module \bchw_top.engine3 (rst, s__valid, s__payload, s__ready, m__ready, m__vali
   );
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$216  = busy_next;
-    if (rst) begin
-      \$216  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$217  = \$11 [3:0];
-    if (rst) begin
-      \$217  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$218  = \$23 [3:0];
-    if (rst) begin
-      \$218  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$219  = last_step_next;
-    if (rst) begin
-      \$219  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$220  = ready_next;
-    if (rst) begin
-      \$220  = 1'h1;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$221  = \$47 [1:0];
-    if (rst) begin
-      \$221  = 2'h3;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$222  = issue_next;
-    if (rst) begin
-      \$222  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$223  = word;
-    if (\$71 ) begin
-      \$223  = \$85 [3:0];
-    end
-    if (rst) begin
-      \$223  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$224  = write_bank;
-    if (\$90 ) begin
-      \$224  = \$91 ;
-    end
-    if (rst) begin
-      \$224  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$225  = read_bank;
-    if (\$92 ) begin
-      \$225  = \$93 ;
-    end
-    if (rst) begin
-      \$225  = 1'h1;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$226  = \$101 ;
-    if (rst) begin
-      \$226  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$227  = { write_bank, word };
-    if (rst) begin
-      \$227  = 5'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$228  = { write_bank, word };
-    if (rst) begin
-      \$228  = 5'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$229  = { write_bank, word };
-    if (rst) begin
-      \$229  = 5'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$230  = { write_bank, word };
-    if (rst) begin
-      \$230  = 5'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$231  = { \$103 , \$23 [3:0] };
-    if (rst) begin
-      \$231  = 5'h10;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$232  = { \$105 , \$23 [3:0] };
-    if (rst) begin
-      \$232  = 5'h10;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$233  = { \$107 , \$23 [3:0] };
-    if (rst) begin
-      \$233  = 5'h10;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$234  = { \$109 , \$23 [3:0] };
-    if (rst) begin
-      \$234  = 5'h10;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$235  = \$112 ;
-    if (rst) begin
-      \$235  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$236  = \$115 ;
-    if (rst) begin
-      \$236  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$237  = \$118 ;
-    if (rst) begin
-      \$237  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$238  = \$121 ;
-    if (rst) begin
-      \$238  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$243  = { last_step, \$123 , \$122 , issue };
-    if (rst) begin
-      \$243  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$244  = f_d0;
-    if (rst) begin
-      \$244  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$245  = f_d1;
-    if (rst) begin
-      \$245  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$246  = f_d2;
-    if (rst) begin
-      \$246  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$247  = f_d3;
-    if (rst) begin
-      \$247  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$248  = f_d4;
-    if (rst) begin
-      \$248  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$249  = f_d5;
-    if (rst) begin
-      \$249  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$250  = f_d6;
-    if (rst) begin
-      \$250  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$251  = f_d7;
-    if (rst) begin
-      \$251  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$252  = f_d7[1:0];
-    if (rst) begin
-      \$252  = 2'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$253  = f_d7[1:0];
-    if (rst) begin
-      \$253  = 2'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$254  = f_d7[1:0];
-    if (rst) begin
-      \$254  = 2'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$255  = f_d7[1:0];
-    if (rst) begin
-      \$255  = 2'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$256  = f_d7[1:0];
-    if (rst) begin
-      \$256  = 2'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$257  = f_d7[1:0];
-    if (rst) begin
-      \$257  = 2'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$258  = f_d7[1:0];
-    if (rst) begin
-      \$258  = 2'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$259  = f_d7[1:0];
-    if (rst) begin
-      \$259  = 2'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$260  = f_d7[1:0];
-    if (rst) begin
-      \$260  = 2'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$261  = f_d7[1:0];
-    if (rst) begin
-      \$261  = 2'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$264  = \$124 ;
-    if (rst) begin
-      \$264  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$265  = \$125 ;
-    if (rst) begin
-      \$265  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$266  = acc0;
-    if (accflags_copy0[0]) begin
-      \$266  = \$127 [16:0];
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$267  = acc1;
-    if (accflags_copy1[0]) begin
-      \$267  = \$129 [16:0];
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$268  = acc2;
-    if (accflags_copy2[0]) begin
-      \$268  = \$131 [16:0];
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$269  = acc3;
-    if (accflags_copy3[0]) begin
-      \$269  = \$133 [16:0];
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$270  = acc4;
-    if (accflags_copy4[0]) begin
-      \$270  = \$135 [16:0];
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$271  = acc5;
-    if (accflags_copy5[0]) begin
-      \$271  = \$137 [16:0];
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$272  = acc6;
-    if (accflags_copy6[0]) begin
-      \$272  = \$139 [16:0];
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$273  = acc7;
-    if (accflags_copy7[0]) begin
-      \$273  = \$141 [16:0];
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$274  = acc8;
-    if (accflags_copy8[0]) begin
-      \$274  = \$143 [16:0];
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$275  = acc9;
-    if (accflags_copy9[0]) begin
-      \$275  = \$145 [16:0];
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$276  = \$146 ;
-    if (rst) begin
-      \$276  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$277  = \$147 ;
+    \$277  = busy_next;
     if (rst) begin
       \$277  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$278  = \$148 ;
+    \$278  = \$11 [3:0];
     if (rst) begin
-      \$278  = 1'h0;
+      \$278  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$279  = \$149 ;
+    \$279  = \$23 [3:0];
     if (rst) begin
-      \$279  = 1'h0;
+      \$279  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$280  = \$150 ;
+    \$280  = last_step_next;
     if (rst) begin
       \$280  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$281  = \$151 ;
+    \$281  = ready_next;
     if (rst) begin
-      \$281  = 1'h0;
+      \$281  = 1'h1;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$282  = \$152 ;
+    \$282  = \$47 [1:0];
     if (rst) begin
-      \$282  = 1'h0;
+      \$282  = 2'h3;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$283  = \$153 ;
+    \$283  = issue_next;
     if (rst) begin
       \$283  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$284  = \$154 ;
+    \$284  = word;
+    if (\$82 ) begin
+      \$284  = \$96 [3:0];
+    end
     if (rst) begin
-      \$284  = 1'h0;
+      \$284  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$285  = \$155 ;
+    \$285  = write_bank;
+    if (\$101 ) begin
+      \$285  = \$102 ;
+    end
     if (rst) begin
       \$285  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$287  = acc_valid;
+    \$286  = read_bank;
+    if (\$103 ) begin
+      \$286  = \$104 ;
+    end
+    if (rst) begin
+      \$286  = 1'h1;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    \$287  = \$112 ;
     if (rst) begin
       \$287  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$288  = qv_d0;
+    \$288  = { write_bank, word };
     if (rst) begin
-      \$288  = 1'h0;
+      \$288  = 5'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$289  = qv_d1;
+    \$289  = { write_bank, word };
     if (rst) begin
-      \$289  = 1'h0;
+      \$289  = 5'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$290  = qv_d2;
+    \$290  = { write_bank, word };
     if (rst) begin
-      \$290  = 1'h0;
+      \$290  = 5'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$291  = qv_d3;
+    \$291  = { write_bank, word };
     if (rst) begin
-      \$291  = 1'h0;
+      \$291  = 5'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$292  = qv_d4;
+    \$292  = { \$114 , \$23 [3:0] };
     if (rst) begin
-      \$292  = 1'h0;
+      \$292  = 5'h10;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$293  = qv_d5;
+    \$293  = { \$116 , \$23 [3:0] };
     if (rst) begin
-      \$293  = 1'h0;
+      \$293  = 5'h10;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$294  = qv_d6;
+    \$294  = { \$118 , \$23 [3:0] };
     if (rst) begin
-      \$294  = 1'h0;
+      \$294  = 5'h10;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$295  = qv_d7;
+    \$295  = { \$120 , \$23 [3:0] };
     if (rst) begin
-      \$295  = 1'h0;
+      \$295  = 5'h10;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$296  = qv_d8;
+    \$296  = \$123 ;
     if (rst) begin
       \$296  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$297  = qv_d9;
+    \$297  = \$126 ;
     if (rst) begin
       \$297  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$298  = qv_d10;
+    \$298  = \$129 ;
     if (rst) begin
       \$298  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$299  = qv_d11;
+    \$299  = \$132 ;
     if (rst) begin
       \$299  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$300  = qv_d12;
+    \$304  = { last_step, \$134 , \$133 , issue };
     if (rst) begin
-      \$300  = 1'h0;
+      \$304  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$301  = acc_end;
+    \$305  = f_d0;
     if (rst) begin
-      \$301  = 1'h0;
+      \$305  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$302  = qe_d0;
+    \$306  = f_d1;
     if (rst) begin
-      \$302  = 1'h0;
+      \$306  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$303  = qe_d1;
+    \$307  = f_d2;
     if (rst) begin
-      \$303  = 1'h0;
+      \$307  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$304  = qe_d2;
+    \$308  = f_d3;
     if (rst) begin
-      \$304  = 1'h0;
+      \$308  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$305  = qe_d3;
+    \$309  = f_d4;
     if (rst) begin
-      \$305  = 1'h0;
+      \$309  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$306  = qe_d4;
+    \$310  = f_d5;
     if (rst) begin
-      \$306  = 1'h0;
+      \$310  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$307  = qe_d5;
+    \$311  = f_d6;
     if (rst) begin
-      \$307  = 1'h0;
+      \$311  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$308  = qe_d6;
+    \$312  = f_d7;
     if (rst) begin
-      \$308  = 1'h0;
+      \$312  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$309  = qe_d7;
+    \$313  = f_d7[1:0];
     if (rst) begin
-      \$309  = 1'h0;
+      \$313  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$310  = qe_d8;
+    \$314  = f_d7[1:0];
     if (rst) begin
-      \$310  = 1'h0;
+      \$314  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$311  = qe_d9;
+    \$315  = f_d7[1:0];
     if (rst) begin
-      \$311  = 1'h0;
+      \$315  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$312  = qe_d10;
+    \$316  = f_d7[1:0];
     if (rst) begin
-      \$312  = 1'h0;
+      \$316  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$313  = qe_d11;
+    \$317  = f_d7[1:0];
     if (rst) begin
-      \$313  = 1'h0;
+      \$317  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$314  = qe_d12;
+    \$318  = f_d7[1:0];
     if (rst) begin
-      \$314  = 1'h0;
+      \$318  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$315  = qv_d13;
+    \$319  = f_d7[1:0];
     if (rst) begin
-      \$315  = 1'h0;
+      \$319  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$316  = qe_d13;
-    if (rst) begin
-      \$316  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$317  = skid0;
-    if (\$175 ) begin
-      \$317  = { qe_last_d0, q, results0 };
-    end else if (\$177 ) begin
-      \$317  = skid1;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$318  = skid1;
-    if (\$187 ) begin
-      \$318  = { qe_last_d0, q, results0 };
-    end else if (\$189 ) begin
-      \$318  = skid2;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$319  = skid2;
-    if (\$199 ) begin
-      \$319  = { qe_last_d0, q, results0 };
-    end else if (\$201 ) begin
-      \$319  = 161'h00000000000000000000000000000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$320  = \$65 [1:0];
+    \$320  = f_d7[1:0];
     if (rst) begin
       \$320  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$321  = \$202 ;
+    \$321  = f_d7[1:0];
     if (rst) begin
-      \$321  = 1'h0;
+      \$321  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$322  = \$203 ;
+    \$322  = f_d7[1:0];
     if (rst) begin
-      \$322  = 1'h0;
+      \$322  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$323  = qv_d13;
-    if (rst) begin
-      \$323  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$324  = qv_d13;
-    if (rst) begin
-      \$324  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$325  = valid_next;
+    \$325  = \$135 ;
     if (rst) begin
       \$325  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$326  = valid_next;
+    \$326  = \$136 ;
     if (rst) begin
       \$326  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$327  = valid_next;
-    if (rst) begin
-      \$327  = 1'h0;
+    \$327  = acc0;
+    if (accflags_copy0[0]) begin
+      \$327  = \$138 [16:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$328  = m__payload;
-    if (\$207 ) begin
-      \$328 [127:0] = \$209 [127:0];
-    end
-    if (\$213 ) begin
-      \$328 [159:128] = \$215 [159:128];
+    \$328  = acc1;
+    if (accflags_copy1[0]) begin
+      \$328  = \$140 [16:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$329  = enter;
-    if (rst) begin
-      \$329  = 1'h0;
+    \$329  = acc2;
+    if (accflags_copy2[0]) begin
+      \$329  = \$142 [16:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$330  = credit_back_d0;
+    \$330  = acc3;
+    if (accflags_copy3[0]) begin
+      \$330  = \$144 [16:0];
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    \$331  = acc4;
+    if (accflags_copy4[0]) begin
+      \$331  = \$146 [16:0];
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    \$332  = acc5;
+    if (accflags_copy5[0]) begin
+      \$332  = \$148 [16:0];
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    \$333  = acc6;
+    if (accflags_copy6[0]) begin
+      \$333  = \$150 [16:0];
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    \$334  = acc7;
+    if (accflags_copy7[0]) begin
+      \$334  = \$152 [16:0];
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    \$335  = acc8;
+    if (accflags_copy8[0]) begin
+      \$335  = \$154 [16:0];
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    \$336  = acc9;
+    if (accflags_copy9[0]) begin
+      \$336  = \$156 [16:0];
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    \$337  = \$157 ;
     if (rst) begin
-      \$330  = 1'h0;
+      \$337  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    \$338  = \$158 ;
+    if (rst) begin
+      \$338  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    \$339  = \$159 ;
+    if (rst) begin
+      \$339  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    \$340  = \$160 ;
+    if (rst) begin
+      \$340  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    \$341  = \$161 ;
+    if (rst) begin
+      \$341  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    \$342  = \$162 ;
+    if (rst) begin
+      \$342  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    \$343  = \$163 ;
+    if (rst) begin
+      \$343  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    \$344  = \$164 ;
+    if (rst) begin
+      \$344  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    \$345  = \$165 ;
+    if (rst) begin
+      \$345  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    \$346  = \$166 ;
+    if (rst) begin
+      \$346  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    \$348  = acc_valid;
+    if (rst) begin
+      \$348  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    \$349  = qv_d0;
+    if (rst) begin
+      \$349  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    \$350  = qv_d1;
+    if (rst) begin
+      \$350  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    \$351  = qv_d2;
+    if (rst) begin
+      \$351  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    \$352  = qv_d3;
+    if (rst) begin
+      \$352  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    \$353  = qv_d4;
+    if (rst) begin
+      \$353  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    \$354  = qv_d5;
+    if (rst) begin
+      \$354  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    \$355  = qv_d6;
+    if (rst) begin
+      \$355  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    \$356  = qv_d7;
+    if (rst) begin
+      \$356  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    \$357  = qv_d8;
+    if (rst) begin
+      \$357  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    \$358  = qv_d9;
+    if (rst) begin
+      \$358  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    \$359  = qv_d10;
+    if (rst) begin
+      \$359  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    \$360  = qv_d11;
+    if (rst) begin
+      \$360  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    \$361  = qv_d12;
+    if (rst) begin
+      \$361  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    \$362  = acc_end;
+    if (rst) begin
+      \$362  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    \$363  = qe_d0;
+    if (rst) begin
+      \$363  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    \$364  = qe_d1;
+    if (rst) begin
+      \$364  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    \$365  = qe_d2;
+    if (rst) begin
+      \$365  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    \$366  = qe_d3;
+    if (rst) begin
+      \$366  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    \$367  = qe_d4;
+    if (rst) begin
+      \$367  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    \$368  = qe_d5;
+    if (rst) begin
+      \$368  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    \$369  = qe_d6;
+    if (rst) begin
+      \$369  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    \$370  = qe_d7;
+    if (rst) begin
+      \$370  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    \$371  = qe_d8;
+    if (rst) begin
+      \$371  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    \$372  = qe_d9;
+    if (rst) begin
+      \$372  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    \$373  = qe_d10;
+    if (rst) begin
+      \$373  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    \$374  = qe_d11;
+    if (rst) begin
+      \$374  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    \$375  = qe_d12;
+    if (rst) begin
+      \$375  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    \$376  = qv_d13;
+    if (rst) begin
+      \$376  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    \$377  = qe_d13;
+    if (rst) begin
+      \$377  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    \$378  = \$71 [1:0];
+    if (rst) begin
+      \$378  = 2'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    \$379  = \$71 [1:0];
+    if (rst) begin
+      \$379  = 2'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    \$380  = \$71 [1:0];
+    if (rst) begin
+      \$380  = 2'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    \$381  = qv_d13;
+    if (rst) begin
+      \$381  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    \$382  = qv_d13;
+    if (rst) begin
+      \$382  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    \$383  = qv_d13;
+    if (rst) begin
+      \$383  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    \$384  = skid0;
+    if (\$196 ) begin
+      \$384  = { qe_last_d0, q, results0 };
+    end else if (\$203 ) begin
+      \$384  = skid1;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    \$385  = skid1;
+    if (\$223 ) begin
+      \$385  = { qe_last_d0, q, results0 };
+    end else if (\$230 ) begin
+      \$385  = skid2;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    \$386  = skid2;
+    if (\$250 ) begin
+      \$386  = { qe_last_d0, q, results0 };
+    end else if (\$257 ) begin
+      \$386  = 161'h00000000000000000000000000000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    \$387  = \$71 [1:0];
+    if (rst) begin
+      \$387  = 2'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    \$388  = \$258 ;
+    if (rst) begin
+      \$388  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    \$389  = \$259 ;
+    if (rst) begin
+      \$389  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    \$390  = qv_d13;
+    if (rst) begin
+      \$390  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    \$391  = qv_d13;
+    if (rst) begin
+      \$391  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    \$392  = valid_next;
+    if (rst) begin
+      \$392  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    \$393  = valid_next;
+    if (rst) begin
+      \$393  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    \$394  = valid_next;
+    if (rst) begin
+      \$394  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    \$395  = m__payload;
+    if (\$263 ) begin
+      \$395 [127:0] = \$265 [127:0];
+    end
+    if (\$269 ) begin
+      \$395 [159:128] = \$271 [159:128];
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    \$396  = \$276 ;
+    if (rst) begin
+      \$396  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    \$397  = credit_back_d0;
+    if (rst) begin
+      \$397  = 1'h0;
     end
   end
   assign en = 1'h1;
@@ -57522,25 +58224,25 @@ module \bchw_top.engine3 (rst, s__valid, s__payload, s__ready, m__ready, m__vali
   assign mul = drain[34:17];
   assign shift = drain[39:35];
   assign bias = drain[75:40];
-  assign count_next = \$65 [1:0];
+  assign count_next = \$71 [1:0];
   assign vector = m__payload;
   assign credit_back_d1 = credit_back;
-  assign \$286 [759:684] = \$165 ;
-  assign \$286 [683:608] = \$164 ;
-  assign \$286 [607:532] = \$163 ;
-  assign \$286 [531:456] = \$162 ;
-  assign \$286 [455:380] = \$161 ;
-  assign \$286 [379:304] = \$160 ;
-  assign \$286 [303:228] = \$159 ;
-  assign \$286 [227:152] = \$158 ;
-  assign \$286 [151:76] = \$157 ;
-  assign \$286 [75:0] = \$156 ;
-  assign \$263  = params_d0;
-  assign \$262  = { \data$196 , \data$195 , \data$194 , \data$193 , \data$192 , \data$191 , \data$190 , \data$189 , \data$188 , \data$187  };
-  assign \$242  = wdata_d1;
-  assign \$241  = wdata_d0;
-  assign \$240  = data;
-  assign \$239  = { \read__data$154 , \read__data$153 , \read__data$152 , read__data };
+  assign \$347 [759:684] = \$176 ;
+  assign \$347 [683:608] = \$175 ;
+  assign \$347 [607:532] = \$174 ;
+  assign \$347 [531:456] = \$173 ;
+  assign \$347 [455:380] = \$172 ;
+  assign \$347 [379:304] = \$171 ;
+  assign \$347 [303:228] = \$170 ;
+  assign \$347 [227:152] = \$169 ;
+  assign \$347 [151:76] = \$168 ;
+  assign \$347 [75:0] = \$167 ;
+  assign \$324  = params_d0;
+  assign \$323  = { \data$195 , \data$194 , \data$193 , \data$192 , \data$191 , \data$190 , \data$189 , \data$188 , \data$187 , \data$186  };
+  assign \$303  = wdata_d1;
+  assign \$302  = wdata_d0;
+  assign \$301  = data;
+  assign \$300  = { \read__data$153 , \read__data$152 , \read__data$151 , read__data };
   assign busy_next = \$4 ;
   assign \$11  = \$10 ;
   assign \$23  = \$22 ;
@@ -57550,24 +58252,24 @@ module \bchw_top.engine3 (rst, s__valid, s__payload, s__ready, m__ready, m__vali
   assign ready_next = \$42 ;
   assign \$47  = \$46 ;
   assign issue_next = \$51 ;
-  assign \$73  = 1'h1;
-  assign \$74  = \$72 ;
-  assign \$75  = 1'h1;
-  assign \$76  = 1'h1;
-  assign \$77  = 2'h1;
-  assign \$78  = 2'h0;
-  assign \$80  = 1'h1;
-  assign \$81  = \$79 ;
-  assign \$82  = 1'h1;
-  assign \$84  = \$83 ;
-  assign \$88  = 1'h1;
-  assign \$89  = \$87 ;
-  assign \$96  = 1'h1;
-  assign \$97  = \$95 ;
-  assign \$111  = 1'h1;
-  assign \$114  = 1'h1;
-  assign \$117  = 1'h1;
-  assign \$120  = 1'h1;
+  assign \$84  = 1'h1;
+  assign \$85  = \$83 ;
+  assign \$86  = 1'h1;
+  assign \$87  = 1'h1;
+  assign \$88  = 2'h1;
+  assign \$89  = 2'h0;
+  assign \$91  = 1'h1;
+  assign \$92  = \$90 ;
+  assign \$93  = 1'h1;
+  assign \$95  = \$94 ;
+  assign \$99  = 1'h1;
+  assign \$100  = \$98 ;
+  assign \$107  = 1'h1;
+  assign \$108  = \$106 ;
+  assign \$122  = 1'h1;
+  assign \$125  = 1'h1;
+  assign \$128  = 1'h1;
+  assign \$131  = 1'h1;
 endmodule
 
 (* generator = "Amaranth" *)
@@ -57831,7 +58533,7 @@ module \bchw_top.engine3.params9 (data, clk);
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine3.requant0 (rst, \port$24059$0 , q, clk);
+module \bchw_top.engine3.requant0 (rst, \port$24286$0 , q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$9  = 0;
   wire [35:0] \$1 ;
   wire [36:0] \$10 ;
@@ -57866,8 +58568,8 @@ module \bchw_top.engine3.requant0 (rst, \port$24059$0 , q, clk);
   wire \en$1 ;
   wire [17:0] mul;
   wire [34:0] p;
-  input [75:0] \port$24059$0 ;
-  wire [75:0] \port$24059$0 ;
+  input [75:0] \port$24286$0 ;
+  wire [75:0] \port$24286$0 ;
   reg [34:0] product_d0 = 35'h000000000;
   output [15:0] q;
   reg [15:0] q = 16'h0000;
@@ -57913,7 +58615,7 @@ module \bchw_top.engine3.requant0 (rst, \port$24059$0 , q, clk);
   \bchw_top.engine3.requant0.mul0  mul0 (
     .clk(clk),
     .p(p),
-    .\port$24059$0 (\port$24059$0 [34:0])
+    .\port$24286$0 (\port$24286$0 [34:0])
   );
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
@@ -57924,12 +58626,12 @@ module \bchw_top.engine3.requant0 (rst, \port$24059$0 , q, clk);
   end
   assign en = 1'h1;
   assign \en$1  = 1'h1;
-  assign a = \port$24059$0 [16:0];
-  assign acc = \port$24059$0 [16:0];
-  assign b = \port$24059$0 [34:17];
-  assign mul = \port$24059$0 [34:17];
-  assign bias = \port$24059$0 [75:40];
-  assign shift = \port$24059$0 [39:35];
+  assign a = \port$24286$0 [16:0];
+  assign acc = \port$24286$0 [16:0];
+  assign b = \port$24286$0 [34:17];
+  assign mul = \port$24286$0 [34:17];
+  assign bias = \port$24286$0 [75:40];
+  assign shift = \port$24286$0 [39:35];
   assign \$19  = shift_d3;
   assign \$18  = \$2 ;
   assign \$17  = shift_d2;
@@ -57937,13 +58639,13 @@ module \bchw_top.engine3.requant0 (rst, \port$24059$0 , q, clk);
   assign \$15  = p;
   assign \$14  = shift_d1;
   assign \$13  = bias_d1;
-  assign \$12  = \port$24059$0 [39:35];
-  assign \$11  = \port$24059$0 [75:40];
+  assign \$12  = \port$24286$0 [39:35];
+  assign \$11  = \port$24286$0 [75:40];
   assign \$1  = { product_d0[34], product_d0 };
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine3.requant0.mul0 (p, \port$24059$0 , clk);
+module \bchw_top.engine3.requant0.mul0 (p, \port$24286$0 , clk);
   wire [16:0] a;
   wire [17:0] b;
   input clk;
@@ -57951,21 +58653,21 @@ module \bchw_top.engine3.requant0.mul0 (p, \port$24059$0 , clk);
   wire en;
   output [34:0] p;
   wire [34:0] p;
-  input [34:0] \port$24059$0 ;
-  wire [34:0] \port$24059$0 ;
+  input [34:0] \port$24286$0 ;
+  wire [34:0] \port$24286$0 ;
   bchw_mul #(
     .A_WIDTH(32'd17),
     .B_WIDTH(32'd18)
   ) mul (
-    .a(\port$24059$0 [16:0]),
-    .b(\port$24059$0 [34:17]),
+    .a(\port$24286$0 [16:0]),
+    .b(\port$24286$0 [34:17]),
     .clk(clk),
     .en(1'h1),
     .p(p)
   );
   assign en = 1'h1;
-  assign a = \port$24059$0 [16:0];
-  assign b = \port$24059$0 [34:17];
+  assign a = \port$24286$0 [16:0];
+  assign b = \port$24286$0 [34:17];
 endmodule
 
 (* generator = "Amaranth" *)

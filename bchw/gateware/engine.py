@@ -511,23 +511,30 @@ class LayerEngine(wiring.Component):
         skid = [Signal(gb + 1, name=f"skid{k}", reset_less=True) for k in range(groups)]
         count = Signal(range(groups + 1))
         count_n = Signal.like(count, name="count_next")
-        held = count != 0
         arriving = Cat(group, q_end)
+        # the next engine's s.ready is ~(a whole vector waits) | (it is loaded)
+        taken = self.m.ready if self.group_output else ~self.m.valid | self.m.ready
+
+        def moves(count, q_valid):
+            """(held, enter, pop, push) from ``count`` and ``q_valid`` (or copies)."""
+            held = count != 0
+            enter = (held | q_valid) & taken
+            return held, enter, enter & held, q_valid & ~(enter & ~held)
+
+        held, enter, pop, push = moves(count, q_valid)
         head = Mux(held, skid[0], arriving)
-        enter = Signal()
         if self.group_output:
-            # the next engine's s.ready is ~(a whole vector waits) | (it is loaded)
-            m.d.comb += [self.m.valid.eq(held | q_valid), self.m.payload.eq(head[:gb]),
-                         enter.eq(self.m.valid & self.m.ready)]
-        else:
-            m.d.comb += enter.eq((held | q_valid) & (~self.m.valid | self.m.ready))
-        pop = enter & held
-        push = q_valid & ~(enter & ~held)
-        tail = count - pop
-        for k, slot in enumerate(skid):
-            with m.If(push & (tail == k)):
+            m.d.comb += [self.m.valid.eq(held | q_valid), self.m.payload.eq(head[:gb])]
+        # each slot decides from its own copies of the count and of q_valid: from one
+        # register, the count reached every slot's bits (6.8 ns of routing at 500,000/s)
+        counts = register_copies(m, count_n, groups, "count")
+        slot_arrivals = register_copies(m, q_valid_next, groups, "skid_qvalid")
+        for k, (slot, count_c, arrival) in enumerate(zip(skid, counts, slot_arrivals,
+                                                         strict=True)):
+            _, _, pop_c, push_c = moves(count_c, arrival)
+            with m.If(push_c & (count_c - pop_c == k)):
                 m.d.sync += slot.eq(arriving)
-            with m.Elif(pop):
+            with m.Elif(pop_c):
                 m.d.sync += slot.eq(skid[k + 1] if k + 1 < groups else 0)
         m.d.comb += count_n.eq(count - pop + push)
         m.d.sync += count.eq(count_n)
