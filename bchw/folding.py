@@ -135,10 +135,11 @@ def _simd_candidates(n_in: int, least: int, need: int | None,
     wider = [s for s in range(least + 1, least + step) if -(-n_in // s) == sf
              and _fed(perf.LayerShape(n_in, 1, 8, 1, s, None), need, producer)]
     if faster and producer is not None:
-        wider += [s for s in [-(-least // producer.pe) * producer.pe]
-                  if s not in wider and _fed(perf.LayerShape(n_in, 1, 8, 1, s, None), None,
-                                             producer)]
-    return [least, *wider[:2]]
+        multiple = -(-least // producer.pe) * producer.pe
+        if multiple not in wider[:1] and _fed(perf.LayerShape(n_in, 1, 8, 1, multiple, None),
+                                              None, producer):
+            return [least, *wider[:1], multiple]
+    return [least, *wider[:1]]
 
 
 def _layer_luts(shape: perf.LayerShape, need: int | None, producer: perf.LayerShape | None,
