@@ -171,13 +171,18 @@ def enable_copies(width: int) -> int:
     return -(-width // FANOUT_BITS)
 
 
-def item_parts(items: int, item_bits: int) -> list[tuple[int, int]]:
-    """``(lo, hi)`` of the parts of a register of ``items`` items of ``item_bits`` each,
-    loaded under one copy of the load each: :func:`enable_parts` of every item, so that
-    no part spans two items (two PEs' sums and parameters, which may be placed far
-    apart: a 128-bit part of a drain across two PEs routed 6.9 ns to one of them)."""
-    return [(k * item_bits + lo, k * item_bits + hi)
-            for k in range(items) for lo, hi in enable_parts(item_bits)]
+def item_parts(items: int, fields: list[int]) -> list[tuple[int, int]]:
+    """``(lo, hi)`` of the parts of a register of ``items`` items, each of ``fields``
+    (bit widths, in order), loaded under one copy of the load each: :func:`enable_parts` of
+    every field of every item, so that no part spans two items (two PEs' sums and
+    parameters, which may be placed far apart: a 128-bit part of a drain across two PEs
+    routed 6.9 ns to one of them), nor two fields (a sum from its PE, parameters from a
+    ROM)."""
+    item_bits = sum(fields)
+    offsets = [sum(fields[:k]) for k in range(len(fields))]
+    return [(k * item_bits + at + lo, k * item_bits + at + hi)
+            for k in range(items) for at, bits in zip(offsets, fields, strict=True)
+            for lo, hi in enable_parts(bits)]
 
 
 def skid_groups(sf: int, pipeline: int) -> int:
@@ -889,6 +894,21 @@ def drain_bits(widths, nf: int) -> int:
     return widths.acc_bits + (nf > 1) * widths.param_bits
 
 
+def drain_fields(widths, nf: int) -> list[int]:
+    """The fields of a drain's item loaded under copies of their own (see
+    :func:`item_parts`): a PE's sum and its parameters, or both as one where NF = 1 (the
+    parameters are then constants)."""
+    return ([widths.acc_bits, widths.param_bits] if nf > 1
+            else [widths.acc_bits + widths.param_bits])
+
+
+def drain_load_copies(widths, nf: int, items: int) -> int:
+    """The copies of the load of a drain of ``items`` items (see
+    :meth:`bchw.gateware.engine.LayerEngine._drain`): one a part of each of
+    :func:`drain_fields`."""
+    return len(item_parts(items, drain_fields(widths, nf)))
+
+
 def engine_features(n_in: int, n_out: int, in_bits: int, pe: int, simd: int,
                     widths, beat_lanes: int = 0,
                     group_output: bool = False) -> dict[str, float]:
@@ -914,7 +934,7 @@ def engine_features(n_in: int, n_out: int, in_bits: int, pe: int, simd: int,
             "requant": lanes * (total_bits + w.out_bits), "rom_lut": rom_lut, "engine": 1,
             # shared requantizers: the register that takes a group's sums and parameters
             # or shifts them on, a bit a LUT, and its enables' copies
-            "drain": (share > 1) * (drain + pe * enable_copies(drain_bits(w, nf))),
+            "drain": (share > 1) * (drain + drain_load_copies(w, nf, lanes * share)),
             # SF ≥ 2: the enable of each part of the input buffer and the output register
             "copies": (sf > 1) * ((not beat_lanes) * enable_copies(sf * simd * in_bits)
                                   + (not group_output) * enable_copies(nf * pe * w.out_bits))}
@@ -947,7 +967,7 @@ def engine_registers(n_in: int, n_out: int, in_bits: int, pe: int, simd: int,
         "product": lanes * product_bits(w.acc_bits, w.mul_bits),
         # shared requantizers: the register of a group's sums and parameters (and the
         # copies of its load), the chains that collect the results
-        "drain": (share > 1) * (drain + pe * enable_copies(drain_bits(w, nf))
+        "drain": (share > 1) * (drain + drain_load_copies(w, nf, lanes * share)
                                 + (share - 1) * lanes * w.out_bits),
         # SF ≥ 2: groups shift into the output register; SF = 1: collected apart
         "collect": ((not group_output) * nf * pe * w.out_bits if sf > 1
@@ -1025,12 +1045,14 @@ def argmax_resources(classes: int, score_bits: int) -> Resources:
     class_bits = max(1, clog2(classes))
     argmax_luts = (classes - 1) * (score_bits + class_bits)
     # every stage delays the scores and a valid bit; each level registers its operands
-    # and comparisons, then the selected (index, score) pairs
+    # and comparisons (of the upper and lower halves apart: three a pair), then the
+    # selected (index, score) pairs
     argmax_ffs = argmax_stages(classes) * (classes * score_bits + 1)
+    compares = 3 if score_bits // 2 >= 2 else 1
     nodes = classes
     while nodes > 1:
         pairs = nodes // 2
-        argmax_ffs += (nodes + (nodes + 1) // 2) * (score_bits + class_bits) + pairs
+        argmax_ffs += (nodes + (nodes + 1) // 2) * (score_bits + class_bits) + compares * pairs
         nodes = (nodes + 1) // 2
     if classes == 1:
         argmax_ffs += score_bits + class_bits

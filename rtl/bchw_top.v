@@ -132,135 +132,225 @@ endmodule
 module \bchw_top.argmax (clk, rst, en, s__valid, s__payload, idx_3_0, scores_7, valid_7, m__ready);
   reg \$auto$verilog_backend.cc:2355:dump_module$1  = 0;
   wire \$1 ;
-  wire [3:0] \$10 ;
-  reg [3:0] \$100 ;
-  reg [15:0] \$101 ;
-  reg [159:0] \$102 ;
+  wire \$10 ;
+  reg [15:0] \$100 ;
+  reg [3:0] \$101 ;
+  reg [15:0] \$102 ;
   reg \$103 ;
-  reg [159:0] \$104 ;
+  reg \$104 ;
   reg \$105 ;
-  reg [159:0] \$106 ;
-  reg \$107 ;
-  reg [159:0] \$108 ;
-  reg \$109 ;
-  wire [15:0] \$11 ;
-  reg [159:0] \$110 ;
+  reg [3:0] \$106 ;
+  reg [15:0] \$107 ;
+  reg [3:0] \$108 ;
+  reg [15:0] \$109 ;
+  wire \$11 ;
+  reg \$110 ;
   reg \$111 ;
-  reg [159:0] \$112 ;
-  reg \$113 ;
-  reg [159:0] \$114 ;
-  reg \$115 ;
-  reg [159:0] \$116 ;
+  reg \$112 ;
+  reg [3:0] \$113 ;
+  reg [15:0] \$114 ;
+  reg [3:0] \$115 ;
+  reg [15:0] \$116 ;
   reg \$117 ;
-  wire [3:0] \$12 ;
-  wire [15:0] \$13 ;
-  wire [3:0] \$14 ;
-  wire [15:0] \$15 ;
+  reg \$118 ;
+  reg \$119 ;
+  wire \$12 ;
+  reg [3:0] \$120 ;
+  reg [15:0] \$121 ;
+  reg [3:0] \$122 ;
+  reg [15:0] \$123 ;
+  reg [3:0] \$124 ;
+  reg [15:0] \$125 ;
+  reg [3:0] \$126 ;
+  reg [15:0] \$127 ;
+  reg [3:0] \$128 ;
+  reg [15:0] \$129 ;
+  wire \$13 ;
+  reg [3:0] \$130 ;
+  reg [15:0] \$131 ;
+  reg [3:0] \$132 ;
+  reg [15:0] \$133 ;
+  reg \$134 ;
+  reg \$135 ;
+  reg \$136 ;
+  reg [3:0] \$137 ;
+  reg [15:0] \$138 ;
+  reg [3:0] \$139 ;
+  wire \$14 ;
+  reg [15:0] \$140 ;
+  reg \$141 ;
+  reg \$142 ;
+  reg \$143 ;
+  reg [3:0] \$144 ;
+  reg [15:0] \$145 ;
+  reg [3:0] \$146 ;
+  reg [15:0] \$147 ;
+  reg [3:0] \$148 ;
+  reg [15:0] \$149 ;
+  wire \$15 ;
+  reg [3:0] \$150 ;
+  reg [15:0] \$151 ;
+  reg [3:0] \$152 ;
+  reg [15:0] \$153 ;
+  reg [3:0] \$154 ;
+  reg [15:0] \$155 ;
+  reg \$156 ;
+  reg \$157 ;
+  reg \$158 ;
+  reg [3:0] \$159 ;
   wire \$16 ;
+  reg [15:0] \$160 ;
+  reg [3:0] \$161 ;
+  reg [15:0] \$162 ;
+  reg [3:0] \$163 ;
+  reg [15:0] \$164 ;
+  reg [3:0] \$165 ;
+  reg [15:0] \$166 ;
+  reg [3:0] \$167 ;
+  reg [15:0] \$168 ;
+  reg \$169 ;
   wire \$17 ;
+  reg \$170 ;
+  reg \$171 ;
+  reg [3:0] \$172 ;
+  reg [15:0] \$173 ;
+  reg [159:0] \$174 ;
+  reg \$175 ;
+  reg [159:0] \$176 ;
+  reg \$177 ;
+  reg [159:0] \$178 ;
+  reg \$179 ;
   wire [3:0] \$18 ;
-  wire [15:0] \$19 ;
+  reg [159:0] \$180 ;
+  reg \$181 ;
+  reg [159:0] \$182 ;
+  reg \$183 ;
+  reg [159:0] \$184 ;
+  reg \$185 ;
+  reg [159:0] \$186 ;
+  reg \$187 ;
+  reg [159:0] \$188 ;
+  reg \$189 ;
+  wire \$19 ;
   wire \$2 ;
-  wire [3:0] \$20 ;
+  wire \$20 ;
   wire [15:0] \$21 ;
   wire \$22 ;
-  wire [3:0] \$23 ;
-  wire [15:0] \$24 ;
+  wire \$23 ;
+  wire [3:0] \$24 ;
   wire \$25 ;
-  wire [3:0] \$26 ;
+  wire \$26 ;
   wire [15:0] \$27 ;
   wire \$28 ;
   wire \$29 ;
   wire \$3 ;
-  wire \$30 ;
-  reg [3:0] \$31 ;
-  reg [15:0] \$32 ;
-  reg [3:0] \$33 ;
-  reg [15:0] \$34 ;
-  reg \$35 ;
-  reg [3:0] \$36 ;
-  reg [15:0] \$37 ;
-  reg [3:0] \$38 ;
-  reg [15:0] \$39 ;
+  wire [3:0] \$30 ;
+  wire \$31 ;
+  wire \$32 ;
+  wire [15:0] \$33 ;
+  wire \$34 ;
+  wire \$35 ;
+  wire [3:0] \$36 ;
+  wire \$37 ;
+  wire \$38 ;
+  wire [15:0] \$39 ;
   wire \$4 ;
-  reg \$40 ;
-  reg [3:0] \$41 ;
-  reg [15:0] \$42 ;
-  reg [3:0] \$43 ;
-  reg [15:0] \$44 ;
-  reg \$45 ;
-  reg [3:0] \$46 ;
-  reg [15:0] \$47 ;
-  reg [3:0] \$48 ;
-  reg [15:0] \$49 ;
+  wire \$40 ;
+  wire \$41 ;
+  wire [3:0] \$42 ;
+  wire \$43 ;
+  wire \$44 ;
+  wire [15:0] \$45 ;
+  wire \$46 ;
+  wire \$47 ;
+  wire \$48 ;
+  wire \$49 ;
   wire \$5 ;
-  reg \$50 ;
-  reg [3:0] \$51 ;
-  reg [15:0] \$52 ;
-  reg [3:0] \$53 ;
-  reg [15:0] \$54 ;
-  reg \$55 ;
-  reg [3:0] \$56 ;
-  reg [15:0] \$57 ;
-  reg [3:0] \$58 ;
-  reg [15:0] \$59 ;
-  wire [3:0] \$6 ;
-  reg [3:0] \$60 ;
-  reg [15:0] \$61 ;
-  reg [3:0] \$62 ;
-  reg [15:0] \$63 ;
-  reg [3:0] \$64 ;
-  reg [15:0] \$65 ;
-  reg [3:0] \$66 ;
-  reg [15:0] \$67 ;
-  reg [3:0] \$68 ;
-  reg [15:0] \$69 ;
-  wire [15:0] \$7 ;
-  reg \$70 ;
-  reg [3:0] \$71 ;
-  reg [15:0] \$72 ;
-  reg [3:0] \$73 ;
-  reg [15:0] \$74 ;
-  reg \$75 ;
-  reg [3:0] \$76 ;
-  reg [15:0] \$77 ;
-  reg [3:0] \$78 ;
-  reg [15:0] \$79 ;
-  wire [3:0] \$8 ;
-  reg [3:0] \$80 ;
-  reg [15:0] \$81 ;
-  reg [3:0] \$82 ;
-  reg [15:0] \$83 ;
-  reg [3:0] \$84 ;
-  reg [15:0] \$85 ;
-  reg [3:0] \$86 ;
-  reg [15:0] \$87 ;
-  reg \$88 ;
-  reg [3:0] \$89 ;
-  wire [15:0] \$9 ;
-  reg [15:0] \$90 ;
-  reg [3:0] \$91 ;
-  reg [15:0] \$92 ;
-  reg [3:0] \$93 ;
-  reg [15:0] \$94 ;
-  reg [3:0] \$95 ;
-  reg [15:0] \$96 ;
-  reg [3:0] \$97 ;
-  reg [15:0] \$98 ;
-  reg \$99 ;
+  wire \$50 ;
+  wire \$51 ;
+  wire \$52 ;
+  wire \$53 ;
+  wire [3:0] \$54 ;
+  wire \$55 ;
+  wire \$56 ;
+  wire [15:0] \$57 ;
+  wire \$58 ;
+  wire \$59 ;
+  wire \$6 ;
+  wire [3:0] \$60 ;
+  wire \$61 ;
+  wire \$62 ;
+  wire [15:0] \$63 ;
+  wire \$64 ;
+  wire \$65 ;
+  wire \$66 ;
+  wire \$67 ;
+  wire \$68 ;
+  wire [3:0] \$69 ;
+  wire \$7 ;
+  wire \$70 ;
+  wire \$71 ;
+  wire [15:0] \$72 ;
+  wire \$73 ;
+  wire \$74 ;
+  wire \$75 ;
+  wire \$76 ;
+  wire \$77 ;
+  wire [3:0] \$78 ;
+  wire \$79 ;
+  wire \$8 ;
+  wire \$80 ;
+  wire [15:0] \$81 ;
+  wire \$82 ;
+  wire \$83 ;
+  wire \$84 ;
+  reg [3:0] \$85 ;
+  reg [15:0] \$86 ;
+  reg [3:0] \$87 ;
+  reg [15:0] \$88 ;
+  reg \$89 ;
+  wire \$9 ;
+  reg \$90 ;
+  reg \$91 ;
+  reg [3:0] \$92 ;
+  reg [15:0] \$93 ;
+  reg [3:0] \$94 ;
+  reg [15:0] \$95 ;
+  reg \$96 ;
+  reg \$97 ;
+  reg \$98 ;
+  reg [3:0] \$99 ;
   input clk;
   wire clk;
   output en;
   wire en;
-  reg gt_0_0 = 1'h0;
-  reg gt_0_1 = 1'h0;
-  reg gt_0_2 = 1'h0;
-  reg gt_0_3 = 1'h0;
-  reg gt_0_4 = 1'h0;
-  reg gt_1_0 = 1'h0;
-  reg gt_1_1 = 1'h0;
-  reg gt_2_0 = 1'h0;
-  reg gt_3_0 = 1'h0;
+  reg gt_0_0_eq = 1'h0;
+  reg gt_0_0_hi = 1'h0;
+  reg gt_0_0_lo = 1'h0;
+  reg gt_0_1_eq = 1'h0;
+  reg gt_0_1_hi = 1'h0;
+  reg gt_0_1_lo = 1'h0;
+  reg gt_0_2_eq = 1'h0;
+  reg gt_0_2_hi = 1'h0;
+  reg gt_0_2_lo = 1'h0;
+  reg gt_0_3_eq = 1'h0;
+  reg gt_0_3_hi = 1'h0;
+  reg gt_0_3_lo = 1'h0;
+  reg gt_0_4_eq = 1'h0;
+  reg gt_0_4_hi = 1'h0;
+  reg gt_0_4_lo = 1'h0;
+  reg gt_1_0_eq = 1'h0;
+  reg gt_1_0_hi = 1'h0;
+  reg gt_1_0_lo = 1'h0;
+  reg gt_1_1_eq = 1'h0;
+  reg gt_1_1_hi = 1'h0;
+  reg gt_1_1_lo = 1'h0;
+  reg gt_2_0_eq = 1'h0;
+  reg gt_2_0_hi = 1'h0;
+  reg gt_2_0_lo = 1'h0;
+  reg gt_3_0_eq = 1'h0;
+  reg gt_3_0_hi = 1'h0;
+  reg gt_3_0_lo = 1'h0;
   reg [3:0] idx_0_0 = 4'h0;
   reg [3:0] idx_0_0_a = 4'h0;
   reg [3:0] idx_0_0_b = 4'h0;
@@ -354,842 +444,1058 @@ module \bchw_top.argmax (clk, rst, en, s__valid, s__payload, idx_3_0, scores_7, 
   reg valid_6 = 1'h0;
   output valid_7;
   reg valid_7 = 1'h0;
-  assign \$1  = $signed(s__payload[31:16]) > $signed(s__payload[15:0]);
-  assign \$2  = $signed(s__payload[63:48]) > $signed(s__payload[47:32]);
-  assign \$3  = $signed(s__payload[95:80]) > $signed(s__payload[79:64]);
-  assign \$4  = $signed(s__payload[127:112]) > $signed(s__payload[111:96]);
-  assign \$5  = $signed(s__payload[159:144]) > $signed(s__payload[143:128]);
-  assign \$6  = gt_0_0 ? idx_0_0_b : idx_0_0_a;
-  assign \$7  = gt_0_0 ? max_0_0_b : max_0_0_a;
-  assign \$8  = gt_0_1 ? idx_0_1_b : idx_0_1_a;
-  assign \$9  = gt_0_1 ? max_0_1_b : max_0_1_a;
-  assign \$10  = gt_0_2 ? idx_0_2_b : idx_0_2_a;
-  assign \$11  = gt_0_2 ? max_0_2_b : max_0_2_a;
-  assign \$12  = gt_0_3 ? idx_0_3_b : idx_0_3_a;
-  assign \$13  = gt_0_3 ? max_0_3_b : max_0_3_a;
-  assign \$14  = gt_0_4 ? idx_0_4_b : idx_0_4_a;
-  assign \$15  = gt_0_4 ? max_0_4_b : max_0_4_a;
-  assign \$16  = $signed(max_0_1) > $signed(max_0_0);
-  assign \$17  = $signed(max_0_3) > $signed(max_0_2);
-  assign \$18  = gt_1_0 ? idx_1_0_b : idx_1_0_a;
-  assign \$19  = gt_1_0 ? max_1_0_b : max_1_0_a;
-  assign \$20  = gt_1_1 ? idx_1_1_b : idx_1_1_a;
-  assign \$21  = gt_1_1 ? max_1_1_b : max_1_1_a;
-  assign \$22  = $signed(max_1_1) > $signed(max_1_0);
-  assign \$23  = gt_2_0 ? idx_2_0_b : idx_2_0_a;
-  assign \$24  = gt_2_0 ? max_2_0_b : max_2_0_a;
-  assign \$25  = $signed(max_2_1) > $signed(max_2_0);
-  assign \$26  = gt_3_0 ? idx_3_0_b : idx_3_0_a;
-  assign \$27  = gt_3_0 ? max_3_0_b : max_3_0_a;
-  assign \$28  = s__valid & en;
-  assign \$29  = ~ m__ready;
-  assign \$30  = valid_7 & \$29 ;
-  assign en = ~ \$30 ;
+  assign \$1  = $signed(s__payload[31:24]) > $signed(s__payload[15:8]);
+  assign \$2  = s__payload[31:24] == s__payload[15:8];
+  assign \$3  = s__payload[23:16] > s__payload[7:0];
+  assign \$4  = $signed(s__payload[63:56]) > $signed(s__payload[47:40]);
+  assign \$5  = s__payload[63:56] == s__payload[47:40];
+  assign \$6  = s__payload[55:48] > s__payload[39:32];
+  assign \$7  = $signed(s__payload[95:88]) > $signed(s__payload[79:72]);
+  assign \$8  = s__payload[95:88] == s__payload[79:72];
+  assign \$9  = s__payload[87:80] > s__payload[71:64];
+  assign \$10  = $signed(s__payload[127:120]) > $signed(s__payload[111:104]);
+  assign \$11  = s__payload[127:120] == s__payload[111:104];
+  assign \$12  = s__payload[119:112] > s__payload[103:96];
+  assign \$13  = $signed(s__payload[159:152]) > $signed(s__payload[143:136]);
+  assign \$14  = s__payload[159:152] == s__payload[143:136];
+  assign \$15  = s__payload[151:144] > s__payload[135:128];
+  assign \$16  = gt_0_0_eq & gt_0_0_lo;
+  assign \$17  = gt_0_0_hi | \$16 ;
+  assign \$18  = \$17  ? idx_0_0_b : idx_0_0_a;
+  assign \$19  = gt_0_0_eq & gt_0_0_lo;
+  assign \$20  = gt_0_0_hi | \$19 ;
+  assign \$21  = \$20  ? max_0_0_b : max_0_0_a;
+  assign \$22  = gt_0_1_eq & gt_0_1_lo;
+  assign \$23  = gt_0_1_hi | \$22 ;
+  assign \$24  = \$23  ? idx_0_1_b : idx_0_1_a;
+  assign \$25  = gt_0_1_eq & gt_0_1_lo;
+  assign \$26  = gt_0_1_hi | \$25 ;
+  assign \$27  = \$26  ? max_0_1_b : max_0_1_a;
+  assign \$28  = gt_0_2_eq & gt_0_2_lo;
+  assign \$29  = gt_0_2_hi | \$28 ;
+  assign \$30  = \$29  ? idx_0_2_b : idx_0_2_a;
+  assign \$31  = gt_0_2_eq & gt_0_2_lo;
+  assign \$32  = gt_0_2_hi | \$31 ;
+  assign \$33  = \$32  ? max_0_2_b : max_0_2_a;
+  assign \$34  = gt_0_3_eq & gt_0_3_lo;
+  assign \$35  = gt_0_3_hi | \$34 ;
+  assign \$36  = \$35  ? idx_0_3_b : idx_0_3_a;
+  assign \$37  = gt_0_3_eq & gt_0_3_lo;
+  assign \$38  = gt_0_3_hi | \$37 ;
+  assign \$39  = \$38  ? max_0_3_b : max_0_3_a;
+  assign \$40  = gt_0_4_eq & gt_0_4_lo;
+  assign \$41  = gt_0_4_hi | \$40 ;
+  assign \$42  = \$41  ? idx_0_4_b : idx_0_4_a;
+  assign \$43  = gt_0_4_eq & gt_0_4_lo;
+  assign \$44  = gt_0_4_hi | \$43 ;
+  assign \$45  = \$44  ? max_0_4_b : max_0_4_a;
+  assign \$46  = $signed(max_0_1[15:8]) > $signed(max_0_0[15:8]);
+  assign \$47  = max_0_1[15:8] == max_0_0[15:8];
+  assign \$48  = max_0_1[7:0] > max_0_0[7:0];
+  assign \$49  = $signed(max_0_3[15:8]) > $signed(max_0_2[15:8]);
+  assign \$50  = max_0_3[15:8] == max_0_2[15:8];
+  assign \$51  = max_0_3[7:0] > max_0_2[7:0];
+  assign \$52  = gt_1_0_eq & gt_1_0_lo;
+  assign \$53  = gt_1_0_hi | \$52 ;
+  assign \$54  = \$53  ? idx_1_0_b : idx_1_0_a;
+  assign \$55  = gt_1_0_eq & gt_1_0_lo;
+  assign \$56  = gt_1_0_hi | \$55 ;
+  assign \$57  = \$56  ? max_1_0_b : max_1_0_a;
+  assign \$58  = gt_1_1_eq & gt_1_1_lo;
+  assign \$59  = gt_1_1_hi | \$58 ;
+  assign \$60  = \$59  ? idx_1_1_b : idx_1_1_a;
+  assign \$61  = gt_1_1_eq & gt_1_1_lo;
+  assign \$62  = gt_1_1_hi | \$61 ;
+  assign \$63  = \$62  ? max_1_1_b : max_1_1_a;
+  assign \$64  = $signed(max_1_1[15:8]) > $signed(max_1_0[15:8]);
+  assign \$65  = max_1_1[15:8] == max_1_0[15:8];
+  assign \$66  = max_1_1[7:0] > max_1_0[7:0];
+  assign \$67  = gt_2_0_eq & gt_2_0_lo;
+  assign \$68  = gt_2_0_hi | \$67 ;
+  assign \$69  = \$68  ? idx_2_0_b : idx_2_0_a;
+  assign \$70  = gt_2_0_eq & gt_2_0_lo;
+  assign \$71  = gt_2_0_hi | \$70 ;
+  assign \$72  = \$71  ? max_2_0_b : max_2_0_a;
+  assign \$73  = $signed(max_2_1[15:8]) > $signed(max_2_0[15:8]);
+  assign \$74  = max_2_1[15:8] == max_2_0[15:8];
+  assign \$75  = max_2_1[7:0] > max_2_0[7:0];
+  assign \$76  = gt_3_0_eq & gt_3_0_lo;
+  assign \$77  = gt_3_0_hi | \$76 ;
+  assign \$78  = \$77  ? idx_3_0_b : idx_3_0_a;
+  assign \$79  = gt_3_0_eq & gt_3_0_lo;
+  assign \$80  = gt_3_0_hi | \$79 ;
+  assign \$81  = \$80  ? max_3_0_b : max_3_0_a;
+  assign \$82  = s__valid & en;
+  assign \$83  = ~ m__ready;
+  assign \$84  = valid_7 & \$83 ;
+  assign en = ~ \$84 ;
   always @(posedge clk)
-    idx_0_0_a <= \$31 ;
+    idx_0_0_a <= \$85 ;
   always @(posedge clk)
-    max_0_0_a <= \$32 ;
+    max_0_0_a <= \$86 ;
   always @(posedge clk)
-    idx_0_0_b <= \$33 ;
+    idx_0_0_b <= \$87 ;
   always @(posedge clk)
-    max_0_0_b <= \$34 ;
+    max_0_0_b <= \$88 ;
   always @(posedge clk)
-    gt_0_0 <= \$35 ;
+    gt_0_0_hi <= \$89 ;
   always @(posedge clk)
-    idx_0_1_a <= \$36 ;
+    gt_0_0_eq <= \$90 ;
   always @(posedge clk)
-    max_0_1_a <= \$37 ;
+    gt_0_0_lo <= \$91 ;
   always @(posedge clk)
-    idx_0_1_b <= \$38 ;
+    idx_0_1_a <= \$92 ;
   always @(posedge clk)
-    max_0_1_b <= \$39 ;
+    max_0_1_a <= \$93 ;
   always @(posedge clk)
-    gt_0_1 <= \$40 ;
+    idx_0_1_b <= \$94 ;
   always @(posedge clk)
-    idx_0_2_a <= \$41 ;
+    max_0_1_b <= \$95 ;
   always @(posedge clk)
-    max_0_2_a <= \$42 ;
+    gt_0_1_hi <= \$96 ;
   always @(posedge clk)
-    idx_0_2_b <= \$43 ;
+    gt_0_1_eq <= \$97 ;
   always @(posedge clk)
-    max_0_2_b <= \$44 ;
+    gt_0_1_lo <= \$98 ;
   always @(posedge clk)
-    gt_0_2 <= \$45 ;
+    idx_0_2_a <= \$99 ;
   always @(posedge clk)
-    idx_0_3_a <= \$46 ;
+    max_0_2_a <= \$100 ;
   always @(posedge clk)
-    max_0_3_a <= \$47 ;
+    idx_0_2_b <= \$101 ;
   always @(posedge clk)
-    idx_0_3_b <= \$48 ;
+    max_0_2_b <= \$102 ;
   always @(posedge clk)
-    max_0_3_b <= \$49 ;
+    gt_0_2_hi <= \$103 ;
   always @(posedge clk)
-    gt_0_3 <= \$50 ;
+    gt_0_2_eq <= \$104 ;
   always @(posedge clk)
-    idx_0_4_a <= \$51 ;
+    gt_0_2_lo <= \$105 ;
   always @(posedge clk)
-    max_0_4_a <= \$52 ;
+    idx_0_3_a <= \$106 ;
   always @(posedge clk)
-    idx_0_4_b <= \$53 ;
+    max_0_3_a <= \$107 ;
   always @(posedge clk)
-    max_0_4_b <= \$54 ;
+    idx_0_3_b <= \$108 ;
   always @(posedge clk)
-    gt_0_4 <= \$55 ;
+    max_0_3_b <= \$109 ;
   always @(posedge clk)
-    idx_0_0 <= \$56 ;
+    gt_0_3_hi <= \$110 ;
   always @(posedge clk)
-    max_0_0 <= \$57 ;
+    gt_0_3_eq <= \$111 ;
   always @(posedge clk)
-    idx_0_1 <= \$58 ;
+    gt_0_3_lo <= \$112 ;
   always @(posedge clk)
-    max_0_1 <= \$59 ;
+    idx_0_4_a <= \$113 ;
   always @(posedge clk)
-    idx_0_2 <= \$60 ;
+    max_0_4_a <= \$114 ;
   always @(posedge clk)
-    max_0_2 <= \$61 ;
+    idx_0_4_b <= \$115 ;
   always @(posedge clk)
-    idx_0_3 <= \$62 ;
+    max_0_4_b <= \$116 ;
   always @(posedge clk)
-    max_0_3 <= \$63 ;
+    gt_0_4_hi <= \$117 ;
   always @(posedge clk)
-    idx_0_4 <= \$64 ;
+    gt_0_4_eq <= \$118 ;
   always @(posedge clk)
-    max_0_4 <= \$65 ;
+    gt_0_4_lo <= \$119 ;
   always @(posedge clk)
-    idx_1_0_a <= \$66 ;
+    idx_0_0 <= \$120 ;
   always @(posedge clk)
-    max_1_0_a <= \$67 ;
+    max_0_0 <= \$121 ;
   always @(posedge clk)
-    idx_1_0_b <= \$68 ;
+    idx_0_1 <= \$122 ;
   always @(posedge clk)
-    max_1_0_b <= \$69 ;
+    max_0_1 <= \$123 ;
   always @(posedge clk)
-    gt_1_0 <= \$70 ;
+    idx_0_2 <= \$124 ;
   always @(posedge clk)
-    idx_1_1_a <= \$71 ;
+    max_0_2 <= \$125 ;
   always @(posedge clk)
-    max_1_1_a <= \$72 ;
+    idx_0_3 <= \$126 ;
   always @(posedge clk)
-    idx_1_1_b <= \$73 ;
+    max_0_3 <= \$127 ;
   always @(posedge clk)
-    max_1_1_b <= \$74 ;
+    idx_0_4 <= \$128 ;
   always @(posedge clk)
-    gt_1_1 <= \$75 ;
+    max_0_4 <= \$129 ;
   always @(posedge clk)
-    idx_1_2_a <= \$76 ;
+    idx_1_0_a <= \$130 ;
   always @(posedge clk)
-    max_1_2_a <= \$77 ;
+    max_1_0_a <= \$131 ;
   always @(posedge clk)
-    idx_1_0 <= \$78 ;
+    idx_1_0_b <= \$132 ;
   always @(posedge clk)
-    max_1_0 <= \$79 ;
+    max_1_0_b <= \$133 ;
   always @(posedge clk)
-    idx_1_1 <= \$80 ;
+    gt_1_0_hi <= \$134 ;
   always @(posedge clk)
-    max_1_1 <= \$81 ;
+    gt_1_0_eq <= \$135 ;
   always @(posedge clk)
-    idx_1_2 <= \$82 ;
+    gt_1_0_lo <= \$136 ;
   always @(posedge clk)
-    max_1_2 <= \$83 ;
+    idx_1_1_a <= \$137 ;
   always @(posedge clk)
-    idx_2_0_a <= \$84 ;
+    max_1_1_a <= \$138 ;
   always @(posedge clk)
-    max_2_0_a <= \$85 ;
+    idx_1_1_b <= \$139 ;
   always @(posedge clk)
-    idx_2_0_b <= \$86 ;
+    max_1_1_b <= \$140 ;
   always @(posedge clk)
-    max_2_0_b <= \$87 ;
+    gt_1_1_hi <= \$141 ;
   always @(posedge clk)
-    gt_2_0 <= \$88 ;
+    gt_1_1_eq <= \$142 ;
   always @(posedge clk)
-    idx_2_1_a <= \$89 ;
+    gt_1_1_lo <= \$143 ;
   always @(posedge clk)
-    max_2_1_a <= \$90 ;
+    idx_1_2_a <= \$144 ;
   always @(posedge clk)
-    idx_2_0 <= \$91 ;
+    max_1_2_a <= \$145 ;
   always @(posedge clk)
-    max_2_0 <= \$92 ;
+    idx_1_0 <= \$146 ;
   always @(posedge clk)
-    idx_2_1 <= \$93 ;
+    max_1_0 <= \$147 ;
   always @(posedge clk)
-    max_2_1 <= \$94 ;
+    idx_1_1 <= \$148 ;
   always @(posedge clk)
-    idx_3_0_a <= \$95 ;
+    max_1_1 <= \$149 ;
   always @(posedge clk)
-    max_3_0_a <= \$96 ;
+    idx_1_2 <= \$150 ;
   always @(posedge clk)
-    idx_3_0_b <= \$97 ;
+    max_1_2 <= \$151 ;
   always @(posedge clk)
-    max_3_0_b <= \$98 ;
+    idx_2_0_a <= \$152 ;
   always @(posedge clk)
-    gt_3_0 <= \$99 ;
+    max_2_0_a <= \$153 ;
   always @(posedge clk)
-    idx_3_0 <= \$100 ;
+    idx_2_0_b <= \$154 ;
   always @(posedge clk)
-    max_3_0 <= \$101 ;
+    max_2_0_b <= \$155 ;
   always @(posedge clk)
-    scores_0 <= \$102 ;
+    gt_2_0_hi <= \$156 ;
   always @(posedge clk)
-    valid_0 <= \$103 ;
+    gt_2_0_eq <= \$157 ;
   always @(posedge clk)
-    scores_1 <= \$104 ;
+    gt_2_0_lo <= \$158 ;
   always @(posedge clk)
-    valid_1 <= \$105 ;
+    idx_2_1_a <= \$159 ;
   always @(posedge clk)
-    scores_2 <= \$106 ;
+    max_2_1_a <= \$160 ;
   always @(posedge clk)
-    valid_2 <= \$107 ;
+    idx_2_0 <= \$161 ;
   always @(posedge clk)
-    scores_3 <= \$108 ;
+    max_2_0 <= \$162 ;
   always @(posedge clk)
-    valid_3 <= \$109 ;
+    idx_2_1 <= \$163 ;
   always @(posedge clk)
-    scores_4 <= \$110 ;
+    max_2_1 <= \$164 ;
   always @(posedge clk)
-    valid_4 <= \$111 ;
+    idx_3_0_a <= \$165 ;
   always @(posedge clk)
-    scores_5 <= \$112 ;
+    max_3_0_a <= \$166 ;
   always @(posedge clk)
-    valid_5 <= \$113 ;
+    idx_3_0_b <= \$167 ;
   always @(posedge clk)
-    scores_6 <= \$114 ;
+    max_3_0_b <= \$168 ;
   always @(posedge clk)
-    valid_6 <= \$115 ;
+    gt_3_0_hi <= \$169 ;
   always @(posedge clk)
-    scores_7 <= \$116 ;
+    gt_3_0_eq <= \$170 ;
   always @(posedge clk)
-    valid_7 <= \$117 ;
+    gt_3_0_lo <= \$171 ;
+  always @(posedge clk)
+    idx_3_0 <= \$172 ;
+  always @(posedge clk)
+    max_3_0 <= \$173 ;
+  always @(posedge clk)
+    scores_0 <= \$174 ;
+  always @(posedge clk)
+    valid_0 <= \$175 ;
+  always @(posedge clk)
+    scores_1 <= \$176 ;
+  always @(posedge clk)
+    valid_1 <= \$177 ;
+  always @(posedge clk)
+    scores_2 <= \$178 ;
+  always @(posedge clk)
+    valid_2 <= \$179 ;
+  always @(posedge clk)
+    scores_3 <= \$180 ;
+  always @(posedge clk)
+    valid_3 <= \$181 ;
+  always @(posedge clk)
+    scores_4 <= \$182 ;
+  always @(posedge clk)
+    valid_4 <= \$183 ;
+  always @(posedge clk)
+    scores_5 <= \$184 ;
+  always @(posedge clk)
+    valid_5 <= \$185 ;
+  always @(posedge clk)
+    scores_6 <= \$186 ;
+  always @(posedge clk)
+    valid_6 <= \$187 ;
+  always @(posedge clk)
+    scores_7 <= \$188 ;
+  always @(posedge clk)
+    valid_7 <= \$189 ;
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$85  = idx_0_0_a;
+    if (en) begin
+      \$85  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$86  = max_0_0_a;
+    if (en) begin
+      \$86  = s__payload[15:0];
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$87  = idx_0_0_b;
+    if (en) begin
+      \$87  = 4'h1;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$88  = max_0_0_b;
+    if (en) begin
+      \$88  = s__payload[31:16];
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$89  = gt_0_0_hi;
+    if (en) begin
+      \$89  = \$1 ;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$90  = gt_0_0_eq;
+    if (en) begin
+      \$90  = \$2 ;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$91  = gt_0_0_lo;
+    if (en) begin
+      \$91  = \$3 ;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$92  = idx_0_1_a;
+    if (en) begin
+      \$92  = 4'h2;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$93  = max_0_1_a;
+    if (en) begin
+      \$93  = s__payload[47:32];
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$94  = idx_0_1_b;
+    if (en) begin
+      \$94  = 4'h3;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$95  = max_0_1_b;
+    if (en) begin
+      \$95  = s__payload[63:48];
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$96  = gt_0_1_hi;
+    if (en) begin
+      \$96  = \$4 ;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$97  = gt_0_1_eq;
+    if (en) begin
+      \$97  = \$5 ;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$98  = gt_0_1_lo;
+    if (en) begin
+      \$98  = \$6 ;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$99  = idx_0_2_a;
+    if (en) begin
+      \$99  = 4'h4;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$100  = max_0_2_a;
+    if (en) begin
+      \$100  = s__payload[79:64];
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$101  = idx_0_2_b;
+    if (en) begin
+      \$101  = 4'h5;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$102  = max_0_2_b;
+    if (en) begin
+      \$102  = s__payload[95:80];
+    end
+  end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$31  = idx_0_0_a;
+    \$103  = gt_0_2_hi;
     if (en) begin
-      \$31  = 4'h0;
+      \$103  = \$7 ;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$32  = max_0_0_a;
+    \$104  = gt_0_2_eq;
     if (en) begin
-      \$32  = s__payload[15:0];
+      \$104  = \$8 ;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$33  = idx_0_0_b;
+    \$105  = gt_0_2_lo;
     if (en) begin
-      \$33  = 4'h1;
+      \$105  = \$9 ;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$34  = max_0_0_b;
+    \$106  = idx_0_3_a;
     if (en) begin
-      \$34  = s__payload[31:16];
+      \$106  = 4'h6;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$35  = gt_0_0;
+    \$107  = max_0_3_a;
     if (en) begin
-      \$35  = \$1 ;
+      \$107  = s__payload[111:96];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$36  = idx_0_1_a;
+    \$108  = idx_0_3_b;
     if (en) begin
-      \$36  = 4'h2;
+      \$108  = 4'h7;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$37  = max_0_1_a;
+    \$109  = max_0_3_b;
     if (en) begin
-      \$37  = s__payload[47:32];
+      \$109  = s__payload[127:112];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$38  = idx_0_1_b;
+    \$110  = gt_0_3_hi;
     if (en) begin
-      \$38  = 4'h3;
+      \$110  = \$10 ;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$39  = max_0_1_b;
+    \$111  = gt_0_3_eq;
     if (en) begin
-      \$39  = s__payload[63:48];
+      \$111  = \$11 ;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$40  = gt_0_1;
+    \$112  = gt_0_3_lo;
     if (en) begin
-      \$40  = \$2 ;
+      \$112  = \$12 ;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$41  = idx_0_2_a;
+    \$113  = idx_0_4_a;
     if (en) begin
-      \$41  = 4'h4;
+      \$113  = 4'h8;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$42  = max_0_2_a;
+    \$114  = max_0_4_a;
     if (en) begin
-      \$42  = s__payload[79:64];
+      \$114  = s__payload[143:128];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$43  = idx_0_2_b;
+    \$115  = idx_0_4_b;
     if (en) begin
-      \$43  = 4'h5;
+      \$115  = 4'h9;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$44  = max_0_2_b;
+    \$116  = max_0_4_b;
     if (en) begin
-      \$44  = s__payload[95:80];
+      \$116  = s__payload[159:144];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$45  = gt_0_2;
+    \$117  = gt_0_4_hi;
     if (en) begin
-      \$45  = \$3 ;
+      \$117  = \$13 ;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$46  = idx_0_3_a;
+    \$118  = gt_0_4_eq;
     if (en) begin
-      \$46  = 4'h6;
+      \$118  = \$14 ;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$47  = max_0_3_a;
+    \$119  = gt_0_4_lo;
     if (en) begin
-      \$47  = s__payload[111:96];
+      \$119  = \$15 ;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$48  = idx_0_3_b;
+    \$120  = idx_0_0;
     if (en) begin
-      \$48  = 4'h7;
+      \$120  = \$18 ;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$49  = max_0_3_b;
+    \$121  = max_0_0;
     if (en) begin
-      \$49  = s__payload[127:112];
+      \$121  = \$21 ;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$50  = gt_0_3;
+    \$122  = idx_0_1;
     if (en) begin
-      \$50  = \$4 ;
+      \$122  = \$24 ;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$51  = idx_0_4_a;
+    \$123  = max_0_1;
     if (en) begin
-      \$51  = 4'h8;
+      \$123  = \$27 ;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$52  = max_0_4_a;
+    \$124  = idx_0_2;
     if (en) begin
-      \$52  = s__payload[143:128];
+      \$124  = \$30 ;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$53  = idx_0_4_b;
+    \$125  = max_0_2;
     if (en) begin
-      \$53  = 4'h9;
+      \$125  = \$33 ;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$54  = max_0_4_b;
+    \$126  = idx_0_3;
     if (en) begin
-      \$54  = s__payload[159:144];
+      \$126  = \$36 ;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$55  = gt_0_4;
+    \$127  = max_0_3;
     if (en) begin
-      \$55  = \$5 ;
+      \$127  = \$39 ;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$56  = idx_0_0;
+    \$128  = idx_0_4;
     if (en) begin
-      \$56  = \$6 ;
+      \$128  = \$42 ;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$57  = max_0_0;
+    \$129  = max_0_4;
     if (en) begin
-      \$57  = \$7 ;
+      \$129  = \$45 ;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$58  = idx_0_1;
+    \$130  = idx_1_0_a;
     if (en) begin
-      \$58  = \$8 ;
+      \$130  = idx_0_0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$59  = max_0_1;
+    \$131  = max_1_0_a;
     if (en) begin
-      \$59  = \$9 ;
+      \$131  = max_0_0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$60  = idx_0_2;
+    \$132  = idx_1_0_b;
     if (en) begin
-      \$60  = \$10 ;
+      \$132  = idx_0_1;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$61  = max_0_2;
+    \$133  = max_1_0_b;
     if (en) begin
-      \$61  = \$11 ;
+      \$133  = max_0_1;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$62  = idx_0_3;
+    \$134  = gt_1_0_hi;
     if (en) begin
-      \$62  = \$12 ;
+      \$134  = \$46 ;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$63  = max_0_3;
+    \$135  = gt_1_0_eq;
     if (en) begin
-      \$63  = \$13 ;
+      \$135  = \$47 ;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$64  = idx_0_4;
+    \$136  = gt_1_0_lo;
     if (en) begin
-      \$64  = \$14 ;
+      \$136  = \$48 ;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$65  = max_0_4;
+    \$137  = idx_1_1_a;
     if (en) begin
-      \$65  = \$15 ;
+      \$137  = idx_0_2;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$66  = idx_1_0_a;
+    \$138  = max_1_1_a;
     if (en) begin
-      \$66  = idx_0_0;
+      \$138  = max_0_2;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$67  = max_1_0_a;
+    \$139  = idx_1_1_b;
     if (en) begin
-      \$67  = max_0_0;
+      \$139  = idx_0_3;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$68  = idx_1_0_b;
+    \$140  = max_1_1_b;
     if (en) begin
-      \$68  = idx_0_1;
+      \$140  = max_0_3;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$69  = max_1_0_b;
+    \$141  = gt_1_1_hi;
     if (en) begin
-      \$69  = max_0_1;
+      \$141  = \$49 ;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$70  = gt_1_0;
+    \$142  = gt_1_1_eq;
     if (en) begin
-      \$70  = \$16 ;
+      \$142  = \$50 ;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$71  = idx_1_1_a;
+    \$143  = gt_1_1_lo;
     if (en) begin
-      \$71  = idx_0_2;
+      \$143  = \$51 ;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$72  = max_1_1_a;
+    \$144  = idx_1_2_a;
     if (en) begin
-      \$72  = max_0_2;
+      \$144  = idx_0_4;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$73  = idx_1_1_b;
+    \$145  = max_1_2_a;
     if (en) begin
-      \$73  = idx_0_3;
+      \$145  = max_0_4;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$74  = max_1_1_b;
+    \$146  = idx_1_0;
     if (en) begin
-      \$74  = max_0_3;
+      \$146  = \$54 ;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$75  = gt_1_1;
+    \$147  = max_1_0;
     if (en) begin
-      \$75  = \$17 ;
+      \$147  = \$57 ;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$76  = idx_1_2_a;
+    \$148  = idx_1_1;
     if (en) begin
-      \$76  = idx_0_4;
+      \$148  = \$60 ;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$77  = max_1_2_a;
+    \$149  = max_1_1;
     if (en) begin
-      \$77  = max_0_4;
+      \$149  = \$63 ;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$78  = idx_1_0;
+    \$150  = idx_1_2;
     if (en) begin
-      \$78  = \$18 ;
+      \$150  = idx_1_2_a;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$79  = max_1_0;
+    \$151  = max_1_2;
     if (en) begin
-      \$79  = \$19 ;
+      \$151  = max_1_2_a;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$80  = idx_1_1;
+    \$152  = idx_2_0_a;
     if (en) begin
-      \$80  = \$20 ;
+      \$152  = idx_1_0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$81  = max_1_1;
+    \$153  = max_2_0_a;
     if (en) begin
-      \$81  = \$21 ;
+      \$153  = max_1_0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$82  = idx_1_2;
+    \$154  = idx_2_0_b;
     if (en) begin
-      \$82  = idx_1_2_a;
+      \$154  = idx_1_1;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$83  = max_1_2;
+    \$155  = max_2_0_b;
     if (en) begin
-      \$83  = max_1_2_a;
+      \$155  = max_1_1;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$84  = idx_2_0_a;
+    \$156  = gt_2_0_hi;
     if (en) begin
-      \$84  = idx_1_0;
+      \$156  = \$64 ;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$85  = max_2_0_a;
+    \$157  = gt_2_0_eq;
     if (en) begin
-      \$85  = max_1_0;
+      \$157  = \$65 ;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$86  = idx_2_0_b;
+    \$158  = gt_2_0_lo;
     if (en) begin
-      \$86  = idx_1_1;
+      \$158  = \$66 ;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$87  = max_2_0_b;
+    \$159  = idx_2_1_a;
     if (en) begin
-      \$87  = max_1_1;
+      \$159  = idx_1_2;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$88  = gt_2_0;
+    \$160  = max_2_1_a;
     if (en) begin
-      \$88  = \$22 ;
+      \$160  = max_1_2;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$89  = idx_2_1_a;
+    \$161  = idx_2_0;
     if (en) begin
-      \$89  = idx_1_2;
+      \$161  = \$69 ;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$90  = max_2_1_a;
+    \$162  = max_2_0;
     if (en) begin
-      \$90  = max_1_2;
+      \$162  = \$72 ;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$91  = idx_2_0;
+    \$163  = idx_2_1;
     if (en) begin
-      \$91  = \$23 ;
+      \$163  = idx_2_1_a;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$92  = max_2_0;
+    \$164  = max_2_1;
     if (en) begin
-      \$92  = \$24 ;
+      \$164  = max_2_1_a;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$93  = idx_2_1;
+    \$165  = idx_3_0_a;
     if (en) begin
-      \$93  = idx_2_1_a;
+      \$165  = idx_2_0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$94  = max_2_1;
+    \$166  = max_3_0_a;
     if (en) begin
-      \$94  = max_2_1_a;
+      \$166  = max_2_0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$95  = idx_3_0_a;
+    \$167  = idx_3_0_b;
     if (en) begin
-      \$95  = idx_2_0;
+      \$167  = idx_2_1;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$96  = max_3_0_a;
+    \$168  = max_3_0_b;
     if (en) begin
-      \$96  = max_2_0;
+      \$168  = max_2_1;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$97  = idx_3_0_b;
+    \$169  = gt_3_0_hi;
     if (en) begin
-      \$97  = idx_2_1;
+      \$169  = \$73 ;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$98  = max_3_0_b;
+    \$170  = gt_3_0_eq;
     if (en) begin
-      \$98  = max_2_1;
+      \$170  = \$74 ;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$99  = gt_3_0;
+    \$171  = gt_3_0_lo;
     if (en) begin
-      \$99  = \$25 ;
+      \$171  = \$75 ;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$100  = idx_3_0;
+    \$172  = idx_3_0;
     if (en) begin
-      \$100  = \$26 ;
+      \$172  = \$78 ;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$101  = max_3_0;
+    \$173  = max_3_0;
     if (en) begin
-      \$101  = \$27 ;
+      \$173  = \$81 ;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$102  = scores_0;
+    \$174  = scores_0;
     if (en) begin
-      \$102  = s__payload;
+      \$174  = s__payload;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$103  = valid_0;
+    \$175  = valid_0;
     if (en) begin
-      \$103  = \$28 ;
+      \$175  = \$82 ;
     end
     if (rst) begin
-      \$103  = 1'h0;
+      \$175  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$104  = scores_1;
+    \$176  = scores_1;
     if (en) begin
-      \$104  = scores_0;
+      \$176  = scores_0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$105  = valid_1;
+    \$177  = valid_1;
     if (en) begin
-      \$105  = valid_0;
+      \$177  = valid_0;
     end
     if (rst) begin
-      \$105  = 1'h0;
+      \$177  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$106  = scores_2;
+    \$178  = scores_2;
     if (en) begin
-      \$106  = scores_1;
+      \$178  = scores_1;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$107  = valid_2;
+    \$179  = valid_2;
     if (en) begin
-      \$107  = valid_1;
+      \$179  = valid_1;
     end
     if (rst) begin
-      \$107  = 1'h0;
+      \$179  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$108  = scores_3;
+    \$180  = scores_3;
     if (en) begin
-      \$108  = scores_2;
+      \$180  = scores_2;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$109  = valid_3;
+    \$181  = valid_3;
     if (en) begin
-      \$109  = valid_2;
+      \$181  = valid_2;
     end
     if (rst) begin
-      \$109  = 1'h0;
+      \$181  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$110  = scores_4;
+    \$182  = scores_4;
     if (en) begin
-      \$110  = scores_3;
+      \$182  = scores_3;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$111  = valid_4;
+    \$183  = valid_4;
     if (en) begin
-      \$111  = valid_3;
+      \$183  = valid_3;
     end
     if (rst) begin
-      \$111  = 1'h0;
+      \$183  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$112  = scores_5;
+    \$184  = scores_5;
     if (en) begin
-      \$112  = scores_4;
+      \$184  = scores_4;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$113  = valid_5;
+    \$185  = valid_5;
     if (en) begin
-      \$113  = valid_4;
+      \$185  = valid_4;
     end
     if (rst) begin
-      \$113  = 1'h0;
+      \$185  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$114  = scores_6;
+    \$186  = scores_6;
     if (en) begin
-      \$114  = scores_5;
+      \$186  = scores_5;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$115  = valid_6;
+    \$187  = valid_6;
     if (en) begin
-      \$115  = valid_5;
+      \$187  = valid_5;
     end
     if (rst) begin
-      \$115  = 1'h0;
+      \$187  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$116  = scores_7;
+    \$188  = scores_7;
     if (en) begin
-      \$116  = scores_6;
+      \$188  = scores_6;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$117  = valid_7;
+    \$189  = valid_7;
     if (en) begin
-      \$117  = valid_6;
+      \$189  = valid_6;
     end
     if (rst) begin
-      \$117  = 1'h0;
+      \$189  = 1'h0;
     end
   end
   assign s__ready = en;
@@ -1299,63 +1605,63 @@ module \bchw_top.engine0 (s__valid, clk, rst, s__ready, m__valid, m__payload, m_
   wire \$186 ;
   wire \$187 ;
   wire \$188 ;
-  wire [79:0] \$189 ;
+  wire \$189 ;
   wire \$19 ;
-  wire [79:0] \$190 ;
-  wire [79:0] \$191 ;
-  wire [79:0] \$192 ;
-  wire [79:0] \$193 ;
-  wire [79:0] \$194 ;
-  wire [79:0] \$195 ;
-  wire [79:0] \$196 ;
-  wire [79:0] \$197 ;
-  wire [79:0] \$198 ;
-  wire [79:0] \$199 ;
+  wire \$190 ;
+  wire \$191 ;
+  wire \$192 ;
+  wire \$193 ;
+  wire \$194 ;
+  wire \$195 ;
+  wire \$196 ;
+  wire \$197 ;
+  wire \$198 ;
+  wire \$199 ;
   wire \$2 ;
   wire [5:0] \$20 ;
-  wire [79:0] \$200 ;
-  wire [79:0] \$201 ;
-  wire [79:0] \$202 ;
-  wire [79:0] \$203 ;
-  wire [79:0] \$204 ;
-  wire \$205 ;
-  wire \$206 ;
-  wire \$207 ;
-  wire \$208 ;
-  wire \$209 ;
+  wire \$200 ;
+  wire \$201 ;
+  wire \$202 ;
+  wire \$203 ;
+  wire \$204 ;
+  wire [18:0] \$205 ;
+  wire [60:0] \$206 ;
+  wire [18:0] \$207 ;
+  wire [60:0] \$208 ;
+  wire [18:0] \$209 ;
   wire [5:0] \$21 ;
-  wire \$210 ;
-  wire \$211 ;
-  wire \$212 ;
-  wire \$213 ;
-  wire \$214 ;
-  wire \$215 ;
-  wire \$216 ;
-  wire \$217 ;
-  wire [2:0] \$218 ;
-  wire \$219 ;
+  wire [60:0] \$210 ;
+  wire [18:0] \$211 ;
+  wire [60:0] \$212 ;
+  wire [18:0] \$213 ;
+  wire [60:0] \$214 ;
+  wire [18:0] \$215 ;
+  wire [60:0] \$216 ;
+  wire [18:0] \$217 ;
+  wire [60:0] \$218 ;
+  wire [18:0] \$219 ;
   wire [5:0] \$22 ;
-  wire \$220 ;
-  wire \$221 ;
-  wire \$222 ;
-  wire \$223 ;
-  wire \$224 ;
-  wire \$225 ;
-  wire \$226 ;
-  wire \$227 ;
-  wire \$228 ;
-  wire \$229 ;
+  wire [60:0] \$220 ;
+  wire [18:0] \$221 ;
+  wire [60:0] \$222 ;
+  wire [18:0] \$223 ;
+  wire [60:0] \$224 ;
+  wire [18:0] \$225 ;
+  wire [60:0] \$226 ;
+  wire [18:0] \$227 ;
+  wire [60:0] \$228 ;
+  wire [18:0] \$229 ;
   wire [5:0] \$23 ;
-  wire \$230 ;
-  wire \$231 ;
-  wire \$232 ;
-  wire \$233 ;
-  wire \$234 ;
-  wire \$235 ;
-  wire \$236 ;
+  wire [60:0] \$230 ;
+  wire [18:0] \$231 ;
+  wire [60:0] \$232 ;
+  wire [18:0] \$233 ;
+  wire [60:0] \$234 ;
+  wire [18:0] \$235 ;
+  wire [60:0] \$236 ;
   wire \$237 ;
   wire \$238 ;
-  wire [2:0] \$239 ;
+  wire \$239 ;
   wire \$24 ;
   wire \$240 ;
   wire \$241 ;
@@ -1379,7 +1685,7 @@ module \bchw_top.engine0 (s__valid, clk, rst, s__ready, m__valid, m__payload, m_
   wire \$258 ;
   wire \$259 ;
   wire \$26 ;
-  wire [2:0] \$260 ;
+  wire \$260 ;
   wire \$261 ;
   wire \$262 ;
   wire \$263 ;
@@ -1391,86 +1697,86 @@ module \bchw_top.engine0 (s__valid, clk, rst, s__ready, m__valid, m__payload, m_
   wire \$269 ;
   wire \$27 ;
   wire \$270 ;
-  reg \$271 ;
-  reg [8:0] \$272 ;
-  reg [4:0] \$273 ;
-  reg [3:0] \$274 ;
-  reg \$275 ;
-  reg \$276 ;
-  reg [1:0] \$277 ;
-  reg \$278 ;
-  reg [4:0] \$279 ;
+  wire \$271 ;
+  wire \$272 ;
+  wire \$273 ;
+  wire \$274 ;
+  wire \$275 ;
+  wire \$276 ;
+  wire \$277 ;
+  wire \$278 ;
+  wire \$279 ;
   wire \$28 ;
-  reg \$280 ;
-  reg \$281 ;
-  reg \$282 ;
-  reg [5:0] \$283 ;
-  reg [5:0] \$284 ;
-  reg [5:0] \$285 ;
-  reg [5:0] \$286 ;
-  reg [5:0] \$287 ;
-  reg [5:0] \$288 ;
-  reg [5:0] \$289 ;
+  wire \$280 ;
+  wire \$281 ;
+  wire \$282 ;
+  wire \$283 ;
+  wire \$284 ;
+  wire \$285 ;
+  wire \$286 ;
+  wire \$287 ;
+  wire \$288 ;
+  wire \$289 ;
   wire [4:0] \$29 ;
-  reg [5:0] \$290 ;
-  reg [5:0] \$291 ;
-  reg [5:0] \$292 ;
-  reg [5:0] \$293 ;
-  reg [5:0] \$294 ;
-  reg [5:0] \$295 ;
-  reg [5:0] \$296 ;
-  reg \$297 ;
-  reg \$298 ;
-  reg \$299 ;
+  wire \$290 ;
+  wire \$291 ;
+  wire \$292 ;
+  wire \$293 ;
+  wire \$294 ;
+  wire \$295 ;
+  wire \$296 ;
+  wire \$297 ;
+  wire \$298 ;
+  wire \$299 ;
   wire \$3 ;
   wire [4:0] \$30 ;
-  reg \$300 ;
-  reg \$301 ;
-  reg \$302 ;
-  reg \$303 ;
-  wire [223:0] \$304 ;
-  wire [447:0] \$305 ;
-  wire [447:0] \$306 ;
-  wire [447:0] \$307 ;
-  reg [3:0] \$308 ;
+  wire \$300 ;
+  wire \$301 ;
+  wire \$302 ;
+  wire \$303 ;
+  wire \$304 ;
+  wire \$305 ;
+  reg \$306 ;
+  reg [8:0] \$307 ;
+  reg [4:0] \$308 ;
   reg [3:0] \$309 ;
   wire [4:0] \$31 ;
-  reg [3:0] \$310 ;
-  reg [3:0] \$311 ;
-  reg [3:0] \$312 ;
-  reg [3:0] \$313 ;
-  reg [3:0] \$314 ;
-  reg [3:0] \$315 ;
-  reg [3:0] \$316 ;
-  reg [3:0] \$317 ;
-  reg [1:0] \$318 ;
-  reg [1:0] \$319 ;
+  reg \$310 ;
+  reg \$311 ;
+  reg [1:0] \$312 ;
+  reg \$313 ;
+  reg [4:0] \$314 ;
+  reg \$315 ;
+  reg \$316 ;
+  reg \$317 ;
+  reg [5:0] \$318 ;
+  reg [5:0] \$319 ;
   wire [4:0] \$32 ;
-  reg [1:0] \$320 ;
-  reg [1:0] \$321 ;
-  reg [1:0] \$322 ;
-  reg [1:0] \$323 ;
-  reg [1:0] \$324 ;
-  reg [1:0] \$325 ;
-  reg [1:0] \$326 ;
-  reg [1:0] \$327 ;
-  reg [1:0] \$328 ;
-  reg [1:0] \$329 ;
+  reg [5:0] \$320 ;
+  reg [5:0] \$321 ;
+  reg [5:0] \$322 ;
+  reg [5:0] \$323 ;
+  reg [5:0] \$324 ;
+  reg [5:0] \$325 ;
+  reg [5:0] \$326 ;
+  reg [5:0] \$327 ;
+  reg [5:0] \$328 ;
+  reg [5:0] \$329 ;
   wire \$33 ;
-  reg [1:0] \$330 ;
-  reg [1:0] \$331 ;
-  reg [1:0] \$332 ;
-  reg [1:0] \$333 ;
-  reg [3:0] \$334 ;
-  reg [3:0] \$335 ;
-  reg [3:0] \$336 ;
-  reg [3:0] \$337 ;
-  reg [3:0] \$338 ;
-  reg [3:0] \$339 ;
+  reg [5:0] \$330 ;
+  reg [5:0] \$331 ;
+  reg \$332 ;
+  reg \$333 ;
+  reg \$334 ;
+  reg \$335 ;
+  reg \$336 ;
+  reg \$337 ;
+  reg \$338 ;
+  wire [223:0] \$339 ;
   wire \$34 ;
-  reg [3:0] \$340 ;
-  reg [3:0] \$341 ;
-  reg [3:0] \$342 ;
+  wire [447:0] \$340 ;
+  wire [447:0] \$341 ;
+  wire [447:0] \$342 ;
   reg [3:0] \$343 ;
   reg [3:0] \$344 ;
   reg [3:0] \$345 ;
@@ -1482,72 +1788,72 @@ module \bchw_top.engine0 (s__valid, clk, rst, s__ready, m__valid, m__payload, m_
   reg [3:0] \$350 ;
   reg [3:0] \$351 ;
   reg [3:0] \$352 ;
-  reg [3:0] \$353 ;
-  reg [3:0] \$354 ;
-  reg [3:0] \$355 ;
-  reg [3:0] \$356 ;
-  wire [975:0] \$357 ;
-  wire [975:0] \$358 ;
-  reg \$359 ;
+  reg [1:0] \$353 ;
+  reg [1:0] \$354 ;
+  reg [1:0] \$355 ;
+  reg [1:0] \$356 ;
+  reg [1:0] \$357 ;
+  reg [1:0] \$358 ;
+  reg [1:0] \$359 ;
   wire \$36 ;
-  reg \$360 ;
-  reg [18:0] \$361 ;
-  reg [18:0] \$362 ;
-  reg [18:0] \$363 ;
-  reg [18:0] \$364 ;
-  reg [18:0] \$365 ;
-  reg [18:0] \$366 ;
-  reg [18:0] \$367 ;
-  reg [18:0] \$368 ;
-  reg [18:0] \$369 ;
+  reg [1:0] \$360 ;
+  reg [1:0] \$361 ;
+  reg [1:0] \$362 ;
+  reg [1:0] \$363 ;
+  reg [1:0] \$364 ;
+  reg [1:0] \$365 ;
+  reg [1:0] \$366 ;
+  reg [1:0] \$367 ;
+  reg [1:0] \$368 ;
+  reg [3:0] \$369 ;
   wire \$37 ;
-  reg [18:0] \$370 ;
-  reg [18:0] \$371 ;
-  reg [18:0] \$372 ;
-  reg [18:0] \$373 ;
-  reg [18:0] \$374 ;
-  reg [18:0] \$375 ;
-  reg [18:0] \$376 ;
-  reg \$377 ;
-  reg \$378 ;
-  reg \$379 ;
+  reg [3:0] \$370 ;
+  reg [3:0] \$371 ;
+  reg [3:0] \$372 ;
+  reg [3:0] \$373 ;
+  reg [3:0] \$374 ;
+  reg [3:0] \$375 ;
+  reg [3:0] \$376 ;
+  reg [3:0] \$377 ;
+  reg [3:0] \$378 ;
+  reg [3:0] \$379 ;
   wire \$38 ;
-  reg \$380 ;
-  reg \$381 ;
-  reg \$382 ;
-  reg \$383 ;
-  reg \$384 ;
-  reg \$385 ;
-  reg \$386 ;
-  reg \$387 ;
-  reg \$388 ;
-  reg \$389 ;
+  reg [3:0] \$380 ;
+  reg [3:0] \$381 ;
+  reg [3:0] \$382 ;
+  reg [3:0] \$383 ;
+  reg [3:0] \$384 ;
+  reg [3:0] \$385 ;
+  reg [3:0] \$386 ;
+  reg [3:0] \$387 ;
+  reg [3:0] \$388 ;
+  reg [3:0] \$389 ;
   wire \$39 ;
-  reg \$390 ;
-  reg \$391 ;
-  reg \$392 ;
-  wire [1279:0] \$393 ;
+  reg [3:0] \$390 ;
+  reg [3:0] \$391 ;
+  wire [975:0] \$392 ;
+  wire [975:0] \$393 ;
   reg \$394 ;
   reg \$395 ;
-  reg \$396 ;
-  reg \$397 ;
-  reg \$398 ;
-  reg \$399 ;
+  reg [18:0] \$396 ;
+  reg [18:0] \$397 ;
+  reg [18:0] \$398 ;
+  reg [18:0] \$399 ;
   wire \$4 ;
   wire \$40 ;
-  reg \$400 ;
-  reg \$401 ;
-  reg \$402 ;
-  reg \$403 ;
-  reg \$404 ;
-  reg \$405 ;
-  reg \$406 ;
-  reg \$407 ;
-  reg \$408 ;
-  reg \$409 ;
+  reg [18:0] \$400 ;
+  reg [18:0] \$401 ;
+  reg [18:0] \$402 ;
+  reg [18:0] \$403 ;
+  reg [18:0] \$404 ;
+  reg [18:0] \$405 ;
+  reg [18:0] \$406 ;
+  reg [18:0] \$407 ;
+  reg [18:0] \$408 ;
+  reg [18:0] \$409 ;
   wire \$41 ;
-  reg \$410 ;
-  reg \$411 ;
+  reg [18:0] \$410 ;
+  reg [18:0] \$411 ;
   reg \$412 ;
   reg \$413 ;
   reg \$414 ;
@@ -1574,24 +1880,75 @@ module \bchw_top.engine0 (s__valid, clk, rst, s__ready, m__valid, m__payload, m_
   reg \$433 ;
   reg \$434 ;
   reg \$435 ;
-  reg [1:0] \$436 ;
-  reg [1:0] \$437 ;
-  reg [1:0] \$438 ;
+  reg \$436 ;
+  reg \$437 ;
+  reg \$438 ;
   reg \$439 ;
   wire \$44 ;
   reg \$440 ;
   reg \$441 ;
-  reg [128:0] \$442 ;
-  reg [128:0] \$443 ;
-  reg [128:0] \$444 ;
-  reg [1:0] \$445 ;
+  reg \$442 ;
+  reg \$443 ;
+  wire [1279:0] \$444 ;
+  reg \$445 ;
   reg \$446 ;
   reg \$447 ;
+  reg \$448 ;
+  reg \$449 ;
   wire \$45 ;
+  reg \$450 ;
+  reg \$451 ;
+  reg \$452 ;
+  reg \$453 ;
+  reg \$454 ;
+  reg \$455 ;
+  reg \$456 ;
+  reg \$457 ;
+  reg \$458 ;
+  reg \$459 ;
   wire [3:0] \$46 ;
+  reg \$460 ;
+  reg \$461 ;
+  reg \$462 ;
+  reg \$463 ;
+  reg \$464 ;
+  reg \$465 ;
+  reg \$466 ;
+  reg \$467 ;
+  reg \$468 ;
+  reg \$469 ;
   wire [3:0] \$47 ;
+  reg \$470 ;
+  reg \$471 ;
+  reg \$472 ;
+  reg \$473 ;
+  reg \$474 ;
+  reg \$475 ;
+  reg \$476 ;
+  reg \$477 ;
+  reg \$478 ;
+  reg \$479 ;
   wire \$48 ;
+  reg \$480 ;
+  reg \$481 ;
+  reg \$482 ;
+  reg \$483 ;
+  reg \$484 ;
+  reg \$485 ;
+  reg \$486 ;
+  reg [1:0] \$487 ;
+  reg [1:0] \$488 ;
+  reg [1:0] \$489 ;
   wire \$49 ;
+  reg \$490 ;
+  reg \$491 ;
+  reg \$492 ;
+  reg [128:0] \$493 ;
+  reg [128:0] \$494 ;
+  reg [128:0] \$495 ;
+  reg [1:0] \$496 ;
+  reg \$497 ;
+  reg \$498 ;
   wire \$5 ;
   wire \$50 ;
   wire \$51 ;
@@ -1785,9 +2142,41 @@ module \bchw_top.engine0 (s__valid, clk, rst, s__ready, m__valid, m__payload, m_
   (* keep = 32'd1 *)
   reg dload_copy15 = 1'h0;
   (* keep = 32'd1 *)
+  reg dload_copy16 = 1'h0;
+  (* keep = 32'd1 *)
+  reg dload_copy17 = 1'h0;
+  (* keep = 32'd1 *)
+  reg dload_copy18 = 1'h0;
+  (* keep = 32'd1 *)
+  reg dload_copy19 = 1'h0;
+  (* keep = 32'd1 *)
   reg dload_copy2 = 1'h0;
   (* keep = 32'd1 *)
+  reg dload_copy20 = 1'h0;
+  (* keep = 32'd1 *)
+  reg dload_copy21 = 1'h0;
+  (* keep = 32'd1 *)
+  reg dload_copy22 = 1'h0;
+  (* keep = 32'd1 *)
+  reg dload_copy23 = 1'h0;
+  (* keep = 32'd1 *)
+  reg dload_copy24 = 1'h0;
+  (* keep = 32'd1 *)
+  reg dload_copy25 = 1'h0;
+  (* keep = 32'd1 *)
+  reg dload_copy26 = 1'h0;
+  (* keep = 32'd1 *)
+  reg dload_copy27 = 1'h0;
+  (* keep = 32'd1 *)
+  reg dload_copy28 = 1'h0;
+  (* keep = 32'd1 *)
+  reg dload_copy29 = 1'h0;
+  (* keep = 32'd1 *)
   reg dload_copy3 = 1'h0;
+  (* keep = 32'd1 *)
+  reg dload_copy30 = 1'h0;
+  (* keep = 32'd1 *)
+  reg dload_copy31 = 1'h0;
   (* keep = 32'd1 *)
   reg dload_copy4 = 1'h0;
   (* keep = 32'd1 *)
@@ -2752,129 +3141,247 @@ module \bchw_top.engine0 (s__valid, clk, rst, s__ready, m__valid, m__payload, m_
   end
   assign \read__data$217  = _6_;
   always @(posedge clk)
-    dload_copy10 <= \$387 ;
+    \addr$146  <= \$379 ;
   always @(posedge clk)
-    dload_copy11 <= \$388 ;
+    \addr$149  <= \$380 ;
   always @(posedge clk)
-    dload_copy12 <= \$389 ;
+    \addr$152  <= \$381 ;
   always @(posedge clk)
-    dload_copy13 <= \$390 ;
+    \addr$155  <= \$382 ;
   always @(posedge clk)
-    dload_copy14 <= \$391 ;
+    \addr$158  <= \$383 ;
   always @(posedge clk)
-    dload_copy15 <= \$392 ;
+    \addr$161  <= \$384 ;
   always @(posedge clk)
-    drain <= \$393 ;
+    \addr$164  <= \$385 ;
   always @(posedge clk)
-    qv_d0 <= \$394 ;
+    \addr$167  <= \$386 ;
   always @(posedge clk)
-    qv_d1 <= \$395 ;
+    \addr$170  <= \$387 ;
   always @(posedge clk)
-    qv_d2 <= \$396 ;
+    \addr$173  <= \$388 ;
   always @(posedge clk)
-    qv_d3 <= \$397 ;
+    \addr$176  <= \$389 ;
   always @(posedge clk)
-    qv_d4 <= \$398 ;
+    \addr$179  <= \$390 ;
   always @(posedge clk)
-    qv_d5 <= \$399 ;
+    \addr$182  <= \$391 ;
   always @(posedge clk)
-    qv_d6 <= \$400 ;
+    params_d0 <= \$392 ;
   always @(posedge clk)
-    qv_d7 <= \$401 ;
+    params_d1 <= \$393 ;
   always @(posedge clk)
-    qv_d8 <= \$402 ;
+    acc_valid <= \$394 ;
   always @(posedge clk)
-    qv_d9 <= \$403 ;
+    acc_end <= \$395 ;
   always @(posedge clk)
-    qv_d10 <= \$404 ;
+    acc0 <= \$396 ;
   always @(posedge clk)
-    qv_d11 <= \$405 ;
+    acc1 <= \$397 ;
   always @(posedge clk)
-    qv_d12 <= \$406 ;
+    acc2 <= \$398 ;
   always @(posedge clk)
-    qv_d13 <= \$407 ;
+    acc3 <= \$399 ;
   always @(posedge clk)
-    qv_d14 <= \$408 ;
+    acc4 <= \$400 ;
   always @(posedge clk)
-    qv_d15 <= \$409 ;
+    acc5 <= \$401 ;
   always @(posedge clk)
-    qv_d16 <= \$410 ;
+    acc6 <= \$402 ;
   always @(posedge clk)
-    qv_d17 <= \$411 ;
+    acc7 <= \$403 ;
   always @(posedge clk)
-    qv_d18 <= \$412 ;
+    acc8 <= \$404 ;
   always @(posedge clk)
-    qv_d19 <= \$413 ;
+    acc9 <= \$405 ;
   always @(posedge clk)
-    qe_d0 <= \$414 ;
+    acc10 <= \$406 ;
   always @(posedge clk)
-    qe_d1 <= \$415 ;
+    acc11 <= \$407 ;
   always @(posedge clk)
-    qe_d2 <= \$416 ;
+    acc12 <= \$408 ;
   always @(posedge clk)
-    qe_d3 <= \$417 ;
+    acc13 <= \$409 ;
   always @(posedge clk)
-    qe_d4 <= \$418 ;
+    acc14 <= \$410 ;
   always @(posedge clk)
-    qe_d5 <= \$419 ;
+    acc15 <= \$411 ;
   always @(posedge clk)
-    qe_d6 <= \$420 ;
+    dload_copy0 <= \$412 ;
   always @(posedge clk)
-    qe_d7 <= \$421 ;
+    dload_copy1 <= \$413 ;
   always @(posedge clk)
-    qe_d8 <= \$422 ;
+    dload_copy2 <= \$414 ;
   always @(posedge clk)
-    qe_d9 <= \$423 ;
+    dload_copy3 <= \$415 ;
   always @(posedge clk)
-    qe_d10 <= \$424 ;
+    dload_copy4 <= \$416 ;
   always @(posedge clk)
-    qe_d11 <= \$425 ;
+    dload_copy5 <= \$417 ;
   always @(posedge clk)
-    qe_d12 <= \$426 ;
+    dload_copy6 <= \$418 ;
   always @(posedge clk)
-    qe_d13 <= \$427 ;
+    dload_copy7 <= \$419 ;
   always @(posedge clk)
-    qe_d14 <= \$428 ;
+    dload_copy8 <= \$420 ;
   always @(posedge clk)
-    qe_d15 <= \$429 ;
+    dload_copy9 <= \$421 ;
   always @(posedge clk)
-    qe_d16 <= \$430 ;
+    dload_copy10 <= \$422 ;
   always @(posedge clk)
-    qe_d17 <= \$431 ;
+    dload_copy11 <= \$423 ;
   always @(posedge clk)
-    qe_d18 <= \$432 ;
+    dload_copy12 <= \$424 ;
   always @(posedge clk)
-    qe_d19 <= \$433 ;
+    dload_copy13 <= \$425 ;
   always @(posedge clk)
-    qv_last_d0 <= \$434 ;
+    dload_copy14 <= \$426 ;
   always @(posedge clk)
-    qe_last_d0 <= \$435 ;
+    dload_copy15 <= \$427 ;
+  always @(posedge clk)
+    dload_copy16 <= \$428 ;
+  always @(posedge clk)
+    dload_copy17 <= \$429 ;
+  always @(posedge clk)
+    dload_copy18 <= \$430 ;
+  always @(posedge clk)
+    dload_copy19 <= \$431 ;
+  always @(posedge clk)
+    dload_copy20 <= \$432 ;
+  always @(posedge clk)
+    dload_copy21 <= \$433 ;
+  always @(posedge clk)
+    dload_copy22 <= \$434 ;
+  always @(posedge clk)
+    dload_copy23 <= \$435 ;
+  always @(posedge clk)
+    dload_copy24 <= \$436 ;
+  always @(posedge clk)
+    dload_copy25 <= \$437 ;
+  always @(posedge clk)
+    dload_copy26 <= \$438 ;
+  always @(posedge clk)
+    dload_copy27 <= \$439 ;
+  always @(posedge clk)
+    dload_copy28 <= \$440 ;
+  always @(posedge clk)
+    dload_copy29 <= \$441 ;
+  always @(posedge clk)
+    dload_copy30 <= \$442 ;
+  always @(posedge clk)
+    dload_copy31 <= \$443 ;
+  always @(posedge clk)
+    drain <= \$444 ;
+  always @(posedge clk)
+    qv_d0 <= \$445 ;
+  always @(posedge clk)
+    qv_d1 <= \$446 ;
+  always @(posedge clk)
+    qv_d2 <= \$447 ;
+  always @(posedge clk)
+    qv_d3 <= \$448 ;
+  always @(posedge clk)
+    qv_d4 <= \$449 ;
+  always @(posedge clk)
+    qv_d5 <= \$450 ;
+  always @(posedge clk)
+    qv_d6 <= \$451 ;
+  always @(posedge clk)
+    qv_d7 <= \$452 ;
+  always @(posedge clk)
+    qv_d8 <= \$453 ;
+  always @(posedge clk)
+    qv_d9 <= \$454 ;
+  always @(posedge clk)
+    qv_d10 <= \$455 ;
+  always @(posedge clk)
+    qv_d11 <= \$456 ;
+  always @(posedge clk)
+    qv_d12 <= \$457 ;
+  always @(posedge clk)
+    qv_d13 <= \$458 ;
+  always @(posedge clk)
+    qv_d14 <= \$459 ;
+  always @(posedge clk)
+    qv_d15 <= \$460 ;
+  always @(posedge clk)
+    qv_d16 <= \$461 ;
+  always @(posedge clk)
+    qv_d17 <= \$462 ;
+  always @(posedge clk)
+    qv_d18 <= \$463 ;
+  always @(posedge clk)
+    qv_d19 <= \$464 ;
+  always @(posedge clk)
+    qe_d0 <= \$465 ;
+  always @(posedge clk)
+    qe_d1 <= \$466 ;
+  always @(posedge clk)
+    qe_d2 <= \$467 ;
+  always @(posedge clk)
+    qe_d3 <= \$468 ;
+  always @(posedge clk)
+    qe_d4 <= \$469 ;
+  always @(posedge clk)
+    qe_d5 <= \$470 ;
+  always @(posedge clk)
+    qe_d6 <= \$471 ;
+  always @(posedge clk)
+    qe_d7 <= \$472 ;
+  always @(posedge clk)
+    qe_d8 <= \$473 ;
+  always @(posedge clk)
+    qe_d9 <= \$474 ;
+  always @(posedge clk)
+    qe_d10 <= \$475 ;
+  always @(posedge clk)
+    qe_d11 <= \$476 ;
+  always @(posedge clk)
+    qe_d12 <= \$477 ;
+  always @(posedge clk)
+    qe_d13 <= \$478 ;
+  always @(posedge clk)
+    qe_d14 <= \$479 ;
+  always @(posedge clk)
+    qe_d15 <= \$480 ;
+  always @(posedge clk)
+    qe_d16 <= \$481 ;
+  always @(posedge clk)
+    qe_d17 <= \$482 ;
+  always @(posedge clk)
+    qe_d18 <= \$483 ;
+  always @(posedge clk)
+    qe_d19 <= \$484 ;
+  always @(posedge clk)
+    qv_last_d0 <= \$485 ;
+  always @(posedge clk)
+    qe_last_d0 <= \$486 ;
   always @(posedge clk)
     results0 <= { q, results0[119:8] };
   always @(posedge clk)
-    count_copy0 <= \$436 ;
+    count_copy0 <= \$487 ;
   always @(posedge clk)
-    count_copy1 <= \$437 ;
+    count_copy1 <= \$488 ;
   always @(posedge clk)
-    count_copy2 <= \$438 ;
+    count_copy2 <= \$489 ;
   always @(posedge clk)
-    skid_qvalid_copy0 <= \$439 ;
+    skid_qvalid_copy0 <= \$490 ;
   always @(posedge clk)
-    skid_qvalid_copy1 <= \$440 ;
+    skid_qvalid_copy1 <= \$491 ;
   always @(posedge clk)
-    skid_qvalid_copy2 <= \$441 ;
+    skid_qvalid_copy2 <= \$492 ;
   always @(posedge clk)
-    skid0 <= \$442 ;
+    skid0 <= \$493 ;
   always @(posedge clk)
-    skid1 <= \$443 ;
+    skid1 <= \$494 ;
   always @(posedge clk)
-    skid2 <= \$444 ;
+    skid2 <= \$495 ;
   always @(posedge clk)
-    count <= \$445 ;
+    count <= \$496 ;
   always @(posedge clk)
-    credit_back_d0 <= \$446 ;
+    credit_back_d0 <= \$497 ;
   always @(posedge clk)
-    credit_back <= \$447 ;
+    credit_back <= \$498 ;
   assign \$1  = \$signal  & ready;
   assign \$2  = ~ last_step;
   assign \$3  = busy & \$2 ;
@@ -3041,158 +3548,193 @@ module \bchw_top.engine0 (s__valid, clk, rst, s__ready, m__valid, m__payload, m_
   assign \$186  = ft_d0[0] & ft_d0[2];
   assign \$187  = ft_d0[0] & ft_d0[2];
   assign \$188  = ft_d0[0] & ft_d0[2];
-  assign \$189  = dload_copy0 ? { params_d1[60:0], acc0 } : drain[159:80];
-  assign \$190  = dload_copy1 ? { params_d1[121:61], acc1 } : drain[239:160];
-  assign \$191  = dload_copy2 ? { params_d1[182:122], acc2 } : drain[319:240];
-  assign \$192  = dload_copy3 ? { params_d1[243:183], acc3 } : drain[399:320];
-  assign \$193  = dload_copy4 ? { params_d1[304:244], acc4 } : drain[479:400];
-  assign \$194  = dload_copy5 ? { params_d1[365:305], acc5 } : drain[559:480];
-  assign \$195  = dload_copy6 ? { params_d1[426:366], acc6 } : drain[639:560];
-  assign \$196  = dload_copy7 ? { params_d1[487:427], acc7 } : drain[719:640];
-  assign \$197  = dload_copy8 ? { params_d1[548:488], acc8 } : drain[799:720];
-  assign \$198  = dload_copy9 ? { params_d1[609:549], acc9 } : drain[879:800];
-  assign \$199  = dload_copy10 ? { params_d1[670:610], acc10 } : drain[959:880];
-  assign \$200  = dload_copy11 ? { params_d1[731:671], acc11 } : drain[1039:960];
-  assign \$201  = dload_copy12 ? { params_d1[792:732], acc12 } : drain[1119:1040];
-  assign \$202  = dload_copy13 ? { params_d1[853:793], acc13 } : drain[1199:1120];
-  assign \$203  = dload_copy14 ? { params_d1[914:854], acc14 } : drain[1279:1200];
-  assign \$204  = dload_copy15 ? { params_d1[975:915], acc15 } : drain[1279:1200];
-  assign \$205  = | count_copy0;
-  assign \$206  = \$205  | skid_qvalid_copy0;
-  assign \$207  = \$206  & m__ready;
-  assign \$208  = | count_copy0;
-  assign \$209  = ~ \$208 ;
-  assign \$210  = \$207  & \$209 ;
-  assign \$211  = ~ \$210 ;
-  assign \$212  = skid_qvalid_copy0 & \$211 ;
-  assign \$213  = | count_copy0;
-  assign \$214  = \$213  | skid_qvalid_copy0;
-  assign \$215  = \$214  & m__ready;
-  assign \$216  = | count_copy0;
-  assign \$217  = \$215  & \$216 ;
-  assign \$218  = count_copy0 - \$217 ;
-  assign \$219  = ! \$218 ;
-  assign \$220  = \$212  & \$219 ;
-  assign \$221  = | count_copy0;
-  assign \$222  = \$221  | skid_qvalid_copy0;
-  assign \$223  = \$222  & m__ready;
-  assign \$224  = | count_copy0;
-  assign \$225  = \$223  & \$224 ;
-  assign \$226  = | count_copy1;
-  assign \$227  = \$226  | skid_qvalid_copy1;
-  assign \$228  = \$227  & m__ready;
-  assign \$229  = | count_copy1;
-  assign \$230  = ~ \$229 ;
-  assign \$231  = \$228  & \$230 ;
-  assign \$232  = ~ \$231 ;
-  assign \$233  = skid_qvalid_copy1 & \$232 ;
-  assign \$234  = | count_copy1;
-  assign \$235  = \$234  | skid_qvalid_copy1;
-  assign \$236  = \$235  & m__ready;
-  assign \$237  = | count_copy1;
-  assign \$238  = \$236  & \$237 ;
-  assign \$239  = count_copy1 - \$238 ;
-  assign \$240  = \$239  == 1'h1;
-  assign \$241  = \$233  & \$240 ;
-  assign \$242  = | count_copy1;
-  assign \$243  = \$242  | skid_qvalid_copy1;
-  assign \$244  = \$243  & m__ready;
-  assign \$245  = | count_copy1;
-  assign \$246  = \$244  & \$245 ;
-  assign \$247  = | count_copy2;
-  assign \$248  = \$247  | skid_qvalid_copy2;
-  assign \$249  = \$248  & m__ready;
-  assign \$250  = | count_copy2;
-  assign \$251  = ~ \$250 ;
-  assign \$252  = \$249  & \$251 ;
-  assign \$253  = ~ \$252 ;
-  assign \$254  = skid_qvalid_copy2 & \$253 ;
-  assign \$255  = | count_copy2;
-  assign \$256  = \$255  | skid_qvalid_copy2;
-  assign \$257  = \$256  & m__ready;
-  assign \$258  = | count_copy2;
-  assign \$259  = \$257  & \$258 ;
-  assign \$260  = count_copy2 - \$259 ;
-  assign \$261  = \$260  == 2'h2;
-  assign \$262  = \$254  & \$261 ;
-  assign \$263  = | count_copy2;
-  assign \$264  = \$263  | skid_qvalid_copy2;
-  assign \$265  = \$264  & m__ready;
-  assign \$266  = | count_copy2;
-  assign \$267  = \$265  & \$266 ;
-  assign \$268  = | count;
-  assign \$269  = \$268  | qv_last_d0;
-  assign \$270  = \$269  & m__ready;
+  assign \$189  = ft_d0[0] & ft_d0[2];
+  assign \$190  = ft_d0[0] & ft_d0[2];
+  assign \$191  = ft_d0[0] & ft_d0[2];
+  assign \$192  = ft_d0[0] & ft_d0[2];
+  assign \$193  = ft_d0[0] & ft_d0[2];
+  assign \$194  = ft_d0[0] & ft_d0[2];
+  assign \$195  = ft_d0[0] & ft_d0[2];
+  assign \$196  = ft_d0[0] & ft_d0[2];
+  assign \$197  = ft_d0[0] & ft_d0[2];
+  assign \$198  = ft_d0[0] & ft_d0[2];
+  assign \$199  = ft_d0[0] & ft_d0[2];
+  assign \$200  = ft_d0[0] & ft_d0[2];
+  assign \$201  = ft_d0[0] & ft_d0[2];
+  assign \$202  = ft_d0[0] & ft_d0[2];
+  assign \$203  = ft_d0[0] & ft_d0[2];
+  assign \$204  = ft_d0[0] & ft_d0[2];
+  assign \$205  = dload_copy0 ? acc0 : drain[98:80];
+  assign \$206  = dload_copy1 ? params_d1[60:0] : drain[159:99];
+  assign \$207  = dload_copy2 ? acc1 : drain[178:160];
+  assign \$208  = dload_copy3 ? params_d1[121:61] : drain[239:179];
+  assign \$209  = dload_copy4 ? acc2 : drain[258:240];
+  assign \$210  = dload_copy5 ? params_d1[182:122] : drain[319:259];
+  assign \$211  = dload_copy6 ? acc3 : drain[338:320];
+  assign \$212  = dload_copy7 ? params_d1[243:183] : drain[399:339];
+  assign \$213  = dload_copy8 ? acc4 : drain[418:400];
+  assign \$214  = dload_copy9 ? params_d1[304:244] : drain[479:419];
+  assign \$215  = dload_copy10 ? acc5 : drain[498:480];
+  assign \$216  = dload_copy11 ? params_d1[365:305] : drain[559:499];
+  assign \$217  = dload_copy12 ? acc6 : drain[578:560];
+  assign \$218  = dload_copy13 ? params_d1[426:366] : drain[639:579];
+  assign \$219  = dload_copy14 ? acc7 : drain[658:640];
+  assign \$220  = dload_copy15 ? params_d1[487:427] : drain[719:659];
+  assign \$221  = dload_copy16 ? acc8 : drain[738:720];
+  assign \$222  = dload_copy17 ? params_d1[548:488] : drain[799:739];
+  assign \$223  = dload_copy18 ? acc9 : drain[818:800];
+  assign \$224  = dload_copy19 ? params_d1[609:549] : drain[879:819];
+  assign \$225  = dload_copy20 ? acc10 : drain[898:880];
+  assign \$226  = dload_copy21 ? params_d1[670:610] : drain[959:899];
+  assign \$227  = dload_copy22 ? acc11 : drain[978:960];
+  assign \$228  = dload_copy23 ? params_d1[731:671] : drain[1039:979];
+  assign \$229  = dload_copy24 ? acc12 : drain[1058:1040];
+  assign \$230  = dload_copy25 ? params_d1[792:732] : drain[1119:1059];
+  assign \$231  = dload_copy26 ? acc13 : drain[1138:1120];
+  assign \$232  = dload_copy27 ? params_d1[853:793] : drain[1199:1139];
+  assign \$233  = dload_copy28 ? acc14 : drain[1218:1200];
+  assign \$234  = dload_copy29 ? params_d1[914:854] : drain[1279:1219];
+  assign \$235  = dload_copy30 ? acc15 : drain[1218:1200];
+  assign \$236  = dload_copy31 ? params_d1[975:915] : drain[1279:1219];
+  assign \$237  = | count_copy0;
+  assign \$238  = \$237  | skid_qvalid_copy0;
+  assign \$239  = \$238  & m__ready;
+  assign \$240  = | count_copy0;
+  assign \$241  = ~ \$240 ;
+  assign \$242  = \$239  & \$241 ;
+  assign \$243  = ~ \$242 ;
+  assign \$244  = skid_qvalid_copy0 & \$243 ;
+  assign \$245  = | count_copy0;
+  assign \$246  = \$245  | skid_qvalid_copy0;
+  assign \$247  = \$246  & m__ready;
+  assign \$248  = | count_copy0;
+  assign \$249  = \$247  & \$248 ;
+  assign \$250  = count_copy0 == 1'h1;
+  assign \$251  = ! count_copy0;
+  assign \$252  = \$249  ? \$250  : \$251 ;
+  assign \$253  = \$244  & \$252 ;
+  assign \$254  = | count_copy0;
+  assign \$255  = \$254  | skid_qvalid_copy0;
+  assign \$256  = \$255  & m__ready;
+  assign \$257  = | count_copy0;
+  assign \$258  = \$256  & \$257 ;
+  assign \$259  = | count_copy1;
+  assign \$260  = \$259  | skid_qvalid_copy1;
+  assign \$261  = \$260  & m__ready;
+  assign \$262  = | count_copy1;
+  assign \$263  = ~ \$262 ;
+  assign \$264  = \$261  & \$263 ;
+  assign \$265  = ~ \$264 ;
+  assign \$266  = skid_qvalid_copy1 & \$265 ;
+  assign \$267  = | count_copy1;
+  assign \$268  = \$267  | skid_qvalid_copy1;
+  assign \$269  = \$268  & m__ready;
+  assign \$270  = | count_copy1;
+  assign \$271  = \$269  & \$270 ;
+  assign \$272  = count_copy1 == 2'h2;
+  assign \$273  = count_copy1 == 1'h1;
+  assign \$274  = \$271  ? \$272  : \$273 ;
+  assign \$275  = \$266  & \$274 ;
+  assign \$276  = | count_copy1;
+  assign \$277  = \$276  | skid_qvalid_copy1;
+  assign \$278  = \$277  & m__ready;
+  assign \$279  = | count_copy1;
+  assign \$280  = \$278  & \$279 ;
+  assign \$281  = | count_copy2;
+  assign \$282  = \$281  | skid_qvalid_copy2;
+  assign \$283  = \$282  & m__ready;
+  assign \$284  = | count_copy2;
+  assign \$285  = ~ \$284 ;
+  assign \$286  = \$283  & \$285 ;
+  assign \$287  = ~ \$286 ;
+  assign \$288  = skid_qvalid_copy2 & \$287 ;
+  assign \$289  = | count_copy2;
+  assign \$290  = \$289  | skid_qvalid_copy2;
+  assign \$291  = \$290  & m__ready;
+  assign \$292  = | count_copy2;
+  assign \$293  = \$291  & \$292 ;
+  assign \$294  = count_copy2 == 2'h3;
+  assign \$295  = count_copy2 == 2'h2;
+  assign \$296  = \$293  ? \$294  : \$295 ;
+  assign \$297  = \$288  & \$296 ;
+  assign \$298  = | count_copy2;
+  assign \$299  = \$298  | skid_qvalid_copy2;
+  assign \$300  = \$299  & m__ready;
+  assign \$301  = | count_copy2;
+  assign \$302  = \$300  & \$301 ;
+  assign \$303  = | count;
+  assign \$304  = \$303  | qv_last_d0;
+  assign \$305  = \$304  & m__ready;
   always @(posedge clk)
-    busy <= \$271 ;
+    busy <= \$306 ;
   always @(posedge clk)
-    addr <= \$272 ;
+    addr <= \$307 ;
   always @(posedge clk)
-    sfc <= \$273 ;
+    sfc <= \$308 ;
   always @(posedge clk)
-    nfc <= \$274 ;
+    nfc <= \$309 ;
   always @(posedge clk)
-    last_step <= \$275 ;
+    last_step <= \$310 ;
   always @(posedge clk)
-    ready <= \$276 ;
+    ready <= \$311 ;
   always @(posedge clk)
-    credits <= \$277 ;
+    credits <= \$312 ;
   always @(posedge clk)
-    issue <= \$278 ;
+    issue <= \$313 ;
   always @(posedge clk)
-    word <= \$279 ;
+    word <= \$314 ;
   always @(posedge clk)
-    write_bank <= \$280 ;
+    write_bank <= \$315 ;
   always @(posedge clk)
-    read_bank <= \$281 ;
+    read_bank <= \$316 ;
   always @(posedge clk)
-    \$signal  <= \$282 ;
+    \$signal  <= \$317 ;
   always @(posedge clk)
     xbeat <= s__payload;
   always @(posedge clk)
-    write__addr <= \$283 ;
+    write__addr <= \$318 ;
   always @(posedge clk)
-    \write__addr$31  <= \$284 ;
+    \write__addr$31  <= \$319 ;
   always @(posedge clk)
-    \write__addr$38  <= \$285 ;
+    \write__addr$38  <= \$320 ;
   always @(posedge clk)
-    \write__addr$45  <= \$286 ;
+    \write__addr$45  <= \$321 ;
   always @(posedge clk)
-    \write__addr$52  <= \$287 ;
+    \write__addr$52  <= \$322 ;
   always @(posedge clk)
-    \write__addr$59  <= \$288 ;
+    \write__addr$59  <= \$323 ;
   always @(posedge clk)
-    \write__addr$66  <= \$289 ;
+    \write__addr$66  <= \$324 ;
   always @(posedge clk)
-    read__addr <= \$290 ;
+    read__addr <= \$325 ;
   always @(posedge clk)
-    \read__addr$34  <= \$291 ;
+    \read__addr$34  <= \$326 ;
   always @(posedge clk)
-    \read__addr$41  <= \$292 ;
+    \read__addr$41  <= \$327 ;
   always @(posedge clk)
-    \read__addr$48  <= \$293 ;
+    \read__addr$48  <= \$328 ;
   always @(posedge clk)
-    \read__addr$55  <= \$294 ;
+    \read__addr$55  <= \$329 ;
   always @(posedge clk)
-    \read__addr$62  <= \$295 ;
+    \read__addr$62  <= \$330 ;
   always @(posedge clk)
-    \read__addr$69  <= \$296 ;
+    \read__addr$69  <= \$331 ;
   always @(posedge clk)
-    write__en <= \$297 ;
+    write__en <= \$332 ;
   always @(posedge clk)
-    \write__en$29  <= \$298 ;
+    \write__en$29  <= \$333 ;
   always @(posedge clk)
-    \write__en$36  <= \$299 ;
+    \write__en$36  <= \$334 ;
   always @(posedge clk)
-    \write__en$43  <= \$300 ;
+    \write__en$43  <= \$335 ;
   always @(posedge clk)
-    \write__en$50  <= \$301 ;
+    \write__en$50  <= \$336 ;
   always @(posedge clk)
-    \write__en$57  <= \$302 ;
+    \write__en$57  <= \$337 ;
   always @(posedge clk)
-    \write__en$64  <= \$303 ;
+    \write__en$64  <= \$338 ;
   always @(posedge clk)
-    xmem_d0 <= \$304 ;
+    xmem_d0 <= \$339 ;
   always @(posedge clk)
     xtree_fan_copy0 <= xmem_d0;
   always @(posedge clk)
@@ -3234,169 +3776,83 @@ module \bchw_top.engine0 (s__valid, clk, rst, s__ready, m__valid, m__payload, m_
   always @(posedge clk)
     \x$133  <= xtree_fan_copy3;
   always @(posedge clk)
-    wdata_d0 <= \$305 ;
+    wdata_d0 <= \$340 ;
   always @(posedge clk)
-    wdata_d1 <= \$306 ;
+    wdata_d1 <= \$341 ;
   always @(posedge clk)
-    wdata_d2 <= \$307 ;
+    wdata_d2 <= \$342 ;
   always @(posedge clk)
-    f_d0 <= \$308 ;
+    f_d0 <= \$343 ;
   always @(posedge clk)
-    f_d1 <= \$309 ;
+    f_d1 <= \$344 ;
   always @(posedge clk)
-    f_d2 <= \$310 ;
+    f_d2 <= \$345 ;
   always @(posedge clk)
-    f_d3 <= \$311 ;
+    f_d3 <= \$346 ;
   always @(posedge clk)
-    f_d4 <= \$312 ;
+    f_d4 <= \$347 ;
   always @(posedge clk)
-    f_d5 <= \$313 ;
+    f_d5 <= \$348 ;
   always @(posedge clk)
-    f_d6 <= \$314 ;
+    f_d6 <= \$349 ;
   always @(posedge clk)
-    f_d7 <= \$315 ;
+    f_d7 <= \$350 ;
   always @(posedge clk)
-    f_d8 <= \$316 ;
+    f_d8 <= \$351 ;
   always @(posedge clk)
-    ft_d0 <= \$317 ;
+    ft_d0 <= \$352 ;
   always @(posedge clk)
-    accflags_copy0 <= \$318 ;
+    accflags_copy0 <= \$353 ;
   always @(posedge clk)
-    accflags_copy1 <= \$319 ;
+    accflags_copy1 <= \$354 ;
   always @(posedge clk)
-    accflags_copy2 <= \$320 ;
+    accflags_copy2 <= \$355 ;
   always @(posedge clk)
-    accflags_copy3 <= \$321 ;
+    accflags_copy3 <= \$356 ;
   always @(posedge clk)
-    accflags_copy4 <= \$322 ;
+    accflags_copy4 <= \$357 ;
   always @(posedge clk)
-    accflags_copy5 <= \$323 ;
+    accflags_copy5 <= \$358 ;
   always @(posedge clk)
-    accflags_copy6 <= \$324 ;
+    accflags_copy6 <= \$359 ;
   always @(posedge clk)
-    accflags_copy7 <= \$325 ;
+    accflags_copy7 <= \$360 ;
   always @(posedge clk)
-    accflags_copy8 <= \$326 ;
+    accflags_copy8 <= \$361 ;
   always @(posedge clk)
-    accflags_copy9 <= \$327 ;
+    accflags_copy9 <= \$362 ;
   always @(posedge clk)
-    accflags_copy10 <= \$328 ;
+    accflags_copy10 <= \$363 ;
   always @(posedge clk)
-    accflags_copy11 <= \$329 ;
+    accflags_copy11 <= \$364 ;
   always @(posedge clk)
-    accflags_copy12 <= \$330 ;
+    accflags_copy12 <= \$365 ;
   always @(posedge clk)
-    accflags_copy13 <= \$331 ;
+    accflags_copy13 <= \$366 ;
   always @(posedge clk)
-    accflags_copy14 <= \$332 ;
+    accflags_copy14 <= \$367 ;
   always @(posedge clk)
-    accflags_copy15 <= \$333 ;
+    accflags_copy15 <= \$368 ;
   always @(posedge clk)
-    paddr_d0 <= \$334 ;
+    paddr_d0 <= \$369 ;
   always @(posedge clk)
-    paddr_d1 <= \$335 ;
+    paddr_d1 <= \$370 ;
   always @(posedge clk)
-    paddr_d2 <= \$336 ;
+    paddr_d2 <= \$371 ;
   always @(posedge clk)
-    paddr_d3 <= \$337 ;
+    paddr_d3 <= \$372 ;
   always @(posedge clk)
-    paddr_d4 <= \$338 ;
+    paddr_d4 <= \$373 ;
   always @(posedge clk)
-    paddr_d5 <= \$339 ;
+    paddr_d5 <= \$374 ;
   always @(posedge clk)
-    paddr_d6 <= \$340 ;
+    paddr_d6 <= \$375 ;
   always @(posedge clk)
-    \addr$137  <= \$341 ;
+    \addr$137  <= \$376 ;
   always @(posedge clk)
-    \addr$140  <= \$342 ;
+    \addr$140  <= \$377 ;
   always @(posedge clk)
-    \addr$143  <= \$343 ;
-  always @(posedge clk)
-    \addr$146  <= \$344 ;
-  always @(posedge clk)
-    \addr$149  <= \$345 ;
-  always @(posedge clk)
-    \addr$152  <= \$346 ;
-  always @(posedge clk)
-    \addr$155  <= \$347 ;
-  always @(posedge clk)
-    \addr$158  <= \$348 ;
-  always @(posedge clk)
-    \addr$161  <= \$349 ;
-  always @(posedge clk)
-    \addr$164  <= \$350 ;
-  always @(posedge clk)
-    \addr$167  <= \$351 ;
-  always @(posedge clk)
-    \addr$170  <= \$352 ;
-  always @(posedge clk)
-    \addr$173  <= \$353 ;
-  always @(posedge clk)
-    \addr$176  <= \$354 ;
-  always @(posedge clk)
-    \addr$179  <= \$355 ;
-  always @(posedge clk)
-    \addr$182  <= \$356 ;
-  always @(posedge clk)
-    params_d0 <= \$357 ;
-  always @(posedge clk)
-    params_d1 <= \$358 ;
-  always @(posedge clk)
-    acc_valid <= \$359 ;
-  always @(posedge clk)
-    acc_end <= \$360 ;
-  always @(posedge clk)
-    acc0 <= \$361 ;
-  always @(posedge clk)
-    acc1 <= \$362 ;
-  always @(posedge clk)
-    acc2 <= \$363 ;
-  always @(posedge clk)
-    acc3 <= \$364 ;
-  always @(posedge clk)
-    acc4 <= \$365 ;
-  always @(posedge clk)
-    acc5 <= \$366 ;
-  always @(posedge clk)
-    acc6 <= \$367 ;
-  always @(posedge clk)
-    acc7 <= \$368 ;
-  always @(posedge clk)
-    acc8 <= \$369 ;
-  always @(posedge clk)
-    acc9 <= \$370 ;
-  always @(posedge clk)
-    acc10 <= \$371 ;
-  always @(posedge clk)
-    acc11 <= \$372 ;
-  always @(posedge clk)
-    acc12 <= \$373 ;
-  always @(posedge clk)
-    acc13 <= \$374 ;
-  always @(posedge clk)
-    acc14 <= \$375 ;
-  always @(posedge clk)
-    acc15 <= \$376 ;
-  always @(posedge clk)
-    dload_copy0 <= \$377 ;
-  always @(posedge clk)
-    dload_copy1 <= \$378 ;
-  always @(posedge clk)
-    dload_copy2 <= \$379 ;
-  always @(posedge clk)
-    dload_copy3 <= \$380 ;
-  always @(posedge clk)
-    dload_copy4 <= \$381 ;
-  always @(posedge clk)
-    dload_copy5 <= \$382 ;
-  always @(posedge clk)
-    dload_copy6 <= \$383 ;
-  always @(posedge clk)
-    dload_copy7 <= \$384 ;
-  always @(posedge clk)
-    dload_copy8 <= \$385 ;
-  always @(posedge clk)
-    dload_copy9 <= \$386 ;
+    \addr$143  <= \$378 ;
   \bchw_top.engine0.params0  params0 (
     .addr(\addr$137 ),
     .clk(clk),
@@ -3479,7 +3935,7 @@ module \bchw_top.engine0 (s__valid, clk, rst, s__ready, m__valid, m__payload, m_
   );
   \bchw_top.engine0.requant0  requant0 (
     .clk(clk),
-    .\port$16187$0 (drain[79:0]),
+    .\port$16383$0 (drain[79:0]),
     .q(q),
     .rst(rst)
   );
@@ -3602,1207 +4058,1319 @@ module \bchw_top.engine0 (s__valid, clk, rst, s__ready, m__valid, m__payload, m_
   );
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$388  = \$184 ;
+    \$380  = paddr_d6;
     if (rst) begin
-      \$388  = 1'h0;
+      \$380  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$389  = \$185 ;
+    \$381  = paddr_d6;
     if (rst) begin
-      \$389  = 1'h0;
+      \$381  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$390  = \$186 ;
+    \$382  = paddr_d6;
     if (rst) begin
-      \$390  = 1'h0;
+      \$382  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$391  = \$187 ;
+    \$383  = paddr_d6;
     if (rst) begin
-      \$391  = 1'h0;
+      \$383  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$392  = \$188 ;
+    \$384  = paddr_d6;
     if (rst) begin
-      \$392  = 1'h0;
+      \$384  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$394  = acc_valid;
+    \$385  = paddr_d6;
+    if (rst) begin
+      \$385  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$386  = paddr_d6;
+    if (rst) begin
+      \$386  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$387  = paddr_d6;
+    if (rst) begin
+      \$387  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$388  = paddr_d6;
+    if (rst) begin
+      \$388  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$389  = paddr_d6;
+    if (rst) begin
+      \$389  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$390  = paddr_d6;
+    if (rst) begin
+      \$390  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$391  = paddr_d6;
+    if (rst) begin
+      \$391  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$394  = \$139 ;
     if (rst) begin
       \$394  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$395  = qv_d0;
+    \$395  = \$140 ;
     if (rst) begin
       \$395  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$396  = qv_d1;
-    if (rst) begin
-      \$396  = 1'h0;
+    \$396  = acc0;
+    if (accflags_copy0[0]) begin
+      \$396  = \$142 [18:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$397  = qv_d2;
-    if (rst) begin
-      \$397  = 1'h0;
+    \$397  = acc1;
+    if (accflags_copy1[0]) begin
+      \$397  = \$144 [18:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$398  = qv_d3;
-    if (rst) begin
-      \$398  = 1'h0;
+    \$398  = acc2;
+    if (accflags_copy2[0]) begin
+      \$398  = \$146 [18:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$399  = qv_d4;
-    if (rst) begin
-      \$399  = 1'h0;
+    \$399  = acc3;
+    if (accflags_copy3[0]) begin
+      \$399  = \$148 [18:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$400  = qv_d5;
-    if (rst) begin
-      \$400  = 1'h0;
+    \$400  = acc4;
+    if (accflags_copy4[0]) begin
+      \$400  = \$150 [18:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$401  = qv_d6;
-    if (rst) begin
-      \$401  = 1'h0;
+    \$401  = acc5;
+    if (accflags_copy5[0]) begin
+      \$401  = \$152 [18:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$402  = qv_d7;
-    if (rst) begin
-      \$402  = 1'h0;
+    \$402  = acc6;
+    if (accflags_copy6[0]) begin
+      \$402  = \$154 [18:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$403  = qv_d8;
-    if (rst) begin
-      \$403  = 1'h0;
+    \$403  = acc7;
+    if (accflags_copy7[0]) begin
+      \$403  = \$156 [18:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$404  = qv_d9;
-    if (rst) begin
-      \$404  = 1'h0;
+    \$404  = acc8;
+    if (accflags_copy8[0]) begin
+      \$404  = \$158 [18:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$405  = qv_d10;
-    if (rst) begin
-      \$405  = 1'h0;
+    \$405  = acc9;
+    if (accflags_copy9[0]) begin
+      \$405  = \$160 [18:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$406  = qv_d11;
-    if (rst) begin
-      \$406  = 1'h0;
+    \$406  = acc10;
+    if (accflags_copy10[0]) begin
+      \$406  = \$162 [18:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$407  = qv_d12;
-    if (rst) begin
-      \$407  = 1'h0;
+    \$407  = acc11;
+    if (accflags_copy11[0]) begin
+      \$407  = \$164 [18:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$408  = qv_d13;
-    if (rst) begin
-      \$408  = 1'h0;
+    \$408  = acc12;
+    if (accflags_copy12[0]) begin
+      \$408  = \$166 [18:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$409  = qv_d14;
-    if (rst) begin
-      \$409  = 1'h0;
+    \$409  = acc13;
+    if (accflags_copy13[0]) begin
+      \$409  = \$168 [18:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$410  = qv_d15;
-    if (rst) begin
-      \$410  = 1'h0;
+    \$410  = acc14;
+    if (accflags_copy14[0]) begin
+      \$410  = \$170 [18:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$411  = qv_d16;
-    if (rst) begin
-      \$411  = 1'h0;
+    \$411  = acc15;
+    if (accflags_copy15[0]) begin
+      \$411  = \$172 [18:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$412  = qv_d17;
+    \$412  = \$173 ;
     if (rst) begin
       \$412  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$413  = qv_d18;
+    \$413  = \$174 ;
     if (rst) begin
       \$413  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$414  = acc_end;
+    \$414  = \$175 ;
     if (rst) begin
       \$414  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$415  = qe_d0;
+    \$415  = \$176 ;
     if (rst) begin
       \$415  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$416  = qe_d1;
+    \$416  = \$177 ;
     if (rst) begin
       \$416  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$417  = qe_d2;
+    \$417  = \$178 ;
     if (rst) begin
       \$417  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$418  = qe_d3;
+    \$418  = \$179 ;
     if (rst) begin
       \$418  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$419  = qe_d4;
+    \$419  = \$180 ;
     if (rst) begin
       \$419  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$420  = qe_d5;
+    \$420  = \$181 ;
     if (rst) begin
       \$420  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$421  = qe_d6;
+    \$421  = \$182 ;
     if (rst) begin
       \$421  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$422  = qe_d7;
+    \$422  = \$183 ;
     if (rst) begin
       \$422  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$423  = qe_d8;
+    \$423  = \$184 ;
     if (rst) begin
       \$423  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$424  = qe_d9;
+    \$424  = \$185 ;
     if (rst) begin
       \$424  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$425  = qe_d10;
+    \$425  = \$186 ;
     if (rst) begin
       \$425  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$426  = qe_d11;
+    \$426  = \$187 ;
     if (rst) begin
       \$426  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$427  = qe_d12;
+    \$427  = \$188 ;
     if (rst) begin
       \$427  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$428  = qe_d13;
+    \$428  = \$189 ;
     if (rst) begin
       \$428  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$429  = qe_d14;
+    \$429  = \$190 ;
     if (rst) begin
       \$429  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$430  = qe_d15;
+    \$430  = \$191 ;
     if (rst) begin
       \$430  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$431  = qe_d16;
+    \$431  = \$192 ;
     if (rst) begin
       \$431  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$432  = qe_d17;
+    \$432  = \$193 ;
     if (rst) begin
       \$432  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$433  = qe_d18;
+    \$433  = \$194 ;
     if (rst) begin
       \$433  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$434  = qv_d19;
+    \$434  = \$195 ;
     if (rst) begin
       \$434  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$435  = qe_d19;
+    \$435  = \$196 ;
     if (rst) begin
       \$435  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$436  = \$70 [1:0];
+    \$436  = \$197 ;
     if (rst) begin
-      \$436  = 2'h0;
+      \$436  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$437  = \$70 [1:0];
+    \$437  = \$198 ;
     if (rst) begin
-      \$437  = 2'h0;
+      \$437  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$438  = \$70 [1:0];
+    \$438  = \$199 ;
     if (rst) begin
-      \$438  = 2'h0;
+      \$438  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$439  = qv_d19;
+    \$439  = \$200 ;
     if (rst) begin
       \$439  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$440  = qv_d19;
+    \$440  = \$201 ;
     if (rst) begin
       \$440  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$441  = qv_d19;
+    \$441  = \$202 ;
     if (rst) begin
       \$441  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$442  = skid0;
-    if (\$220 ) begin
-      \$442  = { qe_last_d0, q, results0 };
-    end else if (\$225 ) begin
-      \$442  = skid1;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$443  = skid1;
-    if (\$241 ) begin
-      \$443  = { qe_last_d0, q, results0 };
-    end else if (\$246 ) begin
-      \$443  = skid2;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$444  = skid2;
-    if (\$262 ) begin
-      \$444  = { qe_last_d0, q, results0 };
-    end else if (\$267 ) begin
-      \$444  = 129'h000000000000000000000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$445  = \$70 [1:0];
+    \$442  = \$203 ;
     if (rst) begin
-      \$445  = 2'h0;
+      \$442  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$446  = \$270 ;
+    \$443  = \$204 ;
+    if (rst) begin
+      \$443  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$445  = acc_valid;
+    if (rst) begin
+      \$445  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$446  = qv_d0;
     if (rst) begin
       \$446  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$447  = credit_back_d0;
+    \$447  = qv_d1;
     if (rst) begin
       \$447  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$271  = busy_next;
+    \$448  = qv_d2;
     if (rst) begin
-      \$271  = 1'h0;
+      \$448  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$272  = \$11 [8:0];
+    \$449  = qv_d3;
     if (rst) begin
-      \$272  = 9'h000;
+      \$449  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$273  = \$23 [4:0];
+    \$450  = qv_d4;
     if (rst) begin
-      \$273  = 5'h00;
+      \$450  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$274  = \$32 [3:0];
+    \$451  = qv_d5;
     if (rst) begin
-      \$274  = 4'h0;
+      \$451  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$275  = last_step_next;
+    \$452  = qv_d6;
     if (rst) begin
-      \$275  = 1'h0;
+      \$452  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$276  = ready_next;
+    \$453  = qv_d7;
     if (rst) begin
-      \$276  = 1'h1;
+      \$453  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$277  = \$47 [1:0];
+    \$454  = qv_d8;
     if (rst) begin
-      \$277  = 2'h3;
+      \$454  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$278  = issue_next;
+    \$455  = qv_d9;
     if (rst) begin
-      \$278  = 1'h0;
+      \$455  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$279  = word;
-    if (\$71 ) begin
-      \$279  = \$85 [4:0];
-    end
+    \$456  = qv_d10;
     if (rst) begin
-      \$279  = 5'h00;
+      \$456  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$280  = write_bank;
-    if (\$90 ) begin
-      \$280  = \$91 ;
-    end
+    \$457  = qv_d11;
     if (rst) begin
-      \$280  = 1'h0;
+      \$457  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$281  = read_bank;
-    if (\$92 ) begin
-      \$281  = \$93 ;
-    end
+    \$458  = qv_d12;
     if (rst) begin
-      \$281  = 1'h1;
+      \$458  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$282  = \$101 ;
+    \$459  = qv_d13;
     if (rst) begin
-      \$282  = 1'h0;
+      \$459  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$283  = { write_bank, word };
+    \$460  = qv_d14;
     if (rst) begin
-      \$283  = 6'h00;
+      \$460  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$284  = { write_bank, word };
+    \$461  = qv_d15;
     if (rst) begin
-      \$284  = 6'h00;
+      \$461  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$285  = { write_bank, word };
+    \$462  = qv_d16;
     if (rst) begin
-      \$285  = 6'h00;
+      \$462  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$286  = { write_bank, word };
+    \$463  = qv_d17;
     if (rst) begin
-      \$286  = 6'h00;
+      \$463  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$287  = { write_bank, word };
+    \$464  = qv_d18;
     if (rst) begin
-      \$287  = 6'h00;
+      \$464  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$288  = { write_bank, word };
+    \$465  = acc_end;
     if (rst) begin
-      \$288  = 6'h00;
+      \$465  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$289  = { write_bank, word };
+    \$466  = qe_d0;
     if (rst) begin
-      \$289  = 6'h00;
+      \$466  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$290  = { \$103 , \$23 [4:0] };
+    \$467  = qe_d1;
     if (rst) begin
-      \$290  = 6'h20;
+      \$467  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$291  = { \$105 , \$23 [4:0] };
+    \$468  = qe_d2;
     if (rst) begin
-      \$291  = 6'h20;
+      \$468  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$292  = { \$107 , \$23 [4:0] };
+    \$469  = qe_d3;
     if (rst) begin
-      \$292  = 6'h20;
+      \$469  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$293  = { \$109 , \$23 [4:0] };
+    \$470  = qe_d4;
     if (rst) begin
-      \$293  = 6'h20;
+      \$470  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$294  = { \$111 , \$23 [4:0] };
+    \$471  = qe_d5;
     if (rst) begin
-      \$294  = 6'h20;
+      \$471  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$295  = { \$113 , \$23 [4:0] };
+    \$472  = qe_d6;
     if (rst) begin
-      \$295  = 6'h20;
+      \$472  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$296  = { \$115 , \$23 [4:0] };
+    \$473  = qe_d7;
     if (rst) begin
-      \$296  = 6'h20;
+      \$473  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$297  = \$118 ;
+    \$474  = qe_d8;
     if (rst) begin
-      \$297  = 1'h0;
+      \$474  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$298  = \$121 ;
+    \$475  = qe_d9;
     if (rst) begin
-      \$298  = 1'h0;
+      \$475  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$299  = \$124 ;
+    \$476  = qe_d10;
     if (rst) begin
-      \$299  = 1'h0;
+      \$476  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$300  = \$127 ;
+    \$477  = qe_d11;
     if (rst) begin
-      \$300  = 1'h0;
+      \$477  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$301  = \$130 ;
+    \$478  = qe_d12;
     if (rst) begin
-      \$301  = 1'h0;
+      \$478  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$302  = \$133 ;
+    \$479  = qe_d13;
     if (rst) begin
-      \$302  = 1'h0;
+      \$479  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$303  = \$136 ;
+    \$480  = qe_d14;
     if (rst) begin
-      \$303  = 1'h0;
+      \$480  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$308  = { last_step, \$138 , \$137 , issue };
+    \$481  = qe_d15;
     if (rst) begin
-      \$308  = 4'h0;
+      \$481  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$309  = f_d0;
+    \$482  = qe_d16;
+    if (rst) begin
+      \$482  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$483  = qe_d17;
+    if (rst) begin
+      \$483  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$484  = qe_d18;
+    if (rst) begin
+      \$484  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$485  = qv_d19;
+    if (rst) begin
+      \$485  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$486  = qe_d19;
+    if (rst) begin
+      \$486  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$487  = \$70 [1:0];
+    if (rst) begin
+      \$487  = 2'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$488  = \$70 [1:0];
+    if (rst) begin
+      \$488  = 2'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$489  = \$70 [1:0];
+    if (rst) begin
+      \$489  = 2'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$490  = qv_d19;
+    if (rst) begin
+      \$490  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$491  = qv_d19;
+    if (rst) begin
+      \$491  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$492  = qv_d19;
+    if (rst) begin
+      \$492  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$493  = skid0;
+    if (\$253 ) begin
+      \$493  = { qe_last_d0, q, results0 };
+    end else if (\$258 ) begin
+      \$493  = skid1;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$494  = skid1;
+    if (\$275 ) begin
+      \$494  = { qe_last_d0, q, results0 };
+    end else if (\$280 ) begin
+      \$494  = skid2;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$495  = skid2;
+    if (\$297 ) begin
+      \$495  = { qe_last_d0, q, results0 };
+    end else if (\$302 ) begin
+      \$495  = 129'h000000000000000000000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$496  = \$70 [1:0];
+    if (rst) begin
+      \$496  = 2'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$497  = \$305 ;
+    if (rst) begin
+      \$497  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$498  = credit_back_d0;
+    if (rst) begin
+      \$498  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$306  = busy_next;
+    if (rst) begin
+      \$306  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$307  = \$11 [8:0];
+    if (rst) begin
+      \$307  = 9'h000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$308  = \$23 [4:0];
+    if (rst) begin
+      \$308  = 5'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$309  = \$32 [3:0];
     if (rst) begin
       \$309  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$310  = f_d1;
+    \$310  = last_step_next;
     if (rst) begin
-      \$310  = 4'h0;
+      \$310  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$311  = f_d2;
+    \$311  = ready_next;
     if (rst) begin
-      \$311  = 4'h0;
+      \$311  = 1'h1;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$312  = f_d3;
+    \$312  = \$47 [1:0];
     if (rst) begin
-      \$312  = 4'h0;
+      \$312  = 2'h3;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$313  = f_d4;
+    \$313  = issue_next;
     if (rst) begin
-      \$313  = 4'h0;
+      \$313  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$314  = f_d5;
+    \$314  = word;
+    if (\$71 ) begin
+      \$314  = \$85 [4:0];
+    end
     if (rst) begin
-      \$314  = 4'h0;
+      \$314  = 5'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$315  = f_d6;
+    \$315  = write_bank;
+    if (\$90 ) begin
+      \$315  = \$91 ;
+    end
     if (rst) begin
-      \$315  = 4'h0;
+      \$315  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$316  = f_d7;
+    \$316  = read_bank;
+    if (\$92 ) begin
+      \$316  = \$93 ;
+    end
     if (rst) begin
-      \$316  = 4'h0;
+      \$316  = 1'h1;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$317  = f_d8;
+    \$317  = \$101 ;
     if (rst) begin
-      \$317  = 4'h0;
+      \$317  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$318  = f_d8[1:0];
+    \$318  = { write_bank, word };
     if (rst) begin
-      \$318  = 2'h0;
+      \$318  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$319  = f_d8[1:0];
+    \$319  = { write_bank, word };
     if (rst) begin
-      \$319  = 2'h0;
+      \$319  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$320  = f_d8[1:0];
+    \$320  = { write_bank, word };
     if (rst) begin
-      \$320  = 2'h0;
+      \$320  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$321  = f_d8[1:0];
+    \$321  = { write_bank, word };
     if (rst) begin
-      \$321  = 2'h0;
+      \$321  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$322  = f_d8[1:0];
+    \$322  = { write_bank, word };
     if (rst) begin
-      \$322  = 2'h0;
+      \$322  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$323  = f_d8[1:0];
+    \$323  = { write_bank, word };
     if (rst) begin
-      \$323  = 2'h0;
+      \$323  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$324  = f_d8[1:0];
+    \$324  = { write_bank, word };
     if (rst) begin
-      \$324  = 2'h0;
+      \$324  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$325  = f_d8[1:0];
+    \$325  = { \$103 , \$23 [4:0] };
     if (rst) begin
-      \$325  = 2'h0;
+      \$325  = 6'h20;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$326  = f_d8[1:0];
+    \$326  = { \$105 , \$23 [4:0] };
     if (rst) begin
-      \$326  = 2'h0;
+      \$326  = 6'h20;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$327  = f_d8[1:0];
+    \$327  = { \$107 , \$23 [4:0] };
     if (rst) begin
-      \$327  = 2'h0;
+      \$327  = 6'h20;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$328  = f_d8[1:0];
+    \$328  = { \$109 , \$23 [4:0] };
     if (rst) begin
-      \$328  = 2'h0;
+      \$328  = 6'h20;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$329  = f_d8[1:0];
+    \$329  = { \$111 , \$23 [4:0] };
     if (rst) begin
-      \$329  = 2'h0;
+      \$329  = 6'h20;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$330  = f_d8[1:0];
+    \$330  = { \$113 , \$23 [4:0] };
     if (rst) begin
-      \$330  = 2'h0;
+      \$330  = 6'h20;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$331  = f_d8[1:0];
+    \$331  = { \$115 , \$23 [4:0] };
     if (rst) begin
-      \$331  = 2'h0;
+      \$331  = 6'h20;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$332  = f_d8[1:0];
+    \$332  = \$118 ;
     if (rst) begin
-      \$332  = 2'h0;
+      \$332  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$333  = f_d8[1:0];
+    \$333  = \$121 ;
     if (rst) begin
-      \$333  = 2'h0;
+      \$333  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$334  = nfc;
+    \$334  = \$124 ;
     if (rst) begin
-      \$334  = 4'h0;
+      \$334  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$335  = paddr_d0;
+    \$335  = \$127 ;
     if (rst) begin
-      \$335  = 4'h0;
+      \$335  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$336  = paddr_d1;
+    \$336  = \$130 ;
     if (rst) begin
-      \$336  = 4'h0;
+      \$336  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$337  = paddr_d2;
+    \$337  = \$133 ;
     if (rst) begin
-      \$337  = 4'h0;
+      \$337  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$338  = paddr_d3;
+    \$338  = \$136 ;
     if (rst) begin
-      \$338  = 4'h0;
+      \$338  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$339  = paddr_d4;
-    if (rst) begin
-      \$339  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$340  = paddr_d5;
-    if (rst) begin
-      \$340  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$341  = paddr_d6;
-    if (rst) begin
-      \$341  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$342  = paddr_d6;
-    if (rst) begin
-      \$342  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$343  = paddr_d6;
+    \$343  = { last_step, \$138 , \$137 , issue };
     if (rst) begin
       \$343  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$344  = paddr_d6;
+    \$344  = f_d0;
     if (rst) begin
       \$344  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$345  = paddr_d6;
+    \$345  = f_d1;
     if (rst) begin
       \$345  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$346  = paddr_d6;
+    \$346  = f_d2;
     if (rst) begin
       \$346  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$347  = paddr_d6;
+    \$347  = f_d3;
     if (rst) begin
       \$347  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$348  = paddr_d6;
+    \$348  = f_d4;
     if (rst) begin
       \$348  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$349  = paddr_d6;
+    \$349  = f_d5;
     if (rst) begin
       \$349  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$350  = paddr_d6;
+    \$350  = f_d6;
     if (rst) begin
       \$350  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$351  = paddr_d6;
+    \$351  = f_d7;
     if (rst) begin
       \$351  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$352  = paddr_d6;
+    \$352  = f_d8;
     if (rst) begin
       \$352  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$353  = paddr_d6;
+    \$353  = f_d8[1:0];
     if (rst) begin
-      \$353  = 4'h0;
+      \$353  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$354  = paddr_d6;
+    \$354  = f_d8[1:0];
     if (rst) begin
-      \$354  = 4'h0;
+      \$354  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$355  = paddr_d6;
+    \$355  = f_d8[1:0];
     if (rst) begin
-      \$355  = 4'h0;
+      \$355  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$356  = paddr_d6;
+    \$356  = f_d8[1:0];
     if (rst) begin
-      \$356  = 4'h0;
+      \$356  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$359  = \$139 ;
+    \$357  = f_d8[1:0];
     if (rst) begin
-      \$359  = 1'h0;
+      \$357  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$360  = \$140 ;
+    \$358  = f_d8[1:0];
     if (rst) begin
-      \$360  = 1'h0;
+      \$358  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$361  = acc0;
-    if (accflags_copy0[0]) begin
-      \$361  = \$142 [18:0];
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$362  = acc1;
-    if (accflags_copy1[0]) begin
-      \$362  = \$144 [18:0];
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$363  = acc2;
-    if (accflags_copy2[0]) begin
-      \$363  = \$146 [18:0];
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$364  = acc3;
-    if (accflags_copy3[0]) begin
-      \$364  = \$148 [18:0];
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$365  = acc4;
-    if (accflags_copy4[0]) begin
-      \$365  = \$150 [18:0];
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$366  = acc5;
-    if (accflags_copy5[0]) begin
-      \$366  = \$152 [18:0];
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$367  = acc6;
-    if (accflags_copy6[0]) begin
-      \$367  = \$154 [18:0];
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$368  = acc7;
-    if (accflags_copy7[0]) begin
-      \$368  = \$156 [18:0];
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$369  = acc8;
-    if (accflags_copy8[0]) begin
-      \$369  = \$158 [18:0];
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$370  = acc9;
-    if (accflags_copy9[0]) begin
-      \$370  = \$160 [18:0];
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$371  = acc10;
-    if (accflags_copy10[0]) begin
-      \$371  = \$162 [18:0];
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$372  = acc11;
-    if (accflags_copy11[0]) begin
-      \$372  = \$164 [18:0];
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$373  = acc12;
-    if (accflags_copy12[0]) begin
-      \$373  = \$166 [18:0];
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$374  = acc13;
-    if (accflags_copy13[0]) begin
-      \$374  = \$168 [18:0];
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$375  = acc14;
-    if (accflags_copy14[0]) begin
-      \$375  = \$170 [18:0];
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$376  = acc15;
-    if (accflags_copy15[0]) begin
-      \$376  = \$172 [18:0];
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$377  = \$173 ;
+    \$359  = f_d8[1:0];
     if (rst) begin
-      \$377  = 1'h0;
+      \$359  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$378  = \$174 ;
+    \$360  = f_d8[1:0];
     if (rst) begin
-      \$378  = 1'h0;
+      \$360  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$379  = \$175 ;
+    \$361  = f_d8[1:0];
     if (rst) begin
-      \$379  = 1'h0;
+      \$361  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$380  = \$176 ;
+    \$362  = f_d8[1:0];
     if (rst) begin
-      \$380  = 1'h0;
+      \$362  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$381  = \$177 ;
+    \$363  = f_d8[1:0];
     if (rst) begin
-      \$381  = 1'h0;
+      \$363  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$382  = \$178 ;
+    \$364  = f_d8[1:0];
     if (rst) begin
-      \$382  = 1'h0;
+      \$364  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$383  = \$179 ;
+    \$365  = f_d8[1:0];
     if (rst) begin
-      \$383  = 1'h0;
+      \$365  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$384  = \$180 ;
+    \$366  = f_d8[1:0];
     if (rst) begin
-      \$384  = 1'h0;
+      \$366  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$385  = \$181 ;
+    \$367  = f_d8[1:0];
     if (rst) begin
-      \$385  = 1'h0;
+      \$367  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$386  = \$182 ;
+    \$368  = f_d8[1:0];
     if (rst) begin
-      \$386  = 1'h0;
+      \$368  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$387  = \$183 ;
+    \$369  = nfc;
     if (rst) begin
-      \$387  = 1'h0;
+      \$369  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$370  = paddr_d0;
+    if (rst) begin
+      \$370  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$371  = paddr_d1;
+    if (rst) begin
+      \$371  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$372  = paddr_d2;
+    if (rst) begin
+      \$372  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$373  = paddr_d3;
+    if (rst) begin
+      \$373  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$374  = paddr_d4;
+    if (rst) begin
+      \$374  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$375  = paddr_d5;
+    if (rst) begin
+      \$375  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$376  = paddr_d6;
+    if (rst) begin
+      \$376  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$377  = paddr_d6;
+    if (rst) begin
+      \$377  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$378  = paddr_d6;
+    if (rst) begin
+      \$378  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$379  = paddr_d6;
+    if (rst) begin
+      \$379  = 4'h0;
     end
   end
   assign en = 1'h1;
@@ -4927,28 +5495,44 @@ module \bchw_top.engine0 (s__valid, clk, rst, s__ready, m__valid, m__payload, m_
   assign count_next = \$70 [1:0];
   assign credit_back_d1 = credit_back;
   assign m__payload = \$55 [127:0];
-  assign \$393 [1279:1200] = \$204 ;
-  assign \$393 [1199:1120] = \$203 ;
-  assign \$393 [1119:1040] = \$202 ;
-  assign \$393 [1039:960] = \$201 ;
-  assign \$393 [959:880] = \$200 ;
-  assign \$393 [879:800] = \$199 ;
-  assign \$393 [799:720] = \$198 ;
-  assign \$393 [719:640] = \$197 ;
-  assign \$393 [639:560] = \$196 ;
-  assign \$393 [559:480] = \$195 ;
-  assign \$393 [479:400] = \$194 ;
-  assign \$393 [399:320] = \$193 ;
-  assign \$393 [319:240] = \$192 ;
-  assign \$393 [239:160] = \$191 ;
-  assign \$393 [159:80] = \$190 ;
-  assign \$393 [79:0] = \$189 ;
-  assign \$358  = params_d0;
-  assign \$357  = { \data$274 , \data$273 , \data$272 , \data$271 , \data$270 , \data$269 , \data$268 , \data$267 , \data$266 , \data$265 , \data$264 , \data$263 , \data$262 , \data$261 , \data$260 , \data$259  };
-  assign \$307  = wdata_d1;
-  assign \$306  = wdata_d0;
-  assign \$305  = data;
-  assign \$304  = { \read__data$217 , \read__data$216 , \read__data$215 , \read__data$214 , \read__data$213 , \read__data$212 , read__data };
+  assign \$444 [1279:1219] = \$236 ;
+  assign \$444 [1218:1200] = \$235 ;
+  assign \$444 [1199:1139] = \$234 ;
+  assign \$444 [1138:1120] = \$233 ;
+  assign \$444 [1119:1059] = \$232 ;
+  assign \$444 [1058:1040] = \$231 ;
+  assign \$444 [1039:979] = \$230 ;
+  assign \$444 [978:960] = \$229 ;
+  assign \$444 [959:899] = \$228 ;
+  assign \$444 [898:880] = \$227 ;
+  assign \$444 [879:819] = \$226 ;
+  assign \$444 [818:800] = \$225 ;
+  assign \$444 [799:739] = \$224 ;
+  assign \$444 [738:720] = \$223 ;
+  assign \$444 [719:659] = \$222 ;
+  assign \$444 [658:640] = \$221 ;
+  assign \$444 [639:579] = \$220 ;
+  assign \$444 [578:560] = \$219 ;
+  assign \$444 [559:499] = \$218 ;
+  assign \$444 [498:480] = \$217 ;
+  assign \$444 [479:419] = \$216 ;
+  assign \$444 [418:400] = \$215 ;
+  assign \$444 [399:339] = \$214 ;
+  assign \$444 [338:320] = \$213 ;
+  assign \$444 [319:259] = \$212 ;
+  assign \$444 [258:240] = \$211 ;
+  assign \$444 [239:179] = \$210 ;
+  assign \$444 [178:160] = \$209 ;
+  assign \$444 [159:99] = \$208 ;
+  assign \$444 [98:80] = \$207 ;
+  assign \$444 [79:19] = \$206 ;
+  assign \$444 [18:0] = \$205 ;
+  assign \$393  = params_d0;
+  assign \$392  = { \data$274 , \data$273 , \data$272 , \data$271 , \data$270 , \data$269 , \data$268 , \data$267 , \data$266 , \data$265 , \data$264 , \data$263 , \data$262 , \data$261 , \data$260 , \data$259  };
+  assign \$342  = wdata_d1;
+  assign \$341  = wdata_d0;
+  assign \$340  = data;
+  assign \$339  = { \read__data$217 , \read__data$216 , \read__data$215 , \read__data$214 , \read__data$213 , \read__data$212 , read__data };
   assign busy_next = \$4 ;
   assign \$11  = \$10 ;
   assign \$23  = \$22 ;
@@ -5397,7 +5981,7 @@ module \bchw_top.engine0.params9 (data, addr, clk);
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine0.requant0 (rst, \port$16187$0 , q, clk);
+module \bchw_top.engine0.requant0 (rst, \port$16383$0 , q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$3  = 0;
   wire [36:0] \$1 ;
   wire [37:0] \$10 ;
@@ -5434,8 +6018,8 @@ module \bchw_top.engine0.requant0 (rst, \port$16187$0 , q, clk);
   wire [17:0] mul;
   wire [35:0] p;
   wire [19:0] \p$23 ;
-  input [79:0] \port$16187$0 ;
-  wire [79:0] \port$16187$0 ;
+  input [79:0] \port$16383$0 ;
+  wire [79:0] \port$16383$0 ;
   reg [35:0] product_d0 = 36'h000000000;
   reg [19:0] product_d1 = 20'h00000;
   output [7:0] q;
@@ -5478,15 +6062,15 @@ module \bchw_top.engine0.requant0 (rst, \port$16187$0 , q, clk);
   always @(posedge clk)
     q <= \$18 ;
   \bchw_top.engine0.requant0.mul0  mul0 (
-    .b(\port$16187$0 [36:19]),
+    .b(\port$16383$0 [36:19]),
     .clk(clk),
     .p(p),
-    .\port$16187$0 (\port$16187$0 [16:0])
+    .\port$16383$0 (\port$16383$0 [16:0])
   );
   \bchw_top.engine0.requant0.mul1  mul1 (
     .clk(clk),
     .p(\p$23 ),
-    .\port$16187$17 (\port$16187$0 [36:17])
+    .\port$16383$17 (\port$16383$0 [36:17])
   );
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
@@ -5497,15 +6081,15 @@ module \bchw_top.engine0.requant0 (rst, \port$16187$0 , q, clk);
   end
   assign en = 1'h1;
   assign \en$1  = 1'h1;
-  assign a = { 1'h0, \port$16187$0 [16:0] };
-  assign acc = \port$16187$0 [18:0];
-  assign b = \port$16187$0 [36:19];
-  assign mul = \port$16187$0 [36:19];
+  assign a = { 1'h0, \port$16383$0 [16:0] };
+  assign acc = \port$16383$0 [18:0];
+  assign b = \port$16383$0 [36:19];
+  assign mul = \port$16383$0 [36:19];
   assign \en$6  = 1'h1;
-  assign \a$7  = \port$16187$0 [18:17];
-  assign \b$8  = \port$16187$0 [36:19];
-  assign bias = \port$16187$0 [79:42];
-  assign shift = \port$16187$0 [41:37];
+  assign \a$7  = \port$16383$0 [18:17];
+  assign \b$8  = \port$16383$0 [36:19];
+  assign bias = \port$16383$0 [79:42];
+  assign shift = \port$16383$0 [41:37];
   assign \$17  = shift_d3;
   assign \$16  = \$4 [38:0];
   assign \$15  = shift_d2;
@@ -5514,14 +6098,14 @@ module \bchw_top.engine0.requant0 (rst, \port$16187$0 , q, clk);
   assign \$12  = p;
   assign \$11  = shift_d1;
   assign \$10  = bias_d1;
-  assign \$9  = \port$16187$0 [41:37];
-  assign \$8  = \port$16187$0 [79:42];
+  assign \$9  = \port$16383$0 [41:37];
+  assign \$8  = \port$16383$0 [79:42];
   assign \$1  = { product_d0[35], product_d0 };
   assign \$3  = { product_d1[19], product_d1[19], product_d1[19], product_d1[19], product_d1[19], product_d1[19], product_d1[19], product_d1[19], product_d1[19], product_d1[19], product_d1[19], product_d1[19], product_d1[19], product_d1[19], product_d1, 17'h00000 };
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine0.requant0.mul0 (p, \port$16187$0 , b, clk);
+module \bchw_top.engine0.requant0.mul0 (p, \port$16383$0 , b, clk);
   wire [17:0] a;
   input [17:0] b;
   wire [17:0] b;
@@ -5530,24 +6114,24 @@ module \bchw_top.engine0.requant0.mul0 (p, \port$16187$0 , b, clk);
   wire en;
   output [35:0] p;
   wire [35:0] p;
-  input [16:0] \port$16187$0 ;
-  wire [16:0] \port$16187$0 ;
+  input [16:0] \port$16383$0 ;
+  wire [16:0] \port$16383$0 ;
   bchw_mul #(
     .A_WIDTH(32'd18),
     .B_WIDTH(32'd18)
   ) mul (
-    .a({ 1'h0, \port$16187$0  }),
+    .a({ 1'h0, \port$16383$0  }),
     .b(b),
     .clk(clk),
     .en(1'h1),
     .p(p)
   );
   assign en = 1'h1;
-  assign a = { 1'h0, \port$16187$0  };
+  assign a = { 1'h0, \port$16383$0  };
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine0.requant0.mul1 (p, \port$16187$17 , clk);
+module \bchw_top.engine0.requant0.mul1 (p, \port$16383$17 , clk);
   wire [1:0] a;
   wire [17:0] b;
   input clk;
@@ -5555,21 +6139,21 @@ module \bchw_top.engine0.requant0.mul1 (p, \port$16187$17 , clk);
   wire en;
   output [19:0] p;
   wire [19:0] p;
-  input [19:0] \port$16187$17 ;
-  wire [19:0] \port$16187$17 ;
+  input [19:0] \port$16383$17 ;
+  wire [19:0] \port$16383$17 ;
   bchw_mul #(
     .A_WIDTH(32'd2),
     .B_WIDTH(32'd18)
   ) mul (
-    .a(\port$16187$17 [1:0]),
-    .b(\port$16187$17 [19:2]),
+    .a(\port$16383$17 [1:0]),
+    .b(\port$16383$17 [19:2]),
     .clk(clk),
     .en(1'h1),
     .p(p)
   );
   assign en = 1'h1;
-  assign a = \port$16187$17 [1:0];
-  assign b = \port$16187$17 [19:2];
+  assign a = \port$16383$17 [1:0];
+  assign b = \port$16383$17 [19:2];
 endmodule
 
 (* generator = "Amaranth" *)
@@ -25746,63 +26330,63 @@ module \bchw_top.engine1 (rst, s__valid, s__payload, s__ready, m__valid, m__payl
   wire \$171 ;
   wire \$172 ;
   wire \$173 ;
-  wire [75:0] \$174 ;
-  wire [75:0] \$175 ;
-  wire [75:0] \$176 ;
-  wire [75:0] \$177 ;
-  wire [75:0] \$178 ;
-  wire [75:0] \$179 ;
+  wire \$174 ;
+  wire \$175 ;
+  wire \$176 ;
+  wire \$177 ;
+  wire \$178 ;
+  wire \$179 ;
   wire \$18 ;
-  wire [75:0] \$180 ;
-  wire [75:0] \$181 ;
-  wire [75:0] \$182 ;
-  wire [75:0] \$183 ;
-  wire [75:0] \$184 ;
-  wire [75:0] \$185 ;
-  wire [75:0] \$186 ;
-  wire [75:0] \$187 ;
-  wire [75:0] \$188 ;
-  wire [75:0] \$189 ;
+  wire \$180 ;
+  wire \$181 ;
+  wire \$182 ;
+  wire \$183 ;
+  wire \$184 ;
+  wire \$185 ;
+  wire \$186 ;
+  wire \$187 ;
+  wire \$188 ;
+  wire \$189 ;
   wire \$19 ;
-  wire \$190 ;
-  wire \$191 ;
-  wire \$192 ;
-  wire \$193 ;
-  wire \$194 ;
-  wire \$195 ;
-  wire \$196 ;
-  wire \$197 ;
-  wire \$198 ;
-  wire \$199 ;
+  wire [16:0] \$190 ;
+  wire [58:0] \$191 ;
+  wire [16:0] \$192 ;
+  wire [58:0] \$193 ;
+  wire [16:0] \$194 ;
+  wire [58:0] \$195 ;
+  wire [16:0] \$196 ;
+  wire [58:0] \$197 ;
+  wire [16:0] \$198 ;
+  wire [58:0] \$199 ;
   wire \$2 ;
   wire [4:0] \$20 ;
-  wire \$200 ;
-  wire \$201 ;
-  wire \$202 ;
-  wire [3:0] \$203 ;
-  wire \$204 ;
-  wire \$205 ;
-  wire \$206 ;
-  wire \$207 ;
-  wire \$208 ;
-  wire \$209 ;
+  wire [16:0] \$200 ;
+  wire [58:0] \$201 ;
+  wire [16:0] \$202 ;
+  wire [58:0] \$203 ;
+  wire [16:0] \$204 ;
+  wire [58:0] \$205 ;
+  wire [16:0] \$206 ;
+  wire [58:0] \$207 ;
+  wire [16:0] \$208 ;
+  wire [58:0] \$209 ;
   wire [4:0] \$21 ;
-  wire \$210 ;
-  wire \$211 ;
-  wire \$212 ;
-  wire \$213 ;
-  wire \$214 ;
-  wire \$215 ;
-  wire \$216 ;
-  wire \$217 ;
-  wire \$218 ;
-  wire \$219 ;
+  wire [16:0] \$210 ;
+  wire [58:0] \$211 ;
+  wire [16:0] \$212 ;
+  wire [58:0] \$213 ;
+  wire [16:0] \$214 ;
+  wire [58:0] \$215 ;
+  wire [16:0] \$216 ;
+  wire [58:0] \$217 ;
+  wire [16:0] \$218 ;
+  wire [58:0] \$219 ;
   wire [4:0] \$22 ;
-  wire \$220 ;
-  wire \$221 ;
+  wire [16:0] \$220 ;
+  wire [58:0] \$221 ;
   wire \$222 ;
   wire \$223 ;
-  wire [3:0] \$224 ;
+  wire \$224 ;
   wire \$225 ;
   wire \$226 ;
   wire \$227 ;
@@ -25825,7 +26409,7 @@ module \bchw_top.engine1 (rst, s__valid, s__payload, s__ready, m__valid, m__payl
   wire \$242 ;
   wire \$243 ;
   wire \$244 ;
-  wire [3:0] \$245 ;
+  wire \$245 ;
   wire \$246 ;
   wire \$247 ;
   wire \$248 ;
@@ -25848,7 +26432,7 @@ module \bchw_top.engine1 (rst, s__valid, s__payload, s__ready, m__valid, m__payl
   wire \$263 ;
   wire \$264 ;
   wire \$265 ;
-  wire [3:0] \$266 ;
+  wire \$266 ;
   wire \$267 ;
   wire \$268 ;
   wire \$269 ;
@@ -25860,78 +26444,78 @@ module \bchw_top.engine1 (rst, s__valid, s__payload, s__ready, m__valid, m__payl
   wire \$274 ;
   wire \$275 ;
   wire \$276 ;
-  reg \$277 ;
-  reg [7:0] \$278 ;
-  reg [3:0] \$279 ;
+  wire \$277 ;
+  wire \$278 ;
+  wire \$279 ;
   wire \$28 ;
-  reg [3:0] \$280 ;
-  reg \$281 ;
-  reg \$282 ;
-  reg [2:0] \$283 ;
-  reg \$284 ;
-  reg [3:0] \$285 ;
-  reg \$286 ;
-  reg \$287 ;
-  reg \$288 ;
-  reg [4:0] \$289 ;
+  wire \$280 ;
+  wire \$281 ;
+  wire \$282 ;
+  wire \$283 ;
+  wire \$284 ;
+  wire \$285 ;
+  wire \$286 ;
+  wire \$287 ;
+  wire \$288 ;
+  wire \$289 ;
   wire [4:0] \$29 ;
-  reg [4:0] \$290 ;
-  reg [4:0] \$291 ;
-  reg [4:0] \$292 ;
-  reg [4:0] \$293 ;
-  reg [4:0] \$294 ;
-  reg [4:0] \$295 ;
-  reg [4:0] \$296 ;
-  reg \$297 ;
-  reg \$298 ;
-  reg \$299 ;
+  wire \$290 ;
+  wire \$291 ;
+  wire \$292 ;
+  wire \$293 ;
+  wire \$294 ;
+  wire \$295 ;
+  wire \$296 ;
+  wire \$297 ;
+  wire \$298 ;
+  wire \$299 ;
   wire \$3 ;
   wire [4:0] \$30 ;
-  reg \$300 ;
-  wire [127:0] \$301 ;
-  wire [255:0] \$302 ;
-  wire [255:0] \$303 ;
-  wire [255:0] \$304 ;
-  reg [3:0] \$305 ;
-  reg [3:0] \$306 ;
-  reg [3:0] \$307 ;
-  reg [3:0] \$308 ;
-  reg [3:0] \$309 ;
+  wire \$300 ;
+  wire \$301 ;
+  wire \$302 ;
+  wire \$303 ;
+  wire \$304 ;
+  wire \$305 ;
+  wire \$306 ;
+  wire \$307 ;
+  wire \$308 ;
+  wire \$309 ;
   wire [4:0] \$31 ;
-  reg [3:0] \$310 ;
-  reg [3:0] \$311 ;
-  reg [3:0] \$312 ;
-  reg [3:0] \$313 ;
-  reg [1:0] \$314 ;
-  reg [1:0] \$315 ;
-  reg [1:0] \$316 ;
-  reg [1:0] \$317 ;
-  reg [1:0] \$318 ;
-  reg [1:0] \$319 ;
+  wire \$310 ;
+  wire \$311 ;
+  wire \$312 ;
+  reg \$313 ;
+  reg [7:0] \$314 ;
+  reg [3:0] \$315 ;
+  reg [3:0] \$316 ;
+  reg \$317 ;
+  reg \$318 ;
+  reg [2:0] \$319 ;
   wire [4:0] \$32 ;
-  reg [1:0] \$320 ;
-  reg [1:0] \$321 ;
-  reg [1:0] \$322 ;
-  reg [1:0] \$323 ;
-  reg [1:0] \$324 ;
-  reg [1:0] \$325 ;
-  reg [1:0] \$326 ;
-  reg [1:0] \$327 ;
-  reg [1:0] \$328 ;
-  reg [1:0] \$329 ;
+  reg \$320 ;
+  reg [3:0] \$321 ;
+  reg \$322 ;
+  reg \$323 ;
+  reg \$324 ;
+  reg [4:0] \$325 ;
+  reg [4:0] \$326 ;
+  reg [4:0] \$327 ;
+  reg [4:0] \$328 ;
+  reg [4:0] \$329 ;
   wire \$33 ;
-  reg [3:0] \$330 ;
-  reg [3:0] \$331 ;
-  reg [3:0] \$332 ;
-  reg [3:0] \$333 ;
-  reg [3:0] \$334 ;
-  reg [3:0] \$335 ;
-  reg [3:0] \$336 ;
-  reg [3:0] \$337 ;
-  reg [3:0] \$338 ;
-  reg [3:0] \$339 ;
+  reg [4:0] \$330 ;
+  reg [4:0] \$331 ;
+  reg [4:0] \$332 ;
+  reg \$333 ;
+  reg \$334 ;
+  reg \$335 ;
+  reg \$336 ;
+  wire [127:0] \$337 ;
+  wire [255:0] \$338 ;
+  wire [255:0] \$339 ;
   wire \$34 ;
-  reg [3:0] \$340 ;
+  wire [255:0] \$340 ;
   reg [3:0] \$341 ;
   reg [3:0] \$342 ;
   reg [3:0] \$343 ;
@@ -25942,70 +26526,70 @@ module \bchw_top.engine1 (rst, s__valid, s__payload, s__ready, m__valid, m__payl
   reg [3:0] \$348 ;
   reg [3:0] \$349 ;
   wire \$35 ;
-  reg [3:0] \$350 ;
-  reg [3:0] \$351 ;
-  wire [943:0] \$352 ;
-  wire [943:0] \$353 ;
-  reg \$354 ;
-  reg \$355 ;
-  reg [16:0] \$356 ;
-  reg [16:0] \$357 ;
-  reg [16:0] \$358 ;
-  reg [16:0] \$359 ;
+  reg [1:0] \$350 ;
+  reg [1:0] \$351 ;
+  reg [1:0] \$352 ;
+  reg [1:0] \$353 ;
+  reg [1:0] \$354 ;
+  reg [1:0] \$355 ;
+  reg [1:0] \$356 ;
+  reg [1:0] \$357 ;
+  reg [1:0] \$358 ;
+  reg [1:0] \$359 ;
   wire \$36 ;
-  reg [16:0] \$360 ;
-  reg [16:0] \$361 ;
-  reg [16:0] \$362 ;
-  reg [16:0] \$363 ;
-  reg [16:0] \$364 ;
-  reg [16:0] \$365 ;
-  reg [16:0] \$366 ;
-  reg [16:0] \$367 ;
-  reg [16:0] \$368 ;
-  reg [16:0] \$369 ;
+  reg [1:0] \$360 ;
+  reg [1:0] \$361 ;
+  reg [1:0] \$362 ;
+  reg [1:0] \$363 ;
+  reg [1:0] \$364 ;
+  reg [1:0] \$365 ;
+  reg [3:0] \$366 ;
+  reg [3:0] \$367 ;
+  reg [3:0] \$368 ;
+  reg [3:0] \$369 ;
   wire \$37 ;
-  reg [16:0] \$370 ;
-  reg [16:0] \$371 ;
-  reg \$372 ;
-  reg \$373 ;
-  reg \$374 ;
-  reg \$375 ;
-  reg \$376 ;
-  reg \$377 ;
-  reg \$378 ;
-  reg \$379 ;
+  reg [3:0] \$370 ;
+  reg [3:0] \$371 ;
+  reg [3:0] \$372 ;
+  reg [3:0] \$373 ;
+  reg [3:0] \$374 ;
+  reg [3:0] \$375 ;
+  reg [3:0] \$376 ;
+  reg [3:0] \$377 ;
+  reg [3:0] \$378 ;
+  reg [3:0] \$379 ;
   wire \$38 ;
-  reg \$380 ;
-  reg \$381 ;
-  reg \$382 ;
-  reg \$383 ;
-  reg \$384 ;
-  reg \$385 ;
-  reg \$386 ;
-  reg \$387 ;
-  wire [1215:0] \$388 ;
-  reg \$389 ;
+  reg [3:0] \$380 ;
+  reg [3:0] \$381 ;
+  reg [3:0] \$382 ;
+  reg [3:0] \$383 ;
+  reg [3:0] \$384 ;
+  reg [3:0] \$385 ;
+  reg [3:0] \$386 ;
+  reg [3:0] \$387 ;
+  wire [943:0] \$388 ;
+  wire [943:0] \$389 ;
   wire \$39 ;
   reg \$390 ;
   reg \$391 ;
-  reg \$392 ;
-  reg \$393 ;
-  reg \$394 ;
-  reg \$395 ;
-  reg \$396 ;
-  reg \$397 ;
-  reg \$398 ;
-  reg \$399 ;
+  reg [16:0] \$392 ;
+  reg [16:0] \$393 ;
+  reg [16:0] \$394 ;
+  reg [16:0] \$395 ;
+  reg [16:0] \$396 ;
+  reg [16:0] \$397 ;
+  reg [16:0] \$398 ;
+  reg [16:0] \$399 ;
   wire \$4 ;
   wire \$40 ;
-  reg \$400 ;
-  reg \$401 ;
-  reg \$402 ;
-  reg \$403 ;
-  reg \$404 ;
-  reg \$405 ;
-  reg \$406 ;
-  reg \$407 ;
+  reg [16:0] \$400 ;
+  reg [16:0] \$401 ;
+  reg [16:0] \$402 ;
+  reg [16:0] \$403 ;
+  reg [16:0] \$404 ;
+  reg [16:0] \$405 ;
+  reg [16:0] \$406 ;
+  reg [16:0] \$407 ;
   reg \$408 ;
   reg \$409 ;
   wire \$41 ;
@@ -26032,27 +26616,79 @@ module \bchw_top.engine1 (rst, s__valid, s__payload, s__ready, m__valid, m__payl
   reg \$429 ;
   wire [3:0] \$43 ;
   reg \$430 ;
-  reg [2:0] \$431 ;
-  reg [2:0] \$432 ;
-  reg [2:0] \$433 ;
-  reg [2:0] \$434 ;
+  reg \$431 ;
+  reg \$432 ;
+  reg \$433 ;
+  reg \$434 ;
   reg \$435 ;
   reg \$436 ;
   reg \$437 ;
   reg \$438 ;
-  reg [128:0] \$439 ;
+  reg \$439 ;
   wire \$44 ;
-  reg [128:0] \$440 ;
-  reg [128:0] \$441 ;
-  reg [128:0] \$442 ;
-  reg [2:0] \$443 ;
+  wire [1215:0] \$440 ;
+  reg \$441 ;
+  reg \$442 ;
+  reg \$443 ;
   reg \$444 ;
   reg \$445 ;
+  reg \$446 ;
+  reg \$447 ;
+  reg \$448 ;
+  reg \$449 ;
   wire \$45 ;
+  reg \$450 ;
+  reg \$451 ;
+  reg \$452 ;
+  reg \$453 ;
+  reg \$454 ;
+  reg \$455 ;
+  reg \$456 ;
+  reg \$457 ;
+  reg \$458 ;
+  reg \$459 ;
   wire [4:0] \$46 ;
+  reg \$460 ;
+  reg \$461 ;
+  reg \$462 ;
+  reg \$463 ;
+  reg \$464 ;
+  reg \$465 ;
+  reg \$466 ;
+  reg \$467 ;
+  reg \$468 ;
+  reg \$469 ;
   wire [4:0] \$47 ;
+  reg \$470 ;
+  reg \$471 ;
+  reg \$472 ;
+  reg \$473 ;
+  reg \$474 ;
+  reg \$475 ;
+  reg \$476 ;
+  reg \$477 ;
+  reg \$478 ;
+  reg \$479 ;
   wire \$48 ;
+  reg \$480 ;
+  reg \$481 ;
+  reg \$482 ;
+  reg [2:0] \$483 ;
+  reg [2:0] \$484 ;
+  reg [2:0] \$485 ;
+  reg [2:0] \$486 ;
+  reg \$487 ;
+  reg \$488 ;
+  reg \$489 ;
   wire \$49 ;
+  reg \$490 ;
+  reg [128:0] \$491 ;
+  reg [128:0] \$492 ;
+  reg [128:0] \$493 ;
+  reg [128:0] \$494 ;
+  reg [2:0] \$495 ;
+  reg \$496 ;
+  reg \$497 ;
   wire \$5 ;
   wire \$50 ;
   wire \$51 ;
@@ -26248,9 +26884,41 @@ module \bchw_top.engine1 (rst, s__valid, s__payload, s__ready, m__valid, m__payl
   (* keep = 32'd1 *)
   reg dload_copy15 = 1'h0;
   (* keep = 32'd1 *)
+  reg dload_copy16 = 1'h0;
+  (* keep = 32'd1 *)
+  reg dload_copy17 = 1'h0;
+  (* keep = 32'd1 *)
+  reg dload_copy18 = 1'h0;
+  (* keep = 32'd1 *)
+  reg dload_copy19 = 1'h0;
+  (* keep = 32'd1 *)
   reg dload_copy2 = 1'h0;
   (* keep = 32'd1 *)
+  reg dload_copy20 = 1'h0;
+  (* keep = 32'd1 *)
+  reg dload_copy21 = 1'h0;
+  (* keep = 32'd1 *)
+  reg dload_copy22 = 1'h0;
+  (* keep = 32'd1 *)
+  reg dload_copy23 = 1'h0;
+  (* keep = 32'd1 *)
+  reg dload_copy24 = 1'h0;
+  (* keep = 32'd1 *)
+  reg dload_copy25 = 1'h0;
+  (* keep = 32'd1 *)
+  reg dload_copy26 = 1'h0;
+  (* keep = 32'd1 *)
+  reg dload_copy27 = 1'h0;
+  (* keep = 32'd1 *)
+  reg dload_copy28 = 1'h0;
+  (* keep = 32'd1 *)
+  reg dload_copy29 = 1'h0;
+  (* keep = 32'd1 *)
   reg dload_copy3 = 1'h0;
+  (* keep = 32'd1 *)
+  reg dload_copy30 = 1'h0;
+  (* keep = 32'd1 *)
+  reg dload_copy31 = 1'h0;
   (* keep = 32'd1 *)
   reg dload_copy4 = 1'h0;
   (* keep = 32'd1 *)
@@ -26815,107 +27483,227 @@ module \bchw_top.engine1 (rst, s__valid, s__payload, s__ready, m__valid, m__payl
   end
   assign \read__data$193  = _3_;
   always @(posedge clk)
-    qv_d7 <= \$396 ;
+    params_d0 <= \$388 ;
   always @(posedge clk)
-    qv_d8 <= \$397 ;
+    params_d1 <= \$389 ;
   always @(posedge clk)
-    qv_d9 <= \$398 ;
+    acc_valid <= \$390 ;
   always @(posedge clk)
-    qv_d10 <= \$399 ;
+    acc_end <= \$391 ;
   always @(posedge clk)
-    qv_d11 <= \$400 ;
+    acc0 <= \$392 ;
   always @(posedge clk)
-    qv_d12 <= \$401 ;
+    acc1 <= \$393 ;
   always @(posedge clk)
-    qv_d13 <= \$402 ;
+    acc2 <= \$394 ;
   always @(posedge clk)
-    qv_d14 <= \$403 ;
+    acc3 <= \$395 ;
   always @(posedge clk)
-    qv_d15 <= \$404 ;
+    acc4 <= \$396 ;
   always @(posedge clk)
-    qv_d16 <= \$405 ;
+    acc5 <= \$397 ;
   always @(posedge clk)
-    qv_d17 <= \$406 ;
+    acc6 <= \$398 ;
   always @(posedge clk)
-    qv_d18 <= \$407 ;
+    acc7 <= \$399 ;
   always @(posedge clk)
-    qv_d19 <= \$408 ;
+    acc8 <= \$400 ;
   always @(posedge clk)
-    qe_d0 <= \$409 ;
+    acc9 <= \$401 ;
   always @(posedge clk)
-    qe_d1 <= \$410 ;
+    acc10 <= \$402 ;
   always @(posedge clk)
-    qe_d2 <= \$411 ;
+    acc11 <= \$403 ;
   always @(posedge clk)
-    qe_d3 <= \$412 ;
+    acc12 <= \$404 ;
   always @(posedge clk)
-    qe_d4 <= \$413 ;
+    acc13 <= \$405 ;
   always @(posedge clk)
-    qe_d5 <= \$414 ;
+    acc14 <= \$406 ;
   always @(posedge clk)
-    qe_d6 <= \$415 ;
+    acc15 <= \$407 ;
   always @(posedge clk)
-    qe_d7 <= \$416 ;
+    dload_copy0 <= \$408 ;
   always @(posedge clk)
-    qe_d8 <= \$417 ;
+    dload_copy1 <= \$409 ;
   always @(posedge clk)
-    qe_d9 <= \$418 ;
+    dload_copy2 <= \$410 ;
   always @(posedge clk)
-    qe_d10 <= \$419 ;
+    dload_copy3 <= \$411 ;
   always @(posedge clk)
-    qe_d11 <= \$420 ;
+    dload_copy4 <= \$412 ;
   always @(posedge clk)
-    qe_d12 <= \$421 ;
+    dload_copy5 <= \$413 ;
   always @(posedge clk)
-    qe_d13 <= \$422 ;
+    dload_copy6 <= \$414 ;
   always @(posedge clk)
-    qe_d14 <= \$423 ;
+    dload_copy7 <= \$415 ;
   always @(posedge clk)
-    qe_d15 <= \$424 ;
+    dload_copy8 <= \$416 ;
   always @(posedge clk)
-    qe_d16 <= \$425 ;
+    dload_copy9 <= \$417 ;
   always @(posedge clk)
-    qe_d17 <= \$426 ;
+    dload_copy10 <= \$418 ;
   always @(posedge clk)
-    qe_d18 <= \$427 ;
+    dload_copy11 <= \$419 ;
   always @(posedge clk)
-    qe_d19 <= \$428 ;
+    dload_copy12 <= \$420 ;
   always @(posedge clk)
-    qv_last_d0 <= \$429 ;
+    dload_copy13 <= \$421 ;
   always @(posedge clk)
-    qe_last_d0 <= \$430 ;
+    dload_copy14 <= \$422 ;
+  always @(posedge clk)
+    dload_copy15 <= \$423 ;
+  always @(posedge clk)
+    dload_copy16 <= \$424 ;
+  always @(posedge clk)
+    dload_copy17 <= \$425 ;
+  always @(posedge clk)
+    dload_copy18 <= \$426 ;
+  always @(posedge clk)
+    dload_copy19 <= \$427 ;
+  always @(posedge clk)
+    dload_copy20 <= \$428 ;
+  always @(posedge clk)
+    dload_copy21 <= \$429 ;
+  always @(posedge clk)
+    dload_copy22 <= \$430 ;
+  always @(posedge clk)
+    dload_copy23 <= \$431 ;
+  always @(posedge clk)
+    dload_copy24 <= \$432 ;
+  always @(posedge clk)
+    dload_copy25 <= \$433 ;
+  always @(posedge clk)
+    dload_copy26 <= \$434 ;
+  always @(posedge clk)
+    dload_copy27 <= \$435 ;
+  always @(posedge clk)
+    dload_copy28 <= \$436 ;
+  always @(posedge clk)
+    dload_copy29 <= \$437 ;
+  always @(posedge clk)
+    dload_copy30 <= \$438 ;
+  always @(posedge clk)
+    dload_copy31 <= \$439 ;
+  always @(posedge clk)
+    drain <= \$440 ;
+  always @(posedge clk)
+    qv_d0 <= \$441 ;
+  always @(posedge clk)
+    qv_d1 <= \$442 ;
+  always @(posedge clk)
+    qv_d2 <= \$443 ;
+  always @(posedge clk)
+    qv_d3 <= \$444 ;
+  always @(posedge clk)
+    qv_d4 <= \$445 ;
+  always @(posedge clk)
+    qv_d5 <= \$446 ;
+  always @(posedge clk)
+    qv_d6 <= \$447 ;
+  always @(posedge clk)
+    qv_d7 <= \$448 ;
+  always @(posedge clk)
+    qv_d8 <= \$449 ;
+  always @(posedge clk)
+    qv_d9 <= \$450 ;
+  always @(posedge clk)
+    qv_d10 <= \$451 ;
+  always @(posedge clk)
+    qv_d11 <= \$452 ;
+  always @(posedge clk)
+    qv_d12 <= \$453 ;
+  always @(posedge clk)
+    qv_d13 <= \$454 ;
+  always @(posedge clk)
+    qv_d14 <= \$455 ;
+  always @(posedge clk)
+    qv_d15 <= \$456 ;
+  always @(posedge clk)
+    qv_d16 <= \$457 ;
+  always @(posedge clk)
+    qv_d17 <= \$458 ;
+  always @(posedge clk)
+    qv_d18 <= \$459 ;
+  always @(posedge clk)
+    qv_d19 <= \$460 ;
+  always @(posedge clk)
+    qe_d0 <= \$461 ;
+  always @(posedge clk)
+    qe_d1 <= \$462 ;
+  always @(posedge clk)
+    qe_d2 <= \$463 ;
+  always @(posedge clk)
+    qe_d3 <= \$464 ;
+  always @(posedge clk)
+    qe_d4 <= \$465 ;
+  always @(posedge clk)
+    qe_d5 <= \$466 ;
+  always @(posedge clk)
+    qe_d6 <= \$467 ;
+  always @(posedge clk)
+    qe_d7 <= \$468 ;
+  always @(posedge clk)
+    qe_d8 <= \$469 ;
+  always @(posedge clk)
+    qe_d9 <= \$470 ;
+  always @(posedge clk)
+    qe_d10 <= \$471 ;
+  always @(posedge clk)
+    qe_d11 <= \$472 ;
+  always @(posedge clk)
+    qe_d12 <= \$473 ;
+  always @(posedge clk)
+    qe_d13 <= \$474 ;
+  always @(posedge clk)
+    qe_d14 <= \$475 ;
+  always @(posedge clk)
+    qe_d15 <= \$476 ;
+  always @(posedge clk)
+    qe_d16 <= \$477 ;
+  always @(posedge clk)
+    qe_d17 <= \$478 ;
+  always @(posedge clk)
+    qe_d18 <= \$479 ;
+  always @(posedge clk)
+    qe_d19 <= \$480 ;
+  always @(posedge clk)
+    qv_last_d0 <= \$481 ;
+  always @(posedge clk)
+    qe_last_d0 <= \$482 ;
   always @(posedge clk)
     results0 <= { q, results0[119:8] };
   always @(posedge clk)
-    count_copy0 <= \$431 ;
+    count_copy0 <= \$483 ;
   always @(posedge clk)
-    count_copy1 <= \$432 ;
+    count_copy1 <= \$484 ;
   always @(posedge clk)
-    count_copy2 <= \$433 ;
+    count_copy2 <= \$485 ;
   always @(posedge clk)
-    count_copy3 <= \$434 ;
+    count_copy3 <= \$486 ;
   always @(posedge clk)
-    skid_qvalid_copy0 <= \$435 ;
+    skid_qvalid_copy0 <= \$487 ;
   always @(posedge clk)
-    skid_qvalid_copy1 <= \$436 ;
+    skid_qvalid_copy1 <= \$488 ;
   always @(posedge clk)
-    skid_qvalid_copy2 <= \$437 ;
+    skid_qvalid_copy2 <= \$489 ;
   always @(posedge clk)
-    skid_qvalid_copy3 <= \$438 ;
+    skid_qvalid_copy3 <= \$490 ;
   always @(posedge clk)
-    skid0 <= \$439 ;
+    skid0 <= \$491 ;
   always @(posedge clk)
-    skid1 <= \$440 ;
+    skid1 <= \$492 ;
   always @(posedge clk)
-    skid2 <= \$441 ;
+    skid2 <= \$493 ;
   always @(posedge clk)
-    skid3 <= \$442 ;
+    skid3 <= \$494 ;
   always @(posedge clk)
-    count <= \$443 ;
+    count <= \$495 ;
   always @(posedge clk)
-    credit_back_d0 <= \$444 ;
+    credit_back_d0 <= \$496 ;
   always @(posedge clk)
-    credit_back <= \$445 ;
+    credit_back <= \$497 ;
   assign \$1  = \$signal  & ready;
   assign \$2  = ~ last_step;
   assign \$3  = busy & \$2 ;
@@ -27070,161 +27858,197 @@ module \bchw_top.engine1 (rst, s__valid, s__payload, s__ready, m__valid, m__payl
   assign \$171  = ft_d0[0] & ft_d0[2];
   assign \$172  = ft_d0[0] & ft_d0[2];
   assign \$173  = ft_d0[0] & ft_d0[2];
-  assign \$174  = dload_copy0 ? { params_d1[58:0], acc0 } : drain[151:76];
-  assign \$175  = dload_copy1 ? { params_d1[117:59], acc1 } : drain[227:152];
-  assign \$176  = dload_copy2 ? { params_d1[176:118], acc2 } : drain[303:228];
-  assign \$177  = dload_copy3 ? { params_d1[235:177], acc3 } : drain[379:304];
-  assign \$178  = dload_copy4 ? { params_d1[294:236], acc4 } : drain[455:380];
-  assign \$179  = dload_copy5 ? { params_d1[353:295], acc5 } : drain[531:456];
-  assign \$180  = dload_copy6 ? { params_d1[412:354], acc6 } : drain[607:532];
-  assign \$181  = dload_copy7 ? { params_d1[471:413], acc7 } : drain[683:608];
-  assign \$182  = dload_copy8 ? { params_d1[530:472], acc8 } : drain[759:684];
-  assign \$183  = dload_copy9 ? { params_d1[589:531], acc9 } : drain[835:760];
-  assign \$184  = dload_copy10 ? { params_d1[648:590], acc10 } : drain[911:836];
-  assign \$185  = dload_copy11 ? { params_d1[707:649], acc11 } : drain[987:912];
-  assign \$186  = dload_copy12 ? { params_d1[766:708], acc12 } : drain[1063:988];
-  assign \$187  = dload_copy13 ? { params_d1[825:767], acc13 } : drain[1139:1064];
-  assign \$188  = dload_copy14 ? { params_d1[884:826], acc14 } : drain[1215:1140];
-  assign \$189  = dload_copy15 ? { params_d1[943:885], acc15 } : drain[1215:1140];
-  assign \$190  = | count_copy0;
-  assign \$191  = \$190  | skid_qvalid_copy0;
-  assign \$192  = \$191  & m__ready;
-  assign \$193  = | count_copy0;
-  assign \$194  = ~ \$193 ;
-  assign \$195  = \$192  & \$194 ;
-  assign \$196  = ~ \$195 ;
-  assign \$197  = skid_qvalid_copy0 & \$196 ;
-  assign \$198  = | count_copy0;
-  assign \$199  = \$198  | skid_qvalid_copy0;
-  assign \$200  = \$199  & m__ready;
-  assign \$201  = | count_copy0;
-  assign \$202  = \$200  & \$201 ;
-  assign \$203  = count_copy0 - \$202 ;
-  assign \$204  = ! \$203 ;
-  assign \$205  = \$197  & \$204 ;
-  assign \$206  = | count_copy0;
-  assign \$207  = \$206  | skid_qvalid_copy0;
-  assign \$208  = \$207  & m__ready;
-  assign \$209  = | count_copy0;
-  assign \$210  = \$208  & \$209 ;
-  assign \$211  = | count_copy1;
-  assign \$212  = \$211  | skid_qvalid_copy1;
-  assign \$213  = \$212  & m__ready;
-  assign \$214  = | count_copy1;
-  assign \$215  = ~ \$214 ;
-  assign \$216  = \$213  & \$215 ;
-  assign \$217  = ~ \$216 ;
-  assign \$218  = skid_qvalid_copy1 & \$217 ;
-  assign \$219  = | count_copy1;
-  assign \$220  = \$219  | skid_qvalid_copy1;
-  assign \$221  = \$220  & m__ready;
-  assign \$222  = | count_copy1;
-  assign \$223  = \$221  & \$222 ;
-  assign \$224  = count_copy1 - \$223 ;
-  assign \$225  = \$224  == 1'h1;
-  assign \$226  = \$218  & \$225 ;
-  assign \$227  = | count_copy1;
-  assign \$228  = \$227  | skid_qvalid_copy1;
-  assign \$229  = \$228  & m__ready;
-  assign \$230  = | count_copy1;
-  assign \$231  = \$229  & \$230 ;
-  assign \$232  = | count_copy2;
-  assign \$233  = \$232  | skid_qvalid_copy2;
-  assign \$234  = \$233  & m__ready;
-  assign \$235  = | count_copy2;
-  assign \$236  = ~ \$235 ;
-  assign \$237  = \$234  & \$236 ;
-  assign \$238  = ~ \$237 ;
-  assign \$239  = skid_qvalid_copy2 & \$238 ;
-  assign \$240  = | count_copy2;
-  assign \$241  = \$240  | skid_qvalid_copy2;
-  assign \$242  = \$241  & m__ready;
-  assign \$243  = | count_copy2;
-  assign \$244  = \$242  & \$243 ;
-  assign \$245  = count_copy2 - \$244 ;
-  assign \$246  = \$245  == 2'h2;
-  assign \$247  = \$239  & \$246 ;
-  assign \$248  = | count_copy2;
-  assign \$249  = \$248  | skid_qvalid_copy2;
-  assign \$250  = \$249  & m__ready;
-  assign \$251  = | count_copy2;
-  assign \$252  = \$250  & \$251 ;
-  assign \$253  = | count_copy3;
-  assign \$254  = \$253  | skid_qvalid_copy3;
-  assign \$255  = \$254  & m__ready;
-  assign \$256  = | count_copy3;
-  assign \$257  = ~ \$256 ;
-  assign \$258  = \$255  & \$257 ;
-  assign \$259  = ~ \$258 ;
-  assign \$260  = skid_qvalid_copy3 & \$259 ;
-  assign \$261  = | count_copy3;
-  assign \$262  = \$261  | skid_qvalid_copy3;
+  assign \$174  = ft_d0[0] & ft_d0[2];
+  assign \$175  = ft_d0[0] & ft_d0[2];
+  assign \$176  = ft_d0[0] & ft_d0[2];
+  assign \$177  = ft_d0[0] & ft_d0[2];
+  assign \$178  = ft_d0[0] & ft_d0[2];
+  assign \$179  = ft_d0[0] & ft_d0[2];
+  assign \$180  = ft_d0[0] & ft_d0[2];
+  assign \$181  = ft_d0[0] & ft_d0[2];
+  assign \$182  = ft_d0[0] & ft_d0[2];
+  assign \$183  = ft_d0[0] & ft_d0[2];
+  assign \$184  = ft_d0[0] & ft_d0[2];
+  assign \$185  = ft_d0[0] & ft_d0[2];
+  assign \$186  = ft_d0[0] & ft_d0[2];
+  assign \$187  = ft_d0[0] & ft_d0[2];
+  assign \$188  = ft_d0[0] & ft_d0[2];
+  assign \$189  = ft_d0[0] & ft_d0[2];
+  assign \$190  = dload_copy0 ? acc0 : drain[92:76];
+  assign \$191  = dload_copy1 ? params_d1[58:0] : drain[151:93];
+  assign \$192  = dload_copy2 ? acc1 : drain[168:152];
+  assign \$193  = dload_copy3 ? params_d1[117:59] : drain[227:169];
+  assign \$194  = dload_copy4 ? acc2 : drain[244:228];
+  assign \$195  = dload_copy5 ? params_d1[176:118] : drain[303:245];
+  assign \$196  = dload_copy6 ? acc3 : drain[320:304];
+  assign \$197  = dload_copy7 ? params_d1[235:177] : drain[379:321];
+  assign \$198  = dload_copy8 ? acc4 : drain[396:380];
+  assign \$199  = dload_copy9 ? params_d1[294:236] : drain[455:397];
+  assign \$200  = dload_copy10 ? acc5 : drain[472:456];
+  assign \$201  = dload_copy11 ? params_d1[353:295] : drain[531:473];
+  assign \$202  = dload_copy12 ? acc6 : drain[548:532];
+  assign \$203  = dload_copy13 ? params_d1[412:354] : drain[607:549];
+  assign \$204  = dload_copy14 ? acc7 : drain[624:608];
+  assign \$205  = dload_copy15 ? params_d1[471:413] : drain[683:625];
+  assign \$206  = dload_copy16 ? acc8 : drain[700:684];
+  assign \$207  = dload_copy17 ? params_d1[530:472] : drain[759:701];
+  assign \$208  = dload_copy18 ? acc9 : drain[776:760];
+  assign \$209  = dload_copy19 ? params_d1[589:531] : drain[835:777];
+  assign \$210  = dload_copy20 ? acc10 : drain[852:836];
+  assign \$211  = dload_copy21 ? params_d1[648:590] : drain[911:853];
+  assign \$212  = dload_copy22 ? acc11 : drain[928:912];
+  assign \$213  = dload_copy23 ? params_d1[707:649] : drain[987:929];
+  assign \$214  = dload_copy24 ? acc12 : drain[1004:988];
+  assign \$215  = dload_copy25 ? params_d1[766:708] : drain[1063:1005];
+  assign \$216  = dload_copy26 ? acc13 : drain[1080:1064];
+  assign \$217  = dload_copy27 ? params_d1[825:767] : drain[1139:1081];
+  assign \$218  = dload_copy28 ? acc14 : drain[1156:1140];
+  assign \$219  = dload_copy29 ? params_d1[884:826] : drain[1215:1157];
+  assign \$220  = dload_copy30 ? acc15 : drain[1156:1140];
+  assign \$221  = dload_copy31 ? params_d1[943:885] : drain[1215:1157];
+  assign \$222  = | count_copy0;
+  assign \$223  = \$222  | skid_qvalid_copy0;
+  assign \$224  = \$223  & m__ready;
+  assign \$225  = | count_copy0;
+  assign \$226  = ~ \$225 ;
+  assign \$227  = \$224  & \$226 ;
+  assign \$228  = ~ \$227 ;
+  assign \$229  = skid_qvalid_copy0 & \$228 ;
+  assign \$230  = | count_copy0;
+  assign \$231  = \$230  | skid_qvalid_copy0;
+  assign \$232  = \$231  & m__ready;
+  assign \$233  = | count_copy0;
+  assign \$234  = \$232  & \$233 ;
+  assign \$235  = count_copy0 == 1'h1;
+  assign \$236  = ! count_copy0;
+  assign \$237  = \$234  ? \$235  : \$236 ;
+  assign \$238  = \$229  & \$237 ;
+  assign \$239  = | count_copy0;
+  assign \$240  = \$239  | skid_qvalid_copy0;
+  assign \$241  = \$240  & m__ready;
+  assign \$242  = | count_copy0;
+  assign \$243  = \$241  & \$242 ;
+  assign \$244  = | count_copy1;
+  assign \$245  = \$244  | skid_qvalid_copy1;
+  assign \$246  = \$245  & m__ready;
+  assign \$247  = | count_copy1;
+  assign \$248  = ~ \$247 ;
+  assign \$249  = \$246  & \$248 ;
+  assign \$250  = ~ \$249 ;
+  assign \$251  = skid_qvalid_copy1 & \$250 ;
+  assign \$252  = | count_copy1;
+  assign \$253  = \$252  | skid_qvalid_copy1;
+  assign \$254  = \$253  & m__ready;
+  assign \$255  = | count_copy1;
+  assign \$256  = \$254  & \$255 ;
+  assign \$257  = count_copy1 == 2'h2;
+  assign \$258  = count_copy1 == 1'h1;
+  assign \$259  = \$256  ? \$257  : \$258 ;
+  assign \$260  = \$251  & \$259 ;
+  assign \$261  = | count_copy1;
+  assign \$262  = \$261  | skid_qvalid_copy1;
   assign \$263  = \$262  & m__ready;
-  assign \$264  = | count_copy3;
+  assign \$264  = | count_copy1;
   assign \$265  = \$263  & \$264 ;
-  assign \$266  = count_copy3 - \$265 ;
-  assign \$267  = \$266  == 2'h3;
-  assign \$268  = \$260  & \$267 ;
-  assign \$269  = | count_copy3;
-  assign \$270  = \$269  | skid_qvalid_copy3;
-  assign \$271  = \$270  & m__ready;
-  assign \$272  = | count_copy3;
-  assign \$273  = \$271  & \$272 ;
-  assign \$274  = | count;
-  assign \$275  = \$274  | qv_last_d0;
+  assign \$266  = | count_copy2;
+  assign \$267  = \$266  | skid_qvalid_copy2;
+  assign \$268  = \$267  & m__ready;
+  assign \$269  = | count_copy2;
+  assign \$270  = ~ \$269 ;
+  assign \$271  = \$268  & \$270 ;
+  assign \$272  = ~ \$271 ;
+  assign \$273  = skid_qvalid_copy2 & \$272 ;
+  assign \$274  = | count_copy2;
+  assign \$275  = \$274  | skid_qvalid_copy2;
   assign \$276  = \$275  & m__ready;
+  assign \$277  = | count_copy2;
+  assign \$278  = \$276  & \$277 ;
+  assign \$279  = count_copy2 == 2'h3;
+  assign \$280  = count_copy2 == 2'h2;
+  assign \$281  = \$278  ? \$279  : \$280 ;
+  assign \$282  = \$273  & \$281 ;
+  assign \$283  = | count_copy2;
+  assign \$284  = \$283  | skid_qvalid_copy2;
+  assign \$285  = \$284  & m__ready;
+  assign \$286  = | count_copy2;
+  assign \$287  = \$285  & \$286 ;
+  assign \$288  = | count_copy3;
+  assign \$289  = \$288  | skid_qvalid_copy3;
+  assign \$290  = \$289  & m__ready;
+  assign \$291  = | count_copy3;
+  assign \$292  = ~ \$291 ;
+  assign \$293  = \$290  & \$292 ;
+  assign \$294  = ~ \$293 ;
+  assign \$295  = skid_qvalid_copy3 & \$294 ;
+  assign \$296  = | count_copy3;
+  assign \$297  = \$296  | skid_qvalid_copy3;
+  assign \$298  = \$297  & m__ready;
+  assign \$299  = | count_copy3;
+  assign \$300  = \$298  & \$299 ;
+  assign \$301  = count_copy3 == 3'h4;
+  assign \$302  = count_copy3 == 2'h3;
+  assign \$303  = \$300  ? \$301  : \$302 ;
+  assign \$304  = \$295  & \$303 ;
+  assign \$305  = | count_copy3;
+  assign \$306  = \$305  | skid_qvalid_copy3;
+  assign \$307  = \$306  & m__ready;
+  assign \$308  = | count_copy3;
+  assign \$309  = \$307  & \$308 ;
+  assign \$310  = | count;
+  assign \$311  = \$310  | qv_last_d0;
+  assign \$312  = \$311  & m__ready;
   always @(posedge clk)
-    busy <= \$277 ;
+    busy <= \$313 ;
   always @(posedge clk)
-    addr <= \$278 ;
+    addr <= \$314 ;
   always @(posedge clk)
-    sfc <= \$279 ;
+    sfc <= \$315 ;
   always @(posedge clk)
-    nfc <= \$280 ;
+    nfc <= \$316 ;
   always @(posedge clk)
-    last_step <= \$281 ;
+    last_step <= \$317 ;
   always @(posedge clk)
-    ready <= \$282 ;
+    ready <= \$318 ;
   always @(posedge clk)
-    credits <= \$283 ;
+    credits <= \$319 ;
   always @(posedge clk)
-    issue <= \$284 ;
+    issue <= \$320 ;
   always @(posedge clk)
-    word <= \$285 ;
+    word <= \$321 ;
   always @(posedge clk)
-    write_bank <= \$286 ;
+    write_bank <= \$322 ;
   always @(posedge clk)
-    read_bank <= \$287 ;
+    read_bank <= \$323 ;
   always @(posedge clk)
-    \$signal  <= \$288 ;
+    \$signal  <= \$324 ;
   always @(posedge clk)
     xbeat <= s__payload;
   always @(posedge clk)
-    write__addr <= \$289 ;
+    write__addr <= \$325 ;
   always @(posedge clk)
-    \write__addr$31  <= \$290 ;
+    \write__addr$31  <= \$326 ;
   always @(posedge clk)
-    \write__addr$38  <= \$291 ;
+    \write__addr$38  <= \$327 ;
   always @(posedge clk)
-    \write__addr$45  <= \$292 ;
+    \write__addr$45  <= \$328 ;
   always @(posedge clk)
-    read__addr <= \$293 ;
+    read__addr <= \$329 ;
   always @(posedge clk)
-    \read__addr$34  <= \$294 ;
+    \read__addr$34  <= \$330 ;
   always @(posedge clk)
-    \read__addr$41  <= \$295 ;
+    \read__addr$41  <= \$331 ;
   always @(posedge clk)
-    \read__addr$48  <= \$296 ;
+    \read__addr$48  <= \$332 ;
   always @(posedge clk)
-    write__en <= \$297 ;
+    write__en <= \$333 ;
   always @(posedge clk)
-    \write__en$29  <= \$298 ;
+    \write__en$29  <= \$334 ;
   always @(posedge clk)
-    \write__en$36  <= \$299 ;
+    \write__en$36  <= \$335 ;
   always @(posedge clk)
-    \write__en$43  <= \$300 ;
+    \write__en$43  <= \$336 ;
   always @(posedge clk)
-    xmem_d0 <= \$301 ;
+    xmem_d0 <= \$337 ;
   always @(posedge clk)
     xtree_fan_copy0 <= xmem_d0;
   always @(posedge clk)
@@ -27266,193 +28090,105 @@ module \bchw_top.engine1 (rst, s__valid, s__payload, s__ready, m__valid, m__payl
   always @(posedge clk)
     \x$112  <= xtree_fan_copy3;
   always @(posedge clk)
-    wdata_d0 <= \$302 ;
+    wdata_d0 <= \$338 ;
   always @(posedge clk)
-    wdata_d1 <= \$303 ;
+    wdata_d1 <= \$339 ;
   always @(posedge clk)
-    wdata_d2 <= \$304 ;
+    wdata_d2 <= \$340 ;
   always @(posedge clk)
-    f_d0 <= \$305 ;
+    f_d0 <= \$341 ;
   always @(posedge clk)
-    f_d1 <= \$306 ;
+    f_d1 <= \$342 ;
   always @(posedge clk)
-    f_d2 <= \$307 ;
+    f_d2 <= \$343 ;
   always @(posedge clk)
-    f_d3 <= \$308 ;
+    f_d3 <= \$344 ;
   always @(posedge clk)
-    f_d4 <= \$309 ;
+    f_d4 <= \$345 ;
   always @(posedge clk)
-    f_d5 <= \$310 ;
+    f_d5 <= \$346 ;
   always @(posedge clk)
-    f_d6 <= \$311 ;
+    f_d6 <= \$347 ;
   always @(posedge clk)
-    f_d7 <= \$312 ;
+    f_d7 <= \$348 ;
   always @(posedge clk)
-    ft_d0 <= \$313 ;
+    ft_d0 <= \$349 ;
   always @(posedge clk)
-    accflags_copy0 <= \$314 ;
+    accflags_copy0 <= \$350 ;
   always @(posedge clk)
-    accflags_copy1 <= \$315 ;
+    accflags_copy1 <= \$351 ;
   always @(posedge clk)
-    accflags_copy2 <= \$316 ;
+    accflags_copy2 <= \$352 ;
   always @(posedge clk)
-    accflags_copy3 <= \$317 ;
+    accflags_copy3 <= \$353 ;
   always @(posedge clk)
-    accflags_copy4 <= \$318 ;
+    accflags_copy4 <= \$354 ;
   always @(posedge clk)
-    accflags_copy5 <= \$319 ;
+    accflags_copy5 <= \$355 ;
   always @(posedge clk)
-    accflags_copy6 <= \$320 ;
+    accflags_copy6 <= \$356 ;
   always @(posedge clk)
-    accflags_copy7 <= \$321 ;
+    accflags_copy7 <= \$357 ;
   always @(posedge clk)
-    accflags_copy8 <= \$322 ;
+    accflags_copy8 <= \$358 ;
   always @(posedge clk)
-    accflags_copy9 <= \$323 ;
+    accflags_copy9 <= \$359 ;
   always @(posedge clk)
-    accflags_copy10 <= \$324 ;
+    accflags_copy10 <= \$360 ;
   always @(posedge clk)
-    accflags_copy11 <= \$325 ;
+    accflags_copy11 <= \$361 ;
   always @(posedge clk)
-    accflags_copy12 <= \$326 ;
+    accflags_copy12 <= \$362 ;
   always @(posedge clk)
-    accflags_copy13 <= \$327 ;
+    accflags_copy13 <= \$363 ;
   always @(posedge clk)
-    accflags_copy14 <= \$328 ;
+    accflags_copy14 <= \$364 ;
   always @(posedge clk)
-    accflags_copy15 <= \$329 ;
+    accflags_copy15 <= \$365 ;
   always @(posedge clk)
-    paddr_d0 <= \$330 ;
+    paddr_d0 <= \$366 ;
   always @(posedge clk)
-    paddr_d1 <= \$331 ;
+    paddr_d1 <= \$367 ;
   always @(posedge clk)
-    paddr_d2 <= \$332 ;
+    paddr_d2 <= \$368 ;
   always @(posedge clk)
-    paddr_d3 <= \$333 ;
+    paddr_d3 <= \$369 ;
   always @(posedge clk)
-    paddr_d4 <= \$334 ;
+    paddr_d4 <= \$370 ;
   always @(posedge clk)
-    paddr_d5 <= \$335 ;
+    paddr_d5 <= \$371 ;
   always @(posedge clk)
-    \addr$116  <= \$336 ;
+    \addr$116  <= \$372 ;
   always @(posedge clk)
-    \addr$119  <= \$337 ;
+    \addr$119  <= \$373 ;
   always @(posedge clk)
-    \addr$122  <= \$338 ;
+    \addr$122  <= \$374 ;
   always @(posedge clk)
-    \addr$125  <= \$339 ;
+    \addr$125  <= \$375 ;
   always @(posedge clk)
-    \addr$128  <= \$340 ;
+    \addr$128  <= \$376 ;
   always @(posedge clk)
-    \addr$131  <= \$341 ;
+    \addr$131  <= \$377 ;
   always @(posedge clk)
-    \addr$134  <= \$342 ;
+    \addr$134  <= \$378 ;
   always @(posedge clk)
-    \addr$137  <= \$343 ;
+    \addr$137  <= \$379 ;
   always @(posedge clk)
-    \addr$140  <= \$344 ;
+    \addr$140  <= \$380 ;
   always @(posedge clk)
-    \addr$143  <= \$345 ;
+    \addr$143  <= \$381 ;
   always @(posedge clk)
-    \addr$146  <= \$346 ;
+    \addr$146  <= \$382 ;
   always @(posedge clk)
-    \addr$149  <= \$347 ;
+    \addr$149  <= \$383 ;
   always @(posedge clk)
-    \addr$152  <= \$348 ;
+    \addr$152  <= \$384 ;
   always @(posedge clk)
-    \addr$155  <= \$349 ;
+    \addr$155  <= \$385 ;
   always @(posedge clk)
-    \addr$158  <= \$350 ;
+    \addr$158  <= \$386 ;
   always @(posedge clk)
-    \addr$161  <= \$351 ;
-  always @(posedge clk)
-    params_d0 <= \$352 ;
-  always @(posedge clk)
-    params_d1 <= \$353 ;
-  always @(posedge clk)
-    acc_valid <= \$354 ;
-  always @(posedge clk)
-    acc_end <= \$355 ;
-  always @(posedge clk)
-    acc0 <= \$356 ;
-  always @(posedge clk)
-    acc1 <= \$357 ;
-  always @(posedge clk)
-    acc2 <= \$358 ;
-  always @(posedge clk)
-    acc3 <= \$359 ;
-  always @(posedge clk)
-    acc4 <= \$360 ;
-  always @(posedge clk)
-    acc5 <= \$361 ;
-  always @(posedge clk)
-    acc6 <= \$362 ;
-  always @(posedge clk)
-    acc7 <= \$363 ;
-  always @(posedge clk)
-    acc8 <= \$364 ;
-  always @(posedge clk)
-    acc9 <= \$365 ;
-  always @(posedge clk)
-    acc10 <= \$366 ;
-  always @(posedge clk)
-    acc11 <= \$367 ;
-  always @(posedge clk)
-    acc12 <= \$368 ;
-  always @(posedge clk)
-    acc13 <= \$369 ;
-  always @(posedge clk)
-    acc14 <= \$370 ;
-  always @(posedge clk)
-    acc15 <= \$371 ;
-  always @(posedge clk)
-    dload_copy0 <= \$372 ;
-  always @(posedge clk)
-    dload_copy1 <= \$373 ;
-  always @(posedge clk)
-    dload_copy2 <= \$374 ;
-  always @(posedge clk)
-    dload_copy3 <= \$375 ;
-  always @(posedge clk)
-    dload_copy4 <= \$376 ;
-  always @(posedge clk)
-    dload_copy5 <= \$377 ;
-  always @(posedge clk)
-    dload_copy6 <= \$378 ;
-  always @(posedge clk)
-    dload_copy7 <= \$379 ;
-  always @(posedge clk)
-    dload_copy8 <= \$380 ;
-  always @(posedge clk)
-    dload_copy9 <= \$381 ;
-  always @(posedge clk)
-    dload_copy10 <= \$382 ;
-  always @(posedge clk)
-    dload_copy11 <= \$383 ;
-  always @(posedge clk)
-    dload_copy12 <= \$384 ;
-  always @(posedge clk)
-    dload_copy13 <= \$385 ;
-  always @(posedge clk)
-    dload_copy14 <= \$386 ;
-  always @(posedge clk)
-    dload_copy15 <= \$387 ;
-  always @(posedge clk)
-    drain <= \$388 ;
-  always @(posedge clk)
-    qv_d0 <= \$389 ;
-  always @(posedge clk)
-    qv_d1 <= \$390 ;
-  always @(posedge clk)
-    qv_d2 <= \$391 ;
-  always @(posedge clk)
-    qv_d3 <= \$392 ;
-  always @(posedge clk)
-    qv_d4 <= \$393 ;
-  always @(posedge clk)
-    qv_d5 <= \$394 ;
-  always @(posedge clk)
-    qv_d6 <= \$395 ;
+    \addr$161  <= \$387 ;
   \bchw_top.engine1.params0  params0 (
     .addr(\addr$116 ),
     .clk(clk),
@@ -27535,7 +28271,7 @@ module \bchw_top.engine1 (rst, s__valid, s__payload, s__ready, m__valid, m__payl
   );
   \bchw_top.engine1.requant0  requant0 (
     .clk(clk),
-    .\port$19959$0 (drain[75:0]),
+    .\port$20187$0 (drain[75:0]),
     .q(q),
     .rst(rst)
   );
@@ -27658,1153 +28394,1265 @@ module \bchw_top.engine1 (rst, s__valid, s__payload, s__ready, m__valid, m__payl
   );
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$396  = qv_d6;
-    if (rst) begin
-      \$396  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$397  = qv_d7;
-    if (rst) begin
-      \$397  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$398  = qv_d8;
-    if (rst) begin
-      \$398  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$399  = qv_d9;
-    if (rst) begin
-      \$399  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$400  = qv_d10;
-    if (rst) begin
-      \$400  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$401  = qv_d11;
-    if (rst) begin
-      \$401  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$402  = qv_d12;
-    if (rst) begin
-      \$402  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$403  = qv_d13;
-    if (rst) begin
-      \$403  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$404  = qv_d14;
-    if (rst) begin
-      \$404  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$405  = qv_d15;
-    if (rst) begin
-      \$405  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$406  = qv_d16;
-    if (rst) begin
-      \$406  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$407  = qv_d17;
-    if (rst) begin
-      \$407  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$408  = qv_d18;
-    if (rst) begin
-      \$408  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$409  = acc_end;
-    if (rst) begin
-      \$409  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$410  = qe_d0;
-    if (rst) begin
-      \$410  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$411  = qe_d1;
-    if (rst) begin
-      \$411  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$412  = qe_d2;
-    if (rst) begin
-      \$412  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$413  = qe_d3;
-    if (rst) begin
-      \$413  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$414  = qe_d4;
-    if (rst) begin
-      \$414  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$415  = qe_d5;
-    if (rst) begin
-      \$415  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$416  = qe_d6;
-    if (rst) begin
-      \$416  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$417  = qe_d7;
-    if (rst) begin
-      \$417  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$418  = qe_d8;
-    if (rst) begin
-      \$418  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$419  = qe_d9;
-    if (rst) begin
-      \$419  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$420  = qe_d10;
-    if (rst) begin
-      \$420  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$421  = qe_d11;
-    if (rst) begin
-      \$421  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$422  = qe_d12;
-    if (rst) begin
-      \$422  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$423  = qe_d13;
-    if (rst) begin
-      \$423  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$424  = qe_d14;
-    if (rst) begin
-      \$424  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$425  = qe_d15;
-    if (rst) begin
-      \$425  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$426  = qe_d16;
-    if (rst) begin
-      \$426  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$427  = qe_d17;
-    if (rst) begin
-      \$427  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$428  = qe_d18;
-    if (rst) begin
-      \$428  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$429  = qv_d19;
-    if (rst) begin
-      \$429  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$430  = qe_d19;
-    if (rst) begin
-      \$430  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$431  = \$70 [2:0];
-    if (rst) begin
-      \$431  = 3'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$432  = \$70 [2:0];
-    if (rst) begin
-      \$432  = 3'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$433  = \$70 [2:0];
-    if (rst) begin
-      \$433  = 3'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$434  = \$70 [2:0];
-    if (rst) begin
-      \$434  = 3'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$435  = qv_d19;
-    if (rst) begin
-      \$435  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$436  = qv_d19;
-    if (rst) begin
-      \$436  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$437  = qv_d19;
-    if (rst) begin
-      \$437  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$438  = qv_d19;
-    if (rst) begin
-      \$438  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$439  = skid0;
-    if (\$205 ) begin
-      \$439  = { qe_last_d0, q, results0 };
-    end else if (\$210 ) begin
-      \$439  = skid1;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$440  = skid1;
-    if (\$226 ) begin
-      \$440  = { qe_last_d0, q, results0 };
-    end else if (\$231 ) begin
-      \$440  = skid2;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$441  = skid2;
-    if (\$247 ) begin
-      \$441  = { qe_last_d0, q, results0 };
-    end else if (\$252 ) begin
-      \$441  = skid3;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$442  = skid3;
-    if (\$268 ) begin
-      \$442  = { qe_last_d0, q, results0 };
-    end else if (\$273 ) begin
-      \$442  = 129'h000000000000000000000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$443  = \$70 [2:0];
-    if (rst) begin
-      \$443  = 3'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$444  = \$276 ;
-    if (rst) begin
-      \$444  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$445  = credit_back_d0;
-    if (rst) begin
-      \$445  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$277  = busy_next;
-    if (rst) begin
-      \$277  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$278  = \$11 [7:0];
-    if (rst) begin
-      \$278  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$279  = \$23 [3:0];
-    if (rst) begin
-      \$279  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$280  = \$32 [3:0];
-    if (rst) begin
-      \$280  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$281  = last_step_next;
-    if (rst) begin
-      \$281  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$282  = ready_next;
-    if (rst) begin
-      \$282  = 1'h1;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$283  = \$47 [2:0];
-    if (rst) begin
-      \$283  = 3'h4;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$284  = issue_next;
-    if (rst) begin
-      \$284  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$285  = word;
-    if (\$71 ) begin
-      \$285  = \$85 [3:0];
-    end
-    if (rst) begin
-      \$285  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$286  = write_bank;
-    if (\$90 ) begin
-      \$286  = \$91 ;
-    end
-    if (rst) begin
-      \$286  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$287  = read_bank;
-    if (\$92 ) begin
-      \$287  = \$93 ;
-    end
-    if (rst) begin
-      \$287  = 1'h1;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$288  = \$101 ;
-    if (rst) begin
-      \$288  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$289  = { write_bank, word };
-    if (rst) begin
-      \$289  = 5'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$290  = { write_bank, word };
-    if (rst) begin
-      \$290  = 5'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$291  = { write_bank, word };
-    if (rst) begin
-      \$291  = 5'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$292  = { write_bank, word };
-    if (rst) begin
-      \$292  = 5'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$293  = { \$103 , \$23 [3:0] };
-    if (rst) begin
-      \$293  = 5'h10;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$294  = { \$105 , \$23 [3:0] };
-    if (rst) begin
-      \$294  = 5'h10;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$295  = { \$107 , \$23 [3:0] };
-    if (rst) begin
-      \$295  = 5'h10;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$296  = { \$109 , \$23 [3:0] };
-    if (rst) begin
-      \$296  = 5'h10;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$297  = \$112 ;
-    if (rst) begin
-      \$297  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$298  = \$115 ;
-    if (rst) begin
-      \$298  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$299  = \$118 ;
-    if (rst) begin
-      \$299  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$300  = \$121 ;
-    if (rst) begin
-      \$300  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$305  = { last_step, \$123 , \$122 , issue };
-    if (rst) begin
-      \$305  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$306  = f_d0;
-    if (rst) begin
-      \$306  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$307  = f_d1;
-    if (rst) begin
-      \$307  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$308  = f_d2;
-    if (rst) begin
-      \$308  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$309  = f_d3;
-    if (rst) begin
-      \$309  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$310  = f_d4;
-    if (rst) begin
-      \$310  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$311  = f_d5;
-    if (rst) begin
-      \$311  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$312  = f_d6;
-    if (rst) begin
-      \$312  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$313  = f_d7;
-    if (rst) begin
-      \$313  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$314  = f_d7[1:0];
-    if (rst) begin
-      \$314  = 2'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$315  = f_d7[1:0];
-    if (rst) begin
-      \$315  = 2'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$316  = f_d7[1:0];
-    if (rst) begin
-      \$316  = 2'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$317  = f_d7[1:0];
-    if (rst) begin
-      \$317  = 2'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$318  = f_d7[1:0];
-    if (rst) begin
-      \$318  = 2'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$319  = f_d7[1:0];
-    if (rst) begin
-      \$319  = 2'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$320  = f_d7[1:0];
-    if (rst) begin
-      \$320  = 2'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$321  = f_d7[1:0];
-    if (rst) begin
-      \$321  = 2'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$322  = f_d7[1:0];
-    if (rst) begin
-      \$322  = 2'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$323  = f_d7[1:0];
-    if (rst) begin
-      \$323  = 2'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$324  = f_d7[1:0];
-    if (rst) begin
-      \$324  = 2'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$325  = f_d7[1:0];
-    if (rst) begin
-      \$325  = 2'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$326  = f_d7[1:0];
-    if (rst) begin
-      \$326  = 2'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$327  = f_d7[1:0];
-    if (rst) begin
-      \$327  = 2'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$328  = f_d7[1:0];
-    if (rst) begin
-      \$328  = 2'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$329  = f_d7[1:0];
-    if (rst) begin
-      \$329  = 2'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$330  = nfc;
-    if (rst) begin
-      \$330  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$331  = paddr_d0;
-    if (rst) begin
-      \$331  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$332  = paddr_d1;
-    if (rst) begin
-      \$332  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$333  = paddr_d2;
-    if (rst) begin
-      \$333  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$334  = paddr_d3;
-    if (rst) begin
-      \$334  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$335  = paddr_d4;
-    if (rst) begin
-      \$335  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$336  = paddr_d5;
-    if (rst) begin
-      \$336  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$337  = paddr_d5;
-    if (rst) begin
-      \$337  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$338  = paddr_d5;
-    if (rst) begin
-      \$338  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$339  = paddr_d5;
-    if (rst) begin
-      \$339  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$340  = paddr_d5;
-    if (rst) begin
-      \$340  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$341  = paddr_d5;
-    if (rst) begin
-      \$341  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$342  = paddr_d5;
-    if (rst) begin
-      \$342  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$343  = paddr_d5;
-    if (rst) begin
-      \$343  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$344  = paddr_d5;
-    if (rst) begin
-      \$344  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$345  = paddr_d5;
-    if (rst) begin
-      \$345  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$346  = paddr_d5;
-    if (rst) begin
-      \$346  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$347  = paddr_d5;
-    if (rst) begin
-      \$347  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$348  = paddr_d5;
-    if (rst) begin
-      \$348  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$349  = paddr_d5;
-    if (rst) begin
-      \$349  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$350  = paddr_d5;
-    if (rst) begin
-      \$350  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$351  = paddr_d5;
-    if (rst) begin
-      \$351  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$354  = \$124 ;
-    if (rst) begin
-      \$354  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$355  = \$125 ;
-    if (rst) begin
-      \$355  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$356  = acc0;
-    if (accflags_copy0[0]) begin
-      \$356  = \$127 [16:0];
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$357  = acc1;
-    if (accflags_copy1[0]) begin
-      \$357  = \$129 [16:0];
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$358  = acc2;
-    if (accflags_copy2[0]) begin
-      \$358  = \$131 [16:0];
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$359  = acc3;
-    if (accflags_copy3[0]) begin
-      \$359  = \$133 [16:0];
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$360  = acc4;
-    if (accflags_copy4[0]) begin
-      \$360  = \$135 [16:0];
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$361  = acc5;
-    if (accflags_copy5[0]) begin
-      \$361  = \$137 [16:0];
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$362  = acc6;
-    if (accflags_copy6[0]) begin
-      \$362  = \$139 [16:0];
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$363  = acc7;
-    if (accflags_copy7[0]) begin
-      \$363  = \$141 [16:0];
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$364  = acc8;
-    if (accflags_copy8[0]) begin
-      \$364  = \$143 [16:0];
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$365  = acc9;
-    if (accflags_copy9[0]) begin
-      \$365  = \$145 [16:0];
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$366  = acc10;
-    if (accflags_copy10[0]) begin
-      \$366  = \$147 [16:0];
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$367  = acc11;
-    if (accflags_copy11[0]) begin
-      \$367  = \$149 [16:0];
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$368  = acc12;
-    if (accflags_copy12[0]) begin
-      \$368  = \$151 [16:0];
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$369  = acc13;
-    if (accflags_copy13[0]) begin
-      \$369  = \$153 [16:0];
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$370  = acc14;
-    if (accflags_copy14[0]) begin
-      \$370  = \$155 [16:0];
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$371  = acc15;
-    if (accflags_copy15[0]) begin
-      \$371  = \$157 [16:0];
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$372  = \$158 ;
-    if (rst) begin
-      \$372  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$373  = \$159 ;
-    if (rst) begin
-      \$373  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$374  = \$160 ;
-    if (rst) begin
-      \$374  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$375  = \$161 ;
-    if (rst) begin
-      \$375  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$376  = \$162 ;
-    if (rst) begin
-      \$376  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$377  = \$163 ;
-    if (rst) begin
-      \$377  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$378  = \$164 ;
-    if (rst) begin
-      \$378  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$379  = \$165 ;
-    if (rst) begin
-      \$379  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$380  = \$166 ;
-    if (rst) begin
-      \$380  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$381  = \$167 ;
-    if (rst) begin
-      \$381  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$382  = \$168 ;
-    if (rst) begin
-      \$382  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$383  = \$169 ;
-    if (rst) begin
-      \$383  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$384  = \$170 ;
-    if (rst) begin
-      \$384  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$385  = \$171 ;
-    if (rst) begin
-      \$385  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$386  = \$172 ;
-    if (rst) begin
-      \$386  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$387  = \$173 ;
-    if (rst) begin
-      \$387  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$389  = acc_valid;
-    if (rst) begin
-      \$389  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$390  = qv_d0;
+    \$390  = \$124 ;
     if (rst) begin
       \$390  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$391  = qv_d1;
+    \$391  = \$125 ;
     if (rst) begin
       \$391  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$392  = qv_d2;
-    if (rst) begin
-      \$392  = 1'h0;
+    \$392  = acc0;
+    if (accflags_copy0[0]) begin
+      \$392  = \$127 [16:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$393  = qv_d3;
-    if (rst) begin
-      \$393  = 1'h0;
+    \$393  = acc1;
+    if (accflags_copy1[0]) begin
+      \$393  = \$129 [16:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$394  = qv_d4;
-    if (rst) begin
-      \$394  = 1'h0;
+    \$394  = acc2;
+    if (accflags_copy2[0]) begin
+      \$394  = \$131 [16:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$395  = qv_d5;
+    \$395  = acc3;
+    if (accflags_copy3[0]) begin
+      \$395  = \$133 [16:0];
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$396  = acc4;
+    if (accflags_copy4[0]) begin
+      \$396  = \$135 [16:0];
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$397  = acc5;
+    if (accflags_copy5[0]) begin
+      \$397  = \$137 [16:0];
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$398  = acc6;
+    if (accflags_copy6[0]) begin
+      \$398  = \$139 [16:0];
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$399  = acc7;
+    if (accflags_copy7[0]) begin
+      \$399  = \$141 [16:0];
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$400  = acc8;
+    if (accflags_copy8[0]) begin
+      \$400  = \$143 [16:0];
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$401  = acc9;
+    if (accflags_copy9[0]) begin
+      \$401  = \$145 [16:0];
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$402  = acc10;
+    if (accflags_copy10[0]) begin
+      \$402  = \$147 [16:0];
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$403  = acc11;
+    if (accflags_copy11[0]) begin
+      \$403  = \$149 [16:0];
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$404  = acc12;
+    if (accflags_copy12[0]) begin
+      \$404  = \$151 [16:0];
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$405  = acc13;
+    if (accflags_copy13[0]) begin
+      \$405  = \$153 [16:0];
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$406  = acc14;
+    if (accflags_copy14[0]) begin
+      \$406  = \$155 [16:0];
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$407  = acc15;
+    if (accflags_copy15[0]) begin
+      \$407  = \$157 [16:0];
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$408  = \$158 ;
     if (rst) begin
-      \$395  = 1'h0;
+      \$408  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$409  = \$159 ;
+    if (rst) begin
+      \$409  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$410  = \$160 ;
+    if (rst) begin
+      \$410  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$411  = \$161 ;
+    if (rst) begin
+      \$411  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$412  = \$162 ;
+    if (rst) begin
+      \$412  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$413  = \$163 ;
+    if (rst) begin
+      \$413  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$414  = \$164 ;
+    if (rst) begin
+      \$414  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$415  = \$165 ;
+    if (rst) begin
+      \$415  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$416  = \$166 ;
+    if (rst) begin
+      \$416  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$417  = \$167 ;
+    if (rst) begin
+      \$417  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$418  = \$168 ;
+    if (rst) begin
+      \$418  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$419  = \$169 ;
+    if (rst) begin
+      \$419  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$420  = \$170 ;
+    if (rst) begin
+      \$420  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$421  = \$171 ;
+    if (rst) begin
+      \$421  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$422  = \$172 ;
+    if (rst) begin
+      \$422  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$423  = \$173 ;
+    if (rst) begin
+      \$423  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$424  = \$174 ;
+    if (rst) begin
+      \$424  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$425  = \$175 ;
+    if (rst) begin
+      \$425  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$426  = \$176 ;
+    if (rst) begin
+      \$426  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$427  = \$177 ;
+    if (rst) begin
+      \$427  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$428  = \$178 ;
+    if (rst) begin
+      \$428  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$429  = \$179 ;
+    if (rst) begin
+      \$429  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$430  = \$180 ;
+    if (rst) begin
+      \$430  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$431  = \$181 ;
+    if (rst) begin
+      \$431  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$432  = \$182 ;
+    if (rst) begin
+      \$432  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$433  = \$183 ;
+    if (rst) begin
+      \$433  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$434  = \$184 ;
+    if (rst) begin
+      \$434  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$435  = \$185 ;
+    if (rst) begin
+      \$435  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$436  = \$186 ;
+    if (rst) begin
+      \$436  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$437  = \$187 ;
+    if (rst) begin
+      \$437  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$438  = \$188 ;
+    if (rst) begin
+      \$438  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$439  = \$189 ;
+    if (rst) begin
+      \$439  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$441  = acc_valid;
+    if (rst) begin
+      \$441  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$442  = qv_d0;
+    if (rst) begin
+      \$442  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$443  = qv_d1;
+    if (rst) begin
+      \$443  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$444  = qv_d2;
+    if (rst) begin
+      \$444  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$445  = qv_d3;
+    if (rst) begin
+      \$445  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$446  = qv_d4;
+    if (rst) begin
+      \$446  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$447  = qv_d5;
+    if (rst) begin
+      \$447  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$448  = qv_d6;
+    if (rst) begin
+      \$448  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$449  = qv_d7;
+    if (rst) begin
+      \$449  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$450  = qv_d8;
+    if (rst) begin
+      \$450  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$451  = qv_d9;
+    if (rst) begin
+      \$451  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$452  = qv_d10;
+    if (rst) begin
+      \$452  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$453  = qv_d11;
+    if (rst) begin
+      \$453  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$454  = qv_d12;
+    if (rst) begin
+      \$454  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$455  = qv_d13;
+    if (rst) begin
+      \$455  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$456  = qv_d14;
+    if (rst) begin
+      \$456  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$457  = qv_d15;
+    if (rst) begin
+      \$457  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$458  = qv_d16;
+    if (rst) begin
+      \$458  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$459  = qv_d17;
+    if (rst) begin
+      \$459  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$460  = qv_d18;
+    if (rst) begin
+      \$460  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$461  = acc_end;
+    if (rst) begin
+      \$461  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$462  = qe_d0;
+    if (rst) begin
+      \$462  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$463  = qe_d1;
+    if (rst) begin
+      \$463  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$464  = qe_d2;
+    if (rst) begin
+      \$464  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$465  = qe_d3;
+    if (rst) begin
+      \$465  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$466  = qe_d4;
+    if (rst) begin
+      \$466  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$467  = qe_d5;
+    if (rst) begin
+      \$467  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$468  = qe_d6;
+    if (rst) begin
+      \$468  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$469  = qe_d7;
+    if (rst) begin
+      \$469  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$470  = qe_d8;
+    if (rst) begin
+      \$470  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$471  = qe_d9;
+    if (rst) begin
+      \$471  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$472  = qe_d10;
+    if (rst) begin
+      \$472  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$473  = qe_d11;
+    if (rst) begin
+      \$473  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$474  = qe_d12;
+    if (rst) begin
+      \$474  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$475  = qe_d13;
+    if (rst) begin
+      \$475  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$476  = qe_d14;
+    if (rst) begin
+      \$476  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$477  = qe_d15;
+    if (rst) begin
+      \$477  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$478  = qe_d16;
+    if (rst) begin
+      \$478  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$479  = qe_d17;
+    if (rst) begin
+      \$479  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$480  = qe_d18;
+    if (rst) begin
+      \$480  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$481  = qv_d19;
+    if (rst) begin
+      \$481  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$482  = qe_d19;
+    if (rst) begin
+      \$482  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$483  = \$70 [2:0];
+    if (rst) begin
+      \$483  = 3'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$484  = \$70 [2:0];
+    if (rst) begin
+      \$484  = 3'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$485  = \$70 [2:0];
+    if (rst) begin
+      \$485  = 3'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$486  = \$70 [2:0];
+    if (rst) begin
+      \$486  = 3'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$487  = qv_d19;
+    if (rst) begin
+      \$487  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$488  = qv_d19;
+    if (rst) begin
+      \$488  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$489  = qv_d19;
+    if (rst) begin
+      \$489  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$490  = qv_d19;
+    if (rst) begin
+      \$490  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$491  = skid0;
+    if (\$238 ) begin
+      \$491  = { qe_last_d0, q, results0 };
+    end else if (\$243 ) begin
+      \$491  = skid1;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$492  = skid1;
+    if (\$260 ) begin
+      \$492  = { qe_last_d0, q, results0 };
+    end else if (\$265 ) begin
+      \$492  = skid2;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$493  = skid2;
+    if (\$282 ) begin
+      \$493  = { qe_last_d0, q, results0 };
+    end else if (\$287 ) begin
+      \$493  = skid3;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$494  = skid3;
+    if (\$304 ) begin
+      \$494  = { qe_last_d0, q, results0 };
+    end else if (\$309 ) begin
+      \$494  = 129'h000000000000000000000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$495  = \$70 [2:0];
+    if (rst) begin
+      \$495  = 3'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$496  = \$312 ;
+    if (rst) begin
+      \$496  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$497  = credit_back_d0;
+    if (rst) begin
+      \$497  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$313  = busy_next;
+    if (rst) begin
+      \$313  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$314  = \$11 [7:0];
+    if (rst) begin
+      \$314  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$315  = \$23 [3:0];
+    if (rst) begin
+      \$315  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$316  = \$32 [3:0];
+    if (rst) begin
+      \$316  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$317  = last_step_next;
+    if (rst) begin
+      \$317  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$318  = ready_next;
+    if (rst) begin
+      \$318  = 1'h1;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$319  = \$47 [2:0];
+    if (rst) begin
+      \$319  = 3'h4;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$320  = issue_next;
+    if (rst) begin
+      \$320  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$321  = word;
+    if (\$71 ) begin
+      \$321  = \$85 [3:0];
+    end
+    if (rst) begin
+      \$321  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$322  = write_bank;
+    if (\$90 ) begin
+      \$322  = \$91 ;
+    end
+    if (rst) begin
+      \$322  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$323  = read_bank;
+    if (\$92 ) begin
+      \$323  = \$93 ;
+    end
+    if (rst) begin
+      \$323  = 1'h1;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$324  = \$101 ;
+    if (rst) begin
+      \$324  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$325  = { write_bank, word };
+    if (rst) begin
+      \$325  = 5'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$326  = { write_bank, word };
+    if (rst) begin
+      \$326  = 5'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$327  = { write_bank, word };
+    if (rst) begin
+      \$327  = 5'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$328  = { write_bank, word };
+    if (rst) begin
+      \$328  = 5'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$329  = { \$103 , \$23 [3:0] };
+    if (rst) begin
+      \$329  = 5'h10;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$330  = { \$105 , \$23 [3:0] };
+    if (rst) begin
+      \$330  = 5'h10;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$331  = { \$107 , \$23 [3:0] };
+    if (rst) begin
+      \$331  = 5'h10;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$332  = { \$109 , \$23 [3:0] };
+    if (rst) begin
+      \$332  = 5'h10;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$333  = \$112 ;
+    if (rst) begin
+      \$333  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$334  = \$115 ;
+    if (rst) begin
+      \$334  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$335  = \$118 ;
+    if (rst) begin
+      \$335  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$336  = \$121 ;
+    if (rst) begin
+      \$336  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$341  = { last_step, \$123 , \$122 , issue };
+    if (rst) begin
+      \$341  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$342  = f_d0;
+    if (rst) begin
+      \$342  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$343  = f_d1;
+    if (rst) begin
+      \$343  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$344  = f_d2;
+    if (rst) begin
+      \$344  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$345  = f_d3;
+    if (rst) begin
+      \$345  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$346  = f_d4;
+    if (rst) begin
+      \$346  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$347  = f_d5;
+    if (rst) begin
+      \$347  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$348  = f_d6;
+    if (rst) begin
+      \$348  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$349  = f_d7;
+    if (rst) begin
+      \$349  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$350  = f_d7[1:0];
+    if (rst) begin
+      \$350  = 2'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$351  = f_d7[1:0];
+    if (rst) begin
+      \$351  = 2'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$352  = f_d7[1:0];
+    if (rst) begin
+      \$352  = 2'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$353  = f_d7[1:0];
+    if (rst) begin
+      \$353  = 2'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$354  = f_d7[1:0];
+    if (rst) begin
+      \$354  = 2'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$355  = f_d7[1:0];
+    if (rst) begin
+      \$355  = 2'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$356  = f_d7[1:0];
+    if (rst) begin
+      \$356  = 2'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$357  = f_d7[1:0];
+    if (rst) begin
+      \$357  = 2'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$358  = f_d7[1:0];
+    if (rst) begin
+      \$358  = 2'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$359  = f_d7[1:0];
+    if (rst) begin
+      \$359  = 2'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$360  = f_d7[1:0];
+    if (rst) begin
+      \$360  = 2'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$361  = f_d7[1:0];
+    if (rst) begin
+      \$361  = 2'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$362  = f_d7[1:0];
+    if (rst) begin
+      \$362  = 2'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$363  = f_d7[1:0];
+    if (rst) begin
+      \$363  = 2'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$364  = f_d7[1:0];
+    if (rst) begin
+      \$364  = 2'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$365  = f_d7[1:0];
+    if (rst) begin
+      \$365  = 2'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$366  = nfc;
+    if (rst) begin
+      \$366  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$367  = paddr_d0;
+    if (rst) begin
+      \$367  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$368  = paddr_d1;
+    if (rst) begin
+      \$368  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$369  = paddr_d2;
+    if (rst) begin
+      \$369  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$370  = paddr_d3;
+    if (rst) begin
+      \$370  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$371  = paddr_d4;
+    if (rst) begin
+      \$371  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$372  = paddr_d5;
+    if (rst) begin
+      \$372  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$373  = paddr_d5;
+    if (rst) begin
+      \$373  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$374  = paddr_d5;
+    if (rst) begin
+      \$374  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$375  = paddr_d5;
+    if (rst) begin
+      \$375  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$376  = paddr_d5;
+    if (rst) begin
+      \$376  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$377  = paddr_d5;
+    if (rst) begin
+      \$377  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$378  = paddr_d5;
+    if (rst) begin
+      \$378  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$379  = paddr_d5;
+    if (rst) begin
+      \$379  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$380  = paddr_d5;
+    if (rst) begin
+      \$380  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$381  = paddr_d5;
+    if (rst) begin
+      \$381  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$382  = paddr_d5;
+    if (rst) begin
+      \$382  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$383  = paddr_d5;
+    if (rst) begin
+      \$383  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$384  = paddr_d5;
+    if (rst) begin
+      \$384  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$385  = paddr_d5;
+    if (rst) begin
+      \$385  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$386  = paddr_d5;
+    if (rst) begin
+      \$386  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$387  = paddr_d5;
+    if (rst) begin
+      \$387  = 4'h0;
     end
   end
   assign en = 1'h1;
@@ -28917,28 +29765,44 @@ module \bchw_top.engine1 (rst, s__valid, s__payload, s__ready, m__valid, m__payl
   assign count_next = \$70 [2:0];
   assign credit_back_d1 = credit_back;
   assign m__payload = \$55 [127:0];
-  assign \$388 [1215:1140] = \$189 ;
-  assign \$388 [1139:1064] = \$188 ;
-  assign \$388 [1063:988] = \$187 ;
-  assign \$388 [987:912] = \$186 ;
-  assign \$388 [911:836] = \$185 ;
-  assign \$388 [835:760] = \$184 ;
-  assign \$388 [759:684] = \$183 ;
-  assign \$388 [683:608] = \$182 ;
-  assign \$388 [607:532] = \$181 ;
-  assign \$388 [531:456] = \$180 ;
-  assign \$388 [455:380] = \$179 ;
-  assign \$388 [379:304] = \$178 ;
-  assign \$388 [303:228] = \$177 ;
-  assign \$388 [227:152] = \$176 ;
-  assign \$388 [151:76] = \$175 ;
-  assign \$388 [75:0] = \$174 ;
-  assign \$353  = params_d0;
-  assign \$352  = { \data$248 , \data$247 , \data$246 , \data$245 , \data$244 , \data$243 , \data$242 , \data$241 , \data$240 , \data$239 , \data$238 , \data$237 , \data$236 , \data$235 , \data$234 , \data$233  };
-  assign \$304  = wdata_d1;
-  assign \$303  = wdata_d0;
-  assign \$302  = data;
-  assign \$301  = { \read__data$193 , \read__data$192 , \read__data$191 , read__data };
+  assign \$440 [1215:1157] = \$221 ;
+  assign \$440 [1156:1140] = \$220 ;
+  assign \$440 [1139:1081] = \$219 ;
+  assign \$440 [1080:1064] = \$218 ;
+  assign \$440 [1063:1005] = \$217 ;
+  assign \$440 [1004:988] = \$216 ;
+  assign \$440 [987:929] = \$215 ;
+  assign \$440 [928:912] = \$214 ;
+  assign \$440 [911:853] = \$213 ;
+  assign \$440 [852:836] = \$212 ;
+  assign \$440 [835:777] = \$211 ;
+  assign \$440 [776:760] = \$210 ;
+  assign \$440 [759:701] = \$209 ;
+  assign \$440 [700:684] = \$208 ;
+  assign \$440 [683:625] = \$207 ;
+  assign \$440 [624:608] = \$206 ;
+  assign \$440 [607:549] = \$205 ;
+  assign \$440 [548:532] = \$204 ;
+  assign \$440 [531:473] = \$203 ;
+  assign \$440 [472:456] = \$202 ;
+  assign \$440 [455:397] = \$201 ;
+  assign \$440 [396:380] = \$200 ;
+  assign \$440 [379:321] = \$199 ;
+  assign \$440 [320:304] = \$198 ;
+  assign \$440 [303:245] = \$197 ;
+  assign \$440 [244:228] = \$196 ;
+  assign \$440 [227:169] = \$195 ;
+  assign \$440 [168:152] = \$194 ;
+  assign \$440 [151:93] = \$193 ;
+  assign \$440 [92:76] = \$192 ;
+  assign \$440 [75:17] = \$191 ;
+  assign \$440 [16:0] = \$190 ;
+  assign \$389  = params_d0;
+  assign \$388  = { \data$248 , \data$247 , \data$246 , \data$245 , \data$244 , \data$243 , \data$242 , \data$241 , \data$240 , \data$239 , \data$238 , \data$237 , \data$236 , \data$235 , \data$234 , \data$233  };
+  assign \$340  = wdata_d1;
+  assign \$339  = wdata_d0;
+  assign \$338  = data;
+  assign \$337  = { \read__data$193 , \read__data$192 , \read__data$191 , read__data };
   assign busy_next = \$4 ;
   assign \$11  = \$10 ;
   assign \$23  = \$22 ;
@@ -29384,7 +30248,7 @@ module \bchw_top.engine1.params9 (data, addr, clk);
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine1.requant0 (rst, \port$19959$0 , q, clk);
+module \bchw_top.engine1.requant0 (rst, \port$20187$0 , q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$5  = 0;
   wire [35:0] \$1 ;
   wire [34:0] \$10 ;
@@ -29414,8 +30278,8 @@ module \bchw_top.engine1.requant0 (rst, \port$19959$0 , q, clk);
   wire \en$1 ;
   wire [17:0] mul;
   wire [34:0] p;
-  input [75:0] \port$19959$0 ;
-  wire [75:0] \port$19959$0 ;
+  input [75:0] \port$20187$0 ;
+  wire [75:0] \port$20187$0 ;
   reg [34:0] product_d0 = 35'h000000000;
   output [7:0] q;
   reg [7:0] q = 8'h00;
@@ -29456,7 +30320,7 @@ module \bchw_top.engine1.requant0 (rst, \port$19959$0 , q, clk);
   \bchw_top.engine1.requant0.mul0  mul0 (
     .clk(clk),
     .p(p),
-    .\port$19959$0 (\port$19959$0 [34:0])
+    .\port$20187$0 (\port$20187$0 [34:0])
   );
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
@@ -29467,12 +30331,12 @@ module \bchw_top.engine1.requant0 (rst, \port$19959$0 , q, clk);
   end
   assign en = 1'h1;
   assign \en$1  = 1'h1;
-  assign a = \port$19959$0 [16:0];
-  assign acc = \port$19959$0 [16:0];
-  assign b = \port$19959$0 [34:17];
-  assign mul = \port$19959$0 [34:17];
-  assign bias = \port$19959$0 [75:40];
-  assign shift = \port$19959$0 [39:35];
+  assign a = \port$20187$0 [16:0];
+  assign acc = \port$20187$0 [16:0];
+  assign b = \port$20187$0 [34:17];
+  assign mul = \port$20187$0 [34:17];
+  assign bias = \port$20187$0 [75:40];
+  assign shift = \port$20187$0 [39:35];
   assign \$14  = shift_d3;
   assign \$13  = \$2 ;
   assign \$12  = shift_d2;
@@ -29480,13 +30344,13 @@ module \bchw_top.engine1.requant0 (rst, \port$19959$0 , q, clk);
   assign \$10  = p;
   assign \$9  = shift_d1;
   assign \$8  = bias_d1;
-  assign \$7  = \port$19959$0 [39:35];
-  assign \$6  = \port$19959$0 [75:40];
+  assign \$7  = \port$20187$0 [39:35];
+  assign \$6  = \port$20187$0 [75:40];
   assign \$1  = { product_d0[34], product_d0 };
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine1.requant0.mul0 (p, \port$19959$0 , clk);
+module \bchw_top.engine1.requant0.mul0 (p, \port$20187$0 , clk);
   wire [16:0] a;
   wire [17:0] b;
   input clk;
@@ -29494,21 +30358,21 @@ module \bchw_top.engine1.requant0.mul0 (p, \port$19959$0 , clk);
   wire en;
   output [34:0] p;
   wire [34:0] p;
-  input [34:0] \port$19959$0 ;
-  wire [34:0] \port$19959$0 ;
+  input [34:0] \port$20187$0 ;
+  wire [34:0] \port$20187$0 ;
   bchw_mul #(
     .A_WIDTH(32'd17),
     .B_WIDTH(32'd18)
   ) mul (
-    .a(\port$19959$0 [16:0]),
-    .b(\port$19959$0 [34:17]),
+    .a(\port$20187$0 [16:0]),
+    .b(\port$20187$0 [34:17]),
     .clk(clk),
     .en(1'h1),
     .p(p)
   );
   assign en = 1'h1;
-  assign a = \port$19959$0 [16:0];
-  assign b = \port$19959$0 [34:17];
+  assign a = \port$20187$0 [16:0];
+  assign b = \port$20187$0 [34:17];
 endmodule
 
 (* generator = "Amaranth" *)
@@ -40773,63 +41637,63 @@ module \bchw_top.engine2 (rst, s__valid, s__payload, s__ready, m__valid, m__payl
   wire \$171 ;
   wire \$172 ;
   wire \$173 ;
-  wire [75:0] \$174 ;
-  wire [75:0] \$175 ;
-  wire [75:0] \$176 ;
-  wire [75:0] \$177 ;
-  wire [75:0] \$178 ;
-  wire [75:0] \$179 ;
+  wire \$174 ;
+  wire \$175 ;
+  wire \$176 ;
+  wire \$177 ;
+  wire \$178 ;
+  wire \$179 ;
   wire \$18 ;
-  wire [75:0] \$180 ;
-  wire [75:0] \$181 ;
-  wire [75:0] \$182 ;
-  wire [75:0] \$183 ;
-  wire [75:0] \$184 ;
-  wire [75:0] \$185 ;
-  wire [75:0] \$186 ;
-  wire [75:0] \$187 ;
-  wire [75:0] \$188 ;
-  wire [75:0] \$189 ;
+  wire \$180 ;
+  wire \$181 ;
+  wire \$182 ;
+  wire \$183 ;
+  wire \$184 ;
+  wire \$185 ;
+  wire \$186 ;
+  wire \$187 ;
+  wire \$188 ;
+  wire \$189 ;
   wire \$19 ;
-  wire \$190 ;
-  wire \$191 ;
-  wire \$192 ;
-  wire \$193 ;
-  wire \$194 ;
-  wire \$195 ;
-  wire \$196 ;
-  wire \$197 ;
-  wire \$198 ;
-  wire \$199 ;
+  wire [16:0] \$190 ;
+  wire [58:0] \$191 ;
+  wire [16:0] \$192 ;
+  wire [58:0] \$193 ;
+  wire [16:0] \$194 ;
+  wire [58:0] \$195 ;
+  wire [16:0] \$196 ;
+  wire [58:0] \$197 ;
+  wire [16:0] \$198 ;
+  wire [58:0] \$199 ;
   wire \$2 ;
   wire [4:0] \$20 ;
-  wire \$200 ;
-  wire \$201 ;
-  wire \$202 ;
-  wire [3:0] \$203 ;
-  wire \$204 ;
-  wire \$205 ;
-  wire \$206 ;
-  wire \$207 ;
-  wire \$208 ;
-  wire \$209 ;
+  wire [16:0] \$200 ;
+  wire [58:0] \$201 ;
+  wire [16:0] \$202 ;
+  wire [58:0] \$203 ;
+  wire [16:0] \$204 ;
+  wire [58:0] \$205 ;
+  wire [16:0] \$206 ;
+  wire [58:0] \$207 ;
+  wire [16:0] \$208 ;
+  wire [58:0] \$209 ;
   wire [4:0] \$21 ;
-  wire \$210 ;
-  wire \$211 ;
-  wire \$212 ;
-  wire \$213 ;
-  wire \$214 ;
-  wire \$215 ;
-  wire \$216 ;
-  wire \$217 ;
-  wire \$218 ;
-  wire \$219 ;
+  wire [16:0] \$210 ;
+  wire [58:0] \$211 ;
+  wire [16:0] \$212 ;
+  wire [58:0] \$213 ;
+  wire [16:0] \$214 ;
+  wire [58:0] \$215 ;
+  wire [16:0] \$216 ;
+  wire [58:0] \$217 ;
+  wire [16:0] \$218 ;
+  wire [58:0] \$219 ;
   wire [4:0] \$22 ;
-  wire \$220 ;
-  wire \$221 ;
+  wire [16:0] \$220 ;
+  wire [58:0] \$221 ;
   wire \$222 ;
   wire \$223 ;
-  wire [3:0] \$224 ;
+  wire \$224 ;
   wire \$225 ;
   wire \$226 ;
   wire \$227 ;
@@ -40852,7 +41716,7 @@ module \bchw_top.engine2 (rst, s__valid, s__payload, s__ready, m__valid, m__payl
   wire \$242 ;
   wire \$243 ;
   wire \$244 ;
-  wire [3:0] \$245 ;
+  wire \$245 ;
   wire \$246 ;
   wire \$247 ;
   wire \$248 ;
@@ -40875,7 +41739,7 @@ module \bchw_top.engine2 (rst, s__valid, s__payload, s__ready, m__valid, m__payl
   wire \$263 ;
   wire \$264 ;
   wire \$265 ;
-  wire [3:0] \$266 ;
+  wire \$266 ;
   wire \$267 ;
   wire \$268 ;
   wire \$269 ;
@@ -40887,78 +41751,78 @@ module \bchw_top.engine2 (rst, s__valid, s__payload, s__ready, m__valid, m__payl
   wire \$274 ;
   wire \$275 ;
   wire \$276 ;
-  reg \$277 ;
-  reg [7:0] \$278 ;
-  reg [3:0] \$279 ;
+  wire \$277 ;
+  wire \$278 ;
+  wire \$279 ;
   wire \$28 ;
-  reg [3:0] \$280 ;
-  reg \$281 ;
-  reg \$282 ;
-  reg [2:0] \$283 ;
-  reg \$284 ;
-  reg [3:0] \$285 ;
-  reg \$286 ;
-  reg \$287 ;
-  reg \$288 ;
-  reg [4:0] \$289 ;
+  wire \$280 ;
+  wire \$281 ;
+  wire \$282 ;
+  wire \$283 ;
+  wire \$284 ;
+  wire \$285 ;
+  wire \$286 ;
+  wire \$287 ;
+  wire \$288 ;
+  wire \$289 ;
   wire [4:0] \$29 ;
-  reg [4:0] \$290 ;
-  reg [4:0] \$291 ;
-  reg [4:0] \$292 ;
-  reg [4:0] \$293 ;
-  reg [4:0] \$294 ;
-  reg [4:0] \$295 ;
-  reg [4:0] \$296 ;
-  reg \$297 ;
-  reg \$298 ;
-  reg \$299 ;
+  wire \$290 ;
+  wire \$291 ;
+  wire \$292 ;
+  wire \$293 ;
+  wire \$294 ;
+  wire \$295 ;
+  wire \$296 ;
+  wire \$297 ;
+  wire \$298 ;
+  wire \$299 ;
   wire \$3 ;
   wire [4:0] \$30 ;
-  reg \$300 ;
-  wire [127:0] \$301 ;
-  wire [255:0] \$302 ;
-  wire [255:0] \$303 ;
-  wire [255:0] \$304 ;
-  reg [3:0] \$305 ;
-  reg [3:0] \$306 ;
-  reg [3:0] \$307 ;
-  reg [3:0] \$308 ;
-  reg [3:0] \$309 ;
+  wire \$300 ;
+  wire \$301 ;
+  wire \$302 ;
+  wire \$303 ;
+  wire \$304 ;
+  wire \$305 ;
+  wire \$306 ;
+  wire \$307 ;
+  wire \$308 ;
+  wire \$309 ;
   wire [4:0] \$31 ;
-  reg [3:0] \$310 ;
-  reg [3:0] \$311 ;
-  reg [3:0] \$312 ;
-  reg [3:0] \$313 ;
-  reg [1:0] \$314 ;
-  reg [1:0] \$315 ;
-  reg [1:0] \$316 ;
-  reg [1:0] \$317 ;
-  reg [1:0] \$318 ;
-  reg [1:0] \$319 ;
+  wire \$310 ;
+  wire \$311 ;
+  wire \$312 ;
+  reg \$313 ;
+  reg [7:0] \$314 ;
+  reg [3:0] \$315 ;
+  reg [3:0] \$316 ;
+  reg \$317 ;
+  reg \$318 ;
+  reg [2:0] \$319 ;
   wire [4:0] \$32 ;
-  reg [1:0] \$320 ;
-  reg [1:0] \$321 ;
-  reg [1:0] \$322 ;
-  reg [1:0] \$323 ;
-  reg [1:0] \$324 ;
-  reg [1:0] \$325 ;
-  reg [1:0] \$326 ;
-  reg [1:0] \$327 ;
-  reg [1:0] \$328 ;
-  reg [1:0] \$329 ;
+  reg \$320 ;
+  reg [3:0] \$321 ;
+  reg \$322 ;
+  reg \$323 ;
+  reg \$324 ;
+  reg [4:0] \$325 ;
+  reg [4:0] \$326 ;
+  reg [4:0] \$327 ;
+  reg [4:0] \$328 ;
+  reg [4:0] \$329 ;
   wire \$33 ;
-  reg [3:0] \$330 ;
-  reg [3:0] \$331 ;
-  reg [3:0] \$332 ;
-  reg [3:0] \$333 ;
-  reg [3:0] \$334 ;
-  reg [3:0] \$335 ;
-  reg [3:0] \$336 ;
-  reg [3:0] \$337 ;
-  reg [3:0] \$338 ;
-  reg [3:0] \$339 ;
+  reg [4:0] \$330 ;
+  reg [4:0] \$331 ;
+  reg [4:0] \$332 ;
+  reg \$333 ;
+  reg \$334 ;
+  reg \$335 ;
+  reg \$336 ;
+  wire [127:0] \$337 ;
+  wire [255:0] \$338 ;
+  wire [255:0] \$339 ;
   wire \$34 ;
-  reg [3:0] \$340 ;
+  wire [255:0] \$340 ;
   reg [3:0] \$341 ;
   reg [3:0] \$342 ;
   reg [3:0] \$343 ;
@@ -40969,70 +41833,70 @@ module \bchw_top.engine2 (rst, s__valid, s__payload, s__ready, m__valid, m__payl
   reg [3:0] \$348 ;
   reg [3:0] \$349 ;
   wire \$35 ;
-  reg [3:0] \$350 ;
-  reg [3:0] \$351 ;
-  wire [943:0] \$352 ;
-  wire [943:0] \$353 ;
-  reg \$354 ;
-  reg \$355 ;
-  reg [16:0] \$356 ;
-  reg [16:0] \$357 ;
-  reg [16:0] \$358 ;
-  reg [16:0] \$359 ;
+  reg [1:0] \$350 ;
+  reg [1:0] \$351 ;
+  reg [1:0] \$352 ;
+  reg [1:0] \$353 ;
+  reg [1:0] \$354 ;
+  reg [1:0] \$355 ;
+  reg [1:0] \$356 ;
+  reg [1:0] \$357 ;
+  reg [1:0] \$358 ;
+  reg [1:0] \$359 ;
   wire \$36 ;
-  reg [16:0] \$360 ;
-  reg [16:0] \$361 ;
-  reg [16:0] \$362 ;
-  reg [16:0] \$363 ;
-  reg [16:0] \$364 ;
-  reg [16:0] \$365 ;
-  reg [16:0] \$366 ;
-  reg [16:0] \$367 ;
-  reg [16:0] \$368 ;
-  reg [16:0] \$369 ;
+  reg [1:0] \$360 ;
+  reg [1:0] \$361 ;
+  reg [1:0] \$362 ;
+  reg [1:0] \$363 ;
+  reg [1:0] \$364 ;
+  reg [1:0] \$365 ;
+  reg [3:0] \$366 ;
+  reg [3:0] \$367 ;
+  reg [3:0] \$368 ;
+  reg [3:0] \$369 ;
   wire \$37 ;
-  reg [16:0] \$370 ;
-  reg [16:0] \$371 ;
-  reg \$372 ;
-  reg \$373 ;
-  reg \$374 ;
-  reg \$375 ;
-  reg \$376 ;
-  reg \$377 ;
-  reg \$378 ;
-  reg \$379 ;
+  reg [3:0] \$370 ;
+  reg [3:0] \$371 ;
+  reg [3:0] \$372 ;
+  reg [3:0] \$373 ;
+  reg [3:0] \$374 ;
+  reg [3:0] \$375 ;
+  reg [3:0] \$376 ;
+  reg [3:0] \$377 ;
+  reg [3:0] \$378 ;
+  reg [3:0] \$379 ;
   wire \$38 ;
-  reg \$380 ;
-  reg \$381 ;
-  reg \$382 ;
-  reg \$383 ;
-  reg \$384 ;
-  reg \$385 ;
-  reg \$386 ;
-  reg \$387 ;
-  wire [1215:0] \$388 ;
-  reg \$389 ;
+  reg [3:0] \$380 ;
+  reg [3:0] \$381 ;
+  reg [3:0] \$382 ;
+  reg [3:0] \$383 ;
+  reg [3:0] \$384 ;
+  reg [3:0] \$385 ;
+  reg [3:0] \$386 ;
+  reg [3:0] \$387 ;
+  wire [943:0] \$388 ;
+  wire [943:0] \$389 ;
   wire \$39 ;
   reg \$390 ;
   reg \$391 ;
-  reg \$392 ;
-  reg \$393 ;
-  reg \$394 ;
-  reg \$395 ;
-  reg \$396 ;
-  reg \$397 ;
-  reg \$398 ;
-  reg \$399 ;
+  reg [16:0] \$392 ;
+  reg [16:0] \$393 ;
+  reg [16:0] \$394 ;
+  reg [16:0] \$395 ;
+  reg [16:0] \$396 ;
+  reg [16:0] \$397 ;
+  reg [16:0] \$398 ;
+  reg [16:0] \$399 ;
   wire \$4 ;
   wire \$40 ;
-  reg \$400 ;
-  reg \$401 ;
-  reg \$402 ;
-  reg \$403 ;
-  reg \$404 ;
-  reg \$405 ;
-  reg \$406 ;
-  reg \$407 ;
+  reg [16:0] \$400 ;
+  reg [16:0] \$401 ;
+  reg [16:0] \$402 ;
+  reg [16:0] \$403 ;
+  reg [16:0] \$404 ;
+  reg [16:0] \$405 ;
+  reg [16:0] \$406 ;
+  reg [16:0] \$407 ;
   reg \$408 ;
   reg \$409 ;
   wire \$41 ;
@@ -41059,27 +41923,79 @@ module \bchw_top.engine2 (rst, s__valid, s__payload, s__ready, m__valid, m__payl
   reg \$429 ;
   wire [3:0] \$43 ;
   reg \$430 ;
-  reg [2:0] \$431 ;
-  reg [2:0] \$432 ;
-  reg [2:0] \$433 ;
-  reg [2:0] \$434 ;
+  reg \$431 ;
+  reg \$432 ;
+  reg \$433 ;
+  reg \$434 ;
   reg \$435 ;
   reg \$436 ;
   reg \$437 ;
   reg \$438 ;
-  reg [128:0] \$439 ;
+  reg \$439 ;
   wire \$44 ;
-  reg [128:0] \$440 ;
-  reg [128:0] \$441 ;
-  reg [128:0] \$442 ;
-  reg [2:0] \$443 ;
+  wire [1215:0] \$440 ;
+  reg \$441 ;
+  reg \$442 ;
+  reg \$443 ;
   reg \$444 ;
   reg \$445 ;
+  reg \$446 ;
+  reg \$447 ;
+  reg \$448 ;
+  reg \$449 ;
   wire \$45 ;
+  reg \$450 ;
+  reg \$451 ;
+  reg \$452 ;
+  reg \$453 ;
+  reg \$454 ;
+  reg \$455 ;
+  reg \$456 ;
+  reg \$457 ;
+  reg \$458 ;
+  reg \$459 ;
   wire [4:0] \$46 ;
+  reg \$460 ;
+  reg \$461 ;
+  reg \$462 ;
+  reg \$463 ;
+  reg \$464 ;
+  reg \$465 ;
+  reg \$466 ;
+  reg \$467 ;
+  reg \$468 ;
+  reg \$469 ;
   wire [4:0] \$47 ;
+  reg \$470 ;
+  reg \$471 ;
+  reg \$472 ;
+  reg \$473 ;
+  reg \$474 ;
+  reg \$475 ;
+  reg \$476 ;
+  reg \$477 ;
+  reg \$478 ;
+  reg \$479 ;
   wire \$48 ;
+  reg \$480 ;
+  reg \$481 ;
+  reg \$482 ;
+  reg [2:0] \$483 ;
+  reg [2:0] \$484 ;
+  reg [2:0] \$485 ;
+  reg [2:0] \$486 ;
+  reg \$487 ;
+  reg \$488 ;
+  reg \$489 ;
   wire \$49 ;
+  reg \$490 ;
+  reg [128:0] \$491 ;
+  reg [128:0] \$492 ;
+  reg [128:0] \$493 ;
+  reg [128:0] \$494 ;
+  reg [2:0] \$495 ;
+  reg \$496 ;
+  reg \$497 ;
   wire \$5 ;
   wire \$50 ;
   wire \$51 ;
@@ -41275,9 +42191,41 @@ module \bchw_top.engine2 (rst, s__valid, s__payload, s__ready, m__valid, m__payl
   (* keep = 32'd1 *)
   reg dload_copy15 = 1'h0;
   (* keep = 32'd1 *)
+  reg dload_copy16 = 1'h0;
+  (* keep = 32'd1 *)
+  reg dload_copy17 = 1'h0;
+  (* keep = 32'd1 *)
+  reg dload_copy18 = 1'h0;
+  (* keep = 32'd1 *)
+  reg dload_copy19 = 1'h0;
+  (* keep = 32'd1 *)
   reg dload_copy2 = 1'h0;
   (* keep = 32'd1 *)
+  reg dload_copy20 = 1'h0;
+  (* keep = 32'd1 *)
+  reg dload_copy21 = 1'h0;
+  (* keep = 32'd1 *)
+  reg dload_copy22 = 1'h0;
+  (* keep = 32'd1 *)
+  reg dload_copy23 = 1'h0;
+  (* keep = 32'd1 *)
+  reg dload_copy24 = 1'h0;
+  (* keep = 32'd1 *)
+  reg dload_copy25 = 1'h0;
+  (* keep = 32'd1 *)
+  reg dload_copy26 = 1'h0;
+  (* keep = 32'd1 *)
+  reg dload_copy27 = 1'h0;
+  (* keep = 32'd1 *)
+  reg dload_copy28 = 1'h0;
+  (* keep = 32'd1 *)
+  reg dload_copy29 = 1'h0;
+  (* keep = 32'd1 *)
   reg dload_copy3 = 1'h0;
+  (* keep = 32'd1 *)
+  reg dload_copy30 = 1'h0;
+  (* keep = 32'd1 *)
+  reg dload_copy31 = 1'h0;
   (* keep = 32'd1 *)
   reg dload_copy4 = 1'h0;
   (* keep = 32'd1 *)
@@ -41842,107 +42790,227 @@ module \bchw_top.engine2 (rst, s__valid, s__payload, s__ready, m__valid, m__payl
   end
   assign \read__data$193  = _3_;
   always @(posedge clk)
-    qv_d7 <= \$396 ;
+    params_d0 <= \$388 ;
   always @(posedge clk)
-    qv_d8 <= \$397 ;
+    params_d1 <= \$389 ;
   always @(posedge clk)
-    qv_d9 <= \$398 ;
+    acc_valid <= \$390 ;
   always @(posedge clk)
-    qv_d10 <= \$399 ;
+    acc_end <= \$391 ;
   always @(posedge clk)
-    qv_d11 <= \$400 ;
+    acc0 <= \$392 ;
   always @(posedge clk)
-    qv_d12 <= \$401 ;
+    acc1 <= \$393 ;
   always @(posedge clk)
-    qv_d13 <= \$402 ;
+    acc2 <= \$394 ;
   always @(posedge clk)
-    qv_d14 <= \$403 ;
+    acc3 <= \$395 ;
   always @(posedge clk)
-    qv_d15 <= \$404 ;
+    acc4 <= \$396 ;
   always @(posedge clk)
-    qv_d16 <= \$405 ;
+    acc5 <= \$397 ;
   always @(posedge clk)
-    qv_d17 <= \$406 ;
+    acc6 <= \$398 ;
   always @(posedge clk)
-    qv_d18 <= \$407 ;
+    acc7 <= \$399 ;
   always @(posedge clk)
-    qv_d19 <= \$408 ;
+    acc8 <= \$400 ;
   always @(posedge clk)
-    qe_d0 <= \$409 ;
+    acc9 <= \$401 ;
   always @(posedge clk)
-    qe_d1 <= \$410 ;
+    acc10 <= \$402 ;
   always @(posedge clk)
-    qe_d2 <= \$411 ;
+    acc11 <= \$403 ;
   always @(posedge clk)
-    qe_d3 <= \$412 ;
+    acc12 <= \$404 ;
   always @(posedge clk)
-    qe_d4 <= \$413 ;
+    acc13 <= \$405 ;
   always @(posedge clk)
-    qe_d5 <= \$414 ;
+    acc14 <= \$406 ;
   always @(posedge clk)
-    qe_d6 <= \$415 ;
+    acc15 <= \$407 ;
   always @(posedge clk)
-    qe_d7 <= \$416 ;
+    dload_copy0 <= \$408 ;
   always @(posedge clk)
-    qe_d8 <= \$417 ;
+    dload_copy1 <= \$409 ;
   always @(posedge clk)
-    qe_d9 <= \$418 ;
+    dload_copy2 <= \$410 ;
   always @(posedge clk)
-    qe_d10 <= \$419 ;
+    dload_copy3 <= \$411 ;
   always @(posedge clk)
-    qe_d11 <= \$420 ;
+    dload_copy4 <= \$412 ;
   always @(posedge clk)
-    qe_d12 <= \$421 ;
+    dload_copy5 <= \$413 ;
   always @(posedge clk)
-    qe_d13 <= \$422 ;
+    dload_copy6 <= \$414 ;
   always @(posedge clk)
-    qe_d14 <= \$423 ;
+    dload_copy7 <= \$415 ;
   always @(posedge clk)
-    qe_d15 <= \$424 ;
+    dload_copy8 <= \$416 ;
   always @(posedge clk)
-    qe_d16 <= \$425 ;
+    dload_copy9 <= \$417 ;
   always @(posedge clk)
-    qe_d17 <= \$426 ;
+    dload_copy10 <= \$418 ;
   always @(posedge clk)
-    qe_d18 <= \$427 ;
+    dload_copy11 <= \$419 ;
   always @(posedge clk)
-    qe_d19 <= \$428 ;
+    dload_copy12 <= \$420 ;
   always @(posedge clk)
-    qv_last_d0 <= \$429 ;
+    dload_copy13 <= \$421 ;
   always @(posedge clk)
-    qe_last_d0 <= \$430 ;
+    dload_copy14 <= \$422 ;
+  always @(posedge clk)
+    dload_copy15 <= \$423 ;
+  always @(posedge clk)
+    dload_copy16 <= \$424 ;
+  always @(posedge clk)
+    dload_copy17 <= \$425 ;
+  always @(posedge clk)
+    dload_copy18 <= \$426 ;
+  always @(posedge clk)
+    dload_copy19 <= \$427 ;
+  always @(posedge clk)
+    dload_copy20 <= \$428 ;
+  always @(posedge clk)
+    dload_copy21 <= \$429 ;
+  always @(posedge clk)
+    dload_copy22 <= \$430 ;
+  always @(posedge clk)
+    dload_copy23 <= \$431 ;
+  always @(posedge clk)
+    dload_copy24 <= \$432 ;
+  always @(posedge clk)
+    dload_copy25 <= \$433 ;
+  always @(posedge clk)
+    dload_copy26 <= \$434 ;
+  always @(posedge clk)
+    dload_copy27 <= \$435 ;
+  always @(posedge clk)
+    dload_copy28 <= \$436 ;
+  always @(posedge clk)
+    dload_copy29 <= \$437 ;
+  always @(posedge clk)
+    dload_copy30 <= \$438 ;
+  always @(posedge clk)
+    dload_copy31 <= \$439 ;
+  always @(posedge clk)
+    drain <= \$440 ;
+  always @(posedge clk)
+    qv_d0 <= \$441 ;
+  always @(posedge clk)
+    qv_d1 <= \$442 ;
+  always @(posedge clk)
+    qv_d2 <= \$443 ;
+  always @(posedge clk)
+    qv_d3 <= \$444 ;
+  always @(posedge clk)
+    qv_d4 <= \$445 ;
+  always @(posedge clk)
+    qv_d5 <= \$446 ;
+  always @(posedge clk)
+    qv_d6 <= \$447 ;
+  always @(posedge clk)
+    qv_d7 <= \$448 ;
+  always @(posedge clk)
+    qv_d8 <= \$449 ;
+  always @(posedge clk)
+    qv_d9 <= \$450 ;
+  always @(posedge clk)
+    qv_d10 <= \$451 ;
+  always @(posedge clk)
+    qv_d11 <= \$452 ;
+  always @(posedge clk)
+    qv_d12 <= \$453 ;
+  always @(posedge clk)
+    qv_d13 <= \$454 ;
+  always @(posedge clk)
+    qv_d14 <= \$455 ;
+  always @(posedge clk)
+    qv_d15 <= \$456 ;
+  always @(posedge clk)
+    qv_d16 <= \$457 ;
+  always @(posedge clk)
+    qv_d17 <= \$458 ;
+  always @(posedge clk)
+    qv_d18 <= \$459 ;
+  always @(posedge clk)
+    qv_d19 <= \$460 ;
+  always @(posedge clk)
+    qe_d0 <= \$461 ;
+  always @(posedge clk)
+    qe_d1 <= \$462 ;
+  always @(posedge clk)
+    qe_d2 <= \$463 ;
+  always @(posedge clk)
+    qe_d3 <= \$464 ;
+  always @(posedge clk)
+    qe_d4 <= \$465 ;
+  always @(posedge clk)
+    qe_d5 <= \$466 ;
+  always @(posedge clk)
+    qe_d6 <= \$467 ;
+  always @(posedge clk)
+    qe_d7 <= \$468 ;
+  always @(posedge clk)
+    qe_d8 <= \$469 ;
+  always @(posedge clk)
+    qe_d9 <= \$470 ;
+  always @(posedge clk)
+    qe_d10 <= \$471 ;
+  always @(posedge clk)
+    qe_d11 <= \$472 ;
+  always @(posedge clk)
+    qe_d12 <= \$473 ;
+  always @(posedge clk)
+    qe_d13 <= \$474 ;
+  always @(posedge clk)
+    qe_d14 <= \$475 ;
+  always @(posedge clk)
+    qe_d15 <= \$476 ;
+  always @(posedge clk)
+    qe_d16 <= \$477 ;
+  always @(posedge clk)
+    qe_d17 <= \$478 ;
+  always @(posedge clk)
+    qe_d18 <= \$479 ;
+  always @(posedge clk)
+    qe_d19 <= \$480 ;
+  always @(posedge clk)
+    qv_last_d0 <= \$481 ;
+  always @(posedge clk)
+    qe_last_d0 <= \$482 ;
   always @(posedge clk)
     results0 <= { q, results0[119:8] };
   always @(posedge clk)
-    count_copy0 <= \$431 ;
+    count_copy0 <= \$483 ;
   always @(posedge clk)
-    count_copy1 <= \$432 ;
+    count_copy1 <= \$484 ;
   always @(posedge clk)
-    count_copy2 <= \$433 ;
+    count_copy2 <= \$485 ;
   always @(posedge clk)
-    count_copy3 <= \$434 ;
+    count_copy3 <= \$486 ;
   always @(posedge clk)
-    skid_qvalid_copy0 <= \$435 ;
+    skid_qvalid_copy0 <= \$487 ;
   always @(posedge clk)
-    skid_qvalid_copy1 <= \$436 ;
+    skid_qvalid_copy1 <= \$488 ;
   always @(posedge clk)
-    skid_qvalid_copy2 <= \$437 ;
+    skid_qvalid_copy2 <= \$489 ;
   always @(posedge clk)
-    skid_qvalid_copy3 <= \$438 ;
+    skid_qvalid_copy3 <= \$490 ;
   always @(posedge clk)
-    skid0 <= \$439 ;
+    skid0 <= \$491 ;
   always @(posedge clk)
-    skid1 <= \$440 ;
+    skid1 <= \$492 ;
   always @(posedge clk)
-    skid2 <= \$441 ;
+    skid2 <= \$493 ;
   always @(posedge clk)
-    skid3 <= \$442 ;
+    skid3 <= \$494 ;
   always @(posedge clk)
-    count <= \$443 ;
+    count <= \$495 ;
   always @(posedge clk)
-    credit_back_d0 <= \$444 ;
+    credit_back_d0 <= \$496 ;
   always @(posedge clk)
-    credit_back <= \$445 ;
+    credit_back <= \$497 ;
   assign \$1  = \$signal  & ready;
   assign \$2  = ~ last_step;
   assign \$3  = busy & \$2 ;
@@ -42097,161 +43165,197 @@ module \bchw_top.engine2 (rst, s__valid, s__payload, s__ready, m__valid, m__payl
   assign \$171  = ft_d0[0] & ft_d0[2];
   assign \$172  = ft_d0[0] & ft_d0[2];
   assign \$173  = ft_d0[0] & ft_d0[2];
-  assign \$174  = dload_copy0 ? { params_d1[58:0], acc0 } : drain[151:76];
-  assign \$175  = dload_copy1 ? { params_d1[117:59], acc1 } : drain[227:152];
-  assign \$176  = dload_copy2 ? { params_d1[176:118], acc2 } : drain[303:228];
-  assign \$177  = dload_copy3 ? { params_d1[235:177], acc3 } : drain[379:304];
-  assign \$178  = dload_copy4 ? { params_d1[294:236], acc4 } : drain[455:380];
-  assign \$179  = dload_copy5 ? { params_d1[353:295], acc5 } : drain[531:456];
-  assign \$180  = dload_copy6 ? { params_d1[412:354], acc6 } : drain[607:532];
-  assign \$181  = dload_copy7 ? { params_d1[471:413], acc7 } : drain[683:608];
-  assign \$182  = dload_copy8 ? { params_d1[530:472], acc8 } : drain[759:684];
-  assign \$183  = dload_copy9 ? { params_d1[589:531], acc9 } : drain[835:760];
-  assign \$184  = dload_copy10 ? { params_d1[648:590], acc10 } : drain[911:836];
-  assign \$185  = dload_copy11 ? { params_d1[707:649], acc11 } : drain[987:912];
-  assign \$186  = dload_copy12 ? { params_d1[766:708], acc12 } : drain[1063:988];
-  assign \$187  = dload_copy13 ? { params_d1[825:767], acc13 } : drain[1139:1064];
-  assign \$188  = dload_copy14 ? { params_d1[884:826], acc14 } : drain[1215:1140];
-  assign \$189  = dload_copy15 ? { params_d1[943:885], acc15 } : drain[1215:1140];
-  assign \$190  = | count_copy0;
-  assign \$191  = \$190  | skid_qvalid_copy0;
-  assign \$192  = \$191  & m__ready;
-  assign \$193  = | count_copy0;
-  assign \$194  = ~ \$193 ;
-  assign \$195  = \$192  & \$194 ;
-  assign \$196  = ~ \$195 ;
-  assign \$197  = skid_qvalid_copy0 & \$196 ;
-  assign \$198  = | count_copy0;
-  assign \$199  = \$198  | skid_qvalid_copy0;
-  assign \$200  = \$199  & m__ready;
-  assign \$201  = | count_copy0;
-  assign \$202  = \$200  & \$201 ;
-  assign \$203  = count_copy0 - \$202 ;
-  assign \$204  = ! \$203 ;
-  assign \$205  = \$197  & \$204 ;
-  assign \$206  = | count_copy0;
-  assign \$207  = \$206  | skid_qvalid_copy0;
-  assign \$208  = \$207  & m__ready;
-  assign \$209  = | count_copy0;
-  assign \$210  = \$208  & \$209 ;
-  assign \$211  = | count_copy1;
-  assign \$212  = \$211  | skid_qvalid_copy1;
-  assign \$213  = \$212  & m__ready;
-  assign \$214  = | count_copy1;
-  assign \$215  = ~ \$214 ;
-  assign \$216  = \$213  & \$215 ;
-  assign \$217  = ~ \$216 ;
-  assign \$218  = skid_qvalid_copy1 & \$217 ;
-  assign \$219  = | count_copy1;
-  assign \$220  = \$219  | skid_qvalid_copy1;
-  assign \$221  = \$220  & m__ready;
-  assign \$222  = | count_copy1;
-  assign \$223  = \$221  & \$222 ;
-  assign \$224  = count_copy1 - \$223 ;
-  assign \$225  = \$224  == 1'h1;
-  assign \$226  = \$218  & \$225 ;
-  assign \$227  = | count_copy1;
-  assign \$228  = \$227  | skid_qvalid_copy1;
-  assign \$229  = \$228  & m__ready;
-  assign \$230  = | count_copy1;
-  assign \$231  = \$229  & \$230 ;
-  assign \$232  = | count_copy2;
-  assign \$233  = \$232  | skid_qvalid_copy2;
-  assign \$234  = \$233  & m__ready;
-  assign \$235  = | count_copy2;
-  assign \$236  = ~ \$235 ;
-  assign \$237  = \$234  & \$236 ;
-  assign \$238  = ~ \$237 ;
-  assign \$239  = skid_qvalid_copy2 & \$238 ;
-  assign \$240  = | count_copy2;
-  assign \$241  = \$240  | skid_qvalid_copy2;
-  assign \$242  = \$241  & m__ready;
-  assign \$243  = | count_copy2;
-  assign \$244  = \$242  & \$243 ;
-  assign \$245  = count_copy2 - \$244 ;
-  assign \$246  = \$245  == 2'h2;
-  assign \$247  = \$239  & \$246 ;
-  assign \$248  = | count_copy2;
-  assign \$249  = \$248  | skid_qvalid_copy2;
-  assign \$250  = \$249  & m__ready;
-  assign \$251  = | count_copy2;
-  assign \$252  = \$250  & \$251 ;
-  assign \$253  = | count_copy3;
-  assign \$254  = \$253  | skid_qvalid_copy3;
-  assign \$255  = \$254  & m__ready;
-  assign \$256  = | count_copy3;
-  assign \$257  = ~ \$256 ;
-  assign \$258  = \$255  & \$257 ;
-  assign \$259  = ~ \$258 ;
-  assign \$260  = skid_qvalid_copy3 & \$259 ;
-  assign \$261  = | count_copy3;
-  assign \$262  = \$261  | skid_qvalid_copy3;
+  assign \$174  = ft_d0[0] & ft_d0[2];
+  assign \$175  = ft_d0[0] & ft_d0[2];
+  assign \$176  = ft_d0[0] & ft_d0[2];
+  assign \$177  = ft_d0[0] & ft_d0[2];
+  assign \$178  = ft_d0[0] & ft_d0[2];
+  assign \$179  = ft_d0[0] & ft_d0[2];
+  assign \$180  = ft_d0[0] & ft_d0[2];
+  assign \$181  = ft_d0[0] & ft_d0[2];
+  assign \$182  = ft_d0[0] & ft_d0[2];
+  assign \$183  = ft_d0[0] & ft_d0[2];
+  assign \$184  = ft_d0[0] & ft_d0[2];
+  assign \$185  = ft_d0[0] & ft_d0[2];
+  assign \$186  = ft_d0[0] & ft_d0[2];
+  assign \$187  = ft_d0[0] & ft_d0[2];
+  assign \$188  = ft_d0[0] & ft_d0[2];
+  assign \$189  = ft_d0[0] & ft_d0[2];
+  assign \$190  = dload_copy0 ? acc0 : drain[92:76];
+  assign \$191  = dload_copy1 ? params_d1[58:0] : drain[151:93];
+  assign \$192  = dload_copy2 ? acc1 : drain[168:152];
+  assign \$193  = dload_copy3 ? params_d1[117:59] : drain[227:169];
+  assign \$194  = dload_copy4 ? acc2 : drain[244:228];
+  assign \$195  = dload_copy5 ? params_d1[176:118] : drain[303:245];
+  assign \$196  = dload_copy6 ? acc3 : drain[320:304];
+  assign \$197  = dload_copy7 ? params_d1[235:177] : drain[379:321];
+  assign \$198  = dload_copy8 ? acc4 : drain[396:380];
+  assign \$199  = dload_copy9 ? params_d1[294:236] : drain[455:397];
+  assign \$200  = dload_copy10 ? acc5 : drain[472:456];
+  assign \$201  = dload_copy11 ? params_d1[353:295] : drain[531:473];
+  assign \$202  = dload_copy12 ? acc6 : drain[548:532];
+  assign \$203  = dload_copy13 ? params_d1[412:354] : drain[607:549];
+  assign \$204  = dload_copy14 ? acc7 : drain[624:608];
+  assign \$205  = dload_copy15 ? params_d1[471:413] : drain[683:625];
+  assign \$206  = dload_copy16 ? acc8 : drain[700:684];
+  assign \$207  = dload_copy17 ? params_d1[530:472] : drain[759:701];
+  assign \$208  = dload_copy18 ? acc9 : drain[776:760];
+  assign \$209  = dload_copy19 ? params_d1[589:531] : drain[835:777];
+  assign \$210  = dload_copy20 ? acc10 : drain[852:836];
+  assign \$211  = dload_copy21 ? params_d1[648:590] : drain[911:853];
+  assign \$212  = dload_copy22 ? acc11 : drain[928:912];
+  assign \$213  = dload_copy23 ? params_d1[707:649] : drain[987:929];
+  assign \$214  = dload_copy24 ? acc12 : drain[1004:988];
+  assign \$215  = dload_copy25 ? params_d1[766:708] : drain[1063:1005];
+  assign \$216  = dload_copy26 ? acc13 : drain[1080:1064];
+  assign \$217  = dload_copy27 ? params_d1[825:767] : drain[1139:1081];
+  assign \$218  = dload_copy28 ? acc14 : drain[1156:1140];
+  assign \$219  = dload_copy29 ? params_d1[884:826] : drain[1215:1157];
+  assign \$220  = dload_copy30 ? acc15 : drain[1156:1140];
+  assign \$221  = dload_copy31 ? params_d1[943:885] : drain[1215:1157];
+  assign \$222  = | count_copy0;
+  assign \$223  = \$222  | skid_qvalid_copy0;
+  assign \$224  = \$223  & m__ready;
+  assign \$225  = | count_copy0;
+  assign \$226  = ~ \$225 ;
+  assign \$227  = \$224  & \$226 ;
+  assign \$228  = ~ \$227 ;
+  assign \$229  = skid_qvalid_copy0 & \$228 ;
+  assign \$230  = | count_copy0;
+  assign \$231  = \$230  | skid_qvalid_copy0;
+  assign \$232  = \$231  & m__ready;
+  assign \$233  = | count_copy0;
+  assign \$234  = \$232  & \$233 ;
+  assign \$235  = count_copy0 == 1'h1;
+  assign \$236  = ! count_copy0;
+  assign \$237  = \$234  ? \$235  : \$236 ;
+  assign \$238  = \$229  & \$237 ;
+  assign \$239  = | count_copy0;
+  assign \$240  = \$239  | skid_qvalid_copy0;
+  assign \$241  = \$240  & m__ready;
+  assign \$242  = | count_copy0;
+  assign \$243  = \$241  & \$242 ;
+  assign \$244  = | count_copy1;
+  assign \$245  = \$244  | skid_qvalid_copy1;
+  assign \$246  = \$245  & m__ready;
+  assign \$247  = | count_copy1;
+  assign \$248  = ~ \$247 ;
+  assign \$249  = \$246  & \$248 ;
+  assign \$250  = ~ \$249 ;
+  assign \$251  = skid_qvalid_copy1 & \$250 ;
+  assign \$252  = | count_copy1;
+  assign \$253  = \$252  | skid_qvalid_copy1;
+  assign \$254  = \$253  & m__ready;
+  assign \$255  = | count_copy1;
+  assign \$256  = \$254  & \$255 ;
+  assign \$257  = count_copy1 == 2'h2;
+  assign \$258  = count_copy1 == 1'h1;
+  assign \$259  = \$256  ? \$257  : \$258 ;
+  assign \$260  = \$251  & \$259 ;
+  assign \$261  = | count_copy1;
+  assign \$262  = \$261  | skid_qvalid_copy1;
   assign \$263  = \$262  & m__ready;
-  assign \$264  = | count_copy3;
+  assign \$264  = | count_copy1;
   assign \$265  = \$263  & \$264 ;
-  assign \$266  = count_copy3 - \$265 ;
-  assign \$267  = \$266  == 2'h3;
-  assign \$268  = \$260  & \$267 ;
-  assign \$269  = | count_copy3;
-  assign \$270  = \$269  | skid_qvalid_copy3;
-  assign \$271  = \$270  & m__ready;
-  assign \$272  = | count_copy3;
-  assign \$273  = \$271  & \$272 ;
-  assign \$274  = | count;
-  assign \$275  = \$274  | qv_last_d0;
+  assign \$266  = | count_copy2;
+  assign \$267  = \$266  | skid_qvalid_copy2;
+  assign \$268  = \$267  & m__ready;
+  assign \$269  = | count_copy2;
+  assign \$270  = ~ \$269 ;
+  assign \$271  = \$268  & \$270 ;
+  assign \$272  = ~ \$271 ;
+  assign \$273  = skid_qvalid_copy2 & \$272 ;
+  assign \$274  = | count_copy2;
+  assign \$275  = \$274  | skid_qvalid_copy2;
   assign \$276  = \$275  & m__ready;
+  assign \$277  = | count_copy2;
+  assign \$278  = \$276  & \$277 ;
+  assign \$279  = count_copy2 == 2'h3;
+  assign \$280  = count_copy2 == 2'h2;
+  assign \$281  = \$278  ? \$279  : \$280 ;
+  assign \$282  = \$273  & \$281 ;
+  assign \$283  = | count_copy2;
+  assign \$284  = \$283  | skid_qvalid_copy2;
+  assign \$285  = \$284  & m__ready;
+  assign \$286  = | count_copy2;
+  assign \$287  = \$285  & \$286 ;
+  assign \$288  = | count_copy3;
+  assign \$289  = \$288  | skid_qvalid_copy3;
+  assign \$290  = \$289  & m__ready;
+  assign \$291  = | count_copy3;
+  assign \$292  = ~ \$291 ;
+  assign \$293  = \$290  & \$292 ;
+  assign \$294  = ~ \$293 ;
+  assign \$295  = skid_qvalid_copy3 & \$294 ;
+  assign \$296  = | count_copy3;
+  assign \$297  = \$296  | skid_qvalid_copy3;
+  assign \$298  = \$297  & m__ready;
+  assign \$299  = | count_copy3;
+  assign \$300  = \$298  & \$299 ;
+  assign \$301  = count_copy3 == 3'h4;
+  assign \$302  = count_copy3 == 2'h3;
+  assign \$303  = \$300  ? \$301  : \$302 ;
+  assign \$304  = \$295  & \$303 ;
+  assign \$305  = | count_copy3;
+  assign \$306  = \$305  | skid_qvalid_copy3;
+  assign \$307  = \$306  & m__ready;
+  assign \$308  = | count_copy3;
+  assign \$309  = \$307  & \$308 ;
+  assign \$310  = | count;
+  assign \$311  = \$310  | qv_last_d0;
+  assign \$312  = \$311  & m__ready;
   always @(posedge clk)
-    busy <= \$277 ;
+    busy <= \$313 ;
   always @(posedge clk)
-    addr <= \$278 ;
+    addr <= \$314 ;
   always @(posedge clk)
-    sfc <= \$279 ;
+    sfc <= \$315 ;
   always @(posedge clk)
-    nfc <= \$280 ;
+    nfc <= \$316 ;
   always @(posedge clk)
-    last_step <= \$281 ;
+    last_step <= \$317 ;
   always @(posedge clk)
-    ready <= \$282 ;
+    ready <= \$318 ;
   always @(posedge clk)
-    credits <= \$283 ;
+    credits <= \$319 ;
   always @(posedge clk)
-    issue <= \$284 ;
+    issue <= \$320 ;
   always @(posedge clk)
-    word <= \$285 ;
+    word <= \$321 ;
   always @(posedge clk)
-    write_bank <= \$286 ;
+    write_bank <= \$322 ;
   always @(posedge clk)
-    read_bank <= \$287 ;
+    read_bank <= \$323 ;
   always @(posedge clk)
-    \$signal  <= \$288 ;
+    \$signal  <= \$324 ;
   always @(posedge clk)
     xbeat <= s__payload;
   always @(posedge clk)
-    write__addr <= \$289 ;
+    write__addr <= \$325 ;
   always @(posedge clk)
-    \write__addr$31  <= \$290 ;
+    \write__addr$31  <= \$326 ;
   always @(posedge clk)
-    \write__addr$38  <= \$291 ;
+    \write__addr$38  <= \$327 ;
   always @(posedge clk)
-    \write__addr$45  <= \$292 ;
+    \write__addr$45  <= \$328 ;
   always @(posedge clk)
-    read__addr <= \$293 ;
+    read__addr <= \$329 ;
   always @(posedge clk)
-    \read__addr$34  <= \$294 ;
+    \read__addr$34  <= \$330 ;
   always @(posedge clk)
-    \read__addr$41  <= \$295 ;
+    \read__addr$41  <= \$331 ;
   always @(posedge clk)
-    \read__addr$48  <= \$296 ;
+    \read__addr$48  <= \$332 ;
   always @(posedge clk)
-    write__en <= \$297 ;
+    write__en <= \$333 ;
   always @(posedge clk)
-    \write__en$29  <= \$298 ;
+    \write__en$29  <= \$334 ;
   always @(posedge clk)
-    \write__en$36  <= \$299 ;
+    \write__en$36  <= \$335 ;
   always @(posedge clk)
-    \write__en$43  <= \$300 ;
+    \write__en$43  <= \$336 ;
   always @(posedge clk)
-    xmem_d0 <= \$301 ;
+    xmem_d0 <= \$337 ;
   always @(posedge clk)
     xtree_fan_copy0 <= xmem_d0;
   always @(posedge clk)
@@ -42293,193 +43397,105 @@ module \bchw_top.engine2 (rst, s__valid, s__payload, s__ready, m__valid, m__payl
   always @(posedge clk)
     \x$112  <= xtree_fan_copy3;
   always @(posedge clk)
-    wdata_d0 <= \$302 ;
+    wdata_d0 <= \$338 ;
   always @(posedge clk)
-    wdata_d1 <= \$303 ;
+    wdata_d1 <= \$339 ;
   always @(posedge clk)
-    wdata_d2 <= \$304 ;
+    wdata_d2 <= \$340 ;
   always @(posedge clk)
-    f_d0 <= \$305 ;
+    f_d0 <= \$341 ;
   always @(posedge clk)
-    f_d1 <= \$306 ;
+    f_d1 <= \$342 ;
   always @(posedge clk)
-    f_d2 <= \$307 ;
+    f_d2 <= \$343 ;
   always @(posedge clk)
-    f_d3 <= \$308 ;
+    f_d3 <= \$344 ;
   always @(posedge clk)
-    f_d4 <= \$309 ;
+    f_d4 <= \$345 ;
   always @(posedge clk)
-    f_d5 <= \$310 ;
+    f_d5 <= \$346 ;
   always @(posedge clk)
-    f_d6 <= \$311 ;
+    f_d6 <= \$347 ;
   always @(posedge clk)
-    f_d7 <= \$312 ;
+    f_d7 <= \$348 ;
   always @(posedge clk)
-    ft_d0 <= \$313 ;
+    ft_d0 <= \$349 ;
   always @(posedge clk)
-    accflags_copy0 <= \$314 ;
+    accflags_copy0 <= \$350 ;
   always @(posedge clk)
-    accflags_copy1 <= \$315 ;
+    accflags_copy1 <= \$351 ;
   always @(posedge clk)
-    accflags_copy2 <= \$316 ;
+    accflags_copy2 <= \$352 ;
   always @(posedge clk)
-    accflags_copy3 <= \$317 ;
+    accflags_copy3 <= \$353 ;
   always @(posedge clk)
-    accflags_copy4 <= \$318 ;
+    accflags_copy4 <= \$354 ;
   always @(posedge clk)
-    accflags_copy5 <= \$319 ;
+    accflags_copy5 <= \$355 ;
   always @(posedge clk)
-    accflags_copy6 <= \$320 ;
+    accflags_copy6 <= \$356 ;
   always @(posedge clk)
-    accflags_copy7 <= \$321 ;
+    accflags_copy7 <= \$357 ;
   always @(posedge clk)
-    accflags_copy8 <= \$322 ;
+    accflags_copy8 <= \$358 ;
   always @(posedge clk)
-    accflags_copy9 <= \$323 ;
+    accflags_copy9 <= \$359 ;
   always @(posedge clk)
-    accflags_copy10 <= \$324 ;
+    accflags_copy10 <= \$360 ;
   always @(posedge clk)
-    accflags_copy11 <= \$325 ;
+    accflags_copy11 <= \$361 ;
   always @(posedge clk)
-    accflags_copy12 <= \$326 ;
+    accflags_copy12 <= \$362 ;
   always @(posedge clk)
-    accflags_copy13 <= \$327 ;
+    accflags_copy13 <= \$363 ;
   always @(posedge clk)
-    accflags_copy14 <= \$328 ;
+    accflags_copy14 <= \$364 ;
   always @(posedge clk)
-    accflags_copy15 <= \$329 ;
+    accflags_copy15 <= \$365 ;
   always @(posedge clk)
-    paddr_d0 <= \$330 ;
+    paddr_d0 <= \$366 ;
   always @(posedge clk)
-    paddr_d1 <= \$331 ;
+    paddr_d1 <= \$367 ;
   always @(posedge clk)
-    paddr_d2 <= \$332 ;
+    paddr_d2 <= \$368 ;
   always @(posedge clk)
-    paddr_d3 <= \$333 ;
+    paddr_d3 <= \$369 ;
   always @(posedge clk)
-    paddr_d4 <= \$334 ;
+    paddr_d4 <= \$370 ;
   always @(posedge clk)
-    paddr_d5 <= \$335 ;
+    paddr_d5 <= \$371 ;
   always @(posedge clk)
-    \addr$116  <= \$336 ;
+    \addr$116  <= \$372 ;
   always @(posedge clk)
-    \addr$119  <= \$337 ;
+    \addr$119  <= \$373 ;
   always @(posedge clk)
-    \addr$122  <= \$338 ;
+    \addr$122  <= \$374 ;
   always @(posedge clk)
-    \addr$125  <= \$339 ;
+    \addr$125  <= \$375 ;
   always @(posedge clk)
-    \addr$128  <= \$340 ;
+    \addr$128  <= \$376 ;
   always @(posedge clk)
-    \addr$131  <= \$341 ;
+    \addr$131  <= \$377 ;
   always @(posedge clk)
-    \addr$134  <= \$342 ;
+    \addr$134  <= \$378 ;
   always @(posedge clk)
-    \addr$137  <= \$343 ;
+    \addr$137  <= \$379 ;
   always @(posedge clk)
-    \addr$140  <= \$344 ;
+    \addr$140  <= \$380 ;
   always @(posedge clk)
-    \addr$143  <= \$345 ;
+    \addr$143  <= \$381 ;
   always @(posedge clk)
-    \addr$146  <= \$346 ;
+    \addr$146  <= \$382 ;
   always @(posedge clk)
-    \addr$149  <= \$347 ;
+    \addr$149  <= \$383 ;
   always @(posedge clk)
-    \addr$152  <= \$348 ;
+    \addr$152  <= \$384 ;
   always @(posedge clk)
-    \addr$155  <= \$349 ;
+    \addr$155  <= \$385 ;
   always @(posedge clk)
-    \addr$158  <= \$350 ;
+    \addr$158  <= \$386 ;
   always @(posedge clk)
-    \addr$161  <= \$351 ;
-  always @(posedge clk)
-    params_d0 <= \$352 ;
-  always @(posedge clk)
-    params_d1 <= \$353 ;
-  always @(posedge clk)
-    acc_valid <= \$354 ;
-  always @(posedge clk)
-    acc_end <= \$355 ;
-  always @(posedge clk)
-    acc0 <= \$356 ;
-  always @(posedge clk)
-    acc1 <= \$357 ;
-  always @(posedge clk)
-    acc2 <= \$358 ;
-  always @(posedge clk)
-    acc3 <= \$359 ;
-  always @(posedge clk)
-    acc4 <= \$360 ;
-  always @(posedge clk)
-    acc5 <= \$361 ;
-  always @(posedge clk)
-    acc6 <= \$362 ;
-  always @(posedge clk)
-    acc7 <= \$363 ;
-  always @(posedge clk)
-    acc8 <= \$364 ;
-  always @(posedge clk)
-    acc9 <= \$365 ;
-  always @(posedge clk)
-    acc10 <= \$366 ;
-  always @(posedge clk)
-    acc11 <= \$367 ;
-  always @(posedge clk)
-    acc12 <= \$368 ;
-  always @(posedge clk)
-    acc13 <= \$369 ;
-  always @(posedge clk)
-    acc14 <= \$370 ;
-  always @(posedge clk)
-    acc15 <= \$371 ;
-  always @(posedge clk)
-    dload_copy0 <= \$372 ;
-  always @(posedge clk)
-    dload_copy1 <= \$373 ;
-  always @(posedge clk)
-    dload_copy2 <= \$374 ;
-  always @(posedge clk)
-    dload_copy3 <= \$375 ;
-  always @(posedge clk)
-    dload_copy4 <= \$376 ;
-  always @(posedge clk)
-    dload_copy5 <= \$377 ;
-  always @(posedge clk)
-    dload_copy6 <= \$378 ;
-  always @(posedge clk)
-    dload_copy7 <= \$379 ;
-  always @(posedge clk)
-    dload_copy8 <= \$380 ;
-  always @(posedge clk)
-    dload_copy9 <= \$381 ;
-  always @(posedge clk)
-    dload_copy10 <= \$382 ;
-  always @(posedge clk)
-    dload_copy11 <= \$383 ;
-  always @(posedge clk)
-    dload_copy12 <= \$384 ;
-  always @(posedge clk)
-    dload_copy13 <= \$385 ;
-  always @(posedge clk)
-    dload_copy14 <= \$386 ;
-  always @(posedge clk)
-    dload_copy15 <= \$387 ;
-  always @(posedge clk)
-    drain <= \$388 ;
-  always @(posedge clk)
-    qv_d0 <= \$389 ;
-  always @(posedge clk)
-    qv_d1 <= \$390 ;
-  always @(posedge clk)
-    qv_d2 <= \$391 ;
-  always @(posedge clk)
-    qv_d3 <= \$392 ;
-  always @(posedge clk)
-    qv_d4 <= \$393 ;
-  always @(posedge clk)
-    qv_d5 <= \$394 ;
-  always @(posedge clk)
-    qv_d6 <= \$395 ;
+    \addr$161  <= \$387 ;
   \bchw_top.engine2.params0  params0 (
     .addr(\addr$116 ),
     .clk(clk),
@@ -42562,7 +43578,7 @@ module \bchw_top.engine2 (rst, s__valid, s__payload, s__ready, m__valid, m__payl
   );
   \bchw_top.engine2.requant0  requant0 (
     .clk(clk),
-    .\port$22167$0 (drain[75:0]),
+    .\port$22427$0 (drain[75:0]),
     .q(q),
     .rst(rst)
   );
@@ -42685,1153 +43701,1265 @@ module \bchw_top.engine2 (rst, s__valid, s__payload, s__ready, m__valid, m__payl
   );
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$396  = qv_d6;
-    if (rst) begin
-      \$396  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$397  = qv_d7;
-    if (rst) begin
-      \$397  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$398  = qv_d8;
-    if (rst) begin
-      \$398  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$399  = qv_d9;
-    if (rst) begin
-      \$399  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$400  = qv_d10;
-    if (rst) begin
-      \$400  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$401  = qv_d11;
-    if (rst) begin
-      \$401  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$402  = qv_d12;
-    if (rst) begin
-      \$402  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$403  = qv_d13;
-    if (rst) begin
-      \$403  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$404  = qv_d14;
-    if (rst) begin
-      \$404  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$405  = qv_d15;
-    if (rst) begin
-      \$405  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$406  = qv_d16;
-    if (rst) begin
-      \$406  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$407  = qv_d17;
-    if (rst) begin
-      \$407  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$408  = qv_d18;
-    if (rst) begin
-      \$408  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$409  = acc_end;
-    if (rst) begin
-      \$409  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$410  = qe_d0;
-    if (rst) begin
-      \$410  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$411  = qe_d1;
-    if (rst) begin
-      \$411  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$412  = qe_d2;
-    if (rst) begin
-      \$412  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$413  = qe_d3;
-    if (rst) begin
-      \$413  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$414  = qe_d4;
-    if (rst) begin
-      \$414  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$415  = qe_d5;
-    if (rst) begin
-      \$415  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$416  = qe_d6;
-    if (rst) begin
-      \$416  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$417  = qe_d7;
-    if (rst) begin
-      \$417  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$418  = qe_d8;
-    if (rst) begin
-      \$418  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$419  = qe_d9;
-    if (rst) begin
-      \$419  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$420  = qe_d10;
-    if (rst) begin
-      \$420  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$421  = qe_d11;
-    if (rst) begin
-      \$421  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$422  = qe_d12;
-    if (rst) begin
-      \$422  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$423  = qe_d13;
-    if (rst) begin
-      \$423  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$424  = qe_d14;
-    if (rst) begin
-      \$424  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$425  = qe_d15;
-    if (rst) begin
-      \$425  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$426  = qe_d16;
-    if (rst) begin
-      \$426  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$427  = qe_d17;
-    if (rst) begin
-      \$427  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$428  = qe_d18;
-    if (rst) begin
-      \$428  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$429  = qv_d19;
-    if (rst) begin
-      \$429  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$430  = qe_d19;
-    if (rst) begin
-      \$430  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$431  = \$70 [2:0];
-    if (rst) begin
-      \$431  = 3'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$432  = \$70 [2:0];
-    if (rst) begin
-      \$432  = 3'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$433  = \$70 [2:0];
-    if (rst) begin
-      \$433  = 3'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$434  = \$70 [2:0];
-    if (rst) begin
-      \$434  = 3'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$435  = qv_d19;
-    if (rst) begin
-      \$435  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$436  = qv_d19;
-    if (rst) begin
-      \$436  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$437  = qv_d19;
-    if (rst) begin
-      \$437  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$438  = qv_d19;
-    if (rst) begin
-      \$438  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$439  = skid0;
-    if (\$205 ) begin
-      \$439  = { qe_last_d0, q, results0 };
-    end else if (\$210 ) begin
-      \$439  = skid1;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$440  = skid1;
-    if (\$226 ) begin
-      \$440  = { qe_last_d0, q, results0 };
-    end else if (\$231 ) begin
-      \$440  = skid2;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$441  = skid2;
-    if (\$247 ) begin
-      \$441  = { qe_last_d0, q, results0 };
-    end else if (\$252 ) begin
-      \$441  = skid3;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$442  = skid3;
-    if (\$268 ) begin
-      \$442  = { qe_last_d0, q, results0 };
-    end else if (\$273 ) begin
-      \$442  = 129'h000000000000000000000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$443  = \$70 [2:0];
-    if (rst) begin
-      \$443  = 3'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$444  = \$276 ;
-    if (rst) begin
-      \$444  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$445  = credit_back_d0;
-    if (rst) begin
-      \$445  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$277  = busy_next;
-    if (rst) begin
-      \$277  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$278  = \$11 [7:0];
-    if (rst) begin
-      \$278  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$279  = \$23 [3:0];
-    if (rst) begin
-      \$279  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$280  = \$32 [3:0];
-    if (rst) begin
-      \$280  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$281  = last_step_next;
-    if (rst) begin
-      \$281  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$282  = ready_next;
-    if (rst) begin
-      \$282  = 1'h1;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$283  = \$47 [2:0];
-    if (rst) begin
-      \$283  = 3'h4;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$284  = issue_next;
-    if (rst) begin
-      \$284  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$285  = word;
-    if (\$71 ) begin
-      \$285  = \$85 [3:0];
-    end
-    if (rst) begin
-      \$285  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$286  = write_bank;
-    if (\$90 ) begin
-      \$286  = \$91 ;
-    end
-    if (rst) begin
-      \$286  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$287  = read_bank;
-    if (\$92 ) begin
-      \$287  = \$93 ;
-    end
-    if (rst) begin
-      \$287  = 1'h1;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$288  = \$101 ;
-    if (rst) begin
-      \$288  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$289  = { write_bank, word };
-    if (rst) begin
-      \$289  = 5'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$290  = { write_bank, word };
-    if (rst) begin
-      \$290  = 5'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$291  = { write_bank, word };
-    if (rst) begin
-      \$291  = 5'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$292  = { write_bank, word };
-    if (rst) begin
-      \$292  = 5'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$293  = { \$103 , \$23 [3:0] };
-    if (rst) begin
-      \$293  = 5'h10;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$294  = { \$105 , \$23 [3:0] };
-    if (rst) begin
-      \$294  = 5'h10;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$295  = { \$107 , \$23 [3:0] };
-    if (rst) begin
-      \$295  = 5'h10;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$296  = { \$109 , \$23 [3:0] };
-    if (rst) begin
-      \$296  = 5'h10;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$297  = \$112 ;
-    if (rst) begin
-      \$297  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$298  = \$115 ;
-    if (rst) begin
-      \$298  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$299  = \$118 ;
-    if (rst) begin
-      \$299  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$300  = \$121 ;
-    if (rst) begin
-      \$300  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$305  = { last_step, \$123 , \$122 , issue };
-    if (rst) begin
-      \$305  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$306  = f_d0;
-    if (rst) begin
-      \$306  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$307  = f_d1;
-    if (rst) begin
-      \$307  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$308  = f_d2;
-    if (rst) begin
-      \$308  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$309  = f_d3;
-    if (rst) begin
-      \$309  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$310  = f_d4;
-    if (rst) begin
-      \$310  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$311  = f_d5;
-    if (rst) begin
-      \$311  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$312  = f_d6;
-    if (rst) begin
-      \$312  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$313  = f_d7;
-    if (rst) begin
-      \$313  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$314  = f_d7[1:0];
-    if (rst) begin
-      \$314  = 2'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$315  = f_d7[1:0];
-    if (rst) begin
-      \$315  = 2'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$316  = f_d7[1:0];
-    if (rst) begin
-      \$316  = 2'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$317  = f_d7[1:0];
-    if (rst) begin
-      \$317  = 2'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$318  = f_d7[1:0];
-    if (rst) begin
-      \$318  = 2'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$319  = f_d7[1:0];
-    if (rst) begin
-      \$319  = 2'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$320  = f_d7[1:0];
-    if (rst) begin
-      \$320  = 2'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$321  = f_d7[1:0];
-    if (rst) begin
-      \$321  = 2'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$322  = f_d7[1:0];
-    if (rst) begin
-      \$322  = 2'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$323  = f_d7[1:0];
-    if (rst) begin
-      \$323  = 2'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$324  = f_d7[1:0];
-    if (rst) begin
-      \$324  = 2'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$325  = f_d7[1:0];
-    if (rst) begin
-      \$325  = 2'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$326  = f_d7[1:0];
-    if (rst) begin
-      \$326  = 2'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$327  = f_d7[1:0];
-    if (rst) begin
-      \$327  = 2'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$328  = f_d7[1:0];
-    if (rst) begin
-      \$328  = 2'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$329  = f_d7[1:0];
-    if (rst) begin
-      \$329  = 2'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$330  = nfc;
-    if (rst) begin
-      \$330  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$331  = paddr_d0;
-    if (rst) begin
-      \$331  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$332  = paddr_d1;
-    if (rst) begin
-      \$332  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$333  = paddr_d2;
-    if (rst) begin
-      \$333  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$334  = paddr_d3;
-    if (rst) begin
-      \$334  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$335  = paddr_d4;
-    if (rst) begin
-      \$335  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$336  = paddr_d5;
-    if (rst) begin
-      \$336  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$337  = paddr_d5;
-    if (rst) begin
-      \$337  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$338  = paddr_d5;
-    if (rst) begin
-      \$338  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$339  = paddr_d5;
-    if (rst) begin
-      \$339  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$340  = paddr_d5;
-    if (rst) begin
-      \$340  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$341  = paddr_d5;
-    if (rst) begin
-      \$341  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$342  = paddr_d5;
-    if (rst) begin
-      \$342  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$343  = paddr_d5;
-    if (rst) begin
-      \$343  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$344  = paddr_d5;
-    if (rst) begin
-      \$344  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$345  = paddr_d5;
-    if (rst) begin
-      \$345  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$346  = paddr_d5;
-    if (rst) begin
-      \$346  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$347  = paddr_d5;
-    if (rst) begin
-      \$347  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$348  = paddr_d5;
-    if (rst) begin
-      \$348  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$349  = paddr_d5;
-    if (rst) begin
-      \$349  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$350  = paddr_d5;
-    if (rst) begin
-      \$350  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$351  = paddr_d5;
-    if (rst) begin
-      \$351  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$354  = \$124 ;
-    if (rst) begin
-      \$354  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$355  = \$125 ;
-    if (rst) begin
-      \$355  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$356  = acc0;
-    if (accflags_copy0[0]) begin
-      \$356  = \$127 [16:0];
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$357  = acc1;
-    if (accflags_copy1[0]) begin
-      \$357  = \$129 [16:0];
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$358  = acc2;
-    if (accflags_copy2[0]) begin
-      \$358  = \$131 [16:0];
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$359  = acc3;
-    if (accflags_copy3[0]) begin
-      \$359  = \$133 [16:0];
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$360  = acc4;
-    if (accflags_copy4[0]) begin
-      \$360  = \$135 [16:0];
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$361  = acc5;
-    if (accflags_copy5[0]) begin
-      \$361  = \$137 [16:0];
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$362  = acc6;
-    if (accflags_copy6[0]) begin
-      \$362  = \$139 [16:0];
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$363  = acc7;
-    if (accflags_copy7[0]) begin
-      \$363  = \$141 [16:0];
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$364  = acc8;
-    if (accflags_copy8[0]) begin
-      \$364  = \$143 [16:0];
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$365  = acc9;
-    if (accflags_copy9[0]) begin
-      \$365  = \$145 [16:0];
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$366  = acc10;
-    if (accflags_copy10[0]) begin
-      \$366  = \$147 [16:0];
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$367  = acc11;
-    if (accflags_copy11[0]) begin
-      \$367  = \$149 [16:0];
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$368  = acc12;
-    if (accflags_copy12[0]) begin
-      \$368  = \$151 [16:0];
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$369  = acc13;
-    if (accflags_copy13[0]) begin
-      \$369  = \$153 [16:0];
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$370  = acc14;
-    if (accflags_copy14[0]) begin
-      \$370  = \$155 [16:0];
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$371  = acc15;
-    if (accflags_copy15[0]) begin
-      \$371  = \$157 [16:0];
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$372  = \$158 ;
-    if (rst) begin
-      \$372  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$373  = \$159 ;
-    if (rst) begin
-      \$373  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$374  = \$160 ;
-    if (rst) begin
-      \$374  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$375  = \$161 ;
-    if (rst) begin
-      \$375  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$376  = \$162 ;
-    if (rst) begin
-      \$376  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$377  = \$163 ;
-    if (rst) begin
-      \$377  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$378  = \$164 ;
-    if (rst) begin
-      \$378  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$379  = \$165 ;
-    if (rst) begin
-      \$379  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$380  = \$166 ;
-    if (rst) begin
-      \$380  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$381  = \$167 ;
-    if (rst) begin
-      \$381  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$382  = \$168 ;
-    if (rst) begin
-      \$382  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$383  = \$169 ;
-    if (rst) begin
-      \$383  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$384  = \$170 ;
-    if (rst) begin
-      \$384  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$385  = \$171 ;
-    if (rst) begin
-      \$385  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$386  = \$172 ;
-    if (rst) begin
-      \$386  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$387  = \$173 ;
-    if (rst) begin
-      \$387  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$389  = acc_valid;
-    if (rst) begin
-      \$389  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$390  = qv_d0;
+    \$390  = \$124 ;
     if (rst) begin
       \$390  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$391  = qv_d1;
+    \$391  = \$125 ;
     if (rst) begin
       \$391  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$392  = qv_d2;
-    if (rst) begin
-      \$392  = 1'h0;
+    \$392  = acc0;
+    if (accflags_copy0[0]) begin
+      \$392  = \$127 [16:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$393  = qv_d3;
-    if (rst) begin
-      \$393  = 1'h0;
+    \$393  = acc1;
+    if (accflags_copy1[0]) begin
+      \$393  = \$129 [16:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$394  = qv_d4;
-    if (rst) begin
-      \$394  = 1'h0;
+    \$394  = acc2;
+    if (accflags_copy2[0]) begin
+      \$394  = \$131 [16:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$395  = qv_d5;
+    \$395  = acc3;
+    if (accflags_copy3[0]) begin
+      \$395  = \$133 [16:0];
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$396  = acc4;
+    if (accflags_copy4[0]) begin
+      \$396  = \$135 [16:0];
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$397  = acc5;
+    if (accflags_copy5[0]) begin
+      \$397  = \$137 [16:0];
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$398  = acc6;
+    if (accflags_copy6[0]) begin
+      \$398  = \$139 [16:0];
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$399  = acc7;
+    if (accflags_copy7[0]) begin
+      \$399  = \$141 [16:0];
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$400  = acc8;
+    if (accflags_copy8[0]) begin
+      \$400  = \$143 [16:0];
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$401  = acc9;
+    if (accflags_copy9[0]) begin
+      \$401  = \$145 [16:0];
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$402  = acc10;
+    if (accflags_copy10[0]) begin
+      \$402  = \$147 [16:0];
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$403  = acc11;
+    if (accflags_copy11[0]) begin
+      \$403  = \$149 [16:0];
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$404  = acc12;
+    if (accflags_copy12[0]) begin
+      \$404  = \$151 [16:0];
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$405  = acc13;
+    if (accflags_copy13[0]) begin
+      \$405  = \$153 [16:0];
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$406  = acc14;
+    if (accflags_copy14[0]) begin
+      \$406  = \$155 [16:0];
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$407  = acc15;
+    if (accflags_copy15[0]) begin
+      \$407  = \$157 [16:0];
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$408  = \$158 ;
     if (rst) begin
-      \$395  = 1'h0;
+      \$408  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$409  = \$159 ;
+    if (rst) begin
+      \$409  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$410  = \$160 ;
+    if (rst) begin
+      \$410  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$411  = \$161 ;
+    if (rst) begin
+      \$411  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$412  = \$162 ;
+    if (rst) begin
+      \$412  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$413  = \$163 ;
+    if (rst) begin
+      \$413  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$414  = \$164 ;
+    if (rst) begin
+      \$414  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$415  = \$165 ;
+    if (rst) begin
+      \$415  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$416  = \$166 ;
+    if (rst) begin
+      \$416  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$417  = \$167 ;
+    if (rst) begin
+      \$417  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$418  = \$168 ;
+    if (rst) begin
+      \$418  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$419  = \$169 ;
+    if (rst) begin
+      \$419  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$420  = \$170 ;
+    if (rst) begin
+      \$420  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$421  = \$171 ;
+    if (rst) begin
+      \$421  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$422  = \$172 ;
+    if (rst) begin
+      \$422  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$423  = \$173 ;
+    if (rst) begin
+      \$423  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$424  = \$174 ;
+    if (rst) begin
+      \$424  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$425  = \$175 ;
+    if (rst) begin
+      \$425  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$426  = \$176 ;
+    if (rst) begin
+      \$426  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$427  = \$177 ;
+    if (rst) begin
+      \$427  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$428  = \$178 ;
+    if (rst) begin
+      \$428  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$429  = \$179 ;
+    if (rst) begin
+      \$429  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$430  = \$180 ;
+    if (rst) begin
+      \$430  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$431  = \$181 ;
+    if (rst) begin
+      \$431  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$432  = \$182 ;
+    if (rst) begin
+      \$432  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$433  = \$183 ;
+    if (rst) begin
+      \$433  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$434  = \$184 ;
+    if (rst) begin
+      \$434  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$435  = \$185 ;
+    if (rst) begin
+      \$435  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$436  = \$186 ;
+    if (rst) begin
+      \$436  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$437  = \$187 ;
+    if (rst) begin
+      \$437  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$438  = \$188 ;
+    if (rst) begin
+      \$438  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$439  = \$189 ;
+    if (rst) begin
+      \$439  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$441  = acc_valid;
+    if (rst) begin
+      \$441  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$442  = qv_d0;
+    if (rst) begin
+      \$442  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$443  = qv_d1;
+    if (rst) begin
+      \$443  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$444  = qv_d2;
+    if (rst) begin
+      \$444  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$445  = qv_d3;
+    if (rst) begin
+      \$445  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$446  = qv_d4;
+    if (rst) begin
+      \$446  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$447  = qv_d5;
+    if (rst) begin
+      \$447  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$448  = qv_d6;
+    if (rst) begin
+      \$448  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$449  = qv_d7;
+    if (rst) begin
+      \$449  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$450  = qv_d8;
+    if (rst) begin
+      \$450  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$451  = qv_d9;
+    if (rst) begin
+      \$451  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$452  = qv_d10;
+    if (rst) begin
+      \$452  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$453  = qv_d11;
+    if (rst) begin
+      \$453  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$454  = qv_d12;
+    if (rst) begin
+      \$454  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$455  = qv_d13;
+    if (rst) begin
+      \$455  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$456  = qv_d14;
+    if (rst) begin
+      \$456  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$457  = qv_d15;
+    if (rst) begin
+      \$457  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$458  = qv_d16;
+    if (rst) begin
+      \$458  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$459  = qv_d17;
+    if (rst) begin
+      \$459  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$460  = qv_d18;
+    if (rst) begin
+      \$460  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$461  = acc_end;
+    if (rst) begin
+      \$461  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$462  = qe_d0;
+    if (rst) begin
+      \$462  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$463  = qe_d1;
+    if (rst) begin
+      \$463  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$464  = qe_d2;
+    if (rst) begin
+      \$464  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$465  = qe_d3;
+    if (rst) begin
+      \$465  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$466  = qe_d4;
+    if (rst) begin
+      \$466  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$467  = qe_d5;
+    if (rst) begin
+      \$467  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$468  = qe_d6;
+    if (rst) begin
+      \$468  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$469  = qe_d7;
+    if (rst) begin
+      \$469  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$470  = qe_d8;
+    if (rst) begin
+      \$470  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$471  = qe_d9;
+    if (rst) begin
+      \$471  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$472  = qe_d10;
+    if (rst) begin
+      \$472  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$473  = qe_d11;
+    if (rst) begin
+      \$473  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$474  = qe_d12;
+    if (rst) begin
+      \$474  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$475  = qe_d13;
+    if (rst) begin
+      \$475  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$476  = qe_d14;
+    if (rst) begin
+      \$476  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$477  = qe_d15;
+    if (rst) begin
+      \$477  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$478  = qe_d16;
+    if (rst) begin
+      \$478  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$479  = qe_d17;
+    if (rst) begin
+      \$479  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$480  = qe_d18;
+    if (rst) begin
+      \$480  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$481  = qv_d19;
+    if (rst) begin
+      \$481  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$482  = qe_d19;
+    if (rst) begin
+      \$482  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$483  = \$70 [2:0];
+    if (rst) begin
+      \$483  = 3'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$484  = \$70 [2:0];
+    if (rst) begin
+      \$484  = 3'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$485  = \$70 [2:0];
+    if (rst) begin
+      \$485  = 3'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$486  = \$70 [2:0];
+    if (rst) begin
+      \$486  = 3'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$487  = qv_d19;
+    if (rst) begin
+      \$487  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$488  = qv_d19;
+    if (rst) begin
+      \$488  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$489  = qv_d19;
+    if (rst) begin
+      \$489  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$490  = qv_d19;
+    if (rst) begin
+      \$490  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$491  = skid0;
+    if (\$238 ) begin
+      \$491  = { qe_last_d0, q, results0 };
+    end else if (\$243 ) begin
+      \$491  = skid1;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$492  = skid1;
+    if (\$260 ) begin
+      \$492  = { qe_last_d0, q, results0 };
+    end else if (\$265 ) begin
+      \$492  = skid2;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$493  = skid2;
+    if (\$282 ) begin
+      \$493  = { qe_last_d0, q, results0 };
+    end else if (\$287 ) begin
+      \$493  = skid3;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$494  = skid3;
+    if (\$304 ) begin
+      \$494  = { qe_last_d0, q, results0 };
+    end else if (\$309 ) begin
+      \$494  = 129'h000000000000000000000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$495  = \$70 [2:0];
+    if (rst) begin
+      \$495  = 3'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$496  = \$312 ;
+    if (rst) begin
+      \$496  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$497  = credit_back_d0;
+    if (rst) begin
+      \$497  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$313  = busy_next;
+    if (rst) begin
+      \$313  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$314  = \$11 [7:0];
+    if (rst) begin
+      \$314  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$315  = \$23 [3:0];
+    if (rst) begin
+      \$315  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$316  = \$32 [3:0];
+    if (rst) begin
+      \$316  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$317  = last_step_next;
+    if (rst) begin
+      \$317  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$318  = ready_next;
+    if (rst) begin
+      \$318  = 1'h1;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$319  = \$47 [2:0];
+    if (rst) begin
+      \$319  = 3'h4;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$320  = issue_next;
+    if (rst) begin
+      \$320  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$321  = word;
+    if (\$71 ) begin
+      \$321  = \$85 [3:0];
+    end
+    if (rst) begin
+      \$321  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$322  = write_bank;
+    if (\$90 ) begin
+      \$322  = \$91 ;
+    end
+    if (rst) begin
+      \$322  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$323  = read_bank;
+    if (\$92 ) begin
+      \$323  = \$93 ;
+    end
+    if (rst) begin
+      \$323  = 1'h1;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$324  = \$101 ;
+    if (rst) begin
+      \$324  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$325  = { write_bank, word };
+    if (rst) begin
+      \$325  = 5'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$326  = { write_bank, word };
+    if (rst) begin
+      \$326  = 5'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$327  = { write_bank, word };
+    if (rst) begin
+      \$327  = 5'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$328  = { write_bank, word };
+    if (rst) begin
+      \$328  = 5'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$329  = { \$103 , \$23 [3:0] };
+    if (rst) begin
+      \$329  = 5'h10;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$330  = { \$105 , \$23 [3:0] };
+    if (rst) begin
+      \$330  = 5'h10;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$331  = { \$107 , \$23 [3:0] };
+    if (rst) begin
+      \$331  = 5'h10;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$332  = { \$109 , \$23 [3:0] };
+    if (rst) begin
+      \$332  = 5'h10;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$333  = \$112 ;
+    if (rst) begin
+      \$333  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$334  = \$115 ;
+    if (rst) begin
+      \$334  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$335  = \$118 ;
+    if (rst) begin
+      \$335  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$336  = \$121 ;
+    if (rst) begin
+      \$336  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$341  = { last_step, \$123 , \$122 , issue };
+    if (rst) begin
+      \$341  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$342  = f_d0;
+    if (rst) begin
+      \$342  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$343  = f_d1;
+    if (rst) begin
+      \$343  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$344  = f_d2;
+    if (rst) begin
+      \$344  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$345  = f_d3;
+    if (rst) begin
+      \$345  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$346  = f_d4;
+    if (rst) begin
+      \$346  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$347  = f_d5;
+    if (rst) begin
+      \$347  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$348  = f_d6;
+    if (rst) begin
+      \$348  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$349  = f_d7;
+    if (rst) begin
+      \$349  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$350  = f_d7[1:0];
+    if (rst) begin
+      \$350  = 2'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$351  = f_d7[1:0];
+    if (rst) begin
+      \$351  = 2'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$352  = f_d7[1:0];
+    if (rst) begin
+      \$352  = 2'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$353  = f_d7[1:0];
+    if (rst) begin
+      \$353  = 2'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$354  = f_d7[1:0];
+    if (rst) begin
+      \$354  = 2'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$355  = f_d7[1:0];
+    if (rst) begin
+      \$355  = 2'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$356  = f_d7[1:0];
+    if (rst) begin
+      \$356  = 2'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$357  = f_d7[1:0];
+    if (rst) begin
+      \$357  = 2'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$358  = f_d7[1:0];
+    if (rst) begin
+      \$358  = 2'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$359  = f_d7[1:0];
+    if (rst) begin
+      \$359  = 2'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$360  = f_d7[1:0];
+    if (rst) begin
+      \$360  = 2'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$361  = f_d7[1:0];
+    if (rst) begin
+      \$361  = 2'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$362  = f_d7[1:0];
+    if (rst) begin
+      \$362  = 2'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$363  = f_d7[1:0];
+    if (rst) begin
+      \$363  = 2'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$364  = f_d7[1:0];
+    if (rst) begin
+      \$364  = 2'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$365  = f_d7[1:0];
+    if (rst) begin
+      \$365  = 2'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$366  = nfc;
+    if (rst) begin
+      \$366  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$367  = paddr_d0;
+    if (rst) begin
+      \$367  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$368  = paddr_d1;
+    if (rst) begin
+      \$368  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$369  = paddr_d2;
+    if (rst) begin
+      \$369  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$370  = paddr_d3;
+    if (rst) begin
+      \$370  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$371  = paddr_d4;
+    if (rst) begin
+      \$371  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$372  = paddr_d5;
+    if (rst) begin
+      \$372  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$373  = paddr_d5;
+    if (rst) begin
+      \$373  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$374  = paddr_d5;
+    if (rst) begin
+      \$374  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$375  = paddr_d5;
+    if (rst) begin
+      \$375  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$376  = paddr_d5;
+    if (rst) begin
+      \$376  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$377  = paddr_d5;
+    if (rst) begin
+      \$377  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$378  = paddr_d5;
+    if (rst) begin
+      \$378  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$379  = paddr_d5;
+    if (rst) begin
+      \$379  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$380  = paddr_d5;
+    if (rst) begin
+      \$380  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$381  = paddr_d5;
+    if (rst) begin
+      \$381  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$382  = paddr_d5;
+    if (rst) begin
+      \$382  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$383  = paddr_d5;
+    if (rst) begin
+      \$383  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$384  = paddr_d5;
+    if (rst) begin
+      \$384  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$385  = paddr_d5;
+    if (rst) begin
+      \$385  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$386  = paddr_d5;
+    if (rst) begin
+      \$386  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$387  = paddr_d5;
+    if (rst) begin
+      \$387  = 4'h0;
     end
   end
   assign en = 1'h1;
@@ -43944,28 +45072,44 @@ module \bchw_top.engine2 (rst, s__valid, s__payload, s__ready, m__valid, m__payl
   assign count_next = \$70 [2:0];
   assign credit_back_d1 = credit_back;
   assign m__payload = \$55 [127:0];
-  assign \$388 [1215:1140] = \$189 ;
-  assign \$388 [1139:1064] = \$188 ;
-  assign \$388 [1063:988] = \$187 ;
-  assign \$388 [987:912] = \$186 ;
-  assign \$388 [911:836] = \$185 ;
-  assign \$388 [835:760] = \$184 ;
-  assign \$388 [759:684] = \$183 ;
-  assign \$388 [683:608] = \$182 ;
-  assign \$388 [607:532] = \$181 ;
-  assign \$388 [531:456] = \$180 ;
-  assign \$388 [455:380] = \$179 ;
-  assign \$388 [379:304] = \$178 ;
-  assign \$388 [303:228] = \$177 ;
-  assign \$388 [227:152] = \$176 ;
-  assign \$388 [151:76] = \$175 ;
-  assign \$388 [75:0] = \$174 ;
-  assign \$353  = params_d0;
-  assign \$352  = { \data$248 , \data$247 , \data$246 , \data$245 , \data$244 , \data$243 , \data$242 , \data$241 , \data$240 , \data$239 , \data$238 , \data$237 , \data$236 , \data$235 , \data$234 , \data$233  };
-  assign \$304  = wdata_d1;
-  assign \$303  = wdata_d0;
-  assign \$302  = data;
-  assign \$301  = { \read__data$193 , \read__data$192 , \read__data$191 , read__data };
+  assign \$440 [1215:1157] = \$221 ;
+  assign \$440 [1156:1140] = \$220 ;
+  assign \$440 [1139:1081] = \$219 ;
+  assign \$440 [1080:1064] = \$218 ;
+  assign \$440 [1063:1005] = \$217 ;
+  assign \$440 [1004:988] = \$216 ;
+  assign \$440 [987:929] = \$215 ;
+  assign \$440 [928:912] = \$214 ;
+  assign \$440 [911:853] = \$213 ;
+  assign \$440 [852:836] = \$212 ;
+  assign \$440 [835:777] = \$211 ;
+  assign \$440 [776:760] = \$210 ;
+  assign \$440 [759:701] = \$209 ;
+  assign \$440 [700:684] = \$208 ;
+  assign \$440 [683:625] = \$207 ;
+  assign \$440 [624:608] = \$206 ;
+  assign \$440 [607:549] = \$205 ;
+  assign \$440 [548:532] = \$204 ;
+  assign \$440 [531:473] = \$203 ;
+  assign \$440 [472:456] = \$202 ;
+  assign \$440 [455:397] = \$201 ;
+  assign \$440 [396:380] = \$200 ;
+  assign \$440 [379:321] = \$199 ;
+  assign \$440 [320:304] = \$198 ;
+  assign \$440 [303:245] = \$197 ;
+  assign \$440 [244:228] = \$196 ;
+  assign \$440 [227:169] = \$195 ;
+  assign \$440 [168:152] = \$194 ;
+  assign \$440 [151:93] = \$193 ;
+  assign \$440 [92:76] = \$192 ;
+  assign \$440 [75:17] = \$191 ;
+  assign \$440 [16:0] = \$190 ;
+  assign \$389  = params_d0;
+  assign \$388  = { \data$248 , \data$247 , \data$246 , \data$245 , \data$244 , \data$243 , \data$242 , \data$241 , \data$240 , \data$239 , \data$238 , \data$237 , \data$236 , \data$235 , \data$234 , \data$233  };
+  assign \$340  = wdata_d1;
+  assign \$339  = wdata_d0;
+  assign \$338  = data;
+  assign \$337  = { \read__data$193 , \read__data$192 , \read__data$191 , read__data };
   assign busy_next = \$4 ;
   assign \$11  = \$10 ;
   assign \$23  = \$22 ;
@@ -44411,7 +45555,7 @@ module \bchw_top.engine2.params9 (data, addr, clk);
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine2.requant0 (rst, \port$22167$0 , q, clk);
+module \bchw_top.engine2.requant0 (rst, \port$22427$0 , q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$7  = 0;
   wire [35:0] \$1 ;
   wire [34:0] \$10 ;
@@ -44441,8 +45585,8 @@ module \bchw_top.engine2.requant0 (rst, \port$22167$0 , q, clk);
   wire \en$1 ;
   wire [17:0] mul;
   wire [34:0] p;
-  input [75:0] \port$22167$0 ;
-  wire [75:0] \port$22167$0 ;
+  input [75:0] \port$22427$0 ;
+  wire [75:0] \port$22427$0 ;
   reg [34:0] product_d0 = 35'h000000000;
   output [7:0] q;
   reg [7:0] q = 8'h00;
@@ -44483,7 +45627,7 @@ module \bchw_top.engine2.requant0 (rst, \port$22167$0 , q, clk);
   \bchw_top.engine2.requant0.mul0  mul0 (
     .clk(clk),
     .p(p),
-    .\port$22167$0 (\port$22167$0 [34:0])
+    .\port$22427$0 (\port$22427$0 [34:0])
   );
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
@@ -44494,12 +45638,12 @@ module \bchw_top.engine2.requant0 (rst, \port$22167$0 , q, clk);
   end
   assign en = 1'h1;
   assign \en$1  = 1'h1;
-  assign a = \port$22167$0 [16:0];
-  assign acc = \port$22167$0 [16:0];
-  assign b = \port$22167$0 [34:17];
-  assign mul = \port$22167$0 [34:17];
-  assign bias = \port$22167$0 [75:40];
-  assign shift = \port$22167$0 [39:35];
+  assign a = \port$22427$0 [16:0];
+  assign acc = \port$22427$0 [16:0];
+  assign b = \port$22427$0 [34:17];
+  assign mul = \port$22427$0 [34:17];
+  assign bias = \port$22427$0 [75:40];
+  assign shift = \port$22427$0 [39:35];
   assign \$14  = shift_d3;
   assign \$13  = \$2 ;
   assign \$12  = shift_d2;
@@ -44507,13 +45651,13 @@ module \bchw_top.engine2.requant0 (rst, \port$22167$0 , q, clk);
   assign \$10  = p;
   assign \$9  = shift_d1;
   assign \$8  = bias_d1;
-  assign \$7  = \port$22167$0 [39:35];
-  assign \$6  = \port$22167$0 [75:40];
+  assign \$7  = \port$22427$0 [39:35];
+  assign \$6  = \port$22427$0 [75:40];
   assign \$1  = { product_d0[34], product_d0 };
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine2.requant0.mul0 (p, \port$22167$0 , clk);
+module \bchw_top.engine2.requant0.mul0 (p, \port$22427$0 , clk);
   wire [16:0] a;
   wire [17:0] b;
   input clk;
@@ -44521,21 +45665,21 @@ module \bchw_top.engine2.requant0.mul0 (p, \port$22167$0 , clk);
   wire en;
   output [34:0] p;
   wire [34:0] p;
-  input [34:0] \port$22167$0 ;
-  wire [34:0] \port$22167$0 ;
+  input [34:0] \port$22427$0 ;
+  wire [34:0] \port$22427$0 ;
   bchw_mul #(
     .A_WIDTH(32'd17),
     .B_WIDTH(32'd18)
   ) mul (
-    .a(\port$22167$0 [16:0]),
-    .b(\port$22167$0 [34:17]),
+    .a(\port$22427$0 [16:0]),
+    .b(\port$22427$0 [34:17]),
     .clk(clk),
     .en(1'h1),
     .p(p)
   );
   assign en = 1'h1;
-  assign a = \port$22167$0 [16:0];
-  assign b = \port$22167$0 [34:17];
+  assign a = \port$22427$0 [16:0];
+  assign b = \port$22427$0 [34:17];
 endmodule
 
 (* generator = "Amaranth" *)
@@ -55822,7 +56966,7 @@ module \bchw_top.engine3 (rst, s__valid, s__payload, s__ready, m__ready, m__vali
   wire \$191 ;
   wire \$192 ;
   wire \$193 ;
-  wire [2:0] \$194 ;
+  wire \$194 ;
   wire \$195 ;
   wire \$196 ;
   wire \$197 ;
@@ -55853,7 +56997,7 @@ module \bchw_top.engine3 (rst, s__valid, s__payload, s__ready, m__ready, m__vali
   wire \$219 ;
   wire [4:0] \$22 ;
   wire \$220 ;
-  wire [2:0] \$221 ;
+  wire \$221 ;
   wire \$222 ;
   wire \$223 ;
   wire \$224 ;
@@ -55882,7 +57026,7 @@ module \bchw_top.engine3 (rst, s__valid, s__payload, s__ready, m__ready, m__vali
   wire \$245 ;
   wire \$246 ;
   wire \$247 ;
-  wire [2:0] \$248 ;
+  wire \$248 ;
   wire \$249 ;
   wire \$25 ;
   wire \$250 ;
@@ -55901,53 +57045,53 @@ module \bchw_top.engine3 (rst, s__valid, s__payload, s__ready, m__ready, m__vali
   wire \$262 ;
   wire \$263 ;
   wire \$264 ;
-  wire [160:0] \$265 ;
+  wire \$265 ;
   wire \$266 ;
   wire \$267 ;
-  wire \$268 ;
+  wire [160:0] \$268 ;
   wire \$269 ;
   wire \$27 ;
   wire \$270 ;
-  wire [160:0] \$271 ;
+  wire \$271 ;
   wire \$272 ;
   wire \$273 ;
-  wire \$274 ;
+  wire [160:0] \$274 ;
   wire \$275 ;
   wire \$276 ;
-  reg \$277 ;
-  reg [3:0] \$278 ;
-  reg [3:0] \$279 ;
+  wire \$277 ;
+  wire \$278 ;
+  wire \$279 ;
   wire \$28 ;
   reg \$280 ;
-  reg \$281 ;
-  reg [1:0] \$282 ;
+  reg [3:0] \$281 ;
+  reg [3:0] \$282 ;
   reg \$283 ;
-  reg [3:0] \$284 ;
-  reg \$285 ;
+  reg \$284 ;
+  reg [1:0] \$285 ;
   reg \$286 ;
-  reg \$287 ;
-  reg [4:0] \$288 ;
-  reg [4:0] \$289 ;
+  reg [3:0] \$287 ;
+  reg \$288 ;
+  reg \$289 ;
   wire [1:0] \$29 ;
-  reg [4:0] \$290 ;
+  reg \$290 ;
   reg [4:0] \$291 ;
   reg [4:0] \$292 ;
   reg [4:0] \$293 ;
   reg [4:0] \$294 ;
   reg [4:0] \$295 ;
-  reg \$296 ;
-  reg \$297 ;
-  reg \$298 ;
+  reg [4:0] \$296 ;
+  reg [4:0] \$297 ;
+  reg [4:0] \$298 ;
   reg \$299 ;
   wire \$3 ;
   wire [1:0] \$30 ;
-  wire [127:0] \$300 ;
-  wire [159:0] \$301 ;
-  wire [159:0] \$302 ;
-  wire [159:0] \$303 ;
-  reg [3:0] \$304 ;
-  reg [3:0] \$305 ;
-  reg [3:0] \$306 ;
+  reg \$300 ;
+  reg \$301 ;
+  reg \$302 ;
+  wire [127:0] \$303 ;
+  wire [159:0] \$304 ;
+  wire [159:0] \$305 ;
+  wire [159:0] \$306 ;
   reg [3:0] \$307 ;
   reg [3:0] \$308 ;
   reg [3:0] \$309 ;
@@ -55955,9 +57099,9 @@ module \bchw_top.engine3 (rst, s__valid, s__payload, s__ready, m__ready, m__vali
   reg [3:0] \$310 ;
   reg [3:0] \$311 ;
   reg [3:0] \$312 ;
-  reg [1:0] \$313 ;
-  reg [1:0] \$314 ;
-  reg [1:0] \$315 ;
+  reg [3:0] \$313 ;
+  reg [3:0] \$314 ;
+  reg [3:0] \$315 ;
   reg [1:0] \$316 ;
   reg [1:0] \$317 ;
   reg [1:0] \$318 ;
@@ -55966,13 +57110,13 @@ module \bchw_top.engine3 (rst, s__valid, s__payload, s__ready, m__ready, m__vali
   reg [1:0] \$320 ;
   reg [1:0] \$321 ;
   reg [1:0] \$322 ;
-  wire [589:0] \$323 ;
-  wire [589:0] \$324 ;
-  reg \$325 ;
-  reg \$326 ;
-  reg [16:0] \$327 ;
-  reg [16:0] \$328 ;
-  reg [16:0] \$329 ;
+  reg [1:0] \$323 ;
+  reg [1:0] \$324 ;
+  reg [1:0] \$325 ;
+  wire [589:0] \$326 ;
+  wire [589:0] \$327 ;
+  reg \$328 ;
+  reg \$329 ;
   wire \$33 ;
   reg [16:0] \$330 ;
   reg [16:0] \$331 ;
@@ -55981,9 +57125,9 @@ module \bchw_top.engine3 (rst, s__valid, s__payload, s__ready, m__ready, m__vali
   reg [16:0] \$334 ;
   reg [16:0] \$335 ;
   reg [16:0] \$336 ;
-  reg \$337 ;
-  reg \$338 ;
-  reg \$339 ;
+  reg [16:0] \$337 ;
+  reg [16:0] \$338 ;
+  reg [16:0] \$339 ;
   wire \$34 ;
   reg \$340 ;
   reg \$341 ;
@@ -55992,11 +57136,11 @@ module \bchw_top.engine3 (rst, s__valid, s__payload, s__ready, m__ready, m__vali
   reg \$344 ;
   reg \$345 ;
   reg \$346 ;
-  wire [759:0] \$347 ;
+  reg \$347 ;
   reg \$348 ;
   reg \$349 ;
   wire \$35 ;
-  reg \$350 ;
+  wire [759:0] \$350 ;
   reg \$351 ;
   reg \$352 ;
   reg \$353 ;
@@ -56026,30 +57170,33 @@ module \bchw_top.engine3 (rst, s__valid, s__payload, s__ready, m__ready, m__vali
   reg \$375 ;
   reg \$376 ;
   reg \$377 ;
-  reg [1:0] \$378 ;
-  reg [1:0] \$379 ;
+  reg \$378 ;
+  reg \$379 ;
   wire \$38 ;
-  reg [1:0] \$380 ;
-  reg \$381 ;
-  reg \$382 ;
-  reg \$383 ;
-  reg [160:0] \$384 ;
-  reg [160:0] \$385 ;
-  reg [160:0] \$386 ;
-  reg [1:0] \$387 ;
-  reg \$388 ;
-  reg \$389 ;
+  reg \$380 ;
+  reg [1:0] \$381 ;
+  reg [1:0] \$382 ;
+  reg [1:0] \$383 ;
+  reg \$384 ;
+  reg \$385 ;
+  reg \$386 ;
+  reg [160:0] \$387 ;
+  reg [160:0] \$388 ;
+  reg [160:0] \$389 ;
   wire \$39 ;
-  reg \$390 ;
+  reg [1:0] \$390 ;
   reg \$391 ;
   reg \$392 ;
   reg \$393 ;
   reg \$394 ;
-  reg [159:0] \$395 ;
+  reg \$395 ;
   reg \$396 ;
   reg \$397 ;
+  reg [159:0] \$398 ;
+  reg \$399 ;
   wire \$4 ;
   wire \$40 ;
+  reg \$400 ;
   wire \$41 ;
   wire \$42 ;
   wire [2:0] \$43 ;
@@ -56856,139 +58003,142 @@ module \bchw_top.engine3 (rst, s__valid, s__payload, s__ready, m__ready, m__vali
   assign \$191  = \$188  & \$190 ;
   assign \$192  = | count_copy0;
   assign \$193  = \$191  & \$192 ;
-  assign \$194  = count_copy0 - \$193 ;
-  assign \$195  = ! \$194 ;
-  assign \$196  = \$186  & \$195 ;
-  assign \$197  = | count_copy0;
-  assign \$198  = \$197  | skid_qvalid_copy0;
-  assign \$199  = ~ m__valid;
-  assign \$200  = \$199  | m__ready;
-  assign \$201  = \$198  & \$200 ;
-  assign \$202  = | count_copy0;
-  assign \$203  = \$201  & \$202 ;
-  assign \$204  = | count_copy1;
-  assign \$205  = \$204  | skid_qvalid_copy1;
-  assign \$206  = ~ m__valid;
-  assign \$207  = \$206  | m__ready;
-  assign \$208  = \$205  & \$207 ;
-  assign \$209  = | count_copy1;
-  assign \$210  = ~ \$209 ;
-  assign \$211  = \$208  & \$210 ;
-  assign \$212  = ~ \$211 ;
-  assign \$213  = skid_qvalid_copy1 & \$212 ;
-  assign \$214  = | count_copy1;
-  assign \$215  = \$214  | skid_qvalid_copy1;
-  assign \$216  = ~ m__valid;
-  assign \$217  = \$216  | m__ready;
-  assign \$218  = \$215  & \$217 ;
-  assign \$219  = | count_copy1;
-  assign \$220  = \$218  & \$219 ;
-  assign \$221  = count_copy1 - \$220 ;
-  assign \$222  = \$221  == 1'h1;
-  assign \$223  = \$213  & \$222 ;
-  assign \$224  = | count_copy1;
-  assign \$225  = \$224  | skid_qvalid_copy1;
-  assign \$226  = ~ m__valid;
-  assign \$227  = \$226  | m__ready;
-  assign \$228  = \$225  & \$227 ;
-  assign \$229  = | count_copy1;
-  assign \$230  = \$228  & \$229 ;
-  assign \$231  = | count_copy2;
-  assign \$232  = \$231  | skid_qvalid_copy2;
-  assign \$233  = ~ m__valid;
-  assign \$234  = \$233  | m__ready;
-  assign \$235  = \$232  & \$234 ;
-  assign \$236  = | count_copy2;
-  assign \$237  = ~ \$236 ;
-  assign \$238  = \$235  & \$237 ;
+  assign \$194  = count_copy0 == 1'h1;
+  assign \$195  = ! count_copy0;
+  assign \$196  = \$193  ? \$194  : \$195 ;
+  assign \$197  = \$186  & \$196 ;
+  assign \$198  = | count_copy0;
+  assign \$199  = \$198  | skid_qvalid_copy0;
+  assign \$200  = ~ m__valid;
+  assign \$201  = \$200  | m__ready;
+  assign \$202  = \$199  & \$201 ;
+  assign \$203  = | count_copy0;
+  assign \$204  = \$202  & \$203 ;
+  assign \$205  = | count_copy1;
+  assign \$206  = \$205  | skid_qvalid_copy1;
+  assign \$207  = ~ m__valid;
+  assign \$208  = \$207  | m__ready;
+  assign \$209  = \$206  & \$208 ;
+  assign \$210  = | count_copy1;
+  assign \$211  = ~ \$210 ;
+  assign \$212  = \$209  & \$211 ;
+  assign \$213  = ~ \$212 ;
+  assign \$214  = skid_qvalid_copy1 & \$213 ;
+  assign \$215  = | count_copy1;
+  assign \$216  = \$215  | skid_qvalid_copy1;
+  assign \$217  = ~ m__valid;
+  assign \$218  = \$217  | m__ready;
+  assign \$219  = \$216  & \$218 ;
+  assign \$220  = | count_copy1;
+  assign \$221  = \$219  & \$220 ;
+  assign \$222  = count_copy1 == 2'h2;
+  assign \$223  = count_copy1 == 1'h1;
+  assign \$224  = \$221  ? \$222  : \$223 ;
+  assign \$225  = \$214  & \$224 ;
+  assign \$226  = | count_copy1;
+  assign \$227  = \$226  | skid_qvalid_copy1;
+  assign \$228  = ~ m__valid;
+  assign \$229  = \$228  | m__ready;
+  assign \$230  = \$227  & \$229 ;
+  assign \$231  = | count_copy1;
+  assign \$232  = \$230  & \$231 ;
+  assign \$233  = | count_copy2;
+  assign \$234  = \$233  | skid_qvalid_copy2;
+  assign \$235  = ~ m__valid;
+  assign \$236  = \$235  | m__ready;
+  assign \$237  = \$234  & \$236 ;
+  assign \$238  = | count_copy2;
   assign \$239  = ~ \$238 ;
-  assign \$240  = skid_qvalid_copy2 & \$239 ;
-  assign \$241  = | count_copy2;
-  assign \$242  = \$241  | skid_qvalid_copy2;
-  assign \$243  = ~ m__valid;
-  assign \$244  = \$243  | m__ready;
-  assign \$245  = \$242  & \$244 ;
-  assign \$246  = | count_copy2;
-  assign \$247  = \$245  & \$246 ;
-  assign \$248  = count_copy2 - \$247 ;
-  assign \$249  = \$248  == 2'h2;
-  assign \$250  = \$240  & \$249 ;
-  assign \$251  = | count_copy2;
-  assign \$252  = \$251  | skid_qvalid_copy2;
-  assign \$253  = ~ m__valid;
-  assign \$254  = \$253  | m__ready;
-  assign \$255  = \$252  & \$254 ;
-  assign \$256  = | count_copy2;
-  assign \$257  = \$255  & \$256 ;
-  assign \$258  = | \$71 [1:0];
-  assign \$259  = | \$71 [1:0];
-  assign \$260  = held_copy0 | qvalid_copy0;
-  assign \$261  = ~ mvalid_copy0;
-  assign \$262  = \$261  | m__ready;
-  assign \$263  = \$260  & \$262 ;
-  assign \$264  = | count;
-  assign \$265  = \$264  ? skid0 : { qe_last_d0, q, results0 };
-  assign \$266  = held_copy1 | qvalid_copy1;
-  assign \$267  = ~ mvalid_copy1;
-  assign \$268  = \$267  | m__ready;
-  assign \$269  = \$266  & \$268 ;
-  assign \$270  = | count;
-  assign \$271  = \$270  ? skid0 : { qe_last_d0, q, results0 };
-  assign \$272  = | count;
-  assign \$273  = \$272  | qv_last_d0;
-  assign \$274  = ~ m__valid;
-  assign \$275  = \$274  | m__ready;
-  assign \$276  = \$273  & \$275 ;
+  assign \$240  = \$237  & \$239 ;
+  assign \$241  = ~ \$240 ;
+  assign \$242  = skid_qvalid_copy2 & \$241 ;
+  assign \$243  = | count_copy2;
+  assign \$244  = \$243  | skid_qvalid_copy2;
+  assign \$245  = ~ m__valid;
+  assign \$246  = \$245  | m__ready;
+  assign \$247  = \$244  & \$246 ;
+  assign \$248  = | count_copy2;
+  assign \$249  = \$247  & \$248 ;
+  assign \$250  = count_copy2 == 2'h3;
+  assign \$251  = count_copy2 == 2'h2;
+  assign \$252  = \$249  ? \$250  : \$251 ;
+  assign \$253  = \$242  & \$252 ;
+  assign \$254  = | count_copy2;
+  assign \$255  = \$254  | skid_qvalid_copy2;
+  assign \$256  = ~ m__valid;
+  assign \$257  = \$256  | m__ready;
+  assign \$258  = \$255  & \$257 ;
+  assign \$259  = | count_copy2;
+  assign \$260  = \$258  & \$259 ;
+  assign \$261  = | \$71 [1:0];
+  assign \$262  = | \$71 [1:0];
+  assign \$263  = held_copy0 | qvalid_copy0;
+  assign \$264  = ~ mvalid_copy0;
+  assign \$265  = \$264  | m__ready;
+  assign \$266  = \$263  & \$265 ;
+  assign \$267  = | count;
+  assign \$268  = \$267  ? skid0 : { qe_last_d0, q, results0 };
+  assign \$269  = held_copy1 | qvalid_copy1;
+  assign \$270  = ~ mvalid_copy1;
+  assign \$271  = \$270  | m__ready;
+  assign \$272  = \$269  & \$271 ;
+  assign \$273  = | count;
+  assign \$274  = \$273  ? skid0 : { qe_last_d0, q, results0 };
+  assign \$275  = | count;
+  assign \$276  = \$275  | qv_last_d0;
+  assign \$277  = ~ m__valid;
+  assign \$278  = \$277  | m__ready;
+  assign \$279  = \$276  & \$278 ;
   always @(posedge clk)
-    busy <= \$277 ;
+    busy <= \$280 ;
   always @(posedge clk)
-    addr <= \$278 ;
+    addr <= \$281 ;
   always @(posedge clk)
-    sfc <= \$279 ;
+    sfc <= \$282 ;
   always @(posedge clk)
-    last_step <= \$280 ;
+    last_step <= \$283 ;
   always @(posedge clk)
-    ready <= \$281 ;
+    ready <= \$284 ;
   always @(posedge clk)
-    credits <= \$282 ;
+    credits <= \$285 ;
   always @(posedge clk)
-    issue <= \$283 ;
+    issue <= \$286 ;
   always @(posedge clk)
-    word <= \$284 ;
+    word <= \$287 ;
   always @(posedge clk)
-    write_bank <= \$285 ;
+    write_bank <= \$288 ;
   always @(posedge clk)
-    read_bank <= \$286 ;
+    read_bank <= \$289 ;
   always @(posedge clk)
-    \$signal  <= \$287 ;
+    \$signal  <= \$290 ;
   always @(posedge clk)
     xbeat <= s__payload;
   always @(posedge clk)
-    write__addr <= \$288 ;
+    write__addr <= \$291 ;
   always @(posedge clk)
-    \write__addr$31  <= \$289 ;
+    \write__addr$31  <= \$292 ;
   always @(posedge clk)
-    \write__addr$38  <= \$290 ;
+    \write__addr$38  <= \$293 ;
   always @(posedge clk)
-    \write__addr$45  <= \$291 ;
+    \write__addr$45  <= \$294 ;
   always @(posedge clk)
-    read__addr <= \$292 ;
+    read__addr <= \$295 ;
   always @(posedge clk)
-    \read__addr$34  <= \$293 ;
+    \read__addr$34  <= \$296 ;
   always @(posedge clk)
-    \read__addr$41  <= \$294 ;
+    \read__addr$41  <= \$297 ;
   always @(posedge clk)
-    \read__addr$48  <= \$295 ;
+    \read__addr$48  <= \$298 ;
   always @(posedge clk)
-    write__en <= \$296 ;
+    write__en <= \$299 ;
   always @(posedge clk)
-    \write__en$29  <= \$297 ;
+    \write__en$29  <= \$300 ;
   always @(posedge clk)
-    \write__en$36  <= \$298 ;
+    \write__en$36  <= \$301 ;
   always @(posedge clk)
-    \write__en$43  <= \$299 ;
+    \write__en$43  <= \$302 ;
   always @(posedge clk)
-    xmem_d0 <= \$300 ;
+    xmem_d0 <= \$303 ;
   always @(posedge clk)
     xtree_fan_copy0 <= xmem_d0;
   always @(posedge clk)
@@ -57016,201 +58166,201 @@ module \bchw_top.engine3 (rst, s__valid, s__payload, s__ready, m__ready, m__vali
   always @(posedge clk)
     \x$88  <= xtree_fan_copy2;
   always @(posedge clk)
-    wdata_d0 <= \$301 ;
+    wdata_d0 <= \$304 ;
   always @(posedge clk)
-    wdata_d1 <= \$302 ;
+    wdata_d1 <= \$305 ;
   always @(posedge clk)
-    wdata_d2 <= \$303 ;
+    wdata_d2 <= \$306 ;
   always @(posedge clk)
-    f_d0 <= \$304 ;
+    f_d0 <= \$307 ;
   always @(posedge clk)
-    f_d1 <= \$305 ;
+    f_d1 <= \$308 ;
   always @(posedge clk)
-    f_d2 <= \$306 ;
+    f_d2 <= \$309 ;
   always @(posedge clk)
-    f_d3 <= \$307 ;
+    f_d3 <= \$310 ;
   always @(posedge clk)
-    f_d4 <= \$308 ;
+    f_d4 <= \$311 ;
   always @(posedge clk)
-    f_d5 <= \$309 ;
+    f_d5 <= \$312 ;
   always @(posedge clk)
-    f_d6 <= \$310 ;
+    f_d6 <= \$313 ;
   always @(posedge clk)
-    f_d7 <= \$311 ;
+    f_d7 <= \$314 ;
   always @(posedge clk)
-    ft_d0 <= \$312 ;
+    ft_d0 <= \$315 ;
   always @(posedge clk)
-    accflags_copy0 <= \$313 ;
+    accflags_copy0 <= \$316 ;
   always @(posedge clk)
-    accflags_copy1 <= \$314 ;
+    accflags_copy1 <= \$317 ;
   always @(posedge clk)
-    accflags_copy2 <= \$315 ;
+    accflags_copy2 <= \$318 ;
   always @(posedge clk)
-    accflags_copy3 <= \$316 ;
+    accflags_copy3 <= \$319 ;
   always @(posedge clk)
-    accflags_copy4 <= \$317 ;
+    accflags_copy4 <= \$320 ;
   always @(posedge clk)
-    accflags_copy5 <= \$318 ;
+    accflags_copy5 <= \$321 ;
   always @(posedge clk)
-    accflags_copy6 <= \$319 ;
+    accflags_copy6 <= \$322 ;
   always @(posedge clk)
-    accflags_copy7 <= \$320 ;
+    accflags_copy7 <= \$323 ;
   always @(posedge clk)
-    accflags_copy8 <= \$321 ;
+    accflags_copy8 <= \$324 ;
   always @(posedge clk)
-    accflags_copy9 <= \$322 ;
+    accflags_copy9 <= \$325 ;
   always @(posedge clk)
-    params_d0 <= \$323 ;
+    params_d0 <= \$326 ;
   always @(posedge clk)
-    params_d1 <= \$324 ;
+    params_d1 <= \$327 ;
   always @(posedge clk)
-    acc_valid <= \$325 ;
+    acc_valid <= \$328 ;
   always @(posedge clk)
-    acc_end <= \$326 ;
+    acc_end <= \$329 ;
   always @(posedge clk)
-    acc0 <= \$327 ;
+    acc0 <= \$330 ;
   always @(posedge clk)
-    acc1 <= \$328 ;
+    acc1 <= \$331 ;
   always @(posedge clk)
-    acc2 <= \$329 ;
+    acc2 <= \$332 ;
   always @(posedge clk)
-    acc3 <= \$330 ;
+    acc3 <= \$333 ;
   always @(posedge clk)
-    acc4 <= \$331 ;
+    acc4 <= \$334 ;
   always @(posedge clk)
-    acc5 <= \$332 ;
+    acc5 <= \$335 ;
   always @(posedge clk)
-    acc6 <= \$333 ;
+    acc6 <= \$336 ;
   always @(posedge clk)
-    acc7 <= \$334 ;
+    acc7 <= \$337 ;
   always @(posedge clk)
-    acc8 <= \$335 ;
+    acc8 <= \$338 ;
   always @(posedge clk)
-    acc9 <= \$336 ;
+    acc9 <= \$339 ;
   always @(posedge clk)
-    dload_copy0 <= \$337 ;
+    dload_copy0 <= \$340 ;
   always @(posedge clk)
-    dload_copy1 <= \$338 ;
+    dload_copy1 <= \$341 ;
   always @(posedge clk)
-    dload_copy2 <= \$339 ;
+    dload_copy2 <= \$342 ;
   always @(posedge clk)
-    dload_copy3 <= \$340 ;
+    dload_copy3 <= \$343 ;
   always @(posedge clk)
-    dload_copy4 <= \$341 ;
+    dload_copy4 <= \$344 ;
   always @(posedge clk)
-    dload_copy5 <= \$342 ;
+    dload_copy5 <= \$345 ;
   always @(posedge clk)
-    dload_copy6 <= \$343 ;
+    dload_copy6 <= \$346 ;
   always @(posedge clk)
-    dload_copy7 <= \$344 ;
+    dload_copy7 <= \$347 ;
   always @(posedge clk)
-    dload_copy8 <= \$345 ;
+    dload_copy8 <= \$348 ;
   always @(posedge clk)
-    dload_copy9 <= \$346 ;
+    dload_copy9 <= \$349 ;
   always @(posedge clk)
-    drain <= \$347 ;
+    drain <= \$350 ;
   always @(posedge clk)
-    qv_d0 <= \$348 ;
+    qv_d0 <= \$351 ;
   always @(posedge clk)
-    qv_d1 <= \$349 ;
+    qv_d1 <= \$352 ;
   always @(posedge clk)
-    qv_d2 <= \$350 ;
+    qv_d2 <= \$353 ;
   always @(posedge clk)
-    qv_d3 <= \$351 ;
+    qv_d3 <= \$354 ;
   always @(posedge clk)
-    qv_d4 <= \$352 ;
+    qv_d4 <= \$355 ;
   always @(posedge clk)
-    qv_d5 <= \$353 ;
+    qv_d5 <= \$356 ;
   always @(posedge clk)
-    qv_d6 <= \$354 ;
+    qv_d6 <= \$357 ;
   always @(posedge clk)
-    qv_d7 <= \$355 ;
+    qv_d7 <= \$358 ;
   always @(posedge clk)
-    qv_d8 <= \$356 ;
+    qv_d8 <= \$359 ;
   always @(posedge clk)
-    qv_d9 <= \$357 ;
+    qv_d9 <= \$360 ;
   always @(posedge clk)
-    qv_d10 <= \$358 ;
+    qv_d10 <= \$361 ;
   always @(posedge clk)
-    qv_d11 <= \$359 ;
+    qv_d11 <= \$362 ;
   always @(posedge clk)
-    qv_d12 <= \$360 ;
+    qv_d12 <= \$363 ;
   always @(posedge clk)
-    qv_d13 <= \$361 ;
+    qv_d13 <= \$364 ;
   always @(posedge clk)
-    qe_d0 <= \$362 ;
+    qe_d0 <= \$365 ;
   always @(posedge clk)
-    qe_d1 <= \$363 ;
+    qe_d1 <= \$366 ;
   always @(posedge clk)
-    qe_d2 <= \$364 ;
+    qe_d2 <= \$367 ;
   always @(posedge clk)
-    qe_d3 <= \$365 ;
+    qe_d3 <= \$368 ;
   always @(posedge clk)
-    qe_d4 <= \$366 ;
+    qe_d4 <= \$369 ;
   always @(posedge clk)
-    qe_d5 <= \$367 ;
+    qe_d5 <= \$370 ;
   always @(posedge clk)
-    qe_d6 <= \$368 ;
+    qe_d6 <= \$371 ;
   always @(posedge clk)
-    qe_d7 <= \$369 ;
+    qe_d7 <= \$372 ;
   always @(posedge clk)
-    qe_d8 <= \$370 ;
+    qe_d8 <= \$373 ;
   always @(posedge clk)
-    qe_d9 <= \$371 ;
+    qe_d9 <= \$374 ;
   always @(posedge clk)
-    qe_d10 <= \$372 ;
+    qe_d10 <= \$375 ;
   always @(posedge clk)
-    qe_d11 <= \$373 ;
+    qe_d11 <= \$376 ;
   always @(posedge clk)
-    qe_d12 <= \$374 ;
+    qe_d12 <= \$377 ;
   always @(posedge clk)
-    qe_d13 <= \$375 ;
+    qe_d13 <= \$378 ;
   always @(posedge clk)
-    qv_last_d0 <= \$376 ;
+    qv_last_d0 <= \$379 ;
   always @(posedge clk)
-    qe_last_d0 <= \$377 ;
+    qe_last_d0 <= \$380 ;
   always @(posedge clk)
     results0 <= { q, results0[143:16] };
   always @(posedge clk)
-    count_copy0 <= \$378 ;
+    count_copy0 <= \$381 ;
   always @(posedge clk)
-    count_copy1 <= \$379 ;
+    count_copy1 <= \$382 ;
   always @(posedge clk)
-    count_copy2 <= \$380 ;
+    count_copy2 <= \$383 ;
   always @(posedge clk)
-    skid_qvalid_copy0 <= \$381 ;
+    skid_qvalid_copy0 <= \$384 ;
   always @(posedge clk)
-    skid_qvalid_copy1 <= \$382 ;
+    skid_qvalid_copy1 <= \$385 ;
   always @(posedge clk)
-    skid_qvalid_copy2 <= \$383 ;
+    skid_qvalid_copy2 <= \$386 ;
   always @(posedge clk)
-    skid0 <= \$384 ;
+    skid0 <= \$387 ;
   always @(posedge clk)
-    skid1 <= \$385 ;
+    skid1 <= \$388 ;
   always @(posedge clk)
-    skid2 <= \$386 ;
+    skid2 <= \$389 ;
   always @(posedge clk)
-    count <= \$387 ;
+    count <= \$390 ;
   always @(posedge clk)
-    held_copy0 <= \$388 ;
+    held_copy0 <= \$391 ;
   always @(posedge clk)
-    held_copy1 <= \$389 ;
+    held_copy1 <= \$392 ;
   always @(posedge clk)
-    qvalid_copy0 <= \$390 ;
+    qvalid_copy0 <= \$393 ;
   always @(posedge clk)
-    qvalid_copy1 <= \$391 ;
+    qvalid_copy1 <= \$394 ;
   always @(posedge clk)
-    m__valid <= \$392 ;
+    m__valid <= \$395 ;
   always @(posedge clk)
-    mvalid_copy0 <= \$393 ;
+    mvalid_copy0 <= \$396 ;
   always @(posedge clk)
-    mvalid_copy1 <= \$394 ;
+    mvalid_copy1 <= \$397 ;
   always @(posedge clk)
-    m__payload <= \$395 ;
+    m__payload <= \$398 ;
   always @(posedge clk)
-    credit_back_d0 <= \$396 ;
+    credit_back_d0 <= \$399 ;
   always @(posedge clk)
-    credit_back <= \$397 ;
+    credit_back <= \$400 ;
   \bchw_top.engine3.params0  params0 (
     .clk(clk),
     .data(\data$186 )
@@ -57253,7 +58403,7 @@ module \bchw_top.engine3 (rst, s__valid, s__payload, s__ready, m__ready, m__vali
   );
   \bchw_top.engine3.requant0  requant0 (
     .clk(clk),
-    .\port$24286$0 (drain[75:0]),
+    .\port$24546$0 (drain[75:0]),
     .q(q),
     .rst(rst)
   );
@@ -57334,109 +58484,88 @@ module \bchw_top.engine3 (rst, s__valid, s__payload, s__ready, m__ready, m__vali
   );
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$277  = busy_next;
-    if (rst) begin
-      \$277  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$278  = \$11 [3:0];
-    if (rst) begin
-      \$278  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$279  = \$23 [3:0];
-    if (rst) begin
-      \$279  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$280  = last_step_next;
+    \$280  = busy_next;
     if (rst) begin
       \$280  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$281  = ready_next;
+    \$281  = \$11 [3:0];
     if (rst) begin
-      \$281  = 1'h1;
+      \$281  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$282  = \$47 [1:0];
+    \$282  = \$23 [3:0];
     if (rst) begin
-      \$282  = 2'h3;
+      \$282  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$283  = issue_next;
+    \$283  = last_step_next;
     if (rst) begin
       \$283  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$284  = word;
+    \$284  = ready_next;
+    if (rst) begin
+      \$284  = 1'h1;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    \$285  = \$47 [1:0];
+    if (rst) begin
+      \$285  = 2'h3;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    \$286  = issue_next;
+    if (rst) begin
+      \$286  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    \$287  = word;
     if (\$82 ) begin
-      \$284  = \$96 [3:0];
+      \$287  = \$96 [3:0];
     end
     if (rst) begin
-      \$284  = 4'h0;
+      \$287  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$285  = write_bank;
+    \$288  = write_bank;
     if (\$101 ) begin
-      \$285  = \$102 ;
+      \$288  = \$102 ;
     end
     if (rst) begin
-      \$285  = 1'h0;
+      \$288  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$286  = read_bank;
+    \$289  = read_bank;
     if (\$103 ) begin
-      \$286  = \$104 ;
+      \$289  = \$104 ;
     end
     if (rst) begin
-      \$286  = 1'h1;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$287  = \$112 ;
-    if (rst) begin
-      \$287  = 1'h0;
+      \$289  = 1'h1;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$288  = { write_bank, word };
+    \$290  = \$112 ;
     if (rst) begin
-      \$288  = 5'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$289  = { write_bank, word };
-    if (rst) begin
-      \$289  = 5'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$290  = { write_bank, word };
-    if (rst) begin
-      \$290  = 5'h00;
+      \$290  = 1'h0;
     end
   end
   always @* begin
@@ -57448,142 +58577,142 @@ module \bchw_top.engine3 (rst, s__valid, s__payload, s__ready, m__ready, m__vali
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$292  = { \$114 , \$23 [3:0] };
+    \$292  = { write_bank, word };
     if (rst) begin
-      \$292  = 5'h10;
+      \$292  = 5'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$293  = { \$116 , \$23 [3:0] };
+    \$293  = { write_bank, word };
     if (rst) begin
-      \$293  = 5'h10;
+      \$293  = 5'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$294  = { \$118 , \$23 [3:0] };
+    \$294  = { write_bank, word };
     if (rst) begin
-      \$294  = 5'h10;
+      \$294  = 5'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$295  = { \$120 , \$23 [3:0] };
+    \$295  = { \$114 , \$23 [3:0] };
     if (rst) begin
       \$295  = 5'h10;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$296  = \$123 ;
+    \$296  = { \$116 , \$23 [3:0] };
     if (rst) begin
-      \$296  = 1'h0;
+      \$296  = 5'h10;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$297  = \$126 ;
+    \$297  = { \$118 , \$23 [3:0] };
     if (rst) begin
-      \$297  = 1'h0;
+      \$297  = 5'h10;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$298  = \$129 ;
+    \$298  = { \$120 , \$23 [3:0] };
     if (rst) begin
-      \$298  = 1'h0;
+      \$298  = 5'h10;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$299  = \$132 ;
+    \$299  = \$123 ;
     if (rst) begin
       \$299  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$304  = { last_step, \$134 , \$133 , issue };
+    \$300  = \$126 ;
     if (rst) begin
-      \$304  = 4'h0;
+      \$300  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$305  = f_d0;
+    \$301  = \$129 ;
     if (rst) begin
-      \$305  = 4'h0;
+      \$301  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$306  = f_d1;
+    \$302  = \$132 ;
     if (rst) begin
-      \$306  = 4'h0;
+      \$302  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$307  = f_d2;
+    \$307  = { last_step, \$134 , \$133 , issue };
     if (rst) begin
       \$307  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$308  = f_d3;
+    \$308  = f_d0;
     if (rst) begin
       \$308  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$309  = f_d4;
+    \$309  = f_d1;
     if (rst) begin
       \$309  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$310  = f_d5;
+    \$310  = f_d2;
     if (rst) begin
       \$310  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$311  = f_d6;
+    \$311  = f_d3;
     if (rst) begin
       \$311  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$312  = f_d7;
+    \$312  = f_d4;
     if (rst) begin
       \$312  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$313  = f_d7[1:0];
+    \$313  = f_d5;
     if (rst) begin
-      \$313  = 2'h0;
+      \$313  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$314  = f_d7[1:0];
+    \$314  = f_d6;
     if (rst) begin
-      \$314  = 2'h0;
+      \$314  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$315  = f_d7[1:0];
+    \$315  = f_d7;
     if (rst) begin
-      \$315  = 2'h0;
+      \$315  = 4'h0;
     end
   end
   always @* begin
@@ -57637,515 +58766,536 @@ module \bchw_top.engine3 (rst, s__valid, s__payload, s__ready, m__ready, m__vali
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$325  = \$135 ;
+    \$323  = f_d7[1:0];
     if (rst) begin
-      \$325  = 1'h0;
+      \$323  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$326  = \$136 ;
+    \$324  = f_d7[1:0];
     if (rst) begin
-      \$326  = 1'h0;
+      \$324  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$327  = acc0;
+    \$325  = f_d7[1:0];
+    if (rst) begin
+      \$325  = 2'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    \$328  = \$135 ;
+    if (rst) begin
+      \$328  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    \$329  = \$136 ;
+    if (rst) begin
+      \$329  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    \$330  = acc0;
     if (accflags_copy0[0]) begin
-      \$327  = \$138 [16:0];
+      \$330  = \$138 [16:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$328  = acc1;
+    \$331  = acc1;
     if (accflags_copy1[0]) begin
-      \$328  = \$140 [16:0];
+      \$331  = \$140 [16:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$329  = acc2;
+    \$332  = acc2;
     if (accflags_copy2[0]) begin
-      \$329  = \$142 [16:0];
+      \$332  = \$142 [16:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$330  = acc3;
+    \$333  = acc3;
     if (accflags_copy3[0]) begin
-      \$330  = \$144 [16:0];
+      \$333  = \$144 [16:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$331  = acc4;
+    \$334  = acc4;
     if (accflags_copy4[0]) begin
-      \$331  = \$146 [16:0];
+      \$334  = \$146 [16:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$332  = acc5;
+    \$335  = acc5;
     if (accflags_copy5[0]) begin
-      \$332  = \$148 [16:0];
+      \$335  = \$148 [16:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$333  = acc6;
+    \$336  = acc6;
     if (accflags_copy6[0]) begin
-      \$333  = \$150 [16:0];
+      \$336  = \$150 [16:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$334  = acc7;
+    \$337  = acc7;
     if (accflags_copy7[0]) begin
-      \$334  = \$152 [16:0];
+      \$337  = \$152 [16:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$335  = acc8;
+    \$338  = acc8;
     if (accflags_copy8[0]) begin
-      \$335  = \$154 [16:0];
+      \$338  = \$154 [16:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$336  = acc9;
+    \$339  = acc9;
     if (accflags_copy9[0]) begin
-      \$336  = \$156 [16:0];
+      \$339  = \$156 [16:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$337  = \$157 ;
-    if (rst) begin
-      \$337  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$338  = \$158 ;
-    if (rst) begin
-      \$338  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$339  = \$159 ;
-    if (rst) begin
-      \$339  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$340  = \$160 ;
+    \$340  = \$157 ;
     if (rst) begin
       \$340  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$341  = \$161 ;
+    \$341  = \$158 ;
     if (rst) begin
       \$341  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$342  = \$162 ;
+    \$342  = \$159 ;
     if (rst) begin
       \$342  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$343  = \$163 ;
+    \$343  = \$160 ;
     if (rst) begin
       \$343  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$344  = \$164 ;
+    \$344  = \$161 ;
     if (rst) begin
       \$344  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$345  = \$165 ;
+    \$345  = \$162 ;
     if (rst) begin
       \$345  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$346  = \$166 ;
+    \$346  = \$163 ;
     if (rst) begin
       \$346  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$348  = acc_valid;
+    \$347  = \$164 ;
+    if (rst) begin
+      \$347  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    \$348  = \$165 ;
     if (rst) begin
       \$348  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$349  = qv_d0;
+    \$349  = \$166 ;
     if (rst) begin
       \$349  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$350  = qv_d1;
-    if (rst) begin
-      \$350  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$351  = qv_d2;
+    \$351  = acc_valid;
     if (rst) begin
       \$351  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$352  = qv_d3;
+    \$352  = qv_d0;
     if (rst) begin
       \$352  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$353  = qv_d4;
+    \$353  = qv_d1;
     if (rst) begin
       \$353  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$354  = qv_d5;
+    \$354  = qv_d2;
     if (rst) begin
       \$354  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$355  = qv_d6;
+    \$355  = qv_d3;
     if (rst) begin
       \$355  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$356  = qv_d7;
+    \$356  = qv_d4;
     if (rst) begin
       \$356  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$357  = qv_d8;
+    \$357  = qv_d5;
     if (rst) begin
       \$357  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$358  = qv_d9;
+    \$358  = qv_d6;
     if (rst) begin
       \$358  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$359  = qv_d10;
+    \$359  = qv_d7;
     if (rst) begin
       \$359  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$360  = qv_d11;
+    \$360  = qv_d8;
     if (rst) begin
       \$360  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$361  = qv_d12;
+    \$361  = qv_d9;
     if (rst) begin
       \$361  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$362  = acc_end;
+    \$362  = qv_d10;
     if (rst) begin
       \$362  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$363  = qe_d0;
+    \$363  = qv_d11;
     if (rst) begin
       \$363  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$364  = qe_d1;
+    \$364  = qv_d12;
     if (rst) begin
       \$364  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$365  = qe_d2;
+    \$365  = acc_end;
     if (rst) begin
       \$365  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$366  = qe_d3;
+    \$366  = qe_d0;
     if (rst) begin
       \$366  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$367  = qe_d4;
+    \$367  = qe_d1;
     if (rst) begin
       \$367  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$368  = qe_d5;
+    \$368  = qe_d2;
     if (rst) begin
       \$368  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$369  = qe_d6;
+    \$369  = qe_d3;
     if (rst) begin
       \$369  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$370  = qe_d7;
+    \$370  = qe_d4;
     if (rst) begin
       \$370  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$371  = qe_d8;
+    \$371  = qe_d5;
     if (rst) begin
       \$371  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$372  = qe_d9;
+    \$372  = qe_d6;
     if (rst) begin
       \$372  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$373  = qe_d10;
+    \$373  = qe_d7;
     if (rst) begin
       \$373  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$374  = qe_d11;
+    \$374  = qe_d8;
     if (rst) begin
       \$374  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$375  = qe_d12;
+    \$375  = qe_d9;
     if (rst) begin
       \$375  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$376  = qv_d13;
+    \$376  = qe_d10;
     if (rst) begin
       \$376  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$377  = qe_d13;
+    \$377  = qe_d11;
     if (rst) begin
       \$377  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$378  = \$71 [1:0];
+    \$378  = qe_d12;
     if (rst) begin
-      \$378  = 2'h0;
+      \$378  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$379  = \$71 [1:0];
+    \$379  = qv_d13;
     if (rst) begin
-      \$379  = 2'h0;
+      \$379  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$380  = \$71 [1:0];
+    \$380  = qe_d13;
     if (rst) begin
-      \$380  = 2'h0;
+      \$380  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$381  = qv_d13;
+    \$381  = \$71 [1:0];
     if (rst) begin
-      \$381  = 1'h0;
+      \$381  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$382  = qv_d13;
+    \$382  = \$71 [1:0];
     if (rst) begin
-      \$382  = 1'h0;
+      \$382  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$383  = qv_d13;
+    \$383  = \$71 [1:0];
     if (rst) begin
-      \$383  = 1'h0;
+      \$383  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$384  = skid0;
-    if (\$196 ) begin
-      \$384  = { qe_last_d0, q, results0 };
-    end else if (\$203 ) begin
-      \$384  = skid1;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$385  = skid1;
-    if (\$223 ) begin
-      \$385  = { qe_last_d0, q, results0 };
-    end else if (\$230 ) begin
-      \$385  = skid2;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$386  = skid2;
-    if (\$250 ) begin
-      \$386  = { qe_last_d0, q, results0 };
-    end else if (\$257 ) begin
-      \$386  = 161'h00000000000000000000000000000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$387  = \$71 [1:0];
+    \$384  = qv_d13;
     if (rst) begin
-      \$387  = 2'h0;
+      \$384  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$388  = \$258 ;
+    \$385  = qv_d13;
     if (rst) begin
-      \$388  = 1'h0;
+      \$385  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$389  = \$259 ;
+    \$386  = qv_d13;
     if (rst) begin
-      \$389  = 1'h0;
+      \$386  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$390  = qv_d13;
+    \$387  = skid0;
+    if (\$197 ) begin
+      \$387  = { qe_last_d0, q, results0 };
+    end else if (\$204 ) begin
+      \$387  = skid1;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    \$388  = skid1;
+    if (\$225 ) begin
+      \$388  = { qe_last_d0, q, results0 };
+    end else if (\$232 ) begin
+      \$388  = skid2;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    \$389  = skid2;
+    if (\$253 ) begin
+      \$389  = { qe_last_d0, q, results0 };
+    end else if (\$260 ) begin
+      \$389  = 161'h00000000000000000000000000000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    \$390  = \$71 [1:0];
     if (rst) begin
-      \$390  = 1'h0;
+      \$390  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$391  = qv_d13;
+    \$391  = \$261 ;
     if (rst) begin
       \$391  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$392  = valid_next;
+    \$392  = \$262 ;
     if (rst) begin
       \$392  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$393  = valid_next;
+    \$393  = qv_d13;
     if (rst) begin
       \$393  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$394  = valid_next;
+    \$394  = qv_d13;
     if (rst) begin
       \$394  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$395  = m__payload;
-    if (\$263 ) begin
-      \$395 [127:0] = \$265 [127:0];
-    end
-    if (\$269 ) begin
-      \$395 [159:128] = \$271 [159:128];
+    \$395  = valid_next;
+    if (rst) begin
+      \$395  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$396  = \$276 ;
+    \$396  = valid_next;
     if (rst) begin
       \$396  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$397  = credit_back_d0;
+    \$397  = valid_next;
     if (rst) begin
       \$397  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    \$398  = m__payload;
+    if (\$266 ) begin
+      \$398 [127:0] = \$268 [127:0];
+    end
+    if (\$272 ) begin
+      \$398 [159:128] = \$274 [159:128];
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    \$399  = \$279 ;
+    if (rst) begin
+      \$399  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    \$400  = credit_back_d0;
+    if (rst) begin
+      \$400  = 1'h0;
     end
   end
   assign en = 1'h1;
@@ -58227,22 +59377,22 @@ module \bchw_top.engine3 (rst, s__valid, s__payload, s__ready, m__ready, m__vali
   assign count_next = \$71 [1:0];
   assign vector = m__payload;
   assign credit_back_d1 = credit_back;
-  assign \$347 [759:684] = \$176 ;
-  assign \$347 [683:608] = \$175 ;
-  assign \$347 [607:532] = \$174 ;
-  assign \$347 [531:456] = \$173 ;
-  assign \$347 [455:380] = \$172 ;
-  assign \$347 [379:304] = \$171 ;
-  assign \$347 [303:228] = \$170 ;
-  assign \$347 [227:152] = \$169 ;
-  assign \$347 [151:76] = \$168 ;
-  assign \$347 [75:0] = \$167 ;
-  assign \$324  = params_d0;
-  assign \$323  = { \data$195 , \data$194 , \data$193 , \data$192 , \data$191 , \data$190 , \data$189 , \data$188 , \data$187 , \data$186  };
-  assign \$303  = wdata_d1;
-  assign \$302  = wdata_d0;
-  assign \$301  = data;
-  assign \$300  = { \read__data$153 , \read__data$152 , \read__data$151 , read__data };
+  assign \$350 [759:684] = \$176 ;
+  assign \$350 [683:608] = \$175 ;
+  assign \$350 [607:532] = \$174 ;
+  assign \$350 [531:456] = \$173 ;
+  assign \$350 [455:380] = \$172 ;
+  assign \$350 [379:304] = \$171 ;
+  assign \$350 [303:228] = \$170 ;
+  assign \$350 [227:152] = \$169 ;
+  assign \$350 [151:76] = \$168 ;
+  assign \$350 [75:0] = \$167 ;
+  assign \$327  = params_d0;
+  assign \$326  = { \data$195 , \data$194 , \data$193 , \data$192 , \data$191 , \data$190 , \data$189 , \data$188 , \data$187 , \data$186  };
+  assign \$306  = wdata_d1;
+  assign \$305  = wdata_d0;
+  assign \$304  = data;
+  assign \$303  = { \read__data$153 , \read__data$152 , \read__data$151 , read__data };
   assign busy_next = \$4 ;
   assign \$11  = \$10 ;
   assign \$23  = \$22 ;
@@ -58533,7 +59683,7 @@ module \bchw_top.engine3.params9 (data, clk);
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine3.requant0 (rst, \port$24286$0 , q, clk);
+module \bchw_top.engine3.requant0 (rst, \port$24546$0 , q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$9  = 0;
   wire [35:0] \$1 ;
   wire [36:0] \$10 ;
@@ -58568,8 +59718,8 @@ module \bchw_top.engine3.requant0 (rst, \port$24286$0 , q, clk);
   wire \en$1 ;
   wire [17:0] mul;
   wire [34:0] p;
-  input [75:0] \port$24286$0 ;
-  wire [75:0] \port$24286$0 ;
+  input [75:0] \port$24546$0 ;
+  wire [75:0] \port$24546$0 ;
   reg [34:0] product_d0 = 35'h000000000;
   output [15:0] q;
   reg [15:0] q = 16'h0000;
@@ -58615,7 +59765,7 @@ module \bchw_top.engine3.requant0 (rst, \port$24286$0 , q, clk);
   \bchw_top.engine3.requant0.mul0  mul0 (
     .clk(clk),
     .p(p),
-    .\port$24286$0 (\port$24286$0 [34:0])
+    .\port$24546$0 (\port$24546$0 [34:0])
   );
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
@@ -58626,12 +59776,12 @@ module \bchw_top.engine3.requant0 (rst, \port$24286$0 , q, clk);
   end
   assign en = 1'h1;
   assign \en$1  = 1'h1;
-  assign a = \port$24286$0 [16:0];
-  assign acc = \port$24286$0 [16:0];
-  assign b = \port$24286$0 [34:17];
-  assign mul = \port$24286$0 [34:17];
-  assign bias = \port$24286$0 [75:40];
-  assign shift = \port$24286$0 [39:35];
+  assign a = \port$24546$0 [16:0];
+  assign acc = \port$24546$0 [16:0];
+  assign b = \port$24546$0 [34:17];
+  assign mul = \port$24546$0 [34:17];
+  assign bias = \port$24546$0 [75:40];
+  assign shift = \port$24546$0 [39:35];
   assign \$19  = shift_d3;
   assign \$18  = \$2 ;
   assign \$17  = shift_d2;
@@ -58639,13 +59789,13 @@ module \bchw_top.engine3.requant0 (rst, \port$24286$0 , q, clk);
   assign \$15  = p;
   assign \$14  = shift_d1;
   assign \$13  = bias_d1;
-  assign \$12  = \port$24286$0 [39:35];
-  assign \$11  = \port$24286$0 [75:40];
+  assign \$12  = \port$24546$0 [39:35];
+  assign \$11  = \port$24546$0 [75:40];
   assign \$1  = { product_d0[34], product_d0 };
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine3.requant0.mul0 (p, \port$24286$0 , clk);
+module \bchw_top.engine3.requant0.mul0 (p, \port$24546$0 , clk);
   wire [16:0] a;
   wire [17:0] b;
   input clk;
@@ -58653,21 +59803,21 @@ module \bchw_top.engine3.requant0.mul0 (p, \port$24286$0 , clk);
   wire en;
   output [34:0] p;
   wire [34:0] p;
-  input [34:0] \port$24286$0 ;
-  wire [34:0] \port$24286$0 ;
+  input [34:0] \port$24546$0 ;
+  wire [34:0] \port$24546$0 ;
   bchw_mul #(
     .A_WIDTH(32'd17),
     .B_WIDTH(32'd18)
   ) mul (
-    .a(\port$24286$0 [16:0]),
-    .b(\port$24286$0 [34:17]),
+    .a(\port$24546$0 [16:0]),
+    .b(\port$24546$0 [34:17]),
     .clk(clk),
     .en(1'h1),
     .p(p)
   );
   assign en = 1'h1;
-  assign a = \port$24286$0 [16:0];
-  assign b = \port$24286$0 [34:17];
+  assign a = \port$24546$0 [16:0];
+  assign b = \port$24546$0 [34:17];
 endmodule
 
 (* generator = "Amaranth" *)

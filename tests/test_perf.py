@@ -187,6 +187,18 @@ def test_enable_parts_cover_a_register_once(width):
     assert all(0 < hi - lo <= perf.FANOUT_BITS for lo, hi in parts)
 
 
+@pytest.mark.parametrize("items, fields", [(1, [20]), (3, [20, 45]), (16, [19, 300]),
+                                           (2, [128, 1]), (5, [7, 128, 129])])
+def test_item_parts_cover_a_register_once_and_split_no_field(items, fields):
+    parts = perf.item_parts(items, fields)
+    item_bits = sum(fields)
+    assert [b for lo, hi in parts for b in range(lo, hi)] == list(range(items * item_bits))
+    assert all(0 < hi - lo <= perf.FANOUT_BITS for lo, hi in parts)
+    bounds = {k * item_bits + sum(fields[:f]) for k in range(items) for f in range(len(fields))}
+    assert all(not any(lo < b < hi for b in bounds) for lo, hi in parts)
+    assert len(parts) == items * sum(perf.enable_copies(f) for f in fields)
+
+
 @pytest.mark.parametrize("pe", [1, 2, 3, 5, 8, 15, 16, 17, 64])
 @pytest.mark.parametrize("sf", [1, 2, 3, 9, 16, 18, 100])
 def test_shared_requantizers_are_the_fewest_that_keep_up(pe, sf):

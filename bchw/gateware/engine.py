@@ -13,7 +13,7 @@ from bchw.gateware.wide import (output_valid_copies, register_copies, register_t
                                 wide_signal)
 from bchw.golden import LayerWidths
 from bchw.perf import (CREDIT_RETURN_STAGES, REQUANT_STAGES, ROM_STAGES, XTREE_FANOUT,
-                       drain_stages, enable_copies, enable_parts, engine_pipeline,
+                       drain_fields, drain_stages, enable_copies, enable_parts, engine_pipeline,
                        input_memory_parts, item_parts, param_rom_parts, requant_share,
                        skid_groups, tree_depth)
 
@@ -353,7 +353,7 @@ class LayerEngine(wiring.Component):
         if share == 1:
             heads = items
         else:
-            heads = self._drain(m, items, share, group_done)
+            heads = self._drain(m, items, share, group_done, drain_fields(w, nf))
         qs = []
         for k, head in enumerate(heads):
             rq = Requantizer(w, mul_instance=self.mul_instance)
@@ -412,13 +412,16 @@ class LayerEngine(wiring.Component):
         m.d.sync += en.eq(~(valid_next & Mux(en, qv_pre & qe_pre, out_done)))
         return m
 
-    def _drain(self, m: Module, items: list[Value], share: int, loading: Value) -> list[Value]:
+    def _drain(self, m: Module, items: list[Value], share: int, loading: Value,
+               fields: list[int]) -> list[Value]:
         """Shared requantizers: a register takes the PEs' sums with their parameters
-        (``items``) at the edge the accumulators hold them (``loading`` is the
-        accumulators' valid's next value) and shifts them on, one a cycle, to the heads of
-        its chains, one chain of ``share`` items a requantizer; returns the heads. Loaded
-        part by part under copies of the load, no part across two items
-        (:func:`bchw.perf.item_parts`). A chain's
+        (``items``, each of ``fields``) at the edge the accumulators hold them (``loading``
+        is the accumulators' valid's next value) and shifts them on, one a cycle, to the
+        heads of its chains, one chain of ``share`` items a requantizer; returns the heads.
+        Loaded part by part under copies of the load (:func:`bchw.perf.item_parts`): no
+        part across two items, nor across a sum and its parameters, which come from the PE
+        and from the parameter ROM (a copy of the load of a whole item was routed 6.6 ns to
+        one of its bits at 500,000/s). A chain's
         last item keeps its value, so a parameter bit the same for every neuron is a
         constant (the register is named for ``bchw.synth.UNINITIALISED_REGISTERS``)."""
         ib = len(items[0])
@@ -428,7 +431,7 @@ class LayerEngine(wiring.Component):
         chains = [drain[k * share * ib:(k + 1) * share * ib] for k in range(lanes)]
         shifted = Cat(*[Cat(c[ib:], c[-ib:]) for c in chains])
         loaded = Cat(*padded)
-        parts = item_parts(lanes * share, ib)
+        parts = item_parts(lanes * share, fields)
         for (lo, hi), load in zip(parts, register_copies(m, loading, len(parts), "dload"),
                                   strict=True):
             m.d.sync += drain[lo:hi].eq(Mux(load, loaded[lo:hi], shifted[lo:hi]))
@@ -532,7 +535,9 @@ class LayerEngine(wiring.Component):
         for k, (slot, count_c, arrival) in enumerate(zip(skid, counts, slot_arrivals,
                                                          strict=True)):
             _, _, pop_c, push_c = moves(count_c, arrival)
-            with m.If(push_c & (count_c - pop_c == k)):
+            # (count_c - pop_c == k without the subtraction: an adder's carry chain made
+            # the choice of a slot's every bit two signals, two LUTs a bit instead of one)
+            with m.If(push_c & Mux(pop_c, count_c == k + 1, count_c == k)):
                 m.d.sync += slot.eq(arriving)
             with m.Elif(pop_c):
                 m.d.sync += slot.eq(skid[k + 1] if k + 1 < groups else 0)

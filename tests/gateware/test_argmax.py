@@ -27,6 +27,11 @@ def random_scores(n: int, classes: int, score_bits: int, seed: int) -> np.ndarra
     scores = rng.integers(lo, hi + 1, size=(n, classes))
     narrow = rng.integers(-2, 2, size=(n, classes))     # few distinct values: ties
     scores[n // 3:2 * n // 3] = narrow[n // 3:2 * n // 3]
+    # upper halves equal (the comparator decides on the lower ones), of either sign
+    half = score_bits // 2
+    base = rng.integers(lo >> half, (hi >> half) + 1, size=(n, 1)) << half
+    low = base + rng.integers(0, 1 << half, size=(n, classes))
+    scores[2 * n // 3:] = low[2 * n // 3:]
     scores[0], scores[1], scores[2] = lo, hi, -1        # all tied
     scores[3] = lo
     scores[3, -1] = lo + 1                              # the maximum last, all negative

@@ -24,8 +24,8 @@ from bchw.gateware.simtools import (
     stream_get,
     stream_put,
 )
-from bchw.perf import (enable_copies, engine_interval, engine_pipeline, groups_into_engine,
-                       param_rom_parts, requant_share)
+from bchw.perf import (drain_fields, drain_load_copies, enable_copies, engine_interval,
+                       engine_pipeline, groups_into_engine, param_rom_parts, requant_share)
 
 from tests.gateware.nets import ENGINE_LAYERS as LAYERS
 from tests.gateware.nets import engine_bundles
@@ -257,6 +257,24 @@ def test_a_parameter_rom_in_logic_is_read_a_pe_a_rom(tmp_path):
             assert len(set(re.findall(r"\bpaddr_copy\d+\b", text))) == pe
         else:
             assert ".LO(" not in param_roms[0] and "paddr_copy" not in text
+
+
+def test_a_drain_loads_each_sum_and_its_parameters_under_copies_of_their_own(tmp_path):
+    # Shared requantizers (PE 6, SF 4: 2 requantizers of 3 PEs each): the drain takes each
+    # PE's sum and its parameters under a copy of the load each; with one group (NF = 1),
+    # the parameters are constants, one part with the sum.
+    from amaranth.back import verilog
+
+    for n_out, fields in ((24, 2), (6, 1)):
+        state = randnet.random_state([32, n_out], seed=4)
+        bundle = export_state(state, tmp_path / f"b{n_out}", HardwareConfig(pe=[6], simd=[8]),
+                              formats=("hex",))
+        layer = bundle.layers[0]
+        assert requant_share(6, layer.sf) == 3
+        assert len(drain_fields(layer.widths, layer.nf)) == fields
+        text = verilog.convert(LayerEngine.from_layer(layer, "readmemh"), name="engine")
+        copies = len(set(re.findall(r"\bdload_copy\d+\b", text)))
+        assert copies == 6 * fields == drain_load_copies(layer.widths, layer.nf, 6)
 
 
 def test_an_output_register_can_look_at_copies_of_the_next_input_buffers_ready(bundles):
