@@ -3,25 +3,37 @@
 (* top =  1  *)
 (* generator = "Amaranth" *)
 module bchw_top(s_axis_tvalid, s_axis_tlast, m_axis_tready, clk, rst, s_axis_tready, m_axis_tdata, m_axis_tvalid, m_axis_tlast, s_axis_tdata);
-  wire [3:0] \$1 ;
-  wire [159:0] \$2 ;
+  wire \$1 ;
+  wire \$10 ;
+  wire \$11 ;
+  wire \$12 ;
+  wire [3:0] \$13 ;
+  wire [159:0] \$14 ;
+  wire \$2 ;
+  wire \$3 ;
+  wire \$4 ;
+  wire \$5 ;
+  wire \$6 ;
+  wire \$7 ;
+  wire \$8 ;
+  wire \$9 ;
   input clk;
   wire clk;
   wire [127:0] m__payload;
-  wire [127:0] \m__payload$20 ;
-  wire [127:0] \m__payload$26 ;
-  wire [159:0] \m__payload$32 ;
-  wire [163:0] \m__payload$37 ;
+  wire [127:0] \m__payload$22 ;
+  wire [127:0] \m__payload$30 ;
+  wire [159:0] \m__payload$38 ;
+  wire [163:0] \m__payload$43 ;
   wire m__ready;
-  wire \m__ready$21 ;
-  wire \m__ready$27 ;
-  wire \m__ready$33 ;
+  wire \m__ready$23 ;
+  wire \m__ready$31 ;
   wire \m__ready$39 ;
+  wire \m__ready$45 ;
   wire m__valid;
-  wire \m__valid$24 ;
-  wire \m__valid$30 ;
-  wire \m__valid$36 ;
-  wire \m__valid$38 ;
+  wire \m__valid$26 ;
+  wire \m__valid$34 ;
+  wire \m__valid$42 ;
+  wire \m__valid$44 ;
   output [163:0] m_axis_tdata;
   wire [163:0] m_axis_tdata;
   output m_axis_tlast;
@@ -30,23 +42,26 @@ module bchw_top(s_axis_tvalid, s_axis_tlast, m_axis_tready, clk, rst, s_axis_tre
   wire m_axis_tready;
   output m_axis_tvalid;
   wire m_axis_tvalid;
+  wire [3:0] m_ready_copies;
+  wire [3:0] \m_ready_copies$27 ;
+  wire [3:0] \m_ready_copies$35 ;
   input rst;
   wire rst;
   wire [223:0] s__payload;
   wire [127:0] \s__payload$13 ;
-  wire [127:0] \s__payload$19 ;
-  wire [127:0] \s__payload$25 ;
-  wire [159:0] \s__payload$31 ;
+  wire [127:0] \s__payload$21 ;
+  wire [127:0] \s__payload$29 ;
+  wire [159:0] \s__payload$37 ;
   wire s__ready;
   wire \s__ready$16 ;
-  wire \s__ready$22 ;
-  wire \s__ready$28 ;
-  wire \s__ready$34 ;
+  wire \s__ready$24 ;
+  wire \s__ready$32 ;
+  wire \s__ready$40 ;
   wire s__valid;
   wire \s__valid$17 ;
-  wire \s__valid$23 ;
-  wire \s__valid$29 ;
-  wire \s__valid$35 ;
+  wire \s__valid$25 ;
+  wire \s__valid$33 ;
+  wire \s__valid$41 ;
   input [223:0] s_axis_tdata;
   wire [223:0] s_axis_tdata;
   input s_axis_tlast;
@@ -55,15 +70,18 @@ module bchw_top(s_axis_tvalid, s_axis_tlast, m_axis_tready, clk, rst, s_axis_tre
   wire s_axis_tready;
   input s_axis_tvalid;
   wire s_axis_tvalid;
+  wire [3:0] s_ready_copies;
+  wire [3:0] \s_ready_copies$28 ;
+  wire [3:0] \s_ready_copies$36 ;
   \bchw_top.argmax  argmax (
     .clk(clk),
-    .en(\m__ready$33 ),
-    .idx_3_0(\$1 ),
+    .en(\m__ready$39 ),
+    .idx_3_0(\$13 ),
     .m__ready(m_axis_tready),
     .rst(rst),
-    .s__payload(\s__payload$31 ),
-    .s__valid(\s__valid$35 ),
-    .scores_7(\$2 ),
+    .s__payload(\s__payload$37 ),
+    .s__valid(\s__valid$41 ),
+    .scores_7(\$14 ),
     .valid_7(m_axis_tvalid)
   );
   \bchw_top.engine0  engine0 (
@@ -71,6 +89,10 @@ module bchw_top(s_axis_tvalid, s_axis_tlast, m_axis_tready, clk, rst, s_axis_tre
     .m__payload(\s__payload$13 ),
     .m__ready(m__ready),
     .m__valid(\s__valid$17 ),
+    .\port$20104$0 (\$1 ),
+    .\port$20106$0 (\$2 ),
+    .\port$20108$0 (\$3 ),
+    .\port$20110$0 (\$4 ),
     .rst(rst),
     .s__payload(s_axis_tdata),
     .s__ready(s_axis_tready),
@@ -78,33 +100,53 @@ module bchw_top(s_axis_tvalid, s_axis_tlast, m_axis_tready, clk, rst, s_axis_tre
   );
   \bchw_top.engine1  engine1 (
     .clk(clk),
-    .m__payload(\s__payload$19 ),
-    .m__ready(\m__ready$21 ),
-    .m__valid(\s__valid$23 ),
+    .m__payload(\s__payload$21 ),
+    .m__ready(\m__ready$23 ),
+    .m__valid(\s__valid$25 ),
+    .\port$22352$0 (\$5 ),
+    .\port$22354$0 (\$6 ),
+    .\port$22356$0 (\$7 ),
+    .\port$22358$0 (\$8 ),
     .rst(rst),
     .s__payload(\s__payload$13 ),
     .s__ready(m__ready),
-    .s__valid(\s__valid$17 )
+    .s__valid(\s__valid$17 ),
+    .sready_copy0(\$1 ),
+    .sready_copy1(\$2 ),
+    .sready_copy2(\$3 ),
+    .sready_copy3(\$4 )
   );
   \bchw_top.engine2  engine2 (
     .clk(clk),
-    .m__payload(\s__payload$25 ),
-    .m__ready(\m__ready$27 ),
-    .m__valid(\s__valid$29 ),
+    .m__payload(\s__payload$29 ),
+    .m__ready(\m__ready$31 ),
+    .m__valid(\s__valid$33 ),
+    .\port$24598$0 (\$9 ),
+    .\port$24600$0 (\$10 ),
+    .\port$24602$0 (\$11 ),
+    .\port$24604$0 (\$12 ),
     .rst(rst),
-    .s__payload(\s__payload$19 ),
-    .s__ready(\m__ready$21 ),
-    .s__valid(\s__valid$23 )
+    .s__payload(\s__payload$21 ),
+    .s__ready(\m__ready$23 ),
+    .s__valid(\s__valid$25 ),
+    .sready_copy0(\$5 ),
+    .sready_copy1(\$6 ),
+    .sready_copy2(\$7 ),
+    .sready_copy3(\$8 )
   );
   \bchw_top.engine3  engine3 (
     .clk(clk),
-    .m__payload(\s__payload$31 ),
-    .m__ready(\m__ready$33 ),
-    .m__valid(\s__valid$35 ),
+    .m__payload(\s__payload$37 ),
+    .m__ready(\m__ready$39 ),
+    .m__valid(\s__valid$41 ),
     .rst(rst),
-    .s__payload(\s__payload$25 ),
-    .s__ready(\m__ready$27 ),
-    .s__valid(\s__valid$29 )
+    .s__payload(\s__payload$29 ),
+    .s__ready(\m__ready$31 ),
+    .s__valid(\s__valid$33 ),
+    .sready_copy0(\$9 ),
+    .sready_copy1(\$10 ),
+    .sready_copy2(\$11 ),
+    .sready_copy3(\$12 )
   );
   assign s__payload = s_axis_tdata;
   assign s__valid = s_axis_tvalid;
@@ -112,19 +154,25 @@ module bchw_top(s_axis_tvalid, s_axis_tlast, m_axis_tready, clk, rst, s_axis_tre
   assign m__payload = \s__payload$13 ;
   assign \s__ready$16  = m__ready;
   assign m__valid = \s__valid$17 ;
-  assign \m__payload$20  = \s__payload$19 ;
-  assign \s__ready$22  = \m__ready$21 ;
-  assign \m__valid$24  = \s__valid$23 ;
-  assign \m__payload$26  = \s__payload$25 ;
-  assign \s__ready$28  = \m__ready$27 ;
-  assign \m__valid$30  = \s__valid$29 ;
-  assign \m__payload$32  = \s__payload$31 ;
-  assign \s__ready$34  = \m__ready$33 ;
-  assign \m__valid$36  = \s__valid$35 ;
-  assign \m__payload$37  = { \$2 , \$1  };
-  assign \m__valid$38  = m_axis_tvalid;
-  assign \m__ready$39  = m_axis_tready;
-  assign m_axis_tdata = { \$2 , \$1  };
+  assign m_ready_copies = { \$4 , \$3 , \$2 , \$1  };
+  assign s_ready_copies = { \$4 , \$3 , \$2 , \$1  };
+  assign \m__payload$22  = \s__payload$21 ;
+  assign \s__ready$24  = \m__ready$23 ;
+  assign \m__valid$26  = \s__valid$25 ;
+  assign \m_ready_copies$27  = { \$8 , \$7 , \$6 , \$5  };
+  assign \s_ready_copies$28  = { \$8 , \$7 , \$6 , \$5  };
+  assign \m__payload$30  = \s__payload$29 ;
+  assign \s__ready$32  = \m__ready$31 ;
+  assign \m__valid$34  = \s__valid$33 ;
+  assign \m_ready_copies$35  = { \$12 , \$11 , \$10 , \$9  };
+  assign \s_ready_copies$36  = { \$12 , \$11 , \$10 , \$9  };
+  assign \m__payload$38  = \s__payload$37 ;
+  assign \s__ready$40  = \m__ready$39 ;
+  assign \m__valid$42  = \s__valid$41 ;
+  assign \m__payload$43  = { \$14 , \$13  };
+  assign \m__valid$44  = m_axis_tvalid;
+  assign \m__ready$45  = m_axis_tready;
+  assign m_axis_tdata = { \$14 , \$13  };
   assign m_axis_tlast = 1'h1;
 endmodule
 
@@ -1504,7 +1552,7 @@ module \bchw_top.argmax (clk, rst, en, s__valid, s__payload, idx_3_0, scores_7, 
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine0 (s__valid, clk, rst, s__ready, m__valid, m__payload, m__ready, s__payload);
+module \bchw_top.engine0 (s__valid, clk, rst, s__ready, m__valid, m__payload, m__ready, \port$20104$0 , \port$20106$0 , \port$20108$0 , \port$20110$0 , s__payload);
   reg \$auto$verilog_backend.cc:2355:dump_module$2  = 0;
   wire \$1 ;
   wire [9:0] \$10 ;
@@ -1553,41 +1601,41 @@ module \bchw_top.engine0 (s__valid, clk, rst, s__ready, m__valid, m__payload, m_
   wire \$139 ;
   wire \$14 ;
   wire \$140 ;
-  wire [18:0] \$141 ;
-  wire [19:0] \$142 ;
-  wire [18:0] \$143 ;
-  wire [19:0] \$144 ;
-  wire [18:0] \$145 ;
-  wire [19:0] \$146 ;
-  wire [18:0] \$147 ;
-  wire [19:0] \$148 ;
-  wire [18:0] \$149 ;
+  wire \$141 ;
+  wire \$142 ;
+  wire \$143 ;
+  wire \$144 ;
+  wire \$145 ;
+  wire \$146 ;
+  wire \$147 ;
+  wire \$148 ;
+  wire \$149 ;
   wire \$15 ;
-  wire [19:0] \$150 ;
-  wire [18:0] \$151 ;
-  wire [19:0] \$152 ;
-  wire [18:0] \$153 ;
-  wire [19:0] \$154 ;
-  wire [18:0] \$155 ;
-  wire [19:0] \$156 ;
-  wire [18:0] \$157 ;
-  wire [19:0] \$158 ;
-  wire [18:0] \$159 ;
+  wire \$150 ;
+  wire \$151 ;
+  wire \$152 ;
+  wire \$153 ;
+  wire \$154 ;
+  wire \$155 ;
+  wire \$156 ;
+  wire \$157 ;
+  wire \$158 ;
+  wire \$159 ;
   wire \$16 ;
-  wire [19:0] \$160 ;
-  wire [18:0] \$161 ;
-  wire [19:0] \$162 ;
-  wire [18:0] \$163 ;
-  wire [19:0] \$164 ;
-  wire [18:0] \$165 ;
-  wire [19:0] \$166 ;
-  wire [18:0] \$167 ;
-  wire [19:0] \$168 ;
-  wire [18:0] \$169 ;
+  wire \$160 ;
+  wire \$161 ;
+  wire \$162 ;
+  wire \$163 ;
+  wire \$164 ;
+  wire \$165 ;
+  wire \$166 ;
+  wire \$167 ;
+  wire \$168 ;
+  wire \$169 ;
   wire \$17 ;
-  wire [19:0] \$170 ;
-  wire [18:0] \$171 ;
-  wire [19:0] \$172 ;
+  wire \$170 ;
+  wire \$171 ;
+  wire \$172 ;
   wire \$173 ;
   wire \$174 ;
   wire \$175 ;
@@ -1597,68 +1645,68 @@ module \bchw_top.engine0 (s__valid, clk, rst, s__ready, m__valid, m__payload, m_
   wire \$179 ;
   wire \$18 ;
   wire \$180 ;
-  wire \$181 ;
-  wire \$182 ;
-  wire \$183 ;
-  wire \$184 ;
-  wire \$185 ;
-  wire \$186 ;
-  wire \$187 ;
-  wire \$188 ;
-  wire \$189 ;
+  wire [18:0] \$181 ;
+  wire [19:0] \$182 ;
+  wire [18:0] \$183 ;
+  wire [19:0] \$184 ;
+  wire [18:0] \$185 ;
+  wire [19:0] \$186 ;
+  wire [18:0] \$187 ;
+  wire [19:0] \$188 ;
+  wire [18:0] \$189 ;
   wire \$19 ;
-  wire \$190 ;
-  wire \$191 ;
-  wire \$192 ;
-  wire \$193 ;
-  wire \$194 ;
-  wire \$195 ;
-  wire \$196 ;
-  wire \$197 ;
-  wire \$198 ;
-  wire \$199 ;
+  wire [19:0] \$190 ;
+  wire [18:0] \$191 ;
+  wire [19:0] \$192 ;
+  wire [18:0] \$193 ;
+  wire [19:0] \$194 ;
+  wire [18:0] \$195 ;
+  wire [19:0] \$196 ;
+  wire [18:0] \$197 ;
+  wire [19:0] \$198 ;
+  wire [18:0] \$199 ;
   wire \$2 ;
   wire [5:0] \$20 ;
-  wire \$200 ;
-  wire \$201 ;
-  wire \$202 ;
-  wire \$203 ;
-  wire \$204 ;
+  wire [19:0] \$200 ;
+  wire [18:0] \$201 ;
+  wire [19:0] \$202 ;
+  wire [18:0] \$203 ;
+  wire [19:0] \$204 ;
   wire [18:0] \$205 ;
-  wire [60:0] \$206 ;
+  wire [19:0] \$206 ;
   wire [18:0] \$207 ;
-  wire [60:0] \$208 ;
+  wire [19:0] \$208 ;
   wire [18:0] \$209 ;
   wire [5:0] \$21 ;
-  wire [60:0] \$210 ;
+  wire [19:0] \$210 ;
   wire [18:0] \$211 ;
-  wire [60:0] \$212 ;
-  wire [18:0] \$213 ;
-  wire [60:0] \$214 ;
-  wire [18:0] \$215 ;
-  wire [60:0] \$216 ;
-  wire [18:0] \$217 ;
-  wire [60:0] \$218 ;
-  wire [18:0] \$219 ;
+  wire [19:0] \$212 ;
+  wire \$213 ;
+  wire \$214 ;
+  wire \$215 ;
+  wire \$216 ;
+  wire \$217 ;
+  wire \$218 ;
+  wire \$219 ;
   wire [5:0] \$22 ;
-  wire [60:0] \$220 ;
-  wire [18:0] \$221 ;
-  wire [60:0] \$222 ;
-  wire [18:0] \$223 ;
-  wire [60:0] \$224 ;
-  wire [18:0] \$225 ;
-  wire [60:0] \$226 ;
-  wire [18:0] \$227 ;
-  wire [60:0] \$228 ;
-  wire [18:0] \$229 ;
+  wire \$220 ;
+  wire \$221 ;
+  wire \$222 ;
+  wire \$223 ;
+  wire \$224 ;
+  wire \$225 ;
+  wire \$226 ;
+  wire \$227 ;
+  wire \$228 ;
+  wire \$229 ;
   wire [5:0] \$23 ;
-  wire [60:0] \$230 ;
-  wire [18:0] \$231 ;
-  wire [60:0] \$232 ;
-  wire [18:0] \$233 ;
-  wire [60:0] \$234 ;
-  wire [18:0] \$235 ;
-  wire [60:0] \$236 ;
+  wire \$230 ;
+  wire \$231 ;
+  wire \$232 ;
+  wire \$233 ;
+  wire \$234 ;
+  wire \$235 ;
+  wire \$236 ;
   wire \$237 ;
   wire \$238 ;
   wire \$239 ;
@@ -1668,41 +1716,41 @@ module \bchw_top.engine0 (s__valid, clk, rst, s__ready, m__valid, m__payload, m_
   wire \$242 ;
   wire \$243 ;
   wire \$244 ;
-  wire \$245 ;
-  wire \$246 ;
-  wire \$247 ;
-  wire \$248 ;
-  wire \$249 ;
+  wire [18:0] \$245 ;
+  wire [60:0] \$246 ;
+  wire [18:0] \$247 ;
+  wire [60:0] \$248 ;
+  wire [18:0] \$249 ;
   wire \$25 ;
-  wire \$250 ;
-  wire \$251 ;
-  wire \$252 ;
-  wire \$253 ;
-  wire \$254 ;
-  wire \$255 ;
-  wire \$256 ;
-  wire \$257 ;
-  wire \$258 ;
-  wire \$259 ;
+  wire [60:0] \$250 ;
+  wire [18:0] \$251 ;
+  wire [60:0] \$252 ;
+  wire [18:0] \$253 ;
+  wire [60:0] \$254 ;
+  wire [18:0] \$255 ;
+  wire [60:0] \$256 ;
+  wire [18:0] \$257 ;
+  wire [60:0] \$258 ;
+  wire [18:0] \$259 ;
   wire \$26 ;
-  wire \$260 ;
-  wire \$261 ;
-  wire \$262 ;
-  wire \$263 ;
-  wire \$264 ;
-  wire \$265 ;
-  wire \$266 ;
-  wire \$267 ;
-  wire \$268 ;
-  wire \$269 ;
+  wire [60:0] \$260 ;
+  wire [18:0] \$261 ;
+  wire [60:0] \$262 ;
+  wire [18:0] \$263 ;
+  wire [60:0] \$264 ;
+  wire [18:0] \$265 ;
+  wire [60:0] \$266 ;
+  wire [18:0] \$267 ;
+  wire [60:0] \$268 ;
+  wire [18:0] \$269 ;
   wire \$27 ;
-  wire \$270 ;
-  wire \$271 ;
-  wire \$272 ;
-  wire \$273 ;
-  wire \$274 ;
-  wire \$275 ;
-  wire \$276 ;
+  wire [60:0] \$270 ;
+  wire [18:0] \$271 ;
+  wire [60:0] \$272 ;
+  wire [18:0] \$273 ;
+  wire [60:0] \$274 ;
+  wire [18:0] \$275 ;
+  wire [60:0] \$276 ;
   wire \$277 ;
   wire \$278 ;
   wire \$279 ;
@@ -1736,172 +1784,172 @@ module \bchw_top.engine0 (s__valid, clk, rst, s__ready, m__valid, m__payload, m_
   wire \$303 ;
   wire \$304 ;
   wire \$305 ;
-  reg \$306 ;
-  reg [8:0] \$307 ;
-  reg [4:0] \$308 ;
-  reg [3:0] \$309 ;
+  wire \$306 ;
+  wire \$307 ;
+  wire \$308 ;
+  wire \$309 ;
   wire [4:0] \$31 ;
-  reg \$310 ;
-  reg \$311 ;
-  reg [1:0] \$312 ;
-  reg \$313 ;
-  reg [4:0] \$314 ;
-  reg \$315 ;
-  reg \$316 ;
-  reg \$317 ;
-  reg [5:0] \$318 ;
-  reg [5:0] \$319 ;
+  wire \$310 ;
+  wire \$311 ;
+  wire \$312 ;
+  wire \$313 ;
+  wire \$314 ;
+  wire \$315 ;
+  wire \$316 ;
+  wire \$317 ;
+  wire \$318 ;
+  wire \$319 ;
   wire [4:0] \$32 ;
-  reg [5:0] \$320 ;
-  reg [5:0] \$321 ;
-  reg [5:0] \$322 ;
-  reg [5:0] \$323 ;
-  reg [5:0] \$324 ;
-  reg [5:0] \$325 ;
-  reg [5:0] \$326 ;
-  reg [5:0] \$327 ;
-  reg [5:0] \$328 ;
-  reg [5:0] \$329 ;
+  wire \$320 ;
+  wire \$321 ;
+  wire \$322 ;
+  wire \$323 ;
+  wire \$324 ;
+  wire \$325 ;
+  wire \$326 ;
+  wire \$327 ;
+  wire \$328 ;
+  wire \$329 ;
   wire \$33 ;
-  reg [5:0] \$330 ;
-  reg [5:0] \$331 ;
-  reg \$332 ;
-  reg \$333 ;
-  reg \$334 ;
-  reg \$335 ;
-  reg \$336 ;
-  reg \$337 ;
-  reg \$338 ;
-  wire [223:0] \$339 ;
+  wire \$330 ;
+  wire \$331 ;
+  wire \$332 ;
+  wire \$333 ;
+  wire \$334 ;
+  wire \$335 ;
+  wire \$336 ;
+  wire \$337 ;
+  wire \$338 ;
+  wire \$339 ;
   wire \$34 ;
-  wire [447:0] \$340 ;
-  wire [447:0] \$341 ;
-  wire [447:0] \$342 ;
-  reg [3:0] \$343 ;
-  reg [3:0] \$344 ;
-  reg [3:0] \$345 ;
-  reg [3:0] \$346 ;
-  reg [3:0] \$347 ;
-  reg [3:0] \$348 ;
+  wire \$340 ;
+  wire \$341 ;
+  wire \$342 ;
+  wire \$343 ;
+  wire \$344 ;
+  wire \$345 ;
+  reg \$346 ;
+  reg [8:0] \$347 ;
+  reg [4:0] \$348 ;
   reg [3:0] \$349 ;
   wire \$35 ;
-  reg [3:0] \$350 ;
-  reg [3:0] \$351 ;
-  reg [3:0] \$352 ;
-  reg [1:0] \$353 ;
-  reg [1:0] \$354 ;
-  reg [1:0] \$355 ;
-  reg [1:0] \$356 ;
-  reg [1:0] \$357 ;
-  reg [1:0] \$358 ;
-  reg [1:0] \$359 ;
+  reg \$350 ;
+  reg \$351 ;
+  reg [1:0] \$352 ;
+  reg \$353 ;
+  reg [4:0] \$354 ;
+  reg \$355 ;
+  reg \$356 ;
+  reg \$357 ;
+  reg \$358 ;
+  reg \$359 ;
   wire \$36 ;
-  reg [1:0] \$360 ;
-  reg [1:0] \$361 ;
-  reg [1:0] \$362 ;
-  reg [1:0] \$363 ;
-  reg [1:0] \$364 ;
-  reg [1:0] \$365 ;
-  reg [1:0] \$366 ;
-  reg [1:0] \$367 ;
-  reg [1:0] \$368 ;
-  reg [3:0] \$369 ;
+  reg \$360 ;
+  reg \$361 ;
+  reg [5:0] \$362 ;
+  reg [5:0] \$363 ;
+  reg [5:0] \$364 ;
+  reg [5:0] \$365 ;
+  reg [5:0] \$366 ;
+  reg [5:0] \$367 ;
+  reg [5:0] \$368 ;
+  reg [5:0] \$369 ;
   wire \$37 ;
-  reg [3:0] \$370 ;
-  reg [3:0] \$371 ;
-  reg [3:0] \$372 ;
-  reg [3:0] \$373 ;
-  reg [3:0] \$374 ;
-  reg [3:0] \$375 ;
-  reg [3:0] \$376 ;
-  reg [3:0] \$377 ;
-  reg [3:0] \$378 ;
-  reg [3:0] \$379 ;
+  reg [5:0] \$370 ;
+  reg [5:0] \$371 ;
+  reg [5:0] \$372 ;
+  reg [5:0] \$373 ;
+  reg [5:0] \$374 ;
+  reg [5:0] \$375 ;
+  reg \$376 ;
+  reg \$377 ;
+  reg \$378 ;
+  reg \$379 ;
   wire \$38 ;
-  reg [3:0] \$380 ;
-  reg [3:0] \$381 ;
-  reg [3:0] \$382 ;
-  reg [3:0] \$383 ;
-  reg [3:0] \$384 ;
-  reg [3:0] \$385 ;
-  reg [3:0] \$386 ;
+  reg \$380 ;
+  reg \$381 ;
+  reg \$382 ;
+  wire [223:0] \$383 ;
+  wire [447:0] \$384 ;
+  wire [447:0] \$385 ;
+  wire [447:0] \$386 ;
   reg [3:0] \$387 ;
   reg [3:0] \$388 ;
   reg [3:0] \$389 ;
   wire \$39 ;
   reg [3:0] \$390 ;
   reg [3:0] \$391 ;
-  wire [975:0] \$392 ;
-  wire [975:0] \$393 ;
-  reg \$394 ;
-  reg \$395 ;
-  reg [18:0] \$396 ;
-  reg [18:0] \$397 ;
-  reg [18:0] \$398 ;
-  reg [18:0] \$399 ;
+  reg [3:0] \$392 ;
+  reg [3:0] \$393 ;
+  reg [3:0] \$394 ;
+  reg [3:0] \$395 ;
+  reg [3:0] \$396 ;
+  reg [1:0] \$397 ;
+  reg [1:0] \$398 ;
+  reg [1:0] \$399 ;
   wire \$4 ;
   wire \$40 ;
-  reg [18:0] \$400 ;
-  reg [18:0] \$401 ;
-  reg [18:0] \$402 ;
-  reg [18:0] \$403 ;
-  reg [18:0] \$404 ;
-  reg [18:0] \$405 ;
-  reg [18:0] \$406 ;
-  reg [18:0] \$407 ;
-  reg [18:0] \$408 ;
-  reg [18:0] \$409 ;
+  reg [1:0] \$400 ;
+  reg [1:0] \$401 ;
+  reg [1:0] \$402 ;
+  reg [1:0] \$403 ;
+  reg [1:0] \$404 ;
+  reg [1:0] \$405 ;
+  reg [1:0] \$406 ;
+  reg [1:0] \$407 ;
+  reg [1:0] \$408 ;
+  reg [1:0] \$409 ;
   wire \$41 ;
-  reg [18:0] \$410 ;
-  reg [18:0] \$411 ;
-  reg \$412 ;
-  reg \$413 ;
-  reg \$414 ;
-  reg \$415 ;
-  reg \$416 ;
-  reg \$417 ;
-  reg \$418 ;
-  reg \$419 ;
+  reg [1:0] \$410 ;
+  reg [1:0] \$411 ;
+  reg [1:0] \$412 ;
+  reg [3:0] \$413 ;
+  reg [3:0] \$414 ;
+  reg [3:0] \$415 ;
+  reg [3:0] \$416 ;
+  reg [3:0] \$417 ;
+  reg [3:0] \$418 ;
+  reg [3:0] \$419 ;
   wire \$42 ;
-  reg \$420 ;
-  reg \$421 ;
-  reg \$422 ;
-  reg \$423 ;
-  reg \$424 ;
-  reg \$425 ;
-  reg \$426 ;
-  reg \$427 ;
-  reg \$428 ;
-  reg \$429 ;
+  reg [3:0] \$420 ;
+  reg [3:0] \$421 ;
+  reg [3:0] \$422 ;
+  reg [3:0] \$423 ;
+  reg [3:0] \$424 ;
+  reg [3:0] \$425 ;
+  reg [3:0] \$426 ;
+  reg [3:0] \$427 ;
+  reg [3:0] \$428 ;
+  reg [3:0] \$429 ;
   wire [2:0] \$43 ;
-  reg \$430 ;
-  reg \$431 ;
-  reg \$432 ;
-  reg \$433 ;
-  reg \$434 ;
-  reg \$435 ;
-  reg \$436 ;
-  reg \$437 ;
+  reg [3:0] \$430 ;
+  reg [3:0] \$431 ;
+  reg [3:0] \$432 ;
+  reg [3:0] \$433 ;
+  reg [3:0] \$434 ;
+  reg [3:0] \$435 ;
+  wire [975:0] \$436 ;
+  wire [975:0] \$437 ;
   reg \$438 ;
   reg \$439 ;
   wire \$44 ;
-  reg \$440 ;
-  reg \$441 ;
-  reg \$442 ;
-  reg \$443 ;
-  wire [1279:0] \$444 ;
-  reg \$445 ;
-  reg \$446 ;
-  reg \$447 ;
-  reg \$448 ;
-  reg \$449 ;
+  reg [18:0] \$440 ;
+  reg [18:0] \$441 ;
+  reg [18:0] \$442 ;
+  reg [18:0] \$443 ;
+  reg [18:0] \$444 ;
+  reg [18:0] \$445 ;
+  reg [18:0] \$446 ;
+  reg [18:0] \$447 ;
+  reg [18:0] \$448 ;
+  reg [18:0] \$449 ;
   wire \$45 ;
-  reg \$450 ;
-  reg \$451 ;
-  reg \$452 ;
-  reg \$453 ;
-  reg \$454 ;
-  reg \$455 ;
+  reg [18:0] \$450 ;
+  reg [18:0] \$451 ;
+  reg [18:0] \$452 ;
+  reg [18:0] \$453 ;
+  reg [18:0] \$454 ;
+  reg [18:0] \$455 ;
   reg \$456 ;
   reg \$457 ;
   reg \$458 ;
@@ -1936,25 +1984,69 @@ module \bchw_top.engine0 (s__valid, clk, rst, s__ready, m__valid, m__payload, m_
   reg \$484 ;
   reg \$485 ;
   reg \$486 ;
-  reg [1:0] \$487 ;
-  reg [1:0] \$488 ;
-  reg [1:0] \$489 ;
+  reg \$487 ;
+  wire [1279:0] \$488 ;
+  reg \$489 ;
   wire \$49 ;
   reg \$490 ;
   reg \$491 ;
   reg \$492 ;
-  reg [128:0] \$493 ;
-  reg [128:0] \$494 ;
-  reg [128:0] \$495 ;
-  reg [1:0] \$496 ;
+  reg \$493 ;
+  reg \$494 ;
+  reg \$495 ;
+  reg \$496 ;
   reg \$497 ;
   reg \$498 ;
+  reg \$499 ;
   wire \$5 ;
   wire \$50 ;
+  reg \$500 ;
+  reg \$501 ;
+  reg \$502 ;
+  reg \$503 ;
+  reg \$504 ;
+  reg \$505 ;
+  reg \$506 ;
+  reg \$507 ;
+  reg \$508 ;
+  reg \$509 ;
   wire \$51 ;
+  reg \$510 ;
+  reg \$511 ;
+  reg \$512 ;
+  reg \$513 ;
+  reg \$514 ;
+  reg \$515 ;
+  reg \$516 ;
+  reg \$517 ;
+  reg \$518 ;
+  reg \$519 ;
   wire \$52 ;
+  reg \$520 ;
+  reg \$521 ;
+  reg \$522 ;
+  reg \$523 ;
+  reg \$524 ;
+  reg \$525 ;
+  reg \$526 ;
+  reg \$527 ;
+  reg \$528 ;
+  reg \$529 ;
   wire \$53 ;
+  reg \$530 ;
+  reg [1:0] \$531 ;
+  reg [1:0] \$532 ;
+  reg [1:0] \$533 ;
+  reg \$534 ;
+  reg \$535 ;
+  reg \$536 ;
+  reg [128:0] \$537 ;
+  reg [128:0] \$538 ;
+  reg [128:0] \$539 ;
   wire \$54 ;
+  reg [1:0] \$540 ;
+  reg \$541 ;
+  reg \$542 ;
   wire [128:0] \$55 ;
   wire \$56 ;
   wire \$57 ;
@@ -2058,37 +2150,37 @@ module \bchw_top.engine0 (s__valid, clk, rst, s__ready, m__valid, m__payload, m_
   reg [1:0] accflags_copy9 = 2'h0;
   reg [8:0] addr = 9'h000;
   (* keep = 32'd1 *)
-  reg [3:0] \addr$137  = 4'h0;
+  reg [3:0] \addr$142  = 4'h0;
   (* keep = 32'd1 *)
-  reg [3:0] \addr$140  = 4'h0;
+  reg [3:0] \addr$145  = 4'h0;
   (* keep = 32'd1 *)
-  reg [3:0] \addr$143  = 4'h0;
+  reg [3:0] \addr$148  = 4'h0;
   (* keep = 32'd1 *)
-  reg [3:0] \addr$146  = 4'h0;
+  reg [3:0] \addr$151  = 4'h0;
   (* keep = 32'd1 *)
-  reg [3:0] \addr$149  = 4'h0;
+  reg [3:0] \addr$154  = 4'h0;
   (* keep = 32'd1 *)
-  reg [3:0] \addr$152  = 4'h0;
+  reg [3:0] \addr$157  = 4'h0;
   (* keep = 32'd1 *)
-  reg [3:0] \addr$155  = 4'h0;
+  reg [3:0] \addr$160  = 4'h0;
   (* keep = 32'd1 *)
-  reg [3:0] \addr$158  = 4'h0;
+  reg [3:0] \addr$163  = 4'h0;
   (* keep = 32'd1 *)
-  reg [3:0] \addr$161  = 4'h0;
+  reg [3:0] \addr$166  = 4'h0;
   (* keep = 32'd1 *)
-  reg [3:0] \addr$164  = 4'h0;
+  reg [3:0] \addr$169  = 4'h0;
   (* keep = 32'd1 *)
-  reg [3:0] \addr$167  = 4'h0;
+  reg [3:0] \addr$172  = 4'h0;
   (* keep = 32'd1 *)
-  reg [3:0] \addr$170  = 4'h0;
+  reg [3:0] \addr$175  = 4'h0;
   (* keep = 32'd1 *)
-  reg [3:0] \addr$173  = 4'h0;
+  reg [3:0] \addr$178  = 4'h0;
   (* keep = 32'd1 *)
-  reg [3:0] \addr$176  = 4'h0;
+  reg [3:0] \addr$181  = 4'h0;
   (* keep = 32'd1 *)
-  reg [3:0] \addr$179  = 4'h0;
+  reg [3:0] \addr$184  = 4'h0;
   (* keep = 32'd1 *)
-  reg [3:0] \addr$182  = 4'h0;
+  reg [3:0] \addr$187  = 4'h0;
   wire [37:0] bias;
   reg busy = 1'h0;
   wire busy_next;
@@ -2109,11 +2201,6 @@ module \bchw_top.engine0 (s__valid, clk, rst, s__ready, m__valid, m__payload, m_
   reg [1:0] credits = 2'h3;
   wire [1:0] credits_next;
   wire [447:0] data;
-  wire [60:0] \data$259 ;
-  wire [60:0] \data$260 ;
-  wire [60:0] \data$261 ;
-  wire [60:0] \data$262 ;
-  wire [60:0] \data$263 ;
   wire [60:0] \data$264 ;
   wire [60:0] \data$265 ;
   wire [60:0] \data$266 ;
@@ -2125,6 +2212,11 @@ module \bchw_top.engine0 (s__valid, clk, rst, s__ready, m__valid, m__payload, m_
   wire [60:0] \data$272 ;
   wire [60:0] \data$273 ;
   wire [60:0] \data$274 ;
+  wire [60:0] \data$275 ;
+  wire [60:0] \data$276 ;
+  wire [60:0] \data$277 ;
+  wire [60:0] \data$278 ;
+  wire [60:0] \data$279 ;
   (* keep = 32'd1 *)
   reg dload_copy0 = 1'h0;
   (* keep = 32'd1 *)
@@ -2191,39 +2283,39 @@ module \bchw_top.engine0 (s__valid, clk, rst, s__ready, m__valid, m__payload, m_
   reg dload_copy9 = 1'h0;
   reg [1279:0] drain = 1280'h00000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000;
   wire en;
-  wire \en$100 ;
-  wire \en$104 ;
-  wire \en$108 ;
-  wire \en$112 ;
-  wire \en$116 ;
-  wire \en$120 ;
-  wire \en$124 ;
-  wire \en$128 ;
-  wire \en$132 ;
-  wire \en$136 ;
-  wire \en$139 ;
-  wire \en$142 ;
-  wire \en$145 ;
-  wire \en$148 ;
-  wire \en$151 ;
-  wire \en$154 ;
-  wire \en$157 ;
-  wire \en$160 ;
-  wire \en$163 ;
-  wire \en$166 ;
-  wire \en$169 ;
-  wire \en$172 ;
-  wire \en$175 ;
-  wire \en$178 ;
-  wire \en$181 ;
-  wire \en$184 ;
-  wire \en$71 ;
+  wire \en$101 ;
+  wire \en$105 ;
+  wire \en$109 ;
+  wire \en$113 ;
+  wire \en$117 ;
+  wire \en$121 ;
+  wire \en$125 ;
+  wire \en$129 ;
+  wire \en$133 ;
+  wire \en$137 ;
+  wire \en$141 ;
+  wire \en$144 ;
+  wire \en$147 ;
+  wire \en$150 ;
+  wire \en$153 ;
+  wire \en$156 ;
+  wire \en$159 ;
+  wire \en$162 ;
+  wire \en$165 ;
+  wire \en$168 ;
+  wire \en$171 ;
+  wire \en$174 ;
+  wire \en$177 ;
+  wire \en$180 ;
+  wire \en$183 ;
+  wire \en$186 ;
+  wire \en$189 ;
   wire \en$76 ;
-  wire \en$80 ;
-  wire \en$84 ;
-  wire \en$88 ;
-  wire \en$92 ;
-  wire \en$96 ;
+  wire \en$81 ;
+  wire \en$85 ;
+  wire \en$89 ;
+  wire \en$93 ;
+  wire \en$97 ;
   reg [3:0] f_d0 = 4'h0;
   reg [3:0] f_d1 = 4'h0;
   reg [3:0] f_d2 = 4'h0;
@@ -2245,6 +2337,7 @@ module \bchw_top.engine0 (s__valid, clk, rst, s__ready, m__valid, m__payload, m_
   wire m__ready;
   output m__valid;
   wire m__valid;
+  wire [3:0] m_ready_copies;
   wire [17:0] mul;
   reg [3:0] nfc = 4'h0;
   wire [3:0] nfc_next;
@@ -2306,6 +2399,14 @@ module \bchw_top.engine0 (s__valid, clk, rst, s__ready, m__valid, m__payload, m_
   reg [3:0] paddr_d6 = 4'h0;
   reg [975:0] params_d0 = 976'h0000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000;
   reg [975:0] params_d1 = 976'h0000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000;
+  input \port$20104$0 ;
+  wire \port$20104$0 ;
+  input \port$20106$0 ;
+  wire \port$20106$0 ;
+  input \port$20108$0 ;
+  wire \port$20108$0 ;
+  input \port$20110$0 ;
+  wire \port$20110$0 ;
   wire [7:0] q;
   reg qe_d0 = 1'h0;
   reg qe_d1 = 1'h0;
@@ -2352,24 +2453,24 @@ module \bchw_top.engine0 (s__valid, clk, rst, s__ready, m__valid, m__payload, m_
   (* keep = 32'd1 *)
   reg [5:0] read__addr = 6'h20;
   (* keep = 32'd1 *)
-  reg [5:0] \read__addr$34  = 6'h20;
+  reg [5:0] \read__addr$39  = 6'h20;
   (* keep = 32'd1 *)
-  reg [5:0] \read__addr$41  = 6'h20;
+  reg [5:0] \read__addr$46  = 6'h20;
   (* keep = 32'd1 *)
-  reg [5:0] \read__addr$48  = 6'h20;
+  reg [5:0] \read__addr$53  = 6'h20;
   (* keep = 32'd1 *)
-  reg [5:0] \read__addr$55  = 6'h20;
+  reg [5:0] \read__addr$60  = 6'h20;
   (* keep = 32'd1 *)
-  reg [5:0] \read__addr$62  = 6'h20;
+  reg [5:0] \read__addr$67  = 6'h20;
   (* keep = 32'd1 *)
-  reg [5:0] \read__addr$69  = 6'h20;
+  reg [5:0] \read__addr$74  = 6'h20;
   wire [31:0] read__data;
-  wire [31:0] \read__data$212 ;
-  wire [31:0] \read__data$213 ;
-  wire [31:0] \read__data$214 ;
-  wire [31:0] \read__data$215 ;
-  wire [31:0] \read__data$216 ;
   wire [31:0] \read__data$217 ;
+  wire [31:0] \read__data$218 ;
+  wire [31:0] \read__data$219 ;
+  wire [31:0] \read__data$220 ;
+  wire [31:0] \read__data$221 ;
+  wire [31:0] \read__data$222 ;
   reg read_bank = 1'h1;
   reg ready = 1'h1;
   wire ready_next;
@@ -2382,6 +2483,7 @@ module \bchw_top.engine0 (s__valid, clk, rst, s__ready, m__valid, m__payload, m_
   wire s__ready;
   input s__valid;
   wire s__valid;
+  wire [3:0] s_ready_copies;
   reg [4:0] sfc = 5'h00;
   wire [4:0] sfc_next;
   wire [4:0] shift;
@@ -2394,41 +2496,49 @@ module \bchw_top.engine0 (s__valid, clk, rst, s__ready, m__valid, m__payload, m_
   reg skid_qvalid_copy1 = 1'h0;
   (* keep = 32'd1 *)
   reg skid_qvalid_copy2 = 1'h0;
+  (* keep = 32'd1 *)
+  reg sready_copy0 = 1'h1;
+  (* keep = 32'd1 *)
+  reg sready_copy1 = 1'h1;
+  (* keep = 32'd1 *)
+  reg sready_copy2 = 1'h1;
+  (* keep = 32'd1 *)
+  reg sready_copy3 = 1'h1;
   (* init = 9'h000 *)
   wire [8:0] step;
   wire [8:0] step_next;
   wire [13:0] sum;
-  wire [13:0] \sum$281 ;
-  wire [13:0] \sum$283 ;
-  wire [13:0] \sum$285 ;
-  wire [13:0] \sum$287 ;
-  wire [13:0] \sum$289 ;
-  wire [13:0] \sum$291 ;
-  wire [13:0] \sum$293 ;
-  wire [13:0] \sum$295 ;
-  wire [13:0] \sum$297 ;
-  wire [13:0] \sum$299 ;
-  wire [13:0] \sum$301 ;
-  wire [13:0] \sum$303 ;
-  wire [13:0] \sum$305 ;
-  wire [13:0] \sum$307 ;
-  wire [13:0] \sum$309 ;
+  wire [13:0] \sum$286 ;
+  wire [13:0] \sum$288 ;
+  wire [13:0] \sum$290 ;
+  wire [13:0] \sum$292 ;
+  wire [13:0] \sum$294 ;
+  wire [13:0] \sum$296 ;
+  wire [13:0] \sum$298 ;
+  wire [13:0] \sum$300 ;
+  wire [13:0] \sum$302 ;
+  wire [13:0] \sum$304 ;
+  wire [13:0] \sum$306 ;
+  wire [13:0] \sum$308 ;
+  wire [13:0] \sum$310 ;
+  wire [13:0] \sum$312 ;
+  wire [13:0] \sum$314 ;
   wire [27:0] w;
-  wire [27:0] \w$103 ;
-  wire [27:0] \w$107 ;
-  wire [27:0] \w$111 ;
-  wire [27:0] \w$115 ;
-  wire [27:0] \w$119 ;
-  wire [27:0] \w$123 ;
-  wire [27:0] \w$127 ;
-  wire [27:0] \w$131 ;
-  wire [27:0] \w$135 ;
-  wire [27:0] \w$79 ;
-  wire [27:0] \w$83 ;
-  wire [27:0] \w$87 ;
-  wire [27:0] \w$91 ;
-  wire [27:0] \w$95 ;
-  wire [27:0] \w$99 ;
+  wire [27:0] \w$100 ;
+  wire [27:0] \w$104 ;
+  wire [27:0] \w$108 ;
+  wire [27:0] \w$112 ;
+  wire [27:0] \w$116 ;
+  wire [27:0] \w$120 ;
+  wire [27:0] \w$124 ;
+  wire [27:0] \w$128 ;
+  wire [27:0] \w$132 ;
+  wire [27:0] \w$136 ;
+  wire [27:0] \w$140 ;
+  wire [27:0] \w$84 ;
+  wire [27:0] \w$88 ;
+  wire [27:0] \w$92 ;
+  wire [27:0] \w$96 ;
   reg [447:0] wdata_d0 = 448'h0000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000;
   reg [447:0] wdata_d1 = 448'h0000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000;
   reg [447:0] wdata_d2 = 448'h0000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000;
@@ -2436,64 +2546,64 @@ module \bchw_top.engine0 (s__valid, clk, rst, s__ready, m__valid, m__payload, m_
   (* keep = 32'd1 *)
   reg [5:0] write__addr = 6'h00;
   (* keep = 32'd1 *)
-  reg [5:0] \write__addr$31  = 6'h00;
+  reg [5:0] \write__addr$36  = 6'h00;
   (* keep = 32'd1 *)
-  reg [5:0] \write__addr$38  = 6'h00;
+  reg [5:0] \write__addr$43  = 6'h00;
   (* keep = 32'd1 *)
-  reg [5:0] \write__addr$45  = 6'h00;
+  reg [5:0] \write__addr$50  = 6'h00;
   (* keep = 32'd1 *)
-  reg [5:0] \write__addr$52  = 6'h00;
+  reg [5:0] \write__addr$57  = 6'h00;
   (* keep = 32'd1 *)
-  reg [5:0] \write__addr$59  = 6'h00;
+  reg [5:0] \write__addr$64  = 6'h00;
   (* keep = 32'd1 *)
-  reg [5:0] \write__addr$66  = 6'h00;
+  reg [5:0] \write__addr$71  = 6'h00;
   wire [31:0] write__data;
-  wire [31:0] \write__data$33 ;
-  wire [31:0] \write__data$40 ;
-  wire [31:0] \write__data$47 ;
-  wire [31:0] \write__data$54 ;
-  wire [31:0] \write__data$61 ;
-  wire [31:0] \write__data$68 ;
+  wire [31:0] \write__data$38 ;
+  wire [31:0] \write__data$45 ;
+  wire [31:0] \write__data$52 ;
+  wire [31:0] \write__data$59 ;
+  wire [31:0] \write__data$66 ;
+  wire [31:0] \write__data$73 ;
   reg write__en = 1'h0;
-  reg \write__en$29  = 1'h0;
-  reg \write__en$36  = 1'h0;
-  reg \write__en$43  = 1'h0;
-  reg \write__en$50  = 1'h0;
-  reg \write__en$57  = 1'h0;
-  reg \write__en$64  = 1'h0;
+  reg \write__en$34  = 1'h0;
+  reg \write__en$41  = 1'h0;
+  reg \write__en$48  = 1'h0;
+  reg \write__en$55  = 1'h0;
+  reg \write__en$62  = 1'h0;
+  reg \write__en$69  = 1'h0;
   reg write_bank = 1'h0;
   (* keep = 32'd1 *)
   reg [223:0] x = 224'h00000000000000000000000000000000000000000000000000000000;
   (* keep = 32'd1 *)
-  reg [223:0] \x$101  = 224'h00000000000000000000000000000000000000000000000000000000;
+  reg [223:0] \x$102  = 224'h00000000000000000000000000000000000000000000000000000000;
   (* keep = 32'd1 *)
-  reg [223:0] \x$105  = 224'h00000000000000000000000000000000000000000000000000000000;
+  reg [223:0] \x$106  = 224'h00000000000000000000000000000000000000000000000000000000;
   (* keep = 32'd1 *)
-  reg [223:0] \x$109  = 224'h00000000000000000000000000000000000000000000000000000000;
+  reg [223:0] \x$110  = 224'h00000000000000000000000000000000000000000000000000000000;
   (* keep = 32'd1 *)
-  reg [223:0] \x$113  = 224'h00000000000000000000000000000000000000000000000000000000;
+  reg [223:0] \x$114  = 224'h00000000000000000000000000000000000000000000000000000000;
   (* keep = 32'd1 *)
-  reg [223:0] \x$117  = 224'h00000000000000000000000000000000000000000000000000000000;
+  reg [223:0] \x$118  = 224'h00000000000000000000000000000000000000000000000000000000;
   (* keep = 32'd1 *)
-  reg [223:0] \x$121  = 224'h00000000000000000000000000000000000000000000000000000000;
+  reg [223:0] \x$122  = 224'h00000000000000000000000000000000000000000000000000000000;
   (* keep = 32'd1 *)
-  reg [223:0] \x$125  = 224'h00000000000000000000000000000000000000000000000000000000;
+  reg [223:0] \x$126  = 224'h00000000000000000000000000000000000000000000000000000000;
   (* keep = 32'd1 *)
-  reg [223:0] \x$129  = 224'h00000000000000000000000000000000000000000000000000000000;
+  reg [223:0] \x$130  = 224'h00000000000000000000000000000000000000000000000000000000;
   (* keep = 32'd1 *)
-  reg [223:0] \x$133  = 224'h00000000000000000000000000000000000000000000000000000000;
+  reg [223:0] \x$134  = 224'h00000000000000000000000000000000000000000000000000000000;
   (* keep = 32'd1 *)
-  reg [223:0] \x$77  = 224'h00000000000000000000000000000000000000000000000000000000;
+  reg [223:0] \x$138  = 224'h00000000000000000000000000000000000000000000000000000000;
   (* keep = 32'd1 *)
-  reg [223:0] \x$81  = 224'h00000000000000000000000000000000000000000000000000000000;
+  reg [223:0] \x$82  = 224'h00000000000000000000000000000000000000000000000000000000;
   (* keep = 32'd1 *)
-  reg [223:0] \x$85  = 224'h00000000000000000000000000000000000000000000000000000000;
+  reg [223:0] \x$86  = 224'h00000000000000000000000000000000000000000000000000000000;
   (* keep = 32'd1 *)
-  reg [223:0] \x$89  = 224'h00000000000000000000000000000000000000000000000000000000;
+  reg [223:0] \x$90  = 224'h00000000000000000000000000000000000000000000000000000000;
   (* keep = 32'd1 *)
-  reg [223:0] \x$93  = 224'h00000000000000000000000000000000000000000000000000000000;
+  reg [223:0] \x$94  = 224'h00000000000000000000000000000000000000000000000000000000;
   (* keep = 32'd1 *)
-  reg [223:0] \x$97  = 224'h00000000000000000000000000000000000000000000000000000000;
+  reg [223:0] \x$98  = 224'h00000000000000000000000000000000000000000000000000000000;
   reg [223:0] xbeat = 224'h00000000000000000000000000000000000000000000000000000000;
   reg [223:0] xmem_d0 = 224'h00000000000000000000000000000000000000000000000000000000;
   (* init = 6'h20 *)
@@ -2752,14 +2862,14 @@ module \bchw_top.engine0 (s__valid, clk, rst, s__ready, m__valid, m__payload, m_
     xmem1[63] = 32'd0;
   end
   always @(posedge clk) begin
-    if (\write__en$29 )
-      xmem1[\write__addr$31 ] <= xbeat[63:32];
+    if (\write__en$34 )
+      xmem1[\write__addr$36 ] <= xbeat[63:32];
   end
   reg [31:0] _1_;
   always @(posedge clk) begin
-    _1_ <= xmem1[\read__addr$34 ];
+    _1_ <= xmem1[\read__addr$39 ];
   end
-  assign \read__data$212  = _1_;
+  assign \read__data$217  = _1_;
   reg [31:0] xmem2 [63:0];
   initial begin
     xmem2[0] = 32'd0;
@@ -2828,14 +2938,14 @@ module \bchw_top.engine0 (s__valid, clk, rst, s__ready, m__valid, m__payload, m_
     xmem2[63] = 32'd0;
   end
   always @(posedge clk) begin
-    if (\write__en$36 )
-      xmem2[\write__addr$38 ] <= xbeat[95:64];
+    if (\write__en$41 )
+      xmem2[\write__addr$43 ] <= xbeat[95:64];
   end
   reg [31:0] _2_;
   always @(posedge clk) begin
-    _2_ <= xmem2[\read__addr$41 ];
+    _2_ <= xmem2[\read__addr$46 ];
   end
-  assign \read__data$213  = _2_;
+  assign \read__data$218  = _2_;
   reg [31:0] xmem3 [63:0];
   initial begin
     xmem3[0] = 32'd0;
@@ -2904,14 +3014,14 @@ module \bchw_top.engine0 (s__valid, clk, rst, s__ready, m__valid, m__payload, m_
     xmem3[63] = 32'd0;
   end
   always @(posedge clk) begin
-    if (\write__en$43 )
-      xmem3[\write__addr$45 ] <= xbeat[127:96];
+    if (\write__en$48 )
+      xmem3[\write__addr$50 ] <= xbeat[127:96];
   end
   reg [31:0] _3_;
   always @(posedge clk) begin
-    _3_ <= xmem3[\read__addr$48 ];
+    _3_ <= xmem3[\read__addr$53 ];
   end
-  assign \read__data$214  = _3_;
+  assign \read__data$219  = _3_;
   reg [31:0] xmem4 [63:0];
   initial begin
     xmem4[0] = 32'd0;
@@ -2980,14 +3090,14 @@ module \bchw_top.engine0 (s__valid, clk, rst, s__ready, m__valid, m__payload, m_
     xmem4[63] = 32'd0;
   end
   always @(posedge clk) begin
-    if (\write__en$50 )
-      xmem4[\write__addr$52 ] <= xbeat[159:128];
+    if (\write__en$55 )
+      xmem4[\write__addr$57 ] <= xbeat[159:128];
   end
   reg [31:0] _4_;
   always @(posedge clk) begin
-    _4_ <= xmem4[\read__addr$55 ];
+    _4_ <= xmem4[\read__addr$60 ];
   end
-  assign \read__data$215  = _4_;
+  assign \read__data$220  = _4_;
   reg [31:0] xmem5 [63:0];
   initial begin
     xmem5[0] = 32'd0;
@@ -3056,14 +3166,14 @@ module \bchw_top.engine0 (s__valid, clk, rst, s__ready, m__valid, m__payload, m_
     xmem5[63] = 32'd0;
   end
   always @(posedge clk) begin
-    if (\write__en$57 )
-      xmem5[\write__addr$59 ] <= xbeat[191:160];
+    if (\write__en$62 )
+      xmem5[\write__addr$64 ] <= xbeat[191:160];
   end
   reg [31:0] _5_;
   always @(posedge clk) begin
-    _5_ <= xmem5[\read__addr$62 ];
+    _5_ <= xmem5[\read__addr$67 ];
   end
-  assign \read__data$216  = _5_;
+  assign \read__data$221  = _5_;
   reg [31:0] xmem6 [63:0];
   initial begin
     xmem6[0] = 32'd0;
@@ -3132,256 +3242,360 @@ module \bchw_top.engine0 (s__valid, clk, rst, s__ready, m__valid, m__payload, m_
     xmem6[63] = 32'd0;
   end
   always @(posedge clk) begin
-    if (\write__en$64 )
-      xmem6[\write__addr$66 ] <= xbeat[223:192];
+    if (\write__en$69 )
+      xmem6[\write__addr$71 ] <= xbeat[223:192];
   end
   reg [31:0] _6_;
   always @(posedge clk) begin
-    _6_ <= xmem6[\read__addr$69 ];
+    _6_ <= xmem6[\read__addr$74 ];
   end
-  assign \read__data$217  = _6_;
+  assign \read__data$222  = _6_;
   always @(posedge clk)
-    \addr$146  <= \$379 ;
+    \x$90  <= xtree_fan_copy0;
   always @(posedge clk)
-    \addr$149  <= \$380 ;
+    \x$94  <= xtree_fan_copy1;
   always @(posedge clk)
-    \addr$152  <= \$381 ;
+    \x$98  <= xtree_fan_copy1;
   always @(posedge clk)
-    \addr$155  <= \$382 ;
+    \x$102  <= xtree_fan_copy1;
   always @(posedge clk)
-    \addr$158  <= \$383 ;
+    \x$106  <= xtree_fan_copy1;
   always @(posedge clk)
-    \addr$161  <= \$384 ;
+    \x$110  <= xtree_fan_copy2;
   always @(posedge clk)
-    \addr$164  <= \$385 ;
+    \x$114  <= xtree_fan_copy2;
   always @(posedge clk)
-    \addr$167  <= \$386 ;
+    \x$118  <= xtree_fan_copy2;
   always @(posedge clk)
-    \addr$170  <= \$387 ;
+    \x$122  <= xtree_fan_copy2;
   always @(posedge clk)
-    \addr$173  <= \$388 ;
+    \x$126  <= xtree_fan_copy3;
   always @(posedge clk)
-    \addr$176  <= \$389 ;
+    \x$130  <= xtree_fan_copy3;
   always @(posedge clk)
-    \addr$179  <= \$390 ;
+    \x$134  <= xtree_fan_copy3;
   always @(posedge clk)
-    \addr$182  <= \$391 ;
+    \x$138  <= xtree_fan_copy3;
   always @(posedge clk)
-    params_d0 <= \$392 ;
+    wdata_d0 <= \$384 ;
   always @(posedge clk)
-    params_d1 <= \$393 ;
+    wdata_d1 <= \$385 ;
   always @(posedge clk)
-    acc_valid <= \$394 ;
+    wdata_d2 <= \$386 ;
   always @(posedge clk)
-    acc_end <= \$395 ;
+    f_d0 <= \$387 ;
   always @(posedge clk)
-    acc0 <= \$396 ;
+    f_d1 <= \$388 ;
   always @(posedge clk)
-    acc1 <= \$397 ;
+    f_d2 <= \$389 ;
   always @(posedge clk)
-    acc2 <= \$398 ;
+    f_d3 <= \$390 ;
   always @(posedge clk)
-    acc3 <= \$399 ;
+    f_d4 <= \$391 ;
   always @(posedge clk)
-    acc4 <= \$400 ;
+    f_d5 <= \$392 ;
   always @(posedge clk)
-    acc5 <= \$401 ;
+    f_d6 <= \$393 ;
   always @(posedge clk)
-    acc6 <= \$402 ;
+    f_d7 <= \$394 ;
   always @(posedge clk)
-    acc7 <= \$403 ;
+    f_d8 <= \$395 ;
   always @(posedge clk)
-    acc8 <= \$404 ;
+    ft_d0 <= \$396 ;
   always @(posedge clk)
-    acc9 <= \$405 ;
+    accflags_copy0 <= \$397 ;
   always @(posedge clk)
-    acc10 <= \$406 ;
+    accflags_copy1 <= \$398 ;
   always @(posedge clk)
-    acc11 <= \$407 ;
+    accflags_copy2 <= \$399 ;
   always @(posedge clk)
-    acc12 <= \$408 ;
+    accflags_copy3 <= \$400 ;
   always @(posedge clk)
-    acc13 <= \$409 ;
+    accflags_copy4 <= \$401 ;
   always @(posedge clk)
-    acc14 <= \$410 ;
+    accflags_copy5 <= \$402 ;
   always @(posedge clk)
-    acc15 <= \$411 ;
+    accflags_copy6 <= \$403 ;
   always @(posedge clk)
-    dload_copy0 <= \$412 ;
+    accflags_copy7 <= \$404 ;
   always @(posedge clk)
-    dload_copy1 <= \$413 ;
+    accflags_copy8 <= \$405 ;
   always @(posedge clk)
-    dload_copy2 <= \$414 ;
+    accflags_copy9 <= \$406 ;
   always @(posedge clk)
-    dload_copy3 <= \$415 ;
+    accflags_copy10 <= \$407 ;
   always @(posedge clk)
-    dload_copy4 <= \$416 ;
+    accflags_copy11 <= \$408 ;
   always @(posedge clk)
-    dload_copy5 <= \$417 ;
+    accflags_copy12 <= \$409 ;
   always @(posedge clk)
-    dload_copy6 <= \$418 ;
+    accflags_copy13 <= \$410 ;
   always @(posedge clk)
-    dload_copy7 <= \$419 ;
+    accflags_copy14 <= \$411 ;
   always @(posedge clk)
-    dload_copy8 <= \$420 ;
+    accflags_copy15 <= \$412 ;
   always @(posedge clk)
-    dload_copy9 <= \$421 ;
+    paddr_d0 <= \$413 ;
   always @(posedge clk)
-    dload_copy10 <= \$422 ;
+    paddr_d1 <= \$414 ;
   always @(posedge clk)
-    dload_copy11 <= \$423 ;
+    paddr_d2 <= \$415 ;
   always @(posedge clk)
-    dload_copy12 <= \$424 ;
+    paddr_d3 <= \$416 ;
   always @(posedge clk)
-    dload_copy13 <= \$425 ;
+    paddr_d4 <= \$417 ;
   always @(posedge clk)
-    dload_copy14 <= \$426 ;
+    paddr_d5 <= \$418 ;
   always @(posedge clk)
-    dload_copy15 <= \$427 ;
+    paddr_d6 <= \$419 ;
   always @(posedge clk)
-    dload_copy16 <= \$428 ;
+    \addr$142  <= \$420 ;
   always @(posedge clk)
-    dload_copy17 <= \$429 ;
+    \addr$145  <= \$421 ;
   always @(posedge clk)
-    dload_copy18 <= \$430 ;
+    \addr$148  <= \$422 ;
   always @(posedge clk)
-    dload_copy19 <= \$431 ;
+    \addr$151  <= \$423 ;
   always @(posedge clk)
-    dload_copy20 <= \$432 ;
+    \addr$154  <= \$424 ;
   always @(posedge clk)
-    dload_copy21 <= \$433 ;
+    \addr$157  <= \$425 ;
   always @(posedge clk)
-    dload_copy22 <= \$434 ;
+    \addr$160  <= \$426 ;
   always @(posedge clk)
-    dload_copy23 <= \$435 ;
+    \addr$163  <= \$427 ;
   always @(posedge clk)
-    dload_copy24 <= \$436 ;
+    \addr$166  <= \$428 ;
   always @(posedge clk)
-    dload_copy25 <= \$437 ;
+    \addr$169  <= \$429 ;
   always @(posedge clk)
-    dload_copy26 <= \$438 ;
+    \addr$172  <= \$430 ;
   always @(posedge clk)
-    dload_copy27 <= \$439 ;
+    \addr$175  <= \$431 ;
   always @(posedge clk)
-    dload_copy28 <= \$440 ;
+    \addr$178  <= \$432 ;
   always @(posedge clk)
-    dload_copy29 <= \$441 ;
+    \addr$181  <= \$433 ;
   always @(posedge clk)
-    dload_copy30 <= \$442 ;
+    \addr$184  <= \$434 ;
   always @(posedge clk)
-    dload_copy31 <= \$443 ;
+    \addr$187  <= \$435 ;
   always @(posedge clk)
-    drain <= \$444 ;
+    params_d0 <= \$436 ;
   always @(posedge clk)
-    qv_d0 <= \$445 ;
+    params_d1 <= \$437 ;
   always @(posedge clk)
-    qv_d1 <= \$446 ;
+    acc_valid <= \$438 ;
   always @(posedge clk)
-    qv_d2 <= \$447 ;
+    acc_end <= \$439 ;
   always @(posedge clk)
-    qv_d3 <= \$448 ;
+    acc0 <= \$440 ;
   always @(posedge clk)
-    qv_d4 <= \$449 ;
+    acc1 <= \$441 ;
   always @(posedge clk)
-    qv_d5 <= \$450 ;
+    acc2 <= \$442 ;
   always @(posedge clk)
-    qv_d6 <= \$451 ;
+    acc3 <= \$443 ;
   always @(posedge clk)
-    qv_d7 <= \$452 ;
+    acc4 <= \$444 ;
   always @(posedge clk)
-    qv_d8 <= \$453 ;
+    acc5 <= \$445 ;
   always @(posedge clk)
-    qv_d9 <= \$454 ;
+    acc6 <= \$446 ;
   always @(posedge clk)
-    qv_d10 <= \$455 ;
+    acc7 <= \$447 ;
   always @(posedge clk)
-    qv_d11 <= \$456 ;
+    acc8 <= \$448 ;
   always @(posedge clk)
-    qv_d12 <= \$457 ;
+    acc9 <= \$449 ;
   always @(posedge clk)
-    qv_d13 <= \$458 ;
+    acc10 <= \$450 ;
   always @(posedge clk)
-    qv_d14 <= \$459 ;
+    acc11 <= \$451 ;
   always @(posedge clk)
-    qv_d15 <= \$460 ;
+    acc12 <= \$452 ;
   always @(posedge clk)
-    qv_d16 <= \$461 ;
+    acc13 <= \$453 ;
   always @(posedge clk)
-    qv_d17 <= \$462 ;
+    acc14 <= \$454 ;
   always @(posedge clk)
-    qv_d18 <= \$463 ;
+    acc15 <= \$455 ;
   always @(posedge clk)
-    qv_d19 <= \$464 ;
+    dload_copy0 <= \$456 ;
   always @(posedge clk)
-    qe_d0 <= \$465 ;
+    dload_copy1 <= \$457 ;
   always @(posedge clk)
-    qe_d1 <= \$466 ;
+    dload_copy2 <= \$458 ;
   always @(posedge clk)
-    qe_d2 <= \$467 ;
+    dload_copy3 <= \$459 ;
   always @(posedge clk)
-    qe_d3 <= \$468 ;
+    dload_copy4 <= \$460 ;
   always @(posedge clk)
-    qe_d4 <= \$469 ;
+    dload_copy5 <= \$461 ;
   always @(posedge clk)
-    qe_d5 <= \$470 ;
+    dload_copy6 <= \$462 ;
   always @(posedge clk)
-    qe_d6 <= \$471 ;
+    dload_copy7 <= \$463 ;
   always @(posedge clk)
-    qe_d7 <= \$472 ;
+    dload_copy8 <= \$464 ;
   always @(posedge clk)
-    qe_d8 <= \$473 ;
+    dload_copy9 <= \$465 ;
   always @(posedge clk)
-    qe_d9 <= \$474 ;
+    dload_copy10 <= \$466 ;
   always @(posedge clk)
-    qe_d10 <= \$475 ;
+    dload_copy11 <= \$467 ;
   always @(posedge clk)
-    qe_d11 <= \$476 ;
+    dload_copy12 <= \$468 ;
   always @(posedge clk)
-    qe_d12 <= \$477 ;
+    dload_copy13 <= \$469 ;
   always @(posedge clk)
-    qe_d13 <= \$478 ;
+    dload_copy14 <= \$470 ;
   always @(posedge clk)
-    qe_d14 <= \$479 ;
+    dload_copy15 <= \$471 ;
   always @(posedge clk)
-    qe_d15 <= \$480 ;
+    dload_copy16 <= \$472 ;
   always @(posedge clk)
-    qe_d16 <= \$481 ;
+    dload_copy17 <= \$473 ;
   always @(posedge clk)
-    qe_d17 <= \$482 ;
+    dload_copy18 <= \$474 ;
   always @(posedge clk)
-    qe_d18 <= \$483 ;
+    dload_copy19 <= \$475 ;
   always @(posedge clk)
-    qe_d19 <= \$484 ;
+    dload_copy20 <= \$476 ;
   always @(posedge clk)
-    qv_last_d0 <= \$485 ;
+    dload_copy21 <= \$477 ;
   always @(posedge clk)
-    qe_last_d0 <= \$486 ;
+    dload_copy22 <= \$478 ;
+  always @(posedge clk)
+    dload_copy23 <= \$479 ;
+  always @(posedge clk)
+    dload_copy24 <= \$480 ;
+  always @(posedge clk)
+    dload_copy25 <= \$481 ;
+  always @(posedge clk)
+    dload_copy26 <= \$482 ;
+  always @(posedge clk)
+    dload_copy27 <= \$483 ;
+  always @(posedge clk)
+    dload_copy28 <= \$484 ;
+  always @(posedge clk)
+    dload_copy29 <= \$485 ;
+  always @(posedge clk)
+    dload_copy30 <= \$486 ;
+  always @(posedge clk)
+    dload_copy31 <= \$487 ;
+  always @(posedge clk)
+    drain <= \$488 ;
+  always @(posedge clk)
+    qv_d0 <= \$489 ;
+  always @(posedge clk)
+    qv_d1 <= \$490 ;
+  always @(posedge clk)
+    qv_d2 <= \$491 ;
+  always @(posedge clk)
+    qv_d3 <= \$492 ;
+  always @(posedge clk)
+    qv_d4 <= \$493 ;
+  always @(posedge clk)
+    qv_d5 <= \$494 ;
+  always @(posedge clk)
+    qv_d6 <= \$495 ;
+  always @(posedge clk)
+    qv_d7 <= \$496 ;
+  always @(posedge clk)
+    qv_d8 <= \$497 ;
+  always @(posedge clk)
+    qv_d9 <= \$498 ;
+  always @(posedge clk)
+    qv_d10 <= \$499 ;
+  always @(posedge clk)
+    qv_d11 <= \$500 ;
+  always @(posedge clk)
+    qv_d12 <= \$501 ;
+  always @(posedge clk)
+    qv_d13 <= \$502 ;
+  always @(posedge clk)
+    qv_d14 <= \$503 ;
+  always @(posedge clk)
+    qv_d15 <= \$504 ;
+  always @(posedge clk)
+    qv_d16 <= \$505 ;
+  always @(posedge clk)
+    qv_d17 <= \$506 ;
+  always @(posedge clk)
+    qv_d18 <= \$507 ;
+  always @(posedge clk)
+    qv_d19 <= \$508 ;
+  always @(posedge clk)
+    qe_d0 <= \$509 ;
+  always @(posedge clk)
+    qe_d1 <= \$510 ;
+  always @(posedge clk)
+    qe_d2 <= \$511 ;
+  always @(posedge clk)
+    qe_d3 <= \$512 ;
+  always @(posedge clk)
+    qe_d4 <= \$513 ;
+  always @(posedge clk)
+    qe_d5 <= \$514 ;
+  always @(posedge clk)
+    qe_d6 <= \$515 ;
+  always @(posedge clk)
+    qe_d7 <= \$516 ;
+  always @(posedge clk)
+    qe_d8 <= \$517 ;
+  always @(posedge clk)
+    qe_d9 <= \$518 ;
+  always @(posedge clk)
+    qe_d10 <= \$519 ;
+  always @(posedge clk)
+    qe_d11 <= \$520 ;
+  always @(posedge clk)
+    qe_d12 <= \$521 ;
+  always @(posedge clk)
+    qe_d13 <= \$522 ;
+  always @(posedge clk)
+    qe_d14 <= \$523 ;
+  always @(posedge clk)
+    qe_d15 <= \$524 ;
+  always @(posedge clk)
+    qe_d16 <= \$525 ;
+  always @(posedge clk)
+    qe_d17 <= \$526 ;
+  always @(posedge clk)
+    qe_d18 <= \$527 ;
+  always @(posedge clk)
+    qe_d19 <= \$528 ;
+  always @(posedge clk)
+    qv_last_d0 <= \$529 ;
+  always @(posedge clk)
+    qe_last_d0 <= \$530 ;
   always @(posedge clk)
     results0 <= { q, results0[119:8] };
   always @(posedge clk)
-    count_copy0 <= \$487 ;
+    count_copy0 <= \$531 ;
   always @(posedge clk)
-    count_copy1 <= \$488 ;
+    count_copy1 <= \$532 ;
   always @(posedge clk)
-    count_copy2 <= \$489 ;
+    count_copy2 <= \$533 ;
   always @(posedge clk)
-    skid_qvalid_copy0 <= \$490 ;
+    skid_qvalid_copy0 <= \$534 ;
   always @(posedge clk)
-    skid_qvalid_copy1 <= \$491 ;
+    skid_qvalid_copy1 <= \$535 ;
   always @(posedge clk)
-    skid_qvalid_copy2 <= \$492 ;
+    skid_qvalid_copy2 <= \$536 ;
   always @(posedge clk)
-    skid0 <= \$493 ;
+    skid0 <= \$537 ;
   always @(posedge clk)
-    skid1 <= \$494 ;
+    skid1 <= \$538 ;
   always @(posedge clk)
-    skid2 <= \$495 ;
+    skid2 <= \$539 ;
   always @(posedge clk)
-    count <= \$496 ;
+    count <= \$540 ;
   always @(posedge clk)
-    credit_back_d0 <= \$497 ;
+    credit_back_d0 <= \$541 ;
   always @(posedge clk)
-    credit_back <= \$498 ;
+    credit_back <= \$542 ;
   assign \$1  = \$signal  & ready;
   assign \$2  = ~ last_step;
   assign \$3  = busy & \$2 ;
@@ -3468,273 +3682,313 @@ module \bchw_top.engine0 (s__valid, clk, rst, s__ready, m__valid, m__payload, m_
   assign \$99  = ~ ready;
   assign \$100  = \$signal  & \$99 ;
   assign \$101  = \$98  ? 1'h1 : \$100 ;
-  assign \$102  = \$signal  & ready;
-  assign \$103  = read_bank ^ \$102 ;
-  assign \$104  = \$signal  & ready;
-  assign \$105  = read_bank ^ \$104 ;
-  assign \$106  = \$signal  & ready;
-  assign \$107  = read_bank ^ \$106 ;
-  assign \$108  = \$signal  & ready;
-  assign \$109  = read_bank ^ \$108 ;
-  assign \$110  = \$signal  & ready;
-  assign \$111  = read_bank ^ \$110 ;
-  assign \$112  = \$signal  & ready;
-  assign \$113  = read_bank ^ \$112 ;
-  assign \$114  = \$signal  & ready;
-  assign \$115  = read_bank ^ \$114 ;
-  assign \$116  = s__valid & s__ready;
-  assign \$118  = \$116  ? 1'h1 : 1'h0;
-  assign \$119  = s__valid & s__ready;
-  assign \$121  = \$119  ? 1'h1 : 1'h0;
+  assign \$102  = s__valid & s__ready;
+  assign \$103  = word == 5'h1b;
+  assign \$106  = \$102  & \$105 ;
+  assign \$107  = ~ ready;
+  assign \$108  = \$signal  & \$107 ;
+  assign \$109  = \$106  ? 1'h1 : \$108 ;
+  assign \$110  = ~ \$109 ;
+  assign \$111  = \$110  | ready_next;
+  assign \$112  = s__valid & s__ready;
+  assign \$113  = word == 5'h1b;
+  assign \$116  = \$112  & \$115 ;
+  assign \$117  = ~ ready;
+  assign \$118  = \$signal  & \$117 ;
+  assign \$119  = \$116  ? 1'h1 : \$118 ;
+  assign \$120  = ~ \$119 ;
+  assign \$121  = \$120  | ready_next;
   assign \$122  = s__valid & s__ready;
-  assign \$124  = \$122  ? 1'h1 : 1'h0;
-  assign \$125  = s__valid & s__ready;
-  assign \$127  = \$125  ? 1'h1 : 1'h0;
-  assign \$128  = s__valid & s__ready;
-  assign \$130  = \$128  ? 1'h1 : 1'h0;
-  assign \$131  = s__valid & s__ready;
-  assign \$133  = \$131  ? 1'h1 : 1'h0;
-  assign \$134  = s__valid & s__ready;
-  assign \$136  = \$134  ? 1'h1 : 1'h0;
-  assign \$137  = ! sfc;
-  assign \$138  = sfc == 5'h1b;
-  assign \$139  = ft_d0[0] & ft_d0[2];
-  assign \$140  = ft_d0[0] & ft_d0[3];
-  assign \$141  = accflags_copy0[1] ? 19'h00000 : acc0;
-  assign \$142  = $signed(\$141 ) + $signed(sum);
-  assign \$143  = accflags_copy1[1] ? 19'h00000 : acc1;
-  assign \$144  = $signed(\$143 ) + $signed(\sum$281 );
-  assign \$145  = accflags_copy2[1] ? 19'h00000 : acc2;
-  assign \$146  = $signed(\$145 ) + $signed(\sum$283 );
-  assign \$147  = accflags_copy3[1] ? 19'h00000 : acc3;
-  assign \$148  = $signed(\$147 ) + $signed(\sum$285 );
-  assign \$149  = accflags_copy4[1] ? 19'h00000 : acc4;
-  assign \$150  = $signed(\$149 ) + $signed(\sum$287 );
-  assign \$151  = accflags_copy5[1] ? 19'h00000 : acc5;
-  assign \$152  = $signed(\$151 ) + $signed(\sum$289 );
-  assign \$153  = accflags_copy6[1] ? 19'h00000 : acc6;
-  assign \$154  = $signed(\$153 ) + $signed(\sum$291 );
-  assign \$155  = accflags_copy7[1] ? 19'h00000 : acc7;
-  assign \$156  = $signed(\$155 ) + $signed(\sum$293 );
-  assign \$157  = accflags_copy8[1] ? 19'h00000 : acc8;
-  assign \$158  = $signed(\$157 ) + $signed(\sum$295 );
-  assign \$159  = accflags_copy9[1] ? 19'h00000 : acc9;
-  assign \$160  = $signed(\$159 ) + $signed(\sum$297 );
-  assign \$161  = accflags_copy10[1] ? 19'h00000 : acc10;
-  assign \$162  = $signed(\$161 ) + $signed(\sum$299 );
-  assign \$163  = accflags_copy11[1] ? 19'h00000 : acc11;
-  assign \$164  = $signed(\$163 ) + $signed(\sum$301 );
-  assign \$165  = accflags_copy12[1] ? 19'h00000 : acc12;
-  assign \$166  = $signed(\$165 ) + $signed(\sum$303 );
-  assign \$167  = accflags_copy13[1] ? 19'h00000 : acc13;
-  assign \$168  = $signed(\$167 ) + $signed(\sum$305 );
-  assign \$169  = accflags_copy14[1] ? 19'h00000 : acc14;
-  assign \$170  = $signed(\$169 ) + $signed(\sum$307 );
-  assign \$171  = accflags_copy15[1] ? 19'h00000 : acc15;
-  assign \$172  = $signed(\$171 ) + $signed(\sum$309 );
-  assign \$173  = ft_d0[0] & ft_d0[2];
-  assign \$174  = ft_d0[0] & ft_d0[2];
-  assign \$175  = ft_d0[0] & ft_d0[2];
-  assign \$176  = ft_d0[0] & ft_d0[2];
-  assign \$177  = ft_d0[0] & ft_d0[2];
-  assign \$178  = ft_d0[0] & ft_d0[2];
+  assign \$123  = word == 5'h1b;
+  assign \$126  = \$122  & \$125 ;
+  assign \$127  = ~ ready;
+  assign \$128  = \$signal  & \$127 ;
+  assign \$129  = \$126  ? 1'h1 : \$128 ;
+  assign \$130  = ~ \$129 ;
+  assign \$131  = \$130  | ready_next;
+  assign \$132  = s__valid & s__ready;
+  assign \$133  = word == 5'h1b;
+  assign \$136  = \$132  & \$135 ;
+  assign \$137  = ~ ready;
+  assign \$138  = \$signal  & \$137 ;
+  assign \$139  = \$136  ? 1'h1 : \$138 ;
+  assign \$140  = ~ \$139 ;
+  assign \$141  = \$140  | ready_next;
+  assign \$142  = \$signal  & ready;
+  assign \$143  = read_bank ^ \$142 ;
+  assign \$144  = \$signal  & ready;
+  assign \$145  = read_bank ^ \$144 ;
+  assign \$146  = \$signal  & ready;
+  assign \$147  = read_bank ^ \$146 ;
+  assign \$148  = \$signal  & ready;
+  assign \$149  = read_bank ^ \$148 ;
+  assign \$150  = \$signal  & ready;
+  assign \$151  = read_bank ^ \$150 ;
+  assign \$152  = \$signal  & ready;
+  assign \$153  = read_bank ^ \$152 ;
+  assign \$154  = \$signal  & ready;
+  assign \$155  = read_bank ^ \$154 ;
+  assign \$156  = s__valid & s__ready;
+  assign \$158  = \$156  ? 1'h1 : 1'h0;
+  assign \$159  = s__valid & s__ready;
+  assign \$161  = \$159  ? 1'h1 : 1'h0;
+  assign \$162  = s__valid & s__ready;
+  assign \$164  = \$162  ? 1'h1 : 1'h0;
+  assign \$165  = s__valid & s__ready;
+  assign \$167  = \$165  ? 1'h1 : 1'h0;
+  assign \$168  = s__valid & s__ready;
+  assign \$170  = \$168  ? 1'h1 : 1'h0;
+  assign \$171  = s__valid & s__ready;
+  assign \$173  = \$171  ? 1'h1 : 1'h0;
+  assign \$174  = s__valid & s__ready;
+  assign \$176  = \$174  ? 1'h1 : 1'h0;
+  assign \$177  = ! sfc;
+  assign \$178  = sfc == 5'h1b;
   assign \$179  = ft_d0[0] & ft_d0[2];
-  assign \$180  = ft_d0[0] & ft_d0[2];
-  assign \$181  = ft_d0[0] & ft_d0[2];
-  assign \$182  = ft_d0[0] & ft_d0[2];
-  assign \$183  = ft_d0[0] & ft_d0[2];
-  assign \$184  = ft_d0[0] & ft_d0[2];
-  assign \$185  = ft_d0[0] & ft_d0[2];
-  assign \$186  = ft_d0[0] & ft_d0[2];
-  assign \$187  = ft_d0[0] & ft_d0[2];
-  assign \$188  = ft_d0[0] & ft_d0[2];
-  assign \$189  = ft_d0[0] & ft_d0[2];
-  assign \$190  = ft_d0[0] & ft_d0[2];
-  assign \$191  = ft_d0[0] & ft_d0[2];
-  assign \$192  = ft_d0[0] & ft_d0[2];
-  assign \$193  = ft_d0[0] & ft_d0[2];
-  assign \$194  = ft_d0[0] & ft_d0[2];
-  assign \$195  = ft_d0[0] & ft_d0[2];
-  assign \$196  = ft_d0[0] & ft_d0[2];
-  assign \$197  = ft_d0[0] & ft_d0[2];
-  assign \$198  = ft_d0[0] & ft_d0[2];
-  assign \$199  = ft_d0[0] & ft_d0[2];
-  assign \$200  = ft_d0[0] & ft_d0[2];
-  assign \$201  = ft_d0[0] & ft_d0[2];
-  assign \$202  = ft_d0[0] & ft_d0[2];
-  assign \$203  = ft_d0[0] & ft_d0[2];
-  assign \$204  = ft_d0[0] & ft_d0[2];
-  assign \$205  = dload_copy0 ? acc0 : drain[98:80];
-  assign \$206  = dload_copy1 ? params_d1[60:0] : drain[159:99];
-  assign \$207  = dload_copy2 ? acc1 : drain[178:160];
-  assign \$208  = dload_copy3 ? params_d1[121:61] : drain[239:179];
-  assign \$209  = dload_copy4 ? acc2 : drain[258:240];
-  assign \$210  = dload_copy5 ? params_d1[182:122] : drain[319:259];
-  assign \$211  = dload_copy6 ? acc3 : drain[338:320];
-  assign \$212  = dload_copy7 ? params_d1[243:183] : drain[399:339];
-  assign \$213  = dload_copy8 ? acc4 : drain[418:400];
-  assign \$214  = dload_copy9 ? params_d1[304:244] : drain[479:419];
-  assign \$215  = dload_copy10 ? acc5 : drain[498:480];
-  assign \$216  = dload_copy11 ? params_d1[365:305] : drain[559:499];
-  assign \$217  = dload_copy12 ? acc6 : drain[578:560];
-  assign \$218  = dload_copy13 ? params_d1[426:366] : drain[639:579];
-  assign \$219  = dload_copy14 ? acc7 : drain[658:640];
-  assign \$220  = dload_copy15 ? params_d1[487:427] : drain[719:659];
-  assign \$221  = dload_copy16 ? acc8 : drain[738:720];
-  assign \$222  = dload_copy17 ? params_d1[548:488] : drain[799:739];
-  assign \$223  = dload_copy18 ? acc9 : drain[818:800];
-  assign \$224  = dload_copy19 ? params_d1[609:549] : drain[879:819];
-  assign \$225  = dload_copy20 ? acc10 : drain[898:880];
-  assign \$226  = dload_copy21 ? params_d1[670:610] : drain[959:899];
-  assign \$227  = dload_copy22 ? acc11 : drain[978:960];
-  assign \$228  = dload_copy23 ? params_d1[731:671] : drain[1039:979];
-  assign \$229  = dload_copy24 ? acc12 : drain[1058:1040];
-  assign \$230  = dload_copy25 ? params_d1[792:732] : drain[1119:1059];
-  assign \$231  = dload_copy26 ? acc13 : drain[1138:1120];
-  assign \$232  = dload_copy27 ? params_d1[853:793] : drain[1199:1139];
-  assign \$233  = dload_copy28 ? acc14 : drain[1218:1200];
-  assign \$234  = dload_copy29 ? params_d1[914:854] : drain[1279:1219];
-  assign \$235  = dload_copy30 ? acc15 : drain[1218:1200];
-  assign \$236  = dload_copy31 ? params_d1[975:915] : drain[1279:1219];
-  assign \$237  = | count_copy0;
-  assign \$238  = \$237  | skid_qvalid_copy0;
-  assign \$239  = \$238  & m__ready;
-  assign \$240  = | count_copy0;
-  assign \$241  = ~ \$240 ;
-  assign \$242  = \$239  & \$241 ;
-  assign \$243  = ~ \$242 ;
-  assign \$244  = skid_qvalid_copy0 & \$243 ;
-  assign \$245  = | count_copy0;
-  assign \$246  = \$245  | skid_qvalid_copy0;
-  assign \$247  = \$246  & m__ready;
-  assign \$248  = | count_copy0;
-  assign \$249  = \$247  & \$248 ;
-  assign \$250  = count_copy0 == 1'h1;
-  assign \$251  = ! count_copy0;
-  assign \$252  = \$249  ? \$250  : \$251 ;
-  assign \$253  = \$244  & \$252 ;
-  assign \$254  = | count_copy0;
-  assign \$255  = \$254  | skid_qvalid_copy0;
-  assign \$256  = \$255  & m__ready;
-  assign \$257  = | count_copy0;
-  assign \$258  = \$256  & \$257 ;
-  assign \$259  = | count_copy1;
-  assign \$260  = \$259  | skid_qvalid_copy1;
-  assign \$261  = \$260  & m__ready;
-  assign \$262  = | count_copy1;
-  assign \$263  = ~ \$262 ;
-  assign \$264  = \$261  & \$263 ;
-  assign \$265  = ~ \$264 ;
-  assign \$266  = skid_qvalid_copy1 & \$265 ;
-  assign \$267  = | count_copy1;
-  assign \$268  = \$267  | skid_qvalid_copy1;
-  assign \$269  = \$268  & m__ready;
-  assign \$270  = | count_copy1;
-  assign \$271  = \$269  & \$270 ;
-  assign \$272  = count_copy1 == 2'h2;
-  assign \$273  = count_copy1 == 1'h1;
-  assign \$274  = \$271  ? \$272  : \$273 ;
-  assign \$275  = \$266  & \$274 ;
-  assign \$276  = | count_copy1;
-  assign \$277  = \$276  | skid_qvalid_copy1;
-  assign \$278  = \$277  & m__ready;
-  assign \$279  = | count_copy1;
-  assign \$280  = \$278  & \$279 ;
-  assign \$281  = | count_copy2;
-  assign \$282  = \$281  | skid_qvalid_copy2;
-  assign \$283  = \$282  & m__ready;
-  assign \$284  = | count_copy2;
-  assign \$285  = ~ \$284 ;
-  assign \$286  = \$283  & \$285 ;
-  assign \$287  = ~ \$286 ;
-  assign \$288  = skid_qvalid_copy2 & \$287 ;
-  assign \$289  = | count_copy2;
-  assign \$290  = \$289  | skid_qvalid_copy2;
-  assign \$291  = \$290  & m__ready;
-  assign \$292  = | count_copy2;
-  assign \$293  = \$291  & \$292 ;
-  assign \$294  = count_copy2 == 2'h3;
-  assign \$295  = count_copy2 == 2'h2;
-  assign \$296  = \$293  ? \$294  : \$295 ;
-  assign \$297  = \$288  & \$296 ;
-  assign \$298  = | count_copy2;
-  assign \$299  = \$298  | skid_qvalid_copy2;
-  assign \$300  = \$299  & m__ready;
-  assign \$301  = | count_copy2;
-  assign \$302  = \$300  & \$301 ;
-  assign \$303  = | count;
-  assign \$304  = \$303  | qv_last_d0;
-  assign \$305  = \$304  & m__ready;
+  assign \$180  = ft_d0[0] & ft_d0[3];
+  assign \$181  = accflags_copy0[1] ? 19'h00000 : acc0;
+  assign \$182  = $signed(\$181 ) + $signed(sum);
+  assign \$183  = accflags_copy1[1] ? 19'h00000 : acc1;
+  assign \$184  = $signed(\$183 ) + $signed(\sum$286 );
+  assign \$185  = accflags_copy2[1] ? 19'h00000 : acc2;
+  assign \$186  = $signed(\$185 ) + $signed(\sum$288 );
+  assign \$187  = accflags_copy3[1] ? 19'h00000 : acc3;
+  assign \$188  = $signed(\$187 ) + $signed(\sum$290 );
+  assign \$189  = accflags_copy4[1] ? 19'h00000 : acc4;
+  assign \$190  = $signed(\$189 ) + $signed(\sum$292 );
+  assign \$191  = accflags_copy5[1] ? 19'h00000 : acc5;
+  assign \$192  = $signed(\$191 ) + $signed(\sum$294 );
+  assign \$193  = accflags_copy6[1] ? 19'h00000 : acc6;
+  assign \$194  = $signed(\$193 ) + $signed(\sum$296 );
+  assign \$195  = accflags_copy7[1] ? 19'h00000 : acc7;
+  assign \$196  = $signed(\$195 ) + $signed(\sum$298 );
+  assign \$197  = accflags_copy8[1] ? 19'h00000 : acc8;
+  assign \$198  = $signed(\$197 ) + $signed(\sum$300 );
+  assign \$199  = accflags_copy9[1] ? 19'h00000 : acc9;
+  assign \$200  = $signed(\$199 ) + $signed(\sum$302 );
+  assign \$201  = accflags_copy10[1] ? 19'h00000 : acc10;
+  assign \$202  = $signed(\$201 ) + $signed(\sum$304 );
+  assign \$203  = accflags_copy11[1] ? 19'h00000 : acc11;
+  assign \$204  = $signed(\$203 ) + $signed(\sum$306 );
+  assign \$205  = accflags_copy12[1] ? 19'h00000 : acc12;
+  assign \$206  = $signed(\$205 ) + $signed(\sum$308 );
+  assign \$207  = accflags_copy13[1] ? 19'h00000 : acc13;
+  assign \$208  = $signed(\$207 ) + $signed(\sum$310 );
+  assign \$209  = accflags_copy14[1] ? 19'h00000 : acc14;
+  assign \$210  = $signed(\$209 ) + $signed(\sum$312 );
+  assign \$211  = accflags_copy15[1] ? 19'h00000 : acc15;
+  assign \$212  = $signed(\$211 ) + $signed(\sum$314 );
+  assign \$213  = ft_d0[0] & ft_d0[2];
+  assign \$214  = ft_d0[0] & ft_d0[2];
+  assign \$215  = ft_d0[0] & ft_d0[2];
+  assign \$216  = ft_d0[0] & ft_d0[2];
+  assign \$217  = ft_d0[0] & ft_d0[2];
+  assign \$218  = ft_d0[0] & ft_d0[2];
+  assign \$219  = ft_d0[0] & ft_d0[2];
+  assign \$220  = ft_d0[0] & ft_d0[2];
+  assign \$221  = ft_d0[0] & ft_d0[2];
+  assign \$222  = ft_d0[0] & ft_d0[2];
+  assign \$223  = ft_d0[0] & ft_d0[2];
+  assign \$224  = ft_d0[0] & ft_d0[2];
+  assign \$225  = ft_d0[0] & ft_d0[2];
+  assign \$226  = ft_d0[0] & ft_d0[2];
+  assign \$227  = ft_d0[0] & ft_d0[2];
+  assign \$228  = ft_d0[0] & ft_d0[2];
+  assign \$229  = ft_d0[0] & ft_d0[2];
+  assign \$230  = ft_d0[0] & ft_d0[2];
+  assign \$231  = ft_d0[0] & ft_d0[2];
+  assign \$232  = ft_d0[0] & ft_d0[2];
+  assign \$233  = ft_d0[0] & ft_d0[2];
+  assign \$234  = ft_d0[0] & ft_d0[2];
+  assign \$235  = ft_d0[0] & ft_d0[2];
+  assign \$236  = ft_d0[0] & ft_d0[2];
+  assign \$237  = ft_d0[0] & ft_d0[2];
+  assign \$238  = ft_d0[0] & ft_d0[2];
+  assign \$239  = ft_d0[0] & ft_d0[2];
+  assign \$240  = ft_d0[0] & ft_d0[2];
+  assign \$241  = ft_d0[0] & ft_d0[2];
+  assign \$242  = ft_d0[0] & ft_d0[2];
+  assign \$243  = ft_d0[0] & ft_d0[2];
+  assign \$244  = ft_d0[0] & ft_d0[2];
+  assign \$245  = dload_copy0 ? acc0 : drain[98:80];
+  assign \$246  = dload_copy1 ? params_d1[60:0] : drain[159:99];
+  assign \$247  = dload_copy2 ? acc1 : drain[178:160];
+  assign \$248  = dload_copy3 ? params_d1[121:61] : drain[239:179];
+  assign \$249  = dload_copy4 ? acc2 : drain[258:240];
+  assign \$250  = dload_copy5 ? params_d1[182:122] : drain[319:259];
+  assign \$251  = dload_copy6 ? acc3 : drain[338:320];
+  assign \$252  = dload_copy7 ? params_d1[243:183] : drain[399:339];
+  assign \$253  = dload_copy8 ? acc4 : drain[418:400];
+  assign \$254  = dload_copy9 ? params_d1[304:244] : drain[479:419];
+  assign \$255  = dload_copy10 ? acc5 : drain[498:480];
+  assign \$256  = dload_copy11 ? params_d1[365:305] : drain[559:499];
+  assign \$257  = dload_copy12 ? acc6 : drain[578:560];
+  assign \$258  = dload_copy13 ? params_d1[426:366] : drain[639:579];
+  assign \$259  = dload_copy14 ? acc7 : drain[658:640];
+  assign \$260  = dload_copy15 ? params_d1[487:427] : drain[719:659];
+  assign \$261  = dload_copy16 ? acc8 : drain[738:720];
+  assign \$262  = dload_copy17 ? params_d1[548:488] : drain[799:739];
+  assign \$263  = dload_copy18 ? acc9 : drain[818:800];
+  assign \$264  = dload_copy19 ? params_d1[609:549] : drain[879:819];
+  assign \$265  = dload_copy20 ? acc10 : drain[898:880];
+  assign \$266  = dload_copy21 ? params_d1[670:610] : drain[959:899];
+  assign \$267  = dload_copy22 ? acc11 : drain[978:960];
+  assign \$268  = dload_copy23 ? params_d1[731:671] : drain[1039:979];
+  assign \$269  = dload_copy24 ? acc12 : drain[1058:1040];
+  assign \$270  = dload_copy25 ? params_d1[792:732] : drain[1119:1059];
+  assign \$271  = dload_copy26 ? acc13 : drain[1138:1120];
+  assign \$272  = dload_copy27 ? params_d1[853:793] : drain[1199:1139];
+  assign \$273  = dload_copy28 ? acc14 : drain[1218:1200];
+  assign \$274  = dload_copy29 ? params_d1[914:854] : drain[1279:1219];
+  assign \$275  = dload_copy30 ? acc15 : drain[1218:1200];
+  assign \$276  = dload_copy31 ? params_d1[975:915] : drain[1279:1219];
+  assign \$277  = | count_copy0;
+  assign \$278  = \$277  | skid_qvalid_copy0;
+  assign \$279  = \$278  & \port$20104$0 ;
+  assign \$280  = | count_copy0;
+  assign \$281  = ~ \$280 ;
+  assign \$282  = \$279  & \$281 ;
+  assign \$283  = ~ \$282 ;
+  assign \$284  = skid_qvalid_copy0 & \$283 ;
+  assign \$285  = | count_copy0;
+  assign \$286  = \$285  | skid_qvalid_copy0;
+  assign \$287  = \$286  & \port$20104$0 ;
+  assign \$288  = | count_copy0;
+  assign \$289  = \$287  & \$288 ;
+  assign \$290  = count_copy0 == 1'h1;
+  assign \$291  = ! count_copy0;
+  assign \$292  = \$289  ? \$290  : \$291 ;
+  assign \$293  = \$284  & \$292 ;
+  assign \$294  = | count_copy0;
+  assign \$295  = \$294  | skid_qvalid_copy0;
+  assign \$296  = \$295  & \port$20104$0 ;
+  assign \$297  = | count_copy0;
+  assign \$298  = \$296  & \$297 ;
+  assign \$299  = | count_copy1;
+  assign \$300  = \$299  | skid_qvalid_copy1;
+  assign \$301  = \$300  & \port$20106$0 ;
+  assign \$302  = | count_copy1;
+  assign \$303  = ~ \$302 ;
+  assign \$304  = \$301  & \$303 ;
+  assign \$305  = ~ \$304 ;
+  assign \$306  = skid_qvalid_copy1 & \$305 ;
+  assign \$307  = | count_copy1;
+  assign \$308  = \$307  | skid_qvalid_copy1;
+  assign \$309  = \$308  & \port$20106$0 ;
+  assign \$310  = | count_copy1;
+  assign \$311  = \$309  & \$310 ;
+  assign \$312  = count_copy1 == 2'h2;
+  assign \$313  = count_copy1 == 1'h1;
+  assign \$314  = \$311  ? \$312  : \$313 ;
+  assign \$315  = \$306  & \$314 ;
+  assign \$316  = | count_copy1;
+  assign \$317  = \$316  | skid_qvalid_copy1;
+  assign \$318  = \$317  & \port$20106$0 ;
+  assign \$319  = | count_copy1;
+  assign \$320  = \$318  & \$319 ;
+  assign \$321  = | count_copy2;
+  assign \$322  = \$321  | skid_qvalid_copy2;
+  assign \$323  = \$322  & \port$20108$0 ;
+  assign \$324  = | count_copy2;
+  assign \$325  = ~ \$324 ;
+  assign \$326  = \$323  & \$325 ;
+  assign \$327  = ~ \$326 ;
+  assign \$328  = skid_qvalid_copy2 & \$327 ;
+  assign \$329  = | count_copy2;
+  assign \$330  = \$329  | skid_qvalid_copy2;
+  assign \$331  = \$330  & \port$20108$0 ;
+  assign \$332  = | count_copy2;
+  assign \$333  = \$331  & \$332 ;
+  assign \$334  = count_copy2 == 2'h3;
+  assign \$335  = count_copy2 == 2'h2;
+  assign \$336  = \$333  ? \$334  : \$335 ;
+  assign \$337  = \$328  & \$336 ;
+  assign \$338  = | count_copy2;
+  assign \$339  = \$338  | skid_qvalid_copy2;
+  assign \$340  = \$339  & \port$20108$0 ;
+  assign \$341  = | count_copy2;
+  assign \$342  = \$340  & \$341 ;
+  assign \$343  = | count;
+  assign \$344  = \$343  | qv_last_d0;
+  assign \$345  = \$344  & m__ready;
   always @(posedge clk)
-    busy <= \$306 ;
+    busy <= \$346 ;
   always @(posedge clk)
-    addr <= \$307 ;
+    addr <= \$347 ;
   always @(posedge clk)
-    sfc <= \$308 ;
+    sfc <= \$348 ;
   always @(posedge clk)
-    nfc <= \$309 ;
+    nfc <= \$349 ;
   always @(posedge clk)
-    last_step <= \$310 ;
+    last_step <= \$350 ;
   always @(posedge clk)
-    ready <= \$311 ;
+    ready <= \$351 ;
   always @(posedge clk)
-    credits <= \$312 ;
+    credits <= \$352 ;
   always @(posedge clk)
-    issue <= \$313 ;
+    issue <= \$353 ;
   always @(posedge clk)
-    word <= \$314 ;
+    word <= \$354 ;
   always @(posedge clk)
-    write_bank <= \$315 ;
+    write_bank <= \$355 ;
   always @(posedge clk)
-    read_bank <= \$316 ;
+    read_bank <= \$356 ;
   always @(posedge clk)
-    \$signal  <= \$317 ;
+    \$signal  <= \$357 ;
+  always @(posedge clk)
+    sready_copy0 <= \$358 ;
+  always @(posedge clk)
+    sready_copy1 <= \$359 ;
+  always @(posedge clk)
+    sready_copy2 <= \$360 ;
+  always @(posedge clk)
+    sready_copy3 <= \$361 ;
   always @(posedge clk)
     xbeat <= s__payload;
   always @(posedge clk)
-    write__addr <= \$318 ;
+    write__addr <= \$362 ;
   always @(posedge clk)
-    \write__addr$31  <= \$319 ;
+    \write__addr$36  <= \$363 ;
   always @(posedge clk)
-    \write__addr$38  <= \$320 ;
+    \write__addr$43  <= \$364 ;
   always @(posedge clk)
-    \write__addr$45  <= \$321 ;
+    \write__addr$50  <= \$365 ;
   always @(posedge clk)
-    \write__addr$52  <= \$322 ;
+    \write__addr$57  <= \$366 ;
   always @(posedge clk)
-    \write__addr$59  <= \$323 ;
+    \write__addr$64  <= \$367 ;
   always @(posedge clk)
-    \write__addr$66  <= \$324 ;
+    \write__addr$71  <= \$368 ;
   always @(posedge clk)
-    read__addr <= \$325 ;
+    read__addr <= \$369 ;
   always @(posedge clk)
-    \read__addr$34  <= \$326 ;
+    \read__addr$39  <= \$370 ;
   always @(posedge clk)
-    \read__addr$41  <= \$327 ;
+    \read__addr$46  <= \$371 ;
   always @(posedge clk)
-    \read__addr$48  <= \$328 ;
+    \read__addr$53  <= \$372 ;
   always @(posedge clk)
-    \read__addr$55  <= \$329 ;
+    \read__addr$60  <= \$373 ;
   always @(posedge clk)
-    \read__addr$62  <= \$330 ;
+    \read__addr$67  <= \$374 ;
   always @(posedge clk)
-    \read__addr$69  <= \$331 ;
+    \read__addr$74  <= \$375 ;
   always @(posedge clk)
-    write__en <= \$332 ;
+    write__en <= \$376 ;
   always @(posedge clk)
-    \write__en$29  <= \$333 ;
+    \write__en$34  <= \$377 ;
   always @(posedge clk)
-    \write__en$36  <= \$334 ;
+    \write__en$41  <= \$378 ;
   always @(posedge clk)
-    \write__en$43  <= \$335 ;
+    \write__en$48  <= \$379 ;
   always @(posedge clk)
-    \write__en$50  <= \$336 ;
+    \write__en$55  <= \$380 ;
   always @(posedge clk)
-    \write__en$57  <= \$337 ;
+    \write__en$62  <= \$381 ;
   always @(posedge clk)
-    \write__en$64  <= \$338 ;
+    \write__en$69  <= \$382 ;
   always @(posedge clk)
-    xmem_d0 <= \$339 ;
+    xmem_d0 <= \$383 ;
   always @(posedge clk)
     xtree_fan_copy0 <= xmem_d0;
   always @(posedge clk)
@@ -3746,196 +4000,92 @@ module \bchw_top.engine0 (s__valid, clk, rst, s__ready, m__valid, m__payload, m_
   always @(posedge clk)
     x <= xtree_fan_copy0;
   always @(posedge clk)
-    \x$77  <= xtree_fan_copy0;
+    \x$82  <= xtree_fan_copy0;
   always @(posedge clk)
-    \x$81  <= xtree_fan_copy0;
-  always @(posedge clk)
-    \x$85  <= xtree_fan_copy0;
-  always @(posedge clk)
-    \x$89  <= xtree_fan_copy1;
-  always @(posedge clk)
-    \x$93  <= xtree_fan_copy1;
-  always @(posedge clk)
-    \x$97  <= xtree_fan_copy1;
-  always @(posedge clk)
-    \x$101  <= xtree_fan_copy1;
-  always @(posedge clk)
-    \x$105  <= xtree_fan_copy2;
-  always @(posedge clk)
-    \x$109  <= xtree_fan_copy2;
-  always @(posedge clk)
-    \x$113  <= xtree_fan_copy2;
-  always @(posedge clk)
-    \x$117  <= xtree_fan_copy2;
-  always @(posedge clk)
-    \x$121  <= xtree_fan_copy3;
-  always @(posedge clk)
-    \x$125  <= xtree_fan_copy3;
-  always @(posedge clk)
-    \x$129  <= xtree_fan_copy3;
-  always @(posedge clk)
-    \x$133  <= xtree_fan_copy3;
-  always @(posedge clk)
-    wdata_d0 <= \$340 ;
-  always @(posedge clk)
-    wdata_d1 <= \$341 ;
-  always @(posedge clk)
-    wdata_d2 <= \$342 ;
-  always @(posedge clk)
-    f_d0 <= \$343 ;
-  always @(posedge clk)
-    f_d1 <= \$344 ;
-  always @(posedge clk)
-    f_d2 <= \$345 ;
-  always @(posedge clk)
-    f_d3 <= \$346 ;
-  always @(posedge clk)
-    f_d4 <= \$347 ;
-  always @(posedge clk)
-    f_d5 <= \$348 ;
-  always @(posedge clk)
-    f_d6 <= \$349 ;
-  always @(posedge clk)
-    f_d7 <= \$350 ;
-  always @(posedge clk)
-    f_d8 <= \$351 ;
-  always @(posedge clk)
-    ft_d0 <= \$352 ;
-  always @(posedge clk)
-    accflags_copy0 <= \$353 ;
-  always @(posedge clk)
-    accflags_copy1 <= \$354 ;
-  always @(posedge clk)
-    accflags_copy2 <= \$355 ;
-  always @(posedge clk)
-    accflags_copy3 <= \$356 ;
-  always @(posedge clk)
-    accflags_copy4 <= \$357 ;
-  always @(posedge clk)
-    accflags_copy5 <= \$358 ;
-  always @(posedge clk)
-    accflags_copy6 <= \$359 ;
-  always @(posedge clk)
-    accflags_copy7 <= \$360 ;
-  always @(posedge clk)
-    accflags_copy8 <= \$361 ;
-  always @(posedge clk)
-    accflags_copy9 <= \$362 ;
-  always @(posedge clk)
-    accflags_copy10 <= \$363 ;
-  always @(posedge clk)
-    accflags_copy11 <= \$364 ;
-  always @(posedge clk)
-    accflags_copy12 <= \$365 ;
-  always @(posedge clk)
-    accflags_copy13 <= \$366 ;
-  always @(posedge clk)
-    accflags_copy14 <= \$367 ;
-  always @(posedge clk)
-    accflags_copy15 <= \$368 ;
-  always @(posedge clk)
-    paddr_d0 <= \$369 ;
-  always @(posedge clk)
-    paddr_d1 <= \$370 ;
-  always @(posedge clk)
-    paddr_d2 <= \$371 ;
-  always @(posedge clk)
-    paddr_d3 <= \$372 ;
-  always @(posedge clk)
-    paddr_d4 <= \$373 ;
-  always @(posedge clk)
-    paddr_d5 <= \$374 ;
-  always @(posedge clk)
-    paddr_d6 <= \$375 ;
-  always @(posedge clk)
-    \addr$137  <= \$376 ;
-  always @(posedge clk)
-    \addr$140  <= \$377 ;
-  always @(posedge clk)
-    \addr$143  <= \$378 ;
+    \x$86  <= xtree_fan_copy0;
   \bchw_top.engine0.params0  params0 (
-    .addr(\addr$137 ),
-    .clk(clk),
-    .data(\data$259 )
-  );
-  \bchw_top.engine0.params1  params1 (
-    .addr(\addr$140 ),
-    .clk(clk),
-    .data(\data$260 )
-  );
-  \bchw_top.engine0.params10  params10 (
-    .addr(\addr$167 ),
-    .clk(clk),
-    .data(\data$269 )
-  );
-  \bchw_top.engine0.params11  params11 (
-    .addr(\addr$170 ),
-    .clk(clk),
-    .data(\data$270 )
-  );
-  \bchw_top.engine0.params12  params12 (
-    .addr(\addr$173 ),
-    .clk(clk),
-    .data(\data$271 )
-  );
-  \bchw_top.engine0.params13  params13 (
-    .addr(\addr$176 ),
-    .clk(clk),
-    .data(\data$272 )
-  );
-  \bchw_top.engine0.params14  params14 (
-    .addr(\addr$179 ),
-    .clk(clk),
-    .data(\data$273 )
-  );
-  \bchw_top.engine0.params15  params15 (
-    .addr(\addr$182 ),
-    .clk(clk),
-    .data(\data$274 )
-  );
-  \bchw_top.engine0.params2  params2 (
-    .addr(\addr$143 ),
-    .clk(clk),
-    .data(\data$261 )
-  );
-  \bchw_top.engine0.params3  params3 (
-    .addr(\addr$146 ),
-    .clk(clk),
-    .data(\data$262 )
-  );
-  \bchw_top.engine0.params4  params4 (
-    .addr(\addr$149 ),
-    .clk(clk),
-    .data(\data$263 )
-  );
-  \bchw_top.engine0.params5  params5 (
-    .addr(\addr$152 ),
+    .addr(\addr$142 ),
     .clk(clk),
     .data(\data$264 )
   );
-  \bchw_top.engine0.params6  params6 (
-    .addr(\addr$155 ),
+  \bchw_top.engine0.params1  params1 (
+    .addr(\addr$145 ),
     .clk(clk),
     .data(\data$265 )
   );
-  \bchw_top.engine0.params7  params7 (
-    .addr(\addr$158 ),
+  \bchw_top.engine0.params10  params10 (
+    .addr(\addr$172 ),
+    .clk(clk),
+    .data(\data$274 )
+  );
+  \bchw_top.engine0.params11  params11 (
+    .addr(\addr$175 ),
+    .clk(clk),
+    .data(\data$275 )
+  );
+  \bchw_top.engine0.params12  params12 (
+    .addr(\addr$178 ),
+    .clk(clk),
+    .data(\data$276 )
+  );
+  \bchw_top.engine0.params13  params13 (
+    .addr(\addr$181 ),
+    .clk(clk),
+    .data(\data$277 )
+  );
+  \bchw_top.engine0.params14  params14 (
+    .addr(\addr$184 ),
+    .clk(clk),
+    .data(\data$278 )
+  );
+  \bchw_top.engine0.params15  params15 (
+    .addr(\addr$187 ),
+    .clk(clk),
+    .data(\data$279 )
+  );
+  \bchw_top.engine0.params2  params2 (
+    .addr(\addr$148 ),
     .clk(clk),
     .data(\data$266 )
   );
-  \bchw_top.engine0.params8  params8 (
-    .addr(\addr$161 ),
+  \bchw_top.engine0.params3  params3 (
+    .addr(\addr$151 ),
     .clk(clk),
     .data(\data$267 )
   );
-  \bchw_top.engine0.params9  params9 (
-    .addr(\addr$164 ),
+  \bchw_top.engine0.params4  params4 (
+    .addr(\addr$154 ),
     .clk(clk),
     .data(\data$268 )
   );
+  \bchw_top.engine0.params5  params5 (
+    .addr(\addr$157 ),
+    .clk(clk),
+    .data(\data$269 )
+  );
+  \bchw_top.engine0.params6  params6 (
+    .addr(\addr$160 ),
+    .clk(clk),
+    .data(\data$270 )
+  );
+  \bchw_top.engine0.params7  params7 (
+    .addr(\addr$163 ),
+    .clk(clk),
+    .data(\data$271 )
+  );
+  \bchw_top.engine0.params8  params8 (
+    .addr(\addr$166 ),
+    .clk(clk),
+    .data(\data$272 )
+  );
+  \bchw_top.engine0.params9  params9 (
+    .addr(\addr$169 ),
+    .clk(clk),
+    .data(\data$273 )
+  );
   \bchw_top.engine0.requant0  requant0 (
     .clk(clk),
-    .\port$16383$0 (drain[79:0]),
+    .\port$16551$0 (drain[79:0]),
     .q(q),
     .rst(rst)
   );
@@ -3948,108 +4098,108 @@ module \bchw_top.engine0 (s__valid, clk, rst, s__ready, m__valid, m__payload, m_
   );
   \bchw_top.engine0.tree1  tree1 (
     .clk(clk),
-    .l5_0(\sum$281 ),
+    .l5_0(\sum$286 ),
     .rst(rst),
     .w(wdata_d2[55:28]),
-    .x(\x$77 )
+    .x(\x$82 )
   );
   \bchw_top.engine0.tree10  tree10 (
     .clk(clk),
-    .l5_0(\sum$299 ),
+    .l5_0(\sum$304 ),
     .rst(rst),
     .w(wdata_d2[307:280]),
-    .x(\x$113 )
+    .x(\x$118 )
   );
   \bchw_top.engine0.tree11  tree11 (
     .clk(clk),
-    .l5_0(\sum$301 ),
+    .l5_0(\sum$306 ),
     .rst(rst),
     .w(wdata_d2[335:308]),
-    .x(\x$117 )
+    .x(\x$122 )
   );
   \bchw_top.engine0.tree12  tree12 (
     .clk(clk),
-    .l5_0(\sum$303 ),
+    .l5_0(\sum$308 ),
     .rst(rst),
     .w(wdata_d2[363:336]),
-    .x(\x$121 )
+    .x(\x$126 )
   );
   \bchw_top.engine0.tree13  tree13 (
     .clk(clk),
-    .l5_0(\sum$305 ),
+    .l5_0(\sum$310 ),
     .rst(rst),
     .w(wdata_d2[391:364]),
-    .x(\x$125 )
+    .x(\x$130 )
   );
   \bchw_top.engine0.tree14  tree14 (
     .clk(clk),
-    .l5_0(\sum$307 ),
+    .l5_0(\sum$312 ),
     .rst(rst),
     .w(wdata_d2[419:392]),
-    .x(\x$129 )
+    .x(\x$134 )
   );
   \bchw_top.engine0.tree15  tree15 (
     .clk(clk),
-    .l5_0(\sum$309 ),
+    .l5_0(\sum$314 ),
     .rst(rst),
     .w(wdata_d2[447:420]),
-    .x(\x$133 )
+    .x(\x$138 )
   );
   \bchw_top.engine0.tree2  tree2 (
     .clk(clk),
-    .l5_0(\sum$283 ),
+    .l5_0(\sum$288 ),
     .rst(rst),
     .w(wdata_d2[83:56]),
-    .x(\x$81 )
+    .x(\x$86 )
   );
   \bchw_top.engine0.tree3  tree3 (
     .clk(clk),
-    .l5_0(\sum$285 ),
+    .l5_0(\sum$290 ),
     .rst(rst),
     .w(wdata_d2[111:84]),
-    .x(\x$85 )
+    .x(\x$90 )
   );
   \bchw_top.engine0.tree4  tree4 (
     .clk(clk),
-    .l5_0(\sum$287 ),
+    .l5_0(\sum$292 ),
     .rst(rst),
     .w(wdata_d2[139:112]),
-    .x(\x$89 )
+    .x(\x$94 )
   );
   \bchw_top.engine0.tree5  tree5 (
     .clk(clk),
-    .l5_0(\sum$289 ),
+    .l5_0(\sum$294 ),
     .rst(rst),
     .w(wdata_d2[167:140]),
-    .x(\x$93 )
+    .x(\x$98 )
   );
   \bchw_top.engine0.tree6  tree6 (
     .clk(clk),
-    .l5_0(\sum$291 ),
+    .l5_0(\sum$296 ),
     .rst(rst),
     .w(wdata_d2[195:168]),
-    .x(\x$97 )
+    .x(\x$102 )
   );
   \bchw_top.engine0.tree7  tree7 (
     .clk(clk),
-    .l5_0(\sum$293 ),
+    .l5_0(\sum$298 ),
     .rst(rst),
     .w(wdata_d2[223:196]),
-    .x(\x$101 )
+    .x(\x$106 )
   );
   \bchw_top.engine0.tree8  tree8 (
     .clk(clk),
-    .l5_0(\sum$295 ),
+    .l5_0(\sum$300 ),
     .rst(rst),
     .w(wdata_d2[251:224]),
-    .x(\x$105 )
+    .x(\x$110 )
   );
   \bchw_top.engine0.tree9  tree9 (
     .clk(clk),
-    .l5_0(\sum$297 ),
+    .l5_0(\sum$302 ),
     .rst(rst),
     .w(wdata_d2[279:252]),
-    .x(\x$109 )
+    .x(\x$114 )
   );
   \bchw_top.engine0.weights  weights (
     .addr(addr),
@@ -4058,1319 +4208,1347 @@ module \bchw_top.engine0 (s__valid, clk, rst, s__ready, m__valid, m__payload, m_
   );
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$380  = paddr_d6;
-    if (rst) begin
-      \$380  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$381  = paddr_d6;
-    if (rst) begin
-      \$381  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$382  = paddr_d6;
-    if (rst) begin
-      \$382  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$383  = paddr_d6;
-    if (rst) begin
-      \$383  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$384  = paddr_d6;
-    if (rst) begin
-      \$384  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$385  = paddr_d6;
-    if (rst) begin
-      \$385  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$386  = paddr_d6;
-    if (rst) begin
-      \$386  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$387  = paddr_d6;
+    \$387  = { last_step, \$178 , \$177 , issue };
     if (rst) begin
       \$387  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$388  = paddr_d6;
+    \$388  = f_d0;
     if (rst) begin
       \$388  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$389  = paddr_d6;
+    \$389  = f_d1;
     if (rst) begin
       \$389  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$390  = paddr_d6;
+    \$390  = f_d2;
     if (rst) begin
       \$390  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$391  = paddr_d6;
+    \$391  = f_d3;
     if (rst) begin
       \$391  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$394  = \$139 ;
+    \$392  = f_d4;
     if (rst) begin
-      \$394  = 1'h0;
+      \$392  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$395  = \$140 ;
+    \$393  = f_d5;
     if (rst) begin
-      \$395  = 1'h0;
+      \$393  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$396  = acc0;
-    if (accflags_copy0[0]) begin
-      \$396  = \$142 [18:0];
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$397  = acc1;
-    if (accflags_copy1[0]) begin
-      \$397  = \$144 [18:0];
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$398  = acc2;
-    if (accflags_copy2[0]) begin
-      \$398  = \$146 [18:0];
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$399  = acc3;
-    if (accflags_copy3[0]) begin
-      \$399  = \$148 [18:0];
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$400  = acc4;
-    if (accflags_copy4[0]) begin
-      \$400  = \$150 [18:0];
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$401  = acc5;
-    if (accflags_copy5[0]) begin
-      \$401  = \$152 [18:0];
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$402  = acc6;
-    if (accflags_copy6[0]) begin
-      \$402  = \$154 [18:0];
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$403  = acc7;
-    if (accflags_copy7[0]) begin
-      \$403  = \$156 [18:0];
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$404  = acc8;
-    if (accflags_copy8[0]) begin
-      \$404  = \$158 [18:0];
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$405  = acc9;
-    if (accflags_copy9[0]) begin
-      \$405  = \$160 [18:0];
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$406  = acc10;
-    if (accflags_copy10[0]) begin
-      \$406  = \$162 [18:0];
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$407  = acc11;
-    if (accflags_copy11[0]) begin
-      \$407  = \$164 [18:0];
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$408  = acc12;
-    if (accflags_copy12[0]) begin
-      \$408  = \$166 [18:0];
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$409  = acc13;
-    if (accflags_copy13[0]) begin
-      \$409  = \$168 [18:0];
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$410  = acc14;
-    if (accflags_copy14[0]) begin
-      \$410  = \$170 [18:0];
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$411  = acc15;
-    if (accflags_copy15[0]) begin
-      \$411  = \$172 [18:0];
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$412  = \$173 ;
+    \$394  = f_d6;
     if (rst) begin
-      \$412  = 1'h0;
+      \$394  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$413  = \$174 ;
+    \$395  = f_d7;
     if (rst) begin
-      \$413  = 1'h0;
+      \$395  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$414  = \$175 ;
+    \$396  = f_d8;
     if (rst) begin
-      \$414  = 1'h0;
+      \$396  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$415  = \$176 ;
+    \$397  = f_d8[1:0];
     if (rst) begin
-      \$415  = 1'h0;
+      \$397  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$416  = \$177 ;
+    \$398  = f_d8[1:0];
     if (rst) begin
-      \$416  = 1'h0;
+      \$398  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$417  = \$178 ;
+    \$399  = f_d8[1:0];
     if (rst) begin
-      \$417  = 1'h0;
+      \$399  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$418  = \$179 ;
+    \$400  = f_d8[1:0];
     if (rst) begin
-      \$418  = 1'h0;
+      \$400  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$419  = \$180 ;
+    \$401  = f_d8[1:0];
     if (rst) begin
-      \$419  = 1'h0;
+      \$401  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$420  = \$181 ;
+    \$402  = f_d8[1:0];
     if (rst) begin
-      \$420  = 1'h0;
+      \$402  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$421  = \$182 ;
+    \$403  = f_d8[1:0];
     if (rst) begin
-      \$421  = 1'h0;
+      \$403  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$422  = \$183 ;
+    \$404  = f_d8[1:0];
     if (rst) begin
-      \$422  = 1'h0;
+      \$404  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$423  = \$184 ;
+    \$405  = f_d8[1:0];
     if (rst) begin
-      \$423  = 1'h0;
+      \$405  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$424  = \$185 ;
+    \$406  = f_d8[1:0];
     if (rst) begin
-      \$424  = 1'h0;
+      \$406  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$425  = \$186 ;
+    \$407  = f_d8[1:0];
     if (rst) begin
-      \$425  = 1'h0;
+      \$407  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$426  = \$187 ;
+    \$408  = f_d8[1:0];
     if (rst) begin
-      \$426  = 1'h0;
+      \$408  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$427  = \$188 ;
+    \$409  = f_d8[1:0];
     if (rst) begin
-      \$427  = 1'h0;
+      \$409  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$428  = \$189 ;
+    \$410  = f_d8[1:0];
     if (rst) begin
-      \$428  = 1'h0;
+      \$410  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$429  = \$190 ;
+    \$411  = f_d8[1:0];
     if (rst) begin
-      \$429  = 1'h0;
+      \$411  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$430  = \$191 ;
+    \$412  = f_d8[1:0];
     if (rst) begin
-      \$430  = 1'h0;
+      \$412  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$431  = \$192 ;
+    \$413  = nfc;
     if (rst) begin
-      \$431  = 1'h0;
+      \$413  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$432  = \$193 ;
+    \$414  = paddr_d0;
     if (rst) begin
-      \$432  = 1'h0;
+      \$414  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$433  = \$194 ;
+    \$415  = paddr_d1;
     if (rst) begin
-      \$433  = 1'h0;
+      \$415  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$434  = \$195 ;
+    \$416  = paddr_d2;
     if (rst) begin
-      \$434  = 1'h0;
+      \$416  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$435  = \$196 ;
+    \$417  = paddr_d3;
     if (rst) begin
-      \$435  = 1'h0;
+      \$417  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$436  = \$197 ;
+    \$418  = paddr_d4;
     if (rst) begin
-      \$436  = 1'h0;
+      \$418  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$437  = \$198 ;
+    \$419  = paddr_d5;
     if (rst) begin
-      \$437  = 1'h0;
+      \$419  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$438  = \$199 ;
+    \$420  = paddr_d6;
+    if (rst) begin
+      \$420  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$421  = paddr_d6;
+    if (rst) begin
+      \$421  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$422  = paddr_d6;
+    if (rst) begin
+      \$422  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$423  = paddr_d6;
+    if (rst) begin
+      \$423  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$424  = paddr_d6;
+    if (rst) begin
+      \$424  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$425  = paddr_d6;
+    if (rst) begin
+      \$425  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$426  = paddr_d6;
+    if (rst) begin
+      \$426  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$427  = paddr_d6;
+    if (rst) begin
+      \$427  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$428  = paddr_d6;
+    if (rst) begin
+      \$428  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$429  = paddr_d6;
+    if (rst) begin
+      \$429  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$430  = paddr_d6;
+    if (rst) begin
+      \$430  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$431  = paddr_d6;
+    if (rst) begin
+      \$431  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$432  = paddr_d6;
+    if (rst) begin
+      \$432  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$433  = paddr_d6;
+    if (rst) begin
+      \$433  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$434  = paddr_d6;
+    if (rst) begin
+      \$434  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$435  = paddr_d6;
+    if (rst) begin
+      \$435  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$438  = \$179 ;
     if (rst) begin
       \$438  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$439  = \$200 ;
+    \$439  = \$180 ;
     if (rst) begin
       \$439  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$440  = \$201 ;
-    if (rst) begin
-      \$440  = 1'h0;
+    \$440  = acc0;
+    if (accflags_copy0[0]) begin
+      \$440  = \$182 [18:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$441  = \$202 ;
-    if (rst) begin
-      \$441  = 1'h0;
+    \$441  = acc1;
+    if (accflags_copy1[0]) begin
+      \$441  = \$184 [18:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$442  = \$203 ;
-    if (rst) begin
-      \$442  = 1'h0;
+    \$442  = acc2;
+    if (accflags_copy2[0]) begin
+      \$442  = \$186 [18:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$443  = \$204 ;
-    if (rst) begin
-      \$443  = 1'h0;
+    \$443  = acc3;
+    if (accflags_copy3[0]) begin
+      \$443  = \$188 [18:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$445  = acc_valid;
-    if (rst) begin
-      \$445  = 1'h0;
+    \$444  = acc4;
+    if (accflags_copy4[0]) begin
+      \$444  = \$190 [18:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$446  = qv_d0;
-    if (rst) begin
-      \$446  = 1'h0;
+    \$445  = acc5;
+    if (accflags_copy5[0]) begin
+      \$445  = \$192 [18:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$447  = qv_d1;
-    if (rst) begin
-      \$447  = 1'h0;
+    \$446  = acc6;
+    if (accflags_copy6[0]) begin
+      \$446  = \$194 [18:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$448  = qv_d2;
-    if (rst) begin
-      \$448  = 1'h0;
+    \$447  = acc7;
+    if (accflags_copy7[0]) begin
+      \$447  = \$196 [18:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$449  = qv_d3;
-    if (rst) begin
-      \$449  = 1'h0;
+    \$448  = acc8;
+    if (accflags_copy8[0]) begin
+      \$448  = \$198 [18:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$450  = qv_d4;
-    if (rst) begin
-      \$450  = 1'h0;
+    \$449  = acc9;
+    if (accflags_copy9[0]) begin
+      \$449  = \$200 [18:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$451  = qv_d5;
-    if (rst) begin
-      \$451  = 1'h0;
+    \$450  = acc10;
+    if (accflags_copy10[0]) begin
+      \$450  = \$202 [18:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$452  = qv_d6;
-    if (rst) begin
-      \$452  = 1'h0;
+    \$451  = acc11;
+    if (accflags_copy11[0]) begin
+      \$451  = \$204 [18:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$453  = qv_d7;
-    if (rst) begin
-      \$453  = 1'h0;
+    \$452  = acc12;
+    if (accflags_copy12[0]) begin
+      \$452  = \$206 [18:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$454  = qv_d8;
-    if (rst) begin
-      \$454  = 1'h0;
+    \$453  = acc13;
+    if (accflags_copy13[0]) begin
+      \$453  = \$208 [18:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$455  = qv_d9;
-    if (rst) begin
-      \$455  = 1'h0;
+    \$454  = acc14;
+    if (accflags_copy14[0]) begin
+      \$454  = \$210 [18:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$456  = qv_d10;
+    \$455  = acc15;
+    if (accflags_copy15[0]) begin
+      \$455  = \$212 [18:0];
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$456  = \$213 ;
     if (rst) begin
       \$456  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$457  = qv_d11;
+    \$457  = \$214 ;
     if (rst) begin
       \$457  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$458  = qv_d12;
+    \$458  = \$215 ;
     if (rst) begin
       \$458  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$459  = qv_d13;
+    \$459  = \$216 ;
     if (rst) begin
       \$459  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$460  = qv_d14;
+    \$460  = \$217 ;
     if (rst) begin
       \$460  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$461  = qv_d15;
+    \$461  = \$218 ;
     if (rst) begin
       \$461  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$462  = qv_d16;
+    \$462  = \$219 ;
     if (rst) begin
       \$462  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$463  = qv_d17;
+    \$463  = \$220 ;
     if (rst) begin
       \$463  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$464  = qv_d18;
+    \$464  = \$221 ;
     if (rst) begin
       \$464  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$465  = acc_end;
+    \$465  = \$222 ;
     if (rst) begin
       \$465  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$466  = qe_d0;
+    \$466  = \$223 ;
     if (rst) begin
       \$466  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$467  = qe_d1;
+    \$467  = \$224 ;
     if (rst) begin
       \$467  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$468  = qe_d2;
+    \$468  = \$225 ;
     if (rst) begin
       \$468  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$469  = qe_d3;
+    \$469  = \$226 ;
     if (rst) begin
       \$469  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$470  = qe_d4;
+    \$470  = \$227 ;
     if (rst) begin
       \$470  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$471  = qe_d5;
+    \$471  = \$228 ;
     if (rst) begin
       \$471  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$472  = qe_d6;
+    \$472  = \$229 ;
     if (rst) begin
       \$472  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$473  = qe_d7;
+    \$473  = \$230 ;
     if (rst) begin
       \$473  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$474  = qe_d8;
+    \$474  = \$231 ;
     if (rst) begin
       \$474  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$475  = qe_d9;
+    \$475  = \$232 ;
     if (rst) begin
       \$475  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$476  = qe_d10;
+    \$476  = \$233 ;
     if (rst) begin
       \$476  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$477  = qe_d11;
+    \$477  = \$234 ;
     if (rst) begin
       \$477  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$478  = qe_d12;
+    \$478  = \$235 ;
     if (rst) begin
       \$478  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$479  = qe_d13;
+    \$479  = \$236 ;
     if (rst) begin
       \$479  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$480  = qe_d14;
+    \$480  = \$237 ;
     if (rst) begin
       \$480  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$481  = qe_d15;
+    \$481  = \$238 ;
     if (rst) begin
       \$481  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$482  = qe_d16;
+    \$482  = \$239 ;
     if (rst) begin
       \$482  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$483  = qe_d17;
+    \$483  = \$240 ;
     if (rst) begin
       \$483  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$484  = qe_d18;
+    \$484  = \$241 ;
     if (rst) begin
       \$484  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$485  = qv_d19;
+    \$485  = \$242 ;
     if (rst) begin
       \$485  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$486  = qe_d19;
+    \$486  = \$243 ;
     if (rst) begin
       \$486  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$487  = \$70 [1:0];
+    \$487  = \$244 ;
     if (rst) begin
-      \$487  = 2'h0;
+      \$487  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$488  = \$70 [1:0];
+    \$489  = acc_valid;
     if (rst) begin
-      \$488  = 2'h0;
+      \$489  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$489  = \$70 [1:0];
-    if (rst) begin
-      \$489  = 2'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$490  = qv_d19;
+    \$490  = qv_d0;
     if (rst) begin
       \$490  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$491  = qv_d19;
+    \$491  = qv_d1;
     if (rst) begin
       \$491  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$492  = qv_d19;
+    \$492  = qv_d2;
     if (rst) begin
       \$492  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$493  = skid0;
-    if (\$253 ) begin
-      \$493  = { qe_last_d0, q, results0 };
-    end else if (\$258 ) begin
-      \$493  = skid1;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$494  = skid1;
-    if (\$275 ) begin
-      \$494  = { qe_last_d0, q, results0 };
-    end else if (\$280 ) begin
-      \$494  = skid2;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$495  = skid2;
-    if (\$297 ) begin
-      \$495  = { qe_last_d0, q, results0 };
-    end else if (\$302 ) begin
-      \$495  = 129'h000000000000000000000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$496  = \$70 [1:0];
+    \$493  = qv_d3;
     if (rst) begin
-      \$496  = 2'h0;
+      \$493  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$497  = \$305 ;
+    \$494  = qv_d4;
+    if (rst) begin
+      \$494  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$495  = qv_d5;
+    if (rst) begin
+      \$495  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$496  = qv_d6;
+    if (rst) begin
+      \$496  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$497  = qv_d7;
     if (rst) begin
       \$497  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$498  = credit_back_d0;
+    \$498  = qv_d8;
     if (rst) begin
       \$498  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$306  = busy_next;
+    \$499  = qv_d9;
     if (rst) begin
-      \$306  = 1'h0;
+      \$499  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$307  = \$11 [8:0];
+    \$500  = qv_d10;
     if (rst) begin
-      \$307  = 9'h000;
+      \$500  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$308  = \$23 [4:0];
+    \$501  = qv_d11;
     if (rst) begin
-      \$308  = 5'h00;
+      \$501  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$309  = \$32 [3:0];
+    \$502  = qv_d12;
     if (rst) begin
-      \$309  = 4'h0;
+      \$502  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$310  = last_step_next;
+    \$503  = qv_d13;
     if (rst) begin
-      \$310  = 1'h0;
+      \$503  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$311  = ready_next;
+    \$504  = qv_d14;
     if (rst) begin
-      \$311  = 1'h1;
+      \$504  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$312  = \$47 [1:0];
+    \$505  = qv_d15;
     if (rst) begin
-      \$312  = 2'h3;
+      \$505  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$313  = issue_next;
+    \$506  = qv_d16;
     if (rst) begin
-      \$313  = 1'h0;
+      \$506  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$314  = word;
-    if (\$71 ) begin
-      \$314  = \$85 [4:0];
-    end
+    \$507  = qv_d17;
     if (rst) begin
-      \$314  = 5'h00;
+      \$507  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$315  = write_bank;
-    if (\$90 ) begin
-      \$315  = \$91 ;
-    end
+    \$508  = qv_d18;
     if (rst) begin
-      \$315  = 1'h0;
+      \$508  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$316  = read_bank;
-    if (\$92 ) begin
-      \$316  = \$93 ;
-    end
+    \$509  = acc_end;
     if (rst) begin
-      \$316  = 1'h1;
+      \$509  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$317  = \$101 ;
+    \$510  = qe_d0;
     if (rst) begin
-      \$317  = 1'h0;
+      \$510  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$318  = { write_bank, word };
+    \$511  = qe_d1;
     if (rst) begin
-      \$318  = 6'h00;
+      \$511  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$319  = { write_bank, word };
+    \$512  = qe_d2;
     if (rst) begin
-      \$319  = 6'h00;
+      \$512  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$320  = { write_bank, word };
+    \$513  = qe_d3;
     if (rst) begin
-      \$320  = 6'h00;
+      \$513  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$321  = { write_bank, word };
+    \$514  = qe_d4;
     if (rst) begin
-      \$321  = 6'h00;
+      \$514  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$322  = { write_bank, word };
+    \$515  = qe_d5;
     if (rst) begin
-      \$322  = 6'h00;
+      \$515  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$323  = { write_bank, word };
+    \$516  = qe_d6;
     if (rst) begin
-      \$323  = 6'h00;
+      \$516  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$324  = { write_bank, word };
+    \$517  = qe_d7;
     if (rst) begin
-      \$324  = 6'h00;
+      \$517  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$325  = { \$103 , \$23 [4:0] };
+    \$518  = qe_d8;
     if (rst) begin
-      \$325  = 6'h20;
+      \$518  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$326  = { \$105 , \$23 [4:0] };
+    \$519  = qe_d9;
     if (rst) begin
-      \$326  = 6'h20;
+      \$519  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$327  = { \$107 , \$23 [4:0] };
+    \$520  = qe_d10;
     if (rst) begin
-      \$327  = 6'h20;
+      \$520  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$328  = { \$109 , \$23 [4:0] };
+    \$521  = qe_d11;
     if (rst) begin
-      \$328  = 6'h20;
+      \$521  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$329  = { \$111 , \$23 [4:0] };
+    \$522  = qe_d12;
     if (rst) begin
-      \$329  = 6'h20;
+      \$522  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$330  = { \$113 , \$23 [4:0] };
+    \$523  = qe_d13;
     if (rst) begin
-      \$330  = 6'h20;
+      \$523  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$331  = { \$115 , \$23 [4:0] };
+    \$524  = qe_d14;
     if (rst) begin
-      \$331  = 6'h20;
+      \$524  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$332  = \$118 ;
+    \$525  = qe_d15;
     if (rst) begin
-      \$332  = 1'h0;
+      \$525  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$333  = \$121 ;
+    \$526  = qe_d16;
     if (rst) begin
-      \$333  = 1'h0;
+      \$526  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$334  = \$124 ;
+    \$527  = qe_d17;
     if (rst) begin
-      \$334  = 1'h0;
+      \$527  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$335  = \$127 ;
+    \$528  = qe_d18;
     if (rst) begin
-      \$335  = 1'h0;
+      \$528  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$336  = \$130 ;
+    \$529  = qv_d19;
     if (rst) begin
-      \$336  = 1'h0;
+      \$529  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$337  = \$133 ;
+    \$530  = qe_d19;
     if (rst) begin
-      \$337  = 1'h0;
+      \$530  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$338  = \$136 ;
+    \$531  = \$70 [1:0];
     if (rst) begin
-      \$338  = 1'h0;
+      \$531  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$343  = { last_step, \$138 , \$137 , issue };
+    \$532  = \$70 [1:0];
     if (rst) begin
-      \$343  = 4'h0;
+      \$532  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$344  = f_d0;
+    \$533  = \$70 [1:0];
     if (rst) begin
-      \$344  = 4'h0;
+      \$533  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$345  = f_d1;
+    \$534  = qv_d19;
     if (rst) begin
-      \$345  = 4'h0;
+      \$534  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$346  = f_d2;
+    \$535  = qv_d19;
     if (rst) begin
-      \$346  = 4'h0;
+      \$535  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$347  = f_d3;
+    \$536  = qv_d19;
     if (rst) begin
-      \$347  = 4'h0;
+      \$536  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$348  = f_d4;
-    if (rst) begin
-      \$348  = 4'h0;
+    \$537  = skid0;
+    if (\$293 ) begin
+      \$537  = { qe_last_d0, q, results0 };
+    end else if (\$298 ) begin
+      \$537  = skid1;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$349  = f_d5;
+    \$538  = skid1;
+    if (\$315 ) begin
+      \$538  = { qe_last_d0, q, results0 };
+    end else if (\$320 ) begin
+      \$538  = skid2;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$539  = skid2;
+    if (\$337 ) begin
+      \$539  = { qe_last_d0, q, results0 };
+    end else if (\$342 ) begin
+      \$539  = 129'h000000000000000000000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$540  = \$70 [1:0];
+    if (rst) begin
+      \$540  = 2'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$541  = \$345 ;
+    if (rst) begin
+      \$541  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$542  = credit_back_d0;
+    if (rst) begin
+      \$542  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$346  = busy_next;
+    if (rst) begin
+      \$346  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$347  = \$11 [8:0];
+    if (rst) begin
+      \$347  = 9'h000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$348  = \$23 [4:0];
+    if (rst) begin
+      \$348  = 5'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$349  = \$32 [3:0];
     if (rst) begin
       \$349  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$350  = f_d6;
+    \$350  = last_step_next;
     if (rst) begin
-      \$350  = 4'h0;
+      \$350  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$351  = f_d7;
+    \$351  = ready_next;
     if (rst) begin
-      \$351  = 4'h0;
+      \$351  = 1'h1;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$352  = f_d8;
+    \$352  = \$47 [1:0];
     if (rst) begin
-      \$352  = 4'h0;
+      \$352  = 2'h3;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$353  = f_d8[1:0];
+    \$353  = issue_next;
     if (rst) begin
-      \$353  = 2'h0;
+      \$353  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$354  = f_d8[1:0];
+    \$354  = word;
+    if (\$71 ) begin
+      \$354  = \$85 [4:0];
+    end
     if (rst) begin
-      \$354  = 2'h0;
+      \$354  = 5'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$355  = f_d8[1:0];
+    \$355  = write_bank;
+    if (\$90 ) begin
+      \$355  = \$91 ;
+    end
     if (rst) begin
-      \$355  = 2'h0;
+      \$355  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$356  = f_d8[1:0];
+    \$356  = read_bank;
+    if (\$92 ) begin
+      \$356  = \$93 ;
+    end
     if (rst) begin
-      \$356  = 2'h0;
+      \$356  = 1'h1;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$357  = f_d8[1:0];
+    \$357  = \$101 ;
     if (rst) begin
-      \$357  = 2'h0;
+      \$357  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$358  = f_d8[1:0];
+    \$358  = \$111 ;
     if (rst) begin
-      \$358  = 2'h0;
+      \$358  = 1'h1;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$359  = f_d8[1:0];
+    \$359  = \$121 ;
     if (rst) begin
-      \$359  = 2'h0;
+      \$359  = 1'h1;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$360  = f_d8[1:0];
+    \$360  = \$131 ;
     if (rst) begin
-      \$360  = 2'h0;
+      \$360  = 1'h1;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$361  = f_d8[1:0];
+    \$361  = \$141 ;
     if (rst) begin
-      \$361  = 2'h0;
+      \$361  = 1'h1;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$362  = f_d8[1:0];
+    \$362  = { write_bank, word };
     if (rst) begin
-      \$362  = 2'h0;
+      \$362  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$363  = f_d8[1:0];
+    \$363  = { write_bank, word };
     if (rst) begin
-      \$363  = 2'h0;
+      \$363  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$364  = f_d8[1:0];
+    \$364  = { write_bank, word };
     if (rst) begin
-      \$364  = 2'h0;
+      \$364  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$365  = f_d8[1:0];
+    \$365  = { write_bank, word };
     if (rst) begin
-      \$365  = 2'h0;
+      \$365  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$366  = f_d8[1:0];
+    \$366  = { write_bank, word };
     if (rst) begin
-      \$366  = 2'h0;
+      \$366  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$367  = f_d8[1:0];
+    \$367  = { write_bank, word };
     if (rst) begin
-      \$367  = 2'h0;
+      \$367  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$368  = f_d8[1:0];
+    \$368  = { write_bank, word };
     if (rst) begin
-      \$368  = 2'h0;
+      \$368  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$369  = nfc;
+    \$369  = { \$143 , \$23 [4:0] };
     if (rst) begin
-      \$369  = 4'h0;
+      \$369  = 6'h20;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$370  = paddr_d0;
+    \$370  = { \$145 , \$23 [4:0] };
     if (rst) begin
-      \$370  = 4'h0;
+      \$370  = 6'h20;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$371  = paddr_d1;
+    \$371  = { \$147 , \$23 [4:0] };
     if (rst) begin
-      \$371  = 4'h0;
+      \$371  = 6'h20;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$372  = paddr_d2;
+    \$372  = { \$149 , \$23 [4:0] };
     if (rst) begin
-      \$372  = 4'h0;
+      \$372  = 6'h20;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$373  = paddr_d3;
+    \$373  = { \$151 , \$23 [4:0] };
     if (rst) begin
-      \$373  = 4'h0;
+      \$373  = 6'h20;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$374  = paddr_d4;
+    \$374  = { \$153 , \$23 [4:0] };
     if (rst) begin
-      \$374  = 4'h0;
+      \$374  = 6'h20;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$375  = paddr_d5;
+    \$375  = { \$155 , \$23 [4:0] };
     if (rst) begin
-      \$375  = 4'h0;
+      \$375  = 6'h20;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$376  = paddr_d6;
+    \$376  = \$158 ;
     if (rst) begin
-      \$376  = 4'h0;
+      \$376  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$377  = paddr_d6;
+    \$377  = \$161 ;
     if (rst) begin
-      \$377  = 4'h0;
+      \$377  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$378  = paddr_d6;
+    \$378  = \$164 ;
     if (rst) begin
-      \$378  = 4'h0;
+      \$378  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$379  = paddr_d6;
+    \$379  = \$167 ;
     if (rst) begin
-      \$379  = 4'h0;
+      \$379  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$380  = \$170 ;
+    if (rst) begin
+      \$380  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$381  = \$173 ;
+    if (rst) begin
+      \$381  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$382  = \$176 ;
+    if (rst) begin
+      \$382  = 1'h0;
     end
   end
   assign en = 1'h1;
@@ -5379,160 +5557,162 @@ module \bchw_top.engine0 (s__valid, clk, rst, s__ready, m__valid, m__payload, m_
   assign sfc_next = \$23 [4:0];
   assign nfc_next = \$32 [3:0];
   assign credits_next = \$47 [1:0];
+  assign s_ready_copies = { sready_copy3, sready_copy2, sready_copy1, sready_copy0 };
   assign xwen0 = write__en;
   assign xwaddr_copy0 = write__addr;
   assign write__data = xbeat[31:0];
   assign xraddr_copy0 = read__addr;
-  assign xwen1 = \write__en$29 ;
-  assign xwaddr_copy1 = \write__addr$31 ;
-  assign \write__data$33  = xbeat[63:32];
-  assign xraddr_copy1 = \read__addr$34 ;
-  assign xwen2 = \write__en$36 ;
-  assign xwaddr_copy2 = \write__addr$38 ;
-  assign \write__data$40  = xbeat[95:64];
-  assign xraddr_copy2 = \read__addr$41 ;
-  assign xwen3 = \write__en$43 ;
-  assign xwaddr_copy3 = \write__addr$45 ;
-  assign \write__data$47  = xbeat[127:96];
-  assign xraddr_copy3 = \read__addr$48 ;
-  assign xwen4 = \write__en$50 ;
-  assign xwaddr_copy4 = \write__addr$52 ;
-  assign \write__data$54  = xbeat[159:128];
-  assign xraddr_copy4 = \read__addr$55 ;
-  assign xwen5 = \write__en$57 ;
-  assign xwaddr_copy5 = \write__addr$59 ;
-  assign \write__data$61  = xbeat[191:160];
-  assign xraddr_copy5 = \read__addr$62 ;
-  assign xwen6 = \write__en$64 ;
-  assign xwaddr_copy6 = \write__addr$66 ;
-  assign \write__data$68  = xbeat[223:192];
-  assign xraddr_copy6 = \read__addr$69 ;
-  assign \en$71  = 1'h1;
+  assign xwen1 = \write__en$34 ;
+  assign xwaddr_copy1 = \write__addr$36 ;
+  assign \write__data$38  = xbeat[63:32];
+  assign xraddr_copy1 = \read__addr$39 ;
+  assign xwen2 = \write__en$41 ;
+  assign xwaddr_copy2 = \write__addr$43 ;
+  assign \write__data$45  = xbeat[95:64];
+  assign xraddr_copy2 = \read__addr$46 ;
+  assign xwen3 = \write__en$48 ;
+  assign xwaddr_copy3 = \write__addr$50 ;
+  assign \write__data$52  = xbeat[127:96];
+  assign xraddr_copy3 = \read__addr$53 ;
+  assign xwen4 = \write__en$55 ;
+  assign xwaddr_copy4 = \write__addr$57 ;
+  assign \write__data$59  = xbeat[159:128];
+  assign xraddr_copy4 = \read__addr$60 ;
+  assign xwen5 = \write__en$62 ;
+  assign xwaddr_copy5 = \write__addr$64 ;
+  assign \write__data$66  = xbeat[191:160];
+  assign xraddr_copy5 = \read__addr$67 ;
+  assign xwen6 = \write__en$69 ;
+  assign xwaddr_copy6 = \write__addr$71 ;
+  assign \write__data$73  = xbeat[223:192];
+  assign xraddr_copy6 = \read__addr$74 ;
+  assign \en$76  = 1'h1;
   assign xtree_copy0 = x;
   assign w = wdata_d2[27:0];
-  assign \en$76  = 1'h1;
-  assign xtree_copy1 = \x$77 ;
-  assign \w$79  = wdata_d2[55:28];
-  assign \en$80  = 1'h1;
-  assign xtree_copy2 = \x$81 ;
-  assign \w$83  = wdata_d2[83:56];
-  assign \en$84  = 1'h1;
-  assign xtree_copy3 = \x$85 ;
-  assign \w$87  = wdata_d2[111:84];
-  assign \en$88  = 1'h1;
-  assign xtree_copy4 = \x$89 ;
-  assign \w$91  = wdata_d2[139:112];
-  assign \en$92  = 1'h1;
-  assign xtree_copy5 = \x$93 ;
-  assign \w$95  = wdata_d2[167:140];
-  assign \en$96  = 1'h1;
-  assign xtree_copy6 = \x$97 ;
-  assign \w$99  = wdata_d2[195:168];
-  assign \en$100  = 1'h1;
-  assign xtree_copy7 = \x$101 ;
-  assign \w$103  = wdata_d2[223:196];
-  assign \en$104  = 1'h1;
-  assign xtree_copy8 = \x$105 ;
-  assign \w$107  = wdata_d2[251:224];
-  assign \en$108  = 1'h1;
-  assign xtree_copy9 = \x$109 ;
-  assign \w$111  = wdata_d2[279:252];
-  assign \en$112  = 1'h1;
-  assign xtree_copy10 = \x$113 ;
-  assign \w$115  = wdata_d2[307:280];
-  assign \en$116  = 1'h1;
-  assign xtree_copy11 = \x$117 ;
-  assign \w$119  = wdata_d2[335:308];
-  assign \en$120  = 1'h1;
-  assign xtree_copy12 = \x$121 ;
-  assign \w$123  = wdata_d2[363:336];
-  assign \en$124  = 1'h1;
-  assign xtree_copy13 = \x$125 ;
-  assign \w$127  = wdata_d2[391:364];
-  assign \en$128  = 1'h1;
-  assign xtree_copy14 = \x$129 ;
-  assign \w$131  = wdata_d2[419:392];
-  assign \en$132  = 1'h1;
-  assign xtree_copy15 = \x$133 ;
-  assign \w$135  = wdata_d2[447:420];
-  assign \en$136  = 1'h1;
-  assign paddr_copy0 = \addr$137 ;
-  assign \en$139  = 1'h1;
-  assign paddr_copy1 = \addr$140 ;
-  assign \en$142  = 1'h1;
-  assign paddr_copy2 = \addr$143 ;
-  assign \en$145  = 1'h1;
-  assign paddr_copy3 = \addr$146 ;
-  assign \en$148  = 1'h1;
-  assign paddr_copy4 = \addr$149 ;
-  assign \en$151  = 1'h1;
-  assign paddr_copy5 = \addr$152 ;
-  assign \en$154  = 1'h1;
-  assign paddr_copy6 = \addr$155 ;
-  assign \en$157  = 1'h1;
-  assign paddr_copy7 = \addr$158 ;
-  assign \en$160  = 1'h1;
-  assign paddr_copy8 = \addr$161 ;
-  assign \en$163  = 1'h1;
-  assign paddr_copy9 = \addr$164 ;
-  assign \en$166  = 1'h1;
-  assign paddr_copy10 = \addr$167 ;
-  assign \en$169  = 1'h1;
-  assign paddr_copy11 = \addr$170 ;
-  assign \en$172  = 1'h1;
-  assign paddr_copy12 = \addr$173 ;
-  assign \en$175  = 1'h1;
-  assign paddr_copy13 = \addr$176 ;
-  assign \en$178  = 1'h1;
-  assign paddr_copy14 = \addr$179 ;
-  assign \en$181  = 1'h1;
-  assign paddr_copy15 = \addr$182 ;
-  assign \en$184  = 1'h1;
+  assign \en$81  = 1'h1;
+  assign xtree_copy1 = \x$82 ;
+  assign \w$84  = wdata_d2[55:28];
+  assign \en$85  = 1'h1;
+  assign xtree_copy2 = \x$86 ;
+  assign \w$88  = wdata_d2[83:56];
+  assign \en$89  = 1'h1;
+  assign xtree_copy3 = \x$90 ;
+  assign \w$92  = wdata_d2[111:84];
+  assign \en$93  = 1'h1;
+  assign xtree_copy4 = \x$94 ;
+  assign \w$96  = wdata_d2[139:112];
+  assign \en$97  = 1'h1;
+  assign xtree_copy5 = \x$98 ;
+  assign \w$100  = wdata_d2[167:140];
+  assign \en$101  = 1'h1;
+  assign xtree_copy6 = \x$102 ;
+  assign \w$104  = wdata_d2[195:168];
+  assign \en$105  = 1'h1;
+  assign xtree_copy7 = \x$106 ;
+  assign \w$108  = wdata_d2[223:196];
+  assign \en$109  = 1'h1;
+  assign xtree_copy8 = \x$110 ;
+  assign \w$112  = wdata_d2[251:224];
+  assign \en$113  = 1'h1;
+  assign xtree_copy9 = \x$114 ;
+  assign \w$116  = wdata_d2[279:252];
+  assign \en$117  = 1'h1;
+  assign xtree_copy10 = \x$118 ;
+  assign \w$120  = wdata_d2[307:280];
+  assign \en$121  = 1'h1;
+  assign xtree_copy11 = \x$122 ;
+  assign \w$124  = wdata_d2[335:308];
+  assign \en$125  = 1'h1;
+  assign xtree_copy12 = \x$126 ;
+  assign \w$128  = wdata_d2[363:336];
+  assign \en$129  = 1'h1;
+  assign xtree_copy13 = \x$130 ;
+  assign \w$132  = wdata_d2[391:364];
+  assign \en$133  = 1'h1;
+  assign xtree_copy14 = \x$134 ;
+  assign \w$136  = wdata_d2[419:392];
+  assign \en$137  = 1'h1;
+  assign xtree_copy15 = \x$138 ;
+  assign \w$140  = wdata_d2[447:420];
+  assign \en$141  = 1'h1;
+  assign paddr_copy0 = \addr$142 ;
+  assign \en$144  = 1'h1;
+  assign paddr_copy1 = \addr$145 ;
+  assign \en$147  = 1'h1;
+  assign paddr_copy2 = \addr$148 ;
+  assign \en$150  = 1'h1;
+  assign paddr_copy3 = \addr$151 ;
+  assign \en$153  = 1'h1;
+  assign paddr_copy4 = \addr$154 ;
+  assign \en$156  = 1'h1;
+  assign paddr_copy5 = \addr$157 ;
+  assign \en$159  = 1'h1;
+  assign paddr_copy6 = \addr$160 ;
+  assign \en$162  = 1'h1;
+  assign paddr_copy7 = \addr$163 ;
+  assign \en$165  = 1'h1;
+  assign paddr_copy8 = \addr$166 ;
+  assign \en$168  = 1'h1;
+  assign paddr_copy9 = \addr$169 ;
+  assign \en$171  = 1'h1;
+  assign paddr_copy10 = \addr$172 ;
+  assign \en$174  = 1'h1;
+  assign paddr_copy11 = \addr$175 ;
+  assign \en$177  = 1'h1;
+  assign paddr_copy12 = \addr$178 ;
+  assign \en$180  = 1'h1;
+  assign paddr_copy13 = \addr$181 ;
+  assign \en$183  = 1'h1;
+  assign paddr_copy14 = \addr$184 ;
+  assign \en$186  = 1'h1;
+  assign paddr_copy15 = \addr$187 ;
+  assign \en$189  = 1'h1;
   assign acc = drain[18:0];
   assign mul = drain[36:19];
   assign shift = drain[41:37];
   assign bias = drain[79:42];
   assign count_next = \$70 [1:0];
   assign credit_back_d1 = credit_back;
+  assign m_ready_copies = { \port$20110$0 , \port$20108$0 , \port$20106$0 , \port$20104$0  };
   assign m__payload = \$55 [127:0];
-  assign \$444 [1279:1219] = \$236 ;
-  assign \$444 [1218:1200] = \$235 ;
-  assign \$444 [1199:1139] = \$234 ;
-  assign \$444 [1138:1120] = \$233 ;
-  assign \$444 [1119:1059] = \$232 ;
-  assign \$444 [1058:1040] = \$231 ;
-  assign \$444 [1039:979] = \$230 ;
-  assign \$444 [978:960] = \$229 ;
-  assign \$444 [959:899] = \$228 ;
-  assign \$444 [898:880] = \$227 ;
-  assign \$444 [879:819] = \$226 ;
-  assign \$444 [818:800] = \$225 ;
-  assign \$444 [799:739] = \$224 ;
-  assign \$444 [738:720] = \$223 ;
-  assign \$444 [719:659] = \$222 ;
-  assign \$444 [658:640] = \$221 ;
-  assign \$444 [639:579] = \$220 ;
-  assign \$444 [578:560] = \$219 ;
-  assign \$444 [559:499] = \$218 ;
-  assign \$444 [498:480] = \$217 ;
-  assign \$444 [479:419] = \$216 ;
-  assign \$444 [418:400] = \$215 ;
-  assign \$444 [399:339] = \$214 ;
-  assign \$444 [338:320] = \$213 ;
-  assign \$444 [319:259] = \$212 ;
-  assign \$444 [258:240] = \$211 ;
-  assign \$444 [239:179] = \$210 ;
-  assign \$444 [178:160] = \$209 ;
-  assign \$444 [159:99] = \$208 ;
-  assign \$444 [98:80] = \$207 ;
-  assign \$444 [79:19] = \$206 ;
-  assign \$444 [18:0] = \$205 ;
-  assign \$393  = params_d0;
-  assign \$392  = { \data$274 , \data$273 , \data$272 , \data$271 , \data$270 , \data$269 , \data$268 , \data$267 , \data$266 , \data$265 , \data$264 , \data$263 , \data$262 , \data$261 , \data$260 , \data$259  };
-  assign \$342  = wdata_d1;
-  assign \$341  = wdata_d0;
-  assign \$340  = data;
-  assign \$339  = { \read__data$217 , \read__data$216 , \read__data$215 , \read__data$214 , \read__data$213 , \read__data$212 , read__data };
+  assign \$488 [1279:1219] = \$276 ;
+  assign \$488 [1218:1200] = \$275 ;
+  assign \$488 [1199:1139] = \$274 ;
+  assign \$488 [1138:1120] = \$273 ;
+  assign \$488 [1119:1059] = \$272 ;
+  assign \$488 [1058:1040] = \$271 ;
+  assign \$488 [1039:979] = \$270 ;
+  assign \$488 [978:960] = \$269 ;
+  assign \$488 [959:899] = \$268 ;
+  assign \$488 [898:880] = \$267 ;
+  assign \$488 [879:819] = \$266 ;
+  assign \$488 [818:800] = \$265 ;
+  assign \$488 [799:739] = \$264 ;
+  assign \$488 [738:720] = \$263 ;
+  assign \$488 [719:659] = \$262 ;
+  assign \$488 [658:640] = \$261 ;
+  assign \$488 [639:579] = \$260 ;
+  assign \$488 [578:560] = \$259 ;
+  assign \$488 [559:499] = \$258 ;
+  assign \$488 [498:480] = \$257 ;
+  assign \$488 [479:419] = \$256 ;
+  assign \$488 [418:400] = \$255 ;
+  assign \$488 [399:339] = \$254 ;
+  assign \$488 [338:320] = \$253 ;
+  assign \$488 [319:259] = \$252 ;
+  assign \$488 [258:240] = \$251 ;
+  assign \$488 [239:179] = \$250 ;
+  assign \$488 [178:160] = \$249 ;
+  assign \$488 [159:99] = \$248 ;
+  assign \$488 [98:80] = \$247 ;
+  assign \$488 [79:19] = \$246 ;
+  assign \$488 [18:0] = \$245 ;
+  assign \$437  = params_d0;
+  assign \$436  = { \data$279 , \data$278 , \data$277 , \data$276 , \data$275 , \data$274 , \data$273 , \data$272 , \data$271 , \data$270 , \data$269 , \data$268 , \data$267 , \data$266 , \data$265 , \data$264  };
+  assign \$386  = wdata_d1;
+  assign \$385  = wdata_d0;
+  assign \$384  = data;
+  assign \$383  = { \read__data$222 , \read__data$221 , \read__data$220 , \read__data$219 , \read__data$218 , \read__data$217 , read__data };
   assign busy_next = \$4 ;
   assign \$11  = \$10 ;
   assign \$23  = \$22 ;
@@ -5555,13 +5735,21 @@ module \bchw_top.engine0 (s__valid, clk, rst, s__ready, m__valid, m__payload, m_
   assign \$89  = \$87 ;
   assign \$96  = 1'h1;
   assign \$97  = \$95 ;
-  assign \$117  = 1'h1;
-  assign \$120  = 1'h1;
-  assign \$123  = 1'h1;
-  assign \$126  = 1'h1;
-  assign \$129  = 1'h1;
-  assign \$132  = 1'h1;
-  assign \$135  = 1'h1;
+  assign \$104  = 1'h1;
+  assign \$105  = \$103 ;
+  assign \$114  = 1'h1;
+  assign \$115  = \$113 ;
+  assign \$124  = 1'h1;
+  assign \$125  = \$123 ;
+  assign \$134  = 1'h1;
+  assign \$135  = \$133 ;
+  assign \$157  = 1'h1;
+  assign \$160  = 1'h1;
+  assign \$163  = 1'h1;
+  assign \$166  = 1'h1;
+  assign \$169  = 1'h1;
+  assign \$172  = 1'h1;
+  assign \$175  = 1'h1;
 endmodule
 
 (* generator = "Amaranth" *)
@@ -5981,7 +6169,7 @@ module \bchw_top.engine0.params9 (data, addr, clk);
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine0.requant0 (rst, \port$16383$0 , q, clk);
+module \bchw_top.engine0.requant0 (rst, \port$16551$0 , q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$3  = 0;
   wire [36:0] \$1 ;
   wire [37:0] \$10 ;
@@ -6018,8 +6206,8 @@ module \bchw_top.engine0.requant0 (rst, \port$16383$0 , q, clk);
   wire [17:0] mul;
   wire [35:0] p;
   wire [19:0] \p$23 ;
-  input [79:0] \port$16383$0 ;
-  wire [79:0] \port$16383$0 ;
+  input [79:0] \port$16551$0 ;
+  wire [79:0] \port$16551$0 ;
   reg [35:0] product_d0 = 36'h000000000;
   reg [19:0] product_d1 = 20'h00000;
   output [7:0] q;
@@ -6062,15 +6250,15 @@ module \bchw_top.engine0.requant0 (rst, \port$16383$0 , q, clk);
   always @(posedge clk)
     q <= \$18 ;
   \bchw_top.engine0.requant0.mul0  mul0 (
-    .b(\port$16383$0 [36:19]),
+    .b(\port$16551$0 [36:19]),
     .clk(clk),
     .p(p),
-    .\port$16383$0 (\port$16383$0 [16:0])
+    .\port$16551$0 (\port$16551$0 [16:0])
   );
   \bchw_top.engine0.requant0.mul1  mul1 (
     .clk(clk),
     .p(\p$23 ),
-    .\port$16383$17 (\port$16383$0 [36:17])
+    .\port$16551$17 (\port$16551$0 [36:17])
   );
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
@@ -6081,15 +6269,15 @@ module \bchw_top.engine0.requant0 (rst, \port$16383$0 , q, clk);
   end
   assign en = 1'h1;
   assign \en$1  = 1'h1;
-  assign a = { 1'h0, \port$16383$0 [16:0] };
-  assign acc = \port$16383$0 [18:0];
-  assign b = \port$16383$0 [36:19];
-  assign mul = \port$16383$0 [36:19];
+  assign a = { 1'h0, \port$16551$0 [16:0] };
+  assign acc = \port$16551$0 [18:0];
+  assign b = \port$16551$0 [36:19];
+  assign mul = \port$16551$0 [36:19];
   assign \en$6  = 1'h1;
-  assign \a$7  = \port$16383$0 [18:17];
-  assign \b$8  = \port$16383$0 [36:19];
-  assign bias = \port$16383$0 [79:42];
-  assign shift = \port$16383$0 [41:37];
+  assign \a$7  = \port$16551$0 [18:17];
+  assign \b$8  = \port$16551$0 [36:19];
+  assign bias = \port$16551$0 [79:42];
+  assign shift = \port$16551$0 [41:37];
   assign \$17  = shift_d3;
   assign \$16  = \$4 [38:0];
   assign \$15  = shift_d2;
@@ -6098,14 +6286,14 @@ module \bchw_top.engine0.requant0 (rst, \port$16383$0 , q, clk);
   assign \$12  = p;
   assign \$11  = shift_d1;
   assign \$10  = bias_d1;
-  assign \$9  = \port$16383$0 [41:37];
-  assign \$8  = \port$16383$0 [79:42];
+  assign \$9  = \port$16551$0 [41:37];
+  assign \$8  = \port$16551$0 [79:42];
   assign \$1  = { product_d0[35], product_d0 };
   assign \$3  = { product_d1[19], product_d1[19], product_d1[19], product_d1[19], product_d1[19], product_d1[19], product_d1[19], product_d1[19], product_d1[19], product_d1[19], product_d1[19], product_d1[19], product_d1[19], product_d1[19], product_d1, 17'h00000 };
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine0.requant0.mul0 (p, \port$16383$0 , b, clk);
+module \bchw_top.engine0.requant0.mul0 (p, \port$16551$0 , b, clk);
   wire [17:0] a;
   input [17:0] b;
   wire [17:0] b;
@@ -6114,24 +6302,24 @@ module \bchw_top.engine0.requant0.mul0 (p, \port$16383$0 , b, clk);
   wire en;
   output [35:0] p;
   wire [35:0] p;
-  input [16:0] \port$16383$0 ;
-  wire [16:0] \port$16383$0 ;
+  input [16:0] \port$16551$0 ;
+  wire [16:0] \port$16551$0 ;
   bchw_mul #(
     .A_WIDTH(32'd18),
     .B_WIDTH(32'd18)
   ) mul (
-    .a({ 1'h0, \port$16383$0  }),
+    .a({ 1'h0, \port$16551$0  }),
     .b(b),
     .clk(clk),
     .en(1'h1),
     .p(p)
   );
   assign en = 1'h1;
-  assign a = { 1'h0, \port$16383$0  };
+  assign a = { 1'h0, \port$16551$0  };
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine0.requant0.mul1 (p, \port$16383$17 , clk);
+module \bchw_top.engine0.requant0.mul1 (p, \port$16551$17 , clk);
   wire [1:0] a;
   wire [17:0] b;
   input clk;
@@ -6139,21 +6327,21 @@ module \bchw_top.engine0.requant0.mul1 (p, \port$16383$17 , clk);
   wire en;
   output [19:0] p;
   wire [19:0] p;
-  input [19:0] \port$16383$17 ;
-  wire [19:0] \port$16383$17 ;
+  input [19:0] \port$16551$17 ;
+  wire [19:0] \port$16551$17 ;
   bchw_mul #(
     .A_WIDTH(32'd2),
     .B_WIDTH(32'd18)
   ) mul (
-    .a(\port$16383$17 [1:0]),
-    .b(\port$16383$17 [19:2]),
+    .a(\port$16551$17 [1:0]),
+    .b(\port$16551$17 [19:2]),
     .clk(clk),
     .en(1'h1),
     .p(p)
   );
   assign en = 1'h1;
-  assign a = \port$16383$17 [1:0];
-  assign b = \port$16383$17 [19:2];
+  assign a = \port$16551$17 [1:0];
+  assign b = \port$16551$17 [19:2];
 endmodule
 
 (* generator = "Amaranth" *)
@@ -26245,7 +26433,7 @@ module \bchw_top.engine0.weights (data, addr, clk);
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine1 (rst, s__valid, s__payload, s__ready, m__valid, m__payload, m__ready, clk);
+module \bchw_top.engine1 (rst, s__valid, s__payload, s__ready, m__valid, m__payload, m__ready, sready_copy0, sready_copy1, sready_copy2, sready_copy3, \port$22352$0 , \port$22354$0 , \port$22356$0 , \port$22358$0 , clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$4  = 0;
   wire \$1 ;
   wire [8:0] \$10 ;
@@ -26277,41 +26465,41 @@ module \bchw_top.engine1 (rst, s__valid, s__payload, s__ready, m__valid, m__payl
   wire \$123 ;
   wire \$124 ;
   wire \$125 ;
-  wire [16:0] \$126 ;
-  wire [17:0] \$127 ;
-  wire [16:0] \$128 ;
-  wire [17:0] \$129 ;
+  wire \$126 ;
+  wire \$127 ;
+  wire \$128 ;
+  wire \$129 ;
   wire \$13 ;
-  wire [16:0] \$130 ;
-  wire [17:0] \$131 ;
-  wire [16:0] \$132 ;
-  wire [17:0] \$133 ;
-  wire [16:0] \$134 ;
-  wire [17:0] \$135 ;
-  wire [16:0] \$136 ;
-  wire [17:0] \$137 ;
-  wire [16:0] \$138 ;
-  wire [17:0] \$139 ;
+  wire \$130 ;
+  wire \$131 ;
+  wire \$132 ;
+  wire \$133 ;
+  wire \$134 ;
+  wire \$135 ;
+  wire \$136 ;
+  wire \$137 ;
+  wire \$138 ;
+  wire \$139 ;
   wire \$14 ;
-  wire [16:0] \$140 ;
-  wire [17:0] \$141 ;
-  wire [16:0] \$142 ;
-  wire [17:0] \$143 ;
-  wire [16:0] \$144 ;
-  wire [17:0] \$145 ;
-  wire [16:0] \$146 ;
-  wire [17:0] \$147 ;
-  wire [16:0] \$148 ;
-  wire [17:0] \$149 ;
+  wire \$140 ;
+  wire \$141 ;
+  wire \$142 ;
+  wire \$143 ;
+  wire \$144 ;
+  wire \$145 ;
+  wire \$146 ;
+  wire \$147 ;
+  wire \$148 ;
+  wire \$149 ;
   wire \$15 ;
-  wire [16:0] \$150 ;
-  wire [17:0] \$151 ;
-  wire [16:0] \$152 ;
-  wire [17:0] \$153 ;
-  wire [16:0] \$154 ;
-  wire [17:0] \$155 ;
-  wire [16:0] \$156 ;
-  wire [17:0] \$157 ;
+  wire \$150 ;
+  wire \$151 ;
+  wire \$152 ;
+  wire \$153 ;
+  wire \$154 ;
+  wire \$155 ;
+  wire \$156 ;
+  wire \$157 ;
   wire \$158 ;
   wire \$159 ;
   wire \$16 ;
@@ -26321,69 +26509,69 @@ module \bchw_top.engine1 (rst, s__valid, s__payload, s__ready, m__valid, m__payl
   wire \$163 ;
   wire \$164 ;
   wire \$165 ;
-  wire \$166 ;
-  wire \$167 ;
-  wire \$168 ;
-  wire \$169 ;
+  wire [16:0] \$166 ;
+  wire [17:0] \$167 ;
+  wire [16:0] \$168 ;
+  wire [17:0] \$169 ;
   wire \$17 ;
-  wire \$170 ;
-  wire \$171 ;
-  wire \$172 ;
-  wire \$173 ;
-  wire \$174 ;
-  wire \$175 ;
-  wire \$176 ;
-  wire \$177 ;
-  wire \$178 ;
-  wire \$179 ;
+  wire [16:0] \$170 ;
+  wire [17:0] \$171 ;
+  wire [16:0] \$172 ;
+  wire [17:0] \$173 ;
+  wire [16:0] \$174 ;
+  wire [17:0] \$175 ;
+  wire [16:0] \$176 ;
+  wire [17:0] \$177 ;
+  wire [16:0] \$178 ;
+  wire [17:0] \$179 ;
   wire \$18 ;
-  wire \$180 ;
-  wire \$181 ;
-  wire \$182 ;
-  wire \$183 ;
-  wire \$184 ;
-  wire \$185 ;
-  wire \$186 ;
-  wire \$187 ;
-  wire \$188 ;
-  wire \$189 ;
+  wire [16:0] \$180 ;
+  wire [17:0] \$181 ;
+  wire [16:0] \$182 ;
+  wire [17:0] \$183 ;
+  wire [16:0] \$184 ;
+  wire [17:0] \$185 ;
+  wire [16:0] \$186 ;
+  wire [17:0] \$187 ;
+  wire [16:0] \$188 ;
+  wire [17:0] \$189 ;
   wire \$19 ;
   wire [16:0] \$190 ;
-  wire [58:0] \$191 ;
+  wire [17:0] \$191 ;
   wire [16:0] \$192 ;
-  wire [58:0] \$193 ;
+  wire [17:0] \$193 ;
   wire [16:0] \$194 ;
-  wire [58:0] \$195 ;
+  wire [17:0] \$195 ;
   wire [16:0] \$196 ;
-  wire [58:0] \$197 ;
-  wire [16:0] \$198 ;
-  wire [58:0] \$199 ;
+  wire [17:0] \$197 ;
+  wire \$198 ;
+  wire \$199 ;
   wire \$2 ;
   wire [4:0] \$20 ;
-  wire [16:0] \$200 ;
-  wire [58:0] \$201 ;
-  wire [16:0] \$202 ;
-  wire [58:0] \$203 ;
-  wire [16:0] \$204 ;
-  wire [58:0] \$205 ;
-  wire [16:0] \$206 ;
-  wire [58:0] \$207 ;
-  wire [16:0] \$208 ;
-  wire [58:0] \$209 ;
+  wire \$200 ;
+  wire \$201 ;
+  wire \$202 ;
+  wire \$203 ;
+  wire \$204 ;
+  wire \$205 ;
+  wire \$206 ;
+  wire \$207 ;
+  wire \$208 ;
+  wire \$209 ;
   wire [4:0] \$21 ;
-  wire [16:0] \$210 ;
-  wire [58:0] \$211 ;
-  wire [16:0] \$212 ;
-  wire [58:0] \$213 ;
-  wire [16:0] \$214 ;
-  wire [58:0] \$215 ;
-  wire [16:0] \$216 ;
-  wire [58:0] \$217 ;
-  wire [16:0] \$218 ;
-  wire [58:0] \$219 ;
+  wire \$210 ;
+  wire \$211 ;
+  wire \$212 ;
+  wire \$213 ;
+  wire \$214 ;
+  wire \$215 ;
+  wire \$216 ;
+  wire \$217 ;
+  wire \$218 ;
+  wire \$219 ;
   wire [4:0] \$22 ;
-  wire [16:0] \$220 ;
-  wire [58:0] \$221 ;
+  wire \$220 ;
+  wire \$221 ;
   wire \$222 ;
   wire \$223 ;
   wire \$224 ;
@@ -26393,41 +26581,41 @@ module \bchw_top.engine1 (rst, s__valid, s__payload, s__ready, m__valid, m__payl
   wire \$228 ;
   wire \$229 ;
   wire [4:0] \$23 ;
-  wire \$230 ;
-  wire \$231 ;
-  wire \$232 ;
-  wire \$233 ;
-  wire \$234 ;
-  wire \$235 ;
-  wire \$236 ;
-  wire \$237 ;
-  wire \$238 ;
-  wire \$239 ;
+  wire [16:0] \$230 ;
+  wire [58:0] \$231 ;
+  wire [16:0] \$232 ;
+  wire [58:0] \$233 ;
+  wire [16:0] \$234 ;
+  wire [58:0] \$235 ;
+  wire [16:0] \$236 ;
+  wire [58:0] \$237 ;
+  wire [16:0] \$238 ;
+  wire [58:0] \$239 ;
   wire \$24 ;
-  wire \$240 ;
-  wire \$241 ;
-  wire \$242 ;
-  wire \$243 ;
-  wire \$244 ;
-  wire \$245 ;
-  wire \$246 ;
-  wire \$247 ;
-  wire \$248 ;
-  wire \$249 ;
+  wire [16:0] \$240 ;
+  wire [58:0] \$241 ;
+  wire [16:0] \$242 ;
+  wire [58:0] \$243 ;
+  wire [16:0] \$244 ;
+  wire [58:0] \$245 ;
+  wire [16:0] \$246 ;
+  wire [58:0] \$247 ;
+  wire [16:0] \$248 ;
+  wire [58:0] \$249 ;
   wire \$25 ;
-  wire \$250 ;
-  wire \$251 ;
-  wire \$252 ;
-  wire \$253 ;
-  wire \$254 ;
-  wire \$255 ;
-  wire \$256 ;
-  wire \$257 ;
-  wire \$258 ;
-  wire \$259 ;
+  wire [16:0] \$250 ;
+  wire [58:0] \$251 ;
+  wire [16:0] \$252 ;
+  wire [58:0] \$253 ;
+  wire [16:0] \$254 ;
+  wire [58:0] \$255 ;
+  wire [16:0] \$256 ;
+  wire [58:0] \$257 ;
+  wire [16:0] \$258 ;
+  wire [58:0] \$259 ;
   wire \$26 ;
-  wire \$260 ;
-  wire \$261 ;
+  wire [16:0] \$260 ;
+  wire [58:0] \$261 ;
   wire \$262 ;
   wire \$263 ;
   wire \$264 ;
@@ -26485,160 +26673,160 @@ module \bchw_top.engine1 (rst, s__valid, s__payload, s__ready, m__valid, m__payl
   wire \$310 ;
   wire \$311 ;
   wire \$312 ;
-  reg \$313 ;
-  reg [7:0] \$314 ;
-  reg [3:0] \$315 ;
-  reg [3:0] \$316 ;
-  reg \$317 ;
-  reg \$318 ;
-  reg [2:0] \$319 ;
+  wire \$313 ;
+  wire \$314 ;
+  wire \$315 ;
+  wire \$316 ;
+  wire \$317 ;
+  wire \$318 ;
+  wire \$319 ;
   wire [4:0] \$32 ;
-  reg \$320 ;
-  reg [3:0] \$321 ;
-  reg \$322 ;
-  reg \$323 ;
-  reg \$324 ;
-  reg [4:0] \$325 ;
-  reg [4:0] \$326 ;
-  reg [4:0] \$327 ;
-  reg [4:0] \$328 ;
-  reg [4:0] \$329 ;
+  wire \$320 ;
+  wire \$321 ;
+  wire \$322 ;
+  wire \$323 ;
+  wire \$324 ;
+  wire \$325 ;
+  wire \$326 ;
+  wire \$327 ;
+  wire \$328 ;
+  wire \$329 ;
   wire \$33 ;
-  reg [4:0] \$330 ;
-  reg [4:0] \$331 ;
-  reg [4:0] \$332 ;
-  reg \$333 ;
-  reg \$334 ;
-  reg \$335 ;
-  reg \$336 ;
-  wire [127:0] \$337 ;
-  wire [255:0] \$338 ;
-  wire [255:0] \$339 ;
+  wire \$330 ;
+  wire \$331 ;
+  wire \$332 ;
+  wire \$333 ;
+  wire \$334 ;
+  wire \$335 ;
+  wire \$336 ;
+  wire \$337 ;
+  wire \$338 ;
+  wire \$339 ;
   wire \$34 ;
-  wire [255:0] \$340 ;
-  reg [3:0] \$341 ;
-  reg [3:0] \$342 ;
-  reg [3:0] \$343 ;
-  reg [3:0] \$344 ;
-  reg [3:0] \$345 ;
-  reg [3:0] \$346 ;
-  reg [3:0] \$347 ;
-  reg [3:0] \$348 ;
-  reg [3:0] \$349 ;
+  wire \$340 ;
+  wire \$341 ;
+  wire \$342 ;
+  wire \$343 ;
+  wire \$344 ;
+  wire \$345 ;
+  wire \$346 ;
+  wire \$347 ;
+  wire \$348 ;
+  wire \$349 ;
   wire \$35 ;
-  reg [1:0] \$350 ;
-  reg [1:0] \$351 ;
-  reg [1:0] \$352 ;
-  reg [1:0] \$353 ;
-  reg [1:0] \$354 ;
-  reg [1:0] \$355 ;
-  reg [1:0] \$356 ;
-  reg [1:0] \$357 ;
-  reg [1:0] \$358 ;
-  reg [1:0] \$359 ;
+  wire \$350 ;
+  wire \$351 ;
+  wire \$352 ;
+  reg \$353 ;
+  reg [7:0] \$354 ;
+  reg [3:0] \$355 ;
+  reg [3:0] \$356 ;
+  reg \$357 ;
+  reg \$358 ;
+  reg [2:0] \$359 ;
   wire \$36 ;
-  reg [1:0] \$360 ;
-  reg [1:0] \$361 ;
-  reg [1:0] \$362 ;
-  reg [1:0] \$363 ;
-  reg [1:0] \$364 ;
-  reg [1:0] \$365 ;
-  reg [3:0] \$366 ;
-  reg [3:0] \$367 ;
-  reg [3:0] \$368 ;
-  reg [3:0] \$369 ;
+  reg \$360 ;
+  reg [3:0] \$361 ;
+  reg \$362 ;
+  reg \$363 ;
+  reg \$364 ;
+  reg \$365 ;
+  reg \$366 ;
+  reg \$367 ;
+  reg \$368 ;
+  reg [4:0] \$369 ;
   wire \$37 ;
-  reg [3:0] \$370 ;
-  reg [3:0] \$371 ;
-  reg [3:0] \$372 ;
-  reg [3:0] \$373 ;
-  reg [3:0] \$374 ;
-  reg [3:0] \$375 ;
-  reg [3:0] \$376 ;
-  reg [3:0] \$377 ;
-  reg [3:0] \$378 ;
-  reg [3:0] \$379 ;
+  reg [4:0] \$370 ;
+  reg [4:0] \$371 ;
+  reg [4:0] \$372 ;
+  reg [4:0] \$373 ;
+  reg [4:0] \$374 ;
+  reg [4:0] \$375 ;
+  reg [4:0] \$376 ;
+  reg \$377 ;
+  reg \$378 ;
+  reg \$379 ;
   wire \$38 ;
-  reg [3:0] \$380 ;
-  reg [3:0] \$381 ;
-  reg [3:0] \$382 ;
-  reg [3:0] \$383 ;
-  reg [3:0] \$384 ;
+  reg \$380 ;
+  wire [127:0] \$381 ;
+  wire [255:0] \$382 ;
+  wire [255:0] \$383 ;
+  wire [255:0] \$384 ;
   reg [3:0] \$385 ;
   reg [3:0] \$386 ;
   reg [3:0] \$387 ;
-  wire [943:0] \$388 ;
-  wire [943:0] \$389 ;
+  reg [3:0] \$388 ;
+  reg [3:0] \$389 ;
   wire \$39 ;
-  reg \$390 ;
-  reg \$391 ;
-  reg [16:0] \$392 ;
-  reg [16:0] \$393 ;
-  reg [16:0] \$394 ;
-  reg [16:0] \$395 ;
-  reg [16:0] \$396 ;
-  reg [16:0] \$397 ;
-  reg [16:0] \$398 ;
-  reg [16:0] \$399 ;
+  reg [3:0] \$390 ;
+  reg [3:0] \$391 ;
+  reg [3:0] \$392 ;
+  reg [3:0] \$393 ;
+  reg [1:0] \$394 ;
+  reg [1:0] \$395 ;
+  reg [1:0] \$396 ;
+  reg [1:0] \$397 ;
+  reg [1:0] \$398 ;
+  reg [1:0] \$399 ;
   wire \$4 ;
   wire \$40 ;
-  reg [16:0] \$400 ;
-  reg [16:0] \$401 ;
-  reg [16:0] \$402 ;
-  reg [16:0] \$403 ;
-  reg [16:0] \$404 ;
-  reg [16:0] \$405 ;
-  reg [16:0] \$406 ;
-  reg [16:0] \$407 ;
-  reg \$408 ;
-  reg \$409 ;
+  reg [1:0] \$400 ;
+  reg [1:0] \$401 ;
+  reg [1:0] \$402 ;
+  reg [1:0] \$403 ;
+  reg [1:0] \$404 ;
+  reg [1:0] \$405 ;
+  reg [1:0] \$406 ;
+  reg [1:0] \$407 ;
+  reg [1:0] \$408 ;
+  reg [1:0] \$409 ;
   wire \$41 ;
-  reg \$410 ;
-  reg \$411 ;
-  reg \$412 ;
-  reg \$413 ;
-  reg \$414 ;
-  reg \$415 ;
-  reg \$416 ;
-  reg \$417 ;
-  reg \$418 ;
-  reg \$419 ;
+  reg [3:0] \$410 ;
+  reg [3:0] \$411 ;
+  reg [3:0] \$412 ;
+  reg [3:0] \$413 ;
+  reg [3:0] \$414 ;
+  reg [3:0] \$415 ;
+  reg [3:0] \$416 ;
+  reg [3:0] \$417 ;
+  reg [3:0] \$418 ;
+  reg [3:0] \$419 ;
   wire \$42 ;
-  reg \$420 ;
-  reg \$421 ;
-  reg \$422 ;
-  reg \$423 ;
-  reg \$424 ;
-  reg \$425 ;
-  reg \$426 ;
-  reg \$427 ;
-  reg \$428 ;
-  reg \$429 ;
+  reg [3:0] \$420 ;
+  reg [3:0] \$421 ;
+  reg [3:0] \$422 ;
+  reg [3:0] \$423 ;
+  reg [3:0] \$424 ;
+  reg [3:0] \$425 ;
+  reg [3:0] \$426 ;
+  reg [3:0] \$427 ;
+  reg [3:0] \$428 ;
+  reg [3:0] \$429 ;
   wire [3:0] \$43 ;
-  reg \$430 ;
-  reg \$431 ;
-  reg \$432 ;
-  reg \$433 ;
+  reg [3:0] \$430 ;
+  reg [3:0] \$431 ;
+  wire [943:0] \$432 ;
+  wire [943:0] \$433 ;
   reg \$434 ;
   reg \$435 ;
-  reg \$436 ;
-  reg \$437 ;
-  reg \$438 ;
-  reg \$439 ;
+  reg [16:0] \$436 ;
+  reg [16:0] \$437 ;
+  reg [16:0] \$438 ;
+  reg [16:0] \$439 ;
   wire \$44 ;
-  wire [1215:0] \$440 ;
-  reg \$441 ;
-  reg \$442 ;
-  reg \$443 ;
-  reg \$444 ;
-  reg \$445 ;
-  reg \$446 ;
-  reg \$447 ;
-  reg \$448 ;
-  reg \$449 ;
+  reg [16:0] \$440 ;
+  reg [16:0] \$441 ;
+  reg [16:0] \$442 ;
+  reg [16:0] \$443 ;
+  reg [16:0] \$444 ;
+  reg [16:0] \$445 ;
+  reg [16:0] \$446 ;
+  reg [16:0] \$447 ;
+  reg [16:0] \$448 ;
+  reg [16:0] \$449 ;
   wire \$45 ;
-  reg \$450 ;
-  reg \$451 ;
+  reg [16:0] \$450 ;
+  reg [16:0] \$451 ;
   reg \$452 ;
   reg \$453 ;
   reg \$454 ;
@@ -26673,28 +26861,72 @@ module \bchw_top.engine1 (rst, s__valid, s__payload, s__ready, m__valid, m__payl
   reg \$480 ;
   reg \$481 ;
   reg \$482 ;
-  reg [2:0] \$483 ;
-  reg [2:0] \$484 ;
-  reg [2:0] \$485 ;
-  reg [2:0] \$486 ;
+  reg \$483 ;
+  wire [1215:0] \$484 ;
+  reg \$485 ;
+  reg \$486 ;
   reg \$487 ;
   reg \$488 ;
   reg \$489 ;
   wire \$49 ;
   reg \$490 ;
-  reg [128:0] \$491 ;
-  reg [128:0] \$492 ;
-  reg [128:0] \$493 ;
-  reg [128:0] \$494 ;
-  reg [2:0] \$495 ;
+  reg \$491 ;
+  reg \$492 ;
+  reg \$493 ;
+  reg \$494 ;
+  reg \$495 ;
   reg \$496 ;
   reg \$497 ;
+  reg \$498 ;
+  reg \$499 ;
   wire \$5 ;
   wire \$50 ;
+  reg \$500 ;
+  reg \$501 ;
+  reg \$502 ;
+  reg \$503 ;
+  reg \$504 ;
+  reg \$505 ;
+  reg \$506 ;
+  reg \$507 ;
+  reg \$508 ;
+  reg \$509 ;
   wire \$51 ;
+  reg \$510 ;
+  reg \$511 ;
+  reg \$512 ;
+  reg \$513 ;
+  reg \$514 ;
+  reg \$515 ;
+  reg \$516 ;
+  reg \$517 ;
+  reg \$518 ;
+  reg \$519 ;
   wire \$52 ;
+  reg \$520 ;
+  reg \$521 ;
+  reg \$522 ;
+  reg \$523 ;
+  reg \$524 ;
+  reg \$525 ;
+  reg \$526 ;
+  reg [2:0] \$527 ;
+  reg [2:0] \$528 ;
+  reg [2:0] \$529 ;
   wire \$53 ;
+  reg [2:0] \$530 ;
+  reg \$531 ;
+  reg \$532 ;
+  reg \$533 ;
+  reg \$534 ;
+  reg [128:0] \$535 ;
+  reg [128:0] \$536 ;
+  reg [128:0] \$537 ;
+  reg [128:0] \$538 ;
+  reg [2:0] \$539 ;
   wire \$54 ;
+  reg \$540 ;
+  reg \$541 ;
   wire [128:0] \$55 ;
   wire \$56 ;
   wire \$57 ;
@@ -26798,37 +27030,37 @@ module \bchw_top.engine1 (rst, s__valid, s__payload, s__ready, m__valid, m__payl
   reg [1:0] accflags_copy9 = 2'h0;
   reg [7:0] addr = 8'h00;
   (* keep = 32'd1 *)
-  reg [3:0] \addr$116  = 4'h0;
+  reg [3:0] \addr$121  = 4'h0;
   (* keep = 32'd1 *)
-  reg [3:0] \addr$119  = 4'h0;
+  reg [3:0] \addr$124  = 4'h0;
   (* keep = 32'd1 *)
-  reg [3:0] \addr$122  = 4'h0;
+  reg [3:0] \addr$127  = 4'h0;
   (* keep = 32'd1 *)
-  reg [3:0] \addr$125  = 4'h0;
+  reg [3:0] \addr$130  = 4'h0;
   (* keep = 32'd1 *)
-  reg [3:0] \addr$128  = 4'h0;
+  reg [3:0] \addr$133  = 4'h0;
   (* keep = 32'd1 *)
-  reg [3:0] \addr$131  = 4'h0;
+  reg [3:0] \addr$136  = 4'h0;
   (* keep = 32'd1 *)
-  reg [3:0] \addr$134  = 4'h0;
+  reg [3:0] \addr$139  = 4'h0;
   (* keep = 32'd1 *)
-  reg [3:0] \addr$137  = 4'h0;
+  reg [3:0] \addr$142  = 4'h0;
   (* keep = 32'd1 *)
-  reg [3:0] \addr$140  = 4'h0;
+  reg [3:0] \addr$145  = 4'h0;
   (* keep = 32'd1 *)
-  reg [3:0] \addr$143  = 4'h0;
+  reg [3:0] \addr$148  = 4'h0;
   (* keep = 32'd1 *)
-  reg [3:0] \addr$146  = 4'h0;
+  reg [3:0] \addr$151  = 4'h0;
   (* keep = 32'd1 *)
-  reg [3:0] \addr$149  = 4'h0;
+  reg [3:0] \addr$154  = 4'h0;
   (* keep = 32'd1 *)
-  reg [3:0] \addr$152  = 4'h0;
+  reg [3:0] \addr$157  = 4'h0;
   (* keep = 32'd1 *)
-  reg [3:0] \addr$155  = 4'h0;
+  reg [3:0] \addr$160  = 4'h0;
   (* keep = 32'd1 *)
-  reg [3:0] \addr$158  = 4'h0;
+  reg [3:0] \addr$163  = 4'h0;
   (* keep = 32'd1 *)
-  reg [3:0] \addr$161  = 4'h0;
+  reg [3:0] \addr$166  = 4'h0;
   wire [35:0] bias;
   reg busy = 1'h0;
   wire busy_next;
@@ -26851,11 +27083,6 @@ module \bchw_top.engine1 (rst, s__valid, s__payload, s__ready, m__valid, m__payl
   reg [2:0] credits = 3'h4;
   wire [2:0] credits_next;
   wire [255:0] data;
-  wire [58:0] \data$233 ;
-  wire [58:0] \data$234 ;
-  wire [58:0] \data$235 ;
-  wire [58:0] \data$236 ;
-  wire [58:0] \data$237 ;
   wire [58:0] \data$238 ;
   wire [58:0] \data$239 ;
   wire [58:0] \data$240 ;
@@ -26867,6 +27094,11 @@ module \bchw_top.engine1 (rst, s__valid, s__payload, s__ready, m__valid, m__payl
   wire [58:0] \data$246 ;
   wire [58:0] \data$247 ;
   wire [58:0] \data$248 ;
+  wire [58:0] \data$249 ;
+  wire [58:0] \data$250 ;
+  wire [58:0] \data$251 ;
+  wire [58:0] \data$252 ;
+  wire [58:0] \data$253 ;
   (* keep = 32'd1 *)
   reg dload_copy0 = 1'h0;
   (* keep = 32'd1 *)
@@ -26933,39 +27165,39 @@ module \bchw_top.engine1 (rst, s__valid, s__payload, s__ready, m__valid, m__payl
   reg dload_copy9 = 1'h0;
   reg [1215:0] drain = 1216'h0000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000;
   wire en;
-  wire \en$103 ;
-  wire \en$107 ;
-  wire \en$111 ;
-  wire \en$115 ;
-  wire \en$118 ;
-  wire \en$121 ;
-  wire \en$124 ;
-  wire \en$127 ;
-  wire \en$130 ;
-  wire \en$133 ;
-  wire \en$136 ;
-  wire \en$139 ;
-  wire \en$142 ;
-  wire \en$145 ;
-  wire \en$148 ;
-  wire \en$151 ;
-  wire \en$154 ;
-  wire \en$157 ;
-  wire \en$160 ;
-  wire \en$163 ;
-  wire \en$50 ;
+  wire \en$100 ;
+  wire \en$104 ;
+  wire \en$108 ;
+  wire \en$112 ;
+  wire \en$116 ;
+  wire \en$120 ;
+  wire \en$123 ;
+  wire \en$126 ;
+  wire \en$129 ;
+  wire \en$132 ;
+  wire \en$135 ;
+  wire \en$138 ;
+  wire \en$141 ;
+  wire \en$144 ;
+  wire \en$147 ;
+  wire \en$150 ;
+  wire \en$153 ;
+  wire \en$156 ;
+  wire \en$159 ;
+  wire \en$162 ;
+  wire \en$165 ;
+  wire \en$168 ;
   wire \en$55 ;
-  wire \en$59 ;
-  wire \en$63 ;
-  wire \en$67 ;
-  wire \en$71 ;
-  wire \en$75 ;
-  wire \en$79 ;
-  wire \en$83 ;
-  wire \en$87 ;
-  wire \en$91 ;
-  wire \en$95 ;
-  wire \en$99 ;
+  wire \en$60 ;
+  wire \en$64 ;
+  wire \en$68 ;
+  wire \en$72 ;
+  wire \en$76 ;
+  wire \en$80 ;
+  wire \en$84 ;
+  wire \en$88 ;
+  wire \en$92 ;
+  wire \en$96 ;
   reg [3:0] f_d0 = 4'h0;
   reg [3:0] f_d1 = 4'h0;
   reg [3:0] f_d2 = 4'h0;
@@ -26986,6 +27218,7 @@ module \bchw_top.engine1 (rst, s__valid, s__payload, s__ready, m__valid, m__payl
   wire m__ready;
   output m__valid;
   wire m__valid;
+  wire [3:0] m_ready_copies;
   wire [17:0] mul;
   reg [3:0] nfc = 4'h0;
   wire [3:0] nfc_next;
@@ -27046,6 +27279,14 @@ module \bchw_top.engine1 (rst, s__valid, s__payload, s__ready, m__valid, m__payl
   reg [3:0] paddr_d5 = 4'h0;
   reg [943:0] params_d0 = 944'h00000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000;
   reg [943:0] params_d1 = 944'h00000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000;
+  input \port$22352$0 ;
+  wire \port$22352$0 ;
+  input \port$22354$0 ;
+  wire \port$22354$0 ;
+  input \port$22356$0 ;
+  wire \port$22356$0 ;
+  input \port$22358$0 ;
+  wire \port$22358$0 ;
   wire [7:0] q;
   reg qe_d0 = 1'h0;
   reg qe_d1 = 1'h0;
@@ -27092,15 +27333,15 @@ module \bchw_top.engine1 (rst, s__valid, s__payload, s__ready, m__valid, m__payl
   (* keep = 32'd1 *)
   reg [4:0] read__addr = 5'h10;
   (* keep = 32'd1 *)
-  reg [4:0] \read__addr$34  = 5'h10;
+  reg [4:0] \read__addr$39  = 5'h10;
   (* keep = 32'd1 *)
-  reg [4:0] \read__addr$41  = 5'h10;
+  reg [4:0] \read__addr$46  = 5'h10;
   (* keep = 32'd1 *)
-  reg [4:0] \read__addr$48  = 5'h10;
+  reg [4:0] \read__addr$53  = 5'h10;
   wire [31:0] read__data;
-  wire [31:0] \read__data$191 ;
-  wire [31:0] \read__data$192 ;
-  wire [31:0] \read__data$193 ;
+  wire [31:0] \read__data$196 ;
+  wire [31:0] \read__data$197 ;
+  wire [31:0] \read__data$198 ;
   reg read_bank = 1'h1;
   reg ready = 1'h1;
   wire ready_next;
@@ -27113,6 +27354,7 @@ module \bchw_top.engine1 (rst, s__valid, s__payload, s__ready, m__valid, m__payl
   wire s__ready;
   input s__valid;
   wire s__valid;
+  wire [3:0] s_ready_copies;
   reg [3:0] sfc = 4'h0;
   wire [3:0] sfc_next;
   wire [4:0] shift;
@@ -27128,41 +27370,53 @@ module \bchw_top.engine1 (rst, s__valid, s__payload, s__ready, m__valid, m__payl
   reg skid_qvalid_copy2 = 1'h0;
   (* keep = 32'd1 *)
   reg skid_qvalid_copy3 = 1'h0;
+  (* keep = 32'd1 *)
+  output sready_copy0;
+  reg sready_copy0 = 1'h1;
+  (* keep = 32'd1 *)
+  output sready_copy1;
+  reg sready_copy1 = 1'h1;
+  (* keep = 32'd1 *)
+  output sready_copy2;
+  reg sready_copy2 = 1'h1;
+  (* keep = 32'd1 *)
+  output sready_copy3;
+  reg sready_copy3 = 1'h1;
   (* init = 8'h00 *)
   wire [7:0] step;
   wire [7:0] step_next;
   wire [12:0] sum;
-  wire [12:0] \sum$255 ;
-  wire [12:0] \sum$257 ;
-  wire [12:0] \sum$259 ;
-  wire [12:0] \sum$261 ;
-  wire [12:0] \sum$263 ;
-  wire [12:0] \sum$265 ;
-  wire [12:0] \sum$267 ;
-  wire [12:0] \sum$269 ;
-  wire [12:0] \sum$271 ;
-  wire [12:0] \sum$273 ;
-  wire [12:0] \sum$275 ;
-  wire [12:0] \sum$277 ;
-  wire [12:0] \sum$279 ;
-  wire [12:0] \sum$281 ;
-  wire [12:0] \sum$283 ;
+  wire [12:0] \sum$260 ;
+  wire [12:0] \sum$262 ;
+  wire [12:0] \sum$264 ;
+  wire [12:0] \sum$266 ;
+  wire [12:0] \sum$268 ;
+  wire [12:0] \sum$270 ;
+  wire [12:0] \sum$272 ;
+  wire [12:0] \sum$274 ;
+  wire [12:0] \sum$276 ;
+  wire [12:0] \sum$278 ;
+  wire [12:0] \sum$280 ;
+  wire [12:0] \sum$282 ;
+  wire [12:0] \sum$284 ;
+  wire [12:0] \sum$286 ;
+  wire [12:0] \sum$288 ;
   wire [15:0] w;
-  wire [15:0] \w$102 ;
-  wire [15:0] \w$106 ;
-  wire [15:0] \w$110 ;
-  wire [15:0] \w$114 ;
-  wire [15:0] \w$58 ;
-  wire [15:0] \w$62 ;
-  wire [15:0] \w$66 ;
-  wire [15:0] \w$70 ;
-  wire [15:0] \w$74 ;
-  wire [15:0] \w$78 ;
-  wire [15:0] \w$82 ;
-  wire [15:0] \w$86 ;
-  wire [15:0] \w$90 ;
-  wire [15:0] \w$94 ;
-  wire [15:0] \w$98 ;
+  wire [15:0] \w$103 ;
+  wire [15:0] \w$107 ;
+  wire [15:0] \w$111 ;
+  wire [15:0] \w$115 ;
+  wire [15:0] \w$119 ;
+  wire [15:0] \w$63 ;
+  wire [15:0] \w$67 ;
+  wire [15:0] \w$71 ;
+  wire [15:0] \w$75 ;
+  wire [15:0] \w$79 ;
+  wire [15:0] \w$83 ;
+  wire [15:0] \w$87 ;
+  wire [15:0] \w$91 ;
+  wire [15:0] \w$95 ;
+  wire [15:0] \w$99 ;
   reg [255:0] wdata_d0 = 256'h0000000000000000000000000000000000000000000000000000000000000000;
   reg [255:0] wdata_d1 = 256'h0000000000000000000000000000000000000000000000000000000000000000;
   reg [255:0] wdata_d2 = 256'h0000000000000000000000000000000000000000000000000000000000000000;
@@ -27170,52 +27424,52 @@ module \bchw_top.engine1 (rst, s__valid, s__payload, s__ready, m__valid, m__payl
   (* keep = 32'd1 *)
   reg [4:0] write__addr = 5'h00;
   (* keep = 32'd1 *)
-  reg [4:0] \write__addr$31  = 5'h00;
+  reg [4:0] \write__addr$36  = 5'h00;
   (* keep = 32'd1 *)
-  reg [4:0] \write__addr$38  = 5'h00;
+  reg [4:0] \write__addr$43  = 5'h00;
   (* keep = 32'd1 *)
-  reg [4:0] \write__addr$45  = 5'h00;
+  reg [4:0] \write__addr$50  = 5'h00;
   wire [31:0] write__data;
-  wire [31:0] \write__data$33 ;
-  wire [31:0] \write__data$40 ;
-  wire [31:0] \write__data$47 ;
+  wire [31:0] \write__data$38 ;
+  wire [31:0] \write__data$45 ;
+  wire [31:0] \write__data$52 ;
   reg write__en = 1'h0;
-  reg \write__en$29  = 1'h0;
-  reg \write__en$36  = 1'h0;
-  reg \write__en$43  = 1'h0;
+  reg \write__en$34  = 1'h0;
+  reg \write__en$41  = 1'h0;
+  reg \write__en$48  = 1'h0;
   reg write_bank = 1'h0;
   (* keep = 32'd1 *)
   reg [127:0] x = 128'h00000000000000000000000000000000;
   (* keep = 32'd1 *)
-  reg [127:0] \x$100  = 128'h00000000000000000000000000000000;
+  reg [127:0] \x$101  = 128'h00000000000000000000000000000000;
   (* keep = 32'd1 *)
-  reg [127:0] \x$104  = 128'h00000000000000000000000000000000;
+  reg [127:0] \x$105  = 128'h00000000000000000000000000000000;
   (* keep = 32'd1 *)
-  reg [127:0] \x$108  = 128'h00000000000000000000000000000000;
+  reg [127:0] \x$109  = 128'h00000000000000000000000000000000;
   (* keep = 32'd1 *)
-  reg [127:0] \x$112  = 128'h00000000000000000000000000000000;
+  reg [127:0] \x$113  = 128'h00000000000000000000000000000000;
   (* keep = 32'd1 *)
-  reg [127:0] \x$56  = 128'h00000000000000000000000000000000;
+  reg [127:0] \x$117  = 128'h00000000000000000000000000000000;
   (* keep = 32'd1 *)
-  reg [127:0] \x$60  = 128'h00000000000000000000000000000000;
+  reg [127:0] \x$61  = 128'h00000000000000000000000000000000;
   (* keep = 32'd1 *)
-  reg [127:0] \x$64  = 128'h00000000000000000000000000000000;
+  reg [127:0] \x$65  = 128'h00000000000000000000000000000000;
   (* keep = 32'd1 *)
-  reg [127:0] \x$68  = 128'h00000000000000000000000000000000;
+  reg [127:0] \x$69  = 128'h00000000000000000000000000000000;
   (* keep = 32'd1 *)
-  reg [127:0] \x$72  = 128'h00000000000000000000000000000000;
+  reg [127:0] \x$73  = 128'h00000000000000000000000000000000;
   (* keep = 32'd1 *)
-  reg [127:0] \x$76  = 128'h00000000000000000000000000000000;
+  reg [127:0] \x$77  = 128'h00000000000000000000000000000000;
   (* keep = 32'd1 *)
-  reg [127:0] \x$80  = 128'h00000000000000000000000000000000;
+  reg [127:0] \x$81  = 128'h00000000000000000000000000000000;
   (* keep = 32'd1 *)
-  reg [127:0] \x$84  = 128'h00000000000000000000000000000000;
+  reg [127:0] \x$85  = 128'h00000000000000000000000000000000;
   (* keep = 32'd1 *)
-  reg [127:0] \x$88  = 128'h00000000000000000000000000000000;
+  reg [127:0] \x$89  = 128'h00000000000000000000000000000000;
   (* keep = 32'd1 *)
-  reg [127:0] \x$92  = 128'h00000000000000000000000000000000;
+  reg [127:0] \x$93  = 128'h00000000000000000000000000000000;
   (* keep = 32'd1 *)
-  reg [127:0] \x$96  = 128'h00000000000000000000000000000000;
+  reg [127:0] \x$97  = 128'h00000000000000000000000000000000;
   reg [127:0] xbeat = 128'h00000000000000000000000000000000;
   reg [127:0] xmem_d0 = 128'h00000000000000000000000000000000;
   (* init = 5'h10 *)
@@ -27386,14 +27640,14 @@ module \bchw_top.engine1 (rst, s__valid, s__payload, s__ready, m__valid, m__payl
     xmem1[31] = 32'd0;
   end
   always @(posedge clk) begin
-    if (\write__en$29 )
-      xmem1[\write__addr$31 ] <= xbeat[63:32];
+    if (\write__en$34 )
+      xmem1[\write__addr$36 ] <= xbeat[63:32];
   end
   reg [31:0] _1_;
   always @(posedge clk) begin
-    _1_ <= xmem1[\read__addr$34 ];
+    _1_ <= xmem1[\read__addr$39 ];
   end
-  assign \read__data$191  = _1_;
+  assign \read__data$196  = _1_;
   reg [31:0] xmem2 [31:0];
   initial begin
     xmem2[0] = 32'd0;
@@ -27430,14 +27684,14 @@ module \bchw_top.engine1 (rst, s__valid, s__payload, s__ready, m__valid, m__payl
     xmem2[31] = 32'd0;
   end
   always @(posedge clk) begin
-    if (\write__en$36 )
-      xmem2[\write__addr$38 ] <= xbeat[95:64];
+    if (\write__en$41 )
+      xmem2[\write__addr$43 ] <= xbeat[95:64];
   end
   reg [31:0] _2_;
   always @(posedge clk) begin
-    _2_ <= xmem2[\read__addr$41 ];
+    _2_ <= xmem2[\read__addr$46 ];
   end
-  assign \read__data$192  = _2_;
+  assign \read__data$197  = _2_;
   reg [31:0] xmem3 [31:0];
   initial begin
     xmem3[0] = 32'd0;
@@ -27474,236 +27728,328 @@ module \bchw_top.engine1 (rst, s__valid, s__payload, s__ready, m__valid, m__payl
     xmem3[31] = 32'd0;
   end
   always @(posedge clk) begin
-    if (\write__en$43 )
-      xmem3[\write__addr$45 ] <= xbeat[127:96];
+    if (\write__en$48 )
+      xmem3[\write__addr$50 ] <= xbeat[127:96];
   end
   reg [31:0] _3_;
   always @(posedge clk) begin
-    _3_ <= xmem3[\read__addr$48 ];
+    _3_ <= xmem3[\read__addr$53 ];
   end
-  assign \read__data$193  = _3_;
+  assign \read__data$198  = _3_;
   always @(posedge clk)
-    params_d0 <= \$388 ;
+    f_d1 <= \$386 ;
   always @(posedge clk)
-    params_d1 <= \$389 ;
+    f_d2 <= \$387 ;
   always @(posedge clk)
-    acc_valid <= \$390 ;
+    f_d3 <= \$388 ;
   always @(posedge clk)
-    acc_end <= \$391 ;
+    f_d4 <= \$389 ;
   always @(posedge clk)
-    acc0 <= \$392 ;
+    f_d5 <= \$390 ;
   always @(posedge clk)
-    acc1 <= \$393 ;
+    f_d6 <= \$391 ;
   always @(posedge clk)
-    acc2 <= \$394 ;
+    f_d7 <= \$392 ;
   always @(posedge clk)
-    acc3 <= \$395 ;
+    ft_d0 <= \$393 ;
   always @(posedge clk)
-    acc4 <= \$396 ;
+    accflags_copy0 <= \$394 ;
   always @(posedge clk)
-    acc5 <= \$397 ;
+    accflags_copy1 <= \$395 ;
   always @(posedge clk)
-    acc6 <= \$398 ;
+    accflags_copy2 <= \$396 ;
   always @(posedge clk)
-    acc7 <= \$399 ;
+    accflags_copy3 <= \$397 ;
   always @(posedge clk)
-    acc8 <= \$400 ;
+    accflags_copy4 <= \$398 ;
   always @(posedge clk)
-    acc9 <= \$401 ;
+    accflags_copy5 <= \$399 ;
   always @(posedge clk)
-    acc10 <= \$402 ;
+    accflags_copy6 <= \$400 ;
   always @(posedge clk)
-    acc11 <= \$403 ;
+    accflags_copy7 <= \$401 ;
   always @(posedge clk)
-    acc12 <= \$404 ;
+    accflags_copy8 <= \$402 ;
   always @(posedge clk)
-    acc13 <= \$405 ;
+    accflags_copy9 <= \$403 ;
   always @(posedge clk)
-    acc14 <= \$406 ;
+    accflags_copy10 <= \$404 ;
   always @(posedge clk)
-    acc15 <= \$407 ;
+    accflags_copy11 <= \$405 ;
   always @(posedge clk)
-    dload_copy0 <= \$408 ;
+    accflags_copy12 <= \$406 ;
   always @(posedge clk)
-    dload_copy1 <= \$409 ;
+    accflags_copy13 <= \$407 ;
   always @(posedge clk)
-    dload_copy2 <= \$410 ;
+    accflags_copy14 <= \$408 ;
   always @(posedge clk)
-    dload_copy3 <= \$411 ;
+    accflags_copy15 <= \$409 ;
   always @(posedge clk)
-    dload_copy4 <= \$412 ;
+    paddr_d0 <= \$410 ;
   always @(posedge clk)
-    dload_copy5 <= \$413 ;
+    paddr_d1 <= \$411 ;
   always @(posedge clk)
-    dload_copy6 <= \$414 ;
+    paddr_d2 <= \$412 ;
   always @(posedge clk)
-    dload_copy7 <= \$415 ;
+    paddr_d3 <= \$413 ;
   always @(posedge clk)
-    dload_copy8 <= \$416 ;
+    paddr_d4 <= \$414 ;
   always @(posedge clk)
-    dload_copy9 <= \$417 ;
+    paddr_d5 <= \$415 ;
   always @(posedge clk)
-    dload_copy10 <= \$418 ;
+    \addr$121  <= \$416 ;
   always @(posedge clk)
-    dload_copy11 <= \$419 ;
+    \addr$124  <= \$417 ;
   always @(posedge clk)
-    dload_copy12 <= \$420 ;
+    \addr$127  <= \$418 ;
   always @(posedge clk)
-    dload_copy13 <= \$421 ;
+    \addr$130  <= \$419 ;
   always @(posedge clk)
-    dload_copy14 <= \$422 ;
+    \addr$133  <= \$420 ;
   always @(posedge clk)
-    dload_copy15 <= \$423 ;
+    \addr$136  <= \$421 ;
   always @(posedge clk)
-    dload_copy16 <= \$424 ;
+    \addr$139  <= \$422 ;
   always @(posedge clk)
-    dload_copy17 <= \$425 ;
+    \addr$142  <= \$423 ;
   always @(posedge clk)
-    dload_copy18 <= \$426 ;
+    \addr$145  <= \$424 ;
   always @(posedge clk)
-    dload_copy19 <= \$427 ;
+    \addr$148  <= \$425 ;
   always @(posedge clk)
-    dload_copy20 <= \$428 ;
+    \addr$151  <= \$426 ;
   always @(posedge clk)
-    dload_copy21 <= \$429 ;
+    \addr$154  <= \$427 ;
   always @(posedge clk)
-    dload_copy22 <= \$430 ;
+    \addr$157  <= \$428 ;
   always @(posedge clk)
-    dload_copy23 <= \$431 ;
+    \addr$160  <= \$429 ;
   always @(posedge clk)
-    dload_copy24 <= \$432 ;
+    \addr$163  <= \$430 ;
   always @(posedge clk)
-    dload_copy25 <= \$433 ;
+    \addr$166  <= \$431 ;
   always @(posedge clk)
-    dload_copy26 <= \$434 ;
+    params_d0 <= \$432 ;
   always @(posedge clk)
-    dload_copy27 <= \$435 ;
+    params_d1 <= \$433 ;
   always @(posedge clk)
-    dload_copy28 <= \$436 ;
+    acc_valid <= \$434 ;
   always @(posedge clk)
-    dload_copy29 <= \$437 ;
+    acc_end <= \$435 ;
   always @(posedge clk)
-    dload_copy30 <= \$438 ;
+    acc0 <= \$436 ;
   always @(posedge clk)
-    dload_copy31 <= \$439 ;
+    acc1 <= \$437 ;
   always @(posedge clk)
-    drain <= \$440 ;
+    acc2 <= \$438 ;
   always @(posedge clk)
-    qv_d0 <= \$441 ;
+    acc3 <= \$439 ;
   always @(posedge clk)
-    qv_d1 <= \$442 ;
+    acc4 <= \$440 ;
   always @(posedge clk)
-    qv_d2 <= \$443 ;
+    acc5 <= \$441 ;
   always @(posedge clk)
-    qv_d3 <= \$444 ;
+    acc6 <= \$442 ;
   always @(posedge clk)
-    qv_d4 <= \$445 ;
+    acc7 <= \$443 ;
   always @(posedge clk)
-    qv_d5 <= \$446 ;
+    acc8 <= \$444 ;
   always @(posedge clk)
-    qv_d6 <= \$447 ;
+    acc9 <= \$445 ;
   always @(posedge clk)
-    qv_d7 <= \$448 ;
+    acc10 <= \$446 ;
   always @(posedge clk)
-    qv_d8 <= \$449 ;
+    acc11 <= \$447 ;
   always @(posedge clk)
-    qv_d9 <= \$450 ;
+    acc12 <= \$448 ;
   always @(posedge clk)
-    qv_d10 <= \$451 ;
+    acc13 <= \$449 ;
   always @(posedge clk)
-    qv_d11 <= \$452 ;
+    acc14 <= \$450 ;
   always @(posedge clk)
-    qv_d12 <= \$453 ;
+    acc15 <= \$451 ;
   always @(posedge clk)
-    qv_d13 <= \$454 ;
+    dload_copy0 <= \$452 ;
   always @(posedge clk)
-    qv_d14 <= \$455 ;
+    dload_copy1 <= \$453 ;
   always @(posedge clk)
-    qv_d15 <= \$456 ;
+    dload_copy2 <= \$454 ;
   always @(posedge clk)
-    qv_d16 <= \$457 ;
+    dload_copy3 <= \$455 ;
   always @(posedge clk)
-    qv_d17 <= \$458 ;
+    dload_copy4 <= \$456 ;
   always @(posedge clk)
-    qv_d18 <= \$459 ;
+    dload_copy5 <= \$457 ;
   always @(posedge clk)
-    qv_d19 <= \$460 ;
+    dload_copy6 <= \$458 ;
   always @(posedge clk)
-    qe_d0 <= \$461 ;
+    dload_copy7 <= \$459 ;
   always @(posedge clk)
-    qe_d1 <= \$462 ;
+    dload_copy8 <= \$460 ;
   always @(posedge clk)
-    qe_d2 <= \$463 ;
+    dload_copy9 <= \$461 ;
   always @(posedge clk)
-    qe_d3 <= \$464 ;
+    dload_copy10 <= \$462 ;
   always @(posedge clk)
-    qe_d4 <= \$465 ;
+    dload_copy11 <= \$463 ;
   always @(posedge clk)
-    qe_d5 <= \$466 ;
+    dload_copy12 <= \$464 ;
   always @(posedge clk)
-    qe_d6 <= \$467 ;
+    dload_copy13 <= \$465 ;
   always @(posedge clk)
-    qe_d7 <= \$468 ;
+    dload_copy14 <= \$466 ;
   always @(posedge clk)
-    qe_d8 <= \$469 ;
+    dload_copy15 <= \$467 ;
   always @(posedge clk)
-    qe_d9 <= \$470 ;
+    dload_copy16 <= \$468 ;
   always @(posedge clk)
-    qe_d10 <= \$471 ;
+    dload_copy17 <= \$469 ;
   always @(posedge clk)
-    qe_d11 <= \$472 ;
+    dload_copy18 <= \$470 ;
   always @(posedge clk)
-    qe_d12 <= \$473 ;
+    dload_copy19 <= \$471 ;
   always @(posedge clk)
-    qe_d13 <= \$474 ;
+    dload_copy20 <= \$472 ;
   always @(posedge clk)
-    qe_d14 <= \$475 ;
+    dload_copy21 <= \$473 ;
   always @(posedge clk)
-    qe_d15 <= \$476 ;
+    dload_copy22 <= \$474 ;
   always @(posedge clk)
-    qe_d16 <= \$477 ;
+    dload_copy23 <= \$475 ;
   always @(posedge clk)
-    qe_d17 <= \$478 ;
+    dload_copy24 <= \$476 ;
   always @(posedge clk)
-    qe_d18 <= \$479 ;
+    dload_copy25 <= \$477 ;
   always @(posedge clk)
-    qe_d19 <= \$480 ;
+    dload_copy26 <= \$478 ;
   always @(posedge clk)
-    qv_last_d0 <= \$481 ;
+    dload_copy27 <= \$479 ;
   always @(posedge clk)
-    qe_last_d0 <= \$482 ;
+    dload_copy28 <= \$480 ;
+  always @(posedge clk)
+    dload_copy29 <= \$481 ;
+  always @(posedge clk)
+    dload_copy30 <= \$482 ;
+  always @(posedge clk)
+    dload_copy31 <= \$483 ;
+  always @(posedge clk)
+    drain <= \$484 ;
+  always @(posedge clk)
+    qv_d0 <= \$485 ;
+  always @(posedge clk)
+    qv_d1 <= \$486 ;
+  always @(posedge clk)
+    qv_d2 <= \$487 ;
+  always @(posedge clk)
+    qv_d3 <= \$488 ;
+  always @(posedge clk)
+    qv_d4 <= \$489 ;
+  always @(posedge clk)
+    qv_d5 <= \$490 ;
+  always @(posedge clk)
+    qv_d6 <= \$491 ;
+  always @(posedge clk)
+    qv_d7 <= \$492 ;
+  always @(posedge clk)
+    qv_d8 <= \$493 ;
+  always @(posedge clk)
+    qv_d9 <= \$494 ;
+  always @(posedge clk)
+    qv_d10 <= \$495 ;
+  always @(posedge clk)
+    qv_d11 <= \$496 ;
+  always @(posedge clk)
+    qv_d12 <= \$497 ;
+  always @(posedge clk)
+    qv_d13 <= \$498 ;
+  always @(posedge clk)
+    qv_d14 <= \$499 ;
+  always @(posedge clk)
+    qv_d15 <= \$500 ;
+  always @(posedge clk)
+    qv_d16 <= \$501 ;
+  always @(posedge clk)
+    qv_d17 <= \$502 ;
+  always @(posedge clk)
+    qv_d18 <= \$503 ;
+  always @(posedge clk)
+    qv_d19 <= \$504 ;
+  always @(posedge clk)
+    qe_d0 <= \$505 ;
+  always @(posedge clk)
+    qe_d1 <= \$506 ;
+  always @(posedge clk)
+    qe_d2 <= \$507 ;
+  always @(posedge clk)
+    qe_d3 <= \$508 ;
+  always @(posedge clk)
+    qe_d4 <= \$509 ;
+  always @(posedge clk)
+    qe_d5 <= \$510 ;
+  always @(posedge clk)
+    qe_d6 <= \$511 ;
+  always @(posedge clk)
+    qe_d7 <= \$512 ;
+  always @(posedge clk)
+    qe_d8 <= \$513 ;
+  always @(posedge clk)
+    qe_d9 <= \$514 ;
+  always @(posedge clk)
+    qe_d10 <= \$515 ;
+  always @(posedge clk)
+    qe_d11 <= \$516 ;
+  always @(posedge clk)
+    qe_d12 <= \$517 ;
+  always @(posedge clk)
+    qe_d13 <= \$518 ;
+  always @(posedge clk)
+    qe_d14 <= \$519 ;
+  always @(posedge clk)
+    qe_d15 <= \$520 ;
+  always @(posedge clk)
+    qe_d16 <= \$521 ;
+  always @(posedge clk)
+    qe_d17 <= \$522 ;
+  always @(posedge clk)
+    qe_d18 <= \$523 ;
+  always @(posedge clk)
+    qe_d19 <= \$524 ;
+  always @(posedge clk)
+    qv_last_d0 <= \$525 ;
+  always @(posedge clk)
+    qe_last_d0 <= \$526 ;
   always @(posedge clk)
     results0 <= { q, results0[119:8] };
   always @(posedge clk)
-    count_copy0 <= \$483 ;
+    count_copy0 <= \$527 ;
   always @(posedge clk)
-    count_copy1 <= \$484 ;
+    count_copy1 <= \$528 ;
   always @(posedge clk)
-    count_copy2 <= \$485 ;
+    count_copy2 <= \$529 ;
   always @(posedge clk)
-    count_copy3 <= \$486 ;
+    count_copy3 <= \$530 ;
   always @(posedge clk)
-    skid_qvalid_copy0 <= \$487 ;
+    skid_qvalid_copy0 <= \$531 ;
   always @(posedge clk)
-    skid_qvalid_copy1 <= \$488 ;
+    skid_qvalid_copy1 <= \$532 ;
   always @(posedge clk)
-    skid_qvalid_copy2 <= \$489 ;
+    skid_qvalid_copy2 <= \$533 ;
   always @(posedge clk)
-    skid_qvalid_copy3 <= \$490 ;
+    skid_qvalid_copy3 <= \$534 ;
   always @(posedge clk)
-    skid0 <= \$491 ;
+    skid0 <= \$535 ;
   always @(posedge clk)
-    skid1 <= \$492 ;
+    skid1 <= \$536 ;
   always @(posedge clk)
-    skid2 <= \$493 ;
+    skid2 <= \$537 ;
   always @(posedge clk)
-    skid3 <= \$494 ;
+    skid3 <= \$538 ;
   always @(posedge clk)
-    count <= \$495 ;
+    count <= \$539 ;
   always @(posedge clk)
-    credit_back_d0 <= \$496 ;
+    credit_back_d0 <= \$540 ;
   always @(posedge clk)
-    credit_back <= \$497 ;
+    credit_back <= \$541 ;
   assign \$1  = \$signal  & ready;
   assign \$2  = ~ last_step;
   assign \$3  = busy & \$2 ;
@@ -27790,265 +28136,305 @@ module \bchw_top.engine1 (rst, s__valid, s__payload, s__ready, m__valid, m__payl
   assign \$99  = ~ ready;
   assign \$100  = \$signal  & \$99 ;
   assign \$101  = \$98  ? 1'h1 : \$100 ;
-  assign \$102  = \$signal  & ready;
-  assign \$103  = read_bank ^ \$102 ;
-  assign \$104  = \$signal  & ready;
-  assign \$105  = read_bank ^ \$104 ;
-  assign \$106  = \$signal  & ready;
-  assign \$107  = read_bank ^ \$106 ;
-  assign \$108  = \$signal  & ready;
-  assign \$109  = read_bank ^ \$108 ;
-  assign \$110  = s__valid & s__ready;
-  assign \$112  = \$110  ? 1'h1 : 1'h0;
-  assign \$113  = s__valid & s__ready;
-  assign \$115  = \$113  ? 1'h1 : 1'h0;
-  assign \$116  = s__valid & s__ready;
-  assign \$118  = \$116  ? 1'h1 : 1'h0;
-  assign \$119  = s__valid & s__ready;
-  assign \$121  = \$119  ? 1'h1 : 1'h0;
-  assign \$122  = ! sfc;
-  assign \$123  = sfc == 4'hf;
-  assign \$124  = ft_d0[0] & ft_d0[2];
-  assign \$125  = ft_d0[0] & ft_d0[3];
-  assign \$126  = accflags_copy0[1] ? 17'h00000 : acc0;
-  assign \$127  = $signed(\$126 ) + $signed(sum);
-  assign \$128  = accflags_copy1[1] ? 17'h00000 : acc1;
-  assign \$129  = $signed(\$128 ) + $signed(\sum$255 );
-  assign \$130  = accflags_copy2[1] ? 17'h00000 : acc2;
-  assign \$131  = $signed(\$130 ) + $signed(\sum$257 );
-  assign \$132  = accflags_copy3[1] ? 17'h00000 : acc3;
-  assign \$133  = $signed(\$132 ) + $signed(\sum$259 );
-  assign \$134  = accflags_copy4[1] ? 17'h00000 : acc4;
-  assign \$135  = $signed(\$134 ) + $signed(\sum$261 );
-  assign \$136  = accflags_copy5[1] ? 17'h00000 : acc5;
-  assign \$137  = $signed(\$136 ) + $signed(\sum$263 );
-  assign \$138  = accflags_copy6[1] ? 17'h00000 : acc6;
-  assign \$139  = $signed(\$138 ) + $signed(\sum$265 );
-  assign \$140  = accflags_copy7[1] ? 17'h00000 : acc7;
-  assign \$141  = $signed(\$140 ) + $signed(\sum$267 );
-  assign \$142  = accflags_copy8[1] ? 17'h00000 : acc8;
-  assign \$143  = $signed(\$142 ) + $signed(\sum$269 );
-  assign \$144  = accflags_copy9[1] ? 17'h00000 : acc9;
-  assign \$145  = $signed(\$144 ) + $signed(\sum$271 );
-  assign \$146  = accflags_copy10[1] ? 17'h00000 : acc10;
-  assign \$147  = $signed(\$146 ) + $signed(\sum$273 );
-  assign \$148  = accflags_copy11[1] ? 17'h00000 : acc11;
-  assign \$149  = $signed(\$148 ) + $signed(\sum$275 );
-  assign \$150  = accflags_copy12[1] ? 17'h00000 : acc12;
-  assign \$151  = $signed(\$150 ) + $signed(\sum$277 );
-  assign \$152  = accflags_copy13[1] ? 17'h00000 : acc13;
-  assign \$153  = $signed(\$152 ) + $signed(\sum$279 );
-  assign \$154  = accflags_copy14[1] ? 17'h00000 : acc14;
-  assign \$155  = $signed(\$154 ) + $signed(\sum$281 );
-  assign \$156  = accflags_copy15[1] ? 17'h00000 : acc15;
-  assign \$157  = $signed(\$156 ) + $signed(\sum$283 );
-  assign \$158  = ft_d0[0] & ft_d0[2];
-  assign \$159  = ft_d0[0] & ft_d0[2];
-  assign \$160  = ft_d0[0] & ft_d0[2];
-  assign \$161  = ft_d0[0] & ft_d0[2];
-  assign \$162  = ft_d0[0] & ft_d0[2];
-  assign \$163  = ft_d0[0] & ft_d0[2];
+  assign \$102  = s__valid & s__ready;
+  assign \$103  = word == 4'hf;
+  assign \$106  = \$102  & \$105 ;
+  assign \$107  = ~ ready;
+  assign \$108  = \$signal  & \$107 ;
+  assign \$109  = \$106  ? 1'h1 : \$108 ;
+  assign \$110  = ~ \$109 ;
+  assign \$111  = \$110  | ready_next;
+  assign \$112  = s__valid & s__ready;
+  assign \$113  = word == 4'hf;
+  assign \$116  = \$112  & \$115 ;
+  assign \$117  = ~ ready;
+  assign \$118  = \$signal  & \$117 ;
+  assign \$119  = \$116  ? 1'h1 : \$118 ;
+  assign \$120  = ~ \$119 ;
+  assign \$121  = \$120  | ready_next;
+  assign \$122  = s__valid & s__ready;
+  assign \$123  = word == 4'hf;
+  assign \$126  = \$122  & \$125 ;
+  assign \$127  = ~ ready;
+  assign \$128  = \$signal  & \$127 ;
+  assign \$129  = \$126  ? 1'h1 : \$128 ;
+  assign \$130  = ~ \$129 ;
+  assign \$131  = \$130  | ready_next;
+  assign \$132  = s__valid & s__ready;
+  assign \$133  = word == 4'hf;
+  assign \$136  = \$132  & \$135 ;
+  assign \$137  = ~ ready;
+  assign \$138  = \$signal  & \$137 ;
+  assign \$139  = \$136  ? 1'h1 : \$138 ;
+  assign \$140  = ~ \$139 ;
+  assign \$141  = \$140  | ready_next;
+  assign \$142  = \$signal  & ready;
+  assign \$143  = read_bank ^ \$142 ;
+  assign \$144  = \$signal  & ready;
+  assign \$145  = read_bank ^ \$144 ;
+  assign \$146  = \$signal  & ready;
+  assign \$147  = read_bank ^ \$146 ;
+  assign \$148  = \$signal  & ready;
+  assign \$149  = read_bank ^ \$148 ;
+  assign \$150  = s__valid & s__ready;
+  assign \$152  = \$150  ? 1'h1 : 1'h0;
+  assign \$153  = s__valid & s__ready;
+  assign \$155  = \$153  ? 1'h1 : 1'h0;
+  assign \$156  = s__valid & s__ready;
+  assign \$158  = \$156  ? 1'h1 : 1'h0;
+  assign \$159  = s__valid & s__ready;
+  assign \$161  = \$159  ? 1'h1 : 1'h0;
+  assign \$162  = ! sfc;
+  assign \$163  = sfc == 4'hf;
   assign \$164  = ft_d0[0] & ft_d0[2];
-  assign \$165  = ft_d0[0] & ft_d0[2];
-  assign \$166  = ft_d0[0] & ft_d0[2];
-  assign \$167  = ft_d0[0] & ft_d0[2];
-  assign \$168  = ft_d0[0] & ft_d0[2];
-  assign \$169  = ft_d0[0] & ft_d0[2];
-  assign \$170  = ft_d0[0] & ft_d0[2];
-  assign \$171  = ft_d0[0] & ft_d0[2];
-  assign \$172  = ft_d0[0] & ft_d0[2];
-  assign \$173  = ft_d0[0] & ft_d0[2];
-  assign \$174  = ft_d0[0] & ft_d0[2];
-  assign \$175  = ft_d0[0] & ft_d0[2];
-  assign \$176  = ft_d0[0] & ft_d0[2];
-  assign \$177  = ft_d0[0] & ft_d0[2];
-  assign \$178  = ft_d0[0] & ft_d0[2];
-  assign \$179  = ft_d0[0] & ft_d0[2];
-  assign \$180  = ft_d0[0] & ft_d0[2];
-  assign \$181  = ft_d0[0] & ft_d0[2];
-  assign \$182  = ft_d0[0] & ft_d0[2];
-  assign \$183  = ft_d0[0] & ft_d0[2];
-  assign \$184  = ft_d0[0] & ft_d0[2];
-  assign \$185  = ft_d0[0] & ft_d0[2];
-  assign \$186  = ft_d0[0] & ft_d0[2];
-  assign \$187  = ft_d0[0] & ft_d0[2];
-  assign \$188  = ft_d0[0] & ft_d0[2];
-  assign \$189  = ft_d0[0] & ft_d0[2];
-  assign \$190  = dload_copy0 ? acc0 : drain[92:76];
-  assign \$191  = dload_copy1 ? params_d1[58:0] : drain[151:93];
-  assign \$192  = dload_copy2 ? acc1 : drain[168:152];
-  assign \$193  = dload_copy3 ? params_d1[117:59] : drain[227:169];
-  assign \$194  = dload_copy4 ? acc2 : drain[244:228];
-  assign \$195  = dload_copy5 ? params_d1[176:118] : drain[303:245];
-  assign \$196  = dload_copy6 ? acc3 : drain[320:304];
-  assign \$197  = dload_copy7 ? params_d1[235:177] : drain[379:321];
-  assign \$198  = dload_copy8 ? acc4 : drain[396:380];
-  assign \$199  = dload_copy9 ? params_d1[294:236] : drain[455:397];
-  assign \$200  = dload_copy10 ? acc5 : drain[472:456];
-  assign \$201  = dload_copy11 ? params_d1[353:295] : drain[531:473];
-  assign \$202  = dload_copy12 ? acc6 : drain[548:532];
-  assign \$203  = dload_copy13 ? params_d1[412:354] : drain[607:549];
-  assign \$204  = dload_copy14 ? acc7 : drain[624:608];
-  assign \$205  = dload_copy15 ? params_d1[471:413] : drain[683:625];
-  assign \$206  = dload_copy16 ? acc8 : drain[700:684];
-  assign \$207  = dload_copy17 ? params_d1[530:472] : drain[759:701];
-  assign \$208  = dload_copy18 ? acc9 : drain[776:760];
-  assign \$209  = dload_copy19 ? params_d1[589:531] : drain[835:777];
-  assign \$210  = dload_copy20 ? acc10 : drain[852:836];
-  assign \$211  = dload_copy21 ? params_d1[648:590] : drain[911:853];
-  assign \$212  = dload_copy22 ? acc11 : drain[928:912];
-  assign \$213  = dload_copy23 ? params_d1[707:649] : drain[987:929];
-  assign \$214  = dload_copy24 ? acc12 : drain[1004:988];
-  assign \$215  = dload_copy25 ? params_d1[766:708] : drain[1063:1005];
-  assign \$216  = dload_copy26 ? acc13 : drain[1080:1064];
-  assign \$217  = dload_copy27 ? params_d1[825:767] : drain[1139:1081];
-  assign \$218  = dload_copy28 ? acc14 : drain[1156:1140];
-  assign \$219  = dload_copy29 ? params_d1[884:826] : drain[1215:1157];
-  assign \$220  = dload_copy30 ? acc15 : drain[1156:1140];
-  assign \$221  = dload_copy31 ? params_d1[943:885] : drain[1215:1157];
-  assign \$222  = | count_copy0;
-  assign \$223  = \$222  | skid_qvalid_copy0;
-  assign \$224  = \$223  & m__ready;
-  assign \$225  = | count_copy0;
-  assign \$226  = ~ \$225 ;
-  assign \$227  = \$224  & \$226 ;
-  assign \$228  = ~ \$227 ;
-  assign \$229  = skid_qvalid_copy0 & \$228 ;
-  assign \$230  = | count_copy0;
-  assign \$231  = \$230  | skid_qvalid_copy0;
-  assign \$232  = \$231  & m__ready;
-  assign \$233  = | count_copy0;
-  assign \$234  = \$232  & \$233 ;
-  assign \$235  = count_copy0 == 1'h1;
-  assign \$236  = ! count_copy0;
-  assign \$237  = \$234  ? \$235  : \$236 ;
-  assign \$238  = \$229  & \$237 ;
-  assign \$239  = | count_copy0;
-  assign \$240  = \$239  | skid_qvalid_copy0;
-  assign \$241  = \$240  & m__ready;
-  assign \$242  = | count_copy0;
-  assign \$243  = \$241  & \$242 ;
-  assign \$244  = | count_copy1;
-  assign \$245  = \$244  | skid_qvalid_copy1;
-  assign \$246  = \$245  & m__ready;
-  assign \$247  = | count_copy1;
-  assign \$248  = ~ \$247 ;
-  assign \$249  = \$246  & \$248 ;
-  assign \$250  = ~ \$249 ;
-  assign \$251  = skid_qvalid_copy1 & \$250 ;
-  assign \$252  = | count_copy1;
-  assign \$253  = \$252  | skid_qvalid_copy1;
-  assign \$254  = \$253  & m__ready;
-  assign \$255  = | count_copy1;
-  assign \$256  = \$254  & \$255 ;
-  assign \$257  = count_copy1 == 2'h2;
-  assign \$258  = count_copy1 == 1'h1;
-  assign \$259  = \$256  ? \$257  : \$258 ;
-  assign \$260  = \$251  & \$259 ;
-  assign \$261  = | count_copy1;
-  assign \$262  = \$261  | skid_qvalid_copy1;
-  assign \$263  = \$262  & m__ready;
-  assign \$264  = | count_copy1;
-  assign \$265  = \$263  & \$264 ;
-  assign \$266  = | count_copy2;
-  assign \$267  = \$266  | skid_qvalid_copy2;
-  assign \$268  = \$267  & m__ready;
-  assign \$269  = | count_copy2;
-  assign \$270  = ~ \$269 ;
-  assign \$271  = \$268  & \$270 ;
-  assign \$272  = ~ \$271 ;
-  assign \$273  = skid_qvalid_copy2 & \$272 ;
-  assign \$274  = | count_copy2;
-  assign \$275  = \$274  | skid_qvalid_copy2;
-  assign \$276  = \$275  & m__ready;
-  assign \$277  = | count_copy2;
-  assign \$278  = \$276  & \$277 ;
-  assign \$279  = count_copy2 == 2'h3;
-  assign \$280  = count_copy2 == 2'h2;
-  assign \$281  = \$278  ? \$279  : \$280 ;
-  assign \$282  = \$273  & \$281 ;
-  assign \$283  = | count_copy2;
-  assign \$284  = \$283  | skid_qvalid_copy2;
-  assign \$285  = \$284  & m__ready;
-  assign \$286  = | count_copy2;
-  assign \$287  = \$285  & \$286 ;
-  assign \$288  = | count_copy3;
-  assign \$289  = \$288  | skid_qvalid_copy3;
-  assign \$290  = \$289  & m__ready;
-  assign \$291  = | count_copy3;
-  assign \$292  = ~ \$291 ;
-  assign \$293  = \$290  & \$292 ;
-  assign \$294  = ~ \$293 ;
-  assign \$295  = skid_qvalid_copy3 & \$294 ;
-  assign \$296  = | count_copy3;
-  assign \$297  = \$296  | skid_qvalid_copy3;
-  assign \$298  = \$297  & m__ready;
-  assign \$299  = | count_copy3;
-  assign \$300  = \$298  & \$299 ;
-  assign \$301  = count_copy3 == 3'h4;
-  assign \$302  = count_copy3 == 2'h3;
-  assign \$303  = \$300  ? \$301  : \$302 ;
-  assign \$304  = \$295  & \$303 ;
-  assign \$305  = | count_copy3;
-  assign \$306  = \$305  | skid_qvalid_copy3;
-  assign \$307  = \$306  & m__ready;
-  assign \$308  = | count_copy3;
-  assign \$309  = \$307  & \$308 ;
-  assign \$310  = | count;
-  assign \$311  = \$310  | qv_last_d0;
-  assign \$312  = \$311  & m__ready;
+  assign \$165  = ft_d0[0] & ft_d0[3];
+  assign \$166  = accflags_copy0[1] ? 17'h00000 : acc0;
+  assign \$167  = $signed(\$166 ) + $signed(sum);
+  assign \$168  = accflags_copy1[1] ? 17'h00000 : acc1;
+  assign \$169  = $signed(\$168 ) + $signed(\sum$260 );
+  assign \$170  = accflags_copy2[1] ? 17'h00000 : acc2;
+  assign \$171  = $signed(\$170 ) + $signed(\sum$262 );
+  assign \$172  = accflags_copy3[1] ? 17'h00000 : acc3;
+  assign \$173  = $signed(\$172 ) + $signed(\sum$264 );
+  assign \$174  = accflags_copy4[1] ? 17'h00000 : acc4;
+  assign \$175  = $signed(\$174 ) + $signed(\sum$266 );
+  assign \$176  = accflags_copy5[1] ? 17'h00000 : acc5;
+  assign \$177  = $signed(\$176 ) + $signed(\sum$268 );
+  assign \$178  = accflags_copy6[1] ? 17'h00000 : acc6;
+  assign \$179  = $signed(\$178 ) + $signed(\sum$270 );
+  assign \$180  = accflags_copy7[1] ? 17'h00000 : acc7;
+  assign \$181  = $signed(\$180 ) + $signed(\sum$272 );
+  assign \$182  = accflags_copy8[1] ? 17'h00000 : acc8;
+  assign \$183  = $signed(\$182 ) + $signed(\sum$274 );
+  assign \$184  = accflags_copy9[1] ? 17'h00000 : acc9;
+  assign \$185  = $signed(\$184 ) + $signed(\sum$276 );
+  assign \$186  = accflags_copy10[1] ? 17'h00000 : acc10;
+  assign \$187  = $signed(\$186 ) + $signed(\sum$278 );
+  assign \$188  = accflags_copy11[1] ? 17'h00000 : acc11;
+  assign \$189  = $signed(\$188 ) + $signed(\sum$280 );
+  assign \$190  = accflags_copy12[1] ? 17'h00000 : acc12;
+  assign \$191  = $signed(\$190 ) + $signed(\sum$282 );
+  assign \$192  = accflags_copy13[1] ? 17'h00000 : acc13;
+  assign \$193  = $signed(\$192 ) + $signed(\sum$284 );
+  assign \$194  = accflags_copy14[1] ? 17'h00000 : acc14;
+  assign \$195  = $signed(\$194 ) + $signed(\sum$286 );
+  assign \$196  = accflags_copy15[1] ? 17'h00000 : acc15;
+  assign \$197  = $signed(\$196 ) + $signed(\sum$288 );
+  assign \$198  = ft_d0[0] & ft_d0[2];
+  assign \$199  = ft_d0[0] & ft_d0[2];
+  assign \$200  = ft_d0[0] & ft_d0[2];
+  assign \$201  = ft_d0[0] & ft_d0[2];
+  assign \$202  = ft_d0[0] & ft_d0[2];
+  assign \$203  = ft_d0[0] & ft_d0[2];
+  assign \$204  = ft_d0[0] & ft_d0[2];
+  assign \$205  = ft_d0[0] & ft_d0[2];
+  assign \$206  = ft_d0[0] & ft_d0[2];
+  assign \$207  = ft_d0[0] & ft_d0[2];
+  assign \$208  = ft_d0[0] & ft_d0[2];
+  assign \$209  = ft_d0[0] & ft_d0[2];
+  assign \$210  = ft_d0[0] & ft_d0[2];
+  assign \$211  = ft_d0[0] & ft_d0[2];
+  assign \$212  = ft_d0[0] & ft_d0[2];
+  assign \$213  = ft_d0[0] & ft_d0[2];
+  assign \$214  = ft_d0[0] & ft_d0[2];
+  assign \$215  = ft_d0[0] & ft_d0[2];
+  assign \$216  = ft_d0[0] & ft_d0[2];
+  assign \$217  = ft_d0[0] & ft_d0[2];
+  assign \$218  = ft_d0[0] & ft_d0[2];
+  assign \$219  = ft_d0[0] & ft_d0[2];
+  assign \$220  = ft_d0[0] & ft_d0[2];
+  assign \$221  = ft_d0[0] & ft_d0[2];
+  assign \$222  = ft_d0[0] & ft_d0[2];
+  assign \$223  = ft_d0[0] & ft_d0[2];
+  assign \$224  = ft_d0[0] & ft_d0[2];
+  assign \$225  = ft_d0[0] & ft_d0[2];
+  assign \$226  = ft_d0[0] & ft_d0[2];
+  assign \$227  = ft_d0[0] & ft_d0[2];
+  assign \$228  = ft_d0[0] & ft_d0[2];
+  assign \$229  = ft_d0[0] & ft_d0[2];
+  assign \$230  = dload_copy0 ? acc0 : drain[92:76];
+  assign \$231  = dload_copy1 ? params_d1[58:0] : drain[151:93];
+  assign \$232  = dload_copy2 ? acc1 : drain[168:152];
+  assign \$233  = dload_copy3 ? params_d1[117:59] : drain[227:169];
+  assign \$234  = dload_copy4 ? acc2 : drain[244:228];
+  assign \$235  = dload_copy5 ? params_d1[176:118] : drain[303:245];
+  assign \$236  = dload_copy6 ? acc3 : drain[320:304];
+  assign \$237  = dload_copy7 ? params_d1[235:177] : drain[379:321];
+  assign \$238  = dload_copy8 ? acc4 : drain[396:380];
+  assign \$239  = dload_copy9 ? params_d1[294:236] : drain[455:397];
+  assign \$240  = dload_copy10 ? acc5 : drain[472:456];
+  assign \$241  = dload_copy11 ? params_d1[353:295] : drain[531:473];
+  assign \$242  = dload_copy12 ? acc6 : drain[548:532];
+  assign \$243  = dload_copy13 ? params_d1[412:354] : drain[607:549];
+  assign \$244  = dload_copy14 ? acc7 : drain[624:608];
+  assign \$245  = dload_copy15 ? params_d1[471:413] : drain[683:625];
+  assign \$246  = dload_copy16 ? acc8 : drain[700:684];
+  assign \$247  = dload_copy17 ? params_d1[530:472] : drain[759:701];
+  assign \$248  = dload_copy18 ? acc9 : drain[776:760];
+  assign \$249  = dload_copy19 ? params_d1[589:531] : drain[835:777];
+  assign \$250  = dload_copy20 ? acc10 : drain[852:836];
+  assign \$251  = dload_copy21 ? params_d1[648:590] : drain[911:853];
+  assign \$252  = dload_copy22 ? acc11 : drain[928:912];
+  assign \$253  = dload_copy23 ? params_d1[707:649] : drain[987:929];
+  assign \$254  = dload_copy24 ? acc12 : drain[1004:988];
+  assign \$255  = dload_copy25 ? params_d1[766:708] : drain[1063:1005];
+  assign \$256  = dload_copy26 ? acc13 : drain[1080:1064];
+  assign \$257  = dload_copy27 ? params_d1[825:767] : drain[1139:1081];
+  assign \$258  = dload_copy28 ? acc14 : drain[1156:1140];
+  assign \$259  = dload_copy29 ? params_d1[884:826] : drain[1215:1157];
+  assign \$260  = dload_copy30 ? acc15 : drain[1156:1140];
+  assign \$261  = dload_copy31 ? params_d1[943:885] : drain[1215:1157];
+  assign \$262  = | count_copy0;
+  assign \$263  = \$262  | skid_qvalid_copy0;
+  assign \$264  = \$263  & \port$22352$0 ;
+  assign \$265  = | count_copy0;
+  assign \$266  = ~ \$265 ;
+  assign \$267  = \$264  & \$266 ;
+  assign \$268  = ~ \$267 ;
+  assign \$269  = skid_qvalid_copy0 & \$268 ;
+  assign \$270  = | count_copy0;
+  assign \$271  = \$270  | skid_qvalid_copy0;
+  assign \$272  = \$271  & \port$22352$0 ;
+  assign \$273  = | count_copy0;
+  assign \$274  = \$272  & \$273 ;
+  assign \$275  = count_copy0 == 1'h1;
+  assign \$276  = ! count_copy0;
+  assign \$277  = \$274  ? \$275  : \$276 ;
+  assign \$278  = \$269  & \$277 ;
+  assign \$279  = | count_copy0;
+  assign \$280  = \$279  | skid_qvalid_copy0;
+  assign \$281  = \$280  & \port$22352$0 ;
+  assign \$282  = | count_copy0;
+  assign \$283  = \$281  & \$282 ;
+  assign \$284  = | count_copy1;
+  assign \$285  = \$284  | skid_qvalid_copy1;
+  assign \$286  = \$285  & \port$22354$0 ;
+  assign \$287  = | count_copy1;
+  assign \$288  = ~ \$287 ;
+  assign \$289  = \$286  & \$288 ;
+  assign \$290  = ~ \$289 ;
+  assign \$291  = skid_qvalid_copy1 & \$290 ;
+  assign \$292  = | count_copy1;
+  assign \$293  = \$292  | skid_qvalid_copy1;
+  assign \$294  = \$293  & \port$22354$0 ;
+  assign \$295  = | count_copy1;
+  assign \$296  = \$294  & \$295 ;
+  assign \$297  = count_copy1 == 2'h2;
+  assign \$298  = count_copy1 == 1'h1;
+  assign \$299  = \$296  ? \$297  : \$298 ;
+  assign \$300  = \$291  & \$299 ;
+  assign \$301  = | count_copy1;
+  assign \$302  = \$301  | skid_qvalid_copy1;
+  assign \$303  = \$302  & \port$22354$0 ;
+  assign \$304  = | count_copy1;
+  assign \$305  = \$303  & \$304 ;
+  assign \$306  = | count_copy2;
+  assign \$307  = \$306  | skid_qvalid_copy2;
+  assign \$308  = \$307  & \port$22356$0 ;
+  assign \$309  = | count_copy2;
+  assign \$310  = ~ \$309 ;
+  assign \$311  = \$308  & \$310 ;
+  assign \$312  = ~ \$311 ;
+  assign \$313  = skid_qvalid_copy2 & \$312 ;
+  assign \$314  = | count_copy2;
+  assign \$315  = \$314  | skid_qvalid_copy2;
+  assign \$316  = \$315  & \port$22356$0 ;
+  assign \$317  = | count_copy2;
+  assign \$318  = \$316  & \$317 ;
+  assign \$319  = count_copy2 == 2'h3;
+  assign \$320  = count_copy2 == 2'h2;
+  assign \$321  = \$318  ? \$319  : \$320 ;
+  assign \$322  = \$313  & \$321 ;
+  assign \$323  = | count_copy2;
+  assign \$324  = \$323  | skid_qvalid_copy2;
+  assign \$325  = \$324  & \port$22356$0 ;
+  assign \$326  = | count_copy2;
+  assign \$327  = \$325  & \$326 ;
+  assign \$328  = | count_copy3;
+  assign \$329  = \$328  | skid_qvalid_copy3;
+  assign \$330  = \$329  & \port$22358$0 ;
+  assign \$331  = | count_copy3;
+  assign \$332  = ~ \$331 ;
+  assign \$333  = \$330  & \$332 ;
+  assign \$334  = ~ \$333 ;
+  assign \$335  = skid_qvalid_copy3 & \$334 ;
+  assign \$336  = | count_copy3;
+  assign \$337  = \$336  | skid_qvalid_copy3;
+  assign \$338  = \$337  & \port$22358$0 ;
+  assign \$339  = | count_copy3;
+  assign \$340  = \$338  & \$339 ;
+  assign \$341  = count_copy3 == 3'h4;
+  assign \$342  = count_copy3 == 2'h3;
+  assign \$343  = \$340  ? \$341  : \$342 ;
+  assign \$344  = \$335  & \$343 ;
+  assign \$345  = | count_copy3;
+  assign \$346  = \$345  | skid_qvalid_copy3;
+  assign \$347  = \$346  & \port$22358$0 ;
+  assign \$348  = | count_copy3;
+  assign \$349  = \$347  & \$348 ;
+  assign \$350  = | count;
+  assign \$351  = \$350  | qv_last_d0;
+  assign \$352  = \$351  & m__ready;
   always @(posedge clk)
-    busy <= \$313 ;
+    busy <= \$353 ;
   always @(posedge clk)
-    addr <= \$314 ;
+    addr <= \$354 ;
   always @(posedge clk)
-    sfc <= \$315 ;
+    sfc <= \$355 ;
   always @(posedge clk)
-    nfc <= \$316 ;
+    nfc <= \$356 ;
   always @(posedge clk)
-    last_step <= \$317 ;
+    last_step <= \$357 ;
   always @(posedge clk)
-    ready <= \$318 ;
+    ready <= \$358 ;
   always @(posedge clk)
-    credits <= \$319 ;
+    credits <= \$359 ;
   always @(posedge clk)
-    issue <= \$320 ;
+    issue <= \$360 ;
   always @(posedge clk)
-    word <= \$321 ;
+    word <= \$361 ;
   always @(posedge clk)
-    write_bank <= \$322 ;
+    write_bank <= \$362 ;
   always @(posedge clk)
-    read_bank <= \$323 ;
+    read_bank <= \$363 ;
   always @(posedge clk)
-    \$signal  <= \$324 ;
+    \$signal  <= \$364 ;
+  always @(posedge clk)
+    sready_copy0 <= \$365 ;
+  always @(posedge clk)
+    sready_copy1 <= \$366 ;
+  always @(posedge clk)
+    sready_copy2 <= \$367 ;
+  always @(posedge clk)
+    sready_copy3 <= \$368 ;
   always @(posedge clk)
     xbeat <= s__payload;
   always @(posedge clk)
-    write__addr <= \$325 ;
+    write__addr <= \$369 ;
   always @(posedge clk)
-    \write__addr$31  <= \$326 ;
+    \write__addr$36  <= \$370 ;
   always @(posedge clk)
-    \write__addr$38  <= \$327 ;
+    \write__addr$43  <= \$371 ;
   always @(posedge clk)
-    \write__addr$45  <= \$328 ;
+    \write__addr$50  <= \$372 ;
   always @(posedge clk)
-    read__addr <= \$329 ;
+    read__addr <= \$373 ;
   always @(posedge clk)
-    \read__addr$34  <= \$330 ;
+    \read__addr$39  <= \$374 ;
   always @(posedge clk)
-    \read__addr$41  <= \$331 ;
+    \read__addr$46  <= \$375 ;
   always @(posedge clk)
-    \read__addr$48  <= \$332 ;
+    \read__addr$53  <= \$376 ;
   always @(posedge clk)
-    write__en <= \$333 ;
+    write__en <= \$377 ;
   always @(posedge clk)
-    \write__en$29  <= \$334 ;
+    \write__en$34  <= \$378 ;
   always @(posedge clk)
-    \write__en$36  <= \$335 ;
+    \write__en$41  <= \$379 ;
   always @(posedge clk)
-    \write__en$43  <= \$336 ;
+    \write__en$48  <= \$380 ;
   always @(posedge clk)
-    xmem_d0 <= \$337 ;
+    xmem_d0 <= \$381 ;
   always @(posedge clk)
     xtree_fan_copy0 <= xmem_d0;
   always @(posedge clk)
@@ -28060,218 +28446,126 @@ module \bchw_top.engine1 (rst, s__valid, s__payload, s__ready, m__valid, m__payl
   always @(posedge clk)
     x <= xtree_fan_copy0;
   always @(posedge clk)
-    \x$56  <= xtree_fan_copy0;
+    \x$61  <= xtree_fan_copy0;
   always @(posedge clk)
-    \x$60  <= xtree_fan_copy0;
+    \x$65  <= xtree_fan_copy0;
   always @(posedge clk)
-    \x$64  <= xtree_fan_copy0;
+    \x$69  <= xtree_fan_copy0;
   always @(posedge clk)
-    \x$68  <= xtree_fan_copy1;
+    \x$73  <= xtree_fan_copy1;
   always @(posedge clk)
-    \x$72  <= xtree_fan_copy1;
+    \x$77  <= xtree_fan_copy1;
   always @(posedge clk)
-    \x$76  <= xtree_fan_copy1;
+    \x$81  <= xtree_fan_copy1;
   always @(posedge clk)
-    \x$80  <= xtree_fan_copy1;
+    \x$85  <= xtree_fan_copy1;
   always @(posedge clk)
-    \x$84  <= xtree_fan_copy2;
+    \x$89  <= xtree_fan_copy2;
   always @(posedge clk)
-    \x$88  <= xtree_fan_copy2;
+    \x$93  <= xtree_fan_copy2;
   always @(posedge clk)
-    \x$92  <= xtree_fan_copy2;
+    \x$97  <= xtree_fan_copy2;
   always @(posedge clk)
-    \x$96  <= xtree_fan_copy2;
+    \x$101  <= xtree_fan_copy2;
   always @(posedge clk)
-    \x$100  <= xtree_fan_copy3;
+    \x$105  <= xtree_fan_copy3;
   always @(posedge clk)
-    \x$104  <= xtree_fan_copy3;
+    \x$109  <= xtree_fan_copy3;
   always @(posedge clk)
-    \x$108  <= xtree_fan_copy3;
+    \x$113  <= xtree_fan_copy3;
   always @(posedge clk)
-    \x$112  <= xtree_fan_copy3;
+    \x$117  <= xtree_fan_copy3;
   always @(posedge clk)
-    wdata_d0 <= \$338 ;
+    wdata_d0 <= \$382 ;
   always @(posedge clk)
-    wdata_d1 <= \$339 ;
+    wdata_d1 <= \$383 ;
   always @(posedge clk)
-    wdata_d2 <= \$340 ;
+    wdata_d2 <= \$384 ;
   always @(posedge clk)
-    f_d0 <= \$341 ;
-  always @(posedge clk)
-    f_d1 <= \$342 ;
-  always @(posedge clk)
-    f_d2 <= \$343 ;
-  always @(posedge clk)
-    f_d3 <= \$344 ;
-  always @(posedge clk)
-    f_d4 <= \$345 ;
-  always @(posedge clk)
-    f_d5 <= \$346 ;
-  always @(posedge clk)
-    f_d6 <= \$347 ;
-  always @(posedge clk)
-    f_d7 <= \$348 ;
-  always @(posedge clk)
-    ft_d0 <= \$349 ;
-  always @(posedge clk)
-    accflags_copy0 <= \$350 ;
-  always @(posedge clk)
-    accflags_copy1 <= \$351 ;
-  always @(posedge clk)
-    accflags_copy2 <= \$352 ;
-  always @(posedge clk)
-    accflags_copy3 <= \$353 ;
-  always @(posedge clk)
-    accflags_copy4 <= \$354 ;
-  always @(posedge clk)
-    accflags_copy5 <= \$355 ;
-  always @(posedge clk)
-    accflags_copy6 <= \$356 ;
-  always @(posedge clk)
-    accflags_copy7 <= \$357 ;
-  always @(posedge clk)
-    accflags_copy8 <= \$358 ;
-  always @(posedge clk)
-    accflags_copy9 <= \$359 ;
-  always @(posedge clk)
-    accflags_copy10 <= \$360 ;
-  always @(posedge clk)
-    accflags_copy11 <= \$361 ;
-  always @(posedge clk)
-    accflags_copy12 <= \$362 ;
-  always @(posedge clk)
-    accflags_copy13 <= \$363 ;
-  always @(posedge clk)
-    accflags_copy14 <= \$364 ;
-  always @(posedge clk)
-    accflags_copy15 <= \$365 ;
-  always @(posedge clk)
-    paddr_d0 <= \$366 ;
-  always @(posedge clk)
-    paddr_d1 <= \$367 ;
-  always @(posedge clk)
-    paddr_d2 <= \$368 ;
-  always @(posedge clk)
-    paddr_d3 <= \$369 ;
-  always @(posedge clk)
-    paddr_d4 <= \$370 ;
-  always @(posedge clk)
-    paddr_d5 <= \$371 ;
-  always @(posedge clk)
-    \addr$116  <= \$372 ;
-  always @(posedge clk)
-    \addr$119  <= \$373 ;
-  always @(posedge clk)
-    \addr$122  <= \$374 ;
-  always @(posedge clk)
-    \addr$125  <= \$375 ;
-  always @(posedge clk)
-    \addr$128  <= \$376 ;
-  always @(posedge clk)
-    \addr$131  <= \$377 ;
-  always @(posedge clk)
-    \addr$134  <= \$378 ;
-  always @(posedge clk)
-    \addr$137  <= \$379 ;
-  always @(posedge clk)
-    \addr$140  <= \$380 ;
-  always @(posedge clk)
-    \addr$143  <= \$381 ;
-  always @(posedge clk)
-    \addr$146  <= \$382 ;
-  always @(posedge clk)
-    \addr$149  <= \$383 ;
-  always @(posedge clk)
-    \addr$152  <= \$384 ;
-  always @(posedge clk)
-    \addr$155  <= \$385 ;
-  always @(posedge clk)
-    \addr$158  <= \$386 ;
-  always @(posedge clk)
-    \addr$161  <= \$387 ;
+    f_d0 <= \$385 ;
   \bchw_top.engine1.params0  params0 (
-    .addr(\addr$116 ),
-    .clk(clk),
-    .data(\data$233 )
-  );
-  \bchw_top.engine1.params1  params1 (
-    .addr(\addr$119 ),
-    .clk(clk),
-    .data(\data$234 )
-  );
-  \bchw_top.engine1.params10  params10 (
-    .addr(\addr$146 ),
-    .clk(clk),
-    .data(\data$243 )
-  );
-  \bchw_top.engine1.params11  params11 (
-    .addr(\addr$149 ),
-    .clk(clk),
-    .data(\data$244 )
-  );
-  \bchw_top.engine1.params12  params12 (
-    .addr(\addr$152 ),
-    .clk(clk),
-    .data(\data$245 )
-  );
-  \bchw_top.engine1.params13  params13 (
-    .addr(\addr$155 ),
-    .clk(clk),
-    .data(\data$246 )
-  );
-  \bchw_top.engine1.params14  params14 (
-    .addr(\addr$158 ),
-    .clk(clk),
-    .data(\data$247 )
-  );
-  \bchw_top.engine1.params15  params15 (
-    .addr(\addr$161 ),
-    .clk(clk),
-    .data(\data$248 )
-  );
-  \bchw_top.engine1.params2  params2 (
-    .addr(\addr$122 ),
-    .clk(clk),
-    .data(\data$235 )
-  );
-  \bchw_top.engine1.params3  params3 (
-    .addr(\addr$125 ),
-    .clk(clk),
-    .data(\data$236 )
-  );
-  \bchw_top.engine1.params4  params4 (
-    .addr(\addr$128 ),
-    .clk(clk),
-    .data(\data$237 )
-  );
-  \bchw_top.engine1.params5  params5 (
-    .addr(\addr$131 ),
+    .addr(\addr$121 ),
     .clk(clk),
     .data(\data$238 )
   );
-  \bchw_top.engine1.params6  params6 (
-    .addr(\addr$134 ),
+  \bchw_top.engine1.params1  params1 (
+    .addr(\addr$124 ),
     .clk(clk),
     .data(\data$239 )
   );
-  \bchw_top.engine1.params7  params7 (
-    .addr(\addr$137 ),
+  \bchw_top.engine1.params10  params10 (
+    .addr(\addr$151 ),
+    .clk(clk),
+    .data(\data$248 )
+  );
+  \bchw_top.engine1.params11  params11 (
+    .addr(\addr$154 ),
+    .clk(clk),
+    .data(\data$249 )
+  );
+  \bchw_top.engine1.params12  params12 (
+    .addr(\addr$157 ),
+    .clk(clk),
+    .data(\data$250 )
+  );
+  \bchw_top.engine1.params13  params13 (
+    .addr(\addr$160 ),
+    .clk(clk),
+    .data(\data$251 )
+  );
+  \bchw_top.engine1.params14  params14 (
+    .addr(\addr$163 ),
+    .clk(clk),
+    .data(\data$252 )
+  );
+  \bchw_top.engine1.params15  params15 (
+    .addr(\addr$166 ),
+    .clk(clk),
+    .data(\data$253 )
+  );
+  \bchw_top.engine1.params2  params2 (
+    .addr(\addr$127 ),
     .clk(clk),
     .data(\data$240 )
   );
-  \bchw_top.engine1.params8  params8 (
-    .addr(\addr$140 ),
+  \bchw_top.engine1.params3  params3 (
+    .addr(\addr$130 ),
     .clk(clk),
     .data(\data$241 )
   );
-  \bchw_top.engine1.params9  params9 (
-    .addr(\addr$143 ),
+  \bchw_top.engine1.params4  params4 (
+    .addr(\addr$133 ),
     .clk(clk),
     .data(\data$242 )
   );
+  \bchw_top.engine1.params5  params5 (
+    .addr(\addr$136 ),
+    .clk(clk),
+    .data(\data$243 )
+  );
+  \bchw_top.engine1.params6  params6 (
+    .addr(\addr$139 ),
+    .clk(clk),
+    .data(\data$244 )
+  );
+  \bchw_top.engine1.params7  params7 (
+    .addr(\addr$142 ),
+    .clk(clk),
+    .data(\data$245 )
+  );
+  \bchw_top.engine1.params8  params8 (
+    .addr(\addr$145 ),
+    .clk(clk),
+    .data(\data$246 )
+  );
+  \bchw_top.engine1.params9  params9 (
+    .addr(\addr$148 ),
+    .clk(clk),
+    .data(\data$247 )
+  );
   \bchw_top.engine1.requant0  requant0 (
     .clk(clk),
-    .\port$20187$0 (drain[75:0]),
+    .\port$20363$0 (drain[75:0]),
     .q(q),
     .rst(rst)
   );
@@ -28284,108 +28578,108 @@ module \bchw_top.engine1 (rst, s__valid, s__payload, s__ready, m__valid, m__payl
   );
   \bchw_top.engine1.tree1  tree1 (
     .clk(clk),
-    .l4_0(\sum$255 ),
+    .l4_0(\sum$260 ),
     .rst(rst),
     .w(wdata_d2[31:16]),
-    .x(\x$56 )
+    .x(\x$61 )
   );
   \bchw_top.engine1.tree10  tree10 (
     .clk(clk),
-    .l4_0(\sum$273 ),
+    .l4_0(\sum$278 ),
     .rst(rst),
     .w(wdata_d2[175:160]),
-    .x(\x$92 )
+    .x(\x$97 )
   );
   \bchw_top.engine1.tree11  tree11 (
     .clk(clk),
-    .l4_0(\sum$275 ),
+    .l4_0(\sum$280 ),
     .rst(rst),
     .w(wdata_d2[191:176]),
-    .x(\x$96 )
+    .x(\x$101 )
   );
   \bchw_top.engine1.tree12  tree12 (
     .clk(clk),
-    .l4_0(\sum$277 ),
+    .l4_0(\sum$282 ),
     .rst(rst),
     .w(wdata_d2[207:192]),
-    .x(\x$100 )
+    .x(\x$105 )
   );
   \bchw_top.engine1.tree13  tree13 (
     .clk(clk),
-    .l4_0(\sum$279 ),
+    .l4_0(\sum$284 ),
     .rst(rst),
     .w(wdata_d2[223:208]),
-    .x(\x$104 )
+    .x(\x$109 )
   );
   \bchw_top.engine1.tree14  tree14 (
     .clk(clk),
-    .l4_0(\sum$281 ),
+    .l4_0(\sum$286 ),
     .rst(rst),
     .w(wdata_d2[239:224]),
-    .x(\x$108 )
+    .x(\x$113 )
   );
   \bchw_top.engine1.tree15  tree15 (
     .clk(clk),
-    .l4_0(\sum$283 ),
+    .l4_0(\sum$288 ),
     .rst(rst),
     .w(wdata_d2[255:240]),
-    .x(\x$112 )
+    .x(\x$117 )
   );
   \bchw_top.engine1.tree2  tree2 (
     .clk(clk),
-    .l4_0(\sum$257 ),
+    .l4_0(\sum$262 ),
     .rst(rst),
     .w(wdata_d2[47:32]),
-    .x(\x$60 )
+    .x(\x$65 )
   );
   \bchw_top.engine1.tree3  tree3 (
     .clk(clk),
-    .l4_0(\sum$259 ),
+    .l4_0(\sum$264 ),
     .rst(rst),
     .w(wdata_d2[63:48]),
-    .x(\x$64 )
+    .x(\x$69 )
   );
   \bchw_top.engine1.tree4  tree4 (
     .clk(clk),
-    .l4_0(\sum$261 ),
+    .l4_0(\sum$266 ),
     .rst(rst),
     .w(wdata_d2[79:64]),
-    .x(\x$68 )
+    .x(\x$73 )
   );
   \bchw_top.engine1.tree5  tree5 (
     .clk(clk),
-    .l4_0(\sum$263 ),
+    .l4_0(\sum$268 ),
     .rst(rst),
     .w(wdata_d2[95:80]),
-    .x(\x$72 )
+    .x(\x$77 )
   );
   \bchw_top.engine1.tree6  tree6 (
     .clk(clk),
-    .l4_0(\sum$265 ),
+    .l4_0(\sum$270 ),
     .rst(rst),
     .w(wdata_d2[111:96]),
-    .x(\x$76 )
+    .x(\x$81 )
   );
   \bchw_top.engine1.tree7  tree7 (
     .clk(clk),
-    .l4_0(\sum$267 ),
+    .l4_0(\sum$272 ),
     .rst(rst),
     .w(wdata_d2[127:112]),
-    .x(\x$80 )
+    .x(\x$85 )
   );
   \bchw_top.engine1.tree8  tree8 (
     .clk(clk),
-    .l4_0(\sum$269 ),
+    .l4_0(\sum$274 ),
     .rst(rst),
     .w(wdata_d2[143:128]),
-    .x(\x$84 )
+    .x(\x$89 )
   );
   \bchw_top.engine1.tree9  tree9 (
     .clk(clk),
-    .l4_0(\sum$271 ),
+    .l4_0(\sum$276 ),
     .rst(rst),
     .w(wdata_d2[159:144]),
-    .x(\x$88 )
+    .x(\x$93 )
   );
   \bchw_top.engine1.weights  weights (
     .addr(addr),
@@ -28394,1265 +28688,1293 @@ module \bchw_top.engine1 (rst, s__valid, s__payload, s__ready, m__valid, m__payl
   );
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$390  = \$124 ;
-    if (rst) begin
-      \$390  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$391  = \$125 ;
-    if (rst) begin
-      \$391  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$392  = acc0;
-    if (accflags_copy0[0]) begin
-      \$392  = \$127 [16:0];
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$393  = acc1;
-    if (accflags_copy1[0]) begin
-      \$393  = \$129 [16:0];
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$394  = acc2;
-    if (accflags_copy2[0]) begin
-      \$394  = \$131 [16:0];
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$395  = acc3;
-    if (accflags_copy3[0]) begin
-      \$395  = \$133 [16:0];
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$396  = acc4;
-    if (accflags_copy4[0]) begin
-      \$396  = \$135 [16:0];
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$397  = acc5;
-    if (accflags_copy5[0]) begin
-      \$397  = \$137 [16:0];
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$398  = acc6;
-    if (accflags_copy6[0]) begin
-      \$398  = \$139 [16:0];
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$399  = acc7;
-    if (accflags_copy7[0]) begin
-      \$399  = \$141 [16:0];
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$400  = acc8;
-    if (accflags_copy8[0]) begin
-      \$400  = \$143 [16:0];
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$401  = acc9;
-    if (accflags_copy9[0]) begin
-      \$401  = \$145 [16:0];
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$402  = acc10;
-    if (accflags_copy10[0]) begin
-      \$402  = \$147 [16:0];
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$403  = acc11;
-    if (accflags_copy11[0]) begin
-      \$403  = \$149 [16:0];
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$404  = acc12;
-    if (accflags_copy12[0]) begin
-      \$404  = \$151 [16:0];
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$405  = acc13;
-    if (accflags_copy13[0]) begin
-      \$405  = \$153 [16:0];
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$406  = acc14;
-    if (accflags_copy14[0]) begin
-      \$406  = \$155 [16:0];
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$407  = acc15;
-    if (accflags_copy15[0]) begin
-      \$407  = \$157 [16:0];
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$408  = \$158 ;
-    if (rst) begin
-      \$408  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$409  = \$159 ;
-    if (rst) begin
-      \$409  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$410  = \$160 ;
-    if (rst) begin
-      \$410  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$411  = \$161 ;
-    if (rst) begin
-      \$411  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$412  = \$162 ;
-    if (rst) begin
-      \$412  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$413  = \$163 ;
-    if (rst) begin
-      \$413  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$414  = \$164 ;
-    if (rst) begin
-      \$414  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$415  = \$165 ;
-    if (rst) begin
-      \$415  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$416  = \$166 ;
-    if (rst) begin
-      \$416  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$417  = \$167 ;
-    if (rst) begin
-      \$417  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$418  = \$168 ;
-    if (rst) begin
-      \$418  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$419  = \$169 ;
-    if (rst) begin
-      \$419  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$420  = \$170 ;
-    if (rst) begin
-      \$420  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$421  = \$171 ;
-    if (rst) begin
-      \$421  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$422  = \$172 ;
-    if (rst) begin
-      \$422  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$423  = \$173 ;
-    if (rst) begin
-      \$423  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$424  = \$174 ;
-    if (rst) begin
-      \$424  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$425  = \$175 ;
-    if (rst) begin
-      \$425  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$426  = \$176 ;
-    if (rst) begin
-      \$426  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$427  = \$177 ;
-    if (rst) begin
-      \$427  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$428  = \$178 ;
-    if (rst) begin
-      \$428  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$429  = \$179 ;
-    if (rst) begin
-      \$429  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$430  = \$180 ;
-    if (rst) begin
-      \$430  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$431  = \$181 ;
-    if (rst) begin
-      \$431  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$432  = \$182 ;
-    if (rst) begin
-      \$432  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$433  = \$183 ;
-    if (rst) begin
-      \$433  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$434  = \$184 ;
-    if (rst) begin
-      \$434  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$435  = \$185 ;
-    if (rst) begin
-      \$435  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$436  = \$186 ;
-    if (rst) begin
-      \$436  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$437  = \$187 ;
-    if (rst) begin
-      \$437  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$438  = \$188 ;
-    if (rst) begin
-      \$438  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$439  = \$189 ;
-    if (rst) begin
-      \$439  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$441  = acc_valid;
-    if (rst) begin
-      \$441  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$442  = qv_d0;
-    if (rst) begin
-      \$442  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$443  = qv_d1;
-    if (rst) begin
-      \$443  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$444  = qv_d2;
-    if (rst) begin
-      \$444  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$445  = qv_d3;
-    if (rst) begin
-      \$445  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$446  = qv_d4;
-    if (rst) begin
-      \$446  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$447  = qv_d5;
-    if (rst) begin
-      \$447  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$448  = qv_d6;
-    if (rst) begin
-      \$448  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$449  = qv_d7;
-    if (rst) begin
-      \$449  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$450  = qv_d8;
-    if (rst) begin
-      \$450  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$451  = qv_d9;
-    if (rst) begin
-      \$451  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$452  = qv_d10;
-    if (rst) begin
-      \$452  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$453  = qv_d11;
-    if (rst) begin
-      \$453  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$454  = qv_d12;
-    if (rst) begin
-      \$454  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$455  = qv_d13;
-    if (rst) begin
-      \$455  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$456  = qv_d14;
-    if (rst) begin
-      \$456  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$457  = qv_d15;
-    if (rst) begin
-      \$457  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$458  = qv_d16;
-    if (rst) begin
-      \$458  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$459  = qv_d17;
-    if (rst) begin
-      \$459  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$460  = qv_d18;
-    if (rst) begin
-      \$460  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$461  = acc_end;
-    if (rst) begin
-      \$461  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$462  = qe_d0;
-    if (rst) begin
-      \$462  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$463  = qe_d1;
-    if (rst) begin
-      \$463  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$464  = qe_d2;
-    if (rst) begin
-      \$464  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$465  = qe_d3;
-    if (rst) begin
-      \$465  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$466  = qe_d4;
-    if (rst) begin
-      \$466  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$467  = qe_d5;
-    if (rst) begin
-      \$467  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$468  = qe_d6;
-    if (rst) begin
-      \$468  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$469  = qe_d7;
-    if (rst) begin
-      \$469  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$470  = qe_d8;
-    if (rst) begin
-      \$470  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$471  = qe_d9;
-    if (rst) begin
-      \$471  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$472  = qe_d10;
-    if (rst) begin
-      \$472  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$473  = qe_d11;
-    if (rst) begin
-      \$473  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$474  = qe_d12;
-    if (rst) begin
-      \$474  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$475  = qe_d13;
-    if (rst) begin
-      \$475  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$476  = qe_d14;
-    if (rst) begin
-      \$476  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$477  = qe_d15;
-    if (rst) begin
-      \$477  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$478  = qe_d16;
-    if (rst) begin
-      \$478  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$479  = qe_d17;
-    if (rst) begin
-      \$479  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$480  = qe_d18;
-    if (rst) begin
-      \$480  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$481  = qv_d19;
-    if (rst) begin
-      \$481  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$482  = qe_d19;
-    if (rst) begin
-      \$482  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$483  = \$70 [2:0];
-    if (rst) begin
-      \$483  = 3'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$484  = \$70 [2:0];
-    if (rst) begin
-      \$484  = 3'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$485  = \$70 [2:0];
-    if (rst) begin
-      \$485  = 3'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$486  = \$70 [2:0];
-    if (rst) begin
-      \$486  = 3'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$487  = qv_d19;
-    if (rst) begin
-      \$487  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$488  = qv_d19;
-    if (rst) begin
-      \$488  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$489  = qv_d19;
-    if (rst) begin
-      \$489  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$490  = qv_d19;
-    if (rst) begin
-      \$490  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$491  = skid0;
-    if (\$238 ) begin
-      \$491  = { qe_last_d0, q, results0 };
-    end else if (\$243 ) begin
-      \$491  = skid1;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$492  = skid1;
-    if (\$260 ) begin
-      \$492  = { qe_last_d0, q, results0 };
-    end else if (\$265 ) begin
-      \$492  = skid2;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$493  = skid2;
-    if (\$282 ) begin
-      \$493  = { qe_last_d0, q, results0 };
-    end else if (\$287 ) begin
-      \$493  = skid3;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$494  = skid3;
-    if (\$304 ) begin
-      \$494  = { qe_last_d0, q, results0 };
-    end else if (\$309 ) begin
-      \$494  = 129'h000000000000000000000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$495  = \$70 [2:0];
-    if (rst) begin
-      \$495  = 3'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$496  = \$312 ;
-    if (rst) begin
-      \$496  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$497  = credit_back_d0;
-    if (rst) begin
-      \$497  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$313  = busy_next;
-    if (rst) begin
-      \$313  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$314  = \$11 [7:0];
-    if (rst) begin
-      \$314  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$315  = \$23 [3:0];
-    if (rst) begin
-      \$315  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$316  = \$32 [3:0];
-    if (rst) begin
-      \$316  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$317  = last_step_next;
-    if (rst) begin
-      \$317  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$318  = ready_next;
-    if (rst) begin
-      \$318  = 1'h1;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$319  = \$47 [2:0];
-    if (rst) begin
-      \$319  = 3'h4;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$320  = issue_next;
-    if (rst) begin
-      \$320  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$321  = word;
-    if (\$71 ) begin
-      \$321  = \$85 [3:0];
-    end
-    if (rst) begin
-      \$321  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$322  = write_bank;
-    if (\$90 ) begin
-      \$322  = \$91 ;
-    end
-    if (rst) begin
-      \$322  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$323  = read_bank;
-    if (\$92 ) begin
-      \$323  = \$93 ;
-    end
-    if (rst) begin
-      \$323  = 1'h1;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$324  = \$101 ;
-    if (rst) begin
-      \$324  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$325  = { write_bank, word };
-    if (rst) begin
-      \$325  = 5'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$326  = { write_bank, word };
-    if (rst) begin
-      \$326  = 5'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$327  = { write_bank, word };
-    if (rst) begin
-      \$327  = 5'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$328  = { write_bank, word };
-    if (rst) begin
-      \$328  = 5'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$329  = { \$103 , \$23 [3:0] };
-    if (rst) begin
-      \$329  = 5'h10;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$330  = { \$105 , \$23 [3:0] };
-    if (rst) begin
-      \$330  = 5'h10;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$331  = { \$107 , \$23 [3:0] };
-    if (rst) begin
-      \$331  = 5'h10;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$332  = { \$109 , \$23 [3:0] };
-    if (rst) begin
-      \$332  = 5'h10;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$333  = \$112 ;
-    if (rst) begin
-      \$333  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$334  = \$115 ;
-    if (rst) begin
-      \$334  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$335  = \$118 ;
-    if (rst) begin
-      \$335  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$336  = \$121 ;
-    if (rst) begin
-      \$336  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$341  = { last_step, \$123 , \$122 , issue };
-    if (rst) begin
-      \$341  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$342  = f_d0;
-    if (rst) begin
-      \$342  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$343  = f_d1;
-    if (rst) begin
-      \$343  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$344  = f_d2;
-    if (rst) begin
-      \$344  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$345  = f_d3;
-    if (rst) begin
-      \$345  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$346  = f_d4;
-    if (rst) begin
-      \$346  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$347  = f_d5;
-    if (rst) begin
-      \$347  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$348  = f_d6;
-    if (rst) begin
-      \$348  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$349  = f_d7;
-    if (rst) begin
-      \$349  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$350  = f_d7[1:0];
-    if (rst) begin
-      \$350  = 2'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$351  = f_d7[1:0];
-    if (rst) begin
-      \$351  = 2'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$352  = f_d7[1:0];
-    if (rst) begin
-      \$352  = 2'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$353  = f_d7[1:0];
-    if (rst) begin
-      \$353  = 2'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$354  = f_d7[1:0];
-    if (rst) begin
-      \$354  = 2'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$355  = f_d7[1:0];
-    if (rst) begin
-      \$355  = 2'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$356  = f_d7[1:0];
-    if (rst) begin
-      \$356  = 2'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$357  = f_d7[1:0];
-    if (rst) begin
-      \$357  = 2'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$358  = f_d7[1:0];
-    if (rst) begin
-      \$358  = 2'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$359  = f_d7[1:0];
-    if (rst) begin
-      \$359  = 2'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$360  = f_d7[1:0];
-    if (rst) begin
-      \$360  = 2'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$361  = f_d7[1:0];
-    if (rst) begin
-      \$361  = 2'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$362  = f_d7[1:0];
-    if (rst) begin
-      \$362  = 2'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$363  = f_d7[1:0];
-    if (rst) begin
-      \$363  = 2'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$364  = f_d7[1:0];
-    if (rst) begin
-      \$364  = 2'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$365  = f_d7[1:0];
-    if (rst) begin
-      \$365  = 2'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$366  = nfc;
-    if (rst) begin
-      \$366  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$367  = paddr_d0;
-    if (rst) begin
-      \$367  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$368  = paddr_d1;
-    if (rst) begin
-      \$368  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$369  = paddr_d2;
-    if (rst) begin
-      \$369  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$370  = paddr_d3;
-    if (rst) begin
-      \$370  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$371  = paddr_d4;
-    if (rst) begin
-      \$371  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$372  = paddr_d5;
-    if (rst) begin
-      \$372  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$373  = paddr_d5;
-    if (rst) begin
-      \$373  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$374  = paddr_d5;
-    if (rst) begin
-      \$374  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$375  = paddr_d5;
-    if (rst) begin
-      \$375  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$376  = paddr_d5;
-    if (rst) begin
-      \$376  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$377  = paddr_d5;
-    if (rst) begin
-      \$377  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$378  = paddr_d5;
-    if (rst) begin
-      \$378  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$379  = paddr_d5;
-    if (rst) begin
-      \$379  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$380  = paddr_d5;
-    if (rst) begin
-      \$380  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$381  = paddr_d5;
-    if (rst) begin
-      \$381  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$382  = paddr_d5;
-    if (rst) begin
-      \$382  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$383  = paddr_d5;
-    if (rst) begin
-      \$383  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$384  = paddr_d5;
-    if (rst) begin
-      \$384  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$385  = paddr_d5;
-    if (rst) begin
-      \$385  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$386  = paddr_d5;
+    \$386  = f_d0;
     if (rst) begin
       \$386  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$387  = paddr_d5;
+    \$387  = f_d1;
     if (rst) begin
       \$387  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$388  = f_d2;
+    if (rst) begin
+      \$388  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$389  = f_d3;
+    if (rst) begin
+      \$389  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$390  = f_d4;
+    if (rst) begin
+      \$390  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$391  = f_d5;
+    if (rst) begin
+      \$391  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$392  = f_d6;
+    if (rst) begin
+      \$392  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$393  = f_d7;
+    if (rst) begin
+      \$393  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$394  = f_d7[1:0];
+    if (rst) begin
+      \$394  = 2'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$395  = f_d7[1:0];
+    if (rst) begin
+      \$395  = 2'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$396  = f_d7[1:0];
+    if (rst) begin
+      \$396  = 2'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$397  = f_d7[1:0];
+    if (rst) begin
+      \$397  = 2'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$398  = f_d7[1:0];
+    if (rst) begin
+      \$398  = 2'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$399  = f_d7[1:0];
+    if (rst) begin
+      \$399  = 2'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$400  = f_d7[1:0];
+    if (rst) begin
+      \$400  = 2'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$401  = f_d7[1:0];
+    if (rst) begin
+      \$401  = 2'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$402  = f_d7[1:0];
+    if (rst) begin
+      \$402  = 2'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$403  = f_d7[1:0];
+    if (rst) begin
+      \$403  = 2'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$404  = f_d7[1:0];
+    if (rst) begin
+      \$404  = 2'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$405  = f_d7[1:0];
+    if (rst) begin
+      \$405  = 2'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$406  = f_d7[1:0];
+    if (rst) begin
+      \$406  = 2'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$407  = f_d7[1:0];
+    if (rst) begin
+      \$407  = 2'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$408  = f_d7[1:0];
+    if (rst) begin
+      \$408  = 2'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$409  = f_d7[1:0];
+    if (rst) begin
+      \$409  = 2'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$410  = nfc;
+    if (rst) begin
+      \$410  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$411  = paddr_d0;
+    if (rst) begin
+      \$411  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$412  = paddr_d1;
+    if (rst) begin
+      \$412  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$413  = paddr_d2;
+    if (rst) begin
+      \$413  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$414  = paddr_d3;
+    if (rst) begin
+      \$414  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$415  = paddr_d4;
+    if (rst) begin
+      \$415  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$416  = paddr_d5;
+    if (rst) begin
+      \$416  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$417  = paddr_d5;
+    if (rst) begin
+      \$417  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$418  = paddr_d5;
+    if (rst) begin
+      \$418  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$419  = paddr_d5;
+    if (rst) begin
+      \$419  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$420  = paddr_d5;
+    if (rst) begin
+      \$420  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$421  = paddr_d5;
+    if (rst) begin
+      \$421  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$422  = paddr_d5;
+    if (rst) begin
+      \$422  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$423  = paddr_d5;
+    if (rst) begin
+      \$423  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$424  = paddr_d5;
+    if (rst) begin
+      \$424  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$425  = paddr_d5;
+    if (rst) begin
+      \$425  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$426  = paddr_d5;
+    if (rst) begin
+      \$426  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$427  = paddr_d5;
+    if (rst) begin
+      \$427  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$428  = paddr_d5;
+    if (rst) begin
+      \$428  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$429  = paddr_d5;
+    if (rst) begin
+      \$429  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$430  = paddr_d5;
+    if (rst) begin
+      \$430  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$431  = paddr_d5;
+    if (rst) begin
+      \$431  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$434  = \$164 ;
+    if (rst) begin
+      \$434  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$435  = \$165 ;
+    if (rst) begin
+      \$435  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$436  = acc0;
+    if (accflags_copy0[0]) begin
+      \$436  = \$167 [16:0];
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$437  = acc1;
+    if (accflags_copy1[0]) begin
+      \$437  = \$169 [16:0];
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$438  = acc2;
+    if (accflags_copy2[0]) begin
+      \$438  = \$171 [16:0];
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$439  = acc3;
+    if (accflags_copy3[0]) begin
+      \$439  = \$173 [16:0];
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$440  = acc4;
+    if (accflags_copy4[0]) begin
+      \$440  = \$175 [16:0];
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$441  = acc5;
+    if (accflags_copy5[0]) begin
+      \$441  = \$177 [16:0];
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$442  = acc6;
+    if (accflags_copy6[0]) begin
+      \$442  = \$179 [16:0];
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$443  = acc7;
+    if (accflags_copy7[0]) begin
+      \$443  = \$181 [16:0];
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$444  = acc8;
+    if (accflags_copy8[0]) begin
+      \$444  = \$183 [16:0];
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$445  = acc9;
+    if (accflags_copy9[0]) begin
+      \$445  = \$185 [16:0];
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$446  = acc10;
+    if (accflags_copy10[0]) begin
+      \$446  = \$187 [16:0];
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$447  = acc11;
+    if (accflags_copy11[0]) begin
+      \$447  = \$189 [16:0];
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$448  = acc12;
+    if (accflags_copy12[0]) begin
+      \$448  = \$191 [16:0];
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$449  = acc13;
+    if (accflags_copy13[0]) begin
+      \$449  = \$193 [16:0];
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$450  = acc14;
+    if (accflags_copy14[0]) begin
+      \$450  = \$195 [16:0];
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$451  = acc15;
+    if (accflags_copy15[0]) begin
+      \$451  = \$197 [16:0];
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$452  = \$198 ;
+    if (rst) begin
+      \$452  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$453  = \$199 ;
+    if (rst) begin
+      \$453  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$454  = \$200 ;
+    if (rst) begin
+      \$454  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$455  = \$201 ;
+    if (rst) begin
+      \$455  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$456  = \$202 ;
+    if (rst) begin
+      \$456  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$457  = \$203 ;
+    if (rst) begin
+      \$457  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$458  = \$204 ;
+    if (rst) begin
+      \$458  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$459  = \$205 ;
+    if (rst) begin
+      \$459  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$460  = \$206 ;
+    if (rst) begin
+      \$460  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$461  = \$207 ;
+    if (rst) begin
+      \$461  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$462  = \$208 ;
+    if (rst) begin
+      \$462  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$463  = \$209 ;
+    if (rst) begin
+      \$463  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$464  = \$210 ;
+    if (rst) begin
+      \$464  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$465  = \$211 ;
+    if (rst) begin
+      \$465  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$466  = \$212 ;
+    if (rst) begin
+      \$466  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$467  = \$213 ;
+    if (rst) begin
+      \$467  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$468  = \$214 ;
+    if (rst) begin
+      \$468  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$469  = \$215 ;
+    if (rst) begin
+      \$469  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$470  = \$216 ;
+    if (rst) begin
+      \$470  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$471  = \$217 ;
+    if (rst) begin
+      \$471  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$472  = \$218 ;
+    if (rst) begin
+      \$472  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$473  = \$219 ;
+    if (rst) begin
+      \$473  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$474  = \$220 ;
+    if (rst) begin
+      \$474  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$475  = \$221 ;
+    if (rst) begin
+      \$475  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$476  = \$222 ;
+    if (rst) begin
+      \$476  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$477  = \$223 ;
+    if (rst) begin
+      \$477  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$478  = \$224 ;
+    if (rst) begin
+      \$478  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$479  = \$225 ;
+    if (rst) begin
+      \$479  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$480  = \$226 ;
+    if (rst) begin
+      \$480  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$481  = \$227 ;
+    if (rst) begin
+      \$481  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$482  = \$228 ;
+    if (rst) begin
+      \$482  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$483  = \$229 ;
+    if (rst) begin
+      \$483  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$485  = acc_valid;
+    if (rst) begin
+      \$485  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$486  = qv_d0;
+    if (rst) begin
+      \$486  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$487  = qv_d1;
+    if (rst) begin
+      \$487  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$488  = qv_d2;
+    if (rst) begin
+      \$488  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$489  = qv_d3;
+    if (rst) begin
+      \$489  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$490  = qv_d4;
+    if (rst) begin
+      \$490  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$491  = qv_d5;
+    if (rst) begin
+      \$491  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$492  = qv_d6;
+    if (rst) begin
+      \$492  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$493  = qv_d7;
+    if (rst) begin
+      \$493  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$494  = qv_d8;
+    if (rst) begin
+      \$494  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$495  = qv_d9;
+    if (rst) begin
+      \$495  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$496  = qv_d10;
+    if (rst) begin
+      \$496  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$497  = qv_d11;
+    if (rst) begin
+      \$497  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$498  = qv_d12;
+    if (rst) begin
+      \$498  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$499  = qv_d13;
+    if (rst) begin
+      \$499  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$500  = qv_d14;
+    if (rst) begin
+      \$500  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$501  = qv_d15;
+    if (rst) begin
+      \$501  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$502  = qv_d16;
+    if (rst) begin
+      \$502  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$503  = qv_d17;
+    if (rst) begin
+      \$503  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$504  = qv_d18;
+    if (rst) begin
+      \$504  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$505  = acc_end;
+    if (rst) begin
+      \$505  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$506  = qe_d0;
+    if (rst) begin
+      \$506  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$507  = qe_d1;
+    if (rst) begin
+      \$507  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$508  = qe_d2;
+    if (rst) begin
+      \$508  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$509  = qe_d3;
+    if (rst) begin
+      \$509  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$510  = qe_d4;
+    if (rst) begin
+      \$510  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$511  = qe_d5;
+    if (rst) begin
+      \$511  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$512  = qe_d6;
+    if (rst) begin
+      \$512  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$513  = qe_d7;
+    if (rst) begin
+      \$513  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$514  = qe_d8;
+    if (rst) begin
+      \$514  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$515  = qe_d9;
+    if (rst) begin
+      \$515  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$516  = qe_d10;
+    if (rst) begin
+      \$516  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$517  = qe_d11;
+    if (rst) begin
+      \$517  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$518  = qe_d12;
+    if (rst) begin
+      \$518  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$519  = qe_d13;
+    if (rst) begin
+      \$519  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$520  = qe_d14;
+    if (rst) begin
+      \$520  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$521  = qe_d15;
+    if (rst) begin
+      \$521  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$522  = qe_d16;
+    if (rst) begin
+      \$522  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$523  = qe_d17;
+    if (rst) begin
+      \$523  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$524  = qe_d18;
+    if (rst) begin
+      \$524  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$525  = qv_d19;
+    if (rst) begin
+      \$525  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$526  = qe_d19;
+    if (rst) begin
+      \$526  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$527  = \$70 [2:0];
+    if (rst) begin
+      \$527  = 3'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$528  = \$70 [2:0];
+    if (rst) begin
+      \$528  = 3'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$529  = \$70 [2:0];
+    if (rst) begin
+      \$529  = 3'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$530  = \$70 [2:0];
+    if (rst) begin
+      \$530  = 3'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$531  = qv_d19;
+    if (rst) begin
+      \$531  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$532  = qv_d19;
+    if (rst) begin
+      \$532  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$533  = qv_d19;
+    if (rst) begin
+      \$533  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$534  = qv_d19;
+    if (rst) begin
+      \$534  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$535  = skid0;
+    if (\$278 ) begin
+      \$535  = { qe_last_d0, q, results0 };
+    end else if (\$283 ) begin
+      \$535  = skid1;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$536  = skid1;
+    if (\$300 ) begin
+      \$536  = { qe_last_d0, q, results0 };
+    end else if (\$305 ) begin
+      \$536  = skid2;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$537  = skid2;
+    if (\$322 ) begin
+      \$537  = { qe_last_d0, q, results0 };
+    end else if (\$327 ) begin
+      \$537  = skid3;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$538  = skid3;
+    if (\$344 ) begin
+      \$538  = { qe_last_d0, q, results0 };
+    end else if (\$349 ) begin
+      \$538  = 129'h000000000000000000000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$539  = \$70 [2:0];
+    if (rst) begin
+      \$539  = 3'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$540  = \$352 ;
+    if (rst) begin
+      \$540  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$541  = credit_back_d0;
+    if (rst) begin
+      \$541  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$353  = busy_next;
+    if (rst) begin
+      \$353  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$354  = \$11 [7:0];
+    if (rst) begin
+      \$354  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$355  = \$23 [3:0];
+    if (rst) begin
+      \$355  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$356  = \$32 [3:0];
+    if (rst) begin
+      \$356  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$357  = last_step_next;
+    if (rst) begin
+      \$357  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$358  = ready_next;
+    if (rst) begin
+      \$358  = 1'h1;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$359  = \$47 [2:0];
+    if (rst) begin
+      \$359  = 3'h4;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$360  = issue_next;
+    if (rst) begin
+      \$360  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$361  = word;
+    if (\$71 ) begin
+      \$361  = \$85 [3:0];
+    end
+    if (rst) begin
+      \$361  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$362  = write_bank;
+    if (\$90 ) begin
+      \$362  = \$91 ;
+    end
+    if (rst) begin
+      \$362  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$363  = read_bank;
+    if (\$92 ) begin
+      \$363  = \$93 ;
+    end
+    if (rst) begin
+      \$363  = 1'h1;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$364  = \$101 ;
+    if (rst) begin
+      \$364  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$365  = \$111 ;
+    if (rst) begin
+      \$365  = 1'h1;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$366  = \$121 ;
+    if (rst) begin
+      \$366  = 1'h1;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$367  = \$131 ;
+    if (rst) begin
+      \$367  = 1'h1;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$368  = \$141 ;
+    if (rst) begin
+      \$368  = 1'h1;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$369  = { write_bank, word };
+    if (rst) begin
+      \$369  = 5'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$370  = { write_bank, word };
+    if (rst) begin
+      \$370  = 5'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$371  = { write_bank, word };
+    if (rst) begin
+      \$371  = 5'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$372  = { write_bank, word };
+    if (rst) begin
+      \$372  = 5'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$373  = { \$143 , \$23 [3:0] };
+    if (rst) begin
+      \$373  = 5'h10;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$374  = { \$145 , \$23 [3:0] };
+    if (rst) begin
+      \$374  = 5'h10;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$375  = { \$147 , \$23 [3:0] };
+    if (rst) begin
+      \$375  = 5'h10;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$376  = { \$149 , \$23 [3:0] };
+    if (rst) begin
+      \$376  = 5'h10;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$377  = \$152 ;
+    if (rst) begin
+      \$377  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$378  = \$155 ;
+    if (rst) begin
+      \$378  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$379  = \$158 ;
+    if (rst) begin
+      \$379  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$380  = \$161 ;
+    if (rst) begin
+      \$380  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$385  = { last_step, \$163 , \$162 , issue };
+    if (rst) begin
+      \$385  = 4'h0;
     end
   end
   assign en = 1'h1;
@@ -29661,148 +29983,150 @@ module \bchw_top.engine1 (rst, s__valid, s__payload, s__ready, m__valid, m__payl
   assign sfc_next = \$23 [3:0];
   assign nfc_next = \$32 [3:0];
   assign credits_next = \$47 [2:0];
+  assign s_ready_copies = { sready_copy3, sready_copy2, sready_copy1, sready_copy0 };
   assign xwen0 = write__en;
   assign xwaddr_copy0 = write__addr;
   assign write__data = xbeat[31:0];
   assign xraddr_copy0 = read__addr;
-  assign xwen1 = \write__en$29 ;
-  assign xwaddr_copy1 = \write__addr$31 ;
-  assign \write__data$33  = xbeat[63:32];
-  assign xraddr_copy1 = \read__addr$34 ;
-  assign xwen2 = \write__en$36 ;
-  assign xwaddr_copy2 = \write__addr$38 ;
-  assign \write__data$40  = xbeat[95:64];
-  assign xraddr_copy2 = \read__addr$41 ;
-  assign xwen3 = \write__en$43 ;
-  assign xwaddr_copy3 = \write__addr$45 ;
-  assign \write__data$47  = xbeat[127:96];
-  assign xraddr_copy3 = \read__addr$48 ;
-  assign \en$50  = 1'h1;
+  assign xwen1 = \write__en$34 ;
+  assign xwaddr_copy1 = \write__addr$36 ;
+  assign \write__data$38  = xbeat[63:32];
+  assign xraddr_copy1 = \read__addr$39 ;
+  assign xwen2 = \write__en$41 ;
+  assign xwaddr_copy2 = \write__addr$43 ;
+  assign \write__data$45  = xbeat[95:64];
+  assign xraddr_copy2 = \read__addr$46 ;
+  assign xwen3 = \write__en$48 ;
+  assign xwaddr_copy3 = \write__addr$50 ;
+  assign \write__data$52  = xbeat[127:96];
+  assign xraddr_copy3 = \read__addr$53 ;
+  assign \en$55  = 1'h1;
   assign xtree_copy0 = x;
   assign w = wdata_d2[15:0];
-  assign \en$55  = 1'h1;
-  assign xtree_copy1 = \x$56 ;
-  assign \w$58  = wdata_d2[31:16];
-  assign \en$59  = 1'h1;
-  assign xtree_copy2 = \x$60 ;
-  assign \w$62  = wdata_d2[47:32];
-  assign \en$63  = 1'h1;
-  assign xtree_copy3 = \x$64 ;
-  assign \w$66  = wdata_d2[63:48];
-  assign \en$67  = 1'h1;
-  assign xtree_copy4 = \x$68 ;
-  assign \w$70  = wdata_d2[79:64];
-  assign \en$71  = 1'h1;
-  assign xtree_copy5 = \x$72 ;
-  assign \w$74  = wdata_d2[95:80];
-  assign \en$75  = 1'h1;
-  assign xtree_copy6 = \x$76 ;
-  assign \w$78  = wdata_d2[111:96];
-  assign \en$79  = 1'h1;
-  assign xtree_copy7 = \x$80 ;
-  assign \w$82  = wdata_d2[127:112];
-  assign \en$83  = 1'h1;
-  assign xtree_copy8 = \x$84 ;
-  assign \w$86  = wdata_d2[143:128];
-  assign \en$87  = 1'h1;
-  assign xtree_copy9 = \x$88 ;
-  assign \w$90  = wdata_d2[159:144];
-  assign \en$91  = 1'h1;
-  assign xtree_copy10 = \x$92 ;
-  assign \w$94  = wdata_d2[175:160];
-  assign \en$95  = 1'h1;
-  assign xtree_copy11 = \x$96 ;
-  assign \w$98  = wdata_d2[191:176];
-  assign \en$99  = 1'h1;
-  assign xtree_copy12 = \x$100 ;
-  assign \w$102  = wdata_d2[207:192];
-  assign \en$103  = 1'h1;
-  assign xtree_copy13 = \x$104 ;
-  assign \w$106  = wdata_d2[223:208];
-  assign \en$107  = 1'h1;
-  assign xtree_copy14 = \x$108 ;
-  assign \w$110  = wdata_d2[239:224];
-  assign \en$111  = 1'h1;
-  assign xtree_copy15 = \x$112 ;
-  assign \w$114  = wdata_d2[255:240];
-  assign \en$115  = 1'h1;
-  assign paddr_copy0 = \addr$116 ;
-  assign \en$118  = 1'h1;
-  assign paddr_copy1 = \addr$119 ;
-  assign \en$121  = 1'h1;
-  assign paddr_copy2 = \addr$122 ;
-  assign \en$124  = 1'h1;
-  assign paddr_copy3 = \addr$125 ;
-  assign \en$127  = 1'h1;
-  assign paddr_copy4 = \addr$128 ;
-  assign \en$130  = 1'h1;
-  assign paddr_copy5 = \addr$131 ;
-  assign \en$133  = 1'h1;
-  assign paddr_copy6 = \addr$134 ;
-  assign \en$136  = 1'h1;
-  assign paddr_copy7 = \addr$137 ;
-  assign \en$139  = 1'h1;
-  assign paddr_copy8 = \addr$140 ;
-  assign \en$142  = 1'h1;
-  assign paddr_copy9 = \addr$143 ;
-  assign \en$145  = 1'h1;
-  assign paddr_copy10 = \addr$146 ;
-  assign \en$148  = 1'h1;
-  assign paddr_copy11 = \addr$149 ;
-  assign \en$151  = 1'h1;
-  assign paddr_copy12 = \addr$152 ;
-  assign \en$154  = 1'h1;
-  assign paddr_copy13 = \addr$155 ;
-  assign \en$157  = 1'h1;
-  assign paddr_copy14 = \addr$158 ;
-  assign \en$160  = 1'h1;
-  assign paddr_copy15 = \addr$161 ;
-  assign \en$163  = 1'h1;
+  assign \en$60  = 1'h1;
+  assign xtree_copy1 = \x$61 ;
+  assign \w$63  = wdata_d2[31:16];
+  assign \en$64  = 1'h1;
+  assign xtree_copy2 = \x$65 ;
+  assign \w$67  = wdata_d2[47:32];
+  assign \en$68  = 1'h1;
+  assign xtree_copy3 = \x$69 ;
+  assign \w$71  = wdata_d2[63:48];
+  assign \en$72  = 1'h1;
+  assign xtree_copy4 = \x$73 ;
+  assign \w$75  = wdata_d2[79:64];
+  assign \en$76  = 1'h1;
+  assign xtree_copy5 = \x$77 ;
+  assign \w$79  = wdata_d2[95:80];
+  assign \en$80  = 1'h1;
+  assign xtree_copy6 = \x$81 ;
+  assign \w$83  = wdata_d2[111:96];
+  assign \en$84  = 1'h1;
+  assign xtree_copy7 = \x$85 ;
+  assign \w$87  = wdata_d2[127:112];
+  assign \en$88  = 1'h1;
+  assign xtree_copy8 = \x$89 ;
+  assign \w$91  = wdata_d2[143:128];
+  assign \en$92  = 1'h1;
+  assign xtree_copy9 = \x$93 ;
+  assign \w$95  = wdata_d2[159:144];
+  assign \en$96  = 1'h1;
+  assign xtree_copy10 = \x$97 ;
+  assign \w$99  = wdata_d2[175:160];
+  assign \en$100  = 1'h1;
+  assign xtree_copy11 = \x$101 ;
+  assign \w$103  = wdata_d2[191:176];
+  assign \en$104  = 1'h1;
+  assign xtree_copy12 = \x$105 ;
+  assign \w$107  = wdata_d2[207:192];
+  assign \en$108  = 1'h1;
+  assign xtree_copy13 = \x$109 ;
+  assign \w$111  = wdata_d2[223:208];
+  assign \en$112  = 1'h1;
+  assign xtree_copy14 = \x$113 ;
+  assign \w$115  = wdata_d2[239:224];
+  assign \en$116  = 1'h1;
+  assign xtree_copy15 = \x$117 ;
+  assign \w$119  = wdata_d2[255:240];
+  assign \en$120  = 1'h1;
+  assign paddr_copy0 = \addr$121 ;
+  assign \en$123  = 1'h1;
+  assign paddr_copy1 = \addr$124 ;
+  assign \en$126  = 1'h1;
+  assign paddr_copy2 = \addr$127 ;
+  assign \en$129  = 1'h1;
+  assign paddr_copy3 = \addr$130 ;
+  assign \en$132  = 1'h1;
+  assign paddr_copy4 = \addr$133 ;
+  assign \en$135  = 1'h1;
+  assign paddr_copy5 = \addr$136 ;
+  assign \en$138  = 1'h1;
+  assign paddr_copy6 = \addr$139 ;
+  assign \en$141  = 1'h1;
+  assign paddr_copy7 = \addr$142 ;
+  assign \en$144  = 1'h1;
+  assign paddr_copy8 = \addr$145 ;
+  assign \en$147  = 1'h1;
+  assign paddr_copy9 = \addr$148 ;
+  assign \en$150  = 1'h1;
+  assign paddr_copy10 = \addr$151 ;
+  assign \en$153  = 1'h1;
+  assign paddr_copy11 = \addr$154 ;
+  assign \en$156  = 1'h1;
+  assign paddr_copy12 = \addr$157 ;
+  assign \en$159  = 1'h1;
+  assign paddr_copy13 = \addr$160 ;
+  assign \en$162  = 1'h1;
+  assign paddr_copy14 = \addr$163 ;
+  assign \en$165  = 1'h1;
+  assign paddr_copy15 = \addr$166 ;
+  assign \en$168  = 1'h1;
   assign acc = drain[16:0];
   assign mul = drain[34:17];
   assign shift = drain[39:35];
   assign bias = drain[75:40];
   assign count_next = \$70 [2:0];
   assign credit_back_d1 = credit_back;
+  assign m_ready_copies = { \port$22358$0 , \port$22356$0 , \port$22354$0 , \port$22352$0  };
   assign m__payload = \$55 [127:0];
-  assign \$440 [1215:1157] = \$221 ;
-  assign \$440 [1156:1140] = \$220 ;
-  assign \$440 [1139:1081] = \$219 ;
-  assign \$440 [1080:1064] = \$218 ;
-  assign \$440 [1063:1005] = \$217 ;
-  assign \$440 [1004:988] = \$216 ;
-  assign \$440 [987:929] = \$215 ;
-  assign \$440 [928:912] = \$214 ;
-  assign \$440 [911:853] = \$213 ;
-  assign \$440 [852:836] = \$212 ;
-  assign \$440 [835:777] = \$211 ;
-  assign \$440 [776:760] = \$210 ;
-  assign \$440 [759:701] = \$209 ;
-  assign \$440 [700:684] = \$208 ;
-  assign \$440 [683:625] = \$207 ;
-  assign \$440 [624:608] = \$206 ;
-  assign \$440 [607:549] = \$205 ;
-  assign \$440 [548:532] = \$204 ;
-  assign \$440 [531:473] = \$203 ;
-  assign \$440 [472:456] = \$202 ;
-  assign \$440 [455:397] = \$201 ;
-  assign \$440 [396:380] = \$200 ;
-  assign \$440 [379:321] = \$199 ;
-  assign \$440 [320:304] = \$198 ;
-  assign \$440 [303:245] = \$197 ;
-  assign \$440 [244:228] = \$196 ;
-  assign \$440 [227:169] = \$195 ;
-  assign \$440 [168:152] = \$194 ;
-  assign \$440 [151:93] = \$193 ;
-  assign \$440 [92:76] = \$192 ;
-  assign \$440 [75:17] = \$191 ;
-  assign \$440 [16:0] = \$190 ;
-  assign \$389  = params_d0;
-  assign \$388  = { \data$248 , \data$247 , \data$246 , \data$245 , \data$244 , \data$243 , \data$242 , \data$241 , \data$240 , \data$239 , \data$238 , \data$237 , \data$236 , \data$235 , \data$234 , \data$233  };
-  assign \$340  = wdata_d1;
-  assign \$339  = wdata_d0;
-  assign \$338  = data;
-  assign \$337  = { \read__data$193 , \read__data$192 , \read__data$191 , read__data };
+  assign \$484 [1215:1157] = \$261 ;
+  assign \$484 [1156:1140] = \$260 ;
+  assign \$484 [1139:1081] = \$259 ;
+  assign \$484 [1080:1064] = \$258 ;
+  assign \$484 [1063:1005] = \$257 ;
+  assign \$484 [1004:988] = \$256 ;
+  assign \$484 [987:929] = \$255 ;
+  assign \$484 [928:912] = \$254 ;
+  assign \$484 [911:853] = \$253 ;
+  assign \$484 [852:836] = \$252 ;
+  assign \$484 [835:777] = \$251 ;
+  assign \$484 [776:760] = \$250 ;
+  assign \$484 [759:701] = \$249 ;
+  assign \$484 [700:684] = \$248 ;
+  assign \$484 [683:625] = \$247 ;
+  assign \$484 [624:608] = \$246 ;
+  assign \$484 [607:549] = \$245 ;
+  assign \$484 [548:532] = \$244 ;
+  assign \$484 [531:473] = \$243 ;
+  assign \$484 [472:456] = \$242 ;
+  assign \$484 [455:397] = \$241 ;
+  assign \$484 [396:380] = \$240 ;
+  assign \$484 [379:321] = \$239 ;
+  assign \$484 [320:304] = \$238 ;
+  assign \$484 [303:245] = \$237 ;
+  assign \$484 [244:228] = \$236 ;
+  assign \$484 [227:169] = \$235 ;
+  assign \$484 [168:152] = \$234 ;
+  assign \$484 [151:93] = \$233 ;
+  assign \$484 [92:76] = \$232 ;
+  assign \$484 [75:17] = \$231 ;
+  assign \$484 [16:0] = \$230 ;
+  assign \$433  = params_d0;
+  assign \$432  = { \data$253 , \data$252 , \data$251 , \data$250 , \data$249 , \data$248 , \data$247 , \data$246 , \data$245 , \data$244 , \data$243 , \data$242 , \data$241 , \data$240 , \data$239 , \data$238  };
+  assign \$384  = wdata_d1;
+  assign \$383  = wdata_d0;
+  assign \$382  = data;
+  assign \$381  = { \read__data$198 , \read__data$197 , \read__data$196 , read__data };
   assign busy_next = \$4 ;
   assign \$11  = \$10 ;
   assign \$23  = \$22 ;
@@ -29825,10 +30149,18 @@ module \bchw_top.engine1 (rst, s__valid, s__payload, s__ready, m__valid, m__payl
   assign \$89  = \$87 ;
   assign \$96  = 1'h1;
   assign \$97  = \$95 ;
-  assign \$111  = 1'h1;
+  assign \$104  = 1'h1;
+  assign \$105  = \$103 ;
   assign \$114  = 1'h1;
-  assign \$117  = 1'h1;
-  assign \$120  = 1'h1;
+  assign \$115  = \$113 ;
+  assign \$124  = 1'h1;
+  assign \$125  = \$123 ;
+  assign \$134  = 1'h1;
+  assign \$135  = \$133 ;
+  assign \$151  = 1'h1;
+  assign \$154  = 1'h1;
+  assign \$157  = 1'h1;
+  assign \$160  = 1'h1;
 endmodule
 
 (* generator = "Amaranth" *)
@@ -30248,7 +30580,7 @@ module \bchw_top.engine1.params9 (data, addr, clk);
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine1.requant0 (rst, \port$20187$0 , q, clk);
+module \bchw_top.engine1.requant0 (rst, \port$20363$0 , q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$5  = 0;
   wire [35:0] \$1 ;
   wire [34:0] \$10 ;
@@ -30278,8 +30610,8 @@ module \bchw_top.engine1.requant0 (rst, \port$20187$0 , q, clk);
   wire \en$1 ;
   wire [17:0] mul;
   wire [34:0] p;
-  input [75:0] \port$20187$0 ;
-  wire [75:0] \port$20187$0 ;
+  input [75:0] \port$20363$0 ;
+  wire [75:0] \port$20363$0 ;
   reg [34:0] product_d0 = 35'h000000000;
   output [7:0] q;
   reg [7:0] q = 8'h00;
@@ -30320,7 +30652,7 @@ module \bchw_top.engine1.requant0 (rst, \port$20187$0 , q, clk);
   \bchw_top.engine1.requant0.mul0  mul0 (
     .clk(clk),
     .p(p),
-    .\port$20187$0 (\port$20187$0 [34:0])
+    .\port$20363$0 (\port$20363$0 [34:0])
   );
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
@@ -30331,12 +30663,12 @@ module \bchw_top.engine1.requant0 (rst, \port$20187$0 , q, clk);
   end
   assign en = 1'h1;
   assign \en$1  = 1'h1;
-  assign a = \port$20187$0 [16:0];
-  assign acc = \port$20187$0 [16:0];
-  assign b = \port$20187$0 [34:17];
-  assign mul = \port$20187$0 [34:17];
-  assign bias = \port$20187$0 [75:40];
-  assign shift = \port$20187$0 [39:35];
+  assign a = \port$20363$0 [16:0];
+  assign acc = \port$20363$0 [16:0];
+  assign b = \port$20363$0 [34:17];
+  assign mul = \port$20363$0 [34:17];
+  assign bias = \port$20363$0 [75:40];
+  assign shift = \port$20363$0 [39:35];
   assign \$14  = shift_d3;
   assign \$13  = \$2 ;
   assign \$12  = shift_d2;
@@ -30344,13 +30676,13 @@ module \bchw_top.engine1.requant0 (rst, \port$20187$0 , q, clk);
   assign \$10  = p;
   assign \$9  = shift_d1;
   assign \$8  = bias_d1;
-  assign \$7  = \port$20187$0 [39:35];
-  assign \$6  = \port$20187$0 [75:40];
+  assign \$7  = \port$20363$0 [39:35];
+  assign \$6  = \port$20363$0 [75:40];
   assign \$1  = { product_d0[34], product_d0 };
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine1.requant0.mul0 (p, \port$20187$0 , clk);
+module \bchw_top.engine1.requant0.mul0 (p, \port$20363$0 , clk);
   wire [16:0] a;
   wire [17:0] b;
   input clk;
@@ -30358,21 +30690,21 @@ module \bchw_top.engine1.requant0.mul0 (p, \port$20187$0 , clk);
   wire en;
   output [34:0] p;
   wire [34:0] p;
-  input [34:0] \port$20187$0 ;
-  wire [34:0] \port$20187$0 ;
+  input [34:0] \port$20363$0 ;
+  wire [34:0] \port$20363$0 ;
   bchw_mul #(
     .A_WIDTH(32'd17),
     .B_WIDTH(32'd18)
   ) mul (
-    .a(\port$20187$0 [16:0]),
-    .b(\port$20187$0 [34:17]),
+    .a(\port$20363$0 [16:0]),
+    .b(\port$20363$0 [34:17]),
     .clk(clk),
     .en(1'h1),
     .p(p)
   );
   assign en = 1'h1;
-  assign a = \port$20187$0 [16:0];
-  assign b = \port$20187$0 [34:17];
+  assign a = \port$20363$0 [16:0];
+  assign b = \port$20363$0 [34:17];
 endmodule
 
 (* generator = "Amaranth" *)
@@ -41552,7 +41884,7 @@ module \bchw_top.engine1.weights (data, addr, clk);
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine2 (rst, s__valid, s__payload, s__ready, m__valid, m__payload, m__ready, clk);
+module \bchw_top.engine2 (rst, s__valid, s__payload, s__ready, m__valid, m__payload, m__ready, sready_copy0, sready_copy1, sready_copy2, sready_copy3, \port$24598$0 , \port$24600$0 , \port$24602$0 , \port$24604$0 , clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$6  = 0;
   wire \$1 ;
   wire [8:0] \$10 ;
@@ -41584,41 +41916,41 @@ module \bchw_top.engine2 (rst, s__valid, s__payload, s__ready, m__valid, m__payl
   wire \$123 ;
   wire \$124 ;
   wire \$125 ;
-  wire [16:0] \$126 ;
-  wire [17:0] \$127 ;
-  wire [16:0] \$128 ;
-  wire [17:0] \$129 ;
+  wire \$126 ;
+  wire \$127 ;
+  wire \$128 ;
+  wire \$129 ;
   wire \$13 ;
-  wire [16:0] \$130 ;
-  wire [17:0] \$131 ;
-  wire [16:0] \$132 ;
-  wire [17:0] \$133 ;
-  wire [16:0] \$134 ;
-  wire [17:0] \$135 ;
-  wire [16:0] \$136 ;
-  wire [17:0] \$137 ;
-  wire [16:0] \$138 ;
-  wire [17:0] \$139 ;
+  wire \$130 ;
+  wire \$131 ;
+  wire \$132 ;
+  wire \$133 ;
+  wire \$134 ;
+  wire \$135 ;
+  wire \$136 ;
+  wire \$137 ;
+  wire \$138 ;
+  wire \$139 ;
   wire \$14 ;
-  wire [16:0] \$140 ;
-  wire [17:0] \$141 ;
-  wire [16:0] \$142 ;
-  wire [17:0] \$143 ;
-  wire [16:0] \$144 ;
-  wire [17:0] \$145 ;
-  wire [16:0] \$146 ;
-  wire [17:0] \$147 ;
-  wire [16:0] \$148 ;
-  wire [17:0] \$149 ;
+  wire \$140 ;
+  wire \$141 ;
+  wire \$142 ;
+  wire \$143 ;
+  wire \$144 ;
+  wire \$145 ;
+  wire \$146 ;
+  wire \$147 ;
+  wire \$148 ;
+  wire \$149 ;
   wire \$15 ;
-  wire [16:0] \$150 ;
-  wire [17:0] \$151 ;
-  wire [16:0] \$152 ;
-  wire [17:0] \$153 ;
-  wire [16:0] \$154 ;
-  wire [17:0] \$155 ;
-  wire [16:0] \$156 ;
-  wire [17:0] \$157 ;
+  wire \$150 ;
+  wire \$151 ;
+  wire \$152 ;
+  wire \$153 ;
+  wire \$154 ;
+  wire \$155 ;
+  wire \$156 ;
+  wire \$157 ;
   wire \$158 ;
   wire \$159 ;
   wire \$16 ;
@@ -41628,69 +41960,69 @@ module \bchw_top.engine2 (rst, s__valid, s__payload, s__ready, m__valid, m__payl
   wire \$163 ;
   wire \$164 ;
   wire \$165 ;
-  wire \$166 ;
-  wire \$167 ;
-  wire \$168 ;
-  wire \$169 ;
+  wire [16:0] \$166 ;
+  wire [17:0] \$167 ;
+  wire [16:0] \$168 ;
+  wire [17:0] \$169 ;
   wire \$17 ;
-  wire \$170 ;
-  wire \$171 ;
-  wire \$172 ;
-  wire \$173 ;
-  wire \$174 ;
-  wire \$175 ;
-  wire \$176 ;
-  wire \$177 ;
-  wire \$178 ;
-  wire \$179 ;
+  wire [16:0] \$170 ;
+  wire [17:0] \$171 ;
+  wire [16:0] \$172 ;
+  wire [17:0] \$173 ;
+  wire [16:0] \$174 ;
+  wire [17:0] \$175 ;
+  wire [16:0] \$176 ;
+  wire [17:0] \$177 ;
+  wire [16:0] \$178 ;
+  wire [17:0] \$179 ;
   wire \$18 ;
-  wire \$180 ;
-  wire \$181 ;
-  wire \$182 ;
-  wire \$183 ;
-  wire \$184 ;
-  wire \$185 ;
-  wire \$186 ;
-  wire \$187 ;
-  wire \$188 ;
-  wire \$189 ;
+  wire [16:0] \$180 ;
+  wire [17:0] \$181 ;
+  wire [16:0] \$182 ;
+  wire [17:0] \$183 ;
+  wire [16:0] \$184 ;
+  wire [17:0] \$185 ;
+  wire [16:0] \$186 ;
+  wire [17:0] \$187 ;
+  wire [16:0] \$188 ;
+  wire [17:0] \$189 ;
   wire \$19 ;
   wire [16:0] \$190 ;
-  wire [58:0] \$191 ;
+  wire [17:0] \$191 ;
   wire [16:0] \$192 ;
-  wire [58:0] \$193 ;
+  wire [17:0] \$193 ;
   wire [16:0] \$194 ;
-  wire [58:0] \$195 ;
+  wire [17:0] \$195 ;
   wire [16:0] \$196 ;
-  wire [58:0] \$197 ;
-  wire [16:0] \$198 ;
-  wire [58:0] \$199 ;
+  wire [17:0] \$197 ;
+  wire \$198 ;
+  wire \$199 ;
   wire \$2 ;
   wire [4:0] \$20 ;
-  wire [16:0] \$200 ;
-  wire [58:0] \$201 ;
-  wire [16:0] \$202 ;
-  wire [58:0] \$203 ;
-  wire [16:0] \$204 ;
-  wire [58:0] \$205 ;
-  wire [16:0] \$206 ;
-  wire [58:0] \$207 ;
-  wire [16:0] \$208 ;
-  wire [58:0] \$209 ;
+  wire \$200 ;
+  wire \$201 ;
+  wire \$202 ;
+  wire \$203 ;
+  wire \$204 ;
+  wire \$205 ;
+  wire \$206 ;
+  wire \$207 ;
+  wire \$208 ;
+  wire \$209 ;
   wire [4:0] \$21 ;
-  wire [16:0] \$210 ;
-  wire [58:0] \$211 ;
-  wire [16:0] \$212 ;
-  wire [58:0] \$213 ;
-  wire [16:0] \$214 ;
-  wire [58:0] \$215 ;
-  wire [16:0] \$216 ;
-  wire [58:0] \$217 ;
-  wire [16:0] \$218 ;
-  wire [58:0] \$219 ;
+  wire \$210 ;
+  wire \$211 ;
+  wire \$212 ;
+  wire \$213 ;
+  wire \$214 ;
+  wire \$215 ;
+  wire \$216 ;
+  wire \$217 ;
+  wire \$218 ;
+  wire \$219 ;
   wire [4:0] \$22 ;
-  wire [16:0] \$220 ;
-  wire [58:0] \$221 ;
+  wire \$220 ;
+  wire \$221 ;
   wire \$222 ;
   wire \$223 ;
   wire \$224 ;
@@ -41700,41 +42032,41 @@ module \bchw_top.engine2 (rst, s__valid, s__payload, s__ready, m__valid, m__payl
   wire \$228 ;
   wire \$229 ;
   wire [4:0] \$23 ;
-  wire \$230 ;
-  wire \$231 ;
-  wire \$232 ;
-  wire \$233 ;
-  wire \$234 ;
-  wire \$235 ;
-  wire \$236 ;
-  wire \$237 ;
-  wire \$238 ;
-  wire \$239 ;
+  wire [16:0] \$230 ;
+  wire [58:0] \$231 ;
+  wire [16:0] \$232 ;
+  wire [58:0] \$233 ;
+  wire [16:0] \$234 ;
+  wire [58:0] \$235 ;
+  wire [16:0] \$236 ;
+  wire [58:0] \$237 ;
+  wire [16:0] \$238 ;
+  wire [58:0] \$239 ;
   wire \$24 ;
-  wire \$240 ;
-  wire \$241 ;
-  wire \$242 ;
-  wire \$243 ;
-  wire \$244 ;
-  wire \$245 ;
-  wire \$246 ;
-  wire \$247 ;
-  wire \$248 ;
-  wire \$249 ;
+  wire [16:0] \$240 ;
+  wire [58:0] \$241 ;
+  wire [16:0] \$242 ;
+  wire [58:0] \$243 ;
+  wire [16:0] \$244 ;
+  wire [58:0] \$245 ;
+  wire [16:0] \$246 ;
+  wire [58:0] \$247 ;
+  wire [16:0] \$248 ;
+  wire [58:0] \$249 ;
   wire \$25 ;
-  wire \$250 ;
-  wire \$251 ;
-  wire \$252 ;
-  wire \$253 ;
-  wire \$254 ;
-  wire \$255 ;
-  wire \$256 ;
-  wire \$257 ;
-  wire \$258 ;
-  wire \$259 ;
+  wire [16:0] \$250 ;
+  wire [58:0] \$251 ;
+  wire [16:0] \$252 ;
+  wire [58:0] \$253 ;
+  wire [16:0] \$254 ;
+  wire [58:0] \$255 ;
+  wire [16:0] \$256 ;
+  wire [58:0] \$257 ;
+  wire [16:0] \$258 ;
+  wire [58:0] \$259 ;
   wire \$26 ;
-  wire \$260 ;
-  wire \$261 ;
+  wire [16:0] \$260 ;
+  wire [58:0] \$261 ;
   wire \$262 ;
   wire \$263 ;
   wire \$264 ;
@@ -41792,160 +42124,160 @@ module \bchw_top.engine2 (rst, s__valid, s__payload, s__ready, m__valid, m__payl
   wire \$310 ;
   wire \$311 ;
   wire \$312 ;
-  reg \$313 ;
-  reg [7:0] \$314 ;
-  reg [3:0] \$315 ;
-  reg [3:0] \$316 ;
-  reg \$317 ;
-  reg \$318 ;
-  reg [2:0] \$319 ;
+  wire \$313 ;
+  wire \$314 ;
+  wire \$315 ;
+  wire \$316 ;
+  wire \$317 ;
+  wire \$318 ;
+  wire \$319 ;
   wire [4:0] \$32 ;
-  reg \$320 ;
-  reg [3:0] \$321 ;
-  reg \$322 ;
-  reg \$323 ;
-  reg \$324 ;
-  reg [4:0] \$325 ;
-  reg [4:0] \$326 ;
-  reg [4:0] \$327 ;
-  reg [4:0] \$328 ;
-  reg [4:0] \$329 ;
+  wire \$320 ;
+  wire \$321 ;
+  wire \$322 ;
+  wire \$323 ;
+  wire \$324 ;
+  wire \$325 ;
+  wire \$326 ;
+  wire \$327 ;
+  wire \$328 ;
+  wire \$329 ;
   wire \$33 ;
-  reg [4:0] \$330 ;
-  reg [4:0] \$331 ;
-  reg [4:0] \$332 ;
-  reg \$333 ;
-  reg \$334 ;
-  reg \$335 ;
-  reg \$336 ;
-  wire [127:0] \$337 ;
-  wire [255:0] \$338 ;
-  wire [255:0] \$339 ;
+  wire \$330 ;
+  wire \$331 ;
+  wire \$332 ;
+  wire \$333 ;
+  wire \$334 ;
+  wire \$335 ;
+  wire \$336 ;
+  wire \$337 ;
+  wire \$338 ;
+  wire \$339 ;
   wire \$34 ;
-  wire [255:0] \$340 ;
-  reg [3:0] \$341 ;
-  reg [3:0] \$342 ;
-  reg [3:0] \$343 ;
-  reg [3:0] \$344 ;
-  reg [3:0] \$345 ;
-  reg [3:0] \$346 ;
-  reg [3:0] \$347 ;
-  reg [3:0] \$348 ;
-  reg [3:0] \$349 ;
+  wire \$340 ;
+  wire \$341 ;
+  wire \$342 ;
+  wire \$343 ;
+  wire \$344 ;
+  wire \$345 ;
+  wire \$346 ;
+  wire \$347 ;
+  wire \$348 ;
+  wire \$349 ;
   wire \$35 ;
-  reg [1:0] \$350 ;
-  reg [1:0] \$351 ;
-  reg [1:0] \$352 ;
-  reg [1:0] \$353 ;
-  reg [1:0] \$354 ;
-  reg [1:0] \$355 ;
-  reg [1:0] \$356 ;
-  reg [1:0] \$357 ;
-  reg [1:0] \$358 ;
-  reg [1:0] \$359 ;
+  wire \$350 ;
+  wire \$351 ;
+  wire \$352 ;
+  reg \$353 ;
+  reg [7:0] \$354 ;
+  reg [3:0] \$355 ;
+  reg [3:0] \$356 ;
+  reg \$357 ;
+  reg \$358 ;
+  reg [2:0] \$359 ;
   wire \$36 ;
-  reg [1:0] \$360 ;
-  reg [1:0] \$361 ;
-  reg [1:0] \$362 ;
-  reg [1:0] \$363 ;
-  reg [1:0] \$364 ;
-  reg [1:0] \$365 ;
-  reg [3:0] \$366 ;
-  reg [3:0] \$367 ;
-  reg [3:0] \$368 ;
-  reg [3:0] \$369 ;
+  reg \$360 ;
+  reg [3:0] \$361 ;
+  reg \$362 ;
+  reg \$363 ;
+  reg \$364 ;
+  reg \$365 ;
+  reg \$366 ;
+  reg \$367 ;
+  reg \$368 ;
+  reg [4:0] \$369 ;
   wire \$37 ;
-  reg [3:0] \$370 ;
-  reg [3:0] \$371 ;
-  reg [3:0] \$372 ;
-  reg [3:0] \$373 ;
-  reg [3:0] \$374 ;
-  reg [3:0] \$375 ;
-  reg [3:0] \$376 ;
-  reg [3:0] \$377 ;
-  reg [3:0] \$378 ;
-  reg [3:0] \$379 ;
+  reg [4:0] \$370 ;
+  reg [4:0] \$371 ;
+  reg [4:0] \$372 ;
+  reg [4:0] \$373 ;
+  reg [4:0] \$374 ;
+  reg [4:0] \$375 ;
+  reg [4:0] \$376 ;
+  reg \$377 ;
+  reg \$378 ;
+  reg \$379 ;
   wire \$38 ;
-  reg [3:0] \$380 ;
-  reg [3:0] \$381 ;
-  reg [3:0] \$382 ;
-  reg [3:0] \$383 ;
-  reg [3:0] \$384 ;
+  reg \$380 ;
+  wire [127:0] \$381 ;
+  wire [255:0] \$382 ;
+  wire [255:0] \$383 ;
+  wire [255:0] \$384 ;
   reg [3:0] \$385 ;
   reg [3:0] \$386 ;
   reg [3:0] \$387 ;
-  wire [943:0] \$388 ;
-  wire [943:0] \$389 ;
+  reg [3:0] \$388 ;
+  reg [3:0] \$389 ;
   wire \$39 ;
-  reg \$390 ;
-  reg \$391 ;
-  reg [16:0] \$392 ;
-  reg [16:0] \$393 ;
-  reg [16:0] \$394 ;
-  reg [16:0] \$395 ;
-  reg [16:0] \$396 ;
-  reg [16:0] \$397 ;
-  reg [16:0] \$398 ;
-  reg [16:0] \$399 ;
+  reg [3:0] \$390 ;
+  reg [3:0] \$391 ;
+  reg [3:0] \$392 ;
+  reg [3:0] \$393 ;
+  reg [1:0] \$394 ;
+  reg [1:0] \$395 ;
+  reg [1:0] \$396 ;
+  reg [1:0] \$397 ;
+  reg [1:0] \$398 ;
+  reg [1:0] \$399 ;
   wire \$4 ;
   wire \$40 ;
-  reg [16:0] \$400 ;
-  reg [16:0] \$401 ;
-  reg [16:0] \$402 ;
-  reg [16:0] \$403 ;
-  reg [16:0] \$404 ;
-  reg [16:0] \$405 ;
-  reg [16:0] \$406 ;
-  reg [16:0] \$407 ;
-  reg \$408 ;
-  reg \$409 ;
+  reg [1:0] \$400 ;
+  reg [1:0] \$401 ;
+  reg [1:0] \$402 ;
+  reg [1:0] \$403 ;
+  reg [1:0] \$404 ;
+  reg [1:0] \$405 ;
+  reg [1:0] \$406 ;
+  reg [1:0] \$407 ;
+  reg [1:0] \$408 ;
+  reg [1:0] \$409 ;
   wire \$41 ;
-  reg \$410 ;
-  reg \$411 ;
-  reg \$412 ;
-  reg \$413 ;
-  reg \$414 ;
-  reg \$415 ;
-  reg \$416 ;
-  reg \$417 ;
-  reg \$418 ;
-  reg \$419 ;
+  reg [3:0] \$410 ;
+  reg [3:0] \$411 ;
+  reg [3:0] \$412 ;
+  reg [3:0] \$413 ;
+  reg [3:0] \$414 ;
+  reg [3:0] \$415 ;
+  reg [3:0] \$416 ;
+  reg [3:0] \$417 ;
+  reg [3:0] \$418 ;
+  reg [3:0] \$419 ;
   wire \$42 ;
-  reg \$420 ;
-  reg \$421 ;
-  reg \$422 ;
-  reg \$423 ;
-  reg \$424 ;
-  reg \$425 ;
-  reg \$426 ;
-  reg \$427 ;
-  reg \$428 ;
-  reg \$429 ;
+  reg [3:0] \$420 ;
+  reg [3:0] \$421 ;
+  reg [3:0] \$422 ;
+  reg [3:0] \$423 ;
+  reg [3:0] \$424 ;
+  reg [3:0] \$425 ;
+  reg [3:0] \$426 ;
+  reg [3:0] \$427 ;
+  reg [3:0] \$428 ;
+  reg [3:0] \$429 ;
   wire [3:0] \$43 ;
-  reg \$430 ;
-  reg \$431 ;
-  reg \$432 ;
-  reg \$433 ;
+  reg [3:0] \$430 ;
+  reg [3:0] \$431 ;
+  wire [943:0] \$432 ;
+  wire [943:0] \$433 ;
   reg \$434 ;
   reg \$435 ;
-  reg \$436 ;
-  reg \$437 ;
-  reg \$438 ;
-  reg \$439 ;
+  reg [16:0] \$436 ;
+  reg [16:0] \$437 ;
+  reg [16:0] \$438 ;
+  reg [16:0] \$439 ;
   wire \$44 ;
-  wire [1215:0] \$440 ;
-  reg \$441 ;
-  reg \$442 ;
-  reg \$443 ;
-  reg \$444 ;
-  reg \$445 ;
-  reg \$446 ;
-  reg \$447 ;
-  reg \$448 ;
-  reg \$449 ;
+  reg [16:0] \$440 ;
+  reg [16:0] \$441 ;
+  reg [16:0] \$442 ;
+  reg [16:0] \$443 ;
+  reg [16:0] \$444 ;
+  reg [16:0] \$445 ;
+  reg [16:0] \$446 ;
+  reg [16:0] \$447 ;
+  reg [16:0] \$448 ;
+  reg [16:0] \$449 ;
   wire \$45 ;
-  reg \$450 ;
-  reg \$451 ;
+  reg [16:0] \$450 ;
+  reg [16:0] \$451 ;
   reg \$452 ;
   reg \$453 ;
   reg \$454 ;
@@ -41980,28 +42312,72 @@ module \bchw_top.engine2 (rst, s__valid, s__payload, s__ready, m__valid, m__payl
   reg \$480 ;
   reg \$481 ;
   reg \$482 ;
-  reg [2:0] \$483 ;
-  reg [2:0] \$484 ;
-  reg [2:0] \$485 ;
-  reg [2:0] \$486 ;
+  reg \$483 ;
+  wire [1215:0] \$484 ;
+  reg \$485 ;
+  reg \$486 ;
   reg \$487 ;
   reg \$488 ;
   reg \$489 ;
   wire \$49 ;
   reg \$490 ;
-  reg [128:0] \$491 ;
-  reg [128:0] \$492 ;
-  reg [128:0] \$493 ;
-  reg [128:0] \$494 ;
-  reg [2:0] \$495 ;
+  reg \$491 ;
+  reg \$492 ;
+  reg \$493 ;
+  reg \$494 ;
+  reg \$495 ;
   reg \$496 ;
   reg \$497 ;
+  reg \$498 ;
+  reg \$499 ;
   wire \$5 ;
   wire \$50 ;
+  reg \$500 ;
+  reg \$501 ;
+  reg \$502 ;
+  reg \$503 ;
+  reg \$504 ;
+  reg \$505 ;
+  reg \$506 ;
+  reg \$507 ;
+  reg \$508 ;
+  reg \$509 ;
   wire \$51 ;
+  reg \$510 ;
+  reg \$511 ;
+  reg \$512 ;
+  reg \$513 ;
+  reg \$514 ;
+  reg \$515 ;
+  reg \$516 ;
+  reg \$517 ;
+  reg \$518 ;
+  reg \$519 ;
   wire \$52 ;
+  reg \$520 ;
+  reg \$521 ;
+  reg \$522 ;
+  reg \$523 ;
+  reg \$524 ;
+  reg \$525 ;
+  reg \$526 ;
+  reg [2:0] \$527 ;
+  reg [2:0] \$528 ;
+  reg [2:0] \$529 ;
   wire \$53 ;
+  reg [2:0] \$530 ;
+  reg \$531 ;
+  reg \$532 ;
+  reg \$533 ;
+  reg \$534 ;
+  reg [128:0] \$535 ;
+  reg [128:0] \$536 ;
+  reg [128:0] \$537 ;
+  reg [128:0] \$538 ;
+  reg [2:0] \$539 ;
   wire \$54 ;
+  reg \$540 ;
+  reg \$541 ;
   wire [128:0] \$55 ;
   wire \$56 ;
   wire \$57 ;
@@ -42105,37 +42481,37 @@ module \bchw_top.engine2 (rst, s__valid, s__payload, s__ready, m__valid, m__payl
   reg [1:0] accflags_copy9 = 2'h0;
   reg [7:0] addr = 8'h00;
   (* keep = 32'd1 *)
-  reg [3:0] \addr$116  = 4'h0;
+  reg [3:0] \addr$121  = 4'h0;
   (* keep = 32'd1 *)
-  reg [3:0] \addr$119  = 4'h0;
+  reg [3:0] \addr$124  = 4'h0;
   (* keep = 32'd1 *)
-  reg [3:0] \addr$122  = 4'h0;
+  reg [3:0] \addr$127  = 4'h0;
   (* keep = 32'd1 *)
-  reg [3:0] \addr$125  = 4'h0;
+  reg [3:0] \addr$130  = 4'h0;
   (* keep = 32'd1 *)
-  reg [3:0] \addr$128  = 4'h0;
+  reg [3:0] \addr$133  = 4'h0;
   (* keep = 32'd1 *)
-  reg [3:0] \addr$131  = 4'h0;
+  reg [3:0] \addr$136  = 4'h0;
   (* keep = 32'd1 *)
-  reg [3:0] \addr$134  = 4'h0;
+  reg [3:0] \addr$139  = 4'h0;
   (* keep = 32'd1 *)
-  reg [3:0] \addr$137  = 4'h0;
+  reg [3:0] \addr$142  = 4'h0;
   (* keep = 32'd1 *)
-  reg [3:0] \addr$140  = 4'h0;
+  reg [3:0] \addr$145  = 4'h0;
   (* keep = 32'd1 *)
-  reg [3:0] \addr$143  = 4'h0;
+  reg [3:0] \addr$148  = 4'h0;
   (* keep = 32'd1 *)
-  reg [3:0] \addr$146  = 4'h0;
+  reg [3:0] \addr$151  = 4'h0;
   (* keep = 32'd1 *)
-  reg [3:0] \addr$149  = 4'h0;
+  reg [3:0] \addr$154  = 4'h0;
   (* keep = 32'd1 *)
-  reg [3:0] \addr$152  = 4'h0;
+  reg [3:0] \addr$157  = 4'h0;
   (* keep = 32'd1 *)
-  reg [3:0] \addr$155  = 4'h0;
+  reg [3:0] \addr$160  = 4'h0;
   (* keep = 32'd1 *)
-  reg [3:0] \addr$158  = 4'h0;
+  reg [3:0] \addr$163  = 4'h0;
   (* keep = 32'd1 *)
-  reg [3:0] \addr$161  = 4'h0;
+  reg [3:0] \addr$166  = 4'h0;
   wire [35:0] bias;
   reg busy = 1'h0;
   wire busy_next;
@@ -42158,11 +42534,6 @@ module \bchw_top.engine2 (rst, s__valid, s__payload, s__ready, m__valid, m__payl
   reg [2:0] credits = 3'h4;
   wire [2:0] credits_next;
   wire [255:0] data;
-  wire [58:0] \data$233 ;
-  wire [58:0] \data$234 ;
-  wire [58:0] \data$235 ;
-  wire [58:0] \data$236 ;
-  wire [58:0] \data$237 ;
   wire [58:0] \data$238 ;
   wire [58:0] \data$239 ;
   wire [58:0] \data$240 ;
@@ -42174,6 +42545,11 @@ module \bchw_top.engine2 (rst, s__valid, s__payload, s__ready, m__valid, m__payl
   wire [58:0] \data$246 ;
   wire [58:0] \data$247 ;
   wire [58:0] \data$248 ;
+  wire [58:0] \data$249 ;
+  wire [58:0] \data$250 ;
+  wire [58:0] \data$251 ;
+  wire [58:0] \data$252 ;
+  wire [58:0] \data$253 ;
   (* keep = 32'd1 *)
   reg dload_copy0 = 1'h0;
   (* keep = 32'd1 *)
@@ -42240,39 +42616,39 @@ module \bchw_top.engine2 (rst, s__valid, s__payload, s__ready, m__valid, m__payl
   reg dload_copy9 = 1'h0;
   reg [1215:0] drain = 1216'h0000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000;
   wire en;
-  wire \en$103 ;
-  wire \en$107 ;
-  wire \en$111 ;
-  wire \en$115 ;
-  wire \en$118 ;
-  wire \en$121 ;
-  wire \en$124 ;
-  wire \en$127 ;
-  wire \en$130 ;
-  wire \en$133 ;
-  wire \en$136 ;
-  wire \en$139 ;
-  wire \en$142 ;
-  wire \en$145 ;
-  wire \en$148 ;
-  wire \en$151 ;
-  wire \en$154 ;
-  wire \en$157 ;
-  wire \en$160 ;
-  wire \en$163 ;
-  wire \en$50 ;
+  wire \en$100 ;
+  wire \en$104 ;
+  wire \en$108 ;
+  wire \en$112 ;
+  wire \en$116 ;
+  wire \en$120 ;
+  wire \en$123 ;
+  wire \en$126 ;
+  wire \en$129 ;
+  wire \en$132 ;
+  wire \en$135 ;
+  wire \en$138 ;
+  wire \en$141 ;
+  wire \en$144 ;
+  wire \en$147 ;
+  wire \en$150 ;
+  wire \en$153 ;
+  wire \en$156 ;
+  wire \en$159 ;
+  wire \en$162 ;
+  wire \en$165 ;
+  wire \en$168 ;
   wire \en$55 ;
-  wire \en$59 ;
-  wire \en$63 ;
-  wire \en$67 ;
-  wire \en$71 ;
-  wire \en$75 ;
-  wire \en$79 ;
-  wire \en$83 ;
-  wire \en$87 ;
-  wire \en$91 ;
-  wire \en$95 ;
-  wire \en$99 ;
+  wire \en$60 ;
+  wire \en$64 ;
+  wire \en$68 ;
+  wire \en$72 ;
+  wire \en$76 ;
+  wire \en$80 ;
+  wire \en$84 ;
+  wire \en$88 ;
+  wire \en$92 ;
+  wire \en$96 ;
   reg [3:0] f_d0 = 4'h0;
   reg [3:0] f_d1 = 4'h0;
   reg [3:0] f_d2 = 4'h0;
@@ -42293,6 +42669,7 @@ module \bchw_top.engine2 (rst, s__valid, s__payload, s__ready, m__valid, m__payl
   wire m__ready;
   output m__valid;
   wire m__valid;
+  wire [3:0] m_ready_copies;
   wire [17:0] mul;
   reg [3:0] nfc = 4'h0;
   wire [3:0] nfc_next;
@@ -42353,6 +42730,14 @@ module \bchw_top.engine2 (rst, s__valid, s__payload, s__ready, m__valid, m__payl
   reg [3:0] paddr_d5 = 4'h0;
   reg [943:0] params_d0 = 944'h00000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000;
   reg [943:0] params_d1 = 944'h00000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000;
+  input \port$24598$0 ;
+  wire \port$24598$0 ;
+  input \port$24600$0 ;
+  wire \port$24600$0 ;
+  input \port$24602$0 ;
+  wire \port$24602$0 ;
+  input \port$24604$0 ;
+  wire \port$24604$0 ;
   wire [7:0] q;
   reg qe_d0 = 1'h0;
   reg qe_d1 = 1'h0;
@@ -42399,15 +42784,15 @@ module \bchw_top.engine2 (rst, s__valid, s__payload, s__ready, m__valid, m__payl
   (* keep = 32'd1 *)
   reg [4:0] read__addr = 5'h10;
   (* keep = 32'd1 *)
-  reg [4:0] \read__addr$34  = 5'h10;
+  reg [4:0] \read__addr$39  = 5'h10;
   (* keep = 32'd1 *)
-  reg [4:0] \read__addr$41  = 5'h10;
+  reg [4:0] \read__addr$46  = 5'h10;
   (* keep = 32'd1 *)
-  reg [4:0] \read__addr$48  = 5'h10;
+  reg [4:0] \read__addr$53  = 5'h10;
   wire [31:0] read__data;
-  wire [31:0] \read__data$191 ;
-  wire [31:0] \read__data$192 ;
-  wire [31:0] \read__data$193 ;
+  wire [31:0] \read__data$196 ;
+  wire [31:0] \read__data$197 ;
+  wire [31:0] \read__data$198 ;
   reg read_bank = 1'h1;
   reg ready = 1'h1;
   wire ready_next;
@@ -42420,6 +42805,7 @@ module \bchw_top.engine2 (rst, s__valid, s__payload, s__ready, m__valid, m__payl
   wire s__ready;
   input s__valid;
   wire s__valid;
+  wire [3:0] s_ready_copies;
   reg [3:0] sfc = 4'h0;
   wire [3:0] sfc_next;
   wire [4:0] shift;
@@ -42435,41 +42821,53 @@ module \bchw_top.engine2 (rst, s__valid, s__payload, s__ready, m__valid, m__payl
   reg skid_qvalid_copy2 = 1'h0;
   (* keep = 32'd1 *)
   reg skid_qvalid_copy3 = 1'h0;
+  (* keep = 32'd1 *)
+  output sready_copy0;
+  reg sready_copy0 = 1'h1;
+  (* keep = 32'd1 *)
+  output sready_copy1;
+  reg sready_copy1 = 1'h1;
+  (* keep = 32'd1 *)
+  output sready_copy2;
+  reg sready_copy2 = 1'h1;
+  (* keep = 32'd1 *)
+  output sready_copy3;
+  reg sready_copy3 = 1'h1;
   (* init = 8'h00 *)
   wire [7:0] step;
   wire [7:0] step_next;
   wire [12:0] sum;
-  wire [12:0] \sum$255 ;
-  wire [12:0] \sum$257 ;
-  wire [12:0] \sum$259 ;
-  wire [12:0] \sum$261 ;
-  wire [12:0] \sum$263 ;
-  wire [12:0] \sum$265 ;
-  wire [12:0] \sum$267 ;
-  wire [12:0] \sum$269 ;
-  wire [12:0] \sum$271 ;
-  wire [12:0] \sum$273 ;
-  wire [12:0] \sum$275 ;
-  wire [12:0] \sum$277 ;
-  wire [12:0] \sum$279 ;
-  wire [12:0] \sum$281 ;
-  wire [12:0] \sum$283 ;
+  wire [12:0] \sum$260 ;
+  wire [12:0] \sum$262 ;
+  wire [12:0] \sum$264 ;
+  wire [12:0] \sum$266 ;
+  wire [12:0] \sum$268 ;
+  wire [12:0] \sum$270 ;
+  wire [12:0] \sum$272 ;
+  wire [12:0] \sum$274 ;
+  wire [12:0] \sum$276 ;
+  wire [12:0] \sum$278 ;
+  wire [12:0] \sum$280 ;
+  wire [12:0] \sum$282 ;
+  wire [12:0] \sum$284 ;
+  wire [12:0] \sum$286 ;
+  wire [12:0] \sum$288 ;
   wire [15:0] w;
-  wire [15:0] \w$102 ;
-  wire [15:0] \w$106 ;
-  wire [15:0] \w$110 ;
-  wire [15:0] \w$114 ;
-  wire [15:0] \w$58 ;
-  wire [15:0] \w$62 ;
-  wire [15:0] \w$66 ;
-  wire [15:0] \w$70 ;
-  wire [15:0] \w$74 ;
-  wire [15:0] \w$78 ;
-  wire [15:0] \w$82 ;
-  wire [15:0] \w$86 ;
-  wire [15:0] \w$90 ;
-  wire [15:0] \w$94 ;
-  wire [15:0] \w$98 ;
+  wire [15:0] \w$103 ;
+  wire [15:0] \w$107 ;
+  wire [15:0] \w$111 ;
+  wire [15:0] \w$115 ;
+  wire [15:0] \w$119 ;
+  wire [15:0] \w$63 ;
+  wire [15:0] \w$67 ;
+  wire [15:0] \w$71 ;
+  wire [15:0] \w$75 ;
+  wire [15:0] \w$79 ;
+  wire [15:0] \w$83 ;
+  wire [15:0] \w$87 ;
+  wire [15:0] \w$91 ;
+  wire [15:0] \w$95 ;
+  wire [15:0] \w$99 ;
   reg [255:0] wdata_d0 = 256'h0000000000000000000000000000000000000000000000000000000000000000;
   reg [255:0] wdata_d1 = 256'h0000000000000000000000000000000000000000000000000000000000000000;
   reg [255:0] wdata_d2 = 256'h0000000000000000000000000000000000000000000000000000000000000000;
@@ -42477,52 +42875,52 @@ module \bchw_top.engine2 (rst, s__valid, s__payload, s__ready, m__valid, m__payl
   (* keep = 32'd1 *)
   reg [4:0] write__addr = 5'h00;
   (* keep = 32'd1 *)
-  reg [4:0] \write__addr$31  = 5'h00;
+  reg [4:0] \write__addr$36  = 5'h00;
   (* keep = 32'd1 *)
-  reg [4:0] \write__addr$38  = 5'h00;
+  reg [4:0] \write__addr$43  = 5'h00;
   (* keep = 32'd1 *)
-  reg [4:0] \write__addr$45  = 5'h00;
+  reg [4:0] \write__addr$50  = 5'h00;
   wire [31:0] write__data;
-  wire [31:0] \write__data$33 ;
-  wire [31:0] \write__data$40 ;
-  wire [31:0] \write__data$47 ;
+  wire [31:0] \write__data$38 ;
+  wire [31:0] \write__data$45 ;
+  wire [31:0] \write__data$52 ;
   reg write__en = 1'h0;
-  reg \write__en$29  = 1'h0;
-  reg \write__en$36  = 1'h0;
-  reg \write__en$43  = 1'h0;
+  reg \write__en$34  = 1'h0;
+  reg \write__en$41  = 1'h0;
+  reg \write__en$48  = 1'h0;
   reg write_bank = 1'h0;
   (* keep = 32'd1 *)
   reg [127:0] x = 128'h00000000000000000000000000000000;
   (* keep = 32'd1 *)
-  reg [127:0] \x$100  = 128'h00000000000000000000000000000000;
+  reg [127:0] \x$101  = 128'h00000000000000000000000000000000;
   (* keep = 32'd1 *)
-  reg [127:0] \x$104  = 128'h00000000000000000000000000000000;
+  reg [127:0] \x$105  = 128'h00000000000000000000000000000000;
   (* keep = 32'd1 *)
-  reg [127:0] \x$108  = 128'h00000000000000000000000000000000;
+  reg [127:0] \x$109  = 128'h00000000000000000000000000000000;
   (* keep = 32'd1 *)
-  reg [127:0] \x$112  = 128'h00000000000000000000000000000000;
+  reg [127:0] \x$113  = 128'h00000000000000000000000000000000;
   (* keep = 32'd1 *)
-  reg [127:0] \x$56  = 128'h00000000000000000000000000000000;
+  reg [127:0] \x$117  = 128'h00000000000000000000000000000000;
   (* keep = 32'd1 *)
-  reg [127:0] \x$60  = 128'h00000000000000000000000000000000;
+  reg [127:0] \x$61  = 128'h00000000000000000000000000000000;
   (* keep = 32'd1 *)
-  reg [127:0] \x$64  = 128'h00000000000000000000000000000000;
+  reg [127:0] \x$65  = 128'h00000000000000000000000000000000;
   (* keep = 32'd1 *)
-  reg [127:0] \x$68  = 128'h00000000000000000000000000000000;
+  reg [127:0] \x$69  = 128'h00000000000000000000000000000000;
   (* keep = 32'd1 *)
-  reg [127:0] \x$72  = 128'h00000000000000000000000000000000;
+  reg [127:0] \x$73  = 128'h00000000000000000000000000000000;
   (* keep = 32'd1 *)
-  reg [127:0] \x$76  = 128'h00000000000000000000000000000000;
+  reg [127:0] \x$77  = 128'h00000000000000000000000000000000;
   (* keep = 32'd1 *)
-  reg [127:0] \x$80  = 128'h00000000000000000000000000000000;
+  reg [127:0] \x$81  = 128'h00000000000000000000000000000000;
   (* keep = 32'd1 *)
-  reg [127:0] \x$84  = 128'h00000000000000000000000000000000;
+  reg [127:0] \x$85  = 128'h00000000000000000000000000000000;
   (* keep = 32'd1 *)
-  reg [127:0] \x$88  = 128'h00000000000000000000000000000000;
+  reg [127:0] \x$89  = 128'h00000000000000000000000000000000;
   (* keep = 32'd1 *)
-  reg [127:0] \x$92  = 128'h00000000000000000000000000000000;
+  reg [127:0] \x$93  = 128'h00000000000000000000000000000000;
   (* keep = 32'd1 *)
-  reg [127:0] \x$96  = 128'h00000000000000000000000000000000;
+  reg [127:0] \x$97  = 128'h00000000000000000000000000000000;
   reg [127:0] xbeat = 128'h00000000000000000000000000000000;
   reg [127:0] xmem_d0 = 128'h00000000000000000000000000000000;
   (* init = 5'h10 *)
@@ -42693,14 +43091,14 @@ module \bchw_top.engine2 (rst, s__valid, s__payload, s__ready, m__valid, m__payl
     xmem1[31] = 32'd0;
   end
   always @(posedge clk) begin
-    if (\write__en$29 )
-      xmem1[\write__addr$31 ] <= xbeat[63:32];
+    if (\write__en$34 )
+      xmem1[\write__addr$36 ] <= xbeat[63:32];
   end
   reg [31:0] _1_;
   always @(posedge clk) begin
-    _1_ <= xmem1[\read__addr$34 ];
+    _1_ <= xmem1[\read__addr$39 ];
   end
-  assign \read__data$191  = _1_;
+  assign \read__data$196  = _1_;
   reg [31:0] xmem2 [31:0];
   initial begin
     xmem2[0] = 32'd0;
@@ -42737,14 +43135,14 @@ module \bchw_top.engine2 (rst, s__valid, s__payload, s__ready, m__valid, m__payl
     xmem2[31] = 32'd0;
   end
   always @(posedge clk) begin
-    if (\write__en$36 )
-      xmem2[\write__addr$38 ] <= xbeat[95:64];
+    if (\write__en$41 )
+      xmem2[\write__addr$43 ] <= xbeat[95:64];
   end
   reg [31:0] _2_;
   always @(posedge clk) begin
-    _2_ <= xmem2[\read__addr$41 ];
+    _2_ <= xmem2[\read__addr$46 ];
   end
-  assign \read__data$192  = _2_;
+  assign \read__data$197  = _2_;
   reg [31:0] xmem3 [31:0];
   initial begin
     xmem3[0] = 32'd0;
@@ -42781,236 +43179,328 @@ module \bchw_top.engine2 (rst, s__valid, s__payload, s__ready, m__valid, m__payl
     xmem3[31] = 32'd0;
   end
   always @(posedge clk) begin
-    if (\write__en$43 )
-      xmem3[\write__addr$45 ] <= xbeat[127:96];
+    if (\write__en$48 )
+      xmem3[\write__addr$50 ] <= xbeat[127:96];
   end
   reg [31:0] _3_;
   always @(posedge clk) begin
-    _3_ <= xmem3[\read__addr$48 ];
+    _3_ <= xmem3[\read__addr$53 ];
   end
-  assign \read__data$193  = _3_;
+  assign \read__data$198  = _3_;
   always @(posedge clk)
-    params_d0 <= \$388 ;
+    f_d1 <= \$386 ;
   always @(posedge clk)
-    params_d1 <= \$389 ;
+    f_d2 <= \$387 ;
   always @(posedge clk)
-    acc_valid <= \$390 ;
+    f_d3 <= \$388 ;
   always @(posedge clk)
-    acc_end <= \$391 ;
+    f_d4 <= \$389 ;
   always @(posedge clk)
-    acc0 <= \$392 ;
+    f_d5 <= \$390 ;
   always @(posedge clk)
-    acc1 <= \$393 ;
+    f_d6 <= \$391 ;
   always @(posedge clk)
-    acc2 <= \$394 ;
+    f_d7 <= \$392 ;
   always @(posedge clk)
-    acc3 <= \$395 ;
+    ft_d0 <= \$393 ;
   always @(posedge clk)
-    acc4 <= \$396 ;
+    accflags_copy0 <= \$394 ;
   always @(posedge clk)
-    acc5 <= \$397 ;
+    accflags_copy1 <= \$395 ;
   always @(posedge clk)
-    acc6 <= \$398 ;
+    accflags_copy2 <= \$396 ;
   always @(posedge clk)
-    acc7 <= \$399 ;
+    accflags_copy3 <= \$397 ;
   always @(posedge clk)
-    acc8 <= \$400 ;
+    accflags_copy4 <= \$398 ;
   always @(posedge clk)
-    acc9 <= \$401 ;
+    accflags_copy5 <= \$399 ;
   always @(posedge clk)
-    acc10 <= \$402 ;
+    accflags_copy6 <= \$400 ;
   always @(posedge clk)
-    acc11 <= \$403 ;
+    accflags_copy7 <= \$401 ;
   always @(posedge clk)
-    acc12 <= \$404 ;
+    accflags_copy8 <= \$402 ;
   always @(posedge clk)
-    acc13 <= \$405 ;
+    accflags_copy9 <= \$403 ;
   always @(posedge clk)
-    acc14 <= \$406 ;
+    accflags_copy10 <= \$404 ;
   always @(posedge clk)
-    acc15 <= \$407 ;
+    accflags_copy11 <= \$405 ;
   always @(posedge clk)
-    dload_copy0 <= \$408 ;
+    accflags_copy12 <= \$406 ;
   always @(posedge clk)
-    dload_copy1 <= \$409 ;
+    accflags_copy13 <= \$407 ;
   always @(posedge clk)
-    dload_copy2 <= \$410 ;
+    accflags_copy14 <= \$408 ;
   always @(posedge clk)
-    dload_copy3 <= \$411 ;
+    accflags_copy15 <= \$409 ;
   always @(posedge clk)
-    dload_copy4 <= \$412 ;
+    paddr_d0 <= \$410 ;
   always @(posedge clk)
-    dload_copy5 <= \$413 ;
+    paddr_d1 <= \$411 ;
   always @(posedge clk)
-    dload_copy6 <= \$414 ;
+    paddr_d2 <= \$412 ;
   always @(posedge clk)
-    dload_copy7 <= \$415 ;
+    paddr_d3 <= \$413 ;
   always @(posedge clk)
-    dload_copy8 <= \$416 ;
+    paddr_d4 <= \$414 ;
   always @(posedge clk)
-    dload_copy9 <= \$417 ;
+    paddr_d5 <= \$415 ;
   always @(posedge clk)
-    dload_copy10 <= \$418 ;
+    \addr$121  <= \$416 ;
   always @(posedge clk)
-    dload_copy11 <= \$419 ;
+    \addr$124  <= \$417 ;
   always @(posedge clk)
-    dload_copy12 <= \$420 ;
+    \addr$127  <= \$418 ;
   always @(posedge clk)
-    dload_copy13 <= \$421 ;
+    \addr$130  <= \$419 ;
   always @(posedge clk)
-    dload_copy14 <= \$422 ;
+    \addr$133  <= \$420 ;
   always @(posedge clk)
-    dload_copy15 <= \$423 ;
+    \addr$136  <= \$421 ;
   always @(posedge clk)
-    dload_copy16 <= \$424 ;
+    \addr$139  <= \$422 ;
   always @(posedge clk)
-    dload_copy17 <= \$425 ;
+    \addr$142  <= \$423 ;
   always @(posedge clk)
-    dload_copy18 <= \$426 ;
+    \addr$145  <= \$424 ;
   always @(posedge clk)
-    dload_copy19 <= \$427 ;
+    \addr$148  <= \$425 ;
   always @(posedge clk)
-    dload_copy20 <= \$428 ;
+    \addr$151  <= \$426 ;
   always @(posedge clk)
-    dload_copy21 <= \$429 ;
+    \addr$154  <= \$427 ;
   always @(posedge clk)
-    dload_copy22 <= \$430 ;
+    \addr$157  <= \$428 ;
   always @(posedge clk)
-    dload_copy23 <= \$431 ;
+    \addr$160  <= \$429 ;
   always @(posedge clk)
-    dload_copy24 <= \$432 ;
+    \addr$163  <= \$430 ;
   always @(posedge clk)
-    dload_copy25 <= \$433 ;
+    \addr$166  <= \$431 ;
   always @(posedge clk)
-    dload_copy26 <= \$434 ;
+    params_d0 <= \$432 ;
   always @(posedge clk)
-    dload_copy27 <= \$435 ;
+    params_d1 <= \$433 ;
   always @(posedge clk)
-    dload_copy28 <= \$436 ;
+    acc_valid <= \$434 ;
   always @(posedge clk)
-    dload_copy29 <= \$437 ;
+    acc_end <= \$435 ;
   always @(posedge clk)
-    dload_copy30 <= \$438 ;
+    acc0 <= \$436 ;
   always @(posedge clk)
-    dload_copy31 <= \$439 ;
+    acc1 <= \$437 ;
   always @(posedge clk)
-    drain <= \$440 ;
+    acc2 <= \$438 ;
   always @(posedge clk)
-    qv_d0 <= \$441 ;
+    acc3 <= \$439 ;
   always @(posedge clk)
-    qv_d1 <= \$442 ;
+    acc4 <= \$440 ;
   always @(posedge clk)
-    qv_d2 <= \$443 ;
+    acc5 <= \$441 ;
   always @(posedge clk)
-    qv_d3 <= \$444 ;
+    acc6 <= \$442 ;
   always @(posedge clk)
-    qv_d4 <= \$445 ;
+    acc7 <= \$443 ;
   always @(posedge clk)
-    qv_d5 <= \$446 ;
+    acc8 <= \$444 ;
   always @(posedge clk)
-    qv_d6 <= \$447 ;
+    acc9 <= \$445 ;
   always @(posedge clk)
-    qv_d7 <= \$448 ;
+    acc10 <= \$446 ;
   always @(posedge clk)
-    qv_d8 <= \$449 ;
+    acc11 <= \$447 ;
   always @(posedge clk)
-    qv_d9 <= \$450 ;
+    acc12 <= \$448 ;
   always @(posedge clk)
-    qv_d10 <= \$451 ;
+    acc13 <= \$449 ;
   always @(posedge clk)
-    qv_d11 <= \$452 ;
+    acc14 <= \$450 ;
   always @(posedge clk)
-    qv_d12 <= \$453 ;
+    acc15 <= \$451 ;
   always @(posedge clk)
-    qv_d13 <= \$454 ;
+    dload_copy0 <= \$452 ;
   always @(posedge clk)
-    qv_d14 <= \$455 ;
+    dload_copy1 <= \$453 ;
   always @(posedge clk)
-    qv_d15 <= \$456 ;
+    dload_copy2 <= \$454 ;
   always @(posedge clk)
-    qv_d16 <= \$457 ;
+    dload_copy3 <= \$455 ;
   always @(posedge clk)
-    qv_d17 <= \$458 ;
+    dload_copy4 <= \$456 ;
   always @(posedge clk)
-    qv_d18 <= \$459 ;
+    dload_copy5 <= \$457 ;
   always @(posedge clk)
-    qv_d19 <= \$460 ;
+    dload_copy6 <= \$458 ;
   always @(posedge clk)
-    qe_d0 <= \$461 ;
+    dload_copy7 <= \$459 ;
   always @(posedge clk)
-    qe_d1 <= \$462 ;
+    dload_copy8 <= \$460 ;
   always @(posedge clk)
-    qe_d2 <= \$463 ;
+    dload_copy9 <= \$461 ;
   always @(posedge clk)
-    qe_d3 <= \$464 ;
+    dload_copy10 <= \$462 ;
   always @(posedge clk)
-    qe_d4 <= \$465 ;
+    dload_copy11 <= \$463 ;
   always @(posedge clk)
-    qe_d5 <= \$466 ;
+    dload_copy12 <= \$464 ;
   always @(posedge clk)
-    qe_d6 <= \$467 ;
+    dload_copy13 <= \$465 ;
   always @(posedge clk)
-    qe_d7 <= \$468 ;
+    dload_copy14 <= \$466 ;
   always @(posedge clk)
-    qe_d8 <= \$469 ;
+    dload_copy15 <= \$467 ;
   always @(posedge clk)
-    qe_d9 <= \$470 ;
+    dload_copy16 <= \$468 ;
   always @(posedge clk)
-    qe_d10 <= \$471 ;
+    dload_copy17 <= \$469 ;
   always @(posedge clk)
-    qe_d11 <= \$472 ;
+    dload_copy18 <= \$470 ;
   always @(posedge clk)
-    qe_d12 <= \$473 ;
+    dload_copy19 <= \$471 ;
   always @(posedge clk)
-    qe_d13 <= \$474 ;
+    dload_copy20 <= \$472 ;
   always @(posedge clk)
-    qe_d14 <= \$475 ;
+    dload_copy21 <= \$473 ;
   always @(posedge clk)
-    qe_d15 <= \$476 ;
+    dload_copy22 <= \$474 ;
   always @(posedge clk)
-    qe_d16 <= \$477 ;
+    dload_copy23 <= \$475 ;
   always @(posedge clk)
-    qe_d17 <= \$478 ;
+    dload_copy24 <= \$476 ;
   always @(posedge clk)
-    qe_d18 <= \$479 ;
+    dload_copy25 <= \$477 ;
   always @(posedge clk)
-    qe_d19 <= \$480 ;
+    dload_copy26 <= \$478 ;
   always @(posedge clk)
-    qv_last_d0 <= \$481 ;
+    dload_copy27 <= \$479 ;
   always @(posedge clk)
-    qe_last_d0 <= \$482 ;
+    dload_copy28 <= \$480 ;
+  always @(posedge clk)
+    dload_copy29 <= \$481 ;
+  always @(posedge clk)
+    dload_copy30 <= \$482 ;
+  always @(posedge clk)
+    dload_copy31 <= \$483 ;
+  always @(posedge clk)
+    drain <= \$484 ;
+  always @(posedge clk)
+    qv_d0 <= \$485 ;
+  always @(posedge clk)
+    qv_d1 <= \$486 ;
+  always @(posedge clk)
+    qv_d2 <= \$487 ;
+  always @(posedge clk)
+    qv_d3 <= \$488 ;
+  always @(posedge clk)
+    qv_d4 <= \$489 ;
+  always @(posedge clk)
+    qv_d5 <= \$490 ;
+  always @(posedge clk)
+    qv_d6 <= \$491 ;
+  always @(posedge clk)
+    qv_d7 <= \$492 ;
+  always @(posedge clk)
+    qv_d8 <= \$493 ;
+  always @(posedge clk)
+    qv_d9 <= \$494 ;
+  always @(posedge clk)
+    qv_d10 <= \$495 ;
+  always @(posedge clk)
+    qv_d11 <= \$496 ;
+  always @(posedge clk)
+    qv_d12 <= \$497 ;
+  always @(posedge clk)
+    qv_d13 <= \$498 ;
+  always @(posedge clk)
+    qv_d14 <= \$499 ;
+  always @(posedge clk)
+    qv_d15 <= \$500 ;
+  always @(posedge clk)
+    qv_d16 <= \$501 ;
+  always @(posedge clk)
+    qv_d17 <= \$502 ;
+  always @(posedge clk)
+    qv_d18 <= \$503 ;
+  always @(posedge clk)
+    qv_d19 <= \$504 ;
+  always @(posedge clk)
+    qe_d0 <= \$505 ;
+  always @(posedge clk)
+    qe_d1 <= \$506 ;
+  always @(posedge clk)
+    qe_d2 <= \$507 ;
+  always @(posedge clk)
+    qe_d3 <= \$508 ;
+  always @(posedge clk)
+    qe_d4 <= \$509 ;
+  always @(posedge clk)
+    qe_d5 <= \$510 ;
+  always @(posedge clk)
+    qe_d6 <= \$511 ;
+  always @(posedge clk)
+    qe_d7 <= \$512 ;
+  always @(posedge clk)
+    qe_d8 <= \$513 ;
+  always @(posedge clk)
+    qe_d9 <= \$514 ;
+  always @(posedge clk)
+    qe_d10 <= \$515 ;
+  always @(posedge clk)
+    qe_d11 <= \$516 ;
+  always @(posedge clk)
+    qe_d12 <= \$517 ;
+  always @(posedge clk)
+    qe_d13 <= \$518 ;
+  always @(posedge clk)
+    qe_d14 <= \$519 ;
+  always @(posedge clk)
+    qe_d15 <= \$520 ;
+  always @(posedge clk)
+    qe_d16 <= \$521 ;
+  always @(posedge clk)
+    qe_d17 <= \$522 ;
+  always @(posedge clk)
+    qe_d18 <= \$523 ;
+  always @(posedge clk)
+    qe_d19 <= \$524 ;
+  always @(posedge clk)
+    qv_last_d0 <= \$525 ;
+  always @(posedge clk)
+    qe_last_d0 <= \$526 ;
   always @(posedge clk)
     results0 <= { q, results0[119:8] };
   always @(posedge clk)
-    count_copy0 <= \$483 ;
+    count_copy0 <= \$527 ;
   always @(posedge clk)
-    count_copy1 <= \$484 ;
+    count_copy1 <= \$528 ;
   always @(posedge clk)
-    count_copy2 <= \$485 ;
+    count_copy2 <= \$529 ;
   always @(posedge clk)
-    count_copy3 <= \$486 ;
+    count_copy3 <= \$530 ;
   always @(posedge clk)
-    skid_qvalid_copy0 <= \$487 ;
+    skid_qvalid_copy0 <= \$531 ;
   always @(posedge clk)
-    skid_qvalid_copy1 <= \$488 ;
+    skid_qvalid_copy1 <= \$532 ;
   always @(posedge clk)
-    skid_qvalid_copy2 <= \$489 ;
+    skid_qvalid_copy2 <= \$533 ;
   always @(posedge clk)
-    skid_qvalid_copy3 <= \$490 ;
+    skid_qvalid_copy3 <= \$534 ;
   always @(posedge clk)
-    skid0 <= \$491 ;
+    skid0 <= \$535 ;
   always @(posedge clk)
-    skid1 <= \$492 ;
+    skid1 <= \$536 ;
   always @(posedge clk)
-    skid2 <= \$493 ;
+    skid2 <= \$537 ;
   always @(posedge clk)
-    skid3 <= \$494 ;
+    skid3 <= \$538 ;
   always @(posedge clk)
-    count <= \$495 ;
+    count <= \$539 ;
   always @(posedge clk)
-    credit_back_d0 <= \$496 ;
+    credit_back_d0 <= \$540 ;
   always @(posedge clk)
-    credit_back <= \$497 ;
+    credit_back <= \$541 ;
   assign \$1  = \$signal  & ready;
   assign \$2  = ~ last_step;
   assign \$3  = busy & \$2 ;
@@ -43097,265 +43587,305 @@ module \bchw_top.engine2 (rst, s__valid, s__payload, s__ready, m__valid, m__payl
   assign \$99  = ~ ready;
   assign \$100  = \$signal  & \$99 ;
   assign \$101  = \$98  ? 1'h1 : \$100 ;
-  assign \$102  = \$signal  & ready;
-  assign \$103  = read_bank ^ \$102 ;
-  assign \$104  = \$signal  & ready;
-  assign \$105  = read_bank ^ \$104 ;
-  assign \$106  = \$signal  & ready;
-  assign \$107  = read_bank ^ \$106 ;
-  assign \$108  = \$signal  & ready;
-  assign \$109  = read_bank ^ \$108 ;
-  assign \$110  = s__valid & s__ready;
-  assign \$112  = \$110  ? 1'h1 : 1'h0;
-  assign \$113  = s__valid & s__ready;
-  assign \$115  = \$113  ? 1'h1 : 1'h0;
-  assign \$116  = s__valid & s__ready;
-  assign \$118  = \$116  ? 1'h1 : 1'h0;
-  assign \$119  = s__valid & s__ready;
-  assign \$121  = \$119  ? 1'h1 : 1'h0;
-  assign \$122  = ! sfc;
-  assign \$123  = sfc == 4'hf;
-  assign \$124  = ft_d0[0] & ft_d0[2];
-  assign \$125  = ft_d0[0] & ft_d0[3];
-  assign \$126  = accflags_copy0[1] ? 17'h00000 : acc0;
-  assign \$127  = $signed(\$126 ) + $signed(sum);
-  assign \$128  = accflags_copy1[1] ? 17'h00000 : acc1;
-  assign \$129  = $signed(\$128 ) + $signed(\sum$255 );
-  assign \$130  = accflags_copy2[1] ? 17'h00000 : acc2;
-  assign \$131  = $signed(\$130 ) + $signed(\sum$257 );
-  assign \$132  = accflags_copy3[1] ? 17'h00000 : acc3;
-  assign \$133  = $signed(\$132 ) + $signed(\sum$259 );
-  assign \$134  = accflags_copy4[1] ? 17'h00000 : acc4;
-  assign \$135  = $signed(\$134 ) + $signed(\sum$261 );
-  assign \$136  = accflags_copy5[1] ? 17'h00000 : acc5;
-  assign \$137  = $signed(\$136 ) + $signed(\sum$263 );
-  assign \$138  = accflags_copy6[1] ? 17'h00000 : acc6;
-  assign \$139  = $signed(\$138 ) + $signed(\sum$265 );
-  assign \$140  = accflags_copy7[1] ? 17'h00000 : acc7;
-  assign \$141  = $signed(\$140 ) + $signed(\sum$267 );
-  assign \$142  = accflags_copy8[1] ? 17'h00000 : acc8;
-  assign \$143  = $signed(\$142 ) + $signed(\sum$269 );
-  assign \$144  = accflags_copy9[1] ? 17'h00000 : acc9;
-  assign \$145  = $signed(\$144 ) + $signed(\sum$271 );
-  assign \$146  = accflags_copy10[1] ? 17'h00000 : acc10;
-  assign \$147  = $signed(\$146 ) + $signed(\sum$273 );
-  assign \$148  = accflags_copy11[1] ? 17'h00000 : acc11;
-  assign \$149  = $signed(\$148 ) + $signed(\sum$275 );
-  assign \$150  = accflags_copy12[1] ? 17'h00000 : acc12;
-  assign \$151  = $signed(\$150 ) + $signed(\sum$277 );
-  assign \$152  = accflags_copy13[1] ? 17'h00000 : acc13;
-  assign \$153  = $signed(\$152 ) + $signed(\sum$279 );
-  assign \$154  = accflags_copy14[1] ? 17'h00000 : acc14;
-  assign \$155  = $signed(\$154 ) + $signed(\sum$281 );
-  assign \$156  = accflags_copy15[1] ? 17'h00000 : acc15;
-  assign \$157  = $signed(\$156 ) + $signed(\sum$283 );
-  assign \$158  = ft_d0[0] & ft_d0[2];
-  assign \$159  = ft_d0[0] & ft_d0[2];
-  assign \$160  = ft_d0[0] & ft_d0[2];
-  assign \$161  = ft_d0[0] & ft_d0[2];
-  assign \$162  = ft_d0[0] & ft_d0[2];
-  assign \$163  = ft_d0[0] & ft_d0[2];
+  assign \$102  = s__valid & s__ready;
+  assign \$103  = word == 4'hf;
+  assign \$106  = \$102  & \$105 ;
+  assign \$107  = ~ ready;
+  assign \$108  = \$signal  & \$107 ;
+  assign \$109  = \$106  ? 1'h1 : \$108 ;
+  assign \$110  = ~ \$109 ;
+  assign \$111  = \$110  | ready_next;
+  assign \$112  = s__valid & s__ready;
+  assign \$113  = word == 4'hf;
+  assign \$116  = \$112  & \$115 ;
+  assign \$117  = ~ ready;
+  assign \$118  = \$signal  & \$117 ;
+  assign \$119  = \$116  ? 1'h1 : \$118 ;
+  assign \$120  = ~ \$119 ;
+  assign \$121  = \$120  | ready_next;
+  assign \$122  = s__valid & s__ready;
+  assign \$123  = word == 4'hf;
+  assign \$126  = \$122  & \$125 ;
+  assign \$127  = ~ ready;
+  assign \$128  = \$signal  & \$127 ;
+  assign \$129  = \$126  ? 1'h1 : \$128 ;
+  assign \$130  = ~ \$129 ;
+  assign \$131  = \$130  | ready_next;
+  assign \$132  = s__valid & s__ready;
+  assign \$133  = word == 4'hf;
+  assign \$136  = \$132  & \$135 ;
+  assign \$137  = ~ ready;
+  assign \$138  = \$signal  & \$137 ;
+  assign \$139  = \$136  ? 1'h1 : \$138 ;
+  assign \$140  = ~ \$139 ;
+  assign \$141  = \$140  | ready_next;
+  assign \$142  = \$signal  & ready;
+  assign \$143  = read_bank ^ \$142 ;
+  assign \$144  = \$signal  & ready;
+  assign \$145  = read_bank ^ \$144 ;
+  assign \$146  = \$signal  & ready;
+  assign \$147  = read_bank ^ \$146 ;
+  assign \$148  = \$signal  & ready;
+  assign \$149  = read_bank ^ \$148 ;
+  assign \$150  = s__valid & s__ready;
+  assign \$152  = \$150  ? 1'h1 : 1'h0;
+  assign \$153  = s__valid & s__ready;
+  assign \$155  = \$153  ? 1'h1 : 1'h0;
+  assign \$156  = s__valid & s__ready;
+  assign \$158  = \$156  ? 1'h1 : 1'h0;
+  assign \$159  = s__valid & s__ready;
+  assign \$161  = \$159  ? 1'h1 : 1'h0;
+  assign \$162  = ! sfc;
+  assign \$163  = sfc == 4'hf;
   assign \$164  = ft_d0[0] & ft_d0[2];
-  assign \$165  = ft_d0[0] & ft_d0[2];
-  assign \$166  = ft_d0[0] & ft_d0[2];
-  assign \$167  = ft_d0[0] & ft_d0[2];
-  assign \$168  = ft_d0[0] & ft_d0[2];
-  assign \$169  = ft_d0[0] & ft_d0[2];
-  assign \$170  = ft_d0[0] & ft_d0[2];
-  assign \$171  = ft_d0[0] & ft_d0[2];
-  assign \$172  = ft_d0[0] & ft_d0[2];
-  assign \$173  = ft_d0[0] & ft_d0[2];
-  assign \$174  = ft_d0[0] & ft_d0[2];
-  assign \$175  = ft_d0[0] & ft_d0[2];
-  assign \$176  = ft_d0[0] & ft_d0[2];
-  assign \$177  = ft_d0[0] & ft_d0[2];
-  assign \$178  = ft_d0[0] & ft_d0[2];
-  assign \$179  = ft_d0[0] & ft_d0[2];
-  assign \$180  = ft_d0[0] & ft_d0[2];
-  assign \$181  = ft_d0[0] & ft_d0[2];
-  assign \$182  = ft_d0[0] & ft_d0[2];
-  assign \$183  = ft_d0[0] & ft_d0[2];
-  assign \$184  = ft_d0[0] & ft_d0[2];
-  assign \$185  = ft_d0[0] & ft_d0[2];
-  assign \$186  = ft_d0[0] & ft_d0[2];
-  assign \$187  = ft_d0[0] & ft_d0[2];
-  assign \$188  = ft_d0[0] & ft_d0[2];
-  assign \$189  = ft_d0[0] & ft_d0[2];
-  assign \$190  = dload_copy0 ? acc0 : drain[92:76];
-  assign \$191  = dload_copy1 ? params_d1[58:0] : drain[151:93];
-  assign \$192  = dload_copy2 ? acc1 : drain[168:152];
-  assign \$193  = dload_copy3 ? params_d1[117:59] : drain[227:169];
-  assign \$194  = dload_copy4 ? acc2 : drain[244:228];
-  assign \$195  = dload_copy5 ? params_d1[176:118] : drain[303:245];
-  assign \$196  = dload_copy6 ? acc3 : drain[320:304];
-  assign \$197  = dload_copy7 ? params_d1[235:177] : drain[379:321];
-  assign \$198  = dload_copy8 ? acc4 : drain[396:380];
-  assign \$199  = dload_copy9 ? params_d1[294:236] : drain[455:397];
-  assign \$200  = dload_copy10 ? acc5 : drain[472:456];
-  assign \$201  = dload_copy11 ? params_d1[353:295] : drain[531:473];
-  assign \$202  = dload_copy12 ? acc6 : drain[548:532];
-  assign \$203  = dload_copy13 ? params_d1[412:354] : drain[607:549];
-  assign \$204  = dload_copy14 ? acc7 : drain[624:608];
-  assign \$205  = dload_copy15 ? params_d1[471:413] : drain[683:625];
-  assign \$206  = dload_copy16 ? acc8 : drain[700:684];
-  assign \$207  = dload_copy17 ? params_d1[530:472] : drain[759:701];
-  assign \$208  = dload_copy18 ? acc9 : drain[776:760];
-  assign \$209  = dload_copy19 ? params_d1[589:531] : drain[835:777];
-  assign \$210  = dload_copy20 ? acc10 : drain[852:836];
-  assign \$211  = dload_copy21 ? params_d1[648:590] : drain[911:853];
-  assign \$212  = dload_copy22 ? acc11 : drain[928:912];
-  assign \$213  = dload_copy23 ? params_d1[707:649] : drain[987:929];
-  assign \$214  = dload_copy24 ? acc12 : drain[1004:988];
-  assign \$215  = dload_copy25 ? params_d1[766:708] : drain[1063:1005];
-  assign \$216  = dload_copy26 ? acc13 : drain[1080:1064];
-  assign \$217  = dload_copy27 ? params_d1[825:767] : drain[1139:1081];
-  assign \$218  = dload_copy28 ? acc14 : drain[1156:1140];
-  assign \$219  = dload_copy29 ? params_d1[884:826] : drain[1215:1157];
-  assign \$220  = dload_copy30 ? acc15 : drain[1156:1140];
-  assign \$221  = dload_copy31 ? params_d1[943:885] : drain[1215:1157];
-  assign \$222  = | count_copy0;
-  assign \$223  = \$222  | skid_qvalid_copy0;
-  assign \$224  = \$223  & m__ready;
-  assign \$225  = | count_copy0;
-  assign \$226  = ~ \$225 ;
-  assign \$227  = \$224  & \$226 ;
-  assign \$228  = ~ \$227 ;
-  assign \$229  = skid_qvalid_copy0 & \$228 ;
-  assign \$230  = | count_copy0;
-  assign \$231  = \$230  | skid_qvalid_copy0;
-  assign \$232  = \$231  & m__ready;
-  assign \$233  = | count_copy0;
-  assign \$234  = \$232  & \$233 ;
-  assign \$235  = count_copy0 == 1'h1;
-  assign \$236  = ! count_copy0;
-  assign \$237  = \$234  ? \$235  : \$236 ;
-  assign \$238  = \$229  & \$237 ;
-  assign \$239  = | count_copy0;
-  assign \$240  = \$239  | skid_qvalid_copy0;
-  assign \$241  = \$240  & m__ready;
-  assign \$242  = | count_copy0;
-  assign \$243  = \$241  & \$242 ;
-  assign \$244  = | count_copy1;
-  assign \$245  = \$244  | skid_qvalid_copy1;
-  assign \$246  = \$245  & m__ready;
-  assign \$247  = | count_copy1;
-  assign \$248  = ~ \$247 ;
-  assign \$249  = \$246  & \$248 ;
-  assign \$250  = ~ \$249 ;
-  assign \$251  = skid_qvalid_copy1 & \$250 ;
-  assign \$252  = | count_copy1;
-  assign \$253  = \$252  | skid_qvalid_copy1;
-  assign \$254  = \$253  & m__ready;
-  assign \$255  = | count_copy1;
-  assign \$256  = \$254  & \$255 ;
-  assign \$257  = count_copy1 == 2'h2;
-  assign \$258  = count_copy1 == 1'h1;
-  assign \$259  = \$256  ? \$257  : \$258 ;
-  assign \$260  = \$251  & \$259 ;
-  assign \$261  = | count_copy1;
-  assign \$262  = \$261  | skid_qvalid_copy1;
-  assign \$263  = \$262  & m__ready;
-  assign \$264  = | count_copy1;
-  assign \$265  = \$263  & \$264 ;
-  assign \$266  = | count_copy2;
-  assign \$267  = \$266  | skid_qvalid_copy2;
-  assign \$268  = \$267  & m__ready;
-  assign \$269  = | count_copy2;
-  assign \$270  = ~ \$269 ;
-  assign \$271  = \$268  & \$270 ;
-  assign \$272  = ~ \$271 ;
-  assign \$273  = skid_qvalid_copy2 & \$272 ;
-  assign \$274  = | count_copy2;
-  assign \$275  = \$274  | skid_qvalid_copy2;
-  assign \$276  = \$275  & m__ready;
-  assign \$277  = | count_copy2;
-  assign \$278  = \$276  & \$277 ;
-  assign \$279  = count_copy2 == 2'h3;
-  assign \$280  = count_copy2 == 2'h2;
-  assign \$281  = \$278  ? \$279  : \$280 ;
-  assign \$282  = \$273  & \$281 ;
-  assign \$283  = | count_copy2;
-  assign \$284  = \$283  | skid_qvalid_copy2;
-  assign \$285  = \$284  & m__ready;
-  assign \$286  = | count_copy2;
-  assign \$287  = \$285  & \$286 ;
-  assign \$288  = | count_copy3;
-  assign \$289  = \$288  | skid_qvalid_copy3;
-  assign \$290  = \$289  & m__ready;
-  assign \$291  = | count_copy3;
-  assign \$292  = ~ \$291 ;
-  assign \$293  = \$290  & \$292 ;
-  assign \$294  = ~ \$293 ;
-  assign \$295  = skid_qvalid_copy3 & \$294 ;
-  assign \$296  = | count_copy3;
-  assign \$297  = \$296  | skid_qvalid_copy3;
-  assign \$298  = \$297  & m__ready;
-  assign \$299  = | count_copy3;
-  assign \$300  = \$298  & \$299 ;
-  assign \$301  = count_copy3 == 3'h4;
-  assign \$302  = count_copy3 == 2'h3;
-  assign \$303  = \$300  ? \$301  : \$302 ;
-  assign \$304  = \$295  & \$303 ;
-  assign \$305  = | count_copy3;
-  assign \$306  = \$305  | skid_qvalid_copy3;
-  assign \$307  = \$306  & m__ready;
-  assign \$308  = | count_copy3;
-  assign \$309  = \$307  & \$308 ;
-  assign \$310  = | count;
-  assign \$311  = \$310  | qv_last_d0;
-  assign \$312  = \$311  & m__ready;
+  assign \$165  = ft_d0[0] & ft_d0[3];
+  assign \$166  = accflags_copy0[1] ? 17'h00000 : acc0;
+  assign \$167  = $signed(\$166 ) + $signed(sum);
+  assign \$168  = accflags_copy1[1] ? 17'h00000 : acc1;
+  assign \$169  = $signed(\$168 ) + $signed(\sum$260 );
+  assign \$170  = accflags_copy2[1] ? 17'h00000 : acc2;
+  assign \$171  = $signed(\$170 ) + $signed(\sum$262 );
+  assign \$172  = accflags_copy3[1] ? 17'h00000 : acc3;
+  assign \$173  = $signed(\$172 ) + $signed(\sum$264 );
+  assign \$174  = accflags_copy4[1] ? 17'h00000 : acc4;
+  assign \$175  = $signed(\$174 ) + $signed(\sum$266 );
+  assign \$176  = accflags_copy5[1] ? 17'h00000 : acc5;
+  assign \$177  = $signed(\$176 ) + $signed(\sum$268 );
+  assign \$178  = accflags_copy6[1] ? 17'h00000 : acc6;
+  assign \$179  = $signed(\$178 ) + $signed(\sum$270 );
+  assign \$180  = accflags_copy7[1] ? 17'h00000 : acc7;
+  assign \$181  = $signed(\$180 ) + $signed(\sum$272 );
+  assign \$182  = accflags_copy8[1] ? 17'h00000 : acc8;
+  assign \$183  = $signed(\$182 ) + $signed(\sum$274 );
+  assign \$184  = accflags_copy9[1] ? 17'h00000 : acc9;
+  assign \$185  = $signed(\$184 ) + $signed(\sum$276 );
+  assign \$186  = accflags_copy10[1] ? 17'h00000 : acc10;
+  assign \$187  = $signed(\$186 ) + $signed(\sum$278 );
+  assign \$188  = accflags_copy11[1] ? 17'h00000 : acc11;
+  assign \$189  = $signed(\$188 ) + $signed(\sum$280 );
+  assign \$190  = accflags_copy12[1] ? 17'h00000 : acc12;
+  assign \$191  = $signed(\$190 ) + $signed(\sum$282 );
+  assign \$192  = accflags_copy13[1] ? 17'h00000 : acc13;
+  assign \$193  = $signed(\$192 ) + $signed(\sum$284 );
+  assign \$194  = accflags_copy14[1] ? 17'h00000 : acc14;
+  assign \$195  = $signed(\$194 ) + $signed(\sum$286 );
+  assign \$196  = accflags_copy15[1] ? 17'h00000 : acc15;
+  assign \$197  = $signed(\$196 ) + $signed(\sum$288 );
+  assign \$198  = ft_d0[0] & ft_d0[2];
+  assign \$199  = ft_d0[0] & ft_d0[2];
+  assign \$200  = ft_d0[0] & ft_d0[2];
+  assign \$201  = ft_d0[0] & ft_d0[2];
+  assign \$202  = ft_d0[0] & ft_d0[2];
+  assign \$203  = ft_d0[0] & ft_d0[2];
+  assign \$204  = ft_d0[0] & ft_d0[2];
+  assign \$205  = ft_d0[0] & ft_d0[2];
+  assign \$206  = ft_d0[0] & ft_d0[2];
+  assign \$207  = ft_d0[0] & ft_d0[2];
+  assign \$208  = ft_d0[0] & ft_d0[2];
+  assign \$209  = ft_d0[0] & ft_d0[2];
+  assign \$210  = ft_d0[0] & ft_d0[2];
+  assign \$211  = ft_d0[0] & ft_d0[2];
+  assign \$212  = ft_d0[0] & ft_d0[2];
+  assign \$213  = ft_d0[0] & ft_d0[2];
+  assign \$214  = ft_d0[0] & ft_d0[2];
+  assign \$215  = ft_d0[0] & ft_d0[2];
+  assign \$216  = ft_d0[0] & ft_d0[2];
+  assign \$217  = ft_d0[0] & ft_d0[2];
+  assign \$218  = ft_d0[0] & ft_d0[2];
+  assign \$219  = ft_d0[0] & ft_d0[2];
+  assign \$220  = ft_d0[0] & ft_d0[2];
+  assign \$221  = ft_d0[0] & ft_d0[2];
+  assign \$222  = ft_d0[0] & ft_d0[2];
+  assign \$223  = ft_d0[0] & ft_d0[2];
+  assign \$224  = ft_d0[0] & ft_d0[2];
+  assign \$225  = ft_d0[0] & ft_d0[2];
+  assign \$226  = ft_d0[0] & ft_d0[2];
+  assign \$227  = ft_d0[0] & ft_d0[2];
+  assign \$228  = ft_d0[0] & ft_d0[2];
+  assign \$229  = ft_d0[0] & ft_d0[2];
+  assign \$230  = dload_copy0 ? acc0 : drain[92:76];
+  assign \$231  = dload_copy1 ? params_d1[58:0] : drain[151:93];
+  assign \$232  = dload_copy2 ? acc1 : drain[168:152];
+  assign \$233  = dload_copy3 ? params_d1[117:59] : drain[227:169];
+  assign \$234  = dload_copy4 ? acc2 : drain[244:228];
+  assign \$235  = dload_copy5 ? params_d1[176:118] : drain[303:245];
+  assign \$236  = dload_copy6 ? acc3 : drain[320:304];
+  assign \$237  = dload_copy7 ? params_d1[235:177] : drain[379:321];
+  assign \$238  = dload_copy8 ? acc4 : drain[396:380];
+  assign \$239  = dload_copy9 ? params_d1[294:236] : drain[455:397];
+  assign \$240  = dload_copy10 ? acc5 : drain[472:456];
+  assign \$241  = dload_copy11 ? params_d1[353:295] : drain[531:473];
+  assign \$242  = dload_copy12 ? acc6 : drain[548:532];
+  assign \$243  = dload_copy13 ? params_d1[412:354] : drain[607:549];
+  assign \$244  = dload_copy14 ? acc7 : drain[624:608];
+  assign \$245  = dload_copy15 ? params_d1[471:413] : drain[683:625];
+  assign \$246  = dload_copy16 ? acc8 : drain[700:684];
+  assign \$247  = dload_copy17 ? params_d1[530:472] : drain[759:701];
+  assign \$248  = dload_copy18 ? acc9 : drain[776:760];
+  assign \$249  = dload_copy19 ? params_d1[589:531] : drain[835:777];
+  assign \$250  = dload_copy20 ? acc10 : drain[852:836];
+  assign \$251  = dload_copy21 ? params_d1[648:590] : drain[911:853];
+  assign \$252  = dload_copy22 ? acc11 : drain[928:912];
+  assign \$253  = dload_copy23 ? params_d1[707:649] : drain[987:929];
+  assign \$254  = dload_copy24 ? acc12 : drain[1004:988];
+  assign \$255  = dload_copy25 ? params_d1[766:708] : drain[1063:1005];
+  assign \$256  = dload_copy26 ? acc13 : drain[1080:1064];
+  assign \$257  = dload_copy27 ? params_d1[825:767] : drain[1139:1081];
+  assign \$258  = dload_copy28 ? acc14 : drain[1156:1140];
+  assign \$259  = dload_copy29 ? params_d1[884:826] : drain[1215:1157];
+  assign \$260  = dload_copy30 ? acc15 : drain[1156:1140];
+  assign \$261  = dload_copy31 ? params_d1[943:885] : drain[1215:1157];
+  assign \$262  = | count_copy0;
+  assign \$263  = \$262  | skid_qvalid_copy0;
+  assign \$264  = \$263  & \port$24598$0 ;
+  assign \$265  = | count_copy0;
+  assign \$266  = ~ \$265 ;
+  assign \$267  = \$264  & \$266 ;
+  assign \$268  = ~ \$267 ;
+  assign \$269  = skid_qvalid_copy0 & \$268 ;
+  assign \$270  = | count_copy0;
+  assign \$271  = \$270  | skid_qvalid_copy0;
+  assign \$272  = \$271  & \port$24598$0 ;
+  assign \$273  = | count_copy0;
+  assign \$274  = \$272  & \$273 ;
+  assign \$275  = count_copy0 == 1'h1;
+  assign \$276  = ! count_copy0;
+  assign \$277  = \$274  ? \$275  : \$276 ;
+  assign \$278  = \$269  & \$277 ;
+  assign \$279  = | count_copy0;
+  assign \$280  = \$279  | skid_qvalid_copy0;
+  assign \$281  = \$280  & \port$24598$0 ;
+  assign \$282  = | count_copy0;
+  assign \$283  = \$281  & \$282 ;
+  assign \$284  = | count_copy1;
+  assign \$285  = \$284  | skid_qvalid_copy1;
+  assign \$286  = \$285  & \port$24600$0 ;
+  assign \$287  = | count_copy1;
+  assign \$288  = ~ \$287 ;
+  assign \$289  = \$286  & \$288 ;
+  assign \$290  = ~ \$289 ;
+  assign \$291  = skid_qvalid_copy1 & \$290 ;
+  assign \$292  = | count_copy1;
+  assign \$293  = \$292  | skid_qvalid_copy1;
+  assign \$294  = \$293  & \port$24600$0 ;
+  assign \$295  = | count_copy1;
+  assign \$296  = \$294  & \$295 ;
+  assign \$297  = count_copy1 == 2'h2;
+  assign \$298  = count_copy1 == 1'h1;
+  assign \$299  = \$296  ? \$297  : \$298 ;
+  assign \$300  = \$291  & \$299 ;
+  assign \$301  = | count_copy1;
+  assign \$302  = \$301  | skid_qvalid_copy1;
+  assign \$303  = \$302  & \port$24600$0 ;
+  assign \$304  = | count_copy1;
+  assign \$305  = \$303  & \$304 ;
+  assign \$306  = | count_copy2;
+  assign \$307  = \$306  | skid_qvalid_copy2;
+  assign \$308  = \$307  & \port$24602$0 ;
+  assign \$309  = | count_copy2;
+  assign \$310  = ~ \$309 ;
+  assign \$311  = \$308  & \$310 ;
+  assign \$312  = ~ \$311 ;
+  assign \$313  = skid_qvalid_copy2 & \$312 ;
+  assign \$314  = | count_copy2;
+  assign \$315  = \$314  | skid_qvalid_copy2;
+  assign \$316  = \$315  & \port$24602$0 ;
+  assign \$317  = | count_copy2;
+  assign \$318  = \$316  & \$317 ;
+  assign \$319  = count_copy2 == 2'h3;
+  assign \$320  = count_copy2 == 2'h2;
+  assign \$321  = \$318  ? \$319  : \$320 ;
+  assign \$322  = \$313  & \$321 ;
+  assign \$323  = | count_copy2;
+  assign \$324  = \$323  | skid_qvalid_copy2;
+  assign \$325  = \$324  & \port$24602$0 ;
+  assign \$326  = | count_copy2;
+  assign \$327  = \$325  & \$326 ;
+  assign \$328  = | count_copy3;
+  assign \$329  = \$328  | skid_qvalid_copy3;
+  assign \$330  = \$329  & \port$24604$0 ;
+  assign \$331  = | count_copy3;
+  assign \$332  = ~ \$331 ;
+  assign \$333  = \$330  & \$332 ;
+  assign \$334  = ~ \$333 ;
+  assign \$335  = skid_qvalid_copy3 & \$334 ;
+  assign \$336  = | count_copy3;
+  assign \$337  = \$336  | skid_qvalid_copy3;
+  assign \$338  = \$337  & \port$24604$0 ;
+  assign \$339  = | count_copy3;
+  assign \$340  = \$338  & \$339 ;
+  assign \$341  = count_copy3 == 3'h4;
+  assign \$342  = count_copy3 == 2'h3;
+  assign \$343  = \$340  ? \$341  : \$342 ;
+  assign \$344  = \$335  & \$343 ;
+  assign \$345  = | count_copy3;
+  assign \$346  = \$345  | skid_qvalid_copy3;
+  assign \$347  = \$346  & \port$24604$0 ;
+  assign \$348  = | count_copy3;
+  assign \$349  = \$347  & \$348 ;
+  assign \$350  = | count;
+  assign \$351  = \$350  | qv_last_d0;
+  assign \$352  = \$351  & m__ready;
   always @(posedge clk)
-    busy <= \$313 ;
+    busy <= \$353 ;
   always @(posedge clk)
-    addr <= \$314 ;
+    addr <= \$354 ;
   always @(posedge clk)
-    sfc <= \$315 ;
+    sfc <= \$355 ;
   always @(posedge clk)
-    nfc <= \$316 ;
+    nfc <= \$356 ;
   always @(posedge clk)
-    last_step <= \$317 ;
+    last_step <= \$357 ;
   always @(posedge clk)
-    ready <= \$318 ;
+    ready <= \$358 ;
   always @(posedge clk)
-    credits <= \$319 ;
+    credits <= \$359 ;
   always @(posedge clk)
-    issue <= \$320 ;
+    issue <= \$360 ;
   always @(posedge clk)
-    word <= \$321 ;
+    word <= \$361 ;
   always @(posedge clk)
-    write_bank <= \$322 ;
+    write_bank <= \$362 ;
   always @(posedge clk)
-    read_bank <= \$323 ;
+    read_bank <= \$363 ;
   always @(posedge clk)
-    \$signal  <= \$324 ;
+    \$signal  <= \$364 ;
+  always @(posedge clk)
+    sready_copy0 <= \$365 ;
+  always @(posedge clk)
+    sready_copy1 <= \$366 ;
+  always @(posedge clk)
+    sready_copy2 <= \$367 ;
+  always @(posedge clk)
+    sready_copy3 <= \$368 ;
   always @(posedge clk)
     xbeat <= s__payload;
   always @(posedge clk)
-    write__addr <= \$325 ;
+    write__addr <= \$369 ;
   always @(posedge clk)
-    \write__addr$31  <= \$326 ;
+    \write__addr$36  <= \$370 ;
   always @(posedge clk)
-    \write__addr$38  <= \$327 ;
+    \write__addr$43  <= \$371 ;
   always @(posedge clk)
-    \write__addr$45  <= \$328 ;
+    \write__addr$50  <= \$372 ;
   always @(posedge clk)
-    read__addr <= \$329 ;
+    read__addr <= \$373 ;
   always @(posedge clk)
-    \read__addr$34  <= \$330 ;
+    \read__addr$39  <= \$374 ;
   always @(posedge clk)
-    \read__addr$41  <= \$331 ;
+    \read__addr$46  <= \$375 ;
   always @(posedge clk)
-    \read__addr$48  <= \$332 ;
+    \read__addr$53  <= \$376 ;
   always @(posedge clk)
-    write__en <= \$333 ;
+    write__en <= \$377 ;
   always @(posedge clk)
-    \write__en$29  <= \$334 ;
+    \write__en$34  <= \$378 ;
   always @(posedge clk)
-    \write__en$36  <= \$335 ;
+    \write__en$41  <= \$379 ;
   always @(posedge clk)
-    \write__en$43  <= \$336 ;
+    \write__en$48  <= \$380 ;
   always @(posedge clk)
-    xmem_d0 <= \$337 ;
+    xmem_d0 <= \$381 ;
   always @(posedge clk)
     xtree_fan_copy0 <= xmem_d0;
   always @(posedge clk)
@@ -43367,218 +43897,126 @@ module \bchw_top.engine2 (rst, s__valid, s__payload, s__ready, m__valid, m__payl
   always @(posedge clk)
     x <= xtree_fan_copy0;
   always @(posedge clk)
-    \x$56  <= xtree_fan_copy0;
+    \x$61  <= xtree_fan_copy0;
   always @(posedge clk)
-    \x$60  <= xtree_fan_copy0;
+    \x$65  <= xtree_fan_copy0;
   always @(posedge clk)
-    \x$64  <= xtree_fan_copy0;
+    \x$69  <= xtree_fan_copy0;
   always @(posedge clk)
-    \x$68  <= xtree_fan_copy1;
+    \x$73  <= xtree_fan_copy1;
   always @(posedge clk)
-    \x$72  <= xtree_fan_copy1;
+    \x$77  <= xtree_fan_copy1;
   always @(posedge clk)
-    \x$76  <= xtree_fan_copy1;
+    \x$81  <= xtree_fan_copy1;
   always @(posedge clk)
-    \x$80  <= xtree_fan_copy1;
+    \x$85  <= xtree_fan_copy1;
   always @(posedge clk)
-    \x$84  <= xtree_fan_copy2;
+    \x$89  <= xtree_fan_copy2;
   always @(posedge clk)
-    \x$88  <= xtree_fan_copy2;
+    \x$93  <= xtree_fan_copy2;
   always @(posedge clk)
-    \x$92  <= xtree_fan_copy2;
+    \x$97  <= xtree_fan_copy2;
   always @(posedge clk)
-    \x$96  <= xtree_fan_copy2;
+    \x$101  <= xtree_fan_copy2;
   always @(posedge clk)
-    \x$100  <= xtree_fan_copy3;
+    \x$105  <= xtree_fan_copy3;
   always @(posedge clk)
-    \x$104  <= xtree_fan_copy3;
+    \x$109  <= xtree_fan_copy3;
   always @(posedge clk)
-    \x$108  <= xtree_fan_copy3;
+    \x$113  <= xtree_fan_copy3;
   always @(posedge clk)
-    \x$112  <= xtree_fan_copy3;
+    \x$117  <= xtree_fan_copy3;
   always @(posedge clk)
-    wdata_d0 <= \$338 ;
+    wdata_d0 <= \$382 ;
   always @(posedge clk)
-    wdata_d1 <= \$339 ;
+    wdata_d1 <= \$383 ;
   always @(posedge clk)
-    wdata_d2 <= \$340 ;
+    wdata_d2 <= \$384 ;
   always @(posedge clk)
-    f_d0 <= \$341 ;
-  always @(posedge clk)
-    f_d1 <= \$342 ;
-  always @(posedge clk)
-    f_d2 <= \$343 ;
-  always @(posedge clk)
-    f_d3 <= \$344 ;
-  always @(posedge clk)
-    f_d4 <= \$345 ;
-  always @(posedge clk)
-    f_d5 <= \$346 ;
-  always @(posedge clk)
-    f_d6 <= \$347 ;
-  always @(posedge clk)
-    f_d7 <= \$348 ;
-  always @(posedge clk)
-    ft_d0 <= \$349 ;
-  always @(posedge clk)
-    accflags_copy0 <= \$350 ;
-  always @(posedge clk)
-    accflags_copy1 <= \$351 ;
-  always @(posedge clk)
-    accflags_copy2 <= \$352 ;
-  always @(posedge clk)
-    accflags_copy3 <= \$353 ;
-  always @(posedge clk)
-    accflags_copy4 <= \$354 ;
-  always @(posedge clk)
-    accflags_copy5 <= \$355 ;
-  always @(posedge clk)
-    accflags_copy6 <= \$356 ;
-  always @(posedge clk)
-    accflags_copy7 <= \$357 ;
-  always @(posedge clk)
-    accflags_copy8 <= \$358 ;
-  always @(posedge clk)
-    accflags_copy9 <= \$359 ;
-  always @(posedge clk)
-    accflags_copy10 <= \$360 ;
-  always @(posedge clk)
-    accflags_copy11 <= \$361 ;
-  always @(posedge clk)
-    accflags_copy12 <= \$362 ;
-  always @(posedge clk)
-    accflags_copy13 <= \$363 ;
-  always @(posedge clk)
-    accflags_copy14 <= \$364 ;
-  always @(posedge clk)
-    accflags_copy15 <= \$365 ;
-  always @(posedge clk)
-    paddr_d0 <= \$366 ;
-  always @(posedge clk)
-    paddr_d1 <= \$367 ;
-  always @(posedge clk)
-    paddr_d2 <= \$368 ;
-  always @(posedge clk)
-    paddr_d3 <= \$369 ;
-  always @(posedge clk)
-    paddr_d4 <= \$370 ;
-  always @(posedge clk)
-    paddr_d5 <= \$371 ;
-  always @(posedge clk)
-    \addr$116  <= \$372 ;
-  always @(posedge clk)
-    \addr$119  <= \$373 ;
-  always @(posedge clk)
-    \addr$122  <= \$374 ;
-  always @(posedge clk)
-    \addr$125  <= \$375 ;
-  always @(posedge clk)
-    \addr$128  <= \$376 ;
-  always @(posedge clk)
-    \addr$131  <= \$377 ;
-  always @(posedge clk)
-    \addr$134  <= \$378 ;
-  always @(posedge clk)
-    \addr$137  <= \$379 ;
-  always @(posedge clk)
-    \addr$140  <= \$380 ;
-  always @(posedge clk)
-    \addr$143  <= \$381 ;
-  always @(posedge clk)
-    \addr$146  <= \$382 ;
-  always @(posedge clk)
-    \addr$149  <= \$383 ;
-  always @(posedge clk)
-    \addr$152  <= \$384 ;
-  always @(posedge clk)
-    \addr$155  <= \$385 ;
-  always @(posedge clk)
-    \addr$158  <= \$386 ;
-  always @(posedge clk)
-    \addr$161  <= \$387 ;
+    f_d0 <= \$385 ;
   \bchw_top.engine2.params0  params0 (
-    .addr(\addr$116 ),
-    .clk(clk),
-    .data(\data$233 )
-  );
-  \bchw_top.engine2.params1  params1 (
-    .addr(\addr$119 ),
-    .clk(clk),
-    .data(\data$234 )
-  );
-  \bchw_top.engine2.params10  params10 (
-    .addr(\addr$146 ),
-    .clk(clk),
-    .data(\data$243 )
-  );
-  \bchw_top.engine2.params11  params11 (
-    .addr(\addr$149 ),
-    .clk(clk),
-    .data(\data$244 )
-  );
-  \bchw_top.engine2.params12  params12 (
-    .addr(\addr$152 ),
-    .clk(clk),
-    .data(\data$245 )
-  );
-  \bchw_top.engine2.params13  params13 (
-    .addr(\addr$155 ),
-    .clk(clk),
-    .data(\data$246 )
-  );
-  \bchw_top.engine2.params14  params14 (
-    .addr(\addr$158 ),
-    .clk(clk),
-    .data(\data$247 )
-  );
-  \bchw_top.engine2.params15  params15 (
-    .addr(\addr$161 ),
-    .clk(clk),
-    .data(\data$248 )
-  );
-  \bchw_top.engine2.params2  params2 (
-    .addr(\addr$122 ),
-    .clk(clk),
-    .data(\data$235 )
-  );
-  \bchw_top.engine2.params3  params3 (
-    .addr(\addr$125 ),
-    .clk(clk),
-    .data(\data$236 )
-  );
-  \bchw_top.engine2.params4  params4 (
-    .addr(\addr$128 ),
-    .clk(clk),
-    .data(\data$237 )
-  );
-  \bchw_top.engine2.params5  params5 (
-    .addr(\addr$131 ),
+    .addr(\addr$121 ),
     .clk(clk),
     .data(\data$238 )
   );
-  \bchw_top.engine2.params6  params6 (
-    .addr(\addr$134 ),
+  \bchw_top.engine2.params1  params1 (
+    .addr(\addr$124 ),
     .clk(clk),
     .data(\data$239 )
   );
-  \bchw_top.engine2.params7  params7 (
-    .addr(\addr$137 ),
+  \bchw_top.engine2.params10  params10 (
+    .addr(\addr$151 ),
+    .clk(clk),
+    .data(\data$248 )
+  );
+  \bchw_top.engine2.params11  params11 (
+    .addr(\addr$154 ),
+    .clk(clk),
+    .data(\data$249 )
+  );
+  \bchw_top.engine2.params12  params12 (
+    .addr(\addr$157 ),
+    .clk(clk),
+    .data(\data$250 )
+  );
+  \bchw_top.engine2.params13  params13 (
+    .addr(\addr$160 ),
+    .clk(clk),
+    .data(\data$251 )
+  );
+  \bchw_top.engine2.params14  params14 (
+    .addr(\addr$163 ),
+    .clk(clk),
+    .data(\data$252 )
+  );
+  \bchw_top.engine2.params15  params15 (
+    .addr(\addr$166 ),
+    .clk(clk),
+    .data(\data$253 )
+  );
+  \bchw_top.engine2.params2  params2 (
+    .addr(\addr$127 ),
     .clk(clk),
     .data(\data$240 )
   );
-  \bchw_top.engine2.params8  params8 (
-    .addr(\addr$140 ),
+  \bchw_top.engine2.params3  params3 (
+    .addr(\addr$130 ),
     .clk(clk),
     .data(\data$241 )
   );
-  \bchw_top.engine2.params9  params9 (
-    .addr(\addr$143 ),
+  \bchw_top.engine2.params4  params4 (
+    .addr(\addr$133 ),
     .clk(clk),
     .data(\data$242 )
   );
+  \bchw_top.engine2.params5  params5 (
+    .addr(\addr$136 ),
+    .clk(clk),
+    .data(\data$243 )
+  );
+  \bchw_top.engine2.params6  params6 (
+    .addr(\addr$139 ),
+    .clk(clk),
+    .data(\data$244 )
+  );
+  \bchw_top.engine2.params7  params7 (
+    .addr(\addr$142 ),
+    .clk(clk),
+    .data(\data$245 )
+  );
+  \bchw_top.engine2.params8  params8 (
+    .addr(\addr$145 ),
+    .clk(clk),
+    .data(\data$246 )
+  );
+  \bchw_top.engine2.params9  params9 (
+    .addr(\addr$148 ),
+    .clk(clk),
+    .data(\data$247 )
+  );
   \bchw_top.engine2.requant0  requant0 (
     .clk(clk),
-    .\port$22427$0 (drain[75:0]),
+    .\port$22611$0 (drain[75:0]),
     .q(q),
     .rst(rst)
   );
@@ -43591,108 +44029,108 @@ module \bchw_top.engine2 (rst, s__valid, s__payload, s__ready, m__valid, m__payl
   );
   \bchw_top.engine2.tree1  tree1 (
     .clk(clk),
-    .l4_0(\sum$255 ),
+    .l4_0(\sum$260 ),
     .rst(rst),
     .w(wdata_d2[31:16]),
-    .x(\x$56 )
+    .x(\x$61 )
   );
   \bchw_top.engine2.tree10  tree10 (
     .clk(clk),
-    .l4_0(\sum$273 ),
+    .l4_0(\sum$278 ),
     .rst(rst),
     .w(wdata_d2[175:160]),
-    .x(\x$92 )
+    .x(\x$97 )
   );
   \bchw_top.engine2.tree11  tree11 (
     .clk(clk),
-    .l4_0(\sum$275 ),
+    .l4_0(\sum$280 ),
     .rst(rst),
     .w(wdata_d2[191:176]),
-    .x(\x$96 )
+    .x(\x$101 )
   );
   \bchw_top.engine2.tree12  tree12 (
     .clk(clk),
-    .l4_0(\sum$277 ),
+    .l4_0(\sum$282 ),
     .rst(rst),
     .w(wdata_d2[207:192]),
-    .x(\x$100 )
+    .x(\x$105 )
   );
   \bchw_top.engine2.tree13  tree13 (
     .clk(clk),
-    .l4_0(\sum$279 ),
+    .l4_0(\sum$284 ),
     .rst(rst),
     .w(wdata_d2[223:208]),
-    .x(\x$104 )
+    .x(\x$109 )
   );
   \bchw_top.engine2.tree14  tree14 (
     .clk(clk),
-    .l4_0(\sum$281 ),
+    .l4_0(\sum$286 ),
     .rst(rst),
     .w(wdata_d2[239:224]),
-    .x(\x$108 )
+    .x(\x$113 )
   );
   \bchw_top.engine2.tree15  tree15 (
     .clk(clk),
-    .l4_0(\sum$283 ),
+    .l4_0(\sum$288 ),
     .rst(rst),
     .w(wdata_d2[255:240]),
-    .x(\x$112 )
+    .x(\x$117 )
   );
   \bchw_top.engine2.tree2  tree2 (
     .clk(clk),
-    .l4_0(\sum$257 ),
+    .l4_0(\sum$262 ),
     .rst(rst),
     .w(wdata_d2[47:32]),
-    .x(\x$60 )
+    .x(\x$65 )
   );
   \bchw_top.engine2.tree3  tree3 (
     .clk(clk),
-    .l4_0(\sum$259 ),
+    .l4_0(\sum$264 ),
     .rst(rst),
     .w(wdata_d2[63:48]),
-    .x(\x$64 )
+    .x(\x$69 )
   );
   \bchw_top.engine2.tree4  tree4 (
     .clk(clk),
-    .l4_0(\sum$261 ),
+    .l4_0(\sum$266 ),
     .rst(rst),
     .w(wdata_d2[79:64]),
-    .x(\x$68 )
+    .x(\x$73 )
   );
   \bchw_top.engine2.tree5  tree5 (
     .clk(clk),
-    .l4_0(\sum$263 ),
+    .l4_0(\sum$268 ),
     .rst(rst),
     .w(wdata_d2[95:80]),
-    .x(\x$72 )
+    .x(\x$77 )
   );
   \bchw_top.engine2.tree6  tree6 (
     .clk(clk),
-    .l4_0(\sum$265 ),
+    .l4_0(\sum$270 ),
     .rst(rst),
     .w(wdata_d2[111:96]),
-    .x(\x$76 )
+    .x(\x$81 )
   );
   \bchw_top.engine2.tree7  tree7 (
     .clk(clk),
-    .l4_0(\sum$267 ),
+    .l4_0(\sum$272 ),
     .rst(rst),
     .w(wdata_d2[127:112]),
-    .x(\x$80 )
+    .x(\x$85 )
   );
   \bchw_top.engine2.tree8  tree8 (
     .clk(clk),
-    .l4_0(\sum$269 ),
+    .l4_0(\sum$274 ),
     .rst(rst),
     .w(wdata_d2[143:128]),
-    .x(\x$84 )
+    .x(\x$89 )
   );
   \bchw_top.engine2.tree9  tree9 (
     .clk(clk),
-    .l4_0(\sum$271 ),
+    .l4_0(\sum$276 ),
     .rst(rst),
     .w(wdata_d2[159:144]),
-    .x(\x$88 )
+    .x(\x$93 )
   );
   \bchw_top.engine2.weights  weights (
     .addr(addr),
@@ -43701,1265 +44139,1293 @@ module \bchw_top.engine2 (rst, s__valid, s__payload, s__ready, m__valid, m__payl
   );
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$390  = \$124 ;
-    if (rst) begin
-      \$390  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$391  = \$125 ;
-    if (rst) begin
-      \$391  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$392  = acc0;
-    if (accflags_copy0[0]) begin
-      \$392  = \$127 [16:0];
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$393  = acc1;
-    if (accflags_copy1[0]) begin
-      \$393  = \$129 [16:0];
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$394  = acc2;
-    if (accflags_copy2[0]) begin
-      \$394  = \$131 [16:0];
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$395  = acc3;
-    if (accflags_copy3[0]) begin
-      \$395  = \$133 [16:0];
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$396  = acc4;
-    if (accflags_copy4[0]) begin
-      \$396  = \$135 [16:0];
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$397  = acc5;
-    if (accflags_copy5[0]) begin
-      \$397  = \$137 [16:0];
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$398  = acc6;
-    if (accflags_copy6[0]) begin
-      \$398  = \$139 [16:0];
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$399  = acc7;
-    if (accflags_copy7[0]) begin
-      \$399  = \$141 [16:0];
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$400  = acc8;
-    if (accflags_copy8[0]) begin
-      \$400  = \$143 [16:0];
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$401  = acc9;
-    if (accflags_copy9[0]) begin
-      \$401  = \$145 [16:0];
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$402  = acc10;
-    if (accflags_copy10[0]) begin
-      \$402  = \$147 [16:0];
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$403  = acc11;
-    if (accflags_copy11[0]) begin
-      \$403  = \$149 [16:0];
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$404  = acc12;
-    if (accflags_copy12[0]) begin
-      \$404  = \$151 [16:0];
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$405  = acc13;
-    if (accflags_copy13[0]) begin
-      \$405  = \$153 [16:0];
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$406  = acc14;
-    if (accflags_copy14[0]) begin
-      \$406  = \$155 [16:0];
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$407  = acc15;
-    if (accflags_copy15[0]) begin
-      \$407  = \$157 [16:0];
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$408  = \$158 ;
-    if (rst) begin
-      \$408  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$409  = \$159 ;
-    if (rst) begin
-      \$409  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$410  = \$160 ;
-    if (rst) begin
-      \$410  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$411  = \$161 ;
-    if (rst) begin
-      \$411  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$412  = \$162 ;
-    if (rst) begin
-      \$412  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$413  = \$163 ;
-    if (rst) begin
-      \$413  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$414  = \$164 ;
-    if (rst) begin
-      \$414  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$415  = \$165 ;
-    if (rst) begin
-      \$415  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$416  = \$166 ;
-    if (rst) begin
-      \$416  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$417  = \$167 ;
-    if (rst) begin
-      \$417  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$418  = \$168 ;
-    if (rst) begin
-      \$418  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$419  = \$169 ;
-    if (rst) begin
-      \$419  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$420  = \$170 ;
-    if (rst) begin
-      \$420  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$421  = \$171 ;
-    if (rst) begin
-      \$421  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$422  = \$172 ;
-    if (rst) begin
-      \$422  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$423  = \$173 ;
-    if (rst) begin
-      \$423  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$424  = \$174 ;
-    if (rst) begin
-      \$424  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$425  = \$175 ;
-    if (rst) begin
-      \$425  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$426  = \$176 ;
-    if (rst) begin
-      \$426  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$427  = \$177 ;
-    if (rst) begin
-      \$427  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$428  = \$178 ;
-    if (rst) begin
-      \$428  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$429  = \$179 ;
-    if (rst) begin
-      \$429  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$430  = \$180 ;
-    if (rst) begin
-      \$430  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$431  = \$181 ;
-    if (rst) begin
-      \$431  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$432  = \$182 ;
-    if (rst) begin
-      \$432  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$433  = \$183 ;
-    if (rst) begin
-      \$433  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$434  = \$184 ;
-    if (rst) begin
-      \$434  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$435  = \$185 ;
-    if (rst) begin
-      \$435  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$436  = \$186 ;
-    if (rst) begin
-      \$436  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$437  = \$187 ;
-    if (rst) begin
-      \$437  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$438  = \$188 ;
-    if (rst) begin
-      \$438  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$439  = \$189 ;
-    if (rst) begin
-      \$439  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$441  = acc_valid;
-    if (rst) begin
-      \$441  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$442  = qv_d0;
-    if (rst) begin
-      \$442  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$443  = qv_d1;
-    if (rst) begin
-      \$443  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$444  = qv_d2;
-    if (rst) begin
-      \$444  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$445  = qv_d3;
-    if (rst) begin
-      \$445  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$446  = qv_d4;
-    if (rst) begin
-      \$446  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$447  = qv_d5;
-    if (rst) begin
-      \$447  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$448  = qv_d6;
-    if (rst) begin
-      \$448  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$449  = qv_d7;
-    if (rst) begin
-      \$449  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$450  = qv_d8;
-    if (rst) begin
-      \$450  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$451  = qv_d9;
-    if (rst) begin
-      \$451  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$452  = qv_d10;
-    if (rst) begin
-      \$452  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$453  = qv_d11;
-    if (rst) begin
-      \$453  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$454  = qv_d12;
-    if (rst) begin
-      \$454  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$455  = qv_d13;
-    if (rst) begin
-      \$455  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$456  = qv_d14;
-    if (rst) begin
-      \$456  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$457  = qv_d15;
-    if (rst) begin
-      \$457  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$458  = qv_d16;
-    if (rst) begin
-      \$458  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$459  = qv_d17;
-    if (rst) begin
-      \$459  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$460  = qv_d18;
-    if (rst) begin
-      \$460  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$461  = acc_end;
-    if (rst) begin
-      \$461  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$462  = qe_d0;
-    if (rst) begin
-      \$462  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$463  = qe_d1;
-    if (rst) begin
-      \$463  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$464  = qe_d2;
-    if (rst) begin
-      \$464  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$465  = qe_d3;
-    if (rst) begin
-      \$465  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$466  = qe_d4;
-    if (rst) begin
-      \$466  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$467  = qe_d5;
-    if (rst) begin
-      \$467  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$468  = qe_d6;
-    if (rst) begin
-      \$468  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$469  = qe_d7;
-    if (rst) begin
-      \$469  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$470  = qe_d8;
-    if (rst) begin
-      \$470  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$471  = qe_d9;
-    if (rst) begin
-      \$471  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$472  = qe_d10;
-    if (rst) begin
-      \$472  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$473  = qe_d11;
-    if (rst) begin
-      \$473  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$474  = qe_d12;
-    if (rst) begin
-      \$474  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$475  = qe_d13;
-    if (rst) begin
-      \$475  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$476  = qe_d14;
-    if (rst) begin
-      \$476  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$477  = qe_d15;
-    if (rst) begin
-      \$477  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$478  = qe_d16;
-    if (rst) begin
-      \$478  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$479  = qe_d17;
-    if (rst) begin
-      \$479  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$480  = qe_d18;
-    if (rst) begin
-      \$480  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$481  = qv_d19;
-    if (rst) begin
-      \$481  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$482  = qe_d19;
-    if (rst) begin
-      \$482  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$483  = \$70 [2:0];
-    if (rst) begin
-      \$483  = 3'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$484  = \$70 [2:0];
-    if (rst) begin
-      \$484  = 3'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$485  = \$70 [2:0];
-    if (rst) begin
-      \$485  = 3'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$486  = \$70 [2:0];
-    if (rst) begin
-      \$486  = 3'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$487  = qv_d19;
-    if (rst) begin
-      \$487  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$488  = qv_d19;
-    if (rst) begin
-      \$488  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$489  = qv_d19;
-    if (rst) begin
-      \$489  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$490  = qv_d19;
-    if (rst) begin
-      \$490  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$491  = skid0;
-    if (\$238 ) begin
-      \$491  = { qe_last_d0, q, results0 };
-    end else if (\$243 ) begin
-      \$491  = skid1;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$492  = skid1;
-    if (\$260 ) begin
-      \$492  = { qe_last_d0, q, results0 };
-    end else if (\$265 ) begin
-      \$492  = skid2;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$493  = skid2;
-    if (\$282 ) begin
-      \$493  = { qe_last_d0, q, results0 };
-    end else if (\$287 ) begin
-      \$493  = skid3;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$494  = skid3;
-    if (\$304 ) begin
-      \$494  = { qe_last_d0, q, results0 };
-    end else if (\$309 ) begin
-      \$494  = 129'h000000000000000000000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$495  = \$70 [2:0];
-    if (rst) begin
-      \$495  = 3'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$496  = \$312 ;
-    if (rst) begin
-      \$496  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$497  = credit_back_d0;
-    if (rst) begin
-      \$497  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$313  = busy_next;
-    if (rst) begin
-      \$313  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$314  = \$11 [7:0];
-    if (rst) begin
-      \$314  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$315  = \$23 [3:0];
-    if (rst) begin
-      \$315  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$316  = \$32 [3:0];
-    if (rst) begin
-      \$316  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$317  = last_step_next;
-    if (rst) begin
-      \$317  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$318  = ready_next;
-    if (rst) begin
-      \$318  = 1'h1;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$319  = \$47 [2:0];
-    if (rst) begin
-      \$319  = 3'h4;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$320  = issue_next;
-    if (rst) begin
-      \$320  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$321  = word;
-    if (\$71 ) begin
-      \$321  = \$85 [3:0];
-    end
-    if (rst) begin
-      \$321  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$322  = write_bank;
-    if (\$90 ) begin
-      \$322  = \$91 ;
-    end
-    if (rst) begin
-      \$322  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$323  = read_bank;
-    if (\$92 ) begin
-      \$323  = \$93 ;
-    end
-    if (rst) begin
-      \$323  = 1'h1;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$324  = \$101 ;
-    if (rst) begin
-      \$324  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$325  = { write_bank, word };
-    if (rst) begin
-      \$325  = 5'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$326  = { write_bank, word };
-    if (rst) begin
-      \$326  = 5'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$327  = { write_bank, word };
-    if (rst) begin
-      \$327  = 5'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$328  = { write_bank, word };
-    if (rst) begin
-      \$328  = 5'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$329  = { \$103 , \$23 [3:0] };
-    if (rst) begin
-      \$329  = 5'h10;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$330  = { \$105 , \$23 [3:0] };
-    if (rst) begin
-      \$330  = 5'h10;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$331  = { \$107 , \$23 [3:0] };
-    if (rst) begin
-      \$331  = 5'h10;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$332  = { \$109 , \$23 [3:0] };
-    if (rst) begin
-      \$332  = 5'h10;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$333  = \$112 ;
-    if (rst) begin
-      \$333  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$334  = \$115 ;
-    if (rst) begin
-      \$334  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$335  = \$118 ;
-    if (rst) begin
-      \$335  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$336  = \$121 ;
-    if (rst) begin
-      \$336  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$341  = { last_step, \$123 , \$122 , issue };
-    if (rst) begin
-      \$341  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$342  = f_d0;
-    if (rst) begin
-      \$342  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$343  = f_d1;
-    if (rst) begin
-      \$343  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$344  = f_d2;
-    if (rst) begin
-      \$344  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$345  = f_d3;
-    if (rst) begin
-      \$345  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$346  = f_d4;
-    if (rst) begin
-      \$346  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$347  = f_d5;
-    if (rst) begin
-      \$347  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$348  = f_d6;
-    if (rst) begin
-      \$348  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$349  = f_d7;
-    if (rst) begin
-      \$349  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$350  = f_d7[1:0];
-    if (rst) begin
-      \$350  = 2'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$351  = f_d7[1:0];
-    if (rst) begin
-      \$351  = 2'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$352  = f_d7[1:0];
-    if (rst) begin
-      \$352  = 2'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$353  = f_d7[1:0];
-    if (rst) begin
-      \$353  = 2'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$354  = f_d7[1:0];
-    if (rst) begin
-      \$354  = 2'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$355  = f_d7[1:0];
-    if (rst) begin
-      \$355  = 2'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$356  = f_d7[1:0];
-    if (rst) begin
-      \$356  = 2'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$357  = f_d7[1:0];
-    if (rst) begin
-      \$357  = 2'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$358  = f_d7[1:0];
-    if (rst) begin
-      \$358  = 2'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$359  = f_d7[1:0];
-    if (rst) begin
-      \$359  = 2'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$360  = f_d7[1:0];
-    if (rst) begin
-      \$360  = 2'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$361  = f_d7[1:0];
-    if (rst) begin
-      \$361  = 2'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$362  = f_d7[1:0];
-    if (rst) begin
-      \$362  = 2'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$363  = f_d7[1:0];
-    if (rst) begin
-      \$363  = 2'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$364  = f_d7[1:0];
-    if (rst) begin
-      \$364  = 2'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$365  = f_d7[1:0];
-    if (rst) begin
-      \$365  = 2'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$366  = nfc;
-    if (rst) begin
-      \$366  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$367  = paddr_d0;
-    if (rst) begin
-      \$367  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$368  = paddr_d1;
-    if (rst) begin
-      \$368  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$369  = paddr_d2;
-    if (rst) begin
-      \$369  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$370  = paddr_d3;
-    if (rst) begin
-      \$370  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$371  = paddr_d4;
-    if (rst) begin
-      \$371  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$372  = paddr_d5;
-    if (rst) begin
-      \$372  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$373  = paddr_d5;
-    if (rst) begin
-      \$373  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$374  = paddr_d5;
-    if (rst) begin
-      \$374  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$375  = paddr_d5;
-    if (rst) begin
-      \$375  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$376  = paddr_d5;
-    if (rst) begin
-      \$376  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$377  = paddr_d5;
-    if (rst) begin
-      \$377  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$378  = paddr_d5;
-    if (rst) begin
-      \$378  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$379  = paddr_d5;
-    if (rst) begin
-      \$379  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$380  = paddr_d5;
-    if (rst) begin
-      \$380  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$381  = paddr_d5;
-    if (rst) begin
-      \$381  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$382  = paddr_d5;
-    if (rst) begin
-      \$382  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$383  = paddr_d5;
-    if (rst) begin
-      \$383  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$384  = paddr_d5;
-    if (rst) begin
-      \$384  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$385  = paddr_d5;
-    if (rst) begin
-      \$385  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$386  = paddr_d5;
+    \$386  = f_d0;
     if (rst) begin
       \$386  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$387  = paddr_d5;
+    \$387  = f_d1;
     if (rst) begin
       \$387  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$388  = f_d2;
+    if (rst) begin
+      \$388  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$389  = f_d3;
+    if (rst) begin
+      \$389  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$390  = f_d4;
+    if (rst) begin
+      \$390  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$391  = f_d5;
+    if (rst) begin
+      \$391  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$392  = f_d6;
+    if (rst) begin
+      \$392  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$393  = f_d7;
+    if (rst) begin
+      \$393  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$394  = f_d7[1:0];
+    if (rst) begin
+      \$394  = 2'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$395  = f_d7[1:0];
+    if (rst) begin
+      \$395  = 2'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$396  = f_d7[1:0];
+    if (rst) begin
+      \$396  = 2'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$397  = f_d7[1:0];
+    if (rst) begin
+      \$397  = 2'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$398  = f_d7[1:0];
+    if (rst) begin
+      \$398  = 2'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$399  = f_d7[1:0];
+    if (rst) begin
+      \$399  = 2'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$400  = f_d7[1:0];
+    if (rst) begin
+      \$400  = 2'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$401  = f_d7[1:0];
+    if (rst) begin
+      \$401  = 2'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$402  = f_d7[1:0];
+    if (rst) begin
+      \$402  = 2'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$403  = f_d7[1:0];
+    if (rst) begin
+      \$403  = 2'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$404  = f_d7[1:0];
+    if (rst) begin
+      \$404  = 2'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$405  = f_d7[1:0];
+    if (rst) begin
+      \$405  = 2'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$406  = f_d7[1:0];
+    if (rst) begin
+      \$406  = 2'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$407  = f_d7[1:0];
+    if (rst) begin
+      \$407  = 2'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$408  = f_d7[1:0];
+    if (rst) begin
+      \$408  = 2'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$409  = f_d7[1:0];
+    if (rst) begin
+      \$409  = 2'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$410  = nfc;
+    if (rst) begin
+      \$410  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$411  = paddr_d0;
+    if (rst) begin
+      \$411  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$412  = paddr_d1;
+    if (rst) begin
+      \$412  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$413  = paddr_d2;
+    if (rst) begin
+      \$413  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$414  = paddr_d3;
+    if (rst) begin
+      \$414  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$415  = paddr_d4;
+    if (rst) begin
+      \$415  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$416  = paddr_d5;
+    if (rst) begin
+      \$416  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$417  = paddr_d5;
+    if (rst) begin
+      \$417  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$418  = paddr_d5;
+    if (rst) begin
+      \$418  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$419  = paddr_d5;
+    if (rst) begin
+      \$419  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$420  = paddr_d5;
+    if (rst) begin
+      \$420  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$421  = paddr_d5;
+    if (rst) begin
+      \$421  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$422  = paddr_d5;
+    if (rst) begin
+      \$422  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$423  = paddr_d5;
+    if (rst) begin
+      \$423  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$424  = paddr_d5;
+    if (rst) begin
+      \$424  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$425  = paddr_d5;
+    if (rst) begin
+      \$425  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$426  = paddr_d5;
+    if (rst) begin
+      \$426  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$427  = paddr_d5;
+    if (rst) begin
+      \$427  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$428  = paddr_d5;
+    if (rst) begin
+      \$428  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$429  = paddr_d5;
+    if (rst) begin
+      \$429  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$430  = paddr_d5;
+    if (rst) begin
+      \$430  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$431  = paddr_d5;
+    if (rst) begin
+      \$431  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$434  = \$164 ;
+    if (rst) begin
+      \$434  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$435  = \$165 ;
+    if (rst) begin
+      \$435  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$436  = acc0;
+    if (accflags_copy0[0]) begin
+      \$436  = \$167 [16:0];
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$437  = acc1;
+    if (accflags_copy1[0]) begin
+      \$437  = \$169 [16:0];
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$438  = acc2;
+    if (accflags_copy2[0]) begin
+      \$438  = \$171 [16:0];
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$439  = acc3;
+    if (accflags_copy3[0]) begin
+      \$439  = \$173 [16:0];
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$440  = acc4;
+    if (accflags_copy4[0]) begin
+      \$440  = \$175 [16:0];
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$441  = acc5;
+    if (accflags_copy5[0]) begin
+      \$441  = \$177 [16:0];
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$442  = acc6;
+    if (accflags_copy6[0]) begin
+      \$442  = \$179 [16:0];
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$443  = acc7;
+    if (accflags_copy7[0]) begin
+      \$443  = \$181 [16:0];
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$444  = acc8;
+    if (accflags_copy8[0]) begin
+      \$444  = \$183 [16:0];
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$445  = acc9;
+    if (accflags_copy9[0]) begin
+      \$445  = \$185 [16:0];
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$446  = acc10;
+    if (accflags_copy10[0]) begin
+      \$446  = \$187 [16:0];
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$447  = acc11;
+    if (accflags_copy11[0]) begin
+      \$447  = \$189 [16:0];
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$448  = acc12;
+    if (accflags_copy12[0]) begin
+      \$448  = \$191 [16:0];
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$449  = acc13;
+    if (accflags_copy13[0]) begin
+      \$449  = \$193 [16:0];
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$450  = acc14;
+    if (accflags_copy14[0]) begin
+      \$450  = \$195 [16:0];
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$451  = acc15;
+    if (accflags_copy15[0]) begin
+      \$451  = \$197 [16:0];
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$452  = \$198 ;
+    if (rst) begin
+      \$452  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$453  = \$199 ;
+    if (rst) begin
+      \$453  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$454  = \$200 ;
+    if (rst) begin
+      \$454  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$455  = \$201 ;
+    if (rst) begin
+      \$455  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$456  = \$202 ;
+    if (rst) begin
+      \$456  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$457  = \$203 ;
+    if (rst) begin
+      \$457  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$458  = \$204 ;
+    if (rst) begin
+      \$458  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$459  = \$205 ;
+    if (rst) begin
+      \$459  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$460  = \$206 ;
+    if (rst) begin
+      \$460  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$461  = \$207 ;
+    if (rst) begin
+      \$461  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$462  = \$208 ;
+    if (rst) begin
+      \$462  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$463  = \$209 ;
+    if (rst) begin
+      \$463  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$464  = \$210 ;
+    if (rst) begin
+      \$464  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$465  = \$211 ;
+    if (rst) begin
+      \$465  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$466  = \$212 ;
+    if (rst) begin
+      \$466  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$467  = \$213 ;
+    if (rst) begin
+      \$467  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$468  = \$214 ;
+    if (rst) begin
+      \$468  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$469  = \$215 ;
+    if (rst) begin
+      \$469  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$470  = \$216 ;
+    if (rst) begin
+      \$470  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$471  = \$217 ;
+    if (rst) begin
+      \$471  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$472  = \$218 ;
+    if (rst) begin
+      \$472  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$473  = \$219 ;
+    if (rst) begin
+      \$473  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$474  = \$220 ;
+    if (rst) begin
+      \$474  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$475  = \$221 ;
+    if (rst) begin
+      \$475  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$476  = \$222 ;
+    if (rst) begin
+      \$476  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$477  = \$223 ;
+    if (rst) begin
+      \$477  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$478  = \$224 ;
+    if (rst) begin
+      \$478  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$479  = \$225 ;
+    if (rst) begin
+      \$479  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$480  = \$226 ;
+    if (rst) begin
+      \$480  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$481  = \$227 ;
+    if (rst) begin
+      \$481  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$482  = \$228 ;
+    if (rst) begin
+      \$482  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$483  = \$229 ;
+    if (rst) begin
+      \$483  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$485  = acc_valid;
+    if (rst) begin
+      \$485  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$486  = qv_d0;
+    if (rst) begin
+      \$486  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$487  = qv_d1;
+    if (rst) begin
+      \$487  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$488  = qv_d2;
+    if (rst) begin
+      \$488  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$489  = qv_d3;
+    if (rst) begin
+      \$489  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$490  = qv_d4;
+    if (rst) begin
+      \$490  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$491  = qv_d5;
+    if (rst) begin
+      \$491  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$492  = qv_d6;
+    if (rst) begin
+      \$492  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$493  = qv_d7;
+    if (rst) begin
+      \$493  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$494  = qv_d8;
+    if (rst) begin
+      \$494  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$495  = qv_d9;
+    if (rst) begin
+      \$495  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$496  = qv_d10;
+    if (rst) begin
+      \$496  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$497  = qv_d11;
+    if (rst) begin
+      \$497  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$498  = qv_d12;
+    if (rst) begin
+      \$498  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$499  = qv_d13;
+    if (rst) begin
+      \$499  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$500  = qv_d14;
+    if (rst) begin
+      \$500  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$501  = qv_d15;
+    if (rst) begin
+      \$501  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$502  = qv_d16;
+    if (rst) begin
+      \$502  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$503  = qv_d17;
+    if (rst) begin
+      \$503  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$504  = qv_d18;
+    if (rst) begin
+      \$504  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$505  = acc_end;
+    if (rst) begin
+      \$505  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$506  = qe_d0;
+    if (rst) begin
+      \$506  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$507  = qe_d1;
+    if (rst) begin
+      \$507  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$508  = qe_d2;
+    if (rst) begin
+      \$508  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$509  = qe_d3;
+    if (rst) begin
+      \$509  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$510  = qe_d4;
+    if (rst) begin
+      \$510  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$511  = qe_d5;
+    if (rst) begin
+      \$511  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$512  = qe_d6;
+    if (rst) begin
+      \$512  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$513  = qe_d7;
+    if (rst) begin
+      \$513  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$514  = qe_d8;
+    if (rst) begin
+      \$514  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$515  = qe_d9;
+    if (rst) begin
+      \$515  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$516  = qe_d10;
+    if (rst) begin
+      \$516  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$517  = qe_d11;
+    if (rst) begin
+      \$517  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$518  = qe_d12;
+    if (rst) begin
+      \$518  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$519  = qe_d13;
+    if (rst) begin
+      \$519  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$520  = qe_d14;
+    if (rst) begin
+      \$520  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$521  = qe_d15;
+    if (rst) begin
+      \$521  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$522  = qe_d16;
+    if (rst) begin
+      \$522  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$523  = qe_d17;
+    if (rst) begin
+      \$523  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$524  = qe_d18;
+    if (rst) begin
+      \$524  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$525  = qv_d19;
+    if (rst) begin
+      \$525  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$526  = qe_d19;
+    if (rst) begin
+      \$526  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$527  = \$70 [2:0];
+    if (rst) begin
+      \$527  = 3'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$528  = \$70 [2:0];
+    if (rst) begin
+      \$528  = 3'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$529  = \$70 [2:0];
+    if (rst) begin
+      \$529  = 3'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$530  = \$70 [2:0];
+    if (rst) begin
+      \$530  = 3'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$531  = qv_d19;
+    if (rst) begin
+      \$531  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$532  = qv_d19;
+    if (rst) begin
+      \$532  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$533  = qv_d19;
+    if (rst) begin
+      \$533  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$534  = qv_d19;
+    if (rst) begin
+      \$534  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$535  = skid0;
+    if (\$278 ) begin
+      \$535  = { qe_last_d0, q, results0 };
+    end else if (\$283 ) begin
+      \$535  = skid1;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$536  = skid1;
+    if (\$300 ) begin
+      \$536  = { qe_last_d0, q, results0 };
+    end else if (\$305 ) begin
+      \$536  = skid2;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$537  = skid2;
+    if (\$322 ) begin
+      \$537  = { qe_last_d0, q, results0 };
+    end else if (\$327 ) begin
+      \$537  = skid3;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$538  = skid3;
+    if (\$344 ) begin
+      \$538  = { qe_last_d0, q, results0 };
+    end else if (\$349 ) begin
+      \$538  = 129'h000000000000000000000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$539  = \$70 [2:0];
+    if (rst) begin
+      \$539  = 3'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$540  = \$352 ;
+    if (rst) begin
+      \$540  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$541  = credit_back_d0;
+    if (rst) begin
+      \$541  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$353  = busy_next;
+    if (rst) begin
+      \$353  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$354  = \$11 [7:0];
+    if (rst) begin
+      \$354  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$355  = \$23 [3:0];
+    if (rst) begin
+      \$355  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$356  = \$32 [3:0];
+    if (rst) begin
+      \$356  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$357  = last_step_next;
+    if (rst) begin
+      \$357  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$358  = ready_next;
+    if (rst) begin
+      \$358  = 1'h1;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$359  = \$47 [2:0];
+    if (rst) begin
+      \$359  = 3'h4;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$360  = issue_next;
+    if (rst) begin
+      \$360  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$361  = word;
+    if (\$71 ) begin
+      \$361  = \$85 [3:0];
+    end
+    if (rst) begin
+      \$361  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$362  = write_bank;
+    if (\$90 ) begin
+      \$362  = \$91 ;
+    end
+    if (rst) begin
+      \$362  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$363  = read_bank;
+    if (\$92 ) begin
+      \$363  = \$93 ;
+    end
+    if (rst) begin
+      \$363  = 1'h1;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$364  = \$101 ;
+    if (rst) begin
+      \$364  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$365  = \$111 ;
+    if (rst) begin
+      \$365  = 1'h1;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$366  = \$121 ;
+    if (rst) begin
+      \$366  = 1'h1;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$367  = \$131 ;
+    if (rst) begin
+      \$367  = 1'h1;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$368  = \$141 ;
+    if (rst) begin
+      \$368  = 1'h1;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$369  = { write_bank, word };
+    if (rst) begin
+      \$369  = 5'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$370  = { write_bank, word };
+    if (rst) begin
+      \$370  = 5'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$371  = { write_bank, word };
+    if (rst) begin
+      \$371  = 5'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$372  = { write_bank, word };
+    if (rst) begin
+      \$372  = 5'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$373  = { \$143 , \$23 [3:0] };
+    if (rst) begin
+      \$373  = 5'h10;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$374  = { \$145 , \$23 [3:0] };
+    if (rst) begin
+      \$374  = 5'h10;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$375  = { \$147 , \$23 [3:0] };
+    if (rst) begin
+      \$375  = 5'h10;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$376  = { \$149 , \$23 [3:0] };
+    if (rst) begin
+      \$376  = 5'h10;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$377  = \$152 ;
+    if (rst) begin
+      \$377  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$378  = \$155 ;
+    if (rst) begin
+      \$378  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$379  = \$158 ;
+    if (rst) begin
+      \$379  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$380  = \$161 ;
+    if (rst) begin
+      \$380  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$385  = { last_step, \$163 , \$162 , issue };
+    if (rst) begin
+      \$385  = 4'h0;
     end
   end
   assign en = 1'h1;
@@ -44968,148 +45434,150 @@ module \bchw_top.engine2 (rst, s__valid, s__payload, s__ready, m__valid, m__payl
   assign sfc_next = \$23 [3:0];
   assign nfc_next = \$32 [3:0];
   assign credits_next = \$47 [2:0];
+  assign s_ready_copies = { sready_copy3, sready_copy2, sready_copy1, sready_copy0 };
   assign xwen0 = write__en;
   assign xwaddr_copy0 = write__addr;
   assign write__data = xbeat[31:0];
   assign xraddr_copy0 = read__addr;
-  assign xwen1 = \write__en$29 ;
-  assign xwaddr_copy1 = \write__addr$31 ;
-  assign \write__data$33  = xbeat[63:32];
-  assign xraddr_copy1 = \read__addr$34 ;
-  assign xwen2 = \write__en$36 ;
-  assign xwaddr_copy2 = \write__addr$38 ;
-  assign \write__data$40  = xbeat[95:64];
-  assign xraddr_copy2 = \read__addr$41 ;
-  assign xwen3 = \write__en$43 ;
-  assign xwaddr_copy3 = \write__addr$45 ;
-  assign \write__data$47  = xbeat[127:96];
-  assign xraddr_copy3 = \read__addr$48 ;
-  assign \en$50  = 1'h1;
+  assign xwen1 = \write__en$34 ;
+  assign xwaddr_copy1 = \write__addr$36 ;
+  assign \write__data$38  = xbeat[63:32];
+  assign xraddr_copy1 = \read__addr$39 ;
+  assign xwen2 = \write__en$41 ;
+  assign xwaddr_copy2 = \write__addr$43 ;
+  assign \write__data$45  = xbeat[95:64];
+  assign xraddr_copy2 = \read__addr$46 ;
+  assign xwen3 = \write__en$48 ;
+  assign xwaddr_copy3 = \write__addr$50 ;
+  assign \write__data$52  = xbeat[127:96];
+  assign xraddr_copy3 = \read__addr$53 ;
+  assign \en$55  = 1'h1;
   assign xtree_copy0 = x;
   assign w = wdata_d2[15:0];
-  assign \en$55  = 1'h1;
-  assign xtree_copy1 = \x$56 ;
-  assign \w$58  = wdata_d2[31:16];
-  assign \en$59  = 1'h1;
-  assign xtree_copy2 = \x$60 ;
-  assign \w$62  = wdata_d2[47:32];
-  assign \en$63  = 1'h1;
-  assign xtree_copy3 = \x$64 ;
-  assign \w$66  = wdata_d2[63:48];
-  assign \en$67  = 1'h1;
-  assign xtree_copy4 = \x$68 ;
-  assign \w$70  = wdata_d2[79:64];
-  assign \en$71  = 1'h1;
-  assign xtree_copy5 = \x$72 ;
-  assign \w$74  = wdata_d2[95:80];
-  assign \en$75  = 1'h1;
-  assign xtree_copy6 = \x$76 ;
-  assign \w$78  = wdata_d2[111:96];
-  assign \en$79  = 1'h1;
-  assign xtree_copy7 = \x$80 ;
-  assign \w$82  = wdata_d2[127:112];
-  assign \en$83  = 1'h1;
-  assign xtree_copy8 = \x$84 ;
-  assign \w$86  = wdata_d2[143:128];
-  assign \en$87  = 1'h1;
-  assign xtree_copy9 = \x$88 ;
-  assign \w$90  = wdata_d2[159:144];
-  assign \en$91  = 1'h1;
-  assign xtree_copy10 = \x$92 ;
-  assign \w$94  = wdata_d2[175:160];
-  assign \en$95  = 1'h1;
-  assign xtree_copy11 = \x$96 ;
-  assign \w$98  = wdata_d2[191:176];
-  assign \en$99  = 1'h1;
-  assign xtree_copy12 = \x$100 ;
-  assign \w$102  = wdata_d2[207:192];
-  assign \en$103  = 1'h1;
-  assign xtree_copy13 = \x$104 ;
-  assign \w$106  = wdata_d2[223:208];
-  assign \en$107  = 1'h1;
-  assign xtree_copy14 = \x$108 ;
-  assign \w$110  = wdata_d2[239:224];
-  assign \en$111  = 1'h1;
-  assign xtree_copy15 = \x$112 ;
-  assign \w$114  = wdata_d2[255:240];
-  assign \en$115  = 1'h1;
-  assign paddr_copy0 = \addr$116 ;
-  assign \en$118  = 1'h1;
-  assign paddr_copy1 = \addr$119 ;
-  assign \en$121  = 1'h1;
-  assign paddr_copy2 = \addr$122 ;
-  assign \en$124  = 1'h1;
-  assign paddr_copy3 = \addr$125 ;
-  assign \en$127  = 1'h1;
-  assign paddr_copy4 = \addr$128 ;
-  assign \en$130  = 1'h1;
-  assign paddr_copy5 = \addr$131 ;
-  assign \en$133  = 1'h1;
-  assign paddr_copy6 = \addr$134 ;
-  assign \en$136  = 1'h1;
-  assign paddr_copy7 = \addr$137 ;
-  assign \en$139  = 1'h1;
-  assign paddr_copy8 = \addr$140 ;
-  assign \en$142  = 1'h1;
-  assign paddr_copy9 = \addr$143 ;
-  assign \en$145  = 1'h1;
-  assign paddr_copy10 = \addr$146 ;
-  assign \en$148  = 1'h1;
-  assign paddr_copy11 = \addr$149 ;
-  assign \en$151  = 1'h1;
-  assign paddr_copy12 = \addr$152 ;
-  assign \en$154  = 1'h1;
-  assign paddr_copy13 = \addr$155 ;
-  assign \en$157  = 1'h1;
-  assign paddr_copy14 = \addr$158 ;
-  assign \en$160  = 1'h1;
-  assign paddr_copy15 = \addr$161 ;
-  assign \en$163  = 1'h1;
+  assign \en$60  = 1'h1;
+  assign xtree_copy1 = \x$61 ;
+  assign \w$63  = wdata_d2[31:16];
+  assign \en$64  = 1'h1;
+  assign xtree_copy2 = \x$65 ;
+  assign \w$67  = wdata_d2[47:32];
+  assign \en$68  = 1'h1;
+  assign xtree_copy3 = \x$69 ;
+  assign \w$71  = wdata_d2[63:48];
+  assign \en$72  = 1'h1;
+  assign xtree_copy4 = \x$73 ;
+  assign \w$75  = wdata_d2[79:64];
+  assign \en$76  = 1'h1;
+  assign xtree_copy5 = \x$77 ;
+  assign \w$79  = wdata_d2[95:80];
+  assign \en$80  = 1'h1;
+  assign xtree_copy6 = \x$81 ;
+  assign \w$83  = wdata_d2[111:96];
+  assign \en$84  = 1'h1;
+  assign xtree_copy7 = \x$85 ;
+  assign \w$87  = wdata_d2[127:112];
+  assign \en$88  = 1'h1;
+  assign xtree_copy8 = \x$89 ;
+  assign \w$91  = wdata_d2[143:128];
+  assign \en$92  = 1'h1;
+  assign xtree_copy9 = \x$93 ;
+  assign \w$95  = wdata_d2[159:144];
+  assign \en$96  = 1'h1;
+  assign xtree_copy10 = \x$97 ;
+  assign \w$99  = wdata_d2[175:160];
+  assign \en$100  = 1'h1;
+  assign xtree_copy11 = \x$101 ;
+  assign \w$103  = wdata_d2[191:176];
+  assign \en$104  = 1'h1;
+  assign xtree_copy12 = \x$105 ;
+  assign \w$107  = wdata_d2[207:192];
+  assign \en$108  = 1'h1;
+  assign xtree_copy13 = \x$109 ;
+  assign \w$111  = wdata_d2[223:208];
+  assign \en$112  = 1'h1;
+  assign xtree_copy14 = \x$113 ;
+  assign \w$115  = wdata_d2[239:224];
+  assign \en$116  = 1'h1;
+  assign xtree_copy15 = \x$117 ;
+  assign \w$119  = wdata_d2[255:240];
+  assign \en$120  = 1'h1;
+  assign paddr_copy0 = \addr$121 ;
+  assign \en$123  = 1'h1;
+  assign paddr_copy1 = \addr$124 ;
+  assign \en$126  = 1'h1;
+  assign paddr_copy2 = \addr$127 ;
+  assign \en$129  = 1'h1;
+  assign paddr_copy3 = \addr$130 ;
+  assign \en$132  = 1'h1;
+  assign paddr_copy4 = \addr$133 ;
+  assign \en$135  = 1'h1;
+  assign paddr_copy5 = \addr$136 ;
+  assign \en$138  = 1'h1;
+  assign paddr_copy6 = \addr$139 ;
+  assign \en$141  = 1'h1;
+  assign paddr_copy7 = \addr$142 ;
+  assign \en$144  = 1'h1;
+  assign paddr_copy8 = \addr$145 ;
+  assign \en$147  = 1'h1;
+  assign paddr_copy9 = \addr$148 ;
+  assign \en$150  = 1'h1;
+  assign paddr_copy10 = \addr$151 ;
+  assign \en$153  = 1'h1;
+  assign paddr_copy11 = \addr$154 ;
+  assign \en$156  = 1'h1;
+  assign paddr_copy12 = \addr$157 ;
+  assign \en$159  = 1'h1;
+  assign paddr_copy13 = \addr$160 ;
+  assign \en$162  = 1'h1;
+  assign paddr_copy14 = \addr$163 ;
+  assign \en$165  = 1'h1;
+  assign paddr_copy15 = \addr$166 ;
+  assign \en$168  = 1'h1;
   assign acc = drain[16:0];
   assign mul = drain[34:17];
   assign shift = drain[39:35];
   assign bias = drain[75:40];
   assign count_next = \$70 [2:0];
   assign credit_back_d1 = credit_back;
+  assign m_ready_copies = { \port$24604$0 , \port$24602$0 , \port$24600$0 , \port$24598$0  };
   assign m__payload = \$55 [127:0];
-  assign \$440 [1215:1157] = \$221 ;
-  assign \$440 [1156:1140] = \$220 ;
-  assign \$440 [1139:1081] = \$219 ;
-  assign \$440 [1080:1064] = \$218 ;
-  assign \$440 [1063:1005] = \$217 ;
-  assign \$440 [1004:988] = \$216 ;
-  assign \$440 [987:929] = \$215 ;
-  assign \$440 [928:912] = \$214 ;
-  assign \$440 [911:853] = \$213 ;
-  assign \$440 [852:836] = \$212 ;
-  assign \$440 [835:777] = \$211 ;
-  assign \$440 [776:760] = \$210 ;
-  assign \$440 [759:701] = \$209 ;
-  assign \$440 [700:684] = \$208 ;
-  assign \$440 [683:625] = \$207 ;
-  assign \$440 [624:608] = \$206 ;
-  assign \$440 [607:549] = \$205 ;
-  assign \$440 [548:532] = \$204 ;
-  assign \$440 [531:473] = \$203 ;
-  assign \$440 [472:456] = \$202 ;
-  assign \$440 [455:397] = \$201 ;
-  assign \$440 [396:380] = \$200 ;
-  assign \$440 [379:321] = \$199 ;
-  assign \$440 [320:304] = \$198 ;
-  assign \$440 [303:245] = \$197 ;
-  assign \$440 [244:228] = \$196 ;
-  assign \$440 [227:169] = \$195 ;
-  assign \$440 [168:152] = \$194 ;
-  assign \$440 [151:93] = \$193 ;
-  assign \$440 [92:76] = \$192 ;
-  assign \$440 [75:17] = \$191 ;
-  assign \$440 [16:0] = \$190 ;
-  assign \$389  = params_d0;
-  assign \$388  = { \data$248 , \data$247 , \data$246 , \data$245 , \data$244 , \data$243 , \data$242 , \data$241 , \data$240 , \data$239 , \data$238 , \data$237 , \data$236 , \data$235 , \data$234 , \data$233  };
-  assign \$340  = wdata_d1;
-  assign \$339  = wdata_d0;
-  assign \$338  = data;
-  assign \$337  = { \read__data$193 , \read__data$192 , \read__data$191 , read__data };
+  assign \$484 [1215:1157] = \$261 ;
+  assign \$484 [1156:1140] = \$260 ;
+  assign \$484 [1139:1081] = \$259 ;
+  assign \$484 [1080:1064] = \$258 ;
+  assign \$484 [1063:1005] = \$257 ;
+  assign \$484 [1004:988] = \$256 ;
+  assign \$484 [987:929] = \$255 ;
+  assign \$484 [928:912] = \$254 ;
+  assign \$484 [911:853] = \$253 ;
+  assign \$484 [852:836] = \$252 ;
+  assign \$484 [835:777] = \$251 ;
+  assign \$484 [776:760] = \$250 ;
+  assign \$484 [759:701] = \$249 ;
+  assign \$484 [700:684] = \$248 ;
+  assign \$484 [683:625] = \$247 ;
+  assign \$484 [624:608] = \$246 ;
+  assign \$484 [607:549] = \$245 ;
+  assign \$484 [548:532] = \$244 ;
+  assign \$484 [531:473] = \$243 ;
+  assign \$484 [472:456] = \$242 ;
+  assign \$484 [455:397] = \$241 ;
+  assign \$484 [396:380] = \$240 ;
+  assign \$484 [379:321] = \$239 ;
+  assign \$484 [320:304] = \$238 ;
+  assign \$484 [303:245] = \$237 ;
+  assign \$484 [244:228] = \$236 ;
+  assign \$484 [227:169] = \$235 ;
+  assign \$484 [168:152] = \$234 ;
+  assign \$484 [151:93] = \$233 ;
+  assign \$484 [92:76] = \$232 ;
+  assign \$484 [75:17] = \$231 ;
+  assign \$484 [16:0] = \$230 ;
+  assign \$433  = params_d0;
+  assign \$432  = { \data$253 , \data$252 , \data$251 , \data$250 , \data$249 , \data$248 , \data$247 , \data$246 , \data$245 , \data$244 , \data$243 , \data$242 , \data$241 , \data$240 , \data$239 , \data$238  };
+  assign \$384  = wdata_d1;
+  assign \$383  = wdata_d0;
+  assign \$382  = data;
+  assign \$381  = { \read__data$198 , \read__data$197 , \read__data$196 , read__data };
   assign busy_next = \$4 ;
   assign \$11  = \$10 ;
   assign \$23  = \$22 ;
@@ -45132,10 +45600,18 @@ module \bchw_top.engine2 (rst, s__valid, s__payload, s__ready, m__valid, m__payl
   assign \$89  = \$87 ;
   assign \$96  = 1'h1;
   assign \$97  = \$95 ;
-  assign \$111  = 1'h1;
+  assign \$104  = 1'h1;
+  assign \$105  = \$103 ;
   assign \$114  = 1'h1;
-  assign \$117  = 1'h1;
-  assign \$120  = 1'h1;
+  assign \$115  = \$113 ;
+  assign \$124  = 1'h1;
+  assign \$125  = \$123 ;
+  assign \$134  = 1'h1;
+  assign \$135  = \$133 ;
+  assign \$151  = 1'h1;
+  assign \$154  = 1'h1;
+  assign \$157  = 1'h1;
+  assign \$160  = 1'h1;
 endmodule
 
 (* generator = "Amaranth" *)
@@ -45555,7 +46031,7 @@ module \bchw_top.engine2.params9 (data, addr, clk);
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine2.requant0 (rst, \port$22427$0 , q, clk);
+module \bchw_top.engine2.requant0 (rst, \port$22611$0 , q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$7  = 0;
   wire [35:0] \$1 ;
   wire [34:0] \$10 ;
@@ -45585,8 +46061,8 @@ module \bchw_top.engine2.requant0 (rst, \port$22427$0 , q, clk);
   wire \en$1 ;
   wire [17:0] mul;
   wire [34:0] p;
-  input [75:0] \port$22427$0 ;
-  wire [75:0] \port$22427$0 ;
+  input [75:0] \port$22611$0 ;
+  wire [75:0] \port$22611$0 ;
   reg [34:0] product_d0 = 35'h000000000;
   output [7:0] q;
   reg [7:0] q = 8'h00;
@@ -45627,7 +46103,7 @@ module \bchw_top.engine2.requant0 (rst, \port$22427$0 , q, clk);
   \bchw_top.engine2.requant0.mul0  mul0 (
     .clk(clk),
     .p(p),
-    .\port$22427$0 (\port$22427$0 [34:0])
+    .\port$22611$0 (\port$22611$0 [34:0])
   );
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
@@ -45638,12 +46114,12 @@ module \bchw_top.engine2.requant0 (rst, \port$22427$0 , q, clk);
   end
   assign en = 1'h1;
   assign \en$1  = 1'h1;
-  assign a = \port$22427$0 [16:0];
-  assign acc = \port$22427$0 [16:0];
-  assign b = \port$22427$0 [34:17];
-  assign mul = \port$22427$0 [34:17];
-  assign bias = \port$22427$0 [75:40];
-  assign shift = \port$22427$0 [39:35];
+  assign a = \port$22611$0 [16:0];
+  assign acc = \port$22611$0 [16:0];
+  assign b = \port$22611$0 [34:17];
+  assign mul = \port$22611$0 [34:17];
+  assign bias = \port$22611$0 [75:40];
+  assign shift = \port$22611$0 [39:35];
   assign \$14  = shift_d3;
   assign \$13  = \$2 ;
   assign \$12  = shift_d2;
@@ -45651,13 +46127,13 @@ module \bchw_top.engine2.requant0 (rst, \port$22427$0 , q, clk);
   assign \$10  = p;
   assign \$9  = shift_d1;
   assign \$8  = bias_d1;
-  assign \$7  = \port$22427$0 [39:35];
-  assign \$6  = \port$22427$0 [75:40];
+  assign \$7  = \port$22611$0 [39:35];
+  assign \$6  = \port$22611$0 [75:40];
   assign \$1  = { product_d0[34], product_d0 };
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine2.requant0.mul0 (p, \port$22427$0 , clk);
+module \bchw_top.engine2.requant0.mul0 (p, \port$22611$0 , clk);
   wire [16:0] a;
   wire [17:0] b;
   input clk;
@@ -45665,21 +46141,21 @@ module \bchw_top.engine2.requant0.mul0 (p, \port$22427$0 , clk);
   wire en;
   output [34:0] p;
   wire [34:0] p;
-  input [34:0] \port$22427$0 ;
-  wire [34:0] \port$22427$0 ;
+  input [34:0] \port$22611$0 ;
+  wire [34:0] \port$22611$0 ;
   bchw_mul #(
     .A_WIDTH(32'd17),
     .B_WIDTH(32'd18)
   ) mul (
-    .a(\port$22427$0 [16:0]),
-    .b(\port$22427$0 [34:17]),
+    .a(\port$22611$0 [16:0]),
+    .b(\port$22611$0 [34:17]),
     .clk(clk),
     .en(1'h1),
     .p(p)
   );
   assign en = 1'h1;
-  assign a = \port$22427$0 [16:0];
-  assign b = \port$22427$0 [34:17];
+  assign a = \port$22611$0 [16:0];
+  assign b = \port$22611$0 [34:17];
 endmodule
 
 (* generator = "Amaranth" *)
@@ -56859,7 +57335,7 @@ module \bchw_top.engine2.weights (data, addr, clk);
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine3 (rst, s__valid, s__payload, s__ready, m__ready, m__valid, m__payload, clk);
+module \bchw_top.engine3 (rst, s__valid, s__payload, s__ready, m__ready, sready_copy0, sready_copy1, sready_copy2, sready_copy3, m__valid, m__payload, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$8  = 0;
   wire \$1 ;
   wire [4:0] \$10 ;
@@ -56903,28 +57379,28 @@ module \bchw_top.engine3 (rst, s__valid, s__payload, s__ready, m__ready, m__vali
   wire \$134 ;
   wire \$135 ;
   wire \$136 ;
-  wire [16:0] \$137 ;
-  wire [17:0] \$138 ;
-  wire [16:0] \$139 ;
+  wire \$137 ;
+  wire \$138 ;
+  wire \$139 ;
   wire \$14 ;
-  wire [17:0] \$140 ;
-  wire [16:0] \$141 ;
-  wire [17:0] \$142 ;
-  wire [16:0] \$143 ;
-  wire [17:0] \$144 ;
-  wire [16:0] \$145 ;
-  wire [17:0] \$146 ;
-  wire [16:0] \$147 ;
-  wire [17:0] \$148 ;
-  wire [16:0] \$149 ;
+  wire \$140 ;
+  wire \$141 ;
+  wire \$142 ;
+  wire \$143 ;
+  wire \$144 ;
+  wire \$145 ;
+  wire \$146 ;
+  wire \$147 ;
+  wire \$148 ;
+  wire \$149 ;
   wire \$15 ;
-  wire [17:0] \$150 ;
-  wire [16:0] \$151 ;
-  wire [17:0] \$152 ;
-  wire [16:0] \$153 ;
-  wire [17:0] \$154 ;
-  wire [16:0] \$155 ;
-  wire [17:0] \$156 ;
+  wire \$150 ;
+  wire \$151 ;
+  wire \$152 ;
+  wire \$153 ;
+  wire \$154 ;
+  wire \$155 ;
+  wire \$156 ;
   wire \$157 ;
   wire \$158 ;
   wire \$159 ;
@@ -56936,39 +57412,39 @@ module \bchw_top.engine3 (rst, s__valid, s__payload, s__ready, m__ready, m__vali
   wire \$164 ;
   wire \$165 ;
   wire \$166 ;
-  wire [75:0] \$167 ;
-  wire [75:0] \$168 ;
-  wire [75:0] \$169 ;
+  wire \$167 ;
+  wire \$168 ;
+  wire \$169 ;
   wire \$17 ;
-  wire [75:0] \$170 ;
-  wire [75:0] \$171 ;
-  wire [75:0] \$172 ;
-  wire [75:0] \$173 ;
-  wire [75:0] \$174 ;
-  wire [75:0] \$175 ;
-  wire [75:0] \$176 ;
-  wire \$177 ;
-  wire \$178 ;
-  wire \$179 ;
+  wire \$170 ;
+  wire \$171 ;
+  wire \$172 ;
+  wire \$173 ;
+  wire \$174 ;
+  wire \$175 ;
+  wire \$176 ;
+  wire [16:0] \$177 ;
+  wire [17:0] \$178 ;
+  wire [16:0] \$179 ;
   wire \$18 ;
-  wire \$180 ;
-  wire \$181 ;
-  wire \$182 ;
-  wire \$183 ;
-  wire \$184 ;
-  wire \$185 ;
-  wire \$186 ;
-  wire \$187 ;
-  wire \$188 ;
-  wire \$189 ;
+  wire [17:0] \$180 ;
+  wire [16:0] \$181 ;
+  wire [17:0] \$182 ;
+  wire [16:0] \$183 ;
+  wire [17:0] \$184 ;
+  wire [16:0] \$185 ;
+  wire [17:0] \$186 ;
+  wire [16:0] \$187 ;
+  wire [17:0] \$188 ;
+  wire [16:0] \$189 ;
   wire \$19 ;
-  wire \$190 ;
-  wire \$191 ;
-  wire \$192 ;
-  wire \$193 ;
-  wire \$194 ;
-  wire \$195 ;
-  wire \$196 ;
+  wire [17:0] \$190 ;
+  wire [16:0] \$191 ;
+  wire [17:0] \$192 ;
+  wire [16:0] \$193 ;
+  wire [17:0] \$194 ;
+  wire [16:0] \$195 ;
+  wire [17:0] \$196 ;
   wire \$197 ;
   wire \$198 ;
   wire \$199 ;
@@ -56981,17 +57457,17 @@ module \bchw_top.engine3 (rst, s__valid, s__payload, s__ready, m__ready, m__vali
   wire \$204 ;
   wire \$205 ;
   wire \$206 ;
-  wire \$207 ;
-  wire \$208 ;
-  wire \$209 ;
+  wire [75:0] \$207 ;
+  wire [75:0] \$208 ;
+  wire [75:0] \$209 ;
   wire [4:0] \$21 ;
-  wire \$210 ;
-  wire \$211 ;
-  wire \$212 ;
-  wire \$213 ;
-  wire \$214 ;
-  wire \$215 ;
-  wire \$216 ;
+  wire [75:0] \$210 ;
+  wire [75:0] \$211 ;
+  wire [75:0] \$212 ;
+  wire [75:0] \$213 ;
+  wire [75:0] \$214 ;
+  wire [75:0] \$215 ;
+  wire [75:0] \$216 ;
   wire \$217 ;
   wire \$218 ;
   wire \$219 ;
@@ -57048,159 +57524,203 @@ module \bchw_top.engine3 (rst, s__valid, s__payload, s__ready, m__ready, m__vali
   wire \$265 ;
   wire \$266 ;
   wire \$267 ;
-  wire [160:0] \$268 ;
+  wire \$268 ;
   wire \$269 ;
   wire \$27 ;
   wire \$270 ;
   wire \$271 ;
   wire \$272 ;
   wire \$273 ;
-  wire [160:0] \$274 ;
+  wire \$274 ;
   wire \$275 ;
   wire \$276 ;
   wire \$277 ;
   wire \$278 ;
   wire \$279 ;
   wire \$28 ;
-  reg \$280 ;
-  reg [3:0] \$281 ;
-  reg [3:0] \$282 ;
-  reg \$283 ;
-  reg \$284 ;
-  reg [1:0] \$285 ;
-  reg \$286 ;
-  reg [3:0] \$287 ;
-  reg \$288 ;
-  reg \$289 ;
+  wire \$280 ;
+  wire \$281 ;
+  wire \$282 ;
+  wire \$283 ;
+  wire \$284 ;
+  wire \$285 ;
+  wire \$286 ;
+  wire \$287 ;
+  wire \$288 ;
+  wire \$289 ;
   wire [1:0] \$29 ;
-  reg \$290 ;
-  reg [4:0] \$291 ;
-  reg [4:0] \$292 ;
-  reg [4:0] \$293 ;
-  reg [4:0] \$294 ;
-  reg [4:0] \$295 ;
-  reg [4:0] \$296 ;
-  reg [4:0] \$297 ;
-  reg [4:0] \$298 ;
-  reg \$299 ;
+  wire \$290 ;
+  wire \$291 ;
+  wire \$292 ;
+  wire \$293 ;
+  wire \$294 ;
+  wire \$295 ;
+  wire \$296 ;
+  wire \$297 ;
+  wire \$298 ;
+  wire \$299 ;
   wire \$3 ;
   wire [1:0] \$30 ;
-  reg \$300 ;
-  reg \$301 ;
-  reg \$302 ;
-  wire [127:0] \$303 ;
-  wire [159:0] \$304 ;
-  wire [159:0] \$305 ;
-  wire [159:0] \$306 ;
-  reg [3:0] \$307 ;
-  reg [3:0] \$308 ;
-  reg [3:0] \$309 ;
+  wire \$300 ;
+  wire \$301 ;
+  wire \$302 ;
+  wire \$303 ;
+  wire \$304 ;
+  wire \$305 ;
+  wire \$306 ;
+  wire \$307 ;
+  wire [160:0] \$308 ;
+  wire \$309 ;
   wire [1:0] \$31 ;
-  reg [3:0] \$310 ;
-  reg [3:0] \$311 ;
-  reg [3:0] \$312 ;
-  reg [3:0] \$313 ;
-  reg [3:0] \$314 ;
-  reg [3:0] \$315 ;
-  reg [1:0] \$316 ;
-  reg [1:0] \$317 ;
-  reg [1:0] \$318 ;
-  reg [1:0] \$319 ;
+  wire \$310 ;
+  wire \$311 ;
+  wire \$312 ;
+  wire \$313 ;
+  wire [160:0] \$314 ;
+  wire \$315 ;
+  wire \$316 ;
+  wire \$317 ;
+  wire \$318 ;
+  wire \$319 ;
   wire [1:0] \$32 ;
-  reg [1:0] \$320 ;
-  reg [1:0] \$321 ;
-  reg [1:0] \$322 ;
-  reg [1:0] \$323 ;
-  reg [1:0] \$324 ;
+  reg \$320 ;
+  reg [3:0] \$321 ;
+  reg [3:0] \$322 ;
+  reg \$323 ;
+  reg \$324 ;
   reg [1:0] \$325 ;
-  wire [589:0] \$326 ;
-  wire [589:0] \$327 ;
+  reg \$326 ;
+  reg [3:0] \$327 ;
   reg \$328 ;
   reg \$329 ;
   wire \$33 ;
-  reg [16:0] \$330 ;
-  reg [16:0] \$331 ;
-  reg [16:0] \$332 ;
-  reg [16:0] \$333 ;
-  reg [16:0] \$334 ;
-  reg [16:0] \$335 ;
-  reg [16:0] \$336 ;
-  reg [16:0] \$337 ;
-  reg [16:0] \$338 ;
-  reg [16:0] \$339 ;
+  reg \$330 ;
+  reg \$331 ;
+  reg \$332 ;
+  reg \$333 ;
+  reg \$334 ;
+  reg [4:0] \$335 ;
+  reg [4:0] \$336 ;
+  reg [4:0] \$337 ;
+  reg [4:0] \$338 ;
+  reg [4:0] \$339 ;
   wire \$34 ;
-  reg \$340 ;
-  reg \$341 ;
-  reg \$342 ;
+  reg [4:0] \$340 ;
+  reg [4:0] \$341 ;
+  reg [4:0] \$342 ;
   reg \$343 ;
   reg \$344 ;
   reg \$345 ;
   reg \$346 ;
-  reg \$347 ;
-  reg \$348 ;
-  reg \$349 ;
+  wire [127:0] \$347 ;
+  wire [159:0] \$348 ;
+  wire [159:0] \$349 ;
   wire \$35 ;
-  wire [759:0] \$350 ;
-  reg \$351 ;
-  reg \$352 ;
-  reg \$353 ;
-  reg \$354 ;
-  reg \$355 ;
-  reg \$356 ;
-  reg \$357 ;
-  reg \$358 ;
-  reg \$359 ;
+  wire [159:0] \$350 ;
+  reg [3:0] \$351 ;
+  reg [3:0] \$352 ;
+  reg [3:0] \$353 ;
+  reg [3:0] \$354 ;
+  reg [3:0] \$355 ;
+  reg [3:0] \$356 ;
+  reg [3:0] \$357 ;
+  reg [3:0] \$358 ;
+  reg [3:0] \$359 ;
   wire \$36 ;
-  reg \$360 ;
-  reg \$361 ;
-  reg \$362 ;
-  reg \$363 ;
-  reg \$364 ;
-  reg \$365 ;
-  reg \$366 ;
-  reg \$367 ;
-  reg \$368 ;
-  reg \$369 ;
+  reg [1:0] \$360 ;
+  reg [1:0] \$361 ;
+  reg [1:0] \$362 ;
+  reg [1:0] \$363 ;
+  reg [1:0] \$364 ;
+  reg [1:0] \$365 ;
+  reg [1:0] \$366 ;
+  reg [1:0] \$367 ;
+  reg [1:0] \$368 ;
+  reg [1:0] \$369 ;
   wire \$37 ;
-  reg \$370 ;
-  reg \$371 ;
+  wire [589:0] \$370 ;
+  wire [589:0] \$371 ;
   reg \$372 ;
   reg \$373 ;
-  reg \$374 ;
-  reg \$375 ;
-  reg \$376 ;
-  reg \$377 ;
-  reg \$378 ;
-  reg \$379 ;
+  reg [16:0] \$374 ;
+  reg [16:0] \$375 ;
+  reg [16:0] \$376 ;
+  reg [16:0] \$377 ;
+  reg [16:0] \$378 ;
+  reg [16:0] \$379 ;
   wire \$38 ;
-  reg \$380 ;
-  reg [1:0] \$381 ;
-  reg [1:0] \$382 ;
-  reg [1:0] \$383 ;
+  reg [16:0] \$380 ;
+  reg [16:0] \$381 ;
+  reg [16:0] \$382 ;
+  reg [16:0] \$383 ;
   reg \$384 ;
   reg \$385 ;
   reg \$386 ;
-  reg [160:0] \$387 ;
-  reg [160:0] \$388 ;
-  reg [160:0] \$389 ;
+  reg \$387 ;
+  reg \$388 ;
+  reg \$389 ;
   wire \$39 ;
-  reg [1:0] \$390 ;
+  reg \$390 ;
   reg \$391 ;
   reg \$392 ;
   reg \$393 ;
-  reg \$394 ;
+  wire [759:0] \$394 ;
   reg \$395 ;
   reg \$396 ;
   reg \$397 ;
-  reg [159:0] \$398 ;
+  reg \$398 ;
   reg \$399 ;
   wire \$4 ;
   wire \$40 ;
   reg \$400 ;
+  reg \$401 ;
+  reg \$402 ;
+  reg \$403 ;
+  reg \$404 ;
+  reg \$405 ;
+  reg \$406 ;
+  reg \$407 ;
+  reg \$408 ;
+  reg \$409 ;
   wire \$41 ;
+  reg \$410 ;
+  reg \$411 ;
+  reg \$412 ;
+  reg \$413 ;
+  reg \$414 ;
+  reg \$415 ;
+  reg \$416 ;
+  reg \$417 ;
+  reg \$418 ;
+  reg \$419 ;
   wire \$42 ;
+  reg \$420 ;
+  reg \$421 ;
+  reg \$422 ;
+  reg \$423 ;
+  reg \$424 ;
+  reg [1:0] \$425 ;
+  reg [1:0] \$426 ;
+  reg [1:0] \$427 ;
+  reg \$428 ;
+  reg \$429 ;
   wire [2:0] \$43 ;
+  reg \$430 ;
+  reg [160:0] \$431 ;
+  reg [160:0] \$432 ;
+  reg [160:0] \$433 ;
+  reg [1:0] \$434 ;
+  reg \$435 ;
+  reg \$436 ;
+  reg \$437 ;
+  reg \$438 ;
+  reg \$439 ;
   wire \$44 ;
+  reg \$440 ;
+  reg \$441 ;
+  reg [159:0] \$442 ;
+  reg \$443 ;
+  reg \$444 ;
   wire \$45 ;
   wire [3:0] \$46 ;
   wire [3:0] \$47 ;
@@ -57296,16 +57816,16 @@ module \bchw_top.engine3 (rst, s__valid, s__payload, s__ready, m__ready, m__vali
   (* keep = 32'd1 *)
   reg [1:0] accflags_copy9 = 2'h0;
   reg [3:0] addr = 4'h0;
-  wire \addr$101 ;
-  wire \addr$104 ;
-  wire \addr$107 ;
-  wire \addr$110 ;
-  wire \addr$113 ;
-  wire \addr$116 ;
-  wire \addr$119 ;
-  wire \addr$92 ;
-  wire \addr$95 ;
-  wire \addr$98 ;
+  wire \addr$100 ;
+  wire \addr$103 ;
+  wire \addr$106 ;
+  wire \addr$109 ;
+  wire \addr$112 ;
+  wire \addr$115 ;
+  wire \addr$118 ;
+  wire \addr$121 ;
+  wire \addr$124 ;
+  wire \addr$97 ;
   wire [35:0] bias;
   reg busy = 1'h0;
   wire busy_next;
@@ -57326,16 +57846,16 @@ module \bchw_top.engine3 (rst, s__valid, s__payload, s__ready, m__ready, m__vali
   reg [1:0] credits = 2'h3;
   wire [1:0] credits_next;
   wire [159:0] data;
-  wire [58:0] \data$186 ;
-  wire [58:0] \data$187 ;
-  wire [58:0] \data$188 ;
-  wire [58:0] \data$189 ;
-  wire [58:0] \data$190 ;
   wire [58:0] \data$191 ;
   wire [58:0] \data$192 ;
   wire [58:0] \data$193 ;
   wire [58:0] \data$194 ;
   wire [58:0] \data$195 ;
+  wire [58:0] \data$196 ;
+  wire [58:0] \data$197 ;
+  wire [58:0] \data$198 ;
+  wire [58:0] \data$199 ;
+  wire [58:0] \data$200 ;
   (* keep = 32'd1 *)
   reg dload_copy0 = 1'h0;
   (* keep = 32'd1 *)
@@ -57358,27 +57878,27 @@ module \bchw_top.engine3 (rst, s__valid, s__payload, s__ready, m__ready, m__vali
   reg dload_copy9 = 1'h0;
   reg [759:0] drain = 760'h0000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000;
   wire en;
-  wire \en$100 ;
-  wire \en$103 ;
-  wire \en$106 ;
-  wire \en$109 ;
-  wire \en$112 ;
-  wire \en$115 ;
-  wire \en$118 ;
-  wire \en$121 ;
-  wire \en$50 ;
+  wire \en$102 ;
+  wire \en$105 ;
+  wire \en$108 ;
+  wire \en$111 ;
+  wire \en$114 ;
+  wire \en$117 ;
+  wire \en$120 ;
+  wire \en$123 ;
+  wire \en$126 ;
   wire \en$55 ;
-  wire \en$59 ;
-  wire \en$63 ;
-  wire \en$67 ;
-  wire \en$71 ;
-  wire \en$75 ;
-  wire \en$79 ;
-  wire \en$83 ;
-  wire \en$87 ;
-  wire \en$91 ;
-  wire \en$94 ;
-  wire \en$97 ;
+  wire \en$60 ;
+  wire \en$64 ;
+  wire \en$68 ;
+  wire \en$72 ;
+  wire \en$76 ;
+  wire \en$80 ;
+  wire \en$84 ;
+  wire \en$88 ;
+  wire \en$92 ;
+  wire \en$96 ;
+  wire \en$99 ;
   reg [3:0] f_d0 = 4'h0;
   reg [3:0] f_d1 = 4'h0;
   reg [3:0] f_d2 = 4'h0;
@@ -57484,15 +58004,15 @@ module \bchw_top.engine3 (rst, s__valid, s__payload, s__ready, m__ready, m__vali
   (* keep = 32'd1 *)
   reg [4:0] read__addr = 5'h10;
   (* keep = 32'd1 *)
-  reg [4:0] \read__addr$34  = 5'h10;
+  reg [4:0] \read__addr$39  = 5'h10;
   (* keep = 32'd1 *)
-  reg [4:0] \read__addr$41  = 5'h10;
+  reg [4:0] \read__addr$46  = 5'h10;
   (* keep = 32'd1 *)
-  reg [4:0] \read__addr$48  = 5'h10;
+  reg [4:0] \read__addr$53  = 5'h10;
   wire [31:0] read__data;
-  wire [31:0] \read__data$151 ;
-  wire [31:0] \read__data$152 ;
-  wire [31:0] \read__data$153 ;
+  wire [31:0] \read__data$156 ;
+  wire [31:0] \read__data$157 ;
+  wire [31:0] \read__data$158 ;
   reg read_bank = 1'h1;
   reg ready = 1'h1;
   wire ready_next;
@@ -57505,6 +58025,7 @@ module \bchw_top.engine3 (rst, s__valid, s__payload, s__ready, m__ready, m__vali
   wire s__ready;
   input s__valid;
   wire s__valid;
+  wire [3:0] s_ready_copies;
   reg [3:0] sfc = 4'h0;
   wire [3:0] sfc_next;
   wire [4:0] shift;
@@ -57517,32 +58038,44 @@ module \bchw_top.engine3 (rst, s__valid, s__payload, s__ready, m__ready, m__vali
   reg skid_qvalid_copy1 = 1'h0;
   (* keep = 32'd1 *)
   reg skid_qvalid_copy2 = 1'h0;
+  (* keep = 32'd1 *)
+  output sready_copy0;
+  reg sready_copy0 = 1'h1;
+  (* keep = 32'd1 *)
+  output sready_copy1;
+  reg sready_copy1 = 1'h1;
+  (* keep = 32'd1 *)
+  output sready_copy2;
+  reg sready_copy2 = 1'h1;
+  (* keep = 32'd1 *)
+  output sready_copy3;
+  reg sready_copy3 = 1'h1;
   (* init = 4'h0 *)
   wire [3:0] step;
   wire [3:0] step_next;
   wire [12:0] sum;
-  wire [12:0] \sum$202 ;
-  wire [12:0] \sum$204 ;
-  wire [12:0] \sum$206 ;
-  wire [12:0] \sum$208 ;
-  wire [12:0] \sum$210 ;
-  wire [12:0] \sum$212 ;
-  wire [12:0] \sum$214 ;
-  wire [12:0] \sum$216 ;
-  wire [12:0] \sum$218 ;
+  wire [12:0] \sum$207 ;
+  wire [12:0] \sum$209 ;
+  wire [12:0] \sum$211 ;
+  wire [12:0] \sum$213 ;
+  wire [12:0] \sum$215 ;
+  wire [12:0] \sum$217 ;
+  wire [12:0] \sum$219 ;
+  wire [12:0] \sum$221 ;
+  wire [12:0] \sum$223 ;
   wire valid_next;
   (* init = 160'h0000000000000000000000000000000000000000 *)
   wire [159:0] vector;
   wire [15:0] w;
-  wire [15:0] \w$58 ;
-  wire [15:0] \w$62 ;
-  wire [15:0] \w$66 ;
-  wire [15:0] \w$70 ;
-  wire [15:0] \w$74 ;
-  wire [15:0] \w$78 ;
-  wire [15:0] \w$82 ;
-  wire [15:0] \w$86 ;
-  wire [15:0] \w$90 ;
+  wire [15:0] \w$63 ;
+  wire [15:0] \w$67 ;
+  wire [15:0] \w$71 ;
+  wire [15:0] \w$75 ;
+  wire [15:0] \w$79 ;
+  wire [15:0] \w$83 ;
+  wire [15:0] \w$87 ;
+  wire [15:0] \w$91 ;
+  wire [15:0] \w$95 ;
   reg [159:0] wdata_d0 = 160'h0000000000000000000000000000000000000000;
   reg [159:0] wdata_d1 = 160'h0000000000000000000000000000000000000000;
   reg [159:0] wdata_d2 = 160'h0000000000000000000000000000000000000000;
@@ -57550,40 +58083,40 @@ module \bchw_top.engine3 (rst, s__valid, s__payload, s__ready, m__ready, m__vali
   (* keep = 32'd1 *)
   reg [4:0] write__addr = 5'h00;
   (* keep = 32'd1 *)
-  reg [4:0] \write__addr$31  = 5'h00;
+  reg [4:0] \write__addr$36  = 5'h00;
   (* keep = 32'd1 *)
-  reg [4:0] \write__addr$38  = 5'h00;
+  reg [4:0] \write__addr$43  = 5'h00;
   (* keep = 32'd1 *)
-  reg [4:0] \write__addr$45  = 5'h00;
+  reg [4:0] \write__addr$50  = 5'h00;
   wire [31:0] write__data;
-  wire [31:0] \write__data$33 ;
-  wire [31:0] \write__data$40 ;
-  wire [31:0] \write__data$47 ;
+  wire [31:0] \write__data$38 ;
+  wire [31:0] \write__data$45 ;
+  wire [31:0] \write__data$52 ;
   reg write__en = 1'h0;
-  reg \write__en$29  = 1'h0;
-  reg \write__en$36  = 1'h0;
-  reg \write__en$43  = 1'h0;
+  reg \write__en$34  = 1'h0;
+  reg \write__en$41  = 1'h0;
+  reg \write__en$48  = 1'h0;
   reg write_bank = 1'h0;
   (* keep = 32'd1 *)
   reg [127:0] x = 128'h00000000000000000000000000000000;
   (* keep = 32'd1 *)
-  reg [127:0] \x$56  = 128'h00000000000000000000000000000000;
+  reg [127:0] \x$61  = 128'h00000000000000000000000000000000;
   (* keep = 32'd1 *)
-  reg [127:0] \x$60  = 128'h00000000000000000000000000000000;
+  reg [127:0] \x$65  = 128'h00000000000000000000000000000000;
   (* keep = 32'd1 *)
-  reg [127:0] \x$64  = 128'h00000000000000000000000000000000;
+  reg [127:0] \x$69  = 128'h00000000000000000000000000000000;
   (* keep = 32'd1 *)
-  reg [127:0] \x$68  = 128'h00000000000000000000000000000000;
+  reg [127:0] \x$73  = 128'h00000000000000000000000000000000;
   (* keep = 32'd1 *)
-  reg [127:0] \x$72  = 128'h00000000000000000000000000000000;
+  reg [127:0] \x$77  = 128'h00000000000000000000000000000000;
   (* keep = 32'd1 *)
-  reg [127:0] \x$76  = 128'h00000000000000000000000000000000;
+  reg [127:0] \x$81  = 128'h00000000000000000000000000000000;
   (* keep = 32'd1 *)
-  reg [127:0] \x$80  = 128'h00000000000000000000000000000000;
+  reg [127:0] \x$85  = 128'h00000000000000000000000000000000;
   (* keep = 32'd1 *)
-  reg [127:0] \x$84  = 128'h00000000000000000000000000000000;
+  reg [127:0] \x$89  = 128'h00000000000000000000000000000000;
   (* keep = 32'd1 *)
-  reg [127:0] \x$88  = 128'h00000000000000000000000000000000;
+  reg [127:0] \x$93  = 128'h00000000000000000000000000000000;
   reg [127:0] xbeat = 128'h00000000000000000000000000000000;
   reg [127:0] xmem_d0 = 128'h00000000000000000000000000000000;
   (* init = 5'h10 *)
@@ -57734,14 +58267,14 @@ module \bchw_top.engine3 (rst, s__valid, s__payload, s__ready, m__ready, m__vali
     xmem1[31] = 32'd0;
   end
   always @(posedge clk) begin
-    if (\write__en$29 )
-      xmem1[\write__addr$31 ] <= xbeat[63:32];
+    if (\write__en$34 )
+      xmem1[\write__addr$36 ] <= xbeat[63:32];
   end
   reg [31:0] _1_;
   always @(posedge clk) begin
-    _1_ <= xmem1[\read__addr$34 ];
+    _1_ <= xmem1[\read__addr$39 ];
   end
-  assign \read__data$151  = _1_;
+  assign \read__data$156  = _1_;
   reg [31:0] xmem2 [31:0];
   initial begin
     xmem2[0] = 32'd0;
@@ -57778,14 +58311,14 @@ module \bchw_top.engine3 (rst, s__valid, s__payload, s__ready, m__ready, m__vali
     xmem2[31] = 32'd0;
   end
   always @(posedge clk) begin
-    if (\write__en$36 )
-      xmem2[\write__addr$38 ] <= xbeat[95:64];
+    if (\write__en$41 )
+      xmem2[\write__addr$43 ] <= xbeat[95:64];
   end
   reg [31:0] _2_;
   always @(posedge clk) begin
-    _2_ <= xmem2[\read__addr$41 ];
+    _2_ <= xmem2[\read__addr$46 ];
   end
-  assign \read__data$152  = _2_;
+  assign \read__data$157  = _2_;
   reg [31:0] xmem3 [31:0];
   initial begin
     xmem3[0] = 32'd0;
@@ -57822,14 +58355,64 @@ module \bchw_top.engine3 (rst, s__valid, s__payload, s__ready, m__ready, m__vali
     xmem3[31] = 32'd0;
   end
   always @(posedge clk) begin
-    if (\write__en$43 )
-      xmem3[\write__addr$45 ] <= xbeat[127:96];
+    if (\write__en$48 )
+      xmem3[\write__addr$50 ] <= xbeat[127:96];
   end
   reg [31:0] _3_;
   always @(posedge clk) begin
-    _3_ <= xmem3[\read__addr$48 ];
+    _3_ <= xmem3[\read__addr$53 ];
   end
-  assign \read__data$153  = _3_;
+  assign \read__data$158  = _3_;
+  always @(posedge clk)
+    qe_d12 <= \$421 ;
+  always @(posedge clk)
+    qe_d13 <= \$422 ;
+  always @(posedge clk)
+    qv_last_d0 <= \$423 ;
+  always @(posedge clk)
+    qe_last_d0 <= \$424 ;
+  always @(posedge clk)
+    results0 <= { q, results0[143:16] };
+  always @(posedge clk)
+    count_copy0 <= \$425 ;
+  always @(posedge clk)
+    count_copy1 <= \$426 ;
+  always @(posedge clk)
+    count_copy2 <= \$427 ;
+  always @(posedge clk)
+    skid_qvalid_copy0 <= \$428 ;
+  always @(posedge clk)
+    skid_qvalid_copy1 <= \$429 ;
+  always @(posedge clk)
+    skid_qvalid_copy2 <= \$430 ;
+  always @(posedge clk)
+    skid0 <= \$431 ;
+  always @(posedge clk)
+    skid1 <= \$432 ;
+  always @(posedge clk)
+    skid2 <= \$433 ;
+  always @(posedge clk)
+    count <= \$434 ;
+  always @(posedge clk)
+    held_copy0 <= \$435 ;
+  always @(posedge clk)
+    held_copy1 <= \$436 ;
+  always @(posedge clk)
+    qvalid_copy0 <= \$437 ;
+  always @(posedge clk)
+    qvalid_copy1 <= \$438 ;
+  always @(posedge clk)
+    m__valid <= \$439 ;
+  always @(posedge clk)
+    mvalid_copy0 <= \$440 ;
+  always @(posedge clk)
+    mvalid_copy1 <= \$441 ;
+  always @(posedge clk)
+    m__payload <= \$442 ;
+  always @(posedge clk)
+    credit_back_d0 <= \$443 ;
+  always @(posedge clk)
+    credit_back <= \$444 ;
   assign \$1  = \$signal  & ready;
   assign \$2  = ~ last_step;
   assign \$3  = busy & \$2 ;
@@ -57926,219 +58509,259 @@ module \bchw_top.engine3 (rst, s__valid, s__payload, s__ready, m__ready, m__vali
   assign \$110  = ~ ready;
   assign \$111  = \$signal  & \$110 ;
   assign \$112  = \$109  ? 1'h1 : \$111 ;
-  assign \$113  = \$signal  & ready;
-  assign \$114  = read_bank ^ \$113 ;
-  assign \$115  = \$signal  & ready;
-  assign \$116  = read_bank ^ \$115 ;
-  assign \$117  = \$signal  & ready;
-  assign \$118  = read_bank ^ \$117 ;
-  assign \$119  = \$signal  & ready;
-  assign \$120  = read_bank ^ \$119 ;
-  assign \$121  = s__valid & s__ready;
-  assign \$123  = \$121  ? 1'h1 : 1'h0;
-  assign \$124  = s__valid & s__ready;
-  assign \$126  = \$124  ? 1'h1 : 1'h0;
-  assign \$127  = s__valid & s__ready;
-  assign \$129  = \$127  ? 1'h1 : 1'h0;
-  assign \$130  = s__valid & s__ready;
-  assign \$132  = \$130  ? 1'h1 : 1'h0;
-  assign \$133  = ! sfc;
-  assign \$134  = sfc == 4'hf;
-  assign \$135  = ft_d0[0] & ft_d0[2];
-  assign \$136  = ft_d0[0] & ft_d0[3];
-  assign \$137  = accflags_copy0[1] ? 17'h00000 : acc0;
-  assign \$138  = $signed(\$137 ) + $signed(sum);
-  assign \$139  = accflags_copy1[1] ? 17'h00000 : acc1;
-  assign \$140  = $signed(\$139 ) + $signed(\sum$202 );
-  assign \$141  = accflags_copy2[1] ? 17'h00000 : acc2;
-  assign \$142  = $signed(\$141 ) + $signed(\sum$204 );
-  assign \$143  = accflags_copy3[1] ? 17'h00000 : acc3;
-  assign \$144  = $signed(\$143 ) + $signed(\sum$206 );
-  assign \$145  = accflags_copy4[1] ? 17'h00000 : acc4;
-  assign \$146  = $signed(\$145 ) + $signed(\sum$208 );
-  assign \$147  = accflags_copy5[1] ? 17'h00000 : acc5;
-  assign \$148  = $signed(\$147 ) + $signed(\sum$210 );
-  assign \$149  = accflags_copy6[1] ? 17'h00000 : acc6;
-  assign \$150  = $signed(\$149 ) + $signed(\sum$212 );
-  assign \$151  = accflags_copy7[1] ? 17'h00000 : acc7;
-  assign \$152  = $signed(\$151 ) + $signed(\sum$214 );
-  assign \$153  = accflags_copy8[1] ? 17'h00000 : acc8;
-  assign \$154  = $signed(\$153 ) + $signed(\sum$216 );
-  assign \$155  = accflags_copy9[1] ? 17'h00000 : acc9;
-  assign \$156  = $signed(\$155 ) + $signed(\sum$218 );
-  assign \$157  = ft_d0[0] & ft_d0[2];
-  assign \$158  = ft_d0[0] & ft_d0[2];
-  assign \$159  = ft_d0[0] & ft_d0[2];
-  assign \$160  = ft_d0[0] & ft_d0[2];
-  assign \$161  = ft_d0[0] & ft_d0[2];
-  assign \$162  = ft_d0[0] & ft_d0[2];
-  assign \$163  = ft_d0[0] & ft_d0[2];
-  assign \$164  = ft_d0[0] & ft_d0[2];
-  assign \$165  = ft_d0[0] & ft_d0[2];
-  assign \$166  = ft_d0[0] & ft_d0[2];
-  assign \$167  = dload_copy0 ? { params_d1[58:0], acc0 } : drain[151:76];
-  assign \$168  = dload_copy1 ? { params_d1[117:59], acc1 } : drain[227:152];
-  assign \$169  = dload_copy2 ? { params_d1[176:118], acc2 } : drain[303:228];
-  assign \$170  = dload_copy3 ? { params_d1[235:177], acc3 } : drain[379:304];
-  assign \$171  = dload_copy4 ? { params_d1[294:236], acc4 } : drain[455:380];
-  assign \$172  = dload_copy5 ? { params_d1[353:295], acc5 } : drain[531:456];
-  assign \$173  = dload_copy6 ? { params_d1[412:354], acc6 } : drain[607:532];
-  assign \$174  = dload_copy7 ? { params_d1[471:413], acc7 } : drain[683:608];
-  assign \$175  = dload_copy8 ? { params_d1[530:472], acc8 } : drain[759:684];
-  assign \$176  = dload_copy9 ? { params_d1[589:531], acc9 } : drain[759:684];
-  assign \$177  = | count_copy0;
-  assign \$178  = \$177  | skid_qvalid_copy0;
-  assign \$179  = ~ m__valid;
-  assign \$180  = \$179  | m__ready;
-  assign \$181  = \$178  & \$180 ;
-  assign \$182  = | count_copy0;
-  assign \$183  = ~ \$182 ;
-  assign \$184  = \$181  & \$183 ;
-  assign \$185  = ~ \$184 ;
-  assign \$186  = skid_qvalid_copy0 & \$185 ;
-  assign \$187  = | count_copy0;
-  assign \$188  = \$187  | skid_qvalid_copy0;
-  assign \$189  = ~ m__valid;
-  assign \$190  = \$189  | m__ready;
-  assign \$191  = \$188  & \$190 ;
-  assign \$192  = | count_copy0;
-  assign \$193  = \$191  & \$192 ;
-  assign \$194  = count_copy0 == 1'h1;
-  assign \$195  = ! count_copy0;
-  assign \$196  = \$193  ? \$194  : \$195 ;
-  assign \$197  = \$186  & \$196 ;
-  assign \$198  = | count_copy0;
-  assign \$199  = \$198  | skid_qvalid_copy0;
-  assign \$200  = ~ m__valid;
-  assign \$201  = \$200  | m__ready;
-  assign \$202  = \$199  & \$201 ;
-  assign \$203  = | count_copy0;
-  assign \$204  = \$202  & \$203 ;
-  assign \$205  = | count_copy1;
-  assign \$206  = \$205  | skid_qvalid_copy1;
-  assign \$207  = ~ m__valid;
-  assign \$208  = \$207  | m__ready;
-  assign \$209  = \$206  & \$208 ;
-  assign \$210  = | count_copy1;
-  assign \$211  = ~ \$210 ;
-  assign \$212  = \$209  & \$211 ;
-  assign \$213  = ~ \$212 ;
-  assign \$214  = skid_qvalid_copy1 & \$213 ;
-  assign \$215  = | count_copy1;
-  assign \$216  = \$215  | skid_qvalid_copy1;
-  assign \$217  = ~ m__valid;
-  assign \$218  = \$217  | m__ready;
-  assign \$219  = \$216  & \$218 ;
-  assign \$220  = | count_copy1;
-  assign \$221  = \$219  & \$220 ;
-  assign \$222  = count_copy1 == 2'h2;
-  assign \$223  = count_copy1 == 1'h1;
-  assign \$224  = \$221  ? \$222  : \$223 ;
-  assign \$225  = \$214  & \$224 ;
-  assign \$226  = | count_copy1;
-  assign \$227  = \$226  | skid_qvalid_copy1;
-  assign \$228  = ~ m__valid;
-  assign \$229  = \$228  | m__ready;
-  assign \$230  = \$227  & \$229 ;
-  assign \$231  = | count_copy1;
-  assign \$232  = \$230  & \$231 ;
-  assign \$233  = | count_copy2;
-  assign \$234  = \$233  | skid_qvalid_copy2;
-  assign \$235  = ~ m__valid;
-  assign \$236  = \$235  | m__ready;
-  assign \$237  = \$234  & \$236 ;
-  assign \$238  = | count_copy2;
-  assign \$239  = ~ \$238 ;
-  assign \$240  = \$237  & \$239 ;
-  assign \$241  = ~ \$240 ;
-  assign \$242  = skid_qvalid_copy2 & \$241 ;
-  assign \$243  = | count_copy2;
-  assign \$244  = \$243  | skid_qvalid_copy2;
-  assign \$245  = ~ m__valid;
-  assign \$246  = \$245  | m__ready;
-  assign \$247  = \$244  & \$246 ;
-  assign \$248  = | count_copy2;
-  assign \$249  = \$247  & \$248 ;
-  assign \$250  = count_copy2 == 2'h3;
-  assign \$251  = count_copy2 == 2'h2;
-  assign \$252  = \$249  ? \$250  : \$251 ;
-  assign \$253  = \$242  & \$252 ;
-  assign \$254  = | count_copy2;
-  assign \$255  = \$254  | skid_qvalid_copy2;
-  assign \$256  = ~ m__valid;
-  assign \$257  = \$256  | m__ready;
-  assign \$258  = \$255  & \$257 ;
-  assign \$259  = | count_copy2;
-  assign \$260  = \$258  & \$259 ;
-  assign \$261  = | \$71 [1:0];
-  assign \$262  = | \$71 [1:0];
-  assign \$263  = held_copy0 | qvalid_copy0;
-  assign \$264  = ~ mvalid_copy0;
-  assign \$265  = \$264  | m__ready;
-  assign \$266  = \$263  & \$265 ;
-  assign \$267  = | count;
-  assign \$268  = \$267  ? skid0 : { qe_last_d0, q, results0 };
-  assign \$269  = held_copy1 | qvalid_copy1;
-  assign \$270  = ~ mvalid_copy1;
-  assign \$271  = \$270  | m__ready;
-  assign \$272  = \$269  & \$271 ;
-  assign \$273  = | count;
-  assign \$274  = \$273  ? skid0 : { qe_last_d0, q, results0 };
-  assign \$275  = | count;
-  assign \$276  = \$275  | qv_last_d0;
-  assign \$277  = ~ m__valid;
-  assign \$278  = \$277  | m__ready;
-  assign \$279  = \$276  & \$278 ;
+  assign \$113  = s__valid & s__ready;
+  assign \$114  = word == 4'hf;
+  assign \$117  = \$113  & \$116 ;
+  assign \$118  = ~ ready;
+  assign \$119  = \$signal  & \$118 ;
+  assign \$120  = \$117  ? 1'h1 : \$119 ;
+  assign \$121  = ~ \$120 ;
+  assign \$122  = \$121  | ready_next;
+  assign \$123  = s__valid & s__ready;
+  assign \$124  = word == 4'hf;
+  assign \$127  = \$123  & \$126 ;
+  assign \$128  = ~ ready;
+  assign \$129  = \$signal  & \$128 ;
+  assign \$130  = \$127  ? 1'h1 : \$129 ;
+  assign \$131  = ~ \$130 ;
+  assign \$132  = \$131  | ready_next;
+  assign \$133  = s__valid & s__ready;
+  assign \$134  = word == 4'hf;
+  assign \$137  = \$133  & \$136 ;
+  assign \$138  = ~ ready;
+  assign \$139  = \$signal  & \$138 ;
+  assign \$140  = \$137  ? 1'h1 : \$139 ;
+  assign \$141  = ~ \$140 ;
+  assign \$142  = \$141  | ready_next;
+  assign \$143  = s__valid & s__ready;
+  assign \$144  = word == 4'hf;
+  assign \$147  = \$143  & \$146 ;
+  assign \$148  = ~ ready;
+  assign \$149  = \$signal  & \$148 ;
+  assign \$150  = \$147  ? 1'h1 : \$149 ;
+  assign \$151  = ~ \$150 ;
+  assign \$152  = \$151  | ready_next;
+  assign \$153  = \$signal  & ready;
+  assign \$154  = read_bank ^ \$153 ;
+  assign \$155  = \$signal  & ready;
+  assign \$156  = read_bank ^ \$155 ;
+  assign \$157  = \$signal  & ready;
+  assign \$158  = read_bank ^ \$157 ;
+  assign \$159  = \$signal  & ready;
+  assign \$160  = read_bank ^ \$159 ;
+  assign \$161  = s__valid & s__ready;
+  assign \$163  = \$161  ? 1'h1 : 1'h0;
+  assign \$164  = s__valid & s__ready;
+  assign \$166  = \$164  ? 1'h1 : 1'h0;
+  assign \$167  = s__valid & s__ready;
+  assign \$169  = \$167  ? 1'h1 : 1'h0;
+  assign \$170  = s__valid & s__ready;
+  assign \$172  = \$170  ? 1'h1 : 1'h0;
+  assign \$173  = ! sfc;
+  assign \$174  = sfc == 4'hf;
+  assign \$175  = ft_d0[0] & ft_d0[2];
+  assign \$176  = ft_d0[0] & ft_d0[3];
+  assign \$177  = accflags_copy0[1] ? 17'h00000 : acc0;
+  assign \$178  = $signed(\$177 ) + $signed(sum);
+  assign \$179  = accflags_copy1[1] ? 17'h00000 : acc1;
+  assign \$180  = $signed(\$179 ) + $signed(\sum$207 );
+  assign \$181  = accflags_copy2[1] ? 17'h00000 : acc2;
+  assign \$182  = $signed(\$181 ) + $signed(\sum$209 );
+  assign \$183  = accflags_copy3[1] ? 17'h00000 : acc3;
+  assign \$184  = $signed(\$183 ) + $signed(\sum$211 );
+  assign \$185  = accflags_copy4[1] ? 17'h00000 : acc4;
+  assign \$186  = $signed(\$185 ) + $signed(\sum$213 );
+  assign \$187  = accflags_copy5[1] ? 17'h00000 : acc5;
+  assign \$188  = $signed(\$187 ) + $signed(\sum$215 );
+  assign \$189  = accflags_copy6[1] ? 17'h00000 : acc6;
+  assign \$190  = $signed(\$189 ) + $signed(\sum$217 );
+  assign \$191  = accflags_copy7[1] ? 17'h00000 : acc7;
+  assign \$192  = $signed(\$191 ) + $signed(\sum$219 );
+  assign \$193  = accflags_copy8[1] ? 17'h00000 : acc8;
+  assign \$194  = $signed(\$193 ) + $signed(\sum$221 );
+  assign \$195  = accflags_copy9[1] ? 17'h00000 : acc9;
+  assign \$196  = $signed(\$195 ) + $signed(\sum$223 );
+  assign \$197  = ft_d0[0] & ft_d0[2];
+  assign \$198  = ft_d0[0] & ft_d0[2];
+  assign \$199  = ft_d0[0] & ft_d0[2];
+  assign \$200  = ft_d0[0] & ft_d0[2];
+  assign \$201  = ft_d0[0] & ft_d0[2];
+  assign \$202  = ft_d0[0] & ft_d0[2];
+  assign \$203  = ft_d0[0] & ft_d0[2];
+  assign \$204  = ft_d0[0] & ft_d0[2];
+  assign \$205  = ft_d0[0] & ft_d0[2];
+  assign \$206  = ft_d0[0] & ft_d0[2];
+  assign \$207  = dload_copy0 ? { params_d1[58:0], acc0 } : drain[151:76];
+  assign \$208  = dload_copy1 ? { params_d1[117:59], acc1 } : drain[227:152];
+  assign \$209  = dload_copy2 ? { params_d1[176:118], acc2 } : drain[303:228];
+  assign \$210  = dload_copy3 ? { params_d1[235:177], acc3 } : drain[379:304];
+  assign \$211  = dload_copy4 ? { params_d1[294:236], acc4 } : drain[455:380];
+  assign \$212  = dload_copy5 ? { params_d1[353:295], acc5 } : drain[531:456];
+  assign \$213  = dload_copy6 ? { params_d1[412:354], acc6 } : drain[607:532];
+  assign \$214  = dload_copy7 ? { params_d1[471:413], acc7 } : drain[683:608];
+  assign \$215  = dload_copy8 ? { params_d1[530:472], acc8 } : drain[759:684];
+  assign \$216  = dload_copy9 ? { params_d1[589:531], acc9 } : drain[759:684];
+  assign \$217  = | count_copy0;
+  assign \$218  = \$217  | skid_qvalid_copy0;
+  assign \$219  = ~ m__valid;
+  assign \$220  = \$219  | m__ready;
+  assign \$221  = \$218  & \$220 ;
+  assign \$222  = | count_copy0;
+  assign \$223  = ~ \$222 ;
+  assign \$224  = \$221  & \$223 ;
+  assign \$225  = ~ \$224 ;
+  assign \$226  = skid_qvalid_copy0 & \$225 ;
+  assign \$227  = | count_copy0;
+  assign \$228  = \$227  | skid_qvalid_copy0;
+  assign \$229  = ~ m__valid;
+  assign \$230  = \$229  | m__ready;
+  assign \$231  = \$228  & \$230 ;
+  assign \$232  = | count_copy0;
+  assign \$233  = \$231  & \$232 ;
+  assign \$234  = count_copy0 == 1'h1;
+  assign \$235  = ! count_copy0;
+  assign \$236  = \$233  ? \$234  : \$235 ;
+  assign \$237  = \$226  & \$236 ;
+  assign \$238  = | count_copy0;
+  assign \$239  = \$238  | skid_qvalid_copy0;
+  assign \$240  = ~ m__valid;
+  assign \$241  = \$240  | m__ready;
+  assign \$242  = \$239  & \$241 ;
+  assign \$243  = | count_copy0;
+  assign \$244  = \$242  & \$243 ;
+  assign \$245  = | count_copy1;
+  assign \$246  = \$245  | skid_qvalid_copy1;
+  assign \$247  = ~ m__valid;
+  assign \$248  = \$247  | m__ready;
+  assign \$249  = \$246  & \$248 ;
+  assign \$250  = | count_copy1;
+  assign \$251  = ~ \$250 ;
+  assign \$252  = \$249  & \$251 ;
+  assign \$253  = ~ \$252 ;
+  assign \$254  = skid_qvalid_copy1 & \$253 ;
+  assign \$255  = | count_copy1;
+  assign \$256  = \$255  | skid_qvalid_copy1;
+  assign \$257  = ~ m__valid;
+  assign \$258  = \$257  | m__ready;
+  assign \$259  = \$256  & \$258 ;
+  assign \$260  = | count_copy1;
+  assign \$261  = \$259  & \$260 ;
+  assign \$262  = count_copy1 == 2'h2;
+  assign \$263  = count_copy1 == 1'h1;
+  assign \$264  = \$261  ? \$262  : \$263 ;
+  assign \$265  = \$254  & \$264 ;
+  assign \$266  = | count_copy1;
+  assign \$267  = \$266  | skid_qvalid_copy1;
+  assign \$268  = ~ m__valid;
+  assign \$269  = \$268  | m__ready;
+  assign \$270  = \$267  & \$269 ;
+  assign \$271  = | count_copy1;
+  assign \$272  = \$270  & \$271 ;
+  assign \$273  = | count_copy2;
+  assign \$274  = \$273  | skid_qvalid_copy2;
+  assign \$275  = ~ m__valid;
+  assign \$276  = \$275  | m__ready;
+  assign \$277  = \$274  & \$276 ;
+  assign \$278  = | count_copy2;
+  assign \$279  = ~ \$278 ;
+  assign \$280  = \$277  & \$279 ;
+  assign \$281  = ~ \$280 ;
+  assign \$282  = skid_qvalid_copy2 & \$281 ;
+  assign \$283  = | count_copy2;
+  assign \$284  = \$283  | skid_qvalid_copy2;
+  assign \$285  = ~ m__valid;
+  assign \$286  = \$285  | m__ready;
+  assign \$287  = \$284  & \$286 ;
+  assign \$288  = | count_copy2;
+  assign \$289  = \$287  & \$288 ;
+  assign \$290  = count_copy2 == 2'h3;
+  assign \$291  = count_copy2 == 2'h2;
+  assign \$292  = \$289  ? \$290  : \$291 ;
+  assign \$293  = \$282  & \$292 ;
+  assign \$294  = | count_copy2;
+  assign \$295  = \$294  | skid_qvalid_copy2;
+  assign \$296  = ~ m__valid;
+  assign \$297  = \$296  | m__ready;
+  assign \$298  = \$295  & \$297 ;
+  assign \$299  = | count_copy2;
+  assign \$300  = \$298  & \$299 ;
+  assign \$301  = | \$71 [1:0];
+  assign \$302  = | \$71 [1:0];
+  assign \$303  = held_copy0 | qvalid_copy0;
+  assign \$304  = ~ mvalid_copy0;
+  assign \$305  = \$304  | m__ready;
+  assign \$306  = \$303  & \$305 ;
+  assign \$307  = | count;
+  assign \$308  = \$307  ? skid0 : { qe_last_d0, q, results0 };
+  assign \$309  = held_copy1 | qvalid_copy1;
+  assign \$310  = ~ mvalid_copy1;
+  assign \$311  = \$310  | m__ready;
+  assign \$312  = \$309  & \$311 ;
+  assign \$313  = | count;
+  assign \$314  = \$313  ? skid0 : { qe_last_d0, q, results0 };
+  assign \$315  = | count;
+  assign \$316  = \$315  | qv_last_d0;
+  assign \$317  = ~ m__valid;
+  assign \$318  = \$317  | m__ready;
+  assign \$319  = \$316  & \$318 ;
   always @(posedge clk)
-    busy <= \$280 ;
+    busy <= \$320 ;
   always @(posedge clk)
-    addr <= \$281 ;
+    addr <= \$321 ;
   always @(posedge clk)
-    sfc <= \$282 ;
+    sfc <= \$322 ;
   always @(posedge clk)
-    last_step <= \$283 ;
+    last_step <= \$323 ;
   always @(posedge clk)
-    ready <= \$284 ;
+    ready <= \$324 ;
   always @(posedge clk)
-    credits <= \$285 ;
+    credits <= \$325 ;
   always @(posedge clk)
-    issue <= \$286 ;
+    issue <= \$326 ;
   always @(posedge clk)
-    word <= \$287 ;
+    word <= \$327 ;
   always @(posedge clk)
-    write_bank <= \$288 ;
+    write_bank <= \$328 ;
   always @(posedge clk)
-    read_bank <= \$289 ;
+    read_bank <= \$329 ;
   always @(posedge clk)
-    \$signal  <= \$290 ;
+    \$signal  <= \$330 ;
+  always @(posedge clk)
+    sready_copy0 <= \$331 ;
+  always @(posedge clk)
+    sready_copy1 <= \$332 ;
+  always @(posedge clk)
+    sready_copy2 <= \$333 ;
+  always @(posedge clk)
+    sready_copy3 <= \$334 ;
   always @(posedge clk)
     xbeat <= s__payload;
   always @(posedge clk)
-    write__addr <= \$291 ;
+    write__addr <= \$335 ;
   always @(posedge clk)
-    \write__addr$31  <= \$292 ;
+    \write__addr$36  <= \$336 ;
   always @(posedge clk)
-    \write__addr$38  <= \$293 ;
+    \write__addr$43  <= \$337 ;
   always @(posedge clk)
-    \write__addr$45  <= \$294 ;
+    \write__addr$50  <= \$338 ;
   always @(posedge clk)
-    read__addr <= \$295 ;
+    read__addr <= \$339 ;
   always @(posedge clk)
-    \read__addr$34  <= \$296 ;
+    \read__addr$39  <= \$340 ;
   always @(posedge clk)
-    \read__addr$41  <= \$297 ;
+    \read__addr$46  <= \$341 ;
   always @(posedge clk)
-    \read__addr$48  <= \$298 ;
+    \read__addr$53  <= \$342 ;
   always @(posedge clk)
-    write__en <= \$299 ;
+    write__en <= \$343 ;
   always @(posedge clk)
-    \write__en$29  <= \$300 ;
+    \write__en$34  <= \$344 ;
   always @(posedge clk)
-    \write__en$36  <= \$301 ;
+    \write__en$41  <= \$345 ;
   always @(posedge clk)
-    \write__en$43  <= \$302 ;
+    \write__en$48  <= \$346 ;
   always @(posedge clk)
-    xmem_d0 <= \$303 ;
+    xmem_d0 <= \$347 ;
   always @(posedge clk)
     xtree_fan_copy0 <= xmem_d0;
   always @(posedge clk)
@@ -58148,262 +58771,212 @@ module \bchw_top.engine3 (rst, s__valid, s__payload, s__ready, m__ready, m__vali
   always @(posedge clk)
     x <= xtree_fan_copy0;
   always @(posedge clk)
-    \x$56  <= xtree_fan_copy0;
+    \x$61  <= xtree_fan_copy0;
   always @(posedge clk)
-    \x$60  <= xtree_fan_copy0;
+    \x$65  <= xtree_fan_copy0;
   always @(posedge clk)
-    \x$64  <= xtree_fan_copy0;
+    \x$69  <= xtree_fan_copy0;
   always @(posedge clk)
-    \x$68  <= xtree_fan_copy1;
+    \x$73  <= xtree_fan_copy1;
   always @(posedge clk)
-    \x$72  <= xtree_fan_copy1;
+    \x$77  <= xtree_fan_copy1;
   always @(posedge clk)
-    \x$76  <= xtree_fan_copy1;
+    \x$81  <= xtree_fan_copy1;
   always @(posedge clk)
-    \x$80  <= xtree_fan_copy1;
+    \x$85  <= xtree_fan_copy1;
   always @(posedge clk)
-    \x$84  <= xtree_fan_copy2;
+    \x$89  <= xtree_fan_copy2;
   always @(posedge clk)
-    \x$88  <= xtree_fan_copy2;
+    \x$93  <= xtree_fan_copy2;
   always @(posedge clk)
-    wdata_d0 <= \$304 ;
+    wdata_d0 <= \$348 ;
   always @(posedge clk)
-    wdata_d1 <= \$305 ;
+    wdata_d1 <= \$349 ;
   always @(posedge clk)
-    wdata_d2 <= \$306 ;
+    wdata_d2 <= \$350 ;
   always @(posedge clk)
-    f_d0 <= \$307 ;
+    f_d0 <= \$351 ;
   always @(posedge clk)
-    f_d1 <= \$308 ;
+    f_d1 <= \$352 ;
   always @(posedge clk)
-    f_d2 <= \$309 ;
+    f_d2 <= \$353 ;
   always @(posedge clk)
-    f_d3 <= \$310 ;
+    f_d3 <= \$354 ;
   always @(posedge clk)
-    f_d4 <= \$311 ;
+    f_d4 <= \$355 ;
   always @(posedge clk)
-    f_d5 <= \$312 ;
+    f_d5 <= \$356 ;
   always @(posedge clk)
-    f_d6 <= \$313 ;
+    f_d6 <= \$357 ;
   always @(posedge clk)
-    f_d7 <= \$314 ;
+    f_d7 <= \$358 ;
   always @(posedge clk)
-    ft_d0 <= \$315 ;
+    ft_d0 <= \$359 ;
   always @(posedge clk)
-    accflags_copy0 <= \$316 ;
+    accflags_copy0 <= \$360 ;
   always @(posedge clk)
-    accflags_copy1 <= \$317 ;
+    accflags_copy1 <= \$361 ;
   always @(posedge clk)
-    accflags_copy2 <= \$318 ;
+    accflags_copy2 <= \$362 ;
   always @(posedge clk)
-    accflags_copy3 <= \$319 ;
+    accflags_copy3 <= \$363 ;
   always @(posedge clk)
-    accflags_copy4 <= \$320 ;
+    accflags_copy4 <= \$364 ;
   always @(posedge clk)
-    accflags_copy5 <= \$321 ;
+    accflags_copy5 <= \$365 ;
   always @(posedge clk)
-    accflags_copy6 <= \$322 ;
+    accflags_copy6 <= \$366 ;
   always @(posedge clk)
-    accflags_copy7 <= \$323 ;
+    accflags_copy7 <= \$367 ;
   always @(posedge clk)
-    accflags_copy8 <= \$324 ;
+    accflags_copy8 <= \$368 ;
   always @(posedge clk)
-    accflags_copy9 <= \$325 ;
+    accflags_copy9 <= \$369 ;
   always @(posedge clk)
-    params_d0 <= \$326 ;
+    params_d0 <= \$370 ;
   always @(posedge clk)
-    params_d1 <= \$327 ;
+    params_d1 <= \$371 ;
   always @(posedge clk)
-    acc_valid <= \$328 ;
+    acc_valid <= \$372 ;
   always @(posedge clk)
-    acc_end <= \$329 ;
+    acc_end <= \$373 ;
   always @(posedge clk)
-    acc0 <= \$330 ;
+    acc0 <= \$374 ;
   always @(posedge clk)
-    acc1 <= \$331 ;
+    acc1 <= \$375 ;
   always @(posedge clk)
-    acc2 <= \$332 ;
+    acc2 <= \$376 ;
   always @(posedge clk)
-    acc3 <= \$333 ;
+    acc3 <= \$377 ;
   always @(posedge clk)
-    acc4 <= \$334 ;
+    acc4 <= \$378 ;
   always @(posedge clk)
-    acc5 <= \$335 ;
+    acc5 <= \$379 ;
   always @(posedge clk)
-    acc6 <= \$336 ;
+    acc6 <= \$380 ;
   always @(posedge clk)
-    acc7 <= \$337 ;
+    acc7 <= \$381 ;
   always @(posedge clk)
-    acc8 <= \$338 ;
+    acc8 <= \$382 ;
   always @(posedge clk)
-    acc9 <= \$339 ;
+    acc9 <= \$383 ;
   always @(posedge clk)
-    dload_copy0 <= \$340 ;
+    dload_copy0 <= \$384 ;
   always @(posedge clk)
-    dload_copy1 <= \$341 ;
+    dload_copy1 <= \$385 ;
   always @(posedge clk)
-    dload_copy2 <= \$342 ;
+    dload_copy2 <= \$386 ;
   always @(posedge clk)
-    dload_copy3 <= \$343 ;
+    dload_copy3 <= \$387 ;
   always @(posedge clk)
-    dload_copy4 <= \$344 ;
+    dload_copy4 <= \$388 ;
   always @(posedge clk)
-    dload_copy5 <= \$345 ;
+    dload_copy5 <= \$389 ;
   always @(posedge clk)
-    dload_copy6 <= \$346 ;
+    dload_copy6 <= \$390 ;
   always @(posedge clk)
-    dload_copy7 <= \$347 ;
+    dload_copy7 <= \$391 ;
   always @(posedge clk)
-    dload_copy8 <= \$348 ;
+    dload_copy8 <= \$392 ;
   always @(posedge clk)
-    dload_copy9 <= \$349 ;
+    dload_copy9 <= \$393 ;
   always @(posedge clk)
-    drain <= \$350 ;
+    drain <= \$394 ;
   always @(posedge clk)
-    qv_d0 <= \$351 ;
+    qv_d0 <= \$395 ;
   always @(posedge clk)
-    qv_d1 <= \$352 ;
+    qv_d1 <= \$396 ;
   always @(posedge clk)
-    qv_d2 <= \$353 ;
+    qv_d2 <= \$397 ;
   always @(posedge clk)
-    qv_d3 <= \$354 ;
+    qv_d3 <= \$398 ;
   always @(posedge clk)
-    qv_d4 <= \$355 ;
+    qv_d4 <= \$399 ;
   always @(posedge clk)
-    qv_d5 <= \$356 ;
+    qv_d5 <= \$400 ;
   always @(posedge clk)
-    qv_d6 <= \$357 ;
+    qv_d6 <= \$401 ;
   always @(posedge clk)
-    qv_d7 <= \$358 ;
+    qv_d7 <= \$402 ;
   always @(posedge clk)
-    qv_d8 <= \$359 ;
+    qv_d8 <= \$403 ;
   always @(posedge clk)
-    qv_d9 <= \$360 ;
+    qv_d9 <= \$404 ;
   always @(posedge clk)
-    qv_d10 <= \$361 ;
+    qv_d10 <= \$405 ;
   always @(posedge clk)
-    qv_d11 <= \$362 ;
+    qv_d11 <= \$406 ;
   always @(posedge clk)
-    qv_d12 <= \$363 ;
+    qv_d12 <= \$407 ;
   always @(posedge clk)
-    qv_d13 <= \$364 ;
+    qv_d13 <= \$408 ;
   always @(posedge clk)
-    qe_d0 <= \$365 ;
+    qe_d0 <= \$409 ;
   always @(posedge clk)
-    qe_d1 <= \$366 ;
+    qe_d1 <= \$410 ;
   always @(posedge clk)
-    qe_d2 <= \$367 ;
+    qe_d2 <= \$411 ;
   always @(posedge clk)
-    qe_d3 <= \$368 ;
+    qe_d3 <= \$412 ;
   always @(posedge clk)
-    qe_d4 <= \$369 ;
+    qe_d4 <= \$413 ;
   always @(posedge clk)
-    qe_d5 <= \$370 ;
+    qe_d5 <= \$414 ;
   always @(posedge clk)
-    qe_d6 <= \$371 ;
+    qe_d6 <= \$415 ;
   always @(posedge clk)
-    qe_d7 <= \$372 ;
+    qe_d7 <= \$416 ;
   always @(posedge clk)
-    qe_d8 <= \$373 ;
+    qe_d8 <= \$417 ;
   always @(posedge clk)
-    qe_d9 <= \$374 ;
+    qe_d9 <= \$418 ;
   always @(posedge clk)
-    qe_d10 <= \$375 ;
+    qe_d10 <= \$419 ;
   always @(posedge clk)
-    qe_d11 <= \$376 ;
-  always @(posedge clk)
-    qe_d12 <= \$377 ;
-  always @(posedge clk)
-    qe_d13 <= \$378 ;
-  always @(posedge clk)
-    qv_last_d0 <= \$379 ;
-  always @(posedge clk)
-    qe_last_d0 <= \$380 ;
-  always @(posedge clk)
-    results0 <= { q, results0[143:16] };
-  always @(posedge clk)
-    count_copy0 <= \$381 ;
-  always @(posedge clk)
-    count_copy1 <= \$382 ;
-  always @(posedge clk)
-    count_copy2 <= \$383 ;
-  always @(posedge clk)
-    skid_qvalid_copy0 <= \$384 ;
-  always @(posedge clk)
-    skid_qvalid_copy1 <= \$385 ;
-  always @(posedge clk)
-    skid_qvalid_copy2 <= \$386 ;
-  always @(posedge clk)
-    skid0 <= \$387 ;
-  always @(posedge clk)
-    skid1 <= \$388 ;
-  always @(posedge clk)
-    skid2 <= \$389 ;
-  always @(posedge clk)
-    count <= \$390 ;
-  always @(posedge clk)
-    held_copy0 <= \$391 ;
-  always @(posedge clk)
-    held_copy1 <= \$392 ;
-  always @(posedge clk)
-    qvalid_copy0 <= \$393 ;
-  always @(posedge clk)
-    qvalid_copy1 <= \$394 ;
-  always @(posedge clk)
-    m__valid <= \$395 ;
-  always @(posedge clk)
-    mvalid_copy0 <= \$396 ;
-  always @(posedge clk)
-    mvalid_copy1 <= \$397 ;
-  always @(posedge clk)
-    m__payload <= \$398 ;
-  always @(posedge clk)
-    credit_back_d0 <= \$399 ;
-  always @(posedge clk)
-    credit_back <= \$400 ;
+    qe_d11 <= \$420 ;
   \bchw_top.engine3.params0  params0 (
-    .clk(clk),
-    .data(\data$186 )
-  );
-  \bchw_top.engine3.params1  params1 (
-    .clk(clk),
-    .data(\data$187 )
-  );
-  \bchw_top.engine3.params2  params2 (
-    .clk(clk),
-    .data(\data$188 )
-  );
-  \bchw_top.engine3.params3  params3 (
-    .clk(clk),
-    .data(\data$189 )
-  );
-  \bchw_top.engine3.params4  params4 (
-    .clk(clk),
-    .data(\data$190 )
-  );
-  \bchw_top.engine3.params5  params5 (
     .clk(clk),
     .data(\data$191 )
   );
-  \bchw_top.engine3.params6  params6 (
+  \bchw_top.engine3.params1  params1 (
     .clk(clk),
     .data(\data$192 )
   );
-  \bchw_top.engine3.params7  params7 (
+  \bchw_top.engine3.params2  params2 (
     .clk(clk),
     .data(\data$193 )
   );
-  \bchw_top.engine3.params8  params8 (
+  \bchw_top.engine3.params3  params3 (
     .clk(clk),
     .data(\data$194 )
   );
-  \bchw_top.engine3.params9  params9 (
+  \bchw_top.engine3.params4  params4 (
     .clk(clk),
     .data(\data$195 )
   );
+  \bchw_top.engine3.params5  params5 (
+    .clk(clk),
+    .data(\data$196 )
+  );
+  \bchw_top.engine3.params6  params6 (
+    .clk(clk),
+    .data(\data$197 )
+  );
+  \bchw_top.engine3.params7  params7 (
+    .clk(clk),
+    .data(\data$198 )
+  );
+  \bchw_top.engine3.params8  params8 (
+    .clk(clk),
+    .data(\data$199 )
+  );
+  \bchw_top.engine3.params9  params9 (
+    .clk(clk),
+    .data(\data$200 )
+  );
   \bchw_top.engine3.requant0  requant0 (
     .clk(clk),
-    .\port$24546$0 (drain[75:0]),
+    .\port$24738$0 (drain[75:0]),
     .q(q),
     .rst(rst)
   );
@@ -58416,66 +58989,66 @@ module \bchw_top.engine3 (rst, s__valid, s__payload, s__ready, m__ready, m__vali
   );
   \bchw_top.engine3.tree1  tree1 (
     .clk(clk),
-    .l4_0(\sum$202 ),
+    .l4_0(\sum$207 ),
     .rst(rst),
     .w(wdata_d2[31:16]),
-    .x(\x$56 )
+    .x(\x$61 )
   );
   \bchw_top.engine3.tree2  tree2 (
     .clk(clk),
-    .l4_0(\sum$204 ),
+    .l4_0(\sum$209 ),
     .rst(rst),
     .w(wdata_d2[47:32]),
-    .x(\x$60 )
+    .x(\x$65 )
   );
   \bchw_top.engine3.tree3  tree3 (
     .clk(clk),
-    .l4_0(\sum$206 ),
+    .l4_0(\sum$211 ),
     .rst(rst),
     .w(wdata_d2[63:48]),
-    .x(\x$64 )
+    .x(\x$69 )
   );
   \bchw_top.engine3.tree4  tree4 (
     .clk(clk),
-    .l4_0(\sum$208 ),
+    .l4_0(\sum$213 ),
     .rst(rst),
     .w(wdata_d2[79:64]),
-    .x(\x$68 )
+    .x(\x$73 )
   );
   \bchw_top.engine3.tree5  tree5 (
     .clk(clk),
-    .l4_0(\sum$210 ),
+    .l4_0(\sum$215 ),
     .rst(rst),
     .w(wdata_d2[95:80]),
-    .x(\x$72 )
+    .x(\x$77 )
   );
   \bchw_top.engine3.tree6  tree6 (
     .clk(clk),
-    .l4_0(\sum$212 ),
+    .l4_0(\sum$217 ),
     .rst(rst),
     .w(wdata_d2[111:96]),
-    .x(\x$76 )
+    .x(\x$81 )
   );
   \bchw_top.engine3.tree7  tree7 (
     .clk(clk),
-    .l4_0(\sum$214 ),
+    .l4_0(\sum$219 ),
     .rst(rst),
     .w(wdata_d2[127:112]),
-    .x(\x$80 )
+    .x(\x$85 )
   );
   \bchw_top.engine3.tree8  tree8 (
     .clk(clk),
-    .l4_0(\sum$216 ),
+    .l4_0(\sum$221 ),
     .rst(rst),
     .w(wdata_d2[143:128]),
-    .x(\x$84 )
+    .x(\x$89 )
   );
   \bchw_top.engine3.tree9  tree9 (
     .clk(clk),
-    .l4_0(\sum$218 ),
+    .l4_0(\sum$223 ),
     .rst(rst),
     .w(wdata_d2[159:144]),
-    .x(\x$88 )
+    .x(\x$93 )
   );
   \bchw_top.engine3.weights  weights (
     .addr(addr),
@@ -58484,818 +59057,846 @@ module \bchw_top.engine3 (rst, s__valid, s__payload, s__ready, m__ready, m__vali
   );
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$280  = busy_next;
+    \$422  = qe_d12;
     if (rst) begin
-      \$280  = 1'h0;
+      \$422  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$281  = \$11 [3:0];
+    \$423  = qv_d13;
     if (rst) begin
-      \$281  = 4'h0;
+      \$423  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$282  = \$23 [3:0];
+    \$424  = qe_d13;
     if (rst) begin
-      \$282  = 4'h0;
+      \$424  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$283  = last_step_next;
+    \$425  = \$71 [1:0];
     if (rst) begin
-      \$283  = 1'h0;
+      \$425  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$284  = ready_next;
+    \$426  = \$71 [1:0];
     if (rst) begin
-      \$284  = 1'h1;
+      \$426  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$285  = \$47 [1:0];
+    \$427  = \$71 [1:0];
     if (rst) begin
-      \$285  = 2'h3;
+      \$427  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$286  = issue_next;
+    \$428  = qv_d13;
     if (rst) begin
-      \$286  = 1'h0;
+      \$428  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$287  = word;
+    \$429  = qv_d13;
+    if (rst) begin
+      \$429  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    \$430  = qv_d13;
+    if (rst) begin
+      \$430  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    \$431  = skid0;
+    if (\$237 ) begin
+      \$431  = { qe_last_d0, q, results0 };
+    end else if (\$244 ) begin
+      \$431  = skid1;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    \$432  = skid1;
+    if (\$265 ) begin
+      \$432  = { qe_last_d0, q, results0 };
+    end else if (\$272 ) begin
+      \$432  = skid2;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    \$433  = skid2;
+    if (\$293 ) begin
+      \$433  = { qe_last_d0, q, results0 };
+    end else if (\$300 ) begin
+      \$433  = 161'h00000000000000000000000000000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    \$434  = \$71 [1:0];
+    if (rst) begin
+      \$434  = 2'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    \$435  = \$301 ;
+    if (rst) begin
+      \$435  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    \$436  = \$302 ;
+    if (rst) begin
+      \$436  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    \$437  = qv_d13;
+    if (rst) begin
+      \$437  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    \$438  = qv_d13;
+    if (rst) begin
+      \$438  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    \$439  = valid_next;
+    if (rst) begin
+      \$439  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    \$440  = valid_next;
+    if (rst) begin
+      \$440  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    \$441  = valid_next;
+    if (rst) begin
+      \$441  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    \$442  = m__payload;
+    if (\$306 ) begin
+      \$442 [127:0] = \$308 [127:0];
+    end
+    if (\$312 ) begin
+      \$442 [159:128] = \$314 [159:128];
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    \$443  = \$319 ;
+    if (rst) begin
+      \$443  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    \$444  = credit_back_d0;
+    if (rst) begin
+      \$444  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    \$320  = busy_next;
+    if (rst) begin
+      \$320  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    \$321  = \$11 [3:0];
+    if (rst) begin
+      \$321  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    \$322  = \$23 [3:0];
+    if (rst) begin
+      \$322  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    \$323  = last_step_next;
+    if (rst) begin
+      \$323  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    \$324  = ready_next;
+    if (rst) begin
+      \$324  = 1'h1;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    \$325  = \$47 [1:0];
+    if (rst) begin
+      \$325  = 2'h3;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    \$326  = issue_next;
+    if (rst) begin
+      \$326  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    \$327  = word;
     if (\$82 ) begin
-      \$287  = \$96 [3:0];
+      \$327  = \$96 [3:0];
     end
     if (rst) begin
-      \$287  = 4'h0;
+      \$327  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$288  = write_bank;
+    \$328  = write_bank;
     if (\$101 ) begin
-      \$288  = \$102 ;
+      \$328  = \$102 ;
     end
-    if (rst) begin
-      \$288  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$289  = read_bank;
-    if (\$103 ) begin
-      \$289  = \$104 ;
-    end
-    if (rst) begin
-      \$289  = 1'h1;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$290  = \$112 ;
-    if (rst) begin
-      \$290  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$291  = { write_bank, word };
-    if (rst) begin
-      \$291  = 5'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$292  = { write_bank, word };
-    if (rst) begin
-      \$292  = 5'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$293  = { write_bank, word };
-    if (rst) begin
-      \$293  = 5'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$294  = { write_bank, word };
-    if (rst) begin
-      \$294  = 5'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$295  = { \$114 , \$23 [3:0] };
-    if (rst) begin
-      \$295  = 5'h10;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$296  = { \$116 , \$23 [3:0] };
-    if (rst) begin
-      \$296  = 5'h10;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$297  = { \$118 , \$23 [3:0] };
-    if (rst) begin
-      \$297  = 5'h10;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$298  = { \$120 , \$23 [3:0] };
-    if (rst) begin
-      \$298  = 5'h10;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$299  = \$123 ;
-    if (rst) begin
-      \$299  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$300  = \$126 ;
-    if (rst) begin
-      \$300  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$301  = \$129 ;
-    if (rst) begin
-      \$301  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$302  = \$132 ;
-    if (rst) begin
-      \$302  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$307  = { last_step, \$134 , \$133 , issue };
-    if (rst) begin
-      \$307  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$308  = f_d0;
-    if (rst) begin
-      \$308  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$309  = f_d1;
-    if (rst) begin
-      \$309  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$310  = f_d2;
-    if (rst) begin
-      \$310  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$311  = f_d3;
-    if (rst) begin
-      \$311  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$312  = f_d4;
-    if (rst) begin
-      \$312  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$313  = f_d5;
-    if (rst) begin
-      \$313  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$314  = f_d6;
-    if (rst) begin
-      \$314  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$315  = f_d7;
-    if (rst) begin
-      \$315  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$316  = f_d7[1:0];
-    if (rst) begin
-      \$316  = 2'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$317  = f_d7[1:0];
-    if (rst) begin
-      \$317  = 2'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$318  = f_d7[1:0];
-    if (rst) begin
-      \$318  = 2'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$319  = f_d7[1:0];
-    if (rst) begin
-      \$319  = 2'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$320  = f_d7[1:0];
-    if (rst) begin
-      \$320  = 2'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$321  = f_d7[1:0];
-    if (rst) begin
-      \$321  = 2'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$322  = f_d7[1:0];
-    if (rst) begin
-      \$322  = 2'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$323  = f_d7[1:0];
-    if (rst) begin
-      \$323  = 2'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$324  = f_d7[1:0];
-    if (rst) begin
-      \$324  = 2'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$325  = f_d7[1:0];
-    if (rst) begin
-      \$325  = 2'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$328  = \$135 ;
     if (rst) begin
       \$328  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$329  = \$136 ;
+    \$329  = read_bank;
+    if (\$103 ) begin
+      \$329  = \$104 ;
+    end
     if (rst) begin
-      \$329  = 1'h0;
+      \$329  = 1'h1;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$330  = acc0;
-    if (accflags_copy0[0]) begin
-      \$330  = \$138 [16:0];
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$331  = acc1;
-    if (accflags_copy1[0]) begin
-      \$331  = \$140 [16:0];
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$332  = acc2;
-    if (accflags_copy2[0]) begin
-      \$332  = \$142 [16:0];
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$333  = acc3;
-    if (accflags_copy3[0]) begin
-      \$333  = \$144 [16:0];
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$334  = acc4;
-    if (accflags_copy4[0]) begin
-      \$334  = \$146 [16:0];
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$335  = acc5;
-    if (accflags_copy5[0]) begin
-      \$335  = \$148 [16:0];
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$336  = acc6;
-    if (accflags_copy6[0]) begin
-      \$336  = \$150 [16:0];
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$337  = acc7;
-    if (accflags_copy7[0]) begin
-      \$337  = \$152 [16:0];
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$338  = acc8;
-    if (accflags_copy8[0]) begin
-      \$338  = \$154 [16:0];
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$339  = acc9;
-    if (accflags_copy9[0]) begin
-      \$339  = \$156 [16:0];
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$340  = \$157 ;
+    \$330  = \$112 ;
     if (rst) begin
-      \$340  = 1'h0;
+      \$330  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$341  = \$158 ;
+    \$331  = \$122 ;
     if (rst) begin
-      \$341  = 1'h0;
+      \$331  = 1'h1;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$342  = \$159 ;
+    \$332  = \$132 ;
     if (rst) begin
-      \$342  = 1'h0;
+      \$332  = 1'h1;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$343  = \$160 ;
+    \$333  = \$142 ;
+    if (rst) begin
+      \$333  = 1'h1;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    \$334  = \$152 ;
+    if (rst) begin
+      \$334  = 1'h1;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    \$335  = { write_bank, word };
+    if (rst) begin
+      \$335  = 5'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    \$336  = { write_bank, word };
+    if (rst) begin
+      \$336  = 5'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    \$337  = { write_bank, word };
+    if (rst) begin
+      \$337  = 5'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    \$338  = { write_bank, word };
+    if (rst) begin
+      \$338  = 5'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    \$339  = { \$154 , \$23 [3:0] };
+    if (rst) begin
+      \$339  = 5'h10;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    \$340  = { \$156 , \$23 [3:0] };
+    if (rst) begin
+      \$340  = 5'h10;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    \$341  = { \$158 , \$23 [3:0] };
+    if (rst) begin
+      \$341  = 5'h10;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    \$342  = { \$160 , \$23 [3:0] };
+    if (rst) begin
+      \$342  = 5'h10;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    \$343  = \$163 ;
     if (rst) begin
       \$343  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$344  = \$161 ;
+    \$344  = \$166 ;
     if (rst) begin
       \$344  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$345  = \$162 ;
+    \$345  = \$169 ;
     if (rst) begin
       \$345  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$346  = \$163 ;
+    \$346  = \$172 ;
     if (rst) begin
       \$346  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$347  = \$164 ;
+    \$351  = { last_step, \$174 , \$173 , issue };
     if (rst) begin
-      \$347  = 1'h0;
+      \$351  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$348  = \$165 ;
+    \$352  = f_d0;
     if (rst) begin
-      \$348  = 1'h0;
+      \$352  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$349  = \$166 ;
+    \$353  = f_d1;
     if (rst) begin
-      \$349  = 1'h0;
+      \$353  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$351  = acc_valid;
+    \$354  = f_d2;
     if (rst) begin
-      \$351  = 1'h0;
+      \$354  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$352  = qv_d0;
+    \$355  = f_d3;
     if (rst) begin
-      \$352  = 1'h0;
+      \$355  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$353  = qv_d1;
+    \$356  = f_d4;
     if (rst) begin
-      \$353  = 1'h0;
+      \$356  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$354  = qv_d2;
+    \$357  = f_d5;
     if (rst) begin
-      \$354  = 1'h0;
+      \$357  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$355  = qv_d3;
+    \$358  = f_d6;
     if (rst) begin
-      \$355  = 1'h0;
+      \$358  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$356  = qv_d4;
+    \$359  = f_d7;
     if (rst) begin
-      \$356  = 1'h0;
+      \$359  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$357  = qv_d5;
+    \$360  = f_d7[1:0];
     if (rst) begin
-      \$357  = 1'h0;
+      \$360  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$358  = qv_d6;
+    \$361  = f_d7[1:0];
     if (rst) begin
-      \$358  = 1'h0;
+      \$361  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$359  = qv_d7;
+    \$362  = f_d7[1:0];
     if (rst) begin
-      \$359  = 1'h0;
+      \$362  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$360  = qv_d8;
+    \$363  = f_d7[1:0];
     if (rst) begin
-      \$360  = 1'h0;
+      \$363  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$361  = qv_d9;
+    \$364  = f_d7[1:0];
     if (rst) begin
-      \$361  = 1'h0;
+      \$364  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$362  = qv_d10;
+    \$365  = f_d7[1:0];
     if (rst) begin
-      \$362  = 1'h0;
+      \$365  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$363  = qv_d11;
+    \$366  = f_d7[1:0];
     if (rst) begin
-      \$363  = 1'h0;
+      \$366  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$364  = qv_d12;
+    \$367  = f_d7[1:0];
     if (rst) begin
-      \$364  = 1'h0;
+      \$367  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$365  = acc_end;
+    \$368  = f_d7[1:0];
     if (rst) begin
-      \$365  = 1'h0;
+      \$368  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$366  = qe_d0;
+    \$369  = f_d7[1:0];
     if (rst) begin
-      \$366  = 1'h0;
+      \$369  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$367  = qe_d1;
-    if (rst) begin
-      \$367  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$368  = qe_d2;
-    if (rst) begin
-      \$368  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$369  = qe_d3;
-    if (rst) begin
-      \$369  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$370  = qe_d4;
-    if (rst) begin
-      \$370  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$371  = qe_d5;
-    if (rst) begin
-      \$371  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$372  = qe_d6;
+    \$372  = \$175 ;
     if (rst) begin
       \$372  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$373  = qe_d7;
+    \$373  = \$176 ;
     if (rst) begin
       \$373  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$374  = qe_d8;
-    if (rst) begin
-      \$374  = 1'h0;
+    \$374  = acc0;
+    if (accflags_copy0[0]) begin
+      \$374  = \$178 [16:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$375  = qe_d9;
-    if (rst) begin
-      \$375  = 1'h0;
+    \$375  = acc1;
+    if (accflags_copy1[0]) begin
+      \$375  = \$180 [16:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$376  = qe_d10;
-    if (rst) begin
-      \$376  = 1'h0;
+    \$376  = acc2;
+    if (accflags_copy2[0]) begin
+      \$376  = \$182 [16:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$377  = qe_d11;
-    if (rst) begin
-      \$377  = 1'h0;
+    \$377  = acc3;
+    if (accflags_copy3[0]) begin
+      \$377  = \$184 [16:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$378  = qe_d12;
-    if (rst) begin
-      \$378  = 1'h0;
+    \$378  = acc4;
+    if (accflags_copy4[0]) begin
+      \$378  = \$186 [16:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$379  = qv_d13;
-    if (rst) begin
-      \$379  = 1'h0;
+    \$379  = acc5;
+    if (accflags_copy5[0]) begin
+      \$379  = \$188 [16:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$380  = qe_d13;
-    if (rst) begin
-      \$380  = 1'h0;
+    \$380  = acc6;
+    if (accflags_copy6[0]) begin
+      \$380  = \$190 [16:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$381  = \$71 [1:0];
-    if (rst) begin
-      \$381  = 2'h0;
+    \$381  = acc7;
+    if (accflags_copy7[0]) begin
+      \$381  = \$192 [16:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$382  = \$71 [1:0];
-    if (rst) begin
-      \$382  = 2'h0;
+    \$382  = acc8;
+    if (accflags_copy8[0]) begin
+      \$382  = \$194 [16:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$383  = \$71 [1:0];
-    if (rst) begin
-      \$383  = 2'h0;
+    \$383  = acc9;
+    if (accflags_copy9[0]) begin
+      \$383  = \$196 [16:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$384  = qv_d13;
+    \$384  = \$197 ;
     if (rst) begin
       \$384  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$385  = qv_d13;
+    \$385  = \$198 ;
     if (rst) begin
       \$385  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$386  = qv_d13;
+    \$386  = \$199 ;
     if (rst) begin
       \$386  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$387  = skid0;
-    if (\$197 ) begin
-      \$387  = { qe_last_d0, q, results0 };
-    end else if (\$204 ) begin
-      \$387  = skid1;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$388  = skid1;
-    if (\$225 ) begin
-      \$388  = { qe_last_d0, q, results0 };
-    end else if (\$232 ) begin
-      \$388  = skid2;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$389  = skid2;
-    if (\$253 ) begin
-      \$389  = { qe_last_d0, q, results0 };
-    end else if (\$260 ) begin
-      \$389  = 161'h00000000000000000000000000000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$390  = \$71 [1:0];
+    \$387  = \$200 ;
     if (rst) begin
-      \$390  = 2'h0;
+      \$387  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$391  = \$261 ;
+    \$388  = \$201 ;
+    if (rst) begin
+      \$388  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    \$389  = \$202 ;
+    if (rst) begin
+      \$389  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    \$390  = \$203 ;
+    if (rst) begin
+      \$390  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    \$391  = \$204 ;
     if (rst) begin
       \$391  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$392  = \$262 ;
+    \$392  = \$205 ;
     if (rst) begin
       \$392  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$393  = qv_d13;
+    \$393  = \$206 ;
     if (rst) begin
       \$393  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$394  = qv_d13;
-    if (rst) begin
-      \$394  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$395  = valid_next;
+    \$395  = acc_valid;
     if (rst) begin
       \$395  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$396  = valid_next;
+    \$396  = qv_d0;
     if (rst) begin
       \$396  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$397  = valid_next;
+    \$397  = qv_d1;
     if (rst) begin
       \$397  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$398  = m__payload;
-    if (\$266 ) begin
-      \$398 [127:0] = \$268 [127:0];
-    end
-    if (\$272 ) begin
-      \$398 [159:128] = \$274 [159:128];
+    \$398  = qv_d2;
+    if (rst) begin
+      \$398  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$399  = \$279 ;
+    \$399  = qv_d3;
     if (rst) begin
       \$399  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$400  = credit_back_d0;
+    \$400  = qv_d4;
     if (rst) begin
       \$400  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    \$401  = qv_d5;
+    if (rst) begin
+      \$401  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    \$402  = qv_d6;
+    if (rst) begin
+      \$402  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    \$403  = qv_d7;
+    if (rst) begin
+      \$403  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    \$404  = qv_d8;
+    if (rst) begin
+      \$404  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    \$405  = qv_d9;
+    if (rst) begin
+      \$405  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    \$406  = qv_d10;
+    if (rst) begin
+      \$406  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    \$407  = qv_d11;
+    if (rst) begin
+      \$407  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    \$408  = qv_d12;
+    if (rst) begin
+      \$408  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    \$409  = acc_end;
+    if (rst) begin
+      \$409  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    \$410  = qe_d0;
+    if (rst) begin
+      \$410  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    \$411  = qe_d1;
+    if (rst) begin
+      \$411  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    \$412  = qe_d2;
+    if (rst) begin
+      \$412  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    \$413  = qe_d3;
+    if (rst) begin
+      \$413  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    \$414  = qe_d4;
+    if (rst) begin
+      \$414  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    \$415  = qe_d5;
+    if (rst) begin
+      \$415  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    \$416  = qe_d6;
+    if (rst) begin
+      \$416  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    \$417  = qe_d7;
+    if (rst) begin
+      \$417  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    \$418  = qe_d8;
+    if (rst) begin
+      \$418  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    \$419  = qe_d9;
+    if (rst) begin
+      \$419  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    \$420  = qe_d10;
+    if (rst) begin
+      \$420  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    \$421  = qe_d11;
+    if (rst) begin
+      \$421  = 1'h0;
     end
   end
   assign en = 1'h1;
@@ -59303,73 +59904,74 @@ module \bchw_top.engine3 (rst, s__valid, s__payload, s__ready, m__ready, m__vali
   assign step_next = \$11 [3:0];
   assign sfc_next = \$23 [3:0];
   assign credits_next = \$47 [1:0];
+  assign s_ready_copies = { sready_copy3, sready_copy2, sready_copy1, sready_copy0 };
   assign xwen0 = write__en;
   assign xwaddr_copy0 = write__addr;
   assign write__data = xbeat[31:0];
   assign xraddr_copy0 = read__addr;
-  assign xwen1 = \write__en$29 ;
-  assign xwaddr_copy1 = \write__addr$31 ;
-  assign \write__data$33  = xbeat[63:32];
-  assign xraddr_copy1 = \read__addr$34 ;
-  assign xwen2 = \write__en$36 ;
-  assign xwaddr_copy2 = \write__addr$38 ;
-  assign \write__data$40  = xbeat[95:64];
-  assign xraddr_copy2 = \read__addr$41 ;
-  assign xwen3 = \write__en$43 ;
-  assign xwaddr_copy3 = \write__addr$45 ;
-  assign \write__data$47  = xbeat[127:96];
-  assign xraddr_copy3 = \read__addr$48 ;
-  assign \en$50  = 1'h1;
+  assign xwen1 = \write__en$34 ;
+  assign xwaddr_copy1 = \write__addr$36 ;
+  assign \write__data$38  = xbeat[63:32];
+  assign xraddr_copy1 = \read__addr$39 ;
+  assign xwen2 = \write__en$41 ;
+  assign xwaddr_copy2 = \write__addr$43 ;
+  assign \write__data$45  = xbeat[95:64];
+  assign xraddr_copy2 = \read__addr$46 ;
+  assign xwen3 = \write__en$48 ;
+  assign xwaddr_copy3 = \write__addr$50 ;
+  assign \write__data$52  = xbeat[127:96];
+  assign xraddr_copy3 = \read__addr$53 ;
+  assign \en$55  = 1'h1;
   assign xtree_copy0 = x;
   assign w = wdata_d2[15:0];
-  assign \en$55  = 1'h1;
-  assign xtree_copy1 = \x$56 ;
-  assign \w$58  = wdata_d2[31:16];
-  assign \en$59  = 1'h1;
-  assign xtree_copy2 = \x$60 ;
-  assign \w$62  = wdata_d2[47:32];
-  assign \en$63  = 1'h1;
-  assign xtree_copy3 = \x$64 ;
-  assign \w$66  = wdata_d2[63:48];
-  assign \en$67  = 1'h1;
-  assign xtree_copy4 = \x$68 ;
-  assign \w$70  = wdata_d2[79:64];
-  assign \en$71  = 1'h1;
-  assign xtree_copy5 = \x$72 ;
-  assign \w$74  = wdata_d2[95:80];
-  assign \en$75  = 1'h1;
-  assign xtree_copy6 = \x$76 ;
-  assign \w$78  = wdata_d2[111:96];
-  assign \en$79  = 1'h1;
-  assign xtree_copy7 = \x$80 ;
-  assign \w$82  = wdata_d2[127:112];
-  assign \en$83  = 1'h1;
-  assign xtree_copy8 = \x$84 ;
-  assign \w$86  = wdata_d2[143:128];
-  assign \en$87  = 1'h1;
-  assign xtree_copy9 = \x$88 ;
-  assign \w$90  = wdata_d2[159:144];
-  assign \en$91  = 1'h1;
-  assign \addr$92  = 1'h0;
-  assign \en$94  = 1'h1;
-  assign \addr$95  = 1'h0;
-  assign \en$97  = 1'h1;
-  assign \addr$98  = 1'h0;
-  assign \en$100  = 1'h1;
-  assign \addr$101  = 1'h0;
-  assign \en$103  = 1'h1;
-  assign \addr$104  = 1'h0;
-  assign \en$106  = 1'h1;
-  assign \addr$107  = 1'h0;
-  assign \en$109  = 1'h1;
-  assign \addr$110  = 1'h0;
-  assign \en$112  = 1'h1;
-  assign \addr$113  = 1'h0;
-  assign \en$115  = 1'h1;
-  assign \addr$116  = 1'h0;
-  assign \en$118  = 1'h1;
-  assign \addr$119  = 1'h0;
-  assign \en$121  = 1'h1;
+  assign \en$60  = 1'h1;
+  assign xtree_copy1 = \x$61 ;
+  assign \w$63  = wdata_d2[31:16];
+  assign \en$64  = 1'h1;
+  assign xtree_copy2 = \x$65 ;
+  assign \w$67  = wdata_d2[47:32];
+  assign \en$68  = 1'h1;
+  assign xtree_copy3 = \x$69 ;
+  assign \w$71  = wdata_d2[63:48];
+  assign \en$72  = 1'h1;
+  assign xtree_copy4 = \x$73 ;
+  assign \w$75  = wdata_d2[79:64];
+  assign \en$76  = 1'h1;
+  assign xtree_copy5 = \x$77 ;
+  assign \w$79  = wdata_d2[95:80];
+  assign \en$80  = 1'h1;
+  assign xtree_copy6 = \x$81 ;
+  assign \w$83  = wdata_d2[111:96];
+  assign \en$84  = 1'h1;
+  assign xtree_copy7 = \x$85 ;
+  assign \w$87  = wdata_d2[127:112];
+  assign \en$88  = 1'h1;
+  assign xtree_copy8 = \x$89 ;
+  assign \w$91  = wdata_d2[143:128];
+  assign \en$92  = 1'h1;
+  assign xtree_copy9 = \x$93 ;
+  assign \w$95  = wdata_d2[159:144];
+  assign \en$96  = 1'h1;
+  assign \addr$97  = 1'h0;
+  assign \en$99  = 1'h1;
+  assign \addr$100  = 1'h0;
+  assign \en$102  = 1'h1;
+  assign \addr$103  = 1'h0;
+  assign \en$105  = 1'h1;
+  assign \addr$106  = 1'h0;
+  assign \en$108  = 1'h1;
+  assign \addr$109  = 1'h0;
+  assign \en$111  = 1'h1;
+  assign \addr$112  = 1'h0;
+  assign \en$114  = 1'h1;
+  assign \addr$115  = 1'h0;
+  assign \en$117  = 1'h1;
+  assign \addr$118  = 1'h0;
+  assign \en$120  = 1'h1;
+  assign \addr$121  = 1'h0;
+  assign \en$123  = 1'h1;
+  assign \addr$124  = 1'h0;
+  assign \en$126  = 1'h1;
   assign acc = drain[16:0];
   assign mul = drain[34:17];
   assign shift = drain[39:35];
@@ -59377,22 +59979,22 @@ module \bchw_top.engine3 (rst, s__valid, s__payload, s__ready, m__ready, m__vali
   assign count_next = \$71 [1:0];
   assign vector = m__payload;
   assign credit_back_d1 = credit_back;
-  assign \$350 [759:684] = \$176 ;
-  assign \$350 [683:608] = \$175 ;
-  assign \$350 [607:532] = \$174 ;
-  assign \$350 [531:456] = \$173 ;
-  assign \$350 [455:380] = \$172 ;
-  assign \$350 [379:304] = \$171 ;
-  assign \$350 [303:228] = \$170 ;
-  assign \$350 [227:152] = \$169 ;
-  assign \$350 [151:76] = \$168 ;
-  assign \$350 [75:0] = \$167 ;
-  assign \$327  = params_d0;
-  assign \$326  = { \data$195 , \data$194 , \data$193 , \data$192 , \data$191 , \data$190 , \data$189 , \data$188 , \data$187 , \data$186  };
-  assign \$306  = wdata_d1;
-  assign \$305  = wdata_d0;
-  assign \$304  = data;
-  assign \$303  = { \read__data$153 , \read__data$152 , \read__data$151 , read__data };
+  assign \$394 [759:684] = \$216 ;
+  assign \$394 [683:608] = \$215 ;
+  assign \$394 [607:532] = \$214 ;
+  assign \$394 [531:456] = \$213 ;
+  assign \$394 [455:380] = \$212 ;
+  assign \$394 [379:304] = \$211 ;
+  assign \$394 [303:228] = \$210 ;
+  assign \$394 [227:152] = \$209 ;
+  assign \$394 [151:76] = \$208 ;
+  assign \$394 [75:0] = \$207 ;
+  assign \$371  = params_d0;
+  assign \$370  = { \data$200 , \data$199 , \data$198 , \data$197 , \data$196 , \data$195 , \data$194 , \data$193 , \data$192 , \data$191  };
+  assign \$350  = wdata_d1;
+  assign \$349  = wdata_d0;
+  assign \$348  = data;
+  assign \$347  = { \read__data$158 , \read__data$157 , \read__data$156 , read__data };
   assign busy_next = \$4 ;
   assign \$11  = \$10 ;
   assign \$23  = \$22 ;
@@ -59416,10 +60018,18 @@ module \bchw_top.engine3 (rst, s__valid, s__payload, s__ready, m__ready, m__vali
   assign \$100  = \$98 ;
   assign \$107  = 1'h1;
   assign \$108  = \$106 ;
-  assign \$122  = 1'h1;
+  assign \$115  = 1'h1;
+  assign \$116  = \$114 ;
   assign \$125  = 1'h1;
-  assign \$128  = 1'h1;
-  assign \$131  = 1'h1;
+  assign \$126  = \$124 ;
+  assign \$135  = 1'h1;
+  assign \$136  = \$134 ;
+  assign \$145  = 1'h1;
+  assign \$146  = \$144 ;
+  assign \$162  = 1'h1;
+  assign \$165  = 1'h1;
+  assign \$168  = 1'h1;
+  assign \$171  = 1'h1;
 endmodule
 
 (* generator = "Amaranth" *)
@@ -59683,7 +60293,7 @@ module \bchw_top.engine3.params9 (data, clk);
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine3.requant0 (rst, \port$24546$0 , q, clk);
+module \bchw_top.engine3.requant0 (rst, \port$24738$0 , q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$9  = 0;
   wire [35:0] \$1 ;
   wire [36:0] \$10 ;
@@ -59718,8 +60328,8 @@ module \bchw_top.engine3.requant0 (rst, \port$24546$0 , q, clk);
   wire \en$1 ;
   wire [17:0] mul;
   wire [34:0] p;
-  input [75:0] \port$24546$0 ;
-  wire [75:0] \port$24546$0 ;
+  input [75:0] \port$24738$0 ;
+  wire [75:0] \port$24738$0 ;
   reg [34:0] product_d0 = 35'h000000000;
   output [15:0] q;
   reg [15:0] q = 16'h0000;
@@ -59765,7 +60375,7 @@ module \bchw_top.engine3.requant0 (rst, \port$24546$0 , q, clk);
   \bchw_top.engine3.requant0.mul0  mul0 (
     .clk(clk),
     .p(p),
-    .\port$24546$0 (\port$24546$0 [34:0])
+    .\port$24738$0 (\port$24738$0 [34:0])
   );
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
@@ -59776,12 +60386,12 @@ module \bchw_top.engine3.requant0 (rst, \port$24546$0 , q, clk);
   end
   assign en = 1'h1;
   assign \en$1  = 1'h1;
-  assign a = \port$24546$0 [16:0];
-  assign acc = \port$24546$0 [16:0];
-  assign b = \port$24546$0 [34:17];
-  assign mul = \port$24546$0 [34:17];
-  assign bias = \port$24546$0 [75:40];
-  assign shift = \port$24546$0 [39:35];
+  assign a = \port$24738$0 [16:0];
+  assign acc = \port$24738$0 [16:0];
+  assign b = \port$24738$0 [34:17];
+  assign mul = \port$24738$0 [34:17];
+  assign bias = \port$24738$0 [75:40];
+  assign shift = \port$24738$0 [39:35];
   assign \$19  = shift_d3;
   assign \$18  = \$2 ;
   assign \$17  = shift_d2;
@@ -59789,13 +60399,13 @@ module \bchw_top.engine3.requant0 (rst, \port$24546$0 , q, clk);
   assign \$15  = p;
   assign \$14  = shift_d1;
   assign \$13  = bias_d1;
-  assign \$12  = \port$24546$0 [39:35];
-  assign \$11  = \port$24546$0 [75:40];
+  assign \$12  = \port$24738$0 [39:35];
+  assign \$11  = \port$24738$0 [75:40];
   assign \$1  = { product_d0[34], product_d0 };
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine3.requant0.mul0 (p, \port$24546$0 , clk);
+module \bchw_top.engine3.requant0.mul0 (p, \port$24738$0 , clk);
   wire [16:0] a;
   wire [17:0] b;
   input clk;
@@ -59803,21 +60413,21 @@ module \bchw_top.engine3.requant0.mul0 (p, \port$24546$0 , clk);
   wire en;
   output [34:0] p;
   wire [34:0] p;
-  input [34:0] \port$24546$0 ;
-  wire [34:0] \port$24546$0 ;
+  input [34:0] \port$24738$0 ;
+  wire [34:0] \port$24738$0 ;
   bchw_mul #(
     .A_WIDTH(32'd17),
     .B_WIDTH(32'd18)
   ) mul (
-    .a(\port$24546$0 [16:0]),
-    .b(\port$24546$0 [34:17]),
+    .a(\port$24738$0 [16:0]),
+    .b(\port$24738$0 [34:17]),
     .clk(clk),
     .en(1'h1),
     .p(p)
   );
   assign en = 1'h1;
-  assign a = \port$24546$0 [16:0];
-  assign b = \port$24546$0 [34:17];
+  assign a = \port$24738$0 [16:0];
+  assign b = \port$24738$0 [34:17];
 endmodule
 
 (* generator = "Amaranth" *)

@@ -12,7 +12,8 @@ from bchw.gateware.rom import Rom
 from bchw.gateware.wide import (output_valid_copies, register_copies, register_tree,
                                 wide_signal)
 from bchw.golden import LayerWidths
-from bchw.perf import (CREDIT_RETURN_STAGES, REQUANT_STAGES, ROM_STAGES, XTREE_FANOUT,
+from bchw.perf import (CREDIT_RETURN_STAGES, MEMORY_READY_COPIES, REQUANT_STAGES, ROM_STAGES,
+                       XTREE_FANOUT,
                        drain_fields, drain_stages, enable_copies, enable_parts, engine_pipeline,
                        input_memory_parts, item_parts, param_rom_parts, requant_share,
                        skid_groups, tree_depth)
@@ -98,12 +99,16 @@ class LayerEngine(wiring.Component):
     s_ready_copies : Out(enable_copies(sf · simd · in_bits))
         SF ≥ 2 without ``beat_lanes``: copies of the register that drives ``s.ready``, one
         a part of the input buffer (:func:`bchw.perf.enable_parts`), for the upstream
-        engine's output register.
+        engine's output register. With ``beat_lanes``: Out(MEMORY_READY_COPIES), copies
+        of ``s.ready`` as registers of its own (:data:`bchw.perf.MEMORY_READY_COPIES`),
+        for the skid slots of the upstream engine that hands it groups.
     m_ready_copies : In(ready_copies)
         With ``ready_copies``: the downstream engine's ``s_ready_copies``, which the parts
         of the output register look at instead of ``m.ready`` (part ``k`` at copy ``k``,
         the last one past the end): from one register, the ready reached every part
-        across both engines (the 500,000/s folding's critical path, 5.5 ns of routing).
+        across both engines (the 500,000/s folding's critical path, 5.5 ns of routing);
+        with ``group_output``, which the skid slots look at (slot ``k`` at copy
+        ``k % ready_copies``).
     """
 
     def __init__(self, *, in_features: int, out_features: int, in_bits: int, pe: int,
@@ -123,10 +128,9 @@ class LayerEngine(wiring.Component):
         if group_output and sf < 2:
             self._MustUse__silence = True
             raise ValueError(f"group_output needs SF ≥ 2 (SF is {sf})")
-        if ready_copies and (group_output or sf < 2):
+        if ready_copies and sf < 2:
             self._MustUse__silence = True
-            raise ValueError("ready_copies needs an output register (no group_output) "
-                             f"and SF ≥ 2 (SF is {sf})")
+            raise ValueError(f"ready_copies needs SF ≥ 2 (SF is {sf})")
         self.n_in, self.n_out, self.in_bits = in_features, out_features, in_bits
         self.pe, self.simd, self.nf, self.sf = pe, simd, nf, sf
         self.widths = widths
@@ -139,8 +143,9 @@ class LayerEngine(wiring.Component):
             "s": In(stream.Signature((beat_lanes or in_features) * in_bits)),
             "m": Out(stream.Signature((pe if group_output else out_features)
                                       * widths.out_bits))}
-        if sf >= 2 and beat_lanes is None:
-            members["s_ready_copies"] = Out(enable_copies(sf * simd * in_bits))
+        if sf >= 2:
+            members["s_ready_copies"] = Out(MEMORY_READY_COPIES if beat_lanes else
+                                            enable_copies(sf * simd * in_bits))
         if ready_copies:
             members["m_ready_copies"] = In(ready_copies)
         super().__init__(members)
@@ -247,7 +252,7 @@ class LayerEngine(wiring.Component):
             credits_n = state(credits, credits + credit_back - (issue & (sfc == 0)))
             issue_n = state(issue, busy_n & ((sfc_n != 0) | (credits_n != 0)))
         if self.beat_lanes:
-            x0 = self._input_memory(m, offered, ready, load, sfc_n)
+            x0 = self._input_memory(m, offered, ready, ready_n, load, sfc_n)
         elif credit:
             m.d.comb += self.s.ready.eq(ready)
             # the input buffer loads a vector, or rotates by one slice at each step but a
@@ -437,15 +442,17 @@ class LayerEngine(wiring.Component):
             m.d.sync += drain[lo:hi].eq(Mux(load, loaded[lo:hi], shifted[lo:hi]))
         return [c[:ib] for c in chains]
 
-    def _input_memory(self, m: Module, offered: Signal, ready: Value, load: Value,
-                      sfc_next: Value) -> Value:
+    def _input_memory(self, m: Module, offered: Signal, ready: Value, ready_next: Value,
+                      load: Value, sfc_next: Value) -> Value:
         """beat_lanes: beats write into a memory of two banks, vector ``n`` into bank
         ``n % 2``, slice ``k`` at word ``k``, a beat into one word (``beat_lanes`` divides
         SIMD). ``offered`` is set after a vector's last beat and cleared when the vector
         is loaded (an :class:`InputAssembler`'s ``m.valid``); a beat is taken while no
-        vector waits, or in the cycle one is loaded: the bank it writes was then read for
-        the last time, at another word. Returns the slice of step ``sfc`` (whose next value
-        is ``sfc_next``) of the loaded vector one cycle later (the read port's register).
+        vector waits, or in the cycle one is loaded (``s.ready`` is ``~offered | ready``,
+        ``s_ready_copies`` registers of that loaded from the next values of both): the
+        bank it writes was then read for the last time, at another word. Returns the
+        slice of step ``sfc`` (whose next value is ``sfc_next``) of the loaded vector one
+        cycle later (the read port's register).
 
         Pixels past the last beat's word of a vector are never written: they stay the
         memory's initial zeros, so padding adds nothing; the lanes of the last beat
@@ -468,7 +475,10 @@ class LayerEngine(wiring.Component):
             m.d.sync += write_bank.eq(~write_bank)
         with m.If(load):
             m.d.sync += read_bank.eq(~read_bank)
-        m.d.sync += offered.eq(Mux(take & last_beat, 1, offered & ~ready))
+        offered_next = Mux(take & last_beat, 1, offered & ~ready)
+        m.d.sync += offered.eq(offered_next)
+        m.d.comb += self.s_ready_copies.eq(Cat(*register_copies(
+            m, ~offered_next | ready_next, MEMORY_READY_COPIES, "sready", init=1)))
         kept = (self.n_in - (beats - 1) * lanes) * ib
         data = self.s.payload
         if kept < lanes * ib:
@@ -518,8 +528,9 @@ class LayerEngine(wiring.Component):
         # the next engine's s.ready is ~(a whole vector waits) | (it is loaded)
         taken = self.m.ready if self.group_output else ~self.m.valid | self.m.ready
 
-        def moves(count, q_valid):
-            """(held, enter, pop, push) from ``count`` and ``q_valid`` (or copies)."""
+        def moves(count, q_valid, taken=taken):
+            """(held, enter, pop, push) from ``count``, ``q_valid`` and ``taken`` (or
+            copies)."""
             held = count != 0
             enter = (held | q_valid) & taken
             return held, enter, enter & held, q_valid & ~(enter & ~held)
@@ -530,11 +541,14 @@ class LayerEngine(wiring.Component):
             m.d.comb += [self.m.valid.eq(held | q_valid), self.m.payload.eq(head[:gb])]
         # each slot decides from its own copies of the count and of q_valid: from one
         # register, the count reached every slot's bits (6.8 ns of routing at 500,000/s)
+        # (and, handing groups on, of the next engine's ready: see ``m_ready_copies``)
         counts = register_copies(m, count_n, groups, "count")
         slot_arrivals = register_copies(m, q_valid_next, groups, "skid_qvalid")
-        for k, (slot, count_c, arrival) in enumerate(zip(skid, counts, slot_arrivals,
-                                                         strict=True)):
-            _, _, pop_c, push_c = moves(count_c, arrival)
+        slot_taken = ([self.m_ready_copies[k % self.ready_copies] for k in range(groups)]
+                      if self.group_output and self.ready_copies else [taken] * groups)
+        for k, (slot, count_c, arrival, taken_c) in enumerate(zip(
+                skid, counts, slot_arrivals, slot_taken, strict=True)):
+            _, _, pop_c, push_c = moves(count_c, arrival, taken_c)
             # (count_c - pop_c == k without the subtraction: an adder's carry chain made
             # the choice of a slot's every bit two signals, two LUTs a bit instead of one)
             with m.If(push_c & Mux(pop_c, count_c == k + 1, count_c == k)):

@@ -20,7 +20,7 @@ from bchw.gateware.multiplier import MUL_VERILOG
 from bchw.gateware.pool import MaxPool
 from bchw.gateware.rom import ROM_VERILOG
 from bchw.gateware.window import SlidingWindow
-from bchw.perf import enable_copies, mlp_joins
+from bchw.perf import MEMORY_READY_COPIES, enable_copies, mlp_joins
 
 TOP_NAME = "bchw_top"
 ROM_MODES = ("readmemh", "inline")
@@ -119,11 +119,12 @@ class Accelerator(wiring.Component):
         for layer, (beats, hands) in zip(layers, joins):
             # beats: of the input (first engine) or the previous engine's groups. An engine
             # whose output register feeds the next one's input buffer (both of SF ≥ 2)
-            # looks at that buffer's copies of its ready register
+            # looks at that buffer's copies of its ready register; one that hands its
+            # groups to the next one's input memory, at that memory's copies of its ready
             after = layers[layer.index + 1] if layer.index + 1 < len(layers) else None
-            copies = (enable_copies(after.sf * after.simd * after.in_bits)
-                      if after is not None and layer.sf >= 2 and not hands and after.sf >= 2
-                      else 0)
+            copies = (MEMORY_READY_COPIES if hands else
+                      enable_copies(after.sf * after.simd * after.in_bits)
+                      if after is not None and layer.sf >= 2 and after.sf >= 2 else 0)
             engine = self.engine(layer, beats or None, hands, copies)
             m.submodules[f"engine{layer.index}"] = engine
             if upstream is None:

@@ -24,8 +24,9 @@ from bchw.gateware.simtools import (
     stream_get,
     stream_put,
 )
-from bchw.perf import (drain_fields, drain_load_copies, enable_copies, engine_interval,
-                       engine_pipeline, groups_into_engine, param_rom_parts, requant_share)
+from bchw.perf import (MEMORY_READY_COPIES, drain_fields, drain_load_copies, enable_copies,
+                       engine_interval, engine_pipeline, groups_into_engine, param_rom_parts,
+                       requant_share)
 
 from tests.gateware.nets import ENGINE_LAYERS as LAYERS
 from tests.gateware.nets import engine_bundles
@@ -157,7 +158,17 @@ def test_beats_into_the_input_memory_as_through_an_assembler(bundles, net: str, 
             async def consumer(ctx, dut=dut, got=got):
                 got.extend(await stream_get(ctx, dut.m, len(x), ready=ready))
 
-            simulate(dut, producer, consumer,
+            async def ready_copies(ctx, dut=dut, beats=beats):
+                # the input memory's copies of its ready are its ready, every cycle
+                for _ in range(len(beats)):
+                    ready_now = ctx.get(dut.s.ready)
+                    assert ctx.get(dut.s_ready_copies) == ready_now * (
+                        (1 << MEMORY_READY_COPIES) - 1)
+                    await ctx.tick()
+
+            benches = (producer, consumer) + ((ready_copies,) if isinstance(dut, LayerEngine)
+                                              else ())
+            simulate(dut, *benches,
                      cycles=len(x) * (layer.nf * layer.sf + n_beats + 30) * 40 + 100)
             assert [t.payload for t in got] == expected, f"{lanes} lanes"
             runs.append((sent, [t.cycle for t in got]))
@@ -176,10 +187,15 @@ class ChainedEngines(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
-        m.submodules.first = a = LayerEngine.from_layer(self.first, "inline",
-                                                        group_output=self.groups)
+        # handing groups on, the first engine's skid slots look at the input memory's
+        # copies of its ready, as in the accelerator
+        m.submodules.first = a = LayerEngine.from_layer(
+            self.first, "inline", group_output=self.groups,
+            ready_copies=MEMORY_READY_COPIES if self.groups else 0)
         m.submodules.second = b = LayerEngine.from_layer(
             self.second, "inline", beat_lanes=self.first.pe if self.groups else None)
+        if self.groups:
+            m.d.comb += a.m_ready_copies.eq(b.s_ready_copies)
         wiring.connect(m, wiring.flipped(self.s), a.s)
         wiring.connect(m, a.m, b.s)
         wiring.connect(m, b.m, wiring.flipped(self.m))
@@ -287,10 +303,10 @@ def test_an_output_register_can_look_at_copies_of_the_next_input_buffers_ready(b
     engines = [LayerEngine.from_layer(consumer, "inline"),
                LayerEngine.from_layer(producer, "inline", ready_copies=copies)]
     assert len(engines[0].s_ready_copies) == len(engines[1].m_ready_copies) == copies
-    with pytest.raises(ValueError, match="ready_copies needs an output register"):
-        LayerEngine.from_layer(producer, "inline", group_output=True, ready_copies=copies)
     one_step = bundles["B"].layers[0]        # SF = 1: no input buffer parts, no copies
     assert one_step.sf == 1
+    with pytest.raises(ValueError, match="ready_copies needs SF ≥ 2"):
+        LayerEngine.from_layer(one_step, "inline", ready_copies=copies)
     engines.append(LayerEngine.from_layer(one_step, "inline"))
     assert "s_ready_copies" not in engines[-1].signature.members
     for engine in engines:
