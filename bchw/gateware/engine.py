@@ -13,10 +13,9 @@ from bchw.gateware.wide import (output_valid_copies, register_copies, register_t
                                 wide_signal)
 from bchw.golden import LayerWidths
 from bchw.perf import (CREDIT_RETURN_STAGES, MEMORY_READY_COPIES, REQUANT_STAGES, ROM_STAGES,
-                       XTREE_FANOUT,
-                       drain_fields, drain_stages, enable_copies, enable_parts, engine_pipeline,
-                       input_memory_parts, item_parts, param_rom_parts, requant_share,
-                       skid_groups, tree_depth)
+                       XTREE_FANOUT, drain_fields, drain_stages, enable_copies, enable_parts,
+                       engine_pipeline, input_memory_parts, item_parts, param_rom_parts,
+                       requant_share, skid_groups, tree_depth)
 
 #: How an engine computes ``Σ ±x`` with ±1 weights: a conditional-negate tree per PE
 #: (``negate``), or ``2·Σ_{w=+1} x − Σ x`` with one ``Σ x`` tree shared by all PEs (``shared``).
