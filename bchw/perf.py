@@ -912,7 +912,7 @@ def drain_load_copies(widths, nf: int, items: int) -> int:
     """The copies of the load of a drain of ``items`` items (see
     :meth:`bchw.gateware.engine.LayerEngine._drain`): one a part of each of
     :func:`drain_fields`."""
-    return len(item_parts(items, drain_fields(widths, nf)))
+    return items * sum(enable_copies(bits) for bits in drain_fields(widths, nf))
 
 
 def engine_features(n_in: int, n_out: int, in_bits: int, pe: int, simd: int,

@@ -122,9 +122,12 @@ class Accelerator(wiring.Component):
             # looks at that buffer's copies of its ready register; one that hands its
             # groups to the next one's input memory, at that memory's copies of its ready
             after = layers[layer.index + 1] if layer.index + 1 < len(layers) else None
-            copies = (MEMORY_READY_COPIES if hands else
-                      enable_copies(after.sf * after.simd * after.in_bits)
-                      if after is not None and layer.sf >= 2 and after.sf >= 2 else 0)
+            if hands:
+                copies = MEMORY_READY_COPIES
+            elif after is not None and layer.sf >= 2 and after.sf >= 2:
+                copies = enable_copies(after.sf * after.simd * after.in_bits)
+            else:
+                copies = 0
             engine = self.engine(layer, beats or None, hands, copies)
             m.submodules[f"engine{layer.index}"] = engine
             if upstream is None:
