@@ -788,6 +788,16 @@ def product_slices(acc_bits: int) -> list[int]:
     return list(range(0, acc_bits - 1, DSP_BITS - 1))
 
 
+def clamp_mask_bits(widths) -> int:
+    """The register bits of a requantizer's clamp mask (``reach`` in
+    :class:`bchw.gateware.requantizer.Requantizer`): ``i >= S`` for each bit ``i`` of
+    ``M·acc + B`` from the output's top up, but those where it is 1 for every shift up
+    to ``shift_max``."""
+    total_bits = max(widths.mul_bits + widths.acc_bits, widths.bias_bits) + 1
+    top = total_bits - (widths.out_bits - 1 if widths.out_signed else widths.out_bits)
+    return max(1, min(widths.shift_max, top))
+
+
 def product_bits(acc_bits: int, mul_bits: int) -> int:
     """The bits of a requantizer's partial products (one a slice of
     :func:`product_slices`, an unsigned slice one bit wider as a signed operand)."""
@@ -1000,7 +1010,9 @@ def engine_registers(n_in: int, n_out: int, in_bits: int, pe: int, simd: int,
                               + (not group_output) * 3 * enable_copies(nf * pe * w.out_bits)
                               + slots * (clog2(slots + 1) + 1))
         + (param_rom_parts(pe, w.param_bits, nf) - 1) * clog2(nf)
-        + 2 * pe,   # each accumulator's copies of its valid and first flags
+        + 2 * pe   # each accumulator's copies of its valid and first flags
+        + clog2(nf * sf)   # the weight ROM's address register
+        + lanes * clamp_mask_bits(w),   # each requantizer's mask of the bits it clamps on
     }
 
 

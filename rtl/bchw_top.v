@@ -89,10 +89,10 @@ module bchw_top(s_axis_tvalid, s_axis_tlast, m_axis_tready, clk, rst, s_axis_tre
     .m__payload(\s__payload$13 ),
     .m__ready(m__ready),
     .m__valid(\s__valid$17 ),
-    .\port$20104$0 (\$1 ),
-    .\port$20106$0 (\$2 ),
-    .\port$20108$0 (\$3 ),
-    .\port$20110$0 (\$4 ),
+    .\port$20212$0 (\$1 ),
+    .\port$20214$0 (\$2 ),
+    .\port$20216$0 (\$3 ),
+    .\port$20218$0 (\$4 ),
     .rst(rst),
     .s__payload(s_axis_tdata),
     .s__ready(s_axis_tready),
@@ -103,10 +103,10 @@ module bchw_top(s_axis_tvalid, s_axis_tlast, m_axis_tready, clk, rst, s_axis_tre
     .m__payload(\s__payload$21 ),
     .m__ready(\m__ready$23 ),
     .m__valid(\s__valid$25 ),
-    .\port$22352$0 (\$5 ),
-    .\port$22354$0 (\$6 ),
-    .\port$22356$0 (\$7 ),
-    .\port$22358$0 (\$8 ),
+    .\port$22464$0 (\$5 ),
+    .\port$22466$0 (\$6 ),
+    .\port$22468$0 (\$7 ),
+    .\port$22470$0 (\$8 ),
     .rst(rst),
     .s__payload(\s__payload$13 ),
     .s__ready(m__ready),
@@ -121,10 +121,10 @@ module bchw_top(s_axis_tvalid, s_axis_tlast, m_axis_tready, clk, rst, s_axis_tre
     .m__payload(\s__payload$29 ),
     .m__ready(\m__ready$31 ),
     .m__valid(\s__valid$33 ),
-    .\port$24598$0 (\$9 ),
-    .\port$24600$0 (\$10 ),
-    .\port$24602$0 (\$11 ),
-    .\port$24604$0 (\$12 ),
+    .\port$24714$0 (\$9 ),
+    .\port$24716$0 (\$10 ),
+    .\port$24718$0 (\$11 ),
+    .\port$24720$0 (\$12 ),
     .rst(rst),
     .s__payload(\s__payload$21 ),
     .s__ready(\m__ready$23 ),
@@ -1552,7 +1552,7 @@ module \bchw_top.argmax (clk, rst, en, s__valid, s__payload, idx_3_0, scores_7, 
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine0 (s__valid, clk, rst, s__ready, m__valid, m__payload, m__ready, \port$20104$0 , \port$20106$0 , \port$20108$0 , \port$20110$0 , s__payload);
+module \bchw_top.engine0 (s__valid, clk, rst, s__ready, m__valid, m__payload, m__ready, \port$20212$0 , \port$20214$0 , \port$20216$0 , \port$20218$0 , s__payload);
   reg \$auto$verilog_backend.cc:2355:dump_module$2  = 0;
   wire \$1 ;
   wire [9:0] \$10 ;
@@ -1830,15 +1830,15 @@ module \bchw_top.engine0 (s__valid, clk, rst, s__ready, m__valid, m__payload, m_
   wire \$345 ;
   reg \$346 ;
   reg [8:0] \$347 ;
-  reg [4:0] \$348 ;
-  reg [3:0] \$349 ;
+  reg [8:0] \$348 ;
+  reg [4:0] \$349 ;
   wire \$35 ;
-  reg \$350 ;
+  reg [3:0] \$350 ;
   reg \$351 ;
-  reg [1:0] \$352 ;
-  reg \$353 ;
-  reg [4:0] \$354 ;
-  reg \$355 ;
+  reg \$352 ;
+  reg [1:0] \$353 ;
+  reg \$354 ;
+  reg [4:0] \$355 ;
   reg \$356 ;
   reg \$357 ;
   reg \$358 ;
@@ -1846,7 +1846,7 @@ module \bchw_top.engine0 (s__valid, clk, rst, s__ready, m__valid, m__payload, m_
   wire \$36 ;
   reg \$360 ;
   reg \$361 ;
-  reg [5:0] \$362 ;
+  reg \$362 ;
   reg [5:0] \$363 ;
   reg [5:0] \$364 ;
   reg [5:0] \$365 ;
@@ -1861,7 +1861,7 @@ module \bchw_top.engine0 (s__valid, clk, rst, s__ready, m__valid, m__payload, m_
   reg [5:0] \$373 ;
   reg [5:0] \$374 ;
   reg [5:0] \$375 ;
-  reg \$376 ;
+  reg [5:0] \$376 ;
   reg \$377 ;
   reg \$378 ;
   reg \$379 ;
@@ -1869,11 +1869,11 @@ module \bchw_top.engine0 (s__valid, clk, rst, s__ready, m__valid, m__payload, m_
   reg \$380 ;
   reg \$381 ;
   reg \$382 ;
-  wire [223:0] \$383 ;
-  wire [447:0] \$384 ;
+  reg \$383 ;
+  wire [223:0] \$384 ;
   wire [447:0] \$385 ;
   wire [447:0] \$386 ;
-  reg [3:0] \$387 ;
+  wire [447:0] \$387 ;
   reg [3:0] \$388 ;
   reg [3:0] \$389 ;
   wire \$39 ;
@@ -1884,7 +1884,7 @@ module \bchw_top.engine0 (s__valid, clk, rst, s__ready, m__valid, m__payload, m_
   reg [3:0] \$394 ;
   reg [3:0] \$395 ;
   reg [3:0] \$396 ;
-  reg [1:0] \$397 ;
+  reg [3:0] \$397 ;
   reg [1:0] \$398 ;
   reg [1:0] \$399 ;
   wire \$4 ;
@@ -1903,7 +1903,7 @@ module \bchw_top.engine0 (s__valid, clk, rst, s__ready, m__valid, m__payload, m_
   reg [1:0] \$410 ;
   reg [1:0] \$411 ;
   reg [1:0] \$412 ;
-  reg [3:0] \$413 ;
+  reg [1:0] \$413 ;
   reg [3:0] \$414 ;
   reg [3:0] \$415 ;
   reg [3:0] \$416 ;
@@ -1928,12 +1928,12 @@ module \bchw_top.engine0 (s__valid, clk, rst, s__ready, m__valid, m__payload, m_
   reg [3:0] \$433 ;
   reg [3:0] \$434 ;
   reg [3:0] \$435 ;
-  wire [975:0] \$436 ;
+  reg [3:0] \$436 ;
   wire [975:0] \$437 ;
-  reg \$438 ;
+  wire [975:0] \$438 ;
   reg \$439 ;
   wire \$44 ;
-  reg [18:0] \$440 ;
+  reg \$440 ;
   reg [18:0] \$441 ;
   reg [18:0] \$442 ;
   reg [18:0] \$443 ;
@@ -1950,7 +1950,7 @@ module \bchw_top.engine0 (s__valid, clk, rst, s__ready, m__valid, m__payload, m_
   reg [18:0] \$453 ;
   reg [18:0] \$454 ;
   reg [18:0] \$455 ;
-  reg \$456 ;
+  reg [18:0] \$456 ;
   reg \$457 ;
   reg \$458 ;
   reg \$459 ;
@@ -1985,8 +1985,8 @@ module \bchw_top.engine0 (s__valid, clk, rst, s__ready, m__valid, m__payload, m_
   reg \$485 ;
   reg \$486 ;
   reg \$487 ;
-  wire [1279:0] \$488 ;
-  reg \$489 ;
+  reg \$488 ;
+  wire [1279:0] \$489 ;
   wire \$49 ;
   reg \$490 ;
   reg \$491 ;
@@ -2034,19 +2034,20 @@ module \bchw_top.engine0 (s__valid, clk, rst, s__ready, m__valid, m__payload, m_
   reg \$529 ;
   wire \$53 ;
   reg \$530 ;
-  reg [1:0] \$531 ;
+  reg \$531 ;
   reg [1:0] \$532 ;
   reg [1:0] \$533 ;
-  reg \$534 ;
+  reg [1:0] \$534 ;
   reg \$535 ;
   reg \$536 ;
-  reg [128:0] \$537 ;
+  reg \$537 ;
   reg [128:0] \$538 ;
   reg [128:0] \$539 ;
   wire \$54 ;
-  reg [1:0] \$540 ;
-  reg \$541 ;
+  reg [128:0] \$540 ;
+  reg [1:0] \$541 ;
   reg \$542 ;
+  reg \$543 ;
   wire [128:0] \$55 ;
   wire \$56 ;
   wire \$57 ;
@@ -2148,39 +2149,40 @@ module \bchw_top.engine0 (s__valid, clk, rst, s__ready, m__valid, m__payload, m_
   reg [1:0] accflags_copy8 = 2'h0;
   (* keep = 32'd1 *)
   reg [1:0] accflags_copy9 = 2'h0;
+  (* keep = 32'd1 *)
   reg [8:0] addr = 9'h000;
   (* keep = 32'd1 *)
-  reg [3:0] \addr$142  = 4'h0;
+  reg [3:0] \addr$143  = 4'h0;
   (* keep = 32'd1 *)
-  reg [3:0] \addr$145  = 4'h0;
+  reg [3:0] \addr$146  = 4'h0;
   (* keep = 32'd1 *)
-  reg [3:0] \addr$148  = 4'h0;
+  reg [3:0] \addr$149  = 4'h0;
   (* keep = 32'd1 *)
-  reg [3:0] \addr$151  = 4'h0;
+  reg [3:0] \addr$152  = 4'h0;
   (* keep = 32'd1 *)
-  reg [3:0] \addr$154  = 4'h0;
+  reg [3:0] \addr$155  = 4'h0;
   (* keep = 32'd1 *)
-  reg [3:0] \addr$157  = 4'h0;
+  reg [3:0] \addr$158  = 4'h0;
   (* keep = 32'd1 *)
-  reg [3:0] \addr$160  = 4'h0;
+  reg [3:0] \addr$161  = 4'h0;
   (* keep = 32'd1 *)
-  reg [3:0] \addr$163  = 4'h0;
+  reg [3:0] \addr$164  = 4'h0;
   (* keep = 32'd1 *)
-  reg [3:0] \addr$166  = 4'h0;
+  reg [3:0] \addr$167  = 4'h0;
   (* keep = 32'd1 *)
-  reg [3:0] \addr$169  = 4'h0;
+  reg [3:0] \addr$170  = 4'h0;
   (* keep = 32'd1 *)
-  reg [3:0] \addr$172  = 4'h0;
+  reg [3:0] \addr$173  = 4'h0;
   (* keep = 32'd1 *)
-  reg [3:0] \addr$175  = 4'h0;
+  reg [3:0] \addr$176  = 4'h0;
   (* keep = 32'd1 *)
-  reg [3:0] \addr$178  = 4'h0;
+  reg [3:0] \addr$179  = 4'h0;
   (* keep = 32'd1 *)
-  reg [3:0] \addr$181  = 4'h0;
+  reg [3:0] \addr$182  = 4'h0;
   (* keep = 32'd1 *)
-  reg [3:0] \addr$184  = 4'h0;
+  reg [3:0] \addr$185  = 4'h0;
   (* keep = 32'd1 *)
-  reg [3:0] \addr$187  = 4'h0;
+  reg [3:0] \addr$188  = 4'h0;
   wire [37:0] bias;
   reg busy = 1'h0;
   wire busy_next;
@@ -2201,7 +2203,6 @@ module \bchw_top.engine0 (s__valid, clk, rst, s__ready, m__valid, m__payload, m_
   reg [1:0] credits = 2'h3;
   wire [1:0] credits_next;
   wire [447:0] data;
-  wire [60:0] \data$264 ;
   wire [60:0] \data$265 ;
   wire [60:0] \data$266 ;
   wire [60:0] \data$267 ;
@@ -2217,6 +2218,7 @@ module \bchw_top.engine0 (s__valid, clk, rst, s__ready, m__valid, m__payload, m_
   wire [60:0] \data$277 ;
   wire [60:0] \data$278 ;
   wire [60:0] \data$279 ;
+  wire [60:0] \data$280 ;
   (* keep = 32'd1 *)
   reg dload_copy0 = 1'h0;
   (* keep = 32'd1 *)
@@ -2283,39 +2285,39 @@ module \bchw_top.engine0 (s__valid, clk, rst, s__ready, m__valid, m__payload, m_
   reg dload_copy9 = 1'h0;
   reg [1279:0] drain = 1280'h00000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000;
   wire en;
-  wire \en$101 ;
-  wire \en$105 ;
-  wire \en$109 ;
-  wire \en$113 ;
-  wire \en$117 ;
-  wire \en$121 ;
-  wire \en$125 ;
-  wire \en$129 ;
-  wire \en$133 ;
-  wire \en$137 ;
-  wire \en$141 ;
-  wire \en$144 ;
-  wire \en$147 ;
-  wire \en$150 ;
-  wire \en$153 ;
-  wire \en$156 ;
-  wire \en$159 ;
-  wire \en$162 ;
-  wire \en$165 ;
-  wire \en$168 ;
-  wire \en$171 ;
-  wire \en$174 ;
-  wire \en$177 ;
-  wire \en$180 ;
-  wire \en$183 ;
-  wire \en$186 ;
-  wire \en$189 ;
-  wire \en$76 ;
-  wire \en$81 ;
-  wire \en$85 ;
-  wire \en$89 ;
-  wire \en$93 ;
-  wire \en$97 ;
+  wire \en$102 ;
+  wire \en$106 ;
+  wire \en$110 ;
+  wire \en$114 ;
+  wire \en$118 ;
+  wire \en$122 ;
+  wire \en$126 ;
+  wire \en$130 ;
+  wire \en$134 ;
+  wire \en$138 ;
+  wire \en$142 ;
+  wire \en$145 ;
+  wire \en$148 ;
+  wire \en$151 ;
+  wire \en$154 ;
+  wire \en$157 ;
+  wire \en$160 ;
+  wire \en$163 ;
+  wire \en$166 ;
+  wire \en$169 ;
+  wire \en$172 ;
+  wire \en$175 ;
+  wire \en$178 ;
+  wire \en$181 ;
+  wire \en$184 ;
+  wire \en$187 ;
+  wire \en$190 ;
+  wire \en$77 ;
+  wire \en$82 ;
+  wire \en$86 ;
+  wire \en$90 ;
+  wire \en$94 ;
+  wire \en$98 ;
   reg [3:0] f_d0 = 4'h0;
   reg [3:0] f_d1 = 4'h0;
   reg [3:0] f_d2 = 4'h0;
@@ -2399,14 +2401,14 @@ module \bchw_top.engine0 (s__valid, clk, rst, s__ready, m__valid, m__payload, m_
   reg [3:0] paddr_d6 = 4'h0;
   reg [975:0] params_d0 = 976'h0000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000;
   reg [975:0] params_d1 = 976'h0000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000;
-  input \port$20104$0 ;
-  wire \port$20104$0 ;
-  input \port$20106$0 ;
-  wire \port$20106$0 ;
-  input \port$20108$0 ;
-  wire \port$20108$0 ;
-  input \port$20110$0 ;
-  wire \port$20110$0 ;
+  input \port$20212$0 ;
+  wire \port$20212$0 ;
+  input \port$20214$0 ;
+  wire \port$20214$0 ;
+  input \port$20216$0 ;
+  wire \port$20216$0 ;
+  input \port$20218$0 ;
+  wire \port$20218$0 ;
   wire [7:0] q;
   reg qe_d0 = 1'h0;
   reg qe_d1 = 1'h0;
@@ -2453,24 +2455,24 @@ module \bchw_top.engine0 (s__valid, clk, rst, s__ready, m__valid, m__payload, m_
   (* keep = 32'd1 *)
   reg [5:0] read__addr = 6'h20;
   (* keep = 32'd1 *)
-  reg [5:0] \read__addr$39  = 6'h20;
+  reg [5:0] \read__addr$40  = 6'h20;
   (* keep = 32'd1 *)
-  reg [5:0] \read__addr$46  = 6'h20;
+  reg [5:0] \read__addr$47  = 6'h20;
   (* keep = 32'd1 *)
-  reg [5:0] \read__addr$53  = 6'h20;
+  reg [5:0] \read__addr$54  = 6'h20;
   (* keep = 32'd1 *)
-  reg [5:0] \read__addr$60  = 6'h20;
+  reg [5:0] \read__addr$61  = 6'h20;
   (* keep = 32'd1 *)
-  reg [5:0] \read__addr$67  = 6'h20;
+  reg [5:0] \read__addr$68  = 6'h20;
   (* keep = 32'd1 *)
-  reg [5:0] \read__addr$74  = 6'h20;
+  reg [5:0] \read__addr$75  = 6'h20;
   wire [31:0] read__data;
-  wire [31:0] \read__data$217 ;
   wire [31:0] \read__data$218 ;
   wire [31:0] \read__data$219 ;
   wire [31:0] \read__data$220 ;
   wire [31:0] \read__data$221 ;
   wire [31:0] \read__data$222 ;
+  wire [31:0] \read__data$223 ;
   reg read_bank = 1'h1;
   reg ready = 1'h1;
   wire ready_next;
@@ -2504,41 +2506,43 @@ module \bchw_top.engine0 (s__valid, clk, rst, s__ready, m__valid, m__payload, m_
   reg sready_copy2 = 1'h1;
   (* keep = 32'd1 *)
   reg sready_copy3 = 1'h1;
-  (* init = 9'h000 *)
-  wire [8:0] step;
+  reg [8:0] step = 9'h000;
   wire [8:0] step_next;
   wire [13:0] sum;
-  wire [13:0] \sum$286 ;
-  wire [13:0] \sum$288 ;
-  wire [13:0] \sum$290 ;
-  wire [13:0] \sum$292 ;
-  wire [13:0] \sum$294 ;
-  wire [13:0] \sum$296 ;
-  wire [13:0] \sum$298 ;
-  wire [13:0] \sum$300 ;
-  wire [13:0] \sum$302 ;
-  wire [13:0] \sum$304 ;
-  wire [13:0] \sum$306 ;
-  wire [13:0] \sum$308 ;
-  wire [13:0] \sum$310 ;
-  wire [13:0] \sum$312 ;
-  wire [13:0] \sum$314 ;
+  wire [13:0] \sum$287 ;
+  wire [13:0] \sum$289 ;
+  wire [13:0] \sum$291 ;
+  wire [13:0] \sum$293 ;
+  wire [13:0] \sum$295 ;
+  wire [13:0] \sum$297 ;
+  wire [13:0] \sum$299 ;
+  wire [13:0] \sum$301 ;
+  wire [13:0] \sum$303 ;
+  wire [13:0] \sum$305 ;
+  wire [13:0] \sum$307 ;
+  wire [13:0] \sum$309 ;
+  wire [13:0] \sum$311 ;
+  wire [13:0] \sum$313 ;
+  wire [13:0] \sum$315 ;
   wire [27:0] w;
-  wire [27:0] \w$100 ;
-  wire [27:0] \w$104 ;
-  wire [27:0] \w$108 ;
-  wire [27:0] \w$112 ;
-  wire [27:0] \w$116 ;
-  wire [27:0] \w$120 ;
-  wire [27:0] \w$124 ;
-  wire [27:0] \w$128 ;
-  wire [27:0] \w$132 ;
-  wire [27:0] \w$136 ;
-  wire [27:0] \w$140 ;
-  wire [27:0] \w$84 ;
-  wire [27:0] \w$88 ;
-  wire [27:0] \w$92 ;
-  wire [27:0] \w$96 ;
+  wire [27:0] \w$101 ;
+  wire [27:0] \w$105 ;
+  wire [27:0] \w$109 ;
+  wire [27:0] \w$113 ;
+  wire [27:0] \w$117 ;
+  wire [27:0] \w$121 ;
+  wire [27:0] \w$125 ;
+  wire [27:0] \w$129 ;
+  wire [27:0] \w$133 ;
+  wire [27:0] \w$137 ;
+  wire [27:0] \w$141 ;
+  wire [27:0] \w$85 ;
+  wire [27:0] \w$89 ;
+  wire [27:0] \w$93 ;
+  wire [27:0] \w$97 ;
+  (* init = 9'h000 *)
+  (* keep = 32'd1 *)
+  wire [8:0] waddr_copy0;
   reg [447:0] wdata_d0 = 448'h0000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000;
   reg [447:0] wdata_d1 = 448'h0000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000;
   reg [447:0] wdata_d2 = 448'h0000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000;
@@ -2546,64 +2550,64 @@ module \bchw_top.engine0 (s__valid, clk, rst, s__ready, m__valid, m__payload, m_
   (* keep = 32'd1 *)
   reg [5:0] write__addr = 6'h00;
   (* keep = 32'd1 *)
-  reg [5:0] \write__addr$36  = 6'h00;
+  reg [5:0] \write__addr$37  = 6'h00;
   (* keep = 32'd1 *)
-  reg [5:0] \write__addr$43  = 6'h00;
+  reg [5:0] \write__addr$44  = 6'h00;
   (* keep = 32'd1 *)
-  reg [5:0] \write__addr$50  = 6'h00;
+  reg [5:0] \write__addr$51  = 6'h00;
   (* keep = 32'd1 *)
-  reg [5:0] \write__addr$57  = 6'h00;
+  reg [5:0] \write__addr$58  = 6'h00;
   (* keep = 32'd1 *)
-  reg [5:0] \write__addr$64  = 6'h00;
+  reg [5:0] \write__addr$65  = 6'h00;
   (* keep = 32'd1 *)
-  reg [5:0] \write__addr$71  = 6'h00;
+  reg [5:0] \write__addr$72  = 6'h00;
   wire [31:0] write__data;
-  wire [31:0] \write__data$38 ;
-  wire [31:0] \write__data$45 ;
-  wire [31:0] \write__data$52 ;
-  wire [31:0] \write__data$59 ;
-  wire [31:0] \write__data$66 ;
-  wire [31:0] \write__data$73 ;
+  wire [31:0] \write__data$39 ;
+  wire [31:0] \write__data$46 ;
+  wire [31:0] \write__data$53 ;
+  wire [31:0] \write__data$60 ;
+  wire [31:0] \write__data$67 ;
+  wire [31:0] \write__data$74 ;
   reg write__en = 1'h0;
-  reg \write__en$34  = 1'h0;
-  reg \write__en$41  = 1'h0;
-  reg \write__en$48  = 1'h0;
-  reg \write__en$55  = 1'h0;
-  reg \write__en$62  = 1'h0;
-  reg \write__en$69  = 1'h0;
+  reg \write__en$35  = 1'h0;
+  reg \write__en$42  = 1'h0;
+  reg \write__en$49  = 1'h0;
+  reg \write__en$56  = 1'h0;
+  reg \write__en$63  = 1'h0;
+  reg \write__en$70  = 1'h0;
   reg write_bank = 1'h0;
   (* keep = 32'd1 *)
   reg [223:0] x = 224'h00000000000000000000000000000000000000000000000000000000;
   (* keep = 32'd1 *)
-  reg [223:0] \x$102  = 224'h00000000000000000000000000000000000000000000000000000000;
+  reg [223:0] \x$103  = 224'h00000000000000000000000000000000000000000000000000000000;
   (* keep = 32'd1 *)
-  reg [223:0] \x$106  = 224'h00000000000000000000000000000000000000000000000000000000;
+  reg [223:0] \x$107  = 224'h00000000000000000000000000000000000000000000000000000000;
   (* keep = 32'd1 *)
-  reg [223:0] \x$110  = 224'h00000000000000000000000000000000000000000000000000000000;
+  reg [223:0] \x$111  = 224'h00000000000000000000000000000000000000000000000000000000;
   (* keep = 32'd1 *)
-  reg [223:0] \x$114  = 224'h00000000000000000000000000000000000000000000000000000000;
+  reg [223:0] \x$115  = 224'h00000000000000000000000000000000000000000000000000000000;
   (* keep = 32'd1 *)
-  reg [223:0] \x$118  = 224'h00000000000000000000000000000000000000000000000000000000;
+  reg [223:0] \x$119  = 224'h00000000000000000000000000000000000000000000000000000000;
   (* keep = 32'd1 *)
-  reg [223:0] \x$122  = 224'h00000000000000000000000000000000000000000000000000000000;
+  reg [223:0] \x$123  = 224'h00000000000000000000000000000000000000000000000000000000;
   (* keep = 32'd1 *)
-  reg [223:0] \x$126  = 224'h00000000000000000000000000000000000000000000000000000000;
+  reg [223:0] \x$127  = 224'h00000000000000000000000000000000000000000000000000000000;
   (* keep = 32'd1 *)
-  reg [223:0] \x$130  = 224'h00000000000000000000000000000000000000000000000000000000;
+  reg [223:0] \x$131  = 224'h00000000000000000000000000000000000000000000000000000000;
   (* keep = 32'd1 *)
-  reg [223:0] \x$134  = 224'h00000000000000000000000000000000000000000000000000000000;
+  reg [223:0] \x$135  = 224'h00000000000000000000000000000000000000000000000000000000;
   (* keep = 32'd1 *)
-  reg [223:0] \x$138  = 224'h00000000000000000000000000000000000000000000000000000000;
+  reg [223:0] \x$139  = 224'h00000000000000000000000000000000000000000000000000000000;
   (* keep = 32'd1 *)
-  reg [223:0] \x$82  = 224'h00000000000000000000000000000000000000000000000000000000;
+  reg [223:0] \x$83  = 224'h00000000000000000000000000000000000000000000000000000000;
   (* keep = 32'd1 *)
-  reg [223:0] \x$86  = 224'h00000000000000000000000000000000000000000000000000000000;
+  reg [223:0] \x$87  = 224'h00000000000000000000000000000000000000000000000000000000;
   (* keep = 32'd1 *)
-  reg [223:0] \x$90  = 224'h00000000000000000000000000000000000000000000000000000000;
+  reg [223:0] \x$91  = 224'h00000000000000000000000000000000000000000000000000000000;
   (* keep = 32'd1 *)
-  reg [223:0] \x$94  = 224'h00000000000000000000000000000000000000000000000000000000;
+  reg [223:0] \x$95  = 224'h00000000000000000000000000000000000000000000000000000000;
   (* keep = 32'd1 *)
-  reg [223:0] \x$98  = 224'h00000000000000000000000000000000000000000000000000000000;
+  reg [223:0] \x$99  = 224'h00000000000000000000000000000000000000000000000000000000;
   reg [223:0] xbeat = 224'h00000000000000000000000000000000000000000000000000000000;
   reg [223:0] xmem_d0 = 224'h00000000000000000000000000000000000000000000000000000000;
   (* init = 6'h20 *)
@@ -2862,14 +2866,14 @@ module \bchw_top.engine0 (s__valid, clk, rst, s__ready, m__valid, m__payload, m_
     xmem1[63] = 32'd0;
   end
   always @(posedge clk) begin
-    if (\write__en$34 )
-      xmem1[\write__addr$36 ] <= xbeat[63:32];
+    if (\write__en$35 )
+      xmem1[\write__addr$37 ] <= xbeat[63:32];
   end
   reg [31:0] _1_;
   always @(posedge clk) begin
-    _1_ <= xmem1[\read__addr$39 ];
+    _1_ <= xmem1[\read__addr$40 ];
   end
-  assign \read__data$217  = _1_;
+  assign \read__data$218  = _1_;
   reg [31:0] xmem2 [63:0];
   initial begin
     xmem2[0] = 32'd0;
@@ -2938,14 +2942,14 @@ module \bchw_top.engine0 (s__valid, clk, rst, s__ready, m__valid, m__payload, m_
     xmem2[63] = 32'd0;
   end
   always @(posedge clk) begin
-    if (\write__en$41 )
-      xmem2[\write__addr$43 ] <= xbeat[95:64];
+    if (\write__en$42 )
+      xmem2[\write__addr$44 ] <= xbeat[95:64];
   end
   reg [31:0] _2_;
   always @(posedge clk) begin
-    _2_ <= xmem2[\read__addr$46 ];
+    _2_ <= xmem2[\read__addr$47 ];
   end
-  assign \read__data$218  = _2_;
+  assign \read__data$219  = _2_;
   reg [31:0] xmem3 [63:0];
   initial begin
     xmem3[0] = 32'd0;
@@ -3014,14 +3018,14 @@ module \bchw_top.engine0 (s__valid, clk, rst, s__ready, m__valid, m__payload, m_
     xmem3[63] = 32'd0;
   end
   always @(posedge clk) begin
-    if (\write__en$48 )
-      xmem3[\write__addr$50 ] <= xbeat[127:96];
+    if (\write__en$49 )
+      xmem3[\write__addr$51 ] <= xbeat[127:96];
   end
   reg [31:0] _3_;
   always @(posedge clk) begin
-    _3_ <= xmem3[\read__addr$53 ];
+    _3_ <= xmem3[\read__addr$54 ];
   end
-  assign \read__data$219  = _3_;
+  assign \read__data$220  = _3_;
   reg [31:0] xmem4 [63:0];
   initial begin
     xmem4[0] = 32'd0;
@@ -3090,14 +3094,14 @@ module \bchw_top.engine0 (s__valid, clk, rst, s__ready, m__valid, m__payload, m_
     xmem4[63] = 32'd0;
   end
   always @(posedge clk) begin
-    if (\write__en$55 )
-      xmem4[\write__addr$57 ] <= xbeat[159:128];
+    if (\write__en$56 )
+      xmem4[\write__addr$58 ] <= xbeat[159:128];
   end
   reg [31:0] _4_;
   always @(posedge clk) begin
-    _4_ <= xmem4[\read__addr$60 ];
+    _4_ <= xmem4[\read__addr$61 ];
   end
-  assign \read__data$220  = _4_;
+  assign \read__data$221  = _4_;
   reg [31:0] xmem5 [63:0];
   initial begin
     xmem5[0] = 32'd0;
@@ -3166,14 +3170,14 @@ module \bchw_top.engine0 (s__valid, clk, rst, s__ready, m__valid, m__payload, m_
     xmem5[63] = 32'd0;
   end
   always @(posedge clk) begin
-    if (\write__en$62 )
-      xmem5[\write__addr$64 ] <= xbeat[191:160];
+    if (\write__en$63 )
+      xmem5[\write__addr$65 ] <= xbeat[191:160];
   end
   reg [31:0] _5_;
   always @(posedge clk) begin
-    _5_ <= xmem5[\read__addr$67 ];
+    _5_ <= xmem5[\read__addr$68 ];
   end
-  assign \read__data$221  = _5_;
+  assign \read__data$222  = _5_;
   reg [31:0] xmem6 [63:0];
   initial begin
     xmem6[0] = 32'd0;
@@ -3242,360 +3246,366 @@ module \bchw_top.engine0 (s__valid, clk, rst, s__ready, m__valid, m__payload, m_
     xmem6[63] = 32'd0;
   end
   always @(posedge clk) begin
-    if (\write__en$69 )
-      xmem6[\write__addr$71 ] <= xbeat[223:192];
+    if (\write__en$70 )
+      xmem6[\write__addr$72 ] <= xbeat[223:192];
   end
   reg [31:0] _6_;
   always @(posedge clk) begin
-    _6_ <= xmem6[\read__addr$74 ];
+    _6_ <= xmem6[\read__addr$75 ];
   end
-  assign \read__data$222  = _6_;
+  assign \read__data$223  = _6_;
   always @(posedge clk)
-    \x$90  <= xtree_fan_copy0;
+    x <= xtree_fan_copy0;
   always @(posedge clk)
-    \x$94  <= xtree_fan_copy1;
+    \x$83  <= xtree_fan_copy0;
   always @(posedge clk)
-    \x$98  <= xtree_fan_copy1;
+    \x$87  <= xtree_fan_copy0;
   always @(posedge clk)
-    \x$102  <= xtree_fan_copy1;
+    \x$91  <= xtree_fan_copy0;
   always @(posedge clk)
-    \x$106  <= xtree_fan_copy1;
+    \x$95  <= xtree_fan_copy1;
   always @(posedge clk)
-    \x$110  <= xtree_fan_copy2;
+    \x$99  <= xtree_fan_copy1;
   always @(posedge clk)
-    \x$114  <= xtree_fan_copy2;
+    \x$103  <= xtree_fan_copy1;
   always @(posedge clk)
-    \x$118  <= xtree_fan_copy2;
+    \x$107  <= xtree_fan_copy1;
   always @(posedge clk)
-    \x$122  <= xtree_fan_copy2;
+    \x$111  <= xtree_fan_copy2;
   always @(posedge clk)
-    \x$126  <= xtree_fan_copy3;
+    \x$115  <= xtree_fan_copy2;
   always @(posedge clk)
-    \x$130  <= xtree_fan_copy3;
+    \x$119  <= xtree_fan_copy2;
   always @(posedge clk)
-    \x$134  <= xtree_fan_copy3;
+    \x$123  <= xtree_fan_copy2;
   always @(posedge clk)
-    \x$138  <= xtree_fan_copy3;
+    \x$127  <= xtree_fan_copy3;
   always @(posedge clk)
-    wdata_d0 <= \$384 ;
+    \x$131  <= xtree_fan_copy3;
   always @(posedge clk)
-    wdata_d1 <= \$385 ;
+    \x$135  <= xtree_fan_copy3;
   always @(posedge clk)
-    wdata_d2 <= \$386 ;
+    \x$139  <= xtree_fan_copy3;
   always @(posedge clk)
-    f_d0 <= \$387 ;
+    wdata_d0 <= \$385 ;
   always @(posedge clk)
-    f_d1 <= \$388 ;
+    wdata_d1 <= \$386 ;
   always @(posedge clk)
-    f_d2 <= \$389 ;
+    wdata_d2 <= \$387 ;
   always @(posedge clk)
-    f_d3 <= \$390 ;
+    f_d0 <= \$388 ;
   always @(posedge clk)
-    f_d4 <= \$391 ;
+    f_d1 <= \$389 ;
   always @(posedge clk)
-    f_d5 <= \$392 ;
+    f_d2 <= \$390 ;
   always @(posedge clk)
-    f_d6 <= \$393 ;
+    f_d3 <= \$391 ;
   always @(posedge clk)
-    f_d7 <= \$394 ;
+    f_d4 <= \$392 ;
   always @(posedge clk)
-    f_d8 <= \$395 ;
+    f_d5 <= \$393 ;
   always @(posedge clk)
-    ft_d0 <= \$396 ;
+    f_d6 <= \$394 ;
   always @(posedge clk)
-    accflags_copy0 <= \$397 ;
+    f_d7 <= \$395 ;
   always @(posedge clk)
-    accflags_copy1 <= \$398 ;
+    f_d8 <= \$396 ;
   always @(posedge clk)
-    accflags_copy2 <= \$399 ;
+    ft_d0 <= \$397 ;
   always @(posedge clk)
-    accflags_copy3 <= \$400 ;
+    accflags_copy0 <= \$398 ;
   always @(posedge clk)
-    accflags_copy4 <= \$401 ;
+    accflags_copy1 <= \$399 ;
   always @(posedge clk)
-    accflags_copy5 <= \$402 ;
+    accflags_copy2 <= \$400 ;
   always @(posedge clk)
-    accflags_copy6 <= \$403 ;
+    accflags_copy3 <= \$401 ;
   always @(posedge clk)
-    accflags_copy7 <= \$404 ;
+    accflags_copy4 <= \$402 ;
   always @(posedge clk)
-    accflags_copy8 <= \$405 ;
+    accflags_copy5 <= \$403 ;
   always @(posedge clk)
-    accflags_copy9 <= \$406 ;
+    accflags_copy6 <= \$404 ;
   always @(posedge clk)
-    accflags_copy10 <= \$407 ;
+    accflags_copy7 <= \$405 ;
   always @(posedge clk)
-    accflags_copy11 <= \$408 ;
+    accflags_copy8 <= \$406 ;
   always @(posedge clk)
-    accflags_copy12 <= \$409 ;
+    accflags_copy9 <= \$407 ;
   always @(posedge clk)
-    accflags_copy13 <= \$410 ;
+    accflags_copy10 <= \$408 ;
   always @(posedge clk)
-    accflags_copy14 <= \$411 ;
+    accflags_copy11 <= \$409 ;
   always @(posedge clk)
-    accflags_copy15 <= \$412 ;
+    accflags_copy12 <= \$410 ;
   always @(posedge clk)
-    paddr_d0 <= \$413 ;
+    accflags_copy13 <= \$411 ;
   always @(posedge clk)
-    paddr_d1 <= \$414 ;
+    accflags_copy14 <= \$412 ;
   always @(posedge clk)
-    paddr_d2 <= \$415 ;
+    accflags_copy15 <= \$413 ;
   always @(posedge clk)
-    paddr_d3 <= \$416 ;
+    paddr_d0 <= \$414 ;
   always @(posedge clk)
-    paddr_d4 <= \$417 ;
+    paddr_d1 <= \$415 ;
   always @(posedge clk)
-    paddr_d5 <= \$418 ;
+    paddr_d2 <= \$416 ;
   always @(posedge clk)
-    paddr_d6 <= \$419 ;
+    paddr_d3 <= \$417 ;
   always @(posedge clk)
-    \addr$142  <= \$420 ;
+    paddr_d4 <= \$418 ;
   always @(posedge clk)
-    \addr$145  <= \$421 ;
+    paddr_d5 <= \$419 ;
   always @(posedge clk)
-    \addr$148  <= \$422 ;
+    paddr_d6 <= \$420 ;
   always @(posedge clk)
-    \addr$151  <= \$423 ;
+    \addr$143  <= \$421 ;
   always @(posedge clk)
-    \addr$154  <= \$424 ;
+    \addr$146  <= \$422 ;
   always @(posedge clk)
-    \addr$157  <= \$425 ;
+    \addr$149  <= \$423 ;
   always @(posedge clk)
-    \addr$160  <= \$426 ;
+    \addr$152  <= \$424 ;
   always @(posedge clk)
-    \addr$163  <= \$427 ;
+    \addr$155  <= \$425 ;
   always @(posedge clk)
-    \addr$166  <= \$428 ;
+    \addr$158  <= \$426 ;
   always @(posedge clk)
-    \addr$169  <= \$429 ;
+    \addr$161  <= \$427 ;
   always @(posedge clk)
-    \addr$172  <= \$430 ;
+    \addr$164  <= \$428 ;
   always @(posedge clk)
-    \addr$175  <= \$431 ;
+    \addr$167  <= \$429 ;
   always @(posedge clk)
-    \addr$178  <= \$432 ;
+    \addr$170  <= \$430 ;
   always @(posedge clk)
-    \addr$181  <= \$433 ;
+    \addr$173  <= \$431 ;
   always @(posedge clk)
-    \addr$184  <= \$434 ;
+    \addr$176  <= \$432 ;
   always @(posedge clk)
-    \addr$187  <= \$435 ;
+    \addr$179  <= \$433 ;
   always @(posedge clk)
-    params_d0 <= \$436 ;
+    \addr$182  <= \$434 ;
   always @(posedge clk)
-    params_d1 <= \$437 ;
+    \addr$185  <= \$435 ;
   always @(posedge clk)
-    acc_valid <= \$438 ;
+    \addr$188  <= \$436 ;
   always @(posedge clk)
-    acc_end <= \$439 ;
+    params_d0 <= \$437 ;
   always @(posedge clk)
-    acc0 <= \$440 ;
+    params_d1 <= \$438 ;
   always @(posedge clk)
-    acc1 <= \$441 ;
+    acc_valid <= \$439 ;
   always @(posedge clk)
-    acc2 <= \$442 ;
+    acc_end <= \$440 ;
   always @(posedge clk)
-    acc3 <= \$443 ;
+    acc0 <= \$441 ;
   always @(posedge clk)
-    acc4 <= \$444 ;
+    acc1 <= \$442 ;
   always @(posedge clk)
-    acc5 <= \$445 ;
+    acc2 <= \$443 ;
   always @(posedge clk)
-    acc6 <= \$446 ;
+    acc3 <= \$444 ;
   always @(posedge clk)
-    acc7 <= \$447 ;
+    acc4 <= \$445 ;
   always @(posedge clk)
-    acc8 <= \$448 ;
+    acc5 <= \$446 ;
   always @(posedge clk)
-    acc9 <= \$449 ;
+    acc6 <= \$447 ;
   always @(posedge clk)
-    acc10 <= \$450 ;
+    acc7 <= \$448 ;
   always @(posedge clk)
-    acc11 <= \$451 ;
+    acc8 <= \$449 ;
   always @(posedge clk)
-    acc12 <= \$452 ;
+    acc9 <= \$450 ;
   always @(posedge clk)
-    acc13 <= \$453 ;
+    acc10 <= \$451 ;
   always @(posedge clk)
-    acc14 <= \$454 ;
+    acc11 <= \$452 ;
   always @(posedge clk)
-    acc15 <= \$455 ;
+    acc12 <= \$453 ;
   always @(posedge clk)
-    dload_copy0 <= \$456 ;
+    acc13 <= \$454 ;
   always @(posedge clk)
-    dload_copy1 <= \$457 ;
+    acc14 <= \$455 ;
   always @(posedge clk)
-    dload_copy2 <= \$458 ;
+    acc15 <= \$456 ;
   always @(posedge clk)
-    dload_copy3 <= \$459 ;
+    dload_copy0 <= \$457 ;
   always @(posedge clk)
-    dload_copy4 <= \$460 ;
+    dload_copy1 <= \$458 ;
   always @(posedge clk)
-    dload_copy5 <= \$461 ;
+    dload_copy2 <= \$459 ;
   always @(posedge clk)
-    dload_copy6 <= \$462 ;
+    dload_copy3 <= \$460 ;
   always @(posedge clk)
-    dload_copy7 <= \$463 ;
+    dload_copy4 <= \$461 ;
   always @(posedge clk)
-    dload_copy8 <= \$464 ;
+    dload_copy5 <= \$462 ;
   always @(posedge clk)
-    dload_copy9 <= \$465 ;
+    dload_copy6 <= \$463 ;
   always @(posedge clk)
-    dload_copy10 <= \$466 ;
+    dload_copy7 <= \$464 ;
   always @(posedge clk)
-    dload_copy11 <= \$467 ;
+    dload_copy8 <= \$465 ;
   always @(posedge clk)
-    dload_copy12 <= \$468 ;
+    dload_copy9 <= \$466 ;
   always @(posedge clk)
-    dload_copy13 <= \$469 ;
+    dload_copy10 <= \$467 ;
   always @(posedge clk)
-    dload_copy14 <= \$470 ;
+    dload_copy11 <= \$468 ;
   always @(posedge clk)
-    dload_copy15 <= \$471 ;
+    dload_copy12 <= \$469 ;
   always @(posedge clk)
-    dload_copy16 <= \$472 ;
+    dload_copy13 <= \$470 ;
   always @(posedge clk)
-    dload_copy17 <= \$473 ;
+    dload_copy14 <= \$471 ;
   always @(posedge clk)
-    dload_copy18 <= \$474 ;
+    dload_copy15 <= \$472 ;
   always @(posedge clk)
-    dload_copy19 <= \$475 ;
+    dload_copy16 <= \$473 ;
   always @(posedge clk)
-    dload_copy20 <= \$476 ;
+    dload_copy17 <= \$474 ;
   always @(posedge clk)
-    dload_copy21 <= \$477 ;
+    dload_copy18 <= \$475 ;
   always @(posedge clk)
-    dload_copy22 <= \$478 ;
+    dload_copy19 <= \$476 ;
   always @(posedge clk)
-    dload_copy23 <= \$479 ;
+    dload_copy20 <= \$477 ;
   always @(posedge clk)
-    dload_copy24 <= \$480 ;
+    dload_copy21 <= \$478 ;
   always @(posedge clk)
-    dload_copy25 <= \$481 ;
+    dload_copy22 <= \$479 ;
   always @(posedge clk)
-    dload_copy26 <= \$482 ;
+    dload_copy23 <= \$480 ;
   always @(posedge clk)
-    dload_copy27 <= \$483 ;
+    dload_copy24 <= \$481 ;
   always @(posedge clk)
-    dload_copy28 <= \$484 ;
+    dload_copy25 <= \$482 ;
   always @(posedge clk)
-    dload_copy29 <= \$485 ;
+    dload_copy26 <= \$483 ;
   always @(posedge clk)
-    dload_copy30 <= \$486 ;
+    dload_copy27 <= \$484 ;
   always @(posedge clk)
-    dload_copy31 <= \$487 ;
+    dload_copy28 <= \$485 ;
   always @(posedge clk)
-    drain <= \$488 ;
+    dload_copy29 <= \$486 ;
   always @(posedge clk)
-    qv_d0 <= \$489 ;
+    dload_copy30 <= \$487 ;
   always @(posedge clk)
-    qv_d1 <= \$490 ;
+    dload_copy31 <= \$488 ;
   always @(posedge clk)
-    qv_d2 <= \$491 ;
+    drain <= \$489 ;
   always @(posedge clk)
-    qv_d3 <= \$492 ;
+    qv_d0 <= \$490 ;
   always @(posedge clk)
-    qv_d4 <= \$493 ;
+    qv_d1 <= \$491 ;
   always @(posedge clk)
-    qv_d5 <= \$494 ;
+    qv_d2 <= \$492 ;
   always @(posedge clk)
-    qv_d6 <= \$495 ;
+    qv_d3 <= \$493 ;
   always @(posedge clk)
-    qv_d7 <= \$496 ;
+    qv_d4 <= \$494 ;
   always @(posedge clk)
-    qv_d8 <= \$497 ;
+    qv_d5 <= \$495 ;
   always @(posedge clk)
-    qv_d9 <= \$498 ;
+    qv_d6 <= \$496 ;
   always @(posedge clk)
-    qv_d10 <= \$499 ;
+    qv_d7 <= \$497 ;
   always @(posedge clk)
-    qv_d11 <= \$500 ;
+    qv_d8 <= \$498 ;
   always @(posedge clk)
-    qv_d12 <= \$501 ;
+    qv_d9 <= \$499 ;
   always @(posedge clk)
-    qv_d13 <= \$502 ;
+    qv_d10 <= \$500 ;
   always @(posedge clk)
-    qv_d14 <= \$503 ;
+    qv_d11 <= \$501 ;
   always @(posedge clk)
-    qv_d15 <= \$504 ;
+    qv_d12 <= \$502 ;
   always @(posedge clk)
-    qv_d16 <= \$505 ;
+    qv_d13 <= \$503 ;
   always @(posedge clk)
-    qv_d17 <= \$506 ;
+    qv_d14 <= \$504 ;
   always @(posedge clk)
-    qv_d18 <= \$507 ;
+    qv_d15 <= \$505 ;
   always @(posedge clk)
-    qv_d19 <= \$508 ;
+    qv_d16 <= \$506 ;
   always @(posedge clk)
-    qe_d0 <= \$509 ;
+    qv_d17 <= \$507 ;
   always @(posedge clk)
-    qe_d1 <= \$510 ;
+    qv_d18 <= \$508 ;
   always @(posedge clk)
-    qe_d2 <= \$511 ;
+    qv_d19 <= \$509 ;
   always @(posedge clk)
-    qe_d3 <= \$512 ;
+    qe_d0 <= \$510 ;
   always @(posedge clk)
-    qe_d4 <= \$513 ;
+    qe_d1 <= \$511 ;
   always @(posedge clk)
-    qe_d5 <= \$514 ;
+    qe_d2 <= \$512 ;
   always @(posedge clk)
-    qe_d6 <= \$515 ;
+    qe_d3 <= \$513 ;
   always @(posedge clk)
-    qe_d7 <= \$516 ;
+    qe_d4 <= \$514 ;
   always @(posedge clk)
-    qe_d8 <= \$517 ;
+    qe_d5 <= \$515 ;
   always @(posedge clk)
-    qe_d9 <= \$518 ;
+    qe_d6 <= \$516 ;
   always @(posedge clk)
-    qe_d10 <= \$519 ;
+    qe_d7 <= \$517 ;
   always @(posedge clk)
-    qe_d11 <= \$520 ;
+    qe_d8 <= \$518 ;
   always @(posedge clk)
-    qe_d12 <= \$521 ;
+    qe_d9 <= \$519 ;
   always @(posedge clk)
-    qe_d13 <= \$522 ;
+    qe_d10 <= \$520 ;
   always @(posedge clk)
-    qe_d14 <= \$523 ;
+    qe_d11 <= \$521 ;
   always @(posedge clk)
-    qe_d15 <= \$524 ;
+    qe_d12 <= \$522 ;
   always @(posedge clk)
-    qe_d16 <= \$525 ;
+    qe_d13 <= \$523 ;
   always @(posedge clk)
-    qe_d17 <= \$526 ;
+    qe_d14 <= \$524 ;
   always @(posedge clk)
-    qe_d18 <= \$527 ;
+    qe_d15 <= \$525 ;
   always @(posedge clk)
-    qe_d19 <= \$528 ;
+    qe_d16 <= \$526 ;
   always @(posedge clk)
-    qv_last_d0 <= \$529 ;
+    qe_d17 <= \$527 ;
   always @(posedge clk)
-    qe_last_d0 <= \$530 ;
+    qe_d18 <= \$528 ;
+  always @(posedge clk)
+    qe_d19 <= \$529 ;
+  always @(posedge clk)
+    qv_last_d0 <= \$530 ;
+  always @(posedge clk)
+    qe_last_d0 <= \$531 ;
   always @(posedge clk)
     results0 <= { q, results0[119:8] };
   always @(posedge clk)
-    count_copy0 <= \$531 ;
+    count_copy0 <= \$532 ;
   always @(posedge clk)
-    count_copy1 <= \$532 ;
+    count_copy1 <= \$533 ;
   always @(posedge clk)
-    count_copy2 <= \$533 ;
+    count_copy2 <= \$534 ;
   always @(posedge clk)
-    skid_qvalid_copy0 <= \$534 ;
+    skid_qvalid_copy0 <= \$535 ;
   always @(posedge clk)
-    skid_qvalid_copy1 <= \$535 ;
+    skid_qvalid_copy1 <= \$536 ;
   always @(posedge clk)
-    skid_qvalid_copy2 <= \$536 ;
+    skid_qvalid_copy2 <= \$537 ;
   always @(posedge clk)
-    skid0 <= \$537 ;
+    skid0 <= \$538 ;
   always @(posedge clk)
-    skid1 <= \$538 ;
+    skid1 <= \$539 ;
   always @(posedge clk)
-    skid2 <= \$539 ;
+    skid2 <= \$540 ;
   always @(posedge clk)
-    count <= \$540 ;
+    count <= \$541 ;
   always @(posedge clk)
-    credit_back_d0 <= \$541 ;
+    credit_back_d0 <= \$542 ;
   always @(posedge clk)
-    credit_back <= \$542 ;
+    credit_back <= \$543 ;
   assign \$1  = \$signal  & ready;
   assign \$2  = ~ last_step;
   assign \$3  = busy & \$2 ;
@@ -3603,8 +3613,8 @@ module \bchw_top.engine0 (s__valid, clk, rst, s__ready, m__valid, m__payload, m_
   assign \$5  = \$signal  & ready;
   assign \$6  = ~ last_step;
   assign \$7  = issue & \$6 ;
-  assign \$8  = addr + 1'h1;
-  assign \$9  = \$7  ? \$8  : { 1'h0, addr };
+  assign \$8  = step + 1'h1;
+  assign \$9  = \$7  ? \$8  : { 1'h0, step };
   assign \$10  = \$5  ? 10'h000 : \$9 ;
   assign \$12  = \$signal  & ready;
   assign \$13  = ~ last_step;
@@ -3626,12 +3636,12 @@ module \bchw_top.engine0 (s__valid, clk, rst, s__ready, m__valid, m__payload, m_
   assign \$30  = \$28  ? \$29  : { 1'h0, nfc };
   assign \$31  = \$24  ? 5'h00 : \$30 ;
   assign \$33  = \$signal  & ready;
-  assign \$34  = addr == 9'h1be;
+  assign \$34  = step == 9'h1be;
   assign \$35  = issue ? \$34  : last_step;
   assign \$36  = last_step ? 1'h0 : \$35 ;
   assign \$37  = \$33  ? 1'h0 : \$36 ;
   assign \$38  = \$signal  & ready;
-  assign \$39  = addr == 9'h1be;
+  assign \$39  = step == 9'h1be;
   assign \$40  = issue ? \$39  : ready;
   assign \$41  = last_step ? 1'h1 : \$40 ;
   assign \$42  = \$38  ? 1'h0 : \$41 ;
@@ -3749,35 +3759,35 @@ module \bchw_top.engine0 (s__valid, clk, rst, s__ready, m__valid, m__payload, m_
   assign \$181  = accflags_copy0[1] ? 19'h00000 : acc0;
   assign \$182  = $signed(\$181 ) + $signed(sum);
   assign \$183  = accflags_copy1[1] ? 19'h00000 : acc1;
-  assign \$184  = $signed(\$183 ) + $signed(\sum$286 );
+  assign \$184  = $signed(\$183 ) + $signed(\sum$287 );
   assign \$185  = accflags_copy2[1] ? 19'h00000 : acc2;
-  assign \$186  = $signed(\$185 ) + $signed(\sum$288 );
+  assign \$186  = $signed(\$185 ) + $signed(\sum$289 );
   assign \$187  = accflags_copy3[1] ? 19'h00000 : acc3;
-  assign \$188  = $signed(\$187 ) + $signed(\sum$290 );
+  assign \$188  = $signed(\$187 ) + $signed(\sum$291 );
   assign \$189  = accflags_copy4[1] ? 19'h00000 : acc4;
-  assign \$190  = $signed(\$189 ) + $signed(\sum$292 );
+  assign \$190  = $signed(\$189 ) + $signed(\sum$293 );
   assign \$191  = accflags_copy5[1] ? 19'h00000 : acc5;
-  assign \$192  = $signed(\$191 ) + $signed(\sum$294 );
+  assign \$192  = $signed(\$191 ) + $signed(\sum$295 );
   assign \$193  = accflags_copy6[1] ? 19'h00000 : acc6;
-  assign \$194  = $signed(\$193 ) + $signed(\sum$296 );
+  assign \$194  = $signed(\$193 ) + $signed(\sum$297 );
   assign \$195  = accflags_copy7[1] ? 19'h00000 : acc7;
-  assign \$196  = $signed(\$195 ) + $signed(\sum$298 );
+  assign \$196  = $signed(\$195 ) + $signed(\sum$299 );
   assign \$197  = accflags_copy8[1] ? 19'h00000 : acc8;
-  assign \$198  = $signed(\$197 ) + $signed(\sum$300 );
+  assign \$198  = $signed(\$197 ) + $signed(\sum$301 );
   assign \$199  = accflags_copy9[1] ? 19'h00000 : acc9;
-  assign \$200  = $signed(\$199 ) + $signed(\sum$302 );
+  assign \$200  = $signed(\$199 ) + $signed(\sum$303 );
   assign \$201  = accflags_copy10[1] ? 19'h00000 : acc10;
-  assign \$202  = $signed(\$201 ) + $signed(\sum$304 );
+  assign \$202  = $signed(\$201 ) + $signed(\sum$305 );
   assign \$203  = accflags_copy11[1] ? 19'h00000 : acc11;
-  assign \$204  = $signed(\$203 ) + $signed(\sum$306 );
+  assign \$204  = $signed(\$203 ) + $signed(\sum$307 );
   assign \$205  = accflags_copy12[1] ? 19'h00000 : acc12;
-  assign \$206  = $signed(\$205 ) + $signed(\sum$308 );
+  assign \$206  = $signed(\$205 ) + $signed(\sum$309 );
   assign \$207  = accflags_copy13[1] ? 19'h00000 : acc13;
-  assign \$208  = $signed(\$207 ) + $signed(\sum$310 );
+  assign \$208  = $signed(\$207 ) + $signed(\sum$311 );
   assign \$209  = accflags_copy14[1] ? 19'h00000 : acc14;
-  assign \$210  = $signed(\$209 ) + $signed(\sum$312 );
+  assign \$210  = $signed(\$209 ) + $signed(\sum$313 );
   assign \$211  = accflags_copy15[1] ? 19'h00000 : acc15;
-  assign \$212  = $signed(\$211 ) + $signed(\sum$314 );
+  assign \$212  = $signed(\$211 ) + $signed(\sum$315 );
   assign \$213  = ft_d0[0] & ft_d0[2];
   assign \$214  = ft_d0[0] & ft_d0[2];
   assign \$215  = ft_d0[0] & ft_d0[2];
@@ -3844,7 +3854,7 @@ module \bchw_top.engine0 (s__valid, clk, rst, s__ready, m__valid, m__payload, m_
   assign \$276  = dload_copy31 ? params_d1[975:915] : drain[1279:1219];
   assign \$277  = | count_copy0;
   assign \$278  = \$277  | skid_qvalid_copy0;
-  assign \$279  = \$278  & \port$20104$0 ;
+  assign \$279  = \$278  & \port$20212$0 ;
   assign \$280  = | count_copy0;
   assign \$281  = ~ \$280 ;
   assign \$282  = \$279  & \$281 ;
@@ -3852,7 +3862,7 @@ module \bchw_top.engine0 (s__valid, clk, rst, s__ready, m__valid, m__payload, m_
   assign \$284  = skid_qvalid_copy0 & \$283 ;
   assign \$285  = | count_copy0;
   assign \$286  = \$285  | skid_qvalid_copy0;
-  assign \$287  = \$286  & \port$20104$0 ;
+  assign \$287  = \$286  & \port$20212$0 ;
   assign \$288  = | count_copy0;
   assign \$289  = \$287  & \$288 ;
   assign \$290  = count_copy0 == 1'h1;
@@ -3861,12 +3871,12 @@ module \bchw_top.engine0 (s__valid, clk, rst, s__ready, m__valid, m__payload, m_
   assign \$293  = \$284  & \$292 ;
   assign \$294  = | count_copy0;
   assign \$295  = \$294  | skid_qvalid_copy0;
-  assign \$296  = \$295  & \port$20104$0 ;
+  assign \$296  = \$295  & \port$20212$0 ;
   assign \$297  = | count_copy0;
   assign \$298  = \$296  & \$297 ;
   assign \$299  = | count_copy1;
   assign \$300  = \$299  | skid_qvalid_copy1;
-  assign \$301  = \$300  & \port$20106$0 ;
+  assign \$301  = \$300  & \port$20214$0 ;
   assign \$302  = | count_copy1;
   assign \$303  = ~ \$302 ;
   assign \$304  = \$301  & \$303 ;
@@ -3874,7 +3884,7 @@ module \bchw_top.engine0 (s__valid, clk, rst, s__ready, m__valid, m__payload, m_
   assign \$306  = skid_qvalid_copy1 & \$305 ;
   assign \$307  = | count_copy1;
   assign \$308  = \$307  | skid_qvalid_copy1;
-  assign \$309  = \$308  & \port$20106$0 ;
+  assign \$309  = \$308  & \port$20214$0 ;
   assign \$310  = | count_copy1;
   assign \$311  = \$309  & \$310 ;
   assign \$312  = count_copy1 == 2'h2;
@@ -3883,12 +3893,12 @@ module \bchw_top.engine0 (s__valid, clk, rst, s__ready, m__valid, m__payload, m_
   assign \$315  = \$306  & \$314 ;
   assign \$316  = | count_copy1;
   assign \$317  = \$316  | skid_qvalid_copy1;
-  assign \$318  = \$317  & \port$20106$0 ;
+  assign \$318  = \$317  & \port$20214$0 ;
   assign \$319  = | count_copy1;
   assign \$320  = \$318  & \$319 ;
   assign \$321  = | count_copy2;
   assign \$322  = \$321  | skid_qvalid_copy2;
-  assign \$323  = \$322  & \port$20108$0 ;
+  assign \$323  = \$322  & \port$20216$0 ;
   assign \$324  = | count_copy2;
   assign \$325  = ~ \$324 ;
   assign \$326  = \$323  & \$325 ;
@@ -3896,7 +3906,7 @@ module \bchw_top.engine0 (s__valid, clk, rst, s__ready, m__valid, m__payload, m_
   assign \$328  = skid_qvalid_copy2 & \$327 ;
   assign \$329  = | count_copy2;
   assign \$330  = \$329  | skid_qvalid_copy2;
-  assign \$331  = \$330  & \port$20108$0 ;
+  assign \$331  = \$330  & \port$20216$0 ;
   assign \$332  = | count_copy2;
   assign \$333  = \$331  & \$332 ;
   assign \$334  = count_copy2 == 2'h3;
@@ -3905,7 +3915,7 @@ module \bchw_top.engine0 (s__valid, clk, rst, s__ready, m__valid, m__payload, m_
   assign \$337  = \$328  & \$336 ;
   assign \$338  = | count_copy2;
   assign \$339  = \$338  | skid_qvalid_copy2;
-  assign \$340  = \$339  & \port$20108$0 ;
+  assign \$340  = \$339  & \port$20216$0 ;
   assign \$341  = | count_copy2;
   assign \$342  = \$340  & \$341 ;
   assign \$343  = | count;
@@ -3914,81 +3924,83 @@ module \bchw_top.engine0 (s__valid, clk, rst, s__ready, m__valid, m__payload, m_
   always @(posedge clk)
     busy <= \$346 ;
   always @(posedge clk)
-    addr <= \$347 ;
+    step <= \$347 ;
   always @(posedge clk)
-    sfc <= \$348 ;
+    addr <= \$348 ;
   always @(posedge clk)
-    nfc <= \$349 ;
+    sfc <= \$349 ;
   always @(posedge clk)
-    last_step <= \$350 ;
+    nfc <= \$350 ;
   always @(posedge clk)
-    ready <= \$351 ;
+    last_step <= \$351 ;
   always @(posedge clk)
-    credits <= \$352 ;
+    ready <= \$352 ;
   always @(posedge clk)
-    issue <= \$353 ;
+    credits <= \$353 ;
   always @(posedge clk)
-    word <= \$354 ;
+    issue <= \$354 ;
   always @(posedge clk)
-    write_bank <= \$355 ;
+    word <= \$355 ;
   always @(posedge clk)
-    read_bank <= \$356 ;
+    write_bank <= \$356 ;
   always @(posedge clk)
-    \$signal  <= \$357 ;
+    read_bank <= \$357 ;
   always @(posedge clk)
-    sready_copy0 <= \$358 ;
+    \$signal  <= \$358 ;
   always @(posedge clk)
-    sready_copy1 <= \$359 ;
+    sready_copy0 <= \$359 ;
   always @(posedge clk)
-    sready_copy2 <= \$360 ;
+    sready_copy1 <= \$360 ;
   always @(posedge clk)
-    sready_copy3 <= \$361 ;
+    sready_copy2 <= \$361 ;
+  always @(posedge clk)
+    sready_copy3 <= \$362 ;
   always @(posedge clk)
     xbeat <= s__payload;
   always @(posedge clk)
-    write__addr <= \$362 ;
+    write__addr <= \$363 ;
   always @(posedge clk)
-    \write__addr$36  <= \$363 ;
+    \write__addr$37  <= \$364 ;
   always @(posedge clk)
-    \write__addr$43  <= \$364 ;
+    \write__addr$44  <= \$365 ;
   always @(posedge clk)
-    \write__addr$50  <= \$365 ;
+    \write__addr$51  <= \$366 ;
   always @(posedge clk)
-    \write__addr$57  <= \$366 ;
+    \write__addr$58  <= \$367 ;
   always @(posedge clk)
-    \write__addr$64  <= \$367 ;
+    \write__addr$65  <= \$368 ;
   always @(posedge clk)
-    \write__addr$71  <= \$368 ;
+    \write__addr$72  <= \$369 ;
   always @(posedge clk)
-    read__addr <= \$369 ;
+    read__addr <= \$370 ;
   always @(posedge clk)
-    \read__addr$39  <= \$370 ;
+    \read__addr$40  <= \$371 ;
   always @(posedge clk)
-    \read__addr$46  <= \$371 ;
+    \read__addr$47  <= \$372 ;
   always @(posedge clk)
-    \read__addr$53  <= \$372 ;
+    \read__addr$54  <= \$373 ;
   always @(posedge clk)
-    \read__addr$60  <= \$373 ;
+    \read__addr$61  <= \$374 ;
   always @(posedge clk)
-    \read__addr$67  <= \$374 ;
+    \read__addr$68  <= \$375 ;
   always @(posedge clk)
-    \read__addr$74  <= \$375 ;
+    \read__addr$75  <= \$376 ;
   always @(posedge clk)
-    write__en <= \$376 ;
+    write__en <= \$377 ;
   always @(posedge clk)
-    \write__en$34  <= \$377 ;
+    \write__en$35  <= \$378 ;
   always @(posedge clk)
-    \write__en$41  <= \$378 ;
+    \write__en$42  <= \$379 ;
   always @(posedge clk)
-    \write__en$48  <= \$379 ;
+    \write__en$49  <= \$380 ;
   always @(posedge clk)
-    \write__en$55  <= \$380 ;
+    \write__en$56  <= \$381 ;
   always @(posedge clk)
-    \write__en$62  <= \$381 ;
+    \write__en$63  <= \$382 ;
   always @(posedge clk)
-    \write__en$69  <= \$382 ;
+    \write__en$70  <= \$383 ;
   always @(posedge clk)
-    xmem_d0 <= \$383 ;
+    xmem_d0 <= \$384 ;
   always @(posedge clk)
     xtree_fan_copy0 <= xmem_d0;
   always @(posedge clk)
@@ -3997,95 +4009,89 @@ module \bchw_top.engine0 (s__valid, clk, rst, s__ready, m__valid, m__payload, m_
     xtree_fan_copy2 <= xmem_d0;
   always @(posedge clk)
     xtree_fan_copy3 <= xmem_d0;
-  always @(posedge clk)
-    x <= xtree_fan_copy0;
-  always @(posedge clk)
-    \x$82  <= xtree_fan_copy0;
-  always @(posedge clk)
-    \x$86  <= xtree_fan_copy0;
   \bchw_top.engine0.params0  params0 (
-    .addr(\addr$142 ),
-    .clk(clk),
-    .data(\data$264 )
-  );
-  \bchw_top.engine0.params1  params1 (
-    .addr(\addr$145 ),
+    .addr(\addr$143 ),
     .clk(clk),
     .data(\data$265 )
   );
-  \bchw_top.engine0.params10  params10 (
-    .addr(\addr$172 ),
-    .clk(clk),
-    .data(\data$274 )
-  );
-  \bchw_top.engine0.params11  params11 (
-    .addr(\addr$175 ),
-    .clk(clk),
-    .data(\data$275 )
-  );
-  \bchw_top.engine0.params12  params12 (
-    .addr(\addr$178 ),
-    .clk(clk),
-    .data(\data$276 )
-  );
-  \bchw_top.engine0.params13  params13 (
-    .addr(\addr$181 ),
-    .clk(clk),
-    .data(\data$277 )
-  );
-  \bchw_top.engine0.params14  params14 (
-    .addr(\addr$184 ),
-    .clk(clk),
-    .data(\data$278 )
-  );
-  \bchw_top.engine0.params15  params15 (
-    .addr(\addr$187 ),
-    .clk(clk),
-    .data(\data$279 )
-  );
-  \bchw_top.engine0.params2  params2 (
-    .addr(\addr$148 ),
+  \bchw_top.engine0.params1  params1 (
+    .addr(\addr$146 ),
     .clk(clk),
     .data(\data$266 )
   );
-  \bchw_top.engine0.params3  params3 (
-    .addr(\addr$151 ),
+  \bchw_top.engine0.params10  params10 (
+    .addr(\addr$173 ),
+    .clk(clk),
+    .data(\data$275 )
+  );
+  \bchw_top.engine0.params11  params11 (
+    .addr(\addr$176 ),
+    .clk(clk),
+    .data(\data$276 )
+  );
+  \bchw_top.engine0.params12  params12 (
+    .addr(\addr$179 ),
+    .clk(clk),
+    .data(\data$277 )
+  );
+  \bchw_top.engine0.params13  params13 (
+    .addr(\addr$182 ),
+    .clk(clk),
+    .data(\data$278 )
+  );
+  \bchw_top.engine0.params14  params14 (
+    .addr(\addr$185 ),
+    .clk(clk),
+    .data(\data$279 )
+  );
+  \bchw_top.engine0.params15  params15 (
+    .addr(\addr$188 ),
+    .clk(clk),
+    .data(\data$280 )
+  );
+  \bchw_top.engine0.params2  params2 (
+    .addr(\addr$149 ),
     .clk(clk),
     .data(\data$267 )
   );
-  \bchw_top.engine0.params4  params4 (
-    .addr(\addr$154 ),
+  \bchw_top.engine0.params3  params3 (
+    .addr(\addr$152 ),
     .clk(clk),
     .data(\data$268 )
   );
-  \bchw_top.engine0.params5  params5 (
-    .addr(\addr$157 ),
+  \bchw_top.engine0.params4  params4 (
+    .addr(\addr$155 ),
     .clk(clk),
     .data(\data$269 )
   );
-  \bchw_top.engine0.params6  params6 (
-    .addr(\addr$160 ),
+  \bchw_top.engine0.params5  params5 (
+    .addr(\addr$158 ),
     .clk(clk),
     .data(\data$270 )
   );
-  \bchw_top.engine0.params7  params7 (
-    .addr(\addr$163 ),
+  \bchw_top.engine0.params6  params6 (
+    .addr(\addr$161 ),
     .clk(clk),
     .data(\data$271 )
   );
-  \bchw_top.engine0.params8  params8 (
-    .addr(\addr$166 ),
+  \bchw_top.engine0.params7  params7 (
+    .addr(\addr$164 ),
     .clk(clk),
     .data(\data$272 )
   );
-  \bchw_top.engine0.params9  params9 (
-    .addr(\addr$169 ),
+  \bchw_top.engine0.params8  params8 (
+    .addr(\addr$167 ),
     .clk(clk),
     .data(\data$273 )
   );
+  \bchw_top.engine0.params9  params9 (
+    .addr(\addr$170 ),
+    .clk(clk),
+    .data(\data$274 )
+  );
   \bchw_top.engine0.requant0  requant0 (
     .clk(clk),
-    .\port$16551$0 (drain[79:0]),
+    .\port$16655$0 (drain[79:0]),
     .q(q),
     .rst(rst)
   );
@@ -4098,108 +4104,108 @@ module \bchw_top.engine0 (s__valid, clk, rst, s__ready, m__valid, m__payload, m_
   );
   \bchw_top.engine0.tree1  tree1 (
     .clk(clk),
-    .l5_0(\sum$286 ),
+    .l5_0(\sum$287 ),
     .rst(rst),
     .w(wdata_d2[55:28]),
-    .x(\x$82 )
+    .x(\x$83 )
   );
   \bchw_top.engine0.tree10  tree10 (
     .clk(clk),
-    .l5_0(\sum$304 ),
+    .l5_0(\sum$305 ),
     .rst(rst),
     .w(wdata_d2[307:280]),
-    .x(\x$118 )
+    .x(\x$119 )
   );
   \bchw_top.engine0.tree11  tree11 (
     .clk(clk),
-    .l5_0(\sum$306 ),
+    .l5_0(\sum$307 ),
     .rst(rst),
     .w(wdata_d2[335:308]),
-    .x(\x$122 )
+    .x(\x$123 )
   );
   \bchw_top.engine0.tree12  tree12 (
     .clk(clk),
-    .l5_0(\sum$308 ),
+    .l5_0(\sum$309 ),
     .rst(rst),
     .w(wdata_d2[363:336]),
-    .x(\x$126 )
+    .x(\x$127 )
   );
   \bchw_top.engine0.tree13  tree13 (
     .clk(clk),
-    .l5_0(\sum$310 ),
+    .l5_0(\sum$311 ),
     .rst(rst),
     .w(wdata_d2[391:364]),
-    .x(\x$130 )
+    .x(\x$131 )
   );
   \bchw_top.engine0.tree14  tree14 (
     .clk(clk),
-    .l5_0(\sum$312 ),
+    .l5_0(\sum$313 ),
     .rst(rst),
     .w(wdata_d2[419:392]),
-    .x(\x$134 )
+    .x(\x$135 )
   );
   \bchw_top.engine0.tree15  tree15 (
     .clk(clk),
-    .l5_0(\sum$314 ),
+    .l5_0(\sum$315 ),
     .rst(rst),
     .w(wdata_d2[447:420]),
-    .x(\x$138 )
+    .x(\x$139 )
   );
   \bchw_top.engine0.tree2  tree2 (
     .clk(clk),
-    .l5_0(\sum$288 ),
+    .l5_0(\sum$289 ),
     .rst(rst),
     .w(wdata_d2[83:56]),
-    .x(\x$86 )
+    .x(\x$87 )
   );
   \bchw_top.engine0.tree3  tree3 (
     .clk(clk),
-    .l5_0(\sum$290 ),
+    .l5_0(\sum$291 ),
     .rst(rst),
     .w(wdata_d2[111:84]),
-    .x(\x$90 )
+    .x(\x$91 )
   );
   \bchw_top.engine0.tree4  tree4 (
     .clk(clk),
-    .l5_0(\sum$292 ),
+    .l5_0(\sum$293 ),
     .rst(rst),
     .w(wdata_d2[139:112]),
-    .x(\x$94 )
+    .x(\x$95 )
   );
   \bchw_top.engine0.tree5  tree5 (
     .clk(clk),
-    .l5_0(\sum$294 ),
+    .l5_0(\sum$295 ),
     .rst(rst),
     .w(wdata_d2[167:140]),
-    .x(\x$98 )
+    .x(\x$99 )
   );
   \bchw_top.engine0.tree6  tree6 (
     .clk(clk),
-    .l5_0(\sum$296 ),
+    .l5_0(\sum$297 ),
     .rst(rst),
     .w(wdata_d2[195:168]),
-    .x(\x$102 )
+    .x(\x$103 )
   );
   \bchw_top.engine0.tree7  tree7 (
     .clk(clk),
-    .l5_0(\sum$298 ),
+    .l5_0(\sum$299 ),
     .rst(rst),
     .w(wdata_d2[223:196]),
-    .x(\x$106 )
+    .x(\x$107 )
   );
   \bchw_top.engine0.tree8  tree8 (
     .clk(clk),
-    .l5_0(\sum$300 ),
+    .l5_0(\sum$301 ),
     .rst(rst),
     .w(wdata_d2[251:224]),
-    .x(\x$110 )
+    .x(\x$111 )
   );
   \bchw_top.engine0.tree9  tree9 (
     .clk(clk),
-    .l5_0(\sum$302 ),
+    .l5_0(\sum$303 ),
     .rst(rst),
     .w(wdata_d2[279:252]),
-    .x(\x$114 )
+    .x(\x$115 )
   );
   \bchw_top.engine0.weights  weights (
     .addr(addr),
@@ -4208,79 +4214,72 @@ module \bchw_top.engine0 (s__valid, clk, rst, s__ready, m__valid, m__payload, m_
   );
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$387  = { last_step, \$178 , \$177 , issue };
-    if (rst) begin
-      \$387  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$388  = f_d0;
+    \$388  = { last_step, \$178 , \$177 , issue };
     if (rst) begin
       \$388  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$389  = f_d1;
+    \$389  = f_d0;
     if (rst) begin
       \$389  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$390  = f_d2;
+    \$390  = f_d1;
     if (rst) begin
       \$390  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$391  = f_d3;
+    \$391  = f_d2;
     if (rst) begin
       \$391  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$392  = f_d4;
+    \$392  = f_d3;
     if (rst) begin
       \$392  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$393  = f_d5;
+    \$393  = f_d4;
     if (rst) begin
       \$393  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$394  = f_d6;
+    \$394  = f_d5;
     if (rst) begin
       \$394  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$395  = f_d7;
+    \$395  = f_d6;
     if (rst) begin
       \$395  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$396  = f_d8;
+    \$396  = f_d7;
     if (rst) begin
       \$396  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$397  = f_d8[1:0];
+    \$397  = f_d8;
     if (rst) begin
-      \$397  = 2'h0;
+      \$397  = 4'h0;
     end
   end
   always @* begin
@@ -4390,56 +4389,56 @@ module \bchw_top.engine0 (s__valid, clk, rst, s__ready, m__valid, m__payload, m_
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$413  = nfc;
+    \$413  = f_d8[1:0];
     if (rst) begin
-      \$413  = 4'h0;
+      \$413  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$414  = paddr_d0;
+    \$414  = nfc;
     if (rst) begin
       \$414  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$415  = paddr_d1;
+    \$415  = paddr_d0;
     if (rst) begin
       \$415  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$416  = paddr_d2;
+    \$416  = paddr_d1;
     if (rst) begin
       \$416  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$417  = paddr_d3;
+    \$417  = paddr_d2;
     if (rst) begin
       \$417  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$418  = paddr_d4;
+    \$418  = paddr_d3;
     if (rst) begin
       \$418  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$419  = paddr_d5;
+    \$419  = paddr_d4;
     if (rst) begin
       \$419  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$420  = paddr_d6;
+    \$420  = paddr_d5;
     if (rst) begin
       \$420  = 4'h0;
     end
@@ -4551,653 +4550,653 @@ module \bchw_top.engine0 (s__valid, clk, rst, s__ready, m__valid, m__payload, m_
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$438  = \$179 ;
+    \$436  = paddr_d6;
     if (rst) begin
-      \$438  = 1'h0;
+      \$436  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$439  = \$180 ;
+    \$439  = \$179 ;
     if (rst) begin
       \$439  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$440  = acc0;
-    if (accflags_copy0[0]) begin
-      \$440  = \$182 [18:0];
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$441  = acc1;
-    if (accflags_copy1[0]) begin
-      \$441  = \$184 [18:0];
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$442  = acc2;
-    if (accflags_copy2[0]) begin
-      \$442  = \$186 [18:0];
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$443  = acc3;
-    if (accflags_copy3[0]) begin
-      \$443  = \$188 [18:0];
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$444  = acc4;
-    if (accflags_copy4[0]) begin
-      \$444  = \$190 [18:0];
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$445  = acc5;
-    if (accflags_copy5[0]) begin
-      \$445  = \$192 [18:0];
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$446  = acc6;
-    if (accflags_copy6[0]) begin
-      \$446  = \$194 [18:0];
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$447  = acc7;
-    if (accflags_copy7[0]) begin
-      \$447  = \$196 [18:0];
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$448  = acc8;
-    if (accflags_copy8[0]) begin
-      \$448  = \$198 [18:0];
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$449  = acc9;
-    if (accflags_copy9[0]) begin
-      \$449  = \$200 [18:0];
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$450  = acc10;
-    if (accflags_copy10[0]) begin
-      \$450  = \$202 [18:0];
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$451  = acc11;
-    if (accflags_copy11[0]) begin
-      \$451  = \$204 [18:0];
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$452  = acc12;
-    if (accflags_copy12[0]) begin
-      \$452  = \$206 [18:0];
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$453  = acc13;
-    if (accflags_copy13[0]) begin
-      \$453  = \$208 [18:0];
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$454  = acc14;
-    if (accflags_copy14[0]) begin
-      \$454  = \$210 [18:0];
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$455  = acc15;
-    if (accflags_copy15[0]) begin
-      \$455  = \$212 [18:0];
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$456  = \$213 ;
+    \$440  = \$180 ;
     if (rst) begin
-      \$456  = 1'h0;
+      \$440  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$457  = \$214 ;
+    \$441  = acc0;
+    if (accflags_copy0[0]) begin
+      \$441  = \$182 [18:0];
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$442  = acc1;
+    if (accflags_copy1[0]) begin
+      \$442  = \$184 [18:0];
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$443  = acc2;
+    if (accflags_copy2[0]) begin
+      \$443  = \$186 [18:0];
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$444  = acc3;
+    if (accflags_copy3[0]) begin
+      \$444  = \$188 [18:0];
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$445  = acc4;
+    if (accflags_copy4[0]) begin
+      \$445  = \$190 [18:0];
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$446  = acc5;
+    if (accflags_copy5[0]) begin
+      \$446  = \$192 [18:0];
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$447  = acc6;
+    if (accflags_copy6[0]) begin
+      \$447  = \$194 [18:0];
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$448  = acc7;
+    if (accflags_copy7[0]) begin
+      \$448  = \$196 [18:0];
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$449  = acc8;
+    if (accflags_copy8[0]) begin
+      \$449  = \$198 [18:0];
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$450  = acc9;
+    if (accflags_copy9[0]) begin
+      \$450  = \$200 [18:0];
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$451  = acc10;
+    if (accflags_copy10[0]) begin
+      \$451  = \$202 [18:0];
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$452  = acc11;
+    if (accflags_copy11[0]) begin
+      \$452  = \$204 [18:0];
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$453  = acc12;
+    if (accflags_copy12[0]) begin
+      \$453  = \$206 [18:0];
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$454  = acc13;
+    if (accflags_copy13[0]) begin
+      \$454  = \$208 [18:0];
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$455  = acc14;
+    if (accflags_copy14[0]) begin
+      \$455  = \$210 [18:0];
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$456  = acc15;
+    if (accflags_copy15[0]) begin
+      \$456  = \$212 [18:0];
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$457  = \$213 ;
     if (rst) begin
       \$457  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$458  = \$215 ;
+    \$458  = \$214 ;
     if (rst) begin
       \$458  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$459  = \$216 ;
+    \$459  = \$215 ;
     if (rst) begin
       \$459  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$460  = \$217 ;
+    \$460  = \$216 ;
     if (rst) begin
       \$460  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$461  = \$218 ;
+    \$461  = \$217 ;
     if (rst) begin
       \$461  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$462  = \$219 ;
+    \$462  = \$218 ;
     if (rst) begin
       \$462  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$463  = \$220 ;
+    \$463  = \$219 ;
     if (rst) begin
       \$463  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$464  = \$221 ;
+    \$464  = \$220 ;
     if (rst) begin
       \$464  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$465  = \$222 ;
+    \$465  = \$221 ;
     if (rst) begin
       \$465  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$466  = \$223 ;
+    \$466  = \$222 ;
     if (rst) begin
       \$466  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$467  = \$224 ;
+    \$467  = \$223 ;
     if (rst) begin
       \$467  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$468  = \$225 ;
+    \$468  = \$224 ;
     if (rst) begin
       \$468  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$469  = \$226 ;
+    \$469  = \$225 ;
     if (rst) begin
       \$469  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$470  = \$227 ;
+    \$470  = \$226 ;
     if (rst) begin
       \$470  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$471  = \$228 ;
+    \$471  = \$227 ;
     if (rst) begin
       \$471  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$472  = \$229 ;
+    \$472  = \$228 ;
     if (rst) begin
       \$472  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$473  = \$230 ;
+    \$473  = \$229 ;
     if (rst) begin
       \$473  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$474  = \$231 ;
+    \$474  = \$230 ;
     if (rst) begin
       \$474  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$475  = \$232 ;
+    \$475  = \$231 ;
     if (rst) begin
       \$475  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$476  = \$233 ;
+    \$476  = \$232 ;
     if (rst) begin
       \$476  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$477  = \$234 ;
+    \$477  = \$233 ;
     if (rst) begin
       \$477  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$478  = \$235 ;
+    \$478  = \$234 ;
     if (rst) begin
       \$478  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$479  = \$236 ;
+    \$479  = \$235 ;
     if (rst) begin
       \$479  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$480  = \$237 ;
+    \$480  = \$236 ;
     if (rst) begin
       \$480  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$481  = \$238 ;
+    \$481  = \$237 ;
     if (rst) begin
       \$481  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$482  = \$239 ;
+    \$482  = \$238 ;
     if (rst) begin
       \$482  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$483  = \$240 ;
+    \$483  = \$239 ;
     if (rst) begin
       \$483  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$484  = \$241 ;
+    \$484  = \$240 ;
     if (rst) begin
       \$484  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$485  = \$242 ;
+    \$485  = \$241 ;
     if (rst) begin
       \$485  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$486  = \$243 ;
+    \$486  = \$242 ;
     if (rst) begin
       \$486  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$487  = \$244 ;
+    \$487  = \$243 ;
     if (rst) begin
       \$487  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$489  = acc_valid;
+    \$488  = \$244 ;
     if (rst) begin
-      \$489  = 1'h0;
+      \$488  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$490  = qv_d0;
+    \$490  = acc_valid;
     if (rst) begin
       \$490  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$491  = qv_d1;
+    \$491  = qv_d0;
     if (rst) begin
       \$491  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$492  = qv_d2;
+    \$492  = qv_d1;
     if (rst) begin
       \$492  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$493  = qv_d3;
+    \$493  = qv_d2;
     if (rst) begin
       \$493  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$494  = qv_d4;
+    \$494  = qv_d3;
     if (rst) begin
       \$494  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$495  = qv_d5;
+    \$495  = qv_d4;
     if (rst) begin
       \$495  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$496  = qv_d6;
+    \$496  = qv_d5;
     if (rst) begin
       \$496  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$497  = qv_d7;
+    \$497  = qv_d6;
     if (rst) begin
       \$497  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$498  = qv_d8;
+    \$498  = qv_d7;
     if (rst) begin
       \$498  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$499  = qv_d9;
+    \$499  = qv_d8;
     if (rst) begin
       \$499  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$500  = qv_d10;
+    \$500  = qv_d9;
     if (rst) begin
       \$500  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$501  = qv_d11;
+    \$501  = qv_d10;
     if (rst) begin
       \$501  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$502  = qv_d12;
+    \$502  = qv_d11;
     if (rst) begin
       \$502  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$503  = qv_d13;
+    \$503  = qv_d12;
     if (rst) begin
       \$503  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$504  = qv_d14;
+    \$504  = qv_d13;
     if (rst) begin
       \$504  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$505  = qv_d15;
+    \$505  = qv_d14;
     if (rst) begin
       \$505  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$506  = qv_d16;
+    \$506  = qv_d15;
     if (rst) begin
       \$506  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$507  = qv_d17;
+    \$507  = qv_d16;
     if (rst) begin
       \$507  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$508  = qv_d18;
+    \$508  = qv_d17;
     if (rst) begin
       \$508  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$509  = acc_end;
+    \$509  = qv_d18;
     if (rst) begin
       \$509  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$510  = qe_d0;
+    \$510  = acc_end;
     if (rst) begin
       \$510  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$511  = qe_d1;
+    \$511  = qe_d0;
     if (rst) begin
       \$511  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$512  = qe_d2;
+    \$512  = qe_d1;
     if (rst) begin
       \$512  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$513  = qe_d3;
+    \$513  = qe_d2;
     if (rst) begin
       \$513  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$514  = qe_d4;
+    \$514  = qe_d3;
     if (rst) begin
       \$514  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$515  = qe_d5;
+    \$515  = qe_d4;
     if (rst) begin
       \$515  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$516  = qe_d6;
+    \$516  = qe_d5;
     if (rst) begin
       \$516  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$517  = qe_d7;
+    \$517  = qe_d6;
     if (rst) begin
       \$517  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$518  = qe_d8;
+    \$518  = qe_d7;
     if (rst) begin
       \$518  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$519  = qe_d9;
+    \$519  = qe_d8;
     if (rst) begin
       \$519  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$520  = qe_d10;
+    \$520  = qe_d9;
     if (rst) begin
       \$520  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$521  = qe_d11;
+    \$521  = qe_d10;
     if (rst) begin
       \$521  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$522  = qe_d12;
+    \$522  = qe_d11;
     if (rst) begin
       \$522  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$523  = qe_d13;
+    \$523  = qe_d12;
     if (rst) begin
       \$523  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$524  = qe_d14;
+    \$524  = qe_d13;
     if (rst) begin
       \$524  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$525  = qe_d15;
+    \$525  = qe_d14;
     if (rst) begin
       \$525  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$526  = qe_d16;
+    \$526  = qe_d15;
     if (rst) begin
       \$526  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$527  = qe_d17;
+    \$527  = qe_d16;
     if (rst) begin
       \$527  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$528  = qe_d18;
+    \$528  = qe_d17;
     if (rst) begin
       \$528  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$529  = qv_d19;
+    \$529  = qe_d18;
     if (rst) begin
       \$529  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$530  = qe_d19;
+    \$530  = qv_d19;
     if (rst) begin
       \$530  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$531  = \$70 [1:0];
+    \$531  = qe_d19;
     if (rst) begin
-      \$531  = 2'h0;
+      \$531  = 1'h0;
     end
   end
   always @* begin
@@ -5216,9 +5215,9 @@ module \bchw_top.engine0 (s__valid, clk, rst, s__ready, m__valid, m__payload, m_
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$534  = qv_d19;
+    \$534  = \$70 [1:0];
     if (rst) begin
-      \$534  = 1'h0;
+      \$534  = 2'h0;
     end
   end
   always @* begin
@@ -5237,50 +5236,57 @@ module \bchw_top.engine0 (s__valid, clk, rst, s__ready, m__valid, m__payload, m_
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$537  = skid0;
+    \$537  = qv_d19;
+    if (rst) begin
+      \$537  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$538  = skid0;
     if (\$293 ) begin
-      \$537  = { qe_last_d0, q, results0 };
-    end else if (\$298 ) begin
-      \$537  = skid1;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$538  = skid1;
-    if (\$315 ) begin
       \$538  = { qe_last_d0, q, results0 };
-    end else if (\$320 ) begin
-      \$538  = skid2;
+    end else if (\$298 ) begin
+      \$538  = skid1;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$539  = skid2;
-    if (\$337 ) begin
+    \$539  = skid1;
+    if (\$315 ) begin
       \$539  = { qe_last_d0, q, results0 };
+    end else if (\$320 ) begin
+      \$539  = skid2;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$540  = skid2;
+    if (\$337 ) begin
+      \$540  = { qe_last_d0, q, results0 };
     end else if (\$342 ) begin
-      \$539  = 129'h000000000000000000000000000000000;
+      \$540  = 129'h000000000000000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$540  = \$70 [1:0];
+    \$541  = \$70 [1:0];
     if (rst) begin
-      \$540  = 2'h0;
+      \$541  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$541  = \$345 ;
-    if (rst) begin
-      \$541  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$542  = credit_back_d0;
+    \$542  = \$345 ;
     if (rst) begin
       \$542  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$543  = credit_back_d0;
+    if (rst) begin
+      \$543  = 1'h0;
     end
   end
   always @* begin
@@ -5299,116 +5305,116 @@ module \bchw_top.engine0 (s__valid, clk, rst, s__ready, m__valid, m__payload, m_
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$348  = \$23 [4:0];
+    \$348  = \$11 [8:0];
     if (rst) begin
-      \$348  = 5'h00;
+      \$348  = 9'h000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$349  = \$32 [3:0];
+    \$349  = \$23 [4:0];
     if (rst) begin
-      \$349  = 4'h0;
+      \$349  = 5'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$350  = last_step_next;
+    \$350  = \$32 [3:0];
     if (rst) begin
-      \$350  = 1'h0;
+      \$350  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$351  = ready_next;
+    \$351  = last_step_next;
     if (rst) begin
-      \$351  = 1'h1;
+      \$351  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$352  = \$47 [1:0];
+    \$352  = ready_next;
     if (rst) begin
-      \$352  = 2'h3;
+      \$352  = 1'h1;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$353  = issue_next;
+    \$353  = \$47 [1:0];
     if (rst) begin
-      \$353  = 1'h0;
+      \$353  = 2'h3;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$354  = word;
+    \$354  = issue_next;
+    if (rst) begin
+      \$354  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$355  = word;
     if (\$71 ) begin
-      \$354  = \$85 [4:0];
+      \$355  = \$85 [4:0];
     end
     if (rst) begin
-      \$354  = 5'h00;
+      \$355  = 5'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$355  = write_bank;
+    \$356  = write_bank;
     if (\$90 ) begin
-      \$355  = \$91 ;
+      \$356  = \$91 ;
     end
     if (rst) begin
-      \$355  = 1'h0;
+      \$356  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$356  = read_bank;
+    \$357  = read_bank;
     if (\$92 ) begin
-      \$356  = \$93 ;
+      \$357  = \$93 ;
     end
     if (rst) begin
-      \$356  = 1'h1;
+      \$357  = 1'h1;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$357  = \$101 ;
+    \$358  = \$101 ;
     if (rst) begin
-      \$357  = 1'h0;
+      \$358  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$358  = \$111 ;
-    if (rst) begin
-      \$358  = 1'h1;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$359  = \$121 ;
+    \$359  = \$111 ;
     if (rst) begin
       \$359  = 1'h1;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$360  = \$131 ;
+    \$360  = \$121 ;
     if (rst) begin
       \$360  = 1'h1;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$361  = \$141 ;
+    \$361  = \$131 ;
     if (rst) begin
       \$361  = 1'h1;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$362  = { write_bank, word };
+    \$362  = \$141 ;
     if (rst) begin
-      \$362  = 6'h00;
+      \$362  = 1'h1;
     end
   end
   always @* begin
@@ -5455,105 +5461,112 @@ module \bchw_top.engine0 (s__valid, clk, rst, s__ready, m__valid, m__payload, m_
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$369  = { \$143 , \$23 [4:0] };
+    \$369  = { write_bank, word };
     if (rst) begin
-      \$369  = 6'h20;
+      \$369  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$370  = { \$145 , \$23 [4:0] };
+    \$370  = { \$143 , \$23 [4:0] };
     if (rst) begin
       \$370  = 6'h20;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$371  = { \$147 , \$23 [4:0] };
+    \$371  = { \$145 , \$23 [4:0] };
     if (rst) begin
       \$371  = 6'h20;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$372  = { \$149 , \$23 [4:0] };
+    \$372  = { \$147 , \$23 [4:0] };
     if (rst) begin
       \$372  = 6'h20;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$373  = { \$151 , \$23 [4:0] };
+    \$373  = { \$149 , \$23 [4:0] };
     if (rst) begin
       \$373  = 6'h20;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$374  = { \$153 , \$23 [4:0] };
+    \$374  = { \$151 , \$23 [4:0] };
     if (rst) begin
       \$374  = 6'h20;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$375  = { \$155 , \$23 [4:0] };
+    \$375  = { \$153 , \$23 [4:0] };
     if (rst) begin
       \$375  = 6'h20;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$376  = \$158 ;
+    \$376  = { \$155 , \$23 [4:0] };
     if (rst) begin
-      \$376  = 1'h0;
+      \$376  = 6'h20;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$377  = \$161 ;
+    \$377  = \$158 ;
     if (rst) begin
       \$377  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$378  = \$164 ;
+    \$378  = \$161 ;
     if (rst) begin
       \$378  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$379  = \$167 ;
+    \$379  = \$164 ;
     if (rst) begin
       \$379  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$380  = \$170 ;
+    \$380  = \$167 ;
     if (rst) begin
       \$380  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$381  = \$173 ;
+    \$381  = \$170 ;
     if (rst) begin
       \$381  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$382  = \$176 ;
+    \$382  = \$173 ;
     if (rst) begin
       \$382  = 1'h0;
     end
   end
-  assign en = 1'h1;
-  assign step = addr;
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$383  = \$176 ;
+    if (rst) begin
+      \$383  = 1'h0;
+    end
+  end
   assign step_next = \$11 [8:0];
+  assign en = 1'h1;
+  assign waddr_copy0 = addr;
   assign sfc_next = \$23 [4:0];
   assign nfc_next = \$32 [3:0];
   assign credits_next = \$47 [1:0];
@@ -5562,157 +5575,157 @@ module \bchw_top.engine0 (s__valid, clk, rst, s__ready, m__valid, m__payload, m_
   assign xwaddr_copy0 = write__addr;
   assign write__data = xbeat[31:0];
   assign xraddr_copy0 = read__addr;
-  assign xwen1 = \write__en$34 ;
-  assign xwaddr_copy1 = \write__addr$36 ;
-  assign \write__data$38  = xbeat[63:32];
-  assign xraddr_copy1 = \read__addr$39 ;
-  assign xwen2 = \write__en$41 ;
-  assign xwaddr_copy2 = \write__addr$43 ;
-  assign \write__data$45  = xbeat[95:64];
-  assign xraddr_copy2 = \read__addr$46 ;
-  assign xwen3 = \write__en$48 ;
-  assign xwaddr_copy3 = \write__addr$50 ;
-  assign \write__data$52  = xbeat[127:96];
-  assign xraddr_copy3 = \read__addr$53 ;
-  assign xwen4 = \write__en$55 ;
-  assign xwaddr_copy4 = \write__addr$57 ;
-  assign \write__data$59  = xbeat[159:128];
-  assign xraddr_copy4 = \read__addr$60 ;
-  assign xwen5 = \write__en$62 ;
-  assign xwaddr_copy5 = \write__addr$64 ;
-  assign \write__data$66  = xbeat[191:160];
-  assign xraddr_copy5 = \read__addr$67 ;
-  assign xwen6 = \write__en$69 ;
-  assign xwaddr_copy6 = \write__addr$71 ;
-  assign \write__data$73  = xbeat[223:192];
-  assign xraddr_copy6 = \read__addr$74 ;
-  assign \en$76  = 1'h1;
+  assign xwen1 = \write__en$35 ;
+  assign xwaddr_copy1 = \write__addr$37 ;
+  assign \write__data$39  = xbeat[63:32];
+  assign xraddr_copy1 = \read__addr$40 ;
+  assign xwen2 = \write__en$42 ;
+  assign xwaddr_copy2 = \write__addr$44 ;
+  assign \write__data$46  = xbeat[95:64];
+  assign xraddr_copy2 = \read__addr$47 ;
+  assign xwen3 = \write__en$49 ;
+  assign xwaddr_copy3 = \write__addr$51 ;
+  assign \write__data$53  = xbeat[127:96];
+  assign xraddr_copy3 = \read__addr$54 ;
+  assign xwen4 = \write__en$56 ;
+  assign xwaddr_copy4 = \write__addr$58 ;
+  assign \write__data$60  = xbeat[159:128];
+  assign xraddr_copy4 = \read__addr$61 ;
+  assign xwen5 = \write__en$63 ;
+  assign xwaddr_copy5 = \write__addr$65 ;
+  assign \write__data$67  = xbeat[191:160];
+  assign xraddr_copy5 = \read__addr$68 ;
+  assign xwen6 = \write__en$70 ;
+  assign xwaddr_copy6 = \write__addr$72 ;
+  assign \write__data$74  = xbeat[223:192];
+  assign xraddr_copy6 = \read__addr$75 ;
+  assign \en$77  = 1'h1;
   assign xtree_copy0 = x;
   assign w = wdata_d2[27:0];
-  assign \en$81  = 1'h1;
-  assign xtree_copy1 = \x$82 ;
-  assign \w$84  = wdata_d2[55:28];
-  assign \en$85  = 1'h1;
-  assign xtree_copy2 = \x$86 ;
-  assign \w$88  = wdata_d2[83:56];
-  assign \en$89  = 1'h1;
-  assign xtree_copy3 = \x$90 ;
-  assign \w$92  = wdata_d2[111:84];
-  assign \en$93  = 1'h1;
-  assign xtree_copy4 = \x$94 ;
-  assign \w$96  = wdata_d2[139:112];
-  assign \en$97  = 1'h1;
-  assign xtree_copy5 = \x$98 ;
-  assign \w$100  = wdata_d2[167:140];
-  assign \en$101  = 1'h1;
-  assign xtree_copy6 = \x$102 ;
-  assign \w$104  = wdata_d2[195:168];
-  assign \en$105  = 1'h1;
-  assign xtree_copy7 = \x$106 ;
-  assign \w$108  = wdata_d2[223:196];
-  assign \en$109  = 1'h1;
-  assign xtree_copy8 = \x$110 ;
-  assign \w$112  = wdata_d2[251:224];
-  assign \en$113  = 1'h1;
-  assign xtree_copy9 = \x$114 ;
-  assign \w$116  = wdata_d2[279:252];
-  assign \en$117  = 1'h1;
-  assign xtree_copy10 = \x$118 ;
-  assign \w$120  = wdata_d2[307:280];
-  assign \en$121  = 1'h1;
-  assign xtree_copy11 = \x$122 ;
-  assign \w$124  = wdata_d2[335:308];
-  assign \en$125  = 1'h1;
-  assign xtree_copy12 = \x$126 ;
-  assign \w$128  = wdata_d2[363:336];
-  assign \en$129  = 1'h1;
-  assign xtree_copy13 = \x$130 ;
-  assign \w$132  = wdata_d2[391:364];
-  assign \en$133  = 1'h1;
-  assign xtree_copy14 = \x$134 ;
-  assign \w$136  = wdata_d2[419:392];
-  assign \en$137  = 1'h1;
-  assign xtree_copy15 = \x$138 ;
-  assign \w$140  = wdata_d2[447:420];
-  assign \en$141  = 1'h1;
-  assign paddr_copy0 = \addr$142 ;
-  assign \en$144  = 1'h1;
-  assign paddr_copy1 = \addr$145 ;
-  assign \en$147  = 1'h1;
-  assign paddr_copy2 = \addr$148 ;
-  assign \en$150  = 1'h1;
-  assign paddr_copy3 = \addr$151 ;
-  assign \en$153  = 1'h1;
-  assign paddr_copy4 = \addr$154 ;
-  assign \en$156  = 1'h1;
-  assign paddr_copy5 = \addr$157 ;
-  assign \en$159  = 1'h1;
-  assign paddr_copy6 = \addr$160 ;
-  assign \en$162  = 1'h1;
-  assign paddr_copy7 = \addr$163 ;
-  assign \en$165  = 1'h1;
-  assign paddr_copy8 = \addr$166 ;
-  assign \en$168  = 1'h1;
-  assign paddr_copy9 = \addr$169 ;
-  assign \en$171  = 1'h1;
-  assign paddr_copy10 = \addr$172 ;
-  assign \en$174  = 1'h1;
-  assign paddr_copy11 = \addr$175 ;
-  assign \en$177  = 1'h1;
-  assign paddr_copy12 = \addr$178 ;
-  assign \en$180  = 1'h1;
-  assign paddr_copy13 = \addr$181 ;
-  assign \en$183  = 1'h1;
-  assign paddr_copy14 = \addr$184 ;
-  assign \en$186  = 1'h1;
-  assign paddr_copy15 = \addr$187 ;
-  assign \en$189  = 1'h1;
+  assign \en$82  = 1'h1;
+  assign xtree_copy1 = \x$83 ;
+  assign \w$85  = wdata_d2[55:28];
+  assign \en$86  = 1'h1;
+  assign xtree_copy2 = \x$87 ;
+  assign \w$89  = wdata_d2[83:56];
+  assign \en$90  = 1'h1;
+  assign xtree_copy3 = \x$91 ;
+  assign \w$93  = wdata_d2[111:84];
+  assign \en$94  = 1'h1;
+  assign xtree_copy4 = \x$95 ;
+  assign \w$97  = wdata_d2[139:112];
+  assign \en$98  = 1'h1;
+  assign xtree_copy5 = \x$99 ;
+  assign \w$101  = wdata_d2[167:140];
+  assign \en$102  = 1'h1;
+  assign xtree_copy6 = \x$103 ;
+  assign \w$105  = wdata_d2[195:168];
+  assign \en$106  = 1'h1;
+  assign xtree_copy7 = \x$107 ;
+  assign \w$109  = wdata_d2[223:196];
+  assign \en$110  = 1'h1;
+  assign xtree_copy8 = \x$111 ;
+  assign \w$113  = wdata_d2[251:224];
+  assign \en$114  = 1'h1;
+  assign xtree_copy9 = \x$115 ;
+  assign \w$117  = wdata_d2[279:252];
+  assign \en$118  = 1'h1;
+  assign xtree_copy10 = \x$119 ;
+  assign \w$121  = wdata_d2[307:280];
+  assign \en$122  = 1'h1;
+  assign xtree_copy11 = \x$123 ;
+  assign \w$125  = wdata_d2[335:308];
+  assign \en$126  = 1'h1;
+  assign xtree_copy12 = \x$127 ;
+  assign \w$129  = wdata_d2[363:336];
+  assign \en$130  = 1'h1;
+  assign xtree_copy13 = \x$131 ;
+  assign \w$133  = wdata_d2[391:364];
+  assign \en$134  = 1'h1;
+  assign xtree_copy14 = \x$135 ;
+  assign \w$137  = wdata_d2[419:392];
+  assign \en$138  = 1'h1;
+  assign xtree_copy15 = \x$139 ;
+  assign \w$141  = wdata_d2[447:420];
+  assign \en$142  = 1'h1;
+  assign paddr_copy0 = \addr$143 ;
+  assign \en$145  = 1'h1;
+  assign paddr_copy1 = \addr$146 ;
+  assign \en$148  = 1'h1;
+  assign paddr_copy2 = \addr$149 ;
+  assign \en$151  = 1'h1;
+  assign paddr_copy3 = \addr$152 ;
+  assign \en$154  = 1'h1;
+  assign paddr_copy4 = \addr$155 ;
+  assign \en$157  = 1'h1;
+  assign paddr_copy5 = \addr$158 ;
+  assign \en$160  = 1'h1;
+  assign paddr_copy6 = \addr$161 ;
+  assign \en$163  = 1'h1;
+  assign paddr_copy7 = \addr$164 ;
+  assign \en$166  = 1'h1;
+  assign paddr_copy8 = \addr$167 ;
+  assign \en$169  = 1'h1;
+  assign paddr_copy9 = \addr$170 ;
+  assign \en$172  = 1'h1;
+  assign paddr_copy10 = \addr$173 ;
+  assign \en$175  = 1'h1;
+  assign paddr_copy11 = \addr$176 ;
+  assign \en$178  = 1'h1;
+  assign paddr_copy12 = \addr$179 ;
+  assign \en$181  = 1'h1;
+  assign paddr_copy13 = \addr$182 ;
+  assign \en$184  = 1'h1;
+  assign paddr_copy14 = \addr$185 ;
+  assign \en$187  = 1'h1;
+  assign paddr_copy15 = \addr$188 ;
+  assign \en$190  = 1'h1;
   assign acc = drain[18:0];
   assign mul = drain[36:19];
   assign shift = drain[41:37];
   assign bias = drain[79:42];
   assign count_next = \$70 [1:0];
   assign credit_back_d1 = credit_back;
-  assign m_ready_copies = { \port$20110$0 , \port$20108$0 , \port$20106$0 , \port$20104$0  };
+  assign m_ready_copies = { \port$20218$0 , \port$20216$0 , \port$20214$0 , \port$20212$0  };
   assign m__payload = \$55 [127:0];
-  assign \$488 [1279:1219] = \$276 ;
-  assign \$488 [1218:1200] = \$275 ;
-  assign \$488 [1199:1139] = \$274 ;
-  assign \$488 [1138:1120] = \$273 ;
-  assign \$488 [1119:1059] = \$272 ;
-  assign \$488 [1058:1040] = \$271 ;
-  assign \$488 [1039:979] = \$270 ;
-  assign \$488 [978:960] = \$269 ;
-  assign \$488 [959:899] = \$268 ;
-  assign \$488 [898:880] = \$267 ;
-  assign \$488 [879:819] = \$266 ;
-  assign \$488 [818:800] = \$265 ;
-  assign \$488 [799:739] = \$264 ;
-  assign \$488 [738:720] = \$263 ;
-  assign \$488 [719:659] = \$262 ;
-  assign \$488 [658:640] = \$261 ;
-  assign \$488 [639:579] = \$260 ;
-  assign \$488 [578:560] = \$259 ;
-  assign \$488 [559:499] = \$258 ;
-  assign \$488 [498:480] = \$257 ;
-  assign \$488 [479:419] = \$256 ;
-  assign \$488 [418:400] = \$255 ;
-  assign \$488 [399:339] = \$254 ;
-  assign \$488 [338:320] = \$253 ;
-  assign \$488 [319:259] = \$252 ;
-  assign \$488 [258:240] = \$251 ;
-  assign \$488 [239:179] = \$250 ;
-  assign \$488 [178:160] = \$249 ;
-  assign \$488 [159:99] = \$248 ;
-  assign \$488 [98:80] = \$247 ;
-  assign \$488 [79:19] = \$246 ;
-  assign \$488 [18:0] = \$245 ;
-  assign \$437  = params_d0;
-  assign \$436  = { \data$279 , \data$278 , \data$277 , \data$276 , \data$275 , \data$274 , \data$273 , \data$272 , \data$271 , \data$270 , \data$269 , \data$268 , \data$267 , \data$266 , \data$265 , \data$264  };
-  assign \$386  = wdata_d1;
-  assign \$385  = wdata_d0;
-  assign \$384  = data;
-  assign \$383  = { \read__data$222 , \read__data$221 , \read__data$220 , \read__data$219 , \read__data$218 , \read__data$217 , read__data };
+  assign \$489 [1279:1219] = \$276 ;
+  assign \$489 [1218:1200] = \$275 ;
+  assign \$489 [1199:1139] = \$274 ;
+  assign \$489 [1138:1120] = \$273 ;
+  assign \$489 [1119:1059] = \$272 ;
+  assign \$489 [1058:1040] = \$271 ;
+  assign \$489 [1039:979] = \$270 ;
+  assign \$489 [978:960] = \$269 ;
+  assign \$489 [959:899] = \$268 ;
+  assign \$489 [898:880] = \$267 ;
+  assign \$489 [879:819] = \$266 ;
+  assign \$489 [818:800] = \$265 ;
+  assign \$489 [799:739] = \$264 ;
+  assign \$489 [738:720] = \$263 ;
+  assign \$489 [719:659] = \$262 ;
+  assign \$489 [658:640] = \$261 ;
+  assign \$489 [639:579] = \$260 ;
+  assign \$489 [578:560] = \$259 ;
+  assign \$489 [559:499] = \$258 ;
+  assign \$489 [498:480] = \$257 ;
+  assign \$489 [479:419] = \$256 ;
+  assign \$489 [418:400] = \$255 ;
+  assign \$489 [399:339] = \$254 ;
+  assign \$489 [338:320] = \$253 ;
+  assign \$489 [319:259] = \$252 ;
+  assign \$489 [258:240] = \$251 ;
+  assign \$489 [239:179] = \$250 ;
+  assign \$489 [178:160] = \$249 ;
+  assign \$489 [159:99] = \$248 ;
+  assign \$489 [98:80] = \$247 ;
+  assign \$489 [79:19] = \$246 ;
+  assign \$489 [18:0] = \$245 ;
+  assign \$438  = params_d0;
+  assign \$437  = { \data$280 , \data$279 , \data$278 , \data$277 , \data$276 , \data$275 , \data$274 , \data$273 , \data$272 , \data$271 , \data$270 , \data$269 , \data$268 , \data$267 , \data$266 , \data$265  };
+  assign \$387  = wdata_d1;
+  assign \$386  = wdata_d0;
+  assign \$385  = data;
+  assign \$384  = { \read__data$223 , \read__data$222 , \read__data$221 , \read__data$220 , \read__data$219 , \read__data$218 , read__data };
   assign busy_next = \$4 ;
   assign \$11  = \$10 ;
   assign \$23  = \$22 ;
@@ -6169,26 +6182,56 @@ module \bchw_top.engine0.params9 (data, addr, clk);
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine0.requant0 (rst, \port$16551$0 , q, clk);
+module \bchw_top.engine0.requant0 (rst, \port$16655$0 , q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$3  = 0;
   wire [36:0] \$1 ;
-  wire [37:0] \$10 ;
-  wire [4:0] \$11 ;
-  wire [35:0] \$12 ;
-  wire [19:0] \$13 ;
-  wire [37:0] \$14 ;
-  wire [4:0] \$15 ;
-  wire [38:0] \$16 ;
-  wire [4:0] \$17 ;
-  reg [7:0] \$18 ;
+  wire \$10 ;
+  wire \$11 ;
+  wire \$12 ;
+  wire \$13 ;
+  wire \$14 ;
+  wire \$15 ;
+  wire \$16 ;
+  wire \$17 ;
+  wire \$18 ;
+  wire \$19 ;
   wire [38:0] \$2 ;
+  wire \$20 ;
+  wire \$21 ;
+  wire \$22 ;
+  wire \$23 ;
+  wire \$24 ;
+  wire \$25 ;
+  wire \$26 ;
+  wire \$27 ;
+  wire \$28 ;
+  wire \$29 ;
   wire [50:0] \$3 ;
+  wire \$30 ;
+  wire \$31 ;
+  wire [30:0] \$32 ;
+  wire \$33 ;
+  wire \$34 ;
+  wire [7:0] \$35 ;
+  wire [7:0] \$36 ;
+  wire [37:0] \$37 ;
+  wire [4:0] \$38 ;
+  wire [37:0] \$39 ;
   wire [51:0] \$4 ;
+  wire [4:0] \$40 ;
+  wire [35:0] \$41 ;
+  wire [19:0] \$42 ;
+  wire [37:0] \$43 ;
+  wire [4:0] \$44 ;
+  wire [38:0] \$45 ;
+  wire [4:0] \$46 ;
+  wire [25:0] \$47 ;
+  reg [7:0] \$48 ;
   wire \$5 ;
-  wire [38:0] \$6 ;
-  wire [38:0] \$7 ;
-  wire [37:0] \$8 ;
-  wire [4:0] \$9 ;
+  wire \$6 ;
+  wire \$7 ;
+  wire \$8 ;
+  wire \$9 ;
   wire [17:0] a;
   wire [1:0] \a$7 ;
   wire [18:0] acc;
@@ -6206,12 +6249,13 @@ module \bchw_top.engine0.requant0 (rst, \port$16551$0 , q, clk);
   wire [17:0] mul;
   wire [35:0] p;
   wire [19:0] \p$23 ;
-  input [79:0] \port$16551$0 ;
-  wire [79:0] \port$16551$0 ;
+  input [79:0] \port$16655$0 ;
+  wire [79:0] \port$16655$0 ;
   reg [35:0] product_d0 = 36'h000000000;
   reg [19:0] product_d1 = 20'h00000;
   output [7:0] q;
   reg [7:0] q = 8'h00;
+  reg [25:0] reach = 26'h0000000;
   input rst;
   wire rst;
   wire [4:0] shift;
@@ -6221,79 +6265,111 @@ module \bchw_top.engine0.requant0 (rst, \port$16551$0 , q, clk);
   reg [4:0] shift_d4 = 5'h00;
   wire [38:0] shifted;
   reg [38:0] total = 39'h0000000000;
+  always @(posedge clk)
+    shift_d3 <= \$44 ;
+  always @(posedge clk)
+    total <= \$45 ;
+  always @(posedge clk)
+    shift_d4 <= \$46 ;
+  always @(posedge clk)
+    reach <= \$47 ;
+  always @(posedge clk)
+    q <= \$48 ;
   assign shifted = $signed(total) >>> shift_d4;
   assign \$2  = $signed(bias_d3) + $signed(\$1 );
   assign \$4  = $signed(\$2 ) + $signed(\$3 );
-  assign \$5  = | shifted[38:8];
-  assign \$6  = \$5  ? 39'h00000000ff : shifted;
-  assign \$7  = shifted[38] ? 39'h0000000000 : \$6 ;
+  assign \$5  = shift_d3 <= 1'h0;
+  assign \$6  = shift_d3 <= 1'h1;
+  assign \$7  = shift_d3 <= 2'h2;
+  assign \$8  = shift_d3 <= 2'h3;
+  assign \$9  = shift_d3 <= 3'h4;
+  assign \$10  = shift_d3 <= 3'h5;
+  assign \$11  = shift_d3 <= 3'h6;
+  assign \$12  = shift_d3 <= 3'h7;
+  assign \$13  = shift_d3 <= 4'h8;
+  assign \$14  = shift_d3 <= 4'h9;
+  assign \$15  = shift_d3 <= 4'ha;
+  assign \$16  = shift_d3 <= 4'hb;
+  assign \$17  = shift_d3 <= 4'hc;
+  assign \$18  = shift_d3 <= 4'hd;
+  assign \$19  = shift_d3 <= 4'he;
+  assign \$20  = shift_d3 <= 4'hf;
+  assign \$21  = shift_d3 <= 5'h10;
+  assign \$22  = shift_d3 <= 5'h11;
+  assign \$23  = shift_d3 <= 5'h12;
+  assign \$24  = shift_d3 <= 5'h13;
+  assign \$25  = shift_d3 <= 5'h14;
+  assign \$26  = shift_d3 <= 5'h15;
+  assign \$27  = shift_d3 <= 5'h16;
+  assign \$28  = shift_d3 <= 5'h17;
+  assign \$29  = shift_d3 <= 5'h18;
+  assign \$30  = shift_d3 <= 5'h19;
+  assign \$31  = ~ total[38];
+  assign \$32  = total[38:8] & { 5'h1f, reach };
+  assign \$33  = | \$32 ;
+  assign \$34  = \$31  & \$33 ;
+  assign \$35  = \$34  ? 8'hff : shifted[7:0];
+  assign \$36  = total[38] ? 8'h00 : \$35 ;
   always @(posedge clk)
-    bias_d1 <= \$8 ;
+    bias_d1 <= \$37 ;
   always @(posedge clk)
-    shift_d1 <= \$9 ;
+    shift_d1 <= \$38 ;
   always @(posedge clk)
-    bias_d2 <= \$10 ;
+    bias_d2 <= \$39 ;
   always @(posedge clk)
-    shift_d2 <= \$11 ;
+    shift_d2 <= \$40 ;
   always @(posedge clk)
-    product_d0 <= \$12 ;
+    product_d0 <= \$41 ;
   always @(posedge clk)
-    product_d1 <= \$13 ;
+    product_d1 <= \$42 ;
   always @(posedge clk)
-    bias_d3 <= \$14 ;
-  always @(posedge clk)
-    shift_d3 <= \$15 ;
-  always @(posedge clk)
-    total <= \$16 ;
-  always @(posedge clk)
-    shift_d4 <= \$17 ;
-  always @(posedge clk)
-    q <= \$18 ;
+    bias_d3 <= \$43 ;
   \bchw_top.engine0.requant0.mul0  mul0 (
-    .b(\port$16551$0 [36:19]),
+    .b(\port$16655$0 [36:19]),
     .clk(clk),
     .p(p),
-    .\port$16551$0 (\port$16551$0 [16:0])
+    .\port$16655$0 (\port$16655$0 [16:0])
   );
   \bchw_top.engine0.requant0.mul1  mul1 (
     .clk(clk),
     .p(\p$23 ),
-    .\port$16551$17 (\port$16551$0 [36:17])
+    .\port$16655$17 (\port$16655$0 [36:17])
   );
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$18  = \$7 [7:0];
+    \$48  = \$36 ;
     if (rst) begin
-      \$18  = 8'h00;
+      \$48  = 8'h00;
     end
   end
   assign en = 1'h1;
   assign \en$1  = 1'h1;
-  assign a = { 1'h0, \port$16551$0 [16:0] };
-  assign acc = \port$16551$0 [18:0];
-  assign b = \port$16551$0 [36:19];
-  assign mul = \port$16551$0 [36:19];
+  assign a = { 1'h0, \port$16655$0 [16:0] };
+  assign acc = \port$16655$0 [18:0];
+  assign b = \port$16655$0 [36:19];
+  assign mul = \port$16655$0 [36:19];
   assign \en$6  = 1'h1;
-  assign \a$7  = \port$16551$0 [18:17];
-  assign \b$8  = \port$16551$0 [36:19];
-  assign bias = \port$16551$0 [79:42];
-  assign shift = \port$16551$0 [41:37];
-  assign \$17  = shift_d3;
-  assign \$16  = \$4 [38:0];
-  assign \$15  = shift_d2;
-  assign \$14  = bias_d2;
-  assign \$13  = \p$23 ;
-  assign \$12  = p;
-  assign \$11  = shift_d1;
-  assign \$10  = bias_d1;
-  assign \$9  = \port$16551$0 [41:37];
-  assign \$8  = \port$16551$0 [79:42];
+  assign \a$7  = \port$16655$0 [18:17];
+  assign \b$8  = \port$16655$0 [36:19];
+  assign bias = \port$16655$0 [79:42];
+  assign shift = \port$16655$0 [41:37];
+  assign \$47  = { \$30 , \$29 , \$28 , \$27 , \$26 , \$25 , \$24 , \$23 , \$22 , \$21 , \$20 , \$19 , \$18 , \$17 , \$16 , \$15 , \$14 , \$13 , \$12 , \$11 , \$10 , \$9 , \$8 , \$7 , \$6 , \$5  };
+  assign \$46  = shift_d3;
+  assign \$45  = \$4 [38:0];
+  assign \$44  = shift_d2;
+  assign \$43  = bias_d2;
+  assign \$42  = \p$23 ;
+  assign \$41  = p;
+  assign \$40  = shift_d1;
+  assign \$39  = bias_d1;
+  assign \$38  = \port$16655$0 [41:37];
+  assign \$37  = \port$16655$0 [79:42];
   assign \$1  = { product_d0[35], product_d0 };
   assign \$3  = { product_d1[19], product_d1[19], product_d1[19], product_d1[19], product_d1[19], product_d1[19], product_d1[19], product_d1[19], product_d1[19], product_d1[19], product_d1[19], product_d1[19], product_d1[19], product_d1[19], product_d1, 17'h00000 };
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine0.requant0.mul0 (p, \port$16551$0 , b, clk);
+module \bchw_top.engine0.requant0.mul0 (p, \port$16655$0 , b, clk);
   wire [17:0] a;
   input [17:0] b;
   wire [17:0] b;
@@ -6302,24 +6378,24 @@ module \bchw_top.engine0.requant0.mul0 (p, \port$16551$0 , b, clk);
   wire en;
   output [35:0] p;
   wire [35:0] p;
-  input [16:0] \port$16551$0 ;
-  wire [16:0] \port$16551$0 ;
+  input [16:0] \port$16655$0 ;
+  wire [16:0] \port$16655$0 ;
   bchw_mul #(
     .A_WIDTH(32'd18),
     .B_WIDTH(32'd18)
   ) mul (
-    .a({ 1'h0, \port$16551$0  }),
+    .a({ 1'h0, \port$16655$0  }),
     .b(b),
     .clk(clk),
     .en(1'h1),
     .p(p)
   );
   assign en = 1'h1;
-  assign a = { 1'h0, \port$16551$0  };
+  assign a = { 1'h0, \port$16655$0  };
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine0.requant0.mul1 (p, \port$16551$17 , clk);
+module \bchw_top.engine0.requant0.mul1 (p, \port$16655$17 , clk);
   wire [1:0] a;
   wire [17:0] b;
   input clk;
@@ -6327,21 +6403,21 @@ module \bchw_top.engine0.requant0.mul1 (p, \port$16551$17 , clk);
   wire en;
   output [19:0] p;
   wire [19:0] p;
-  input [19:0] \port$16551$17 ;
-  wire [19:0] \port$16551$17 ;
+  input [19:0] \port$16655$17 ;
+  wire [19:0] \port$16655$17 ;
   bchw_mul #(
     .A_WIDTH(32'd2),
     .B_WIDTH(32'd18)
   ) mul (
-    .a(\port$16551$17 [1:0]),
-    .b(\port$16551$17 [19:2]),
+    .a(\port$16655$17 [1:0]),
+    .b(\port$16655$17 [19:2]),
     .clk(clk),
     .en(1'h1),
     .p(p)
   );
   assign en = 1'h1;
-  assign a = \port$16551$17 [1:0];
-  assign b = \port$16551$17 [19:2];
+  assign a = \port$16655$17 [1:0];
+  assign b = \port$16655$17 [19:2];
 endmodule
 
 (* generator = "Amaranth" *)
@@ -26433,7 +26509,7 @@ module \bchw_top.engine0.weights (data, addr, clk);
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine1 (rst, s__valid, s__payload, s__ready, m__valid, m__payload, m__ready, sready_copy0, sready_copy1, sready_copy2, sready_copy3, \port$22352$0 , \port$22354$0 , \port$22356$0 , \port$22358$0 , clk);
+module \bchw_top.engine1 (rst, s__valid, s__payload, s__ready, m__valid, m__payload, m__ready, sready_copy0, sready_copy1, sready_copy2, sready_copy3, \port$22464$0 , \port$22466$0 , \port$22468$0 , \port$22470$0 , clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$4  = 0;
   wire \$1 ;
   wire [8:0] \$10 ;
@@ -26719,22 +26795,22 @@ module \bchw_top.engine1 (rst, s__valid, s__payload, s__ready, m__valid, m__payl
   wire \$352 ;
   reg \$353 ;
   reg [7:0] \$354 ;
-  reg [3:0] \$355 ;
+  reg [7:0] \$355 ;
   reg [3:0] \$356 ;
-  reg \$357 ;
+  reg [3:0] \$357 ;
   reg \$358 ;
-  reg [2:0] \$359 ;
+  reg \$359 ;
   wire \$36 ;
-  reg \$360 ;
-  reg [3:0] \$361 ;
-  reg \$362 ;
+  reg [2:0] \$360 ;
+  reg \$361 ;
+  reg [3:0] \$362 ;
   reg \$363 ;
   reg \$364 ;
   reg \$365 ;
   reg \$366 ;
   reg \$367 ;
   reg \$368 ;
-  reg [4:0] \$369 ;
+  reg \$369 ;
   wire \$37 ;
   reg [4:0] \$370 ;
   reg [4:0] \$371 ;
@@ -26743,16 +26819,16 @@ module \bchw_top.engine1 (rst, s__valid, s__payload, s__ready, m__valid, m__payl
   reg [4:0] \$374 ;
   reg [4:0] \$375 ;
   reg [4:0] \$376 ;
-  reg \$377 ;
+  reg [4:0] \$377 ;
   reg \$378 ;
   reg \$379 ;
   wire \$38 ;
   reg \$380 ;
-  wire [127:0] \$381 ;
-  wire [255:0] \$382 ;
+  reg \$381 ;
+  wire [127:0] \$382 ;
   wire [255:0] \$383 ;
   wire [255:0] \$384 ;
-  reg [3:0] \$385 ;
+  wire [255:0] \$385 ;
   reg [3:0] \$386 ;
   reg [3:0] \$387 ;
   reg [3:0] \$388 ;
@@ -26762,7 +26838,7 @@ module \bchw_top.engine1 (rst, s__valid, s__payload, s__ready, m__valid, m__payl
   reg [3:0] \$391 ;
   reg [3:0] \$392 ;
   reg [3:0] \$393 ;
-  reg [1:0] \$394 ;
+  reg [3:0] \$394 ;
   reg [1:0] \$395 ;
   reg [1:0] \$396 ;
   reg [1:0] \$397 ;
@@ -26781,7 +26857,7 @@ module \bchw_top.engine1 (rst, s__valid, s__payload, s__ready, m__valid, m__payl
   reg [1:0] \$408 ;
   reg [1:0] \$409 ;
   wire \$41 ;
-  reg [3:0] \$410 ;
+  reg [1:0] \$410 ;
   reg [3:0] \$411 ;
   reg [3:0] \$412 ;
   reg [3:0] \$413 ;
@@ -26805,11 +26881,11 @@ module \bchw_top.engine1 (rst, s__valid, s__payload, s__ready, m__valid, m__payl
   wire [3:0] \$43 ;
   reg [3:0] \$430 ;
   reg [3:0] \$431 ;
-  wire [943:0] \$432 ;
+  reg [3:0] \$432 ;
   wire [943:0] \$433 ;
-  reg \$434 ;
+  wire [943:0] \$434 ;
   reg \$435 ;
-  reg [16:0] \$436 ;
+  reg \$436 ;
   reg [16:0] \$437 ;
   reg [16:0] \$438 ;
   reg [16:0] \$439 ;
@@ -26827,7 +26903,7 @@ module \bchw_top.engine1 (rst, s__valid, s__payload, s__ready, m__valid, m__payl
   wire \$45 ;
   reg [16:0] \$450 ;
   reg [16:0] \$451 ;
-  reg \$452 ;
+  reg [16:0] \$452 ;
   reg \$453 ;
   reg \$454 ;
   reg \$455 ;
@@ -26862,8 +26938,8 @@ module \bchw_top.engine1 (rst, s__valid, s__payload, s__ready, m__valid, m__payl
   reg \$481 ;
   reg \$482 ;
   reg \$483 ;
-  wire [1215:0] \$484 ;
-  reg \$485 ;
+  reg \$484 ;
+  wire [1215:0] \$485 ;
   reg \$486 ;
   reg \$487 ;
   reg \$488 ;
@@ -26910,23 +26986,24 @@ module \bchw_top.engine1 (rst, s__valid, s__payload, s__ready, m__valid, m__payl
   reg \$524 ;
   reg \$525 ;
   reg \$526 ;
-  reg [2:0] \$527 ;
+  reg \$527 ;
   reg [2:0] \$528 ;
   reg [2:0] \$529 ;
   wire \$53 ;
   reg [2:0] \$530 ;
-  reg \$531 ;
+  reg [2:0] \$531 ;
   reg \$532 ;
   reg \$533 ;
   reg \$534 ;
-  reg [128:0] \$535 ;
+  reg \$535 ;
   reg [128:0] \$536 ;
   reg [128:0] \$537 ;
   reg [128:0] \$538 ;
-  reg [2:0] \$539 ;
+  reg [128:0] \$539 ;
   wire \$54 ;
-  reg \$540 ;
+  reg [2:0] \$540 ;
   reg \$541 ;
+  reg \$542 ;
   wire [128:0] \$55 ;
   wire \$56 ;
   wire \$57 ;
@@ -27028,39 +27105,40 @@ module \bchw_top.engine1 (rst, s__valid, s__payload, s__ready, m__valid, m__payl
   reg [1:0] accflags_copy8 = 2'h0;
   (* keep = 32'd1 *)
   reg [1:0] accflags_copy9 = 2'h0;
+  (* keep = 32'd1 *)
   reg [7:0] addr = 8'h00;
   (* keep = 32'd1 *)
-  reg [3:0] \addr$121  = 4'h0;
+  reg [3:0] \addr$122  = 4'h0;
   (* keep = 32'd1 *)
-  reg [3:0] \addr$124  = 4'h0;
+  reg [3:0] \addr$125  = 4'h0;
   (* keep = 32'd1 *)
-  reg [3:0] \addr$127  = 4'h0;
+  reg [3:0] \addr$128  = 4'h0;
   (* keep = 32'd1 *)
-  reg [3:0] \addr$130  = 4'h0;
+  reg [3:0] \addr$131  = 4'h0;
   (* keep = 32'd1 *)
-  reg [3:0] \addr$133  = 4'h0;
+  reg [3:0] \addr$134  = 4'h0;
   (* keep = 32'd1 *)
-  reg [3:0] \addr$136  = 4'h0;
+  reg [3:0] \addr$137  = 4'h0;
   (* keep = 32'd1 *)
-  reg [3:0] \addr$139  = 4'h0;
+  reg [3:0] \addr$140  = 4'h0;
   (* keep = 32'd1 *)
-  reg [3:0] \addr$142  = 4'h0;
+  reg [3:0] \addr$143  = 4'h0;
   (* keep = 32'd1 *)
-  reg [3:0] \addr$145  = 4'h0;
+  reg [3:0] \addr$146  = 4'h0;
   (* keep = 32'd1 *)
-  reg [3:0] \addr$148  = 4'h0;
+  reg [3:0] \addr$149  = 4'h0;
   (* keep = 32'd1 *)
-  reg [3:0] \addr$151  = 4'h0;
+  reg [3:0] \addr$152  = 4'h0;
   (* keep = 32'd1 *)
-  reg [3:0] \addr$154  = 4'h0;
+  reg [3:0] \addr$155  = 4'h0;
   (* keep = 32'd1 *)
-  reg [3:0] \addr$157  = 4'h0;
+  reg [3:0] \addr$158  = 4'h0;
   (* keep = 32'd1 *)
-  reg [3:0] \addr$160  = 4'h0;
+  reg [3:0] \addr$161  = 4'h0;
   (* keep = 32'd1 *)
-  reg [3:0] \addr$163  = 4'h0;
+  reg [3:0] \addr$164  = 4'h0;
   (* keep = 32'd1 *)
-  reg [3:0] \addr$166  = 4'h0;
+  reg [3:0] \addr$167  = 4'h0;
   wire [35:0] bias;
   reg busy = 1'h0;
   wire busy_next;
@@ -27083,7 +27161,6 @@ module \bchw_top.engine1 (rst, s__valid, s__payload, s__ready, m__valid, m__payl
   reg [2:0] credits = 3'h4;
   wire [2:0] credits_next;
   wire [255:0] data;
-  wire [58:0] \data$238 ;
   wire [58:0] \data$239 ;
   wire [58:0] \data$240 ;
   wire [58:0] \data$241 ;
@@ -27099,6 +27176,7 @@ module \bchw_top.engine1 (rst, s__valid, s__payload, s__ready, m__valid, m__payl
   wire [58:0] \data$251 ;
   wire [58:0] \data$252 ;
   wire [58:0] \data$253 ;
+  wire [58:0] \data$254 ;
   (* keep = 32'd1 *)
   reg dload_copy0 = 1'h0;
   (* keep = 32'd1 *)
@@ -27165,39 +27243,39 @@ module \bchw_top.engine1 (rst, s__valid, s__payload, s__ready, m__valid, m__payl
   reg dload_copy9 = 1'h0;
   reg [1215:0] drain = 1216'h0000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000;
   wire en;
-  wire \en$100 ;
-  wire \en$104 ;
-  wire \en$108 ;
-  wire \en$112 ;
-  wire \en$116 ;
-  wire \en$120 ;
-  wire \en$123 ;
-  wire \en$126 ;
-  wire \en$129 ;
-  wire \en$132 ;
-  wire \en$135 ;
-  wire \en$138 ;
-  wire \en$141 ;
-  wire \en$144 ;
-  wire \en$147 ;
-  wire \en$150 ;
-  wire \en$153 ;
-  wire \en$156 ;
-  wire \en$159 ;
-  wire \en$162 ;
-  wire \en$165 ;
-  wire \en$168 ;
-  wire \en$55 ;
-  wire \en$60 ;
-  wire \en$64 ;
-  wire \en$68 ;
-  wire \en$72 ;
-  wire \en$76 ;
-  wire \en$80 ;
-  wire \en$84 ;
-  wire \en$88 ;
-  wire \en$92 ;
-  wire \en$96 ;
+  wire \en$101 ;
+  wire \en$105 ;
+  wire \en$109 ;
+  wire \en$113 ;
+  wire \en$117 ;
+  wire \en$121 ;
+  wire \en$124 ;
+  wire \en$127 ;
+  wire \en$130 ;
+  wire \en$133 ;
+  wire \en$136 ;
+  wire \en$139 ;
+  wire \en$142 ;
+  wire \en$145 ;
+  wire \en$148 ;
+  wire \en$151 ;
+  wire \en$154 ;
+  wire \en$157 ;
+  wire \en$160 ;
+  wire \en$163 ;
+  wire \en$166 ;
+  wire \en$169 ;
+  wire \en$56 ;
+  wire \en$61 ;
+  wire \en$65 ;
+  wire \en$69 ;
+  wire \en$73 ;
+  wire \en$77 ;
+  wire \en$81 ;
+  wire \en$85 ;
+  wire \en$89 ;
+  wire \en$93 ;
+  wire \en$97 ;
   reg [3:0] f_d0 = 4'h0;
   reg [3:0] f_d1 = 4'h0;
   reg [3:0] f_d2 = 4'h0;
@@ -27279,14 +27357,14 @@ module \bchw_top.engine1 (rst, s__valid, s__payload, s__ready, m__valid, m__payl
   reg [3:0] paddr_d5 = 4'h0;
   reg [943:0] params_d0 = 944'h00000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000;
   reg [943:0] params_d1 = 944'h00000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000;
-  input \port$22352$0 ;
-  wire \port$22352$0 ;
-  input \port$22354$0 ;
-  wire \port$22354$0 ;
-  input \port$22356$0 ;
-  wire \port$22356$0 ;
-  input \port$22358$0 ;
-  wire \port$22358$0 ;
+  input \port$22464$0 ;
+  wire \port$22464$0 ;
+  input \port$22466$0 ;
+  wire \port$22466$0 ;
+  input \port$22468$0 ;
+  wire \port$22468$0 ;
+  input \port$22470$0 ;
+  wire \port$22470$0 ;
   wire [7:0] q;
   reg qe_d0 = 1'h0;
   reg qe_d1 = 1'h0;
@@ -27333,15 +27411,15 @@ module \bchw_top.engine1 (rst, s__valid, s__payload, s__ready, m__valid, m__payl
   (* keep = 32'd1 *)
   reg [4:0] read__addr = 5'h10;
   (* keep = 32'd1 *)
-  reg [4:0] \read__addr$39  = 5'h10;
+  reg [4:0] \read__addr$40  = 5'h10;
   (* keep = 32'd1 *)
-  reg [4:0] \read__addr$46  = 5'h10;
+  reg [4:0] \read__addr$47  = 5'h10;
   (* keep = 32'd1 *)
-  reg [4:0] \read__addr$53  = 5'h10;
+  reg [4:0] \read__addr$54  = 5'h10;
   wire [31:0] read__data;
-  wire [31:0] \read__data$196 ;
   wire [31:0] \read__data$197 ;
   wire [31:0] \read__data$198 ;
+  wire [31:0] \read__data$199 ;
   reg read_bank = 1'h1;
   reg ready = 1'h1;
   wire ready_next;
@@ -27382,41 +27460,43 @@ module \bchw_top.engine1 (rst, s__valid, s__payload, s__ready, m__valid, m__payl
   (* keep = 32'd1 *)
   output sready_copy3;
   reg sready_copy3 = 1'h1;
-  (* init = 8'h00 *)
-  wire [7:0] step;
+  reg [7:0] step = 8'h00;
   wire [7:0] step_next;
   wire [12:0] sum;
-  wire [12:0] \sum$260 ;
-  wire [12:0] \sum$262 ;
-  wire [12:0] \sum$264 ;
-  wire [12:0] \sum$266 ;
-  wire [12:0] \sum$268 ;
-  wire [12:0] \sum$270 ;
-  wire [12:0] \sum$272 ;
-  wire [12:0] \sum$274 ;
-  wire [12:0] \sum$276 ;
-  wire [12:0] \sum$278 ;
-  wire [12:0] \sum$280 ;
-  wire [12:0] \sum$282 ;
-  wire [12:0] \sum$284 ;
-  wire [12:0] \sum$286 ;
-  wire [12:0] \sum$288 ;
+  wire [12:0] \sum$261 ;
+  wire [12:0] \sum$263 ;
+  wire [12:0] \sum$265 ;
+  wire [12:0] \sum$267 ;
+  wire [12:0] \sum$269 ;
+  wire [12:0] \sum$271 ;
+  wire [12:0] \sum$273 ;
+  wire [12:0] \sum$275 ;
+  wire [12:0] \sum$277 ;
+  wire [12:0] \sum$279 ;
+  wire [12:0] \sum$281 ;
+  wire [12:0] \sum$283 ;
+  wire [12:0] \sum$285 ;
+  wire [12:0] \sum$287 ;
+  wire [12:0] \sum$289 ;
   wire [15:0] w;
-  wire [15:0] \w$103 ;
-  wire [15:0] \w$107 ;
-  wire [15:0] \w$111 ;
-  wire [15:0] \w$115 ;
-  wire [15:0] \w$119 ;
-  wire [15:0] \w$63 ;
-  wire [15:0] \w$67 ;
-  wire [15:0] \w$71 ;
-  wire [15:0] \w$75 ;
-  wire [15:0] \w$79 ;
-  wire [15:0] \w$83 ;
-  wire [15:0] \w$87 ;
-  wire [15:0] \w$91 ;
-  wire [15:0] \w$95 ;
-  wire [15:0] \w$99 ;
+  wire [15:0] \w$100 ;
+  wire [15:0] \w$104 ;
+  wire [15:0] \w$108 ;
+  wire [15:0] \w$112 ;
+  wire [15:0] \w$116 ;
+  wire [15:0] \w$120 ;
+  wire [15:0] \w$64 ;
+  wire [15:0] \w$68 ;
+  wire [15:0] \w$72 ;
+  wire [15:0] \w$76 ;
+  wire [15:0] \w$80 ;
+  wire [15:0] \w$84 ;
+  wire [15:0] \w$88 ;
+  wire [15:0] \w$92 ;
+  wire [15:0] \w$96 ;
+  (* init = 8'h00 *)
+  (* keep = 32'd1 *)
+  wire [7:0] waddr_copy0;
   reg [255:0] wdata_d0 = 256'h0000000000000000000000000000000000000000000000000000000000000000;
   reg [255:0] wdata_d1 = 256'h0000000000000000000000000000000000000000000000000000000000000000;
   reg [255:0] wdata_d2 = 256'h0000000000000000000000000000000000000000000000000000000000000000;
@@ -27424,52 +27504,52 @@ module \bchw_top.engine1 (rst, s__valid, s__payload, s__ready, m__valid, m__payl
   (* keep = 32'd1 *)
   reg [4:0] write__addr = 5'h00;
   (* keep = 32'd1 *)
-  reg [4:0] \write__addr$36  = 5'h00;
+  reg [4:0] \write__addr$37  = 5'h00;
   (* keep = 32'd1 *)
-  reg [4:0] \write__addr$43  = 5'h00;
+  reg [4:0] \write__addr$44  = 5'h00;
   (* keep = 32'd1 *)
-  reg [4:0] \write__addr$50  = 5'h00;
+  reg [4:0] \write__addr$51  = 5'h00;
   wire [31:0] write__data;
-  wire [31:0] \write__data$38 ;
-  wire [31:0] \write__data$45 ;
-  wire [31:0] \write__data$52 ;
+  wire [31:0] \write__data$39 ;
+  wire [31:0] \write__data$46 ;
+  wire [31:0] \write__data$53 ;
   reg write__en = 1'h0;
-  reg \write__en$34  = 1'h0;
-  reg \write__en$41  = 1'h0;
-  reg \write__en$48  = 1'h0;
+  reg \write__en$35  = 1'h0;
+  reg \write__en$42  = 1'h0;
+  reg \write__en$49  = 1'h0;
   reg write_bank = 1'h0;
   (* keep = 32'd1 *)
   reg [127:0] x = 128'h00000000000000000000000000000000;
   (* keep = 32'd1 *)
-  reg [127:0] \x$101  = 128'h00000000000000000000000000000000;
+  reg [127:0] \x$102  = 128'h00000000000000000000000000000000;
   (* keep = 32'd1 *)
-  reg [127:0] \x$105  = 128'h00000000000000000000000000000000;
+  reg [127:0] \x$106  = 128'h00000000000000000000000000000000;
   (* keep = 32'd1 *)
-  reg [127:0] \x$109  = 128'h00000000000000000000000000000000;
+  reg [127:0] \x$110  = 128'h00000000000000000000000000000000;
   (* keep = 32'd1 *)
-  reg [127:0] \x$113  = 128'h00000000000000000000000000000000;
+  reg [127:0] \x$114  = 128'h00000000000000000000000000000000;
   (* keep = 32'd1 *)
-  reg [127:0] \x$117  = 128'h00000000000000000000000000000000;
+  reg [127:0] \x$118  = 128'h00000000000000000000000000000000;
   (* keep = 32'd1 *)
-  reg [127:0] \x$61  = 128'h00000000000000000000000000000000;
+  reg [127:0] \x$62  = 128'h00000000000000000000000000000000;
   (* keep = 32'd1 *)
-  reg [127:0] \x$65  = 128'h00000000000000000000000000000000;
+  reg [127:0] \x$66  = 128'h00000000000000000000000000000000;
   (* keep = 32'd1 *)
-  reg [127:0] \x$69  = 128'h00000000000000000000000000000000;
+  reg [127:0] \x$70  = 128'h00000000000000000000000000000000;
   (* keep = 32'd1 *)
-  reg [127:0] \x$73  = 128'h00000000000000000000000000000000;
+  reg [127:0] \x$74  = 128'h00000000000000000000000000000000;
   (* keep = 32'd1 *)
-  reg [127:0] \x$77  = 128'h00000000000000000000000000000000;
+  reg [127:0] \x$78  = 128'h00000000000000000000000000000000;
   (* keep = 32'd1 *)
-  reg [127:0] \x$81  = 128'h00000000000000000000000000000000;
+  reg [127:0] \x$82  = 128'h00000000000000000000000000000000;
   (* keep = 32'd1 *)
-  reg [127:0] \x$85  = 128'h00000000000000000000000000000000;
+  reg [127:0] \x$86  = 128'h00000000000000000000000000000000;
   (* keep = 32'd1 *)
-  reg [127:0] \x$89  = 128'h00000000000000000000000000000000;
+  reg [127:0] \x$90  = 128'h00000000000000000000000000000000;
   (* keep = 32'd1 *)
-  reg [127:0] \x$93  = 128'h00000000000000000000000000000000;
+  reg [127:0] \x$94  = 128'h00000000000000000000000000000000;
   (* keep = 32'd1 *)
-  reg [127:0] \x$97  = 128'h00000000000000000000000000000000;
+  reg [127:0] \x$98  = 128'h00000000000000000000000000000000;
   reg [127:0] xbeat = 128'h00000000000000000000000000000000;
   reg [127:0] xmem_d0 = 128'h00000000000000000000000000000000;
   (* init = 5'h10 *)
@@ -27640,14 +27720,14 @@ module \bchw_top.engine1 (rst, s__valid, s__payload, s__ready, m__valid, m__payl
     xmem1[31] = 32'd0;
   end
   always @(posedge clk) begin
-    if (\write__en$34 )
-      xmem1[\write__addr$36 ] <= xbeat[63:32];
+    if (\write__en$35 )
+      xmem1[\write__addr$37 ] <= xbeat[63:32];
   end
   reg [31:0] _1_;
   always @(posedge clk) begin
-    _1_ <= xmem1[\read__addr$39 ];
+    _1_ <= xmem1[\read__addr$40 ];
   end
-  assign \read__data$196  = _1_;
+  assign \read__data$197  = _1_;
   reg [31:0] xmem2 [31:0];
   initial begin
     xmem2[0] = 32'd0;
@@ -27684,14 +27764,14 @@ module \bchw_top.engine1 (rst, s__valid, s__payload, s__ready, m__valid, m__payl
     xmem2[31] = 32'd0;
   end
   always @(posedge clk) begin
-    if (\write__en$41 )
-      xmem2[\write__addr$43 ] <= xbeat[95:64];
+    if (\write__en$42 )
+      xmem2[\write__addr$44 ] <= xbeat[95:64];
   end
   reg [31:0] _2_;
   always @(posedge clk) begin
-    _2_ <= xmem2[\read__addr$46 ];
+    _2_ <= xmem2[\read__addr$47 ];
   end
-  assign \read__data$197  = _2_;
+  assign \read__data$198  = _2_;
   reg [31:0] xmem3 [31:0];
   initial begin
     xmem3[0] = 32'd0;
@@ -27728,328 +27808,332 @@ module \bchw_top.engine1 (rst, s__valid, s__payload, s__ready, m__valid, m__payl
     xmem3[31] = 32'd0;
   end
   always @(posedge clk) begin
-    if (\write__en$48 )
-      xmem3[\write__addr$50 ] <= xbeat[127:96];
+    if (\write__en$49 )
+      xmem3[\write__addr$51 ] <= xbeat[127:96];
   end
   reg [31:0] _3_;
   always @(posedge clk) begin
-    _3_ <= xmem3[\read__addr$53 ];
+    _3_ <= xmem3[\read__addr$54 ];
   end
-  assign \read__data$198  = _3_;
+  assign \read__data$199  = _3_;
   always @(posedge clk)
-    f_d1 <= \$386 ;
+    wdata_d2 <= \$385 ;
   always @(posedge clk)
-    f_d2 <= \$387 ;
+    f_d0 <= \$386 ;
   always @(posedge clk)
-    f_d3 <= \$388 ;
+    f_d1 <= \$387 ;
   always @(posedge clk)
-    f_d4 <= \$389 ;
+    f_d2 <= \$388 ;
   always @(posedge clk)
-    f_d5 <= \$390 ;
+    f_d3 <= \$389 ;
   always @(posedge clk)
-    f_d6 <= \$391 ;
+    f_d4 <= \$390 ;
   always @(posedge clk)
-    f_d7 <= \$392 ;
+    f_d5 <= \$391 ;
   always @(posedge clk)
-    ft_d0 <= \$393 ;
+    f_d6 <= \$392 ;
   always @(posedge clk)
-    accflags_copy0 <= \$394 ;
+    f_d7 <= \$393 ;
   always @(posedge clk)
-    accflags_copy1 <= \$395 ;
+    ft_d0 <= \$394 ;
   always @(posedge clk)
-    accflags_copy2 <= \$396 ;
+    accflags_copy0 <= \$395 ;
   always @(posedge clk)
-    accflags_copy3 <= \$397 ;
+    accflags_copy1 <= \$396 ;
   always @(posedge clk)
-    accflags_copy4 <= \$398 ;
+    accflags_copy2 <= \$397 ;
   always @(posedge clk)
-    accflags_copy5 <= \$399 ;
+    accflags_copy3 <= \$398 ;
   always @(posedge clk)
-    accflags_copy6 <= \$400 ;
+    accflags_copy4 <= \$399 ;
   always @(posedge clk)
-    accflags_copy7 <= \$401 ;
+    accflags_copy5 <= \$400 ;
   always @(posedge clk)
-    accflags_copy8 <= \$402 ;
+    accflags_copy6 <= \$401 ;
   always @(posedge clk)
-    accflags_copy9 <= \$403 ;
+    accflags_copy7 <= \$402 ;
   always @(posedge clk)
-    accflags_copy10 <= \$404 ;
+    accflags_copy8 <= \$403 ;
   always @(posedge clk)
-    accflags_copy11 <= \$405 ;
+    accflags_copy9 <= \$404 ;
   always @(posedge clk)
-    accflags_copy12 <= \$406 ;
+    accflags_copy10 <= \$405 ;
   always @(posedge clk)
-    accflags_copy13 <= \$407 ;
+    accflags_copy11 <= \$406 ;
   always @(posedge clk)
-    accflags_copy14 <= \$408 ;
+    accflags_copy12 <= \$407 ;
   always @(posedge clk)
-    accflags_copy15 <= \$409 ;
+    accflags_copy13 <= \$408 ;
   always @(posedge clk)
-    paddr_d0 <= \$410 ;
+    accflags_copy14 <= \$409 ;
   always @(posedge clk)
-    paddr_d1 <= \$411 ;
+    accflags_copy15 <= \$410 ;
   always @(posedge clk)
-    paddr_d2 <= \$412 ;
+    paddr_d0 <= \$411 ;
   always @(posedge clk)
-    paddr_d3 <= \$413 ;
+    paddr_d1 <= \$412 ;
   always @(posedge clk)
-    paddr_d4 <= \$414 ;
+    paddr_d2 <= \$413 ;
   always @(posedge clk)
-    paddr_d5 <= \$415 ;
+    paddr_d3 <= \$414 ;
   always @(posedge clk)
-    \addr$121  <= \$416 ;
+    paddr_d4 <= \$415 ;
   always @(posedge clk)
-    \addr$124  <= \$417 ;
+    paddr_d5 <= \$416 ;
   always @(posedge clk)
-    \addr$127  <= \$418 ;
+    \addr$122  <= \$417 ;
   always @(posedge clk)
-    \addr$130  <= \$419 ;
+    \addr$125  <= \$418 ;
   always @(posedge clk)
-    \addr$133  <= \$420 ;
+    \addr$128  <= \$419 ;
   always @(posedge clk)
-    \addr$136  <= \$421 ;
+    \addr$131  <= \$420 ;
   always @(posedge clk)
-    \addr$139  <= \$422 ;
+    \addr$134  <= \$421 ;
   always @(posedge clk)
-    \addr$142  <= \$423 ;
+    \addr$137  <= \$422 ;
   always @(posedge clk)
-    \addr$145  <= \$424 ;
+    \addr$140  <= \$423 ;
   always @(posedge clk)
-    \addr$148  <= \$425 ;
+    \addr$143  <= \$424 ;
   always @(posedge clk)
-    \addr$151  <= \$426 ;
+    \addr$146  <= \$425 ;
   always @(posedge clk)
-    \addr$154  <= \$427 ;
+    \addr$149  <= \$426 ;
   always @(posedge clk)
-    \addr$157  <= \$428 ;
+    \addr$152  <= \$427 ;
   always @(posedge clk)
-    \addr$160  <= \$429 ;
+    \addr$155  <= \$428 ;
   always @(posedge clk)
-    \addr$163  <= \$430 ;
+    \addr$158  <= \$429 ;
   always @(posedge clk)
-    \addr$166  <= \$431 ;
+    \addr$161  <= \$430 ;
   always @(posedge clk)
-    params_d0 <= \$432 ;
+    \addr$164  <= \$431 ;
   always @(posedge clk)
-    params_d1 <= \$433 ;
+    \addr$167  <= \$432 ;
   always @(posedge clk)
-    acc_valid <= \$434 ;
+    params_d0 <= \$433 ;
   always @(posedge clk)
-    acc_end <= \$435 ;
+    params_d1 <= \$434 ;
   always @(posedge clk)
-    acc0 <= \$436 ;
+    acc_valid <= \$435 ;
   always @(posedge clk)
-    acc1 <= \$437 ;
+    acc_end <= \$436 ;
   always @(posedge clk)
-    acc2 <= \$438 ;
+    acc0 <= \$437 ;
   always @(posedge clk)
-    acc3 <= \$439 ;
+    acc1 <= \$438 ;
   always @(posedge clk)
-    acc4 <= \$440 ;
+    acc2 <= \$439 ;
   always @(posedge clk)
-    acc5 <= \$441 ;
+    acc3 <= \$440 ;
   always @(posedge clk)
-    acc6 <= \$442 ;
+    acc4 <= \$441 ;
   always @(posedge clk)
-    acc7 <= \$443 ;
+    acc5 <= \$442 ;
   always @(posedge clk)
-    acc8 <= \$444 ;
+    acc6 <= \$443 ;
   always @(posedge clk)
-    acc9 <= \$445 ;
+    acc7 <= \$444 ;
   always @(posedge clk)
-    acc10 <= \$446 ;
+    acc8 <= \$445 ;
   always @(posedge clk)
-    acc11 <= \$447 ;
+    acc9 <= \$446 ;
   always @(posedge clk)
-    acc12 <= \$448 ;
+    acc10 <= \$447 ;
   always @(posedge clk)
-    acc13 <= \$449 ;
+    acc11 <= \$448 ;
   always @(posedge clk)
-    acc14 <= \$450 ;
+    acc12 <= \$449 ;
   always @(posedge clk)
-    acc15 <= \$451 ;
+    acc13 <= \$450 ;
   always @(posedge clk)
-    dload_copy0 <= \$452 ;
+    acc14 <= \$451 ;
   always @(posedge clk)
-    dload_copy1 <= \$453 ;
+    acc15 <= \$452 ;
   always @(posedge clk)
-    dload_copy2 <= \$454 ;
+    dload_copy0 <= \$453 ;
   always @(posedge clk)
-    dload_copy3 <= \$455 ;
+    dload_copy1 <= \$454 ;
   always @(posedge clk)
-    dload_copy4 <= \$456 ;
+    dload_copy2 <= \$455 ;
   always @(posedge clk)
-    dload_copy5 <= \$457 ;
+    dload_copy3 <= \$456 ;
   always @(posedge clk)
-    dload_copy6 <= \$458 ;
+    dload_copy4 <= \$457 ;
   always @(posedge clk)
-    dload_copy7 <= \$459 ;
+    dload_copy5 <= \$458 ;
   always @(posedge clk)
-    dload_copy8 <= \$460 ;
+    dload_copy6 <= \$459 ;
   always @(posedge clk)
-    dload_copy9 <= \$461 ;
+    dload_copy7 <= \$460 ;
   always @(posedge clk)
-    dload_copy10 <= \$462 ;
+    dload_copy8 <= \$461 ;
   always @(posedge clk)
-    dload_copy11 <= \$463 ;
+    dload_copy9 <= \$462 ;
   always @(posedge clk)
-    dload_copy12 <= \$464 ;
+    dload_copy10 <= \$463 ;
   always @(posedge clk)
-    dload_copy13 <= \$465 ;
+    dload_copy11 <= \$464 ;
   always @(posedge clk)
-    dload_copy14 <= \$466 ;
+    dload_copy12 <= \$465 ;
   always @(posedge clk)
-    dload_copy15 <= \$467 ;
+    dload_copy13 <= \$466 ;
   always @(posedge clk)
-    dload_copy16 <= \$468 ;
+    dload_copy14 <= \$467 ;
   always @(posedge clk)
-    dload_copy17 <= \$469 ;
+    dload_copy15 <= \$468 ;
   always @(posedge clk)
-    dload_copy18 <= \$470 ;
+    dload_copy16 <= \$469 ;
   always @(posedge clk)
-    dload_copy19 <= \$471 ;
+    dload_copy17 <= \$470 ;
   always @(posedge clk)
-    dload_copy20 <= \$472 ;
+    dload_copy18 <= \$471 ;
   always @(posedge clk)
-    dload_copy21 <= \$473 ;
+    dload_copy19 <= \$472 ;
   always @(posedge clk)
-    dload_copy22 <= \$474 ;
+    dload_copy20 <= \$473 ;
   always @(posedge clk)
-    dload_copy23 <= \$475 ;
+    dload_copy21 <= \$474 ;
   always @(posedge clk)
-    dload_copy24 <= \$476 ;
+    dload_copy22 <= \$475 ;
   always @(posedge clk)
-    dload_copy25 <= \$477 ;
+    dload_copy23 <= \$476 ;
   always @(posedge clk)
-    dload_copy26 <= \$478 ;
+    dload_copy24 <= \$477 ;
   always @(posedge clk)
-    dload_copy27 <= \$479 ;
+    dload_copy25 <= \$478 ;
   always @(posedge clk)
-    dload_copy28 <= \$480 ;
+    dload_copy26 <= \$479 ;
   always @(posedge clk)
-    dload_copy29 <= \$481 ;
+    dload_copy27 <= \$480 ;
   always @(posedge clk)
-    dload_copy30 <= \$482 ;
+    dload_copy28 <= \$481 ;
   always @(posedge clk)
-    dload_copy31 <= \$483 ;
+    dload_copy29 <= \$482 ;
   always @(posedge clk)
-    drain <= \$484 ;
+    dload_copy30 <= \$483 ;
   always @(posedge clk)
-    qv_d0 <= \$485 ;
+    dload_copy31 <= \$484 ;
   always @(posedge clk)
-    qv_d1 <= \$486 ;
+    drain <= \$485 ;
   always @(posedge clk)
-    qv_d2 <= \$487 ;
+    qv_d0 <= \$486 ;
   always @(posedge clk)
-    qv_d3 <= \$488 ;
+    qv_d1 <= \$487 ;
   always @(posedge clk)
-    qv_d4 <= \$489 ;
+    qv_d2 <= \$488 ;
   always @(posedge clk)
-    qv_d5 <= \$490 ;
+    qv_d3 <= \$489 ;
   always @(posedge clk)
-    qv_d6 <= \$491 ;
+    qv_d4 <= \$490 ;
   always @(posedge clk)
-    qv_d7 <= \$492 ;
+    qv_d5 <= \$491 ;
   always @(posedge clk)
-    qv_d8 <= \$493 ;
+    qv_d6 <= \$492 ;
   always @(posedge clk)
-    qv_d9 <= \$494 ;
+    qv_d7 <= \$493 ;
   always @(posedge clk)
-    qv_d10 <= \$495 ;
+    qv_d8 <= \$494 ;
   always @(posedge clk)
-    qv_d11 <= \$496 ;
+    qv_d9 <= \$495 ;
   always @(posedge clk)
-    qv_d12 <= \$497 ;
+    qv_d10 <= \$496 ;
   always @(posedge clk)
-    qv_d13 <= \$498 ;
+    qv_d11 <= \$497 ;
   always @(posedge clk)
-    qv_d14 <= \$499 ;
+    qv_d12 <= \$498 ;
   always @(posedge clk)
-    qv_d15 <= \$500 ;
+    qv_d13 <= \$499 ;
   always @(posedge clk)
-    qv_d16 <= \$501 ;
+    qv_d14 <= \$500 ;
   always @(posedge clk)
-    qv_d17 <= \$502 ;
+    qv_d15 <= \$501 ;
   always @(posedge clk)
-    qv_d18 <= \$503 ;
+    qv_d16 <= \$502 ;
   always @(posedge clk)
-    qv_d19 <= \$504 ;
+    qv_d17 <= \$503 ;
   always @(posedge clk)
-    qe_d0 <= \$505 ;
+    qv_d18 <= \$504 ;
   always @(posedge clk)
-    qe_d1 <= \$506 ;
+    qv_d19 <= \$505 ;
   always @(posedge clk)
-    qe_d2 <= \$507 ;
+    qe_d0 <= \$506 ;
   always @(posedge clk)
-    qe_d3 <= \$508 ;
+    qe_d1 <= \$507 ;
   always @(posedge clk)
-    qe_d4 <= \$509 ;
+    qe_d2 <= \$508 ;
   always @(posedge clk)
-    qe_d5 <= \$510 ;
+    qe_d3 <= \$509 ;
   always @(posedge clk)
-    qe_d6 <= \$511 ;
+    qe_d4 <= \$510 ;
   always @(posedge clk)
-    qe_d7 <= \$512 ;
+    qe_d5 <= \$511 ;
   always @(posedge clk)
-    qe_d8 <= \$513 ;
+    qe_d6 <= \$512 ;
   always @(posedge clk)
-    qe_d9 <= \$514 ;
+    qe_d7 <= \$513 ;
   always @(posedge clk)
-    qe_d10 <= \$515 ;
+    qe_d8 <= \$514 ;
   always @(posedge clk)
-    qe_d11 <= \$516 ;
+    qe_d9 <= \$515 ;
   always @(posedge clk)
-    qe_d12 <= \$517 ;
+    qe_d10 <= \$516 ;
   always @(posedge clk)
-    qe_d13 <= \$518 ;
+    qe_d11 <= \$517 ;
   always @(posedge clk)
-    qe_d14 <= \$519 ;
+    qe_d12 <= \$518 ;
   always @(posedge clk)
-    qe_d15 <= \$520 ;
+    qe_d13 <= \$519 ;
   always @(posedge clk)
-    qe_d16 <= \$521 ;
+    qe_d14 <= \$520 ;
   always @(posedge clk)
-    qe_d17 <= \$522 ;
+    qe_d15 <= \$521 ;
   always @(posedge clk)
-    qe_d18 <= \$523 ;
+    qe_d16 <= \$522 ;
   always @(posedge clk)
-    qe_d19 <= \$524 ;
+    qe_d17 <= \$523 ;
   always @(posedge clk)
-    qv_last_d0 <= \$525 ;
+    qe_d18 <= \$524 ;
   always @(posedge clk)
-    qe_last_d0 <= \$526 ;
+    qe_d19 <= \$525 ;
+  always @(posedge clk)
+    qv_last_d0 <= \$526 ;
+  always @(posedge clk)
+    qe_last_d0 <= \$527 ;
   always @(posedge clk)
     results0 <= { q, results0[119:8] };
   always @(posedge clk)
-    count_copy0 <= \$527 ;
+    count_copy0 <= \$528 ;
   always @(posedge clk)
-    count_copy1 <= \$528 ;
+    count_copy1 <= \$529 ;
   always @(posedge clk)
-    count_copy2 <= \$529 ;
+    count_copy2 <= \$530 ;
   always @(posedge clk)
-    count_copy3 <= \$530 ;
+    count_copy3 <= \$531 ;
   always @(posedge clk)
-    skid_qvalid_copy0 <= \$531 ;
+    skid_qvalid_copy0 <= \$532 ;
   always @(posedge clk)
-    skid_qvalid_copy1 <= \$532 ;
+    skid_qvalid_copy1 <= \$533 ;
   always @(posedge clk)
-    skid_qvalid_copy2 <= \$533 ;
+    skid_qvalid_copy2 <= \$534 ;
   always @(posedge clk)
-    skid_qvalid_copy3 <= \$534 ;
+    skid_qvalid_copy3 <= \$535 ;
   always @(posedge clk)
-    skid0 <= \$535 ;
+    skid0 <= \$536 ;
   always @(posedge clk)
-    skid1 <= \$536 ;
+    skid1 <= \$537 ;
   always @(posedge clk)
-    skid2 <= \$537 ;
+    skid2 <= \$538 ;
   always @(posedge clk)
-    skid3 <= \$538 ;
+    skid3 <= \$539 ;
   always @(posedge clk)
-    count <= \$539 ;
+    count <= \$540 ;
   always @(posedge clk)
-    credit_back_d0 <= \$540 ;
+    credit_back_d0 <= \$541 ;
   always @(posedge clk)
-    credit_back <= \$541 ;
+    credit_back <= \$542 ;
   assign \$1  = \$signal  & ready;
   assign \$2  = ~ last_step;
   assign \$3  = busy & \$2 ;
@@ -28057,8 +28141,8 @@ module \bchw_top.engine1 (rst, s__valid, s__payload, s__ready, m__valid, m__payl
   assign \$5  = \$signal  & ready;
   assign \$6  = ~ last_step;
   assign \$7  = issue & \$6 ;
-  assign \$8  = addr + 1'h1;
-  assign \$9  = \$7  ? \$8  : { 1'h0, addr };
+  assign \$8  = step + 1'h1;
+  assign \$9  = \$7  ? \$8  : { 1'h0, step };
   assign \$10  = \$5  ? 9'h000 : \$9 ;
   assign \$12  = \$signal  & ready;
   assign \$13  = ~ last_step;
@@ -28080,12 +28164,12 @@ module \bchw_top.engine1 (rst, s__valid, s__payload, s__ready, m__valid, m__payl
   assign \$30  = \$28  ? \$29  : { 1'h0, nfc };
   assign \$31  = \$24  ? 5'h00 : \$30 ;
   assign \$33  = \$signal  & ready;
-  assign \$34  = addr == 8'hfe;
+  assign \$34  = step == 8'hfe;
   assign \$35  = issue ? \$34  : last_step;
   assign \$36  = last_step ? 1'h0 : \$35 ;
   assign \$37  = \$33  ? 1'h0 : \$36 ;
   assign \$38  = \$signal  & ready;
-  assign \$39  = addr == 8'hfe;
+  assign \$39  = step == 8'hfe;
   assign \$40  = issue ? \$39  : ready;
   assign \$41  = last_step ? 1'h1 : \$40 ;
   assign \$42  = \$38  ? 1'h0 : \$41 ;
@@ -28191,35 +28275,35 @@ module \bchw_top.engine1 (rst, s__valid, s__payload, s__ready, m__valid, m__payl
   assign \$166  = accflags_copy0[1] ? 17'h00000 : acc0;
   assign \$167  = $signed(\$166 ) + $signed(sum);
   assign \$168  = accflags_copy1[1] ? 17'h00000 : acc1;
-  assign \$169  = $signed(\$168 ) + $signed(\sum$260 );
+  assign \$169  = $signed(\$168 ) + $signed(\sum$261 );
   assign \$170  = accflags_copy2[1] ? 17'h00000 : acc2;
-  assign \$171  = $signed(\$170 ) + $signed(\sum$262 );
+  assign \$171  = $signed(\$170 ) + $signed(\sum$263 );
   assign \$172  = accflags_copy3[1] ? 17'h00000 : acc3;
-  assign \$173  = $signed(\$172 ) + $signed(\sum$264 );
+  assign \$173  = $signed(\$172 ) + $signed(\sum$265 );
   assign \$174  = accflags_copy4[1] ? 17'h00000 : acc4;
-  assign \$175  = $signed(\$174 ) + $signed(\sum$266 );
+  assign \$175  = $signed(\$174 ) + $signed(\sum$267 );
   assign \$176  = accflags_copy5[1] ? 17'h00000 : acc5;
-  assign \$177  = $signed(\$176 ) + $signed(\sum$268 );
+  assign \$177  = $signed(\$176 ) + $signed(\sum$269 );
   assign \$178  = accflags_copy6[1] ? 17'h00000 : acc6;
-  assign \$179  = $signed(\$178 ) + $signed(\sum$270 );
+  assign \$179  = $signed(\$178 ) + $signed(\sum$271 );
   assign \$180  = accflags_copy7[1] ? 17'h00000 : acc7;
-  assign \$181  = $signed(\$180 ) + $signed(\sum$272 );
+  assign \$181  = $signed(\$180 ) + $signed(\sum$273 );
   assign \$182  = accflags_copy8[1] ? 17'h00000 : acc8;
-  assign \$183  = $signed(\$182 ) + $signed(\sum$274 );
+  assign \$183  = $signed(\$182 ) + $signed(\sum$275 );
   assign \$184  = accflags_copy9[1] ? 17'h00000 : acc9;
-  assign \$185  = $signed(\$184 ) + $signed(\sum$276 );
+  assign \$185  = $signed(\$184 ) + $signed(\sum$277 );
   assign \$186  = accflags_copy10[1] ? 17'h00000 : acc10;
-  assign \$187  = $signed(\$186 ) + $signed(\sum$278 );
+  assign \$187  = $signed(\$186 ) + $signed(\sum$279 );
   assign \$188  = accflags_copy11[1] ? 17'h00000 : acc11;
-  assign \$189  = $signed(\$188 ) + $signed(\sum$280 );
+  assign \$189  = $signed(\$188 ) + $signed(\sum$281 );
   assign \$190  = accflags_copy12[1] ? 17'h00000 : acc12;
-  assign \$191  = $signed(\$190 ) + $signed(\sum$282 );
+  assign \$191  = $signed(\$190 ) + $signed(\sum$283 );
   assign \$192  = accflags_copy13[1] ? 17'h00000 : acc13;
-  assign \$193  = $signed(\$192 ) + $signed(\sum$284 );
+  assign \$193  = $signed(\$192 ) + $signed(\sum$285 );
   assign \$194  = accflags_copy14[1] ? 17'h00000 : acc14;
-  assign \$195  = $signed(\$194 ) + $signed(\sum$286 );
+  assign \$195  = $signed(\$194 ) + $signed(\sum$287 );
   assign \$196  = accflags_copy15[1] ? 17'h00000 : acc15;
-  assign \$197  = $signed(\$196 ) + $signed(\sum$288 );
+  assign \$197  = $signed(\$196 ) + $signed(\sum$289 );
   assign \$198  = ft_d0[0] & ft_d0[2];
   assign \$199  = ft_d0[0] & ft_d0[2];
   assign \$200  = ft_d0[0] & ft_d0[2];
@@ -28286,7 +28370,7 @@ module \bchw_top.engine1 (rst, s__valid, s__payload, s__ready, m__valid, m__payl
   assign \$261  = dload_copy31 ? params_d1[943:885] : drain[1215:1157];
   assign \$262  = | count_copy0;
   assign \$263  = \$262  | skid_qvalid_copy0;
-  assign \$264  = \$263  & \port$22352$0 ;
+  assign \$264  = \$263  & \port$22464$0 ;
   assign \$265  = | count_copy0;
   assign \$266  = ~ \$265 ;
   assign \$267  = \$264  & \$266 ;
@@ -28294,7 +28378,7 @@ module \bchw_top.engine1 (rst, s__valid, s__payload, s__ready, m__valid, m__payl
   assign \$269  = skid_qvalid_copy0 & \$268 ;
   assign \$270  = | count_copy0;
   assign \$271  = \$270  | skid_qvalid_copy0;
-  assign \$272  = \$271  & \port$22352$0 ;
+  assign \$272  = \$271  & \port$22464$0 ;
   assign \$273  = | count_copy0;
   assign \$274  = \$272  & \$273 ;
   assign \$275  = count_copy0 == 1'h1;
@@ -28303,12 +28387,12 @@ module \bchw_top.engine1 (rst, s__valid, s__payload, s__ready, m__valid, m__payl
   assign \$278  = \$269  & \$277 ;
   assign \$279  = | count_copy0;
   assign \$280  = \$279  | skid_qvalid_copy0;
-  assign \$281  = \$280  & \port$22352$0 ;
+  assign \$281  = \$280  & \port$22464$0 ;
   assign \$282  = | count_copy0;
   assign \$283  = \$281  & \$282 ;
   assign \$284  = | count_copy1;
   assign \$285  = \$284  | skid_qvalid_copy1;
-  assign \$286  = \$285  & \port$22354$0 ;
+  assign \$286  = \$285  & \port$22466$0 ;
   assign \$287  = | count_copy1;
   assign \$288  = ~ \$287 ;
   assign \$289  = \$286  & \$288 ;
@@ -28316,7 +28400,7 @@ module \bchw_top.engine1 (rst, s__valid, s__payload, s__ready, m__valid, m__payl
   assign \$291  = skid_qvalid_copy1 & \$290 ;
   assign \$292  = | count_copy1;
   assign \$293  = \$292  | skid_qvalid_copy1;
-  assign \$294  = \$293  & \port$22354$0 ;
+  assign \$294  = \$293  & \port$22466$0 ;
   assign \$295  = | count_copy1;
   assign \$296  = \$294  & \$295 ;
   assign \$297  = count_copy1 == 2'h2;
@@ -28325,12 +28409,12 @@ module \bchw_top.engine1 (rst, s__valid, s__payload, s__ready, m__valid, m__payl
   assign \$300  = \$291  & \$299 ;
   assign \$301  = | count_copy1;
   assign \$302  = \$301  | skid_qvalid_copy1;
-  assign \$303  = \$302  & \port$22354$0 ;
+  assign \$303  = \$302  & \port$22466$0 ;
   assign \$304  = | count_copy1;
   assign \$305  = \$303  & \$304 ;
   assign \$306  = | count_copy2;
   assign \$307  = \$306  | skid_qvalid_copy2;
-  assign \$308  = \$307  & \port$22356$0 ;
+  assign \$308  = \$307  & \port$22468$0 ;
   assign \$309  = | count_copy2;
   assign \$310  = ~ \$309 ;
   assign \$311  = \$308  & \$310 ;
@@ -28338,7 +28422,7 @@ module \bchw_top.engine1 (rst, s__valid, s__payload, s__ready, m__valid, m__payl
   assign \$313  = skid_qvalid_copy2 & \$312 ;
   assign \$314  = | count_copy2;
   assign \$315  = \$314  | skid_qvalid_copy2;
-  assign \$316  = \$315  & \port$22356$0 ;
+  assign \$316  = \$315  & \port$22468$0 ;
   assign \$317  = | count_copy2;
   assign \$318  = \$316  & \$317 ;
   assign \$319  = count_copy2 == 2'h3;
@@ -28347,12 +28431,12 @@ module \bchw_top.engine1 (rst, s__valid, s__payload, s__ready, m__valid, m__payl
   assign \$322  = \$313  & \$321 ;
   assign \$323  = | count_copy2;
   assign \$324  = \$323  | skid_qvalid_copy2;
-  assign \$325  = \$324  & \port$22356$0 ;
+  assign \$325  = \$324  & \port$22468$0 ;
   assign \$326  = | count_copy2;
   assign \$327  = \$325  & \$326 ;
   assign \$328  = | count_copy3;
   assign \$329  = \$328  | skid_qvalid_copy3;
-  assign \$330  = \$329  & \port$22358$0 ;
+  assign \$330  = \$329  & \port$22470$0 ;
   assign \$331  = | count_copy3;
   assign \$332  = ~ \$331 ;
   assign \$333  = \$330  & \$332 ;
@@ -28360,7 +28444,7 @@ module \bchw_top.engine1 (rst, s__valid, s__payload, s__ready, m__valid, m__payl
   assign \$335  = skid_qvalid_copy3 & \$334 ;
   assign \$336  = | count_copy3;
   assign \$337  = \$336  | skid_qvalid_copy3;
-  assign \$338  = \$337  & \port$22358$0 ;
+  assign \$338  = \$337  & \port$22470$0 ;
   assign \$339  = | count_copy3;
   assign \$340  = \$338  & \$339 ;
   assign \$341  = count_copy3 == 3'h4;
@@ -28369,7 +28453,7 @@ module \bchw_top.engine1 (rst, s__valid, s__payload, s__ready, m__valid, m__payl
   assign \$344  = \$335  & \$343 ;
   assign \$345  = | count_copy3;
   assign \$346  = \$345  | skid_qvalid_copy3;
-  assign \$347  = \$346  & \port$22358$0 ;
+  assign \$347  = \$346  & \port$22470$0 ;
   assign \$348  = | count_copy3;
   assign \$349  = \$347  & \$348 ;
   assign \$350  = | count;
@@ -28378,63 +28462,65 @@ module \bchw_top.engine1 (rst, s__valid, s__payload, s__ready, m__valid, m__payl
   always @(posedge clk)
     busy <= \$353 ;
   always @(posedge clk)
-    addr <= \$354 ;
+    step <= \$354 ;
   always @(posedge clk)
-    sfc <= \$355 ;
+    addr <= \$355 ;
   always @(posedge clk)
-    nfc <= \$356 ;
+    sfc <= \$356 ;
   always @(posedge clk)
-    last_step <= \$357 ;
+    nfc <= \$357 ;
   always @(posedge clk)
-    ready <= \$358 ;
+    last_step <= \$358 ;
   always @(posedge clk)
-    credits <= \$359 ;
+    ready <= \$359 ;
   always @(posedge clk)
-    issue <= \$360 ;
+    credits <= \$360 ;
   always @(posedge clk)
-    word <= \$361 ;
+    issue <= \$361 ;
   always @(posedge clk)
-    write_bank <= \$362 ;
+    word <= \$362 ;
   always @(posedge clk)
-    read_bank <= \$363 ;
+    write_bank <= \$363 ;
   always @(posedge clk)
-    \$signal  <= \$364 ;
+    read_bank <= \$364 ;
   always @(posedge clk)
-    sready_copy0 <= \$365 ;
+    \$signal  <= \$365 ;
   always @(posedge clk)
-    sready_copy1 <= \$366 ;
+    sready_copy0 <= \$366 ;
   always @(posedge clk)
-    sready_copy2 <= \$367 ;
+    sready_copy1 <= \$367 ;
   always @(posedge clk)
-    sready_copy3 <= \$368 ;
+    sready_copy2 <= \$368 ;
+  always @(posedge clk)
+    sready_copy3 <= \$369 ;
   always @(posedge clk)
     xbeat <= s__payload;
   always @(posedge clk)
-    write__addr <= \$369 ;
+    write__addr <= \$370 ;
   always @(posedge clk)
-    \write__addr$36  <= \$370 ;
+    \write__addr$37  <= \$371 ;
   always @(posedge clk)
-    \write__addr$43  <= \$371 ;
+    \write__addr$44  <= \$372 ;
   always @(posedge clk)
-    \write__addr$50  <= \$372 ;
+    \write__addr$51  <= \$373 ;
   always @(posedge clk)
-    read__addr <= \$373 ;
+    read__addr <= \$374 ;
   always @(posedge clk)
-    \read__addr$39  <= \$374 ;
+    \read__addr$40  <= \$375 ;
   always @(posedge clk)
-    \read__addr$46  <= \$375 ;
+    \read__addr$47  <= \$376 ;
   always @(posedge clk)
-    \read__addr$53  <= \$376 ;
+    \read__addr$54  <= \$377 ;
   always @(posedge clk)
-    write__en <= \$377 ;
+    write__en <= \$378 ;
   always @(posedge clk)
-    \write__en$34  <= \$378 ;
+    \write__en$35  <= \$379 ;
   always @(posedge clk)
-    \write__en$41  <= \$379 ;
+    \write__en$42  <= \$380 ;
   always @(posedge clk)
-    \write__en$48  <= \$380 ;
+    \write__en$49  <= \$381 ;
   always @(posedge clk)
-    xmem_d0 <= \$381 ;
+    xmem_d0 <= \$382 ;
   always @(posedge clk)
     xtree_fan_copy0 <= xmem_d0;
   always @(posedge clk)
@@ -28446,126 +28532,122 @@ module \bchw_top.engine1 (rst, s__valid, s__payload, s__ready, m__valid, m__payl
   always @(posedge clk)
     x <= xtree_fan_copy0;
   always @(posedge clk)
-    \x$61  <= xtree_fan_copy0;
+    \x$62  <= xtree_fan_copy0;
   always @(posedge clk)
-    \x$65  <= xtree_fan_copy0;
+    \x$66  <= xtree_fan_copy0;
   always @(posedge clk)
-    \x$69  <= xtree_fan_copy0;
+    \x$70  <= xtree_fan_copy0;
   always @(posedge clk)
-    \x$73  <= xtree_fan_copy1;
+    \x$74  <= xtree_fan_copy1;
   always @(posedge clk)
-    \x$77  <= xtree_fan_copy1;
+    \x$78  <= xtree_fan_copy1;
   always @(posedge clk)
-    \x$81  <= xtree_fan_copy1;
+    \x$82  <= xtree_fan_copy1;
   always @(posedge clk)
-    \x$85  <= xtree_fan_copy1;
+    \x$86  <= xtree_fan_copy1;
   always @(posedge clk)
-    \x$89  <= xtree_fan_copy2;
+    \x$90  <= xtree_fan_copy2;
   always @(posedge clk)
-    \x$93  <= xtree_fan_copy2;
+    \x$94  <= xtree_fan_copy2;
   always @(posedge clk)
-    \x$97  <= xtree_fan_copy2;
+    \x$98  <= xtree_fan_copy2;
   always @(posedge clk)
-    \x$101  <= xtree_fan_copy2;
+    \x$102  <= xtree_fan_copy2;
   always @(posedge clk)
-    \x$105  <= xtree_fan_copy3;
+    \x$106  <= xtree_fan_copy3;
   always @(posedge clk)
-    \x$109  <= xtree_fan_copy3;
+    \x$110  <= xtree_fan_copy3;
   always @(posedge clk)
-    \x$113  <= xtree_fan_copy3;
+    \x$114  <= xtree_fan_copy3;
   always @(posedge clk)
-    \x$117  <= xtree_fan_copy3;
+    \x$118  <= xtree_fan_copy3;
   always @(posedge clk)
-    wdata_d0 <= \$382 ;
+    wdata_d0 <= \$383 ;
   always @(posedge clk)
-    wdata_d1 <= \$383 ;
-  always @(posedge clk)
-    wdata_d2 <= \$384 ;
-  always @(posedge clk)
-    f_d0 <= \$385 ;
+    wdata_d1 <= \$384 ;
   \bchw_top.engine1.params0  params0 (
-    .addr(\addr$121 ),
-    .clk(clk),
-    .data(\data$238 )
-  );
-  \bchw_top.engine1.params1  params1 (
-    .addr(\addr$124 ),
+    .addr(\addr$122 ),
     .clk(clk),
     .data(\data$239 )
   );
-  \bchw_top.engine1.params10  params10 (
-    .addr(\addr$151 ),
-    .clk(clk),
-    .data(\data$248 )
-  );
-  \bchw_top.engine1.params11  params11 (
-    .addr(\addr$154 ),
-    .clk(clk),
-    .data(\data$249 )
-  );
-  \bchw_top.engine1.params12  params12 (
-    .addr(\addr$157 ),
-    .clk(clk),
-    .data(\data$250 )
-  );
-  \bchw_top.engine1.params13  params13 (
-    .addr(\addr$160 ),
-    .clk(clk),
-    .data(\data$251 )
-  );
-  \bchw_top.engine1.params14  params14 (
-    .addr(\addr$163 ),
-    .clk(clk),
-    .data(\data$252 )
-  );
-  \bchw_top.engine1.params15  params15 (
-    .addr(\addr$166 ),
-    .clk(clk),
-    .data(\data$253 )
-  );
-  \bchw_top.engine1.params2  params2 (
-    .addr(\addr$127 ),
+  \bchw_top.engine1.params1  params1 (
+    .addr(\addr$125 ),
     .clk(clk),
     .data(\data$240 )
   );
-  \bchw_top.engine1.params3  params3 (
-    .addr(\addr$130 ),
+  \bchw_top.engine1.params10  params10 (
+    .addr(\addr$152 ),
+    .clk(clk),
+    .data(\data$249 )
+  );
+  \bchw_top.engine1.params11  params11 (
+    .addr(\addr$155 ),
+    .clk(clk),
+    .data(\data$250 )
+  );
+  \bchw_top.engine1.params12  params12 (
+    .addr(\addr$158 ),
+    .clk(clk),
+    .data(\data$251 )
+  );
+  \bchw_top.engine1.params13  params13 (
+    .addr(\addr$161 ),
+    .clk(clk),
+    .data(\data$252 )
+  );
+  \bchw_top.engine1.params14  params14 (
+    .addr(\addr$164 ),
+    .clk(clk),
+    .data(\data$253 )
+  );
+  \bchw_top.engine1.params15  params15 (
+    .addr(\addr$167 ),
+    .clk(clk),
+    .data(\data$254 )
+  );
+  \bchw_top.engine1.params2  params2 (
+    .addr(\addr$128 ),
     .clk(clk),
     .data(\data$241 )
   );
-  \bchw_top.engine1.params4  params4 (
-    .addr(\addr$133 ),
+  \bchw_top.engine1.params3  params3 (
+    .addr(\addr$131 ),
     .clk(clk),
     .data(\data$242 )
   );
-  \bchw_top.engine1.params5  params5 (
-    .addr(\addr$136 ),
+  \bchw_top.engine1.params4  params4 (
+    .addr(\addr$134 ),
     .clk(clk),
     .data(\data$243 )
   );
-  \bchw_top.engine1.params6  params6 (
-    .addr(\addr$139 ),
+  \bchw_top.engine1.params5  params5 (
+    .addr(\addr$137 ),
     .clk(clk),
     .data(\data$244 )
   );
-  \bchw_top.engine1.params7  params7 (
-    .addr(\addr$142 ),
+  \bchw_top.engine1.params6  params6 (
+    .addr(\addr$140 ),
     .clk(clk),
     .data(\data$245 )
   );
-  \bchw_top.engine1.params8  params8 (
-    .addr(\addr$145 ),
+  \bchw_top.engine1.params7  params7 (
+    .addr(\addr$143 ),
     .clk(clk),
     .data(\data$246 )
   );
-  \bchw_top.engine1.params9  params9 (
-    .addr(\addr$148 ),
+  \bchw_top.engine1.params8  params8 (
+    .addr(\addr$146 ),
     .clk(clk),
     .data(\data$247 )
   );
+  \bchw_top.engine1.params9  params9 (
+    .addr(\addr$149 ),
+    .clk(clk),
+    .data(\data$248 )
+  );
   \bchw_top.engine1.requant0  requant0 (
     .clk(clk),
-    .\port$20363$0 (drain[75:0]),
+    .\port$20471$0 (drain[75:0]),
     .q(q),
     .rst(rst)
   );
@@ -28578,108 +28660,108 @@ module \bchw_top.engine1 (rst, s__valid, s__payload, s__ready, m__valid, m__payl
   );
   \bchw_top.engine1.tree1  tree1 (
     .clk(clk),
-    .l4_0(\sum$260 ),
+    .l4_0(\sum$261 ),
     .rst(rst),
     .w(wdata_d2[31:16]),
-    .x(\x$61 )
+    .x(\x$62 )
   );
   \bchw_top.engine1.tree10  tree10 (
     .clk(clk),
-    .l4_0(\sum$278 ),
+    .l4_0(\sum$279 ),
     .rst(rst),
     .w(wdata_d2[175:160]),
-    .x(\x$97 )
+    .x(\x$98 )
   );
   \bchw_top.engine1.tree11  tree11 (
     .clk(clk),
-    .l4_0(\sum$280 ),
+    .l4_0(\sum$281 ),
     .rst(rst),
     .w(wdata_d2[191:176]),
-    .x(\x$101 )
+    .x(\x$102 )
   );
   \bchw_top.engine1.tree12  tree12 (
     .clk(clk),
-    .l4_0(\sum$282 ),
+    .l4_0(\sum$283 ),
     .rst(rst),
     .w(wdata_d2[207:192]),
-    .x(\x$105 )
+    .x(\x$106 )
   );
   \bchw_top.engine1.tree13  tree13 (
     .clk(clk),
-    .l4_0(\sum$284 ),
+    .l4_0(\sum$285 ),
     .rst(rst),
     .w(wdata_d2[223:208]),
-    .x(\x$109 )
+    .x(\x$110 )
   );
   \bchw_top.engine1.tree14  tree14 (
     .clk(clk),
-    .l4_0(\sum$286 ),
+    .l4_0(\sum$287 ),
     .rst(rst),
     .w(wdata_d2[239:224]),
-    .x(\x$113 )
+    .x(\x$114 )
   );
   \bchw_top.engine1.tree15  tree15 (
     .clk(clk),
-    .l4_0(\sum$288 ),
+    .l4_0(\sum$289 ),
     .rst(rst),
     .w(wdata_d2[255:240]),
-    .x(\x$117 )
+    .x(\x$118 )
   );
   \bchw_top.engine1.tree2  tree2 (
     .clk(clk),
-    .l4_0(\sum$262 ),
+    .l4_0(\sum$263 ),
     .rst(rst),
     .w(wdata_d2[47:32]),
-    .x(\x$65 )
+    .x(\x$66 )
   );
   \bchw_top.engine1.tree3  tree3 (
     .clk(clk),
-    .l4_0(\sum$264 ),
+    .l4_0(\sum$265 ),
     .rst(rst),
     .w(wdata_d2[63:48]),
-    .x(\x$69 )
+    .x(\x$70 )
   );
   \bchw_top.engine1.tree4  tree4 (
     .clk(clk),
-    .l4_0(\sum$266 ),
+    .l4_0(\sum$267 ),
     .rst(rst),
     .w(wdata_d2[79:64]),
-    .x(\x$73 )
+    .x(\x$74 )
   );
   \bchw_top.engine1.tree5  tree5 (
     .clk(clk),
-    .l4_0(\sum$268 ),
+    .l4_0(\sum$269 ),
     .rst(rst),
     .w(wdata_d2[95:80]),
-    .x(\x$77 )
+    .x(\x$78 )
   );
   \bchw_top.engine1.tree6  tree6 (
     .clk(clk),
-    .l4_0(\sum$270 ),
+    .l4_0(\sum$271 ),
     .rst(rst),
     .w(wdata_d2[111:96]),
-    .x(\x$81 )
+    .x(\x$82 )
   );
   \bchw_top.engine1.tree7  tree7 (
     .clk(clk),
-    .l4_0(\sum$272 ),
+    .l4_0(\sum$273 ),
     .rst(rst),
     .w(wdata_d2[127:112]),
-    .x(\x$85 )
+    .x(\x$86 )
   );
   \bchw_top.engine1.tree8  tree8 (
     .clk(clk),
-    .l4_0(\sum$274 ),
+    .l4_0(\sum$275 ),
     .rst(rst),
     .w(wdata_d2[143:128]),
-    .x(\x$89 )
+    .x(\x$90 )
   );
   \bchw_top.engine1.tree9  tree9 (
     .clk(clk),
-    .l4_0(\sum$276 ),
+    .l4_0(\sum$277 ),
     .rst(rst),
     .w(wdata_d2[159:144]),
-    .x(\x$93 )
+    .x(\x$94 )
   );
   \bchw_top.engine1.weights  weights (
     .addr(addr),
@@ -28688,65 +28770,65 @@ module \bchw_top.engine1 (rst, s__valid, s__payload, s__ready, m__valid, m__payl
   );
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$386  = f_d0;
+    \$386  = { last_step, \$163 , \$162 , issue };
     if (rst) begin
       \$386  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$387  = f_d1;
+    \$387  = f_d0;
     if (rst) begin
       \$387  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$388  = f_d2;
+    \$388  = f_d1;
     if (rst) begin
       \$388  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$389  = f_d3;
+    \$389  = f_d2;
     if (rst) begin
       \$389  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$390  = f_d4;
+    \$390  = f_d3;
     if (rst) begin
       \$390  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$391  = f_d5;
+    \$391  = f_d4;
     if (rst) begin
       \$391  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$392  = f_d6;
+    \$392  = f_d5;
     if (rst) begin
       \$392  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$393  = f_d7;
+    \$393  = f_d6;
     if (rst) begin
       \$393  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$394  = f_d7[1:0];
+    \$394  = f_d7;
     if (rst) begin
-      \$394  = 2'h0;
+      \$394  = 4'h0;
     end
   end
   always @* begin
@@ -28856,49 +28938,49 @@ module \bchw_top.engine1 (rst, s__valid, s__payload, s__ready, m__valid, m__payl
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$410  = nfc;
+    \$410  = f_d7[1:0];
     if (rst) begin
-      \$410  = 4'h0;
+      \$410  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$411  = paddr_d0;
+    \$411  = nfc;
     if (rst) begin
       \$411  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$412  = paddr_d1;
+    \$412  = paddr_d0;
     if (rst) begin
       \$412  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$413  = paddr_d2;
+    \$413  = paddr_d1;
     if (rst) begin
       \$413  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$414  = paddr_d3;
+    \$414  = paddr_d2;
     if (rst) begin
       \$414  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$415  = paddr_d4;
+    \$415  = paddr_d3;
     if (rst) begin
       \$415  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$416  = paddr_d5;
+    \$416  = paddr_d4;
     if (rst) begin
       \$416  = 4'h0;
     end
@@ -29010,653 +29092,653 @@ module \bchw_top.engine1 (rst, s__valid, s__payload, s__ready, m__valid, m__payl
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$434  = \$164 ;
+    \$432  = paddr_d5;
     if (rst) begin
-      \$434  = 1'h0;
+      \$432  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$435  = \$165 ;
+    \$435  = \$164 ;
     if (rst) begin
       \$435  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$436  = acc0;
-    if (accflags_copy0[0]) begin
-      \$436  = \$167 [16:0];
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$437  = acc1;
-    if (accflags_copy1[0]) begin
-      \$437  = \$169 [16:0];
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$438  = acc2;
-    if (accflags_copy2[0]) begin
-      \$438  = \$171 [16:0];
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$439  = acc3;
-    if (accflags_copy3[0]) begin
-      \$439  = \$173 [16:0];
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$440  = acc4;
-    if (accflags_copy4[0]) begin
-      \$440  = \$175 [16:0];
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$441  = acc5;
-    if (accflags_copy5[0]) begin
-      \$441  = \$177 [16:0];
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$442  = acc6;
-    if (accflags_copy6[0]) begin
-      \$442  = \$179 [16:0];
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$443  = acc7;
-    if (accflags_copy7[0]) begin
-      \$443  = \$181 [16:0];
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$444  = acc8;
-    if (accflags_copy8[0]) begin
-      \$444  = \$183 [16:0];
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$445  = acc9;
-    if (accflags_copy9[0]) begin
-      \$445  = \$185 [16:0];
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$446  = acc10;
-    if (accflags_copy10[0]) begin
-      \$446  = \$187 [16:0];
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$447  = acc11;
-    if (accflags_copy11[0]) begin
-      \$447  = \$189 [16:0];
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$448  = acc12;
-    if (accflags_copy12[0]) begin
-      \$448  = \$191 [16:0];
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$449  = acc13;
-    if (accflags_copy13[0]) begin
-      \$449  = \$193 [16:0];
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$450  = acc14;
-    if (accflags_copy14[0]) begin
-      \$450  = \$195 [16:0];
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$451  = acc15;
-    if (accflags_copy15[0]) begin
-      \$451  = \$197 [16:0];
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$452  = \$198 ;
+    \$436  = \$165 ;
     if (rst) begin
-      \$452  = 1'h0;
+      \$436  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$453  = \$199 ;
+    \$437  = acc0;
+    if (accflags_copy0[0]) begin
+      \$437  = \$167 [16:0];
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$438  = acc1;
+    if (accflags_copy1[0]) begin
+      \$438  = \$169 [16:0];
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$439  = acc2;
+    if (accflags_copy2[0]) begin
+      \$439  = \$171 [16:0];
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$440  = acc3;
+    if (accflags_copy3[0]) begin
+      \$440  = \$173 [16:0];
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$441  = acc4;
+    if (accflags_copy4[0]) begin
+      \$441  = \$175 [16:0];
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$442  = acc5;
+    if (accflags_copy5[0]) begin
+      \$442  = \$177 [16:0];
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$443  = acc6;
+    if (accflags_copy6[0]) begin
+      \$443  = \$179 [16:0];
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$444  = acc7;
+    if (accflags_copy7[0]) begin
+      \$444  = \$181 [16:0];
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$445  = acc8;
+    if (accflags_copy8[0]) begin
+      \$445  = \$183 [16:0];
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$446  = acc9;
+    if (accflags_copy9[0]) begin
+      \$446  = \$185 [16:0];
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$447  = acc10;
+    if (accflags_copy10[0]) begin
+      \$447  = \$187 [16:0];
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$448  = acc11;
+    if (accflags_copy11[0]) begin
+      \$448  = \$189 [16:0];
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$449  = acc12;
+    if (accflags_copy12[0]) begin
+      \$449  = \$191 [16:0];
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$450  = acc13;
+    if (accflags_copy13[0]) begin
+      \$450  = \$193 [16:0];
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$451  = acc14;
+    if (accflags_copy14[0]) begin
+      \$451  = \$195 [16:0];
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$452  = acc15;
+    if (accflags_copy15[0]) begin
+      \$452  = \$197 [16:0];
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$453  = \$198 ;
     if (rst) begin
       \$453  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$454  = \$200 ;
+    \$454  = \$199 ;
     if (rst) begin
       \$454  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$455  = \$201 ;
+    \$455  = \$200 ;
     if (rst) begin
       \$455  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$456  = \$202 ;
+    \$456  = \$201 ;
     if (rst) begin
       \$456  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$457  = \$203 ;
+    \$457  = \$202 ;
     if (rst) begin
       \$457  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$458  = \$204 ;
+    \$458  = \$203 ;
     if (rst) begin
       \$458  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$459  = \$205 ;
+    \$459  = \$204 ;
     if (rst) begin
       \$459  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$460  = \$206 ;
+    \$460  = \$205 ;
     if (rst) begin
       \$460  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$461  = \$207 ;
+    \$461  = \$206 ;
     if (rst) begin
       \$461  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$462  = \$208 ;
+    \$462  = \$207 ;
     if (rst) begin
       \$462  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$463  = \$209 ;
+    \$463  = \$208 ;
     if (rst) begin
       \$463  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$464  = \$210 ;
+    \$464  = \$209 ;
     if (rst) begin
       \$464  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$465  = \$211 ;
+    \$465  = \$210 ;
     if (rst) begin
       \$465  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$466  = \$212 ;
+    \$466  = \$211 ;
     if (rst) begin
       \$466  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$467  = \$213 ;
+    \$467  = \$212 ;
     if (rst) begin
       \$467  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$468  = \$214 ;
+    \$468  = \$213 ;
     if (rst) begin
       \$468  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$469  = \$215 ;
+    \$469  = \$214 ;
     if (rst) begin
       \$469  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$470  = \$216 ;
+    \$470  = \$215 ;
     if (rst) begin
       \$470  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$471  = \$217 ;
+    \$471  = \$216 ;
     if (rst) begin
       \$471  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$472  = \$218 ;
+    \$472  = \$217 ;
     if (rst) begin
       \$472  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$473  = \$219 ;
+    \$473  = \$218 ;
     if (rst) begin
       \$473  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$474  = \$220 ;
+    \$474  = \$219 ;
     if (rst) begin
       \$474  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$475  = \$221 ;
+    \$475  = \$220 ;
     if (rst) begin
       \$475  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$476  = \$222 ;
+    \$476  = \$221 ;
     if (rst) begin
       \$476  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$477  = \$223 ;
+    \$477  = \$222 ;
     if (rst) begin
       \$477  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$478  = \$224 ;
+    \$478  = \$223 ;
     if (rst) begin
       \$478  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$479  = \$225 ;
+    \$479  = \$224 ;
     if (rst) begin
       \$479  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$480  = \$226 ;
+    \$480  = \$225 ;
     if (rst) begin
       \$480  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$481  = \$227 ;
+    \$481  = \$226 ;
     if (rst) begin
       \$481  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$482  = \$228 ;
+    \$482  = \$227 ;
     if (rst) begin
       \$482  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$483  = \$229 ;
+    \$483  = \$228 ;
     if (rst) begin
       \$483  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$485  = acc_valid;
+    \$484  = \$229 ;
     if (rst) begin
-      \$485  = 1'h0;
+      \$484  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$486  = qv_d0;
+    \$486  = acc_valid;
     if (rst) begin
       \$486  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$487  = qv_d1;
+    \$487  = qv_d0;
     if (rst) begin
       \$487  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$488  = qv_d2;
+    \$488  = qv_d1;
     if (rst) begin
       \$488  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$489  = qv_d3;
+    \$489  = qv_d2;
     if (rst) begin
       \$489  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$490  = qv_d4;
+    \$490  = qv_d3;
     if (rst) begin
       \$490  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$491  = qv_d5;
+    \$491  = qv_d4;
     if (rst) begin
       \$491  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$492  = qv_d6;
+    \$492  = qv_d5;
     if (rst) begin
       \$492  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$493  = qv_d7;
+    \$493  = qv_d6;
     if (rst) begin
       \$493  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$494  = qv_d8;
+    \$494  = qv_d7;
     if (rst) begin
       \$494  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$495  = qv_d9;
+    \$495  = qv_d8;
     if (rst) begin
       \$495  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$496  = qv_d10;
+    \$496  = qv_d9;
     if (rst) begin
       \$496  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$497  = qv_d11;
+    \$497  = qv_d10;
     if (rst) begin
       \$497  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$498  = qv_d12;
+    \$498  = qv_d11;
     if (rst) begin
       \$498  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$499  = qv_d13;
+    \$499  = qv_d12;
     if (rst) begin
       \$499  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$500  = qv_d14;
+    \$500  = qv_d13;
     if (rst) begin
       \$500  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$501  = qv_d15;
+    \$501  = qv_d14;
     if (rst) begin
       \$501  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$502  = qv_d16;
+    \$502  = qv_d15;
     if (rst) begin
       \$502  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$503  = qv_d17;
+    \$503  = qv_d16;
     if (rst) begin
       \$503  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$504  = qv_d18;
+    \$504  = qv_d17;
     if (rst) begin
       \$504  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$505  = acc_end;
+    \$505  = qv_d18;
     if (rst) begin
       \$505  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$506  = qe_d0;
+    \$506  = acc_end;
     if (rst) begin
       \$506  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$507  = qe_d1;
+    \$507  = qe_d0;
     if (rst) begin
       \$507  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$508  = qe_d2;
+    \$508  = qe_d1;
     if (rst) begin
       \$508  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$509  = qe_d3;
+    \$509  = qe_d2;
     if (rst) begin
       \$509  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$510  = qe_d4;
+    \$510  = qe_d3;
     if (rst) begin
       \$510  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$511  = qe_d5;
+    \$511  = qe_d4;
     if (rst) begin
       \$511  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$512  = qe_d6;
+    \$512  = qe_d5;
     if (rst) begin
       \$512  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$513  = qe_d7;
+    \$513  = qe_d6;
     if (rst) begin
       \$513  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$514  = qe_d8;
+    \$514  = qe_d7;
     if (rst) begin
       \$514  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$515  = qe_d9;
+    \$515  = qe_d8;
     if (rst) begin
       \$515  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$516  = qe_d10;
+    \$516  = qe_d9;
     if (rst) begin
       \$516  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$517  = qe_d11;
+    \$517  = qe_d10;
     if (rst) begin
       \$517  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$518  = qe_d12;
+    \$518  = qe_d11;
     if (rst) begin
       \$518  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$519  = qe_d13;
+    \$519  = qe_d12;
     if (rst) begin
       \$519  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$520  = qe_d14;
+    \$520  = qe_d13;
     if (rst) begin
       \$520  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$521  = qe_d15;
+    \$521  = qe_d14;
     if (rst) begin
       \$521  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$522  = qe_d16;
+    \$522  = qe_d15;
     if (rst) begin
       \$522  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$523  = qe_d17;
+    \$523  = qe_d16;
     if (rst) begin
       \$523  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$524  = qe_d18;
+    \$524  = qe_d17;
     if (rst) begin
       \$524  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$525  = qv_d19;
+    \$525  = qe_d18;
     if (rst) begin
       \$525  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$526  = qe_d19;
+    \$526  = qv_d19;
     if (rst) begin
       \$526  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$527  = \$70 [2:0];
+    \$527  = qe_d19;
     if (rst) begin
-      \$527  = 3'h0;
+      \$527  = 1'h0;
     end
   end
   always @* begin
@@ -29682,9 +29764,9 @@ module \bchw_top.engine1 (rst, s__valid, s__payload, s__ready, m__valid, m__payl
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$531  = qv_d19;
+    \$531  = \$70 [2:0];
     if (rst) begin
-      \$531  = 1'h0;
+      \$531  = 3'h0;
     end
   end
   always @* begin
@@ -29710,59 +29792,66 @@ module \bchw_top.engine1 (rst, s__valid, s__payload, s__ready, m__valid, m__payl
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$535  = skid0;
+    \$535  = qv_d19;
+    if (rst) begin
+      \$535  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$536  = skid0;
     if (\$278 ) begin
-      \$535  = { qe_last_d0, q, results0 };
-    end else if (\$283 ) begin
-      \$535  = skid1;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$536  = skid1;
-    if (\$300 ) begin
       \$536  = { qe_last_d0, q, results0 };
-    end else if (\$305 ) begin
-      \$536  = skid2;
+    end else if (\$283 ) begin
+      \$536  = skid1;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$537  = skid2;
-    if (\$322 ) begin
+    \$537  = skid1;
+    if (\$300 ) begin
       \$537  = { qe_last_d0, q, results0 };
-    end else if (\$327 ) begin
-      \$537  = skid3;
+    end else if (\$305 ) begin
+      \$537  = skid2;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$538  = skid3;
-    if (\$344 ) begin
+    \$538  = skid2;
+    if (\$322 ) begin
       \$538  = { qe_last_d0, q, results0 };
+    end else if (\$327 ) begin
+      \$538  = skid3;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$539  = skid3;
+    if (\$344 ) begin
+      \$539  = { qe_last_d0, q, results0 };
     end else if (\$349 ) begin
-      \$538  = 129'h000000000000000000000000000000000;
+      \$539  = 129'h000000000000000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$539  = \$70 [2:0];
+    \$540  = \$70 [2:0];
     if (rst) begin
-      \$539  = 3'h0;
+      \$540  = 3'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$540  = \$352 ;
-    if (rst) begin
-      \$540  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$541  = credit_back_d0;
+    \$541  = \$352 ;
     if (rst) begin
       \$541  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$542  = credit_back_d0;
+    if (rst) begin
+      \$542  = 1'h0;
     end
   end
   always @* begin
@@ -29781,116 +29870,116 @@ module \bchw_top.engine1 (rst, s__valid, s__payload, s__ready, m__valid, m__payl
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$355  = \$23 [3:0];
+    \$355  = \$11 [7:0];
     if (rst) begin
-      \$355  = 4'h0;
+      \$355  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$356  = \$32 [3:0];
+    \$356  = \$23 [3:0];
     if (rst) begin
       \$356  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$357  = last_step_next;
+    \$357  = \$32 [3:0];
     if (rst) begin
-      \$357  = 1'h0;
+      \$357  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$358  = ready_next;
+    \$358  = last_step_next;
     if (rst) begin
-      \$358  = 1'h1;
+      \$358  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$359  = \$47 [2:0];
+    \$359  = ready_next;
     if (rst) begin
-      \$359  = 3'h4;
+      \$359  = 1'h1;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$360  = issue_next;
+    \$360  = \$47 [2:0];
     if (rst) begin
-      \$360  = 1'h0;
+      \$360  = 3'h4;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$361  = word;
+    \$361  = issue_next;
+    if (rst) begin
+      \$361  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$362  = word;
     if (\$71 ) begin
-      \$361  = \$85 [3:0];
+      \$362  = \$85 [3:0];
     end
     if (rst) begin
-      \$361  = 4'h0;
+      \$362  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$362  = write_bank;
+    \$363  = write_bank;
     if (\$90 ) begin
-      \$362  = \$91 ;
+      \$363  = \$91 ;
     end
     if (rst) begin
-      \$362  = 1'h0;
+      \$363  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$363  = read_bank;
+    \$364  = read_bank;
     if (\$92 ) begin
-      \$363  = \$93 ;
+      \$364  = \$93 ;
     end
     if (rst) begin
-      \$363  = 1'h1;
+      \$364  = 1'h1;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$364  = \$101 ;
+    \$365  = \$101 ;
     if (rst) begin
-      \$364  = 1'h0;
+      \$365  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$365  = \$111 ;
-    if (rst) begin
-      \$365  = 1'h1;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$366  = \$121 ;
+    \$366  = \$111 ;
     if (rst) begin
       \$366  = 1'h1;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$367  = \$131 ;
+    \$367  = \$121 ;
     if (rst) begin
       \$367  = 1'h1;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$368  = \$141 ;
+    \$368  = \$131 ;
     if (rst) begin
       \$368  = 1'h1;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$369  = { write_bank, word };
+    \$369  = \$141 ;
     if (rst) begin
-      \$369  = 5'h00;
+      \$369  = 1'h1;
     end
   end
   always @* begin
@@ -29916,70 +30005,70 @@ module \bchw_top.engine1 (rst, s__valid, s__payload, s__ready, m__valid, m__payl
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$373  = { \$143 , \$23 [3:0] };
+    \$373  = { write_bank, word };
     if (rst) begin
-      \$373  = 5'h10;
+      \$373  = 5'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$374  = { \$145 , \$23 [3:0] };
+    \$374  = { \$143 , \$23 [3:0] };
     if (rst) begin
       \$374  = 5'h10;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$375  = { \$147 , \$23 [3:0] };
+    \$375  = { \$145 , \$23 [3:0] };
     if (rst) begin
       \$375  = 5'h10;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$376  = { \$149 , \$23 [3:0] };
+    \$376  = { \$147 , \$23 [3:0] };
     if (rst) begin
       \$376  = 5'h10;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$377  = \$152 ;
+    \$377  = { \$149 , \$23 [3:0] };
     if (rst) begin
-      \$377  = 1'h0;
+      \$377  = 5'h10;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$378  = \$155 ;
+    \$378  = \$152 ;
     if (rst) begin
       \$378  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$379  = \$158 ;
+    \$379  = \$155 ;
     if (rst) begin
       \$379  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$380  = \$161 ;
+    \$380  = \$158 ;
     if (rst) begin
       \$380  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$385  = { last_step, \$163 , \$162 , issue };
+    \$381  = \$161 ;
     if (rst) begin
-      \$385  = 4'h0;
+      \$381  = 1'h0;
     end
   end
-  assign en = 1'h1;
-  assign step = addr;
   assign step_next = \$11 [7:0];
+  assign en = 1'h1;
+  assign waddr_copy0 = addr;
   assign sfc_next = \$23 [3:0];
   assign nfc_next = \$32 [3:0];
   assign credits_next = \$47 [2:0];
@@ -29988,145 +30077,145 @@ module \bchw_top.engine1 (rst, s__valid, s__payload, s__ready, m__valid, m__payl
   assign xwaddr_copy0 = write__addr;
   assign write__data = xbeat[31:0];
   assign xraddr_copy0 = read__addr;
-  assign xwen1 = \write__en$34 ;
-  assign xwaddr_copy1 = \write__addr$36 ;
-  assign \write__data$38  = xbeat[63:32];
-  assign xraddr_copy1 = \read__addr$39 ;
-  assign xwen2 = \write__en$41 ;
-  assign xwaddr_copy2 = \write__addr$43 ;
-  assign \write__data$45  = xbeat[95:64];
-  assign xraddr_copy2 = \read__addr$46 ;
-  assign xwen3 = \write__en$48 ;
-  assign xwaddr_copy3 = \write__addr$50 ;
-  assign \write__data$52  = xbeat[127:96];
-  assign xraddr_copy3 = \read__addr$53 ;
-  assign \en$55  = 1'h1;
+  assign xwen1 = \write__en$35 ;
+  assign xwaddr_copy1 = \write__addr$37 ;
+  assign \write__data$39  = xbeat[63:32];
+  assign xraddr_copy1 = \read__addr$40 ;
+  assign xwen2 = \write__en$42 ;
+  assign xwaddr_copy2 = \write__addr$44 ;
+  assign \write__data$46  = xbeat[95:64];
+  assign xraddr_copy2 = \read__addr$47 ;
+  assign xwen3 = \write__en$49 ;
+  assign xwaddr_copy3 = \write__addr$51 ;
+  assign \write__data$53  = xbeat[127:96];
+  assign xraddr_copy3 = \read__addr$54 ;
+  assign \en$56  = 1'h1;
   assign xtree_copy0 = x;
   assign w = wdata_d2[15:0];
-  assign \en$60  = 1'h1;
-  assign xtree_copy1 = \x$61 ;
-  assign \w$63  = wdata_d2[31:16];
-  assign \en$64  = 1'h1;
-  assign xtree_copy2 = \x$65 ;
-  assign \w$67  = wdata_d2[47:32];
-  assign \en$68  = 1'h1;
-  assign xtree_copy3 = \x$69 ;
-  assign \w$71  = wdata_d2[63:48];
-  assign \en$72  = 1'h1;
-  assign xtree_copy4 = \x$73 ;
-  assign \w$75  = wdata_d2[79:64];
-  assign \en$76  = 1'h1;
-  assign xtree_copy5 = \x$77 ;
-  assign \w$79  = wdata_d2[95:80];
-  assign \en$80  = 1'h1;
-  assign xtree_copy6 = \x$81 ;
-  assign \w$83  = wdata_d2[111:96];
-  assign \en$84  = 1'h1;
-  assign xtree_copy7 = \x$85 ;
-  assign \w$87  = wdata_d2[127:112];
-  assign \en$88  = 1'h1;
-  assign xtree_copy8 = \x$89 ;
-  assign \w$91  = wdata_d2[143:128];
-  assign \en$92  = 1'h1;
-  assign xtree_copy9 = \x$93 ;
-  assign \w$95  = wdata_d2[159:144];
-  assign \en$96  = 1'h1;
-  assign xtree_copy10 = \x$97 ;
-  assign \w$99  = wdata_d2[175:160];
-  assign \en$100  = 1'h1;
-  assign xtree_copy11 = \x$101 ;
-  assign \w$103  = wdata_d2[191:176];
-  assign \en$104  = 1'h1;
-  assign xtree_copy12 = \x$105 ;
-  assign \w$107  = wdata_d2[207:192];
-  assign \en$108  = 1'h1;
-  assign xtree_copy13 = \x$109 ;
-  assign \w$111  = wdata_d2[223:208];
-  assign \en$112  = 1'h1;
-  assign xtree_copy14 = \x$113 ;
-  assign \w$115  = wdata_d2[239:224];
-  assign \en$116  = 1'h1;
-  assign xtree_copy15 = \x$117 ;
-  assign \w$119  = wdata_d2[255:240];
-  assign \en$120  = 1'h1;
-  assign paddr_copy0 = \addr$121 ;
-  assign \en$123  = 1'h1;
-  assign paddr_copy1 = \addr$124 ;
-  assign \en$126  = 1'h1;
-  assign paddr_copy2 = \addr$127 ;
-  assign \en$129  = 1'h1;
-  assign paddr_copy3 = \addr$130 ;
-  assign \en$132  = 1'h1;
-  assign paddr_copy4 = \addr$133 ;
-  assign \en$135  = 1'h1;
-  assign paddr_copy5 = \addr$136 ;
-  assign \en$138  = 1'h1;
-  assign paddr_copy6 = \addr$139 ;
-  assign \en$141  = 1'h1;
-  assign paddr_copy7 = \addr$142 ;
-  assign \en$144  = 1'h1;
-  assign paddr_copy8 = \addr$145 ;
-  assign \en$147  = 1'h1;
-  assign paddr_copy9 = \addr$148 ;
-  assign \en$150  = 1'h1;
-  assign paddr_copy10 = \addr$151 ;
-  assign \en$153  = 1'h1;
-  assign paddr_copy11 = \addr$154 ;
-  assign \en$156  = 1'h1;
-  assign paddr_copy12 = \addr$157 ;
-  assign \en$159  = 1'h1;
-  assign paddr_copy13 = \addr$160 ;
-  assign \en$162  = 1'h1;
-  assign paddr_copy14 = \addr$163 ;
-  assign \en$165  = 1'h1;
-  assign paddr_copy15 = \addr$166 ;
-  assign \en$168  = 1'h1;
+  assign \en$61  = 1'h1;
+  assign xtree_copy1 = \x$62 ;
+  assign \w$64  = wdata_d2[31:16];
+  assign \en$65  = 1'h1;
+  assign xtree_copy2 = \x$66 ;
+  assign \w$68  = wdata_d2[47:32];
+  assign \en$69  = 1'h1;
+  assign xtree_copy3 = \x$70 ;
+  assign \w$72  = wdata_d2[63:48];
+  assign \en$73  = 1'h1;
+  assign xtree_copy4 = \x$74 ;
+  assign \w$76  = wdata_d2[79:64];
+  assign \en$77  = 1'h1;
+  assign xtree_copy5 = \x$78 ;
+  assign \w$80  = wdata_d2[95:80];
+  assign \en$81  = 1'h1;
+  assign xtree_copy6 = \x$82 ;
+  assign \w$84  = wdata_d2[111:96];
+  assign \en$85  = 1'h1;
+  assign xtree_copy7 = \x$86 ;
+  assign \w$88  = wdata_d2[127:112];
+  assign \en$89  = 1'h1;
+  assign xtree_copy8 = \x$90 ;
+  assign \w$92  = wdata_d2[143:128];
+  assign \en$93  = 1'h1;
+  assign xtree_copy9 = \x$94 ;
+  assign \w$96  = wdata_d2[159:144];
+  assign \en$97  = 1'h1;
+  assign xtree_copy10 = \x$98 ;
+  assign \w$100  = wdata_d2[175:160];
+  assign \en$101  = 1'h1;
+  assign xtree_copy11 = \x$102 ;
+  assign \w$104  = wdata_d2[191:176];
+  assign \en$105  = 1'h1;
+  assign xtree_copy12 = \x$106 ;
+  assign \w$108  = wdata_d2[207:192];
+  assign \en$109  = 1'h1;
+  assign xtree_copy13 = \x$110 ;
+  assign \w$112  = wdata_d2[223:208];
+  assign \en$113  = 1'h1;
+  assign xtree_copy14 = \x$114 ;
+  assign \w$116  = wdata_d2[239:224];
+  assign \en$117  = 1'h1;
+  assign xtree_copy15 = \x$118 ;
+  assign \w$120  = wdata_d2[255:240];
+  assign \en$121  = 1'h1;
+  assign paddr_copy0 = \addr$122 ;
+  assign \en$124  = 1'h1;
+  assign paddr_copy1 = \addr$125 ;
+  assign \en$127  = 1'h1;
+  assign paddr_copy2 = \addr$128 ;
+  assign \en$130  = 1'h1;
+  assign paddr_copy3 = \addr$131 ;
+  assign \en$133  = 1'h1;
+  assign paddr_copy4 = \addr$134 ;
+  assign \en$136  = 1'h1;
+  assign paddr_copy5 = \addr$137 ;
+  assign \en$139  = 1'h1;
+  assign paddr_copy6 = \addr$140 ;
+  assign \en$142  = 1'h1;
+  assign paddr_copy7 = \addr$143 ;
+  assign \en$145  = 1'h1;
+  assign paddr_copy8 = \addr$146 ;
+  assign \en$148  = 1'h1;
+  assign paddr_copy9 = \addr$149 ;
+  assign \en$151  = 1'h1;
+  assign paddr_copy10 = \addr$152 ;
+  assign \en$154  = 1'h1;
+  assign paddr_copy11 = \addr$155 ;
+  assign \en$157  = 1'h1;
+  assign paddr_copy12 = \addr$158 ;
+  assign \en$160  = 1'h1;
+  assign paddr_copy13 = \addr$161 ;
+  assign \en$163  = 1'h1;
+  assign paddr_copy14 = \addr$164 ;
+  assign \en$166  = 1'h1;
+  assign paddr_copy15 = \addr$167 ;
+  assign \en$169  = 1'h1;
   assign acc = drain[16:0];
   assign mul = drain[34:17];
   assign shift = drain[39:35];
   assign bias = drain[75:40];
   assign count_next = \$70 [2:0];
   assign credit_back_d1 = credit_back;
-  assign m_ready_copies = { \port$22358$0 , \port$22356$0 , \port$22354$0 , \port$22352$0  };
+  assign m_ready_copies = { \port$22470$0 , \port$22468$0 , \port$22466$0 , \port$22464$0  };
   assign m__payload = \$55 [127:0];
-  assign \$484 [1215:1157] = \$261 ;
-  assign \$484 [1156:1140] = \$260 ;
-  assign \$484 [1139:1081] = \$259 ;
-  assign \$484 [1080:1064] = \$258 ;
-  assign \$484 [1063:1005] = \$257 ;
-  assign \$484 [1004:988] = \$256 ;
-  assign \$484 [987:929] = \$255 ;
-  assign \$484 [928:912] = \$254 ;
-  assign \$484 [911:853] = \$253 ;
-  assign \$484 [852:836] = \$252 ;
-  assign \$484 [835:777] = \$251 ;
-  assign \$484 [776:760] = \$250 ;
-  assign \$484 [759:701] = \$249 ;
-  assign \$484 [700:684] = \$248 ;
-  assign \$484 [683:625] = \$247 ;
-  assign \$484 [624:608] = \$246 ;
-  assign \$484 [607:549] = \$245 ;
-  assign \$484 [548:532] = \$244 ;
-  assign \$484 [531:473] = \$243 ;
-  assign \$484 [472:456] = \$242 ;
-  assign \$484 [455:397] = \$241 ;
-  assign \$484 [396:380] = \$240 ;
-  assign \$484 [379:321] = \$239 ;
-  assign \$484 [320:304] = \$238 ;
-  assign \$484 [303:245] = \$237 ;
-  assign \$484 [244:228] = \$236 ;
-  assign \$484 [227:169] = \$235 ;
-  assign \$484 [168:152] = \$234 ;
-  assign \$484 [151:93] = \$233 ;
-  assign \$484 [92:76] = \$232 ;
-  assign \$484 [75:17] = \$231 ;
-  assign \$484 [16:0] = \$230 ;
-  assign \$433  = params_d0;
-  assign \$432  = { \data$253 , \data$252 , \data$251 , \data$250 , \data$249 , \data$248 , \data$247 , \data$246 , \data$245 , \data$244 , \data$243 , \data$242 , \data$241 , \data$240 , \data$239 , \data$238  };
-  assign \$384  = wdata_d1;
-  assign \$383  = wdata_d0;
-  assign \$382  = data;
-  assign \$381  = { \read__data$198 , \read__data$197 , \read__data$196 , read__data };
+  assign \$485 [1215:1157] = \$261 ;
+  assign \$485 [1156:1140] = \$260 ;
+  assign \$485 [1139:1081] = \$259 ;
+  assign \$485 [1080:1064] = \$258 ;
+  assign \$485 [1063:1005] = \$257 ;
+  assign \$485 [1004:988] = \$256 ;
+  assign \$485 [987:929] = \$255 ;
+  assign \$485 [928:912] = \$254 ;
+  assign \$485 [911:853] = \$253 ;
+  assign \$485 [852:836] = \$252 ;
+  assign \$485 [835:777] = \$251 ;
+  assign \$485 [776:760] = \$250 ;
+  assign \$485 [759:701] = \$249 ;
+  assign \$485 [700:684] = \$248 ;
+  assign \$485 [683:625] = \$247 ;
+  assign \$485 [624:608] = \$246 ;
+  assign \$485 [607:549] = \$245 ;
+  assign \$485 [548:532] = \$244 ;
+  assign \$485 [531:473] = \$243 ;
+  assign \$485 [472:456] = \$242 ;
+  assign \$485 [455:397] = \$241 ;
+  assign \$485 [396:380] = \$240 ;
+  assign \$485 [379:321] = \$239 ;
+  assign \$485 [320:304] = \$238 ;
+  assign \$485 [303:245] = \$237 ;
+  assign \$485 [244:228] = \$236 ;
+  assign \$485 [227:169] = \$235 ;
+  assign \$485 [168:152] = \$234 ;
+  assign \$485 [151:93] = \$233 ;
+  assign \$485 [92:76] = \$232 ;
+  assign \$485 [75:17] = \$231 ;
+  assign \$485 [16:0] = \$230 ;
+  assign \$434  = params_d0;
+  assign \$433  = { \data$254 , \data$253 , \data$252 , \data$251 , \data$250 , \data$249 , \data$248 , \data$247 , \data$246 , \data$245 , \data$244 , \data$243 , \data$242 , \data$241 , \data$240 , \data$239  };
+  assign \$385  = wdata_d1;
+  assign \$384  = wdata_d0;
+  assign \$383  = data;
+  assign \$382  = { \read__data$199 , \read__data$198 , \read__data$197 , read__data };
   assign busy_next = \$4 ;
   assign \$11  = \$10 ;
   assign \$23  = \$22 ;
@@ -30580,23 +30669,51 @@ module \bchw_top.engine1.params9 (data, addr, clk);
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine1.requant0 (rst, \port$20363$0 , q, clk);
+module \bchw_top.engine1.requant0 (rst, \port$20471$0 , q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$5  = 0;
   wire [35:0] \$1 ;
-  wire [34:0] \$10 ;
-  wire [35:0] \$11 ;
-  wire [4:0] \$12 ;
-  wire [36:0] \$13 ;
-  wire [4:0] \$14 ;
-  reg [7:0] \$15 ;
+  wire \$10 ;
+  wire \$11 ;
+  wire \$12 ;
+  wire \$13 ;
+  wire \$14 ;
+  wire \$15 ;
+  wire \$16 ;
+  wire \$17 ;
+  wire \$18 ;
+  wire \$19 ;
   wire [36:0] \$2 ;
+  wire \$20 ;
+  wire \$21 ;
+  wire \$22 ;
+  wire \$23 ;
+  wire \$24 ;
+  wire \$25 ;
+  wire \$26 ;
+  wire \$27 ;
+  wire [28:0] \$28 ;
+  wire \$29 ;
   wire \$3 ;
-  wire [36:0] \$4 ;
-  wire [36:0] \$5 ;
-  wire [35:0] \$6 ;
-  wire [4:0] \$7 ;
-  wire [35:0] \$8 ;
-  wire [4:0] \$9 ;
+  wire \$30 ;
+  wire [7:0] \$31 ;
+  wire [7:0] \$32 ;
+  wire [35:0] \$33 ;
+  wire [4:0] \$34 ;
+  wire [35:0] \$35 ;
+  wire [4:0] \$36 ;
+  wire [34:0] \$37 ;
+  wire [35:0] \$38 ;
+  wire [4:0] \$39 ;
+  wire \$4 ;
+  wire [36:0] \$40 ;
+  wire [4:0] \$41 ;
+  wire [23:0] \$42 ;
+  reg [7:0] \$43 ;
+  wire \$5 ;
+  wire \$6 ;
+  wire \$7 ;
+  wire \$8 ;
+  wire \$9 ;
   wire [16:0] a;
   wire [16:0] acc;
   wire [17:0] b;
@@ -30610,11 +30727,12 @@ module \bchw_top.engine1.requant0 (rst, \port$20363$0 , q, clk);
   wire \en$1 ;
   wire [17:0] mul;
   wire [34:0] p;
-  input [75:0] \port$20363$0 ;
-  wire [75:0] \port$20363$0 ;
+  input [75:0] \port$20471$0 ;
+  wire [75:0] \port$20471$0 ;
   reg [34:0] product_d0 = 35'h000000000;
   output [7:0] q;
   reg [7:0] q = 8'h00;
+  reg [23:0] reach = 24'h000000;
   input rst;
   wire rst;
   wire [4:0] shift;
@@ -30626,63 +30744,93 @@ module \bchw_top.engine1.requant0 (rst, \port$20363$0 , q, clk);
   reg [36:0] total = 37'h0000000000;
   assign shifted = $signed(total) >>> shift_d4;
   assign \$2  = $signed(bias_d3) + $signed(\$1 );
-  assign \$3  = | shifted[36:8];
-  assign \$4  = \$3  ? 37'h00000000ff : shifted;
-  assign \$5  = shifted[36] ? 37'h0000000000 : \$4 ;
+  assign \$3  = shift_d3 <= 1'h0;
+  assign \$4  = shift_d3 <= 1'h1;
+  assign \$5  = shift_d3 <= 2'h2;
+  assign \$6  = shift_d3 <= 2'h3;
+  assign \$7  = shift_d3 <= 3'h4;
+  assign \$8  = shift_d3 <= 3'h5;
+  assign \$9  = shift_d3 <= 3'h6;
+  assign \$10  = shift_d3 <= 3'h7;
+  assign \$11  = shift_d3 <= 4'h8;
+  assign \$12  = shift_d3 <= 4'h9;
+  assign \$13  = shift_d3 <= 4'ha;
+  assign \$14  = shift_d3 <= 4'hb;
+  assign \$15  = shift_d3 <= 4'hc;
+  assign \$16  = shift_d3 <= 4'hd;
+  assign \$17  = shift_d3 <= 4'he;
+  assign \$18  = shift_d3 <= 4'hf;
+  assign \$19  = shift_d3 <= 5'h10;
+  assign \$20  = shift_d3 <= 5'h11;
+  assign \$21  = shift_d3 <= 5'h12;
+  assign \$22  = shift_d3 <= 5'h13;
+  assign \$23  = shift_d3 <= 5'h14;
+  assign \$24  = shift_d3 <= 5'h15;
+  assign \$25  = shift_d3 <= 5'h16;
+  assign \$26  = shift_d3 <= 5'h17;
+  assign \$27  = ~ total[36];
+  assign \$28  = total[36:8] & { 5'h1f, reach };
+  assign \$29  = | \$28 ;
+  assign \$30  = \$27  & \$29 ;
+  assign \$31  = \$30  ? 8'hff : shifted[7:0];
+  assign \$32  = total[36] ? 8'h00 : \$31 ;
   always @(posedge clk)
-    bias_d1 <= \$6 ;
+    bias_d1 <= \$33 ;
   always @(posedge clk)
-    shift_d1 <= \$7 ;
+    shift_d1 <= \$34 ;
   always @(posedge clk)
-    bias_d2 <= \$8 ;
+    bias_d2 <= \$35 ;
   always @(posedge clk)
-    shift_d2 <= \$9 ;
+    shift_d2 <= \$36 ;
   always @(posedge clk)
-    product_d0 <= \$10 ;
+    product_d0 <= \$37 ;
   always @(posedge clk)
-    bias_d3 <= \$11 ;
+    bias_d3 <= \$38 ;
   always @(posedge clk)
-    shift_d3 <= \$12 ;
+    shift_d3 <= \$39 ;
   always @(posedge clk)
-    total <= \$13 ;
+    total <= \$40 ;
   always @(posedge clk)
-    shift_d4 <= \$14 ;
+    shift_d4 <= \$41 ;
   always @(posedge clk)
-    q <= \$15 ;
+    reach <= \$42 ;
+  always @(posedge clk)
+    q <= \$43 ;
   \bchw_top.engine1.requant0.mul0  mul0 (
     .clk(clk),
     .p(p),
-    .\port$20363$0 (\port$20363$0 [34:0])
+    .\port$20471$0 (\port$20471$0 [34:0])
   );
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$15  = \$5 [7:0];
+    \$43  = \$32 ;
     if (rst) begin
-      \$15  = 8'h00;
+      \$43  = 8'h00;
     end
   end
   assign en = 1'h1;
   assign \en$1  = 1'h1;
-  assign a = \port$20363$0 [16:0];
-  assign acc = \port$20363$0 [16:0];
-  assign b = \port$20363$0 [34:17];
-  assign mul = \port$20363$0 [34:17];
-  assign bias = \port$20363$0 [75:40];
-  assign shift = \port$20363$0 [39:35];
-  assign \$14  = shift_d3;
-  assign \$13  = \$2 ;
-  assign \$12  = shift_d2;
-  assign \$11  = bias_d2;
-  assign \$10  = p;
-  assign \$9  = shift_d1;
-  assign \$8  = bias_d1;
-  assign \$7  = \port$20363$0 [39:35];
-  assign \$6  = \port$20363$0 [75:40];
+  assign a = \port$20471$0 [16:0];
+  assign acc = \port$20471$0 [16:0];
+  assign b = \port$20471$0 [34:17];
+  assign mul = \port$20471$0 [34:17];
+  assign bias = \port$20471$0 [75:40];
+  assign shift = \port$20471$0 [39:35];
+  assign \$42  = { \$26 , \$25 , \$24 , \$23 , \$22 , \$21 , \$20 , \$19 , \$18 , \$17 , \$16 , \$15 , \$14 , \$13 , \$12 , \$11 , \$10 , \$9 , \$8 , \$7 , \$6 , \$5 , \$4 , \$3  };
+  assign \$41  = shift_d3;
+  assign \$40  = \$2 ;
+  assign \$39  = shift_d2;
+  assign \$38  = bias_d2;
+  assign \$37  = p;
+  assign \$36  = shift_d1;
+  assign \$35  = bias_d1;
+  assign \$34  = \port$20471$0 [39:35];
+  assign \$33  = \port$20471$0 [75:40];
   assign \$1  = { product_d0[34], product_d0 };
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine1.requant0.mul0 (p, \port$20363$0 , clk);
+module \bchw_top.engine1.requant0.mul0 (p, \port$20471$0 , clk);
   wire [16:0] a;
   wire [17:0] b;
   input clk;
@@ -30690,21 +30838,21 @@ module \bchw_top.engine1.requant0.mul0 (p, \port$20363$0 , clk);
   wire en;
   output [34:0] p;
   wire [34:0] p;
-  input [34:0] \port$20363$0 ;
-  wire [34:0] \port$20363$0 ;
+  input [34:0] \port$20471$0 ;
+  wire [34:0] \port$20471$0 ;
   bchw_mul #(
     .A_WIDTH(32'd17),
     .B_WIDTH(32'd18)
   ) mul (
-    .a(\port$20363$0 [16:0]),
-    .b(\port$20363$0 [34:17]),
+    .a(\port$20471$0 [16:0]),
+    .b(\port$20471$0 [34:17]),
     .clk(clk),
     .en(1'h1),
     .p(p)
   );
   assign en = 1'h1;
-  assign a = \port$20363$0 [16:0];
-  assign b = \port$20363$0 [34:17];
+  assign a = \port$20471$0 [16:0];
+  assign b = \port$20471$0 [34:17];
 endmodule
 
 (* generator = "Amaranth" *)
@@ -41884,7 +42032,7 @@ module \bchw_top.engine1.weights (data, addr, clk);
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine2 (rst, s__valid, s__payload, s__ready, m__valid, m__payload, m__ready, sready_copy0, sready_copy1, sready_copy2, sready_copy3, \port$24598$0 , \port$24600$0 , \port$24602$0 , \port$24604$0 , clk);
+module \bchw_top.engine2 (rst, s__valid, s__payload, s__ready, m__valid, m__payload, m__ready, sready_copy0, sready_copy1, sready_copy2, sready_copy3, \port$24714$0 , \port$24716$0 , \port$24718$0 , \port$24720$0 , clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$6  = 0;
   wire \$1 ;
   wire [8:0] \$10 ;
@@ -42170,22 +42318,22 @@ module \bchw_top.engine2 (rst, s__valid, s__payload, s__ready, m__valid, m__payl
   wire \$352 ;
   reg \$353 ;
   reg [7:0] \$354 ;
-  reg [3:0] \$355 ;
+  reg [7:0] \$355 ;
   reg [3:0] \$356 ;
-  reg \$357 ;
+  reg [3:0] \$357 ;
   reg \$358 ;
-  reg [2:0] \$359 ;
+  reg \$359 ;
   wire \$36 ;
-  reg \$360 ;
-  reg [3:0] \$361 ;
-  reg \$362 ;
+  reg [2:0] \$360 ;
+  reg \$361 ;
+  reg [3:0] \$362 ;
   reg \$363 ;
   reg \$364 ;
   reg \$365 ;
   reg \$366 ;
   reg \$367 ;
   reg \$368 ;
-  reg [4:0] \$369 ;
+  reg \$369 ;
   wire \$37 ;
   reg [4:0] \$370 ;
   reg [4:0] \$371 ;
@@ -42194,16 +42342,16 @@ module \bchw_top.engine2 (rst, s__valid, s__payload, s__ready, m__valid, m__payl
   reg [4:0] \$374 ;
   reg [4:0] \$375 ;
   reg [4:0] \$376 ;
-  reg \$377 ;
+  reg [4:0] \$377 ;
   reg \$378 ;
   reg \$379 ;
   wire \$38 ;
   reg \$380 ;
-  wire [127:0] \$381 ;
-  wire [255:0] \$382 ;
+  reg \$381 ;
+  wire [127:0] \$382 ;
   wire [255:0] \$383 ;
   wire [255:0] \$384 ;
-  reg [3:0] \$385 ;
+  wire [255:0] \$385 ;
   reg [3:0] \$386 ;
   reg [3:0] \$387 ;
   reg [3:0] \$388 ;
@@ -42213,7 +42361,7 @@ module \bchw_top.engine2 (rst, s__valid, s__payload, s__ready, m__valid, m__payl
   reg [3:0] \$391 ;
   reg [3:0] \$392 ;
   reg [3:0] \$393 ;
-  reg [1:0] \$394 ;
+  reg [3:0] \$394 ;
   reg [1:0] \$395 ;
   reg [1:0] \$396 ;
   reg [1:0] \$397 ;
@@ -42232,7 +42380,7 @@ module \bchw_top.engine2 (rst, s__valid, s__payload, s__ready, m__valid, m__payl
   reg [1:0] \$408 ;
   reg [1:0] \$409 ;
   wire \$41 ;
-  reg [3:0] \$410 ;
+  reg [1:0] \$410 ;
   reg [3:0] \$411 ;
   reg [3:0] \$412 ;
   reg [3:0] \$413 ;
@@ -42256,11 +42404,11 @@ module \bchw_top.engine2 (rst, s__valid, s__payload, s__ready, m__valid, m__payl
   wire [3:0] \$43 ;
   reg [3:0] \$430 ;
   reg [3:0] \$431 ;
-  wire [943:0] \$432 ;
+  reg [3:0] \$432 ;
   wire [943:0] \$433 ;
-  reg \$434 ;
+  wire [943:0] \$434 ;
   reg \$435 ;
-  reg [16:0] \$436 ;
+  reg \$436 ;
   reg [16:0] \$437 ;
   reg [16:0] \$438 ;
   reg [16:0] \$439 ;
@@ -42278,7 +42426,7 @@ module \bchw_top.engine2 (rst, s__valid, s__payload, s__ready, m__valid, m__payl
   wire \$45 ;
   reg [16:0] \$450 ;
   reg [16:0] \$451 ;
-  reg \$452 ;
+  reg [16:0] \$452 ;
   reg \$453 ;
   reg \$454 ;
   reg \$455 ;
@@ -42313,8 +42461,8 @@ module \bchw_top.engine2 (rst, s__valid, s__payload, s__ready, m__valid, m__payl
   reg \$481 ;
   reg \$482 ;
   reg \$483 ;
-  wire [1215:0] \$484 ;
-  reg \$485 ;
+  reg \$484 ;
+  wire [1215:0] \$485 ;
   reg \$486 ;
   reg \$487 ;
   reg \$488 ;
@@ -42361,23 +42509,24 @@ module \bchw_top.engine2 (rst, s__valid, s__payload, s__ready, m__valid, m__payl
   reg \$524 ;
   reg \$525 ;
   reg \$526 ;
-  reg [2:0] \$527 ;
+  reg \$527 ;
   reg [2:0] \$528 ;
   reg [2:0] \$529 ;
   wire \$53 ;
   reg [2:0] \$530 ;
-  reg \$531 ;
+  reg [2:0] \$531 ;
   reg \$532 ;
   reg \$533 ;
   reg \$534 ;
-  reg [128:0] \$535 ;
+  reg \$535 ;
   reg [128:0] \$536 ;
   reg [128:0] \$537 ;
   reg [128:0] \$538 ;
-  reg [2:0] \$539 ;
+  reg [128:0] \$539 ;
   wire \$54 ;
-  reg \$540 ;
+  reg [2:0] \$540 ;
   reg \$541 ;
+  reg \$542 ;
   wire [128:0] \$55 ;
   wire \$56 ;
   wire \$57 ;
@@ -42479,39 +42628,40 @@ module \bchw_top.engine2 (rst, s__valid, s__payload, s__ready, m__valid, m__payl
   reg [1:0] accflags_copy8 = 2'h0;
   (* keep = 32'd1 *)
   reg [1:0] accflags_copy9 = 2'h0;
+  (* keep = 32'd1 *)
   reg [7:0] addr = 8'h00;
   (* keep = 32'd1 *)
-  reg [3:0] \addr$121  = 4'h0;
+  reg [3:0] \addr$122  = 4'h0;
   (* keep = 32'd1 *)
-  reg [3:0] \addr$124  = 4'h0;
+  reg [3:0] \addr$125  = 4'h0;
   (* keep = 32'd1 *)
-  reg [3:0] \addr$127  = 4'h0;
+  reg [3:0] \addr$128  = 4'h0;
   (* keep = 32'd1 *)
-  reg [3:0] \addr$130  = 4'h0;
+  reg [3:0] \addr$131  = 4'h0;
   (* keep = 32'd1 *)
-  reg [3:0] \addr$133  = 4'h0;
+  reg [3:0] \addr$134  = 4'h0;
   (* keep = 32'd1 *)
-  reg [3:0] \addr$136  = 4'h0;
+  reg [3:0] \addr$137  = 4'h0;
   (* keep = 32'd1 *)
-  reg [3:0] \addr$139  = 4'h0;
+  reg [3:0] \addr$140  = 4'h0;
   (* keep = 32'd1 *)
-  reg [3:0] \addr$142  = 4'h0;
+  reg [3:0] \addr$143  = 4'h0;
   (* keep = 32'd1 *)
-  reg [3:0] \addr$145  = 4'h0;
+  reg [3:0] \addr$146  = 4'h0;
   (* keep = 32'd1 *)
-  reg [3:0] \addr$148  = 4'h0;
+  reg [3:0] \addr$149  = 4'h0;
   (* keep = 32'd1 *)
-  reg [3:0] \addr$151  = 4'h0;
+  reg [3:0] \addr$152  = 4'h0;
   (* keep = 32'd1 *)
-  reg [3:0] \addr$154  = 4'h0;
+  reg [3:0] \addr$155  = 4'h0;
   (* keep = 32'd1 *)
-  reg [3:0] \addr$157  = 4'h0;
+  reg [3:0] \addr$158  = 4'h0;
   (* keep = 32'd1 *)
-  reg [3:0] \addr$160  = 4'h0;
+  reg [3:0] \addr$161  = 4'h0;
   (* keep = 32'd1 *)
-  reg [3:0] \addr$163  = 4'h0;
+  reg [3:0] \addr$164  = 4'h0;
   (* keep = 32'd1 *)
-  reg [3:0] \addr$166  = 4'h0;
+  reg [3:0] \addr$167  = 4'h0;
   wire [35:0] bias;
   reg busy = 1'h0;
   wire busy_next;
@@ -42534,7 +42684,6 @@ module \bchw_top.engine2 (rst, s__valid, s__payload, s__ready, m__valid, m__payl
   reg [2:0] credits = 3'h4;
   wire [2:0] credits_next;
   wire [255:0] data;
-  wire [58:0] \data$238 ;
   wire [58:0] \data$239 ;
   wire [58:0] \data$240 ;
   wire [58:0] \data$241 ;
@@ -42550,6 +42699,7 @@ module \bchw_top.engine2 (rst, s__valid, s__payload, s__ready, m__valid, m__payl
   wire [58:0] \data$251 ;
   wire [58:0] \data$252 ;
   wire [58:0] \data$253 ;
+  wire [58:0] \data$254 ;
   (* keep = 32'd1 *)
   reg dload_copy0 = 1'h0;
   (* keep = 32'd1 *)
@@ -42616,39 +42766,39 @@ module \bchw_top.engine2 (rst, s__valid, s__payload, s__ready, m__valid, m__payl
   reg dload_copy9 = 1'h0;
   reg [1215:0] drain = 1216'h0000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000;
   wire en;
-  wire \en$100 ;
-  wire \en$104 ;
-  wire \en$108 ;
-  wire \en$112 ;
-  wire \en$116 ;
-  wire \en$120 ;
-  wire \en$123 ;
-  wire \en$126 ;
-  wire \en$129 ;
-  wire \en$132 ;
-  wire \en$135 ;
-  wire \en$138 ;
-  wire \en$141 ;
-  wire \en$144 ;
-  wire \en$147 ;
-  wire \en$150 ;
-  wire \en$153 ;
-  wire \en$156 ;
-  wire \en$159 ;
-  wire \en$162 ;
-  wire \en$165 ;
-  wire \en$168 ;
-  wire \en$55 ;
-  wire \en$60 ;
-  wire \en$64 ;
-  wire \en$68 ;
-  wire \en$72 ;
-  wire \en$76 ;
-  wire \en$80 ;
-  wire \en$84 ;
-  wire \en$88 ;
-  wire \en$92 ;
-  wire \en$96 ;
+  wire \en$101 ;
+  wire \en$105 ;
+  wire \en$109 ;
+  wire \en$113 ;
+  wire \en$117 ;
+  wire \en$121 ;
+  wire \en$124 ;
+  wire \en$127 ;
+  wire \en$130 ;
+  wire \en$133 ;
+  wire \en$136 ;
+  wire \en$139 ;
+  wire \en$142 ;
+  wire \en$145 ;
+  wire \en$148 ;
+  wire \en$151 ;
+  wire \en$154 ;
+  wire \en$157 ;
+  wire \en$160 ;
+  wire \en$163 ;
+  wire \en$166 ;
+  wire \en$169 ;
+  wire \en$56 ;
+  wire \en$61 ;
+  wire \en$65 ;
+  wire \en$69 ;
+  wire \en$73 ;
+  wire \en$77 ;
+  wire \en$81 ;
+  wire \en$85 ;
+  wire \en$89 ;
+  wire \en$93 ;
+  wire \en$97 ;
   reg [3:0] f_d0 = 4'h0;
   reg [3:0] f_d1 = 4'h0;
   reg [3:0] f_d2 = 4'h0;
@@ -42730,14 +42880,14 @@ module \bchw_top.engine2 (rst, s__valid, s__payload, s__ready, m__valid, m__payl
   reg [3:0] paddr_d5 = 4'h0;
   reg [943:0] params_d0 = 944'h00000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000;
   reg [943:0] params_d1 = 944'h00000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000;
-  input \port$24598$0 ;
-  wire \port$24598$0 ;
-  input \port$24600$0 ;
-  wire \port$24600$0 ;
-  input \port$24602$0 ;
-  wire \port$24602$0 ;
-  input \port$24604$0 ;
-  wire \port$24604$0 ;
+  input \port$24714$0 ;
+  wire \port$24714$0 ;
+  input \port$24716$0 ;
+  wire \port$24716$0 ;
+  input \port$24718$0 ;
+  wire \port$24718$0 ;
+  input \port$24720$0 ;
+  wire \port$24720$0 ;
   wire [7:0] q;
   reg qe_d0 = 1'h0;
   reg qe_d1 = 1'h0;
@@ -42784,15 +42934,15 @@ module \bchw_top.engine2 (rst, s__valid, s__payload, s__ready, m__valid, m__payl
   (* keep = 32'd1 *)
   reg [4:0] read__addr = 5'h10;
   (* keep = 32'd1 *)
-  reg [4:0] \read__addr$39  = 5'h10;
+  reg [4:0] \read__addr$40  = 5'h10;
   (* keep = 32'd1 *)
-  reg [4:0] \read__addr$46  = 5'h10;
+  reg [4:0] \read__addr$47  = 5'h10;
   (* keep = 32'd1 *)
-  reg [4:0] \read__addr$53  = 5'h10;
+  reg [4:0] \read__addr$54  = 5'h10;
   wire [31:0] read__data;
-  wire [31:0] \read__data$196 ;
   wire [31:0] \read__data$197 ;
   wire [31:0] \read__data$198 ;
+  wire [31:0] \read__data$199 ;
   reg read_bank = 1'h1;
   reg ready = 1'h1;
   wire ready_next;
@@ -42833,41 +42983,43 @@ module \bchw_top.engine2 (rst, s__valid, s__payload, s__ready, m__valid, m__payl
   (* keep = 32'd1 *)
   output sready_copy3;
   reg sready_copy3 = 1'h1;
-  (* init = 8'h00 *)
-  wire [7:0] step;
+  reg [7:0] step = 8'h00;
   wire [7:0] step_next;
   wire [12:0] sum;
-  wire [12:0] \sum$260 ;
-  wire [12:0] \sum$262 ;
-  wire [12:0] \sum$264 ;
-  wire [12:0] \sum$266 ;
-  wire [12:0] \sum$268 ;
-  wire [12:0] \sum$270 ;
-  wire [12:0] \sum$272 ;
-  wire [12:0] \sum$274 ;
-  wire [12:0] \sum$276 ;
-  wire [12:0] \sum$278 ;
-  wire [12:0] \sum$280 ;
-  wire [12:0] \sum$282 ;
-  wire [12:0] \sum$284 ;
-  wire [12:0] \sum$286 ;
-  wire [12:0] \sum$288 ;
+  wire [12:0] \sum$261 ;
+  wire [12:0] \sum$263 ;
+  wire [12:0] \sum$265 ;
+  wire [12:0] \sum$267 ;
+  wire [12:0] \sum$269 ;
+  wire [12:0] \sum$271 ;
+  wire [12:0] \sum$273 ;
+  wire [12:0] \sum$275 ;
+  wire [12:0] \sum$277 ;
+  wire [12:0] \sum$279 ;
+  wire [12:0] \sum$281 ;
+  wire [12:0] \sum$283 ;
+  wire [12:0] \sum$285 ;
+  wire [12:0] \sum$287 ;
+  wire [12:0] \sum$289 ;
   wire [15:0] w;
-  wire [15:0] \w$103 ;
-  wire [15:0] \w$107 ;
-  wire [15:0] \w$111 ;
-  wire [15:0] \w$115 ;
-  wire [15:0] \w$119 ;
-  wire [15:0] \w$63 ;
-  wire [15:0] \w$67 ;
-  wire [15:0] \w$71 ;
-  wire [15:0] \w$75 ;
-  wire [15:0] \w$79 ;
-  wire [15:0] \w$83 ;
-  wire [15:0] \w$87 ;
-  wire [15:0] \w$91 ;
-  wire [15:0] \w$95 ;
-  wire [15:0] \w$99 ;
+  wire [15:0] \w$100 ;
+  wire [15:0] \w$104 ;
+  wire [15:0] \w$108 ;
+  wire [15:0] \w$112 ;
+  wire [15:0] \w$116 ;
+  wire [15:0] \w$120 ;
+  wire [15:0] \w$64 ;
+  wire [15:0] \w$68 ;
+  wire [15:0] \w$72 ;
+  wire [15:0] \w$76 ;
+  wire [15:0] \w$80 ;
+  wire [15:0] \w$84 ;
+  wire [15:0] \w$88 ;
+  wire [15:0] \w$92 ;
+  wire [15:0] \w$96 ;
+  (* init = 8'h00 *)
+  (* keep = 32'd1 *)
+  wire [7:0] waddr_copy0;
   reg [255:0] wdata_d0 = 256'h0000000000000000000000000000000000000000000000000000000000000000;
   reg [255:0] wdata_d1 = 256'h0000000000000000000000000000000000000000000000000000000000000000;
   reg [255:0] wdata_d2 = 256'h0000000000000000000000000000000000000000000000000000000000000000;
@@ -42875,52 +43027,52 @@ module \bchw_top.engine2 (rst, s__valid, s__payload, s__ready, m__valid, m__payl
   (* keep = 32'd1 *)
   reg [4:0] write__addr = 5'h00;
   (* keep = 32'd1 *)
-  reg [4:0] \write__addr$36  = 5'h00;
+  reg [4:0] \write__addr$37  = 5'h00;
   (* keep = 32'd1 *)
-  reg [4:0] \write__addr$43  = 5'h00;
+  reg [4:0] \write__addr$44  = 5'h00;
   (* keep = 32'd1 *)
-  reg [4:0] \write__addr$50  = 5'h00;
+  reg [4:0] \write__addr$51  = 5'h00;
   wire [31:0] write__data;
-  wire [31:0] \write__data$38 ;
-  wire [31:0] \write__data$45 ;
-  wire [31:0] \write__data$52 ;
+  wire [31:0] \write__data$39 ;
+  wire [31:0] \write__data$46 ;
+  wire [31:0] \write__data$53 ;
   reg write__en = 1'h0;
-  reg \write__en$34  = 1'h0;
-  reg \write__en$41  = 1'h0;
-  reg \write__en$48  = 1'h0;
+  reg \write__en$35  = 1'h0;
+  reg \write__en$42  = 1'h0;
+  reg \write__en$49  = 1'h0;
   reg write_bank = 1'h0;
   (* keep = 32'd1 *)
   reg [127:0] x = 128'h00000000000000000000000000000000;
   (* keep = 32'd1 *)
-  reg [127:0] \x$101  = 128'h00000000000000000000000000000000;
+  reg [127:0] \x$102  = 128'h00000000000000000000000000000000;
   (* keep = 32'd1 *)
-  reg [127:0] \x$105  = 128'h00000000000000000000000000000000;
+  reg [127:0] \x$106  = 128'h00000000000000000000000000000000;
   (* keep = 32'd1 *)
-  reg [127:0] \x$109  = 128'h00000000000000000000000000000000;
+  reg [127:0] \x$110  = 128'h00000000000000000000000000000000;
   (* keep = 32'd1 *)
-  reg [127:0] \x$113  = 128'h00000000000000000000000000000000;
+  reg [127:0] \x$114  = 128'h00000000000000000000000000000000;
   (* keep = 32'd1 *)
-  reg [127:0] \x$117  = 128'h00000000000000000000000000000000;
+  reg [127:0] \x$118  = 128'h00000000000000000000000000000000;
   (* keep = 32'd1 *)
-  reg [127:0] \x$61  = 128'h00000000000000000000000000000000;
+  reg [127:0] \x$62  = 128'h00000000000000000000000000000000;
   (* keep = 32'd1 *)
-  reg [127:0] \x$65  = 128'h00000000000000000000000000000000;
+  reg [127:0] \x$66  = 128'h00000000000000000000000000000000;
   (* keep = 32'd1 *)
-  reg [127:0] \x$69  = 128'h00000000000000000000000000000000;
+  reg [127:0] \x$70  = 128'h00000000000000000000000000000000;
   (* keep = 32'd1 *)
-  reg [127:0] \x$73  = 128'h00000000000000000000000000000000;
+  reg [127:0] \x$74  = 128'h00000000000000000000000000000000;
   (* keep = 32'd1 *)
-  reg [127:0] \x$77  = 128'h00000000000000000000000000000000;
+  reg [127:0] \x$78  = 128'h00000000000000000000000000000000;
   (* keep = 32'd1 *)
-  reg [127:0] \x$81  = 128'h00000000000000000000000000000000;
+  reg [127:0] \x$82  = 128'h00000000000000000000000000000000;
   (* keep = 32'd1 *)
-  reg [127:0] \x$85  = 128'h00000000000000000000000000000000;
+  reg [127:0] \x$86  = 128'h00000000000000000000000000000000;
   (* keep = 32'd1 *)
-  reg [127:0] \x$89  = 128'h00000000000000000000000000000000;
+  reg [127:0] \x$90  = 128'h00000000000000000000000000000000;
   (* keep = 32'd1 *)
-  reg [127:0] \x$93  = 128'h00000000000000000000000000000000;
+  reg [127:0] \x$94  = 128'h00000000000000000000000000000000;
   (* keep = 32'd1 *)
-  reg [127:0] \x$97  = 128'h00000000000000000000000000000000;
+  reg [127:0] \x$98  = 128'h00000000000000000000000000000000;
   reg [127:0] xbeat = 128'h00000000000000000000000000000000;
   reg [127:0] xmem_d0 = 128'h00000000000000000000000000000000;
   (* init = 5'h10 *)
@@ -43091,14 +43243,14 @@ module \bchw_top.engine2 (rst, s__valid, s__payload, s__ready, m__valid, m__payl
     xmem1[31] = 32'd0;
   end
   always @(posedge clk) begin
-    if (\write__en$34 )
-      xmem1[\write__addr$36 ] <= xbeat[63:32];
+    if (\write__en$35 )
+      xmem1[\write__addr$37 ] <= xbeat[63:32];
   end
   reg [31:0] _1_;
   always @(posedge clk) begin
-    _1_ <= xmem1[\read__addr$39 ];
+    _1_ <= xmem1[\read__addr$40 ];
   end
-  assign \read__data$196  = _1_;
+  assign \read__data$197  = _1_;
   reg [31:0] xmem2 [31:0];
   initial begin
     xmem2[0] = 32'd0;
@@ -43135,14 +43287,14 @@ module \bchw_top.engine2 (rst, s__valid, s__payload, s__ready, m__valid, m__payl
     xmem2[31] = 32'd0;
   end
   always @(posedge clk) begin
-    if (\write__en$41 )
-      xmem2[\write__addr$43 ] <= xbeat[95:64];
+    if (\write__en$42 )
+      xmem2[\write__addr$44 ] <= xbeat[95:64];
   end
   reg [31:0] _2_;
   always @(posedge clk) begin
-    _2_ <= xmem2[\read__addr$46 ];
+    _2_ <= xmem2[\read__addr$47 ];
   end
-  assign \read__data$197  = _2_;
+  assign \read__data$198  = _2_;
   reg [31:0] xmem3 [31:0];
   initial begin
     xmem3[0] = 32'd0;
@@ -43179,328 +43331,332 @@ module \bchw_top.engine2 (rst, s__valid, s__payload, s__ready, m__valid, m__payl
     xmem3[31] = 32'd0;
   end
   always @(posedge clk) begin
-    if (\write__en$48 )
-      xmem3[\write__addr$50 ] <= xbeat[127:96];
+    if (\write__en$49 )
+      xmem3[\write__addr$51 ] <= xbeat[127:96];
   end
   reg [31:0] _3_;
   always @(posedge clk) begin
-    _3_ <= xmem3[\read__addr$53 ];
+    _3_ <= xmem3[\read__addr$54 ];
   end
-  assign \read__data$198  = _3_;
+  assign \read__data$199  = _3_;
   always @(posedge clk)
-    f_d1 <= \$386 ;
+    wdata_d2 <= \$385 ;
   always @(posedge clk)
-    f_d2 <= \$387 ;
+    f_d0 <= \$386 ;
   always @(posedge clk)
-    f_d3 <= \$388 ;
+    f_d1 <= \$387 ;
   always @(posedge clk)
-    f_d4 <= \$389 ;
+    f_d2 <= \$388 ;
   always @(posedge clk)
-    f_d5 <= \$390 ;
+    f_d3 <= \$389 ;
   always @(posedge clk)
-    f_d6 <= \$391 ;
+    f_d4 <= \$390 ;
   always @(posedge clk)
-    f_d7 <= \$392 ;
+    f_d5 <= \$391 ;
   always @(posedge clk)
-    ft_d0 <= \$393 ;
+    f_d6 <= \$392 ;
   always @(posedge clk)
-    accflags_copy0 <= \$394 ;
+    f_d7 <= \$393 ;
   always @(posedge clk)
-    accflags_copy1 <= \$395 ;
+    ft_d0 <= \$394 ;
   always @(posedge clk)
-    accflags_copy2 <= \$396 ;
+    accflags_copy0 <= \$395 ;
   always @(posedge clk)
-    accflags_copy3 <= \$397 ;
+    accflags_copy1 <= \$396 ;
   always @(posedge clk)
-    accflags_copy4 <= \$398 ;
+    accflags_copy2 <= \$397 ;
   always @(posedge clk)
-    accflags_copy5 <= \$399 ;
+    accflags_copy3 <= \$398 ;
   always @(posedge clk)
-    accflags_copy6 <= \$400 ;
+    accflags_copy4 <= \$399 ;
   always @(posedge clk)
-    accflags_copy7 <= \$401 ;
+    accflags_copy5 <= \$400 ;
   always @(posedge clk)
-    accflags_copy8 <= \$402 ;
+    accflags_copy6 <= \$401 ;
   always @(posedge clk)
-    accflags_copy9 <= \$403 ;
+    accflags_copy7 <= \$402 ;
   always @(posedge clk)
-    accflags_copy10 <= \$404 ;
+    accflags_copy8 <= \$403 ;
   always @(posedge clk)
-    accflags_copy11 <= \$405 ;
+    accflags_copy9 <= \$404 ;
   always @(posedge clk)
-    accflags_copy12 <= \$406 ;
+    accflags_copy10 <= \$405 ;
   always @(posedge clk)
-    accflags_copy13 <= \$407 ;
+    accflags_copy11 <= \$406 ;
   always @(posedge clk)
-    accflags_copy14 <= \$408 ;
+    accflags_copy12 <= \$407 ;
   always @(posedge clk)
-    accflags_copy15 <= \$409 ;
+    accflags_copy13 <= \$408 ;
   always @(posedge clk)
-    paddr_d0 <= \$410 ;
+    accflags_copy14 <= \$409 ;
   always @(posedge clk)
-    paddr_d1 <= \$411 ;
+    accflags_copy15 <= \$410 ;
   always @(posedge clk)
-    paddr_d2 <= \$412 ;
+    paddr_d0 <= \$411 ;
   always @(posedge clk)
-    paddr_d3 <= \$413 ;
+    paddr_d1 <= \$412 ;
   always @(posedge clk)
-    paddr_d4 <= \$414 ;
+    paddr_d2 <= \$413 ;
   always @(posedge clk)
-    paddr_d5 <= \$415 ;
+    paddr_d3 <= \$414 ;
   always @(posedge clk)
-    \addr$121  <= \$416 ;
+    paddr_d4 <= \$415 ;
   always @(posedge clk)
-    \addr$124  <= \$417 ;
+    paddr_d5 <= \$416 ;
   always @(posedge clk)
-    \addr$127  <= \$418 ;
+    \addr$122  <= \$417 ;
   always @(posedge clk)
-    \addr$130  <= \$419 ;
+    \addr$125  <= \$418 ;
   always @(posedge clk)
-    \addr$133  <= \$420 ;
+    \addr$128  <= \$419 ;
   always @(posedge clk)
-    \addr$136  <= \$421 ;
+    \addr$131  <= \$420 ;
   always @(posedge clk)
-    \addr$139  <= \$422 ;
+    \addr$134  <= \$421 ;
   always @(posedge clk)
-    \addr$142  <= \$423 ;
+    \addr$137  <= \$422 ;
   always @(posedge clk)
-    \addr$145  <= \$424 ;
+    \addr$140  <= \$423 ;
   always @(posedge clk)
-    \addr$148  <= \$425 ;
+    \addr$143  <= \$424 ;
   always @(posedge clk)
-    \addr$151  <= \$426 ;
+    \addr$146  <= \$425 ;
   always @(posedge clk)
-    \addr$154  <= \$427 ;
+    \addr$149  <= \$426 ;
   always @(posedge clk)
-    \addr$157  <= \$428 ;
+    \addr$152  <= \$427 ;
   always @(posedge clk)
-    \addr$160  <= \$429 ;
+    \addr$155  <= \$428 ;
   always @(posedge clk)
-    \addr$163  <= \$430 ;
+    \addr$158  <= \$429 ;
   always @(posedge clk)
-    \addr$166  <= \$431 ;
+    \addr$161  <= \$430 ;
   always @(posedge clk)
-    params_d0 <= \$432 ;
+    \addr$164  <= \$431 ;
   always @(posedge clk)
-    params_d1 <= \$433 ;
+    \addr$167  <= \$432 ;
   always @(posedge clk)
-    acc_valid <= \$434 ;
+    params_d0 <= \$433 ;
   always @(posedge clk)
-    acc_end <= \$435 ;
+    params_d1 <= \$434 ;
   always @(posedge clk)
-    acc0 <= \$436 ;
+    acc_valid <= \$435 ;
   always @(posedge clk)
-    acc1 <= \$437 ;
+    acc_end <= \$436 ;
   always @(posedge clk)
-    acc2 <= \$438 ;
+    acc0 <= \$437 ;
   always @(posedge clk)
-    acc3 <= \$439 ;
+    acc1 <= \$438 ;
   always @(posedge clk)
-    acc4 <= \$440 ;
+    acc2 <= \$439 ;
   always @(posedge clk)
-    acc5 <= \$441 ;
+    acc3 <= \$440 ;
   always @(posedge clk)
-    acc6 <= \$442 ;
+    acc4 <= \$441 ;
   always @(posedge clk)
-    acc7 <= \$443 ;
+    acc5 <= \$442 ;
   always @(posedge clk)
-    acc8 <= \$444 ;
+    acc6 <= \$443 ;
   always @(posedge clk)
-    acc9 <= \$445 ;
+    acc7 <= \$444 ;
   always @(posedge clk)
-    acc10 <= \$446 ;
+    acc8 <= \$445 ;
   always @(posedge clk)
-    acc11 <= \$447 ;
+    acc9 <= \$446 ;
   always @(posedge clk)
-    acc12 <= \$448 ;
+    acc10 <= \$447 ;
   always @(posedge clk)
-    acc13 <= \$449 ;
+    acc11 <= \$448 ;
   always @(posedge clk)
-    acc14 <= \$450 ;
+    acc12 <= \$449 ;
   always @(posedge clk)
-    acc15 <= \$451 ;
+    acc13 <= \$450 ;
   always @(posedge clk)
-    dload_copy0 <= \$452 ;
+    acc14 <= \$451 ;
   always @(posedge clk)
-    dload_copy1 <= \$453 ;
+    acc15 <= \$452 ;
   always @(posedge clk)
-    dload_copy2 <= \$454 ;
+    dload_copy0 <= \$453 ;
   always @(posedge clk)
-    dload_copy3 <= \$455 ;
+    dload_copy1 <= \$454 ;
   always @(posedge clk)
-    dload_copy4 <= \$456 ;
+    dload_copy2 <= \$455 ;
   always @(posedge clk)
-    dload_copy5 <= \$457 ;
+    dload_copy3 <= \$456 ;
   always @(posedge clk)
-    dload_copy6 <= \$458 ;
+    dload_copy4 <= \$457 ;
   always @(posedge clk)
-    dload_copy7 <= \$459 ;
+    dload_copy5 <= \$458 ;
   always @(posedge clk)
-    dload_copy8 <= \$460 ;
+    dload_copy6 <= \$459 ;
   always @(posedge clk)
-    dload_copy9 <= \$461 ;
+    dload_copy7 <= \$460 ;
   always @(posedge clk)
-    dload_copy10 <= \$462 ;
+    dload_copy8 <= \$461 ;
   always @(posedge clk)
-    dload_copy11 <= \$463 ;
+    dload_copy9 <= \$462 ;
   always @(posedge clk)
-    dload_copy12 <= \$464 ;
+    dload_copy10 <= \$463 ;
   always @(posedge clk)
-    dload_copy13 <= \$465 ;
+    dload_copy11 <= \$464 ;
   always @(posedge clk)
-    dload_copy14 <= \$466 ;
+    dload_copy12 <= \$465 ;
   always @(posedge clk)
-    dload_copy15 <= \$467 ;
+    dload_copy13 <= \$466 ;
   always @(posedge clk)
-    dload_copy16 <= \$468 ;
+    dload_copy14 <= \$467 ;
   always @(posedge clk)
-    dload_copy17 <= \$469 ;
+    dload_copy15 <= \$468 ;
   always @(posedge clk)
-    dload_copy18 <= \$470 ;
+    dload_copy16 <= \$469 ;
   always @(posedge clk)
-    dload_copy19 <= \$471 ;
+    dload_copy17 <= \$470 ;
   always @(posedge clk)
-    dload_copy20 <= \$472 ;
+    dload_copy18 <= \$471 ;
   always @(posedge clk)
-    dload_copy21 <= \$473 ;
+    dload_copy19 <= \$472 ;
   always @(posedge clk)
-    dload_copy22 <= \$474 ;
+    dload_copy20 <= \$473 ;
   always @(posedge clk)
-    dload_copy23 <= \$475 ;
+    dload_copy21 <= \$474 ;
   always @(posedge clk)
-    dload_copy24 <= \$476 ;
+    dload_copy22 <= \$475 ;
   always @(posedge clk)
-    dload_copy25 <= \$477 ;
+    dload_copy23 <= \$476 ;
   always @(posedge clk)
-    dload_copy26 <= \$478 ;
+    dload_copy24 <= \$477 ;
   always @(posedge clk)
-    dload_copy27 <= \$479 ;
+    dload_copy25 <= \$478 ;
   always @(posedge clk)
-    dload_copy28 <= \$480 ;
+    dload_copy26 <= \$479 ;
   always @(posedge clk)
-    dload_copy29 <= \$481 ;
+    dload_copy27 <= \$480 ;
   always @(posedge clk)
-    dload_copy30 <= \$482 ;
+    dload_copy28 <= \$481 ;
   always @(posedge clk)
-    dload_copy31 <= \$483 ;
+    dload_copy29 <= \$482 ;
   always @(posedge clk)
-    drain <= \$484 ;
+    dload_copy30 <= \$483 ;
   always @(posedge clk)
-    qv_d0 <= \$485 ;
+    dload_copy31 <= \$484 ;
   always @(posedge clk)
-    qv_d1 <= \$486 ;
+    drain <= \$485 ;
   always @(posedge clk)
-    qv_d2 <= \$487 ;
+    qv_d0 <= \$486 ;
   always @(posedge clk)
-    qv_d3 <= \$488 ;
+    qv_d1 <= \$487 ;
   always @(posedge clk)
-    qv_d4 <= \$489 ;
+    qv_d2 <= \$488 ;
   always @(posedge clk)
-    qv_d5 <= \$490 ;
+    qv_d3 <= \$489 ;
   always @(posedge clk)
-    qv_d6 <= \$491 ;
+    qv_d4 <= \$490 ;
   always @(posedge clk)
-    qv_d7 <= \$492 ;
+    qv_d5 <= \$491 ;
   always @(posedge clk)
-    qv_d8 <= \$493 ;
+    qv_d6 <= \$492 ;
   always @(posedge clk)
-    qv_d9 <= \$494 ;
+    qv_d7 <= \$493 ;
   always @(posedge clk)
-    qv_d10 <= \$495 ;
+    qv_d8 <= \$494 ;
   always @(posedge clk)
-    qv_d11 <= \$496 ;
+    qv_d9 <= \$495 ;
   always @(posedge clk)
-    qv_d12 <= \$497 ;
+    qv_d10 <= \$496 ;
   always @(posedge clk)
-    qv_d13 <= \$498 ;
+    qv_d11 <= \$497 ;
   always @(posedge clk)
-    qv_d14 <= \$499 ;
+    qv_d12 <= \$498 ;
   always @(posedge clk)
-    qv_d15 <= \$500 ;
+    qv_d13 <= \$499 ;
   always @(posedge clk)
-    qv_d16 <= \$501 ;
+    qv_d14 <= \$500 ;
   always @(posedge clk)
-    qv_d17 <= \$502 ;
+    qv_d15 <= \$501 ;
   always @(posedge clk)
-    qv_d18 <= \$503 ;
+    qv_d16 <= \$502 ;
   always @(posedge clk)
-    qv_d19 <= \$504 ;
+    qv_d17 <= \$503 ;
   always @(posedge clk)
-    qe_d0 <= \$505 ;
+    qv_d18 <= \$504 ;
   always @(posedge clk)
-    qe_d1 <= \$506 ;
+    qv_d19 <= \$505 ;
   always @(posedge clk)
-    qe_d2 <= \$507 ;
+    qe_d0 <= \$506 ;
   always @(posedge clk)
-    qe_d3 <= \$508 ;
+    qe_d1 <= \$507 ;
   always @(posedge clk)
-    qe_d4 <= \$509 ;
+    qe_d2 <= \$508 ;
   always @(posedge clk)
-    qe_d5 <= \$510 ;
+    qe_d3 <= \$509 ;
   always @(posedge clk)
-    qe_d6 <= \$511 ;
+    qe_d4 <= \$510 ;
   always @(posedge clk)
-    qe_d7 <= \$512 ;
+    qe_d5 <= \$511 ;
   always @(posedge clk)
-    qe_d8 <= \$513 ;
+    qe_d6 <= \$512 ;
   always @(posedge clk)
-    qe_d9 <= \$514 ;
+    qe_d7 <= \$513 ;
   always @(posedge clk)
-    qe_d10 <= \$515 ;
+    qe_d8 <= \$514 ;
   always @(posedge clk)
-    qe_d11 <= \$516 ;
+    qe_d9 <= \$515 ;
   always @(posedge clk)
-    qe_d12 <= \$517 ;
+    qe_d10 <= \$516 ;
   always @(posedge clk)
-    qe_d13 <= \$518 ;
+    qe_d11 <= \$517 ;
   always @(posedge clk)
-    qe_d14 <= \$519 ;
+    qe_d12 <= \$518 ;
   always @(posedge clk)
-    qe_d15 <= \$520 ;
+    qe_d13 <= \$519 ;
   always @(posedge clk)
-    qe_d16 <= \$521 ;
+    qe_d14 <= \$520 ;
   always @(posedge clk)
-    qe_d17 <= \$522 ;
+    qe_d15 <= \$521 ;
   always @(posedge clk)
-    qe_d18 <= \$523 ;
+    qe_d16 <= \$522 ;
   always @(posedge clk)
-    qe_d19 <= \$524 ;
+    qe_d17 <= \$523 ;
   always @(posedge clk)
-    qv_last_d0 <= \$525 ;
+    qe_d18 <= \$524 ;
   always @(posedge clk)
-    qe_last_d0 <= \$526 ;
+    qe_d19 <= \$525 ;
+  always @(posedge clk)
+    qv_last_d0 <= \$526 ;
+  always @(posedge clk)
+    qe_last_d0 <= \$527 ;
   always @(posedge clk)
     results0 <= { q, results0[119:8] };
   always @(posedge clk)
-    count_copy0 <= \$527 ;
+    count_copy0 <= \$528 ;
   always @(posedge clk)
-    count_copy1 <= \$528 ;
+    count_copy1 <= \$529 ;
   always @(posedge clk)
-    count_copy2 <= \$529 ;
+    count_copy2 <= \$530 ;
   always @(posedge clk)
-    count_copy3 <= \$530 ;
+    count_copy3 <= \$531 ;
   always @(posedge clk)
-    skid_qvalid_copy0 <= \$531 ;
+    skid_qvalid_copy0 <= \$532 ;
   always @(posedge clk)
-    skid_qvalid_copy1 <= \$532 ;
+    skid_qvalid_copy1 <= \$533 ;
   always @(posedge clk)
-    skid_qvalid_copy2 <= \$533 ;
+    skid_qvalid_copy2 <= \$534 ;
   always @(posedge clk)
-    skid_qvalid_copy3 <= \$534 ;
+    skid_qvalid_copy3 <= \$535 ;
   always @(posedge clk)
-    skid0 <= \$535 ;
+    skid0 <= \$536 ;
   always @(posedge clk)
-    skid1 <= \$536 ;
+    skid1 <= \$537 ;
   always @(posedge clk)
-    skid2 <= \$537 ;
+    skid2 <= \$538 ;
   always @(posedge clk)
-    skid3 <= \$538 ;
+    skid3 <= \$539 ;
   always @(posedge clk)
-    count <= \$539 ;
+    count <= \$540 ;
   always @(posedge clk)
-    credit_back_d0 <= \$540 ;
+    credit_back_d0 <= \$541 ;
   always @(posedge clk)
-    credit_back <= \$541 ;
+    credit_back <= \$542 ;
   assign \$1  = \$signal  & ready;
   assign \$2  = ~ last_step;
   assign \$3  = busy & \$2 ;
@@ -43508,8 +43664,8 @@ module \bchw_top.engine2 (rst, s__valid, s__payload, s__ready, m__valid, m__payl
   assign \$5  = \$signal  & ready;
   assign \$6  = ~ last_step;
   assign \$7  = issue & \$6 ;
-  assign \$8  = addr + 1'h1;
-  assign \$9  = \$7  ? \$8  : { 1'h0, addr };
+  assign \$8  = step + 1'h1;
+  assign \$9  = \$7  ? \$8  : { 1'h0, step };
   assign \$10  = \$5  ? 9'h000 : \$9 ;
   assign \$12  = \$signal  & ready;
   assign \$13  = ~ last_step;
@@ -43531,12 +43687,12 @@ module \bchw_top.engine2 (rst, s__valid, s__payload, s__ready, m__valid, m__payl
   assign \$30  = \$28  ? \$29  : { 1'h0, nfc };
   assign \$31  = \$24  ? 5'h00 : \$30 ;
   assign \$33  = \$signal  & ready;
-  assign \$34  = addr == 8'hfe;
+  assign \$34  = step == 8'hfe;
   assign \$35  = issue ? \$34  : last_step;
   assign \$36  = last_step ? 1'h0 : \$35 ;
   assign \$37  = \$33  ? 1'h0 : \$36 ;
   assign \$38  = \$signal  & ready;
-  assign \$39  = addr == 8'hfe;
+  assign \$39  = step == 8'hfe;
   assign \$40  = issue ? \$39  : ready;
   assign \$41  = last_step ? 1'h1 : \$40 ;
   assign \$42  = \$38  ? 1'h0 : \$41 ;
@@ -43642,35 +43798,35 @@ module \bchw_top.engine2 (rst, s__valid, s__payload, s__ready, m__valid, m__payl
   assign \$166  = accflags_copy0[1] ? 17'h00000 : acc0;
   assign \$167  = $signed(\$166 ) + $signed(sum);
   assign \$168  = accflags_copy1[1] ? 17'h00000 : acc1;
-  assign \$169  = $signed(\$168 ) + $signed(\sum$260 );
+  assign \$169  = $signed(\$168 ) + $signed(\sum$261 );
   assign \$170  = accflags_copy2[1] ? 17'h00000 : acc2;
-  assign \$171  = $signed(\$170 ) + $signed(\sum$262 );
+  assign \$171  = $signed(\$170 ) + $signed(\sum$263 );
   assign \$172  = accflags_copy3[1] ? 17'h00000 : acc3;
-  assign \$173  = $signed(\$172 ) + $signed(\sum$264 );
+  assign \$173  = $signed(\$172 ) + $signed(\sum$265 );
   assign \$174  = accflags_copy4[1] ? 17'h00000 : acc4;
-  assign \$175  = $signed(\$174 ) + $signed(\sum$266 );
+  assign \$175  = $signed(\$174 ) + $signed(\sum$267 );
   assign \$176  = accflags_copy5[1] ? 17'h00000 : acc5;
-  assign \$177  = $signed(\$176 ) + $signed(\sum$268 );
+  assign \$177  = $signed(\$176 ) + $signed(\sum$269 );
   assign \$178  = accflags_copy6[1] ? 17'h00000 : acc6;
-  assign \$179  = $signed(\$178 ) + $signed(\sum$270 );
+  assign \$179  = $signed(\$178 ) + $signed(\sum$271 );
   assign \$180  = accflags_copy7[1] ? 17'h00000 : acc7;
-  assign \$181  = $signed(\$180 ) + $signed(\sum$272 );
+  assign \$181  = $signed(\$180 ) + $signed(\sum$273 );
   assign \$182  = accflags_copy8[1] ? 17'h00000 : acc8;
-  assign \$183  = $signed(\$182 ) + $signed(\sum$274 );
+  assign \$183  = $signed(\$182 ) + $signed(\sum$275 );
   assign \$184  = accflags_copy9[1] ? 17'h00000 : acc9;
-  assign \$185  = $signed(\$184 ) + $signed(\sum$276 );
+  assign \$185  = $signed(\$184 ) + $signed(\sum$277 );
   assign \$186  = accflags_copy10[1] ? 17'h00000 : acc10;
-  assign \$187  = $signed(\$186 ) + $signed(\sum$278 );
+  assign \$187  = $signed(\$186 ) + $signed(\sum$279 );
   assign \$188  = accflags_copy11[1] ? 17'h00000 : acc11;
-  assign \$189  = $signed(\$188 ) + $signed(\sum$280 );
+  assign \$189  = $signed(\$188 ) + $signed(\sum$281 );
   assign \$190  = accflags_copy12[1] ? 17'h00000 : acc12;
-  assign \$191  = $signed(\$190 ) + $signed(\sum$282 );
+  assign \$191  = $signed(\$190 ) + $signed(\sum$283 );
   assign \$192  = accflags_copy13[1] ? 17'h00000 : acc13;
-  assign \$193  = $signed(\$192 ) + $signed(\sum$284 );
+  assign \$193  = $signed(\$192 ) + $signed(\sum$285 );
   assign \$194  = accflags_copy14[1] ? 17'h00000 : acc14;
-  assign \$195  = $signed(\$194 ) + $signed(\sum$286 );
+  assign \$195  = $signed(\$194 ) + $signed(\sum$287 );
   assign \$196  = accflags_copy15[1] ? 17'h00000 : acc15;
-  assign \$197  = $signed(\$196 ) + $signed(\sum$288 );
+  assign \$197  = $signed(\$196 ) + $signed(\sum$289 );
   assign \$198  = ft_d0[0] & ft_d0[2];
   assign \$199  = ft_d0[0] & ft_d0[2];
   assign \$200  = ft_d0[0] & ft_d0[2];
@@ -43737,7 +43893,7 @@ module \bchw_top.engine2 (rst, s__valid, s__payload, s__ready, m__valid, m__payl
   assign \$261  = dload_copy31 ? params_d1[943:885] : drain[1215:1157];
   assign \$262  = | count_copy0;
   assign \$263  = \$262  | skid_qvalid_copy0;
-  assign \$264  = \$263  & \port$24598$0 ;
+  assign \$264  = \$263  & \port$24714$0 ;
   assign \$265  = | count_copy0;
   assign \$266  = ~ \$265 ;
   assign \$267  = \$264  & \$266 ;
@@ -43745,7 +43901,7 @@ module \bchw_top.engine2 (rst, s__valid, s__payload, s__ready, m__valid, m__payl
   assign \$269  = skid_qvalid_copy0 & \$268 ;
   assign \$270  = | count_copy0;
   assign \$271  = \$270  | skid_qvalid_copy0;
-  assign \$272  = \$271  & \port$24598$0 ;
+  assign \$272  = \$271  & \port$24714$0 ;
   assign \$273  = | count_copy0;
   assign \$274  = \$272  & \$273 ;
   assign \$275  = count_copy0 == 1'h1;
@@ -43754,12 +43910,12 @@ module \bchw_top.engine2 (rst, s__valid, s__payload, s__ready, m__valid, m__payl
   assign \$278  = \$269  & \$277 ;
   assign \$279  = | count_copy0;
   assign \$280  = \$279  | skid_qvalid_copy0;
-  assign \$281  = \$280  & \port$24598$0 ;
+  assign \$281  = \$280  & \port$24714$0 ;
   assign \$282  = | count_copy0;
   assign \$283  = \$281  & \$282 ;
   assign \$284  = | count_copy1;
   assign \$285  = \$284  | skid_qvalid_copy1;
-  assign \$286  = \$285  & \port$24600$0 ;
+  assign \$286  = \$285  & \port$24716$0 ;
   assign \$287  = | count_copy1;
   assign \$288  = ~ \$287 ;
   assign \$289  = \$286  & \$288 ;
@@ -43767,7 +43923,7 @@ module \bchw_top.engine2 (rst, s__valid, s__payload, s__ready, m__valid, m__payl
   assign \$291  = skid_qvalid_copy1 & \$290 ;
   assign \$292  = | count_copy1;
   assign \$293  = \$292  | skid_qvalid_copy1;
-  assign \$294  = \$293  & \port$24600$0 ;
+  assign \$294  = \$293  & \port$24716$0 ;
   assign \$295  = | count_copy1;
   assign \$296  = \$294  & \$295 ;
   assign \$297  = count_copy1 == 2'h2;
@@ -43776,12 +43932,12 @@ module \bchw_top.engine2 (rst, s__valid, s__payload, s__ready, m__valid, m__payl
   assign \$300  = \$291  & \$299 ;
   assign \$301  = | count_copy1;
   assign \$302  = \$301  | skid_qvalid_copy1;
-  assign \$303  = \$302  & \port$24600$0 ;
+  assign \$303  = \$302  & \port$24716$0 ;
   assign \$304  = | count_copy1;
   assign \$305  = \$303  & \$304 ;
   assign \$306  = | count_copy2;
   assign \$307  = \$306  | skid_qvalid_copy2;
-  assign \$308  = \$307  & \port$24602$0 ;
+  assign \$308  = \$307  & \port$24718$0 ;
   assign \$309  = | count_copy2;
   assign \$310  = ~ \$309 ;
   assign \$311  = \$308  & \$310 ;
@@ -43789,7 +43945,7 @@ module \bchw_top.engine2 (rst, s__valid, s__payload, s__ready, m__valid, m__payl
   assign \$313  = skid_qvalid_copy2 & \$312 ;
   assign \$314  = | count_copy2;
   assign \$315  = \$314  | skid_qvalid_copy2;
-  assign \$316  = \$315  & \port$24602$0 ;
+  assign \$316  = \$315  & \port$24718$0 ;
   assign \$317  = | count_copy2;
   assign \$318  = \$316  & \$317 ;
   assign \$319  = count_copy2 == 2'h3;
@@ -43798,12 +43954,12 @@ module \bchw_top.engine2 (rst, s__valid, s__payload, s__ready, m__valid, m__payl
   assign \$322  = \$313  & \$321 ;
   assign \$323  = | count_copy2;
   assign \$324  = \$323  | skid_qvalid_copy2;
-  assign \$325  = \$324  & \port$24602$0 ;
+  assign \$325  = \$324  & \port$24718$0 ;
   assign \$326  = | count_copy2;
   assign \$327  = \$325  & \$326 ;
   assign \$328  = | count_copy3;
   assign \$329  = \$328  | skid_qvalid_copy3;
-  assign \$330  = \$329  & \port$24604$0 ;
+  assign \$330  = \$329  & \port$24720$0 ;
   assign \$331  = | count_copy3;
   assign \$332  = ~ \$331 ;
   assign \$333  = \$330  & \$332 ;
@@ -43811,7 +43967,7 @@ module \bchw_top.engine2 (rst, s__valid, s__payload, s__ready, m__valid, m__payl
   assign \$335  = skid_qvalid_copy3 & \$334 ;
   assign \$336  = | count_copy3;
   assign \$337  = \$336  | skid_qvalid_copy3;
-  assign \$338  = \$337  & \port$24604$0 ;
+  assign \$338  = \$337  & \port$24720$0 ;
   assign \$339  = | count_copy3;
   assign \$340  = \$338  & \$339 ;
   assign \$341  = count_copy3 == 3'h4;
@@ -43820,7 +43976,7 @@ module \bchw_top.engine2 (rst, s__valid, s__payload, s__ready, m__valid, m__payl
   assign \$344  = \$335  & \$343 ;
   assign \$345  = | count_copy3;
   assign \$346  = \$345  | skid_qvalid_copy3;
-  assign \$347  = \$346  & \port$24604$0 ;
+  assign \$347  = \$346  & \port$24720$0 ;
   assign \$348  = | count_copy3;
   assign \$349  = \$347  & \$348 ;
   assign \$350  = | count;
@@ -43829,63 +43985,65 @@ module \bchw_top.engine2 (rst, s__valid, s__payload, s__ready, m__valid, m__payl
   always @(posedge clk)
     busy <= \$353 ;
   always @(posedge clk)
-    addr <= \$354 ;
+    step <= \$354 ;
   always @(posedge clk)
-    sfc <= \$355 ;
+    addr <= \$355 ;
   always @(posedge clk)
-    nfc <= \$356 ;
+    sfc <= \$356 ;
   always @(posedge clk)
-    last_step <= \$357 ;
+    nfc <= \$357 ;
   always @(posedge clk)
-    ready <= \$358 ;
+    last_step <= \$358 ;
   always @(posedge clk)
-    credits <= \$359 ;
+    ready <= \$359 ;
   always @(posedge clk)
-    issue <= \$360 ;
+    credits <= \$360 ;
   always @(posedge clk)
-    word <= \$361 ;
+    issue <= \$361 ;
   always @(posedge clk)
-    write_bank <= \$362 ;
+    word <= \$362 ;
   always @(posedge clk)
-    read_bank <= \$363 ;
+    write_bank <= \$363 ;
   always @(posedge clk)
-    \$signal  <= \$364 ;
+    read_bank <= \$364 ;
   always @(posedge clk)
-    sready_copy0 <= \$365 ;
+    \$signal  <= \$365 ;
   always @(posedge clk)
-    sready_copy1 <= \$366 ;
+    sready_copy0 <= \$366 ;
   always @(posedge clk)
-    sready_copy2 <= \$367 ;
+    sready_copy1 <= \$367 ;
   always @(posedge clk)
-    sready_copy3 <= \$368 ;
+    sready_copy2 <= \$368 ;
+  always @(posedge clk)
+    sready_copy3 <= \$369 ;
   always @(posedge clk)
     xbeat <= s__payload;
   always @(posedge clk)
-    write__addr <= \$369 ;
+    write__addr <= \$370 ;
   always @(posedge clk)
-    \write__addr$36  <= \$370 ;
+    \write__addr$37  <= \$371 ;
   always @(posedge clk)
-    \write__addr$43  <= \$371 ;
+    \write__addr$44  <= \$372 ;
   always @(posedge clk)
-    \write__addr$50  <= \$372 ;
+    \write__addr$51  <= \$373 ;
   always @(posedge clk)
-    read__addr <= \$373 ;
+    read__addr <= \$374 ;
   always @(posedge clk)
-    \read__addr$39  <= \$374 ;
+    \read__addr$40  <= \$375 ;
   always @(posedge clk)
-    \read__addr$46  <= \$375 ;
+    \read__addr$47  <= \$376 ;
   always @(posedge clk)
-    \read__addr$53  <= \$376 ;
+    \read__addr$54  <= \$377 ;
   always @(posedge clk)
-    write__en <= \$377 ;
+    write__en <= \$378 ;
   always @(posedge clk)
-    \write__en$34  <= \$378 ;
+    \write__en$35  <= \$379 ;
   always @(posedge clk)
-    \write__en$41  <= \$379 ;
+    \write__en$42  <= \$380 ;
   always @(posedge clk)
-    \write__en$48  <= \$380 ;
+    \write__en$49  <= \$381 ;
   always @(posedge clk)
-    xmem_d0 <= \$381 ;
+    xmem_d0 <= \$382 ;
   always @(posedge clk)
     xtree_fan_copy0 <= xmem_d0;
   always @(posedge clk)
@@ -43897,126 +44055,122 @@ module \bchw_top.engine2 (rst, s__valid, s__payload, s__ready, m__valid, m__payl
   always @(posedge clk)
     x <= xtree_fan_copy0;
   always @(posedge clk)
-    \x$61  <= xtree_fan_copy0;
+    \x$62  <= xtree_fan_copy0;
   always @(posedge clk)
-    \x$65  <= xtree_fan_copy0;
+    \x$66  <= xtree_fan_copy0;
   always @(posedge clk)
-    \x$69  <= xtree_fan_copy0;
+    \x$70  <= xtree_fan_copy0;
   always @(posedge clk)
-    \x$73  <= xtree_fan_copy1;
+    \x$74  <= xtree_fan_copy1;
   always @(posedge clk)
-    \x$77  <= xtree_fan_copy1;
+    \x$78  <= xtree_fan_copy1;
   always @(posedge clk)
-    \x$81  <= xtree_fan_copy1;
+    \x$82  <= xtree_fan_copy1;
   always @(posedge clk)
-    \x$85  <= xtree_fan_copy1;
+    \x$86  <= xtree_fan_copy1;
   always @(posedge clk)
-    \x$89  <= xtree_fan_copy2;
+    \x$90  <= xtree_fan_copy2;
   always @(posedge clk)
-    \x$93  <= xtree_fan_copy2;
+    \x$94  <= xtree_fan_copy2;
   always @(posedge clk)
-    \x$97  <= xtree_fan_copy2;
+    \x$98  <= xtree_fan_copy2;
   always @(posedge clk)
-    \x$101  <= xtree_fan_copy2;
+    \x$102  <= xtree_fan_copy2;
   always @(posedge clk)
-    \x$105  <= xtree_fan_copy3;
+    \x$106  <= xtree_fan_copy3;
   always @(posedge clk)
-    \x$109  <= xtree_fan_copy3;
+    \x$110  <= xtree_fan_copy3;
   always @(posedge clk)
-    \x$113  <= xtree_fan_copy3;
+    \x$114  <= xtree_fan_copy3;
   always @(posedge clk)
-    \x$117  <= xtree_fan_copy3;
+    \x$118  <= xtree_fan_copy3;
   always @(posedge clk)
-    wdata_d0 <= \$382 ;
+    wdata_d0 <= \$383 ;
   always @(posedge clk)
-    wdata_d1 <= \$383 ;
-  always @(posedge clk)
-    wdata_d2 <= \$384 ;
-  always @(posedge clk)
-    f_d0 <= \$385 ;
+    wdata_d1 <= \$384 ;
   \bchw_top.engine2.params0  params0 (
-    .addr(\addr$121 ),
-    .clk(clk),
-    .data(\data$238 )
-  );
-  \bchw_top.engine2.params1  params1 (
-    .addr(\addr$124 ),
+    .addr(\addr$122 ),
     .clk(clk),
     .data(\data$239 )
   );
-  \bchw_top.engine2.params10  params10 (
-    .addr(\addr$151 ),
-    .clk(clk),
-    .data(\data$248 )
-  );
-  \bchw_top.engine2.params11  params11 (
-    .addr(\addr$154 ),
-    .clk(clk),
-    .data(\data$249 )
-  );
-  \bchw_top.engine2.params12  params12 (
-    .addr(\addr$157 ),
-    .clk(clk),
-    .data(\data$250 )
-  );
-  \bchw_top.engine2.params13  params13 (
-    .addr(\addr$160 ),
-    .clk(clk),
-    .data(\data$251 )
-  );
-  \bchw_top.engine2.params14  params14 (
-    .addr(\addr$163 ),
-    .clk(clk),
-    .data(\data$252 )
-  );
-  \bchw_top.engine2.params15  params15 (
-    .addr(\addr$166 ),
-    .clk(clk),
-    .data(\data$253 )
-  );
-  \bchw_top.engine2.params2  params2 (
-    .addr(\addr$127 ),
+  \bchw_top.engine2.params1  params1 (
+    .addr(\addr$125 ),
     .clk(clk),
     .data(\data$240 )
   );
-  \bchw_top.engine2.params3  params3 (
-    .addr(\addr$130 ),
+  \bchw_top.engine2.params10  params10 (
+    .addr(\addr$152 ),
+    .clk(clk),
+    .data(\data$249 )
+  );
+  \bchw_top.engine2.params11  params11 (
+    .addr(\addr$155 ),
+    .clk(clk),
+    .data(\data$250 )
+  );
+  \bchw_top.engine2.params12  params12 (
+    .addr(\addr$158 ),
+    .clk(clk),
+    .data(\data$251 )
+  );
+  \bchw_top.engine2.params13  params13 (
+    .addr(\addr$161 ),
+    .clk(clk),
+    .data(\data$252 )
+  );
+  \bchw_top.engine2.params14  params14 (
+    .addr(\addr$164 ),
+    .clk(clk),
+    .data(\data$253 )
+  );
+  \bchw_top.engine2.params15  params15 (
+    .addr(\addr$167 ),
+    .clk(clk),
+    .data(\data$254 )
+  );
+  \bchw_top.engine2.params2  params2 (
+    .addr(\addr$128 ),
     .clk(clk),
     .data(\data$241 )
   );
-  \bchw_top.engine2.params4  params4 (
-    .addr(\addr$133 ),
+  \bchw_top.engine2.params3  params3 (
+    .addr(\addr$131 ),
     .clk(clk),
     .data(\data$242 )
   );
-  \bchw_top.engine2.params5  params5 (
-    .addr(\addr$136 ),
+  \bchw_top.engine2.params4  params4 (
+    .addr(\addr$134 ),
     .clk(clk),
     .data(\data$243 )
   );
-  \bchw_top.engine2.params6  params6 (
-    .addr(\addr$139 ),
+  \bchw_top.engine2.params5  params5 (
+    .addr(\addr$137 ),
     .clk(clk),
     .data(\data$244 )
   );
-  \bchw_top.engine2.params7  params7 (
-    .addr(\addr$142 ),
+  \bchw_top.engine2.params6  params6 (
+    .addr(\addr$140 ),
     .clk(clk),
     .data(\data$245 )
   );
-  \bchw_top.engine2.params8  params8 (
-    .addr(\addr$145 ),
+  \bchw_top.engine2.params7  params7 (
+    .addr(\addr$143 ),
     .clk(clk),
     .data(\data$246 )
   );
-  \bchw_top.engine2.params9  params9 (
-    .addr(\addr$148 ),
+  \bchw_top.engine2.params8  params8 (
+    .addr(\addr$146 ),
     .clk(clk),
     .data(\data$247 )
   );
+  \bchw_top.engine2.params9  params9 (
+    .addr(\addr$149 ),
+    .clk(clk),
+    .data(\data$248 )
+  );
   \bchw_top.engine2.requant0  requant0 (
     .clk(clk),
-    .\port$22611$0 (drain[75:0]),
+    .\port$22723$0 (drain[75:0]),
     .q(q),
     .rst(rst)
   );
@@ -44029,108 +44183,108 @@ module \bchw_top.engine2 (rst, s__valid, s__payload, s__ready, m__valid, m__payl
   );
   \bchw_top.engine2.tree1  tree1 (
     .clk(clk),
-    .l4_0(\sum$260 ),
+    .l4_0(\sum$261 ),
     .rst(rst),
     .w(wdata_d2[31:16]),
-    .x(\x$61 )
+    .x(\x$62 )
   );
   \bchw_top.engine2.tree10  tree10 (
     .clk(clk),
-    .l4_0(\sum$278 ),
+    .l4_0(\sum$279 ),
     .rst(rst),
     .w(wdata_d2[175:160]),
-    .x(\x$97 )
+    .x(\x$98 )
   );
   \bchw_top.engine2.tree11  tree11 (
     .clk(clk),
-    .l4_0(\sum$280 ),
+    .l4_0(\sum$281 ),
     .rst(rst),
     .w(wdata_d2[191:176]),
-    .x(\x$101 )
+    .x(\x$102 )
   );
   \bchw_top.engine2.tree12  tree12 (
     .clk(clk),
-    .l4_0(\sum$282 ),
+    .l4_0(\sum$283 ),
     .rst(rst),
     .w(wdata_d2[207:192]),
-    .x(\x$105 )
+    .x(\x$106 )
   );
   \bchw_top.engine2.tree13  tree13 (
     .clk(clk),
-    .l4_0(\sum$284 ),
+    .l4_0(\sum$285 ),
     .rst(rst),
     .w(wdata_d2[223:208]),
-    .x(\x$109 )
+    .x(\x$110 )
   );
   \bchw_top.engine2.tree14  tree14 (
     .clk(clk),
-    .l4_0(\sum$286 ),
+    .l4_0(\sum$287 ),
     .rst(rst),
     .w(wdata_d2[239:224]),
-    .x(\x$113 )
+    .x(\x$114 )
   );
   \bchw_top.engine2.tree15  tree15 (
     .clk(clk),
-    .l4_0(\sum$288 ),
+    .l4_0(\sum$289 ),
     .rst(rst),
     .w(wdata_d2[255:240]),
-    .x(\x$117 )
+    .x(\x$118 )
   );
   \bchw_top.engine2.tree2  tree2 (
     .clk(clk),
-    .l4_0(\sum$262 ),
+    .l4_0(\sum$263 ),
     .rst(rst),
     .w(wdata_d2[47:32]),
-    .x(\x$65 )
+    .x(\x$66 )
   );
   \bchw_top.engine2.tree3  tree3 (
     .clk(clk),
-    .l4_0(\sum$264 ),
+    .l4_0(\sum$265 ),
     .rst(rst),
     .w(wdata_d2[63:48]),
-    .x(\x$69 )
+    .x(\x$70 )
   );
   \bchw_top.engine2.tree4  tree4 (
     .clk(clk),
-    .l4_0(\sum$266 ),
+    .l4_0(\sum$267 ),
     .rst(rst),
     .w(wdata_d2[79:64]),
-    .x(\x$73 )
+    .x(\x$74 )
   );
   \bchw_top.engine2.tree5  tree5 (
     .clk(clk),
-    .l4_0(\sum$268 ),
+    .l4_0(\sum$269 ),
     .rst(rst),
     .w(wdata_d2[95:80]),
-    .x(\x$77 )
+    .x(\x$78 )
   );
   \bchw_top.engine2.tree6  tree6 (
     .clk(clk),
-    .l4_0(\sum$270 ),
+    .l4_0(\sum$271 ),
     .rst(rst),
     .w(wdata_d2[111:96]),
-    .x(\x$81 )
+    .x(\x$82 )
   );
   \bchw_top.engine2.tree7  tree7 (
     .clk(clk),
-    .l4_0(\sum$272 ),
+    .l4_0(\sum$273 ),
     .rst(rst),
     .w(wdata_d2[127:112]),
-    .x(\x$85 )
+    .x(\x$86 )
   );
   \bchw_top.engine2.tree8  tree8 (
     .clk(clk),
-    .l4_0(\sum$274 ),
+    .l4_0(\sum$275 ),
     .rst(rst),
     .w(wdata_d2[143:128]),
-    .x(\x$89 )
+    .x(\x$90 )
   );
   \bchw_top.engine2.tree9  tree9 (
     .clk(clk),
-    .l4_0(\sum$276 ),
+    .l4_0(\sum$277 ),
     .rst(rst),
     .w(wdata_d2[159:144]),
-    .x(\x$93 )
+    .x(\x$94 )
   );
   \bchw_top.engine2.weights  weights (
     .addr(addr),
@@ -44139,65 +44293,65 @@ module \bchw_top.engine2 (rst, s__valid, s__payload, s__ready, m__valid, m__payl
   );
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$386  = f_d0;
+    \$386  = { last_step, \$163 , \$162 , issue };
     if (rst) begin
       \$386  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$387  = f_d1;
+    \$387  = f_d0;
     if (rst) begin
       \$387  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$388  = f_d2;
+    \$388  = f_d1;
     if (rst) begin
       \$388  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$389  = f_d3;
+    \$389  = f_d2;
     if (rst) begin
       \$389  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$390  = f_d4;
+    \$390  = f_d3;
     if (rst) begin
       \$390  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$391  = f_d5;
+    \$391  = f_d4;
     if (rst) begin
       \$391  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$392  = f_d6;
+    \$392  = f_d5;
     if (rst) begin
       \$392  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$393  = f_d7;
+    \$393  = f_d6;
     if (rst) begin
       \$393  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$394  = f_d7[1:0];
+    \$394  = f_d7;
     if (rst) begin
-      \$394  = 2'h0;
+      \$394  = 4'h0;
     end
   end
   always @* begin
@@ -44307,49 +44461,49 @@ module \bchw_top.engine2 (rst, s__valid, s__payload, s__ready, m__valid, m__payl
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$410  = nfc;
+    \$410  = f_d7[1:0];
     if (rst) begin
-      \$410  = 4'h0;
+      \$410  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$411  = paddr_d0;
+    \$411  = nfc;
     if (rst) begin
       \$411  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$412  = paddr_d1;
+    \$412  = paddr_d0;
     if (rst) begin
       \$412  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$413  = paddr_d2;
+    \$413  = paddr_d1;
     if (rst) begin
       \$413  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$414  = paddr_d3;
+    \$414  = paddr_d2;
     if (rst) begin
       \$414  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$415  = paddr_d4;
+    \$415  = paddr_d3;
     if (rst) begin
       \$415  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$416  = paddr_d5;
+    \$416  = paddr_d4;
     if (rst) begin
       \$416  = 4'h0;
     end
@@ -44461,653 +44615,653 @@ module \bchw_top.engine2 (rst, s__valid, s__payload, s__ready, m__valid, m__payl
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$434  = \$164 ;
+    \$432  = paddr_d5;
     if (rst) begin
-      \$434  = 1'h0;
+      \$432  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$435  = \$165 ;
+    \$435  = \$164 ;
     if (rst) begin
       \$435  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$436  = acc0;
-    if (accflags_copy0[0]) begin
-      \$436  = \$167 [16:0];
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$437  = acc1;
-    if (accflags_copy1[0]) begin
-      \$437  = \$169 [16:0];
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$438  = acc2;
-    if (accflags_copy2[0]) begin
-      \$438  = \$171 [16:0];
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$439  = acc3;
-    if (accflags_copy3[0]) begin
-      \$439  = \$173 [16:0];
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$440  = acc4;
-    if (accflags_copy4[0]) begin
-      \$440  = \$175 [16:0];
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$441  = acc5;
-    if (accflags_copy5[0]) begin
-      \$441  = \$177 [16:0];
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$442  = acc6;
-    if (accflags_copy6[0]) begin
-      \$442  = \$179 [16:0];
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$443  = acc7;
-    if (accflags_copy7[0]) begin
-      \$443  = \$181 [16:0];
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$444  = acc8;
-    if (accflags_copy8[0]) begin
-      \$444  = \$183 [16:0];
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$445  = acc9;
-    if (accflags_copy9[0]) begin
-      \$445  = \$185 [16:0];
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$446  = acc10;
-    if (accflags_copy10[0]) begin
-      \$446  = \$187 [16:0];
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$447  = acc11;
-    if (accflags_copy11[0]) begin
-      \$447  = \$189 [16:0];
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$448  = acc12;
-    if (accflags_copy12[0]) begin
-      \$448  = \$191 [16:0];
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$449  = acc13;
-    if (accflags_copy13[0]) begin
-      \$449  = \$193 [16:0];
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$450  = acc14;
-    if (accflags_copy14[0]) begin
-      \$450  = \$195 [16:0];
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$451  = acc15;
-    if (accflags_copy15[0]) begin
-      \$451  = \$197 [16:0];
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$452  = \$198 ;
+    \$436  = \$165 ;
     if (rst) begin
-      \$452  = 1'h0;
+      \$436  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$453  = \$199 ;
+    \$437  = acc0;
+    if (accflags_copy0[0]) begin
+      \$437  = \$167 [16:0];
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$438  = acc1;
+    if (accflags_copy1[0]) begin
+      \$438  = \$169 [16:0];
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$439  = acc2;
+    if (accflags_copy2[0]) begin
+      \$439  = \$171 [16:0];
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$440  = acc3;
+    if (accflags_copy3[0]) begin
+      \$440  = \$173 [16:0];
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$441  = acc4;
+    if (accflags_copy4[0]) begin
+      \$441  = \$175 [16:0];
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$442  = acc5;
+    if (accflags_copy5[0]) begin
+      \$442  = \$177 [16:0];
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$443  = acc6;
+    if (accflags_copy6[0]) begin
+      \$443  = \$179 [16:0];
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$444  = acc7;
+    if (accflags_copy7[0]) begin
+      \$444  = \$181 [16:0];
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$445  = acc8;
+    if (accflags_copy8[0]) begin
+      \$445  = \$183 [16:0];
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$446  = acc9;
+    if (accflags_copy9[0]) begin
+      \$446  = \$185 [16:0];
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$447  = acc10;
+    if (accflags_copy10[0]) begin
+      \$447  = \$187 [16:0];
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$448  = acc11;
+    if (accflags_copy11[0]) begin
+      \$448  = \$189 [16:0];
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$449  = acc12;
+    if (accflags_copy12[0]) begin
+      \$449  = \$191 [16:0];
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$450  = acc13;
+    if (accflags_copy13[0]) begin
+      \$450  = \$193 [16:0];
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$451  = acc14;
+    if (accflags_copy14[0]) begin
+      \$451  = \$195 [16:0];
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$452  = acc15;
+    if (accflags_copy15[0]) begin
+      \$452  = \$197 [16:0];
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$453  = \$198 ;
     if (rst) begin
       \$453  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$454  = \$200 ;
+    \$454  = \$199 ;
     if (rst) begin
       \$454  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$455  = \$201 ;
+    \$455  = \$200 ;
     if (rst) begin
       \$455  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$456  = \$202 ;
+    \$456  = \$201 ;
     if (rst) begin
       \$456  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$457  = \$203 ;
+    \$457  = \$202 ;
     if (rst) begin
       \$457  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$458  = \$204 ;
+    \$458  = \$203 ;
     if (rst) begin
       \$458  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$459  = \$205 ;
+    \$459  = \$204 ;
     if (rst) begin
       \$459  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$460  = \$206 ;
+    \$460  = \$205 ;
     if (rst) begin
       \$460  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$461  = \$207 ;
+    \$461  = \$206 ;
     if (rst) begin
       \$461  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$462  = \$208 ;
+    \$462  = \$207 ;
     if (rst) begin
       \$462  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$463  = \$209 ;
+    \$463  = \$208 ;
     if (rst) begin
       \$463  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$464  = \$210 ;
+    \$464  = \$209 ;
     if (rst) begin
       \$464  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$465  = \$211 ;
+    \$465  = \$210 ;
     if (rst) begin
       \$465  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$466  = \$212 ;
+    \$466  = \$211 ;
     if (rst) begin
       \$466  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$467  = \$213 ;
+    \$467  = \$212 ;
     if (rst) begin
       \$467  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$468  = \$214 ;
+    \$468  = \$213 ;
     if (rst) begin
       \$468  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$469  = \$215 ;
+    \$469  = \$214 ;
     if (rst) begin
       \$469  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$470  = \$216 ;
+    \$470  = \$215 ;
     if (rst) begin
       \$470  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$471  = \$217 ;
+    \$471  = \$216 ;
     if (rst) begin
       \$471  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$472  = \$218 ;
+    \$472  = \$217 ;
     if (rst) begin
       \$472  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$473  = \$219 ;
+    \$473  = \$218 ;
     if (rst) begin
       \$473  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$474  = \$220 ;
+    \$474  = \$219 ;
     if (rst) begin
       \$474  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$475  = \$221 ;
+    \$475  = \$220 ;
     if (rst) begin
       \$475  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$476  = \$222 ;
+    \$476  = \$221 ;
     if (rst) begin
       \$476  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$477  = \$223 ;
+    \$477  = \$222 ;
     if (rst) begin
       \$477  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$478  = \$224 ;
+    \$478  = \$223 ;
     if (rst) begin
       \$478  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$479  = \$225 ;
+    \$479  = \$224 ;
     if (rst) begin
       \$479  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$480  = \$226 ;
+    \$480  = \$225 ;
     if (rst) begin
       \$480  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$481  = \$227 ;
+    \$481  = \$226 ;
     if (rst) begin
       \$481  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$482  = \$228 ;
+    \$482  = \$227 ;
     if (rst) begin
       \$482  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$483  = \$229 ;
+    \$483  = \$228 ;
     if (rst) begin
       \$483  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$485  = acc_valid;
+    \$484  = \$229 ;
     if (rst) begin
-      \$485  = 1'h0;
+      \$484  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$486  = qv_d0;
+    \$486  = acc_valid;
     if (rst) begin
       \$486  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$487  = qv_d1;
+    \$487  = qv_d0;
     if (rst) begin
       \$487  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$488  = qv_d2;
+    \$488  = qv_d1;
     if (rst) begin
       \$488  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$489  = qv_d3;
+    \$489  = qv_d2;
     if (rst) begin
       \$489  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$490  = qv_d4;
+    \$490  = qv_d3;
     if (rst) begin
       \$490  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$491  = qv_d5;
+    \$491  = qv_d4;
     if (rst) begin
       \$491  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$492  = qv_d6;
+    \$492  = qv_d5;
     if (rst) begin
       \$492  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$493  = qv_d7;
+    \$493  = qv_d6;
     if (rst) begin
       \$493  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$494  = qv_d8;
+    \$494  = qv_d7;
     if (rst) begin
       \$494  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$495  = qv_d9;
+    \$495  = qv_d8;
     if (rst) begin
       \$495  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$496  = qv_d10;
+    \$496  = qv_d9;
     if (rst) begin
       \$496  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$497  = qv_d11;
+    \$497  = qv_d10;
     if (rst) begin
       \$497  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$498  = qv_d12;
+    \$498  = qv_d11;
     if (rst) begin
       \$498  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$499  = qv_d13;
+    \$499  = qv_d12;
     if (rst) begin
       \$499  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$500  = qv_d14;
+    \$500  = qv_d13;
     if (rst) begin
       \$500  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$501  = qv_d15;
+    \$501  = qv_d14;
     if (rst) begin
       \$501  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$502  = qv_d16;
+    \$502  = qv_d15;
     if (rst) begin
       \$502  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$503  = qv_d17;
+    \$503  = qv_d16;
     if (rst) begin
       \$503  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$504  = qv_d18;
+    \$504  = qv_d17;
     if (rst) begin
       \$504  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$505  = acc_end;
+    \$505  = qv_d18;
     if (rst) begin
       \$505  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$506  = qe_d0;
+    \$506  = acc_end;
     if (rst) begin
       \$506  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$507  = qe_d1;
+    \$507  = qe_d0;
     if (rst) begin
       \$507  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$508  = qe_d2;
+    \$508  = qe_d1;
     if (rst) begin
       \$508  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$509  = qe_d3;
+    \$509  = qe_d2;
     if (rst) begin
       \$509  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$510  = qe_d4;
+    \$510  = qe_d3;
     if (rst) begin
       \$510  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$511  = qe_d5;
+    \$511  = qe_d4;
     if (rst) begin
       \$511  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$512  = qe_d6;
+    \$512  = qe_d5;
     if (rst) begin
       \$512  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$513  = qe_d7;
+    \$513  = qe_d6;
     if (rst) begin
       \$513  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$514  = qe_d8;
+    \$514  = qe_d7;
     if (rst) begin
       \$514  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$515  = qe_d9;
+    \$515  = qe_d8;
     if (rst) begin
       \$515  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$516  = qe_d10;
+    \$516  = qe_d9;
     if (rst) begin
       \$516  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$517  = qe_d11;
+    \$517  = qe_d10;
     if (rst) begin
       \$517  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$518  = qe_d12;
+    \$518  = qe_d11;
     if (rst) begin
       \$518  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$519  = qe_d13;
+    \$519  = qe_d12;
     if (rst) begin
       \$519  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$520  = qe_d14;
+    \$520  = qe_d13;
     if (rst) begin
       \$520  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$521  = qe_d15;
+    \$521  = qe_d14;
     if (rst) begin
       \$521  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$522  = qe_d16;
+    \$522  = qe_d15;
     if (rst) begin
       \$522  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$523  = qe_d17;
+    \$523  = qe_d16;
     if (rst) begin
       \$523  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$524  = qe_d18;
+    \$524  = qe_d17;
     if (rst) begin
       \$524  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$525  = qv_d19;
+    \$525  = qe_d18;
     if (rst) begin
       \$525  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$526  = qe_d19;
+    \$526  = qv_d19;
     if (rst) begin
       \$526  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$527  = \$70 [2:0];
+    \$527  = qe_d19;
     if (rst) begin
-      \$527  = 3'h0;
+      \$527  = 1'h0;
     end
   end
   always @* begin
@@ -45133,9 +45287,9 @@ module \bchw_top.engine2 (rst, s__valid, s__payload, s__ready, m__valid, m__payl
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$531  = qv_d19;
+    \$531  = \$70 [2:0];
     if (rst) begin
-      \$531  = 1'h0;
+      \$531  = 3'h0;
     end
   end
   always @* begin
@@ -45161,59 +45315,66 @@ module \bchw_top.engine2 (rst, s__valid, s__payload, s__ready, m__valid, m__payl
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$535  = skid0;
+    \$535  = qv_d19;
+    if (rst) begin
+      \$535  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$536  = skid0;
     if (\$278 ) begin
-      \$535  = { qe_last_d0, q, results0 };
-    end else if (\$283 ) begin
-      \$535  = skid1;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$536  = skid1;
-    if (\$300 ) begin
       \$536  = { qe_last_d0, q, results0 };
-    end else if (\$305 ) begin
-      \$536  = skid2;
+    end else if (\$283 ) begin
+      \$536  = skid1;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$537  = skid2;
-    if (\$322 ) begin
+    \$537  = skid1;
+    if (\$300 ) begin
       \$537  = { qe_last_d0, q, results0 };
-    end else if (\$327 ) begin
-      \$537  = skid3;
+    end else if (\$305 ) begin
+      \$537  = skid2;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$538  = skid3;
-    if (\$344 ) begin
+    \$538  = skid2;
+    if (\$322 ) begin
       \$538  = { qe_last_d0, q, results0 };
+    end else if (\$327 ) begin
+      \$538  = skid3;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$539  = skid3;
+    if (\$344 ) begin
+      \$539  = { qe_last_d0, q, results0 };
     end else if (\$349 ) begin
-      \$538  = 129'h000000000000000000000000000000000;
+      \$539  = 129'h000000000000000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$539  = \$70 [2:0];
+    \$540  = \$70 [2:0];
     if (rst) begin
-      \$539  = 3'h0;
+      \$540  = 3'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$540  = \$352 ;
-    if (rst) begin
-      \$540  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$541  = credit_back_d0;
+    \$541  = \$352 ;
     if (rst) begin
       \$541  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$542  = credit_back_d0;
+    if (rst) begin
+      \$542  = 1'h0;
     end
   end
   always @* begin
@@ -45232,116 +45393,116 @@ module \bchw_top.engine2 (rst, s__valid, s__payload, s__ready, m__valid, m__payl
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$355  = \$23 [3:0];
+    \$355  = \$11 [7:0];
     if (rst) begin
-      \$355  = 4'h0;
+      \$355  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$356  = \$32 [3:0];
+    \$356  = \$23 [3:0];
     if (rst) begin
       \$356  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$357  = last_step_next;
+    \$357  = \$32 [3:0];
     if (rst) begin
-      \$357  = 1'h0;
+      \$357  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$358  = ready_next;
+    \$358  = last_step_next;
     if (rst) begin
-      \$358  = 1'h1;
+      \$358  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$359  = \$47 [2:0];
+    \$359  = ready_next;
     if (rst) begin
-      \$359  = 3'h4;
+      \$359  = 1'h1;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$360  = issue_next;
+    \$360  = \$47 [2:0];
     if (rst) begin
-      \$360  = 1'h0;
+      \$360  = 3'h4;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$361  = word;
+    \$361  = issue_next;
+    if (rst) begin
+      \$361  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$362  = word;
     if (\$71 ) begin
-      \$361  = \$85 [3:0];
+      \$362  = \$85 [3:0];
     end
     if (rst) begin
-      \$361  = 4'h0;
+      \$362  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$362  = write_bank;
+    \$363  = write_bank;
     if (\$90 ) begin
-      \$362  = \$91 ;
+      \$363  = \$91 ;
     end
     if (rst) begin
-      \$362  = 1'h0;
+      \$363  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$363  = read_bank;
+    \$364  = read_bank;
     if (\$92 ) begin
-      \$363  = \$93 ;
+      \$364  = \$93 ;
     end
     if (rst) begin
-      \$363  = 1'h1;
+      \$364  = 1'h1;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$364  = \$101 ;
+    \$365  = \$101 ;
     if (rst) begin
-      \$364  = 1'h0;
+      \$365  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$365  = \$111 ;
-    if (rst) begin
-      \$365  = 1'h1;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$366  = \$121 ;
+    \$366  = \$111 ;
     if (rst) begin
       \$366  = 1'h1;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$367  = \$131 ;
+    \$367  = \$121 ;
     if (rst) begin
       \$367  = 1'h1;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$368  = \$141 ;
+    \$368  = \$131 ;
     if (rst) begin
       \$368  = 1'h1;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$369  = { write_bank, word };
+    \$369  = \$141 ;
     if (rst) begin
-      \$369  = 5'h00;
+      \$369  = 1'h1;
     end
   end
   always @* begin
@@ -45367,70 +45528,70 @@ module \bchw_top.engine2 (rst, s__valid, s__payload, s__ready, m__valid, m__payl
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$373  = { \$143 , \$23 [3:0] };
+    \$373  = { write_bank, word };
     if (rst) begin
-      \$373  = 5'h10;
+      \$373  = 5'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$374  = { \$145 , \$23 [3:0] };
+    \$374  = { \$143 , \$23 [3:0] };
     if (rst) begin
       \$374  = 5'h10;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$375  = { \$147 , \$23 [3:0] };
+    \$375  = { \$145 , \$23 [3:0] };
     if (rst) begin
       \$375  = 5'h10;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$376  = { \$149 , \$23 [3:0] };
+    \$376  = { \$147 , \$23 [3:0] };
     if (rst) begin
       \$376  = 5'h10;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$377  = \$152 ;
+    \$377  = { \$149 , \$23 [3:0] };
     if (rst) begin
-      \$377  = 1'h0;
+      \$377  = 5'h10;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$378  = \$155 ;
+    \$378  = \$152 ;
     if (rst) begin
       \$378  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$379  = \$158 ;
+    \$379  = \$155 ;
     if (rst) begin
       \$379  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$380  = \$161 ;
+    \$380  = \$158 ;
     if (rst) begin
       \$380  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$385  = { last_step, \$163 , \$162 , issue };
+    \$381  = \$161 ;
     if (rst) begin
-      \$385  = 4'h0;
+      \$381  = 1'h0;
     end
   end
-  assign en = 1'h1;
-  assign step = addr;
   assign step_next = \$11 [7:0];
+  assign en = 1'h1;
+  assign waddr_copy0 = addr;
   assign sfc_next = \$23 [3:0];
   assign nfc_next = \$32 [3:0];
   assign credits_next = \$47 [2:0];
@@ -45439,145 +45600,145 @@ module \bchw_top.engine2 (rst, s__valid, s__payload, s__ready, m__valid, m__payl
   assign xwaddr_copy0 = write__addr;
   assign write__data = xbeat[31:0];
   assign xraddr_copy0 = read__addr;
-  assign xwen1 = \write__en$34 ;
-  assign xwaddr_copy1 = \write__addr$36 ;
-  assign \write__data$38  = xbeat[63:32];
-  assign xraddr_copy1 = \read__addr$39 ;
-  assign xwen2 = \write__en$41 ;
-  assign xwaddr_copy2 = \write__addr$43 ;
-  assign \write__data$45  = xbeat[95:64];
-  assign xraddr_copy2 = \read__addr$46 ;
-  assign xwen3 = \write__en$48 ;
-  assign xwaddr_copy3 = \write__addr$50 ;
-  assign \write__data$52  = xbeat[127:96];
-  assign xraddr_copy3 = \read__addr$53 ;
-  assign \en$55  = 1'h1;
+  assign xwen1 = \write__en$35 ;
+  assign xwaddr_copy1 = \write__addr$37 ;
+  assign \write__data$39  = xbeat[63:32];
+  assign xraddr_copy1 = \read__addr$40 ;
+  assign xwen2 = \write__en$42 ;
+  assign xwaddr_copy2 = \write__addr$44 ;
+  assign \write__data$46  = xbeat[95:64];
+  assign xraddr_copy2 = \read__addr$47 ;
+  assign xwen3 = \write__en$49 ;
+  assign xwaddr_copy3 = \write__addr$51 ;
+  assign \write__data$53  = xbeat[127:96];
+  assign xraddr_copy3 = \read__addr$54 ;
+  assign \en$56  = 1'h1;
   assign xtree_copy0 = x;
   assign w = wdata_d2[15:0];
-  assign \en$60  = 1'h1;
-  assign xtree_copy1 = \x$61 ;
-  assign \w$63  = wdata_d2[31:16];
-  assign \en$64  = 1'h1;
-  assign xtree_copy2 = \x$65 ;
-  assign \w$67  = wdata_d2[47:32];
-  assign \en$68  = 1'h1;
-  assign xtree_copy3 = \x$69 ;
-  assign \w$71  = wdata_d2[63:48];
-  assign \en$72  = 1'h1;
-  assign xtree_copy4 = \x$73 ;
-  assign \w$75  = wdata_d2[79:64];
-  assign \en$76  = 1'h1;
-  assign xtree_copy5 = \x$77 ;
-  assign \w$79  = wdata_d2[95:80];
-  assign \en$80  = 1'h1;
-  assign xtree_copy6 = \x$81 ;
-  assign \w$83  = wdata_d2[111:96];
-  assign \en$84  = 1'h1;
-  assign xtree_copy7 = \x$85 ;
-  assign \w$87  = wdata_d2[127:112];
-  assign \en$88  = 1'h1;
-  assign xtree_copy8 = \x$89 ;
-  assign \w$91  = wdata_d2[143:128];
-  assign \en$92  = 1'h1;
-  assign xtree_copy9 = \x$93 ;
-  assign \w$95  = wdata_d2[159:144];
-  assign \en$96  = 1'h1;
-  assign xtree_copy10 = \x$97 ;
-  assign \w$99  = wdata_d2[175:160];
-  assign \en$100  = 1'h1;
-  assign xtree_copy11 = \x$101 ;
-  assign \w$103  = wdata_d2[191:176];
-  assign \en$104  = 1'h1;
-  assign xtree_copy12 = \x$105 ;
-  assign \w$107  = wdata_d2[207:192];
-  assign \en$108  = 1'h1;
-  assign xtree_copy13 = \x$109 ;
-  assign \w$111  = wdata_d2[223:208];
-  assign \en$112  = 1'h1;
-  assign xtree_copy14 = \x$113 ;
-  assign \w$115  = wdata_d2[239:224];
-  assign \en$116  = 1'h1;
-  assign xtree_copy15 = \x$117 ;
-  assign \w$119  = wdata_d2[255:240];
-  assign \en$120  = 1'h1;
-  assign paddr_copy0 = \addr$121 ;
-  assign \en$123  = 1'h1;
-  assign paddr_copy1 = \addr$124 ;
-  assign \en$126  = 1'h1;
-  assign paddr_copy2 = \addr$127 ;
-  assign \en$129  = 1'h1;
-  assign paddr_copy3 = \addr$130 ;
-  assign \en$132  = 1'h1;
-  assign paddr_copy4 = \addr$133 ;
-  assign \en$135  = 1'h1;
-  assign paddr_copy5 = \addr$136 ;
-  assign \en$138  = 1'h1;
-  assign paddr_copy6 = \addr$139 ;
-  assign \en$141  = 1'h1;
-  assign paddr_copy7 = \addr$142 ;
-  assign \en$144  = 1'h1;
-  assign paddr_copy8 = \addr$145 ;
-  assign \en$147  = 1'h1;
-  assign paddr_copy9 = \addr$148 ;
-  assign \en$150  = 1'h1;
-  assign paddr_copy10 = \addr$151 ;
-  assign \en$153  = 1'h1;
-  assign paddr_copy11 = \addr$154 ;
-  assign \en$156  = 1'h1;
-  assign paddr_copy12 = \addr$157 ;
-  assign \en$159  = 1'h1;
-  assign paddr_copy13 = \addr$160 ;
-  assign \en$162  = 1'h1;
-  assign paddr_copy14 = \addr$163 ;
-  assign \en$165  = 1'h1;
-  assign paddr_copy15 = \addr$166 ;
-  assign \en$168  = 1'h1;
+  assign \en$61  = 1'h1;
+  assign xtree_copy1 = \x$62 ;
+  assign \w$64  = wdata_d2[31:16];
+  assign \en$65  = 1'h1;
+  assign xtree_copy2 = \x$66 ;
+  assign \w$68  = wdata_d2[47:32];
+  assign \en$69  = 1'h1;
+  assign xtree_copy3 = \x$70 ;
+  assign \w$72  = wdata_d2[63:48];
+  assign \en$73  = 1'h1;
+  assign xtree_copy4 = \x$74 ;
+  assign \w$76  = wdata_d2[79:64];
+  assign \en$77  = 1'h1;
+  assign xtree_copy5 = \x$78 ;
+  assign \w$80  = wdata_d2[95:80];
+  assign \en$81  = 1'h1;
+  assign xtree_copy6 = \x$82 ;
+  assign \w$84  = wdata_d2[111:96];
+  assign \en$85  = 1'h1;
+  assign xtree_copy7 = \x$86 ;
+  assign \w$88  = wdata_d2[127:112];
+  assign \en$89  = 1'h1;
+  assign xtree_copy8 = \x$90 ;
+  assign \w$92  = wdata_d2[143:128];
+  assign \en$93  = 1'h1;
+  assign xtree_copy9 = \x$94 ;
+  assign \w$96  = wdata_d2[159:144];
+  assign \en$97  = 1'h1;
+  assign xtree_copy10 = \x$98 ;
+  assign \w$100  = wdata_d2[175:160];
+  assign \en$101  = 1'h1;
+  assign xtree_copy11 = \x$102 ;
+  assign \w$104  = wdata_d2[191:176];
+  assign \en$105  = 1'h1;
+  assign xtree_copy12 = \x$106 ;
+  assign \w$108  = wdata_d2[207:192];
+  assign \en$109  = 1'h1;
+  assign xtree_copy13 = \x$110 ;
+  assign \w$112  = wdata_d2[223:208];
+  assign \en$113  = 1'h1;
+  assign xtree_copy14 = \x$114 ;
+  assign \w$116  = wdata_d2[239:224];
+  assign \en$117  = 1'h1;
+  assign xtree_copy15 = \x$118 ;
+  assign \w$120  = wdata_d2[255:240];
+  assign \en$121  = 1'h1;
+  assign paddr_copy0 = \addr$122 ;
+  assign \en$124  = 1'h1;
+  assign paddr_copy1 = \addr$125 ;
+  assign \en$127  = 1'h1;
+  assign paddr_copy2 = \addr$128 ;
+  assign \en$130  = 1'h1;
+  assign paddr_copy3 = \addr$131 ;
+  assign \en$133  = 1'h1;
+  assign paddr_copy4 = \addr$134 ;
+  assign \en$136  = 1'h1;
+  assign paddr_copy5 = \addr$137 ;
+  assign \en$139  = 1'h1;
+  assign paddr_copy6 = \addr$140 ;
+  assign \en$142  = 1'h1;
+  assign paddr_copy7 = \addr$143 ;
+  assign \en$145  = 1'h1;
+  assign paddr_copy8 = \addr$146 ;
+  assign \en$148  = 1'h1;
+  assign paddr_copy9 = \addr$149 ;
+  assign \en$151  = 1'h1;
+  assign paddr_copy10 = \addr$152 ;
+  assign \en$154  = 1'h1;
+  assign paddr_copy11 = \addr$155 ;
+  assign \en$157  = 1'h1;
+  assign paddr_copy12 = \addr$158 ;
+  assign \en$160  = 1'h1;
+  assign paddr_copy13 = \addr$161 ;
+  assign \en$163  = 1'h1;
+  assign paddr_copy14 = \addr$164 ;
+  assign \en$166  = 1'h1;
+  assign paddr_copy15 = \addr$167 ;
+  assign \en$169  = 1'h1;
   assign acc = drain[16:0];
   assign mul = drain[34:17];
   assign shift = drain[39:35];
   assign bias = drain[75:40];
   assign count_next = \$70 [2:0];
   assign credit_back_d1 = credit_back;
-  assign m_ready_copies = { \port$24604$0 , \port$24602$0 , \port$24600$0 , \port$24598$0  };
+  assign m_ready_copies = { \port$24720$0 , \port$24718$0 , \port$24716$0 , \port$24714$0  };
   assign m__payload = \$55 [127:0];
-  assign \$484 [1215:1157] = \$261 ;
-  assign \$484 [1156:1140] = \$260 ;
-  assign \$484 [1139:1081] = \$259 ;
-  assign \$484 [1080:1064] = \$258 ;
-  assign \$484 [1063:1005] = \$257 ;
-  assign \$484 [1004:988] = \$256 ;
-  assign \$484 [987:929] = \$255 ;
-  assign \$484 [928:912] = \$254 ;
-  assign \$484 [911:853] = \$253 ;
-  assign \$484 [852:836] = \$252 ;
-  assign \$484 [835:777] = \$251 ;
-  assign \$484 [776:760] = \$250 ;
-  assign \$484 [759:701] = \$249 ;
-  assign \$484 [700:684] = \$248 ;
-  assign \$484 [683:625] = \$247 ;
-  assign \$484 [624:608] = \$246 ;
-  assign \$484 [607:549] = \$245 ;
-  assign \$484 [548:532] = \$244 ;
-  assign \$484 [531:473] = \$243 ;
-  assign \$484 [472:456] = \$242 ;
-  assign \$484 [455:397] = \$241 ;
-  assign \$484 [396:380] = \$240 ;
-  assign \$484 [379:321] = \$239 ;
-  assign \$484 [320:304] = \$238 ;
-  assign \$484 [303:245] = \$237 ;
-  assign \$484 [244:228] = \$236 ;
-  assign \$484 [227:169] = \$235 ;
-  assign \$484 [168:152] = \$234 ;
-  assign \$484 [151:93] = \$233 ;
-  assign \$484 [92:76] = \$232 ;
-  assign \$484 [75:17] = \$231 ;
-  assign \$484 [16:0] = \$230 ;
-  assign \$433  = params_d0;
-  assign \$432  = { \data$253 , \data$252 , \data$251 , \data$250 , \data$249 , \data$248 , \data$247 , \data$246 , \data$245 , \data$244 , \data$243 , \data$242 , \data$241 , \data$240 , \data$239 , \data$238  };
-  assign \$384  = wdata_d1;
-  assign \$383  = wdata_d0;
-  assign \$382  = data;
-  assign \$381  = { \read__data$198 , \read__data$197 , \read__data$196 , read__data };
+  assign \$485 [1215:1157] = \$261 ;
+  assign \$485 [1156:1140] = \$260 ;
+  assign \$485 [1139:1081] = \$259 ;
+  assign \$485 [1080:1064] = \$258 ;
+  assign \$485 [1063:1005] = \$257 ;
+  assign \$485 [1004:988] = \$256 ;
+  assign \$485 [987:929] = \$255 ;
+  assign \$485 [928:912] = \$254 ;
+  assign \$485 [911:853] = \$253 ;
+  assign \$485 [852:836] = \$252 ;
+  assign \$485 [835:777] = \$251 ;
+  assign \$485 [776:760] = \$250 ;
+  assign \$485 [759:701] = \$249 ;
+  assign \$485 [700:684] = \$248 ;
+  assign \$485 [683:625] = \$247 ;
+  assign \$485 [624:608] = \$246 ;
+  assign \$485 [607:549] = \$245 ;
+  assign \$485 [548:532] = \$244 ;
+  assign \$485 [531:473] = \$243 ;
+  assign \$485 [472:456] = \$242 ;
+  assign \$485 [455:397] = \$241 ;
+  assign \$485 [396:380] = \$240 ;
+  assign \$485 [379:321] = \$239 ;
+  assign \$485 [320:304] = \$238 ;
+  assign \$485 [303:245] = \$237 ;
+  assign \$485 [244:228] = \$236 ;
+  assign \$485 [227:169] = \$235 ;
+  assign \$485 [168:152] = \$234 ;
+  assign \$485 [151:93] = \$233 ;
+  assign \$485 [92:76] = \$232 ;
+  assign \$485 [75:17] = \$231 ;
+  assign \$485 [16:0] = \$230 ;
+  assign \$434  = params_d0;
+  assign \$433  = { \data$254 , \data$253 , \data$252 , \data$251 , \data$250 , \data$249 , \data$248 , \data$247 , \data$246 , \data$245 , \data$244 , \data$243 , \data$242 , \data$241 , \data$240 , \data$239  };
+  assign \$385  = wdata_d1;
+  assign \$384  = wdata_d0;
+  assign \$383  = data;
+  assign \$382  = { \read__data$199 , \read__data$198 , \read__data$197 , read__data };
   assign busy_next = \$4 ;
   assign \$11  = \$10 ;
   assign \$23  = \$22 ;
@@ -46031,23 +46192,51 @@ module \bchw_top.engine2.params9 (data, addr, clk);
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine2.requant0 (rst, \port$22611$0 , q, clk);
+module \bchw_top.engine2.requant0 (rst, \port$22723$0 , q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$7  = 0;
   wire [35:0] \$1 ;
-  wire [34:0] \$10 ;
-  wire [35:0] \$11 ;
-  wire [4:0] \$12 ;
-  wire [36:0] \$13 ;
-  wire [4:0] \$14 ;
-  reg [7:0] \$15 ;
+  wire \$10 ;
+  wire \$11 ;
+  wire \$12 ;
+  wire \$13 ;
+  wire \$14 ;
+  wire \$15 ;
+  wire \$16 ;
+  wire \$17 ;
+  wire \$18 ;
+  wire \$19 ;
   wire [36:0] \$2 ;
+  wire \$20 ;
+  wire \$21 ;
+  wire \$22 ;
+  wire \$23 ;
+  wire \$24 ;
+  wire \$25 ;
+  wire \$26 ;
+  wire \$27 ;
+  wire [28:0] \$28 ;
+  wire \$29 ;
   wire \$3 ;
-  wire [36:0] \$4 ;
-  wire [36:0] \$5 ;
-  wire [35:0] \$6 ;
-  wire [4:0] \$7 ;
-  wire [35:0] \$8 ;
-  wire [4:0] \$9 ;
+  wire \$30 ;
+  wire [7:0] \$31 ;
+  wire [7:0] \$32 ;
+  wire [35:0] \$33 ;
+  wire [4:0] \$34 ;
+  wire [35:0] \$35 ;
+  wire [4:0] \$36 ;
+  wire [34:0] \$37 ;
+  wire [35:0] \$38 ;
+  wire [4:0] \$39 ;
+  wire \$4 ;
+  wire [36:0] \$40 ;
+  wire [4:0] \$41 ;
+  wire [23:0] \$42 ;
+  reg [7:0] \$43 ;
+  wire \$5 ;
+  wire \$6 ;
+  wire \$7 ;
+  wire \$8 ;
+  wire \$9 ;
   wire [16:0] a;
   wire [16:0] acc;
   wire [17:0] b;
@@ -46061,11 +46250,12 @@ module \bchw_top.engine2.requant0 (rst, \port$22611$0 , q, clk);
   wire \en$1 ;
   wire [17:0] mul;
   wire [34:0] p;
-  input [75:0] \port$22611$0 ;
-  wire [75:0] \port$22611$0 ;
+  input [75:0] \port$22723$0 ;
+  wire [75:0] \port$22723$0 ;
   reg [34:0] product_d0 = 35'h000000000;
   output [7:0] q;
   reg [7:0] q = 8'h00;
+  reg [23:0] reach = 24'h000000;
   input rst;
   wire rst;
   wire [4:0] shift;
@@ -46077,63 +46267,93 @@ module \bchw_top.engine2.requant0 (rst, \port$22611$0 , q, clk);
   reg [36:0] total = 37'h0000000000;
   assign shifted = $signed(total) >>> shift_d4;
   assign \$2  = $signed(bias_d3) + $signed(\$1 );
-  assign \$3  = | shifted[36:8];
-  assign \$4  = \$3  ? 37'h00000000ff : shifted;
-  assign \$5  = shifted[36] ? 37'h0000000000 : \$4 ;
+  assign \$3  = shift_d3 <= 1'h0;
+  assign \$4  = shift_d3 <= 1'h1;
+  assign \$5  = shift_d3 <= 2'h2;
+  assign \$6  = shift_d3 <= 2'h3;
+  assign \$7  = shift_d3 <= 3'h4;
+  assign \$8  = shift_d3 <= 3'h5;
+  assign \$9  = shift_d3 <= 3'h6;
+  assign \$10  = shift_d3 <= 3'h7;
+  assign \$11  = shift_d3 <= 4'h8;
+  assign \$12  = shift_d3 <= 4'h9;
+  assign \$13  = shift_d3 <= 4'ha;
+  assign \$14  = shift_d3 <= 4'hb;
+  assign \$15  = shift_d3 <= 4'hc;
+  assign \$16  = shift_d3 <= 4'hd;
+  assign \$17  = shift_d3 <= 4'he;
+  assign \$18  = shift_d3 <= 4'hf;
+  assign \$19  = shift_d3 <= 5'h10;
+  assign \$20  = shift_d3 <= 5'h11;
+  assign \$21  = shift_d3 <= 5'h12;
+  assign \$22  = shift_d3 <= 5'h13;
+  assign \$23  = shift_d3 <= 5'h14;
+  assign \$24  = shift_d3 <= 5'h15;
+  assign \$25  = shift_d3 <= 5'h16;
+  assign \$26  = shift_d3 <= 5'h17;
+  assign \$27  = ~ total[36];
+  assign \$28  = total[36:8] & { 5'h1f, reach };
+  assign \$29  = | \$28 ;
+  assign \$30  = \$27  & \$29 ;
+  assign \$31  = \$30  ? 8'hff : shifted[7:0];
+  assign \$32  = total[36] ? 8'h00 : \$31 ;
   always @(posedge clk)
-    bias_d1 <= \$6 ;
+    bias_d1 <= \$33 ;
   always @(posedge clk)
-    shift_d1 <= \$7 ;
+    shift_d1 <= \$34 ;
   always @(posedge clk)
-    bias_d2 <= \$8 ;
+    bias_d2 <= \$35 ;
   always @(posedge clk)
-    shift_d2 <= \$9 ;
+    shift_d2 <= \$36 ;
   always @(posedge clk)
-    product_d0 <= \$10 ;
+    product_d0 <= \$37 ;
   always @(posedge clk)
-    bias_d3 <= \$11 ;
+    bias_d3 <= \$38 ;
   always @(posedge clk)
-    shift_d3 <= \$12 ;
+    shift_d3 <= \$39 ;
   always @(posedge clk)
-    total <= \$13 ;
+    total <= \$40 ;
   always @(posedge clk)
-    shift_d4 <= \$14 ;
+    shift_d4 <= \$41 ;
   always @(posedge clk)
-    q <= \$15 ;
+    reach <= \$42 ;
+  always @(posedge clk)
+    q <= \$43 ;
   \bchw_top.engine2.requant0.mul0  mul0 (
     .clk(clk),
     .p(p),
-    .\port$22611$0 (\port$22611$0 [34:0])
+    .\port$22723$0 (\port$22723$0 [34:0])
   );
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
-    \$15  = \$5 [7:0];
+    \$43  = \$32 ;
     if (rst) begin
-      \$15  = 8'h00;
+      \$43  = 8'h00;
     end
   end
   assign en = 1'h1;
   assign \en$1  = 1'h1;
-  assign a = \port$22611$0 [16:0];
-  assign acc = \port$22611$0 [16:0];
-  assign b = \port$22611$0 [34:17];
-  assign mul = \port$22611$0 [34:17];
-  assign bias = \port$22611$0 [75:40];
-  assign shift = \port$22611$0 [39:35];
-  assign \$14  = shift_d3;
-  assign \$13  = \$2 ;
-  assign \$12  = shift_d2;
-  assign \$11  = bias_d2;
-  assign \$10  = p;
-  assign \$9  = shift_d1;
-  assign \$8  = bias_d1;
-  assign \$7  = \port$22611$0 [39:35];
-  assign \$6  = \port$22611$0 [75:40];
+  assign a = \port$22723$0 [16:0];
+  assign acc = \port$22723$0 [16:0];
+  assign b = \port$22723$0 [34:17];
+  assign mul = \port$22723$0 [34:17];
+  assign bias = \port$22723$0 [75:40];
+  assign shift = \port$22723$0 [39:35];
+  assign \$42  = { \$26 , \$25 , \$24 , \$23 , \$22 , \$21 , \$20 , \$19 , \$18 , \$17 , \$16 , \$15 , \$14 , \$13 , \$12 , \$11 , \$10 , \$9 , \$8 , \$7 , \$6 , \$5 , \$4 , \$3  };
+  assign \$41  = shift_d3;
+  assign \$40  = \$2 ;
+  assign \$39  = shift_d2;
+  assign \$38  = bias_d2;
+  assign \$37  = p;
+  assign \$36  = shift_d1;
+  assign \$35  = bias_d1;
+  assign \$34  = \port$22723$0 [39:35];
+  assign \$33  = \port$22723$0 [75:40];
   assign \$1  = { product_d0[34], product_d0 };
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine2.requant0.mul0 (p, \port$22611$0 , clk);
+module \bchw_top.engine2.requant0.mul0 (p, \port$22723$0 , clk);
   wire [16:0] a;
   wire [17:0] b;
   input clk;
@@ -46141,21 +46361,21 @@ module \bchw_top.engine2.requant0.mul0 (p, \port$22611$0 , clk);
   wire en;
   output [34:0] p;
   wire [34:0] p;
-  input [34:0] \port$22611$0 ;
-  wire [34:0] \port$22611$0 ;
+  input [34:0] \port$22723$0 ;
+  wire [34:0] \port$22723$0 ;
   bchw_mul #(
     .A_WIDTH(32'd17),
     .B_WIDTH(32'd18)
   ) mul (
-    .a(\port$22611$0 [16:0]),
-    .b(\port$22611$0 [34:17]),
+    .a(\port$22723$0 [16:0]),
+    .b(\port$22723$0 [34:17]),
     .clk(clk),
     .en(1'h1),
     .p(p)
   );
   assign en = 1'h1;
-  assign a = \port$22611$0 [16:0];
-  assign b = \port$22611$0 [34:17];
+  assign a = \port$22723$0 [16:0];
+  assign b = \port$22723$0 [34:17];
 endmodule
 
 (* generator = "Amaranth" *)
@@ -57586,12 +57806,12 @@ module \bchw_top.engine3 (rst, s__valid, s__payload, s__ready, m__ready, sready_
   reg \$320 ;
   reg [3:0] \$321 ;
   reg [3:0] \$322 ;
-  reg \$323 ;
+  reg [3:0] \$323 ;
   reg \$324 ;
-  reg [1:0] \$325 ;
-  reg \$326 ;
-  reg [3:0] \$327 ;
-  reg \$328 ;
+  reg \$325 ;
+  reg [1:0] \$326 ;
+  reg \$327 ;
+  reg [3:0] \$328 ;
   reg \$329 ;
   wire \$33 ;
   reg \$330 ;
@@ -57599,7 +57819,7 @@ module \bchw_top.engine3 (rst, s__valid, s__payload, s__ready, m__ready, sready_
   reg \$332 ;
   reg \$333 ;
   reg \$334 ;
-  reg [4:0] \$335 ;
+  reg \$335 ;
   reg [4:0] \$336 ;
   reg [4:0] \$337 ;
   reg [4:0] \$338 ;
@@ -57608,16 +57828,16 @@ module \bchw_top.engine3 (rst, s__valid, s__payload, s__ready, m__ready, sready_
   reg [4:0] \$340 ;
   reg [4:0] \$341 ;
   reg [4:0] \$342 ;
-  reg \$343 ;
+  reg [4:0] \$343 ;
   reg \$344 ;
   reg \$345 ;
   reg \$346 ;
-  wire [127:0] \$347 ;
-  wire [159:0] \$348 ;
+  reg \$347 ;
+  wire [127:0] \$348 ;
   wire [159:0] \$349 ;
   wire \$35 ;
   wire [159:0] \$350 ;
-  reg [3:0] \$351 ;
+  wire [159:0] \$351 ;
   reg [3:0] \$352 ;
   reg [3:0] \$353 ;
   reg [3:0] \$354 ;
@@ -57627,7 +57847,7 @@ module \bchw_top.engine3 (rst, s__valid, s__payload, s__ready, m__ready, sready_
   reg [3:0] \$358 ;
   reg [3:0] \$359 ;
   wire \$36 ;
-  reg [1:0] \$360 ;
+  reg [3:0] \$360 ;
   reg [1:0] \$361 ;
   reg [1:0] \$362 ;
   reg [1:0] \$363 ;
@@ -57638,11 +57858,11 @@ module \bchw_top.engine3 (rst, s__valid, s__payload, s__ready, m__ready, sready_
   reg [1:0] \$368 ;
   reg [1:0] \$369 ;
   wire \$37 ;
-  wire [589:0] \$370 ;
+  reg [1:0] \$370 ;
   wire [589:0] \$371 ;
-  reg \$372 ;
+  wire [589:0] \$372 ;
   reg \$373 ;
-  reg [16:0] \$374 ;
+  reg \$374 ;
   reg [16:0] \$375 ;
   reg [16:0] \$376 ;
   reg [16:0] \$377 ;
@@ -57653,7 +57873,7 @@ module \bchw_top.engine3 (rst, s__valid, s__payload, s__ready, m__ready, sready_
   reg [16:0] \$381 ;
   reg [16:0] \$382 ;
   reg [16:0] \$383 ;
-  reg \$384 ;
+  reg [16:0] \$384 ;
   reg \$385 ;
   reg \$386 ;
   reg \$387 ;
@@ -57664,8 +57884,8 @@ module \bchw_top.engine3 (rst, s__valid, s__payload, s__ready, m__ready, sready_
   reg \$391 ;
   reg \$392 ;
   reg \$393 ;
-  wire [759:0] \$394 ;
-  reg \$395 ;
+  reg \$394 ;
+  wire [759:0] \$395 ;
   reg \$396 ;
   reg \$397 ;
   reg \$398 ;
@@ -57699,18 +57919,18 @@ module \bchw_top.engine3 (rst, s__valid, s__payload, s__ready, m__ready, sready_
   reg \$422 ;
   reg \$423 ;
   reg \$424 ;
-  reg [1:0] \$425 ;
+  reg \$425 ;
   reg [1:0] \$426 ;
   reg [1:0] \$427 ;
-  reg \$428 ;
+  reg [1:0] \$428 ;
   reg \$429 ;
   wire [2:0] \$43 ;
   reg \$430 ;
-  reg [160:0] \$431 ;
+  reg \$431 ;
   reg [160:0] \$432 ;
   reg [160:0] \$433 ;
-  reg [1:0] \$434 ;
-  reg \$435 ;
+  reg [160:0] \$434 ;
+  reg [1:0] \$435 ;
   reg \$436 ;
   reg \$437 ;
   reg \$438 ;
@@ -57718,9 +57938,10 @@ module \bchw_top.engine3 (rst, s__valid, s__payload, s__ready, m__ready, sready_
   wire \$44 ;
   reg \$440 ;
   reg \$441 ;
-  reg [159:0] \$442 ;
-  reg \$443 ;
+  reg \$442 ;
+  reg [159:0] \$443 ;
   reg \$444 ;
+  reg \$445 ;
   wire \$45 ;
   wire [3:0] \$46 ;
   wire [3:0] \$47 ;
@@ -57815,17 +58036,18 @@ module \bchw_top.engine3 (rst, s__valid, s__payload, s__ready, m__ready, sready_
   reg [1:0] accflags_copy8 = 2'h0;
   (* keep = 32'd1 *)
   reg [1:0] accflags_copy9 = 2'h0;
+  (* keep = 32'd1 *)
   reg [3:0] addr = 4'h0;
-  wire \addr$100 ;
-  wire \addr$103 ;
-  wire \addr$106 ;
-  wire \addr$109 ;
-  wire \addr$112 ;
-  wire \addr$115 ;
-  wire \addr$118 ;
-  wire \addr$121 ;
-  wire \addr$124 ;
-  wire \addr$97 ;
+  wire \addr$101 ;
+  wire \addr$104 ;
+  wire \addr$107 ;
+  wire \addr$110 ;
+  wire \addr$113 ;
+  wire \addr$116 ;
+  wire \addr$119 ;
+  wire \addr$122 ;
+  wire \addr$125 ;
+  wire \addr$98 ;
   wire [35:0] bias;
   reg busy = 1'h0;
   wire busy_next;
@@ -57846,7 +58068,6 @@ module \bchw_top.engine3 (rst, s__valid, s__payload, s__ready, m__ready, sready_
   reg [1:0] credits = 2'h3;
   wire [1:0] credits_next;
   wire [159:0] data;
-  wire [58:0] \data$191 ;
   wire [58:0] \data$192 ;
   wire [58:0] \data$193 ;
   wire [58:0] \data$194 ;
@@ -57856,6 +58077,7 @@ module \bchw_top.engine3 (rst, s__valid, s__payload, s__ready, m__ready, sready_
   wire [58:0] \data$198 ;
   wire [58:0] \data$199 ;
   wire [58:0] \data$200 ;
+  wire [58:0] \data$201 ;
   (* keep = 32'd1 *)
   reg dload_copy0 = 1'h0;
   (* keep = 32'd1 *)
@@ -57878,27 +58100,27 @@ module \bchw_top.engine3 (rst, s__valid, s__payload, s__ready, m__ready, sready_
   reg dload_copy9 = 1'h0;
   reg [759:0] drain = 760'h0000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000;
   wire en;
-  wire \en$102 ;
-  wire \en$105 ;
-  wire \en$108 ;
-  wire \en$111 ;
-  wire \en$114 ;
-  wire \en$117 ;
-  wire \en$120 ;
-  wire \en$123 ;
-  wire \en$126 ;
-  wire \en$55 ;
-  wire \en$60 ;
-  wire \en$64 ;
-  wire \en$68 ;
-  wire \en$72 ;
-  wire \en$76 ;
-  wire \en$80 ;
-  wire \en$84 ;
-  wire \en$88 ;
-  wire \en$92 ;
-  wire \en$96 ;
-  wire \en$99 ;
+  wire \en$100 ;
+  wire \en$103 ;
+  wire \en$106 ;
+  wire \en$109 ;
+  wire \en$112 ;
+  wire \en$115 ;
+  wire \en$118 ;
+  wire \en$121 ;
+  wire \en$124 ;
+  wire \en$127 ;
+  wire \en$56 ;
+  wire \en$61 ;
+  wire \en$65 ;
+  wire \en$69 ;
+  wire \en$73 ;
+  wire \en$77 ;
+  wire \en$81 ;
+  wire \en$85 ;
+  wire \en$89 ;
+  wire \en$93 ;
+  wire \en$97 ;
   reg [3:0] f_d0 = 4'h0;
   reg [3:0] f_d1 = 4'h0;
   reg [3:0] f_d2 = 4'h0;
@@ -58004,15 +58226,15 @@ module \bchw_top.engine3 (rst, s__valid, s__payload, s__ready, m__ready, sready_
   (* keep = 32'd1 *)
   reg [4:0] read__addr = 5'h10;
   (* keep = 32'd1 *)
-  reg [4:0] \read__addr$39  = 5'h10;
+  reg [4:0] \read__addr$40  = 5'h10;
   (* keep = 32'd1 *)
-  reg [4:0] \read__addr$46  = 5'h10;
+  reg [4:0] \read__addr$47  = 5'h10;
   (* keep = 32'd1 *)
-  reg [4:0] \read__addr$53  = 5'h10;
+  reg [4:0] \read__addr$54  = 5'h10;
   wire [31:0] read__data;
-  wire [31:0] \read__data$156 ;
   wire [31:0] \read__data$157 ;
   wire [31:0] \read__data$158 ;
+  wire [31:0] \read__data$159 ;
   reg read_bank = 1'h1;
   reg ready = 1'h1;
   wire ready_next;
@@ -58050,32 +58272,34 @@ module \bchw_top.engine3 (rst, s__valid, s__payload, s__ready, m__ready, sready_
   (* keep = 32'd1 *)
   output sready_copy3;
   reg sready_copy3 = 1'h1;
-  (* init = 4'h0 *)
-  wire [3:0] step;
+  reg [3:0] step = 4'h0;
   wire [3:0] step_next;
   wire [12:0] sum;
-  wire [12:0] \sum$207 ;
-  wire [12:0] \sum$209 ;
-  wire [12:0] \sum$211 ;
-  wire [12:0] \sum$213 ;
-  wire [12:0] \sum$215 ;
-  wire [12:0] \sum$217 ;
-  wire [12:0] \sum$219 ;
-  wire [12:0] \sum$221 ;
-  wire [12:0] \sum$223 ;
+  wire [12:0] \sum$208 ;
+  wire [12:0] \sum$210 ;
+  wire [12:0] \sum$212 ;
+  wire [12:0] \sum$214 ;
+  wire [12:0] \sum$216 ;
+  wire [12:0] \sum$218 ;
+  wire [12:0] \sum$220 ;
+  wire [12:0] \sum$222 ;
+  wire [12:0] \sum$224 ;
   wire valid_next;
   (* init = 160'h0000000000000000000000000000000000000000 *)
   wire [159:0] vector;
   wire [15:0] w;
-  wire [15:0] \w$63 ;
-  wire [15:0] \w$67 ;
-  wire [15:0] \w$71 ;
-  wire [15:0] \w$75 ;
-  wire [15:0] \w$79 ;
-  wire [15:0] \w$83 ;
-  wire [15:0] \w$87 ;
-  wire [15:0] \w$91 ;
-  wire [15:0] \w$95 ;
+  wire [15:0] \w$64 ;
+  wire [15:0] \w$68 ;
+  wire [15:0] \w$72 ;
+  wire [15:0] \w$76 ;
+  wire [15:0] \w$80 ;
+  wire [15:0] \w$84 ;
+  wire [15:0] \w$88 ;
+  wire [15:0] \w$92 ;
+  wire [15:0] \w$96 ;
+  (* init = 4'h0 *)
+  (* keep = 32'd1 *)
+  wire [3:0] waddr_copy0;
   reg [159:0] wdata_d0 = 160'h0000000000000000000000000000000000000000;
   reg [159:0] wdata_d1 = 160'h0000000000000000000000000000000000000000;
   reg [159:0] wdata_d2 = 160'h0000000000000000000000000000000000000000;
@@ -58083,40 +58307,40 @@ module \bchw_top.engine3 (rst, s__valid, s__payload, s__ready, m__ready, sready_
   (* keep = 32'd1 *)
   reg [4:0] write__addr = 5'h00;
   (* keep = 32'd1 *)
-  reg [4:0] \write__addr$36  = 5'h00;
+  reg [4:0] \write__addr$37  = 5'h00;
   (* keep = 32'd1 *)
-  reg [4:0] \write__addr$43  = 5'h00;
+  reg [4:0] \write__addr$44  = 5'h00;
   (* keep = 32'd1 *)
-  reg [4:0] \write__addr$50  = 5'h00;
+  reg [4:0] \write__addr$51  = 5'h00;
   wire [31:0] write__data;
-  wire [31:0] \write__data$38 ;
-  wire [31:0] \write__data$45 ;
-  wire [31:0] \write__data$52 ;
+  wire [31:0] \write__data$39 ;
+  wire [31:0] \write__data$46 ;
+  wire [31:0] \write__data$53 ;
   reg write__en = 1'h0;
-  reg \write__en$34  = 1'h0;
-  reg \write__en$41  = 1'h0;
-  reg \write__en$48  = 1'h0;
+  reg \write__en$35  = 1'h0;
+  reg \write__en$42  = 1'h0;
+  reg \write__en$49  = 1'h0;
   reg write_bank = 1'h0;
   (* keep = 32'd1 *)
   reg [127:0] x = 128'h00000000000000000000000000000000;
   (* keep = 32'd1 *)
-  reg [127:0] \x$61  = 128'h00000000000000000000000000000000;
+  reg [127:0] \x$62  = 128'h00000000000000000000000000000000;
   (* keep = 32'd1 *)
-  reg [127:0] \x$65  = 128'h00000000000000000000000000000000;
+  reg [127:0] \x$66  = 128'h00000000000000000000000000000000;
   (* keep = 32'd1 *)
-  reg [127:0] \x$69  = 128'h00000000000000000000000000000000;
+  reg [127:0] \x$70  = 128'h00000000000000000000000000000000;
   (* keep = 32'd1 *)
-  reg [127:0] \x$73  = 128'h00000000000000000000000000000000;
+  reg [127:0] \x$74  = 128'h00000000000000000000000000000000;
   (* keep = 32'd1 *)
-  reg [127:0] \x$77  = 128'h00000000000000000000000000000000;
+  reg [127:0] \x$78  = 128'h00000000000000000000000000000000;
   (* keep = 32'd1 *)
-  reg [127:0] \x$81  = 128'h00000000000000000000000000000000;
+  reg [127:0] \x$82  = 128'h00000000000000000000000000000000;
   (* keep = 32'd1 *)
-  reg [127:0] \x$85  = 128'h00000000000000000000000000000000;
+  reg [127:0] \x$86  = 128'h00000000000000000000000000000000;
   (* keep = 32'd1 *)
-  reg [127:0] \x$89  = 128'h00000000000000000000000000000000;
+  reg [127:0] \x$90  = 128'h00000000000000000000000000000000;
   (* keep = 32'd1 *)
-  reg [127:0] \x$93  = 128'h00000000000000000000000000000000;
+  reg [127:0] \x$94  = 128'h00000000000000000000000000000000;
   reg [127:0] xbeat = 128'h00000000000000000000000000000000;
   reg [127:0] xmem_d0 = 128'h00000000000000000000000000000000;
   (* init = 5'h10 *)
@@ -58267,14 +58491,14 @@ module \bchw_top.engine3 (rst, s__valid, s__payload, s__ready, m__ready, sready_
     xmem1[31] = 32'd0;
   end
   always @(posedge clk) begin
-    if (\write__en$34 )
-      xmem1[\write__addr$36 ] <= xbeat[63:32];
+    if (\write__en$35 )
+      xmem1[\write__addr$37 ] <= xbeat[63:32];
   end
   reg [31:0] _1_;
   always @(posedge clk) begin
-    _1_ <= xmem1[\read__addr$39 ];
+    _1_ <= xmem1[\read__addr$40 ];
   end
-  assign \read__data$156  = _1_;
+  assign \read__data$157  = _1_;
   reg [31:0] xmem2 [31:0];
   initial begin
     xmem2[0] = 32'd0;
@@ -58311,14 +58535,14 @@ module \bchw_top.engine3 (rst, s__valid, s__payload, s__ready, m__ready, sready_
     xmem2[31] = 32'd0;
   end
   always @(posedge clk) begin
-    if (\write__en$41 )
-      xmem2[\write__addr$43 ] <= xbeat[95:64];
+    if (\write__en$42 )
+      xmem2[\write__addr$44 ] <= xbeat[95:64];
   end
   reg [31:0] _2_;
   always @(posedge clk) begin
-    _2_ <= xmem2[\read__addr$46 ];
+    _2_ <= xmem2[\read__addr$47 ];
   end
-  assign \read__data$157  = _2_;
+  assign \read__data$158  = _2_;
   reg [31:0] xmem3 [31:0];
   initial begin
     xmem3[0] = 32'd0;
@@ -58355,64 +58579,66 @@ module \bchw_top.engine3 (rst, s__valid, s__payload, s__ready, m__ready, sready_
     xmem3[31] = 32'd0;
   end
   always @(posedge clk) begin
-    if (\write__en$48 )
-      xmem3[\write__addr$50 ] <= xbeat[127:96];
+    if (\write__en$49 )
+      xmem3[\write__addr$51 ] <= xbeat[127:96];
   end
   reg [31:0] _3_;
   always @(posedge clk) begin
-    _3_ <= xmem3[\read__addr$53 ];
+    _3_ <= xmem3[\read__addr$54 ];
   end
-  assign \read__data$158  = _3_;
+  assign \read__data$159  = _3_;
   always @(posedge clk)
-    qe_d12 <= \$421 ;
+    qe_d11 <= \$421 ;
   always @(posedge clk)
-    qe_d13 <= \$422 ;
+    qe_d12 <= \$422 ;
   always @(posedge clk)
-    qv_last_d0 <= \$423 ;
+    qe_d13 <= \$423 ;
   always @(posedge clk)
-    qe_last_d0 <= \$424 ;
+    qv_last_d0 <= \$424 ;
+  always @(posedge clk)
+    qe_last_d0 <= \$425 ;
   always @(posedge clk)
     results0 <= { q, results0[143:16] };
   always @(posedge clk)
-    count_copy0 <= \$425 ;
+    count_copy0 <= \$426 ;
   always @(posedge clk)
-    count_copy1 <= \$426 ;
+    count_copy1 <= \$427 ;
   always @(posedge clk)
-    count_copy2 <= \$427 ;
+    count_copy2 <= \$428 ;
   always @(posedge clk)
-    skid_qvalid_copy0 <= \$428 ;
+    skid_qvalid_copy0 <= \$429 ;
   always @(posedge clk)
-    skid_qvalid_copy1 <= \$429 ;
+    skid_qvalid_copy1 <= \$430 ;
   always @(posedge clk)
-    skid_qvalid_copy2 <= \$430 ;
+    skid_qvalid_copy2 <= \$431 ;
   always @(posedge clk)
-    skid0 <= \$431 ;
+    skid0 <= \$432 ;
   always @(posedge clk)
-    skid1 <= \$432 ;
+    skid1 <= \$433 ;
   always @(posedge clk)
-    skid2 <= \$433 ;
+    skid2 <= \$434 ;
   always @(posedge clk)
-    count <= \$434 ;
+    count <= \$435 ;
   always @(posedge clk)
-    held_copy0 <= \$435 ;
+    held_copy0 <= \$436 ;
   always @(posedge clk)
-    held_copy1 <= \$436 ;
+    held_copy1 <= \$437 ;
   always @(posedge clk)
-    qvalid_copy0 <= \$437 ;
+    qvalid_copy0 <= \$438 ;
   always @(posedge clk)
-    qvalid_copy1 <= \$438 ;
+    qvalid_copy1 <= \$439 ;
   always @(posedge clk)
-    m__valid <= \$439 ;
+    m__valid <= \$440 ;
   always @(posedge clk)
-    mvalid_copy0 <= \$440 ;
+    mvalid_copy0 <= \$441 ;
   always @(posedge clk)
-    mvalid_copy1 <= \$441 ;
+    mvalid_copy1 <= \$442 ;
   always @(posedge clk)
-    m__payload <= \$442 ;
+    m__payload <= \$443 ;
   always @(posedge clk)
-    credit_back_d0 <= \$443 ;
+    credit_back_d0 <= \$444 ;
   always @(posedge clk)
-    credit_back <= \$444 ;
+    credit_back <= \$445 ;
   assign \$1  = \$signal  & ready;
   assign \$2  = ~ last_step;
   assign \$3  = busy & \$2 ;
@@ -58420,8 +58646,8 @@ module \bchw_top.engine3 (rst, s__valid, s__payload, s__ready, m__ready, sready_
   assign \$5  = \$signal  & ready;
   assign \$6  = ~ last_step;
   assign \$7  = issue & \$6 ;
-  assign \$8  = addr + 1'h1;
-  assign \$9  = \$7  ? \$8  : { 1'h0, addr };
+  assign \$8  = step + 1'h1;
+  assign \$9  = \$7  ? \$8  : { 1'h0, step };
   assign \$10  = \$5  ? 5'h00 : \$9 ;
   assign \$12  = \$signal  & ready;
   assign \$13  = ~ last_step;
@@ -58442,12 +58668,12 @@ module \bchw_top.engine3 (rst, s__valid, s__payload, s__ready, m__ready, sready_
   assign \$30  = \$28  ? 2'h1 : 2'h0;
   assign \$31  = \$24  ? 2'h0 : \$30 ;
   assign \$33  = \$signal  & ready;
-  assign \$34  = addr == 4'he;
+  assign \$34  = step == 4'he;
   assign \$35  = issue ? \$34  : last_step;
   assign \$36  = last_step ? 1'h0 : \$35 ;
   assign \$37  = \$33  ? 1'h0 : \$36 ;
   assign \$38  = \$signal  & ready;
-  assign \$39  = addr == 4'he;
+  assign \$39  = step == 4'he;
   assign \$40  = issue ? \$39  : ready;
   assign \$41  = last_step ? 1'h1 : \$40 ;
   assign \$42  = \$38  ? 1'h0 : \$41 ;
@@ -58564,23 +58790,23 @@ module \bchw_top.engine3 (rst, s__valid, s__payload, s__ready, m__ready, sready_
   assign \$177  = accflags_copy0[1] ? 17'h00000 : acc0;
   assign \$178  = $signed(\$177 ) + $signed(sum);
   assign \$179  = accflags_copy1[1] ? 17'h00000 : acc1;
-  assign \$180  = $signed(\$179 ) + $signed(\sum$207 );
+  assign \$180  = $signed(\$179 ) + $signed(\sum$208 );
   assign \$181  = accflags_copy2[1] ? 17'h00000 : acc2;
-  assign \$182  = $signed(\$181 ) + $signed(\sum$209 );
+  assign \$182  = $signed(\$181 ) + $signed(\sum$210 );
   assign \$183  = accflags_copy3[1] ? 17'h00000 : acc3;
-  assign \$184  = $signed(\$183 ) + $signed(\sum$211 );
+  assign \$184  = $signed(\$183 ) + $signed(\sum$212 );
   assign \$185  = accflags_copy4[1] ? 17'h00000 : acc4;
-  assign \$186  = $signed(\$185 ) + $signed(\sum$213 );
+  assign \$186  = $signed(\$185 ) + $signed(\sum$214 );
   assign \$187  = accflags_copy5[1] ? 17'h00000 : acc5;
-  assign \$188  = $signed(\$187 ) + $signed(\sum$215 );
+  assign \$188  = $signed(\$187 ) + $signed(\sum$216 );
   assign \$189  = accflags_copy6[1] ? 17'h00000 : acc6;
-  assign \$190  = $signed(\$189 ) + $signed(\sum$217 );
+  assign \$190  = $signed(\$189 ) + $signed(\sum$218 );
   assign \$191  = accflags_copy7[1] ? 17'h00000 : acc7;
-  assign \$192  = $signed(\$191 ) + $signed(\sum$219 );
+  assign \$192  = $signed(\$191 ) + $signed(\sum$220 );
   assign \$193  = accflags_copy8[1] ? 17'h00000 : acc8;
-  assign \$194  = $signed(\$193 ) + $signed(\sum$221 );
+  assign \$194  = $signed(\$193 ) + $signed(\sum$222 );
   assign \$195  = accflags_copy9[1] ? 17'h00000 : acc9;
-  assign \$196  = $signed(\$195 ) + $signed(\sum$223 );
+  assign \$196  = $signed(\$195 ) + $signed(\sum$224 );
   assign \$197  = ft_d0[0] & ft_d0[2];
   assign \$198  = ft_d0[0] & ft_d0[2];
   assign \$199  = ft_d0[0] & ft_d0[2];
@@ -58707,61 +58933,63 @@ module \bchw_top.engine3 (rst, s__valid, s__payload, s__ready, m__ready, sready_
   always @(posedge clk)
     busy <= \$320 ;
   always @(posedge clk)
-    addr <= \$321 ;
+    step <= \$321 ;
   always @(posedge clk)
-    sfc <= \$322 ;
+    addr <= \$322 ;
   always @(posedge clk)
-    last_step <= \$323 ;
+    sfc <= \$323 ;
   always @(posedge clk)
-    ready <= \$324 ;
+    last_step <= \$324 ;
   always @(posedge clk)
-    credits <= \$325 ;
+    ready <= \$325 ;
   always @(posedge clk)
-    issue <= \$326 ;
+    credits <= \$326 ;
   always @(posedge clk)
-    word <= \$327 ;
+    issue <= \$327 ;
   always @(posedge clk)
-    write_bank <= \$328 ;
+    word <= \$328 ;
   always @(posedge clk)
-    read_bank <= \$329 ;
+    write_bank <= \$329 ;
   always @(posedge clk)
-    \$signal  <= \$330 ;
+    read_bank <= \$330 ;
   always @(posedge clk)
-    sready_copy0 <= \$331 ;
+    \$signal  <= \$331 ;
   always @(posedge clk)
-    sready_copy1 <= \$332 ;
+    sready_copy0 <= \$332 ;
   always @(posedge clk)
-    sready_copy2 <= \$333 ;
+    sready_copy1 <= \$333 ;
   always @(posedge clk)
-    sready_copy3 <= \$334 ;
+    sready_copy2 <= \$334 ;
+  always @(posedge clk)
+    sready_copy3 <= \$335 ;
   always @(posedge clk)
     xbeat <= s__payload;
   always @(posedge clk)
-    write__addr <= \$335 ;
+    write__addr <= \$336 ;
   always @(posedge clk)
-    \write__addr$36  <= \$336 ;
+    \write__addr$37  <= \$337 ;
   always @(posedge clk)
-    \write__addr$43  <= \$337 ;
+    \write__addr$44  <= \$338 ;
   always @(posedge clk)
-    \write__addr$50  <= \$338 ;
+    \write__addr$51  <= \$339 ;
   always @(posedge clk)
-    read__addr <= \$339 ;
+    read__addr <= \$340 ;
   always @(posedge clk)
-    \read__addr$39  <= \$340 ;
+    \read__addr$40  <= \$341 ;
   always @(posedge clk)
-    \read__addr$46  <= \$341 ;
+    \read__addr$47  <= \$342 ;
   always @(posedge clk)
-    \read__addr$53  <= \$342 ;
+    \read__addr$54  <= \$343 ;
   always @(posedge clk)
-    write__en <= \$343 ;
+    write__en <= \$344 ;
   always @(posedge clk)
-    \write__en$34  <= \$344 ;
+    \write__en$35  <= \$345 ;
   always @(posedge clk)
-    \write__en$41  <= \$345 ;
+    \write__en$42  <= \$346 ;
   always @(posedge clk)
-    \write__en$48  <= \$346 ;
+    \write__en$49  <= \$347 ;
   always @(posedge clk)
-    xmem_d0 <= \$347 ;
+    xmem_d0 <= \$348 ;
   always @(posedge clk)
     xtree_fan_copy0 <= xmem_d0;
   always @(posedge clk)
@@ -58771,212 +58999,210 @@ module \bchw_top.engine3 (rst, s__valid, s__payload, s__ready, m__ready, sready_
   always @(posedge clk)
     x <= xtree_fan_copy0;
   always @(posedge clk)
-    \x$61  <= xtree_fan_copy0;
+    \x$62  <= xtree_fan_copy0;
   always @(posedge clk)
-    \x$65  <= xtree_fan_copy0;
+    \x$66  <= xtree_fan_copy0;
   always @(posedge clk)
-    \x$69  <= xtree_fan_copy0;
+    \x$70  <= xtree_fan_copy0;
   always @(posedge clk)
-    \x$73  <= xtree_fan_copy1;
+    \x$74  <= xtree_fan_copy1;
   always @(posedge clk)
-    \x$77  <= xtree_fan_copy1;
+    \x$78  <= xtree_fan_copy1;
   always @(posedge clk)
-    \x$81  <= xtree_fan_copy1;
+    \x$82  <= xtree_fan_copy1;
   always @(posedge clk)
-    \x$85  <= xtree_fan_copy1;
+    \x$86  <= xtree_fan_copy1;
   always @(posedge clk)
-    \x$89  <= xtree_fan_copy2;
+    \x$90  <= xtree_fan_copy2;
   always @(posedge clk)
-    \x$93  <= xtree_fan_copy2;
+    \x$94  <= xtree_fan_copy2;
   always @(posedge clk)
-    wdata_d0 <= \$348 ;
+    wdata_d0 <= \$349 ;
   always @(posedge clk)
-    wdata_d1 <= \$349 ;
+    wdata_d1 <= \$350 ;
   always @(posedge clk)
-    wdata_d2 <= \$350 ;
+    wdata_d2 <= \$351 ;
   always @(posedge clk)
-    f_d0 <= \$351 ;
+    f_d0 <= \$352 ;
   always @(posedge clk)
-    f_d1 <= \$352 ;
+    f_d1 <= \$353 ;
   always @(posedge clk)
-    f_d2 <= \$353 ;
+    f_d2 <= \$354 ;
   always @(posedge clk)
-    f_d3 <= \$354 ;
+    f_d3 <= \$355 ;
   always @(posedge clk)
-    f_d4 <= \$355 ;
+    f_d4 <= \$356 ;
   always @(posedge clk)
-    f_d5 <= \$356 ;
+    f_d5 <= \$357 ;
   always @(posedge clk)
-    f_d6 <= \$357 ;
+    f_d6 <= \$358 ;
   always @(posedge clk)
-    f_d7 <= \$358 ;
+    f_d7 <= \$359 ;
   always @(posedge clk)
-    ft_d0 <= \$359 ;
+    ft_d0 <= \$360 ;
   always @(posedge clk)
-    accflags_copy0 <= \$360 ;
+    accflags_copy0 <= \$361 ;
   always @(posedge clk)
-    accflags_copy1 <= \$361 ;
+    accflags_copy1 <= \$362 ;
   always @(posedge clk)
-    accflags_copy2 <= \$362 ;
+    accflags_copy2 <= \$363 ;
   always @(posedge clk)
-    accflags_copy3 <= \$363 ;
+    accflags_copy3 <= \$364 ;
   always @(posedge clk)
-    accflags_copy4 <= \$364 ;
+    accflags_copy4 <= \$365 ;
   always @(posedge clk)
-    accflags_copy5 <= \$365 ;
+    accflags_copy5 <= \$366 ;
   always @(posedge clk)
-    accflags_copy6 <= \$366 ;
+    accflags_copy6 <= \$367 ;
   always @(posedge clk)
-    accflags_copy7 <= \$367 ;
+    accflags_copy7 <= \$368 ;
   always @(posedge clk)
-    accflags_copy8 <= \$368 ;
+    accflags_copy8 <= \$369 ;
   always @(posedge clk)
-    accflags_copy9 <= \$369 ;
+    accflags_copy9 <= \$370 ;
   always @(posedge clk)
-    params_d0 <= \$370 ;
+    params_d0 <= \$371 ;
   always @(posedge clk)
-    params_d1 <= \$371 ;
+    params_d1 <= \$372 ;
   always @(posedge clk)
-    acc_valid <= \$372 ;
+    acc_valid <= \$373 ;
   always @(posedge clk)
-    acc_end <= \$373 ;
+    acc_end <= \$374 ;
   always @(posedge clk)
-    acc0 <= \$374 ;
+    acc0 <= \$375 ;
   always @(posedge clk)
-    acc1 <= \$375 ;
+    acc1 <= \$376 ;
   always @(posedge clk)
-    acc2 <= \$376 ;
+    acc2 <= \$377 ;
   always @(posedge clk)
-    acc3 <= \$377 ;
+    acc3 <= \$378 ;
   always @(posedge clk)
-    acc4 <= \$378 ;
+    acc4 <= \$379 ;
   always @(posedge clk)
-    acc5 <= \$379 ;
+    acc5 <= \$380 ;
   always @(posedge clk)
-    acc6 <= \$380 ;
+    acc6 <= \$381 ;
   always @(posedge clk)
-    acc7 <= \$381 ;
+    acc7 <= \$382 ;
   always @(posedge clk)
-    acc8 <= \$382 ;
+    acc8 <= \$383 ;
   always @(posedge clk)
-    acc9 <= \$383 ;
+    acc9 <= \$384 ;
   always @(posedge clk)
-    dload_copy0 <= \$384 ;
+    dload_copy0 <= \$385 ;
   always @(posedge clk)
-    dload_copy1 <= \$385 ;
+    dload_copy1 <= \$386 ;
   always @(posedge clk)
-    dload_copy2 <= \$386 ;
+    dload_copy2 <= \$387 ;
   always @(posedge clk)
-    dload_copy3 <= \$387 ;
+    dload_copy3 <= \$388 ;
   always @(posedge clk)
-    dload_copy4 <= \$388 ;
+    dload_copy4 <= \$389 ;
   always @(posedge clk)
-    dload_copy5 <= \$389 ;
+    dload_copy5 <= \$390 ;
   always @(posedge clk)
-    dload_copy6 <= \$390 ;
+    dload_copy6 <= \$391 ;
   always @(posedge clk)
-    dload_copy7 <= \$391 ;
+    dload_copy7 <= \$392 ;
   always @(posedge clk)
-    dload_copy8 <= \$392 ;
+    dload_copy8 <= \$393 ;
   always @(posedge clk)
-    dload_copy9 <= \$393 ;
+    dload_copy9 <= \$394 ;
   always @(posedge clk)
-    drain <= \$394 ;
+    drain <= \$395 ;
   always @(posedge clk)
-    qv_d0 <= \$395 ;
+    qv_d0 <= \$396 ;
   always @(posedge clk)
-    qv_d1 <= \$396 ;
+    qv_d1 <= \$397 ;
   always @(posedge clk)
-    qv_d2 <= \$397 ;
+    qv_d2 <= \$398 ;
   always @(posedge clk)
-    qv_d3 <= \$398 ;
+    qv_d3 <= \$399 ;
   always @(posedge clk)
-    qv_d4 <= \$399 ;
+    qv_d4 <= \$400 ;
   always @(posedge clk)
-    qv_d5 <= \$400 ;
+    qv_d5 <= \$401 ;
   always @(posedge clk)
-    qv_d6 <= \$401 ;
+    qv_d6 <= \$402 ;
   always @(posedge clk)
-    qv_d7 <= \$402 ;
+    qv_d7 <= \$403 ;
   always @(posedge clk)
-    qv_d8 <= \$403 ;
+    qv_d8 <= \$404 ;
   always @(posedge clk)
-    qv_d9 <= \$404 ;
+    qv_d9 <= \$405 ;
   always @(posedge clk)
-    qv_d10 <= \$405 ;
+    qv_d10 <= \$406 ;
   always @(posedge clk)
-    qv_d11 <= \$406 ;
+    qv_d11 <= \$407 ;
   always @(posedge clk)
-    qv_d12 <= \$407 ;
+    qv_d12 <= \$408 ;
   always @(posedge clk)
-    qv_d13 <= \$408 ;
+    qv_d13 <= \$409 ;
   always @(posedge clk)
-    qe_d0 <= \$409 ;
+    qe_d0 <= \$410 ;
   always @(posedge clk)
-    qe_d1 <= \$410 ;
+    qe_d1 <= \$411 ;
   always @(posedge clk)
-    qe_d2 <= \$411 ;
+    qe_d2 <= \$412 ;
   always @(posedge clk)
-    qe_d3 <= \$412 ;
+    qe_d3 <= \$413 ;
   always @(posedge clk)
-    qe_d4 <= \$413 ;
+    qe_d4 <= \$414 ;
   always @(posedge clk)
-    qe_d5 <= \$414 ;
+    qe_d5 <= \$415 ;
   always @(posedge clk)
-    qe_d6 <= \$415 ;
+    qe_d6 <= \$416 ;
   always @(posedge clk)
-    qe_d7 <= \$416 ;
+    qe_d7 <= \$417 ;
   always @(posedge clk)
-    qe_d8 <= \$417 ;
+    qe_d8 <= \$418 ;
   always @(posedge clk)
-    qe_d9 <= \$418 ;
+    qe_d9 <= \$419 ;
   always @(posedge clk)
-    qe_d10 <= \$419 ;
-  always @(posedge clk)
-    qe_d11 <= \$420 ;
+    qe_d10 <= \$420 ;
   \bchw_top.engine3.params0  params0 (
-    .clk(clk),
-    .data(\data$191 )
-  );
-  \bchw_top.engine3.params1  params1 (
     .clk(clk),
     .data(\data$192 )
   );
-  \bchw_top.engine3.params2  params2 (
+  \bchw_top.engine3.params1  params1 (
     .clk(clk),
     .data(\data$193 )
   );
-  \bchw_top.engine3.params3  params3 (
+  \bchw_top.engine3.params2  params2 (
     .clk(clk),
     .data(\data$194 )
   );
-  \bchw_top.engine3.params4  params4 (
+  \bchw_top.engine3.params3  params3 (
     .clk(clk),
     .data(\data$195 )
   );
-  \bchw_top.engine3.params5  params5 (
+  \bchw_top.engine3.params4  params4 (
     .clk(clk),
     .data(\data$196 )
   );
-  \bchw_top.engine3.params6  params6 (
+  \bchw_top.engine3.params5  params5 (
     .clk(clk),
     .data(\data$197 )
   );
-  \bchw_top.engine3.params7  params7 (
+  \bchw_top.engine3.params6  params6 (
     .clk(clk),
     .data(\data$198 )
   );
-  \bchw_top.engine3.params8  params8 (
+  \bchw_top.engine3.params7  params7 (
     .clk(clk),
     .data(\data$199 )
   );
-  \bchw_top.engine3.params9  params9 (
+  \bchw_top.engine3.params8  params8 (
     .clk(clk),
     .data(\data$200 )
   );
+  \bchw_top.engine3.params9  params9 (
+    .clk(clk),
+    .data(\data$201 )
+  );
   \bchw_top.engine3.requant0  requant0 (
     .clk(clk),
-    .\port$24738$0 (drain[75:0]),
+    .\port$24854$0 (drain[75:0]),
     .q(q),
     .rst(rst)
   );
@@ -58989,66 +59215,66 @@ module \bchw_top.engine3 (rst, s__valid, s__payload, s__ready, m__ready, sready_
   );
   \bchw_top.engine3.tree1  tree1 (
     .clk(clk),
-    .l4_0(\sum$207 ),
+    .l4_0(\sum$208 ),
     .rst(rst),
     .w(wdata_d2[31:16]),
-    .x(\x$61 )
+    .x(\x$62 )
   );
   \bchw_top.engine3.tree2  tree2 (
     .clk(clk),
-    .l4_0(\sum$209 ),
+    .l4_0(\sum$210 ),
     .rst(rst),
     .w(wdata_d2[47:32]),
-    .x(\x$65 )
+    .x(\x$66 )
   );
   \bchw_top.engine3.tree3  tree3 (
     .clk(clk),
-    .l4_0(\sum$211 ),
+    .l4_0(\sum$212 ),
     .rst(rst),
     .w(wdata_d2[63:48]),
-    .x(\x$69 )
+    .x(\x$70 )
   );
   \bchw_top.engine3.tree4  tree4 (
     .clk(clk),
-    .l4_0(\sum$213 ),
+    .l4_0(\sum$214 ),
     .rst(rst),
     .w(wdata_d2[79:64]),
-    .x(\x$73 )
+    .x(\x$74 )
   );
   \bchw_top.engine3.tree5  tree5 (
     .clk(clk),
-    .l4_0(\sum$215 ),
+    .l4_0(\sum$216 ),
     .rst(rst),
     .w(wdata_d2[95:80]),
-    .x(\x$77 )
+    .x(\x$78 )
   );
   \bchw_top.engine3.tree6  tree6 (
     .clk(clk),
-    .l4_0(\sum$217 ),
+    .l4_0(\sum$218 ),
     .rst(rst),
     .w(wdata_d2[111:96]),
-    .x(\x$81 )
+    .x(\x$82 )
   );
   \bchw_top.engine3.tree7  tree7 (
     .clk(clk),
-    .l4_0(\sum$219 ),
+    .l4_0(\sum$220 ),
     .rst(rst),
     .w(wdata_d2[127:112]),
-    .x(\x$85 )
+    .x(\x$86 )
   );
   \bchw_top.engine3.tree8  tree8 (
     .clk(clk),
-    .l4_0(\sum$221 ),
+    .l4_0(\sum$222 ),
     .rst(rst),
     .w(wdata_d2[143:128]),
-    .x(\x$89 )
+    .x(\x$90 )
   );
   \bchw_top.engine3.tree9  tree9 (
     .clk(clk),
-    .l4_0(\sum$223 ),
+    .l4_0(\sum$224 ),
     .rst(rst),
     .w(wdata_d2[159:144]),
-    .x(\x$93 )
+    .x(\x$94 )
   );
   \bchw_top.engine3.weights  weights (
     .addr(addr),
@@ -59057,30 +59283,37 @@ module \bchw_top.engine3 (rst, s__valid, s__payload, s__ready, m__ready, sready_
   );
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$422  = qe_d12;
+    \$421  = qe_d10;
+    if (rst) begin
+      \$421  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    \$422  = qe_d11;
     if (rst) begin
       \$422  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$423  = qv_d13;
+    \$423  = qe_d12;
     if (rst) begin
       \$423  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$424  = qe_d13;
+    \$424  = qv_d13;
     if (rst) begin
       \$424  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$425  = \$71 [1:0];
+    \$425  = qe_d13;
     if (rst) begin
-      \$425  = 2'h0;
+      \$425  = 1'h0;
     end
   end
   always @* begin
@@ -59099,9 +59332,9 @@ module \bchw_top.engine3 (rst, s__valid, s__payload, s__ready, m__ready, sready_
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$428  = qv_d13;
+    \$428  = \$71 [1:0];
     if (rst) begin
-      \$428  = 1'h0;
+      \$428  = 2'h0;
     end
   end
   always @* begin
@@ -59120,55 +59353,55 @@ module \bchw_top.engine3 (rst, s__valid, s__payload, s__ready, m__ready, sready_
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$431  = skid0;
+    \$431  = qv_d13;
+    if (rst) begin
+      \$431  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    \$432  = skid0;
     if (\$237 ) begin
-      \$431  = { qe_last_d0, q, results0 };
-    end else if (\$244 ) begin
-      \$431  = skid1;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$432  = skid1;
-    if (\$265 ) begin
       \$432  = { qe_last_d0, q, results0 };
-    end else if (\$272 ) begin
-      \$432  = skid2;
+    end else if (\$244 ) begin
+      \$432  = skid1;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$433  = skid2;
-    if (\$293 ) begin
+    \$433  = skid1;
+    if (\$265 ) begin
       \$433  = { qe_last_d0, q, results0 };
+    end else if (\$272 ) begin
+      \$433  = skid2;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    \$434  = skid2;
+    if (\$293 ) begin
+      \$434  = { qe_last_d0, q, results0 };
     end else if (\$300 ) begin
-      \$433  = 161'h00000000000000000000000000000000000000000;
+      \$434  = 161'h00000000000000000000000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$434  = \$71 [1:0];
+    \$435  = \$71 [1:0];
     if (rst) begin
-      \$434  = 2'h0;
+      \$435  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$435  = \$301 ;
-    if (rst) begin
-      \$435  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$436  = \$302 ;
+    \$436  = \$301 ;
     if (rst) begin
       \$436  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$437  = qv_d13;
+    \$437  = \$302 ;
     if (rst) begin
       \$437  = 1'h0;
     end
@@ -59182,7 +59415,7 @@ module \bchw_top.engine3 (rst, s__valid, s__payload, s__ready, m__ready, sready_
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$439  = valid_next;
+    \$439  = qv_d13;
     if (rst) begin
       \$439  = 1'h0;
     end
@@ -59203,26 +59436,33 @@ module \bchw_top.engine3 (rst, s__valid, s__payload, s__ready, m__ready, sready_
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$442  = m__payload;
+    \$442  = valid_next;
+    if (rst) begin
+      \$442  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    \$443  = m__payload;
     if (\$306 ) begin
-      \$442 [127:0] = \$308 [127:0];
+      \$443 [127:0] = \$308 [127:0];
     end
     if (\$312 ) begin
-      \$442 [159:128] = \$314 [159:128];
+      \$443 [159:128] = \$314 [159:128];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$443  = \$319 ;
-    if (rst) begin
-      \$443  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$444  = credit_back_d0;
+    \$444  = \$319 ;
     if (rst) begin
       \$444  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    \$445  = credit_back_d0;
+    if (rst) begin
+      \$445  = 1'h0;
     end
   end
   always @* begin
@@ -59241,109 +59481,109 @@ module \bchw_top.engine3 (rst, s__valid, s__payload, s__ready, m__ready, sready_
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$322  = \$23 [3:0];
+    \$322  = \$11 [3:0];
     if (rst) begin
       \$322  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$323  = last_step_next;
+    \$323  = \$23 [3:0];
     if (rst) begin
-      \$323  = 1'h0;
+      \$323  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$324  = ready_next;
+    \$324  = last_step_next;
     if (rst) begin
-      \$324  = 1'h1;
+      \$324  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$325  = \$47 [1:0];
+    \$325  = ready_next;
     if (rst) begin
-      \$325  = 2'h3;
+      \$325  = 1'h1;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$326  = issue_next;
+    \$326  = \$47 [1:0];
     if (rst) begin
-      \$326  = 1'h0;
+      \$326  = 2'h3;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$327  = word;
+    \$327  = issue_next;
+    if (rst) begin
+      \$327  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    \$328  = word;
     if (\$82 ) begin
-      \$327  = \$96 [3:0];
+      \$328  = \$96 [3:0];
     end
     if (rst) begin
-      \$327  = 4'h0;
+      \$328  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$328  = write_bank;
+    \$329  = write_bank;
     if (\$101 ) begin
-      \$328  = \$102 ;
+      \$329  = \$102 ;
     end
     if (rst) begin
-      \$328  = 1'h0;
+      \$329  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$329  = read_bank;
+    \$330  = read_bank;
     if (\$103 ) begin
-      \$329  = \$104 ;
+      \$330  = \$104 ;
     end
     if (rst) begin
-      \$329  = 1'h1;
+      \$330  = 1'h1;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$330  = \$112 ;
+    \$331  = \$112 ;
     if (rst) begin
-      \$330  = 1'h0;
+      \$331  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$331  = \$122 ;
-    if (rst) begin
-      \$331  = 1'h1;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$332  = \$132 ;
+    \$332  = \$122 ;
     if (rst) begin
       \$332  = 1'h1;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$333  = \$142 ;
+    \$333  = \$132 ;
     if (rst) begin
       \$333  = 1'h1;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$334  = \$152 ;
+    \$334  = \$142 ;
     if (rst) begin
       \$334  = 1'h1;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$335  = { write_bank, word };
+    \$335  = \$152 ;
     if (rst) begin
-      \$335  = 5'h00;
+      \$335  = 1'h1;
     end
   end
   always @* begin
@@ -59369,128 +59609,128 @@ module \bchw_top.engine3 (rst, s__valid, s__payload, s__ready, m__ready, sready_
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$339  = { \$154 , \$23 [3:0] };
+    \$339  = { write_bank, word };
     if (rst) begin
-      \$339  = 5'h10;
+      \$339  = 5'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$340  = { \$156 , \$23 [3:0] };
+    \$340  = { \$154 , \$23 [3:0] };
     if (rst) begin
       \$340  = 5'h10;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$341  = { \$158 , \$23 [3:0] };
+    \$341  = { \$156 , \$23 [3:0] };
     if (rst) begin
       \$341  = 5'h10;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$342  = { \$160 , \$23 [3:0] };
+    \$342  = { \$158 , \$23 [3:0] };
     if (rst) begin
       \$342  = 5'h10;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$343  = \$163 ;
+    \$343  = { \$160 , \$23 [3:0] };
     if (rst) begin
-      \$343  = 1'h0;
+      \$343  = 5'h10;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$344  = \$166 ;
+    \$344  = \$163 ;
     if (rst) begin
       \$344  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$345  = \$169 ;
+    \$345  = \$166 ;
     if (rst) begin
       \$345  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$346  = \$172 ;
+    \$346  = \$169 ;
     if (rst) begin
       \$346  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$351  = { last_step, \$174 , \$173 , issue };
+    \$347  = \$172 ;
     if (rst) begin
-      \$351  = 4'h0;
+      \$347  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$352  = f_d0;
+    \$352  = { last_step, \$174 , \$173 , issue };
     if (rst) begin
       \$352  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$353  = f_d1;
+    \$353  = f_d0;
     if (rst) begin
       \$353  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$354  = f_d2;
+    \$354  = f_d1;
     if (rst) begin
       \$354  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$355  = f_d3;
+    \$355  = f_d2;
     if (rst) begin
       \$355  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$356  = f_d4;
+    \$356  = f_d3;
     if (rst) begin
       \$356  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$357  = f_d5;
+    \$357  = f_d4;
     if (rst) begin
       \$357  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$358  = f_d6;
+    \$358  = f_d5;
     if (rst) begin
       \$358  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$359  = f_d7;
+    \$359  = f_d6;
     if (rst) begin
       \$359  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$360  = f_d7[1:0];
+    \$360  = f_d7;
     if (rst) begin
-      \$360  = 2'h0;
+      \$360  = 4'h0;
     end
   end
   always @* begin
@@ -59558,350 +59798,343 @@ module \bchw_top.engine3 (rst, s__valid, s__payload, s__ready, m__ready, sready_
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$372  = \$175 ;
+    \$370  = f_d7[1:0];
     if (rst) begin
-      \$372  = 1'h0;
+      \$370  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$373  = \$176 ;
+    \$373  = \$175 ;
     if (rst) begin
       \$373  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$374  = acc0;
-    if (accflags_copy0[0]) begin
-      \$374  = \$178 [16:0];
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$375  = acc1;
-    if (accflags_copy1[0]) begin
-      \$375  = \$180 [16:0];
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$376  = acc2;
-    if (accflags_copy2[0]) begin
-      \$376  = \$182 [16:0];
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$377  = acc3;
-    if (accflags_copy3[0]) begin
-      \$377  = \$184 [16:0];
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$378  = acc4;
-    if (accflags_copy4[0]) begin
-      \$378  = \$186 [16:0];
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$379  = acc5;
-    if (accflags_copy5[0]) begin
-      \$379  = \$188 [16:0];
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$380  = acc6;
-    if (accflags_copy6[0]) begin
-      \$380  = \$190 [16:0];
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$381  = acc7;
-    if (accflags_copy7[0]) begin
-      \$381  = \$192 [16:0];
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$382  = acc8;
-    if (accflags_copy8[0]) begin
-      \$382  = \$194 [16:0];
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$383  = acc9;
-    if (accflags_copy9[0]) begin
-      \$383  = \$196 [16:0];
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$384  = \$197 ;
+    \$374  = \$176 ;
     if (rst) begin
-      \$384  = 1'h0;
+      \$374  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$385  = \$198 ;
+    \$375  = acc0;
+    if (accflags_copy0[0]) begin
+      \$375  = \$178 [16:0];
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    \$376  = acc1;
+    if (accflags_copy1[0]) begin
+      \$376  = \$180 [16:0];
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    \$377  = acc2;
+    if (accflags_copy2[0]) begin
+      \$377  = \$182 [16:0];
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    \$378  = acc3;
+    if (accflags_copy3[0]) begin
+      \$378  = \$184 [16:0];
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    \$379  = acc4;
+    if (accflags_copy4[0]) begin
+      \$379  = \$186 [16:0];
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    \$380  = acc5;
+    if (accflags_copy5[0]) begin
+      \$380  = \$188 [16:0];
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    \$381  = acc6;
+    if (accflags_copy6[0]) begin
+      \$381  = \$190 [16:0];
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    \$382  = acc7;
+    if (accflags_copy7[0]) begin
+      \$382  = \$192 [16:0];
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    \$383  = acc8;
+    if (accflags_copy8[0]) begin
+      \$383  = \$194 [16:0];
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    \$384  = acc9;
+    if (accflags_copy9[0]) begin
+      \$384  = \$196 [16:0];
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    \$385  = \$197 ;
     if (rst) begin
       \$385  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$386  = \$199 ;
+    \$386  = \$198 ;
     if (rst) begin
       \$386  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$387  = \$200 ;
+    \$387  = \$199 ;
     if (rst) begin
       \$387  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$388  = \$201 ;
+    \$388  = \$200 ;
     if (rst) begin
       \$388  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$389  = \$202 ;
+    \$389  = \$201 ;
     if (rst) begin
       \$389  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$390  = \$203 ;
+    \$390  = \$202 ;
     if (rst) begin
       \$390  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$391  = \$204 ;
+    \$391  = \$203 ;
     if (rst) begin
       \$391  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$392  = \$205 ;
+    \$392  = \$204 ;
     if (rst) begin
       \$392  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$393  = \$206 ;
+    \$393  = \$205 ;
     if (rst) begin
       \$393  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$395  = acc_valid;
+    \$394  = \$206 ;
     if (rst) begin
-      \$395  = 1'h0;
+      \$394  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$396  = qv_d0;
+    \$396  = acc_valid;
     if (rst) begin
       \$396  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$397  = qv_d1;
+    \$397  = qv_d0;
     if (rst) begin
       \$397  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$398  = qv_d2;
+    \$398  = qv_d1;
     if (rst) begin
       \$398  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$399  = qv_d3;
+    \$399  = qv_d2;
     if (rst) begin
       \$399  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$400  = qv_d4;
+    \$400  = qv_d3;
     if (rst) begin
       \$400  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$401  = qv_d5;
+    \$401  = qv_d4;
     if (rst) begin
       \$401  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$402  = qv_d6;
+    \$402  = qv_d5;
     if (rst) begin
       \$402  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$403  = qv_d7;
+    \$403  = qv_d6;
     if (rst) begin
       \$403  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$404  = qv_d8;
+    \$404  = qv_d7;
     if (rst) begin
       \$404  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$405  = qv_d9;
+    \$405  = qv_d8;
     if (rst) begin
       \$405  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$406  = qv_d10;
+    \$406  = qv_d9;
     if (rst) begin
       \$406  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$407  = qv_d11;
+    \$407  = qv_d10;
     if (rst) begin
       \$407  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$408  = qv_d12;
+    \$408  = qv_d11;
     if (rst) begin
       \$408  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$409  = acc_end;
+    \$409  = qv_d12;
     if (rst) begin
       \$409  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$410  = qe_d0;
+    \$410  = acc_end;
     if (rst) begin
       \$410  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$411  = qe_d1;
+    \$411  = qe_d0;
     if (rst) begin
       \$411  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$412  = qe_d2;
+    \$412  = qe_d1;
     if (rst) begin
       \$412  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$413  = qe_d3;
+    \$413  = qe_d2;
     if (rst) begin
       \$413  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$414  = qe_d4;
+    \$414  = qe_d3;
     if (rst) begin
       \$414  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$415  = qe_d5;
+    \$415  = qe_d4;
     if (rst) begin
       \$415  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$416  = qe_d6;
+    \$416  = qe_d5;
     if (rst) begin
       \$416  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$417  = qe_d7;
+    \$417  = qe_d6;
     if (rst) begin
       \$417  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$418  = qe_d8;
+    \$418  = qe_d7;
     if (rst) begin
       \$418  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$419  = qe_d9;
+    \$419  = qe_d8;
     if (rst) begin
       \$419  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$420  = qe_d10;
+    \$420  = qe_d9;
     if (rst) begin
       \$420  = 1'h0;
     end
   end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$421  = qe_d11;
-    if (rst) begin
-      \$421  = 1'h0;
-    end
-  end
-  assign en = 1'h1;
-  assign step = addr;
   assign step_next = \$11 [3:0];
+  assign en = 1'h1;
+  assign waddr_copy0 = addr;
   assign sfc_next = \$23 [3:0];
   assign credits_next = \$47 [1:0];
   assign s_ready_copies = { sready_copy3, sready_copy2, sready_copy1, sready_copy0 };
@@ -59909,69 +60142,69 @@ module \bchw_top.engine3 (rst, s__valid, s__payload, s__ready, m__ready, sready_
   assign xwaddr_copy0 = write__addr;
   assign write__data = xbeat[31:0];
   assign xraddr_copy0 = read__addr;
-  assign xwen1 = \write__en$34 ;
-  assign xwaddr_copy1 = \write__addr$36 ;
-  assign \write__data$38  = xbeat[63:32];
-  assign xraddr_copy1 = \read__addr$39 ;
-  assign xwen2 = \write__en$41 ;
-  assign xwaddr_copy2 = \write__addr$43 ;
-  assign \write__data$45  = xbeat[95:64];
-  assign xraddr_copy2 = \read__addr$46 ;
-  assign xwen3 = \write__en$48 ;
-  assign xwaddr_copy3 = \write__addr$50 ;
-  assign \write__data$52  = xbeat[127:96];
-  assign xraddr_copy3 = \read__addr$53 ;
-  assign \en$55  = 1'h1;
+  assign xwen1 = \write__en$35 ;
+  assign xwaddr_copy1 = \write__addr$37 ;
+  assign \write__data$39  = xbeat[63:32];
+  assign xraddr_copy1 = \read__addr$40 ;
+  assign xwen2 = \write__en$42 ;
+  assign xwaddr_copy2 = \write__addr$44 ;
+  assign \write__data$46  = xbeat[95:64];
+  assign xraddr_copy2 = \read__addr$47 ;
+  assign xwen3 = \write__en$49 ;
+  assign xwaddr_copy3 = \write__addr$51 ;
+  assign \write__data$53  = xbeat[127:96];
+  assign xraddr_copy3 = \read__addr$54 ;
+  assign \en$56  = 1'h1;
   assign xtree_copy0 = x;
   assign w = wdata_d2[15:0];
-  assign \en$60  = 1'h1;
-  assign xtree_copy1 = \x$61 ;
-  assign \w$63  = wdata_d2[31:16];
-  assign \en$64  = 1'h1;
-  assign xtree_copy2 = \x$65 ;
-  assign \w$67  = wdata_d2[47:32];
-  assign \en$68  = 1'h1;
-  assign xtree_copy3 = \x$69 ;
-  assign \w$71  = wdata_d2[63:48];
-  assign \en$72  = 1'h1;
-  assign xtree_copy4 = \x$73 ;
-  assign \w$75  = wdata_d2[79:64];
-  assign \en$76  = 1'h1;
-  assign xtree_copy5 = \x$77 ;
-  assign \w$79  = wdata_d2[95:80];
-  assign \en$80  = 1'h1;
-  assign xtree_copy6 = \x$81 ;
-  assign \w$83  = wdata_d2[111:96];
-  assign \en$84  = 1'h1;
-  assign xtree_copy7 = \x$85 ;
-  assign \w$87  = wdata_d2[127:112];
-  assign \en$88  = 1'h1;
-  assign xtree_copy8 = \x$89 ;
-  assign \w$91  = wdata_d2[143:128];
-  assign \en$92  = 1'h1;
-  assign xtree_copy9 = \x$93 ;
-  assign \w$95  = wdata_d2[159:144];
-  assign \en$96  = 1'h1;
-  assign \addr$97  = 1'h0;
-  assign \en$99  = 1'h1;
-  assign \addr$100  = 1'h0;
-  assign \en$102  = 1'h1;
-  assign \addr$103  = 1'h0;
-  assign \en$105  = 1'h1;
-  assign \addr$106  = 1'h0;
-  assign \en$108  = 1'h1;
-  assign \addr$109  = 1'h0;
-  assign \en$111  = 1'h1;
-  assign \addr$112  = 1'h0;
-  assign \en$114  = 1'h1;
-  assign \addr$115  = 1'h0;
-  assign \en$117  = 1'h1;
-  assign \addr$118  = 1'h0;
-  assign \en$120  = 1'h1;
-  assign \addr$121  = 1'h0;
-  assign \en$123  = 1'h1;
-  assign \addr$124  = 1'h0;
-  assign \en$126  = 1'h1;
+  assign \en$61  = 1'h1;
+  assign xtree_copy1 = \x$62 ;
+  assign \w$64  = wdata_d2[31:16];
+  assign \en$65  = 1'h1;
+  assign xtree_copy2 = \x$66 ;
+  assign \w$68  = wdata_d2[47:32];
+  assign \en$69  = 1'h1;
+  assign xtree_copy3 = \x$70 ;
+  assign \w$72  = wdata_d2[63:48];
+  assign \en$73  = 1'h1;
+  assign xtree_copy4 = \x$74 ;
+  assign \w$76  = wdata_d2[79:64];
+  assign \en$77  = 1'h1;
+  assign xtree_copy5 = \x$78 ;
+  assign \w$80  = wdata_d2[95:80];
+  assign \en$81  = 1'h1;
+  assign xtree_copy6 = \x$82 ;
+  assign \w$84  = wdata_d2[111:96];
+  assign \en$85  = 1'h1;
+  assign xtree_copy7 = \x$86 ;
+  assign \w$88  = wdata_d2[127:112];
+  assign \en$89  = 1'h1;
+  assign xtree_copy8 = \x$90 ;
+  assign \w$92  = wdata_d2[143:128];
+  assign \en$93  = 1'h1;
+  assign xtree_copy9 = \x$94 ;
+  assign \w$96  = wdata_d2[159:144];
+  assign \en$97  = 1'h1;
+  assign \addr$98  = 1'h0;
+  assign \en$100  = 1'h1;
+  assign \addr$101  = 1'h0;
+  assign \en$103  = 1'h1;
+  assign \addr$104  = 1'h0;
+  assign \en$106  = 1'h1;
+  assign \addr$107  = 1'h0;
+  assign \en$109  = 1'h1;
+  assign \addr$110  = 1'h0;
+  assign \en$112  = 1'h1;
+  assign \addr$113  = 1'h0;
+  assign \en$115  = 1'h1;
+  assign \addr$116  = 1'h0;
+  assign \en$118  = 1'h1;
+  assign \addr$119  = 1'h0;
+  assign \en$121  = 1'h1;
+  assign \addr$122  = 1'h0;
+  assign \en$124  = 1'h1;
+  assign \addr$125  = 1'h0;
+  assign \en$127  = 1'h1;
   assign acc = drain[16:0];
   assign mul = drain[34:17];
   assign shift = drain[39:35];
@@ -59979,22 +60212,22 @@ module \bchw_top.engine3 (rst, s__valid, s__payload, s__ready, m__ready, sready_
   assign count_next = \$71 [1:0];
   assign vector = m__payload;
   assign credit_back_d1 = credit_back;
-  assign \$394 [759:684] = \$216 ;
-  assign \$394 [683:608] = \$215 ;
-  assign \$394 [607:532] = \$214 ;
-  assign \$394 [531:456] = \$213 ;
-  assign \$394 [455:380] = \$212 ;
-  assign \$394 [379:304] = \$211 ;
-  assign \$394 [303:228] = \$210 ;
-  assign \$394 [227:152] = \$209 ;
-  assign \$394 [151:76] = \$208 ;
-  assign \$394 [75:0] = \$207 ;
-  assign \$371  = params_d0;
-  assign \$370  = { \data$200 , \data$199 , \data$198 , \data$197 , \data$196 , \data$195 , \data$194 , \data$193 , \data$192 , \data$191  };
-  assign \$350  = wdata_d1;
-  assign \$349  = wdata_d0;
-  assign \$348  = data;
-  assign \$347  = { \read__data$158 , \read__data$157 , \read__data$156 , read__data };
+  assign \$395 [759:684] = \$216 ;
+  assign \$395 [683:608] = \$215 ;
+  assign \$395 [607:532] = \$214 ;
+  assign \$395 [531:456] = \$213 ;
+  assign \$395 [455:380] = \$212 ;
+  assign \$395 [379:304] = \$211 ;
+  assign \$395 [303:228] = \$210 ;
+  assign \$395 [227:152] = \$209 ;
+  assign \$395 [151:76] = \$208 ;
+  assign \$395 [75:0] = \$207 ;
+  assign \$372  = params_d0;
+  assign \$371  = { \data$201 , \data$200 , \data$199 , \data$198 , \data$197 , \data$196 , \data$195 , \data$194 , \data$193 , \data$192  };
+  assign \$351  = wdata_d1;
+  assign \$350  = wdata_d0;
+  assign \$349  = data;
+  assign \$348  = { \read__data$159 , \read__data$158 , \read__data$157 , read__data };
   assign busy_next = \$4 ;
   assign \$11  = \$10 ;
   assign \$23  = \$22 ;
@@ -60293,28 +60526,48 @@ module \bchw_top.engine3.params9 (data, clk);
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine3.requant0 (rst, \port$24738$0 , q, clk);
+module \bchw_top.engine3.requant0 (rst, \port$24854$0 , q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$9  = 0;
   wire [35:0] \$1 ;
-  wire [36:0] \$10 ;
-  wire [35:0] \$11 ;
-  wire [4:0] \$12 ;
-  wire [35:0] \$13 ;
-  wire [4:0] \$14 ;
-  wire [34:0] \$15 ;
-  wire [35:0] \$16 ;
-  wire [4:0] \$17 ;
-  wire [36:0] \$18 ;
-  wire [4:0] \$19 ;
+  wire \$10 ;
+  wire \$11 ;
+  wire \$12 ;
+  wire \$13 ;
+  wire \$14 ;
+  wire \$15 ;
+  wire \$16 ;
+  wire \$17 ;
+  wire \$18 ;
+  wire \$19 ;
   wire [36:0] \$2 ;
-  reg [15:0] \$20 ;
+  wire [21:0] \$20 ;
+  wire [21:0] \$21 ;
+  wire \$22 ;
+  wire \$23 ;
+  wire \$24 ;
+  wire [21:0] \$25 ;
+  wire \$26 ;
+  wire \$27 ;
+  wire [15:0] \$28 ;
+  wire [16:0] \$29 ;
   wire \$3 ;
+  wire [35:0] \$30 ;
+  wire [4:0] \$31 ;
+  wire [35:0] \$32 ;
+  wire [4:0] \$33 ;
+  wire [34:0] \$34 ;
+  wire [35:0] \$35 ;
+  wire [4:0] \$36 ;
+  wire [36:0] \$37 ;
+  wire [4:0] \$38 ;
+  wire [16:0] \$39 ;
   wire \$4 ;
+  reg [15:0] \$40 ;
   wire \$5 ;
   wire \$6 ;
   wire \$7 ;
   wire \$8 ;
-  wire [36:0] \$9 ;
+  wire \$9 ;
   wire [16:0] a;
   wire [16:0] acc;
   wire [17:0] b;
@@ -60328,11 +60581,12 @@ module \bchw_top.engine3.requant0 (rst, \port$24738$0 , q, clk);
   wire \en$1 ;
   wire [17:0] mul;
   wire [34:0] p;
-  input [75:0] \port$24738$0 ;
-  wire [75:0] \port$24738$0 ;
+  input [75:0] \port$24854$0 ;
+  wire [75:0] \port$24854$0 ;
   reg [34:0] product_d0 = 35'h000000000;
   output [15:0] q;
   reg [15:0] q = 16'h0000;
+  reg [16:0] reach = 17'h00000;
   input rst;
   wire rst;
   wire [4:0] shift;
@@ -60344,68 +60598,90 @@ module \bchw_top.engine3.requant0 (rst, \port$24738$0 , q, clk);
   reg [36:0] total = 37'h0000000000;
   assign shifted = $signed(total) >>> shift_d4;
   assign \$2  = $signed(bias_d3) + $signed(\$1 );
-  assign \$3  = & shifted[36:15];
-  assign \$4  = ~ \$3 ;
-  assign \$5  = shifted[36] & \$4 ;
-  assign \$6  = ~ shifted[36];
-  assign \$7  = | shifted[36:15];
-  assign \$8  = \$6  & \$7 ;
-  assign \$9  = \$8  ? 37'h0000007fff : shifted;
-  assign \$10  = \$5  ? 37'h1fffff8000 : \$9 ;
+  assign \$3  = shift_d3 <= 1'h0;
+  assign \$4  = shift_d3 <= 1'h1;
+  assign \$5  = shift_d3 <= 2'h2;
+  assign \$6  = shift_d3 <= 2'h3;
+  assign \$7  = shift_d3 <= 3'h4;
+  assign \$8  = shift_d3 <= 3'h5;
+  assign \$9  = shift_d3 <= 3'h6;
+  assign \$10  = shift_d3 <= 3'h7;
+  assign \$11  = shift_d3 <= 4'h8;
+  assign \$12  = shift_d3 <= 4'h9;
+  assign \$13  = shift_d3 <= 4'ha;
+  assign \$14  = shift_d3 <= 4'hb;
+  assign \$15  = shift_d3 <= 4'hc;
+  assign \$16  = shift_d3 <= 4'hd;
+  assign \$17  = shift_d3 <= 4'he;
+  assign \$18  = shift_d3 <= 4'hf;
+  assign \$19  = shift_d3 <= 5'h10;
+  assign \$20  = ~ total[36:15];
+  assign \$21  = \$20  & { 5'h1f, reach };
+  assign \$22  = | \$21 ;
+  assign \$23  = total[36] & \$22 ;
+  assign \$24  = ~ total[36];
+  assign \$25  = total[36:15] & { 5'h1f, reach };
+  assign \$26  = | \$25 ;
+  assign \$27  = \$24  & \$26 ;
+  assign \$28  = \$27  ? 16'h7fff : shifted[15:0];
+  assign \$29  = \$23  ? 17'h18000 : { 1'h0, \$28  };
   always @(posedge clk)
-    bias_d1 <= \$11 ;
+    bias_d1 <= \$30 ;
   always @(posedge clk)
-    shift_d1 <= \$12 ;
+    shift_d1 <= \$31 ;
   always @(posedge clk)
-    bias_d2 <= \$13 ;
+    bias_d2 <= \$32 ;
   always @(posedge clk)
-    shift_d2 <= \$14 ;
+    shift_d2 <= \$33 ;
   always @(posedge clk)
-    product_d0 <= \$15 ;
+    product_d0 <= \$34 ;
   always @(posedge clk)
-    bias_d3 <= \$16 ;
+    bias_d3 <= \$35 ;
   always @(posedge clk)
-    shift_d3 <= \$17 ;
+    shift_d3 <= \$36 ;
   always @(posedge clk)
-    total <= \$18 ;
+    total <= \$37 ;
   always @(posedge clk)
-    shift_d4 <= \$19 ;
+    shift_d4 <= \$38 ;
   always @(posedge clk)
-    q <= \$20 ;
+    reach <= \$39 ;
+  always @(posedge clk)
+    q <= \$40 ;
   \bchw_top.engine3.requant0.mul0  mul0 (
     .clk(clk),
     .p(p),
-    .\port$24738$0 (\port$24738$0 [34:0])
+    .\port$24854$0 (\port$24854$0 [34:0])
   );
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$20  = \$10 [15:0];
+    \$40  = \$29 [15:0];
     if (rst) begin
-      \$20  = 16'h0000;
+      \$40  = 16'h0000;
     end
   end
   assign en = 1'h1;
   assign \en$1  = 1'h1;
-  assign a = \port$24738$0 [16:0];
-  assign acc = \port$24738$0 [16:0];
-  assign b = \port$24738$0 [34:17];
-  assign mul = \port$24738$0 [34:17];
-  assign bias = \port$24738$0 [75:40];
-  assign shift = \port$24738$0 [39:35];
-  assign \$19  = shift_d3;
-  assign \$18  = \$2 ;
-  assign \$17  = shift_d2;
-  assign \$16  = bias_d2;
-  assign \$15  = p;
-  assign \$14  = shift_d1;
-  assign \$13  = bias_d1;
-  assign \$12  = \port$24738$0 [39:35];
-  assign \$11  = \port$24738$0 [75:40];
+  assign a = \port$24854$0 [16:0];
+  assign acc = \port$24854$0 [16:0];
+  assign b = \port$24854$0 [34:17];
+  assign mul = \port$24854$0 [34:17];
+  assign bias = \port$24854$0 [75:40];
+  assign shift = \port$24854$0 [39:35];
+  assign \$39  = { \$19 , \$18 , \$17 , \$16 , \$15 , \$14 , \$13 , \$12 , \$11 , \$10 , \$9 , \$8 , \$7 , \$6 , \$5 , \$4 , \$3  };
+  assign \$38  = shift_d3;
+  assign \$37  = \$2 ;
+  assign \$36  = shift_d2;
+  assign \$35  = bias_d2;
+  assign \$34  = p;
+  assign \$33  = shift_d1;
+  assign \$32  = bias_d1;
+  assign \$31  = \port$24854$0 [39:35];
+  assign \$30  = \port$24854$0 [75:40];
   assign \$1  = { product_d0[34], product_d0 };
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine3.requant0.mul0 (p, \port$24738$0 , clk);
+module \bchw_top.engine3.requant0.mul0 (p, \port$24854$0 , clk);
   wire [16:0] a;
   wire [17:0] b;
   input clk;
@@ -60413,21 +60689,21 @@ module \bchw_top.engine3.requant0.mul0 (p, \port$24738$0 , clk);
   wire en;
   output [34:0] p;
   wire [34:0] p;
-  input [34:0] \port$24738$0 ;
-  wire [34:0] \port$24738$0 ;
+  input [34:0] \port$24854$0 ;
+  wire [34:0] \port$24854$0 ;
   bchw_mul #(
     .A_WIDTH(32'd17),
     .B_WIDTH(32'd18)
   ) mul (
-    .a(\port$24738$0 [16:0]),
-    .b(\port$24738$0 [34:17]),
+    .a(\port$24854$0 [16:0]),
+    .b(\port$24854$0 [34:17]),
     .clk(clk),
     .en(1'h1),
     .p(p)
   );
   assign en = 1'h1;
-  assign a = \port$24738$0 [16:0];
-  assign b = \port$24738$0 [34:17];
+  assign a = \port$24854$0 [16:0];
+  assign b = \port$24854$0 [34:17];
 endmodule
 
 (* generator = "Amaranth" *)

@@ -83,3 +83,20 @@ def test_extreme_parameters(case):
     corners = [(a, m, s, b) for a in (w.acc_min, w.acc_max, 0, 1, -1) for m in muls
                for s in (0, w.shift_max) for b in biases]
     run_requantizer(w, *(np.array(v) for v in zip(*corners)))
+
+
+@pytest.mark.parametrize("case", WIDTHS, ids=lambda c: f"fan{c[0]}-in{c[1]}-m{c[2]}-"
+                         f"{'score' if c[3] else 'hidden'}")
+def test_clamp_edges_at_every_shift(case):
+    """At each shift S, ``M·acc + B`` one either side of where ``>> S`` leaves the output
+    range, above and below: the clamp tests the bits from ``S`` up through a mask of
+    its own, which the random operands reach at few shifts."""
+    w = widths_of(case)
+    bias_lo, bias_hi = -(1 << (w.bias_bits - 1)), (1 << (w.bias_bits - 1)) - 1
+    edges = [(w.out_hi + 1) << s for s in range(w.shift_max + 1)] + [
+        w.out_lo << s for s in range(w.shift_max + 1)]
+    totals = sorted({t + d for t in edges for d in (-1, 0, 1) if bias_lo <= t + d <= bias_hi})
+    # acc 0 and 1 with M 1: the total is the offset B, or B + 1 through the multiplier
+    ops = [(a, 1, s, t - a) for t in totals for a in (0, 1) for s in range(w.shift_max + 1)
+           if bias_lo <= t - a]
+    run_requantizer(w, *(np.array(v) for v in zip(*ops)))
