@@ -1002,11 +1002,11 @@ def engine_registers(n_in: int, n_out: int, in_bits: int, pe: int, simd: int,
         "misc": (4 + clog2(nf)) * (1 + tree_depth(simd)) + 2 * clog2(nf * sf) + 12,
         # SF ≥ 2: the registered issue decision and the copies of the registers that enable
         # the parts of the input buffer (2 each) and of the output register (3 each); an
-        # input memory's copies of its ready; the copies of the parameter ROM's address
-        # beyond the one it replaces; the flags' copies; each skid slot's copies of the
-        # count and of the group's valid
+        # input memory's copies of its ready and its last-beat flag; the copies of the
+        # parameter ROM's address beyond the one it replaces; the flags' copies; each skid
+        # slot's copies of the count and of the group's valid
         "copies": (sf > 1) * (1 + (not beat_lanes) * 2 * enable_copies(sf * simd * in_bits)
-                              + bool(beat_lanes) * MEMORY_READY_COPIES
+                              + bool(beat_lanes) * (MEMORY_READY_COPIES + 1)
                               + (not group_output) * 3 * enable_copies(nf * pe * w.out_bits)
                               + slots * (clog2(slots + 1) + 1))
         + (param_rom_parts(pe, w.param_bits, nf) - 1) * clog2(nf)

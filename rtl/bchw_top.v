@@ -89,10 +89,10 @@ module bchw_top(s_axis_tvalid, s_axis_tlast, m_axis_tready, clk, rst, s_axis_tre
     .m__payload(\s__payload$13 ),
     .m__ready(m__ready),
     .m__valid(\s__valid$17 ),
-    .\port$20212$0 (\$1 ),
-    .\port$20214$0 (\$2 ),
-    .\port$20216$0 (\$3 ),
-    .\port$20218$0 (\$4 ),
+    .\port$20152$0 (\$1 ),
+    .\port$20154$0 (\$2 ),
+    .\port$20156$0 (\$3 ),
+    .\port$20158$0 (\$4 ),
     .rst(rst),
     .s__payload(s_axis_tdata),
     .s__ready(s_axis_tready),
@@ -103,10 +103,10 @@ module bchw_top(s_axis_tvalid, s_axis_tlast, m_axis_tready, clk, rst, s_axis_tre
     .m__payload(\s__payload$21 ),
     .m__ready(\m__ready$23 ),
     .m__valid(\s__valid$25 ),
-    .\port$22464$0 (\$5 ),
-    .\port$22466$0 (\$6 ),
-    .\port$22468$0 (\$7 ),
-    .\port$22470$0 (\$8 ),
+    .\port$22406$0 (\$5 ),
+    .\port$22408$0 (\$6 ),
+    .\port$22410$0 (\$7 ),
+    .\port$22412$0 (\$8 ),
     .rst(rst),
     .s__payload(\s__payload$13 ),
     .s__ready(m__ready),
@@ -121,10 +121,10 @@ module bchw_top(s_axis_tvalid, s_axis_tlast, m_axis_tready, clk, rst, s_axis_tre
     .m__payload(\s__payload$29 ),
     .m__ready(\m__ready$31 ),
     .m__valid(\s__valid$33 ),
-    .\port$24714$0 (\$9 ),
-    .\port$24716$0 (\$10 ),
-    .\port$24718$0 (\$11 ),
-    .\port$24720$0 (\$12 ),
+    .\port$24658$0 (\$9 ),
+    .\port$24660$0 (\$10 ),
+    .\port$24662$0 (\$11 ),
+    .\port$24664$0 (\$12 ),
     .rst(rst),
     .s__payload(\s__payload$21 ),
     .s__ready(\m__ready$23 ),
@@ -1552,7 +1552,7 @@ module \bchw_top.argmax (clk, rst, en, s__valid, s__payload, idx_3_0, scores_7, 
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine0 (s__valid, clk, rst, s__ready, m__valid, m__payload, m__ready, \port$20212$0 , \port$20214$0 , \port$20216$0 , \port$20218$0 , s__payload);
+module \bchw_top.engine0 (s__valid, clk, rst, s__ready, m__valid, m__payload, m__ready, \port$20152$0 , \port$20154$0 , \port$20156$0 , \port$20158$0 , s__payload);
   reg \$auto$verilog_backend.cc:2355:dump_module$2  = 0;
   wire \$1 ;
   wire [9:0] \$10 ;
@@ -1627,24 +1627,24 @@ module \bchw_top.engine0 (s__valid, clk, rst, s__ready, m__valid, m__payload, m_
   wire \$162 ;
   wire \$163 ;
   wire \$164 ;
-  wire \$165 ;
-  wire \$166 ;
-  wire \$167 ;
-  wire \$168 ;
-  wire \$169 ;
+  wire [18:0] \$165 ;
+  wire [19:0] \$166 ;
+  wire [18:0] \$167 ;
+  wire [19:0] \$168 ;
+  wire [18:0] \$169 ;
   wire \$17 ;
-  wire \$170 ;
-  wire \$171 ;
-  wire \$172 ;
-  wire \$173 ;
-  wire \$174 ;
-  wire \$175 ;
-  wire \$176 ;
-  wire \$177 ;
-  wire \$178 ;
-  wire \$179 ;
+  wire [19:0] \$170 ;
+  wire [18:0] \$171 ;
+  wire [19:0] \$172 ;
+  wire [18:0] \$173 ;
+  wire [19:0] \$174 ;
+  wire [18:0] \$175 ;
+  wire [19:0] \$176 ;
+  wire [18:0] \$177 ;
+  wire [19:0] \$178 ;
+  wire [18:0] \$179 ;
   wire \$18 ;
-  wire \$180 ;
+  wire [19:0] \$180 ;
   wire [18:0] \$181 ;
   wire [19:0] \$182 ;
   wire [18:0] \$183 ;
@@ -1662,25 +1662,25 @@ module \bchw_top.engine0 (s__valid, clk, rst, s__ready, m__valid, m__payload, m_
   wire [19:0] \$194 ;
   wire [18:0] \$195 ;
   wire [19:0] \$196 ;
-  wire [18:0] \$197 ;
-  wire [19:0] \$198 ;
-  wire [18:0] \$199 ;
+  wire \$197 ;
+  wire \$198 ;
+  wire \$199 ;
   wire \$2 ;
   wire [5:0] \$20 ;
-  wire [19:0] \$200 ;
-  wire [18:0] \$201 ;
-  wire [19:0] \$202 ;
-  wire [18:0] \$203 ;
-  wire [19:0] \$204 ;
-  wire [18:0] \$205 ;
-  wire [19:0] \$206 ;
-  wire [18:0] \$207 ;
-  wire [19:0] \$208 ;
-  wire [18:0] \$209 ;
+  wire \$200 ;
+  wire \$201 ;
+  wire \$202 ;
+  wire \$203 ;
+  wire \$204 ;
+  wire \$205 ;
+  wire \$206 ;
+  wire \$207 ;
+  wire \$208 ;
+  wire \$209 ;
   wire [5:0] \$21 ;
-  wire [19:0] \$210 ;
-  wire [18:0] \$211 ;
-  wire [19:0] \$212 ;
+  wire \$210 ;
+  wire \$211 ;
+  wire \$212 ;
   wire \$213 ;
   wire \$214 ;
   wire \$215 ;
@@ -1698,24 +1698,24 @@ module \bchw_top.engine0 (s__valid, clk, rst, s__ready, m__valid, m__payload, m_
   wire \$226 ;
   wire \$227 ;
   wire \$228 ;
-  wire \$229 ;
+  wire [18:0] \$229 ;
   wire [5:0] \$23 ;
-  wire \$230 ;
-  wire \$231 ;
-  wire \$232 ;
-  wire \$233 ;
-  wire \$234 ;
-  wire \$235 ;
-  wire \$236 ;
-  wire \$237 ;
-  wire \$238 ;
-  wire \$239 ;
+  wire [60:0] \$230 ;
+  wire [18:0] \$231 ;
+  wire [60:0] \$232 ;
+  wire [18:0] \$233 ;
+  wire [60:0] \$234 ;
+  wire [18:0] \$235 ;
+  wire [60:0] \$236 ;
+  wire [18:0] \$237 ;
+  wire [60:0] \$238 ;
+  wire [18:0] \$239 ;
   wire \$24 ;
-  wire \$240 ;
-  wire \$241 ;
-  wire \$242 ;
-  wire \$243 ;
-  wire \$244 ;
+  wire [60:0] \$240 ;
+  wire [18:0] \$241 ;
+  wire [60:0] \$242 ;
+  wire [18:0] \$243 ;
+  wire [60:0] \$244 ;
   wire [18:0] \$245 ;
   wire [60:0] \$246 ;
   wire [18:0] \$247 ;
@@ -1734,23 +1734,23 @@ module \bchw_top.engine0 (s__valid, clk, rst, s__ready, m__valid, m__payload, m_
   wire [18:0] \$259 ;
   wire \$26 ;
   wire [60:0] \$260 ;
-  wire [18:0] \$261 ;
-  wire [60:0] \$262 ;
-  wire [18:0] \$263 ;
-  wire [60:0] \$264 ;
-  wire [18:0] \$265 ;
-  wire [60:0] \$266 ;
-  wire [18:0] \$267 ;
-  wire [60:0] \$268 ;
-  wire [18:0] \$269 ;
+  wire \$261 ;
+  wire \$262 ;
+  wire \$263 ;
+  wire \$264 ;
+  wire \$265 ;
+  wire \$266 ;
+  wire \$267 ;
+  wire \$268 ;
+  wire \$269 ;
   wire \$27 ;
-  wire [60:0] \$270 ;
-  wire [18:0] \$271 ;
-  wire [60:0] \$272 ;
-  wire [18:0] \$273 ;
-  wire [60:0] \$274 ;
-  wire [18:0] \$275 ;
-  wire [60:0] \$276 ;
+  wire \$270 ;
+  wire \$271 ;
+  wire \$272 ;
+  wire \$273 ;
+  wire \$274 ;
+  wire \$275 ;
+  wire \$276 ;
   wire \$277 ;
   wire \$278 ;
   wire \$279 ;
@@ -1811,99 +1811,99 @@ module \bchw_top.engine0 (s__valid, clk, rst, s__ready, m__valid, m__payload, m_
   wire \$328 ;
   wire \$329 ;
   wire \$33 ;
-  wire \$330 ;
-  wire \$331 ;
-  wire \$332 ;
-  wire \$333 ;
-  wire \$334 ;
-  wire \$335 ;
-  wire \$336 ;
-  wire \$337 ;
-  wire \$338 ;
-  wire \$339 ;
+  reg \$330 ;
+  reg [8:0] \$331 ;
+  reg [8:0] \$332 ;
+  reg [4:0] \$333 ;
+  reg [3:0] \$334 ;
+  reg \$335 ;
+  reg \$336 ;
+  reg [1:0] \$337 ;
+  reg \$338 ;
+  reg [4:0] \$339 ;
   wire \$34 ;
-  wire \$340 ;
-  wire \$341 ;
-  wire \$342 ;
-  wire \$343 ;
-  wire \$344 ;
-  wire \$345 ;
+  reg \$340 ;
+  reg \$341 ;
+  reg \$342 ;
+  reg \$343 ;
+  reg \$344 ;
+  reg \$345 ;
   reg \$346 ;
-  reg [8:0] \$347 ;
-  reg [8:0] \$348 ;
-  reg [4:0] \$349 ;
+  reg \$347 ;
+  reg [5:0] \$348 ;
+  reg [5:0] \$349 ;
   wire \$35 ;
-  reg [3:0] \$350 ;
-  reg \$351 ;
-  reg \$352 ;
-  reg [1:0] \$353 ;
-  reg \$354 ;
-  reg [4:0] \$355 ;
-  reg \$356 ;
-  reg \$357 ;
-  reg \$358 ;
-  reg \$359 ;
+  reg [5:0] \$350 ;
+  reg [5:0] \$351 ;
+  reg [5:0] \$352 ;
+  reg [5:0] \$353 ;
+  reg [5:0] \$354 ;
+  reg [5:0] \$355 ;
+  reg [5:0] \$356 ;
+  reg [5:0] \$357 ;
+  reg [5:0] \$358 ;
+  reg [5:0] \$359 ;
   wire \$36 ;
-  reg \$360 ;
-  reg \$361 ;
+  reg [5:0] \$360 ;
+  reg [5:0] \$361 ;
   reg \$362 ;
-  reg [5:0] \$363 ;
-  reg [5:0] \$364 ;
-  reg [5:0] \$365 ;
-  reg [5:0] \$366 ;
-  reg [5:0] \$367 ;
-  reg [5:0] \$368 ;
-  reg [5:0] \$369 ;
+  reg \$363 ;
+  reg \$364 ;
+  reg \$365 ;
+  reg \$366 ;
+  reg \$367 ;
+  reg \$368 ;
+  wire [223:0] \$369 ;
   wire \$37 ;
-  reg [5:0] \$370 ;
-  reg [5:0] \$371 ;
-  reg [5:0] \$372 ;
-  reg [5:0] \$373 ;
-  reg [5:0] \$374 ;
-  reg [5:0] \$375 ;
-  reg [5:0] \$376 ;
-  reg \$377 ;
-  reg \$378 ;
-  reg \$379 ;
+  wire [447:0] \$370 ;
+  wire [447:0] \$371 ;
+  wire [447:0] \$372 ;
+  reg [3:0] \$373 ;
+  reg [3:0] \$374 ;
+  reg [3:0] \$375 ;
+  reg [3:0] \$376 ;
+  reg [3:0] \$377 ;
+  reg [3:0] \$378 ;
+  reg [3:0] \$379 ;
   wire \$38 ;
-  reg \$380 ;
-  reg \$381 ;
-  reg \$382 ;
-  reg \$383 ;
-  wire [223:0] \$384 ;
-  wire [447:0] \$385 ;
-  wire [447:0] \$386 ;
-  wire [447:0] \$387 ;
-  reg [3:0] \$388 ;
-  reg [3:0] \$389 ;
+  reg [3:0] \$380 ;
+  reg [3:0] \$381 ;
+  reg [3:0] \$382 ;
+  reg [1:0] \$383 ;
+  reg [1:0] \$384 ;
+  reg [1:0] \$385 ;
+  reg [1:0] \$386 ;
+  reg [1:0] \$387 ;
+  reg [1:0] \$388 ;
+  reg [1:0] \$389 ;
   wire \$39 ;
-  reg [3:0] \$390 ;
-  reg [3:0] \$391 ;
-  reg [3:0] \$392 ;
-  reg [3:0] \$393 ;
-  reg [3:0] \$394 ;
-  reg [3:0] \$395 ;
-  reg [3:0] \$396 ;
-  reg [3:0] \$397 ;
+  reg [1:0] \$390 ;
+  reg [1:0] \$391 ;
+  reg [1:0] \$392 ;
+  reg [1:0] \$393 ;
+  reg [1:0] \$394 ;
+  reg [1:0] \$395 ;
+  reg [1:0] \$396 ;
+  reg [1:0] \$397 ;
   reg [1:0] \$398 ;
-  reg [1:0] \$399 ;
+  reg [3:0] \$399 ;
   wire \$4 ;
   wire \$40 ;
-  reg [1:0] \$400 ;
-  reg [1:0] \$401 ;
-  reg [1:0] \$402 ;
-  reg [1:0] \$403 ;
-  reg [1:0] \$404 ;
-  reg [1:0] \$405 ;
-  reg [1:0] \$406 ;
-  reg [1:0] \$407 ;
-  reg [1:0] \$408 ;
-  reg [1:0] \$409 ;
+  reg [3:0] \$400 ;
+  reg [3:0] \$401 ;
+  reg [3:0] \$402 ;
+  reg [3:0] \$403 ;
+  reg [3:0] \$404 ;
+  reg [3:0] \$405 ;
+  reg [3:0] \$406 ;
+  reg [3:0] \$407 ;
+  reg [3:0] \$408 ;
+  reg [3:0] \$409 ;
   wire \$41 ;
-  reg [1:0] \$410 ;
-  reg [1:0] \$411 ;
-  reg [1:0] \$412 ;
-  reg [1:0] \$413 ;
+  reg [3:0] \$410 ;
+  reg [3:0] \$411 ;
+  reg [3:0] \$412 ;
+  reg [3:0] \$413 ;
   reg [3:0] \$414 ;
   reg [3:0] \$415 ;
   reg [3:0] \$416 ;
@@ -1913,44 +1913,44 @@ module \bchw_top.engine0 (s__valid, clk, rst, s__ready, m__valid, m__payload, m_
   wire \$42 ;
   reg [3:0] \$420 ;
   reg [3:0] \$421 ;
-  reg [3:0] \$422 ;
-  reg [3:0] \$423 ;
-  reg [3:0] \$424 ;
-  reg [3:0] \$425 ;
-  reg [3:0] \$426 ;
-  reg [3:0] \$427 ;
-  reg [3:0] \$428 ;
-  reg [3:0] \$429 ;
+  wire [975:0] \$422 ;
+  wire [975:0] \$423 ;
+  reg \$424 ;
+  reg \$425 ;
+  reg [18:0] \$426 ;
+  reg [18:0] \$427 ;
+  reg [18:0] \$428 ;
+  reg [18:0] \$429 ;
   wire [2:0] \$43 ;
-  reg [3:0] \$430 ;
-  reg [3:0] \$431 ;
-  reg [3:0] \$432 ;
-  reg [3:0] \$433 ;
-  reg [3:0] \$434 ;
-  reg [3:0] \$435 ;
-  reg [3:0] \$436 ;
-  wire [975:0] \$437 ;
-  wire [975:0] \$438 ;
-  reg \$439 ;
+  reg [18:0] \$430 ;
+  reg [18:0] \$431 ;
+  reg [18:0] \$432 ;
+  reg [18:0] \$433 ;
+  reg [18:0] \$434 ;
+  reg [18:0] \$435 ;
+  reg [18:0] \$436 ;
+  reg [18:0] \$437 ;
+  reg [18:0] \$438 ;
+  reg [18:0] \$439 ;
   wire \$44 ;
-  reg \$440 ;
+  reg [18:0] \$440 ;
   reg [18:0] \$441 ;
-  reg [18:0] \$442 ;
-  reg [18:0] \$443 ;
-  reg [18:0] \$444 ;
-  reg [18:0] \$445 ;
-  reg [18:0] \$446 ;
-  reg [18:0] \$447 ;
-  reg [18:0] \$448 ;
-  reg [18:0] \$449 ;
+  reg \$442 ;
+  reg \$443 ;
+  reg \$444 ;
+  reg \$445 ;
+  reg \$446 ;
+  reg \$447 ;
+  reg \$448 ;
+  reg \$449 ;
   wire \$45 ;
-  reg [18:0] \$450 ;
-  reg [18:0] \$451 ;
-  reg [18:0] \$452 ;
-  reg [18:0] \$453 ;
-  reg [18:0] \$454 ;
-  reg [18:0] \$455 ;
-  reg [18:0] \$456 ;
+  reg \$450 ;
+  reg \$451 ;
+  reg \$452 ;
+  reg \$453 ;
+  reg \$454 ;
+  reg \$455 ;
+  reg \$456 ;
   reg \$457 ;
   reg \$458 ;
   reg \$459 ;
@@ -1970,7 +1970,7 @@ module \bchw_top.engine0 (s__valid, clk, rst, s__ready, m__valid, m__payload, m_
   reg \$471 ;
   reg \$472 ;
   reg \$473 ;
-  reg \$474 ;
+  wire [1279:0] \$474 ;
   reg \$475 ;
   reg \$476 ;
   reg \$477 ;
@@ -1986,7 +1986,7 @@ module \bchw_top.engine0 (s__valid, clk, rst, s__ready, m__valid, m__payload, m_
   reg \$486 ;
   reg \$487 ;
   reg \$488 ;
-  wire [1279:0] \$489 ;
+  reg \$489 ;
   wire \$49 ;
   reg \$490 ;
   reg \$491 ;
@@ -2018,36 +2018,21 @@ module \bchw_top.engine0 (s__valid, clk, rst, s__ready, m__valid, m__payload, m_
   reg \$514 ;
   reg \$515 ;
   reg \$516 ;
-  reg \$517 ;
-  reg \$518 ;
-  reg \$519 ;
+  reg [1:0] \$517 ;
+  reg [1:0] \$518 ;
+  reg [1:0] \$519 ;
   wire \$52 ;
   reg \$520 ;
   reg \$521 ;
   reg \$522 ;
-  reg \$523 ;
-  reg \$524 ;
-  reg \$525 ;
-  reg \$526 ;
+  reg [128:0] \$523 ;
+  reg [128:0] \$524 ;
+  reg [128:0] \$525 ;
+  reg [1:0] \$526 ;
   reg \$527 ;
   reg \$528 ;
-  reg \$529 ;
   wire \$53 ;
-  reg \$530 ;
-  reg \$531 ;
-  reg [1:0] \$532 ;
-  reg [1:0] \$533 ;
-  reg [1:0] \$534 ;
-  reg \$535 ;
-  reg \$536 ;
-  reg \$537 ;
-  reg [128:0] \$538 ;
-  reg [128:0] \$539 ;
   wire \$54 ;
-  reg [128:0] \$540 ;
-  reg [1:0] \$541 ;
-  reg \$542 ;
-  reg \$543 ;
   wire [128:0] \$55 ;
   wire \$56 ;
   wire \$57 ;
@@ -2069,19 +2054,19 @@ module \bchw_top.engine0 (s__valid, clk, rst, s__ready, m__valid, m__payload, m_
   wire \$71 ;
   wire \$72 ;
   wire \$73 ;
-  wire \$74 ;
-  wire \$75 ;
+  wire [1:0] \$74 ;
+  wire [1:0] \$75 ;
   wire \$76 ;
-  wire [1:0] \$77 ;
-  wire [1:0] \$78 ;
-  wire \$79 ;
+  wire [5:0] \$77 ;
+  wire [5:0] \$78 ;
+  wire [5:0] \$79 ;
   wire [9:0] \$8 ;
   wire \$80 ;
   wire \$81 ;
   wire \$82 ;
-  wire [5:0] \$83 ;
-  wire [5:0] \$84 ;
-  wire [5:0] \$85 ;
+  wire \$83 ;
+  wire \$84 ;
+  wire \$85 ;
   wire \$86 ;
   wire \$87 ;
   wire \$88 ;
@@ -2203,7 +2188,6 @@ module \bchw_top.engine0 (s__valid, clk, rst, s__ready, m__valid, m__payload, m_
   reg [1:0] credits = 2'h3;
   wire [1:0] credits_next;
   wire [447:0] data;
-  wire [60:0] \data$265 ;
   wire [60:0] \data$266 ;
   wire [60:0] \data$267 ;
   wire [60:0] \data$268 ;
@@ -2219,6 +2203,7 @@ module \bchw_top.engine0 (s__valid, clk, rst, s__ready, m__valid, m__payload, m_
   wire [60:0] \data$278 ;
   wire [60:0] \data$279 ;
   wire [60:0] \data$280 ;
+  wire [60:0] \data$281 ;
   (* keep = 32'd1 *)
   reg dload_copy0 = 1'h0;
   (* keep = 32'd1 *)
@@ -2331,6 +2316,7 @@ module \bchw_top.engine0 (s__valid, clk, rst, s__ready, m__valid, m__payload, m_
   reg issue = 1'h0;
   wire issue_next;
   wire [-1:0] lane;
+  reg last_beat = 1'h0;
   reg last_step = 1'h0;
   wire last_step_next;
   output [127:0] m__payload;
@@ -2401,14 +2387,14 @@ module \bchw_top.engine0 (s__valid, clk, rst, s__ready, m__valid, m__payload, m_
   reg [3:0] paddr_d6 = 4'h0;
   reg [975:0] params_d0 = 976'h0000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000;
   reg [975:0] params_d1 = 976'h0000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000;
-  input \port$20212$0 ;
-  wire \port$20212$0 ;
-  input \port$20214$0 ;
-  wire \port$20214$0 ;
-  input \port$20216$0 ;
-  wire \port$20216$0 ;
-  input \port$20218$0 ;
-  wire \port$20218$0 ;
+  input \port$20152$0 ;
+  wire \port$20152$0 ;
+  input \port$20154$0 ;
+  wire \port$20154$0 ;
+  input \port$20156$0 ;
+  wire \port$20156$0 ;
+  input \port$20158$0 ;
+  wire \port$20158$0 ;
   wire [7:0] q;
   reg qe_d0 = 1'h0;
   reg qe_d1 = 1'h0;
@@ -2467,12 +2453,12 @@ module \bchw_top.engine0 (s__valid, clk, rst, s__ready, m__valid, m__payload, m_
   (* keep = 32'd1 *)
   reg [5:0] \read__addr$75  = 6'h20;
   wire [31:0] read__data;
-  wire [31:0] \read__data$218 ;
   wire [31:0] \read__data$219 ;
   wire [31:0] \read__data$220 ;
   wire [31:0] \read__data$221 ;
   wire [31:0] \read__data$222 ;
   wire [31:0] \read__data$223 ;
+  wire [31:0] \read__data$224 ;
   reg read_bank = 1'h1;
   reg ready = 1'h1;
   wire ready_next;
@@ -2509,21 +2495,21 @@ module \bchw_top.engine0 (s__valid, clk, rst, s__ready, m__valid, m__payload, m_
   reg [8:0] step = 9'h000;
   wire [8:0] step_next;
   wire [13:0] sum;
-  wire [13:0] \sum$287 ;
-  wire [13:0] \sum$289 ;
-  wire [13:0] \sum$291 ;
-  wire [13:0] \sum$293 ;
-  wire [13:0] \sum$295 ;
-  wire [13:0] \sum$297 ;
-  wire [13:0] \sum$299 ;
-  wire [13:0] \sum$301 ;
-  wire [13:0] \sum$303 ;
-  wire [13:0] \sum$305 ;
-  wire [13:0] \sum$307 ;
-  wire [13:0] \sum$309 ;
-  wire [13:0] \sum$311 ;
-  wire [13:0] \sum$313 ;
-  wire [13:0] \sum$315 ;
+  wire [13:0] \sum$288 ;
+  wire [13:0] \sum$290 ;
+  wire [13:0] \sum$292 ;
+  wire [13:0] \sum$294 ;
+  wire [13:0] \sum$296 ;
+  wire [13:0] \sum$298 ;
+  wire [13:0] \sum$300 ;
+  wire [13:0] \sum$302 ;
+  wire [13:0] \sum$304 ;
+  wire [13:0] \sum$306 ;
+  wire [13:0] \sum$308 ;
+  wire [13:0] \sum$310 ;
+  wire [13:0] \sum$312 ;
+  wire [13:0] \sum$314 ;
+  wire [13:0] \sum$316 ;
   wire [27:0] w;
   wire [27:0] \w$101 ;
   wire [27:0] \w$105 ;
@@ -2873,7 +2859,7 @@ module \bchw_top.engine0 (s__valid, clk, rst, s__ready, m__valid, m__payload, m_
   always @(posedge clk) begin
     _1_ <= xmem1[\read__addr$40 ];
   end
-  assign \read__data$218  = _1_;
+  assign \read__data$219  = _1_;
   reg [31:0] xmem2 [63:0];
   initial begin
     xmem2[0] = 32'd0;
@@ -2949,7 +2935,7 @@ module \bchw_top.engine0 (s__valid, clk, rst, s__ready, m__valid, m__payload, m_
   always @(posedge clk) begin
     _2_ <= xmem2[\read__addr$47 ];
   end
-  assign \read__data$219  = _2_;
+  assign \read__data$220  = _2_;
   reg [31:0] xmem3 [63:0];
   initial begin
     xmem3[0] = 32'd0;
@@ -3025,7 +3011,7 @@ module \bchw_top.engine0 (s__valid, clk, rst, s__ready, m__valid, m__payload, m_
   always @(posedge clk) begin
     _3_ <= xmem3[\read__addr$54 ];
   end
-  assign \read__data$220  = _3_;
+  assign \read__data$221  = _3_;
   reg [31:0] xmem4 [63:0];
   initial begin
     xmem4[0] = 32'd0;
@@ -3101,7 +3087,7 @@ module \bchw_top.engine0 (s__valid, clk, rst, s__ready, m__valid, m__payload, m_
   always @(posedge clk) begin
     _4_ <= xmem4[\read__addr$61 ];
   end
-  assign \read__data$221  = _4_;
+  assign \read__data$222  = _4_;
   reg [31:0] xmem5 [63:0];
   initial begin
     xmem5[0] = 32'd0;
@@ -3177,7 +3163,7 @@ module \bchw_top.engine0 (s__valid, clk, rst, s__ready, m__valid, m__payload, m_
   always @(posedge clk) begin
     _5_ <= xmem5[\read__addr$68 ];
   end
-  assign \read__data$222  = _5_;
+  assign \read__data$223  = _5_;
   reg [31:0] xmem6 [63:0];
   initial begin
     xmem6[0] = 32'd0;
@@ -3253,359 +3239,315 @@ module \bchw_top.engine0 (s__valid, clk, rst, s__ready, m__valid, m__payload, m_
   always @(posedge clk) begin
     _6_ <= xmem6[\read__addr$75 ];
   end
-  assign \read__data$223  = _6_;
+  assign \read__data$224  = _6_;
   always @(posedge clk)
-    x <= xtree_fan_copy0;
+    f_d3 <= \$376 ;
   always @(posedge clk)
-    \x$83  <= xtree_fan_copy0;
+    f_d4 <= \$377 ;
   always @(posedge clk)
-    \x$87  <= xtree_fan_copy0;
+    f_d5 <= \$378 ;
   always @(posedge clk)
-    \x$91  <= xtree_fan_copy0;
+    f_d6 <= \$379 ;
   always @(posedge clk)
-    \x$95  <= xtree_fan_copy1;
+    f_d7 <= \$380 ;
   always @(posedge clk)
-    \x$99  <= xtree_fan_copy1;
+    f_d8 <= \$381 ;
   always @(posedge clk)
-    \x$103  <= xtree_fan_copy1;
+    ft_d0 <= \$382 ;
   always @(posedge clk)
-    \x$107  <= xtree_fan_copy1;
+    accflags_copy0 <= \$383 ;
   always @(posedge clk)
-    \x$111  <= xtree_fan_copy2;
+    accflags_copy1 <= \$384 ;
   always @(posedge clk)
-    \x$115  <= xtree_fan_copy2;
+    accflags_copy2 <= \$385 ;
   always @(posedge clk)
-    \x$119  <= xtree_fan_copy2;
+    accflags_copy3 <= \$386 ;
   always @(posedge clk)
-    \x$123  <= xtree_fan_copy2;
+    accflags_copy4 <= \$387 ;
   always @(posedge clk)
-    \x$127  <= xtree_fan_copy3;
+    accflags_copy5 <= \$388 ;
   always @(posedge clk)
-    \x$131  <= xtree_fan_copy3;
+    accflags_copy6 <= \$389 ;
   always @(posedge clk)
-    \x$135  <= xtree_fan_copy3;
+    accflags_copy7 <= \$390 ;
   always @(posedge clk)
-    \x$139  <= xtree_fan_copy3;
+    accflags_copy8 <= \$391 ;
   always @(posedge clk)
-    wdata_d0 <= \$385 ;
+    accflags_copy9 <= \$392 ;
   always @(posedge clk)
-    wdata_d1 <= \$386 ;
+    accflags_copy10 <= \$393 ;
   always @(posedge clk)
-    wdata_d2 <= \$387 ;
+    accflags_copy11 <= \$394 ;
   always @(posedge clk)
-    f_d0 <= \$388 ;
+    accflags_copy12 <= \$395 ;
   always @(posedge clk)
-    f_d1 <= \$389 ;
+    accflags_copy13 <= \$396 ;
   always @(posedge clk)
-    f_d2 <= \$390 ;
+    accflags_copy14 <= \$397 ;
   always @(posedge clk)
-    f_d3 <= \$391 ;
+    accflags_copy15 <= \$398 ;
   always @(posedge clk)
-    f_d4 <= \$392 ;
+    paddr_d0 <= \$399 ;
   always @(posedge clk)
-    f_d5 <= \$393 ;
+    paddr_d1 <= \$400 ;
   always @(posedge clk)
-    f_d6 <= \$394 ;
+    paddr_d2 <= \$401 ;
   always @(posedge clk)
-    f_d7 <= \$395 ;
+    paddr_d3 <= \$402 ;
   always @(posedge clk)
-    f_d8 <= \$396 ;
+    paddr_d4 <= \$403 ;
   always @(posedge clk)
-    ft_d0 <= \$397 ;
+    paddr_d5 <= \$404 ;
   always @(posedge clk)
-    accflags_copy0 <= \$398 ;
+    paddr_d6 <= \$405 ;
   always @(posedge clk)
-    accflags_copy1 <= \$399 ;
+    \addr$143  <= \$406 ;
   always @(posedge clk)
-    accflags_copy2 <= \$400 ;
+    \addr$146  <= \$407 ;
   always @(posedge clk)
-    accflags_copy3 <= \$401 ;
+    \addr$149  <= \$408 ;
   always @(posedge clk)
-    accflags_copy4 <= \$402 ;
+    \addr$152  <= \$409 ;
   always @(posedge clk)
-    accflags_copy5 <= \$403 ;
+    \addr$155  <= \$410 ;
   always @(posedge clk)
-    accflags_copy6 <= \$404 ;
+    \addr$158  <= \$411 ;
   always @(posedge clk)
-    accflags_copy7 <= \$405 ;
+    \addr$161  <= \$412 ;
   always @(posedge clk)
-    accflags_copy8 <= \$406 ;
+    \addr$164  <= \$413 ;
   always @(posedge clk)
-    accflags_copy9 <= \$407 ;
+    \addr$167  <= \$414 ;
   always @(posedge clk)
-    accflags_copy10 <= \$408 ;
+    \addr$170  <= \$415 ;
   always @(posedge clk)
-    accflags_copy11 <= \$409 ;
+    \addr$173  <= \$416 ;
   always @(posedge clk)
-    accflags_copy12 <= \$410 ;
+    \addr$176  <= \$417 ;
   always @(posedge clk)
-    accflags_copy13 <= \$411 ;
+    \addr$179  <= \$418 ;
   always @(posedge clk)
-    accflags_copy14 <= \$412 ;
+    \addr$182  <= \$419 ;
   always @(posedge clk)
-    accflags_copy15 <= \$413 ;
+    \addr$185  <= \$420 ;
   always @(posedge clk)
-    paddr_d0 <= \$414 ;
+    \addr$188  <= \$421 ;
   always @(posedge clk)
-    paddr_d1 <= \$415 ;
+    params_d0 <= \$422 ;
   always @(posedge clk)
-    paddr_d2 <= \$416 ;
+    params_d1 <= \$423 ;
   always @(posedge clk)
-    paddr_d3 <= \$417 ;
+    acc_valid <= \$424 ;
   always @(posedge clk)
-    paddr_d4 <= \$418 ;
+    acc_end <= \$425 ;
   always @(posedge clk)
-    paddr_d5 <= \$419 ;
+    acc0 <= \$426 ;
   always @(posedge clk)
-    paddr_d6 <= \$420 ;
+    acc1 <= \$427 ;
   always @(posedge clk)
-    \addr$143  <= \$421 ;
+    acc2 <= \$428 ;
   always @(posedge clk)
-    \addr$146  <= \$422 ;
+    acc3 <= \$429 ;
   always @(posedge clk)
-    \addr$149  <= \$423 ;
+    acc4 <= \$430 ;
   always @(posedge clk)
-    \addr$152  <= \$424 ;
+    acc5 <= \$431 ;
   always @(posedge clk)
-    \addr$155  <= \$425 ;
+    acc6 <= \$432 ;
   always @(posedge clk)
-    \addr$158  <= \$426 ;
+    acc7 <= \$433 ;
   always @(posedge clk)
-    \addr$161  <= \$427 ;
+    acc8 <= \$434 ;
   always @(posedge clk)
-    \addr$164  <= \$428 ;
+    acc9 <= \$435 ;
   always @(posedge clk)
-    \addr$167  <= \$429 ;
+    acc10 <= \$436 ;
   always @(posedge clk)
-    \addr$170  <= \$430 ;
+    acc11 <= \$437 ;
   always @(posedge clk)
-    \addr$173  <= \$431 ;
+    acc12 <= \$438 ;
   always @(posedge clk)
-    \addr$176  <= \$432 ;
+    acc13 <= \$439 ;
   always @(posedge clk)
-    \addr$179  <= \$433 ;
+    acc14 <= \$440 ;
   always @(posedge clk)
-    \addr$182  <= \$434 ;
+    acc15 <= \$441 ;
   always @(posedge clk)
-    \addr$185  <= \$435 ;
+    dload_copy0 <= \$442 ;
   always @(posedge clk)
-    \addr$188  <= \$436 ;
+    dload_copy1 <= \$443 ;
   always @(posedge clk)
-    params_d0 <= \$437 ;
+    dload_copy2 <= \$444 ;
   always @(posedge clk)
-    params_d1 <= \$438 ;
+    dload_copy3 <= \$445 ;
   always @(posedge clk)
-    acc_valid <= \$439 ;
+    dload_copy4 <= \$446 ;
   always @(posedge clk)
-    acc_end <= \$440 ;
+    dload_copy5 <= \$447 ;
   always @(posedge clk)
-    acc0 <= \$441 ;
+    dload_copy6 <= \$448 ;
   always @(posedge clk)
-    acc1 <= \$442 ;
+    dload_copy7 <= \$449 ;
   always @(posedge clk)
-    acc2 <= \$443 ;
+    dload_copy8 <= \$450 ;
   always @(posedge clk)
-    acc3 <= \$444 ;
+    dload_copy9 <= \$451 ;
   always @(posedge clk)
-    acc4 <= \$445 ;
+    dload_copy10 <= \$452 ;
   always @(posedge clk)
-    acc5 <= \$446 ;
+    dload_copy11 <= \$453 ;
   always @(posedge clk)
-    acc6 <= \$447 ;
+    dload_copy12 <= \$454 ;
   always @(posedge clk)
-    acc7 <= \$448 ;
+    dload_copy13 <= \$455 ;
   always @(posedge clk)
-    acc8 <= \$449 ;
+    dload_copy14 <= \$456 ;
   always @(posedge clk)
-    acc9 <= \$450 ;
+    dload_copy15 <= \$457 ;
   always @(posedge clk)
-    acc10 <= \$451 ;
+    dload_copy16 <= \$458 ;
   always @(posedge clk)
-    acc11 <= \$452 ;
+    dload_copy17 <= \$459 ;
   always @(posedge clk)
-    acc12 <= \$453 ;
+    dload_copy18 <= \$460 ;
   always @(posedge clk)
-    acc13 <= \$454 ;
+    dload_copy19 <= \$461 ;
   always @(posedge clk)
-    acc14 <= \$455 ;
+    dload_copy20 <= \$462 ;
   always @(posedge clk)
-    acc15 <= \$456 ;
+    dload_copy21 <= \$463 ;
   always @(posedge clk)
-    dload_copy0 <= \$457 ;
+    dload_copy22 <= \$464 ;
   always @(posedge clk)
-    dload_copy1 <= \$458 ;
+    dload_copy23 <= \$465 ;
   always @(posedge clk)
-    dload_copy2 <= \$459 ;
+    dload_copy24 <= \$466 ;
   always @(posedge clk)
-    dload_copy3 <= \$460 ;
+    dload_copy25 <= \$467 ;
   always @(posedge clk)
-    dload_copy4 <= \$461 ;
+    dload_copy26 <= \$468 ;
   always @(posedge clk)
-    dload_copy5 <= \$462 ;
+    dload_copy27 <= \$469 ;
   always @(posedge clk)
-    dload_copy6 <= \$463 ;
+    dload_copy28 <= \$470 ;
   always @(posedge clk)
-    dload_copy7 <= \$464 ;
+    dload_copy29 <= \$471 ;
   always @(posedge clk)
-    dload_copy8 <= \$465 ;
+    dload_copy30 <= \$472 ;
   always @(posedge clk)
-    dload_copy9 <= \$466 ;
+    dload_copy31 <= \$473 ;
   always @(posedge clk)
-    dload_copy10 <= \$467 ;
+    drain <= \$474 ;
   always @(posedge clk)
-    dload_copy11 <= \$468 ;
+    qv_d0 <= \$475 ;
   always @(posedge clk)
-    dload_copy12 <= \$469 ;
+    qv_d1 <= \$476 ;
   always @(posedge clk)
-    dload_copy13 <= \$470 ;
+    qv_d2 <= \$477 ;
   always @(posedge clk)
-    dload_copy14 <= \$471 ;
+    qv_d3 <= \$478 ;
   always @(posedge clk)
-    dload_copy15 <= \$472 ;
+    qv_d4 <= \$479 ;
   always @(posedge clk)
-    dload_copy16 <= \$473 ;
+    qv_d5 <= \$480 ;
   always @(posedge clk)
-    dload_copy17 <= \$474 ;
+    qv_d6 <= \$481 ;
   always @(posedge clk)
-    dload_copy18 <= \$475 ;
+    qv_d7 <= \$482 ;
   always @(posedge clk)
-    dload_copy19 <= \$476 ;
+    qv_d8 <= \$483 ;
   always @(posedge clk)
-    dload_copy20 <= \$477 ;
+    qv_d9 <= \$484 ;
   always @(posedge clk)
-    dload_copy21 <= \$478 ;
+    qv_d10 <= \$485 ;
   always @(posedge clk)
-    dload_copy22 <= \$479 ;
+    qv_d11 <= \$486 ;
   always @(posedge clk)
-    dload_copy23 <= \$480 ;
+    qv_d12 <= \$487 ;
   always @(posedge clk)
-    dload_copy24 <= \$481 ;
+    qv_d13 <= \$488 ;
   always @(posedge clk)
-    dload_copy25 <= \$482 ;
+    qv_d14 <= \$489 ;
   always @(posedge clk)
-    dload_copy26 <= \$483 ;
+    qv_d15 <= \$490 ;
   always @(posedge clk)
-    dload_copy27 <= \$484 ;
+    qv_d16 <= \$491 ;
   always @(posedge clk)
-    dload_copy28 <= \$485 ;
+    qv_d17 <= \$492 ;
   always @(posedge clk)
-    dload_copy29 <= \$486 ;
+    qv_d18 <= \$493 ;
   always @(posedge clk)
-    dload_copy30 <= \$487 ;
+    qv_d19 <= \$494 ;
   always @(posedge clk)
-    dload_copy31 <= \$488 ;
+    qe_d0 <= \$495 ;
   always @(posedge clk)
-    drain <= \$489 ;
+    qe_d1 <= \$496 ;
   always @(posedge clk)
-    qv_d0 <= \$490 ;
+    qe_d2 <= \$497 ;
   always @(posedge clk)
-    qv_d1 <= \$491 ;
+    qe_d3 <= \$498 ;
   always @(posedge clk)
-    qv_d2 <= \$492 ;
+    qe_d4 <= \$499 ;
   always @(posedge clk)
-    qv_d3 <= \$493 ;
+    qe_d5 <= \$500 ;
   always @(posedge clk)
-    qv_d4 <= \$494 ;
+    qe_d6 <= \$501 ;
   always @(posedge clk)
-    qv_d5 <= \$495 ;
+    qe_d7 <= \$502 ;
   always @(posedge clk)
-    qv_d6 <= \$496 ;
+    qe_d8 <= \$503 ;
   always @(posedge clk)
-    qv_d7 <= \$497 ;
+    qe_d9 <= \$504 ;
   always @(posedge clk)
-    qv_d8 <= \$498 ;
+    qe_d10 <= \$505 ;
   always @(posedge clk)
-    qv_d9 <= \$499 ;
+    qe_d11 <= \$506 ;
   always @(posedge clk)
-    qv_d10 <= \$500 ;
+    qe_d12 <= \$507 ;
   always @(posedge clk)
-    qv_d11 <= \$501 ;
+    qe_d13 <= \$508 ;
   always @(posedge clk)
-    qv_d12 <= \$502 ;
+    qe_d14 <= \$509 ;
   always @(posedge clk)
-    qv_d13 <= \$503 ;
+    qe_d15 <= \$510 ;
   always @(posedge clk)
-    qv_d14 <= \$504 ;
+    qe_d16 <= \$511 ;
   always @(posedge clk)
-    qv_d15 <= \$505 ;
+    qe_d17 <= \$512 ;
   always @(posedge clk)
-    qv_d16 <= \$506 ;
+    qe_d18 <= \$513 ;
   always @(posedge clk)
-    qv_d17 <= \$507 ;
+    qe_d19 <= \$514 ;
   always @(posedge clk)
-    qv_d18 <= \$508 ;
+    qv_last_d0 <= \$515 ;
   always @(posedge clk)
-    qv_d19 <= \$509 ;
-  always @(posedge clk)
-    qe_d0 <= \$510 ;
-  always @(posedge clk)
-    qe_d1 <= \$511 ;
-  always @(posedge clk)
-    qe_d2 <= \$512 ;
-  always @(posedge clk)
-    qe_d3 <= \$513 ;
-  always @(posedge clk)
-    qe_d4 <= \$514 ;
-  always @(posedge clk)
-    qe_d5 <= \$515 ;
-  always @(posedge clk)
-    qe_d6 <= \$516 ;
-  always @(posedge clk)
-    qe_d7 <= \$517 ;
-  always @(posedge clk)
-    qe_d8 <= \$518 ;
-  always @(posedge clk)
-    qe_d9 <= \$519 ;
-  always @(posedge clk)
-    qe_d10 <= \$520 ;
-  always @(posedge clk)
-    qe_d11 <= \$521 ;
-  always @(posedge clk)
-    qe_d12 <= \$522 ;
-  always @(posedge clk)
-    qe_d13 <= \$523 ;
-  always @(posedge clk)
-    qe_d14 <= \$524 ;
-  always @(posedge clk)
-    qe_d15 <= \$525 ;
-  always @(posedge clk)
-    qe_d16 <= \$526 ;
-  always @(posedge clk)
-    qe_d17 <= \$527 ;
-  always @(posedge clk)
-    qe_d18 <= \$528 ;
-  always @(posedge clk)
-    qe_d19 <= \$529 ;
-  always @(posedge clk)
-    qv_last_d0 <= \$530 ;
-  always @(posedge clk)
-    qe_last_d0 <= \$531 ;
+    qe_last_d0 <= \$516 ;
   always @(posedge clk)
     results0 <= { q, results0[119:8] };
   always @(posedge clk)
-    count_copy0 <= \$532 ;
+    count_copy0 <= \$517 ;
   always @(posedge clk)
-    count_copy1 <= \$533 ;
+    count_copy1 <= \$518 ;
   always @(posedge clk)
-    count_copy2 <= \$534 ;
+    count_copy2 <= \$519 ;
   always @(posedge clk)
-    skid_qvalid_copy0 <= \$535 ;
+    skid_qvalid_copy0 <= \$520 ;
   always @(posedge clk)
-    skid_qvalid_copy1 <= \$536 ;
+    skid_qvalid_copy1 <= \$521 ;
   always @(posedge clk)
-    skid_qvalid_copy2 <= \$537 ;
+    skid_qvalid_copy2 <= \$522 ;
   always @(posedge clk)
-    skid0 <= \$538 ;
+    skid0 <= \$523 ;
   always @(posedge clk)
-    skid1 <= \$539 ;
+    skid1 <= \$524 ;
   always @(posedge clk)
-    skid2 <= \$540 ;
+    skid2 <= \$525 ;
   always @(posedge clk)
-    count <= \$541 ;
+    count <= \$526 ;
   always @(posedge clk)
-    credit_back_d0 <= \$542 ;
+    credit_back_d0 <= \$527 ;
   always @(posedge clk)
-    credit_back <= \$543 ;
+    credit_back <= \$528 ;
   assign \$1  = \$signal  & ready;
   assign \$2  = ~ last_step;
   assign \$3  = busy & \$2 ;
@@ -3676,118 +3618,129 @@ module \bchw_top.engine0 (s__valid, clk, rst, s__ready, m__valid, m__payload, m_
   assign \$69  = qv_last_d0 & \$68 ;
   assign \$70  = $signed(\$61 ) + $signed({ 1'h0, \$69  });
   assign \$71  = s__valid & s__ready;
-  assign \$72  = word == 5'h1b;
-  assign \$79  = word == 5'h1b;
-  assign \$83  = word + 1'h1;
-  assign \$85  = \$81  ? 6'h00 : \$84 ;
-  assign \$86  = s__valid & s__ready;
-  assign \$87  = word == 5'h1b;
-  assign \$90  = \$86  & \$89 ;
-  assign \$91  = ~ write_bank;
-  assign \$92  = \$signal  & ready;
-  assign \$93  = ~ read_bank;
-  assign \$94  = s__valid & s__ready;
-  assign \$95  = word == 5'h1b;
-  assign \$98  = \$94  & \$97 ;
-  assign \$99  = ~ ready;
-  assign \$100  = \$signal  & \$99 ;
-  assign \$101  = \$98  ? 1'h1 : \$100 ;
-  assign \$102  = s__valid & s__ready;
-  assign \$103  = word == 5'h1b;
-  assign \$106  = \$102  & \$105 ;
+  assign \$77  = word + 1'h1;
+  assign \$79  = last_beat ? 6'h00 : \$78 ;
+  assign \$81  = word == 5'h1a;
+  assign \$83  = word == 5'h1b;
+  assign \$87  = last_beat ? 1'h0 : \$86 ;
+  assign \$88  = s__valid & s__ready;
+  assign \$89  = \$88  & last_beat;
+  assign \$90  = ~ write_bank;
+  assign \$91  = \$signal  & ready;
+  assign \$92  = ~ read_bank;
+  assign \$93  = s__valid & s__ready;
+  assign \$94  = \$93  & last_beat;
+  assign \$95  = ~ ready;
+  assign \$96  = \$signal  & \$95 ;
+  assign \$97  = \$94  ? 1'h1 : \$96 ;
+  assign \$98  = s__valid & s__ready;
+  assign \$99  = \$98  & last_beat;
+  assign \$100  = ~ ready;
+  assign \$101  = \$signal  & \$100 ;
+  assign \$102  = \$99  ? 1'h1 : \$101 ;
+  assign \$103  = ~ \$102 ;
+  assign \$104  = \$103  | ready_next;
+  assign \$105  = s__valid & s__ready;
+  assign \$106  = \$105  & last_beat;
   assign \$107  = ~ ready;
   assign \$108  = \$signal  & \$107 ;
   assign \$109  = \$106  ? 1'h1 : \$108 ;
   assign \$110  = ~ \$109 ;
   assign \$111  = \$110  | ready_next;
   assign \$112  = s__valid & s__ready;
-  assign \$113  = word == 5'h1b;
-  assign \$116  = \$112  & \$115 ;
-  assign \$117  = ~ ready;
-  assign \$118  = \$signal  & \$117 ;
-  assign \$119  = \$116  ? 1'h1 : \$118 ;
-  assign \$120  = ~ \$119 ;
-  assign \$121  = \$120  | ready_next;
-  assign \$122  = s__valid & s__ready;
-  assign \$123  = word == 5'h1b;
-  assign \$126  = \$122  & \$125 ;
-  assign \$127  = ~ ready;
-  assign \$128  = \$signal  & \$127 ;
-  assign \$129  = \$126  ? 1'h1 : \$128 ;
-  assign \$130  = ~ \$129 ;
-  assign \$131  = \$130  | ready_next;
-  assign \$132  = s__valid & s__ready;
-  assign \$133  = word == 5'h1b;
-  assign \$136  = \$132  & \$135 ;
-  assign \$137  = ~ ready;
-  assign \$138  = \$signal  & \$137 ;
-  assign \$139  = \$136  ? 1'h1 : \$138 ;
-  assign \$140  = ~ \$139 ;
-  assign \$141  = \$140  | ready_next;
-  assign \$142  = \$signal  & ready;
-  assign \$143  = read_bank ^ \$142 ;
-  assign \$144  = \$signal  & ready;
-  assign \$145  = read_bank ^ \$144 ;
-  assign \$146  = \$signal  & ready;
-  assign \$147  = read_bank ^ \$146 ;
-  assign \$148  = \$signal  & ready;
-  assign \$149  = read_bank ^ \$148 ;
-  assign \$150  = \$signal  & ready;
-  assign \$151  = read_bank ^ \$150 ;
-  assign \$152  = \$signal  & ready;
-  assign \$153  = read_bank ^ \$152 ;
-  assign \$154  = \$signal  & ready;
-  assign \$155  = read_bank ^ \$154 ;
-  assign \$156  = s__valid & s__ready;
-  assign \$158  = \$156  ? 1'h1 : 1'h0;
-  assign \$159  = s__valid & s__ready;
-  assign \$161  = \$159  ? 1'h1 : 1'h0;
-  assign \$162  = s__valid & s__ready;
-  assign \$164  = \$162  ? 1'h1 : 1'h0;
-  assign \$165  = s__valid & s__ready;
-  assign \$167  = \$165  ? 1'h1 : 1'h0;
-  assign \$168  = s__valid & s__ready;
-  assign \$170  = \$168  ? 1'h1 : 1'h0;
-  assign \$171  = s__valid & s__ready;
-  assign \$173  = \$171  ? 1'h1 : 1'h0;
-  assign \$174  = s__valid & s__ready;
-  assign \$176  = \$174  ? 1'h1 : 1'h0;
-  assign \$177  = ! sfc;
-  assign \$178  = sfc == 5'h1b;
-  assign \$179  = ft_d0[0] & ft_d0[2];
-  assign \$180  = ft_d0[0] & ft_d0[3];
-  assign \$181  = accflags_copy0[1] ? 19'h00000 : acc0;
-  assign \$182  = $signed(\$181 ) + $signed(sum);
-  assign \$183  = accflags_copy1[1] ? 19'h00000 : acc1;
-  assign \$184  = $signed(\$183 ) + $signed(\sum$287 );
-  assign \$185  = accflags_copy2[1] ? 19'h00000 : acc2;
-  assign \$186  = $signed(\$185 ) + $signed(\sum$289 );
-  assign \$187  = accflags_copy3[1] ? 19'h00000 : acc3;
-  assign \$188  = $signed(\$187 ) + $signed(\sum$291 );
-  assign \$189  = accflags_copy4[1] ? 19'h00000 : acc4;
-  assign \$190  = $signed(\$189 ) + $signed(\sum$293 );
-  assign \$191  = accflags_copy5[1] ? 19'h00000 : acc5;
-  assign \$192  = $signed(\$191 ) + $signed(\sum$295 );
-  assign \$193  = accflags_copy6[1] ? 19'h00000 : acc6;
-  assign \$194  = $signed(\$193 ) + $signed(\sum$297 );
-  assign \$195  = accflags_copy7[1] ? 19'h00000 : acc7;
-  assign \$196  = $signed(\$195 ) + $signed(\sum$299 );
-  assign \$197  = accflags_copy8[1] ? 19'h00000 : acc8;
-  assign \$198  = $signed(\$197 ) + $signed(\sum$301 );
-  assign \$199  = accflags_copy9[1] ? 19'h00000 : acc9;
-  assign \$200  = $signed(\$199 ) + $signed(\sum$303 );
-  assign \$201  = accflags_copy10[1] ? 19'h00000 : acc10;
-  assign \$202  = $signed(\$201 ) + $signed(\sum$305 );
-  assign \$203  = accflags_copy11[1] ? 19'h00000 : acc11;
-  assign \$204  = $signed(\$203 ) + $signed(\sum$307 );
-  assign \$205  = accflags_copy12[1] ? 19'h00000 : acc12;
-  assign \$206  = $signed(\$205 ) + $signed(\sum$309 );
-  assign \$207  = accflags_copy13[1] ? 19'h00000 : acc13;
-  assign \$208  = $signed(\$207 ) + $signed(\sum$311 );
-  assign \$209  = accflags_copy14[1] ? 19'h00000 : acc14;
-  assign \$210  = $signed(\$209 ) + $signed(\sum$313 );
-  assign \$211  = accflags_copy15[1] ? 19'h00000 : acc15;
-  assign \$212  = $signed(\$211 ) + $signed(\sum$315 );
+  assign \$113  = \$112  & last_beat;
+  assign \$114  = ~ ready;
+  assign \$115  = \$signal  & \$114 ;
+  assign \$116  = \$113  ? 1'h1 : \$115 ;
+  assign \$117  = ~ \$116 ;
+  assign \$118  = \$117  | ready_next;
+  assign \$119  = s__valid & s__ready;
+  assign \$120  = \$119  & last_beat;
+  assign \$121  = ~ ready;
+  assign \$122  = \$signal  & \$121 ;
+  assign \$123  = \$120  ? 1'h1 : \$122 ;
+  assign \$124  = ~ \$123 ;
+  assign \$125  = \$124  | ready_next;
+  assign \$126  = \$signal  & ready;
+  assign \$127  = read_bank ^ \$126 ;
+  assign \$128  = \$signal  & ready;
+  assign \$129  = read_bank ^ \$128 ;
+  assign \$130  = \$signal  & ready;
+  assign \$131  = read_bank ^ \$130 ;
+  assign \$132  = \$signal  & ready;
+  assign \$133  = read_bank ^ \$132 ;
+  assign \$134  = \$signal  & ready;
+  assign \$135  = read_bank ^ \$134 ;
+  assign \$136  = \$signal  & ready;
+  assign \$137  = read_bank ^ \$136 ;
+  assign \$138  = \$signal  & ready;
+  assign \$139  = read_bank ^ \$138 ;
+  assign \$140  = s__valid & s__ready;
+  assign \$142  = \$140  ? 1'h1 : 1'h0;
+  assign \$143  = s__valid & s__ready;
+  assign \$145  = \$143  ? 1'h1 : 1'h0;
+  assign \$146  = s__valid & s__ready;
+  assign \$148  = \$146  ? 1'h1 : 1'h0;
+  assign \$149  = s__valid & s__ready;
+  assign \$151  = \$149  ? 1'h1 : 1'h0;
+  assign \$152  = s__valid & s__ready;
+  assign \$154  = \$152  ? 1'h1 : 1'h0;
+  assign \$155  = s__valid & s__ready;
+  assign \$157  = \$155  ? 1'h1 : 1'h0;
+  assign \$158  = s__valid & s__ready;
+  assign \$160  = \$158  ? 1'h1 : 1'h0;
+  assign \$161  = ! sfc;
+  assign \$162  = sfc == 5'h1b;
+  assign \$163  = ft_d0[0] & ft_d0[2];
+  assign \$164  = ft_d0[0] & ft_d0[3];
+  assign \$165  = accflags_copy0[1] ? 19'h00000 : acc0;
+  assign \$166  = $signed(\$165 ) + $signed(sum);
+  assign \$167  = accflags_copy1[1] ? 19'h00000 : acc1;
+  assign \$168  = $signed(\$167 ) + $signed(\sum$288 );
+  assign \$169  = accflags_copy2[1] ? 19'h00000 : acc2;
+  assign \$170  = $signed(\$169 ) + $signed(\sum$290 );
+  assign \$171  = accflags_copy3[1] ? 19'h00000 : acc3;
+  assign \$172  = $signed(\$171 ) + $signed(\sum$292 );
+  assign \$173  = accflags_copy4[1] ? 19'h00000 : acc4;
+  assign \$174  = $signed(\$173 ) + $signed(\sum$294 );
+  assign \$175  = accflags_copy5[1] ? 19'h00000 : acc5;
+  assign \$176  = $signed(\$175 ) + $signed(\sum$296 );
+  assign \$177  = accflags_copy6[1] ? 19'h00000 : acc6;
+  assign \$178  = $signed(\$177 ) + $signed(\sum$298 );
+  assign \$179  = accflags_copy7[1] ? 19'h00000 : acc7;
+  assign \$180  = $signed(\$179 ) + $signed(\sum$300 );
+  assign \$181  = accflags_copy8[1] ? 19'h00000 : acc8;
+  assign \$182  = $signed(\$181 ) + $signed(\sum$302 );
+  assign \$183  = accflags_copy9[1] ? 19'h00000 : acc9;
+  assign \$184  = $signed(\$183 ) + $signed(\sum$304 );
+  assign \$185  = accflags_copy10[1] ? 19'h00000 : acc10;
+  assign \$186  = $signed(\$185 ) + $signed(\sum$306 );
+  assign \$187  = accflags_copy11[1] ? 19'h00000 : acc11;
+  assign \$188  = $signed(\$187 ) + $signed(\sum$308 );
+  assign \$189  = accflags_copy12[1] ? 19'h00000 : acc12;
+  assign \$190  = $signed(\$189 ) + $signed(\sum$310 );
+  assign \$191  = accflags_copy13[1] ? 19'h00000 : acc13;
+  assign \$192  = $signed(\$191 ) + $signed(\sum$312 );
+  assign \$193  = accflags_copy14[1] ? 19'h00000 : acc14;
+  assign \$194  = $signed(\$193 ) + $signed(\sum$314 );
+  assign \$195  = accflags_copy15[1] ? 19'h00000 : acc15;
+  assign \$196  = $signed(\$195 ) + $signed(\sum$316 );
+  assign \$197  = ft_d0[0] & ft_d0[2];
+  assign \$198  = ft_d0[0] & ft_d0[2];
+  assign \$199  = ft_d0[0] & ft_d0[2];
+  assign \$200  = ft_d0[0] & ft_d0[2];
+  assign \$201  = ft_d0[0] & ft_d0[2];
+  assign \$202  = ft_d0[0] & ft_d0[2];
+  assign \$203  = ft_d0[0] & ft_d0[2];
+  assign \$204  = ft_d0[0] & ft_d0[2];
+  assign \$205  = ft_d0[0] & ft_d0[2];
+  assign \$206  = ft_d0[0] & ft_d0[2];
+  assign \$207  = ft_d0[0] & ft_d0[2];
+  assign \$208  = ft_d0[0] & ft_d0[2];
+  assign \$209  = ft_d0[0] & ft_d0[2];
+  assign \$210  = ft_d0[0] & ft_d0[2];
+  assign \$211  = ft_d0[0] & ft_d0[2];
+  assign \$212  = ft_d0[0] & ft_d0[2];
   assign \$213  = ft_d0[0] & ft_d0[2];
   assign \$214  = ft_d0[0] & ft_d0[2];
   assign \$215  = ft_d0[0] & ft_d0[2];
@@ -3804,203 +3757,189 @@ module \bchw_top.engine0 (s__valid, clk, rst, s__ready, m__valid, m__payload, m_
   assign \$226  = ft_d0[0] & ft_d0[2];
   assign \$227  = ft_d0[0] & ft_d0[2];
   assign \$228  = ft_d0[0] & ft_d0[2];
-  assign \$229  = ft_d0[0] & ft_d0[2];
-  assign \$230  = ft_d0[0] & ft_d0[2];
-  assign \$231  = ft_d0[0] & ft_d0[2];
-  assign \$232  = ft_d0[0] & ft_d0[2];
-  assign \$233  = ft_d0[0] & ft_d0[2];
-  assign \$234  = ft_d0[0] & ft_d0[2];
-  assign \$235  = ft_d0[0] & ft_d0[2];
-  assign \$236  = ft_d0[0] & ft_d0[2];
-  assign \$237  = ft_d0[0] & ft_d0[2];
-  assign \$238  = ft_d0[0] & ft_d0[2];
-  assign \$239  = ft_d0[0] & ft_d0[2];
-  assign \$240  = ft_d0[0] & ft_d0[2];
-  assign \$241  = ft_d0[0] & ft_d0[2];
-  assign \$242  = ft_d0[0] & ft_d0[2];
-  assign \$243  = ft_d0[0] & ft_d0[2];
-  assign \$244  = ft_d0[0] & ft_d0[2];
-  assign \$245  = dload_copy0 ? acc0 : drain[98:80];
-  assign \$246  = dload_copy1 ? params_d1[60:0] : drain[159:99];
-  assign \$247  = dload_copy2 ? acc1 : drain[178:160];
-  assign \$248  = dload_copy3 ? params_d1[121:61] : drain[239:179];
-  assign \$249  = dload_copy4 ? acc2 : drain[258:240];
-  assign \$250  = dload_copy5 ? params_d1[182:122] : drain[319:259];
-  assign \$251  = dload_copy6 ? acc3 : drain[338:320];
-  assign \$252  = dload_copy7 ? params_d1[243:183] : drain[399:339];
-  assign \$253  = dload_copy8 ? acc4 : drain[418:400];
-  assign \$254  = dload_copy9 ? params_d1[304:244] : drain[479:419];
-  assign \$255  = dload_copy10 ? acc5 : drain[498:480];
-  assign \$256  = dload_copy11 ? params_d1[365:305] : drain[559:499];
-  assign \$257  = dload_copy12 ? acc6 : drain[578:560];
-  assign \$258  = dload_copy13 ? params_d1[426:366] : drain[639:579];
-  assign \$259  = dload_copy14 ? acc7 : drain[658:640];
-  assign \$260  = dload_copy15 ? params_d1[487:427] : drain[719:659];
-  assign \$261  = dload_copy16 ? acc8 : drain[738:720];
-  assign \$262  = dload_copy17 ? params_d1[548:488] : drain[799:739];
-  assign \$263  = dload_copy18 ? acc9 : drain[818:800];
-  assign \$264  = dload_copy19 ? params_d1[609:549] : drain[879:819];
-  assign \$265  = dload_copy20 ? acc10 : drain[898:880];
-  assign \$266  = dload_copy21 ? params_d1[670:610] : drain[959:899];
-  assign \$267  = dload_copy22 ? acc11 : drain[978:960];
-  assign \$268  = dload_copy23 ? params_d1[731:671] : drain[1039:979];
-  assign \$269  = dload_copy24 ? acc12 : drain[1058:1040];
-  assign \$270  = dload_copy25 ? params_d1[792:732] : drain[1119:1059];
-  assign \$271  = dload_copy26 ? acc13 : drain[1138:1120];
-  assign \$272  = dload_copy27 ? params_d1[853:793] : drain[1199:1139];
-  assign \$273  = dload_copy28 ? acc14 : drain[1218:1200];
-  assign \$274  = dload_copy29 ? params_d1[914:854] : drain[1279:1219];
-  assign \$275  = dload_copy30 ? acc15 : drain[1218:1200];
-  assign \$276  = dload_copy31 ? params_d1[975:915] : drain[1279:1219];
-  assign \$277  = | count_copy0;
-  assign \$278  = \$277  | skid_qvalid_copy0;
-  assign \$279  = \$278  & \port$20212$0 ;
-  assign \$280  = | count_copy0;
-  assign \$281  = ~ \$280 ;
-  assign \$282  = \$279  & \$281 ;
-  assign \$283  = ~ \$282 ;
-  assign \$284  = skid_qvalid_copy0 & \$283 ;
-  assign \$285  = | count_copy0;
-  assign \$286  = \$285  | skid_qvalid_copy0;
-  assign \$287  = \$286  & \port$20212$0 ;
-  assign \$288  = | count_copy0;
-  assign \$289  = \$287  & \$288 ;
-  assign \$290  = count_copy0 == 1'h1;
-  assign \$291  = ! count_copy0;
-  assign \$292  = \$289  ? \$290  : \$291 ;
-  assign \$293  = \$284  & \$292 ;
-  assign \$294  = | count_copy0;
-  assign \$295  = \$294  | skid_qvalid_copy0;
-  assign \$296  = \$295  & \port$20212$0 ;
-  assign \$297  = | count_copy0;
-  assign \$298  = \$296  & \$297 ;
-  assign \$299  = | count_copy1;
-  assign \$300  = \$299  | skid_qvalid_copy1;
-  assign \$301  = \$300  & \port$20214$0 ;
-  assign \$302  = | count_copy1;
-  assign \$303  = ~ \$302 ;
-  assign \$304  = \$301  & \$303 ;
-  assign \$305  = ~ \$304 ;
-  assign \$306  = skid_qvalid_copy1 & \$305 ;
-  assign \$307  = | count_copy1;
-  assign \$308  = \$307  | skid_qvalid_copy1;
-  assign \$309  = \$308  & \port$20214$0 ;
-  assign \$310  = | count_copy1;
-  assign \$311  = \$309  & \$310 ;
-  assign \$312  = count_copy1 == 2'h2;
-  assign \$313  = count_copy1 == 1'h1;
-  assign \$314  = \$311  ? \$312  : \$313 ;
-  assign \$315  = \$306  & \$314 ;
-  assign \$316  = | count_copy1;
-  assign \$317  = \$316  | skid_qvalid_copy1;
-  assign \$318  = \$317  & \port$20214$0 ;
-  assign \$319  = | count_copy1;
-  assign \$320  = \$318  & \$319 ;
-  assign \$321  = | count_copy2;
-  assign \$322  = \$321  | skid_qvalid_copy2;
-  assign \$323  = \$322  & \port$20216$0 ;
-  assign \$324  = | count_copy2;
-  assign \$325  = ~ \$324 ;
-  assign \$326  = \$323  & \$325 ;
-  assign \$327  = ~ \$326 ;
-  assign \$328  = skid_qvalid_copy2 & \$327 ;
-  assign \$329  = | count_copy2;
-  assign \$330  = \$329  | skid_qvalid_copy2;
-  assign \$331  = \$330  & \port$20216$0 ;
-  assign \$332  = | count_copy2;
-  assign \$333  = \$331  & \$332 ;
-  assign \$334  = count_copy2 == 2'h3;
-  assign \$335  = count_copy2 == 2'h2;
-  assign \$336  = \$333  ? \$334  : \$335 ;
-  assign \$337  = \$328  & \$336 ;
-  assign \$338  = | count_copy2;
-  assign \$339  = \$338  | skid_qvalid_copy2;
-  assign \$340  = \$339  & \port$20216$0 ;
-  assign \$341  = | count_copy2;
-  assign \$342  = \$340  & \$341 ;
-  assign \$343  = | count;
-  assign \$344  = \$343  | qv_last_d0;
-  assign \$345  = \$344  & m__ready;
+  assign \$229  = dload_copy0 ? acc0 : drain[98:80];
+  assign \$230  = dload_copy1 ? params_d1[60:0] : drain[159:99];
+  assign \$231  = dload_copy2 ? acc1 : drain[178:160];
+  assign \$232  = dload_copy3 ? params_d1[121:61] : drain[239:179];
+  assign \$233  = dload_copy4 ? acc2 : drain[258:240];
+  assign \$234  = dload_copy5 ? params_d1[182:122] : drain[319:259];
+  assign \$235  = dload_copy6 ? acc3 : drain[338:320];
+  assign \$236  = dload_copy7 ? params_d1[243:183] : drain[399:339];
+  assign \$237  = dload_copy8 ? acc4 : drain[418:400];
+  assign \$238  = dload_copy9 ? params_d1[304:244] : drain[479:419];
+  assign \$239  = dload_copy10 ? acc5 : drain[498:480];
+  assign \$240  = dload_copy11 ? params_d1[365:305] : drain[559:499];
+  assign \$241  = dload_copy12 ? acc6 : drain[578:560];
+  assign \$242  = dload_copy13 ? params_d1[426:366] : drain[639:579];
+  assign \$243  = dload_copy14 ? acc7 : drain[658:640];
+  assign \$244  = dload_copy15 ? params_d1[487:427] : drain[719:659];
+  assign \$245  = dload_copy16 ? acc8 : drain[738:720];
+  assign \$246  = dload_copy17 ? params_d1[548:488] : drain[799:739];
+  assign \$247  = dload_copy18 ? acc9 : drain[818:800];
+  assign \$248  = dload_copy19 ? params_d1[609:549] : drain[879:819];
+  assign \$249  = dload_copy20 ? acc10 : drain[898:880];
+  assign \$250  = dload_copy21 ? params_d1[670:610] : drain[959:899];
+  assign \$251  = dload_copy22 ? acc11 : drain[978:960];
+  assign \$252  = dload_copy23 ? params_d1[731:671] : drain[1039:979];
+  assign \$253  = dload_copy24 ? acc12 : drain[1058:1040];
+  assign \$254  = dload_copy25 ? params_d1[792:732] : drain[1119:1059];
+  assign \$255  = dload_copy26 ? acc13 : drain[1138:1120];
+  assign \$256  = dload_copy27 ? params_d1[853:793] : drain[1199:1139];
+  assign \$257  = dload_copy28 ? acc14 : drain[1218:1200];
+  assign \$258  = dload_copy29 ? params_d1[914:854] : drain[1279:1219];
+  assign \$259  = dload_copy30 ? acc15 : drain[1218:1200];
+  assign \$260  = dload_copy31 ? params_d1[975:915] : drain[1279:1219];
+  assign \$261  = | count_copy0;
+  assign \$262  = \$261  | skid_qvalid_copy0;
+  assign \$263  = \$262  & \port$20152$0 ;
+  assign \$264  = | count_copy0;
+  assign \$265  = ~ \$264 ;
+  assign \$266  = \$263  & \$265 ;
+  assign \$267  = ~ \$266 ;
+  assign \$268  = skid_qvalid_copy0 & \$267 ;
+  assign \$269  = | count_copy0;
+  assign \$270  = \$269  | skid_qvalid_copy0;
+  assign \$271  = \$270  & \port$20152$0 ;
+  assign \$272  = | count_copy0;
+  assign \$273  = \$271  & \$272 ;
+  assign \$274  = count_copy0 == 1'h1;
+  assign \$275  = ! count_copy0;
+  assign \$276  = \$273  ? \$274  : \$275 ;
+  assign \$277  = \$268  & \$276 ;
+  assign \$278  = | count_copy0;
+  assign \$279  = \$278  | skid_qvalid_copy0;
+  assign \$280  = \$279  & \port$20152$0 ;
+  assign \$281  = | count_copy0;
+  assign \$282  = \$280  & \$281 ;
+  assign \$283  = | count_copy1;
+  assign \$284  = \$283  | skid_qvalid_copy1;
+  assign \$285  = \$284  & \port$20154$0 ;
+  assign \$286  = | count_copy1;
+  assign \$287  = ~ \$286 ;
+  assign \$288  = \$285  & \$287 ;
+  assign \$289  = ~ \$288 ;
+  assign \$290  = skid_qvalid_copy1 & \$289 ;
+  assign \$291  = | count_copy1;
+  assign \$292  = \$291  | skid_qvalid_copy1;
+  assign \$293  = \$292  & \port$20154$0 ;
+  assign \$294  = | count_copy1;
+  assign \$295  = \$293  & \$294 ;
+  assign \$296  = count_copy1 == 2'h2;
+  assign \$297  = count_copy1 == 1'h1;
+  assign \$298  = \$295  ? \$296  : \$297 ;
+  assign \$299  = \$290  & \$298 ;
+  assign \$300  = | count_copy1;
+  assign \$301  = \$300  | skid_qvalid_copy1;
+  assign \$302  = \$301  & \port$20154$0 ;
+  assign \$303  = | count_copy1;
+  assign \$304  = \$302  & \$303 ;
+  assign \$305  = | count_copy2;
+  assign \$306  = \$305  | skid_qvalid_copy2;
+  assign \$307  = \$306  & \port$20156$0 ;
+  assign \$308  = | count_copy2;
+  assign \$309  = ~ \$308 ;
+  assign \$310  = \$307  & \$309 ;
+  assign \$311  = ~ \$310 ;
+  assign \$312  = skid_qvalid_copy2 & \$311 ;
+  assign \$313  = | count_copy2;
+  assign \$314  = \$313  | skid_qvalid_copy2;
+  assign \$315  = \$314  & \port$20156$0 ;
+  assign \$316  = | count_copy2;
+  assign \$317  = \$315  & \$316 ;
+  assign \$318  = count_copy2 == 2'h3;
+  assign \$319  = count_copy2 == 2'h2;
+  assign \$320  = \$317  ? \$318  : \$319 ;
+  assign \$321  = \$312  & \$320 ;
+  assign \$322  = | count_copy2;
+  assign \$323  = \$322  | skid_qvalid_copy2;
+  assign \$324  = \$323  & \port$20156$0 ;
+  assign \$325  = | count_copy2;
+  assign \$326  = \$324  & \$325 ;
+  assign \$327  = | count;
+  assign \$328  = \$327  | qv_last_d0;
+  assign \$329  = \$328  & m__ready;
   always @(posedge clk)
-    busy <= \$346 ;
+    busy <= \$330 ;
   always @(posedge clk)
-    step <= \$347 ;
+    step <= \$331 ;
   always @(posedge clk)
-    addr <= \$348 ;
+    addr <= \$332 ;
   always @(posedge clk)
-    sfc <= \$349 ;
+    sfc <= \$333 ;
   always @(posedge clk)
-    nfc <= \$350 ;
+    nfc <= \$334 ;
   always @(posedge clk)
-    last_step <= \$351 ;
+    last_step <= \$335 ;
   always @(posedge clk)
-    ready <= \$352 ;
+    ready <= \$336 ;
   always @(posedge clk)
-    credits <= \$353 ;
+    credits <= \$337 ;
   always @(posedge clk)
-    issue <= \$354 ;
+    issue <= \$338 ;
   always @(posedge clk)
-    word <= \$355 ;
+    word <= \$339 ;
   always @(posedge clk)
-    write_bank <= \$356 ;
+    last_beat <= \$340 ;
   always @(posedge clk)
-    read_bank <= \$357 ;
+    write_bank <= \$341 ;
   always @(posedge clk)
-    \$signal  <= \$358 ;
+    read_bank <= \$342 ;
   always @(posedge clk)
-    sready_copy0 <= \$359 ;
+    \$signal  <= \$343 ;
   always @(posedge clk)
-    sready_copy1 <= \$360 ;
+    sready_copy0 <= \$344 ;
   always @(posedge clk)
-    sready_copy2 <= \$361 ;
+    sready_copy1 <= \$345 ;
   always @(posedge clk)
-    sready_copy3 <= \$362 ;
+    sready_copy2 <= \$346 ;
+  always @(posedge clk)
+    sready_copy3 <= \$347 ;
   always @(posedge clk)
     xbeat <= s__payload;
   always @(posedge clk)
-    write__addr <= \$363 ;
+    write__addr <= \$348 ;
   always @(posedge clk)
-    \write__addr$37  <= \$364 ;
+    \write__addr$37  <= \$349 ;
   always @(posedge clk)
-    \write__addr$44  <= \$365 ;
+    \write__addr$44  <= \$350 ;
   always @(posedge clk)
-    \write__addr$51  <= \$366 ;
+    \write__addr$51  <= \$351 ;
   always @(posedge clk)
-    \write__addr$58  <= \$367 ;
+    \write__addr$58  <= \$352 ;
   always @(posedge clk)
-    \write__addr$65  <= \$368 ;
+    \write__addr$65  <= \$353 ;
   always @(posedge clk)
-    \write__addr$72  <= \$369 ;
+    \write__addr$72  <= \$354 ;
   always @(posedge clk)
-    read__addr <= \$370 ;
+    read__addr <= \$355 ;
   always @(posedge clk)
-    \read__addr$40  <= \$371 ;
+    \read__addr$40  <= \$356 ;
   always @(posedge clk)
-    \read__addr$47  <= \$372 ;
+    \read__addr$47  <= \$357 ;
   always @(posedge clk)
-    \read__addr$54  <= \$373 ;
+    \read__addr$54  <= \$358 ;
   always @(posedge clk)
-    \read__addr$61  <= \$374 ;
+    \read__addr$61  <= \$359 ;
   always @(posedge clk)
-    \read__addr$68  <= \$375 ;
+    \read__addr$68  <= \$360 ;
   always @(posedge clk)
-    \read__addr$75  <= \$376 ;
+    \read__addr$75  <= \$361 ;
   always @(posedge clk)
-    write__en <= \$377 ;
+    write__en <= \$362 ;
   always @(posedge clk)
-    \write__en$35  <= \$378 ;
+    \write__en$35  <= \$363 ;
   always @(posedge clk)
-    \write__en$42  <= \$379 ;
+    \write__en$42  <= \$364 ;
   always @(posedge clk)
-    \write__en$49  <= \$380 ;
+    \write__en$49  <= \$365 ;
   always @(posedge clk)
-    \write__en$56  <= \$381 ;
+    \write__en$56  <= \$366 ;
   always @(posedge clk)
-    \write__en$63  <= \$382 ;
+    \write__en$63  <= \$367 ;
   always @(posedge clk)
-    \write__en$70  <= \$383 ;
+    \write__en$70  <= \$368 ;
   always @(posedge clk)
-    xmem_d0 <= \$384 ;
+    xmem_d0 <= \$369 ;
   always @(posedge clk)
     xtree_fan_copy0 <= xmem_d0;
   always @(posedge clk)
@@ -4009,89 +3948,133 @@ module \bchw_top.engine0 (s__valid, clk, rst, s__ready, m__valid, m__payload, m_
     xtree_fan_copy2 <= xmem_d0;
   always @(posedge clk)
     xtree_fan_copy3 <= xmem_d0;
+  always @(posedge clk)
+    x <= xtree_fan_copy0;
+  always @(posedge clk)
+    \x$83  <= xtree_fan_copy0;
+  always @(posedge clk)
+    \x$87  <= xtree_fan_copy0;
+  always @(posedge clk)
+    \x$91  <= xtree_fan_copy0;
+  always @(posedge clk)
+    \x$95  <= xtree_fan_copy1;
+  always @(posedge clk)
+    \x$99  <= xtree_fan_copy1;
+  always @(posedge clk)
+    \x$103  <= xtree_fan_copy1;
+  always @(posedge clk)
+    \x$107  <= xtree_fan_copy1;
+  always @(posedge clk)
+    \x$111  <= xtree_fan_copy2;
+  always @(posedge clk)
+    \x$115  <= xtree_fan_copy2;
+  always @(posedge clk)
+    \x$119  <= xtree_fan_copy2;
+  always @(posedge clk)
+    \x$123  <= xtree_fan_copy2;
+  always @(posedge clk)
+    \x$127  <= xtree_fan_copy3;
+  always @(posedge clk)
+    \x$131  <= xtree_fan_copy3;
+  always @(posedge clk)
+    \x$135  <= xtree_fan_copy3;
+  always @(posedge clk)
+    \x$139  <= xtree_fan_copy3;
+  always @(posedge clk)
+    wdata_d0 <= \$370 ;
+  always @(posedge clk)
+    wdata_d1 <= \$371 ;
+  always @(posedge clk)
+    wdata_d2 <= \$372 ;
+  always @(posedge clk)
+    f_d0 <= \$373 ;
+  always @(posedge clk)
+    f_d1 <= \$374 ;
+  always @(posedge clk)
+    f_d2 <= \$375 ;
   \bchw_top.engine0.params0  params0 (
     .addr(\addr$143 ),
     .clk(clk),
-    .data(\data$265 )
+    .data(\data$266 )
   );
   \bchw_top.engine0.params1  params1 (
     .addr(\addr$146 ),
     .clk(clk),
-    .data(\data$266 )
+    .data(\data$267 )
   );
   \bchw_top.engine0.params10  params10 (
     .addr(\addr$173 ),
     .clk(clk),
-    .data(\data$275 )
+    .data(\data$276 )
   );
   \bchw_top.engine0.params11  params11 (
     .addr(\addr$176 ),
     .clk(clk),
-    .data(\data$276 )
+    .data(\data$277 )
   );
   \bchw_top.engine0.params12  params12 (
     .addr(\addr$179 ),
     .clk(clk),
-    .data(\data$277 )
+    .data(\data$278 )
   );
   \bchw_top.engine0.params13  params13 (
     .addr(\addr$182 ),
     .clk(clk),
-    .data(\data$278 )
+    .data(\data$279 )
   );
   \bchw_top.engine0.params14  params14 (
     .addr(\addr$185 ),
     .clk(clk),
-    .data(\data$279 )
+    .data(\data$280 )
   );
   \bchw_top.engine0.params15  params15 (
     .addr(\addr$188 ),
     .clk(clk),
-    .data(\data$280 )
+    .data(\data$281 )
   );
   \bchw_top.engine0.params2  params2 (
     .addr(\addr$149 ),
     .clk(clk),
-    .data(\data$267 )
+    .data(\data$268 )
   );
   \bchw_top.engine0.params3  params3 (
     .addr(\addr$152 ),
     .clk(clk),
-    .data(\data$268 )
+    .data(\data$269 )
   );
   \bchw_top.engine0.params4  params4 (
     .addr(\addr$155 ),
     .clk(clk),
-    .data(\data$269 )
+    .data(\data$270 )
   );
   \bchw_top.engine0.params5  params5 (
     .addr(\addr$158 ),
     .clk(clk),
-    .data(\data$270 )
+    .data(\data$271 )
   );
   \bchw_top.engine0.params6  params6 (
     .addr(\addr$161 ),
     .clk(clk),
-    .data(\data$271 )
+    .data(\data$272 )
   );
   \bchw_top.engine0.params7  params7 (
     .addr(\addr$164 ),
     .clk(clk),
-    .data(\data$272 )
+    .data(\data$273 )
   );
   \bchw_top.engine0.params8  params8 (
     .addr(\addr$167 ),
     .clk(clk),
-    .data(\data$273 )
+    .data(\data$274 )
   );
   \bchw_top.engine0.params9  params9 (
     .addr(\addr$170 ),
     .clk(clk),
-    .data(\data$274 )
+    .data(\data$275 )
   );
   \bchw_top.engine0.requant0  requant0 (
     .clk(clk),
-    .\port$16655$0 (drain[79:0]),
+    .\port$16593$0 (drain[79:0]),
     .q(q),
     .rst(rst)
   );
@@ -4104,105 +4087,105 @@ module \bchw_top.engine0 (s__valid, clk, rst, s__ready, m__valid, m__payload, m_
   );
   \bchw_top.engine0.tree1  tree1 (
     .clk(clk),
-    .l5_0(\sum$287 ),
+    .l5_0(\sum$288 ),
     .rst(rst),
     .w(wdata_d2[55:28]),
     .x(\x$83 )
   );
   \bchw_top.engine0.tree10  tree10 (
     .clk(clk),
-    .l5_0(\sum$305 ),
+    .l5_0(\sum$306 ),
     .rst(rst),
     .w(wdata_d2[307:280]),
     .x(\x$119 )
   );
   \bchw_top.engine0.tree11  tree11 (
     .clk(clk),
-    .l5_0(\sum$307 ),
+    .l5_0(\sum$308 ),
     .rst(rst),
     .w(wdata_d2[335:308]),
     .x(\x$123 )
   );
   \bchw_top.engine0.tree12  tree12 (
     .clk(clk),
-    .l5_0(\sum$309 ),
+    .l5_0(\sum$310 ),
     .rst(rst),
     .w(wdata_d2[363:336]),
     .x(\x$127 )
   );
   \bchw_top.engine0.tree13  tree13 (
     .clk(clk),
-    .l5_0(\sum$311 ),
+    .l5_0(\sum$312 ),
     .rst(rst),
     .w(wdata_d2[391:364]),
     .x(\x$131 )
   );
   \bchw_top.engine0.tree14  tree14 (
     .clk(clk),
-    .l5_0(\sum$313 ),
+    .l5_0(\sum$314 ),
     .rst(rst),
     .w(wdata_d2[419:392]),
     .x(\x$135 )
   );
   \bchw_top.engine0.tree15  tree15 (
     .clk(clk),
-    .l5_0(\sum$315 ),
+    .l5_0(\sum$316 ),
     .rst(rst),
     .w(wdata_d2[447:420]),
     .x(\x$139 )
   );
   \bchw_top.engine0.tree2  tree2 (
     .clk(clk),
-    .l5_0(\sum$289 ),
+    .l5_0(\sum$290 ),
     .rst(rst),
     .w(wdata_d2[83:56]),
     .x(\x$87 )
   );
   \bchw_top.engine0.tree3  tree3 (
     .clk(clk),
-    .l5_0(\sum$291 ),
+    .l5_0(\sum$292 ),
     .rst(rst),
     .w(wdata_d2[111:84]),
     .x(\x$91 )
   );
   \bchw_top.engine0.tree4  tree4 (
     .clk(clk),
-    .l5_0(\sum$293 ),
+    .l5_0(\sum$294 ),
     .rst(rst),
     .w(wdata_d2[139:112]),
     .x(\x$95 )
   );
   \bchw_top.engine0.tree5  tree5 (
     .clk(clk),
-    .l5_0(\sum$295 ),
+    .l5_0(\sum$296 ),
     .rst(rst),
     .w(wdata_d2[167:140]),
     .x(\x$99 )
   );
   \bchw_top.engine0.tree6  tree6 (
     .clk(clk),
-    .l5_0(\sum$297 ),
+    .l5_0(\sum$298 ),
     .rst(rst),
     .w(wdata_d2[195:168]),
     .x(\x$103 )
   );
   \bchw_top.engine0.tree7  tree7 (
     .clk(clk),
-    .l5_0(\sum$299 ),
+    .l5_0(\sum$300 ),
     .rst(rst),
     .w(wdata_d2[223:196]),
     .x(\x$107 )
   );
   \bchw_top.engine0.tree8  tree8 (
     .clk(clk),
-    .l5_0(\sum$301 ),
+    .l5_0(\sum$302 ),
     .rst(rst),
     .w(wdata_d2[251:224]),
     .x(\x$111 )
   );
   \bchw_top.engine0.tree9  tree9 (
     .clk(clk),
-    .l5_0(\sum$303 ),
+    .l5_0(\sum$304 ),
     .rst(rst),
     .w(wdata_d2[279:252]),
     .x(\x$115 )
@@ -4214,72 +4197,149 @@ module \bchw_top.engine0 (s__valid, clk, rst, s__ready, m__valid, m__payload, m_
   );
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$388  = { last_step, \$178 , \$177 , issue };
+    \$377  = f_d3;
     if (rst) begin
-      \$388  = 4'h0;
+      \$377  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$389  = f_d0;
+    \$378  = f_d4;
     if (rst) begin
-      \$389  = 4'h0;
+      \$378  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$390  = f_d1;
+    \$379  = f_d5;
     if (rst) begin
-      \$390  = 4'h0;
+      \$379  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$391  = f_d2;
+    \$380  = f_d6;
     if (rst) begin
-      \$391  = 4'h0;
+      \$380  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$392  = f_d3;
+    \$381  = f_d7;
     if (rst) begin
-      \$392  = 4'h0;
+      \$381  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$393  = f_d4;
+    \$382  = f_d8;
     if (rst) begin
-      \$393  = 4'h0;
+      \$382  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$394  = f_d5;
+    \$383  = f_d8[1:0];
     if (rst) begin
-      \$394  = 4'h0;
+      \$383  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$395  = f_d6;
+    \$384  = f_d8[1:0];
     if (rst) begin
-      \$395  = 4'h0;
+      \$384  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$396  = f_d7;
+    \$385  = f_d8[1:0];
     if (rst) begin
-      \$396  = 4'h0;
+      \$385  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$397  = f_d8;
+    \$386  = f_d8[1:0];
     if (rst) begin
-      \$397  = 4'h0;
+      \$386  = 2'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$387  = f_d8[1:0];
+    if (rst) begin
+      \$387  = 2'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$388  = f_d8[1:0];
+    if (rst) begin
+      \$388  = 2'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$389  = f_d8[1:0];
+    if (rst) begin
+      \$389  = 2'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$390  = f_d8[1:0];
+    if (rst) begin
+      \$390  = 2'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$391  = f_d8[1:0];
+    if (rst) begin
+      \$391  = 2'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$392  = f_d8[1:0];
+    if (rst) begin
+      \$392  = 2'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$393  = f_d8[1:0];
+    if (rst) begin
+      \$393  = 2'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$394  = f_d8[1:0];
+    if (rst) begin
+      \$394  = 2'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$395  = f_d8[1:0];
+    if (rst) begin
+      \$395  = 2'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$396  = f_d8[1:0];
+    if (rst) begin
+      \$396  = 2'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$397  = f_d8[1:0];
+    if (rst) begin
+      \$397  = 2'h0;
     end
   end
   always @* begin
@@ -4291,154 +4351,154 @@ module \bchw_top.engine0 (s__valid, clk, rst, s__ready, m__valid, m__payload, m_
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$399  = f_d8[1:0];
+    \$399  = nfc;
     if (rst) begin
-      \$399  = 2'h0;
+      \$399  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$400  = f_d8[1:0];
+    \$400  = paddr_d0;
     if (rst) begin
-      \$400  = 2'h0;
+      \$400  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$401  = f_d8[1:0];
+    \$401  = paddr_d1;
     if (rst) begin
-      \$401  = 2'h0;
+      \$401  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$402  = f_d8[1:0];
+    \$402  = paddr_d2;
     if (rst) begin
-      \$402  = 2'h0;
+      \$402  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$403  = f_d8[1:0];
+    \$403  = paddr_d3;
     if (rst) begin
-      \$403  = 2'h0;
+      \$403  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$404  = f_d8[1:0];
+    \$404  = paddr_d4;
     if (rst) begin
-      \$404  = 2'h0;
+      \$404  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$405  = f_d8[1:0];
+    \$405  = paddr_d5;
     if (rst) begin
-      \$405  = 2'h0;
+      \$405  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$406  = f_d8[1:0];
+    \$406  = paddr_d6;
     if (rst) begin
-      \$406  = 2'h0;
+      \$406  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$407  = f_d8[1:0];
+    \$407  = paddr_d6;
     if (rst) begin
-      \$407  = 2'h0;
+      \$407  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$408  = f_d8[1:0];
+    \$408  = paddr_d6;
     if (rst) begin
-      \$408  = 2'h0;
+      \$408  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$409  = f_d8[1:0];
+    \$409  = paddr_d6;
     if (rst) begin
-      \$409  = 2'h0;
+      \$409  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$410  = f_d8[1:0];
+    \$410  = paddr_d6;
     if (rst) begin
-      \$410  = 2'h0;
+      \$410  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$411  = f_d8[1:0];
+    \$411  = paddr_d6;
     if (rst) begin
-      \$411  = 2'h0;
+      \$411  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$412  = f_d8[1:0];
+    \$412  = paddr_d6;
     if (rst) begin
-      \$412  = 2'h0;
+      \$412  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$413  = f_d8[1:0];
+    \$413  = paddr_d6;
     if (rst) begin
-      \$413  = 2'h0;
+      \$413  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$414  = nfc;
+    \$414  = paddr_d6;
     if (rst) begin
       \$414  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$415  = paddr_d0;
+    \$415  = paddr_d6;
     if (rst) begin
       \$415  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$416  = paddr_d1;
+    \$416  = paddr_d6;
     if (rst) begin
       \$416  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$417  = paddr_d2;
+    \$417  = paddr_d6;
     if (rst) begin
       \$417  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$418  = paddr_d3;
+    \$418  = paddr_d6;
     if (rst) begin
       \$418  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$419  = paddr_d4;
+    \$419  = paddr_d6;
     if (rst) begin
       \$419  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$420  = paddr_d5;
+    \$420  = paddr_d6;
     if (rst) begin
       \$420  = 4'h0;
     end
@@ -4452,1116 +4512,1049 @@ module \bchw_top.engine0 (s__valid, clk, rst, s__ready, m__valid, m__payload, m_
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$422  = paddr_d6;
+    \$424  = \$163 ;
     if (rst) begin
-      \$422  = 4'h0;
+      \$424  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$423  = paddr_d6;
+    \$425  = \$164 ;
     if (rst) begin
-      \$423  = 4'h0;
+      \$425  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$424  = paddr_d6;
-    if (rst) begin
-      \$424  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$425  = paddr_d6;
-    if (rst) begin
-      \$425  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$426  = paddr_d6;
-    if (rst) begin
-      \$426  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$427  = paddr_d6;
-    if (rst) begin
-      \$427  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$428  = paddr_d6;
-    if (rst) begin
-      \$428  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$429  = paddr_d6;
-    if (rst) begin
-      \$429  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$430  = paddr_d6;
-    if (rst) begin
-      \$430  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$431  = paddr_d6;
-    if (rst) begin
-      \$431  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$432  = paddr_d6;
-    if (rst) begin
-      \$432  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$433  = paddr_d6;
-    if (rst) begin
-      \$433  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$434  = paddr_d6;
-    if (rst) begin
-      \$434  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$435  = paddr_d6;
-    if (rst) begin
-      \$435  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$436  = paddr_d6;
-    if (rst) begin
-      \$436  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$439  = \$179 ;
-    if (rst) begin
-      \$439  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$440  = \$180 ;
-    if (rst) begin
-      \$440  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$441  = acc0;
+    \$426  = acc0;
     if (accflags_copy0[0]) begin
-      \$441  = \$182 [18:0];
+      \$426  = \$166 [18:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$442  = acc1;
+    \$427  = acc1;
     if (accflags_copy1[0]) begin
-      \$442  = \$184 [18:0];
+      \$427  = \$168 [18:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$443  = acc2;
+    \$428  = acc2;
     if (accflags_copy2[0]) begin
-      \$443  = \$186 [18:0];
+      \$428  = \$170 [18:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$444  = acc3;
+    \$429  = acc3;
     if (accflags_copy3[0]) begin
-      \$444  = \$188 [18:0];
+      \$429  = \$172 [18:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$445  = acc4;
+    \$430  = acc4;
     if (accflags_copy4[0]) begin
-      \$445  = \$190 [18:0];
+      \$430  = \$174 [18:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$446  = acc5;
+    \$431  = acc5;
     if (accflags_copy5[0]) begin
-      \$446  = \$192 [18:0];
+      \$431  = \$176 [18:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$447  = acc6;
+    \$432  = acc6;
     if (accflags_copy6[0]) begin
-      \$447  = \$194 [18:0];
+      \$432  = \$178 [18:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$448  = acc7;
+    \$433  = acc7;
     if (accflags_copy7[0]) begin
-      \$448  = \$196 [18:0];
+      \$433  = \$180 [18:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$449  = acc8;
+    \$434  = acc8;
     if (accflags_copy8[0]) begin
-      \$449  = \$198 [18:0];
+      \$434  = \$182 [18:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$450  = acc9;
+    \$435  = acc9;
     if (accflags_copy9[0]) begin
-      \$450  = \$200 [18:0];
+      \$435  = \$184 [18:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$451  = acc10;
+    \$436  = acc10;
     if (accflags_copy10[0]) begin
-      \$451  = \$202 [18:0];
+      \$436  = \$186 [18:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$452  = acc11;
+    \$437  = acc11;
     if (accflags_copy11[0]) begin
-      \$452  = \$204 [18:0];
+      \$437  = \$188 [18:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$453  = acc12;
+    \$438  = acc12;
     if (accflags_copy12[0]) begin
-      \$453  = \$206 [18:0];
+      \$438  = \$190 [18:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$454  = acc13;
+    \$439  = acc13;
     if (accflags_copy13[0]) begin
-      \$454  = \$208 [18:0];
+      \$439  = \$192 [18:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$455  = acc14;
+    \$440  = acc14;
     if (accflags_copy14[0]) begin
-      \$455  = \$210 [18:0];
+      \$440  = \$194 [18:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$456  = acc15;
+    \$441  = acc15;
     if (accflags_copy15[0]) begin
-      \$456  = \$212 [18:0];
+      \$441  = \$196 [18:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$457  = \$213 ;
+    \$442  = \$197 ;
+    if (rst) begin
+      \$442  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$443  = \$198 ;
+    if (rst) begin
+      \$443  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$444  = \$199 ;
+    if (rst) begin
+      \$444  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$445  = \$200 ;
+    if (rst) begin
+      \$445  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$446  = \$201 ;
+    if (rst) begin
+      \$446  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$447  = \$202 ;
+    if (rst) begin
+      \$447  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$448  = \$203 ;
+    if (rst) begin
+      \$448  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$449  = \$204 ;
+    if (rst) begin
+      \$449  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$450  = \$205 ;
+    if (rst) begin
+      \$450  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$451  = \$206 ;
+    if (rst) begin
+      \$451  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$452  = \$207 ;
+    if (rst) begin
+      \$452  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$453  = \$208 ;
+    if (rst) begin
+      \$453  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$454  = \$209 ;
+    if (rst) begin
+      \$454  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$455  = \$210 ;
+    if (rst) begin
+      \$455  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$456  = \$211 ;
+    if (rst) begin
+      \$456  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$457  = \$212 ;
     if (rst) begin
       \$457  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$458  = \$214 ;
+    \$458  = \$213 ;
     if (rst) begin
       \$458  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$459  = \$215 ;
+    \$459  = \$214 ;
     if (rst) begin
       \$459  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$460  = \$216 ;
+    \$460  = \$215 ;
     if (rst) begin
       \$460  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$461  = \$217 ;
+    \$461  = \$216 ;
     if (rst) begin
       \$461  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$462  = \$218 ;
+    \$462  = \$217 ;
     if (rst) begin
       \$462  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$463  = \$219 ;
+    \$463  = \$218 ;
     if (rst) begin
       \$463  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$464  = \$220 ;
+    \$464  = \$219 ;
     if (rst) begin
       \$464  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$465  = \$221 ;
+    \$465  = \$220 ;
     if (rst) begin
       \$465  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$466  = \$222 ;
+    \$466  = \$221 ;
     if (rst) begin
       \$466  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$467  = \$223 ;
+    \$467  = \$222 ;
     if (rst) begin
       \$467  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$468  = \$224 ;
+    \$468  = \$223 ;
     if (rst) begin
       \$468  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$469  = \$225 ;
+    \$469  = \$224 ;
     if (rst) begin
       \$469  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$470  = \$226 ;
+    \$470  = \$225 ;
     if (rst) begin
       \$470  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$471  = \$227 ;
+    \$471  = \$226 ;
     if (rst) begin
       \$471  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$472  = \$228 ;
+    \$472  = \$227 ;
     if (rst) begin
       \$472  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$473  = \$229 ;
+    \$473  = \$228 ;
     if (rst) begin
       \$473  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$474  = \$230 ;
-    if (rst) begin
-      \$474  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$475  = \$231 ;
+    \$475  = acc_valid;
     if (rst) begin
       \$475  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$476  = \$232 ;
+    \$476  = qv_d0;
     if (rst) begin
       \$476  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$477  = \$233 ;
+    \$477  = qv_d1;
     if (rst) begin
       \$477  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$478  = \$234 ;
+    \$478  = qv_d2;
     if (rst) begin
       \$478  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$479  = \$235 ;
+    \$479  = qv_d3;
     if (rst) begin
       \$479  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$480  = \$236 ;
+    \$480  = qv_d4;
     if (rst) begin
       \$480  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$481  = \$237 ;
+    \$481  = qv_d5;
     if (rst) begin
       \$481  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$482  = \$238 ;
+    \$482  = qv_d6;
     if (rst) begin
       \$482  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$483  = \$239 ;
+    \$483  = qv_d7;
     if (rst) begin
       \$483  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$484  = \$240 ;
+    \$484  = qv_d8;
     if (rst) begin
       \$484  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$485  = \$241 ;
+    \$485  = qv_d9;
     if (rst) begin
       \$485  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$486  = \$242 ;
+    \$486  = qv_d10;
     if (rst) begin
       \$486  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$487  = \$243 ;
+    \$487  = qv_d11;
     if (rst) begin
       \$487  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$488  = \$244 ;
+    \$488  = qv_d12;
     if (rst) begin
       \$488  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$490  = acc_valid;
+    \$489  = qv_d13;
+    if (rst) begin
+      \$489  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$490  = qv_d14;
     if (rst) begin
       \$490  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$491  = qv_d0;
+    \$491  = qv_d15;
     if (rst) begin
       \$491  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$492  = qv_d1;
+    \$492  = qv_d16;
     if (rst) begin
       \$492  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$493  = qv_d2;
+    \$493  = qv_d17;
     if (rst) begin
       \$493  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$494  = qv_d3;
+    \$494  = qv_d18;
     if (rst) begin
       \$494  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$495  = qv_d4;
+    \$495  = acc_end;
     if (rst) begin
       \$495  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$496  = qv_d5;
+    \$496  = qe_d0;
     if (rst) begin
       \$496  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$497  = qv_d6;
+    \$497  = qe_d1;
     if (rst) begin
       \$497  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$498  = qv_d7;
+    \$498  = qe_d2;
     if (rst) begin
       \$498  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$499  = qv_d8;
+    \$499  = qe_d3;
     if (rst) begin
       \$499  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$500  = qv_d9;
+    \$500  = qe_d4;
     if (rst) begin
       \$500  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$501  = qv_d10;
+    \$501  = qe_d5;
     if (rst) begin
       \$501  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$502  = qv_d11;
+    \$502  = qe_d6;
     if (rst) begin
       \$502  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$503  = qv_d12;
+    \$503  = qe_d7;
     if (rst) begin
       \$503  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$504  = qv_d13;
+    \$504  = qe_d8;
     if (rst) begin
       \$504  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$505  = qv_d14;
+    \$505  = qe_d9;
     if (rst) begin
       \$505  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$506  = qv_d15;
+    \$506  = qe_d10;
     if (rst) begin
       \$506  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$507  = qv_d16;
+    \$507  = qe_d11;
     if (rst) begin
       \$507  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$508  = qv_d17;
+    \$508  = qe_d12;
     if (rst) begin
       \$508  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$509  = qv_d18;
+    \$509  = qe_d13;
     if (rst) begin
       \$509  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$510  = acc_end;
+    \$510  = qe_d14;
     if (rst) begin
       \$510  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$511  = qe_d0;
+    \$511  = qe_d15;
     if (rst) begin
       \$511  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$512  = qe_d1;
+    \$512  = qe_d16;
     if (rst) begin
       \$512  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$513  = qe_d2;
+    \$513  = qe_d17;
     if (rst) begin
       \$513  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$514  = qe_d3;
+    \$514  = qe_d18;
     if (rst) begin
       \$514  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$515  = qe_d4;
+    \$515  = qv_d19;
     if (rst) begin
       \$515  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$516  = qe_d5;
+    \$516  = qe_d19;
     if (rst) begin
       \$516  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$517  = qe_d6;
+    \$517  = \$70 [1:0];
     if (rst) begin
-      \$517  = 1'h0;
+      \$517  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$518  = qe_d7;
+    \$518  = \$70 [1:0];
     if (rst) begin
-      \$518  = 1'h0;
+      \$518  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$519  = qe_d8;
+    \$519  = \$70 [1:0];
     if (rst) begin
-      \$519  = 1'h0;
+      \$519  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$520  = qe_d9;
+    \$520  = qv_d19;
     if (rst) begin
       \$520  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$521  = qe_d10;
+    \$521  = qv_d19;
     if (rst) begin
       \$521  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$522  = qe_d11;
+    \$522  = qv_d19;
     if (rst) begin
       \$522  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$523  = qe_d12;
-    if (rst) begin
-      \$523  = 1'h0;
+    \$523  = skid0;
+    if (\$277 ) begin
+      \$523  = { qe_last_d0, q, results0 };
+    end else if (\$282 ) begin
+      \$523  = skid1;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$524  = qe_d13;
-    if (rst) begin
-      \$524  = 1'h0;
+    \$524  = skid1;
+    if (\$299 ) begin
+      \$524  = { qe_last_d0, q, results0 };
+    end else if (\$304 ) begin
+      \$524  = skid2;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$525  = qe_d14;
-    if (rst) begin
-      \$525  = 1'h0;
+    \$525  = skid2;
+    if (\$321 ) begin
+      \$525  = { qe_last_d0, q, results0 };
+    end else if (\$326 ) begin
+      \$525  = 129'h000000000000000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$526  = qe_d15;
+    \$526  = \$70 [1:0];
     if (rst) begin
-      \$526  = 1'h0;
+      \$526  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$527  = qe_d16;
+    \$527  = \$329 ;
     if (rst) begin
       \$527  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$528  = qe_d17;
+    \$528  = credit_back_d0;
     if (rst) begin
       \$528  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$529  = qe_d18;
+    \$330  = busy_next;
     if (rst) begin
-      \$529  = 1'h0;
+      \$330  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$530  = qv_d19;
+    \$331  = \$11 [8:0];
     if (rst) begin
-      \$530  = 1'h0;
+      \$331  = 9'h000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$531  = qe_d19;
+    \$332  = \$11 [8:0];
     if (rst) begin
-      \$531  = 1'h0;
+      \$332  = 9'h000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$532  = \$70 [1:0];
+    \$333  = \$23 [4:0];
     if (rst) begin
-      \$532  = 2'h0;
+      \$333  = 5'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$533  = \$70 [1:0];
+    \$334  = \$32 [3:0];
     if (rst) begin
-      \$533  = 2'h0;
+      \$334  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$534  = \$70 [1:0];
+    \$335  = last_step_next;
     if (rst) begin
-      \$534  = 2'h0;
+      \$335  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$535  = qv_d19;
+    \$336  = ready_next;
     if (rst) begin
-      \$535  = 1'h0;
+      \$336  = 1'h1;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$536  = qv_d19;
+    \$337  = \$47 [1:0];
     if (rst) begin
-      \$536  = 1'h0;
+      \$337  = 2'h3;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$537  = qv_d19;
+    \$338  = issue_next;
     if (rst) begin
-      \$537  = 1'h0;
+      \$338  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$538  = skid0;
-    if (\$293 ) begin
-      \$538  = { qe_last_d0, q, results0 };
-    end else if (\$298 ) begin
-      \$538  = skid1;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$539  = skid1;
-    if (\$315 ) begin
-      \$539  = { qe_last_d0, q, results0 };
-    end else if (\$320 ) begin
-      \$539  = skid2;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$540  = skid2;
-    if (\$337 ) begin
-      \$540  = { qe_last_d0, q, results0 };
-    end else if (\$342 ) begin
-      \$540  = 129'h000000000000000000000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$541  = \$70 [1:0];
-    if (rst) begin
-      \$541  = 2'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$542  = \$345 ;
-    if (rst) begin
-      \$542  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$543  = credit_back_d0;
-    if (rst) begin
-      \$543  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$346  = busy_next;
-    if (rst) begin
-      \$346  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$347  = \$11 [8:0];
-    if (rst) begin
-      \$347  = 9'h000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$348  = \$11 [8:0];
-    if (rst) begin
-      \$348  = 9'h000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$349  = \$23 [4:0];
-    if (rst) begin
-      \$349  = 5'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$350  = \$32 [3:0];
-    if (rst) begin
-      \$350  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$351  = last_step_next;
-    if (rst) begin
-      \$351  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$352  = ready_next;
-    if (rst) begin
-      \$352  = 1'h1;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$353  = \$47 [1:0];
-    if (rst) begin
-      \$353  = 2'h3;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$354  = issue_next;
-    if (rst) begin
-      \$354  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$355  = word;
+    \$339  = word;
     if (\$71 ) begin
-      \$355  = \$85 [4:0];
+      \$339  = \$79 [4:0];
     end
     if (rst) begin
-      \$355  = 5'h00;
+      \$339  = 5'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$356  = write_bank;
-    if (\$90 ) begin
-      \$356  = \$91 ;
+    \$340  = last_beat;
+    if (\$71 ) begin
+      \$340  = \$87 ;
     end
     if (rst) begin
-      \$356  = 1'h0;
+      \$340  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$357  = read_bank;
-    if (\$92 ) begin
-      \$357  = \$93 ;
+    \$341  = write_bank;
+    if (\$89 ) begin
+      \$341  = \$90 ;
     end
     if (rst) begin
-      \$357  = 1'h1;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$358  = \$101 ;
-    if (rst) begin
-      \$358  = 1'h0;
+      \$341  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$359  = \$111 ;
+    \$342  = read_bank;
+    if (\$91 ) begin
+      \$342  = \$92 ;
+    end
     if (rst) begin
-      \$359  = 1'h1;
+      \$342  = 1'h1;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$360  = \$121 ;
+    \$343  = \$97 ;
     if (rst) begin
-      \$360  = 1'h1;
+      \$343  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$361  = \$131 ;
+    \$344  = \$104 ;
     if (rst) begin
-      \$361  = 1'h1;
+      \$344  = 1'h1;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$362  = \$141 ;
+    \$345  = \$111 ;
     if (rst) begin
-      \$362  = 1'h1;
+      \$345  = 1'h1;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$363  = { write_bank, word };
+    \$346  = \$118 ;
     if (rst) begin
-      \$363  = 6'h00;
+      \$346  = 1'h1;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$364  = { write_bank, word };
+    \$347  = \$125 ;
     if (rst) begin
-      \$364  = 6'h00;
+      \$347  = 1'h1;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$365  = { write_bank, word };
+    \$348  = { write_bank, word };
     if (rst) begin
-      \$365  = 6'h00;
+      \$348  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$366  = { write_bank, word };
+    \$349  = { write_bank, word };
     if (rst) begin
-      \$366  = 6'h00;
+      \$349  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$367  = { write_bank, word };
+    \$350  = { write_bank, word };
     if (rst) begin
-      \$367  = 6'h00;
+      \$350  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$368  = { write_bank, word };
+    \$351  = { write_bank, word };
     if (rst) begin
-      \$368  = 6'h00;
+      \$351  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$369  = { write_bank, word };
+    \$352  = { write_bank, word };
     if (rst) begin
-      \$369  = 6'h00;
+      \$352  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$370  = { \$143 , \$23 [4:0] };
+    \$353  = { write_bank, word };
     if (rst) begin
-      \$370  = 6'h20;
+      \$353  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$371  = { \$145 , \$23 [4:0] };
+    \$354  = { write_bank, word };
     if (rst) begin
-      \$371  = 6'h20;
+      \$354  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$372  = { \$147 , \$23 [4:0] };
+    \$355  = { \$127 , \$23 [4:0] };
     if (rst) begin
-      \$372  = 6'h20;
+      \$355  = 6'h20;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$373  = { \$149 , \$23 [4:0] };
+    \$356  = { \$129 , \$23 [4:0] };
     if (rst) begin
-      \$373  = 6'h20;
+      \$356  = 6'h20;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$374  = { \$151 , \$23 [4:0] };
+    \$357  = { \$131 , \$23 [4:0] };
     if (rst) begin
-      \$374  = 6'h20;
+      \$357  = 6'h20;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$375  = { \$153 , \$23 [4:0] };
+    \$358  = { \$133 , \$23 [4:0] };
     if (rst) begin
-      \$375  = 6'h20;
+      \$358  = 6'h20;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$376  = { \$155 , \$23 [4:0] };
+    \$359  = { \$135 , \$23 [4:0] };
     if (rst) begin
-      \$376  = 6'h20;
+      \$359  = 6'h20;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$377  = \$158 ;
+    \$360  = { \$137 , \$23 [4:0] };
     if (rst) begin
-      \$377  = 1'h0;
+      \$360  = 6'h20;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$378  = \$161 ;
+    \$361  = { \$139 , \$23 [4:0] };
     if (rst) begin
-      \$378  = 1'h0;
+      \$361  = 6'h20;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$379  = \$164 ;
+    \$362  = \$142 ;
     if (rst) begin
-      \$379  = 1'h0;
+      \$362  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$380  = \$167 ;
+    \$363  = \$145 ;
     if (rst) begin
-      \$380  = 1'h0;
+      \$363  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$381  = \$170 ;
+    \$364  = \$148 ;
     if (rst) begin
-      \$381  = 1'h0;
+      \$364  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$382  = \$173 ;
+    \$365  = \$151 ;
     if (rst) begin
-      \$382  = 1'h0;
+      \$365  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$383  = \$176 ;
+    \$366  = \$154 ;
     if (rst) begin
-      \$383  = 1'h0;
+      \$366  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$367  = \$157 ;
+    if (rst) begin
+      \$367  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$368  = \$160 ;
+    if (rst) begin
+      \$368  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$373  = { last_step, \$162 , \$161 , issue };
+    if (rst) begin
+      \$373  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$374  = f_d0;
+    if (rst) begin
+      \$374  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$375  = f_d1;
+    if (rst) begin
+      \$375  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$376  = f_d2;
+    if (rst) begin
+      \$376  = 4'h0;
     end
   end
   assign step_next = \$11 [8:0];
@@ -5686,46 +5679,46 @@ module \bchw_top.engine0 (s__valid, clk, rst, s__ready, m__valid, m__payload, m_
   assign bias = drain[79:42];
   assign count_next = \$70 [1:0];
   assign credit_back_d1 = credit_back;
-  assign m_ready_copies = { \port$20218$0 , \port$20216$0 , \port$20214$0 , \port$20212$0  };
+  assign m_ready_copies = { \port$20158$0 , \port$20156$0 , \port$20154$0 , \port$20152$0  };
   assign m__payload = \$55 [127:0];
-  assign \$489 [1279:1219] = \$276 ;
-  assign \$489 [1218:1200] = \$275 ;
-  assign \$489 [1199:1139] = \$274 ;
-  assign \$489 [1138:1120] = \$273 ;
-  assign \$489 [1119:1059] = \$272 ;
-  assign \$489 [1058:1040] = \$271 ;
-  assign \$489 [1039:979] = \$270 ;
-  assign \$489 [978:960] = \$269 ;
-  assign \$489 [959:899] = \$268 ;
-  assign \$489 [898:880] = \$267 ;
-  assign \$489 [879:819] = \$266 ;
-  assign \$489 [818:800] = \$265 ;
-  assign \$489 [799:739] = \$264 ;
-  assign \$489 [738:720] = \$263 ;
-  assign \$489 [719:659] = \$262 ;
-  assign \$489 [658:640] = \$261 ;
-  assign \$489 [639:579] = \$260 ;
-  assign \$489 [578:560] = \$259 ;
-  assign \$489 [559:499] = \$258 ;
-  assign \$489 [498:480] = \$257 ;
-  assign \$489 [479:419] = \$256 ;
-  assign \$489 [418:400] = \$255 ;
-  assign \$489 [399:339] = \$254 ;
-  assign \$489 [338:320] = \$253 ;
-  assign \$489 [319:259] = \$252 ;
-  assign \$489 [258:240] = \$251 ;
-  assign \$489 [239:179] = \$250 ;
-  assign \$489 [178:160] = \$249 ;
-  assign \$489 [159:99] = \$248 ;
-  assign \$489 [98:80] = \$247 ;
-  assign \$489 [79:19] = \$246 ;
-  assign \$489 [18:0] = \$245 ;
-  assign \$438  = params_d0;
-  assign \$437  = { \data$280 , \data$279 , \data$278 , \data$277 , \data$276 , \data$275 , \data$274 , \data$273 , \data$272 , \data$271 , \data$270 , \data$269 , \data$268 , \data$267 , \data$266 , \data$265  };
-  assign \$387  = wdata_d1;
-  assign \$386  = wdata_d0;
-  assign \$385  = data;
-  assign \$384  = { \read__data$223 , \read__data$222 , \read__data$221 , \read__data$220 , \read__data$219 , \read__data$218 , read__data };
+  assign \$474 [1279:1219] = \$260 ;
+  assign \$474 [1218:1200] = \$259 ;
+  assign \$474 [1199:1139] = \$258 ;
+  assign \$474 [1138:1120] = \$257 ;
+  assign \$474 [1119:1059] = \$256 ;
+  assign \$474 [1058:1040] = \$255 ;
+  assign \$474 [1039:979] = \$254 ;
+  assign \$474 [978:960] = \$253 ;
+  assign \$474 [959:899] = \$252 ;
+  assign \$474 [898:880] = \$251 ;
+  assign \$474 [879:819] = \$250 ;
+  assign \$474 [818:800] = \$249 ;
+  assign \$474 [799:739] = \$248 ;
+  assign \$474 [738:720] = \$247 ;
+  assign \$474 [719:659] = \$246 ;
+  assign \$474 [658:640] = \$245 ;
+  assign \$474 [639:579] = \$244 ;
+  assign \$474 [578:560] = \$243 ;
+  assign \$474 [559:499] = \$242 ;
+  assign \$474 [498:480] = \$241 ;
+  assign \$474 [479:419] = \$240 ;
+  assign \$474 [418:400] = \$239 ;
+  assign \$474 [399:339] = \$238 ;
+  assign \$474 [338:320] = \$237 ;
+  assign \$474 [319:259] = \$236 ;
+  assign \$474 [258:240] = \$235 ;
+  assign \$474 [239:179] = \$234 ;
+  assign \$474 [178:160] = \$233 ;
+  assign \$474 [159:99] = \$232 ;
+  assign \$474 [98:80] = \$231 ;
+  assign \$474 [79:19] = \$230 ;
+  assign \$474 [18:0] = \$229 ;
+  assign \$423  = params_d0;
+  assign \$422  = { \data$281 , \data$280 , \data$279 , \data$278 , \data$277 , \data$276 , \data$275 , \data$274 , \data$273 , \data$272 , \data$271 , \data$270 , \data$269 , \data$268 , \data$267 , \data$266  };
+  assign \$372  = wdata_d1;
+  assign \$371  = wdata_d0;
+  assign \$370  = data;
+  assign \$369  = { \read__data$224 , \read__data$223 , \read__data$222 , \read__data$221 , \read__data$220 , \read__data$219 , read__data };
   assign busy_next = \$4 ;
   assign \$11  = \$10 ;
   assign \$23  = \$22 ;
@@ -5734,35 +5727,24 @@ module \bchw_top.engine0 (s__valid, clk, rst, s__ready, m__valid, m__payload, m_
   assign ready_next = \$42 ;
   assign \$47  = \$46 ;
   assign issue_next = \$51 ;
+  assign \$72  = 1'h1;
   assign \$73  = 1'h1;
-  assign \$74  = \$72 ;
-  assign \$75  = 1'h1;
+  assign \$74  = 2'h1;
+  assign \$75  = 2'h0;
   assign \$76  = 1'h1;
-  assign \$77  = 2'h1;
-  assign \$78  = 2'h0;
+  assign \$78  = \$77 ;
   assign \$80  = 1'h1;
-  assign \$81  = \$79 ;
-  assign \$82  = 1'h1;
-  assign \$84  = \$83 ;
-  assign \$88  = 1'h1;
-  assign \$89  = \$87 ;
-  assign \$96  = 1'h1;
-  assign \$97  = \$95 ;
-  assign \$104  = 1'h1;
-  assign \$105  = \$103 ;
-  assign \$114  = 1'h1;
-  assign \$115  = \$113 ;
-  assign \$124  = 1'h1;
-  assign \$125  = \$123 ;
-  assign \$134  = 1'h1;
-  assign \$135  = \$133 ;
-  assign \$157  = 1'h1;
-  assign \$160  = 1'h1;
-  assign \$163  = 1'h1;
-  assign \$166  = 1'h1;
-  assign \$169  = 1'h1;
-  assign \$172  = 1'h1;
-  assign \$175  = 1'h1;
+  assign \$82  = \$81 ;
+  assign \$84  = 1'h0;
+  assign \$85  = 1'h0;
+  assign \$86  = \$82 ;
+  assign \$141  = 1'h1;
+  assign \$144  = 1'h1;
+  assign \$147  = 1'h1;
+  assign \$150  = 1'h1;
+  assign \$153  = 1'h1;
+  assign \$156  = 1'h1;
+  assign \$159  = 1'h1;
 endmodule
 
 (* generator = "Amaranth" *)
@@ -6182,7 +6164,7 @@ module \bchw_top.engine0.params9 (data, addr, clk);
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine0.requant0 (rst, \port$16655$0 , q, clk);
+module \bchw_top.engine0.requant0 (rst, \port$16593$0 , q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$3  = 0;
   wire [36:0] \$1 ;
   wire \$10 ;
@@ -6249,8 +6231,8 @@ module \bchw_top.engine0.requant0 (rst, \port$16655$0 , q, clk);
   wire [17:0] mul;
   wire [35:0] p;
   wire [19:0] \p$23 ;
-  input [79:0] \port$16655$0 ;
-  wire [79:0] \port$16655$0 ;
+  input [79:0] \port$16593$0 ;
+  wire [79:0] \port$16593$0 ;
   reg [35:0] product_d0 = 36'h000000000;
   reg [19:0] product_d1 = 20'h00000;
   output [7:0] q;
@@ -6325,15 +6307,15 @@ module \bchw_top.engine0.requant0 (rst, \port$16655$0 , q, clk);
   always @(posedge clk)
     bias_d3 <= \$43 ;
   \bchw_top.engine0.requant0.mul0  mul0 (
-    .b(\port$16655$0 [36:19]),
+    .b(\port$16593$0 [36:19]),
     .clk(clk),
     .p(p),
-    .\port$16655$0 (\port$16655$0 [16:0])
+    .\port$16593$0 (\port$16593$0 [16:0])
   );
   \bchw_top.engine0.requant0.mul1  mul1 (
     .clk(clk),
     .p(\p$23 ),
-    .\port$16655$17 (\port$16655$0 [36:17])
+    .\port$16593$17 (\port$16593$0 [36:17])
   );
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
@@ -6344,15 +6326,15 @@ module \bchw_top.engine0.requant0 (rst, \port$16655$0 , q, clk);
   end
   assign en = 1'h1;
   assign \en$1  = 1'h1;
-  assign a = { 1'h0, \port$16655$0 [16:0] };
-  assign acc = \port$16655$0 [18:0];
-  assign b = \port$16655$0 [36:19];
-  assign mul = \port$16655$0 [36:19];
+  assign a = { 1'h0, \port$16593$0 [16:0] };
+  assign acc = \port$16593$0 [18:0];
+  assign b = \port$16593$0 [36:19];
+  assign mul = \port$16593$0 [36:19];
   assign \en$6  = 1'h1;
-  assign \a$7  = \port$16655$0 [18:17];
-  assign \b$8  = \port$16655$0 [36:19];
-  assign bias = \port$16655$0 [79:42];
-  assign shift = \port$16655$0 [41:37];
+  assign \a$7  = \port$16593$0 [18:17];
+  assign \b$8  = \port$16593$0 [36:19];
+  assign bias = \port$16593$0 [79:42];
+  assign shift = \port$16593$0 [41:37];
   assign \$47  = { \$30 , \$29 , \$28 , \$27 , \$26 , \$25 , \$24 , \$23 , \$22 , \$21 , \$20 , \$19 , \$18 , \$17 , \$16 , \$15 , \$14 , \$13 , \$12 , \$11 , \$10 , \$9 , \$8 , \$7 , \$6 , \$5  };
   assign \$46  = shift_d3;
   assign \$45  = \$4 [38:0];
@@ -6362,14 +6344,14 @@ module \bchw_top.engine0.requant0 (rst, \port$16655$0 , q, clk);
   assign \$41  = p;
   assign \$40  = shift_d1;
   assign \$39  = bias_d1;
-  assign \$38  = \port$16655$0 [41:37];
-  assign \$37  = \port$16655$0 [79:42];
+  assign \$38  = \port$16593$0 [41:37];
+  assign \$37  = \port$16593$0 [79:42];
   assign \$1  = { product_d0[35], product_d0 };
   assign \$3  = { product_d1[19], product_d1[19], product_d1[19], product_d1[19], product_d1[19], product_d1[19], product_d1[19], product_d1[19], product_d1[19], product_d1[19], product_d1[19], product_d1[19], product_d1[19], product_d1[19], product_d1, 17'h00000 };
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine0.requant0.mul0 (p, \port$16655$0 , b, clk);
+module \bchw_top.engine0.requant0.mul0 (p, \port$16593$0 , b, clk);
   wire [17:0] a;
   input [17:0] b;
   wire [17:0] b;
@@ -6378,24 +6360,24 @@ module \bchw_top.engine0.requant0.mul0 (p, \port$16655$0 , b, clk);
   wire en;
   output [35:0] p;
   wire [35:0] p;
-  input [16:0] \port$16655$0 ;
-  wire [16:0] \port$16655$0 ;
+  input [16:0] \port$16593$0 ;
+  wire [16:0] \port$16593$0 ;
   bchw_mul #(
     .A_WIDTH(32'd18),
     .B_WIDTH(32'd18)
   ) mul (
-    .a({ 1'h0, \port$16655$0  }),
+    .a({ 1'h0, \port$16593$0  }),
     .b(b),
     .clk(clk),
     .en(1'h1),
     .p(p)
   );
   assign en = 1'h1;
-  assign a = { 1'h0, \port$16655$0  };
+  assign a = { 1'h0, \port$16593$0  };
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine0.requant0.mul1 (p, \port$16655$17 , clk);
+module \bchw_top.engine0.requant0.mul1 (p, \port$16593$17 , clk);
   wire [1:0] a;
   wire [17:0] b;
   input clk;
@@ -6403,21 +6385,21 @@ module \bchw_top.engine0.requant0.mul1 (p, \port$16655$17 , clk);
   wire en;
   output [19:0] p;
   wire [19:0] p;
-  input [19:0] \port$16655$17 ;
-  wire [19:0] \port$16655$17 ;
+  input [19:0] \port$16593$17 ;
+  wire [19:0] \port$16593$17 ;
   bchw_mul #(
     .A_WIDTH(32'd2),
     .B_WIDTH(32'd18)
   ) mul (
-    .a(\port$16655$17 [1:0]),
-    .b(\port$16655$17 [19:2]),
+    .a(\port$16593$17 [1:0]),
+    .b(\port$16593$17 [19:2]),
     .clk(clk),
     .en(1'h1),
     .p(p)
   );
   assign en = 1'h1;
-  assign a = \port$16655$17 [1:0];
-  assign b = \port$16655$17 [19:2];
+  assign a = \port$16593$17 [1:0];
+  assign b = \port$16593$17 [19:2];
 endmodule
 
 (* generator = "Amaranth" *)
@@ -26509,7 +26491,7 @@ module \bchw_top.engine0.weights (data, addr, clk);
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine1 (rst, s__valid, s__payload, s__ready, m__valid, m__payload, m__ready, sready_copy0, sready_copy1, sready_copy2, sready_copy3, \port$22464$0 , \port$22466$0 , \port$22468$0 , \port$22470$0 , clk);
+module \bchw_top.engine1 (rst, s__valid, s__payload, s__ready, m__valid, m__payload, m__ready, sready_copy0, sready_copy1, sready_copy2, sready_copy3, \port$22406$0 , \port$22408$0 , \port$22410$0 , \port$22412$0 , clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$4  = 0;
   wire \$1 ;
   wire [8:0] \$10 ;
@@ -26568,23 +26550,23 @@ module \bchw_top.engine1 (rst, s__valid, s__payload, s__ready, m__valid, m__payl
   wire \$148 ;
   wire \$149 ;
   wire \$15 ;
-  wire \$150 ;
-  wire \$151 ;
-  wire \$152 ;
-  wire \$153 ;
-  wire \$154 ;
-  wire \$155 ;
-  wire \$156 ;
-  wire \$157 ;
-  wire \$158 ;
-  wire \$159 ;
+  wire [16:0] \$150 ;
+  wire [17:0] \$151 ;
+  wire [16:0] \$152 ;
+  wire [17:0] \$153 ;
+  wire [16:0] \$154 ;
+  wire [17:0] \$155 ;
+  wire [16:0] \$156 ;
+  wire [17:0] \$157 ;
+  wire [16:0] \$158 ;
+  wire [17:0] \$159 ;
   wire \$16 ;
-  wire \$160 ;
-  wire \$161 ;
-  wire \$162 ;
-  wire \$163 ;
-  wire \$164 ;
-  wire \$165 ;
+  wire [16:0] \$160 ;
+  wire [17:0] \$161 ;
+  wire [16:0] \$162 ;
+  wire [17:0] \$163 ;
+  wire [16:0] \$164 ;
+  wire [17:0] \$165 ;
   wire [16:0] \$166 ;
   wire [17:0] \$167 ;
   wire [16:0] \$168 ;
@@ -26603,23 +26585,23 @@ module \bchw_top.engine1 (rst, s__valid, s__payload, s__ready, m__valid, m__payl
   wire \$18 ;
   wire [16:0] \$180 ;
   wire [17:0] \$181 ;
-  wire [16:0] \$182 ;
-  wire [17:0] \$183 ;
-  wire [16:0] \$184 ;
-  wire [17:0] \$185 ;
-  wire [16:0] \$186 ;
-  wire [17:0] \$187 ;
-  wire [16:0] \$188 ;
-  wire [17:0] \$189 ;
+  wire \$182 ;
+  wire \$183 ;
+  wire \$184 ;
+  wire \$185 ;
+  wire \$186 ;
+  wire \$187 ;
+  wire \$188 ;
+  wire \$189 ;
   wire \$19 ;
-  wire [16:0] \$190 ;
-  wire [17:0] \$191 ;
-  wire [16:0] \$192 ;
-  wire [17:0] \$193 ;
-  wire [16:0] \$194 ;
-  wire [17:0] \$195 ;
-  wire [16:0] \$196 ;
-  wire [17:0] \$197 ;
+  wire \$190 ;
+  wire \$191 ;
+  wire \$192 ;
+  wire \$193 ;
+  wire \$194 ;
+  wire \$195 ;
+  wire \$196 ;
+  wire \$197 ;
   wire \$198 ;
   wire \$199 ;
   wire \$2 ;
@@ -26639,23 +26621,23 @@ module \bchw_top.engine1 (rst, s__valid, s__payload, s__ready, m__valid, m__payl
   wire \$211 ;
   wire \$212 ;
   wire \$213 ;
-  wire \$214 ;
-  wire \$215 ;
-  wire \$216 ;
-  wire \$217 ;
-  wire \$218 ;
-  wire \$219 ;
+  wire [16:0] \$214 ;
+  wire [58:0] \$215 ;
+  wire [16:0] \$216 ;
+  wire [58:0] \$217 ;
+  wire [16:0] \$218 ;
+  wire [58:0] \$219 ;
   wire [4:0] \$22 ;
-  wire \$220 ;
-  wire \$221 ;
-  wire \$222 ;
-  wire \$223 ;
-  wire \$224 ;
-  wire \$225 ;
-  wire \$226 ;
-  wire \$227 ;
-  wire \$228 ;
-  wire \$229 ;
+  wire [16:0] \$220 ;
+  wire [58:0] \$221 ;
+  wire [16:0] \$222 ;
+  wire [58:0] \$223 ;
+  wire [16:0] \$224 ;
+  wire [58:0] \$225 ;
+  wire [16:0] \$226 ;
+  wire [58:0] \$227 ;
+  wire [16:0] \$228 ;
+  wire [58:0] \$229 ;
   wire [4:0] \$23 ;
   wire [16:0] \$230 ;
   wire [58:0] \$231 ;
@@ -26674,24 +26656,24 @@ module \bchw_top.engine1 (rst, s__valid, s__payload, s__ready, m__valid, m__payl
   wire [58:0] \$243 ;
   wire [16:0] \$244 ;
   wire [58:0] \$245 ;
-  wire [16:0] \$246 ;
-  wire [58:0] \$247 ;
-  wire [16:0] \$248 ;
-  wire [58:0] \$249 ;
+  wire \$246 ;
+  wire \$247 ;
+  wire \$248 ;
+  wire \$249 ;
   wire \$25 ;
-  wire [16:0] \$250 ;
-  wire [58:0] \$251 ;
-  wire [16:0] \$252 ;
-  wire [58:0] \$253 ;
-  wire [16:0] \$254 ;
-  wire [58:0] \$255 ;
-  wire [16:0] \$256 ;
-  wire [58:0] \$257 ;
-  wire [16:0] \$258 ;
-  wire [58:0] \$259 ;
+  wire \$250 ;
+  wire \$251 ;
+  wire \$252 ;
+  wire \$253 ;
+  wire \$254 ;
+  wire \$255 ;
+  wire \$256 ;
+  wire \$257 ;
+  wire \$258 ;
+  wire \$259 ;
   wire \$26 ;
-  wire [16:0] \$260 ;
-  wire [58:0] \$261 ;
+  wire \$260 ;
+  wire \$261 ;
   wire \$262 ;
   wire \$263 ;
   wire \$264 ;
@@ -26775,89 +26757,89 @@ module \bchw_top.engine1 (rst, s__valid, s__payload, s__ready, m__valid, m__payl
   wire \$334 ;
   wire \$335 ;
   wire \$336 ;
-  wire \$337 ;
-  wire \$338 ;
-  wire \$339 ;
+  reg \$337 ;
+  reg [7:0] \$338 ;
+  reg [7:0] \$339 ;
   wire \$34 ;
-  wire \$340 ;
-  wire \$341 ;
-  wire \$342 ;
-  wire \$343 ;
-  wire \$344 ;
-  wire \$345 ;
-  wire \$346 ;
-  wire \$347 ;
-  wire \$348 ;
-  wire \$349 ;
+  reg [3:0] \$340 ;
+  reg [3:0] \$341 ;
+  reg \$342 ;
+  reg \$343 ;
+  reg [2:0] \$344 ;
+  reg \$345 ;
+  reg [3:0] \$346 ;
+  reg \$347 ;
+  reg \$348 ;
+  reg \$349 ;
   wire \$35 ;
-  wire \$350 ;
-  wire \$351 ;
-  wire \$352 ;
+  reg \$350 ;
+  reg \$351 ;
+  reg \$352 ;
   reg \$353 ;
-  reg [7:0] \$354 ;
-  reg [7:0] \$355 ;
-  reg [3:0] \$356 ;
-  reg [3:0] \$357 ;
-  reg \$358 ;
-  reg \$359 ;
+  reg \$354 ;
+  reg [4:0] \$355 ;
+  reg [4:0] \$356 ;
+  reg [4:0] \$357 ;
+  reg [4:0] \$358 ;
+  reg [4:0] \$359 ;
   wire \$36 ;
-  reg [2:0] \$360 ;
-  reg \$361 ;
-  reg [3:0] \$362 ;
+  reg [4:0] \$360 ;
+  reg [4:0] \$361 ;
+  reg [4:0] \$362 ;
   reg \$363 ;
   reg \$364 ;
   reg \$365 ;
   reg \$366 ;
-  reg \$367 ;
-  reg \$368 ;
-  reg \$369 ;
+  wire [127:0] \$367 ;
+  wire [255:0] \$368 ;
+  wire [255:0] \$369 ;
   wire \$37 ;
-  reg [4:0] \$370 ;
-  reg [4:0] \$371 ;
-  reg [4:0] \$372 ;
-  reg [4:0] \$373 ;
-  reg [4:0] \$374 ;
-  reg [4:0] \$375 ;
-  reg [4:0] \$376 ;
-  reg [4:0] \$377 ;
-  reg \$378 ;
-  reg \$379 ;
+  wire [255:0] \$370 ;
+  reg [3:0] \$371 ;
+  reg [3:0] \$372 ;
+  reg [3:0] \$373 ;
+  reg [3:0] \$374 ;
+  reg [3:0] \$375 ;
+  reg [3:0] \$376 ;
+  reg [3:0] \$377 ;
+  reg [3:0] \$378 ;
+  reg [3:0] \$379 ;
   wire \$38 ;
-  reg \$380 ;
-  reg \$381 ;
-  wire [127:0] \$382 ;
-  wire [255:0] \$383 ;
-  wire [255:0] \$384 ;
-  wire [255:0] \$385 ;
-  reg [3:0] \$386 ;
-  reg [3:0] \$387 ;
-  reg [3:0] \$388 ;
-  reg [3:0] \$389 ;
+  reg [1:0] \$380 ;
+  reg [1:0] \$381 ;
+  reg [1:0] \$382 ;
+  reg [1:0] \$383 ;
+  reg [1:0] \$384 ;
+  reg [1:0] \$385 ;
+  reg [1:0] \$386 ;
+  reg [1:0] \$387 ;
+  reg [1:0] \$388 ;
+  reg [1:0] \$389 ;
   wire \$39 ;
-  reg [3:0] \$390 ;
-  reg [3:0] \$391 ;
-  reg [3:0] \$392 ;
-  reg [3:0] \$393 ;
-  reg [3:0] \$394 ;
+  reg [1:0] \$390 ;
+  reg [1:0] \$391 ;
+  reg [1:0] \$392 ;
+  reg [1:0] \$393 ;
+  reg [1:0] \$394 ;
   reg [1:0] \$395 ;
-  reg [1:0] \$396 ;
-  reg [1:0] \$397 ;
-  reg [1:0] \$398 ;
-  reg [1:0] \$399 ;
+  reg [3:0] \$396 ;
+  reg [3:0] \$397 ;
+  reg [3:0] \$398 ;
+  reg [3:0] \$399 ;
   wire \$4 ;
   wire \$40 ;
-  reg [1:0] \$400 ;
-  reg [1:0] \$401 ;
-  reg [1:0] \$402 ;
-  reg [1:0] \$403 ;
-  reg [1:0] \$404 ;
-  reg [1:0] \$405 ;
-  reg [1:0] \$406 ;
-  reg [1:0] \$407 ;
-  reg [1:0] \$408 ;
-  reg [1:0] \$409 ;
+  reg [3:0] \$400 ;
+  reg [3:0] \$401 ;
+  reg [3:0] \$402 ;
+  reg [3:0] \$403 ;
+  reg [3:0] \$404 ;
+  reg [3:0] \$405 ;
+  reg [3:0] \$406 ;
+  reg [3:0] \$407 ;
+  reg [3:0] \$408 ;
+  reg [3:0] \$409 ;
   wire \$41 ;
-  reg [1:0] \$410 ;
+  reg [3:0] \$410 ;
   reg [3:0] \$411 ;
   reg [3:0] \$412 ;
   reg [3:0] \$413 ;
@@ -26865,45 +26847,45 @@ module \bchw_top.engine1 (rst, s__valid, s__payload, s__ready, m__valid, m__payl
   reg [3:0] \$415 ;
   reg [3:0] \$416 ;
   reg [3:0] \$417 ;
-  reg [3:0] \$418 ;
-  reg [3:0] \$419 ;
+  wire [943:0] \$418 ;
+  wire [943:0] \$419 ;
   wire \$42 ;
-  reg [3:0] \$420 ;
-  reg [3:0] \$421 ;
-  reg [3:0] \$422 ;
-  reg [3:0] \$423 ;
-  reg [3:0] \$424 ;
-  reg [3:0] \$425 ;
-  reg [3:0] \$426 ;
-  reg [3:0] \$427 ;
-  reg [3:0] \$428 ;
-  reg [3:0] \$429 ;
+  reg \$420 ;
+  reg \$421 ;
+  reg [16:0] \$422 ;
+  reg [16:0] \$423 ;
+  reg [16:0] \$424 ;
+  reg [16:0] \$425 ;
+  reg [16:0] \$426 ;
+  reg [16:0] \$427 ;
+  reg [16:0] \$428 ;
+  reg [16:0] \$429 ;
   wire [3:0] \$43 ;
-  reg [3:0] \$430 ;
-  reg [3:0] \$431 ;
-  reg [3:0] \$432 ;
-  wire [943:0] \$433 ;
-  wire [943:0] \$434 ;
-  reg \$435 ;
-  reg \$436 ;
+  reg [16:0] \$430 ;
+  reg [16:0] \$431 ;
+  reg [16:0] \$432 ;
+  reg [16:0] \$433 ;
+  reg [16:0] \$434 ;
+  reg [16:0] \$435 ;
+  reg [16:0] \$436 ;
   reg [16:0] \$437 ;
-  reg [16:0] \$438 ;
-  reg [16:0] \$439 ;
+  reg \$438 ;
+  reg \$439 ;
   wire \$44 ;
-  reg [16:0] \$440 ;
-  reg [16:0] \$441 ;
-  reg [16:0] \$442 ;
-  reg [16:0] \$443 ;
-  reg [16:0] \$444 ;
-  reg [16:0] \$445 ;
-  reg [16:0] \$446 ;
-  reg [16:0] \$447 ;
-  reg [16:0] \$448 ;
-  reg [16:0] \$449 ;
+  reg \$440 ;
+  reg \$441 ;
+  reg \$442 ;
+  reg \$443 ;
+  reg \$444 ;
+  reg \$445 ;
+  reg \$446 ;
+  reg \$447 ;
+  reg \$448 ;
+  reg \$449 ;
   wire \$45 ;
-  reg [16:0] \$450 ;
-  reg [16:0] \$451 ;
-  reg [16:0] \$452 ;
+  reg \$450 ;
+  reg \$451 ;
+  reg \$452 ;
   reg \$453 ;
   reg \$454 ;
   reg \$455 ;
@@ -26923,7 +26905,7 @@ module \bchw_top.engine1 (rst, s__valid, s__payload, s__ready, m__valid, m__payl
   reg \$468 ;
   reg \$469 ;
   wire [4:0] \$47 ;
-  reg \$470 ;
+  wire [1215:0] \$470 ;
   reg \$471 ;
   reg \$472 ;
   reg \$473 ;
@@ -26939,7 +26921,7 @@ module \bchw_top.engine1 (rst, s__valid, s__payload, s__ready, m__valid, m__payl
   reg \$482 ;
   reg \$483 ;
   reg \$484 ;
-  wire [1215:0] \$485 ;
+  reg \$485 ;
   reg \$486 ;
   reg \$487 ;
   reg \$488 ;
@@ -26971,39 +26953,24 @@ module \bchw_top.engine1 (rst, s__valid, s__payload, s__ready, m__valid, m__payl
   reg \$510 ;
   reg \$511 ;
   reg \$512 ;
-  reg \$513 ;
-  reg \$514 ;
-  reg \$515 ;
-  reg \$516 ;
+  reg [2:0] \$513 ;
+  reg [2:0] \$514 ;
+  reg [2:0] \$515 ;
+  reg [2:0] \$516 ;
   reg \$517 ;
   reg \$518 ;
   reg \$519 ;
   wire \$52 ;
   reg \$520 ;
-  reg \$521 ;
-  reg \$522 ;
-  reg \$523 ;
-  reg \$524 ;
-  reg \$525 ;
+  reg [128:0] \$521 ;
+  reg [128:0] \$522 ;
+  reg [128:0] \$523 ;
+  reg [128:0] \$524 ;
+  reg [2:0] \$525 ;
   reg \$526 ;
   reg \$527 ;
-  reg [2:0] \$528 ;
-  reg [2:0] \$529 ;
   wire \$53 ;
-  reg [2:0] \$530 ;
-  reg [2:0] \$531 ;
-  reg \$532 ;
-  reg \$533 ;
-  reg \$534 ;
-  reg \$535 ;
-  reg [128:0] \$536 ;
-  reg [128:0] \$537 ;
-  reg [128:0] \$538 ;
-  reg [128:0] \$539 ;
   wire \$54 ;
-  reg [2:0] \$540 ;
-  reg \$541 ;
-  reg \$542 ;
   wire [128:0] \$55 ;
   wire \$56 ;
   wire \$57 ;
@@ -27025,19 +26992,19 @@ module \bchw_top.engine1 (rst, s__valid, s__payload, s__ready, m__valid, m__payl
   wire \$71 ;
   wire \$72 ;
   wire \$73 ;
-  wire \$74 ;
-  wire \$75 ;
+  wire [1:0] \$74 ;
+  wire [1:0] \$75 ;
   wire \$76 ;
-  wire [1:0] \$77 ;
-  wire [1:0] \$78 ;
-  wire \$79 ;
+  wire [4:0] \$77 ;
+  wire [4:0] \$78 ;
+  wire [4:0] \$79 ;
   wire [8:0] \$8 ;
   wire \$80 ;
   wire \$81 ;
   wire \$82 ;
-  wire [4:0] \$83 ;
-  wire [4:0] \$84 ;
-  wire [4:0] \$85 ;
+  wire \$83 ;
+  wire \$84 ;
+  wire \$85 ;
   wire \$86 ;
   wire \$87 ;
   wire \$88 ;
@@ -27161,7 +27128,6 @@ module \bchw_top.engine1 (rst, s__valid, s__payload, s__ready, m__valid, m__payl
   reg [2:0] credits = 3'h4;
   wire [2:0] credits_next;
   wire [255:0] data;
-  wire [58:0] \data$239 ;
   wire [58:0] \data$240 ;
   wire [58:0] \data$241 ;
   wire [58:0] \data$242 ;
@@ -27177,6 +27143,7 @@ module \bchw_top.engine1 (rst, s__valid, s__payload, s__ready, m__valid, m__payl
   wire [58:0] \data$252 ;
   wire [58:0] \data$253 ;
   wire [58:0] \data$254 ;
+  wire [58:0] \data$255 ;
   (* keep = 32'd1 *)
   reg dload_copy0 = 1'h0;
   (* keep = 32'd1 *)
@@ -27288,6 +27255,7 @@ module \bchw_top.engine1 (rst, s__valid, s__payload, s__ready, m__valid, m__payl
   reg issue = 1'h0;
   wire issue_next;
   wire [-1:0] lane;
+  reg last_beat = 1'h0;
   reg last_step = 1'h0;
   wire last_step_next;
   output [127:0] m__payload;
@@ -27357,14 +27325,14 @@ module \bchw_top.engine1 (rst, s__valid, s__payload, s__ready, m__valid, m__payl
   reg [3:0] paddr_d5 = 4'h0;
   reg [943:0] params_d0 = 944'h00000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000;
   reg [943:0] params_d1 = 944'h00000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000;
-  input \port$22464$0 ;
-  wire \port$22464$0 ;
-  input \port$22466$0 ;
-  wire \port$22466$0 ;
-  input \port$22468$0 ;
-  wire \port$22468$0 ;
-  input \port$22470$0 ;
-  wire \port$22470$0 ;
+  input \port$22406$0 ;
+  wire \port$22406$0 ;
+  input \port$22408$0 ;
+  wire \port$22408$0 ;
+  input \port$22410$0 ;
+  wire \port$22410$0 ;
+  input \port$22412$0 ;
+  wire \port$22412$0 ;
   wire [7:0] q;
   reg qe_d0 = 1'h0;
   reg qe_d1 = 1'h0;
@@ -27417,9 +27385,9 @@ module \bchw_top.engine1 (rst, s__valid, s__payload, s__ready, m__valid, m__payl
   (* keep = 32'd1 *)
   reg [4:0] \read__addr$54  = 5'h10;
   wire [31:0] read__data;
-  wire [31:0] \read__data$197 ;
   wire [31:0] \read__data$198 ;
   wire [31:0] \read__data$199 ;
+  wire [31:0] \read__data$200 ;
   reg read_bank = 1'h1;
   reg ready = 1'h1;
   wire ready_next;
@@ -27463,21 +27431,21 @@ module \bchw_top.engine1 (rst, s__valid, s__payload, s__ready, m__valid, m__payl
   reg [7:0] step = 8'h00;
   wire [7:0] step_next;
   wire [12:0] sum;
-  wire [12:0] \sum$261 ;
-  wire [12:0] \sum$263 ;
-  wire [12:0] \sum$265 ;
-  wire [12:0] \sum$267 ;
-  wire [12:0] \sum$269 ;
-  wire [12:0] \sum$271 ;
-  wire [12:0] \sum$273 ;
-  wire [12:0] \sum$275 ;
-  wire [12:0] \sum$277 ;
-  wire [12:0] \sum$279 ;
-  wire [12:0] \sum$281 ;
-  wire [12:0] \sum$283 ;
-  wire [12:0] \sum$285 ;
-  wire [12:0] \sum$287 ;
-  wire [12:0] \sum$289 ;
+  wire [12:0] \sum$262 ;
+  wire [12:0] \sum$264 ;
+  wire [12:0] \sum$266 ;
+  wire [12:0] \sum$268 ;
+  wire [12:0] \sum$270 ;
+  wire [12:0] \sum$272 ;
+  wire [12:0] \sum$274 ;
+  wire [12:0] \sum$276 ;
+  wire [12:0] \sum$278 ;
+  wire [12:0] \sum$280 ;
+  wire [12:0] \sum$282 ;
+  wire [12:0] \sum$284 ;
+  wire [12:0] \sum$286 ;
+  wire [12:0] \sum$288 ;
+  wire [12:0] \sum$290 ;
   wire [15:0] w;
   wire [15:0] \w$100 ;
   wire [15:0] \w$104 ;
@@ -27727,7 +27695,7 @@ module \bchw_top.engine1 (rst, s__valid, s__payload, s__ready, m__valid, m__payl
   always @(posedge clk) begin
     _1_ <= xmem1[\read__addr$40 ];
   end
-  assign \read__data$197  = _1_;
+  assign \read__data$198  = _1_;
   reg [31:0] xmem2 [31:0];
   initial begin
     xmem2[0] = 32'd0;
@@ -27771,7 +27739,7 @@ module \bchw_top.engine1 (rst, s__valid, s__payload, s__ready, m__valid, m__payl
   always @(posedge clk) begin
     _2_ <= xmem2[\read__addr$47 ];
   end
-  assign \read__data$198  = _2_;
+  assign \read__data$199  = _2_;
   reg [31:0] xmem3 [31:0];
   initial begin
     xmem3[0] = 32'd0;
@@ -27815,325 +27783,295 @@ module \bchw_top.engine1 (rst, s__valid, s__payload, s__ready, m__valid, m__payl
   always @(posedge clk) begin
     _3_ <= xmem3[\read__addr$54 ];
   end
-  assign \read__data$199  = _3_;
+  assign \read__data$200  = _3_;
   always @(posedge clk)
-    wdata_d2 <= \$385 ;
+    accflags_copy5 <= \$385 ;
   always @(posedge clk)
-    f_d0 <= \$386 ;
+    accflags_copy6 <= \$386 ;
   always @(posedge clk)
-    f_d1 <= \$387 ;
+    accflags_copy7 <= \$387 ;
   always @(posedge clk)
-    f_d2 <= \$388 ;
+    accflags_copy8 <= \$388 ;
   always @(posedge clk)
-    f_d3 <= \$389 ;
+    accflags_copy9 <= \$389 ;
   always @(posedge clk)
-    f_d4 <= \$390 ;
+    accflags_copy10 <= \$390 ;
   always @(posedge clk)
-    f_d5 <= \$391 ;
+    accflags_copy11 <= \$391 ;
   always @(posedge clk)
-    f_d6 <= \$392 ;
+    accflags_copy12 <= \$392 ;
   always @(posedge clk)
-    f_d7 <= \$393 ;
+    accflags_copy13 <= \$393 ;
   always @(posedge clk)
-    ft_d0 <= \$394 ;
+    accflags_copy14 <= \$394 ;
   always @(posedge clk)
-    accflags_copy0 <= \$395 ;
+    accflags_copy15 <= \$395 ;
   always @(posedge clk)
-    accflags_copy1 <= \$396 ;
+    paddr_d0 <= \$396 ;
   always @(posedge clk)
-    accflags_copy2 <= \$397 ;
+    paddr_d1 <= \$397 ;
   always @(posedge clk)
-    accflags_copy3 <= \$398 ;
+    paddr_d2 <= \$398 ;
   always @(posedge clk)
-    accflags_copy4 <= \$399 ;
+    paddr_d3 <= \$399 ;
   always @(posedge clk)
-    accflags_copy5 <= \$400 ;
+    paddr_d4 <= \$400 ;
   always @(posedge clk)
-    accflags_copy6 <= \$401 ;
+    paddr_d5 <= \$401 ;
   always @(posedge clk)
-    accflags_copy7 <= \$402 ;
+    \addr$122  <= \$402 ;
   always @(posedge clk)
-    accflags_copy8 <= \$403 ;
+    \addr$125  <= \$403 ;
   always @(posedge clk)
-    accflags_copy9 <= \$404 ;
+    \addr$128  <= \$404 ;
   always @(posedge clk)
-    accflags_copy10 <= \$405 ;
+    \addr$131  <= \$405 ;
   always @(posedge clk)
-    accflags_copy11 <= \$406 ;
+    \addr$134  <= \$406 ;
   always @(posedge clk)
-    accflags_copy12 <= \$407 ;
+    \addr$137  <= \$407 ;
   always @(posedge clk)
-    accflags_copy13 <= \$408 ;
+    \addr$140  <= \$408 ;
   always @(posedge clk)
-    accflags_copy14 <= \$409 ;
+    \addr$143  <= \$409 ;
   always @(posedge clk)
-    accflags_copy15 <= \$410 ;
+    \addr$146  <= \$410 ;
   always @(posedge clk)
-    paddr_d0 <= \$411 ;
+    \addr$149  <= \$411 ;
   always @(posedge clk)
-    paddr_d1 <= \$412 ;
+    \addr$152  <= \$412 ;
   always @(posedge clk)
-    paddr_d2 <= \$413 ;
+    \addr$155  <= \$413 ;
   always @(posedge clk)
-    paddr_d3 <= \$414 ;
+    \addr$158  <= \$414 ;
   always @(posedge clk)
-    paddr_d4 <= \$415 ;
+    \addr$161  <= \$415 ;
   always @(posedge clk)
-    paddr_d5 <= \$416 ;
+    \addr$164  <= \$416 ;
   always @(posedge clk)
-    \addr$122  <= \$417 ;
+    \addr$167  <= \$417 ;
   always @(posedge clk)
-    \addr$125  <= \$418 ;
+    params_d0 <= \$418 ;
   always @(posedge clk)
-    \addr$128  <= \$419 ;
+    params_d1 <= \$419 ;
   always @(posedge clk)
-    \addr$131  <= \$420 ;
+    acc_valid <= \$420 ;
   always @(posedge clk)
-    \addr$134  <= \$421 ;
+    acc_end <= \$421 ;
   always @(posedge clk)
-    \addr$137  <= \$422 ;
+    acc0 <= \$422 ;
   always @(posedge clk)
-    \addr$140  <= \$423 ;
+    acc1 <= \$423 ;
   always @(posedge clk)
-    \addr$143  <= \$424 ;
+    acc2 <= \$424 ;
   always @(posedge clk)
-    \addr$146  <= \$425 ;
+    acc3 <= \$425 ;
   always @(posedge clk)
-    \addr$149  <= \$426 ;
+    acc4 <= \$426 ;
   always @(posedge clk)
-    \addr$152  <= \$427 ;
+    acc5 <= \$427 ;
   always @(posedge clk)
-    \addr$155  <= \$428 ;
+    acc6 <= \$428 ;
   always @(posedge clk)
-    \addr$158  <= \$429 ;
+    acc7 <= \$429 ;
   always @(posedge clk)
-    \addr$161  <= \$430 ;
+    acc8 <= \$430 ;
   always @(posedge clk)
-    \addr$164  <= \$431 ;
+    acc9 <= \$431 ;
   always @(posedge clk)
-    \addr$167  <= \$432 ;
+    acc10 <= \$432 ;
   always @(posedge clk)
-    params_d0 <= \$433 ;
+    acc11 <= \$433 ;
   always @(posedge clk)
-    params_d1 <= \$434 ;
+    acc12 <= \$434 ;
   always @(posedge clk)
-    acc_valid <= \$435 ;
+    acc13 <= \$435 ;
   always @(posedge clk)
-    acc_end <= \$436 ;
+    acc14 <= \$436 ;
   always @(posedge clk)
-    acc0 <= \$437 ;
+    acc15 <= \$437 ;
   always @(posedge clk)
-    acc1 <= \$438 ;
+    dload_copy0 <= \$438 ;
   always @(posedge clk)
-    acc2 <= \$439 ;
+    dload_copy1 <= \$439 ;
   always @(posedge clk)
-    acc3 <= \$440 ;
+    dload_copy2 <= \$440 ;
   always @(posedge clk)
-    acc4 <= \$441 ;
+    dload_copy3 <= \$441 ;
   always @(posedge clk)
-    acc5 <= \$442 ;
+    dload_copy4 <= \$442 ;
   always @(posedge clk)
-    acc6 <= \$443 ;
+    dload_copy5 <= \$443 ;
   always @(posedge clk)
-    acc7 <= \$444 ;
+    dload_copy6 <= \$444 ;
   always @(posedge clk)
-    acc8 <= \$445 ;
+    dload_copy7 <= \$445 ;
   always @(posedge clk)
-    acc9 <= \$446 ;
+    dload_copy8 <= \$446 ;
   always @(posedge clk)
-    acc10 <= \$447 ;
+    dload_copy9 <= \$447 ;
   always @(posedge clk)
-    acc11 <= \$448 ;
+    dload_copy10 <= \$448 ;
   always @(posedge clk)
-    acc12 <= \$449 ;
+    dload_copy11 <= \$449 ;
   always @(posedge clk)
-    acc13 <= \$450 ;
+    dload_copy12 <= \$450 ;
   always @(posedge clk)
-    acc14 <= \$451 ;
+    dload_copy13 <= \$451 ;
   always @(posedge clk)
-    acc15 <= \$452 ;
+    dload_copy14 <= \$452 ;
   always @(posedge clk)
-    dload_copy0 <= \$453 ;
+    dload_copy15 <= \$453 ;
   always @(posedge clk)
-    dload_copy1 <= \$454 ;
+    dload_copy16 <= \$454 ;
   always @(posedge clk)
-    dload_copy2 <= \$455 ;
+    dload_copy17 <= \$455 ;
   always @(posedge clk)
-    dload_copy3 <= \$456 ;
+    dload_copy18 <= \$456 ;
   always @(posedge clk)
-    dload_copy4 <= \$457 ;
+    dload_copy19 <= \$457 ;
   always @(posedge clk)
-    dload_copy5 <= \$458 ;
+    dload_copy20 <= \$458 ;
   always @(posedge clk)
-    dload_copy6 <= \$459 ;
+    dload_copy21 <= \$459 ;
   always @(posedge clk)
-    dload_copy7 <= \$460 ;
+    dload_copy22 <= \$460 ;
   always @(posedge clk)
-    dload_copy8 <= \$461 ;
+    dload_copy23 <= \$461 ;
   always @(posedge clk)
-    dload_copy9 <= \$462 ;
+    dload_copy24 <= \$462 ;
   always @(posedge clk)
-    dload_copy10 <= \$463 ;
+    dload_copy25 <= \$463 ;
   always @(posedge clk)
-    dload_copy11 <= \$464 ;
+    dload_copy26 <= \$464 ;
   always @(posedge clk)
-    dload_copy12 <= \$465 ;
+    dload_copy27 <= \$465 ;
   always @(posedge clk)
-    dload_copy13 <= \$466 ;
+    dload_copy28 <= \$466 ;
   always @(posedge clk)
-    dload_copy14 <= \$467 ;
+    dload_copy29 <= \$467 ;
   always @(posedge clk)
-    dload_copy15 <= \$468 ;
+    dload_copy30 <= \$468 ;
   always @(posedge clk)
-    dload_copy16 <= \$469 ;
+    dload_copy31 <= \$469 ;
   always @(posedge clk)
-    dload_copy17 <= \$470 ;
+    drain <= \$470 ;
   always @(posedge clk)
-    dload_copy18 <= \$471 ;
+    qv_d0 <= \$471 ;
   always @(posedge clk)
-    dload_copy19 <= \$472 ;
+    qv_d1 <= \$472 ;
   always @(posedge clk)
-    dload_copy20 <= \$473 ;
+    qv_d2 <= \$473 ;
   always @(posedge clk)
-    dload_copy21 <= \$474 ;
+    qv_d3 <= \$474 ;
   always @(posedge clk)
-    dload_copy22 <= \$475 ;
+    qv_d4 <= \$475 ;
   always @(posedge clk)
-    dload_copy23 <= \$476 ;
+    qv_d5 <= \$476 ;
   always @(posedge clk)
-    dload_copy24 <= \$477 ;
+    qv_d6 <= \$477 ;
   always @(posedge clk)
-    dload_copy25 <= \$478 ;
+    qv_d7 <= \$478 ;
   always @(posedge clk)
-    dload_copy26 <= \$479 ;
+    qv_d8 <= \$479 ;
   always @(posedge clk)
-    dload_copy27 <= \$480 ;
+    qv_d9 <= \$480 ;
   always @(posedge clk)
-    dload_copy28 <= \$481 ;
+    qv_d10 <= \$481 ;
   always @(posedge clk)
-    dload_copy29 <= \$482 ;
+    qv_d11 <= \$482 ;
   always @(posedge clk)
-    dload_copy30 <= \$483 ;
+    qv_d12 <= \$483 ;
   always @(posedge clk)
-    dload_copy31 <= \$484 ;
+    qv_d13 <= \$484 ;
   always @(posedge clk)
-    drain <= \$485 ;
+    qv_d14 <= \$485 ;
   always @(posedge clk)
-    qv_d0 <= \$486 ;
+    qv_d15 <= \$486 ;
   always @(posedge clk)
-    qv_d1 <= \$487 ;
+    qv_d16 <= \$487 ;
   always @(posedge clk)
-    qv_d2 <= \$488 ;
+    qv_d17 <= \$488 ;
   always @(posedge clk)
-    qv_d3 <= \$489 ;
+    qv_d18 <= \$489 ;
   always @(posedge clk)
-    qv_d4 <= \$490 ;
+    qv_d19 <= \$490 ;
   always @(posedge clk)
-    qv_d5 <= \$491 ;
+    qe_d0 <= \$491 ;
   always @(posedge clk)
-    qv_d6 <= \$492 ;
+    qe_d1 <= \$492 ;
   always @(posedge clk)
-    qv_d7 <= \$493 ;
+    qe_d2 <= \$493 ;
   always @(posedge clk)
-    qv_d8 <= \$494 ;
+    qe_d3 <= \$494 ;
   always @(posedge clk)
-    qv_d9 <= \$495 ;
+    qe_d4 <= \$495 ;
   always @(posedge clk)
-    qv_d10 <= \$496 ;
+    qe_d5 <= \$496 ;
   always @(posedge clk)
-    qv_d11 <= \$497 ;
+    qe_d6 <= \$497 ;
   always @(posedge clk)
-    qv_d12 <= \$498 ;
+    qe_d7 <= \$498 ;
   always @(posedge clk)
-    qv_d13 <= \$499 ;
+    qe_d8 <= \$499 ;
   always @(posedge clk)
-    qv_d14 <= \$500 ;
+    qe_d9 <= \$500 ;
   always @(posedge clk)
-    qv_d15 <= \$501 ;
+    qe_d10 <= \$501 ;
   always @(posedge clk)
-    qv_d16 <= \$502 ;
+    qe_d11 <= \$502 ;
   always @(posedge clk)
-    qv_d17 <= \$503 ;
+    qe_d12 <= \$503 ;
   always @(posedge clk)
-    qv_d18 <= \$504 ;
+    qe_d13 <= \$504 ;
   always @(posedge clk)
-    qv_d19 <= \$505 ;
+    qe_d14 <= \$505 ;
   always @(posedge clk)
-    qe_d0 <= \$506 ;
+    qe_d15 <= \$506 ;
   always @(posedge clk)
-    qe_d1 <= \$507 ;
+    qe_d16 <= \$507 ;
   always @(posedge clk)
-    qe_d2 <= \$508 ;
+    qe_d17 <= \$508 ;
   always @(posedge clk)
-    qe_d3 <= \$509 ;
+    qe_d18 <= \$509 ;
   always @(posedge clk)
-    qe_d4 <= \$510 ;
+    qe_d19 <= \$510 ;
   always @(posedge clk)
-    qe_d5 <= \$511 ;
+    qv_last_d0 <= \$511 ;
   always @(posedge clk)
-    qe_d6 <= \$512 ;
-  always @(posedge clk)
-    qe_d7 <= \$513 ;
-  always @(posedge clk)
-    qe_d8 <= \$514 ;
-  always @(posedge clk)
-    qe_d9 <= \$515 ;
-  always @(posedge clk)
-    qe_d10 <= \$516 ;
-  always @(posedge clk)
-    qe_d11 <= \$517 ;
-  always @(posedge clk)
-    qe_d12 <= \$518 ;
-  always @(posedge clk)
-    qe_d13 <= \$519 ;
-  always @(posedge clk)
-    qe_d14 <= \$520 ;
-  always @(posedge clk)
-    qe_d15 <= \$521 ;
-  always @(posedge clk)
-    qe_d16 <= \$522 ;
-  always @(posedge clk)
-    qe_d17 <= \$523 ;
-  always @(posedge clk)
-    qe_d18 <= \$524 ;
-  always @(posedge clk)
-    qe_d19 <= \$525 ;
-  always @(posedge clk)
-    qv_last_d0 <= \$526 ;
-  always @(posedge clk)
-    qe_last_d0 <= \$527 ;
+    qe_last_d0 <= \$512 ;
   always @(posedge clk)
     results0 <= { q, results0[119:8] };
   always @(posedge clk)
-    count_copy0 <= \$528 ;
+    count_copy0 <= \$513 ;
   always @(posedge clk)
-    count_copy1 <= \$529 ;
+    count_copy1 <= \$514 ;
   always @(posedge clk)
-    count_copy2 <= \$530 ;
+    count_copy2 <= \$515 ;
   always @(posedge clk)
-    count_copy3 <= \$531 ;
+    count_copy3 <= \$516 ;
   always @(posedge clk)
-    skid_qvalid_copy0 <= \$532 ;
+    skid_qvalid_copy0 <= \$517 ;
   always @(posedge clk)
-    skid_qvalid_copy1 <= \$533 ;
+    skid_qvalid_copy1 <= \$518 ;
   always @(posedge clk)
-    skid_qvalid_copy2 <= \$534 ;
+    skid_qvalid_copy2 <= \$519 ;
   always @(posedge clk)
-    skid_qvalid_copy3 <= \$535 ;
+    skid_qvalid_copy3 <= \$520 ;
   always @(posedge clk)
-    skid0 <= \$536 ;
+    skid0 <= \$521 ;
   always @(posedge clk)
-    skid1 <= \$537 ;
+    skid1 <= \$522 ;
   always @(posedge clk)
-    skid2 <= \$538 ;
+    skid2 <= \$523 ;
   always @(posedge clk)
-    skid3 <= \$539 ;
+    skid3 <= \$524 ;
   always @(posedge clk)
-    count <= \$540 ;
+    count <= \$525 ;
   always @(posedge clk)
-    credit_back_d0 <= \$541 ;
+    credit_back_d0 <= \$526 ;
   always @(posedge clk)
-    credit_back <= \$542 ;
+    credit_back <= \$527 ;
   assign \$1  = \$signal  & ready;
   assign \$2  = ~ last_step;
   assign \$3  = busy & \$2 ;
@@ -28204,106 +28142,117 @@ module \bchw_top.engine1 (rst, s__valid, s__payload, s__ready, m__valid, m__payl
   assign \$69  = qv_last_d0 & \$68 ;
   assign \$70  = $signed(\$61 ) + $signed({ 1'h0, \$69  });
   assign \$71  = s__valid & s__ready;
-  assign \$72  = word == 4'hf;
-  assign \$79  = word == 4'hf;
-  assign \$83  = word + 1'h1;
-  assign \$85  = \$81  ? 5'h00 : \$84 ;
-  assign \$86  = s__valid & s__ready;
-  assign \$87  = word == 4'hf;
-  assign \$90  = \$86  & \$89 ;
-  assign \$91  = ~ write_bank;
-  assign \$92  = \$signal  & ready;
-  assign \$93  = ~ read_bank;
-  assign \$94  = s__valid & s__ready;
-  assign \$95  = word == 4'hf;
-  assign \$98  = \$94  & \$97 ;
-  assign \$99  = ~ ready;
-  assign \$100  = \$signal  & \$99 ;
-  assign \$101  = \$98  ? 1'h1 : \$100 ;
-  assign \$102  = s__valid & s__ready;
-  assign \$103  = word == 4'hf;
-  assign \$106  = \$102  & \$105 ;
+  assign \$77  = word + 1'h1;
+  assign \$79  = last_beat ? 5'h00 : \$78 ;
+  assign \$81  = word == 4'he;
+  assign \$83  = word == 4'hf;
+  assign \$87  = last_beat ? 1'h0 : \$86 ;
+  assign \$88  = s__valid & s__ready;
+  assign \$89  = \$88  & last_beat;
+  assign \$90  = ~ write_bank;
+  assign \$91  = \$signal  & ready;
+  assign \$92  = ~ read_bank;
+  assign \$93  = s__valid & s__ready;
+  assign \$94  = \$93  & last_beat;
+  assign \$95  = ~ ready;
+  assign \$96  = \$signal  & \$95 ;
+  assign \$97  = \$94  ? 1'h1 : \$96 ;
+  assign \$98  = s__valid & s__ready;
+  assign \$99  = \$98  & last_beat;
+  assign \$100  = ~ ready;
+  assign \$101  = \$signal  & \$100 ;
+  assign \$102  = \$99  ? 1'h1 : \$101 ;
+  assign \$103  = ~ \$102 ;
+  assign \$104  = \$103  | ready_next;
+  assign \$105  = s__valid & s__ready;
+  assign \$106  = \$105  & last_beat;
   assign \$107  = ~ ready;
   assign \$108  = \$signal  & \$107 ;
   assign \$109  = \$106  ? 1'h1 : \$108 ;
   assign \$110  = ~ \$109 ;
   assign \$111  = \$110  | ready_next;
   assign \$112  = s__valid & s__ready;
-  assign \$113  = word == 4'hf;
-  assign \$116  = \$112  & \$115 ;
-  assign \$117  = ~ ready;
-  assign \$118  = \$signal  & \$117 ;
-  assign \$119  = \$116  ? 1'h1 : \$118 ;
-  assign \$120  = ~ \$119 ;
-  assign \$121  = \$120  | ready_next;
-  assign \$122  = s__valid & s__ready;
-  assign \$123  = word == 4'hf;
-  assign \$126  = \$122  & \$125 ;
-  assign \$127  = ~ ready;
-  assign \$128  = \$signal  & \$127 ;
-  assign \$129  = \$126  ? 1'h1 : \$128 ;
-  assign \$130  = ~ \$129 ;
-  assign \$131  = \$130  | ready_next;
-  assign \$132  = s__valid & s__ready;
-  assign \$133  = word == 4'hf;
-  assign \$136  = \$132  & \$135 ;
-  assign \$137  = ~ ready;
-  assign \$138  = \$signal  & \$137 ;
-  assign \$139  = \$136  ? 1'h1 : \$138 ;
-  assign \$140  = ~ \$139 ;
-  assign \$141  = \$140  | ready_next;
-  assign \$142  = \$signal  & ready;
-  assign \$143  = read_bank ^ \$142 ;
-  assign \$144  = \$signal  & ready;
-  assign \$145  = read_bank ^ \$144 ;
-  assign \$146  = \$signal  & ready;
-  assign \$147  = read_bank ^ \$146 ;
-  assign \$148  = \$signal  & ready;
-  assign \$149  = read_bank ^ \$148 ;
-  assign \$150  = s__valid & s__ready;
-  assign \$152  = \$150  ? 1'h1 : 1'h0;
-  assign \$153  = s__valid & s__ready;
-  assign \$155  = \$153  ? 1'h1 : 1'h0;
-  assign \$156  = s__valid & s__ready;
-  assign \$158  = \$156  ? 1'h1 : 1'h0;
-  assign \$159  = s__valid & s__ready;
-  assign \$161  = \$159  ? 1'h1 : 1'h0;
-  assign \$162  = ! sfc;
-  assign \$163  = sfc == 4'hf;
-  assign \$164  = ft_d0[0] & ft_d0[2];
-  assign \$165  = ft_d0[0] & ft_d0[3];
-  assign \$166  = accflags_copy0[1] ? 17'h00000 : acc0;
-  assign \$167  = $signed(\$166 ) + $signed(sum);
-  assign \$168  = accflags_copy1[1] ? 17'h00000 : acc1;
-  assign \$169  = $signed(\$168 ) + $signed(\sum$261 );
-  assign \$170  = accflags_copy2[1] ? 17'h00000 : acc2;
-  assign \$171  = $signed(\$170 ) + $signed(\sum$263 );
-  assign \$172  = accflags_copy3[1] ? 17'h00000 : acc3;
-  assign \$173  = $signed(\$172 ) + $signed(\sum$265 );
-  assign \$174  = accflags_copy4[1] ? 17'h00000 : acc4;
-  assign \$175  = $signed(\$174 ) + $signed(\sum$267 );
-  assign \$176  = accflags_copy5[1] ? 17'h00000 : acc5;
-  assign \$177  = $signed(\$176 ) + $signed(\sum$269 );
-  assign \$178  = accflags_copy6[1] ? 17'h00000 : acc6;
-  assign \$179  = $signed(\$178 ) + $signed(\sum$271 );
-  assign \$180  = accflags_copy7[1] ? 17'h00000 : acc7;
-  assign \$181  = $signed(\$180 ) + $signed(\sum$273 );
-  assign \$182  = accflags_copy8[1] ? 17'h00000 : acc8;
-  assign \$183  = $signed(\$182 ) + $signed(\sum$275 );
-  assign \$184  = accflags_copy9[1] ? 17'h00000 : acc9;
-  assign \$185  = $signed(\$184 ) + $signed(\sum$277 );
-  assign \$186  = accflags_copy10[1] ? 17'h00000 : acc10;
-  assign \$187  = $signed(\$186 ) + $signed(\sum$279 );
-  assign \$188  = accflags_copy11[1] ? 17'h00000 : acc11;
-  assign \$189  = $signed(\$188 ) + $signed(\sum$281 );
-  assign \$190  = accflags_copy12[1] ? 17'h00000 : acc12;
-  assign \$191  = $signed(\$190 ) + $signed(\sum$283 );
-  assign \$192  = accflags_copy13[1] ? 17'h00000 : acc13;
-  assign \$193  = $signed(\$192 ) + $signed(\sum$285 );
-  assign \$194  = accflags_copy14[1] ? 17'h00000 : acc14;
-  assign \$195  = $signed(\$194 ) + $signed(\sum$287 );
-  assign \$196  = accflags_copy15[1] ? 17'h00000 : acc15;
-  assign \$197  = $signed(\$196 ) + $signed(\sum$289 );
+  assign \$113  = \$112  & last_beat;
+  assign \$114  = ~ ready;
+  assign \$115  = \$signal  & \$114 ;
+  assign \$116  = \$113  ? 1'h1 : \$115 ;
+  assign \$117  = ~ \$116 ;
+  assign \$118  = \$117  | ready_next;
+  assign \$119  = s__valid & s__ready;
+  assign \$120  = \$119  & last_beat;
+  assign \$121  = ~ ready;
+  assign \$122  = \$signal  & \$121 ;
+  assign \$123  = \$120  ? 1'h1 : \$122 ;
+  assign \$124  = ~ \$123 ;
+  assign \$125  = \$124  | ready_next;
+  assign \$126  = \$signal  & ready;
+  assign \$127  = read_bank ^ \$126 ;
+  assign \$128  = \$signal  & ready;
+  assign \$129  = read_bank ^ \$128 ;
+  assign \$130  = \$signal  & ready;
+  assign \$131  = read_bank ^ \$130 ;
+  assign \$132  = \$signal  & ready;
+  assign \$133  = read_bank ^ \$132 ;
+  assign \$134  = s__valid & s__ready;
+  assign \$136  = \$134  ? 1'h1 : 1'h0;
+  assign \$137  = s__valid & s__ready;
+  assign \$139  = \$137  ? 1'h1 : 1'h0;
+  assign \$140  = s__valid & s__ready;
+  assign \$142  = \$140  ? 1'h1 : 1'h0;
+  assign \$143  = s__valid & s__ready;
+  assign \$145  = \$143  ? 1'h1 : 1'h0;
+  assign \$146  = ! sfc;
+  assign \$147  = sfc == 4'hf;
+  assign \$148  = ft_d0[0] & ft_d0[2];
+  assign \$149  = ft_d0[0] & ft_d0[3];
+  assign \$150  = accflags_copy0[1] ? 17'h00000 : acc0;
+  assign \$151  = $signed(\$150 ) + $signed(sum);
+  assign \$152  = accflags_copy1[1] ? 17'h00000 : acc1;
+  assign \$153  = $signed(\$152 ) + $signed(\sum$262 );
+  assign \$154  = accflags_copy2[1] ? 17'h00000 : acc2;
+  assign \$155  = $signed(\$154 ) + $signed(\sum$264 );
+  assign \$156  = accflags_copy3[1] ? 17'h00000 : acc3;
+  assign \$157  = $signed(\$156 ) + $signed(\sum$266 );
+  assign \$158  = accflags_copy4[1] ? 17'h00000 : acc4;
+  assign \$159  = $signed(\$158 ) + $signed(\sum$268 );
+  assign \$160  = accflags_copy5[1] ? 17'h00000 : acc5;
+  assign \$161  = $signed(\$160 ) + $signed(\sum$270 );
+  assign \$162  = accflags_copy6[1] ? 17'h00000 : acc6;
+  assign \$163  = $signed(\$162 ) + $signed(\sum$272 );
+  assign \$164  = accflags_copy7[1] ? 17'h00000 : acc7;
+  assign \$165  = $signed(\$164 ) + $signed(\sum$274 );
+  assign \$166  = accflags_copy8[1] ? 17'h00000 : acc8;
+  assign \$167  = $signed(\$166 ) + $signed(\sum$276 );
+  assign \$168  = accflags_copy9[1] ? 17'h00000 : acc9;
+  assign \$169  = $signed(\$168 ) + $signed(\sum$278 );
+  assign \$170  = accflags_copy10[1] ? 17'h00000 : acc10;
+  assign \$171  = $signed(\$170 ) + $signed(\sum$280 );
+  assign \$172  = accflags_copy11[1] ? 17'h00000 : acc11;
+  assign \$173  = $signed(\$172 ) + $signed(\sum$282 );
+  assign \$174  = accflags_copy12[1] ? 17'h00000 : acc12;
+  assign \$175  = $signed(\$174 ) + $signed(\sum$284 );
+  assign \$176  = accflags_copy13[1] ? 17'h00000 : acc13;
+  assign \$177  = $signed(\$176 ) + $signed(\sum$286 );
+  assign \$178  = accflags_copy14[1] ? 17'h00000 : acc14;
+  assign \$179  = $signed(\$178 ) + $signed(\sum$288 );
+  assign \$180  = accflags_copy15[1] ? 17'h00000 : acc15;
+  assign \$181  = $signed(\$180 ) + $signed(\sum$290 );
+  assign \$182  = ft_d0[0] & ft_d0[2];
+  assign \$183  = ft_d0[0] & ft_d0[2];
+  assign \$184  = ft_d0[0] & ft_d0[2];
+  assign \$185  = ft_d0[0] & ft_d0[2];
+  assign \$186  = ft_d0[0] & ft_d0[2];
+  assign \$187  = ft_d0[0] & ft_d0[2];
+  assign \$188  = ft_d0[0] & ft_d0[2];
+  assign \$189  = ft_d0[0] & ft_d0[2];
+  assign \$190  = ft_d0[0] & ft_d0[2];
+  assign \$191  = ft_d0[0] & ft_d0[2];
+  assign \$192  = ft_d0[0] & ft_d0[2];
+  assign \$193  = ft_d0[0] & ft_d0[2];
+  assign \$194  = ft_d0[0] & ft_d0[2];
+  assign \$195  = ft_d0[0] & ft_d0[2];
+  assign \$196  = ft_d0[0] & ft_d0[2];
+  assign \$197  = ft_d0[0] & ft_d0[2];
   assign \$198  = ft_d0[0] & ft_d0[2];
   assign \$199  = ft_d0[0] & ft_d0[2];
   assign \$200  = ft_d0[0] & ft_d0[2];
@@ -28320,207 +28269,193 @@ module \bchw_top.engine1 (rst, s__valid, s__payload, s__ready, m__valid, m__payl
   assign \$211  = ft_d0[0] & ft_d0[2];
   assign \$212  = ft_d0[0] & ft_d0[2];
   assign \$213  = ft_d0[0] & ft_d0[2];
-  assign \$214  = ft_d0[0] & ft_d0[2];
-  assign \$215  = ft_d0[0] & ft_d0[2];
-  assign \$216  = ft_d0[0] & ft_d0[2];
-  assign \$217  = ft_d0[0] & ft_d0[2];
-  assign \$218  = ft_d0[0] & ft_d0[2];
-  assign \$219  = ft_d0[0] & ft_d0[2];
-  assign \$220  = ft_d0[0] & ft_d0[2];
-  assign \$221  = ft_d0[0] & ft_d0[2];
-  assign \$222  = ft_d0[0] & ft_d0[2];
-  assign \$223  = ft_d0[0] & ft_d0[2];
-  assign \$224  = ft_d0[0] & ft_d0[2];
-  assign \$225  = ft_d0[0] & ft_d0[2];
-  assign \$226  = ft_d0[0] & ft_d0[2];
-  assign \$227  = ft_d0[0] & ft_d0[2];
-  assign \$228  = ft_d0[0] & ft_d0[2];
-  assign \$229  = ft_d0[0] & ft_d0[2];
-  assign \$230  = dload_copy0 ? acc0 : drain[92:76];
-  assign \$231  = dload_copy1 ? params_d1[58:0] : drain[151:93];
-  assign \$232  = dload_copy2 ? acc1 : drain[168:152];
-  assign \$233  = dload_copy3 ? params_d1[117:59] : drain[227:169];
-  assign \$234  = dload_copy4 ? acc2 : drain[244:228];
-  assign \$235  = dload_copy5 ? params_d1[176:118] : drain[303:245];
-  assign \$236  = dload_copy6 ? acc3 : drain[320:304];
-  assign \$237  = dload_copy7 ? params_d1[235:177] : drain[379:321];
-  assign \$238  = dload_copy8 ? acc4 : drain[396:380];
-  assign \$239  = dload_copy9 ? params_d1[294:236] : drain[455:397];
-  assign \$240  = dload_copy10 ? acc5 : drain[472:456];
-  assign \$241  = dload_copy11 ? params_d1[353:295] : drain[531:473];
-  assign \$242  = dload_copy12 ? acc6 : drain[548:532];
-  assign \$243  = dload_copy13 ? params_d1[412:354] : drain[607:549];
-  assign \$244  = dload_copy14 ? acc7 : drain[624:608];
-  assign \$245  = dload_copy15 ? params_d1[471:413] : drain[683:625];
-  assign \$246  = dload_copy16 ? acc8 : drain[700:684];
-  assign \$247  = dload_copy17 ? params_d1[530:472] : drain[759:701];
-  assign \$248  = dload_copy18 ? acc9 : drain[776:760];
-  assign \$249  = dload_copy19 ? params_d1[589:531] : drain[835:777];
-  assign \$250  = dload_copy20 ? acc10 : drain[852:836];
-  assign \$251  = dload_copy21 ? params_d1[648:590] : drain[911:853];
-  assign \$252  = dload_copy22 ? acc11 : drain[928:912];
-  assign \$253  = dload_copy23 ? params_d1[707:649] : drain[987:929];
-  assign \$254  = dload_copy24 ? acc12 : drain[1004:988];
-  assign \$255  = dload_copy25 ? params_d1[766:708] : drain[1063:1005];
-  assign \$256  = dload_copy26 ? acc13 : drain[1080:1064];
-  assign \$257  = dload_copy27 ? params_d1[825:767] : drain[1139:1081];
-  assign \$258  = dload_copy28 ? acc14 : drain[1156:1140];
-  assign \$259  = dload_copy29 ? params_d1[884:826] : drain[1215:1157];
-  assign \$260  = dload_copy30 ? acc15 : drain[1156:1140];
-  assign \$261  = dload_copy31 ? params_d1[943:885] : drain[1215:1157];
-  assign \$262  = | count_copy0;
-  assign \$263  = \$262  | skid_qvalid_copy0;
-  assign \$264  = \$263  & \port$22464$0 ;
-  assign \$265  = | count_copy0;
-  assign \$266  = ~ \$265 ;
-  assign \$267  = \$264  & \$266 ;
-  assign \$268  = ~ \$267 ;
-  assign \$269  = skid_qvalid_copy0 & \$268 ;
-  assign \$270  = | count_copy0;
-  assign \$271  = \$270  | skid_qvalid_copy0;
-  assign \$272  = \$271  & \port$22464$0 ;
-  assign \$273  = | count_copy0;
-  assign \$274  = \$272  & \$273 ;
-  assign \$275  = count_copy0 == 1'h1;
-  assign \$276  = ! count_copy0;
-  assign \$277  = \$274  ? \$275  : \$276 ;
-  assign \$278  = \$269  & \$277 ;
-  assign \$279  = | count_copy0;
-  assign \$280  = \$279  | skid_qvalid_copy0;
-  assign \$281  = \$280  & \port$22464$0 ;
-  assign \$282  = | count_copy0;
-  assign \$283  = \$281  & \$282 ;
-  assign \$284  = | count_copy1;
-  assign \$285  = \$284  | skid_qvalid_copy1;
-  assign \$286  = \$285  & \port$22466$0 ;
-  assign \$287  = | count_copy1;
-  assign \$288  = ~ \$287 ;
-  assign \$289  = \$286  & \$288 ;
-  assign \$290  = ~ \$289 ;
-  assign \$291  = skid_qvalid_copy1 & \$290 ;
-  assign \$292  = | count_copy1;
-  assign \$293  = \$292  | skid_qvalid_copy1;
-  assign \$294  = \$293  & \port$22466$0 ;
-  assign \$295  = | count_copy1;
-  assign \$296  = \$294  & \$295 ;
-  assign \$297  = count_copy1 == 2'h2;
-  assign \$298  = count_copy1 == 1'h1;
-  assign \$299  = \$296  ? \$297  : \$298 ;
-  assign \$300  = \$291  & \$299 ;
-  assign \$301  = | count_copy1;
-  assign \$302  = \$301  | skid_qvalid_copy1;
-  assign \$303  = \$302  & \port$22466$0 ;
-  assign \$304  = | count_copy1;
-  assign \$305  = \$303  & \$304 ;
-  assign \$306  = | count_copy2;
-  assign \$307  = \$306  | skid_qvalid_copy2;
-  assign \$308  = \$307  & \port$22468$0 ;
-  assign \$309  = | count_copy2;
-  assign \$310  = ~ \$309 ;
-  assign \$311  = \$308  & \$310 ;
-  assign \$312  = ~ \$311 ;
-  assign \$313  = skid_qvalid_copy2 & \$312 ;
-  assign \$314  = | count_copy2;
-  assign \$315  = \$314  | skid_qvalid_copy2;
-  assign \$316  = \$315  & \port$22468$0 ;
-  assign \$317  = | count_copy2;
-  assign \$318  = \$316  & \$317 ;
-  assign \$319  = count_copy2 == 2'h3;
-  assign \$320  = count_copy2 == 2'h2;
-  assign \$321  = \$318  ? \$319  : \$320 ;
-  assign \$322  = \$313  & \$321 ;
-  assign \$323  = | count_copy2;
-  assign \$324  = \$323  | skid_qvalid_copy2;
-  assign \$325  = \$324  & \port$22468$0 ;
-  assign \$326  = | count_copy2;
-  assign \$327  = \$325  & \$326 ;
-  assign \$328  = | count_copy3;
-  assign \$329  = \$328  | skid_qvalid_copy3;
-  assign \$330  = \$329  & \port$22470$0 ;
-  assign \$331  = | count_copy3;
-  assign \$332  = ~ \$331 ;
-  assign \$333  = \$330  & \$332 ;
-  assign \$334  = ~ \$333 ;
-  assign \$335  = skid_qvalid_copy3 & \$334 ;
-  assign \$336  = | count_copy3;
-  assign \$337  = \$336  | skid_qvalid_copy3;
-  assign \$338  = \$337  & \port$22470$0 ;
-  assign \$339  = | count_copy3;
-  assign \$340  = \$338  & \$339 ;
-  assign \$341  = count_copy3 == 3'h4;
-  assign \$342  = count_copy3 == 2'h3;
-  assign \$343  = \$340  ? \$341  : \$342 ;
-  assign \$344  = \$335  & \$343 ;
-  assign \$345  = | count_copy3;
-  assign \$346  = \$345  | skid_qvalid_copy3;
-  assign \$347  = \$346  & \port$22470$0 ;
-  assign \$348  = | count_copy3;
-  assign \$349  = \$347  & \$348 ;
-  assign \$350  = | count;
-  assign \$351  = \$350  | qv_last_d0;
-  assign \$352  = \$351  & m__ready;
+  assign \$214  = dload_copy0 ? acc0 : drain[92:76];
+  assign \$215  = dload_copy1 ? params_d1[58:0] : drain[151:93];
+  assign \$216  = dload_copy2 ? acc1 : drain[168:152];
+  assign \$217  = dload_copy3 ? params_d1[117:59] : drain[227:169];
+  assign \$218  = dload_copy4 ? acc2 : drain[244:228];
+  assign \$219  = dload_copy5 ? params_d1[176:118] : drain[303:245];
+  assign \$220  = dload_copy6 ? acc3 : drain[320:304];
+  assign \$221  = dload_copy7 ? params_d1[235:177] : drain[379:321];
+  assign \$222  = dload_copy8 ? acc4 : drain[396:380];
+  assign \$223  = dload_copy9 ? params_d1[294:236] : drain[455:397];
+  assign \$224  = dload_copy10 ? acc5 : drain[472:456];
+  assign \$225  = dload_copy11 ? params_d1[353:295] : drain[531:473];
+  assign \$226  = dload_copy12 ? acc6 : drain[548:532];
+  assign \$227  = dload_copy13 ? params_d1[412:354] : drain[607:549];
+  assign \$228  = dload_copy14 ? acc7 : drain[624:608];
+  assign \$229  = dload_copy15 ? params_d1[471:413] : drain[683:625];
+  assign \$230  = dload_copy16 ? acc8 : drain[700:684];
+  assign \$231  = dload_copy17 ? params_d1[530:472] : drain[759:701];
+  assign \$232  = dload_copy18 ? acc9 : drain[776:760];
+  assign \$233  = dload_copy19 ? params_d1[589:531] : drain[835:777];
+  assign \$234  = dload_copy20 ? acc10 : drain[852:836];
+  assign \$235  = dload_copy21 ? params_d1[648:590] : drain[911:853];
+  assign \$236  = dload_copy22 ? acc11 : drain[928:912];
+  assign \$237  = dload_copy23 ? params_d1[707:649] : drain[987:929];
+  assign \$238  = dload_copy24 ? acc12 : drain[1004:988];
+  assign \$239  = dload_copy25 ? params_d1[766:708] : drain[1063:1005];
+  assign \$240  = dload_copy26 ? acc13 : drain[1080:1064];
+  assign \$241  = dload_copy27 ? params_d1[825:767] : drain[1139:1081];
+  assign \$242  = dload_copy28 ? acc14 : drain[1156:1140];
+  assign \$243  = dload_copy29 ? params_d1[884:826] : drain[1215:1157];
+  assign \$244  = dload_copy30 ? acc15 : drain[1156:1140];
+  assign \$245  = dload_copy31 ? params_d1[943:885] : drain[1215:1157];
+  assign \$246  = | count_copy0;
+  assign \$247  = \$246  | skid_qvalid_copy0;
+  assign \$248  = \$247  & \port$22406$0 ;
+  assign \$249  = | count_copy0;
+  assign \$250  = ~ \$249 ;
+  assign \$251  = \$248  & \$250 ;
+  assign \$252  = ~ \$251 ;
+  assign \$253  = skid_qvalid_copy0 & \$252 ;
+  assign \$254  = | count_copy0;
+  assign \$255  = \$254  | skid_qvalid_copy0;
+  assign \$256  = \$255  & \port$22406$0 ;
+  assign \$257  = | count_copy0;
+  assign \$258  = \$256  & \$257 ;
+  assign \$259  = count_copy0 == 1'h1;
+  assign \$260  = ! count_copy0;
+  assign \$261  = \$258  ? \$259  : \$260 ;
+  assign \$262  = \$253  & \$261 ;
+  assign \$263  = | count_copy0;
+  assign \$264  = \$263  | skid_qvalid_copy0;
+  assign \$265  = \$264  & \port$22406$0 ;
+  assign \$266  = | count_copy0;
+  assign \$267  = \$265  & \$266 ;
+  assign \$268  = | count_copy1;
+  assign \$269  = \$268  | skid_qvalid_copy1;
+  assign \$270  = \$269  & \port$22408$0 ;
+  assign \$271  = | count_copy1;
+  assign \$272  = ~ \$271 ;
+  assign \$273  = \$270  & \$272 ;
+  assign \$274  = ~ \$273 ;
+  assign \$275  = skid_qvalid_copy1 & \$274 ;
+  assign \$276  = | count_copy1;
+  assign \$277  = \$276  | skid_qvalid_copy1;
+  assign \$278  = \$277  & \port$22408$0 ;
+  assign \$279  = | count_copy1;
+  assign \$280  = \$278  & \$279 ;
+  assign \$281  = count_copy1 == 2'h2;
+  assign \$282  = count_copy1 == 1'h1;
+  assign \$283  = \$280  ? \$281  : \$282 ;
+  assign \$284  = \$275  & \$283 ;
+  assign \$285  = | count_copy1;
+  assign \$286  = \$285  | skid_qvalid_copy1;
+  assign \$287  = \$286  & \port$22408$0 ;
+  assign \$288  = | count_copy1;
+  assign \$289  = \$287  & \$288 ;
+  assign \$290  = | count_copy2;
+  assign \$291  = \$290  | skid_qvalid_copy2;
+  assign \$292  = \$291  & \port$22410$0 ;
+  assign \$293  = | count_copy2;
+  assign \$294  = ~ \$293 ;
+  assign \$295  = \$292  & \$294 ;
+  assign \$296  = ~ \$295 ;
+  assign \$297  = skid_qvalid_copy2 & \$296 ;
+  assign \$298  = | count_copy2;
+  assign \$299  = \$298  | skid_qvalid_copy2;
+  assign \$300  = \$299  & \port$22410$0 ;
+  assign \$301  = | count_copy2;
+  assign \$302  = \$300  & \$301 ;
+  assign \$303  = count_copy2 == 2'h3;
+  assign \$304  = count_copy2 == 2'h2;
+  assign \$305  = \$302  ? \$303  : \$304 ;
+  assign \$306  = \$297  & \$305 ;
+  assign \$307  = | count_copy2;
+  assign \$308  = \$307  | skid_qvalid_copy2;
+  assign \$309  = \$308  & \port$22410$0 ;
+  assign \$310  = | count_copy2;
+  assign \$311  = \$309  & \$310 ;
+  assign \$312  = | count_copy3;
+  assign \$313  = \$312  | skid_qvalid_copy3;
+  assign \$314  = \$313  & \port$22412$0 ;
+  assign \$315  = | count_copy3;
+  assign \$316  = ~ \$315 ;
+  assign \$317  = \$314  & \$316 ;
+  assign \$318  = ~ \$317 ;
+  assign \$319  = skid_qvalid_copy3 & \$318 ;
+  assign \$320  = | count_copy3;
+  assign \$321  = \$320  | skid_qvalid_copy3;
+  assign \$322  = \$321  & \port$22412$0 ;
+  assign \$323  = | count_copy3;
+  assign \$324  = \$322  & \$323 ;
+  assign \$325  = count_copy3 == 3'h4;
+  assign \$326  = count_copy3 == 2'h3;
+  assign \$327  = \$324  ? \$325  : \$326 ;
+  assign \$328  = \$319  & \$327 ;
+  assign \$329  = | count_copy3;
+  assign \$330  = \$329  | skid_qvalid_copy3;
+  assign \$331  = \$330  & \port$22412$0 ;
+  assign \$332  = | count_copy3;
+  assign \$333  = \$331  & \$332 ;
+  assign \$334  = | count;
+  assign \$335  = \$334  | qv_last_d0;
+  assign \$336  = \$335  & m__ready;
   always @(posedge clk)
-    busy <= \$353 ;
+    busy <= \$337 ;
   always @(posedge clk)
-    step <= \$354 ;
+    step <= \$338 ;
   always @(posedge clk)
-    addr <= \$355 ;
+    addr <= \$339 ;
   always @(posedge clk)
-    sfc <= \$356 ;
+    sfc <= \$340 ;
   always @(posedge clk)
-    nfc <= \$357 ;
+    nfc <= \$341 ;
   always @(posedge clk)
-    last_step <= \$358 ;
+    last_step <= \$342 ;
   always @(posedge clk)
-    ready <= \$359 ;
+    ready <= \$343 ;
   always @(posedge clk)
-    credits <= \$360 ;
+    credits <= \$344 ;
   always @(posedge clk)
-    issue <= \$361 ;
+    issue <= \$345 ;
   always @(posedge clk)
-    word <= \$362 ;
+    word <= \$346 ;
   always @(posedge clk)
-    write_bank <= \$363 ;
+    last_beat <= \$347 ;
   always @(posedge clk)
-    read_bank <= \$364 ;
+    write_bank <= \$348 ;
   always @(posedge clk)
-    \$signal  <= \$365 ;
+    read_bank <= \$349 ;
   always @(posedge clk)
-    sready_copy0 <= \$366 ;
+    \$signal  <= \$350 ;
   always @(posedge clk)
-    sready_copy1 <= \$367 ;
+    sready_copy0 <= \$351 ;
   always @(posedge clk)
-    sready_copy2 <= \$368 ;
+    sready_copy1 <= \$352 ;
   always @(posedge clk)
-    sready_copy3 <= \$369 ;
+    sready_copy2 <= \$353 ;
+  always @(posedge clk)
+    sready_copy3 <= \$354 ;
   always @(posedge clk)
     xbeat <= s__payload;
   always @(posedge clk)
-    write__addr <= \$370 ;
+    write__addr <= \$355 ;
   always @(posedge clk)
-    \write__addr$37  <= \$371 ;
+    \write__addr$37  <= \$356 ;
   always @(posedge clk)
-    \write__addr$44  <= \$372 ;
+    \write__addr$44  <= \$357 ;
   always @(posedge clk)
-    \write__addr$51  <= \$373 ;
+    \write__addr$51  <= \$358 ;
   always @(posedge clk)
-    read__addr <= \$374 ;
+    read__addr <= \$359 ;
   always @(posedge clk)
-    \read__addr$40  <= \$375 ;
+    \read__addr$40  <= \$360 ;
   always @(posedge clk)
-    \read__addr$47  <= \$376 ;
+    \read__addr$47  <= \$361 ;
   always @(posedge clk)
-    \read__addr$54  <= \$377 ;
+    \read__addr$54  <= \$362 ;
   always @(posedge clk)
-    write__en <= \$378 ;
+    write__en <= \$363 ;
   always @(posedge clk)
-    \write__en$35  <= \$379 ;
+    \write__en$35  <= \$364 ;
   always @(posedge clk)
-    \write__en$42  <= \$380 ;
+    \write__en$42  <= \$365 ;
   always @(posedge clk)
-    \write__en$49  <= \$381 ;
+    \write__en$49  <= \$366 ;
   always @(posedge clk)
-    xmem_d0 <= \$382 ;
+    xmem_d0 <= \$367 ;
   always @(posedge clk)
     xtree_fan_copy0 <= xmem_d0;
   always @(posedge clk)
@@ -28562,92 +28497,122 @@ module \bchw_top.engine1 (rst, s__valid, s__payload, s__ready, m__valid, m__payl
   always @(posedge clk)
     \x$118  <= xtree_fan_copy3;
   always @(posedge clk)
-    wdata_d0 <= \$383 ;
+    wdata_d0 <= \$368 ;
   always @(posedge clk)
-    wdata_d1 <= \$384 ;
+    wdata_d1 <= \$369 ;
+  always @(posedge clk)
+    wdata_d2 <= \$370 ;
+  always @(posedge clk)
+    f_d0 <= \$371 ;
+  always @(posedge clk)
+    f_d1 <= \$372 ;
+  always @(posedge clk)
+    f_d2 <= \$373 ;
+  always @(posedge clk)
+    f_d3 <= \$374 ;
+  always @(posedge clk)
+    f_d4 <= \$375 ;
+  always @(posedge clk)
+    f_d5 <= \$376 ;
+  always @(posedge clk)
+    f_d6 <= \$377 ;
+  always @(posedge clk)
+    f_d7 <= \$378 ;
+  always @(posedge clk)
+    ft_d0 <= \$379 ;
+  always @(posedge clk)
+    accflags_copy0 <= \$380 ;
+  always @(posedge clk)
+    accflags_copy1 <= \$381 ;
+  always @(posedge clk)
+    accflags_copy2 <= \$382 ;
+  always @(posedge clk)
+    accflags_copy3 <= \$383 ;
+  always @(posedge clk)
+    accflags_copy4 <= \$384 ;
   \bchw_top.engine1.params0  params0 (
     .addr(\addr$122 ),
     .clk(clk),
-    .data(\data$239 )
+    .data(\data$240 )
   );
   \bchw_top.engine1.params1  params1 (
     .addr(\addr$125 ),
     .clk(clk),
-    .data(\data$240 )
+    .data(\data$241 )
   );
   \bchw_top.engine1.params10  params10 (
     .addr(\addr$152 ),
     .clk(clk),
-    .data(\data$249 )
+    .data(\data$250 )
   );
   \bchw_top.engine1.params11  params11 (
     .addr(\addr$155 ),
     .clk(clk),
-    .data(\data$250 )
+    .data(\data$251 )
   );
   \bchw_top.engine1.params12  params12 (
     .addr(\addr$158 ),
     .clk(clk),
-    .data(\data$251 )
+    .data(\data$252 )
   );
   \bchw_top.engine1.params13  params13 (
     .addr(\addr$161 ),
     .clk(clk),
-    .data(\data$252 )
+    .data(\data$253 )
   );
   \bchw_top.engine1.params14  params14 (
     .addr(\addr$164 ),
     .clk(clk),
-    .data(\data$253 )
+    .data(\data$254 )
   );
   \bchw_top.engine1.params15  params15 (
     .addr(\addr$167 ),
     .clk(clk),
-    .data(\data$254 )
+    .data(\data$255 )
   );
   \bchw_top.engine1.params2  params2 (
     .addr(\addr$128 ),
     .clk(clk),
-    .data(\data$241 )
+    .data(\data$242 )
   );
   \bchw_top.engine1.params3  params3 (
     .addr(\addr$131 ),
     .clk(clk),
-    .data(\data$242 )
+    .data(\data$243 )
   );
   \bchw_top.engine1.params4  params4 (
     .addr(\addr$134 ),
     .clk(clk),
-    .data(\data$243 )
+    .data(\data$244 )
   );
   \bchw_top.engine1.params5  params5 (
     .addr(\addr$137 ),
     .clk(clk),
-    .data(\data$244 )
+    .data(\data$245 )
   );
   \bchw_top.engine1.params6  params6 (
     .addr(\addr$140 ),
     .clk(clk),
-    .data(\data$245 )
+    .data(\data$246 )
   );
   \bchw_top.engine1.params7  params7 (
     .addr(\addr$143 ),
     .clk(clk),
-    .data(\data$246 )
+    .data(\data$247 )
   );
   \bchw_top.engine1.params8  params8 (
     .addr(\addr$146 ),
     .clk(clk),
-    .data(\data$247 )
+    .data(\data$248 )
   );
   \bchw_top.engine1.params9  params9 (
     .addr(\addr$149 ),
     .clk(clk),
-    .data(\data$248 )
+    .data(\data$249 )
   );
   \bchw_top.engine1.requant0  requant0 (
     .clk(clk),
-    .\port$20471$0 (drain[75:0]),
+    .\port$20411$0 (drain[75:0]),
     .q(q),
     .rst(rst)
   );
@@ -28660,105 +28625,105 @@ module \bchw_top.engine1 (rst, s__valid, s__payload, s__ready, m__valid, m__payl
   );
   \bchw_top.engine1.tree1  tree1 (
     .clk(clk),
-    .l4_0(\sum$261 ),
+    .l4_0(\sum$262 ),
     .rst(rst),
     .w(wdata_d2[31:16]),
     .x(\x$62 )
   );
   \bchw_top.engine1.tree10  tree10 (
     .clk(clk),
-    .l4_0(\sum$279 ),
+    .l4_0(\sum$280 ),
     .rst(rst),
     .w(wdata_d2[175:160]),
     .x(\x$98 )
   );
   \bchw_top.engine1.tree11  tree11 (
     .clk(clk),
-    .l4_0(\sum$281 ),
+    .l4_0(\sum$282 ),
     .rst(rst),
     .w(wdata_d2[191:176]),
     .x(\x$102 )
   );
   \bchw_top.engine1.tree12  tree12 (
     .clk(clk),
-    .l4_0(\sum$283 ),
+    .l4_0(\sum$284 ),
     .rst(rst),
     .w(wdata_d2[207:192]),
     .x(\x$106 )
   );
   \bchw_top.engine1.tree13  tree13 (
     .clk(clk),
-    .l4_0(\sum$285 ),
+    .l4_0(\sum$286 ),
     .rst(rst),
     .w(wdata_d2[223:208]),
     .x(\x$110 )
   );
   \bchw_top.engine1.tree14  tree14 (
     .clk(clk),
-    .l4_0(\sum$287 ),
+    .l4_0(\sum$288 ),
     .rst(rst),
     .w(wdata_d2[239:224]),
     .x(\x$114 )
   );
   \bchw_top.engine1.tree15  tree15 (
     .clk(clk),
-    .l4_0(\sum$289 ),
+    .l4_0(\sum$290 ),
     .rst(rst),
     .w(wdata_d2[255:240]),
     .x(\x$118 )
   );
   \bchw_top.engine1.tree2  tree2 (
     .clk(clk),
-    .l4_0(\sum$263 ),
+    .l4_0(\sum$264 ),
     .rst(rst),
     .w(wdata_d2[47:32]),
     .x(\x$66 )
   );
   \bchw_top.engine1.tree3  tree3 (
     .clk(clk),
-    .l4_0(\sum$265 ),
+    .l4_0(\sum$266 ),
     .rst(rst),
     .w(wdata_d2[63:48]),
     .x(\x$70 )
   );
   \bchw_top.engine1.tree4  tree4 (
     .clk(clk),
-    .l4_0(\sum$267 ),
+    .l4_0(\sum$268 ),
     .rst(rst),
     .w(wdata_d2[79:64]),
     .x(\x$74 )
   );
   \bchw_top.engine1.tree5  tree5 (
     .clk(clk),
-    .l4_0(\sum$269 ),
+    .l4_0(\sum$270 ),
     .rst(rst),
     .w(wdata_d2[95:80]),
     .x(\x$78 )
   );
   \bchw_top.engine1.tree6  tree6 (
     .clk(clk),
-    .l4_0(\sum$271 ),
+    .l4_0(\sum$272 ),
     .rst(rst),
     .w(wdata_d2[111:96]),
     .x(\x$82 )
   );
   \bchw_top.engine1.tree7  tree7 (
     .clk(clk),
-    .l4_0(\sum$273 ),
+    .l4_0(\sum$274 ),
     .rst(rst),
     .w(wdata_d2[127:112]),
     .x(\x$86 )
   );
   \bchw_top.engine1.tree8  tree8 (
     .clk(clk),
-    .l4_0(\sum$275 ),
+    .l4_0(\sum$276 ),
     .rst(rst),
     .w(wdata_d2[143:128]),
     .x(\x$90 )
   );
   \bchw_top.engine1.tree9  tree9 (
     .clk(clk),
-    .l4_0(\sum$277 ),
+    .l4_0(\sum$278 ),
     .rst(rst),
     .w(wdata_d2[159:144]),
     .x(\x$94 )
@@ -28770,65 +28735,72 @@ module \bchw_top.engine1 (rst, s__valid, s__payload, s__ready, m__valid, m__payl
   );
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$386  = { last_step, \$163 , \$162 , issue };
+    \$385  = f_d7[1:0];
     if (rst) begin
-      \$386  = 4'h0;
+      \$385  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$387  = f_d0;
+    \$386  = f_d7[1:0];
     if (rst) begin
-      \$387  = 4'h0;
+      \$386  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$388  = f_d1;
+    \$387  = f_d7[1:0];
     if (rst) begin
-      \$388  = 4'h0;
+      \$387  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$389  = f_d2;
+    \$388  = f_d7[1:0];
     if (rst) begin
-      \$389  = 4'h0;
+      \$388  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$390  = f_d3;
+    \$389  = f_d7[1:0];
     if (rst) begin
-      \$390  = 4'h0;
+      \$389  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$391  = f_d4;
+    \$390  = f_d7[1:0];
     if (rst) begin
-      \$391  = 4'h0;
+      \$390  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$392  = f_d5;
+    \$391  = f_d7[1:0];
     if (rst) begin
-      \$392  = 4'h0;
+      \$391  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$393  = f_d6;
+    \$392  = f_d7[1:0];
     if (rst) begin
-      \$393  = 4'h0;
+      \$392  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$394  = f_d7;
+    \$393  = f_d7[1:0];
     if (rst) begin
-      \$394  = 4'h0;
+      \$393  = 2'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$394  = f_d7[1:0];
+    if (rst) begin
+      \$394  = 2'h0;
     end
   end
   always @* begin
@@ -28840,147 +28812,147 @@ module \bchw_top.engine1 (rst, s__valid, s__payload, s__ready, m__valid, m__payl
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$396  = f_d7[1:0];
+    \$396  = nfc;
     if (rst) begin
-      \$396  = 2'h0;
+      \$396  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$397  = f_d7[1:0];
+    \$397  = paddr_d0;
     if (rst) begin
-      \$397  = 2'h0;
+      \$397  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$398  = f_d7[1:0];
+    \$398  = paddr_d1;
     if (rst) begin
-      \$398  = 2'h0;
+      \$398  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$399  = f_d7[1:0];
+    \$399  = paddr_d2;
     if (rst) begin
-      \$399  = 2'h0;
+      \$399  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$400  = f_d7[1:0];
+    \$400  = paddr_d3;
     if (rst) begin
-      \$400  = 2'h0;
+      \$400  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$401  = f_d7[1:0];
+    \$401  = paddr_d4;
     if (rst) begin
-      \$401  = 2'h0;
+      \$401  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$402  = f_d7[1:0];
+    \$402  = paddr_d5;
     if (rst) begin
-      \$402  = 2'h0;
+      \$402  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$403  = f_d7[1:0];
+    \$403  = paddr_d5;
     if (rst) begin
-      \$403  = 2'h0;
+      \$403  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$404  = f_d7[1:0];
+    \$404  = paddr_d5;
     if (rst) begin
-      \$404  = 2'h0;
+      \$404  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$405  = f_d7[1:0];
+    \$405  = paddr_d5;
     if (rst) begin
-      \$405  = 2'h0;
+      \$405  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$406  = f_d7[1:0];
+    \$406  = paddr_d5;
     if (rst) begin
-      \$406  = 2'h0;
+      \$406  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$407  = f_d7[1:0];
+    \$407  = paddr_d5;
     if (rst) begin
-      \$407  = 2'h0;
+      \$407  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$408  = f_d7[1:0];
+    \$408  = paddr_d5;
     if (rst) begin
-      \$408  = 2'h0;
+      \$408  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$409  = f_d7[1:0];
+    \$409  = paddr_d5;
     if (rst) begin
-      \$409  = 2'h0;
+      \$409  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$410  = f_d7[1:0];
+    \$410  = paddr_d5;
     if (rst) begin
-      \$410  = 2'h0;
+      \$410  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$411  = nfc;
+    \$411  = paddr_d5;
     if (rst) begin
       \$411  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$412  = paddr_d0;
+    \$412  = paddr_d5;
     if (rst) begin
       \$412  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$413  = paddr_d1;
+    \$413  = paddr_d5;
     if (rst) begin
       \$413  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$414  = paddr_d2;
+    \$414  = paddr_d5;
     if (rst) begin
       \$414  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$415  = paddr_d3;
+    \$415  = paddr_d5;
     if (rst) begin
       \$415  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$416  = paddr_d4;
+    \$416  = paddr_d5;
     if (rst) begin
       \$416  = 4'h0;
     end
@@ -28994,1076 +28966,1079 @@ module \bchw_top.engine1 (rst, s__valid, s__payload, s__ready, m__valid, m__payl
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$418  = paddr_d5;
+    \$420  = \$148 ;
     if (rst) begin
-      \$418  = 4'h0;
+      \$420  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$419  = paddr_d5;
+    \$421  = \$149 ;
     if (rst) begin
-      \$419  = 4'h0;
+      \$421  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$420  = paddr_d5;
-    if (rst) begin
-      \$420  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$421  = paddr_d5;
-    if (rst) begin
-      \$421  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$422  = paddr_d5;
-    if (rst) begin
-      \$422  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$423  = paddr_d5;
-    if (rst) begin
-      \$423  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$424  = paddr_d5;
-    if (rst) begin
-      \$424  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$425  = paddr_d5;
-    if (rst) begin
-      \$425  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$426  = paddr_d5;
-    if (rst) begin
-      \$426  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$427  = paddr_d5;
-    if (rst) begin
-      \$427  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$428  = paddr_d5;
-    if (rst) begin
-      \$428  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$429  = paddr_d5;
-    if (rst) begin
-      \$429  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$430  = paddr_d5;
-    if (rst) begin
-      \$430  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$431  = paddr_d5;
-    if (rst) begin
-      \$431  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$432  = paddr_d5;
-    if (rst) begin
-      \$432  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$435  = \$164 ;
-    if (rst) begin
-      \$435  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$436  = \$165 ;
-    if (rst) begin
-      \$436  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$437  = acc0;
+    \$422  = acc0;
     if (accflags_copy0[0]) begin
-      \$437  = \$167 [16:0];
+      \$422  = \$151 [16:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$438  = acc1;
+    \$423  = acc1;
     if (accflags_copy1[0]) begin
-      \$438  = \$169 [16:0];
+      \$423  = \$153 [16:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$439  = acc2;
+    \$424  = acc2;
     if (accflags_copy2[0]) begin
-      \$439  = \$171 [16:0];
+      \$424  = \$155 [16:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$440  = acc3;
+    \$425  = acc3;
     if (accflags_copy3[0]) begin
-      \$440  = \$173 [16:0];
+      \$425  = \$157 [16:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$441  = acc4;
+    \$426  = acc4;
     if (accflags_copy4[0]) begin
-      \$441  = \$175 [16:0];
+      \$426  = \$159 [16:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$442  = acc5;
+    \$427  = acc5;
     if (accflags_copy5[0]) begin
-      \$442  = \$177 [16:0];
+      \$427  = \$161 [16:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$443  = acc6;
+    \$428  = acc6;
     if (accflags_copy6[0]) begin
-      \$443  = \$179 [16:0];
+      \$428  = \$163 [16:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$444  = acc7;
+    \$429  = acc7;
     if (accflags_copy7[0]) begin
-      \$444  = \$181 [16:0];
+      \$429  = \$165 [16:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$445  = acc8;
+    \$430  = acc8;
     if (accflags_copy8[0]) begin
-      \$445  = \$183 [16:0];
+      \$430  = \$167 [16:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$446  = acc9;
+    \$431  = acc9;
     if (accflags_copy9[0]) begin
-      \$446  = \$185 [16:0];
+      \$431  = \$169 [16:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$447  = acc10;
+    \$432  = acc10;
     if (accflags_copy10[0]) begin
-      \$447  = \$187 [16:0];
+      \$432  = \$171 [16:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$448  = acc11;
+    \$433  = acc11;
     if (accflags_copy11[0]) begin
-      \$448  = \$189 [16:0];
+      \$433  = \$173 [16:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$449  = acc12;
+    \$434  = acc12;
     if (accflags_copy12[0]) begin
-      \$449  = \$191 [16:0];
+      \$434  = \$175 [16:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$450  = acc13;
+    \$435  = acc13;
     if (accflags_copy13[0]) begin
-      \$450  = \$193 [16:0];
+      \$435  = \$177 [16:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$451  = acc14;
+    \$436  = acc14;
     if (accflags_copy14[0]) begin
-      \$451  = \$195 [16:0];
+      \$436  = \$179 [16:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$452  = acc15;
+    \$437  = acc15;
     if (accflags_copy15[0]) begin
-      \$452  = \$197 [16:0];
+      \$437  = \$181 [16:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$453  = \$198 ;
+    \$438  = \$182 ;
+    if (rst) begin
+      \$438  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$439  = \$183 ;
+    if (rst) begin
+      \$439  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$440  = \$184 ;
+    if (rst) begin
+      \$440  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$441  = \$185 ;
+    if (rst) begin
+      \$441  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$442  = \$186 ;
+    if (rst) begin
+      \$442  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$443  = \$187 ;
+    if (rst) begin
+      \$443  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$444  = \$188 ;
+    if (rst) begin
+      \$444  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$445  = \$189 ;
+    if (rst) begin
+      \$445  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$446  = \$190 ;
+    if (rst) begin
+      \$446  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$447  = \$191 ;
+    if (rst) begin
+      \$447  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$448  = \$192 ;
+    if (rst) begin
+      \$448  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$449  = \$193 ;
+    if (rst) begin
+      \$449  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$450  = \$194 ;
+    if (rst) begin
+      \$450  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$451  = \$195 ;
+    if (rst) begin
+      \$451  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$452  = \$196 ;
+    if (rst) begin
+      \$452  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$453  = \$197 ;
     if (rst) begin
       \$453  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$454  = \$199 ;
+    \$454  = \$198 ;
     if (rst) begin
       \$454  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$455  = \$200 ;
+    \$455  = \$199 ;
     if (rst) begin
       \$455  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$456  = \$201 ;
+    \$456  = \$200 ;
     if (rst) begin
       \$456  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$457  = \$202 ;
+    \$457  = \$201 ;
     if (rst) begin
       \$457  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$458  = \$203 ;
+    \$458  = \$202 ;
     if (rst) begin
       \$458  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$459  = \$204 ;
+    \$459  = \$203 ;
     if (rst) begin
       \$459  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$460  = \$205 ;
+    \$460  = \$204 ;
     if (rst) begin
       \$460  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$461  = \$206 ;
+    \$461  = \$205 ;
     if (rst) begin
       \$461  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$462  = \$207 ;
+    \$462  = \$206 ;
     if (rst) begin
       \$462  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$463  = \$208 ;
+    \$463  = \$207 ;
     if (rst) begin
       \$463  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$464  = \$209 ;
+    \$464  = \$208 ;
     if (rst) begin
       \$464  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$465  = \$210 ;
+    \$465  = \$209 ;
     if (rst) begin
       \$465  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$466  = \$211 ;
+    \$466  = \$210 ;
     if (rst) begin
       \$466  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$467  = \$212 ;
+    \$467  = \$211 ;
     if (rst) begin
       \$467  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$468  = \$213 ;
+    \$468  = \$212 ;
     if (rst) begin
       \$468  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$469  = \$214 ;
+    \$469  = \$213 ;
     if (rst) begin
       \$469  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$470  = \$215 ;
-    if (rst) begin
-      \$470  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$471  = \$216 ;
+    \$471  = acc_valid;
     if (rst) begin
       \$471  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$472  = \$217 ;
+    \$472  = qv_d0;
     if (rst) begin
       \$472  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$473  = \$218 ;
+    \$473  = qv_d1;
     if (rst) begin
       \$473  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$474  = \$219 ;
+    \$474  = qv_d2;
     if (rst) begin
       \$474  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$475  = \$220 ;
+    \$475  = qv_d3;
     if (rst) begin
       \$475  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$476  = \$221 ;
+    \$476  = qv_d4;
     if (rst) begin
       \$476  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$477  = \$222 ;
+    \$477  = qv_d5;
     if (rst) begin
       \$477  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$478  = \$223 ;
+    \$478  = qv_d6;
     if (rst) begin
       \$478  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$479  = \$224 ;
+    \$479  = qv_d7;
     if (rst) begin
       \$479  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$480  = \$225 ;
+    \$480  = qv_d8;
     if (rst) begin
       \$480  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$481  = \$226 ;
+    \$481  = qv_d9;
     if (rst) begin
       \$481  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$482  = \$227 ;
+    \$482  = qv_d10;
     if (rst) begin
       \$482  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$483  = \$228 ;
+    \$483  = qv_d11;
     if (rst) begin
       \$483  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$484  = \$229 ;
+    \$484  = qv_d12;
     if (rst) begin
       \$484  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$486  = acc_valid;
+    \$485  = qv_d13;
+    if (rst) begin
+      \$485  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$486  = qv_d14;
     if (rst) begin
       \$486  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$487  = qv_d0;
+    \$487  = qv_d15;
     if (rst) begin
       \$487  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$488  = qv_d1;
+    \$488  = qv_d16;
     if (rst) begin
       \$488  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$489  = qv_d2;
+    \$489  = qv_d17;
     if (rst) begin
       \$489  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$490  = qv_d3;
+    \$490  = qv_d18;
     if (rst) begin
       \$490  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$491  = qv_d4;
+    \$491  = acc_end;
     if (rst) begin
       \$491  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$492  = qv_d5;
+    \$492  = qe_d0;
     if (rst) begin
       \$492  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$493  = qv_d6;
+    \$493  = qe_d1;
     if (rst) begin
       \$493  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$494  = qv_d7;
+    \$494  = qe_d2;
     if (rst) begin
       \$494  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$495  = qv_d8;
+    \$495  = qe_d3;
     if (rst) begin
       \$495  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$496  = qv_d9;
+    \$496  = qe_d4;
     if (rst) begin
       \$496  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$497  = qv_d10;
+    \$497  = qe_d5;
     if (rst) begin
       \$497  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$498  = qv_d11;
+    \$498  = qe_d6;
     if (rst) begin
       \$498  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$499  = qv_d12;
+    \$499  = qe_d7;
     if (rst) begin
       \$499  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$500  = qv_d13;
+    \$500  = qe_d8;
     if (rst) begin
       \$500  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$501  = qv_d14;
+    \$501  = qe_d9;
     if (rst) begin
       \$501  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$502  = qv_d15;
+    \$502  = qe_d10;
     if (rst) begin
       \$502  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$503  = qv_d16;
+    \$503  = qe_d11;
     if (rst) begin
       \$503  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$504  = qv_d17;
+    \$504  = qe_d12;
     if (rst) begin
       \$504  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$505  = qv_d18;
+    \$505  = qe_d13;
     if (rst) begin
       \$505  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$506  = acc_end;
+    \$506  = qe_d14;
     if (rst) begin
       \$506  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$507  = qe_d0;
+    \$507  = qe_d15;
     if (rst) begin
       \$507  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$508  = qe_d1;
+    \$508  = qe_d16;
     if (rst) begin
       \$508  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$509  = qe_d2;
+    \$509  = qe_d17;
     if (rst) begin
       \$509  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$510  = qe_d3;
+    \$510  = qe_d18;
     if (rst) begin
       \$510  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$511  = qe_d4;
+    \$511  = qv_d19;
     if (rst) begin
       \$511  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$512  = qe_d5;
+    \$512  = qe_d19;
     if (rst) begin
       \$512  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$513  = qe_d6;
+    \$513  = \$70 [2:0];
     if (rst) begin
-      \$513  = 1'h0;
+      \$513  = 3'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$514  = qe_d7;
+    \$514  = \$70 [2:0];
     if (rst) begin
-      \$514  = 1'h0;
+      \$514  = 3'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$515  = qe_d8;
+    \$515  = \$70 [2:0];
     if (rst) begin
-      \$515  = 1'h0;
+      \$515  = 3'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$516  = qe_d9;
+    \$516  = \$70 [2:0];
     if (rst) begin
-      \$516  = 1'h0;
+      \$516  = 3'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$517  = qe_d10;
+    \$517  = qv_d19;
     if (rst) begin
       \$517  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$518  = qe_d11;
+    \$518  = qv_d19;
     if (rst) begin
       \$518  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$519  = qe_d12;
+    \$519  = qv_d19;
     if (rst) begin
       \$519  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$520  = qe_d13;
+    \$520  = qv_d19;
     if (rst) begin
       \$520  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$521  = qe_d14;
-    if (rst) begin
-      \$521  = 1'h0;
+    \$521  = skid0;
+    if (\$262 ) begin
+      \$521  = { qe_last_d0, q, results0 };
+    end else if (\$267 ) begin
+      \$521  = skid1;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$522  = qe_d15;
-    if (rst) begin
-      \$522  = 1'h0;
+    \$522  = skid1;
+    if (\$284 ) begin
+      \$522  = { qe_last_d0, q, results0 };
+    end else if (\$289 ) begin
+      \$522  = skid2;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$523  = qe_d16;
-    if (rst) begin
-      \$523  = 1'h0;
+    \$523  = skid2;
+    if (\$306 ) begin
+      \$523  = { qe_last_d0, q, results0 };
+    end else if (\$311 ) begin
+      \$523  = skid3;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$524  = qe_d17;
-    if (rst) begin
-      \$524  = 1'h0;
+    \$524  = skid3;
+    if (\$328 ) begin
+      \$524  = { qe_last_d0, q, results0 };
+    end else if (\$333 ) begin
+      \$524  = 129'h000000000000000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$525  = qe_d18;
+    \$525  = \$70 [2:0];
     if (rst) begin
-      \$525  = 1'h0;
+      \$525  = 3'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$526  = qv_d19;
+    \$526  = \$336 ;
     if (rst) begin
       \$526  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$527  = qe_d19;
+    \$527  = credit_back_d0;
     if (rst) begin
       \$527  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$528  = \$70 [2:0];
+    \$337  = busy_next;
     if (rst) begin
-      \$528  = 3'h0;
+      \$337  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$529  = \$70 [2:0];
+    \$338  = \$11 [7:0];
     if (rst) begin
-      \$529  = 3'h0;
+      \$338  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$530  = \$70 [2:0];
+    \$339  = \$11 [7:0];
     if (rst) begin
-      \$530  = 3'h0;
+      \$339  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$531  = \$70 [2:0];
+    \$340  = \$23 [3:0];
     if (rst) begin
-      \$531  = 3'h0;
+      \$340  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$532  = qv_d19;
+    \$341  = \$32 [3:0];
     if (rst) begin
-      \$532  = 1'h0;
+      \$341  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$533  = qv_d19;
+    \$342  = last_step_next;
     if (rst) begin
-      \$533  = 1'h0;
+      \$342  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$534  = qv_d19;
+    \$343  = ready_next;
     if (rst) begin
-      \$534  = 1'h0;
+      \$343  = 1'h1;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$535  = qv_d19;
+    \$344  = \$47 [2:0];
     if (rst) begin
-      \$535  = 1'h0;
+      \$344  = 3'h4;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$536  = skid0;
-    if (\$278 ) begin
-      \$536  = { qe_last_d0, q, results0 };
-    end else if (\$283 ) begin
-      \$536  = skid1;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$537  = skid1;
-    if (\$300 ) begin
-      \$537  = { qe_last_d0, q, results0 };
-    end else if (\$305 ) begin
-      \$537  = skid2;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$538  = skid2;
-    if (\$322 ) begin
-      \$538  = { qe_last_d0, q, results0 };
-    end else if (\$327 ) begin
-      \$538  = skid3;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$539  = skid3;
-    if (\$344 ) begin
-      \$539  = { qe_last_d0, q, results0 };
-    end else if (\$349 ) begin
-      \$539  = 129'h000000000000000000000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$540  = \$70 [2:0];
+    \$345  = issue_next;
     if (rst) begin
-      \$540  = 3'h0;
+      \$345  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$541  = \$352 ;
-    if (rst) begin
-      \$541  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$542  = credit_back_d0;
-    if (rst) begin
-      \$542  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$353  = busy_next;
-    if (rst) begin
-      \$353  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$354  = \$11 [7:0];
-    if (rst) begin
-      \$354  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$355  = \$11 [7:0];
-    if (rst) begin
-      \$355  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$356  = \$23 [3:0];
-    if (rst) begin
-      \$356  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$357  = \$32 [3:0];
-    if (rst) begin
-      \$357  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$358  = last_step_next;
-    if (rst) begin
-      \$358  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$359  = ready_next;
-    if (rst) begin
-      \$359  = 1'h1;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$360  = \$47 [2:0];
-    if (rst) begin
-      \$360  = 3'h4;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$361  = issue_next;
-    if (rst) begin
-      \$361  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$362  = word;
+    \$346  = word;
     if (\$71 ) begin
-      \$362  = \$85 [3:0];
+      \$346  = \$79 [3:0];
     end
     if (rst) begin
-      \$362  = 4'h0;
+      \$346  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$363  = write_bank;
-    if (\$90 ) begin
-      \$363  = \$91 ;
+    \$347  = last_beat;
+    if (\$71 ) begin
+      \$347  = \$87 ;
     end
+    if (rst) begin
+      \$347  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$348  = write_bank;
+    if (\$89 ) begin
+      \$348  = \$90 ;
+    end
+    if (rst) begin
+      \$348  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$349  = read_bank;
+    if (\$91 ) begin
+      \$349  = \$92 ;
+    end
+    if (rst) begin
+      \$349  = 1'h1;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$350  = \$97 ;
+    if (rst) begin
+      \$350  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$351  = \$104 ;
+    if (rst) begin
+      \$351  = 1'h1;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$352  = \$111 ;
+    if (rst) begin
+      \$352  = 1'h1;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$353  = \$118 ;
+    if (rst) begin
+      \$353  = 1'h1;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$354  = \$125 ;
+    if (rst) begin
+      \$354  = 1'h1;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$355  = { write_bank, word };
+    if (rst) begin
+      \$355  = 5'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$356  = { write_bank, word };
+    if (rst) begin
+      \$356  = 5'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$357  = { write_bank, word };
+    if (rst) begin
+      \$357  = 5'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$358  = { write_bank, word };
+    if (rst) begin
+      \$358  = 5'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$359  = { \$127 , \$23 [3:0] };
+    if (rst) begin
+      \$359  = 5'h10;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$360  = { \$129 , \$23 [3:0] };
+    if (rst) begin
+      \$360  = 5'h10;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$361  = { \$131 , \$23 [3:0] };
+    if (rst) begin
+      \$361  = 5'h10;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$362  = { \$133 , \$23 [3:0] };
+    if (rst) begin
+      \$362  = 5'h10;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$363  = \$136 ;
     if (rst) begin
       \$363  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$364  = read_bank;
-    if (\$92 ) begin
-      \$364  = \$93 ;
-    end
+    \$364  = \$139 ;
     if (rst) begin
-      \$364  = 1'h1;
+      \$364  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$365  = \$101 ;
+    \$365  = \$142 ;
     if (rst) begin
       \$365  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$366  = \$111 ;
+    \$366  = \$145 ;
     if (rst) begin
-      \$366  = 1'h1;
+      \$366  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$367  = \$121 ;
+    \$371  = { last_step, \$147 , \$146 , issue };
     if (rst) begin
-      \$367  = 1'h1;
+      \$371  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$368  = \$131 ;
+    \$372  = f_d0;
     if (rst) begin
-      \$368  = 1'h1;
+      \$372  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$369  = \$141 ;
+    \$373  = f_d1;
     if (rst) begin
-      \$369  = 1'h1;
+      \$373  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$370  = { write_bank, word };
+    \$374  = f_d2;
     if (rst) begin
-      \$370  = 5'h00;
+      \$374  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$371  = { write_bank, word };
+    \$375  = f_d3;
     if (rst) begin
-      \$371  = 5'h00;
+      \$375  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$372  = { write_bank, word };
+    \$376  = f_d4;
     if (rst) begin
-      \$372  = 5'h00;
+      \$376  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$373  = { write_bank, word };
+    \$377  = f_d5;
     if (rst) begin
-      \$373  = 5'h00;
+      \$377  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$374  = { \$143 , \$23 [3:0] };
+    \$378  = f_d6;
     if (rst) begin
-      \$374  = 5'h10;
+      \$378  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$375  = { \$145 , \$23 [3:0] };
+    \$379  = f_d7;
     if (rst) begin
-      \$375  = 5'h10;
+      \$379  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$376  = { \$147 , \$23 [3:0] };
+    \$380  = f_d7[1:0];
     if (rst) begin
-      \$376  = 5'h10;
+      \$380  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$377  = { \$149 , \$23 [3:0] };
+    \$381  = f_d7[1:0];
     if (rst) begin
-      \$377  = 5'h10;
+      \$381  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$378  = \$152 ;
+    \$382  = f_d7[1:0];
     if (rst) begin
-      \$378  = 1'h0;
+      \$382  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$379  = \$155 ;
+    \$383  = f_d7[1:0];
     if (rst) begin
-      \$379  = 1'h0;
+      \$383  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$380  = \$158 ;
+    \$384  = f_d7[1:0];
     if (rst) begin
-      \$380  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$381  = \$161 ;
-    if (rst) begin
-      \$381  = 1'h0;
+      \$384  = 2'h0;
     end
   end
   assign step_next = \$11 [7:0];
@@ -30176,46 +30151,46 @@ module \bchw_top.engine1 (rst, s__valid, s__payload, s__ready, m__valid, m__payl
   assign bias = drain[75:40];
   assign count_next = \$70 [2:0];
   assign credit_back_d1 = credit_back;
-  assign m_ready_copies = { \port$22470$0 , \port$22468$0 , \port$22466$0 , \port$22464$0  };
+  assign m_ready_copies = { \port$22412$0 , \port$22410$0 , \port$22408$0 , \port$22406$0  };
   assign m__payload = \$55 [127:0];
-  assign \$485 [1215:1157] = \$261 ;
-  assign \$485 [1156:1140] = \$260 ;
-  assign \$485 [1139:1081] = \$259 ;
-  assign \$485 [1080:1064] = \$258 ;
-  assign \$485 [1063:1005] = \$257 ;
-  assign \$485 [1004:988] = \$256 ;
-  assign \$485 [987:929] = \$255 ;
-  assign \$485 [928:912] = \$254 ;
-  assign \$485 [911:853] = \$253 ;
-  assign \$485 [852:836] = \$252 ;
-  assign \$485 [835:777] = \$251 ;
-  assign \$485 [776:760] = \$250 ;
-  assign \$485 [759:701] = \$249 ;
-  assign \$485 [700:684] = \$248 ;
-  assign \$485 [683:625] = \$247 ;
-  assign \$485 [624:608] = \$246 ;
-  assign \$485 [607:549] = \$245 ;
-  assign \$485 [548:532] = \$244 ;
-  assign \$485 [531:473] = \$243 ;
-  assign \$485 [472:456] = \$242 ;
-  assign \$485 [455:397] = \$241 ;
-  assign \$485 [396:380] = \$240 ;
-  assign \$485 [379:321] = \$239 ;
-  assign \$485 [320:304] = \$238 ;
-  assign \$485 [303:245] = \$237 ;
-  assign \$485 [244:228] = \$236 ;
-  assign \$485 [227:169] = \$235 ;
-  assign \$485 [168:152] = \$234 ;
-  assign \$485 [151:93] = \$233 ;
-  assign \$485 [92:76] = \$232 ;
-  assign \$485 [75:17] = \$231 ;
-  assign \$485 [16:0] = \$230 ;
-  assign \$434  = params_d0;
-  assign \$433  = { \data$254 , \data$253 , \data$252 , \data$251 , \data$250 , \data$249 , \data$248 , \data$247 , \data$246 , \data$245 , \data$244 , \data$243 , \data$242 , \data$241 , \data$240 , \data$239  };
-  assign \$385  = wdata_d1;
-  assign \$384  = wdata_d0;
-  assign \$383  = data;
-  assign \$382  = { \read__data$199 , \read__data$198 , \read__data$197 , read__data };
+  assign \$470 [1215:1157] = \$245 ;
+  assign \$470 [1156:1140] = \$244 ;
+  assign \$470 [1139:1081] = \$243 ;
+  assign \$470 [1080:1064] = \$242 ;
+  assign \$470 [1063:1005] = \$241 ;
+  assign \$470 [1004:988] = \$240 ;
+  assign \$470 [987:929] = \$239 ;
+  assign \$470 [928:912] = \$238 ;
+  assign \$470 [911:853] = \$237 ;
+  assign \$470 [852:836] = \$236 ;
+  assign \$470 [835:777] = \$235 ;
+  assign \$470 [776:760] = \$234 ;
+  assign \$470 [759:701] = \$233 ;
+  assign \$470 [700:684] = \$232 ;
+  assign \$470 [683:625] = \$231 ;
+  assign \$470 [624:608] = \$230 ;
+  assign \$470 [607:549] = \$229 ;
+  assign \$470 [548:532] = \$228 ;
+  assign \$470 [531:473] = \$227 ;
+  assign \$470 [472:456] = \$226 ;
+  assign \$470 [455:397] = \$225 ;
+  assign \$470 [396:380] = \$224 ;
+  assign \$470 [379:321] = \$223 ;
+  assign \$470 [320:304] = \$222 ;
+  assign \$470 [303:245] = \$221 ;
+  assign \$470 [244:228] = \$220 ;
+  assign \$470 [227:169] = \$219 ;
+  assign \$470 [168:152] = \$218 ;
+  assign \$470 [151:93] = \$217 ;
+  assign \$470 [92:76] = \$216 ;
+  assign \$470 [75:17] = \$215 ;
+  assign \$470 [16:0] = \$214 ;
+  assign \$419  = params_d0;
+  assign \$418  = { \data$255 , \data$254 , \data$253 , \data$252 , \data$251 , \data$250 , \data$249 , \data$248 , \data$247 , \data$246 , \data$245 , \data$244 , \data$243 , \data$242 , \data$241 , \data$240  };
+  assign \$370  = wdata_d1;
+  assign \$369  = wdata_d0;
+  assign \$368  = data;
+  assign \$367  = { \read__data$200 , \read__data$199 , \read__data$198 , read__data };
   assign busy_next = \$4 ;
   assign \$11  = \$10 ;
   assign \$23  = \$22 ;
@@ -30224,32 +30199,21 @@ module \bchw_top.engine1 (rst, s__valid, s__payload, s__ready, m__valid, m__payl
   assign ready_next = \$42 ;
   assign \$47  = \$46 ;
   assign issue_next = \$51 ;
+  assign \$72  = 1'h1;
   assign \$73  = 1'h1;
-  assign \$74  = \$72 ;
-  assign \$75  = 1'h1;
+  assign \$74  = 2'h1;
+  assign \$75  = 2'h0;
   assign \$76  = 1'h1;
-  assign \$77  = 2'h1;
-  assign \$78  = 2'h0;
+  assign \$78  = \$77 ;
   assign \$80  = 1'h1;
-  assign \$81  = \$79 ;
-  assign \$82  = 1'h1;
-  assign \$84  = \$83 ;
-  assign \$88  = 1'h1;
-  assign \$89  = \$87 ;
-  assign \$96  = 1'h1;
-  assign \$97  = \$95 ;
-  assign \$104  = 1'h1;
-  assign \$105  = \$103 ;
-  assign \$114  = 1'h1;
-  assign \$115  = \$113 ;
-  assign \$124  = 1'h1;
-  assign \$125  = \$123 ;
-  assign \$134  = 1'h1;
-  assign \$135  = \$133 ;
-  assign \$151  = 1'h1;
-  assign \$154  = 1'h1;
-  assign \$157  = 1'h1;
-  assign \$160  = 1'h1;
+  assign \$82  = \$81 ;
+  assign \$84  = 1'h0;
+  assign \$85  = 1'h0;
+  assign \$86  = \$82 ;
+  assign \$135  = 1'h1;
+  assign \$138  = 1'h1;
+  assign \$141  = 1'h1;
+  assign \$144  = 1'h1;
 endmodule
 
 (* generator = "Amaranth" *)
@@ -30669,7 +30633,7 @@ module \bchw_top.engine1.params9 (data, addr, clk);
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine1.requant0 (rst, \port$20471$0 , q, clk);
+module \bchw_top.engine1.requant0 (rst, \port$20411$0 , q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$5  = 0;
   wire [35:0] \$1 ;
   wire \$10 ;
@@ -30727,8 +30691,8 @@ module \bchw_top.engine1.requant0 (rst, \port$20471$0 , q, clk);
   wire \en$1 ;
   wire [17:0] mul;
   wire [34:0] p;
-  input [75:0] \port$20471$0 ;
-  wire [75:0] \port$20471$0 ;
+  input [75:0] \port$20411$0 ;
+  wire [75:0] \port$20411$0 ;
   reg [34:0] product_d0 = 35'h000000000;
   output [7:0] q;
   reg [7:0] q = 8'h00;
@@ -30799,7 +30763,7 @@ module \bchw_top.engine1.requant0 (rst, \port$20471$0 , q, clk);
   \bchw_top.engine1.requant0.mul0  mul0 (
     .clk(clk),
     .p(p),
-    .\port$20471$0 (\port$20471$0 [34:0])
+    .\port$20411$0 (\port$20411$0 [34:0])
   );
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
@@ -30810,12 +30774,12 @@ module \bchw_top.engine1.requant0 (rst, \port$20471$0 , q, clk);
   end
   assign en = 1'h1;
   assign \en$1  = 1'h1;
-  assign a = \port$20471$0 [16:0];
-  assign acc = \port$20471$0 [16:0];
-  assign b = \port$20471$0 [34:17];
-  assign mul = \port$20471$0 [34:17];
-  assign bias = \port$20471$0 [75:40];
-  assign shift = \port$20471$0 [39:35];
+  assign a = \port$20411$0 [16:0];
+  assign acc = \port$20411$0 [16:0];
+  assign b = \port$20411$0 [34:17];
+  assign mul = \port$20411$0 [34:17];
+  assign bias = \port$20411$0 [75:40];
+  assign shift = \port$20411$0 [39:35];
   assign \$42  = { \$26 , \$25 , \$24 , \$23 , \$22 , \$21 , \$20 , \$19 , \$18 , \$17 , \$16 , \$15 , \$14 , \$13 , \$12 , \$11 , \$10 , \$9 , \$8 , \$7 , \$6 , \$5 , \$4 , \$3  };
   assign \$41  = shift_d3;
   assign \$40  = \$2 ;
@@ -30824,13 +30788,13 @@ module \bchw_top.engine1.requant0 (rst, \port$20471$0 , q, clk);
   assign \$37  = p;
   assign \$36  = shift_d1;
   assign \$35  = bias_d1;
-  assign \$34  = \port$20471$0 [39:35];
-  assign \$33  = \port$20471$0 [75:40];
+  assign \$34  = \port$20411$0 [39:35];
+  assign \$33  = \port$20411$0 [75:40];
   assign \$1  = { product_d0[34], product_d0 };
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine1.requant0.mul0 (p, \port$20471$0 , clk);
+module \bchw_top.engine1.requant0.mul0 (p, \port$20411$0 , clk);
   wire [16:0] a;
   wire [17:0] b;
   input clk;
@@ -30838,21 +30802,21 @@ module \bchw_top.engine1.requant0.mul0 (p, \port$20471$0 , clk);
   wire en;
   output [34:0] p;
   wire [34:0] p;
-  input [34:0] \port$20471$0 ;
-  wire [34:0] \port$20471$0 ;
+  input [34:0] \port$20411$0 ;
+  wire [34:0] \port$20411$0 ;
   bchw_mul #(
     .A_WIDTH(32'd17),
     .B_WIDTH(32'd18)
   ) mul (
-    .a(\port$20471$0 [16:0]),
-    .b(\port$20471$0 [34:17]),
+    .a(\port$20411$0 [16:0]),
+    .b(\port$20411$0 [34:17]),
     .clk(clk),
     .en(1'h1),
     .p(p)
   );
   assign en = 1'h1;
-  assign a = \port$20471$0 [16:0];
-  assign b = \port$20471$0 [34:17];
+  assign a = \port$20411$0 [16:0];
+  assign b = \port$20411$0 [34:17];
 endmodule
 
 (* generator = "Amaranth" *)
@@ -42032,7 +41996,7 @@ module \bchw_top.engine1.weights (data, addr, clk);
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine2 (rst, s__valid, s__payload, s__ready, m__valid, m__payload, m__ready, sready_copy0, sready_copy1, sready_copy2, sready_copy3, \port$24714$0 , \port$24716$0 , \port$24718$0 , \port$24720$0 , clk);
+module \bchw_top.engine2 (rst, s__valid, s__payload, s__ready, m__valid, m__payload, m__ready, sready_copy0, sready_copy1, sready_copy2, sready_copy3, \port$24658$0 , \port$24660$0 , \port$24662$0 , \port$24664$0 , clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$6  = 0;
   wire \$1 ;
   wire [8:0] \$10 ;
@@ -42091,23 +42055,23 @@ module \bchw_top.engine2 (rst, s__valid, s__payload, s__ready, m__valid, m__payl
   wire \$148 ;
   wire \$149 ;
   wire \$15 ;
-  wire \$150 ;
-  wire \$151 ;
-  wire \$152 ;
-  wire \$153 ;
-  wire \$154 ;
-  wire \$155 ;
-  wire \$156 ;
-  wire \$157 ;
-  wire \$158 ;
-  wire \$159 ;
+  wire [16:0] \$150 ;
+  wire [17:0] \$151 ;
+  wire [16:0] \$152 ;
+  wire [17:0] \$153 ;
+  wire [16:0] \$154 ;
+  wire [17:0] \$155 ;
+  wire [16:0] \$156 ;
+  wire [17:0] \$157 ;
+  wire [16:0] \$158 ;
+  wire [17:0] \$159 ;
   wire \$16 ;
-  wire \$160 ;
-  wire \$161 ;
-  wire \$162 ;
-  wire \$163 ;
-  wire \$164 ;
-  wire \$165 ;
+  wire [16:0] \$160 ;
+  wire [17:0] \$161 ;
+  wire [16:0] \$162 ;
+  wire [17:0] \$163 ;
+  wire [16:0] \$164 ;
+  wire [17:0] \$165 ;
   wire [16:0] \$166 ;
   wire [17:0] \$167 ;
   wire [16:0] \$168 ;
@@ -42126,23 +42090,23 @@ module \bchw_top.engine2 (rst, s__valid, s__payload, s__ready, m__valid, m__payl
   wire \$18 ;
   wire [16:0] \$180 ;
   wire [17:0] \$181 ;
-  wire [16:0] \$182 ;
-  wire [17:0] \$183 ;
-  wire [16:0] \$184 ;
-  wire [17:0] \$185 ;
-  wire [16:0] \$186 ;
-  wire [17:0] \$187 ;
-  wire [16:0] \$188 ;
-  wire [17:0] \$189 ;
+  wire \$182 ;
+  wire \$183 ;
+  wire \$184 ;
+  wire \$185 ;
+  wire \$186 ;
+  wire \$187 ;
+  wire \$188 ;
+  wire \$189 ;
   wire \$19 ;
-  wire [16:0] \$190 ;
-  wire [17:0] \$191 ;
-  wire [16:0] \$192 ;
-  wire [17:0] \$193 ;
-  wire [16:0] \$194 ;
-  wire [17:0] \$195 ;
-  wire [16:0] \$196 ;
-  wire [17:0] \$197 ;
+  wire \$190 ;
+  wire \$191 ;
+  wire \$192 ;
+  wire \$193 ;
+  wire \$194 ;
+  wire \$195 ;
+  wire \$196 ;
+  wire \$197 ;
   wire \$198 ;
   wire \$199 ;
   wire \$2 ;
@@ -42162,23 +42126,23 @@ module \bchw_top.engine2 (rst, s__valid, s__payload, s__ready, m__valid, m__payl
   wire \$211 ;
   wire \$212 ;
   wire \$213 ;
-  wire \$214 ;
-  wire \$215 ;
-  wire \$216 ;
-  wire \$217 ;
-  wire \$218 ;
-  wire \$219 ;
+  wire [16:0] \$214 ;
+  wire [58:0] \$215 ;
+  wire [16:0] \$216 ;
+  wire [58:0] \$217 ;
+  wire [16:0] \$218 ;
+  wire [58:0] \$219 ;
   wire [4:0] \$22 ;
-  wire \$220 ;
-  wire \$221 ;
-  wire \$222 ;
-  wire \$223 ;
-  wire \$224 ;
-  wire \$225 ;
-  wire \$226 ;
-  wire \$227 ;
-  wire \$228 ;
-  wire \$229 ;
+  wire [16:0] \$220 ;
+  wire [58:0] \$221 ;
+  wire [16:0] \$222 ;
+  wire [58:0] \$223 ;
+  wire [16:0] \$224 ;
+  wire [58:0] \$225 ;
+  wire [16:0] \$226 ;
+  wire [58:0] \$227 ;
+  wire [16:0] \$228 ;
+  wire [58:0] \$229 ;
   wire [4:0] \$23 ;
   wire [16:0] \$230 ;
   wire [58:0] \$231 ;
@@ -42197,24 +42161,24 @@ module \bchw_top.engine2 (rst, s__valid, s__payload, s__ready, m__valid, m__payl
   wire [58:0] \$243 ;
   wire [16:0] \$244 ;
   wire [58:0] \$245 ;
-  wire [16:0] \$246 ;
-  wire [58:0] \$247 ;
-  wire [16:0] \$248 ;
-  wire [58:0] \$249 ;
+  wire \$246 ;
+  wire \$247 ;
+  wire \$248 ;
+  wire \$249 ;
   wire \$25 ;
-  wire [16:0] \$250 ;
-  wire [58:0] \$251 ;
-  wire [16:0] \$252 ;
-  wire [58:0] \$253 ;
-  wire [16:0] \$254 ;
-  wire [58:0] \$255 ;
-  wire [16:0] \$256 ;
-  wire [58:0] \$257 ;
-  wire [16:0] \$258 ;
-  wire [58:0] \$259 ;
+  wire \$250 ;
+  wire \$251 ;
+  wire \$252 ;
+  wire \$253 ;
+  wire \$254 ;
+  wire \$255 ;
+  wire \$256 ;
+  wire \$257 ;
+  wire \$258 ;
+  wire \$259 ;
   wire \$26 ;
-  wire [16:0] \$260 ;
-  wire [58:0] \$261 ;
+  wire \$260 ;
+  wire \$261 ;
   wire \$262 ;
   wire \$263 ;
   wire \$264 ;
@@ -42298,89 +42262,89 @@ module \bchw_top.engine2 (rst, s__valid, s__payload, s__ready, m__valid, m__payl
   wire \$334 ;
   wire \$335 ;
   wire \$336 ;
-  wire \$337 ;
-  wire \$338 ;
-  wire \$339 ;
+  reg \$337 ;
+  reg [7:0] \$338 ;
+  reg [7:0] \$339 ;
   wire \$34 ;
-  wire \$340 ;
-  wire \$341 ;
-  wire \$342 ;
-  wire \$343 ;
-  wire \$344 ;
-  wire \$345 ;
-  wire \$346 ;
-  wire \$347 ;
-  wire \$348 ;
-  wire \$349 ;
+  reg [3:0] \$340 ;
+  reg [3:0] \$341 ;
+  reg \$342 ;
+  reg \$343 ;
+  reg [2:0] \$344 ;
+  reg \$345 ;
+  reg [3:0] \$346 ;
+  reg \$347 ;
+  reg \$348 ;
+  reg \$349 ;
   wire \$35 ;
-  wire \$350 ;
-  wire \$351 ;
-  wire \$352 ;
+  reg \$350 ;
+  reg \$351 ;
+  reg \$352 ;
   reg \$353 ;
-  reg [7:0] \$354 ;
-  reg [7:0] \$355 ;
-  reg [3:0] \$356 ;
-  reg [3:0] \$357 ;
-  reg \$358 ;
-  reg \$359 ;
+  reg \$354 ;
+  reg [4:0] \$355 ;
+  reg [4:0] \$356 ;
+  reg [4:0] \$357 ;
+  reg [4:0] \$358 ;
+  reg [4:0] \$359 ;
   wire \$36 ;
-  reg [2:0] \$360 ;
-  reg \$361 ;
-  reg [3:0] \$362 ;
+  reg [4:0] \$360 ;
+  reg [4:0] \$361 ;
+  reg [4:0] \$362 ;
   reg \$363 ;
   reg \$364 ;
   reg \$365 ;
   reg \$366 ;
-  reg \$367 ;
-  reg \$368 ;
-  reg \$369 ;
+  wire [127:0] \$367 ;
+  wire [255:0] \$368 ;
+  wire [255:0] \$369 ;
   wire \$37 ;
-  reg [4:0] \$370 ;
-  reg [4:0] \$371 ;
-  reg [4:0] \$372 ;
-  reg [4:0] \$373 ;
-  reg [4:0] \$374 ;
-  reg [4:0] \$375 ;
-  reg [4:0] \$376 ;
-  reg [4:0] \$377 ;
-  reg \$378 ;
-  reg \$379 ;
+  wire [255:0] \$370 ;
+  reg [3:0] \$371 ;
+  reg [3:0] \$372 ;
+  reg [3:0] \$373 ;
+  reg [3:0] \$374 ;
+  reg [3:0] \$375 ;
+  reg [3:0] \$376 ;
+  reg [3:0] \$377 ;
+  reg [3:0] \$378 ;
+  reg [3:0] \$379 ;
   wire \$38 ;
-  reg \$380 ;
-  reg \$381 ;
-  wire [127:0] \$382 ;
-  wire [255:0] \$383 ;
-  wire [255:0] \$384 ;
-  wire [255:0] \$385 ;
-  reg [3:0] \$386 ;
-  reg [3:0] \$387 ;
-  reg [3:0] \$388 ;
-  reg [3:0] \$389 ;
+  reg [1:0] \$380 ;
+  reg [1:0] \$381 ;
+  reg [1:0] \$382 ;
+  reg [1:0] \$383 ;
+  reg [1:0] \$384 ;
+  reg [1:0] \$385 ;
+  reg [1:0] \$386 ;
+  reg [1:0] \$387 ;
+  reg [1:0] \$388 ;
+  reg [1:0] \$389 ;
   wire \$39 ;
-  reg [3:0] \$390 ;
-  reg [3:0] \$391 ;
-  reg [3:0] \$392 ;
-  reg [3:0] \$393 ;
-  reg [3:0] \$394 ;
+  reg [1:0] \$390 ;
+  reg [1:0] \$391 ;
+  reg [1:0] \$392 ;
+  reg [1:0] \$393 ;
+  reg [1:0] \$394 ;
   reg [1:0] \$395 ;
-  reg [1:0] \$396 ;
-  reg [1:0] \$397 ;
-  reg [1:0] \$398 ;
-  reg [1:0] \$399 ;
+  reg [3:0] \$396 ;
+  reg [3:0] \$397 ;
+  reg [3:0] \$398 ;
+  reg [3:0] \$399 ;
   wire \$4 ;
   wire \$40 ;
-  reg [1:0] \$400 ;
-  reg [1:0] \$401 ;
-  reg [1:0] \$402 ;
-  reg [1:0] \$403 ;
-  reg [1:0] \$404 ;
-  reg [1:0] \$405 ;
-  reg [1:0] \$406 ;
-  reg [1:0] \$407 ;
-  reg [1:0] \$408 ;
-  reg [1:0] \$409 ;
+  reg [3:0] \$400 ;
+  reg [3:0] \$401 ;
+  reg [3:0] \$402 ;
+  reg [3:0] \$403 ;
+  reg [3:0] \$404 ;
+  reg [3:0] \$405 ;
+  reg [3:0] \$406 ;
+  reg [3:0] \$407 ;
+  reg [3:0] \$408 ;
+  reg [3:0] \$409 ;
   wire \$41 ;
-  reg [1:0] \$410 ;
+  reg [3:0] \$410 ;
   reg [3:0] \$411 ;
   reg [3:0] \$412 ;
   reg [3:0] \$413 ;
@@ -42388,45 +42352,45 @@ module \bchw_top.engine2 (rst, s__valid, s__payload, s__ready, m__valid, m__payl
   reg [3:0] \$415 ;
   reg [3:0] \$416 ;
   reg [3:0] \$417 ;
-  reg [3:0] \$418 ;
-  reg [3:0] \$419 ;
+  wire [943:0] \$418 ;
+  wire [943:0] \$419 ;
   wire \$42 ;
-  reg [3:0] \$420 ;
-  reg [3:0] \$421 ;
-  reg [3:0] \$422 ;
-  reg [3:0] \$423 ;
-  reg [3:0] \$424 ;
-  reg [3:0] \$425 ;
-  reg [3:0] \$426 ;
-  reg [3:0] \$427 ;
-  reg [3:0] \$428 ;
-  reg [3:0] \$429 ;
+  reg \$420 ;
+  reg \$421 ;
+  reg [16:0] \$422 ;
+  reg [16:0] \$423 ;
+  reg [16:0] \$424 ;
+  reg [16:0] \$425 ;
+  reg [16:0] \$426 ;
+  reg [16:0] \$427 ;
+  reg [16:0] \$428 ;
+  reg [16:0] \$429 ;
   wire [3:0] \$43 ;
-  reg [3:0] \$430 ;
-  reg [3:0] \$431 ;
-  reg [3:0] \$432 ;
-  wire [943:0] \$433 ;
-  wire [943:0] \$434 ;
-  reg \$435 ;
-  reg \$436 ;
+  reg [16:0] \$430 ;
+  reg [16:0] \$431 ;
+  reg [16:0] \$432 ;
+  reg [16:0] \$433 ;
+  reg [16:0] \$434 ;
+  reg [16:0] \$435 ;
+  reg [16:0] \$436 ;
   reg [16:0] \$437 ;
-  reg [16:0] \$438 ;
-  reg [16:0] \$439 ;
+  reg \$438 ;
+  reg \$439 ;
   wire \$44 ;
-  reg [16:0] \$440 ;
-  reg [16:0] \$441 ;
-  reg [16:0] \$442 ;
-  reg [16:0] \$443 ;
-  reg [16:0] \$444 ;
-  reg [16:0] \$445 ;
-  reg [16:0] \$446 ;
-  reg [16:0] \$447 ;
-  reg [16:0] \$448 ;
-  reg [16:0] \$449 ;
+  reg \$440 ;
+  reg \$441 ;
+  reg \$442 ;
+  reg \$443 ;
+  reg \$444 ;
+  reg \$445 ;
+  reg \$446 ;
+  reg \$447 ;
+  reg \$448 ;
+  reg \$449 ;
   wire \$45 ;
-  reg [16:0] \$450 ;
-  reg [16:0] \$451 ;
-  reg [16:0] \$452 ;
+  reg \$450 ;
+  reg \$451 ;
+  reg \$452 ;
   reg \$453 ;
   reg \$454 ;
   reg \$455 ;
@@ -42446,7 +42410,7 @@ module \bchw_top.engine2 (rst, s__valid, s__payload, s__ready, m__valid, m__payl
   reg \$468 ;
   reg \$469 ;
   wire [4:0] \$47 ;
-  reg \$470 ;
+  wire [1215:0] \$470 ;
   reg \$471 ;
   reg \$472 ;
   reg \$473 ;
@@ -42462,7 +42426,7 @@ module \bchw_top.engine2 (rst, s__valid, s__payload, s__ready, m__valid, m__payl
   reg \$482 ;
   reg \$483 ;
   reg \$484 ;
-  wire [1215:0] \$485 ;
+  reg \$485 ;
   reg \$486 ;
   reg \$487 ;
   reg \$488 ;
@@ -42494,39 +42458,24 @@ module \bchw_top.engine2 (rst, s__valid, s__payload, s__ready, m__valid, m__payl
   reg \$510 ;
   reg \$511 ;
   reg \$512 ;
-  reg \$513 ;
-  reg \$514 ;
-  reg \$515 ;
-  reg \$516 ;
+  reg [2:0] \$513 ;
+  reg [2:0] \$514 ;
+  reg [2:0] \$515 ;
+  reg [2:0] \$516 ;
   reg \$517 ;
   reg \$518 ;
   reg \$519 ;
   wire \$52 ;
   reg \$520 ;
-  reg \$521 ;
-  reg \$522 ;
-  reg \$523 ;
-  reg \$524 ;
-  reg \$525 ;
+  reg [128:0] \$521 ;
+  reg [128:0] \$522 ;
+  reg [128:0] \$523 ;
+  reg [128:0] \$524 ;
+  reg [2:0] \$525 ;
   reg \$526 ;
   reg \$527 ;
-  reg [2:0] \$528 ;
-  reg [2:0] \$529 ;
   wire \$53 ;
-  reg [2:0] \$530 ;
-  reg [2:0] \$531 ;
-  reg \$532 ;
-  reg \$533 ;
-  reg \$534 ;
-  reg \$535 ;
-  reg [128:0] \$536 ;
-  reg [128:0] \$537 ;
-  reg [128:0] \$538 ;
-  reg [128:0] \$539 ;
   wire \$54 ;
-  reg [2:0] \$540 ;
-  reg \$541 ;
-  reg \$542 ;
   wire [128:0] \$55 ;
   wire \$56 ;
   wire \$57 ;
@@ -42548,19 +42497,19 @@ module \bchw_top.engine2 (rst, s__valid, s__payload, s__ready, m__valid, m__payl
   wire \$71 ;
   wire \$72 ;
   wire \$73 ;
-  wire \$74 ;
-  wire \$75 ;
+  wire [1:0] \$74 ;
+  wire [1:0] \$75 ;
   wire \$76 ;
-  wire [1:0] \$77 ;
-  wire [1:0] \$78 ;
-  wire \$79 ;
+  wire [4:0] \$77 ;
+  wire [4:0] \$78 ;
+  wire [4:0] \$79 ;
   wire [8:0] \$8 ;
   wire \$80 ;
   wire \$81 ;
   wire \$82 ;
-  wire [4:0] \$83 ;
-  wire [4:0] \$84 ;
-  wire [4:0] \$85 ;
+  wire \$83 ;
+  wire \$84 ;
+  wire \$85 ;
   wire \$86 ;
   wire \$87 ;
   wire \$88 ;
@@ -42684,7 +42633,6 @@ module \bchw_top.engine2 (rst, s__valid, s__payload, s__ready, m__valid, m__payl
   reg [2:0] credits = 3'h4;
   wire [2:0] credits_next;
   wire [255:0] data;
-  wire [58:0] \data$239 ;
   wire [58:0] \data$240 ;
   wire [58:0] \data$241 ;
   wire [58:0] \data$242 ;
@@ -42700,6 +42648,7 @@ module \bchw_top.engine2 (rst, s__valid, s__payload, s__ready, m__valid, m__payl
   wire [58:0] \data$252 ;
   wire [58:0] \data$253 ;
   wire [58:0] \data$254 ;
+  wire [58:0] \data$255 ;
   (* keep = 32'd1 *)
   reg dload_copy0 = 1'h0;
   (* keep = 32'd1 *)
@@ -42811,6 +42760,7 @@ module \bchw_top.engine2 (rst, s__valid, s__payload, s__ready, m__valid, m__payl
   reg issue = 1'h0;
   wire issue_next;
   wire [-1:0] lane;
+  reg last_beat = 1'h0;
   reg last_step = 1'h0;
   wire last_step_next;
   output [127:0] m__payload;
@@ -42880,14 +42830,14 @@ module \bchw_top.engine2 (rst, s__valid, s__payload, s__ready, m__valid, m__payl
   reg [3:0] paddr_d5 = 4'h0;
   reg [943:0] params_d0 = 944'h00000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000;
   reg [943:0] params_d1 = 944'h00000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000;
-  input \port$24714$0 ;
-  wire \port$24714$0 ;
-  input \port$24716$0 ;
-  wire \port$24716$0 ;
-  input \port$24718$0 ;
-  wire \port$24718$0 ;
-  input \port$24720$0 ;
-  wire \port$24720$0 ;
+  input \port$24658$0 ;
+  wire \port$24658$0 ;
+  input \port$24660$0 ;
+  wire \port$24660$0 ;
+  input \port$24662$0 ;
+  wire \port$24662$0 ;
+  input \port$24664$0 ;
+  wire \port$24664$0 ;
   wire [7:0] q;
   reg qe_d0 = 1'h0;
   reg qe_d1 = 1'h0;
@@ -42940,9 +42890,9 @@ module \bchw_top.engine2 (rst, s__valid, s__payload, s__ready, m__valid, m__payl
   (* keep = 32'd1 *)
   reg [4:0] \read__addr$54  = 5'h10;
   wire [31:0] read__data;
-  wire [31:0] \read__data$197 ;
   wire [31:0] \read__data$198 ;
   wire [31:0] \read__data$199 ;
+  wire [31:0] \read__data$200 ;
   reg read_bank = 1'h1;
   reg ready = 1'h1;
   wire ready_next;
@@ -42986,21 +42936,21 @@ module \bchw_top.engine2 (rst, s__valid, s__payload, s__ready, m__valid, m__payl
   reg [7:0] step = 8'h00;
   wire [7:0] step_next;
   wire [12:0] sum;
-  wire [12:0] \sum$261 ;
-  wire [12:0] \sum$263 ;
-  wire [12:0] \sum$265 ;
-  wire [12:0] \sum$267 ;
-  wire [12:0] \sum$269 ;
-  wire [12:0] \sum$271 ;
-  wire [12:0] \sum$273 ;
-  wire [12:0] \sum$275 ;
-  wire [12:0] \sum$277 ;
-  wire [12:0] \sum$279 ;
-  wire [12:0] \sum$281 ;
-  wire [12:0] \sum$283 ;
-  wire [12:0] \sum$285 ;
-  wire [12:0] \sum$287 ;
-  wire [12:0] \sum$289 ;
+  wire [12:0] \sum$262 ;
+  wire [12:0] \sum$264 ;
+  wire [12:0] \sum$266 ;
+  wire [12:0] \sum$268 ;
+  wire [12:0] \sum$270 ;
+  wire [12:0] \sum$272 ;
+  wire [12:0] \sum$274 ;
+  wire [12:0] \sum$276 ;
+  wire [12:0] \sum$278 ;
+  wire [12:0] \sum$280 ;
+  wire [12:0] \sum$282 ;
+  wire [12:0] \sum$284 ;
+  wire [12:0] \sum$286 ;
+  wire [12:0] \sum$288 ;
+  wire [12:0] \sum$290 ;
   wire [15:0] w;
   wire [15:0] \w$100 ;
   wire [15:0] \w$104 ;
@@ -43250,7 +43200,7 @@ module \bchw_top.engine2 (rst, s__valid, s__payload, s__ready, m__valid, m__payl
   always @(posedge clk) begin
     _1_ <= xmem1[\read__addr$40 ];
   end
-  assign \read__data$197  = _1_;
+  assign \read__data$198  = _1_;
   reg [31:0] xmem2 [31:0];
   initial begin
     xmem2[0] = 32'd0;
@@ -43294,7 +43244,7 @@ module \bchw_top.engine2 (rst, s__valid, s__payload, s__ready, m__valid, m__payl
   always @(posedge clk) begin
     _2_ <= xmem2[\read__addr$47 ];
   end
-  assign \read__data$198  = _2_;
+  assign \read__data$199  = _2_;
   reg [31:0] xmem3 [31:0];
   initial begin
     xmem3[0] = 32'd0;
@@ -43338,325 +43288,295 @@ module \bchw_top.engine2 (rst, s__valid, s__payload, s__ready, m__valid, m__payl
   always @(posedge clk) begin
     _3_ <= xmem3[\read__addr$54 ];
   end
-  assign \read__data$199  = _3_;
+  assign \read__data$200  = _3_;
   always @(posedge clk)
-    wdata_d2 <= \$385 ;
+    accflags_copy5 <= \$385 ;
   always @(posedge clk)
-    f_d0 <= \$386 ;
+    accflags_copy6 <= \$386 ;
   always @(posedge clk)
-    f_d1 <= \$387 ;
+    accflags_copy7 <= \$387 ;
   always @(posedge clk)
-    f_d2 <= \$388 ;
+    accflags_copy8 <= \$388 ;
   always @(posedge clk)
-    f_d3 <= \$389 ;
+    accflags_copy9 <= \$389 ;
   always @(posedge clk)
-    f_d4 <= \$390 ;
+    accflags_copy10 <= \$390 ;
   always @(posedge clk)
-    f_d5 <= \$391 ;
+    accflags_copy11 <= \$391 ;
   always @(posedge clk)
-    f_d6 <= \$392 ;
+    accflags_copy12 <= \$392 ;
   always @(posedge clk)
-    f_d7 <= \$393 ;
+    accflags_copy13 <= \$393 ;
   always @(posedge clk)
-    ft_d0 <= \$394 ;
+    accflags_copy14 <= \$394 ;
   always @(posedge clk)
-    accflags_copy0 <= \$395 ;
+    accflags_copy15 <= \$395 ;
   always @(posedge clk)
-    accflags_copy1 <= \$396 ;
+    paddr_d0 <= \$396 ;
   always @(posedge clk)
-    accflags_copy2 <= \$397 ;
+    paddr_d1 <= \$397 ;
   always @(posedge clk)
-    accflags_copy3 <= \$398 ;
+    paddr_d2 <= \$398 ;
   always @(posedge clk)
-    accflags_copy4 <= \$399 ;
+    paddr_d3 <= \$399 ;
   always @(posedge clk)
-    accflags_copy5 <= \$400 ;
+    paddr_d4 <= \$400 ;
   always @(posedge clk)
-    accflags_copy6 <= \$401 ;
+    paddr_d5 <= \$401 ;
   always @(posedge clk)
-    accflags_copy7 <= \$402 ;
+    \addr$122  <= \$402 ;
   always @(posedge clk)
-    accflags_copy8 <= \$403 ;
+    \addr$125  <= \$403 ;
   always @(posedge clk)
-    accflags_copy9 <= \$404 ;
+    \addr$128  <= \$404 ;
   always @(posedge clk)
-    accflags_copy10 <= \$405 ;
+    \addr$131  <= \$405 ;
   always @(posedge clk)
-    accflags_copy11 <= \$406 ;
+    \addr$134  <= \$406 ;
   always @(posedge clk)
-    accflags_copy12 <= \$407 ;
+    \addr$137  <= \$407 ;
   always @(posedge clk)
-    accflags_copy13 <= \$408 ;
+    \addr$140  <= \$408 ;
   always @(posedge clk)
-    accflags_copy14 <= \$409 ;
+    \addr$143  <= \$409 ;
   always @(posedge clk)
-    accflags_copy15 <= \$410 ;
+    \addr$146  <= \$410 ;
   always @(posedge clk)
-    paddr_d0 <= \$411 ;
+    \addr$149  <= \$411 ;
   always @(posedge clk)
-    paddr_d1 <= \$412 ;
+    \addr$152  <= \$412 ;
   always @(posedge clk)
-    paddr_d2 <= \$413 ;
+    \addr$155  <= \$413 ;
   always @(posedge clk)
-    paddr_d3 <= \$414 ;
+    \addr$158  <= \$414 ;
   always @(posedge clk)
-    paddr_d4 <= \$415 ;
+    \addr$161  <= \$415 ;
   always @(posedge clk)
-    paddr_d5 <= \$416 ;
+    \addr$164  <= \$416 ;
   always @(posedge clk)
-    \addr$122  <= \$417 ;
+    \addr$167  <= \$417 ;
   always @(posedge clk)
-    \addr$125  <= \$418 ;
+    params_d0 <= \$418 ;
   always @(posedge clk)
-    \addr$128  <= \$419 ;
+    params_d1 <= \$419 ;
   always @(posedge clk)
-    \addr$131  <= \$420 ;
+    acc_valid <= \$420 ;
   always @(posedge clk)
-    \addr$134  <= \$421 ;
+    acc_end <= \$421 ;
   always @(posedge clk)
-    \addr$137  <= \$422 ;
+    acc0 <= \$422 ;
   always @(posedge clk)
-    \addr$140  <= \$423 ;
+    acc1 <= \$423 ;
   always @(posedge clk)
-    \addr$143  <= \$424 ;
+    acc2 <= \$424 ;
   always @(posedge clk)
-    \addr$146  <= \$425 ;
+    acc3 <= \$425 ;
   always @(posedge clk)
-    \addr$149  <= \$426 ;
+    acc4 <= \$426 ;
   always @(posedge clk)
-    \addr$152  <= \$427 ;
+    acc5 <= \$427 ;
   always @(posedge clk)
-    \addr$155  <= \$428 ;
+    acc6 <= \$428 ;
   always @(posedge clk)
-    \addr$158  <= \$429 ;
+    acc7 <= \$429 ;
   always @(posedge clk)
-    \addr$161  <= \$430 ;
+    acc8 <= \$430 ;
   always @(posedge clk)
-    \addr$164  <= \$431 ;
+    acc9 <= \$431 ;
   always @(posedge clk)
-    \addr$167  <= \$432 ;
+    acc10 <= \$432 ;
   always @(posedge clk)
-    params_d0 <= \$433 ;
+    acc11 <= \$433 ;
   always @(posedge clk)
-    params_d1 <= \$434 ;
+    acc12 <= \$434 ;
   always @(posedge clk)
-    acc_valid <= \$435 ;
+    acc13 <= \$435 ;
   always @(posedge clk)
-    acc_end <= \$436 ;
+    acc14 <= \$436 ;
   always @(posedge clk)
-    acc0 <= \$437 ;
+    acc15 <= \$437 ;
   always @(posedge clk)
-    acc1 <= \$438 ;
+    dload_copy0 <= \$438 ;
   always @(posedge clk)
-    acc2 <= \$439 ;
+    dload_copy1 <= \$439 ;
   always @(posedge clk)
-    acc3 <= \$440 ;
+    dload_copy2 <= \$440 ;
   always @(posedge clk)
-    acc4 <= \$441 ;
+    dload_copy3 <= \$441 ;
   always @(posedge clk)
-    acc5 <= \$442 ;
+    dload_copy4 <= \$442 ;
   always @(posedge clk)
-    acc6 <= \$443 ;
+    dload_copy5 <= \$443 ;
   always @(posedge clk)
-    acc7 <= \$444 ;
+    dload_copy6 <= \$444 ;
   always @(posedge clk)
-    acc8 <= \$445 ;
+    dload_copy7 <= \$445 ;
   always @(posedge clk)
-    acc9 <= \$446 ;
+    dload_copy8 <= \$446 ;
   always @(posedge clk)
-    acc10 <= \$447 ;
+    dload_copy9 <= \$447 ;
   always @(posedge clk)
-    acc11 <= \$448 ;
+    dload_copy10 <= \$448 ;
   always @(posedge clk)
-    acc12 <= \$449 ;
+    dload_copy11 <= \$449 ;
   always @(posedge clk)
-    acc13 <= \$450 ;
+    dload_copy12 <= \$450 ;
   always @(posedge clk)
-    acc14 <= \$451 ;
+    dload_copy13 <= \$451 ;
   always @(posedge clk)
-    acc15 <= \$452 ;
+    dload_copy14 <= \$452 ;
   always @(posedge clk)
-    dload_copy0 <= \$453 ;
+    dload_copy15 <= \$453 ;
   always @(posedge clk)
-    dload_copy1 <= \$454 ;
+    dload_copy16 <= \$454 ;
   always @(posedge clk)
-    dload_copy2 <= \$455 ;
+    dload_copy17 <= \$455 ;
   always @(posedge clk)
-    dload_copy3 <= \$456 ;
+    dload_copy18 <= \$456 ;
   always @(posedge clk)
-    dload_copy4 <= \$457 ;
+    dload_copy19 <= \$457 ;
   always @(posedge clk)
-    dload_copy5 <= \$458 ;
+    dload_copy20 <= \$458 ;
   always @(posedge clk)
-    dload_copy6 <= \$459 ;
+    dload_copy21 <= \$459 ;
   always @(posedge clk)
-    dload_copy7 <= \$460 ;
+    dload_copy22 <= \$460 ;
   always @(posedge clk)
-    dload_copy8 <= \$461 ;
+    dload_copy23 <= \$461 ;
   always @(posedge clk)
-    dload_copy9 <= \$462 ;
+    dload_copy24 <= \$462 ;
   always @(posedge clk)
-    dload_copy10 <= \$463 ;
+    dload_copy25 <= \$463 ;
   always @(posedge clk)
-    dload_copy11 <= \$464 ;
+    dload_copy26 <= \$464 ;
   always @(posedge clk)
-    dload_copy12 <= \$465 ;
+    dload_copy27 <= \$465 ;
   always @(posedge clk)
-    dload_copy13 <= \$466 ;
+    dload_copy28 <= \$466 ;
   always @(posedge clk)
-    dload_copy14 <= \$467 ;
+    dload_copy29 <= \$467 ;
   always @(posedge clk)
-    dload_copy15 <= \$468 ;
+    dload_copy30 <= \$468 ;
   always @(posedge clk)
-    dload_copy16 <= \$469 ;
+    dload_copy31 <= \$469 ;
   always @(posedge clk)
-    dload_copy17 <= \$470 ;
+    drain <= \$470 ;
   always @(posedge clk)
-    dload_copy18 <= \$471 ;
+    qv_d0 <= \$471 ;
   always @(posedge clk)
-    dload_copy19 <= \$472 ;
+    qv_d1 <= \$472 ;
   always @(posedge clk)
-    dload_copy20 <= \$473 ;
+    qv_d2 <= \$473 ;
   always @(posedge clk)
-    dload_copy21 <= \$474 ;
+    qv_d3 <= \$474 ;
   always @(posedge clk)
-    dload_copy22 <= \$475 ;
+    qv_d4 <= \$475 ;
   always @(posedge clk)
-    dload_copy23 <= \$476 ;
+    qv_d5 <= \$476 ;
   always @(posedge clk)
-    dload_copy24 <= \$477 ;
+    qv_d6 <= \$477 ;
   always @(posedge clk)
-    dload_copy25 <= \$478 ;
+    qv_d7 <= \$478 ;
   always @(posedge clk)
-    dload_copy26 <= \$479 ;
+    qv_d8 <= \$479 ;
   always @(posedge clk)
-    dload_copy27 <= \$480 ;
+    qv_d9 <= \$480 ;
   always @(posedge clk)
-    dload_copy28 <= \$481 ;
+    qv_d10 <= \$481 ;
   always @(posedge clk)
-    dload_copy29 <= \$482 ;
+    qv_d11 <= \$482 ;
   always @(posedge clk)
-    dload_copy30 <= \$483 ;
+    qv_d12 <= \$483 ;
   always @(posedge clk)
-    dload_copy31 <= \$484 ;
+    qv_d13 <= \$484 ;
   always @(posedge clk)
-    drain <= \$485 ;
+    qv_d14 <= \$485 ;
   always @(posedge clk)
-    qv_d0 <= \$486 ;
+    qv_d15 <= \$486 ;
   always @(posedge clk)
-    qv_d1 <= \$487 ;
+    qv_d16 <= \$487 ;
   always @(posedge clk)
-    qv_d2 <= \$488 ;
+    qv_d17 <= \$488 ;
   always @(posedge clk)
-    qv_d3 <= \$489 ;
+    qv_d18 <= \$489 ;
   always @(posedge clk)
-    qv_d4 <= \$490 ;
+    qv_d19 <= \$490 ;
   always @(posedge clk)
-    qv_d5 <= \$491 ;
+    qe_d0 <= \$491 ;
   always @(posedge clk)
-    qv_d6 <= \$492 ;
+    qe_d1 <= \$492 ;
   always @(posedge clk)
-    qv_d7 <= \$493 ;
+    qe_d2 <= \$493 ;
   always @(posedge clk)
-    qv_d8 <= \$494 ;
+    qe_d3 <= \$494 ;
   always @(posedge clk)
-    qv_d9 <= \$495 ;
+    qe_d4 <= \$495 ;
   always @(posedge clk)
-    qv_d10 <= \$496 ;
+    qe_d5 <= \$496 ;
   always @(posedge clk)
-    qv_d11 <= \$497 ;
+    qe_d6 <= \$497 ;
   always @(posedge clk)
-    qv_d12 <= \$498 ;
+    qe_d7 <= \$498 ;
   always @(posedge clk)
-    qv_d13 <= \$499 ;
+    qe_d8 <= \$499 ;
   always @(posedge clk)
-    qv_d14 <= \$500 ;
+    qe_d9 <= \$500 ;
   always @(posedge clk)
-    qv_d15 <= \$501 ;
+    qe_d10 <= \$501 ;
   always @(posedge clk)
-    qv_d16 <= \$502 ;
+    qe_d11 <= \$502 ;
   always @(posedge clk)
-    qv_d17 <= \$503 ;
+    qe_d12 <= \$503 ;
   always @(posedge clk)
-    qv_d18 <= \$504 ;
+    qe_d13 <= \$504 ;
   always @(posedge clk)
-    qv_d19 <= \$505 ;
+    qe_d14 <= \$505 ;
   always @(posedge clk)
-    qe_d0 <= \$506 ;
+    qe_d15 <= \$506 ;
   always @(posedge clk)
-    qe_d1 <= \$507 ;
+    qe_d16 <= \$507 ;
   always @(posedge clk)
-    qe_d2 <= \$508 ;
+    qe_d17 <= \$508 ;
   always @(posedge clk)
-    qe_d3 <= \$509 ;
+    qe_d18 <= \$509 ;
   always @(posedge clk)
-    qe_d4 <= \$510 ;
+    qe_d19 <= \$510 ;
   always @(posedge clk)
-    qe_d5 <= \$511 ;
+    qv_last_d0 <= \$511 ;
   always @(posedge clk)
-    qe_d6 <= \$512 ;
-  always @(posedge clk)
-    qe_d7 <= \$513 ;
-  always @(posedge clk)
-    qe_d8 <= \$514 ;
-  always @(posedge clk)
-    qe_d9 <= \$515 ;
-  always @(posedge clk)
-    qe_d10 <= \$516 ;
-  always @(posedge clk)
-    qe_d11 <= \$517 ;
-  always @(posedge clk)
-    qe_d12 <= \$518 ;
-  always @(posedge clk)
-    qe_d13 <= \$519 ;
-  always @(posedge clk)
-    qe_d14 <= \$520 ;
-  always @(posedge clk)
-    qe_d15 <= \$521 ;
-  always @(posedge clk)
-    qe_d16 <= \$522 ;
-  always @(posedge clk)
-    qe_d17 <= \$523 ;
-  always @(posedge clk)
-    qe_d18 <= \$524 ;
-  always @(posedge clk)
-    qe_d19 <= \$525 ;
-  always @(posedge clk)
-    qv_last_d0 <= \$526 ;
-  always @(posedge clk)
-    qe_last_d0 <= \$527 ;
+    qe_last_d0 <= \$512 ;
   always @(posedge clk)
     results0 <= { q, results0[119:8] };
   always @(posedge clk)
-    count_copy0 <= \$528 ;
+    count_copy0 <= \$513 ;
   always @(posedge clk)
-    count_copy1 <= \$529 ;
+    count_copy1 <= \$514 ;
   always @(posedge clk)
-    count_copy2 <= \$530 ;
+    count_copy2 <= \$515 ;
   always @(posedge clk)
-    count_copy3 <= \$531 ;
+    count_copy3 <= \$516 ;
   always @(posedge clk)
-    skid_qvalid_copy0 <= \$532 ;
+    skid_qvalid_copy0 <= \$517 ;
   always @(posedge clk)
-    skid_qvalid_copy1 <= \$533 ;
+    skid_qvalid_copy1 <= \$518 ;
   always @(posedge clk)
-    skid_qvalid_copy2 <= \$534 ;
+    skid_qvalid_copy2 <= \$519 ;
   always @(posedge clk)
-    skid_qvalid_copy3 <= \$535 ;
+    skid_qvalid_copy3 <= \$520 ;
   always @(posedge clk)
-    skid0 <= \$536 ;
+    skid0 <= \$521 ;
   always @(posedge clk)
-    skid1 <= \$537 ;
+    skid1 <= \$522 ;
   always @(posedge clk)
-    skid2 <= \$538 ;
+    skid2 <= \$523 ;
   always @(posedge clk)
-    skid3 <= \$539 ;
+    skid3 <= \$524 ;
   always @(posedge clk)
-    count <= \$540 ;
+    count <= \$525 ;
   always @(posedge clk)
-    credit_back_d0 <= \$541 ;
+    credit_back_d0 <= \$526 ;
   always @(posedge clk)
-    credit_back <= \$542 ;
+    credit_back <= \$527 ;
   assign \$1  = \$signal  & ready;
   assign \$2  = ~ last_step;
   assign \$3  = busy & \$2 ;
@@ -43727,106 +43647,117 @@ module \bchw_top.engine2 (rst, s__valid, s__payload, s__ready, m__valid, m__payl
   assign \$69  = qv_last_d0 & \$68 ;
   assign \$70  = $signed(\$61 ) + $signed({ 1'h0, \$69  });
   assign \$71  = s__valid & s__ready;
-  assign \$72  = word == 4'hf;
-  assign \$79  = word == 4'hf;
-  assign \$83  = word + 1'h1;
-  assign \$85  = \$81  ? 5'h00 : \$84 ;
-  assign \$86  = s__valid & s__ready;
-  assign \$87  = word == 4'hf;
-  assign \$90  = \$86  & \$89 ;
-  assign \$91  = ~ write_bank;
-  assign \$92  = \$signal  & ready;
-  assign \$93  = ~ read_bank;
-  assign \$94  = s__valid & s__ready;
-  assign \$95  = word == 4'hf;
-  assign \$98  = \$94  & \$97 ;
-  assign \$99  = ~ ready;
-  assign \$100  = \$signal  & \$99 ;
-  assign \$101  = \$98  ? 1'h1 : \$100 ;
-  assign \$102  = s__valid & s__ready;
-  assign \$103  = word == 4'hf;
-  assign \$106  = \$102  & \$105 ;
+  assign \$77  = word + 1'h1;
+  assign \$79  = last_beat ? 5'h00 : \$78 ;
+  assign \$81  = word == 4'he;
+  assign \$83  = word == 4'hf;
+  assign \$87  = last_beat ? 1'h0 : \$86 ;
+  assign \$88  = s__valid & s__ready;
+  assign \$89  = \$88  & last_beat;
+  assign \$90  = ~ write_bank;
+  assign \$91  = \$signal  & ready;
+  assign \$92  = ~ read_bank;
+  assign \$93  = s__valid & s__ready;
+  assign \$94  = \$93  & last_beat;
+  assign \$95  = ~ ready;
+  assign \$96  = \$signal  & \$95 ;
+  assign \$97  = \$94  ? 1'h1 : \$96 ;
+  assign \$98  = s__valid & s__ready;
+  assign \$99  = \$98  & last_beat;
+  assign \$100  = ~ ready;
+  assign \$101  = \$signal  & \$100 ;
+  assign \$102  = \$99  ? 1'h1 : \$101 ;
+  assign \$103  = ~ \$102 ;
+  assign \$104  = \$103  | ready_next;
+  assign \$105  = s__valid & s__ready;
+  assign \$106  = \$105  & last_beat;
   assign \$107  = ~ ready;
   assign \$108  = \$signal  & \$107 ;
   assign \$109  = \$106  ? 1'h1 : \$108 ;
   assign \$110  = ~ \$109 ;
   assign \$111  = \$110  | ready_next;
   assign \$112  = s__valid & s__ready;
-  assign \$113  = word == 4'hf;
-  assign \$116  = \$112  & \$115 ;
-  assign \$117  = ~ ready;
-  assign \$118  = \$signal  & \$117 ;
-  assign \$119  = \$116  ? 1'h1 : \$118 ;
-  assign \$120  = ~ \$119 ;
-  assign \$121  = \$120  | ready_next;
-  assign \$122  = s__valid & s__ready;
-  assign \$123  = word == 4'hf;
-  assign \$126  = \$122  & \$125 ;
-  assign \$127  = ~ ready;
-  assign \$128  = \$signal  & \$127 ;
-  assign \$129  = \$126  ? 1'h1 : \$128 ;
-  assign \$130  = ~ \$129 ;
-  assign \$131  = \$130  | ready_next;
-  assign \$132  = s__valid & s__ready;
-  assign \$133  = word == 4'hf;
-  assign \$136  = \$132  & \$135 ;
-  assign \$137  = ~ ready;
-  assign \$138  = \$signal  & \$137 ;
-  assign \$139  = \$136  ? 1'h1 : \$138 ;
-  assign \$140  = ~ \$139 ;
-  assign \$141  = \$140  | ready_next;
-  assign \$142  = \$signal  & ready;
-  assign \$143  = read_bank ^ \$142 ;
-  assign \$144  = \$signal  & ready;
-  assign \$145  = read_bank ^ \$144 ;
-  assign \$146  = \$signal  & ready;
-  assign \$147  = read_bank ^ \$146 ;
-  assign \$148  = \$signal  & ready;
-  assign \$149  = read_bank ^ \$148 ;
-  assign \$150  = s__valid & s__ready;
-  assign \$152  = \$150  ? 1'h1 : 1'h0;
-  assign \$153  = s__valid & s__ready;
-  assign \$155  = \$153  ? 1'h1 : 1'h0;
-  assign \$156  = s__valid & s__ready;
-  assign \$158  = \$156  ? 1'h1 : 1'h0;
-  assign \$159  = s__valid & s__ready;
-  assign \$161  = \$159  ? 1'h1 : 1'h0;
-  assign \$162  = ! sfc;
-  assign \$163  = sfc == 4'hf;
-  assign \$164  = ft_d0[0] & ft_d0[2];
-  assign \$165  = ft_d0[0] & ft_d0[3];
-  assign \$166  = accflags_copy0[1] ? 17'h00000 : acc0;
-  assign \$167  = $signed(\$166 ) + $signed(sum);
-  assign \$168  = accflags_copy1[1] ? 17'h00000 : acc1;
-  assign \$169  = $signed(\$168 ) + $signed(\sum$261 );
-  assign \$170  = accflags_copy2[1] ? 17'h00000 : acc2;
-  assign \$171  = $signed(\$170 ) + $signed(\sum$263 );
-  assign \$172  = accflags_copy3[1] ? 17'h00000 : acc3;
-  assign \$173  = $signed(\$172 ) + $signed(\sum$265 );
-  assign \$174  = accflags_copy4[1] ? 17'h00000 : acc4;
-  assign \$175  = $signed(\$174 ) + $signed(\sum$267 );
-  assign \$176  = accflags_copy5[1] ? 17'h00000 : acc5;
-  assign \$177  = $signed(\$176 ) + $signed(\sum$269 );
-  assign \$178  = accflags_copy6[1] ? 17'h00000 : acc6;
-  assign \$179  = $signed(\$178 ) + $signed(\sum$271 );
-  assign \$180  = accflags_copy7[1] ? 17'h00000 : acc7;
-  assign \$181  = $signed(\$180 ) + $signed(\sum$273 );
-  assign \$182  = accflags_copy8[1] ? 17'h00000 : acc8;
-  assign \$183  = $signed(\$182 ) + $signed(\sum$275 );
-  assign \$184  = accflags_copy9[1] ? 17'h00000 : acc9;
-  assign \$185  = $signed(\$184 ) + $signed(\sum$277 );
-  assign \$186  = accflags_copy10[1] ? 17'h00000 : acc10;
-  assign \$187  = $signed(\$186 ) + $signed(\sum$279 );
-  assign \$188  = accflags_copy11[1] ? 17'h00000 : acc11;
-  assign \$189  = $signed(\$188 ) + $signed(\sum$281 );
-  assign \$190  = accflags_copy12[1] ? 17'h00000 : acc12;
-  assign \$191  = $signed(\$190 ) + $signed(\sum$283 );
-  assign \$192  = accflags_copy13[1] ? 17'h00000 : acc13;
-  assign \$193  = $signed(\$192 ) + $signed(\sum$285 );
-  assign \$194  = accflags_copy14[1] ? 17'h00000 : acc14;
-  assign \$195  = $signed(\$194 ) + $signed(\sum$287 );
-  assign \$196  = accflags_copy15[1] ? 17'h00000 : acc15;
-  assign \$197  = $signed(\$196 ) + $signed(\sum$289 );
+  assign \$113  = \$112  & last_beat;
+  assign \$114  = ~ ready;
+  assign \$115  = \$signal  & \$114 ;
+  assign \$116  = \$113  ? 1'h1 : \$115 ;
+  assign \$117  = ~ \$116 ;
+  assign \$118  = \$117  | ready_next;
+  assign \$119  = s__valid & s__ready;
+  assign \$120  = \$119  & last_beat;
+  assign \$121  = ~ ready;
+  assign \$122  = \$signal  & \$121 ;
+  assign \$123  = \$120  ? 1'h1 : \$122 ;
+  assign \$124  = ~ \$123 ;
+  assign \$125  = \$124  | ready_next;
+  assign \$126  = \$signal  & ready;
+  assign \$127  = read_bank ^ \$126 ;
+  assign \$128  = \$signal  & ready;
+  assign \$129  = read_bank ^ \$128 ;
+  assign \$130  = \$signal  & ready;
+  assign \$131  = read_bank ^ \$130 ;
+  assign \$132  = \$signal  & ready;
+  assign \$133  = read_bank ^ \$132 ;
+  assign \$134  = s__valid & s__ready;
+  assign \$136  = \$134  ? 1'h1 : 1'h0;
+  assign \$137  = s__valid & s__ready;
+  assign \$139  = \$137  ? 1'h1 : 1'h0;
+  assign \$140  = s__valid & s__ready;
+  assign \$142  = \$140  ? 1'h1 : 1'h0;
+  assign \$143  = s__valid & s__ready;
+  assign \$145  = \$143  ? 1'h1 : 1'h0;
+  assign \$146  = ! sfc;
+  assign \$147  = sfc == 4'hf;
+  assign \$148  = ft_d0[0] & ft_d0[2];
+  assign \$149  = ft_d0[0] & ft_d0[3];
+  assign \$150  = accflags_copy0[1] ? 17'h00000 : acc0;
+  assign \$151  = $signed(\$150 ) + $signed(sum);
+  assign \$152  = accflags_copy1[1] ? 17'h00000 : acc1;
+  assign \$153  = $signed(\$152 ) + $signed(\sum$262 );
+  assign \$154  = accflags_copy2[1] ? 17'h00000 : acc2;
+  assign \$155  = $signed(\$154 ) + $signed(\sum$264 );
+  assign \$156  = accflags_copy3[1] ? 17'h00000 : acc3;
+  assign \$157  = $signed(\$156 ) + $signed(\sum$266 );
+  assign \$158  = accflags_copy4[1] ? 17'h00000 : acc4;
+  assign \$159  = $signed(\$158 ) + $signed(\sum$268 );
+  assign \$160  = accflags_copy5[1] ? 17'h00000 : acc5;
+  assign \$161  = $signed(\$160 ) + $signed(\sum$270 );
+  assign \$162  = accflags_copy6[1] ? 17'h00000 : acc6;
+  assign \$163  = $signed(\$162 ) + $signed(\sum$272 );
+  assign \$164  = accflags_copy7[1] ? 17'h00000 : acc7;
+  assign \$165  = $signed(\$164 ) + $signed(\sum$274 );
+  assign \$166  = accflags_copy8[1] ? 17'h00000 : acc8;
+  assign \$167  = $signed(\$166 ) + $signed(\sum$276 );
+  assign \$168  = accflags_copy9[1] ? 17'h00000 : acc9;
+  assign \$169  = $signed(\$168 ) + $signed(\sum$278 );
+  assign \$170  = accflags_copy10[1] ? 17'h00000 : acc10;
+  assign \$171  = $signed(\$170 ) + $signed(\sum$280 );
+  assign \$172  = accflags_copy11[1] ? 17'h00000 : acc11;
+  assign \$173  = $signed(\$172 ) + $signed(\sum$282 );
+  assign \$174  = accflags_copy12[1] ? 17'h00000 : acc12;
+  assign \$175  = $signed(\$174 ) + $signed(\sum$284 );
+  assign \$176  = accflags_copy13[1] ? 17'h00000 : acc13;
+  assign \$177  = $signed(\$176 ) + $signed(\sum$286 );
+  assign \$178  = accflags_copy14[1] ? 17'h00000 : acc14;
+  assign \$179  = $signed(\$178 ) + $signed(\sum$288 );
+  assign \$180  = accflags_copy15[1] ? 17'h00000 : acc15;
+  assign \$181  = $signed(\$180 ) + $signed(\sum$290 );
+  assign \$182  = ft_d0[0] & ft_d0[2];
+  assign \$183  = ft_d0[0] & ft_d0[2];
+  assign \$184  = ft_d0[0] & ft_d0[2];
+  assign \$185  = ft_d0[0] & ft_d0[2];
+  assign \$186  = ft_d0[0] & ft_d0[2];
+  assign \$187  = ft_d0[0] & ft_d0[2];
+  assign \$188  = ft_d0[0] & ft_d0[2];
+  assign \$189  = ft_d0[0] & ft_d0[2];
+  assign \$190  = ft_d0[0] & ft_d0[2];
+  assign \$191  = ft_d0[0] & ft_d0[2];
+  assign \$192  = ft_d0[0] & ft_d0[2];
+  assign \$193  = ft_d0[0] & ft_d0[2];
+  assign \$194  = ft_d0[0] & ft_d0[2];
+  assign \$195  = ft_d0[0] & ft_d0[2];
+  assign \$196  = ft_d0[0] & ft_d0[2];
+  assign \$197  = ft_d0[0] & ft_d0[2];
   assign \$198  = ft_d0[0] & ft_d0[2];
   assign \$199  = ft_d0[0] & ft_d0[2];
   assign \$200  = ft_d0[0] & ft_d0[2];
@@ -43843,207 +43774,193 @@ module \bchw_top.engine2 (rst, s__valid, s__payload, s__ready, m__valid, m__payl
   assign \$211  = ft_d0[0] & ft_d0[2];
   assign \$212  = ft_d0[0] & ft_d0[2];
   assign \$213  = ft_d0[0] & ft_d0[2];
-  assign \$214  = ft_d0[0] & ft_d0[2];
-  assign \$215  = ft_d0[0] & ft_d0[2];
-  assign \$216  = ft_d0[0] & ft_d0[2];
-  assign \$217  = ft_d0[0] & ft_d0[2];
-  assign \$218  = ft_d0[0] & ft_d0[2];
-  assign \$219  = ft_d0[0] & ft_d0[2];
-  assign \$220  = ft_d0[0] & ft_d0[2];
-  assign \$221  = ft_d0[0] & ft_d0[2];
-  assign \$222  = ft_d0[0] & ft_d0[2];
-  assign \$223  = ft_d0[0] & ft_d0[2];
-  assign \$224  = ft_d0[0] & ft_d0[2];
-  assign \$225  = ft_d0[0] & ft_d0[2];
-  assign \$226  = ft_d0[0] & ft_d0[2];
-  assign \$227  = ft_d0[0] & ft_d0[2];
-  assign \$228  = ft_d0[0] & ft_d0[2];
-  assign \$229  = ft_d0[0] & ft_d0[2];
-  assign \$230  = dload_copy0 ? acc0 : drain[92:76];
-  assign \$231  = dload_copy1 ? params_d1[58:0] : drain[151:93];
-  assign \$232  = dload_copy2 ? acc1 : drain[168:152];
-  assign \$233  = dload_copy3 ? params_d1[117:59] : drain[227:169];
-  assign \$234  = dload_copy4 ? acc2 : drain[244:228];
-  assign \$235  = dload_copy5 ? params_d1[176:118] : drain[303:245];
-  assign \$236  = dload_copy6 ? acc3 : drain[320:304];
-  assign \$237  = dload_copy7 ? params_d1[235:177] : drain[379:321];
-  assign \$238  = dload_copy8 ? acc4 : drain[396:380];
-  assign \$239  = dload_copy9 ? params_d1[294:236] : drain[455:397];
-  assign \$240  = dload_copy10 ? acc5 : drain[472:456];
-  assign \$241  = dload_copy11 ? params_d1[353:295] : drain[531:473];
-  assign \$242  = dload_copy12 ? acc6 : drain[548:532];
-  assign \$243  = dload_copy13 ? params_d1[412:354] : drain[607:549];
-  assign \$244  = dload_copy14 ? acc7 : drain[624:608];
-  assign \$245  = dload_copy15 ? params_d1[471:413] : drain[683:625];
-  assign \$246  = dload_copy16 ? acc8 : drain[700:684];
-  assign \$247  = dload_copy17 ? params_d1[530:472] : drain[759:701];
-  assign \$248  = dload_copy18 ? acc9 : drain[776:760];
-  assign \$249  = dload_copy19 ? params_d1[589:531] : drain[835:777];
-  assign \$250  = dload_copy20 ? acc10 : drain[852:836];
-  assign \$251  = dload_copy21 ? params_d1[648:590] : drain[911:853];
-  assign \$252  = dload_copy22 ? acc11 : drain[928:912];
-  assign \$253  = dload_copy23 ? params_d1[707:649] : drain[987:929];
-  assign \$254  = dload_copy24 ? acc12 : drain[1004:988];
-  assign \$255  = dload_copy25 ? params_d1[766:708] : drain[1063:1005];
-  assign \$256  = dload_copy26 ? acc13 : drain[1080:1064];
-  assign \$257  = dload_copy27 ? params_d1[825:767] : drain[1139:1081];
-  assign \$258  = dload_copy28 ? acc14 : drain[1156:1140];
-  assign \$259  = dload_copy29 ? params_d1[884:826] : drain[1215:1157];
-  assign \$260  = dload_copy30 ? acc15 : drain[1156:1140];
-  assign \$261  = dload_copy31 ? params_d1[943:885] : drain[1215:1157];
-  assign \$262  = | count_copy0;
-  assign \$263  = \$262  | skid_qvalid_copy0;
-  assign \$264  = \$263  & \port$24714$0 ;
-  assign \$265  = | count_copy0;
-  assign \$266  = ~ \$265 ;
-  assign \$267  = \$264  & \$266 ;
-  assign \$268  = ~ \$267 ;
-  assign \$269  = skid_qvalid_copy0 & \$268 ;
-  assign \$270  = | count_copy0;
-  assign \$271  = \$270  | skid_qvalid_copy0;
-  assign \$272  = \$271  & \port$24714$0 ;
-  assign \$273  = | count_copy0;
-  assign \$274  = \$272  & \$273 ;
-  assign \$275  = count_copy0 == 1'h1;
-  assign \$276  = ! count_copy0;
-  assign \$277  = \$274  ? \$275  : \$276 ;
-  assign \$278  = \$269  & \$277 ;
-  assign \$279  = | count_copy0;
-  assign \$280  = \$279  | skid_qvalid_copy0;
-  assign \$281  = \$280  & \port$24714$0 ;
-  assign \$282  = | count_copy0;
-  assign \$283  = \$281  & \$282 ;
-  assign \$284  = | count_copy1;
-  assign \$285  = \$284  | skid_qvalid_copy1;
-  assign \$286  = \$285  & \port$24716$0 ;
-  assign \$287  = | count_copy1;
-  assign \$288  = ~ \$287 ;
-  assign \$289  = \$286  & \$288 ;
-  assign \$290  = ~ \$289 ;
-  assign \$291  = skid_qvalid_copy1 & \$290 ;
-  assign \$292  = | count_copy1;
-  assign \$293  = \$292  | skid_qvalid_copy1;
-  assign \$294  = \$293  & \port$24716$0 ;
-  assign \$295  = | count_copy1;
-  assign \$296  = \$294  & \$295 ;
-  assign \$297  = count_copy1 == 2'h2;
-  assign \$298  = count_copy1 == 1'h1;
-  assign \$299  = \$296  ? \$297  : \$298 ;
-  assign \$300  = \$291  & \$299 ;
-  assign \$301  = | count_copy1;
-  assign \$302  = \$301  | skid_qvalid_copy1;
-  assign \$303  = \$302  & \port$24716$0 ;
-  assign \$304  = | count_copy1;
-  assign \$305  = \$303  & \$304 ;
-  assign \$306  = | count_copy2;
-  assign \$307  = \$306  | skid_qvalid_copy2;
-  assign \$308  = \$307  & \port$24718$0 ;
-  assign \$309  = | count_copy2;
-  assign \$310  = ~ \$309 ;
-  assign \$311  = \$308  & \$310 ;
-  assign \$312  = ~ \$311 ;
-  assign \$313  = skid_qvalid_copy2 & \$312 ;
-  assign \$314  = | count_copy2;
-  assign \$315  = \$314  | skid_qvalid_copy2;
-  assign \$316  = \$315  & \port$24718$0 ;
-  assign \$317  = | count_copy2;
-  assign \$318  = \$316  & \$317 ;
-  assign \$319  = count_copy2 == 2'h3;
-  assign \$320  = count_copy2 == 2'h2;
-  assign \$321  = \$318  ? \$319  : \$320 ;
-  assign \$322  = \$313  & \$321 ;
-  assign \$323  = | count_copy2;
-  assign \$324  = \$323  | skid_qvalid_copy2;
-  assign \$325  = \$324  & \port$24718$0 ;
-  assign \$326  = | count_copy2;
-  assign \$327  = \$325  & \$326 ;
-  assign \$328  = | count_copy3;
-  assign \$329  = \$328  | skid_qvalid_copy3;
-  assign \$330  = \$329  & \port$24720$0 ;
-  assign \$331  = | count_copy3;
-  assign \$332  = ~ \$331 ;
-  assign \$333  = \$330  & \$332 ;
-  assign \$334  = ~ \$333 ;
-  assign \$335  = skid_qvalid_copy3 & \$334 ;
-  assign \$336  = | count_copy3;
-  assign \$337  = \$336  | skid_qvalid_copy3;
-  assign \$338  = \$337  & \port$24720$0 ;
-  assign \$339  = | count_copy3;
-  assign \$340  = \$338  & \$339 ;
-  assign \$341  = count_copy3 == 3'h4;
-  assign \$342  = count_copy3 == 2'h3;
-  assign \$343  = \$340  ? \$341  : \$342 ;
-  assign \$344  = \$335  & \$343 ;
-  assign \$345  = | count_copy3;
-  assign \$346  = \$345  | skid_qvalid_copy3;
-  assign \$347  = \$346  & \port$24720$0 ;
-  assign \$348  = | count_copy3;
-  assign \$349  = \$347  & \$348 ;
-  assign \$350  = | count;
-  assign \$351  = \$350  | qv_last_d0;
-  assign \$352  = \$351  & m__ready;
+  assign \$214  = dload_copy0 ? acc0 : drain[92:76];
+  assign \$215  = dload_copy1 ? params_d1[58:0] : drain[151:93];
+  assign \$216  = dload_copy2 ? acc1 : drain[168:152];
+  assign \$217  = dload_copy3 ? params_d1[117:59] : drain[227:169];
+  assign \$218  = dload_copy4 ? acc2 : drain[244:228];
+  assign \$219  = dload_copy5 ? params_d1[176:118] : drain[303:245];
+  assign \$220  = dload_copy6 ? acc3 : drain[320:304];
+  assign \$221  = dload_copy7 ? params_d1[235:177] : drain[379:321];
+  assign \$222  = dload_copy8 ? acc4 : drain[396:380];
+  assign \$223  = dload_copy9 ? params_d1[294:236] : drain[455:397];
+  assign \$224  = dload_copy10 ? acc5 : drain[472:456];
+  assign \$225  = dload_copy11 ? params_d1[353:295] : drain[531:473];
+  assign \$226  = dload_copy12 ? acc6 : drain[548:532];
+  assign \$227  = dload_copy13 ? params_d1[412:354] : drain[607:549];
+  assign \$228  = dload_copy14 ? acc7 : drain[624:608];
+  assign \$229  = dload_copy15 ? params_d1[471:413] : drain[683:625];
+  assign \$230  = dload_copy16 ? acc8 : drain[700:684];
+  assign \$231  = dload_copy17 ? params_d1[530:472] : drain[759:701];
+  assign \$232  = dload_copy18 ? acc9 : drain[776:760];
+  assign \$233  = dload_copy19 ? params_d1[589:531] : drain[835:777];
+  assign \$234  = dload_copy20 ? acc10 : drain[852:836];
+  assign \$235  = dload_copy21 ? params_d1[648:590] : drain[911:853];
+  assign \$236  = dload_copy22 ? acc11 : drain[928:912];
+  assign \$237  = dload_copy23 ? params_d1[707:649] : drain[987:929];
+  assign \$238  = dload_copy24 ? acc12 : drain[1004:988];
+  assign \$239  = dload_copy25 ? params_d1[766:708] : drain[1063:1005];
+  assign \$240  = dload_copy26 ? acc13 : drain[1080:1064];
+  assign \$241  = dload_copy27 ? params_d1[825:767] : drain[1139:1081];
+  assign \$242  = dload_copy28 ? acc14 : drain[1156:1140];
+  assign \$243  = dload_copy29 ? params_d1[884:826] : drain[1215:1157];
+  assign \$244  = dload_copy30 ? acc15 : drain[1156:1140];
+  assign \$245  = dload_copy31 ? params_d1[943:885] : drain[1215:1157];
+  assign \$246  = | count_copy0;
+  assign \$247  = \$246  | skid_qvalid_copy0;
+  assign \$248  = \$247  & \port$24658$0 ;
+  assign \$249  = | count_copy0;
+  assign \$250  = ~ \$249 ;
+  assign \$251  = \$248  & \$250 ;
+  assign \$252  = ~ \$251 ;
+  assign \$253  = skid_qvalid_copy0 & \$252 ;
+  assign \$254  = | count_copy0;
+  assign \$255  = \$254  | skid_qvalid_copy0;
+  assign \$256  = \$255  & \port$24658$0 ;
+  assign \$257  = | count_copy0;
+  assign \$258  = \$256  & \$257 ;
+  assign \$259  = count_copy0 == 1'h1;
+  assign \$260  = ! count_copy0;
+  assign \$261  = \$258  ? \$259  : \$260 ;
+  assign \$262  = \$253  & \$261 ;
+  assign \$263  = | count_copy0;
+  assign \$264  = \$263  | skid_qvalid_copy0;
+  assign \$265  = \$264  & \port$24658$0 ;
+  assign \$266  = | count_copy0;
+  assign \$267  = \$265  & \$266 ;
+  assign \$268  = | count_copy1;
+  assign \$269  = \$268  | skid_qvalid_copy1;
+  assign \$270  = \$269  & \port$24660$0 ;
+  assign \$271  = | count_copy1;
+  assign \$272  = ~ \$271 ;
+  assign \$273  = \$270  & \$272 ;
+  assign \$274  = ~ \$273 ;
+  assign \$275  = skid_qvalid_copy1 & \$274 ;
+  assign \$276  = | count_copy1;
+  assign \$277  = \$276  | skid_qvalid_copy1;
+  assign \$278  = \$277  & \port$24660$0 ;
+  assign \$279  = | count_copy1;
+  assign \$280  = \$278  & \$279 ;
+  assign \$281  = count_copy1 == 2'h2;
+  assign \$282  = count_copy1 == 1'h1;
+  assign \$283  = \$280  ? \$281  : \$282 ;
+  assign \$284  = \$275  & \$283 ;
+  assign \$285  = | count_copy1;
+  assign \$286  = \$285  | skid_qvalid_copy1;
+  assign \$287  = \$286  & \port$24660$0 ;
+  assign \$288  = | count_copy1;
+  assign \$289  = \$287  & \$288 ;
+  assign \$290  = | count_copy2;
+  assign \$291  = \$290  | skid_qvalid_copy2;
+  assign \$292  = \$291  & \port$24662$0 ;
+  assign \$293  = | count_copy2;
+  assign \$294  = ~ \$293 ;
+  assign \$295  = \$292  & \$294 ;
+  assign \$296  = ~ \$295 ;
+  assign \$297  = skid_qvalid_copy2 & \$296 ;
+  assign \$298  = | count_copy2;
+  assign \$299  = \$298  | skid_qvalid_copy2;
+  assign \$300  = \$299  & \port$24662$0 ;
+  assign \$301  = | count_copy2;
+  assign \$302  = \$300  & \$301 ;
+  assign \$303  = count_copy2 == 2'h3;
+  assign \$304  = count_copy2 == 2'h2;
+  assign \$305  = \$302  ? \$303  : \$304 ;
+  assign \$306  = \$297  & \$305 ;
+  assign \$307  = | count_copy2;
+  assign \$308  = \$307  | skid_qvalid_copy2;
+  assign \$309  = \$308  & \port$24662$0 ;
+  assign \$310  = | count_copy2;
+  assign \$311  = \$309  & \$310 ;
+  assign \$312  = | count_copy3;
+  assign \$313  = \$312  | skid_qvalid_copy3;
+  assign \$314  = \$313  & \port$24664$0 ;
+  assign \$315  = | count_copy3;
+  assign \$316  = ~ \$315 ;
+  assign \$317  = \$314  & \$316 ;
+  assign \$318  = ~ \$317 ;
+  assign \$319  = skid_qvalid_copy3 & \$318 ;
+  assign \$320  = | count_copy3;
+  assign \$321  = \$320  | skid_qvalid_copy3;
+  assign \$322  = \$321  & \port$24664$0 ;
+  assign \$323  = | count_copy3;
+  assign \$324  = \$322  & \$323 ;
+  assign \$325  = count_copy3 == 3'h4;
+  assign \$326  = count_copy3 == 2'h3;
+  assign \$327  = \$324  ? \$325  : \$326 ;
+  assign \$328  = \$319  & \$327 ;
+  assign \$329  = | count_copy3;
+  assign \$330  = \$329  | skid_qvalid_copy3;
+  assign \$331  = \$330  & \port$24664$0 ;
+  assign \$332  = | count_copy3;
+  assign \$333  = \$331  & \$332 ;
+  assign \$334  = | count;
+  assign \$335  = \$334  | qv_last_d0;
+  assign \$336  = \$335  & m__ready;
   always @(posedge clk)
-    busy <= \$353 ;
+    busy <= \$337 ;
   always @(posedge clk)
-    step <= \$354 ;
+    step <= \$338 ;
   always @(posedge clk)
-    addr <= \$355 ;
+    addr <= \$339 ;
   always @(posedge clk)
-    sfc <= \$356 ;
+    sfc <= \$340 ;
   always @(posedge clk)
-    nfc <= \$357 ;
+    nfc <= \$341 ;
   always @(posedge clk)
-    last_step <= \$358 ;
+    last_step <= \$342 ;
   always @(posedge clk)
-    ready <= \$359 ;
+    ready <= \$343 ;
   always @(posedge clk)
-    credits <= \$360 ;
+    credits <= \$344 ;
   always @(posedge clk)
-    issue <= \$361 ;
+    issue <= \$345 ;
   always @(posedge clk)
-    word <= \$362 ;
+    word <= \$346 ;
   always @(posedge clk)
-    write_bank <= \$363 ;
+    last_beat <= \$347 ;
   always @(posedge clk)
-    read_bank <= \$364 ;
+    write_bank <= \$348 ;
   always @(posedge clk)
-    \$signal  <= \$365 ;
+    read_bank <= \$349 ;
   always @(posedge clk)
-    sready_copy0 <= \$366 ;
+    \$signal  <= \$350 ;
   always @(posedge clk)
-    sready_copy1 <= \$367 ;
+    sready_copy0 <= \$351 ;
   always @(posedge clk)
-    sready_copy2 <= \$368 ;
+    sready_copy1 <= \$352 ;
   always @(posedge clk)
-    sready_copy3 <= \$369 ;
+    sready_copy2 <= \$353 ;
+  always @(posedge clk)
+    sready_copy3 <= \$354 ;
   always @(posedge clk)
     xbeat <= s__payload;
   always @(posedge clk)
-    write__addr <= \$370 ;
+    write__addr <= \$355 ;
   always @(posedge clk)
-    \write__addr$37  <= \$371 ;
+    \write__addr$37  <= \$356 ;
   always @(posedge clk)
-    \write__addr$44  <= \$372 ;
+    \write__addr$44  <= \$357 ;
   always @(posedge clk)
-    \write__addr$51  <= \$373 ;
+    \write__addr$51  <= \$358 ;
   always @(posedge clk)
-    read__addr <= \$374 ;
+    read__addr <= \$359 ;
   always @(posedge clk)
-    \read__addr$40  <= \$375 ;
+    \read__addr$40  <= \$360 ;
   always @(posedge clk)
-    \read__addr$47  <= \$376 ;
+    \read__addr$47  <= \$361 ;
   always @(posedge clk)
-    \read__addr$54  <= \$377 ;
+    \read__addr$54  <= \$362 ;
   always @(posedge clk)
-    write__en <= \$378 ;
+    write__en <= \$363 ;
   always @(posedge clk)
-    \write__en$35  <= \$379 ;
+    \write__en$35  <= \$364 ;
   always @(posedge clk)
-    \write__en$42  <= \$380 ;
+    \write__en$42  <= \$365 ;
   always @(posedge clk)
-    \write__en$49  <= \$381 ;
+    \write__en$49  <= \$366 ;
   always @(posedge clk)
-    xmem_d0 <= \$382 ;
+    xmem_d0 <= \$367 ;
   always @(posedge clk)
     xtree_fan_copy0 <= xmem_d0;
   always @(posedge clk)
@@ -44085,92 +44002,122 @@ module \bchw_top.engine2 (rst, s__valid, s__payload, s__ready, m__valid, m__payl
   always @(posedge clk)
     \x$118  <= xtree_fan_copy3;
   always @(posedge clk)
-    wdata_d0 <= \$383 ;
+    wdata_d0 <= \$368 ;
   always @(posedge clk)
-    wdata_d1 <= \$384 ;
+    wdata_d1 <= \$369 ;
+  always @(posedge clk)
+    wdata_d2 <= \$370 ;
+  always @(posedge clk)
+    f_d0 <= \$371 ;
+  always @(posedge clk)
+    f_d1 <= \$372 ;
+  always @(posedge clk)
+    f_d2 <= \$373 ;
+  always @(posedge clk)
+    f_d3 <= \$374 ;
+  always @(posedge clk)
+    f_d4 <= \$375 ;
+  always @(posedge clk)
+    f_d5 <= \$376 ;
+  always @(posedge clk)
+    f_d6 <= \$377 ;
+  always @(posedge clk)
+    f_d7 <= \$378 ;
+  always @(posedge clk)
+    ft_d0 <= \$379 ;
+  always @(posedge clk)
+    accflags_copy0 <= \$380 ;
+  always @(posedge clk)
+    accflags_copy1 <= \$381 ;
+  always @(posedge clk)
+    accflags_copy2 <= \$382 ;
+  always @(posedge clk)
+    accflags_copy3 <= \$383 ;
+  always @(posedge clk)
+    accflags_copy4 <= \$384 ;
   \bchw_top.engine2.params0  params0 (
     .addr(\addr$122 ),
     .clk(clk),
-    .data(\data$239 )
+    .data(\data$240 )
   );
   \bchw_top.engine2.params1  params1 (
     .addr(\addr$125 ),
     .clk(clk),
-    .data(\data$240 )
+    .data(\data$241 )
   );
   \bchw_top.engine2.params10  params10 (
     .addr(\addr$152 ),
     .clk(clk),
-    .data(\data$249 )
+    .data(\data$250 )
   );
   \bchw_top.engine2.params11  params11 (
     .addr(\addr$155 ),
     .clk(clk),
-    .data(\data$250 )
+    .data(\data$251 )
   );
   \bchw_top.engine2.params12  params12 (
     .addr(\addr$158 ),
     .clk(clk),
-    .data(\data$251 )
+    .data(\data$252 )
   );
   \bchw_top.engine2.params13  params13 (
     .addr(\addr$161 ),
     .clk(clk),
-    .data(\data$252 )
+    .data(\data$253 )
   );
   \bchw_top.engine2.params14  params14 (
     .addr(\addr$164 ),
     .clk(clk),
-    .data(\data$253 )
+    .data(\data$254 )
   );
   \bchw_top.engine2.params15  params15 (
     .addr(\addr$167 ),
     .clk(clk),
-    .data(\data$254 )
+    .data(\data$255 )
   );
   \bchw_top.engine2.params2  params2 (
     .addr(\addr$128 ),
     .clk(clk),
-    .data(\data$241 )
+    .data(\data$242 )
   );
   \bchw_top.engine2.params3  params3 (
     .addr(\addr$131 ),
     .clk(clk),
-    .data(\data$242 )
+    .data(\data$243 )
   );
   \bchw_top.engine2.params4  params4 (
     .addr(\addr$134 ),
     .clk(clk),
-    .data(\data$243 )
+    .data(\data$244 )
   );
   \bchw_top.engine2.params5  params5 (
     .addr(\addr$137 ),
     .clk(clk),
-    .data(\data$244 )
+    .data(\data$245 )
   );
   \bchw_top.engine2.params6  params6 (
     .addr(\addr$140 ),
     .clk(clk),
-    .data(\data$245 )
+    .data(\data$246 )
   );
   \bchw_top.engine2.params7  params7 (
     .addr(\addr$143 ),
     .clk(clk),
-    .data(\data$246 )
+    .data(\data$247 )
   );
   \bchw_top.engine2.params8  params8 (
     .addr(\addr$146 ),
     .clk(clk),
-    .data(\data$247 )
+    .data(\data$248 )
   );
   \bchw_top.engine2.params9  params9 (
     .addr(\addr$149 ),
     .clk(clk),
-    .data(\data$248 )
+    .data(\data$249 )
   );
   \bchw_top.engine2.requant0  requant0 (
     .clk(clk),
-    .\port$22723$0 (drain[75:0]),
+    .\port$22665$0 (drain[75:0]),
     .q(q),
     .rst(rst)
   );
@@ -44183,105 +44130,105 @@ module \bchw_top.engine2 (rst, s__valid, s__payload, s__ready, m__valid, m__payl
   );
   \bchw_top.engine2.tree1  tree1 (
     .clk(clk),
-    .l4_0(\sum$261 ),
+    .l4_0(\sum$262 ),
     .rst(rst),
     .w(wdata_d2[31:16]),
     .x(\x$62 )
   );
   \bchw_top.engine2.tree10  tree10 (
     .clk(clk),
-    .l4_0(\sum$279 ),
+    .l4_0(\sum$280 ),
     .rst(rst),
     .w(wdata_d2[175:160]),
     .x(\x$98 )
   );
   \bchw_top.engine2.tree11  tree11 (
     .clk(clk),
-    .l4_0(\sum$281 ),
+    .l4_0(\sum$282 ),
     .rst(rst),
     .w(wdata_d2[191:176]),
     .x(\x$102 )
   );
   \bchw_top.engine2.tree12  tree12 (
     .clk(clk),
-    .l4_0(\sum$283 ),
+    .l4_0(\sum$284 ),
     .rst(rst),
     .w(wdata_d2[207:192]),
     .x(\x$106 )
   );
   \bchw_top.engine2.tree13  tree13 (
     .clk(clk),
-    .l4_0(\sum$285 ),
+    .l4_0(\sum$286 ),
     .rst(rst),
     .w(wdata_d2[223:208]),
     .x(\x$110 )
   );
   \bchw_top.engine2.tree14  tree14 (
     .clk(clk),
-    .l4_0(\sum$287 ),
+    .l4_0(\sum$288 ),
     .rst(rst),
     .w(wdata_d2[239:224]),
     .x(\x$114 )
   );
   \bchw_top.engine2.tree15  tree15 (
     .clk(clk),
-    .l4_0(\sum$289 ),
+    .l4_0(\sum$290 ),
     .rst(rst),
     .w(wdata_d2[255:240]),
     .x(\x$118 )
   );
   \bchw_top.engine2.tree2  tree2 (
     .clk(clk),
-    .l4_0(\sum$263 ),
+    .l4_0(\sum$264 ),
     .rst(rst),
     .w(wdata_d2[47:32]),
     .x(\x$66 )
   );
   \bchw_top.engine2.tree3  tree3 (
     .clk(clk),
-    .l4_0(\sum$265 ),
+    .l4_0(\sum$266 ),
     .rst(rst),
     .w(wdata_d2[63:48]),
     .x(\x$70 )
   );
   \bchw_top.engine2.tree4  tree4 (
     .clk(clk),
-    .l4_0(\sum$267 ),
+    .l4_0(\sum$268 ),
     .rst(rst),
     .w(wdata_d2[79:64]),
     .x(\x$74 )
   );
   \bchw_top.engine2.tree5  tree5 (
     .clk(clk),
-    .l4_0(\sum$269 ),
+    .l4_0(\sum$270 ),
     .rst(rst),
     .w(wdata_d2[95:80]),
     .x(\x$78 )
   );
   \bchw_top.engine2.tree6  tree6 (
     .clk(clk),
-    .l4_0(\sum$271 ),
+    .l4_0(\sum$272 ),
     .rst(rst),
     .w(wdata_d2[111:96]),
     .x(\x$82 )
   );
   \bchw_top.engine2.tree7  tree7 (
     .clk(clk),
-    .l4_0(\sum$273 ),
+    .l4_0(\sum$274 ),
     .rst(rst),
     .w(wdata_d2[127:112]),
     .x(\x$86 )
   );
   \bchw_top.engine2.tree8  tree8 (
     .clk(clk),
-    .l4_0(\sum$275 ),
+    .l4_0(\sum$276 ),
     .rst(rst),
     .w(wdata_d2[143:128]),
     .x(\x$90 )
   );
   \bchw_top.engine2.tree9  tree9 (
     .clk(clk),
-    .l4_0(\sum$277 ),
+    .l4_0(\sum$278 ),
     .rst(rst),
     .w(wdata_d2[159:144]),
     .x(\x$94 )
@@ -44293,65 +44240,72 @@ module \bchw_top.engine2 (rst, s__valid, s__payload, s__ready, m__valid, m__payl
   );
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$386  = { last_step, \$163 , \$162 , issue };
+    \$385  = f_d7[1:0];
     if (rst) begin
-      \$386  = 4'h0;
+      \$385  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$387  = f_d0;
+    \$386  = f_d7[1:0];
     if (rst) begin
-      \$387  = 4'h0;
+      \$386  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$388  = f_d1;
+    \$387  = f_d7[1:0];
     if (rst) begin
-      \$388  = 4'h0;
+      \$387  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$389  = f_d2;
+    \$388  = f_d7[1:0];
     if (rst) begin
-      \$389  = 4'h0;
+      \$388  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$390  = f_d3;
+    \$389  = f_d7[1:0];
     if (rst) begin
-      \$390  = 4'h0;
+      \$389  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$391  = f_d4;
+    \$390  = f_d7[1:0];
     if (rst) begin
-      \$391  = 4'h0;
+      \$390  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$392  = f_d5;
+    \$391  = f_d7[1:0];
     if (rst) begin
-      \$392  = 4'h0;
+      \$391  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$393  = f_d6;
+    \$392  = f_d7[1:0];
     if (rst) begin
-      \$393  = 4'h0;
+      \$392  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$394  = f_d7;
+    \$393  = f_d7[1:0];
     if (rst) begin
-      \$394  = 4'h0;
+      \$393  = 2'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$394  = f_d7[1:0];
+    if (rst) begin
+      \$394  = 2'h0;
     end
   end
   always @* begin
@@ -44363,147 +44317,147 @@ module \bchw_top.engine2 (rst, s__valid, s__payload, s__ready, m__valid, m__payl
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$396  = f_d7[1:0];
+    \$396  = nfc;
     if (rst) begin
-      \$396  = 2'h0;
+      \$396  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$397  = f_d7[1:0];
+    \$397  = paddr_d0;
     if (rst) begin
-      \$397  = 2'h0;
+      \$397  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$398  = f_d7[1:0];
+    \$398  = paddr_d1;
     if (rst) begin
-      \$398  = 2'h0;
+      \$398  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$399  = f_d7[1:0];
+    \$399  = paddr_d2;
     if (rst) begin
-      \$399  = 2'h0;
+      \$399  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$400  = f_d7[1:0];
+    \$400  = paddr_d3;
     if (rst) begin
-      \$400  = 2'h0;
+      \$400  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$401  = f_d7[1:0];
+    \$401  = paddr_d4;
     if (rst) begin
-      \$401  = 2'h0;
+      \$401  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$402  = f_d7[1:0];
+    \$402  = paddr_d5;
     if (rst) begin
-      \$402  = 2'h0;
+      \$402  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$403  = f_d7[1:0];
+    \$403  = paddr_d5;
     if (rst) begin
-      \$403  = 2'h0;
+      \$403  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$404  = f_d7[1:0];
+    \$404  = paddr_d5;
     if (rst) begin
-      \$404  = 2'h0;
+      \$404  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$405  = f_d7[1:0];
+    \$405  = paddr_d5;
     if (rst) begin
-      \$405  = 2'h0;
+      \$405  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$406  = f_d7[1:0];
+    \$406  = paddr_d5;
     if (rst) begin
-      \$406  = 2'h0;
+      \$406  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$407  = f_d7[1:0];
+    \$407  = paddr_d5;
     if (rst) begin
-      \$407  = 2'h0;
+      \$407  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$408  = f_d7[1:0];
+    \$408  = paddr_d5;
     if (rst) begin
-      \$408  = 2'h0;
+      \$408  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$409  = f_d7[1:0];
+    \$409  = paddr_d5;
     if (rst) begin
-      \$409  = 2'h0;
+      \$409  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$410  = f_d7[1:0];
+    \$410  = paddr_d5;
     if (rst) begin
-      \$410  = 2'h0;
+      \$410  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$411  = nfc;
+    \$411  = paddr_d5;
     if (rst) begin
       \$411  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$412  = paddr_d0;
+    \$412  = paddr_d5;
     if (rst) begin
       \$412  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$413  = paddr_d1;
+    \$413  = paddr_d5;
     if (rst) begin
       \$413  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$414  = paddr_d2;
+    \$414  = paddr_d5;
     if (rst) begin
       \$414  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$415  = paddr_d3;
+    \$415  = paddr_d5;
     if (rst) begin
       \$415  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$416  = paddr_d4;
+    \$416  = paddr_d5;
     if (rst) begin
       \$416  = 4'h0;
     end
@@ -44517,1076 +44471,1079 @@ module \bchw_top.engine2 (rst, s__valid, s__payload, s__ready, m__valid, m__payl
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$418  = paddr_d5;
+    \$420  = \$148 ;
     if (rst) begin
-      \$418  = 4'h0;
+      \$420  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$419  = paddr_d5;
+    \$421  = \$149 ;
     if (rst) begin
-      \$419  = 4'h0;
+      \$421  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$420  = paddr_d5;
-    if (rst) begin
-      \$420  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$421  = paddr_d5;
-    if (rst) begin
-      \$421  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$422  = paddr_d5;
-    if (rst) begin
-      \$422  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$423  = paddr_d5;
-    if (rst) begin
-      \$423  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$424  = paddr_d5;
-    if (rst) begin
-      \$424  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$425  = paddr_d5;
-    if (rst) begin
-      \$425  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$426  = paddr_d5;
-    if (rst) begin
-      \$426  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$427  = paddr_d5;
-    if (rst) begin
-      \$427  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$428  = paddr_d5;
-    if (rst) begin
-      \$428  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$429  = paddr_d5;
-    if (rst) begin
-      \$429  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$430  = paddr_d5;
-    if (rst) begin
-      \$430  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$431  = paddr_d5;
-    if (rst) begin
-      \$431  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$432  = paddr_d5;
-    if (rst) begin
-      \$432  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$435  = \$164 ;
-    if (rst) begin
-      \$435  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$436  = \$165 ;
-    if (rst) begin
-      \$436  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$437  = acc0;
+    \$422  = acc0;
     if (accflags_copy0[0]) begin
-      \$437  = \$167 [16:0];
+      \$422  = \$151 [16:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$438  = acc1;
+    \$423  = acc1;
     if (accflags_copy1[0]) begin
-      \$438  = \$169 [16:0];
+      \$423  = \$153 [16:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$439  = acc2;
+    \$424  = acc2;
     if (accflags_copy2[0]) begin
-      \$439  = \$171 [16:0];
+      \$424  = \$155 [16:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$440  = acc3;
+    \$425  = acc3;
     if (accflags_copy3[0]) begin
-      \$440  = \$173 [16:0];
+      \$425  = \$157 [16:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$441  = acc4;
+    \$426  = acc4;
     if (accflags_copy4[0]) begin
-      \$441  = \$175 [16:0];
+      \$426  = \$159 [16:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$442  = acc5;
+    \$427  = acc5;
     if (accflags_copy5[0]) begin
-      \$442  = \$177 [16:0];
+      \$427  = \$161 [16:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$443  = acc6;
+    \$428  = acc6;
     if (accflags_copy6[0]) begin
-      \$443  = \$179 [16:0];
+      \$428  = \$163 [16:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$444  = acc7;
+    \$429  = acc7;
     if (accflags_copy7[0]) begin
-      \$444  = \$181 [16:0];
+      \$429  = \$165 [16:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$445  = acc8;
+    \$430  = acc8;
     if (accflags_copy8[0]) begin
-      \$445  = \$183 [16:0];
+      \$430  = \$167 [16:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$446  = acc9;
+    \$431  = acc9;
     if (accflags_copy9[0]) begin
-      \$446  = \$185 [16:0];
+      \$431  = \$169 [16:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$447  = acc10;
+    \$432  = acc10;
     if (accflags_copy10[0]) begin
-      \$447  = \$187 [16:0];
+      \$432  = \$171 [16:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$448  = acc11;
+    \$433  = acc11;
     if (accflags_copy11[0]) begin
-      \$448  = \$189 [16:0];
+      \$433  = \$173 [16:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$449  = acc12;
+    \$434  = acc12;
     if (accflags_copy12[0]) begin
-      \$449  = \$191 [16:0];
+      \$434  = \$175 [16:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$450  = acc13;
+    \$435  = acc13;
     if (accflags_copy13[0]) begin
-      \$450  = \$193 [16:0];
+      \$435  = \$177 [16:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$451  = acc14;
+    \$436  = acc14;
     if (accflags_copy14[0]) begin
-      \$451  = \$195 [16:0];
+      \$436  = \$179 [16:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$452  = acc15;
+    \$437  = acc15;
     if (accflags_copy15[0]) begin
-      \$452  = \$197 [16:0];
+      \$437  = \$181 [16:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$453  = \$198 ;
+    \$438  = \$182 ;
+    if (rst) begin
+      \$438  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$439  = \$183 ;
+    if (rst) begin
+      \$439  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$440  = \$184 ;
+    if (rst) begin
+      \$440  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$441  = \$185 ;
+    if (rst) begin
+      \$441  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$442  = \$186 ;
+    if (rst) begin
+      \$442  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$443  = \$187 ;
+    if (rst) begin
+      \$443  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$444  = \$188 ;
+    if (rst) begin
+      \$444  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$445  = \$189 ;
+    if (rst) begin
+      \$445  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$446  = \$190 ;
+    if (rst) begin
+      \$446  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$447  = \$191 ;
+    if (rst) begin
+      \$447  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$448  = \$192 ;
+    if (rst) begin
+      \$448  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$449  = \$193 ;
+    if (rst) begin
+      \$449  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$450  = \$194 ;
+    if (rst) begin
+      \$450  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$451  = \$195 ;
+    if (rst) begin
+      \$451  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$452  = \$196 ;
+    if (rst) begin
+      \$452  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$453  = \$197 ;
     if (rst) begin
       \$453  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$454  = \$199 ;
+    \$454  = \$198 ;
     if (rst) begin
       \$454  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$455  = \$200 ;
+    \$455  = \$199 ;
     if (rst) begin
       \$455  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$456  = \$201 ;
+    \$456  = \$200 ;
     if (rst) begin
       \$456  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$457  = \$202 ;
+    \$457  = \$201 ;
     if (rst) begin
       \$457  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$458  = \$203 ;
+    \$458  = \$202 ;
     if (rst) begin
       \$458  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$459  = \$204 ;
+    \$459  = \$203 ;
     if (rst) begin
       \$459  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$460  = \$205 ;
+    \$460  = \$204 ;
     if (rst) begin
       \$460  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$461  = \$206 ;
+    \$461  = \$205 ;
     if (rst) begin
       \$461  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$462  = \$207 ;
+    \$462  = \$206 ;
     if (rst) begin
       \$462  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$463  = \$208 ;
+    \$463  = \$207 ;
     if (rst) begin
       \$463  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$464  = \$209 ;
+    \$464  = \$208 ;
     if (rst) begin
       \$464  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$465  = \$210 ;
+    \$465  = \$209 ;
     if (rst) begin
       \$465  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$466  = \$211 ;
+    \$466  = \$210 ;
     if (rst) begin
       \$466  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$467  = \$212 ;
+    \$467  = \$211 ;
     if (rst) begin
       \$467  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$468  = \$213 ;
+    \$468  = \$212 ;
     if (rst) begin
       \$468  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$469  = \$214 ;
+    \$469  = \$213 ;
     if (rst) begin
       \$469  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$470  = \$215 ;
-    if (rst) begin
-      \$470  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$471  = \$216 ;
+    \$471  = acc_valid;
     if (rst) begin
       \$471  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$472  = \$217 ;
+    \$472  = qv_d0;
     if (rst) begin
       \$472  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$473  = \$218 ;
+    \$473  = qv_d1;
     if (rst) begin
       \$473  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$474  = \$219 ;
+    \$474  = qv_d2;
     if (rst) begin
       \$474  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$475  = \$220 ;
+    \$475  = qv_d3;
     if (rst) begin
       \$475  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$476  = \$221 ;
+    \$476  = qv_d4;
     if (rst) begin
       \$476  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$477  = \$222 ;
+    \$477  = qv_d5;
     if (rst) begin
       \$477  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$478  = \$223 ;
+    \$478  = qv_d6;
     if (rst) begin
       \$478  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$479  = \$224 ;
+    \$479  = qv_d7;
     if (rst) begin
       \$479  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$480  = \$225 ;
+    \$480  = qv_d8;
     if (rst) begin
       \$480  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$481  = \$226 ;
+    \$481  = qv_d9;
     if (rst) begin
       \$481  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$482  = \$227 ;
+    \$482  = qv_d10;
     if (rst) begin
       \$482  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$483  = \$228 ;
+    \$483  = qv_d11;
     if (rst) begin
       \$483  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$484  = \$229 ;
+    \$484  = qv_d12;
     if (rst) begin
       \$484  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$486  = acc_valid;
+    \$485  = qv_d13;
+    if (rst) begin
+      \$485  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$486  = qv_d14;
     if (rst) begin
       \$486  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$487  = qv_d0;
+    \$487  = qv_d15;
     if (rst) begin
       \$487  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$488  = qv_d1;
+    \$488  = qv_d16;
     if (rst) begin
       \$488  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$489  = qv_d2;
+    \$489  = qv_d17;
     if (rst) begin
       \$489  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$490  = qv_d3;
+    \$490  = qv_d18;
     if (rst) begin
       \$490  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$491  = qv_d4;
+    \$491  = acc_end;
     if (rst) begin
       \$491  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$492  = qv_d5;
+    \$492  = qe_d0;
     if (rst) begin
       \$492  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$493  = qv_d6;
+    \$493  = qe_d1;
     if (rst) begin
       \$493  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$494  = qv_d7;
+    \$494  = qe_d2;
     if (rst) begin
       \$494  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$495  = qv_d8;
+    \$495  = qe_d3;
     if (rst) begin
       \$495  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$496  = qv_d9;
+    \$496  = qe_d4;
     if (rst) begin
       \$496  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$497  = qv_d10;
+    \$497  = qe_d5;
     if (rst) begin
       \$497  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$498  = qv_d11;
+    \$498  = qe_d6;
     if (rst) begin
       \$498  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$499  = qv_d12;
+    \$499  = qe_d7;
     if (rst) begin
       \$499  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$500  = qv_d13;
+    \$500  = qe_d8;
     if (rst) begin
       \$500  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$501  = qv_d14;
+    \$501  = qe_d9;
     if (rst) begin
       \$501  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$502  = qv_d15;
+    \$502  = qe_d10;
     if (rst) begin
       \$502  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$503  = qv_d16;
+    \$503  = qe_d11;
     if (rst) begin
       \$503  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$504  = qv_d17;
+    \$504  = qe_d12;
     if (rst) begin
       \$504  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$505  = qv_d18;
+    \$505  = qe_d13;
     if (rst) begin
       \$505  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$506  = acc_end;
+    \$506  = qe_d14;
     if (rst) begin
       \$506  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$507  = qe_d0;
+    \$507  = qe_d15;
     if (rst) begin
       \$507  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$508  = qe_d1;
+    \$508  = qe_d16;
     if (rst) begin
       \$508  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$509  = qe_d2;
+    \$509  = qe_d17;
     if (rst) begin
       \$509  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$510  = qe_d3;
+    \$510  = qe_d18;
     if (rst) begin
       \$510  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$511  = qe_d4;
+    \$511  = qv_d19;
     if (rst) begin
       \$511  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$512  = qe_d5;
+    \$512  = qe_d19;
     if (rst) begin
       \$512  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$513  = qe_d6;
+    \$513  = \$70 [2:0];
     if (rst) begin
-      \$513  = 1'h0;
+      \$513  = 3'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$514  = qe_d7;
+    \$514  = \$70 [2:0];
     if (rst) begin
-      \$514  = 1'h0;
+      \$514  = 3'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$515  = qe_d8;
+    \$515  = \$70 [2:0];
     if (rst) begin
-      \$515  = 1'h0;
+      \$515  = 3'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$516  = qe_d9;
+    \$516  = \$70 [2:0];
     if (rst) begin
-      \$516  = 1'h0;
+      \$516  = 3'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$517  = qe_d10;
+    \$517  = qv_d19;
     if (rst) begin
       \$517  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$518  = qe_d11;
+    \$518  = qv_d19;
     if (rst) begin
       \$518  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$519  = qe_d12;
+    \$519  = qv_d19;
     if (rst) begin
       \$519  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$520  = qe_d13;
+    \$520  = qv_d19;
     if (rst) begin
       \$520  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$521  = qe_d14;
-    if (rst) begin
-      \$521  = 1'h0;
+    \$521  = skid0;
+    if (\$262 ) begin
+      \$521  = { qe_last_d0, q, results0 };
+    end else if (\$267 ) begin
+      \$521  = skid1;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$522  = qe_d15;
-    if (rst) begin
-      \$522  = 1'h0;
+    \$522  = skid1;
+    if (\$284 ) begin
+      \$522  = { qe_last_d0, q, results0 };
+    end else if (\$289 ) begin
+      \$522  = skid2;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$523  = qe_d16;
-    if (rst) begin
-      \$523  = 1'h0;
+    \$523  = skid2;
+    if (\$306 ) begin
+      \$523  = { qe_last_d0, q, results0 };
+    end else if (\$311 ) begin
+      \$523  = skid3;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$524  = qe_d17;
-    if (rst) begin
-      \$524  = 1'h0;
+    \$524  = skid3;
+    if (\$328 ) begin
+      \$524  = { qe_last_d0, q, results0 };
+    end else if (\$333 ) begin
+      \$524  = 129'h000000000000000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$525  = qe_d18;
+    \$525  = \$70 [2:0];
     if (rst) begin
-      \$525  = 1'h0;
+      \$525  = 3'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$526  = qv_d19;
+    \$526  = \$336 ;
     if (rst) begin
       \$526  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$527  = qe_d19;
+    \$527  = credit_back_d0;
     if (rst) begin
       \$527  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$528  = \$70 [2:0];
+    \$337  = busy_next;
     if (rst) begin
-      \$528  = 3'h0;
+      \$337  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$529  = \$70 [2:0];
+    \$338  = \$11 [7:0];
     if (rst) begin
-      \$529  = 3'h0;
+      \$338  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$530  = \$70 [2:0];
+    \$339  = \$11 [7:0];
     if (rst) begin
-      \$530  = 3'h0;
+      \$339  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$531  = \$70 [2:0];
+    \$340  = \$23 [3:0];
     if (rst) begin
-      \$531  = 3'h0;
+      \$340  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$532  = qv_d19;
+    \$341  = \$32 [3:0];
     if (rst) begin
-      \$532  = 1'h0;
+      \$341  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$533  = qv_d19;
+    \$342  = last_step_next;
     if (rst) begin
-      \$533  = 1'h0;
+      \$342  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$534  = qv_d19;
+    \$343  = ready_next;
     if (rst) begin
-      \$534  = 1'h0;
+      \$343  = 1'h1;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$535  = qv_d19;
+    \$344  = \$47 [2:0];
     if (rst) begin
-      \$535  = 1'h0;
+      \$344  = 3'h4;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$536  = skid0;
-    if (\$278 ) begin
-      \$536  = { qe_last_d0, q, results0 };
-    end else if (\$283 ) begin
-      \$536  = skid1;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$537  = skid1;
-    if (\$300 ) begin
-      \$537  = { qe_last_d0, q, results0 };
-    end else if (\$305 ) begin
-      \$537  = skid2;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$538  = skid2;
-    if (\$322 ) begin
-      \$538  = { qe_last_d0, q, results0 };
-    end else if (\$327 ) begin
-      \$538  = skid3;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$539  = skid3;
-    if (\$344 ) begin
-      \$539  = { qe_last_d0, q, results0 };
-    end else if (\$349 ) begin
-      \$539  = 129'h000000000000000000000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$540  = \$70 [2:0];
+    \$345  = issue_next;
     if (rst) begin
-      \$540  = 3'h0;
+      \$345  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$541  = \$352 ;
-    if (rst) begin
-      \$541  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$542  = credit_back_d0;
-    if (rst) begin
-      \$542  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$353  = busy_next;
-    if (rst) begin
-      \$353  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$354  = \$11 [7:0];
-    if (rst) begin
-      \$354  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$355  = \$11 [7:0];
-    if (rst) begin
-      \$355  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$356  = \$23 [3:0];
-    if (rst) begin
-      \$356  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$357  = \$32 [3:0];
-    if (rst) begin
-      \$357  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$358  = last_step_next;
-    if (rst) begin
-      \$358  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$359  = ready_next;
-    if (rst) begin
-      \$359  = 1'h1;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$360  = \$47 [2:0];
-    if (rst) begin
-      \$360  = 3'h4;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$361  = issue_next;
-    if (rst) begin
-      \$361  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$362  = word;
+    \$346  = word;
     if (\$71 ) begin
-      \$362  = \$85 [3:0];
+      \$346  = \$79 [3:0];
     end
     if (rst) begin
-      \$362  = 4'h0;
+      \$346  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$363  = write_bank;
-    if (\$90 ) begin
-      \$363  = \$91 ;
+    \$347  = last_beat;
+    if (\$71 ) begin
+      \$347  = \$87 ;
     end
+    if (rst) begin
+      \$347  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$348  = write_bank;
+    if (\$89 ) begin
+      \$348  = \$90 ;
+    end
+    if (rst) begin
+      \$348  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$349  = read_bank;
+    if (\$91 ) begin
+      \$349  = \$92 ;
+    end
+    if (rst) begin
+      \$349  = 1'h1;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$350  = \$97 ;
+    if (rst) begin
+      \$350  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$351  = \$104 ;
+    if (rst) begin
+      \$351  = 1'h1;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$352  = \$111 ;
+    if (rst) begin
+      \$352  = 1'h1;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$353  = \$118 ;
+    if (rst) begin
+      \$353  = 1'h1;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$354  = \$125 ;
+    if (rst) begin
+      \$354  = 1'h1;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$355  = { write_bank, word };
+    if (rst) begin
+      \$355  = 5'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$356  = { write_bank, word };
+    if (rst) begin
+      \$356  = 5'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$357  = { write_bank, word };
+    if (rst) begin
+      \$357  = 5'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$358  = { write_bank, word };
+    if (rst) begin
+      \$358  = 5'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$359  = { \$127 , \$23 [3:0] };
+    if (rst) begin
+      \$359  = 5'h10;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$360  = { \$129 , \$23 [3:0] };
+    if (rst) begin
+      \$360  = 5'h10;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$361  = { \$131 , \$23 [3:0] };
+    if (rst) begin
+      \$361  = 5'h10;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$362  = { \$133 , \$23 [3:0] };
+    if (rst) begin
+      \$362  = 5'h10;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$363  = \$136 ;
     if (rst) begin
       \$363  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$364  = read_bank;
-    if (\$92 ) begin
-      \$364  = \$93 ;
-    end
+    \$364  = \$139 ;
     if (rst) begin
-      \$364  = 1'h1;
+      \$364  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$365  = \$101 ;
+    \$365  = \$142 ;
     if (rst) begin
       \$365  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$366  = \$111 ;
+    \$366  = \$145 ;
     if (rst) begin
-      \$366  = 1'h1;
+      \$366  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$367  = \$121 ;
+    \$371  = { last_step, \$147 , \$146 , issue };
     if (rst) begin
-      \$367  = 1'h1;
+      \$371  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$368  = \$131 ;
+    \$372  = f_d0;
     if (rst) begin
-      \$368  = 1'h1;
+      \$372  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$369  = \$141 ;
+    \$373  = f_d1;
     if (rst) begin
-      \$369  = 1'h1;
+      \$373  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$370  = { write_bank, word };
+    \$374  = f_d2;
     if (rst) begin
-      \$370  = 5'h00;
+      \$374  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$371  = { write_bank, word };
+    \$375  = f_d3;
     if (rst) begin
-      \$371  = 5'h00;
+      \$375  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$372  = { write_bank, word };
+    \$376  = f_d4;
     if (rst) begin
-      \$372  = 5'h00;
+      \$376  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$373  = { write_bank, word };
+    \$377  = f_d5;
     if (rst) begin
-      \$373  = 5'h00;
+      \$377  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$374  = { \$143 , \$23 [3:0] };
+    \$378  = f_d6;
     if (rst) begin
-      \$374  = 5'h10;
+      \$378  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$375  = { \$145 , \$23 [3:0] };
+    \$379  = f_d7;
     if (rst) begin
-      \$375  = 5'h10;
+      \$379  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$376  = { \$147 , \$23 [3:0] };
+    \$380  = f_d7[1:0];
     if (rst) begin
-      \$376  = 5'h10;
+      \$380  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$377  = { \$149 , \$23 [3:0] };
+    \$381  = f_d7[1:0];
     if (rst) begin
-      \$377  = 5'h10;
+      \$381  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$378  = \$152 ;
+    \$382  = f_d7[1:0];
     if (rst) begin
-      \$378  = 1'h0;
+      \$382  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$379  = \$155 ;
+    \$383  = f_d7[1:0];
     if (rst) begin
-      \$379  = 1'h0;
+      \$383  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$380  = \$158 ;
+    \$384  = f_d7[1:0];
     if (rst) begin
-      \$380  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$381  = \$161 ;
-    if (rst) begin
-      \$381  = 1'h0;
+      \$384  = 2'h0;
     end
   end
   assign step_next = \$11 [7:0];
@@ -45699,46 +45656,46 @@ module \bchw_top.engine2 (rst, s__valid, s__payload, s__ready, m__valid, m__payl
   assign bias = drain[75:40];
   assign count_next = \$70 [2:0];
   assign credit_back_d1 = credit_back;
-  assign m_ready_copies = { \port$24720$0 , \port$24718$0 , \port$24716$0 , \port$24714$0  };
+  assign m_ready_copies = { \port$24664$0 , \port$24662$0 , \port$24660$0 , \port$24658$0  };
   assign m__payload = \$55 [127:0];
-  assign \$485 [1215:1157] = \$261 ;
-  assign \$485 [1156:1140] = \$260 ;
-  assign \$485 [1139:1081] = \$259 ;
-  assign \$485 [1080:1064] = \$258 ;
-  assign \$485 [1063:1005] = \$257 ;
-  assign \$485 [1004:988] = \$256 ;
-  assign \$485 [987:929] = \$255 ;
-  assign \$485 [928:912] = \$254 ;
-  assign \$485 [911:853] = \$253 ;
-  assign \$485 [852:836] = \$252 ;
-  assign \$485 [835:777] = \$251 ;
-  assign \$485 [776:760] = \$250 ;
-  assign \$485 [759:701] = \$249 ;
-  assign \$485 [700:684] = \$248 ;
-  assign \$485 [683:625] = \$247 ;
-  assign \$485 [624:608] = \$246 ;
-  assign \$485 [607:549] = \$245 ;
-  assign \$485 [548:532] = \$244 ;
-  assign \$485 [531:473] = \$243 ;
-  assign \$485 [472:456] = \$242 ;
-  assign \$485 [455:397] = \$241 ;
-  assign \$485 [396:380] = \$240 ;
-  assign \$485 [379:321] = \$239 ;
-  assign \$485 [320:304] = \$238 ;
-  assign \$485 [303:245] = \$237 ;
-  assign \$485 [244:228] = \$236 ;
-  assign \$485 [227:169] = \$235 ;
-  assign \$485 [168:152] = \$234 ;
-  assign \$485 [151:93] = \$233 ;
-  assign \$485 [92:76] = \$232 ;
-  assign \$485 [75:17] = \$231 ;
-  assign \$485 [16:0] = \$230 ;
-  assign \$434  = params_d0;
-  assign \$433  = { \data$254 , \data$253 , \data$252 , \data$251 , \data$250 , \data$249 , \data$248 , \data$247 , \data$246 , \data$245 , \data$244 , \data$243 , \data$242 , \data$241 , \data$240 , \data$239  };
-  assign \$385  = wdata_d1;
-  assign \$384  = wdata_d0;
-  assign \$383  = data;
-  assign \$382  = { \read__data$199 , \read__data$198 , \read__data$197 , read__data };
+  assign \$470 [1215:1157] = \$245 ;
+  assign \$470 [1156:1140] = \$244 ;
+  assign \$470 [1139:1081] = \$243 ;
+  assign \$470 [1080:1064] = \$242 ;
+  assign \$470 [1063:1005] = \$241 ;
+  assign \$470 [1004:988] = \$240 ;
+  assign \$470 [987:929] = \$239 ;
+  assign \$470 [928:912] = \$238 ;
+  assign \$470 [911:853] = \$237 ;
+  assign \$470 [852:836] = \$236 ;
+  assign \$470 [835:777] = \$235 ;
+  assign \$470 [776:760] = \$234 ;
+  assign \$470 [759:701] = \$233 ;
+  assign \$470 [700:684] = \$232 ;
+  assign \$470 [683:625] = \$231 ;
+  assign \$470 [624:608] = \$230 ;
+  assign \$470 [607:549] = \$229 ;
+  assign \$470 [548:532] = \$228 ;
+  assign \$470 [531:473] = \$227 ;
+  assign \$470 [472:456] = \$226 ;
+  assign \$470 [455:397] = \$225 ;
+  assign \$470 [396:380] = \$224 ;
+  assign \$470 [379:321] = \$223 ;
+  assign \$470 [320:304] = \$222 ;
+  assign \$470 [303:245] = \$221 ;
+  assign \$470 [244:228] = \$220 ;
+  assign \$470 [227:169] = \$219 ;
+  assign \$470 [168:152] = \$218 ;
+  assign \$470 [151:93] = \$217 ;
+  assign \$470 [92:76] = \$216 ;
+  assign \$470 [75:17] = \$215 ;
+  assign \$470 [16:0] = \$214 ;
+  assign \$419  = params_d0;
+  assign \$418  = { \data$255 , \data$254 , \data$253 , \data$252 , \data$251 , \data$250 , \data$249 , \data$248 , \data$247 , \data$246 , \data$245 , \data$244 , \data$243 , \data$242 , \data$241 , \data$240  };
+  assign \$370  = wdata_d1;
+  assign \$369  = wdata_d0;
+  assign \$368  = data;
+  assign \$367  = { \read__data$200 , \read__data$199 , \read__data$198 , read__data };
   assign busy_next = \$4 ;
   assign \$11  = \$10 ;
   assign \$23  = \$22 ;
@@ -45747,32 +45704,21 @@ module \bchw_top.engine2 (rst, s__valid, s__payload, s__ready, m__valid, m__payl
   assign ready_next = \$42 ;
   assign \$47  = \$46 ;
   assign issue_next = \$51 ;
+  assign \$72  = 1'h1;
   assign \$73  = 1'h1;
-  assign \$74  = \$72 ;
-  assign \$75  = 1'h1;
+  assign \$74  = 2'h1;
+  assign \$75  = 2'h0;
   assign \$76  = 1'h1;
-  assign \$77  = 2'h1;
-  assign \$78  = 2'h0;
+  assign \$78  = \$77 ;
   assign \$80  = 1'h1;
-  assign \$81  = \$79 ;
-  assign \$82  = 1'h1;
-  assign \$84  = \$83 ;
-  assign \$88  = 1'h1;
-  assign \$89  = \$87 ;
-  assign \$96  = 1'h1;
-  assign \$97  = \$95 ;
-  assign \$104  = 1'h1;
-  assign \$105  = \$103 ;
-  assign \$114  = 1'h1;
-  assign \$115  = \$113 ;
-  assign \$124  = 1'h1;
-  assign \$125  = \$123 ;
-  assign \$134  = 1'h1;
-  assign \$135  = \$133 ;
-  assign \$151  = 1'h1;
-  assign \$154  = 1'h1;
-  assign \$157  = 1'h1;
-  assign \$160  = 1'h1;
+  assign \$82  = \$81 ;
+  assign \$84  = 1'h0;
+  assign \$85  = 1'h0;
+  assign \$86  = \$82 ;
+  assign \$135  = 1'h1;
+  assign \$138  = 1'h1;
+  assign \$141  = 1'h1;
+  assign \$144  = 1'h1;
 endmodule
 
 (* generator = "Amaranth" *)
@@ -46192,7 +46138,7 @@ module \bchw_top.engine2.params9 (data, addr, clk);
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine2.requant0 (rst, \port$22723$0 , q, clk);
+module \bchw_top.engine2.requant0 (rst, \port$22665$0 , q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$7  = 0;
   wire [35:0] \$1 ;
   wire \$10 ;
@@ -46250,8 +46196,8 @@ module \bchw_top.engine2.requant0 (rst, \port$22723$0 , q, clk);
   wire \en$1 ;
   wire [17:0] mul;
   wire [34:0] p;
-  input [75:0] \port$22723$0 ;
-  wire [75:0] \port$22723$0 ;
+  input [75:0] \port$22665$0 ;
+  wire [75:0] \port$22665$0 ;
   reg [34:0] product_d0 = 35'h000000000;
   output [7:0] q;
   reg [7:0] q = 8'h00;
@@ -46322,7 +46268,7 @@ module \bchw_top.engine2.requant0 (rst, \port$22723$0 , q, clk);
   \bchw_top.engine2.requant0.mul0  mul0 (
     .clk(clk),
     .p(p),
-    .\port$22723$0 (\port$22723$0 [34:0])
+    .\port$22665$0 (\port$22665$0 [34:0])
   );
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
@@ -46333,12 +46279,12 @@ module \bchw_top.engine2.requant0 (rst, \port$22723$0 , q, clk);
   end
   assign en = 1'h1;
   assign \en$1  = 1'h1;
-  assign a = \port$22723$0 [16:0];
-  assign acc = \port$22723$0 [16:0];
-  assign b = \port$22723$0 [34:17];
-  assign mul = \port$22723$0 [34:17];
-  assign bias = \port$22723$0 [75:40];
-  assign shift = \port$22723$0 [39:35];
+  assign a = \port$22665$0 [16:0];
+  assign acc = \port$22665$0 [16:0];
+  assign b = \port$22665$0 [34:17];
+  assign mul = \port$22665$0 [34:17];
+  assign bias = \port$22665$0 [75:40];
+  assign shift = \port$22665$0 [39:35];
   assign \$42  = { \$26 , \$25 , \$24 , \$23 , \$22 , \$21 , \$20 , \$19 , \$18 , \$17 , \$16 , \$15 , \$14 , \$13 , \$12 , \$11 , \$10 , \$9 , \$8 , \$7 , \$6 , \$5 , \$4 , \$3  };
   assign \$41  = shift_d3;
   assign \$40  = \$2 ;
@@ -46347,13 +46293,13 @@ module \bchw_top.engine2.requant0 (rst, \port$22723$0 , q, clk);
   assign \$37  = p;
   assign \$36  = shift_d1;
   assign \$35  = bias_d1;
-  assign \$34  = \port$22723$0 [39:35];
-  assign \$33  = \port$22723$0 [75:40];
+  assign \$34  = \port$22665$0 [39:35];
+  assign \$33  = \port$22665$0 [75:40];
   assign \$1  = { product_d0[34], product_d0 };
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine2.requant0.mul0 (p, \port$22723$0 , clk);
+module \bchw_top.engine2.requant0.mul0 (p, \port$22665$0 , clk);
   wire [16:0] a;
   wire [17:0] b;
   input clk;
@@ -46361,21 +46307,21 @@ module \bchw_top.engine2.requant0.mul0 (p, \port$22723$0 , clk);
   wire en;
   output [34:0] p;
   wire [34:0] p;
-  input [34:0] \port$22723$0 ;
-  wire [34:0] \port$22723$0 ;
+  input [34:0] \port$22665$0 ;
+  wire [34:0] \port$22665$0 ;
   bchw_mul #(
     .A_WIDTH(32'd17),
     .B_WIDTH(32'd18)
   ) mul (
-    .a(\port$22723$0 [16:0]),
-    .b(\port$22723$0 [34:17]),
+    .a(\port$22665$0 [16:0]),
+    .b(\port$22665$0 [34:17]),
     .clk(clk),
     .en(1'h1),
     .p(p)
   );
   assign en = 1'h1;
-  assign a = \port$22723$0 [16:0];
-  assign b = \port$22723$0 [34:17];
+  assign a = \port$22665$0 [16:0];
+  assign b = \port$22665$0 [34:17];
 endmodule
 
 (* generator = "Amaranth" *)
@@ -57626,68 +57572,68 @@ module \bchw_top.engine3 (rst, s__valid, s__payload, s__ready, m__ready, sready_
   wire \$159 ;
   wire \$16 ;
   wire \$160 ;
-  wire \$161 ;
-  wire \$162 ;
-  wire \$163 ;
-  wire \$164 ;
-  wire \$165 ;
-  wire \$166 ;
-  wire \$167 ;
-  wire \$168 ;
-  wire \$169 ;
+  wire [16:0] \$161 ;
+  wire [17:0] \$162 ;
+  wire [16:0] \$163 ;
+  wire [17:0] \$164 ;
+  wire [16:0] \$165 ;
+  wire [17:0] \$166 ;
+  wire [16:0] \$167 ;
+  wire [17:0] \$168 ;
+  wire [16:0] \$169 ;
   wire \$17 ;
-  wire \$170 ;
-  wire \$171 ;
-  wire \$172 ;
-  wire \$173 ;
-  wire \$174 ;
-  wire \$175 ;
-  wire \$176 ;
+  wire [17:0] \$170 ;
+  wire [16:0] \$171 ;
+  wire [17:0] \$172 ;
+  wire [16:0] \$173 ;
+  wire [17:0] \$174 ;
+  wire [16:0] \$175 ;
+  wire [17:0] \$176 ;
   wire [16:0] \$177 ;
   wire [17:0] \$178 ;
   wire [16:0] \$179 ;
   wire \$18 ;
   wire [17:0] \$180 ;
-  wire [16:0] \$181 ;
-  wire [17:0] \$182 ;
-  wire [16:0] \$183 ;
-  wire [17:0] \$184 ;
-  wire [16:0] \$185 ;
-  wire [17:0] \$186 ;
-  wire [16:0] \$187 ;
-  wire [17:0] \$188 ;
-  wire [16:0] \$189 ;
+  wire \$181 ;
+  wire \$182 ;
+  wire \$183 ;
+  wire \$184 ;
+  wire \$185 ;
+  wire \$186 ;
+  wire \$187 ;
+  wire \$188 ;
+  wire \$189 ;
   wire \$19 ;
-  wire [17:0] \$190 ;
-  wire [16:0] \$191 ;
-  wire [17:0] \$192 ;
-  wire [16:0] \$193 ;
-  wire [17:0] \$194 ;
-  wire [16:0] \$195 ;
-  wire [17:0] \$196 ;
-  wire \$197 ;
-  wire \$198 ;
-  wire \$199 ;
+  wire \$190 ;
+  wire [75:0] \$191 ;
+  wire [75:0] \$192 ;
+  wire [75:0] \$193 ;
+  wire [75:0] \$194 ;
+  wire [75:0] \$195 ;
+  wire [75:0] \$196 ;
+  wire [75:0] \$197 ;
+  wire [75:0] \$198 ;
+  wire [75:0] \$199 ;
   wire \$2 ;
   wire [4:0] \$20 ;
-  wire \$200 ;
+  wire [75:0] \$200 ;
   wire \$201 ;
   wire \$202 ;
   wire \$203 ;
   wire \$204 ;
   wire \$205 ;
   wire \$206 ;
-  wire [75:0] \$207 ;
-  wire [75:0] \$208 ;
-  wire [75:0] \$209 ;
+  wire \$207 ;
+  wire \$208 ;
+  wire \$209 ;
   wire [4:0] \$21 ;
-  wire [75:0] \$210 ;
-  wire [75:0] \$211 ;
-  wire [75:0] \$212 ;
-  wire [75:0] \$213 ;
-  wire [75:0] \$214 ;
-  wire [75:0] \$215 ;
-  wire [75:0] \$216 ;
+  wire \$210 ;
+  wire \$211 ;
+  wire \$212 ;
+  wire \$213 ;
+  wire \$214 ;
+  wire \$215 ;
+  wire \$216 ;
   wire \$217 ;
   wire \$218 ;
   wire \$219 ;
@@ -57771,13 +57717,13 @@ module \bchw_top.engine3 (rst, s__valid, s__payload, s__ready, m__ready, sready_
   wire [1:0] \$29 ;
   wire \$290 ;
   wire \$291 ;
-  wire \$292 ;
+  wire [160:0] \$292 ;
   wire \$293 ;
   wire \$294 ;
   wire \$295 ;
   wire \$296 ;
   wire \$297 ;
-  wire \$298 ;
+  wire [160:0] \$298 ;
   wire \$299 ;
   wire \$3 ;
   wire [1:0] \$30 ;
@@ -57785,95 +57731,95 @@ module \bchw_top.engine3 (rst, s__valid, s__payload, s__ready, m__ready, sready_
   wire \$301 ;
   wire \$302 ;
   wire \$303 ;
-  wire \$304 ;
-  wire \$305 ;
-  wire \$306 ;
-  wire \$307 ;
-  wire [160:0] \$308 ;
-  wire \$309 ;
+  reg \$304 ;
+  reg [3:0] \$305 ;
+  reg [3:0] \$306 ;
+  reg [3:0] \$307 ;
+  reg \$308 ;
+  reg \$309 ;
   wire [1:0] \$31 ;
-  wire \$310 ;
-  wire \$311 ;
-  wire \$312 ;
-  wire \$313 ;
-  wire [160:0] \$314 ;
-  wire \$315 ;
-  wire \$316 ;
-  wire \$317 ;
-  wire \$318 ;
-  wire \$319 ;
+  reg [1:0] \$310 ;
+  reg \$311 ;
+  reg [3:0] \$312 ;
+  reg \$313 ;
+  reg \$314 ;
+  reg \$315 ;
+  reg \$316 ;
+  reg \$317 ;
+  reg \$318 ;
+  reg \$319 ;
   wire [1:0] \$32 ;
   reg \$320 ;
-  reg [3:0] \$321 ;
-  reg [3:0] \$322 ;
-  reg [3:0] \$323 ;
-  reg \$324 ;
-  reg \$325 ;
-  reg [1:0] \$326 ;
-  reg \$327 ;
-  reg [3:0] \$328 ;
+  reg [4:0] \$321 ;
+  reg [4:0] \$322 ;
+  reg [4:0] \$323 ;
+  reg [4:0] \$324 ;
+  reg [4:0] \$325 ;
+  reg [4:0] \$326 ;
+  reg [4:0] \$327 ;
+  reg [4:0] \$328 ;
   reg \$329 ;
   wire \$33 ;
   reg \$330 ;
   reg \$331 ;
   reg \$332 ;
-  reg \$333 ;
-  reg \$334 ;
-  reg \$335 ;
-  reg [4:0] \$336 ;
-  reg [4:0] \$337 ;
-  reg [4:0] \$338 ;
-  reg [4:0] \$339 ;
+  wire [127:0] \$333 ;
+  wire [159:0] \$334 ;
+  wire [159:0] \$335 ;
+  wire [159:0] \$336 ;
+  reg [3:0] \$337 ;
+  reg [3:0] \$338 ;
+  reg [3:0] \$339 ;
   wire \$34 ;
-  reg [4:0] \$340 ;
-  reg [4:0] \$341 ;
-  reg [4:0] \$342 ;
-  reg [4:0] \$343 ;
-  reg \$344 ;
-  reg \$345 ;
-  reg \$346 ;
-  reg \$347 ;
-  wire [127:0] \$348 ;
-  wire [159:0] \$349 ;
+  reg [3:0] \$340 ;
+  reg [3:0] \$341 ;
+  reg [3:0] \$342 ;
+  reg [3:0] \$343 ;
+  reg [3:0] \$344 ;
+  reg [3:0] \$345 ;
+  reg [1:0] \$346 ;
+  reg [1:0] \$347 ;
+  reg [1:0] \$348 ;
+  reg [1:0] \$349 ;
   wire \$35 ;
-  wire [159:0] \$350 ;
-  wire [159:0] \$351 ;
-  reg [3:0] \$352 ;
-  reg [3:0] \$353 ;
-  reg [3:0] \$354 ;
-  reg [3:0] \$355 ;
-  reg [3:0] \$356 ;
-  reg [3:0] \$357 ;
-  reg [3:0] \$358 ;
-  reg [3:0] \$359 ;
+  reg [1:0] \$350 ;
+  reg [1:0] \$351 ;
+  reg [1:0] \$352 ;
+  reg [1:0] \$353 ;
+  reg [1:0] \$354 ;
+  reg [1:0] \$355 ;
+  wire [589:0] \$356 ;
+  wire [589:0] \$357 ;
+  reg \$358 ;
+  reg \$359 ;
   wire \$36 ;
-  reg [3:0] \$360 ;
-  reg [1:0] \$361 ;
-  reg [1:0] \$362 ;
-  reg [1:0] \$363 ;
-  reg [1:0] \$364 ;
-  reg [1:0] \$365 ;
-  reg [1:0] \$366 ;
-  reg [1:0] \$367 ;
-  reg [1:0] \$368 ;
-  reg [1:0] \$369 ;
+  reg [16:0] \$360 ;
+  reg [16:0] \$361 ;
+  reg [16:0] \$362 ;
+  reg [16:0] \$363 ;
+  reg [16:0] \$364 ;
+  reg [16:0] \$365 ;
+  reg [16:0] \$366 ;
+  reg [16:0] \$367 ;
+  reg [16:0] \$368 ;
+  reg [16:0] \$369 ;
   wire \$37 ;
-  reg [1:0] \$370 ;
-  wire [589:0] \$371 ;
-  wire [589:0] \$372 ;
+  reg \$370 ;
+  reg \$371 ;
+  reg \$372 ;
   reg \$373 ;
   reg \$374 ;
-  reg [16:0] \$375 ;
-  reg [16:0] \$376 ;
-  reg [16:0] \$377 ;
-  reg [16:0] \$378 ;
-  reg [16:0] \$379 ;
+  reg \$375 ;
+  reg \$376 ;
+  reg \$377 ;
+  reg \$378 ;
+  reg \$379 ;
   wire \$38 ;
-  reg [16:0] \$380 ;
-  reg [16:0] \$381 ;
-  reg [16:0] \$382 ;
-  reg [16:0] \$383 ;
-  reg [16:0] \$384 ;
+  wire [759:0] \$380 ;
+  reg \$381 ;
+  reg \$382 ;
+  reg \$383 ;
+  reg \$384 ;
   reg \$385 ;
   reg \$386 ;
   reg \$387 ;
@@ -57885,7 +57831,7 @@ module \bchw_top.engine3 (rst, s__valid, s__payload, s__ready, m__ready, sready_
   reg \$392 ;
   reg \$393 ;
   reg \$394 ;
-  wire [759:0] \$395 ;
+  reg \$395 ;
   reg \$396 ;
   reg \$397 ;
   reg \$398 ;
@@ -57904,44 +57850,29 @@ module \bchw_top.engine3 (rst, s__valid, s__payload, s__ready, m__ready, sready_
   reg \$409 ;
   wire \$41 ;
   reg \$410 ;
-  reg \$411 ;
-  reg \$412 ;
-  reg \$413 ;
+  reg [1:0] \$411 ;
+  reg [1:0] \$412 ;
+  reg [1:0] \$413 ;
   reg \$414 ;
   reg \$415 ;
   reg \$416 ;
-  reg \$417 ;
-  reg \$418 ;
-  reg \$419 ;
+  reg [160:0] \$417 ;
+  reg [160:0] \$418 ;
+  reg [160:0] \$419 ;
   wire \$42 ;
-  reg \$420 ;
+  reg [1:0] \$420 ;
   reg \$421 ;
   reg \$422 ;
   reg \$423 ;
   reg \$424 ;
   reg \$425 ;
-  reg [1:0] \$426 ;
-  reg [1:0] \$427 ;
-  reg [1:0] \$428 ;
+  reg \$426 ;
+  reg \$427 ;
+  reg [159:0] \$428 ;
   reg \$429 ;
   wire [2:0] \$43 ;
   reg \$430 ;
-  reg \$431 ;
-  reg [160:0] \$432 ;
-  reg [160:0] \$433 ;
-  reg [160:0] \$434 ;
-  reg [1:0] \$435 ;
-  reg \$436 ;
-  reg \$437 ;
-  reg \$438 ;
-  reg \$439 ;
   wire \$44 ;
-  reg \$440 ;
-  reg \$441 ;
-  reg \$442 ;
-  reg [159:0] \$443 ;
-  reg \$444 ;
-  reg \$445 ;
   wire \$45 ;
   wire [3:0] \$46 ;
   wire [3:0] \$47 ;
@@ -57986,19 +57917,19 @@ module \bchw_top.engine3 (rst, s__valid, s__payload, s__ready, m__ready, sready_
   wire \$82 ;
   wire \$83 ;
   wire \$84 ;
-  wire \$85 ;
-  wire \$86 ;
+  wire [1:0] \$85 ;
+  wire [1:0] \$86 ;
   wire \$87 ;
-  wire [1:0] \$88 ;
-  wire [1:0] \$89 ;
+  wire [4:0] \$88 ;
+  wire [4:0] \$89 ;
   wire [4:0] \$9 ;
-  wire \$90 ;
+  wire [4:0] \$90 ;
   wire \$91 ;
   wire \$92 ;
   wire \$93 ;
-  wire [4:0] \$94 ;
-  wire [4:0] \$95 ;
-  wire [4:0] \$96 ;
+  wire \$94 ;
+  wire \$95 ;
+  wire \$96 ;
   wire \$97 ;
   wire \$98 ;
   wire \$99 ;
@@ -58068,7 +57999,6 @@ module \bchw_top.engine3 (rst, s__valid, s__payload, s__ready, m__ready, sready_
   reg [1:0] credits = 2'h3;
   wire [1:0] credits_next;
   wire [159:0] data;
-  wire [58:0] \data$192 ;
   wire [58:0] \data$193 ;
   wire [58:0] \data$194 ;
   wire [58:0] \data$195 ;
@@ -58078,6 +58008,7 @@ module \bchw_top.engine3 (rst, s__valid, s__payload, s__ready, m__ready, sready_
   wire [58:0] \data$199 ;
   wire [58:0] \data$200 ;
   wire [58:0] \data$201 ;
+  wire [58:0] \data$202 ;
   (* keep = 32'd1 *)
   reg dload_copy0 = 1'h0;
   (* keep = 32'd1 *)
@@ -58138,6 +58069,7 @@ module \bchw_top.engine3 (rst, s__valid, s__payload, s__ready, m__ready, sready_
   wire issue_next;
   (* keep = 32'd1 *)
   wire [-1:0] lane;
+  reg last_beat = 1'h0;
   reg last_step = 1'h0;
   wire last_step_next;
   output [159:0] m__payload;
@@ -58232,9 +58164,9 @@ module \bchw_top.engine3 (rst, s__valid, s__payload, s__ready, m__ready, sready_
   (* keep = 32'd1 *)
   reg [4:0] \read__addr$54  = 5'h10;
   wire [31:0] read__data;
-  wire [31:0] \read__data$157 ;
   wire [31:0] \read__data$158 ;
   wire [31:0] \read__data$159 ;
+  wire [31:0] \read__data$160 ;
   reg read_bank = 1'h1;
   reg ready = 1'h1;
   wire ready_next;
@@ -58275,15 +58207,15 @@ module \bchw_top.engine3 (rst, s__valid, s__payload, s__ready, m__ready, sready_
   reg [3:0] step = 4'h0;
   wire [3:0] step_next;
   wire [12:0] sum;
-  wire [12:0] \sum$208 ;
-  wire [12:0] \sum$210 ;
-  wire [12:0] \sum$212 ;
-  wire [12:0] \sum$214 ;
-  wire [12:0] \sum$216 ;
-  wire [12:0] \sum$218 ;
-  wire [12:0] \sum$220 ;
-  wire [12:0] \sum$222 ;
-  wire [12:0] \sum$224 ;
+  wire [12:0] \sum$209 ;
+  wire [12:0] \sum$211 ;
+  wire [12:0] \sum$213 ;
+  wire [12:0] \sum$215 ;
+  wire [12:0] \sum$217 ;
+  wire [12:0] \sum$219 ;
+  wire [12:0] \sum$221 ;
+  wire [12:0] \sum$223 ;
+  wire [12:0] \sum$225 ;
   wire valid_next;
   (* init = 160'h0000000000000000000000000000000000000000 *)
   wire [159:0] vector;
@@ -58498,7 +58430,7 @@ module \bchw_top.engine3 (rst, s__valid, s__payload, s__ready, m__ready, sready_
   always @(posedge clk) begin
     _1_ <= xmem1[\read__addr$40 ];
   end
-  assign \read__data$157  = _1_;
+  assign \read__data$158  = _1_;
   reg [31:0] xmem2 [31:0];
   initial begin
     xmem2[0] = 32'd0;
@@ -58542,7 +58474,7 @@ module \bchw_top.engine3 (rst, s__valid, s__payload, s__ready, m__ready, sready_
   always @(posedge clk) begin
     _2_ <= xmem2[\read__addr$47 ];
   end
-  assign \read__data$158  = _2_;
+  assign \read__data$159  = _2_;
   reg [31:0] xmem3 [31:0];
   initial begin
     xmem3[0] = 32'd0;
@@ -58586,59 +58518,29 @@ module \bchw_top.engine3 (rst, s__valid, s__payload, s__ready, m__ready, sready_
   always @(posedge clk) begin
     _3_ <= xmem3[\read__addr$54 ];
   end
-  assign \read__data$159  = _3_;
+  assign \read__data$160  = _3_;
   always @(posedge clk)
-    qe_d11 <= \$421 ;
+    count <= \$420 ;
   always @(posedge clk)
-    qe_d12 <= \$422 ;
+    held_copy0 <= \$421 ;
   always @(posedge clk)
-    qe_d13 <= \$423 ;
+    held_copy1 <= \$422 ;
   always @(posedge clk)
-    qv_last_d0 <= \$424 ;
+    qvalid_copy0 <= \$423 ;
   always @(posedge clk)
-    qe_last_d0 <= \$425 ;
+    qvalid_copy1 <= \$424 ;
   always @(posedge clk)
-    results0 <= { q, results0[143:16] };
+    m__valid <= \$425 ;
   always @(posedge clk)
-    count_copy0 <= \$426 ;
+    mvalid_copy0 <= \$426 ;
   always @(posedge clk)
-    count_copy1 <= \$427 ;
+    mvalid_copy1 <= \$427 ;
   always @(posedge clk)
-    count_copy2 <= \$428 ;
+    m__payload <= \$428 ;
   always @(posedge clk)
-    skid_qvalid_copy0 <= \$429 ;
+    credit_back_d0 <= \$429 ;
   always @(posedge clk)
-    skid_qvalid_copy1 <= \$430 ;
-  always @(posedge clk)
-    skid_qvalid_copy2 <= \$431 ;
-  always @(posedge clk)
-    skid0 <= \$432 ;
-  always @(posedge clk)
-    skid1 <= \$433 ;
-  always @(posedge clk)
-    skid2 <= \$434 ;
-  always @(posedge clk)
-    count <= \$435 ;
-  always @(posedge clk)
-    held_copy0 <= \$436 ;
-  always @(posedge clk)
-    held_copy1 <= \$437 ;
-  always @(posedge clk)
-    qvalid_copy0 <= \$438 ;
-  always @(posedge clk)
-    qvalid_copy1 <= \$439 ;
-  always @(posedge clk)
-    m__valid <= \$440 ;
-  always @(posedge clk)
-    mvalid_copy0 <= \$441 ;
-  always @(posedge clk)
-    mvalid_copy1 <= \$442 ;
-  always @(posedge clk)
-    m__payload <= \$443 ;
-  always @(posedge clk)
-    credit_back_d0 <= \$444 ;
-  always @(posedge clk)
-    credit_back <= \$445 ;
+    credit_back <= \$430 ;
   assign \$1  = \$signal  & ready;
   assign \$2  = ~ last_step;
   assign \$3  = busy & \$2 ;
@@ -58719,277 +58621,274 @@ module \bchw_top.engine3 (rst, s__valid, s__payload, s__ready, m__ready, sready_
   assign \$81  = m__valid & \$80 ;
   assign valid_next = \$79  ? 1'h1 : \$81 ;
   assign \$82  = s__valid & s__ready;
-  assign \$83  = word == 4'hf;
-  assign \$90  = word == 4'hf;
-  assign \$94  = word + 1'h1;
-  assign \$96  = \$92  ? 5'h00 : \$95 ;
-  assign \$97  = s__valid & s__ready;
-  assign \$98  = word == 4'hf;
-  assign \$101  = \$97  & \$100 ;
-  assign \$102  = ~ write_bank;
-  assign \$103  = \$signal  & ready;
-  assign \$104  = ~ read_bank;
-  assign \$105  = s__valid & s__ready;
-  assign \$106  = word == 4'hf;
-  assign \$109  = \$105  & \$108 ;
-  assign \$110  = ~ ready;
-  assign \$111  = \$signal  & \$110 ;
-  assign \$112  = \$109  ? 1'h1 : \$111 ;
-  assign \$113  = s__valid & s__ready;
-  assign \$114  = word == 4'hf;
-  assign \$117  = \$113  & \$116 ;
+  assign \$88  = word + 1'h1;
+  assign \$90  = last_beat ? 5'h00 : \$89 ;
+  assign \$92  = word == 4'he;
+  assign \$94  = word == 4'hf;
+  assign \$98  = last_beat ? 1'h0 : \$97 ;
+  assign \$99  = s__valid & s__ready;
+  assign \$100  = \$99  & last_beat;
+  assign \$101  = ~ write_bank;
+  assign \$102  = \$signal  & ready;
+  assign \$103  = ~ read_bank;
+  assign \$104  = s__valid & s__ready;
+  assign \$105  = \$104  & last_beat;
+  assign \$106  = ~ ready;
+  assign \$107  = \$signal  & \$106 ;
+  assign \$108  = \$105  ? 1'h1 : \$107 ;
+  assign \$109  = s__valid & s__ready;
+  assign \$110  = \$109  & last_beat;
+  assign \$111  = ~ ready;
+  assign \$112  = \$signal  & \$111 ;
+  assign \$113  = \$110  ? 1'h1 : \$112 ;
+  assign \$114  = ~ \$113 ;
+  assign \$115  = \$114  | ready_next;
+  assign \$116  = s__valid & s__ready;
+  assign \$117  = \$116  & last_beat;
   assign \$118  = ~ ready;
   assign \$119  = \$signal  & \$118 ;
   assign \$120  = \$117  ? 1'h1 : \$119 ;
   assign \$121  = ~ \$120 ;
   assign \$122  = \$121  | ready_next;
   assign \$123  = s__valid & s__ready;
-  assign \$124  = word == 4'hf;
-  assign \$127  = \$123  & \$126 ;
-  assign \$128  = ~ ready;
-  assign \$129  = \$signal  & \$128 ;
-  assign \$130  = \$127  ? 1'h1 : \$129 ;
-  assign \$131  = ~ \$130 ;
-  assign \$132  = \$131  | ready_next;
-  assign \$133  = s__valid & s__ready;
-  assign \$134  = word == 4'hf;
-  assign \$137  = \$133  & \$136 ;
-  assign \$138  = ~ ready;
-  assign \$139  = \$signal  & \$138 ;
-  assign \$140  = \$137  ? 1'h1 : \$139 ;
-  assign \$141  = ~ \$140 ;
-  assign \$142  = \$141  | ready_next;
-  assign \$143  = s__valid & s__ready;
-  assign \$144  = word == 4'hf;
-  assign \$147  = \$143  & \$146 ;
-  assign \$148  = ~ ready;
-  assign \$149  = \$signal  & \$148 ;
-  assign \$150  = \$147  ? 1'h1 : \$149 ;
-  assign \$151  = ~ \$150 ;
-  assign \$152  = \$151  | ready_next;
-  assign \$153  = \$signal  & ready;
-  assign \$154  = read_bank ^ \$153 ;
-  assign \$155  = \$signal  & ready;
-  assign \$156  = read_bank ^ \$155 ;
-  assign \$157  = \$signal  & ready;
-  assign \$158  = read_bank ^ \$157 ;
-  assign \$159  = \$signal  & ready;
-  assign \$160  = read_bank ^ \$159 ;
-  assign \$161  = s__valid & s__ready;
-  assign \$163  = \$161  ? 1'h1 : 1'h0;
-  assign \$164  = s__valid & s__ready;
-  assign \$166  = \$164  ? 1'h1 : 1'h0;
-  assign \$167  = s__valid & s__ready;
-  assign \$169  = \$167  ? 1'h1 : 1'h0;
-  assign \$170  = s__valid & s__ready;
-  assign \$172  = \$170  ? 1'h1 : 1'h0;
-  assign \$173  = ! sfc;
-  assign \$174  = sfc == 4'hf;
-  assign \$175  = ft_d0[0] & ft_d0[2];
-  assign \$176  = ft_d0[0] & ft_d0[3];
-  assign \$177  = accflags_copy0[1] ? 17'h00000 : acc0;
-  assign \$178  = $signed(\$177 ) + $signed(sum);
-  assign \$179  = accflags_copy1[1] ? 17'h00000 : acc1;
-  assign \$180  = $signed(\$179 ) + $signed(\sum$208 );
-  assign \$181  = accflags_copy2[1] ? 17'h00000 : acc2;
-  assign \$182  = $signed(\$181 ) + $signed(\sum$210 );
-  assign \$183  = accflags_copy3[1] ? 17'h00000 : acc3;
-  assign \$184  = $signed(\$183 ) + $signed(\sum$212 );
-  assign \$185  = accflags_copy4[1] ? 17'h00000 : acc4;
-  assign \$186  = $signed(\$185 ) + $signed(\sum$214 );
-  assign \$187  = accflags_copy5[1] ? 17'h00000 : acc5;
-  assign \$188  = $signed(\$187 ) + $signed(\sum$216 );
-  assign \$189  = accflags_copy6[1] ? 17'h00000 : acc6;
-  assign \$190  = $signed(\$189 ) + $signed(\sum$218 );
-  assign \$191  = accflags_copy7[1] ? 17'h00000 : acc7;
-  assign \$192  = $signed(\$191 ) + $signed(\sum$220 );
-  assign \$193  = accflags_copy8[1] ? 17'h00000 : acc8;
-  assign \$194  = $signed(\$193 ) + $signed(\sum$222 );
-  assign \$195  = accflags_copy9[1] ? 17'h00000 : acc9;
-  assign \$196  = $signed(\$195 ) + $signed(\sum$224 );
-  assign \$197  = ft_d0[0] & ft_d0[2];
-  assign \$198  = ft_d0[0] & ft_d0[2];
-  assign \$199  = ft_d0[0] & ft_d0[2];
-  assign \$200  = ft_d0[0] & ft_d0[2];
-  assign \$201  = ft_d0[0] & ft_d0[2];
-  assign \$202  = ft_d0[0] & ft_d0[2];
-  assign \$203  = ft_d0[0] & ft_d0[2];
-  assign \$204  = ft_d0[0] & ft_d0[2];
-  assign \$205  = ft_d0[0] & ft_d0[2];
-  assign \$206  = ft_d0[0] & ft_d0[2];
-  assign \$207  = dload_copy0 ? { params_d1[58:0], acc0 } : drain[151:76];
-  assign \$208  = dload_copy1 ? { params_d1[117:59], acc1 } : drain[227:152];
-  assign \$209  = dload_copy2 ? { params_d1[176:118], acc2 } : drain[303:228];
-  assign \$210  = dload_copy3 ? { params_d1[235:177], acc3 } : drain[379:304];
-  assign \$211  = dload_copy4 ? { params_d1[294:236], acc4 } : drain[455:380];
-  assign \$212  = dload_copy5 ? { params_d1[353:295], acc5 } : drain[531:456];
-  assign \$213  = dload_copy6 ? { params_d1[412:354], acc6 } : drain[607:532];
-  assign \$214  = dload_copy7 ? { params_d1[471:413], acc7 } : drain[683:608];
-  assign \$215  = dload_copy8 ? { params_d1[530:472], acc8 } : drain[759:684];
-  assign \$216  = dload_copy9 ? { params_d1[589:531], acc9 } : drain[759:684];
-  assign \$217  = | count_copy0;
-  assign \$218  = \$217  | skid_qvalid_copy0;
-  assign \$219  = ~ m__valid;
-  assign \$220  = \$219  | m__ready;
-  assign \$221  = \$218  & \$220 ;
+  assign \$124  = \$123  & last_beat;
+  assign \$125  = ~ ready;
+  assign \$126  = \$signal  & \$125 ;
+  assign \$127  = \$124  ? 1'h1 : \$126 ;
+  assign \$128  = ~ \$127 ;
+  assign \$129  = \$128  | ready_next;
+  assign \$130  = s__valid & s__ready;
+  assign \$131  = \$130  & last_beat;
+  assign \$132  = ~ ready;
+  assign \$133  = \$signal  & \$132 ;
+  assign \$134  = \$131  ? 1'h1 : \$133 ;
+  assign \$135  = ~ \$134 ;
+  assign \$136  = \$135  | ready_next;
+  assign \$137  = \$signal  & ready;
+  assign \$138  = read_bank ^ \$137 ;
+  assign \$139  = \$signal  & ready;
+  assign \$140  = read_bank ^ \$139 ;
+  assign \$141  = \$signal  & ready;
+  assign \$142  = read_bank ^ \$141 ;
+  assign \$143  = \$signal  & ready;
+  assign \$144  = read_bank ^ \$143 ;
+  assign \$145  = s__valid & s__ready;
+  assign \$147  = \$145  ? 1'h1 : 1'h0;
+  assign \$148  = s__valid & s__ready;
+  assign \$150  = \$148  ? 1'h1 : 1'h0;
+  assign \$151  = s__valid & s__ready;
+  assign \$153  = \$151  ? 1'h1 : 1'h0;
+  assign \$154  = s__valid & s__ready;
+  assign \$156  = \$154  ? 1'h1 : 1'h0;
+  assign \$157  = ! sfc;
+  assign \$158  = sfc == 4'hf;
+  assign \$159  = ft_d0[0] & ft_d0[2];
+  assign \$160  = ft_d0[0] & ft_d0[3];
+  assign \$161  = accflags_copy0[1] ? 17'h00000 : acc0;
+  assign \$162  = $signed(\$161 ) + $signed(sum);
+  assign \$163  = accflags_copy1[1] ? 17'h00000 : acc1;
+  assign \$164  = $signed(\$163 ) + $signed(\sum$209 );
+  assign \$165  = accflags_copy2[1] ? 17'h00000 : acc2;
+  assign \$166  = $signed(\$165 ) + $signed(\sum$211 );
+  assign \$167  = accflags_copy3[1] ? 17'h00000 : acc3;
+  assign \$168  = $signed(\$167 ) + $signed(\sum$213 );
+  assign \$169  = accflags_copy4[1] ? 17'h00000 : acc4;
+  assign \$170  = $signed(\$169 ) + $signed(\sum$215 );
+  assign \$171  = accflags_copy5[1] ? 17'h00000 : acc5;
+  assign \$172  = $signed(\$171 ) + $signed(\sum$217 );
+  assign \$173  = accflags_copy6[1] ? 17'h00000 : acc6;
+  assign \$174  = $signed(\$173 ) + $signed(\sum$219 );
+  assign \$175  = accflags_copy7[1] ? 17'h00000 : acc7;
+  assign \$176  = $signed(\$175 ) + $signed(\sum$221 );
+  assign \$177  = accflags_copy8[1] ? 17'h00000 : acc8;
+  assign \$178  = $signed(\$177 ) + $signed(\sum$223 );
+  assign \$179  = accflags_copy9[1] ? 17'h00000 : acc9;
+  assign \$180  = $signed(\$179 ) + $signed(\sum$225 );
+  assign \$181  = ft_d0[0] & ft_d0[2];
+  assign \$182  = ft_d0[0] & ft_d0[2];
+  assign \$183  = ft_d0[0] & ft_d0[2];
+  assign \$184  = ft_d0[0] & ft_d0[2];
+  assign \$185  = ft_d0[0] & ft_d0[2];
+  assign \$186  = ft_d0[0] & ft_d0[2];
+  assign \$187  = ft_d0[0] & ft_d0[2];
+  assign \$188  = ft_d0[0] & ft_d0[2];
+  assign \$189  = ft_d0[0] & ft_d0[2];
+  assign \$190  = ft_d0[0] & ft_d0[2];
+  assign \$191  = dload_copy0 ? { params_d1[58:0], acc0 } : drain[151:76];
+  assign \$192  = dload_copy1 ? { params_d1[117:59], acc1 } : drain[227:152];
+  assign \$193  = dload_copy2 ? { params_d1[176:118], acc2 } : drain[303:228];
+  assign \$194  = dload_copy3 ? { params_d1[235:177], acc3 } : drain[379:304];
+  assign \$195  = dload_copy4 ? { params_d1[294:236], acc4 } : drain[455:380];
+  assign \$196  = dload_copy5 ? { params_d1[353:295], acc5 } : drain[531:456];
+  assign \$197  = dload_copy6 ? { params_d1[412:354], acc6 } : drain[607:532];
+  assign \$198  = dload_copy7 ? { params_d1[471:413], acc7 } : drain[683:608];
+  assign \$199  = dload_copy8 ? { params_d1[530:472], acc8 } : drain[759:684];
+  assign \$200  = dload_copy9 ? { params_d1[589:531], acc9 } : drain[759:684];
+  assign \$201  = | count_copy0;
+  assign \$202  = \$201  | skid_qvalid_copy0;
+  assign \$203  = ~ m__valid;
+  assign \$204  = \$203  | m__ready;
+  assign \$205  = \$202  & \$204 ;
+  assign \$206  = | count_copy0;
+  assign \$207  = ~ \$206 ;
+  assign \$208  = \$205  & \$207 ;
+  assign \$209  = ~ \$208 ;
+  assign \$210  = skid_qvalid_copy0 & \$209 ;
+  assign \$211  = | count_copy0;
+  assign \$212  = \$211  | skid_qvalid_copy0;
+  assign \$213  = ~ m__valid;
+  assign \$214  = \$213  | m__ready;
+  assign \$215  = \$212  & \$214 ;
+  assign \$216  = | count_copy0;
+  assign \$217  = \$215  & \$216 ;
+  assign \$218  = count_copy0 == 1'h1;
+  assign \$219  = ! count_copy0;
+  assign \$220  = \$217  ? \$218  : \$219 ;
+  assign \$221  = \$210  & \$220 ;
   assign \$222  = | count_copy0;
-  assign \$223  = ~ \$222 ;
-  assign \$224  = \$221  & \$223 ;
-  assign \$225  = ~ \$224 ;
-  assign \$226  = skid_qvalid_copy0 & \$225 ;
+  assign \$223  = \$222  | skid_qvalid_copy0;
+  assign \$224  = ~ m__valid;
+  assign \$225  = \$224  | m__ready;
+  assign \$226  = \$223  & \$225 ;
   assign \$227  = | count_copy0;
-  assign \$228  = \$227  | skid_qvalid_copy0;
-  assign \$229  = ~ m__valid;
-  assign \$230  = \$229  | m__ready;
-  assign \$231  = \$228  & \$230 ;
-  assign \$232  = | count_copy0;
-  assign \$233  = \$231  & \$232 ;
-  assign \$234  = count_copy0 == 1'h1;
-  assign \$235  = ! count_copy0;
-  assign \$236  = \$233  ? \$234  : \$235 ;
-  assign \$237  = \$226  & \$236 ;
-  assign \$238  = | count_copy0;
-  assign \$239  = \$238  | skid_qvalid_copy0;
-  assign \$240  = ~ m__valid;
-  assign \$241  = \$240  | m__ready;
-  assign \$242  = \$239  & \$241 ;
-  assign \$243  = | count_copy0;
-  assign \$244  = \$242  & \$243 ;
-  assign \$245  = | count_copy1;
-  assign \$246  = \$245  | skid_qvalid_copy1;
-  assign \$247  = ~ m__valid;
-  assign \$248  = \$247  | m__ready;
-  assign \$249  = \$246  & \$248 ;
+  assign \$228  = \$226  & \$227 ;
+  assign \$229  = | count_copy1;
+  assign \$230  = \$229  | skid_qvalid_copy1;
+  assign \$231  = ~ m__valid;
+  assign \$232  = \$231  | m__ready;
+  assign \$233  = \$230  & \$232 ;
+  assign \$234  = | count_copy1;
+  assign \$235  = ~ \$234 ;
+  assign \$236  = \$233  & \$235 ;
+  assign \$237  = ~ \$236 ;
+  assign \$238  = skid_qvalid_copy1 & \$237 ;
+  assign \$239  = | count_copy1;
+  assign \$240  = \$239  | skid_qvalid_copy1;
+  assign \$241  = ~ m__valid;
+  assign \$242  = \$241  | m__ready;
+  assign \$243  = \$240  & \$242 ;
+  assign \$244  = | count_copy1;
+  assign \$245  = \$243  & \$244 ;
+  assign \$246  = count_copy1 == 2'h2;
+  assign \$247  = count_copy1 == 1'h1;
+  assign \$248  = \$245  ? \$246  : \$247 ;
+  assign \$249  = \$238  & \$248 ;
   assign \$250  = | count_copy1;
-  assign \$251  = ~ \$250 ;
-  assign \$252  = \$249  & \$251 ;
-  assign \$253  = ~ \$252 ;
-  assign \$254  = skid_qvalid_copy1 & \$253 ;
+  assign \$251  = \$250  | skid_qvalid_copy1;
+  assign \$252  = ~ m__valid;
+  assign \$253  = \$252  | m__ready;
+  assign \$254  = \$251  & \$253 ;
   assign \$255  = | count_copy1;
-  assign \$256  = \$255  | skid_qvalid_copy1;
-  assign \$257  = ~ m__valid;
-  assign \$258  = \$257  | m__ready;
-  assign \$259  = \$256  & \$258 ;
-  assign \$260  = | count_copy1;
-  assign \$261  = \$259  & \$260 ;
-  assign \$262  = count_copy1 == 2'h2;
-  assign \$263  = count_copy1 == 1'h1;
-  assign \$264  = \$261  ? \$262  : \$263 ;
-  assign \$265  = \$254  & \$264 ;
-  assign \$266  = | count_copy1;
-  assign \$267  = \$266  | skid_qvalid_copy1;
-  assign \$268  = ~ m__valid;
-  assign \$269  = \$268  | m__ready;
-  assign \$270  = \$267  & \$269 ;
-  assign \$271  = | count_copy1;
-  assign \$272  = \$270  & \$271 ;
-  assign \$273  = | count_copy2;
-  assign \$274  = \$273  | skid_qvalid_copy2;
-  assign \$275  = ~ m__valid;
-  assign \$276  = \$275  | m__ready;
-  assign \$277  = \$274  & \$276 ;
+  assign \$256  = \$254  & \$255 ;
+  assign \$257  = | count_copy2;
+  assign \$258  = \$257  | skid_qvalid_copy2;
+  assign \$259  = ~ m__valid;
+  assign \$260  = \$259  | m__ready;
+  assign \$261  = \$258  & \$260 ;
+  assign \$262  = | count_copy2;
+  assign \$263  = ~ \$262 ;
+  assign \$264  = \$261  & \$263 ;
+  assign \$265  = ~ \$264 ;
+  assign \$266  = skid_qvalid_copy2 & \$265 ;
+  assign \$267  = | count_copy2;
+  assign \$268  = \$267  | skid_qvalid_copy2;
+  assign \$269  = ~ m__valid;
+  assign \$270  = \$269  | m__ready;
+  assign \$271  = \$268  & \$270 ;
+  assign \$272  = | count_copy2;
+  assign \$273  = \$271  & \$272 ;
+  assign \$274  = count_copy2 == 2'h3;
+  assign \$275  = count_copy2 == 2'h2;
+  assign \$276  = \$273  ? \$274  : \$275 ;
+  assign \$277  = \$266  & \$276 ;
   assign \$278  = | count_copy2;
-  assign \$279  = ~ \$278 ;
-  assign \$280  = \$277  & \$279 ;
-  assign \$281  = ~ \$280 ;
-  assign \$282  = skid_qvalid_copy2 & \$281 ;
+  assign \$279  = \$278  | skid_qvalid_copy2;
+  assign \$280  = ~ m__valid;
+  assign \$281  = \$280  | m__ready;
+  assign \$282  = \$279  & \$281 ;
   assign \$283  = | count_copy2;
-  assign \$284  = \$283  | skid_qvalid_copy2;
-  assign \$285  = ~ m__valid;
-  assign \$286  = \$285  | m__ready;
-  assign \$287  = \$284  & \$286 ;
-  assign \$288  = | count_copy2;
-  assign \$289  = \$287  & \$288 ;
-  assign \$290  = count_copy2 == 2'h3;
-  assign \$291  = count_copy2 == 2'h2;
-  assign \$292  = \$289  ? \$290  : \$291 ;
-  assign \$293  = \$282  & \$292 ;
-  assign \$294  = | count_copy2;
-  assign \$295  = \$294  | skid_qvalid_copy2;
-  assign \$296  = ~ m__valid;
-  assign \$297  = \$296  | m__ready;
-  assign \$298  = \$295  & \$297 ;
-  assign \$299  = | count_copy2;
-  assign \$300  = \$298  & \$299 ;
-  assign \$301  = | \$71 [1:0];
-  assign \$302  = | \$71 [1:0];
-  assign \$303  = held_copy0 | qvalid_copy0;
-  assign \$304  = ~ mvalid_copy0;
-  assign \$305  = \$304  | m__ready;
-  assign \$306  = \$303  & \$305 ;
-  assign \$307  = | count;
-  assign \$308  = \$307  ? skid0 : { qe_last_d0, q, results0 };
-  assign \$309  = held_copy1 | qvalid_copy1;
-  assign \$310  = ~ mvalid_copy1;
-  assign \$311  = \$310  | m__ready;
-  assign \$312  = \$309  & \$311 ;
-  assign \$313  = | count;
-  assign \$314  = \$313  ? skid0 : { qe_last_d0, q, results0 };
-  assign \$315  = | count;
-  assign \$316  = \$315  | qv_last_d0;
-  assign \$317  = ~ m__valid;
-  assign \$318  = \$317  | m__ready;
-  assign \$319  = \$316  & \$318 ;
+  assign \$284  = \$282  & \$283 ;
+  assign \$285  = | \$71 [1:0];
+  assign \$286  = | \$71 [1:0];
+  assign \$287  = held_copy0 | qvalid_copy0;
+  assign \$288  = ~ mvalid_copy0;
+  assign \$289  = \$288  | m__ready;
+  assign \$290  = \$287  & \$289 ;
+  assign \$291  = | count;
+  assign \$292  = \$291  ? skid0 : { qe_last_d0, q, results0 };
+  assign \$293  = held_copy1 | qvalid_copy1;
+  assign \$294  = ~ mvalid_copy1;
+  assign \$295  = \$294  | m__ready;
+  assign \$296  = \$293  & \$295 ;
+  assign \$297  = | count;
+  assign \$298  = \$297  ? skid0 : { qe_last_d0, q, results0 };
+  assign \$299  = | count;
+  assign \$300  = \$299  | qv_last_d0;
+  assign \$301  = ~ m__valid;
+  assign \$302  = \$301  | m__ready;
+  assign \$303  = \$300  & \$302 ;
   always @(posedge clk)
-    busy <= \$320 ;
+    busy <= \$304 ;
   always @(posedge clk)
-    step <= \$321 ;
+    step <= \$305 ;
   always @(posedge clk)
-    addr <= \$322 ;
+    addr <= \$306 ;
   always @(posedge clk)
-    sfc <= \$323 ;
+    sfc <= \$307 ;
   always @(posedge clk)
-    last_step <= \$324 ;
+    last_step <= \$308 ;
   always @(posedge clk)
-    ready <= \$325 ;
+    ready <= \$309 ;
   always @(posedge clk)
-    credits <= \$326 ;
+    credits <= \$310 ;
   always @(posedge clk)
-    issue <= \$327 ;
+    issue <= \$311 ;
   always @(posedge clk)
-    word <= \$328 ;
+    word <= \$312 ;
   always @(posedge clk)
-    write_bank <= \$329 ;
+    last_beat <= \$313 ;
   always @(posedge clk)
-    read_bank <= \$330 ;
+    write_bank <= \$314 ;
   always @(posedge clk)
-    \$signal  <= \$331 ;
+    read_bank <= \$315 ;
   always @(posedge clk)
-    sready_copy0 <= \$332 ;
+    \$signal  <= \$316 ;
   always @(posedge clk)
-    sready_copy1 <= \$333 ;
+    sready_copy0 <= \$317 ;
   always @(posedge clk)
-    sready_copy2 <= \$334 ;
+    sready_copy1 <= \$318 ;
   always @(posedge clk)
-    sready_copy3 <= \$335 ;
+    sready_copy2 <= \$319 ;
+  always @(posedge clk)
+    sready_copy3 <= \$320 ;
   always @(posedge clk)
     xbeat <= s__payload;
   always @(posedge clk)
-    write__addr <= \$336 ;
+    write__addr <= \$321 ;
   always @(posedge clk)
-    \write__addr$37  <= \$337 ;
+    \write__addr$37  <= \$322 ;
   always @(posedge clk)
-    \write__addr$44  <= \$338 ;
+    \write__addr$44  <= \$323 ;
   always @(posedge clk)
-    \write__addr$51  <= \$339 ;
+    \write__addr$51  <= \$324 ;
   always @(posedge clk)
-    read__addr <= \$340 ;
+    read__addr <= \$325 ;
   always @(posedge clk)
-    \read__addr$40  <= \$341 ;
+    \read__addr$40  <= \$326 ;
   always @(posedge clk)
-    \read__addr$47  <= \$342 ;
+    \read__addr$47  <= \$327 ;
   always @(posedge clk)
-    \read__addr$54  <= \$343 ;
+    \read__addr$54  <= \$328 ;
   always @(posedge clk)
-    write__en <= \$344 ;
+    write__en <= \$329 ;
   always @(posedge clk)
-    \write__en$35  <= \$345 ;
+    \write__en$35  <= \$330 ;
   always @(posedge clk)
-    \write__en$42  <= \$346 ;
+    \write__en$42  <= \$331 ;
   always @(posedge clk)
-    \write__en$49  <= \$347 ;
+    \write__en$49  <= \$332 ;
   always @(posedge clk)
-    xmem_d0 <= \$348 ;
+    xmem_d0 <= \$333 ;
   always @(posedge clk)
     xtree_fan_copy0 <= xmem_d0;
   always @(posedge clk)
@@ -59017,192 +58916,222 @@ module \bchw_top.engine3 (rst, s__valid, s__payload, s__ready, m__ready, sready_
   always @(posedge clk)
     \x$94  <= xtree_fan_copy2;
   always @(posedge clk)
-    wdata_d0 <= \$349 ;
+    wdata_d0 <= \$334 ;
   always @(posedge clk)
-    wdata_d1 <= \$350 ;
+    wdata_d1 <= \$335 ;
   always @(posedge clk)
-    wdata_d2 <= \$351 ;
+    wdata_d2 <= \$336 ;
   always @(posedge clk)
-    f_d0 <= \$352 ;
+    f_d0 <= \$337 ;
   always @(posedge clk)
-    f_d1 <= \$353 ;
+    f_d1 <= \$338 ;
   always @(posedge clk)
-    f_d2 <= \$354 ;
+    f_d2 <= \$339 ;
   always @(posedge clk)
-    f_d3 <= \$355 ;
+    f_d3 <= \$340 ;
   always @(posedge clk)
-    f_d4 <= \$356 ;
+    f_d4 <= \$341 ;
   always @(posedge clk)
-    f_d5 <= \$357 ;
+    f_d5 <= \$342 ;
   always @(posedge clk)
-    f_d6 <= \$358 ;
+    f_d6 <= \$343 ;
   always @(posedge clk)
-    f_d7 <= \$359 ;
+    f_d7 <= \$344 ;
   always @(posedge clk)
-    ft_d0 <= \$360 ;
+    ft_d0 <= \$345 ;
   always @(posedge clk)
-    accflags_copy0 <= \$361 ;
+    accflags_copy0 <= \$346 ;
   always @(posedge clk)
-    accflags_copy1 <= \$362 ;
+    accflags_copy1 <= \$347 ;
   always @(posedge clk)
-    accflags_copy2 <= \$363 ;
+    accflags_copy2 <= \$348 ;
   always @(posedge clk)
-    accflags_copy3 <= \$364 ;
+    accflags_copy3 <= \$349 ;
   always @(posedge clk)
-    accflags_copy4 <= \$365 ;
+    accflags_copy4 <= \$350 ;
   always @(posedge clk)
-    accflags_copy5 <= \$366 ;
+    accflags_copy5 <= \$351 ;
   always @(posedge clk)
-    accflags_copy6 <= \$367 ;
+    accflags_copy6 <= \$352 ;
   always @(posedge clk)
-    accflags_copy7 <= \$368 ;
+    accflags_copy7 <= \$353 ;
   always @(posedge clk)
-    accflags_copy8 <= \$369 ;
+    accflags_copy8 <= \$354 ;
   always @(posedge clk)
-    accflags_copy9 <= \$370 ;
+    accflags_copy9 <= \$355 ;
   always @(posedge clk)
-    params_d0 <= \$371 ;
+    params_d0 <= \$356 ;
   always @(posedge clk)
-    params_d1 <= \$372 ;
+    params_d1 <= \$357 ;
   always @(posedge clk)
-    acc_valid <= \$373 ;
+    acc_valid <= \$358 ;
   always @(posedge clk)
-    acc_end <= \$374 ;
+    acc_end <= \$359 ;
   always @(posedge clk)
-    acc0 <= \$375 ;
+    acc0 <= \$360 ;
   always @(posedge clk)
-    acc1 <= \$376 ;
+    acc1 <= \$361 ;
   always @(posedge clk)
-    acc2 <= \$377 ;
+    acc2 <= \$362 ;
   always @(posedge clk)
-    acc3 <= \$378 ;
+    acc3 <= \$363 ;
   always @(posedge clk)
-    acc4 <= \$379 ;
+    acc4 <= \$364 ;
   always @(posedge clk)
-    acc5 <= \$380 ;
+    acc5 <= \$365 ;
   always @(posedge clk)
-    acc6 <= \$381 ;
+    acc6 <= \$366 ;
   always @(posedge clk)
-    acc7 <= \$382 ;
+    acc7 <= \$367 ;
   always @(posedge clk)
-    acc8 <= \$383 ;
+    acc8 <= \$368 ;
   always @(posedge clk)
-    acc9 <= \$384 ;
+    acc9 <= \$369 ;
   always @(posedge clk)
-    dload_copy0 <= \$385 ;
+    dload_copy0 <= \$370 ;
   always @(posedge clk)
-    dload_copy1 <= \$386 ;
+    dload_copy1 <= \$371 ;
   always @(posedge clk)
-    dload_copy2 <= \$387 ;
+    dload_copy2 <= \$372 ;
   always @(posedge clk)
-    dload_copy3 <= \$388 ;
+    dload_copy3 <= \$373 ;
   always @(posedge clk)
-    dload_copy4 <= \$389 ;
+    dload_copy4 <= \$374 ;
   always @(posedge clk)
-    dload_copy5 <= \$390 ;
+    dload_copy5 <= \$375 ;
   always @(posedge clk)
-    dload_copy6 <= \$391 ;
+    dload_copy6 <= \$376 ;
   always @(posedge clk)
-    dload_copy7 <= \$392 ;
+    dload_copy7 <= \$377 ;
   always @(posedge clk)
-    dload_copy8 <= \$393 ;
+    dload_copy8 <= \$378 ;
   always @(posedge clk)
-    dload_copy9 <= \$394 ;
+    dload_copy9 <= \$379 ;
   always @(posedge clk)
-    drain <= \$395 ;
+    drain <= \$380 ;
   always @(posedge clk)
-    qv_d0 <= \$396 ;
+    qv_d0 <= \$381 ;
   always @(posedge clk)
-    qv_d1 <= \$397 ;
+    qv_d1 <= \$382 ;
   always @(posedge clk)
-    qv_d2 <= \$398 ;
+    qv_d2 <= \$383 ;
   always @(posedge clk)
-    qv_d3 <= \$399 ;
+    qv_d3 <= \$384 ;
   always @(posedge clk)
-    qv_d4 <= \$400 ;
+    qv_d4 <= \$385 ;
   always @(posedge clk)
-    qv_d5 <= \$401 ;
+    qv_d5 <= \$386 ;
   always @(posedge clk)
-    qv_d6 <= \$402 ;
+    qv_d6 <= \$387 ;
   always @(posedge clk)
-    qv_d7 <= \$403 ;
+    qv_d7 <= \$388 ;
   always @(posedge clk)
-    qv_d8 <= \$404 ;
+    qv_d8 <= \$389 ;
   always @(posedge clk)
-    qv_d9 <= \$405 ;
+    qv_d9 <= \$390 ;
   always @(posedge clk)
-    qv_d10 <= \$406 ;
+    qv_d10 <= \$391 ;
   always @(posedge clk)
-    qv_d11 <= \$407 ;
+    qv_d11 <= \$392 ;
   always @(posedge clk)
-    qv_d12 <= \$408 ;
+    qv_d12 <= \$393 ;
   always @(posedge clk)
-    qv_d13 <= \$409 ;
+    qv_d13 <= \$394 ;
   always @(posedge clk)
-    qe_d0 <= \$410 ;
+    qe_d0 <= \$395 ;
   always @(posedge clk)
-    qe_d1 <= \$411 ;
+    qe_d1 <= \$396 ;
   always @(posedge clk)
-    qe_d2 <= \$412 ;
+    qe_d2 <= \$397 ;
   always @(posedge clk)
-    qe_d3 <= \$413 ;
+    qe_d3 <= \$398 ;
   always @(posedge clk)
-    qe_d4 <= \$414 ;
+    qe_d4 <= \$399 ;
   always @(posedge clk)
-    qe_d5 <= \$415 ;
+    qe_d5 <= \$400 ;
   always @(posedge clk)
-    qe_d6 <= \$416 ;
+    qe_d6 <= \$401 ;
   always @(posedge clk)
-    qe_d7 <= \$417 ;
+    qe_d7 <= \$402 ;
   always @(posedge clk)
-    qe_d8 <= \$418 ;
+    qe_d8 <= \$403 ;
   always @(posedge clk)
-    qe_d9 <= \$419 ;
+    qe_d9 <= \$404 ;
   always @(posedge clk)
-    qe_d10 <= \$420 ;
+    qe_d10 <= \$405 ;
+  always @(posedge clk)
+    qe_d11 <= \$406 ;
+  always @(posedge clk)
+    qe_d12 <= \$407 ;
+  always @(posedge clk)
+    qe_d13 <= \$408 ;
+  always @(posedge clk)
+    qv_last_d0 <= \$409 ;
+  always @(posedge clk)
+    qe_last_d0 <= \$410 ;
+  always @(posedge clk)
+    results0 <= { q, results0[143:16] };
+  always @(posedge clk)
+    count_copy0 <= \$411 ;
+  always @(posedge clk)
+    count_copy1 <= \$412 ;
+  always @(posedge clk)
+    count_copy2 <= \$413 ;
+  always @(posedge clk)
+    skid_qvalid_copy0 <= \$414 ;
+  always @(posedge clk)
+    skid_qvalid_copy1 <= \$415 ;
+  always @(posedge clk)
+    skid_qvalid_copy2 <= \$416 ;
+  always @(posedge clk)
+    skid0 <= \$417 ;
+  always @(posedge clk)
+    skid1 <= \$418 ;
+  always @(posedge clk)
+    skid2 <= \$419 ;
   \bchw_top.engine3.params0  params0 (
-    .clk(clk),
-    .data(\data$192 )
-  );
-  \bchw_top.engine3.params1  params1 (
     .clk(clk),
     .data(\data$193 )
   );
-  \bchw_top.engine3.params2  params2 (
+  \bchw_top.engine3.params1  params1 (
     .clk(clk),
     .data(\data$194 )
   );
-  \bchw_top.engine3.params3  params3 (
+  \bchw_top.engine3.params2  params2 (
     .clk(clk),
     .data(\data$195 )
   );
-  \bchw_top.engine3.params4  params4 (
+  \bchw_top.engine3.params3  params3 (
     .clk(clk),
     .data(\data$196 )
   );
-  \bchw_top.engine3.params5  params5 (
+  \bchw_top.engine3.params4  params4 (
     .clk(clk),
     .data(\data$197 )
   );
-  \bchw_top.engine3.params6  params6 (
+  \bchw_top.engine3.params5  params5 (
     .clk(clk),
     .data(\data$198 )
   );
-  \bchw_top.engine3.params7  params7 (
+  \bchw_top.engine3.params6  params6 (
     .clk(clk),
     .data(\data$199 )
   );
-  \bchw_top.engine3.params8  params8 (
+  \bchw_top.engine3.params7  params7 (
     .clk(clk),
     .data(\data$200 )
   );
-  \bchw_top.engine3.params9  params9 (
+  \bchw_top.engine3.params8  params8 (
     .clk(clk),
     .data(\data$201 )
   );
+  \bchw_top.engine3.params9  params9 (
+    .clk(clk),
+    .data(\data$202 )
+  );
   \bchw_top.engine3.requant0  requant0 (
     .clk(clk),
-    .\port$24854$0 (drain[75:0]),
+    .\port$24798$0 (drain[75:0]),
     .q(q),
     .rst(rst)
   );
@@ -59215,63 +59144,63 @@ module \bchw_top.engine3 (rst, s__valid, s__payload, s__ready, m__ready, sready_
   );
   \bchw_top.engine3.tree1  tree1 (
     .clk(clk),
-    .l4_0(\sum$208 ),
+    .l4_0(\sum$209 ),
     .rst(rst),
     .w(wdata_d2[31:16]),
     .x(\x$62 )
   );
   \bchw_top.engine3.tree2  tree2 (
     .clk(clk),
-    .l4_0(\sum$210 ),
+    .l4_0(\sum$211 ),
     .rst(rst),
     .w(wdata_d2[47:32]),
     .x(\x$66 )
   );
   \bchw_top.engine3.tree3  tree3 (
     .clk(clk),
-    .l4_0(\sum$212 ),
+    .l4_0(\sum$213 ),
     .rst(rst),
     .w(wdata_d2[63:48]),
     .x(\x$70 )
   );
   \bchw_top.engine3.tree4  tree4 (
     .clk(clk),
-    .l4_0(\sum$214 ),
+    .l4_0(\sum$215 ),
     .rst(rst),
     .w(wdata_d2[79:64]),
     .x(\x$74 )
   );
   \bchw_top.engine3.tree5  tree5 (
     .clk(clk),
-    .l4_0(\sum$216 ),
+    .l4_0(\sum$217 ),
     .rst(rst),
     .w(wdata_d2[95:80]),
     .x(\x$78 )
   );
   \bchw_top.engine3.tree6  tree6 (
     .clk(clk),
-    .l4_0(\sum$218 ),
+    .l4_0(\sum$219 ),
     .rst(rst),
     .w(wdata_d2[111:96]),
     .x(\x$82 )
   );
   \bchw_top.engine3.tree7  tree7 (
     .clk(clk),
-    .l4_0(\sum$220 ),
+    .l4_0(\sum$221 ),
     .rst(rst),
     .w(wdata_d2[127:112]),
     .x(\x$86 )
   );
   \bchw_top.engine3.tree8  tree8 (
     .clk(clk),
-    .l4_0(\sum$222 ),
+    .l4_0(\sum$223 ),
     .rst(rst),
     .w(wdata_d2[143:128]),
     .x(\x$90 )
   );
   \bchw_top.engine3.tree9  tree9 (
     .clk(clk),
-    .l4_0(\sum$224 ),
+    .l4_0(\sum$225 ),
     .rst(rst),
     .w(wdata_d2[159:144]),
     .x(\x$94 )
@@ -59283,21 +59212,28 @@ module \bchw_top.engine3 (rst, s__valid, s__payload, s__ready, m__ready, sready_
   );
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$421  = qe_d10;
+    \$420  = \$71 [1:0];
+    if (rst) begin
+      \$420  = 2'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    \$421  = \$285 ;
     if (rst) begin
       \$421  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$422  = qe_d11;
+    \$422  = \$286 ;
     if (rst) begin
       \$422  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$423  = qe_d12;
+    \$423  = qv_d13;
     if (rst) begin
       \$423  = 1'h0;
     end
@@ -59311,825 +59247,828 @@ module \bchw_top.engine3 (rst, s__valid, s__payload, s__ready, m__ready, sready_
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$425  = qe_d13;
+    \$425  = valid_next;
     if (rst) begin
       \$425  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$426  = \$71 [1:0];
+    \$426  = valid_next;
     if (rst) begin
-      \$426  = 2'h0;
+      \$426  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$427  = \$71 [1:0];
+    \$427  = valid_next;
     if (rst) begin
-      \$427  = 2'h0;
+      \$427  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$428  = \$71 [1:0];
-    if (rst) begin
-      \$428  = 2'h0;
+    \$428  = m__payload;
+    if (\$290 ) begin
+      \$428 [127:0] = \$292 [127:0];
+    end
+    if (\$296 ) begin
+      \$428 [159:128] = \$298 [159:128];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$429  = qv_d13;
+    \$429  = \$303 ;
     if (rst) begin
       \$429  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$430  = qv_d13;
+    \$430  = credit_back_d0;
     if (rst) begin
       \$430  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$431  = qv_d13;
+    \$304  = busy_next;
     if (rst) begin
-      \$431  = 1'h0;
+      \$304  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$432  = skid0;
-    if (\$237 ) begin
-      \$432  = { qe_last_d0, q, results0 };
-    end else if (\$244 ) begin
-      \$432  = skid1;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$433  = skid1;
-    if (\$265 ) begin
-      \$433  = { qe_last_d0, q, results0 };
-    end else if (\$272 ) begin
-      \$433  = skid2;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$434  = skid2;
-    if (\$293 ) begin
-      \$434  = { qe_last_d0, q, results0 };
-    end else if (\$300 ) begin
-      \$434  = 161'h00000000000000000000000000000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$435  = \$71 [1:0];
+    \$305  = \$11 [3:0];
     if (rst) begin
-      \$435  = 2'h0;
+      \$305  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$436  = \$301 ;
+    \$306  = \$11 [3:0];
     if (rst) begin
-      \$436  = 1'h0;
+      \$306  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$437  = \$302 ;
+    \$307  = \$23 [3:0];
     if (rst) begin
-      \$437  = 1'h0;
+      \$307  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$438  = qv_d13;
+    \$308  = last_step_next;
     if (rst) begin
-      \$438  = 1'h0;
+      \$308  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$439  = qv_d13;
+    \$309  = ready_next;
     if (rst) begin
-      \$439  = 1'h0;
+      \$309  = 1'h1;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$440  = valid_next;
+    \$310  = \$47 [1:0];
     if (rst) begin
-      \$440  = 1'h0;
+      \$310  = 2'h3;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$441  = valid_next;
+    \$311  = issue_next;
     if (rst) begin
-      \$441  = 1'h0;
+      \$311  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$442  = valid_next;
-    if (rst) begin
-      \$442  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$443  = m__payload;
-    if (\$306 ) begin
-      \$443 [127:0] = \$308 [127:0];
-    end
-    if (\$312 ) begin
-      \$443 [159:128] = \$314 [159:128];
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$444  = \$319 ;
-    if (rst) begin
-      \$444  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$445  = credit_back_d0;
-    if (rst) begin
-      \$445  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$320  = busy_next;
-    if (rst) begin
-      \$320  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$321  = \$11 [3:0];
-    if (rst) begin
-      \$321  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$322  = \$11 [3:0];
-    if (rst) begin
-      \$322  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$323  = \$23 [3:0];
-    if (rst) begin
-      \$323  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$324  = last_step_next;
-    if (rst) begin
-      \$324  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$325  = ready_next;
-    if (rst) begin
-      \$325  = 1'h1;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$326  = \$47 [1:0];
-    if (rst) begin
-      \$326  = 2'h3;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$327  = issue_next;
-    if (rst) begin
-      \$327  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$328  = word;
+    \$312  = word;
     if (\$82 ) begin
-      \$328  = \$96 [3:0];
+      \$312  = \$90 [3:0];
     end
     if (rst) begin
-      \$328  = 4'h0;
+      \$312  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$329  = write_bank;
-    if (\$101 ) begin
-      \$329  = \$102 ;
+    \$313  = last_beat;
+    if (\$82 ) begin
+      \$313  = \$98 ;
     end
+    if (rst) begin
+      \$313  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    \$314  = write_bank;
+    if (\$100 ) begin
+      \$314  = \$101 ;
+    end
+    if (rst) begin
+      \$314  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    \$315  = read_bank;
+    if (\$102 ) begin
+      \$315  = \$103 ;
+    end
+    if (rst) begin
+      \$315  = 1'h1;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    \$316  = \$108 ;
+    if (rst) begin
+      \$316  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    \$317  = \$115 ;
+    if (rst) begin
+      \$317  = 1'h1;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    \$318  = \$122 ;
+    if (rst) begin
+      \$318  = 1'h1;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    \$319  = \$129 ;
+    if (rst) begin
+      \$319  = 1'h1;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    \$320  = \$136 ;
+    if (rst) begin
+      \$320  = 1'h1;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    \$321  = { write_bank, word };
+    if (rst) begin
+      \$321  = 5'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    \$322  = { write_bank, word };
+    if (rst) begin
+      \$322  = 5'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    \$323  = { write_bank, word };
+    if (rst) begin
+      \$323  = 5'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    \$324  = { write_bank, word };
+    if (rst) begin
+      \$324  = 5'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    \$325  = { \$138 , \$23 [3:0] };
+    if (rst) begin
+      \$325  = 5'h10;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    \$326  = { \$140 , \$23 [3:0] };
+    if (rst) begin
+      \$326  = 5'h10;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    \$327  = { \$142 , \$23 [3:0] };
+    if (rst) begin
+      \$327  = 5'h10;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    \$328  = { \$144 , \$23 [3:0] };
+    if (rst) begin
+      \$328  = 5'h10;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    \$329  = \$147 ;
     if (rst) begin
       \$329  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$330  = read_bank;
-    if (\$103 ) begin
-      \$330  = \$104 ;
-    end
+    \$330  = \$150 ;
     if (rst) begin
-      \$330  = 1'h1;
+      \$330  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$331  = \$112 ;
+    \$331  = \$153 ;
     if (rst) begin
       \$331  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$332  = \$122 ;
+    \$332  = \$156 ;
     if (rst) begin
-      \$332  = 1'h1;
+      \$332  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$333  = \$132 ;
+    \$337  = { last_step, \$158 , \$157 , issue };
     if (rst) begin
-      \$333  = 1'h1;
+      \$337  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$334  = \$142 ;
+    \$338  = f_d0;
     if (rst) begin
-      \$334  = 1'h1;
+      \$338  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$335  = \$152 ;
+    \$339  = f_d1;
     if (rst) begin
-      \$335  = 1'h1;
+      \$339  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$336  = { write_bank, word };
+    \$340  = f_d2;
     if (rst) begin
-      \$336  = 5'h00;
+      \$340  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$337  = { write_bank, word };
+    \$341  = f_d3;
     if (rst) begin
-      \$337  = 5'h00;
+      \$341  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$338  = { write_bank, word };
+    \$342  = f_d4;
     if (rst) begin
-      \$338  = 5'h00;
+      \$342  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$339  = { write_bank, word };
+    \$343  = f_d5;
     if (rst) begin
-      \$339  = 5'h00;
+      \$343  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$340  = { \$154 , \$23 [3:0] };
+    \$344  = f_d6;
     if (rst) begin
-      \$340  = 5'h10;
+      \$344  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$341  = { \$156 , \$23 [3:0] };
+    \$345  = f_d7;
     if (rst) begin
-      \$341  = 5'h10;
+      \$345  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$342  = { \$158 , \$23 [3:0] };
+    \$346  = f_d7[1:0];
     if (rst) begin
-      \$342  = 5'h10;
+      \$346  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$343  = { \$160 , \$23 [3:0] };
+    \$347  = f_d7[1:0];
     if (rst) begin
-      \$343  = 5'h10;
+      \$347  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$344  = \$163 ;
+    \$348  = f_d7[1:0];
     if (rst) begin
-      \$344  = 1'h0;
+      \$348  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$345  = \$166 ;
+    \$349  = f_d7[1:0];
     if (rst) begin
-      \$345  = 1'h0;
+      \$349  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$346  = \$169 ;
+    \$350  = f_d7[1:0];
     if (rst) begin
-      \$346  = 1'h0;
+      \$350  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$347  = \$172 ;
+    \$351  = f_d7[1:0];
     if (rst) begin
-      \$347  = 1'h0;
+      \$351  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$352  = { last_step, \$174 , \$173 , issue };
+    \$352  = f_d7[1:0];
     if (rst) begin
-      \$352  = 4'h0;
+      \$352  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$353  = f_d0;
+    \$353  = f_d7[1:0];
     if (rst) begin
-      \$353  = 4'h0;
+      \$353  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$354  = f_d1;
+    \$354  = f_d7[1:0];
     if (rst) begin
-      \$354  = 4'h0;
+      \$354  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$355  = f_d2;
+    \$355  = f_d7[1:0];
     if (rst) begin
-      \$355  = 4'h0;
+      \$355  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$356  = f_d3;
+    \$358  = \$159 ;
     if (rst) begin
-      \$356  = 4'h0;
+      \$358  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$357  = f_d4;
+    \$359  = \$160 ;
     if (rst) begin
-      \$357  = 4'h0;
+      \$359  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$358  = f_d5;
-    if (rst) begin
-      \$358  = 4'h0;
+    \$360  = acc0;
+    if (accflags_copy0[0]) begin
+      \$360  = \$162 [16:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$359  = f_d6;
-    if (rst) begin
-      \$359  = 4'h0;
+    \$361  = acc1;
+    if (accflags_copy1[0]) begin
+      \$361  = \$164 [16:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$360  = f_d7;
-    if (rst) begin
-      \$360  = 4'h0;
+    \$362  = acc2;
+    if (accflags_copy2[0]) begin
+      \$362  = \$166 [16:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$361  = f_d7[1:0];
-    if (rst) begin
-      \$361  = 2'h0;
+    \$363  = acc3;
+    if (accflags_copy3[0]) begin
+      \$363  = \$168 [16:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$362  = f_d7[1:0];
-    if (rst) begin
-      \$362  = 2'h0;
+    \$364  = acc4;
+    if (accflags_copy4[0]) begin
+      \$364  = \$170 [16:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$363  = f_d7[1:0];
-    if (rst) begin
-      \$363  = 2'h0;
+    \$365  = acc5;
+    if (accflags_copy5[0]) begin
+      \$365  = \$172 [16:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$364  = f_d7[1:0];
-    if (rst) begin
-      \$364  = 2'h0;
+    \$366  = acc6;
+    if (accflags_copy6[0]) begin
+      \$366  = \$174 [16:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$365  = f_d7[1:0];
-    if (rst) begin
-      \$365  = 2'h0;
+    \$367  = acc7;
+    if (accflags_copy7[0]) begin
+      \$367  = \$176 [16:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$366  = f_d7[1:0];
-    if (rst) begin
-      \$366  = 2'h0;
+    \$368  = acc8;
+    if (accflags_copy8[0]) begin
+      \$368  = \$178 [16:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$367  = f_d7[1:0];
-    if (rst) begin
-      \$367  = 2'h0;
+    \$369  = acc9;
+    if (accflags_copy9[0]) begin
+      \$369  = \$180 [16:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$368  = f_d7[1:0];
+    \$370  = \$181 ;
     if (rst) begin
-      \$368  = 2'h0;
+      \$370  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$369  = f_d7[1:0];
+    \$371  = \$182 ;
     if (rst) begin
-      \$369  = 2'h0;
+      \$371  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$370  = f_d7[1:0];
+    \$372  = \$183 ;
     if (rst) begin
-      \$370  = 2'h0;
+      \$372  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$373  = \$175 ;
+    \$373  = \$184 ;
     if (rst) begin
       \$373  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$374  = \$176 ;
+    \$374  = \$185 ;
     if (rst) begin
       \$374  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$375  = acc0;
-    if (accflags_copy0[0]) begin
-      \$375  = \$178 [16:0];
+    \$375  = \$186 ;
+    if (rst) begin
+      \$375  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$376  = acc1;
-    if (accflags_copy1[0]) begin
-      \$376  = \$180 [16:0];
+    \$376  = \$187 ;
+    if (rst) begin
+      \$376  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$377  = acc2;
-    if (accflags_copy2[0]) begin
-      \$377  = \$182 [16:0];
+    \$377  = \$188 ;
+    if (rst) begin
+      \$377  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$378  = acc3;
-    if (accflags_copy3[0]) begin
-      \$378  = \$184 [16:0];
+    \$378  = \$189 ;
+    if (rst) begin
+      \$378  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$379  = acc4;
-    if (accflags_copy4[0]) begin
-      \$379  = \$186 [16:0];
+    \$379  = \$190 ;
+    if (rst) begin
+      \$379  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$380  = acc5;
-    if (accflags_copy5[0]) begin
-      \$380  = \$188 [16:0];
+    \$381  = acc_valid;
+    if (rst) begin
+      \$381  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$381  = acc6;
-    if (accflags_copy6[0]) begin
-      \$381  = \$190 [16:0];
+    \$382  = qv_d0;
+    if (rst) begin
+      \$382  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$382  = acc7;
-    if (accflags_copy7[0]) begin
-      \$382  = \$192 [16:0];
+    \$383  = qv_d1;
+    if (rst) begin
+      \$383  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$383  = acc8;
-    if (accflags_copy8[0]) begin
-      \$383  = \$194 [16:0];
+    \$384  = qv_d2;
+    if (rst) begin
+      \$384  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$384  = acc9;
-    if (accflags_copy9[0]) begin
-      \$384  = \$196 [16:0];
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$385  = \$197 ;
+    \$385  = qv_d3;
     if (rst) begin
       \$385  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$386  = \$198 ;
+    \$386  = qv_d4;
     if (rst) begin
       \$386  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$387  = \$199 ;
+    \$387  = qv_d5;
     if (rst) begin
       \$387  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$388  = \$200 ;
+    \$388  = qv_d6;
     if (rst) begin
       \$388  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$389  = \$201 ;
+    \$389  = qv_d7;
     if (rst) begin
       \$389  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$390  = \$202 ;
+    \$390  = qv_d8;
     if (rst) begin
       \$390  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$391  = \$203 ;
+    \$391  = qv_d9;
     if (rst) begin
       \$391  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$392  = \$204 ;
+    \$392  = qv_d10;
     if (rst) begin
       \$392  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$393  = \$205 ;
+    \$393  = qv_d11;
     if (rst) begin
       \$393  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$394  = \$206 ;
+    \$394  = qv_d12;
     if (rst) begin
       \$394  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$396  = acc_valid;
+    \$395  = acc_end;
+    if (rst) begin
+      \$395  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    \$396  = qe_d0;
     if (rst) begin
       \$396  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$397  = qv_d0;
+    \$397  = qe_d1;
     if (rst) begin
       \$397  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$398  = qv_d1;
+    \$398  = qe_d2;
     if (rst) begin
       \$398  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$399  = qv_d2;
+    \$399  = qe_d3;
     if (rst) begin
       \$399  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$400  = qv_d3;
+    \$400  = qe_d4;
     if (rst) begin
       \$400  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$401  = qv_d4;
+    \$401  = qe_d5;
     if (rst) begin
       \$401  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$402  = qv_d5;
+    \$402  = qe_d6;
     if (rst) begin
       \$402  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$403  = qv_d6;
+    \$403  = qe_d7;
     if (rst) begin
       \$403  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$404  = qv_d7;
+    \$404  = qe_d8;
     if (rst) begin
       \$404  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$405  = qv_d8;
+    \$405  = qe_d9;
     if (rst) begin
       \$405  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$406  = qv_d9;
+    \$406  = qe_d10;
     if (rst) begin
       \$406  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$407  = qv_d10;
+    \$407  = qe_d11;
     if (rst) begin
       \$407  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$408  = qv_d11;
+    \$408  = qe_d12;
     if (rst) begin
       \$408  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$409  = qv_d12;
+    \$409  = qv_d13;
     if (rst) begin
       \$409  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$410  = acc_end;
+    \$410  = qe_d13;
     if (rst) begin
       \$410  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$411  = qe_d0;
+    \$411  = \$71 [1:0];
     if (rst) begin
-      \$411  = 1'h0;
+      \$411  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$412  = qe_d1;
+    \$412  = \$71 [1:0];
     if (rst) begin
-      \$412  = 1'h0;
+      \$412  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$413  = qe_d2;
+    \$413  = \$71 [1:0];
     if (rst) begin
-      \$413  = 1'h0;
+      \$413  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$414  = qe_d3;
+    \$414  = qv_d13;
     if (rst) begin
       \$414  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$415  = qe_d4;
+    \$415  = qv_d13;
     if (rst) begin
       \$415  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$416  = qe_d5;
+    \$416  = qv_d13;
     if (rst) begin
       \$416  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$417  = qe_d6;
-    if (rst) begin
-      \$417  = 1'h0;
+    \$417  = skid0;
+    if (\$221 ) begin
+      \$417  = { qe_last_d0, q, results0 };
+    end else if (\$228 ) begin
+      \$417  = skid1;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$418  = qe_d7;
-    if (rst) begin
-      \$418  = 1'h0;
+    \$418  = skid1;
+    if (\$249 ) begin
+      \$418  = { qe_last_d0, q, results0 };
+    end else if (\$256 ) begin
+      \$418  = skid2;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$419  = qe_d8;
-    if (rst) begin
-      \$419  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$420  = qe_d9;
-    if (rst) begin
-      \$420  = 1'h0;
+    \$419  = skid2;
+    if (\$277 ) begin
+      \$419  = { qe_last_d0, q, results0 };
+    end else if (\$284 ) begin
+      \$419  = 161'h00000000000000000000000000000000000000000;
     end
   end
   assign step_next = \$11 [3:0];
@@ -60212,22 +60151,22 @@ module \bchw_top.engine3 (rst, s__valid, s__payload, s__ready, m__ready, sready_
   assign count_next = \$71 [1:0];
   assign vector = m__payload;
   assign credit_back_d1 = credit_back;
-  assign \$395 [759:684] = \$216 ;
-  assign \$395 [683:608] = \$215 ;
-  assign \$395 [607:532] = \$214 ;
-  assign \$395 [531:456] = \$213 ;
-  assign \$395 [455:380] = \$212 ;
-  assign \$395 [379:304] = \$211 ;
-  assign \$395 [303:228] = \$210 ;
-  assign \$395 [227:152] = \$209 ;
-  assign \$395 [151:76] = \$208 ;
-  assign \$395 [75:0] = \$207 ;
-  assign \$372  = params_d0;
-  assign \$371  = { \data$201 , \data$200 , \data$199 , \data$198 , \data$197 , \data$196 , \data$195 , \data$194 , \data$193 , \data$192  };
-  assign \$351  = wdata_d1;
-  assign \$350  = wdata_d0;
-  assign \$349  = data;
-  assign \$348  = { \read__data$159 , \read__data$158 , \read__data$157 , read__data };
+  assign \$380 [759:684] = \$200 ;
+  assign \$380 [683:608] = \$199 ;
+  assign \$380 [607:532] = \$198 ;
+  assign \$380 [531:456] = \$197 ;
+  assign \$380 [455:380] = \$196 ;
+  assign \$380 [379:304] = \$195 ;
+  assign \$380 [303:228] = \$194 ;
+  assign \$380 [227:152] = \$193 ;
+  assign \$380 [151:76] = \$192 ;
+  assign \$380 [75:0] = \$191 ;
+  assign \$357  = params_d0;
+  assign \$356  = { \data$202 , \data$201 , \data$200 , \data$199 , \data$198 , \data$197 , \data$196 , \data$195 , \data$194 , \data$193  };
+  assign \$336  = wdata_d1;
+  assign \$335  = wdata_d0;
+  assign \$334  = data;
+  assign \$333  = { \read__data$160 , \read__data$159 , \read__data$158 , read__data };
   assign busy_next = \$4 ;
   assign \$11  = \$10 ;
   assign \$23  = \$22 ;
@@ -60237,32 +60176,21 @@ module \bchw_top.engine3 (rst, s__valid, s__payload, s__ready, m__ready, sready_
   assign ready_next = \$42 ;
   assign \$47  = \$46 ;
   assign issue_next = \$51 ;
+  assign \$83  = 1'h1;
   assign \$84  = 1'h1;
-  assign \$85  = \$83 ;
-  assign \$86  = 1'h1;
+  assign \$85  = 2'h1;
+  assign \$86  = 2'h0;
   assign \$87  = 1'h1;
-  assign \$88  = 2'h1;
-  assign \$89  = 2'h0;
+  assign \$89  = \$88 ;
   assign \$91  = 1'h1;
-  assign \$92  = \$90 ;
-  assign \$93  = 1'h1;
-  assign \$95  = \$94 ;
-  assign \$99  = 1'h1;
-  assign \$100  = \$98 ;
-  assign \$107  = 1'h1;
-  assign \$108  = \$106 ;
-  assign \$115  = 1'h1;
-  assign \$116  = \$114 ;
-  assign \$125  = 1'h1;
-  assign \$126  = \$124 ;
-  assign \$135  = 1'h1;
-  assign \$136  = \$134 ;
-  assign \$145  = 1'h1;
-  assign \$146  = \$144 ;
-  assign \$162  = 1'h1;
-  assign \$165  = 1'h1;
-  assign \$168  = 1'h1;
-  assign \$171  = 1'h1;
+  assign \$93  = \$92 ;
+  assign \$95  = 1'h0;
+  assign \$96  = 1'h0;
+  assign \$97  = \$93 ;
+  assign \$146  = 1'h1;
+  assign \$149  = 1'h1;
+  assign \$152  = 1'h1;
+  assign \$155  = 1'h1;
 endmodule
 
 (* generator = "Amaranth" *)
@@ -60526,7 +60454,7 @@ module \bchw_top.engine3.params9 (data, clk);
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine3.requant0 (rst, \port$24854$0 , q, clk);
+module \bchw_top.engine3.requant0 (rst, \port$24798$0 , q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$9  = 0;
   wire [35:0] \$1 ;
   wire \$10 ;
@@ -60581,8 +60509,8 @@ module \bchw_top.engine3.requant0 (rst, \port$24854$0 , q, clk);
   wire \en$1 ;
   wire [17:0] mul;
   wire [34:0] p;
-  input [75:0] \port$24854$0 ;
-  wire [75:0] \port$24854$0 ;
+  input [75:0] \port$24798$0 ;
+  wire [75:0] \port$24798$0 ;
   reg [34:0] product_d0 = 35'h000000000;
   output [15:0] q;
   reg [15:0] q = 16'h0000;
@@ -60650,7 +60578,7 @@ module \bchw_top.engine3.requant0 (rst, \port$24854$0 , q, clk);
   \bchw_top.engine3.requant0.mul0  mul0 (
     .clk(clk),
     .p(p),
-    .\port$24854$0 (\port$24854$0 [34:0])
+    .\port$24798$0 (\port$24798$0 [34:0])
   );
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
@@ -60661,12 +60589,12 @@ module \bchw_top.engine3.requant0 (rst, \port$24854$0 , q, clk);
   end
   assign en = 1'h1;
   assign \en$1  = 1'h1;
-  assign a = \port$24854$0 [16:0];
-  assign acc = \port$24854$0 [16:0];
-  assign b = \port$24854$0 [34:17];
-  assign mul = \port$24854$0 [34:17];
-  assign bias = \port$24854$0 [75:40];
-  assign shift = \port$24854$0 [39:35];
+  assign a = \port$24798$0 [16:0];
+  assign acc = \port$24798$0 [16:0];
+  assign b = \port$24798$0 [34:17];
+  assign mul = \port$24798$0 [34:17];
+  assign bias = \port$24798$0 [75:40];
+  assign shift = \port$24798$0 [39:35];
   assign \$39  = { \$19 , \$18 , \$17 , \$16 , \$15 , \$14 , \$13 , \$12 , \$11 , \$10 , \$9 , \$8 , \$7 , \$6 , \$5 , \$4 , \$3  };
   assign \$38  = shift_d3;
   assign \$37  = \$2 ;
@@ -60675,13 +60603,13 @@ module \bchw_top.engine3.requant0 (rst, \port$24854$0 , q, clk);
   assign \$34  = p;
   assign \$33  = shift_d1;
   assign \$32  = bias_d1;
-  assign \$31  = \port$24854$0 [39:35];
-  assign \$30  = \port$24854$0 [75:40];
+  assign \$31  = \port$24798$0 [39:35];
+  assign \$30  = \port$24798$0 [75:40];
   assign \$1  = { product_d0[34], product_d0 };
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine3.requant0.mul0 (p, \port$24854$0 , clk);
+module \bchw_top.engine3.requant0.mul0 (p, \port$24798$0 , clk);
   wire [16:0] a;
   wire [17:0] b;
   input clk;
@@ -60689,21 +60617,21 @@ module \bchw_top.engine3.requant0.mul0 (p, \port$24854$0 , clk);
   wire en;
   output [34:0] p;
   wire [34:0] p;
-  input [34:0] \port$24854$0 ;
-  wire [34:0] \port$24854$0 ;
+  input [34:0] \port$24798$0 ;
+  wire [34:0] \port$24798$0 ;
   bchw_mul #(
     .A_WIDTH(32'd17),
     .B_WIDTH(32'd18)
   ) mul (
-    .a(\port$24854$0 [16:0]),
-    .b(\port$24854$0 [34:17]),
+    .a(\port$24798$0 [16:0]),
+    .b(\port$24798$0 [34:17]),
     .clk(clk),
     .en(1'h1),
     .p(p)
   );
   assign en = 1'h1;
-  assign a = \port$24854$0 [16:0];
-  assign b = \port$24854$0 [34:17];
+  assign a = \port$24798$0 [16:0];
+  assign b = \port$24798$0 [34:17];
 endmodule
 
 (* generator = "Amaranth" *)

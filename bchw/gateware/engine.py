@@ -467,13 +467,22 @@ class LayerEngine(wiring.Component):
         lane = Signal(range(per_word))      # the beat's place in its word
         write_bank = Signal()
         read_bank = Signal(init=1)          # the loaded vector's bank: toggles at each load
-        last_beat = (word == (beats - 1) // per_word) & (lane == (beats - 1) % per_word)
+        # (word, lane) is the place of a vector's last beat: a register, loaded when a beat
+        # is taken with whether the next place is. It heads the path to ``offered`` and the
+        # ready copies, which from a comparison of ``word`` and ``lane`` was 4 LUT levels
+        # and 6.2 ns of routing (a placement's critical path at 500,000/s)
+        last_word, last_lane = (beats - 1) // per_word, (beats - 1) % per_word
+        last_beat = Signal(init=int(beats == 1))
         word_end = lane == per_word - 1
         m.d.comb += self.s.ready.eq(~offered | ready)
         take = self.s.valid & self.s.ready
+        next_last = Mux(last_beat, beats == 1, Mux(
+            word_end, (word == last_word - 1) & (last_lane == 0),
+            (word == last_word) & (lane == last_lane - 1)))
         with m.If(take):
             m.d.sync += [lane.eq(Mux(last_beat | word_end, 0, lane + 1)),
-                         word.eq(Mux(last_beat, 0, Mux(word_end, word + 1, word)))]
+                         word.eq(Mux(last_beat, 0, Mux(word_end, word + 1, word))),
+                         last_beat.eq(next_last)]
         with m.If(take & last_beat):
             m.d.sync += write_bank.eq(~write_bank)
         with m.If(load):
