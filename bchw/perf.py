@@ -47,7 +47,8 @@ accelerator and the contracts of single units (:func:`window_contract`,
 * **Max pool**: :class:`bchw.gateware.pool.MaxPool`'s contract.  It takes a
   pixel a cycle, but refuses the one that completes a window while its
   output register is full; that pixel loads the output register.
-* **Argmax**: :func:`argmax_stages` register stages that advance together.
+* **Argmax**: :func:`argmax_stages` register stages that advance together, and a skid
+  register beside the last.
 
 A multilayer perceptron's latency and interval have closed forms.  A
 convolutional network's are simulated (:attr:`CycleModel.latency`,
@@ -569,25 +570,30 @@ class _Pool:
 
 
 class _Argmax:
-    """:class:`bchw.gateware.argmax.Argmax`: ``stages`` registers that hold together while
-    the output is offered and not taken."""
+    """:class:`bchw.gateware.argmax.Argmax`: ``stages`` registers that advance together,
+    and a skid register that takes the last one's result when it is offered and not
+    taken; the stages hold while it is full."""
 
     def __init__(self, stages: int):
         self.pipe = [False] * stages      # stages holding an image
+        self.held = False                 # the skid register holds one
 
     @property
     def out_valid(self) -> bool:
-        return self.pipe[-1]
+        return self.held or self.pipe[-1]
 
     def ready(self, down: bool) -> bool:
-        return not self.pipe[-1] or down
+        return not self.held
 
     def edge(self, took: bool, taken: bool) -> None:
-        if not self.pipe[-1] or taken:
+        if self.held:
+            self.held = not taken
+        else:
+            self.held = self.pipe[-1] and not taken
             self.pipe = [took] + self.pipe[:-1]
 
     def state(self) -> tuple:
-        return tuple(self.pipe)
+        return (*self.pipe, self.held)
 
 
 class _Pipeline:
@@ -1068,6 +1074,9 @@ def argmax_resources(classes: int, score_bits: int) -> Resources:
     # and comparisons (of the upper and lower halves apart: three a pair), then the
     # selected (index, score) pairs
     argmax_ffs = argmax_stages(classes) * (classes * score_bits + 1)
+    # the skid register beside the last stage (its result and whether it holds one)
+    skid = classes * score_bits + class_bits
+    argmax_ffs += skid + 1
     compares = 3 if score_bits // 2 >= 2 else 1
     nodes = classes
     while nodes > 1:
@@ -1076,7 +1085,8 @@ def argmax_resources(classes: int, score_bits: int) -> Resources:
         nodes = (nodes + 1) // 2
     if classes == 1:
         argmax_ffs += score_bits + class_bits
-    return Resources(round(argmax_luts) + 20, argmax_ffs + 16, 0, 0)
+    # (and the choice between it and the last stage, a LUT a bit)
+    return Resources(round(argmax_luts) + skid + 20, argmax_ffs + 16, 0, 0)
 
 
 #: LUT4s per register bit of the units of a convolutional network, by unit: non-negative

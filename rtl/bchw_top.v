@@ -7,8 +7,6 @@ module bchw_top(s_axis_tvalid, s_axis_tlast, m_axis_tready, clk, rst, s_axis_tre
   wire \$10 ;
   wire \$11 ;
   wire \$12 ;
-  wire [3:0] \$13 ;
-  wire [159:0] \$14 ;
   wire \$2 ;
   wire \$3 ;
   wire \$4 ;
@@ -76,23 +74,22 @@ module bchw_top(s_axis_tvalid, s_axis_tlast, m_axis_tready, clk, rst, s_axis_tre
   \bchw_top.argmax  argmax (
     .clk(clk),
     .en(\m__ready$39 ),
-    .idx_3_0(\$13 ),
+    .m__payload(m_axis_tdata),
     .m__ready(m_axis_tready),
+    .m__valid(m_axis_tvalid),
     .rst(rst),
     .s__payload(\s__payload$37 ),
-    .s__valid(\s__valid$41 ),
-    .scores_7(\$14 ),
-    .valid_7(m_axis_tvalid)
+    .s__valid(\s__valid$41 )
   );
   \bchw_top.engine0  engine0 (
     .clk(clk),
     .m__payload(\s__payload$13 ),
     .m__ready(m__ready),
     .m__valid(\s__valid$17 ),
-    .\port$20152$0 (\$1 ),
-    .\port$20154$0 (\$2 ),
-    .\port$20156$0 (\$3 ),
-    .\port$20158$0 (\$4 ),
+    .\port$20158$0 (\$1 ),
+    .\port$20160$0 (\$2 ),
+    .\port$20162$0 (\$3 ),
+    .\port$20164$0 (\$4 ),
     .rst(rst),
     .s__payload(s_axis_tdata),
     .s__ready(s_axis_tready),
@@ -103,10 +100,10 @@ module bchw_top(s_axis_tvalid, s_axis_tlast, m_axis_tready, clk, rst, s_axis_tre
     .m__payload(\s__payload$21 ),
     .m__ready(\m__ready$23 ),
     .m__valid(\s__valid$25 ),
-    .\port$22406$0 (\$5 ),
-    .\port$22408$0 (\$6 ),
-    .\port$22410$0 (\$7 ),
-    .\port$22412$0 (\$8 ),
+    .\port$22412$0 (\$5 ),
+    .\port$22414$0 (\$6 ),
+    .\port$22416$0 (\$7 ),
+    .\port$22418$0 (\$8 ),
     .rst(rst),
     .s__payload(\s__payload$13 ),
     .s__ready(m__ready),
@@ -121,10 +118,10 @@ module bchw_top(s_axis_tvalid, s_axis_tlast, m_axis_tready, clk, rst, s_axis_tre
     .m__payload(\s__payload$29 ),
     .m__ready(\m__ready$31 ),
     .m__valid(\s__valid$33 ),
-    .\port$24658$0 (\$9 ),
-    .\port$24660$0 (\$10 ),
-    .\port$24662$0 (\$11 ),
-    .\port$24664$0 (\$12 ),
+    .\port$24664$0 (\$9 ),
+    .\port$24666$0 (\$10 ),
+    .\port$24668$0 (\$11 ),
+    .\port$24670$0 (\$12 ),
     .rst(rst),
     .s__payload(\s__payload$21 ),
     .s__ready(\m__ready$23 ),
@@ -169,42 +166,41 @@ module bchw_top(s_axis_tvalid, s_axis_tlast, m_axis_tready, clk, rst, s_axis_tre
   assign \m__payload$38  = \s__payload$37 ;
   assign \s__ready$40  = \m__ready$39 ;
   assign \m__valid$42  = \s__valid$41 ;
-  assign \m__payload$43  = { \$14 , \$13  };
+  assign \m__payload$43  = m_axis_tdata;
   assign \m__valid$44  = m_axis_tvalid;
   assign \m__ready$45  = m_axis_tready;
-  assign m_axis_tdata = { \$14 , \$13  };
   assign m_axis_tlast = 1'h1;
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.argmax (clk, rst, en, s__valid, s__payload, idx_3_0, scores_7, valid_7, m__ready);
+module \bchw_top.argmax (clk, rst, en, m__valid, m__payload, s__valid, s__payload, m__ready);
   reg \$auto$verilog_backend.cc:2355:dump_module$1  = 0;
   wire \$1 ;
   wire \$10 ;
-  reg [15:0] \$100 ;
+  reg \$100 ;
   reg [3:0] \$101 ;
   reg [15:0] \$102 ;
-  reg \$103 ;
-  reg \$104 ;
+  reg [3:0] \$103 ;
+  reg [15:0] \$104 ;
   reg \$105 ;
-  reg [3:0] \$106 ;
-  reg [15:0] \$107 ;
+  reg \$106 ;
+  reg \$107 ;
   reg [3:0] \$108 ;
   reg [15:0] \$109 ;
   wire \$11 ;
-  reg \$110 ;
-  reg \$111 ;
+  reg [3:0] \$110 ;
+  reg [15:0] \$111 ;
   reg \$112 ;
-  reg [3:0] \$113 ;
-  reg [15:0] \$114 ;
+  reg \$113 ;
+  reg \$114 ;
   reg [3:0] \$115 ;
   reg [15:0] \$116 ;
-  reg \$117 ;
-  reg \$118 ;
+  reg [3:0] \$117 ;
+  reg [15:0] \$118 ;
   reg \$119 ;
   wire \$12 ;
-  reg [3:0] \$120 ;
-  reg [15:0] \$121 ;
+  reg \$120 ;
+  reg \$121 ;
   reg [3:0] \$122 ;
   reg [15:0] \$123 ;
   reg [3:0] \$124 ;
@@ -218,19 +214,19 @@ module \bchw_top.argmax (clk, rst, en, s__valid, s__payload, idx_3_0, scores_7, 
   reg [15:0] \$131 ;
   reg [3:0] \$132 ;
   reg [15:0] \$133 ;
-  reg \$134 ;
-  reg \$135 ;
+  reg [3:0] \$134 ;
+  reg [15:0] \$135 ;
   reg \$136 ;
-  reg [3:0] \$137 ;
-  reg [15:0] \$138 ;
+  reg \$137 ;
+  reg \$138 ;
   reg [3:0] \$139 ;
   wire \$14 ;
   reg [15:0] \$140 ;
-  reg \$141 ;
-  reg \$142 ;
+  reg [3:0] \$141 ;
+  reg [15:0] \$142 ;
   reg \$143 ;
-  reg [3:0] \$144 ;
-  reg [15:0] \$145 ;
+  reg \$144 ;
+  reg \$145 ;
   reg [3:0] \$146 ;
   reg [15:0] \$147 ;
   reg [3:0] \$148 ;
@@ -242,12 +238,12 @@ module \bchw_top.argmax (clk, rst, en, s__valid, s__payload, idx_3_0, scores_7, 
   reg [15:0] \$153 ;
   reg [3:0] \$154 ;
   reg [15:0] \$155 ;
-  reg \$156 ;
-  reg \$157 ;
+  reg [3:0] \$156 ;
+  reg [15:0] \$157 ;
   reg \$158 ;
-  reg [3:0] \$159 ;
+  reg \$159 ;
   wire \$16 ;
-  reg [15:0] \$160 ;
+  reg \$160 ;
   reg [3:0] \$161 ;
   reg [15:0] \$162 ;
   reg [3:0] \$163 ;
@@ -256,14 +252,14 @@ module \bchw_top.argmax (clk, rst, en, s__valid, s__payload, idx_3_0, scores_7, 
   reg [15:0] \$166 ;
   reg [3:0] \$167 ;
   reg [15:0] \$168 ;
-  reg \$169 ;
+  reg [3:0] \$169 ;
   wire \$17 ;
-  reg \$170 ;
+  reg [15:0] \$170 ;
   reg \$171 ;
-  reg [3:0] \$172 ;
-  reg [15:0] \$173 ;
-  reg [159:0] \$174 ;
-  reg \$175 ;
+  reg \$172 ;
+  reg \$173 ;
+  reg [3:0] \$174 ;
+  reg [15:0] \$175 ;
   reg [159:0] \$176 ;
   reg \$177 ;
   reg [159:0] \$178 ;
@@ -280,6 +276,10 @@ module \bchw_top.argmax (clk, rst, en, s__valid, s__payload, idx_3_0, scores_7, 
   reg [159:0] \$188 ;
   reg \$189 ;
   wire \$19 ;
+  reg [159:0] \$190 ;
+  reg \$191 ;
+  reg [163:0] \$192 ;
+  reg \$193 ;
   wire \$2 ;
   wire \$20 ;
   wire [15:0] \$21 ;
@@ -352,22 +352,22 @@ module \bchw_top.argmax (clk, rst, en, s__valid, s__payload, idx_3_0, scores_7, 
   wire \$82 ;
   wire \$83 ;
   wire \$84 ;
-  reg [3:0] \$85 ;
-  reg [15:0] \$86 ;
+  wire \$85 ;
+  wire \$86 ;
   reg [3:0] \$87 ;
   reg [15:0] \$88 ;
-  reg \$89 ;
+  reg [3:0] \$89 ;
   wire \$9 ;
-  reg \$90 ;
+  reg [15:0] \$90 ;
   reg \$91 ;
-  reg [3:0] \$92 ;
-  reg [15:0] \$93 ;
+  reg \$92 ;
+  reg \$93 ;
   reg [3:0] \$94 ;
   reg [15:0] \$95 ;
-  reg \$96 ;
-  reg \$97 ;
+  reg [3:0] \$96 ;
+  reg [15:0] \$97 ;
   reg \$98 ;
-  reg [3:0] \$99 ;
+  reg \$99 ;
   input clk;
   wire clk;
   output en;
@@ -399,6 +399,7 @@ module \bchw_top.argmax (clk, rst, en, s__valid, s__payload, idx_3_0, scores_7, 
   reg gt_3_0_eq = 1'h0;
   reg gt_3_0_hi = 1'h0;
   reg gt_3_0_lo = 1'h0;
+  reg held = 1'h0;
   reg [3:0] idx_0_0 = 4'h0;
   reg [3:0] idx_0_0_a = 4'h0;
   reg [3:0] idx_0_0_b = 4'h0;
@@ -427,14 +428,14 @@ module \bchw_top.argmax (clk, rst, en, s__valid, s__payload, idx_3_0, scores_7, 
   reg [3:0] idx_2_0_b = 4'h0;
   reg [3:0] idx_2_1 = 4'h0;
   reg [3:0] idx_2_1_a = 4'h0;
-  output [3:0] idx_3_0;
   reg [3:0] idx_3_0 = 4'h0;
   reg [3:0] idx_3_0_a = 4'h0;
   reg [3:0] idx_3_0_b = 4'h0;
+  output [163:0] m__payload;
   wire [163:0] m__payload;
   input m__ready;
   wire m__ready;
-  (* init = 1'h0 *)
+  output m__valid;
   wire m__valid;
   reg [15:0] max_0_0 = 16'h0000;
   reg [15:0] max_0_0_a = 16'h0000;
@@ -481,8 +482,8 @@ module \bchw_top.argmax (clk, rst, en, s__valid, s__payload, idx_3_0, scores_7, 
   reg [159:0] scores_4 = 160'h0000000000000000000000000000000000000000;
   reg [159:0] scores_5 = 160'h0000000000000000000000000000000000000000;
   reg [159:0] scores_6 = 160'h0000000000000000000000000000000000000000;
-  output [159:0] scores_7;
   reg [159:0] scores_7 = 160'h0000000000000000000000000000000000000000;
+  reg [163:0] skid = 164'h00000000000000000000000000000000000000000;
   reg valid_0 = 1'h0;
   reg valid_1 = 1'h0;
   reg valid_2 = 1'h0;
@@ -490,7 +491,6 @@ module \bchw_top.argmax (clk, rst, en, s__valid, s__payload, idx_3_0, scores_7, 
   reg valid_4 = 1'h0;
   reg valid_5 = 1'h0;
   reg valid_6 = 1'h0;
-  output valid_7;
   reg valid_7 = 1'h0;
   assign \$1  = $signed(s__payload[31:24]) > $signed(s__payload[15:8]);
   assign \$2  = s__payload[31:24] == s__payload[15:8];
@@ -575,870 +575,861 @@ module \bchw_top.argmax (clk, rst, en, s__valid, s__payload, idx_3_0, scores_7, 
   assign \$81  = \$80  ? max_3_0_b : max_3_0_a;
   assign \$82  = s__valid & en;
   assign \$83  = ~ m__ready;
-  assign \$84  = valid_7 & \$83 ;
-  assign en = ~ \$84 ;
+  assign \$84  = ~ m__ready;
+  assign \$85  = valid_7 & \$84 ;
+  assign \$86  = held ? \$83  : \$85 ;
+  assign en = ~ held;
+  assign m__valid = held | valid_7;
+  assign m__payload = held ? skid : { scores_7, idx_3_0 };
   always @(posedge clk)
-    idx_0_0_a <= \$85 ;
+    idx_0_0_a <= \$87 ;
   always @(posedge clk)
-    max_0_0_a <= \$86 ;
+    max_0_0_a <= \$88 ;
   always @(posedge clk)
-    idx_0_0_b <= \$87 ;
+    idx_0_0_b <= \$89 ;
   always @(posedge clk)
-    max_0_0_b <= \$88 ;
+    max_0_0_b <= \$90 ;
   always @(posedge clk)
-    gt_0_0_hi <= \$89 ;
+    gt_0_0_hi <= \$91 ;
   always @(posedge clk)
-    gt_0_0_eq <= \$90 ;
+    gt_0_0_eq <= \$92 ;
   always @(posedge clk)
-    gt_0_0_lo <= \$91 ;
+    gt_0_0_lo <= \$93 ;
   always @(posedge clk)
-    idx_0_1_a <= \$92 ;
+    idx_0_1_a <= \$94 ;
   always @(posedge clk)
-    max_0_1_a <= \$93 ;
+    max_0_1_a <= \$95 ;
   always @(posedge clk)
-    idx_0_1_b <= \$94 ;
+    idx_0_1_b <= \$96 ;
   always @(posedge clk)
-    max_0_1_b <= \$95 ;
+    max_0_1_b <= \$97 ;
   always @(posedge clk)
-    gt_0_1_hi <= \$96 ;
+    gt_0_1_hi <= \$98 ;
   always @(posedge clk)
-    gt_0_1_eq <= \$97 ;
+    gt_0_1_eq <= \$99 ;
   always @(posedge clk)
-    gt_0_1_lo <= \$98 ;
+    gt_0_1_lo <= \$100 ;
   always @(posedge clk)
-    idx_0_2_a <= \$99 ;
+    idx_0_2_a <= \$101 ;
   always @(posedge clk)
-    max_0_2_a <= \$100 ;
+    max_0_2_a <= \$102 ;
   always @(posedge clk)
-    idx_0_2_b <= \$101 ;
+    idx_0_2_b <= \$103 ;
   always @(posedge clk)
-    max_0_2_b <= \$102 ;
+    max_0_2_b <= \$104 ;
   always @(posedge clk)
-    gt_0_2_hi <= \$103 ;
+    gt_0_2_hi <= \$105 ;
   always @(posedge clk)
-    gt_0_2_eq <= \$104 ;
+    gt_0_2_eq <= \$106 ;
   always @(posedge clk)
-    gt_0_2_lo <= \$105 ;
+    gt_0_2_lo <= \$107 ;
   always @(posedge clk)
-    idx_0_3_a <= \$106 ;
+    idx_0_3_a <= \$108 ;
   always @(posedge clk)
-    max_0_3_a <= \$107 ;
+    max_0_3_a <= \$109 ;
   always @(posedge clk)
-    idx_0_3_b <= \$108 ;
+    idx_0_3_b <= \$110 ;
   always @(posedge clk)
-    max_0_3_b <= \$109 ;
+    max_0_3_b <= \$111 ;
   always @(posedge clk)
-    gt_0_3_hi <= \$110 ;
+    gt_0_3_hi <= \$112 ;
   always @(posedge clk)
-    gt_0_3_eq <= \$111 ;
+    gt_0_3_eq <= \$113 ;
   always @(posedge clk)
-    gt_0_3_lo <= \$112 ;
+    gt_0_3_lo <= \$114 ;
   always @(posedge clk)
-    idx_0_4_a <= \$113 ;
+    idx_0_4_a <= \$115 ;
   always @(posedge clk)
-    max_0_4_a <= \$114 ;
+    max_0_4_a <= \$116 ;
   always @(posedge clk)
-    idx_0_4_b <= \$115 ;
+    idx_0_4_b <= \$117 ;
   always @(posedge clk)
-    max_0_4_b <= \$116 ;
+    max_0_4_b <= \$118 ;
   always @(posedge clk)
-    gt_0_4_hi <= \$117 ;
+    gt_0_4_hi <= \$119 ;
   always @(posedge clk)
-    gt_0_4_eq <= \$118 ;
+    gt_0_4_eq <= \$120 ;
   always @(posedge clk)
-    gt_0_4_lo <= \$119 ;
+    gt_0_4_lo <= \$121 ;
   always @(posedge clk)
-    idx_0_0 <= \$120 ;
+    idx_0_0 <= \$122 ;
   always @(posedge clk)
-    max_0_0 <= \$121 ;
+    max_0_0 <= \$123 ;
   always @(posedge clk)
-    idx_0_1 <= \$122 ;
+    idx_0_1 <= \$124 ;
   always @(posedge clk)
-    max_0_1 <= \$123 ;
+    max_0_1 <= \$125 ;
   always @(posedge clk)
-    idx_0_2 <= \$124 ;
+    idx_0_2 <= \$126 ;
   always @(posedge clk)
-    max_0_2 <= \$125 ;
+    max_0_2 <= \$127 ;
   always @(posedge clk)
-    idx_0_3 <= \$126 ;
+    idx_0_3 <= \$128 ;
   always @(posedge clk)
-    max_0_3 <= \$127 ;
+    max_0_3 <= \$129 ;
   always @(posedge clk)
-    idx_0_4 <= \$128 ;
+    idx_0_4 <= \$130 ;
   always @(posedge clk)
-    max_0_4 <= \$129 ;
+    max_0_4 <= \$131 ;
   always @(posedge clk)
-    idx_1_0_a <= \$130 ;
+    idx_1_0_a <= \$132 ;
   always @(posedge clk)
-    max_1_0_a <= \$131 ;
+    max_1_0_a <= \$133 ;
   always @(posedge clk)
-    idx_1_0_b <= \$132 ;
+    idx_1_0_b <= \$134 ;
   always @(posedge clk)
-    max_1_0_b <= \$133 ;
+    max_1_0_b <= \$135 ;
   always @(posedge clk)
-    gt_1_0_hi <= \$134 ;
+    gt_1_0_hi <= \$136 ;
   always @(posedge clk)
-    gt_1_0_eq <= \$135 ;
+    gt_1_0_eq <= \$137 ;
   always @(posedge clk)
-    gt_1_0_lo <= \$136 ;
+    gt_1_0_lo <= \$138 ;
   always @(posedge clk)
-    idx_1_1_a <= \$137 ;
+    idx_1_1_a <= \$139 ;
   always @(posedge clk)
-    max_1_1_a <= \$138 ;
+    max_1_1_a <= \$140 ;
   always @(posedge clk)
-    idx_1_1_b <= \$139 ;
+    idx_1_1_b <= \$141 ;
   always @(posedge clk)
-    max_1_1_b <= \$140 ;
+    max_1_1_b <= \$142 ;
   always @(posedge clk)
-    gt_1_1_hi <= \$141 ;
+    gt_1_1_hi <= \$143 ;
   always @(posedge clk)
-    gt_1_1_eq <= \$142 ;
+    gt_1_1_eq <= \$144 ;
   always @(posedge clk)
-    gt_1_1_lo <= \$143 ;
+    gt_1_1_lo <= \$145 ;
   always @(posedge clk)
-    idx_1_2_a <= \$144 ;
+    idx_1_2_a <= \$146 ;
   always @(posedge clk)
-    max_1_2_a <= \$145 ;
+    max_1_2_a <= \$147 ;
   always @(posedge clk)
-    idx_1_0 <= \$146 ;
+    idx_1_0 <= \$148 ;
   always @(posedge clk)
-    max_1_0 <= \$147 ;
+    max_1_0 <= \$149 ;
   always @(posedge clk)
-    idx_1_1 <= \$148 ;
+    idx_1_1 <= \$150 ;
   always @(posedge clk)
-    max_1_1 <= \$149 ;
+    max_1_1 <= \$151 ;
   always @(posedge clk)
-    idx_1_2 <= \$150 ;
+    idx_1_2 <= \$152 ;
   always @(posedge clk)
-    max_1_2 <= \$151 ;
+    max_1_2 <= \$153 ;
   always @(posedge clk)
-    idx_2_0_a <= \$152 ;
+    idx_2_0_a <= \$154 ;
   always @(posedge clk)
-    max_2_0_a <= \$153 ;
+    max_2_0_a <= \$155 ;
   always @(posedge clk)
-    idx_2_0_b <= \$154 ;
+    idx_2_0_b <= \$156 ;
   always @(posedge clk)
-    max_2_0_b <= \$155 ;
+    max_2_0_b <= \$157 ;
   always @(posedge clk)
-    gt_2_0_hi <= \$156 ;
+    gt_2_0_hi <= \$158 ;
   always @(posedge clk)
-    gt_2_0_eq <= \$157 ;
+    gt_2_0_eq <= \$159 ;
   always @(posedge clk)
-    gt_2_0_lo <= \$158 ;
+    gt_2_0_lo <= \$160 ;
   always @(posedge clk)
-    idx_2_1_a <= \$159 ;
+    idx_2_1_a <= \$161 ;
   always @(posedge clk)
-    max_2_1_a <= \$160 ;
+    max_2_1_a <= \$162 ;
   always @(posedge clk)
-    idx_2_0 <= \$161 ;
+    idx_2_0 <= \$163 ;
   always @(posedge clk)
-    max_2_0 <= \$162 ;
+    max_2_0 <= \$164 ;
   always @(posedge clk)
-    idx_2_1 <= \$163 ;
+    idx_2_1 <= \$165 ;
   always @(posedge clk)
-    max_2_1 <= \$164 ;
+    max_2_1 <= \$166 ;
   always @(posedge clk)
-    idx_3_0_a <= \$165 ;
+    idx_3_0_a <= \$167 ;
   always @(posedge clk)
-    max_3_0_a <= \$166 ;
+    max_3_0_a <= \$168 ;
   always @(posedge clk)
-    idx_3_0_b <= \$167 ;
+    idx_3_0_b <= \$169 ;
   always @(posedge clk)
-    max_3_0_b <= \$168 ;
+    max_3_0_b <= \$170 ;
   always @(posedge clk)
-    gt_3_0_hi <= \$169 ;
+    gt_3_0_hi <= \$171 ;
   always @(posedge clk)
-    gt_3_0_eq <= \$170 ;
+    gt_3_0_eq <= \$172 ;
   always @(posedge clk)
-    gt_3_0_lo <= \$171 ;
+    gt_3_0_lo <= \$173 ;
   always @(posedge clk)
-    idx_3_0 <= \$172 ;
+    idx_3_0 <= \$174 ;
   always @(posedge clk)
-    max_3_0 <= \$173 ;
+    max_3_0 <= \$175 ;
   always @(posedge clk)
-    scores_0 <= \$174 ;
+    scores_0 <= \$176 ;
   always @(posedge clk)
-    valid_0 <= \$175 ;
+    valid_0 <= \$177 ;
   always @(posedge clk)
-    scores_1 <= \$176 ;
+    scores_1 <= \$178 ;
   always @(posedge clk)
-    valid_1 <= \$177 ;
+    valid_1 <= \$179 ;
   always @(posedge clk)
-    scores_2 <= \$178 ;
+    scores_2 <= \$180 ;
   always @(posedge clk)
-    valid_2 <= \$179 ;
+    valid_2 <= \$181 ;
   always @(posedge clk)
-    scores_3 <= \$180 ;
+    scores_3 <= \$182 ;
   always @(posedge clk)
-    valid_3 <= \$181 ;
+    valid_3 <= \$183 ;
   always @(posedge clk)
-    scores_4 <= \$182 ;
+    scores_4 <= \$184 ;
   always @(posedge clk)
-    valid_4 <= \$183 ;
+    valid_4 <= \$185 ;
   always @(posedge clk)
-    scores_5 <= \$184 ;
+    scores_5 <= \$186 ;
   always @(posedge clk)
-    valid_5 <= \$185 ;
+    valid_5 <= \$187 ;
   always @(posedge clk)
-    scores_6 <= \$186 ;
+    scores_6 <= \$188 ;
   always @(posedge clk)
-    valid_6 <= \$187 ;
+    valid_6 <= \$189 ;
   always @(posedge clk)
-    scores_7 <= \$188 ;
+    scores_7 <= \$190 ;
   always @(posedge clk)
-    valid_7 <= \$189 ;
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$85  = idx_0_0_a;
-    if (en) begin
-      \$85  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$86  = max_0_0_a;
-    if (en) begin
-      \$86  = s__payload[15:0];
-    end
-  end
+    valid_7 <= \$191 ;
+  always @(posedge clk)
+    skid <= \$192 ;
+  always @(posedge clk)
+    held <= \$193 ;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$87  = idx_0_0_b;
+    \$87  = idx_0_0_a;
     if (en) begin
-      \$87  = 4'h1;
+      \$87  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$88  = max_0_0_b;
+    \$88  = max_0_0_a;
     if (en) begin
-      \$88  = s__payload[31:16];
+      \$88  = s__payload[15:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$89  = gt_0_0_hi;
+    \$89  = idx_0_0_b;
     if (en) begin
-      \$89  = \$1 ;
+      \$89  = 4'h1;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$90  = gt_0_0_eq;
+    \$90  = max_0_0_b;
     if (en) begin
-      \$90  = \$2 ;
+      \$90  = s__payload[31:16];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$91  = gt_0_0_lo;
+    \$91  = gt_0_0_hi;
     if (en) begin
-      \$91  = \$3 ;
+      \$91  = \$1 ;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$92  = idx_0_1_a;
+    \$92  = gt_0_0_eq;
     if (en) begin
-      \$92  = 4'h2;
+      \$92  = \$2 ;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$93  = max_0_1_a;
+    \$93  = gt_0_0_lo;
     if (en) begin
-      \$93  = s__payload[47:32];
+      \$93  = \$3 ;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$94  = idx_0_1_b;
+    \$94  = idx_0_1_a;
     if (en) begin
-      \$94  = 4'h3;
+      \$94  = 4'h2;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$95  = max_0_1_b;
+    \$95  = max_0_1_a;
     if (en) begin
-      \$95  = s__payload[63:48];
+      \$95  = s__payload[47:32];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$96  = gt_0_1_hi;
+    \$96  = idx_0_1_b;
     if (en) begin
-      \$96  = \$4 ;
+      \$96  = 4'h3;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$97  = gt_0_1_eq;
+    \$97  = max_0_1_b;
     if (en) begin
-      \$97  = \$5 ;
+      \$97  = s__payload[63:48];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$98  = gt_0_1_lo;
+    \$98  = gt_0_1_hi;
     if (en) begin
-      \$98  = \$6 ;
+      \$98  = \$4 ;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$99  = idx_0_2_a;
+    \$99  = gt_0_1_eq;
     if (en) begin
-      \$99  = 4'h4;
+      \$99  = \$5 ;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$100  = max_0_2_a;
+    \$100  = gt_0_1_lo;
     if (en) begin
-      \$100  = s__payload[79:64];
+      \$100  = \$6 ;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$101  = idx_0_2_b;
+    \$101  = idx_0_2_a;
     if (en) begin
-      \$101  = 4'h5;
+      \$101  = 4'h4;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$102  = max_0_2_b;
+    \$102  = max_0_2_a;
     if (en) begin
-      \$102  = s__payload[95:80];
+      \$102  = s__payload[79:64];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$103  = gt_0_2_hi;
+    \$103  = idx_0_2_b;
     if (en) begin
-      \$103  = \$7 ;
+      \$103  = 4'h5;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$104  = gt_0_2_eq;
+    \$104  = max_0_2_b;
     if (en) begin
-      \$104  = \$8 ;
+      \$104  = s__payload[95:80];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$105  = gt_0_2_lo;
+    \$105  = gt_0_2_hi;
     if (en) begin
-      \$105  = \$9 ;
+      \$105  = \$7 ;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$106  = idx_0_3_a;
+    \$106  = gt_0_2_eq;
     if (en) begin
-      \$106  = 4'h6;
+      \$106  = \$8 ;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$107  = max_0_3_a;
+    \$107  = gt_0_2_lo;
     if (en) begin
-      \$107  = s__payload[111:96];
+      \$107  = \$9 ;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$108  = idx_0_3_b;
+    \$108  = idx_0_3_a;
     if (en) begin
-      \$108  = 4'h7;
+      \$108  = 4'h6;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$109  = max_0_3_b;
+    \$109  = max_0_3_a;
     if (en) begin
-      \$109  = s__payload[127:112];
+      \$109  = s__payload[111:96];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$110  = gt_0_3_hi;
+    \$110  = idx_0_3_b;
     if (en) begin
-      \$110  = \$10 ;
+      \$110  = 4'h7;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$111  = gt_0_3_eq;
+    \$111  = max_0_3_b;
     if (en) begin
-      \$111  = \$11 ;
+      \$111  = s__payload[127:112];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$112  = gt_0_3_lo;
+    \$112  = gt_0_3_hi;
     if (en) begin
-      \$112  = \$12 ;
+      \$112  = \$10 ;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$113  = idx_0_4_a;
+    \$113  = gt_0_3_eq;
     if (en) begin
-      \$113  = 4'h8;
+      \$113  = \$11 ;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$114  = max_0_4_a;
+    \$114  = gt_0_3_lo;
     if (en) begin
-      \$114  = s__payload[143:128];
+      \$114  = \$12 ;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$115  = idx_0_4_b;
+    \$115  = idx_0_4_a;
     if (en) begin
-      \$115  = 4'h9;
+      \$115  = 4'h8;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$116  = max_0_4_b;
+    \$116  = max_0_4_a;
     if (en) begin
-      \$116  = s__payload[159:144];
+      \$116  = s__payload[143:128];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$117  = gt_0_4_hi;
+    \$117  = idx_0_4_b;
     if (en) begin
-      \$117  = \$13 ;
+      \$117  = 4'h9;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$118  = gt_0_4_eq;
+    \$118  = max_0_4_b;
     if (en) begin
-      \$118  = \$14 ;
+      \$118  = s__payload[159:144];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$119  = gt_0_4_lo;
+    \$119  = gt_0_4_hi;
     if (en) begin
-      \$119  = \$15 ;
+      \$119  = \$13 ;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$120  = idx_0_0;
+    \$120  = gt_0_4_eq;
     if (en) begin
-      \$120  = \$18 ;
+      \$120  = \$14 ;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$121  = max_0_0;
+    \$121  = gt_0_4_lo;
     if (en) begin
-      \$121  = \$21 ;
+      \$121  = \$15 ;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$122  = idx_0_1;
+    \$122  = idx_0_0;
     if (en) begin
-      \$122  = \$24 ;
+      \$122  = \$18 ;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$123  = max_0_1;
+    \$123  = max_0_0;
     if (en) begin
-      \$123  = \$27 ;
+      \$123  = \$21 ;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$124  = idx_0_2;
+    \$124  = idx_0_1;
     if (en) begin
-      \$124  = \$30 ;
+      \$124  = \$24 ;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$125  = max_0_2;
+    \$125  = max_0_1;
     if (en) begin
-      \$125  = \$33 ;
+      \$125  = \$27 ;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$126  = idx_0_3;
+    \$126  = idx_0_2;
     if (en) begin
-      \$126  = \$36 ;
+      \$126  = \$30 ;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$127  = max_0_3;
+    \$127  = max_0_2;
     if (en) begin
-      \$127  = \$39 ;
+      \$127  = \$33 ;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$128  = idx_0_4;
+    \$128  = idx_0_3;
     if (en) begin
-      \$128  = \$42 ;
+      \$128  = \$36 ;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$129  = max_0_4;
+    \$129  = max_0_3;
     if (en) begin
-      \$129  = \$45 ;
+      \$129  = \$39 ;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$130  = idx_1_0_a;
+    \$130  = idx_0_4;
     if (en) begin
-      \$130  = idx_0_0;
+      \$130  = \$42 ;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$131  = max_1_0_a;
+    \$131  = max_0_4;
     if (en) begin
-      \$131  = max_0_0;
+      \$131  = \$45 ;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$132  = idx_1_0_b;
+    \$132  = idx_1_0_a;
     if (en) begin
-      \$132  = idx_0_1;
+      \$132  = idx_0_0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$133  = max_1_0_b;
+    \$133  = max_1_0_a;
     if (en) begin
-      \$133  = max_0_1;
+      \$133  = max_0_0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$134  = gt_1_0_hi;
+    \$134  = idx_1_0_b;
     if (en) begin
-      \$134  = \$46 ;
+      \$134  = idx_0_1;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$135  = gt_1_0_eq;
+    \$135  = max_1_0_b;
     if (en) begin
-      \$135  = \$47 ;
+      \$135  = max_0_1;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$136  = gt_1_0_lo;
+    \$136  = gt_1_0_hi;
     if (en) begin
-      \$136  = \$48 ;
+      \$136  = \$46 ;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$137  = idx_1_1_a;
+    \$137  = gt_1_0_eq;
     if (en) begin
-      \$137  = idx_0_2;
+      \$137  = \$47 ;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$138  = max_1_1_a;
+    \$138  = gt_1_0_lo;
     if (en) begin
-      \$138  = max_0_2;
+      \$138  = \$48 ;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$139  = idx_1_1_b;
+    \$139  = idx_1_1_a;
     if (en) begin
-      \$139  = idx_0_3;
+      \$139  = idx_0_2;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$140  = max_1_1_b;
+    \$140  = max_1_1_a;
     if (en) begin
-      \$140  = max_0_3;
+      \$140  = max_0_2;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$141  = gt_1_1_hi;
+    \$141  = idx_1_1_b;
     if (en) begin
-      \$141  = \$49 ;
+      \$141  = idx_0_3;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$142  = gt_1_1_eq;
+    \$142  = max_1_1_b;
     if (en) begin
-      \$142  = \$50 ;
+      \$142  = max_0_3;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$143  = gt_1_1_lo;
+    \$143  = gt_1_1_hi;
     if (en) begin
-      \$143  = \$51 ;
+      \$143  = \$49 ;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$144  = idx_1_2_a;
+    \$144  = gt_1_1_eq;
     if (en) begin
-      \$144  = idx_0_4;
+      \$144  = \$50 ;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$145  = max_1_2_a;
+    \$145  = gt_1_1_lo;
     if (en) begin
-      \$145  = max_0_4;
+      \$145  = \$51 ;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$146  = idx_1_0;
+    \$146  = idx_1_2_a;
     if (en) begin
-      \$146  = \$54 ;
+      \$146  = idx_0_4;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$147  = max_1_0;
+    \$147  = max_1_2_a;
     if (en) begin
-      \$147  = \$57 ;
+      \$147  = max_0_4;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$148  = idx_1_1;
+    \$148  = idx_1_0;
     if (en) begin
-      \$148  = \$60 ;
+      \$148  = \$54 ;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$149  = max_1_1;
+    \$149  = max_1_0;
     if (en) begin
-      \$149  = \$63 ;
+      \$149  = \$57 ;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$150  = idx_1_2;
+    \$150  = idx_1_1;
     if (en) begin
-      \$150  = idx_1_2_a;
+      \$150  = \$60 ;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$151  = max_1_2;
+    \$151  = max_1_1;
     if (en) begin
-      \$151  = max_1_2_a;
+      \$151  = \$63 ;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$152  = idx_2_0_a;
+    \$152  = idx_1_2;
     if (en) begin
-      \$152  = idx_1_0;
+      \$152  = idx_1_2_a;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$153  = max_2_0_a;
+    \$153  = max_1_2;
     if (en) begin
-      \$153  = max_1_0;
+      \$153  = max_1_2_a;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$154  = idx_2_0_b;
+    \$154  = idx_2_0_a;
     if (en) begin
-      \$154  = idx_1_1;
+      \$154  = idx_1_0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$155  = max_2_0_b;
+    \$155  = max_2_0_a;
     if (en) begin
-      \$155  = max_1_1;
+      \$155  = max_1_0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$156  = gt_2_0_hi;
+    \$156  = idx_2_0_b;
     if (en) begin
-      \$156  = \$64 ;
+      \$156  = idx_1_1;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$157  = gt_2_0_eq;
+    \$157  = max_2_0_b;
     if (en) begin
-      \$157  = \$65 ;
+      \$157  = max_1_1;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$158  = gt_2_0_lo;
+    \$158  = gt_2_0_hi;
     if (en) begin
-      \$158  = \$66 ;
+      \$158  = \$64 ;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$159  = idx_2_1_a;
+    \$159  = gt_2_0_eq;
     if (en) begin
-      \$159  = idx_1_2;
+      \$159  = \$65 ;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$160  = max_2_1_a;
+    \$160  = gt_2_0_lo;
     if (en) begin
-      \$160  = max_1_2;
+      \$160  = \$66 ;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$161  = idx_2_0;
+    \$161  = idx_2_1_a;
     if (en) begin
-      \$161  = \$69 ;
+      \$161  = idx_1_2;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$162  = max_2_0;
+    \$162  = max_2_1_a;
     if (en) begin
-      \$162  = \$72 ;
+      \$162  = max_1_2;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$163  = idx_2_1;
+    \$163  = idx_2_0;
     if (en) begin
-      \$163  = idx_2_1_a;
+      \$163  = \$69 ;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$164  = max_2_1;
+    \$164  = max_2_0;
     if (en) begin
-      \$164  = max_2_1_a;
+      \$164  = \$72 ;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$165  = idx_3_0_a;
+    \$165  = idx_2_1;
     if (en) begin
-      \$165  = idx_2_0;
+      \$165  = idx_2_1_a;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$166  = max_3_0_a;
+    \$166  = max_2_1;
     if (en) begin
-      \$166  = max_2_0;
+      \$166  = max_2_1_a;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$167  = idx_3_0_b;
+    \$167  = idx_3_0_a;
     if (en) begin
-      \$167  = idx_2_1;
+      \$167  = idx_2_0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$168  = max_3_0_b;
+    \$168  = max_3_0_a;
     if (en) begin
-      \$168  = max_2_1;
+      \$168  = max_2_0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$169  = gt_3_0_hi;
+    \$169  = idx_3_0_b;
     if (en) begin
-      \$169  = \$73 ;
+      \$169  = idx_2_1;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$170  = gt_3_0_eq;
+    \$170  = max_3_0_b;
     if (en) begin
-      \$170  = \$74 ;
+      \$170  = max_2_1;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$171  = gt_3_0_lo;
+    \$171  = gt_3_0_hi;
     if (en) begin
-      \$171  = \$75 ;
+      \$171  = \$73 ;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$172  = idx_3_0;
+    \$172  = gt_3_0_eq;
     if (en) begin
-      \$172  = \$78 ;
+      \$172  = \$74 ;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$173  = max_3_0;
+    \$173  = gt_3_0_lo;
     if (en) begin
-      \$173  = \$81 ;
+      \$173  = \$75 ;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$174  = scores_0;
+    \$174  = idx_3_0;
     if (en) begin
-      \$174  = s__payload;
+      \$174  = \$78 ;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$175  = valid_0;
+    \$175  = max_3_0;
     if (en) begin
-      \$175  = \$82 ;
-    end
-    if (rst) begin
-      \$175  = 1'h0;
+      \$175  = \$81 ;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$176  = scores_1;
+    \$176  = scores_0;
     if (en) begin
-      \$176  = scores_0;
+      \$176  = s__payload;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$177  = valid_1;
+    \$177  = valid_0;
     if (en) begin
-      \$177  = valid_0;
+      \$177  = \$82 ;
     end
     if (rst) begin
       \$177  = 1'h0;
@@ -1446,16 +1437,16 @@ module \bchw_top.argmax (clk, rst, en, s__valid, s__payload, idx_3_0, scores_7, 
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$178  = scores_2;
+    \$178  = scores_1;
     if (en) begin
-      \$178  = scores_1;
+      \$178  = scores_0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$179  = valid_2;
+    \$179  = valid_1;
     if (en) begin
-      \$179  = valid_1;
+      \$179  = valid_0;
     end
     if (rst) begin
       \$179  = 1'h0;
@@ -1463,16 +1454,16 @@ module \bchw_top.argmax (clk, rst, en, s__valid, s__payload, idx_3_0, scores_7, 
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$180  = scores_3;
+    \$180  = scores_2;
     if (en) begin
-      \$180  = scores_2;
+      \$180  = scores_1;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$181  = valid_3;
+    \$181  = valid_2;
     if (en) begin
-      \$181  = valid_2;
+      \$181  = valid_1;
     end
     if (rst) begin
       \$181  = 1'h0;
@@ -1480,16 +1471,16 @@ module \bchw_top.argmax (clk, rst, en, s__valid, s__payload, idx_3_0, scores_7, 
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$182  = scores_4;
+    \$182  = scores_3;
     if (en) begin
-      \$182  = scores_3;
+      \$182  = scores_2;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$183  = valid_4;
+    \$183  = valid_3;
     if (en) begin
-      \$183  = valid_3;
+      \$183  = valid_2;
     end
     if (rst) begin
       \$183  = 1'h0;
@@ -1497,16 +1488,16 @@ module \bchw_top.argmax (clk, rst, en, s__valid, s__payload, idx_3_0, scores_7, 
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$184  = scores_5;
+    \$184  = scores_4;
     if (en) begin
-      \$184  = scores_4;
+      \$184  = scores_3;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$185  = valid_5;
+    \$185  = valid_4;
     if (en) begin
-      \$185  = valid_4;
+      \$185  = valid_3;
     end
     if (rst) begin
       \$185  = 1'h0;
@@ -1514,16 +1505,16 @@ module \bchw_top.argmax (clk, rst, en, s__valid, s__payload, idx_3_0, scores_7, 
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$186  = scores_6;
+    \$186  = scores_5;
     if (en) begin
-      \$186  = scores_5;
+      \$186  = scores_4;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$187  = valid_6;
+    \$187  = valid_5;
     if (en) begin
-      \$187  = valid_5;
+      \$187  = valid_4;
     end
     if (rst) begin
       \$187  = 1'h0;
@@ -1531,28 +1522,57 @@ module \bchw_top.argmax (clk, rst, en, s__valid, s__payload, idx_3_0, scores_7, 
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$188  = scores_7;
+    \$188  = scores_6;
     if (en) begin
-      \$188  = scores_6;
+      \$188  = scores_5;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$189  = valid_7;
+    \$189  = valid_6;
     if (en) begin
-      \$189  = valid_6;
+      \$189  = valid_5;
     end
     if (rst) begin
       \$189  = 1'h0;
     end
   end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$190  = scores_7;
+    if (en) begin
+      \$190  = scores_6;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$191  = valid_7;
+    if (en) begin
+      \$191  = valid_6;
+    end
+    if (rst) begin
+      \$191  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$192  = skid;
+    if (en) begin
+      \$192  = { scores_7, idx_3_0 };
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$193  = \$86 ;
+    if (rst) begin
+      \$193  = 1'h0;
+    end
+  end
   assign s__ready = en;
-  assign m__valid = valid_7;
-  assign m__payload = { scores_7, idx_3_0 };
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine0 (s__valid, clk, rst, s__ready, m__valid, m__payload, m__ready, \port$20152$0 , \port$20154$0 , \port$20156$0 , \port$20158$0 , s__payload);
+module \bchw_top.engine0 (s__valid, clk, rst, s__ready, m__valid, m__payload, m__ready, \port$20158$0 , \port$20160$0 , \port$20162$0 , \port$20164$0 , s__payload);
   reg \$auto$verilog_backend.cc:2355:dump_module$2  = 0;
   wire \$1 ;
   wire [9:0] \$10 ;
@@ -2387,14 +2407,14 @@ module \bchw_top.engine0 (s__valid, clk, rst, s__ready, m__valid, m__payload, m_
   reg [3:0] paddr_d6 = 4'h0;
   reg [975:0] params_d0 = 976'h0000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000;
   reg [975:0] params_d1 = 976'h0000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000;
-  input \port$20152$0 ;
-  wire \port$20152$0 ;
-  input \port$20154$0 ;
-  wire \port$20154$0 ;
-  input \port$20156$0 ;
-  wire \port$20156$0 ;
   input \port$20158$0 ;
   wire \port$20158$0 ;
+  input \port$20160$0 ;
+  wire \port$20160$0 ;
+  input \port$20162$0 ;
+  wire \port$20162$0 ;
+  input \port$20164$0 ;
+  wire \port$20164$0 ;
   wire [7:0] q;
   reg qe_d0 = 1'h0;
   reg qe_d1 = 1'h0;
@@ -3791,7 +3811,7 @@ module \bchw_top.engine0 (s__valid, clk, rst, s__ready, m__valid, m__payload, m_
   assign \$260  = dload_copy31 ? params_d1[975:915] : drain[1279:1219];
   assign \$261  = | count_copy0;
   assign \$262  = \$261  | skid_qvalid_copy0;
-  assign \$263  = \$262  & \port$20152$0 ;
+  assign \$263  = \$262  & \port$20158$0 ;
   assign \$264  = | count_copy0;
   assign \$265  = ~ \$264 ;
   assign \$266  = \$263  & \$265 ;
@@ -3799,7 +3819,7 @@ module \bchw_top.engine0 (s__valid, clk, rst, s__ready, m__valid, m__payload, m_
   assign \$268  = skid_qvalid_copy0 & \$267 ;
   assign \$269  = | count_copy0;
   assign \$270  = \$269  | skid_qvalid_copy0;
-  assign \$271  = \$270  & \port$20152$0 ;
+  assign \$271  = \$270  & \port$20158$0 ;
   assign \$272  = | count_copy0;
   assign \$273  = \$271  & \$272 ;
   assign \$274  = count_copy0 == 1'h1;
@@ -3808,12 +3828,12 @@ module \bchw_top.engine0 (s__valid, clk, rst, s__ready, m__valid, m__payload, m_
   assign \$277  = \$268  & \$276 ;
   assign \$278  = | count_copy0;
   assign \$279  = \$278  | skid_qvalid_copy0;
-  assign \$280  = \$279  & \port$20152$0 ;
+  assign \$280  = \$279  & \port$20158$0 ;
   assign \$281  = | count_copy0;
   assign \$282  = \$280  & \$281 ;
   assign \$283  = | count_copy1;
   assign \$284  = \$283  | skid_qvalid_copy1;
-  assign \$285  = \$284  & \port$20154$0 ;
+  assign \$285  = \$284  & \port$20160$0 ;
   assign \$286  = | count_copy1;
   assign \$287  = ~ \$286 ;
   assign \$288  = \$285  & \$287 ;
@@ -3821,7 +3841,7 @@ module \bchw_top.engine0 (s__valid, clk, rst, s__ready, m__valid, m__payload, m_
   assign \$290  = skid_qvalid_copy1 & \$289 ;
   assign \$291  = | count_copy1;
   assign \$292  = \$291  | skid_qvalid_copy1;
-  assign \$293  = \$292  & \port$20154$0 ;
+  assign \$293  = \$292  & \port$20160$0 ;
   assign \$294  = | count_copy1;
   assign \$295  = \$293  & \$294 ;
   assign \$296  = count_copy1 == 2'h2;
@@ -3830,12 +3850,12 @@ module \bchw_top.engine0 (s__valid, clk, rst, s__ready, m__valid, m__payload, m_
   assign \$299  = \$290  & \$298 ;
   assign \$300  = | count_copy1;
   assign \$301  = \$300  | skid_qvalid_copy1;
-  assign \$302  = \$301  & \port$20154$0 ;
+  assign \$302  = \$301  & \port$20160$0 ;
   assign \$303  = | count_copy1;
   assign \$304  = \$302  & \$303 ;
   assign \$305  = | count_copy2;
   assign \$306  = \$305  | skid_qvalid_copy2;
-  assign \$307  = \$306  & \port$20156$0 ;
+  assign \$307  = \$306  & \port$20162$0 ;
   assign \$308  = | count_copy2;
   assign \$309  = ~ \$308 ;
   assign \$310  = \$307  & \$309 ;
@@ -3843,7 +3863,7 @@ module \bchw_top.engine0 (s__valid, clk, rst, s__ready, m__valid, m__payload, m_
   assign \$312  = skid_qvalid_copy2 & \$311 ;
   assign \$313  = | count_copy2;
   assign \$314  = \$313  | skid_qvalid_copy2;
-  assign \$315  = \$314  & \port$20156$0 ;
+  assign \$315  = \$314  & \port$20162$0 ;
   assign \$316  = | count_copy2;
   assign \$317  = \$315  & \$316 ;
   assign \$318  = count_copy2 == 2'h3;
@@ -3852,7 +3872,7 @@ module \bchw_top.engine0 (s__valid, clk, rst, s__ready, m__valid, m__payload, m_
   assign \$321  = \$312  & \$320 ;
   assign \$322  = | count_copy2;
   assign \$323  = \$322  | skid_qvalid_copy2;
-  assign \$324  = \$323  & \port$20156$0 ;
+  assign \$324  = \$323  & \port$20162$0 ;
   assign \$325  = | count_copy2;
   assign \$326  = \$324  & \$325 ;
   assign \$327  = | count;
@@ -4074,7 +4094,7 @@ module \bchw_top.engine0 (s__valid, clk, rst, s__ready, m__valid, m__payload, m_
   );
   \bchw_top.engine0.requant0  requant0 (
     .clk(clk),
-    .\port$16593$0 (drain[79:0]),
+    .\port$16599$0 (drain[79:0]),
     .q(q),
     .rst(rst)
   );
@@ -5679,7 +5699,7 @@ module \bchw_top.engine0 (s__valid, clk, rst, s__ready, m__valid, m__payload, m_
   assign bias = drain[79:42];
   assign count_next = \$70 [1:0];
   assign credit_back_d1 = credit_back;
-  assign m_ready_copies = { \port$20158$0 , \port$20156$0 , \port$20154$0 , \port$20152$0  };
+  assign m_ready_copies = { \port$20164$0 , \port$20162$0 , \port$20160$0 , \port$20158$0  };
   assign m__payload = \$55 [127:0];
   assign \$474 [1279:1219] = \$260 ;
   assign \$474 [1218:1200] = \$259 ;
@@ -6164,7 +6184,7 @@ module \bchw_top.engine0.params9 (data, addr, clk);
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine0.requant0 (rst, \port$16593$0 , q, clk);
+module \bchw_top.engine0.requant0 (rst, \port$16599$0 , q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$3  = 0;
   wire [36:0] \$1 ;
   wire \$10 ;
@@ -6231,8 +6251,8 @@ module \bchw_top.engine0.requant0 (rst, \port$16593$0 , q, clk);
   wire [17:0] mul;
   wire [35:0] p;
   wire [19:0] \p$23 ;
-  input [79:0] \port$16593$0 ;
-  wire [79:0] \port$16593$0 ;
+  input [79:0] \port$16599$0 ;
+  wire [79:0] \port$16599$0 ;
   reg [35:0] product_d0 = 36'h000000000;
   reg [19:0] product_d1 = 20'h00000;
   output [7:0] q;
@@ -6307,15 +6327,15 @@ module \bchw_top.engine0.requant0 (rst, \port$16593$0 , q, clk);
   always @(posedge clk)
     bias_d3 <= \$43 ;
   \bchw_top.engine0.requant0.mul0  mul0 (
-    .b(\port$16593$0 [36:19]),
+    .b(\port$16599$0 [36:19]),
     .clk(clk),
     .p(p),
-    .\port$16593$0 (\port$16593$0 [16:0])
+    .\port$16599$0 (\port$16599$0 [16:0])
   );
   \bchw_top.engine0.requant0.mul1  mul1 (
     .clk(clk),
     .p(\p$23 ),
-    .\port$16593$17 (\port$16593$0 [36:17])
+    .\port$16599$17 (\port$16599$0 [36:17])
   );
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
@@ -6326,15 +6346,15 @@ module \bchw_top.engine0.requant0 (rst, \port$16593$0 , q, clk);
   end
   assign en = 1'h1;
   assign \en$1  = 1'h1;
-  assign a = { 1'h0, \port$16593$0 [16:0] };
-  assign acc = \port$16593$0 [18:0];
-  assign b = \port$16593$0 [36:19];
-  assign mul = \port$16593$0 [36:19];
+  assign a = { 1'h0, \port$16599$0 [16:0] };
+  assign acc = \port$16599$0 [18:0];
+  assign b = \port$16599$0 [36:19];
+  assign mul = \port$16599$0 [36:19];
   assign \en$6  = 1'h1;
-  assign \a$7  = \port$16593$0 [18:17];
-  assign \b$8  = \port$16593$0 [36:19];
-  assign bias = \port$16593$0 [79:42];
-  assign shift = \port$16593$0 [41:37];
+  assign \a$7  = \port$16599$0 [18:17];
+  assign \b$8  = \port$16599$0 [36:19];
+  assign bias = \port$16599$0 [79:42];
+  assign shift = \port$16599$0 [41:37];
   assign \$47  = { \$30 , \$29 , \$28 , \$27 , \$26 , \$25 , \$24 , \$23 , \$22 , \$21 , \$20 , \$19 , \$18 , \$17 , \$16 , \$15 , \$14 , \$13 , \$12 , \$11 , \$10 , \$9 , \$8 , \$7 , \$6 , \$5  };
   assign \$46  = shift_d3;
   assign \$45  = \$4 [38:0];
@@ -6344,14 +6364,14 @@ module \bchw_top.engine0.requant0 (rst, \port$16593$0 , q, clk);
   assign \$41  = p;
   assign \$40  = shift_d1;
   assign \$39  = bias_d1;
-  assign \$38  = \port$16593$0 [41:37];
-  assign \$37  = \port$16593$0 [79:42];
+  assign \$38  = \port$16599$0 [41:37];
+  assign \$37  = \port$16599$0 [79:42];
   assign \$1  = { product_d0[35], product_d0 };
   assign \$3  = { product_d1[19], product_d1[19], product_d1[19], product_d1[19], product_d1[19], product_d1[19], product_d1[19], product_d1[19], product_d1[19], product_d1[19], product_d1[19], product_d1[19], product_d1[19], product_d1[19], product_d1, 17'h00000 };
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine0.requant0.mul0 (p, \port$16593$0 , b, clk);
+module \bchw_top.engine0.requant0.mul0 (p, \port$16599$0 , b, clk);
   wire [17:0] a;
   input [17:0] b;
   wire [17:0] b;
@@ -6360,24 +6380,24 @@ module \bchw_top.engine0.requant0.mul0 (p, \port$16593$0 , b, clk);
   wire en;
   output [35:0] p;
   wire [35:0] p;
-  input [16:0] \port$16593$0 ;
-  wire [16:0] \port$16593$0 ;
+  input [16:0] \port$16599$0 ;
+  wire [16:0] \port$16599$0 ;
   bchw_mul #(
     .A_WIDTH(32'd18),
     .B_WIDTH(32'd18)
   ) mul (
-    .a({ 1'h0, \port$16593$0  }),
+    .a({ 1'h0, \port$16599$0  }),
     .b(b),
     .clk(clk),
     .en(1'h1),
     .p(p)
   );
   assign en = 1'h1;
-  assign a = { 1'h0, \port$16593$0  };
+  assign a = { 1'h0, \port$16599$0  };
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine0.requant0.mul1 (p, \port$16593$17 , clk);
+module \bchw_top.engine0.requant0.mul1 (p, \port$16599$17 , clk);
   wire [1:0] a;
   wire [17:0] b;
   input clk;
@@ -6385,21 +6405,21 @@ module \bchw_top.engine0.requant0.mul1 (p, \port$16593$17 , clk);
   wire en;
   output [19:0] p;
   wire [19:0] p;
-  input [19:0] \port$16593$17 ;
-  wire [19:0] \port$16593$17 ;
+  input [19:0] \port$16599$17 ;
+  wire [19:0] \port$16599$17 ;
   bchw_mul #(
     .A_WIDTH(32'd2),
     .B_WIDTH(32'd18)
   ) mul (
-    .a(\port$16593$17 [1:0]),
-    .b(\port$16593$17 [19:2]),
+    .a(\port$16599$17 [1:0]),
+    .b(\port$16599$17 [19:2]),
     .clk(clk),
     .en(1'h1),
     .p(p)
   );
   assign en = 1'h1;
-  assign a = \port$16593$17 [1:0];
-  assign b = \port$16593$17 [19:2];
+  assign a = \port$16599$17 [1:0];
+  assign b = \port$16599$17 [19:2];
 endmodule
 
 (* generator = "Amaranth" *)
@@ -26491,7 +26511,7 @@ module \bchw_top.engine0.weights (data, addr, clk);
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine1 (rst, s__valid, s__payload, s__ready, m__valid, m__payload, m__ready, sready_copy0, sready_copy1, sready_copy2, sready_copy3, \port$22406$0 , \port$22408$0 , \port$22410$0 , \port$22412$0 , clk);
+module \bchw_top.engine1 (rst, s__valid, s__payload, s__ready, m__valid, m__payload, m__ready, sready_copy0, sready_copy1, sready_copy2, sready_copy3, \port$22412$0 , \port$22414$0 , \port$22416$0 , \port$22418$0 , clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$4  = 0;
   wire \$1 ;
   wire [8:0] \$10 ;
@@ -27325,14 +27345,14 @@ module \bchw_top.engine1 (rst, s__valid, s__payload, s__ready, m__valid, m__payl
   reg [3:0] paddr_d5 = 4'h0;
   reg [943:0] params_d0 = 944'h00000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000;
   reg [943:0] params_d1 = 944'h00000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000;
-  input \port$22406$0 ;
-  wire \port$22406$0 ;
-  input \port$22408$0 ;
-  wire \port$22408$0 ;
-  input \port$22410$0 ;
-  wire \port$22410$0 ;
   input \port$22412$0 ;
   wire \port$22412$0 ;
+  input \port$22414$0 ;
+  wire \port$22414$0 ;
+  input \port$22416$0 ;
+  wire \port$22416$0 ;
+  input \port$22418$0 ;
+  wire \port$22418$0 ;
   wire [7:0] q;
   reg qe_d0 = 1'h0;
   reg qe_d1 = 1'h0;
@@ -28303,7 +28323,7 @@ module \bchw_top.engine1 (rst, s__valid, s__payload, s__ready, m__valid, m__payl
   assign \$245  = dload_copy31 ? params_d1[943:885] : drain[1215:1157];
   assign \$246  = | count_copy0;
   assign \$247  = \$246  | skid_qvalid_copy0;
-  assign \$248  = \$247  & \port$22406$0 ;
+  assign \$248  = \$247  & \port$22412$0 ;
   assign \$249  = | count_copy0;
   assign \$250  = ~ \$249 ;
   assign \$251  = \$248  & \$250 ;
@@ -28311,7 +28331,7 @@ module \bchw_top.engine1 (rst, s__valid, s__payload, s__ready, m__valid, m__payl
   assign \$253  = skid_qvalid_copy0 & \$252 ;
   assign \$254  = | count_copy0;
   assign \$255  = \$254  | skid_qvalid_copy0;
-  assign \$256  = \$255  & \port$22406$0 ;
+  assign \$256  = \$255  & \port$22412$0 ;
   assign \$257  = | count_copy0;
   assign \$258  = \$256  & \$257 ;
   assign \$259  = count_copy0 == 1'h1;
@@ -28320,12 +28340,12 @@ module \bchw_top.engine1 (rst, s__valid, s__payload, s__ready, m__valid, m__payl
   assign \$262  = \$253  & \$261 ;
   assign \$263  = | count_copy0;
   assign \$264  = \$263  | skid_qvalid_copy0;
-  assign \$265  = \$264  & \port$22406$0 ;
+  assign \$265  = \$264  & \port$22412$0 ;
   assign \$266  = | count_copy0;
   assign \$267  = \$265  & \$266 ;
   assign \$268  = | count_copy1;
   assign \$269  = \$268  | skid_qvalid_copy1;
-  assign \$270  = \$269  & \port$22408$0 ;
+  assign \$270  = \$269  & \port$22414$0 ;
   assign \$271  = | count_copy1;
   assign \$272  = ~ \$271 ;
   assign \$273  = \$270  & \$272 ;
@@ -28333,7 +28353,7 @@ module \bchw_top.engine1 (rst, s__valid, s__payload, s__ready, m__valid, m__payl
   assign \$275  = skid_qvalid_copy1 & \$274 ;
   assign \$276  = | count_copy1;
   assign \$277  = \$276  | skid_qvalid_copy1;
-  assign \$278  = \$277  & \port$22408$0 ;
+  assign \$278  = \$277  & \port$22414$0 ;
   assign \$279  = | count_copy1;
   assign \$280  = \$278  & \$279 ;
   assign \$281  = count_copy1 == 2'h2;
@@ -28342,12 +28362,12 @@ module \bchw_top.engine1 (rst, s__valid, s__payload, s__ready, m__valid, m__payl
   assign \$284  = \$275  & \$283 ;
   assign \$285  = | count_copy1;
   assign \$286  = \$285  | skid_qvalid_copy1;
-  assign \$287  = \$286  & \port$22408$0 ;
+  assign \$287  = \$286  & \port$22414$0 ;
   assign \$288  = | count_copy1;
   assign \$289  = \$287  & \$288 ;
   assign \$290  = | count_copy2;
   assign \$291  = \$290  | skid_qvalid_copy2;
-  assign \$292  = \$291  & \port$22410$0 ;
+  assign \$292  = \$291  & \port$22416$0 ;
   assign \$293  = | count_copy2;
   assign \$294  = ~ \$293 ;
   assign \$295  = \$292  & \$294 ;
@@ -28355,7 +28375,7 @@ module \bchw_top.engine1 (rst, s__valid, s__payload, s__ready, m__valid, m__payl
   assign \$297  = skid_qvalid_copy2 & \$296 ;
   assign \$298  = | count_copy2;
   assign \$299  = \$298  | skid_qvalid_copy2;
-  assign \$300  = \$299  & \port$22410$0 ;
+  assign \$300  = \$299  & \port$22416$0 ;
   assign \$301  = | count_copy2;
   assign \$302  = \$300  & \$301 ;
   assign \$303  = count_copy2 == 2'h3;
@@ -28364,12 +28384,12 @@ module \bchw_top.engine1 (rst, s__valid, s__payload, s__ready, m__valid, m__payl
   assign \$306  = \$297  & \$305 ;
   assign \$307  = | count_copy2;
   assign \$308  = \$307  | skid_qvalid_copy2;
-  assign \$309  = \$308  & \port$22410$0 ;
+  assign \$309  = \$308  & \port$22416$0 ;
   assign \$310  = | count_copy2;
   assign \$311  = \$309  & \$310 ;
   assign \$312  = | count_copy3;
   assign \$313  = \$312  | skid_qvalid_copy3;
-  assign \$314  = \$313  & \port$22412$0 ;
+  assign \$314  = \$313  & \port$22418$0 ;
   assign \$315  = | count_copy3;
   assign \$316  = ~ \$315 ;
   assign \$317  = \$314  & \$316 ;
@@ -28377,7 +28397,7 @@ module \bchw_top.engine1 (rst, s__valid, s__payload, s__ready, m__valid, m__payl
   assign \$319  = skid_qvalid_copy3 & \$318 ;
   assign \$320  = | count_copy3;
   assign \$321  = \$320  | skid_qvalid_copy3;
-  assign \$322  = \$321  & \port$22412$0 ;
+  assign \$322  = \$321  & \port$22418$0 ;
   assign \$323  = | count_copy3;
   assign \$324  = \$322  & \$323 ;
   assign \$325  = count_copy3 == 3'h4;
@@ -28386,7 +28406,7 @@ module \bchw_top.engine1 (rst, s__valid, s__payload, s__ready, m__valid, m__payl
   assign \$328  = \$319  & \$327 ;
   assign \$329  = | count_copy3;
   assign \$330  = \$329  | skid_qvalid_copy3;
-  assign \$331  = \$330  & \port$22412$0 ;
+  assign \$331  = \$330  & \port$22418$0 ;
   assign \$332  = | count_copy3;
   assign \$333  = \$331  & \$332 ;
   assign \$334  = | count;
@@ -28612,7 +28632,7 @@ module \bchw_top.engine1 (rst, s__valid, s__payload, s__ready, m__valid, m__payl
   );
   \bchw_top.engine1.requant0  requant0 (
     .clk(clk),
-    .\port$20411$0 (drain[75:0]),
+    .\port$20417$0 (drain[75:0]),
     .q(q),
     .rst(rst)
   );
@@ -30151,7 +30171,7 @@ module \bchw_top.engine1 (rst, s__valid, s__payload, s__ready, m__valid, m__payl
   assign bias = drain[75:40];
   assign count_next = \$70 [2:0];
   assign credit_back_d1 = credit_back;
-  assign m_ready_copies = { \port$22412$0 , \port$22410$0 , \port$22408$0 , \port$22406$0  };
+  assign m_ready_copies = { \port$22418$0 , \port$22416$0 , \port$22414$0 , \port$22412$0  };
   assign m__payload = \$55 [127:0];
   assign \$470 [1215:1157] = \$245 ;
   assign \$470 [1156:1140] = \$244 ;
@@ -30633,7 +30653,7 @@ module \bchw_top.engine1.params9 (data, addr, clk);
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine1.requant0 (rst, \port$20411$0 , q, clk);
+module \bchw_top.engine1.requant0 (rst, \port$20417$0 , q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$5  = 0;
   wire [35:0] \$1 ;
   wire \$10 ;
@@ -30691,8 +30711,8 @@ module \bchw_top.engine1.requant0 (rst, \port$20411$0 , q, clk);
   wire \en$1 ;
   wire [17:0] mul;
   wire [34:0] p;
-  input [75:0] \port$20411$0 ;
-  wire [75:0] \port$20411$0 ;
+  input [75:0] \port$20417$0 ;
+  wire [75:0] \port$20417$0 ;
   reg [34:0] product_d0 = 35'h000000000;
   output [7:0] q;
   reg [7:0] q = 8'h00;
@@ -30763,7 +30783,7 @@ module \bchw_top.engine1.requant0 (rst, \port$20411$0 , q, clk);
   \bchw_top.engine1.requant0.mul0  mul0 (
     .clk(clk),
     .p(p),
-    .\port$20411$0 (\port$20411$0 [34:0])
+    .\port$20417$0 (\port$20417$0 [34:0])
   );
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
@@ -30774,12 +30794,12 @@ module \bchw_top.engine1.requant0 (rst, \port$20411$0 , q, clk);
   end
   assign en = 1'h1;
   assign \en$1  = 1'h1;
-  assign a = \port$20411$0 [16:0];
-  assign acc = \port$20411$0 [16:0];
-  assign b = \port$20411$0 [34:17];
-  assign mul = \port$20411$0 [34:17];
-  assign bias = \port$20411$0 [75:40];
-  assign shift = \port$20411$0 [39:35];
+  assign a = \port$20417$0 [16:0];
+  assign acc = \port$20417$0 [16:0];
+  assign b = \port$20417$0 [34:17];
+  assign mul = \port$20417$0 [34:17];
+  assign bias = \port$20417$0 [75:40];
+  assign shift = \port$20417$0 [39:35];
   assign \$42  = { \$26 , \$25 , \$24 , \$23 , \$22 , \$21 , \$20 , \$19 , \$18 , \$17 , \$16 , \$15 , \$14 , \$13 , \$12 , \$11 , \$10 , \$9 , \$8 , \$7 , \$6 , \$5 , \$4 , \$3  };
   assign \$41  = shift_d3;
   assign \$40  = \$2 ;
@@ -30788,13 +30808,13 @@ module \bchw_top.engine1.requant0 (rst, \port$20411$0 , q, clk);
   assign \$37  = p;
   assign \$36  = shift_d1;
   assign \$35  = bias_d1;
-  assign \$34  = \port$20411$0 [39:35];
-  assign \$33  = \port$20411$0 [75:40];
+  assign \$34  = \port$20417$0 [39:35];
+  assign \$33  = \port$20417$0 [75:40];
   assign \$1  = { product_d0[34], product_d0 };
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine1.requant0.mul0 (p, \port$20411$0 , clk);
+module \bchw_top.engine1.requant0.mul0 (p, \port$20417$0 , clk);
   wire [16:0] a;
   wire [17:0] b;
   input clk;
@@ -30802,21 +30822,21 @@ module \bchw_top.engine1.requant0.mul0 (p, \port$20411$0 , clk);
   wire en;
   output [34:0] p;
   wire [34:0] p;
-  input [34:0] \port$20411$0 ;
-  wire [34:0] \port$20411$0 ;
+  input [34:0] \port$20417$0 ;
+  wire [34:0] \port$20417$0 ;
   bchw_mul #(
     .A_WIDTH(32'd17),
     .B_WIDTH(32'd18)
   ) mul (
-    .a(\port$20411$0 [16:0]),
-    .b(\port$20411$0 [34:17]),
+    .a(\port$20417$0 [16:0]),
+    .b(\port$20417$0 [34:17]),
     .clk(clk),
     .en(1'h1),
     .p(p)
   );
   assign en = 1'h1;
-  assign a = \port$20411$0 [16:0];
-  assign b = \port$20411$0 [34:17];
+  assign a = \port$20417$0 [16:0];
+  assign b = \port$20417$0 [34:17];
 endmodule
 
 (* generator = "Amaranth" *)
@@ -41996,7 +42016,7 @@ module \bchw_top.engine1.weights (data, addr, clk);
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine2 (rst, s__valid, s__payload, s__ready, m__valid, m__payload, m__ready, sready_copy0, sready_copy1, sready_copy2, sready_copy3, \port$24658$0 , \port$24660$0 , \port$24662$0 , \port$24664$0 , clk);
+module \bchw_top.engine2 (rst, s__valid, s__payload, s__ready, m__valid, m__payload, m__ready, sready_copy0, sready_copy1, sready_copy2, sready_copy3, \port$24664$0 , \port$24666$0 , \port$24668$0 , \port$24670$0 , clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$6  = 0;
   wire \$1 ;
   wire [8:0] \$10 ;
@@ -42830,14 +42850,14 @@ module \bchw_top.engine2 (rst, s__valid, s__payload, s__ready, m__valid, m__payl
   reg [3:0] paddr_d5 = 4'h0;
   reg [943:0] params_d0 = 944'h00000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000;
   reg [943:0] params_d1 = 944'h00000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000;
-  input \port$24658$0 ;
-  wire \port$24658$0 ;
-  input \port$24660$0 ;
-  wire \port$24660$0 ;
-  input \port$24662$0 ;
-  wire \port$24662$0 ;
   input \port$24664$0 ;
   wire \port$24664$0 ;
+  input \port$24666$0 ;
+  wire \port$24666$0 ;
+  input \port$24668$0 ;
+  wire \port$24668$0 ;
+  input \port$24670$0 ;
+  wire \port$24670$0 ;
   wire [7:0] q;
   reg qe_d0 = 1'h0;
   reg qe_d1 = 1'h0;
@@ -43808,7 +43828,7 @@ module \bchw_top.engine2 (rst, s__valid, s__payload, s__ready, m__valid, m__payl
   assign \$245  = dload_copy31 ? params_d1[943:885] : drain[1215:1157];
   assign \$246  = | count_copy0;
   assign \$247  = \$246  | skid_qvalid_copy0;
-  assign \$248  = \$247  & \port$24658$0 ;
+  assign \$248  = \$247  & \port$24664$0 ;
   assign \$249  = | count_copy0;
   assign \$250  = ~ \$249 ;
   assign \$251  = \$248  & \$250 ;
@@ -43816,7 +43836,7 @@ module \bchw_top.engine2 (rst, s__valid, s__payload, s__ready, m__valid, m__payl
   assign \$253  = skid_qvalid_copy0 & \$252 ;
   assign \$254  = | count_copy0;
   assign \$255  = \$254  | skid_qvalid_copy0;
-  assign \$256  = \$255  & \port$24658$0 ;
+  assign \$256  = \$255  & \port$24664$0 ;
   assign \$257  = | count_copy0;
   assign \$258  = \$256  & \$257 ;
   assign \$259  = count_copy0 == 1'h1;
@@ -43825,12 +43845,12 @@ module \bchw_top.engine2 (rst, s__valid, s__payload, s__ready, m__valid, m__payl
   assign \$262  = \$253  & \$261 ;
   assign \$263  = | count_copy0;
   assign \$264  = \$263  | skid_qvalid_copy0;
-  assign \$265  = \$264  & \port$24658$0 ;
+  assign \$265  = \$264  & \port$24664$0 ;
   assign \$266  = | count_copy0;
   assign \$267  = \$265  & \$266 ;
   assign \$268  = | count_copy1;
   assign \$269  = \$268  | skid_qvalid_copy1;
-  assign \$270  = \$269  & \port$24660$0 ;
+  assign \$270  = \$269  & \port$24666$0 ;
   assign \$271  = | count_copy1;
   assign \$272  = ~ \$271 ;
   assign \$273  = \$270  & \$272 ;
@@ -43838,7 +43858,7 @@ module \bchw_top.engine2 (rst, s__valid, s__payload, s__ready, m__valid, m__payl
   assign \$275  = skid_qvalid_copy1 & \$274 ;
   assign \$276  = | count_copy1;
   assign \$277  = \$276  | skid_qvalid_copy1;
-  assign \$278  = \$277  & \port$24660$0 ;
+  assign \$278  = \$277  & \port$24666$0 ;
   assign \$279  = | count_copy1;
   assign \$280  = \$278  & \$279 ;
   assign \$281  = count_copy1 == 2'h2;
@@ -43847,12 +43867,12 @@ module \bchw_top.engine2 (rst, s__valid, s__payload, s__ready, m__valid, m__payl
   assign \$284  = \$275  & \$283 ;
   assign \$285  = | count_copy1;
   assign \$286  = \$285  | skid_qvalid_copy1;
-  assign \$287  = \$286  & \port$24660$0 ;
+  assign \$287  = \$286  & \port$24666$0 ;
   assign \$288  = | count_copy1;
   assign \$289  = \$287  & \$288 ;
   assign \$290  = | count_copy2;
   assign \$291  = \$290  | skid_qvalid_copy2;
-  assign \$292  = \$291  & \port$24662$0 ;
+  assign \$292  = \$291  & \port$24668$0 ;
   assign \$293  = | count_copy2;
   assign \$294  = ~ \$293 ;
   assign \$295  = \$292  & \$294 ;
@@ -43860,7 +43880,7 @@ module \bchw_top.engine2 (rst, s__valid, s__payload, s__ready, m__valid, m__payl
   assign \$297  = skid_qvalid_copy2 & \$296 ;
   assign \$298  = | count_copy2;
   assign \$299  = \$298  | skid_qvalid_copy2;
-  assign \$300  = \$299  & \port$24662$0 ;
+  assign \$300  = \$299  & \port$24668$0 ;
   assign \$301  = | count_copy2;
   assign \$302  = \$300  & \$301 ;
   assign \$303  = count_copy2 == 2'h3;
@@ -43869,12 +43889,12 @@ module \bchw_top.engine2 (rst, s__valid, s__payload, s__ready, m__valid, m__payl
   assign \$306  = \$297  & \$305 ;
   assign \$307  = | count_copy2;
   assign \$308  = \$307  | skid_qvalid_copy2;
-  assign \$309  = \$308  & \port$24662$0 ;
+  assign \$309  = \$308  & \port$24668$0 ;
   assign \$310  = | count_copy2;
   assign \$311  = \$309  & \$310 ;
   assign \$312  = | count_copy3;
   assign \$313  = \$312  | skid_qvalid_copy3;
-  assign \$314  = \$313  & \port$24664$0 ;
+  assign \$314  = \$313  & \port$24670$0 ;
   assign \$315  = | count_copy3;
   assign \$316  = ~ \$315 ;
   assign \$317  = \$314  & \$316 ;
@@ -43882,7 +43902,7 @@ module \bchw_top.engine2 (rst, s__valid, s__payload, s__ready, m__valid, m__payl
   assign \$319  = skid_qvalid_copy3 & \$318 ;
   assign \$320  = | count_copy3;
   assign \$321  = \$320  | skid_qvalid_copy3;
-  assign \$322  = \$321  & \port$24664$0 ;
+  assign \$322  = \$321  & \port$24670$0 ;
   assign \$323  = | count_copy3;
   assign \$324  = \$322  & \$323 ;
   assign \$325  = count_copy3 == 3'h4;
@@ -43891,7 +43911,7 @@ module \bchw_top.engine2 (rst, s__valid, s__payload, s__ready, m__valid, m__payl
   assign \$328  = \$319  & \$327 ;
   assign \$329  = | count_copy3;
   assign \$330  = \$329  | skid_qvalid_copy3;
-  assign \$331  = \$330  & \port$24664$0 ;
+  assign \$331  = \$330  & \port$24670$0 ;
   assign \$332  = | count_copy3;
   assign \$333  = \$331  & \$332 ;
   assign \$334  = | count;
@@ -44117,7 +44137,7 @@ module \bchw_top.engine2 (rst, s__valid, s__payload, s__ready, m__valid, m__payl
   );
   \bchw_top.engine2.requant0  requant0 (
     .clk(clk),
-    .\port$22665$0 (drain[75:0]),
+    .\port$22671$0 (drain[75:0]),
     .q(q),
     .rst(rst)
   );
@@ -45656,7 +45676,7 @@ module \bchw_top.engine2 (rst, s__valid, s__payload, s__ready, m__valid, m__payl
   assign bias = drain[75:40];
   assign count_next = \$70 [2:0];
   assign credit_back_d1 = credit_back;
-  assign m_ready_copies = { \port$24664$0 , \port$24662$0 , \port$24660$0 , \port$24658$0  };
+  assign m_ready_copies = { \port$24670$0 , \port$24668$0 , \port$24666$0 , \port$24664$0  };
   assign m__payload = \$55 [127:0];
   assign \$470 [1215:1157] = \$245 ;
   assign \$470 [1156:1140] = \$244 ;
@@ -46138,7 +46158,7 @@ module \bchw_top.engine2.params9 (data, addr, clk);
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine2.requant0 (rst, \port$22665$0 , q, clk);
+module \bchw_top.engine2.requant0 (rst, \port$22671$0 , q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$7  = 0;
   wire [35:0] \$1 ;
   wire \$10 ;
@@ -46196,8 +46216,8 @@ module \bchw_top.engine2.requant0 (rst, \port$22665$0 , q, clk);
   wire \en$1 ;
   wire [17:0] mul;
   wire [34:0] p;
-  input [75:0] \port$22665$0 ;
-  wire [75:0] \port$22665$0 ;
+  input [75:0] \port$22671$0 ;
+  wire [75:0] \port$22671$0 ;
   reg [34:0] product_d0 = 35'h000000000;
   output [7:0] q;
   reg [7:0] q = 8'h00;
@@ -46268,7 +46288,7 @@ module \bchw_top.engine2.requant0 (rst, \port$22665$0 , q, clk);
   \bchw_top.engine2.requant0.mul0  mul0 (
     .clk(clk),
     .p(p),
-    .\port$22665$0 (\port$22665$0 [34:0])
+    .\port$22671$0 (\port$22671$0 [34:0])
   );
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
@@ -46279,12 +46299,12 @@ module \bchw_top.engine2.requant0 (rst, \port$22665$0 , q, clk);
   end
   assign en = 1'h1;
   assign \en$1  = 1'h1;
-  assign a = \port$22665$0 [16:0];
-  assign acc = \port$22665$0 [16:0];
-  assign b = \port$22665$0 [34:17];
-  assign mul = \port$22665$0 [34:17];
-  assign bias = \port$22665$0 [75:40];
-  assign shift = \port$22665$0 [39:35];
+  assign a = \port$22671$0 [16:0];
+  assign acc = \port$22671$0 [16:0];
+  assign b = \port$22671$0 [34:17];
+  assign mul = \port$22671$0 [34:17];
+  assign bias = \port$22671$0 [75:40];
+  assign shift = \port$22671$0 [39:35];
   assign \$42  = { \$26 , \$25 , \$24 , \$23 , \$22 , \$21 , \$20 , \$19 , \$18 , \$17 , \$16 , \$15 , \$14 , \$13 , \$12 , \$11 , \$10 , \$9 , \$8 , \$7 , \$6 , \$5 , \$4 , \$3  };
   assign \$41  = shift_d3;
   assign \$40  = \$2 ;
@@ -46293,13 +46313,13 @@ module \bchw_top.engine2.requant0 (rst, \port$22665$0 , q, clk);
   assign \$37  = p;
   assign \$36  = shift_d1;
   assign \$35  = bias_d1;
-  assign \$34  = \port$22665$0 [39:35];
-  assign \$33  = \port$22665$0 [75:40];
+  assign \$34  = \port$22671$0 [39:35];
+  assign \$33  = \port$22671$0 [75:40];
   assign \$1  = { product_d0[34], product_d0 };
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine2.requant0.mul0 (p, \port$22665$0 , clk);
+module \bchw_top.engine2.requant0.mul0 (p, \port$22671$0 , clk);
   wire [16:0] a;
   wire [17:0] b;
   input clk;
@@ -46307,21 +46327,21 @@ module \bchw_top.engine2.requant0.mul0 (p, \port$22665$0 , clk);
   wire en;
   output [34:0] p;
   wire [34:0] p;
-  input [34:0] \port$22665$0 ;
-  wire [34:0] \port$22665$0 ;
+  input [34:0] \port$22671$0 ;
+  wire [34:0] \port$22671$0 ;
   bchw_mul #(
     .A_WIDTH(32'd17),
     .B_WIDTH(32'd18)
   ) mul (
-    .a(\port$22665$0 [16:0]),
-    .b(\port$22665$0 [34:17]),
+    .a(\port$22671$0 [16:0]),
+    .b(\port$22671$0 [34:17]),
     .clk(clk),
     .en(1'h1),
     .p(p)
   );
   assign en = 1'h1;
-  assign a = \port$22665$0 [16:0];
-  assign b = \port$22665$0 [34:17];
+  assign a = \port$22671$0 [16:0];
+  assign b = \port$22671$0 [34:17];
 endmodule
 
 (* generator = "Amaranth" *)
@@ -59131,7 +59151,7 @@ module \bchw_top.engine3 (rst, s__valid, s__payload, s__ready, m__ready, sready_
   );
   \bchw_top.engine3.requant0  requant0 (
     .clk(clk),
-    .\port$24798$0 (drain[75:0]),
+    .\port$24804$0 (drain[75:0]),
     .q(q),
     .rst(rst)
   );
@@ -60454,7 +60474,7 @@ module \bchw_top.engine3.params9 (data, clk);
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine3.requant0 (rst, \port$24798$0 , q, clk);
+module \bchw_top.engine3.requant0 (rst, \port$24804$0 , q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$9  = 0;
   wire [35:0] \$1 ;
   wire \$10 ;
@@ -60509,8 +60529,8 @@ module \bchw_top.engine3.requant0 (rst, \port$24798$0 , q, clk);
   wire \en$1 ;
   wire [17:0] mul;
   wire [34:0] p;
-  input [75:0] \port$24798$0 ;
-  wire [75:0] \port$24798$0 ;
+  input [75:0] \port$24804$0 ;
+  wire [75:0] \port$24804$0 ;
   reg [34:0] product_d0 = 35'h000000000;
   output [15:0] q;
   reg [15:0] q = 16'h0000;
@@ -60578,7 +60598,7 @@ module \bchw_top.engine3.requant0 (rst, \port$24798$0 , q, clk);
   \bchw_top.engine3.requant0.mul0  mul0 (
     .clk(clk),
     .p(p),
-    .\port$24798$0 (\port$24798$0 [34:0])
+    .\port$24804$0 (\port$24804$0 [34:0])
   );
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
@@ -60589,12 +60609,12 @@ module \bchw_top.engine3.requant0 (rst, \port$24798$0 , q, clk);
   end
   assign en = 1'h1;
   assign \en$1  = 1'h1;
-  assign a = \port$24798$0 [16:0];
-  assign acc = \port$24798$0 [16:0];
-  assign b = \port$24798$0 [34:17];
-  assign mul = \port$24798$0 [34:17];
-  assign bias = \port$24798$0 [75:40];
-  assign shift = \port$24798$0 [39:35];
+  assign a = \port$24804$0 [16:0];
+  assign acc = \port$24804$0 [16:0];
+  assign b = \port$24804$0 [34:17];
+  assign mul = \port$24804$0 [34:17];
+  assign bias = \port$24804$0 [75:40];
+  assign shift = \port$24804$0 [39:35];
   assign \$39  = { \$19 , \$18 , \$17 , \$16 , \$15 , \$14 , \$13 , \$12 , \$11 , \$10 , \$9 , \$8 , \$7 , \$6 , \$5 , \$4 , \$3  };
   assign \$38  = shift_d3;
   assign \$37  = \$2 ;
@@ -60603,13 +60623,13 @@ module \bchw_top.engine3.requant0 (rst, \port$24798$0 , q, clk);
   assign \$34  = p;
   assign \$33  = shift_d1;
   assign \$32  = bias_d1;
-  assign \$31  = \port$24798$0 [39:35];
-  assign \$30  = \port$24798$0 [75:40];
+  assign \$31  = \port$24804$0 [39:35];
+  assign \$30  = \port$24804$0 [75:40];
   assign \$1  = { product_d0[34], product_d0 };
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine3.requant0.mul0 (p, \port$24798$0 , clk);
+module \bchw_top.engine3.requant0.mul0 (p, \port$24804$0 , clk);
   wire [16:0] a;
   wire [17:0] b;
   input clk;
@@ -60617,21 +60637,21 @@ module \bchw_top.engine3.requant0.mul0 (p, \port$24798$0 , clk);
   wire en;
   output [34:0] p;
   wire [34:0] p;
-  input [34:0] \port$24798$0 ;
-  wire [34:0] \port$24798$0 ;
+  input [34:0] \port$24804$0 ;
+  wire [34:0] \port$24804$0 ;
   bchw_mul #(
     .A_WIDTH(32'd17),
     .B_WIDTH(32'd18)
   ) mul (
-    .a(\port$24798$0 [16:0]),
-    .b(\port$24798$0 [34:17]),
+    .a(\port$24804$0 [16:0]),
+    .b(\port$24804$0 [34:17]),
     .clk(clk),
     .en(1'h1),
     .p(p)
   );
   assign en = 1'h1;
-  assign a = \port$24798$0 [16:0];
-  assign b = \port$24798$0 [34:17];
+  assign a = \port$24804$0 [16:0];
+  assign b = \port$24804$0 [34:17];
 endmodule
 
 (* generator = "Amaranth" *)
