@@ -123,14 +123,14 @@ def run_jobs(jobs: list[dict], workers: int, each=None) -> list[dict]:
 
 def fit(workers: int, out: Path) -> None:
     """Refit the per-feature LUT costs and the per-register flip-flop costs on random
-    networks, 12 small and the reference MLP at two foldings (non-negative least
+    networks, 12 small and the reference MLP at five foldings (non-negative least
     squares, relative error)."""
     import numpy as np
     from scipy.optimize import nnls
 
     from bchw import perf
 
-    designs = [  # (sizes, PE per layer, SIMD per layer)
+    designs = [  # (sizes, PE per layer, SIMD per layer[, input lanes])
         ([64, 64, 64, 10], [4, 4, 2], [4, 4, 4]),
         ([64, 64, 64, 10], [8, 8, 10], [8, 8, 8]),
         ([64, 64, 64, 10], [16, 2, 5], [2, 16, 4]),
@@ -145,15 +145,20 @@ def fit(workers: int, out: Path) -> None:
         ([64, 64, 32, 10], [4, 4, 10], [4, 8, 16]),
         ([100, 30, 10], [10, 5], [50, 15]),
         # the reference 784-256-256-256-10 at the folding search's 500,000/s and 100,000/s
+        # foldings and input lanes, and at its earlier ones
+        ([784, 256, 256, 256, 10], [16, 15, 16, 1], [44, 16, 15, 16], 4),
+        ([784, 256, 256, 256, 10], [4, 4, 4, 1], [36, 12, 12, 4], 1),
         ([784, 256, 256, 256, 10], [16, 15, 8, 1], [44, 16, 30, 9]),
         ([784, 256, 256, 256, 10], [3, 4, 4, 1], [47, 12, 12, 2]),
         # and at the foldings it chose before the input memories (engines joined by
         # whole vectors where the PE of one does not divide the SIMD of the next)
         ([784, 256, 256, 256, 10], [8, 8, 8, 1], [88, 29, 29, 9]),
     ]
-    jobs = [{"name": "-".join(map(str, sizes)), "model": None, "sizes": sizes, "pe": pe,
-             "simd": simd, "in_lanes": simd[0], "variant": "negate", "pnr": False}
-            for sizes, pe, simd in designs]
+    # (sizes, PE, SIMD[, input lanes: layer 0's SIMD if not given])
+    jobs = [{"name": "-".join(map(str, d[0])), "model": None, "sizes": d[0], "pe": d[1],
+             "simd": d[2], "in_lanes": d[3] if len(d) > 3 else d[2][0], "variant": "negate",
+             "pnr": False}
+            for d in designs]
     results = run_jobs(jobs, workers)
     fitted = {}
     for what, costs, counts, measured in (("luts", perf.LUT_COST, "features", "luts"),
