@@ -86,10 +86,14 @@ ROM_STAGES = 4
 XTREE_FANOUT = 4
 
 #: Copies of the register behind an engine's ``s.ready`` where it takes beats into an input
-#: memory, for the skid slots of the engine that hands it groups (slot ``k`` looks at copy
-#: ``k % MEMORY_READY_COPIES``): from the combined ready, the choice of a slot's every bit
-#: was routed 5.5 ns at 500,000/s.
+#: memory, for the skid slots of the engine that hands it groups (part ``j`` of the slots,
+#: :func:`skid_parts`, looks at copy ``j % MEMORY_READY_COPIES``): from the combined ready,
+#: the choice of a slot's every bit was routed 5.5 ns at 500,000/s.
 MEMORY_READY_COPIES = 4
+#: The most bits of a skid slot loaded under one copy of its choice (:func:`skid_parts`): a
+#: slot's one choice reached its 121 bits, spread where the requantizers are, in 4.8 ns
+#: (a placement's critical path at 500,000/s).
+SKID_PART_BITS = 32
 
 
 def xtree_fans(trees: int) -> int:
@@ -171,6 +175,13 @@ def enable_parts(width: int) -> list[tuple[int, int]]:
     chains, bit ``c`` of every slice, measured worse: 94.6 against 103.3 MHz on the
     784-256 MLP at 100,000/s.)"""
     return [(lo, min(lo + FANOUT_BITS, width)) for lo in range(0, width, FANOUT_BITS)]
+
+
+def skid_parts(width: int) -> list[tuple[int, int]]:
+    """``(lo, hi)`` of the parts of a ``width``-bit skid slot, each loaded under a choice
+    made from copies of its own of the count, of the arriving group's valid and (handing
+    groups on) of the next engine's ready: :data:`SKID_PART_BITS` a part."""
+    return [(lo, min(lo + SKID_PART_BITS, width)) for lo in range(0, width, SKID_PART_BITS)]
 
 
 def enable_copies(width: int) -> int:
@@ -1014,7 +1025,8 @@ def engine_registers(n_in: int, n_out: int, in_bits: int, pe: int, simd: int,
         "copies": (sf > 1) * (1 + (not beat_lanes) * 2 * enable_copies(sf * simd * in_bits)
                               + bool(beat_lanes) * (MEMORY_READY_COPIES + 1)
                               + (not group_output) * 3 * enable_copies(nf * pe * w.out_bits)
-                              + slots * (clog2(slots + 1) + 1))
+                              + slots * len(skid_parts(pe * w.out_bits + 1))
+                              * (clog2(slots + 1) + 1))
         + (param_rom_parts(pe, w.param_bits, nf) - 1) * clog2(nf)
         + 2 * pe   # each accumulator's copies of its valid and first flags
         + clog2(nf * sf)   # the weight ROM's address register

@@ -86,10 +86,10 @@ module bchw_top(s_axis_tvalid, s_axis_tlast, m_axis_tready, clk, rst, s_axis_tre
     .m__payload(\s__payload$13 ),
     .m__ready(m__ready),
     .m__valid(\s__valid$17 ),
-    .\port$20158$0 (\$1 ),
-    .\port$20160$0 (\$2 ),
-    .\port$20162$0 (\$3 ),
-    .\port$20164$0 (\$4 ),
+    .\port$21771$0 (\$1 ),
+    .\port$21773$0 (\$2 ),
+    .\port$21775$0 (\$3 ),
+    .\port$21777$0 (\$4 ),
     .rst(rst),
     .s__payload(s_axis_tdata),
     .s__ready(s_axis_tready),
@@ -100,10 +100,10 @@ module bchw_top(s_axis_tvalid, s_axis_tlast, m_axis_tready, clk, rst, s_axis_tre
     .m__payload(\s__payload$21 ),
     .m__ready(\m__ready$23 ),
     .m__valid(\s__valid$25 ),
-    .\port$22412$0 (\$5 ),
-    .\port$22414$0 (\$6 ),
-    .\port$22416$0 (\$7 ),
-    .\port$22418$0 (\$8 ),
+    .\port$24089$0 (\$5 ),
+    .\port$24091$0 (\$6 ),
+    .\port$24093$0 (\$7 ),
+    .\port$24095$0 (\$8 ),
     .rst(rst),
     .s__payload(\s__payload$13 ),
     .s__ready(m__ready),
@@ -118,10 +118,10 @@ module bchw_top(s_axis_tvalid, s_axis_tlast, m_axis_tready, clk, rst, s_axis_tre
     .m__payload(\s__payload$29 ),
     .m__ready(\m__ready$31 ),
     .m__valid(\s__valid$33 ),
-    .\port$24664$0 (\$9 ),
-    .\port$24666$0 (\$10 ),
-    .\port$24668$0 (\$11 ),
-    .\port$24670$0 (\$12 ),
+    .\port$26405$0 (\$9 ),
+    .\port$26407$0 (\$10 ),
+    .\port$26409$0 (\$11 ),
+    .\port$26411$0 (\$12 ),
     .rst(rst),
     .s__payload(\s__payload$21 ),
     .s__ready(\m__ready$23 ),
@@ -1572,7 +1572,7 @@ module \bchw_top.argmax (clk, rst, en, m__valid, m__payload, s__valid, s__payloa
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine0 (s__valid, clk, rst, s__ready, m__valid, m__payload, m__ready, \port$20158$0 , \port$20160$0 , \port$20162$0 , \port$20164$0 , s__payload);
+module \bchw_top.engine0 (s__valid, clk, rst, s__ready, m__valid, m__payload, m__ready, \port$21771$0 , \port$21773$0 , \port$21775$0 , \port$21777$0 , s__payload);
   reg \$auto$verilog_backend.cc:2355:dump_module$2  = 0;
   wire \$1 ;
   wire [9:0] \$10 ;
@@ -1831,258 +1831,546 @@ module \bchw_top.engine0 (s__valid, clk, rst, s__ready, m__valid, m__payload, m_
   wire \$328 ;
   wire \$329 ;
   wire \$33 ;
-  reg \$330 ;
-  reg [8:0] \$331 ;
-  reg [8:0] \$332 ;
-  reg [4:0] \$333 ;
-  reg [3:0] \$334 ;
-  reg \$335 ;
-  reg \$336 ;
-  reg [1:0] \$337 ;
-  reg \$338 ;
-  reg [4:0] \$339 ;
+  wire \$330 ;
+  wire \$331 ;
+  wire \$332 ;
+  wire \$333 ;
+  wire \$334 ;
+  wire \$335 ;
+  wire \$336 ;
+  wire \$337 ;
+  wire \$338 ;
+  wire \$339 ;
   wire \$34 ;
-  reg \$340 ;
-  reg \$341 ;
-  reg \$342 ;
-  reg \$343 ;
-  reg \$344 ;
-  reg \$345 ;
-  reg \$346 ;
-  reg \$347 ;
-  reg [5:0] \$348 ;
-  reg [5:0] \$349 ;
+  wire \$340 ;
+  wire \$341 ;
+  wire \$342 ;
+  wire \$343 ;
+  wire \$344 ;
+  wire \$345 ;
+  wire \$346 ;
+  wire \$347 ;
+  wire \$348 ;
+  wire \$349 ;
   wire \$35 ;
-  reg [5:0] \$350 ;
-  reg [5:0] \$351 ;
-  reg [5:0] \$352 ;
-  reg [5:0] \$353 ;
-  reg [5:0] \$354 ;
-  reg [5:0] \$355 ;
-  reg [5:0] \$356 ;
-  reg [5:0] \$357 ;
-  reg [5:0] \$358 ;
-  reg [5:0] \$359 ;
+  wire \$350 ;
+  wire \$351 ;
+  wire \$352 ;
+  wire \$353 ;
+  wire \$354 ;
+  wire \$355 ;
+  wire \$356 ;
+  wire \$357 ;
+  wire \$358 ;
+  wire \$359 ;
   wire \$36 ;
-  reg [5:0] \$360 ;
-  reg [5:0] \$361 ;
-  reg \$362 ;
-  reg \$363 ;
-  reg \$364 ;
-  reg \$365 ;
-  reg \$366 ;
-  reg \$367 ;
-  reg \$368 ;
-  wire [223:0] \$369 ;
+  wire \$360 ;
+  wire \$361 ;
+  wire \$362 ;
+  wire \$363 ;
+  wire \$364 ;
+  wire \$365 ;
+  wire \$366 ;
+  wire \$367 ;
+  wire \$368 ;
+  wire \$369 ;
   wire \$37 ;
-  wire [447:0] \$370 ;
-  wire [447:0] \$371 ;
-  wire [447:0] \$372 ;
-  reg [3:0] \$373 ;
-  reg [3:0] \$374 ;
-  reg [3:0] \$375 ;
-  reg [3:0] \$376 ;
-  reg [3:0] \$377 ;
-  reg [3:0] \$378 ;
-  reg [3:0] \$379 ;
+  wire \$370 ;
+  wire \$371 ;
+  wire \$372 ;
+  wire \$373 ;
+  wire \$374 ;
+  wire \$375 ;
+  wire \$376 ;
+  wire \$377 ;
+  wire \$378 ;
+  wire \$379 ;
   wire \$38 ;
-  reg [3:0] \$380 ;
-  reg [3:0] \$381 ;
-  reg [3:0] \$382 ;
-  reg [1:0] \$383 ;
-  reg [1:0] \$384 ;
-  reg [1:0] \$385 ;
-  reg [1:0] \$386 ;
-  reg [1:0] \$387 ;
-  reg [1:0] \$388 ;
-  reg [1:0] \$389 ;
+  wire \$380 ;
+  wire \$381 ;
+  wire \$382 ;
+  wire \$383 ;
+  wire \$384 ;
+  wire \$385 ;
+  wire \$386 ;
+  wire \$387 ;
+  wire \$388 ;
+  wire \$389 ;
   wire \$39 ;
-  reg [1:0] \$390 ;
-  reg [1:0] \$391 ;
-  reg [1:0] \$392 ;
-  reg [1:0] \$393 ;
-  reg [1:0] \$394 ;
-  reg [1:0] \$395 ;
-  reg [1:0] \$396 ;
-  reg [1:0] \$397 ;
-  reg [1:0] \$398 ;
-  reg [3:0] \$399 ;
+  wire \$390 ;
+  wire \$391 ;
+  wire \$392 ;
+  wire \$393 ;
+  wire \$394 ;
+  wire \$395 ;
+  wire \$396 ;
+  wire \$397 ;
+  wire \$398 ;
+  wire \$399 ;
   wire \$4 ;
   wire \$40 ;
-  reg [3:0] \$400 ;
-  reg [3:0] \$401 ;
-  reg [3:0] \$402 ;
-  reg [3:0] \$403 ;
-  reg [3:0] \$404 ;
-  reg [3:0] \$405 ;
-  reg [3:0] \$406 ;
-  reg [3:0] \$407 ;
-  reg [3:0] \$408 ;
-  reg [3:0] \$409 ;
+  wire \$400 ;
+  wire \$401 ;
+  wire \$402 ;
+  wire \$403 ;
+  wire \$404 ;
+  wire \$405 ;
+  wire \$406 ;
+  wire \$407 ;
+  wire \$408 ;
+  wire \$409 ;
   wire \$41 ;
-  reg [3:0] \$410 ;
-  reg [3:0] \$411 ;
-  reg [3:0] \$412 ;
-  reg [3:0] \$413 ;
-  reg [3:0] \$414 ;
-  reg [3:0] \$415 ;
-  reg [3:0] \$416 ;
-  reg [3:0] \$417 ;
-  reg [3:0] \$418 ;
-  reg [3:0] \$419 ;
+  wire \$410 ;
+  wire \$411 ;
+  wire \$412 ;
+  wire \$413 ;
+  wire \$414 ;
+  wire \$415 ;
+  wire \$416 ;
+  wire \$417 ;
+  wire \$418 ;
+  wire \$419 ;
   wire \$42 ;
-  reg [3:0] \$420 ;
-  reg [3:0] \$421 ;
-  wire [975:0] \$422 ;
-  wire [975:0] \$423 ;
-  reg \$424 ;
-  reg \$425 ;
-  reg [18:0] \$426 ;
-  reg [18:0] \$427 ;
-  reg [18:0] \$428 ;
-  reg [18:0] \$429 ;
+  wire \$420 ;
+  wire \$421 ;
+  wire \$422 ;
+  wire \$423 ;
+  wire \$424 ;
+  wire \$425 ;
+  wire \$426 ;
+  wire \$427 ;
+  wire \$428 ;
+  wire \$429 ;
   wire [2:0] \$43 ;
-  reg [18:0] \$430 ;
-  reg [18:0] \$431 ;
-  reg [18:0] \$432 ;
-  reg [18:0] \$433 ;
-  reg [18:0] \$434 ;
-  reg [18:0] \$435 ;
-  reg [18:0] \$436 ;
-  reg [18:0] \$437 ;
-  reg [18:0] \$438 ;
-  reg [18:0] \$439 ;
+  wire \$430 ;
+  wire \$431 ;
+  wire \$432 ;
+  wire \$433 ;
+  wire \$434 ;
+  wire \$435 ;
+  wire \$436 ;
+  wire \$437 ;
+  wire \$438 ;
+  wire \$439 ;
   wire \$44 ;
-  reg [18:0] \$440 ;
-  reg [18:0] \$441 ;
-  reg \$442 ;
-  reg \$443 ;
-  reg \$444 ;
-  reg \$445 ;
-  reg \$446 ;
-  reg \$447 ;
-  reg \$448 ;
-  reg \$449 ;
+  wire \$440 ;
+  wire \$441 ;
+  wire \$442 ;
+  wire \$443 ;
+  wire \$444 ;
+  wire \$445 ;
+  wire \$446 ;
+  wire \$447 ;
+  wire \$448 ;
+  wire \$449 ;
   wire \$45 ;
-  reg \$450 ;
-  reg \$451 ;
-  reg \$452 ;
-  reg \$453 ;
-  reg \$454 ;
-  reg \$455 ;
-  reg \$456 ;
-  reg \$457 ;
-  reg \$458 ;
-  reg \$459 ;
+  wire \$450 ;
+  wire \$451 ;
+  wire \$452 ;
+  wire \$453 ;
+  wire \$454 ;
+  wire \$455 ;
+  wire \$456 ;
+  wire \$457 ;
+  wire \$458 ;
+  wire \$459 ;
   wire [3:0] \$46 ;
-  reg \$460 ;
-  reg \$461 ;
-  reg \$462 ;
-  reg \$463 ;
-  reg \$464 ;
-  reg \$465 ;
-  reg \$466 ;
-  reg \$467 ;
-  reg \$468 ;
-  reg \$469 ;
+  wire \$460 ;
+  wire \$461 ;
+  wire \$462 ;
+  wire \$463 ;
+  wire \$464 ;
+  wire \$465 ;
+  wire \$466 ;
+  wire \$467 ;
+  wire \$468 ;
+  wire \$469 ;
   wire [3:0] \$47 ;
-  reg \$470 ;
-  reg \$471 ;
-  reg \$472 ;
-  reg \$473 ;
-  wire [1279:0] \$474 ;
-  reg \$475 ;
-  reg \$476 ;
-  reg \$477 ;
-  reg \$478 ;
-  reg \$479 ;
+  wire \$470 ;
+  wire \$471 ;
+  wire \$472 ;
+  wire \$473 ;
+  wire \$474 ;
+  wire \$475 ;
+  wire \$476 ;
+  wire \$477 ;
+  wire \$478 ;
+  wire \$479 ;
   wire \$48 ;
-  reg \$480 ;
-  reg \$481 ;
-  reg \$482 ;
-  reg \$483 ;
-  reg \$484 ;
-  reg \$485 ;
-  reg \$486 ;
-  reg \$487 ;
-  reg \$488 ;
-  reg \$489 ;
+  wire \$480 ;
+  wire \$481 ;
+  wire \$482 ;
+  wire \$483 ;
+  wire \$484 ;
+  wire \$485 ;
+  wire \$486 ;
+  wire \$487 ;
+  wire \$488 ;
+  wire \$489 ;
   wire \$49 ;
-  reg \$490 ;
-  reg \$491 ;
-  reg \$492 ;
-  reg \$493 ;
-  reg \$494 ;
-  reg \$495 ;
-  reg \$496 ;
-  reg \$497 ;
-  reg \$498 ;
-  reg \$499 ;
+  wire \$490 ;
+  wire \$491 ;
+  wire \$492 ;
+  wire \$493 ;
+  wire \$494 ;
+  wire \$495 ;
+  wire \$496 ;
+  wire \$497 ;
+  wire \$498 ;
+  wire \$499 ;
   wire \$5 ;
   wire \$50 ;
-  reg \$500 ;
-  reg \$501 ;
-  reg \$502 ;
-  reg \$503 ;
-  reg \$504 ;
-  reg \$505 ;
-  reg \$506 ;
-  reg \$507 ;
-  reg \$508 ;
-  reg \$509 ;
+  wire \$500 ;
+  wire \$501 ;
+  wire \$502 ;
+  wire \$503 ;
+  wire \$504 ;
+  wire \$505 ;
+  wire \$506 ;
+  wire \$507 ;
+  wire \$508 ;
+  wire \$509 ;
   wire \$51 ;
-  reg \$510 ;
-  reg \$511 ;
-  reg \$512 ;
-  reg \$513 ;
-  reg \$514 ;
-  reg \$515 ;
-  reg \$516 ;
-  reg [1:0] \$517 ;
-  reg [1:0] \$518 ;
-  reg [1:0] \$519 ;
+  wire \$510 ;
+  wire \$511 ;
+  wire \$512 ;
+  wire \$513 ;
+  wire \$514 ;
+  wire \$515 ;
+  wire \$516 ;
+  wire \$517 ;
+  wire \$518 ;
+  wire \$519 ;
   wire \$52 ;
-  reg \$520 ;
-  reg \$521 ;
-  reg \$522 ;
-  reg [128:0] \$523 ;
-  reg [128:0] \$524 ;
-  reg [128:0] \$525 ;
-  reg [1:0] \$526 ;
-  reg \$527 ;
-  reg \$528 ;
+  wire \$520 ;
+  wire \$521 ;
+  wire \$522 ;
+  wire \$523 ;
+  wire \$524 ;
+  wire \$525 ;
+  wire \$526 ;
+  wire \$527 ;
+  wire \$528 ;
+  wire \$529 ;
   wire \$53 ;
+  wire \$530 ;
+  wire \$531 ;
+  wire \$532 ;
+  wire \$533 ;
+  wire \$534 ;
+  wire \$535 ;
+  wire \$536 ;
+  wire \$537 ;
+  wire \$538 ;
+  wire \$539 ;
   wire \$54 ;
+  wire \$540 ;
+  wire \$541 ;
+  wire \$542 ;
+  wire \$543 ;
+  wire \$544 ;
+  wire \$545 ;
+  wire \$546 ;
+  wire \$547 ;
+  wire \$548 ;
+  wire \$549 ;
   wire [128:0] \$55 ;
+  wire \$550 ;
+  wire \$551 ;
+  wire \$552 ;
+  wire \$553 ;
+  wire \$554 ;
+  wire \$555 ;
+  wire \$556 ;
+  wire \$557 ;
+  wire \$558 ;
+  wire \$559 ;
   wire \$56 ;
+  wire \$560 ;
+  wire \$561 ;
+  wire \$562 ;
+  wire \$563 ;
+  wire \$564 ;
+  wire \$565 ;
+  wire \$566 ;
+  wire \$567 ;
+  wire \$568 ;
+  wire \$569 ;
   wire \$57 ;
+  wire \$570 ;
+  wire \$571 ;
+  wire \$572 ;
+  wire \$573 ;
+  wire \$574 ;
+  wire \$575 ;
+  wire \$576 ;
+  wire \$577 ;
+  wire \$578 ;
+  wire \$579 ;
   wire \$58 ;
+  wire \$580 ;
+  wire \$581 ;
+  wire \$582 ;
+  wire \$583 ;
+  wire \$584 ;
+  wire \$585 ;
+  wire \$586 ;
+  wire \$587 ;
+  wire \$588 ;
+  wire \$589 ;
   wire \$59 ;
+  wire \$590 ;
+  wire \$591 ;
+  wire \$592 ;
+  wire \$593 ;
+  reg \$594 ;
+  reg [8:0] \$595 ;
+  reg [8:0] \$596 ;
+  reg [4:0] \$597 ;
+  reg [3:0] \$598 ;
+  reg \$599 ;
   wire \$6 ;
   wire \$60 ;
+  reg \$600 ;
+  reg [1:0] \$601 ;
+  reg \$602 ;
+  reg [4:0] \$603 ;
+  reg \$604 ;
+  reg \$605 ;
+  reg \$606 ;
+  reg \$607 ;
+  reg \$608 ;
+  reg \$609 ;
   wire [2:0] \$61 ;
+  reg \$610 ;
+  reg \$611 ;
+  reg [5:0] \$612 ;
+  reg [5:0] \$613 ;
+  reg [5:0] \$614 ;
+  reg [5:0] \$615 ;
+  reg [5:0] \$616 ;
+  reg [5:0] \$617 ;
+  reg [5:0] \$618 ;
+  reg [5:0] \$619 ;
   wire \$62 ;
+  reg [5:0] \$620 ;
+  reg [5:0] \$621 ;
+  reg [5:0] \$622 ;
+  reg [5:0] \$623 ;
+  reg [5:0] \$624 ;
+  reg [5:0] \$625 ;
+  reg \$626 ;
+  reg \$627 ;
+  reg \$628 ;
+  reg \$629 ;
   wire \$63 ;
+  reg \$630 ;
+  reg \$631 ;
+  reg \$632 ;
+  wire [223:0] \$633 ;
+  wire [447:0] \$634 ;
+  wire [447:0] \$635 ;
+  wire [447:0] \$636 ;
+  reg [3:0] \$637 ;
+  reg [3:0] \$638 ;
+  reg [3:0] \$639 ;
   wire \$64 ;
+  reg [3:0] \$640 ;
+  reg [3:0] \$641 ;
+  reg [3:0] \$642 ;
+  reg [3:0] \$643 ;
+  reg [3:0] \$644 ;
+  reg [3:0] \$645 ;
+  reg [3:0] \$646 ;
+  reg [1:0] \$647 ;
+  reg [1:0] \$648 ;
+  reg [1:0] \$649 ;
   wire \$65 ;
+  reg [1:0] \$650 ;
+  reg [1:0] \$651 ;
+  reg [1:0] \$652 ;
+  reg [1:0] \$653 ;
+  reg [1:0] \$654 ;
+  reg [1:0] \$655 ;
+  reg [1:0] \$656 ;
+  reg [1:0] \$657 ;
+  reg [1:0] \$658 ;
+  reg [1:0] \$659 ;
   wire \$66 ;
+  reg [1:0] \$660 ;
+  reg [1:0] \$661 ;
+  reg [1:0] \$662 ;
+  reg [3:0] \$663 ;
+  reg [3:0] \$664 ;
+  reg [3:0] \$665 ;
+  reg [3:0] \$666 ;
+  reg [3:0] \$667 ;
+  reg [3:0] \$668 ;
+  reg [3:0] \$669 ;
   wire \$67 ;
+  reg [3:0] \$670 ;
+  reg [3:0] \$671 ;
+  reg [3:0] \$672 ;
+  reg [3:0] \$673 ;
+  reg [3:0] \$674 ;
+  reg [3:0] \$675 ;
+  reg [3:0] \$676 ;
+  reg [3:0] \$677 ;
+  reg [3:0] \$678 ;
+  reg [3:0] \$679 ;
   wire \$68 ;
+  reg [3:0] \$680 ;
+  reg [3:0] \$681 ;
+  reg [3:0] \$682 ;
+  reg [3:0] \$683 ;
+  reg [3:0] \$684 ;
+  reg [3:0] \$685 ;
+  wire [975:0] \$686 ;
+  wire [975:0] \$687 ;
+  reg \$688 ;
+  reg \$689 ;
   wire \$69 ;
+  reg [18:0] \$690 ;
+  reg [18:0] \$691 ;
+  reg [18:0] \$692 ;
+  reg [18:0] \$693 ;
+  reg [18:0] \$694 ;
+  reg [18:0] \$695 ;
+  reg [18:0] \$696 ;
+  reg [18:0] \$697 ;
+  reg [18:0] \$698 ;
+  reg [18:0] \$699 ;
   wire \$7 ;
   wire [3:0] \$70 ;
+  reg [18:0] \$700 ;
+  reg [18:0] \$701 ;
+  reg [18:0] \$702 ;
+  reg [18:0] \$703 ;
+  reg [18:0] \$704 ;
+  reg [18:0] \$705 ;
+  reg \$706 ;
+  reg \$707 ;
+  reg \$708 ;
+  reg \$709 ;
   wire \$71 ;
+  reg \$710 ;
+  reg \$711 ;
+  reg \$712 ;
+  reg \$713 ;
+  reg \$714 ;
+  reg \$715 ;
+  reg \$716 ;
+  reg \$717 ;
+  reg \$718 ;
+  reg \$719 ;
   wire \$72 ;
+  reg \$720 ;
+  reg \$721 ;
+  reg \$722 ;
+  reg \$723 ;
+  reg \$724 ;
+  reg \$725 ;
+  reg \$726 ;
+  reg \$727 ;
+  reg \$728 ;
+  reg \$729 ;
   wire \$73 ;
+  reg \$730 ;
+  reg \$731 ;
+  reg \$732 ;
+  reg \$733 ;
+  reg \$734 ;
+  reg \$735 ;
+  reg \$736 ;
+  reg \$737 ;
+  wire [1279:0] \$738 ;
+  reg \$739 ;
   wire [1:0] \$74 ;
+  reg \$740 ;
+  reg \$741 ;
+  reg \$742 ;
+  reg \$743 ;
+  reg \$744 ;
+  reg \$745 ;
+  reg \$746 ;
+  reg \$747 ;
+  reg \$748 ;
+  reg \$749 ;
   wire [1:0] \$75 ;
+  reg \$750 ;
+  reg \$751 ;
+  reg \$752 ;
+  reg \$753 ;
+  reg \$754 ;
+  reg \$755 ;
+  reg \$756 ;
+  reg \$757 ;
+  reg \$758 ;
+  reg \$759 ;
   wire \$76 ;
+  reg \$760 ;
+  reg \$761 ;
+  reg \$762 ;
+  reg \$763 ;
+  reg \$764 ;
+  reg \$765 ;
+  reg \$766 ;
+  reg \$767 ;
+  reg \$768 ;
+  reg \$769 ;
   wire [5:0] \$77 ;
+  reg \$770 ;
+  reg \$771 ;
+  reg \$772 ;
+  reg \$773 ;
+  reg \$774 ;
+  reg \$775 ;
+  reg \$776 ;
+  reg \$777 ;
+  reg \$778 ;
+  reg \$779 ;
   wire [5:0] \$78 ;
+  reg \$780 ;
+  reg [1:0] \$781 ;
+  reg [1:0] \$782 ;
+  reg [1:0] \$783 ;
+  reg [1:0] \$784 ;
+  reg [1:0] \$785 ;
+  reg [1:0] \$786 ;
+  reg [1:0] \$787 ;
+  reg [1:0] \$788 ;
+  reg [1:0] \$789 ;
   wire [5:0] \$79 ;
+  reg [1:0] \$790 ;
+  reg [1:0] \$791 ;
+  reg [1:0] \$792 ;
+  reg [1:0] \$793 ;
+  reg [1:0] \$794 ;
+  reg [1:0] \$795 ;
+  reg \$796 ;
+  reg \$797 ;
+  reg \$798 ;
+  reg \$799 ;
   wire [9:0] \$8 ;
   wire \$80 ;
+  reg \$800 ;
+  reg \$801 ;
+  reg \$802 ;
+  reg \$803 ;
+  reg \$804 ;
+  reg \$805 ;
+  reg \$806 ;
+  reg \$807 ;
+  reg \$808 ;
+  reg \$809 ;
   wire \$81 ;
+  reg \$810 ;
+  reg [128:0] \$811 ;
+  reg [128:0] \$812 ;
+  reg [128:0] \$813 ;
+  reg [1:0] \$814 ;
+  reg \$815 ;
+  reg \$816 ;
   wire \$82 ;
   wire \$83 ;
   wire \$84 ;
@@ -2199,7 +2487,31 @@ module \bchw_top.engine0 (s__valid, clk, rst, s__ready, m__valid, m__payload, m_
   (* keep = 32'd1 *)
   reg [1:0] count_copy1 = 2'h0;
   (* keep = 32'd1 *)
+  reg [1:0] count_copy10 = 2'h0;
+  (* keep = 32'd1 *)
+  reg [1:0] count_copy11 = 2'h0;
+  (* keep = 32'd1 *)
+  reg [1:0] count_copy12 = 2'h0;
+  (* keep = 32'd1 *)
+  reg [1:0] count_copy13 = 2'h0;
+  (* keep = 32'd1 *)
+  reg [1:0] count_copy14 = 2'h0;
+  (* keep = 32'd1 *)
   reg [1:0] count_copy2 = 2'h0;
+  (* keep = 32'd1 *)
+  reg [1:0] count_copy3 = 2'h0;
+  (* keep = 32'd1 *)
+  reg [1:0] count_copy4 = 2'h0;
+  (* keep = 32'd1 *)
+  reg [1:0] count_copy5 = 2'h0;
+  (* keep = 32'd1 *)
+  reg [1:0] count_copy6 = 2'h0;
+  (* keep = 32'd1 *)
+  reg [1:0] count_copy7 = 2'h0;
+  (* keep = 32'd1 *)
+  reg [1:0] count_copy8 = 2'h0;
+  (* keep = 32'd1 *)
+  reg [1:0] count_copy9 = 2'h0;
   wire [1:0] count_next;
   reg credit_back = 1'h0;
   reg credit_back_d0 = 1'h0;
@@ -2407,14 +2719,14 @@ module \bchw_top.engine0 (s__valid, clk, rst, s__ready, m__valid, m__payload, m_
   reg [3:0] paddr_d6 = 4'h0;
   reg [975:0] params_d0 = 976'h0000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000;
   reg [975:0] params_d1 = 976'h0000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000;
-  input \port$20158$0 ;
-  wire \port$20158$0 ;
-  input \port$20160$0 ;
-  wire \port$20160$0 ;
-  input \port$20162$0 ;
-  wire \port$20162$0 ;
-  input \port$20164$0 ;
-  wire \port$20164$0 ;
+  input \port$21771$0 ;
+  wire \port$21771$0 ;
+  input \port$21773$0 ;
+  wire \port$21773$0 ;
+  input \port$21775$0 ;
+  wire \port$21775$0 ;
+  input \port$21777$0 ;
+  wire \port$21777$0 ;
   wire [7:0] q;
   reg qe_d0 = 1'h0;
   reg qe_d1 = 1'h0;
@@ -2503,7 +2815,31 @@ module \bchw_top.engine0 (s__valid, clk, rst, s__ready, m__valid, m__payload, m_
   (* keep = 32'd1 *)
   reg skid_qvalid_copy1 = 1'h0;
   (* keep = 32'd1 *)
+  reg skid_qvalid_copy10 = 1'h0;
+  (* keep = 32'd1 *)
+  reg skid_qvalid_copy11 = 1'h0;
+  (* keep = 32'd1 *)
+  reg skid_qvalid_copy12 = 1'h0;
+  (* keep = 32'd1 *)
+  reg skid_qvalid_copy13 = 1'h0;
+  (* keep = 32'd1 *)
+  reg skid_qvalid_copy14 = 1'h0;
+  (* keep = 32'd1 *)
   reg skid_qvalid_copy2 = 1'h0;
+  (* keep = 32'd1 *)
+  reg skid_qvalid_copy3 = 1'h0;
+  (* keep = 32'd1 *)
+  reg skid_qvalid_copy4 = 1'h0;
+  (* keep = 32'd1 *)
+  reg skid_qvalid_copy5 = 1'h0;
+  (* keep = 32'd1 *)
+  reg skid_qvalid_copy6 = 1'h0;
+  (* keep = 32'd1 *)
+  reg skid_qvalid_copy7 = 1'h0;
+  (* keep = 32'd1 *)
+  reg skid_qvalid_copy8 = 1'h0;
+  (* keep = 32'd1 *)
+  reg skid_qvalid_copy9 = 1'h0;
   (* keep = 32'd1 *)
   reg sready_copy0 = 1'h1;
   (* keep = 32'd1 *)
@@ -3260,314 +3596,913 @@ module \bchw_top.engine0 (s__valid, clk, rst, s__ready, m__valid, m__payload, m_
     _6_ <= xmem6[\read__addr$75 ];
   end
   assign \read__data$224  = _6_;
+  assign \$177  = accflags_copy6[1] ? 19'h00000 : acc6;
+  assign \$178  = $signed(\$177 ) + $signed(\sum$298 );
+  assign \$179  = accflags_copy7[1] ? 19'h00000 : acc7;
+  assign \$180  = $signed(\$179 ) + $signed(\sum$300 );
+  assign \$181  = accflags_copy8[1] ? 19'h00000 : acc8;
+  assign \$182  = $signed(\$181 ) + $signed(\sum$302 );
+  assign \$183  = accflags_copy9[1] ? 19'h00000 : acc9;
+  assign \$184  = $signed(\$183 ) + $signed(\sum$304 );
+  assign \$185  = accflags_copy10[1] ? 19'h00000 : acc10;
+  assign \$186  = $signed(\$185 ) + $signed(\sum$306 );
+  assign \$187  = accflags_copy11[1] ? 19'h00000 : acc11;
+  assign \$188  = $signed(\$187 ) + $signed(\sum$308 );
+  assign \$189  = accflags_copy12[1] ? 19'h00000 : acc12;
+  assign \$190  = $signed(\$189 ) + $signed(\sum$310 );
+  assign \$191  = accflags_copy13[1] ? 19'h00000 : acc13;
+  assign \$192  = $signed(\$191 ) + $signed(\sum$312 );
+  assign \$193  = accflags_copy14[1] ? 19'h00000 : acc14;
+  assign \$194  = $signed(\$193 ) + $signed(\sum$314 );
+  assign \$195  = accflags_copy15[1] ? 19'h00000 : acc15;
+  assign \$196  = $signed(\$195 ) + $signed(\sum$316 );
+  assign \$197  = ft_d0[0] & ft_d0[2];
+  assign \$198  = ft_d0[0] & ft_d0[2];
+  assign \$199  = ft_d0[0] & ft_d0[2];
+  assign \$200  = ft_d0[0] & ft_d0[2];
+  assign \$201  = ft_d0[0] & ft_d0[2];
+  assign \$202  = ft_d0[0] & ft_d0[2];
+  assign \$203  = ft_d0[0] & ft_d0[2];
+  assign \$204  = ft_d0[0] & ft_d0[2];
+  assign \$205  = ft_d0[0] & ft_d0[2];
+  assign \$206  = ft_d0[0] & ft_d0[2];
+  assign \$207  = ft_d0[0] & ft_d0[2];
+  assign \$208  = ft_d0[0] & ft_d0[2];
+  assign \$209  = ft_d0[0] & ft_d0[2];
+  assign \$210  = ft_d0[0] & ft_d0[2];
+  assign \$211  = ft_d0[0] & ft_d0[2];
+  assign \$212  = ft_d0[0] & ft_d0[2];
+  assign \$213  = ft_d0[0] & ft_d0[2];
+  assign \$214  = ft_d0[0] & ft_d0[2];
+  assign \$215  = ft_d0[0] & ft_d0[2];
+  assign \$216  = ft_d0[0] & ft_d0[2];
+  assign \$217  = ft_d0[0] & ft_d0[2];
+  assign \$218  = ft_d0[0] & ft_d0[2];
+  assign \$219  = ft_d0[0] & ft_d0[2];
+  assign \$220  = ft_d0[0] & ft_d0[2];
+  assign \$221  = ft_d0[0] & ft_d0[2];
+  assign \$222  = ft_d0[0] & ft_d0[2];
+  assign \$223  = ft_d0[0] & ft_d0[2];
+  assign \$224  = ft_d0[0] & ft_d0[2];
+  assign \$225  = ft_d0[0] & ft_d0[2];
+  assign \$226  = ft_d0[0] & ft_d0[2];
+  assign \$227  = ft_d0[0] & ft_d0[2];
+  assign \$228  = ft_d0[0] & ft_d0[2];
+  assign \$229  = dload_copy0 ? acc0 : drain[98:80];
+  assign \$230  = dload_copy1 ? params_d1[60:0] : drain[159:99];
+  assign \$231  = dload_copy2 ? acc1 : drain[178:160];
+  assign \$232  = dload_copy3 ? params_d1[121:61] : drain[239:179];
+  assign \$233  = dload_copy4 ? acc2 : drain[258:240];
+  assign \$234  = dload_copy5 ? params_d1[182:122] : drain[319:259];
+  assign \$235  = dload_copy6 ? acc3 : drain[338:320];
+  assign \$236  = dload_copy7 ? params_d1[243:183] : drain[399:339];
+  assign \$237  = dload_copy8 ? acc4 : drain[418:400];
+  assign \$238  = dload_copy9 ? params_d1[304:244] : drain[479:419];
+  assign \$239  = dload_copy10 ? acc5 : drain[498:480];
+  assign \$240  = dload_copy11 ? params_d1[365:305] : drain[559:499];
+  assign \$241  = dload_copy12 ? acc6 : drain[578:560];
+  assign \$242  = dload_copy13 ? params_d1[426:366] : drain[639:579];
+  assign \$243  = dload_copy14 ? acc7 : drain[658:640];
+  assign \$244  = dload_copy15 ? params_d1[487:427] : drain[719:659];
+  assign \$245  = dload_copy16 ? acc8 : drain[738:720];
+  assign \$246  = dload_copy17 ? params_d1[548:488] : drain[799:739];
+  assign \$247  = dload_copy18 ? acc9 : drain[818:800];
+  assign \$248  = dload_copy19 ? params_d1[609:549] : drain[879:819];
+  assign \$249  = dload_copy20 ? acc10 : drain[898:880];
+  assign \$250  = dload_copy21 ? params_d1[670:610] : drain[959:899];
+  assign \$251  = dload_copy22 ? acc11 : drain[978:960];
+  assign \$252  = dload_copy23 ? params_d1[731:671] : drain[1039:979];
+  assign \$253  = dload_copy24 ? acc12 : drain[1058:1040];
+  assign \$254  = dload_copy25 ? params_d1[792:732] : drain[1119:1059];
+  assign \$255  = dload_copy26 ? acc13 : drain[1138:1120];
+  assign \$256  = dload_copy27 ? params_d1[853:793] : drain[1199:1139];
+  assign \$257  = dload_copy28 ? acc14 : drain[1218:1200];
+  assign \$258  = dload_copy29 ? params_d1[914:854] : drain[1279:1219];
+  assign \$259  = dload_copy30 ? acc15 : drain[1218:1200];
+  assign \$260  = dload_copy31 ? params_d1[975:915] : drain[1279:1219];
+  assign \$261  = | count_copy0;
+  assign \$262  = \$261  | skid_qvalid_copy0;
+  assign \$263  = \$262  & \port$21771$0 ;
+  assign \$264  = | count_copy0;
+  assign \$265  = ~ \$264 ;
+  assign \$266  = \$263  & \$265 ;
+  assign \$267  = ~ \$266 ;
+  assign \$268  = skid_qvalid_copy0 & \$267 ;
+  assign \$269  = | count_copy0;
+  assign \$270  = \$269  | skid_qvalid_copy0;
+  assign \$271  = \$270  & \port$21771$0 ;
+  assign \$272  = | count_copy0;
+  assign \$273  = \$271  & \$272 ;
+  assign \$274  = count_copy0 == 1'h1;
+  assign \$275  = ! count_copy0;
+  assign \$276  = \$273  ? \$274  : \$275 ;
+  assign \$277  = \$268  & \$276 ;
+  assign \$278  = | count_copy0;
+  assign \$279  = \$278  | skid_qvalid_copy0;
+  assign \$280  = \$279  & \port$21771$0 ;
+  assign \$281  = | count_copy0;
+  assign \$282  = \$280  & \$281 ;
+  assign \$283  = | count_copy1;
+  assign \$284  = \$283  | skid_qvalid_copy1;
+  assign \$285  = \$284  & \port$21773$0 ;
+  assign \$286  = | count_copy1;
+  assign \$287  = ~ \$286 ;
+  assign \$288  = \$285  & \$287 ;
+  assign \$289  = ~ \$288 ;
+  assign \$290  = skid_qvalid_copy1 & \$289 ;
+  assign \$291  = | count_copy1;
+  assign \$292  = \$291  | skid_qvalid_copy1;
+  assign \$293  = \$292  & \port$21773$0 ;
+  assign \$294  = | count_copy1;
+  assign \$295  = \$293  & \$294 ;
+  assign \$296  = count_copy1 == 1'h1;
+  assign \$297  = ! count_copy1;
+  assign \$298  = \$295  ? \$296  : \$297 ;
+  assign \$299  = \$290  & \$298 ;
+  assign \$300  = | count_copy1;
+  assign \$301  = \$300  | skid_qvalid_copy1;
+  assign \$302  = \$301  & \port$21773$0 ;
+  assign \$303  = | count_copy1;
+  assign \$304  = \$302  & \$303 ;
+  assign \$305  = | count_copy2;
+  assign \$306  = \$305  | skid_qvalid_copy2;
+  assign \$307  = \$306  & \port$21775$0 ;
+  assign \$308  = | count_copy2;
+  assign \$309  = ~ \$308 ;
+  assign \$310  = \$307  & \$309 ;
+  assign \$311  = ~ \$310 ;
+  assign \$312  = skid_qvalid_copy2 & \$311 ;
+  assign \$313  = | count_copy2;
+  assign \$314  = \$313  | skid_qvalid_copy2;
+  assign \$315  = \$314  & \port$21775$0 ;
+  assign \$316  = | count_copy2;
+  assign \$317  = \$315  & \$316 ;
+  assign \$318  = count_copy2 == 1'h1;
+  assign \$319  = ! count_copy2;
+  assign \$320  = \$317  ? \$318  : \$319 ;
+  assign \$321  = \$312  & \$320 ;
+  assign \$322  = | count_copy2;
+  assign \$323  = \$322  | skid_qvalid_copy2;
+  assign \$324  = \$323  & \port$21775$0 ;
+  assign \$325  = | count_copy2;
+  assign \$326  = \$324  & \$325 ;
+  assign \$327  = | count_copy3;
+  assign \$328  = \$327  | skid_qvalid_copy3;
+  assign \$329  = \$328  & \port$21777$0 ;
+  assign \$330  = | count_copy3;
+  assign \$331  = ~ \$330 ;
+  assign \$332  = \$329  & \$331 ;
+  assign \$333  = ~ \$332 ;
+  assign \$334  = skid_qvalid_copy3 & \$333 ;
+  assign \$335  = | count_copy3;
+  assign \$336  = \$335  | skid_qvalid_copy3;
+  assign \$337  = \$336  & \port$21777$0 ;
+  assign \$338  = | count_copy3;
+  assign \$339  = \$337  & \$338 ;
+  assign \$340  = count_copy3 == 1'h1;
+  assign \$341  = ! count_copy3;
+  assign \$342  = \$339  ? \$340  : \$341 ;
+  assign \$343  = \$334  & \$342 ;
+  assign \$344  = | count_copy3;
+  assign \$345  = \$344  | skid_qvalid_copy3;
+  assign \$346  = \$345  & \port$21777$0 ;
+  assign \$347  = | count_copy3;
+  assign \$348  = \$346  & \$347 ;
+  assign \$349  = | count_copy4;
+  assign \$350  = \$349  | skid_qvalid_copy4;
+  assign \$351  = \$350  & \port$21771$0 ;
+  assign \$352  = | count_copy4;
+  assign \$353  = ~ \$352 ;
+  assign \$354  = \$351  & \$353 ;
+  assign \$355  = ~ \$354 ;
+  assign \$356  = skid_qvalid_copy4 & \$355 ;
+  assign \$357  = | count_copy4;
+  assign \$358  = \$357  | skid_qvalid_copy4;
+  assign \$359  = \$358  & \port$21771$0 ;
+  assign \$360  = | count_copy4;
+  assign \$361  = \$359  & \$360 ;
+  assign \$362  = count_copy4 == 1'h1;
+  assign \$363  = ! count_copy4;
+  assign \$364  = \$361  ? \$362  : \$363 ;
+  assign \$365  = \$356  & \$364 ;
+  assign \$366  = | count_copy4;
+  assign \$367  = \$366  | skid_qvalid_copy4;
+  assign \$368  = \$367  & \port$21771$0 ;
+  assign \$369  = | count_copy4;
+  assign \$370  = \$368  & \$369 ;
+  assign \$371  = | count_copy5;
+  assign \$372  = \$371  | skid_qvalid_copy5;
+  assign \$373  = \$372  & \port$21773$0 ;
+  assign \$374  = | count_copy5;
+  assign \$375  = ~ \$374 ;
+  assign \$376  = \$373  & \$375 ;
+  assign \$377  = ~ \$376 ;
+  assign \$378  = skid_qvalid_copy5 & \$377 ;
+  assign \$379  = | count_copy5;
+  assign \$380  = \$379  | skid_qvalid_copy5;
+  assign \$381  = \$380  & \port$21773$0 ;
+  assign \$382  = | count_copy5;
+  assign \$383  = \$381  & \$382 ;
+  assign \$384  = count_copy5 == 2'h2;
+  assign \$385  = count_copy5 == 1'h1;
+  assign \$386  = \$383  ? \$384  : \$385 ;
+  assign \$387  = \$378  & \$386 ;
+  assign \$388  = | count_copy5;
+  assign \$389  = \$388  | skid_qvalid_copy5;
+  assign \$390  = \$389  & \port$21773$0 ;
+  assign \$391  = | count_copy5;
+  assign \$392  = \$390  & \$391 ;
+  assign \$393  = | count_copy6;
+  assign \$394  = \$393  | skid_qvalid_copy6;
+  assign \$395  = \$394  & \port$21775$0 ;
+  assign \$396  = | count_copy6;
+  assign \$397  = ~ \$396 ;
+  assign \$398  = \$395  & \$397 ;
+  assign \$399  = ~ \$398 ;
+  assign \$400  = skid_qvalid_copy6 & \$399 ;
+  assign \$401  = | count_copy6;
+  assign \$402  = \$401  | skid_qvalid_copy6;
+  assign \$403  = \$402  & \port$21775$0 ;
+  assign \$404  = | count_copy6;
+  assign \$405  = \$403  & \$404 ;
+  assign \$406  = count_copy6 == 2'h2;
+  assign \$407  = count_copy6 == 1'h1;
+  assign \$408  = \$405  ? \$406  : \$407 ;
+  assign \$409  = \$400  & \$408 ;
+  assign \$410  = | count_copy6;
+  assign \$411  = \$410  | skid_qvalid_copy6;
+  assign \$412  = \$411  & \port$21775$0 ;
+  assign \$413  = | count_copy6;
+  assign \$414  = \$412  & \$413 ;
+  assign \$415  = | count_copy7;
+  assign \$416  = \$415  | skid_qvalid_copy7;
+  assign \$417  = \$416  & \port$21777$0 ;
+  assign \$418  = | count_copy7;
+  assign \$419  = ~ \$418 ;
+  assign \$420  = \$417  & \$419 ;
+  assign \$421  = ~ \$420 ;
+  assign \$422  = skid_qvalid_copy7 & \$421 ;
+  assign \$423  = | count_copy7;
+  assign \$424  = \$423  | skid_qvalid_copy7;
+  assign \$425  = \$424  & \port$21777$0 ;
+  assign \$426  = | count_copy7;
+  assign \$427  = \$425  & \$426 ;
+  assign \$428  = count_copy7 == 2'h2;
+  assign \$429  = count_copy7 == 1'h1;
+  assign \$430  = \$427  ? \$428  : \$429 ;
+  assign \$431  = \$422  & \$430 ;
+  assign \$432  = | count_copy7;
+  assign \$433  = \$432  | skid_qvalid_copy7;
+  assign \$434  = \$433  & \port$21777$0 ;
+  assign \$435  = | count_copy7;
+  assign \$436  = \$434  & \$435 ;
+  assign \$437  = | count_copy8;
+  assign \$438  = \$437  | skid_qvalid_copy8;
+  assign \$439  = \$438  & \port$21771$0 ;
+  assign \$440  = | count_copy8;
+  assign \$441  = ~ \$440 ;
+  assign \$442  = \$439  & \$441 ;
+  assign \$443  = ~ \$442 ;
+  assign \$444  = skid_qvalid_copy8 & \$443 ;
+  assign \$445  = | count_copy8;
+  assign \$446  = \$445  | skid_qvalid_copy8;
+  assign \$447  = \$446  & \port$21771$0 ;
+  assign \$448  = | count_copy8;
+  assign \$449  = \$447  & \$448 ;
+  assign \$450  = count_copy8 == 2'h2;
+  assign \$451  = count_copy8 == 1'h1;
+  assign \$452  = \$449  ? \$450  : \$451 ;
+  assign \$453  = \$444  & \$452 ;
+  assign \$454  = | count_copy8;
+  assign \$455  = \$454  | skid_qvalid_copy8;
+  assign \$456  = \$455  & \port$21771$0 ;
+  assign \$457  = | count_copy8;
+  assign \$458  = \$456  & \$457 ;
+  assign \$459  = | count_copy9;
+  assign \$460  = \$459  | skid_qvalid_copy9;
+  assign \$461  = \$460  & \port$21773$0 ;
+  assign \$462  = | count_copy9;
+  assign \$463  = ~ \$462 ;
+  assign \$464  = \$461  & \$463 ;
+  assign \$465  = ~ \$464 ;
+  assign \$466  = skid_qvalid_copy9 & \$465 ;
+  assign \$467  = | count_copy9;
+  assign \$468  = \$467  | skid_qvalid_copy9;
+  assign \$469  = \$468  & \port$21773$0 ;
+  assign \$470  = | count_copy9;
+  assign \$471  = \$469  & \$470 ;
+  assign \$472  = count_copy9 == 2'h2;
+  assign \$473  = count_copy9 == 1'h1;
+  assign \$474  = \$471  ? \$472  : \$473 ;
+  assign \$475  = \$466  & \$474 ;
+  assign \$476  = | count_copy9;
+  assign \$477  = \$476  | skid_qvalid_copy9;
+  assign \$478  = \$477  & \port$21773$0 ;
+  assign \$479  = | count_copy9;
+  assign \$480  = \$478  & \$479 ;
+  assign \$481  = | count_copy10;
+  assign \$482  = \$481  | skid_qvalid_copy10;
+  assign \$483  = \$482  & \port$21775$0 ;
+  assign \$484  = | count_copy10;
+  assign \$485  = ~ \$484 ;
+  assign \$486  = \$483  & \$485 ;
+  assign \$487  = ~ \$486 ;
+  assign \$488  = skid_qvalid_copy10 & \$487 ;
+  assign \$489  = | count_copy10;
+  assign \$490  = \$489  | skid_qvalid_copy10;
+  assign \$491  = \$490  & \port$21775$0 ;
+  assign \$492  = | count_copy10;
+  assign \$493  = \$491  & \$492 ;
+  assign \$494  = count_copy10 == 2'h3;
+  assign \$495  = count_copy10 == 2'h2;
+  assign \$496  = \$493  ? \$494  : \$495 ;
+  assign \$497  = \$488  & \$496 ;
+  assign \$498  = | count_copy10;
+  assign \$499  = \$498  | skid_qvalid_copy10;
+  assign \$500  = \$499  & \port$21775$0 ;
+  assign \$501  = | count_copy10;
+  assign \$502  = \$500  & \$501 ;
+  assign \$503  = | count_copy11;
+  assign \$504  = \$503  | skid_qvalid_copy11;
+  assign \$505  = \$504  & \port$21777$0 ;
+  assign \$506  = | count_copy11;
+  assign \$507  = ~ \$506 ;
+  assign \$508  = \$505  & \$507 ;
+  assign \$509  = ~ \$508 ;
+  assign \$510  = skid_qvalid_copy11 & \$509 ;
+  assign \$511  = | count_copy11;
+  assign \$512  = \$511  | skid_qvalid_copy11;
+  assign \$513  = \$512  & \port$21777$0 ;
+  assign \$514  = | count_copy11;
+  assign \$515  = \$513  & \$514 ;
+  assign \$516  = count_copy11 == 2'h3;
+  assign \$517  = count_copy11 == 2'h2;
+  assign \$518  = \$515  ? \$516  : \$517 ;
+  assign \$519  = \$510  & \$518 ;
+  assign \$520  = | count_copy11;
+  assign \$521  = \$520  | skid_qvalid_copy11;
+  assign \$522  = \$521  & \port$21777$0 ;
+  assign \$523  = | count_copy11;
+  assign \$524  = \$522  & \$523 ;
+  assign \$525  = | count_copy12;
+  assign \$526  = \$525  | skid_qvalid_copy12;
+  assign \$527  = \$526  & \port$21771$0 ;
+  assign \$528  = | count_copy12;
+  assign \$529  = ~ \$528 ;
+  assign \$530  = \$527  & \$529 ;
+  assign \$531  = ~ \$530 ;
+  assign \$532  = skid_qvalid_copy12 & \$531 ;
+  assign \$533  = | count_copy12;
+  assign \$534  = \$533  | skid_qvalid_copy12;
+  assign \$535  = \$534  & \port$21771$0 ;
+  assign \$536  = | count_copy12;
+  assign \$537  = \$535  & \$536 ;
+  assign \$538  = count_copy12 == 2'h3;
+  assign \$539  = count_copy12 == 2'h2;
+  assign \$540  = \$537  ? \$538  : \$539 ;
+  assign \$541  = \$532  & \$540 ;
+  assign \$542  = | count_copy12;
+  assign \$543  = \$542  | skid_qvalid_copy12;
+  assign \$544  = \$543  & \port$21771$0 ;
+  assign \$545  = | count_copy12;
+  assign \$546  = \$544  & \$545 ;
+  assign \$547  = | count_copy13;
+  assign \$548  = \$547  | skid_qvalid_copy13;
+  assign \$549  = \$548  & \port$21773$0 ;
+  assign \$550  = | count_copy13;
+  assign \$551  = ~ \$550 ;
+  assign \$552  = \$549  & \$551 ;
+  assign \$553  = ~ \$552 ;
+  assign \$554  = skid_qvalid_copy13 & \$553 ;
+  assign \$555  = | count_copy13;
+  assign \$556  = \$555  | skid_qvalid_copy13;
+  assign \$557  = \$556  & \port$21773$0 ;
+  assign \$558  = | count_copy13;
+  assign \$559  = \$557  & \$558 ;
+  assign \$560  = count_copy13 == 2'h3;
+  assign \$561  = count_copy13 == 2'h2;
+  assign \$562  = \$559  ? \$560  : \$561 ;
+  assign \$563  = \$554  & \$562 ;
+  assign \$564  = | count_copy13;
+  assign \$565  = \$564  | skid_qvalid_copy13;
+  assign \$566  = \$565  & \port$21773$0 ;
+  assign \$567  = | count_copy13;
+  assign \$568  = \$566  & \$567 ;
+  assign \$569  = | count_copy14;
+  assign \$570  = \$569  | skid_qvalid_copy14;
+  assign \$571  = \$570  & \port$21775$0 ;
+  assign \$572  = | count_copy14;
+  assign \$573  = ~ \$572 ;
+  assign \$574  = \$571  & \$573 ;
+  assign \$575  = ~ \$574 ;
+  assign \$576  = skid_qvalid_copy14 & \$575 ;
+  assign \$577  = | count_copy14;
+  assign \$578  = \$577  | skid_qvalid_copy14;
+  assign \$579  = \$578  & \port$21775$0 ;
+  assign \$580  = | count_copy14;
+  assign \$581  = \$579  & \$580 ;
+  assign \$582  = count_copy14 == 2'h3;
+  assign \$583  = count_copy14 == 2'h2;
+  assign \$584  = \$581  ? \$582  : \$583 ;
+  assign \$585  = \$576  & \$584 ;
+  assign \$586  = | count_copy14;
+  assign \$587  = \$586  | skid_qvalid_copy14;
+  assign \$588  = \$587  & \port$21775$0 ;
+  assign \$589  = | count_copy14;
+  assign \$590  = \$588  & \$589 ;
+  assign \$591  = | count;
+  assign \$592  = \$591  | qv_last_d0;
+  assign \$593  = \$592  & m__ready;
+  always @(posedge clk)
+    busy <= \$594 ;
+  always @(posedge clk)
+    step <= \$595 ;
+  always @(posedge clk)
+    addr <= \$596 ;
+  always @(posedge clk)
+    sfc <= \$597 ;
+  always @(posedge clk)
+    nfc <= \$598 ;
+  always @(posedge clk)
+    last_step <= \$599 ;
+  always @(posedge clk)
+    ready <= \$600 ;
+  always @(posedge clk)
+    credits <= \$601 ;
+  always @(posedge clk)
+    issue <= \$602 ;
+  always @(posedge clk)
+    word <= \$603 ;
+  always @(posedge clk)
+    last_beat <= \$604 ;
+  always @(posedge clk)
+    write_bank <= \$605 ;
+  always @(posedge clk)
+    read_bank <= \$606 ;
+  always @(posedge clk)
+    \$signal  <= \$607 ;
+  always @(posedge clk)
+    sready_copy0 <= \$608 ;
+  always @(posedge clk)
+    sready_copy1 <= \$609 ;
+  always @(posedge clk)
+    sready_copy2 <= \$610 ;
+  always @(posedge clk)
+    sready_copy3 <= \$611 ;
+  always @(posedge clk)
+    xbeat <= s__payload;
+  always @(posedge clk)
+    write__addr <= \$612 ;
+  always @(posedge clk)
+    \write__addr$37  <= \$613 ;
+  always @(posedge clk)
+    \write__addr$44  <= \$614 ;
+  always @(posedge clk)
+    \write__addr$51  <= \$615 ;
+  always @(posedge clk)
+    \write__addr$58  <= \$616 ;
+  always @(posedge clk)
+    \write__addr$65  <= \$617 ;
+  always @(posedge clk)
+    \write__addr$72  <= \$618 ;
+  always @(posedge clk)
+    read__addr <= \$619 ;
+  always @(posedge clk)
+    \read__addr$40  <= \$620 ;
+  always @(posedge clk)
+    \read__addr$47  <= \$621 ;
+  always @(posedge clk)
+    \read__addr$54  <= \$622 ;
+  always @(posedge clk)
+    \read__addr$61  <= \$623 ;
+  always @(posedge clk)
+    \read__addr$68  <= \$624 ;
+  always @(posedge clk)
+    \read__addr$75  <= \$625 ;
+  always @(posedge clk)
+    write__en <= \$626 ;
+  always @(posedge clk)
+    \write__en$35  <= \$627 ;
+  always @(posedge clk)
+    \write__en$42  <= \$628 ;
+  always @(posedge clk)
+    \write__en$49  <= \$629 ;
+  always @(posedge clk)
+    \write__en$56  <= \$630 ;
+  always @(posedge clk)
+    \write__en$63  <= \$631 ;
+  always @(posedge clk)
+    \write__en$70  <= \$632 ;
+  always @(posedge clk)
+    xmem_d0 <= \$633 ;
+  always @(posedge clk)
+    xtree_fan_copy0 <= xmem_d0;
+  always @(posedge clk)
+    xtree_fan_copy1 <= xmem_d0;
+  always @(posedge clk)
+    xtree_fan_copy2 <= xmem_d0;
+  always @(posedge clk)
+    xtree_fan_copy3 <= xmem_d0;
+  always @(posedge clk)
+    x <= xtree_fan_copy0;
+  always @(posedge clk)
+    \x$83  <= xtree_fan_copy0;
+  always @(posedge clk)
+    \x$87  <= xtree_fan_copy0;
+  always @(posedge clk)
+    \x$91  <= xtree_fan_copy0;
+  always @(posedge clk)
+    \x$95  <= xtree_fan_copy1;
+  always @(posedge clk)
+    \x$99  <= xtree_fan_copy1;
+  always @(posedge clk)
+    \x$103  <= xtree_fan_copy1;
+  always @(posedge clk)
+    \x$107  <= xtree_fan_copy1;
+  always @(posedge clk)
+    \x$111  <= xtree_fan_copy2;
+  always @(posedge clk)
+    \x$115  <= xtree_fan_copy2;
+  always @(posedge clk)
+    \x$119  <= xtree_fan_copy2;
+  always @(posedge clk)
+    \x$123  <= xtree_fan_copy2;
+  always @(posedge clk)
+    \x$127  <= xtree_fan_copy3;
+  always @(posedge clk)
+    \x$131  <= xtree_fan_copy3;
+  always @(posedge clk)
+    \x$135  <= xtree_fan_copy3;
+  always @(posedge clk)
+    \x$139  <= xtree_fan_copy3;
+  always @(posedge clk)
+    wdata_d0 <= \$634 ;
+  always @(posedge clk)
+    wdata_d1 <= \$635 ;
+  always @(posedge clk)
+    wdata_d2 <= \$636 ;
+  always @(posedge clk)
+    f_d0 <= \$637 ;
+  always @(posedge clk)
+    f_d1 <= \$638 ;
+  always @(posedge clk)
+    f_d2 <= \$639 ;
+  always @(posedge clk)
+    f_d3 <= \$640 ;
+  always @(posedge clk)
+    f_d4 <= \$641 ;
+  always @(posedge clk)
+    f_d5 <= \$642 ;
+  always @(posedge clk)
+    f_d6 <= \$643 ;
+  always @(posedge clk)
+    f_d7 <= \$644 ;
+  always @(posedge clk)
+    f_d8 <= \$645 ;
+  always @(posedge clk)
+    ft_d0 <= \$646 ;
+  always @(posedge clk)
+    accflags_copy0 <= \$647 ;
+  always @(posedge clk)
+    accflags_copy1 <= \$648 ;
+  always @(posedge clk)
+    accflags_copy2 <= \$649 ;
+  always @(posedge clk)
+    accflags_copy3 <= \$650 ;
+  always @(posedge clk)
+    accflags_copy4 <= \$651 ;
+  always @(posedge clk)
+    accflags_copy5 <= \$652 ;
+  always @(posedge clk)
+    accflags_copy6 <= \$653 ;
+  always @(posedge clk)
+    accflags_copy7 <= \$654 ;
+  always @(posedge clk)
+    accflags_copy8 <= \$655 ;
+  always @(posedge clk)
+    accflags_copy9 <= \$656 ;
+  always @(posedge clk)
+    accflags_copy10 <= \$657 ;
+  always @(posedge clk)
+    accflags_copy11 <= \$658 ;
+  always @(posedge clk)
+    accflags_copy12 <= \$659 ;
+  always @(posedge clk)
+    accflags_copy13 <= \$660 ;
+  always @(posedge clk)
+    accflags_copy14 <= \$661 ;
+  always @(posedge clk)
+    accflags_copy15 <= \$662 ;
+  always @(posedge clk)
+    paddr_d0 <= \$663 ;
+  always @(posedge clk)
+    paddr_d1 <= \$664 ;
+  always @(posedge clk)
+    paddr_d2 <= \$665 ;
+  always @(posedge clk)
+    paddr_d3 <= \$666 ;
+  always @(posedge clk)
+    paddr_d4 <= \$667 ;
+  always @(posedge clk)
+    paddr_d5 <= \$668 ;
+  always @(posedge clk)
+    paddr_d6 <= \$669 ;
+  always @(posedge clk)
+    \addr$143  <= \$670 ;
+  always @(posedge clk)
+    \addr$146  <= \$671 ;
+  always @(posedge clk)
+    \addr$149  <= \$672 ;
+  always @(posedge clk)
+    \addr$152  <= \$673 ;
+  always @(posedge clk)
+    \addr$155  <= \$674 ;
+  always @(posedge clk)
+    \addr$158  <= \$675 ;
+  always @(posedge clk)
+    \addr$161  <= \$676 ;
+  always @(posedge clk)
+    \addr$164  <= \$677 ;
+  always @(posedge clk)
+    \addr$167  <= \$678 ;
+  always @(posedge clk)
+    \addr$170  <= \$679 ;
+  always @(posedge clk)
+    \addr$173  <= \$680 ;
+  always @(posedge clk)
+    \addr$176  <= \$681 ;
   always @(posedge clk)
-    f_d3 <= \$376 ;
+    \addr$179  <= \$682 ;
   always @(posedge clk)
-    f_d4 <= \$377 ;
+    \addr$182  <= \$683 ;
   always @(posedge clk)
-    f_d5 <= \$378 ;
+    \addr$185  <= \$684 ;
   always @(posedge clk)
-    f_d6 <= \$379 ;
+    \addr$188  <= \$685 ;
   always @(posedge clk)
-    f_d7 <= \$380 ;
+    params_d0 <= \$686 ;
   always @(posedge clk)
-    f_d8 <= \$381 ;
+    params_d1 <= \$687 ;
   always @(posedge clk)
-    ft_d0 <= \$382 ;
+    acc_valid <= \$688 ;
   always @(posedge clk)
-    accflags_copy0 <= \$383 ;
+    acc_end <= \$689 ;
   always @(posedge clk)
-    accflags_copy1 <= \$384 ;
+    acc0 <= \$690 ;
   always @(posedge clk)
-    accflags_copy2 <= \$385 ;
+    acc1 <= \$691 ;
   always @(posedge clk)
-    accflags_copy3 <= \$386 ;
+    acc2 <= \$692 ;
   always @(posedge clk)
-    accflags_copy4 <= \$387 ;
+    acc3 <= \$693 ;
   always @(posedge clk)
-    accflags_copy5 <= \$388 ;
+    acc4 <= \$694 ;
   always @(posedge clk)
-    accflags_copy6 <= \$389 ;
+    acc5 <= \$695 ;
   always @(posedge clk)
-    accflags_copy7 <= \$390 ;
+    acc6 <= \$696 ;
   always @(posedge clk)
-    accflags_copy8 <= \$391 ;
+    acc7 <= \$697 ;
   always @(posedge clk)
-    accflags_copy9 <= \$392 ;
+    acc8 <= \$698 ;
   always @(posedge clk)
-    accflags_copy10 <= \$393 ;
+    acc9 <= \$699 ;
   always @(posedge clk)
-    accflags_copy11 <= \$394 ;
+    acc10 <= \$700 ;
   always @(posedge clk)
-    accflags_copy12 <= \$395 ;
+    acc11 <= \$701 ;
   always @(posedge clk)
-    accflags_copy13 <= \$396 ;
+    acc12 <= \$702 ;
   always @(posedge clk)
-    accflags_copy14 <= \$397 ;
+    acc13 <= \$703 ;
   always @(posedge clk)
-    accflags_copy15 <= \$398 ;
+    acc14 <= \$704 ;
   always @(posedge clk)
-    paddr_d0 <= \$399 ;
+    acc15 <= \$705 ;
   always @(posedge clk)
-    paddr_d1 <= \$400 ;
+    dload_copy0 <= \$706 ;
   always @(posedge clk)
-    paddr_d2 <= \$401 ;
+    dload_copy1 <= \$707 ;
   always @(posedge clk)
-    paddr_d3 <= \$402 ;
+    dload_copy2 <= \$708 ;
   always @(posedge clk)
-    paddr_d4 <= \$403 ;
+    dload_copy3 <= \$709 ;
   always @(posedge clk)
-    paddr_d5 <= \$404 ;
+    dload_copy4 <= \$710 ;
   always @(posedge clk)
-    paddr_d6 <= \$405 ;
+    dload_copy5 <= \$711 ;
   always @(posedge clk)
-    \addr$143  <= \$406 ;
+    dload_copy6 <= \$712 ;
   always @(posedge clk)
-    \addr$146  <= \$407 ;
+    dload_copy7 <= \$713 ;
   always @(posedge clk)
-    \addr$149  <= \$408 ;
+    dload_copy8 <= \$714 ;
   always @(posedge clk)
-    \addr$152  <= \$409 ;
+    dload_copy9 <= \$715 ;
   always @(posedge clk)
-    \addr$155  <= \$410 ;
+    dload_copy10 <= \$716 ;
   always @(posedge clk)
-    \addr$158  <= \$411 ;
+    dload_copy11 <= \$717 ;
   always @(posedge clk)
-    \addr$161  <= \$412 ;
+    dload_copy12 <= \$718 ;
   always @(posedge clk)
-    \addr$164  <= \$413 ;
+    dload_copy13 <= \$719 ;
   always @(posedge clk)
-    \addr$167  <= \$414 ;
+    dload_copy14 <= \$720 ;
   always @(posedge clk)
-    \addr$170  <= \$415 ;
+    dload_copy15 <= \$721 ;
   always @(posedge clk)
-    \addr$173  <= \$416 ;
+    dload_copy16 <= \$722 ;
   always @(posedge clk)
-    \addr$176  <= \$417 ;
+    dload_copy17 <= \$723 ;
   always @(posedge clk)
-    \addr$179  <= \$418 ;
+    dload_copy18 <= \$724 ;
   always @(posedge clk)
-    \addr$182  <= \$419 ;
+    dload_copy19 <= \$725 ;
   always @(posedge clk)
-    \addr$185  <= \$420 ;
+    dload_copy20 <= \$726 ;
   always @(posedge clk)
-    \addr$188  <= \$421 ;
+    dload_copy21 <= \$727 ;
   always @(posedge clk)
-    params_d0 <= \$422 ;
+    dload_copy22 <= \$728 ;
   always @(posedge clk)
-    params_d1 <= \$423 ;
+    dload_copy23 <= \$729 ;
   always @(posedge clk)
-    acc_valid <= \$424 ;
+    dload_copy24 <= \$730 ;
   always @(posedge clk)
-    acc_end <= \$425 ;
+    dload_copy25 <= \$731 ;
   always @(posedge clk)
-    acc0 <= \$426 ;
+    dload_copy26 <= \$732 ;
   always @(posedge clk)
-    acc1 <= \$427 ;
+    dload_copy27 <= \$733 ;
   always @(posedge clk)
-    acc2 <= \$428 ;
+    dload_copy28 <= \$734 ;
   always @(posedge clk)
-    acc3 <= \$429 ;
+    dload_copy29 <= \$735 ;
   always @(posedge clk)
-    acc4 <= \$430 ;
+    dload_copy30 <= \$736 ;
   always @(posedge clk)
-    acc5 <= \$431 ;
+    dload_copy31 <= \$737 ;
   always @(posedge clk)
-    acc6 <= \$432 ;
+    drain <= \$738 ;
   always @(posedge clk)
-    acc7 <= \$433 ;
+    qv_d0 <= \$739 ;
   always @(posedge clk)
-    acc8 <= \$434 ;
+    qv_d1 <= \$740 ;
   always @(posedge clk)
-    acc9 <= \$435 ;
+    qv_d2 <= \$741 ;
   always @(posedge clk)
-    acc10 <= \$436 ;
+    qv_d3 <= \$742 ;
   always @(posedge clk)
-    acc11 <= \$437 ;
+    qv_d4 <= \$743 ;
   always @(posedge clk)
-    acc12 <= \$438 ;
+    qv_d5 <= \$744 ;
   always @(posedge clk)
-    acc13 <= \$439 ;
+    qv_d6 <= \$745 ;
   always @(posedge clk)
-    acc14 <= \$440 ;
+    qv_d7 <= \$746 ;
   always @(posedge clk)
-    acc15 <= \$441 ;
+    qv_d8 <= \$747 ;
   always @(posedge clk)
-    dload_copy0 <= \$442 ;
+    qv_d9 <= \$748 ;
   always @(posedge clk)
-    dload_copy1 <= \$443 ;
+    qv_d10 <= \$749 ;
   always @(posedge clk)
-    dload_copy2 <= \$444 ;
+    qv_d11 <= \$750 ;
   always @(posedge clk)
-    dload_copy3 <= \$445 ;
+    qv_d12 <= \$751 ;
   always @(posedge clk)
-    dload_copy4 <= \$446 ;
+    qv_d13 <= \$752 ;
   always @(posedge clk)
-    dload_copy5 <= \$447 ;
+    qv_d14 <= \$753 ;
   always @(posedge clk)
-    dload_copy6 <= \$448 ;
+    qv_d15 <= \$754 ;
   always @(posedge clk)
-    dload_copy7 <= \$449 ;
+    qv_d16 <= \$755 ;
   always @(posedge clk)
-    dload_copy8 <= \$450 ;
+    qv_d17 <= \$756 ;
   always @(posedge clk)
-    dload_copy9 <= \$451 ;
+    qv_d18 <= \$757 ;
   always @(posedge clk)
-    dload_copy10 <= \$452 ;
+    qv_d19 <= \$758 ;
   always @(posedge clk)
-    dload_copy11 <= \$453 ;
+    qe_d0 <= \$759 ;
   always @(posedge clk)
-    dload_copy12 <= \$454 ;
+    qe_d1 <= \$760 ;
   always @(posedge clk)
-    dload_copy13 <= \$455 ;
+    qe_d2 <= \$761 ;
   always @(posedge clk)
-    dload_copy14 <= \$456 ;
+    qe_d3 <= \$762 ;
   always @(posedge clk)
-    dload_copy15 <= \$457 ;
+    qe_d4 <= \$763 ;
   always @(posedge clk)
-    dload_copy16 <= \$458 ;
+    qe_d5 <= \$764 ;
   always @(posedge clk)
-    dload_copy17 <= \$459 ;
+    qe_d6 <= \$765 ;
   always @(posedge clk)
-    dload_copy18 <= \$460 ;
+    qe_d7 <= \$766 ;
   always @(posedge clk)
-    dload_copy19 <= \$461 ;
+    qe_d8 <= \$767 ;
   always @(posedge clk)
-    dload_copy20 <= \$462 ;
+    qe_d9 <= \$768 ;
   always @(posedge clk)
-    dload_copy21 <= \$463 ;
+    qe_d10 <= \$769 ;
   always @(posedge clk)
-    dload_copy22 <= \$464 ;
+    qe_d11 <= \$770 ;
   always @(posedge clk)
-    dload_copy23 <= \$465 ;
+    qe_d12 <= \$771 ;
   always @(posedge clk)
-    dload_copy24 <= \$466 ;
+    qe_d13 <= \$772 ;
   always @(posedge clk)
-    dload_copy25 <= \$467 ;
+    qe_d14 <= \$773 ;
   always @(posedge clk)
-    dload_copy26 <= \$468 ;
+    qe_d15 <= \$774 ;
   always @(posedge clk)
-    dload_copy27 <= \$469 ;
+    qe_d16 <= \$775 ;
   always @(posedge clk)
-    dload_copy28 <= \$470 ;
+    qe_d17 <= \$776 ;
   always @(posedge clk)
-    dload_copy29 <= \$471 ;
+    qe_d18 <= \$777 ;
   always @(posedge clk)
-    dload_copy30 <= \$472 ;
+    qe_d19 <= \$778 ;
   always @(posedge clk)
-    dload_copy31 <= \$473 ;
+    qv_last_d0 <= \$779 ;
   always @(posedge clk)
-    drain <= \$474 ;
-  always @(posedge clk)
-    qv_d0 <= \$475 ;
-  always @(posedge clk)
-    qv_d1 <= \$476 ;
-  always @(posedge clk)
-    qv_d2 <= \$477 ;
-  always @(posedge clk)
-    qv_d3 <= \$478 ;
-  always @(posedge clk)
-    qv_d4 <= \$479 ;
-  always @(posedge clk)
-    qv_d5 <= \$480 ;
-  always @(posedge clk)
-    qv_d6 <= \$481 ;
-  always @(posedge clk)
-    qv_d7 <= \$482 ;
-  always @(posedge clk)
-    qv_d8 <= \$483 ;
-  always @(posedge clk)
-    qv_d9 <= \$484 ;
-  always @(posedge clk)
-    qv_d10 <= \$485 ;
-  always @(posedge clk)
-    qv_d11 <= \$486 ;
-  always @(posedge clk)
-    qv_d12 <= \$487 ;
-  always @(posedge clk)
-    qv_d13 <= \$488 ;
-  always @(posedge clk)
-    qv_d14 <= \$489 ;
-  always @(posedge clk)
-    qv_d15 <= \$490 ;
-  always @(posedge clk)
-    qv_d16 <= \$491 ;
-  always @(posedge clk)
-    qv_d17 <= \$492 ;
-  always @(posedge clk)
-    qv_d18 <= \$493 ;
-  always @(posedge clk)
-    qv_d19 <= \$494 ;
-  always @(posedge clk)
-    qe_d0 <= \$495 ;
-  always @(posedge clk)
-    qe_d1 <= \$496 ;
-  always @(posedge clk)
-    qe_d2 <= \$497 ;
-  always @(posedge clk)
-    qe_d3 <= \$498 ;
-  always @(posedge clk)
-    qe_d4 <= \$499 ;
-  always @(posedge clk)
-    qe_d5 <= \$500 ;
-  always @(posedge clk)
-    qe_d6 <= \$501 ;
-  always @(posedge clk)
-    qe_d7 <= \$502 ;
-  always @(posedge clk)
-    qe_d8 <= \$503 ;
-  always @(posedge clk)
-    qe_d9 <= \$504 ;
-  always @(posedge clk)
-    qe_d10 <= \$505 ;
-  always @(posedge clk)
-    qe_d11 <= \$506 ;
-  always @(posedge clk)
-    qe_d12 <= \$507 ;
-  always @(posedge clk)
-    qe_d13 <= \$508 ;
-  always @(posedge clk)
-    qe_d14 <= \$509 ;
-  always @(posedge clk)
-    qe_d15 <= \$510 ;
-  always @(posedge clk)
-    qe_d16 <= \$511 ;
-  always @(posedge clk)
-    qe_d17 <= \$512 ;
-  always @(posedge clk)
-    qe_d18 <= \$513 ;
-  always @(posedge clk)
-    qe_d19 <= \$514 ;
-  always @(posedge clk)
-    qv_last_d0 <= \$515 ;
-  always @(posedge clk)
-    qe_last_d0 <= \$516 ;
+    qe_last_d0 <= \$780 ;
   always @(posedge clk)
     results0 <= { q, results0[119:8] };
   always @(posedge clk)
-    count_copy0 <= \$517 ;
+    count_copy0 <= \$781 ;
   always @(posedge clk)
-    count_copy1 <= \$518 ;
+    count_copy1 <= \$782 ;
   always @(posedge clk)
-    count_copy2 <= \$519 ;
+    count_copy2 <= \$783 ;
   always @(posedge clk)
-    skid_qvalid_copy0 <= \$520 ;
+    count_copy3 <= \$784 ;
   always @(posedge clk)
-    skid_qvalid_copy1 <= \$521 ;
+    count_copy4 <= \$785 ;
   always @(posedge clk)
-    skid_qvalid_copy2 <= \$522 ;
+    count_copy5 <= \$786 ;
   always @(posedge clk)
-    skid0 <= \$523 ;
+    count_copy6 <= \$787 ;
   always @(posedge clk)
-    skid1 <= \$524 ;
+    count_copy7 <= \$788 ;
   always @(posedge clk)
-    skid2 <= \$525 ;
+    count_copy8 <= \$789 ;
   always @(posedge clk)
-    count <= \$526 ;
+    count_copy9 <= \$790 ;
   always @(posedge clk)
-    credit_back_d0 <= \$527 ;
+    count_copy10 <= \$791 ;
   always @(posedge clk)
-    credit_back <= \$528 ;
+    count_copy11 <= \$792 ;
+  always @(posedge clk)
+    count_copy12 <= \$793 ;
+  always @(posedge clk)
+    count_copy13 <= \$794 ;
+  always @(posedge clk)
+    count_copy14 <= \$795 ;
+  always @(posedge clk)
+    skid_qvalid_copy0 <= \$796 ;
+  always @(posedge clk)
+    skid_qvalid_copy1 <= \$797 ;
+  always @(posedge clk)
+    skid_qvalid_copy2 <= \$798 ;
+  always @(posedge clk)
+    skid_qvalid_copy3 <= \$799 ;
+  always @(posedge clk)
+    skid_qvalid_copy4 <= \$800 ;
+  always @(posedge clk)
+    skid_qvalid_copy5 <= \$801 ;
+  always @(posedge clk)
+    skid_qvalid_copy6 <= \$802 ;
+  always @(posedge clk)
+    skid_qvalid_copy7 <= \$803 ;
+  always @(posedge clk)
+    skid_qvalid_copy8 <= \$804 ;
+  always @(posedge clk)
+    skid_qvalid_copy9 <= \$805 ;
+  always @(posedge clk)
+    skid_qvalid_copy10 <= \$806 ;
+  always @(posedge clk)
+    skid_qvalid_copy11 <= \$807 ;
+  always @(posedge clk)
+    skid_qvalid_copy12 <= \$808 ;
+  always @(posedge clk)
+    skid_qvalid_copy13 <= \$809 ;
+  always @(posedge clk)
+    skid_qvalid_copy14 <= \$810 ;
+  always @(posedge clk)
+    skid0 <= \$811 ;
+  always @(posedge clk)
+    skid1 <= \$812 ;
+  always @(posedge clk)
+    skid2 <= \$813 ;
+  always @(posedge clk)
+    count <= \$814 ;
+  always @(posedge clk)
+    credit_back_d0 <= \$815 ;
+  always @(posedge clk)
+    credit_back <= \$816 ;
   assign \$1  = \$signal  & ready;
   assign \$2  = ~ last_step;
   assign \$3  = busy & \$2 ;
@@ -3725,293 +4660,6 @@ module \bchw_top.engine0 (s__valid, clk, rst, s__ready, m__valid, m__payload, m_
   assign \$174  = $signed(\$173 ) + $signed(\sum$294 );
   assign \$175  = accflags_copy5[1] ? 19'h00000 : acc5;
   assign \$176  = $signed(\$175 ) + $signed(\sum$296 );
-  assign \$177  = accflags_copy6[1] ? 19'h00000 : acc6;
-  assign \$178  = $signed(\$177 ) + $signed(\sum$298 );
-  assign \$179  = accflags_copy7[1] ? 19'h00000 : acc7;
-  assign \$180  = $signed(\$179 ) + $signed(\sum$300 );
-  assign \$181  = accflags_copy8[1] ? 19'h00000 : acc8;
-  assign \$182  = $signed(\$181 ) + $signed(\sum$302 );
-  assign \$183  = accflags_copy9[1] ? 19'h00000 : acc9;
-  assign \$184  = $signed(\$183 ) + $signed(\sum$304 );
-  assign \$185  = accflags_copy10[1] ? 19'h00000 : acc10;
-  assign \$186  = $signed(\$185 ) + $signed(\sum$306 );
-  assign \$187  = accflags_copy11[1] ? 19'h00000 : acc11;
-  assign \$188  = $signed(\$187 ) + $signed(\sum$308 );
-  assign \$189  = accflags_copy12[1] ? 19'h00000 : acc12;
-  assign \$190  = $signed(\$189 ) + $signed(\sum$310 );
-  assign \$191  = accflags_copy13[1] ? 19'h00000 : acc13;
-  assign \$192  = $signed(\$191 ) + $signed(\sum$312 );
-  assign \$193  = accflags_copy14[1] ? 19'h00000 : acc14;
-  assign \$194  = $signed(\$193 ) + $signed(\sum$314 );
-  assign \$195  = accflags_copy15[1] ? 19'h00000 : acc15;
-  assign \$196  = $signed(\$195 ) + $signed(\sum$316 );
-  assign \$197  = ft_d0[0] & ft_d0[2];
-  assign \$198  = ft_d0[0] & ft_d0[2];
-  assign \$199  = ft_d0[0] & ft_d0[2];
-  assign \$200  = ft_d0[0] & ft_d0[2];
-  assign \$201  = ft_d0[0] & ft_d0[2];
-  assign \$202  = ft_d0[0] & ft_d0[2];
-  assign \$203  = ft_d0[0] & ft_d0[2];
-  assign \$204  = ft_d0[0] & ft_d0[2];
-  assign \$205  = ft_d0[0] & ft_d0[2];
-  assign \$206  = ft_d0[0] & ft_d0[2];
-  assign \$207  = ft_d0[0] & ft_d0[2];
-  assign \$208  = ft_d0[0] & ft_d0[2];
-  assign \$209  = ft_d0[0] & ft_d0[2];
-  assign \$210  = ft_d0[0] & ft_d0[2];
-  assign \$211  = ft_d0[0] & ft_d0[2];
-  assign \$212  = ft_d0[0] & ft_d0[2];
-  assign \$213  = ft_d0[0] & ft_d0[2];
-  assign \$214  = ft_d0[0] & ft_d0[2];
-  assign \$215  = ft_d0[0] & ft_d0[2];
-  assign \$216  = ft_d0[0] & ft_d0[2];
-  assign \$217  = ft_d0[0] & ft_d0[2];
-  assign \$218  = ft_d0[0] & ft_d0[2];
-  assign \$219  = ft_d0[0] & ft_d0[2];
-  assign \$220  = ft_d0[0] & ft_d0[2];
-  assign \$221  = ft_d0[0] & ft_d0[2];
-  assign \$222  = ft_d0[0] & ft_d0[2];
-  assign \$223  = ft_d0[0] & ft_d0[2];
-  assign \$224  = ft_d0[0] & ft_d0[2];
-  assign \$225  = ft_d0[0] & ft_d0[2];
-  assign \$226  = ft_d0[0] & ft_d0[2];
-  assign \$227  = ft_d0[0] & ft_d0[2];
-  assign \$228  = ft_d0[0] & ft_d0[2];
-  assign \$229  = dload_copy0 ? acc0 : drain[98:80];
-  assign \$230  = dload_copy1 ? params_d1[60:0] : drain[159:99];
-  assign \$231  = dload_copy2 ? acc1 : drain[178:160];
-  assign \$232  = dload_copy3 ? params_d1[121:61] : drain[239:179];
-  assign \$233  = dload_copy4 ? acc2 : drain[258:240];
-  assign \$234  = dload_copy5 ? params_d1[182:122] : drain[319:259];
-  assign \$235  = dload_copy6 ? acc3 : drain[338:320];
-  assign \$236  = dload_copy7 ? params_d1[243:183] : drain[399:339];
-  assign \$237  = dload_copy8 ? acc4 : drain[418:400];
-  assign \$238  = dload_copy9 ? params_d1[304:244] : drain[479:419];
-  assign \$239  = dload_copy10 ? acc5 : drain[498:480];
-  assign \$240  = dload_copy11 ? params_d1[365:305] : drain[559:499];
-  assign \$241  = dload_copy12 ? acc6 : drain[578:560];
-  assign \$242  = dload_copy13 ? params_d1[426:366] : drain[639:579];
-  assign \$243  = dload_copy14 ? acc7 : drain[658:640];
-  assign \$244  = dload_copy15 ? params_d1[487:427] : drain[719:659];
-  assign \$245  = dload_copy16 ? acc8 : drain[738:720];
-  assign \$246  = dload_copy17 ? params_d1[548:488] : drain[799:739];
-  assign \$247  = dload_copy18 ? acc9 : drain[818:800];
-  assign \$248  = dload_copy19 ? params_d1[609:549] : drain[879:819];
-  assign \$249  = dload_copy20 ? acc10 : drain[898:880];
-  assign \$250  = dload_copy21 ? params_d1[670:610] : drain[959:899];
-  assign \$251  = dload_copy22 ? acc11 : drain[978:960];
-  assign \$252  = dload_copy23 ? params_d1[731:671] : drain[1039:979];
-  assign \$253  = dload_copy24 ? acc12 : drain[1058:1040];
-  assign \$254  = dload_copy25 ? params_d1[792:732] : drain[1119:1059];
-  assign \$255  = dload_copy26 ? acc13 : drain[1138:1120];
-  assign \$256  = dload_copy27 ? params_d1[853:793] : drain[1199:1139];
-  assign \$257  = dload_copy28 ? acc14 : drain[1218:1200];
-  assign \$258  = dload_copy29 ? params_d1[914:854] : drain[1279:1219];
-  assign \$259  = dload_copy30 ? acc15 : drain[1218:1200];
-  assign \$260  = dload_copy31 ? params_d1[975:915] : drain[1279:1219];
-  assign \$261  = | count_copy0;
-  assign \$262  = \$261  | skid_qvalid_copy0;
-  assign \$263  = \$262  & \port$20158$0 ;
-  assign \$264  = | count_copy0;
-  assign \$265  = ~ \$264 ;
-  assign \$266  = \$263  & \$265 ;
-  assign \$267  = ~ \$266 ;
-  assign \$268  = skid_qvalid_copy0 & \$267 ;
-  assign \$269  = | count_copy0;
-  assign \$270  = \$269  | skid_qvalid_copy0;
-  assign \$271  = \$270  & \port$20158$0 ;
-  assign \$272  = | count_copy0;
-  assign \$273  = \$271  & \$272 ;
-  assign \$274  = count_copy0 == 1'h1;
-  assign \$275  = ! count_copy0;
-  assign \$276  = \$273  ? \$274  : \$275 ;
-  assign \$277  = \$268  & \$276 ;
-  assign \$278  = | count_copy0;
-  assign \$279  = \$278  | skid_qvalid_copy0;
-  assign \$280  = \$279  & \port$20158$0 ;
-  assign \$281  = | count_copy0;
-  assign \$282  = \$280  & \$281 ;
-  assign \$283  = | count_copy1;
-  assign \$284  = \$283  | skid_qvalid_copy1;
-  assign \$285  = \$284  & \port$20160$0 ;
-  assign \$286  = | count_copy1;
-  assign \$287  = ~ \$286 ;
-  assign \$288  = \$285  & \$287 ;
-  assign \$289  = ~ \$288 ;
-  assign \$290  = skid_qvalid_copy1 & \$289 ;
-  assign \$291  = | count_copy1;
-  assign \$292  = \$291  | skid_qvalid_copy1;
-  assign \$293  = \$292  & \port$20160$0 ;
-  assign \$294  = | count_copy1;
-  assign \$295  = \$293  & \$294 ;
-  assign \$296  = count_copy1 == 2'h2;
-  assign \$297  = count_copy1 == 1'h1;
-  assign \$298  = \$295  ? \$296  : \$297 ;
-  assign \$299  = \$290  & \$298 ;
-  assign \$300  = | count_copy1;
-  assign \$301  = \$300  | skid_qvalid_copy1;
-  assign \$302  = \$301  & \port$20160$0 ;
-  assign \$303  = | count_copy1;
-  assign \$304  = \$302  & \$303 ;
-  assign \$305  = | count_copy2;
-  assign \$306  = \$305  | skid_qvalid_copy2;
-  assign \$307  = \$306  & \port$20162$0 ;
-  assign \$308  = | count_copy2;
-  assign \$309  = ~ \$308 ;
-  assign \$310  = \$307  & \$309 ;
-  assign \$311  = ~ \$310 ;
-  assign \$312  = skid_qvalid_copy2 & \$311 ;
-  assign \$313  = | count_copy2;
-  assign \$314  = \$313  | skid_qvalid_copy2;
-  assign \$315  = \$314  & \port$20162$0 ;
-  assign \$316  = | count_copy2;
-  assign \$317  = \$315  & \$316 ;
-  assign \$318  = count_copy2 == 2'h3;
-  assign \$319  = count_copy2 == 2'h2;
-  assign \$320  = \$317  ? \$318  : \$319 ;
-  assign \$321  = \$312  & \$320 ;
-  assign \$322  = | count_copy2;
-  assign \$323  = \$322  | skid_qvalid_copy2;
-  assign \$324  = \$323  & \port$20162$0 ;
-  assign \$325  = | count_copy2;
-  assign \$326  = \$324  & \$325 ;
-  assign \$327  = | count;
-  assign \$328  = \$327  | qv_last_d0;
-  assign \$329  = \$328  & m__ready;
-  always @(posedge clk)
-    busy <= \$330 ;
-  always @(posedge clk)
-    step <= \$331 ;
-  always @(posedge clk)
-    addr <= \$332 ;
-  always @(posedge clk)
-    sfc <= \$333 ;
-  always @(posedge clk)
-    nfc <= \$334 ;
-  always @(posedge clk)
-    last_step <= \$335 ;
-  always @(posedge clk)
-    ready <= \$336 ;
-  always @(posedge clk)
-    credits <= \$337 ;
-  always @(posedge clk)
-    issue <= \$338 ;
-  always @(posedge clk)
-    word <= \$339 ;
-  always @(posedge clk)
-    last_beat <= \$340 ;
-  always @(posedge clk)
-    write_bank <= \$341 ;
-  always @(posedge clk)
-    read_bank <= \$342 ;
-  always @(posedge clk)
-    \$signal  <= \$343 ;
-  always @(posedge clk)
-    sready_copy0 <= \$344 ;
-  always @(posedge clk)
-    sready_copy1 <= \$345 ;
-  always @(posedge clk)
-    sready_copy2 <= \$346 ;
-  always @(posedge clk)
-    sready_copy3 <= \$347 ;
-  always @(posedge clk)
-    xbeat <= s__payload;
-  always @(posedge clk)
-    write__addr <= \$348 ;
-  always @(posedge clk)
-    \write__addr$37  <= \$349 ;
-  always @(posedge clk)
-    \write__addr$44  <= \$350 ;
-  always @(posedge clk)
-    \write__addr$51  <= \$351 ;
-  always @(posedge clk)
-    \write__addr$58  <= \$352 ;
-  always @(posedge clk)
-    \write__addr$65  <= \$353 ;
-  always @(posedge clk)
-    \write__addr$72  <= \$354 ;
-  always @(posedge clk)
-    read__addr <= \$355 ;
-  always @(posedge clk)
-    \read__addr$40  <= \$356 ;
-  always @(posedge clk)
-    \read__addr$47  <= \$357 ;
-  always @(posedge clk)
-    \read__addr$54  <= \$358 ;
-  always @(posedge clk)
-    \read__addr$61  <= \$359 ;
-  always @(posedge clk)
-    \read__addr$68  <= \$360 ;
-  always @(posedge clk)
-    \read__addr$75  <= \$361 ;
-  always @(posedge clk)
-    write__en <= \$362 ;
-  always @(posedge clk)
-    \write__en$35  <= \$363 ;
-  always @(posedge clk)
-    \write__en$42  <= \$364 ;
-  always @(posedge clk)
-    \write__en$49  <= \$365 ;
-  always @(posedge clk)
-    \write__en$56  <= \$366 ;
-  always @(posedge clk)
-    \write__en$63  <= \$367 ;
-  always @(posedge clk)
-    \write__en$70  <= \$368 ;
-  always @(posedge clk)
-    xmem_d0 <= \$369 ;
-  always @(posedge clk)
-    xtree_fan_copy0 <= xmem_d0;
-  always @(posedge clk)
-    xtree_fan_copy1 <= xmem_d0;
-  always @(posedge clk)
-    xtree_fan_copy2 <= xmem_d0;
-  always @(posedge clk)
-    xtree_fan_copy3 <= xmem_d0;
-  always @(posedge clk)
-    x <= xtree_fan_copy0;
-  always @(posedge clk)
-    \x$83  <= xtree_fan_copy0;
-  always @(posedge clk)
-    \x$87  <= xtree_fan_copy0;
-  always @(posedge clk)
-    \x$91  <= xtree_fan_copy0;
-  always @(posedge clk)
-    \x$95  <= xtree_fan_copy1;
-  always @(posedge clk)
-    \x$99  <= xtree_fan_copy1;
-  always @(posedge clk)
-    \x$103  <= xtree_fan_copy1;
-  always @(posedge clk)
-    \x$107  <= xtree_fan_copy1;
-  always @(posedge clk)
-    \x$111  <= xtree_fan_copy2;
-  always @(posedge clk)
-    \x$115  <= xtree_fan_copy2;
-  always @(posedge clk)
-    \x$119  <= xtree_fan_copy2;
-  always @(posedge clk)
-    \x$123  <= xtree_fan_copy2;
-  always @(posedge clk)
-    \x$127  <= xtree_fan_copy3;
-  always @(posedge clk)
-    \x$131  <= xtree_fan_copy3;
-  always @(posedge clk)
-    \x$135  <= xtree_fan_copy3;
-  always @(posedge clk)
-    \x$139  <= xtree_fan_copy3;
-  always @(posedge clk)
-    wdata_d0 <= \$370 ;
-  always @(posedge clk)
-    wdata_d1 <= \$371 ;
-  always @(posedge clk)
-    wdata_d2 <= \$372 ;
-  always @(posedge clk)
-    f_d0 <= \$373 ;
-  always @(posedge clk)
-    f_d1 <= \$374 ;
-  always @(posedge clk)
-    f_d2 <= \$375 ;
   \bchw_top.engine0.params0  params0 (
     .addr(\addr$143 ),
     .clk(clk),
@@ -4094,7 +4742,7 @@ module \bchw_top.engine0 (s__valid, clk, rst, s__ready, m__valid, m__payload, m_
   );
   \bchw_top.engine0.requant0  requant0 (
     .clk(clk),
-    .\port$16599$0 (drain[79:0]),
+    .\port$18164$0 (drain[79:0]),
     .q(q),
     .rst(rst)
   );
@@ -4217,1364 +4865,1592 @@ module \bchw_top.engine0 (s__valid, clk, rst, s__ready, m__valid, m__payload, m_
   );
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$377  = f_d3;
+    \$594  = busy_next;
     if (rst) begin
-      \$377  = 4'h0;
+      \$594  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$378  = f_d4;
+    \$595  = \$11 [8:0];
     if (rst) begin
-      \$378  = 4'h0;
+      \$595  = 9'h000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$379  = f_d5;
+    \$596  = \$11 [8:0];
     if (rst) begin
-      \$379  = 4'h0;
+      \$596  = 9'h000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$380  = f_d6;
+    \$597  = \$23 [4:0];
     if (rst) begin
-      \$380  = 4'h0;
+      \$597  = 5'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$381  = f_d7;
+    \$598  = \$32 [3:0];
     if (rst) begin
-      \$381  = 4'h0;
+      \$598  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$382  = f_d8;
+    \$599  = last_step_next;
     if (rst) begin
-      \$382  = 4'h0;
+      \$599  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$383  = f_d8[1:0];
+    \$600  = ready_next;
     if (rst) begin
-      \$383  = 2'h0;
+      \$600  = 1'h1;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$384  = f_d8[1:0];
+    \$601  = \$47 [1:0];
     if (rst) begin
-      \$384  = 2'h0;
+      \$601  = 2'h3;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$385  = f_d8[1:0];
+    \$602  = issue_next;
     if (rst) begin
-      \$385  = 2'h0;
+      \$602  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$386  = f_d8[1:0];
-    if (rst) begin
-      \$386  = 2'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$387  = f_d8[1:0];
-    if (rst) begin
-      \$387  = 2'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$388  = f_d8[1:0];
-    if (rst) begin
-      \$388  = 2'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$389  = f_d8[1:0];
-    if (rst) begin
-      \$389  = 2'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$390  = f_d8[1:0];
-    if (rst) begin
-      \$390  = 2'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$391  = f_d8[1:0];
-    if (rst) begin
-      \$391  = 2'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$392  = f_d8[1:0];
-    if (rst) begin
-      \$392  = 2'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$393  = f_d8[1:0];
-    if (rst) begin
-      \$393  = 2'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$394  = f_d8[1:0];
-    if (rst) begin
-      \$394  = 2'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$395  = f_d8[1:0];
-    if (rst) begin
-      \$395  = 2'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$396  = f_d8[1:0];
-    if (rst) begin
-      \$396  = 2'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$397  = f_d8[1:0];
-    if (rst) begin
-      \$397  = 2'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$398  = f_d8[1:0];
-    if (rst) begin
-      \$398  = 2'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$399  = nfc;
-    if (rst) begin
-      \$399  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$400  = paddr_d0;
-    if (rst) begin
-      \$400  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$401  = paddr_d1;
-    if (rst) begin
-      \$401  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$402  = paddr_d2;
-    if (rst) begin
-      \$402  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$403  = paddr_d3;
-    if (rst) begin
-      \$403  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$404  = paddr_d4;
-    if (rst) begin
-      \$404  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$405  = paddr_d5;
-    if (rst) begin
-      \$405  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$406  = paddr_d6;
-    if (rst) begin
-      \$406  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$407  = paddr_d6;
-    if (rst) begin
-      \$407  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$408  = paddr_d6;
-    if (rst) begin
-      \$408  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$409  = paddr_d6;
-    if (rst) begin
-      \$409  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$410  = paddr_d6;
-    if (rst) begin
-      \$410  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$411  = paddr_d6;
-    if (rst) begin
-      \$411  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$412  = paddr_d6;
-    if (rst) begin
-      \$412  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$413  = paddr_d6;
-    if (rst) begin
-      \$413  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$414  = paddr_d6;
-    if (rst) begin
-      \$414  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$415  = paddr_d6;
-    if (rst) begin
-      \$415  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$416  = paddr_d6;
-    if (rst) begin
-      \$416  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$417  = paddr_d6;
-    if (rst) begin
-      \$417  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$418  = paddr_d6;
-    if (rst) begin
-      \$418  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$419  = paddr_d6;
-    if (rst) begin
-      \$419  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$420  = paddr_d6;
-    if (rst) begin
-      \$420  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$421  = paddr_d6;
-    if (rst) begin
-      \$421  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$424  = \$163 ;
-    if (rst) begin
-      \$424  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$425  = \$164 ;
-    if (rst) begin
-      \$425  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$426  = acc0;
-    if (accflags_copy0[0]) begin
-      \$426  = \$166 [18:0];
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$427  = acc1;
-    if (accflags_copy1[0]) begin
-      \$427  = \$168 [18:0];
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$428  = acc2;
-    if (accflags_copy2[0]) begin
-      \$428  = \$170 [18:0];
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$429  = acc3;
-    if (accflags_copy3[0]) begin
-      \$429  = \$172 [18:0];
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$430  = acc4;
-    if (accflags_copy4[0]) begin
-      \$430  = \$174 [18:0];
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$431  = acc5;
-    if (accflags_copy5[0]) begin
-      \$431  = \$176 [18:0];
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$432  = acc6;
-    if (accflags_copy6[0]) begin
-      \$432  = \$178 [18:0];
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$433  = acc7;
-    if (accflags_copy7[0]) begin
-      \$433  = \$180 [18:0];
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$434  = acc8;
-    if (accflags_copy8[0]) begin
-      \$434  = \$182 [18:0];
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$435  = acc9;
-    if (accflags_copy9[0]) begin
-      \$435  = \$184 [18:0];
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$436  = acc10;
-    if (accflags_copy10[0]) begin
-      \$436  = \$186 [18:0];
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$437  = acc11;
-    if (accflags_copy11[0]) begin
-      \$437  = \$188 [18:0];
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$438  = acc12;
-    if (accflags_copy12[0]) begin
-      \$438  = \$190 [18:0];
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$439  = acc13;
-    if (accflags_copy13[0]) begin
-      \$439  = \$192 [18:0];
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$440  = acc14;
-    if (accflags_copy14[0]) begin
-      \$440  = \$194 [18:0];
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$441  = acc15;
-    if (accflags_copy15[0]) begin
-      \$441  = \$196 [18:0];
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$442  = \$197 ;
-    if (rst) begin
-      \$442  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$443  = \$198 ;
-    if (rst) begin
-      \$443  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$444  = \$199 ;
-    if (rst) begin
-      \$444  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$445  = \$200 ;
-    if (rst) begin
-      \$445  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$446  = \$201 ;
-    if (rst) begin
-      \$446  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$447  = \$202 ;
-    if (rst) begin
-      \$447  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$448  = \$203 ;
-    if (rst) begin
-      \$448  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$449  = \$204 ;
-    if (rst) begin
-      \$449  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$450  = \$205 ;
-    if (rst) begin
-      \$450  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$451  = \$206 ;
-    if (rst) begin
-      \$451  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$452  = \$207 ;
-    if (rst) begin
-      \$452  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$453  = \$208 ;
-    if (rst) begin
-      \$453  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$454  = \$209 ;
-    if (rst) begin
-      \$454  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$455  = \$210 ;
-    if (rst) begin
-      \$455  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$456  = \$211 ;
-    if (rst) begin
-      \$456  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$457  = \$212 ;
-    if (rst) begin
-      \$457  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$458  = \$213 ;
-    if (rst) begin
-      \$458  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$459  = \$214 ;
-    if (rst) begin
-      \$459  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$460  = \$215 ;
-    if (rst) begin
-      \$460  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$461  = \$216 ;
-    if (rst) begin
-      \$461  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$462  = \$217 ;
-    if (rst) begin
-      \$462  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$463  = \$218 ;
-    if (rst) begin
-      \$463  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$464  = \$219 ;
-    if (rst) begin
-      \$464  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$465  = \$220 ;
-    if (rst) begin
-      \$465  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$466  = \$221 ;
-    if (rst) begin
-      \$466  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$467  = \$222 ;
-    if (rst) begin
-      \$467  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$468  = \$223 ;
-    if (rst) begin
-      \$468  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$469  = \$224 ;
-    if (rst) begin
-      \$469  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$470  = \$225 ;
-    if (rst) begin
-      \$470  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$471  = \$226 ;
-    if (rst) begin
-      \$471  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$472  = \$227 ;
-    if (rst) begin
-      \$472  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$473  = \$228 ;
-    if (rst) begin
-      \$473  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$475  = acc_valid;
-    if (rst) begin
-      \$475  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$476  = qv_d0;
-    if (rst) begin
-      \$476  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$477  = qv_d1;
-    if (rst) begin
-      \$477  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$478  = qv_d2;
-    if (rst) begin
-      \$478  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$479  = qv_d3;
-    if (rst) begin
-      \$479  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$480  = qv_d4;
-    if (rst) begin
-      \$480  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$481  = qv_d5;
-    if (rst) begin
-      \$481  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$482  = qv_d6;
-    if (rst) begin
-      \$482  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$483  = qv_d7;
-    if (rst) begin
-      \$483  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$484  = qv_d8;
-    if (rst) begin
-      \$484  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$485  = qv_d9;
-    if (rst) begin
-      \$485  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$486  = qv_d10;
-    if (rst) begin
-      \$486  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$487  = qv_d11;
-    if (rst) begin
-      \$487  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$488  = qv_d12;
-    if (rst) begin
-      \$488  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$489  = qv_d13;
-    if (rst) begin
-      \$489  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$490  = qv_d14;
-    if (rst) begin
-      \$490  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$491  = qv_d15;
-    if (rst) begin
-      \$491  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$492  = qv_d16;
-    if (rst) begin
-      \$492  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$493  = qv_d17;
-    if (rst) begin
-      \$493  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$494  = qv_d18;
-    if (rst) begin
-      \$494  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$495  = acc_end;
-    if (rst) begin
-      \$495  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$496  = qe_d0;
-    if (rst) begin
-      \$496  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$497  = qe_d1;
-    if (rst) begin
-      \$497  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$498  = qe_d2;
-    if (rst) begin
-      \$498  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$499  = qe_d3;
-    if (rst) begin
-      \$499  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$500  = qe_d4;
-    if (rst) begin
-      \$500  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$501  = qe_d5;
-    if (rst) begin
-      \$501  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$502  = qe_d6;
-    if (rst) begin
-      \$502  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$503  = qe_d7;
-    if (rst) begin
-      \$503  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$504  = qe_d8;
-    if (rst) begin
-      \$504  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$505  = qe_d9;
-    if (rst) begin
-      \$505  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$506  = qe_d10;
-    if (rst) begin
-      \$506  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$507  = qe_d11;
-    if (rst) begin
-      \$507  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$508  = qe_d12;
-    if (rst) begin
-      \$508  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$509  = qe_d13;
-    if (rst) begin
-      \$509  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$510  = qe_d14;
-    if (rst) begin
-      \$510  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$511  = qe_d15;
-    if (rst) begin
-      \$511  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$512  = qe_d16;
-    if (rst) begin
-      \$512  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$513  = qe_d17;
-    if (rst) begin
-      \$513  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$514  = qe_d18;
-    if (rst) begin
-      \$514  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$515  = qv_d19;
-    if (rst) begin
-      \$515  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$516  = qe_d19;
-    if (rst) begin
-      \$516  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$517  = \$70 [1:0];
-    if (rst) begin
-      \$517  = 2'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$518  = \$70 [1:0];
-    if (rst) begin
-      \$518  = 2'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$519  = \$70 [1:0];
-    if (rst) begin
-      \$519  = 2'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$520  = qv_d19;
-    if (rst) begin
-      \$520  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$521  = qv_d19;
-    if (rst) begin
-      \$521  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$522  = qv_d19;
-    if (rst) begin
-      \$522  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$523  = skid0;
-    if (\$277 ) begin
-      \$523  = { qe_last_d0, q, results0 };
-    end else if (\$282 ) begin
-      \$523  = skid1;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$524  = skid1;
-    if (\$299 ) begin
-      \$524  = { qe_last_d0, q, results0 };
-    end else if (\$304 ) begin
-      \$524  = skid2;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$525  = skid2;
-    if (\$321 ) begin
-      \$525  = { qe_last_d0, q, results0 };
-    end else if (\$326 ) begin
-      \$525  = 129'h000000000000000000000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$526  = \$70 [1:0];
-    if (rst) begin
-      \$526  = 2'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$527  = \$329 ;
-    if (rst) begin
-      \$527  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$528  = credit_back_d0;
-    if (rst) begin
-      \$528  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$330  = busy_next;
-    if (rst) begin
-      \$330  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$331  = \$11 [8:0];
-    if (rst) begin
-      \$331  = 9'h000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$332  = \$11 [8:0];
-    if (rst) begin
-      \$332  = 9'h000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$333  = \$23 [4:0];
-    if (rst) begin
-      \$333  = 5'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$334  = \$32 [3:0];
-    if (rst) begin
-      \$334  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$335  = last_step_next;
-    if (rst) begin
-      \$335  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$336  = ready_next;
-    if (rst) begin
-      \$336  = 1'h1;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$337  = \$47 [1:0];
-    if (rst) begin
-      \$337  = 2'h3;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$338  = issue_next;
-    if (rst) begin
-      \$338  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$339  = word;
+    \$603  = word;
     if (\$71 ) begin
-      \$339  = \$79 [4:0];
+      \$603  = \$79 [4:0];
     end
     if (rst) begin
-      \$339  = 5'h00;
+      \$603  = 5'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$340  = last_beat;
+    \$604  = last_beat;
     if (\$71 ) begin
-      \$340  = \$87 ;
+      \$604  = \$87 ;
     end
     if (rst) begin
-      \$340  = 1'h0;
+      \$604  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$341  = write_bank;
+    \$605  = write_bank;
     if (\$89 ) begin
-      \$341  = \$90 ;
+      \$605  = \$90 ;
     end
     if (rst) begin
-      \$341  = 1'h0;
+      \$605  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$342  = read_bank;
+    \$606  = read_bank;
     if (\$91 ) begin
-      \$342  = \$92 ;
+      \$606  = \$92 ;
     end
     if (rst) begin
-      \$342  = 1'h1;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$343  = \$97 ;
-    if (rst) begin
-      \$343  = 1'h0;
+      \$606  = 1'h1;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$344  = \$104 ;
+    \$607  = \$97 ;
     if (rst) begin
-      \$344  = 1'h1;
+      \$607  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$345  = \$111 ;
+    \$608  = \$104 ;
     if (rst) begin
-      \$345  = 1'h1;
+      \$608  = 1'h1;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$346  = \$118 ;
+    \$609  = \$111 ;
     if (rst) begin
-      \$346  = 1'h1;
+      \$609  = 1'h1;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$347  = \$125 ;
+    \$610  = \$118 ;
     if (rst) begin
-      \$347  = 1'h1;
+      \$610  = 1'h1;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$348  = { write_bank, word };
+    \$611  = \$125 ;
     if (rst) begin
-      \$348  = 6'h00;
+      \$611  = 1'h1;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$349  = { write_bank, word };
+    \$612  = { write_bank, word };
     if (rst) begin
-      \$349  = 6'h00;
+      \$612  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$350  = { write_bank, word };
+    \$613  = { write_bank, word };
     if (rst) begin
-      \$350  = 6'h00;
+      \$613  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$351  = { write_bank, word };
+    \$614  = { write_bank, word };
     if (rst) begin
-      \$351  = 6'h00;
+      \$614  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$352  = { write_bank, word };
+    \$615  = { write_bank, word };
     if (rst) begin
-      \$352  = 6'h00;
+      \$615  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$353  = { write_bank, word };
+    \$616  = { write_bank, word };
     if (rst) begin
-      \$353  = 6'h00;
+      \$616  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$354  = { write_bank, word };
+    \$617  = { write_bank, word };
     if (rst) begin
-      \$354  = 6'h00;
+      \$617  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$355  = { \$127 , \$23 [4:0] };
+    \$618  = { write_bank, word };
     if (rst) begin
-      \$355  = 6'h20;
+      \$618  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$356  = { \$129 , \$23 [4:0] };
+    \$619  = { \$127 , \$23 [4:0] };
     if (rst) begin
-      \$356  = 6'h20;
+      \$619  = 6'h20;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$357  = { \$131 , \$23 [4:0] };
+    \$620  = { \$129 , \$23 [4:0] };
     if (rst) begin
-      \$357  = 6'h20;
+      \$620  = 6'h20;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$358  = { \$133 , \$23 [4:0] };
+    \$621  = { \$131 , \$23 [4:0] };
     if (rst) begin
-      \$358  = 6'h20;
+      \$621  = 6'h20;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$359  = { \$135 , \$23 [4:0] };
+    \$622  = { \$133 , \$23 [4:0] };
     if (rst) begin
-      \$359  = 6'h20;
+      \$622  = 6'h20;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$360  = { \$137 , \$23 [4:0] };
+    \$623  = { \$135 , \$23 [4:0] };
     if (rst) begin
-      \$360  = 6'h20;
+      \$623  = 6'h20;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$361  = { \$139 , \$23 [4:0] };
+    \$624  = { \$137 , \$23 [4:0] };
     if (rst) begin
-      \$361  = 6'h20;
+      \$624  = 6'h20;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$362  = \$142 ;
+    \$625  = { \$139 , \$23 [4:0] };
     if (rst) begin
-      \$362  = 1'h0;
+      \$625  = 6'h20;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$363  = \$145 ;
+    \$626  = \$142 ;
     if (rst) begin
-      \$363  = 1'h0;
+      \$626  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$364  = \$148 ;
+    \$627  = \$145 ;
     if (rst) begin
-      \$364  = 1'h0;
+      \$627  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$365  = \$151 ;
+    \$628  = \$148 ;
     if (rst) begin
-      \$365  = 1'h0;
+      \$628  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$366  = \$154 ;
+    \$629  = \$151 ;
     if (rst) begin
-      \$366  = 1'h0;
+      \$629  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$367  = \$157 ;
+    \$630  = \$154 ;
     if (rst) begin
-      \$367  = 1'h0;
+      \$630  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$368  = \$160 ;
+    \$631  = \$157 ;
     if (rst) begin
-      \$368  = 1'h0;
+      \$631  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$373  = { last_step, \$162 , \$161 , issue };
+    \$632  = \$160 ;
     if (rst) begin
-      \$373  = 4'h0;
+      \$632  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$374  = f_d0;
+    \$637  = { last_step, \$162 , \$161 , issue };
     if (rst) begin
-      \$374  = 4'h0;
+      \$637  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$375  = f_d1;
+    \$638  = f_d0;
     if (rst) begin
-      \$375  = 4'h0;
+      \$638  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$376  = f_d2;
+    \$639  = f_d1;
     if (rst) begin
-      \$376  = 4'h0;
+      \$639  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$640  = f_d2;
+    if (rst) begin
+      \$640  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$641  = f_d3;
+    if (rst) begin
+      \$641  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$642  = f_d4;
+    if (rst) begin
+      \$642  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$643  = f_d5;
+    if (rst) begin
+      \$643  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$644  = f_d6;
+    if (rst) begin
+      \$644  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$645  = f_d7;
+    if (rst) begin
+      \$645  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$646  = f_d8;
+    if (rst) begin
+      \$646  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$647  = f_d8[1:0];
+    if (rst) begin
+      \$647  = 2'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$648  = f_d8[1:0];
+    if (rst) begin
+      \$648  = 2'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$649  = f_d8[1:0];
+    if (rst) begin
+      \$649  = 2'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$650  = f_d8[1:0];
+    if (rst) begin
+      \$650  = 2'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$651  = f_d8[1:0];
+    if (rst) begin
+      \$651  = 2'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$652  = f_d8[1:0];
+    if (rst) begin
+      \$652  = 2'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$653  = f_d8[1:0];
+    if (rst) begin
+      \$653  = 2'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$654  = f_d8[1:0];
+    if (rst) begin
+      \$654  = 2'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$655  = f_d8[1:0];
+    if (rst) begin
+      \$655  = 2'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$656  = f_d8[1:0];
+    if (rst) begin
+      \$656  = 2'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$657  = f_d8[1:0];
+    if (rst) begin
+      \$657  = 2'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$658  = f_d8[1:0];
+    if (rst) begin
+      \$658  = 2'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$659  = f_d8[1:0];
+    if (rst) begin
+      \$659  = 2'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$660  = f_d8[1:0];
+    if (rst) begin
+      \$660  = 2'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$661  = f_d8[1:0];
+    if (rst) begin
+      \$661  = 2'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$662  = f_d8[1:0];
+    if (rst) begin
+      \$662  = 2'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$663  = nfc;
+    if (rst) begin
+      \$663  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$664  = paddr_d0;
+    if (rst) begin
+      \$664  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$665  = paddr_d1;
+    if (rst) begin
+      \$665  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$666  = paddr_d2;
+    if (rst) begin
+      \$666  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$667  = paddr_d3;
+    if (rst) begin
+      \$667  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$668  = paddr_d4;
+    if (rst) begin
+      \$668  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$669  = paddr_d5;
+    if (rst) begin
+      \$669  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$670  = paddr_d6;
+    if (rst) begin
+      \$670  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$671  = paddr_d6;
+    if (rst) begin
+      \$671  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$672  = paddr_d6;
+    if (rst) begin
+      \$672  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$673  = paddr_d6;
+    if (rst) begin
+      \$673  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$674  = paddr_d6;
+    if (rst) begin
+      \$674  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$675  = paddr_d6;
+    if (rst) begin
+      \$675  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$676  = paddr_d6;
+    if (rst) begin
+      \$676  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$677  = paddr_d6;
+    if (rst) begin
+      \$677  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$678  = paddr_d6;
+    if (rst) begin
+      \$678  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$679  = paddr_d6;
+    if (rst) begin
+      \$679  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$680  = paddr_d6;
+    if (rst) begin
+      \$680  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$681  = paddr_d6;
+    if (rst) begin
+      \$681  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$682  = paddr_d6;
+    if (rst) begin
+      \$682  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$683  = paddr_d6;
+    if (rst) begin
+      \$683  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$684  = paddr_d6;
+    if (rst) begin
+      \$684  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$685  = paddr_d6;
+    if (rst) begin
+      \$685  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$688  = \$163 ;
+    if (rst) begin
+      \$688  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$689  = \$164 ;
+    if (rst) begin
+      \$689  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$690  = acc0;
+    if (accflags_copy0[0]) begin
+      \$690  = \$166 [18:0];
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$691  = acc1;
+    if (accflags_copy1[0]) begin
+      \$691  = \$168 [18:0];
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$692  = acc2;
+    if (accflags_copy2[0]) begin
+      \$692  = \$170 [18:0];
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$693  = acc3;
+    if (accflags_copy3[0]) begin
+      \$693  = \$172 [18:0];
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$694  = acc4;
+    if (accflags_copy4[0]) begin
+      \$694  = \$174 [18:0];
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$695  = acc5;
+    if (accflags_copy5[0]) begin
+      \$695  = \$176 [18:0];
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$696  = acc6;
+    if (accflags_copy6[0]) begin
+      \$696  = \$178 [18:0];
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$697  = acc7;
+    if (accflags_copy7[0]) begin
+      \$697  = \$180 [18:0];
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$698  = acc8;
+    if (accflags_copy8[0]) begin
+      \$698  = \$182 [18:0];
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$699  = acc9;
+    if (accflags_copy9[0]) begin
+      \$699  = \$184 [18:0];
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$700  = acc10;
+    if (accflags_copy10[0]) begin
+      \$700  = \$186 [18:0];
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$701  = acc11;
+    if (accflags_copy11[0]) begin
+      \$701  = \$188 [18:0];
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$702  = acc12;
+    if (accflags_copy12[0]) begin
+      \$702  = \$190 [18:0];
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$703  = acc13;
+    if (accflags_copy13[0]) begin
+      \$703  = \$192 [18:0];
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$704  = acc14;
+    if (accflags_copy14[0]) begin
+      \$704  = \$194 [18:0];
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$705  = acc15;
+    if (accflags_copy15[0]) begin
+      \$705  = \$196 [18:0];
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$706  = \$197 ;
+    if (rst) begin
+      \$706  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$707  = \$198 ;
+    if (rst) begin
+      \$707  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$708  = \$199 ;
+    if (rst) begin
+      \$708  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$709  = \$200 ;
+    if (rst) begin
+      \$709  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$710  = \$201 ;
+    if (rst) begin
+      \$710  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$711  = \$202 ;
+    if (rst) begin
+      \$711  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$712  = \$203 ;
+    if (rst) begin
+      \$712  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$713  = \$204 ;
+    if (rst) begin
+      \$713  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$714  = \$205 ;
+    if (rst) begin
+      \$714  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$715  = \$206 ;
+    if (rst) begin
+      \$715  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$716  = \$207 ;
+    if (rst) begin
+      \$716  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$717  = \$208 ;
+    if (rst) begin
+      \$717  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$718  = \$209 ;
+    if (rst) begin
+      \$718  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$719  = \$210 ;
+    if (rst) begin
+      \$719  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$720  = \$211 ;
+    if (rst) begin
+      \$720  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$721  = \$212 ;
+    if (rst) begin
+      \$721  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$722  = \$213 ;
+    if (rst) begin
+      \$722  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$723  = \$214 ;
+    if (rst) begin
+      \$723  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$724  = \$215 ;
+    if (rst) begin
+      \$724  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$725  = \$216 ;
+    if (rst) begin
+      \$725  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$726  = \$217 ;
+    if (rst) begin
+      \$726  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$727  = \$218 ;
+    if (rst) begin
+      \$727  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$728  = \$219 ;
+    if (rst) begin
+      \$728  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$729  = \$220 ;
+    if (rst) begin
+      \$729  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$730  = \$221 ;
+    if (rst) begin
+      \$730  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$731  = \$222 ;
+    if (rst) begin
+      \$731  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$732  = \$223 ;
+    if (rst) begin
+      \$732  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$733  = \$224 ;
+    if (rst) begin
+      \$733  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$734  = \$225 ;
+    if (rst) begin
+      \$734  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$735  = \$226 ;
+    if (rst) begin
+      \$735  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$736  = \$227 ;
+    if (rst) begin
+      \$736  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$737  = \$228 ;
+    if (rst) begin
+      \$737  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$739  = acc_valid;
+    if (rst) begin
+      \$739  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$740  = qv_d0;
+    if (rst) begin
+      \$740  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$741  = qv_d1;
+    if (rst) begin
+      \$741  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$742  = qv_d2;
+    if (rst) begin
+      \$742  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$743  = qv_d3;
+    if (rst) begin
+      \$743  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$744  = qv_d4;
+    if (rst) begin
+      \$744  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$745  = qv_d5;
+    if (rst) begin
+      \$745  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$746  = qv_d6;
+    if (rst) begin
+      \$746  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$747  = qv_d7;
+    if (rst) begin
+      \$747  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$748  = qv_d8;
+    if (rst) begin
+      \$748  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$749  = qv_d9;
+    if (rst) begin
+      \$749  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$750  = qv_d10;
+    if (rst) begin
+      \$750  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$751  = qv_d11;
+    if (rst) begin
+      \$751  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$752  = qv_d12;
+    if (rst) begin
+      \$752  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$753  = qv_d13;
+    if (rst) begin
+      \$753  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$754  = qv_d14;
+    if (rst) begin
+      \$754  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$755  = qv_d15;
+    if (rst) begin
+      \$755  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$756  = qv_d16;
+    if (rst) begin
+      \$756  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$757  = qv_d17;
+    if (rst) begin
+      \$757  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$758  = qv_d18;
+    if (rst) begin
+      \$758  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$759  = acc_end;
+    if (rst) begin
+      \$759  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$760  = qe_d0;
+    if (rst) begin
+      \$760  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$761  = qe_d1;
+    if (rst) begin
+      \$761  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$762  = qe_d2;
+    if (rst) begin
+      \$762  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$763  = qe_d3;
+    if (rst) begin
+      \$763  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$764  = qe_d4;
+    if (rst) begin
+      \$764  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$765  = qe_d5;
+    if (rst) begin
+      \$765  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$766  = qe_d6;
+    if (rst) begin
+      \$766  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$767  = qe_d7;
+    if (rst) begin
+      \$767  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$768  = qe_d8;
+    if (rst) begin
+      \$768  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$769  = qe_d9;
+    if (rst) begin
+      \$769  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$770  = qe_d10;
+    if (rst) begin
+      \$770  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$771  = qe_d11;
+    if (rst) begin
+      \$771  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$772  = qe_d12;
+    if (rst) begin
+      \$772  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$773  = qe_d13;
+    if (rst) begin
+      \$773  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$774  = qe_d14;
+    if (rst) begin
+      \$774  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$775  = qe_d15;
+    if (rst) begin
+      \$775  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$776  = qe_d16;
+    if (rst) begin
+      \$776  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$777  = qe_d17;
+    if (rst) begin
+      \$777  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$778  = qe_d18;
+    if (rst) begin
+      \$778  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$779  = qv_d19;
+    if (rst) begin
+      \$779  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$780  = qe_d19;
+    if (rst) begin
+      \$780  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$781  = \$70 [1:0];
+    if (rst) begin
+      \$781  = 2'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$782  = \$70 [1:0];
+    if (rst) begin
+      \$782  = 2'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$783  = \$70 [1:0];
+    if (rst) begin
+      \$783  = 2'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$784  = \$70 [1:0];
+    if (rst) begin
+      \$784  = 2'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$785  = \$70 [1:0];
+    if (rst) begin
+      \$785  = 2'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$786  = \$70 [1:0];
+    if (rst) begin
+      \$786  = 2'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$787  = \$70 [1:0];
+    if (rst) begin
+      \$787  = 2'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$788  = \$70 [1:0];
+    if (rst) begin
+      \$788  = 2'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$789  = \$70 [1:0];
+    if (rst) begin
+      \$789  = 2'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$790  = \$70 [1:0];
+    if (rst) begin
+      \$790  = 2'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$791  = \$70 [1:0];
+    if (rst) begin
+      \$791  = 2'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$792  = \$70 [1:0];
+    if (rst) begin
+      \$792  = 2'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$793  = \$70 [1:0];
+    if (rst) begin
+      \$793  = 2'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$794  = \$70 [1:0];
+    if (rst) begin
+      \$794  = 2'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$795  = \$70 [1:0];
+    if (rst) begin
+      \$795  = 2'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$796  = qv_d19;
+    if (rst) begin
+      \$796  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$797  = qv_d19;
+    if (rst) begin
+      \$797  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$798  = qv_d19;
+    if (rst) begin
+      \$798  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$799  = qv_d19;
+    if (rst) begin
+      \$799  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$800  = qv_d19;
+    if (rst) begin
+      \$800  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$801  = qv_d19;
+    if (rst) begin
+      \$801  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$802  = qv_d19;
+    if (rst) begin
+      \$802  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$803  = qv_d19;
+    if (rst) begin
+      \$803  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$804  = qv_d19;
+    if (rst) begin
+      \$804  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$805  = qv_d19;
+    if (rst) begin
+      \$805  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$806  = qv_d19;
+    if (rst) begin
+      \$806  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$807  = qv_d19;
+    if (rst) begin
+      \$807  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$808  = qv_d19;
+    if (rst) begin
+      \$808  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$809  = qv_d19;
+    if (rst) begin
+      \$809  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$810  = qv_d19;
+    if (rst) begin
+      \$810  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$811  = skid0;
+    if (\$277 ) begin
+      \$811 [31:0] = results0[31:0];
+    end else if (\$282 ) begin
+      \$811 [31:0] = skid1[31:0];
+    end
+    if (\$299 ) begin
+      \$811 [63:32] = results0[63:32];
+    end else if (\$304 ) begin
+      \$811 [63:32] = skid1[63:32];
+    end
+    if (\$321 ) begin
+      \$811 [95:64] = results0[95:64];
+    end else if (\$326 ) begin
+      \$811 [95:64] = skid1[95:64];
+    end
+    if (\$343 ) begin
+      \$811 [127:96] = { q, results0[119:96] };
+    end else if (\$348 ) begin
+      \$811 [127:96] = skid1[127:96];
+    end
+    if (\$365 ) begin
+      \$811 [128] = qe_last_d0;
+    end else if (\$370 ) begin
+      \$811 [128] = skid1[128];
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$812  = skid1;
+    if (\$387 ) begin
+      \$812 [31:0] = results0[31:0];
+    end else if (\$392 ) begin
+      \$812 [31:0] = skid2[31:0];
+    end
+    if (\$409 ) begin
+      \$812 [63:32] = results0[63:32];
+    end else if (\$414 ) begin
+      \$812 [63:32] = skid2[63:32];
+    end
+    if (\$431 ) begin
+      \$812 [95:64] = results0[95:64];
+    end else if (\$436 ) begin
+      \$812 [95:64] = skid2[95:64];
+    end
+    if (\$453 ) begin
+      \$812 [127:96] = { q, results0[119:96] };
+    end else if (\$458 ) begin
+      \$812 [127:96] = skid2[127:96];
+    end
+    if (\$475 ) begin
+      \$812 [128] = qe_last_d0;
+    end else if (\$480 ) begin
+      \$812 [128] = skid2[128];
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$813  = skid2;
+    if (\$497 ) begin
+      \$813 [31:0] = results0[31:0];
+    end else if (\$502 ) begin
+      \$813 [31:0] = 32'd0;
+    end
+    if (\$519 ) begin
+      \$813 [63:32] = results0[63:32];
+    end else if (\$524 ) begin
+      \$813 [63:32] = 32'd0;
+    end
+    if (\$541 ) begin
+      \$813 [95:64] = results0[95:64];
+    end else if (\$546 ) begin
+      \$813 [95:64] = 32'd0;
+    end
+    if (\$563 ) begin
+      \$813 [127:96] = { q, results0[119:96] };
+    end else if (\$568 ) begin
+      \$813 [127:96] = 32'd0;
+    end
+    if (\$585 ) begin
+      \$813 [128] = qe_last_d0;
+    end else if (\$590 ) begin
+      \$813 [128] = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$814  = \$70 [1:0];
+    if (rst) begin
+      \$814  = 2'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$815  = \$593 ;
+    if (rst) begin
+      \$815  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$816  = credit_back_d0;
+    if (rst) begin
+      \$816  = 1'h0;
     end
   end
   assign step_next = \$11 [8:0];
@@ -5699,46 +6575,46 @@ module \bchw_top.engine0 (s__valid, clk, rst, s__ready, m__valid, m__payload, m_
   assign bias = drain[79:42];
   assign count_next = \$70 [1:0];
   assign credit_back_d1 = credit_back;
-  assign m_ready_copies = { \port$20164$0 , \port$20162$0 , \port$20160$0 , \port$20158$0  };
+  assign m_ready_copies = { \port$21777$0 , \port$21775$0 , \port$21773$0 , \port$21771$0  };
   assign m__payload = \$55 [127:0];
-  assign \$474 [1279:1219] = \$260 ;
-  assign \$474 [1218:1200] = \$259 ;
-  assign \$474 [1199:1139] = \$258 ;
-  assign \$474 [1138:1120] = \$257 ;
-  assign \$474 [1119:1059] = \$256 ;
-  assign \$474 [1058:1040] = \$255 ;
-  assign \$474 [1039:979] = \$254 ;
-  assign \$474 [978:960] = \$253 ;
-  assign \$474 [959:899] = \$252 ;
-  assign \$474 [898:880] = \$251 ;
-  assign \$474 [879:819] = \$250 ;
-  assign \$474 [818:800] = \$249 ;
-  assign \$474 [799:739] = \$248 ;
-  assign \$474 [738:720] = \$247 ;
-  assign \$474 [719:659] = \$246 ;
-  assign \$474 [658:640] = \$245 ;
-  assign \$474 [639:579] = \$244 ;
-  assign \$474 [578:560] = \$243 ;
-  assign \$474 [559:499] = \$242 ;
-  assign \$474 [498:480] = \$241 ;
-  assign \$474 [479:419] = \$240 ;
-  assign \$474 [418:400] = \$239 ;
-  assign \$474 [399:339] = \$238 ;
-  assign \$474 [338:320] = \$237 ;
-  assign \$474 [319:259] = \$236 ;
-  assign \$474 [258:240] = \$235 ;
-  assign \$474 [239:179] = \$234 ;
-  assign \$474 [178:160] = \$233 ;
-  assign \$474 [159:99] = \$232 ;
-  assign \$474 [98:80] = \$231 ;
-  assign \$474 [79:19] = \$230 ;
-  assign \$474 [18:0] = \$229 ;
-  assign \$423  = params_d0;
-  assign \$422  = { \data$281 , \data$280 , \data$279 , \data$278 , \data$277 , \data$276 , \data$275 , \data$274 , \data$273 , \data$272 , \data$271 , \data$270 , \data$269 , \data$268 , \data$267 , \data$266  };
-  assign \$372  = wdata_d1;
-  assign \$371  = wdata_d0;
-  assign \$370  = data;
-  assign \$369  = { \read__data$224 , \read__data$223 , \read__data$222 , \read__data$221 , \read__data$220 , \read__data$219 , read__data };
+  assign \$738 [1279:1219] = \$260 ;
+  assign \$738 [1218:1200] = \$259 ;
+  assign \$738 [1199:1139] = \$258 ;
+  assign \$738 [1138:1120] = \$257 ;
+  assign \$738 [1119:1059] = \$256 ;
+  assign \$738 [1058:1040] = \$255 ;
+  assign \$738 [1039:979] = \$254 ;
+  assign \$738 [978:960] = \$253 ;
+  assign \$738 [959:899] = \$252 ;
+  assign \$738 [898:880] = \$251 ;
+  assign \$738 [879:819] = \$250 ;
+  assign \$738 [818:800] = \$249 ;
+  assign \$738 [799:739] = \$248 ;
+  assign \$738 [738:720] = \$247 ;
+  assign \$738 [719:659] = \$246 ;
+  assign \$738 [658:640] = \$245 ;
+  assign \$738 [639:579] = \$244 ;
+  assign \$738 [578:560] = \$243 ;
+  assign \$738 [559:499] = \$242 ;
+  assign \$738 [498:480] = \$241 ;
+  assign \$738 [479:419] = \$240 ;
+  assign \$738 [418:400] = \$239 ;
+  assign \$738 [399:339] = \$238 ;
+  assign \$738 [338:320] = \$237 ;
+  assign \$738 [319:259] = \$236 ;
+  assign \$738 [258:240] = \$235 ;
+  assign \$738 [239:179] = \$234 ;
+  assign \$738 [178:160] = \$233 ;
+  assign \$738 [159:99] = \$232 ;
+  assign \$738 [98:80] = \$231 ;
+  assign \$738 [79:19] = \$230 ;
+  assign \$738 [18:0] = \$229 ;
+  assign \$687  = params_d0;
+  assign \$686  = { \data$281 , \data$280 , \data$279 , \data$278 , \data$277 , \data$276 , \data$275 , \data$274 , \data$273 , \data$272 , \data$271 , \data$270 , \data$269 , \data$268 , \data$267 , \data$266  };
+  assign \$636  = wdata_d1;
+  assign \$635  = wdata_d0;
+  assign \$634  = data;
+  assign \$633  = { \read__data$224 , \read__data$223 , \read__data$222 , \read__data$221 , \read__data$220 , \read__data$219 , read__data };
   assign busy_next = \$4 ;
   assign \$11  = \$10 ;
   assign \$23  = \$22 ;
@@ -6184,7 +7060,7 @@ module \bchw_top.engine0.params9 (data, addr, clk);
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine0.requant0 (rst, \port$16599$0 , q, clk);
+module \bchw_top.engine0.requant0 (rst, \port$18164$0 , q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$3  = 0;
   wire [36:0] \$1 ;
   wire \$10 ;
@@ -6251,8 +7127,8 @@ module \bchw_top.engine0.requant0 (rst, \port$16599$0 , q, clk);
   wire [17:0] mul;
   wire [35:0] p;
   wire [19:0] \p$23 ;
-  input [79:0] \port$16599$0 ;
-  wire [79:0] \port$16599$0 ;
+  input [79:0] \port$18164$0 ;
+  wire [79:0] \port$18164$0 ;
   reg [35:0] product_d0 = 36'h000000000;
   reg [19:0] product_d1 = 20'h00000;
   output [7:0] q;
@@ -6327,15 +7203,15 @@ module \bchw_top.engine0.requant0 (rst, \port$16599$0 , q, clk);
   always @(posedge clk)
     bias_d3 <= \$43 ;
   \bchw_top.engine0.requant0.mul0  mul0 (
-    .b(\port$16599$0 [36:19]),
+    .b(\port$18164$0 [36:19]),
     .clk(clk),
     .p(p),
-    .\port$16599$0 (\port$16599$0 [16:0])
+    .\port$18164$0 (\port$18164$0 [16:0])
   );
   \bchw_top.engine0.requant0.mul1  mul1 (
     .clk(clk),
     .p(\p$23 ),
-    .\port$16599$17 (\port$16599$0 [36:17])
+    .\port$18164$17 (\port$18164$0 [36:17])
   );
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
@@ -6346,15 +7222,15 @@ module \bchw_top.engine0.requant0 (rst, \port$16599$0 , q, clk);
   end
   assign en = 1'h1;
   assign \en$1  = 1'h1;
-  assign a = { 1'h0, \port$16599$0 [16:0] };
-  assign acc = \port$16599$0 [18:0];
-  assign b = \port$16599$0 [36:19];
-  assign mul = \port$16599$0 [36:19];
+  assign a = { 1'h0, \port$18164$0 [16:0] };
+  assign acc = \port$18164$0 [18:0];
+  assign b = \port$18164$0 [36:19];
+  assign mul = \port$18164$0 [36:19];
   assign \en$6  = 1'h1;
-  assign \a$7  = \port$16599$0 [18:17];
-  assign \b$8  = \port$16599$0 [36:19];
-  assign bias = \port$16599$0 [79:42];
-  assign shift = \port$16599$0 [41:37];
+  assign \a$7  = \port$18164$0 [18:17];
+  assign \b$8  = \port$18164$0 [36:19];
+  assign bias = \port$18164$0 [79:42];
+  assign shift = \port$18164$0 [41:37];
   assign \$47  = { \$30 , \$29 , \$28 , \$27 , \$26 , \$25 , \$24 , \$23 , \$22 , \$21 , \$20 , \$19 , \$18 , \$17 , \$16 , \$15 , \$14 , \$13 , \$12 , \$11 , \$10 , \$9 , \$8 , \$7 , \$6 , \$5  };
   assign \$46  = shift_d3;
   assign \$45  = \$4 [38:0];
@@ -6364,14 +7240,14 @@ module \bchw_top.engine0.requant0 (rst, \port$16599$0 , q, clk);
   assign \$41  = p;
   assign \$40  = shift_d1;
   assign \$39  = bias_d1;
-  assign \$38  = \port$16599$0 [41:37];
-  assign \$37  = \port$16599$0 [79:42];
+  assign \$38  = \port$18164$0 [41:37];
+  assign \$37  = \port$18164$0 [79:42];
   assign \$1  = { product_d0[35], product_d0 };
   assign \$3  = { product_d1[19], product_d1[19], product_d1[19], product_d1[19], product_d1[19], product_d1[19], product_d1[19], product_d1[19], product_d1[19], product_d1[19], product_d1[19], product_d1[19], product_d1[19], product_d1[19], product_d1, 17'h00000 };
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine0.requant0.mul0 (p, \port$16599$0 , b, clk);
+module \bchw_top.engine0.requant0.mul0 (p, \port$18164$0 , b, clk);
   wire [17:0] a;
   input [17:0] b;
   wire [17:0] b;
@@ -6380,24 +7256,24 @@ module \bchw_top.engine0.requant0.mul0 (p, \port$16599$0 , b, clk);
   wire en;
   output [35:0] p;
   wire [35:0] p;
-  input [16:0] \port$16599$0 ;
-  wire [16:0] \port$16599$0 ;
+  input [16:0] \port$18164$0 ;
+  wire [16:0] \port$18164$0 ;
   bchw_mul #(
     .A_WIDTH(32'd18),
     .B_WIDTH(32'd18)
   ) mul (
-    .a({ 1'h0, \port$16599$0  }),
+    .a({ 1'h0, \port$18164$0  }),
     .b(b),
     .clk(clk),
     .en(1'h1),
     .p(p)
   );
   assign en = 1'h1;
-  assign a = { 1'h0, \port$16599$0  };
+  assign a = { 1'h0, \port$18164$0  };
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine0.requant0.mul1 (p, \port$16599$17 , clk);
+module \bchw_top.engine0.requant0.mul1 (p, \port$18164$17 , clk);
   wire [1:0] a;
   wire [17:0] b;
   input clk;
@@ -6405,21 +7281,21 @@ module \bchw_top.engine0.requant0.mul1 (p, \port$16599$17 , clk);
   wire en;
   output [19:0] p;
   wire [19:0] p;
-  input [19:0] \port$16599$17 ;
-  wire [19:0] \port$16599$17 ;
+  input [19:0] \port$18164$17 ;
+  wire [19:0] \port$18164$17 ;
   bchw_mul #(
     .A_WIDTH(32'd2),
     .B_WIDTH(32'd18)
   ) mul (
-    .a(\port$16599$17 [1:0]),
-    .b(\port$16599$17 [19:2]),
+    .a(\port$18164$17 [1:0]),
+    .b(\port$18164$17 [19:2]),
     .clk(clk),
     .en(1'h1),
     .p(p)
   );
   assign en = 1'h1;
-  assign a = \port$16599$17 [1:0];
-  assign b = \port$16599$17 [19:2];
+  assign a = \port$18164$17 [1:0];
+  assign b = \port$18164$17 [19:2];
 endmodule
 
 (* generator = "Amaranth" *)
@@ -26511,7 +27387,7 @@ module \bchw_top.engine0.weights (data, addr, clk);
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine1 (rst, s__valid, s__payload, s__ready, m__valid, m__payload, m__ready, sready_copy0, sready_copy1, sready_copy2, sready_copy3, \port$22412$0 , \port$22414$0 , \port$22416$0 , \port$22418$0 , clk);
+module \bchw_top.engine1 (rst, s__valid, s__payload, s__ready, m__valid, m__payload, m__ready, sready_copy0, sready_copy1, sready_copy2, sready_copy3, \port$24089$0 , \port$24091$0 , \port$24093$0 , \port$24095$0 , clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$4  = 0;
   wire \$1 ;
   wire [8:0] \$10 ;
@@ -26777,261 +27653,645 @@ module \bchw_top.engine1 (rst, s__valid, s__payload, s__ready, m__valid, m__payl
   wire \$334 ;
   wire \$335 ;
   wire \$336 ;
-  reg \$337 ;
-  reg [7:0] \$338 ;
-  reg [7:0] \$339 ;
+  wire \$337 ;
+  wire \$338 ;
+  wire \$339 ;
   wire \$34 ;
-  reg [3:0] \$340 ;
-  reg [3:0] \$341 ;
-  reg \$342 ;
-  reg \$343 ;
-  reg [2:0] \$344 ;
-  reg \$345 ;
-  reg [3:0] \$346 ;
-  reg \$347 ;
-  reg \$348 ;
-  reg \$349 ;
+  wire \$340 ;
+  wire \$341 ;
+  wire \$342 ;
+  wire \$343 ;
+  wire \$344 ;
+  wire \$345 ;
+  wire \$346 ;
+  wire \$347 ;
+  wire \$348 ;
+  wire \$349 ;
   wire \$35 ;
-  reg \$350 ;
-  reg \$351 ;
-  reg \$352 ;
-  reg \$353 ;
-  reg \$354 ;
-  reg [4:0] \$355 ;
-  reg [4:0] \$356 ;
-  reg [4:0] \$357 ;
-  reg [4:0] \$358 ;
-  reg [4:0] \$359 ;
+  wire \$350 ;
+  wire \$351 ;
+  wire \$352 ;
+  wire \$353 ;
+  wire \$354 ;
+  wire \$355 ;
+  wire \$356 ;
+  wire \$357 ;
+  wire \$358 ;
+  wire \$359 ;
   wire \$36 ;
-  reg [4:0] \$360 ;
-  reg [4:0] \$361 ;
-  reg [4:0] \$362 ;
-  reg \$363 ;
-  reg \$364 ;
-  reg \$365 ;
-  reg \$366 ;
-  wire [127:0] \$367 ;
-  wire [255:0] \$368 ;
-  wire [255:0] \$369 ;
+  wire \$360 ;
+  wire \$361 ;
+  wire \$362 ;
+  wire \$363 ;
+  wire \$364 ;
+  wire \$365 ;
+  wire \$366 ;
+  wire \$367 ;
+  wire \$368 ;
+  wire \$369 ;
   wire \$37 ;
-  wire [255:0] \$370 ;
-  reg [3:0] \$371 ;
-  reg [3:0] \$372 ;
-  reg [3:0] \$373 ;
-  reg [3:0] \$374 ;
-  reg [3:0] \$375 ;
-  reg [3:0] \$376 ;
-  reg [3:0] \$377 ;
-  reg [3:0] \$378 ;
-  reg [3:0] \$379 ;
+  wire \$370 ;
+  wire \$371 ;
+  wire \$372 ;
+  wire \$373 ;
+  wire \$374 ;
+  wire \$375 ;
+  wire \$376 ;
+  wire \$377 ;
+  wire \$378 ;
+  wire \$379 ;
   wire \$38 ;
-  reg [1:0] \$380 ;
-  reg [1:0] \$381 ;
-  reg [1:0] \$382 ;
-  reg [1:0] \$383 ;
-  reg [1:0] \$384 ;
-  reg [1:0] \$385 ;
-  reg [1:0] \$386 ;
-  reg [1:0] \$387 ;
-  reg [1:0] \$388 ;
-  reg [1:0] \$389 ;
+  wire \$380 ;
+  wire \$381 ;
+  wire \$382 ;
+  wire \$383 ;
+  wire \$384 ;
+  wire \$385 ;
+  wire \$386 ;
+  wire \$387 ;
+  wire \$388 ;
+  wire \$389 ;
   wire \$39 ;
-  reg [1:0] \$390 ;
-  reg [1:0] \$391 ;
-  reg [1:0] \$392 ;
-  reg [1:0] \$393 ;
-  reg [1:0] \$394 ;
-  reg [1:0] \$395 ;
-  reg [3:0] \$396 ;
-  reg [3:0] \$397 ;
-  reg [3:0] \$398 ;
-  reg [3:0] \$399 ;
+  wire \$390 ;
+  wire \$391 ;
+  wire \$392 ;
+  wire \$393 ;
+  wire \$394 ;
+  wire \$395 ;
+  wire \$396 ;
+  wire \$397 ;
+  wire \$398 ;
+  wire \$399 ;
   wire \$4 ;
   wire \$40 ;
-  reg [3:0] \$400 ;
-  reg [3:0] \$401 ;
-  reg [3:0] \$402 ;
-  reg [3:0] \$403 ;
-  reg [3:0] \$404 ;
-  reg [3:0] \$405 ;
-  reg [3:0] \$406 ;
-  reg [3:0] \$407 ;
-  reg [3:0] \$408 ;
-  reg [3:0] \$409 ;
+  wire \$400 ;
+  wire \$401 ;
+  wire \$402 ;
+  wire \$403 ;
+  wire \$404 ;
+  wire \$405 ;
+  wire \$406 ;
+  wire \$407 ;
+  wire \$408 ;
+  wire \$409 ;
   wire \$41 ;
-  reg [3:0] \$410 ;
-  reg [3:0] \$411 ;
-  reg [3:0] \$412 ;
-  reg [3:0] \$413 ;
-  reg [3:0] \$414 ;
-  reg [3:0] \$415 ;
-  reg [3:0] \$416 ;
-  reg [3:0] \$417 ;
-  wire [943:0] \$418 ;
-  wire [943:0] \$419 ;
+  wire \$410 ;
+  wire \$411 ;
+  wire \$412 ;
+  wire \$413 ;
+  wire \$414 ;
+  wire \$415 ;
+  wire \$416 ;
+  wire \$417 ;
+  wire \$418 ;
+  wire \$419 ;
   wire \$42 ;
-  reg \$420 ;
-  reg \$421 ;
-  reg [16:0] \$422 ;
-  reg [16:0] \$423 ;
-  reg [16:0] \$424 ;
-  reg [16:0] \$425 ;
-  reg [16:0] \$426 ;
-  reg [16:0] \$427 ;
-  reg [16:0] \$428 ;
-  reg [16:0] \$429 ;
+  wire \$420 ;
+  wire \$421 ;
+  wire \$422 ;
+  wire \$423 ;
+  wire \$424 ;
+  wire \$425 ;
+  wire \$426 ;
+  wire \$427 ;
+  wire \$428 ;
+  wire \$429 ;
   wire [3:0] \$43 ;
-  reg [16:0] \$430 ;
-  reg [16:0] \$431 ;
-  reg [16:0] \$432 ;
-  reg [16:0] \$433 ;
-  reg [16:0] \$434 ;
-  reg [16:0] \$435 ;
-  reg [16:0] \$436 ;
-  reg [16:0] \$437 ;
-  reg \$438 ;
-  reg \$439 ;
+  wire \$430 ;
+  wire \$431 ;
+  wire \$432 ;
+  wire \$433 ;
+  wire \$434 ;
+  wire \$435 ;
+  wire \$436 ;
+  wire \$437 ;
+  wire \$438 ;
+  wire \$439 ;
   wire \$44 ;
-  reg \$440 ;
-  reg \$441 ;
-  reg \$442 ;
-  reg \$443 ;
-  reg \$444 ;
-  reg \$445 ;
-  reg \$446 ;
-  reg \$447 ;
-  reg \$448 ;
-  reg \$449 ;
+  wire \$440 ;
+  wire \$441 ;
+  wire \$442 ;
+  wire \$443 ;
+  wire \$444 ;
+  wire \$445 ;
+  wire \$446 ;
+  wire \$447 ;
+  wire \$448 ;
+  wire \$449 ;
   wire \$45 ;
-  reg \$450 ;
-  reg \$451 ;
-  reg \$452 ;
-  reg \$453 ;
-  reg \$454 ;
-  reg \$455 ;
-  reg \$456 ;
-  reg \$457 ;
-  reg \$458 ;
-  reg \$459 ;
+  wire \$450 ;
+  wire \$451 ;
+  wire \$452 ;
+  wire \$453 ;
+  wire \$454 ;
+  wire \$455 ;
+  wire \$456 ;
+  wire \$457 ;
+  wire \$458 ;
+  wire \$459 ;
   wire [4:0] \$46 ;
-  reg \$460 ;
-  reg \$461 ;
-  reg \$462 ;
-  reg \$463 ;
-  reg \$464 ;
-  reg \$465 ;
-  reg \$466 ;
-  reg \$467 ;
-  reg \$468 ;
-  reg \$469 ;
+  wire \$460 ;
+  wire \$461 ;
+  wire \$462 ;
+  wire \$463 ;
+  wire \$464 ;
+  wire \$465 ;
+  wire \$466 ;
+  wire \$467 ;
+  wire \$468 ;
+  wire \$469 ;
   wire [4:0] \$47 ;
-  wire [1215:0] \$470 ;
-  reg \$471 ;
-  reg \$472 ;
-  reg \$473 ;
-  reg \$474 ;
-  reg \$475 ;
-  reg \$476 ;
-  reg \$477 ;
-  reg \$478 ;
-  reg \$479 ;
+  wire \$470 ;
+  wire \$471 ;
+  wire \$472 ;
+  wire \$473 ;
+  wire \$474 ;
+  wire \$475 ;
+  wire \$476 ;
+  wire \$477 ;
+  wire \$478 ;
+  wire \$479 ;
   wire \$48 ;
-  reg \$480 ;
-  reg \$481 ;
-  reg \$482 ;
-  reg \$483 ;
-  reg \$484 ;
-  reg \$485 ;
-  reg \$486 ;
-  reg \$487 ;
-  reg \$488 ;
-  reg \$489 ;
+  wire \$480 ;
+  wire \$481 ;
+  wire \$482 ;
+  wire \$483 ;
+  wire \$484 ;
+  wire \$485 ;
+  wire \$486 ;
+  wire \$487 ;
+  wire \$488 ;
+  wire \$489 ;
   wire \$49 ;
-  reg \$490 ;
-  reg \$491 ;
-  reg \$492 ;
-  reg \$493 ;
-  reg \$494 ;
-  reg \$495 ;
-  reg \$496 ;
-  reg \$497 ;
-  reg \$498 ;
-  reg \$499 ;
+  wire \$490 ;
+  wire \$491 ;
+  wire \$492 ;
+  wire \$493 ;
+  wire \$494 ;
+  wire \$495 ;
+  wire \$496 ;
+  wire \$497 ;
+  wire \$498 ;
+  wire \$499 ;
   wire \$5 ;
   wire \$50 ;
-  reg \$500 ;
-  reg \$501 ;
-  reg \$502 ;
-  reg \$503 ;
-  reg \$504 ;
-  reg \$505 ;
-  reg \$506 ;
-  reg \$507 ;
-  reg \$508 ;
-  reg \$509 ;
+  wire \$500 ;
+  wire \$501 ;
+  wire \$502 ;
+  wire \$503 ;
+  wire \$504 ;
+  wire \$505 ;
+  wire \$506 ;
+  wire \$507 ;
+  wire \$508 ;
+  wire \$509 ;
   wire \$51 ;
-  reg \$510 ;
-  reg \$511 ;
-  reg \$512 ;
-  reg [2:0] \$513 ;
-  reg [2:0] \$514 ;
-  reg [2:0] \$515 ;
-  reg [2:0] \$516 ;
-  reg \$517 ;
-  reg \$518 ;
-  reg \$519 ;
+  wire \$510 ;
+  wire \$511 ;
+  wire \$512 ;
+  wire \$513 ;
+  wire \$514 ;
+  wire \$515 ;
+  wire \$516 ;
+  wire \$517 ;
+  wire \$518 ;
+  wire \$519 ;
   wire \$52 ;
-  reg \$520 ;
-  reg [128:0] \$521 ;
-  reg [128:0] \$522 ;
-  reg [128:0] \$523 ;
-  reg [128:0] \$524 ;
-  reg [2:0] \$525 ;
-  reg \$526 ;
-  reg \$527 ;
+  wire \$520 ;
+  wire \$521 ;
+  wire \$522 ;
+  wire \$523 ;
+  wire \$524 ;
+  wire \$525 ;
+  wire \$526 ;
+  wire \$527 ;
+  wire \$528 ;
+  wire \$529 ;
   wire \$53 ;
+  wire \$530 ;
+  wire \$531 ;
+  wire \$532 ;
+  wire \$533 ;
+  wire \$534 ;
+  wire \$535 ;
+  wire \$536 ;
+  wire \$537 ;
+  wire \$538 ;
+  wire \$539 ;
   wire \$54 ;
+  wire \$540 ;
+  wire \$541 ;
+  wire \$542 ;
+  wire \$543 ;
+  wire \$544 ;
+  wire \$545 ;
+  wire \$546 ;
+  wire \$547 ;
+  wire \$548 ;
+  wire \$549 ;
   wire [128:0] \$55 ;
+  wire \$550 ;
+  wire \$551 ;
+  wire \$552 ;
+  wire \$553 ;
+  wire \$554 ;
+  wire \$555 ;
+  wire \$556 ;
+  wire \$557 ;
+  wire \$558 ;
+  wire \$559 ;
   wire \$56 ;
+  wire \$560 ;
+  wire \$561 ;
+  wire \$562 ;
+  wire \$563 ;
+  wire \$564 ;
+  wire \$565 ;
+  wire \$566 ;
+  wire \$567 ;
+  wire \$568 ;
+  wire \$569 ;
   wire \$57 ;
+  wire \$570 ;
+  wire \$571 ;
+  wire \$572 ;
+  wire \$573 ;
+  wire \$574 ;
+  wire \$575 ;
+  wire \$576 ;
+  wire \$577 ;
+  wire \$578 ;
+  wire \$579 ;
   wire \$58 ;
+  wire \$580 ;
+  wire \$581 ;
+  wire \$582 ;
+  wire \$583 ;
+  wire \$584 ;
+  wire \$585 ;
+  wire \$586 ;
+  wire \$587 ;
+  wire \$588 ;
+  wire \$589 ;
   wire \$59 ;
+  wire \$590 ;
+  wire \$591 ;
+  wire \$592 ;
+  wire \$593 ;
+  wire \$594 ;
+  wire \$595 ;
+  wire \$596 ;
+  wire \$597 ;
+  wire \$598 ;
+  wire \$599 ;
   wire \$6 ;
   wire \$60 ;
+  wire \$600 ;
+  wire \$601 ;
+  wire \$602 ;
+  wire \$603 ;
+  wire \$604 ;
+  wire \$605 ;
+  wire \$606 ;
+  wire \$607 ;
+  wire \$608 ;
+  wire \$609 ;
   wire [3:0] \$61 ;
+  wire \$610 ;
+  wire \$611 ;
+  wire \$612 ;
+  wire \$613 ;
+  wire \$614 ;
+  wire \$615 ;
+  wire \$616 ;
+  wire \$617 ;
+  wire \$618 ;
+  wire \$619 ;
   wire \$62 ;
+  wire \$620 ;
+  wire \$621 ;
+  wire \$622 ;
+  wire \$623 ;
+  wire \$624 ;
+  wire \$625 ;
+  wire \$626 ;
+  wire \$627 ;
+  wire \$628 ;
+  wire \$629 ;
   wire \$63 ;
+  wire \$630 ;
+  wire \$631 ;
+  wire \$632 ;
+  wire \$633 ;
+  wire \$634 ;
+  wire \$635 ;
+  wire \$636 ;
+  wire \$637 ;
+  wire \$638 ;
+  wire \$639 ;
   wire \$64 ;
+  wire \$640 ;
+  wire \$641 ;
+  wire \$642 ;
+  wire \$643 ;
+  wire \$644 ;
+  wire \$645 ;
+  wire \$646 ;
+  wire \$647 ;
+  wire \$648 ;
+  wire \$649 ;
   wire \$65 ;
+  wire \$650 ;
+  wire \$651 ;
+  wire \$652 ;
+  wire \$653 ;
+  wire \$654 ;
+  wire \$655 ;
+  wire \$656 ;
+  wire \$657 ;
+  wire \$658 ;
+  wire \$659 ;
   wire \$66 ;
+  wire \$660 ;
+  wire \$661 ;
+  wire \$662 ;
+  wire \$663 ;
+  wire \$664 ;
+  wire \$665 ;
+  wire \$666 ;
+  wire \$667 ;
+  wire \$668 ;
+  wire \$669 ;
   wire \$67 ;
+  wire \$670 ;
+  wire \$671 ;
+  wire \$672 ;
+  wire \$673 ;
+  wire \$674 ;
+  wire \$675 ;
+  wire \$676 ;
+  wire \$677 ;
+  wire \$678 ;
+  wire \$679 ;
   wire \$68 ;
+  wire \$680 ;
+  wire \$681 ;
+  wire \$682 ;
+  wire \$683 ;
+  wire \$684 ;
+  wire \$685 ;
+  wire \$686 ;
+  wire \$687 ;
+  wire \$688 ;
+  reg \$689 ;
   wire \$69 ;
+  reg [7:0] \$690 ;
+  reg [7:0] \$691 ;
+  reg [3:0] \$692 ;
+  reg [3:0] \$693 ;
+  reg \$694 ;
+  reg \$695 ;
+  reg [2:0] \$696 ;
+  reg \$697 ;
+  reg [3:0] \$698 ;
+  reg \$699 ;
   wire \$7 ;
   wire [4:0] \$70 ;
+  reg \$700 ;
+  reg \$701 ;
+  reg \$702 ;
+  reg \$703 ;
+  reg \$704 ;
+  reg \$705 ;
+  reg \$706 ;
+  reg [4:0] \$707 ;
+  reg [4:0] \$708 ;
+  reg [4:0] \$709 ;
   wire \$71 ;
+  reg [4:0] \$710 ;
+  reg [4:0] \$711 ;
+  reg [4:0] \$712 ;
+  reg [4:0] \$713 ;
+  reg [4:0] \$714 ;
+  reg \$715 ;
+  reg \$716 ;
+  reg \$717 ;
+  reg \$718 ;
+  wire [127:0] \$719 ;
   wire \$72 ;
+  wire [255:0] \$720 ;
+  wire [255:0] \$721 ;
+  wire [255:0] \$722 ;
+  reg [3:0] \$723 ;
+  reg [3:0] \$724 ;
+  reg [3:0] \$725 ;
+  reg [3:0] \$726 ;
+  reg [3:0] \$727 ;
+  reg [3:0] \$728 ;
+  reg [3:0] \$729 ;
   wire \$73 ;
+  reg [3:0] \$730 ;
+  reg [3:0] \$731 ;
+  reg [1:0] \$732 ;
+  reg [1:0] \$733 ;
+  reg [1:0] \$734 ;
+  reg [1:0] \$735 ;
+  reg [1:0] \$736 ;
+  reg [1:0] \$737 ;
+  reg [1:0] \$738 ;
+  reg [1:0] \$739 ;
   wire [1:0] \$74 ;
+  reg [1:0] \$740 ;
+  reg [1:0] \$741 ;
+  reg [1:0] \$742 ;
+  reg [1:0] \$743 ;
+  reg [1:0] \$744 ;
+  reg [1:0] \$745 ;
+  reg [1:0] \$746 ;
+  reg [1:0] \$747 ;
+  reg [3:0] \$748 ;
+  reg [3:0] \$749 ;
   wire [1:0] \$75 ;
+  reg [3:0] \$750 ;
+  reg [3:0] \$751 ;
+  reg [3:0] \$752 ;
+  reg [3:0] \$753 ;
+  reg [3:0] \$754 ;
+  reg [3:0] \$755 ;
+  reg [3:0] \$756 ;
+  reg [3:0] \$757 ;
+  reg [3:0] \$758 ;
+  reg [3:0] \$759 ;
   wire \$76 ;
+  reg [3:0] \$760 ;
+  reg [3:0] \$761 ;
+  reg [3:0] \$762 ;
+  reg [3:0] \$763 ;
+  reg [3:0] \$764 ;
+  reg [3:0] \$765 ;
+  reg [3:0] \$766 ;
+  reg [3:0] \$767 ;
+  reg [3:0] \$768 ;
+  reg [3:0] \$769 ;
   wire [4:0] \$77 ;
+  wire [943:0] \$770 ;
+  wire [943:0] \$771 ;
+  reg \$772 ;
+  reg \$773 ;
+  reg [16:0] \$774 ;
+  reg [16:0] \$775 ;
+  reg [16:0] \$776 ;
+  reg [16:0] \$777 ;
+  reg [16:0] \$778 ;
+  reg [16:0] \$779 ;
   wire [4:0] \$78 ;
+  reg [16:0] \$780 ;
+  reg [16:0] \$781 ;
+  reg [16:0] \$782 ;
+  reg [16:0] \$783 ;
+  reg [16:0] \$784 ;
+  reg [16:0] \$785 ;
+  reg [16:0] \$786 ;
+  reg [16:0] \$787 ;
+  reg [16:0] \$788 ;
+  reg [16:0] \$789 ;
   wire [4:0] \$79 ;
+  reg \$790 ;
+  reg \$791 ;
+  reg \$792 ;
+  reg \$793 ;
+  reg \$794 ;
+  reg \$795 ;
+  reg \$796 ;
+  reg \$797 ;
+  reg \$798 ;
+  reg \$799 ;
   wire [8:0] \$8 ;
   wire \$80 ;
+  reg \$800 ;
+  reg \$801 ;
+  reg \$802 ;
+  reg \$803 ;
+  reg \$804 ;
+  reg \$805 ;
+  reg \$806 ;
+  reg \$807 ;
+  reg \$808 ;
+  reg \$809 ;
   wire \$81 ;
+  reg \$810 ;
+  reg \$811 ;
+  reg \$812 ;
+  reg \$813 ;
+  reg \$814 ;
+  reg \$815 ;
+  reg \$816 ;
+  reg \$817 ;
+  reg \$818 ;
+  reg \$819 ;
   wire \$82 ;
+  reg \$820 ;
+  reg \$821 ;
+  wire [1215:0] \$822 ;
+  reg \$823 ;
+  reg \$824 ;
+  reg \$825 ;
+  reg \$826 ;
+  reg \$827 ;
+  reg \$828 ;
+  reg \$829 ;
   wire \$83 ;
+  reg \$830 ;
+  reg \$831 ;
+  reg \$832 ;
+  reg \$833 ;
+  reg \$834 ;
+  reg \$835 ;
+  reg \$836 ;
+  reg \$837 ;
+  reg \$838 ;
+  reg \$839 ;
   wire \$84 ;
+  reg \$840 ;
+  reg \$841 ;
+  reg \$842 ;
+  reg \$843 ;
+  reg \$844 ;
+  reg \$845 ;
+  reg \$846 ;
+  reg \$847 ;
+  reg \$848 ;
+  reg \$849 ;
   wire \$85 ;
+  reg \$850 ;
+  reg \$851 ;
+  reg \$852 ;
+  reg \$853 ;
+  reg \$854 ;
+  reg \$855 ;
+  reg \$856 ;
+  reg \$857 ;
+  reg \$858 ;
+  reg \$859 ;
   wire \$86 ;
+  reg \$860 ;
+  reg \$861 ;
+  reg \$862 ;
+  reg \$863 ;
+  reg \$864 ;
+  reg [2:0] \$865 ;
+  reg [2:0] \$866 ;
+  reg [2:0] \$867 ;
+  reg [2:0] \$868 ;
+  reg [2:0] \$869 ;
   wire \$87 ;
+  reg [2:0] \$870 ;
+  reg [2:0] \$871 ;
+  reg [2:0] \$872 ;
+  reg [2:0] \$873 ;
+  reg [2:0] \$874 ;
+  reg [2:0] \$875 ;
+  reg [2:0] \$876 ;
+  reg [2:0] \$877 ;
+  reg [2:0] \$878 ;
+  reg [2:0] \$879 ;
   wire \$88 ;
+  reg [2:0] \$880 ;
+  reg [2:0] \$881 ;
+  reg [2:0] \$882 ;
+  reg [2:0] \$883 ;
+  reg [2:0] \$884 ;
+  reg \$885 ;
+  reg \$886 ;
+  reg \$887 ;
+  reg \$888 ;
+  reg \$889 ;
   wire \$89 ;
+  reg \$890 ;
+  reg \$891 ;
+  reg \$892 ;
+  reg \$893 ;
+  reg \$894 ;
+  reg \$895 ;
+  reg \$896 ;
+  reg \$897 ;
+  reg \$898 ;
+  reg \$899 ;
   wire [8:0] \$9 ;
   wire \$90 ;
+  reg \$900 ;
+  reg \$901 ;
+  reg \$902 ;
+  reg \$903 ;
+  reg \$904 ;
+  reg [128:0] \$905 ;
+  reg [128:0] \$906 ;
+  reg [128:0] \$907 ;
+  reg [128:0] \$908 ;
+  reg [2:0] \$909 ;
   wire \$91 ;
+  reg \$910 ;
+  reg \$911 ;
   wire \$92 ;
   wire \$93 ;
   wire \$94 ;
@@ -27137,9 +28397,41 @@ module \bchw_top.engine1 (rst, s__valid, s__payload, s__ready, m__valid, m__payl
   (* keep = 32'd1 *)
   reg [2:0] count_copy1 = 3'h0;
   (* keep = 32'd1 *)
+  reg [2:0] count_copy10 = 3'h0;
+  (* keep = 32'd1 *)
+  reg [2:0] count_copy11 = 3'h0;
+  (* keep = 32'd1 *)
+  reg [2:0] count_copy12 = 3'h0;
+  (* keep = 32'd1 *)
+  reg [2:0] count_copy13 = 3'h0;
+  (* keep = 32'd1 *)
+  reg [2:0] count_copy14 = 3'h0;
+  (* keep = 32'd1 *)
+  reg [2:0] count_copy15 = 3'h0;
+  (* keep = 32'd1 *)
+  reg [2:0] count_copy16 = 3'h0;
+  (* keep = 32'd1 *)
+  reg [2:0] count_copy17 = 3'h0;
+  (* keep = 32'd1 *)
+  reg [2:0] count_copy18 = 3'h0;
+  (* keep = 32'd1 *)
+  reg [2:0] count_copy19 = 3'h0;
+  (* keep = 32'd1 *)
   reg [2:0] count_copy2 = 3'h0;
   (* keep = 32'd1 *)
   reg [2:0] count_copy3 = 3'h0;
+  (* keep = 32'd1 *)
+  reg [2:0] count_copy4 = 3'h0;
+  (* keep = 32'd1 *)
+  reg [2:0] count_copy5 = 3'h0;
+  (* keep = 32'd1 *)
+  reg [2:0] count_copy6 = 3'h0;
+  (* keep = 32'd1 *)
+  reg [2:0] count_copy7 = 3'h0;
+  (* keep = 32'd1 *)
+  reg [2:0] count_copy8 = 3'h0;
+  (* keep = 32'd1 *)
+  reg [2:0] count_copy9 = 3'h0;
   wire [2:0] count_next;
   reg credit_back = 1'h0;
   reg credit_back_d0 = 1'h0;
@@ -27345,14 +28637,14 @@ module \bchw_top.engine1 (rst, s__valid, s__payload, s__ready, m__valid, m__payl
   reg [3:0] paddr_d5 = 4'h0;
   reg [943:0] params_d0 = 944'h00000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000;
   reg [943:0] params_d1 = 944'h00000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000;
-  input \port$22412$0 ;
-  wire \port$22412$0 ;
-  input \port$22414$0 ;
-  wire \port$22414$0 ;
-  input \port$22416$0 ;
-  wire \port$22416$0 ;
-  input \port$22418$0 ;
-  wire \port$22418$0 ;
+  input \port$24089$0 ;
+  wire \port$24089$0 ;
+  input \port$24091$0 ;
+  wire \port$24091$0 ;
+  input \port$24093$0 ;
+  wire \port$24093$0 ;
+  input \port$24095$0 ;
+  wire \port$24095$0 ;
   wire [7:0] q;
   reg qe_d0 = 1'h0;
   reg qe_d1 = 1'h0;
@@ -27433,9 +28725,41 @@ module \bchw_top.engine1 (rst, s__valid, s__payload, s__ready, m__valid, m__payl
   (* keep = 32'd1 *)
   reg skid_qvalid_copy1 = 1'h0;
   (* keep = 32'd1 *)
+  reg skid_qvalid_copy10 = 1'h0;
+  (* keep = 32'd1 *)
+  reg skid_qvalid_copy11 = 1'h0;
+  (* keep = 32'd1 *)
+  reg skid_qvalid_copy12 = 1'h0;
+  (* keep = 32'd1 *)
+  reg skid_qvalid_copy13 = 1'h0;
+  (* keep = 32'd1 *)
+  reg skid_qvalid_copy14 = 1'h0;
+  (* keep = 32'd1 *)
+  reg skid_qvalid_copy15 = 1'h0;
+  (* keep = 32'd1 *)
+  reg skid_qvalid_copy16 = 1'h0;
+  (* keep = 32'd1 *)
+  reg skid_qvalid_copy17 = 1'h0;
+  (* keep = 32'd1 *)
+  reg skid_qvalid_copy18 = 1'h0;
+  (* keep = 32'd1 *)
+  reg skid_qvalid_copy19 = 1'h0;
+  (* keep = 32'd1 *)
   reg skid_qvalid_copy2 = 1'h0;
   (* keep = 32'd1 *)
   reg skid_qvalid_copy3 = 1'h0;
+  (* keep = 32'd1 *)
+  reg skid_qvalid_copy4 = 1'h0;
+  (* keep = 32'd1 *)
+  reg skid_qvalid_copy5 = 1'h0;
+  (* keep = 32'd1 *)
+  reg skid_qvalid_copy6 = 1'h0;
+  (* keep = 32'd1 *)
+  reg skid_qvalid_copy7 = 1'h0;
+  (* keep = 32'd1 *)
+  reg skid_qvalid_copy8 = 1'h0;
+  (* keep = 32'd1 *)
+  reg skid_qvalid_copy9 = 1'h0;
   (* keep = 32'd1 *)
   output sready_copy0;
   reg sready_copy0 = 1'h1;
@@ -27804,367 +29128,6 @@ module \bchw_top.engine1 (rst, s__valid, s__payload, s__ready, m__valid, m__payl
     _3_ <= xmem3[\read__addr$54 ];
   end
   assign \read__data$200  = _3_;
-  always @(posedge clk)
-    accflags_copy5 <= \$385 ;
-  always @(posedge clk)
-    accflags_copy6 <= \$386 ;
-  always @(posedge clk)
-    accflags_copy7 <= \$387 ;
-  always @(posedge clk)
-    accflags_copy8 <= \$388 ;
-  always @(posedge clk)
-    accflags_copy9 <= \$389 ;
-  always @(posedge clk)
-    accflags_copy10 <= \$390 ;
-  always @(posedge clk)
-    accflags_copy11 <= \$391 ;
-  always @(posedge clk)
-    accflags_copy12 <= \$392 ;
-  always @(posedge clk)
-    accflags_copy13 <= \$393 ;
-  always @(posedge clk)
-    accflags_copy14 <= \$394 ;
-  always @(posedge clk)
-    accflags_copy15 <= \$395 ;
-  always @(posedge clk)
-    paddr_d0 <= \$396 ;
-  always @(posedge clk)
-    paddr_d1 <= \$397 ;
-  always @(posedge clk)
-    paddr_d2 <= \$398 ;
-  always @(posedge clk)
-    paddr_d3 <= \$399 ;
-  always @(posedge clk)
-    paddr_d4 <= \$400 ;
-  always @(posedge clk)
-    paddr_d5 <= \$401 ;
-  always @(posedge clk)
-    \addr$122  <= \$402 ;
-  always @(posedge clk)
-    \addr$125  <= \$403 ;
-  always @(posedge clk)
-    \addr$128  <= \$404 ;
-  always @(posedge clk)
-    \addr$131  <= \$405 ;
-  always @(posedge clk)
-    \addr$134  <= \$406 ;
-  always @(posedge clk)
-    \addr$137  <= \$407 ;
-  always @(posedge clk)
-    \addr$140  <= \$408 ;
-  always @(posedge clk)
-    \addr$143  <= \$409 ;
-  always @(posedge clk)
-    \addr$146  <= \$410 ;
-  always @(posedge clk)
-    \addr$149  <= \$411 ;
-  always @(posedge clk)
-    \addr$152  <= \$412 ;
-  always @(posedge clk)
-    \addr$155  <= \$413 ;
-  always @(posedge clk)
-    \addr$158  <= \$414 ;
-  always @(posedge clk)
-    \addr$161  <= \$415 ;
-  always @(posedge clk)
-    \addr$164  <= \$416 ;
-  always @(posedge clk)
-    \addr$167  <= \$417 ;
-  always @(posedge clk)
-    params_d0 <= \$418 ;
-  always @(posedge clk)
-    params_d1 <= \$419 ;
-  always @(posedge clk)
-    acc_valid <= \$420 ;
-  always @(posedge clk)
-    acc_end <= \$421 ;
-  always @(posedge clk)
-    acc0 <= \$422 ;
-  always @(posedge clk)
-    acc1 <= \$423 ;
-  always @(posedge clk)
-    acc2 <= \$424 ;
-  always @(posedge clk)
-    acc3 <= \$425 ;
-  always @(posedge clk)
-    acc4 <= \$426 ;
-  always @(posedge clk)
-    acc5 <= \$427 ;
-  always @(posedge clk)
-    acc6 <= \$428 ;
-  always @(posedge clk)
-    acc7 <= \$429 ;
-  always @(posedge clk)
-    acc8 <= \$430 ;
-  always @(posedge clk)
-    acc9 <= \$431 ;
-  always @(posedge clk)
-    acc10 <= \$432 ;
-  always @(posedge clk)
-    acc11 <= \$433 ;
-  always @(posedge clk)
-    acc12 <= \$434 ;
-  always @(posedge clk)
-    acc13 <= \$435 ;
-  always @(posedge clk)
-    acc14 <= \$436 ;
-  always @(posedge clk)
-    acc15 <= \$437 ;
-  always @(posedge clk)
-    dload_copy0 <= \$438 ;
-  always @(posedge clk)
-    dload_copy1 <= \$439 ;
-  always @(posedge clk)
-    dload_copy2 <= \$440 ;
-  always @(posedge clk)
-    dload_copy3 <= \$441 ;
-  always @(posedge clk)
-    dload_copy4 <= \$442 ;
-  always @(posedge clk)
-    dload_copy5 <= \$443 ;
-  always @(posedge clk)
-    dload_copy6 <= \$444 ;
-  always @(posedge clk)
-    dload_copy7 <= \$445 ;
-  always @(posedge clk)
-    dload_copy8 <= \$446 ;
-  always @(posedge clk)
-    dload_copy9 <= \$447 ;
-  always @(posedge clk)
-    dload_copy10 <= \$448 ;
-  always @(posedge clk)
-    dload_copy11 <= \$449 ;
-  always @(posedge clk)
-    dload_copy12 <= \$450 ;
-  always @(posedge clk)
-    dload_copy13 <= \$451 ;
-  always @(posedge clk)
-    dload_copy14 <= \$452 ;
-  always @(posedge clk)
-    dload_copy15 <= \$453 ;
-  always @(posedge clk)
-    dload_copy16 <= \$454 ;
-  always @(posedge clk)
-    dload_copy17 <= \$455 ;
-  always @(posedge clk)
-    dload_copy18 <= \$456 ;
-  always @(posedge clk)
-    dload_copy19 <= \$457 ;
-  always @(posedge clk)
-    dload_copy20 <= \$458 ;
-  always @(posedge clk)
-    dload_copy21 <= \$459 ;
-  always @(posedge clk)
-    dload_copy22 <= \$460 ;
-  always @(posedge clk)
-    dload_copy23 <= \$461 ;
-  always @(posedge clk)
-    dload_copy24 <= \$462 ;
-  always @(posedge clk)
-    dload_copy25 <= \$463 ;
-  always @(posedge clk)
-    dload_copy26 <= \$464 ;
-  always @(posedge clk)
-    dload_copy27 <= \$465 ;
-  always @(posedge clk)
-    dload_copy28 <= \$466 ;
-  always @(posedge clk)
-    dload_copy29 <= \$467 ;
-  always @(posedge clk)
-    dload_copy30 <= \$468 ;
-  always @(posedge clk)
-    dload_copy31 <= \$469 ;
-  always @(posedge clk)
-    drain <= \$470 ;
-  always @(posedge clk)
-    qv_d0 <= \$471 ;
-  always @(posedge clk)
-    qv_d1 <= \$472 ;
-  always @(posedge clk)
-    qv_d2 <= \$473 ;
-  always @(posedge clk)
-    qv_d3 <= \$474 ;
-  always @(posedge clk)
-    qv_d4 <= \$475 ;
-  always @(posedge clk)
-    qv_d5 <= \$476 ;
-  always @(posedge clk)
-    qv_d6 <= \$477 ;
-  always @(posedge clk)
-    qv_d7 <= \$478 ;
-  always @(posedge clk)
-    qv_d8 <= \$479 ;
-  always @(posedge clk)
-    qv_d9 <= \$480 ;
-  always @(posedge clk)
-    qv_d10 <= \$481 ;
-  always @(posedge clk)
-    qv_d11 <= \$482 ;
-  always @(posedge clk)
-    qv_d12 <= \$483 ;
-  always @(posedge clk)
-    qv_d13 <= \$484 ;
-  always @(posedge clk)
-    qv_d14 <= \$485 ;
-  always @(posedge clk)
-    qv_d15 <= \$486 ;
-  always @(posedge clk)
-    qv_d16 <= \$487 ;
-  always @(posedge clk)
-    qv_d17 <= \$488 ;
-  always @(posedge clk)
-    qv_d18 <= \$489 ;
-  always @(posedge clk)
-    qv_d19 <= \$490 ;
-  always @(posedge clk)
-    qe_d0 <= \$491 ;
-  always @(posedge clk)
-    qe_d1 <= \$492 ;
-  always @(posedge clk)
-    qe_d2 <= \$493 ;
-  always @(posedge clk)
-    qe_d3 <= \$494 ;
-  always @(posedge clk)
-    qe_d4 <= \$495 ;
-  always @(posedge clk)
-    qe_d5 <= \$496 ;
-  always @(posedge clk)
-    qe_d6 <= \$497 ;
-  always @(posedge clk)
-    qe_d7 <= \$498 ;
-  always @(posedge clk)
-    qe_d8 <= \$499 ;
-  always @(posedge clk)
-    qe_d9 <= \$500 ;
-  always @(posedge clk)
-    qe_d10 <= \$501 ;
-  always @(posedge clk)
-    qe_d11 <= \$502 ;
-  always @(posedge clk)
-    qe_d12 <= \$503 ;
-  always @(posedge clk)
-    qe_d13 <= \$504 ;
-  always @(posedge clk)
-    qe_d14 <= \$505 ;
-  always @(posedge clk)
-    qe_d15 <= \$506 ;
-  always @(posedge clk)
-    qe_d16 <= \$507 ;
-  always @(posedge clk)
-    qe_d17 <= \$508 ;
-  always @(posedge clk)
-    qe_d18 <= \$509 ;
-  always @(posedge clk)
-    qe_d19 <= \$510 ;
-  always @(posedge clk)
-    qv_last_d0 <= \$511 ;
-  always @(posedge clk)
-    qe_last_d0 <= \$512 ;
-  always @(posedge clk)
-    results0 <= { q, results0[119:8] };
-  always @(posedge clk)
-    count_copy0 <= \$513 ;
-  always @(posedge clk)
-    count_copy1 <= \$514 ;
-  always @(posedge clk)
-    count_copy2 <= \$515 ;
-  always @(posedge clk)
-    count_copy3 <= \$516 ;
-  always @(posedge clk)
-    skid_qvalid_copy0 <= \$517 ;
-  always @(posedge clk)
-    skid_qvalid_copy1 <= \$518 ;
-  always @(posedge clk)
-    skid_qvalid_copy2 <= \$519 ;
-  always @(posedge clk)
-    skid_qvalid_copy3 <= \$520 ;
-  always @(posedge clk)
-    skid0 <= \$521 ;
-  always @(posedge clk)
-    skid1 <= \$522 ;
-  always @(posedge clk)
-    skid2 <= \$523 ;
-  always @(posedge clk)
-    skid3 <= \$524 ;
-  always @(posedge clk)
-    count <= \$525 ;
-  always @(posedge clk)
-    credit_back_d0 <= \$526 ;
-  always @(posedge clk)
-    credit_back <= \$527 ;
-  assign \$1  = \$signal  & ready;
-  assign \$2  = ~ last_step;
-  assign \$3  = busy & \$2 ;
-  assign \$4  = \$1  ? 1'h1 : \$3 ;
-  assign \$5  = \$signal  & ready;
-  assign \$6  = ~ last_step;
-  assign \$7  = issue & \$6 ;
-  assign \$8  = step + 1'h1;
-  assign \$9  = \$7  ? \$8  : { 1'h0, step };
-  assign \$10  = \$5  ? 9'h000 : \$9 ;
-  assign \$12  = \$signal  & ready;
-  assign \$13  = ~ last_step;
-  assign \$14  = issue & \$13 ;
-  assign \$15  = sfc == 4'hf;
-  assign \$16  = \$14  & \$15 ;
-  assign \$17  = \$12  | \$16 ;
-  assign \$18  = ~ last_step;
-  assign \$19  = issue & \$18 ;
-  assign \$20  = sfc + 1'h1;
-  assign \$21  = \$19  ? \$20  : { 1'h0, sfc };
-  assign \$22  = \$17  ? 5'h00 : \$21 ;
-  assign \$24  = \$signal  & ready;
-  assign \$25  = ~ last_step;
-  assign \$26  = issue & \$25 ;
-  assign \$27  = sfc == 4'hf;
-  assign \$28  = \$26  & \$27 ;
-  assign \$29  = nfc + 1'h1;
-  assign \$30  = \$28  ? \$29  : { 1'h0, nfc };
-  assign \$31  = \$24  ? 5'h00 : \$30 ;
-  assign \$33  = \$signal  & ready;
-  assign \$34  = step == 8'hfe;
-  assign \$35  = issue ? \$34  : last_step;
-  assign \$36  = last_step ? 1'h0 : \$35 ;
-  assign \$37  = \$33  ? 1'h0 : \$36 ;
-  assign \$38  = \$signal  & ready;
-  assign \$39  = step == 8'hfe;
-  assign \$40  = issue ? \$39  : ready;
-  assign \$41  = last_step ? 1'h1 : \$40 ;
-  assign \$42  = \$38  ? 1'h0 : \$41 ;
-  assign \$43  = credits + credit_back;
-  assign \$44  = ! sfc;
-  assign \$45  = issue & \$44 ;
-  assign \$46  = \$43  - \$45 ;
-  assign \$48  = | \$23 [3:0];
-  assign \$49  = | \$47 [2:0];
-  assign \$50  = \$48  | \$49 ;
-  assign \$51  = busy_next & \$50 ;
-  assign \$52  = ~ \$signal ;
-  assign s__ready = \$52  | ready;
-  assign out_done = qv_last_d0 & qe_last_d0;
-  assign \$53  = | count;
-  assign m__valid = \$53  | qv_last_d0;
-  assign \$54  = | count;
-  assign \$55  = \$54  ? skid0 : { qe_last_d0, q, results0 };
-  assign \$56  = | count;
-  assign \$57  = \$56  | qv_last_d0;
-  assign \$58  = \$57  & m__ready;
-  assign \$59  = | count;
-  assign \$60  = \$58  & \$59 ;
-  assign \$61  = count - \$60 ;
-  assign \$62  = | count;
-  assign \$63  = \$62  | qv_last_d0;
-  assign \$64  = \$63  & m__ready;
-  assign \$65  = | count;
-  assign \$66  = ~ \$65 ;
-  assign \$67  = \$64  & \$66 ;
-  assign \$68  = ~ \$67 ;
-  assign \$69  = qv_last_d0 & \$68 ;
-  assign \$70  = $signed(\$61 ) + $signed({ 1'h0, \$69  });
-  assign \$71  = s__valid & s__ready;
-  assign \$77  = word + 1'h1;
-  assign \$79  = last_beat ? 5'h00 : \$78 ;
-  assign \$81  = word == 4'he;
   assign \$83  = word == 4'hf;
   assign \$87  = last_beat ? 1'h0 : \$86 ;
   assign \$88  = s__valid & s__ready;
@@ -28323,7 +29286,7 @@ module \bchw_top.engine1 (rst, s__valid, s__payload, s__ready, m__valid, m__payl
   assign \$245  = dload_copy31 ? params_d1[943:885] : drain[1215:1157];
   assign \$246  = | count_copy0;
   assign \$247  = \$246  | skid_qvalid_copy0;
-  assign \$248  = \$247  & \port$22412$0 ;
+  assign \$248  = \$247  & \port$24089$0 ;
   assign \$249  = | count_copy0;
   assign \$250  = ~ \$249 ;
   assign \$251  = \$248  & \$250 ;
@@ -28331,7 +29294,7 @@ module \bchw_top.engine1 (rst, s__valid, s__payload, s__ready, m__valid, m__payl
   assign \$253  = skid_qvalid_copy0 & \$252 ;
   assign \$254  = | count_copy0;
   assign \$255  = \$254  | skid_qvalid_copy0;
-  assign \$256  = \$255  & \port$22412$0 ;
+  assign \$256  = \$255  & \port$24089$0 ;
   assign \$257  = | count_copy0;
   assign \$258  = \$256  & \$257 ;
   assign \$259  = count_copy0 == 1'h1;
@@ -28340,12 +29303,12 @@ module \bchw_top.engine1 (rst, s__valid, s__payload, s__ready, m__valid, m__payl
   assign \$262  = \$253  & \$261 ;
   assign \$263  = | count_copy0;
   assign \$264  = \$263  | skid_qvalid_copy0;
-  assign \$265  = \$264  & \port$22412$0 ;
+  assign \$265  = \$264  & \port$24089$0 ;
   assign \$266  = | count_copy0;
   assign \$267  = \$265  & \$266 ;
   assign \$268  = | count_copy1;
   assign \$269  = \$268  | skid_qvalid_copy1;
-  assign \$270  = \$269  & \port$22414$0 ;
+  assign \$270  = \$269  & \port$24091$0 ;
   assign \$271  = | count_copy1;
   assign \$272  = ~ \$271 ;
   assign \$273  = \$270  & \$272 ;
@@ -28353,21 +29316,21 @@ module \bchw_top.engine1 (rst, s__valid, s__payload, s__ready, m__valid, m__payl
   assign \$275  = skid_qvalid_copy1 & \$274 ;
   assign \$276  = | count_copy1;
   assign \$277  = \$276  | skid_qvalid_copy1;
-  assign \$278  = \$277  & \port$22414$0 ;
+  assign \$278  = \$277  & \port$24091$0 ;
   assign \$279  = | count_copy1;
   assign \$280  = \$278  & \$279 ;
-  assign \$281  = count_copy1 == 2'h2;
-  assign \$282  = count_copy1 == 1'h1;
+  assign \$281  = count_copy1 == 1'h1;
+  assign \$282  = ! count_copy1;
   assign \$283  = \$280  ? \$281  : \$282 ;
   assign \$284  = \$275  & \$283 ;
   assign \$285  = | count_copy1;
   assign \$286  = \$285  | skid_qvalid_copy1;
-  assign \$287  = \$286  & \port$22414$0 ;
+  assign \$287  = \$286  & \port$24091$0 ;
   assign \$288  = | count_copy1;
   assign \$289  = \$287  & \$288 ;
   assign \$290  = | count_copy2;
   assign \$291  = \$290  | skid_qvalid_copy2;
-  assign \$292  = \$291  & \port$22416$0 ;
+  assign \$292  = \$291  & \port$24093$0 ;
   assign \$293  = | count_copy2;
   assign \$294  = ~ \$293 ;
   assign \$295  = \$292  & \$294 ;
@@ -28375,21 +29338,21 @@ module \bchw_top.engine1 (rst, s__valid, s__payload, s__ready, m__valid, m__payl
   assign \$297  = skid_qvalid_copy2 & \$296 ;
   assign \$298  = | count_copy2;
   assign \$299  = \$298  | skid_qvalid_copy2;
-  assign \$300  = \$299  & \port$22416$0 ;
+  assign \$300  = \$299  & \port$24093$0 ;
   assign \$301  = | count_copy2;
   assign \$302  = \$300  & \$301 ;
-  assign \$303  = count_copy2 == 2'h3;
-  assign \$304  = count_copy2 == 2'h2;
+  assign \$303  = count_copy2 == 1'h1;
+  assign \$304  = ! count_copy2;
   assign \$305  = \$302  ? \$303  : \$304 ;
   assign \$306  = \$297  & \$305 ;
   assign \$307  = | count_copy2;
   assign \$308  = \$307  | skid_qvalid_copy2;
-  assign \$309  = \$308  & \port$22416$0 ;
+  assign \$309  = \$308  & \port$24093$0 ;
   assign \$310  = | count_copy2;
   assign \$311  = \$309  & \$310 ;
   assign \$312  = | count_copy3;
   assign \$313  = \$312  | skid_qvalid_copy3;
-  assign \$314  = \$313  & \port$22418$0 ;
+  assign \$314  = \$313  & \port$24095$0 ;
   assign \$315  = | count_copy3;
   assign \$316  = ~ \$315 ;
   assign \$317  = \$314  & \$316 ;
@@ -28397,85 +29360,437 @@ module \bchw_top.engine1 (rst, s__valid, s__payload, s__ready, m__valid, m__payl
   assign \$319  = skid_qvalid_copy3 & \$318 ;
   assign \$320  = | count_copy3;
   assign \$321  = \$320  | skid_qvalid_copy3;
-  assign \$322  = \$321  & \port$22418$0 ;
+  assign \$322  = \$321  & \port$24095$0 ;
   assign \$323  = | count_copy3;
   assign \$324  = \$322  & \$323 ;
-  assign \$325  = count_copy3 == 3'h4;
-  assign \$326  = count_copy3 == 2'h3;
+  assign \$325  = count_copy3 == 1'h1;
+  assign \$326  = ! count_copy3;
   assign \$327  = \$324  ? \$325  : \$326 ;
   assign \$328  = \$319  & \$327 ;
   assign \$329  = | count_copy3;
   assign \$330  = \$329  | skid_qvalid_copy3;
-  assign \$331  = \$330  & \port$22418$0 ;
+  assign \$331  = \$330  & \port$24095$0 ;
   assign \$332  = | count_copy3;
   assign \$333  = \$331  & \$332 ;
-  assign \$334  = | count;
-  assign \$335  = \$334  | qv_last_d0;
-  assign \$336  = \$335  & m__ready;
+  assign \$334  = | count_copy4;
+  assign \$335  = \$334  | skid_qvalid_copy4;
+  assign \$336  = \$335  & \port$24089$0 ;
+  assign \$337  = | count_copy4;
+  assign \$338  = ~ \$337 ;
+  assign \$339  = \$336  & \$338 ;
+  assign \$340  = ~ \$339 ;
+  assign \$341  = skid_qvalid_copy4 & \$340 ;
+  assign \$342  = | count_copy4;
+  assign \$343  = \$342  | skid_qvalid_copy4;
+  assign \$344  = \$343  & \port$24089$0 ;
+  assign \$345  = | count_copy4;
+  assign \$346  = \$344  & \$345 ;
+  assign \$347  = count_copy4 == 1'h1;
+  assign \$348  = ! count_copy4;
+  assign \$349  = \$346  ? \$347  : \$348 ;
+  assign \$350  = \$341  & \$349 ;
+  assign \$351  = | count_copy4;
+  assign \$352  = \$351  | skid_qvalid_copy4;
+  assign \$353  = \$352  & \port$24089$0 ;
+  assign \$354  = | count_copy4;
+  assign \$355  = \$353  & \$354 ;
+  assign \$356  = | count_copy5;
+  assign \$357  = \$356  | skid_qvalid_copy5;
+  assign \$358  = \$357  & \port$24091$0 ;
+  assign \$359  = | count_copy5;
+  assign \$360  = ~ \$359 ;
+  assign \$361  = \$358  & \$360 ;
+  assign \$362  = ~ \$361 ;
+  assign \$363  = skid_qvalid_copy5 & \$362 ;
+  assign \$364  = | count_copy5;
+  assign \$365  = \$364  | skid_qvalid_copy5;
+  assign \$366  = \$365  & \port$24091$0 ;
+  assign \$367  = | count_copy5;
+  assign \$368  = \$366  & \$367 ;
+  assign \$369  = count_copy5 == 2'h2;
+  assign \$370  = count_copy5 == 1'h1;
+  assign \$371  = \$368  ? \$369  : \$370 ;
+  assign \$372  = \$363  & \$371 ;
+  assign \$373  = | count_copy5;
+  assign \$374  = \$373  | skid_qvalid_copy5;
+  assign \$375  = \$374  & \port$24091$0 ;
+  assign \$376  = | count_copy5;
+  assign \$377  = \$375  & \$376 ;
+  assign \$378  = | count_copy6;
+  assign \$379  = \$378  | skid_qvalid_copy6;
+  assign \$380  = \$379  & \port$24093$0 ;
+  assign \$381  = | count_copy6;
+  assign \$382  = ~ \$381 ;
+  assign \$383  = \$380  & \$382 ;
+  assign \$384  = ~ \$383 ;
+  assign \$385  = skid_qvalid_copy6 & \$384 ;
+  assign \$386  = | count_copy6;
+  assign \$387  = \$386  | skid_qvalid_copy6;
+  assign \$388  = \$387  & \port$24093$0 ;
+  assign \$389  = | count_copy6;
+  assign \$390  = \$388  & \$389 ;
+  assign \$391  = count_copy6 == 2'h2;
+  assign \$392  = count_copy6 == 1'h1;
+  assign \$393  = \$390  ? \$391  : \$392 ;
+  assign \$394  = \$385  & \$393 ;
+  assign \$395  = | count_copy6;
+  assign \$396  = \$395  | skid_qvalid_copy6;
+  assign \$397  = \$396  & \port$24093$0 ;
+  assign \$398  = | count_copy6;
+  assign \$399  = \$397  & \$398 ;
+  assign \$400  = | count_copy7;
+  assign \$401  = \$400  | skid_qvalid_copy7;
+  assign \$402  = \$401  & \port$24095$0 ;
+  assign \$403  = | count_copy7;
+  assign \$404  = ~ \$403 ;
+  assign \$405  = \$402  & \$404 ;
+  assign \$406  = ~ \$405 ;
+  assign \$407  = skid_qvalid_copy7 & \$406 ;
+  assign \$408  = | count_copy7;
+  assign \$409  = \$408  | skid_qvalid_copy7;
+  assign \$410  = \$409  & \port$24095$0 ;
+  assign \$411  = | count_copy7;
+  assign \$412  = \$410  & \$411 ;
+  assign \$413  = count_copy7 == 2'h2;
+  assign \$414  = count_copy7 == 1'h1;
+  assign \$415  = \$412  ? \$413  : \$414 ;
+  assign \$416  = \$407  & \$415 ;
+  assign \$417  = | count_copy7;
+  assign \$418  = \$417  | skid_qvalid_copy7;
+  assign \$419  = \$418  & \port$24095$0 ;
+  assign \$420  = | count_copy7;
+  assign \$421  = \$419  & \$420 ;
+  assign \$422  = | count_copy8;
+  assign \$423  = \$422  | skid_qvalid_copy8;
+  assign \$424  = \$423  & \port$24089$0 ;
+  assign \$425  = | count_copy8;
+  assign \$426  = ~ \$425 ;
+  assign \$427  = \$424  & \$426 ;
+  assign \$428  = ~ \$427 ;
+  assign \$429  = skid_qvalid_copy8 & \$428 ;
+  assign \$430  = | count_copy8;
+  assign \$431  = \$430  | skid_qvalid_copy8;
+  assign \$432  = \$431  & \port$24089$0 ;
+  assign \$433  = | count_copy8;
+  assign \$434  = \$432  & \$433 ;
+  assign \$435  = count_copy8 == 2'h2;
+  assign \$436  = count_copy8 == 1'h1;
+  assign \$437  = \$434  ? \$435  : \$436 ;
+  assign \$438  = \$429  & \$437 ;
+  assign \$439  = | count_copy8;
+  assign \$440  = \$439  | skid_qvalid_copy8;
+  assign \$441  = \$440  & \port$24089$0 ;
+  assign \$442  = | count_copy8;
+  assign \$443  = \$441  & \$442 ;
+  assign \$444  = | count_copy9;
+  assign \$445  = \$444  | skid_qvalid_copy9;
+  assign \$446  = \$445  & \port$24091$0 ;
+  assign \$447  = | count_copy9;
+  assign \$448  = ~ \$447 ;
+  assign \$449  = \$446  & \$448 ;
+  assign \$450  = ~ \$449 ;
+  assign \$451  = skid_qvalid_copy9 & \$450 ;
+  assign \$452  = | count_copy9;
+  assign \$453  = \$452  | skid_qvalid_copy9;
+  assign \$454  = \$453  & \port$24091$0 ;
+  assign \$455  = | count_copy9;
+  assign \$456  = \$454  & \$455 ;
+  assign \$457  = count_copy9 == 2'h2;
+  assign \$458  = count_copy9 == 1'h1;
+  assign \$459  = \$456  ? \$457  : \$458 ;
+  assign \$460  = \$451  & \$459 ;
+  assign \$461  = | count_copy9;
+  assign \$462  = \$461  | skid_qvalid_copy9;
+  assign \$463  = \$462  & \port$24091$0 ;
+  assign \$464  = | count_copy9;
+  assign \$465  = \$463  & \$464 ;
+  assign \$466  = | count_copy10;
+  assign \$467  = \$466  | skid_qvalid_copy10;
+  assign \$468  = \$467  & \port$24093$0 ;
+  assign \$469  = | count_copy10;
+  assign \$470  = ~ \$469 ;
+  assign \$471  = \$468  & \$470 ;
+  assign \$472  = ~ \$471 ;
+  assign \$473  = skid_qvalid_copy10 & \$472 ;
+  assign \$474  = | count_copy10;
+  assign \$475  = \$474  | skid_qvalid_copy10;
+  assign \$476  = \$475  & \port$24093$0 ;
+  assign \$477  = | count_copy10;
+  assign \$478  = \$476  & \$477 ;
+  assign \$479  = count_copy10 == 2'h3;
+  assign \$480  = count_copy10 == 2'h2;
+  assign \$481  = \$478  ? \$479  : \$480 ;
+  assign \$482  = \$473  & \$481 ;
+  assign \$483  = | count_copy10;
+  assign \$484  = \$483  | skid_qvalid_copy10;
+  assign \$485  = \$484  & \port$24093$0 ;
+  assign \$486  = | count_copy10;
+  assign \$487  = \$485  & \$486 ;
+  assign \$488  = | count_copy11;
+  assign \$489  = \$488  | skid_qvalid_copy11;
+  assign \$490  = \$489  & \port$24095$0 ;
+  assign \$491  = | count_copy11;
+  assign \$492  = ~ \$491 ;
+  assign \$493  = \$490  & \$492 ;
+  assign \$494  = ~ \$493 ;
+  assign \$495  = skid_qvalid_copy11 & \$494 ;
+  assign \$496  = | count_copy11;
+  assign \$497  = \$496  | skid_qvalid_copy11;
+  assign \$498  = \$497  & \port$24095$0 ;
+  assign \$499  = | count_copy11;
+  assign \$500  = \$498  & \$499 ;
+  assign \$501  = count_copy11 == 2'h3;
+  assign \$502  = count_copy11 == 2'h2;
+  assign \$503  = \$500  ? \$501  : \$502 ;
+  assign \$504  = \$495  & \$503 ;
+  assign \$505  = | count_copy11;
+  assign \$506  = \$505  | skid_qvalid_copy11;
+  assign \$507  = \$506  & \port$24095$0 ;
+  assign \$508  = | count_copy11;
+  assign \$509  = \$507  & \$508 ;
+  assign \$510  = | count_copy12;
+  assign \$511  = \$510  | skid_qvalid_copy12;
+  assign \$512  = \$511  & \port$24089$0 ;
+  assign \$513  = | count_copy12;
+  assign \$514  = ~ \$513 ;
+  assign \$515  = \$512  & \$514 ;
+  assign \$516  = ~ \$515 ;
+  assign \$517  = skid_qvalid_copy12 & \$516 ;
+  assign \$518  = | count_copy12;
+  assign \$519  = \$518  | skid_qvalid_copy12;
+  assign \$520  = \$519  & \port$24089$0 ;
+  assign \$521  = | count_copy12;
+  assign \$522  = \$520  & \$521 ;
+  assign \$523  = count_copy12 == 2'h3;
+  assign \$524  = count_copy12 == 2'h2;
+  assign \$525  = \$522  ? \$523  : \$524 ;
+  assign \$526  = \$517  & \$525 ;
+  assign \$527  = | count_copy12;
+  assign \$528  = \$527  | skid_qvalid_copy12;
+  assign \$529  = \$528  & \port$24089$0 ;
+  assign \$530  = | count_copy12;
+  assign \$531  = \$529  & \$530 ;
+  assign \$532  = | count_copy13;
+  assign \$533  = \$532  | skid_qvalid_copy13;
+  assign \$534  = \$533  & \port$24091$0 ;
+  assign \$535  = | count_copy13;
+  assign \$536  = ~ \$535 ;
+  assign \$537  = \$534  & \$536 ;
+  assign \$538  = ~ \$537 ;
+  assign \$539  = skid_qvalid_copy13 & \$538 ;
+  assign \$540  = | count_copy13;
+  assign \$541  = \$540  | skid_qvalid_copy13;
+  assign \$542  = \$541  & \port$24091$0 ;
+  assign \$543  = | count_copy13;
+  assign \$544  = \$542  & \$543 ;
+  assign \$545  = count_copy13 == 2'h3;
+  assign \$546  = count_copy13 == 2'h2;
+  assign \$547  = \$544  ? \$545  : \$546 ;
+  assign \$548  = \$539  & \$547 ;
+  assign \$549  = | count_copy13;
+  assign \$550  = \$549  | skid_qvalid_copy13;
+  assign \$551  = \$550  & \port$24091$0 ;
+  assign \$552  = | count_copy13;
+  assign \$553  = \$551  & \$552 ;
+  assign \$554  = | count_copy14;
+  assign \$555  = \$554  | skid_qvalid_copy14;
+  assign \$556  = \$555  & \port$24093$0 ;
+  assign \$557  = | count_copy14;
+  assign \$558  = ~ \$557 ;
+  assign \$559  = \$556  & \$558 ;
+  assign \$560  = ~ \$559 ;
+  assign \$561  = skid_qvalid_copy14 & \$560 ;
+  assign \$562  = | count_copy14;
+  assign \$563  = \$562  | skid_qvalid_copy14;
+  assign \$564  = \$563  & \port$24093$0 ;
+  assign \$565  = | count_copy14;
+  assign \$566  = \$564  & \$565 ;
+  assign \$567  = count_copy14 == 2'h3;
+  assign \$568  = count_copy14 == 2'h2;
+  assign \$569  = \$566  ? \$567  : \$568 ;
+  assign \$570  = \$561  & \$569 ;
+  assign \$571  = | count_copy14;
+  assign \$572  = \$571  | skid_qvalid_copy14;
+  assign \$573  = \$572  & \port$24093$0 ;
+  assign \$574  = | count_copy14;
+  assign \$575  = \$573  & \$574 ;
+  assign \$576  = | count_copy15;
+  assign \$577  = \$576  | skid_qvalid_copy15;
+  assign \$578  = \$577  & \port$24095$0 ;
+  assign \$579  = | count_copy15;
+  assign \$580  = ~ \$579 ;
+  assign \$581  = \$578  & \$580 ;
+  assign \$582  = ~ \$581 ;
+  assign \$583  = skid_qvalid_copy15 & \$582 ;
+  assign \$584  = | count_copy15;
+  assign \$585  = \$584  | skid_qvalid_copy15;
+  assign \$586  = \$585  & \port$24095$0 ;
+  assign \$587  = | count_copy15;
+  assign \$588  = \$586  & \$587 ;
+  assign \$589  = count_copy15 == 3'h4;
+  assign \$590  = count_copy15 == 2'h3;
+  assign \$591  = \$588  ? \$589  : \$590 ;
+  assign \$592  = \$583  & \$591 ;
+  assign \$593  = | count_copy15;
+  assign \$594  = \$593  | skid_qvalid_copy15;
+  assign \$595  = \$594  & \port$24095$0 ;
+  assign \$596  = | count_copy15;
+  assign \$597  = \$595  & \$596 ;
+  assign \$598  = | count_copy16;
+  assign \$599  = \$598  | skid_qvalid_copy16;
+  assign \$600  = \$599  & \port$24089$0 ;
+  assign \$601  = | count_copy16;
+  assign \$602  = ~ \$601 ;
+  assign \$603  = \$600  & \$602 ;
+  assign \$604  = ~ \$603 ;
+  assign \$605  = skid_qvalid_copy16 & \$604 ;
+  assign \$606  = | count_copy16;
+  assign \$607  = \$606  | skid_qvalid_copy16;
+  assign \$608  = \$607  & \port$24089$0 ;
+  assign \$609  = | count_copy16;
+  assign \$610  = \$608  & \$609 ;
+  assign \$611  = count_copy16 == 3'h4;
+  assign \$612  = count_copy16 == 2'h3;
+  assign \$613  = \$610  ? \$611  : \$612 ;
+  assign \$614  = \$605  & \$613 ;
+  assign \$615  = | count_copy16;
+  assign \$616  = \$615  | skid_qvalid_copy16;
+  assign \$617  = \$616  & \port$24089$0 ;
+  assign \$618  = | count_copy16;
+  assign \$619  = \$617  & \$618 ;
+  assign \$620  = | count_copy17;
+  assign \$621  = \$620  | skid_qvalid_copy17;
+  assign \$622  = \$621  & \port$24091$0 ;
+  assign \$623  = | count_copy17;
+  assign \$624  = ~ \$623 ;
+  assign \$625  = \$622  & \$624 ;
+  assign \$626  = ~ \$625 ;
+  assign \$627  = skid_qvalid_copy17 & \$626 ;
+  assign \$628  = | count_copy17;
+  assign \$629  = \$628  | skid_qvalid_copy17;
+  assign \$630  = \$629  & \port$24091$0 ;
+  assign \$631  = | count_copy17;
+  assign \$632  = \$630  & \$631 ;
+  assign \$633  = count_copy17 == 3'h4;
+  assign \$634  = count_copy17 == 2'h3;
+  assign \$635  = \$632  ? \$633  : \$634 ;
+  assign \$636  = \$627  & \$635 ;
+  assign \$637  = | count_copy17;
+  assign \$638  = \$637  | skid_qvalid_copy17;
+  assign \$639  = \$638  & \port$24091$0 ;
+  assign \$640  = | count_copy17;
+  assign \$641  = \$639  & \$640 ;
+  assign \$642  = | count_copy18;
+  assign \$643  = \$642  | skid_qvalid_copy18;
+  assign \$644  = \$643  & \port$24093$0 ;
+  assign \$645  = | count_copy18;
+  assign \$646  = ~ \$645 ;
+  assign \$647  = \$644  & \$646 ;
+  assign \$648  = ~ \$647 ;
+  assign \$649  = skid_qvalid_copy18 & \$648 ;
+  assign \$650  = | count_copy18;
+  assign \$651  = \$650  | skid_qvalid_copy18;
+  assign \$652  = \$651  & \port$24093$0 ;
+  assign \$653  = | count_copy18;
+  assign \$654  = \$652  & \$653 ;
+  assign \$655  = count_copy18 == 3'h4;
+  assign \$656  = count_copy18 == 2'h3;
+  assign \$657  = \$654  ? \$655  : \$656 ;
+  assign \$658  = \$649  & \$657 ;
+  assign \$659  = | count_copy18;
+  assign \$660  = \$659  | skid_qvalid_copy18;
+  assign \$661  = \$660  & \port$24093$0 ;
+  assign \$662  = | count_copy18;
+  assign \$663  = \$661  & \$662 ;
+  assign \$664  = | count_copy19;
+  assign \$665  = \$664  | skid_qvalid_copy19;
+  assign \$666  = \$665  & \port$24095$0 ;
+  assign \$667  = | count_copy19;
+  assign \$668  = ~ \$667 ;
+  assign \$669  = \$666  & \$668 ;
+  assign \$670  = ~ \$669 ;
+  assign \$671  = skid_qvalid_copy19 & \$670 ;
+  assign \$672  = | count_copy19;
+  assign \$673  = \$672  | skid_qvalid_copy19;
+  assign \$674  = \$673  & \port$24095$0 ;
+  assign \$675  = | count_copy19;
+  assign \$676  = \$674  & \$675 ;
+  assign \$677  = count_copy19 == 3'h4;
+  assign \$678  = count_copy19 == 2'h3;
+  assign \$679  = \$676  ? \$677  : \$678 ;
+  assign \$680  = \$671  & \$679 ;
+  assign \$681  = | count_copy19;
+  assign \$682  = \$681  | skid_qvalid_copy19;
+  assign \$683  = \$682  & \port$24095$0 ;
+  assign \$684  = | count_copy19;
+  assign \$685  = \$683  & \$684 ;
+  assign \$686  = | count;
+  assign \$687  = \$686  | qv_last_d0;
+  assign \$688  = \$687  & m__ready;
   always @(posedge clk)
-    busy <= \$337 ;
+    busy <= \$689 ;
   always @(posedge clk)
-    step <= \$338 ;
+    step <= \$690 ;
   always @(posedge clk)
-    addr <= \$339 ;
+    addr <= \$691 ;
   always @(posedge clk)
-    sfc <= \$340 ;
+    sfc <= \$692 ;
   always @(posedge clk)
-    nfc <= \$341 ;
+    nfc <= \$693 ;
   always @(posedge clk)
-    last_step <= \$342 ;
+    last_step <= \$694 ;
   always @(posedge clk)
-    ready <= \$343 ;
+    ready <= \$695 ;
   always @(posedge clk)
-    credits <= \$344 ;
+    credits <= \$696 ;
   always @(posedge clk)
-    issue <= \$345 ;
+    issue <= \$697 ;
   always @(posedge clk)
-    word <= \$346 ;
+    word <= \$698 ;
   always @(posedge clk)
-    last_beat <= \$347 ;
+    last_beat <= \$699 ;
   always @(posedge clk)
-    write_bank <= \$348 ;
+    write_bank <= \$700 ;
   always @(posedge clk)
-    read_bank <= \$349 ;
+    read_bank <= \$701 ;
   always @(posedge clk)
-    \$signal  <= \$350 ;
+    \$signal  <= \$702 ;
   always @(posedge clk)
-    sready_copy0 <= \$351 ;
+    sready_copy0 <= \$703 ;
   always @(posedge clk)
-    sready_copy1 <= \$352 ;
+    sready_copy1 <= \$704 ;
   always @(posedge clk)
-    sready_copy2 <= \$353 ;
+    sready_copy2 <= \$705 ;
   always @(posedge clk)
-    sready_copy3 <= \$354 ;
+    sready_copy3 <= \$706 ;
   always @(posedge clk)
     xbeat <= s__payload;
   always @(posedge clk)
-    write__addr <= \$355 ;
+    write__addr <= \$707 ;
   always @(posedge clk)
-    \write__addr$37  <= \$356 ;
+    \write__addr$37  <= \$708 ;
   always @(posedge clk)
-    \write__addr$44  <= \$357 ;
+    \write__addr$44  <= \$709 ;
   always @(posedge clk)
-    \write__addr$51  <= \$358 ;
+    \write__addr$51  <= \$710 ;
   always @(posedge clk)
-    read__addr <= \$359 ;
+    read__addr <= \$711 ;
   always @(posedge clk)
-    \read__addr$40  <= \$360 ;
+    \read__addr$40  <= \$712 ;
   always @(posedge clk)
-    \read__addr$47  <= \$361 ;
+    \read__addr$47  <= \$713 ;
   always @(posedge clk)
-    \read__addr$54  <= \$362 ;
+    \read__addr$54  <= \$714 ;
   always @(posedge clk)
-    write__en <= \$363 ;
+    write__en <= \$715 ;
   always @(posedge clk)
-    \write__en$35  <= \$364 ;
+    \write__en$35  <= \$716 ;
   always @(posedge clk)
-    \write__en$42  <= \$365 ;
+    \write__en$42  <= \$717 ;
   always @(posedge clk)
-    \write__en$49  <= \$366 ;
+    \write__en$49  <= \$718 ;
   always @(posedge clk)
-    xmem_d0 <= \$367 ;
+    xmem_d0 <= \$719 ;
   always @(posedge clk)
     xtree_fan_copy0 <= xmem_d0;
   always @(posedge clk)
@@ -28517,39 +29832,464 @@ module \bchw_top.engine1 (rst, s__valid, s__payload, s__ready, m__valid, m__payl
   always @(posedge clk)
     \x$118  <= xtree_fan_copy3;
   always @(posedge clk)
-    wdata_d0 <= \$368 ;
+    wdata_d0 <= \$720 ;
   always @(posedge clk)
-    wdata_d1 <= \$369 ;
+    wdata_d1 <= \$721 ;
   always @(posedge clk)
-    wdata_d2 <= \$370 ;
+    wdata_d2 <= \$722 ;
   always @(posedge clk)
-    f_d0 <= \$371 ;
+    f_d0 <= \$723 ;
   always @(posedge clk)
-    f_d1 <= \$372 ;
+    f_d1 <= \$724 ;
   always @(posedge clk)
-    f_d2 <= \$373 ;
+    f_d2 <= \$725 ;
   always @(posedge clk)
-    f_d3 <= \$374 ;
+    f_d3 <= \$726 ;
   always @(posedge clk)
-    f_d4 <= \$375 ;
+    f_d4 <= \$727 ;
   always @(posedge clk)
-    f_d5 <= \$376 ;
+    f_d5 <= \$728 ;
   always @(posedge clk)
-    f_d6 <= \$377 ;
+    f_d6 <= \$729 ;
   always @(posedge clk)
-    f_d7 <= \$378 ;
+    f_d7 <= \$730 ;
   always @(posedge clk)
-    ft_d0 <= \$379 ;
+    ft_d0 <= \$731 ;
   always @(posedge clk)
-    accflags_copy0 <= \$380 ;
+    accflags_copy0 <= \$732 ;
   always @(posedge clk)
-    accflags_copy1 <= \$381 ;
+    accflags_copy1 <= \$733 ;
   always @(posedge clk)
-    accflags_copy2 <= \$382 ;
+    accflags_copy2 <= \$734 ;
   always @(posedge clk)
-    accflags_copy3 <= \$383 ;
+    accflags_copy3 <= \$735 ;
   always @(posedge clk)
-    accflags_copy4 <= \$384 ;
+    accflags_copy4 <= \$736 ;
+  always @(posedge clk)
+    accflags_copy5 <= \$737 ;
+  always @(posedge clk)
+    accflags_copy6 <= \$738 ;
+  always @(posedge clk)
+    accflags_copy7 <= \$739 ;
+  always @(posedge clk)
+    accflags_copy8 <= \$740 ;
+  always @(posedge clk)
+    accflags_copy9 <= \$741 ;
+  always @(posedge clk)
+    accflags_copy10 <= \$742 ;
+  always @(posedge clk)
+    accflags_copy11 <= \$743 ;
+  always @(posedge clk)
+    accflags_copy12 <= \$744 ;
+  always @(posedge clk)
+    accflags_copy13 <= \$745 ;
+  always @(posedge clk)
+    accflags_copy14 <= \$746 ;
+  always @(posedge clk)
+    accflags_copy15 <= \$747 ;
+  always @(posedge clk)
+    paddr_d0 <= \$748 ;
+  always @(posedge clk)
+    paddr_d1 <= \$749 ;
+  always @(posedge clk)
+    paddr_d2 <= \$750 ;
+  always @(posedge clk)
+    paddr_d3 <= \$751 ;
+  always @(posedge clk)
+    paddr_d4 <= \$752 ;
+  always @(posedge clk)
+    paddr_d5 <= \$753 ;
+  always @(posedge clk)
+    \addr$122  <= \$754 ;
+  always @(posedge clk)
+    \addr$125  <= \$755 ;
+  always @(posedge clk)
+    \addr$128  <= \$756 ;
+  always @(posedge clk)
+    \addr$131  <= \$757 ;
+  always @(posedge clk)
+    \addr$134  <= \$758 ;
+  always @(posedge clk)
+    \addr$137  <= \$759 ;
+  always @(posedge clk)
+    \addr$140  <= \$760 ;
+  always @(posedge clk)
+    \addr$143  <= \$761 ;
+  always @(posedge clk)
+    \addr$146  <= \$762 ;
+  always @(posedge clk)
+    \addr$149  <= \$763 ;
+  always @(posedge clk)
+    \addr$152  <= \$764 ;
+  always @(posedge clk)
+    \addr$155  <= \$765 ;
+  always @(posedge clk)
+    \addr$158  <= \$766 ;
+  always @(posedge clk)
+    \addr$161  <= \$767 ;
+  always @(posedge clk)
+    \addr$164  <= \$768 ;
+  always @(posedge clk)
+    \addr$167  <= \$769 ;
+  always @(posedge clk)
+    params_d0 <= \$770 ;
+  always @(posedge clk)
+    params_d1 <= \$771 ;
+  always @(posedge clk)
+    acc_valid <= \$772 ;
+  always @(posedge clk)
+    acc_end <= \$773 ;
+  always @(posedge clk)
+    acc0 <= \$774 ;
+  always @(posedge clk)
+    acc1 <= \$775 ;
+  always @(posedge clk)
+    acc2 <= \$776 ;
+  always @(posedge clk)
+    acc3 <= \$777 ;
+  always @(posedge clk)
+    acc4 <= \$778 ;
+  always @(posedge clk)
+    acc5 <= \$779 ;
+  always @(posedge clk)
+    acc6 <= \$780 ;
+  always @(posedge clk)
+    acc7 <= \$781 ;
+  always @(posedge clk)
+    acc8 <= \$782 ;
+  always @(posedge clk)
+    acc9 <= \$783 ;
+  always @(posedge clk)
+    acc10 <= \$784 ;
+  always @(posedge clk)
+    acc11 <= \$785 ;
+  always @(posedge clk)
+    acc12 <= \$786 ;
+  always @(posedge clk)
+    acc13 <= \$787 ;
+  always @(posedge clk)
+    acc14 <= \$788 ;
+  always @(posedge clk)
+    acc15 <= \$789 ;
+  always @(posedge clk)
+    dload_copy0 <= \$790 ;
+  always @(posedge clk)
+    dload_copy1 <= \$791 ;
+  always @(posedge clk)
+    dload_copy2 <= \$792 ;
+  always @(posedge clk)
+    dload_copy3 <= \$793 ;
+  always @(posedge clk)
+    dload_copy4 <= \$794 ;
+  always @(posedge clk)
+    dload_copy5 <= \$795 ;
+  always @(posedge clk)
+    dload_copy6 <= \$796 ;
+  always @(posedge clk)
+    dload_copy7 <= \$797 ;
+  always @(posedge clk)
+    dload_copy8 <= \$798 ;
+  always @(posedge clk)
+    dload_copy9 <= \$799 ;
+  always @(posedge clk)
+    dload_copy10 <= \$800 ;
+  always @(posedge clk)
+    dload_copy11 <= \$801 ;
+  always @(posedge clk)
+    dload_copy12 <= \$802 ;
+  always @(posedge clk)
+    dload_copy13 <= \$803 ;
+  always @(posedge clk)
+    dload_copy14 <= \$804 ;
+  always @(posedge clk)
+    dload_copy15 <= \$805 ;
+  always @(posedge clk)
+    dload_copy16 <= \$806 ;
+  always @(posedge clk)
+    dload_copy17 <= \$807 ;
+  always @(posedge clk)
+    dload_copy18 <= \$808 ;
+  always @(posedge clk)
+    dload_copy19 <= \$809 ;
+  always @(posedge clk)
+    dload_copy20 <= \$810 ;
+  always @(posedge clk)
+    dload_copy21 <= \$811 ;
+  always @(posedge clk)
+    dload_copy22 <= \$812 ;
+  always @(posedge clk)
+    dload_copy23 <= \$813 ;
+  always @(posedge clk)
+    dload_copy24 <= \$814 ;
+  always @(posedge clk)
+    dload_copy25 <= \$815 ;
+  always @(posedge clk)
+    dload_copy26 <= \$816 ;
+  always @(posedge clk)
+    dload_copy27 <= \$817 ;
+  always @(posedge clk)
+    dload_copy28 <= \$818 ;
+  always @(posedge clk)
+    dload_copy29 <= \$819 ;
+  always @(posedge clk)
+    dload_copy30 <= \$820 ;
+  always @(posedge clk)
+    dload_copy31 <= \$821 ;
+  always @(posedge clk)
+    drain <= \$822 ;
+  always @(posedge clk)
+    qv_d0 <= \$823 ;
+  always @(posedge clk)
+    qv_d1 <= \$824 ;
+  always @(posedge clk)
+    qv_d2 <= \$825 ;
+  always @(posedge clk)
+    qv_d3 <= \$826 ;
+  always @(posedge clk)
+    qv_d4 <= \$827 ;
+  always @(posedge clk)
+    qv_d5 <= \$828 ;
+  always @(posedge clk)
+    qv_d6 <= \$829 ;
+  always @(posedge clk)
+    qv_d7 <= \$830 ;
+  always @(posedge clk)
+    qv_d8 <= \$831 ;
+  always @(posedge clk)
+    qv_d9 <= \$832 ;
+  always @(posedge clk)
+    qv_d10 <= \$833 ;
+  always @(posedge clk)
+    qv_d11 <= \$834 ;
+  always @(posedge clk)
+    qv_d12 <= \$835 ;
+  always @(posedge clk)
+    qv_d13 <= \$836 ;
+  always @(posedge clk)
+    qv_d14 <= \$837 ;
+  always @(posedge clk)
+    qv_d15 <= \$838 ;
+  always @(posedge clk)
+    qv_d16 <= \$839 ;
+  always @(posedge clk)
+    qv_d17 <= \$840 ;
+  always @(posedge clk)
+    qv_d18 <= \$841 ;
+  always @(posedge clk)
+    qv_d19 <= \$842 ;
+  always @(posedge clk)
+    qe_d0 <= \$843 ;
+  always @(posedge clk)
+    qe_d1 <= \$844 ;
+  always @(posedge clk)
+    qe_d2 <= \$845 ;
+  always @(posedge clk)
+    qe_d3 <= \$846 ;
+  always @(posedge clk)
+    qe_d4 <= \$847 ;
+  always @(posedge clk)
+    qe_d5 <= \$848 ;
+  always @(posedge clk)
+    qe_d6 <= \$849 ;
+  always @(posedge clk)
+    qe_d7 <= \$850 ;
+  always @(posedge clk)
+    qe_d8 <= \$851 ;
+  always @(posedge clk)
+    qe_d9 <= \$852 ;
+  always @(posedge clk)
+    qe_d10 <= \$853 ;
+  always @(posedge clk)
+    qe_d11 <= \$854 ;
+  always @(posedge clk)
+    qe_d12 <= \$855 ;
+  always @(posedge clk)
+    qe_d13 <= \$856 ;
+  always @(posedge clk)
+    qe_d14 <= \$857 ;
+  always @(posedge clk)
+    qe_d15 <= \$858 ;
+  always @(posedge clk)
+    qe_d16 <= \$859 ;
+  always @(posedge clk)
+    qe_d17 <= \$860 ;
+  always @(posedge clk)
+    qe_d18 <= \$861 ;
+  always @(posedge clk)
+    qe_d19 <= \$862 ;
+  always @(posedge clk)
+    qv_last_d0 <= \$863 ;
+  always @(posedge clk)
+    qe_last_d0 <= \$864 ;
+  always @(posedge clk)
+    results0 <= { q, results0[119:8] };
+  always @(posedge clk)
+    count_copy0 <= \$865 ;
+  always @(posedge clk)
+    count_copy1 <= \$866 ;
+  always @(posedge clk)
+    count_copy2 <= \$867 ;
+  always @(posedge clk)
+    count_copy3 <= \$868 ;
+  always @(posedge clk)
+    count_copy4 <= \$869 ;
+  always @(posedge clk)
+    count_copy5 <= \$870 ;
+  always @(posedge clk)
+    count_copy6 <= \$871 ;
+  always @(posedge clk)
+    count_copy7 <= \$872 ;
+  always @(posedge clk)
+    count_copy8 <= \$873 ;
+  always @(posedge clk)
+    count_copy9 <= \$874 ;
+  always @(posedge clk)
+    count_copy10 <= \$875 ;
+  always @(posedge clk)
+    count_copy11 <= \$876 ;
+  always @(posedge clk)
+    count_copy12 <= \$877 ;
+  always @(posedge clk)
+    count_copy13 <= \$878 ;
+  always @(posedge clk)
+    count_copy14 <= \$879 ;
+  always @(posedge clk)
+    count_copy15 <= \$880 ;
+  always @(posedge clk)
+    count_copy16 <= \$881 ;
+  always @(posedge clk)
+    count_copy17 <= \$882 ;
+  always @(posedge clk)
+    count_copy18 <= \$883 ;
+  always @(posedge clk)
+    count_copy19 <= \$884 ;
+  always @(posedge clk)
+    skid_qvalid_copy0 <= \$885 ;
+  always @(posedge clk)
+    skid_qvalid_copy1 <= \$886 ;
+  always @(posedge clk)
+    skid_qvalid_copy2 <= \$887 ;
+  always @(posedge clk)
+    skid_qvalid_copy3 <= \$888 ;
+  always @(posedge clk)
+    skid_qvalid_copy4 <= \$889 ;
+  always @(posedge clk)
+    skid_qvalid_copy5 <= \$890 ;
+  always @(posedge clk)
+    skid_qvalid_copy6 <= \$891 ;
+  always @(posedge clk)
+    skid_qvalid_copy7 <= \$892 ;
+  always @(posedge clk)
+    skid_qvalid_copy8 <= \$893 ;
+  always @(posedge clk)
+    skid_qvalid_copy9 <= \$894 ;
+  always @(posedge clk)
+    skid_qvalid_copy10 <= \$895 ;
+  always @(posedge clk)
+    skid_qvalid_copy11 <= \$896 ;
+  always @(posedge clk)
+    skid_qvalid_copy12 <= \$897 ;
+  always @(posedge clk)
+    skid_qvalid_copy13 <= \$898 ;
+  always @(posedge clk)
+    skid_qvalid_copy14 <= \$899 ;
+  always @(posedge clk)
+    skid_qvalid_copy15 <= \$900 ;
+  always @(posedge clk)
+    skid_qvalid_copy16 <= \$901 ;
+  always @(posedge clk)
+    skid_qvalid_copy17 <= \$902 ;
+  always @(posedge clk)
+    skid_qvalid_copy18 <= \$903 ;
+  always @(posedge clk)
+    skid_qvalid_copy19 <= \$904 ;
+  always @(posedge clk)
+    skid0 <= \$905 ;
+  always @(posedge clk)
+    skid1 <= \$906 ;
+  always @(posedge clk)
+    skid2 <= \$907 ;
+  always @(posedge clk)
+    skid3 <= \$908 ;
+  always @(posedge clk)
+    count <= \$909 ;
+  always @(posedge clk)
+    credit_back_d0 <= \$910 ;
+  always @(posedge clk)
+    credit_back <= \$911 ;
+  assign \$1  = \$signal  & ready;
+  assign \$2  = ~ last_step;
+  assign \$3  = busy & \$2 ;
+  assign \$4  = \$1  ? 1'h1 : \$3 ;
+  assign \$5  = \$signal  & ready;
+  assign \$6  = ~ last_step;
+  assign \$7  = issue & \$6 ;
+  assign \$8  = step + 1'h1;
+  assign \$9  = \$7  ? \$8  : { 1'h0, step };
+  assign \$10  = \$5  ? 9'h000 : \$9 ;
+  assign \$12  = \$signal  & ready;
+  assign \$13  = ~ last_step;
+  assign \$14  = issue & \$13 ;
+  assign \$15  = sfc == 4'hf;
+  assign \$16  = \$14  & \$15 ;
+  assign \$17  = \$12  | \$16 ;
+  assign \$18  = ~ last_step;
+  assign \$19  = issue & \$18 ;
+  assign \$20  = sfc + 1'h1;
+  assign \$21  = \$19  ? \$20  : { 1'h0, sfc };
+  assign \$22  = \$17  ? 5'h00 : \$21 ;
+  assign \$24  = \$signal  & ready;
+  assign \$25  = ~ last_step;
+  assign \$26  = issue & \$25 ;
+  assign \$27  = sfc == 4'hf;
+  assign \$28  = \$26  & \$27 ;
+  assign \$29  = nfc + 1'h1;
+  assign \$30  = \$28  ? \$29  : { 1'h0, nfc };
+  assign \$31  = \$24  ? 5'h00 : \$30 ;
+  assign \$33  = \$signal  & ready;
+  assign \$34  = step == 8'hfe;
+  assign \$35  = issue ? \$34  : last_step;
+  assign \$36  = last_step ? 1'h0 : \$35 ;
+  assign \$37  = \$33  ? 1'h0 : \$36 ;
+  assign \$38  = \$signal  & ready;
+  assign \$39  = step == 8'hfe;
+  assign \$40  = issue ? \$39  : ready;
+  assign \$41  = last_step ? 1'h1 : \$40 ;
+  assign \$42  = \$38  ? 1'h0 : \$41 ;
+  assign \$43  = credits + credit_back;
+  assign \$44  = ! sfc;
+  assign \$45  = issue & \$44 ;
+  assign \$46  = \$43  - \$45 ;
+  assign \$48  = | \$23 [3:0];
+  assign \$49  = | \$47 [2:0];
+  assign \$50  = \$48  | \$49 ;
+  assign \$51  = busy_next & \$50 ;
+  assign \$52  = ~ \$signal ;
+  assign s__ready = \$52  | ready;
+  assign out_done = qv_last_d0 & qe_last_d0;
+  assign \$53  = | count;
+  assign m__valid = \$53  | qv_last_d0;
+  assign \$54  = | count;
+  assign \$55  = \$54  ? skid0 : { qe_last_d0, q, results0 };
+  assign \$56  = | count;
+  assign \$57  = \$56  | qv_last_d0;
+  assign \$58  = \$57  & m__ready;
+  assign \$59  = | count;
+  assign \$60  = \$58  & \$59 ;
+  assign \$61  = count - \$60 ;
+  assign \$62  = | count;
+  assign \$63  = \$62  | qv_last_d0;
+  assign \$64  = \$63  & m__ready;
+  assign \$65  = | count;
+  assign \$66  = ~ \$65 ;
+  assign \$67  = \$64  & \$66 ;
+  assign \$68  = ~ \$67 ;
+  assign \$69  = qv_last_d0 & \$68 ;
+  assign \$70  = $signed(\$61 ) + $signed({ 1'h0, \$69  });
+  assign \$71  = s__valid & s__ready;
+  assign \$77  = word + 1'h1;
+  assign \$79  = last_beat ? 5'h00 : \$78 ;
+  assign \$81  = word == 4'he;
   \bchw_top.engine1.params0  params0 (
     .addr(\addr$122 ),
     .clk(clk),
@@ -28632,7 +30372,7 @@ module \bchw_top.engine1 (rst, s__valid, s__payload, s__ready, m__valid, m__payl
   );
   \bchw_top.engine1.requant0  requant0 (
     .clk(clk),
-    .\port$20417$0 (drain[75:0]),
+    .\port$22030$0 (drain[75:0]),
     .q(q),
     .rst(rst)
   );
@@ -28755,1310 +30495,1614 @@ module \bchw_top.engine1 (rst, s__valid, s__payload, s__ready, m__valid, m__payl
   );
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$385  = f_d7[1:0];
+    \$689  = busy_next;
     if (rst) begin
-      \$385  = 2'h0;
+      \$689  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$386  = f_d7[1:0];
+    \$690  = \$11 [7:0];
     if (rst) begin
-      \$386  = 2'h0;
+      \$690  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$387  = f_d7[1:0];
+    \$691  = \$11 [7:0];
     if (rst) begin
-      \$387  = 2'h0;
+      \$691  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$388  = f_d7[1:0];
+    \$692  = \$23 [3:0];
     if (rst) begin
-      \$388  = 2'h0;
+      \$692  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$389  = f_d7[1:0];
+    \$693  = \$32 [3:0];
     if (rst) begin
-      \$389  = 2'h0;
+      \$693  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$390  = f_d7[1:0];
+    \$694  = last_step_next;
     if (rst) begin
-      \$390  = 2'h0;
+      \$694  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$391  = f_d7[1:0];
+    \$695  = ready_next;
     if (rst) begin
-      \$391  = 2'h0;
+      \$695  = 1'h1;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$392  = f_d7[1:0];
+    \$696  = \$47 [2:0];
     if (rst) begin
-      \$392  = 2'h0;
+      \$696  = 3'h4;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$393  = f_d7[1:0];
+    \$697  = issue_next;
     if (rst) begin
-      \$393  = 2'h0;
+      \$697  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$394  = f_d7[1:0];
-    if (rst) begin
-      \$394  = 2'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$395  = f_d7[1:0];
-    if (rst) begin
-      \$395  = 2'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$396  = nfc;
-    if (rst) begin
-      \$396  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$397  = paddr_d0;
-    if (rst) begin
-      \$397  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$398  = paddr_d1;
-    if (rst) begin
-      \$398  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$399  = paddr_d2;
-    if (rst) begin
-      \$399  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$400  = paddr_d3;
-    if (rst) begin
-      \$400  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$401  = paddr_d4;
-    if (rst) begin
-      \$401  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$402  = paddr_d5;
-    if (rst) begin
-      \$402  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$403  = paddr_d5;
-    if (rst) begin
-      \$403  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$404  = paddr_d5;
-    if (rst) begin
-      \$404  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$405  = paddr_d5;
-    if (rst) begin
-      \$405  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$406  = paddr_d5;
-    if (rst) begin
-      \$406  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$407  = paddr_d5;
-    if (rst) begin
-      \$407  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$408  = paddr_d5;
-    if (rst) begin
-      \$408  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$409  = paddr_d5;
-    if (rst) begin
-      \$409  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$410  = paddr_d5;
-    if (rst) begin
-      \$410  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$411  = paddr_d5;
-    if (rst) begin
-      \$411  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$412  = paddr_d5;
-    if (rst) begin
-      \$412  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$413  = paddr_d5;
-    if (rst) begin
-      \$413  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$414  = paddr_d5;
-    if (rst) begin
-      \$414  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$415  = paddr_d5;
-    if (rst) begin
-      \$415  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$416  = paddr_d5;
-    if (rst) begin
-      \$416  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$417  = paddr_d5;
-    if (rst) begin
-      \$417  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$420  = \$148 ;
-    if (rst) begin
-      \$420  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$421  = \$149 ;
-    if (rst) begin
-      \$421  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$422  = acc0;
-    if (accflags_copy0[0]) begin
-      \$422  = \$151 [16:0];
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$423  = acc1;
-    if (accflags_copy1[0]) begin
-      \$423  = \$153 [16:0];
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$424  = acc2;
-    if (accflags_copy2[0]) begin
-      \$424  = \$155 [16:0];
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$425  = acc3;
-    if (accflags_copy3[0]) begin
-      \$425  = \$157 [16:0];
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$426  = acc4;
-    if (accflags_copy4[0]) begin
-      \$426  = \$159 [16:0];
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$427  = acc5;
-    if (accflags_copy5[0]) begin
-      \$427  = \$161 [16:0];
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$428  = acc6;
-    if (accflags_copy6[0]) begin
-      \$428  = \$163 [16:0];
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$429  = acc7;
-    if (accflags_copy7[0]) begin
-      \$429  = \$165 [16:0];
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$430  = acc8;
-    if (accflags_copy8[0]) begin
-      \$430  = \$167 [16:0];
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$431  = acc9;
-    if (accflags_copy9[0]) begin
-      \$431  = \$169 [16:0];
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$432  = acc10;
-    if (accflags_copy10[0]) begin
-      \$432  = \$171 [16:0];
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$433  = acc11;
-    if (accflags_copy11[0]) begin
-      \$433  = \$173 [16:0];
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$434  = acc12;
-    if (accflags_copy12[0]) begin
-      \$434  = \$175 [16:0];
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$435  = acc13;
-    if (accflags_copy13[0]) begin
-      \$435  = \$177 [16:0];
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$436  = acc14;
-    if (accflags_copy14[0]) begin
-      \$436  = \$179 [16:0];
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$437  = acc15;
-    if (accflags_copy15[0]) begin
-      \$437  = \$181 [16:0];
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$438  = \$182 ;
-    if (rst) begin
-      \$438  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$439  = \$183 ;
-    if (rst) begin
-      \$439  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$440  = \$184 ;
-    if (rst) begin
-      \$440  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$441  = \$185 ;
-    if (rst) begin
-      \$441  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$442  = \$186 ;
-    if (rst) begin
-      \$442  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$443  = \$187 ;
-    if (rst) begin
-      \$443  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$444  = \$188 ;
-    if (rst) begin
-      \$444  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$445  = \$189 ;
-    if (rst) begin
-      \$445  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$446  = \$190 ;
-    if (rst) begin
-      \$446  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$447  = \$191 ;
-    if (rst) begin
-      \$447  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$448  = \$192 ;
-    if (rst) begin
-      \$448  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$449  = \$193 ;
-    if (rst) begin
-      \$449  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$450  = \$194 ;
-    if (rst) begin
-      \$450  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$451  = \$195 ;
-    if (rst) begin
-      \$451  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$452  = \$196 ;
-    if (rst) begin
-      \$452  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$453  = \$197 ;
-    if (rst) begin
-      \$453  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$454  = \$198 ;
-    if (rst) begin
-      \$454  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$455  = \$199 ;
-    if (rst) begin
-      \$455  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$456  = \$200 ;
-    if (rst) begin
-      \$456  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$457  = \$201 ;
-    if (rst) begin
-      \$457  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$458  = \$202 ;
-    if (rst) begin
-      \$458  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$459  = \$203 ;
-    if (rst) begin
-      \$459  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$460  = \$204 ;
-    if (rst) begin
-      \$460  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$461  = \$205 ;
-    if (rst) begin
-      \$461  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$462  = \$206 ;
-    if (rst) begin
-      \$462  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$463  = \$207 ;
-    if (rst) begin
-      \$463  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$464  = \$208 ;
-    if (rst) begin
-      \$464  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$465  = \$209 ;
-    if (rst) begin
-      \$465  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$466  = \$210 ;
-    if (rst) begin
-      \$466  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$467  = \$211 ;
-    if (rst) begin
-      \$467  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$468  = \$212 ;
-    if (rst) begin
-      \$468  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$469  = \$213 ;
-    if (rst) begin
-      \$469  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$471  = acc_valid;
-    if (rst) begin
-      \$471  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$472  = qv_d0;
-    if (rst) begin
-      \$472  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$473  = qv_d1;
-    if (rst) begin
-      \$473  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$474  = qv_d2;
-    if (rst) begin
-      \$474  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$475  = qv_d3;
-    if (rst) begin
-      \$475  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$476  = qv_d4;
-    if (rst) begin
-      \$476  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$477  = qv_d5;
-    if (rst) begin
-      \$477  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$478  = qv_d6;
-    if (rst) begin
-      \$478  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$479  = qv_d7;
-    if (rst) begin
-      \$479  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$480  = qv_d8;
-    if (rst) begin
-      \$480  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$481  = qv_d9;
-    if (rst) begin
-      \$481  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$482  = qv_d10;
-    if (rst) begin
-      \$482  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$483  = qv_d11;
-    if (rst) begin
-      \$483  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$484  = qv_d12;
-    if (rst) begin
-      \$484  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$485  = qv_d13;
-    if (rst) begin
-      \$485  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$486  = qv_d14;
-    if (rst) begin
-      \$486  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$487  = qv_d15;
-    if (rst) begin
-      \$487  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$488  = qv_d16;
-    if (rst) begin
-      \$488  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$489  = qv_d17;
-    if (rst) begin
-      \$489  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$490  = qv_d18;
-    if (rst) begin
-      \$490  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$491  = acc_end;
-    if (rst) begin
-      \$491  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$492  = qe_d0;
-    if (rst) begin
-      \$492  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$493  = qe_d1;
-    if (rst) begin
-      \$493  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$494  = qe_d2;
-    if (rst) begin
-      \$494  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$495  = qe_d3;
-    if (rst) begin
-      \$495  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$496  = qe_d4;
-    if (rst) begin
-      \$496  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$497  = qe_d5;
-    if (rst) begin
-      \$497  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$498  = qe_d6;
-    if (rst) begin
-      \$498  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$499  = qe_d7;
-    if (rst) begin
-      \$499  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$500  = qe_d8;
-    if (rst) begin
-      \$500  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$501  = qe_d9;
-    if (rst) begin
-      \$501  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$502  = qe_d10;
-    if (rst) begin
-      \$502  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$503  = qe_d11;
-    if (rst) begin
-      \$503  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$504  = qe_d12;
-    if (rst) begin
-      \$504  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$505  = qe_d13;
-    if (rst) begin
-      \$505  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$506  = qe_d14;
-    if (rst) begin
-      \$506  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$507  = qe_d15;
-    if (rst) begin
-      \$507  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$508  = qe_d16;
-    if (rst) begin
-      \$508  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$509  = qe_d17;
-    if (rst) begin
-      \$509  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$510  = qe_d18;
-    if (rst) begin
-      \$510  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$511  = qv_d19;
-    if (rst) begin
-      \$511  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$512  = qe_d19;
-    if (rst) begin
-      \$512  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$513  = \$70 [2:0];
-    if (rst) begin
-      \$513  = 3'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$514  = \$70 [2:0];
-    if (rst) begin
-      \$514  = 3'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$515  = \$70 [2:0];
-    if (rst) begin
-      \$515  = 3'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$516  = \$70 [2:0];
-    if (rst) begin
-      \$516  = 3'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$517  = qv_d19;
-    if (rst) begin
-      \$517  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$518  = qv_d19;
-    if (rst) begin
-      \$518  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$519  = qv_d19;
-    if (rst) begin
-      \$519  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$520  = qv_d19;
-    if (rst) begin
-      \$520  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$521  = skid0;
-    if (\$262 ) begin
-      \$521  = { qe_last_d0, q, results0 };
-    end else if (\$267 ) begin
-      \$521  = skid1;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$522  = skid1;
-    if (\$284 ) begin
-      \$522  = { qe_last_d0, q, results0 };
-    end else if (\$289 ) begin
-      \$522  = skid2;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$523  = skid2;
-    if (\$306 ) begin
-      \$523  = { qe_last_d0, q, results0 };
-    end else if (\$311 ) begin
-      \$523  = skid3;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$524  = skid3;
-    if (\$328 ) begin
-      \$524  = { qe_last_d0, q, results0 };
-    end else if (\$333 ) begin
-      \$524  = 129'h000000000000000000000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$525  = \$70 [2:0];
-    if (rst) begin
-      \$525  = 3'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$526  = \$336 ;
-    if (rst) begin
-      \$526  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$527  = credit_back_d0;
-    if (rst) begin
-      \$527  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$337  = busy_next;
-    if (rst) begin
-      \$337  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$338  = \$11 [7:0];
-    if (rst) begin
-      \$338  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$339  = \$11 [7:0];
-    if (rst) begin
-      \$339  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$340  = \$23 [3:0];
-    if (rst) begin
-      \$340  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$341  = \$32 [3:0];
-    if (rst) begin
-      \$341  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$342  = last_step_next;
-    if (rst) begin
-      \$342  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$343  = ready_next;
-    if (rst) begin
-      \$343  = 1'h1;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$344  = \$47 [2:0];
-    if (rst) begin
-      \$344  = 3'h4;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$345  = issue_next;
-    if (rst) begin
-      \$345  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$346  = word;
+    \$698  = word;
     if (\$71 ) begin
-      \$346  = \$79 [3:0];
+      \$698  = \$79 [3:0];
     end
     if (rst) begin
-      \$346  = 4'h0;
+      \$698  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$347  = last_beat;
+    \$699  = last_beat;
     if (\$71 ) begin
-      \$347  = \$87 ;
+      \$699  = \$87 ;
     end
     if (rst) begin
-      \$347  = 1'h0;
+      \$699  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$348  = write_bank;
+    \$700  = write_bank;
     if (\$89 ) begin
-      \$348  = \$90 ;
+      \$700  = \$90 ;
     end
     if (rst) begin
-      \$348  = 1'h0;
+      \$700  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$349  = read_bank;
+    \$701  = read_bank;
     if (\$91 ) begin
-      \$349  = \$92 ;
+      \$701  = \$92 ;
     end
     if (rst) begin
-      \$349  = 1'h1;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$350  = \$97 ;
-    if (rst) begin
-      \$350  = 1'h0;
+      \$701  = 1'h1;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$351  = \$104 ;
+    \$702  = \$97 ;
     if (rst) begin
-      \$351  = 1'h1;
+      \$702  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$352  = \$111 ;
+    \$703  = \$104 ;
     if (rst) begin
-      \$352  = 1'h1;
+      \$703  = 1'h1;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$353  = \$118 ;
+    \$704  = \$111 ;
     if (rst) begin
-      \$353  = 1'h1;
+      \$704  = 1'h1;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$354  = \$125 ;
+    \$705  = \$118 ;
     if (rst) begin
-      \$354  = 1'h1;
+      \$705  = 1'h1;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$355  = { write_bank, word };
+    \$706  = \$125 ;
     if (rst) begin
-      \$355  = 5'h00;
+      \$706  = 1'h1;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$356  = { write_bank, word };
+    \$707  = { write_bank, word };
     if (rst) begin
-      \$356  = 5'h00;
+      \$707  = 5'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$357  = { write_bank, word };
+    \$708  = { write_bank, word };
     if (rst) begin
-      \$357  = 5'h00;
+      \$708  = 5'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$358  = { write_bank, word };
+    \$709  = { write_bank, word };
     if (rst) begin
-      \$358  = 5'h00;
+      \$709  = 5'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$359  = { \$127 , \$23 [3:0] };
+    \$710  = { write_bank, word };
     if (rst) begin
-      \$359  = 5'h10;
+      \$710  = 5'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$360  = { \$129 , \$23 [3:0] };
+    \$711  = { \$127 , \$23 [3:0] };
     if (rst) begin
-      \$360  = 5'h10;
+      \$711  = 5'h10;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$361  = { \$131 , \$23 [3:0] };
+    \$712  = { \$129 , \$23 [3:0] };
     if (rst) begin
-      \$361  = 5'h10;
+      \$712  = 5'h10;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$362  = { \$133 , \$23 [3:0] };
+    \$713  = { \$131 , \$23 [3:0] };
     if (rst) begin
-      \$362  = 5'h10;
+      \$713  = 5'h10;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$363  = \$136 ;
+    \$714  = { \$133 , \$23 [3:0] };
     if (rst) begin
-      \$363  = 1'h0;
+      \$714  = 5'h10;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$364  = \$139 ;
+    \$715  = \$136 ;
     if (rst) begin
-      \$364  = 1'h0;
+      \$715  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$365  = \$142 ;
+    \$716  = \$139 ;
     if (rst) begin
-      \$365  = 1'h0;
+      \$716  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$366  = \$145 ;
+    \$717  = \$142 ;
     if (rst) begin
-      \$366  = 1'h0;
+      \$717  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$371  = { last_step, \$147 , \$146 , issue };
+    \$718  = \$145 ;
     if (rst) begin
-      \$371  = 4'h0;
+      \$718  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$372  = f_d0;
+    \$723  = { last_step, \$147 , \$146 , issue };
     if (rst) begin
-      \$372  = 4'h0;
+      \$723  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$373  = f_d1;
+    \$724  = f_d0;
     if (rst) begin
-      \$373  = 4'h0;
+      \$724  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$374  = f_d2;
+    \$725  = f_d1;
     if (rst) begin
-      \$374  = 4'h0;
+      \$725  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$375  = f_d3;
+    \$726  = f_d2;
     if (rst) begin
-      \$375  = 4'h0;
+      \$726  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$376  = f_d4;
+    \$727  = f_d3;
     if (rst) begin
-      \$376  = 4'h0;
+      \$727  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$377  = f_d5;
+    \$728  = f_d4;
     if (rst) begin
-      \$377  = 4'h0;
+      \$728  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$378  = f_d6;
+    \$729  = f_d5;
     if (rst) begin
-      \$378  = 4'h0;
+      \$729  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$379  = f_d7;
+    \$730  = f_d6;
     if (rst) begin
-      \$379  = 4'h0;
+      \$730  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$380  = f_d7[1:0];
+    \$731  = f_d7;
     if (rst) begin
-      \$380  = 2'h0;
+      \$731  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$381  = f_d7[1:0];
+    \$732  = f_d7[1:0];
     if (rst) begin
-      \$381  = 2'h0;
+      \$732  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$382  = f_d7[1:0];
+    \$733  = f_d7[1:0];
     if (rst) begin
-      \$382  = 2'h0;
+      \$733  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$383  = f_d7[1:0];
+    \$734  = f_d7[1:0];
     if (rst) begin
-      \$383  = 2'h0;
+      \$734  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$384  = f_d7[1:0];
+    \$735  = f_d7[1:0];
     if (rst) begin
-      \$384  = 2'h0;
+      \$735  = 2'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$736  = f_d7[1:0];
+    if (rst) begin
+      \$736  = 2'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$737  = f_d7[1:0];
+    if (rst) begin
+      \$737  = 2'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$738  = f_d7[1:0];
+    if (rst) begin
+      \$738  = 2'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$739  = f_d7[1:0];
+    if (rst) begin
+      \$739  = 2'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$740  = f_d7[1:0];
+    if (rst) begin
+      \$740  = 2'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$741  = f_d7[1:0];
+    if (rst) begin
+      \$741  = 2'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$742  = f_d7[1:0];
+    if (rst) begin
+      \$742  = 2'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$743  = f_d7[1:0];
+    if (rst) begin
+      \$743  = 2'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$744  = f_d7[1:0];
+    if (rst) begin
+      \$744  = 2'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$745  = f_d7[1:0];
+    if (rst) begin
+      \$745  = 2'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$746  = f_d7[1:0];
+    if (rst) begin
+      \$746  = 2'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$747  = f_d7[1:0];
+    if (rst) begin
+      \$747  = 2'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$748  = nfc;
+    if (rst) begin
+      \$748  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$749  = paddr_d0;
+    if (rst) begin
+      \$749  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$750  = paddr_d1;
+    if (rst) begin
+      \$750  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$751  = paddr_d2;
+    if (rst) begin
+      \$751  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$752  = paddr_d3;
+    if (rst) begin
+      \$752  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$753  = paddr_d4;
+    if (rst) begin
+      \$753  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$754  = paddr_d5;
+    if (rst) begin
+      \$754  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$755  = paddr_d5;
+    if (rst) begin
+      \$755  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$756  = paddr_d5;
+    if (rst) begin
+      \$756  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$757  = paddr_d5;
+    if (rst) begin
+      \$757  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$758  = paddr_d5;
+    if (rst) begin
+      \$758  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$759  = paddr_d5;
+    if (rst) begin
+      \$759  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$760  = paddr_d5;
+    if (rst) begin
+      \$760  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$761  = paddr_d5;
+    if (rst) begin
+      \$761  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$762  = paddr_d5;
+    if (rst) begin
+      \$762  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$763  = paddr_d5;
+    if (rst) begin
+      \$763  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$764  = paddr_d5;
+    if (rst) begin
+      \$764  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$765  = paddr_d5;
+    if (rst) begin
+      \$765  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$766  = paddr_d5;
+    if (rst) begin
+      \$766  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$767  = paddr_d5;
+    if (rst) begin
+      \$767  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$768  = paddr_d5;
+    if (rst) begin
+      \$768  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$769  = paddr_d5;
+    if (rst) begin
+      \$769  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$772  = \$148 ;
+    if (rst) begin
+      \$772  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$773  = \$149 ;
+    if (rst) begin
+      \$773  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$774  = acc0;
+    if (accflags_copy0[0]) begin
+      \$774  = \$151 [16:0];
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$775  = acc1;
+    if (accflags_copy1[0]) begin
+      \$775  = \$153 [16:0];
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$776  = acc2;
+    if (accflags_copy2[0]) begin
+      \$776  = \$155 [16:0];
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$777  = acc3;
+    if (accflags_copy3[0]) begin
+      \$777  = \$157 [16:0];
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$778  = acc4;
+    if (accflags_copy4[0]) begin
+      \$778  = \$159 [16:0];
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$779  = acc5;
+    if (accflags_copy5[0]) begin
+      \$779  = \$161 [16:0];
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$780  = acc6;
+    if (accflags_copy6[0]) begin
+      \$780  = \$163 [16:0];
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$781  = acc7;
+    if (accflags_copy7[0]) begin
+      \$781  = \$165 [16:0];
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$782  = acc8;
+    if (accflags_copy8[0]) begin
+      \$782  = \$167 [16:0];
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$783  = acc9;
+    if (accflags_copy9[0]) begin
+      \$783  = \$169 [16:0];
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$784  = acc10;
+    if (accflags_copy10[0]) begin
+      \$784  = \$171 [16:0];
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$785  = acc11;
+    if (accflags_copy11[0]) begin
+      \$785  = \$173 [16:0];
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$786  = acc12;
+    if (accflags_copy12[0]) begin
+      \$786  = \$175 [16:0];
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$787  = acc13;
+    if (accflags_copy13[0]) begin
+      \$787  = \$177 [16:0];
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$788  = acc14;
+    if (accflags_copy14[0]) begin
+      \$788  = \$179 [16:0];
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$789  = acc15;
+    if (accflags_copy15[0]) begin
+      \$789  = \$181 [16:0];
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$790  = \$182 ;
+    if (rst) begin
+      \$790  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$791  = \$183 ;
+    if (rst) begin
+      \$791  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$792  = \$184 ;
+    if (rst) begin
+      \$792  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$793  = \$185 ;
+    if (rst) begin
+      \$793  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$794  = \$186 ;
+    if (rst) begin
+      \$794  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$795  = \$187 ;
+    if (rst) begin
+      \$795  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$796  = \$188 ;
+    if (rst) begin
+      \$796  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$797  = \$189 ;
+    if (rst) begin
+      \$797  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$798  = \$190 ;
+    if (rst) begin
+      \$798  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$799  = \$191 ;
+    if (rst) begin
+      \$799  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$800  = \$192 ;
+    if (rst) begin
+      \$800  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$801  = \$193 ;
+    if (rst) begin
+      \$801  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$802  = \$194 ;
+    if (rst) begin
+      \$802  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$803  = \$195 ;
+    if (rst) begin
+      \$803  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$804  = \$196 ;
+    if (rst) begin
+      \$804  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$805  = \$197 ;
+    if (rst) begin
+      \$805  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$806  = \$198 ;
+    if (rst) begin
+      \$806  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$807  = \$199 ;
+    if (rst) begin
+      \$807  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$808  = \$200 ;
+    if (rst) begin
+      \$808  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$809  = \$201 ;
+    if (rst) begin
+      \$809  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$810  = \$202 ;
+    if (rst) begin
+      \$810  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$811  = \$203 ;
+    if (rst) begin
+      \$811  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$812  = \$204 ;
+    if (rst) begin
+      \$812  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$813  = \$205 ;
+    if (rst) begin
+      \$813  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$814  = \$206 ;
+    if (rst) begin
+      \$814  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$815  = \$207 ;
+    if (rst) begin
+      \$815  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$816  = \$208 ;
+    if (rst) begin
+      \$816  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$817  = \$209 ;
+    if (rst) begin
+      \$817  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$818  = \$210 ;
+    if (rst) begin
+      \$818  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$819  = \$211 ;
+    if (rst) begin
+      \$819  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$820  = \$212 ;
+    if (rst) begin
+      \$820  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$821  = \$213 ;
+    if (rst) begin
+      \$821  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$823  = acc_valid;
+    if (rst) begin
+      \$823  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$824  = qv_d0;
+    if (rst) begin
+      \$824  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$825  = qv_d1;
+    if (rst) begin
+      \$825  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$826  = qv_d2;
+    if (rst) begin
+      \$826  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$827  = qv_d3;
+    if (rst) begin
+      \$827  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$828  = qv_d4;
+    if (rst) begin
+      \$828  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$829  = qv_d5;
+    if (rst) begin
+      \$829  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$830  = qv_d6;
+    if (rst) begin
+      \$830  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$831  = qv_d7;
+    if (rst) begin
+      \$831  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$832  = qv_d8;
+    if (rst) begin
+      \$832  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$833  = qv_d9;
+    if (rst) begin
+      \$833  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$834  = qv_d10;
+    if (rst) begin
+      \$834  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$835  = qv_d11;
+    if (rst) begin
+      \$835  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$836  = qv_d12;
+    if (rst) begin
+      \$836  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$837  = qv_d13;
+    if (rst) begin
+      \$837  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$838  = qv_d14;
+    if (rst) begin
+      \$838  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$839  = qv_d15;
+    if (rst) begin
+      \$839  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$840  = qv_d16;
+    if (rst) begin
+      \$840  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$841  = qv_d17;
+    if (rst) begin
+      \$841  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$842  = qv_d18;
+    if (rst) begin
+      \$842  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$843  = acc_end;
+    if (rst) begin
+      \$843  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$844  = qe_d0;
+    if (rst) begin
+      \$844  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$845  = qe_d1;
+    if (rst) begin
+      \$845  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$846  = qe_d2;
+    if (rst) begin
+      \$846  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$847  = qe_d3;
+    if (rst) begin
+      \$847  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$848  = qe_d4;
+    if (rst) begin
+      \$848  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$849  = qe_d5;
+    if (rst) begin
+      \$849  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$850  = qe_d6;
+    if (rst) begin
+      \$850  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$851  = qe_d7;
+    if (rst) begin
+      \$851  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$852  = qe_d8;
+    if (rst) begin
+      \$852  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$853  = qe_d9;
+    if (rst) begin
+      \$853  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$854  = qe_d10;
+    if (rst) begin
+      \$854  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$855  = qe_d11;
+    if (rst) begin
+      \$855  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$856  = qe_d12;
+    if (rst) begin
+      \$856  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$857  = qe_d13;
+    if (rst) begin
+      \$857  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$858  = qe_d14;
+    if (rst) begin
+      \$858  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$859  = qe_d15;
+    if (rst) begin
+      \$859  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$860  = qe_d16;
+    if (rst) begin
+      \$860  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$861  = qe_d17;
+    if (rst) begin
+      \$861  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$862  = qe_d18;
+    if (rst) begin
+      \$862  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$863  = qv_d19;
+    if (rst) begin
+      \$863  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$864  = qe_d19;
+    if (rst) begin
+      \$864  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$865  = \$70 [2:0];
+    if (rst) begin
+      \$865  = 3'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$866  = \$70 [2:0];
+    if (rst) begin
+      \$866  = 3'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$867  = \$70 [2:0];
+    if (rst) begin
+      \$867  = 3'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$868  = \$70 [2:0];
+    if (rst) begin
+      \$868  = 3'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$869  = \$70 [2:0];
+    if (rst) begin
+      \$869  = 3'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$870  = \$70 [2:0];
+    if (rst) begin
+      \$870  = 3'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$871  = \$70 [2:0];
+    if (rst) begin
+      \$871  = 3'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$872  = \$70 [2:0];
+    if (rst) begin
+      \$872  = 3'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$873  = \$70 [2:0];
+    if (rst) begin
+      \$873  = 3'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$874  = \$70 [2:0];
+    if (rst) begin
+      \$874  = 3'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$875  = \$70 [2:0];
+    if (rst) begin
+      \$875  = 3'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$876  = \$70 [2:0];
+    if (rst) begin
+      \$876  = 3'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$877  = \$70 [2:0];
+    if (rst) begin
+      \$877  = 3'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$878  = \$70 [2:0];
+    if (rst) begin
+      \$878  = 3'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$879  = \$70 [2:0];
+    if (rst) begin
+      \$879  = 3'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$880  = \$70 [2:0];
+    if (rst) begin
+      \$880  = 3'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$881  = \$70 [2:0];
+    if (rst) begin
+      \$881  = 3'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$882  = \$70 [2:0];
+    if (rst) begin
+      \$882  = 3'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$883  = \$70 [2:0];
+    if (rst) begin
+      \$883  = 3'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$884  = \$70 [2:0];
+    if (rst) begin
+      \$884  = 3'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$885  = qv_d19;
+    if (rst) begin
+      \$885  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$886  = qv_d19;
+    if (rst) begin
+      \$886  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$887  = qv_d19;
+    if (rst) begin
+      \$887  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$888  = qv_d19;
+    if (rst) begin
+      \$888  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$889  = qv_d19;
+    if (rst) begin
+      \$889  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$890  = qv_d19;
+    if (rst) begin
+      \$890  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$891  = qv_d19;
+    if (rst) begin
+      \$891  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$892  = qv_d19;
+    if (rst) begin
+      \$892  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$893  = qv_d19;
+    if (rst) begin
+      \$893  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$894  = qv_d19;
+    if (rst) begin
+      \$894  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$895  = qv_d19;
+    if (rst) begin
+      \$895  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$896  = qv_d19;
+    if (rst) begin
+      \$896  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$897  = qv_d19;
+    if (rst) begin
+      \$897  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$898  = qv_d19;
+    if (rst) begin
+      \$898  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$899  = qv_d19;
+    if (rst) begin
+      \$899  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$900  = qv_d19;
+    if (rst) begin
+      \$900  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$901  = qv_d19;
+    if (rst) begin
+      \$901  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$902  = qv_d19;
+    if (rst) begin
+      \$902  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$903  = qv_d19;
+    if (rst) begin
+      \$903  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$904  = qv_d19;
+    if (rst) begin
+      \$904  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$905  = skid0;
+    if (\$262 ) begin
+      \$905 [31:0] = results0[31:0];
+    end else if (\$267 ) begin
+      \$905 [31:0] = skid1[31:0];
+    end
+    if (\$284 ) begin
+      \$905 [63:32] = results0[63:32];
+    end else if (\$289 ) begin
+      \$905 [63:32] = skid1[63:32];
+    end
+    if (\$306 ) begin
+      \$905 [95:64] = results0[95:64];
+    end else if (\$311 ) begin
+      \$905 [95:64] = skid1[95:64];
+    end
+    if (\$328 ) begin
+      \$905 [127:96] = { q, results0[119:96] };
+    end else if (\$333 ) begin
+      \$905 [127:96] = skid1[127:96];
+    end
+    if (\$350 ) begin
+      \$905 [128] = qe_last_d0;
+    end else if (\$355 ) begin
+      \$905 [128] = skid1[128];
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$906  = skid1;
+    if (\$372 ) begin
+      \$906 [31:0] = results0[31:0];
+    end else if (\$377 ) begin
+      \$906 [31:0] = skid2[31:0];
+    end
+    if (\$394 ) begin
+      \$906 [63:32] = results0[63:32];
+    end else if (\$399 ) begin
+      \$906 [63:32] = skid2[63:32];
+    end
+    if (\$416 ) begin
+      \$906 [95:64] = results0[95:64];
+    end else if (\$421 ) begin
+      \$906 [95:64] = skid2[95:64];
+    end
+    if (\$438 ) begin
+      \$906 [127:96] = { q, results0[119:96] };
+    end else if (\$443 ) begin
+      \$906 [127:96] = skid2[127:96];
+    end
+    if (\$460 ) begin
+      \$906 [128] = qe_last_d0;
+    end else if (\$465 ) begin
+      \$906 [128] = skid2[128];
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$907  = skid2;
+    if (\$482 ) begin
+      \$907 [31:0] = results0[31:0];
+    end else if (\$487 ) begin
+      \$907 [31:0] = skid3[31:0];
+    end
+    if (\$504 ) begin
+      \$907 [63:32] = results0[63:32];
+    end else if (\$509 ) begin
+      \$907 [63:32] = skid3[63:32];
+    end
+    if (\$526 ) begin
+      \$907 [95:64] = results0[95:64];
+    end else if (\$531 ) begin
+      \$907 [95:64] = skid3[95:64];
+    end
+    if (\$548 ) begin
+      \$907 [127:96] = { q, results0[119:96] };
+    end else if (\$553 ) begin
+      \$907 [127:96] = skid3[127:96];
+    end
+    if (\$570 ) begin
+      \$907 [128] = qe_last_d0;
+    end else if (\$575 ) begin
+      \$907 [128] = skid3[128];
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$908  = skid3;
+    if (\$592 ) begin
+      \$908 [31:0] = results0[31:0];
+    end else if (\$597 ) begin
+      \$908 [31:0] = 32'd0;
+    end
+    if (\$614 ) begin
+      \$908 [63:32] = results0[63:32];
+    end else if (\$619 ) begin
+      \$908 [63:32] = 32'd0;
+    end
+    if (\$636 ) begin
+      \$908 [95:64] = results0[95:64];
+    end else if (\$641 ) begin
+      \$908 [95:64] = 32'd0;
+    end
+    if (\$658 ) begin
+      \$908 [127:96] = { q, results0[119:96] };
+    end else if (\$663 ) begin
+      \$908 [127:96] = 32'd0;
+    end
+    if (\$680 ) begin
+      \$908 [128] = qe_last_d0;
+    end else if (\$685 ) begin
+      \$908 [128] = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$909  = \$70 [2:0];
+    if (rst) begin
+      \$909  = 3'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$910  = \$688 ;
+    if (rst) begin
+      \$910  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$911  = credit_back_d0;
+    if (rst) begin
+      \$911  = 1'h0;
     end
   end
   assign step_next = \$11 [7:0];
@@ -30171,46 +32215,46 @@ module \bchw_top.engine1 (rst, s__valid, s__payload, s__ready, m__valid, m__payl
   assign bias = drain[75:40];
   assign count_next = \$70 [2:0];
   assign credit_back_d1 = credit_back;
-  assign m_ready_copies = { \port$22418$0 , \port$22416$0 , \port$22414$0 , \port$22412$0  };
+  assign m_ready_copies = { \port$24095$0 , \port$24093$0 , \port$24091$0 , \port$24089$0  };
   assign m__payload = \$55 [127:0];
-  assign \$470 [1215:1157] = \$245 ;
-  assign \$470 [1156:1140] = \$244 ;
-  assign \$470 [1139:1081] = \$243 ;
-  assign \$470 [1080:1064] = \$242 ;
-  assign \$470 [1063:1005] = \$241 ;
-  assign \$470 [1004:988] = \$240 ;
-  assign \$470 [987:929] = \$239 ;
-  assign \$470 [928:912] = \$238 ;
-  assign \$470 [911:853] = \$237 ;
-  assign \$470 [852:836] = \$236 ;
-  assign \$470 [835:777] = \$235 ;
-  assign \$470 [776:760] = \$234 ;
-  assign \$470 [759:701] = \$233 ;
-  assign \$470 [700:684] = \$232 ;
-  assign \$470 [683:625] = \$231 ;
-  assign \$470 [624:608] = \$230 ;
-  assign \$470 [607:549] = \$229 ;
-  assign \$470 [548:532] = \$228 ;
-  assign \$470 [531:473] = \$227 ;
-  assign \$470 [472:456] = \$226 ;
-  assign \$470 [455:397] = \$225 ;
-  assign \$470 [396:380] = \$224 ;
-  assign \$470 [379:321] = \$223 ;
-  assign \$470 [320:304] = \$222 ;
-  assign \$470 [303:245] = \$221 ;
-  assign \$470 [244:228] = \$220 ;
-  assign \$470 [227:169] = \$219 ;
-  assign \$470 [168:152] = \$218 ;
-  assign \$470 [151:93] = \$217 ;
-  assign \$470 [92:76] = \$216 ;
-  assign \$470 [75:17] = \$215 ;
-  assign \$470 [16:0] = \$214 ;
-  assign \$419  = params_d0;
-  assign \$418  = { \data$255 , \data$254 , \data$253 , \data$252 , \data$251 , \data$250 , \data$249 , \data$248 , \data$247 , \data$246 , \data$245 , \data$244 , \data$243 , \data$242 , \data$241 , \data$240  };
-  assign \$370  = wdata_d1;
-  assign \$369  = wdata_d0;
-  assign \$368  = data;
-  assign \$367  = { \read__data$200 , \read__data$199 , \read__data$198 , read__data };
+  assign \$822 [1215:1157] = \$245 ;
+  assign \$822 [1156:1140] = \$244 ;
+  assign \$822 [1139:1081] = \$243 ;
+  assign \$822 [1080:1064] = \$242 ;
+  assign \$822 [1063:1005] = \$241 ;
+  assign \$822 [1004:988] = \$240 ;
+  assign \$822 [987:929] = \$239 ;
+  assign \$822 [928:912] = \$238 ;
+  assign \$822 [911:853] = \$237 ;
+  assign \$822 [852:836] = \$236 ;
+  assign \$822 [835:777] = \$235 ;
+  assign \$822 [776:760] = \$234 ;
+  assign \$822 [759:701] = \$233 ;
+  assign \$822 [700:684] = \$232 ;
+  assign \$822 [683:625] = \$231 ;
+  assign \$822 [624:608] = \$230 ;
+  assign \$822 [607:549] = \$229 ;
+  assign \$822 [548:532] = \$228 ;
+  assign \$822 [531:473] = \$227 ;
+  assign \$822 [472:456] = \$226 ;
+  assign \$822 [455:397] = \$225 ;
+  assign \$822 [396:380] = \$224 ;
+  assign \$822 [379:321] = \$223 ;
+  assign \$822 [320:304] = \$222 ;
+  assign \$822 [303:245] = \$221 ;
+  assign \$822 [244:228] = \$220 ;
+  assign \$822 [227:169] = \$219 ;
+  assign \$822 [168:152] = \$218 ;
+  assign \$822 [151:93] = \$217 ;
+  assign \$822 [92:76] = \$216 ;
+  assign \$822 [75:17] = \$215 ;
+  assign \$822 [16:0] = \$214 ;
+  assign \$771  = params_d0;
+  assign \$770  = { \data$255 , \data$254 , \data$253 , \data$252 , \data$251 , \data$250 , \data$249 , \data$248 , \data$247 , \data$246 , \data$245 , \data$244 , \data$243 , \data$242 , \data$241 , \data$240  };
+  assign \$722  = wdata_d1;
+  assign \$721  = wdata_d0;
+  assign \$720  = data;
+  assign \$719  = { \read__data$200 , \read__data$199 , \read__data$198 , read__data };
   assign busy_next = \$4 ;
   assign \$11  = \$10 ;
   assign \$23  = \$22 ;
@@ -30653,7 +32697,7 @@ module \bchw_top.engine1.params9 (data, addr, clk);
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine1.requant0 (rst, \port$20417$0 , q, clk);
+module \bchw_top.engine1.requant0 (rst, \port$22030$0 , q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$5  = 0;
   wire [35:0] \$1 ;
   wire \$10 ;
@@ -30711,8 +32755,8 @@ module \bchw_top.engine1.requant0 (rst, \port$20417$0 , q, clk);
   wire \en$1 ;
   wire [17:0] mul;
   wire [34:0] p;
-  input [75:0] \port$20417$0 ;
-  wire [75:0] \port$20417$0 ;
+  input [75:0] \port$22030$0 ;
+  wire [75:0] \port$22030$0 ;
   reg [34:0] product_d0 = 35'h000000000;
   output [7:0] q;
   reg [7:0] q = 8'h00;
@@ -30783,7 +32827,7 @@ module \bchw_top.engine1.requant0 (rst, \port$20417$0 , q, clk);
   \bchw_top.engine1.requant0.mul0  mul0 (
     .clk(clk),
     .p(p),
-    .\port$20417$0 (\port$20417$0 [34:0])
+    .\port$22030$0 (\port$22030$0 [34:0])
   );
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
@@ -30794,12 +32838,12 @@ module \bchw_top.engine1.requant0 (rst, \port$20417$0 , q, clk);
   end
   assign en = 1'h1;
   assign \en$1  = 1'h1;
-  assign a = \port$20417$0 [16:0];
-  assign acc = \port$20417$0 [16:0];
-  assign b = \port$20417$0 [34:17];
-  assign mul = \port$20417$0 [34:17];
-  assign bias = \port$20417$0 [75:40];
-  assign shift = \port$20417$0 [39:35];
+  assign a = \port$22030$0 [16:0];
+  assign acc = \port$22030$0 [16:0];
+  assign b = \port$22030$0 [34:17];
+  assign mul = \port$22030$0 [34:17];
+  assign bias = \port$22030$0 [75:40];
+  assign shift = \port$22030$0 [39:35];
   assign \$42  = { \$26 , \$25 , \$24 , \$23 , \$22 , \$21 , \$20 , \$19 , \$18 , \$17 , \$16 , \$15 , \$14 , \$13 , \$12 , \$11 , \$10 , \$9 , \$8 , \$7 , \$6 , \$5 , \$4 , \$3  };
   assign \$41  = shift_d3;
   assign \$40  = \$2 ;
@@ -30808,13 +32852,13 @@ module \bchw_top.engine1.requant0 (rst, \port$20417$0 , q, clk);
   assign \$37  = p;
   assign \$36  = shift_d1;
   assign \$35  = bias_d1;
-  assign \$34  = \port$20417$0 [39:35];
-  assign \$33  = \port$20417$0 [75:40];
+  assign \$34  = \port$22030$0 [39:35];
+  assign \$33  = \port$22030$0 [75:40];
   assign \$1  = { product_d0[34], product_d0 };
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine1.requant0.mul0 (p, \port$20417$0 , clk);
+module \bchw_top.engine1.requant0.mul0 (p, \port$22030$0 , clk);
   wire [16:0] a;
   wire [17:0] b;
   input clk;
@@ -30822,21 +32866,21 @@ module \bchw_top.engine1.requant0.mul0 (p, \port$20417$0 , clk);
   wire en;
   output [34:0] p;
   wire [34:0] p;
-  input [34:0] \port$20417$0 ;
-  wire [34:0] \port$20417$0 ;
+  input [34:0] \port$22030$0 ;
+  wire [34:0] \port$22030$0 ;
   bchw_mul #(
     .A_WIDTH(32'd17),
     .B_WIDTH(32'd18)
   ) mul (
-    .a(\port$20417$0 [16:0]),
-    .b(\port$20417$0 [34:17]),
+    .a(\port$22030$0 [16:0]),
+    .b(\port$22030$0 [34:17]),
     .clk(clk),
     .en(1'h1),
     .p(p)
   );
   assign en = 1'h1;
-  assign a = \port$20417$0 [16:0];
-  assign b = \port$20417$0 [34:17];
+  assign a = \port$22030$0 [16:0];
+  assign b = \port$22030$0 [34:17];
 endmodule
 
 (* generator = "Amaranth" *)
@@ -42016,7 +44060,7 @@ module \bchw_top.engine1.weights (data, addr, clk);
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine2 (rst, s__valid, s__payload, s__ready, m__valid, m__payload, m__ready, sready_copy0, sready_copy1, sready_copy2, sready_copy3, \port$24664$0 , \port$24666$0 , \port$24668$0 , \port$24670$0 , clk);
+module \bchw_top.engine2 (rst, s__valid, s__payload, s__ready, m__valid, m__payload, m__ready, sready_copy0, sready_copy1, sready_copy2, sready_copy3, \port$26405$0 , \port$26407$0 , \port$26409$0 , \port$26411$0 , clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$6  = 0;
   wire \$1 ;
   wire [8:0] \$10 ;
@@ -42282,261 +44326,645 @@ module \bchw_top.engine2 (rst, s__valid, s__payload, s__ready, m__valid, m__payl
   wire \$334 ;
   wire \$335 ;
   wire \$336 ;
-  reg \$337 ;
-  reg [7:0] \$338 ;
-  reg [7:0] \$339 ;
+  wire \$337 ;
+  wire \$338 ;
+  wire \$339 ;
   wire \$34 ;
-  reg [3:0] \$340 ;
-  reg [3:0] \$341 ;
-  reg \$342 ;
-  reg \$343 ;
-  reg [2:0] \$344 ;
-  reg \$345 ;
-  reg [3:0] \$346 ;
-  reg \$347 ;
-  reg \$348 ;
-  reg \$349 ;
+  wire \$340 ;
+  wire \$341 ;
+  wire \$342 ;
+  wire \$343 ;
+  wire \$344 ;
+  wire \$345 ;
+  wire \$346 ;
+  wire \$347 ;
+  wire \$348 ;
+  wire \$349 ;
   wire \$35 ;
-  reg \$350 ;
-  reg \$351 ;
-  reg \$352 ;
-  reg \$353 ;
-  reg \$354 ;
-  reg [4:0] \$355 ;
-  reg [4:0] \$356 ;
-  reg [4:0] \$357 ;
-  reg [4:0] \$358 ;
-  reg [4:0] \$359 ;
+  wire \$350 ;
+  wire \$351 ;
+  wire \$352 ;
+  wire \$353 ;
+  wire \$354 ;
+  wire \$355 ;
+  wire \$356 ;
+  wire \$357 ;
+  wire \$358 ;
+  wire \$359 ;
   wire \$36 ;
-  reg [4:0] \$360 ;
-  reg [4:0] \$361 ;
-  reg [4:0] \$362 ;
-  reg \$363 ;
-  reg \$364 ;
-  reg \$365 ;
-  reg \$366 ;
-  wire [127:0] \$367 ;
-  wire [255:0] \$368 ;
-  wire [255:0] \$369 ;
+  wire \$360 ;
+  wire \$361 ;
+  wire \$362 ;
+  wire \$363 ;
+  wire \$364 ;
+  wire \$365 ;
+  wire \$366 ;
+  wire \$367 ;
+  wire \$368 ;
+  wire \$369 ;
   wire \$37 ;
-  wire [255:0] \$370 ;
-  reg [3:0] \$371 ;
-  reg [3:0] \$372 ;
-  reg [3:0] \$373 ;
-  reg [3:0] \$374 ;
-  reg [3:0] \$375 ;
-  reg [3:0] \$376 ;
-  reg [3:0] \$377 ;
-  reg [3:0] \$378 ;
-  reg [3:0] \$379 ;
+  wire \$370 ;
+  wire \$371 ;
+  wire \$372 ;
+  wire \$373 ;
+  wire \$374 ;
+  wire \$375 ;
+  wire \$376 ;
+  wire \$377 ;
+  wire \$378 ;
+  wire \$379 ;
   wire \$38 ;
-  reg [1:0] \$380 ;
-  reg [1:0] \$381 ;
-  reg [1:0] \$382 ;
-  reg [1:0] \$383 ;
-  reg [1:0] \$384 ;
-  reg [1:0] \$385 ;
-  reg [1:0] \$386 ;
-  reg [1:0] \$387 ;
-  reg [1:0] \$388 ;
-  reg [1:0] \$389 ;
+  wire \$380 ;
+  wire \$381 ;
+  wire \$382 ;
+  wire \$383 ;
+  wire \$384 ;
+  wire \$385 ;
+  wire \$386 ;
+  wire \$387 ;
+  wire \$388 ;
+  wire \$389 ;
   wire \$39 ;
-  reg [1:0] \$390 ;
-  reg [1:0] \$391 ;
-  reg [1:0] \$392 ;
-  reg [1:0] \$393 ;
-  reg [1:0] \$394 ;
-  reg [1:0] \$395 ;
-  reg [3:0] \$396 ;
-  reg [3:0] \$397 ;
-  reg [3:0] \$398 ;
-  reg [3:0] \$399 ;
+  wire \$390 ;
+  wire \$391 ;
+  wire \$392 ;
+  wire \$393 ;
+  wire \$394 ;
+  wire \$395 ;
+  wire \$396 ;
+  wire \$397 ;
+  wire \$398 ;
+  wire \$399 ;
   wire \$4 ;
   wire \$40 ;
-  reg [3:0] \$400 ;
-  reg [3:0] \$401 ;
-  reg [3:0] \$402 ;
-  reg [3:0] \$403 ;
-  reg [3:0] \$404 ;
-  reg [3:0] \$405 ;
-  reg [3:0] \$406 ;
-  reg [3:0] \$407 ;
-  reg [3:0] \$408 ;
-  reg [3:0] \$409 ;
+  wire \$400 ;
+  wire \$401 ;
+  wire \$402 ;
+  wire \$403 ;
+  wire \$404 ;
+  wire \$405 ;
+  wire \$406 ;
+  wire \$407 ;
+  wire \$408 ;
+  wire \$409 ;
   wire \$41 ;
-  reg [3:0] \$410 ;
-  reg [3:0] \$411 ;
-  reg [3:0] \$412 ;
-  reg [3:0] \$413 ;
-  reg [3:0] \$414 ;
-  reg [3:0] \$415 ;
-  reg [3:0] \$416 ;
-  reg [3:0] \$417 ;
-  wire [943:0] \$418 ;
-  wire [943:0] \$419 ;
+  wire \$410 ;
+  wire \$411 ;
+  wire \$412 ;
+  wire \$413 ;
+  wire \$414 ;
+  wire \$415 ;
+  wire \$416 ;
+  wire \$417 ;
+  wire \$418 ;
+  wire \$419 ;
   wire \$42 ;
-  reg \$420 ;
-  reg \$421 ;
-  reg [16:0] \$422 ;
-  reg [16:0] \$423 ;
-  reg [16:0] \$424 ;
-  reg [16:0] \$425 ;
-  reg [16:0] \$426 ;
-  reg [16:0] \$427 ;
-  reg [16:0] \$428 ;
-  reg [16:0] \$429 ;
+  wire \$420 ;
+  wire \$421 ;
+  wire \$422 ;
+  wire \$423 ;
+  wire \$424 ;
+  wire \$425 ;
+  wire \$426 ;
+  wire \$427 ;
+  wire \$428 ;
+  wire \$429 ;
   wire [3:0] \$43 ;
-  reg [16:0] \$430 ;
-  reg [16:0] \$431 ;
-  reg [16:0] \$432 ;
-  reg [16:0] \$433 ;
-  reg [16:0] \$434 ;
-  reg [16:0] \$435 ;
-  reg [16:0] \$436 ;
-  reg [16:0] \$437 ;
-  reg \$438 ;
-  reg \$439 ;
+  wire \$430 ;
+  wire \$431 ;
+  wire \$432 ;
+  wire \$433 ;
+  wire \$434 ;
+  wire \$435 ;
+  wire \$436 ;
+  wire \$437 ;
+  wire \$438 ;
+  wire \$439 ;
   wire \$44 ;
-  reg \$440 ;
-  reg \$441 ;
-  reg \$442 ;
-  reg \$443 ;
-  reg \$444 ;
-  reg \$445 ;
-  reg \$446 ;
-  reg \$447 ;
-  reg \$448 ;
-  reg \$449 ;
+  wire \$440 ;
+  wire \$441 ;
+  wire \$442 ;
+  wire \$443 ;
+  wire \$444 ;
+  wire \$445 ;
+  wire \$446 ;
+  wire \$447 ;
+  wire \$448 ;
+  wire \$449 ;
   wire \$45 ;
-  reg \$450 ;
-  reg \$451 ;
-  reg \$452 ;
-  reg \$453 ;
-  reg \$454 ;
-  reg \$455 ;
-  reg \$456 ;
-  reg \$457 ;
-  reg \$458 ;
-  reg \$459 ;
+  wire \$450 ;
+  wire \$451 ;
+  wire \$452 ;
+  wire \$453 ;
+  wire \$454 ;
+  wire \$455 ;
+  wire \$456 ;
+  wire \$457 ;
+  wire \$458 ;
+  wire \$459 ;
   wire [4:0] \$46 ;
-  reg \$460 ;
-  reg \$461 ;
-  reg \$462 ;
-  reg \$463 ;
-  reg \$464 ;
-  reg \$465 ;
-  reg \$466 ;
-  reg \$467 ;
-  reg \$468 ;
-  reg \$469 ;
+  wire \$460 ;
+  wire \$461 ;
+  wire \$462 ;
+  wire \$463 ;
+  wire \$464 ;
+  wire \$465 ;
+  wire \$466 ;
+  wire \$467 ;
+  wire \$468 ;
+  wire \$469 ;
   wire [4:0] \$47 ;
-  wire [1215:0] \$470 ;
-  reg \$471 ;
-  reg \$472 ;
-  reg \$473 ;
-  reg \$474 ;
-  reg \$475 ;
-  reg \$476 ;
-  reg \$477 ;
-  reg \$478 ;
-  reg \$479 ;
+  wire \$470 ;
+  wire \$471 ;
+  wire \$472 ;
+  wire \$473 ;
+  wire \$474 ;
+  wire \$475 ;
+  wire \$476 ;
+  wire \$477 ;
+  wire \$478 ;
+  wire \$479 ;
   wire \$48 ;
-  reg \$480 ;
-  reg \$481 ;
-  reg \$482 ;
-  reg \$483 ;
-  reg \$484 ;
-  reg \$485 ;
-  reg \$486 ;
-  reg \$487 ;
-  reg \$488 ;
-  reg \$489 ;
+  wire \$480 ;
+  wire \$481 ;
+  wire \$482 ;
+  wire \$483 ;
+  wire \$484 ;
+  wire \$485 ;
+  wire \$486 ;
+  wire \$487 ;
+  wire \$488 ;
+  wire \$489 ;
   wire \$49 ;
-  reg \$490 ;
-  reg \$491 ;
-  reg \$492 ;
-  reg \$493 ;
-  reg \$494 ;
-  reg \$495 ;
-  reg \$496 ;
-  reg \$497 ;
-  reg \$498 ;
-  reg \$499 ;
+  wire \$490 ;
+  wire \$491 ;
+  wire \$492 ;
+  wire \$493 ;
+  wire \$494 ;
+  wire \$495 ;
+  wire \$496 ;
+  wire \$497 ;
+  wire \$498 ;
+  wire \$499 ;
   wire \$5 ;
   wire \$50 ;
-  reg \$500 ;
-  reg \$501 ;
-  reg \$502 ;
-  reg \$503 ;
-  reg \$504 ;
-  reg \$505 ;
-  reg \$506 ;
-  reg \$507 ;
-  reg \$508 ;
-  reg \$509 ;
+  wire \$500 ;
+  wire \$501 ;
+  wire \$502 ;
+  wire \$503 ;
+  wire \$504 ;
+  wire \$505 ;
+  wire \$506 ;
+  wire \$507 ;
+  wire \$508 ;
+  wire \$509 ;
   wire \$51 ;
-  reg \$510 ;
-  reg \$511 ;
-  reg \$512 ;
-  reg [2:0] \$513 ;
-  reg [2:0] \$514 ;
-  reg [2:0] \$515 ;
-  reg [2:0] \$516 ;
-  reg \$517 ;
-  reg \$518 ;
-  reg \$519 ;
+  wire \$510 ;
+  wire \$511 ;
+  wire \$512 ;
+  wire \$513 ;
+  wire \$514 ;
+  wire \$515 ;
+  wire \$516 ;
+  wire \$517 ;
+  wire \$518 ;
+  wire \$519 ;
   wire \$52 ;
-  reg \$520 ;
-  reg [128:0] \$521 ;
-  reg [128:0] \$522 ;
-  reg [128:0] \$523 ;
-  reg [128:0] \$524 ;
-  reg [2:0] \$525 ;
-  reg \$526 ;
-  reg \$527 ;
+  wire \$520 ;
+  wire \$521 ;
+  wire \$522 ;
+  wire \$523 ;
+  wire \$524 ;
+  wire \$525 ;
+  wire \$526 ;
+  wire \$527 ;
+  wire \$528 ;
+  wire \$529 ;
   wire \$53 ;
+  wire \$530 ;
+  wire \$531 ;
+  wire \$532 ;
+  wire \$533 ;
+  wire \$534 ;
+  wire \$535 ;
+  wire \$536 ;
+  wire \$537 ;
+  wire \$538 ;
+  wire \$539 ;
   wire \$54 ;
+  wire \$540 ;
+  wire \$541 ;
+  wire \$542 ;
+  wire \$543 ;
+  wire \$544 ;
+  wire \$545 ;
+  wire \$546 ;
+  wire \$547 ;
+  wire \$548 ;
+  wire \$549 ;
   wire [128:0] \$55 ;
+  wire \$550 ;
+  wire \$551 ;
+  wire \$552 ;
+  wire \$553 ;
+  wire \$554 ;
+  wire \$555 ;
+  wire \$556 ;
+  wire \$557 ;
+  wire \$558 ;
+  wire \$559 ;
   wire \$56 ;
+  wire \$560 ;
+  wire \$561 ;
+  wire \$562 ;
+  wire \$563 ;
+  wire \$564 ;
+  wire \$565 ;
+  wire \$566 ;
+  wire \$567 ;
+  wire \$568 ;
+  wire \$569 ;
   wire \$57 ;
+  wire \$570 ;
+  wire \$571 ;
+  wire \$572 ;
+  wire \$573 ;
+  wire \$574 ;
+  wire \$575 ;
+  wire \$576 ;
+  wire \$577 ;
+  wire \$578 ;
+  wire \$579 ;
   wire \$58 ;
+  wire \$580 ;
+  wire \$581 ;
+  wire \$582 ;
+  wire \$583 ;
+  wire \$584 ;
+  wire \$585 ;
+  wire \$586 ;
+  wire \$587 ;
+  wire \$588 ;
+  wire \$589 ;
   wire \$59 ;
+  wire \$590 ;
+  wire \$591 ;
+  wire \$592 ;
+  wire \$593 ;
+  wire \$594 ;
+  wire \$595 ;
+  wire \$596 ;
+  wire \$597 ;
+  wire \$598 ;
+  wire \$599 ;
   wire \$6 ;
   wire \$60 ;
+  wire \$600 ;
+  wire \$601 ;
+  wire \$602 ;
+  wire \$603 ;
+  wire \$604 ;
+  wire \$605 ;
+  wire \$606 ;
+  wire \$607 ;
+  wire \$608 ;
+  wire \$609 ;
   wire [3:0] \$61 ;
+  wire \$610 ;
+  wire \$611 ;
+  wire \$612 ;
+  wire \$613 ;
+  wire \$614 ;
+  wire \$615 ;
+  wire \$616 ;
+  wire \$617 ;
+  wire \$618 ;
+  wire \$619 ;
   wire \$62 ;
+  wire \$620 ;
+  wire \$621 ;
+  wire \$622 ;
+  wire \$623 ;
+  wire \$624 ;
+  wire \$625 ;
+  wire \$626 ;
+  wire \$627 ;
+  wire \$628 ;
+  wire \$629 ;
   wire \$63 ;
+  wire \$630 ;
+  wire \$631 ;
+  wire \$632 ;
+  wire \$633 ;
+  wire \$634 ;
+  wire \$635 ;
+  wire \$636 ;
+  wire \$637 ;
+  wire \$638 ;
+  wire \$639 ;
   wire \$64 ;
+  wire \$640 ;
+  wire \$641 ;
+  wire \$642 ;
+  wire \$643 ;
+  wire \$644 ;
+  wire \$645 ;
+  wire \$646 ;
+  wire \$647 ;
+  wire \$648 ;
+  wire \$649 ;
   wire \$65 ;
+  wire \$650 ;
+  wire \$651 ;
+  wire \$652 ;
+  wire \$653 ;
+  wire \$654 ;
+  wire \$655 ;
+  wire \$656 ;
+  wire \$657 ;
+  wire \$658 ;
+  wire \$659 ;
   wire \$66 ;
+  wire \$660 ;
+  wire \$661 ;
+  wire \$662 ;
+  wire \$663 ;
+  wire \$664 ;
+  wire \$665 ;
+  wire \$666 ;
+  wire \$667 ;
+  wire \$668 ;
+  wire \$669 ;
   wire \$67 ;
+  wire \$670 ;
+  wire \$671 ;
+  wire \$672 ;
+  wire \$673 ;
+  wire \$674 ;
+  wire \$675 ;
+  wire \$676 ;
+  wire \$677 ;
+  wire \$678 ;
+  wire \$679 ;
   wire \$68 ;
+  wire \$680 ;
+  wire \$681 ;
+  wire \$682 ;
+  wire \$683 ;
+  wire \$684 ;
+  wire \$685 ;
+  wire \$686 ;
+  wire \$687 ;
+  wire \$688 ;
+  reg \$689 ;
   wire \$69 ;
+  reg [7:0] \$690 ;
+  reg [7:0] \$691 ;
+  reg [3:0] \$692 ;
+  reg [3:0] \$693 ;
+  reg \$694 ;
+  reg \$695 ;
+  reg [2:0] \$696 ;
+  reg \$697 ;
+  reg [3:0] \$698 ;
+  reg \$699 ;
   wire \$7 ;
   wire [4:0] \$70 ;
+  reg \$700 ;
+  reg \$701 ;
+  reg \$702 ;
+  reg \$703 ;
+  reg \$704 ;
+  reg \$705 ;
+  reg \$706 ;
+  reg [4:0] \$707 ;
+  reg [4:0] \$708 ;
+  reg [4:0] \$709 ;
   wire \$71 ;
+  reg [4:0] \$710 ;
+  reg [4:0] \$711 ;
+  reg [4:0] \$712 ;
+  reg [4:0] \$713 ;
+  reg [4:0] \$714 ;
+  reg \$715 ;
+  reg \$716 ;
+  reg \$717 ;
+  reg \$718 ;
+  wire [127:0] \$719 ;
   wire \$72 ;
+  wire [255:0] \$720 ;
+  wire [255:0] \$721 ;
+  wire [255:0] \$722 ;
+  reg [3:0] \$723 ;
+  reg [3:0] \$724 ;
+  reg [3:0] \$725 ;
+  reg [3:0] \$726 ;
+  reg [3:0] \$727 ;
+  reg [3:0] \$728 ;
+  reg [3:0] \$729 ;
   wire \$73 ;
+  reg [3:0] \$730 ;
+  reg [3:0] \$731 ;
+  reg [1:0] \$732 ;
+  reg [1:0] \$733 ;
+  reg [1:0] \$734 ;
+  reg [1:0] \$735 ;
+  reg [1:0] \$736 ;
+  reg [1:0] \$737 ;
+  reg [1:0] \$738 ;
+  reg [1:0] \$739 ;
   wire [1:0] \$74 ;
+  reg [1:0] \$740 ;
+  reg [1:0] \$741 ;
+  reg [1:0] \$742 ;
+  reg [1:0] \$743 ;
+  reg [1:0] \$744 ;
+  reg [1:0] \$745 ;
+  reg [1:0] \$746 ;
+  reg [1:0] \$747 ;
+  reg [3:0] \$748 ;
+  reg [3:0] \$749 ;
   wire [1:0] \$75 ;
+  reg [3:0] \$750 ;
+  reg [3:0] \$751 ;
+  reg [3:0] \$752 ;
+  reg [3:0] \$753 ;
+  reg [3:0] \$754 ;
+  reg [3:0] \$755 ;
+  reg [3:0] \$756 ;
+  reg [3:0] \$757 ;
+  reg [3:0] \$758 ;
+  reg [3:0] \$759 ;
   wire \$76 ;
+  reg [3:0] \$760 ;
+  reg [3:0] \$761 ;
+  reg [3:0] \$762 ;
+  reg [3:0] \$763 ;
+  reg [3:0] \$764 ;
+  reg [3:0] \$765 ;
+  reg [3:0] \$766 ;
+  reg [3:0] \$767 ;
+  reg [3:0] \$768 ;
+  reg [3:0] \$769 ;
   wire [4:0] \$77 ;
+  wire [943:0] \$770 ;
+  wire [943:0] \$771 ;
+  reg \$772 ;
+  reg \$773 ;
+  reg [16:0] \$774 ;
+  reg [16:0] \$775 ;
+  reg [16:0] \$776 ;
+  reg [16:0] \$777 ;
+  reg [16:0] \$778 ;
+  reg [16:0] \$779 ;
   wire [4:0] \$78 ;
+  reg [16:0] \$780 ;
+  reg [16:0] \$781 ;
+  reg [16:0] \$782 ;
+  reg [16:0] \$783 ;
+  reg [16:0] \$784 ;
+  reg [16:0] \$785 ;
+  reg [16:0] \$786 ;
+  reg [16:0] \$787 ;
+  reg [16:0] \$788 ;
+  reg [16:0] \$789 ;
   wire [4:0] \$79 ;
+  reg \$790 ;
+  reg \$791 ;
+  reg \$792 ;
+  reg \$793 ;
+  reg \$794 ;
+  reg \$795 ;
+  reg \$796 ;
+  reg \$797 ;
+  reg \$798 ;
+  reg \$799 ;
   wire [8:0] \$8 ;
   wire \$80 ;
+  reg \$800 ;
+  reg \$801 ;
+  reg \$802 ;
+  reg \$803 ;
+  reg \$804 ;
+  reg \$805 ;
+  reg \$806 ;
+  reg \$807 ;
+  reg \$808 ;
+  reg \$809 ;
   wire \$81 ;
+  reg \$810 ;
+  reg \$811 ;
+  reg \$812 ;
+  reg \$813 ;
+  reg \$814 ;
+  reg \$815 ;
+  reg \$816 ;
+  reg \$817 ;
+  reg \$818 ;
+  reg \$819 ;
   wire \$82 ;
+  reg \$820 ;
+  reg \$821 ;
+  wire [1215:0] \$822 ;
+  reg \$823 ;
+  reg \$824 ;
+  reg \$825 ;
+  reg \$826 ;
+  reg \$827 ;
+  reg \$828 ;
+  reg \$829 ;
   wire \$83 ;
+  reg \$830 ;
+  reg \$831 ;
+  reg \$832 ;
+  reg \$833 ;
+  reg \$834 ;
+  reg \$835 ;
+  reg \$836 ;
+  reg \$837 ;
+  reg \$838 ;
+  reg \$839 ;
   wire \$84 ;
+  reg \$840 ;
+  reg \$841 ;
+  reg \$842 ;
+  reg \$843 ;
+  reg \$844 ;
+  reg \$845 ;
+  reg \$846 ;
+  reg \$847 ;
+  reg \$848 ;
+  reg \$849 ;
   wire \$85 ;
+  reg \$850 ;
+  reg \$851 ;
+  reg \$852 ;
+  reg \$853 ;
+  reg \$854 ;
+  reg \$855 ;
+  reg \$856 ;
+  reg \$857 ;
+  reg \$858 ;
+  reg \$859 ;
   wire \$86 ;
+  reg \$860 ;
+  reg \$861 ;
+  reg \$862 ;
+  reg \$863 ;
+  reg \$864 ;
+  reg [2:0] \$865 ;
+  reg [2:0] \$866 ;
+  reg [2:0] \$867 ;
+  reg [2:0] \$868 ;
+  reg [2:0] \$869 ;
   wire \$87 ;
+  reg [2:0] \$870 ;
+  reg [2:0] \$871 ;
+  reg [2:0] \$872 ;
+  reg [2:0] \$873 ;
+  reg [2:0] \$874 ;
+  reg [2:0] \$875 ;
+  reg [2:0] \$876 ;
+  reg [2:0] \$877 ;
+  reg [2:0] \$878 ;
+  reg [2:0] \$879 ;
   wire \$88 ;
+  reg [2:0] \$880 ;
+  reg [2:0] \$881 ;
+  reg [2:0] \$882 ;
+  reg [2:0] \$883 ;
+  reg [2:0] \$884 ;
+  reg \$885 ;
+  reg \$886 ;
+  reg \$887 ;
+  reg \$888 ;
+  reg \$889 ;
   wire \$89 ;
+  reg \$890 ;
+  reg \$891 ;
+  reg \$892 ;
+  reg \$893 ;
+  reg \$894 ;
+  reg \$895 ;
+  reg \$896 ;
+  reg \$897 ;
+  reg \$898 ;
+  reg \$899 ;
   wire [8:0] \$9 ;
   wire \$90 ;
+  reg \$900 ;
+  reg \$901 ;
+  reg \$902 ;
+  reg \$903 ;
+  reg \$904 ;
+  reg [128:0] \$905 ;
+  reg [128:0] \$906 ;
+  reg [128:0] \$907 ;
+  reg [128:0] \$908 ;
+  reg [2:0] \$909 ;
   wire \$91 ;
+  reg \$910 ;
+  reg \$911 ;
   wire \$92 ;
   wire \$93 ;
   wire \$94 ;
@@ -42642,9 +45070,41 @@ module \bchw_top.engine2 (rst, s__valid, s__payload, s__ready, m__valid, m__payl
   (* keep = 32'd1 *)
   reg [2:0] count_copy1 = 3'h0;
   (* keep = 32'd1 *)
+  reg [2:0] count_copy10 = 3'h0;
+  (* keep = 32'd1 *)
+  reg [2:0] count_copy11 = 3'h0;
+  (* keep = 32'd1 *)
+  reg [2:0] count_copy12 = 3'h0;
+  (* keep = 32'd1 *)
+  reg [2:0] count_copy13 = 3'h0;
+  (* keep = 32'd1 *)
+  reg [2:0] count_copy14 = 3'h0;
+  (* keep = 32'd1 *)
+  reg [2:0] count_copy15 = 3'h0;
+  (* keep = 32'd1 *)
+  reg [2:0] count_copy16 = 3'h0;
+  (* keep = 32'd1 *)
+  reg [2:0] count_copy17 = 3'h0;
+  (* keep = 32'd1 *)
+  reg [2:0] count_copy18 = 3'h0;
+  (* keep = 32'd1 *)
+  reg [2:0] count_copy19 = 3'h0;
+  (* keep = 32'd1 *)
   reg [2:0] count_copy2 = 3'h0;
   (* keep = 32'd1 *)
   reg [2:0] count_copy3 = 3'h0;
+  (* keep = 32'd1 *)
+  reg [2:0] count_copy4 = 3'h0;
+  (* keep = 32'd1 *)
+  reg [2:0] count_copy5 = 3'h0;
+  (* keep = 32'd1 *)
+  reg [2:0] count_copy6 = 3'h0;
+  (* keep = 32'd1 *)
+  reg [2:0] count_copy7 = 3'h0;
+  (* keep = 32'd1 *)
+  reg [2:0] count_copy8 = 3'h0;
+  (* keep = 32'd1 *)
+  reg [2:0] count_copy9 = 3'h0;
   wire [2:0] count_next;
   reg credit_back = 1'h0;
   reg credit_back_d0 = 1'h0;
@@ -42850,14 +45310,14 @@ module \bchw_top.engine2 (rst, s__valid, s__payload, s__ready, m__valid, m__payl
   reg [3:0] paddr_d5 = 4'h0;
   reg [943:0] params_d0 = 944'h00000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000;
   reg [943:0] params_d1 = 944'h00000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000;
-  input \port$24664$0 ;
-  wire \port$24664$0 ;
-  input \port$24666$0 ;
-  wire \port$24666$0 ;
-  input \port$24668$0 ;
-  wire \port$24668$0 ;
-  input \port$24670$0 ;
-  wire \port$24670$0 ;
+  input \port$26405$0 ;
+  wire \port$26405$0 ;
+  input \port$26407$0 ;
+  wire \port$26407$0 ;
+  input \port$26409$0 ;
+  wire \port$26409$0 ;
+  input \port$26411$0 ;
+  wire \port$26411$0 ;
   wire [7:0] q;
   reg qe_d0 = 1'h0;
   reg qe_d1 = 1'h0;
@@ -42938,9 +45398,41 @@ module \bchw_top.engine2 (rst, s__valid, s__payload, s__ready, m__valid, m__payl
   (* keep = 32'd1 *)
   reg skid_qvalid_copy1 = 1'h0;
   (* keep = 32'd1 *)
+  reg skid_qvalid_copy10 = 1'h0;
+  (* keep = 32'd1 *)
+  reg skid_qvalid_copy11 = 1'h0;
+  (* keep = 32'd1 *)
+  reg skid_qvalid_copy12 = 1'h0;
+  (* keep = 32'd1 *)
+  reg skid_qvalid_copy13 = 1'h0;
+  (* keep = 32'd1 *)
+  reg skid_qvalid_copy14 = 1'h0;
+  (* keep = 32'd1 *)
+  reg skid_qvalid_copy15 = 1'h0;
+  (* keep = 32'd1 *)
+  reg skid_qvalid_copy16 = 1'h0;
+  (* keep = 32'd1 *)
+  reg skid_qvalid_copy17 = 1'h0;
+  (* keep = 32'd1 *)
+  reg skid_qvalid_copy18 = 1'h0;
+  (* keep = 32'd1 *)
+  reg skid_qvalid_copy19 = 1'h0;
+  (* keep = 32'd1 *)
   reg skid_qvalid_copy2 = 1'h0;
   (* keep = 32'd1 *)
   reg skid_qvalid_copy3 = 1'h0;
+  (* keep = 32'd1 *)
+  reg skid_qvalid_copy4 = 1'h0;
+  (* keep = 32'd1 *)
+  reg skid_qvalid_copy5 = 1'h0;
+  (* keep = 32'd1 *)
+  reg skid_qvalid_copy6 = 1'h0;
+  (* keep = 32'd1 *)
+  reg skid_qvalid_copy7 = 1'h0;
+  (* keep = 32'd1 *)
+  reg skid_qvalid_copy8 = 1'h0;
+  (* keep = 32'd1 *)
+  reg skid_qvalid_copy9 = 1'h0;
   (* keep = 32'd1 *)
   output sready_copy0;
   reg sready_copy0 = 1'h1;
@@ -43309,367 +45801,6 @@ module \bchw_top.engine2 (rst, s__valid, s__payload, s__ready, m__valid, m__payl
     _3_ <= xmem3[\read__addr$54 ];
   end
   assign \read__data$200  = _3_;
-  always @(posedge clk)
-    accflags_copy5 <= \$385 ;
-  always @(posedge clk)
-    accflags_copy6 <= \$386 ;
-  always @(posedge clk)
-    accflags_copy7 <= \$387 ;
-  always @(posedge clk)
-    accflags_copy8 <= \$388 ;
-  always @(posedge clk)
-    accflags_copy9 <= \$389 ;
-  always @(posedge clk)
-    accflags_copy10 <= \$390 ;
-  always @(posedge clk)
-    accflags_copy11 <= \$391 ;
-  always @(posedge clk)
-    accflags_copy12 <= \$392 ;
-  always @(posedge clk)
-    accflags_copy13 <= \$393 ;
-  always @(posedge clk)
-    accflags_copy14 <= \$394 ;
-  always @(posedge clk)
-    accflags_copy15 <= \$395 ;
-  always @(posedge clk)
-    paddr_d0 <= \$396 ;
-  always @(posedge clk)
-    paddr_d1 <= \$397 ;
-  always @(posedge clk)
-    paddr_d2 <= \$398 ;
-  always @(posedge clk)
-    paddr_d3 <= \$399 ;
-  always @(posedge clk)
-    paddr_d4 <= \$400 ;
-  always @(posedge clk)
-    paddr_d5 <= \$401 ;
-  always @(posedge clk)
-    \addr$122  <= \$402 ;
-  always @(posedge clk)
-    \addr$125  <= \$403 ;
-  always @(posedge clk)
-    \addr$128  <= \$404 ;
-  always @(posedge clk)
-    \addr$131  <= \$405 ;
-  always @(posedge clk)
-    \addr$134  <= \$406 ;
-  always @(posedge clk)
-    \addr$137  <= \$407 ;
-  always @(posedge clk)
-    \addr$140  <= \$408 ;
-  always @(posedge clk)
-    \addr$143  <= \$409 ;
-  always @(posedge clk)
-    \addr$146  <= \$410 ;
-  always @(posedge clk)
-    \addr$149  <= \$411 ;
-  always @(posedge clk)
-    \addr$152  <= \$412 ;
-  always @(posedge clk)
-    \addr$155  <= \$413 ;
-  always @(posedge clk)
-    \addr$158  <= \$414 ;
-  always @(posedge clk)
-    \addr$161  <= \$415 ;
-  always @(posedge clk)
-    \addr$164  <= \$416 ;
-  always @(posedge clk)
-    \addr$167  <= \$417 ;
-  always @(posedge clk)
-    params_d0 <= \$418 ;
-  always @(posedge clk)
-    params_d1 <= \$419 ;
-  always @(posedge clk)
-    acc_valid <= \$420 ;
-  always @(posedge clk)
-    acc_end <= \$421 ;
-  always @(posedge clk)
-    acc0 <= \$422 ;
-  always @(posedge clk)
-    acc1 <= \$423 ;
-  always @(posedge clk)
-    acc2 <= \$424 ;
-  always @(posedge clk)
-    acc3 <= \$425 ;
-  always @(posedge clk)
-    acc4 <= \$426 ;
-  always @(posedge clk)
-    acc5 <= \$427 ;
-  always @(posedge clk)
-    acc6 <= \$428 ;
-  always @(posedge clk)
-    acc7 <= \$429 ;
-  always @(posedge clk)
-    acc8 <= \$430 ;
-  always @(posedge clk)
-    acc9 <= \$431 ;
-  always @(posedge clk)
-    acc10 <= \$432 ;
-  always @(posedge clk)
-    acc11 <= \$433 ;
-  always @(posedge clk)
-    acc12 <= \$434 ;
-  always @(posedge clk)
-    acc13 <= \$435 ;
-  always @(posedge clk)
-    acc14 <= \$436 ;
-  always @(posedge clk)
-    acc15 <= \$437 ;
-  always @(posedge clk)
-    dload_copy0 <= \$438 ;
-  always @(posedge clk)
-    dload_copy1 <= \$439 ;
-  always @(posedge clk)
-    dload_copy2 <= \$440 ;
-  always @(posedge clk)
-    dload_copy3 <= \$441 ;
-  always @(posedge clk)
-    dload_copy4 <= \$442 ;
-  always @(posedge clk)
-    dload_copy5 <= \$443 ;
-  always @(posedge clk)
-    dload_copy6 <= \$444 ;
-  always @(posedge clk)
-    dload_copy7 <= \$445 ;
-  always @(posedge clk)
-    dload_copy8 <= \$446 ;
-  always @(posedge clk)
-    dload_copy9 <= \$447 ;
-  always @(posedge clk)
-    dload_copy10 <= \$448 ;
-  always @(posedge clk)
-    dload_copy11 <= \$449 ;
-  always @(posedge clk)
-    dload_copy12 <= \$450 ;
-  always @(posedge clk)
-    dload_copy13 <= \$451 ;
-  always @(posedge clk)
-    dload_copy14 <= \$452 ;
-  always @(posedge clk)
-    dload_copy15 <= \$453 ;
-  always @(posedge clk)
-    dload_copy16 <= \$454 ;
-  always @(posedge clk)
-    dload_copy17 <= \$455 ;
-  always @(posedge clk)
-    dload_copy18 <= \$456 ;
-  always @(posedge clk)
-    dload_copy19 <= \$457 ;
-  always @(posedge clk)
-    dload_copy20 <= \$458 ;
-  always @(posedge clk)
-    dload_copy21 <= \$459 ;
-  always @(posedge clk)
-    dload_copy22 <= \$460 ;
-  always @(posedge clk)
-    dload_copy23 <= \$461 ;
-  always @(posedge clk)
-    dload_copy24 <= \$462 ;
-  always @(posedge clk)
-    dload_copy25 <= \$463 ;
-  always @(posedge clk)
-    dload_copy26 <= \$464 ;
-  always @(posedge clk)
-    dload_copy27 <= \$465 ;
-  always @(posedge clk)
-    dload_copy28 <= \$466 ;
-  always @(posedge clk)
-    dload_copy29 <= \$467 ;
-  always @(posedge clk)
-    dload_copy30 <= \$468 ;
-  always @(posedge clk)
-    dload_copy31 <= \$469 ;
-  always @(posedge clk)
-    drain <= \$470 ;
-  always @(posedge clk)
-    qv_d0 <= \$471 ;
-  always @(posedge clk)
-    qv_d1 <= \$472 ;
-  always @(posedge clk)
-    qv_d2 <= \$473 ;
-  always @(posedge clk)
-    qv_d3 <= \$474 ;
-  always @(posedge clk)
-    qv_d4 <= \$475 ;
-  always @(posedge clk)
-    qv_d5 <= \$476 ;
-  always @(posedge clk)
-    qv_d6 <= \$477 ;
-  always @(posedge clk)
-    qv_d7 <= \$478 ;
-  always @(posedge clk)
-    qv_d8 <= \$479 ;
-  always @(posedge clk)
-    qv_d9 <= \$480 ;
-  always @(posedge clk)
-    qv_d10 <= \$481 ;
-  always @(posedge clk)
-    qv_d11 <= \$482 ;
-  always @(posedge clk)
-    qv_d12 <= \$483 ;
-  always @(posedge clk)
-    qv_d13 <= \$484 ;
-  always @(posedge clk)
-    qv_d14 <= \$485 ;
-  always @(posedge clk)
-    qv_d15 <= \$486 ;
-  always @(posedge clk)
-    qv_d16 <= \$487 ;
-  always @(posedge clk)
-    qv_d17 <= \$488 ;
-  always @(posedge clk)
-    qv_d18 <= \$489 ;
-  always @(posedge clk)
-    qv_d19 <= \$490 ;
-  always @(posedge clk)
-    qe_d0 <= \$491 ;
-  always @(posedge clk)
-    qe_d1 <= \$492 ;
-  always @(posedge clk)
-    qe_d2 <= \$493 ;
-  always @(posedge clk)
-    qe_d3 <= \$494 ;
-  always @(posedge clk)
-    qe_d4 <= \$495 ;
-  always @(posedge clk)
-    qe_d5 <= \$496 ;
-  always @(posedge clk)
-    qe_d6 <= \$497 ;
-  always @(posedge clk)
-    qe_d7 <= \$498 ;
-  always @(posedge clk)
-    qe_d8 <= \$499 ;
-  always @(posedge clk)
-    qe_d9 <= \$500 ;
-  always @(posedge clk)
-    qe_d10 <= \$501 ;
-  always @(posedge clk)
-    qe_d11 <= \$502 ;
-  always @(posedge clk)
-    qe_d12 <= \$503 ;
-  always @(posedge clk)
-    qe_d13 <= \$504 ;
-  always @(posedge clk)
-    qe_d14 <= \$505 ;
-  always @(posedge clk)
-    qe_d15 <= \$506 ;
-  always @(posedge clk)
-    qe_d16 <= \$507 ;
-  always @(posedge clk)
-    qe_d17 <= \$508 ;
-  always @(posedge clk)
-    qe_d18 <= \$509 ;
-  always @(posedge clk)
-    qe_d19 <= \$510 ;
-  always @(posedge clk)
-    qv_last_d0 <= \$511 ;
-  always @(posedge clk)
-    qe_last_d0 <= \$512 ;
-  always @(posedge clk)
-    results0 <= { q, results0[119:8] };
-  always @(posedge clk)
-    count_copy0 <= \$513 ;
-  always @(posedge clk)
-    count_copy1 <= \$514 ;
-  always @(posedge clk)
-    count_copy2 <= \$515 ;
-  always @(posedge clk)
-    count_copy3 <= \$516 ;
-  always @(posedge clk)
-    skid_qvalid_copy0 <= \$517 ;
-  always @(posedge clk)
-    skid_qvalid_copy1 <= \$518 ;
-  always @(posedge clk)
-    skid_qvalid_copy2 <= \$519 ;
-  always @(posedge clk)
-    skid_qvalid_copy3 <= \$520 ;
-  always @(posedge clk)
-    skid0 <= \$521 ;
-  always @(posedge clk)
-    skid1 <= \$522 ;
-  always @(posedge clk)
-    skid2 <= \$523 ;
-  always @(posedge clk)
-    skid3 <= \$524 ;
-  always @(posedge clk)
-    count <= \$525 ;
-  always @(posedge clk)
-    credit_back_d0 <= \$526 ;
-  always @(posedge clk)
-    credit_back <= \$527 ;
-  assign \$1  = \$signal  & ready;
-  assign \$2  = ~ last_step;
-  assign \$3  = busy & \$2 ;
-  assign \$4  = \$1  ? 1'h1 : \$3 ;
-  assign \$5  = \$signal  & ready;
-  assign \$6  = ~ last_step;
-  assign \$7  = issue & \$6 ;
-  assign \$8  = step + 1'h1;
-  assign \$9  = \$7  ? \$8  : { 1'h0, step };
-  assign \$10  = \$5  ? 9'h000 : \$9 ;
-  assign \$12  = \$signal  & ready;
-  assign \$13  = ~ last_step;
-  assign \$14  = issue & \$13 ;
-  assign \$15  = sfc == 4'hf;
-  assign \$16  = \$14  & \$15 ;
-  assign \$17  = \$12  | \$16 ;
-  assign \$18  = ~ last_step;
-  assign \$19  = issue & \$18 ;
-  assign \$20  = sfc + 1'h1;
-  assign \$21  = \$19  ? \$20  : { 1'h0, sfc };
-  assign \$22  = \$17  ? 5'h00 : \$21 ;
-  assign \$24  = \$signal  & ready;
-  assign \$25  = ~ last_step;
-  assign \$26  = issue & \$25 ;
-  assign \$27  = sfc == 4'hf;
-  assign \$28  = \$26  & \$27 ;
-  assign \$29  = nfc + 1'h1;
-  assign \$30  = \$28  ? \$29  : { 1'h0, nfc };
-  assign \$31  = \$24  ? 5'h00 : \$30 ;
-  assign \$33  = \$signal  & ready;
-  assign \$34  = step == 8'hfe;
-  assign \$35  = issue ? \$34  : last_step;
-  assign \$36  = last_step ? 1'h0 : \$35 ;
-  assign \$37  = \$33  ? 1'h0 : \$36 ;
-  assign \$38  = \$signal  & ready;
-  assign \$39  = step == 8'hfe;
-  assign \$40  = issue ? \$39  : ready;
-  assign \$41  = last_step ? 1'h1 : \$40 ;
-  assign \$42  = \$38  ? 1'h0 : \$41 ;
-  assign \$43  = credits + credit_back;
-  assign \$44  = ! sfc;
-  assign \$45  = issue & \$44 ;
-  assign \$46  = \$43  - \$45 ;
-  assign \$48  = | \$23 [3:0];
-  assign \$49  = | \$47 [2:0];
-  assign \$50  = \$48  | \$49 ;
-  assign \$51  = busy_next & \$50 ;
-  assign \$52  = ~ \$signal ;
-  assign s__ready = \$52  | ready;
-  assign out_done = qv_last_d0 & qe_last_d0;
-  assign \$53  = | count;
-  assign m__valid = \$53  | qv_last_d0;
-  assign \$54  = | count;
-  assign \$55  = \$54  ? skid0 : { qe_last_d0, q, results0 };
-  assign \$56  = | count;
-  assign \$57  = \$56  | qv_last_d0;
-  assign \$58  = \$57  & m__ready;
-  assign \$59  = | count;
-  assign \$60  = \$58  & \$59 ;
-  assign \$61  = count - \$60 ;
-  assign \$62  = | count;
-  assign \$63  = \$62  | qv_last_d0;
-  assign \$64  = \$63  & m__ready;
-  assign \$65  = | count;
-  assign \$66  = ~ \$65 ;
-  assign \$67  = \$64  & \$66 ;
-  assign \$68  = ~ \$67 ;
-  assign \$69  = qv_last_d0 & \$68 ;
-  assign \$70  = $signed(\$61 ) + $signed({ 1'h0, \$69  });
-  assign \$71  = s__valid & s__ready;
-  assign \$77  = word + 1'h1;
-  assign \$79  = last_beat ? 5'h00 : \$78 ;
-  assign \$81  = word == 4'he;
   assign \$83  = word == 4'hf;
   assign \$87  = last_beat ? 1'h0 : \$86 ;
   assign \$88  = s__valid & s__ready;
@@ -43828,7 +45959,7 @@ module \bchw_top.engine2 (rst, s__valid, s__payload, s__ready, m__valid, m__payl
   assign \$245  = dload_copy31 ? params_d1[943:885] : drain[1215:1157];
   assign \$246  = | count_copy0;
   assign \$247  = \$246  | skid_qvalid_copy0;
-  assign \$248  = \$247  & \port$24664$0 ;
+  assign \$248  = \$247  & \port$26405$0 ;
   assign \$249  = | count_copy0;
   assign \$250  = ~ \$249 ;
   assign \$251  = \$248  & \$250 ;
@@ -43836,7 +45967,7 @@ module \bchw_top.engine2 (rst, s__valid, s__payload, s__ready, m__valid, m__payl
   assign \$253  = skid_qvalid_copy0 & \$252 ;
   assign \$254  = | count_copy0;
   assign \$255  = \$254  | skid_qvalid_copy0;
-  assign \$256  = \$255  & \port$24664$0 ;
+  assign \$256  = \$255  & \port$26405$0 ;
   assign \$257  = | count_copy0;
   assign \$258  = \$256  & \$257 ;
   assign \$259  = count_copy0 == 1'h1;
@@ -43845,12 +45976,12 @@ module \bchw_top.engine2 (rst, s__valid, s__payload, s__ready, m__valid, m__payl
   assign \$262  = \$253  & \$261 ;
   assign \$263  = | count_copy0;
   assign \$264  = \$263  | skid_qvalid_copy0;
-  assign \$265  = \$264  & \port$24664$0 ;
+  assign \$265  = \$264  & \port$26405$0 ;
   assign \$266  = | count_copy0;
   assign \$267  = \$265  & \$266 ;
   assign \$268  = | count_copy1;
   assign \$269  = \$268  | skid_qvalid_copy1;
-  assign \$270  = \$269  & \port$24666$0 ;
+  assign \$270  = \$269  & \port$26407$0 ;
   assign \$271  = | count_copy1;
   assign \$272  = ~ \$271 ;
   assign \$273  = \$270  & \$272 ;
@@ -43858,21 +45989,21 @@ module \bchw_top.engine2 (rst, s__valid, s__payload, s__ready, m__valid, m__payl
   assign \$275  = skid_qvalid_copy1 & \$274 ;
   assign \$276  = | count_copy1;
   assign \$277  = \$276  | skid_qvalid_copy1;
-  assign \$278  = \$277  & \port$24666$0 ;
+  assign \$278  = \$277  & \port$26407$0 ;
   assign \$279  = | count_copy1;
   assign \$280  = \$278  & \$279 ;
-  assign \$281  = count_copy1 == 2'h2;
-  assign \$282  = count_copy1 == 1'h1;
+  assign \$281  = count_copy1 == 1'h1;
+  assign \$282  = ! count_copy1;
   assign \$283  = \$280  ? \$281  : \$282 ;
   assign \$284  = \$275  & \$283 ;
   assign \$285  = | count_copy1;
   assign \$286  = \$285  | skid_qvalid_copy1;
-  assign \$287  = \$286  & \port$24666$0 ;
+  assign \$287  = \$286  & \port$26407$0 ;
   assign \$288  = | count_copy1;
   assign \$289  = \$287  & \$288 ;
   assign \$290  = | count_copy2;
   assign \$291  = \$290  | skid_qvalid_copy2;
-  assign \$292  = \$291  & \port$24668$0 ;
+  assign \$292  = \$291  & \port$26409$0 ;
   assign \$293  = | count_copy2;
   assign \$294  = ~ \$293 ;
   assign \$295  = \$292  & \$294 ;
@@ -43880,21 +46011,21 @@ module \bchw_top.engine2 (rst, s__valid, s__payload, s__ready, m__valid, m__payl
   assign \$297  = skid_qvalid_copy2 & \$296 ;
   assign \$298  = | count_copy2;
   assign \$299  = \$298  | skid_qvalid_copy2;
-  assign \$300  = \$299  & \port$24668$0 ;
+  assign \$300  = \$299  & \port$26409$0 ;
   assign \$301  = | count_copy2;
   assign \$302  = \$300  & \$301 ;
-  assign \$303  = count_copy2 == 2'h3;
-  assign \$304  = count_copy2 == 2'h2;
+  assign \$303  = count_copy2 == 1'h1;
+  assign \$304  = ! count_copy2;
   assign \$305  = \$302  ? \$303  : \$304 ;
   assign \$306  = \$297  & \$305 ;
   assign \$307  = | count_copy2;
   assign \$308  = \$307  | skid_qvalid_copy2;
-  assign \$309  = \$308  & \port$24668$0 ;
+  assign \$309  = \$308  & \port$26409$0 ;
   assign \$310  = | count_copy2;
   assign \$311  = \$309  & \$310 ;
   assign \$312  = | count_copy3;
   assign \$313  = \$312  | skid_qvalid_copy3;
-  assign \$314  = \$313  & \port$24670$0 ;
+  assign \$314  = \$313  & \port$26411$0 ;
   assign \$315  = | count_copy3;
   assign \$316  = ~ \$315 ;
   assign \$317  = \$314  & \$316 ;
@@ -43902,85 +46033,437 @@ module \bchw_top.engine2 (rst, s__valid, s__payload, s__ready, m__valid, m__payl
   assign \$319  = skid_qvalid_copy3 & \$318 ;
   assign \$320  = | count_copy3;
   assign \$321  = \$320  | skid_qvalid_copy3;
-  assign \$322  = \$321  & \port$24670$0 ;
+  assign \$322  = \$321  & \port$26411$0 ;
   assign \$323  = | count_copy3;
   assign \$324  = \$322  & \$323 ;
-  assign \$325  = count_copy3 == 3'h4;
-  assign \$326  = count_copy3 == 2'h3;
+  assign \$325  = count_copy3 == 1'h1;
+  assign \$326  = ! count_copy3;
   assign \$327  = \$324  ? \$325  : \$326 ;
   assign \$328  = \$319  & \$327 ;
   assign \$329  = | count_copy3;
   assign \$330  = \$329  | skid_qvalid_copy3;
-  assign \$331  = \$330  & \port$24670$0 ;
+  assign \$331  = \$330  & \port$26411$0 ;
   assign \$332  = | count_copy3;
   assign \$333  = \$331  & \$332 ;
-  assign \$334  = | count;
-  assign \$335  = \$334  | qv_last_d0;
-  assign \$336  = \$335  & m__ready;
+  assign \$334  = | count_copy4;
+  assign \$335  = \$334  | skid_qvalid_copy4;
+  assign \$336  = \$335  & \port$26405$0 ;
+  assign \$337  = | count_copy4;
+  assign \$338  = ~ \$337 ;
+  assign \$339  = \$336  & \$338 ;
+  assign \$340  = ~ \$339 ;
+  assign \$341  = skid_qvalid_copy4 & \$340 ;
+  assign \$342  = | count_copy4;
+  assign \$343  = \$342  | skid_qvalid_copy4;
+  assign \$344  = \$343  & \port$26405$0 ;
+  assign \$345  = | count_copy4;
+  assign \$346  = \$344  & \$345 ;
+  assign \$347  = count_copy4 == 1'h1;
+  assign \$348  = ! count_copy4;
+  assign \$349  = \$346  ? \$347  : \$348 ;
+  assign \$350  = \$341  & \$349 ;
+  assign \$351  = | count_copy4;
+  assign \$352  = \$351  | skid_qvalid_copy4;
+  assign \$353  = \$352  & \port$26405$0 ;
+  assign \$354  = | count_copy4;
+  assign \$355  = \$353  & \$354 ;
+  assign \$356  = | count_copy5;
+  assign \$357  = \$356  | skid_qvalid_copy5;
+  assign \$358  = \$357  & \port$26407$0 ;
+  assign \$359  = | count_copy5;
+  assign \$360  = ~ \$359 ;
+  assign \$361  = \$358  & \$360 ;
+  assign \$362  = ~ \$361 ;
+  assign \$363  = skid_qvalid_copy5 & \$362 ;
+  assign \$364  = | count_copy5;
+  assign \$365  = \$364  | skid_qvalid_copy5;
+  assign \$366  = \$365  & \port$26407$0 ;
+  assign \$367  = | count_copy5;
+  assign \$368  = \$366  & \$367 ;
+  assign \$369  = count_copy5 == 2'h2;
+  assign \$370  = count_copy5 == 1'h1;
+  assign \$371  = \$368  ? \$369  : \$370 ;
+  assign \$372  = \$363  & \$371 ;
+  assign \$373  = | count_copy5;
+  assign \$374  = \$373  | skid_qvalid_copy5;
+  assign \$375  = \$374  & \port$26407$0 ;
+  assign \$376  = | count_copy5;
+  assign \$377  = \$375  & \$376 ;
+  assign \$378  = | count_copy6;
+  assign \$379  = \$378  | skid_qvalid_copy6;
+  assign \$380  = \$379  & \port$26409$0 ;
+  assign \$381  = | count_copy6;
+  assign \$382  = ~ \$381 ;
+  assign \$383  = \$380  & \$382 ;
+  assign \$384  = ~ \$383 ;
+  assign \$385  = skid_qvalid_copy6 & \$384 ;
+  assign \$386  = | count_copy6;
+  assign \$387  = \$386  | skid_qvalid_copy6;
+  assign \$388  = \$387  & \port$26409$0 ;
+  assign \$389  = | count_copy6;
+  assign \$390  = \$388  & \$389 ;
+  assign \$391  = count_copy6 == 2'h2;
+  assign \$392  = count_copy6 == 1'h1;
+  assign \$393  = \$390  ? \$391  : \$392 ;
+  assign \$394  = \$385  & \$393 ;
+  assign \$395  = | count_copy6;
+  assign \$396  = \$395  | skid_qvalid_copy6;
+  assign \$397  = \$396  & \port$26409$0 ;
+  assign \$398  = | count_copy6;
+  assign \$399  = \$397  & \$398 ;
+  assign \$400  = | count_copy7;
+  assign \$401  = \$400  | skid_qvalid_copy7;
+  assign \$402  = \$401  & \port$26411$0 ;
+  assign \$403  = | count_copy7;
+  assign \$404  = ~ \$403 ;
+  assign \$405  = \$402  & \$404 ;
+  assign \$406  = ~ \$405 ;
+  assign \$407  = skid_qvalid_copy7 & \$406 ;
+  assign \$408  = | count_copy7;
+  assign \$409  = \$408  | skid_qvalid_copy7;
+  assign \$410  = \$409  & \port$26411$0 ;
+  assign \$411  = | count_copy7;
+  assign \$412  = \$410  & \$411 ;
+  assign \$413  = count_copy7 == 2'h2;
+  assign \$414  = count_copy7 == 1'h1;
+  assign \$415  = \$412  ? \$413  : \$414 ;
+  assign \$416  = \$407  & \$415 ;
+  assign \$417  = | count_copy7;
+  assign \$418  = \$417  | skid_qvalid_copy7;
+  assign \$419  = \$418  & \port$26411$0 ;
+  assign \$420  = | count_copy7;
+  assign \$421  = \$419  & \$420 ;
+  assign \$422  = | count_copy8;
+  assign \$423  = \$422  | skid_qvalid_copy8;
+  assign \$424  = \$423  & \port$26405$0 ;
+  assign \$425  = | count_copy8;
+  assign \$426  = ~ \$425 ;
+  assign \$427  = \$424  & \$426 ;
+  assign \$428  = ~ \$427 ;
+  assign \$429  = skid_qvalid_copy8 & \$428 ;
+  assign \$430  = | count_copy8;
+  assign \$431  = \$430  | skid_qvalid_copy8;
+  assign \$432  = \$431  & \port$26405$0 ;
+  assign \$433  = | count_copy8;
+  assign \$434  = \$432  & \$433 ;
+  assign \$435  = count_copy8 == 2'h2;
+  assign \$436  = count_copy8 == 1'h1;
+  assign \$437  = \$434  ? \$435  : \$436 ;
+  assign \$438  = \$429  & \$437 ;
+  assign \$439  = | count_copy8;
+  assign \$440  = \$439  | skid_qvalid_copy8;
+  assign \$441  = \$440  & \port$26405$0 ;
+  assign \$442  = | count_copy8;
+  assign \$443  = \$441  & \$442 ;
+  assign \$444  = | count_copy9;
+  assign \$445  = \$444  | skid_qvalid_copy9;
+  assign \$446  = \$445  & \port$26407$0 ;
+  assign \$447  = | count_copy9;
+  assign \$448  = ~ \$447 ;
+  assign \$449  = \$446  & \$448 ;
+  assign \$450  = ~ \$449 ;
+  assign \$451  = skid_qvalid_copy9 & \$450 ;
+  assign \$452  = | count_copy9;
+  assign \$453  = \$452  | skid_qvalid_copy9;
+  assign \$454  = \$453  & \port$26407$0 ;
+  assign \$455  = | count_copy9;
+  assign \$456  = \$454  & \$455 ;
+  assign \$457  = count_copy9 == 2'h2;
+  assign \$458  = count_copy9 == 1'h1;
+  assign \$459  = \$456  ? \$457  : \$458 ;
+  assign \$460  = \$451  & \$459 ;
+  assign \$461  = | count_copy9;
+  assign \$462  = \$461  | skid_qvalid_copy9;
+  assign \$463  = \$462  & \port$26407$0 ;
+  assign \$464  = | count_copy9;
+  assign \$465  = \$463  & \$464 ;
+  assign \$466  = | count_copy10;
+  assign \$467  = \$466  | skid_qvalid_copy10;
+  assign \$468  = \$467  & \port$26409$0 ;
+  assign \$469  = | count_copy10;
+  assign \$470  = ~ \$469 ;
+  assign \$471  = \$468  & \$470 ;
+  assign \$472  = ~ \$471 ;
+  assign \$473  = skid_qvalid_copy10 & \$472 ;
+  assign \$474  = | count_copy10;
+  assign \$475  = \$474  | skid_qvalid_copy10;
+  assign \$476  = \$475  & \port$26409$0 ;
+  assign \$477  = | count_copy10;
+  assign \$478  = \$476  & \$477 ;
+  assign \$479  = count_copy10 == 2'h3;
+  assign \$480  = count_copy10 == 2'h2;
+  assign \$481  = \$478  ? \$479  : \$480 ;
+  assign \$482  = \$473  & \$481 ;
+  assign \$483  = | count_copy10;
+  assign \$484  = \$483  | skid_qvalid_copy10;
+  assign \$485  = \$484  & \port$26409$0 ;
+  assign \$486  = | count_copy10;
+  assign \$487  = \$485  & \$486 ;
+  assign \$488  = | count_copy11;
+  assign \$489  = \$488  | skid_qvalid_copy11;
+  assign \$490  = \$489  & \port$26411$0 ;
+  assign \$491  = | count_copy11;
+  assign \$492  = ~ \$491 ;
+  assign \$493  = \$490  & \$492 ;
+  assign \$494  = ~ \$493 ;
+  assign \$495  = skid_qvalid_copy11 & \$494 ;
+  assign \$496  = | count_copy11;
+  assign \$497  = \$496  | skid_qvalid_copy11;
+  assign \$498  = \$497  & \port$26411$0 ;
+  assign \$499  = | count_copy11;
+  assign \$500  = \$498  & \$499 ;
+  assign \$501  = count_copy11 == 2'h3;
+  assign \$502  = count_copy11 == 2'h2;
+  assign \$503  = \$500  ? \$501  : \$502 ;
+  assign \$504  = \$495  & \$503 ;
+  assign \$505  = | count_copy11;
+  assign \$506  = \$505  | skid_qvalid_copy11;
+  assign \$507  = \$506  & \port$26411$0 ;
+  assign \$508  = | count_copy11;
+  assign \$509  = \$507  & \$508 ;
+  assign \$510  = | count_copy12;
+  assign \$511  = \$510  | skid_qvalid_copy12;
+  assign \$512  = \$511  & \port$26405$0 ;
+  assign \$513  = | count_copy12;
+  assign \$514  = ~ \$513 ;
+  assign \$515  = \$512  & \$514 ;
+  assign \$516  = ~ \$515 ;
+  assign \$517  = skid_qvalid_copy12 & \$516 ;
+  assign \$518  = | count_copy12;
+  assign \$519  = \$518  | skid_qvalid_copy12;
+  assign \$520  = \$519  & \port$26405$0 ;
+  assign \$521  = | count_copy12;
+  assign \$522  = \$520  & \$521 ;
+  assign \$523  = count_copy12 == 2'h3;
+  assign \$524  = count_copy12 == 2'h2;
+  assign \$525  = \$522  ? \$523  : \$524 ;
+  assign \$526  = \$517  & \$525 ;
+  assign \$527  = | count_copy12;
+  assign \$528  = \$527  | skid_qvalid_copy12;
+  assign \$529  = \$528  & \port$26405$0 ;
+  assign \$530  = | count_copy12;
+  assign \$531  = \$529  & \$530 ;
+  assign \$532  = | count_copy13;
+  assign \$533  = \$532  | skid_qvalid_copy13;
+  assign \$534  = \$533  & \port$26407$0 ;
+  assign \$535  = | count_copy13;
+  assign \$536  = ~ \$535 ;
+  assign \$537  = \$534  & \$536 ;
+  assign \$538  = ~ \$537 ;
+  assign \$539  = skid_qvalid_copy13 & \$538 ;
+  assign \$540  = | count_copy13;
+  assign \$541  = \$540  | skid_qvalid_copy13;
+  assign \$542  = \$541  & \port$26407$0 ;
+  assign \$543  = | count_copy13;
+  assign \$544  = \$542  & \$543 ;
+  assign \$545  = count_copy13 == 2'h3;
+  assign \$546  = count_copy13 == 2'h2;
+  assign \$547  = \$544  ? \$545  : \$546 ;
+  assign \$548  = \$539  & \$547 ;
+  assign \$549  = | count_copy13;
+  assign \$550  = \$549  | skid_qvalid_copy13;
+  assign \$551  = \$550  & \port$26407$0 ;
+  assign \$552  = | count_copy13;
+  assign \$553  = \$551  & \$552 ;
+  assign \$554  = | count_copy14;
+  assign \$555  = \$554  | skid_qvalid_copy14;
+  assign \$556  = \$555  & \port$26409$0 ;
+  assign \$557  = | count_copy14;
+  assign \$558  = ~ \$557 ;
+  assign \$559  = \$556  & \$558 ;
+  assign \$560  = ~ \$559 ;
+  assign \$561  = skid_qvalid_copy14 & \$560 ;
+  assign \$562  = | count_copy14;
+  assign \$563  = \$562  | skid_qvalid_copy14;
+  assign \$564  = \$563  & \port$26409$0 ;
+  assign \$565  = | count_copy14;
+  assign \$566  = \$564  & \$565 ;
+  assign \$567  = count_copy14 == 2'h3;
+  assign \$568  = count_copy14 == 2'h2;
+  assign \$569  = \$566  ? \$567  : \$568 ;
+  assign \$570  = \$561  & \$569 ;
+  assign \$571  = | count_copy14;
+  assign \$572  = \$571  | skid_qvalid_copy14;
+  assign \$573  = \$572  & \port$26409$0 ;
+  assign \$574  = | count_copy14;
+  assign \$575  = \$573  & \$574 ;
+  assign \$576  = | count_copy15;
+  assign \$577  = \$576  | skid_qvalid_copy15;
+  assign \$578  = \$577  & \port$26411$0 ;
+  assign \$579  = | count_copy15;
+  assign \$580  = ~ \$579 ;
+  assign \$581  = \$578  & \$580 ;
+  assign \$582  = ~ \$581 ;
+  assign \$583  = skid_qvalid_copy15 & \$582 ;
+  assign \$584  = | count_copy15;
+  assign \$585  = \$584  | skid_qvalid_copy15;
+  assign \$586  = \$585  & \port$26411$0 ;
+  assign \$587  = | count_copy15;
+  assign \$588  = \$586  & \$587 ;
+  assign \$589  = count_copy15 == 3'h4;
+  assign \$590  = count_copy15 == 2'h3;
+  assign \$591  = \$588  ? \$589  : \$590 ;
+  assign \$592  = \$583  & \$591 ;
+  assign \$593  = | count_copy15;
+  assign \$594  = \$593  | skid_qvalid_copy15;
+  assign \$595  = \$594  & \port$26411$0 ;
+  assign \$596  = | count_copy15;
+  assign \$597  = \$595  & \$596 ;
+  assign \$598  = | count_copy16;
+  assign \$599  = \$598  | skid_qvalid_copy16;
+  assign \$600  = \$599  & \port$26405$0 ;
+  assign \$601  = | count_copy16;
+  assign \$602  = ~ \$601 ;
+  assign \$603  = \$600  & \$602 ;
+  assign \$604  = ~ \$603 ;
+  assign \$605  = skid_qvalid_copy16 & \$604 ;
+  assign \$606  = | count_copy16;
+  assign \$607  = \$606  | skid_qvalid_copy16;
+  assign \$608  = \$607  & \port$26405$0 ;
+  assign \$609  = | count_copy16;
+  assign \$610  = \$608  & \$609 ;
+  assign \$611  = count_copy16 == 3'h4;
+  assign \$612  = count_copy16 == 2'h3;
+  assign \$613  = \$610  ? \$611  : \$612 ;
+  assign \$614  = \$605  & \$613 ;
+  assign \$615  = | count_copy16;
+  assign \$616  = \$615  | skid_qvalid_copy16;
+  assign \$617  = \$616  & \port$26405$0 ;
+  assign \$618  = | count_copy16;
+  assign \$619  = \$617  & \$618 ;
+  assign \$620  = | count_copy17;
+  assign \$621  = \$620  | skid_qvalid_copy17;
+  assign \$622  = \$621  & \port$26407$0 ;
+  assign \$623  = | count_copy17;
+  assign \$624  = ~ \$623 ;
+  assign \$625  = \$622  & \$624 ;
+  assign \$626  = ~ \$625 ;
+  assign \$627  = skid_qvalid_copy17 & \$626 ;
+  assign \$628  = | count_copy17;
+  assign \$629  = \$628  | skid_qvalid_copy17;
+  assign \$630  = \$629  & \port$26407$0 ;
+  assign \$631  = | count_copy17;
+  assign \$632  = \$630  & \$631 ;
+  assign \$633  = count_copy17 == 3'h4;
+  assign \$634  = count_copy17 == 2'h3;
+  assign \$635  = \$632  ? \$633  : \$634 ;
+  assign \$636  = \$627  & \$635 ;
+  assign \$637  = | count_copy17;
+  assign \$638  = \$637  | skid_qvalid_copy17;
+  assign \$639  = \$638  & \port$26407$0 ;
+  assign \$640  = | count_copy17;
+  assign \$641  = \$639  & \$640 ;
+  assign \$642  = | count_copy18;
+  assign \$643  = \$642  | skid_qvalid_copy18;
+  assign \$644  = \$643  & \port$26409$0 ;
+  assign \$645  = | count_copy18;
+  assign \$646  = ~ \$645 ;
+  assign \$647  = \$644  & \$646 ;
+  assign \$648  = ~ \$647 ;
+  assign \$649  = skid_qvalid_copy18 & \$648 ;
+  assign \$650  = | count_copy18;
+  assign \$651  = \$650  | skid_qvalid_copy18;
+  assign \$652  = \$651  & \port$26409$0 ;
+  assign \$653  = | count_copy18;
+  assign \$654  = \$652  & \$653 ;
+  assign \$655  = count_copy18 == 3'h4;
+  assign \$656  = count_copy18 == 2'h3;
+  assign \$657  = \$654  ? \$655  : \$656 ;
+  assign \$658  = \$649  & \$657 ;
+  assign \$659  = | count_copy18;
+  assign \$660  = \$659  | skid_qvalid_copy18;
+  assign \$661  = \$660  & \port$26409$0 ;
+  assign \$662  = | count_copy18;
+  assign \$663  = \$661  & \$662 ;
+  assign \$664  = | count_copy19;
+  assign \$665  = \$664  | skid_qvalid_copy19;
+  assign \$666  = \$665  & \port$26411$0 ;
+  assign \$667  = | count_copy19;
+  assign \$668  = ~ \$667 ;
+  assign \$669  = \$666  & \$668 ;
+  assign \$670  = ~ \$669 ;
+  assign \$671  = skid_qvalid_copy19 & \$670 ;
+  assign \$672  = | count_copy19;
+  assign \$673  = \$672  | skid_qvalid_copy19;
+  assign \$674  = \$673  & \port$26411$0 ;
+  assign \$675  = | count_copy19;
+  assign \$676  = \$674  & \$675 ;
+  assign \$677  = count_copy19 == 3'h4;
+  assign \$678  = count_copy19 == 2'h3;
+  assign \$679  = \$676  ? \$677  : \$678 ;
+  assign \$680  = \$671  & \$679 ;
+  assign \$681  = | count_copy19;
+  assign \$682  = \$681  | skid_qvalid_copy19;
+  assign \$683  = \$682  & \port$26411$0 ;
+  assign \$684  = | count_copy19;
+  assign \$685  = \$683  & \$684 ;
+  assign \$686  = | count;
+  assign \$687  = \$686  | qv_last_d0;
+  assign \$688  = \$687  & m__ready;
   always @(posedge clk)
-    busy <= \$337 ;
+    busy <= \$689 ;
   always @(posedge clk)
-    step <= \$338 ;
+    step <= \$690 ;
   always @(posedge clk)
-    addr <= \$339 ;
+    addr <= \$691 ;
   always @(posedge clk)
-    sfc <= \$340 ;
+    sfc <= \$692 ;
   always @(posedge clk)
-    nfc <= \$341 ;
+    nfc <= \$693 ;
   always @(posedge clk)
-    last_step <= \$342 ;
+    last_step <= \$694 ;
   always @(posedge clk)
-    ready <= \$343 ;
+    ready <= \$695 ;
   always @(posedge clk)
-    credits <= \$344 ;
+    credits <= \$696 ;
   always @(posedge clk)
-    issue <= \$345 ;
+    issue <= \$697 ;
   always @(posedge clk)
-    word <= \$346 ;
+    word <= \$698 ;
   always @(posedge clk)
-    last_beat <= \$347 ;
+    last_beat <= \$699 ;
   always @(posedge clk)
-    write_bank <= \$348 ;
+    write_bank <= \$700 ;
   always @(posedge clk)
-    read_bank <= \$349 ;
+    read_bank <= \$701 ;
   always @(posedge clk)
-    \$signal  <= \$350 ;
+    \$signal  <= \$702 ;
   always @(posedge clk)
-    sready_copy0 <= \$351 ;
+    sready_copy0 <= \$703 ;
   always @(posedge clk)
-    sready_copy1 <= \$352 ;
+    sready_copy1 <= \$704 ;
   always @(posedge clk)
-    sready_copy2 <= \$353 ;
+    sready_copy2 <= \$705 ;
   always @(posedge clk)
-    sready_copy3 <= \$354 ;
+    sready_copy3 <= \$706 ;
   always @(posedge clk)
     xbeat <= s__payload;
   always @(posedge clk)
-    write__addr <= \$355 ;
+    write__addr <= \$707 ;
   always @(posedge clk)
-    \write__addr$37  <= \$356 ;
+    \write__addr$37  <= \$708 ;
   always @(posedge clk)
-    \write__addr$44  <= \$357 ;
+    \write__addr$44  <= \$709 ;
   always @(posedge clk)
-    \write__addr$51  <= \$358 ;
+    \write__addr$51  <= \$710 ;
   always @(posedge clk)
-    read__addr <= \$359 ;
+    read__addr <= \$711 ;
   always @(posedge clk)
-    \read__addr$40  <= \$360 ;
+    \read__addr$40  <= \$712 ;
   always @(posedge clk)
-    \read__addr$47  <= \$361 ;
+    \read__addr$47  <= \$713 ;
   always @(posedge clk)
-    \read__addr$54  <= \$362 ;
+    \read__addr$54  <= \$714 ;
   always @(posedge clk)
-    write__en <= \$363 ;
+    write__en <= \$715 ;
   always @(posedge clk)
-    \write__en$35  <= \$364 ;
+    \write__en$35  <= \$716 ;
   always @(posedge clk)
-    \write__en$42  <= \$365 ;
+    \write__en$42  <= \$717 ;
   always @(posedge clk)
-    \write__en$49  <= \$366 ;
+    \write__en$49  <= \$718 ;
   always @(posedge clk)
-    xmem_d0 <= \$367 ;
+    xmem_d0 <= \$719 ;
   always @(posedge clk)
     xtree_fan_copy0 <= xmem_d0;
   always @(posedge clk)
@@ -44022,39 +46505,464 @@ module \bchw_top.engine2 (rst, s__valid, s__payload, s__ready, m__valid, m__payl
   always @(posedge clk)
     \x$118  <= xtree_fan_copy3;
   always @(posedge clk)
-    wdata_d0 <= \$368 ;
+    wdata_d0 <= \$720 ;
   always @(posedge clk)
-    wdata_d1 <= \$369 ;
+    wdata_d1 <= \$721 ;
   always @(posedge clk)
-    wdata_d2 <= \$370 ;
+    wdata_d2 <= \$722 ;
   always @(posedge clk)
-    f_d0 <= \$371 ;
+    f_d0 <= \$723 ;
   always @(posedge clk)
-    f_d1 <= \$372 ;
+    f_d1 <= \$724 ;
   always @(posedge clk)
-    f_d2 <= \$373 ;
+    f_d2 <= \$725 ;
   always @(posedge clk)
-    f_d3 <= \$374 ;
+    f_d3 <= \$726 ;
   always @(posedge clk)
-    f_d4 <= \$375 ;
+    f_d4 <= \$727 ;
   always @(posedge clk)
-    f_d5 <= \$376 ;
+    f_d5 <= \$728 ;
   always @(posedge clk)
-    f_d6 <= \$377 ;
+    f_d6 <= \$729 ;
   always @(posedge clk)
-    f_d7 <= \$378 ;
+    f_d7 <= \$730 ;
   always @(posedge clk)
-    ft_d0 <= \$379 ;
+    ft_d0 <= \$731 ;
   always @(posedge clk)
-    accflags_copy0 <= \$380 ;
+    accflags_copy0 <= \$732 ;
   always @(posedge clk)
-    accflags_copy1 <= \$381 ;
+    accflags_copy1 <= \$733 ;
   always @(posedge clk)
-    accflags_copy2 <= \$382 ;
+    accflags_copy2 <= \$734 ;
   always @(posedge clk)
-    accflags_copy3 <= \$383 ;
+    accflags_copy3 <= \$735 ;
   always @(posedge clk)
-    accflags_copy4 <= \$384 ;
+    accflags_copy4 <= \$736 ;
+  always @(posedge clk)
+    accflags_copy5 <= \$737 ;
+  always @(posedge clk)
+    accflags_copy6 <= \$738 ;
+  always @(posedge clk)
+    accflags_copy7 <= \$739 ;
+  always @(posedge clk)
+    accflags_copy8 <= \$740 ;
+  always @(posedge clk)
+    accflags_copy9 <= \$741 ;
+  always @(posedge clk)
+    accflags_copy10 <= \$742 ;
+  always @(posedge clk)
+    accflags_copy11 <= \$743 ;
+  always @(posedge clk)
+    accflags_copy12 <= \$744 ;
+  always @(posedge clk)
+    accflags_copy13 <= \$745 ;
+  always @(posedge clk)
+    accflags_copy14 <= \$746 ;
+  always @(posedge clk)
+    accflags_copy15 <= \$747 ;
+  always @(posedge clk)
+    paddr_d0 <= \$748 ;
+  always @(posedge clk)
+    paddr_d1 <= \$749 ;
+  always @(posedge clk)
+    paddr_d2 <= \$750 ;
+  always @(posedge clk)
+    paddr_d3 <= \$751 ;
+  always @(posedge clk)
+    paddr_d4 <= \$752 ;
+  always @(posedge clk)
+    paddr_d5 <= \$753 ;
+  always @(posedge clk)
+    \addr$122  <= \$754 ;
+  always @(posedge clk)
+    \addr$125  <= \$755 ;
+  always @(posedge clk)
+    \addr$128  <= \$756 ;
+  always @(posedge clk)
+    \addr$131  <= \$757 ;
+  always @(posedge clk)
+    \addr$134  <= \$758 ;
+  always @(posedge clk)
+    \addr$137  <= \$759 ;
+  always @(posedge clk)
+    \addr$140  <= \$760 ;
+  always @(posedge clk)
+    \addr$143  <= \$761 ;
+  always @(posedge clk)
+    \addr$146  <= \$762 ;
+  always @(posedge clk)
+    \addr$149  <= \$763 ;
+  always @(posedge clk)
+    \addr$152  <= \$764 ;
+  always @(posedge clk)
+    \addr$155  <= \$765 ;
+  always @(posedge clk)
+    \addr$158  <= \$766 ;
+  always @(posedge clk)
+    \addr$161  <= \$767 ;
+  always @(posedge clk)
+    \addr$164  <= \$768 ;
+  always @(posedge clk)
+    \addr$167  <= \$769 ;
+  always @(posedge clk)
+    params_d0 <= \$770 ;
+  always @(posedge clk)
+    params_d1 <= \$771 ;
+  always @(posedge clk)
+    acc_valid <= \$772 ;
+  always @(posedge clk)
+    acc_end <= \$773 ;
+  always @(posedge clk)
+    acc0 <= \$774 ;
+  always @(posedge clk)
+    acc1 <= \$775 ;
+  always @(posedge clk)
+    acc2 <= \$776 ;
+  always @(posedge clk)
+    acc3 <= \$777 ;
+  always @(posedge clk)
+    acc4 <= \$778 ;
+  always @(posedge clk)
+    acc5 <= \$779 ;
+  always @(posedge clk)
+    acc6 <= \$780 ;
+  always @(posedge clk)
+    acc7 <= \$781 ;
+  always @(posedge clk)
+    acc8 <= \$782 ;
+  always @(posedge clk)
+    acc9 <= \$783 ;
+  always @(posedge clk)
+    acc10 <= \$784 ;
+  always @(posedge clk)
+    acc11 <= \$785 ;
+  always @(posedge clk)
+    acc12 <= \$786 ;
+  always @(posedge clk)
+    acc13 <= \$787 ;
+  always @(posedge clk)
+    acc14 <= \$788 ;
+  always @(posedge clk)
+    acc15 <= \$789 ;
+  always @(posedge clk)
+    dload_copy0 <= \$790 ;
+  always @(posedge clk)
+    dload_copy1 <= \$791 ;
+  always @(posedge clk)
+    dload_copy2 <= \$792 ;
+  always @(posedge clk)
+    dload_copy3 <= \$793 ;
+  always @(posedge clk)
+    dload_copy4 <= \$794 ;
+  always @(posedge clk)
+    dload_copy5 <= \$795 ;
+  always @(posedge clk)
+    dload_copy6 <= \$796 ;
+  always @(posedge clk)
+    dload_copy7 <= \$797 ;
+  always @(posedge clk)
+    dload_copy8 <= \$798 ;
+  always @(posedge clk)
+    dload_copy9 <= \$799 ;
+  always @(posedge clk)
+    dload_copy10 <= \$800 ;
+  always @(posedge clk)
+    dload_copy11 <= \$801 ;
+  always @(posedge clk)
+    dload_copy12 <= \$802 ;
+  always @(posedge clk)
+    dload_copy13 <= \$803 ;
+  always @(posedge clk)
+    dload_copy14 <= \$804 ;
+  always @(posedge clk)
+    dload_copy15 <= \$805 ;
+  always @(posedge clk)
+    dload_copy16 <= \$806 ;
+  always @(posedge clk)
+    dload_copy17 <= \$807 ;
+  always @(posedge clk)
+    dload_copy18 <= \$808 ;
+  always @(posedge clk)
+    dload_copy19 <= \$809 ;
+  always @(posedge clk)
+    dload_copy20 <= \$810 ;
+  always @(posedge clk)
+    dload_copy21 <= \$811 ;
+  always @(posedge clk)
+    dload_copy22 <= \$812 ;
+  always @(posedge clk)
+    dload_copy23 <= \$813 ;
+  always @(posedge clk)
+    dload_copy24 <= \$814 ;
+  always @(posedge clk)
+    dload_copy25 <= \$815 ;
+  always @(posedge clk)
+    dload_copy26 <= \$816 ;
+  always @(posedge clk)
+    dload_copy27 <= \$817 ;
+  always @(posedge clk)
+    dload_copy28 <= \$818 ;
+  always @(posedge clk)
+    dload_copy29 <= \$819 ;
+  always @(posedge clk)
+    dload_copy30 <= \$820 ;
+  always @(posedge clk)
+    dload_copy31 <= \$821 ;
+  always @(posedge clk)
+    drain <= \$822 ;
+  always @(posedge clk)
+    qv_d0 <= \$823 ;
+  always @(posedge clk)
+    qv_d1 <= \$824 ;
+  always @(posedge clk)
+    qv_d2 <= \$825 ;
+  always @(posedge clk)
+    qv_d3 <= \$826 ;
+  always @(posedge clk)
+    qv_d4 <= \$827 ;
+  always @(posedge clk)
+    qv_d5 <= \$828 ;
+  always @(posedge clk)
+    qv_d6 <= \$829 ;
+  always @(posedge clk)
+    qv_d7 <= \$830 ;
+  always @(posedge clk)
+    qv_d8 <= \$831 ;
+  always @(posedge clk)
+    qv_d9 <= \$832 ;
+  always @(posedge clk)
+    qv_d10 <= \$833 ;
+  always @(posedge clk)
+    qv_d11 <= \$834 ;
+  always @(posedge clk)
+    qv_d12 <= \$835 ;
+  always @(posedge clk)
+    qv_d13 <= \$836 ;
+  always @(posedge clk)
+    qv_d14 <= \$837 ;
+  always @(posedge clk)
+    qv_d15 <= \$838 ;
+  always @(posedge clk)
+    qv_d16 <= \$839 ;
+  always @(posedge clk)
+    qv_d17 <= \$840 ;
+  always @(posedge clk)
+    qv_d18 <= \$841 ;
+  always @(posedge clk)
+    qv_d19 <= \$842 ;
+  always @(posedge clk)
+    qe_d0 <= \$843 ;
+  always @(posedge clk)
+    qe_d1 <= \$844 ;
+  always @(posedge clk)
+    qe_d2 <= \$845 ;
+  always @(posedge clk)
+    qe_d3 <= \$846 ;
+  always @(posedge clk)
+    qe_d4 <= \$847 ;
+  always @(posedge clk)
+    qe_d5 <= \$848 ;
+  always @(posedge clk)
+    qe_d6 <= \$849 ;
+  always @(posedge clk)
+    qe_d7 <= \$850 ;
+  always @(posedge clk)
+    qe_d8 <= \$851 ;
+  always @(posedge clk)
+    qe_d9 <= \$852 ;
+  always @(posedge clk)
+    qe_d10 <= \$853 ;
+  always @(posedge clk)
+    qe_d11 <= \$854 ;
+  always @(posedge clk)
+    qe_d12 <= \$855 ;
+  always @(posedge clk)
+    qe_d13 <= \$856 ;
+  always @(posedge clk)
+    qe_d14 <= \$857 ;
+  always @(posedge clk)
+    qe_d15 <= \$858 ;
+  always @(posedge clk)
+    qe_d16 <= \$859 ;
+  always @(posedge clk)
+    qe_d17 <= \$860 ;
+  always @(posedge clk)
+    qe_d18 <= \$861 ;
+  always @(posedge clk)
+    qe_d19 <= \$862 ;
+  always @(posedge clk)
+    qv_last_d0 <= \$863 ;
+  always @(posedge clk)
+    qe_last_d0 <= \$864 ;
+  always @(posedge clk)
+    results0 <= { q, results0[119:8] };
+  always @(posedge clk)
+    count_copy0 <= \$865 ;
+  always @(posedge clk)
+    count_copy1 <= \$866 ;
+  always @(posedge clk)
+    count_copy2 <= \$867 ;
+  always @(posedge clk)
+    count_copy3 <= \$868 ;
+  always @(posedge clk)
+    count_copy4 <= \$869 ;
+  always @(posedge clk)
+    count_copy5 <= \$870 ;
+  always @(posedge clk)
+    count_copy6 <= \$871 ;
+  always @(posedge clk)
+    count_copy7 <= \$872 ;
+  always @(posedge clk)
+    count_copy8 <= \$873 ;
+  always @(posedge clk)
+    count_copy9 <= \$874 ;
+  always @(posedge clk)
+    count_copy10 <= \$875 ;
+  always @(posedge clk)
+    count_copy11 <= \$876 ;
+  always @(posedge clk)
+    count_copy12 <= \$877 ;
+  always @(posedge clk)
+    count_copy13 <= \$878 ;
+  always @(posedge clk)
+    count_copy14 <= \$879 ;
+  always @(posedge clk)
+    count_copy15 <= \$880 ;
+  always @(posedge clk)
+    count_copy16 <= \$881 ;
+  always @(posedge clk)
+    count_copy17 <= \$882 ;
+  always @(posedge clk)
+    count_copy18 <= \$883 ;
+  always @(posedge clk)
+    count_copy19 <= \$884 ;
+  always @(posedge clk)
+    skid_qvalid_copy0 <= \$885 ;
+  always @(posedge clk)
+    skid_qvalid_copy1 <= \$886 ;
+  always @(posedge clk)
+    skid_qvalid_copy2 <= \$887 ;
+  always @(posedge clk)
+    skid_qvalid_copy3 <= \$888 ;
+  always @(posedge clk)
+    skid_qvalid_copy4 <= \$889 ;
+  always @(posedge clk)
+    skid_qvalid_copy5 <= \$890 ;
+  always @(posedge clk)
+    skid_qvalid_copy6 <= \$891 ;
+  always @(posedge clk)
+    skid_qvalid_copy7 <= \$892 ;
+  always @(posedge clk)
+    skid_qvalid_copy8 <= \$893 ;
+  always @(posedge clk)
+    skid_qvalid_copy9 <= \$894 ;
+  always @(posedge clk)
+    skid_qvalid_copy10 <= \$895 ;
+  always @(posedge clk)
+    skid_qvalid_copy11 <= \$896 ;
+  always @(posedge clk)
+    skid_qvalid_copy12 <= \$897 ;
+  always @(posedge clk)
+    skid_qvalid_copy13 <= \$898 ;
+  always @(posedge clk)
+    skid_qvalid_copy14 <= \$899 ;
+  always @(posedge clk)
+    skid_qvalid_copy15 <= \$900 ;
+  always @(posedge clk)
+    skid_qvalid_copy16 <= \$901 ;
+  always @(posedge clk)
+    skid_qvalid_copy17 <= \$902 ;
+  always @(posedge clk)
+    skid_qvalid_copy18 <= \$903 ;
+  always @(posedge clk)
+    skid_qvalid_copy19 <= \$904 ;
+  always @(posedge clk)
+    skid0 <= \$905 ;
+  always @(posedge clk)
+    skid1 <= \$906 ;
+  always @(posedge clk)
+    skid2 <= \$907 ;
+  always @(posedge clk)
+    skid3 <= \$908 ;
+  always @(posedge clk)
+    count <= \$909 ;
+  always @(posedge clk)
+    credit_back_d0 <= \$910 ;
+  always @(posedge clk)
+    credit_back <= \$911 ;
+  assign \$1  = \$signal  & ready;
+  assign \$2  = ~ last_step;
+  assign \$3  = busy & \$2 ;
+  assign \$4  = \$1  ? 1'h1 : \$3 ;
+  assign \$5  = \$signal  & ready;
+  assign \$6  = ~ last_step;
+  assign \$7  = issue & \$6 ;
+  assign \$8  = step + 1'h1;
+  assign \$9  = \$7  ? \$8  : { 1'h0, step };
+  assign \$10  = \$5  ? 9'h000 : \$9 ;
+  assign \$12  = \$signal  & ready;
+  assign \$13  = ~ last_step;
+  assign \$14  = issue & \$13 ;
+  assign \$15  = sfc == 4'hf;
+  assign \$16  = \$14  & \$15 ;
+  assign \$17  = \$12  | \$16 ;
+  assign \$18  = ~ last_step;
+  assign \$19  = issue & \$18 ;
+  assign \$20  = sfc + 1'h1;
+  assign \$21  = \$19  ? \$20  : { 1'h0, sfc };
+  assign \$22  = \$17  ? 5'h00 : \$21 ;
+  assign \$24  = \$signal  & ready;
+  assign \$25  = ~ last_step;
+  assign \$26  = issue & \$25 ;
+  assign \$27  = sfc == 4'hf;
+  assign \$28  = \$26  & \$27 ;
+  assign \$29  = nfc + 1'h1;
+  assign \$30  = \$28  ? \$29  : { 1'h0, nfc };
+  assign \$31  = \$24  ? 5'h00 : \$30 ;
+  assign \$33  = \$signal  & ready;
+  assign \$34  = step == 8'hfe;
+  assign \$35  = issue ? \$34  : last_step;
+  assign \$36  = last_step ? 1'h0 : \$35 ;
+  assign \$37  = \$33  ? 1'h0 : \$36 ;
+  assign \$38  = \$signal  & ready;
+  assign \$39  = step == 8'hfe;
+  assign \$40  = issue ? \$39  : ready;
+  assign \$41  = last_step ? 1'h1 : \$40 ;
+  assign \$42  = \$38  ? 1'h0 : \$41 ;
+  assign \$43  = credits + credit_back;
+  assign \$44  = ! sfc;
+  assign \$45  = issue & \$44 ;
+  assign \$46  = \$43  - \$45 ;
+  assign \$48  = | \$23 [3:0];
+  assign \$49  = | \$47 [2:0];
+  assign \$50  = \$48  | \$49 ;
+  assign \$51  = busy_next & \$50 ;
+  assign \$52  = ~ \$signal ;
+  assign s__ready = \$52  | ready;
+  assign out_done = qv_last_d0 & qe_last_d0;
+  assign \$53  = | count;
+  assign m__valid = \$53  | qv_last_d0;
+  assign \$54  = | count;
+  assign \$55  = \$54  ? skid0 : { qe_last_d0, q, results0 };
+  assign \$56  = | count;
+  assign \$57  = \$56  | qv_last_d0;
+  assign \$58  = \$57  & m__ready;
+  assign \$59  = | count;
+  assign \$60  = \$58  & \$59 ;
+  assign \$61  = count - \$60 ;
+  assign \$62  = | count;
+  assign \$63  = \$62  | qv_last_d0;
+  assign \$64  = \$63  & m__ready;
+  assign \$65  = | count;
+  assign \$66  = ~ \$65 ;
+  assign \$67  = \$64  & \$66 ;
+  assign \$68  = ~ \$67 ;
+  assign \$69  = qv_last_d0 & \$68 ;
+  assign \$70  = $signed(\$61 ) + $signed({ 1'h0, \$69  });
+  assign \$71  = s__valid & s__ready;
+  assign \$77  = word + 1'h1;
+  assign \$79  = last_beat ? 5'h00 : \$78 ;
+  assign \$81  = word == 4'he;
   \bchw_top.engine2.params0  params0 (
     .addr(\addr$122 ),
     .clk(clk),
@@ -44137,7 +47045,7 @@ module \bchw_top.engine2 (rst, s__valid, s__payload, s__ready, m__valid, m__payl
   );
   \bchw_top.engine2.requant0  requant0 (
     .clk(clk),
-    .\port$22671$0 (drain[75:0]),
+    .\port$24348$0 (drain[75:0]),
     .q(q),
     .rst(rst)
   );
@@ -44260,1310 +47168,1614 @@ module \bchw_top.engine2 (rst, s__valid, s__payload, s__ready, m__valid, m__payl
   );
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$385  = f_d7[1:0];
+    \$689  = busy_next;
     if (rst) begin
-      \$385  = 2'h0;
+      \$689  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$386  = f_d7[1:0];
+    \$690  = \$11 [7:0];
     if (rst) begin
-      \$386  = 2'h0;
+      \$690  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$387  = f_d7[1:0];
+    \$691  = \$11 [7:0];
     if (rst) begin
-      \$387  = 2'h0;
+      \$691  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$388  = f_d7[1:0];
+    \$692  = \$23 [3:0];
     if (rst) begin
-      \$388  = 2'h0;
+      \$692  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$389  = f_d7[1:0];
+    \$693  = \$32 [3:0];
     if (rst) begin
-      \$389  = 2'h0;
+      \$693  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$390  = f_d7[1:0];
+    \$694  = last_step_next;
     if (rst) begin
-      \$390  = 2'h0;
+      \$694  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$391  = f_d7[1:0];
+    \$695  = ready_next;
     if (rst) begin
-      \$391  = 2'h0;
+      \$695  = 1'h1;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$392  = f_d7[1:0];
+    \$696  = \$47 [2:0];
     if (rst) begin
-      \$392  = 2'h0;
+      \$696  = 3'h4;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$393  = f_d7[1:0];
+    \$697  = issue_next;
     if (rst) begin
-      \$393  = 2'h0;
+      \$697  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$394  = f_d7[1:0];
-    if (rst) begin
-      \$394  = 2'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$395  = f_d7[1:0];
-    if (rst) begin
-      \$395  = 2'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$396  = nfc;
-    if (rst) begin
-      \$396  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$397  = paddr_d0;
-    if (rst) begin
-      \$397  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$398  = paddr_d1;
-    if (rst) begin
-      \$398  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$399  = paddr_d2;
-    if (rst) begin
-      \$399  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$400  = paddr_d3;
-    if (rst) begin
-      \$400  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$401  = paddr_d4;
-    if (rst) begin
-      \$401  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$402  = paddr_d5;
-    if (rst) begin
-      \$402  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$403  = paddr_d5;
-    if (rst) begin
-      \$403  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$404  = paddr_d5;
-    if (rst) begin
-      \$404  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$405  = paddr_d5;
-    if (rst) begin
-      \$405  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$406  = paddr_d5;
-    if (rst) begin
-      \$406  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$407  = paddr_d5;
-    if (rst) begin
-      \$407  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$408  = paddr_d5;
-    if (rst) begin
-      \$408  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$409  = paddr_d5;
-    if (rst) begin
-      \$409  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$410  = paddr_d5;
-    if (rst) begin
-      \$410  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$411  = paddr_d5;
-    if (rst) begin
-      \$411  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$412  = paddr_d5;
-    if (rst) begin
-      \$412  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$413  = paddr_d5;
-    if (rst) begin
-      \$413  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$414  = paddr_d5;
-    if (rst) begin
-      \$414  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$415  = paddr_d5;
-    if (rst) begin
-      \$415  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$416  = paddr_d5;
-    if (rst) begin
-      \$416  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$417  = paddr_d5;
-    if (rst) begin
-      \$417  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$420  = \$148 ;
-    if (rst) begin
-      \$420  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$421  = \$149 ;
-    if (rst) begin
-      \$421  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$422  = acc0;
-    if (accflags_copy0[0]) begin
-      \$422  = \$151 [16:0];
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$423  = acc1;
-    if (accflags_copy1[0]) begin
-      \$423  = \$153 [16:0];
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$424  = acc2;
-    if (accflags_copy2[0]) begin
-      \$424  = \$155 [16:0];
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$425  = acc3;
-    if (accflags_copy3[0]) begin
-      \$425  = \$157 [16:0];
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$426  = acc4;
-    if (accflags_copy4[0]) begin
-      \$426  = \$159 [16:0];
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$427  = acc5;
-    if (accflags_copy5[0]) begin
-      \$427  = \$161 [16:0];
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$428  = acc6;
-    if (accflags_copy6[0]) begin
-      \$428  = \$163 [16:0];
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$429  = acc7;
-    if (accflags_copy7[0]) begin
-      \$429  = \$165 [16:0];
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$430  = acc8;
-    if (accflags_copy8[0]) begin
-      \$430  = \$167 [16:0];
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$431  = acc9;
-    if (accflags_copy9[0]) begin
-      \$431  = \$169 [16:0];
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$432  = acc10;
-    if (accflags_copy10[0]) begin
-      \$432  = \$171 [16:0];
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$433  = acc11;
-    if (accflags_copy11[0]) begin
-      \$433  = \$173 [16:0];
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$434  = acc12;
-    if (accflags_copy12[0]) begin
-      \$434  = \$175 [16:0];
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$435  = acc13;
-    if (accflags_copy13[0]) begin
-      \$435  = \$177 [16:0];
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$436  = acc14;
-    if (accflags_copy14[0]) begin
-      \$436  = \$179 [16:0];
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$437  = acc15;
-    if (accflags_copy15[0]) begin
-      \$437  = \$181 [16:0];
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$438  = \$182 ;
-    if (rst) begin
-      \$438  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$439  = \$183 ;
-    if (rst) begin
-      \$439  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$440  = \$184 ;
-    if (rst) begin
-      \$440  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$441  = \$185 ;
-    if (rst) begin
-      \$441  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$442  = \$186 ;
-    if (rst) begin
-      \$442  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$443  = \$187 ;
-    if (rst) begin
-      \$443  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$444  = \$188 ;
-    if (rst) begin
-      \$444  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$445  = \$189 ;
-    if (rst) begin
-      \$445  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$446  = \$190 ;
-    if (rst) begin
-      \$446  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$447  = \$191 ;
-    if (rst) begin
-      \$447  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$448  = \$192 ;
-    if (rst) begin
-      \$448  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$449  = \$193 ;
-    if (rst) begin
-      \$449  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$450  = \$194 ;
-    if (rst) begin
-      \$450  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$451  = \$195 ;
-    if (rst) begin
-      \$451  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$452  = \$196 ;
-    if (rst) begin
-      \$452  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$453  = \$197 ;
-    if (rst) begin
-      \$453  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$454  = \$198 ;
-    if (rst) begin
-      \$454  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$455  = \$199 ;
-    if (rst) begin
-      \$455  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$456  = \$200 ;
-    if (rst) begin
-      \$456  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$457  = \$201 ;
-    if (rst) begin
-      \$457  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$458  = \$202 ;
-    if (rst) begin
-      \$458  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$459  = \$203 ;
-    if (rst) begin
-      \$459  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$460  = \$204 ;
-    if (rst) begin
-      \$460  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$461  = \$205 ;
-    if (rst) begin
-      \$461  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$462  = \$206 ;
-    if (rst) begin
-      \$462  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$463  = \$207 ;
-    if (rst) begin
-      \$463  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$464  = \$208 ;
-    if (rst) begin
-      \$464  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$465  = \$209 ;
-    if (rst) begin
-      \$465  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$466  = \$210 ;
-    if (rst) begin
-      \$466  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$467  = \$211 ;
-    if (rst) begin
-      \$467  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$468  = \$212 ;
-    if (rst) begin
-      \$468  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$469  = \$213 ;
-    if (rst) begin
-      \$469  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$471  = acc_valid;
-    if (rst) begin
-      \$471  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$472  = qv_d0;
-    if (rst) begin
-      \$472  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$473  = qv_d1;
-    if (rst) begin
-      \$473  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$474  = qv_d2;
-    if (rst) begin
-      \$474  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$475  = qv_d3;
-    if (rst) begin
-      \$475  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$476  = qv_d4;
-    if (rst) begin
-      \$476  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$477  = qv_d5;
-    if (rst) begin
-      \$477  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$478  = qv_d6;
-    if (rst) begin
-      \$478  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$479  = qv_d7;
-    if (rst) begin
-      \$479  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$480  = qv_d8;
-    if (rst) begin
-      \$480  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$481  = qv_d9;
-    if (rst) begin
-      \$481  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$482  = qv_d10;
-    if (rst) begin
-      \$482  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$483  = qv_d11;
-    if (rst) begin
-      \$483  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$484  = qv_d12;
-    if (rst) begin
-      \$484  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$485  = qv_d13;
-    if (rst) begin
-      \$485  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$486  = qv_d14;
-    if (rst) begin
-      \$486  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$487  = qv_d15;
-    if (rst) begin
-      \$487  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$488  = qv_d16;
-    if (rst) begin
-      \$488  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$489  = qv_d17;
-    if (rst) begin
-      \$489  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$490  = qv_d18;
-    if (rst) begin
-      \$490  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$491  = acc_end;
-    if (rst) begin
-      \$491  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$492  = qe_d0;
-    if (rst) begin
-      \$492  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$493  = qe_d1;
-    if (rst) begin
-      \$493  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$494  = qe_d2;
-    if (rst) begin
-      \$494  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$495  = qe_d3;
-    if (rst) begin
-      \$495  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$496  = qe_d4;
-    if (rst) begin
-      \$496  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$497  = qe_d5;
-    if (rst) begin
-      \$497  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$498  = qe_d6;
-    if (rst) begin
-      \$498  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$499  = qe_d7;
-    if (rst) begin
-      \$499  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$500  = qe_d8;
-    if (rst) begin
-      \$500  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$501  = qe_d9;
-    if (rst) begin
-      \$501  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$502  = qe_d10;
-    if (rst) begin
-      \$502  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$503  = qe_d11;
-    if (rst) begin
-      \$503  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$504  = qe_d12;
-    if (rst) begin
-      \$504  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$505  = qe_d13;
-    if (rst) begin
-      \$505  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$506  = qe_d14;
-    if (rst) begin
-      \$506  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$507  = qe_d15;
-    if (rst) begin
-      \$507  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$508  = qe_d16;
-    if (rst) begin
-      \$508  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$509  = qe_d17;
-    if (rst) begin
-      \$509  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$510  = qe_d18;
-    if (rst) begin
-      \$510  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$511  = qv_d19;
-    if (rst) begin
-      \$511  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$512  = qe_d19;
-    if (rst) begin
-      \$512  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$513  = \$70 [2:0];
-    if (rst) begin
-      \$513  = 3'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$514  = \$70 [2:0];
-    if (rst) begin
-      \$514  = 3'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$515  = \$70 [2:0];
-    if (rst) begin
-      \$515  = 3'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$516  = \$70 [2:0];
-    if (rst) begin
-      \$516  = 3'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$517  = qv_d19;
-    if (rst) begin
-      \$517  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$518  = qv_d19;
-    if (rst) begin
-      \$518  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$519  = qv_d19;
-    if (rst) begin
-      \$519  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$520  = qv_d19;
-    if (rst) begin
-      \$520  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$521  = skid0;
-    if (\$262 ) begin
-      \$521  = { qe_last_d0, q, results0 };
-    end else if (\$267 ) begin
-      \$521  = skid1;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$522  = skid1;
-    if (\$284 ) begin
-      \$522  = { qe_last_d0, q, results0 };
-    end else if (\$289 ) begin
-      \$522  = skid2;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$523  = skid2;
-    if (\$306 ) begin
-      \$523  = { qe_last_d0, q, results0 };
-    end else if (\$311 ) begin
-      \$523  = skid3;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$524  = skid3;
-    if (\$328 ) begin
-      \$524  = { qe_last_d0, q, results0 };
-    end else if (\$333 ) begin
-      \$524  = 129'h000000000000000000000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$525  = \$70 [2:0];
-    if (rst) begin
-      \$525  = 3'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$526  = \$336 ;
-    if (rst) begin
-      \$526  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$527  = credit_back_d0;
-    if (rst) begin
-      \$527  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$337  = busy_next;
-    if (rst) begin
-      \$337  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$338  = \$11 [7:0];
-    if (rst) begin
-      \$338  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$339  = \$11 [7:0];
-    if (rst) begin
-      \$339  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$340  = \$23 [3:0];
-    if (rst) begin
-      \$340  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$341  = \$32 [3:0];
-    if (rst) begin
-      \$341  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$342  = last_step_next;
-    if (rst) begin
-      \$342  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$343  = ready_next;
-    if (rst) begin
-      \$343  = 1'h1;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$344  = \$47 [2:0];
-    if (rst) begin
-      \$344  = 3'h4;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$345  = issue_next;
-    if (rst) begin
-      \$345  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$346  = word;
+    \$698  = word;
     if (\$71 ) begin
-      \$346  = \$79 [3:0];
+      \$698  = \$79 [3:0];
     end
     if (rst) begin
-      \$346  = 4'h0;
+      \$698  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$347  = last_beat;
+    \$699  = last_beat;
     if (\$71 ) begin
-      \$347  = \$87 ;
+      \$699  = \$87 ;
     end
     if (rst) begin
-      \$347  = 1'h0;
+      \$699  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$348  = write_bank;
+    \$700  = write_bank;
     if (\$89 ) begin
-      \$348  = \$90 ;
+      \$700  = \$90 ;
     end
     if (rst) begin
-      \$348  = 1'h0;
+      \$700  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$349  = read_bank;
+    \$701  = read_bank;
     if (\$91 ) begin
-      \$349  = \$92 ;
+      \$701  = \$92 ;
     end
     if (rst) begin
-      \$349  = 1'h1;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$350  = \$97 ;
-    if (rst) begin
-      \$350  = 1'h0;
+      \$701  = 1'h1;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$351  = \$104 ;
+    \$702  = \$97 ;
     if (rst) begin
-      \$351  = 1'h1;
+      \$702  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$352  = \$111 ;
+    \$703  = \$104 ;
     if (rst) begin
-      \$352  = 1'h1;
+      \$703  = 1'h1;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$353  = \$118 ;
+    \$704  = \$111 ;
     if (rst) begin
-      \$353  = 1'h1;
+      \$704  = 1'h1;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$354  = \$125 ;
+    \$705  = \$118 ;
     if (rst) begin
-      \$354  = 1'h1;
+      \$705  = 1'h1;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$355  = { write_bank, word };
+    \$706  = \$125 ;
     if (rst) begin
-      \$355  = 5'h00;
+      \$706  = 1'h1;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$356  = { write_bank, word };
+    \$707  = { write_bank, word };
     if (rst) begin
-      \$356  = 5'h00;
+      \$707  = 5'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$357  = { write_bank, word };
+    \$708  = { write_bank, word };
     if (rst) begin
-      \$357  = 5'h00;
+      \$708  = 5'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$358  = { write_bank, word };
+    \$709  = { write_bank, word };
     if (rst) begin
-      \$358  = 5'h00;
+      \$709  = 5'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$359  = { \$127 , \$23 [3:0] };
+    \$710  = { write_bank, word };
     if (rst) begin
-      \$359  = 5'h10;
+      \$710  = 5'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$360  = { \$129 , \$23 [3:0] };
+    \$711  = { \$127 , \$23 [3:0] };
     if (rst) begin
-      \$360  = 5'h10;
+      \$711  = 5'h10;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$361  = { \$131 , \$23 [3:0] };
+    \$712  = { \$129 , \$23 [3:0] };
     if (rst) begin
-      \$361  = 5'h10;
+      \$712  = 5'h10;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$362  = { \$133 , \$23 [3:0] };
+    \$713  = { \$131 , \$23 [3:0] };
     if (rst) begin
-      \$362  = 5'h10;
+      \$713  = 5'h10;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$363  = \$136 ;
+    \$714  = { \$133 , \$23 [3:0] };
     if (rst) begin
-      \$363  = 1'h0;
+      \$714  = 5'h10;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$364  = \$139 ;
+    \$715  = \$136 ;
     if (rst) begin
-      \$364  = 1'h0;
+      \$715  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$365  = \$142 ;
+    \$716  = \$139 ;
     if (rst) begin
-      \$365  = 1'h0;
+      \$716  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$366  = \$145 ;
+    \$717  = \$142 ;
     if (rst) begin
-      \$366  = 1'h0;
+      \$717  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$371  = { last_step, \$147 , \$146 , issue };
+    \$718  = \$145 ;
     if (rst) begin
-      \$371  = 4'h0;
+      \$718  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$372  = f_d0;
+    \$723  = { last_step, \$147 , \$146 , issue };
     if (rst) begin
-      \$372  = 4'h0;
+      \$723  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$373  = f_d1;
+    \$724  = f_d0;
     if (rst) begin
-      \$373  = 4'h0;
+      \$724  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$374  = f_d2;
+    \$725  = f_d1;
     if (rst) begin
-      \$374  = 4'h0;
+      \$725  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$375  = f_d3;
+    \$726  = f_d2;
     if (rst) begin
-      \$375  = 4'h0;
+      \$726  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$376  = f_d4;
+    \$727  = f_d3;
     if (rst) begin
-      \$376  = 4'h0;
+      \$727  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$377  = f_d5;
+    \$728  = f_d4;
     if (rst) begin
-      \$377  = 4'h0;
+      \$728  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$378  = f_d6;
+    \$729  = f_d5;
     if (rst) begin
-      \$378  = 4'h0;
+      \$729  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$379  = f_d7;
+    \$730  = f_d6;
     if (rst) begin
-      \$379  = 4'h0;
+      \$730  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$380  = f_d7[1:0];
+    \$731  = f_d7;
     if (rst) begin
-      \$380  = 2'h0;
+      \$731  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$381  = f_d7[1:0];
+    \$732  = f_d7[1:0];
     if (rst) begin
-      \$381  = 2'h0;
+      \$732  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$382  = f_d7[1:0];
+    \$733  = f_d7[1:0];
     if (rst) begin
-      \$382  = 2'h0;
+      \$733  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$383  = f_d7[1:0];
+    \$734  = f_d7[1:0];
     if (rst) begin
-      \$383  = 2'h0;
+      \$734  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$384  = f_d7[1:0];
+    \$735  = f_d7[1:0];
     if (rst) begin
-      \$384  = 2'h0;
+      \$735  = 2'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$736  = f_d7[1:0];
+    if (rst) begin
+      \$736  = 2'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$737  = f_d7[1:0];
+    if (rst) begin
+      \$737  = 2'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$738  = f_d7[1:0];
+    if (rst) begin
+      \$738  = 2'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$739  = f_d7[1:0];
+    if (rst) begin
+      \$739  = 2'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$740  = f_d7[1:0];
+    if (rst) begin
+      \$740  = 2'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$741  = f_d7[1:0];
+    if (rst) begin
+      \$741  = 2'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$742  = f_d7[1:0];
+    if (rst) begin
+      \$742  = 2'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$743  = f_d7[1:0];
+    if (rst) begin
+      \$743  = 2'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$744  = f_d7[1:0];
+    if (rst) begin
+      \$744  = 2'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$745  = f_d7[1:0];
+    if (rst) begin
+      \$745  = 2'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$746  = f_d7[1:0];
+    if (rst) begin
+      \$746  = 2'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$747  = f_d7[1:0];
+    if (rst) begin
+      \$747  = 2'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$748  = nfc;
+    if (rst) begin
+      \$748  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$749  = paddr_d0;
+    if (rst) begin
+      \$749  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$750  = paddr_d1;
+    if (rst) begin
+      \$750  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$751  = paddr_d2;
+    if (rst) begin
+      \$751  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$752  = paddr_d3;
+    if (rst) begin
+      \$752  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$753  = paddr_d4;
+    if (rst) begin
+      \$753  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$754  = paddr_d5;
+    if (rst) begin
+      \$754  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$755  = paddr_d5;
+    if (rst) begin
+      \$755  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$756  = paddr_d5;
+    if (rst) begin
+      \$756  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$757  = paddr_d5;
+    if (rst) begin
+      \$757  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$758  = paddr_d5;
+    if (rst) begin
+      \$758  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$759  = paddr_d5;
+    if (rst) begin
+      \$759  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$760  = paddr_d5;
+    if (rst) begin
+      \$760  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$761  = paddr_d5;
+    if (rst) begin
+      \$761  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$762  = paddr_d5;
+    if (rst) begin
+      \$762  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$763  = paddr_d5;
+    if (rst) begin
+      \$763  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$764  = paddr_d5;
+    if (rst) begin
+      \$764  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$765  = paddr_d5;
+    if (rst) begin
+      \$765  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$766  = paddr_d5;
+    if (rst) begin
+      \$766  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$767  = paddr_d5;
+    if (rst) begin
+      \$767  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$768  = paddr_d5;
+    if (rst) begin
+      \$768  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$769  = paddr_d5;
+    if (rst) begin
+      \$769  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$772  = \$148 ;
+    if (rst) begin
+      \$772  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$773  = \$149 ;
+    if (rst) begin
+      \$773  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$774  = acc0;
+    if (accflags_copy0[0]) begin
+      \$774  = \$151 [16:0];
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$775  = acc1;
+    if (accflags_copy1[0]) begin
+      \$775  = \$153 [16:0];
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$776  = acc2;
+    if (accflags_copy2[0]) begin
+      \$776  = \$155 [16:0];
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$777  = acc3;
+    if (accflags_copy3[0]) begin
+      \$777  = \$157 [16:0];
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$778  = acc4;
+    if (accflags_copy4[0]) begin
+      \$778  = \$159 [16:0];
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$779  = acc5;
+    if (accflags_copy5[0]) begin
+      \$779  = \$161 [16:0];
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$780  = acc6;
+    if (accflags_copy6[0]) begin
+      \$780  = \$163 [16:0];
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$781  = acc7;
+    if (accflags_copy7[0]) begin
+      \$781  = \$165 [16:0];
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$782  = acc8;
+    if (accflags_copy8[0]) begin
+      \$782  = \$167 [16:0];
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$783  = acc9;
+    if (accflags_copy9[0]) begin
+      \$783  = \$169 [16:0];
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$784  = acc10;
+    if (accflags_copy10[0]) begin
+      \$784  = \$171 [16:0];
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$785  = acc11;
+    if (accflags_copy11[0]) begin
+      \$785  = \$173 [16:0];
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$786  = acc12;
+    if (accflags_copy12[0]) begin
+      \$786  = \$175 [16:0];
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$787  = acc13;
+    if (accflags_copy13[0]) begin
+      \$787  = \$177 [16:0];
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$788  = acc14;
+    if (accflags_copy14[0]) begin
+      \$788  = \$179 [16:0];
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$789  = acc15;
+    if (accflags_copy15[0]) begin
+      \$789  = \$181 [16:0];
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$790  = \$182 ;
+    if (rst) begin
+      \$790  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$791  = \$183 ;
+    if (rst) begin
+      \$791  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$792  = \$184 ;
+    if (rst) begin
+      \$792  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$793  = \$185 ;
+    if (rst) begin
+      \$793  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$794  = \$186 ;
+    if (rst) begin
+      \$794  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$795  = \$187 ;
+    if (rst) begin
+      \$795  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$796  = \$188 ;
+    if (rst) begin
+      \$796  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$797  = \$189 ;
+    if (rst) begin
+      \$797  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$798  = \$190 ;
+    if (rst) begin
+      \$798  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$799  = \$191 ;
+    if (rst) begin
+      \$799  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$800  = \$192 ;
+    if (rst) begin
+      \$800  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$801  = \$193 ;
+    if (rst) begin
+      \$801  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$802  = \$194 ;
+    if (rst) begin
+      \$802  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$803  = \$195 ;
+    if (rst) begin
+      \$803  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$804  = \$196 ;
+    if (rst) begin
+      \$804  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$805  = \$197 ;
+    if (rst) begin
+      \$805  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$806  = \$198 ;
+    if (rst) begin
+      \$806  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$807  = \$199 ;
+    if (rst) begin
+      \$807  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$808  = \$200 ;
+    if (rst) begin
+      \$808  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$809  = \$201 ;
+    if (rst) begin
+      \$809  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$810  = \$202 ;
+    if (rst) begin
+      \$810  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$811  = \$203 ;
+    if (rst) begin
+      \$811  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$812  = \$204 ;
+    if (rst) begin
+      \$812  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$813  = \$205 ;
+    if (rst) begin
+      \$813  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$814  = \$206 ;
+    if (rst) begin
+      \$814  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$815  = \$207 ;
+    if (rst) begin
+      \$815  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$816  = \$208 ;
+    if (rst) begin
+      \$816  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$817  = \$209 ;
+    if (rst) begin
+      \$817  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$818  = \$210 ;
+    if (rst) begin
+      \$818  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$819  = \$211 ;
+    if (rst) begin
+      \$819  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$820  = \$212 ;
+    if (rst) begin
+      \$820  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$821  = \$213 ;
+    if (rst) begin
+      \$821  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$823  = acc_valid;
+    if (rst) begin
+      \$823  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$824  = qv_d0;
+    if (rst) begin
+      \$824  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$825  = qv_d1;
+    if (rst) begin
+      \$825  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$826  = qv_d2;
+    if (rst) begin
+      \$826  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$827  = qv_d3;
+    if (rst) begin
+      \$827  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$828  = qv_d4;
+    if (rst) begin
+      \$828  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$829  = qv_d5;
+    if (rst) begin
+      \$829  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$830  = qv_d6;
+    if (rst) begin
+      \$830  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$831  = qv_d7;
+    if (rst) begin
+      \$831  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$832  = qv_d8;
+    if (rst) begin
+      \$832  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$833  = qv_d9;
+    if (rst) begin
+      \$833  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$834  = qv_d10;
+    if (rst) begin
+      \$834  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$835  = qv_d11;
+    if (rst) begin
+      \$835  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$836  = qv_d12;
+    if (rst) begin
+      \$836  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$837  = qv_d13;
+    if (rst) begin
+      \$837  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$838  = qv_d14;
+    if (rst) begin
+      \$838  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$839  = qv_d15;
+    if (rst) begin
+      \$839  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$840  = qv_d16;
+    if (rst) begin
+      \$840  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$841  = qv_d17;
+    if (rst) begin
+      \$841  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$842  = qv_d18;
+    if (rst) begin
+      \$842  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$843  = acc_end;
+    if (rst) begin
+      \$843  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$844  = qe_d0;
+    if (rst) begin
+      \$844  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$845  = qe_d1;
+    if (rst) begin
+      \$845  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$846  = qe_d2;
+    if (rst) begin
+      \$846  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$847  = qe_d3;
+    if (rst) begin
+      \$847  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$848  = qe_d4;
+    if (rst) begin
+      \$848  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$849  = qe_d5;
+    if (rst) begin
+      \$849  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$850  = qe_d6;
+    if (rst) begin
+      \$850  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$851  = qe_d7;
+    if (rst) begin
+      \$851  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$852  = qe_d8;
+    if (rst) begin
+      \$852  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$853  = qe_d9;
+    if (rst) begin
+      \$853  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$854  = qe_d10;
+    if (rst) begin
+      \$854  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$855  = qe_d11;
+    if (rst) begin
+      \$855  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$856  = qe_d12;
+    if (rst) begin
+      \$856  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$857  = qe_d13;
+    if (rst) begin
+      \$857  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$858  = qe_d14;
+    if (rst) begin
+      \$858  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$859  = qe_d15;
+    if (rst) begin
+      \$859  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$860  = qe_d16;
+    if (rst) begin
+      \$860  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$861  = qe_d17;
+    if (rst) begin
+      \$861  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$862  = qe_d18;
+    if (rst) begin
+      \$862  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$863  = qv_d19;
+    if (rst) begin
+      \$863  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$864  = qe_d19;
+    if (rst) begin
+      \$864  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$865  = \$70 [2:0];
+    if (rst) begin
+      \$865  = 3'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$866  = \$70 [2:0];
+    if (rst) begin
+      \$866  = 3'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$867  = \$70 [2:0];
+    if (rst) begin
+      \$867  = 3'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$868  = \$70 [2:0];
+    if (rst) begin
+      \$868  = 3'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$869  = \$70 [2:0];
+    if (rst) begin
+      \$869  = 3'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$870  = \$70 [2:0];
+    if (rst) begin
+      \$870  = 3'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$871  = \$70 [2:0];
+    if (rst) begin
+      \$871  = 3'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$872  = \$70 [2:0];
+    if (rst) begin
+      \$872  = 3'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$873  = \$70 [2:0];
+    if (rst) begin
+      \$873  = 3'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$874  = \$70 [2:0];
+    if (rst) begin
+      \$874  = 3'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$875  = \$70 [2:0];
+    if (rst) begin
+      \$875  = 3'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$876  = \$70 [2:0];
+    if (rst) begin
+      \$876  = 3'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$877  = \$70 [2:0];
+    if (rst) begin
+      \$877  = 3'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$878  = \$70 [2:0];
+    if (rst) begin
+      \$878  = 3'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$879  = \$70 [2:0];
+    if (rst) begin
+      \$879  = 3'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$880  = \$70 [2:0];
+    if (rst) begin
+      \$880  = 3'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$881  = \$70 [2:0];
+    if (rst) begin
+      \$881  = 3'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$882  = \$70 [2:0];
+    if (rst) begin
+      \$882  = 3'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$883  = \$70 [2:0];
+    if (rst) begin
+      \$883  = 3'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$884  = \$70 [2:0];
+    if (rst) begin
+      \$884  = 3'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$885  = qv_d19;
+    if (rst) begin
+      \$885  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$886  = qv_d19;
+    if (rst) begin
+      \$886  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$887  = qv_d19;
+    if (rst) begin
+      \$887  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$888  = qv_d19;
+    if (rst) begin
+      \$888  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$889  = qv_d19;
+    if (rst) begin
+      \$889  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$890  = qv_d19;
+    if (rst) begin
+      \$890  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$891  = qv_d19;
+    if (rst) begin
+      \$891  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$892  = qv_d19;
+    if (rst) begin
+      \$892  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$893  = qv_d19;
+    if (rst) begin
+      \$893  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$894  = qv_d19;
+    if (rst) begin
+      \$894  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$895  = qv_d19;
+    if (rst) begin
+      \$895  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$896  = qv_d19;
+    if (rst) begin
+      \$896  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$897  = qv_d19;
+    if (rst) begin
+      \$897  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$898  = qv_d19;
+    if (rst) begin
+      \$898  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$899  = qv_d19;
+    if (rst) begin
+      \$899  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$900  = qv_d19;
+    if (rst) begin
+      \$900  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$901  = qv_d19;
+    if (rst) begin
+      \$901  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$902  = qv_d19;
+    if (rst) begin
+      \$902  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$903  = qv_d19;
+    if (rst) begin
+      \$903  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$904  = qv_d19;
+    if (rst) begin
+      \$904  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$905  = skid0;
+    if (\$262 ) begin
+      \$905 [31:0] = results0[31:0];
+    end else if (\$267 ) begin
+      \$905 [31:0] = skid1[31:0];
+    end
+    if (\$284 ) begin
+      \$905 [63:32] = results0[63:32];
+    end else if (\$289 ) begin
+      \$905 [63:32] = skid1[63:32];
+    end
+    if (\$306 ) begin
+      \$905 [95:64] = results0[95:64];
+    end else if (\$311 ) begin
+      \$905 [95:64] = skid1[95:64];
+    end
+    if (\$328 ) begin
+      \$905 [127:96] = { q, results0[119:96] };
+    end else if (\$333 ) begin
+      \$905 [127:96] = skid1[127:96];
+    end
+    if (\$350 ) begin
+      \$905 [128] = qe_last_d0;
+    end else if (\$355 ) begin
+      \$905 [128] = skid1[128];
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$906  = skid1;
+    if (\$372 ) begin
+      \$906 [31:0] = results0[31:0];
+    end else if (\$377 ) begin
+      \$906 [31:0] = skid2[31:0];
+    end
+    if (\$394 ) begin
+      \$906 [63:32] = results0[63:32];
+    end else if (\$399 ) begin
+      \$906 [63:32] = skid2[63:32];
+    end
+    if (\$416 ) begin
+      \$906 [95:64] = results0[95:64];
+    end else if (\$421 ) begin
+      \$906 [95:64] = skid2[95:64];
+    end
+    if (\$438 ) begin
+      \$906 [127:96] = { q, results0[119:96] };
+    end else if (\$443 ) begin
+      \$906 [127:96] = skid2[127:96];
+    end
+    if (\$460 ) begin
+      \$906 [128] = qe_last_d0;
+    end else if (\$465 ) begin
+      \$906 [128] = skid2[128];
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$907  = skid2;
+    if (\$482 ) begin
+      \$907 [31:0] = results0[31:0];
+    end else if (\$487 ) begin
+      \$907 [31:0] = skid3[31:0];
+    end
+    if (\$504 ) begin
+      \$907 [63:32] = results0[63:32];
+    end else if (\$509 ) begin
+      \$907 [63:32] = skid3[63:32];
+    end
+    if (\$526 ) begin
+      \$907 [95:64] = results0[95:64];
+    end else if (\$531 ) begin
+      \$907 [95:64] = skid3[95:64];
+    end
+    if (\$548 ) begin
+      \$907 [127:96] = { q, results0[119:96] };
+    end else if (\$553 ) begin
+      \$907 [127:96] = skid3[127:96];
+    end
+    if (\$570 ) begin
+      \$907 [128] = qe_last_d0;
+    end else if (\$575 ) begin
+      \$907 [128] = skid3[128];
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$908  = skid3;
+    if (\$592 ) begin
+      \$908 [31:0] = results0[31:0];
+    end else if (\$597 ) begin
+      \$908 [31:0] = 32'd0;
+    end
+    if (\$614 ) begin
+      \$908 [63:32] = results0[63:32];
+    end else if (\$619 ) begin
+      \$908 [63:32] = 32'd0;
+    end
+    if (\$636 ) begin
+      \$908 [95:64] = results0[95:64];
+    end else if (\$641 ) begin
+      \$908 [95:64] = 32'd0;
+    end
+    if (\$658 ) begin
+      \$908 [127:96] = { q, results0[119:96] };
+    end else if (\$663 ) begin
+      \$908 [127:96] = 32'd0;
+    end
+    if (\$680 ) begin
+      \$908 [128] = qe_last_d0;
+    end else if (\$685 ) begin
+      \$908 [128] = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$909  = \$70 [2:0];
+    if (rst) begin
+      \$909  = 3'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$910  = \$688 ;
+    if (rst) begin
+      \$910  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$911  = credit_back_d0;
+    if (rst) begin
+      \$911  = 1'h0;
     end
   end
   assign step_next = \$11 [7:0];
@@ -45676,46 +48888,46 @@ module \bchw_top.engine2 (rst, s__valid, s__payload, s__ready, m__valid, m__payl
   assign bias = drain[75:40];
   assign count_next = \$70 [2:0];
   assign credit_back_d1 = credit_back;
-  assign m_ready_copies = { \port$24670$0 , \port$24668$0 , \port$24666$0 , \port$24664$0  };
+  assign m_ready_copies = { \port$26411$0 , \port$26409$0 , \port$26407$0 , \port$26405$0  };
   assign m__payload = \$55 [127:0];
-  assign \$470 [1215:1157] = \$245 ;
-  assign \$470 [1156:1140] = \$244 ;
-  assign \$470 [1139:1081] = \$243 ;
-  assign \$470 [1080:1064] = \$242 ;
-  assign \$470 [1063:1005] = \$241 ;
-  assign \$470 [1004:988] = \$240 ;
-  assign \$470 [987:929] = \$239 ;
-  assign \$470 [928:912] = \$238 ;
-  assign \$470 [911:853] = \$237 ;
-  assign \$470 [852:836] = \$236 ;
-  assign \$470 [835:777] = \$235 ;
-  assign \$470 [776:760] = \$234 ;
-  assign \$470 [759:701] = \$233 ;
-  assign \$470 [700:684] = \$232 ;
-  assign \$470 [683:625] = \$231 ;
-  assign \$470 [624:608] = \$230 ;
-  assign \$470 [607:549] = \$229 ;
-  assign \$470 [548:532] = \$228 ;
-  assign \$470 [531:473] = \$227 ;
-  assign \$470 [472:456] = \$226 ;
-  assign \$470 [455:397] = \$225 ;
-  assign \$470 [396:380] = \$224 ;
-  assign \$470 [379:321] = \$223 ;
-  assign \$470 [320:304] = \$222 ;
-  assign \$470 [303:245] = \$221 ;
-  assign \$470 [244:228] = \$220 ;
-  assign \$470 [227:169] = \$219 ;
-  assign \$470 [168:152] = \$218 ;
-  assign \$470 [151:93] = \$217 ;
-  assign \$470 [92:76] = \$216 ;
-  assign \$470 [75:17] = \$215 ;
-  assign \$470 [16:0] = \$214 ;
-  assign \$419  = params_d0;
-  assign \$418  = { \data$255 , \data$254 , \data$253 , \data$252 , \data$251 , \data$250 , \data$249 , \data$248 , \data$247 , \data$246 , \data$245 , \data$244 , \data$243 , \data$242 , \data$241 , \data$240  };
-  assign \$370  = wdata_d1;
-  assign \$369  = wdata_d0;
-  assign \$368  = data;
-  assign \$367  = { \read__data$200 , \read__data$199 , \read__data$198 , read__data };
+  assign \$822 [1215:1157] = \$245 ;
+  assign \$822 [1156:1140] = \$244 ;
+  assign \$822 [1139:1081] = \$243 ;
+  assign \$822 [1080:1064] = \$242 ;
+  assign \$822 [1063:1005] = \$241 ;
+  assign \$822 [1004:988] = \$240 ;
+  assign \$822 [987:929] = \$239 ;
+  assign \$822 [928:912] = \$238 ;
+  assign \$822 [911:853] = \$237 ;
+  assign \$822 [852:836] = \$236 ;
+  assign \$822 [835:777] = \$235 ;
+  assign \$822 [776:760] = \$234 ;
+  assign \$822 [759:701] = \$233 ;
+  assign \$822 [700:684] = \$232 ;
+  assign \$822 [683:625] = \$231 ;
+  assign \$822 [624:608] = \$230 ;
+  assign \$822 [607:549] = \$229 ;
+  assign \$822 [548:532] = \$228 ;
+  assign \$822 [531:473] = \$227 ;
+  assign \$822 [472:456] = \$226 ;
+  assign \$822 [455:397] = \$225 ;
+  assign \$822 [396:380] = \$224 ;
+  assign \$822 [379:321] = \$223 ;
+  assign \$822 [320:304] = \$222 ;
+  assign \$822 [303:245] = \$221 ;
+  assign \$822 [244:228] = \$220 ;
+  assign \$822 [227:169] = \$219 ;
+  assign \$822 [168:152] = \$218 ;
+  assign \$822 [151:93] = \$217 ;
+  assign \$822 [92:76] = \$216 ;
+  assign \$822 [75:17] = \$215 ;
+  assign \$822 [16:0] = \$214 ;
+  assign \$771  = params_d0;
+  assign \$770  = { \data$255 , \data$254 , \data$253 , \data$252 , \data$251 , \data$250 , \data$249 , \data$248 , \data$247 , \data$246 , \data$245 , \data$244 , \data$243 , \data$242 , \data$241 , \data$240  };
+  assign \$722  = wdata_d1;
+  assign \$721  = wdata_d0;
+  assign \$720  = data;
+  assign \$719  = { \read__data$200 , \read__data$199 , \read__data$198 , read__data };
   assign busy_next = \$4 ;
   assign \$11  = \$10 ;
   assign \$23  = \$22 ;
@@ -46158,7 +49370,7 @@ module \bchw_top.engine2.params9 (data, addr, clk);
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine2.requant0 (rst, \port$22671$0 , q, clk);
+module \bchw_top.engine2.requant0 (rst, \port$24348$0 , q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$7  = 0;
   wire [35:0] \$1 ;
   wire \$10 ;
@@ -46216,8 +49428,8 @@ module \bchw_top.engine2.requant0 (rst, \port$22671$0 , q, clk);
   wire \en$1 ;
   wire [17:0] mul;
   wire [34:0] p;
-  input [75:0] \port$22671$0 ;
-  wire [75:0] \port$22671$0 ;
+  input [75:0] \port$24348$0 ;
+  wire [75:0] \port$24348$0 ;
   reg [34:0] product_d0 = 35'h000000000;
   output [7:0] q;
   reg [7:0] q = 8'h00;
@@ -46288,7 +49500,7 @@ module \bchw_top.engine2.requant0 (rst, \port$22671$0 , q, clk);
   \bchw_top.engine2.requant0.mul0  mul0 (
     .clk(clk),
     .p(p),
-    .\port$22671$0 (\port$22671$0 [34:0])
+    .\port$24348$0 (\port$24348$0 [34:0])
   );
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
@@ -46299,12 +49511,12 @@ module \bchw_top.engine2.requant0 (rst, \port$22671$0 , q, clk);
   end
   assign en = 1'h1;
   assign \en$1  = 1'h1;
-  assign a = \port$22671$0 [16:0];
-  assign acc = \port$22671$0 [16:0];
-  assign b = \port$22671$0 [34:17];
-  assign mul = \port$22671$0 [34:17];
-  assign bias = \port$22671$0 [75:40];
-  assign shift = \port$22671$0 [39:35];
+  assign a = \port$24348$0 [16:0];
+  assign acc = \port$24348$0 [16:0];
+  assign b = \port$24348$0 [34:17];
+  assign mul = \port$24348$0 [34:17];
+  assign bias = \port$24348$0 [75:40];
+  assign shift = \port$24348$0 [39:35];
   assign \$42  = { \$26 , \$25 , \$24 , \$23 , \$22 , \$21 , \$20 , \$19 , \$18 , \$17 , \$16 , \$15 , \$14 , \$13 , \$12 , \$11 , \$10 , \$9 , \$8 , \$7 , \$6 , \$5 , \$4 , \$3  };
   assign \$41  = shift_d3;
   assign \$40  = \$2 ;
@@ -46313,13 +49525,13 @@ module \bchw_top.engine2.requant0 (rst, \port$22671$0 , q, clk);
   assign \$37  = p;
   assign \$36  = shift_d1;
   assign \$35  = bias_d1;
-  assign \$34  = \port$22671$0 [39:35];
-  assign \$33  = \port$22671$0 [75:40];
+  assign \$34  = \port$24348$0 [39:35];
+  assign \$33  = \port$24348$0 [75:40];
   assign \$1  = { product_d0[34], product_d0 };
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine2.requant0.mul0 (p, \port$22671$0 , clk);
+module \bchw_top.engine2.requant0.mul0 (p, \port$24348$0 , clk);
   wire [16:0] a;
   wire [17:0] b;
   input clk;
@@ -46327,21 +49539,21 @@ module \bchw_top.engine2.requant0.mul0 (p, \port$22671$0 , clk);
   wire en;
   output [34:0] p;
   wire [34:0] p;
-  input [34:0] \port$22671$0 ;
-  wire [34:0] \port$22671$0 ;
+  input [34:0] \port$24348$0 ;
+  wire [34:0] \port$24348$0 ;
   bchw_mul #(
     .A_WIDTH(32'd17),
     .B_WIDTH(32'd18)
   ) mul (
-    .a(\port$22671$0 [16:0]),
-    .b(\port$22671$0 [34:17]),
+    .a(\port$24348$0 [16:0]),
+    .b(\port$24348$0 [34:17]),
     .clk(clk),
     .en(1'h1),
     .p(p)
   );
   assign en = 1'h1;
-  assign a = \port$22671$0 [16:0];
-  assign b = \port$22671$0 [34:17];
+  assign a = \port$24348$0 [16:0];
+  assign b = \port$24348$0 [34:17];
 endmodule
 
 (* generator = "Amaranth" *)
@@ -57737,13 +60949,13 @@ module \bchw_top.engine3 (rst, s__valid, s__payload, s__ready, m__ready, sready_
   wire [1:0] \$29 ;
   wire \$290 ;
   wire \$291 ;
-  wire [160:0] \$292 ;
+  wire \$292 ;
   wire \$293 ;
   wire \$294 ;
   wire \$295 ;
   wire \$296 ;
   wire \$297 ;
-  wire [160:0] \$298 ;
+  wire \$298 ;
   wire \$299 ;
   wire \$3 ;
   wire [1:0] \$30 ;
@@ -57751,196 +60963,646 @@ module \bchw_top.engine3 (rst, s__valid, s__payload, s__ready, m__ready, sready_
   wire \$301 ;
   wire \$302 ;
   wire \$303 ;
-  reg \$304 ;
-  reg [3:0] \$305 ;
-  reg [3:0] \$306 ;
-  reg [3:0] \$307 ;
-  reg \$308 ;
-  reg \$309 ;
+  wire \$304 ;
+  wire \$305 ;
+  wire \$306 ;
+  wire \$307 ;
+  wire \$308 ;
+  wire \$309 ;
   wire [1:0] \$31 ;
-  reg [1:0] \$310 ;
-  reg \$311 ;
-  reg [3:0] \$312 ;
-  reg \$313 ;
-  reg \$314 ;
-  reg \$315 ;
-  reg \$316 ;
-  reg \$317 ;
-  reg \$318 ;
-  reg \$319 ;
+  wire \$310 ;
+  wire \$311 ;
+  wire \$312 ;
+  wire \$313 ;
+  wire \$314 ;
+  wire \$315 ;
+  wire \$316 ;
+  wire \$317 ;
+  wire \$318 ;
+  wire \$319 ;
   wire [1:0] \$32 ;
-  reg \$320 ;
-  reg [4:0] \$321 ;
-  reg [4:0] \$322 ;
-  reg [4:0] \$323 ;
-  reg [4:0] \$324 ;
-  reg [4:0] \$325 ;
-  reg [4:0] \$326 ;
-  reg [4:0] \$327 ;
-  reg [4:0] \$328 ;
-  reg \$329 ;
+  wire \$320 ;
+  wire \$321 ;
+  wire \$322 ;
+  wire \$323 ;
+  wire \$324 ;
+  wire \$325 ;
+  wire \$326 ;
+  wire \$327 ;
+  wire \$328 ;
+  wire \$329 ;
   wire \$33 ;
-  reg \$330 ;
-  reg \$331 ;
-  reg \$332 ;
-  wire [127:0] \$333 ;
-  wire [159:0] \$334 ;
-  wire [159:0] \$335 ;
-  wire [159:0] \$336 ;
-  reg [3:0] \$337 ;
-  reg [3:0] \$338 ;
-  reg [3:0] \$339 ;
+  wire \$330 ;
+  wire \$331 ;
+  wire \$332 ;
+  wire \$333 ;
+  wire \$334 ;
+  wire \$335 ;
+  wire \$336 ;
+  wire \$337 ;
+  wire \$338 ;
+  wire \$339 ;
   wire \$34 ;
-  reg [3:0] \$340 ;
-  reg [3:0] \$341 ;
-  reg [3:0] \$342 ;
-  reg [3:0] \$343 ;
-  reg [3:0] \$344 ;
-  reg [3:0] \$345 ;
-  reg [1:0] \$346 ;
-  reg [1:0] \$347 ;
-  reg [1:0] \$348 ;
-  reg [1:0] \$349 ;
+  wire \$340 ;
+  wire \$341 ;
+  wire \$342 ;
+  wire \$343 ;
+  wire \$344 ;
+  wire \$345 ;
+  wire \$346 ;
+  wire \$347 ;
+  wire \$348 ;
+  wire \$349 ;
   wire \$35 ;
-  reg [1:0] \$350 ;
-  reg [1:0] \$351 ;
-  reg [1:0] \$352 ;
-  reg [1:0] \$353 ;
-  reg [1:0] \$354 ;
-  reg [1:0] \$355 ;
-  wire [589:0] \$356 ;
-  wire [589:0] \$357 ;
-  reg \$358 ;
-  reg \$359 ;
+  wire \$350 ;
+  wire \$351 ;
+  wire \$352 ;
+  wire \$353 ;
+  wire \$354 ;
+  wire \$355 ;
+  wire \$356 ;
+  wire \$357 ;
+  wire \$358 ;
+  wire \$359 ;
   wire \$36 ;
-  reg [16:0] \$360 ;
-  reg [16:0] \$361 ;
-  reg [16:0] \$362 ;
-  reg [16:0] \$363 ;
-  reg [16:0] \$364 ;
-  reg [16:0] \$365 ;
-  reg [16:0] \$366 ;
-  reg [16:0] \$367 ;
-  reg [16:0] \$368 ;
-  reg [16:0] \$369 ;
+  wire \$360 ;
+  wire \$361 ;
+  wire \$362 ;
+  wire \$363 ;
+  wire \$364 ;
+  wire \$365 ;
+  wire \$366 ;
+  wire \$367 ;
+  wire \$368 ;
+  wire \$369 ;
   wire \$37 ;
-  reg \$370 ;
-  reg \$371 ;
-  reg \$372 ;
-  reg \$373 ;
-  reg \$374 ;
-  reg \$375 ;
-  reg \$376 ;
-  reg \$377 ;
-  reg \$378 ;
-  reg \$379 ;
+  wire \$370 ;
+  wire \$371 ;
+  wire \$372 ;
+  wire \$373 ;
+  wire \$374 ;
+  wire \$375 ;
+  wire \$376 ;
+  wire \$377 ;
+  wire \$378 ;
+  wire \$379 ;
   wire \$38 ;
-  wire [759:0] \$380 ;
-  reg \$381 ;
-  reg \$382 ;
-  reg \$383 ;
-  reg \$384 ;
-  reg \$385 ;
-  reg \$386 ;
-  reg \$387 ;
-  reg \$388 ;
-  reg \$389 ;
+  wire \$380 ;
+  wire \$381 ;
+  wire \$382 ;
+  wire \$383 ;
+  wire \$384 ;
+  wire \$385 ;
+  wire \$386 ;
+  wire \$387 ;
+  wire \$388 ;
+  wire \$389 ;
   wire \$39 ;
-  reg \$390 ;
-  reg \$391 ;
-  reg \$392 ;
-  reg \$393 ;
-  reg \$394 ;
-  reg \$395 ;
-  reg \$396 ;
-  reg \$397 ;
-  reg \$398 ;
-  reg \$399 ;
+  wire \$390 ;
+  wire \$391 ;
+  wire \$392 ;
+  wire \$393 ;
+  wire \$394 ;
+  wire \$395 ;
+  wire \$396 ;
+  wire \$397 ;
+  wire \$398 ;
+  wire \$399 ;
   wire \$4 ;
   wire \$40 ;
-  reg \$400 ;
-  reg \$401 ;
-  reg \$402 ;
-  reg \$403 ;
-  reg \$404 ;
-  reg \$405 ;
-  reg \$406 ;
-  reg \$407 ;
-  reg \$408 ;
-  reg \$409 ;
+  wire \$400 ;
+  wire \$401 ;
+  wire \$402 ;
+  wire \$403 ;
+  wire \$404 ;
+  wire \$405 ;
+  wire \$406 ;
+  wire \$407 ;
+  wire \$408 ;
+  wire \$409 ;
   wire \$41 ;
-  reg \$410 ;
-  reg [1:0] \$411 ;
-  reg [1:0] \$412 ;
-  reg [1:0] \$413 ;
-  reg \$414 ;
-  reg \$415 ;
-  reg \$416 ;
-  reg [160:0] \$417 ;
-  reg [160:0] \$418 ;
-  reg [160:0] \$419 ;
+  wire \$410 ;
+  wire \$411 ;
+  wire \$412 ;
+  wire \$413 ;
+  wire \$414 ;
+  wire \$415 ;
+  wire \$416 ;
+  wire \$417 ;
+  wire \$418 ;
+  wire \$419 ;
   wire \$42 ;
-  reg [1:0] \$420 ;
-  reg \$421 ;
-  reg \$422 ;
-  reg \$423 ;
-  reg \$424 ;
-  reg \$425 ;
-  reg \$426 ;
-  reg \$427 ;
-  reg [159:0] \$428 ;
-  reg \$429 ;
+  wire \$420 ;
+  wire \$421 ;
+  wire \$422 ;
+  wire \$423 ;
+  wire \$424 ;
+  wire \$425 ;
+  wire \$426 ;
+  wire \$427 ;
+  wire \$428 ;
+  wire \$429 ;
   wire [2:0] \$43 ;
-  reg \$430 ;
+  wire \$430 ;
+  wire \$431 ;
+  wire \$432 ;
+  wire \$433 ;
+  wire \$434 ;
+  wire \$435 ;
+  wire \$436 ;
+  wire \$437 ;
+  wire \$438 ;
+  wire \$439 ;
   wire \$44 ;
+  wire \$440 ;
+  wire \$441 ;
+  wire \$442 ;
+  wire \$443 ;
+  wire \$444 ;
+  wire \$445 ;
+  wire \$446 ;
+  wire \$447 ;
+  wire \$448 ;
+  wire \$449 ;
   wire \$45 ;
+  wire \$450 ;
+  wire \$451 ;
+  wire \$452 ;
+  wire \$453 ;
+  wire \$454 ;
+  wire \$455 ;
+  wire \$456 ;
+  wire \$457 ;
+  wire \$458 ;
+  wire \$459 ;
   wire [3:0] \$46 ;
+  wire \$460 ;
+  wire \$461 ;
+  wire \$462 ;
+  wire \$463 ;
+  wire \$464 ;
+  wire \$465 ;
+  wire \$466 ;
+  wire \$467 ;
+  wire \$468 ;
+  wire \$469 ;
   wire [3:0] \$47 ;
+  wire \$470 ;
+  wire \$471 ;
+  wire \$472 ;
+  wire \$473 ;
+  wire \$474 ;
+  wire \$475 ;
+  wire \$476 ;
+  wire \$477 ;
+  wire \$478 ;
+  wire \$479 ;
   wire \$48 ;
+  wire \$480 ;
+  wire \$481 ;
+  wire \$482 ;
+  wire \$483 ;
+  wire \$484 ;
+  wire \$485 ;
+  wire \$486 ;
+  wire \$487 ;
+  wire \$488 ;
+  wire \$489 ;
   wire \$49 ;
+  wire \$490 ;
+  wire \$491 ;
+  wire \$492 ;
+  wire \$493 ;
+  wire \$494 ;
+  wire \$495 ;
+  wire \$496 ;
+  wire \$497 ;
+  wire \$498 ;
+  wire \$499 ;
   wire \$5 ;
   wire \$50 ;
+  wire \$500 ;
+  wire \$501 ;
+  wire \$502 ;
+  wire \$503 ;
+  wire \$504 ;
+  wire \$505 ;
+  wire \$506 ;
+  wire \$507 ;
+  wire \$508 ;
+  wire \$509 ;
   wire \$51 ;
+  wire \$510 ;
+  wire \$511 ;
+  wire \$512 ;
+  wire \$513 ;
+  wire \$514 ;
+  wire \$515 ;
+  wire \$516 ;
+  wire \$517 ;
+  wire \$518 ;
+  wire \$519 ;
   wire \$52 ;
+  wire \$520 ;
+  wire \$521 ;
+  wire \$522 ;
+  wire \$523 ;
+  wire \$524 ;
+  wire \$525 ;
+  wire \$526 ;
+  wire \$527 ;
+  wire \$528 ;
+  wire \$529 ;
   wire \$53 ;
+  wire \$530 ;
+  wire \$531 ;
+  wire \$532 ;
+  wire \$533 ;
+  wire \$534 ;
+  wire \$535 ;
+  wire \$536 ;
+  wire \$537 ;
+  wire \$538 ;
+  wire \$539 ;
   wire \$54 ;
+  wire \$540 ;
+  wire \$541 ;
+  wire \$542 ;
+  wire \$543 ;
+  wire \$544 ;
+  wire \$545 ;
+  wire \$546 ;
+  wire \$547 ;
+  wire \$548 ;
+  wire \$549 ;
   wire \$55 ;
+  wire \$550 ;
+  wire \$551 ;
+  wire \$552 ;
+  wire \$553 ;
+  wire \$554 ;
+  wire \$555 ;
+  wire \$556 ;
+  wire \$557 ;
+  wire \$558 ;
+  wire \$559 ;
   wire \$56 ;
+  wire \$560 ;
+  wire \$561 ;
+  wire \$562 ;
+  wire \$563 ;
+  wire \$564 ;
+  wire \$565 ;
+  wire \$566 ;
+  wire \$567 ;
+  wire \$568 ;
+  wire \$569 ;
   wire \$57 ;
+  wire \$570 ;
+  wire \$571 ;
+  wire \$572 ;
+  wire \$573 ;
+  wire \$574 ;
+  wire \$575 ;
+  wire \$576 ;
+  wire \$577 ;
+  wire \$578 ;
+  wire \$579 ;
   wire \$58 ;
+  wire \$580 ;
+  wire \$581 ;
+  wire \$582 ;
+  wire \$583 ;
+  wire \$584 ;
+  wire \$585 ;
+  wire \$586 ;
+  wire \$587 ;
+  wire \$588 ;
+  wire \$589 ;
   wire \$59 ;
+  wire \$590 ;
+  wire \$591 ;
+  wire \$592 ;
+  wire \$593 ;
+  wire \$594 ;
+  wire \$595 ;
+  wire \$596 ;
+  wire \$597 ;
+  wire \$598 ;
+  wire \$599 ;
   wire \$6 ;
   wire [2:0] \$60 ;
+  wire \$600 ;
+  wire \$601 ;
+  wire \$602 ;
+  wire \$603 ;
+  wire \$604 ;
+  wire \$605 ;
+  wire \$606 ;
+  wire \$607 ;
+  wire \$608 ;
+  wire \$609 ;
   wire \$61 ;
+  wire \$610 ;
+  wire \$611 ;
+  wire \$612 ;
+  wire \$613 ;
+  wire \$614 ;
+  wire \$615 ;
+  wire \$616 ;
+  wire \$617 ;
+  wire \$618 ;
+  wire \$619 ;
   wire \$62 ;
+  wire \$620 ;
+  wire \$621 ;
+  wire \$622 ;
+  wire \$623 ;
+  wire \$624 ;
+  wire \$625 ;
+  wire \$626 ;
+  wire \$627 ;
+  wire \$628 ;
+  wire \$629 ;
   wire \$63 ;
+  wire \$630 ;
+  wire \$631 ;
+  wire \$632 ;
+  wire \$633 ;
+  wire \$634 ;
+  wire \$635 ;
+  wire \$636 ;
+  wire \$637 ;
+  wire \$638 ;
+  wire \$639 ;
   wire \$64 ;
+  wire \$640 ;
+  wire \$641 ;
+  wire \$642 ;
+  wire \$643 ;
+  wire \$644 ;
+  wire \$645 ;
+  wire \$646 ;
+  wire \$647 ;
+  wire \$648 ;
+  wire \$649 ;
   wire \$65 ;
+  wire \$650 ;
+  wire \$651 ;
+  wire \$652 ;
+  wire \$653 ;
+  wire \$654 ;
+  wire \$655 ;
+  wire \$656 ;
+  wire \$657 ;
+  wire \$658 ;
+  wire \$659 ;
   wire \$66 ;
+  wire \$660 ;
+  wire \$661 ;
+  wire \$662 ;
+  wire \$663 ;
+  wire \$664 ;
+  wire \$665 ;
+  wire \$666 ;
+  wire \$667 ;
+  wire \$668 ;
+  wire \$669 ;
   wire \$67 ;
+  wire \$670 ;
+  wire \$671 ;
+  wire \$672 ;
+  wire \$673 ;
+  wire \$674 ;
+  wire \$675 ;
+  wire \$676 ;
+  wire \$677 ;
+  wire \$678 ;
+  wire \$679 ;
   wire \$68 ;
+  wire \$680 ;
+  wire \$681 ;
+  wire \$682 ;
+  wire \$683 ;
+  wire \$684 ;
+  wire \$685 ;
+  wire \$686 ;
+  wire \$687 ;
+  wire \$688 ;
+  wire \$689 ;
   wire \$69 ;
+  wire \$690 ;
+  wire \$691 ;
+  wire \$692 ;
+  wire \$693 ;
+  wire \$694 ;
+  wire \$695 ;
+  wire \$696 ;
+  wire \$697 ;
+  wire \$698 ;
+  wire \$699 ;
   wire \$7 ;
   wire \$70 ;
+  wire \$700 ;
+  wire \$701 ;
+  wire \$702 ;
+  wire \$703 ;
+  wire \$704 ;
+  wire \$705 ;
+  wire \$706 ;
+  wire \$707 ;
+  wire \$708 ;
+  wire \$709 ;
   wire [3:0] \$71 ;
+  wire \$710 ;
+  wire \$711 ;
+  wire [160:0] \$712 ;
+  wire \$713 ;
+  wire \$714 ;
+  wire \$715 ;
+  wire \$716 ;
+  wire \$717 ;
+  wire [160:0] \$718 ;
+  wire \$719 ;
   wire \$72 ;
+  wire \$720 ;
+  wire \$721 ;
+  wire \$722 ;
+  wire \$723 ;
+  reg \$724 ;
+  reg [3:0] \$725 ;
+  reg [3:0] \$726 ;
+  reg [3:0] \$727 ;
+  reg \$728 ;
+  reg \$729 ;
   wire \$73 ;
+  reg [1:0] \$730 ;
+  reg \$731 ;
+  reg [3:0] \$732 ;
+  reg \$733 ;
+  reg \$734 ;
+  reg \$735 ;
+  reg \$736 ;
+  reg \$737 ;
+  reg \$738 ;
+  reg \$739 ;
   wire \$74 ;
+  reg \$740 ;
+  reg [4:0] \$741 ;
+  reg [4:0] \$742 ;
+  reg [4:0] \$743 ;
+  reg [4:0] \$744 ;
+  reg [4:0] \$745 ;
+  reg [4:0] \$746 ;
+  reg [4:0] \$747 ;
+  reg [4:0] \$748 ;
+  reg \$749 ;
   wire \$75 ;
+  reg \$750 ;
+  reg \$751 ;
+  reg \$752 ;
+  wire [127:0] \$753 ;
+  wire [159:0] \$754 ;
+  wire [159:0] \$755 ;
+  wire [159:0] \$756 ;
+  reg [3:0] \$757 ;
+  reg [3:0] \$758 ;
+  reg [3:0] \$759 ;
   wire \$76 ;
+  reg [3:0] \$760 ;
+  reg [3:0] \$761 ;
+  reg [3:0] \$762 ;
+  reg [3:0] \$763 ;
+  reg [3:0] \$764 ;
+  reg [3:0] \$765 ;
+  reg [1:0] \$766 ;
+  reg [1:0] \$767 ;
+  reg [1:0] \$768 ;
+  reg [1:0] \$769 ;
   wire \$77 ;
+  reg [1:0] \$770 ;
+  reg [1:0] \$771 ;
+  reg [1:0] \$772 ;
+  reg [1:0] \$773 ;
+  reg [1:0] \$774 ;
+  reg [1:0] \$775 ;
+  wire [589:0] \$776 ;
+  wire [589:0] \$777 ;
+  reg \$778 ;
+  reg \$779 ;
   wire [160:0] \$78 ;
+  reg [16:0] \$780 ;
+  reg [16:0] \$781 ;
+  reg [16:0] \$782 ;
+  reg [16:0] \$783 ;
+  reg [16:0] \$784 ;
+  reg [16:0] \$785 ;
+  reg [16:0] \$786 ;
+  reg [16:0] \$787 ;
+  reg [16:0] \$788 ;
+  reg [16:0] \$789 ;
   wire \$79 ;
+  reg \$790 ;
+  reg \$791 ;
+  reg \$792 ;
+  reg \$793 ;
+  reg \$794 ;
+  reg \$795 ;
+  reg \$796 ;
+  reg \$797 ;
+  reg \$798 ;
+  reg \$799 ;
   wire [4:0] \$8 ;
   wire \$80 ;
+  wire [759:0] \$800 ;
+  reg \$801 ;
+  reg \$802 ;
+  reg \$803 ;
+  reg \$804 ;
+  reg \$805 ;
+  reg \$806 ;
+  reg \$807 ;
+  reg \$808 ;
+  reg \$809 ;
   wire \$81 ;
+  reg \$810 ;
+  reg \$811 ;
+  reg \$812 ;
+  reg \$813 ;
+  reg \$814 ;
+  reg \$815 ;
+  reg \$816 ;
+  reg \$817 ;
+  reg \$818 ;
+  reg \$819 ;
   wire \$82 ;
+  reg \$820 ;
+  reg \$821 ;
+  reg \$822 ;
+  reg \$823 ;
+  reg \$824 ;
+  reg \$825 ;
+  reg \$826 ;
+  reg \$827 ;
+  reg \$828 ;
+  reg \$829 ;
   wire \$83 ;
+  reg \$830 ;
+  reg [1:0] \$831 ;
+  reg [1:0] \$832 ;
+  reg [1:0] \$833 ;
+  reg [1:0] \$834 ;
+  reg [1:0] \$835 ;
+  reg [1:0] \$836 ;
+  reg [1:0] \$837 ;
+  reg [1:0] \$838 ;
+  reg [1:0] \$839 ;
   wire \$84 ;
+  reg [1:0] \$840 ;
+  reg [1:0] \$841 ;
+  reg [1:0] \$842 ;
+  reg [1:0] \$843 ;
+  reg [1:0] \$844 ;
+  reg [1:0] \$845 ;
+  reg [1:0] \$846 ;
+  reg [1:0] \$847 ;
+  reg [1:0] \$848 ;
+  reg \$849 ;
   wire [1:0] \$85 ;
+  reg \$850 ;
+  reg \$851 ;
+  reg \$852 ;
+  reg \$853 ;
+  reg \$854 ;
+  reg \$855 ;
+  reg \$856 ;
+  reg \$857 ;
+  reg \$858 ;
+  reg \$859 ;
   wire [1:0] \$86 ;
+  reg \$860 ;
+  reg \$861 ;
+  reg \$862 ;
+  reg \$863 ;
+  reg \$864 ;
+  reg \$865 ;
+  reg \$866 ;
+  reg [160:0] \$867 ;
+  reg [160:0] \$868 ;
+  reg [160:0] \$869 ;
   wire \$87 ;
+  reg [1:0] \$870 ;
+  reg \$871 ;
+  reg \$872 ;
+  reg \$873 ;
+  reg \$874 ;
+  reg \$875 ;
+  reg \$876 ;
+  reg \$877 ;
+  reg [159:0] \$878 ;
+  reg \$879 ;
   wire [4:0] \$88 ;
+  reg \$880 ;
   wire [4:0] \$89 ;
   wire [4:0] \$9 ;
   wire [4:0] \$90 ;
@@ -58010,7 +61672,37 @@ module \bchw_top.engine3 (rst, s__valid, s__payload, s__ready, m__ready, sready_
   (* keep = 32'd1 *)
   reg [1:0] count_copy1 = 2'h0;
   (* keep = 32'd1 *)
+  reg [1:0] count_copy10 = 2'h0;
+  (* keep = 32'd1 *)
+  reg [1:0] count_copy11 = 2'h0;
+  (* keep = 32'd1 *)
+  reg [1:0] count_copy12 = 2'h0;
+  (* keep = 32'd1 *)
+  reg [1:0] count_copy13 = 2'h0;
+  (* keep = 32'd1 *)
+  reg [1:0] count_copy14 = 2'h0;
+  (* keep = 32'd1 *)
+  reg [1:0] count_copy15 = 2'h0;
+  (* keep = 32'd1 *)
+  reg [1:0] count_copy16 = 2'h0;
+  (* keep = 32'd1 *)
+  reg [1:0] count_copy17 = 2'h0;
+  (* keep = 32'd1 *)
   reg [1:0] count_copy2 = 2'h0;
+  (* keep = 32'd1 *)
+  reg [1:0] count_copy3 = 2'h0;
+  (* keep = 32'd1 *)
+  reg [1:0] count_copy4 = 2'h0;
+  (* keep = 32'd1 *)
+  reg [1:0] count_copy5 = 2'h0;
+  (* keep = 32'd1 *)
+  reg [1:0] count_copy6 = 2'h0;
+  (* keep = 32'd1 *)
+  reg [1:0] count_copy7 = 2'h0;
+  (* keep = 32'd1 *)
+  reg [1:0] count_copy8 = 2'h0;
+  (* keep = 32'd1 *)
+  reg [1:0] count_copy9 = 2'h0;
   wire [1:0] count_next;
   reg credit_back = 1'h0;
   reg credit_back_d0 = 1'h0;
@@ -58211,7 +61903,37 @@ module \bchw_top.engine3 (rst, s__valid, s__payload, s__ready, m__ready, sready_
   (* keep = 32'd1 *)
   reg skid_qvalid_copy1 = 1'h0;
   (* keep = 32'd1 *)
+  reg skid_qvalid_copy10 = 1'h0;
+  (* keep = 32'd1 *)
+  reg skid_qvalid_copy11 = 1'h0;
+  (* keep = 32'd1 *)
+  reg skid_qvalid_copy12 = 1'h0;
+  (* keep = 32'd1 *)
+  reg skid_qvalid_copy13 = 1'h0;
+  (* keep = 32'd1 *)
+  reg skid_qvalid_copy14 = 1'h0;
+  (* keep = 32'd1 *)
+  reg skid_qvalid_copy15 = 1'h0;
+  (* keep = 32'd1 *)
+  reg skid_qvalid_copy16 = 1'h0;
+  (* keep = 32'd1 *)
+  reg skid_qvalid_copy17 = 1'h0;
+  (* keep = 32'd1 *)
   reg skid_qvalid_copy2 = 1'h0;
+  (* keep = 32'd1 *)
+  reg skid_qvalid_copy3 = 1'h0;
+  (* keep = 32'd1 *)
+  reg skid_qvalid_copy4 = 1'h0;
+  (* keep = 32'd1 *)
+  reg skid_qvalid_copy5 = 1'h0;
+  (* keep = 32'd1 *)
+  reg skid_qvalid_copy6 = 1'h0;
+  (* keep = 32'd1 *)
+  reg skid_qvalid_copy7 = 1'h0;
+  (* keep = 32'd1 *)
+  reg skid_qvalid_copy8 = 1'h0;
+  (* keep = 32'd1 *)
+  reg skid_qvalid_copy9 = 1'h0;
   (* keep = 32'd1 *)
   output sready_copy0;
   reg sready_copy0 = 1'h1;
@@ -58539,127 +62261,6 @@ module \bchw_top.engine3 (rst, s__valid, s__payload, s__ready, m__ready, sready_
     _3_ <= xmem3[\read__addr$54 ];
   end
   assign \read__data$160  = _3_;
-  always @(posedge clk)
-    count <= \$420 ;
-  always @(posedge clk)
-    held_copy0 <= \$421 ;
-  always @(posedge clk)
-    held_copy1 <= \$422 ;
-  always @(posedge clk)
-    qvalid_copy0 <= \$423 ;
-  always @(posedge clk)
-    qvalid_copy1 <= \$424 ;
-  always @(posedge clk)
-    m__valid <= \$425 ;
-  always @(posedge clk)
-    mvalid_copy0 <= \$426 ;
-  always @(posedge clk)
-    mvalid_copy1 <= \$427 ;
-  always @(posedge clk)
-    m__payload <= \$428 ;
-  always @(posedge clk)
-    credit_back_d0 <= \$429 ;
-  always @(posedge clk)
-    credit_back <= \$430 ;
-  assign \$1  = \$signal  & ready;
-  assign \$2  = ~ last_step;
-  assign \$3  = busy & \$2 ;
-  assign \$4  = \$1  ? 1'h1 : \$3 ;
-  assign \$5  = \$signal  & ready;
-  assign \$6  = ~ last_step;
-  assign \$7  = issue & \$6 ;
-  assign \$8  = step + 1'h1;
-  assign \$9  = \$7  ? \$8  : { 1'h0, step };
-  assign \$10  = \$5  ? 5'h00 : \$9 ;
-  assign \$12  = \$signal  & ready;
-  assign \$13  = ~ last_step;
-  assign \$14  = issue & \$13 ;
-  assign \$15  = sfc == 4'hf;
-  assign \$16  = \$14  & \$15 ;
-  assign \$17  = \$12  | \$16 ;
-  assign \$18  = ~ last_step;
-  assign \$19  = issue & \$18 ;
-  assign \$20  = sfc + 1'h1;
-  assign \$21  = \$19  ? \$20  : { 1'h0, sfc };
-  assign \$22  = \$17  ? 5'h00 : \$21 ;
-  assign \$24  = \$signal  & ready;
-  assign \$25  = ~ last_step;
-  assign \$26  = issue & \$25 ;
-  assign \$27  = sfc == 4'hf;
-  assign \$28  = \$26  & \$27 ;
-  assign \$30  = \$28  ? 2'h1 : 2'h0;
-  assign \$31  = \$24  ? 2'h0 : \$30 ;
-  assign \$33  = \$signal  & ready;
-  assign \$34  = step == 4'he;
-  assign \$35  = issue ? \$34  : last_step;
-  assign \$36  = last_step ? 1'h0 : \$35 ;
-  assign \$37  = \$33  ? 1'h0 : \$36 ;
-  assign \$38  = \$signal  & ready;
-  assign \$39  = step == 4'he;
-  assign \$40  = issue ? \$39  : ready;
-  assign \$41  = last_step ? 1'h1 : \$40 ;
-  assign \$42  = \$38  ? 1'h0 : \$41 ;
-  assign \$43  = credits + credit_back;
-  assign \$44  = ! sfc;
-  assign \$45  = issue & \$44 ;
-  assign \$46  = \$43  - \$45 ;
-  assign \$48  = | \$23 [3:0];
-  assign \$49  = | \$47 [1:0];
-  assign \$50  = \$48  | \$49 ;
-  assign \$51  = busy_next & \$50 ;
-  assign \$52  = ~ \$signal ;
-  assign s__ready = \$52  | ready;
-  assign out_done = qv_last_d0 & qe_last_d0;
-  assign \$53  = | count;
-  assign \$54  = \$53  | qv_last_d0;
-  assign \$55  = ~ m__valid;
-  assign \$56  = \$55  | m__ready;
-  assign \$57  = \$54  & \$56 ;
-  assign \$58  = | count;
-  assign \$59  = \$57  & \$58 ;
-  assign \$60  = count - \$59 ;
-  assign \$61  = | count;
-  assign \$62  = \$61  | qv_last_d0;
-  assign \$63  = ~ m__valid;
-  assign \$64  = \$63  | m__ready;
-  assign \$65  = \$62  & \$64 ;
-  assign \$66  = | count;
-  assign \$67  = ~ \$66 ;
-  assign \$68  = \$65  & \$67 ;
-  assign \$69  = ~ \$68 ;
-  assign \$70  = qv_last_d0 & \$69 ;
-  assign \$71  = $signed(\$60 ) + $signed({ 1'h0, \$70  });
-  assign \$72  = | count;
-  assign \$73  = \$72  | qv_last_d0;
-  assign \$74  = ~ m__valid;
-  assign \$75  = \$74  | m__ready;
-  assign \$76  = \$73  & \$75 ;
-  assign \$77  = | count;
-  assign \$78  = \$77  ? skid0 : { qe_last_d0, q, results0 };
-  assign \$79  = \$76  & \$78 [160];
-  assign \$80  = ~ m__ready;
-  assign \$81  = m__valid & \$80 ;
-  assign valid_next = \$79  ? 1'h1 : \$81 ;
-  assign \$82  = s__valid & s__ready;
-  assign \$88  = word + 1'h1;
-  assign \$90  = last_beat ? 5'h00 : \$89 ;
-  assign \$92  = word == 4'he;
-  assign \$94  = word == 4'hf;
-  assign \$98  = last_beat ? 1'h0 : \$97 ;
-  assign \$99  = s__valid & s__ready;
-  assign \$100  = \$99  & last_beat;
-  assign \$101  = ~ write_bank;
-  assign \$102  = \$signal  & ready;
-  assign \$103  = ~ read_bank;
-  assign \$104  = s__valid & s__ready;
-  assign \$105  = \$104  & last_beat;
-  assign \$106  = ~ ready;
-  assign \$107  = \$signal  & \$106 ;
-  assign \$108  = \$105  ? 1'h1 : \$107 ;
-  assign \$109  = s__valid & s__ready;
-  assign \$110  = \$109  & last_beat;
-  assign \$111  = ~ ready;
-  assign \$112  = \$signal  & \$111 ;
   assign \$113  = \$110  ? 1'h1 : \$112 ;
   assign \$114  = ~ \$113 ;
   assign \$115  = \$114  | ready_next;
@@ -58789,8 +62390,8 @@ module \bchw_top.engine3 (rst, s__valid, s__payload, s__ready, m__ready, sready_
   assign \$243  = \$240  & \$242 ;
   assign \$244  = | count_copy1;
   assign \$245  = \$243  & \$244 ;
-  assign \$246  = count_copy1 == 2'h2;
-  assign \$247  = count_copy1 == 1'h1;
+  assign \$246  = count_copy1 == 1'h1;
+  assign \$247  = ! count_copy1;
   assign \$248  = \$245  ? \$246  : \$247 ;
   assign \$249  = \$238  & \$248 ;
   assign \$250  = | count_copy1;
@@ -58817,8 +62418,8 @@ module \bchw_top.engine3 (rst, s__valid, s__payload, s__ready, m__ready, sready_
   assign \$271  = \$268  & \$270 ;
   assign \$272  = | count_copy2;
   assign \$273  = \$271  & \$272 ;
-  assign \$274  = count_copy2 == 2'h3;
-  assign \$275  = count_copy2 == 2'h2;
+  assign \$274  = count_copy2 == 1'h1;
+  assign \$275  = ! count_copy2;
   assign \$276  = \$273  ? \$274  : \$275 ;
   assign \$277  = \$266  & \$276 ;
   assign \$278  = | count_copy2;
@@ -58828,87 +62429,507 @@ module \bchw_top.engine3 (rst, s__valid, s__payload, s__ready, m__ready, sready_
   assign \$282  = \$279  & \$281 ;
   assign \$283  = | count_copy2;
   assign \$284  = \$282  & \$283 ;
-  assign \$285  = | \$71 [1:0];
-  assign \$286  = | \$71 [1:0];
-  assign \$287  = held_copy0 | qvalid_copy0;
-  assign \$288  = ~ mvalid_copy0;
-  assign \$289  = \$288  | m__ready;
-  assign \$290  = \$287  & \$289 ;
-  assign \$291  = | count;
-  assign \$292  = \$291  ? skid0 : { qe_last_d0, q, results0 };
-  assign \$293  = held_copy1 | qvalid_copy1;
-  assign \$294  = ~ mvalid_copy1;
-  assign \$295  = \$294  | m__ready;
-  assign \$296  = \$293  & \$295 ;
-  assign \$297  = | count;
-  assign \$298  = \$297  ? skid0 : { qe_last_d0, q, results0 };
-  assign \$299  = | count;
-  assign \$300  = \$299  | qv_last_d0;
-  assign \$301  = ~ m__valid;
-  assign \$302  = \$301  | m__ready;
-  assign \$303  = \$300  & \$302 ;
+  assign \$285  = | count_copy3;
+  assign \$286  = \$285  | skid_qvalid_copy3;
+  assign \$287  = ~ m__valid;
+  assign \$288  = \$287  | m__ready;
+  assign \$289  = \$286  & \$288 ;
+  assign \$290  = | count_copy3;
+  assign \$291  = ~ \$290 ;
+  assign \$292  = \$289  & \$291 ;
+  assign \$293  = ~ \$292 ;
+  assign \$294  = skid_qvalid_copy3 & \$293 ;
+  assign \$295  = | count_copy3;
+  assign \$296  = \$295  | skid_qvalid_copy3;
+  assign \$297  = ~ m__valid;
+  assign \$298  = \$297  | m__ready;
+  assign \$299  = \$296  & \$298 ;
+  assign \$300  = | count_copy3;
+  assign \$301  = \$299  & \$300 ;
+  assign \$302  = count_copy3 == 1'h1;
+  assign \$303  = ! count_copy3;
+  assign \$304  = \$301  ? \$302  : \$303 ;
+  assign \$305  = \$294  & \$304 ;
+  assign \$306  = | count_copy3;
+  assign \$307  = \$306  | skid_qvalid_copy3;
+  assign \$308  = ~ m__valid;
+  assign \$309  = \$308  | m__ready;
+  assign \$310  = \$307  & \$309 ;
+  assign \$311  = | count_copy3;
+  assign \$312  = \$310  & \$311 ;
+  assign \$313  = | count_copy4;
+  assign \$314  = \$313  | skid_qvalid_copy4;
+  assign \$315  = ~ m__valid;
+  assign \$316  = \$315  | m__ready;
+  assign \$317  = \$314  & \$316 ;
+  assign \$318  = | count_copy4;
+  assign \$319  = ~ \$318 ;
+  assign \$320  = \$317  & \$319 ;
+  assign \$321  = ~ \$320 ;
+  assign \$322  = skid_qvalid_copy4 & \$321 ;
+  assign \$323  = | count_copy4;
+  assign \$324  = \$323  | skid_qvalid_copy4;
+  assign \$325  = ~ m__valid;
+  assign \$326  = \$325  | m__ready;
+  assign \$327  = \$324  & \$326 ;
+  assign \$328  = | count_copy4;
+  assign \$329  = \$327  & \$328 ;
+  assign \$330  = count_copy4 == 1'h1;
+  assign \$331  = ! count_copy4;
+  assign \$332  = \$329  ? \$330  : \$331 ;
+  assign \$333  = \$322  & \$332 ;
+  assign \$334  = | count_copy4;
+  assign \$335  = \$334  | skid_qvalid_copy4;
+  assign \$336  = ~ m__valid;
+  assign \$337  = \$336  | m__ready;
+  assign \$338  = \$335  & \$337 ;
+  assign \$339  = | count_copy4;
+  assign \$340  = \$338  & \$339 ;
+  assign \$341  = | count_copy5;
+  assign \$342  = \$341  | skid_qvalid_copy5;
+  assign \$343  = ~ m__valid;
+  assign \$344  = \$343  | m__ready;
+  assign \$345  = \$342  & \$344 ;
+  assign \$346  = | count_copy5;
+  assign \$347  = ~ \$346 ;
+  assign \$348  = \$345  & \$347 ;
+  assign \$349  = ~ \$348 ;
+  assign \$350  = skid_qvalid_copy5 & \$349 ;
+  assign \$351  = | count_copy5;
+  assign \$352  = \$351  | skid_qvalid_copy5;
+  assign \$353  = ~ m__valid;
+  assign \$354  = \$353  | m__ready;
+  assign \$355  = \$352  & \$354 ;
+  assign \$356  = | count_copy5;
+  assign \$357  = \$355  & \$356 ;
+  assign \$358  = count_copy5 == 1'h1;
+  assign \$359  = ! count_copy5;
+  assign \$360  = \$357  ? \$358  : \$359 ;
+  assign \$361  = \$350  & \$360 ;
+  assign \$362  = | count_copy5;
+  assign \$363  = \$362  | skid_qvalid_copy5;
+  assign \$364  = ~ m__valid;
+  assign \$365  = \$364  | m__ready;
+  assign \$366  = \$363  & \$365 ;
+  assign \$367  = | count_copy5;
+  assign \$368  = \$366  & \$367 ;
+  assign \$369  = | count_copy6;
+  assign \$370  = \$369  | skid_qvalid_copy6;
+  assign \$371  = ~ m__valid;
+  assign \$372  = \$371  | m__ready;
+  assign \$373  = \$370  & \$372 ;
+  assign \$374  = | count_copy6;
+  assign \$375  = ~ \$374 ;
+  assign \$376  = \$373  & \$375 ;
+  assign \$377  = ~ \$376 ;
+  assign \$378  = skid_qvalid_copy6 & \$377 ;
+  assign \$379  = | count_copy6;
+  assign \$380  = \$379  | skid_qvalid_copy6;
+  assign \$381  = ~ m__valid;
+  assign \$382  = \$381  | m__ready;
+  assign \$383  = \$380  & \$382 ;
+  assign \$384  = | count_copy6;
+  assign \$385  = \$383  & \$384 ;
+  assign \$386  = count_copy6 == 2'h2;
+  assign \$387  = count_copy6 == 1'h1;
+  assign \$388  = \$385  ? \$386  : \$387 ;
+  assign \$389  = \$378  & \$388 ;
+  assign \$390  = | count_copy6;
+  assign \$391  = \$390  | skid_qvalid_copy6;
+  assign \$392  = ~ m__valid;
+  assign \$393  = \$392  | m__ready;
+  assign \$394  = \$391  & \$393 ;
+  assign \$395  = | count_copy6;
+  assign \$396  = \$394  & \$395 ;
+  assign \$397  = | count_copy7;
+  assign \$398  = \$397  | skid_qvalid_copy7;
+  assign \$399  = ~ m__valid;
+  assign \$400  = \$399  | m__ready;
+  assign \$401  = \$398  & \$400 ;
+  assign \$402  = | count_copy7;
+  assign \$403  = ~ \$402 ;
+  assign \$404  = \$401  & \$403 ;
+  assign \$405  = ~ \$404 ;
+  assign \$406  = skid_qvalid_copy7 & \$405 ;
+  assign \$407  = | count_copy7;
+  assign \$408  = \$407  | skid_qvalid_copy7;
+  assign \$409  = ~ m__valid;
+  assign \$410  = \$409  | m__ready;
+  assign \$411  = \$408  & \$410 ;
+  assign \$412  = | count_copy7;
+  assign \$413  = \$411  & \$412 ;
+  assign \$414  = count_copy7 == 2'h2;
+  assign \$415  = count_copy7 == 1'h1;
+  assign \$416  = \$413  ? \$414  : \$415 ;
+  assign \$417  = \$406  & \$416 ;
+  assign \$418  = | count_copy7;
+  assign \$419  = \$418  | skid_qvalid_copy7;
+  assign \$420  = ~ m__valid;
+  assign \$421  = \$420  | m__ready;
+  assign \$422  = \$419  & \$421 ;
+  assign \$423  = | count_copy7;
+  assign \$424  = \$422  & \$423 ;
+  assign \$425  = | count_copy8;
+  assign \$426  = \$425  | skid_qvalid_copy8;
+  assign \$427  = ~ m__valid;
+  assign \$428  = \$427  | m__ready;
+  assign \$429  = \$426  & \$428 ;
+  assign \$430  = | count_copy8;
+  assign \$431  = ~ \$430 ;
+  assign \$432  = \$429  & \$431 ;
+  assign \$433  = ~ \$432 ;
+  assign \$434  = skid_qvalid_copy8 & \$433 ;
+  assign \$435  = | count_copy8;
+  assign \$436  = \$435  | skid_qvalid_copy8;
+  assign \$437  = ~ m__valid;
+  assign \$438  = \$437  | m__ready;
+  assign \$439  = \$436  & \$438 ;
+  assign \$440  = | count_copy8;
+  assign \$441  = \$439  & \$440 ;
+  assign \$442  = count_copy8 == 2'h2;
+  assign \$443  = count_copy8 == 1'h1;
+  assign \$444  = \$441  ? \$442  : \$443 ;
+  assign \$445  = \$434  & \$444 ;
+  assign \$446  = | count_copy8;
+  assign \$447  = \$446  | skid_qvalid_copy8;
+  assign \$448  = ~ m__valid;
+  assign \$449  = \$448  | m__ready;
+  assign \$450  = \$447  & \$449 ;
+  assign \$451  = | count_copy8;
+  assign \$452  = \$450  & \$451 ;
+  assign \$453  = | count_copy9;
+  assign \$454  = \$453  | skid_qvalid_copy9;
+  assign \$455  = ~ m__valid;
+  assign \$456  = \$455  | m__ready;
+  assign \$457  = \$454  & \$456 ;
+  assign \$458  = | count_copy9;
+  assign \$459  = ~ \$458 ;
+  assign \$460  = \$457  & \$459 ;
+  assign \$461  = ~ \$460 ;
+  assign \$462  = skid_qvalid_copy9 & \$461 ;
+  assign \$463  = | count_copy9;
+  assign \$464  = \$463  | skid_qvalid_copy9;
+  assign \$465  = ~ m__valid;
+  assign \$466  = \$465  | m__ready;
+  assign \$467  = \$464  & \$466 ;
+  assign \$468  = | count_copy9;
+  assign \$469  = \$467  & \$468 ;
+  assign \$470  = count_copy9 == 2'h2;
+  assign \$471  = count_copy9 == 1'h1;
+  assign \$472  = \$469  ? \$470  : \$471 ;
+  assign \$473  = \$462  & \$472 ;
+  assign \$474  = | count_copy9;
+  assign \$475  = \$474  | skid_qvalid_copy9;
+  assign \$476  = ~ m__valid;
+  assign \$477  = \$476  | m__ready;
+  assign \$478  = \$475  & \$477 ;
+  assign \$479  = | count_copy9;
+  assign \$480  = \$478  & \$479 ;
+  assign \$481  = | count_copy10;
+  assign \$482  = \$481  | skid_qvalid_copy10;
+  assign \$483  = ~ m__valid;
+  assign \$484  = \$483  | m__ready;
+  assign \$485  = \$482  & \$484 ;
+  assign \$486  = | count_copy10;
+  assign \$487  = ~ \$486 ;
+  assign \$488  = \$485  & \$487 ;
+  assign \$489  = ~ \$488 ;
+  assign \$490  = skid_qvalid_copy10 & \$489 ;
+  assign \$491  = | count_copy10;
+  assign \$492  = \$491  | skid_qvalid_copy10;
+  assign \$493  = ~ m__valid;
+  assign \$494  = \$493  | m__ready;
+  assign \$495  = \$492  & \$494 ;
+  assign \$496  = | count_copy10;
+  assign \$497  = \$495  & \$496 ;
+  assign \$498  = count_copy10 == 2'h2;
+  assign \$499  = count_copy10 == 1'h1;
+  assign \$500  = \$497  ? \$498  : \$499 ;
+  assign \$501  = \$490  & \$500 ;
+  assign \$502  = | count_copy10;
+  assign \$503  = \$502  | skid_qvalid_copy10;
+  assign \$504  = ~ m__valid;
+  assign \$505  = \$504  | m__ready;
+  assign \$506  = \$503  & \$505 ;
+  assign \$507  = | count_copy10;
+  assign \$508  = \$506  & \$507 ;
+  assign \$509  = | count_copy11;
+  assign \$510  = \$509  | skid_qvalid_copy11;
+  assign \$511  = ~ m__valid;
+  assign \$512  = \$511  | m__ready;
+  assign \$513  = \$510  & \$512 ;
+  assign \$514  = | count_copy11;
+  assign \$515  = ~ \$514 ;
+  assign \$516  = \$513  & \$515 ;
+  assign \$517  = ~ \$516 ;
+  assign \$518  = skid_qvalid_copy11 & \$517 ;
+  assign \$519  = | count_copy11;
+  assign \$520  = \$519  | skid_qvalid_copy11;
+  assign \$521  = ~ m__valid;
+  assign \$522  = \$521  | m__ready;
+  assign \$523  = \$520  & \$522 ;
+  assign \$524  = | count_copy11;
+  assign \$525  = \$523  & \$524 ;
+  assign \$526  = count_copy11 == 2'h2;
+  assign \$527  = count_copy11 == 1'h1;
+  assign \$528  = \$525  ? \$526  : \$527 ;
+  assign \$529  = \$518  & \$528 ;
+  assign \$530  = | count_copy11;
+  assign \$531  = \$530  | skid_qvalid_copy11;
+  assign \$532  = ~ m__valid;
+  assign \$533  = \$532  | m__ready;
+  assign \$534  = \$531  & \$533 ;
+  assign \$535  = | count_copy11;
+  assign \$536  = \$534  & \$535 ;
+  assign \$537  = | count_copy12;
+  assign \$538  = \$537  | skid_qvalid_copy12;
+  assign \$539  = ~ m__valid;
+  assign \$540  = \$539  | m__ready;
+  assign \$541  = \$538  & \$540 ;
+  assign \$542  = | count_copy12;
+  assign \$543  = ~ \$542 ;
+  assign \$544  = \$541  & \$543 ;
+  assign \$545  = ~ \$544 ;
+  assign \$546  = skid_qvalid_copy12 & \$545 ;
+  assign \$547  = | count_copy12;
+  assign \$548  = \$547  | skid_qvalid_copy12;
+  assign \$549  = ~ m__valid;
+  assign \$550  = \$549  | m__ready;
+  assign \$551  = \$548  & \$550 ;
+  assign \$552  = | count_copy12;
+  assign \$553  = \$551  & \$552 ;
+  assign \$554  = count_copy12 == 2'h3;
+  assign \$555  = count_copy12 == 2'h2;
+  assign \$556  = \$553  ? \$554  : \$555 ;
+  assign \$557  = \$546  & \$556 ;
+  assign \$558  = | count_copy12;
+  assign \$559  = \$558  | skid_qvalid_copy12;
+  assign \$560  = ~ m__valid;
+  assign \$561  = \$560  | m__ready;
+  assign \$562  = \$559  & \$561 ;
+  assign \$563  = | count_copy12;
+  assign \$564  = \$562  & \$563 ;
+  assign \$565  = | count_copy13;
+  assign \$566  = \$565  | skid_qvalid_copy13;
+  assign \$567  = ~ m__valid;
+  assign \$568  = \$567  | m__ready;
+  assign \$569  = \$566  & \$568 ;
+  assign \$570  = | count_copy13;
+  assign \$571  = ~ \$570 ;
+  assign \$572  = \$569  & \$571 ;
+  assign \$573  = ~ \$572 ;
+  assign \$574  = skid_qvalid_copy13 & \$573 ;
+  assign \$575  = | count_copy13;
+  assign \$576  = \$575  | skid_qvalid_copy13;
+  assign \$577  = ~ m__valid;
+  assign \$578  = \$577  | m__ready;
+  assign \$579  = \$576  & \$578 ;
+  assign \$580  = | count_copy13;
+  assign \$581  = \$579  & \$580 ;
+  assign \$582  = count_copy13 == 2'h3;
+  assign \$583  = count_copy13 == 2'h2;
+  assign \$584  = \$581  ? \$582  : \$583 ;
+  assign \$585  = \$574  & \$584 ;
+  assign \$586  = | count_copy13;
+  assign \$587  = \$586  | skid_qvalid_copy13;
+  assign \$588  = ~ m__valid;
+  assign \$589  = \$588  | m__ready;
+  assign \$590  = \$587  & \$589 ;
+  assign \$591  = | count_copy13;
+  assign \$592  = \$590  & \$591 ;
+  assign \$593  = | count_copy14;
+  assign \$594  = \$593  | skid_qvalid_copy14;
+  assign \$595  = ~ m__valid;
+  assign \$596  = \$595  | m__ready;
+  assign \$597  = \$594  & \$596 ;
+  assign \$598  = | count_copy14;
+  assign \$599  = ~ \$598 ;
+  assign \$600  = \$597  & \$599 ;
+  assign \$601  = ~ \$600 ;
+  assign \$602  = skid_qvalid_copy14 & \$601 ;
+  assign \$603  = | count_copy14;
+  assign \$604  = \$603  | skid_qvalid_copy14;
+  assign \$605  = ~ m__valid;
+  assign \$606  = \$605  | m__ready;
+  assign \$607  = \$604  & \$606 ;
+  assign \$608  = | count_copy14;
+  assign \$609  = \$607  & \$608 ;
+  assign \$610  = count_copy14 == 2'h3;
+  assign \$611  = count_copy14 == 2'h2;
+  assign \$612  = \$609  ? \$610  : \$611 ;
+  assign \$613  = \$602  & \$612 ;
+  assign \$614  = | count_copy14;
+  assign \$615  = \$614  | skid_qvalid_copy14;
+  assign \$616  = ~ m__valid;
+  assign \$617  = \$616  | m__ready;
+  assign \$618  = \$615  & \$617 ;
+  assign \$619  = | count_copy14;
+  assign \$620  = \$618  & \$619 ;
+  assign \$621  = | count_copy15;
+  assign \$622  = \$621  | skid_qvalid_copy15;
+  assign \$623  = ~ m__valid;
+  assign \$624  = \$623  | m__ready;
+  assign \$625  = \$622  & \$624 ;
+  assign \$626  = | count_copy15;
+  assign \$627  = ~ \$626 ;
+  assign \$628  = \$625  & \$627 ;
+  assign \$629  = ~ \$628 ;
+  assign \$630  = skid_qvalid_copy15 & \$629 ;
+  assign \$631  = | count_copy15;
+  assign \$632  = \$631  | skid_qvalid_copy15;
+  assign \$633  = ~ m__valid;
+  assign \$634  = \$633  | m__ready;
+  assign \$635  = \$632  & \$634 ;
+  assign \$636  = | count_copy15;
+  assign \$637  = \$635  & \$636 ;
+  assign \$638  = count_copy15 == 2'h3;
+  assign \$639  = count_copy15 == 2'h2;
+  assign \$640  = \$637  ? \$638  : \$639 ;
+  assign \$641  = \$630  & \$640 ;
+  assign \$642  = | count_copy15;
+  assign \$643  = \$642  | skid_qvalid_copy15;
+  assign \$644  = ~ m__valid;
+  assign \$645  = \$644  | m__ready;
+  assign \$646  = \$643  & \$645 ;
+  assign \$647  = | count_copy15;
+  assign \$648  = \$646  & \$647 ;
+  assign \$649  = | count_copy16;
+  assign \$650  = \$649  | skid_qvalid_copy16;
+  assign \$651  = ~ m__valid;
+  assign \$652  = \$651  | m__ready;
+  assign \$653  = \$650  & \$652 ;
+  assign \$654  = | count_copy16;
+  assign \$655  = ~ \$654 ;
+  assign \$656  = \$653  & \$655 ;
+  assign \$657  = ~ \$656 ;
+  assign \$658  = skid_qvalid_copy16 & \$657 ;
+  assign \$659  = | count_copy16;
+  assign \$660  = \$659  | skid_qvalid_copy16;
+  assign \$661  = ~ m__valid;
+  assign \$662  = \$661  | m__ready;
+  assign \$663  = \$660  & \$662 ;
+  assign \$664  = | count_copy16;
+  assign \$665  = \$663  & \$664 ;
+  assign \$666  = count_copy16 == 2'h3;
+  assign \$667  = count_copy16 == 2'h2;
+  assign \$668  = \$665  ? \$666  : \$667 ;
+  assign \$669  = \$658  & \$668 ;
+  assign \$670  = | count_copy16;
+  assign \$671  = \$670  | skid_qvalid_copy16;
+  assign \$672  = ~ m__valid;
+  assign \$673  = \$672  | m__ready;
+  assign \$674  = \$671  & \$673 ;
+  assign \$675  = | count_copy16;
+  assign \$676  = \$674  & \$675 ;
+  assign \$677  = | count_copy17;
+  assign \$678  = \$677  | skid_qvalid_copy17;
+  assign \$679  = ~ m__valid;
+  assign \$680  = \$679  | m__ready;
+  assign \$681  = \$678  & \$680 ;
+  assign \$682  = | count_copy17;
+  assign \$683  = ~ \$682 ;
+  assign \$684  = \$681  & \$683 ;
+  assign \$685  = ~ \$684 ;
+  assign \$686  = skid_qvalid_copy17 & \$685 ;
+  assign \$687  = | count_copy17;
+  assign \$688  = \$687  | skid_qvalid_copy17;
+  assign \$689  = ~ m__valid;
+  assign \$690  = \$689  | m__ready;
+  assign \$691  = \$688  & \$690 ;
+  assign \$692  = | count_copy17;
+  assign \$693  = \$691  & \$692 ;
+  assign \$694  = count_copy17 == 2'h3;
+  assign \$695  = count_copy17 == 2'h2;
+  assign \$696  = \$693  ? \$694  : \$695 ;
+  assign \$697  = \$686  & \$696 ;
+  assign \$698  = | count_copy17;
+  assign \$699  = \$698  | skid_qvalid_copy17;
+  assign \$700  = ~ m__valid;
+  assign \$701  = \$700  | m__ready;
+  assign \$702  = \$699  & \$701 ;
+  assign \$703  = | count_copy17;
+  assign \$704  = \$702  & \$703 ;
+  assign \$705  = | \$71 [1:0];
+  assign \$706  = | \$71 [1:0];
+  assign \$707  = held_copy0 | qvalid_copy0;
+  assign \$708  = ~ mvalid_copy0;
+  assign \$709  = \$708  | m__ready;
+  assign \$710  = \$707  & \$709 ;
+  assign \$711  = | count;
+  assign \$712  = \$711  ? skid0 : { qe_last_d0, q, results0 };
+  assign \$713  = held_copy1 | qvalid_copy1;
+  assign \$714  = ~ mvalid_copy1;
+  assign \$715  = \$714  | m__ready;
+  assign \$716  = \$713  & \$715 ;
+  assign \$717  = | count;
+  assign \$718  = \$717  ? skid0 : { qe_last_d0, q, results0 };
+  assign \$719  = | count;
+  assign \$720  = \$719  | qv_last_d0;
+  assign \$721  = ~ m__valid;
+  assign \$722  = \$721  | m__ready;
+  assign \$723  = \$720  & \$722 ;
   always @(posedge clk)
-    busy <= \$304 ;
+    busy <= \$724 ;
   always @(posedge clk)
-    step <= \$305 ;
+    step <= \$725 ;
   always @(posedge clk)
-    addr <= \$306 ;
+    addr <= \$726 ;
   always @(posedge clk)
-    sfc <= \$307 ;
+    sfc <= \$727 ;
   always @(posedge clk)
-    last_step <= \$308 ;
+    last_step <= \$728 ;
   always @(posedge clk)
-    ready <= \$309 ;
+    ready <= \$729 ;
   always @(posedge clk)
-    credits <= \$310 ;
+    credits <= \$730 ;
   always @(posedge clk)
-    issue <= \$311 ;
+    issue <= \$731 ;
   always @(posedge clk)
-    word <= \$312 ;
+    word <= \$732 ;
   always @(posedge clk)
-    last_beat <= \$313 ;
+    last_beat <= \$733 ;
   always @(posedge clk)
-    write_bank <= \$314 ;
+    write_bank <= \$734 ;
   always @(posedge clk)
-    read_bank <= \$315 ;
+    read_bank <= \$735 ;
   always @(posedge clk)
-    \$signal  <= \$316 ;
+    \$signal  <= \$736 ;
   always @(posedge clk)
-    sready_copy0 <= \$317 ;
+    sready_copy0 <= \$737 ;
   always @(posedge clk)
-    sready_copy1 <= \$318 ;
+    sready_copy1 <= \$738 ;
   always @(posedge clk)
-    sready_copy2 <= \$319 ;
+    sready_copy2 <= \$739 ;
   always @(posedge clk)
-    sready_copy3 <= \$320 ;
+    sready_copy3 <= \$740 ;
   always @(posedge clk)
     xbeat <= s__payload;
   always @(posedge clk)
-    write__addr <= \$321 ;
+    write__addr <= \$741 ;
   always @(posedge clk)
-    \write__addr$37  <= \$322 ;
+    \write__addr$37  <= \$742 ;
   always @(posedge clk)
-    \write__addr$44  <= \$323 ;
+    \write__addr$44  <= \$743 ;
   always @(posedge clk)
-    \write__addr$51  <= \$324 ;
+    \write__addr$51  <= \$744 ;
   always @(posedge clk)
-    read__addr <= \$325 ;
+    read__addr <= \$745 ;
   always @(posedge clk)
-    \read__addr$40  <= \$326 ;
+    \read__addr$40  <= \$746 ;
   always @(posedge clk)
-    \read__addr$47  <= \$327 ;
+    \read__addr$47  <= \$747 ;
   always @(posedge clk)
-    \read__addr$54  <= \$328 ;
+    \read__addr$54  <= \$748 ;
   always @(posedge clk)
-    write__en <= \$329 ;
+    write__en <= \$749 ;
   always @(posedge clk)
-    \write__en$35  <= \$330 ;
+    \write__en$35  <= \$750 ;
   always @(posedge clk)
-    \write__en$42  <= \$331 ;
+    \write__en$42  <= \$751 ;
   always @(posedge clk)
-    \write__en$49  <= \$332 ;
+    \write__en$49  <= \$752 ;
   always @(posedge clk)
-    xmem_d0 <= \$333 ;
+    xmem_d0 <= \$753 ;
   always @(posedge clk)
     xtree_fan_copy0 <= xmem_d0;
   always @(posedge clk)
@@ -58936,179 +62957,360 @@ module \bchw_top.engine3 (rst, s__valid, s__payload, s__ready, m__ready, sready_
   always @(posedge clk)
     \x$94  <= xtree_fan_copy2;
   always @(posedge clk)
-    wdata_d0 <= \$334 ;
+    wdata_d0 <= \$754 ;
   always @(posedge clk)
-    wdata_d1 <= \$335 ;
+    wdata_d1 <= \$755 ;
   always @(posedge clk)
-    wdata_d2 <= \$336 ;
+    wdata_d2 <= \$756 ;
   always @(posedge clk)
-    f_d0 <= \$337 ;
+    f_d0 <= \$757 ;
   always @(posedge clk)
-    f_d1 <= \$338 ;
+    f_d1 <= \$758 ;
   always @(posedge clk)
-    f_d2 <= \$339 ;
+    f_d2 <= \$759 ;
   always @(posedge clk)
-    f_d3 <= \$340 ;
+    f_d3 <= \$760 ;
   always @(posedge clk)
-    f_d4 <= \$341 ;
+    f_d4 <= \$761 ;
   always @(posedge clk)
-    f_d5 <= \$342 ;
+    f_d5 <= \$762 ;
   always @(posedge clk)
-    f_d6 <= \$343 ;
+    f_d6 <= \$763 ;
   always @(posedge clk)
-    f_d7 <= \$344 ;
+    f_d7 <= \$764 ;
   always @(posedge clk)
-    ft_d0 <= \$345 ;
+    ft_d0 <= \$765 ;
   always @(posedge clk)
-    accflags_copy0 <= \$346 ;
+    accflags_copy0 <= \$766 ;
   always @(posedge clk)
-    accflags_copy1 <= \$347 ;
+    accflags_copy1 <= \$767 ;
   always @(posedge clk)
-    accflags_copy2 <= \$348 ;
+    accflags_copy2 <= \$768 ;
   always @(posedge clk)
-    accflags_copy3 <= \$349 ;
+    accflags_copy3 <= \$769 ;
   always @(posedge clk)
-    accflags_copy4 <= \$350 ;
+    accflags_copy4 <= \$770 ;
   always @(posedge clk)
-    accflags_copy5 <= \$351 ;
+    accflags_copy5 <= \$771 ;
   always @(posedge clk)
-    accflags_copy6 <= \$352 ;
+    accflags_copy6 <= \$772 ;
   always @(posedge clk)
-    accflags_copy7 <= \$353 ;
+    accflags_copy7 <= \$773 ;
   always @(posedge clk)
-    accflags_copy8 <= \$354 ;
+    accflags_copy8 <= \$774 ;
   always @(posedge clk)
-    accflags_copy9 <= \$355 ;
+    accflags_copy9 <= \$775 ;
   always @(posedge clk)
-    params_d0 <= \$356 ;
+    params_d0 <= \$776 ;
   always @(posedge clk)
-    params_d1 <= \$357 ;
+    params_d1 <= \$777 ;
   always @(posedge clk)
-    acc_valid <= \$358 ;
+    acc_valid <= \$778 ;
   always @(posedge clk)
-    acc_end <= \$359 ;
+    acc_end <= \$779 ;
   always @(posedge clk)
-    acc0 <= \$360 ;
+    acc0 <= \$780 ;
   always @(posedge clk)
-    acc1 <= \$361 ;
+    acc1 <= \$781 ;
   always @(posedge clk)
-    acc2 <= \$362 ;
+    acc2 <= \$782 ;
   always @(posedge clk)
-    acc3 <= \$363 ;
+    acc3 <= \$783 ;
   always @(posedge clk)
-    acc4 <= \$364 ;
+    acc4 <= \$784 ;
   always @(posedge clk)
-    acc5 <= \$365 ;
+    acc5 <= \$785 ;
   always @(posedge clk)
-    acc6 <= \$366 ;
+    acc6 <= \$786 ;
   always @(posedge clk)
-    acc7 <= \$367 ;
+    acc7 <= \$787 ;
   always @(posedge clk)
-    acc8 <= \$368 ;
+    acc8 <= \$788 ;
   always @(posedge clk)
-    acc9 <= \$369 ;
+    acc9 <= \$789 ;
   always @(posedge clk)
-    dload_copy0 <= \$370 ;
+    dload_copy0 <= \$790 ;
   always @(posedge clk)
-    dload_copy1 <= \$371 ;
+    dload_copy1 <= \$791 ;
   always @(posedge clk)
-    dload_copy2 <= \$372 ;
+    dload_copy2 <= \$792 ;
   always @(posedge clk)
-    dload_copy3 <= \$373 ;
+    dload_copy3 <= \$793 ;
   always @(posedge clk)
-    dload_copy4 <= \$374 ;
+    dload_copy4 <= \$794 ;
   always @(posedge clk)
-    dload_copy5 <= \$375 ;
+    dload_copy5 <= \$795 ;
   always @(posedge clk)
-    dload_copy6 <= \$376 ;
+    dload_copy6 <= \$796 ;
   always @(posedge clk)
-    dload_copy7 <= \$377 ;
+    dload_copy7 <= \$797 ;
   always @(posedge clk)
-    dload_copy8 <= \$378 ;
+    dload_copy8 <= \$798 ;
   always @(posedge clk)
-    dload_copy9 <= \$379 ;
+    dload_copy9 <= \$799 ;
   always @(posedge clk)
-    drain <= \$380 ;
+    drain <= \$800 ;
   always @(posedge clk)
-    qv_d0 <= \$381 ;
+    qv_d0 <= \$801 ;
   always @(posedge clk)
-    qv_d1 <= \$382 ;
+    qv_d1 <= \$802 ;
   always @(posedge clk)
-    qv_d2 <= \$383 ;
+    qv_d2 <= \$803 ;
   always @(posedge clk)
-    qv_d3 <= \$384 ;
+    qv_d3 <= \$804 ;
   always @(posedge clk)
-    qv_d4 <= \$385 ;
+    qv_d4 <= \$805 ;
   always @(posedge clk)
-    qv_d5 <= \$386 ;
+    qv_d5 <= \$806 ;
   always @(posedge clk)
-    qv_d6 <= \$387 ;
+    qv_d6 <= \$807 ;
   always @(posedge clk)
-    qv_d7 <= \$388 ;
+    qv_d7 <= \$808 ;
   always @(posedge clk)
-    qv_d8 <= \$389 ;
+    qv_d8 <= \$809 ;
   always @(posedge clk)
-    qv_d9 <= \$390 ;
+    qv_d9 <= \$810 ;
   always @(posedge clk)
-    qv_d10 <= \$391 ;
+    qv_d10 <= \$811 ;
   always @(posedge clk)
-    qv_d11 <= \$392 ;
+    qv_d11 <= \$812 ;
   always @(posedge clk)
-    qv_d12 <= \$393 ;
+    qv_d12 <= \$813 ;
   always @(posedge clk)
-    qv_d13 <= \$394 ;
+    qv_d13 <= \$814 ;
   always @(posedge clk)
-    qe_d0 <= \$395 ;
+    qe_d0 <= \$815 ;
   always @(posedge clk)
-    qe_d1 <= \$396 ;
+    qe_d1 <= \$816 ;
   always @(posedge clk)
-    qe_d2 <= \$397 ;
+    qe_d2 <= \$817 ;
   always @(posedge clk)
-    qe_d3 <= \$398 ;
+    qe_d3 <= \$818 ;
   always @(posedge clk)
-    qe_d4 <= \$399 ;
+    qe_d4 <= \$819 ;
   always @(posedge clk)
-    qe_d5 <= \$400 ;
+    qe_d5 <= \$820 ;
   always @(posedge clk)
-    qe_d6 <= \$401 ;
+    qe_d6 <= \$821 ;
   always @(posedge clk)
-    qe_d7 <= \$402 ;
+    qe_d7 <= \$822 ;
   always @(posedge clk)
-    qe_d8 <= \$403 ;
+    qe_d8 <= \$823 ;
   always @(posedge clk)
-    qe_d9 <= \$404 ;
+    qe_d9 <= \$824 ;
   always @(posedge clk)
-    qe_d10 <= \$405 ;
+    qe_d10 <= \$825 ;
   always @(posedge clk)
-    qe_d11 <= \$406 ;
+    qe_d11 <= \$826 ;
   always @(posedge clk)
-    qe_d12 <= \$407 ;
+    qe_d12 <= \$827 ;
   always @(posedge clk)
-    qe_d13 <= \$408 ;
+    qe_d13 <= \$828 ;
   always @(posedge clk)
-    qv_last_d0 <= \$409 ;
+    qv_last_d0 <= \$829 ;
   always @(posedge clk)
-    qe_last_d0 <= \$410 ;
+    qe_last_d0 <= \$830 ;
   always @(posedge clk)
     results0 <= { q, results0[143:16] };
   always @(posedge clk)
-    count_copy0 <= \$411 ;
+    count_copy0 <= \$831 ;
   always @(posedge clk)
-    count_copy1 <= \$412 ;
+    count_copy1 <= \$832 ;
   always @(posedge clk)
-    count_copy2 <= \$413 ;
+    count_copy2 <= \$833 ;
   always @(posedge clk)
-    skid_qvalid_copy0 <= \$414 ;
+    count_copy3 <= \$834 ;
   always @(posedge clk)
-    skid_qvalid_copy1 <= \$415 ;
+    count_copy4 <= \$835 ;
   always @(posedge clk)
-    skid_qvalid_copy2 <= \$416 ;
+    count_copy5 <= \$836 ;
   always @(posedge clk)
-    skid0 <= \$417 ;
+    count_copy6 <= \$837 ;
   always @(posedge clk)
-    skid1 <= \$418 ;
+    count_copy7 <= \$838 ;
   always @(posedge clk)
-    skid2 <= \$419 ;
+    count_copy8 <= \$839 ;
+  always @(posedge clk)
+    count_copy9 <= \$840 ;
+  always @(posedge clk)
+    count_copy10 <= \$841 ;
+  always @(posedge clk)
+    count_copy11 <= \$842 ;
+  always @(posedge clk)
+    count_copy12 <= \$843 ;
+  always @(posedge clk)
+    count_copy13 <= \$844 ;
+  always @(posedge clk)
+    count_copy14 <= \$845 ;
+  always @(posedge clk)
+    count_copy15 <= \$846 ;
+  always @(posedge clk)
+    count_copy16 <= \$847 ;
+  always @(posedge clk)
+    count_copy17 <= \$848 ;
+  always @(posedge clk)
+    skid_qvalid_copy0 <= \$849 ;
+  always @(posedge clk)
+    skid_qvalid_copy1 <= \$850 ;
+  always @(posedge clk)
+    skid_qvalid_copy2 <= \$851 ;
+  always @(posedge clk)
+    skid_qvalid_copy3 <= \$852 ;
+  always @(posedge clk)
+    skid_qvalid_copy4 <= \$853 ;
+  always @(posedge clk)
+    skid_qvalid_copy5 <= \$854 ;
+  always @(posedge clk)
+    skid_qvalid_copy6 <= \$855 ;
+  always @(posedge clk)
+    skid_qvalid_copy7 <= \$856 ;
+  always @(posedge clk)
+    skid_qvalid_copy8 <= \$857 ;
+  always @(posedge clk)
+    skid_qvalid_copy9 <= \$858 ;
+  always @(posedge clk)
+    skid_qvalid_copy10 <= \$859 ;
+  always @(posedge clk)
+    skid_qvalid_copy11 <= \$860 ;
+  always @(posedge clk)
+    skid_qvalid_copy12 <= \$861 ;
+  always @(posedge clk)
+    skid_qvalid_copy13 <= \$862 ;
+  always @(posedge clk)
+    skid_qvalid_copy14 <= \$863 ;
+  always @(posedge clk)
+    skid_qvalid_copy15 <= \$864 ;
+  always @(posedge clk)
+    skid_qvalid_copy16 <= \$865 ;
+  always @(posedge clk)
+    skid_qvalid_copy17 <= \$866 ;
+  always @(posedge clk)
+    skid0 <= \$867 ;
+  always @(posedge clk)
+    skid1 <= \$868 ;
+  always @(posedge clk)
+    skid2 <= \$869 ;
+  always @(posedge clk)
+    count <= \$870 ;
+  always @(posedge clk)
+    held_copy0 <= \$871 ;
+  always @(posedge clk)
+    held_copy1 <= \$872 ;
+  always @(posedge clk)
+    qvalid_copy0 <= \$873 ;
+  always @(posedge clk)
+    qvalid_copy1 <= \$874 ;
+  always @(posedge clk)
+    m__valid <= \$875 ;
+  always @(posedge clk)
+    mvalid_copy0 <= \$876 ;
+  always @(posedge clk)
+    mvalid_copy1 <= \$877 ;
+  always @(posedge clk)
+    m__payload <= \$878 ;
+  always @(posedge clk)
+    credit_back_d0 <= \$879 ;
+  always @(posedge clk)
+    credit_back <= \$880 ;
+  assign \$1  = \$signal  & ready;
+  assign \$2  = ~ last_step;
+  assign \$3  = busy & \$2 ;
+  assign \$4  = \$1  ? 1'h1 : \$3 ;
+  assign \$5  = \$signal  & ready;
+  assign \$6  = ~ last_step;
+  assign \$7  = issue & \$6 ;
+  assign \$8  = step + 1'h1;
+  assign \$9  = \$7  ? \$8  : { 1'h0, step };
+  assign \$10  = \$5  ? 5'h00 : \$9 ;
+  assign \$12  = \$signal  & ready;
+  assign \$13  = ~ last_step;
+  assign \$14  = issue & \$13 ;
+  assign \$15  = sfc == 4'hf;
+  assign \$16  = \$14  & \$15 ;
+  assign \$17  = \$12  | \$16 ;
+  assign \$18  = ~ last_step;
+  assign \$19  = issue & \$18 ;
+  assign \$20  = sfc + 1'h1;
+  assign \$21  = \$19  ? \$20  : { 1'h0, sfc };
+  assign \$22  = \$17  ? 5'h00 : \$21 ;
+  assign \$24  = \$signal  & ready;
+  assign \$25  = ~ last_step;
+  assign \$26  = issue & \$25 ;
+  assign \$27  = sfc == 4'hf;
+  assign \$28  = \$26  & \$27 ;
+  assign \$30  = \$28  ? 2'h1 : 2'h0;
+  assign \$31  = \$24  ? 2'h0 : \$30 ;
+  assign \$33  = \$signal  & ready;
+  assign \$34  = step == 4'he;
+  assign \$35  = issue ? \$34  : last_step;
+  assign \$36  = last_step ? 1'h0 : \$35 ;
+  assign \$37  = \$33  ? 1'h0 : \$36 ;
+  assign \$38  = \$signal  & ready;
+  assign \$39  = step == 4'he;
+  assign \$40  = issue ? \$39  : ready;
+  assign \$41  = last_step ? 1'h1 : \$40 ;
+  assign \$42  = \$38  ? 1'h0 : \$41 ;
+  assign \$43  = credits + credit_back;
+  assign \$44  = ! sfc;
+  assign \$45  = issue & \$44 ;
+  assign \$46  = \$43  - \$45 ;
+  assign \$48  = | \$23 [3:0];
+  assign \$49  = | \$47 [1:0];
+  assign \$50  = \$48  | \$49 ;
+  assign \$51  = busy_next & \$50 ;
+  assign \$52  = ~ \$signal ;
+  assign s__ready = \$52  | ready;
+  assign out_done = qv_last_d0 & qe_last_d0;
+  assign \$53  = | count;
+  assign \$54  = \$53  | qv_last_d0;
+  assign \$55  = ~ m__valid;
+  assign \$56  = \$55  | m__ready;
+  assign \$57  = \$54  & \$56 ;
+  assign \$58  = | count;
+  assign \$59  = \$57  & \$58 ;
+  assign \$60  = count - \$59 ;
+  assign \$61  = | count;
+  assign \$62  = \$61  | qv_last_d0;
+  assign \$63  = ~ m__valid;
+  assign \$64  = \$63  | m__ready;
+  assign \$65  = \$62  & \$64 ;
+  assign \$66  = | count;
+  assign \$67  = ~ \$66 ;
+  assign \$68  = \$65  & \$67 ;
+  assign \$69  = ~ \$68 ;
+  assign \$70  = qv_last_d0 & \$69 ;
+  assign \$71  = $signed(\$60 ) + $signed({ 1'h0, \$70  });
+  assign \$72  = | count;
+  assign \$73  = \$72  | qv_last_d0;
+  assign \$74  = ~ m__valid;
+  assign \$75  = \$74  | m__ready;
+  assign \$76  = \$73  & \$75 ;
+  assign \$77  = | count;
+  assign \$78  = \$77  ? skid0 : { qe_last_d0, q, results0 };
+  assign \$79  = \$76  & \$78 [160];
+  assign \$80  = ~ m__ready;
+  assign \$81  = m__valid & \$80 ;
+  assign valid_next = \$79  ? 1'h1 : \$81 ;
+  assign \$82  = s__valid & s__ready;
+  assign \$88  = word + 1'h1;
+  assign \$90  = last_beat ? 5'h00 : \$89 ;
+  assign \$92  = word == 4'he;
+  assign \$94  = word == 4'hf;
+  assign \$98  = last_beat ? 1'h0 : \$97 ;
+  assign \$99  = s__valid & s__ready;
+  assign \$100  = \$99  & last_beat;
+  assign \$101  = ~ write_bank;
+  assign \$102  = \$signal  & ready;
+  assign \$103  = ~ read_bank;
+  assign \$104  = s__valid & s__ready;
+  assign \$105  = \$104  & last_beat;
+  assign \$106  = ~ ready;
+  assign \$107  = \$signal  & \$106 ;
+  assign \$108  = \$105  ? 1'h1 : \$107 ;
+  assign \$109  = s__valid & s__ready;
+  assign \$110  = \$109  & last_beat;
+  assign \$111  = ~ ready;
+  assign \$112  = \$signal  & \$111 ;
   \bchw_top.engine3.params0  params0 (
     .clk(clk),
     .data(\data$193 )
@@ -59151,7 +63353,7 @@ module \bchw_top.engine3 (rst, s__valid, s__payload, s__ready, m__ready, sready_
   );
   \bchw_top.engine3.requant0  requant0 (
     .clk(clk),
-    .\port$24804$0 (drain[75:0]),
+    .\port$26545$0 (drain[75:0]),
     .q(q),
     .rst(rst)
   );
@@ -59232,863 +63434,1148 @@ module \bchw_top.engine3 (rst, s__valid, s__payload, s__ready, m__ready, sready_
   );
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$420  = \$71 [1:0];
+    \$724  = busy_next;
     if (rst) begin
-      \$420  = 2'h0;
+      \$724  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$421  = \$285 ;
+    \$725  = \$11 [3:0];
     if (rst) begin
-      \$421  = 1'h0;
+      \$725  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$422  = \$286 ;
+    \$726  = \$11 [3:0];
     if (rst) begin
-      \$422  = 1'h0;
+      \$726  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$423  = qv_d13;
+    \$727  = \$23 [3:0];
     if (rst) begin
-      \$423  = 1'h0;
+      \$727  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$424  = qv_d13;
+    \$728  = last_step_next;
     if (rst) begin
-      \$424  = 1'h0;
+      \$728  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$425  = valid_next;
+    \$729  = ready_next;
     if (rst) begin
-      \$425  = 1'h0;
+      \$729  = 1'h1;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$426  = valid_next;
+    \$730  = \$47 [1:0];
     if (rst) begin
-      \$426  = 1'h0;
+      \$730  = 2'h3;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$427  = valid_next;
+    \$731  = issue_next;
     if (rst) begin
-      \$427  = 1'h0;
+      \$731  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$428  = m__payload;
-    if (\$290 ) begin
-      \$428 [127:0] = \$292 [127:0];
-    end
-    if (\$296 ) begin
-      \$428 [159:128] = \$298 [159:128];
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$429  = \$303 ;
-    if (rst) begin
-      \$429  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$430  = credit_back_d0;
-    if (rst) begin
-      \$430  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$304  = busy_next;
-    if (rst) begin
-      \$304  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$305  = \$11 [3:0];
-    if (rst) begin
-      \$305  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$306  = \$11 [3:0];
-    if (rst) begin
-      \$306  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$307  = \$23 [3:0];
-    if (rst) begin
-      \$307  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$308  = last_step_next;
-    if (rst) begin
-      \$308  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$309  = ready_next;
-    if (rst) begin
-      \$309  = 1'h1;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$310  = \$47 [1:0];
-    if (rst) begin
-      \$310  = 2'h3;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$311  = issue_next;
-    if (rst) begin
-      \$311  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$312  = word;
+    \$732  = word;
     if (\$82 ) begin
-      \$312  = \$90 [3:0];
+      \$732  = \$90 [3:0];
     end
     if (rst) begin
-      \$312  = 4'h0;
+      \$732  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$313  = last_beat;
+    \$733  = last_beat;
     if (\$82 ) begin
-      \$313  = \$98 ;
+      \$733  = \$98 ;
     end
     if (rst) begin
-      \$313  = 1'h0;
+      \$733  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$314  = write_bank;
+    \$734  = write_bank;
     if (\$100 ) begin
-      \$314  = \$101 ;
+      \$734  = \$101 ;
     end
     if (rst) begin
-      \$314  = 1'h0;
+      \$734  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$315  = read_bank;
+    \$735  = read_bank;
     if (\$102 ) begin
-      \$315  = \$103 ;
+      \$735  = \$103 ;
     end
     if (rst) begin
-      \$315  = 1'h1;
+      \$735  = 1'h1;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$316  = \$108 ;
+    \$736  = \$108 ;
     if (rst) begin
-      \$316  = 1'h0;
+      \$736  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$317  = \$115 ;
+    \$737  = \$115 ;
     if (rst) begin
-      \$317  = 1'h1;
+      \$737  = 1'h1;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$318  = \$122 ;
+    \$738  = \$122 ;
     if (rst) begin
-      \$318  = 1'h1;
+      \$738  = 1'h1;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$319  = \$129 ;
+    \$739  = \$129 ;
     if (rst) begin
-      \$319  = 1'h1;
+      \$739  = 1'h1;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$320  = \$136 ;
+    \$740  = \$136 ;
     if (rst) begin
-      \$320  = 1'h1;
+      \$740  = 1'h1;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$321  = { write_bank, word };
+    \$741  = { write_bank, word };
     if (rst) begin
-      \$321  = 5'h00;
+      \$741  = 5'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$322  = { write_bank, word };
+    \$742  = { write_bank, word };
     if (rst) begin
-      \$322  = 5'h00;
+      \$742  = 5'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$323  = { write_bank, word };
+    \$743  = { write_bank, word };
     if (rst) begin
-      \$323  = 5'h00;
+      \$743  = 5'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$324  = { write_bank, word };
+    \$744  = { write_bank, word };
     if (rst) begin
-      \$324  = 5'h00;
+      \$744  = 5'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$325  = { \$138 , \$23 [3:0] };
+    \$745  = { \$138 , \$23 [3:0] };
     if (rst) begin
-      \$325  = 5'h10;
+      \$745  = 5'h10;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$326  = { \$140 , \$23 [3:0] };
+    \$746  = { \$140 , \$23 [3:0] };
     if (rst) begin
-      \$326  = 5'h10;
+      \$746  = 5'h10;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$327  = { \$142 , \$23 [3:0] };
+    \$747  = { \$142 , \$23 [3:0] };
     if (rst) begin
-      \$327  = 5'h10;
+      \$747  = 5'h10;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$328  = { \$144 , \$23 [3:0] };
+    \$748  = { \$144 , \$23 [3:0] };
     if (rst) begin
-      \$328  = 5'h10;
+      \$748  = 5'h10;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$329  = \$147 ;
+    \$749  = \$147 ;
     if (rst) begin
-      \$329  = 1'h0;
+      \$749  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$330  = \$150 ;
+    \$750  = \$150 ;
     if (rst) begin
-      \$330  = 1'h0;
+      \$750  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$331  = \$153 ;
+    \$751  = \$153 ;
     if (rst) begin
-      \$331  = 1'h0;
+      \$751  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$332  = \$156 ;
+    \$752  = \$156 ;
     if (rst) begin
-      \$332  = 1'h0;
+      \$752  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$337  = { last_step, \$158 , \$157 , issue };
+    \$757  = { last_step, \$158 , \$157 , issue };
     if (rst) begin
-      \$337  = 4'h0;
+      \$757  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$338  = f_d0;
+    \$758  = f_d0;
     if (rst) begin
-      \$338  = 4'h0;
+      \$758  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$339  = f_d1;
+    \$759  = f_d1;
     if (rst) begin
-      \$339  = 4'h0;
+      \$759  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$340  = f_d2;
+    \$760  = f_d2;
     if (rst) begin
-      \$340  = 4'h0;
+      \$760  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$341  = f_d3;
+    \$761  = f_d3;
     if (rst) begin
-      \$341  = 4'h0;
+      \$761  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$342  = f_d4;
+    \$762  = f_d4;
     if (rst) begin
-      \$342  = 4'h0;
+      \$762  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$343  = f_d5;
+    \$763  = f_d5;
     if (rst) begin
-      \$343  = 4'h0;
+      \$763  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$344  = f_d6;
+    \$764  = f_d6;
     if (rst) begin
-      \$344  = 4'h0;
+      \$764  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$345  = f_d7;
+    \$765  = f_d7;
     if (rst) begin
-      \$345  = 4'h0;
+      \$765  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$346  = f_d7[1:0];
+    \$766  = f_d7[1:0];
     if (rst) begin
-      \$346  = 2'h0;
+      \$766  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$347  = f_d7[1:0];
+    \$767  = f_d7[1:0];
     if (rst) begin
-      \$347  = 2'h0;
+      \$767  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$348  = f_d7[1:0];
+    \$768  = f_d7[1:0];
     if (rst) begin
-      \$348  = 2'h0;
+      \$768  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$349  = f_d7[1:0];
+    \$769  = f_d7[1:0];
     if (rst) begin
-      \$349  = 2'h0;
+      \$769  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$350  = f_d7[1:0];
+    \$770  = f_d7[1:0];
     if (rst) begin
-      \$350  = 2'h0;
+      \$770  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$351  = f_d7[1:0];
+    \$771  = f_d7[1:0];
     if (rst) begin
-      \$351  = 2'h0;
+      \$771  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$352  = f_d7[1:0];
+    \$772  = f_d7[1:0];
     if (rst) begin
-      \$352  = 2'h0;
+      \$772  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$353  = f_d7[1:0];
+    \$773  = f_d7[1:0];
     if (rst) begin
-      \$353  = 2'h0;
+      \$773  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$354  = f_d7[1:0];
+    \$774  = f_d7[1:0];
     if (rst) begin
-      \$354  = 2'h0;
+      \$774  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$355  = f_d7[1:0];
+    \$775  = f_d7[1:0];
     if (rst) begin
-      \$355  = 2'h0;
+      \$775  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$358  = \$159 ;
+    \$778  = \$159 ;
     if (rst) begin
-      \$358  = 1'h0;
+      \$778  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$359  = \$160 ;
+    \$779  = \$160 ;
     if (rst) begin
-      \$359  = 1'h0;
+      \$779  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$360  = acc0;
+    \$780  = acc0;
     if (accflags_copy0[0]) begin
-      \$360  = \$162 [16:0];
+      \$780  = \$162 [16:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$361  = acc1;
+    \$781  = acc1;
     if (accflags_copy1[0]) begin
-      \$361  = \$164 [16:0];
+      \$781  = \$164 [16:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$362  = acc2;
+    \$782  = acc2;
     if (accflags_copy2[0]) begin
-      \$362  = \$166 [16:0];
+      \$782  = \$166 [16:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$363  = acc3;
+    \$783  = acc3;
     if (accflags_copy3[0]) begin
-      \$363  = \$168 [16:0];
+      \$783  = \$168 [16:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$364  = acc4;
+    \$784  = acc4;
     if (accflags_copy4[0]) begin
-      \$364  = \$170 [16:0];
+      \$784  = \$170 [16:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$365  = acc5;
+    \$785  = acc5;
     if (accflags_copy5[0]) begin
-      \$365  = \$172 [16:0];
+      \$785  = \$172 [16:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$366  = acc6;
+    \$786  = acc6;
     if (accflags_copy6[0]) begin
-      \$366  = \$174 [16:0];
+      \$786  = \$174 [16:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$367  = acc7;
+    \$787  = acc7;
     if (accflags_copy7[0]) begin
-      \$367  = \$176 [16:0];
+      \$787  = \$176 [16:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$368  = acc8;
+    \$788  = acc8;
     if (accflags_copy8[0]) begin
-      \$368  = \$178 [16:0];
+      \$788  = \$178 [16:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$369  = acc9;
+    \$789  = acc9;
     if (accflags_copy9[0]) begin
-      \$369  = \$180 [16:0];
+      \$789  = \$180 [16:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$370  = \$181 ;
+    \$790  = \$181 ;
     if (rst) begin
-      \$370  = 1'h0;
+      \$790  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$371  = \$182 ;
+    \$791  = \$182 ;
     if (rst) begin
-      \$371  = 1'h0;
+      \$791  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$372  = \$183 ;
+    \$792  = \$183 ;
     if (rst) begin
-      \$372  = 1'h0;
+      \$792  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$373  = \$184 ;
+    \$793  = \$184 ;
     if (rst) begin
-      \$373  = 1'h0;
+      \$793  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$374  = \$185 ;
+    \$794  = \$185 ;
     if (rst) begin
-      \$374  = 1'h0;
+      \$794  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$375  = \$186 ;
+    \$795  = \$186 ;
     if (rst) begin
-      \$375  = 1'h0;
+      \$795  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$376  = \$187 ;
+    \$796  = \$187 ;
     if (rst) begin
-      \$376  = 1'h0;
+      \$796  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$377  = \$188 ;
+    \$797  = \$188 ;
     if (rst) begin
-      \$377  = 1'h0;
+      \$797  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$378  = \$189 ;
+    \$798  = \$189 ;
     if (rst) begin
-      \$378  = 1'h0;
+      \$798  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$379  = \$190 ;
+    \$799  = \$190 ;
     if (rst) begin
-      \$379  = 1'h0;
+      \$799  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$381  = acc_valid;
+    \$801  = acc_valid;
     if (rst) begin
-      \$381  = 1'h0;
+      \$801  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$382  = qv_d0;
+    \$802  = qv_d0;
     if (rst) begin
-      \$382  = 1'h0;
+      \$802  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$383  = qv_d1;
+    \$803  = qv_d1;
     if (rst) begin
-      \$383  = 1'h0;
+      \$803  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$384  = qv_d2;
+    \$804  = qv_d2;
     if (rst) begin
-      \$384  = 1'h0;
+      \$804  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$385  = qv_d3;
+    \$805  = qv_d3;
     if (rst) begin
-      \$385  = 1'h0;
+      \$805  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$386  = qv_d4;
+    \$806  = qv_d4;
     if (rst) begin
-      \$386  = 1'h0;
+      \$806  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$387  = qv_d5;
+    \$807  = qv_d5;
     if (rst) begin
-      \$387  = 1'h0;
+      \$807  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$388  = qv_d6;
+    \$808  = qv_d6;
     if (rst) begin
-      \$388  = 1'h0;
+      \$808  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$389  = qv_d7;
+    \$809  = qv_d7;
     if (rst) begin
-      \$389  = 1'h0;
+      \$809  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$390  = qv_d8;
+    \$810  = qv_d8;
     if (rst) begin
-      \$390  = 1'h0;
+      \$810  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$391  = qv_d9;
+    \$811  = qv_d9;
     if (rst) begin
-      \$391  = 1'h0;
+      \$811  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$392  = qv_d10;
+    \$812  = qv_d10;
     if (rst) begin
-      \$392  = 1'h0;
+      \$812  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$393  = qv_d11;
+    \$813  = qv_d11;
     if (rst) begin
-      \$393  = 1'h0;
+      \$813  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$394  = qv_d12;
+    \$814  = qv_d12;
     if (rst) begin
-      \$394  = 1'h0;
+      \$814  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$395  = acc_end;
+    \$815  = acc_end;
     if (rst) begin
-      \$395  = 1'h0;
+      \$815  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$396  = qe_d0;
+    \$816  = qe_d0;
     if (rst) begin
-      \$396  = 1'h0;
+      \$816  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$397  = qe_d1;
+    \$817  = qe_d1;
     if (rst) begin
-      \$397  = 1'h0;
+      \$817  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$398  = qe_d2;
+    \$818  = qe_d2;
     if (rst) begin
-      \$398  = 1'h0;
+      \$818  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$399  = qe_d3;
+    \$819  = qe_d3;
     if (rst) begin
-      \$399  = 1'h0;
+      \$819  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$400  = qe_d4;
+    \$820  = qe_d4;
     if (rst) begin
-      \$400  = 1'h0;
+      \$820  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$401  = qe_d5;
+    \$821  = qe_d5;
     if (rst) begin
-      \$401  = 1'h0;
+      \$821  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$402  = qe_d6;
+    \$822  = qe_d6;
     if (rst) begin
-      \$402  = 1'h0;
+      \$822  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$403  = qe_d7;
+    \$823  = qe_d7;
     if (rst) begin
-      \$403  = 1'h0;
+      \$823  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$404  = qe_d8;
+    \$824  = qe_d8;
     if (rst) begin
-      \$404  = 1'h0;
+      \$824  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$405  = qe_d9;
+    \$825  = qe_d9;
     if (rst) begin
-      \$405  = 1'h0;
+      \$825  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$406  = qe_d10;
+    \$826  = qe_d10;
     if (rst) begin
-      \$406  = 1'h0;
+      \$826  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$407  = qe_d11;
+    \$827  = qe_d11;
     if (rst) begin
-      \$407  = 1'h0;
+      \$827  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$408  = qe_d12;
+    \$828  = qe_d12;
     if (rst) begin
-      \$408  = 1'h0;
+      \$828  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$409  = qv_d13;
+    \$829  = qv_d13;
     if (rst) begin
-      \$409  = 1'h0;
+      \$829  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$410  = qe_d13;
+    \$830  = qe_d13;
     if (rst) begin
-      \$410  = 1'h0;
+      \$830  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$411  = \$71 [1:0];
+    \$831  = \$71 [1:0];
     if (rst) begin
-      \$411  = 2'h0;
+      \$831  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$412  = \$71 [1:0];
+    \$832  = \$71 [1:0];
     if (rst) begin
-      \$412  = 2'h0;
+      \$832  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$413  = \$71 [1:0];
+    \$833  = \$71 [1:0];
     if (rst) begin
-      \$413  = 2'h0;
+      \$833  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$414  = qv_d13;
+    \$834  = \$71 [1:0];
     if (rst) begin
-      \$414  = 1'h0;
+      \$834  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$415  = qv_d13;
+    \$835  = \$71 [1:0];
     if (rst) begin
-      \$415  = 1'h0;
+      \$835  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$416  = qv_d13;
+    \$836  = \$71 [1:0];
     if (rst) begin
-      \$416  = 1'h0;
+      \$836  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$417  = skid0;
+    \$837  = \$71 [1:0];
+    if (rst) begin
+      \$837  = 2'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    \$838  = \$71 [1:0];
+    if (rst) begin
+      \$838  = 2'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    \$839  = \$71 [1:0];
+    if (rst) begin
+      \$839  = 2'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    \$840  = \$71 [1:0];
+    if (rst) begin
+      \$840  = 2'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    \$841  = \$71 [1:0];
+    if (rst) begin
+      \$841  = 2'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    \$842  = \$71 [1:0];
+    if (rst) begin
+      \$842  = 2'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    \$843  = \$71 [1:0];
+    if (rst) begin
+      \$843  = 2'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    \$844  = \$71 [1:0];
+    if (rst) begin
+      \$844  = 2'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    \$845  = \$71 [1:0];
+    if (rst) begin
+      \$845  = 2'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    \$846  = \$71 [1:0];
+    if (rst) begin
+      \$846  = 2'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    \$847  = \$71 [1:0];
+    if (rst) begin
+      \$847  = 2'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    \$848  = \$71 [1:0];
+    if (rst) begin
+      \$848  = 2'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    \$849  = qv_d13;
+    if (rst) begin
+      \$849  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    \$850  = qv_d13;
+    if (rst) begin
+      \$850  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    \$851  = qv_d13;
+    if (rst) begin
+      \$851  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    \$852  = qv_d13;
+    if (rst) begin
+      \$852  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    \$853  = qv_d13;
+    if (rst) begin
+      \$853  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    \$854  = qv_d13;
+    if (rst) begin
+      \$854  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    \$855  = qv_d13;
+    if (rst) begin
+      \$855  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    \$856  = qv_d13;
+    if (rst) begin
+      \$856  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    \$857  = qv_d13;
+    if (rst) begin
+      \$857  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    \$858  = qv_d13;
+    if (rst) begin
+      \$858  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    \$859  = qv_d13;
+    if (rst) begin
+      \$859  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    \$860  = qv_d13;
+    if (rst) begin
+      \$860  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    \$861  = qv_d13;
+    if (rst) begin
+      \$861  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    \$862  = qv_d13;
+    if (rst) begin
+      \$862  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    \$863  = qv_d13;
+    if (rst) begin
+      \$863  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    \$864  = qv_d13;
+    if (rst) begin
+      \$864  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    \$865  = qv_d13;
+    if (rst) begin
+      \$865  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    \$866  = qv_d13;
+    if (rst) begin
+      \$866  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    \$867  = skid0;
     if (\$221 ) begin
-      \$417  = { qe_last_d0, q, results0 };
+      \$867 [31:0] = results0[31:0];
     end else if (\$228 ) begin
-      \$417  = skid1;
+      \$867 [31:0] = skid1[31:0];
     end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$418  = skid1;
     if (\$249 ) begin
-      \$418  = { qe_last_d0, q, results0 };
+      \$867 [63:32] = results0[63:32];
     end else if (\$256 ) begin
-      \$418  = skid2;
+      \$867 [63:32] = skid1[63:32];
+    end
+    if (\$277 ) begin
+      \$867 [95:64] = results0[95:64];
+    end else if (\$284 ) begin
+      \$867 [95:64] = skid1[95:64];
+    end
+    if (\$305 ) begin
+      \$867 [127:96] = results0[127:96];
+    end else if (\$312 ) begin
+      \$867 [127:96] = skid1[127:96];
+    end
+    if (\$333 ) begin
+      \$867 [159:128] = { q, results0[143:128] };
+    end else if (\$340 ) begin
+      \$867 [159:128] = skid1[159:128];
+    end
+    if (\$361 ) begin
+      \$867 [160] = qe_last_d0;
+    end else if (\$368 ) begin
+      \$867 [160] = skid1[160];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$419  = skid2;
-    if (\$277 ) begin
-      \$419  = { qe_last_d0, q, results0 };
-    end else if (\$284 ) begin
-      \$419  = 161'h00000000000000000000000000000000000000000;
+    \$868  = skid1;
+    if (\$389 ) begin
+      \$868 [31:0] = results0[31:0];
+    end else if (\$396 ) begin
+      \$868 [31:0] = skid2[31:0];
+    end
+    if (\$417 ) begin
+      \$868 [63:32] = results0[63:32];
+    end else if (\$424 ) begin
+      \$868 [63:32] = skid2[63:32];
+    end
+    if (\$445 ) begin
+      \$868 [95:64] = results0[95:64];
+    end else if (\$452 ) begin
+      \$868 [95:64] = skid2[95:64];
+    end
+    if (\$473 ) begin
+      \$868 [127:96] = results0[127:96];
+    end else if (\$480 ) begin
+      \$868 [127:96] = skid2[127:96];
+    end
+    if (\$501 ) begin
+      \$868 [159:128] = { q, results0[143:128] };
+    end else if (\$508 ) begin
+      \$868 [159:128] = skid2[159:128];
+    end
+    if (\$529 ) begin
+      \$868 [160] = qe_last_d0;
+    end else if (\$536 ) begin
+      \$868 [160] = skid2[160];
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    \$869  = skid2;
+    if (\$557 ) begin
+      \$869 [31:0] = results0[31:0];
+    end else if (\$564 ) begin
+      \$869 [31:0] = 32'd0;
+    end
+    if (\$585 ) begin
+      \$869 [63:32] = results0[63:32];
+    end else if (\$592 ) begin
+      \$869 [63:32] = 32'd0;
+    end
+    if (\$613 ) begin
+      \$869 [95:64] = results0[95:64];
+    end else if (\$620 ) begin
+      \$869 [95:64] = 32'd0;
+    end
+    if (\$641 ) begin
+      \$869 [127:96] = results0[127:96];
+    end else if (\$648 ) begin
+      \$869 [127:96] = 32'd0;
+    end
+    if (\$669 ) begin
+      \$869 [159:128] = { q, results0[143:128] };
+    end else if (\$676 ) begin
+      \$869 [159:128] = 32'd0;
+    end
+    if (\$697 ) begin
+      \$869 [160] = qe_last_d0;
+    end else if (\$704 ) begin
+      \$869 [160] = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    \$870  = \$71 [1:0];
+    if (rst) begin
+      \$870  = 2'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    \$871  = \$705 ;
+    if (rst) begin
+      \$871  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    \$872  = \$706 ;
+    if (rst) begin
+      \$872  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    \$873  = qv_d13;
+    if (rst) begin
+      \$873  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    \$874  = qv_d13;
+    if (rst) begin
+      \$874  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    \$875  = valid_next;
+    if (rst) begin
+      \$875  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    \$876  = valid_next;
+    if (rst) begin
+      \$876  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    \$877  = valid_next;
+    if (rst) begin
+      \$877  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    \$878  = m__payload;
+    if (\$710 ) begin
+      \$878 [127:0] = \$712 [127:0];
+    end
+    if (\$716 ) begin
+      \$878 [159:128] = \$718 [159:128];
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    \$879  = \$723 ;
+    if (rst) begin
+      \$879  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    \$880  = credit_back_d0;
+    if (rst) begin
+      \$880  = 1'h0;
     end
   end
   assign step_next = \$11 [3:0];
@@ -60171,22 +64658,22 @@ module \bchw_top.engine3 (rst, s__valid, s__payload, s__ready, m__ready, sready_
   assign count_next = \$71 [1:0];
   assign vector = m__payload;
   assign credit_back_d1 = credit_back;
-  assign \$380 [759:684] = \$200 ;
-  assign \$380 [683:608] = \$199 ;
-  assign \$380 [607:532] = \$198 ;
-  assign \$380 [531:456] = \$197 ;
-  assign \$380 [455:380] = \$196 ;
-  assign \$380 [379:304] = \$195 ;
-  assign \$380 [303:228] = \$194 ;
-  assign \$380 [227:152] = \$193 ;
-  assign \$380 [151:76] = \$192 ;
-  assign \$380 [75:0] = \$191 ;
-  assign \$357  = params_d0;
-  assign \$356  = { \data$202 , \data$201 , \data$200 , \data$199 , \data$198 , \data$197 , \data$196 , \data$195 , \data$194 , \data$193  };
-  assign \$336  = wdata_d1;
-  assign \$335  = wdata_d0;
-  assign \$334  = data;
-  assign \$333  = { \read__data$160 , \read__data$159 , \read__data$158 , read__data };
+  assign \$800 [759:684] = \$200 ;
+  assign \$800 [683:608] = \$199 ;
+  assign \$800 [607:532] = \$198 ;
+  assign \$800 [531:456] = \$197 ;
+  assign \$800 [455:380] = \$196 ;
+  assign \$800 [379:304] = \$195 ;
+  assign \$800 [303:228] = \$194 ;
+  assign \$800 [227:152] = \$193 ;
+  assign \$800 [151:76] = \$192 ;
+  assign \$800 [75:0] = \$191 ;
+  assign \$777  = params_d0;
+  assign \$776  = { \data$202 , \data$201 , \data$200 , \data$199 , \data$198 , \data$197 , \data$196 , \data$195 , \data$194 , \data$193  };
+  assign \$756  = wdata_d1;
+  assign \$755  = wdata_d0;
+  assign \$754  = data;
+  assign \$753  = { \read__data$160 , \read__data$159 , \read__data$158 , read__data };
   assign busy_next = \$4 ;
   assign \$11  = \$10 ;
   assign \$23  = \$22 ;
@@ -60474,7 +64961,7 @@ module \bchw_top.engine3.params9 (data, clk);
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine3.requant0 (rst, \port$24804$0 , q, clk);
+module \bchw_top.engine3.requant0 (rst, \port$26545$0 , q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$9  = 0;
   wire [35:0] \$1 ;
   wire \$10 ;
@@ -60529,8 +65016,8 @@ module \bchw_top.engine3.requant0 (rst, \port$24804$0 , q, clk);
   wire \en$1 ;
   wire [17:0] mul;
   wire [34:0] p;
-  input [75:0] \port$24804$0 ;
-  wire [75:0] \port$24804$0 ;
+  input [75:0] \port$26545$0 ;
+  wire [75:0] \port$26545$0 ;
   reg [34:0] product_d0 = 35'h000000000;
   output [15:0] q;
   reg [15:0] q = 16'h0000;
@@ -60598,7 +65085,7 @@ module \bchw_top.engine3.requant0 (rst, \port$24804$0 , q, clk);
   \bchw_top.engine3.requant0.mul0  mul0 (
     .clk(clk),
     .p(p),
-    .\port$24804$0 (\port$24804$0 [34:0])
+    .\port$26545$0 (\port$26545$0 [34:0])
   );
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
@@ -60609,12 +65096,12 @@ module \bchw_top.engine3.requant0 (rst, \port$24804$0 , q, clk);
   end
   assign en = 1'h1;
   assign \en$1  = 1'h1;
-  assign a = \port$24804$0 [16:0];
-  assign acc = \port$24804$0 [16:0];
-  assign b = \port$24804$0 [34:17];
-  assign mul = \port$24804$0 [34:17];
-  assign bias = \port$24804$0 [75:40];
-  assign shift = \port$24804$0 [39:35];
+  assign a = \port$26545$0 [16:0];
+  assign acc = \port$26545$0 [16:0];
+  assign b = \port$26545$0 [34:17];
+  assign mul = \port$26545$0 [34:17];
+  assign bias = \port$26545$0 [75:40];
+  assign shift = \port$26545$0 [39:35];
   assign \$39  = { \$19 , \$18 , \$17 , \$16 , \$15 , \$14 , \$13 , \$12 , \$11 , \$10 , \$9 , \$8 , \$7 , \$6 , \$5 , \$4 , \$3  };
   assign \$38  = shift_d3;
   assign \$37  = \$2 ;
@@ -60623,13 +65110,13 @@ module \bchw_top.engine3.requant0 (rst, \port$24804$0 , q, clk);
   assign \$34  = p;
   assign \$33  = shift_d1;
   assign \$32  = bias_d1;
-  assign \$31  = \port$24804$0 [39:35];
-  assign \$30  = \port$24804$0 [75:40];
+  assign \$31  = \port$26545$0 [39:35];
+  assign \$30  = \port$26545$0 [75:40];
   assign \$1  = { product_d0[34], product_d0 };
 endmodule
 
 (* generator = "Amaranth" *)
-module \bchw_top.engine3.requant0.mul0 (p, \port$24804$0 , clk);
+module \bchw_top.engine3.requant0.mul0 (p, \port$26545$0 , clk);
   wire [16:0] a;
   wire [17:0] b;
   input clk;
@@ -60637,21 +65124,21 @@ module \bchw_top.engine3.requant0.mul0 (p, \port$24804$0 , clk);
   wire en;
   output [34:0] p;
   wire [34:0] p;
-  input [34:0] \port$24804$0 ;
-  wire [34:0] \port$24804$0 ;
+  input [34:0] \port$26545$0 ;
+  wire [34:0] \port$26545$0 ;
   bchw_mul #(
     .A_WIDTH(32'd17),
     .B_WIDTH(32'd18)
   ) mul (
-    .a(\port$24804$0 [16:0]),
-    .b(\port$24804$0 [34:17]),
+    .a(\port$26545$0 [16:0]),
+    .b(\port$26545$0 [34:17]),
     .clk(clk),
     .en(1'h1),
     .p(p)
   );
   assign en = 1'h1;
-  assign a = \port$24804$0 [16:0];
-  assign b = \port$24804$0 [34:17];
+  assign a = \port$26545$0 [16:0];
+  assign b = \port$26545$0 [34:17];
 endmodule
 
 (* generator = "Amaranth" *)

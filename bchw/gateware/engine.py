@@ -15,7 +15,7 @@ from bchw.golden import LayerWidths
 from bchw.perf import (CREDIT_RETURN_STAGES, MEMORY_READY_COPIES, REQUANT_STAGES, ROM_STAGES,
                        XTREE_FANOUT, drain_fields, drain_stages, enable_copies, enable_parts,
                        engine_pipeline, input_memory_parts, item_parts, param_rom_parts,
-                       requant_share, skid_groups, tree_depth)
+                       requant_share, skid_groups, skid_parts, tree_depth)
 
 #: How an engine computes ``Σ ±x`` with ±1 weights: a conditional-negate tree per PE
 #: (``negate``), or ``2·Σ_{w=+1} x − Σ x`` with one ``Σ x`` tree shared by all PEs (``shared``).
@@ -106,8 +106,8 @@ class LayerEngine(wiring.Component):
         of the output register look at instead of ``m.ready`` (part ``k`` at copy ``k``,
         the last one past the end): from one register, the ready reached every part
         across both engines (the 500,000/s folding's critical path, 5.5 ns of routing);
-        with ``group_output``, which the skid slots look at (slot ``k`` at copy
-        ``k % ready_copies``).
+        with ``group_output``, which the skid slots' parts look at (part ``j``, counted
+        over the slots' :func:`bchw.perf.skid_parts`, at copy ``j % ready_copies``).
     """
 
     def __init__(self, *, in_features: int, out_features: int, in_bits: int, pe: int,
@@ -551,22 +551,26 @@ class LayerEngine(wiring.Component):
         head = Mux(held, skid[0], arriving)
         if self.group_output:
             m.d.comb += [self.m.valid.eq(held | q_valid), self.m.payload.eq(head[:gb])]
-        # each slot decides from its own copies of the count and of q_valid: from one
-        # register, the count reached every slot's bits (6.8 ns of routing at 500,000/s)
-        # (and, handing groups on, of the next engine's ready: see ``m_ready_copies``)
-        counts = register_copies(m, count_n, groups, "count")
-        slot_arrivals = register_copies(m, q_valid_next, groups, "skid_qvalid")
-        slot_taken = ([self.m_ready_copies[k % self.ready_copies] for k in range(groups)]
-                      if self.group_output and self.ready_copies else [taken] * groups)
-        for k, (slot, count_c, arrival, taken_c) in enumerate(zip(
-                skid, counts, slot_arrivals, slot_taken, strict=True)):
+        # each part of each slot (perf.skid_parts) decides from its own copies of the count
+        # and of q_valid: from one register, the count reached every slot's bits (6.8 ns of
+        # routing at 500,000/s), and a slot's one choice its 121 bits (4.8 ns) (and, handing
+        # groups on, of the next engine's ready: see ``m_ready_copies``)
+        parts = skid_parts(gb + 1)
+        copies = groups * len(parts)
+        counts = register_copies(m, count_n, copies, "count")
+        slot_arrivals = register_copies(m, q_valid_next, copies, "skid_qvalid")
+        slot_taken = ([self.m_ready_copies[j % self.ready_copies] for j in range(copies)]
+                      if self.group_output and self.ready_copies else [taken] * copies)
+        for j, (count_c, arrival, taken_c) in enumerate(zip(counts, slot_arrivals, slot_taken,
+                                                            strict=True)):
+            k, (lo, hi) = j // len(parts), parts[j % len(parts)]
             _, _, pop_c, push_c = moves(count_c, arrival, taken_c)
             # (count_c - pop_c == k without the subtraction: an adder's carry chain made
             # the choice of a slot's every bit two signals, two LUTs a bit instead of one)
             with m.If(push_c & Mux(pop_c, count_c == k + 1, count_c == k)):
-                m.d.sync += slot.eq(arriving)
+                m.d.sync += skid[k][lo:hi].eq(arriving[lo:hi])
             with m.Elif(pop_c):
-                m.d.sync += slot.eq(skid[k + 1] if k + 1 < groups else 0)
+                m.d.sync += skid[k][lo:hi].eq(skid[k + 1][lo:hi] if k + 1 < groups else 0)
         m.d.comb += count_n.eq(count - pop + push)
         m.d.sync += count.eq(count_n)
         if self.group_output:

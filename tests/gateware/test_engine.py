@@ -26,7 +26,7 @@ from bchw.gateware.simtools import (
 )
 from bchw.perf import (MEMORY_READY_COPIES, drain_fields, drain_load_copies, enable_copies,
                        engine_interval, engine_pipeline, groups_into_engine, param_rom_parts,
-                       requant_share)
+                       requant_share, skid_groups, skid_parts)
 
 from tests.gateware.nets import ENGINE_LAYERS as LAYERS
 from tests.gateware.nets import engine_bundles
@@ -291,6 +291,23 @@ def test_a_drain_loads_each_sum_and_its_parameters_under_copies_of_their_own(tmp
         text = verilog.convert(LayerEngine.from_layer(layer, "readmemh"), name="engine")
         copies = len(set(re.findall(r"\bdload_copy\d+\b", text)))
         assert copies == 6 * fields == drain_load_copies(layer.widths, layer.nf, 6)
+
+
+def test_each_part_of_each_skid_slot_chooses_from_copies_of_its_own(tmp_path):
+    # PE 5 of 16-bit scores: a slot of 81 bits with its last flag, three parts
+    from amaranth.back import verilog
+
+    state = randnet.random_state([32, 20], seed=4)
+    bundle = export_state(state, tmp_path / "b", HardwareConfig(pe=[5], simd=[8]),
+                          formats=("hex",))
+    layer = bundle.layers[0]
+    engine = LayerEngine.from_layer(layer, "readmemh")
+    slots = skid_groups(layer.sf, engine_pipeline(layer.simd, 1, requant_share(5, layer.sf)))
+    parts = len(skid_parts(5 * layer.widths.out_bits + 1))
+    assert slots >= 2 and parts == 3
+    text = verilog.convert(engine, name="engine")
+    for name in ("count", "skid_qvalid"):
+        assert len(set(re.findall(rf"\b{name}_copy\d+\b", text))) == slots * parts
 
 
 def test_an_output_register_can_look_at_copies_of_the_next_input_buffers_ready(bundles):
