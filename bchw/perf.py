@@ -760,29 +760,32 @@ class Resources:
 #: squares (relative error) over the synth_ecp5 runs of ``bench/hardware.py --fit``
 #: (12 small designs: 64-64-64-10, 64-64-32-10, 196-48-32-10, 100-30-10 at several
 #: foldings, two with the deep skid buffers of SF = 2; and the 784-256-256-256-10
-#: reference at the folding search's 500,000/s and 100,000/s foldings and at its former
-#: 500,000/s one, joined by whole vectors; random weights), with the engines' input
-#: memories (their RAMs are :func:`ram_resources`, not fitted), the shared requantizers
-#: and the ones'-complement lanes: worst error 8.2%, on the reference foldings -1.2%,
-#: -7.4% and +4.5% (bench/results/hardware_fit.json). The features are nearly
+#: reference at the folding search's present 500,000/s and 100,000/s foldings, at its two
+#: earlier ones and at one joined by whole vectors; random weights), with the engines'
+#: input memories (their RAMs are :func:`ram_resources`, not fitted), the shared
+#: requantizers and the ones'-complement lanes: worst error -12.0% (64-64-64-10 at
+#: 8×8, 8×8, 10×8), on the reference foldings -2.5% (500,000/s), -7.0% (100,000/s),
+#: -0.9%, -3.8% and +2.8% (bench/results/hardware_fit.json). The features are nearly
 #: collinear (lanes, adders and bits all grow with PE·SIMD), so single costs mean
 #: little: the trees' adders carry the lanes' negation, the engine's constant its
 #: requantizers. ``copies`` (the enables of the parts of wide registers) and ``drain``
 #: (the drain register of shared requantizers, a 2-to-1 choice a bit) are counted, one
 #: LUT each, not fitted.
-LUT_COST = {"negate": 0.0, "tree": 1.89, "acc": 0.0, "xbuf": 1.2, "shifter": 0.0,
-            "requant": 0.0, "rom_lut": 0.0656, "engine": 335.0, "skid": 1.22, "copies": 1.0,
+LUT_COST = {"negate": 0.0, "tree": 2.0, "acc": 0.327, "xbuf": 0.984, "shifter": 0.0,
+            "requant": 0.0, "rom_lut": 0.0421, "engine": 440.0, "skid": 0.88, "copies": 1.0,
             "drain": 1.0}
 #: Flip-flops per register bit the gateware declares (:func:`engine_registers`), by
-#: part: the same fit (worst error 10.5%, on the reference foldings -8.1%, -5.9% and
-#: -4.9%). yosys absorbs the requantizer's registers into the DSP blocks or removes
-#: them; where two engines are joined by whole vectors, the producer's output register
-#: and the consumer's input buffer grow together, so the fit weighs them as one
-#: (``xbuf``). ``copies`` and ``xtree`` (the input slice's copies, one a tree, which
-#: are kept) and ``product`` (the products' fabric registers) are counted, not fitted.
-FF_COST = {"xbuf": 1.44, "tree": 1.2, "acc": 0.0, "requant": 0.0, "collect": 0.348,
-           "rom": 0.0, "misc": 7.11, "rom_out": 0.0, "skid": 0.662, "copies": 1.0,
-           "drain": 1.48, "xtree": 1.0, "product": 1.0}
+#: part: the same fit (worst error -9.4%, on the same design; on the reference foldings
+#: -6.4%, -0.3%, -5.8%, -5.0% and -3.5%). yosys absorbs the requantizer's registers into
+#: the DSP blocks or removes them; where two engines are joined by whole vectors, the
+#: producer's output register and the consumer's input buffer grow together, so the fit
+#: weighs them as one (``xbuf``). ``copies`` and ``xtree`` (the input slice's copies, one
+#: a tree, which are kept) are counted, not fitted; the fit gives the products' fabric
+#: registers (``product``), which grow with the requantizers as the misc control does,
+#: no weight of their own.
+FF_COST = {"xbuf": 1.77, "tree": 1.31, "acc": 0.0, "requant": 0.0, "collect": 0.0,
+           "rom": 0.0, "misc": 8.91, "rom_out": 0.0, "skid": 0.454, "copies": 1.0,
+           "drain": 1.62, "xtree": 1.0, "product": 0.0}
 #: The (depth, width) modes of the ECP5's 16-kbit block RAM as yosys maps a ROM to it
 #: (techlibs/lattice/brams_16kd.txt: DP16KD up to 18 bits, PDPW16KD's read port 36).
 BRAM_SHAPES = ((16384, 1), (8192, 2), (4096, 4), (2048, 9), (1024, 18), (512, 36))
