@@ -169,19 +169,19 @@ CREDIT_RETURN_STAGES = 2
 FANOUT_BITS = 128
 
 
-def enable_parts(width: int) -> list[tuple[int, int]]:
+def enable_parts(width: int, part_bits: int = FANOUT_BITS) -> list[tuple[int, int]]:
     """``(lo, hi)`` of the parts of a ``width``-bit register loaded under one copy of the
-    enable each: consecutive bits, :data:`FANOUT_BITS` a part. (Parts made of whole shift
+    enable each: consecutive bits, ``part_bits`` a part. (Parts made of whole shift
     chains, bit ``c`` of every slice, measured worse: 94.6 against 103.3 MHz on the
     784-256 MLP at 100,000/s.)"""
-    return [(lo, min(lo + FANOUT_BITS, width)) for lo in range(0, width, FANOUT_BITS)]
+    return [(lo, min(lo + part_bits, width)) for lo in range(0, width, part_bits)]
 
 
 def skid_parts(width: int) -> list[tuple[int, int]]:
     """``(lo, hi)`` of the parts of a ``width``-bit skid slot, each loaded under a choice
     made from copies of its own of the count, of the arriving group's valid and (handing
     groups on) of the next engine's ready: :data:`SKID_PART_BITS` a part."""
-    return [(lo, min(lo + SKID_PART_BITS, width)) for lo in range(0, width, SKID_PART_BITS)]
+    return enable_parts(width, SKID_PART_BITS)
 
 
 def enable_copies(width: int) -> int:
