@@ -815,7 +815,7 @@ def clamp_mask_bits(widths) -> int:
     to ``shift_max``."""
     total_bits = max(widths.mul_bits + widths.acc_bits, widths.bias_bits) + 1
     top = total_bits - (widths.out_bits - 1 if widths.out_signed else widths.out_bits)
-    return max(1, min(widths.shift_max, top))
+    return max(0, min(widths.shift_max, top))
 
 
 def product_bits(acc_bits: int, mul_bits: int) -> int:

@@ -7090,8 +7090,8 @@ module \bchw_top.engine0.requant0 (rst, \port$18164$0 , q, clk);
   wire [30:0] \$32 ;
   wire \$33 ;
   wire \$34 ;
-  wire [7:0] \$35 ;
-  wire [7:0] \$36 ;
+  wire [38:0] \$35 ;
+  wire [38:0] \$36 ;
   wire [37:0] \$37 ;
   wire [4:0] \$38 ;
   wire [37:0] \$39 ;
@@ -7186,8 +7186,8 @@ module \bchw_top.engine0.requant0 (rst, \port$18164$0 , q, clk);
   assign \$32  = total[38:8] & { 5'h1f, reach };
   assign \$33  = | \$32 ;
   assign \$34  = \$31  & \$33 ;
-  assign \$35  = \$34  ? 8'hff : shifted[7:0];
-  assign \$36  = total[38] ? 8'h00 : \$35 ;
+  assign \$35  = \$34  ? 39'h00000000ff : shifted;
+  assign \$36  = total[38] ? 39'h0000000000 : \$35 ;
   always @(posedge clk)
     bias_d1 <= \$37 ;
   always @(posedge clk)
@@ -7215,7 +7215,7 @@ module \bchw_top.engine0.requant0 (rst, \port$18164$0 , q, clk);
   );
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$48  = \$36 ;
+    \$48  = \$36 [7:0];
     if (rst) begin
       \$48  = 8'h00;
     end
@@ -32723,8 +32723,8 @@ module \bchw_top.engine1.requant0 (rst, \port$22030$0 , q, clk);
   wire \$29 ;
   wire \$3 ;
   wire \$30 ;
-  wire [7:0] \$31 ;
-  wire [7:0] \$32 ;
+  wire [36:0] \$31 ;
+  wire [36:0] \$32 ;
   wire [35:0] \$33 ;
   wire [4:0] \$34 ;
   wire [35:0] \$35 ;
@@ -32800,8 +32800,8 @@ module \bchw_top.engine1.requant0 (rst, \port$22030$0 , q, clk);
   assign \$28  = total[36:8] & { 5'h1f, reach };
   assign \$29  = | \$28 ;
   assign \$30  = \$27  & \$29 ;
-  assign \$31  = \$30  ? 8'hff : shifted[7:0];
-  assign \$32  = total[36] ? 8'h00 : \$31 ;
+  assign \$31  = \$30  ? 37'h00000000ff : shifted;
+  assign \$32  = total[36] ? 37'h0000000000 : \$31 ;
   always @(posedge clk)
     bias_d1 <= \$33 ;
   always @(posedge clk)
@@ -32831,7 +32831,7 @@ module \bchw_top.engine1.requant0 (rst, \port$22030$0 , q, clk);
   );
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$43  = \$32 ;
+    \$43  = \$32 [7:0];
     if (rst) begin
       \$43  = 8'h00;
     end
@@ -49396,8 +49396,8 @@ module \bchw_top.engine2.requant0 (rst, \port$24348$0 , q, clk);
   wire \$29 ;
   wire \$3 ;
   wire \$30 ;
-  wire [7:0] \$31 ;
-  wire [7:0] \$32 ;
+  wire [36:0] \$31 ;
+  wire [36:0] \$32 ;
   wire [35:0] \$33 ;
   wire [4:0] \$34 ;
   wire [35:0] \$35 ;
@@ -49473,8 +49473,8 @@ module \bchw_top.engine2.requant0 (rst, \port$24348$0 , q, clk);
   assign \$28  = total[36:8] & { 5'h1f, reach };
   assign \$29  = | \$28 ;
   assign \$30  = \$27  & \$29 ;
-  assign \$31  = \$30  ? 8'hff : shifted[7:0];
-  assign \$32  = total[36] ? 8'h00 : \$31 ;
+  assign \$31  = \$30  ? 37'h00000000ff : shifted;
+  assign \$32  = total[36] ? 37'h0000000000 : \$31 ;
   always @(posedge clk)
     bias_d1 <= \$33 ;
   always @(posedge clk)
@@ -49504,7 +49504,7 @@ module \bchw_top.engine2.requant0 (rst, \port$24348$0 , q, clk);
   );
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
-    \$43  = \$32 ;
+    \$43  = \$32 [7:0];
     if (rst) begin
       \$43  = 8'h00;
     end
@@ -64983,8 +64983,8 @@ module \bchw_top.engine3.requant0 (rst, \port$26545$0 , q, clk);
   wire [21:0] \$25 ;
   wire \$26 ;
   wire \$27 ;
-  wire [15:0] \$28 ;
-  wire [16:0] \$29 ;
+  wire [36:0] \$28 ;
+  wire [36:0] \$29 ;
   wire \$3 ;
   wire [35:0] \$30 ;
   wire [4:0] \$31 ;
@@ -65058,8 +65058,8 @@ module \bchw_top.engine3.requant0 (rst, \port$26545$0 , q, clk);
   assign \$25  = total[36:15] & { 5'h1f, reach };
   assign \$26  = | \$25 ;
   assign \$27  = \$24  & \$26 ;
-  assign \$28  = \$27  ? 16'h7fff : shifted[15:0];
-  assign \$29  = \$23  ? 17'h18000 : { 1'h0, \$28  };
+  assign \$28  = \$27  ? 37'h0000007fff : shifted;
+  assign \$29  = \$23  ? 37'h1fffff8000 : \$28 ;
   always @(posedge clk)
     bias_d1 <= \$30 ;
   always @(posedge clk)

@@ -81,11 +81,13 @@ class Requantizer(wiring.Component):
         # instead of after it: after it, the shifter and the test were 4 LUT levels, the
         # 500,000/s folding's critical path on two placements. ``reach[i]`` is
         # ``i >= S``; S is at most ``shift_max`` (the bundle is checked on load), so from
-        # there on it is 1.
+        # there on it is 1. (A score layer's sum may be narrower than its output: then
+        # there are no such bits, and nothing is out of range.)
         base = w.out_bits - 1 if w.out_signed else w.out_bits
         top = total[base:]
         reach = Signal(clamp_mask_bits(w), name="reach", reset_less=True)
-        mask = Cat(reach, Const(-1, max(0, len(top) - len(reach))))[:len(top)]
+        rest = len(top) - len(reach)
+        mask = Cat(reach, Const((1 << rest) - 1, rest))
         sign = total[-1]
         if w.out_signed:
             under, over = sign & (~top & mask).any(), ~sign & (top & mask).any()
@@ -101,8 +103,7 @@ class Requantizer(wiring.Component):
                          total.eq(sum((p << lo for p, lo in zip(products, cuts)), bias3)),
                          shift4.eq(shift3),
                          reach.eq(Cat(shift3 <= i for i in range(len(reach)))),
-                         self.q.eq(Mux(under, w.out_lo, Mux(over, w.out_hi,
-                                                            shifted[:w.out_bits])))]
+                         self.q.eq(Mux(under, w.out_lo, Mux(over, w.out_hi, shifted)))]
         m.d.comb += shifted.eq(total >> shift4)
         assert REQUANT_STAGES == MUL_STAGES + 3
         return m

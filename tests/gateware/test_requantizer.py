@@ -21,6 +21,8 @@ WIDTHS = [
     (5, 3, 16, True, 3, 9),
     (5000, 8, 18, True, 8, 16),     # a 22-bit accumulator: two slices of the product
 ]
+#: M·acc + B narrower than the scores (shift_max 0): never clamped, and sign-extended
+NARROW = [(7, 8, 4, True, 8, 20)]
 
 
 def widths_of(case) -> golden.LayerWidths:
@@ -73,8 +75,8 @@ def test_enable_low_freezes_pipeline(case):
     run_requantizer(w, *random_operands(w, 100, seed=7), enable=random_pattern(0.5, seed=3))
 
 
-@pytest.mark.parametrize("case", WIDTHS, ids=lambda c: f"fan{c[0]}-in{c[1]}-m{c[2]}-"
-                         f"{'score' if c[3] else 'hidden'}")
+@pytest.mark.parametrize("case", WIDTHS + NARROW, ids=lambda c: f"fan{c[0]}-in{c[1]}-m{c[2]}-"
+                         f"{'score' if c[3] else 'hidden'}-out{c[5] if c[3] else c[4]}")
 def test_extreme_parameters(case):
     """Every corner of the parameter fields and the accumulator: nothing overflows."""
     w = widths_of(case)
