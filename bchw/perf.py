@@ -808,13 +808,18 @@ def product_slices(acc_bits: int) -> list[int]:
     return list(range(0, acc_bits - 1, DSP_BITS - 1))
 
 
+def requant_sum_bits(widths) -> int:
+    """The bits of a requantizer's ``M·acc + B`` (``total`` in
+    :class:`bchw.gateware.requantizer.Requantizer`), signed."""
+    return max(widths.mul_bits + widths.acc_bits, widths.bias_bits) + 1
+
+
 def clamp_mask_bits(widths) -> int:
     """The register bits of a requantizer's clamp mask (``reach`` in
     :class:`bchw.gateware.requantizer.Requantizer`): ``i >= S`` for each bit ``i`` of
     ``M·acc + B`` from the output's top up, but those where it is 1 for every shift up
     to ``shift_max``."""
-    total_bits = max(widths.mul_bits + widths.acc_bits, widths.bias_bits) + 1
-    top = total_bits - (widths.out_bits - 1 if widths.out_signed else widths.out_bits)
+    top = requant_sum_bits(widths) - (widths.out_bits - 1 if widths.out_signed else widths.out_bits)
     return max(0, min(widths.shift_max, top))
 
 
@@ -955,7 +960,7 @@ def engine_features(n_in: int, n_out: int, in_bits: int, pe: int, simd: int,
     nf, sf = -(-n_out // pe), -(-n_in // simd)
     w = widths
     neg, adders = tree_bits(simd, in_bits)
-    total_bits = max(w.mul_bits + w.acc_bits, w.bias_bits) + 1
+    total_bits = requant_sum_bits(w)
     share = requant_share(pe, sf)
     lanes = requantizers(pe, sf)
     drain = pe * drain_bits(w, nf)
@@ -987,7 +992,7 @@ def engine_registers(n_in: int, n_out: int, in_bits: int, pe: int, simd: int,
     w = widths
     neg, adders = tree_bits(simd, in_bits)
     prod_bits = w.mul_bits + w.acc_bits
-    total_bits = max(prod_bits, w.bias_bits) + 1
+    total_bits = requant_sum_bits(w)
     roms = engine_roms(n_in, n_out, pe, simd, w)
     share = requant_share(pe, sf)
     lanes = requantizers(pe, sf)

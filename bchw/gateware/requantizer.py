@@ -8,7 +8,7 @@ from amaranth.lib.wiring import In, Out
 
 from bchw.gateware.multiplier import MUL_STAGES, Multiplier
 from bchw.golden import LayerWidths
-from bchw.perf import REQUANT_STAGES, clamp_mask_bits, product_slices
+from bchw.perf import REQUANT_STAGES, clamp_mask_bits, product_slices, requant_sum_bits
 
 
 class Requantizer(wiring.Component):
@@ -72,7 +72,7 @@ class Requantizer(wiring.Component):
                                for k in (1, 2, 3))
         shift1, shift2, shift3, shift4 = (Signal(unsigned(w.shift_bits), name=f"shift_d{k}",
                                                  reset_less=True) for k in (1, 2, 3, 4))
-        total = Signal(signed(max(w.mul_bits + w.acc_bits, w.bias_bits) + 1), reset_less=True)
+        total = Signal(signed(requant_sum_bits(w)), reset_less=True)
         shifted = Signal.like(total)
         # Out of range is a test of the bits of ``total >> S`` at and above the output's top
         # (its sign bit, signed): any set (over), or, below zero, any clear (under). Those
