@@ -779,13 +779,13 @@ LUT_COST = {"negate": 0.0, "tree": 2.0, "acc": 0.327, "xbuf": 0.984, "shifter": 
 #: -6.4%, -0.3%, -5.8%, -5.0% and -3.5%). yosys absorbs the requantizer's registers into
 #: the DSP blocks or removes them; where two engines are joined by whole vectors, the
 #: producer's output register and the consumer's input buffer grow together, so the fit
-#: weighs them as one (``xbuf``). ``copies`` and ``xtree`` (the input slice's copies, one
-#: a tree, which are kept) are counted, not fitted; the fit gives the products' fabric
-#: registers (``product``), which grow with the requantizers as the misc control does,
-#: no weight of their own.
+#: weighs them as one (``xbuf``). ``copies``, ``xtree`` (the input slice's copies, one
+#: a tree, which are kept) and ``rom_rows`` (:func:`rom_rows`) are counted, not fitted;
+#: the fit gives the products' fabric registers (``product``), which grow with the
+#: requantizers as the misc control does, no weight of their own.
 FF_COST = {"xbuf": 1.77, "tree": 1.31, "acc": 0.0, "requant": 0.0, "collect": 0.0,
            "rom": 0.0, "misc": 8.91, "rom_out": 0.0, "skid": 0.454, "copies": 1.0,
-           "drain": 1.62, "xtree": 1.0, "product": 0.0}
+           "drain": 1.62, "xtree": 1.0, "product": 0.0, "rom_rows": 1.0}
 #: The (depth, width) modes of the ECP5's 16-kbit block RAM as yosys maps a ROM to it
 #: (techlibs/lattice/brams_16kd.txt: DP16KD up to 18 bits, PDPW16KD's read port 36).
 BRAM_SHAPES = ((16384, 1), (8192, 2), (4096, 4), (2048, 9), (1024, 18), (512, 36))
@@ -794,6 +794,9 @@ BRAM_SHAPES = ((16384, 1), (8192, 2), (4096, 4), (2048, 9), (1024, 18), (512, 36
 #: 128; a ROM bit in logic 1/16 (memory_libmap's ``-logic-cost-rom``).
 LUTRAM_COST, BRAM_COST, LUTRAM_LUTS = 4, 128, 6
 ROM_LOGIC_COST = 1 / 16
+#: The words of a row of a ROM read in rows (:func:`rom_rows`): the shallowest mode of
+#: :data:`BRAM_SHAPES`, so that yosys maps each row in one row of blocks.
+ROM_ROW_WORDS = BRAM_SHAPES[-1][0]
 #: Signed operand width of one MULT18X18D.
 DSP_BITS = 18
 
@@ -831,22 +834,43 @@ def product_bits(acc_bits: int, mul_bits: int) -> int:
                for lo, hi in zip(cuts, [*cuts[1:], acc_bits]))
 
 
-def rom_brams(width: int, depth: int) -> int:
-    """Block RAMs of a synchronous ROM of ``depth`` words of ``width`` bits, 0 where it is
-    logic: yosys's memory_libmap choice on the ECP5, whose cost it reproduces. In a mode
-    of ``d`` words a ROM takes ⌈depth/d⌉ rows, laid side by side in ⌈rows·width/w⌉
-    blocks (its rows share blocks) and read through a multiplexer (½ a bit a further
-    row), plus 2 for its read port; logic costs ``width·depth·ROM_LOGIC_COST``, rounded
-    down, and wins ties. yosys first drops a ROM's constant columns, which a bundle's
-    images may have; the gateware fixes the choice made here for the whole image
-    (:class:`bchw.gateware.rom.Rom`), so that it does not hang on the weights."""
-    def mode(d: int, w: int) -> tuple[float, int]:
+def yosys_rom_mapping(width: int, depth: int) -> tuple[int, int]:
+    """(block RAMs, rows) of yosys's own mapping of a synchronous ROM on the ECP5; (0, 1)
+    where it is logic. In a mode of ``d`` words a ROM takes ⌈depth/d⌉ rows, laid side by
+    side in ⌈rows·width/w⌉ blocks (its rows share blocks) and read through a multiplexer
+    (½ a bit a further row), plus 2 for its read port; logic costs
+    ``width·depth·ROM_LOGIC_COST``, rounded down, and wins ties."""
+    def mode(d: int, w: int) -> tuple[float, int, int]:
         rows = -(-depth // d)
         blocks = -(-rows * width // w)
-        return BRAM_COST * blocks + (rows - 1) * width / 2 + 2, blocks
+        return BRAM_COST * blocks + (rows - 1) * width / 2 + 2, blocks, rows
 
-    cost, blocks = min(mode(d, w) for d, w in BRAM_SHAPES)
-    return blocks if cost < int(width * depth * ROM_LOGIC_COST) else 0
+    cost, blocks, rows = min(mode(d, w) for d, w in BRAM_SHAPES)
+    return (blocks, rows) if cost < int(width * depth * ROM_LOGIC_COST) else (0, 1)
+
+
+def rom_rows(width: int, depth: int) -> int:
+    """Rows of :data:`ROM_ROW_WORDS` words a block RAM ROM is read in, each a memory of
+    its own whose word is registered before the multiplexer that picks a row
+    (:class:`bchw.gateware.rom.Rom`: a cycle more); 1 for a ROM that yosys maps in one
+    row of blocks, or in logic. Left to yosys, the rows of a deep ROM share blocks and the
+    multiplexer follows the blocks' clock-to-output in the same cycle: the 100,000/s
+    folding's critical path (engine 2's 1,408 × 48 weight ROM, 7.6 ns)."""
+    blocks, rows = yosys_rom_mapping(width, depth)
+    return -(-depth // ROM_ROW_WORDS) if blocks and rows > 1 else 1
+
+
+def rom_brams(width: int, depth: int) -> int:
+    """Block RAMs of a synchronous ROM of ``depth`` words of ``width`` bits, 0 where it is
+    logic: yosys's memory_libmap choice on the ECP5, whose cost :func:`yosys_rom_mapping`
+    reproduces, but for a ROM read in rows (:func:`rom_rows`), each row in
+    ⌈width/36⌉ blocks of 512 × 36. yosys first drops a ROM's constant columns, which a
+    bundle's images may have; the gateware fixes the choice made here for the whole image
+    (:class:`bchw.gateware.rom.Rom`), so that it does not hang on the weights."""
+    blocks, rows = yosys_rom_mapping(width, depth)
+    if rows > 1:
+        return rom_rows(width, depth) * -(-width // BRAM_SHAPES[-1][1])
+    return blocks
 
 
 def tree_bits(simd: int, in_bits: int) -> tuple[int, int]:
@@ -1024,6 +1048,9 @@ def engine_registers(n_in: int, n_out: int, in_bits: int, pe: int, simd: int,
         "rom_out": ((ROM_STAGES - 1) * pe * simd + (ROM_STAGES - 2) * simd * in_bits
                     + 2 * pe * w.param_bits),
         "xtree": (pe + xtree_fans(pe) - 1) * simd * in_bits,
+        # a ROM read in rows registers each row's word, where one register took the chosen
+        # one (rom_out)
+        "rom_rows": sum((rom_rows(width, depth) - 1) * width for width, depth in roms),
         "misc": (4 + clog2(nf)) * (1 + tree_depth(simd)) + 2 * clog2(nf * sf) + 12,
         # SF ≥ 2: the registered issue decision and the copies of the registers that enable
         # the parts of the input buffer (2 each) and of the output register (3 each); an

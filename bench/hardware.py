@@ -40,7 +40,7 @@ os.environ.setdefault("AMARANTH_USE_YOSYS", "builtin")
 
 VARIANTS = ("negate", "negate-l2", "shared", "int8", "int8-nodsp")
 #: Costs of bchw.perf.LUT_COST and FF_COST that are counted (one a bit), not fitted.
-COUNTED = {"luts": ("copies", "drain"), "ffs": ("copies", "xtree")}
+COUNTED = {"luts": ("copies", "drain"), "ffs": ("copies", "xtree", "rom_rows")}
 
 
 def tree_levels(variant: str) -> int:

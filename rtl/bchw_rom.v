@@ -5,7 +5,10 @@
 // first, so bchw reads in parts only ROMs that become logic.) BLOCK says which: bchw's
 // resource model chooses (bchw.perf.rom_brams) and yosys is told (rom_style), so that
 // the columns an image happens to hold constant, which yosys drops first, cannot
-// change the choice.
+// change the choice. ROWS > 1 (bchw.perf.rom_rows): a deep block RAM ROM is read in
+// rows of 512 words, each a memory of its own (its address's upper bits constant, so
+// yosys keeps only its row), each row's word registered before the multiplexer that
+// picks one: data follows addr by two enabled cycles, not one.
 module bchw_rom #(
     parameter WIDTH = 1,
     parameter DEPTH = 1,
@@ -13,26 +16,54 @@ module bchw_rom #(
     parameter INIT_FILE = "",
     parameter IMAGE_WIDTH = WIDTH,
     parameter LO = 0,
-    parameter BLOCK = 0
+    parameter BLOCK = 0,
+    parameter ROWS = 1
 ) (
     input wire clk,
     input wire en,
     input wire [ADDR_WIDTH-1:0] addr,
-    output reg [WIDTH-1:0] data
+    output wire [WIDTH-1:0] data
 );
     generate
-        if (BLOCK) begin : in_block_ram
-            (* rom_style = "block" *) reg [IMAGE_WIDTH-1:0] mem [0:DEPTH-1];
-            initial $readmemh(INIT_FILE, mem);
+        if (BLOCK && ROWS > 1) begin : in_rows
+            localparam ROW_BITS = 9;
+            wire [ROWS*WIDTH-1:0] words;
+            reg [ADDR_WIDTH-ROW_BITS-1:0] row_a, row_b;
             always @(posedge clk)
-                if (en)
-                    data <= mem[addr][LO +: WIDTH];
-        end else begin : in_logic
-            (* rom_style = "logic" *) reg [IMAGE_WIDTH-1:0] mem [0:DEPTH-1];
-            initial $readmemh(INIT_FILE, mem);
-            always @(posedge clk)
-                if (en)
-                    data <= mem[addr][LO +: WIDTH];
+                if (en) begin
+                    row_a <= addr[ADDR_WIDTH-1:ROW_BITS];
+                    row_b <= row_a;
+                end
+            genvar k;
+            for (k = 0; k < ROWS; k = k + 1) begin : row
+                localparam [ADDR_WIDTH-ROW_BITS-1:0] R = k;
+                (* rom_style = "block" *) reg [IMAGE_WIDTH-1:0] mem [0:DEPTH-1];
+                initial $readmemh(INIT_FILE, mem);
+                reg [WIDTH-1:0] rdata, word;
+                always @(posedge clk)
+                    if (en) begin
+                        rdata <= mem[{R, addr[ROW_BITS-1:0]}][LO +: WIDTH];
+                        word <= rdata;
+                    end
+                assign words[k*WIDTH +: WIDTH] = word;
+            end
+            assign data = words[row_b*WIDTH +: WIDTH];
+        end else begin : whole
+            reg [WIDTH-1:0] rdata;
+            if (BLOCK) begin : in_block_ram
+                (* rom_style = "block" *) reg [IMAGE_WIDTH-1:0] mem [0:DEPTH-1];
+                initial $readmemh(INIT_FILE, mem);
+                always @(posedge clk)
+                    if (en)
+                        rdata <= mem[addr][LO +: WIDTH];
+            end else begin : in_logic
+                (* rom_style = "logic" *) reg [IMAGE_WIDTH-1:0] mem [0:DEPTH-1];
+                initial $readmemh(INIT_FILE, mem);
+                always @(posedge clk)
+                    if (en)
+                        rdata <= mem[addr][LO +: WIDTH];
+            end
+            assign data = rdata;
         end
     endgenerate
 endmodule

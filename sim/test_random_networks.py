@@ -10,7 +10,7 @@ sweeps many more.
 import numpy as np
 import pytest
 
-from bchw import golden, randnet
+from bchw import golden, perf, randnet
 from sim.conftest import check_cosim as check
 from bchw.cosim import cosimulate
 from bchw.export import HardwareConfig, export_state, write_bundle
@@ -29,6 +29,22 @@ def test_random_network(tmp_path, build_dir, seed):
     rtl = write_verilog(bundle, tmp_path / "rtl")
     images = randnet.random_images(12, arch.sizes[0], seed=seed)
     check(cosimulate(bundle, rtl, images, None, "verilator", seed=seed, build_dir=build_dir))
+
+
+@pytest.mark.parametrize("simulator", ["icarus", "verilator"])
+def test_a_weight_rom_read_in_rows(tmp_path, build_dir, simulator):
+    """Engine 0's weight ROM is the 100,000/s folding's engines 1 and 2's, 1,408 × 48: read in
+    three 512-word rows, its words two cycles after their address (bchw.perf.rom_rows);
+    the engine's cycles are unchanged."""
+    state = randnet.random_state([256, 256, 10], act_bits=8, seed=21)
+    bundle = export_state(state, tmp_path / "bundle",
+                          HardwareConfig(pe=[4, 1], simd=[12, 4], in_lanes=8))
+    assert perf.rom_rows(bundle.layers[0].pe * bundle.layers[0].simd,
+                         bundle.layers[0].nf * bundle.layers[0].sf) == 3
+    rtl = write_verilog(bundle, tmp_path / "rtl")
+    assert "ROWS" in (rtl / "bchw_top.v").read_text()
+    images = randnet.random_images(3, 256, seed=21)
+    check(cosimulate(bundle, rtl, images, None, simulator, seed=21, build_dir=build_dir))
 
 
 @pytest.fixture(scope="module")

@@ -241,8 +241,20 @@ def test_input_memory_parts_cover_a_slice_once_and_split_no_beat_between_parts(s
 # DP16KD cells), at the width yosys saw once it dropped constant columns: the weight
 # ROMs of 1,408 words lay their three 512-word rows side by side in 36-bit blocks (4 and
 # 12, not 6 and 12); a 224 × 64 parameter ROM ties with logic (7 blocks) and is logic.
-@pytest.mark.parametrize("shape, brams", [
-    ((48, 1408), 4), ((144, 1408), 12), ((2, 1280), 1), ((224, 64), 0), ((216, 64), 6),
-    ((212, 64), 6), ((37, 10), 0)])
-def test_rom_brams_is_yosys_choice(shape, brams):
+@pytest.mark.parametrize("shape, brams, rows", [
+    ((48, 1408), 4, 3), ((144, 1408), 12, 3), ((2, 1280), 1, 1), ((224, 64), 0, 1),
+    ((216, 64), 6, 1), ((212, 64), 6, 1), ((37, 10), 0, 1)])
+def test_yosys_rom_mapping_is_yosys_choice(shape, brams, rows):
+    assert perf.yosys_rom_mapping(*shape) == (brams, rows)
+
+
+# A ROM yosys would map in rows of blocks is read a 512-word row a memory, each row in
+# 512 × 36 blocks of its own (bench/results/pnr_fmnist-mlp256_100k.md: 6 blocks for
+# 1,408 × 48, against yosys's 4); the others are as yosys maps them.
+@pytest.mark.parametrize("shape, brams, rows", [
+    ((48, 1408), 6, 3), ((144, 1408), 12, 3), ((48, 1100), 6, 3), ((20, 3000), 6, 6),
+    ((37, 513), 3, 1), ((2, 1280), 1, 1),
+    ((18, 1024), 1, 1), ((224, 64), 0, 1), ((216, 64), 6, 1)])
+def test_deep_block_roms_are_read_in_rows(shape, brams, rows):
+    assert perf.rom_rows(*shape) == rows
     assert perf.rom_brams(*shape) == brams

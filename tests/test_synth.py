@@ -340,3 +340,24 @@ def test_rom_style_holds_whatever_columns_the_image_holds_constant(tmp_path,
                               "rom.hex": image}, "ecp5-85k", tmp_path / f"b{block}",
                              place_and_route=False)
         assert r.brams == brams, (block, constant_columns)
+
+
+def test_a_rom_read_in_rows_maps_each_row_to_blocks_of_its_own(tmp_path):
+    # 1,408 × 48: left to yosys, 4 blocks holding the three rows side by side and a
+    # multiplexer after them in the read's cycle; read in rows, each row is 2 blocks of
+    # its own (its address's upper bits constant) and its word a register of the fabric
+    assert (perf.rom_rows(48, 1408), perf.rom_brams(48, 1408)) == (3, 6)
+    rng = np.random.default_rng(5)
+    image = "".join(f"{int(w):012x}\n" for w in rng.integers(0, 1 << 48, 1408, dtype=np.uint64))
+    folded = " ^ ".join(f"word[{lo + 15}:{lo}]" for lo in range(0, 48, 16))
+    rom = core(f"""\
+    assign m_axis_tvalid = 1'b1;
+    wire [47:0] word;
+    bchw_rom #(.WIDTH(48), .DEPTH(1408), .ADDR_WIDTH(11), .INIT_FILE("rom.hex"), .BLOCK(1),
+               .ROWS(3)) rom (.clk(clk), .en(1'b1), .addr(s_axis_tdata[10:0]), .data(word));
+    assign m_axis_tdata = {folded};
+""")
+    r = synth.synthesize({"bchw_top.v": rom, "bchw_rom.v": ROM_VERILOG, "rom.hex": image},
+                         "ecp5-85k", tmp_path, place_and_route=False)
+    assert r.brams == 6
+    assert r.ffs >= 3 * 48 + 2 * 2      # the rows' words, the row chosen two cycles on

@@ -306,7 +306,8 @@ class LayerEngine(wiring.Component):
                  else delayed(x0, ROM_STAGES - 2, "x", reset_less=True))
         x_trees = register_tree(m, x_pre, pe + (self.datapath == "shared"), "xtree",
                                 XTREE_FANOUT, enable=None if credit else en, reset_less=True)
-        wdata = delayed(wrom.data, ROM_STAGES - 1, "wdata", reset_less=True)
+        # (a ROM read in rows registers its rows' words itself: perf.rom_rows)
+        wdata = delayed(wrom.data, ROM_STAGES - wrom.latency, "wdata", reset_less=True)
         flags = Cat(issue, sfc == 0, sfc == sf - 1, last_step)   # (nfc: its own chain, below)
 
         # --- adder trees, one per PE (and the shared Σ x one)

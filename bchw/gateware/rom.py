@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from amaranth.hdl import ClockSignal, Instance, Module
+from amaranth.hdl import ClockSignal, Instance, Module, Signal
 from amaranth.lib import memory, wiring
 from amaranth.lib.wiring import In, Out
 
-from bchw.perf import rom_brams
+from bchw.perf import rom_brams, rom_rows
 
 #: The Verilog of the ROM the ``readmemh`` mode instantiates: the same file
 #: serves any image, so new weights never change the generated Verilog.
@@ -20,7 +20,10 @@ ROM_VERILOG = """\
 // first, so bchw reads in parts only ROMs that become logic.) BLOCK says which: bchw's
 // resource model chooses (bchw.perf.rom_brams) and yosys is told (rom_style), so that
 // the columns an image happens to hold constant, which yosys drops first, cannot
-// change the choice.
+// change the choice. ROWS > 1 (bchw.perf.rom_rows): a deep block RAM ROM is read in
+// rows of 512 words, each a memory of its own (its address's upper bits constant, so
+// yosys keeps only its row), each row's word registered before the multiplexer that
+// picks one: data follows addr by two enabled cycles, not one.
 module bchw_rom #(
     parameter WIDTH = 1,
     parameter DEPTH = 1,
@@ -28,26 +31,54 @@ module bchw_rom #(
     parameter INIT_FILE = "",
     parameter IMAGE_WIDTH = WIDTH,
     parameter LO = 0,
-    parameter BLOCK = 0
+    parameter BLOCK = 0,
+    parameter ROWS = 1
 ) (
     input wire clk,
     input wire en,
     input wire [ADDR_WIDTH-1:0] addr,
-    output reg [WIDTH-1:0] data
+    output wire [WIDTH-1:0] data
 );
     generate
-        if (BLOCK) begin : in_block_ram
-            (* rom_style = "block" *) reg [IMAGE_WIDTH-1:0] mem [0:DEPTH-1];
-            initial $readmemh(INIT_FILE, mem);
+        if (BLOCK && ROWS > 1) begin : in_rows
+            localparam ROW_BITS = 9;
+            wire [ROWS*WIDTH-1:0] words;
+            reg [ADDR_WIDTH-ROW_BITS-1:0] row_a, row_b;
             always @(posedge clk)
-                if (en)
-                    data <= mem[addr][LO +: WIDTH];
-        end else begin : in_logic
-            (* rom_style = "logic" *) reg [IMAGE_WIDTH-1:0] mem [0:DEPTH-1];
-            initial $readmemh(INIT_FILE, mem);
-            always @(posedge clk)
-                if (en)
-                    data <= mem[addr][LO +: WIDTH];
+                if (en) begin
+                    row_a <= addr[ADDR_WIDTH-1:ROW_BITS];
+                    row_b <= row_a;
+                end
+            genvar k;
+            for (k = 0; k < ROWS; k = k + 1) begin : row
+                localparam [ADDR_WIDTH-ROW_BITS-1:0] R = k;
+                (* rom_style = "block" *) reg [IMAGE_WIDTH-1:0] mem [0:DEPTH-1];
+                initial $readmemh(INIT_FILE, mem);
+                reg [WIDTH-1:0] rdata, word;
+                always @(posedge clk)
+                    if (en) begin
+                        rdata <= mem[{R, addr[ROW_BITS-1:0]}][LO +: WIDTH];
+                        word <= rdata;
+                    end
+                assign words[k*WIDTH +: WIDTH] = word;
+            end
+            assign data = words[row_b*WIDTH +: WIDTH];
+        end else begin : whole
+            reg [WIDTH-1:0] rdata;
+            if (BLOCK) begin : in_block_ram
+                (* rom_style = "block" *) reg [IMAGE_WIDTH-1:0] mem [0:DEPTH-1];
+                initial $readmemh(INIT_FILE, mem);
+                always @(posedge clk)
+                    if (en)
+                        rdata <= mem[addr][LO +: WIDTH];
+            end else begin : in_logic
+                (* rom_style = "logic" *) reg [IMAGE_WIDTH-1:0] mem [0:DEPTH-1];
+                initial $readmemh(INIT_FILE, mem);
+                always @(posedge clk)
+                    if (en)
+                        rdata <= mem[addr][LO +: WIDTH];
+            end
+            assign data = rdata;
         end
     endgenerate
 endmodule
@@ -55,7 +86,8 @@ endmodule
 
 
 class Rom(wiring.Component):
-    """``depth`` words of ``width`` bits; ``data`` shows the word at ``addr`` one cycle later.
+    """``depth`` words of ``width`` bits; ``data`` shows the word at ``addr``
+    :attr:`latency` enabled cycles later.
 
     Parameters
     ----------
@@ -68,7 +100,9 @@ class Rom(wiring.Component):
         with an address of its own.
 
     In the ``readmemh`` mode the ROM is block RAM or logic as the resource model says
-    of its whole image (:func:`bchw.perf.rom_brams`), and synthesis is told so.
+    of its whole image (:func:`bchw.perf.rom_brams`), and synthesis is told so. A deep
+    block RAM ROM is read in rows (:func:`bchw.perf.rom_rows`), each row's word
+    registered before one is chosen: its ``latency`` is 2, in both modes.
 
     Members
     -------
@@ -93,6 +127,9 @@ class Rom(wiring.Component):
         self.init = None if init is None else [(word >> lo) & mask for word in init]
         self.init_file = init_file
         self.block = rom_brams(self.image_width, depth) > 0
+        self.rows = rom_rows(self.image_width, depth)
+        #: enabled cycles from ``addr`` to ``data``
+        self.latency = 1 + (self.rows > 1)
         self.addr_width = max(1, (depth - 1).bit_length())
         super().__init__({"en": In(1), "addr": In(self.addr_width), "data": Out(width)})
 
@@ -102,10 +139,19 @@ class Rom(wiring.Component):
             m.submodules.mem = mem = memory.Memory(shape=self.width, depth=self.depth,
                                                    init=self.init)
             port = mem.read_port(domain="sync")
-            m.d.comb += [port.en.eq(self.en), port.addr.eq(self.addr), self.data.eq(port.data)]
+            m.d.comb += [port.en.eq(self.en), port.addr.eq(self.addr)]
+            if self.rows > 1:   # the cycle of the rows' registers
+                word = Signal(self.width, reset_less=True)
+                with m.If(self.en):
+                    m.d.sync += word.eq(port.data)
+                m.d.comb += self.data.eq(word)
+            else:
+                m.d.comb += self.data.eq(port.data)
         else:
             part = ({} if self.image_width == self.width
                     else {"p_IMAGE_WIDTH": self.image_width, "p_LO": self.lo})
+            if self.rows > 1:
+                part["p_ROWS"] = self.rows
             m.submodules.rom = Instance(
                 "bchw_rom",
                 p_WIDTH=self.width, p_DEPTH=self.depth, p_ADDR_WIDTH=self.addr_width,

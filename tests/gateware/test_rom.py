@@ -29,6 +29,23 @@ def test_inline_read_follows_addr_by_one_cycle(width: int, depth: int):
     simulate(dut, testbench, cycles=200)
 
 
+def test_a_rom_read_in_rows_follows_addr_by_two_cycles():
+    # 1,408 × 48: yosys would put its three 512-word rows side by side (bchw.perf.rom_rows)
+    rng = random.Random(3)
+    words = [rng.getrandbits(48) for _ in range(1408)]
+    dut = Rom(48, 1408, init=words)
+    assert (dut.rows, dut.latency) == (3, 2)
+    addrs = [rng.randrange(1408) for _ in range(150)]
+    expected = [words[a] for a in addrs]
+
+    async def testbench(ctx):
+        seen = await check_pipeline(ctx, dut.en, [dut.addr], [(a,) for a in addrs], dut.data,
+                                    expected, 2, enable=random_pattern(0.6, seed=9))
+        assert seen > 50
+
+    simulate(dut, testbench, cycles=260)
+
+
 def test_every_address_reads_its_word():
     words = [(a * 0x9E3779B1) & 0xFFFFF for a in range(13)]
     dut = Rom(20, 13, init=words)
