@@ -4,11 +4,14 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from amaranth.hdl import ClockSignal, Instance, Module, Signal
+from amaranth.hdl import Array, ClockSignal, Instance, Module, Signal
 from amaranth.lib import memory, wiring
 from amaranth.lib.wiring import In, Out
 
-from bchw.perf import rom_brams, rom_rows
+from bchw.perf import ROM_ROW_WORDS, rom_brams, rom_rows
+
+#: Address bits of a row of a ROM read in rows (``ROW_BITS`` in :data:`ROM_VERILOG`).
+ROW_BITS = (ROM_ROW_WORDS - 1).bit_length()
 
 #: The Verilog of the ROM the ``readmemh`` mode instantiates: the same file
 #: serves any image, so new weights never change the generated Verilog.
@@ -136,25 +139,37 @@ class Rom(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         if self.init is not None:
-            m.submodules.mem = mem = memory.Memory(shape=self.width, depth=self.depth,
-                                                   init=self.init)
-            port = mem.read_port(domain="sync")
-            m.d.comb += [port.en.eq(self.en), port.addr.eq(self.addr)]
-            if self.rows > 1:   # the cycle of the rows' registers
-                word = Signal(self.width, reset_less=True)
+            if self.rows == 1:
+                m.submodules.mem = mem = memory.Memory(shape=self.width, depth=self.depth,
+                                                       init=self.init)
+                port = mem.read_port(domain="sync")
+                m.d.comb += [port.en.eq(self.en), port.addr.eq(self.addr),
+                             self.data.eq(port.data)]
+                return m
+            # read in rows as bchw_rom's ROWS > 1: a memory a row, its word registered,
+            # then the row chosen two cycles on
+            words, row, row_d = [], Signal(range(self.rows)), Signal(range(self.rows))
+            with m.If(self.en):
+                m.d.sync += [row.eq(self.addr[ROW_BITS:]), row_d.eq(row)]
+            for k in range(self.rows):
+                init = self.init[k * ROM_ROW_WORDS:(k + 1) * ROM_ROW_WORDS]
+                m.submodules[f"row{k}"] = mem = memory.Memory(shape=self.width,
+                                                              depth=len(init), init=init)
+                port = mem.read_port(domain="sync")
+                word = Signal(self.width, name=f"word{k}", reset_less=True)
+                m.d.comb += [port.en.eq(self.en), port.addr.eq(self.addr[:ROW_BITS])]
                 with m.If(self.en):
                     m.d.sync += word.eq(port.data)
-                m.d.comb += self.data.eq(word)
-            else:
-                m.d.comb += self.data.eq(port.data)
-        else:
-            part = ({} if self.image_width == self.width
-                    else {"p_IMAGE_WIDTH": self.image_width, "p_LO": self.lo})
-            if self.rows > 1:
-                part["p_ROWS"] = self.rows
-            m.submodules.rom = Instance(
-                "bchw_rom",
-                p_WIDTH=self.width, p_DEPTH=self.depth, p_ADDR_WIDTH=self.addr_width,
-                p_INIT_FILE=self.init_file, p_BLOCK=int(self.block), **part,
-                i_clk=ClockSignal("sync"), i_en=self.en, i_addr=self.addr, o_data=self.data)
+                words.append(word)
+            m.d.comb += self.data.eq(Array(words)[row_d])
+            return m
+        part = ({} if self.image_width == self.width
+                else {"p_IMAGE_WIDTH": self.image_width, "p_LO": self.lo})
+        if self.rows > 1:
+            part["p_ROWS"] = self.rows
+        m.submodules.rom = Instance(
+            "bchw_rom",
+            p_WIDTH=self.width, p_DEPTH=self.depth, p_ADDR_WIDTH=self.addr_width,
+            p_INIT_FILE=self.init_file, p_BLOCK=int(self.block), **part,
+            i_clk=ClockSignal("sync"), i_en=self.en, i_addr=self.addr, o_data=self.data)
         return m

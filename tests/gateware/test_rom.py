@@ -7,7 +7,8 @@ import random
 
 import pytest
 
-from bchw.gateware.rom import Rom
+from bchw.gateware.rom import ROM_VERILOG, ROW_BITS, Rom
+from bchw.perf import ROM_ROW_WORDS
 from bchw.gateware.simtools import check_pipeline, random_pattern, simulate
 
 
@@ -74,3 +75,8 @@ def test_a_part_reads_its_bits_of_the_image_words(lo: int, width: int):
 def test_a_part_outside_the_image_word_is_refused():
     with pytest.raises(ValueError, match="not in a 20-bit image word"):
         Rom(8, 4, init=[0] * 4, lo=13, image_width=20)
+
+
+def test_the_verilog_rows_are_the_models():
+    assert f"localparam ROW_BITS = {ROW_BITS};" in ROM_VERILOG
+    assert 1 << ROW_BITS == ROM_ROW_WORDS
